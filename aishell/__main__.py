@@ -1,0 +1,3 @@
+from aishell.cli import main
+
+main()

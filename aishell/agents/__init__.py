@@ -1,0 +1,21 @@
+"""Agents turn a job into a plan of steps over the registry."""
+
+from __future__ import annotations
+
+from aishell.agents.base import Agent, PlanningContext
+from aishell.agents.maintenance import MaintenanceAgent
+from aishell.errors import UsageError
+
+AGENTS: dict[str, Agent] = {"maintenance": MaintenanceAgent()}
+
+
+def get_agent(name: str) -> Agent:
+    try:
+        return AGENTS[name]
+    except KeyError:
+        raise UsageError(
+            f"Unknown agent '{name}'; agents are: {', '.join(sorted(AGENTS))}"
+        ) from None
+
+
+__all__ = ["AGENTS", "Agent", "PlanningContext", "get_agent"]

@@ -1,0 +1,29 @@
+"""What every agent provides: validate its job, and plan it as steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aishell.config import AgentDefaults
+from aishell.plan import Step
+
+
+@dataclass(frozen=True)
+class PlanningContext:
+    """What an agent may know when planning: the target and its tables, never row data."""
+
+    target: str
+    dialect: str
+    tables: tuple[str, ...]
+    defaults: AgentDefaults
+
+
+class Agent(Protocol):
+    name: str
+
+    def normalize_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job with defaults filled in; a bad value is a UsageError."""
+        ...
+
+    def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]: ...

@@ -1,0 +1,148 @@
+"""The maintenance agent: quick, standard, full and emergency plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aishell.agents.base import PlanningContext
+from aishell.errors import UsageError
+from aishell.plan import Step, step_id
+
+MAINTENANCE_TYPES = ("quick", "standard", "full", "emergency")
+
+
+class MaintenanceAgent:
+    name = "maintenance"
+
+    def normalize_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        kind = job.get("type", "standard")
+        if kind not in MAINTENANCE_TYPES:
+            raise UsageError(
+                f"Unknown maintenance type '{kind}'; "
+                f"expected one of: {', '.join(MAINTENANCE_TYPES)}"
+            )
+        tables = job.get("tables")
+        if tables is not None:
+            tables = [t.strip() for t in tables if t.strip()]
+            if not tables:
+                raise UsageError("--tables was given but names no table")
+        return {
+            "type": kind,
+            "tables": tables,
+            "rebuild_indexes": bool(job.get("rebuild_indexes", True)),
+        }
+
+    def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
+        """The tutorial's plans: health first, the type's work per table, a report last."""
+        kind = job["type"]
+        tables = list(ctx.tables)
+        threshold = ctx.defaults.fragmentation_threshold
+        work: list[tuple[str, dict[str, Any], str, str | None]] = []
+        conditions: dict[int, str] = {}
+
+        def add(
+            tool: str, params: dict[str, Any], rationale: str, table: str | None = None
+        ) -> None:
+            work.append((tool, params, rationale, table))
+
+        add(
+            "analyze_database_health",
+            {"tables": tables, "check_corruption": kind in ("full", "emergency")},
+            "Assess the database's health before changing anything",
+        )
+        if kind == "quick":
+            for t in tables:
+                add(
+                    "update_table_statistics",
+                    {"table": t},
+                    f"Refresh planner statistics for {t}",
+                    t,
+                )
+        elif kind == "standard":
+            for t in tables:
+                add(
+                    "analyze_table_fragmentation",
+                    {"table": t, "fragmentation_threshold": threshold},
+                    f"Measure fragmentation of {t}",
+                    t,
+                )
+                add(
+                    "update_table_statistics",
+                    {"table": t},
+                    f"Refresh planner statistics for {t}",
+                    t,
+                )
+        elif kind == "full":
+            for t in tables:
+                add(
+                    "analyze_table_fragmentation",
+                    {"table": t, "fragmentation_threshold": threshold},
+                    f"Measure fragmentation of {t}",
+                    t,
+                )
+                if job.get("rebuild_indexes", True):
+                    add(
+                        "rebuild_fragmented_indexes",
+                        {
+                            "table": t,
+                            "fragmentation_threshold": threshold,
+                            "min_pages": ctx.defaults.min_index_pages,
+                        },
+                        f"Rebuild indexes of {t} fragmented past {threshold:g}%",
+                        t,
+                    )
+                add(
+                    "optimize_table",
+                    {"table": t, "fragmentation_threshold": threshold},
+                    f"Compact {t} and return free pages",
+                    t,
+                )
+                add(
+                    "update_table_statistics",
+                    {"table": t},
+                    f"Refresh planner statistics for {t}",
+                    t,
+                )
+        elif kind == "emergency":
+            add(
+                "check_table_corruption",
+                {"tables": tables},
+                "Look for corrupted tables and indexes",
+            )
+            add(
+                "repair_corrupted_tables",
+                {"tables": "${step_1.output.corrupted_tables}", "create_backup": True},
+                "Repair the tables the check found corrupted, after a backup copy",
+            )
+            # Nothing to repair, nothing to approve: skip unless the check found damage.
+            conditions[len(work) - 1] = "${step_1.output.corrupted_tables}"
+
+        steps = [
+            Step(
+                id=step_id(i),
+                tool=tool,
+                params=params,
+                rationale=rationale,
+                condition=conditions.get(i),
+            )
+            for i, (tool, params, rationale, _) in enumerate(work)
+        ]
+        actions = [
+            {"tool": tool, "table": table, "output": f"${{{step_id(i)}.output}}"}
+            for i, (tool, _, _, table) in enumerate(work)
+            if i > 0
+        ]
+        steps.append(
+            Step(
+                id=step_id(len(work)),
+                tool="generate_maintenance_report",
+                params={
+                    "maintenance_type": kind,
+                    "tables": tables,
+                    "baseline": "${step_0.output}",
+                    "actions": actions,
+                },
+                rationale="Summarize what was done and the database before and after",
+            )
+        )
+        return steps

@@ -1,0 +1,104 @@
+"""Approvers decide on steps that need a person's yes. Where nobody can be asked, the
+answer is to wait: a non-interactive run never approves on its own."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Decision(StrEnum):
+    APPROVE = "approved"
+    DENY = "denied"
+    DEFER = "deferred"
+    QUIT = "quit"
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """Everything the person is shown before answering."""
+
+    run_id: str
+    target: str
+    environment: str
+    step_index: int
+    step_id: str
+    tool: str
+    description: str
+    params: dict[str, Any]
+    sql: list[str]
+    risk: str
+    reasons: tuple[str, ...]
+    rationale: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    decision: Decision
+    decided_by: str
+    how: str
+    reason: str
+
+
+class Approver(Protocol):
+    def decide(self, request: ApprovalRequest) -> Answer: ...
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+@dataclass
+class PreApproved:
+    """Approves every step: the person said yes up front (--yes)."""
+
+    how: str = "--yes"
+
+    def decide(self, request: ApprovalRequest) -> Answer:
+        return Answer(Decision.APPROVE, current_user(), self.how, "approved in advance")
+
+
+@dataclass
+class NonInteractive:
+    """Nobody to ask: defer, so the run stops as waiting_approval."""
+
+    why: str = "no terminal to ask on"
+
+    def decide(self, request: ApprovalRequest) -> Answer:
+        return Answer(Decision.DEFER, "aishell", "non-interactive", self.why)
+
+
+# The prompt's answers: yes, no, all (approve the rest at this risk level), quit.
+PROMPT_CHOICES = ("yes", "no", "all", "quit")
+
+
+@dataclass
+class Prompting:
+    """Asks a person through `ask`, which shows the request and returns one of PROMPT_CHOICES."""
+
+    ask: Callable[[ApprovalRequest], str]
+    approved_risks: set[str] = field(default_factory=set)
+
+    def decide(self, request: ApprovalRequest) -> Answer:
+        user = current_user()
+        if request.risk in self.approved_risks:
+            return Answer(
+                Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
+            )
+        choice = self.ask(request)
+        if choice == "yes":
+            return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
+        if choice == "all":
+            self.approved_risks.add(request.risk)
+            return Answer(
+                Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
+            )
+        if choice == "quit":
+            return Answer(Decision.QUIT, user, "prompt", "run stopped at the prompt")
+        return Answer(Decision.DENY, user, "prompt", "denied at the prompt")

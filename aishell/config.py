@@ -1,0 +1,249 @@
+"""Load and validate config/aishell.yaml and config/agents/<agent>.yaml."""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aishell.errors import ConfigError
+from aishell.resources import bundled_config_dir
+
+SafetyLevel = Literal["strict", "moderate", "permissive"]
+Environment = Literal["development", "test", "staging", "production"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetConfig(_Strict):
+    url: str = Field(description="SQLAlchemy URL; relative SQLite paths are under the home")
+    environment: Environment = "development"
+    description: str = ""
+
+
+class StateConfig(_Strict):
+    url: str = "sqlite:///state.db"
+
+
+class MainConfig(_Strict):
+    default_target: str = "demo"
+    targets: dict[str, TargetConfig]
+    state: StateConfig = StateConfig()
+    backup_dir: str = "backups"
+    catalog_paths: list[str] = []
+
+
+class AgentDefaults(_Strict):
+    safety_level: SafetyLevel = "strict"
+    max_execution_time: int = Field(3600, gt=0, description="cap on any one step, seconds")
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_backoff_seconds: float = Field(1.0, ge=0)
+    fragmentation_threshold: float = Field(30, ge=0, le=100)
+    min_index_pages: int = Field(8, ge=1)
+
+
+class AgentSection(_Strict):
+    default_config: AgentDefaults = AgentDefaults()
+    capabilities: list[str]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    defaults: AgentDefaults
+    capabilities: frozenset[str]
+    path: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    """The loaded configuration, with where it came from and where relative paths lead."""
+
+    main: MainConfig
+    path: Path
+    home: Path
+    agent_dir: Path
+    _agents: dict[str, AgentConfig] = field(default_factory=dict, compare=False)
+
+    @property
+    def state_url(self) -> str:
+        return resolve_url(self.main.state.url, self.home)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.home / self.main.backup_dir
+
+    @property
+    def catalog_paths(self) -> list[Path]:
+        return [self.home / p for p in self.main.catalog_paths]
+
+    def target(self, name: str | None) -> tuple[str, TargetConfig]:
+        """The named target, or the default one; an unknown name is a ConfigError."""
+        name = name or self.main.default_target
+        try:
+            return name, self.main.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.main.targets)) or "(none)"
+            raise ConfigError(
+                f"Unknown target '{name}'; targets in {self.path} are: {known}"
+            ) from None
+
+    def agent(self, name: str) -> AgentConfig:
+        if name not in self._agents:
+            self._agents[name] = load_agent_config(self.agent_dir, name)
+        return self._agents[name]
+
+
+def resolve_url(url: str, home: Path) -> str:
+    """Make a relative SQLite path absolute under the home; other URLs pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
+            return prefix + str((home / rest).resolve())
+    return url
+
+
+def find_home(home: str | os.PathLike[str] | None = None) -> Path:
+    return Path(home or os.environ.get("AISHELL_HOME") or Path.cwd()).resolve()
+
+
+def load_config(
+    config_path: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Find and load aishell.yaml: the given path, AISHELL_CONFIG, <home>/config, or the default."""
+    home_dir = find_home(home)
+    if config_path is None and os.environ.get("AISHELL_CONFIG"):
+        config_path = os.environ["AISHELL_CONFIG"]
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist")
+    else:
+        path = home_dir / "config" / "aishell.yaml"
+        if not path.is_file():
+            path = bundled_config_dir() / "aishell.yaml"
+    data = _read_yaml(path)
+    main = _validate(MainConfig, data, path)
+    if main.default_target not in main.targets:
+        known = ", ".join(sorted(main.targets)) or "(none)"
+        raise ConfigError(
+            f"{path}: default_target: '{main.default_target}' is not a target; targets are: {known}"
+        )
+    agent_dir = path.parent / "agents"
+    if not agent_dir.is_dir():
+        agent_dir = bundled_config_dir() / "agents"
+    return Config(main=main, path=path, home=home_dir, agent_dir=agent_dir)
+
+
+def load_agent_config(agent_dir: Path, agent: str) -> AgentConfig:
+    path = agent_dir / f"{agent}.yaml"
+    if not path.is_file():
+        path = bundled_config_dir() / "agents" / f"{agent}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"No agent config for '{agent}' (looked for {agent_dir / path.name})")
+    data = _read_yaml(path)
+    section_key = f"{agent}_agent"
+    if set(data) != {section_key}:
+        extra = ", ".join(sorted(set(data) - {section_key})) or "(nothing)"
+        raise ConfigError(
+            f"{path}: expected exactly one top-level key '{section_key}', found: {extra}"
+        )
+    section = _validate(AgentSection, data[section_key], path, prefix=section_key)
+    from aishell.registry import Capability  # late: registry imports config types
+
+    known = {c.value for c in Capability}
+    for i, cap in enumerate(section.capabilities):
+        if cap not in known:
+            raise ConfigError(
+                f"{path}: {section_key}.capabilities.{i}: unknown capability '{cap}'; "
+                f"expected one of: {', '.join(sorted(known))}"
+            )
+    return AgentConfig(
+        name=agent,
+        defaults=section.default_config,
+        capabilities=frozenset(section.capabilities),
+        path=path,
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _validate(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+            raise ConfigError(f"{path}: {key}: unknown key{hint}") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{path}: {key}: required key is missing") from None
+        expected = err["msg"][0].lower() + err["msg"][1:]
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The keys a model accepts at a location, to list them in an 'unknown key' error."""
+    current: Any = model
+    skip_free_key = False
+    for part in loc:
+        if skip_free_key:  # the key of a dict[str, Model], such as a target's name
+            skip_free_key = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field_info = current.model_fields.get(part)
+        if field_info is None:
+            return []
+        current = _model_in(field_info.annotation)
+        if current is None:
+            return []
+        if isinstance(current, tuple):
+            current, skip_free_key = current[0], True
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is dict and len(args) == 2:
+        inner = _model_in(args[1])
+        return None if inner is None else (inner,)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,81 @@
+"""Domain exceptions; each carries the exit code the CLI maps it to."""
+
+from __future__ import annotations
+
+# Exit codes, documented in `aishell --help` and the README.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_WAITING_APPROVAL = 3
+EXIT_DENIED = 4
+EXIT_LOCKED = 5
+
+
+class AishellError(Exception):
+    """Base of every error a user can cause or act on; its message is one line."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(AishellError):
+    """The configuration file is missing, malformed or names something unknown."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(AishellError):
+    """A command was given arguments that cannot work (unknown job type, bad run id)."""
+
+    exit_code = EXIT_USAGE
+
+
+class CatalogError(AishellError):
+    """The tool catalog is invalid; aishell refuses to start with it."""
+
+    exit_code = EXIT_USAGE
+
+
+class ToolNotFound(AishellError):
+    exit_code = EXIT_USAGE
+
+
+class TargetError(AishellError):
+    """The target cannot be reached or lacks something the job needs (a table, a column)."""
+
+    exit_code = EXIT_USAGE
+
+
+class PlanError(AishellError):
+    """A plan failed validation: unknown tool, bad params, a reference that points forward."""
+
+    exit_code = EXIT_USAGE
+
+
+class SubstitutionError(AishellError):
+    """A ${step_N.output.key} reference cannot be resolved."""
+
+    exit_code = EXIT_FAILED
+
+
+class StepFailed(AishellError):
+    """A tool raised while running a step."""
+
+
+class StepTimeout(StepFailed):
+    """A step ran past its time limit and was interrupted."""
+
+
+class TargetLocked(AishellError):
+    """Another run holds the target's lock."""
+
+    exit_code = EXIT_LOCKED
+
+
+class RunNotFound(AishellError):
+    exit_code = EXIT_USAGE
+
+
+class StateError(AishellError):
+    """The state store cannot be used (newer schema, unreadable file)."""
+
+    exit_code = EXIT_USAGE

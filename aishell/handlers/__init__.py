@@ -1,0 +1,29 @@
+"""Python implementations of procedural tools, one module per family of tools."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aishell.registry import ToolContext, fill_template
+
+RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
+RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A procedural tool: its SQL templates (shown and parsed) and the code that runs them."""
+
+    sql_templates: tuple[str, ...]
+    run_fn: RunFn
+    render_fn: RenderFn | None = None
+
+    def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+        if self.render_fn is not None and ctx.conn is not None:
+            return self.render_fn(params, ctx)
+        return [fill_template(sql, params, ctx) for sql in self.sql_templates]
+
+    def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        return self.run_fn(params, ctx)

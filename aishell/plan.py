@@ -1,0 +1,179 @@
+"""Plans: ordered steps over the registry, validated, hashed and (de)serialised."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aishell import schema
+from aishell.errors import PlanError, ToolNotFound
+from aishell.registry import Capability, Registry
+from aishell.substitution import find_references
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    tool: str
+    params: dict[str, Any]
+    rationale: str = ""
+    depends_on: tuple[str, ...] = ()
+    # A reference; the step runs only when it resolves to a non-empty value.
+    condition: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "tool": self.tool,
+            "params": self.params,
+            "rationale": self.rationale,
+        }
+        if self.depends_on:
+            data["depends_on"] = list(self.depends_on)
+        if self.condition:
+            data["condition"] = self.condition
+        return data
+
+
+@dataclass(frozen=True)
+class Plan:
+    agent: str
+    target: str
+    dialect: str
+    job: dict[str, Any]
+    steps: tuple[Step, ...]
+    tool_fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        """sha256 over what the plan does: agent, target, job, steps and tool versions."""
+        body = self.to_dict()
+        body.pop("plan_hash", None)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "format": PLAN_FORMAT,
+            "agent": self.agent,
+            "target": self.target,
+            "dialect": self.dialect,
+            "job": self.job,
+            "steps": [s.to_dict() for s in self.steps],
+            "tool_fingerprints": self.tool_fingerprints,
+        }
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps({**self.to_dict(), "plan_hash": self.hash}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        try:
+            if data.get("format") != PLAN_FORMAT:
+                raise PlanError(f"Unsupported plan format {data.get('format')!r}")
+            steps = tuple(
+                Step(
+                    id=s["id"],
+                    tool=s["tool"],
+                    params=dict(s["params"]),
+                    rationale=s.get("rationale", ""),
+                    depends_on=tuple(s.get("depends_on") or ()),
+                    condition=s.get("condition"),
+                )
+                for s in data["steps"]
+            )
+            plan = cls(
+                agent=data["agent"],
+                target=data["target"],
+                dialect=data["dialect"],
+                job=dict(data["job"]),
+                steps=steps,
+                tool_fingerprints=dict(data.get("tool_fingerprints") or {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None
+        expected = data.get("plan_hash")
+        if expected is not None and expected != plan.hash:
+            raise PlanError("Plan hash does not match its contents; the plan was edited")
+        return plan
+
+
+def step_id(index: int) -> str:
+    return f"step_{index}"
+
+
+def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -> list[str]:
+    """Every problem with a plan; an empty list means it may run.
+
+    Checks: unique ids, known tools with an implementation for the dialect, params
+    that match each tool's schema (references stand in for any value), capabilities
+    the agent has, and references and dependencies that point only backwards.
+    """
+    problems: list[str] = []
+    allowed = {Capability(c) for c in capabilities}
+    seen: list[str] = []
+    for step in plan.steps:
+        where = f"{step.id} ({step.tool})"
+        if step.id in seen:
+            problems.append(f"{where}: duplicate step id")
+        try:
+            tool = registry.get(step.tool)
+        except ToolNotFound as exc:
+            problems.append(f"{where}: {exc}")
+            seen.append(step.id)
+            continue
+        if plan.dialect not in tool.implementations:
+            problems.append(f"{where}: the tool has no {plan.dialect} implementation")
+        missing = tool.required_capabilities - allowed
+        if missing:
+            names = ", ".join(sorted(c.value for c in missing))
+            problems.append(f"{where}: the {plan.agent} agent lacks capabilities: {names}")
+        problems += [
+            f"{where}: {p}"
+            for p in schema.validate(_placeholders(step.params, tool.params), tool.params)
+        ]
+        if step.condition is not None:
+            refs = find_references(step.condition)
+            if len(refs) != 1 or refs[0].text != step.condition:
+                problems.append(f"{where}: condition must be a single ${{...}} reference")
+        for ref in find_references([step.params, step.condition]):
+            if ref.step_id not in seen:
+                problems.append(
+                    f"{where}: {ref.text} refers to {ref.step_id}, which does not come before it"
+                )
+        for dep in step.depends_on:
+            if dep not in seen:
+                problems.append(f"{where}: depends on {dep}, which does not come before it")
+        seen.append(step.id)
+    return problems
+
+
+def _placeholders(params: Mapping[str, Any], tool_schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Params with whole-value references replaced by a sample of the declared type."""
+    samples = {
+        "string": "x",
+        "integer": 0,
+        "number": 0,
+        "boolean": False,
+        "array": [],
+        "object": {},
+    }
+    props = tool_schema.get("properties") or {}
+    result: dict[str, Any] = {}
+    for name, value in params.items():
+        refs = find_references(value) if isinstance(value, str) else []
+        if refs and len(refs) == 1 and refs[0].text == value:
+            kind = (props.get(name) or {}).get("type", "string")
+            sample = samples.get(kind, "x")
+            if kind in ("integer", "number") and "minimum" in props.get(name, {}):
+                sample = props[name]["minimum"]
+            result[name] = sample
+        else:
+            result[name] = value
+    return result

@@ -1,0 +1,408 @@
+"""The tool registry: what the agents may run, how risky it is, and how it runs per dialect.
+
+The catalog lives in tools/*.yaml (one file per tool); extra folders named in config
+follow the same rules. The loader refuses, at start-up, anything a reviewer could
+not trust: duplicates, missing metadata, unknown handlers, and a tool tagged safe
+whose SQL writes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell import schema
+from aishell.errors import CatalogError, ToolNotFound
+from aishell.sqlcheck import write_reason
+
+DIALECTS = ("sqlite", "postgresql", "mysql")
+
+
+class RiskLevel(StrEnum):
+    SAFE = "safe"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(RiskLevel).index(self)
+
+
+class Category(StrEnum):
+    ANALYSIS = "analysis"
+    MAINTENANCE = "maintenance"
+    BACKUP = "backup"
+    CLEANUP = "cleanup"
+    DDL = "ddl"
+
+
+class Capability(StrEnum):
+    DATABASE_READ = "database_read"
+    DATABASE_WRITE = "database_write"
+    DATABASE_DDL = "database_ddl"
+    FILE_READ = "file_read"
+    FILE_WRITE = "file_write"
+    BACKUP_CREATE = "backup_create"
+    BACKUP_RESTORE = "backup_restore"
+    SCHEMA_ANALYZE = "schema_analyze"
+    SCHEMA_MODIFY = "schema_modify"
+    QUERY_OPTIMIZE = "query_optimize"
+    INDEX_MANAGE = "index_manage"
+
+
+@dataclass
+class ToolContext:
+    """What a tool gets besides its params: the guarded connection and where it runs."""
+
+    conn: Connection | None
+    dialect: str
+    target: str
+    dry_run: bool = False
+    backup_dir: Path | None = None
+    run_id: str | None = None
+    quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
+
+    def quote(self, name: str) -> str:
+        return self.quote_identifier(name)
+
+    @property
+    def connection(self) -> Connection:
+        if self.conn is None:
+            raise RuntimeError("this tool needs a database connection")
+        return self.conn
+
+
+class Implementation(Protocol):
+    """One dialect's way of running a tool; render_sql never touches the database's data."""
+
+    sql_templates: tuple[str, ...]
+
+    def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]: ...
+
+    def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]: ...
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill_template(sql: str, params: Mapping[str, Any], ctx: ToolContext) -> str:
+    """Fill {name} with the quoted identifier from params, or <name> when it is not known yet."""
+
+    def quoted(match: re.Match[str]) -> str:
+        value = params.get(match.group(1))
+        return ctx.quote(value) if isinstance(value, str) else f"<{match.group(1)}>"
+
+    return _PLACEHOLDER.sub(quoted, sql)
+
+
+@dataclass(frozen=True)
+class SqlImplementation:
+    """A tool whose work is fixed SQL: identifiers as {name} (quoted), values as :name (bound)."""
+
+    sql_templates: tuple[str, ...]
+    result: Literal["none", "one", "all"]
+    identifiers: frozenset[str]
+
+    def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+        return [fill_template(sql, params, ctx) for sql in self.sql_templates]
+
+    def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        conn = ctx.connection
+        output: dict[str, Any] = {}
+        statements = self.render_sql(params, ctx)
+        for position, sql in enumerate(statements, start=1):
+            bound = {k: v for k, v in params.items() if f":{k}" in sql}
+            result = conn.execute(text(sql), bound)
+            if position < len(statements):
+                continue  # the result mode applies to the last statement
+            if self.result == "one":
+                row = result.mappings().first()
+                output = dict(row) if row is not None else {}
+            elif self.result == "all":
+                output = {"rows": [dict(r) for r in result.mappings()]}
+            else:
+                output = {"rowcount": max(result.rowcount, 0)}
+        if conn.in_transaction():
+            conn.commit()
+        return output
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    name: str
+    description: str
+    category: Category
+    risk_level: RiskLevel
+    required_capabilities: frozenset[Capability]
+    params: dict[str, Any]
+    returns: dict[str, Any]
+    requires_approval: bool
+    destructive: bool
+    max_execution_time: int
+    idempotent: bool
+    examples: tuple[dict[str, Any], ...]
+    implementations: Mapping[str, Implementation]
+    notes: str
+    source: Path
+    fingerprint: str
+
+    def implementation(self, dialect: str) -> Implementation:
+        try:
+            return self.implementations[dialect]
+        except KeyError:
+            have = ", ".join(sorted(self.implementations))
+            raise ToolNotFound(
+                f"Tool '{self.name}' has no {dialect} implementation (it has: {have})"
+            ) from None
+
+    def metadata(self) -> dict[str, Any]:
+        """The tool's metadata as plain data, for --json and docs."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "category": self.category.value,
+            "risk_level": self.risk_level.value,
+            "required_capabilities": sorted(c.value for c in self.required_capabilities),
+            "requires_approval": self.requires_approval,
+            "destructive": self.destructive,
+            "max_execution_time": self.max_execution_time,
+            "idempotent": self.idempotent,
+            "params": self.params,
+            "returns": self.returns,
+            "examples": list(self.examples),
+            "dialects": sorted(self.implementations),
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class Registry:
+    tools: Mapping[str, ToolDefinition]
+
+    def get(self, name: str) -> ToolDefinition:
+        try:
+            return self.tools[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.tools), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ToolNotFound(f"No tool named '{name}' in the catalog{hint}") from None
+
+    def find(
+        self,
+        category: Category | None = None,
+        max_risk: RiskLevel | None = None,
+        risk: RiskLevel | None = None,
+        capabilities: Iterable[Capability] | None = None,
+    ) -> list[ToolDefinition]:
+        """Tools matching every given filter, by name."""
+        allowed = frozenset(capabilities) if capabilities is not None else None
+        return [
+            t
+            for t in sorted(self.tools.values(), key=lambda t: t.name)
+            if (category is None or t.category is category)
+            and (max_risk is None or t.risk_level.rank <= max_risk.rank)
+            and (risk is None or t.risk_level is risk)
+            and (allowed is None or t.required_capabilities <= allowed)
+        ]
+
+
+_TOOL_KEYS = {
+    "name",
+    "description",
+    "category",
+    "risk_level",
+    "required_capabilities",
+    "params",
+    "returns",
+    "requires_approval",
+    "destructive",
+    "max_execution_time",
+    "idempotent",
+    "examples",
+    "implementations",
+    "notes",
+}
+_REQUIRED_KEYS = {
+    "name",
+    "description",
+    "category",
+    "risk_level",
+    "required_capabilities",
+    "params",
+    "returns",
+    "max_execution_time",
+    "idempotent",
+    "examples",
+    "implementations",
+}
+
+
+def load_registry(folders: Iterable[Path]) -> Registry:
+    """Load every tools/*.yaml of the given folders; any problem is a CatalogError."""
+    tools: dict[str, ToolDefinition] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise CatalogError(f"Tool catalog folder {folder} does not exist")
+        for path in sorted(folder.glob("*.yaml")):
+            tool = load_tool(path)
+            if tool.name in tools:
+                raise CatalogError(
+                    f"{path}: duplicate tool name '{tool.name}' "
+                    f"(already defined in {tools[tool.name].source})"
+                )
+            tools[tool.name] = tool
+    return Registry(tools=tools)
+
+
+def load_tool(path: Path) -> ToolDefinition:
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: a tool definition must be a mapping")
+
+    def fail(message: str) -> CatalogError:
+        return CatalogError(f"{path}: {message}")
+
+    unknown = set(data) - _TOOL_KEYS
+    if unknown:
+        raise fail(f"unknown keys: {', '.join(sorted(unknown))}")
+    missing = _REQUIRED_KEYS - set(data)
+    if missing:
+        raise fail(f"missing required keys: {', '.join(sorted(missing))}")
+    name = data["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise fail("name must be lower_snake_case")
+    description = data["description"]
+    if not isinstance(description, str) or not description.strip():
+        raise fail("description must be a non-empty sentence")
+    category = _enum(Category, data["category"], "category", fail)
+    risk = _enum(RiskLevel, data["risk_level"], "risk_level", fail)
+    capabilities = frozenset(
+        _enum(Capability, c, "required_capabilities", fail)
+        for c in data["required_capabilities"] or []
+    )
+    for key in ("params", "returns"):
+        problems = schema.check_schema(data[key], key)
+        if problems:
+            raise fail("; ".join(problems))
+    if data["params"].get("type") != "object":
+        raise fail("params must be a schema of type object")
+    max_time = data["max_execution_time"]
+    if not isinstance(max_time, int) or isinstance(max_time, bool) or max_time <= 0:
+        raise fail("max_execution_time must be a positive number of seconds")
+    for key in ("idempotent", "requires_approval", "destructive"):
+        if not isinstance(data.get(key, False), bool):
+            raise fail(f"{key} must be true or false")
+    examples = data["examples"]
+    if not isinstance(examples, list) or not examples:
+        raise fail("examples must list at least one example")
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict) or "params" not in example:
+            raise fail(f"examples[{i}] must have params")
+        problems = schema.validate(example["params"], data["params"], f"examples[{i}].params")
+        if problems:
+            raise fail("; ".join(problems))
+    identifiers = frozenset(schema.identifier_params(data["params"]))
+    impls_raw = data["implementations"]
+    if not isinstance(impls_raw, dict) or not impls_raw:
+        raise fail("implementations must map at least one dialect to sql or a handler")
+    implementations: dict[str, Implementation] = {}
+    for dialect, spec in impls_raw.items():
+        if dialect not in DIALECTS:
+            raise fail(f"implementations: unknown dialect '{dialect}'")
+        impl = _implementation(spec, identifiers, f"implementations.{dialect}", fail)
+        if risk is RiskLevel.SAFE:
+            for sql in impl.sql_templates:
+                reason = write_reason(_PLACEHOLDER.sub('"x"', sql), dialect)
+                if reason:
+                    raise fail(
+                        f"tagged safe but its {dialect} SQL may write: {reason}: {sql.strip()}"
+                    )
+        implementations[dialect] = impl
+    return ToolDefinition(
+        name=name,
+        description=description.strip(),
+        category=category,
+        risk_level=risk,
+        required_capabilities=capabilities,
+        params=data["params"],
+        returns=data["returns"],
+        requires_approval=bool(data.get("requires_approval", False)),
+        destructive=bool(data.get("destructive", False)),
+        max_execution_time=max_time,
+        idempotent=data["idempotent"],
+        examples=tuple(examples),
+        implementations=implementations,
+        notes=str(data.get("notes") or "").strip(),
+        source=path,
+        fingerprint=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _enum(enum: type[Enum], value: Any, key: str, fail: Callable[[str], Exception]) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise fail(f"{key}: '{value}' is not one of: {allowed}") from None
+
+
+def _implementation(
+    spec: Any, identifiers: frozenset[str], where: str, fail: Callable[[str], Exception]
+) -> Implementation:
+    if not isinstance(spec, dict) or len({"sql", "handler"} & set(spec)) != 1:
+        raise fail(f"{where}: give exactly one of sql or handler")
+    if "handler" in spec:
+        if set(spec) != {"handler"}:
+            raise fail(f"{where}: a handler takes no other keys")
+        return _resolve_handler(spec["handler"], where, fail)
+    unknown = set(spec) - {"sql", "result"}
+    if unknown:
+        raise fail(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
+    sql = spec["sql"]
+    statements = tuple([sql] if isinstance(sql, str) else sql or [])
+    if not statements or not all(isinstance(s, str) and s.strip() for s in statements):
+        raise fail(f"{where}.sql must be a statement or a list of statements")
+    for statement in statements:
+        for placeholder in _PLACEHOLDER.findall(statement):
+            if placeholder not in identifiers:
+                raise fail(
+                    f"{where}.sql: {{{placeholder}}} is not a param marked x-identifier; "
+                    "values must be bound as :name"
+                )
+    result = spec.get("result", "none")
+    if result not in ("none", "one", "all"):
+        raise fail(f"{where}.result must be none, one or all")
+    return SqlImplementation(sql_templates=statements, result=result, identifiers=identifiers)
+
+
+def _resolve_handler(name: Any, where: str, fail: Callable[[str], Exception]) -> Implementation:
+    from aishell.handlers import Handler
+
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*", name):
+        raise fail(f"{where}.handler must be 'module.name' inside aishell.handlers")
+    module_name, attr = name.split(".")
+    try:
+        module = importlib.import_module(f"aishell.handlers.{module_name}")
+    except ModuleNotFoundError:
+        raise fail(f"{where}: handler module aishell.handlers.{module_name} not found") from None
+    handler = getattr(module, attr, None)
+    if not isinstance(handler, Handler):
+        raise fail(f"{where}: aishell.handlers.{module_name} has no handler '{attr}'")
+    return handler

@@ -1,0 +1,354 @@
+"""Human output with rich: tables, progress, the approval prompt. Nothing here decides."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.status import Status
+from rich.table import Table
+from rich.text import Text
+
+from aishell.approval import PROMPT_CHOICES, ApprovalRequest
+from aishell.commands import PlanPreview
+from aishell.executor import RunResult, StepResult
+from aishell.registry import ToolDefinition
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "completed": "green",
+    "previewed": "cyan",
+    "skipped": "yellow",
+    "waiting_approval": "yellow",
+    "denied": "red",
+    "failed": "red",
+    "aborted": "red",
+    "interrupted": "red",
+    "running": "blue",
+    "pending": "dim",
+    "completed_with_denials": "yellow",
+}
+RISK_STYLE = {
+    "safe": "green",
+    "low": "cyan",
+    "medium": "yellow",
+    "high": "red",
+    "critical": "bold red",
+}
+
+
+def console(as_json: bool) -> Console:
+    """Human output goes to stderr when stdout carries JSON."""
+    return Console(stderr=as_json, highlight=False)
+
+
+def _styled(value: str, styles: dict[str, str]) -> Text:
+    return Text(value, style=styles.get(value, ""))
+
+
+def _subject(params: dict[str, Any]) -> str:
+    table = params.get("table")
+    if isinstance(table, str):
+        return table
+    tables = params.get("tables")
+    if isinstance(tables, list):
+        return ", ".join(tables) if tables else "(all)"
+    if isinstance(tables, str):
+        return tables
+    return ""
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@contextmanager
+def demo_progress(out: Console, log_rows: int) -> Iterator[Callable[[str, int], None]]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} rows"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+        totals = {"app_logs": log_rows}
+
+        def tell(label: str, done: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=totals.get(label, done))
+            progress.update(tasks[label], completed=done)
+
+        yield tell
+
+
+def demo_result(out: Console, result: dict[str, Any]) -> None:
+    rows = ", ".join(f"{t} {n:,}" for t, n in result["tables"].items())
+    out.print(f"Demo database for target [bold]{result['target']}[/]: {result['path']}")
+    out.print(f"{_size(result['size_bytes'])}; rows: {rows}")
+
+
+# --- plan and run -------------------------------------------------------------------------
+
+
+def plan_preview(out: Console, preview: PlanPreview) -> None:
+    plan = preview.plan
+    table = Table(
+        title=f"{plan.agent} plan ({plan.job.get('type')}) for target {plan.target} "
+        f"[{preview.environment}, safety level {preview.safety_level}]",
+        title_justify="left",
+    )
+    table.add_column("step")
+    table.add_column("tool")
+    table.add_column("on")
+    table.add_column("risk")
+    table.add_column("approval")
+    table.add_column("SQL", overflow="fold")
+    for step in preview.steps:
+        table.add_row(
+            step.step_id,
+            step.tool,
+            _subject(step.params),
+            _styled(step.risk_level, RISK_STYLE),
+            Text("needed", style="yellow") if step.requires_approval else Text("-"),
+            "\n".join(step.sql),
+        )
+    out.print(table)
+    out.print(f"plan hash {plan.hash}")
+
+
+class StepProgress:
+    """A spinner while a step runs and one line per finished step."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self._status: Status | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def step_started(self, step: StepResult, total: int) -> None:
+        self._stop()
+        self._started = time.monotonic()
+        label = f"{step.step_id} {step.tool} {_subject(step.params)}"
+        self._status = self.out.status(label, spinner="dots")
+        self._status.start()
+
+    def step_finished(self, step: StepResult, total: int) -> None:
+        self._stop()
+        mark = {"succeeded": "✓", "previewed": "·", "skipped": "-"}.get(step.status, "✗")
+        style = STATUS_STYLE.get(step.status, "")
+        took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
+        note = f"  {step.error}" if step.error else ""
+        self.out.print(
+            Text.assemble(
+                (f"{mark} ", style),
+                f"{step.step_id} {step.tool} ",
+                (_subject(step.params), "bold"),
+                (f" {step.status}{took}", style),
+                (note, "dim"),
+            )
+        )
+
+
+def run_summary(out: Console, result: RunResult) -> None:
+    report = result.report
+    if report:
+        out.print(f"Report: {report.get('summary')}")
+        size_before, size_after = report.get("size_before"), report.get("size_after")
+        if size_before is not None:
+            out.print(f"Database size: {_size(size_before)} -> {_size(size_after)}")
+    if result.dry_run:
+        previewed = [s for s in result.steps if s.status == "previewed"]
+        out.print(f"Dry run: nothing was changed; {len(previewed)} step(s) previewed.")
+        for step in previewed:
+            out.print(
+                f"  {step.step_id} {step.tool} {_subject(step.params)}: " + " ; ".join(step.sql)
+            )
+    counts: dict[str, int] = {}
+    for step in result.steps:
+        counts[step.status] = counts.get(step.status, 0) + 1
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items())
+    out.print(
+        Text.assemble(
+            f"Run {result.run_id} ",
+            (result.status, STATUS_STYLE.get(result.status, "")),
+            f" ({tally})",
+        )
+    )
+    if result.error:
+        out.print(Text(result.error, style="red"))
+    if result.status == "waiting_approval":
+        out.print("Run again with --yes to approve, or at a terminal to be asked.")
+
+
+def approval_prompt(out: Console, request: ApprovalRequest) -> str:
+    """Show everything about the step, then ask: yes, no, all (this risk level), quit."""
+    body = Table.grid(padding=(0, 2))
+    body.add_row("target", f"{request.target} ({request.environment})")
+    body.add_row("step", f"{request.step_id} {request.tool}: {request.rationale}")
+    body.add_row("risk", _styled(request.risk, RISK_STYLE))
+    body.add_row("params", json.dumps(request.params, sort_keys=True, default=str))
+    body.add_row("SQL", "\n".join(request.sql))
+    body.add_row("why asked", "\n".join(request.reasons))
+    out.print(Panel(body, title="Approval needed", border_style="yellow"))
+    return click.prompt(
+        "Run this step? (all = approve every remaining step at this risk)",
+        type=click.Choice(PROMPT_CHOICES),
+        default="no",
+        show_choices=True,
+        err=True,
+    )
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("No runs yet.")
+        return
+    table = Table()
+    for column in ("run id", "agent", "job", "target", "status", "dry run", "started", "finished"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["run_id"],
+            row["agent"],
+            str(row["job"].get("type", "")),
+            row["target"],
+            _styled(row["status"], STATUS_STYLE),
+            "yes" if row["dry_run"] else "",
+            row["created_at"][:19].replace("T", " "),
+            (row["finished_at"] or "")[:19].replace("T", " "),
+        )
+    out.print(table)
+
+
+def run_detail(out: Console, run: dict[str, Any]) -> None:
+    out.print(
+        Text.assemble(
+            ("Run ", "bold"),
+            (run["run_id"], "bold"),
+            f"  {run['agent']} {run['job'].get('type', '')} on {run['target']}  ",
+            (run["status"], STATUS_STYLE.get(run["status"], "")),
+            "  (dry run)" if run["dry_run"] else "",
+        )
+    )
+    out.print(f"started {run['created_at']} by {run['started_by']}; finished {run['finished_at']}")
+    if run["error"]:
+        out.print(Text(run["error"], style="red"))
+    table = Table()
+    for column in ("#", "tool", "on", "risk", "status", "tries", "output / error"):
+        table.add_column(column, overflow="fold")
+    for step in run["steps"]:
+        detail = step["error"] or _output_digest(step["output"])
+        table.add_row(
+            str(step["index"]),
+            step["tool"],
+            _subject(step["params"] or {}),
+            _styled(step["risk_level"], RISK_STYLE),
+            _styled(step["status"], STATUS_STYLE),
+            str(step["attempts"]),
+            detail,
+        )
+    out.print(table)
+    for approval in run["approvals"]:
+        out.print(
+            f"step {approval['step_idx']}: {approval['decision']} by {approval['decided_by']} "
+            f"({approval['how']}) at {approval['at']}: {approval['reason']}"
+        )
+
+
+def _output_digest(output: Any) -> str:
+    if not isinstance(output, dict):
+        return "" if output is None else str(output)
+    if "summary" in output:
+        return str(output["summary"])
+    keys = (
+        "row_count",
+        "stat_rows",
+        "fragmentation_percent",
+        "indexes_rebuilt",
+        "vacuumed",
+        "reclaimed_bytes",
+        "corrupted_tables",
+        "repaired_tables",
+        "database_size_bytes",
+        "recommendation",
+    )
+    parts = [f"{k}={output[k]}" for k in keys if k in output]
+    return ", ".join(parts)
+
+
+# --- tools --------------------------------------------------------------------------------
+
+
+def tools_table(out: Console, found: list[ToolDefinition]) -> None:
+    table = Table()
+    for column in ("tool", "category", "risk", "approval", "dialects", "description"):
+        table.add_column(column, overflow="fold")
+    for tool in found:
+        table.add_row(
+            tool.name,
+            tool.category.value,
+            _styled(tool.risk_level.value, RISK_STYLE),
+            "always" if tool.requires_approval else "by policy",
+            ", ".join(sorted(tool.implementations)),
+            tool.description,
+        )
+    out.print(table)
+
+
+def tool_detail(out: Console, data: dict[str, Any]) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("category", data["category"])
+    grid.add_row("risk", _styled(data["risk_level"], RISK_STYLE))
+    grid.add_row("capabilities", ", ".join(data["required_capabilities"]))
+    grid.add_row("approval", "always" if data["requires_approval"] else "by policy")
+    grid.add_row("destructive", "yes" if data["destructive"] else "no")
+    grid.add_row("idempotent", "yes" if data["idempotent"] else "no")
+    grid.add_row("max time", f"{data['max_execution_time']} s")
+    for name, spec in (data["params"].get("properties") or {}).items():
+        required = name in (data["params"].get("required") or [])
+        default = f" (default {spec['default']!r})" if "default" in spec else ""
+        grid.add_row(
+            f"param {name}",
+            f"{spec.get('type')}{' required' if required else ''}{default}: "
+            f"{spec.get('description', '')}",
+        )
+    if data["notes"]:
+        grid.add_row("notes", data["notes"])
+    out.print(Panel(grid, title=f"{data['name']}: {data['description']}", title_align="left"))
+    out.print(f"SQL for example params {json.dumps(data['example_params'])}:")
+    for dialect, statements in data["sql"].items():
+        out.print(Text(f"-- {dialect}", style="bold"))
+        for sql in statements:
+            out.print(sql)

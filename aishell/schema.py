@@ -1,0 +1,125 @@
+"""A small JSON-schema subset for tool params, with messages a DBA can act on.
+
+Supported: type (string, integer, number, boolean, array, object), properties,
+required, additionalProperties: false, items, enum, minimum, maximum, minLength,
+default, description, and `x-identifier` (table | column | index) marking a
+string that names a database object and must be checked against the catalog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IDENTIFIER_KINDS = ("table", "column", "index")
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list, tuple),
+    "object": (dict,),
+}
+_SCHEMA_KEYS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "default",
+    "description",
+    "x-identifier",
+}
+
+
+def check_schema(schema: Any, where: str) -> list[str]:
+    """Problems with a schema itself (used when the catalog loads)."""
+    problems: list[str] = []
+    if not isinstance(schema, dict):
+        return [f"{where}: a schema must be a mapping"]
+    unknown = set(schema) - _SCHEMA_KEYS
+    if unknown:
+        problems.append(f"{where}: unsupported schema keys: {', '.join(sorted(unknown))}")
+    kind = schema.get("type")
+    if kind not in _TYPES:
+        problems.append(f"{where}: type must be one of {', '.join(_TYPES)}, not {kind!r}")
+    ident = schema.get("x-identifier")
+    if ident is not None and ident not in IDENTIFIER_KINDS:
+        problems.append(f"{where}: x-identifier must be one of {', '.join(IDENTIFIER_KINDS)}")
+    for name, sub in (schema.get("properties") or {}).items():
+        problems += check_schema(sub, f"{where}.{name}")
+    for name in schema.get("required") or []:
+        if name not in (schema.get("properties") or {}):
+            problems.append(f"{where}: required '{name}' is not among the properties")
+    if "items" in schema:
+        problems += check_schema(schema["items"], f"{where}[]")
+    return problems
+
+
+def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[str]:
+    """Problems with a value against a schema; an empty list means valid."""
+    kind = schema.get("type")
+    expected = _TYPES.get(kind or "", ())
+    # bool is an int in Python; a schema integer must not accept True.
+    if (expected and not isinstance(value, expected)) or (
+        kind in ("integer", "number") and isinstance(value, bool)
+    ):
+        return [f"{where}: expected {kind}, got {_type_name(value)}"]
+    problems: list[str] = []
+    if "enum" in schema and value not in schema["enum"]:
+        allowed = ", ".join(repr(v) for v in schema["enum"])
+        problems.append(f"{where}: {value!r} is not one of {allowed}")
+    if kind in ("integer", "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            problems.append(f"{where}: {value} is below the minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            problems.append(f"{where}: {value} is above the maximum {schema['maximum']}")
+    if kind == "string" and len(value) < schema.get("minLength", 0):
+        problems.append(f"{where}: must be at least {schema['minLength']} characters")
+    if kind == "array" and "items" in schema:
+        for i, item in enumerate(value):
+            problems += validate(item, schema["items"], f"{where}[{i}]")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        for name in schema.get("required") or []:
+            if name not in value:
+                problems.append(f"{where}: missing required '{name}'")
+        for name, item in value.items():
+            if name in props:
+                problems += validate(item, props[name], f"{where}.{name}")
+            elif schema.get("additionalProperties", True) is False:
+                known = ", ".join(sorted(props)) or "(none)"
+                problems.append(f"{where}: unknown parameter '{name}'; expected one of: {known}")
+    return problems
+
+
+def with_defaults(params: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of params with the schema's defaults filled in for absent keys."""
+    filled = dict(params)
+    for name, sub in (schema.get("properties") or {}).items():
+        if name not in filled and "default" in sub:
+            filled[name] = sub["default"]
+    return filled
+
+
+def identifier_params(schema: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Params naming database objects: name -> (kind, is_list)."""
+    found: dict[str, tuple[str, bool]] = {}
+    for name, sub in (schema.get("properties") or {}).items():
+        if "x-identifier" in sub:
+            found[name] = (sub["x-identifier"], False)
+        elif sub.get("type") == "array" and "x-identifier" in (sub.get("items") or {}):
+            found[name] = (sub["items"]["x-identifier"], True)
+    return found
+
+
+def _type_name(value: Any) -> str:
+    for name, types in _TYPES.items():
+        if isinstance(value, types) and not (
+            name in ("integer", "number") and isinstance(value, bool)
+        ):
+            return name
+    return "null" if value is None else type(value).__name__

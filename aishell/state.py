@@ -1,0 +1,489 @@
+"""The state store: runs, steps, events, approvals and target locks, in state.db.
+
+SQLAlchemy Core over SQLite in WAL mode with synchronous=FULL by default (any
+SQLAlchemy URL works, so a team can share one on PostgreSQL). One connection per
+process does all the writing: SQLite before 3.51.3 can corrupt a WAL file when two
+connections of one process write or checkpoint at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+from aishell.errors import RunNotFound, StateError, TargetLocked
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("agent", String(64), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("dialect", String(32), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("plan_hash", String(64), nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("status", String(32), nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("error", Text),
+    Column("pid", Integer),
+    Column("hostname", String(255)),
+    Column("started_by", String(128)),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("step_id", String(64), nullable=False),
+    Column("tool", String(128), nullable=False),
+    Column("risk_level", String(16), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("resolved_params", Text),
+    Column("sql", Text),
+    Column("status", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("output", Text),
+    Column("error", Text),
+    Column("started_at", String(32)),
+    Column("finished_at", String(32)),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer),
+    Column("at", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("decided_by", String(128), nullable=False),
+    Column("how", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", String(32), nullable=False),
+)
+
+target_locks = Table(
+    "target_locks",
+    metadata,
+    Column("target", String(128), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("acquired_at", String(32), nullable=False),
+)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+class StateStore:
+    """All reads and writes of run state; every write is one committed transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        try:
+            self._conn: Connection = self.engine.connect()
+            self._migrate()
+        except OperationalError as exc:
+            raise StateError(f"Cannot open the state store {url}: {exc.orig}") from None
+
+    def close(self) -> None:
+        self._conn.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._conn.begin():
+            yield self._conn
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            metadata.create_all(conn, tables=[meta])
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"The state store {self.url} has schema version {version}, newer than "
+                    f"this aishell knows ({SCHEMA_VERSION}); upgrade aishell"
+                )
+            if version < SCHEMA_VERSION:
+                metadata.create_all(conn)
+                if row:
+                    conn.execute(
+                        update(meta)
+                        .where(meta.c.key == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
+                    )
+                else:
+                    conn.execute(
+                        insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+
+    # --- runs ---------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        agent: str,
+        target: str,
+        dialect: str,
+        job: dict[str, Any],
+        plan: dict[str, Any],
+        plan_hash: str,
+        dry_run: bool,
+        step_rows: Sequence[dict[str, Any]],
+    ) -> None:
+        at = now()
+        with self._tx() as conn:
+            conn.execute(
+                insert(runs).values(
+                    run_id=run_id,
+                    agent=agent,
+                    target=target,
+                    dialect=dialect,
+                    job=dumps(job),
+                    plan=dumps(plan),
+                    plan_hash=plan_hash,
+                    dry_run=dry_run,
+                    status="running",
+                    created_at=at,
+                    pid=os.getpid(),
+                    hostname=socket.gethostname(),
+                    started_by=_user(),
+                )
+            )
+            for row in step_rows:
+                conn.execute(
+                    insert(steps).values(
+                        run_id=run_id,
+                        idx=row["index"],
+                        step_id=row["step_id"],
+                        tool=row["tool"],
+                        risk_level=row["risk_level"],
+                        params=dumps(row["params"]),
+                        status="pending",
+                        attempts=0,
+                    )
+                )
+            self._event(conn, run_id, None, "run_started", {"dry_run": dry_run, "job": job})
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=status, finished_at=now(), error=error)
+            )
+            self._event(conn, run_id, None, "run_finished", {"status": status, "error": error})
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run with its steps, approvals and events; a unique id prefix is enough."""
+        rows = self._conn.execute(
+            select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))
+        ).all()
+        self._conn.rollback()
+        if not rows:
+            raise RunNotFound(f"No run with id '{run_id}' in {self.url}")
+        if len(rows) > 1:
+            raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
+        run = self._run_dict(rows[0]._mapping)
+        full_id = run["run_id"]
+        run["steps"] = [
+            {
+                "index": r.idx,
+                "step_id": r.step_id,
+                "tool": r.tool,
+                "risk_level": r.risk_level,
+                "params": _loads(r.resolved_params) or _loads(r.params),
+                "planned_params": _loads(r.params),
+                "sql": _loads(r.sql),
+                "status": r.status,
+                "attempts": r.attempts,
+                "output": _loads(r.output),
+                "error": r.error,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            }
+            for r in self._conn.execute(
+                select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
+            )
+        ]
+        run["approvals"] = [
+            {k: v for k, v in r._mapping.items() if k not in ("id", "run_id")}
+            for r in self._conn.execute(
+                select(approvals).where(approvals.c.run_id == full_id).order_by(approvals.c.id)
+            )
+        ]
+        run["events"] = [
+            {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": _loads(r.data)}
+            for r in self._conn.execute(
+                select(events).where(events.c.run_id == full_id).order_by(events.c.id)
+            )
+        ]
+        self._conn.rollback()
+        return run
+
+    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(runs.c.status == status)
+        result = [self._run_dict(r._mapping) for r in self._conn.execute(query)]
+        self._conn.rollback()
+        return result
+
+    @staticmethod
+    def _run_dict(row: Any) -> dict[str, Any]:
+        return {
+            "run_id": row["run_id"],
+            "agent": row["agent"],
+            "target": row["target"],
+            "dialect": row["dialect"],
+            "job": _loads(row["job"]),
+            "plan_hash": row["plan_hash"],
+            "dry_run": bool(row["dry_run"]),
+            "status": row["status"],
+            "created_at": row["created_at"],
+            "finished_at": row["finished_at"],
+            "error": row["error"],
+            "started_by": row["started_by"],
+        }
+
+    # --- steps --------------------------------------------------------------------
+
+    def step_started(
+        self, run_id: str, index: int, resolved_params: Any, sql: list[str], attempt: int
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(steps)
+                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
+                .values(
+                    status="running",
+                    resolved_params=dumps(resolved_params),
+                    sql=dumps(sql),
+                    attempts=attempt,
+                    started_at=now(),
+                    error=None,
+                )
+            )
+            self._event(conn, run_id, index, "step_started", {"attempt": attempt})
+
+    def step_finished(
+        self,
+        run_id: str,
+        index: int,
+        status: str,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        sql: list[str] | None = None,
+        resolved_params: Any = None,
+    ) -> None:
+        """Record a step's end; its output and status commit together."""
+        values: dict[str, Any] = {
+            "status": status,
+            "output": None if output is None else dumps(output),
+            "error": error,
+            "finished_at": now(),
+        }
+        if sql is not None:
+            values["sql"] = dumps(sql)
+        if resolved_params is not None:
+            values["resolved_params"] = dumps(resolved_params)
+        with self._tx() as conn:
+            conn.execute(
+                update(steps)
+                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
+                .values(**values)
+            )
+            self._event(conn, run_id, index, f"step_{status}", {"error": error} if error else {})
+
+    def record_approval(
+        self, run_id: str, index: int, decision: str, decided_by: str, how: str, reason: str
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(approvals).values(
+                    run_id=run_id,
+                    step_idx=index,
+                    decision=decision,
+                    decided_by=decided_by,
+                    how=how,
+                    reason=reason,
+                    at=now(),
+                )
+            )
+            self._event(
+                conn,
+                run_id,
+                index,
+                "approval",
+                {"decision": decision, "by": decided_by, "how": how},
+            )
+
+    def record_event(self, run_id: str, index: int | None, kind: str, data: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            self._event(conn, run_id, index, kind, data)
+
+    @staticmethod
+    def _event(conn: Connection, run_id: str, index: int | None, kind: str, data: Any) -> None:
+        conn.execute(
+            insert(events).values(
+                run_id=run_id, step_idx=index, at=now(), kind=kind, data=dumps(data)
+            )
+        )
+
+    # --- target locks -------------------------------------------------------------
+
+    def acquire_lock(self, target: str, run_id: str) -> None:
+        """Take the target's lock for run_id; a lock whose process is gone is taken over."""
+        me = {"pid": os.getpid(), "hostname": socket.gethostname()}
+        for _ in range(2):
+            try:
+                with self._tx() as conn:
+                    conn.execute(
+                        insert(target_locks).values(
+                            target=target, run_id=run_id, acquired_at=now(), **me
+                        )
+                    )
+                return
+            except IntegrityError:
+                held = self._conn.execute(
+                    select(target_locks).where(target_locks.c.target == target)
+                ).first()
+                self._conn.rollback()
+                if held is None:
+                    continue
+                if _process_alive(held.pid, held.hostname):
+                    raise TargetLocked(
+                        f"Target '{target}' is locked by run {held.run_id} "
+                        f"(pid {held.pid} on {held.hostname}, since {held.acquired_at})"
+                    ) from None
+                with self._tx() as conn:
+                    conn.execute(
+                        delete(target_locks).where(
+                            (target_locks.c.target == target)
+                            & (target_locks.c.run_id == held.run_id)
+                        )
+                    )
+                    self._event(
+                        conn, run_id, None, "stale_lock_taken_over", {"previous_run": held.run_id}
+                    )
+        raise TargetLocked(f"Target '{target}' lock is contended; try again")
+
+    def release_lock(self, target: str, run_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                delete(target_locks).where(
+                    (target_locks.c.target == target) & (target_locks.c.run_id == run_id)
+                )
+            )
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # One connection per store object: see the module docstring.
+        engine = create_engine(url, poolclass=StaticPool)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA busy_timeout = 10000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
+def _process_alive(pid: int, hostname: str) -> bool:
+    if hostname != socket.gethostname():
+        return True  # cannot see another host's processes: assume the holder is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

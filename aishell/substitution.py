@@ -1,0 +1,107 @@
+"""${step_N.output.key} references between plan steps.
+
+A reference that is a whole string value is replaced by the referenced value with
+its type (a list stays a list); one embedded in a longer string is replaced by its
+text (JSON for lists and objects). Paths reach nested keys (`.a.b`) and list items
+(`[0]` or `.0`). `${steps.<id>.output.key}` names a step by id instead of index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aishell.errors import SubstitutionError
+
+_REFERENCE = re.compile(
+    r"\$\{(?:step_(?P<index>\d+)|steps\.(?P<id>[A-Za-z0-9_-]+))\.output"
+    r"(?P<path>(?:\.[A-Za-z0-9_-]+|\[\d+\])*)\}"
+)
+_PATH_PART = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Reference:
+    text: str
+    step_id: str
+    path: tuple[str | int, ...]
+
+
+def find_references(value: Any) -> list[Reference]:
+    """Every reference anywhere inside value (nested dicts and lists included)."""
+    found: list[Reference] = []
+    if isinstance(value, str):
+        for match in _REFERENCE.finditer(value):
+            found.append(_reference(match))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            found += find_references(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found += find_references(item)
+    return found
+
+
+def substitute(value: Any, outputs: Mapping[str, Any], step_id: str) -> Any:
+    """A copy of value with every reference replaced from outputs (step id -> output)."""
+    if isinstance(value, str):
+        whole = _REFERENCE.fullmatch(value)
+        if whole:
+            return _resolve(_reference(whole), outputs, step_id)
+        return _REFERENCE.sub(lambda m: _as_text(_resolve(_reference(m), outputs, step_id)), value)
+    if isinstance(value, Mapping):
+        return {k: substitute(v, outputs, step_id) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [substitute(v, outputs, step_id) for v in value]
+    return value
+
+
+def _reference(match: re.Match[str]) -> Reference:
+    step_id = f"step_{int(match.group('index'))}" if match.group("index") else match.group("id")
+    path: list[str | int] = []
+    for key, index in _PATH_PART.findall(match.group("path")):
+        path.append(int(index) if index else key)
+    return Reference(text=match.group(0), step_id=step_id, path=tuple(path))
+
+
+def _resolve(ref: Reference, outputs: Mapping[str, Any], step_id: str) -> Any:
+    if ref.step_id not in outputs:
+        raise SubstitutionError(
+            f"{step_id}: {ref.text} refers to {ref.step_id}, which has no output "
+            "(it has not run, or did not succeed)"
+        )
+    current: Any = outputs[ref.step_id]
+    walked = f"{ref.step_id}.output"
+    for part in ref.path:
+        if isinstance(current, Mapping):
+            key = str(part)
+            if key not in current:
+                keys = ", ".join(sorted(map(str, current))) or "(none)"
+                raise SubstitutionError(
+                    f"{step_id}: {ref.text}: {walked} has no key '{key}'; keys are: {keys}"
+                )
+            current = current[key]
+        elif isinstance(current, list | tuple):
+            try:
+                current = current[int(part)]
+            except (ValueError, IndexError):
+                raise SubstitutionError(
+                    f"{step_id}: {ref.text}: {walked} is a list of {len(current)} items; "
+                    f"no item [{part}]"
+                ) from None
+        else:
+            raise SubstitutionError(
+                f"{step_id}: {ref.text}: {walked} is a {type(current).__name__}, "
+                f"not an object or list, so it has no '{part}'"
+            )
+        walked += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return current
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)

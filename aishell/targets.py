@@ -1,0 +1,170 @@
+"""Connections to the databases aishell maintains: engines, session guards, catalog checks."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from aishell.config import Config, TargetConfig, resolve_url
+from aishell.errors import ConfigError, StepTimeout, TargetError
+
+_DIALECT_NAMES = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+
+
+@dataclass
+class Target:
+    """One configured database, opened read-write or (for a dry run) read-only."""
+
+    name: str
+    config: TargetConfig
+    engine: Engine
+    dialect: str
+    read_only: bool
+    sqlite_path: Path | None = None
+
+    def quote(self, name: str) -> str:
+        return self.engine.dialect.identifier_preparer.quote_identifier(name)
+
+    def connect(self) -> Connection:
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            raise TargetError(
+                f"Cannot connect to target '{self.name}': {_first_line(exc)}"
+            ) from None
+        # Maintenance statements (VACUUM, REINDEX, ANALYZE) run outside a transaction;
+        # each tool commits its own work.
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_target(config: Config, name: str | None, *, read_only: bool = False) -> Target:
+    """The named target (or the default); a missing SQLite file is an error, never created."""
+    target_name, target_config = config.target(name)
+    url_text = resolve_url(target_config.url, config.home)
+    try:
+        url = make_url(url_text)
+    except ArgumentError:
+        raise ConfigError(
+            f"{config.path}: targets.{target_name}.url: not a valid database URL"
+        ) from None
+    dialect = _DIALECT_NAMES.get(url.get_backend_name())
+    if dialect is None:
+        raise ConfigError(
+            f"{config.path}: targets.{target_name}.url: unsupported database "
+            f"'{url.get_backend_name()}'; use sqlite, postgresql or mysql"
+        )
+    if dialect == "sqlite":
+        return _open_sqlite(target_name, target_config, url.database, read_only)
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(
+            f"Target '{target_name}': database driver not installed ({exc})"
+        ) from None
+    return Target(target_name, target_config, engine, dialect, read_only)
+
+
+def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_only: bool) -> Target:
+    if not database or database == ":memory:":
+        raise ConfigError(f"Target '{name}': a SQLite target needs a file path")
+    path = Path(database)
+    if not path.is_file():
+        hint = "; create it with `aishell demo`" if name == "demo" else ""
+        raise TargetError(f"Target '{name}': database file {path} does not exist{hint}")
+    # mode=ro makes a dry run read-only in the SQLite library itself; mode=rw refuses
+    # to create a new, empty database where a file was expected.
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    engine = create_engine("sqlite://", creator=connect)
+
+    @event.listens_for(engine, "connect")
+    def _guard(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout = 5000")
+        if read_only:
+            cursor.execute("PRAGMA query_only = ON")
+        cursor.close()
+
+    return Target(name, target, engine, "sqlite", read_only, sqlite_path=path.resolve())
+
+
+@contextmanager
+def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None]:
+    """Interrupt the statement running on conn once `seconds` have passed."""
+    dbapi = conn.connection.driver_connection
+    timed_out = threading.Event()
+
+    def interrupt() -> None:
+        timed_out.set()
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.interrupt()
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception as exc:
+        if timed_out.is_set():
+            raise StepTimeout(
+                f"{label} exceeded its time limit of {seconds:g}s and was interrupted"
+            ) from exc
+        raise
+    finally:
+        timer.cancel()
+    if timed_out.is_set():
+        raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s")
+
+
+def user_tables(conn: Connection) -> list[str]:
+    """User tables of the target, by name (SQLite's internal tables excluded)."""
+    names = inspect(conn).get_table_names()
+    return sorted(n for n in names if not n.startswith("sqlite_"))
+
+
+def table_columns(conn: Connection, table: str) -> list[str]:
+    return [c["name"] for c in inspect(conn).get_columns(table)]
+
+
+def check_tables(conn: Connection, target: str, tables: Sequence[str]) -> None:
+    """Every name must be an existing user table; the error lists the ones there are."""
+    known = user_tables(conn)
+    for table in tables:
+        if table not in known:
+            listing = ", ".join(known) or "(none)"
+            raise TargetError(
+                f"Table '{table}' not found in target '{target}'; tables are: {listing}"
+            )
+
+
+def check_column(conn: Connection, table: str, column: str) -> None:
+    columns = table_columns(conn, table)
+    if column not in columns:
+        raise TargetError(
+            f"Table '{table}' has no column '{column}'; columns are: {', '.join(columns)}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
