@@ -197,6 +197,7 @@ def run_job(
             target=handle,
             agent=config.agent(agent_name),
             approver=approver or NonInteractive(),
+            backup_dir=config.backup_dir,
             **executor_kwargs,
         )
         run_id = new_run_id()

@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
@@ -139,6 +140,7 @@ class Executor:
     agent: AgentConfig
     approver: Approver
     observer: Observer = field(default_factory=_Silent)
+    backup_dir: Path | None = None
     _run_id: str = field(default="", init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
 
@@ -162,7 +164,7 @@ class Executor:
             dialect=self.target.dialect,
             target=self.target.name,
             dry_run=dry_run,
-            backup_dir=None,
+            backup_dir=self.backup_dir,
             run_id=run_id,
             quote_identifier=self.target.quote,
         )
@@ -214,14 +216,19 @@ class Executor:
         impl = tool.implementation(self.target.dialect)
         run_id = self._run_id
         earlier = {r.step_id: r for r in self._results[: result.index]}
-        blocked = self._blocked_by(step, earlier)
+        blocked = None if step.always_run else self._blocked_by(step, earlier)
+        absent = frozenset(
+            sid
+            for sid, r in earlier.items()
+            if step.always_run and r.status in ("denied", "skipped")
+        )
         if blocked:
             self._finish(result, "skipped", error=blocked)
             return
         unresolved = [
             r.step_id
             for r in find_references([step.params, step.condition])
-            if r.step_id not in outputs
+            if r.step_id not in outputs and r.step_id not in absent
         ]
         if dry_run and unresolved:
             # Earlier steps were only previewed, so their outputs do not exist yet.
@@ -232,10 +239,13 @@ class Executor:
             self._finish(result, "previewed")
             return
         try:
-            if step.condition is not None and not substitute(step.condition, outputs, step.id):
+            if step.condition is not None and not substitute(
+                step.condition, outputs, step.id, absent
+            ):
                 self._finish(result, "skipped", error=f"condition {step.condition} is empty")
                 return
-            params = schema.with_defaults(substitute(step.params, outputs, step.id), tool.params)
+            resolved = substitute(step.params, outputs, step.id, absent)
+            params = schema.with_defaults(resolved, tool.params)
             result.params = params
             problems = schema.validate(params, tool.params)
             if problems:

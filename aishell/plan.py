@@ -25,6 +25,8 @@ class Step:
     depends_on: tuple[str, ...] = ()
     # A reference; the step runs only when it resolves to a non-empty value.
     condition: str | None = None
+    # Runs even when steps it refers to were denied or skipped; their outputs read as null.
+    always_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -37,6 +39,8 @@ class Step:
             data["depends_on"] = list(self.depends_on)
         if self.condition:
             data["condition"] = self.condition
+        if self.always_run:
+            data["always_run"] = True
         return data
 
 
@@ -85,6 +89,7 @@ class Plan:
                     rationale=s.get("rationale", ""),
                     depends_on=tuple(s.get("depends_on") or ()),
                     condition=s.get("condition"),
+                    always_run=bool(s.get("always_run", False)),
                 )
                 for s in data["steps"]
             )

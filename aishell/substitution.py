@@ -45,17 +45,28 @@ def find_references(value: Any) -> list[Reference]:
     return found
 
 
-def substitute(value: Any, outputs: Mapping[str, Any], step_id: str) -> Any:
-    """A copy of value with every reference replaced from outputs (step id -> output)."""
+def substitute(
+    value: Any,
+    outputs: Mapping[str, Any],
+    step_id: str,
+    absent: frozenset[str] = frozenset(),
+) -> Any:
+    """A copy of value with every reference replaced from outputs (step id -> output).
+
+    References to steps in `absent` (steps that did not run, for a step that runs
+    regardless) resolve to None instead of failing.
+    """
     if isinstance(value, str):
         whole = _REFERENCE.fullmatch(value)
         if whole:
-            return _resolve(_reference(whole), outputs, step_id)
-        return _REFERENCE.sub(lambda m: _as_text(_resolve(_reference(m), outputs, step_id)), value)
+            return _resolve(_reference(whole), outputs, step_id, absent)
+        return _REFERENCE.sub(
+            lambda m: _as_text(_resolve(_reference(m), outputs, step_id, absent)), value
+        )
     if isinstance(value, Mapping):
-        return {k: substitute(v, outputs, step_id) for k, v in value.items()}
+        return {k: substitute(v, outputs, step_id, absent) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [substitute(v, outputs, step_id) for v in value]
+        return [substitute(v, outputs, step_id, absent) for v in value]
     return value
 
 
@@ -67,7 +78,11 @@ def _reference(match: re.Match[str]) -> Reference:
     return Reference(text=match.group(0), step_id=step_id, path=tuple(path))
 
 
-def _resolve(ref: Reference, outputs: Mapping[str, Any], step_id: str) -> Any:
+def _resolve(
+    ref: Reference, outputs: Mapping[str, Any], step_id: str, absent: frozenset[str]
+) -> Any:
+    if ref.step_id in absent and ref.step_id not in outputs:
+        return None
     if ref.step_id not in outputs:
         raise SubstitutionError(
             f"{step_id}: {ref.text} refers to {ref.step_id}, which has no output "

@@ -143,6 +143,7 @@ class MaintenanceAgent:
                     "actions": actions,
                 },
                 rationale="Summarize what was done and the database before and after",
+                always_run=True,
             )
         )
         return steps

@@ -25,9 +25,13 @@ def summarize(
         "corrupted_tables": [],
         "repaired_tables": [],
         "fragmentation": {},
+        "steps_not_run": 0,
     }
     for action in actions:
-        tool, output = action.get("tool"), action.get("output") or {}
+        tool, output = action.get("tool"), action.get("output")
+        if output is None:
+            report["steps_not_run"] += 1
+            continue
         table = action.get("table")
         if table and table not in report["tables_processed"]:
             report["tables_processed"].append(table)
@@ -75,6 +79,8 @@ def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         f"{report['statistics_updated']} statistics update(s)",
         f"{report['indexes_rebuilt']} index(es) rebuilt",
     ]
+    if report["steps_not_run"]:
+        parts.append(f"{report['steps_not_run']} step(s) not run")
     if report["reclaimed_bytes"]:
         parts.append(f"{report['reclaimed_bytes']} bytes reclaimed")
     if report["corruption_found"]:

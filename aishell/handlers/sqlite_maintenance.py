@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from itertools import pairwise
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 

@@ -1,0 +1,77 @@
+"""Fixtures: every test gets its own aishell home, config and demo database under tmp_path."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aishell.config import Config, load_config
+from aishell.demo import create_demo
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_LOG_ROWS = 6_000
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo database per session; tests get copies."""
+    path = tmp_path_factory.mktemp("template") / "demo.db"
+    create_demo(path, log_rows=SMALL_LOG_ROWS, users=1_500, orders=8_000)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An aishell home with the shipped config copied in."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    monkeypatch.delenv("AISHELL_CONFIG", raising=False)
+    monkeypatch.setenv("AISHELL_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def demo_db(home: Path, demo_template: Path) -> Path:
+    target = home / "demo.db"
+    shutil.copyfile(demo_template, target)
+    return target
+
+
+@pytest.fixture
+def config(home: Path) -> Config:
+    return load_config(home=home)
+
+
+EditConfig = Callable[..., Config]
+
+
+@pytest.fixture
+def edit_config(home: Path) -> EditConfig:
+    """Change config/aishell.yaml or an agent's yaml, then reload."""
+
+    def edit(main: dict[str, Any] | None = None, **agents: dict[str, Any]) -> Config:
+        if main:
+            path = home / "config" / "aishell.yaml"
+            data = yaml.safe_load(path.read_text())
+            _merge(data, main)
+            path.write_text(yaml.safe_dump(data))
+        for agent, changes in agents.items():
+            path = home / "config" / "agents" / f"{agent}.yaml"
+            data = yaml.safe_load(path.read_text())
+            _merge(data[f"{agent}_agent"], changes)
+            path.write_text(yaml.safe_dump(data))
+        return load_config(home=home)
+
+    return edit
+
+
+def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value

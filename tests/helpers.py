@@ -1,0 +1,38 @@
+"""Small helpers shared by tests: file digests, raw SQLite looks, damage on purpose."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def query(path: Path, sql: str, *args: object) -> list[tuple]:
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def corrupt_index(path: Path, table: str = "ledger", rows: int = 400) -> None:
+    """A table whose index disagrees with its rows: what integrity_check reports as
+    'row N missing from index', made by rewriting the index's definition in place."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER)")
+    conn.execute(f"CREATE INDEX {table}_a ON {table} (a)")
+    conn.executemany(
+        f"INSERT INTO {table} VALUES (?, ?, ?)", [(i, i, rows - i) for i in range(rows)]
+    )
+    conn.commit()
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_schema SET sql = ? WHERE name = ?",
+        (f"CREATE INDEX {table}_a ON {table} (b)", f"{table}_a"),
+    )
+    conn.commit()
+    conn.close()

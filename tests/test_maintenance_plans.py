@@ -1,0 +1,103 @@
+import pytest
+
+from aishell import commands
+from aishell.errors import TargetError, UsageError
+from tests.helpers import digest
+
+TABLES = ["app_logs", "orders", "products", "users"]
+
+
+def tools_of(preview):
+    return [s.tool for s in preview.steps]
+
+
+def test_quick_plan_updates_statistics_of_every_table(config, demo_db):
+    preview = commands.plan_job(config, "maintenance", {"type": "quick"})
+    assert tools_of(preview) == (
+        ["analyze_database_health"]
+        + ["update_table_statistics"] * 4
+        + ["generate_maintenance_report"]
+    )
+    assert [s.params["table"] for s in preview.steps[1:-1]] == TABLES
+    assert preview.steps[0].params == {"tables": TABLES, "check_corruption": False}
+
+
+def test_standard_plan_measures_then_analyzes_each_table(config, demo_db):
+    preview = commands.plan_job(config, "maintenance", {"type": "standard", "tables": ["orders"]})
+    assert tools_of(preview) == [
+        "analyze_database_health",
+        "analyze_table_fragmentation",
+        "update_table_statistics",
+        "generate_maintenance_report",
+    ]
+
+
+def test_full_plan_per_table_in_the_tutorials_order(config, demo_db):
+    preview = commands.plan_job(config, "maintenance", {"type": "full"})
+    per_table = [
+        "analyze_table_fragmentation",
+        "rebuild_fragmented_indexes",
+        "optimize_table",
+        "update_table_statistics",
+    ]
+    assert tools_of(preview) == (
+        ["analyze_database_health"] + per_table * 4 + ["generate_maintenance_report"]
+    )
+    assert preview.steps[0].params["check_corruption"] is True
+    rebuild = preview.steps[2]
+    assert rebuild.params == {"table": "app_logs", "fragmentation_threshold": 30, "min_pages": 8}
+    # The preview reads the real catalog: the demo's scattered index is named.
+    assert 'REINDEX "idx_app_logs_level"' in rebuild.sql
+    report = preview.steps[-1]
+    assert report.params["baseline"] == "${step_0.output}"
+    assert report.params["actions"][0] == {
+        "tool": "analyze_table_fragmentation",
+        "table": "app_logs",
+        "output": "${step_1.output}",
+    }
+
+
+def test_full_plan_without_index_rebuilds(config, demo_db):
+    preview = commands.plan_job(config, "maintenance", {"type": "full", "rebuild_indexes": False})
+    assert "rebuild_fragmented_indexes" not in tools_of(preview)
+
+
+def test_emergency_plan_repairs_what_the_check_found(config, demo_db):
+    preview = commands.plan_job(config, "maintenance", {"type": "emergency"})
+    assert tools_of(preview) == [
+        "analyze_database_health",
+        "check_table_corruption",
+        "repair_corrupted_tables",
+        "generate_maintenance_report",
+    ]
+    repair = preview.plan.steps[2]
+    assert repair.params["tables"] == "${step_1.output.corrupted_tables}"
+    assert repair.condition == "${step_1.output.corrupted_tables}"
+    assert preview.steps[2].requires_approval
+    assert any("always needs approval" in r for r in preview.steps[2].reasons)
+
+
+def test_planning_never_writes_to_the_target(config, demo_db):
+    before = digest(demo_db)
+    for kind in ("quick", "standard", "full", "emergency"):
+        commands.plan_job(config, "maintenance", {"type": kind})
+    assert digest(demo_db) == before
+
+
+def test_a_missing_table_is_named_with_the_tables_there_are(config, demo_db):
+    with pytest.raises(TargetError) as err:
+        commands.plan_job(config, "maintenance", {"type": "quick", "tables": ["orders", "ordres"]})
+    assert str(err.value) == (
+        "Table 'ordres' not found in target 'demo'; tables are: app_logs, orders, products, users"
+    )
+
+
+def test_a_bad_type_is_refused(config, demo_db):
+    with pytest.raises(UsageError, match="Unknown maintenance type 'weekly'; expected one of"):
+        commands.plan_job(config, "maintenance", {"type": "weekly"})
+
+
+def test_plan_hash_is_stable_for_the_same_database(config, demo_db):
+    a = commands.plan_job(config, "maintenance", {"type": "full"})
+    b = commands.plan_job(config, "maintenance", {"type": "full"})
+    assert a.plan.hash == b.plan.hash
