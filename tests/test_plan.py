@@ -54,7 +54,8 @@ def test_a_capability_the_agent_lacks(registry):
     plan = plan_of(Step("step_0", "rebuild_fragmented_indexes", {"table": "t"}))
     problems = validate_plan(plan, registry, ["database_read"])
     assert problems == [
-        "step_0 (rebuild_fragmented_indexes): the maintenance agent lacks capabilities: index_manage"
+        "step_0 (rebuild_fragmented_indexes): "
+        "the maintenance agent lacks capabilities: index_manage"
     ]
 
 

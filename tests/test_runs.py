@@ -1,3 +1,4 @@
+import itertools
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def index_fragmentation(db, name):
             db, "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY path", name
         )
     ]
-    jumps = sum(1 for a, b in zip(pages, pages[1:]) if b != a + 1)
+    jumps = sum(1 for a, b in itertools.pairwise(pages) if b != a + 1)
     return 100.0 * jumps / max(len(pages) - 1, 1)
 
 
