@@ -111,28 +111,52 @@ def demo_result(out: Console, result: dict[str, Any]) -> None:
 
 def plan_preview(out: Console, preview: PlanPreview) -> None:
     plan = preview.plan
-    table = Table(
-        title=f"{plan.agent} plan ({plan.job.get('type')}) for target {plan.target} "
+    out.print(
+        f"[bold]{plan.agent} plan ({plan.job.get('type')})[/] for target {plan.target} "
         f"[{preview.environment}, safety level {preview.safety_level}]",
-        title_justify="left",
+        markup=True,
     )
-    table.add_column("step")
-    table.add_column("tool")
-    table.add_column("on")
-    table.add_column("risk")
-    table.add_column("approval")
-    table.add_column("SQL", overflow="fold")
-    for step in preview.steps:
-        table.add_row(
-            step.step_id,
-            step.tool,
-            _subject(step.params),
-            _styled(step.risk_level, RISK_STYLE),
-            Text("needed", style="yellow") if step.requires_approval else Text("-"),
-            "\n".join(step.sql),
-        )
-    out.print(table)
+    if out.width >= 110:
+        table = Table()
+        table.add_column("step", no_wrap=True)
+        table.add_column("tool", no_wrap=True)
+        table.add_column("on", overflow="fold")
+        table.add_column("risk", no_wrap=True)
+        table.add_column("approval", no_wrap=True)
+        table.add_column("SQL", overflow="fold", ratio=1)
+        for step in preview.steps:
+            table.add_row(
+                step.step_id,
+                step.tool,
+                _subject(step.params),
+                _styled(step.risk_level, RISK_STYLE),
+                Text("needed", style="yellow") if step.requires_approval else Text("-"),
+                _sql_cell(step.risk_level, step.sql),
+            )
+        out.print(table)
+    else:
+        # Too narrow for a SQL column: one block per step, its SQL indented below.
+        for step in preview.steps:
+            out.print(
+                Text.assemble(
+                    (f"{step.step_id:<8}", "bold"),
+                    f"{step.tool}  ",
+                    (_subject(step.params), "bold"),
+                    "  risk ",
+                    _styled(step.risk_level, RISK_STYLE),
+                    ("  approval needed" if step.requires_approval else "", "yellow"),
+                )
+            )
+            for line in _sql_cell(step.risk_level, step.sql).splitlines():
+                out.print(Text(f"        {line}", style="dim"))
     out.print(f"plan hash {plan.hash}")
+
+
+def _sql_cell(risk: str, sql: list[str]) -> str:
+    # Read-only analysis runs many catalog queries; `tools show` and --json list them.
+    if risk == "safe" and len(sql) > 2:
+        return f"(read-only: {len(sql)} catalog queries)"
+    return "\n".join(sql)
 
 
 class StepProgress:
@@ -236,20 +260,28 @@ def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
         out.print("No runs yet.")
         return
     table = Table()
-    for column in ("run id", "agent", "job", "target", "status", "dry run", "started", "finished"):
-        table.add_column(column)
+    for column in ("run id", "job", "target", "status", "started (UTC)", "took"):
+        table.add_column(column, no_wrap=column in ("run id", "status", "started (UTC)"))
     for row in rows:
+        job = f"{row['agent']} {row['job'].get('type', '')}".strip()
         table.add_row(
             row["run_id"],
-            row["agent"],
-            str(row["job"].get("type", "")),
+            job + (" (dry run)" if row["dry_run"] else ""),
             row["target"],
             _styled(row["status"], STATUS_STYLE),
-            "yes" if row["dry_run"] else "",
-            row["created_at"][:19].replace("T", " "),
-            (row["finished_at"] or "")[:19].replace("T", " "),
+            row["created_at"][:16].replace("T", " "),
+            _took(row["created_at"], row["finished_at"]),
         )
     out.print(table)
+
+
+def _took(started: str, finished: str | None) -> str:
+    if not finished:
+        return "-"
+    from datetime import datetime
+
+    seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
 def run_detail(out: Console, run: dict[str, Any]) -> None:
@@ -267,7 +299,7 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
         out.print(Text(run["error"], style="red"))
     table = Table()
     for column in ("#", "tool", "on", "risk", "status", "tries", "output / error"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("tool", "status"))
     for step in run["steps"]:
         detail = step["error"] or _output_digest(step["output"])
         table.add_row(
@@ -314,7 +346,7 @@ def _output_digest(output: Any) -> str:
 def tools_table(out: Console, found: list[ToolDefinition]) -> None:
     table = Table()
     for column in ("tool", "category", "risk", "approval", "dialects", "description"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "tool")
     for tool in found:
         table.add_row(
             tool.name,

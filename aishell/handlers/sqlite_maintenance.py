@@ -397,9 +397,19 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
+def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    return [
+        f"PRAGMA {pragma}({ctx.quote(t)})"
+        for t in tables
+        for pragma in ("integrity_check", "foreign_key_check")
+    ]
+
+
 check_table_corruption = Handler(
     sql_templates=("PRAGMA integrity_check({table})", "PRAGMA foreign_key_check({table})"),
     run_fn=_check,
+    render_fn=_check_sql,
 )
 
 

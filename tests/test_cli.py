@@ -1,0 +1,266 @@
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from aishell.cli import cli
+from tests.helpers import digest
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_every_command_has_help():
+    def walk(command, path):
+        assert command.help, f"{' '.join(path)} has no help text"
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(cli, ["aishell"])
+
+
+def test_help_documents_the_exit_codes(runner):
+    result = invoke(runner, "--help")
+    assert result.exit_code == 0
+    for line in (
+        "0  succeeded",
+        "3  waiting for approval",
+        "5  another run holds the target's lock",
+    ):
+        assert line in result.output
+
+
+def test_tools_list(runner, home):
+    result = invoke(runner, "tools", "list", "--json")
+    names = [t["name"] for t in json.loads(result.stdout)["tools"]]
+    assert "optimize_table" in names and len(names) >= 9
+    high = json.loads(invoke(runner, "tools", "list", "--risk", "high", "--json").stdout)["tools"]
+    assert [t["name"] for t in high] == ["repair_corrupted_tables"]
+    table = invoke(runner, "tools", "list", "--category", "maintenance")
+    assert "rebuild_fragmented_indexes" in table.output and "count_table_rows" not in table.output
+
+
+def test_tools_show_prints_metadata_and_sql(runner, home):
+    result = invoke(runner, "tools", "show", "update_table_statistics", "--dialect", "sqlite")
+    assert result.exit_code == 0
+    assert 'ANALYZE "orders"' in result.output and "low" in result.output
+    data = json.loads(invoke(runner, "tools", "show", "optimize_table", "--json").stdout)
+    assert data["sql"] == {"sqlite": ["VACUUM"]} and data["risk_level"] == "medium"
+
+
+def test_tools_show_unknown_tool_is_one_line(runner, home):
+    result = invoke(runner, "tools", "show", "vacuum_everything")
+    assert result.exit_code == 2
+    assert result.output == "Error: No tool named 'vacuum_everything' in the catalog\n"
+
+
+def test_demo_creates_the_database(runner, home):
+    result = invoke(runner, "demo", "--log-rows", "500", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["tables"]["app_logs"] == 450  # the oldest tenth is purged
+    assert (home / "demo.db").is_file()
+
+
+def test_plan_json(runner, demo_db):
+    result = invoke(runner, "plan", "maintenance", "--type", "quick", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert len(data["plan_hash"]) == 64
+    assert [s["tool"] for s in data["steps"]][1] == "update_table_statistics"
+    assert data["steps"][1]["sql"][0] == 'ANALYZE "app_logs"'
+
+
+def test_plan_table(runner, demo_db):
+    result = invoke(runner, "plan", "maintenance", "--type", "full", "--tables", "orders")
+    assert result.exit_code == 0
+    for word in ("rebuild_fragmented_indexes", "medium", "VACUUM", "plan hash"):
+        assert word in result.output
+
+
+def test_run_json_is_one_object_on_stdout(runner, demo_db):
+    result = invoke(runner, "run", "maintenance", "--type", "full", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"run_id", "status", "agent", "target", "dry_run", "steps"} <= set(data)
+    assert data["status"] == "completed" and data["agent"] == "maintenance"
+    for step in data["steps"]:
+        assert {"index", "tool", "params", "risk_level", "status", "output", "error"} <= set(step)
+        assert step["status"] == "succeeded"
+    assert "completed" in result.stderr  # the human summary went to stderr
+
+    listed = json.loads(invoke(runner, "runs", "list", "--json").stdout)["runs"]
+    assert listed[0]["run_id"] == data["run_id"]
+    shown = invoke(runner, "runs", "show", data["run_id"][:6])
+    assert shown.exit_code == 0 and data["run_id"] in shown.output
+    assert "rebuild_fragmented_indexes" in shown.output
+
+
+def test_dry_run_cli_leaves_the_file_unchanged(runner, demo_db):
+    before = digest(demo_db)
+    result = invoke(runner, "run", "maintenance", "--type", "full", "--dry-run")
+    assert result.exit_code == 0
+    assert "Dry run: nothing was changed" in result.output
+    assert digest(demo_db) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "prod"], "Error: Unknown target 'prod'; targets in "),
+        (
+            ["--tables", "orders,nope"],
+            "Error: Table 'nope' not found in target 'demo'; tables are:",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_changes_nothing(runner, demo_db, home, args, message):
+    before = digest(demo_db)
+    result = invoke(runner, "run", "maintenance", "--type", "full", *args)
+    assert result.exit_code == 2
+    assert result.output.startswith(message) and result.output.count("\n") == 1
+    assert digest(demo_db) == before
+    assert not (home / "state.db").exists()
+
+
+def test_bad_type_is_a_usage_error(runner, demo_db):
+    before = digest(demo_db)
+    result = invoke(runner, "run", "maintenance", "--type", "weekly")
+    assert result.exit_code == 2
+    assert "Invalid value for '--type': 'weekly' is not one of" in result.output
+    assert digest(demo_db) == before
+
+
+def test_malformed_config_is_one_line(runner, demo_db, home):
+    (home / "config" / "aishell.yaml").write_text("targets: {demo: {url: sqlite:///demo.db}\n")
+    before = digest(demo_db)
+    result = invoke(runner, "run", "maintenance", "--type", "full")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ") and "aishell.yaml: line" in result.output
+    assert result.output.count("\n") == 1
+    assert digest(demo_db) == before
+
+
+def test_missing_demo_database_says_how_to_create_it(runner, home):
+    result = invoke(runner, "run", "maintenance")
+    assert result.exit_code == 2
+    assert "does not exist; create it with `aishell demo`" in result.output
+    assert not (home / "demo.db").exists()
+
+
+def test_debug_shows_the_traceback(runner, home):
+    result = invoke(runner, "--debug", "tools", "show", "nope")
+    assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def strict(home):
+    path = home / "config" / "agents" / "maintenance.yaml"
+    path.write_text(path.read_text().replace("safety_level: moderate", "safety_level: strict"))
+
+
+def test_waiting_for_approval_exits_3_without_a_terminal(runner, demo_db, home):
+    strict(home)
+    before = digest(demo_db)
+    result = invoke(runner, "run", "maintenance", "--type", "full")
+    assert result.exit_code == 3
+    assert "waiting_approval" in result.output
+    assert digest(demo_db) == before
+    assert (
+        invoke(runner, "runs", "list", "--status", "waiting_approval", "--json").stdout.count(
+            "run_id"
+        )
+        == 1
+    )
+
+
+def test_yes_approves(runner, demo_db, home):
+    strict(home)
+    result = invoke(runner, "run", "maintenance", "--type", "full", "--tables", "users", "--yes")
+    assert result.exit_code == 0
+
+
+def test_runs_show_unknown_id(runner, home):
+    result = invoke(runner, "runs", "show", "ffffffff")
+    assert result.exit_code == 2 and result.output.startswith("Error: No run with id 'ffffffff'")
+
+
+def test_python_dash_m(home):
+    done = subprocess.run(
+        [sys.executable, "-m", "aishell", "tools", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout)["tools"]
+
+
+def read_until(fd, needle, timeout=30.0):
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {needle!r} in {seen.decode(errors='replace')!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
+def test_interactive_prompt_in_a_terminal(demo_db, home):
+    strict(home)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aishell",
+            "run",
+            "maintenance",
+            "--type",
+            "full",
+            "--tables",
+            "app_logs",
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    try:
+        shown = read_until(leader, "Run this step?")
+        assert "rebuild_fragmented_indexes" in shown and 'REINDEX "idx_app_logs_level"' in shown
+        assert "medium risk needs approval at the strict safety level" in shown
+        os.write(leader, b"no\n")
+        shown = read_until(leader, "Run this step?")
+        assert "optimize_table" in shown and "VACUUM" in shown
+        os.write(leader, b"quit\n")
+        rest = read_until(leader, "aborted")
+        assert proc.wait(timeout=30) == 4, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
