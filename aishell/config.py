@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aishell.errors import ConfigError
 from aishell.resources import bundled_config_dir
 
+# libyaml's safe loader when PyYAML was built with it: ten times faster, same result.
+YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 SafetyLevel = Literal["strict", "moderate", "permissive"]
 Environment = Literal["development", "test", "staging", "production"]
 
@@ -178,7 +181,7 @@ def load_agent_config(agent_dir: Path, agent: str) -> AgentConfig:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell import schema
+from aishell.config import YAML_LOADER
 from aishell.errors import CatalogError, ToolNotFound
 from aishell.sqlcheck import write_reason
 
@@ -270,7 +271,7 @@ def load_registry(folders: Iterable[Path]) -> Registry:
 def load_tool(path: Path) -> ToolDefinition:
     raw = path.read_bytes()
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(data, dict):
