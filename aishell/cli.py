@@ -22,7 +22,7 @@ Exit codes:
   0  succeeded
   1  failed
   2  usage or configuration error
-  3  waiting for approval (approve, then resume)
+  3  waiting for approval
   4  denied or aborted by a person
   5  another run holds the target's lock
 """

@@ -47,7 +47,7 @@ def baseline(config, kind: str, plan) -> None:
         if step.tool == "generate_maintenance_report":
             params["baseline"] = outputs["step_0"]
             params["actions"] = [
-                {**a, "output": outputs[a["output"][2:-len(".output}")]]}
+                {**a, "output": outputs[a["output"][2 : -len(".output}")]]}
                 for a in params["actions"]
             ]
         for name, spec in tool.params.get("properties", {}).items():
@@ -82,15 +82,19 @@ def main() -> None:
         os.environ["AISHELL_HOME"] = tmp
         template = home / "template.db"
         create_demo(template, log_rows=args.log_rows)
-        print(f"demo database: {template.stat().st_size / 2**20:.1f} MiB, "
-              f"{args.log_rows:,} log rows; median of {args.repeat} runs; "
-              f"Python {sys.version.split()[0]}")
+        print(
+            f"demo database: {template.stat().st_size / 2**20:.1f} MiB, "
+            f"{args.log_rows:,} log rows; median of {args.repeat} runs; "
+            f"Python {sys.version.split()[0]}"
+        )
         for kind in ("quick", "full"):
             base = [timed(baseline, template, home, kind) for _ in range(args.repeat)]
             ours = [timed(through_aishell, template, home, kind) for _ in range(args.repeat)]
             b, o = statistics.median(base), statistics.median(ours)
-            print(f"{kind:>5}: baseline {b * 1000:8.1f} ms   aishell {o * 1000:8.1f} ms   "
-                  f"ratio {o / b:5.2f}x   overhead {(o - b) * 1000:7.1f} ms")
+            print(
+                f"{kind:>5}: baseline {b * 1000:8.1f} ms   aishell {o * 1000:8.1f} ms   "
+                f"ratio {o / b:5.2f}x   overhead {(o - b) * 1000:7.1f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,18 @@ REPO = Path(__file__).resolve().parent.parent
 def test_wheel_installs_in_a_fresh_venv_and_runs_from_elsewhere(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(dist), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(dist),
+            str(REPO),
+        ],
         check=True,
     )
     wheel = next(dist.glob("aishell-*.whl"))
@@ -51,6 +61,10 @@ def test_wheel_installs_in_a_fresh_venv_and_runs_from_elsewhere(tmp_path):
     # The installed package, not the repository, answered.
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import aishell; print(aishell.__file__)"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, check=True,
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert str(venv) in where

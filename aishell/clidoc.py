@@ -1,0 +1,33 @@
+"""Render the CLI reference (docs/cli.md) from the commands' own help.
+
+    python -m aishell.clidoc > docs/cli.md
+
+A test fails when docs/cli.md and this output differ.
+"""
+
+from __future__ import annotations
+
+import click
+
+from aishell.cli import cli
+
+
+def render() -> str:
+    parts = [
+        "# Command reference\n",
+        "Generated from `aishell --help` by `python -m aishell.clidoc > docs/cli.md`.\n",
+    ]
+
+    def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
+        ctx = click.Context(command, info_name=path[-1], parent=parent, terminal_width=88)
+        parts.append(f"\n## {' '.join(path)}\n\n```\n{command.get_help(ctx)}\n```\n")
+        if isinstance(command, click.Group):
+            for name in sorted(command.commands):
+                walk(command.commands[name], [*path, name], ctx)
+
+    walk(cli, ["aishell"], None)
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,59 @@
+"""The docs match the code: the CLI reference, the README's commands and CI."""
+
+import re
+import shlex
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from aishell.cli import cli
+from aishell.clidoc import render
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+
+
+def test_cli_reference_is_current():
+    assert (REPO / "docs" / "cli.md").read_text() == render(), (
+        "docs/cli.md is stale: python -m aishell.clidoc > docs/cli.md"
+    )
+
+
+def quick_start_commands():
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section)
+
+
+def test_quick_start_has_exactly_the_two_commands():
+    first, second = quick_start_commands()
+    assert first.startswith("python3 -m venv .venv")
+    assert first.endswith("aishell run maintenance --type full")
+    assert second.endswith(".venv/bin/pytest")
+
+
+def test_ci_runs_the_readme_test_command():
+    _, second = quick_start_commands()
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    assert second in lines
+    assert "export AISHELL_REQUIRE_SERVICES=1" in lines
+
+
+def test_usage_examples_run(demo_db):
+    section = README.split("## Usage", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.+?)\n```", section, re.S).group(1)
+    runner = CliRunner()
+    for line in block.splitlines():
+        args = shlex.split(line.split("#", 1)[0])
+        assert args[0] == "aishell"
+        if args[1] == "demo":
+            args += ["--log-rows", "1000"]
+        result = runner.invoke(cli, args[1:], catch_exceptions=False)
+        assert result.exit_code == 0, f"{line}: {result.output}"
+
+
+def test_every_tool_is_documented_with_risk_and_example():
+    from aishell.registry import load_registry
+    from aishell.resources import bundled_catalog_dir
+
+    for tool in load_registry([bundled_catalog_dir()]).tools.values():
+        assert tool.description.endswith(".") and tool.examples and tool.risk_level
