@@ -297,21 +297,23 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
     out.print(f"started {run['created_at']} by {run['started_by']}; finished {run['finished_at']}")
     if run["error"]:
         out.print(Text(run["error"], style="red"))
-    table = Table()
-    for column in ("#", "tool", "on", "risk", "status", "tries", "output / error"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("tool", "status"))
     for step in run["steps"]:
-        detail = step["error"] or _output_digest(step["output"])
-        table.add_row(
-            str(step["index"]),
-            step["tool"],
-            _subject(step["params"] or {}),
-            _styled(step["risk_level"], RISK_STYLE),
-            _styled(step["status"], STATUS_STYLE),
-            str(step["attempts"]),
-            detail,
+        tries = f"  attempt {step['attempts']}" if step["attempts"] > 1 else ""
+        out.print(
+            Text.assemble(
+                (f"{step['index']:>3} ", "bold"),
+                f"{step['tool']}  ",
+                (_subject(step["params"] or {}), "bold"),
+                "  ",
+                _styled(step["risk_level"], RISK_STYLE),
+                "  ",
+                _styled(step["status"], STATUS_STYLE),
+                tries,
+            )
         )
-    out.print(table)
+        detail = step["error"] or _output_digest(step["output"])
+        if detail:
+            out.print(Text(f"    {detail}", style="red" if step["error"] else "dim"))
     for approval in run["approvals"]:
         out.print(
             f"step {approval['step_idx']}: {approval['decision']} by {approval['decided_by']} "
