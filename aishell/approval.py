@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from aishell.registry import RiskLevel
+
 
 class Decision(StrEnum):
     APPROVE = "approved"
@@ -31,8 +33,14 @@ class ApprovalRequest:
     params: dict[str, Any]
     sql: list[str]
     risk: str
+    confirmation: str
     reasons: tuple[str, ...]
+    risks: tuple[str, ...]
+    mitigations: tuple[str, ...]
+    estimate: dict[str, Any]
     rationale: str
+    # (step id, tool, subject, risk) of every step: shown first for a review.
+    plan: tuple[tuple[str, str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,20 +56,11 @@ class Approver(Protocol):
 
 
 def current_user() -> str:
+    """The OS user: who approved, denied or started something."""
     try:
         return getpass.getuser()
     except Exception:
         return "unknown"
-
-
-@dataclass
-class PreApproved:
-    """Approves every step: the person said yes up front (--yes)."""
-
-    how: str = "--yes"
-
-    def decide(self, request: ApprovalRequest) -> Answer:
-        return Answer(Decision.APPROVE, current_user(), self.how, "approved in advance")
 
 
 @dataclass
@@ -72,6 +71,34 @@ class NonInteractive:
 
     def decide(self, request: ApprovalRequest) -> Answer:
         return Answer(Decision.DEFER, "aishell", "non-interactive", self.why)
+
+
+# The highest risk a flag may approve in advance: critical steps always need a
+# person to look at them (at the prompt or with `aishell approve`).
+MAX_PRE_APPROVAL = RiskLevel.HIGH
+
+
+@dataclass
+class PreApproved:
+    """Approves steps up to a risk level named by a flag; others go to `then`."""
+
+    up_to: RiskLevel = MAX_PRE_APPROVAL
+    how: str = "--yes"
+    then: Approver = field(default_factory=NonInteractive)
+
+    def __post_init__(self) -> None:
+        if self.up_to.rank > MAX_PRE_APPROVAL.rank:
+            raise ValueError("critical steps cannot be approved in advance")
+
+    def decide(self, request: ApprovalRequest) -> Answer:
+        if RiskLevel(request.risk).rank <= self.up_to.rank:
+            return Answer(
+                Decision.APPROVE,
+                current_user(),
+                self.how,
+                f"approved in advance up to {self.up_to.value} risk",
+            )
+        return self.then.decide(request)
 
 
 # The prompt's answers: yes, no, all (approve the rest at this risk level), quit.

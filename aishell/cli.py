@@ -6,15 +6,17 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from aishell import commands, render
-from aishell.approval import PROMPT_CHOICES, NonInteractive, PreApproved, Prompting
+from aishell.approval import Approver, NonInteractive, PreApproved, Prompting
 from aishell.config import Config, load_config
 from aishell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_WAITING_APPROVAL, AishellError
 from aishell.executor import RunResult
+from aishell.registry import RiskLevel
 
 EXIT_CODES_HELP = """
 \b
@@ -22,7 +24,7 @@ Exit codes:
   0  succeeded
   1  failed
   2  usage or configuration error
-  3  waiting for approval
+  3  waiting: for approval, or for the maintenance window
   4  denied or aborted by a person
   5  another run holds the target's lock
 """
@@ -31,6 +33,7 @@ RUN_EXIT = {
     "completed": 0,
     "failed": EXIT_FAILED,
     "waiting_approval": EXIT_WAITING_APPROVAL,
+    "out_of_window": EXIT_WAITING_APPROVAL,
     "completed_with_denials": EXIT_DENIED,
     "denied": EXIT_DENIED,
     "aborted": EXIT_DENIED,
@@ -161,8 +164,21 @@ def plan() -> None:
     """Show what a job would do, step by step, without running it."""
 
 
+safety_level_option = click.option(
+    "--safety-level",
+    type=click.Choice(["strict", "moderate", "permissive"]),
+    help="Override the agent's safety level for this run (loosening production needs --force).",
+)
+
+
 @plan.command("maintenance")
 @maintenance_options
+@safety_level_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Save the plan with its hash, for `aishell apply`.",
+)
 @json_option
 @pass_state
 def plan_maintenance(
@@ -171,16 +187,63 @@ def plan_maintenance(
     target: str | None,
     tables: str | None,
     no_rebuild_indexes: bool,
+    safety_level: str | None,
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """Plan maintenance: each step's tool, risk, whether it needs approval, and its SQL."""
     preview = commands.plan_job(
-        state.config, "maintenance", maintenance_job(kind, tables, no_rebuild_indexes), target
+        state.config,
+        "maintenance",
+        maintenance_job(kind, tables, no_rebuild_indexes),
+        target,
+        safety_level=safety_level,
+        out=out,
     )
     if as_json:
         emit_json(preview.to_dict())
     else:
-        render.plan_preview(render.console(False), preview)
+        console = render.console(False)
+        render.plan_preview(console, preview)
+        if out is not None:
+            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
+
+
+def approval_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--yes", "-y", is_flag=True, help="Approve steps up to high risk (not critical)."
+        ),
+        click.option(
+            "--approve-up-to",
+            type=click.Choice(["safe", "low", "medium", "high"]),
+            help="Approve steps up to this risk; critical steps always need a person.",
+        ),
+        click.option(
+            "--non-interactive",
+            is_flag=True,
+            help="Never prompt; steps needing approval leave the run waiting_approval.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def make_approver(
+    console: Any, yes: bool, approve_up_to: str | None, non_interactive: bool
+) -> Approver:
+    """Flags first; then a prompt at a terminal; otherwise wait (fail closed)."""
+    if non_interactive or not sys.stdin.isatty():
+        why = "--non-interactive" if non_interactive else "no terminal on stdin"
+        fallback: Approver = NonInteractive(why=why)
+    else:
+        fallback = Prompting(ask=lambda request: render.approval_prompt(console, request))
+    if approve_up_to or yes:
+        level = RiskLevel(approve_up_to or "high")
+        how = f"--approve-up-to {level.value}" if approve_up_to else "--yes"
+        return PreApproved(up_to=level, how=how, then=fallback)
+    return fallback
 
 
 @cli.group(cls=AishellGroup)
@@ -191,12 +254,9 @@ def run() -> None:
 @run.command("maintenance")
 @maintenance_options
 @click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
-@click.option("--yes", "-y", is_flag=True, help="Approve every step that needs approval.")
-@click.option(
-    "--non-interactive",
-    is_flag=True,
-    help="Never prompt; steps needing approval leave the run waiting_approval.",
-)
+@approval_options
+@safety_level_option
+@click.option("--force", is_flag=True, help="Allow loosening a production target's safety level.")
 @json_option
 @pass_state
 @click.pass_context
@@ -209,17 +269,15 @@ def run_maintenance(
     no_rebuild_indexes: bool,
     dry_run: bool,
     yes: bool,
+    approve_up_to: str | None,
     non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Run maintenance on a target and print a summary of every step."""
     console = render.console(as_json)
-    if yes:
-        approver: Any = PreApproved()
-    elif non_interactive or not sys.stdin.isatty():
-        approver = NonInteractive()
-    else:
-        approver = Prompting(ask=lambda request: render.approval_prompt(console, request))
+    approver = make_approver(console, yes, approve_up_to, non_interactive)
     with render.StepProgress(console) as observer:
         result = commands.run_job(
             state.config,
@@ -229,8 +287,102 @@ def run_maintenance(
             dry_run=dry_run,
             approver=approver,
             observer=observer,
+            safety_level=safety_level,
+            force=force,
         )
     finish_run(ctx, console, result, as_json)
+
+
+@cli.command()
+@click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
+@approval_options
+@safety_level_option
+@click.option("--force", is_flag=True, help="Allow loosening a production target's safety level.")
+@json_option
+@pass_state
+@click.pass_context
+def apply(
+    ctx: click.Context,
+    state: State,
+    plan_file: Path,
+    dry_run: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Run exactly a plan saved with `plan --out`; refused if tools or target changed."""
+    console = render.console(as_json)
+    saved = commands.load_plan_file(plan_file)
+    approver = make_approver(console, yes, approve_up_to, non_interactive)
+    with render.StepProgress(console) as observer:
+        result = commands.apply_plan(
+            state.config,
+            saved,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+        )
+    finish_run(ctx, console, result, as_json)
+
+
+@cli.command()
+@click.argument("run_id")
+@approval_options
+@json_option
+@pass_state
+@click.pass_context
+def resume(
+    ctx: click.Context,
+    state: State,
+    run_id: str,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    as_json: bool,
+) -> None:
+    """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
+    console = render.console(as_json)
+    approver = make_approver(console, yes, approve_up_to, non_interactive)
+    with render.StepProgress(console) as observer:
+        result = commands.resume_run(state.config, run_id, approver=approver, observer=observer)
+    finish_run(ctx, console, result, as_json)
+
+
+def decision_command(decision: str, verb: str) -> Callable[..., None]:
+    @click.argument("run_id")
+    @click.option(
+        "--step", type=int, help="Only this step (its index); default: every waiting step."
+    )
+    @click.option("--reason", help="Why; recorded with the decision.")
+    @json_option
+    @pass_state
+    def command(
+        state: State, run_id: str, step: int | None, reason: str | None, as_json: bool
+    ) -> None:
+        result = commands.decide_steps(state.config, run_id, decision, step, reason)
+        if as_json:
+            emit_json(result)
+        else:
+            steps = ", ".join(f"{s['index']} {s['tool']}" for s in result["steps"])
+            click.echo(
+                f"{decision.capitalize()} step(s) {steps} of run {result['run_id']} "
+                f"as {result['decided_by']}; continue with `aishell resume {result['run_id']}`."
+            )
+
+    command.__doc__ = (
+        f"{verb} the steps of a run that wait for approval; then `aishell resume RUN_ID`."
+    )
+    return command
+
+
+cli.command("approve")(decision_command("approved", "Approve"))
+cli.command("deny")(decision_command("denied", "Deny"))
 
 
 def finish_run(ctx: click.Context, console: Any, result: RunResult, as_json: bool) -> None:
@@ -256,8 +408,10 @@ def runs() -> None:
             "running",
             "completed",
             "completed_with_denials",
+            "denied",
             "failed",
             "waiting_approval",
+            "out_of_window",
             "aborted",
             "interrupted",
         ]
@@ -331,4 +485,4 @@ def main() -> None:
     cli(prog_name="aishell")
 
 
-__all__ = ["PROMPT_CHOICES", "cli", "main"]
+__all__ = ["cli", "main"]

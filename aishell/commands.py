@@ -5,17 +5,19 @@ The CLI, the scheduler and the tests call these; nothing shells out to the CLI.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from aishell import safety
 from aishell.agents import PlanningContext, get_agent
-from aishell.approval import Approver, NonInteractive
-from aishell.config import Config
+from aishell.approval import Approver, NonInteractive, current_user
+from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
-from aishell.errors import ConfigError, PlanError, UsageError
-from aishell.executor import Executor, Observer, RunResult
+from aishell.errors import ConfigError, PlanError, RunNotFound, TargetLocked, UsageError
+from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.plan import Plan, validate_plan
 from aishell.registry import (
     DIALECTS,
@@ -27,9 +29,14 @@ from aishell.registry import (
     load_registry,
 )
 from aishell.resources import bundled_catalog_dir
+from aishell.safety import SAFETY_LEVELS, SafetyPolicy, StepFacts, tighter_or_equal
 from aishell.state import StateStore, new_run_id
 from aishell.substitution import find_references
-from aishell.targets import Target, check_tables, open_target, user_tables
+from aishell.targets import Target, check_tables, open_target, row_estimate, user_tables
+
+# A plan is stale when a table's row estimate moved by more than this share.
+ROW_DRIFT_TOLERANCE = 0.25
+RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
 
 
 def load_catalog(config: Config) -> Registry:
@@ -86,19 +93,15 @@ def create_demo_database(
     if log_rows < 1:
         raise UsageError("--log-rows must be at least 1")
     name, target_config = config.target(target)
-    from aishell.config import resolve_url
-
     url = resolve_url(target_config.url, config.home)
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"Target '{name}' is not a SQLite file; the demo only creates SQLite")
-    from pathlib import Path
-
     path = Path(url[len("sqlite:///") :])
     counts = create_demo(path, log_rows=log_rows, progress=progress)
     return {"target": name, "path": str(path), "tables": counts, "size_bytes": path.stat().st_size}
 
 
-# --- plans and runs ---------------------------------------------------------------------
+# --- plans ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,9 @@ class StepPreview:
     rationale: str
     risk_level: str
     requires_approval: bool
+    confirmation: str
     reasons: tuple[str, ...]
+    mitigations: tuple[str, ...]
     sql: list[str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +127,9 @@ class StepPreview:
             "rationale": self.rationale,
             "risk_level": self.risk_level,
             "requires_approval": self.requires_approval,
+            "confirmation": self.confirmation,
             "reasons": list(self.reasons),
+            "mitigations": list(self.mitigations),
             "sql": self.sql,
         }
 
@@ -149,19 +156,52 @@ class PlanPreview:
 
 
 def plan_job(
-    config: Config, agent_name: str, job: dict[str, Any], target: str | None = None
+    config: Config,
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None = None,
+    *,
+    safety_level: str | None = None,
+    out: Path | None = None,
 ) -> PlanPreview:
     """Plan a job and preview it: each step's risk, whether it needs approval, its SQL.
 
-    Planning opens the target read-only: a preview never changes anything.
+    Planning opens the target read-only: a preview never changes anything. With
+    `out`, the plan is saved with its hash for `apply_plan`.
     """
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
         plan = _make_plan(config, registry, handle, agent_name, job)
-        return _preview(config, registry, handle, plan)
+        level = safety_level or config.agent(agent_name).defaults.safety_level
+        preview = _preview(config, registry, handle, plan, level)
     finally:
         handle.close()
+    if out is not None:
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(plan.to_json() + "\n")
+        partial.replace(out)
+    return preview
+
+
+def load_plan_file(path: Path) -> Plan:
+    """A saved plan; its hash must match its contents."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"Plan file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(
+            f"Plan file {path} is not valid JSON: {exc.msg} (line {exc.lineno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise PlanError(f"Plan file {path} does not hold a plan")
+    if "plan_hash" not in data:
+        raise PlanError(f"Plan file {path} has no plan_hash; save plans with `aishell plan --out`")
+    return Plan.from_dict(data)
+
+
+# --- runs -----------------------------------------------------------------------------
 
 
 def run_job(
@@ -173,6 +213,9 @@ def run_job(
     dry_run: bool = False,
     approver: Approver | None = None,
     observer: Observer | None = None,
+    safety_level: str | None = None,
+    force: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> RunResult:
     """Plan and run a job; every step is checkpointed in the state store.
 
@@ -186,49 +229,155 @@ def run_job(
         plan = _make_plan(config, registry, planning, agent_name, job)
     finally:
         planning.close()
-    handle = open_target(config, target, read_only=dry_run)
-    with StateStore(config.state_url) as store:
-        executor_kwargs: dict[str, Any] = {}
-        if observer is not None:
-            executor_kwargs["observer"] = observer
-        executor = Executor(
-            registry=registry,
-            store=store,
-            target=handle,
-            agent=config.agent(agent_name),
-            approver=approver or NonInteractive(),
-            backup_dir=config.backup_dir,
-            **executor_kwargs,
-        )
-        run_id = new_run_id()
-        if not dry_run:
-            store.acquire_lock(plan.target, run_id)
-        try:
-            store.create_run(
-                run_id=run_id,
-                agent=plan.agent,
-                target=plan.target,
-                dialect=plan.dialect,
-                job=plan.job,
-                plan=plan.to_dict(),
-                plan_hash=plan.hash,
-                dry_run=dry_run,
-                step_rows=[
-                    {
-                        "index": i,
-                        "step_id": s.id,
-                        "tool": s.tool,
-                        "risk_level": registry.get(s.tool).risk_level.value,
-                        "params": s.params,
-                    }
-                    for i, s in enumerate(plan.steps)
-                ],
+    return _start(
+        config,
+        registry,
+        plan,
+        dry_run=dry_run,
+        approver=approver,
+        observer=observer,
+        safety_level=safety_level,
+        force=force,
+        clock=clock,
+    )
+
+
+def apply_plan(
+    config: Config,
+    plan: Plan,
+    *,
+    dry_run: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    safety_level: str | None = None,
+    force: bool = False,
+    clock: Callable[[], datetime] | None = None,
+) -> RunResult:
+    """Run exactly a saved plan, refusing it if the tools or the target changed since."""
+    registry = load_catalog(config)
+    problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
+    if problems:
+        raise PlanError("The plan is no longer valid: " + "; ".join(problems))
+    _check_tools_unchanged(registry, plan, "the plan was made")
+    handle = open_target(config, plan.target, read_only=True)
+    try:
+        if handle.dialect != plan.dialect:
+            raise PlanError(
+                f"The plan is for {plan.dialect} but target '{plan.target}' is {handle.dialect}"
             )
-            return executor.execute(plan, run_id, dry_run=dry_run)
+        conn = handle.connect()
+        try:
+            drift = _drift(plan, _assumptions(conn, plan.job, _planned_tables(plan)))
         finally:
-            if not dry_run:
-                store.release_lock(plan.target, run_id)
+            conn.close()
+    finally:
+        handle.close()
+    if drift:
+        raise PlanError(
+            f"Target '{plan.target}' changed since the plan was made ({'; '.join(drift)}); "
+            "make a new plan"
+        )
+    return _start(
+        config,
+        registry,
+        plan,
+        dry_run=dry_run,
+        approver=approver,
+        observer=observer,
+        safety_level=safety_level,
+        force=force,
+        clock=clock,
+    )
+
+
+def resume_run(
+    config: Config,
+    run_id: str,
+    *,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> RunResult:
+    """Continue a run from the state store alone; succeeded steps never run again."""
+    registry = load_catalog(config)
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        run_id = run["run_id"]
+        if run["dry_run"]:
+            raise UsageError(f"Run {run_id} was a dry run; there is nothing to resume")
+        if run["status"] not in RESUMABLE:
+            raise UsageError(f"Run {run_id} is {run['status']}; there is nothing to resume")
+        plan = Plan.from_dict(store.get_plan(run_id))
+        if plan.hash != run["plan_hash"]:
+            raise PlanError(f"Run {run_id}: its stored plan no longer matches its hash")
+        _check_tools_unchanged(registry, plan, f"run {run_id} started")
+        handle = open_target(config, plan.target)
+        try:
+            store.acquire_lock(plan.target, run_id)
+        except TargetLocked:
             handle.close()
+            raise
+        try:
+            store.reopen_run(run_id, f"resumed from {run['status']}")
+            executor = _executor(
+                config,
+                registry,
+                store,
+                handle,
+                plan.agent,
+                approver,
+                observer,
+                run["safety_level"],
+                clock,
+            )
+            prior = {s["index"]: s for s in run["steps"]}
+            return executor.execute(plan, run_id, dry_run=False, prior=prior)
+        finally:
+            store.release_lock(plan.target, run_id)
+            handle.close()
+
+
+def decide_steps(
+    config: Config,
+    run_id: str,
+    decision: str,
+    step: int | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Approve or deny the steps of a run that wait for a person (all, or step N)."""
+    if decision not in ("approved", "denied"):
+        raise UsageError(f"Unknown decision '{decision}'")
+    verb = "approve" if decision == "approved" else "deny"
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        waiting = [s for s in run["steps"] if s["status"] == "waiting_approval"]
+        if step is not None:
+            chosen = [s for s in run["steps"] if s["index"] == step]
+            if not chosen:
+                raise UsageError(f"Run {run['run_id']} has no step {step}")
+            if chosen[0]["status"] != "waiting_approval":
+                listed = ", ".join(str(s["index"]) for s in waiting) or "none"
+                raise UsageError(
+                    f"Step {step} of run {run['run_id']} is {chosen[0]['status']}, not waiting "
+                    f"for approval (waiting: {listed})"
+                )
+            waiting = chosen
+        if not waiting:
+            raise UsageError(f"Run {run['run_id']} has no step waiting for approval")
+        user = current_user()
+        why = reason or f"{decision} with `aishell {verb}`"
+        for s in waiting:
+            store.record_approval(run["run_id"], s["index"], decision, user, f"aishell {verb}", why)
+            store.set_step_status(
+                run["run_id"], s["index"], decision, None if decision == "approved" else why
+            )
+        return {
+            "run_id": run["run_id"],
+            "decision": decision,
+            "steps": [{"index": s["index"], "tool": s["tool"]} for s in waiting],
+            "decided_by": user,
+            "reason": why,
+        }
 
 
 def list_runs(config: Config, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -242,6 +391,125 @@ def show_run(config: Config, run_id: str) -> dict[str, Any]:
 
 
 # --- helpers --------------------------------------------------------------------------
+
+
+def _start(
+    config: Config,
+    registry: Registry,
+    plan: Plan,
+    *,
+    dry_run: bool,
+    approver: Approver | None,
+    observer: Observer | None,
+    safety_level: str | None,
+    force: bool,
+    clock: Callable[[], datetime] | None,
+) -> RunResult:
+    agent_config = config.agent(plan.agent)
+    configured = agent_config.defaults.safety_level
+    level = safety_level or configured
+    if level not in SAFETY_LEVELS:
+        raise UsageError(
+            f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
+        )
+    handle = open_target(config, plan.target, read_only=dry_run)
+    loosened = not tighter_or_equal(level, configured)
+    if loosened and handle.config.environment == "production" and not force:
+        handle.close()
+        raise UsageError(
+            f"Target '{plan.target}' is production: loosening the safety level from "
+            f"{configured} to {level} needs --force"
+        )
+    with StateStore(config.state_url) as store:
+        run_id = new_run_id()
+        if not dry_run:
+            try:
+                store.acquire_lock(plan.target, run_id)
+            except TargetLocked:
+                handle.close()
+                raise
+        try:
+            store.create_run(
+                run_id=run_id,
+                agent=plan.agent,
+                target=plan.target,
+                dialect=plan.dialect,
+                job=plan.job,
+                plan=plan.to_dict(),
+                plan_hash=plan.hash,
+                dry_run=dry_run,
+                safety_level=level,
+                step_rows=[
+                    {
+                        "index": i,
+                        "step_id": s.id,
+                        "tool": s.tool,
+                        "subject": _subject(registry.get(s.tool), s.params),
+                        "risk_level": registry.get(s.tool).risk_level.value,
+                        "params": s.params,
+                    }
+                    for i, s in enumerate(plan.steps)
+                ],
+            )
+            if level != configured:
+                store.record_event(
+                    run_id,
+                    None,
+                    "safety_level_override",
+                    {"from": configured, "to": level, "by": current_user(), "force": force},
+                )
+            executor = _executor(
+                config, registry, store, handle, plan.agent, approver, observer, level, clock
+            )
+            return executor.execute(plan, run_id, dry_run=dry_run)
+        finally:
+            if not dry_run:
+                store.release_lock(plan.target, run_id)
+            handle.close()
+
+
+def _executor(
+    config: Config,
+    registry: Registry,
+    store: StateStore,
+    handle: Target,
+    agent_name: str,
+    approver: Approver | None,
+    observer: Observer | None,
+    safety_level: str,
+    clock: Callable[[], datetime] | None,
+) -> Executor:
+    extra: dict[str, Any] = {}
+    if observer is not None:
+        extra["observer"] = observer
+    if clock is not None:
+        extra["clock"] = clock
+    return Executor(
+        registry=registry,
+        store=store,
+        target=handle,
+        agent=config.agent(agent_name),
+        approver=approver or NonInteractive(),
+        backup_dir=config.backup_dir,
+        safety_level=safety_level,
+        **extra,
+    )
+
+
+def _subject(tool: ToolDefinition, params: dict[str, Any]) -> str | None:
+    """The table(s) a step works on, as the history of durations is keyed."""
+    if find_references(params):
+        return None
+    return subject(tool.tables_in(params))
+
+
+def _check_tools_unchanged(registry: Registry, plan: Plan, since: str) -> None:
+    for name, fingerprint in sorted(plan.tool_fingerprints.items()):
+        current = registry.get(name)
+        if current.fingerprint != fingerprint:
+            raise PlanError(
+                f"Tool '{name}' changed since {since} ({current.source}); make a new plan"
+            )
 
 
 def _make_plan(
@@ -261,6 +529,7 @@ def _make_plan(
             tables = tuple(job["tables"])
         else:
             tables = tuple(user_tables(conn))
+        assumptions = _assumptions(conn, job, tables)
     finally:
         conn.close()
     context = PlanningContext(
@@ -274,6 +543,7 @@ def _make_plan(
         job=job,
         steps=tuple(steps),
         tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in steps},
+        assumptions=assumptions,
     )
     problems = validate_plan(plan, registry, agent_config.capabilities)
     if problems:
@@ -281,17 +551,80 @@ def _make_plan(
     return plan
 
 
-def _preview(config: Config, registry: Registry, handle: Target, plan: Plan) -> PlanPreview:
+def _assumptions(
+    conn: Any, job: dict[str, Any], tables: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """What a plan is made from: the tables, their row estimates and their indexes."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    existing = set(user_tables(conn))
+    described: dict[str, Any] = {}
+    for table in tables:
+        if table not in existing:
+            described[table] = None
+            continue
+        described[table] = {
+            "rows": row_estimate(conn, table),
+            "indexes": sorted(i["name"] for i in inspector.get_indexes(table) if i.get("name")),
+        }
+    result: dict[str, Any] = {"tables": described}
+    if not job.get("tables"):
+        result["all_tables"] = sorted(existing)
+    return result
+
+
+def _planned_tables(plan: Plan) -> list[str]:
+    return list((plan.assumptions.get("tables") or {}).keys())
+
+
+def _drift(plan: Plan, now: dict[str, Any]) -> list[str]:
+    """How the target differs from what the plan assumed, beyond the row tolerance."""
+    then = plan.assumptions
+    found: list[str] = []
+    if "all_tables" in then and then["all_tables"] != now.get("all_tables"):
+        added = sorted(set(now.get("all_tables", [])) - set(then["all_tables"]))
+        gone = sorted(set(then["all_tables"]) - set(now.get("all_tables", [])))
+        if added:
+            found.append(f"new tables: {', '.join(added)}")
+        if gone:
+            found.append(f"tables gone: {', '.join(gone)}")
+    for table, before in (then.get("tables") or {}).items():
+        after = (now.get("tables") or {}).get(table)
+        if before is None or after is None:
+            if before != after:
+                found.append(f"table '{table}' {'is gone' if after is None else 'appeared'}")
+            continue
+        if before["indexes"] != after["indexes"]:
+            found.append(f"indexes of '{table}' changed")
+        rows_then, rows_now = before["rows"], after["rows"]
+        if abs(rows_now - rows_then) > ROW_DRIFT_TOLERANCE * max(rows_then, 1):
+            found.append(f"'{table}' has {rows_now:,} rows, the plan assumed {rows_then:,}")
+    return found
+
+
+def _preview(
+    config: Config, registry: Registry, handle: Target, plan: Plan, level: str
+) -> PlanPreview:
     agent_config = config.agent(plan.agent)
-    level = agent_config.defaults.safety_level
     environment = handle.config.environment
+    policy = SafetyPolicy(level, environment, handle.name, agent_config.constraints)
     conn = handle.connect()
     previews = []
     try:
         for i, step in enumerate(plan.steps):
             tool = registry.get(step.tool)
-            verdict = safety.check(tool, level, environment)
             live = not find_references([step.params, step.condition])
+            tables = tool.tables_in(step.params) if live else ()
+            verdict = policy.check(
+                StepFacts(
+                    tool=tool,
+                    tables=tables,
+                    rows={t: row_estimate(conn, t) for t in tables}
+                    if agent_config.constraints and tool.risk_level is not RiskLevel.SAFE
+                    else {},
+                )
+            )
             ctx = ToolContext(
                 conn=conn if live else None,
                 dialect=handle.dialect,
@@ -308,7 +641,9 @@ def _preview(config: Config, registry: Registry, handle: Target, plan: Plan) -> 
                     rationale=step.rationale,
                     risk_level=tool.risk_level.value,
                     requires_approval=verdict.requires_approval,
+                    confirmation=verdict.confirmation.value,
                     reasons=verdict.reasons,
+                    mitigations=verdict.mitigations,
                     sql=tool.implementation(handle.dialect).render_sql(step.params, ctx),
                 )
             )
@@ -317,3 +652,22 @@ def _preview(config: Config, registry: Registry, handle: Target, plan: Plan) -> 
     return PlanPreview(
         plan=plan, steps=tuple(previews), safety_level=level, environment=environment
     )
+
+
+__all__ = [
+    "PlanPreview",
+    "RunNotFound",
+    "StepPreview",
+    "apply_plan",
+    "create_demo_database",
+    "decide_steps",
+    "list_runs",
+    "list_tools",
+    "load_catalog",
+    "load_plan_file",
+    "plan_job",
+    "resume_run",
+    "run_job",
+    "show_run",
+    "show_tool",
+]

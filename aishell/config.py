@@ -7,10 +7,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aishell.errors import ConfigError
 from aishell.resources import bundled_config_dir
@@ -53,9 +54,75 @@ class AgentDefaults(_Strict):
     min_index_pages: int = Field(8, ge=1)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Hour = Annotated[int, Field(ge=0, le=23)]
+
+
+class _TimeZoned(_Strict):
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as Europe/Berlin)"
+            )
+        return value
+
+
+class MaxTableSize(_Strict):
+    """Steps on a table with more rows than this (the catalog's estimate) need approval."""
+
+    type: Literal["max_table_size"]
+    max_rows: int = Field(gt=0)
+    tools: list[str] | None = None
+
+
+class MaintenanceWindow(_TimeZoned):
+    """Steps above low risk run only in these hours; the window's end is a time budget."""
+
+    type: Literal["maintenance_window", "production_hours"]
+    allowed_hours: list[Hour] = Field(min_length=1)
+    days: list[Weekday] = list(WEEKDAYS)
+
+
+class BackupRequired(_Strict):
+    """Listed tools need a verified backup of the target newer than max_age_hours."""
+
+    type: Literal["backup_required"]
+    before_operations: list[str] = Field(min_length=1)
+    max_age_hours: float = Field(24, gt=0)
+
+
+class BusinessHours(_TimeZoned):
+    """Critical steps do not start during business hours."""
+
+    type: Literal["business_hours"]
+    hours: list[Hour] = Field(min_length=1)
+    days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+
+
+Constraint = Annotated[
+    MaxTableSize | MaintenanceWindow | BackupRequired | BusinessHours,
+    Field(discriminator="type"),
+]
+CONSTRAINT_TYPES = (
+    "max_table_size",
+    "maintenance_window",
+    "production_hours",
+    "backup_required",
+    "business_hours",
+)
+
+
 class AgentSection(_Strict):
     default_config: AgentDefaults = AgentDefaults()
     capabilities: list[str]
+    safety_constraints: list[Constraint] = []
 
 
 @dataclass(frozen=True)
@@ -63,6 +130,7 @@ class AgentConfig:
     name: str
     defaults: AgentDefaults
     capabilities: frozenset[str]
+    constraints: tuple[Any, ...]
     path: Path
 
 
@@ -175,6 +243,7 @@ def load_agent_config(agent_dir: Path, agent: str) -> AgentConfig:
         name=agent,
         defaults=section.default_config,
         capabilities=frozenset(section.capabilities),
+        constraints=tuple(section.safety_constraints),
         path=path,
     )
 
@@ -199,15 +268,25 @@ def _validate(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
+        # A discriminated union puts the tag in the location; the user never wrote it.
+        loc = [str(p) for p in err["loc"] if p not in CONSTRAINT_TYPES]
         key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
             raise ConfigError(f"{path}: {key}: unknown key{hint}") from None
+        if err["type"] == "union_tag_invalid":
+            tag = (err.get("ctx") or {}).get("tag")
+            raise ConfigError(
+                f"{path}: {key}: unknown constraint type '{tag}'; "
+                f"expected one of: {', '.join(CONSTRAINT_TYPES)}"
+            ) from None
+        if err["type"] == "union_tag_not_found":
+            raise ConfigError(f"{path}: {key}: a constraint needs a type") from None
         if err["type"] == "missing":
             raise ConfigError(f"{path}: {key}: required key is missing") from None
-        expected = err["msg"][0].lower() + err["msg"][1:]
+        msg = err["msg"].removeprefix("Value error, ")
+        expected = msg[0].lower() + msg[1:]
         got = err.get("input")
         shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
         raise ConfigError(f"{path}: {key}: {expected}{shown}") from None

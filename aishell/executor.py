@@ -1,40 +1,67 @@
 """The step loop: policy, approval, substitution, execution with a deadline, checkpoint.
 
-Every step's end is committed to the state store before the next step begins.
+Every step's end is committed to the state store before the next step begins. A
+resumed run starts from what the store holds: succeeded steps are never run again
+and their outputs feed later steps as before.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from aishell import safety, schema
+from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
-from aishell.config import AgentConfig
+from aishell.config import AgentConfig, MaintenanceWindow
 from aishell.errors import AishellError, SubstitutionError, TargetError
 from aishell.plan import Plan, Step
-from aishell.registry import Category, Registry, RiskLevel, ToolContext, ToolDefinition
+from aishell.registry import (
+    Category,
+    Implementation,
+    Registry,
+    RiskLevel,
+    ToolContext,
+    ToolDefinition,
+)
+from aishell.safety import Confirmation, SafetyPolicy, StepFacts, Verdict
 from aishell.state import StateStore, dumps
 from aishell.substitution import find_references, substitute
-from aishell.targets import Target, check_column, check_tables, step_deadline
+from aishell.targets import (
+    Target,
+    check_column,
+    check_tables,
+    row_estimate,
+    step_deadline,
+    table_bytes,
+)
 
 # Run outcomes.
 COMPLETED = "completed"
 COMPLETED_WITH_DENIALS = "completed_with_denials"
+DENIED = "denied"
 FAILED = "failed"
 WAITING_APPROVAL = "waiting_approval"
+OUT_OF_WINDOW = "out_of_window"
 ABORTED = "aborted"
 INTERRUPTED = "interrupted"
 
+# Step states a resumed run keeps as they are.
+FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
+
 _TRANSIENT_MARKERS = ("database is locked", "database table is locked", "busy")
+# Without history, a step is assumed to rewrite its table at this rate; the median of
+# earlier runs of the same tool on the same table replaces the guess once there is one.
+_ASSUMED_BYTES_PER_SECOND = 50 * 2**20
 
 
 @dataclass
@@ -45,12 +72,15 @@ class StepResult:
     rationale: str
     params: dict[str, Any]
     risk_level: str
-    requires_approval: bool
-    reasons: list[str]
+    requires_approval: bool = False
+    confirmation: str = "none"
+    reasons: list[str] = field(default_factory=list)
+    mitigations: list[str] = field(default_factory=list)
     status: str = "pending"
     output: Any = None
     error: str | None = None
     sql: list[str] = field(default_factory=list)
+    estimate: dict[str, Any] | None = None
     attempts: int = 0
     seconds: float | None = None
     approval: dict[str, str] | None = None
@@ -64,11 +94,14 @@ class StepResult:
             "params": self.params,
             "risk_level": self.risk_level,
             "requires_approval": self.requires_approval,
+            "confirmation": self.confirmation,
             "reasons": self.reasons,
+            "mitigations": self.mitigations,
             "status": self.status,
             "output": self.output,
             "error": self.error,
             "sql": self.sql,
+            "estimate": self.estimate,
             "attempts": self.attempts,
             "seconds": self.seconds,
             "approval": self.approval,
@@ -83,6 +116,7 @@ class RunResult:
     target: str
     dry_run: bool
     plan_hash: str
+    safety_level: str
     steps: list[StepResult]
     error: str | None = None
 
@@ -101,6 +135,7 @@ class RunResult:
             "target": self.target,
             "dry_run": self.dry_run,
             "plan_hash": self.plan_hash,
+            "safety_level": self.safety_level,
             "error": self.error,
             "steps": [s.to_dict() for s in self.steps],
             "report": self.report,
@@ -132,6 +167,10 @@ class _Stop(Exception):
         self.error = error
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Executor:
     registry: Registry
@@ -141,14 +180,34 @@ class Executor:
     approver: Approver
     observer: Observer = field(default_factory=_Silent)
     backup_dir: Path | None = None
+    safety_level: str | None = None
+    clock: Callable[[], datetime] = _utc_now
     _run_id: str = field(default="", init=False)
+    _plan: Plan | None = field(default=None, init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
 
-    def execute(self, plan: Plan, run_id: str, *, dry_run: bool) -> RunResult:
-        """Run every step of plan as run_id (already created in the store)."""
+    @property
+    def policy(self) -> SafetyPolicy:
+        return SafetyPolicy(
+            safety_level=self.safety_level or self.agent.defaults.safety_level,
+            environment=self.target.config.environment,
+            target=self.target.name,
+            constraints=self.agent.constraints,
+        )
+
+    def execute(
+        self,
+        plan: Plan,
+        run_id: str,
+        *,
+        dry_run: bool,
+        prior: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> RunResult:
+        """Run plan as run_id (already in the store); `prior` holds stored step states."""
         results = [self._initial(i, s) for i, s in enumerate(plan.steps)]
-        self._run_id, self._results = run_id, results
+        self._run_id, self._plan, self._results = run_id, plan, results
         outputs: dict[str, Any] = {}
+        waiting: set[str] = set()
         run = RunResult(
             run_id=run_id,
             status=COMPLETED,
@@ -156,6 +215,7 @@ class Executor:
             target=plan.target,
             dry_run=dry_run,
             plan_hash=plan.hash,
+            safety_level=self.policy.safety_level,
             steps=results,
         )
         conn = self.target.connect()
@@ -170,7 +230,11 @@ class Executor:
         )
         try:
             for step, result in zip(plan.steps, results, strict=True):
-                self._step(step, result, outputs, ctx, dry_run)
+                stored = (prior or {}).get(result.index)
+                if stored is not None and stored["status"] in FINAL_STEP_STATES:
+                    _restore(result, stored)
+                else:
+                    self._step(step, result, outputs, waiting, ctx, dry_run, stored)
                 if result.status == "succeeded":
                     outputs[step.id] = result.output
         except _Stop as stop:
@@ -179,20 +243,20 @@ class Executor:
             run.status, run.error = INTERRUPTED, "interrupted by the user"
             for result in results:
                 if result.status == "running":
-                    result.status, result.error = "failed", "interrupted by the user"
-                    self.store.step_finished(run_id, result.index, "failed", error=result.error)
+                    self._finish(result, "failed", error="interrupted by the user")
+        except Exception as exc:
+            run.status, run.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+            self.store.finish_run(run_id, run.status, run.error)
+            raise
         finally:
             conn.close()
-        if run.status == COMPLETED and any(r.status == "denied" for r in results):
-            run.status = COMPLETED_WITH_DENIALS
+        if run.status == COMPLETED:
+            run.status, run.error = _outcome(results)
         self.store.finish_run(run_id, run.status, run.error)
         return run
 
     def _initial(self, index: int, step: Step) -> StepResult:
         tool = self.registry.get(step.tool)
-        verdict = safety.check(
-            tool, self.agent.defaults.safety_level, self.target.config.environment
-        )
         return StepResult(
             index=index,
             step_id=step.id,
@@ -200,36 +264,46 @@ class Executor:
             rationale=step.rationale,
             params=step.params,
             risk_level=tool.risk_level.value,
-            requires_approval=verdict.requires_approval,
-            reasons=list(verdict.reasons),
         )
+
+    # --- one step ----------------------------------------------------------------------
 
     def _step(
         self,
         step: Step,
         result: StepResult,
         outputs: Mapping[str, Any],
+        waiting: set[str],
         ctx: ToolContext,
         dry_run: bool,
+        stored: Mapping[str, Any] | None,
     ) -> None:
         tool = self.registry.get(step.tool)
         impl = tool.implementation(self.target.dialect)
-        run_id = self._run_id
+        needed = [r.step_id for r in find_references([step.params, step.condition])]
+        needed += list(step.depends_on)
         earlier = {r.step_id: r for r in self._results[: result.index]}
-        blocked = None if step.always_run else self._blocked_by(step, earlier)
-        absent = frozenset(
-            sid
-            for sid, r in earlier.items()
-            if step.always_run and r.status in ("denied", "skipped")
-        )
-        if blocked:
-            self._finish(result, "skipped", error=blocked)
+
+        held = sorted({dep for dep in needed if dep in waiting})
+        if held:
+            # It needs a step that has not run yet; it waits with it.
+            waiting.add(step.id)
+            result.error = f"waits for {', '.join(held)}"
+            self.store.set_step_status(self._run_id, result.index, "pending", result.error)
             return
-        unresolved = [
-            r.step_id
-            for r in find_references([step.params, step.condition])
-            if r.step_id not in outputs and r.step_id not in absent
-        ]
+        absent: frozenset[str] = frozenset()
+        if step.always_run:
+            absent = frozenset(
+                d for d in needed if d in earlier and earlier[d].status in ("denied", "skipped")
+            )
+        else:
+            for dep in needed:
+                if dep in earlier and earlier[dep].status in ("denied", "skipped"):
+                    self._finish(
+                        result, "skipped", error=f"it needs {dep}, which was {earlier[dep].status}"
+                    )
+                    return
+        unresolved = [d for d in needed if d not in outputs and d not in absent and d in earlier]
         if dry_run and unresolved:
             # Earlier steps were only previewed, so their outputs do not exist yet.
             offline = ToolContext(
@@ -252,28 +326,104 @@ class Executor:
                 raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))
             _check_identifiers(ctx.connection, tool, params, self.target.name)
             result.sql = impl.render_sql(params, ctx)
+            verdict = self.policy.check(self._facts(tool, params, ctx.connection, earlier))
         except (SubstitutionError, TargetError) as exc:
             self._finish(result, "failed", error=str(exc))
             raise _Stop(FAILED, str(exc)) from None
+        _apply_verdict(result, verdict)
 
         if dry_run:
+            result.estimate = _estimate(tool, impl, params, ctx)
             if _runs_in_dry_run(tool):
                 self._run_tool(result, impl, params, ctx, tool)
             else:
                 self._finish(result, "previewed")
             return
 
-        if result.requires_approval:
-            self._approve(step, result, tool, run_id)
-            if result.status == "denied":
+        if verdict.defer:
+            waiting.add(step.id)
+            self._finish(result, "deferred", error=verdict.defer)
+            return
+        in_doubt = stored is not None and stored["status"] == "running"
+        if in_doubt and not tool.idempotent:
+            waiting.add(step.id)
+            self._finish(
+                result,
+                "waiting_approval",
+                error=(
+                    "it was running when its process stopped, so its effect is unknown, and "
+                    f"{tool.name} is not idempotent; check the database, then approve the step "
+                    "to run it again or deny it"
+                ),
+            )
+            return
+        approved_before = stored is not None and stored["status"] == "approved"
+        if verdict.requires_approval and not approved_before:
+            result.estimate = _estimate(tool, impl, params, ctx)
+            decision = self._approve(step, result, tool)
+            if decision is Decision.DEFER:
+                waiting.add(step.id)
                 return
+            if decision is Decision.DENY:
+                return
+        elif verdict.confirmation is Confirmation.NOTIFY:
+            self.store.record_event(
+                self._run_id,
+                result.index,
+                "notify",
+                {"tool": tool.name, "risk_level": tool.risk_level.value, "params": params},
+            )
         self._run_tool(result, impl, params, ctx, tool)
         if result.status == "failed":
             raise _Stop(FAILED, f"{step.id} ({tool.name}) failed: {result.error}")
 
-    def _approve(self, step: Step, result: StepResult, tool: ToolDefinition, run_id: str) -> None:
+    def _facts(
+        self,
+        tool: ToolDefinition,
+        params: Mapping[str, Any],
+        conn: Connection,
+        earlier: Mapping[str, StepResult],
+    ) -> StepFacts:
+        tables = tool.tables_in(params)
+        policy = self.policy
+        rows: dict[str, int] = {}
+        if tool.risk_level is not RiskLevel.SAFE and policy.constraints:
+            rows = {t: row_estimate(conn, t) for t in tables}
+        expected, basis = None, ""
+        has_window = any(isinstance(c, MaintenanceWindow) for c in policy.constraints)
+        if has_window and tool.risk_level.rank > RiskLevel.LOW.rank:
+            expected, basis = self._expected_seconds(tool, tables, conn)
+        backup_in_run = any(
+            r.status == "succeeded" and self.registry.get(r.tool).category is Category.BACKUP
+            for r in earlier.values()
+        )
+        return StepFacts(
+            tool=tool,
+            tables=tables,
+            rows=rows,
+            now=self.clock(),
+            last_backup=self.store.last_verified_backup(self.target.name),
+            backup_in_run=backup_in_run,
+            expected_seconds=expected,
+            expected_basis=basis,
+        )
+
+    def _expected_seconds(
+        self, tool: ToolDefinition, tables: tuple[str, ...], conn: Connection
+    ) -> tuple[float | None, str]:
+        history = self.store.step_durations(tool.name, subject(tables))
+        if history:
+            return statistics.median(history), f"median of {len(history)} earlier run(s)"
+        sizes = [table_bytes(conn, t) for t in tables]
+        if tables and all(s is not None for s in sizes):
+            total = sum(s or 0 for s in sizes)
+            return total / _ASSUMED_BYTES_PER_SECOND, f"estimated from {total:,} bytes of data"
+        return None, ""
+
+    def _approve(self, step: Step, result: StepResult, tool: ToolDefinition) -> Decision:
+        plan = self._plan
         request = ApprovalRequest(
-            run_id=run_id,
+            run_id=self._run_id,
             target=self.target.name,
             environment=self.target.config.environment,
             step_index=result.index,
@@ -283,12 +433,20 @@ class Executor:
             params=result.params,
             sql=result.sql,
             risk=result.risk_level,
+            confirmation=result.confirmation,
             reasons=tuple(result.reasons),
+            risks=tool.risks,
+            mitigations=tuple(result.mitigations),
+            estimate=result.estimate or {},
             rationale=step.rationale,
+            plan=tuple(
+                (s.id, s.tool, _subject_of(s.params), self.registry.get(s.tool).risk_level.value)
+                for s in (plan.steps if plan else ())
+            ),
         )
         answer = self.approver.decide(request)
         self.store.record_approval(
-            run_id,
+            self._run_id,
             result.index,
             answer.decision.value,
             answer.decided_by,
@@ -301,21 +459,19 @@ class Executor:
             "how": answer.how,
             "reason": answer.reason,
         }
-        if answer.decision is Decision.APPROVE:
-            return
         if answer.decision is Decision.DENY:
-            self._finish(result, "denied", error=f"denied by {answer.decided_by}")
-            return
-        if answer.decision is Decision.DEFER:
+            self._finish(result, "denied", error=f"denied by {answer.decided_by}: {answer.reason}")
+        elif answer.decision is Decision.DEFER:
             self._finish(result, "waiting_approval", error="; ".join(result.reasons))
-            raise _Stop(WAITING_APPROVAL, f"{step.id} ({tool.name}) is waiting for approval")
-        self._finish(result, "denied", error=f"run stopped by {answer.decided_by}")
-        raise _Stop(ABORTED, f"stopped by {answer.decided_by} at {step.id}")
+        elif answer.decision is Decision.QUIT:
+            self._finish(result, "denied", error=f"run stopped by {answer.decided_by}")
+            raise _Stop(ABORTED, f"stopped by {answer.decided_by} at {step.id}")
+        return answer.decision
 
     def _run_tool(
         self,
         result: StepResult,
-        impl: Any,
+        impl: Implementation,
         params: dict[str, Any],
         ctx: ToolContext,
         tool: ToolDefinition,
@@ -323,7 +479,7 @@ class Executor:
         limit = min(tool.max_execution_time, self.agent.defaults.max_execution_time)
         retries = self.agent.defaults.max_retries if tool.idempotent else 0
         run_id = self._run_id
-        self.observer.step_started(result, 0)
+        self.observer.step_started(result, len(self._results))
         started = time.monotonic()
         for attempt in range(1, retries + 2):
             result.attempts = attempt
@@ -380,20 +536,73 @@ class Executor:
             sql=result.sql,
             resolved_params=result.params,
         )
-        self.observer.step_finished(result, 0)
+        self.observer.step_finished(result, len(self._results))
 
-    def _blocked_by(self, step: Step, done: Mapping[str, StepResult]) -> str | None:
-        """Why a step cannot run because a step it needs was denied or skipped."""
-        needed = [r.step_id for r in find_references([step.params, step.condition])]
-        for dep in [*needed, *step.depends_on]:
-            earlier = done.get(dep)
-            if earlier is not None and earlier.status in ("denied", "skipped"):
-                return f"it needs {dep}, which was {earlier.status}"
-        return None
+
+def _restore(result: StepResult, stored: Mapping[str, Any]) -> None:
+    result.status = stored["status"]
+    result.output = stored["output"]
+    result.error = stored["error"]
+    result.params = stored["params"]
+    result.sql = stored["sql"] or []
+    result.attempts = stored["attempts"]
+
+
+def _apply_verdict(result: StepResult, verdict: Verdict) -> None:
+    result.requires_approval = verdict.requires_approval
+    result.confirmation = verdict.confirmation.value
+    result.reasons = list(verdict.reasons)
+    result.mitigations = list(verdict.mitigations)
+
+
+def _outcome(results: list[StepResult]) -> tuple[str, str | None]:
+    """The run's status from its steps, once the loop went through all of them."""
+    statuses = [r.status for r in results]
+    if "waiting_approval" in statuses:
+        left = [r.step_id for r in results if r.status in ("waiting_approval", "pending")]
+        return WAITING_APPROVAL, f"waiting for approval: {', '.join(left)}"
+    if "deferred" in statuses:
+        left = [r for r in results if r.status in ("deferred", "pending")]
+        why = next(r.error for r in left if r.status == "deferred")
+        return OUT_OF_WINDOW, f"{len(left)} step(s) left for later: {why}"
+    if "denied" in statuses:
+        changed = any(r.status == "succeeded" and r.risk_level != "safe" for r in results)
+        return (COMPLETED_WITH_DENIALS if changed else DENIED), None
+    return COMPLETED, None
 
 
 def _runs_in_dry_run(tool: ToolDefinition) -> bool:
     return tool.risk_level is RiskLevel.SAFE and tool.category is Category.ANALYSIS
+
+
+def subject(tables: tuple[str, ...]) -> str | None:
+    """How a step's tables key the history of durations."""
+    return ",".join(tables) if tables else None
+
+
+def _subject_of(params: Mapping[str, Any]) -> str:
+    table = params.get("table")
+    if isinstance(table, str):
+        return table
+    tables = params.get("tables")
+    return ", ".join(tables) if isinstance(tables, list) else str(tables or "")
+
+
+def _estimate(
+    tool: ToolDefinition, impl: Implementation, params: Mapping[str, Any], ctx: ToolContext
+) -> dict[str, Any]:
+    """What the step would touch: rows and bytes of its tables, and the tool's own figures."""
+    conn = ctx.connection
+    estimate: dict[str, Any] = {
+        "tables": {
+            t: {"rows": row_estimate(conn, t), "bytes": table_bytes(conn, t)}
+            for t in tool.tables_in(params)
+        }
+    }
+    extra = getattr(impl, "estimate", None)
+    if callable(extra):
+        estimate.update(extra(params, ctx))
+    return estimate
 
 
 def _check_identifiers(

@@ -52,6 +52,8 @@ class Plan:
     job: dict[str, Any]
     steps: tuple[Step, ...]
     tool_fingerprints: dict[str, str] = field(default_factory=dict)
+    # What the plan was made from (tables, row estimates, indexes), to refuse a stale plan.
+    assumptions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -70,6 +72,7 @@ class Plan:
             "job": self.job,
             "steps": [s.to_dict() for s in self.steps],
             "tool_fingerprints": self.tool_fingerprints,
+            "assumptions": self.assumptions,
         }
         return data
 
@@ -100,6 +103,7 @@ class Plan:
                 job=dict(data["job"]),
                 steps=steps,
                 tool_fingerprints=dict(data.get("tool_fingerprints") or {}),
+                assumptions=dict(data.get("assumptions") or {}),
             )
         except (KeyError, TypeError) as exc:
             raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None

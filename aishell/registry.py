@@ -157,6 +157,8 @@ class ToolDefinition:
     examples: tuple[dict[str, Any], ...]
     implementations: Mapping[str, Implementation]
     notes: str
+    risks: tuple[str, ...]
+    mitigations: tuple[str, ...]
     source: Path
     fingerprint: str
 
@@ -168,6 +170,17 @@ class ToolDefinition:
             raise ToolNotFound(
                 f"Tool '{self.name}' has no {dialect} implementation (it has: {have})"
             ) from None
+
+    def tables_in(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The table names a step's params give this tool (its x-identifier: table params)."""
+        tables: list[str] = []
+        for name, (kind, is_list) in schema.identifier_params(self.params).items():
+            if kind != "table" or name not in params:
+                continue
+            values = params[name] if is_list else [params[name]]
+            if isinstance(values, list | tuple):
+                tables += [v for v in values if isinstance(v, str)]
+        return tuple(tables)
 
     def metadata(self) -> dict[str, Any]:
         """The tool's metadata as plain data, for --json and docs."""
@@ -186,6 +199,8 @@ class ToolDefinition:
             "examples": list(self.examples),
             "dialects": sorted(self.implementations),
             "notes": self.notes,
+            "risks": list(self.risks),
+            "mitigations": list(self.mitigations),
         }
 
 
@@ -235,6 +250,8 @@ _TOOL_KEYS = {
     "examples",
     "implementations",
     "notes",
+    "risks",
+    "mitigations",
 }
 _REQUIRED_KEYS = {
     "name",
@@ -307,6 +324,10 @@ def load_tool(path: Path) -> ToolDefinition:
     max_time = data["max_execution_time"]
     if not isinstance(max_time, int) or isinstance(max_time, bool) or max_time <= 0:
         raise fail("max_execution_time must be a positive number of seconds")
+    for key in ("risks", "mitigations"):
+        value = data.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise fail(f"{key} must be a list of sentences")
     for key in ("idempotent", "requires_approval", "destructive"):
         if not isinstance(data.get(key, False), bool):
             raise fail(f"{key} must be true or false")
@@ -351,6 +372,8 @@ def load_tool(path: Path) -> ToolDefinition:
         examples=tuple(examples),
         implementations=implementations,
         notes=str(data.get("notes") or "").strip(),
+        risks=tuple(data.get("risks") or ()),
+        mitigations=tuple(data.get("mitigations") or ()),
         source=path,
         fingerprint=hashlib.sha256(raw).hexdigest(),
     )

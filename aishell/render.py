@@ -34,6 +34,9 @@ STATUS_STYLE = {
     "running": "blue",
     "pending": "dim",
     "completed_with_denials": "yellow",
+    "deferred": "yellow",
+    "out_of_window": "yellow",
+    "approved": "cyan",
 }
 RISK_STYLE = {
     "safe": "green",
@@ -187,7 +190,13 @@ class StepProgress:
 
     def step_finished(self, step: StepResult, total: int) -> None:
         self._stop()
-        mark = {"succeeded": "✓", "previewed": "·", "skipped": "-"}.get(step.status, "✗")
+        mark = {
+            "succeeded": "✓",
+            "previewed": "·",
+            "skipped": "-",
+            "waiting_approval": "?",
+            "deferred": "…",
+        }.get(step.status, "✗")
         style = STATUS_STYLE.get(step.status, "")
         took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
         note = f"  {step.error}" if step.error else ""
@@ -230,11 +239,24 @@ def run_summary(out: Console, result: RunResult) -> None:
     if result.error:
         out.print(Text(result.error, style="red"))
     if result.status == "waiting_approval":
-        out.print("Run again with --yes to approve, or at a terminal to be asked.")
+        out.print(
+            f"Approve with `aishell approve {result.run_id}` (or deny with `aishell deny "
+            f"{result.run_id}`), then `aishell resume {result.run_id}`."
+        )
+    elif result.status == "out_of_window":
+        out.print(f"Continue inside the window with `aishell resume {result.run_id}`.")
 
 
 def approval_prompt(out: Console, request: ApprovalRequest) -> str:
     """Show everything about the step, then ask: yes, no, all (this risk level), quit."""
+    if request.confirmation == "review":
+        plan = Table(title="The whole plan, for review", title_justify="left")
+        for column in ("step", "tool", "on", "risk"):
+            plan.add_column(column, no_wrap=column != "on")
+        for step_id, tool, subject, risk in request.plan:
+            marker = " <" if step_id == request.step_id else ""
+            plan.add_row(step_id + marker, tool, subject, _styled(risk, RISK_STYLE))
+        out.print(plan)
     body = Table.grid(padding=(0, 2))
     body.add_row("target", f"{request.target} ({request.environment})")
     body.add_row("step", f"{request.step_id} {request.tool}: {request.rationale}")
@@ -242,7 +264,15 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
     body.add_row("params", json.dumps(request.params, sort_keys=True, default=str))
     body.add_row("SQL", "\n".join(request.sql))
     body.add_row("why asked", "\n".join(request.reasons))
-    out.print(Panel(body, title="Approval needed", border_style="yellow"))
+    if request.risks:
+        body.add_row("risks", "\n".join(request.risks))
+    if request.mitigations:
+        body.add_row("mitigations", "\n".join(request.mitigations))
+    effect = _effect_text(request.estimate)
+    if effect:
+        body.add_row("effect", effect)
+    title = "Review needed" if request.confirmation == "review" else "Approval needed"
+    out.print(Panel(body, title=title, border_style="yellow"))
     return click.prompt(
         "Run this step? (all = approve every remaining step at this risk)",
         type=click.Choice(PROMPT_CHOICES),
@@ -250,6 +280,24 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
         show_choices=True,
         err=True,
     )
+
+
+def _effect_text(estimate: dict[str, Any]) -> str:
+    lines = []
+    for table, figures in (estimate.get("tables") or {}).items():
+        lines.append(f"{table}: about {figures['rows']:,} rows, {_size(figures['bytes'])}")
+    labels = {
+        "indexes_to_rebuild": "indexes to rebuild",
+        "index_bytes_to_rewrite": "index bytes to rewrite",
+        "database_bytes_to_rewrite": "database bytes to rewrite",
+        "free_bytes_to_reclaim": "free bytes to reclaim",
+    }
+    for key, label in labels.items():
+        if key in estimate:
+            value = estimate[key]
+            shown = ", ".join(value) if isinstance(value, list) else _size(value)
+            lines.append(f"{label}: {shown or 'none'}")
+    return "\n".join(lines)
 
 
 # --- runs ---------------------------------------------------------------------------------

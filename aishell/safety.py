@@ -1,10 +1,26 @@
-"""The safety policy: which steps need a person's yes, and why."""
+"""The safety policy: whether a step may run now, whether a person must say yes, and why.
+
+A verdict carries the reasons and mitigations shown to the person, a confirmation
+level (none, notify, confirm, review) and, when the step must not start now, why
+(outside the maintenance window, past its time budget, business hours).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from aishell.config import SafetyLevel
+from aishell.config import (
+    WEEKDAYS,
+    BackupRequired,
+    BusinessHours,
+    MaintenanceWindow,
+    MaxTableSize,
+)
 from aishell.registry import Category, RiskLevel, ToolDefinition
 
 # The lowest risk that needs approval at each safety level.
@@ -13,32 +29,224 @@ APPROVAL_FROM: dict[str, RiskLevel] = {
     "moderate": RiskLevel.HIGH,
     "permissive": RiskLevel.CRITICAL,
 }
+# Tighter first: a run may move down this list freely, up it only with --force.
+SAFETY_LEVELS = ("strict", "moderate", "permissive")
 PRODUCTION_APPROVAL_FROM = RiskLevel.MEDIUM
+
+
+class Confirmation(StrEnum):
+    NONE = "none"  # runs
+    NOTIFY = "notify"  # runs, and an event is recorded for the notifier
+    CONFIRM = "confirm"  # needs a yes
+    REVIEW = "review"  # needs a yes after the whole plan is shown
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """What the policy knows about one step, gathered by the executor just before it runs."""
+
+    tool: ToolDefinition
+    tables: tuple[str, ...] = ()
+    rows: Mapping[str, int] | None = None
+    now: datetime | None = None
+    last_backup: datetime | None = None
+    backup_in_run: bool = False
+    expected_seconds: float | None = None
+    expected_basis: str = ""
 
 
 @dataclass(frozen=True)
 class Verdict:
     risk: RiskLevel
-    requires_approval: bool
+    confirmation: Confirmation
     reasons: tuple[str, ...]
+    mitigations: tuple[str, ...]
+    defer: str | None = None
+
+    @property
+    def requires_approval(self) -> bool:
+        return self.confirmation in (Confirmation.CONFIRM, Confirmation.REVIEW)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "risk_level": self.risk.value,
+            "confirmation": self.confirmation.value,
+            "requires_approval": self.requires_approval,
+            "reasons": list(self.reasons),
+            "mitigations": list(self.mitigations),
+            "defer": self.defer,
+        }
 
 
-def check(tool: ToolDefinition, safety_level: SafetyLevel, environment: str) -> Verdict:
-    """The verdict for running `tool` at this safety level on a target of this environment."""
-    risk = tool.risk_level
-    reasons: list[str] = []
-    threshold = APPROVAL_FROM[safety_level]
-    if risk.rank >= threshold.rank:
-        reasons.append(
-            f"{risk.value} risk needs approval at the {safety_level} safety level "
-            f"(from {threshold.value})"
+@dataclass(frozen=True)
+class SafetyPolicy:
+    safety_level: str
+    environment: str
+    target: str
+    constraints: Sequence[Any] = ()
+
+    def check(self, facts: StepFacts) -> Verdict:
+        tool = facts.tool
+        risk = tool.risk_level
+        reasons: list[str] = []
+        threshold = APPROVAL_FROM[self.safety_level]
+        if risk.rank >= threshold.rank:
+            reasons.append(
+                f"{risk.value} risk needs approval at the {self.safety_level} safety level "
+                f"(from {threshold.value})"
+            )
+        if self.environment == "production" and risk.rank >= PRODUCTION_APPROVAL_FROM.rank:
+            reasons.append(
+                f"target '{self.target}' is production: medium risk and above need approval"
+            )
+        if tool.requires_approval:
+            reasons.append(f"{tool.name} always needs approval")
+        if tool.destructive:
+            reasons.append(f"{tool.name} modifies or removes data")
+        if tool.category is Category.DDL:
+            reasons.append(f"{tool.name} changes the schema")
+        defer = None
+        for constraint in self.constraints:
+            if isinstance(constraint, MaxTableSize):
+                reasons += _max_table_size(constraint, facts)
+            elif isinstance(constraint, BackupRequired):
+                reasons += _backup_required(constraint, facts, self.target)
+            elif isinstance(constraint, MaintenanceWindow):
+                defer = defer or _window(constraint, facts)
+            elif isinstance(constraint, BusinessHours):
+                defer = defer or _business_hours(constraint, facts)
+        if reasons and (
+            risk is RiskLevel.CRITICAL or tool.destructive or tool.category is Category.DDL
+        ):
+            confirmation = Confirmation.REVIEW
+        elif reasons:
+            confirmation = Confirmation.CONFIRM
+        elif risk is not RiskLevel.SAFE:
+            confirmation = Confirmation.NOTIFY
+        else:
+            confirmation = Confirmation.NONE
+        return Verdict(
+            risk=risk,
+            confirmation=confirmation,
+            reasons=tuple(reasons),
+            mitigations=tool.mitigations,
+            defer=defer,
         )
-    if environment == "production" and risk.rank >= PRODUCTION_APPROVAL_FROM.rank:
-        reasons.append(f"the target is production: {risk.value} risk needs approval")
-    if tool.requires_approval:
-        reasons.append(f"{tool.name} always needs approval")
-    if tool.destructive:
-        reasons.append(f"{tool.name} modifies or removes data")
-    if tool.category is Category.DDL:
-        reasons.append(f"{tool.name} changes the schema")
-    return Verdict(risk=risk, requires_approval=bool(reasons), reasons=tuple(reasons))
+
+
+def tighter_or_equal(level: str, than: str) -> bool:
+    return SAFETY_LEVELS.index(level) <= SAFETY_LEVELS.index(than)
+
+
+# --- constraints -----------------------------------------------------------------------
+
+
+def _max_table_size(constraint: MaxTableSize, facts: StepFacts) -> list[str]:
+    if constraint.tools is not None and facts.tool.name not in constraint.tools:
+        return []
+    if facts.tool.risk_level is RiskLevel.SAFE:
+        return []
+    reasons = []
+    for table in facts.tables:
+        rows = (facts.rows or {}).get(table)
+        if rows is not None and rows > constraint.max_rows:
+            reasons.append(
+                f"table '{table}' has about {rows:,} rows, over max_table_size "
+                f"({constraint.max_rows:,} rows)"
+            )
+    return reasons
+
+
+def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) -> list[str]:
+    if facts.tool.name not in constraint.before_operations or facts.backup_in_run:
+        return []
+    limit = timedelta(hours=constraint.max_age_hours)
+    now = facts.now or datetime.now().astimezone()
+    if facts.last_backup is not None and now - facts.last_backup <= limit:
+        return []
+    found = (
+        f"the newest is from {facts.last_backup:%Y-%m-%d %H:%M %Z}"
+        if facts.last_backup
+        else "none was found"
+    )
+    return [
+        f"{facts.tool.name} needs a verified backup of '{target}' from the last "
+        f"{constraint.max_age_hours:g} h and {found}; take a backup first or approve without one"
+    ]
+
+
+def _window(constraint: MaintenanceWindow, facts: StepFacts) -> str | None:
+    if facts.tool.risk_level.rank <= RiskLevel.LOW.rank or facts.now is None:
+        return None
+    zone = ZoneInfo(constraint.timezone)
+    local = facts.now.astimezone(zone)
+    hours, days = set(constraint.allowed_hours), set(constraint.days)
+    described = f"hours {_hours_text(constraint.allowed_hours)} {constraint.timezone}"
+    if not _allowed(local, hours, days):
+        return (
+            f"outside the maintenance window ({described}; it is {local:%a %H:%M}): "
+            f"{facts.tool.risk_level.value}-risk steps wait for the window"
+        )
+    closes = window_end(local, hours, days)
+    if closes is None or facts.expected_seconds is None:
+        return None
+    left = (closes - local).total_seconds()
+    if facts.expected_seconds > left:
+        return (
+            f"expected to take {_duration(facts.expected_seconds)} ({facts.expected_basis}), "
+            f"but the maintenance window closes at {closes:%H:%M} {constraint.timezone} "
+            f"(in {_duration(left)})"
+        )
+    return None
+
+
+def _business_hours(constraint: BusinessHours, facts: StepFacts) -> str | None:
+    if facts.tool.risk_level is not RiskLevel.CRITICAL or facts.now is None:
+        return None
+    local = facts.now.astimezone(ZoneInfo(constraint.timezone))
+    if _allowed(local, set(constraint.hours), set(constraint.days)):
+        return (
+            f"it is business hours ({_hours_text(constraint.hours)} "
+            f"{','.join(constraint.days)} {constraint.timezone}; it is {local:%a %H:%M}): "
+            "critical steps wait until after"
+        )
+    return None
+
+
+def _allowed(local: datetime, hours: set[int], days: set[str]) -> bool:
+    return local.hour in hours and WEEKDAYS[local.weekday()] in days
+
+
+def window_end(local: datetime, hours: set[int], days: set[str]) -> datetime | None:
+    """When the allowed period that contains `local` ends; None if it never does."""
+    moment = local.replace(minute=0, second=0, microsecond=0)
+    for _ in range(24 * 7 + 1):
+        moment += timedelta(hours=1)
+        if not _allowed(moment, hours, days):
+            return moment
+    return None
+
+
+def _hours_text(hours: Sequence[int]) -> str:
+    ordered = sorted(set(hours))
+    spans: list[str] = []
+    start = prev = ordered[0]
+    for hour in ordered[1:] + [None]:  # type: ignore[list-item]
+        if hour is not None and hour == prev + 1:
+            prev = hour
+            continue
+        spans.append(
+            f"{start:02d}-{prev + 1:02d}" if prev != start else f"{start:02d}-{start + 1:02d}"
+        )
+        if hour is not None:
+            start = prev = hour
+    return ",".join(spans)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes = seconds / 60
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h"

@@ -60,6 +60,7 @@ runs = Table(
     Column("plan", Text, nullable=False),
     Column("plan_hash", String(64), nullable=False),
     Column("dry_run", Boolean, nullable=False),
+    Column("safety_level", String(16), nullable=False),
     Column("status", String(32), nullable=False, index=True),
     Column("created_at", String(32), nullable=False),
     Column("finished_at", String(32)),
@@ -75,7 +76,8 @@ steps = Table(
     Column("run_id", String(32), primary_key=True),
     Column("idx", Integer, primary_key=True),
     Column("step_id", String(64), nullable=False),
-    Column("tool", String(128), nullable=False),
+    Column("tool", String(128), nullable=False, index=True),
+    Column("subject", String(255)),
     Column("risk_level", String(16), nullable=False),
     Column("params", Text, nullable=False),
     Column("resolved_params", Text),
@@ -110,6 +112,19 @@ approvals = Table(
     Column("how", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", String(32), nullable=False),
+)
+
+backups = Table(
+    "backups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target", String(128), nullable=False, index=True),
+    Column("run_id", String(32)),
+    Column("kind", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("verified_at", String(32)),
+    Column("verification", Text),
 )
 
 target_locks = Table(
@@ -202,6 +217,7 @@ class StateStore:
         plan: dict[str, Any],
         plan_hash: str,
         dry_run: bool,
+        safety_level: str,
         step_rows: Sequence[dict[str, Any]],
     ) -> None:
         at = now()
@@ -216,6 +232,7 @@ class StateStore:
                     plan=dumps(plan),
                     plan_hash=plan_hash,
                     dry_run=dry_run,
+                    safety_level=safety_level,
                     status="running",
                     created_at=at,
                     pid=os.getpid(),
@@ -230,6 +247,7 @@ class StateStore:
                         idx=row["index"],
                         step_id=row["step_id"],
                         tool=row["tool"],
+                        subject=row.get("subject"),
                         risk_level=row["risk_level"],
                         params=dumps(row["params"]),
                         status="pending",
@@ -294,6 +312,101 @@ class StateStore:
         self._conn.rollback()
         return run
 
+    def get_plan(self, run_id: str) -> dict[str, Any]:
+        """The plan a run was started with, exactly as stored."""
+        row = self._conn.execute(select(runs.c.plan).where(runs.c.run_id == run_id)).first()
+        self._conn.rollback()
+        if row is None:
+            raise RunNotFound(f"No run with id '{run_id}' in {self.url}")
+        return json.loads(row[0])
+
+    def reopen_run(self, run_id: str, reason: str) -> None:
+        """Mark a run running again in this process (resume)."""
+        with self._tx() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(
+                    status="running",
+                    finished_at=None,
+                    error=None,
+                    pid=os.getpid(),
+                    hostname=socket.gethostname(),
+                )
+            )
+            self._event(conn, run_id, None, "run_resumed", {"by": _user(), "reason": reason})
+
+    def set_step_status(
+        self, run_id: str, index: int, status: str, error: str | None = None
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(steps)
+                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
+                .values(status=status, error=error)
+            )
+            self._event(conn, run_id, index, f"step_{status}", {"error": error} if error else {})
+
+    def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]:
+        """Seconds the latest successful real runs of a tool on a subject took."""
+        query = (
+            select(steps.c.started_at, steps.c.finished_at)
+            .join(runs, runs.c.run_id == steps.c.run_id)
+            .where(
+                (steps.c.tool == tool)
+                & (steps.c.subject == subject)
+                & (steps.c.status == "succeeded")
+                & (runs.c.dry_run.is_(False))
+            )
+            .order_by(steps.c.finished_at.desc())
+            .limit(limit)
+        )
+        rows = self._conn.execute(query).all()
+        self._conn.rollback()
+        return [
+            (
+                datetime.fromisoformat(r.finished_at) - datetime.fromisoformat(r.started_at)
+            ).total_seconds()
+            for r in rows
+            if r.started_at and r.finished_at
+        ]
+
+    def record_backup(
+        self,
+        *,
+        target: str,
+        kind: str,
+        path: str,
+        run_id: str | None = None,
+        created_at: str | None = None,
+        verified_at: str | None = None,
+        verification: Any = None,
+    ) -> int:
+        with self._tx() as conn:
+            result = conn.execute(
+                insert(backups).values(
+                    target=target,
+                    run_id=run_id,
+                    kind=kind,
+                    path=path,
+                    created_at=created_at or now(),
+                    verified_at=verified_at,
+                    verification=None if verification is None else dumps(verification),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def last_verified_backup(self, target: str) -> datetime | None:
+        """When the newest verified backup of a target was taken."""
+        row = self._conn.execute(
+            select(backups.c.created_at)
+            .where((backups.c.target == target) & backups.c.verified_at.is_not(None))
+            .order_by(backups.c.created_at.desc())
+            .limit(1)
+        ).first()
+        self._conn.rollback()
+        return datetime.fromisoformat(row[0]) if row else None
+
     def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
         if status:
@@ -312,6 +425,7 @@ class StateStore:
             "job": _loads(row["job"]),
             "plan_hash": row["plan_hash"],
             "dry_run": bool(row["dry_run"]),
+            "safety_level": row["safety_level"],
             "status": row["status"],
             "created_at": row["created_at"],
             "finished_at": row["finished_at"],

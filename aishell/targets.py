@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
@@ -168,3 +168,35 @@ def check_column(conn: Connection, table: str, column: str) -> None:
 def _first_line(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc
     return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+
+
+def row_estimate(conn: Connection, table: str) -> int:
+    """The catalog's row estimate for a table (SQLite: sqlite_stat1, else an exact count)."""
+    if conn.dialect.name == "sqlite":
+        has_stats = conn.execute(
+            text("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
+        ).scalar_one()
+        if has_stats:
+            stat = conn.execute(
+                text("SELECT stat FROM sqlite_stat1 WHERE tbl = :t LIMIT 1"), {"t": table}
+            ).scalar()
+            if stat:
+                return int(str(stat).split()[0])
+    quoted = conn.dialect.identifier_preparer.quote_identifier(table)
+    return int(conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one())
+
+
+def table_bytes(conn: Connection, table: str) -> int | None:
+    """Bytes a table and its indexes occupy, where the database can say."""
+    if conn.dialect.name != "sqlite":
+        return None
+    try:
+        return conn.execute(
+            text(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = :t OR name IN "
+                "(SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = :t)"
+            ),
+            {"t": table},
+        ).scalar_one()
+    except DBAPIError:
+        return None

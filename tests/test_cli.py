@@ -38,7 +38,7 @@ def test_help_documents_the_exit_codes(runner):
     assert result.exit_code == 0
     for line in (
         "0  succeeded",
-        "3  waiting for approval",
+        "3  waiting: for approval, or for the maintenance window",
         "5  another run holds the target's lock",
     ):
         assert line in result.output
@@ -172,19 +172,50 @@ def strict(home):
     path.write_text(path.read_text().replace("safety_level: moderate", "safety_level: strict"))
 
 
-def test_waiting_for_approval_exits_3_without_a_terminal(runner, demo_db, home):
+def test_waiting_run_exits_3_fast_then_approve_and_resume_complete_it(runner, demo_db, home):
     strict(home)
-    before = digest(demo_db)
-    result = invoke(runner, "run", "maintenance", "--type", "full")
+    started = time.monotonic()
+    result = invoke(runner, "run", "maintenance", "--type", "full", "--json")
+    assert time.monotonic() - started < 5
     assert result.exit_code == 3
-    assert "waiting_approval" in result.output
-    assert digest(demo_db) == before
+    data = json.loads(result.stdout)
+    run_id = data["run_id"]
+    assert data["status"] == "waiting_approval"
+    done = [s["tool"] for s in data["steps"] if s["status"] == "succeeded"]
+    assert "analyze_database_health" in done and "update_table_statistics" in done
+    assert f"aishell approve {run_id}" in result.stderr
+
+    approved = invoke(runner, "approve", run_id, "--reason", "change ticket 4711")
+    assert approved.exit_code == 0 and "aishell resume" in approved.output
+    resumed = invoke(runner, "resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    final = json.loads(resumed.stdout)
+    assert final["status"] == "completed"
+    assert {s["status"] for s in final["steps"]} == {"succeeded"}
+    shown = invoke(runner, "runs", "show", run_id)
+    assert "change ticket 4711" in shown.output and "aishell approve" in shown.output
+
+
+def test_deny_then_resume_ends_with_the_steps_denied(runner, demo_db, home):
+    strict(home)
+    run_id = json.loads(
+        invoke(
+            runner, "run", "maintenance", "--type", "full", "--tables", "orders", "--json"
+        ).stdout
+    )["run_id"]
+    assert invoke(runner, "deny", run_id, "--step", "2").exit_code == 0
+    result = invoke(runner, "deny", run_id, "--step", "2")
     assert (
-        invoke(runner, "runs", "list", "--status", "waiting_approval", "--json").stdout.count(
-            "run_id"
-        )
-        == 1
+        result.exit_code == 2
+        and "is denied, not waiting for approval (waiting: 3)" in result.output
     )
+    assert invoke(runner, "deny", run_id).exit_code == 0
+    resumed = invoke(runner, "resume", run_id, "--json")
+    assert resumed.exit_code == 4
+    final = json.loads(resumed.stdout)
+    statuses = [s["status"] for s in final["steps"]]
+    assert statuses == ["succeeded", "succeeded", "denied", "denied", "succeeded", "succeeded"]
+    assert final["status"] == "completed_with_denials"
 
 
 def test_yes_approves(runner, demo_db, home):

@@ -81,17 +81,25 @@ def test_dry_run_leaves_the_database_byte_for_byte_unchanged(config, demo_db):
     assert any("REINDEX" in sql for s in result.steps for sql in s.sql)
 
 
-def test_strict_level_without_a_person_waits_before_the_first_risky_step(edit_config, demo_db):
+def test_strict_level_without_a_person_runs_what_needs_no_approval_then_waits(edit_config, demo_db):
     config = edit_config(maintenance={"default_config": {"safety_level": "strict"}})
-    before = digest(demo_db)
-    result = commands.run_job(config, "maintenance", {"type": "full"}, approver=NonInteractive())
+    result = commands.run_job(
+        config, "maintenance", {"type": "full", "tables": ["orders"]}, approver=NonInteractive()
+    )
     assert result.status == "waiting_approval"
-    statuses = [s.status for s in result.steps]
-    assert statuses[:3] == ["succeeded", "succeeded", "waiting_approval"]
-    assert set(statuses[3:]) == {"pending"}
-    assert digest(demo_db) == before
+    assert [(s.tool, s.status) for s in result.steps] == [
+        ("analyze_database_health", "succeeded"),
+        ("analyze_table_fragmentation", "succeeded"),
+        ("rebuild_fragmented_indexes", "waiting_approval"),
+        ("optimize_table", "waiting_approval"),
+        ("update_table_statistics", "succeeded"),
+        ("generate_maintenance_report", "pending"),
+    ]
+    assert result.steps[-1].error == "waits for step_2, step_3"
+    # Nothing medium ran: the free pages are still there.
+    assert query(demo_db, "PRAGMA freelist_count")[0][0] > 0
     stored = commands.show_run(config, result.run_id)
-    assert stored["approvals"][0]["decision"] == "deferred"
+    assert [a["decision"] for a in stored["approvals"]] == ["deferred", "deferred"]
     assert stored["approvals"][0]["how"] == "non-interactive"
 
 
@@ -203,41 +211,9 @@ SLOW_SQL = (
 )
 
 
-def run_plan(config, steps, dry_run=False):
-    from aishell.commands import load_catalog
-
-    registry = load_catalog(config)
-    target = open_target(config, None, read_only=dry_run)
+def run_plan(config, steps):
     plan = Plan("maintenance", "demo", "sqlite", {"type": "custom"}, tuple(steps))
-    with StateStore(config.state_url) as store:
-        from aishell.state import new_run_id
-
-        run_id = new_run_id()
-        store.create_run(
-            run_id=run_id,
-            agent="maintenance",
-            target="demo",
-            dialect="sqlite",
-            job={},
-            plan=plan.to_dict(),
-            plan_hash=plan.hash,
-            dry_run=dry_run,
-            step_rows=[
-                {
-                    "index": i,
-                    "step_id": s.id,
-                    "tool": s.tool,
-                    "risk_level": "safe",
-                    "params": s.params,
-                }
-                for i, s in enumerate(steps)
-            ],
-        )
-        executor = Executor(registry, store, target, config.agent("maintenance"), NonInteractive())
-        try:
-            return executor.execute(plan, run_id, dry_run=dry_run)
-        finally:
-            target.close()
+    return commands.apply_plan(config, plan)
 
 
 def test_a_step_past_its_time_limit_is_interrupted(home, demo_db):

@@ -10,6 +10,7 @@ from aishell.registry import ToolContext, fill_template
 
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]
+EstimateFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Handler:
     sql_templates: tuple[str, ...]
     run_fn: RunFn
     render_fn: RenderFn | None = None
+    estimate_fn: EstimateFn | None = None
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:
@@ -27,3 +29,7 @@ class Handler:
 
     def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         return self.run_fn(params, ctx)
+
+    def estimate(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        """The tool's own figures for what it would do (read-only)."""
+        return self.estimate_fn(params, ctx) if self.estimate_fn is not None else {}

@@ -315,6 +315,16 @@ def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     return [f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen]
 
 
+def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    if not dbstat_available(ctx.connection):
+        return {}
+    chosen, _ = _indexes_to_rebuild(params, ctx.connection)
+    return {
+        "indexes_to_rebuild": [index for index, _, _ in chosen],
+        "index_bytes_to_rewrite": sum(stats["size_bytes"] for _, stats, _ in chosen),
+    }
+
+
 rebuild_fragmented_indexes = Handler(
     sql_templates=(
         "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
@@ -322,6 +332,7 @@ rebuild_fragmented_indexes = Handler(
     ),
     run_fn=_rebuild,
     render_fn=_rebuild_sql,
+    estimate_fn=_rebuild_estimate,
 )
 
 
@@ -372,7 +383,21 @@ def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     return ["VACUUM"]
 
 
-optimize_table = Handler(sql_templates=("VACUUM",), run_fn=_optimize, render_fn=_optimize_sql)
+def _optimize_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    pages = database_pages(ctx.connection)
+    return {
+        "database_bytes_to_rewrite": pages["size_bytes"],
+        "free_bytes_to_reclaim": pages["free_bytes"],
+        "will_vacuum": _optimize_reason(params, ctx.connection) is not None,
+    }
+
+
+optimize_table = Handler(
+    sql_templates=("VACUUM",),
+    run_fn=_optimize,
+    render_fn=_optimize_sql,
+    estimate_fn=_optimize_estimate,
+)
 
 
 # --- check_table_corruption / repair_corrupted_tables -------------------------------
