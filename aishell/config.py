@@ -70,7 +70,7 @@ class _TimeZoned(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(
                 f"unknown time zone '{value}' (use an IANA name such as Europe/Berlin)"
-            )
+            ) from None
         return value
 
 

@@ -228,19 +228,14 @@ def window_end(local: datetime, hours: set[int], days: set[str]) -> datetime | N
 
 
 def _hours_text(hours: Sequence[int]) -> str:
-    ordered = sorted(set(hours))
-    spans: list[str] = []
-    start = prev = ordered[0]
-    for hour in ordered[1:] + [None]:  # type: ignore[list-item]
-        if hour is not None and hour == prev + 1:
-            prev = hour
-            continue
-        spans.append(
-            f"{start:02d}-{prev + 1:02d}" if prev != start else f"{start:02d}-{start + 1:02d}"
-        )
-        if hour is not None:
-            start = prev = hour
-    return ",".join(spans)
+    """[0, 1, 2, 22, 23] -> '00-03,22-24'."""
+    spans: list[list[int]] = []
+    for hour in sorted(set(hours)):
+        if spans and hour == spans[-1][1]:
+            spans[-1][1] = hour + 1
+        else:
+            spans.append([hour, hour + 1])
+    return ",".join(f"{a:02d}-{b:02d}" for a, b in spans)
 
 
 def _duration(seconds: float) -> str:

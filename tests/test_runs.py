@@ -10,10 +10,8 @@ from aishell import commands
 from aishell.approval import NonInteractive, PreApproved, Prompting
 from aishell.config import load_config
 from aishell.errors import TargetLocked
-from aishell.executor import Executor
 from aishell.plan import Plan, Step
 from aishell.state import StateStore
-from aishell.targets import open_target
 from tests.helpers import corrupt_index, digest, query
 
 LEVEL_INDEX = "idx_app_logs_level"
