@@ -295,3 +295,60 @@ def test_interactive_prompt_in_a_terminal(demo_db, home):
         if proc.poll() is None:
             proc.kill()
         os.close(leader)
+
+
+def test_interactive_yes_and_all(demo_db, home):
+    strict(home)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aishell",
+            "run",
+            "maintenance",
+            "--type",
+            "full",
+            "--tables",
+            "orders,users",
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    try:
+        shown = read_until(leader, "Run this step?")
+        assert "rebuild_fragmented_indexes" in shown and "orders" in shown
+        assert "mitigations" in shown and "indexes to rebuild" in shown
+        os.write(leader, b"yes\n")
+        shown = read_until(leader, "Run this step?")
+        assert "optimize_table" in shown
+        os.write(leader, b"all\n")  # every remaining medium step: no more questions
+        rest = read_until(leader, "completed")
+        assert "Run this step?" not in rest
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    run = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "aishell", "runs", "list", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["runs"][0]
+    approvals = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "aishell", "runs", "show", run["run_id"], "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["approvals"]
+    assert [a["how"] for a in approvals] == ["prompt", "prompt:all", "prompt:all", "prompt:all"]

@@ -38,7 +38,8 @@ def test_ci_runs_the_readme_test_command():
     assert "export AISHELL_REQUIRE_SERVICES=1" in lines
 
 
-def test_usage_examples_run(demo_db):
+def test_usage_examples_run(demo_db, home, monkeypatch):
+    monkeypatch.chdir(home)
     section = README.split("## Usage", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.+?)\n```", section, re.S).group(1)
     runner = CliRunner()
