@@ -52,6 +52,18 @@ class AishellGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a defect: still one line, the traceback on request
+            if ctx.find_root().params.get("debug"):
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(
+                f"Error: internal error ({type(exc).__name__}: {first}); "
+                "run with --debug for the traceback",
+                err=True,
+            )
+            ctx.exit(EXIT_FAILED)
 
 
 class State:
