@@ -366,35 +366,70 @@ def resume(
     finish_run(ctx, console, result, as_json)
 
 
-def decision_command(decision: str, verb: str) -> Callable[..., None]:
-    @click.argument("run_id")
-    @click.option(
-        "--step", type=int, help="Only this step (its index); default: every waiting step."
+@cli.command()
+@click.argument("run_id")
+@click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
+@click.option("--reason", help="Why; recorded with the decision.")
+@click.option(
+    "--mark-done",
+    is_flag=True,
+    help="The step's effect is there (checked by you): record it as succeeded.",
+)
+@click.option("--skip", is_flag=True, help="Leave the step out of the run.")
+@json_option
+@pass_state
+def approve(
+    state: State,
+    run_id: str,
+    step: int | None,
+    reason: str | None,
+    mark_done: bool,
+    skip: bool,
+    as_json: bool,
+) -> None:
+    """Approve the steps of a run that wait for a person; then `aishell resume RUN_ID`."""
+    if mark_done and skip:
+        raise click.UsageError("--mark-done and --skip exclude each other")
+    decision = "succeeded" if mark_done else "skipped" if skip else "approved"
+    report_decision(commands.decide_steps(state.config, run_id, decision, step, reason), as_json)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
+@click.option("--reason", help="Why; recorded with the decision.")
+@json_option
+@pass_state
+def deny(state: State, run_id: str, step: int | None, reason: str | None, as_json: bool) -> None:
+    """Deny the steps of a run that wait for a person; then `aishell resume RUN_ID`."""
+    report_decision(commands.decide_steps(state.config, run_id, "denied", step, reason), as_json)
+
+
+def report_decision(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    steps = ", ".join(f"{s['index']} {s['tool']}" for s in result["steps"])
+    click.echo(
+        f"{result['decision'].capitalize()}: step(s) {steps} of run {result['run_id']}, "
+        f"by {result['decided_by']}; continue with `aishell resume {result['run_id']}`."
     )
-    @click.option("--reason", help="Why; recorded with the decision.")
-    @json_option
-    @pass_state
-    def command(
-        state: State, run_id: str, step: int | None, reason: str | None, as_json: bool
-    ) -> None:
-        result = commands.decide_steps(state.config, run_id, decision, step, reason)
-        if as_json:
-            emit_json(result)
-        else:
-            steps = ", ".join(f"{s['index']} {s['tool']}" for s in result["steps"])
-            click.echo(
-                f"{decision.capitalize()} step(s) {steps} of run {result['run_id']} "
-                f"as {result['decided_by']}; continue with `aishell resume {result['run_id']}`."
-            )
-
-    command.__doc__ = (
-        f"{verb} the steps of a run that wait for approval; then `aishell resume RUN_ID`."
-    )
-    return command
 
 
-cli.command("approve")(decision_command("approved", "Approve"))
-cli.command("deny")(decision_command("denied", "Deny"))
+@cli.command()
+@click.argument("run_id")
+@json_option
+@pass_state
+def stop(state: State, run_id: str, as_json: bool) -> None:
+    """Stop a running run after its current statement or batch; resume it later."""
+    result = commands.stop_run(state.config, run_id)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"Run {result['run_id']} will stop after its current statement or batch; "
+            f"continue it with `aishell resume {result['run_id']}`."
+        )
 
 
 def finish_run(ctx: click.Context, console: Any, result: RunResult, as_json: bool) -> None:
@@ -444,15 +479,21 @@ def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> No
 
 @runs.command("show")
 @click.argument("run_id")
+@click.option("--sql", "with_sql", is_flag=True, help="Also list every statement the run sent.")
 @json_option
 @pass_state
-def runs_show(state: State, run_id: str, as_json: bool) -> None:
+def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
     """Show one run: its steps, their params, outputs and errors, and approvals."""
     data = commands.show_run(state.config, run_id)
+    if with_sql:
+        data["statements"] = commands.run_statements(state.config, data["run_id"])
     if as_json:
         emit_json(data)
     else:
-        render.run_detail(render.console(False), data)
+        console = render.console(False)
+        render.run_detail(console, data)
+        if with_sql:
+            render.statements(console, data["statements"])
 
 
 # --- tools --------------------------------------------------------------------------------

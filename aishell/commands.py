@@ -337,6 +337,14 @@ def resume_run(
             handle.close()
 
 
+DECISIONS = {
+    "approved": "aishell approve",
+    "denied": "aishell deny",
+    "succeeded": "aishell approve --mark-done",
+    "skipped": "aishell approve --skip",
+}
+
+
 def decide_steps(
     config: Config,
     run_id: str,
@@ -344,10 +352,17 @@ def decide_steps(
     step: int | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    """Approve or deny the steps of a run that wait for a person (all, or step N)."""
-    if decision not in ("approved", "denied"):
+    """Decide on the steps of a run that wait for a person (all, or step N).
+
+    approved: run it on resume; denied: never; succeeded (--mark-done): a person
+    checked that its effect is there; skipped: leave it out. The last two need a
+    step and a reason.
+    """
+    if decision not in DECISIONS:
         raise UsageError(f"Unknown decision '{decision}'")
-    verb = "approve" if decision == "approved" else "deny"
+    how = DECISIONS[decision]
+    if decision in ("succeeded", "skipped") and (step is None or not reason):
+        raise UsageError(f"`{how}` needs --step N and --reason")
     with StateStore(config.state_url) as store:
         run = store.get_run(run_id)
         waiting = [s for s in run["steps"] if s["status"] == "waiting_approval"]
@@ -365,12 +380,20 @@ def decide_steps(
         if not waiting:
             raise UsageError(f"Run {run['run_id']} has no step waiting for approval")
         user = current_user()
-        why = reason or f"{decision} with `aishell {verb}`"
+        why = reason or f"{decision} with `{how}`"
         for s in waiting:
-            store.record_approval(run["run_id"], s["index"], decision, user, f"aishell {verb}", why)
-            store.set_step_status(
-                run["run_id"], s["index"], decision, None if decision == "approved" else why
-            )
+            store.record_approval(run["run_id"], s["index"], decision, user, how, why)
+            if decision == "succeeded":
+                store.step_finished(
+                    run["run_id"],
+                    s["index"],
+                    "succeeded",
+                    output={"marked_done_by": user, "reason": why},
+                )
+            else:
+                store.set_step_status(
+                    run["run_id"], s["index"], decision, None if decision == "approved" else why
+                )
         return {
             "run_id": run["run_id"],
             "decision": decision,
@@ -378,6 +401,23 @@ def decide_steps(
             "decided_by": user,
             "reason": why,
         }
+
+
+def stop_run(config: Config, run_id: str) -> dict[str, Any]:
+    """Ask a running run to stop after its current statement or batch, resumably."""
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        if run["status"] != "running":
+            raise UsageError(f"Run {run['run_id']} is {run['status']}, not running")
+        user = current_user()
+        store.request_stop(run["run_id"], user)
+        return {"run_id": run["run_id"], "requested_by": user}
+
+
+def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:
+    """The audit of every statement a run's operations sent."""
+    with StateStore(config.state_url) as store:
+        return store.list_statements(store.get_run(run_id)["run_id"])
 
 
 def list_runs(config: Config, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -668,6 +708,8 @@ __all__ = [
     "plan_job",
     "resume_run",
     "run_job",
+    "run_statements",
     "show_run",
     "show_tool",
+    "stop_run",
 ]

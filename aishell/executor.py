@@ -8,17 +8,22 @@ and their outputs feed later steps as before.
 from __future__ import annotations
 
 import json
+import random
+import signal
 import statistics
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
@@ -40,6 +45,8 @@ from aishell.targets import (
     Target,
     check_column,
     check_tables,
+    interrupt,
+    is_transient,
     row_estimate,
     step_deadline,
     table_bytes,
@@ -58,7 +65,6 @@ INTERRUPTED = "interrupted"
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
 
-_TRANSIENT_MARKERS = ("database is locked", "database table is locked", "busy")
 # Without history, a step is assumed to rewrite its table at this rate; the median of
 # earlier runs of the same tool on the same table replaces the guess once there is one.
 _ASSUMED_BYTES_PER_SECOND = 50 * 2**20
@@ -158,6 +164,10 @@ class _Silent:
         pass
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM between statements: like KeyboardInterrupt, never swallowed."""
+
+
 class _Stop(Exception):
     """Ends the step loop with a run status."""
 
@@ -185,6 +195,8 @@ class Executor:
     _run_id: str = field(default="", init=False)
     _plan: Plan | None = field(default=None, init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
+    _signal: str | None = field(default=None, init=False)
+    _running: Connection | None = field(default=None, init=False)
 
     @property
     def policy(self) -> SafetyPolicy:
@@ -228,32 +240,70 @@ class Executor:
             run_id=run_id,
             quote_identifier=self.target.quote,
         )
+        ctx.should_stop = lambda: self._stop_reason() is not None
         try:
-            for step, result in zip(plan.steps, results, strict=True):
-                stored = (prior or {}).get(result.index)
-                if stored is not None and stored["status"] in FINAL_STEP_STATES:
-                    _restore(result, stored)
-                else:
-                    self._step(step, result, outputs, waiting, ctx, dry_run, stored)
-                if result.status == "succeeded":
-                    outputs[step.id] = result.output
+            with self._signals():
+                for step, result in zip(plan.steps, results, strict=True):
+                    stored = (prior or {}).get(result.index)
+                    if stored is not None and stored["status"] in FINAL_STEP_STATES:
+                        _restore(result, stored)
+                    else:
+                        reason = self._stop_reason()
+                        if reason:
+                            raise _Stop(INTERRUPTED, reason)
+                        self._step(step, result, outputs, waiting, ctx, dry_run, stored)
+                    if result.status == "succeeded":
+                        outputs[step.id] = result.output
         except _Stop as stop:
             run.status, run.error = stop.status, stop.error
-        except KeyboardInterrupt:
-            run.status, run.error = INTERRUPTED, "interrupted by the user"
+        except (KeyboardInterrupt, _Interrupted):
+            who = self._signal or "SIGINT"
+            run.status, run.error = INTERRUPTED, f"interrupted by {who}"
             for result in results:
                 if result.status == "running":
-                    self._finish(result, "failed", error="interrupted by the user")
+                    self._finish(result, "interrupted", error=f"interrupted by {who}")
         except Exception as exc:
             run.status, run.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
             self.store.finish_run(run_id, run.status, run.error)
             raise
         finally:
-            conn.close()
+            ctx.connection.close()
         if run.status == COMPLETED:
             run.status, run.error = _outcome(results)
         self.store.finish_run(run_id, run.status, run.error)
         return run
+
+    def _stop_reason(self) -> str | None:
+        if self._signal:
+            return f"interrupted by {self._signal}; continue with `aishell resume {self._run_id}`"
+        who = self.store.stop_requested(self._run_id)
+        if who:
+            return (
+                f"stopped by {who} with `aishell stop`; "
+                f"continue with `aishell resume {self._run_id}`"
+            )
+        return None
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM: no new step starts; a running statement is cancelled."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            self._signal = signal.Signals(signum).name
+            if self._running is not None:
+                interrupt(self._running)
+            else:
+                raise _Interrupted(self._signal)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def _initial(self, index: int, step: Step) -> StepResult:
         tool = self.registry.get(step.tool)
@@ -344,19 +394,12 @@ class Executor:
             waiting.add(step.id)
             self._finish(result, "deferred", error=verdict.defer)
             return
-        in_doubt = stored is not None and stored["status"] == "running"
-        if in_doubt and not tool.idempotent:
-            waiting.add(step.id)
-            self._finish(
-                result,
-                "waiting_approval",
-                error=(
-                    "it was running when its process stopped, so its effect is unknown, and "
-                    f"{tool.name} is not idempotent; check the database, then approve the step "
-                    "to run it again or deny it"
-                ),
-            )
-            return
+        if stored is not None and stored["status"] in ("running", "interrupted", "failed"):
+            if not self._recover(step, result, tool, impl, params, ctx, stored["status"]):
+                waiting.add(step.id)
+                return
+            if result.status == "succeeded":
+                return
         approved_before = stored is not None and stored["status"] == "approved"
         if verdict.requires_approval and not approved_before:
             result.estimate = _estimate(tool, impl, params, ctx)
@@ -376,6 +419,43 @@ class Executor:
         self._run_tool(result, impl, params, ctx, tool)
         if result.status == "failed":
             raise _Stop(FAILED, f"{step.id} ({tool.name}) failed: {result.error}")
+
+    def _recover(
+        self,
+        step: Step,
+        result: StepResult,
+        tool: ToolDefinition,
+        impl: Implementation,
+        params: dict[str, Any],
+        ctx: ToolContext,
+        was: str,
+    ) -> bool:
+        """A step that failed, or was running when its process died: run it again?
+
+        The server may have committed its work after the client died, so the tool
+        looks for its effect first. Returns False when a person has to decide.
+        """
+        done = impl.check_done(params, ctx)
+        self.store.record_event(
+            self._run_id, result.index, "in_doubt", {"was": was, "effect_found": done}
+        )
+        if done:
+            result.output = {"recovered": True, "note": f"its effect was found after it {was}"}
+            self._finish(result, "succeeded")
+            return True
+        if done is False or tool.idempotent:
+            return True
+        self._finish(
+            result,
+            "waiting_approval",
+            error=(
+                f"it {'was running when its process stopped' if was != 'failed' else 'failed'}, "
+                f"its effect is unknown and {tool.name} is not idempotent; check the database, "
+                f"then `aishell approve {self._run_id} --step {result.index}` to run it again, "
+                "or --mark-done / --skip"
+            ),
+        )
+        return False
 
     def _facts(
         self,
@@ -477,7 +557,11 @@ class Executor:
         tool: ToolDefinition,
     ) -> None:
         limit = min(tool.max_execution_time, self.agent.defaults.max_execution_time)
-        retries = self.agent.defaults.max_retries if tool.idempotent else 0
+        retries = 0
+        if tool.idempotent:
+            retries = self.agent.defaults.max_retries
+            if tool.max_retries is not None:
+                retries = min(retries, tool.max_retries)
         run_id = self._run_id
         self.observer.step_started(result, len(self._results))
         started = time.monotonic()
@@ -486,7 +570,10 @@ class Executor:
             result.status = "running"
             self.store.step_started(run_id, result.index, params, result.sql, attempt)
             try:
-                with step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"):
+                with (
+                    self._audited(ctx.connection, result.index, attempt),
+                    step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"),
+                ):
                     output = impl.run(params, ctx)
             except AishellError as exc:  # StepTimeout and StepFailed among them
                 _rollback(ctx.connection)
@@ -494,12 +581,27 @@ class Executor:
                 return
             except DBAPIError as exc:
                 _rollback(ctx.connection)
-                message = _db_error(exc)
-                if attempt <= retries and _transient(exc):
-                    self.store.record_event(
-                        run_id, result.index, "step_retry", {"attempt": attempt, "error": message}
+                if self._signal:
+                    self._finish(
+                        result,
+                        "interrupted",
+                        error=f"interrupted by {self._signal}",
+                        started=started,
                     )
-                    time.sleep(self.agent.defaults.retry_backoff_seconds * 2 ** (attempt - 1))
+                    raise _Stop(INTERRUPTED, self._stop_reason()) from None
+                message = _db_error(exc)
+                if attempt <= retries and is_transient(exc):
+                    if exc.connection_invalidated:
+                        ctx.conn = self.target.connect()
+                    delay = self.agent.defaults.retry_backoff_seconds * 2 ** (attempt - 1)
+                    delay *= random.uniform(0.5, 1.5)  # jitter: retries of many runs spread out
+                    self.store.record_event(
+                        run_id,
+                        result.index,
+                        "step_retry",
+                        {"attempt": attempt, "error": message, "delay_seconds": round(delay, 3)},
+                    )
+                    time.sleep(delay)
                     continue
                 self._finish(result, "failed", error=message, started=started)
                 return
@@ -515,6 +617,32 @@ class Executor:
             result.output = json.loads(dumps(output))
             self._finish(result, "succeeded", started=started)
             return
+
+    @contextmanager
+    def _audited(self, conn: Connection, index: int, attempt: int) -> Iterator[None]:
+        """Every statement the tool sends is recorded before it runs and completed after."""
+        open_ids: list[int] = []
+
+        def before(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            open_ids.append(self.store.statement_started(self._run_id, index, attempt, statement))
+
+        def after(_c: Any, cursor: Any, *_: Any) -> None:
+            rows = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
+            self.store.statement_finished(open_ids.pop(), rows, None)
+
+        event.listen(conn, "before_cursor_execute", before)
+        event.listen(conn, "after_cursor_execute", after)
+        self._running = conn
+        try:
+            yield
+        except BaseException as exc:
+            for statement_id in open_ids:
+                self.store.statement_finished(statement_id, None, _error_text(exc))
+            raise
+        finally:
+            self._running = None
+            event.remove(conn, "before_cursor_execute", before)
+            event.remove(conn, "after_cursor_execute", after)
 
     def _finish(
         self,
@@ -628,10 +756,10 @@ def _rollback(conn: Connection) -> None:
         pass
 
 
-def _transient(exc: DBAPIError) -> bool:
-    return isinstance(exc, OperationalError) and any(
-        marker in str(exc.orig).lower() for marker in _TRANSIENT_MARKERS
-    )
+def _error_text(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip()
+    return text.splitlines()[0] if text else type(inner).__name__
 
 
 def _db_error(exc: DBAPIError) -> str:

@@ -75,6 +75,8 @@ class ToolContext:
     backup_dir: Path | None = None
     run_id: str | None = None
     quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
+    # Long tools (batched deletes) ask between batches whether to stop resumably.
+    should_stop: Callable[[], bool] = field(default=lambda: False)
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)
@@ -94,6 +96,10 @@ class Implementation(Protocol):
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]: ...
 
     def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]: ...
+
+    def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
+        """After a crash: is the step's effect in the database? None when it cannot tell."""
+        ...
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -116,6 +122,7 @@ class SqlImplementation:
     sql_templates: tuple[str, ...]
     result: Literal["none", "one", "all"]
     identifiers: frozenset[str]
+    check_sql: str | None = None
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         return [fill_template(sql, params, ctx) for sql in self.sql_templates]
@@ -140,6 +147,13 @@ class SqlImplementation:
             conn.commit()
         return output
 
+    def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
+        if self.check_sql is None:
+            return None
+        sql = fill_template(self.check_sql, params, ctx)
+        bound = {k: v for k, v in params.items() if f":{k}" in sql}
+        return bool(ctx.connection.execute(text(sql), bound).scalar())
+
 
 @dataclass(frozen=True)
 class ToolDefinition:
@@ -153,6 +167,7 @@ class ToolDefinition:
     requires_approval: bool
     destructive: bool
     max_execution_time: int
+    max_retries: int | None
     idempotent: bool
     examples: tuple[dict[str, Any], ...]
     implementations: Mapping[str, Implementation]
@@ -193,6 +208,7 @@ class ToolDefinition:
             "requires_approval": self.requires_approval,
             "destructive": self.destructive,
             "max_execution_time": self.max_execution_time,
+            "max_retries": self.max_retries,
             "idempotent": self.idempotent,
             "params": self.params,
             "returns": self.returns,
@@ -252,6 +268,7 @@ _TOOL_KEYS = {
     "notes",
     "risks",
     "mitigations",
+    "max_retries",
 }
 _REQUIRED_KEYS = {
     "name",
@@ -324,6 +341,11 @@ def load_tool(path: Path) -> ToolDefinition:
     max_time = data["max_execution_time"]
     if not isinstance(max_time, int) or isinstance(max_time, bool) or max_time <= 0:
         raise fail("max_execution_time must be a positive number of seconds")
+    retries = data.get("max_retries")
+    if retries is not None and (
+        not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
+    ):
+        raise fail("max_retries must be a whole number, 0 or more")
     for key in ("risks", "mitigations"):
         value = data.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -368,6 +390,7 @@ def load_tool(path: Path) -> ToolDefinition:
         requires_approval=bool(data.get("requires_approval", False)),
         destructive=bool(data.get("destructive", False)),
         max_execution_time=max_time,
+        max_retries=retries,
         idempotent=data["idempotent"],
         examples=tuple(examples),
         implementations=implementations,
@@ -396,9 +419,16 @@ def _implementation(
         if set(spec) != {"handler"}:
             raise fail(f"{where}: a handler takes no other keys")
         return _resolve_handler(spec["handler"], where, fail)
-    unknown = set(spec) - {"sql", "result"}
+    unknown = set(spec) - {"sql", "result", "check_sql"}
     if unknown:
         raise fail(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
+    check_sql = spec.get("check_sql")
+    if check_sql is not None:
+        dialect = where.rsplit(".", 1)[-1]
+        if not isinstance(check_sql, str) or write_reason(
+            _PLACEHOLDER.sub('"x"', check_sql), dialect
+        ):
+            raise fail(f"{where}.check_sql must be one read-only query")
     sql = spec["sql"]
     statements = tuple([sql] if isinstance(sql, str) else sql or [])
     if not statements or not all(isinstance(s, str) and s.strip() for s in statements):
@@ -413,7 +443,9 @@ def _implementation(
     result = spec.get("result", "none")
     if result not in ("none", "one", "all"):
         raise fail(f"{where}.result must be none, one or all")
-    return SqlImplementation(sql_templates=statements, result=result, identifiers=identifiers)
+    return SqlImplementation(
+        sql_templates=statements, result=result, identifiers=identifiers, check_sql=check_sql
+    )
 
 
 def _resolve_handler(name: Any, where: str, fail: Callable[[str], Exception]) -> Implementation:

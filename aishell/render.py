@@ -369,6 +369,25 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
         )
 
 
+def statements(out: Console, rows: list[dict[str, Any]]) -> None:
+    """The statement audit: one line per statement, in the order they were sent."""
+    if not rows:
+        out.print("No statements recorded.")
+        return
+    for row in rows:
+        took = _took(row["started_at"], row["finished_at"]) if row["finished_at"] else "unfinished"
+        rows_text = f" rows={row['rows']}" if row["rows"] is not None else ""
+        error = f" error: {row['error']}" if row["error"] else ""
+        sql = " ".join(row["sql"].split())
+        out.print(
+            Text.assemble(
+                (f"step {row['step_index']} try {row['attempt']} ", "bold"),
+                f"{row['started_at'][11:23]} {took}{rows_text}{error}  ",
+                (sql, "dim"),
+            )
+        )
+
+
 def _output_digest(output: Any) -> str:
     if not isinstance(output, dict):
         return "" if output is None else str(output)

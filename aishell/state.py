@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -37,8 +37,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from aishell.errors import RunNotFound, StateError, TargetLocked
-
-SCHEMA_VERSION = 1
 
 metadata = MetaData()
 
@@ -138,6 +136,46 @@ target_locks = Table(
 )
 
 
+statements = Table(
+    "statements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("sql", Text, nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("rows", Integer),
+    Column("error", Text),
+)
+
+run_controls = Table(
+    "run_controls",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("stop_requested_at", String(32), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+)
+
+target_health = Table(
+    "target_health",
+    metadata,
+    Column("target", String(128), primary_key=True),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("open_until", String(32)),
+)
+
+# Each migration takes the schema from the version before it to its own; they only
+# add, so an older aishell's data stays readable. The newest key is the version.
+MIGRATIONS: dict[int, tuple[Table, ...]] = {
+    1: (runs, steps, events, approvals, backups, target_locks),
+    2: (statements, run_controls, target_health),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -181,7 +219,7 @@ class StateStore:
         with self._conn.begin():
             yield self._conn
 
-    def _migrate(self) -> None:
+    def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
         with self._tx() as conn:
             metadata.create_all(conn, tables=[meta])
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
@@ -191,18 +229,22 @@ class StateStore:
                     f"The state store {self.url} has schema version {version}, newer than "
                     f"this aishell knows ({SCHEMA_VERSION}); upgrade aishell"
                 )
-            if version < SCHEMA_VERSION:
-                metadata.create_all(conn)
+            for number in range(version + 1, up_to + 1):
+                metadata.create_all(conn, tables=list(MIGRATIONS[number]))
+                self._event(conn, "-", None, "schema_upgraded", {"to": number})
+            if up_to > version:
                 if row:
                     conn.execute(
-                        update(meta)
-                        .where(meta.c.key == "schema_version")
-                        .values(value=str(SCHEMA_VERSION))
+                        update(meta).where(meta.c.key == "schema_version").values(value=str(up_to))
                     )
                 else:
-                    conn.execute(
-                        insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
-                    )
+                    conn.execute(insert(meta).values(key="schema_version", value=str(up_to)))
+
+    @property
+    def schema_version(self) -> int:
+        row = self._conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+        self._conn.rollback()
+        return int(row[0]) if row else 0
 
     # --- runs ---------------------------------------------------------------------
 
@@ -334,6 +376,7 @@ class StateStore:
                     hostname=socket.gethostname(),
                 )
             )
+            conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
             self._event(conn, run_id, None, "run_resumed", {"by": _user(), "reason": reason})
 
     def set_step_status(
@@ -408,15 +451,27 @@ class StateStore:
         return datetime.fromisoformat(row[0]) if row else None
 
     def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
-        if status:
+        query = select(runs).order_by(runs.c.created_at.desc())
+        if status in ("running", "interrupted"):
+            query = query.where(runs.c.status.in_(["running", "interrupted"]))
+        elif status:
             query = query.where(runs.c.status == status)
-        result = [self._run_dict(r._mapping) for r in self._conn.execute(query)]
+        result = []
+        for row in self._conn.execute(query):
+            run = self._run_dict(row._mapping)
+            if status is None or run["status"] == status:
+                result.append(run)
+            if len(result) >= limit:
+                break
         self._conn.rollback()
         return result
 
     @staticmethod
     def _run_dict(row: Any) -> dict[str, Any]:
+        status = row["status"]
+        # A run whose process is gone is not running, whatever the row says.
+        if status == "running" and not _process_alive(row["pid"], row["hostname"]):
+            status = "interrupted"
         return {
             "run_id": row["run_id"],
             "agent": row["agent"],
@@ -426,7 +481,7 @@ class StateStore:
             "plan_hash": row["plan_hash"],
             "dry_run": bool(row["dry_run"]),
             "safety_level": row["safety_level"],
-            "status": row["status"],
+            "status": status,
             "created_at": row["created_at"],
             "finished_at": row["finished_at"],
             "error": row["error"],
@@ -517,6 +572,104 @@ class StateStore:
                 run_id=run_id, step_idx=index, at=now(), kind=kind, data=dumps(data)
             )
         )
+
+    # --- statements (the audit of every statement an operation sends) ------------------
+
+    def statement_started(self, run_id: str, index: int, attempt: int, sql: str) -> int:
+        """Written, and durable, before the statement is sent."""
+        with self._tx() as conn:
+            result = conn.execute(
+                insert(statements).values(
+                    run_id=run_id, step_idx=index, attempt=attempt, sql=sql, started_at=now()
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def statement_finished(self, statement_id: int, rows: int | None, error: str | None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(statements)
+                .where(statements.c.id == statement_id)
+                .values(finished_at=now(), rows=rows, error=error)
+            )
+
+    def list_statements(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            select(statements).where(statements.c.run_id == run_id).order_by(statements.c.id)
+        ).all()
+        self._conn.rollback()
+        return [
+            {
+                "step_index": r.step_idx,
+                "attempt": r.attempt,
+                "sql": r.sql,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "rows": r.rows,
+                "error": r.error,
+            }
+            for r in rows
+        ]
+
+    # --- stop requests --------------------------------------------------------------
+
+    def request_stop(self, run_id: str, by: str) -> None:
+        with self._tx() as conn:
+            conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
+            conn.execute(
+                insert(run_controls).values(run_id=run_id, stop_requested_at=now(), requested_by=by)
+            )
+            self._event(conn, run_id, None, "stop_requested", {"by": by})
+
+    def stop_requested(self, run_id: str) -> str | None:
+        """Who asked the run to stop, or None."""
+        row = self._conn.execute(
+            select(run_controls.c.requested_by).where(run_controls.c.run_id == run_id)
+        ).first()
+        self._conn.rollback()
+        return row[0] if row else None
+
+    # --- target health (the circuit breaker) ------------------------------------------
+
+    def connection_failed(
+        self, target: str, error: str, threshold: int, cool_down_seconds: float
+    ) -> int:
+        """Count a failed connection; past the threshold the breaker opens. Returns the count."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(target_health).where(target_health.c.target == target)
+            ).first()
+            count = (row.consecutive_failures if row else 0) + 1
+            open_until = None
+            if count >= threshold:
+                open_until = (datetime.now(UTC) + timedelta(seconds=cool_down_seconds)).isoformat(
+                    timespec="seconds"
+                )
+            values = {"consecutive_failures": count, "last_error": error, "open_until": open_until}
+            if row:
+                conn.execute(
+                    update(target_health).where(target_health.c.target == target).values(**values)
+                )
+            else:
+                conn.execute(insert(target_health).values(target=target, **values))
+            return count
+
+    def connection_succeeded(self, target: str) -> None:
+        with self._tx() as conn:
+            conn.execute(delete(target_health).where(target_health.c.target == target))
+
+    def breaker_open_until(self, target: str) -> tuple[datetime, int, str] | None:
+        """(until, failures, last error) while the target's breaker is open."""
+        row = self._conn.execute(
+            select(target_health).where(target_health.c.target == target)
+        ).first()
+        self._conn.rollback()
+        if row is None or row.open_until is None:
+            return None
+        until = datetime.fromisoformat(row.open_until)
+        if until <= datetime.now(UTC):
+            return None
+        return until, row.consecutive_failures, row.last_error or ""
 
     # --- target locks -------------------------------------------------------------
 

@@ -111,15 +111,13 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
 @contextmanager
 def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None]:
     """Interrupt the statement running on conn once `seconds` have passed."""
-    dbapi = conn.connection.driver_connection
     timed_out = threading.Event()
 
-    def interrupt() -> None:
+    def expire() -> None:
         timed_out.set()
-        if isinstance(dbapi, sqlite3.Connection):
-            dbapi.interrupt()
+        interrupt(conn)
 
-    timer = threading.Timer(seconds, interrupt)
+    timer = threading.Timer(seconds, expire)
     timer.daemon = True
     timer.start()
     try:
@@ -200,3 +198,45 @@ def table_bytes(conn: Connection, table: str) -> int | None:
         ).scalar_one()
     except DBAPIError:
         return None
+
+
+def interrupt(conn: Connection) -> None:
+    """Cancel the statement running on conn, from another thread or a signal handler."""
+    dbapi = conn.connection.driver_connection
+    if isinstance(dbapi, sqlite3.Connection):
+        dbapi.interrupt()
+        return
+    cancel = getattr(dbapi, "cancel", None)  # psycopg
+    if callable(cancel):
+        cancel()
+
+
+# Errors worth a retry: the same statement may well succeed a moment later.
+_TRANSIENT_SQLSTATES = {
+    "40001",
+    "40P01",
+    "55P03",
+    "57P01",
+    "57P02",
+    "57P03",
+    "08000",
+    "08003",
+    "08006",
+}
+_TRANSIENT_MYSQL_CODES = {1205, 1213, 2006, 2013}
+_TRANSIENT_SQLITE = ("database is locked", "database table is locked", "database is busy")
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A lost connection, a deadlock, a serialization failure or a lock timeout."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_MYSQL_CODES:
+        return True
+    message = str(orig).lower()
+    return any(marker in message for marker in _TRANSIENT_SQLITE)

@@ -11,6 +11,7 @@ from aishell.registry import ToolContext, fill_template
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]
 EstimateFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
+CheckFn = Callable[[Mapping[str, Any], ToolContext], bool | None]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Handler:
     run_fn: RunFn
     render_fn: RenderFn | None = None
     estimate_fn: EstimateFn | None = None
+    check_fn: CheckFn | None = None
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:
@@ -33,3 +35,7 @@ class Handler:
     def estimate(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         """The tool's own figures for what it would do (read-only)."""
         return self.estimate_fn(params, ctx) if self.estimate_fn is not None else {}
+
+    def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
+        """After a crash: is the step's effect in the database? None when it cannot tell."""
+        return self.check_fn(params, ctx) if self.check_fn is not None else None
