@@ -6,7 +6,8 @@ The CLI, the scheduler and the tests call these; nothing shells out to the CLI.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,14 @@ from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
 from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
-from aishell.errors import ConfigError, PlanError, RunNotFound, TargetLocked, UsageError
+from aishell.errors import (
+    ConfigError,
+    PlanError,
+    RunNotFound,
+    TargetLocked,
+    TargetUnreachable,
+    UsageError,
+)
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.plan import Plan, validate_plan
 from aishell.registry import (
@@ -224,22 +232,52 @@ def run_job(
     the rest.
     """
     registry = load_catalog(config)
-    planning = open_target(config, target, read_only=True)
+    name, _ = config.target(target)
+    with StateStore(config.state_url) as store, _breaker(config, store, name):
+        planning = open_target(config, name, read_only=True)
+        try:
+            plan = _make_plan(config, registry, planning, agent_name, job)
+        finally:
+            planning.close()
+        return _start(
+            config,
+            store,
+            registry,
+            plan,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+            clock=clock,
+        )
+
+
+@contextmanager
+def _breaker(config: Config, store: StateStore, target: str) -> Iterator[None]:
+    """The circuit breaker: a target that keeps failing to connect is left alone a while."""
+    opened = store.breaker_open_until(target)
+    if opened is not None:
+        until, failures, error = opened
+        raise TargetUnreachable(
+            f"Target '{target}' failed to connect {failures} times in a row (last: {error}); "
+            f"aishell leaves it alone until {until:%H:%M:%S} UTC"
+        )
+    settings = config.main.circuit_breaker
     try:
-        plan = _make_plan(config, registry, planning, agent_name, job)
-    finally:
-        planning.close()
-    return _start(
-        config,
-        registry,
-        plan,
-        dry_run=dry_run,
-        approver=approver,
-        observer=observer,
-        safety_level=safety_level,
-        force=force,
-        clock=clock,
-    )
+        yield
+    except TargetUnreachable as exc:
+        count = store.connection_failed(
+            target, str(exc), settings.failures, settings.cool_down_seconds
+        )
+        if count >= settings.failures:
+            raise TargetUnreachable(
+                f"{exc}; {count} failures in a row, so aishell leaves '{target}' alone for "
+                f"{settings.cool_down_seconds:g}s"
+            ) from None
+        raise
+    else:
+        store.connection_succeeded(target)
 
 
 def apply_plan(
@@ -259,35 +297,37 @@ def apply_plan(
     if problems:
         raise PlanError("The plan is no longer valid: " + "; ".join(problems))
     _check_tools_unchanged(registry, plan, "the plan was made")
-    handle = open_target(config, plan.target, read_only=True)
-    try:
-        if handle.dialect != plan.dialect:
-            raise PlanError(
-                f"The plan is for {plan.dialect} but target '{plan.target}' is {handle.dialect}"
-            )
-        conn = handle.connect()
+    with StateStore(config.state_url) as store, _breaker(config, store, plan.target):
+        handle = open_target(config, plan.target, read_only=True)
         try:
-            drift = _drift(plan, _assumptions(conn, plan.job, _planned_tables(plan)))
+            if handle.dialect != plan.dialect:
+                raise PlanError(
+                    f"The plan is for {plan.dialect} but target '{plan.target}' is {handle.dialect}"
+                )
+            conn = handle.connect()
+            try:
+                drift = _drift(plan, _assumptions(conn, plan.job, _planned_tables(plan)))
+            finally:
+                conn.close()
         finally:
-            conn.close()
-    finally:
-        handle.close()
-    if drift:
-        raise PlanError(
-            f"Target '{plan.target}' changed since the plan was made ({'; '.join(drift)}); "
-            "make a new plan"
+            handle.close()
+        if drift:
+            raise PlanError(
+                f"Target '{plan.target}' changed since the plan was made ({'; '.join(drift)}); "
+                "make a new plan"
+            )
+        return _start(
+            config,
+            store,
+            registry,
+            plan,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+            clock=clock,
         )
-    return _start(
-        config,
-        registry,
-        plan,
-        dry_run=dry_run,
-        approver=approver,
-        observer=observer,
-        safety_level=safety_level,
-        force=force,
-        clock=clock,
-    )
 
 
 def resume_run(
@@ -313,8 +353,10 @@ def resume_run(
         _check_tools_unchanged(registry, plan, f"run {run_id} started")
         handle = open_target(config, plan.target)
         try:
+            with _breaker(config, store, plan.target):
+                handle.connect().close()
             store.acquire_lock(plan.target, run_id)
-        except TargetLocked:
+        except (TargetLocked, TargetUnreachable):
             handle.close()
             raise
         try:
@@ -435,6 +477,7 @@ def show_run(config: Config, run_id: str) -> dict[str, Any]:
 
 def _start(
     config: Config,
+    store: StateStore,
     registry: Registry,
     plan: Plan,
     *,
@@ -460,52 +503,51 @@ def _start(
             f"Target '{plan.target}' is production: loosening the safety level from "
             f"{configured} to {level} needs --force"
         )
-    with StateStore(config.state_url) as store:
-        run_id = new_run_id()
-        if not dry_run:
-            try:
-                store.acquire_lock(plan.target, run_id)
-            except TargetLocked:
-                handle.close()
-                raise
+    run_id = new_run_id()
+    if not dry_run:
         try:
-            store.create_run(
-                run_id=run_id,
-                agent=plan.agent,
-                target=plan.target,
-                dialect=plan.dialect,
-                job=plan.job,
-                plan=plan.to_dict(),
-                plan_hash=plan.hash,
-                dry_run=dry_run,
-                safety_level=level,
-                step_rows=[
-                    {
-                        "index": i,
-                        "step_id": s.id,
-                        "tool": s.tool,
-                        "subject": _subject(registry.get(s.tool), s.params),
-                        "risk_level": registry.get(s.tool).risk_level.value,
-                        "params": s.params,
-                    }
-                    for i, s in enumerate(plan.steps)
-                ],
-            )
-            if level != configured:
-                store.record_event(
-                    run_id,
-                    None,
-                    "safety_level_override",
-                    {"from": configured, "to": level, "by": current_user(), "force": force},
-                )
-            executor = _executor(
-                config, registry, store, handle, plan.agent, approver, observer, level, clock
-            )
-            return executor.execute(plan, run_id, dry_run=dry_run)
-        finally:
-            if not dry_run:
-                store.release_lock(plan.target, run_id)
+            store.acquire_lock(plan.target, run_id)
+        except TargetLocked:
             handle.close()
+            raise
+    try:
+        store.create_run(
+            run_id=run_id,
+            agent=plan.agent,
+            target=plan.target,
+            dialect=plan.dialect,
+            job=plan.job,
+            plan=plan.to_dict(),
+            plan_hash=plan.hash,
+            dry_run=dry_run,
+            safety_level=level,
+            step_rows=[
+                {
+                    "index": i,
+                    "step_id": s.id,
+                    "tool": s.tool,
+                    "subject": _subject(registry.get(s.tool), s.params),
+                    "risk_level": registry.get(s.tool).risk_level.value,
+                    "params": s.params,
+                }
+                for i, s in enumerate(plan.steps)
+            ],
+        )
+        if level != configured:
+            store.record_event(
+                run_id,
+                None,
+                "safety_level_override",
+                {"from": configured, "to": level, "by": current_user(), "force": force},
+            )
+        executor = _executor(
+            config, registry, store, handle, plan.agent, approver, observer, level, clock
+        )
+        return executor.execute(plan, run_id, dry_run=dry_run)
+    finally:
+        if not dry_run:
+            store.release_lock(plan.target, run_id)
+        handle.close()
 
 
 def _executor(

@@ -37,8 +37,14 @@ class StateConfig(_Strict):
     url: str = "sqlite:///state.db"
 
 
+class CircuitBreakerConfig(_Strict):
+    failures: int = Field(3, ge=1, description="consecutive connection failures that open it")
+    cool_down_seconds: float = Field(300, gt=0)
+
+
 class MainConfig(_Strict):
     default_target: str = "demo"
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     targets: dict[str, TargetConfig]
     state: StateConfig = StateConfig()
     backup_dir: str = "backups"

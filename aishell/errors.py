@@ -45,6 +45,12 @@ class TargetError(AishellError):
     exit_code = EXIT_USAGE
 
 
+class TargetUnreachable(TargetError):
+    """A connection to the target failed; counted by the circuit breaker."""
+
+    exit_code = EXIT_FAILED
+
+
 class PlanError(AishellError):
     """A plan failed validation: unknown tool, bad params, a reference that points forward."""
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from aishell.config import Config, TargetConfig, resolve_url
-from aishell.errors import ConfigError, StepTimeout, TargetError
+from aishell.errors import ConfigError, StepTimeout, TargetError, TargetUnreachable
 
 _DIALECT_NAMES = {
     "sqlite": "sqlite",
@@ -43,7 +43,7 @@ class Target:
         try:
             conn = self.engine.connect()
         except DBAPIError as exc:
-            raise TargetError(
+            raise TargetUnreachable(
                 f"Cannot connect to target '{self.name}': {_first_line(exc)}"
             ) from None
         # Maintenance statements (VACUUM, REINDEX, ANALYZE) run outside a transaction;

@@ -134,7 +134,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(runner, demo_db, home, 
     assert result.exit_code == 2
     assert result.output.startswith(message) and result.output.count("\n") == 1
     assert digest(demo_db) == before
-    assert not (home / "state.db").exists()
+    assert invoke(runner, "runs", "list", "--json").stdout.count("run_id") == 0
 
 
 def test_bad_type_is_a_usage_error(runner, demo_db):
