@@ -296,7 +296,7 @@ def apply_plan(
     problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
     if problems:
         raise PlanError("The plan is no longer valid: " + "; ".join(problems))
-    _check_tools_unchanged(registry, plan, "the plan was made")
+    _check_tools_unchanged(registry, plan.tool_fingerprints, "the plan was made")
     with StateStore(config.state_url) as store, _breaker(config, store, plan.target):
         handle = open_target(config, plan.target, read_only=True)
         try:
@@ -350,7 +350,7 @@ def resume_run(
         plan = Plan.from_dict(store.get_plan(run_id))
         if plan.hash != run["plan_hash"]:
             raise PlanError(f"Run {run_id}: its stored plan no longer matches its hash")
-        _check_tools_unchanged(registry, plan, f"run {run_id} started")
+        _check_tools_unchanged(registry, run["tool_fingerprints"], f"run {run_id} started")
         handle = open_target(config, plan.target)
         try:
             with _breaker(config, store, plan.target):
@@ -519,6 +519,7 @@ def _start(
             job=plan.job,
             plan=plan.to_dict(),
             plan_hash=plan.hash,
+            tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in plan.steps},
             dry_run=dry_run,
             safety_level=level,
             step_rows=[
@@ -585,8 +586,8 @@ def _subject(tool: ToolDefinition, params: dict[str, Any]) -> str | None:
     return subject(tool.tables_in(params))
 
 
-def _check_tools_unchanged(registry: Registry, plan: Plan, since: str) -> None:
-    for name, fingerprint in sorted(plan.tool_fingerprints.items()):
+def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], since: str) -> None:
+    for name, fingerprint in sorted(fingerprints.items()):
         current = registry.get(name)
         if current.fingerprint != fingerprint:
             raise PlanError(

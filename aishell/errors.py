@@ -71,6 +71,10 @@ class StepTimeout(StepFailed):
     """A step ran past its time limit and was interrupted."""
 
 
+class StepInterrupted(StepFailed):
+    """SIGINT or SIGTERM arrived while a step ran; it stops resumably."""
+
+
 class TargetLocked(AishellError):
     """Another run holds the target's lock."""
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
 from aishell.config import AgentConfig, MaintenanceWindow
-from aishell.errors import AishellError, SubstitutionError, TargetError
+from aishell.errors import AishellError, StepInterrupted, SubstitutionError, TargetError
 from aishell.plan import Plan, Step
 from aishell.registry import (
     Category,
@@ -570,25 +570,31 @@ class Executor:
             result.status = "running"
             self.store.step_started(run_id, result.index, params, result.sql, attempt)
             try:
-                with (
-                    self._audited(ctx.connection, result.index, attempt),
-                    step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"),
-                ):
-                    output = impl.run(params, ctx)
+                try:
+                    with (
+                        self._audited(ctx.connection, result.index, attempt),
+                        step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"),
+                    ):
+                        output = _in_worker(lambda: impl.run(params, ctx))
+                except Exception as exc:
+                    if self._signal:  # whatever the tool raised, the signal is why
+                        _rollback(ctx.connection)
+                        self._finish(
+                            result,
+                            "interrupted",
+                            error=f"interrupted by {self._signal}",
+                            started=started,
+                        )
+                        raise _Stop(INTERRUPTED, self._stop_reason()) from exc
+                    raise
+            except _Stop:
+                raise
             except AishellError as exc:  # StepTimeout and StepFailed among them
                 _rollback(ctx.connection)
                 self._finish(result, "failed", error=str(exc), started=started)
                 return
             except DBAPIError as exc:
                 _rollback(ctx.connection)
-                if self._signal:
-                    self._finish(
-                        result,
-                        "interrupted",
-                        error=f"interrupted by {self._signal}",
-                        started=started,
-                    )
-                    raise _Stop(INTERRUPTED, self._stop_reason()) from None
                 message = _db_error(exc)
                 if attempt <= retries and is_transient(exc):
                     if exc.connection_invalidated:
@@ -624,6 +630,8 @@ class Executor:
         open_ids: list[int] = []
 
         def before(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if self._signal:  # no new statement once SIGINT or SIGTERM came
+                raise StepInterrupted(f"interrupted by {self._signal}")
             open_ids.append(self.store.statement_started(self._run_id, index, attempt, statement))
 
         def after(_c: Any, cursor: Any, *_: Any) -> None:
@@ -665,6 +673,30 @@ class Executor:
             resolved_params=result.params,
         )
         self.observer.step_finished(result, len(self._results))
+
+
+def _in_worker(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a tool on a worker thread while this (main) thread waits.
+
+    Python runs signal handlers only on the main thread, and not while it is
+    inside a driver's C call; waiting here keeps the main thread free to take
+    SIGINT or SIGTERM and cancel the statement the worker is running.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="aishell-step", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _restore(result: StepResult, stored: Mapping[str, Any]) -> None:

@@ -57,6 +57,7 @@ runs = Table(
     Column("job", Text, nullable=False),
     Column("plan", Text, nullable=False),
     Column("plan_hash", String(64), nullable=False),
+    Column("tool_fingerprints", Text, nullable=False),
     Column("dry_run", Boolean, nullable=False),
     Column("safety_level", String(16), nullable=False),
     Column("status", String(32), nullable=False, index=True),
@@ -258,6 +259,7 @@ class StateStore:
         job: dict[str, Any],
         plan: dict[str, Any],
         plan_hash: str,
+        tool_fingerprints: dict[str, str],
         dry_run: bool,
         safety_level: str,
         step_rows: Sequence[dict[str, Any]],
@@ -273,6 +275,7 @@ class StateStore:
                     job=dumps(job),
                     plan=dumps(plan),
                     plan_hash=plan_hash,
+                    tool_fingerprints=dumps(tool_fingerprints),
                     dry_run=dry_run,
                     safety_level=safety_level,
                     status="running",
@@ -479,6 +482,7 @@ class StateStore:
             "dialect": row["dialect"],
             "job": _loads(row["job"]),
             "plan_hash": row["plan_hash"],
+            "tool_fingerprints": _loads(row["tool_fingerprints"]),
             "dry_run": bool(row["dry_run"]),
             "safety_level": row["safety_level"],
             "status": status,
@@ -721,7 +725,9 @@ class StateStore:
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # One connection per store object: see the module docstring.
-        engine = create_engine(url, poolclass=StaticPool)
+        # Worker threads run tools (see executor._in_worker) and write audit rows
+        # through this one connection while the main thread waits.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

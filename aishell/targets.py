@@ -42,6 +42,11 @@ class Target:
     def connect(self) -> Connection:
         try:
             conn = self.engine.connect()
+            if self.dialect == "sqlite":
+                # SQLite opens files lazily; read the schema so a damaged or foreign
+                # file fails here, as a connection failure, not in the middle of a step.
+                conn.execute(text("SELECT count(*) FROM sqlite_schema")).scalar_one()
+                conn.rollback()
         except DBAPIError as exc:
             raise TargetUnreachable(
                 f"Cannot connect to target '{self.name}': {_first_line(exc)}"
