@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
-from aishell.config import AgentConfig, MaintenanceWindow
+from aishell.config import AgentConfig, BackupRequired, MaintenanceWindow
 from aishell.errors import AishellError, StepInterrupted, SubstitutionError, TargetError
 from aishell.plan import Plan, Step
 from aishell.registry import (
@@ -50,6 +50,7 @@ from aishell.targets import (
     row_estimate,
     step_deadline,
     table_bytes,
+    user_tables,
 )
 
 # Run outcomes.
@@ -196,6 +197,8 @@ class Executor:
     _plan: Plan | None = field(default=None, init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
     _signal: str | None = field(default=None, init=False)
+    # The target's tables, read once and again after any step that may change them.
+    _tables: list[str] | None = field(default=None, init=False)
     _running: Connection | None = field(default=None, init=False)
 
     @property
@@ -374,7 +377,9 @@ class Executor:
             problems = schema.validate(params, tool.params)
             if problems:
                 raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))
-            _check_identifiers(ctx.connection, tool, params, self.target.name)
+            if self._tables is None:
+                self._tables = user_tables(ctx.connection)
+            _check_identifiers(ctx.connection, tool, params, self.target.name, self._tables)
             result.sql = impl.render_sql(params, ctx)
             verdict = self.policy.check(self._facts(tool, params, ctx.connection, earlier))
         except (SubstitutionError, TargetError) as exc:
@@ -473,7 +478,8 @@ class Executor:
         has_window = any(isinstance(c, MaintenanceWindow) for c in policy.constraints)
         if has_window and tool.risk_level.rank > RiskLevel.LOW.rank:
             expected, basis = self._expected_seconds(tool, tables, conn)
-        backup_in_run = any(
+        needs_backup = any(isinstance(c, BackupRequired) for c in policy.constraints)
+        backup_in_run = needs_backup and any(
             r.status == "succeeded" and self.registry.get(r.tool).category is Category.BACKUP
             for r in earlier.values()
         )
@@ -482,7 +488,7 @@ class Executor:
             tables=tables,
             rows=rows,
             now=self.clock(),
-            last_backup=self.store.last_verified_backup(self.target.name),
+            last_backup=self.store.last_verified_backup(self.target.name) if needs_backup else None,
             backup_in_run=backup_in_run,
             expected_seconds=expected,
             expected_basis=basis,
@@ -568,7 +574,9 @@ class Executor:
         for attempt in range(1, retries + 2):
             result.attempts = attempt
             result.status = "running"
-            self.store.step_started(run_id, result.index, params, result.sql, attempt)
+            self.store.step_started(
+                run_id, result.index, params, result.sql, attempt, durable=False
+            )
             try:
                 try:
                     with (
@@ -619,6 +627,8 @@ class Executor:
                 )
                 self._finish(result, "failed", error=error, started=started)
                 return
+            if tool.risk_level is not RiskLevel.SAFE:
+                self._tables = None  # it may have created or dropped one
             # Keep in memory exactly what the store holds, so later steps see the same values.
             result.output = json.loads(dumps(output))
             self._finish(result, "succeeded", started=started)
@@ -766,7 +776,11 @@ def _estimate(
 
 
 def _check_identifiers(
-    conn: Connection, tool: ToolDefinition, params: Mapping[str, Any], target: str
+    conn: Connection,
+    tool: ToolDefinition,
+    params: Mapping[str, Any],
+    target: str,
+    tables: list[str],
 ) -> None:
     """Names in params must exist in the target's catalog before any SQL is built."""
     for name, (kind, is_list) in schema.identifier_params(tool.params).items():
@@ -774,7 +788,7 @@ def _check_identifiers(
             continue
         values = params[name] if is_list else [params[name]]
         if kind == "table":
-            check_tables(conn, target, values)
+            check_tables(conn, target, values, known=tables)
         elif kind == "column":
             for value in values:
                 check_column(conn, params["table"], value)

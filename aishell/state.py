@@ -20,14 +20,17 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Executable,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -176,6 +179,43 @@ MIGRATIONS: dict[int, tuple[Table, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
+# Statements on the hot path of every step, built once: SQLAlchemy then reuses
+# their compiled form instead of rebuilding them per call.
+_STEP_STARTED = (
+    update(steps)
+    .where((steps.c.run_id == bindparam("b_run")) & (steps.c.idx == bindparam("b_idx")))
+    .values(
+        status="running",
+        resolved_params=bindparam("resolved_params"),
+        sql=bindparam("sql"),
+        attempts=bindparam("attempts"),
+        started_at=bindparam("started_at"),
+        error=None,
+    )
+)
+_STEP_FINISHED = (
+    update(steps)
+    .where((steps.c.run_id == bindparam("b_run")) & (steps.c.idx == bindparam("b_idx")))
+    .values(
+        status=bindparam("status"),
+        output=bindparam("output"),
+        error=bindparam("error"),
+        finished_at=bindparam("finished_at"),
+        sql=func.coalesce(bindparam("sql"), steps.c.sql),
+        resolved_params=func.coalesce(bindparam("resolved_params"), steps.c.resolved_params),
+    )
+)
+_STOP_REQUESTED = select(run_controls.c.requested_by).where(
+    run_controls.c.run_id == bindparam("b_run")
+)
+_EVENT = insert(events)
+_STATEMENT_STARTED = insert(statements)
+_STATEMENT_FINISHED = (
+    update(statements)
+    .where(statements.c.id == bindparam("b_id"))
+    .values(finished_at=bindparam("finished_at"), rows=bindparam("rows"), error=bindparam("error"))
+)
+
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
@@ -199,6 +239,9 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        # Writes that need not be durable on their own: they commit with the next
+        # transaction, which always comes before anything that depends on them.
+        self._queued: list[tuple[Executable, dict[str, Any]]] = []
         try:
             self._conn: Connection = self.engine.connect()
             self._migrate()
@@ -206,6 +249,7 @@ class StateStore:
             raise StateError(f"Cannot open the state store {url}: {exc.orig}") from None
 
     def close(self) -> None:
+        self.flush()
         self._conn.close()
         self.engine.dispose()
 
@@ -218,7 +262,16 @@ class StateStore:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self._conn.begin():
+            for statement, params in self._queued:
+                self._conn.execute(statement, params)
             yield self._conn
+        self._queued.clear()
+
+    def flush(self) -> None:
+        """Commit queued writes now."""
+        if self._queued:
+            with self._tx():
+                pass
 
     def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
         with self._tx() as conn:
@@ -312,6 +365,7 @@ class StateStore:
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run with its steps, approvals and events; a unique id prefix is enough."""
+        self.flush()
         rows = self._conn.execute(
             select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))
         ).all()
@@ -495,22 +549,44 @@ class StateStore:
     # --- steps --------------------------------------------------------------------
 
     def step_started(
-        self, run_id: str, index: int, resolved_params: Any, sql: list[str], attempt: int
+        self,
+        run_id: str,
+        index: int,
+        resolved_params: Any,
+        sql: list[str],
+        attempt: int,
+        *,
+        durable: bool = True,
     ) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                update(steps)
-                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
-                .values(
-                    status="running",
-                    resolved_params=dumps(resolved_params),
-                    sql=dumps(sql),
-                    attempts=attempt,
-                    started_at=now(),
-                    error=None,
-                )
-            )
-            self._event(conn, run_id, index, "step_started", {"attempt": attempt})
+        """Mark a step running. Not durable: it commits with the step's first statement's
+        audit row, before that statement runs, or with the step's end."""
+        at = now()
+        writes: list[tuple[Executable, dict[str, Any]]] = [
+            (
+                _STEP_STARTED,
+                {
+                    "b_run": run_id,
+                    "b_idx": index,
+                    "resolved_params": dumps(resolved_params),
+                    "sql": dumps(sql),
+                    "attempts": attempt,
+                    "started_at": at,
+                },
+            ),
+            (
+                _EVENT,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "at": at,
+                    "kind": "step_started",
+                    "data": dumps({"attempt": attempt}),
+                },
+            ),
+        ]
+        self._queued.extend(writes)
+        if durable:
+            self.flush()
 
     def step_finished(
         self,
@@ -524,23 +600,31 @@ class StateStore:
         resolved_params: Any = None,
     ) -> None:
         """Record a step's end; its output and status commit together."""
-        values: dict[str, Any] = {
-            "status": status,
-            "output": None if output is None else dumps(output),
-            "error": error,
-            "finished_at": now(),
-        }
-        if sql is not None:
-            values["sql"] = dumps(sql)
-        if resolved_params is not None:
-            values["resolved_params"] = dumps(resolved_params)
+        at = now()
         with self._tx() as conn:
             conn.execute(
-                update(steps)
-                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
-                .values(**values)
+                _STEP_FINISHED,
+                {
+                    "b_run": run_id,
+                    "b_idx": index,
+                    "status": status,
+                    "output": None if output is None else dumps(output),
+                    "error": error,
+                    "finished_at": at,
+                    "sql": None if sql is None else dumps(sql),
+                    "resolved_params": None if resolved_params is None else dumps(resolved_params),
+                },
             )
-            self._event(conn, run_id, index, f"step_{status}", {"error": error} if error else {})
+            conn.execute(
+                _EVENT,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "at": at,
+                    "kind": f"step_{status}",
+                    "data": dumps({"error": error} if error else {}),
+                },
+            )
 
     def record_approval(
         self, run_id: str, index: int, decision: str, decided_by: str, how: str, reason: str
@@ -572,9 +656,8 @@ class StateStore:
     @staticmethod
     def _event(conn: Connection, run_id: str, index: int | None, kind: str, data: Any) -> None:
         conn.execute(
-            insert(events).values(
-                run_id=run_id, step_idx=index, at=now(), kind=kind, data=dumps(data)
-            )
+            _EVENT,
+            {"run_id": run_id, "step_idx": index, "at": now(), "kind": kind, "data": dumps(data)},
         )
 
     # --- statements (the audit of every statement an operation sends) ------------------
@@ -583,21 +666,28 @@ class StateStore:
         """Written, and durable, before the statement is sent."""
         with self._tx() as conn:
             result = conn.execute(
-                insert(statements).values(
-                    run_id=run_id, step_idx=index, attempt=attempt, sql=sql, started_at=now()
-                )
+                _STATEMENT_STARTED,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "attempt": attempt,
+                    "sql": sql,
+                    "started_at": now(),
+                },
             )
             return int(result.inserted_primary_key[0])
 
     def statement_finished(self, statement_id: int, rows: int | None, error: str | None) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                update(statements)
-                .where(statements.c.id == statement_id)
-                .values(finished_at=now(), rows=rows, error=error)
+        """Completed with the next commit: a crash before it leaves the step in doubt anyway."""
+        self._queued.append(
+            (
+                _STATEMENT_FINISHED,
+                {"b_id": statement_id, "finished_at": now(), "rows": rows, "error": error},
             )
+        )
 
     def list_statements(self, run_id: str) -> list[dict[str, Any]]:
+        self.flush()
         rows = self._conn.execute(
             select(statements).where(statements.c.run_id == run_id).order_by(statements.c.id)
         ).all()
@@ -627,9 +717,7 @@ class StateStore:
 
     def stop_requested(self, run_id: str) -> str | None:
         """Who asked the run to stop, or None."""
-        row = self._conn.execute(
-            select(run_controls.c.requested_by).where(run_controls.c.run_id == run_id)
-        ).first()
+        row = self._conn.execute(_STOP_REQUESTED, {"b_run": run_id}).first()
         self._conn.rollback()
         return row[0] if row else None
 

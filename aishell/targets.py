@@ -149,9 +149,11 @@ def table_columns(conn: Connection, table: str) -> list[str]:
     return [c["name"] for c in inspect(conn).get_columns(table)]
 
 
-def check_tables(conn: Connection, target: str, tables: Sequence[str]) -> None:
+def check_tables(
+    conn: Connection, target: str, tables: Sequence[str], known: Sequence[str] | None = None
+) -> None:
     """Every name must be an existing user table; the error lists the ones there are."""
-    known = user_tables(conn)
+    known = list(known) if known is not None else user_tables(conn)
     for table in tables:
         if table not in known:
             listing = ", ".join(known) or "(none)"
