@@ -15,6 +15,7 @@ from typing import Any
 
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
+from aishell.catalog import check_tables, row_estimate, user_tables
 from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
 from aishell.errors import (
@@ -38,9 +39,10 @@ from aishell.registry import (
 )
 from aishell.resources import bundled_catalog_dir
 from aishell.safety import SAFETY_LEVELS, SafetyPolicy, StepFacts, tighter_or_equal
+from aishell.sqltext import quote_identifier
 from aishell.state import StateStore, new_run_id
 from aishell.substitution import find_references
-from aishell.targets import Target, check_tables, open_target, row_estimate, user_tables
+from aishell.targets import Target, open_target
 
 # A plan is stale when a table's row estimate moved by more than this share.
 ROW_DRIFT_TOLERANCE = 0.25
@@ -85,7 +87,7 @@ def _quoter(dialect: str) -> Callable[[str], str]:
     from sqlalchemy.engine import make_url
 
     sa_dialect = make_url(f"{dialect}://").get_dialect()()
-    return sa_dialect.identifier_preparer.quote_identifier
+    return lambda name: quote_identifier(sa_dialect, name)
 
 
 # --- demo -----------------------------------------------------------------------------

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from aishell.catalog import check_column, check_tables, row_estimate, table_bytes, user_tables
 from aishell.config import Config, TargetConfig, resolve_url
 from aishell.errors import ConfigError, StepTimeout, TargetError, TargetUnreachable
+from aishell.sqltext import quote_identifier
 
 _DIALECT_NAMES = {
     "sqlite": "sqlite",
@@ -37,7 +39,7 @@ class Target:
     sqlite_path: Path | None = None
 
     def quote(self, name: str) -> str:
-        return self.engine.dialect.identifier_preparer.quote_identifier(name)
+        return quote_identifier(self.engine.dialect, name)
 
     def connect(self) -> Connection:
         try:
@@ -139,72 +141,9 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
         raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s")
 
 
-def user_tables(conn: Connection) -> list[str]:
-    """User tables of the target, by name (SQLite's internal tables excluded)."""
-    names = inspect(conn).get_table_names()
-    return sorted(n for n in names if not n.startswith("sqlite_"))
-
-
-def table_columns(conn: Connection, table: str) -> list[str]:
-    return [c["name"] for c in inspect(conn).get_columns(table)]
-
-
-def check_tables(
-    conn: Connection, target: str, tables: Sequence[str], known: Sequence[str] | None = None
-) -> None:
-    """Every name must be an existing user table; the error lists the ones there are."""
-    known = list(known) if known is not None else user_tables(conn)
-    for table in tables:
-        if table not in known:
-            listing = ", ".join(known) or "(none)"
-            raise TargetError(
-                f"Table '{table}' not found in target '{target}'; tables are: {listing}"
-            )
-
-
-def check_column(conn: Connection, table: str, column: str) -> None:
-    columns = table_columns(conn, table)
-    if column not in columns:
-        raise TargetError(
-            f"Table '{table}' has no column '{column}'; columns are: {', '.join(columns)}"
-        )
-
-
 def _first_line(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc
     return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
-
-
-def row_estimate(conn: Connection, table: str) -> int:
-    """The catalog's row estimate for a table (SQLite: sqlite_stat1, else an exact count)."""
-    if conn.dialect.name == "sqlite":
-        has_stats = conn.execute(
-            text("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
-        ).scalar_one()
-        if has_stats:
-            stat = conn.execute(
-                text("SELECT stat FROM sqlite_stat1 WHERE tbl = :t LIMIT 1"), {"t": table}
-            ).scalar()
-            if stat:
-                return int(str(stat).split()[0])
-    quoted = conn.dialect.identifier_preparer.quote_identifier(table)
-    return int(conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one())
-
-
-def table_bytes(conn: Connection, table: str) -> int | None:
-    """Bytes a table and its indexes occupy, where the database can say."""
-    if conn.dialect.name != "sqlite":
-        return None
-    try:
-        return conn.execute(
-            text(
-                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = :t OR name IN "
-                "(SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = :t)"
-            ),
-            {"t": table},
-        ).scalar_one()
-    except DBAPIError:
-        return None
 
 
 def interrupt(conn: Connection) -> None:
@@ -213,7 +152,9 @@ def interrupt(conn: Connection) -> None:
     if isinstance(dbapi, sqlite3.Connection):
         dbapi.interrupt()
         return
-    cancel = getattr(dbapi, "cancel", None)  # psycopg
+    # psycopg: cancel_safe (3.2+) or cancel; PyMySQL has neither, so its statements
+    # are bounded by the server-side limit set in step_deadline.
+    cancel = getattr(dbapi, "cancel_safe", None) or getattr(dbapi, "cancel", None)
     if callable(cancel):
         cancel()
 
@@ -247,3 +188,17 @@ def is_transient(exc: DBAPIError) -> bool:
         return True
     message = str(orig).lower()
     return any(marker in message for marker in _TRANSIENT_SQLITE)
+
+
+__all__ = [
+    "Target",
+    "check_column",
+    "check_tables",
+    "interrupt",
+    "is_transient",
+    "open_target",
+    "row_estimate",
+    "step_deadline",
+    "table_bytes",
+    "user_tables",
+]

@@ -20,10 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import Handler
 from aishell.registry import ToolContext
-from aishell.targets import user_tables
+from aishell.sqltext import quote_identifier
 
 # --- measurements -----------------------------------------------------------------
 
@@ -78,7 +79,7 @@ def table_indexes(conn: Connection, table: str) -> list[str]:
 
 def integrity_messages(conn: Connection, table: str) -> list[str]:
     """Problems PRAGMA integrity_check finds in one table and its indexes ([] when ok)."""
-    quoted = conn.dialect.identifier_preparer.quote_identifier(table)
+    quoted = quote_identifier(conn.dialect, table)
     rows = conn.execute(text(f"PRAGMA integrity_check({quoted})")).all()
     messages = [r[0] for r in rows]
     return [] if messages == ["ok"] else messages
