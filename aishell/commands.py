@@ -42,7 +42,7 @@ from aishell.safety import SAFETY_LEVELS, SafetyPolicy, StepFacts, tighter_or_eq
 from aishell.sqltext import quote_identifier
 from aishell.state import StateStore, new_run_id
 from aishell.substitution import find_references
-from aishell.targets import Target, open_target
+from aishell.targets import RunLock, Target, open_target
 
 # A plan is stale when a table's row estimate moved by more than this share.
 ROW_DRIFT_TOLERANCE = 0.25
@@ -357,7 +357,7 @@ def resume_run(
         try:
             with _breaker(config, store, plan.target):
                 handle.connect().close()
-            store.acquire_lock(plan.target, run_id)
+            lock = _lock(store, handle, plan.target, plan.agent, run_id)
         except (TargetLocked, TargetUnreachable):
             handle.close()
             raise
@@ -377,7 +377,8 @@ def resume_run(
             prior = {s["index"]: s for s in run["steps"]}
             return executor.execute(plan, run_id, dry_run=False, prior=prior)
         finally:
-            store.release_lock(plan.target, run_id)
+            lock.release()
+            store.release_lock(_lease_key(plan.target, plan.agent), run_id)
             handle.close()
 
 
@@ -506,9 +507,10 @@ def _start(
             f"{configured} to {level} needs --force"
         )
     run_id = new_run_id()
+    lock = None
     if not dry_run:
         try:
-            store.acquire_lock(plan.target, run_id)
+            lock = _lock(store, handle, plan.target, plan.agent, run_id)
         except TargetLocked:
             handle.close()
             raise
@@ -548,9 +550,39 @@ def _start(
         )
         return executor.execute(plan, run_id, dry_run=dry_run)
     finally:
-        if not dry_run:
-            store.release_lock(plan.target, run_id)
+        if lock is not None:
+            lock.release()
+            store.release_lock(_lease_key(plan.target, plan.agent), run_id)
         handle.close()
+
+
+def _lease_key(target: str, agent: str) -> str:
+    return f"{target}/{agent}"
+
+
+def _lock(store: StateStore, handle: Target, target: str, agent: str, run_id: str) -> RunLock:
+    """One run per target and agent: the server's lock, and a lease row naming the run.
+
+    The server lock is the authority (the server frees it when a process dies);
+    the lease says who holds it, since a lost network shows only after keepalives.
+    """
+    key = _lease_key(target, agent)
+    lock = handle.try_lock(f"aishell:{key}")
+    if lock is None:
+        holder = store.lock_holder(key)
+        who = (
+            f"run {holder['run_id']} (pid {holder['pid']} on {holder['hostname']}, "
+            f"since {holder['acquired_at']})"
+            if holder
+            else "another aishell process"
+        )
+        raise TargetLocked(f"Target '{target}' is locked for {agent} by {who}")
+    try:
+        store.acquire_lock(key, run_id)
+    except TargetLocked:
+        lock.release()
+        raise
+    return lock
 
 
 def _executor(

@@ -31,6 +31,13 @@ class TargetConfig(_Strict):
     url: str = Field(description="SQLAlchemy URL; relative SQLite paths are under the home")
     environment: Environment = "development"
     description: str = ""
+    # The password comes from this environment variable (or the driver's own files,
+    # ~/.pgpass or an option file); never from the URL in a file that is shared.
+    password_env: str | None = None
+    # Lock waits start short and are retried with backoff, instead of one long wait
+    # that queues every other session behind aishell.
+    lock_timeout_ms: int = Field(1000, ge=10)
+    connect_timeout_seconds: int = Field(10, ge=1)
 
 
 class StateConfig(_Strict):

@@ -580,8 +580,8 @@ class Executor:
             try:
                 try:
                     with (
-                        self._audited(ctx.connection, result.index, attempt),
                         step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"),
+                        self._audited(ctx.connection, result.index, attempt),
                     ):
                         output = _in_worker(lambda: impl.run(params, ctx))
                 except Exception as exc:

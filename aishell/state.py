@@ -801,6 +801,13 @@ class StateStore:
                     )
         raise TargetLocked(f"Target '{target}' lock is contended; try again")
 
+    def lock_holder(self, target: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            select(target_locks).where(target_locks.c.target == target)
+        ).first()
+        self._conn.rollback()
+        return dict(row._mapping) if row else None
+
     def release_lock(self, target: str, run_id: str) -> None:
         with self._tx() as conn:
             conn.execute(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,52 @@ class Target:
     def close(self) -> None:
         self.engine.dispose()
 
+    def try_lock(self, key: str) -> RunLock | None:
+        """Take the server's own lock for key (a target and agent), or None if held.
+
+        PostgreSQL: a session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: a lock
+        file beside the database. Held on a connection of its own until released.
+        """
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        if self.dialect == "sqlite":
+            assert self.sqlite_path is not None
+            path = self.sqlite_path.with_name(f"{self.sqlite_path.name}.aishell-{digest[:12]}.lock")
+            handle = open(path, "a+")  # noqa: SIM115 - held until release
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return None
+            return RunLock(release=handle.close)
+        conn = self.connect()
+        if self.dialect == "postgresql":
+            taken = conn.execute(
+                text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"), {"k": key}
+            ).scalar()
+            unlock = "SELECT pg_advisory_unlock(hashtextextended(:k, 0))"
+            name = key
+        else:
+            name = f"aishell:{digest}"  # GET_LOCK names are at most 64 characters
+            taken = conn.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": name}).scalar() == 1
+            unlock = "SELECT RELEASE_LOCK(:k)"
+        if not taken:
+            conn.close()
+            return None
+
+        def release() -> None:
+            with suppress(DBAPIError):
+                conn.execute(text(unlock), {"k": name})
+            conn.close()
+
+        return RunLock(release=release)
+
+
+@dataclass
+class RunLock:
+    """A held server lock; release() gives it back (the server also does when we die)."""
+
+    release: Callable[[], None]
+
 
 def open_target(config: Config, name: str | None, *, read_only: bool = False) -> Target:
     """The named target (or the default); a missing SQLite file is an error, never created."""
@@ -79,13 +128,63 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
         )
     if dialect == "sqlite":
         return _open_sqlite(target_name, target_config, url.database, read_only)
+    if target_config.password_env:
+        password = os.environ.get(target_config.password_env)
+        if password is None:
+            raise ConfigError(
+                f"Target '{target_name}': the environment variable "
+                f"{target_config.password_env} (password_env) is not set"
+            )
+        url = url.set(password=password)
     try:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = _server_engine(url, dialect, target_config, read_only)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(
             f"Target '{target_name}': database driver not installed ({exc})"
         ) from None
     return Target(target_name, target_config, engine, dialect, read_only)
+
+
+APPLICATION_NAME = "aishell"
+
+
+def _server_engine(url: Any, dialect: str, target: TargetConfig, read_only: bool) -> Engine:
+    """An engine whose every connection carries aishell's session guards."""
+    lock_ms = target.lock_timeout_ms
+    if dialect == "postgresql":
+        options = [f"-c lock_timeout={lock_ms}ms", "-c idle_in_transaction_session_timeout=600s"]
+        if read_only:
+            options.append("-c default_transaction_read_only=on")
+        connect_args: dict[str, Any] = {
+            "application_name": APPLICATION_NAME,
+            "connect_timeout": target.connect_timeout_seconds,
+            "options": " ".join(options),
+            # A lost network is only noticed through keepalives.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+        }
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    lock_seconds = max(1, round(lock_ms / 1000))
+    engine = create_engine(
+        url,
+        connect_args={
+            "charset": "utf8mb4",
+            "connect_timeout": target.connect_timeout_seconds,
+            "program_name": APPLICATION_NAME,
+        },
+        pool_pre_ping=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _guard(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"SET SESSION lock_wait_timeout = {lock_seconds}")
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_seconds}")
+        if read_only:
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        cursor.close()
+
+    return engine
 
 
 def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_only: bool) -> Target:
@@ -117,28 +216,57 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
 
 @contextmanager
 def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None]:
-    """Interrupt the statement running on conn once `seconds` have passed."""
+    """Bound a step by `seconds`: on the server where it can, and from the client too."""
     timed_out = threading.Event()
 
     def expire() -> None:
         timed_out.set()
         interrupt(conn)
 
+    server_limit = _server_timeout(conn, seconds)
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
     timer.start()
     try:
         yield
     except Exception as exc:
-        if timed_out.is_set():
+        if timed_out.is_set() or _is_server_timeout(exc):
             raise StepTimeout(
                 f"{label} exceeded its time limit of {seconds:g}s and was interrupted"
             ) from exc
         raise
     finally:
         timer.cancel()
+        if server_limit is not None:
+            with suppress(DBAPIError):
+                conn.execute(text(server_limit))
     if timed_out.is_set():
         raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s")
+
+
+def _server_timeout(conn: Connection, seconds: float) -> str | None:
+    """Set the server's own statement limit; returns the statement that lifts it."""
+    dialect = conn.dialect
+    if dialect.name == "postgresql":
+        conn.execute(text(f"SET statement_timeout = {int(seconds * 1000)}"))
+        return "SET statement_timeout = 0"
+    if dialect.name in ("mysql", "mariadb"):
+        if getattr(dialect, "is_mariadb", False):
+            conn.execute(text(f"SET SESSION max_statement_time = {float(seconds)}"))
+            return "SET SESSION max_statement_time = 0"
+        conn.execute(text(f"SET SESSION max_execution_time = {int(seconds * 1000)}"))
+        return "SET SESSION max_execution_time = 0"
+    return None
+
+
+def _is_server_timeout(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) == "57014" and "statement timeout" in str(orig):
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1969, 3024)
 
 
 def _first_line(exc: BaseException) -> str:

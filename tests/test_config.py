@@ -34,7 +34,7 @@ def test_unknown_key_names_file_key_and_what_is_expected(home):
     message = str(err.value)
     assert "aishell.yaml" in message
     assert "targets.demo.enviroment: unknown key" in message
-    assert "description, environment, url" in message
+    assert "connect_timeout_seconds, description, environment, lock_timeout_ms" in message
 
 
 def test_bad_type_is_one_line(home):

@@ -266,22 +266,53 @@ def test_a_substituted_table_is_checked_against_the_catalog(config, demo_db):
     assert result.steps[1].error.startswith("Table 'x [\"users\"]' not found in target 'demo'")
 
 
-def test_another_live_run_holding_the_target_is_refused(config, demo_db):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+HOLD_LOCK = """
+import sys, time
+from aishell.config import load_config
+from aishell.targets import open_target
+target = open_target(load_config(), "demo")
+lock = target.try_lock("aishell:demo/maintenance")
+print("held" if lock else "busy", flush=True)
+time.sleep(60)
+"""
+
+
+def test_another_process_holding_the_target_is_refused_with_exit_5(config, demo_db, home):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK], stdout=subprocess.PIPE, text=True)
     try:
-        with StateStore(config.state_url) as store:
-            store.acquire_lock("demo", "otherrun")
-            store._conn.execute(
-                __import__("sqlalchemy").text("UPDATE target_locks SET pid = :p"), {"p": holder.pid}
-            )
-            store._conn.commit()
-        with pytest.raises(TargetLocked, match="locked by run otherrun"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TargetLocked, match="is locked for maintenance by another aishell"):
             commands.run_job(config, "maintenance", {"type": "quick"})
+        from click.testing import CliRunner
+
+        from aishell.cli import cli
+
+        result = CliRunner().invoke(cli, ["run", "maintenance", "--type", "quick"])
+        assert result.exit_code == 5
+        # A dry run reads only and takes no lock.
+        assert commands.run_job(config, "maintenance", {"type": "quick"}, dry_run=True).status == (
+            "completed"
+        )
     finally:
         holder.kill()
         holder.wait()
-    # Its process is gone now, so the lock is stale and is taken over.
+    # The holder died; the server (here: the lock file) let go with it.
     assert commands.run_job(config, "maintenance", {"type": "quick"}).status == "completed"
+
+
+def test_a_stale_lease_of_a_dead_process_is_taken_over(config, demo_db):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with StateStore(config.state_url) as store:
+        store.acquire_lock("demo/maintenance", "oldrun")
+        store._conn.execute(
+            __import__("sqlalchemy").text("UPDATE target_locks SET pid = :p"), {"p": dead.pid}
+        )
+        store._conn.commit()
+    result = commands.run_job(config, "maintenance", {"type": "quick"})
+    assert result.status == "completed"
+    events = commands.show_run(config, result.run_id)["events"]
+    assert any(e["kind"] == "stale_lock_taken_over" for e in events)
 
 
 def test_state_store_is_wal_with_full_sync(config, demo_db):
