@@ -31,7 +31,7 @@ ORDER BY c.relname
 """
 
 _MYSQL_TABLES = """
-SELECT TABLE_NAME AS name, coalesce(TABLE_ROWS, 0) AS rows,
+SELECT TABLE_NAME AS name, coalesce(TABLE_ROWS, 0) AS row_count,
        coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes
 FROM information_schema.TABLES
 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
@@ -58,7 +58,7 @@ def snapshot(conn: Connection) -> dict[str, dict[str, Any]]:
             }
     elif dialect in ("mysql", "mariadb"):
         for row in conn.execute(text(_MYSQL_TABLES)):
-            tables[row.name] = {"rows": int(row.rows), "bytes": int(row.bytes), "indexes": []}
+            tables[row.name] = {"rows": int(row.row_count), "bytes": int(row.bytes), "indexes": []}
         for row in conn.execute(text(_MYSQL_INDEXES)):
             if row.tbl in tables:
                 tables[row.tbl]["indexes"].append(row.name)

@@ -44,6 +44,38 @@ _WRITE_NODES: tuple[type[exp.Expression], ...] = (
     exp.TruncateTable,
 )
 _SQLGLOT_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
+# Statements that are not queries but only read, per dialect.
+_READ_COMMANDS = {
+    "mysql": re.compile(r"^\s*(CHECK\s+TABLE|SHOW)\b", re.IGNORECASE),
+}
+# Functions a SELECT can call that change something: a query that calls one writes.
+_WRITING_FUNCTIONS = frozenset(
+    {
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_advisory_lock",
+        "pg_try_advisory_lock",
+        "pg_advisory_xact_lock",
+        "set_config",
+        "nextval",
+        "setval",
+        "lo_import",
+        "lo_export",
+        "lo_unlink",
+        "dblink_exec",
+        "pg_stat_reset",
+        "pg_sleep",
+        "get_lock",
+        "release_lock",
+        "sleep",
+        "benchmark",
+        "load_file",
+    }
+)
 
 
 def write_reason(sql: str, dialect: str) -> str | None:
@@ -55,6 +87,9 @@ def write_reason(sql: str, dialect: str) -> str | None:
             return f"PRAGMA {name} is not a known read-only pragma"
         if pragma.group("arg") == "=" or (name == "journal_mode" and pragma.group("arg")):
             return f"PRAGMA {name} with a value changes a setting"
+        return None
+    command = _READ_COMMANDS.get(dialect)
+    if command is not None and command.match(sql) and ";" not in sql.strip().rstrip(";"):
         return None
     # Placeholders for quoted identifiers are rendered before parsing by the caller.
     try:
@@ -69,4 +104,8 @@ def write_reason(sql: str, dialect: str) -> str | None:
         for node in statement.walk():
             if isinstance(node, _WRITE_NODES):
                 return f"it contains a {type(node).__name__.upper()}"
+            if isinstance(node, exp.Func):
+                name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+                if name in _WRITING_FUNCTIONS:
+                    return f"it calls {name}(), which changes server state"
     return None

@@ -75,3 +75,40 @@ def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
             _merge(into[key], value)
         else:
             into[key] = value
+
+
+@pytest.fixture
+def pg_url() -> Any:
+    from tests.services import scratch_postgresql
+
+    with scratch_postgresql() as url:
+        yield url
+
+
+@pytest.fixture
+def mysql_url() -> Any:
+    from tests.services import scratch_mysql
+
+    with scratch_mysql() as url:
+        yield url
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_url(request: pytest.FixtureRequest) -> Any:
+    """Each server dialect in turn, as a scratch database."""
+    from tests.services import scratch_mysql, scratch_postgresql
+
+    scratch = scratch_postgresql if request.param == "postgresql" else scratch_mysql
+    with scratch() as url:
+        yield url
+
+
+@pytest.fixture
+def server_config(home: Path, server_url: str) -> Config:
+    """The shipped config with the scratch database as the default target `db`."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": server_url, "environment": "test"}
+    data["default_target"] = "db"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)

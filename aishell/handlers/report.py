@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
 from aishell.handlers import Handler
 from aishell.handlers.sqlite_maintenance import database_pages
 from aishell.registry import ToolContext
@@ -58,12 +61,30 @@ def summarize(
     return report
 
 
+def database_size(conn: Connection) -> dict[str, Any]:
+    """The database's size now (and, for SQLite, its free pages)."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+        return {"size_bytes": int(size or 0)}
+    if name in ("mysql", "mariadb"):
+        size = conn.execute(
+            text(
+                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE()"
+            )
+        ).scalar()
+        return {"size_bytes": int(size or 0)}
+    pages = database_pages(conn)
+    return {"size_bytes": pages["size_bytes"], "freelist_count": pages["freelist_count"]}
+
+
 def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     report = summarize(
         params["maintenance_type"], list(params.get("tables") or []), params.get("actions") or []
     )
     baseline = params.get("baseline") or {}
-    after = database_pages(ctx.connection)
+    after = database_size(ctx.connection)
     before_bytes = baseline.get("database_size_bytes")
     report.update(
         {
@@ -71,7 +92,7 @@ def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "size_after": after["size_bytes"],
             "reclaimed_bytes": (before_bytes - after["size_bytes"]) if before_bytes else None,
             "freelist_before": baseline.get("freelist_count"),
-            "freelist_after": after["freelist_count"],
+            "freelist_after": after.get("freelist_count"),
         }
     )
     parts = [
@@ -94,5 +115,16 @@ def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 generate_maintenance_report = Handler(
     sql_templates=("PRAGMA page_size", "PRAGMA page_count", "PRAGMA freelist_count"),
+    run_fn=_report,
+)
+# The same aggregation on the servers, measuring the database's size with their catalogs.
+generate_maintenance_report_postgresql = Handler(
+    sql_templates=("SELECT pg_database_size(current_database())",), run_fn=_report
+)
+generate_maintenance_report_mysql = Handler(
+    sql_templates=(
+        "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = DATABASE()",
+    ),
     run_fn=_report,
 )
