@@ -334,7 +334,8 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         after = conn.execute(
             text(
                 "SELECT pg_relation_size(i.oid) FROM pg_class i WHERE i.relname = :n "
-                "AND i.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+                "AND i.relnamespace = "
+                "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
             ),
             {"n": index},
         ).scalar()

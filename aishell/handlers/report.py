@@ -70,8 +70,8 @@ def database_size(conn: Connection) -> dict[str, Any]:
     if name in ("mysql", "mariadb"):
         size = conn.execute(
             text(
-                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = DATABASE()"
+                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
+                "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
             )
         ).scalar()
         return {"size_bytes": int(size or 0)}
