@@ -238,3 +238,106 @@ def _sqlite_stat1(conn: Connection) -> dict[str, int]:
 def _count(conn: Connection, table: str) -> int:
     quoted = quote_identifier(conn.dialect, table)
     return int(conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one())
+
+
+def blocking_sessions(conn: Connection, tables: Sequence[str]) -> list[str]:
+    """Other sessions holding locks on these tables (or open transactions), described."""
+    dialect = conn.dialect.name
+    try:
+        if dialect == "postgresql":
+            rows = conn.execute(
+                text(
+                    "SELECT DISTINCT a.pid, a.usename, a.application_name, a.state, "
+                    "left(a.query, 80) AS query FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "JOIN pg_class c ON c.oid = l.relation "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE l.granted AND a.pid <> pg_backend_pid() "
+                    "AND n.nspname = current_schema() AND c.relname = ANY(CAST(:t AS text[]))"
+                ),
+                {"t": list(tables)},
+            ).mappings()
+            return [
+                f"pid {r['pid']} ({r['usename']}, {r['application_name'] or 'no name'}, "
+                f"{r['state']}: {r['query']!r})"
+                for r in rows
+            ]
+        if dialect in ("mysql", "mariadb"):
+            rows = conn.execute(
+                text(
+                    "SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.COMMAND AS command, "
+                    "p.TIME AS seconds, LEFT(COALESCE(p.INFO, ''), 80) AS query "
+                    "FROM information_schema.PROCESSLIST p "
+                    "WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE() AND "
+                    "(p.COMMAND <> 'Sleep' OR p.ID IN "
+                    "(SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX))"
+                )
+            ).mappings()
+            return [
+                f"connection {r['id']} ({r['user']}@{r['host']}, {r['command']} for "
+                f"{r['seconds']}s: {r['query']!r})"
+                for r in rows
+            ]
+    except DBAPIError:
+        return []
+    return []
+
+
+def is_lock_timeout(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "55P03":
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1205, 3572)
+
+
+_PG_URGENCY = """
+SELECT c.relname AS name, age(c.relfrozenxid) AS xid_age,
+       coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
+       pg_total_relation_size(c.oid) AS total_bytes
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+"""
+_MYSQL_URGENCY = """
+SELECT TABLE_NAME AS name, coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes,
+       coalesce(DATA_FREE, 0) AS free_bytes
+FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
+"""
+# Autovacuum forces a freeze at 200 million transactions.
+FREEZE_MAX_AGE = 200_000_000
+
+
+def urgency(conn: Connection) -> dict[str, float]:
+    """How soon each table needs maintenance, higher first, in one query.
+
+    PostgreSQL: transaction-ID age toward a forced freeze, then the share of dead
+    rows, then size; MySQL/MariaDB: the share of free space, then size; SQLite: size.
+    """
+    dialect = conn.dialect.name
+    scores: dict[str, float] = {}
+    if dialect == "postgresql":
+        for r in conn.execute(text(_PG_URGENCY)).mappings():
+            xid = min((r["xid_age"] or 0) / FREEZE_MAX_AGE, 1.0)
+            total = r["live"] + r["dead"]
+            dead = r["dead"] / total if total else 0.0
+            size = min(r["total_bytes"] / 2**30, 1.0)
+            scores[r["name"]] = round(3 * xid + 2 * dead + size, 6)
+    elif dialect in ("mysql", "mariadb"):
+        for r in conn.execute(text(_MYSQL_URGENCY)).mappings():
+            total = int(r["bytes"]) + int(r["free_bytes"])
+            free = int(r["free_bytes"]) / total if total else 0.0
+            scores[r["name"]] = round(2 * free + min(int(r["bytes"]) / 2**30, 1.0), 6)
+    else:
+        try:
+            rows = conn.execute(
+                text(
+                    "SELECT s.tbl_name AS name, sum(d.pgsize) AS bytes FROM dbstat d "
+                    "JOIN sqlite_schema s ON s.name = d.name GROUP BY s.tbl_name"
+                )
+            )
+            scores = {r.name: round(min(r.bytes / 2**30, 1.0), 9) for r in rows}
+        except DBAPIError:
+            scores = {}
+    return scores

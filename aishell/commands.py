@@ -15,7 +15,7 @@ from typing import Any
 
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
-from aishell.catalog import check_tables, row_estimate, user_tables
+from aishell.catalog import check_tables, row_estimate, snapshot, urgency, user_tables
 from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
 from aishell.errors import (
@@ -647,10 +647,15 @@ def _make_plan(
         else:
             tables = tuple(user_tables(conn))
         assumptions = _assumptions(conn, job, tables)
+        ranking = urgency(conn) if job.get("type") == "full" else {}
     finally:
         conn.close()
     context = PlanningContext(
-        target=handle.name, dialect=handle.dialect, tables=tables, defaults=agent_config.defaults
+        target=handle.name,
+        dialect=handle.dialect,
+        tables=tables,
+        defaults=agent_config.defaults,
+        urgency=ranking,
     )
     steps = agent.plan_steps(job, context)
     plan = Plan(
@@ -672,22 +677,16 @@ def _assumptions(
     conn: Any, job: dict[str, Any], tables: tuple[str, ...] | list[str]
 ) -> dict[str, Any]:
     """What a plan is made from: the tables, their row estimates and their indexes."""
-    from sqlalchemy import inspect
-
-    inspector = inspect(conn)
-    existing = set(user_tables(conn))
+    catalog = snapshot(conn)
     described: dict[str, Any] = {}
     for table in tables:
-        if table not in existing:
-            described[table] = None
-            continue
-        described[table] = {
-            "rows": row_estimate(conn, table),
-            "indexes": sorted(i["name"] for i in inspector.get_indexes(table) if i.get("name")),
-        }
+        info = catalog.get(table)
+        described[table] = (
+            None if info is None else {"rows": info["rows"], "indexes": sorted(info["indexes"])}
+        )
     result: dict[str, Any] = {"tables": described}
     if not job.get("tables"):
-        result["all_tables"] = sorted(existing)
+        result["all_tables"] = sorted(catalog)
     return result
 
 

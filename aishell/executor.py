@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
+from aishell.catalog import blocking_sessions, is_lock_timeout
 from aishell.config import AgentConfig, BackupRequired, MaintenanceWindow
 from aishell.errors import AishellError, StepInterrupted, SubstitutionError, TargetError
 from aishell.plan import Plan, Step
@@ -617,6 +618,13 @@ class Executor:
                     )
                     time.sleep(delay)
                     continue
+                if is_lock_timeout(exc):
+                    # aishell never cancels other sessions; it names them.
+                    _rollback(ctx.connection)
+                    holders = blocking_sessions(ctx.connection, tool.tables_in(params))
+                    message += f"; after {attempt} attempt(s) the lock was still held by " + (
+                        "; ".join(holders) if holders else "a session that has since gone"
+                    )
                 self._finish(result, "failed", error=message, started=started)
                 return
             except Exception as exc:  # a defect in a tool: the step fails, the run stops

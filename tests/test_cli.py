@@ -49,7 +49,7 @@ def test_tools_list(runner, home):
     names = [t["name"] for t in json.loads(result.stdout)["tools"]]
     assert "optimize_table" in names and len(names) >= 9
     high = json.loads(invoke(runner, "tools", "list", "--risk", "high", "--json").stdout)["tools"]
-    assert [t["name"] for t in high] == ["repair_corrupted_tables"]
+    assert [t["name"] for t in high] == ["repair_corrupted_tables", "vacuum_full_table"]
     table = invoke(runner, "tools", "list", "--category", "maintenance")
     assert "rebuild_fragmented_indexes" in table.output and "count_table_rows" not in table.output
 
@@ -59,7 +59,12 @@ def test_tools_show_prints_metadata_and_sql(runner, home):
     assert result.exit_code == 0
     assert 'ANALYZE "orders"' in result.output and "low" in result.output
     data = json.loads(invoke(runner, "tools", "show", "optimize_table", "--json").stdout)
-    assert data["sql"] == {"sqlite": ["VACUUM"]} and data["risk_level"] == "medium"
+    assert data["risk_level"] == "medium"
+    assert data["sql"] == {
+        "sqlite": ["VACUUM"],
+        "postgresql": ['VACUUM (ANALYZE) "app_logs"'],
+        "mysql": ["OPTIMIZE TABLE `app_logs`"],
+    }
 
 
 def test_tools_show_unknown_tool_is_one_line(runner, home):

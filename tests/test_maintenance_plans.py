@@ -2,7 +2,7 @@ import pytest
 
 from aishell import commands
 from aishell.errors import TargetError, UsageError
-from tests.helpers import digest
+from tests.helpers import digest, query
 
 TABLES = ["app_logs", "orders", "products", "users"]
 
@@ -44,7 +44,21 @@ def test_full_plan_per_table_in_the_tutorials_order(config, demo_db):
         ["analyze_database_health"] + per_table * 4 + ["generate_maintenance_report"]
     )
     assert preview.steps[0].params["check_corruption"] is True
-    rebuild = preview.steps[2]
+    # The largest table (the most urgent on SQLite) comes first.
+    order = [s.params["table"] for s in preview.steps if s.tool == "optimize_table"]
+    sizes = dict(
+        query(
+            demo_db,
+            "SELECT s.tbl_name, sum(d.pgsize) FROM dbstat d "
+            "JOIN sqlite_schema s ON s.name = d.name GROUP BY s.tbl_name",
+        )
+    )
+    assert order == sorted(TABLES, key=lambda t: -sizes[t])
+    rebuild = next(
+        s
+        for s in preview.steps
+        if s.tool == "rebuild_fragmented_indexes" and s.params["table"] == "app_logs"
+    )
     assert rebuild.params == {"table": "app_logs", "fragmentation_threshold": 30, "min_pages": 8}
     # The preview reads the real catalog: the demo's scattered index is named.
     assert 'REINDEX "idx_app_logs_level"' in rebuild.sql
@@ -52,7 +66,7 @@ def test_full_plan_per_table_in_the_tutorials_order(config, demo_db):
     assert report.params["baseline"] == "${step_0.output}"
     assert report.params["actions"][0] == {
         "tool": "analyze_table_fragmentation",
-        "table": "app_logs",
+        "table": order[0],
         "output": "${step_1.output}",
     }
 

@@ -61,9 +61,9 @@ def test_a_capability_the_agent_lacks(registry):
 
 def test_no_implementation_for_the_dialect(registry):
     plan = Plan(
-        "maintenance", "pg", "postgresql", {}, (Step("step_0", "count_table_rows", {"table": "t"}),)
+        "maintenance", "lite", "sqlite", {}, (Step("step_0", "vacuum_full_table", {"table": "t"}),)
     )
-    assert any("no postgresql implementation" in p for p in validate_plan(plan, registry, CAPS))
+    assert any("no sqlite implementation" in p for p in validate_plan(plan, registry, CAPS))
 
 
 def test_json_round_trip_keeps_the_hash():

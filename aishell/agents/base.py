@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aishell.config import AgentDefaults
@@ -17,6 +18,8 @@ class PlanningContext:
     dialect: str
     tables: tuple[str, ...]
     defaults: AgentDefaults
+    # How soon each table needs work (higher first), from the catalog.
+    urgency: Mapping[str, float] = field(default_factory=dict)
 
 
 class Agent(Protocol):

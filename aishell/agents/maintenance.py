@@ -36,6 +36,9 @@ class MaintenanceAgent:
         """The tutorial's plans: health first, the type's work per table, a report last."""
         kind = job["type"]
         tables = list(ctx.tables)
+        if kind == "full" and not job.get("tables"):
+            # The most urgent tables first, so a window that closes early has done them.
+            tables.sort(key=lambda t: (-ctx.urgency.get(t, 0.0), t))
         threshold = ctx.defaults.fragmentation_threshold
         work: list[tuple[str, dict[str, Any], str, str | None]] = []
         conditions: dict[int, str] = {}
