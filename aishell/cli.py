@@ -496,6 +496,39 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
             render.statements(console, data["statements"])
 
 
+# --- targets ---------------------------------------------------------------------------
+
+
+@cli.group(cls=AishellGroup)
+def targets() -> None:
+    """The databases aishell is configured to maintain."""
+
+
+@targets.command("list")
+@json_option
+@pass_state
+def targets_list(state: State, as_json: bool) -> None:
+    """List the configured targets (passwords are never shown)."""
+    rows = commands.list_targets(state.config)
+    if as_json:
+        emit_json({"targets": rows})
+    else:
+        render.targets_table(render.console(False), rows)
+
+
+@targets.command("check")
+@click.argument("name", required=False)
+@json_option
+@pass_state
+def targets_check(state: State, name: str | None, as_json: bool) -> None:
+    """Connect to a target: server version, privileges that matter, extensions, warnings."""
+    info = commands.check_target(state.config, name)
+    if as_json:
+        emit_json(info)
+    else:
+        render.target_check(render.console(False), info)
+
+
 # --- tools --------------------------------------------------------------------------------
 
 

@@ -90,6 +90,46 @@ def _quoter(dialect: str) -> Callable[[str], str]:
     return lambda name: quote_identifier(sa_dialect, name)
 
 
+# --- targets --------------------------------------------------------------------------
+
+
+def list_targets(config: Config) -> list[dict[str, Any]]:
+    """The configured targets; never their URLs' passwords."""
+    from sqlalchemy.engine import make_url
+
+    listed = []
+    for name, target in sorted(config.main.targets.items()):
+        url = make_url(resolve_url(target.url, config.home))
+        listed.append(
+            {
+                "name": name,
+                "dialect": url.get_backend_name(),
+                "location": url.render_as_string(hide_password=True),
+                "environment": target.environment,
+                "description": target.description,
+                "default": name == config.main.default_target,
+            }
+        )
+    return listed
+
+
+def check_target(config: Config, name: str | None = None) -> dict[str, Any]:
+    """Connect to a target and report its server, privileges and extensions."""
+    from aishell.targets import describe_server
+
+    handle = open_target(config, name, read_only=True)
+    try:
+        conn = handle.connect()
+        try:
+            info = describe_server(conn)
+            info["tables"] = len(user_tables(conn))
+        finally:
+            conn.close()
+    finally:
+        handle.close()
+    return {"target": handle.name, "dialect": handle.dialect, **info}
+
+
 # --- demo -----------------------------------------------------------------------------
 
 
@@ -775,9 +815,11 @@ __all__ = [
     "RunNotFound",
     "StepPreview",
     "apply_plan",
+    "check_target",
     "create_demo_database",
     "decide_steps",
     "list_runs",
+    "list_targets",
     "list_tools",
     "load_catalog",
     "load_plan_file",

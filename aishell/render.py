@@ -409,6 +409,34 @@ def _output_digest(output: Any) -> str:
     return ", ".join(parts)
 
 
+# --- targets ------------------------------------------------------------------------------
+
+
+def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("target", "dialect", "environment", "location", "description"):
+        table.add_column(column, overflow="fold", no_wrap=column == "target")
+    for row in rows:
+        name = row["name"] + (" (default)" if row["default"] else "")
+        table.add_row(name, row["dialect"], row["environment"], row["location"], row["description"])
+    out.print(table)
+
+
+def target_check(out: Console, info: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]{info['target']}[/] ({info['dialect']}): {info['server_version']}; "
+        f"{info['tables']} tables",
+        markup=True,
+    )
+    for key, value in info["privileges"].items():
+        shown = "\n  ".join(value) if isinstance(value, list) else value
+        out.print(f"  {key}: {shown}")
+    if info["extensions"]:
+        out.print(f"  extensions: {', '.join(info['extensions'])}")
+    for warning in info["warnings"]:
+        out.print(Text(f"warning: {warning}", style="yellow"))
+
+
 # --- tools --------------------------------------------------------------------------------
 
 

@@ -269,6 +269,90 @@ def _is_server_timeout(exc: BaseException) -> bool:
     return bool(args) and args[0] in (1969, 3024)
 
 
+def describe_server(conn: Connection) -> dict[str, Any]:
+    """Server version, the privileges that matter for maintenance, extensions, warnings."""
+    dialect = conn.dialect.name
+    warnings: list[str] = []
+    if dialect == "postgresql":
+        version = conn.execute(text("SHOW server_version")).scalar()
+        role = (
+            conn.execute(
+                text(
+                    "SELECT rolname, rolsuper, rolcreaterole, rolbypassrls "
+                    "FROM pg_roles WHERE rolname = current_user"
+                )
+            )
+            .mappings()
+            .one()
+        )
+        # pg_maintain (PostgreSQL 17+) is the role made for exactly this work.
+        maintain = _pg_has_role(conn, "pg_maintain") and bool(
+            conn.execute(text("SELECT pg_has_role(current_user, 'pg_maintain', 'member')")).scalar()
+        )
+        extensions = sorted(r[0] for r in conn.execute(text("SELECT extname FROM pg_extension")))
+        available = sorted(
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT name FROM pg_available_extensions "
+                    "WHERE name IN ('pgstattuple', 'amcheck') AND installed_version IS NULL"
+                )
+            )
+        )
+        privileges = {
+            "role": role["rolname"],
+            "superuser": role["rolsuper"],
+            "createrole": role["rolcreaterole"],
+            "bypassrls": role["rolbypassrls"],
+            "pg_maintain": maintain,
+        }
+        if role["rolsuper"]:
+            warnings.append(
+                f"role {role['rolname']} is a superuser: give aishell a role that owns the "
+                "tables (or has pg_maintain on PostgreSQL 17+) instead"
+            )
+        elif role["rolcreaterole"] or role["rolbypassrls"]:
+            warnings.append(f"role {role['rolname']} has more than maintenance needs")
+        for name in available:
+            warnings.append(f"extension {name} is available but not installed")
+        return {
+            "server_version": version,
+            "privileges": privileges,
+            "extensions": extensions,
+            "warnings": warnings,
+        }
+    if dialect in ("mysql", "mariadb"):
+        version = conn.execute(text("SELECT VERSION()")).scalar()
+        grants = [r[0] for r in conn.execute(text("SHOW GRANTS"))]
+        if any("ALL PRIVILEGES ON *.*" in g or "SUPER" in g for g in grants):
+            warnings.append(
+                "the account has ALL PRIVILEGES or SUPER on *.*: maintenance needs "
+                "SELECT, INSERT, ALTER, LOCK TABLES and PROCESS on its own database"
+            )
+        return {
+            "server_version": version,
+            "privileges": {"grants": grants},
+            "extensions": [],
+            "warnings": warnings,
+        }
+    version = conn.execute(text("SELECT sqlite_version()")).scalar()
+    options = {r[0] for r in conn.execute(text("PRAGMA compile_options"))}
+    if "ENABLE_DBSTAT_VTAB" not in options:
+        warnings.append("this SQLite has no dbstat table: fragmentation is only estimated")
+    return {
+        "server_version": f"SQLite {version}",
+        "privileges": {},
+        "extensions": sorted(o for o in options if o.startswith("ENABLE_")),
+        "warnings": warnings,
+    }
+
+
+def _pg_has_role(conn: Connection, role: str) -> bool:
+    return bool(
+        conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc
     return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
@@ -322,6 +406,7 @@ __all__ = [
     "Target",
     "check_column",
     "check_tables",
+    "describe_server",
     "interrupt",
     "is_transient",
     "open_target",

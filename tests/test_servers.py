@@ -100,3 +100,53 @@ def test_dry_run_is_read_only_in_the_server(server_config, server_url):
     result = commands.run_job(server_config, "maintenance", {"type": "full"}, dry_run=True)
     assert result.status == "completed"
     assert {s.status for s in result.steps} <= {"succeeded", "previewed"}
+
+
+def test_targets_check_warns_about_an_over_broad_account(server_config, server_url):
+    result = CliRunner().invoke(cli, ["targets", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["target"] == "db" and info["server_version"]
+    # The test servers connect as postgres / root: exactly what a DBA should not give aishell.
+    assert any("superuser" in w or "ALL PRIVILEGES" in w for w in info["warnings"])
+    listed = json.loads(CliRunner().invoke(cli, ["targets", "list", "--json"]).stdout)
+    assert {t["name"] for t in listed["targets"]} == {"demo", "db"}
+
+
+def test_password_comes_from_the_environment_and_is_never_stored(
+    edit_config, server_url, monkeypatch, home
+):
+    from sqlalchemy.engine import make_url
+
+    secret = "s3cret-Value-42"
+    url = make_url(server_url)
+    if url.get_backend_name() == "mysql":
+        # MariaDB checks passwords: an account of our own for this database.
+        user = f"u{url.database[-10:]}"
+        with engine(server_url).connect() as conn:
+            conn.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'"))
+            conn.execute(text(f"GRANT ALL ON `{url.database}`.* TO '{user}'@'%'"))
+            conn.execute(text("GRANT PROCESS ON *.* TO '" + user + "'@'%'"))
+        url = url.set(username=user)
+    config = edit_config(
+        {
+            "targets": {"db": {"url": url.render_as_string(), "password_env": "AISHELL_TEST_PW"}},
+            "default_target": "db",
+        }
+    )
+    monkeypatch.delenv("AISHELL_TEST_PW", raising=False)
+    from aishell.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="AISHELL_TEST_PW \\(password_env\\) is not set"):
+        commands.run_job(config, "maintenance", {"type": "quick"})
+    # Trust auth ignores the password, so any value connects; it must never be written down.
+    monkeypatch.setenv("AISHELL_TEST_PW", secret)
+    populate(server_url, tables=1, rows=10)
+    result = commands.run_job(config, "maintenance", {"type": "quick"})
+    assert result.status == "completed"
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    if url.get_backend_name() == "mysql":
+        with engine(server_url).connect() as conn:
+            conn.execute(text(f"DROP USER '{url.username}'@'%'"))
