@@ -17,7 +17,8 @@ _PG_SNAPSHOT = """
 SELECT c.relname AS name,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
             ELSE coalesce(s.n_live_tup, 0) END AS rows,
-       pg_total_relation_size(c.oid) AS bytes,
+       (c.relpages + coalesce(sum(i.relpages), 0))::bigint
+           * current_setting('block_size')::bigint AS bytes,
        coalesce(array_agg(i.relname ORDER BY i.relname)
                 FILTER (WHERE i.relname IS NOT NULL), '{}') AS indexes
 FROM pg_class c
@@ -26,9 +27,11 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 LEFT JOIN pg_index x ON x.indrelid = c.oid
 LEFT JOIN pg_class i ON i.oid = x.indexrelid
 WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
-GROUP BY c.oid, c.relname, c.reltuples, s.n_live_tup
+GROUP BY c.oid, c.relname, c.reltuples, c.relpages, s.n_live_tup
 ORDER BY c.relname
 """
+# Sizes come from pg_class's page counts (as of the last VACUUM or ANALYZE), not from
+# pg_total_relation_size, which takes a lock and would wait behind a held one.
 
 _MYSQL_TABLES = """
 SELECT TABLE_NAME AS name, coalesce(TABLE_ROWS, 0) AS row_count,
@@ -169,7 +172,9 @@ def table_bytes(conn: Connection, table: str) -> int | None:
             return int(
                 conn.execute(
                     text(
-                        "SELECT pg_total_relation_size(c.oid) FROM pg_class c "
+                        "SELECT (c.relpages + coalesce((SELECT sum(i.relpages) FROM pg_index x "
+                        "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid), 0))"
+                        " * current_setting('block_size')::bigint FROM pg_class c "
                         "JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "WHERE c.relname = :t AND n.nspname = current_schema()"
                     ),
@@ -294,7 +299,7 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
 _PG_URGENCY = """
 SELECT c.relname AS name, age(c.relfrozenxid) AS xid_age,
        coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
-       pg_total_relation_size(c.oid) AS total_bytes
+       c.relpages::bigint * current_setting('block_size')::bigint AS total_bytes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid

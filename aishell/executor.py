@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
@@ -607,6 +607,9 @@ class Executor:
                 message = _db_error(exc)
                 if attempt <= retries and is_transient(exc):
                     if exc.connection_invalidated:
+                        if ctx.conn is not None:
+                            with suppress(SQLAlchemyError):
+                                ctx.conn.close()
                         ctx.conn = self.target.connect()
                     delay = self.agent.defaults.retry_backoff_seconds * 2 ** (attempt - 1)
                     delay *= random.uniform(0.5, 1.5)  # jitter: retries of many runs spread out
@@ -803,11 +806,9 @@ def _check_identifiers(
 
 
 def _rollback(conn: Connection) -> None:
-    try:
-        if conn.in_transaction():
+    with suppress(SQLAlchemyError):
+        if conn.in_transaction() or conn.invalidated:
             conn.rollback()
-    except DBAPIError:
-        pass
 
 
 def _error_text(exc: BaseException) -> str:

@@ -68,11 +68,8 @@ _WRITING_FUNCTIONS = frozenset(
         "lo_unlink",
         "dblink_exec",
         "pg_stat_reset",
-        "pg_sleep",
         "get_lock",
         "release_lock",
-        "sleep",
-        "benchmark",
         "load_file",
     }
 )

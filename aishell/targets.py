@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from aishell.catalog import check_column, check_tables, row_estimate, table_bytes, user_tables
 from aishell.config import Config, TargetConfig, resolve_url
@@ -237,8 +237,9 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
         raise
     finally:
         timer.cancel()
-        if server_limit is not None:
-            with suppress(DBAPIError):
+        if server_limit is not None and not conn.invalidated:
+            # A lost connection took the setting with it; nothing to lift then.
+            with suppress(SQLAlchemyError):
                 conn.execute(text(server_limit))
     if timed_out.is_set():
         raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s")

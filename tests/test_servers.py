@@ -150,3 +150,203 @@ def test_password_comes_from_the_environment_and_is_never_stored(
     if url.get_backend_name() == "mysql":
         with engine(server_url).connect() as conn:
             conn.execute(text(f"DROP USER '{url.username}'@'%'"))
+
+
+def one_step(config, tool, params, approver=None):
+    from aishell.plan import Plan, Step
+
+    dialect = config.target("db")[1].url.split("+")[0]
+    plan = Plan("maintenance", "db", dialect, {"type": "one"}, (Step("step_0", tool, params),))
+    return commands.apply_plan(config, plan, approver=approver or PreApproved())
+
+
+@pytest.fixture
+def pg_config(home, pg_url):
+    import yaml
+
+    from aishell.config import load_config
+
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": pg_url, "lock_timeout_ms": 100}
+    data["default_target"] = "db"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)
+
+
+def pg_fragmented(url):
+    eng = engine(url)
+    with eng.connect() as conn:
+        conn.execute(text("CREATE EXTENSION pgstattuple"))
+        conn.execute(text("CREATE EXTENSION amcheck"))
+        conn.execute(text("CREATE TABLE events (id int PRIMARY KEY, k int, pad text)"))
+        conn.execute(text("CREATE INDEX events_k ON events (k)"))
+        conn.execute(
+            text(
+                "INSERT INTO events SELECT g, (g * 7919) % 997, repeat('p', 100) "
+                "FROM generate_series(1, 50000) g"
+            )
+        )
+        conn.execute(text("DELETE FROM events WHERE id % 3 <> 0"))
+        conn.execute(text("VACUUM events"))
+    eng.dispose()
+
+
+def test_postgresql_rebuilds_fragmented_indexes_concurrently(pg_config, pg_url):
+    pg_fragmented(pg_url)
+    # An interrupted REINDEX CONCURRENTLY leaves an invalid *_ccnew index behind.
+    with (
+        engine(pg_url).connect() as conn,
+        pytest.raises(Exception, match="could not create unique index"),
+    ):
+        conn.execute(text("CREATE UNIQUE INDEX CONCURRENTLY events_k_ccnew ON events (k)"))
+    fragmentation = one_step(pg_config, "analyze_table_fragmentation", {"table": "events"})
+    output = fragmentation.steps[0].output
+    assert output["method"] == "pgstattuple"
+    index = next(i for i in output["indexes"] if i["index"] == "events_k")
+    assert index["free_space_percent"] > 30
+    result = one_step(
+        pg_config, "rebuild_fragmented_indexes", {"table": "events", "fragmentation_threshold": 30}
+    )
+    assert result.status == "completed", result.error
+    out = result.steps[0].output
+    assert out["leftovers_dropped"] == ["events_k_ccnew"]
+    rebuilt = {r["index"]: r for r in out["rebuilt"]}
+    assert "events_k" in rebuilt
+    assert rebuilt["events_k"]["bytes_after"] < rebuilt["events_k"]["bytes_before"]
+    assert any(
+        "REINDEX INDEX CONCURRENTLY" in s["sql"]
+        for s in commands.run_statements(pg_config, result.run_id)
+    )
+    with engine(pg_url).connect() as conn:
+        names = (
+            conn.execute(
+                text(
+                    "SELECT indexrelid::regclass::text FROM pg_index "
+                    "WHERE indrelid = 'events'::regclass"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(names) == ["events_k", "events_pkey"]
+
+
+def test_postgresql_corruption_check_uses_amcheck(pg_config, pg_url):
+    pg_fragmented(pg_url)
+    result = one_step(pg_config, "check_table_corruption", {"tables": ["events"]})
+    out = result.steps[0].output
+    assert out["method"] == "amcheck" and out["ok"] and out["not_checked"] is None
+
+
+def test_postgresql_without_amcheck_says_what_was_not_checked(pg_config, pg_url):
+    populate(pg_url, tables=1, rows=10)
+    out = one_step(pg_config, "check_table_corruption", {"tables": ["t000"]}).steps[0].output
+    assert out["method"] == "full read of each table"
+    assert out["not_checked"].startswith("amcheck is not installed")
+    frag = one_step(pg_config, "analyze_table_fragmentation", {"table": "t000"}).steps[0].output
+    assert frag["method"].startswith("statistics estimate")
+
+
+def test_a_lock_wait_is_retried_then_names_the_blocker(pg_config, pg_url, edit_config):
+    populate(pg_url, tables=1, rows=10)
+    config = edit_config(
+        maintenance={"default_config": {"max_retries": 2, "retry_backoff_seconds": 0.05}}
+    )
+    blocker = engine(pg_url).connect()
+    blocker.execute(text("SET application_name = 'nightly-report'"))
+    blocker.execute(text("BEGIN"))
+    blocker.execute(text("LOCK TABLE t000 IN ACCESS EXCLUSIVE MODE"))
+    try:
+        result = one_step(config, "update_table_statistics", {"table": "t000"})
+    finally:
+        blocker.execute(text("ROLLBACK"))
+        blocker.close()
+    step = result.steps[0]
+    assert result.status == "failed" and step.attempts == 3
+    assert "lock timeout" in step.error
+    assert "after 3 attempt(s) the lock was still held by pid" in step.error
+    assert "nightly-report" in step.error
+    events = commands.show_run(config, result.run_id)["events"]
+    assert len([e for e in events if e["kind"] == "step_retry"]) == 2
+    # It never cancelled the other session.
+    with engine(pg_url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t000")).scalar() == 5
+
+
+def test_a_step_timeout_is_enforced_by_the_server(pg_config, pg_url, edit_config):
+    populate(pg_url, tables=1, rows=10)
+    config = edit_config(maintenance={"default_config": {"max_execution_time": 1}})
+    blocker = engine(pg_url).connect()
+    blocker.execute(text("BEGIN"))
+    blocker.execute(text("LOCK TABLE t000 IN ACCESS EXCLUSIVE MODE"))
+    config.main.targets["db"].__dict__["lock_timeout_ms"] = 60_000  # wait on the lock
+    try:
+        result = one_step(config, "count_table_rows", {"table": "t000"})
+    finally:
+        blocker.execute(text("ROLLBACK"))
+        blocker.close()
+    assert result.status == "failed"
+    assert "exceeded its time limit of 1s" in result.steps[0].error
+
+
+def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_url):
+    """pg_terminate_backend from another session in the middle of a step."""
+    import threading
+    import time
+
+    populate(pg_url, tables=1, rows=10)
+    from aishell.plan import Plan, Step
+
+    slow = "SELECT pg_sleep(1.5), count(*) AS n FROM t000"
+    site = pg_config.home / "site_tools"
+    site.mkdir()
+    (site / "slow_read.yaml").write_text(
+        "name: slow_read\ndescription: Read slowly.\ncategory: analysis\nrisk_level: safe\n"
+        "required_capabilities: [database_read]\nmax_execution_time: 60\nidempotent: true\n"
+        "params: {type: object, properties: {}}\nreturns: {type: object}\n"
+        "examples: [{params: {}}]\n"
+        f"implementations: {{postgresql: {{sql: '{slow}', result: one}}}}\n"
+    )
+    import yaml
+
+    from aishell.config import load_config
+
+    path = pg_config.home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["catalog_paths"] = ["site_tools"]
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=pg_config.home)
+
+    def kill_it():
+        admin = engine(pg_url).connect()
+        for _ in range(100):
+            killed = (
+                admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'aishell' AND query LIKE 'SELECT pg_sleep%' "
+                        "AND state = 'active'"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if killed:
+                break
+            time.sleep(0.05)
+        admin.close()
+
+    killer = threading.Thread(target=kill_it)
+    killer.start()
+    plan = Plan(
+        "maintenance", "db", "postgresql", {"type": "one"}, (Step("step_0", "slow_read", {}),)
+    )
+    result = commands.apply_plan(config, plan)
+    killer.join()
+    assert result.status == "completed", result.error
+    assert result.steps[0].attempts == 2
+    retry = [
+        e for e in commands.show_run(config, result.run_id)["events"] if e["kind"] == "step_retry"
+    ]
+    assert retry and "terminat" in retry[0]["data"]["error"]
