@@ -273,9 +273,10 @@ def blocking_sessions(conn: Connection, tables: Sequence[str]) -> list[str]:
                     "SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.COMMAND AS command, "
                     "p.TIME AS seconds, LEFT(COALESCE(p.INFO, ''), 80) AS query "
                     "FROM information_schema.PROCESSLIST p "
-                    "WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE() AND "
-                    "(p.COMMAND <> 'Sleep' OR p.ID IN "
-                    "(SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX))"
+                    # Table locks (LOCK TABLES) and metadata locks are held by sessions
+                    # that may look idle: every other session on this database is listed.
+                    "WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE() "
+                    "ORDER BY p.TIME DESC LIMIT 5"
                 )
             ).mappings()
             return [

@@ -818,5 +818,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _db_error(exc: DBAPIError) -> str:
+    args = getattr(exc.orig, "args", ())
+    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
+        return f"{args[1]} (error {args[0]})"
     text = str(exc.orig).strip() or type(exc.orig).__name__
     return text.splitlines()[0]

@@ -350,3 +350,55 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
         e for e in commands.show_run(config, result.run_id)["events"] if e["kind"] == "step_retry"
     ]
     assert retry and "terminat" in retry[0]["data"]["error"]
+
+
+@pytest.fixture
+def my_config(home, mysql_url):
+    import yaml
+
+    from aishell.config import load_config
+
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": mysql_url, "lock_timeout_ms": 1000}
+    data["default_target"] = "db"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)
+
+
+def test_mariadb_rebuilds_a_table_online_and_checks_it(my_config, mysql_url):
+    populate(mysql_url, tables=1, rows=2000)
+    result = one_step(
+        my_config,
+        "rebuild_fragmented_indexes",
+        {"table": "t000", "fragmentation_threshold": 0, "min_pages": 1},
+    )
+    assert result.status == "completed", result.error
+    out = result.steps[0].output
+    assert [r["table"] for r in out["rebuilt"]] == ["t000"]
+    sent = [s["sql"] for s in commands.run_statements(my_config, result.run_id)]
+    assert "ALTER TABLE `t000` FORCE, ALGORITHM=INPLACE, LOCK=NONE" in sent
+    check = one_step(my_config, "check_table_corruption", {"tables": ["t000"]}).steps[0].output
+    assert check["ok"] and check["method"] == "CHECK TABLE"
+
+
+def test_mariadb_lock_wait_names_the_blocker(my_config, mysql_url, edit_config):
+    populate(mysql_url, tables=1, rows=10)
+    config = edit_config(
+        maintenance={"default_config": {"max_retries": 1, "retry_backoff_seconds": 0.05}}
+    )
+    blocker = engine(mysql_url).connect()
+    blocker.execute(text("LOCK TABLES t000 WRITE"))
+    try:
+        result = one_step(
+            config,
+            "rebuild_fragmented_indexes",
+            {"table": "t000", "fragmentation_threshold": 0, "min_pages": 1},
+        )
+    finally:
+        blocker.execute(text("UNLOCK TABLES"))
+        blocker.close()
+    step = result.steps[0]
+    assert result.status == "failed"
+    assert "Lock wait timeout exceeded" in step.error
+    assert "the lock was still held by connection" in step.error

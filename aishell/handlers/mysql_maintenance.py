@@ -322,7 +322,9 @@ update_table_statistics = Handler(sql_templates=("ANALYZE TABLE {table}",), run_
 
 def _raise_on_error(result: Any, table: str) -> list[str]:
     """Maintenance statements report per table in rows (Table, Op, Msg_type, Msg_text)."""
-    messages = []
+    messages: list[str] = []
+    if not result.returns_rows:  # ALTER TABLE reports by raising, not in rows
+        return messages
     for row in result.mappings():
         kind, message = str(row["Msg_type"]).lower(), str(row["Msg_text"])
         messages.append(f"{kind}: {message}")
