@@ -12,9 +12,18 @@ from __future__ import annotations
 import re
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import compiler
+from sqlalchemy.sql.elements import TextClause
 
-# What text() unescapes: a backslash before a colon and a run of word characters.
-_TEXT_ESCAPE = re.compile(r"\\(:[\w\$]*)(?![:\w\$])")
+from aishell.errors import TargetError
+
+# text()'s own rules: what it reads as a bound parameter, and the escape it undoes.
+_BIND = TextClause._bind_params_regex
+_UNESCAPE = compiler.BIND_PARAMS_ESC
+
+
+class UnquotableIdentifier(TargetError):
+    """A name that cannot be written into text() so that it arrives unchanged."""
 
 
 def quote_identifier(dialect: Dialect, name: str) -> str:
@@ -25,15 +34,16 @@ def quote_identifier(dialect: Dialect, name: str) -> str:
         + name.replace(preparer.escape_quote, preparer.escape_to_quote)
         + preparer.final_quote
     )
-    return _escape_colons(quoted)
+    escaped = _escape_colons(quoted)
+    # Fail closed: the text must hold no parameter and must come back exactly.
+    if _BIND.search(escaped) or _UNESCAPE.sub(r"\1", escaped) != quoted:
+        raise UnquotableIdentifier(f"the name {name!r} cannot be quoted safely")
+    return escaped
 
 
 def display(sql: str) -> str:
     """SQL as a person should read it: text()'s colon escapes removed."""
-    return _TEXT_ESCAPE.sub(r"\1", sql)
-
-
-_WORD = re.compile(r"[\w]")
+    return _UNESCAPE.sub(r"\1", sql)
 
 
 def _escape_colons(quoted: str) -> str:
@@ -41,11 +51,14 @@ def _escape_colons(quoted: str) -> str:
     for i, char in enumerate(quoted):
         if char == ":":
             before = quoted[i - 1] if i else ""
-            after = quoted[i + 1] if i + 1 < len(quoted) else ""
-            if before == "\\":
+            run = re.match(r"\w*", quoted[i + 1 :]).group(0)  # type: ignore[union-attr]
+            after_run = quoted[i + 1 + len(run) : i + 2 + len(run)]
+            if before == "\\" and after_run != ":":
                 # text() would drop this backslash; a second one keeps it.
                 out.append("\\")
-            elif not (_WORD.match(before) or before == ":") and _WORD.match(after):
+            elif (
+                run and after_run != ":" and not (re.match(r"\w", before) or before in (":", "\\"))
+            ):
                 # text() would read ":word" as a bound parameter.
                 out.append("\\")
         out.append(char)
