@@ -15,7 +15,7 @@ from typing import Any
 
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
-from aishell.catalog import check_tables, row_estimate, snapshot, urgency, user_tables
+from aishell.catalog import check_tables, snapshot, urgency, user_tables
 from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
 from aishell.errors import (
@@ -232,6 +232,18 @@ def plan_job(
         partial.write_text(plan.to_json() + "\n")
         partial.replace(out)
     return preview
+
+
+def make_plan(
+    config: Config, agent_name: str, job: dict[str, Any], target: str | None = None
+) -> Plan:
+    """Plan a job, validated, without previewing it: a constant number of catalog queries."""
+    registry = load_catalog(config)
+    handle = open_target(config, target, read_only=True)
+    try:
+        return _make_plan(config, registry, handle, agent_name, job)
+    finally:
+        handle.close()
 
 
 def load_plan_file(path: Path) -> Plan:
@@ -772,13 +784,12 @@ def _preview(
             tool = registry.get(step.tool)
             live = not find_references([step.params, step.condition])
             tables = tool.tables_in(step.params) if live else ()
+            known = plan.assumptions.get("tables") or {}
             verdict = policy.check(
                 StepFacts(
                     tool=tool,
                     tables=tables,
-                    rows={t: row_estimate(conn, t) for t in tables}
-                    if agent_config.constraints and tool.risk_level is not RiskLevel.SAFE
-                    else {},
+                    rows={t: (known.get(t) or {}).get("rows", 0) for t in tables},
                 )
             )
             ctx = ToolContext(
@@ -823,6 +834,7 @@ __all__ = [
     "list_tools",
     "load_catalog",
     "load_plan_file",
+    "make_plan",
     "plan_job",
     "resume_run",
     "run_job",

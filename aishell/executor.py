@@ -334,6 +334,7 @@ class Executor:
     ) -> None:
         tool = self.registry.get(step.tool)
         impl = tool.implementation(self.target.dialect)
+        ctx.step_cache = {}
         needed = [r.step_id for r in find_references([step.params, step.condition])]
         needed += list(step.depends_on)
         earlier = {r.step_id: r for r in self._results[: result.index]}
@@ -650,10 +651,12 @@ class Executor:
         """Every statement the tool sends is recorded before it runs and completed after."""
         open_ids: list[int] = []
 
-        def before(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        def before(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
             if self._signal:  # no new statement once SIGINT or SIGTERM came
                 raise StepInterrupted(f"interrupted by {self._signal}")
-            open_ids.append(self.store.statement_started(self._run_id, index, attempt, statement))
+            open_ids.append(
+                self.store.statement_started(self._run_id, index, attempt, statement, parameters)
+            )
 
         def after(_c: Any, cursor: Any, *_: Any) -> None:
             rows = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None

@@ -77,6 +77,9 @@ class ToolContext:
     quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
     # Long tools (batched deletes) ask between batches whether to stop resumably.
     should_stop: Callable[[], bool] = field(default=lambda: False)
+    # What a tool measured to render a step's SQL, reused when the step runs, so the
+    # statements that run are the ones shown (and the catalog is not read twice).
+    step_cache: dict[str, Any] = field(default_factory=dict)
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

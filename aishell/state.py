@@ -148,6 +148,7 @@ statements = Table(
     Column("step_idx", Integer, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("sql", Text, nullable=False),
+    Column("parameters", Text),
     Column("started_at", String(32), nullable=False),
     Column("finished_at", String(32)),
     Column("rows", Integer),
@@ -662,7 +663,9 @@ class StateStore:
 
     # --- statements (the audit of every statement an operation sends) ------------------
 
-    def statement_started(self, run_id: str, index: int, attempt: int, sql: str) -> int:
+    def statement_started(
+        self, run_id: str, index: int, attempt: int, sql: str, parameters: Any = None
+    ) -> int:
         """Written, and durable, before the statement is sent."""
         with self._tx() as conn:
             result = conn.execute(
@@ -672,6 +675,7 @@ class StateStore:
                     "step_idx": index,
                     "attempt": attempt,
                     "sql": sql,
+                    "parameters": dumps(parameters) if parameters else None,
                     "started_at": now(),
                 },
             )
@@ -697,6 +701,7 @@ class StateStore:
                 "step_index": r.step_idx,
                 "attempt": r.attempt,
                 "sql": r.sql,
+                "parameters": _loads(r.parameters),
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
                 "rows": r.rows,

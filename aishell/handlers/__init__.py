@@ -39,3 +39,10 @@ class Handler:
     def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
         """After a crash: is the step's effect in the database? None when it cannot tell."""
         return self.check_fn(params, ctx) if self.check_fn is not None else None
+
+
+def cached(ctx: ToolContext, key: str, compute: Callable[[], Any]) -> Any:
+    """compute() once per step: render_sql, the estimate and run share its answer."""
+    if key not in ctx.step_cache:
+        ctx.step_cache[key] = compute()
+    return ctx.step_cache[key]

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
-from aishell.handlers import Handler
+from aishell.handlers import Handler, cached
 from aishell.registry import ToolContext
 
 # Autovacuum forces a freeze at 200 million transactions; wraparound is at 2^31.
@@ -289,6 +289,10 @@ ORDER BY i.relname
 
 
 def _choose(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> dict[str, Any]:
+    return cached(ctx, f"rebuild:{params['table']}", lambda: _measure(params, conn))
+
+
+def _measure(params: Mapping[str, Any], conn: Connection) -> dict[str, Any]:
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
     oid = table_oid(conn, params["table"])

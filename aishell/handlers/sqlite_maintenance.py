@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
-from aishell.handlers import Handler
+from aishell.handlers import Handler, cached
 from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier
 
@@ -253,8 +253,10 @@ analyze_table_fragmentation = Handler(
 
 
 def _indexes_to_rebuild(
-    params: Mapping[str, Any], conn: Connection
+    params: Mapping[str, Any], conn: Connection, ctx: ToolContext | None = None
 ) -> tuple[list[tuple[str, dict[str, Any], str]], list[dict[str, Any]]]:
+    if ctx is not None:
+        return cached(ctx, f"rebuild:{params['table']}", lambda: _indexes_to_rebuild(params, conn))
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
     chosen, skipped = [], []
@@ -284,7 +286,7 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "skipped": [],
             "note": "This SQLite build has no dbstat table; index fragmentation is unknown",
         }
-    chosen, skipped = _indexes_to_rebuild(params, conn)
+    chosen, skipped = _indexes_to_rebuild(params, conn, ctx)
     rebuilt = []
     for index, before, reason in chosen:
         started = time.monotonic()
@@ -310,7 +312,7 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    chosen, _ = _indexes_to_rebuild(params, ctx.connection)
+    chosen, _ = _indexes_to_rebuild(params, ctx.connection, ctx)
     if not chosen:
         return [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
     return [f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen]
@@ -319,7 +321,7 @@ def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if not dbstat_available(ctx.connection):
         return {}
-    chosen, _ = _indexes_to_rebuild(params, ctx.connection)
+    chosen, _ = _indexes_to_rebuild(params, ctx.connection, ctx)
     return {
         "indexes_to_rebuild": [index for index, _, _ in chosen],
         "index_bytes_to_rewrite": sum(stats["size_bytes"] for _, stats, _ in chosen),
