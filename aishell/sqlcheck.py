@@ -6,6 +6,7 @@ Fail closed: anything the parser does not recognise as a plain query is a write.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -75,6 +76,7 @@ _WRITING_FUNCTIONS = frozenset(
 )
 
 
+@lru_cache(maxsize=4096)
 def write_reason(sql: str, dialect: str) -> str | None:
     """None when every statement in `sql` only reads; otherwise why it may write."""
     pragma = _PRAGMA.match(sql)

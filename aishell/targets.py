@@ -246,17 +246,21 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
 
 
 def _server_timeout(conn: Connection, seconds: float) -> str | None:
-    """Set the server's own statement limit; returns the statement that lifts it."""
+    """Set the server's own statement limit for this step (only when it changes: a
+    round trip saved per step); the next step sets its own."""
     dialect = conn.dialect
     if dialect.name == "postgresql":
-        conn.execute(text(f"SET statement_timeout = {int(seconds * 1000)}"))
-        return "SET statement_timeout = 0"
-    if dialect.name in ("mysql", "mariadb"):
+        statement = f"SET statement_timeout = {int(seconds * 1000)}"
+    elif dialect.name in ("mysql", "mariadb"):
         if getattr(dialect, "is_mariadb", False):
-            conn.execute(text(f"SET SESSION max_statement_time = {float(seconds)}"))
-            return "SET SESSION max_statement_time = 0"
-        conn.execute(text(f"SET SESSION max_execution_time = {int(seconds * 1000)}"))
-        return "SET SESSION max_execution_time = 0"
+            statement = f"SET SESSION max_statement_time = {float(seconds)}"
+        else:
+            statement = f"SET SESSION max_execution_time = {int(seconds * 1000)}"
+    else:
+        return None
+    if conn.info.get("aishell_statement_limit") != statement:
+        conn.execute(text(statement))
+        conn.info["aishell_statement_limit"] = statement
     return None
 
 
