@@ -25,7 +25,7 @@ Exit codes:
   1  failed
   2  usage or configuration error
   3  waiting: for approval, or for the maintenance window
-  4  denied or aborted by a person
+  4  denied, aborted or interrupted
   5  another run holds the target's lock
 """
 

@@ -402,3 +402,14 @@ def test_mariadb_lock_wait_names_the_blocker(my_config, mysql_url, edit_config):
     assert result.status == "failed"
     assert "Lock wait timeout exceeded" in step.error
     assert "the lock was still held by connection" in step.error
+
+
+def test_the_state_store_can_live_on_postgresql(edit_config, demo_db, pg_url):
+    config = edit_config({"state": {"url": pg_url}})
+    result = commands.run_job(config, "maintenance", {"type": "quick"})
+    assert result.status == "completed"
+    shown = commands.show_run(config, result.run_id)
+    assert [s["status"] for s in shown["steps"]] == ["succeeded"] * len(result.steps)
+    assert commands.run_statements(config, result.run_id)
+    with engine(pg_url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
