@@ -40,6 +40,7 @@ from aishell.registry import (
     ToolDefinition,
 )
 from aishell.safety import Confirmation, SafetyPolicy, StepFacts, Verdict
+from aishell.sqltext import display
 from aishell.state import StateStore, dumps
 from aishell.substitution import find_references, substitute
 from aishell.targets import (
@@ -197,6 +198,7 @@ class Executor:
     _run_id: str = field(default="", init=False)
     _plan: Plan | None = field(default=None, init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
+    _positions: dict[str, int] = field(default_factory=dict, init=False)
     _signal: str | None = field(default=None, init=False)
     # The target's tables, read once and again after any step that may change them.
     _tables: list[str] | None = field(default=None, init=False)
@@ -222,6 +224,7 @@ class Executor:
         """Run plan as run_id (already in the store); `prior` holds stored step states."""
         results = [self._initial(i, s) for i, s in enumerate(plan.steps)]
         self._run_id, self._plan, self._results = run_id, plan, results
+        self._positions = {r.step_id: r.index for r in results}
         outputs: dict[str, Any] = {}
         waiting: set[str] = set()
         run = RunResult(
@@ -337,7 +340,7 @@ class Executor:
         ctx.step_cache = {}
         needed = [r.step_id for r in find_references([step.params, step.condition])]
         needed += list(step.depends_on)
-        earlier = {r.step_id: r for r in self._results[: result.index]}
+        earlier = _Earlier(self._results, result.index, self._positions)
 
         held = sorted({dep for dep in needed if dep in waiting})
         if held:
@@ -382,7 +385,10 @@ class Executor:
             if self._tables is None:
                 self._tables = user_tables(ctx.connection)
             _check_identifiers(ctx.connection, tool, params, self.target.name, self._tables)
-            result.sql = impl.render_sql(params, ctx)
+            # Measuring to decide what to run (pgstatindex, dbstat) sends statements too:
+            # they are audited as attempt 0 of the step.
+            with self._audited(ctx.connection, result.index, 0):
+                result.sql = [display(sql) for sql in impl.render_sql(params, ctx)]
             verdict = self.policy.check(self._facts(tool, params, ctx.connection, earlier))
         except (SubstitutionError, TargetError) as exc:
             self._finish(result, "failed", error=str(exc))
@@ -697,6 +703,25 @@ class Executor:
             resolved_params=result.params,
         )
         self.observer.step_finished(result, len(self._results))
+
+
+class _Earlier(Mapping[str, StepResult]):
+    """The steps before one step, by id, without copying them for every step."""
+
+    def __init__(self, results: list[StepResult], index: int, by_id: dict[str, int]) -> None:
+        self._results, self._index, self._by_id = results, index, by_id
+
+    def __getitem__(self, step_id: str) -> StepResult:
+        position = self._by_id[step_id]
+        if position >= self._index:
+            raise KeyError(step_id)
+        return self._results[position]
+
+    def __iter__(self) -> Iterator[str]:
+        return (r.step_id for r in self._results[: self._index])
+
+    def __len__(self) -> int:
+        return self._index
 
 
 def _in_worker(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

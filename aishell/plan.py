@@ -126,7 +126,7 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
     """
     problems: list[str] = []
     allowed = {Capability(c) for c in capabilities}
-    seen: list[str] = []
+    seen: set[str] = set()
     for step in plan.steps:
         where = f"{step.id} ({step.tool})"
         if step.id in seen:
@@ -135,7 +135,7 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
             tool = registry.get(step.tool)
         except ToolNotFound as exc:
             problems.append(f"{where}: {exc}")
-            seen.append(step.id)
+            seen.add(step.id)
             continue
         if plan.dialect not in tool.implementations:
             problems.append(f"{where}: the tool has no {plan.dialect} implementation")
@@ -159,7 +159,7 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
         for dep in step.depends_on:
             if dep not in seen:
                 problems.append(f"{where}: depends on {dep}, which does not come before it")
-        seen.append(step.id)
+        seen.add(step.id)
     return problems
 
 
