@@ -53,36 +53,28 @@ class MaintenanceAgent:
             {"tables": tables, "check_corruption": kind in ("full", "emergency")},
             "Assess the database's health before changing anything",
         )
+
+        def statistics(t: str) -> None:
+            add("update_table_statistics", {"table": t}, f"Refresh planner statistics for {t}", t)
+
+        def fragmentation(t: str) -> None:
+            add(
+                "analyze_table_fragmentation",
+                {"table": t, "fragmentation_threshold": threshold},
+                f"Measure fragmentation of {t}",
+                t,
+            )
+
         if kind == "quick":
             for t in tables:
-                add(
-                    "update_table_statistics",
-                    {"table": t},
-                    f"Refresh planner statistics for {t}",
-                    t,
-                )
+                statistics(t)
         elif kind == "standard":
             for t in tables:
-                add(
-                    "analyze_table_fragmentation",
-                    {"table": t, "fragmentation_threshold": threshold},
-                    f"Measure fragmentation of {t}",
-                    t,
-                )
-                add(
-                    "update_table_statistics",
-                    {"table": t},
-                    f"Refresh planner statistics for {t}",
-                    t,
-                )
+                fragmentation(t)
+                statistics(t)
         elif kind == "full":
             for t in tables:
-                add(
-                    "analyze_table_fragmentation",
-                    {"table": t, "fragmentation_threshold": threshold},
-                    f"Measure fragmentation of {t}",
-                    t,
-                )
+                fragmentation(t)
                 if job.get("rebuild_indexes", True):
                     add(
                         "rebuild_fragmented_indexes",
@@ -100,12 +92,7 @@ class MaintenanceAgent:
                     f"Compact {t} and return free pages",
                     t,
                 )
-                add(
-                    "update_table_statistics",
-                    {"table": t},
-                    f"Refresh planner statistics for {t}",
-                    t,
-                )
+                statistics(t)
         elif kind == "emergency":
             add(
                 "check_table_corruption",

@@ -46,3 +46,29 @@ def cached(ctx: ToolContext, key: str, compute: Callable[[], Any]) -> Any:
     if key not in ctx.step_cache:
         ctx.step_cache[key] = compute()
     return ctx.step_cache[key]
+
+
+def corruption_report(
+    tables: list[str], issues: list[dict[str, str]], **extra: Any
+) -> dict[str, Any]:
+    """check_table_corruption's output, the same on every dialect."""
+    corrupted = sorted({i["table"] for i in issues})
+    return {
+        "checked_tables": tables,
+        "corrupted_tables": corrupted,
+        "issues": issues[:200],
+        "ok": not corrupted,
+        **extra,
+    }
+
+
+def each_table(statement: str) -> RenderFn:
+    """A render_fn writing `statement` (with {table}) once per table in params['tables']."""
+
+    def render(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+        tables = params.get("tables")
+        if not isinstance(tables, list) or not tables:
+            return ["-- nothing to repair"]
+        return [statement.replace("{table}", ctx.quote(t)) for t in tables]
+
+    return render

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
-from aishell.handlers import Handler
+from aishell.handlers import Handler, corruption_report, each_table
 from aishell.registry import ToolContext
 
 _TABLES = """
@@ -351,14 +351,7 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     issues = []
     for table in tables:
         issues += [{"table": table, "message": m} for m in _check_rows(conn, ctx, table)]
-    corrupted = sorted({i["table"] for i in issues})
-    return {
-        "checked_tables": tables,
-        "corrupted_tables": corrupted,
-        "issues": issues[:200],
-        "ok": not corrupted,
-        "method": "CHECK TABLE",
-    }
+    return corruption_report(tables, issues, method="CHECK TABLE")
 
 
 check_table_corruption = Handler(sql_templates=("CHECK TABLE {table}",), run_fn=_check)
@@ -392,15 +385,8 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"repaired_tables": repaired, "backup_tables": backups, "backup_path": None}
 
 
-def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = params.get("tables")
-    if not isinstance(tables, list) or not tables:
-        return ["-- nothing to repair"]
-    return [f"ALTER TABLE {ctx.quote(t)} FORCE  -- or REPAIR TABLE for MyISAM/Aria" for t in tables]
-
-
 repair_corrupted_tables = Handler(
     sql_templates=("ALTER TABLE {table} FORCE", "REPAIR TABLE {table}"),
     run_fn=_repair,
-    render_fn=_repair_sql,
+    render_fn=each_table("ALTER TABLE {table} FORCE  -- REPAIR TABLE for MyISAM and Aria"),
 )

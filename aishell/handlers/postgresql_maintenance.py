@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
-from aishell.handlers import Handler, cached
+from aishell.handlers import Handler, cached, corruption_report, each_table
 from aishell.registry import ToolContext
 
 # Autovacuum forces a freeze at 200 million transactions; wraparound is at 2^31.
@@ -456,20 +456,17 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     issues = []
     for table in tables:
         issues += [{"table": table, "message": m} for m in _check_one(conn, ctx, table, amcheck)]
-    corrupted = sorted({i["table"] for i in issues})
-    return {
-        "checked_tables": tables,
-        "corrupted_tables": corrupted,
-        "issues": issues[:200],
-        "ok": not corrupted,
-        "method": "amcheck" if amcheck else "full read of each table",
-        "not_checked": None
+    return corruption_report(
+        tables,
+        issues,
+        method="amcheck" if amcheck else "full read of each table",
+        not_checked=None
         if amcheck
         else (
             "amcheck is not installed: index structure and heap consistency were not checked "
             "(CREATE EXTENSION amcheck to check them)"
         ),
-    }
+    )
 
 
 check_table_corruption = Handler(
@@ -513,15 +510,8 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
-def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = params.get("tables")
-    if not isinstance(tables, list) or not tables:
-        return ["-- nothing to repair"]
-    return [f"REINDEX TABLE CONCURRENTLY {ctx.quote(t)}" for t in tables]
-
-
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX TABLE CONCURRENTLY {table}",),
     run_fn=_repair,
-    render_fn=_repair_sql,
+    render_fn=each_table("REINDEX TABLE CONCURRENTLY {table}"),
 )

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
-from aishell.handlers import Handler, cached
+from aishell.handlers import Handler, cached, corruption_report, each_table
 from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier
 
@@ -416,13 +416,7 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             issues.append(
                 {"table": table, "message": f"row {row[1]} references a missing row in {row[2]}"}
             )
-    corrupted = sorted({i["table"] for i in issues})
-    return {
-        "checked_tables": tables,
-        "corrupted_tables": corrupted,
-        "issues": issues[:200],
-        "ok": not corrupted,
-    }
+    return corruption_report(tables, issues, method="integrity_check")
 
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
@@ -485,15 +479,8 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"repaired_tables": repaired, "backup_path": backup}
 
 
-def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return ["-- nothing to repair"]
-    return [f"REINDEX {ctx.quote(t)}" for t in tables]
-
-
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
     run_fn=_repair,
-    render_fn=_repair_sql,
+    render_fn=each_table("REINDEX {table}"),
 )
