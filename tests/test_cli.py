@@ -357,3 +357,32 @@ def test_interactive_yes_and_all(demo_db, home):
         ).stdout
     )["approvals"]
     assert [a["how"] for a in approvals] == ["prompt", "prompt:all", "prompt:all", "prompt:all"]
+
+
+def test_a_review_step_shows_the_whole_plan_first(demo_db, home):
+    from tests.helpers import corrupt_index
+
+    corrupt_index(demo_db)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aishell", "run", "maintenance", "--type", "emergency"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    try:
+        shown = read_until(leader, "Run this step?")
+        assert "The whole plan, for review" in shown and "Review needed" in shown
+        assert "generate_maintenance_report" in shown  # the last step of the plan is listed
+        assert "A backup copy of the database is taken before any repair." in shown
+        os.write(leader, b"yes\n")
+        read_until(leader, "completed")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
