@@ -305,6 +305,114 @@ def run_maintenance(
     finish_run(ctx, console, result, as_json)
 
 
+@run.command("backup")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["full"]),
+    default="full",
+    show_default=True,
+    help="full: the whole database.",
+)
+@click.option("--target", help="Target from config (default: the default target).")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Prove the backup restores (checksum, restore, row counts).",
+)
+@click.option("--quick", is_flag=True, help="Verify by decoding the archive, not restoring it.")
+@approval_options
+@json_option
+@pass_state
+@click.pass_context
+def run_backup(
+    ctx: click.Context,
+    state: State,
+    kind: str,
+    target: str | None,
+    verify: bool,
+    quick: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    as_json: bool,
+) -> None:
+    """Back up a target into the backup folder and validate the backup."""
+    console = render.console(as_json)
+    approver = make_approver(console, yes, approve_up_to, non_interactive)
+    with render.StepProgress(console) as observer:
+        result = commands.run_job(
+            state.config,
+            "backup",
+            {"type": kind, "verify": verify, "quick": quick},
+            target,
+            approver=approver,
+            observer=observer,
+        )
+    finish_run(ctx, console, result, as_json)
+
+
+@cli.command("restore")
+@click.argument("backup_id", type=int)
+@click.option("--to", "to", required=True, help="Target to restore into.")
+@click.option("--replace", is_flag=True, help="Replace what the target holds.")
+@approval_options
+@json_option
+@pass_state
+@click.pass_context
+def restore_command(
+    ctx: click.Context,
+    state: State,
+    backup_id: int,
+    to: str,
+    replace: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    as_json: bool,
+) -> None:
+    """Restore a verified backup into a target (critical: a person approves it)."""
+    console = render.console(as_json)
+    approver = make_approver(console, yes, approve_up_to, non_interactive)
+    with render.StepProgress(console) as observer:
+        result = commands.restore(
+            state.config, backup_id, to, replace=replace, approver=approver, observer=observer
+        )
+    finish_run(ctx, console, result, as_json)
+
+
+@cli.group(cls=AishellGroup)
+def backups() -> None:
+    """The backup catalog in the state store."""
+
+
+@backups.command("list")
+@click.option("--target", help="Only this target's backups.")
+@json_option
+@pass_state
+def backups_list(state: State, target: str | None, as_json: bool) -> None:
+    """List backups, newest first, and whether each was proven restorable."""
+    rows = commands.list_backups(state.config, target)
+    if as_json:
+        emit_json({"backups": rows})
+    else:
+        render.backups_table(render.console(False), rows)
+
+
+@backups.command("show")
+@click.argument("backup_id", type=int)
+@json_option
+@pass_state
+def backups_show(state: State, backup_id: int, as_json: bool) -> None:
+    """Show one backup: its manifest and the result of its validation."""
+    data = commands.show_backup(state.config, backup_id)
+    if as_json:
+        emit_json(data)
+    else:
+        render.backup_detail(render.console(False), data)
+
+
 @cli.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")

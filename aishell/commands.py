@@ -27,7 +27,7 @@ from aishell.errors import (
     UsageError,
 )
 from aishell.executor import Executor, Observer, RunResult, subject
-from aishell.plan import Plan, validate_plan
+from aishell.plan import Plan, Step, validate_plan
 from aishell.registry import (
     DIALECTS,
     Category,
@@ -517,6 +517,77 @@ def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:
         return store.list_statements(store.get_run(run_id)["run_id"])
 
 
+def list_backups(config: Config, target: str | None = None) -> list[dict[str, Any]]:
+    """The backup catalog, newest first; each with whether it was proven restorable."""
+    if target is not None:
+        config.target(target)
+    with StateStore(config.state_url) as store:
+        return store.list_backups(target)
+
+
+def show_backup(config: Config, backup_id: int) -> dict[str, Any]:
+    for backup in list_backups(config):
+        if backup["id"] == backup_id:
+            return backup
+    raise UsageError(f"No backup with id {backup_id}; `aishell backups list` shows them")
+
+
+def restore(
+    config: Config,
+    backup_id: int,
+    to: str,
+    *,
+    replace: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+) -> RunResult:
+    """Restore a catalogued backup into a target: a critical step, always approved first."""
+    backup = show_backup(config, backup_id)
+    if not backup["verified_at"]:
+        raise UsageError(
+            f"Backup {backup_id} was never proven restorable; validate it first "
+            "(aishell run backup validates what it takes)"
+        )
+    name, _ = config.target(to)
+    registry = load_catalog(config)
+    handle = open_target(config, name, read_only=True)
+    try:
+        dialect = handle.dialect
+    finally:
+        handle.close()
+    plan = Plan(
+        agent="backup",
+        target=name,
+        dialect=dialect,
+        job={"type": "restore", "backup_id": backup_id},
+        steps=(
+            Step(
+                "step_0",
+                "restore_backup",
+                {"backup_path": backup["path"], "replace": replace},
+                f"Restore backup {backup_id} of '{backup['target']}' into '{name}'",
+            ),
+        ),
+        tool_fingerprints={"restore_backup": registry.get("restore_backup").fingerprint},
+    )
+    problems = validate_plan(plan, registry, config.agent("backup").capabilities)
+    if problems:
+        raise PlanError("; ".join(problems))
+    with StateStore(config.state_url) as store, _breaker(config, store, name):
+        return _start(
+            config,
+            store,
+            registry,
+            plan,
+            dry_run=False,
+            approver=approver,
+            observer=observer,
+            safety_level=None,
+            force=False,
+            clock=None,
+        )
+
+
 def list_runs(config: Config, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     with StateStore(config.state_url) as store:
         return store.list_runs(status=status, limit=limit)
@@ -829,6 +900,7 @@ __all__ = [
     "check_target",
     "create_demo_database",
     "decide_steps",
+    "list_backups",
     "list_runs",
     "list_targets",
     "list_tools",
@@ -836,9 +908,11 @@ __all__ = [
     "load_plan_file",
     "make_plan",
     "plan_job",
+    "restore",
     "resume_run",
     "run_job",
     "run_statements",
+    "show_backup",
     "show_run",
     "show_tool",
     "stop_run",

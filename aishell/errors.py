@@ -64,7 +64,11 @@ class SubstitutionError(AishellError):
 
 
 class StepFailed(AishellError):
-    """A tool raised while running a step."""
+    """A tool raised while running a step; `details` carries what it found before failing."""
+
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 class StepTimeout(StepFailed):

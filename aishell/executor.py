@@ -607,6 +607,7 @@ class Executor:
                 raise
             except AishellError as exc:  # StepTimeout and StepFailed among them
                 _rollback(ctx.connection)
+                self._record_effects(getattr(exc, "details", None) or {})
                 self._finish(result, "failed", error=str(exc), started=started)
                 return
             except DBAPIError as exc:
@@ -647,10 +648,20 @@ class Executor:
                 return
             if tool.risk_level is not RiskLevel.SAFE:
                 self._tables = None  # it may have created or dropped one
+            self._record_effects(output)
             # Keep in memory exactly what the store holds, so later steps see the same values.
             result.output = json.loads(dumps(output))
             self._finish(result, "succeeded", started=started)
             return
+
+    def _record_effects(self, output: Mapping[str, Any]) -> None:
+        """Backups a step made, and validations it ran, go into the backup catalog."""
+        record = output.get("backup_record")
+        if record:
+            self.store.record_backup(target=self.target.name, run_id=self._run_id, **record)
+        verified = output.get("verified_backup")
+        if verified:
+            self.store.backup_verified(verified["path"], verified, bool(verified["ok"]))
 
     @contextmanager
     def _audited(self, conn: Connection, index: int, attempt: int) -> Iterator[None]:

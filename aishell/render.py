@@ -409,6 +409,51 @@ def _output_digest(output: Any) -> str:
     return ", ".join(parts)
 
 
+# --- backups ------------------------------------------------------------------------------
+
+
+def backups_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("No backups yet.")
+        return
+    table = Table()
+    for column in ("id", "target", "kind", "taken (UTC)", "size", "verified", "file"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))
+    for row in rows:
+        verified = (row["verified_at"] or "")[:16].replace("T", " ") or Text("no", style="red")
+        table.add_row(
+            str(row["id"]),
+            row["target"],
+            row["kind"],
+            row["created_at"][:16].replace("T", " "),
+            _size(row["size_bytes"]),
+            verified,
+            row["path"],
+        )
+    out.print(table)
+
+
+def backup_detail(out: Console, row: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]Backup {row['id']}[/] of {row['target']} ({row['kind']}): {row['path']}",
+        markup=True,
+    )
+    out.print(f"sha256 {row['sha256']}; {_size(row['size_bytes'])}; taken {row['created_at']}")
+    manifest = row["manifest"] or {}
+    out.print(f"server {manifest.get('server_version')}; tool {manifest.get('tool')}")
+    for table, count in (manifest.get("tables") or {}).items():
+        out.print(f"  {table}: {count:,} rows")
+    verification = row["verification"] or {}
+    if row["verified_at"]:
+        out.print(Text(f"verified {row['verified_at']}", style="green"))
+    elif verification:
+        out.print(
+            Text(f"failed validation: {'; '.join(verification.get('problems', []))}", style="red")
+        )
+    else:
+        out.print(Text("never validated", style="yellow"))
+
+
 # --- targets ------------------------------------------------------------------------------
 
 

@@ -124,9 +124,13 @@ backups = Table(
     Column("run_id", String(32)),
     Column("kind", String(16), nullable=False),
     Column("path", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("size_bytes", Integer),
+    Column("manifest", Text),
     Column("created_at", String(32), nullable=False),
     Column("verified_at", String(32)),
     Column("verification", Text),
+    Column("deleted_at", String(32)),
 )
 
 target_locks = Table(
@@ -482,6 +486,9 @@ class StateStore:
         created_at: str | None = None,
         verified_at: str | None = None,
         verification: Any = None,
+        sha256: str | None = None,
+        size_bytes: int | None = None,
+        manifest: Any = None,
     ) -> int:
         with self._tx() as conn:
             result = conn.execute(
@@ -490,12 +497,46 @@ class StateStore:
                     run_id=run_id,
                     kind=kind,
                     path=path,
+                    sha256=sha256,
+                    size_bytes=size_bytes,
+                    manifest=None if manifest is None else dumps(manifest),
                     created_at=created_at or now(),
                     verified_at=verified_at,
                     verification=None if verification is None else dumps(verification),
                 )
             )
             return int(result.inserted_primary_key[0])
+
+    def backup_verified(self, path: str, verification: Any, ok: bool) -> None:
+        """Store a validation's result with the backup; only a passing one marks it verified."""
+        with self._tx() as conn:
+            conn.execute(
+                update(backups)
+                .where(backups.c.path == path)
+                .values(
+                    verification=dumps(verification),
+                    verified_at=now() if ok else None,
+                )
+            )
+
+    def list_backups(self, target: str | None = None) -> list[dict[str, Any]]:
+        query = (
+            select(backups)
+            .where(backups.c.deleted_at.is_(None))
+            .order_by(backups.c.created_at.desc())
+        )
+        if target:
+            query = query.where(backups.c.target == target)
+        rows = [
+            {
+                **{k: v for k, v in r._mapping.items() if k not in ("manifest", "verification")},
+                "manifest": _loads(r.manifest),
+                "verification": _loads(r.verification),
+            }
+            for r in self._conn.execute(query)
+        ]
+        self._conn.rollback()
+        return rows
 
     def last_verified_backup(self, target: str) -> datetime | None:
         """When the newest verified backup of a target was taken."""

@@ -30,8 +30,8 @@ def test_a_good_plan_has_no_problems(registry):
 
 
 def test_unknown_tool(registry):
-    problems = validate_plan(plan_of(Step("step_0", "drop_database", {})), registry, CAPS)
-    assert problems == ["step_0 (drop_database): No tool named 'drop_database' in the catalog"]
+    problems = validate_plan(plan_of(Step("step_0", "drop_everything", {})), registry, CAPS)
+    assert problems == ["step_0 (drop_everything): No tool named 'drop_everything' in the catalog"]
 
 
 def test_params_that_do_not_match_the_schema(registry):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from aishell.agents.backup import BackupAgent
 from aishell.agents.base import Agent, PlanningContext
 from aishell.agents.maintenance import MaintenanceAgent
 from aishell.errors import UsageError
 
-AGENTS: dict[str, Agent] = {"maintenance": MaintenanceAgent()}
+AGENTS: dict[str, Agent] = {"maintenance": MaintenanceAgent(), "backup": BackupAgent()}
 
 
 def get_agent(name: str) -> Agent:

@@ -1,0 +1,479 @@
+"""Full backups of all three kinds of database, with a manifest, and their validation.
+
+A backup is written under a temporary name, synced, and renamed only when whole;
+its manifest (sha256, size, server and tool versions, tables with row counts)
+is written beside it the same way. Validation checks the sha256, then restores
+into a scratch database (or file) and compares every table's row count with the
+manifest. Passwords reach dump tools through their environment, never their
+command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Connection
+
+from aishell.catalog import user_tables
+from aishell.errors import StepFailed
+from aishell.handlers import Handler
+from aishell.registry import ToolContext
+from aishell.sqltext import quote_identifier
+
+CHUNK = 1 << 20
+_SIDECARS = ("-journal", "-wal", "-shm")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _counts(conn: Connection, tables: list[str]) -> dict[str, int]:
+    return {
+        t: int(
+            conn.execute(
+                text(f"SELECT count(*) FROM {quote_identifier(conn.dialect, t)}")
+            ).scalar_one()
+        )
+        for t in tables
+    }
+
+
+def _tool_version(command: str) -> str:
+    try:
+        out = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise StepFailed(
+            f"{command} is not installed; install the database's client tools"
+        ) from None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else command
+
+
+def _server_env(url: URL) -> dict[str, str]:
+    """The environment a dump tool gets: the password travels here, not in argv."""
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD" if url.get_backend_name() == "postgresql" else "MYSQL_PWD"] = str(
+            url.password
+        )
+    return env
+
+
+def _pg_args(url: URL) -> list[str]:
+    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
+    if url.username:
+        args += ["-U", url.username]
+    return args
+
+
+def _my_args(url: URL) -> list[str]:
+    args = ["-h", url.host or "127.0.0.1", "-P", str(url.port or 3306), "--protocol=TCP"]
+    if url.username:
+        args += ["-u", url.username]
+    return args
+
+
+def _run(argv: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    try:
+        kw.setdefault("stdout", subprocess.PIPE)
+        done = subprocess.run(argv, env=env, stderr=subprocess.PIPE, **kw)
+    except FileNotFoundError:
+        raise StepFailed(
+            f"{argv[0]} is not installed; install the database's client tools"
+        ) from None
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise StepFailed(f"{argv[0]} failed: {message[-1] if message else done.returncode}")
+    return done
+
+
+def _destination(ctx: ToolContext, suffix: str) -> Path:
+    if ctx.backup_dir is None:
+        raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
+    folder = ctx.backup_dir / ctx.target
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return folder / f"{ctx.target}-full-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
+
+
+@contextmanager
+def _partial(final: Path) -> Iterator[Path]:
+    """A temporary name that becomes `final` only when the block succeeds."""
+    partial = final.with_name(final.name + ".partial")
+    try:
+        yield partial
+        _fsync(partial)
+        partial.replace(final)
+    finally:
+        # SQLite may leave its own journal beside a copy that failed halfway.
+        for leftover in (partial, *(partial.with_name(partial.name + s) for s in _SIDECARS)):
+            leftover.unlink(missing_ok=True)
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    target = path.with_name(path.name + ".manifest.json")
+    with _partial(target) as partial:
+        partial.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    target = path.with_name(path.name + ".manifest.json")
+    try:
+        return json.loads(target.read_text())
+    except FileNotFoundError:
+        raise StepFailed(
+            f"No manifest beside {path}; it is not a finished aishell backup"
+        ) from None
+
+
+# --- calculate_backup_size ---------------------------------------------------------------
+
+
+def _size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+    elif dialect in ("mysql", "mariadb"):
+        size = conn.execute(
+            text(
+                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
+                "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+            )
+        ).scalar()
+    else:
+        size = conn.execute(
+            text("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size")
+        ).scalar()
+    size = int(size or 0)
+    free = (
+        shutil.disk_usage(ctx.backup_dir).free
+        if ctx.backup_dir and ctx.backup_dir.exists()
+        else None
+    )
+    enough = free is None or free > size * 1.2
+    return {
+        "estimated_bytes": size,
+        "free_bytes": free,
+        "enough_space": enough,
+        "tables": len(user_tables(conn)),
+    }
+
+
+calculate_backup_size = Handler(
+    sql_templates=("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",),
+    run_fn=_size,
+)
+
+
+# --- backup_database_full ------------------------------------------------------------------
+
+
+def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    size = _size(params, ctx)
+    if not size["enough_space"]:
+        raise StepFailed(
+            f"Not enough free space in {ctx.backup_dir}: about {size['estimated_bytes']:,} bytes "
+            f"needed, {size['free_bytes']:,} free"
+        )
+    url = conn.engine.url
+    started = time.monotonic()
+    if dialect == "sqlite":
+        final = _destination(ctx, ".sqlite")
+        with _partial(final) as partial:
+            # VACUUM INTO copies in one read transaction (the page-by-page backup
+            # API restarts for ever while another connection keeps writing).
+            conn.execute(text("VACUUM INTO :path"), {"path": str(partial)})
+            copy = sqlite3.connect(partial)
+            try:
+                result = copy.execute("PRAGMA integrity_check").fetchone()[0]
+                tables = [
+                    r[0]
+                    for r in copy.execute(
+                        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                    )
+                ]
+                counts = {
+                    t: copy.execute(
+                        f'SELECT count(*) FROM "{t.replace(chr(34), chr(34) * 2)}"'
+                    ).fetchone()[0]
+                    for t in tables
+                }
+            finally:
+                copy.close()
+            if result != "ok":
+                raise StepFailed(f"The copy failed its integrity check: {result}")
+        tool = f"SQLite {sqlite3.sqlite_version} VACUUM INTO"
+        server = f"SQLite {sqlite3.sqlite_version}"
+    elif dialect == "postgresql":
+        final = _destination(ctx, ".dump")
+        tool = _tool_version("pg_dump")
+        server = str(conn.execute(text("SHOW server_version")).scalar())
+        # One snapshot for the row counts and the dump: they describe the same data.
+        snap_conn = conn.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        try:
+            snap_conn.begin()
+            snapshot = snap_conn.execute(text("SELECT pg_export_snapshot()")).scalar()
+            counts = _counts(snap_conn, user_tables(snap_conn))
+            with _partial(final) as partial:
+                _run(
+                    [
+                        "pg_dump",
+                        "-Fc",
+                        "--snapshot",
+                        str(snapshot),
+                        "-f",
+                        str(partial),
+                        *_pg_args(url),
+                        str(url.database),
+                    ],
+                    _server_env(url),
+                )
+        finally:
+            snap_conn.rollback()
+            snap_conn.close()
+    else:
+        final = _destination(ctx, ".sql")
+        dump = "mariadb-dump" if shutil.which("mariadb-dump") else "mysqldump"
+        tool = _tool_version(dump)
+        server = str(conn.execute(text("SELECT VERSION()")).scalar())
+        counts = _counts(conn, user_tables(conn))
+        with _partial(final) as partial, partial.open("wb") as out:
+            _run(
+                [
+                    dump,
+                    "--single-transaction",
+                    "--routines",
+                    "--triggers",
+                    "--events",
+                    "--hex-blob",
+                    *_my_args(url),
+                    str(url.database),
+                ],
+                _server_env(url),
+                stdout=out,
+            )
+    sha = sha256_of(final)
+    manifest = {
+        "format": 1,
+        "target": ctx.target,
+        "dialect": dialect,
+        "kind": "full",
+        "file": final.name,
+        "sha256": sha,
+        "size_bytes": final.stat().st_size,
+        "server_version": server,
+        "tool": tool,
+        "tables": counts,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parent": None,
+    }
+    _write_manifest(final, manifest)
+    return {
+        "backup_path": str(final),
+        "sha256": sha,
+        "size_bytes": manifest["size_bytes"],
+        "tables": len(counts),
+        "rows": sum(counts.values()),
+        "seconds": round(time.monotonic() - started, 3),
+        "backup_record": {
+            "kind": "full",
+            "path": str(final),
+            "sha256": sha,
+            "size_bytes": manifest["size_bytes"],
+            "manifest": manifest,
+        },
+    }
+
+
+backup_database_full = Handler(sql_templates=("VACUUM INTO :path",), run_fn=_backup)
+
+
+# --- validate_backup -----------------------------------------------------------------------
+
+
+@contextmanager
+def _scratch_server_database(conn: Connection) -> Iterator[tuple[URL, str]]:
+    """A scratch database on the same server, dropped afterwards."""
+    name = f"aishell_verify_{uuid.uuid4().hex[:10]}"
+    dialect = conn.dialect.name
+    admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    quoted = quote_identifier(conn.dialect, name)
+    try:
+        admin.execute(text(f"CREATE DATABASE {quoted}"))
+        yield conn.engine.url.set(database=name), name
+    finally:
+        suffix = " WITH (FORCE)" if dialect == "postgresql" else ""
+        admin.execute(text(f"DROP DATABASE IF EXISTS {quoted}{suffix}"))
+        admin.close()
+
+
+def _restored_counts(url: URL, tables: list[str]) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return _counts(conn, tables)
+    finally:
+        engine.dispose()
+
+
+def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    path = Path(params["backup_path"])
+    if not path.is_file():
+        raise StepFailed(f"Backup file {path} does not exist")
+    manifest = read_manifest(path)
+    result: dict[str, Any] = {"backup_path": str(path), "quick": bool(params.get("quick"))}
+    problems: list[str] = []
+    sha = sha256_of(path)
+    if sha != manifest["sha256"]:
+        problems.append(f"sha256 {sha} does not match the manifest's {manifest['sha256']}")
+    conn = ctx.connection
+    dialect = manifest["dialect"]
+    expected = manifest["tables"]
+    restored: dict[str, int] = {}
+    if not problems:
+        if dialect == "sqlite":
+            copy_path = path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}")
+            shutil.copyfile(path, copy_path)
+            try:
+                copy = sqlite3.connect(copy_path)
+                try:
+                    check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+                    if check != "ok":
+                        problems.append(f"integrity_check: {check}")
+                    else:
+                        for t in expected:
+                            quoted = '"' + t.replace('"', '""') + '"'
+                            restored[t] = copy.execute(f"SELECT count(*) FROM {quoted}").fetchone()[
+                                0
+                            ]
+                except sqlite3.DatabaseError as exc:
+                    problems.append(f"the copy cannot be read: {exc}")
+                finally:
+                    copy.close()
+            finally:
+                copy_path.unlink(missing_ok=True)
+        elif dialect == "postgresql":
+            url = conn.engine.url
+            if params.get("quick"):
+                # Decodes every block of the archive; --list would read only its index.
+                _run(["pg_restore", "-f", "/dev/null", str(path)], _server_env(url))
+            else:
+                with _scratch_server_database(conn) as (scratch_url, name):
+                    _run(
+                        [
+                            "pg_restore",
+                            "--no-owner",
+                            "--exit-on-error",
+                            "-d",
+                            name,
+                            *_pg_args(url),
+                            str(path),
+                        ],
+                        _server_env(url),
+                    )
+                    restored = _restored_counts(scratch_url, list(expected))
+        else:
+            url = conn.engine.url
+            if not params.get("quick"):
+                client = "mariadb" if shutil.which("mariadb") else "mysql"
+                with _scratch_server_database(conn) as (scratch_url, name), path.open("rb") as dump:
+                    _run([client, *_my_args(url), name], _server_env(url), stdin=dump)
+                    restored = _restored_counts(scratch_url, list(expected))
+    if restored:
+        for table, rows in expected.items():
+            if restored.get(table) != rows:
+                problems.append(f"{table}: {restored.get(table)} rows restored, {rows} expected")
+    ok = not problems
+    result.update({"ok": ok, "problems": problems, "tables_compared": len(restored)})
+    result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems}
+    if not ok:
+        raise StepFailed(
+            f"Backup {path.name} failed validation: {'; '.join(problems[:3])}", details=result
+        )
+    return result
+
+
+validate_backup = Handler(sql_templates=("SELECT count(*) FROM {table}",), run_fn=_validate)
+
+
+# --- restore_backup -----------------------------------------------------------------------
+
+
+def _restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    path = Path(params["backup_path"])
+    manifest = read_manifest(path)
+    if sha256_of(path) != manifest["sha256"]:
+        raise StepFailed(f"Backup {path.name} does not match its manifest; it is not restored")
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    if dialect != manifest["dialect"]:
+        raise StepFailed(f"Backup {path.name} is of {manifest['dialect']}, the target is {dialect}")
+    existing = user_tables(conn)
+    if existing and not params.get("replace"):
+        raise StepFailed(
+            f"Target '{ctx.target}' is not empty ({len(existing)} tables); restore into an "
+            "empty database or pass replace"
+        )
+    url = conn.engine.url
+    if dialect == "sqlite":
+        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            source.backup(conn.connection.driver_connection)
+        finally:
+            source.close()
+    elif dialect == "postgresql":
+        argv = [
+            "pg_restore",
+            "--no-owner",
+            "--exit-on-error",
+            "-d",
+            str(url.database),
+            *_pg_args(url),
+        ]
+        if params.get("replace"):
+            argv += ["--clean", "--if-exists"]
+        _run([*argv, str(path)], _server_env(url))
+    else:
+        client = "mariadb" if shutil.which("mariadb") else "mysql"
+        with path.open("rb") as dump:
+            _run([client, *_my_args(url), str(url.database)], _server_env(url), stdin=dump)
+    counts = _counts(conn, list(manifest["tables"]))
+    wrong = {t: (counts.get(t), n) for t, n in manifest["tables"].items() if counts.get(t) != n}
+    if wrong:
+        raise StepFailed(f"Restored row counts differ from the manifest: {wrong}")
+    return {"restored_tables": len(counts), "rows": sum(counts.values()), "backup_path": str(path)}
+
+
+restore_backup = Handler(
+    sql_templates=("-- pg_restore / mariadb / SQLite backup API",), run_fn=_restore
+)

@@ -1,0 +1,210 @@
+"""Full backups on SQLite, PostgreSQL and MariaDB: taken, validated, restored, and
+refused when damaged."""
+
+import contextlib
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.approval import PreApproved
+from aishell.cli import cli
+from aishell.config import load_config
+from aishell.errors import UsageError
+from tests.services import engine
+
+
+def test_sqlite_backup_validate_restore_round_trip(config, demo_db, home):
+    result = commands.run_job(config, "backup", {"type": "full"})
+    assert result.status == "completed", result.error
+    backup = Path(result.steps[1].output["backup_path"])
+    assert backup.is_file() and backup.parent == home / "backups" / "demo"
+    manifest = json.loads(backup.with_name(backup.name + ".manifest.json").read_text())
+    assert manifest["tables"]["app_logs"] == 5400 and manifest["sha256"]
+    assert result.steps[2].output["ok"] and result.steps[2].output["tables_compared"] == 4
+    [listed] = commands.list_backups(config)
+    assert listed["verified_at"] and listed["sha256"] == manifest["sha256"]
+
+    # Change the data, then restore the backup into a new, empty target.
+    conn = sqlite3.connect(demo_db)
+    conn.execute("DELETE FROM orders")
+    conn.commit()
+    conn.close()
+    sqlite3.connect(home / "restored.db").close()
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["restored"] = {"url": "sqlite:///restored.db"}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=home)
+    restored = commands.restore(config, listed["id"], "restored", approver=PreApproved())
+    # Critical: a flag never approves it.
+    assert restored.status == "waiting_approval"
+    from aishell.approval import Prompting
+
+    restored = commands.restore(
+        config, listed["id"], "restored", approver=Prompting(ask=lambda r: "yes")
+    )
+    assert restored.status == "completed", restored.error
+    original = sqlite3.connect(backup)
+    copy = sqlite3.connect(home / "restored.db")
+    for table in ("users", "orders", "products", "app_logs"):
+        assert (
+            original.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            == copy.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+        )
+
+
+def flip(path: Path, rng: random.Random) -> None:
+    data = bytearray(path.read_bytes())
+    if rng.random() < 0.25:
+        del data[rng.randrange(len(data) // 2, len(data)) :]  # truncation
+    else:
+        offset = rng.randrange(len(data))
+        data[offset] ^= 1 << rng.randrange(8)
+    path.write_bytes(bytes(data))
+
+
+def test_every_injected_corruption_fails_validation(config, demo_db):
+    result = commands.run_job(config, "backup", {"type": "full", "verify": False})
+    good = Path(result.steps[1].output["backup_path"])
+    pristine = good.read_bytes()
+    rng = random.Random(7)
+    for i in range(20):
+        good.write_bytes(pristine)
+        flip(good, rng)
+        from aishell.plan import Plan, Step
+
+        plan = Plan(
+            "backup",
+            "demo",
+            "sqlite",
+            {"type": "check"},
+            (Step("step_0", "validate_backup", {"backup_path": str(good)}),),
+        )
+        checked = commands.apply_plan(config, plan)
+        assert checked.status == "failed", i
+        assert "failed validation" in checked.steps[0].error
+    [listed] = commands.list_backups(config)
+    assert listed["verified_at"] is None
+    assert "does not match the manifest" in " ".join(listed["verification"]["problems"])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 MiB tmpfs: a real file system that fills up."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_disk_that_fills_during_the_backup_leaves_nothing_marked_good(
+    edit_config, home, small_disk
+):
+    from aishell.demo import create_demo
+
+    create_demo(home / "demo.db", log_rows=100_000, users=2_000, orders=20_000)
+    config = edit_config({"backup_dir": str(small_disk)})
+
+    def fill_when_the_copy_starts() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if list(small_disk.rglob("*.partial")):
+                free = shutil.disk_usage(small_disk).free
+                with contextlib.suppress(OSError):  # fill it, as far as it goes
+                    (small_disk / "filler").write_bytes(b"\0" * max(free - 4096, 0))
+                return
+            time.sleep(0.0005)
+
+    filler = threading.Thread(target=fill_when_the_copy_starts)
+    filler.start()
+    result = commands.run_job(config, "backup", {"type": "full"})
+    filler.join()
+    assert (small_disk / "filler").exists(), "the copy never started"
+    assert result.status == "failed", [s.status for s in result.steps]
+    assert result.steps[1].status == "failed"
+    assert "full" in result.steps[1].error.lower(), result.steps[1].error
+    assert commands.list_backups(config) == []
+    left = [p.name for p in small_disk.rglob("*") if p.is_file() and p.name != "filler"]
+    assert left == []
+
+
+def test_restore_refuses_an_unverified_backup(config, demo_db):
+    result = commands.run_job(config, "backup", {"type": "full", "verify": False})
+    [listed] = commands.list_backups(config)
+    assert result.status == "completed" and listed["verified_at"] is None
+    with pytest.raises(UsageError, match="never proven restorable"):
+        commands.restore(config, listed["id"], "demo")
+
+
+def test_backups_cli(demo_db, home):
+    runner = CliRunner()
+    made = runner.invoke(cli, ["run", "backup", "--type", "full", "--json"])
+    assert made.exit_code == 0, made.output
+    listed = json.loads(runner.invoke(cli, ["backups", "list", "--json"]).stdout)["backups"]
+    assert len(listed) == 1 and listed[0]["verified_at"]
+    shown = runner.invoke(cli, ["backups", "show", str(listed[0]["id"])])
+    assert "verified" in shown.output and "app_logs" in shown.output
+    assert runner.invoke(cli, ["backups", "show", "999"]).exit_code == 2
+
+
+def populate(url: str) -> None:
+    with engine(url).connect() as conn:
+        conn.execute(text("CREATE TABLE a (id INTEGER PRIMARY KEY, v VARCHAR(40))"))
+        conn.execute(
+            text(
+                'CREATE TABLE "odd name" (id INTEGER PRIMARY KEY)'
+                if url.startswith("postgresql")
+                else "CREATE TABLE `odd name` (id INTEGER PRIMARY KEY)"
+            )
+        )
+        for i in range(200):
+            conn.execute(text("INSERT INTO a VALUES (:i, :v)"), {"i": i, "v": f"value {i}"})
+
+
+def test_server_backup_validates_and_restores(server_config, server_url, home):
+    populate(server_url)
+    result = commands.run_job(server_config, "backup", {"type": "full"})
+    assert result.status == "completed", result.error
+    out = result.steps[1].output
+    assert out["tables"] == 2 and out["rows"] == 200
+    assert result.steps[2].output["tables_compared"] == 2
+    quick = commands.run_job(server_config, "backup", {"type": "full", "quick": True})
+    assert quick.status == "completed", quick.error
+    # Restore into a fresh database on the same server, then compare.
+    from tests.services import scratch_mysql, scratch_postgresql
+
+    scratch = scratch_postgresql if server_url.startswith("postgresql") else scratch_mysql
+    with scratch() as other:
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["targets"]["copy"] = {"url": other}
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(home=home)
+        backup_id = commands.list_backups(config, "db")[-1]["id"]
+        from aishell.approval import Prompting
+
+        restored = commands.restore(
+            config, backup_id, "copy", approver=Prompting(ask=lambda r: "yes")
+        )
+        assert restored.status == "completed", restored.error
+        with engine(other).connect() as conn:
+            rows = conn.execute(text("SELECT id, v FROM a ORDER BY id")).all()
+        assert rows == [(i, f"value {i}") for i in range(200)]
