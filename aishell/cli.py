@@ -322,6 +322,9 @@ def run_maintenance(
     help="Prove the backup restores (checksum, restore, row counts).",
 )
 @click.option("--quick", is_flag=True, help="Verify by decoding the archive, not restoring it.")
+@click.option("--cleanup", is_flag=True, help="Then delete backups past retention.")
+@click.option("--retention-days", type=float, default=30, show_default=True)
+@click.option("--keep-last", type=int, default=3, show_default=True)
 @approval_options
 @json_option
 @pass_state
@@ -333,6 +336,9 @@ def run_backup(
     target: str | None,
     verify: bool,
     quick: bool,
+    cleanup: bool,
+    retention_days: float,
+    keep_last: int,
     yes: bool,
     approve_up_to: str | None,
     non_interactive: bool,
@@ -345,7 +351,14 @@ def run_backup(
         result = commands.run_job(
             state.config,
             "backup",
-            {"type": kind, "verify": verify, "quick": quick},
+            {
+                "type": kind,
+                "verify": verify,
+                "quick": quick,
+                "cleanup": cleanup,
+                "retention_days": retention_days,
+                "keep_last": keep_last,
+            },
             target,
             approver=approver,
             observer=observer,
@@ -394,10 +407,11 @@ def backups() -> None:
 def backups_list(state: State, target: str | None, as_json: bool) -> None:
     """List backups, newest first, and whether each was proven restorable."""
     rows = commands.list_backups(state.config, target)
+    freshness = commands.backup_freshness(rows)
     if as_json:
-        emit_json({"backups": rows})
+        emit_json({"backups": rows, "newest_restorable": freshness})
     else:
-        render.backups_table(render.console(False), rows)
+        render.backups_table(render.console(False), rows, freshness)
 
 
 @backups.command("show")

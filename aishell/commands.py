@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -525,6 +525,22 @@ def list_backups(config: Config, target: str | None = None) -> list[dict[str, An
         return store.list_backups(target)
 
 
+def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per target: the newest backup proven restorable, and how old it is."""
+    now = datetime.now(UTC)
+    summary: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not row["verified_at"] or row["target"] in summary:
+            continue  # rows come newest first
+        taken = datetime.fromisoformat(row["created_at"])
+        summary[row["target"]] = {
+            "backup_id": row["id"],
+            "created_at": row["created_at"],
+            "age_hours": round((now - taken).total_seconds() / 3600, 1),
+        }
+    return summary
+
+
 def show_backup(config: Config, backup_id: int) -> dict[str, Any]:
     for backup in list_backups(config):
         if backup["id"] == backup_id:
@@ -897,6 +913,7 @@ __all__ = [
     "RunNotFound",
     "StepPreview",
     "apply_plan",
+    "backup_freshness",
     "check_target",
     "create_demo_database",
     "decide_steps",

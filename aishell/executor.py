@@ -248,6 +248,7 @@ class Executor:
             quote_identifier=self.target.quote,
         )
         ctx.should_stop = lambda: self._stop_reason() is not None
+        ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)
         try:
             with self._signals():
                 for step, result in zip(plan.steps, results, strict=True):
@@ -662,6 +663,8 @@ class Executor:
         verified = output.get("verified_backup")
         if verified:
             self.store.backup_verified(verified["path"], verified, bool(verified["ok"]))
+        for path in output.get("deleted_backups") or []:
+            self.store.backup_deleted(path)
 
     @contextmanager
     def _audited(self, conn: Connection, index: int, attempt: int) -> Iterator[None]:

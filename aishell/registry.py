@@ -80,6 +80,8 @@ class ToolContext:
     # What a tool measured to render a step's SQL, reused when the step runs, so the
     # statements that run are the ones shown (and the catalog is not read twice).
     step_cache: dict[str, Any] = field(default_factory=dict)
+    # The backup catalog of this target (read-only), for the tools that choose backups.
+    backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

@@ -412,10 +412,21 @@ def _output_digest(output: Any) -> str:
 # --- backups ------------------------------------------------------------------------------
 
 
-def backups_table(out: Console, rows: list[dict[str, Any]]) -> None:
+def backups_table(
+    out: Console, rows: list[dict[str, Any]], freshness: dict[str, dict[str, Any]]
+) -> None:
     if not rows:
         out.print("No backups yet.")
         return
+    for target in sorted({r["target"] for r in rows}):
+        newest = freshness.get(target)
+        if newest:
+            out.print(
+                f"{target}: newest backup proven restorable is {newest['backup_id']}, "
+                f"{newest['age_hours']} h old"
+            )
+        else:
+            out.print(Text(f"{target}: no backup proven restorable", style="red"))
     table = Table()
     for column in ("id", "target", "kind", "taken (UTC)", "size", "verified", "file"):
         table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))

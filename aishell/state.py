@@ -519,6 +519,10 @@ class StateStore:
                 )
             )
 
+    def backup_deleted(self, path: str) -> None:
+        with self._tx() as conn:
+            conn.execute(update(backups).where(backups.c.path == path).values(deleted_at=now()))
+
     def list_backups(self, target: str | None = None) -> list[dict[str, Any]]:
         query = (
             select(backups)

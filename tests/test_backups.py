@@ -208,3 +208,62 @@ def test_server_backup_validates_and_restores(server_config, server_url, home):
         with engine(other).connect() as conn:
             rows = conn.execute(text("SELECT id, v FROM a ORDER BY id")).all()
         assert rows == [(i, f"value {i}") for i in range(200)]
+
+
+def test_retention_keeps_what_it_must(config, demo_db, home):
+    import sqlite3 as sq
+
+    ids = []
+    for _ in range(5):
+        ids.append(commands.run_job(config, "backup", {"type": "full", "verify": False}).run_id)
+    # Make them old, and only the second oldest verified.
+    conn = sq.connect(home / "state.db")
+    rows = conn.execute("SELECT id FROM backups ORDER BY id").fetchall()
+    for n, (backup_id,) in enumerate(rows):
+        conn.execute(
+            "UPDATE backups SET created_at = ? WHERE id = ?",
+            (f"2026-01-0{n + 1}T00:00:00.000+00:00", backup_id),
+        )
+    conn.execute("UPDATE backups SET verified_at = created_at WHERE id = ?", (rows[1][0],))
+    conn.commit()
+    conn.close()
+    from aishell.plan import Plan, Step
+
+    plan = Plan(
+        "backup",
+        "demo",
+        "sqlite",
+        {"type": "cleanup"},
+        (Step("step_0", "cleanup_old_backups", {"retention_days": 7, "keep_last": 2}),),
+    )
+    preview = commands.apply_plan(config, plan, dry_run=True)
+    assert preview.steps[0].status == "previewed"
+    listed = commands.list_backups(config)
+    by_id = {b["id"]: b for b in listed}
+    would = preview.steps[0].estimate["backups_to_delete"]
+    assert sorted(would) == sorted([by_id[rows[0][0]]["path"], by_id[rows[2][0]]["path"]])
+    assert "the newest verified backup" in preview.steps[0].estimate["kept"][str(rows[1][0])]
+    # High risk: approval at moderate.
+    from aishell.approval import Prompting
+
+    done = commands.apply_plan(config, plan, approver=Prompting(ask=lambda r: "yes"))
+    assert done.status == "completed", done.error
+    remaining = {b["id"] for b in commands.list_backups(config)}
+    assert remaining == {rows[1][0], rows[3][0], rows[4][0]}
+    assert all(Path(by_id[i]["path"]).exists() for i in remaining)
+    assert not Path(by_id[rows[0][0]]["path"]).exists()
+
+
+def test_restore_drill_checks_the_newest_backup(config, demo_db):
+    commands.run_job(config, "backup", {"type": "full", "verify": False})
+    drill = commands.run_job(config, "backup", {"type": "drill"})
+    assert drill.status == "completed", drill.error
+    assert drill.steps[1].output["tables_compared"] == 4
+    freshness = commands.backup_freshness(commands.list_backups(config))
+    assert freshness["demo"]["age_hours"] < 1
+
+
+def test_a_drill_without_any_backup_says_so(config, demo_db):
+    drill = commands.run_job(config, "backup", {"type": "drill"})
+    assert drill.status == "failed"
+    assert "has no backup on disk" in drill.steps[0].error

@@ -8,7 +8,7 @@ from aishell.agents.base import PlanningContext
 from aishell.errors import UsageError
 from aishell.plan import Step, step_id
 
-BACKUP_TYPES = ("full",)
+BACKUP_TYPES = ("full", "drill")
 
 
 class BackupAgent:
@@ -27,7 +27,24 @@ class BackupAgent:
         }
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
-        """calculate_backup_size -> backup_database_full -> validate_backup."""
+        """full: calculate_backup_size -> backup_database_full -> validate_backup
+        [-> cleanup_old_backups]; drill: find_last_backup -> validate_backup."""
+        if job["type"] == "drill":
+            # A restore drill: the newest backup, restored into a scratch database.
+            return [
+                Step(
+                    step_id(0),
+                    "find_last_backup",
+                    {"verified_only": False},
+                    "Find the newest backup of the target",
+                ),
+                Step(
+                    step_id(1),
+                    "validate_backup",
+                    {"backup_path": "${step_0.output.backup_path}", "quick": False},
+                    "Restore it into a scratch database and check every table's rows",
+                ),
+            ]
         steps = [
             Step(
                 step_id(0),
@@ -49,6 +66,15 @@ class BackupAgent:
                     "validate_backup",
                     {"backup_path": "${step_1.output.backup_path}", "quick": job["quick"]},
                     "Prove the backup restores: checksum, restore, row counts",
+                )
+            )
+        if job.get("cleanup"):
+            steps.append(
+                Step(
+                    step_id(len(steps)),
+                    "cleanup_old_backups",
+                    {"retention_days": job["retention_days"], "keep_last": job["keep_last"]},
+                    "Delete backups past retention, never the newest verified one",
                 )
             )
         return steps

@@ -477,3 +477,97 @@ def _restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 restore_backup = Handler(
     sql_templates=("-- pg_restore / mariadb / SQLite backup API",), run_fn=_restore
 )
+
+
+# --- find_last_backup / cleanup_old_backups --------------------------------------------------
+
+
+def _last(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    catalog = [b for b in ctx.backup_catalog() if Path(b["path"]).is_file()]
+    if params.get("verified_only", True):
+        catalog = [b for b in catalog if b["verified_at"]]
+    if not catalog:
+        which = "verified backup" if params.get("verified_only", True) else "backup"
+        raise StepFailed(
+            f"Target '{ctx.target}' has no {which} on disk; "
+            "take one with `aishell run backup --type full`"
+        )
+    newest = max(catalog, key=lambda b: b["created_at"])
+    return {
+        "backup_id": newest["id"],
+        "backup_path": newest["path"],
+        "kind": newest["kind"],
+        "created_at": newest["created_at"],
+        "verified_at": newest["verified_at"],
+    }
+
+
+find_last_backup = Handler(sql_templates=("SELECT 1",), run_fn=_last)
+
+
+def choose_deletions(
+    catalog: list[dict[str, Any]], retention_days: float, keep_last: int, now: float
+) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """What retention deletes, and why each other backup stays."""
+    newest_first = sorted(catalog, key=lambda b: b["created_at"], reverse=True)
+    keep: dict[int, str] = {}
+    for b in newest_first[:keep_last]:
+        keep[b["id"]] = f"one of the newest {keep_last}"
+    verified = [b for b in newest_first if b["verified_at"]]
+    if verified:
+        keep.setdefault(verified[0]["id"], "the newest verified backup")
+    for b in newest_first:
+        taken = time.mktime(time.strptime(b["created_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        if now - taken < retention_days * 86400:
+            keep.setdefault(b["id"], f"younger than {retention_days:g} days")
+    # A kept incremental needs its whole chain.
+    by_path = {b["path"]: b for b in catalog}
+    for b in list(newest_first):
+        if b["id"] in keep:
+            parent = (b.get("manifest") or {}).get("parent")
+            while parent and parent in by_path:
+                keep.setdefault(by_path[parent]["id"], f"a kept backup depends on it ({b['id']})")
+                parent = (by_path[parent].get("manifest") or {}).get("parent")
+    return [b for b in newest_first if b["id"] not in keep], keep
+
+
+def _cleanup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    catalog = ctx.backup_catalog()
+    delete, keep = choose_deletions(
+        catalog, params.get("retention_days", 30), params.get("keep_last", 3), time.time()
+    )
+    deleted = []
+    for b in delete:
+        path = Path(b["path"])
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".manifest.json").unlink(missing_ok=True)
+        deleted.append(b["path"])
+    return {
+        "deleted_backups": deleted,
+        "kept": [{"backup_id": i, "why": why} for i, why in sorted(keep.items())],
+    }
+
+
+def _cleanup_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    delete, keep = choose_deletions(
+        ctx.backup_catalog(),
+        params.get("retention_days", 30),
+        params.get("keep_last", 3),
+        time.time(),
+    )
+    return {
+        "backups_to_delete": [b["path"] for b in delete],
+        "bytes_to_free": sum(b["size_bytes"] or 0 for b in delete),
+        "kept": {str(i): why for i, why in keep.items()},
+    }
+
+
+cleanup_old_backups = Handler(
+    sql_templates=("-- deletes backup files; no SQL",),
+    run_fn=_cleanup,
+    render_fn=lambda params, ctx: (
+        [f"-- delete {p}" for p in _cleanup_estimate(params, ctx)["backups_to_delete"]]
+        or ["-- nothing to delete"]
+    ),
+    estimate_fn=_cleanup_estimate,
+)
