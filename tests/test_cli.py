@@ -49,7 +49,11 @@ def test_tools_list(runner, home):
     names = [t["name"] for t in json.loads(result.stdout)["tools"]]
     assert "optimize_table" in names and len(names) >= 9
     high = json.loads(invoke(runner, "tools", "list", "--risk", "high", "--json").stdout)["tools"]
-    assert [t["name"] for t in high] == ["repair_corrupted_tables", "vacuum_full_table"]
+    assert [t["name"] for t in high] == [
+        "cleanup_old_backups",
+        "repair_corrupted_tables",
+        "vacuum_full_table",
+    ]
     table = invoke(runner, "tools", "list", "--category", "maintenance")
     assert "rebuild_fragmented_indexes" in table.output and "count_table_rows" not in table.output
 
