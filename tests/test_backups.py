@@ -32,6 +32,7 @@ def test_sqlite_backup_validate_restore_round_trip(config, demo_db, home):
     manifest = json.loads(backup.with_name(backup.name + ".manifest.json").read_text())
     assert manifest["tables"]["app_logs"] == 5400 and manifest["sha256"]
     assert result.steps[2].output["ok"] and result.steps[2].output["tables_compared"] == 4
+    assert result.steps[2].output["checksums_compared"] == 4
     [listed] = commands.list_backups(config)
     assert listed["verified_at"] and listed["sha256"] == manifest["sha256"]
 
@@ -186,6 +187,7 @@ def test_server_backup_validates_and_restores(server_config, server_url, home):
     out = result.steps[1].output
     assert out["tables"] == 2 and out["rows"] == 200
     assert result.steps[2].output["tables_compared"] == 2
+    assert result.steps[2].output["checksums_compared"] == 2
     quick = commands.run_job(server_config, "backup", {"type": "full", "quick": True})
     assert quick.status == "completed", quick.error
     # Restore into a fresh database on the same server, then compare.

@@ -65,6 +65,32 @@ def _counts(conn: Connection, tables: list[str]) -> dict[str, int]:
     }
 
 
+# Tables up to this many rows also get a checksum of their contents in the manifest.
+CHECKSUM_ROWS = 50_000
+
+
+def checksum_rows(rows: Any) -> str:
+    """An order-independent checksum of a table's rows."""
+    hashes = sorted(hashlib.sha256(repr(tuple(row)).encode()).digest() for row in rows)
+    return hashlib.sha256(b"".join(hashes)).hexdigest()
+
+
+def _checksums(conn: Connection, counts: dict[str, int]) -> dict[str, str]:
+    return {
+        t: checksum_rows(conn.execute(text(f"SELECT * FROM {quote_identifier(conn.dialect, t)}")))
+        for t, n in counts.items()
+        if n <= CHECKSUM_ROWS
+    }
+
+
+def _sqlite_checksums(copy: sqlite3.Connection, counts: dict[str, int]) -> dict[str, str]:
+    return {
+        t: checksum_rows(copy.execute(f'SELECT * FROM "{t.replace(chr(34), chr(34) * 2)}"'))
+        for t, n in counts.items()
+        if n <= CHECKSUM_ROWS
+    }
+
+
 def _tool_version(command: str) -> str:
     try:
         out = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
@@ -228,6 +254,7 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                     ).fetchone()[0]
                     for t in tables
                 }
+                checksums = _sqlite_checksums(copy, counts)
             finally:
                 copy.close()
             if result != "ok":
@@ -244,6 +271,7 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             snap_conn.begin()
             snapshot = snap_conn.execute(text("SELECT pg_export_snapshot()")).scalar()
             counts = _counts(snap_conn, user_tables(snap_conn))
+            checksums = _checksums(snap_conn, counts)
             with _partial(final) as partial:
                 _run(
                     [
@@ -267,6 +295,7 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         tool = _tool_version(dump)
         server = str(conn.execute(text("SELECT VERSION()")).scalar())
         counts = _counts(conn, user_tables(conn))
+        checksums = _checksums(conn, counts)
         with _partial(final) as partial, partial.open("wb") as out:
             _run(
                 [
@@ -294,6 +323,7 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "server_version": server,
         "tool": tool,
         "tables": counts,
+        "checksums": checksums,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parent": None,
     }
@@ -337,11 +367,12 @@ def _scratch_server_database(conn: Connection) -> Iterator[tuple[URL, str]]:
         admin.close()
 
 
-def _restored_counts(url: URL, tables: list[str]) -> dict[str, int]:
+def _restored(url: URL, tables: list[str], sums: dict[str, int]) -> tuple[dict, dict]:
+    """Row counts, and checksums of the tables the manifest has them for, after a restore."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return _counts(conn, tables)
+            return _counts(conn, tables), _checksums(conn, {t: 0 for t in sums})
     finally:
         engine.dispose()
 
@@ -359,7 +390,9 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     dialect = manifest["dialect"]
     expected = manifest["tables"]
+    expected_sums = manifest.get("checksums") or {}
     restored: dict[str, int] = {}
+    restored_sums: dict[str, str] = {}
     if not problems:
         if dialect == "sqlite":
             copy_path = path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}")
@@ -376,6 +409,7 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                             restored[t] = copy.execute(f"SELECT count(*) FROM {quoted}").fetchone()[
                                 0
                             ]
+                        restored_sums = _sqlite_checksums(copy, {t: 0 for t in expected_sums})
                 except sqlite3.DatabaseError as exc:
                     problems.append(f"the copy cannot be read: {exc}")
                 finally:
@@ -401,20 +435,30 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                         ],
                         _server_env(url),
                     )
-                    restored = _restored_counts(scratch_url, list(expected))
+                    restored, restored_sums = _restored(scratch_url, list(expected), expected_sums)
         else:
             url = conn.engine.url
             if not params.get("quick"):
                 client = "mariadb" if shutil.which("mariadb") else "mysql"
                 with _scratch_server_database(conn) as (scratch_url, name), path.open("rb") as dump:
                     _run([client, *_my_args(url), name], _server_env(url), stdin=dump)
-                    restored = _restored_counts(scratch_url, list(expected))
+                    restored, restored_sums = _restored(scratch_url, list(expected), expected_sums)
     if restored:
         for table, rows in expected.items():
             if restored.get(table) != rows:
                 problems.append(f"{table}: {restored.get(table)} rows restored, {rows} expected")
+        for table, checksum in expected_sums.items():
+            if restored_sums.get(table) != checksum:
+                problems.append(f"{table}: restored contents differ from the backup's checksum")
     ok = not problems
-    result.update({"ok": ok, "problems": problems, "tables_compared": len(restored)})
+    result.update(
+        {
+            "ok": ok,
+            "problems": problems,
+            "tables_compared": len(restored),
+            "checksums_compared": len(restored_sums),
+        }
+    )
     result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems}
     if not ok:
         raise StepFailed(
