@@ -21,7 +21,6 @@ from aishell.demo import create_demo
 from aishell.errors import (
     ConfigError,
     PlanError,
-    RunNotFound,
     TargetLocked,
     TargetUnreachable,
     UsageError,
@@ -910,7 +909,6 @@ def _preview(
 
 __all__ = [
     "PlanPreview",
-    "RunNotFound",
     "StepPreview",
     "apply_plan",
     "backup_freshness",
