@@ -251,7 +251,7 @@ def test_sigterm_cancels_the_statement_and_resume_finishes(ledger_config, home):
 
 
 def test_stop_lets_the_current_step_finish_then_stops_resumably(ledger_config, home):
-    plan_file = save(slow_plan("stop", 3_000_000), home / "slow.json")
+    plan_file = save(slow_plan("stop", 30_000_000), home / "slow.json")
     proc = _run_plan_file(home, plan_file)
     run_id = wait_for_step_running(ledger_config, 1)
     stopped = subprocess.run(
