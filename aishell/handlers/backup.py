@@ -367,6 +367,31 @@ def _scratch_server_database(conn: Connection) -> Iterator[tuple[URL, str]]:
         admin.close()
 
 
+def schema_lines(sql: str) -> list[str]:
+    """A schema dump's lines that describe the schema: without comments, blank lines and
+    the random \\restrict / \\unrestrict tokens current pg_dump writes."""
+    return [
+        line
+        for line in sql.splitlines()
+        if line.strip()
+        and not line.startswith("--")
+        and not line.startswith(("\\restrict ", "\\unrestrict "))
+    ]
+
+
+def _pg_schema_problems(path: Path, url: URL, database: str) -> list[str]:
+    """The archive's schema against the schema of what it restored into."""
+    env = _server_env(url)
+    archived = _run(["pg_restore", "--schema-only", "--no-owner", "-f", "-", str(path)], env)
+    restored = _run(["pg_dump", "--schema-only", "--no-owner", *_pg_args(url), database], env)
+    expected = schema_lines(archived.stdout.decode(errors="replace"))
+    actual = schema_lines(restored.stdout.decode(errors="replace"))
+    if expected != actual:
+        missing = [line for line in expected if line not in actual][:3]
+        return [f"the restored schema differs from the archive's: {missing or 'order'}"]
+    return []
+
+
 def _restored(url: URL, tables: list[str], sums: dict[str, int]) -> tuple[dict, dict]:
     """Row counts, and checksums of the tables the manifest has them for, after a restore."""
     engine = create_engine(url)
@@ -436,6 +461,7 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                         _server_env(url),
                     )
                     restored, restored_sums = _restored(scratch_url, list(expected), expected_sums)
+                    problems += _pg_schema_problems(path, url, name)
         else:
             url = conn.engine.url
             if not params.get("quick"):
