@@ -280,3 +280,67 @@ def test_schema_comparison_ignores_the_restrict_tokens():
     one = "\\restrict AAA\nCREATE TABLE a (id int);\n-- comment\n\\unrestrict AAA\n"
     two = "\\restrict BBB\n\nCREATE TABLE a (id int);\n\\unrestrict BBB\n"
     assert schema_lines(one) == schema_lines(two) == ["CREATE TABLE a (id int);"]
+
+
+def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
+    server_config, server_url, home, tmp_path
+):
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        pg = server_url.startswith("postgresql")
+        with engine(server_url).connect() as conn:
+            conn.execute(text("CREATE TABLE big (id INTEGER PRIMARY KEY, body VARCHAR(200))"))
+            if pg:
+                conn.execute(
+                    text(
+                        "INSERT INTO big SELECT g, md5(g::text) || md5(g::text) "
+                        "FROM generate_series(1, 150000) g"
+                    )
+                )
+            else:
+                conn.execute(text("SET SESSION max_recursive_iterations = 1000000"))
+                conn.execute(
+                    text(
+                        "INSERT INTO big WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL "
+                        "SELECT n + 1 FROM g WHERE n < 150000) "
+                        "SELECT n, CONCAT(MD5(n), MD5(n)) FROM g"
+                    )
+                )
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["backup_dir"] = str(mount_point)
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(home=home)
+
+        def fill_when_the_dump_starts() -> None:
+            # The target's folder appears after the free-space check and just before the
+            # dump opens its file: the disk fills up in between.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if (mount_point / "db").exists():
+                    free = shutil.disk_usage(mount_point).free
+                    with contextlib.suppress(OSError):
+                        (mount_point / "filler").write_bytes(b"\0" * max(free - 4096, 0))
+                    return
+                time.sleep(0.0005)
+
+        filler = threading.Thread(target=fill_when_the_dump_starts)
+        filler.start()
+        result = commands.run_job(config, "backup", {"type": "full"})
+        filler.join()
+        assert (mount_point / "filler").exists(), "the dump never started"
+        assert result.status == "failed", [s.status for s in result.steps]
+        assert "No space left on device" in result.steps[1].error, result.steps[1].error
+        assert commands.list_backups(config) == []
+        left = [p.name for p in mount_point.rglob("*") if p.is_file() and p.name != "filler"]
+        assert left == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -134,7 +134,10 @@ def _run(argv: list[str], env: dict[str, str], **kw: Any) -> subprocess.Complete
             f"{argv[0]} is not installed; install the database's client tools"
         ) from None
     if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
+        stderr = done.stderr.decode(errors="replace").strip()
+        if "No space left on device" in stderr or "errno 28" in stderr.lower():
+            raise StepFailed(f"{argv[0]} failed: No space left on device; free space and retry")
+        message = stderr.splitlines()
         raise StepFailed(f"{argv[0]} failed: {message[-1] if message else done.returncode}")
     return done
 
@@ -311,23 +314,28 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                 _server_env(url),
                 stdout=out,
             )
-    sha = sha256_of(final)
-    manifest = {
-        "format": 1,
-        "target": ctx.target,
-        "dialect": dialect,
-        "kind": "full",
-        "file": final.name,
-        "sha256": sha,
-        "size_bytes": final.stat().st_size,
-        "server_version": server,
-        "tool": tool,
-        "tables": counts,
-        "checksums": checksums,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parent": None,
-    }
-    _write_manifest(final, manifest)
+    try:
+        sha = sha256_of(final)
+        manifest = {
+            "format": 1,
+            "target": ctx.target,
+            "dialect": dialect,
+            "kind": "full",
+            "file": final.name,
+            "sha256": sha,
+            "size_bytes": final.stat().st_size,
+            "server_version": server,
+            "tool": tool,
+            "tables": counts,
+            "checksums": checksums,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "parent": None,
+        }
+        _write_manifest(final, manifest)
+    except BaseException:
+        # Without its manifest a backup is not one: nothing half-made is left behind.
+        final.unlink(missing_ok=True)
+        raise
     return {
         "backup_path": str(final),
         "sha256": sha,
@@ -345,7 +353,18 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
-backup_database_full = Handler(sql_templates=("VACUUM INTO :path",), run_fn=_backup)
+def _backup_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    dialect = ctx.dialect
+    if dialect == "sqlite":
+        return ["VACUUM INTO '<backup folder>/<target>-full-<time>.sqlite.partial'"]
+    if dialect == "postgresql":
+        return ["-- pg_dump -Fc --snapshot <exported snapshot> <database>"]
+    return ["-- mariadb-dump --single-transaction --routines --triggers --events <database>"]
+
+
+backup_database_full = Handler(
+    sql_templates=("VACUUM INTO :path",), run_fn=_backup, render_fn=_backup_sql
+)
 
 
 # --- validate_backup -----------------------------------------------------------------------
