@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import socket
 import statistics
 import threading
 import time
@@ -294,24 +295,53 @@ class Executor:
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGINT and SIGTERM: no new step starts; a running statement is cancelled."""
+        """SIGINT and SIGTERM: no new step starts; a running statement is cancelled.
+
+        Python runs a signal handler only between bytecodes of the main thread, never
+        while a driver's C call blocks it. The C-level handler still writes the signal
+        number to the wakeup fd at once, so a watcher thread reads it there and cancels
+        the running statement; the Python handler then sees the cancelled step.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum: int, _frame: Any) -> None:
             self._signal = signal.Signals(signum).name
-            if self._running is not None:
-                interrupt(self._running)
-            else:
+            if self._running is None:
                 raise _Interrupted(self._signal)
 
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    data = reader.recv(16)
+                except OSError:
+                    return
+                if not data or stop.is_set():
+                    return
+                self._signal = self._signal or signal.Signals(data[-1]).name
+                running = self._running
+                if running is not None:
+                    interrupt(running)
+
+        watcher = threading.Thread(target=watch, name="aishell-signals", daemon=True)
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        watcher.start()
         try:
             yield
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+            signal.set_wakeup_fd(previous_fd)
+            stop.set()
+            writer.close()
+            reader.close()
+            watcher.join(1)
 
     def _initial(self, index: int, step: Step) -> StepResult:
         tool = self.registry.get(step.tool)
@@ -592,7 +622,7 @@ class Executor:
                         step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"),
                         self._audited(ctx.connection, result.index, attempt),
                     ):
-                        output = _in_worker(lambda: impl.run(params, ctx))
+                        output = impl.run(params, ctx)
                 except Exception as exc:
                     if self._signal:  # whatever the tool raised, the signal is why
                         _rollback(ctx.connection)
@@ -736,30 +766,6 @@ class _Earlier(Mapping[str, StepResult]):
 
     def __len__(self) -> int:
         return self._index
-
-
-def _in_worker(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a tool on a worker thread while this (main) thread waits.
-
-    Python runs signal handlers only on the main thread, and not while it is
-    inside a driver's C call; waiting here keeps the main thread free to take
-    SIGINT or SIGTERM and cancel the statement the worker is running.
-    """
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=target, name="aishell-step", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def _restore(result: StepResult, stored: Mapping[str, Any]) -> None:
