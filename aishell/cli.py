@@ -309,10 +309,11 @@ def run_maintenance(
 @click.option(
     "--type",
     "kind",
-    type=click.Choice(["full"]),
+    type=click.Choice(["full", "drill"]),
     default="full",
     show_default=True,
-    help="full: the whole database.",
+    help="full: back up the whole database; drill: restore the newest backup into a "
+    "scratch database and check it.",
 )
 @click.option("--target", help="Target from config (default: the default target).")
 @click.option(
@@ -323,8 +324,20 @@ def run_maintenance(
 )
 @click.option("--quick", is_flag=True, help="Verify by decoding the archive, not restoring it.")
 @click.option("--cleanup", is_flag=True, help="Then delete backups past retention.")
-@click.option("--retention-days", type=float, default=30, show_default=True)
-@click.option("--keep-last", type=int, default=3, show_default=True)
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="With --cleanup: keep backups younger than this.",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="With --cleanup: always keep this many newest backups.",
+)
 @approval_options
 @json_option
 @pass_state

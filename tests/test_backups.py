@@ -344,3 +344,14 @@ def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
         assert left == []
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_backup_cli_drill_and_restore_behind_approval(demo_db, home):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["run", "backup"]).exit_code == 0
+    drill = runner.invoke(cli, ["run", "backup", "--type", "drill", "--json"])
+    assert drill.exit_code == 0, drill.output
+    assert json.loads(drill.stdout)["steps"][1]["output"]["ok"] is True
+    # Critical: --yes does not approve a restore; the run waits for a person.
+    waiting = runner.invoke(cli, ["restore", "1", "--to", "demo", "--yes"])
+    assert waiting.exit_code == 3 and "aishell approve" in waiting.output
