@@ -32,7 +32,7 @@ def test_standard_plan_measures_then_analyzes_each_table(config, demo_db):
     ]
 
 
-def test_full_plan_per_table_in_the_tutorials_order(config, demo_db):
+def test_full_plan_per_table_in_order(config, demo_db):
     preview = commands.plan_job(config, "maintenance", {"type": "full"})
     per_table = [
         "analyze_table_fragmentation",

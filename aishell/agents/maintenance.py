@@ -33,7 +33,7 @@ class MaintenanceAgent:
         }
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
-        """The tutorial's plans: health first, the type's work per table, a report last."""
+        """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]
         tables = list(ctx.tables)
         if kind == "full" and not job.get("tables"):
