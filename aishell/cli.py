@@ -288,10 +288,11 @@ def run_maintenance(
     as_json: bool,
 ) -> None:
     """Run maintenance on a target and print a summary of every step."""
-    console = render.console(as_json)
-    approver = make_approver(console, yes, approve_up_to, non_interactive)
-    with render.StepProgress(console) as observer:
-        result = commands.run_job(
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer: commands.run_job(
             state.config,
             "maintenance",
             maintenance_job(kind, tables, no_rebuild_indexes),
@@ -301,8 +302,8 @@ def run_maintenance(
             observer=observer,
             safety_level=safety_level,
             force=force,
-        )
-    finish_run(ctx, console, result, as_json)
+        ),
+    )
 
 
 @run.command("backup")
@@ -358,10 +359,11 @@ def run_backup(
     as_json: bool,
 ) -> None:
     """Back up a target into the backup folder and validate the backup."""
-    console = render.console(as_json)
-    approver = make_approver(console, yes, approve_up_to, non_interactive)
-    with render.StepProgress(console) as observer:
-        result = commands.run_job(
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer: commands.run_job(
             state.config,
             "backup",
             {
@@ -375,8 +377,8 @@ def run_backup(
             target,
             approver=approver,
             observer=observer,
-        )
-    finish_run(ctx, console, result, as_json)
+        ),
+    )
 
 
 @cli.command("restore")
@@ -399,13 +401,14 @@ def restore_command(
     as_json: bool,
 ) -> None:
     """Restore a verified backup into a target (critical: a person approves it)."""
-    console = render.console(as_json)
-    approver = make_approver(console, yes, approve_up_to, non_interactive)
-    with render.StepProgress(console) as observer:
-        result = commands.restore(
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer: commands.restore(
             state.config, backup_id, to, replace=replace, approver=approver, observer=observer
-        )
-    finish_run(ctx, console, result, as_json)
+        ),
+    )
 
 
 @cli.group(cls=AishellGroup)
@@ -462,11 +465,12 @@ def apply(
     as_json: bool,
 ) -> None:
     """Run exactly a plan saved with `plan --out`; refused if tools or target changed."""
-    console = render.console(as_json)
     saved = commands.load_plan_file(plan_file)
-    approver = make_approver(console, yes, approve_up_to, non_interactive)
-    with render.StepProgress(console) as observer:
-        result = commands.apply_plan(
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer: commands.apply_plan(
             state.config,
             saved,
             dry_run=dry_run,
@@ -474,8 +478,8 @@ def apply(
             observer=observer,
             safety_level=safety_level,
             force=force,
-        )
-    finish_run(ctx, console, result, as_json)
+        ),
+    )
 
 
 @cli.command()
@@ -494,11 +498,14 @@ def resume(
     as_json: bool,
 ) -> None:
     """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
-    console = render.console(as_json)
-    approver = make_approver(console, yes, approve_up_to, non_interactive)
-    with render.StepProgress(console) as observer:
-        result = commands.resume_run(state.config, run_id, approver=approver, observer=observer)
-    finish_run(ctx, console, result, as_json)
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer: commands.resume_run(
+            state.config, run_id, approver=approver, observer=observer
+        ),
+    )
 
 
 @cli.command()
@@ -565,6 +572,23 @@ def stop(state: State, run_id: str, as_json: bool) -> None:
             f"Run {result['run_id']} will stop after its current statement or batch; "
             f"continue it with `aishell resume {result['run_id']}`."
         )
+
+
+def run_and_render(
+    ctx: click.Context,
+    as_json: bool,
+    approval: dict[str, Any],
+    start: Callable[[Approver, Any], RunResult],
+) -> None:
+    """Start a run with a progress display, print its summary, exit with its status.
+
+    `approval` holds the approval flags (yes, approve_up_to, non_interactive).
+    """
+    console = render.console(as_json)
+    approver = make_approver(console, **approval)
+    with render.StepProgress(console) as observer:
+        result = start(approver, observer)
+    finish_run(ctx, console, result, as_json)
 
 
 def finish_run(ctx: click.Context, console: Any, result: RunResult, as_json: bool) -> None:
