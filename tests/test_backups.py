@@ -24,6 +24,24 @@ from aishell.errors import UsageError
 from tests.services import engine
 
 
+def fill_disk_when(ready, disk: Path) -> threading.Thread:
+    """A thread that fills `disk` (a small tmpfs) as soon as ready() is true."""
+
+    def fill() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if ready():
+                free = shutil.disk_usage(disk).free
+                with contextlib.suppress(OSError):  # fill it, as far as it goes
+                    (disk / "filler").write_bytes(b"\0" * max(free - 4096, 0))
+                return
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=fill)
+    thread.start()
+    return thread
+
+
 def test_sqlite_backup_validate_restore_round_trip(config, demo_db, home):
     result = commands.run_job(config, "backup", {"type": "full"})
     assert result.status == "completed", result.error
@@ -124,18 +142,7 @@ def test_a_disk_that_fills_during_the_backup_leaves_nothing_marked_good(
     create_demo(home / "demo.db", log_rows=100_000, users=2_000, orders=20_000)
     config = edit_config({"backup_dir": str(small_disk)})
 
-    def fill_when_the_copy_starts() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if list(small_disk.rglob("*.partial")):
-                free = shutil.disk_usage(small_disk).free
-                with contextlib.suppress(OSError):  # fill it, as far as it goes
-                    (small_disk / "filler").write_bytes(b"\0" * max(free - 4096, 0))
-                return
-            time.sleep(0.0005)
-
-    filler = threading.Thread(target=fill_when_the_copy_starts)
-    filler.start()
+    filler = fill_disk_when(lambda: bool(list(small_disk.rglob("*.partial"))), small_disk)
     result = commands.run_job(config, "backup", {"type": "full"})
     filler.join()
     assert (small_disk / "filler").exists(), "the copy never started"
@@ -320,20 +327,9 @@ def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
         path.write_text(yaml.safe_dump(data))
         config = load_config(home=home)
 
-        def fill_when_the_dump_starts() -> None:
-            # The target's folder appears after the free-space check and just before the
-            # dump opens its file: the disk fills up in between.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if (mount_point / "db").exists():
-                    free = shutil.disk_usage(mount_point).free
-                    with contextlib.suppress(OSError):
-                        (mount_point / "filler").write_bytes(b"\0" * max(free - 4096, 0))
-                    return
-                time.sleep(0.0005)
-
-        filler = threading.Thread(target=fill_when_the_dump_starts)
-        filler.start()
+        # The target's folder appears after the free-space check and just before the
+        # dump opens its file: the disk fills up in between.
+        filler = fill_disk_when((mount_point / "db").exists, mount_point)
         result = commands.run_job(config, "backup", {"type": "full"})
         filler.join()
         assert (mount_point / "filler").exists(), "the dump never started"

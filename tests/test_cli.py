@@ -5,6 +5,7 @@ import select
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import click
 import pytest
@@ -267,22 +268,13 @@ def read_until(fd, needle, timeout=30.0):
     return seen.decode(errors="replace")
 
 
-def test_interactive_prompt_in_a_terminal(demo_db, home):
-    strict(home)
+@contextmanager
+def in_terminal(*args: str):
+    """`aishell ARGS` in a pseudo-terminal: (the process, the terminal's fd)."""
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aishell",
-            "run",
-            "maintenance",
-            "--type",
-            "full",
-            "--tables",
-            "app_logs",
-        ],
+        [sys.executable, "-m", "aishell", *args],
         stdin=follower,
         stdout=follower,
         stderr=follower,
@@ -291,6 +283,19 @@ def test_interactive_prompt_in_a_terminal(demo_db, home):
     )
     os.close(follower)
     try:
+        yield proc, leader
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+
+
+def test_interactive_prompt_in_a_terminal(demo_db, home):
+    strict(home)
+    with in_terminal("run", "maintenance", "--type", "full", "--tables", "app_logs") as (
+        proc,
+        leader,
+    ):
         shown = read_until(leader, "Run this step?")
         assert "rebuild_fragmented_indexes" in shown and 'REINDEX "idx_app_logs_level"' in shown
         assert "medium risk needs approval at the strict safety level" in shown
@@ -300,36 +305,14 @@ def test_interactive_prompt_in_a_terminal(demo_db, home):
         os.write(leader, b"quit\n")
         rest = read_until(leader, "aborted")
         assert proc.wait(timeout=30) == 4, rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(leader)
 
 
 def test_interactive_yes_and_all(demo_db, home):
     strict(home)
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aishell",
-            "run",
-            "maintenance",
-            "--type",
-            "full",
-            "--tables",
-            "orders,users",
-        ],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-        close_fds=True,
-    )
-    os.close(follower)
-    try:
+    with in_terminal("run", "maintenance", "--type", "full", "--tables", "orders,users") as (
+        proc,
+        leader,
+    ):
         shown = read_until(leader, "Run this step?")
         assert "rebuild_fragmented_indexes" in shown and "orders" in shown
         assert "mitigations" in shown and "indexes to rebuild" in shown
@@ -340,10 +323,6 @@ def test_interactive_yes_and_all(demo_db, home):
         rest = read_until(leader, "completed")
         assert "Run this step?" not in rest
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(leader)
     run = json.loads(
         subprocess.run(
             [sys.executable, "-m", "aishell", "runs", "list", "--json"],
@@ -367,18 +346,7 @@ def test_a_review_step_shows_the_whole_plan_first(demo_db, home):
     from tests.helpers import corrupt_index
 
     corrupt_index(demo_db)
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aishell", "run", "maintenance", "--type", "emergency"],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-        close_fds=True,
-    )
-    os.close(follower)
-    try:
+    with in_terminal("run", "maintenance", "--type", "emergency") as (proc, leader):
         shown = read_until(leader, "Run this step?")
         assert "The whole plan, for review" in shown and "Review needed" in shown
         assert "generate_maintenance_report" in shown  # the last step of the plan is listed
@@ -386,7 +354,3 @@ def test_a_review_step_shows_the_whole_plan_first(demo_db, home):
         os.write(leader, b"yes\n")
         read_until(leader, "completed")
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(leader)
