@@ -310,11 +310,12 @@ def run_maintenance(
 @click.option(
     "--type",
     "kind",
-    type=click.Choice(["full", "drill"]),
+    type=click.Choice(["full", "incremental", "drill"]),
     default="full",
     show_default=True,
-    help="full: back up the whole database; drill: restore the newest backup into a "
-    "scratch database and check it.",
+    help="full: back up the whole database; incremental: only the tables changed since "
+    "the newest verified backup; drill: restore the newest backup into a scratch "
+    "database and check it.",
 )
 @click.option("--target", help="Target from config (default: the default target).")
 @click.option(

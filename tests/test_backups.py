@@ -351,3 +351,84 @@ def test_backup_cli_drill_and_restore_behind_approval(demo_db, home):
     # Critical: --yes does not approve a restore; the run waits for a person.
     waiting = runner.invoke(cli, ["restore", "1", "--to", "demo", "--yes"])
     assert waiting.exit_code == 3 and "aishell approve" in waiting.output
+
+
+def restore_target(home, name, url):
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"][name] = {"url": url}
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)
+
+
+def test_sqlite_incremental_chain_restores_the_state_at_the_incremental(config, demo_db, home):
+    from aishell.approval import Prompting
+
+    orphan = commands.run_job(config, "backup", {"type": "incremental"})
+    assert orphan.status == "failed"  # nothing verified to chain from yet
+    assert "has no verified backup on disk" in orphan.steps[0].error
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+    conn = sqlite3.connect(demo_db)
+    conn.execute("UPDATE products SET price_cents = price_cents + 1 WHERE id < 10")
+    conn.execute("CREATE TABLE coupons (code TEXT PRIMARY KEY, cents INTEGER)")
+    conn.execute("INSERT INTO coupons VALUES ('SPRING', 500)")
+    conn.commit()
+    conn.close()
+    first = commands.run_job(config, "backup", {"type": "incremental"})
+    assert first.status == "completed", first.error
+    assert first.steps[1].output["changed_tables"] == ["coupons", "products"]
+    assert first.steps[2].output["chain"][0].startswith("demo-full-")
+    conn = sqlite3.connect(demo_db)
+    conn.execute("DROP TABLE coupons")
+    conn.execute("DELETE FROM users WHERE id % 7 = 0")
+    conn.commit()
+    expected = {
+        t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+        for t in ("users", "orders", "products", "app_logs")
+    }
+    conn.close()
+    second = commands.run_job(config, "backup", {"type": "incremental"})
+    assert second.status == "completed", second.error
+    assert second.steps[1].output["changed_tables"] == ["users"]
+    assert len(second.steps[2].output["chain"]) == 3
+    newest = commands.list_backups(config)[0]
+    assert newest["kind"] == "incremental" and newest["manifest"]["dropped"] == ["coupons"]
+
+    sqlite3.connect(home / "restored.db").close()
+    config = restore_target(home, "restored", "sqlite:///restored.db")
+    done = commands.restore(
+        config, newest["id"], "restored", approver=Prompting(ask=lambda r: "yes")
+    )
+    assert done.status == "completed", done.error
+    copy = sqlite3.connect(home / "restored.db")
+    tables = {r[0] for r in copy.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert tables == set(expected)
+    for table, rows in expected.items():
+        assert copy.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() == rows
+
+
+def test_server_incremental_chain(server_config, server_url, home):
+    from aishell.approval import Prompting
+    from tests.services import scratch_mysql, scratch_postgresql
+
+    populate(server_url)
+    assert commands.run_job(server_config, "backup", {"type": "full"}).status == "completed"
+    with engine(server_url).connect() as conn:
+        conn.execute(text("UPDATE a SET v = 'changed' WHERE id = 5"))
+        conn.execute(text("CREATE TABLE b (id INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO b VALUES (1), (2)"))
+    inc = commands.run_job(server_config, "backup", {"type": "incremental"})
+    assert inc.status == "completed", inc.error
+    assert inc.steps[1].output["changed_tables"] == ["a", "b"]
+    scratch = scratch_postgresql if server_url.startswith("postgresql") else scratch_mysql
+    with scratch() as other:
+        config = restore_target(home, "copy", other)
+        newest = commands.list_backups(config, "db")[0]
+        done = commands.restore(
+            config, newest["id"], "copy", approver=Prompting(ask=lambda r: "yes")
+        )
+        assert done.status == "completed", done.error
+        with engine(other).connect() as conn:
+            assert conn.execute(text("SELECT v FROM a WHERE id = 5")).scalar() == "changed"
+            assert conn.execute(text("SELECT count(*) FROM a")).scalar() == 200
+            assert conn.execute(text("SELECT count(*) FROM b")).scalar() == 2

@@ -8,7 +8,7 @@ from aishell.agents.base import PlanningContext
 from aishell.errors import UsageError
 from aishell.plan import Step, step_id
 
-BACKUP_TYPES = ("full", "drill")
+BACKUP_TYPES = ("full", "incremental", "drill")
 
 
 class BackupAgent:
@@ -27,8 +27,9 @@ class BackupAgent:
         }
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
-        """full: calculate_backup_size -> backup_database_full -> validate_backup
-        [-> cleanup_old_backups]; drill: find_last_backup -> validate_backup."""
+        """full: calculate_backup_size -> backup_database_full -> validate_backup;
+        incremental: find_last_backup -> backup_database_incremental -> validate_backup
+        (either with cleanup_old_backups last); drill: find_last_backup -> validate_backup."""
         if job["type"] == "drill":
             # A restore drill: the newest backup, restored into a scratch database.
             return [
@@ -45,20 +46,36 @@ class BackupAgent:
                     "Restore it into a scratch database and check every table's rows",
                 ),
             ]
-        steps = [
-            Step(
-                step_id(0),
-                "calculate_backup_size",
-                {},
-                "Estimate the backup's size and check the backup folder has room",
-            ),
-            Step(
-                step_id(1),
-                "backup_database_full",
-                {},
-                "Take a full backup with a manifest of every table's row count",
-            ),
-        ]
+        if job["type"] == "incremental":
+            steps = [
+                Step(
+                    step_id(0),
+                    "find_last_backup",
+                    {"verified_only": True},
+                    "Find the newest verified backup to chain from",
+                ),
+                Step(
+                    step_id(1),
+                    "backup_database_incremental",
+                    {"parent": "${step_0.output.backup_path}"},
+                    "Back up the tables that changed since that backup",
+                ),
+            ]
+        else:
+            steps = [
+                Step(
+                    step_id(0),
+                    "calculate_backup_size",
+                    {},
+                    "Estimate the backup's size and check the backup folder has room",
+                ),
+                Step(
+                    step_id(1),
+                    "backup_database_full",
+                    {},
+                    "Take a full backup with a manifest of every table's row count",
+                ),
+            ]
         if job.get("verify", True):
             steps.append(
                 Step(

@@ -224,7 +224,48 @@ calculate_backup_size = Handler(
 # --- backup_database_full ------------------------------------------------------------------
 
 
+def changed_tables(
+    parent: Mapping[str, Any], counts: dict[str, int], checksums: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """Tables that differ from the parent backup, and tables gone since.
+
+    A table counts as unchanged only when its row count and its content checksum
+    both match the parent's; a table too large for a checksum is always taken.
+    """
+    before_counts = parent.get("tables") or {}
+    before_sums = parent.get("checksums") or {}
+    changed = [
+        t
+        for t in counts
+        if t not in before_counts
+        or before_counts[t] != counts[t]
+        or t not in checksums
+        or before_sums.get(t) != checksums[t]
+    ]
+    dropped = sorted(t for t in before_counts if t not in counts)
+    return sorted(changed), dropped
+
+
 def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return _take(params, ctx, parent=None)
+
+
+def _backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    parent_path = Path(params["parent"])
+    if not parent_path.is_file():
+        raise StepFailed(f"The parent backup {parent_path} is not on disk")
+    verified = {b["path"] for b in ctx.backup_catalog() if b["verified_at"]}
+    if str(parent_path) not in verified:
+        raise StepFailed(
+            f"The parent backup {parent_path.name} was never proven restorable; an incremental "
+            "chains only from a verified backup"
+        )
+    return _take(params, ctx, parent=read_manifest(parent_path) | {"path": str(parent_path)})
+
+
+def _take(
+    params: Mapping[str, Any], ctx: ToolContext, parent: dict[str, Any] | None
+) -> dict[str, Any]:
     conn = ctx.connection
     dialect = conn.dialect.name
     size = _size(params, ctx)
@@ -258,6 +299,16 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                     for t in tables
                 }
                 checksums = _sqlite_checksums(copy, counts)
+                changed, dropped = (
+                    changed_tables(parent, counts, checksums) if parent else (list(counts), [])
+                )
+                if parent:
+                    # The copy keeps only what changed since the parent.
+                    for t in counts:
+                        if t not in changed:
+                            copy.execute(f'DROP TABLE "{t.replace(chr(34), chr(34) * 2)}"')
+                    copy.commit()
+                    copy.execute("VACUUM")
             finally:
                 copy.close()
             if result != "ok":
@@ -275,20 +326,29 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             snapshot = snap_conn.execute(text("SELECT pg_export_snapshot()")).scalar()
             counts = _counts(snap_conn, user_tables(snap_conn))
             checksums = _checksums(snap_conn, counts)
+            changed, dropped = (
+                changed_tables(parent, counts, checksums) if parent else (list(counts), [])
+            )
+            # Double quotes make a pg_dump pattern match exactly that one table.
+            only = [f'--table="{t.replace(chr(34), chr(34) * 2)}"' for t in changed]
             with _partial(final) as partial:
-                _run(
-                    [
-                        "pg_dump",
-                        "-Fc",
-                        "--snapshot",
-                        str(snapshot),
-                        "-f",
-                        str(partial),
-                        *_pg_args(url),
-                        str(url.database),
-                    ],
-                    _server_env(url),
-                )
+                if parent and not changed:
+                    partial.write_bytes(b"")  # nothing changed: an empty increment
+                else:
+                    _run(
+                        [
+                            "pg_dump",
+                            "-Fc",
+                            "--snapshot",
+                            str(snapshot),
+                            "-f",
+                            str(partial),
+                            *(only if parent else []),
+                            *_pg_args(url),
+                            str(url.database),
+                        ],
+                        _server_env(url),
+                    )
         finally:
             snap_conn.rollback()
             snap_conn.close()
@@ -299,28 +359,33 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         server = str(conn.execute(text("SELECT VERSION()")).scalar())
         counts = _counts(conn, user_tables(conn))
         checksums = _checksums(conn, counts)
+        changed, dropped = (
+            changed_tables(parent, counts, checksums) if parent else (list(counts), [])
+        )
         with _partial(final) as partial, partial.open("wb") as out:
-            _run(
-                [
-                    dump,
-                    "--single-transaction",
-                    "--routines",
-                    "--triggers",
-                    "--events",
-                    "--hex-blob",
-                    *_my_args(url),
-                    str(url.database),
-                ],
-                _server_env(url),
-                stdout=out,
-            )
+            if not (parent and not changed):
+                _run(
+                    [
+                        dump,
+                        "--single-transaction",
+                        "--routines",
+                        "--triggers",
+                        "--events",
+                        "--hex-blob",
+                        *_my_args(url),
+                        str(url.database),
+                        *(changed if parent else []),
+                    ],
+                    _server_env(url),
+                    stdout=out,
+                )
     try:
         sha = sha256_of(final)
         manifest = {
             "format": 1,
             "target": ctx.target,
             "dialect": dialect,
-            "kind": "full",
+            "kind": "incremental" if parent else "full",
             "file": final.name,
             "sha256": sha,
             "size_bytes": final.stat().st_size,
@@ -329,7 +394,13 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "tables": counts,
             "checksums": checksums,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "parent": None,
+            "parent": parent["path"] if parent else None,
+            "changed": changed if parent else None,
+            "dropped": dropped if parent else None,
+            "method": None
+            if not parent
+            else "per table: row count and a checksum of its rows against the parent's; "
+            f"tables over {CHECKSUM_ROWS:,} rows are always taken",
         }
         _write_manifest(final, manifest)
     except BaseException:
@@ -343,8 +414,9 @@ def _backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "tables": len(counts),
         "rows": sum(counts.values()),
         "seconds": round(time.monotonic() - started, 3),
+        "changed_tables": changed if parent else None,
         "backup_record": {
-            "kind": "full",
+            "kind": manifest["kind"],
             "path": str(final),
             "sha256": sha,
             "size_bytes": manifest["size_bytes"],
@@ -364,6 +436,9 @@ def _backup_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 backup_database_full = Handler(
     sql_templates=("VACUUM INTO :path",), run_fn=_backup, render_fn=_backup_sql
+)
+backup_database_incremental = Handler(
+    sql_templates=("VACUUM INTO :path",), run_fn=_backup_incremental, render_fn=_backup_sql
 )
 
 
@@ -421,6 +496,81 @@ def _restored(url: URL, tables: list[str], sums: dict[str, int]) -> tuple[dict, 
         engine.dispose()
 
 
+def chain_of(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """A backup and the backups it builds on, oldest (the full one) first; each file must
+    still match its manifest."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    current: Path | None = path
+    while current is not None:
+        if not current.is_file():
+            raise StepFailed(f"Backup {current} is missing; the chain cannot be restored")
+        manifest = read_manifest(current)
+        sha = sha256_of(current)
+        if sha != manifest["sha256"]:
+            raise StepFailed(
+                f"sha256 of {current.name} ({sha}) does not match the manifest's "
+                f"{manifest['sha256']}"
+            )
+        chain.append((current, manifest))
+        current = Path(manifest["parent"]) if manifest.get("parent") else None
+    return list(reversed(chain))
+
+
+def _sqlite_apply(conn: sqlite3.Connection, path: Path, manifest: dict[str, Any]) -> None:
+    if manifest["kind"] == "full":
+        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            source.backup(conn)
+        finally:
+            source.close()
+        return
+    conn.execute("ATTACH DATABASE ? AS inc", (f"{path.resolve().as_uri()}?mode=ro",))
+    try:
+        for table in [*manifest["changed"], *manifest["dropped"]]:
+            conn.execute(f'DROP TABLE IF EXISTS main."{table.replace(chr(34), chr(34) * 2)}"')
+        for table in manifest["changed"]:
+            quoted = '"' + table.replace('"', '""') + '"'
+            objects = conn.execute(
+                "SELECT type, sql FROM inc.sqlite_schema WHERE tbl_name = ? AND sql IS NOT NULL "
+                "ORDER BY type = 'table' DESC",
+                (table,),
+            ).fetchall()
+            for kind, sql in objects:
+                conn.execute(sql)
+                if kind == "table":
+                    conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM inc.{quoted}")
+        conn.commit()
+    finally:
+        conn.execute("DETACH DATABASE inc")
+
+
+def _server_apply(
+    dialect: str, url: URL, database: str, path: Path, manifest: dict[str, Any], replace: bool
+) -> None:
+    env = _server_env(url)
+    incremental = manifest["kind"] == "incremental"
+    if path.stat().st_size:
+        if dialect == "postgresql":
+            argv = ["pg_restore", "--no-owner", "--exit-on-error", "-d", database, *_pg_args(url)]
+            if replace or incremental:
+                argv += ["--clean", "--if-exists"]
+            _run([*argv, str(path)], env)
+        else:
+            client = "mariadb" if shutil.which("mariadb") else "mysql"
+            with path.open("rb") as dump:  # the dump drops and recreates each table
+                _run([client, *_my_args(url), database], env, stdin=dump)
+    if incremental and manifest["dropped"]:
+        engine = create_engine(url.set(database=database), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                for table in manifest["dropped"]:
+                    conn.execute(
+                        text(f"DROP TABLE IF EXISTS {quote_identifier(conn.dialect, table)}")
+                    )
+        finally:
+            engine.dispose()
+
+
 def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     path = Path(params["backup_path"])
     if not path.is_file():
@@ -428,66 +578,52 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     manifest = read_manifest(path)
     result: dict[str, Any] = {"backup_path": str(path), "quick": bool(params.get("quick"))}
     problems: list[str] = []
-    sha = sha256_of(path)
-    if sha != manifest["sha256"]:
-        problems.append(f"sha256 {sha} does not match the manifest's {manifest['sha256']}")
+    try:
+        chain = chain_of(path)
+    except StepFailed as exc:
+        chain = []
+        problems.append(str(exc))
     conn = ctx.connection
     dialect = manifest["dialect"]
     expected = manifest["tables"]
     expected_sums = manifest.get("checksums") or {}
     restored: dict[str, int] = {}
     restored_sums: dict[str, str] = {}
-    if not problems:
-        if dialect == "sqlite":
-            copy_path = path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}")
-            shutil.copyfile(path, copy_path)
+    if chain and dialect == "sqlite":
+        scratch = path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}")
+        try:
+            copy = sqlite3.connect(scratch)
             try:
-                copy = sqlite3.connect(copy_path)
-                try:
-                    check = copy.execute("PRAGMA integrity_check").fetchone()[0]
-                    if check != "ok":
-                        problems.append(f"integrity_check: {check}")
-                    else:
-                        for t in expected:
-                            quoted = '"' + t.replace('"', '""') + '"'
-                            restored[t] = copy.execute(f"SELECT count(*) FROM {quoted}").fetchone()[
-                                0
-                            ]
-                        restored_sums = _sqlite_checksums(copy, {t: 0 for t in expected_sums})
-                except sqlite3.DatabaseError as exc:
-                    problems.append(f"the copy cannot be read: {exc}")
-                finally:
-                    copy.close()
+                for link, link_manifest in chain:
+                    _sqlite_apply(copy, link, link_manifest)
+                check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+                if check != "ok":
+                    problems.append(f"integrity_check: {check}")
+                else:
+                    for t in expected:
+                        quoted = '"' + t.replace('"', '""') + '"'
+                        restored[t] = copy.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
+                    restored_sums = _sqlite_checksums(copy, {t: 0 for t in expected_sums})
+            except sqlite3.DatabaseError as exc:
+                problems.append(f"the backup cannot be read: {exc}")
             finally:
-                copy_path.unlink(missing_ok=True)
-        elif dialect == "postgresql":
-            url = conn.engine.url
-            if params.get("quick"):
-                # Decodes every block of the archive; --list would read only its index.
-                _run(["pg_restore", "-f", "/dev/null", str(path)], _server_env(url))
-            else:
-                with _scratch_server_database(conn) as (scratch_url, name):
-                    _run(
-                        [
-                            "pg_restore",
-                            "--no-owner",
-                            "--exit-on-error",
-                            "-d",
-                            name,
-                            *_pg_args(url),
-                            str(path),
-                        ],
-                        _server_env(url),
-                    )
-                    restored, restored_sums = _restored(scratch_url, list(expected), expected_sums)
-                    problems += _pg_schema_problems(path, url, name)
-        else:
-            url = conn.engine.url
-            if not params.get("quick"):
-                client = "mariadb" if shutil.which("mariadb") else "mysql"
-                with _scratch_server_database(conn) as (scratch_url, name), path.open("rb") as dump:
-                    _run([client, *_my_args(url), name], _server_env(url), stdin=dump)
-                    restored, restored_sums = _restored(scratch_url, list(expected), expected_sums)
+                copy.close()
+        finally:
+            scratch.unlink(missing_ok=True)
+    elif chain and params.get("quick"):
+        if dialect == "postgresql":
+            # Decodes every block of each archive; --list would read only its index.
+            for link, _ in chain:
+                if link.stat().st_size:
+                    _run(["pg_restore", "-f", "/dev/null", str(link)], _server_env(conn.engine.url))
+    elif chain:
+        url = conn.engine.url
+        with _scratch_server_database(conn) as (scratch_url, name):
+            for link, link_manifest in chain:
+                _server_apply(dialect, url, name, link, link_manifest, replace=False)
+            restored, restored_sums = _restored(scratch_url, list(expected), expected_sums)
+            if dialect == "postgresql" and len(chain) == 1:
+                problems += _pg_schema_problems(path, url, name)
     if restored:
         for table, rows in expected.items():
             if restored.get(table) != rows:
@@ -495,11 +631,15 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         for table, checksum in expected_sums.items():
             if restored_sums.get(table) != checksum:
                 problems.append(f"{table}: restored contents differ from the backup's checksum")
+        extra = sorted(set(restored) - set(expected))
+        if extra:
+            problems.append(f"tables the backup does not hold came back: {', '.join(extra)}")
     ok = not problems
     result.update(
         {
             "ok": ok,
             "problems": problems,
+            "chain": [link.name for link, _ in chain],
             "tables_compared": len(restored),
             "checksums_compared": len(restored_sums),
         }
@@ -520,9 +660,8 @@ validate_backup = Handler(sql_templates=("SELECT count(*) FROM {table}",), run_f
 
 def _restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     path = Path(params["backup_path"])
-    manifest = read_manifest(path)
-    if sha256_of(path) != manifest["sha256"]:
-        raise StepFailed(f"Backup {path.name} does not match its manifest; it is not restored")
+    chain = chain_of(path)
+    manifest = chain[-1][1]
     conn = ctx.connection
     dialect = conn.dialect.name
     if dialect != manifest["dialect"]:
@@ -534,33 +673,28 @@ def _restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "empty database or pass replace"
         )
     url = conn.engine.url
-    if dialect == "sqlite":
-        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            source.backup(conn.connection.driver_connection)
-        finally:
-            source.close()
-    elif dialect == "postgresql":
-        argv = [
-            "pg_restore",
-            "--no-owner",
-            "--exit-on-error",
-            "-d",
-            str(url.database),
-            *_pg_args(url),
-        ]
-        if params.get("replace"):
-            argv += ["--clean", "--if-exists"]
-        _run([*argv, str(path)], _server_env(url))
-    else:
-        client = "mariadb" if shutil.which("mariadb") else "mysql"
-        with path.open("rb") as dump:
-            _run([client, *_my_args(url), str(url.database)], _server_env(url), stdin=dump)
+    for link, link_manifest in chain:
+        if dialect == "sqlite":
+            _sqlite_apply(conn.connection.driver_connection, link, link_manifest)
+        else:
+            _server_apply(
+                dialect,
+                url,
+                str(url.database),
+                link,
+                link_manifest,
+                replace=bool(params.get("replace")),
+            )
     counts = _counts(conn, list(manifest["tables"]))
     wrong = {t: (counts.get(t), n) for t, n in manifest["tables"].items() if counts.get(t) != n}
     if wrong:
         raise StepFailed(f"Restored row counts differ from the manifest: {wrong}")
-    return {"restored_tables": len(counts), "rows": sum(counts.values()), "backup_path": str(path)}
+    return {
+        "restored_tables": len(counts),
+        "rows": sum(counts.values()),
+        "backup_path": str(path),
+        "chain": [link.name for link, _ in chain],
+    }
 
 
 restore_backup = Handler(
