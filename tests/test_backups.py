@@ -432,3 +432,34 @@ def test_server_incremental_chain(server_config, server_url, home):
             assert conn.execute(text("SELECT v FROM a WHERE id = 5")).scalar() == "changed"
             assert conn.execute(text("SELECT count(*) FROM a")).scalar() == 200
             assert conn.execute(text("SELECT count(*) FROM b")).scalar() == 2
+
+
+def test_retention_keeps_the_parents_of_a_kept_incremental(config, demo_db, home):
+    from aishell.approval import Prompting
+    from aishell.plan import Plan, Step
+
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+    conn = sqlite3.connect(demo_db)
+    conn.execute("DELETE FROM products WHERE id = 1")
+    conn.commit()
+    conn.close()
+    assert commands.run_job(config, "backup", {"type": "incremental"}).status == "completed"
+    conn = sqlite3.connect(home / "state.db")
+    conn.execute(
+        "UPDATE backups SET created_at = '2026-01-01T00:00:00.000+00:00' WHERE kind = 'full'"
+    )
+    conn.commit()
+    conn.close()
+    plan = Plan(
+        "backup",
+        "demo",
+        "sqlite",
+        {"type": "cleanup"},
+        (Step("step_0", "cleanup_old_backups", {"retention_days": 0, "keep_last": 1}),),
+    )
+    done = commands.apply_plan(config, plan, approver=Prompting(ask=lambda r: "yes"))
+    assert done.status == "completed", done.error
+    assert done.steps[0].output["deleted_backups"] == []
+    reasons = {k["why"] for k in done.steps[0].output["kept"]}
+    assert any(r.startswith("a kept backup depends on it") for r in reasons)
+    assert len(commands.list_backups(config)) == 2
