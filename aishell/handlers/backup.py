@@ -142,13 +142,13 @@ def _run(argv: list[str], env: dict[str, str], **kw: Any) -> subprocess.Complete
     return done
 
 
-def _destination(ctx: ToolContext, suffix: str) -> Path:
+def _destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
     if ctx.backup_dir is None:
         raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
     folder = ctx.backup_dir / ctx.target
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return folder / f"{ctx.target}-full-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
+    return folder / f"{ctx.target}-{kind}-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
 
 
 @contextmanager
@@ -276,8 +276,9 @@ def _take(
         )
     url = conn.engine.url
     started = time.monotonic()
+    kind = "incremental" if parent else "full"
     if dialect == "sqlite":
-        final = _destination(ctx, ".sqlite")
+        final = _destination(ctx, ".sqlite", kind)
         with _partial(final) as partial:
             # VACUUM INTO copies in one read transaction (the page-by-page backup
             # API restarts for ever while another connection keeps writing).
@@ -316,7 +317,7 @@ def _take(
         tool = f"SQLite {sqlite3.sqlite_version} VACUUM INTO"
         server = f"SQLite {sqlite3.sqlite_version}"
     elif dialect == "postgresql":
-        final = _destination(ctx, ".dump")
+        final = _destination(ctx, ".dump", kind)
         tool = _tool_version("pg_dump")
         server = str(conn.execute(text("SHOW server_version")).scalar())
         # One snapshot for the row counts and the dump: they describe the same data.
@@ -353,7 +354,7 @@ def _take(
             snap_conn.rollback()
             snap_conn.close()
     else:
-        final = _destination(ctx, ".sql")
+        final = _destination(ctx, ".sql", kind)
         dump = "mariadb-dump" if shutil.which("mariadb-dump") else "mysqldump"
         tool = _tool_version(dump)
         server = str(conn.execute(text("SELECT VERSION()")).scalar())
@@ -373,6 +374,7 @@ def _take(
                         "--events",
                         "--hex-blob",
                         *_my_args(url),
+                        "--",  # table names that start with a dash are names, not options
                         str(url.database),
                         *(changed if parent else []),
                     ],
@@ -385,7 +387,7 @@ def _take(
             "format": 1,
             "target": ctx.target,
             "dialect": dialect,
-            "kind": "incremental" if parent else "full",
+            "kind": kind,
             "file": final.name,
             "sha256": sha,
             "size_bytes": final.stat().st_size,
