@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from aishell.catalog import check_column, check_tables, row_estimate, table_bytes, user_tables
 from aishell.config import Config, TargetConfig, resolve_url
@@ -223,7 +223,7 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
         timed_out.set()
         interrupt(conn)
 
-    server_limit = _server_timeout(conn, seconds)
+    _server_timeout(conn, seconds)
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
     timer.start()
@@ -237,15 +237,11 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
         raise
     finally:
         timer.cancel()
-        if server_limit is not None and not conn.invalidated:
-            # A lost connection took the setting with it; nothing to lift then.
-            with suppress(SQLAlchemyError):
-                conn.execute(text(server_limit))
     if timed_out.is_set():
         raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s")
 
 
-def _server_timeout(conn: Connection, seconds: float) -> str | None:
+def _server_timeout(conn: Connection, seconds: float) -> None:
     """Set the server's own statement limit for this step (only when it changes: a
     round trip saved per step); the next step sets its own."""
     dialect = conn.dialect
@@ -257,11 +253,10 @@ def _server_timeout(conn: Connection, seconds: float) -> str | None:
         else:
             statement = f"SET SESSION max_execution_time = {int(seconds * 1000)}"
     else:
-        return None
+        return
     if conn.info.get("aishell_statement_limit") != statement:
         conn.execute(text(statement))
         conn.info["aishell_statement_limit"] = statement
-    return None
 
 
 def _is_server_timeout(exc: BaseException) -> bool:
