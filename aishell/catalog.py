@@ -315,6 +315,21 @@ FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 
 FREEZE_MAX_AGE = 200_000_000
 
 
+def pg_urgency(xid_age: int | None, live: int, dead: int, total_bytes: int) -> float:
+    """Transaction-ID age toward a forced freeze, the share of dead rows, then size."""
+    xid = min((xid_age or 0) / FREEZE_MAX_AGE, 1.0)
+    total = (live or 0) + (dead or 0)
+    dead_share = (dead or 0) / total if total else 0.0
+    return round(3 * xid + 2 * dead_share + min((total_bytes or 0) / 2**30, 1.0), 4)
+
+
+def mysql_urgency(used_bytes: int, free_bytes: int) -> float:
+    """The share of free space, then size."""
+    total = used_bytes + free_bytes
+    free = free_bytes / total if total else 0.0
+    return round(2 * free + min(used_bytes / 2**30, 1.0), 4)
+
+
 def urgency(conn: Connection) -> dict[str, float]:
     """How soon each table needs maintenance, higher first, in one query.
 
@@ -325,16 +340,10 @@ def urgency(conn: Connection) -> dict[str, float]:
     scores: dict[str, float] = {}
     if dialect == "postgresql":
         for r in conn.execute(text(_PG_URGENCY)).mappings():
-            xid = min((r["xid_age"] or 0) / FREEZE_MAX_AGE, 1.0)
-            total = r["live"] + r["dead"]
-            dead = r["dead"] / total if total else 0.0
-            size = min(r["total_bytes"] / 2**30, 1.0)
-            scores[r["name"]] = round(3 * xid + 2 * dead + size, 6)
+            scores[r["name"]] = pg_urgency(r["xid_age"], r["live"], r["dead"], r["total_bytes"])
     elif dialect in ("mysql", "mariadb"):
         for r in conn.execute(text(_MYSQL_URGENCY)).mappings():
-            total = int(r["bytes"]) + int(r["free_bytes"])
-            free = int(r["free_bytes"]) / total if total else 0.0
-            scores[r["name"]] = round(2 * free + min(int(r["bytes"]) / 2**30, 1.0), 6)
+            scores[r["name"]] = mysql_urgency(int(r["bytes"]), int(r["free_bytes"]))
     else:
         try:
             rows = conn.execute(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import user_tables
+from aishell.catalog import mysql_urgency, user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, corruption_report, each_table
 from aishell.registry import ToolContext
@@ -66,9 +66,8 @@ def _free_percent(row: Mapping[str, Any]) -> float:
 
 
 def urgency(row: Mapping[str, Any]) -> float:
-    """Free space share first, then size."""
-    size = min((row["data_bytes"] + row["index_bytes"]) / 2**30, 1.0)
-    return round(2 * _free_percent(row) / 100 + size, 4)
+    """How soon a table needs work (the same ranking the planner uses)."""
+    return mysql_urgency(row["data_bytes"] + row["index_bytes"], row["free_bytes"])
 
 
 def table_row(conn: Connection, table: str) -> dict[str, Any]:

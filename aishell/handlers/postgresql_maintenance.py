@@ -15,13 +15,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import user_tables
+from aishell.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, cached, corruption_report, each_table
 from aishell.registry import ToolContext
 
-# Autovacuum forces a freeze at 200 million transactions; wraparound is at 2^31.
-FREEZE_MAX_AGE = 200_000_000
+# Transaction-ID wraparound is at 2^31.
 WRAPAROUND = 2**31
 
 _TABLE_STATS = """
@@ -87,13 +86,8 @@ def table_oid(conn: Connection, table: str) -> int:
 
 
 def urgency(row: Mapping[str, Any]) -> float:
-    """How soon a table needs work: transaction-ID age toward a forced freeze,
-    the share of dead rows, and size, in that order of weight."""
-    xid = min((row["xid_age"] or 0) / FREEZE_MAX_AGE, 1.0)
-    total = (row["live"] or 0) + (row["dead"] or 0)
-    dead_share = (row["dead"] or 0) / total if total else 0.0
-    size = min((row["total_bytes"] or 0) / 2**30, 1.0)
-    return round(3 * xid + 2 * dead_share + size, 4)
+    """How soon a table needs work (the same ranking the planner uses)."""
+    return pg_urgency(row["xid_age"], row["live"], row["dead"], row["total_bytes"])
 
 
 # --- analyze_database_health ------------------------------------------------------------
