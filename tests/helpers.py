@@ -6,6 +6,8 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
+from aishell.plan import Plan, Step
+
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -36,3 +38,8 @@ def corrupt_index(path: Path, table: str = "ledger", rows: int = 400) -> None:
     )
     conn.commit()
     conn.close()
+
+
+def one_step_plan(agent: str, target: str, dialect: str, tool: str, params: dict) -> Plan:
+    """A plan of a single step, to run one tool through the whole executor."""
+    return Plan(agent, target, dialect, {"type": tool}, (Step("step_0", tool, params),))

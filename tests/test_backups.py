@@ -21,6 +21,7 @@ from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.config import load_config
 from aishell.errors import UsageError
+from tests.helpers import one_step_plan
 from tests.services import engine
 
 
@@ -101,14 +102,8 @@ def test_every_injected_corruption_fails_validation(config, demo_db):
     for i in range(20):
         good.write_bytes(pristine)
         flip(good, rng)
-        from aishell.plan import Plan, Step
-
-        plan = Plan(
-            "backup",
-            "demo",
-            "sqlite",
-            {"type": "check"},
-            (Step("step_0", "validate_backup", {"backup_path": str(good)}),),
+        plan = one_step_plan(
+            "backup", "demo", "sqlite", "validate_backup", {"backup_path": str(good)}
         )
         checked = commands.apply_plan(config, plan)
         assert checked.status == "failed", i
@@ -239,14 +234,8 @@ def test_retention_keeps_what_it_must(config, demo_db, home):
     conn.execute("UPDATE backups SET verified_at = created_at WHERE id = ?", (rows[1][0],))
     conn.commit()
     conn.close()
-    from aishell.plan import Plan, Step
-
-    plan = Plan(
-        "backup",
-        "demo",
-        "sqlite",
-        {"type": "cleanup"},
-        (Step("step_0", "cleanup_old_backups", {"retention_days": 7, "keep_last": 2}),),
+    plan = one_step_plan(
+        "backup", "demo", "sqlite", "cleanup_old_backups", {"retention_days": 7, "keep_last": 2}
     )
     preview = commands.apply_plan(config, plan, dry_run=True)
     assert preview.steps[0].status == "previewed"
@@ -436,7 +425,6 @@ def test_server_incremental_chain(server_config, server_url, home):
 
 def test_retention_keeps_the_parents_of_a_kept_incremental(config, demo_db, home):
     from aishell.approval import Prompting
-    from aishell.plan import Plan, Step
 
     assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
     conn = sqlite3.connect(demo_db)
@@ -450,12 +438,8 @@ def test_retention_keeps_the_parents_of_a_kept_incremental(config, demo_db, home
     )
     conn.commit()
     conn.close()
-    plan = Plan(
-        "backup",
-        "demo",
-        "sqlite",
-        {"type": "cleanup"},
-        (Step("step_0", "cleanup_old_backups", {"retention_days": 0, "keep_last": 1}),),
+    plan = one_step_plan(
+        "backup", "demo", "sqlite", "cleanup_old_backups", {"retention_days": 0, "keep_last": 1}
     )
     done = commands.apply_plan(config, plan, approver=Prompting(ask=lambda r: "yes"))
     assert done.status == "completed", done.error

@@ -10,6 +10,7 @@ from aishell import commands
 from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.errors import TargetError
+from tests.helpers import one_step_plan
 from tests.services import engine
 
 TABLES = 12
@@ -153,10 +154,8 @@ def test_password_comes_from_the_environment_and_is_never_stored(
 
 
 def one_step(config, tool, params, approver=None):
-    from aishell.plan import Plan, Step
-
     dialect = config.target("db")[1].url.split("+")[0]
-    plan = Plan("maintenance", "db", dialect, {"type": "one"}, (Step("step_0", tool, params),))
+    plan = one_step_plan("maintenance", "db", dialect, tool, params)
     return commands.apply_plan(config, plan, approver=approver or PreApproved())
 
 
@@ -296,7 +295,6 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
     import time
 
     populate(pg_url, tables=1, rows=10)
-    from aishell.plan import Plan, Step
 
     slow = "SELECT pg_sleep(1.5), count(*) AS n FROM t000"
     site = pg_config.home / "site_tools"
@@ -339,10 +337,9 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
 
     killer = threading.Thread(target=kill_it)
     killer.start()
-    plan = Plan(
-        "maintenance", "db", "postgresql", {"type": "one"}, (Step("step_0", "slow_read", {}),)
+    result = commands.apply_plan(
+        config, one_step_plan("maintenance", "db", "postgresql", "slow_read", {})
     )
-    result = commands.apply_plan(config, plan)
     killer.join()
     assert result.status == "completed", result.error
     assert result.steps[0].attempts == 2
