@@ -171,6 +171,69 @@ def maintenance_job(kind: str, tables: str | None, no_rebuild_indexes: bool) -> 
     }
 
 
+class Duration(click.ParamType):
+    """Seconds, or a number with s, m, h or d (as pt-archiver's --run-time)."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self._UNITS.get(text[-1:], None)
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 90, 90s, 30m, 2h or 1d", param, ctx)
+        if seconds < 1:
+            self.fail(f"{value!r} is under a second", param, ctx)
+        return seconds
+
+
+def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--table", required=True, help="Table to purge."),
+        click.option("--date-column", help="Column holding each row's date (default from config)."),
+        click.option(
+            "--retention-days",
+            type=click.FloatRange(min=0),
+            help="Keep rows younger than this (default from config).",
+        ),
+        click.option(
+            "--batch-size", type=click.IntRange(1, 1_000_000), help="Rows in the first batch."
+        ),
+        click.option(
+            "--max-batch-ms",
+            type=click.FloatRange(min=1),
+            help="Size batches to take about this long.",
+        ),
+        click.option("--sleep-ms", type=click.FloatRange(min=0), help="Pause between batches."),
+        click.option(
+            "--max-rows",
+            type=click.IntRange(min=1),
+            help="Stop after this many rows; the next run goes on.",
+        ),
+        click.option("--run-time", type=Duration(), help="Stop after this long (90s, 30m, 2h)."),
+        click.option(
+            "--archive-to",
+            help="Copy rows here before deleting them: a JSON lines file (a path, or a name "
+            "ending .jsonl) or an existing table with the same columns.",
+        ),
+        click.option("--target", help="Target from config (default: the default target)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def log_cleanup_job(**flags: Any) -> dict[str, Any]:
+    """The job from the flags; flags left out take the agent's configured defaults."""
+    names = {"run_time": "run_time_seconds"}
+    return {names.get(k, k): v for k, v in flags.items() if v is not None}
+
+
 @cli.group(cls=AishellGroup)
 def plan() -> None:
     """Show what a job would do, step by step, without running it."""
@@ -208,6 +271,42 @@ def plan_maintenance(
         state.config,
         "maintenance",
         maintenance_job(kind, tables, no_rebuild_indexes),
+        target,
+        safety_level=safety_level,
+        out=out,
+    )
+    if as_json:
+        emit_json(preview.to_dict())
+    else:
+        console = render.console(False)
+        render.plan_preview(console, preview)
+        if out is not None:
+            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
+
+
+@plan.command("log-cleanup")
+@log_cleanup_options
+@safety_level_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Save the plan with its hash, for `aishell apply`.",
+)
+@json_option
+@pass_state
+def plan_log_cleanup(
+    state: State,
+    target: str | None,
+    safety_level: str | None,
+    out: Path | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Plan a purge of old rows: count, delete in batches, count again, statistics."""
+    preview = commands.plan_job(
+        state.config,
+        "log_cleanup",
+        log_cleanup_job(**flags),
         target,
         safety_level=safety_level,
         out=out,
@@ -296,6 +395,52 @@ def run_maintenance(
             state.config,
             "maintenance",
             maintenance_job(kind, tables, no_rebuild_indexes),
+            target,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+        ),
+    )
+
+
+@run.command("log-cleanup")
+@log_cleanup_options
+@click.option("--dry-run", is_flag=True, help="Read-only: count what would go, show one batch.")
+@approval_options
+@safety_level_option
+@click.option("--force", is_flag=True, help="Allow loosening a production target's safety level.")
+@json_option
+@pass_state
+@click.pass_context
+def run_log_cleanup(
+    ctx: click.Context,
+    state: State,
+    target: str | None,
+    dry_run: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Purge rows older than the retention from a table, in short throttled batches.
+
+    Each batch walks the table's key and commits on its own, sized to take about
+    --max-batch-ms; progress is checkpointed per batch, so `aishell stop` ends the
+    purge after the current batch and `aishell resume` goes on from there.
+    """
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer: commands.run_job(
+            state.config,
+            "log_cleanup",
+            log_cleanup_job(**flags),
             target,
             dry_run=dry_run,
             approver=approver,

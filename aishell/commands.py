@@ -747,6 +747,7 @@ def _executor(
         approver=approver or NonInteractive(),
         backup_dir=config.backup_dir,
         safety_level=safety_level,
+        open_target=lambda name: open_target(config, name, read_only=True).connect(),
         **extra,
     )
 
@@ -776,14 +777,17 @@ def _make_plan(
 ) -> Plan:
     agent = get_agent(agent_name)
     agent_config = config.agent(agent_name)
-    job = agent.normalize_job(job)
+    job = agent.normalize_job(job, agent_config)
     conn = handle.connect()
     try:
+        check_job = getattr(agent, "check_job", None)
         if job.get("tables"):
             check_tables(conn, handle.name, job["tables"])
             tables = tuple(job["tables"])
         else:
             tables = tuple(user_tables(conn))
+        if check_job is not None:
+            check_job(job, conn)
         assumptions = _assumptions(conn, job, tables)
         ranking = urgency(conn) if job.get("type") == "full" else {}
     finally:
@@ -794,6 +798,7 @@ def _make_plan(
         tables=tables,
         defaults=agent_config.defaults,
         urgency=ranking,
+        purge=agent_config.purge,
     )
     steps = agent.plan_steps(job, context)
     plan = Plan(

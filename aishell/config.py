@@ -119,8 +119,18 @@ class BusinessHours(_TimeZoned):
     days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
 
 
+class PurgeLimits(_Strict):
+    """A purge needs approval when it keeps less than min_retention_days of rows, or
+    would delete more than max_share of the table."""
+
+    type: Literal["purge_limits"]
+    min_retention_days: float = Field(7, ge=0)
+    max_share: float = Field(0.5, gt=0, le=1)
+    tools: list[str] = ["delete_old_records"]
+
+
 Constraint = Annotated[
-    MaxTableSize | MaintenanceWindow | BackupRequired | BusinessHours,
+    MaxTableSize | MaintenanceWindow | BackupRequired | BusinessHours | PurgeLimits,
     Field(discriminator="type"),
 ]
 CONSTRAINT_TYPES = (
@@ -129,13 +139,33 @@ CONSTRAINT_TYPES = (
     "production_hours",
     "backup_required",
     "business_hours",
+    "purge_limits",
 )
+
+
+class PurgeSettings(_Strict):
+    """How the log cleanup agent purges, unless the job says otherwise."""
+
+    date_column: str = "created_at"
+    retention_days: float = Field(30, ge=0)
+    batch_size: int = Field(1000, ge=1, le=1_000_000, description="rows in the first batch")
+    max_batch_ms: float = Field(100, ge=1, description="batches are sized to take this long")
+    sleep_ms: float = Field(0, ge=0)
+    max_rows_per_run: int | None = Field(None, ge=1)
+    run_time_seconds: float | None = Field(None, ge=1)
+    max_running_queries: int | None = Field(25, ge=1)
+    max_replica_lag_seconds: float | None = Field(10, ge=0)
+    replicas: list[str] = []
+    # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
+    # rows; null: never.
+    statistics_after_rows: int | None = Field(10_000, ge=0)
 
 
 class AgentSection(_Strict):
     default_config: AgentDefaults = AgentDefaults()
     capabilities: list[str]
     safety_constraints: list[Constraint] = []
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
 
 
 @dataclass(frozen=True)
@@ -145,6 +175,7 @@ class AgentConfig:
     capabilities: frozenset[str]
     constraints: tuple[Any, ...]
     path: Path
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
 
 
 @dataclass(frozen=True)
@@ -258,6 +289,7 @@ def load_agent_config(agent_dir: Path, agent: str) -> AgentConfig:
         capabilities=frozenset(section.capabilities),
         constraints=tuple(section.safety_constraints),
         path=path,
+        purge=section.purge,
     )
 
 

@@ -196,6 +196,8 @@ class Executor:
     backup_dir: Path | None = None
     safety_level: str | None = None
     clock: Callable[[], datetime] = _utc_now
+    # Opens another configured target read-only (a replica a purge watches).
+    open_target: Callable[[str], Connection] | None = None
     _run_id: str = field(default="", init=False)
     _plan: Plan | None = field(default=None, init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
@@ -420,7 +422,7 @@ class Executor:
             # they are audited as attempt 0 of the step.
             with self._audited(ctx.connection, result.index, 0):
                 result.sql = [display(sql) for sql in impl.render_sql(params, ctx)]
-            verdict = self.policy.check(self._facts(tool, params, ctx.connection, earlier))
+            verdict = self.policy.check(self._facts(tool, impl, params, ctx, earlier))
         except (SubstitutionError, TargetError) as exc:
             self._finish(result, "failed", error=str(exc))
             raise _Stop(FAILED, str(exc)) from None
@@ -504,12 +506,17 @@ class Executor:
     def _facts(
         self,
         tool: ToolDefinition,
+        impl: Implementation,
         params: Mapping[str, Any],
-        conn: Connection,
+        ctx: ToolContext,
         earlier: Mapping[str, StepResult],
     ) -> StepFacts:
+        conn = ctx.connection
         tables = tool.tables_in(params)
         policy = self.policy
+        effect = None
+        if tool.risk_level is not RiskLevel.SAFE and policy.purge_limits(tool.name):
+            effect = _estimate(tool, impl, params, ctx)
         rows: dict[str, int] = {}
         if tool.risk_level is not RiskLevel.SAFE and policy.constraints:
             rows = {t: row_estimate(conn, t) for t in tables}
@@ -531,6 +538,8 @@ class Executor:
             backup_in_run=backup_in_run,
             expected_seconds=expected,
             expected_basis=basis,
+            params=params,
+            effect=effect,
         )
 
     def _expected_seconds(
@@ -608,6 +617,7 @@ class Executor:
             if tool.max_retries is not None:
                 retries = min(retries, tool.max_retries)
         run_id = self._run_id
+        self._long_step_hooks(result, tool, ctx)
         self.observer.step_started(result, len(self._results))
         started = time.monotonic()
         for attempt in range(1, retries + 2):
@@ -624,12 +634,13 @@ class Executor:
                     ):
                         output = impl.run(params, ctx)
                 except Exception as exc:
-                    if self._signal:  # whatever the tool raised, the signal is why
+                    stopped = isinstance(exc, StepInterrupted) and self._stop_reason()
+                    if self._signal or stopped:  # whatever the tool raised, this is why
                         _rollback(ctx.connection)
                         self._finish(
                             result,
                             "interrupted",
-                            error=f"interrupted by {self._signal}",
+                            error=str(exc) if stopped else f"interrupted by {self._signal}",
                             started=started,
                         )
                         raise _Stop(INTERRUPTED, self._stop_reason()) from exc
@@ -684,6 +695,20 @@ class Executor:
             result.output = json.loads(dumps(output))
             self._finish(result, "succeeded", started=started)
             return
+
+    def _long_step_hooks(self, result: StepResult, tool: ToolDefinition, ctx: ToolContext) -> None:
+        """What a long step (a purge) uses to checkpoint, report and budget itself."""
+        run_id, index = self._run_id, result.index
+        ctx.progress = self.store.get_progress(run_id, index)
+        ctx.save_progress = lambda progress: self.store.save_progress(run_id, index, progress)
+        ctx.record_event = lambda kind, data: self.store.record_event(run_id, index, kind, data)
+        report = getattr(self.observer, "step_progress", None)
+        ctx.report = (lambda figures: report(result, figures)) if report else (lambda _f: None)
+        now = self.clock()
+        closes = self.policy.window_closes(tool, now)
+        # On the real clock: the policy's clock may be a test's.
+        ctx.ends_at = None if closes is None else datetime.now(UTC) + (closes - now)
+        ctx.open_target = self.open_target
 
     def _record_effects(self, output: Mapping[str, Any]) -> None:
         """Backups a step made, and validations it ran, go into the backup catalog."""
@@ -821,6 +846,14 @@ def _estimate(
     tool: ToolDefinition, impl: Implementation, params: Mapping[str, Any], ctx: ToolContext
 ) -> dict[str, Any]:
     """What the step would touch: rows and bytes of its tables, and the tool's own figures."""
+    if "estimate" not in ctx.step_cache:
+        ctx.step_cache["estimate"] = _measure_effect(tool, impl, params, ctx)
+    return dict(ctx.step_cache["estimate"])
+
+
+def _measure_effect(
+    tool: ToolDefinition, impl: Implementation, params: Mapping[str, Any], ctx: ToolContext
+) -> dict[str, Any]:
     conn = ctx.connection
     estimate: dict[str, Any] = {
         "tables": {

@@ -179,6 +179,8 @@ def _placeholders(params: Mapping[str, Any], tool_schema: Mapping[str, Any]) -> 
         refs = find_references(value) if isinstance(value, str) else []
         if refs and len(refs) == 1 and refs[0].text == value:
             kind = (props.get(name) or {}).get("type", "string")
+            if isinstance(kind, list):  # any of several types: the first stands in
+                kind = kind[0] if kind else "string"
             sample = samples.get(kind, "x")
             if kind in ("integer", "number") and "minimum" in props.get(name, {}):
                 sample = props[name]["minimum"]

@@ -14,6 +14,7 @@ import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -82,6 +83,16 @@ class ToolContext:
     step_cache: dict[str, Any] = field(default_factory=dict)
     # The backup catalog of this target (read-only), for the tools that choose backups.
     backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    # Long steps: what an earlier attempt of this step got to, a durable checkpoint of
+    # where this one is, figures for the progress display, and an event for the log.
+    progress: Mapping[str, Any] | None = None
+    save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
+    report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
+    record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
+    # When the maintenance window closes (the step must have ended by then), if one applies.
+    ends_at: datetime | None = None
+    # Another configured target, read-only (a replica whose lag a purge watches).
+    open_target: Callable[[str], Connection] | None = None
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

@@ -11,7 +11,13 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.status import Status
 from rich.table import Table
 from rich.text import Text
@@ -115,7 +121,7 @@ def demo_result(out: Console, result: dict[str, Any]) -> None:
 def plan_preview(out: Console, preview: PlanPreview) -> None:
     plan = preview.plan
     out.print(
-        f"[bold]{plan.agent} plan ({plan.job.get('type')})[/] for target {plan.target} "
+        f"[bold]{plan.agent} plan{_kind(plan.job)}[/] for target {plan.target} "
         f"[{preview.environment}, safety level {preview.safety_level}]",
         markup=True,
     )
@@ -155,6 +161,12 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
     out.print(f"plan hash {plan.hash}")
 
 
+def _kind(job: dict[str, Any]) -> str:
+    if job.get("type"):
+        return f" ({job['type']})"
+    return f" ({job['table']})" if job.get("table") else ""
+
+
 def _sql_cell(risk: str, sql: list[str]) -> str:
     # Read-only analysis runs many catalog queries; `tools show` and --json list them.
     if risk == "safe" and len(sql) > 2:
@@ -163,12 +175,48 @@ def _sql_cell(risk: str, sql: list[str]) -> str:
 
 
 class StepProgress:
-    """A spinner while a step runs and one line per finished step."""
+    """A spinner while a step runs (a bar once it reports rows) and one line per step."""
 
     def __init__(self, out: Console) -> None:
         self.out = out
         self._status: Status | None = None
+        self._bar: Progress | None = None
+        self._task: Any = None
         self._started = 0.0
+
+    def step_progress(self, step: StepResult, figures: dict[str, Any]) -> None:
+        """Figures from a long step: rows done, of how many, and how fast."""
+        if "throttled" in figures and len(figures) == 1:
+            if self._bar is not None:
+                why = figures["throttled"]
+                self._bar.update(self._task, note=f"paused: {why}" if why else "")
+            return
+        if self._bar is None:
+            self._stop()
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,} rows"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                TextColumn("[yellow]{task.fields[note]}"),
+                console=self.out,
+                transient=True,
+            )
+            self._bar.start()
+            total = figures.get("expected_rows") or None
+            self._task = self._bar.add_task(
+                f"{step.step_id} {step.tool} {_subject(step.params)}",
+                total=total,
+                rate="",
+                note="",
+            )
+        rate = figures.get("rows_per_second")
+        self._bar.update(
+            self._task,
+            completed=figures.get("rows_deleted", 0),
+            rate=f"{rate:,} rows/s" if rate else "",
+        )
 
     def __enter__(self) -> StepProgress:
         return self
@@ -180,6 +228,9 @@ class StepProgress:
         if self._status is not None:
             self._status.stop()
             self._status = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def step_started(self, step: StepResult, total: int) -> None:
         self._stop()
@@ -199,7 +250,7 @@ class StepProgress:
         }.get(step.status, "✗")
         style = STATUS_STYLE.get(step.status, "")
         took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
-        note = f"  {step.error}" if step.error else ""
+        note = f"  {step.error}" if step.error else _purge_line(step.output)
         self.out.print(
             Text.assemble(
                 (f"{mark} ", style),
@@ -209,6 +260,38 @@ class StepProgress:
                 (note, "dim"),
             )
         )
+
+
+def _purge_line(output: Any) -> str:
+    if not isinstance(output, dict):
+        return ""
+    if "rows_deleted" in output:
+        line = (
+            f"  {output['rows_deleted']:,} rows deleted in {output['batches']:,} batches, "
+            f"{output.get('rows_per_second') or 0:,} rows/s, longest batch "
+            f"{output.get('longest_batch_ms') or 0:g} ms"
+        )
+        if output.get("stopped_by"):
+            line += f"; stopped early: {output['stopped_by']}"
+        return line
+    if "older_rows" in output:
+        return (
+            f"  {output['row_count']:,} rows, {output['older_rows']:,} older than "
+            f"{output['cutoff']}"
+        )
+    return ""
+
+
+def _purge_preview(step: StepResult) -> list[str]:
+    estimate = step.estimate or {}
+    if "rows_to_delete" not in estimate:
+        return []
+    lines = [
+        f"    would delete {estimate['rows_this_run']:,} of {estimate['table_rows']:,} rows "
+        f"(older than {estimate['cutoff']}), walking {estimate['key']}"
+    ]
+    lines += [f"    warning: {w}" for w in estimate.get("warnings", [])]
+    return lines
 
 
 def run_summary(out: Console, result: RunResult) -> None:
@@ -225,6 +308,8 @@ def run_summary(out: Console, result: RunResult) -> None:
             out.print(
                 f"  {step.step_id} {step.tool} {_subject(step.params)}: " + " ; ".join(step.sql)
             )
+            for line in _purge_preview(step):
+                out.print(line)
     counts: dict[str, int] = {}
     for step in result.steps:
         counts[step.status] = counts.get(step.status, 0) + 1

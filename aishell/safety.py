@@ -20,6 +20,7 @@ from aishell.config import (
     BusinessHours,
     MaintenanceWindow,
     MaxTableSize,
+    PurgeLimits,
 )
 from aishell.registry import Category, RiskLevel, ToolDefinition
 
@@ -32,6 +33,7 @@ APPROVAL_FROM: dict[str, RiskLevel] = {
 # Tighter first: a run may move down this list freely, up it only with --force.
 SAFETY_LEVELS = ("strict", "moderate", "permissive")
 PRODUCTION_APPROVAL_FROM = RiskLevel.MEDIUM
+DEFAULT_PURGE_LIMITS = PurgeLimits(type="purge_limits")
 
 
 class Confirmation(StrEnum):
@@ -53,6 +55,9 @@ class StepFacts:
     backup_in_run: bool = False
     expected_seconds: float | None = None
     expected_basis: str = ""
+    params: Mapping[str, Any] | None = None
+    # The tool's own estimate of its effect (rows a purge would delete, of how many).
+    effect: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,19 @@ class SafetyPolicy:
     target: str
     constraints: Sequence[Any] = ()
 
+    @property
+    def all_constraints(self) -> tuple[Any, ...]:
+        """The configured constraints; purge limits apply with their defaults unless set."""
+        if any(isinstance(c, PurgeLimits) for c in self.constraints):
+            return tuple(self.constraints)
+        return (*self.constraints, DEFAULT_PURGE_LIMITS)
+
+    def purge_limits(self, tool: str) -> PurgeLimits | None:
+        for constraint in self.all_constraints:
+            if isinstance(constraint, PurgeLimits) and tool in constraint.tools:
+                return constraint
+        return None
+
     def check(self, facts: StepFacts) -> Verdict:
         tool = facts.tool
         risk = tool.risk_level
@@ -106,7 +124,7 @@ class SafetyPolicy:
         if tool.category is Category.DDL:
             reasons.append(f"{tool.name} changes the schema")
         defer = None
-        for constraint in self.constraints:
+        for constraint in self.all_constraints:
             if isinstance(constraint, MaxTableSize):
                 reasons += _max_table_size(constraint, facts)
             elif isinstance(constraint, BackupRequired):
@@ -115,6 +133,8 @@ class SafetyPolicy:
                 defer = defer or _window(constraint, facts)
             elif isinstance(constraint, BusinessHours):
                 defer = defer or _business_hours(constraint, facts)
+            elif isinstance(constraint, PurgeLimits):
+                reasons += _purge_limits(constraint, facts)
         if reasons and (
             risk is RiskLevel.CRITICAL or tool.destructive or tool.category is Category.DDL
         ):
@@ -132,6 +152,21 @@ class SafetyPolicy:
             mitigations=tool.mitigations,
             defer=defer,
         )
+
+    def window_closes(self, tool: ToolDefinition, now: datetime) -> datetime | None:
+        """When the maintenance window this step runs in closes (its time budget)."""
+        if tool.risk_level.rank <= RiskLevel.LOW.rank:
+            return None
+        closes: list[datetime] = []
+        for constraint in self.constraints:
+            if isinstance(constraint, MaintenanceWindow):
+                local = now.astimezone(ZoneInfo(constraint.timezone))
+                hours, days = set(constraint.allowed_hours), set(constraint.days)
+                if _allowed(local, hours, days):
+                    end = window_end(local, hours, days)
+                    if end is not None:
+                        closes.append(end)
+        return min(closes) if closes else None
 
 
 def tighter_or_equal(level: str, than: str) -> bool:
@@ -153,6 +188,28 @@ def _max_table_size(constraint: MaxTableSize, facts: StepFacts) -> list[str]:
             reasons.append(
                 f"table '{table}' has about {rows:,} rows, over max_table_size "
                 f"({constraint.max_rows:,} rows)"
+            )
+    return reasons
+
+
+def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
+    if facts.tool.name not in constraint.tools:
+        return []
+    reasons = []
+    retention = (facts.params or {}).get("retention_days")
+    if isinstance(retention, int | float) and retention < constraint.min_retention_days:
+        reasons.append(
+            f"retention of {retention:g} days is under {constraint.min_retention_days:g}: "
+            "recent rows would be deleted"
+        )
+    effect = facts.effect or {}
+    going, total = effect.get("rows_this_run"), effect.get("table_rows")
+    if isinstance(going, int) and isinstance(total, int) and total > 0:
+        share = going / total
+        if share > constraint.max_share:
+            reasons.append(
+                f"would delete {going:,} of {total:,} rows ({share:.0%}), over max_share "
+                f"({constraint.max_share:.0%})"
             )
     return reasons
 

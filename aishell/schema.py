@@ -1,6 +1,6 @@
 """A small JSON-schema subset for tool params, with messages a DBA can act on.
 
-Supported: type (string, integer, number, boolean, array, object), properties,
+Supported: type (string, integer, number, boolean, array, object, or a list of them), properties,
 required, additionalProperties: false, items, enum, minimum, maximum, minLength,
 default, description, and `x-identifier` (table | column | index) marking a
 string that names a database object and must be checked against the catalog.
@@ -43,9 +43,12 @@ def check_schema(schema: Any, where: str) -> list[str]:
     unknown = set(schema) - _SCHEMA_KEYS
     if unknown:
         problems.append(f"{where}: unsupported schema keys: {', '.join(sorted(unknown))}")
-    kind = schema.get("type")
-    if kind not in _TYPES:
-        problems.append(f"{where}: type must be one of {', '.join(_TYPES)}, not {kind!r}")
+    kinds = _kinds(schema)
+    if not kinds or any(k not in _TYPES for k in kinds):
+        problems.append(
+            f"{where}: type must be one of {', '.join(_TYPES)} or a list of them, "
+            f"not {schema.get('type')!r}"
+        )
     ident = schema.get("x-identifier")
     if ident is not None and ident not in IDENTIFIER_KINDS:
         problems.append(f"{where}: x-identifier must be one of {', '.join(IDENTIFIER_KINDS)}")
@@ -61,13 +64,17 @@ def check_schema(schema: Any, where: str) -> list[str]:
 
 def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[str]:
     """Problems with a value against a schema; an empty list means valid."""
-    kind = schema.get("type")
-    expected = _TYPES.get(kind or "", ())
+    kinds = [k for k in _kinds(schema) if k in _TYPES]
     # bool is an int in Python; a schema integer must not accept True.
-    if (expected and not isinstance(value, expected)) or (
-        kind in ("integer", "number") and isinstance(value, bool)
-    ):
-        return [f"{where}: expected {kind}, got {_type_name(value)}"]
+    matching = [
+        k
+        for k in kinds
+        if isinstance(value, _TYPES[k])
+        and not (k in ("integer", "number") and isinstance(value, bool))
+    ]
+    if kinds and not matching:
+        return [f"{where}: expected {' or '.join(kinds)}, got {_type_name(value)}"]
+    kind = matching[0] if matching else None
     problems: list[str] = []
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(repr(v) for v in schema["enum"])
@@ -114,6 +121,11 @@ def identifier_params(schema: dict[str, Any]) -> dict[str, tuple[str, bool]]:
         elif sub.get("type") == "array" and "x-identifier" in (sub.get("items") or {}):
             found[name] = (sub["items"]["x-identifier"], True)
     return found
+
+
+def _kinds(schema: dict[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    return [str(k) for k in kind] if isinstance(kind, list) else [kind] if kind else []
 
 
 def _type_name(value: Any) -> str:

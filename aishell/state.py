@@ -176,11 +176,23 @@ target_health = Table(
     Column("open_until", String(32)),
 )
 
+# Where a long step has got to (a purge's last key and rows deleted), so that a
+# resumed step continues from there instead of starting over.
+step_progress = Table(
+    "step_progress",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("step_idx", Integer, primary_key=True),
+    Column("progress", Text, nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
 # Each migration takes the schema from the version before it to its own; they only
 # add, so an older aishell's data stays readable. The newest key is the version.
 MIGRATIONS: dict[int, tuple[Table, ...]] = {
     1: (runs, steps, events, approvals, backups, target_locks),
     2: (statements, run_controls, target_health),
+    3: (step_progress,),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -705,6 +717,26 @@ class StateStore:
             _EVENT,
             {"run_id": run_id, "step_idx": index, "at": now(), "kind": kind, "data": dumps(data)},
         )
+
+    # --- progress of long steps ----------------------------------------------------
+
+    def save_progress(self, run_id: str, index: int, progress: dict[str, Any]) -> None:
+        """Durable when it returns: a purge writes it before its batch commits."""
+        key = (step_progress.c.run_id == run_id) & (step_progress.c.step_idx == index)
+        values = {"progress": dumps(progress), "updated_at": now()}
+        with self._tx() as conn:
+            if conn.execute(update(step_progress).where(key).values(**values)).rowcount == 0:
+                conn.execute(insert(step_progress).values(run_id=run_id, step_idx=index, **values))
+
+    def get_progress(self, run_id: str, index: int) -> dict[str, Any] | None:
+        self.flush()
+        row = self._conn.execute(
+            select(step_progress.c.progress).where(
+                (step_progress.c.run_id == run_id) & (step_progress.c.step_idx == index)
+            )
+        ).first()
+        self._conn.rollback()
+        return _loads(row[0]) if row else None
 
     # --- statements (the audit of every statement an operation sends) ------------------
 

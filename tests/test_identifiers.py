@@ -96,8 +96,13 @@ def params_for(tool, name: str) -> dict:
     for param, (kind, is_list) in schema.identifier_params(tool.params).items():
         if kind == "table":
             params[param] = [name] if is_list else name
+        elif kind == "column" and param in tool.params.get("required", []):
+            params[param] = "k"  # the test tables' second column
     if tool.name == "generate_maintenance_report":
         params["maintenance_type"] = "quick"
+    if tool.name == "delete_old_records":
+        # k holds 2 and 3 (Unix time): a cutoff of 0 keeps both rows.
+        params.update(retention_days=30, cutoff=0)
     return schema.with_defaults(params, tool.params)
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from aishell.agents.backup import BackupAgent
 from aishell.agents.base import Agent, PlanningContext
+from aishell.agents.log_cleanup import LogCleanupAgent
 from aishell.agents.maintenance import MaintenanceAgent
 from aishell.errors import UsageError
 
-AGENTS: dict[str, Agent] = {"maintenance": MaintenanceAgent(), "backup": BackupAgent()}
+AGENTS: dict[str, Agent] = {
+    "maintenance": MaintenanceAgent(),
+    "backup": BackupAgent(),
+    "log_cleanup": LogCleanupAgent(),
+}
 
 
 def get_agent(name: str) -> Agent:

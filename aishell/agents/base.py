@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aishell.config import AgentDefaults
+from aishell.config import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.plan import Step
 
 
@@ -20,13 +20,15 @@ class PlanningContext:
     defaults: AgentDefaults
     # How soon each table needs work (higher first), from the catalog.
     urgency: Mapping[str, float] = field(default_factory=dict)
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
 
 
 class Agent(Protocol):
     name: str
 
-    def normalize_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The job with defaults filled in; a bad value is a UsageError."""
+    def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        """The job with defaults (from the agent's config) filled in; a bad value is a
+        UsageError."""
         ...
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]: ...

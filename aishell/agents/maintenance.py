@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aishell.agents.base import PlanningContext
+from aishell.config import AgentConfig
 from aishell.errors import UsageError
 from aishell.plan import Step, step_id
 
@@ -14,7 +15,7 @@ MAINTENANCE_TYPES = ("quick", "standard", "full", "emergency")
 class MaintenanceAgent:
     name = "maintenance"
 
-    def normalize_job(self, job: dict[str, Any]) -> dict[str, Any]:
+    def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         kind = job.get("type", "standard")
         if kind not in MAINTENANCE_TYPES:
             raise UsageError(

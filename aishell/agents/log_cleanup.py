@@ -1,0 +1,129 @@
+"""The log cleanup agent: count, purge old rows in batches, count again, then statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.agents.base import PlanningContext
+from aishell.catalog import check_column
+from aishell.config import AgentConfig
+from aishell.cutoff import describe
+from aishell.errors import UsageError
+from aishell.handlers.purge import check_archive_table, walk_key
+from aishell.plan import Step, step_id
+
+ARCHIVE_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# Job keys copied to delete_old_records' params as they are.
+_PURGE_PARAMS = (
+    "batch_size",
+    "max_batch_ms",
+    "sleep_ms",
+    "run_time_seconds",
+    "max_running_queries",
+    "max_replica_lag_seconds",
+    "statistics_after_rows",
+)
+
+
+class LogCleanupAgent:
+    name = "log_cleanup"
+
+    def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        settings = config.purge
+        table = job.get("table")
+        if not isinstance(table, str) or not table:
+            raise UsageError("log cleanup needs the table to purge (--table)")
+        normalized: dict[str, Any] = {
+            "table": table,
+            "tables": [table],
+            "date_column": job.get("date_column") or settings.date_column,
+            "max_rows": job.get("max_rows") or settings.max_rows_per_run,
+            "replicas": list(settings.replicas),
+        }
+        for key in ("retention_days", *_PURGE_PARAMS):
+            value = job.get(key)
+            normalized[key] = value if value is not None else getattr(settings, key)
+        if normalized["retention_days"] < 0:
+            raise UsageError("--retention-days must be 0 or more")
+        archive = job.get("archive_to")
+        if archive:
+            if _is_file(archive):
+                normalized["archive_file"] = str(Path(archive).expanduser().resolve())
+            else:
+                normalized["archive_table"] = archive
+        return normalized
+
+    def check_job(self, job: dict[str, Any], conn: Connection) -> None:
+        """Refuse, before anything runs, a purge that cannot work on this table."""
+        table = job["table"]
+        check_column(conn, table, job["date_column"])
+        describe(conn, table, job["date_column"])
+        walk_key(conn, table)
+        if job.get("archive_table"):
+            check_archive_table(conn, table, job["archive_table"])
+        conn.rollback()
+
+    def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
+        """count_table_rows -> delete_old_records -> count_table_rows, then after a large
+        purge update_table_statistics (on PostgreSQL a VACUUM (ANALYZE) instead)."""
+        table, column = job["table"], job["date_column"]
+        purge: dict[str, Any] = {
+            "table": table,
+            "date_column": column,
+            "retention_days": job["retention_days"],
+            # One cutoff for the whole run, from the server's clock at the first count;
+            # a resumed run deletes exactly what the first attempt would have.
+            "cutoff": "${step_0.output.cutoff}",
+            "expected_rows": "${step_0.output.older_rows}",
+        }
+        purge.update({k: job[k] for k in _PURGE_PARAMS if job.get(k) is not None})
+        for key in ("max_rows", "archive_file", "archive_table"):
+            if job.get(key):
+                purge[key] = job[key]
+        if job.get("replicas"):
+            purge["replicas"] = job["replicas"]
+        steps = [
+            Step(
+                step_id(0),
+                "count_table_rows",
+                {"table": table, "date_column": column, "retention_days": job["retention_days"]},
+                f"Count the rows of {table}, and those older than {job['retention_days']:g} days",
+            ),
+            Step(
+                step_id(1),
+                "delete_old_records",
+                purge,
+                f"Delete the rows of {table} older than the cutoff, in batches",
+            ),
+            Step(
+                step_id(2),
+                "count_table_rows",
+                {"table": table, "date_column": column, "cutoff": "${step_0.output.cutoff}"},
+                "Count again: no row older than the cutoff should be left",
+                depends_on=(step_id(1),),
+            ),
+        ]
+        if job.get("statistics_after_rows") is not None:
+            tool, why = (
+                ("optimize_table", "VACUUM (ANALYZE): make the deleted rows' space reusable")
+                if ctx.dialect == "postgresql"
+                else ("update_table_statistics", "Refresh the planner's statistics")
+            )
+            steps.append(
+                Step(
+                    step_id(3),
+                    tool,
+                    {"table": table},
+                    f"{why} after a large purge",
+                    condition="${step_1.output.large_purge}",
+                )
+            )
+        return steps
+
+
+def _is_file(archive: str) -> bool:
+    """--archive-to names a file when it has a path separator or a JSON lines suffix."""
+    return "/" in archive or "\\" in archive or archive.lower().endswith(ARCHIVE_FILE_SUFFIXES)

@@ -1,0 +1,202 @@
+"""The age of a row: what a table's date column holds, and the cutoff for a retention.
+
+The cutoff is taken from the database server's clock, in the column's own terms
+(a timestamp with or without time zone, a date, Unix seconds or milliseconds, or on
+SQLite the text format the column is written in), so that "older than 30 days"
+means what the application that wrote the rows meant by it. It is kept as a JSON
+value and bound as a parameter, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.errors import TargetError
+from aishell.sqltext import quote_identifier
+
+# Values above this in an integer date column are milliseconds since 1970, not seconds
+# (10^11 seconds is the year 5138; 10^11 milliseconds is 1973).
+_MILLISECONDS_FROM = 10**11
+
+_PG_KINDS = {
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "date": "date",
+    "bigint": "epoch",
+    "integer": "epoch",
+    "numeric": "epoch",
+    "double precision": "epoch",
+}
+_MYSQL_KINDS = {
+    "datetime": "timestamp",
+    "timestamp": "timestamp",
+    "date": "date",
+    "int": "epoch",
+    "bigint": "epoch",
+    "decimal": "epoch",
+    "double": "epoch",
+}
+_SQLITE_TEXT = {
+    "text_t": (re.compile(r"^\d{4}-\d{2}-\d{2}T"), "%Y-%m-%dT%H:%M:%S"),
+    "text": (re.compile(r"^\d{4}-\d{2}-\d{2} "), "%Y-%m-%d %H:%M:%S"),
+    "text_date": (re.compile(r"^\d{4}-\d{2}-\d{2}$"), "%Y-%m-%d"),
+}
+
+
+@dataclass(frozen=True)
+class DateColumn:
+    table: str
+    column: str
+    # timestamptz, timestamp, date, epoch, epoch_ms, text, text_t or text_date
+    kind: str
+    indexed: bool
+
+    def bind(self, cutoff: Any) -> Any:
+        """The stored cutoff as the value to compare the column with."""
+        try:
+            if self.kind in ("timestamptz", "timestamp"):
+                moment = datetime.fromisoformat(str(cutoff))
+                if self.kind == "timestamp":
+                    return moment.replace(tzinfo=None)
+                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            if self.kind == "date":
+                return date.fromisoformat(str(cutoff)[:10])
+            if self.kind in ("epoch", "epoch_ms"):
+                if isinstance(cutoff, bool) or not isinstance(cutoff, int | float):
+                    raise ValueError(cutoff)
+                return cutoff
+        except ValueError:
+            raise TargetError(
+                f"cutoff {cutoff!r} is not a valid value for {self.table}.{self.column} "
+                f"({self.kind})"
+            ) from None
+        if not isinstance(cutoff, str):
+            raise TargetError(f"cutoff {cutoff!r} for {self.table}.{self.column} must be text")
+        return cutoff
+
+
+def describe(conn: Connection, table: str, column: str) -> DateColumn:
+    """What the date column holds; a column that holds no dates is refused."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        data_type = conn.execute(
+            text(
+                "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = :t AND column_name = :c"
+            ),
+            {"t": table, "c": column},
+        ).scalar()
+        kind = _PG_KINDS.get(str(data_type))
+    elif dialect in ("mysql", "mariadb"):
+        data_type = conn.execute(
+            text(
+                "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = :t AND COLUMN_NAME = :c"
+            ),
+            {"t": table, "c": column},
+        ).scalar()
+        kind = _MYSQL_KINDS.get(str(data_type).lower())
+    else:
+        data_type, kind = _sqlite_kind(conn, table, column)
+    if kind is None:
+        raise TargetError(
+            f"column {table}.{column} holds {data_type}, not dates: a purge needs a date, "
+            "timestamp or Unix-time column"
+        )
+    if kind == "epoch" and _largest(conn, table, column) >= _MILLISECONDS_FROM:
+        kind = "epoch_ms"
+    return DateColumn(table, column, kind, _indexed(conn, table, column))
+
+
+def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:
+    """Now on the server, less the retention, as a JSON value in the column's terms."""
+    now = server_now(conn, column)
+    moment = now - timedelta(days=retention_days)
+    if column.kind == "timestamptz":
+        return moment.isoformat()
+    if column.kind == "timestamp":
+        return moment.replace(tzinfo=None).isoformat(sep=" ")
+    if column.kind == "date":
+        return moment.date().isoformat()
+    if column.kind == "epoch":
+        return int(moment.timestamp())
+    if column.kind == "epoch_ms":
+        return int(moment.timestamp() * 1000)
+    return moment.strftime(_SQLITE_TEXT[column.kind][1])
+
+
+def server_now(conn: Connection, column: DateColumn) -> datetime:
+    """The server's clock as the column sees it: aware for timestamptz and Unix time,
+    the session's local wall time for timestamps without a time zone."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        if column.kind == "timestamp" or column.kind == "date":
+            return conn.execute(text("SELECT localtimestamp")).scalar_one()
+        return conn.execute(text("SELECT now()")).scalar_one()
+    if dialect in ("mysql", "mariadb"):
+        if column.kind in ("epoch", "epoch_ms"):
+            seconds = conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar_one()
+            return datetime.fromtimestamp(float(seconds), UTC)
+        return conn.execute(text("SELECT NOW(6)")).scalar_one()
+    # SQLite writes CURRENT_TIMESTAMP and datetime('now') in UTC.
+    stamp = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    moment = datetime.fromisoformat(stamp)
+    return moment.replace(tzinfo=UTC) if column.kind.startswith("epoch") else moment
+
+
+def no_newer_than(conn: Connection, column: DateColumn, cutoff: Any, retention_days: float) -> None:
+    """Refuse a cutoff that would delete rows younger than the retention allows."""
+    limit = cutoff_for(conn, column, retention_days)
+    if column.bind(cutoff) > column.bind(limit):
+        raise TargetError(
+            f"cutoff {cutoff} is newer than retention_days={retention_days:g} allows "
+            f"(at most {limit} on the server's clock); refusing to delete younger rows"
+        )
+
+
+def _sqlite_kind(conn: Connection, table: str, column: str) -> tuple[str, str | None]:
+    quoted = _quoter(conn)
+    row = conn.execute(
+        text(
+            f"SELECT typeof({quoted(column)}), {quoted(column)} FROM {quoted(table)} "
+            f"WHERE {quoted(column)} IS NOT NULL LIMIT 1"
+        )
+    ).first()
+    if row is None:
+        return "empty", "text"  # nothing to delete either way
+    kind, value = row
+    if kind in ("integer", "real"):
+        return kind, "epoch"
+    if kind == "text":
+        for name, (pattern, _format) in _SQLITE_TEXT.items():
+            if pattern.match(value):
+                return "text", name
+        return f"text such as {value[:30]!r}", None
+    return kind, None
+
+
+def _largest(conn: Connection, table: str, column: str) -> float:
+    quoted = _quoter(conn)
+    value = conn.execute(text(f"SELECT max({quoted(column)}) FROM {quoted(table)}")).scalar()
+    return float(value or 0)
+
+
+def _quoter(conn: Connection) -> Any:
+    return lambda name: quote_identifier(conn.dialect, name)
+
+
+def _indexed(conn: Connection, table: str, column: str) -> bool:
+    """Whether an index starts with the column (so finding old rows need not scan)."""
+    from sqlalchemy import inspect
+
+    for index in inspect(conn).get_indexes(table):
+        names = index.get("column_names") or []
+        if names and names[0] == column:
+            return True
+    return False
