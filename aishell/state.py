@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
 from aishell.errors import RunNotFound, StateError, TargetLocked
@@ -291,6 +292,21 @@ class StateStore:
                 pass
 
     def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
+        # Two processes opening a new store at once both find tables missing; the
+        # slower one's CREATE fails. Its second look finds what the other created.
+        for attempt in range(5):
+            try:
+                self._migrate_once(up_to)
+                return
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                self._conn.rollback()
+                self._queued.clear()
+                raced = isinstance(exc, IntegrityError) or "exist" in str(exc.orig).lower()
+                if attempt == 4 or not raced:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _migrate_once(self, up_to: int) -> None:
         with self._tx() as conn:
             metadata.create_all(conn, tables=[meta])
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()

@@ -310,3 +310,17 @@ def test_circuit_breaker_opens_after_repeated_connection_failures(edit_config, h
         commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
     with pytest.raises(TargetUnreachable, match="failed to connect 2 times in a row"):
         commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
+
+
+def _schema_version(path):
+    with StateStore(f"sqlite:///{path}") as store:
+        return store.schema_version
+
+
+def test_processes_opening_a_new_state_store_at_once_all_get_it(tmp_path):
+    """The slower of two first opens finds the tables the other created."""
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        path = tmp_path / f"state{round_}.db"
+        with fork.Pool(8) as pool:
+            assert pool.map(_schema_version, [path] * 8) == [SCHEMA_VERSION] * 8

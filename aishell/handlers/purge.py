@@ -226,6 +226,8 @@ def _estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     cut = params.get("cutoff")
     if cut is None:
         cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
+    else:
+        cutoffs.no_newer_than(conn, column, cut, params["retention_days"])
     date = ctx.quote(params["date_column"])
     total, older = conn.execute(
         text(
@@ -295,11 +297,9 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     archive = None
     if params.get("archive_file"):
         archive = ArchiveFile(Path(params["archive_file"]), keep_bytes=archive_bytes)
-        if ctx.dialect != "sqlite" and not batch.returning():
-            # The rows a batch archives are locked until it commits: no other session can
-            # slip a row into the batch's range between the copy and the delete.
-            conn.execute(text("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
     throttle = _throttle(params, ctx)
+    # The target's connection autocommits each statement; a batch is one transaction.
+    conn.execution_options(isolation_level=_batch_isolation(ctx.dialect, params))
     try:
         return _batches(
             params,
@@ -319,10 +319,25 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             },
         )
     finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
         if archive is not None:
             archive.close()
         for _name, replica in throttle.replicas:
             replica.close()
+
+
+def _batch_isolation(dialect: str, params: Mapping[str, Any]) -> str:
+    if dialect == "sqlite":
+        return "SERIALIZABLE"  # SQLite's own transactions: one writer at a time
+    if dialect == "mysql" and (params.get("archive_file") or params.get("archive_table")):
+        # The rows a batch copies are locked, with the gaps between them, until it
+        # commits: no other session can slip a row into the batch's range between the
+        # copy and the delete.
+        return "REPEATABLE READ"
+    # No gap locks: inserts of new rows never wait for a batch.
+    return "READ COMMITTED"
 
 
 def _throttle(params: Mapping[str, Any], ctx: ToolContext) -> Throttle:

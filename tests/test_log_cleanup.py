@@ -1,0 +1,493 @@
+"""The log cleanup agent on SQLite, PostgreSQL and MariaDB: exactly the old rows go,
+in batches that survive SIGKILL, stop, throttling and the end of the window."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+    select,
+    text,
+)
+
+from aishell import commands
+from aishell.cli import cli
+from aishell.config import Config, load_config
+from aishell.errors import TargetError, UsageError
+from aishell.state import StateStore
+
+ROWS = 3_000
+# Rows are spread over the last DAYS days, in an order unrelated to their key, so old
+# and new rows are mixed along the key a purge walks.
+DAYS = 45
+RETENTION = 30
+# Small batches that stay small: many batches even on a few thousand rows.
+SMALL = {"batch_size": 40, "max_batch_ms": 1, "statistics_after_rows": 100}
+
+SERVER_NOW = {
+    "postgresql": "SELECT localtimestamp",
+    "mysql": "SELECT NOW(6)",
+    "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+}
+
+
+@contextmanager
+def _database(dialect: str, home: Path) -> Iterator[str]:
+    if dialect == "sqlite":
+        yield f"sqlite:///{home / 'logs.db'}"
+    elif dialect == "postgresql":
+        from tests.services import scratch_postgresql
+
+        with scratch_postgresql() as url:
+            yield url
+    else:
+        from tests.services import scratch_mysql
+
+        with scratch_mysql() as url:
+            yield url
+
+
+def _events(metadata: MetaData, name: str = "events") -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("payload", String(64), nullable=False),
+    )
+
+
+def fill(url: str, table: str = "events", rows: int = ROWS) -> None:
+    engine = create_engine(url)
+    metadata = MetaData()
+    events = _events(metadata, table)
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+        now = conn.execute(text(SERVER_NOW[engine.dialect.name])).scalar_one()
+        if isinstance(now, str):
+            now = datetime.fromisoformat(now)
+        values = []
+        for i in range(1, rows + 1):
+            age = timedelta(days=(i * 7919) % DAYS, seconds=(i * 104729) % 86_000 + 30)
+            values.append(
+                {"id": i, "created_at": now - age, "payload": f"event {i} " + "x" * (i % 20)}
+            )
+        conn.execute(insert(events), values)
+    engine.dispose()
+
+
+def rows_of(url: str, table: str = "events") -> dict[int, datetime]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        events = _events(MetaData(), table)
+        found = {r.id: r.created_at for r in conn.execute(select(events))}
+    engine.dispose()
+    return found
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def logs(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Config, str]]:
+    """A config whose default target `db` holds an `events` table of mixed-age rows."""
+    with _database(request.param, home) as url:
+        fill(url)
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["targets"]["db"] = {"url": url, "environment": "test"}
+        data["default_target"] = "db"
+        path.write_text(yaml.safe_dump(data))
+        yield load_config(home=home), url
+
+
+def job(**extra: Any) -> dict[str, Any]:
+    return {"table": "events", "date_column": "created_at", "retention_days": RETENTION, **extra}
+
+
+def expected_after(before: dict[int, datetime], cutoff: str) -> set[int]:
+    limit = datetime.fromisoformat(cutoff)
+    return {i for i, at in before.items() if at >= limit}
+
+
+def archived_ids(path: Path) -> list[int]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("archive", ["file", "table", None])
+def test_exactly_the_rows_older_than_the_cutoff_go(logs, home, archive):
+    config, url = logs
+    before = rows_of(url)
+    extra: dict[str, Any] = dict(SMALL)
+    if archive == "file":
+        extra["archive_to"] = str(home / "archive" / "events.jsonl")
+    elif archive == "table":
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            _events(MetaData(), "events_archive").create(conn)
+        engine.dispose()
+        extra["archive_to"] = "events_archive"
+
+    result = commands.run_job(config, "log_cleanup", job(**extra))
+
+    assert result.status == "completed", result.error
+    count, purge, recount, statistics = result.steps
+    cutoff = count.output["cutoff"]
+    kept = expected_after(before, cutoff)
+    gone = set(before) - kept
+    assert 0 < len(gone) < len(before)
+    assert count.output["older_rows"] == len(gone)
+    assert set(rows_of(url)) == kept
+    assert purge.output["rows_deleted"] == len(gone) and purge.output["complete"]
+    assert purge.output["batches"] > 10  # it really went in batches
+    assert recount.output["older_rows"] == 0 and recount.output["row_count"] == len(kept)
+    assert statistics.status == "succeeded"  # over statistics_after_rows
+    if archive == "file":
+        ids = archived_ids(home / "archive" / "events.jsonl")
+        assert sorted(ids) == sorted(gone)  # each deleted row once, no other row
+        first = json.loads((home / "archive" / "events.jsonl").read_text().splitlines()[0])
+        assert set(first) == {"id", "created_at", "payload"}
+        assert first["payload"].startswith(f"event {first['id']} ")
+    elif archive == "table":
+        archived = rows_of(url, "events_archive")
+        assert set(archived) == gone
+        assert all(archived[i] == before[i] for i in gone)
+
+
+def _purge_and_die(home: Path, job_: dict[str, Any], where: str, at: int) -> None:
+    """In a forked child: purge, and SIGKILL ourselves at the at-th checkpoint."""
+    os.environ["AISHELL_HOME"] = str(home)
+    original = StateStore.save_progress
+    calls = 0
+
+    def save_progress(self: StateStore, run_id: str, index: int, progress: dict) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == at and where == "after_commit":
+            # The batch before committed; its checkpoint still says "pending".
+            os.kill(os.getpid(), signal.SIGKILL)
+        original(self, run_id, index, progress)
+        if calls == at and where == "before_commit":
+            # This batch's checkpoint is durable; its delete has not committed.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    StateStore.save_progress = save_progress  # type: ignore[method-assign]
+    commands.run_job(load_config(home=home), "log_cleanup", job_)
+    os._exit(0)
+
+
+def _batches_done(home: Path) -> int:
+    with StateStore(f"sqlite:///{home / 'state.db'}") as store:
+        runs = store.list_runs(limit=1)
+        if not runs:
+            return 0
+        progress = store.get_progress(runs[0]["run_id"], 1)
+    return int((progress or {}).get("batches", 0))
+
+
+@pytest.mark.parametrize("where", ["before_commit", "after_commit", "anywhere"])
+def test_sigkill_mid_purge_then_resume_leaves_what_an_uninterrupted_run_would(logs, home, where):
+    config, url = logs
+    before = rows_of(url)
+    archive = home / "events.jsonl"
+    job_ = job(archive_to=str(archive), **SMALL)
+    if where == "anywhere":
+        job_["sleep_ms"] = 5
+    fork = multiprocessing.get_context("fork")
+    child = fork.Process(target=_purge_and_die, args=(home, job_, where, 7))
+    child.start()
+    if where == "anywhere":
+        deadline = time.monotonic() + 60
+        while _batches_done(home) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+
+    killed = commands.list_runs(config, limit=1)[0]
+    assert killed["status"] == "interrupted"
+    left_by_kill = set(rows_of(url))
+    assert left_by_kill != set(before)  # some batches had committed
+    result = commands.resume_run(config, killed["run_id"])
+
+    assert result.status == "completed", result.error
+    cutoff = result.steps[0].output["cutoff"]
+    kept = expected_after(before, cutoff)
+    gone = set(before) - kept
+    assert set(rows_of(url)) == kept
+    purge = result.steps[1].output
+    assert purge["resumed"] and purge["complete"]
+    assert purge["rows_deleted"] == len(gone)  # every batch counted once
+    assert sorted(archived_ids(archive)) == sorted(gone)  # every row archived once
+
+
+# --- refusals, previews and the policy -------------------------------------------------
+
+
+def _execute(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for sql in statements:
+            conn.execute(text(sql))
+    engine.dispose()
+
+
+def test_tables_without_a_key_to_walk_or_a_date_column_are_refused(logs):
+    config, url = logs
+    before = rows_of(url)
+    rowid = " WITHOUT ROWID" if url.startswith("sqlite") else ""
+    _execute(
+        url,
+        "CREATE TABLE no_key (n INTEGER NOT NULL, m INTEGER NOT NULL, created_at DATE, "
+        f"PRIMARY KEY (n, m)){rowid}",
+    )
+    with pytest.raises(TargetError, match=r"its primary key has 2 columns \(n, m\)"):
+        commands.run_job(config, "log_cleanup", job(table="no_key"))
+    with pytest.raises(TargetError, match="has no column 'made_at'"):
+        commands.run_job(config, "log_cleanup", job(date_column="made_at"))
+    with pytest.raises(TargetError, match="holds .*, not dates"):
+        commands.run_job(config, "log_cleanup", job(date_column="payload"))
+    with pytest.raises(TargetError, match="archive table missing does not exist"):
+        commands.run_job(config, "log_cleanup", job(archive_to="missing"))
+    with pytest.raises(UsageError, match="needs the table"):
+        commands.run_job(config, "log_cleanup", {"retention_days": 30})
+    assert rows_of(url) == before
+    assert commands.list_runs(config) == []  # refused before a run began
+
+
+def test_a_refusal_is_one_line_and_exit_2(logs):
+    result = CliRunner().invoke(
+        cli, ["run", "log-cleanup", "--table", "events", "--date-column", "nope"]
+    )
+    assert commands.list_runs(logs[0]) == []
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "has no column 'nope'" in result.output
+
+
+def test_a_dry_run_counts_exactly_and_shows_one_batch(logs):
+    config, url = logs
+    before = rows_of(url)
+    result = commands.run_job(config, "log_cleanup", job(), dry_run=True)
+    assert result.status == "completed"
+    count, purge = result.steps[:2]
+    gone = set(before) - expected_after(before, count.output["cutoff"])
+    assert purge.status == "previewed"
+    assert purge.estimate["rows_to_delete"] == len(gone)
+    assert purge.estimate["table_rows"] == len(before)
+    assert purge.sql[0].startswith("SELECT max(aishell_k) FROM (SELECT ")
+    assert purge.sql[1].startswith("DELETE FROM ")
+    # created_at has no index: the preview says what that costs.
+    assert any("has no index" in w for w in purge.estimate["warnings"])
+    assert rows_of(url) == before
+
+
+def test_no_warning_when_the_date_column_is_indexed(logs):
+    config, url = logs
+    _execute(url, "CREATE INDEX events_created ON events (created_at)")
+    result = commands.run_job(config, "log_cleanup", job(), dry_run=True)
+    assert result.steps[1].estimate["warnings"] == []
+
+
+def _waiting_reasons(result):
+    purge = result.steps[1]
+    assert result.status == "waiting_approval" and purge.status == "waiting_approval"
+    return " ".join(purge.reasons)
+
+
+def test_approval_for_short_retention_large_share_and_strict(logs, edit_config, home):
+    config, url = logs
+    before = rows_of(url)
+    # Under 7 days of retention: recent rows would go.
+    short = commands.run_job(config, "log_cleanup", job(retention_days=5))
+    assert "retention of 5 days is under 7" in _waiting_reasons(short)
+    # 10 days keeps under half of rows spread over 45 days.
+    large = commands.run_job(config, "log_cleanup", job(retention_days=10))
+    assert "over max_share (50%)" in _waiting_reasons(large)
+    # Strict: any delete needs a yes.
+    strict = commands.run_job(config, "log_cleanup", job(), safety_level="strict")
+    assert "medium risk needs approval at the strict safety level" in _waiting_reasons(strict)
+    assert rows_of(url) == before
+    # Limits come from config.
+    loose = edit_config(
+        log_cleanup={
+            "safety_constraints": [
+                {"type": "purge_limits", "min_retention_days": 1, "max_share": 0.9}
+            ]
+        }
+    )
+    assert commands.run_job(loose, "log_cleanup", job(retention_days=5, **SMALL)).status == (
+        "completed"
+    )
+
+
+def test_a_cutoff_newer_than_the_retention_allows_is_refused(logs):
+    config, url = logs
+    before = rows_of(url)
+    plan = commands.make_plan(config, "log_cleanup", job())
+    steps = list(plan.steps)
+    step = steps[1]
+    params = dict(step.params, cutoff="2999-01-01 00:00:00")
+    steps[1] = type(step)(step.id, step.tool, params, step.rationale)
+    edited = type(plan)(plan.agent, plan.target, plan.dialect, plan.job, tuple(steps[:2]))
+    result = commands.apply_plan(config, edited)
+    assert result.status == "failed"
+    assert "is newer than retention_days=30 allows" in result.steps[1].error
+    assert rows_of(url) == before
+
+
+# --- stopping: max_rows, run time, the window, `aishell stop` --------------------------
+
+
+def test_max_rows_stops_the_run_and_the_next_run_goes_on(logs):
+    config, url = logs
+    before = rows_of(url)
+    first = commands.run_job(config, "log_cleanup", job(max_rows=300, **SMALL))
+    purge = first.steps[1].output
+    assert first.status == "completed"
+    assert purge["rows_deleted"] == 300 and not purge["complete"]
+    assert purge["stopped_by"] == "max_rows (300) reached"
+    assert len(before) - len(rows_of(url)) == 300
+    second = commands.run_job(config, "log_cleanup", job(**SMALL))
+    cutoff = second.steps[0].output["cutoff"]
+    assert second.steps[1].output["complete"]
+    assert set(rows_of(url)) == expected_after(before, cutoff)
+
+
+def test_run_time_and_the_window_end_the_purge_cleanly(logs, edit_config):
+    config, url = logs
+    before = rows_of(url)
+    timed = commands.run_job(config, "log_cleanup", job(run_time_seconds=1, sleep_ms=20, **SMALL))
+    purge = timed.steps[1].output
+    assert purge["stopped_by"] == "run time (1s) used up" and not purge["complete"]
+    assert 0 < purge["rows_deleted"] < len(before) - len(expected_after(before, purge["cutoff"]))
+
+    # The window closes 1.5 seconds after the run starts (on the policy's clock).
+    hour = 3
+    windowed = edit_config(
+        log_cleanup={
+            "safety_constraints": [
+                {"type": "purge_limits"},
+                {"type": "maintenance_window", "allowed_hours": [hour]},
+            ]
+        }
+    )
+    start = datetime.now(UTC)
+    fake = datetime(2026, 11, 23, hour, 59, 58, 500_000, tzinfo=UTC)
+    clock = lambda: fake + (datetime.now(UTC) - start)  # noqa: E731
+    result = commands.run_job(windowed, "log_cleanup", job(sleep_ms=20, **SMALL), clock=clock)
+    purge = result.steps[1].output
+    assert purge["stopped_by"].startswith("maintenance window closes at")
+    assert not purge["complete"] and purge["rows_deleted"] > 0
+
+
+def test_stop_ends_the_purge_after_the_current_batch_and_resume_goes_on(logs, home):
+    config, url = logs
+    before = rows_of(url)
+    outcome: dict[str, Any] = {}
+
+    def purge() -> None:
+        outcome["result"] = commands.run_job(
+            load_config(home=home), "log_cleanup", job(sleep_ms=20, **SMALL)
+        )
+
+    worker = threading.Thread(target=purge)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while _batches_done(home) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run_id = commands.list_runs(config, limit=1)[0]["run_id"]
+    commands.stop_run(config, run_id)
+    worker.join(60)
+    stopped = outcome["result"]
+    assert stopped.status == "interrupted"
+    assert stopped.steps[1].status == "interrupted"
+    assert "`aishell resume` goes on from there" in stopped.steps[1].error
+    done_before = _batches_done(home)
+    result = commands.resume_run(config, run_id)
+    assert result.status == "completed"
+    cutoff = result.steps[0].output["cutoff"]
+    gone = set(before) - expected_after(before, cutoff)
+    assert set(rows_of(url)) == expected_after(before, cutoff)
+    assert result.steps[1].output["rows_deleted"] == len(gone)
+    assert result.steps[1].output["batches"] > done_before
+
+
+# --- throttling ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_the_purge_waits_while_the_server_is_busy(dialect, home):
+    sleeper = {
+        "postgresql": "SELECT pg_sleep(2.5)",
+        "mysql": "SELECT SLEEP(2.5)",
+    }[dialect]
+    with _database(dialect, home) as url:
+        fill(url)
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["targets"]["db"] = {"url": url, "environment": "test"}
+        data["default_target"] = "db"
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(home=home)
+        engine = create_engine(url)
+
+        def busy() -> None:
+            with engine.connect() as conn:
+                conn.execute(text(sleeper))
+
+        sessions = [threading.Thread(target=busy) for _ in range(3)]
+        for session in sessions:
+            session.start()
+        time.sleep(0.3)
+        result = commands.run_job(config, "log_cleanup", job(max_running_queries=2, **SMALL))
+        for session in sessions:
+            session.join()
+        engine.dispose()
+        assert result.status == "completed"
+        purge = result.steps[1].output
+        assert purge["complete"] and purge["throttled_seconds"] >= 1
+        events = commands.show_run(config, result.run_id)["events"]
+        throttled = [e for e in events if e["kind"] == "throttled"]
+        assert throttled and "queries running (limit 2)" in throttled[0]["data"]["reason"]
+
+
+def test_a_replica_that_does_not_replicate_is_an_error(home):
+    with _database("mysql", home) as url:
+        fill(url, rows=100)
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["targets"]["db"] = {"url": url, "environment": "test"}
+        data["targets"]["replica"] = {"url": url, "environment": "test"}
+        data["default_target"] = "db"
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(home=home)
+        config = _with_replicas(home, ["replica"])
+        result = commands.run_job(config, "log_cleanup", job())
+        assert result.status == "failed"
+        assert "target 'replica' is not a replica" in result.steps[1].error
+
+
+def _with_replicas(home: Path, replicas: list[str]) -> Config:
+    path = home / "config" / "agents" / "log_cleanup.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["log_cleanup_agent"]["purge"]["replicas"] = replicas
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)
