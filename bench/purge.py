@@ -1,0 +1,371 @@
+"""Purging half of a log table: aishell's batches against one DELETE and pt-archiver.
+
+A table of ROWS rows (default 4,000,000; ids in time order, as a log table fills),
+half of them older than the retention. Each trial starts from an identical fresh
+copy of the table and purges the same rows:
+
+- aishell: `run log-cleanup` (the delete_old_records step is timed; the whole run
+  with its two counting steps is reported too);
+- a single `DELETE FROM logs WHERE created_at < cutoff`;
+- on MariaDB, pt-archiver --purge --bulk-delete --commit-each, with --limit equal to
+  aishell's first batch size, and again with --limit equal to aishell's mean batch.
+
+During aishell's purge and during the single DELETE a second session writes to the
+same table in a loop (insert a new row, update a random row that is kept) and every
+write's latency is recorded. Each pair runs TRIALS times (default 3); medians are
+printed.
+
+    python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from aishell import commands
+from aishell.config import load_config
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+RETENTION_DAYS = 30
+# Seconds between consecutive rows: ROWS rows span 2 * RETENTION_DAYS days.
+PAYLOAD = "GET /api/v1/orders?page=17 200 12ms user=4711 trace=0af7651916cd43dd8448eb211c80319c"
+
+
+@contextmanager
+def scratch(dialect: str) -> Iterator[str]:
+    name = f"aishell_purge_{uuid.uuid4().hex[:8]}"
+    admin_url = PG_ADMIN if dialect == "postgresql" else MYSQL_ADMIN
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        quoted = f'"{name}"' if dialect == "postgresql" else f"`{name}`"
+        conn.execute(text(f"CREATE DATABASE {quoted}"))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if dialect == "postgresql" else ""
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+        admin.dispose()
+
+
+def build_source(engine: Engine, rows: int) -> None:
+    """logs_src: ids in time order, the older half past the retention."""
+    span = 2 * RETENTION_DAYS * 86_400
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE TABLE logs_src (id bigint PRIMARY KEY, created_at timestamp NOT "
+                    "NULL, level text NOT NULL, message text NOT NULL)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO logs_src SELECT g, localtimestamp - make_interval(secs => "
+                    "(:span - (g - 1)::bigint * :span / :rows + 60)::float8), "
+                    "(ARRAY['INFO','WARN','DEBUG','ERROR'])[1 + g % 4], :payload "
+                    "FROM generate_series(1, :rows) g"
+                ),
+                {"span": span, "rows": rows, "payload": PAYLOAD},
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TABLE logs_src (id bigint PRIMARY KEY, created_at datetime(6) "
+                    "NOT NULL, level varchar(8) NOT NULL, message varchar(200) NOT NULL) "
+                    "ENGINE=InnoDB"
+                )
+            )
+            conn.execute(text("SET SESSION max_recursive_iterations = 100000000"))
+            step = 100_000
+            for start in range(1, rows + 1, step):
+                conn.execute(
+                    text(
+                        "INSERT INTO logs_src WITH RECURSIVE s(g) AS (SELECT :a UNION ALL "
+                        "SELECT g + 1 FROM s WHERE g < :b) SELECT g, NOW(6) - INTERVAL "
+                        "(:span - (g - 1) * :span DIV :rows + 60) SECOND, "
+                        "ELT(1 + g % 4, 'INFO', 'WARN', 'DEBUG', 'ERROR'), :payload FROM s"
+                    ),
+                    {
+                        "a": start,
+                        "b": min(start + step - 1, rows),
+                        "span": span,
+                        "rows": rows,
+                        "payload": PAYLOAD,
+                    },
+                )
+
+
+def fresh_copy(engine: Engine) -> None:
+    """logs: an identical, freshly written copy of logs_src."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS logs"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("CREATE TABLE logs (LIKE logs_src INCLUDING ALL)"))
+            conn.execute(text("INSERT INTO logs SELECT * FROM logs_src"))
+        else:
+            conn.execute(text("CREATE TABLE logs LIKE logs_src"))
+            conn.execute(text("INSERT INTO logs SELECT * FROM logs_src"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE logs" if _pg(engine) else "ANALYZE TABLE logs"))
+        if _pg(engine):
+            conn.execute(text("CHECKPOINT"))
+
+
+def _pg(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+class Writer:
+    """A session writing to logs in a loop: one insert of a new row, one update of a
+    random kept row; each write's latency in milliseconds."""
+
+    def __init__(self, url: str, rows: int) -> None:
+        self.engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        self.rows = rows
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._next_id = 10 * rows
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+    def _loop(self) -> None:
+        now = "localtimestamp" if self.engine.dialect.name == "postgresql" else "NOW(6)"
+        insert = text(f"INSERT INTO logs VALUES (:id, {now}, 'INFO', 'written during purge')")
+        update = text("UPDATE logs SET level = 'WARN' WHERE id = :id")
+        rng = random.Random(7)
+        with self.engine.connect() as conn:
+            while not self._stop.is_set():
+                self._next_id += 1
+                for statement, values in (
+                    (insert, {"id": self._next_id}),
+                    (update, {"id": rng.randint(self.rows // 2 + 1, self.rows)}),
+                ):
+                    t0 = time.perf_counter()
+                    conn.execute(statement, values)
+                    self.latencies.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.005)
+
+    def p99(self) -> float:
+        return percentile(self.latencies, 99)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def cutoff(engine: Engine) -> Any:
+    now = "localtimestamp" if _pg(engine) else "NOW(6)"
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                f"SELECT {now} - INTERVAL '{RETENTION_DAYS} days'"
+                if _pg(engine)
+                else f"SELECT {now} - INTERVAL {RETENTION_DAYS} DAY"
+            )
+        ).scalar_one()
+
+
+def remaining_old(engine: Engine, limit: Any) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM logs WHERE created_at < :c"), {"c": limit}
+            ).scalar_one()
+        )
+
+
+def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
+    config = configure(home, url)
+    with Writer(url, rows) as writer:
+        started = time.perf_counter()
+        result = commands.run_job(
+            config,
+            "log_cleanup",
+            {
+                "table": "logs",
+                "date_column": "created_at",
+                "retention_days": RETENTION_DAYS,
+                "statistics_after_rows": 10**12,
+            },
+        )
+        total = time.perf_counter() - started
+    if result.status != "completed":
+        raise SystemExit(f"aishell run {result.run_id} ended {result.status}: {result.error}")
+    purge = result.steps[1]
+    return {
+        "deleted": purge.output["rows_deleted"],
+        "seconds": purge.seconds,
+        "run_seconds": total,
+        "batches": purge.output["batches"],
+        "longest_batch_ms": purge.output["longest_batch_ms"],
+        "median_batch_ms": purge.output["median_batch_ms"],
+        "p99_ms": writer.p99(),
+        "writes": len(writer.latencies),
+    }
+
+
+def run_delete(url: str, rows: int) -> dict[str, Any]:
+    engine = create_engine(url)
+    limit = cutoff(engine)
+    with Writer(url, rows) as writer:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            deleted = conn.execute(
+                text("DELETE FROM logs WHERE created_at < :c"), {"c": limit}
+            ).rowcount
+        seconds = time.perf_counter() - started
+    engine.dispose()
+    return {
+        "deleted": deleted,
+        "seconds": seconds,
+        "p99_ms": writer.p99(),
+        "writes": len(writer.latencies),
+    }
+
+
+def run_pt_archiver(url: str, limit_rows: int) -> dict[str, Any]:
+    engine = create_engine(url)
+    limit = cutoff(engine)
+    before = remaining_old(engine, limit)
+    database = url.rsplit("/", 1)[1]
+    command = [
+        "pt-archiver",
+        "--source",
+        f"h=127.0.0.1,P=3306,u=root,D={database},t=logs",
+        "--purge",
+        "--where",
+        f"created_at < '{limit:%Y-%m-%d %H:%M:%S.%f}'",
+        "--bulk-delete",
+        "--limit",
+        str(limit_rows),
+        "--commit-each",
+        "--no-check-charset",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    deleted = before - remaining_old(engine, limit)
+    engine.dispose()
+    return {"deleted": deleted, "seconds": seconds, "limit": limit_rows}
+
+
+def configure(home: Path, url: str) -> Any:
+    repo = Path(__file__).resolve().parent.parent / "config"
+    if not (home / "config").exists():
+        shutil.copytree(repo, home / "config")
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": url, "environment": "test"}
+    data["default_target"] = "db"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)
+
+
+def median_of(trials: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(t[key]) for t in trials)
+
+
+def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> None:
+    with scratch(dialect) as url, tempfile.TemporaryDirectory() as tmp:
+        engine = create_engine(url)
+        say(f"{dialect}: building {rows:,} rows")
+        build_source(engine, rows)
+        ours: list[dict[str, Any]] = []
+        single: list[dict[str, Any]] = []
+        for trial in range(trials):
+            fresh_copy(engine)
+            ours.append(run_aishell(Path(tmp), url, rows))
+            fresh_copy(engine)
+            single.append(run_delete(url, rows))
+            say(f"{dialect} trial {trial + 1}: aishell {ours[-1]}; DELETE {single[-1]}")
+        for a, d in zip(ours, single, strict=True):
+            if a["deleted"] != d["deleted"]:
+                raise SystemExit(f"aishell deleted {a['deleted']:,} rows, DELETE {d['deleted']:,}")
+        deleted = ours[0]["deleted"]
+        ours_s, single_s = median_of(ours, "seconds"), median_of(single, "seconds")
+        print(f"\n{dialect}: purge {deleted:,} of {rows:,} rows, median of {trials}")
+        print(f"  single DELETE        {single_s:8.2f} s  {deleted / single_s:12,.0f} rows/s")
+        print(
+            f"  aishell purge step   {ours_s:8.2f} s  {deleted / ours_s:12,.0f} rows/s  "
+            f"throughput ratio {single_s / ours_s:.3f}x"
+        )
+        print(f"  aishell whole run    {median_of(ours, 'run_seconds'):8.2f} s (with two counts)")
+        print(
+            f"  batches {median_of(ours, 'batches'):,.0f}, median batch "
+            f"{median_of(ours, 'median_batch_ms'):.1f} ms, longest batch (worst of "
+            f"{trials}) {max(t['longest_batch_ms'] for t in ours):.1f} ms"
+        )
+        print(
+            f"  concurrent writes p99: during aishell {median_of(ours, 'p99_ms'):.1f} ms "
+            f"({median_of(ours, 'writes'):,.0f} writes), during the DELETE "
+            f"{median_of(single, 'p99_ms'):.1f} ms ({median_of(single, 'writes'):,.0f} writes)"
+        )
+        if dialect == "mysql":
+            if shutil.which("pt-archiver") is None:
+                print("  pt-archiver: not installed (apt-get install percona-toolkit)")
+                return
+            first = 1000
+            mean = round(deleted / median_of(ours, "batches"))
+            for limit_rows in (first, mean):
+                runs = []
+                for _ in range(trials):
+                    fresh_copy(engine)
+                    runs.append(run_pt_archiver(url, limit_rows))
+                    if runs[-1]["deleted"] != deleted:
+                        raise SystemExit(f"pt-archiver deleted {runs[-1]['deleted']:,} rows")
+                pt_s = median_of(runs, "seconds")
+                print(
+                    f"  pt-archiver --limit {limit_rows:<6} {pt_s:8.2f} s  "
+                    f"{deleted / pt_s:12,.0f} rows/s  aishell is {pt_s / ours_s:.2f}x as fast"
+                )
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--only", choices=["postgresql", "mysql"])
+    args = parser.parse_args()
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    for dialect in ("postgresql", "mysql"):
+        if args.only in (None, dialect):
+            bench(dialect, args.rows, args.trials, say)
+
+
+if __name__ == "__main__":
+    main()
