@@ -58,3 +58,26 @@ def test_every_tool_is_documented_with_risk_and_example():
 
     for tool in load_registry([bundled_catalog_dir()]).tools.values():
         assert tool.description.endswith(".") and tool.examples and tool.risk_level
+
+
+def test_purge_examples_parse_and_the_first_runs(demo_db, home, monkeypatch):
+    monkeypatch.chdir(home)
+    section = README.split("### Purging old rows", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.+?)\n```", section, re.S).group(1).replace("\\\n", " ")
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    runner = CliRunner()
+    first = shlex.split(lines[0])
+    result = runner.invoke(cli, first[1:], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "would delete" in result.output
+    for line in lines[1:]:
+        args = shlex.split(line)
+        command = cli
+        for word in args[1:]:
+            if not hasattr(command, "commands") or word not in command.commands:
+                break
+            command = command.commands[word]
+        assert command is not cli, line
+        options = {o for p in command.params for o in p.opts}
+        flags = {a for a in args if a.startswith("--")}
+        assert flags <= options, f"{line}: unknown {flags - options}"
