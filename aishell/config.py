@@ -149,6 +149,7 @@ class PurgeSettings(_Strict):
     date_column: str = "created_at"
     retention_days: float = Field(30, ge=0)
     batch_size: int = Field(1000, ge=1, le=1_000_000, description="rows in the first batch")
+    max_batch_size: int = Field(1_000_000, ge=1, le=1_000_000)
     max_batch_ms: float = Field(100, ge=1, description="batches are sized to take this long")
     sleep_ms: float = Field(0, ge=0)
     max_rows_per_run: int | None = Field(None, ge=1)

@@ -43,7 +43,7 @@ ROWS = 3_000
 DAYS = 45
 RETENTION = 30
 # Small batches that stay small: many batches even on a few thousand rows.
-SMALL = {"batch_size": 40, "max_batch_ms": 3, "statistics_after_rows": 100}
+SMALL = {"batch_size": 20, "max_batch_size": 50, "max_batch_ms": 3, "statistics_after_rows": 100}
 
 SERVER_NOW = {
     "postgresql": "SELECT localtimestamp",

@@ -19,6 +19,7 @@ ARCHIVE_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # Job keys copied to delete_old_records' params as they are.
 _PURGE_PARAMS = (
     "batch_size",
+    "max_batch_size",
     "max_batch_ms",
     "sleep_ms",
     "run_time_seconds",

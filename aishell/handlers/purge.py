@@ -145,6 +145,9 @@ class _Batch:
             f"WHERE {lower}{self.date} < :cutoff ORDER BY {self.key} LIMIT :n) aishell_batch"
         )
 
+    def bounds(self) -> str:
+        return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
+
     def delete(self, first: bool) -> str:
         return f"DELETE FROM {self.table} WHERE {self.range(first)}"
 
@@ -153,7 +156,8 @@ class _Batch:
         return self.dialect in ("postgresql", "sqlite")
 
     def statements(self, first: bool) -> list[str]:
-        """What one batch sends, in order (shown in previews and approvals)."""
+        """What one batch sends, in order (shown in previews and approvals). The first
+        statement finds the batch's end when the key is not walked in plain ranges."""
         delete = self.delete(first)
         if self.archive_table and self.dialect == "postgresql":
             return [
@@ -316,6 +320,7 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                 "batches": batches,
                 "resumed": resumed,
                 "archive_offset": archive.offset if archive else None,
+                **({"end": progress["end"]} if "end" in progress else {}),
             },
         )
     finally:
@@ -367,6 +372,7 @@ def _batches(
 ) -> dict[str, Any]:
     conn = ctx.connection
     size = int(params["batch_size"])
+    largest = int(params.get("max_batch_size", MAX_BATCH))
     target = params["max_batch_ms"] / 1000
     sleep = params.get("sleep_ms", 0) / 1000
     max_rows = params.get("max_rows")
@@ -380,12 +386,25 @@ def _batches(
     complete = False
     deleted_here = 0
 
+    # Integer keys are walked in key ranges, sized by time like any batch: no statement
+    # but the delete itself reads the rows. Other keys, or a cap on rows, take the key
+    # below which the next n old rows lie.
+    if "end" not in state:
+        low, high = conn.execute(text(batch.bounds())).one()
+        conn.commit()
+        state["end"] = high
+        if state["after"] is None and isinstance(low, int) and not isinstance(low, bool):
+            state["after"] = low - 1
+    end = state["end"]
+    by_range = max_rows is None and isinstance(end, int) and isinstance(state["after"], int)
+
     def checkpoint(pending: dict[str, Any] | None = None) -> None:
         ctx.save_progress(
             {
                 "cutoff": cut,
                 "key": key,
                 "last_key": state["after"],
+                "end": end,
                 "rows_deleted": state["deleted"],
                 "batches": state["batches"],
                 "archive_offset": state["archive_offset"],
@@ -418,7 +437,12 @@ def _batches(
         first = state["after"] is None
         values = {"after": state["after"], "cutoff": bound, "n": n}
         t0 = time.perf_counter()
-        upper = conn.execute(text(batch.upper(first)), values).scalar()
+        if end is None or (by_range and state["after"] >= end):
+            upper = None
+        elif by_range:
+            upper = min(state["after"] + n, end)
+        else:
+            upper = conn.execute(text(batch.upper(first)), values).scalar()
         if upper is None:
             conn.commit()
             complete = True
@@ -444,9 +468,10 @@ def _batches(
             archive_offset=archive_offset,
         )
         deleted_here += count
-        if count > 0 and elapsed > 0:
-            ideal = count * target / elapsed
-            size = int(max(1, min(ideal, size * MAX_GROWTH, MAX_BATCH)))
+        visited = n if by_range else count
+        if visited > 0 and elapsed > 0:
+            ideal = visited * target / elapsed
+            size = int(max(1, min(ideal, size * MAX_GROWTH, largest)))
         running = time.monotonic() - started
         ctx.report(
             {
