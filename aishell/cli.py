@@ -205,6 +205,11 @@ def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--batch-size", type=click.IntRange(1, 1_000_000), help="Rows in the first batch."
         ),
         click.option(
+            "--max-batch-size",
+            type=click.IntRange(1, 1_000_000),
+            help="Never more rows (keys) in one batch.",
+        ),
+        click.option(
             "--max-batch-ms",
             type=click.FloatRange(min=1),
             help="Size batches to take about this long.",

@@ -150,7 +150,7 @@ class Writer:
         self.latencies: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._next_id = 10 * rows
+        self._next_id = rows  # new rows take the next ids, as from a sequence
 
     def __enter__(self) -> Writer:
         self._thread.start()

@@ -292,8 +292,9 @@ def test_a_dry_run_counts_exactly_and_shows_one_batch(logs):
     assert purge.status == "previewed"
     assert purge.estimate["rows_to_delete"] == len(gone)
     assert purge.estimate["table_rows"] == len(before)
-    assert purge.sql[0].startswith("SELECT max(aishell_k) FROM (SELECT ")
-    assert purge.sql[1].startswith("DELETE FROM ")
+    # An integer key is walked in plain key ranges: one statement per batch.
+    assert len(purge.sql) == 1 and purge.sql[0].startswith("DELETE FROM ")
+    assert ":after" in purge.sql[0] and ":upper" in purge.sql[0]
     # created_at has no index: the preview says what that costs.
     assert any("has no index" in w for w in purge.estimate["warnings"])
     assert rows_of(url) == before
@@ -491,3 +492,34 @@ def _with_replicas(home: Path, replicas: list[str]) -> Config:
     data["log_cleanup_agent"]["purge"]["replicas"] = replicas
     path.write_text(yaml.safe_dump(data))
     return load_config(home=home)
+
+
+def test_a_text_key_is_walked_by_looking_up_each_batch_end(logs):
+    config, url = logs
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE tagged (code VARCHAR(20) PRIMARY KEY, "
+                "created_at TIMESTAMP NOT NULL, note VARCHAR(20))"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO tagged SELECT 'k' || id, created_at, 'n' FROM events")
+            if engine.dialect.name != "mysql"
+            else text("INSERT INTO tagged SELECT CONCAT('k', id), created_at, 'n' FROM events")
+        )
+        before = {
+            code: at if isinstance(at, datetime) else datetime.fromisoformat(at)
+            for code, at in conn.execute(text("SELECT code, created_at FROM tagged"))
+        }
+    dry = commands.run_job(config, "log_cleanup", job(table="tagged"), dry_run=True)
+    assert dry.steps[1].sql[0].startswith("SELECT max(aishell_k) FROM (SELECT ")
+    result = commands.run_job(config, "log_cleanup", job(table="tagged", **SMALL))
+    assert result.status == "completed", result.error
+    limit = datetime.fromisoformat(result.steps[0].output["cutoff"])
+    with engine.connect() as conn:
+        after = {r[0] for r in conn.execute(text("SELECT code FROM tagged"))}
+    engine.dispose()
+    assert after == {code for code, at in before.items() if at >= limit}
+    assert result.steps[1].output["batches"] > 10

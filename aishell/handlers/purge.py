@@ -133,6 +133,9 @@ class _Batch:
         self.date = q(params["date_column"])
         self.archive_table = q(params["archive_table"]) if params.get("archive_table") else None
         self.archive_file = bool(params.get("archive_file"))
+        # Integer keys are walked in plain key ranges (unless a cap on rows needs each
+        # batch's old rows counted first); see _batches.
+        self.by_range = False
 
     def range(self, first: bool) -> str:
         lower = "" if first else f"{self.key} > :after AND "
@@ -156,31 +159,29 @@ class _Batch:
         return self.dialect in ("postgresql", "sqlite")
 
     def statements(self, first: bool) -> list[str]:
-        """What one batch sends, in order (shown in previews and approvals). The first
-        statement finds the batch's end when the key is not walked in plain ranges."""
+        """What one batch sends, in order (shown in previews and approvals). Walking
+        plain key ranges, the batch's end is computed, not looked up."""
+        return ([] if self.by_range else [self.upper(first)]) + self.work(first)
+
+    def work(self, first: bool) -> list[str]:
+        """The statements that delete (and archive) one batch's rows."""
         delete = self.delete(first)
         if self.archive_table and self.dialect == "postgresql":
             return [
-                self.upper(first),
                 f"WITH aishell_gone AS ({delete} RETURNING *) "
-                f"INSERT INTO {self.archive_table} SELECT * FROM aishell_gone",
+                f"INSERT INTO {self.archive_table} SELECT * FROM aishell_gone"
             ]
         if self.archive_table:
             return [
-                self.upper(first),
                 f"INSERT INTO {self.archive_table} SELECT * FROM {self.table} "
                 f"WHERE {self.range(first)}",
                 delete,
             ]
         if self.archive_file and self.returning():
-            return [self.upper(first), f"{delete} RETURNING *"]
+            return [f"{delete} RETURNING *"]
         if self.archive_file:
-            return [
-                self.upper(first),
-                f"SELECT * FROM {self.table} WHERE {self.range(first)} FOR UPDATE",
-                delete,
-            ]
-        return [self.upper(first), delete]
+            return [f"SELECT * FROM {self.table} WHERE {self.range(first)} FOR UPDATE", delete]
+        return [delete]
 
 
 def _prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -193,10 +194,17 @@ def _prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         key = walk_key(conn, table)
         if params.get("archive_table"):
             check_archive_table(conn, table, params["archive_table"])
-        return {"column": column, "key": key, "batch": _Batch(ctx, params, key)}
+        batch = _Batch(ctx, params, key)
+        _low, high = conn.execute(text(batch.bounds())).one()
+        batch.by_range = _is_integer(high) and not params.get("max_rows")
+        return {"column": column, "key": key, "batch": batch}
 
     key = f"purge {params['table']!r} {params['date_column']!r} {params.get('archive_table')!r}"
     return cached(ctx, key, compute)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> None:
@@ -393,10 +401,10 @@ def _batches(
         low, high = conn.execute(text(batch.bounds())).one()
         conn.commit()
         state["end"] = high
-        if state["after"] is None and isinstance(low, int) and not isinstance(low, bool):
+        if state["after"] is None and _is_integer(low):
             state["after"] = low - 1
     end = state["end"]
-    by_range = max_rows is None and isinstance(end, int) and isinstance(state["after"], int)
+    by_range = batch.by_range and _is_integer(end) and _is_integer(state["after"])
 
     def checkpoint(pending: dict[str, Any] | None = None) -> None:
         ctx.save_progress(
@@ -520,7 +528,7 @@ def _delete_batch(
     archive: ArchiveFile | None,
 ) -> tuple[int, int | None]:
     """Delete (and archive) one batch, uncommitted; returns the rows and the archive's end."""
-    statements = batch.statements(first)[1:]
+    statements = batch.work(first)
     if archive is None and not batch.archive_table:
         return conn.execute(text(statements[0]), values).rowcount, None
     if batch.archive_table:
