@@ -181,6 +181,9 @@ class Writer:
     def p99(self) -> float:
         return percentile(self.latencies, 99)
 
+    def worst(self) -> float:
+        return max(self.latencies, default=float("nan"))
+
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
@@ -238,6 +241,7 @@ def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
         "longest_batch_ms": purge.output["longest_batch_ms"],
         "median_batch_ms": purge.output["median_batch_ms"],
         "p99_ms": writer.p99(),
+        "worst_ms": writer.worst(),
         "writes": len(writer.latencies),
     }
 
@@ -257,6 +261,7 @@ def run_delete(url: str, rows: int) -> dict[str, Any]:
         "deleted": deleted,
         "seconds": seconds,
         "p99_ms": writer.p99(),
+        "worst_ms": writer.worst(),
         "writes": len(writer.latencies),
     }
 
@@ -337,6 +342,10 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
             f"  concurrent writes p99: during aishell {median_of(ours, 'p99_ms'):.1f} ms "
             f"({median_of(ours, 'writes'):,.0f} writes), during the DELETE "
             f"{median_of(single, 'p99_ms'):.1f} ms ({median_of(single, 'writes'):,.0f} writes)"
+        )
+        print(
+            f"  slowest single write: during aishell {median_of(ours, 'worst_ms'):.1f} ms, "
+            f"during the DELETE {median_of(single, 'worst_ms'):.1f} ms (median of {trials})"
         )
         if dialect == "mysql":
             if shutil.which("pt-archiver") is None:
