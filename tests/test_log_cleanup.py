@@ -523,3 +523,17 @@ def test_a_text_key_is_walked_by_looking_up_each_batch_end(logs):
     engine.dispose()
     assert after == {code for code, at in before.items() if at >= limit}
     assert result.steps[1].output["batches"] > 10
+
+
+def test_flags_reach_the_plan_and_bad_values_are_one_line(demo_db):
+    runner = CliRunner()
+    args = ["plan", "log-cleanup", "--table", "app_logs", "--retention-days", "45"]
+    result = runner.invoke(cli, [*args, "--run-time", "90m", "--max-batch-ms", "50", "--json"])
+    assert result.exit_code == 0, result.output
+    purge = json.loads(result.stdout)["steps"][1]["params"]
+    assert purge["run_time_seconds"] == 5400 and purge["max_batch_ms"] == 50
+    assert purge["retention_days"] == 45 and purge["cutoff"] == "${step_0.output.cutoff}"
+    bad = runner.invoke(cli, [*args, "--run-time", "soon"])
+    assert bad.exit_code == 2 and "is not a duration such as 90, 90s, 30m" in bad.output
+    negative = runner.invoke(cli, [*args[:4], "--retention-days", "-1"])
+    assert negative.exit_code == 2
