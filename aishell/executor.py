@@ -705,9 +705,8 @@ class Executor:
         report = getattr(self.observer, "step_progress", None)
         ctx.report = (lambda figures: report(result, figures)) if report else (lambda _f: None)
         now = self.clock()
-        closes = self.policy.window_closes(tool, now)
-        # On the real clock: the policy's clock may be a test's.
-        ctx.ends_at = None if closes is None else datetime.now(UTC) + (closes - now)
+        ctx.ends_at = self.policy.window_closes(tool, now)
+        ctx.seconds_left = None if ctx.ends_at is None else (ctx.ends_at - now).total_seconds()
         ctx.open_target = self.open_target
 
     def _record_effects(self, output: Mapping[str, Any]) -> None:

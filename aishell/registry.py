@@ -89,8 +89,10 @@ class ToolContext:
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
     report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
     record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
-    # When the maintenance window closes (the step must have ended by then), if one applies.
+    # When the maintenance window closes (in the window's time zone), if one applies,
+    # and how many seconds that was away when the step started.
     ends_at: datetime | None = None
+    seconds_left: float | None = None
     # Another configured target, read-only (a replica whose lag a purge watches).
     open_target: Callable[[str], Connection] | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 import uuid
@@ -197,6 +198,8 @@ MIGRATIONS: dict[int, tuple[Table, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
+_MIGRATION_ATTEMPTS = 50
+
 # Statements on the hot path of every step, built once: SQLAlchemy then reuses
 # their compiled form instead of rebuilding them per call.
 _STEP_STARTED = (
@@ -292,19 +295,21 @@ class StateStore:
                 pass
 
     def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
-        # Two processes opening a new store at once both find tables missing; the
-        # slower one's CREATE fails. Its second look finds what the other created.
-        for attempt in range(5):
+        # Processes opening a new store at once all find tables missing; the slower
+        # ones' CREATEs fail, or SQLite answers "locked" at once (two read transactions
+        # both trying to write). A second look finds what the first one created.
+        for attempt in range(_MIGRATION_ATTEMPTS):
             try:
                 self._migrate_once(up_to)
                 return
             except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 self._conn.rollback()
                 self._queued.clear()
-                raced = isinstance(exc, IntegrityError) or "exist" in str(exc.orig).lower()
-                if attempt == 4 or not raced:
+                message = str(exc.orig).lower()
+                raced = isinstance(exc, IntegrityError) or "exist" in message or "locked" in message
+                if attempt == _MIGRATION_ATTEMPTS - 1 or not raced:
                     raise
-                time.sleep(0.05 * (attempt + 1))
+                time.sleep(random.uniform(0.01, 0.1))
 
     def _migrate_once(self, up_to: int) -> None:
         with self._tx() as conn:
@@ -925,9 +930,10 @@ def _make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
+            # The busy timeout first: switching to WAL waits for other openers too.
+            cursor.execute("PRAGMA busy_timeout = 10000")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
-            cursor.execute("PRAGMA busy_timeout = 10000")
             cursor.close()
 
         return engine

@@ -375,12 +375,14 @@ def test_max_rows_stops_the_run_and_the_next_run_goes_on(logs):
 def test_run_time_and_the_window_end_the_purge_cleanly(logs, edit_config):
     config, url = logs
     before = rows_of(url)
-    timed = commands.run_job(config, "log_cleanup", job(run_time_seconds=1, sleep_ms=20, **SMALL))
+    # 50 rows a batch and 300 ms between batches: the purge would need over 6 s.
+    slow = {**SMALL, "sleep_ms": 300}
+    timed = commands.run_job(config, "log_cleanup", job(run_time_seconds=1, **slow))
     purge = timed.steps[1].output
     assert purge["stopped_by"] == "run time (1s) used up" and not purge["complete"]
     assert 0 < purge["rows_deleted"] < len(before) - len(expected_after(before, purge["cutoff"]))
 
-    # The window closes 1.5 seconds after the run starts (on the policy's clock).
+    # The window closes 4 seconds after the run starts (on the policy's clock).
     hour = 3
     windowed = edit_config(
         log_cleanup={
@@ -391,12 +393,14 @@ def test_run_time_and_the_window_end_the_purge_cleanly(logs, edit_config):
         }
     )
     start = datetime.now(UTC)
-    fake = datetime(2026, 11, 23, hour, 59, 58, 500_000, tzinfo=UTC)
+    fake = datetime(2026, 11, 23, hour, 59, 56, tzinfo=UTC)
     clock = lambda: fake + (datetime.now(UTC) - start)  # noqa: E731
-    result = commands.run_job(windowed, "log_cleanup", job(sleep_ms=20, **SMALL), clock=clock)
+    result = commands.run_job(windowed, "log_cleanup", job(**slow), clock=clock)
     purge = result.steps[1].output
-    assert purge["stopped_by"].startswith("maintenance window closes at")
+    assert result.steps[1].status == "succeeded", result.error
+    assert purge["stopped_by"] == "maintenance window closes at 04:00 UTC"
     assert not purge["complete"] and purge["rows_deleted"] > 0
+    assert datetime.now(UTC) - start < timedelta(seconds=5)  # it did not run on
 
 
 def test_stop_ends_the_purge_after_the_current_batch_and_resume_goes_on(logs, home):
@@ -437,8 +441,8 @@ def test_stop_ends_the_purge_after_the_current_batch_and_resume_goes_on(logs, ho
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 def test_the_purge_waits_while_the_server_is_busy(dialect, home):
     sleeper = {
-        "postgresql": "SELECT pg_sleep(2.5)",
-        "mysql": "SELECT SLEEP(2.5)",
+        "postgresql": "SELECT pg_sleep(4)",
+        "mysql": "SELECT SLEEP(4)",
     }[dialect]
     with _database(dialect, home) as url:
         fill(url)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -564,9 +563,10 @@ def _deadline(
     if params.get("run_time_seconds"):
         seconds = float(params["run_time_seconds"])
         deadlines.append((started + seconds, f"run time ({seconds:g}s) used up"))
-    if ctx.ends_at is not None:
-        left = (ctx.ends_at - datetime.now(UTC)).total_seconds()
-        deadlines.append((started + left, f"maintenance window closes at {ctx.ends_at:%H:%M} UTC"))
+    if ctx.ends_at is not None and ctx.seconds_left is not None:
+        deadlines.append(
+            (started + ctx.seconds_left, f"maintenance window closes at {ctx.ends_at:%H:%M %Z}")
+        )
     if not deadlines:
         return None, None
     return min(deadlines)
