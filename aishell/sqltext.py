@@ -38,6 +38,11 @@ def quote_identifier(dialect: Dialect, name: str) -> str:
     # Fail closed: the text must hold no parameter and must come back exactly.
     if _BIND.search(escaped) or _UNESCAPE.sub(r"\1", escaped) != quoted:
         raise UnquotableIdentifier(f"the name {name!r} cannot be quoted safely")
+    # A positional dialect (SQLite's ?) gets its placeholders from the compiled text
+    # by a pattern for %(name)s, which a "%(" in a name would start: the name and
+    # the next bound value would run together.
+    if dialect.positional and "%(" in name:
+        raise UnquotableIdentifier(f"the name {name!r} cannot be quoted safely for {dialect.name}")
     return escaped
 
 

@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from aishell.errors import RunNotFound, StateError, TargetLocked
@@ -198,7 +198,7 @@ MIGRATIONS: dict[int, tuple[Table, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
-_MIGRATION_ATTEMPTS = 50
+_OPEN_ATTEMPTS = 50
 
 # Statements on the hot path of every step, built once: SQLAlchemy then reuses
 # their compiled form instead of rebuilding them per call.
@@ -264,8 +264,7 @@ class StateStore:
         # transaction, which always comes before anything that depends on them.
         self._queued: list[tuple[Executable, dict[str, Any]]] = []
         try:
-            self._conn: Connection = self.engine.connect()
-            self._migrate()
+            self._conn: Connection = self._open()
         except OperationalError as exc:
             raise StateError(f"Cannot open the state store {url}: {exc.orig}") from None
 
@@ -294,24 +293,30 @@ class StateStore:
             with self._tx():
                 pass
 
-    def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
+    def _open(self) -> Connection:
         # Processes opening a new store at once all find tables missing; the slower
-        # ones' CREATEs fail, or SQLite answers "locked" at once (two read transactions
-        # both trying to write). A second look finds what the first one created.
-        for attempt in range(_MIGRATION_ATTEMPTS):
+        # ones' CREATEs fail, or SQLite answers "locked" at once (switching to WAL, or
+        # two read transactions both trying to write). A second look finds what the
+        # first one created.
+        for attempt in range(_OPEN_ATTEMPTS):
+            conn = None
             try:
-                self._migrate_once(up_to)
-                return
+                conn = self._conn = self.engine.connect()
+                self._migrate()
+                return conn
             except (OperationalError, IntegrityError, ProgrammingError) as exc:
-                self._conn.rollback()
                 self._queued.clear()
+                if conn is not None:
+                    with suppress(SQLAlchemyError):
+                        conn.close()
                 message = str(exc.orig).lower()
                 raced = isinstance(exc, IntegrityError) or "exist" in message or "locked" in message
-                if attempt == _MIGRATION_ATTEMPTS - 1 or not raced:
+                if attempt == _OPEN_ATTEMPTS - 1 or not raced:
                     raise
                 time.sleep(random.uniform(0.01, 0.1))
+        raise AssertionError("unreachable")
 
-    def _migrate_once(self, up_to: int) -> None:
+    def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
         with self._tx() as conn:
             metadata.create_all(conn, tables=[meta])
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()

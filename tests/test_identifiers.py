@@ -27,7 +27,7 @@ from aishell.config import Config, load_config
 from aishell.errors import PlanError, TargetError
 from aishell.executor import _check_identifiers
 from aishell.registry import ToolContext
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import UnquotableIdentifier, quote_identifier
 from aishell.targets import open_target
 
 # Characters that break naive quoting, and ordinary ones around them.
@@ -112,7 +112,20 @@ def fits(dialect: str, name: str) -> bool:
         return False
     if dialect in ("postgresql", "mysql") and len(name.encode()) > 60:
         return False
+    if dialect == "sqlite" and "%(" in name:
+        return False  # refused on SQLite: see the test below
     return not (dialect == "mysql" and (name != name.rstrip() or name.endswith(" ")))
+
+
+def test_a_name_with_a_pyformat_opening_is_refused_where_placeholders_are_positional(home):
+    """SQLAlchemy turns %(name)s into SQLite's ? by a pattern over the compiled text;
+    a table named '%(' followed by a bound value would join the two."""
+    with target_of("sqlite", home) as config:
+        handle = open_target(config, "db")
+        with pytest.raises(UnquotableIdentifier, match="cannot be quoted safely for sqlite"):
+            handle.quote("%(")
+        assert handle.quote("100%") == '"100%"'
+        handle.close()
 
 
 EXAMPLES = {
