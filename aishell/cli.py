@@ -6,6 +6,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ import click
 from aishell import commands, render
 from aishell.approval import Approver, NonInteractive, PreApproved, Prompting
 from aishell.config import Config, load_config
-from aishell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_WAITING_APPROVAL, AishellError
+from aishell.errors import (
+    EXIT_DENIED,
+    EXIT_FAILED,
+    EXIT_WAITING_APPROVAL,
+    AishellError,
+    UsageError,
+)
 from aishell.executor import RunResult
 from aishell.registry import RiskLevel
 
@@ -456,6 +463,19 @@ def run_log_cleanup(
     )
 
 
+def backup_job(
+    kind: str, verify: bool, quick: bool, cleanup: bool, retention_days: float, keep_last: int
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "verify": verify,
+        "quick": quick,
+        "cleanup": cleanup,
+        "retention_days": retention_days,
+        "keep_last": keep_last,
+    }
+
+
 @run.command("backup")
 @click.option(
     "--type",
@@ -517,14 +537,7 @@ def run_backup(
         lambda approver, observer: commands.run_job(
             state.config,
             "backup",
-            {
-                "type": kind,
-                "verify": verify,
-                "quick": quick,
-                "cleanup": cleanup,
-                "retention_days": retention_days,
-                "keep_last": keep_last,
-            },
+            backup_job(kind, verify, quick, cleanup, retention_days, keep_last),
             target,
             approver=approver,
             observer=observer,
@@ -837,6 +850,168 @@ def targets_check(state: State, name: str | None, as_json: bool) -> None:
         emit_json(info)
     else:
         render.target_check(render.console(False), info)
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+# The job words' parameters that are not part of the job itself.
+_RUN_OPTIONS = {
+    "target",
+    "dry_run",
+    "yes",
+    "approve_up_to",
+    "non_interactive",
+    "safety_level",
+    "force",
+    "as_json",
+}
+
+
+def job_from_words(words: tuple[str, ...]) -> tuple[str, dict[str, Any], str | None, dict]:
+    """The words `aishell run` takes (after `--`), parsed as it parses them:
+    (agent, job, target, options)."""
+    if not words:
+        raise UsageError("Give the job after --, as `aishell run` takes it: -- maintenance ...")
+    name, rest = words[0], list(words[1:])
+    command = run.commands.get(name)
+    if command is None:
+        raise UsageError(f"Unknown job {name!r}; jobs are: {', '.join(sorted(run.commands))}")
+    try:
+        with command.make_context(f"aishell run {name}", rest) as ctx:
+            params = dict(ctx.params)
+    except click.exceptions.Exit:
+        raise UsageError("The job words asked for help; give the job itself") from None
+    except click.ClickException as exc:
+        raise UsageError(f"Job words: {exc.format_message()}") from None
+    if params.get("yes") or params.get("approve_up_to"):
+        raise UsageError(
+            "A schedule never approves in advance: steps that need approval leave the run "
+            "waiting_approval for a person (drop --yes / --approve-up-to)"
+        )
+    if name == "maintenance":
+        agent, job = (
+            "maintenance",
+            maintenance_job(params["kind"], params["tables"], params["no_rebuild_indexes"]),
+        )
+    elif name == "backup":
+        agent, job = (
+            "backup",
+            backup_job(
+                params["kind"],
+                params["verify"],
+                params["quick"],
+                params["cleanup"],
+                params["retention_days"],
+                params["keep_last"],
+            ),
+        )
+    else:
+        flags = {k: v for k, v in params.items() if k not in _RUN_OPTIONS}
+        agent, job = "log_cleanup", log_cleanup_job(**flags)
+    options = {k: params[k] for k in ("dry_run", "safety_level", "force") if params.get(k)}
+    return agent, job, params.get("target"), options
+
+
+@cli.group(cls=AishellGroup)
+def schedule() -> None:
+    """Run jobs on a cron schedule, unattended (served by `aishell schedule serve`)."""
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.option(
+    "--cron",
+    required=True,
+    help="When: 5 fields as crontab (minute hour day month weekday), or 6 with seconds first.",
+)
+@click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@pass_state
+def schedule_add(
+    state: State, name: str, cron: str, timezone: str, words: tuple[str, ...], as_json: bool
+) -> None:
+    """Add a schedule: aishell schedule add NAME --cron "0 2 * * *" -- maintenance --type full
+
+    The words after -- are those `aishell run` takes; they are checked now.
+    """
+    agent, job, target, options = job_from_words(words)
+    added = commands.add_schedule(
+        state.config, name, cron, timezone, list(words), agent, job, target, options
+    )
+    if as_json:
+        emit_json(added)
+    else:
+        click.echo(
+            f"Schedule {name} added; next run {render.when(added['next_run'])} "
+            "(served by `aishell schedule serve`)."
+        )
+
+
+@schedule.command("list")
+@json_option
+@pass_state
+def schedule_list(state: State, as_json: bool) -> None:
+    """Every schedule: its job, next run, and last run's status."""
+    found = commands.list_schedules(state.config)
+    if as_json:
+        emit_json({"schedules": found})
+    else:
+        render.schedules_table(render.console(False), found)
+
+
+@schedule.command("remove")
+@click.argument("name")
+@pass_state
+def schedule_remove(state: State, name: str) -> None:
+    """Remove a schedule (its past runs stay in the state store)."""
+    commands.remove_schedule(state.config, name)
+    click.echo(f"Schedule {name} removed.")
+
+
+@schedule.command("pause")
+@click.argument("name")
+@pass_state
+def schedule_pause(state: State, name: str) -> None:
+    """Stop a schedule's triggers until `aishell schedule resume`."""
+    commands.pause_schedule(state.config, name, True)
+    click.echo(f"Schedule {name} paused.")
+
+
+@schedule.command("resume")
+@click.argument("name")
+@pass_state
+def schedule_resume(state: State, name: str) -> None:
+    """Let a paused schedule's triggers fire again."""
+    commands.pause_schedule(state.config, name, False)
+    click.echo(f"Schedule {name} resumed.")
+
+
+@schedule.command("run-now")
+@click.argument("name")
+@json_option
+@pass_state
+@click.pass_context
+def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool) -> None:
+    """Run a schedule's job now, exactly as its trigger would (never a prompt)."""
+    console = render.console(as_json)
+    result = commands.run_schedule(state.config, name, "run-now", log=console.print)
+    finish_run(ctx, console, result, as_json)
+
+
+@schedule.command("serve")
+@pass_state
+def schedule_serve(state: State) -> None:
+    """Serve the schedules in the foreground (for systemd or a container).
+
+    One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
+    then it exits. A second serve on the same state store refuses to start.
+    """
+
+    def log(line: str) -> None:
+        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}")
+
+    commands.serve_schedules(state.config, log)
 
 
 # --- tools --------------------------------------------------------------------------------

@@ -6,13 +6,17 @@ The CLI, the scheduler and the tests call these; nothing shells out to the CLI.
 from __future__ import annotations
 
 import json
+import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aishell import notify, scheduling
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
 from aishell.catalog import check_tables, snapshot, urgency, user_tables
@@ -277,6 +281,7 @@ def run_job(
     safety_level: str | None = None,
     force: bool = False,
     clock: Callable[[], datetime] | None = None,
+    schedule: tuple[str, str] | None = None,
 ) -> RunResult:
     """Plan and run a job; every step is checkpointed in the state store.
 
@@ -303,6 +308,7 @@ def run_job(
             safety_level=safety_level,
             force=force,
             clock=clock,
+            schedule=schedule,
         )
 
 
@@ -613,6 +619,135 @@ def show_run(config: Config, run_id: str) -> dict[str, Any]:
         return store.get_run(run_id)
 
 
+# --- schedules ------------------------------------------------------------------------
+
+SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Runs a schedule left unfinished (out of the window, or stopped) are resumed first.
+UNFINISHED = ("interrupted", "out_of_window")
+
+
+def add_schedule(
+    config: Config,
+    name: str,
+    cron: str,
+    timezone: str,
+    words: list[str],
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Check a schedule now, not at 2 a.m.: its name, cron, time zone, target and job."""
+    if not SCHEDULE_NAME.match(name):
+        raise UsageError(
+            f"Schedule name {name!r}: use letters, digits, '.', '_' and '-' (at most 128)"
+        )
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"Unknown time zone {timezone!r} (use a name such as Europe/Berlin)"
+        ) from None
+    first = scheduling.next_fire(cron, timezone)
+    target_name, _ = config.target(target)
+    get_agent(agent_name).normalize_job(job, config.agent(agent_name))
+    with StateStore(config.state_url) as store:
+        store.add_schedule(
+            name=name,
+            cron=cron,
+            timezone=timezone,
+            words=words,
+            agent=agent_name,
+            job=job,
+            target=target_name,
+            options=options,
+        )
+    return {"name": name, "cron": cron, "timezone": timezone, "next_run": first}
+
+
+def list_schedules(config: Config) -> list[dict[str, Any]]:
+    """Every schedule with its next run and its last run's status."""
+    held = scheduling.next_runs(config)
+    found = []
+    with StateStore(config.state_url) as store:
+        for schedule in store.list_schedules():
+            name = schedule["name"]
+            if schedule["paused"]:
+                upcoming = None
+            elif name in held:
+                upcoming = held[name]
+            else:  # not served yet: what the trigger says
+                upcoming = scheduling.next_fire(schedule["cron"], schedule["timezone"])
+            recent = store.schedule_runs(name, limit=1)
+            found.append(
+                {
+                    **schedule,
+                    "next_run": upcoming,
+                    "last_run": recent[0] if recent else None,
+                }
+            )
+    return found
+
+
+def remove_schedule(config: Config, name: str) -> None:
+    with StateStore(config.state_url) as store:
+        store.remove_schedule(name)
+
+
+def pause_schedule(config: Config, name: str, paused: bool) -> None:
+    with StateStore(config.state_url) as store:
+        store.set_schedule_paused(name, paused)
+
+
+def run_schedule(
+    config: Config, name: str, how: str = "run-now", log: Callable[[str], None] = print
+) -> RunResult:
+    """Run a schedule's job as its trigger does: unfinished runs of the schedule first,
+    never a prompt, and the outcome to the notifiers."""
+    with StateStore(config.state_url) as store:
+        schedule = store.get_schedule(name)
+        unfinished = [r for r in store.schedule_runs(name, limit=5) if r["status"] in UNFINISHED]
+    approver = NonInteractive(why=f"scheduled run of {name}")
+    for earlier in reversed(unfinished):
+        log(f"schedule {name}: resuming unfinished run {earlier['run_id']} first")
+        resumed = resume_run(config, earlier["run_id"], approver=approver)
+        _notify(config, resumed, name, how, log)
+        if resumed.status in UNFINISHED:
+            return resumed  # still not done: the new run would meet the same wall
+    options = schedule["options"]
+    result = run_job(
+        config,
+        schedule["agent"],
+        schedule["job"],
+        schedule["target"],
+        dry_run=bool(options.get("dry_run")),
+        approver=approver,
+        safety_level=options.get("safety_level"),
+        force=bool(options.get("force")),
+        schedule=(name, how),
+    )
+    log(f"schedule {name}: run {result.run_id} {result.status}")
+    _notify(config, result, name, how, log)
+    return result
+
+
+def serve_schedules(
+    config: Config, log: Callable[[str], None], stop: threading.Event | None = None
+) -> None:
+    """The scheduler in the foreground, until SIGTERM or SIGINT."""
+    scheduling.serve(config, run_schedule, log, stop)
+
+
+def _notify(
+    config: Config, result: RunResult, name: str, how: str, log: Callable[[str], None]
+) -> None:
+    message = notify.summary(result.to_dict(), name, how)
+    failures = notify.send(config.main.notifications, message, log)
+    if failures:
+        with StateStore(config.state_url) as store:
+            store.record_event(result.run_id, None, "notify_failed", {"failures": failures})
+
+
 # --- helpers --------------------------------------------------------------------------
 
 
@@ -628,6 +763,7 @@ def _start(
     safety_level: str | None,
     force: bool,
     clock: Callable[[], datetime] | None,
+    schedule: tuple[str, str] | None = None,
 ) -> RunResult:
     agent_config = config.agent(plan.agent)
     configured = agent_config.defaults.safety_level
@@ -676,6 +812,8 @@ def _start(
                 for i, s in enumerate(plan.steps)
             ],
         )
+        if schedule is not None:
+            store.record_schedule_run(run_id, *schedule)
         if level != configured:
             store.record_event(
                 run_id,

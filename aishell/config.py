@@ -49,8 +49,30 @@ class CircuitBreakerConfig(_Strict):
     cool_down_seconds: float = Field(300, gt=0)
 
 
+NotifyOn = Literal["completed", "failed", "waiting_approval", "interrupted", "out_of_window"]
+
+
+class NotificationsConfig(_Strict):
+    """Where a scheduled run's outcome goes; a failing notifier never fails the run."""
+
+    # Run with the run's summary as JSON on stdin (split like a shell, never run by one).
+    command: str | None = None
+    # POSTed the same JSON.
+    webhook: str | None = None
+    on: list[NotifyOn] = ["failed", "waiting_approval", "interrupted", "out_of_window"]
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class SchedulerConfig(_Strict):
+    # A trigger missed (the scheduler was down) runs late if at most this late; missed
+    # triggers of one schedule run once.
+    misfire_grace_seconds: int = Field(3600, ge=1)
+
+
 class MainConfig(_Strict):
     default_target: str = "demo"
+    notifications: NotificationsConfig = NotificationsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     targets: dict[str, TargetConfig]
     state: StateConfig = StateConfig()

@@ -622,3 +622,39 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
         out.print(Text(f"-- {dialect}", style="bold"))
         for sql in statements:
             out.print(sql)
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+def when(moment: Any) -> str:
+    if moment is None:
+        return "-"
+    return f"{moment:%Y-%m-%d %H:%M %Z}"
+
+
+def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
+    if not schedules:
+        out.print("No schedules; add one with `aishell schedule add NAME --cron ... -- JOB`.")
+        return
+    table = Table()
+    for column in ("schedule", "cron", "job", "next run", "last run"):
+        table.add_column(column, overflow="fold")
+    for schedule in schedules:
+        last = schedule["last_run"]
+        last_text = (
+            Text.assemble(
+                f"{last['run_id']} ", (last["status"], STATUS_STYLE.get(last["status"], ""))
+            )
+            if last
+            else Text("-")
+        )
+        upcoming = "paused" if schedule["paused"] else when(schedule["next_run"])
+        table.add_row(
+            schedule["name"],
+            f"{schedule['cron']} {schedule['timezone']}",
+            " ".join(schedule["words"]),
+            upcoming,
+            last_text,
+        )
+    out.print(table)

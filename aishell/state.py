@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from aishell.errors import RunNotFound, StateError, TargetLocked
+from aishell.errors import RunNotFound, StateError, TargetLocked, UsageError
 
 metadata = MetaData()
 
@@ -189,12 +189,41 @@ step_progress = Table(
     Column("updated_at", String(32), nullable=False),
 )
 
+# Jobs that run on a schedule (`aishell schedule add`); their timing lives in
+# APScheduler's own table in the same store, written only by `aishell schedule serve`.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("cron", String(128), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("words", Text, nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("target", String(128)),
+    Column("options", Text, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+# Which run each scheduled trigger started.
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("schedule", String(128), nullable=False, index=True),
+    Column("how", String(16), nullable=False),
+    Column("at", String(32), nullable=False),
+)
+
 # Each migration takes the schema from the version before it to its own; they only
 # add, so an older aishell's data stays readable. The newest key is the version.
 MIGRATIONS: dict[int, tuple[Table, ...]] = {
     1: (runs, steps, events, approvals, backups, target_locks),
     2: (statements, run_controls, target_health),
     3: (step_progress,),
+    4: (schedules, schedule_runs),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -628,6 +657,8 @@ class StateStore:
             "finished_at": row["finished_at"],
             "error": row["error"],
             "started_by": row["started_by"],
+            "pid": row["pid"],
+            "hostname": row["hostname"],
         }
 
     # --- steps --------------------------------------------------------------------
@@ -763,6 +794,82 @@ class StateStore:
         ).first()
         self._conn.rollback()
         return _loads(row[0]) if row else None
+
+    # --- schedules ---------------------------------------------------------------------
+
+    def add_schedule(self, **values: Any) -> None:
+        row = {
+            **values,
+            "words": dumps(values["words"]),
+            "job": dumps(values["job"]),
+            "options": dumps(values["options"]),
+            "paused": False,
+            "created_at": now(),
+            "created_by": _user(),
+        }
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(schedules).values(**row))
+        except IntegrityError:
+            raise UsageError(
+                f"A schedule named '{values['name']}' exists; remove it first"
+            ) from None
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        self.flush()
+        rows = self._conn.execute(select(schedules).order_by(schedules.c.name)).all()
+        self._conn.rollback()
+        return [self._schedule_dict(r) for r in rows]
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        row = self._conn.execute(select(schedules).where(schedules.c.name == name)).first()
+        self._conn.rollback()
+        if row is None:
+            raise UsageError(f"No schedule named '{name}'; see `aishell schedule list`")
+        return self._schedule_dict(row)
+
+    @staticmethod
+    def _schedule_dict(row: Any) -> dict[str, Any]:
+        found = dict(row._mapping)
+        for key in ("words", "job", "options"):
+            found[key] = _loads(found[key])
+        found["paused"] = bool(found["paused"])
+        return found
+
+    def remove_schedule(self, name: str) -> None:
+        self.get_schedule(name)
+        with self._tx() as conn:
+            conn.execute(delete(schedules).where(schedules.c.name == name))
+
+    def set_schedule_paused(self, name: str, paused: bool) -> None:
+        self.get_schedule(name)
+        with self._tx() as conn:
+            conn.execute(update(schedules).where(schedules.c.name == name).values(paused=paused))
+
+    def record_schedule_run(self, run_id: str, schedule: str, how: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(schedule_runs).values(run_id=run_id, schedule=schedule, how=how, at=now())
+            )
+
+    def schedule_runs(self, schedule: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The schedule's runs, newest first, each with its current status."""
+        self.flush()
+        rows = self._conn.execute(
+            select(
+                schedule_runs.c.run_id,
+                schedule_runs.c.how,
+                runs.c.status,
+                runs.c.created_at.label("started_at"),
+                runs.c.finished_at,
+            )
+            .join(runs, runs.c.run_id == schedule_runs.c.run_id)
+            .where(schedule_runs.c.schedule == schedule)
+            .order_by(schedule_runs.c.at.desc())
+            .limit(limit)
+        ).all()
+        self._conn.rollback()
+        return [dict(r._mapping) for r in rows]
 
     # --- statements (the audit of every statement an operation sends) ------------------
 

@@ -1,0 +1,264 @@
+"""`aishell schedule serve`: APScheduler over the schedules in the state store.
+
+The schedules table (written by `aishell schedule add/remove/pause/resume`) says what
+should run; APScheduler's own job table, in the same state store and written only by
+the serving process, remembers when each schedule next fires, so a trigger missed
+while nothing served runs once on start (coalesced) if it is within the misfire grace
+time. Each schedule runs at most one instance at a time. One `serve` per state store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from aishell.config import Config
+from aishell.errors import TargetLocked, UsageError
+from aishell.state import StateStore
+
+JOB_TABLE = "apscheduler_jobs"
+LEASE = "(scheduler)"
+# How often the serving process reads the schedules table for changes.
+RECONCILE_SECONDS = 2.0
+
+
+def trigger(cron: str, timezone: str) -> CronTrigger:
+    """Five fields as crontab (minute hour day month weekday), or six with seconds first."""
+    fields = cron.split()
+    try:
+        if len(fields) == 5:
+            return CronTrigger.from_crontab(cron, timezone=timezone)
+        if len(fields) == 6:
+            second, minute, hour, day, month, weekday = fields
+            return CronTrigger(
+                second=second,
+                minute=minute,
+                hour=hour,
+                day=day,
+                month=month,
+                day_of_week=weekday,
+                timezone=timezone,
+            )
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"--cron {cron!r}: {exc}") from None
+    raise UsageError(
+        f"--cron {cron!r}: give 5 fields (minute hour day month weekday) or 6 (seconds first)"
+    )
+
+
+def next_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
+    now = after or datetime.now(UTC)
+    return trigger(cron, timezone).get_next_fire_time(None, now)
+
+
+@dataclass
+class _Serving:
+    """What the job function needs; APScheduler stores jobs by a textual reference."""
+
+    config: Config
+    log: Callable[[str], None]
+    run: Callable[[Config, str, str, Callable[[str], None]], Any]
+
+
+_serving: _Serving | None = None
+
+
+def fire(name: str) -> None:
+    """The job APScheduler runs for a schedule (referenced as aishell.scheduling:fire)."""
+    if _serving is None:
+        raise RuntimeError("no scheduler is serving in this process")
+    _serving.run(_serving.config, name, "cron", _serving.log)
+
+
+def serve(
+    config: Config,
+    run: Callable[[Config, str, str, Callable[[str], None]], Any],
+    log: Callable[[str], None],
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT (or `stop` is set), then let running steps end
+    resumably and return."""
+    global _serving
+    stop = stop or threading.Event()
+    with StateStore(config.state_url) as store:
+        _take_lease(store)
+        try:
+            _serving = _Serving(config, log, run)
+            scheduler = BackgroundScheduler(
+                jobstores={
+                    "default": SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE),
+                    "internal": MemoryJobStore(),
+                },
+                job_defaults={
+                    "coalesce": True,
+                    "max_instances": 1,
+                    "misfire_grace_time": config.main.scheduler.misfire_grace_seconds,
+                },
+                timezone=UTC,
+            )
+            scheduler.add_listener(
+                _logger(log),
+                EVENT_JOB_SUBMITTED
+                | EVENT_JOB_EXECUTED
+                | EVENT_JOB_ERROR
+                | EVENT_JOB_MISSED
+                | EVENT_JOB_MAX_INSTANCES,
+            )
+            scheduler.start(paused=True)
+            reconcile(scheduler, store, log)
+            scheduler.add_job(
+                reconcile,
+                "interval",
+                seconds=RECONCILE_SECONDS,
+                args=[scheduler, None, log, config.state_url],
+                jobstore="internal",
+                id="reconcile",
+            )
+            previous = _on_signals(stop, log)
+            log(f"serving {len(store.list_schedules())} schedule(s) from {config.state_url}")
+            scheduler.resume()
+            try:
+                stop.wait()
+            finally:
+                _restore(previous)
+                log("stopping: running steps end resumably")
+                scheduler.pause()  # no new run from here on
+                _stop_running(store, log)
+                scheduler.shutdown(wait=True)
+                log("stopped")
+        finally:
+            _serving = None
+            store.release_lock(LEASE, "serve")
+
+
+def reconcile(
+    scheduler: BackgroundScheduler,
+    store: StateStore | None,
+    log: Callable[[str], None],
+    url: str | None = None,
+) -> None:
+    """Make APScheduler's jobs match the schedules table, keeping each job's next fire
+    time (a missed trigger must survive a restart)."""
+    if store is None:
+        assert url is not None
+        with StateStore(url) as own:
+            reconcile(scheduler, own, log)
+        return
+    wanted = {s["name"]: s for s in store.list_schedules()}
+    jobs = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
+    for name in jobs:
+        if name not in wanted:
+            scheduler.remove_job(name, jobstore="default")
+            log(f"schedule {name}: removed")
+    for name, schedule in wanted.items():
+        wanted_trigger = trigger(schedule["cron"], schedule["timezone"])
+        job = jobs.get(name)
+        if job is None:
+            job = scheduler.add_job(
+                "aishell.scheduling:fire",
+                wanted_trigger,
+                args=[name],
+                id=name,
+                name=name,
+                jobstore="default",
+            )
+            log(f"schedule {name}: added, next run {job.next_run_time:%Y-%m-%d %H:%M %Z}")
+        elif str(job.trigger) != str(wanted_trigger):
+            job = scheduler.reschedule_job(name, jobstore="default", trigger=wanted_trigger)
+            log(f"schedule {name}: changed, next run {job.next_run_time:%Y-%m-%d %H:%M %Z}")
+        if schedule["paused"] and job.next_run_time is not None:
+            scheduler.pause_job(name, jobstore="default")
+            log(f"schedule {name}: paused")
+        elif not schedule["paused"] and job.next_run_time is None:
+            job = scheduler.resume_job(name, jobstore="default")
+            log(f"schedule {name}: resumed")
+
+
+def next_runs(config: Config) -> dict[str, datetime | None]:
+    """Each job's next fire time as the scheduler holds it (None: paused or never)."""
+    store = SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE)
+    try:
+        store.start(None, "default")  # type: ignore[arg-type]
+        return {job.id: job.next_run_time for job in store.get_all_jobs()}
+    except Exception:  # no table yet: nothing has served this store
+        return {}
+    finally:
+        store.shutdown()
+
+
+def _take_lease(store: StateStore) -> None:
+    try:
+        store.acquire_lock(LEASE, "serve")
+    except TargetLocked:
+        holder = store.lock_holder(LEASE) or {}
+        raise TargetLocked(
+            "A scheduler already serves this state store: pid "
+            f"{holder.get('pid')} on {holder.get('hostname')}, since {holder.get('acquired_at')}"
+        ) from None
+
+
+def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
+    """Ask the runs this process started to stop after their current step's statement
+    or batch; they end interrupted, and `aishell resume` (or the next trigger) goes on."""
+    for run in store.list_runs(status="running", limit=100):
+        if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
+            store.request_stop(run["run_id"], "aishell schedule serve (stopping)")
+            log(f"run {run['run_id']}: asked to stop")
+
+
+def _logger(log: Callable[[str], None]) -> Callable[[JobEvent], None]:
+    def on_event(event: JobEvent) -> None:
+        if event.job_id == "reconcile":
+            if isinstance(event, JobExecutionEvent) and event.exception is not None:
+                log(f"reading schedules failed: {event.exception}")
+            return
+        name = event.job_id
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log(f"schedule {name}: still running; this trigger is skipped")
+        elif isinstance(event, JobSubmissionEvent):
+            log(f"schedule {name}: started (due {event.scheduled_run_times[-1]:%H:%M:%S %Z})")
+        elif event.code == EVENT_JOB_MISSED:
+            log(f"schedule {name}: missed its run at {event.scheduled_run_time:%Y-%m-%d %H:%M %Z}")
+        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
+            log(f"schedule {name}: failed: {event.exception}")
+        elif isinstance(event, JobExecutionEvent):
+            log(f"schedule {name}: finished")
+
+    return on_event
+
+
+def _on_signals(stop: threading.Event, log: Callable[[str], None]) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log(f"{signal.Signals(signum).name} received")
+        stop.set()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)

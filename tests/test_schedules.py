@@ -1,0 +1,267 @@
+"""Schedules: kept across restarts, missed triggers coalesced, never two at once, never a
+prompt, notifications that cannot fail a run, and run-now the same as the trigger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from click.testing import CliRunner
+
+from aishell import commands, scheduling
+from aishell.cli import cli, job_from_words
+from aishell.config import Config
+from aishell.errors import TargetLocked, UsageError
+from aishell.state import StateStore
+
+SLOW_PURGE = [
+    "log-cleanup",
+    "--table",
+    "app_logs",
+    "--retention-days",
+    "100",
+    "--max-batch-size",
+    "20",
+    "--sleep-ms",
+    "30",
+]
+
+
+def add(config: Config, name: str, cron: str, words: list[str], tz: str = "UTC") -> dict:
+    agent, job, target, options = job_from_words(tuple(words))
+    return commands.add_schedule(config, name, cron, tz, words, agent, job, target, options)
+
+
+@contextmanager
+def serving(config: Config) -> Iterator[list[str]]:
+    """`aishell schedule serve` on a thread; stopped (as by SIGTERM) on leaving."""
+    stop = threading.Event()
+    lines: list[str] = []
+    thread = threading.Thread(target=commands.serve_schedules, args=(config, lines.append, stop))
+    thread.start()
+    try:
+        wait_for(lambda: any(line.startswith("serving") for line in lines), "serve to start")
+        yield lines
+    finally:
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive()
+
+
+def wait_for(condition: Any, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def scheduled_runs(config: Config, name: str) -> list[dict[str, Any]]:
+    with StateStore(config.state_url) as store:
+        return store.schedule_runs(name, limit=100)
+
+
+def job_store_next_run(config: Config, name: str, when: datetime) -> None:
+    """As if the scheduler had been down since `when`: set the job's next fire time in
+    its table, without starting a scheduler (which would process the job itself)."""
+    store = SQLAlchemyJobStore(url=config.state_url, tablename=scheduling.JOB_TABLE)
+    store.start(BackgroundScheduler(timezone=UTC), "default")
+    job = store.lookup_job(name)
+    assert job is not None
+    job.next_run_time = when
+    store.update_job(job)
+    store.shutdown()
+
+
+def test_a_schedule_survives_a_restart_with_its_next_run(demo_db, config):
+    add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"], "Europe/Berlin")
+    expected = scheduling.next_fire("0 2 * * *", "Europe/Berlin")
+    assert expected is not None and expected.hour == 2
+    with serving(config) as lines:
+        assert any("schedule nightly: added" in line for line in lines)
+    held = scheduling.next_runs(config)["nightly"]
+    assert held == expected
+    with serving(config) as lines:
+        assert not any("nightly: added" in line for line in lines)  # kept, not re-added
+    (listed,) = commands.list_schedules(config)
+    assert listed["next_run"] == expected and listed["words"] == ["maintenance", "--type", "quick"]
+
+
+def test_a_trigger_missed_while_down_runs_once_on_start(demo_db, config):
+    add(config, "minutely", "* * * * *", ["maintenance", "--type", "quick"])
+    with serving(config):
+        pass
+    # Keep clear of a minute's turn, so no fresh trigger comes while the test looks.
+    into_minute = datetime.now(UTC).second
+    if into_minute > 40:
+        time.sleep(61 - into_minute)
+    # Down for three minutes: three triggers missed.
+    job_store_next_run(config, "minutely", datetime.now(UTC) - timedelta(minutes=3))
+    with serving(config) as lines:
+        wait_for(lambda: any("minutely: finished" in line for line in lines), "the run")
+    runs = scheduled_runs(config, "minutely")
+    assert len(runs) == 1 and runs[0]["how"] == "cron" and runs[0]["status"] == "completed"
+    assert scheduling.next_runs(config)["minutely"] > datetime.now(UTC)
+
+
+def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edit_config):
+    config = edit_config({"scheduler": {"misfire_grace_seconds": 60}})
+    add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"])
+    with serving(config):
+        pass
+    job_store_next_run(config, "nightly", datetime.now(UTC) - timedelta(hours=2))
+    with serving(config) as lines:
+        wait_for(lambda: any("nightly: missed its run" in line for line in lines), "missed")
+    assert scheduled_runs(config, "nightly") == []
+
+
+def test_overlapping_triggers_of_one_schedule_give_one_run(demo_db, config):
+    add(config, "purge", "* * * * * *", SLOW_PURGE)  # every second; a run takes longer
+    with serving(config) as lines:
+        wait_for(
+            lambda: any("still running; this trigger is skipped" in line for line in lines),
+            "a skipped trigger",
+        )
+    runs = scheduled_runs(config, "purge")
+    assert len(runs) == 1
+    # Stopping the scheduler stopped the run resumably.
+    assert runs[0]["status"] in ("interrupted", "completed")
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    _Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def due_now(config: Config, name: str) -> None:
+    """Serve once so the scheduler knows the schedule, then make it due."""
+    with serving(config):
+        pass
+    job_store_next_run(config, name, datetime.now(UTC) - timedelta(seconds=1))
+
+
+def test_a_risky_scheduled_step_waits_for_approval_and_notifies(demo_db, edit_config, webhook):
+    received = demo_db.parent / "notified.json"
+    command = f"{sys.executable} -c \"import sys; open('{received}', 'w').write(sys.stdin.read())\""
+    config = edit_config({"notifications": {"webhook": webhook, "command": command}})
+    # A retention under 7 days needs a person's yes.
+    words = ["log-cleanup", "--table", "app_logs", "--retention-days", "3"]
+    add(config, "purge", "0 3 * * *", words)
+    due_now(config, "purge")
+    with serving(config) as lines:
+        wait_for(lambda: any("purge: finished" in line for line in lines), "the run")
+    (run,) = scheduled_runs(config, "purge")
+    assert run["status"] == "waiting_approval" and run["how"] == "cron"
+    (posted,) = _Hook.received
+    assert posted["status"] == "waiting_approval" and posted["run_id"] == run["run_id"]
+    assert posted["waiting_for_approval"] == ["step_1"]
+    assert posted["approve_with"] == f"aishell approve {run['run_id']}"
+    assert json.loads(received.read_text()) == posted
+
+
+def test_a_failing_notifier_never_fails_the_run(demo_db, edit_config):
+    config = edit_config(
+        {"notifications": {"webhook": "http://127.0.0.1:9/nothing", "on": ["completed"]}}
+    )
+    add(config, "quick", "0 2 * * *", ["maintenance", "--type", "quick"])
+    result = commands.run_schedule(config, "quick", log=lambda _line: None)
+    assert result.status == "completed"
+    events = commands.show_run(config, result.run_id)["events"]
+    (failed,) = [e for e in events if e["kind"] == "notify_failed"]
+    assert "notify webhook failed" in failed["data"]["failures"][0]
+
+
+def test_run_now_runs_the_same_job_as_the_trigger(demo_db, config):
+    add(config, "quick", "0 2 * * *", ["maintenance", "--type", "quick"])
+    now = commands.run_schedule(config, "quick", "run-now", log=lambda _line: None)
+    due_now(config, "quick")
+    with serving(config) as lines:
+        wait_for(lambda: any("quick: finished" in line for line in lines), "the run")
+    runs = scheduled_runs(config, "quick")
+    assert [r["how"] for r in runs] == ["cron", "run-now"]
+    triggered = commands.show_run(config, runs[0]["run_id"])
+    assert commands.show_run(config, now.run_id)["job"] == triggered["job"]
+    assert triggered["plan_hash"] == now.plan_hash
+
+
+def test_a_second_scheduler_on_the_same_store_refuses_naming_the_first(demo_db, config):
+    with serving(config), pytest.raises(TargetLocked, match=f"pid {os.getpid()} on"):
+        commands.serve_schedules(config, lambda _line: None, threading.Event())
+
+
+def test_schedule_words_are_checked_when_added(demo_db, config):
+    runner = CliRunner()
+    cases = {
+        ("--cron", "0 2 * *", "--", "maintenance"): "give 5 fields",
+        ("--cron", "0 2 * * *", "--", "maintenance", "--yes"): "never approves in advance",
+        ("--cron", "0 2 * * *", "--", "vacuum"): "Unknown job 'vacuum'",
+        ("--cron", "0 2 * * *", "--", "maintenance", "--type", "huge"): "Invalid value",
+        ("--cron", "0 2 * * *", "--", "maintenance", "--target", "nope"): "Unknown target 'nope'",
+        ("--cron", "0 2 * * *", "--timezone", "Mars/Base", "--", "maintenance"): "time zone",
+        ("--cron", "0 2 * * *"): "Give the job after --",
+    }
+    for args, message in cases.items():
+        result = runner.invoke(cli, ["schedule", "add", "x", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and result.output.count("\n") == 1, (args, result.output)
+    assert commands.list_schedules(config) == []
+    with pytest.raises(UsageError, match="exists"):
+        add(config, "twice", "0 2 * * *", ["maintenance"])
+        add(config, "twice", "0 2 * * *", ["maintenance"])
+
+
+def test_sigterm_stops_serve_and_the_next_trigger_resumes_the_run_first(demo_db, config, home):
+    add(config, "purge", "0 3 * * *", SLOW_PURGE)
+    due_now(config, "purge")
+    env = {**os.environ, "AISHELL_HOME": str(home)}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "aishell", "schedule", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for(lambda: scheduled_runs(config, "purge"), "the scheduled run to start")
+    time.sleep(1)
+    serve.send_signal(signal.SIGTERM)
+    output, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 0, output
+    assert "SIGTERM received" in output and "stopped" in output
+    (run,) = scheduled_runs(config, "purge")
+    assert run["status"] == "interrupted", output
+    # The next run of the schedule finishes that one first.
+    lines: list[str] = []
+    commands.run_schedule(config, "purge", "run-now", log=lines.append)
+    assert f"resuming unfinished run {run['run_id']} first" in lines[0]
+    assert commands.show_run(config, run["run_id"])["status"] == "completed"
