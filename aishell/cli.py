@@ -1014,6 +1014,20 @@ def schedule_serve(state: State) -> None:
     commands.serve_schedules(state.config, log)
 
 
+@cli.command("metrics")
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write them to this file, atomically (node_exporter's textfile collector).",
+)
+@pass_state
+def metrics_command(state: State, textfile: Path | None) -> None:
+    """Prometheus metrics: the last run per target and agent, backup age, schedules."""
+    text = commands.metrics(state.config, textfile)
+    if textfile is None:
+        click.echo(text, nl=False)
+
+
 # --- tools --------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aishell import metrics as prometheus
 from aishell import notify, scheduling
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
@@ -670,6 +671,7 @@ def list_schedules(config: Config) -> list[dict[str, Any]]:
     held = scheduling.next_runs(config)
     found = []
     with StateStore(config.state_url) as store:
+        alerts = store.schedule_alerts()
         for schedule in store.list_schedules():
             name = schedule["name"]
             if schedule["paused"]:
@@ -684,9 +686,24 @@ def list_schedules(config: Config) -> list[dict[str, Any]]:
                     **schedule,
                     "next_run": upcoming,
                     "last_run": recent[0] if recent else None,
+                    "alert": _current_alert(alerts.get(name, []), recent),
                 }
             )
     return found
+
+
+def _current_alert(
+    alerts: list[dict[str, Any]], recent: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The newest missed trigger or stuck run, unless a run has started since."""
+    if not alerts:
+        return None
+    newest = alerts[0]
+    if newest["kind"] == "missed" and recent and recent[0]["started_at"] > newest["at"]:
+        return None
+    if newest["kind"] == "stuck" and recent and recent[0]["status"] != "running":
+        return None
+    return newest
 
 
 def remove_schedule(config: Config, name: str) -> None:
@@ -736,6 +753,16 @@ def serve_schedules(
 ) -> None:
     """The scheduler in the foreground, until SIGTERM or SIGINT."""
     scheduling.serve(config, run_schedule, log, stop)
+
+
+def metrics(config: Config, textfile: Path | None = None) -> str:
+    """Prometheus text of the last run per target and agent, backups and schedules."""
+    upcoming = list_schedules(config)
+    with StateStore(config.state_url) as store:
+        registry = prometheus.collect(store, upcoming)
+    if textfile is not None:
+        prometheus.write_textfile(registry, textfile)
+    return prometheus.exposition(registry)
 
 
 def _notify(

@@ -49,7 +49,9 @@ class CircuitBreakerConfig(_Strict):
     cool_down_seconds: float = Field(300, gt=0)
 
 
-NotifyOn = Literal["completed", "failed", "waiting_approval", "interrupted", "out_of_window"]
+NotifyOn = Literal[
+    "completed", "failed", "waiting_approval", "interrupted", "out_of_window", "missed", "stuck"
+]
 
 
 class NotificationsConfig(_Strict):
@@ -59,7 +61,14 @@ class NotificationsConfig(_Strict):
     command: str | None = None
     # POSTed the same JSON.
     webhook: str | None = None
-    on: list[NotifyOn] = ["failed", "waiting_approval", "interrupted", "out_of_window"]
+    on: list[NotifyOn] = [
+        "failed",
+        "waiting_approval",
+        "interrupted",
+        "out_of_window",
+        "missed",
+        "stuck",
+    ]
     timeout_seconds: float = Field(10, gt=0)
 
 
@@ -67,6 +76,8 @@ class SchedulerConfig(_Strict):
     # A trigger missed (the scheduler was down) runs late if at most this late; missed
     # triggers of one schedule run once.
     misfire_grace_seconds: int = Field(3600, ge=1)
+    # A scheduled run still running after this long is reported as stuck.
+    stuck_after_seconds: int = Field(6 * 3600, ge=1)
 
 
 class MainConfig(_Strict):

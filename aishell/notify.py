@@ -44,7 +44,7 @@ def send(
     """Send to every configured notifier; returns the failures, one line each."""
     if message["status"] not in config.on:
         return []
-    body = json.dumps(message, sort_keys=True).encode()
+    body = json.dumps(message, sort_keys=True, default=str).encode()
     failures: list[str] = []
     if config.command:
         try:
@@ -74,6 +74,7 @@ def send(
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             failures.append(f"notify webhook failed: {exc}")
+    about = message.get("run_id") or f"schedule {message.get('schedule')}"
     for failure in failures:
-        log(f"run {message['run_id']}: {failure}")
+        log(f"{about}: {failure}")
     return failures

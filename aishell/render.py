@@ -650,6 +650,9 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             else Text("-")
         )
         upcoming = "paused" if schedule["paused"] else when(schedule["next_run"])
+        alert = schedule.get("alert")
+        if alert:
+            last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({alert['at'][:16]})", "red"))
         table.add_row(
             schedule["name"],
             f"{schedule['cron']} {schedule['timezone']}",

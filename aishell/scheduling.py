@@ -9,6 +9,7 @@ time. Each schedule runs at most one instance at a time. One `serve` per state s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from aishell import notify
 from aishell.config import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.state import StateStore
@@ -118,7 +120,7 @@ def serve(
                 timezone=UTC,
             )
             scheduler.add_listener(
-                _logger(log),
+                _logger(config, log),
                 EVENT_JOB_SUBMITTED
                 | EVENT_JOB_EXECUTED
                 | EVENT_JOB_ERROR
@@ -126,12 +128,12 @@ def serve(
                 | EVENT_JOB_MAX_INSTANCES,
             )
             scheduler.start(paused=True)
-            reconcile(scheduler, store, log)
+            reconcile(scheduler, config, log, store)
             scheduler.add_job(
                 reconcile,
                 "interval",
                 seconds=RECONCILE_SECONDS,
-                args=[scheduler, None, log, config.state_url],
+                args=[scheduler, config, log],
                 jobstore="internal",
                 id="reconcile",
             )
@@ -154,17 +156,17 @@ def serve(
 
 def reconcile(
     scheduler: BackgroundScheduler,
-    store: StateStore | None,
+    config: Config,
     log: Callable[[str], None],
-    url: str | None = None,
+    store: StateStore | None = None,
 ) -> None:
     """Make APScheduler's jobs match the schedules table, keeping each job's next fire
-    time (a missed trigger must survive a restart)."""
+    time (a missed trigger must survive a restart); report runs that are stuck."""
     if store is None:
-        assert url is not None
-        with StateStore(url) as own:
-            reconcile(scheduler, own, log)
+        with StateStore(config.state_url) as own:
+            reconcile(scheduler, config, log, own)
         return
+    _report_stuck(config, store, log)
     wanted = {s["name"]: s for s in store.list_schedules()}
     jobs = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
     for name in jobs:
@@ -227,7 +229,45 @@ def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
             log(f"run {run['run_id']}: asked to stop")
 
 
-def _logger(log: Callable[[str], None]) -> Callable[[JobEvent], None]:
+def _report_stuck(config: Config, store: StateStore, log: Callable[[str], None]) -> None:
+    limit = config.main.scheduler.stuck_after_seconds
+    now = datetime.now(UTC)
+    reported = {
+        alert.get("run_id")
+        for alerts in store.schedule_alerts().values()
+        for alert in alerts
+        if alert["kind"] == "stuck"
+    }
+    for schedule in store.list_schedules():
+        for run in store.schedule_runs(schedule["name"], limit=5):
+            started = datetime.fromisoformat(run["started_at"])
+            running = (now - started).total_seconds()
+            if run["status"] == "running" and running > limit and run["run_id"] not in reported:
+                alert(
+                    config,
+                    store,
+                    schedule["name"],
+                    "stuck",
+                    {"run_id": run["run_id"], "running_seconds": round(running)},
+                    log,
+                )
+
+
+def alert(
+    config: Config,
+    store: StateStore,
+    name: str,
+    kind: str,
+    data: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """A missed trigger or a stuck run: kept for `schedule list`, logged, notified."""
+    store.schedule_alert(name, kind, data)
+    log(f"schedule {name}: {kind} {json.dumps(data, default=str)}")
+    notify.send(config.main.notifications, {"schedule": name, "status": kind, **data}, log)
+
+
+def _logger(config: Config, log: Callable[[str], None]) -> Callable[[JobEvent], None]:
     def on_event(event: JobEvent) -> None:
         if event.job_id == "reconcile":
             if isinstance(event, JobExecutionEvent) and event.exception is not None:
@@ -240,6 +280,8 @@ def _logger(log: Callable[[str], None]) -> Callable[[JobEvent], None]:
             log(f"schedule {name}: started (due {event.scheduled_run_times[-1]:%H:%M:%S %Z})")
         elif event.code == EVENT_JOB_MISSED:
             log(f"schedule {name}: missed its run at {event.scheduled_run_time:%Y-%m-%d %H:%M %Z}")
+            with StateStore(config.state_url) as store:
+                alert(config, store, name, "missed", {"due": event.scheduled_run_time}, log)
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             log(f"schedule {name}: failed: {event.exception}")
         elif isinstance(event, JobExecutionEvent):

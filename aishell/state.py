@@ -871,6 +871,30 @@ class StateStore:
         self._conn.rollback()
         return [dict(r._mapping) for r in rows]
 
+    def schedule_alert(self, schedule: str, kind: str, data: dict[str, Any]) -> None:
+        """A schedule's missed trigger or stuck run, kept for `aishell schedule list`."""
+        self.record_event("-", None, f"schedule_{kind}", {"schedule": schedule, **data})
+
+    def schedule_alerts(self) -> dict[str, list[dict[str, Any]]]:
+        """Alerts per schedule, newest first."""
+        self.flush()
+        rows = self._conn.execute(
+            select(events.c.at, events.c.kind, events.c.data)
+            .where(
+                (events.c.run_id == "-") & events.c.kind.in_(["schedule_missed", "schedule_stuck"])
+            )
+            .order_by(events.c.id.desc())
+            .limit(1000)
+        ).all()
+        self._conn.rollback()
+        found: dict[str, list[dict[str, Any]]] = {}
+        for at, kind, data in rows:
+            details = _loads(data)
+            found.setdefault(details.pop("schedule"), []).append(
+                {"at": at, "kind": kind.removeprefix("schedule_"), **details}
+            )
+        return found
+
     # --- statements (the audit of every statement an operation sends) ------------------
 
     def statement_started(

@@ -117,8 +117,10 @@ def test_a_trigger_missed_while_down_runs_once_on_start(demo_db, config):
     assert scheduling.next_runs(config)["minutely"] > datetime.now(UTC)
 
 
-def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edit_config):
-    config = edit_config({"scheduler": {"misfire_grace_seconds": 60}})
+def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edit_config, webhook):
+    config = edit_config(
+        {"scheduler": {"misfire_grace_seconds": 60}, "notifications": {"webhook": webhook}}
+    )
     add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"])
     with serving(config):
         pass
@@ -126,6 +128,40 @@ def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edi
     with serving(config) as lines:
         wait_for(lambda: any("nightly: missed its run" in line for line in lines), "missed")
     assert scheduled_runs(config, "nightly") == []
+    (listed,) = commands.list_schedules(config)
+    assert listed["alert"]["kind"] == "missed"
+    (posted,) = _Hook.received
+    assert posted["schedule"] == "nightly" and posted["status"] == "missed"
+
+
+def test_a_run_past_its_limit_is_reported_stuck(demo_db, edit_config, webhook):
+    config = edit_config(
+        {"scheduler": {"stuck_after_seconds": 1}, "notifications": {"webhook": webhook}}
+    )
+    slower = [*SLOW_PURGE[:-1], "150"]  # about 15 s: past the limit of 1 s
+    add(config, "purge", "0 3 * * *", slower)
+    due_now(config, "purge")
+    with serving(config) as lines:
+        wait_for(lambda: any("purge: stuck" in line for line in lines), "a stuck report")
+        (listed,) = commands.list_schedules(config)
+        assert listed["alert"]["kind"] == "stuck"
+    stuck = [p for p in _Hook.received if p["status"] == "stuck"]
+    assert len(stuck) == 1 and stuck[0]["run_id"] == scheduled_runs(config, "purge")[0]["run_id"]
+
+
+def test_metrics_of_the_last_runs_and_schedules(demo_db, config, home):
+    add(config, "quick", "0 2 * * *", ["maintenance", "--type", "quick"])
+    commands.run_schedule(config, "quick", log=lambda _line: None)
+    commands.run_job(config, "log_cleanup", {"table": "app_logs", "retention_days": 100})
+    text = commands.metrics(config, home / "aishell.prom")
+    status = 'aishell_last_run_status{agent="maintenance",status="completed",target="demo"}'
+    assert f"{status} 1.0" in text
+    purged = [line for line in text.splitlines() if line.startswith("aishell_last_run_rows_purged")]
+    assert purged and float(purged[0].split()[-1]) > 0
+    assert 'aishell_schedule_next_run_time_seconds{schedule="quick"}' in text
+    assert (home / "aishell.prom").read_text() == text
+    result = CliRunner().invoke(cli, ["metrics"])
+    assert result.exit_code == 0 and "aishell_last_run_duration_seconds" in result.output
 
 
 def test_overlapping_triggers_of_one_schedule_give_one_run(demo_db, config):
@@ -265,3 +301,18 @@ def test_sigterm_stops_serve_and_the_next_trigger_resumes_the_run_first(demo_db,
     commands.run_schedule(config, "purge", "run-now", log=lines.append)
     assert f"resuming unfinished run {run['run_id']} first" in lines[0]
     assert commands.show_run(config, run["run_id"])["status"] == "completed"
+
+
+def test_pause_resume_and_remove_reach_a_serving_scheduler(demo_db, config):
+    add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"])
+    with serving(config) as lines:
+        commands.pause_schedule(config, "nightly", True)
+        wait_for(lambda: "schedule nightly: paused" in lines, "the pause")
+        assert commands.list_schedules(config)[0]["next_run"] is None
+        commands.pause_schedule(config, "nightly", False)
+        wait_for(lambda: "schedule nightly: resumed" in lines, "the resume")
+        assert scheduling.next_runs(config)["nightly"] == scheduling.next_fire("0 2 * * *", "UTC")
+        commands.remove_schedule(config, "nightly")
+        wait_for(lambda: "schedule nightly: removed" in lines, "the removal")
+    assert scheduling.next_runs(config) == {}
+    assert commands.list_schedules(config) == []
