@@ -22,7 +22,7 @@ from aishell.errors import (
     AishellError,
     UsageError,
 )
-from aishell.executor import RunResult
+from aishell.executor import RUN_STATUSES, RunResult
 from aishell.registry import RiskLevel
 
 EXIT_CODES_HELP = """
@@ -773,19 +773,7 @@ def runs() -> None:
 @runs.command("list")
 @click.option(
     "--status",
-    type=click.Choice(
-        [
-            "running",
-            "completed",
-            "completed_with_denials",
-            "denied",
-            "failed",
-            "waiting_approval",
-            "out_of_window",
-            "aborted",
-            "interrupted",
-        ]
-    ),
+    type=click.Choice(RUN_STATUSES),
     help="Only runs with this status.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)

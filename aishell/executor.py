@@ -65,6 +65,17 @@ WAITING_APPROVAL = "waiting_approval"
 OUT_OF_WINDOW = "out_of_window"
 ABORTED = "aborted"
 INTERRUPTED = "interrupted"
+RUN_STATUSES = (
+    "running",
+    COMPLETED,
+    COMPLETED_WITH_DENIALS,
+    DENIED,
+    FAILED,
+    WAITING_APPROVAL,
+    OUT_OF_WINDOW,
+    ABORTED,
+    INTERRUPTED,
+)
 
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")

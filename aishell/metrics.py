@@ -12,19 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
+from aishell.executor import RUN_STATUSES
 from aishell.state import StateStore
-
-RUN_STATUSES = (
-    "completed",
-    "completed_with_denials",
-    "denied",
-    "failed",
-    "waiting_approval",
-    "out_of_window",
-    "aborted",
-    "interrupted",
-    "running",
-)
 
 
 def collect(store: StateStore, schedules: list[dict[str, Any]]) -> CollectorRegistry:

@@ -50,20 +50,28 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("retention_days") is None:
             raise TargetError("count_table_rows needs retention_days or cutoff with date_column")
         cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
-    total, older = conn.execute(
-        text(
-            f"SELECT count(*), sum(CASE WHEN {ctx.quote(params['date_column'])} < :cutoff "
-            f"THEN 1 ELSE 0 END) FROM {table}"
-        ),
-        {"cutoff": column.bind(cut)},
-    ).one()
+    total, older = _count_older(ctx, params, column, cut)
     return {
-        "row_count": int(total),
-        "older_rows": int(older or 0),
+        "row_count": total,
+        "older_rows": older,
         "cutoff": cut,
         "date_column": params["date_column"],
         "date_kind": column.kind,
     }
+
+
+def _count_older(
+    ctx: ToolContext, params: Mapping[str, Any], column: cutoffs.DateColumn, cut: Any
+) -> tuple[int, int]:
+    """The table's rows, and those older than the cutoff, in one scan."""
+    total, older = ctx.connection.execute(
+        text(
+            f"SELECT count(*), sum(CASE WHEN {ctx.quote(params['date_column'])} < :cutoff "
+            f"THEN 1 ELSE 0 END) FROM {ctx.quote(params['table'])}"
+        ),
+        {"cutoff": column.bind(cut)},
+    ).one()
+    return int(total), int(older or 0)
 
 
 count_table_rows = Handler(
@@ -239,19 +247,11 @@ def _estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
     else:
         cutoffs.no_newer_than(conn, column, cut, params["retention_days"])
-    date = ctx.quote(params["date_column"])
-    total, older = conn.execute(
-        text(
-            f"SELECT count(*), sum(CASE WHEN {date} < :cutoff THEN 1 ELSE 0 END) "
-            f"FROM {ctx.quote(params['table'])}"
-        ),
-        {"cutoff": column.bind(cut)},
-    ).one()
-    older = int(older or 0)
+    total, older = _count_older(ctx, params, column, cut)
     max_rows = params.get("max_rows")
     estimate: dict[str, Any] = {
         "rows_to_delete": older,
-        "table_rows": int(total),
+        "table_rows": total,
         "cutoff": cut,
         "retention_days": params["retention_days"],
         "key": prepared["key"],
