@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from aishell import commands, render
+from aishell.agents.log_cleanup import is_archive_file
 from aishell.approval import Approver, NonInteractive, PreApproved, Prompting
 from aishell.config import Config, load_config
 from aishell.errors import (
@@ -243,7 +244,12 @@ def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def log_cleanup_job(**flags: Any) -> dict[str, Any]:
     """The job from the flags; flags left out take the agent's configured defaults."""
     names = {"run_time": "run_time_seconds"}
-    return {names.get(k, k): v for k, v in flags.items() if v is not None}
+    job = {names.get(k, k): v for k, v in flags.items() if v is not None}
+    archive = job.get("archive_to")
+    if archive and is_archive_file(archive):
+        # Relative to where the command was typed, not where a scheduler later runs it.
+        job["archive_to"] = str(Path(archive).expanduser().resolve())
+    return job
 
 
 @cli.group(cls=AishellGroup)

@@ -316,3 +316,13 @@ def test_pause_resume_and_remove_reach_a_serving_scheduler(demo_db, config):
         wait_for(lambda: "schedule nightly: removed" in lines, "the removal")
     assert scheduling.next_runs(config) == {}
     assert commands.list_schedules(config) == []
+
+
+def test_a_relative_archive_file_is_fixed_where_the_schedule_is_added(
+    demo_db, config, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    words = ["log-cleanup", "--table", "app_logs", "--archive-to", "old/app_logs.jsonl"]
+    add(config, "purge", "0 3 * * *", words)
+    (listed,) = commands.list_schedules(config)
+    assert listed["job"]["archive_to"] == str(tmp_path / "old" / "app_logs.jsonl")

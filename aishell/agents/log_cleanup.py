@@ -51,7 +51,7 @@ class LogCleanupAgent:
             raise UsageError("--retention-days must be 0 or more")
         archive = job.get("archive_to")
         if archive:
-            if _is_file(archive):
+            if is_archive_file(archive):
                 normalized["archive_file"] = str(Path(archive).expanduser().resolve())
             else:
                 normalized["archive_table"] = archive
@@ -125,6 +125,6 @@ class LogCleanupAgent:
         return steps
 
 
-def _is_file(archive: str) -> bool:
+def is_archive_file(archive: str) -> bool:
     """--archive-to names a file when it has a path separator or a JSON lines suffix."""
     return "/" in archive or "\\" in archive or archive.lower().endswith(ARCHIVE_FILE_SUFFIXES)
