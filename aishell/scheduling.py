@@ -33,6 +33,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.engine import make_url
 
 from aishell import notify
 from aishell.config import Config
@@ -138,7 +139,8 @@ def serve(
                 id="reconcile",
             )
             previous = _on_signals(stop, log)
-            log(f"serving {len(store.list_schedules())} schedule(s) from {config.state_url}")
+            where = make_url(config.state_url).render_as_string(hide_password=True)
+            log(f"serving {len(store.list_schedules())} schedule(s) from {where}")
             scheduler.resume()
             try:
                 stop.wait()
