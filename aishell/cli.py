@@ -990,6 +990,7 @@ def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool)
     """Run a schedule's job now, exactly as its trigger would (never a prompt)."""
     console = render.console(as_json)
     result = commands.run_schedule(state.config, name, "run-now", log=console.print)
+    assert result is not None  # run-now always starts or resumes a run
     finish_run(ctx, console, result, as_json)
 
 

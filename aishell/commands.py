@@ -30,7 +30,7 @@ from aishell.errors import (
     TargetUnreachable,
     UsageError,
 )
-from aishell.executor import Executor, Observer, RunResult, subject
+from aishell.executor import WAITING_APPROVAL, Executor, Observer, RunResult, subject
 from aishell.plan import Plan, Step, validate_plan
 from aishell.registry import (
     DIALECTS,
@@ -718,17 +718,25 @@ def pause_schedule(config: Config, name: str, paused: bool) -> None:
 
 def run_schedule(
     config: Config, name: str, how: str = "run-now", log: Callable[[str], None] = print
-) -> RunResult:
+) -> RunResult | None:
     """Run a schedule's job as its trigger does: unfinished runs of the schedule first,
-    never a prompt, and the outcome to the notifiers."""
+    never a prompt, and the outcome to the notifiers. A trigger whose previous run
+    still waits for approval starts nothing (the waiting run is notified again), so
+    unapproved runs do not pile up night after night; `run-now` always runs."""
     with StateStore(config.state_url) as store:
         schedule = store.get_schedule(name)
-        unfinished = [r for r in store.schedule_runs(name, limit=5) if r["status"] in UNFINISHED]
+        recent = store.schedule_runs(name, limit=5)
+        unfinished = [r for r in recent if r["status"] in UNFINISHED]
+    if how == "cron" and recent and recent[0]["status"] == WAITING_APPROVAL:
+        waiting = show_run(config, recent[0]["run_id"])
+        log(f"schedule {name}: run {waiting['run_id']} still waits for approval; not started again")
+        _notify(config, waiting, name, how, log)
+        return None
     approver = NonInteractive(why=f"scheduled run of {name}")
     for earlier in reversed(unfinished):
         log(f"schedule {name}: resuming unfinished run {earlier['run_id']} first")
         resumed = resume_run(config, earlier["run_id"], approver=approver)
-        _notify(config, resumed, name, how, log)
+        _notify(config, resumed.to_dict(), name, how, log)
         if resumed.status in UNFINISHED:
             return resumed  # still not done: the new run would meet the same wall
     options = schedule["options"]
@@ -744,7 +752,7 @@ def run_schedule(
         schedule=(name, how),
     )
     log(f"schedule {name}: run {result.run_id} {result.status}")
-    _notify(config, result, name, how, log)
+    _notify(config, result.to_dict(), name, how, log)
     return result
 
 
@@ -766,13 +774,13 @@ def metrics(config: Config, textfile: Path | None = None) -> str:
 
 
 def _notify(
-    config: Config, result: RunResult, name: str, how: str, log: Callable[[str], None]
+    config: Config, run: dict[str, Any], name: str, how: str, log: Callable[[str], None]
 ) -> None:
-    message = notify.summary(result.to_dict(), name, how)
+    message = notify.summary(run, name, how)
     failures = notify.send(config.main.notifications, message, log)
     if failures:
         with StateStore(config.state_url) as store:
-            store.record_event(result.run_id, None, "notify_failed", {"failures": failures})
+            store.record_event(run["run_id"], None, "notify_failed", {"failures": failures})
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -326,3 +326,27 @@ def test_a_relative_archive_file_is_fixed_where_the_schedule_is_added(
     add(config, "purge", "0 3 * * *", words)
     (listed,) = commands.list_schedules(config)
     assert listed["job"]["archive_to"] == str(tmp_path / "old" / "app_logs.jsonl")
+
+
+def test_a_run_waiting_for_approval_is_notified_again_not_started_again(
+    demo_db, edit_config, webhook
+):
+    config = edit_config({"notifications": {"webhook": webhook}})
+    add(
+        config,
+        "purge",
+        "0 3 * * *",
+        ["log-cleanup", "--table", "app_logs", "--retention-days", "3"],
+    )
+    due_now(config, "purge")
+    with serving(config) as lines:
+        wait_for(lambda: any("purge: finished" in line for line in lines), "the first run")
+    due_now(config, "purge")
+    with serving(config) as lines:
+        wait_for(lambda: any("not started again" in line for line in lines), "the second trigger")
+    (run,) = scheduled_runs(config, "purge")
+    assert run["status"] == "waiting_approval"
+    assert [p["run_id"] for p in _Hook.received] == [run["run_id"], run["run_id"]]
+    # A person's run-now still runs.
+    again = commands.run_schedule(config, "purge", "run-now", log=lambda _line: None)
+    assert again is not None and again.run_id != run["run_id"]
