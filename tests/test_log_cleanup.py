@@ -106,17 +106,24 @@ def rows_of(url: str, table: str = "events") -> dict[int, datetime]:
     return found
 
 
+def use_target(home: Path, url: str, **others: str) -> Config:
+    """The config with `url` as the default target `db` (and other targets by name)."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": url, "environment": "test"}
+    for name, other in others.items():
+        data["targets"][name] = {"url": other, "environment": "test"}
+    data["default_target"] = "db"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def logs(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Config, str]]:
     """A config whose default target `db` holds an `events` table of mixed-age rows."""
     with _database(request.param, home) as url:
         fill(url)
-        path = home / "config" / "aishell.yaml"
-        data = yaml.safe_load(path.read_text())
-        data["targets"]["db"] = {"url": url, "environment": "test"}
-        data["default_target"] = "db"
-        path.write_text(yaml.safe_dump(data))
-        yield load_config(home=home), url
+        yield use_target(home, url), url
 
 
 def job(**extra: Any) -> dict[str, Any]:
@@ -446,12 +453,7 @@ def test_the_purge_waits_while_the_server_is_busy(dialect, home):
     }[dialect]
     with _database(dialect, home) as url:
         fill(url)
-        path = home / "config" / "aishell.yaml"
-        data = yaml.safe_load(path.read_text())
-        data["targets"]["db"] = {"url": url, "environment": "test"}
-        data["default_target"] = "db"
-        path.write_text(yaml.safe_dump(data))
-        config = load_config(home=home)
+        config = use_target(home, url)
         engine = create_engine(url)
 
         def busy() -> None:
@@ -477,13 +479,7 @@ def test_the_purge_waits_while_the_server_is_busy(dialect, home):
 def test_a_replica_that_does_not_replicate_is_an_error(home):
     with _database("mysql", home) as url:
         fill(url, rows=100)
-        path = home / "config" / "aishell.yaml"
-        data = yaml.safe_load(path.read_text())
-        data["targets"]["db"] = {"url": url, "environment": "test"}
-        data["targets"]["replica"] = {"url": url, "environment": "test"}
-        data["default_target"] = "db"
-        path.write_text(yaml.safe_dump(data))
-        config = load_config(home=home)
+        use_target(home, url, replica=url)
         config = _with_replicas(home, ["replica"])
         result = commands.run_job(config, "log_cleanup", job())
         assert result.status == "failed"
