@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -649,7 +650,12 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             if last
             else Text("-")
         )
-        upcoming = "paused" if schedule["paused"] else when(schedule["next_run"])
+        upcoming: str | Text = "paused" if schedule["paused"] else when(schedule["next_run"])
+        due = schedule["next_run"]
+        if not schedule["paused"] and due is not None and due < datetime.now(UTC):
+            # Due while nothing served: it runs when `schedule serve` starts (within
+            # the grace time), or is reported missed.
+            upcoming = Text(f"overdue since {when(due)}", style="yellow")
         alert = schedule.get("alert")
         if alert:
             last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({alert['at'][:16]})", "red"))

@@ -350,3 +350,10 @@ def test_a_run_waiting_for_approval_is_notified_again_not_started_again(
     # A person's run-now still runs.
     again = commands.run_schedule(config, "purge", "run-now", log=lambda _line: None)
     assert again is not None and again.run_id != run["run_id"]
+
+
+def test_a_trigger_due_while_nothing_serves_is_listed_as_overdue(demo_db, config):
+    add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"])
+    due_now(config, "nightly")
+    result = CliRunner().invoke(cli, ["schedule", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "overdue since" in result.output
