@@ -264,6 +264,16 @@ safety_level_option = click.option(
 )
 
 
+def show_plan(preview: commands.PlanPreview, out: Path | None, as_json: bool) -> None:
+    if as_json:
+        emit_json(preview.to_dict())
+    else:
+        console = render.console(False)
+        render.plan_preview(console, preview)
+        if out is not None:
+            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
+
+
 @plan.command("maintenance")
 @maintenance_options
 @safety_level_option
@@ -293,13 +303,7 @@ def plan_maintenance(
         safety_level=safety_level,
         out=out,
     )
-    if as_json:
-        emit_json(preview.to_dict())
-    else:
-        console = render.console(False)
-        render.plan_preview(console, preview)
-        if out is not None:
-            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
+    show_plan(preview, out, as_json)
 
 
 @plan.command("log-cleanup")
@@ -329,13 +333,7 @@ def plan_log_cleanup(
         safety_level=safety_level,
         out=out,
     )
-    if as_json:
-        emit_json(preview.to_dict())
-    else:
-        console = render.console(False)
-        render.plan_preview(console, preview)
-        if out is not None:
-            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
+    show_plan(preview, out, as_json)
 
 
 def approval_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -710,7 +710,8 @@ class Executor:
     def _long_step_hooks(self, result: StepResult, tool: ToolDefinition, ctx: ToolContext) -> None:
         """What a long step (a purge) uses to checkpoint, report and budget itself."""
         run_id, index = self._run_id, result.index
-        ctx.progress = self.store.get_progress(run_id, index)
+        # Read only by the tools that checkpoint: one query less for every other step.
+        ctx.load_progress = lambda: self.store.get_progress(run_id, index)
         ctx.save_progress = lambda progress: self.store.save_progress(run_id, index, progress)
         ctx.record_event = lambda kind, data: self.store.record_event(run_id, index, kind, data)
         report = getattr(self.observer, "step_progress", None)

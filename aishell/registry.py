@@ -85,7 +85,7 @@ class ToolContext:
     backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     # Long steps: what an earlier attempt of this step got to, a durable checkpoint of
     # where this one is, figures for the progress display, and an event for the log.
-    progress: Mapping[str, Any] | None = None
+    load_progress: Callable[[], Mapping[str, Any] | None] = field(default=lambda: None)
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
     report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
     record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)

@@ -234,25 +234,31 @@ def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
 def _report_stuck(config: Config, store: StateStore, log: Callable[[str], None]) -> None:
     limit = config.main.scheduler.stuck_after_seconds
     now = datetime.now(UTC)
+    stuck = [
+        (schedule["name"], run, (now - datetime.fromisoformat(run["started_at"])).total_seconds())
+        for schedule in store.list_schedules()
+        for run in store.schedule_runs(schedule["name"], limit=5)
+        if run["status"] == "running"
+    ]
+    stuck = [found for found in stuck if found[2] > limit]
+    if not stuck:
+        return  # the usual case, every 2 s: no need to read the alerts
     reported = {
         alert.get("run_id")
         for alerts in store.schedule_alerts().values()
         for alert in alerts
         if alert["kind"] == "stuck"
     }
-    for schedule in store.list_schedules():
-        for run in store.schedule_runs(schedule["name"], limit=5):
-            started = datetime.fromisoformat(run["started_at"])
-            running = (now - started).total_seconds()
-            if run["status"] == "running" and running > limit and run["run_id"] not in reported:
-                alert(
-                    config,
-                    store,
-                    schedule["name"],
-                    "stuck",
-                    {"run_id": run["run_id"], "running_seconds": round(running)},
-                    log,
-                )
+    for name, run, running in stuck:
+        if run["run_id"] not in reported:
+            alert(
+                config,
+                store,
+                name,
+                "stuck",
+                {"run_id": run["run_id"], "running_seconds": round(running)},
+                log,
+            )
 
 
 def alert(

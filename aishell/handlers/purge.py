@@ -192,7 +192,8 @@ class _Batch:
 
 
 def _prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    """Read once per step: the date column, the key, the archive table's shape."""
+    """Read once per step: the date column, the key and its range, the archive table's
+    shape."""
 
     def compute() -> dict[str, Any]:
         conn = ctx.connection
@@ -202,9 +203,9 @@ def _prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("archive_table"):
             check_archive_table(conn, table, params["archive_table"])
         batch = _Batch(ctx, params, key)
-        _low, high = conn.execute(text(batch.bounds())).one()
+        low, high = conn.execute(text(batch.bounds())).one()
         batch.by_range = _is_integer(high) and not params.get("max_rows")
-        return {"column": column, "key": key, "batch": batch}
+        return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
 
     key = f"purge {params['table']!r} {params['date_column']!r} {params.get('archive_table')!r}"
     return cached(ctx, key, compute)
@@ -279,7 +280,7 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     prepared = _prepare(params, ctx)
     column, key, batch = prepared["column"], prepared["key"], prepared["batch"]
-    progress: dict[str, Any] = dict(ctx.progress or {})
+    progress: dict[str, Any] = dict(ctx.load_progress() or {})
     resumed = bool(progress)
     retention = params["retention_days"]
     cut = progress.get("cutoff", params.get("cutoff"))
@@ -316,6 +317,7 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             params,
             ctx,
             batch,
+            prepared["bounds"],
             bound,
             cut,
             key,
@@ -370,6 +372,7 @@ def _batches(
     params: Mapping[str, Any],
     ctx: ToolContext,
     batch: _Batch,
+    bounds: tuple[Any, Any],
     bound: Any,
     cut: Any,
     key: str,
@@ -397,8 +400,7 @@ def _batches(
     # but the delete itself reads the rows. Other keys, or a cap on rows, take the key
     # below which the next n old rows lie.
     if "end" not in state:
-        low, high = conn.execute(text(batch.bounds())).one()
-        conn.commit()
+        low, high = bounds
         state["end"] = high
         if state["after"] is None and _is_integer(low):
             state["after"] = low - 1
