@@ -257,6 +257,13 @@ def plan() -> None:
     """Show what a job would do, step by step, without running it."""
 
 
+planner_option = click.option(
+    "--planner",
+    type=click.Choice(["rules", "llm"]),
+    help="Who drafts the plan: the agent's rules, or the model through Ollama "
+    "(default: planner.default in config). A drafted plan is validated and shown first.",
+)
+
 safety_level_option = click.option(
     "--safety-level",
     type=click.Choice(["strict", "moderate", "permissive"]),
@@ -270,12 +277,14 @@ def show_plan(preview: commands.PlanPreview, out: Path | None, as_json: bool) ->
     else:
         console = render.console(False)
         render.plan_preview(console, preview)
+        render.plan_warnings(console, preview.plan.warnings)
         if out is not None:
             console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
 
 
 @plan.command("maintenance")
 @maintenance_options
+@planner_option
 @safety_level_option
 @click.option(
     "--out",
@@ -290,6 +299,7 @@ def plan_maintenance(
     target: str | None,
     tables: str | None,
     no_rebuild_indexes: bool,
+    planner: str | None,
     safety_level: str | None,
     out: Path | None,
     as_json: bool,
@@ -302,12 +312,14 @@ def plan_maintenance(
         target,
         safety_level=safety_level,
         out=out,
+        planner=planner,
     )
     show_plan(preview, out, as_json)
 
 
 @plan.command("log-cleanup")
 @log_cleanup_options
+@planner_option
 @safety_level_option
 @click.option(
     "--out",
@@ -319,6 +331,7 @@ def plan_maintenance(
 def plan_log_cleanup(
     state: State,
     target: str | None,
+    planner: str | None,
     safety_level: str | None,
     out: Path | None,
     as_json: bool,
@@ -332,6 +345,7 @@ def plan_log_cleanup(
         target,
         safety_level=safety_level,
         out=out,
+        planner=planner,
     )
     show_plan(preview, out, as_json)
 
@@ -380,6 +394,7 @@ def run() -> None:
 
 @run.command("maintenance")
 @maintenance_options
+@planner_option
 @click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
 @approval_options
 @safety_level_option
@@ -394,6 +409,7 @@ def run_maintenance(
     target: str | None,
     tables: str | None,
     no_rebuild_indexes: bool,
+    planner: str | None,
     dry_run: bool,
     yes: bool,
     approve_up_to: str | None,
@@ -407,7 +423,7 @@ def run_maintenance(
         ctx,
         as_json,
         dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer: commands.run_job(
+        lambda approver, observer, review: commands.run_job(
             state.config,
             "maintenance",
             maintenance_job(kind, tables, no_rebuild_indexes),
@@ -417,12 +433,15 @@ def run_maintenance(
             observer=observer,
             safety_level=safety_level,
             force=force,
+            planner=planner,
+            review=review,
         ),
     )
 
 
 @run.command("log-cleanup")
 @log_cleanup_options
+@planner_option
 @click.option("--dry-run", is_flag=True, help="Read-only: count what would go, show one batch.")
 @approval_options
 @safety_level_option
@@ -434,6 +453,7 @@ def run_log_cleanup(
     ctx: click.Context,
     state: State,
     target: str | None,
+    planner: str | None,
     dry_run: bool,
     yes: bool,
     approve_up_to: str | None,
@@ -453,7 +473,7 @@ def run_log_cleanup(
         ctx,
         as_json,
         dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer: commands.run_job(
+        lambda approver, observer, review: commands.run_job(
             state.config,
             "log_cleanup",
             log_cleanup_job(**flags),
@@ -463,6 +483,8 @@ def run_log_cleanup(
             observer=observer,
             safety_level=safety_level,
             force=force,
+            planner=planner,
+            review=review,
         ),
     )
 
@@ -481,6 +503,7 @@ def backup_job(
 
 
 @run.command("backup")
+@planner_option
 @click.option(
     "--type",
     "kind",
@@ -528,6 +551,7 @@ def run_backup(
     cleanup: bool,
     retention_days: float,
     keep_last: int,
+    planner: str | None,
     yes: bool,
     approve_up_to: str | None,
     non_interactive: bool,
@@ -538,13 +562,15 @@ def run_backup(
         ctx,
         as_json,
         dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer: commands.run_job(
+        lambda approver, observer, review: commands.run_job(
             state.config,
             "backup",
             backup_job(kind, verify, quick, cleanup, retention_days, keep_last),
             target,
             approver=approver,
             observer=observer,
+            planner=planner,
+            review=review,
         ),
     )
 
@@ -573,7 +599,7 @@ def restore_command(
         ctx,
         as_json,
         dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer: commands.restore(
+        lambda approver, observer, _review: commands.restore(
             state.config, backup_id, to, replace=replace, approver=approver, observer=observer
         ),
     )
@@ -638,7 +664,7 @@ def apply(
         ctx,
         as_json,
         dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer: commands.apply_plan(
+        lambda approver, observer, _review: commands.apply_plan(
             state.config,
             saved,
             dry_run=dry_run,
@@ -670,7 +696,7 @@ def resume(
         ctx,
         as_json,
         dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer: commands.resume_run(
+        lambda approver, observer, _review: commands.resume_run(
             state.config, run_id, approver=approver, observer=observer
         ),
     )
@@ -742,28 +768,102 @@ def stop(state: State, run_id: str, as_json: bool) -> None:
         )
 
 
+class PlanReviewer:
+    """Shows a drafted plan before it runs; at a terminal, unless approval flags were
+    given, asks whether to run it at all."""
+
+    def __init__(self, console: Any, as_json: bool, approval: dict[str, Any]) -> None:
+        self.console, self.as_json = console, as_json
+        self.confirm = sys.stdin.isatty() and not any(approval.values())
+        self.preview: commands.PlanPreview | None = None
+
+    def __call__(self, preview: commands.PlanPreview) -> bool:
+        self.preview = preview
+        render.plan_preview(self.console, preview)
+        render.plan_warnings(self.console, preview.plan.warnings)
+        if not self.confirm:
+            return True
+        return click.confirm("Run this plan?", default=False, err=self.as_json)
+
+
 def run_and_render(
     ctx: click.Context,
     as_json: bool,
     approval: dict[str, Any],
-    start: Callable[[Approver, Any], RunResult],
+    start: Callable[[Approver, Any, PlanReviewer], RunResult],
 ) -> None:
     """Start a run with a progress display, print its summary, exit with its status.
 
-    `approval` holds the approval flags (yes, approve_up_to, non_interactive).
+    `approval` holds the approval flags (yes, approve_up_to, non_interactive). A plan
+    a model drafted is shown to the reviewer before it runs.
     """
     console = render.console(as_json)
     approver = make_approver(console, **approval)
+    reviewer = PlanReviewer(console, as_json, approval)
     with render.StepProgress(console) as observer:
-        result = start(approver, observer)
-    finish_run(ctx, console, result, as_json)
+        result = start(approver, observer, reviewer)
+    shown = reviewer.preview.to_dict() if reviewer.preview is not None else None
+    finish_run(ctx, console, result, as_json, preview=shown)
 
 
-def finish_run(ctx: click.Context, console: Any, result: RunResult, as_json: bool) -> None:
+def finish_run(
+    ctx: click.Context,
+    console: Any,
+    result: RunResult,
+    as_json: bool,
+    preview: dict[str, Any] | None = None,
+) -> None:
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), "preview": preview} if preview else result.to_dict())
     render.run_summary(console, result)
     ctx.exit(RUN_EXIT.get(result.status, EXIT_FAILED))
+
+
+@cli.command()
+@click.argument("request", nargs=-1, required=True)
+@click.option("--target", help="Target from config (default: the default target).")
+@click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
+@approval_options
+@safety_level_option
+@click.option("--force", is_flag=True, help="Allow loosening a production target's safety level.")
+@json_option
+@pass_state
+@click.pass_context
+def ask(
+    ctx: click.Context,
+    state: State,
+    request: tuple[str, ...],
+    target: str | None,
+    dry_run: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Ask in plain words, e.g. aishell ask "purge audit_log rows older than 90 days".
+
+    The model (planner.llm in config, through Ollama) picks the agent and drafts a
+    plan; the validator checks it, the preview is shown, and it runs with approvals
+    as usual. A request whose drafts all fail validation is refused with the reasons.
+    """
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer, review: commands.ask(
+            state.config,
+            " ".join(request),
+            target,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+            review=review,
+        ),
+    )
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -849,6 +949,7 @@ def targets_check(state: State, name: str | None, as_json: bool) -> None:
 # The job words' parameters that are not part of the job itself.
 _RUN_OPTIONS = {
     "target",
+    "planner",
     "dry_run",
     "yes",
     "approve_up_to",
@@ -900,7 +1001,9 @@ def job_from_words(words: tuple[str, ...]) -> tuple[str, dict[str, Any], str | N
     else:
         flags = {k: v for k, v in params.items() if k not in _RUN_OPTIONS}
         agent, job = "log_cleanup", log_cleanup_job(**flags)
-    options = {k: params[k] for k in ("dry_run", "safety_level", "force") if params.get(k)}
+    options = {
+        k: params[k] for k in ("dry_run", "safety_level", "force", "planner") if params.get(k)
+    }
     return agent, job, params.get("target"), options
 
 

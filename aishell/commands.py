@@ -25,6 +25,7 @@ from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
 from aishell.errors import (
     ConfigError,
+    PlanDeclined,
     PlanError,
     TargetLocked,
     TargetUnreachable,
@@ -32,6 +33,8 @@ from aishell.errors import (
 )
 from aishell.executor import WAITING_APPROVAL, Executor, Observer, RunResult, subject
 from aishell.plan import Plan, Step, validate_plan
+from aishell.planners import PLANNERS
+from aishell.planners.drafting import draft_job, draft_words
 from aishell.registry import (
     DIALECTS,
     Category,
@@ -205,8 +208,14 @@ class PlanPreview:
             "safety_level": self.safety_level,
             "environment": self.environment,
             "steps": [s.to_dict() for s in self.steps],
+            "drafted_by": self.plan.drafted_by or {"planner": "rules"},
+            "warnings": self.plan.warnings,
             "plan": self.plan.to_dict(),
         }
+
+
+# Shown a drafted plan's preview before it runs; False means do not run it.
+Review = Callable[[PlanPreview], bool]
 
 
 def plan_job(
@@ -217,16 +226,18 @@ def plan_job(
     *,
     safety_level: str | None = None,
     out: Path | None = None,
+    planner: str | None = None,
 ) -> PlanPreview:
     """Plan a job and preview it: each step's risk, whether it needs approval, its SQL.
 
     Planning opens the target read-only: a preview never changes anything. With
-    `out`, the plan is saved with its hash for `apply_plan`.
+    `out`, the plan is saved with its hash for `apply_plan`. `planner` is rules or
+    llm (default: the config's planner.default).
     """
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
-        plan = _make_plan(config, registry, handle, agent_name, job)
+        plan = _make_plan(config, registry, handle, agent_name, job, planner)
         level = safety_level or config.agent(agent_name).defaults.safety_level
         preview = _preview(config, registry, handle, plan, level)
     finally:
@@ -239,13 +250,17 @@ def plan_job(
 
 
 def make_plan(
-    config: Config, agent_name: str, job: dict[str, Any], target: str | None = None
+    config: Config,
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None = None,
+    planner: str | None = None,
 ) -> Plan:
     """Plan a job, validated, without previewing it: a constant number of catalog queries."""
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
-        return _make_plan(config, registry, handle, agent_name, job)
+        return _make_plan(config, registry, handle, agent_name, job, planner)
     finally:
         handle.close()
 
@@ -283,19 +298,23 @@ def run_job(
     force: bool = False,
     clock: Callable[[], datetime] | None = None,
     schedule: tuple[str, str] | None = None,
+    planner: str | None = None,
+    review: Review | None = None,
 ) -> RunResult:
     """Plan and run a job; every step is checkpointed in the state store.
 
     Without an approver, steps that need approval leave the run waiting_approval.
     A dry run opens the target read-only, runs the safe analysis steps and previews
-    the rest.
+    the rest. A plan the model drafted (planner llm) is shown to `review` first.
     """
     registry = load_catalog(config)
     name, _ = config.target(target)
     with StateStore(config.state_url) as store, _breaker(config, store, name):
         planning = open_target(config, name, read_only=True)
         try:
-            plan = _make_plan(config, registry, planning, agent_name, job)
+            plan = _make_plan(config, registry, planning, agent_name, job, planner)
+            if plan.drafted_by:
+                _review(config, registry, planning, plan, safety_level, review)
         finally:
             planning.close()
         return _start(
@@ -388,6 +407,84 @@ def apply_plan(
             force=force,
             clock=clock,
         )
+
+
+def ask(
+    config: Config,
+    request: str,
+    target: str | None = None,
+    *,
+    dry_run: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    safety_level: str | None = None,
+    force: bool = False,
+    review: Review | None = None,
+) -> RunResult:
+    """A request in words: the model picks the agent and drafts the plan, the validator
+    checks it, `review` sees its preview, then it runs like any plan, approvals and all.
+
+    A request whose every draft fails validation is refused with the reasons.
+    """
+    registry = load_catalog(config)
+    name, _ = config.target(target)
+    with StateStore(config.state_url) as store, _breaker(config, store, name):
+        planning = open_target(config, name, read_only=True)
+        try:
+            conn = planning.connect()
+            try:
+                draft = draft_words(config, registry, planning, conn, request)
+                tables = sorted(
+                    {t for s in draft.steps for t in registry.get(s.tool).tables_in(s.params)}
+                )
+                job = {"request": request.strip(), "tables": tables}
+                assumptions = _assumptions(conn, job, tables)
+            finally:
+                conn.close()
+            plan = Plan(
+                agent=draft.agent,
+                target=planning.name,
+                dialect=planning.dialect,
+                job=job,
+                steps=tuple(draft.steps),
+                tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in draft.steps},
+                assumptions=assumptions,
+                drafted_by=draft.drafted_by,
+            )
+            problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
+            if problems:
+                raise PlanError("The drafted plan is invalid: " + "; ".join(problems))
+            _review(config, registry, planning, plan, safety_level, review)
+        finally:
+            planning.close()
+        return _start(
+            config,
+            store,
+            registry,
+            plan,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+            clock=None,
+        )
+
+
+def _review(
+    config: Config,
+    registry: Registry,
+    handle: Target,
+    plan: Plan,
+    safety_level: str | None,
+    review: Review | None,
+) -> None:
+    """Show a drafted plan's preview; a person who says no stops it before it starts."""
+    if review is None:
+        return
+    level = safety_level or config.agent(plan.agent).defaults.safety_level
+    if not review(_preview(config, registry, handle, plan, level)):
+        raise PlanDeclined("The plan was not run")
 
 
 def resume_run(
@@ -749,6 +846,7 @@ def run_schedule(
         approver=approver,
         safety_level=options.get("safety_level"),
         force=bool(options.get("force")),
+        planner=options.get("planner"),
         schedule=(name, how),
     )
     log(f"schedule {name}: run {result.run_id} {result.status}")
@@ -849,6 +947,8 @@ def _start(
         )
         if schedule is not None:
             store.record_schedule_run(run_id, *schedule)
+        if plan.drafted_by:
+            store.record_event(run_id, None, "plan_drafted", plan.drafted_by)
         if level != configured:
             store.record_event(
                 run_id,
@@ -947,7 +1047,11 @@ def _make_plan(
     handle: Target,
     agent_name: str,
     job: dict[str, Any],
+    planner: str | None = None,
 ) -> Plan:
+    planner = planner or config.main.planner.default
+    if planner not in PLANNERS:
+        raise UsageError(f"Unknown planner '{planner}'; expected one of: {', '.join(PLANNERS)}")
     agent = get_agent(agent_name)
     agent_config = config.agent(agent_name)
     job = agent.normalize_job(job, agent_config)
@@ -963,17 +1067,20 @@ def _make_plan(
             check_job(job, conn)
         assumptions = _assumptions(conn, job, tables)
         ranking = urgency(conn) if job.get("type") == "full" else {}
+        context = PlanningContext(
+            target=handle.name,
+            dialect=handle.dialect,
+            tables=tables,
+            defaults=agent_config.defaults,
+            urgency=ranking,
+            purge=agent_config.purge,
+        )
+        if planner == "llm":
+            steps, drafted_by = draft_job(config, registry, handle, conn, agent_name, job, context)
+        else:
+            steps, drafted_by = agent.plan_steps(job, context), {}
     finally:
         conn.close()
-    context = PlanningContext(
-        target=handle.name,
-        dialect=handle.dialect,
-        tables=tables,
-        defaults=agent_config.defaults,
-        urgency=ranking,
-        purge=agent_config.purge,
-    )
-    steps = agent.plan_steps(job, context)
     plan = Plan(
         agent=agent_name,
         target=handle.name,
@@ -982,6 +1089,7 @@ def _make_plan(
         steps=tuple(steps),
         tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in steps},
         assumptions=assumptions,
+        drafted_by=drafted_by,
     )
     problems = validate_plan(plan, registry, agent_config.capabilities)
     if problems:
@@ -1089,6 +1197,7 @@ __all__ = [
     "PlanPreview",
     "StepPreview",
     "apply_plan",
+    "ask",
     "backup_freshness",
     "check_target",
     "create_demo_database",

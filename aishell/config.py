@@ -80,8 +80,34 @@ class SchedulerConfig(_Strict):
     stuck_after_seconds: int = Field(6 * 3600, ge=1)
 
 
+class LlmPlannerConfig(_Strict):
+    """The model that drafts plans through Ollama; its plans pass the same validator."""
+
+    # The Ollama server; null: OLLAMA_HOST, or http://127.0.0.1:11434.
+    host: str | None = None
+    model: str = "qwen2.5-coder:7b"
+    # Drafts per request: a rejected plan goes back to the model with the reasons.
+    tries: int = Field(3, ge=1, le=10)
+    # Context window asked of the model; the prompt holds every offered tool's schema.
+    context_tokens: int = Field(8192, ge=2048)
+    timeout_seconds: float = Field(300, gt=0, description="longest wait for one answer")
+    # Attempts to reach the server, with backoff, before giving up.
+    connect_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(1.0, ge=0)
+    max_steps: int = Field(100, ge=1, le=1000)
+    # Accepted plans are kept in the state store by (request, catalog, model).
+    cache: bool = True
+
+
+class PlannerConfig(_Strict):
+    # Who plans when a command does not say: rules (the agents' own plans) or llm.
+    default: Literal["rules", "llm"] = "rules"
+    llm: LlmPlannerConfig = LlmPlannerConfig()
+
+
 class MainConfig(_Strict):
     default_target: str = "demo"
+    planner: PlannerConfig = PlannerConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()

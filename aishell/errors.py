@@ -93,3 +93,24 @@ class StateError(AishellError):
     """The state store cannot be used (newer schema, unreadable file)."""
 
     exit_code = EXIT_USAGE
+
+
+class PlannerUnavailable(AishellError):
+    """The model server cannot be reached or cannot answer (no server, no such model)."""
+
+    exit_code = EXIT_FAILED
+
+
+class DraftRejected(PlanError):
+    """Every plan the model drafted failed validation; the reasons say why."""
+
+    def __init__(self, message: str, rejected: list[list[str]] | None = None) -> None:
+        super().__init__(message)
+        # Each rejected draft's reasons, in order.
+        self.rejected = rejected or []
+
+
+class PlanDeclined(AishellError):
+    """A person looked at a drafted plan and chose not to run it."""
+
+    exit_code = EXIT_DENIED

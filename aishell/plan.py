@@ -54,6 +54,22 @@ class Plan:
     tool_fingerprints: dict[str, str] = field(default_factory=dict)
     # What the plan was made from (tables, row estimates, indexes), to refuse a stale plan.
     assumptions: dict[str, Any] = field(default_factory=dict)
+    # Who drafted the steps when it was not the agent's rules: the model, whether the
+    # draft came from the cache, and the reasons earlier drafts were rejected.
+    drafted_by: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a person should know before running the plan."""
+        if self.drafted_by.get("fallback_from") == "llm":
+            reasons = self.drafted_by.get("rejected") or [[]]
+            last = "; ".join(reasons[-1]) or "no reason given"
+            return [
+                f"The model {self.drafted_by.get('model')!r} drafted {len(reasons)} plan(s) "
+                f"that failed validation (last: {last}); this is the {self.agent} agent's "
+                "rule-based plan instead"
+            ]
+        return []
 
     @property
     def hash(self) -> str:
@@ -74,6 +90,8 @@ class Plan:
             "tool_fingerprints": self.tool_fingerprints,
             "assumptions": self.assumptions,
         }
+        if self.drafted_by:
+            data["drafted_by"] = self.drafted_by
         return data
 
     def to_json(self) -> str:
@@ -104,6 +122,7 @@ class Plan:
                 steps=steps,
                 tool_fingerprints=dict(data.get("tool_fingerprints") or {}),
                 assumptions=dict(data.get("assumptions") or {}),
+                drafted_by=dict(data.get("drafted_by") or {}),
             )
         except (KeyError, TypeError) as exc:
             raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -126,6 +127,22 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
         f"[{preview.environment}, safety level {preview.safety_level}]",
         markup=True,
     )
+    drafted = plan.drafted_by
+    if drafted.get("planner") == "llm":
+        how = (
+            "from the plan cache"
+            if drafted.get("cached")
+            else f"in {drafted.get('drafts')} draft(s)"
+        )
+        out.print(
+            Text.assemble(
+                ("Drafted by the model ", "cyan"),
+                (str(drafted.get("model")), "bold cyan"),
+                (f" {how}; checked by the validator, gated by the policy", "cyan"),
+            )
+        )
+        if drafted.get("summary"):
+            out.print(Text(f"Model's summary: {drafted['summary']}", style="dim"))
     if out.width >= 110:
         table = Table()
         table.add_column("step", no_wrap=True)
@@ -162,7 +179,14 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
     out.print(f"plan hash {plan.hash}")
 
 
+def plan_warnings(out: Console, warnings: list[str]) -> None:
+    for warning in warnings:
+        out.print(Text(f"Warning: {warning}", style="yellow"))
+
+
 def _kind(job: dict[str, Any]) -> str:
+    if job.get("request"):
+        return escape(f": {job['request']}")
     if job.get("type"):
         return f" ({job['type']})"
     return f" ({job['table']})" if job.get("table") else ""

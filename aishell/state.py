@@ -217,6 +217,23 @@ schedule_runs = Table(
     Column("at", String(32), nullable=False),
 )
 
+# Plans a model drafted and the validator accepted, by (request, the target's catalog
+# fingerprint, model): the same nightly request does not ask the model every night.
+plan_cache = Table(
+    "plan_cache",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("target", String(128), nullable=False),
+    Column("agent", String(64)),
+    Column("model", String(256), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("catalog_fingerprint", String(64), nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("used_at", String(32), nullable=False),
+    Column("uses", Integer, nullable=False, default=0),
+)
+
 # Each migration takes the schema from the version before it to its own; they only
 # add, so an older aishell's data stays readable. The newest key is the version.
 MIGRATIONS: dict[int, tuple[Table, ...]] = {
@@ -224,6 +241,7 @@ MIGRATIONS: dict[int, tuple[Table, ...]] = {
     2: (statements, run_controls, target_health),
     3: (step_progress,),
     4: (schedules, schedule_runs),
+    5: (plan_cache,),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -794,6 +812,48 @@ class StateStore:
         ).first()
         self._conn.rollback()
         return _loads(row[0]) if row else None
+
+    # --- drafted plans ---------------------------------------------------------------
+
+    def cached_plan(self, cache_key: str) -> dict[str, Any] | None:
+        """A model's accepted answer for this key, counted as used; None when absent."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(plan_cache.c.answer).where(plan_cache.c.cache_key == cache_key)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(plan_cache)
+                .where(plan_cache.c.cache_key == cache_key)
+                .values(used_at=now(), uses=plan_cache.c.uses + 1)
+            )
+        return _loads(row[0])
+
+    def cache_plan(self, cache_key: str, answer: dict[str, Any], **about: Any) -> None:
+        """Keep an accepted answer; `about` holds target, agent, model, request and
+        catalog_fingerprint."""
+        stamp = now()
+        with self._tx() as conn:
+            conn.execute(delete(plan_cache).where(plan_cache.c.cache_key == cache_key))
+            conn.execute(
+                insert(plan_cache).values(
+                    cache_key=cache_key,
+                    answer=dumps(answer),
+                    created_at=stamp,
+                    used_at=stamp,
+                    uses=0,
+                    **about,
+                )
+            )
+
+    def forget_plans(self, target: str | None = None) -> int:
+        """Drop cached drafts (of one target, or all); how many were dropped."""
+        query = delete(plan_cache)
+        if target is not None:
+            query = query.where(plan_cache.c.target == target)
+        with self._tx() as conn:
+            return conn.execute(query).rowcount or 0
 
     # --- schedules ---------------------------------------------------------------------
 

@@ -21,11 +21,32 @@ class BackupAgent:
             raise UsageError(
                 f"Unknown backup type '{kind}'; this aishell takes: {', '.join(BACKUP_TYPES)}"
             )
-        return {
+        normalized: dict[str, Any] = {
             "type": kind,
             "verify": bool(job.get("verify", True)),
             "quick": bool(job.get("quick", False)),
         }
+        if job.get("cleanup"):
+            normalized.update(
+                cleanup=True,
+                retention_days=job.get("retention_days", 30),
+                keep_last=job.get("keep_last", 1),
+            )
+        return normalized
+
+    def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
+        if job["type"] == "drill":
+            return "Find the newest backup and prove it restores into a scratch database."
+        verify = (
+            " and prove it restores (checksum, restore, row counts)" if job.get("verify") else ""
+        )
+        cleanup = (
+            f", then delete backups older than {job['retention_days']} days keeping the "
+            f"last {job['keep_last']}"
+            if job.get("cleanup")
+            else ""
+        )
+        return f"Take a {job['type']} backup of the target{verify}{cleanup}."
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """full: calculate_backup_size -> backup_database_full -> validate_backup;

@@ -67,6 +67,17 @@ class LogCleanupAgent:
             check_archive_table(conn, table, job["archive_table"])
         conn.rollback()
 
+    def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
+        archive = job.get("archive_file") or job.get("archive_table")
+        keep = f", archiving them to {archive}" if archive else ""
+        limit = f", at most {job['max_rows']} rows this run" if job.get("max_rows") else ""
+        return (
+            f"Purge rows of table {job['table']} whose {job['date_column']} is older than "
+            f"{job['retention_days']:g} days, in batches starting at {job['batch_size']} rows"
+            f"{keep}{limit}; count the rows before and after, and refresh statistics after "
+            "a large purge."
+        )
+
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """count_table_rows -> delete_old_records -> count_table_rows, then after a large
         purge update_table_statistics (on PostgreSQL a VACUUM (ANALYZE) instead)."""

@@ -33,6 +33,28 @@ class MaintenanceAgent:
             "rebuild_indexes": bool(job.get("rebuild_indexes", True)),
         }
 
+    def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
+        scope = f"tables {', '.join(ctx.tables)}" if job.get("tables") else "every table"
+        threshold = f"{ctx.defaults.fragmentation_threshold:g}%"
+        rebuild = (
+            f"rebuild indexes fragmented past {threshold}, "
+            if job.get("rebuild_indexes", True)
+            else ""
+        )
+        work = {
+            "quick": "refresh planner statistics",
+            "standard": "measure fragmentation and refresh planner statistics",
+            "full": (
+                f"measure fragmentation, {rebuild}compact tables fragmented past "
+                f"{threshold} and refresh planner statistics, most urgent tables first"
+            ),
+            "emergency": "check for corruption and repair corrupted tables after a backup copy",
+        }[job["type"]]
+        return (
+            f"Run {job['type']} maintenance on {scope}: check the database's health first, "
+            f"then {work}, and end with a maintenance report."
+        )
+
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]

@@ -1,0 +1,52 @@
+"""Planners turn a request into steps: the agents' rules by default, or a model.
+
+Whatever drafts a plan, the same validator and safety policy decide what runs: a
+model's plan can do nothing a plan written by hand could not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aishell.agents import PlanningContext
+from aishell.plan import Step
+from aishell.planners.prompt import CatalogSummary
+
+PLANNERS = ("rules", "llm")
+
+
+@dataclass(frozen=True)
+class DraftRequest:
+    """What a planner may know: the request, the target, who may act, the catalog."""
+
+    text: str
+    target: str
+    environment: str
+    dialect: str
+    # Each agent the plan may be for, with its capabilities.
+    agents: Mapping[str, frozenset[str]]
+    catalog: CatalogSummary
+    columns_of: Callable[[str], list[str]]
+    # The tables the job names; a drafted plan may touch no other. None: any table.
+    scope: frozenset[str] | None = None
+    # A job of one agent (run/plan commands); None when the request is only words (ask).
+    job: dict[str, Any] | None = None
+    context: PlanningContext | None = None
+
+
+@dataclass(frozen=True)
+class Draft:
+    agent: str
+    steps: list[Step]
+    drafted_by: dict[str, Any] = field(default_factory=dict)
+
+
+class Planner(Protocol):
+    name: str
+
+    def draft(self, request: DraftRequest) -> Draft: ...
+
+
+__all__ = ["PLANNERS", "Draft", "DraftRequest", "Planner"]

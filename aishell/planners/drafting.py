@@ -1,0 +1,96 @@
+"""Drafting with the model for the commands: a job's plan (with the rules to fall back
+on), or a request in words that also picks the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.agents import AGENTS, PlanningContext, get_agent
+from aishell.catalog import table_columns
+from aishell.config import Config
+from aishell.errors import DraftRejected, UsageError
+from aishell.plan import Step
+from aishell.planners import Draft, DraftRequest
+from aishell.planners.llm import LlmPlanner
+from aishell.planners.prompt import summarize_catalog
+from aishell.registry import Registry
+from aishell.state import StateStore
+from aishell.targets import Target
+
+
+def draft_job(
+    config: Config,
+    registry: Registry,
+    handle: Target,
+    conn: Connection,
+    agent_name: str,
+    job: dict[str, Any],
+    context: PlanningContext,
+) -> tuple[list[Step], dict[str, Any]]:
+    """The model's steps for one agent's job; the agent's rule-based steps, with the
+    rejections recorded, when every draft failed validation."""
+    agent = get_agent(agent_name)
+    text = agent.describe_job(job, context)
+    named = list(job.get("tables") or [])
+    scope = None
+    if named:
+        scope = frozenset(named + [t for t in [job.get("archive_table")] if t])
+    request = DraftRequest(
+        text=text,
+        target=handle.name,
+        environment=handle.config.environment,
+        dialect=handle.dialect,
+        agents={agent_name: config.agent(agent_name).capabilities},
+        catalog=summarize_catalog(conn, text, named=named),
+        columns_of=_columns_reader(conn),
+        scope=scope,
+        job=job,
+        context=context,
+    )
+    settings = config.main.planner.llm
+    with StateStore(config.state_url) as store:
+        try:
+            draft = LlmPlanner(settings, registry, store).draft(request)
+        except DraftRejected as exc:
+            return agent.plan_steps(job, context), {
+                "planner": "rules",
+                "fallback_from": "llm",
+                "model": settings.model,
+                "request": text,
+                "rejected": exc.rejected,
+            }
+    return draft.steps, draft.drafted_by
+
+
+def draft_words(
+    config: Config, registry: Registry, handle: Target, conn: Connection, text: str
+) -> Draft:
+    """A plan for a request in words: the model picks the agent and the steps. Every
+    draft rejected is an error that gives the reasons."""
+    if not text.strip():
+        raise UsageError('Say what to do, e.g. aishell ask "refresh statistics of orders"')
+    request = DraftRequest(
+        text=text.strip(),
+        target=handle.name,
+        environment=handle.config.environment,
+        dialect=handle.dialect,
+        agents={name: config.agent(name).capabilities for name in sorted(AGENTS)},
+        catalog=summarize_catalog(conn, text),
+        columns_of=_columns_reader(conn),
+    )
+    with StateStore(config.state_url) as store:
+        return LlmPlanner(config.main.planner.llm, registry, store).draft(request)
+
+
+def _columns_reader(conn: Connection) -> Callable[[str], list[str]]:
+    seen: dict[str, list[str]] = {}
+
+    def columns_of(table: str) -> list[str]:
+        if table not in seen:
+            seen[table] = table_columns(conn, table)
+        return seen[table]
+
+    return columns_of

@@ -1,0 +1,141 @@
+"""The model planner: a local model through Ollama drafts, the validator disposes.
+
+A draft that fails validation goes back to the model with every reason, up to
+`planner.llm.tries` times. Accepted drafts are cached in the state store by request,
+catalog fingerprint and model, and checked again whenever they are used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aishell.config import LlmPlannerConfig
+from aishell.errors import DraftRejected
+from aishell.planners import Draft, DraftRequest
+from aishell.planners.ollama import OllamaChat
+from aishell.planners.prompt import (
+    answer_schema,
+    cache_key,
+    messages,
+    offered_tools,
+    rejection,
+)
+from aishell.planners.vet import CatalogView, Vetted, vet_answer
+from aishell.registry import Registry
+from aishell.state import StateStore
+
+
+class LlmPlanner:
+    name = "llm"
+
+    def __init__(
+        self,
+        settings: LlmPlannerConfig,
+        registry: Registry,
+        store: StateStore | None = None,
+        chat_factory: Callable[[LlmPlannerConfig], OllamaChat] = OllamaChat,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store if settings.cache else None
+        self._chat_factory = chat_factory
+
+    def draft(self, request: DraftRequest) -> Draft:
+        tools_by_agent = offered_tools(self.registry, request.dialect, request.agents)
+        key = cache_key(
+            request.text,
+            request.catalog,
+            self.settings.model,
+            request.target,
+            tools_by_agent,
+            self.registry,
+        )
+        about = {"planner": "llm", "model": self.settings.model, "request": request.text}
+        if self.store is not None:
+            cached = self.store.cached_plan(key)
+            if cached is not None:
+                vetted = self._vet(cached, request)
+                if vetted.accepted and vetted.agent is not None:
+                    return Draft(
+                        vetted.agent,
+                        vetted.steps,
+                        {**about, "cached": True, "summary": vetted.summary, "drafts": 0},
+                    )
+        chat = self._chat_factory(self.settings)
+        try:
+            chat.check_model()
+            conversation = messages(
+                request.text,
+                target=request.target,
+                environment=request.environment,
+                catalog=request.catalog,
+                registry=self.registry,
+                tools_by_agent=tools_by_agent,
+            )
+            schema = answer_schema(tools_by_agent)
+            rejected: list[list[str]] = []
+            for _ in range(self.settings.tries):
+                content = chat.chat(conversation, schema)
+                answer, vetted = self._read(content, request)
+                if vetted.accepted and vetted.agent is not None:
+                    if self.store is not None:
+                        self.store.cache_plan(
+                            key,
+                            answer,
+                            target=request.target,
+                            agent=vetted.agent,
+                            model=self.settings.model,
+                            request=request.text,
+                            catalog_fingerprint=request.catalog.fingerprint,
+                        )
+                    return Draft(
+                        vetted.agent,
+                        vetted.steps,
+                        {
+                            **about,
+                            "cached": False,
+                            "summary": vetted.summary,
+                            "drafts": len(rejected) + 1,
+                            "rejected": rejected,
+                        },
+                    )
+                problems = vetted.problems or ["the plan has no steps"]
+                rejected.append(problems)
+                conversation += [{"role": "assistant", "content": content}, rejection(problems)]
+        finally:
+            chat.close()
+        raise DraftRejected(
+            f"The model {self.settings.model!r} drafted {len(rejected)} plan(s) and each "
+            f"failed validation; the last because: {'; '.join(rejected[-1])}",
+            rejected,
+        )
+
+    def _read(self, content: str, request: DraftRequest) -> tuple[Any, Vetted]:
+        if not content.strip():
+            return None, Vetted(None, problems=["the answer is empty"])
+        try:
+            answer = json.loads(content)
+        except json.JSONDecodeError as exc:
+            return None, Vetted(
+                None,
+                problems=[
+                    f"the answer is not valid JSON ({exc.msg} at line {exc.lineno} "
+                    f"column {exc.colno})"
+                ],
+            )
+        return answer, self._vet(answer, request)
+
+    def _vet(self, answer: Any, request: DraftRequest) -> Vetted:
+        return vet_answer(
+            answer,
+            agents=request.agents,
+            registry=self.registry,
+            dialect=request.dialect,
+            target=request.target,
+            catalog=CatalogView(
+                tables=request.catalog.names, columns_of=request.columns_of, scope=request.scope
+            ),
+            max_steps=self.settings.max_steps,
+        )

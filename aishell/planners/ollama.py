@@ -1,0 +1,128 @@
+"""Talking to an Ollama server with the official client: retries, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import ollama
+
+from aishell.config import LlmPlannerConfig
+from aishell.errors import PlannerUnavailable
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+# Answers a server gives while it loads a model or is overloaded: worth another try.
+_RETRY_STATUS = {502, 503, 504}
+
+
+def resolve_host(settings: LlmPlannerConfig) -> tuple[str, str]:
+    """The server's address and where it came from, for errors that say what to change."""
+    if settings.host:
+        return settings.host, "planner.llm.host"
+    if os.environ.get("OLLAMA_HOST"):
+        return os.environ["OLLAMA_HOST"], "OLLAMA_HOST"
+    return DEFAULT_HOST, "the default; set OLLAMA_HOST"
+
+
+def shown_host(host: str) -> str:
+    """The address without a password, with its scheme."""
+    url = host if "://" in host else f"http://{host}"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class OllamaChat:
+    """One model on one server, asked for JSON in a given schema at temperature 0."""
+
+    def __init__(
+        self,
+        settings: LlmPlannerConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.model = settings.model
+        self.host, self._host_from = resolve_host(settings)
+        self._client = ollama.Client(host=self.host, timeout=settings.timeout_seconds)
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self._client.close()
+
+    def check_model(self) -> None:
+        """The server answers and has the model; otherwise a one-line error saying what to do."""
+        listing = self._call(self._client.list)
+        names = {m.model for m in listing.models if m.model}
+        wanted = self.model if ":" in self.model else f"{self.model}:latest"
+        if self.model not in names and wanted not in names:
+            have = ", ".join(sorted(names)) or "no models"
+            raise PlannerUnavailable(
+                f"The Ollama server at {shown_host(self.host)} has no model '{self.model}' "
+                f"(it has: {have}); run `ollama pull {self.model}` there, or name another "
+                "model in planner.llm.model"
+            )
+
+    def chat(self, messages: Sequence[dict[str, str]], answer_schema: dict[str, Any]) -> str:
+        """The model's answer text to the conversation so far."""
+        response = self._call(
+            lambda: self._client.chat(
+                model=self.model,
+                messages=list(messages),
+                format=answer_schema,
+                stream=False,
+                options={
+                    "temperature": 0,
+                    "seed": 0,
+                    "num_ctx": self.settings.context_tokens,
+                },
+            )
+        )
+        return response.message.content or ""
+
+    def _call(self, request: Callable[[], Any]) -> Any:
+        attempts = self.settings.connect_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return request()
+            except (ConnectionError, httpx.TransportError) as exc:
+                why = _reason(exc)
+                retry = not isinstance(exc, httpx.ReadTimeout)
+            except ollama.ResponseError as exc:
+                if exc.status_code not in _RETRY_STATUS:
+                    raise PlannerUnavailable(
+                        f"The Ollama server at {shown_host(self.host)} refused the request "
+                        f"(HTTP {exc.status_code}): {_first_line(exc.error)}"
+                    ) from None
+                why, retry = f"HTTP {exc.status_code}: {_first_line(exc.error)}", True
+            if not retry or attempt == attempts:
+                break
+            # Exponential backoff with jitter, so several runs do not retry in step.
+            delay = self.settings.retry_backoff_seconds * 2 ** (attempt - 1)
+            self._sleep(min(delay, 30.0) * random.uniform(0.5, 1.0))
+        tries = f"after {attempt} {'try' if attempt == 1 else 'tries'}"
+        raise PlannerUnavailable(
+            f"No answer from an Ollama server at {shown_host(self.host)} ({self._host_from}) "
+            f"{tries}: {why}; start one with `ollama serve`, or point OLLAMA_HOST "
+            "(or planner.llm.host) at one"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, ConnectionError):
+        return "connection refused or unreachable"
+    return _first_line(str(exc)) or type(exc).__name__
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else ""

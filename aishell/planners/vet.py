@@ -1,0 +1,301 @@
+"""The checks a drafted plan must pass before anyone sees it as runnable.
+
+A model's answer is untrusted text. It becomes steps only if it has the plan's shape,
+calls registered tools the agent may use, gives params that match each tool's schema
+and name objects the target's catalog has, refers only to earlier steps and to
+outputs the tools return, and carries no SQL and no approval of its own. The safety
+policy then gates the steps exactly as it gates a plan written by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aishell import schema
+from aishell.errors import ToolNotFound
+from aishell.plan import Plan, Step, step_id, validate_plan
+from aishell.registry import Registry
+from aishell.substitution import find_references
+
+PLAN_KEYS = ("agent", "summary", "steps")
+STEP_KEYS = ("id", "tool", "params", "rationale", "condition", "depends_on")
+# Keys a model may add to claim what only the policy and a person decide.
+_APPROVAL_KEYS = {
+    "approved",
+    "approval",
+    "requires_approval",
+    "pre_approved",
+    "risk",
+    "risk_level",
+    "safety_level",
+    "always_run",
+    "force",
+}
+_SQL_KEYS = {"sql", "query", "statement", "statements", "raw_sql", "command"}
+
+# Statement text: a terminator or comment, a statement keyword followed by more words,
+# or the usual injection clauses. Names in the catalog never look like this.
+_SQL_MARKERS = re.compile(r";|--|/\*|\*/|\x00")
+_STATEMENT = re.compile(
+    r"^\s*\(?\s*(select|insert|update|delete|drop|alter|create|truncate|grant|revoke|"
+    r"replace|merge|call|exec|execute|copy|attach|detach|pragma|vacuum|analyze|optimize|"
+    r"begin|commit|rollback|load|lock|rename|with|set|show|kill|shutdown|handler|do)"
+    r"\s+\S",
+    re.IGNORECASE,
+)
+_CLAUSE = re.compile(
+    r"\bunion\s+(all\s+)?select\b|\bor\s+\S+\s*=\s*\S+|\bwhere\s+\S|\b(pg_)?sleep\s*\(|"
+    r"\bbenchmark\s*\(|\binto\s+(out|dump)file\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Vetted:
+    """What was made of one answer: the steps, or the problems that reject it."""
+
+    agent: str | None
+    steps: list[Step] = field(default_factory=list)
+    summary: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems and bool(self.steps)
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    """The target's tables, and each table's columns on demand."""
+
+    tables: frozenset[str]
+    columns_of: Callable[[str], list[str]]
+    # The tables a job named: a plan for it touches no other.
+    scope: frozenset[str] | None = None
+
+
+def sql_in(value: str) -> str | None:
+    """Why a parameter's text reads as SQL, or None."""
+    if _SQL_MARKERS.search(value):
+        return "a statement terminator or comment"
+    if _STATEMENT.search(value):
+        return f"a {value.split()[0].lstrip('(').upper()} statement"
+    if _CLAUSE.search(value):
+        return "a SQL clause"
+    return None
+
+
+def vet_answer(
+    answer: Any,
+    *,
+    agents: Mapping[str, Iterable[str]],
+    registry: Registry,
+    dialect: str,
+    target: str,
+    catalog: CatalogView,
+    max_steps: int,
+) -> Vetted:
+    """Check one parsed answer. `agents` maps each agent the answer may name to its
+    capabilities; with one agent, naming it is optional."""
+    if not isinstance(answer, dict):
+        return Vetted(None, problems=[f"the answer is {_kind(answer)}, not a JSON object"])
+    problems: list[str] = []
+    for key in answer:
+        if key not in PLAN_KEYS:
+            problems.append(
+                f"unknown field '{key}' in the plan; a plan holds only: {', '.join(PLAN_KEYS)}"
+            )
+    summary = answer.get("summary")
+    summary = summary if isinstance(summary, str) else ""
+    agent = answer.get("agent")
+    if agent is None and len(agents) == 1:
+        agent = next(iter(agents))
+    capabilities: Iterable[str]
+    if isinstance(agent, str) and agent in agents:
+        capabilities = agents[agent]
+    else:
+        problems.append(
+            f"agent {agent!r} is not one of: {', '.join(sorted(agents))}"
+            if agent is not None
+            else f"the plan names no agent; choose one of: {', '.join(sorted(agents))}"
+        )
+        # The steps are still checked, so one answer back lists everything wrong.
+        agent, capabilities = None, {c for caps in agents.values() for c in caps}
+    raw_steps = answer.get("steps")
+    if not isinstance(raw_steps, list):
+        problems.append("'steps' must be a list of steps")
+        return Vetted(agent, summary=summary, problems=problems)
+    if not raw_steps:
+        why = f": {summary}" if summary else ""
+        problems.append(f"the plan has no steps{why}")
+    if len(raw_steps) > max_steps:
+        problems.append(f"the plan has {len(raw_steps)} steps; at most {max_steps} are allowed")
+        return Vetted(agent, summary=summary, problems=problems)
+    steps: list[Step] = []
+    for index, raw in enumerate(raw_steps):
+        step, step_problems = _step(index, raw)
+        problems += step_problems
+        if step is not None:
+            steps.append(step)
+    if any(p.startswith("step_") for p in problems):
+        return Vetted(agent, summary=summary, problems=problems)
+    plan = Plan(agent=agent or "-", target=target, dialect=dialect, job={}, steps=tuple(steps))
+    problems += validate_plan(plan, registry, capabilities)
+    for step in steps:
+        problems += _step_content(step, steps, registry, catalog)
+    return Vetted(agent, steps=steps, summary=summary, problems=_unique(problems))
+
+
+def _step(index: int, raw: Any) -> tuple[Step | None, list[str]]:
+    where = step_id(index)
+    if not isinstance(raw, dict):
+        return None, [f"{where}: a step must be a JSON object, not {_kind(raw)}"]
+    problems: list[str] = []
+    for key in raw:
+        if key in _APPROVAL_KEYS:
+            problems.append(
+                f"{where}: sets '{key}'; risk and approval come from the catalog and "
+                "the policy, never from a plan"
+            )
+        elif key in _SQL_KEYS:
+            problems.append(
+                f"{where}: carries raw SQL in '{key}'; only the catalog's tools run, "
+                "and they build their own SQL"
+            )
+        elif key not in STEP_KEYS:
+            problems.append(
+                f"{where}: unknown field '{key}'; a step holds only: {', '.join(STEP_KEYS)}"
+            )
+    if "id" in raw and raw["id"] != where:
+        problems.append(f"{where}: id {raw['id']!r} must be {where!r} (steps count from 0)")
+    tool, params = raw.get("tool"), raw.get("params", {})
+    rationale, condition = raw.get("rationale", ""), raw.get("condition")
+    depends_on = raw.get("depends_on") or []
+    if not isinstance(tool, str) or not tool:
+        problems.append(f"{where}: 'tool' must name a tool")
+    if not isinstance(params, dict):
+        problems.append(f"{where}: 'params' must be a JSON object, not {_kind(params)}")
+    if not isinstance(rationale, str):
+        problems.append(f"{where}: 'rationale' must be text")
+    if condition is not None and not isinstance(condition, str):
+        problems.append(f"{where}: 'condition' must be a ${{step_N.output.key}} reference")
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+        problems.append(f"{where}: 'depends_on' must be a list of step ids")
+    if problems:
+        return None, problems
+    return (
+        Step(
+            id=where,
+            tool=tool,
+            params=params,
+            rationale=rationale,
+            depends_on=tuple(depends_on),
+            condition=condition or None,
+        ),
+        [],
+    )
+
+
+def _step_content(
+    step: Step, steps: list[Step], registry: Registry, catalog: CatalogView
+) -> list[str]:
+    """SQL in params, names the catalog lacks, references to outputs no tool returns."""
+    where = f"{step.id} ({step.tool})"
+    try:
+        tool = registry.get(step.tool)
+    except ToolNotFound:
+        return []  # already reported
+    problems: list[str] = []
+    for name, text in _strings(step.params):
+        if find_references(text) and find_references(text)[0].text == text:
+            continue
+        why = sql_in(text)
+        if why:
+            problems.append(
+                f"{where}: parameter '{name}' holds SQL ({why}): {_clip(text)}; "
+                "tools take names and values, never statements"
+            )
+    identifiers = schema.identifier_params(tool.params)
+    table_param = step.params.get("table")
+    for name, (kind, is_list) in identifiers.items():
+        if name not in step.params:
+            continue
+        values = step.params[name] if is_list else [step.params[name]]
+        if not isinstance(values, list):
+            continue
+        for value in values:
+            if not isinstance(value, str) or find_references(value) or sql_in(value):
+                continue
+            if kind == "table" and value not in catalog.tables:
+                problems.append(
+                    f"{where}: table {value!r} does not exist in the target "
+                    f"(tables: {_listing(sorted(catalog.tables))})"
+                )
+            elif kind == "table" and catalog.scope is not None and value not in catalog.scope:
+                problems.append(
+                    f"{where}: table {value!r} is not one the job names "
+                    f"({_listing(sorted(catalog.scope))})"
+                )
+            elif (
+                kind == "column"
+                and isinstance(table_param, str)
+                and table_param in catalog.tables
+                and value not in catalog.columns_of(table_param)
+            ):
+                problems.append(
+                    f"{where}: table {table_param!r} has no column {value!r} "
+                    f"(columns: {_listing(catalog.columns_of(table_param))})"
+                )
+    by_id = {s.id: s for s in steps}
+    for ref in find_references([step.params, step.condition]):
+        source = by_id.get(ref.step_id)
+        if source is None or not ref.path or not isinstance(ref.path[0], str):
+            continue
+        try:
+            returns = registry.get(source.tool).returns.get("properties") or {}
+        except ToolNotFound:
+            continue
+        if returns and ref.path[0] not in returns:
+            problems.append(
+                f"{where}: {ref.text} reads '{ref.path[0]}', which {source.tool} does not "
+                f"return (it returns: {', '.join(sorted(returns))})"
+            )
+    return problems
+
+
+def _strings(value: Any, name: str = "") -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{name}[{i}]")
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _clip(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= width else flat[: width - 3] + "...")
+
+
+def _listing(names: list[str], most: int = 20) -> str:
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "") if names else "(none)"
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
