@@ -305,15 +305,17 @@ def plan_maintenance(
     as_json: bool,
 ) -> None:
     """Plan maintenance: each step's tool, risk, whether it needs approval, and its SQL."""
-    preview = commands.plan_job(
-        state.config,
-        "maintenance",
-        maintenance_job(kind, tables, no_rebuild_indexes),
-        target,
-        safety_level=safety_level,
-        out=out,
-        planner=planner,
-    )
+    with render.StepProgress(render.console(as_json)) as progress:
+        preview = commands.plan_job(
+            state.config,
+            "maintenance",
+            maintenance_job(kind, tables, no_rebuild_indexes),
+            target,
+            safety_level=safety_level,
+            out=out,
+            planner=planner,
+            notice=progress.planning,
+        )
     show_plan(preview, out, as_json)
 
 
@@ -338,15 +340,17 @@ def plan_log_cleanup(
     **flags: Any,
 ) -> None:
     """Plan a purge of old rows: count, delete in batches, count again, statistics."""
-    preview = commands.plan_job(
-        state.config,
-        "log_cleanup",
-        log_cleanup_job(**flags),
-        target,
-        safety_level=safety_level,
-        out=out,
-        planner=planner,
-    )
+    with render.StepProgress(render.console(as_json)) as progress:
+        preview = commands.plan_job(
+            state.config,
+            "log_cleanup",
+            log_cleanup_job(**flags),
+            target,
+            safety_level=safety_level,
+            out=out,
+            planner=planner,
+            notice=progress.planning,
+        )
     show_plan(preview, out, as_json)
 
 
@@ -864,6 +868,39 @@ def ask(
             review=review,
         ),
     )
+
+
+@cli.group(cls=AishellGroup)
+def planner() -> None:
+    """The model planner: is it reachable, and its cache of drafted plans."""
+
+
+@planner.command("check")
+@json_option
+@pass_state
+def planner_check(state: State, as_json: bool) -> None:
+    """Check that the Ollama server answers and has the configured model."""
+    found = commands.check_planner(state.config)
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(
+        f"Ollama at {found['host']} ({found['host_from']}) has the model {found['model']}; "
+        f"the default planner is {found['default_planner']}."
+    )
+
+
+@planner.command("forget")
+@click.option("--target", help="Only this target's drafts (default: every target's).")
+@json_option
+@pass_state
+def planner_forget(state: State, target: str | None, as_json: bool) -> None:
+    """Drop cached drafts, so the next request asks the model again."""
+    dropped = commands.forget_drafts(state.config, target)
+    if as_json:
+        emit_json({"forgotten": dropped})
+    else:
+        click.echo(f"Forgot {dropped} cached plan(s).")
 
 
 # --- runs ---------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from aishell.executor import WAITING_APPROVAL, Executor, Observer, RunResult, su
 from aishell.plan import Plan, Step, validate_plan
 from aishell.planners import PLANNERS
 from aishell.planners.drafting import draft_job, draft_words
+from aishell.planners.llm import Notice
+from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.registry import (
     DIALECTS,
     Category,
@@ -227,6 +229,7 @@ def plan_job(
     safety_level: str | None = None,
     out: Path | None = None,
     planner: str | None = None,
+    notice: Notice | None = None,
 ) -> PlanPreview:
     """Plan a job and preview it: each step's risk, whether it needs approval, its SQL.
 
@@ -237,7 +240,7 @@ def plan_job(
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
-        plan = _make_plan(config, registry, handle, agent_name, job, planner)
+        plan = _make_plan(config, registry, handle, agent_name, job, planner, notice)
         level = safety_level or config.agent(agent_name).defaults.safety_level
         preview = _preview(config, registry, handle, plan, level)
     finally:
@@ -307,29 +310,46 @@ def run_job(
     A dry run opens the target read-only, runs the safe analysis steps and previews
     the rest. A plan the model drafted (planner llm) is shown to `review` first.
     """
+    return _plan_and_start(
+        config,
+        target,
+        lambda registry, handle: _make_plan(
+            config, registry, handle, agent_name, job, planner, _notice(observer)
+        ),
+        review,
+        dry_run=dry_run,
+        approver=approver,
+        observer=observer,
+        safety_level=safety_level,
+        force=force,
+        clock=clock,
+        schedule=schedule,
+    )
+
+
+def _plan_and_start(
+    config: Config,
+    target: str | None,
+    make: Callable[[Registry, Target], Plan],
+    review: Review | None,
+    **run_options: Any,
+) -> RunResult:
+    """Plan on a read-only connection, show a drafted plan to `review`, then start."""
     registry = load_catalog(config)
     name, _ = config.target(target)
     with StateStore(config.state_url) as store, _breaker(config, store, name):
         planning = open_target(config, name, read_only=True)
         try:
-            plan = _make_plan(config, registry, planning, agent_name, job, planner)
-            if plan.drafted_by:
-                _review(config, registry, planning, plan, safety_level, review)
+            plan = make(registry, planning)
+            if plan.drafted_by and review is not None:
+                level = run_options.get("safety_level") or (
+                    config.agent(plan.agent).defaults.safety_level
+                )
+                if not review(_preview(config, registry, planning, plan, level)):
+                    raise PlanDeclined("The plan was not run")
         finally:
             planning.close()
-        return _start(
-            config,
-            store,
-            registry,
-            plan,
-            dry_run=dry_run,
-            approver=approver,
-            observer=observer,
-            safety_level=safety_level,
-            force=force,
-            clock=clock,
-            schedule=schedule,
-        )
+        return _start(config, store, registry, plan, **run_options)
 
 
 @contextmanager
@@ -426,65 +446,77 @@ def ask(
 
     A request whose every draft fails validation is refused with the reasons.
     """
-    registry = load_catalog(config)
-    name, _ = config.target(target)
-    with StateStore(config.state_url) as store, _breaker(config, store, name):
-        planning = open_target(config, name, read_only=True)
-        try:
-            conn = planning.connect()
-            try:
-                draft = draft_words(config, registry, planning, conn, request)
-                tables = sorted(
-                    {t for s in draft.steps for t in registry.get(s.tool).tables_in(s.params)}
-                )
-                job = {"request": request.strip(), "tables": tables}
-                assumptions = _assumptions(conn, job, tables)
-            finally:
-                conn.close()
-            plan = Plan(
-                agent=draft.agent,
-                target=planning.name,
-                dialect=planning.dialect,
-                job=job,
-                steps=tuple(draft.steps),
-                tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in draft.steps},
-                assumptions=assumptions,
-                drafted_by=draft.drafted_by,
-            )
-            problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
-            if problems:
-                raise PlanError("The drafted plan is invalid: " + "; ".join(problems))
-            _review(config, registry, planning, plan, safety_level, review)
-        finally:
-            planning.close()
-        return _start(
-            config,
-            store,
-            registry,
-            plan,
-            dry_run=dry_run,
-            approver=approver,
-            observer=observer,
-            safety_level=safety_level,
-            force=force,
-            clock=None,
-        )
+    return _plan_and_start(
+        config,
+        target,
+        lambda registry, handle: _request_plan(
+            config, registry, handle, request, _notice(observer)
+        ),
+        review,
+        dry_run=dry_run,
+        approver=approver,
+        observer=observer,
+        safety_level=safety_level,
+        force=force,
+        clock=None,
+    )
 
 
-def _review(
-    config: Config,
-    registry: Registry,
-    handle: Target,
-    plan: Plan,
-    safety_level: str | None,
-    review: Review | None,
-) -> None:
-    """Show a drafted plan's preview; a person who says no stops it before it starts."""
-    if review is None:
-        return
-    level = safety_level or config.agent(plan.agent).defaults.safety_level
-    if not review(_preview(config, registry, handle, plan, level)):
-        raise PlanDeclined("The plan was not run")
+def _request_plan(
+    config: Config, registry: Registry, handle: Target, request: str, notice: Notice | None
+) -> Plan:
+    """The model's plan for a request in words, as a validated Plan."""
+    conn = handle.connect()
+    try:
+        draft = draft_words(config, registry, handle, conn, request, notice)
+        tables = sorted({t for s in draft.steps for t in registry.get(s.tool).tables_in(s.params)})
+        job = {"request": request.strip(), "tables": tables}
+        assumptions = _assumptions(conn, job, tables)
+    finally:
+        conn.close()
+    plan = Plan(
+        agent=draft.agent,
+        target=handle.name,
+        dialect=handle.dialect,
+        job=job,
+        steps=tuple(draft.steps),
+        tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in draft.steps},
+        assumptions=assumptions,
+        drafted_by=draft.drafted_by,
+    )
+    problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
+    if problems:
+        raise PlanError("The drafted plan is invalid: " + "; ".join(problems))
+    return plan
+
+
+def check_planner(config: Config) -> dict[str, Any]:
+    """Whether the model planner can work: the server answers and has the model."""
+    chat = OllamaChat(config.main.planner.llm)
+    try:
+        chat.check_model()
+        return {
+            "host": shown_host(chat.host),
+            "host_from": chat.host_from,
+            "model": chat.model,
+            "models": chat.models(),
+            "default_planner": config.main.planner.default,
+        }
+    finally:
+        chat.close()
+
+
+def forget_drafts(config: Config, target: str | None = None) -> int:
+    """Drop cached drafts (of one target, or all), so the model is asked again."""
+    if target is not None:
+        config.target(target)
+    with StateStore(config.state_url) as store:
+        return store.forget_plans(target)
+
+
+def _notice(observer: Observer | None) -> Notice | None:
+    """The observer's way to show that a model is drafting, if it has one."""
+    return getattr(observer, "planning", None)
 
 
 def resume_run(
@@ -1048,6 +1080,7 @@ def _make_plan(
     agent_name: str,
     job: dict[str, Any],
     planner: str | None = None,
+    notice: Notice | None = None,
 ) -> Plan:
     planner = planner or config.main.planner.default
     if planner not in PLANNERS:
@@ -1199,9 +1232,11 @@ __all__ = [
     "apply_plan",
     "ask",
     "backup_freshness",
+    "check_planner",
     "check_target",
     "create_demo_database",
     "decide_steps",
+    "forget_drafts",
     "list_backups",
     "list_runs",
     "list_targets",

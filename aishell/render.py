@@ -257,6 +257,13 @@ class StepProgress:
             self._bar.stop()
             self._bar = None
 
+    def planning(self, what: str | None) -> None:
+        """A spinner while a model drafts the plan; None ends it."""
+        self._stop()
+        if what is not None:
+            self._status = self.out.status(what, spinner="dots")
+            self._status.start()
+
     def step_started(self, step: StepResult, total: int) -> None:
         self._stop()
         self._started = time.monotonic()

@@ -764,17 +764,6 @@ def test_new_rows_keep_the_cached_plan(llm_config: Config, demo_db: Path, script
     assert len(script.chats) == 1
 
 
-def test_forgotten_plans_are_drafted_again(
-    llm_config: Config, demo_db: Path, script: Script
-) -> None:
-    script.answers = [_answer("maintenance", STATS)] * 2
-    _ask(llm_config, "refresh statistics of users")
-    with StateStore(llm_config.state_url) as store:
-        store.forget_plans()
-    _ask(llm_config, "refresh statistics of users")
-    assert len(script.chats) == 2
-
-
 def test_the_cache_can_be_turned_off(
     edit_config: Any, demo_db: Path, ollama_host: str, script: Script
 ) -> None:
@@ -918,3 +907,49 @@ def test_a_good_plan_runs_on_a_server(
     assert result.status == "completed", result.error
     body = json.loads(script.chats[0]["messages"][1]["content"])
     assert body["TARGET"]["dialect"] in ("postgresql", "mysql")
+
+
+def test_planner_check_names_the_server_and_model(
+    llm_config: Config, ollama_host: str, script: Script
+) -> None:
+    result = CliRunner().invoke(cli, ["planner", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["host"] == ollama_host and found["host_from"] == "planner.llm.host"
+    assert found["models"] == ["planner-test:latest"]
+    script.models = ["other:latest"]
+    result = CliRunner().invoke(cli, ["planner", "check"])
+    assert result.exit_code == 1
+    assert "ollama pull planner-test" in result.output
+
+
+def test_planner_forget_drops_cached_drafts(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    script.answers = [_answer("maintenance", STATS)] * 2
+    _ask(llm_config, "refresh statistics of users")
+    result = CliRunner().invoke(cli, ["planner", "forget", "--target", "demo", "--json"])
+    assert json.loads(result.stdout) == {"forgotten": 1}
+    _ask(llm_config, "refresh statistics of users")
+    assert len(script.chats) == 2
+    result = CliRunner().invoke(cli, ["planner", "forget", "--target", "nope"])
+    assert result.exit_code == 2 and "Unknown target 'nope'" in result.output
+
+
+def test_terminal_escapes_in_model_text_are_removed(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    script.answers = [
+        _answer(
+            "maintenance",
+            {**STATS, "rationale": "\x1b[2J\x1b[Hall is fine, approve"},
+            summary="\x1b]0;owned\x07harmless",
+        )
+    ]
+    shown: list[Any] = []
+    commands.ask(
+        llm_config, "refresh statistics of users", review=lambda p: shown.append(p) or True
+    )
+    preview = shown[0]
+    assert "\x1b" not in preview.steps[0].rationale and "\x07" not in json.dumps(preview.to_dict())
+    assert "all is fine" in preview.steps[0].rationale

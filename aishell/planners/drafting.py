@@ -14,7 +14,7 @@ from aishell.config import Config
 from aishell.errors import DraftRejected, UsageError
 from aishell.plan import Step
 from aishell.planners import Draft, DraftRequest
-from aishell.planners.llm import LlmPlanner
+from aishell.planners.llm import LlmPlanner, Notice
 from aishell.planners.prompt import summarize_catalog
 from aishell.registry import Registry
 from aishell.state import StateStore
@@ -29,6 +29,7 @@ def draft_job(
     agent_name: str,
     job: dict[str, Any],
     context: PlanningContext,
+    notice: Notice | None = None,
 ) -> tuple[list[Step], dict[str, Any]]:
     """The model's steps for one agent's job; the agent's rule-based steps, with the
     rejections recorded, when every draft failed validation."""
@@ -44,7 +45,7 @@ def draft_job(
         environment=handle.config.environment,
         dialect=handle.dialect,
         agents={agent_name: config.agent(agent_name).capabilities},
-        catalog=summarize_catalog(conn, text, named=named),
+        catalog=summarize_catalog(conn, text, named=named, urgency=context.urgency),
         columns_of=_columns_reader(conn),
         scope=scope,
         job=job,
@@ -53,7 +54,7 @@ def draft_job(
     settings = config.main.planner.llm
     with StateStore(config.state_url) as store:
         try:
-            draft = LlmPlanner(settings, registry, store).draft(request)
+            draft = LlmPlanner(settings, registry, store, notice=notice).draft(request)
         except DraftRejected as exc:
             return agent.plan_steps(job, context), {
                 "planner": "rules",
@@ -66,7 +67,12 @@ def draft_job(
 
 
 def draft_words(
-    config: Config, registry: Registry, handle: Target, conn: Connection, text: str
+    config: Config,
+    registry: Registry,
+    handle: Target,
+    conn: Connection,
+    text: str,
+    notice: Notice | None = None,
 ) -> Draft:
     """A plan for a request in words: the model picks the agent and the steps. Every
     draft rejected is an error that gives the reasons."""
@@ -82,7 +88,7 @@ def draft_words(
         columns_of=_columns_reader(conn),
     )
     with StateStore(config.state_url) as store:
-        return LlmPlanner(config.main.planner.llm, registry, store).draft(request)
+        return LlmPlanner(config.main.planner.llm, registry, store, notice=notice).draft(request)
 
 
 def _columns_reader(conn: Connection) -> Callable[[str], list[str]]:

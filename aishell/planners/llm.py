@@ -14,7 +14,7 @@ from typing import Any
 from aishell.config import LlmPlannerConfig
 from aishell.errors import DraftRejected
 from aishell.planners import Draft, DraftRequest
-from aishell.planners.ollama import OllamaChat
+from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.planners.prompt import (
     answer_schema,
     cache_key,
@@ -26,6 +26,9 @@ from aishell.planners.vet import CatalogView, Vetted, vet_answer
 from aishell.registry import Registry
 from aishell.state import StateStore
 
+# Told what the planner is waiting for (None: nothing any more), for a spinner.
+Notice = Callable[[str | None], None]
+
 
 class LlmPlanner:
     name = "llm"
@@ -36,8 +39,10 @@ class LlmPlanner:
         registry: Registry,
         store: StateStore | None = None,
         chat_factory: Callable[[LlmPlannerConfig], OllamaChat] = OllamaChat,
+        notice: Notice | None = None,
     ) -> None:
         self.settings = settings
+        self._notice = notice or (lambda _text: None)
         self.registry = registry
         self.store = store if settings.cache else None
         self._chat_factory = chat_factory
@@ -65,6 +70,7 @@ class LlmPlanner:
                     )
         chat = self._chat_factory(self.settings)
         try:
+            self._notice(f"Reaching the model {self.settings.model} at {shown_host(chat.host)}")
             chat.check_model()
             conversation = messages(
                 request.text,
@@ -76,7 +82,11 @@ class LlmPlanner:
             )
             schema = answer_schema(tools_by_agent)
             rejected: list[list[str]] = []
-            for _ in range(self.settings.tries):
+            for attempt in range(1, self.settings.tries + 1):
+                self._notice(
+                    f"The model {self.settings.model} is drafting a plan "
+                    f"(draft {attempt} of at most {self.settings.tries})"
+                )
                 content = chat.chat(conversation, schema)
                 answer, vetted = self._read(content, request)
                 if vetted.accepted and vetted.agent is not None:
@@ -105,6 +115,7 @@ class LlmPlanner:
                 rejected.append(problems)
                 conversation += [{"role": "assistant", "content": content}, rejection(problems)]
         finally:
+            self._notice(None)
             chat.close()
         raise DraftRejected(
             f"The model {self.settings.model!r} drafted {len(rejected)} plan(s) and each "

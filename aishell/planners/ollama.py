@@ -50,17 +50,21 @@ class OllamaChat:
     ) -> None:
         self.settings = settings
         self.model = settings.model
-        self.host, self._host_from = resolve_host(settings)
+        self.host, self.host_from = resolve_host(settings)
         self._client = ollama.Client(host=self.host, timeout=settings.timeout_seconds)
         self._sleep = sleep
 
     def close(self) -> None:
         self._client.close()
 
+    def models(self) -> list[str]:
+        """The models the server has, by name."""
+        listing = self._call(self._client.list)
+        return sorted(m.model for m in listing.models if m.model)
+
     def check_model(self) -> None:
         """The server answers and has the model; otherwise a one-line error saying what to do."""
-        listing = self._call(self._client.list)
-        names = {m.model for m in listing.models if m.model}
+        names = set(self.models())
         wanted = self.model if ":" in self.model else f"{self.model}:latest"
         if self.model not in names and wanted not in names:
             have = ", ".join(sorted(names)) or "no models"
@@ -109,7 +113,7 @@ class OllamaChat:
             self._sleep(min(delay, 30.0) * random.uniform(0.5, 1.0))
         tries = f"after {attempt} {'try' if attempt == 1 else 'tries'}"
         raise PlannerUnavailable(
-            f"No answer from an Ollama server at {shown_host(self.host)} ({self._host_from}) "
+            f"No answer from an Ollama server at {shown_host(self.host)} ({self.host_from}) "
             f"{tries}: {why}; start one with `ollama serve`, or point OLLAMA_HOST "
             "(or planner.llm.host) at one"
         )

@@ -60,7 +60,12 @@ class CatalogSummary:
         return frozenset(self.tables)
 
 
-def summarize_catalog(conn: Connection, request: str, named: Iterable[str] = ()) -> CatalogSummary:
+def summarize_catalog(
+    conn: Connection,
+    request: str,
+    named: Iterable[str] = (),
+    urgency: Mapping[str, float] | None = None,
+) -> CatalogSummary:
     """Every table with its size; columns of the tables the request concerns (the ones
     it names, or all of them on a small database).
 
@@ -83,6 +88,9 @@ def summarize_catalog(conn: Connection, request: str, named: Iterable[str] = ())
                 for c in inspector.get_columns(name)
             ]
         entry["indexes"] = list(info["indexes"])
+        if urgency and name in urgency:
+            # How soon the table needs work, higher first; not part of the fingerprint.
+            entry["urgency"] = round(urgency[name], 3)
         tables[name] = entry
     structure = {
         "dialect": conn.dialect.name,

@@ -77,6 +77,14 @@ class CatalogView:
     scope: frozenset[str] | None = None
 
 
+def printable(text: str, width: int = 500) -> str:
+    """Model text fit for a terminal: no control characters (escape sequences could
+    redraw what a person is approving), and not too long."""
+    clean = "".join(c if c.isprintable() or c == " " else " " for c in text)
+    clean = " ".join(clean.split())
+    return clean if len(clean) <= width else clean[: width - 3] + "..."
+
+
 def sql_in(value: str) -> str | None:
     """Why a parameter's text reads as SQL, or None."""
     if _SQL_MARKERS.search(value):
@@ -109,7 +117,7 @@ def vet_answer(
                 f"unknown field '{key}' in the plan; a plan holds only: {', '.join(PLAN_KEYS)}"
             )
     summary = answer.get("summary")
-    summary = summary if isinstance(summary, str) else ""
+    summary = printable(summary) if isinstance(summary, str) else ""
     agent = answer.get("agent")
     if agent is None and len(agents) == 1:
         agent = next(iter(agents))
@@ -191,7 +199,7 @@ def _step(index: int, raw: Any) -> tuple[Step | None, list[str]]:
             id=where,
             tool=tool,
             params=params,
-            rationale=rationale,
+            rationale=printable(rationale),
             depends_on=tuple(depends_on),
             condition=condition or None,
         ),
