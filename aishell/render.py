@@ -16,6 +16,8 @@ from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -199,6 +201,17 @@ def _sql_cell(risk: str, sql: list[str]) -> str:
     return "\n".join(sql)
 
 
+class _RowsColumn(ProgressColumn):
+    """Rows done, and of how many when the step knows (a purge told no expected count
+    does not)."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        if task.total is None:
+            return Text(f"{done:,} rows")
+        return Text(f"{done:,}/{int(task.total):,} rows")
+
+
 class StepProgress:
     """A spinner while a step runs (a bar once it reports rows) and one line per step."""
 
@@ -221,7 +234,7 @@ class StepProgress:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                TextColumn("{task.completed:,}/{task.total:,} rows"),
+                _RowsColumn(),
                 TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
                 TextColumn("[yellow]{task.fields[note]}"),

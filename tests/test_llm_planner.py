@@ -953,3 +953,15 @@ def test_terminal_escapes_in_model_text_are_removed(
     preview = shown[0]
     assert "\x1b" not in preview.steps[0].rationale and "\x07" not in json.dumps(preview.to_dict())
     assert "all is fine" in preview.steps[0].rationale
+
+
+def test_a_drafted_purge_without_an_expected_count_shows_progress(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    purge = {"table": "app_logs", "date_column": "created_at", "retention_days": 90}
+    script.answers = [_answer("log_cleanup", _step("delete_old_records", purge))]
+    result = CliRunner().invoke(
+        cli, ["ask", "purge app_logs rows older than 90 days", "--approve-up-to", "medium"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "rows deleted" in result.output
