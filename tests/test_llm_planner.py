@@ -965,3 +965,21 @@ def test_a_drafted_purge_without_an_expected_count_shows_progress(
     )
     assert result.exit_code == 0, result.output
     assert "rows deleted" in result.output
+
+
+def test_a_nightly_llm_schedule_asks_the_model_once(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    words = ("maintenance", "--type", "quick", "--tables", "users", "--planner", "llm")
+    agent, job, target, options = job_from_words(words)
+    commands.add_schedule(
+        llm_config, "nightly", "0 2 * * *", "UTC", list(words), agent, job, target, options
+    )
+    script.answers = [_answer(None, STATS)]
+    first = commands.run_schedule(llm_config, "nightly", "cron", log=lambda _line: None)
+    second = commands.run_schedule(llm_config, "nightly", "cron", log=lambda _line: None)
+    assert first is not None and second is not None
+    assert first.status == second.status == "completed"
+    assert [s.tool for s in second.steps] == ["update_table_statistics"]
+    assert len(script.chats) == 1
+    assert _plan(llm_config, second.run_id)["drafted_by"]["cached"] is True
