@@ -2,8 +2,9 @@
 
 Supported: type (string, integer, number, boolean, array, object, or a list of them), properties,
 required, additionalProperties: false, items, enum, minimum, maximum, minLength,
-default, description, and `x-identifier` (table | column | index) marking a
-string that names a database object and must be checked against the catalog.
+default, description, `x-identifier` (table | column | index) marking a string
+that names a database object and must be checked against the catalog, and `x-path`
+(read | write) marking a string that names a file.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ _SCHEMA_KEYS = {
     "default",
     "description",
     "x-identifier",
+    "x-path",
 }
+PATH_MODES = ("read", "write")
 
 
 def check_schema(schema: Any, where: str) -> list[str]:
@@ -52,6 +55,9 @@ def check_schema(schema: Any, where: str) -> list[str]:
     ident = schema.get("x-identifier")
     if ident is not None and ident not in IDENTIFIER_KINDS:
         problems.append(f"{where}: x-identifier must be one of {', '.join(IDENTIFIER_KINDS)}")
+    path = schema.get("x-path")
+    if path is not None and path not in PATH_MODES:
+        problems.append(f"{where}: x-path must be one of {', '.join(PATH_MODES)}")
     for name, sub in (schema.get("properties") or {}).items():
         problems += check_schema(sub, f"{where}.{name}")
     for name in schema.get("required") or []:
@@ -121,6 +127,15 @@ def identifier_params(schema: dict[str, Any]) -> dict[str, tuple[str, bool]]:
         elif sub.get("type") == "array" and "x-identifier" in (sub.get("items") or {}):
             found[name] = (sub["items"]["x-identifier"], True)
     return found
+
+
+def path_params(schema: dict[str, Any]) -> dict[str, str]:
+    """Params naming files: name -> read or write."""
+    return {
+        name: sub["x-path"]
+        for name, sub in (schema.get("properties") or {}).items()
+        if "x-path" in sub
+    }
 
 
 def _kinds(schema: dict[str, Any]) -> list[str]:

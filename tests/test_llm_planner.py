@@ -310,6 +310,32 @@ REJECTED: list[tuple[str, Any, str]] = [
         "id 'step_9' must be 'step_0'",
     ),
     (
+        "an archive written outside the aishell home",
+        _answer(
+            "log_cleanup",
+            _step(
+                "delete_old_records",
+                {
+                    "table": "app_logs",
+                    "date_column": "created_at",
+                    "retention_days": 30,
+                    "archive_file": "/etc/cron.d/aishell",
+                },
+            ),
+        ),
+        "parameter 'archive_file' (writes a file) must be an absolute path under",
+    ),
+    (
+        "a restore from a file outside the backups",
+        _answer("backup", _step("restore_backup", {"backup_path": "/etc/passwd"})),
+        "parameter 'backup_path' (reads a file) must be an absolute path under",
+    ),
+    (
+        "a relative path that climbs out",
+        _answer("backup", _step("validate_backup", {"backup_path": "../../etc/shadow"})),
+        "parameter 'backup_path' (reads a file) must be an absolute path",
+    ),
+    (
         "nothing to do",
         {"agent": "maintenance", "summary": "I cannot drop tables", "steps": []},
         "the plan has no steps: I cannot drop tables",
@@ -983,3 +1009,23 @@ def test_a_nightly_llm_schedule_asks_the_model_once(
     assert [s.tool for s in second.steps] == ["update_table_statistics"]
     assert len(script.chats) == 1
     assert _plan(llm_config, second.run_id)["drafted_by"]["cached"] is True
+
+
+def test_a_drafted_archive_under_the_home_is_written(
+    llm_config: Config, demo_db: Path, script: Script, home: Path
+) -> None:
+    archive = home / "app_logs.jsonl"
+    purge = {"table": "app_logs", "date_column": "created_at", "retention_days": 90}
+    script.answers = [
+        _answer("log_cleanup", _step("delete_old_records", {**purge, "archive_file": str(archive)}))
+    ]
+    result = _ask(
+        llm_config,
+        "purge app_logs rows older than 90 days, keep them in a file",
+        approver=PreApproved(up_to=RiskLevel.MEDIUM, how="test", then=NonInteractive()),
+    )
+    assert result.status == "completed", result.error
+    deleted = result.steps[0].output["rows_deleted"]
+    assert deleted > 0 and len(archive.read_text().splitlines()) == deleted
+    body = json.loads(script.chats[0]["messages"][1]["content"])
+    assert body["FILES"]["absolute paths under"] == [str(home.resolve())]

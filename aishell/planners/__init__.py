@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from aishell.agents import PlanningContext
@@ -31,6 +32,8 @@ class DraftRequest:
     columns_of: Callable[[str], list[str]]
     # The tables the job names; a drafted plan may touch no other. None: any table.
     scope: frozenset[str] | None = None
+    # Folders the plan's files must lie in.
+    folders: tuple[Path, ...] = ()
     # A job of one agent (run/plan commands); None when the request is only words (ask).
     job: dict[str, Any] | None = None
     context: PlanningContext | None = None

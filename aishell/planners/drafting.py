@@ -4,6 +4,7 @@ on), or a request in words that also picks the agent."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -48,6 +49,7 @@ def draft_job(
         catalog=summarize_catalog(conn, text, named=named, urgency=context.urgency),
         columns_of=_columns_reader(conn),
         scope=scope,
+        folders=_folders(config),
         job=job,
         context=context,
     )
@@ -86,9 +88,17 @@ def draft_words(
         agents={name: config.agent(name).capabilities for name in sorted(AGENTS)},
         catalog=summarize_catalog(conn, text),
         columns_of=_columns_reader(conn),
+        folders=_folders(config),
     )
     with StateStore(config.state_url) as store:
         return LlmPlanner(config.main.planner.llm, registry, store, notice=notice).draft(request)
+
+
+def _folders(config: Config) -> tuple[Path, ...]:
+    """Where a drafted plan may read and write files: the aishell home and the backup
+    folder (which may lie elsewhere)."""
+    home, backups = config.home.resolve(), config.backup_dir.resolve()
+    return (home,) if backups.is_relative_to(home) else (home, backups)
 
 
 def _columns_reader(conn: Connection) -> Callable[[str], list[str]]:

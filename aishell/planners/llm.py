@@ -79,6 +79,7 @@ class LlmPlanner:
                 catalog=request.catalog,
                 registry=self.registry,
                 tools_by_agent=tools_by_agent,
+                folders=request.folders,
             )
             schema = answer_schema(tools_by_agent)
             rejected: list[list[str]] = []
@@ -146,7 +147,10 @@ class LlmPlanner:
             dialect=request.dialect,
             target=request.target,
             catalog=CatalogView(
-                tables=request.catalog.names, columns_of=request.columns_of, scope=request.scope
+                tables=request.catalog.names,
+                columns_of=request.columns_of,
+                scope=request.scope,
+                folders=request.folders,
             ),
             max_steps=self.settings.max_steps,
         )

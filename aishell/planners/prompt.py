@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect
@@ -21,7 +22,7 @@ from aishell.catalog import snapshot
 from aishell.registry import Capability, Registry, ToolDefinition
 
 # Bump when the prompt's wording or shape changes: cached drafts then stop matching.
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2
 # Tables whose columns are listed when the request names none.
 _COLUMNS_FOR_AT_MOST = 30
 
@@ -34,6 +35,7 @@ act: you cannot write SQL, and a step that is not a listed tool is refused.
 Rules:
 - Use only tool names from TOOLS and only param names from each tool's params schema.
 - Table and column names must be names listed in CATALOG, exactly as written there.
+- File paths must be absolute and lie under a folder listed in FILES.
 - A step may use an earlier step's result as ${step_N.output.KEY}, where N is that
   step's position counting from 0 and KEY one of the keys its tool returns. Never refer
   to the step itself or a later one.
@@ -124,6 +126,7 @@ def messages(
     catalog: CatalogSummary,
     registry: Registry,
     tools_by_agent: Mapping[str, list[str]],
+    folders: Iterable[Path] = (),
 ) -> list[dict[str, str]]:
     """The conversation's opening: the rules, then the request with everything it needs."""
     names = sorted({name for tools in tools_by_agent.values() for name in tools})
@@ -136,6 +139,8 @@ def messages(
     else:
         body["AGENT"] = next(iter(tools_by_agent))
     body["TOOLS"] = [_tool_entry(registry.get(n)) for n in names]
+    if folders:
+        body["FILES"] = {"absolute paths under": [str(f) for f in folders]}
     body["CATALOG"] = {"tables": catalog.tables}
     return [
         {"role": "system", "content": SYSTEM},

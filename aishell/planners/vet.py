@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aishell import schema
@@ -75,6 +76,8 @@ class CatalogView:
     columns_of: Callable[[str], list[str]]
     # The tables a job named: a plan for it touches no other.
     scope: frozenset[str] | None = None
+    # Folders a drafted plan's files must lie in (the aishell home, the backup folder).
+    folders: tuple[Path, ...] = ()
 
 
 def printable(text: str, width: int = 500) -> str:
@@ -257,6 +260,15 @@ def _step_content(
                     f"{where}: table {table_param!r} has no column {value!r} "
                     f"(columns: {_listing(catalog.columns_of(table_param))})"
                 )
+    for name, mode in schema.path_params(tool.params).items():
+        value = step.params.get(name)
+        if not isinstance(value, str) or find_references(value) or not catalog.folders:
+            continue
+        if not _inside(value, catalog.folders):
+            problems.append(
+                f"{where}: parameter '{name}' ({mode}s a file) must be an absolute path "
+                f"under {' or '.join(str(f) for f in catalog.folders)}, not {_clip(value)}"
+            )
     by_id = {s.id: s for s in steps}
     for ref in find_references([step.params, step.condition]):
         source = by_id.get(ref.step_id)
@@ -272,6 +284,14 @@ def _step_content(
                 f"return (it returns: {', '.join(sorted(returns))})"
             )
     return problems
+
+
+def _inside(value: str, folders: tuple[Path, ...]) -> bool:
+    path = Path(value)
+    if not path.is_absolute():
+        return False
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder.resolve()) for folder in folders)
 
 
 def _strings(value: Any, name: str = "") -> Iterable[tuple[str, str]]:
