@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ class Script:
     models: list[str] = field(default_factory=lambda: ["planner-test:latest"])
     # HTTP statuses to answer /api/chat with before the scripted answers.
     chat_failures: list[int] = field(default_factory=list)
+    # Seconds to think before each chat answer.
+    delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -37,11 +40,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a timeout test)
 
     def do_GET(self) -> None:
         with self.script.lock:
@@ -86,6 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             self._send(failure, {"error": "server busy"})
             return
+        time.sleep(self.script.delay)
         if answer is None:
             self._send(500, {"error": "the script has no more answers"})
             return

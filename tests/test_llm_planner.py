@@ -867,6 +867,18 @@ def test_a_busy_server_is_asked_again(llm_config: Config, demo_db: Path, script:
     assert len(script.chats) == 3
 
 
+def test_a_slow_model_is_one_line_naming_the_timeout(
+    edit_config: Any, demo_db: Path, ollama_host: str, script: Script
+) -> None:
+    config = edit_config(_llm_settings(ollama_host, timeout_seconds=0.3))
+    script.delay = 1.0
+    script.answers = [_answer("maintenance", STATS)]
+    with pytest.raises(PlannerUnavailable, match=r"gave no answer within 0.3 s; raise planner"):
+        _ask(config, "refresh statistics of users")
+    assert len(script.chats) == 1  # not asked again
+    assert _runs(config) == []
+
+
 def test_a_missing_model_says_how_to_get_it(
     llm_config: Config, demo_db: Path, script: Script
 ) -> None:

@@ -96,17 +96,23 @@ class OllamaChat:
         for attempt in range(1, attempts + 1):
             try:
                 return request()
+            except httpx.ReadTimeout:
+                # The server is there but the model is slow: asking again would not help.
+                raise PlannerUnavailable(
+                    f"The model {self.model} at {shown_host(self.host)} gave no answer within "
+                    f"{self.settings.timeout_seconds:g} s; raise planner.llm.timeout_seconds "
+                    "or choose a smaller model"
+                ) from None
             except (ConnectionError, httpx.TransportError) as exc:
                 why = _reason(exc)
-                retry = not isinstance(exc, httpx.ReadTimeout)
             except ollama.ResponseError as exc:
                 if exc.status_code not in _RETRY_STATUS:
                     raise PlannerUnavailable(
                         f"The Ollama server at {shown_host(self.host)} refused the request "
                         f"(HTTP {exc.status_code}): {_first_line(exc.error)}"
                     ) from None
-                why, retry = f"HTTP {exc.status_code}: {_first_line(exc.error)}", True
-            if not retry or attempt == attempts:
+                why = f"HTTP {exc.status_code}: {_first_line(exc.error)}"
+            if attempt == attempts:
                 break
             # Exponential backoff with jitter, so several runs do not retry in step.
             delay = self.settings.retry_backoff_seconds * 2 ** (attempt - 1)
