@@ -1041,3 +1041,29 @@ def test_a_drafted_archive_under_the_home_is_written(
     assert deleted > 0 and len(archive.read_text().splitlines()) == deleted
     body = json.loads(script.chats[0]["messages"][1]["content"])
     assert body["FILES"]["absolute paths under"] == [str(home.resolve())]
+
+
+def test_a_prompt_too_long_for_the_context_is_refused_before_asking(
+    edit_config: Any, demo_db: Path, ollama_host: str, script: Script
+) -> None:
+    config = edit_config(_llm_settings(ollama_host, context_tokens=2048))
+    script.answers = [_answer("maintenance", STATS)]
+    with pytest.raises(PlannerUnavailable, match=r"needs about \d+ tokens of context, more than"):
+        _ask(config, "refresh statistics of users")
+    assert script.chats == []
+
+
+def test_a_large_catalog_lists_the_largest_tables_and_counts_the_rest(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    conn = sqlite3.connect(demo_db)
+    for i in range(230):
+        conn.execute(f"CREATE TABLE t{i:03d} (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    script.answers = [_answer("maintenance", _step("update_table_statistics", {"table": "t007"}))]
+    result = _ask(llm_config, "refresh statistics of the smallest tables")
+    assert result.status == "completed"
+    catalog = json.loads(script.chats[0]["messages"][1]["content"])["CATALOG"]
+    assert len(catalog["tables"]) == 100 and "users" in catalog["tables"]
+    assert catalog["not listed"].startswith("134 smaller tables")

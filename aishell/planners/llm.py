@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aishell.config import LlmPlannerConfig
-from aishell.errors import DraftRejected
+from aishell.errors import DraftRejected, PlannerUnavailable
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.planners.prompt import (
@@ -21,6 +21,7 @@ from aishell.planners.prompt import (
     messages,
     offered_tools,
     rejection,
+    tokens_needed,
 )
 from aishell.planners.vet import CatalogView, Vetted, vet_answer
 from aishell.registry import Registry
@@ -88,6 +89,14 @@ class LlmPlanner:
                     f"The model {self.settings.model} is drafting a plan "
                     f"(draft {attempt} of at most {self.settings.tries})"
                 )
+                needed = tokens_needed(conversation)
+                if needed > self.settings.context_tokens:
+                    # Ollama would drop the start of the prompt (the rules) to make it fit.
+                    raise PlannerUnavailable(
+                        f"The request needs about {needed} tokens of context, more than "
+                        f"planner.llm.context_tokens ({self.settings.context_tokens}); raise "
+                        "it (the model must support it) or name fewer tables"
+                    )
                 content = chat.chat(conversation, schema)
                 answer, vetted = self._read(content, request)
                 if vetted.accepted and vetted.agent is not None:

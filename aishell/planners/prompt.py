@@ -25,6 +25,12 @@ from aishell.registry import Capability, Registry, ToolDefinition
 PROMPT_VERSION = 2
 # Tables whose columns are listed when the request names none.
 _COLUMNS_FOR_AT_MOST = 30
+# Tables listed at most (the ones the request names, then the largest); the rest are
+# counted, so a database of thousands of tables does not overflow the model's context.
+LISTED_AT_MOST = 100
+# Room kept in the context for the answer, and characters per token, roughly.
+_ANSWER_TOKENS = 1024
+_CHARS_PER_TOKEN = 3
 
 SYSTEM = """\
 You are the planner of aishell, a DBA assistant for PostgreSQL, MySQL/MariaDB and SQLite.
@@ -54,12 +60,12 @@ class CatalogSummary:
     """The target as the model sees it, and a fingerprint of its structure."""
 
     dialect: str
+    # The tables listed to the model.
     tables: dict[str, dict[str, Any]]
     fingerprint: str
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(self.tables)
+    # Every table of the target, listed or not: what a plan may name.
+    names: frozenset[str] = frozenset()
+    omitted: int = 0
 
 
 def summarize_catalog(
@@ -79,29 +85,42 @@ def summarize_catalog(
     concerned |= {t for t in found if _mentions(request, t)}
     if not concerned and len(found) <= _COLUMNS_FOR_AT_MOST:
         concerned = set(found)
+    listed = sorted(concerned) + sorted(
+        (t for t in found if t not in concerned),
+        key=lambda t: (-(found[t]["bytes"] or 0), -(found[t]["rows"] or 0), t),
+    )
+    listed = sorted(listed[: max(LISTED_AT_MOST, len(concerned))])
     inspector = inspect(conn)
     tables: dict[str, dict[str, Any]] = {}
-    for name in sorted(found):
+    for name in listed:
         info = found[name]
-        entry: dict[str, Any] = {"rows": info["rows"], "bytes": info["bytes"]}
+        entry: dict[str, Any] = {"rows": info["rows"]}
+        if info["bytes"] is not None:
+            entry["bytes"] = info["bytes"]
         if name in concerned:
             entry["columns"] = [
                 {"name": c["name"], "type": _type_name(c["type"])}
                 for c in inspector.get_columns(name)
             ]
-        entry["indexes"] = list(info["indexes"])
+        if info["indexes"]:
+            entry["indexes"] = list(info["indexes"])
         if urgency and name in urgency:
             # How soon the table needs work, higher first; not part of the fingerprint.
             entry["urgency"] = round(urgency[name], 3)
         tables[name] = entry
     structure = {
         "dialect": conn.dialect.name,
-        "tables": {
-            n: {"indexes": t["indexes"], "columns": t.get("columns")} for n, t in tables.items()
-        },
+        "tables": {n: {"indexes": sorted(found[n]["indexes"])} for n in found},
+        "columns": {n: t.get("columns") for n, t in tables.items()},
     }
     digest = hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()
-    return CatalogSummary(dialect=conn.dialect.name, tables=tables, fingerprint=digest)
+    return CatalogSummary(
+        dialect=conn.dialect.name,
+        tables=tables,
+        fingerprint=digest,
+        names=frozenset(found),
+        omitted=len(found) - len(tables),
+    )
 
 
 def offered_tools(
@@ -142,10 +161,20 @@ def messages(
     if folders:
         body["FILES"] = {"absolute paths under": [str(f) for f in folders]}
     body["CATALOG"] = {"tables": catalog.tables}
+    if catalog.omitted:
+        body["CATALOG"]["not listed"] = (
+            f"{catalog.omitted} smaller tables; name a table in the request to see it"
+        )
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": json.dumps(body, indent=1, default=str)},
+        {"role": "user", "content": json.dumps(body, separators=(",", ":"), default=str)},
     ]
+
+
+def tokens_needed(conversation: list[dict[str, str]]) -> int:
+    """A rough count of the context a conversation and its answer take."""
+    chars = sum(len(m["content"]) for m in conversation)
+    return chars // _CHARS_PER_TOKEN + _ANSWER_TOKENS
 
 
 def answer_schema(tools_by_agent: Mapping[str, list[str]]) -> dict[str, Any]:
