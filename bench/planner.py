@@ -1,7 +1,7 @@
 """What the model planner costs besides the model's own thinking.
 
 Plans the same full maintenance job of the demo database three ways, median of N
-(default 9): by the agent's rules (the baseline); by the model planner with an
+(default 31): by the agent's rules (the baseline); by the model planner with an
 answer at once from a local server speaking the Ollama API (catalog summary, prompt,
 HTTP through the `ollama` client, validation); and by the model planner from the
 plan cache. The model's own time is left out: a real model adds seconds to minutes,
@@ -46,7 +46,7 @@ def median_ms(runs: int, plan: Callable[[], object]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=31)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="aishell-bench-"))
     try:
