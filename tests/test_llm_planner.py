@@ -440,6 +440,21 @@ def test_a_high_risk_repair_waits_for_approval(
     assert digest(demo_db) == before
 
 
+def test_a_drafted_run_that_waits_is_approved_and_resumed(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    script.answers = [
+        _answer("maintenance", STATS, _step("repair_corrupted_tables", {"tables": ["users"]}))
+    ]
+    waiting = _ask(llm_config, "refresh and repair users")
+    assert waiting.status == "waiting_approval"
+    commands.decide_steps(llm_config, waiting.run_id, "approved", reason="checked")
+    resumed = commands.resume_run(llm_config, waiting.run_id)
+    assert resumed.status == "completed", resumed.error
+    assert [s.status for s in resumed.steps] == ["succeeded", "succeeded"]
+    assert len(script.chats) == 1
+
+
 def test_a_table_past_max_table_size_waits_for_approval(
     edit_config: Any, demo_db: Path, ollama_host: str, script: Script
 ) -> None:
