@@ -90,6 +90,8 @@ class LlmPlanner:
                     f"(draft {attempt} of at most {self.settings.tries})"
                 )
                 needed = tokens_needed(conversation)
+                if needed > self.settings.context_tokens and rejected:
+                    break  # no room to send the reasons back: the drafts so far stand
                 if needed > self.settings.context_tokens:
                     # Ollama would drop the start of the prompt (the rules) to make it fit.
                     raise PlannerUnavailable(
