@@ -4,6 +4,7 @@ with the right reason, and nothing of a rejected plan reaches the database."""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sqlite3
@@ -15,16 +16,21 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from aishell import commands
+from aishell.agents import AGENTS
 from aishell.approval import NonInteractive, PreApproved
 from aishell.cli import cli, job_from_words
 from aishell.config import Config
 from aishell.errors import DraftRejected, PlanDeclined, PlannerUnavailable
-from aishell.planners.vet import sql_in
-from aishell.registry import RiskLevel
+from aishell.planners.vet import CatalogView, sql_in, vet_answer
+from aishell.registry import Capability, RiskLevel, load_registry
+from aishell.resources import bundled_catalog_dir
 from aishell.state import StateStore
+from aishell.substitution import find_references
 from tests.fake_ollama import Script, fake_ollama
 from tests.helpers import digest, query
 
@@ -334,6 +340,15 @@ REJECTED: list[tuple[str, Any, str]] = [
         "a relative path that climbs out",
         _answer("backup", _step("validate_backup", {"backup_path": "../../etc/shadow"})),
         "parameter 'backup_path' (reads a file) must be an absolute path",
+    ),
+    (
+        "a table name built from an output",
+        _answer(
+            "maintenance",
+            _step("check_table_corruption", {"tables": ["users"]}),
+            _step("optimize_table", {"table": "old_${step_0.output.corrupted_tables}"}),
+        ),
+        "mixes a reference with text",
     ),
     (
         "nothing to do",
@@ -1082,3 +1097,110 @@ def test_a_large_catalog_lists_the_largest_tables_and_counts_the_rest(
     catalog = json.loads(script.chats[0]["messages"][1]["content"])["CATALOG"]
     assert len(catalog["tables"]) == 100 and "users" in catalog["tables"]
     assert catalog["not listed"].startswith("134 smaller tables")
+
+
+# --- any answer at all: a verdict, never a crash -----------------------------------------
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | st.sampled_from(
+        [
+            "users",
+            "app_logs",
+            "${step_0.output.cutoff}",
+            "x_${step_0.output.cutoff}",
+            "DROP TABLE users",
+        ]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_TOOLS = st.sampled_from(
+    ["update_table_statistics", "optimize_table", "delete_old_records", "restore_backup", "x"]
+)
+_STEPS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "tool": _TOOLS,
+            "params": st.dictionaries(
+                st.sampled_from(
+                    ["table", "tables", "date_column", "retention_days", "backup_path", "cutoff"]
+                ),
+                _JSON,
+                max_size=3,
+            ),
+        },
+        optional={"rationale": _JSON, "condition": _JSON, "depends_on": _JSON, "id": _JSON},
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answer=_JSON
+    | st.fixed_dictionaries(
+        {"steps": _STEPS}, optional={"agent": _JSON | st.sampled_from(sorted(AGENTS))}
+    )
+)
+def test_any_answer_gets_a_verdict_and_only_clean_plans_pass(answer: Any) -> None:
+    registry = _registry()
+    catalog = CatalogView(
+        tables=frozenset({"users", "app_logs"}),
+        columns_of=lambda table: ["id", "created_at"],
+        folders=(Path("/srv/aishell"),),
+    )
+    agents = {name: frozenset(c.value for c in Capability) - {"backup_restore"} for name in AGENTS}
+    vetted = vet_answer(
+        answer,
+        agents=agents,
+        registry=registry,
+        dialect="sqlite",
+        target="demo",
+        catalog=catalog,
+        max_steps=10,
+    )
+    assert all(isinstance(p, str) and p for p in vetted.problems)
+    if vetted.accepted:
+        for step in vetted.steps:
+            tool = registry.get(step.tool)
+            assert "backup_restore" not in {c.value for c in tool.required_capabilities}
+            for _name, text in _strings_in(step.params):
+                assert "DROP TABLE" not in text
+            for table in tool.tables_in(step.params):
+                whole = [r.text for r in find_references(table)] == [table]
+                assert table in {"users", "app_logs"} or whole
+
+
+@functools.cache
+def _registry() -> Any:
+    return load_registry([bundled_catalog_dir()])
+
+
+def _strings_in(value: Any, name: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings_in(item, f"{name}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings_in(item, name)
+
+
+def test_ask_json_carries_the_preview_and_the_run(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    script.answers = [_answer("maintenance", STATS)]
+    result = CliRunner().invoke(cli, ["ask", "refresh statistics of users", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed" and data["agent"] == "maintenance"
+    assert data["preview"]["drafted_by"]["planner"] == "llm"
+    assert data["preview"]["steps"][0]["sql"]

@@ -238,7 +238,15 @@ def _step_content(
         if not isinstance(values, list):
             continue
         for value in values:
-            if not isinstance(value, str) or find_references(value) or sql_in(value):
+            if not isinstance(value, str) or sql_in(value):
+                continue
+            refs = find_references(value)
+            if refs and (len(refs) > 1 or refs[0].text != value):
+                problems.append(
+                    f"{where}: {kind} {_clip(value)} mixes a reference with text; a name "
+                    "is a catalog name or one whole ${...} reference"
+                )
+            if refs:
                 continue
             if kind == "table" and value not in catalog.tables:
                 problems.append(
