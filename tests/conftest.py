@@ -12,6 +12,7 @@ import yaml
 
 from aishell.config import Config, load_config
 from aishell.demo import create_demo
+from tests.helpers import use_target
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_LOG_ROWS = 6_000
@@ -106,9 +107,4 @@ def server_url(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def server_config(home: Path, server_url: str) -> Config:
     """The shipped config with the scratch database as the default target `db`."""
-    path = home / "config" / "aishell.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["targets"]["db"] = {"url": server_url, "environment": "test"}
-    data["default_target"] = "db"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(home=home)
+    return use_target(home, server_url)

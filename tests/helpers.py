@@ -6,6 +6,9 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
+import yaml
+
+from aishell.config import Config, load_config
 from aishell.plan import Plan, Step
 
 
@@ -43,3 +46,15 @@ def corrupt_index(path: Path, table: str = "ledger", rows: int = 400) -> None:
 def one_step_plan(agent: str, target: str, dialect: str, tool: str, params: dict) -> Plan:
     """A plan of a single step, to run one tool through the whole executor."""
     return Plan(agent, target, dialect, {"type": tool}, (Step("step_0", tool, params),))
+
+
+def use_target(home: Path, url: str, **others: str) -> Config:
+    """The config with `url` as the default target `db` (and other targets by name)."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": url, "environment": "test"}
+    for name, other in others.items():
+        data["targets"][name] = {"url": other, "environment": "test"}
+    data["default_target"] = "db"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)

@@ -32,7 +32,7 @@ from aishell.resources import bundled_catalog_dir
 from aishell.state import StateStore
 from aishell.substitution import find_references
 from tests.fake_ollama import Script, fake_ollama
-from tests.helpers import digest, query
+from tests.helpers import digest, query, use_target
 
 TRIES = 2
 
@@ -514,13 +514,8 @@ def test_an_injection_in_a_table_comment_never_reaches_the_model_and_its_plan_is
             conn.execute(
                 text(f"ALTER TABLE audit_log MODIFY note varchar(40) COMMENT '{INJECTION}'")
             )
-    config = edit_config(
-        {
-            **_llm_settings(ollama_host),
-            "targets": {"db": {"url": server_url, "environment": "test"}},
-            "default_target": "db",
-        }
-    )
+    use_target(home, server_url)
+    config = edit_config(_llm_settings(ollama_host))
     # The answer a model that obeyed the comment would give.
     script.answers = [
         _answer("maintenance", _step("restore_backup", {"backup_path": "/tmp/x", "replace": True}))
@@ -957,13 +952,8 @@ def test_a_good_plan_runs_on_a_server(
         conn.execute(text("CREATE TABLE orders (id integer PRIMARY KEY, total integer)"))
         conn.execute(text("INSERT INTO orders VALUES (1, 10), (2, 20)"))
     engine.dispose()
-    config = edit_config(
-        {
-            **_llm_settings(ollama_host),
-            "targets": {"db": {"url": server_url, "environment": "test"}},
-            "default_target": "db",
-        }
-    )
+    use_target(home, server_url)
+    config = edit_config(_llm_settings(ollama_host))
     script.answers = [
         _answer(
             "maintenance",
@@ -1204,3 +1194,4 @@ def test_ask_json_carries_the_preview_and_the_run(
     assert data["status"] == "completed" and data["agent"] == "maintenance"
     assert data["preview"]["drafted_by"]["planner"] == "llm"
     assert data["preview"]["steps"][0]["sql"]
+

@@ -36,6 +36,7 @@ from aishell.cli import cli
 from aishell.config import Config, load_config
 from aishell.errors import TargetError, UsageError
 from aishell.state import StateStore
+from tests.helpers import use_target
 
 ROWS = 3_000
 # Rows are spread over the last DAYS days, in an order unrelated to their key, so old
@@ -104,18 +105,6 @@ def rows_of(url: str, table: str = "events") -> dict[int, datetime]:
         found = {r.id: r.created_at for r in conn.execute(select(events))}
     engine.dispose()
     return found
-
-
-def use_target(home: Path, url: str, **others: str) -> Config:
-    """The config with `url` as the default target `db` (and other targets by name)."""
-    path = home / "config" / "aishell.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["targets"]["db"] = {"url": url, "environment": "test"}
-    for name, other in others.items():
-        data["targets"][name] = {"url": other, "environment": "test"}
-    data["default_target"] = "db"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(home=home)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
