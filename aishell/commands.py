@@ -405,7 +405,8 @@ def apply_plan(
                 )
             conn = handle.connect()
             try:
-                drift = _drift(plan, _assumptions(conn, plan.job, _planned_tables(plan)))
+                now = _assumptions(snapshot(conn), plan.job, _planned_tables(plan))
+                drift = _drift(plan, now)
             finally:
                 conn.close()
         finally:
@@ -468,10 +469,11 @@ def _request_plan(
     """The model's plan for a request in words, as a validated Plan."""
     conn = handle.connect()
     try:
-        draft = draft_words(config, registry, handle, conn, request, notice)
+        found = snapshot(conn)
+        draft = draft_words(config, registry, handle, conn, found, request, notice)
         tables = sorted({t for s in draft.steps for t in registry.get(s.tool).tables_in(s.params)})
         job = {"request": request.strip(), "tables": tables}
-        assumptions = _assumptions(conn, job, tables)
+        assumptions = _assumptions(found, job, tables)
     finally:
         conn.close()
     plan = Plan(
@@ -494,12 +496,12 @@ def check_planner(config: Config) -> dict[str, Any]:
     """Whether the model planner can work: the server answers and has the model."""
     chat = OllamaChat(config.main.planner.llm)
     try:
-        chat.check_model()
+        models = chat.check_model()
         return {
             "host": shown_host(chat.host),
             "host_from": chat.host_from,
             "model": chat.model,
-            "models": chat.models(),
+            "models": models,
             "default_planner": config.main.planner.default,
         }
     finally:
@@ -1098,7 +1100,8 @@ def _make_plan(
             tables = tuple(user_tables(conn))
         if check_job is not None:
             check_job(job, conn)
-        assumptions = _assumptions(conn, job, tables)
+        found = snapshot(conn)
+        assumptions = _assumptions(found, job, tables)
         ranking = urgency(conn) if job.get("type") == "full" else {}
         context = PlanningContext(
             target=handle.name,
@@ -1109,7 +1112,9 @@ def _make_plan(
             purge=agent_config.purge,
         )
         if planner == "llm":
-            steps, drafted_by = draft_job(config, registry, handle, conn, agent_name, job, context)
+            steps, drafted_by = draft_job(
+                config, registry, handle, conn, found, agent_name, job, context, notice
+            )
         else:
             steps, drafted_by = agent.plan_steps(job, context), {}
     finally:
@@ -1131,10 +1136,10 @@ def _make_plan(
 
 
 def _assumptions(
-    conn: Any, job: dict[str, Any], tables: tuple[str, ...] | list[str]
+    catalog: dict[str, dict[str, Any]], job: dict[str, Any], tables: tuple[str, ...] | list[str]
 ) -> dict[str, Any]:
-    """What a plan is made from: the tables, their row estimates and their indexes."""
-    catalog = snapshot(conn)
+    """What a plan is made from (given the catalog's snapshot): the tables, their row
+    estimates and their indexes."""
     described: dict[str, Any] = {}
     for table in tables:
         info = catalog.get(table)

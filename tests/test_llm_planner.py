@@ -1195,3 +1195,34 @@ def test_ask_json_carries_the_preview_and_the_run(
     assert data["preview"]["drafted_by"]["planner"] == "llm"
     assert data["preview"]["steps"][0]["sql"]
 
+
+class _Watcher:
+    """An observer that keeps what it was told while the model drafted."""
+
+    def __init__(self) -> None:
+        self.notices: list[str | None] = []
+
+    def planning(self, what: str | None) -> None:
+        self.notices.append(what)
+
+    def step_started(self, step: Any, total: int) -> None:
+        pass
+
+    def step_finished(self, step: Any, total: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("how", ["run", "ask"])
+def test_the_progress_display_is_told_while_the_model_drafts(
+    llm_config: Config, demo_db: Path, script: Script, how: str
+) -> None:
+    script.answers = [_answer("maintenance", STATS)]
+    watcher = _Watcher()
+    if how == "run":
+        commands.run_job(
+            llm_config, "maintenance", {"type": "quick"}, planner="llm", observer=watcher
+        )
+    else:
+        commands.ask(llm_config, "refresh statistics of users", observer=watcher)
+    assert any(n and "is drafting a plan (draft 1 of at most 2)" in n for n in watcher.notices)
+    assert watcher.notices[-1] is None

@@ -1,4 +1,5 @@
-"""Planners turn a request into steps: the agents' rules by default, or a model.
+"""Planners turn a request into steps: the agents' rules by default (each agent's
+plan_steps), or a model (planners.llm).
 
 Whatever drafts a plan, the same validator and safety policy decide what runs: a
 model's plan can do nothing a plan written by hand could not.
@@ -9,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from aishell.agents import PlanningContext
 from aishell.plan import Step
 from aishell.planners.prompt import CatalogSummary
 
@@ -34,9 +34,6 @@ class DraftRequest:
     scope: frozenset[str] | None = None
     # Folders the plan's files must lie in.
     folders: tuple[Path, ...] = ()
-    # A job of one agent (run/plan commands); None when the request is only words (ask).
-    job: dict[str, Any] | None = None
-    context: PlanningContext | None = None
 
 
 @dataclass(frozen=True)
@@ -46,10 +43,4 @@ class Draft:
     drafted_by: dict[str, Any] = field(default_factory=dict)
 
 
-class Planner(Protocol):
-    name: str
-
-    def draft(self, request: DraftRequest) -> Draft: ...
-
-
-__all__ = ["PLANNERS", "Draft", "DraftRequest", "Planner"]
+__all__ = ["PLANNERS", "Draft", "DraftRequest"]

@@ -16,7 +16,7 @@ from aishell.errors import DraftRejected, UsageError
 from aishell.plan import Step
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.llm import LlmPlanner, Notice
-from aishell.planners.prompt import summarize_catalog
+from aishell.planners.prompt import CatalogSummary, summarize_catalog
 from aishell.registry import Registry
 from aishell.state import StateStore
 from aishell.targets import Target
@@ -27,31 +27,32 @@ def draft_job(
     registry: Registry,
     handle: Target,
     conn: Connection,
+    found: dict[str, dict[str, Any]],
     agent_name: str,
     job: dict[str, Any],
     context: PlanningContext,
     notice: Notice | None = None,
 ) -> tuple[list[Step], dict[str, Any]]:
     """The model's steps for one agent's job; the agent's rule-based steps, with the
-    rejections recorded, when every draft failed validation."""
+    rejections recorded, when every draft failed validation. `found` is the catalog's
+    snapshot."""
     agent = get_agent(agent_name)
     text = agent.describe_job(job, context)
     named = list(job.get("tables") or [])
     scope = None
     if named:
         scope = frozenset(named + [t for t in [job.get("archive_table")] if t])
+    catalog = summarize_catalog(conn, found, text, named, context.urgency)
     request = DraftRequest(
         text=text,
         target=handle.name,
         environment=handle.config.environment,
         dialect=handle.dialect,
         agents={agent_name: config.agent(agent_name).capabilities},
-        catalog=summarize_catalog(conn, text, named=named, urgency=context.urgency),
-        columns_of=_columns_reader(conn),
+        catalog=catalog,
+        columns_of=_columns_reader(conn, catalog),
         scope=scope,
         folders=_folders(config),
-        job=job,
-        context=context,
     )
     settings = config.main.planner.llm
     with StateStore(config.state_url) as store:
@@ -73,6 +74,7 @@ def draft_words(
     registry: Registry,
     handle: Target,
     conn: Connection,
+    found: dict[str, dict[str, Any]],
     text: str,
     notice: Notice | None = None,
 ) -> Draft:
@@ -80,14 +82,15 @@ def draft_words(
     draft rejected is an error that gives the reasons."""
     if not text.strip():
         raise UsageError('Say what to do, e.g. aishell ask "refresh statistics of orders"')
+    catalog = summarize_catalog(conn, found, text)
     request = DraftRequest(
         text=text.strip(),
         target=handle.name,
         environment=handle.config.environment,
         dialect=handle.dialect,
         agents={name: config.agent(name).capabilities for name in sorted(AGENTS)},
-        catalog=summarize_catalog(conn, text),
-        columns_of=_columns_reader(conn),
+        catalog=catalog,
+        columns_of=_columns_reader(conn, catalog),
         folders=_folders(config),
     )
     with StateStore(config.state_url) as store:
@@ -101,8 +104,13 @@ def _folders(config: Config) -> tuple[Path, ...]:
     return (home,) if backups.is_relative_to(home) else (home, backups)
 
 
-def _columns_reader(conn: Connection) -> Callable[[str], list[str]]:
-    seen: dict[str, list[str]] = {}
+def _columns_reader(conn: Connection, catalog: CatalogSummary) -> Callable[[str], list[str]]:
+    """Each table's column names: from the summary where it lists them, else the catalog."""
+    seen = {
+        name: [c["name"] for c in entry["columns"]]
+        for name, entry in catalog.tables.items()
+        if "columns" in entry
+    }
 
     def columns_of(table: str) -> list[str]:
         if table not in seen:

@@ -32,8 +32,6 @@ Notice = Callable[[str | None], None]
 
 
 class LlmPlanner:
-    name = "llm"
-
     def __init__(
         self,
         settings: LlmPlannerConfig,

@@ -62,17 +62,19 @@ class OllamaChat:
         listing = self._call(self._client.list)
         return sorted(m.model for m in listing.models if m.model)
 
-    def check_model(self) -> None:
-        """The server answers and has the model; otherwise a one-line error saying what to do."""
-        names = set(self.models())
+    def check_model(self) -> list[str]:
+        """The server answers and has the model (the models it has are returned);
+        otherwise a one-line error saying what to do."""
+        names = self.models()
         wanted = self.model if ":" in self.model else f"{self.model}:latest"
         if self.model not in names and wanted not in names:
-            have = ", ".join(sorted(names)) or "no models"
+            have = ", ".join(names) or "no models"
             raise PlannerUnavailable(
                 f"The Ollama server at {shown_host(self.host)} has no model '{self.model}' "
                 f"(it has: {have}); run `ollama pull {self.model}` there, or name another "
                 "model in planner.llm.model"
             )
+        return names
 
     def chat(self, messages: Sequence[dict[str, str]], answer_schema: dict[str, Any]) -> str:
         """The model's answer text to the conversation so far."""

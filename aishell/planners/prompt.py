@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import snapshot
 from aishell.registry import Capability, Registry, ToolDefinition
 
 # Bump when the prompt's wording or shape changes: cached drafts then stop matching.
@@ -70,6 +69,7 @@ class CatalogSummary:
 
 def summarize_catalog(
     conn: Connection,
+    found: dict[str, dict[str, Any]],
     request: str,
     named: Iterable[str] = (),
     urgency: Mapping[str, float] | None = None,
@@ -78,9 +78,9 @@ def summarize_catalog(
     it names, or all of them on a small database).
 
     The fingerprint covers table names, indexes and the listed columns, not row counts,
-    so a cached plan survives a night of inserts but not a schema change.
+    so a cached plan survives a night of inserts but not a schema change. `found` is
+    the catalog's snapshot (catalog.snapshot), taken once per planning.
     """
-    found = snapshot(conn)
     concerned = set(named) & set(found)
     concerned |= {t for t in found if _mentions(request, t)}
     if not concerned and len(found) <= _COLUMNS_FOR_AT_MOST:

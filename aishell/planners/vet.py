@@ -221,8 +221,8 @@ def _step_content(
         return []  # already reported
     problems: list[str] = []
     for name, text in _strings(step.params):
-        if find_references(text) and find_references(text)[0].text == text:
-            continue
+        if [r.text for r in find_references(text)] == [text]:
+            continue  # one whole reference: its value is checked when it is resolved
         why = sql_in(text)
         if why:
             problems.append(
