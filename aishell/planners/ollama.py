@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,7 +53,9 @@ class OllamaChat:
         self.settings = settings
         self.model = settings.model
         self.host, self.host_from = resolve_host(settings)
-        self._client = ollama.Client(host=self.host, timeout=settings.timeout_seconds)
+        self._client = ollama.Client(
+            host=self.host, timeout=settings.timeout_seconds, verify=_tls_context()
+        )
         self._sleep = sleep
 
     def close(self) -> None:
@@ -125,6 +129,13 @@ class OllamaChat:
             f"{tries}: {why}; start one with `ollama serve`, or point OLLAMA_HOST "
             "(or planner.llm.host) at one"
         )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process: loading the CA bundle takes
+    about 25 ms, which every client would otherwise pay (a scheduler drafts every run)."""
+    return httpx.create_ssl_context()
 
 
 def _reason(exc: BaseException) -> str:
