@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from aishell.policy import MAX_PRE_APPROVAL, flag_approves
 from aishell.registry import RiskLevel
 
 
@@ -41,6 +42,8 @@ class ApprovalRequest:
     rationale: str
     # (step id, tool, subject, risk) of every step: shown first for a review.
     plan: tuple[tuple[str, str, str, str], ...] = ()
+    # Reasons only a person may waive, for this step by name: no flag and no "all".
+    personal: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,6 @@ class NonInteractive:
         return Answer(Decision.DEFER, "aishell", "non-interactive", self.why)
 
 
-# The highest risk a flag may approve in advance: critical steps always need a
-# person to look at them (at the prompt or with `aishell approve`).
-MAX_PRE_APPROVAL = RiskLevel.HIGH
-
-
 @dataclass
 class PreApproved:
     """Approves steps up to a risk level named by a flag; others go to `then`."""
@@ -91,7 +89,7 @@ class PreApproved:
             raise ValueError("critical steps cannot be approved in advance")
 
     def decide(self, request: ApprovalRequest) -> Answer:
-        if RiskLevel(request.risk).rank <= self.up_to.rank:
+        if flag_approves(self.up_to, RiskLevel(request.risk), request.personal):
             return Answer(
                 Decision.APPROVE,
                 current_user(),
@@ -114,12 +112,15 @@ class Prompting:
 
     def decide(self, request: ApprovalRequest) -> Answer:
         user = current_user()
-        if request.risk in self.approved_risks:
+        if request.risk in self.approved_risks and not request.personal:
             return Answer(
                 Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
             )
         choice = self.ask(request)
         if choice == "yes":
+            return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
+        if choice == "all" and request.personal:
+            # "all" covers the rest of a risk level, never a step only a person may pass.
             return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
         if choice == "all":
             self.approved_risks.add(request.risk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -13,9 +14,16 @@ from typing import Any
 import click
 
 from aishell import commands, render
-from aishell.agents.log_cleanup import is_archive_file
+from aishell.agents.log_cleanup import ARCHIVE_FORMS, parse_archive_to
 from aishell.approval import Approver, NonInteractive, PreApproved, Prompting
-from aishell.config import Config, load_config
+from aishell.config import (
+    MAX_BATCH_MS,
+    MAX_RETENTION_DAYS,
+    MAX_RUN_TIME_SECONDS,
+    MAX_SLEEP_MS,
+    Config,
+    load_config,
+)
 from aishell.errors import (
     EXIT_DENIED,
     EXIT_FAILED,
@@ -25,6 +33,7 @@ from aishell.errors import (
 )
 from aishell.executor import RUN_STATUSES, RunResult
 from aishell.registry import RiskLevel
+from aishell.terminal import printable
 
 EXIT_CODES_HELP = """
 \b
@@ -58,7 +67,7 @@ class AishellGroup(click.Group):
         except AishellError as exc:
             if ctx.find_root().params.get("debug"):
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {printable(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -67,7 +76,7 @@ class AishellGroup(click.Group):
                 traceback.print_exc()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             click.echo(
-                f"Error: internal error ({type(exc).__name__}: {first}); "
+                f"Error: internal error ({type(exc).__name__}: {printable(first)}); "
                 "run with --debug for the traceback",
                 err=True,
             )
@@ -179,25 +188,62 @@ def maintenance_job(kind: str, tables: str | None, no_rebuild_indexes: bool) -> 
     }
 
 
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses NaN and infinity (NaN compares false with every
+    limit, so a range alone lets it through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 class Duration(click.ParamType):
     """Seconds, or a number with s, m, h or d (as pt-archiver's --run-time)."""
 
     name = "duration"
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+    def __init__(self, most: float = MAX_RUN_TIME_SECONDS) -> None:
+        self.most = most
+
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        text = str(value).strip().lower()
-        unit = self._UNITS.get(text[-1:], None)
-        number = text[:-1] if unit else text
-        try:
-            seconds = float(number) * (unit or 1)
-        except ValueError:
-            self.fail(f"{value!r} is not a duration such as 90, 90s, 30m, 2h or 1d", param, ctx)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            unit = self._UNITS.get(text[-1:], None)
+            number = text[:-1].strip() if unit else text
+            try:
+                seconds = float(number) * (unit or 1)
+            except ValueError:
+                self.fail(f"{value!r} is not a duration such as 90, 90s, 30m, 2h or 1d", param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite duration", param, ctx)
         if seconds < 1:
             self.fail(f"{value!r} is under a second", param, ctx)
+        if seconds > self.most:
+            self.fail(f"{value!r} is over the limit of {self.most / 86400:g} days", param, ctx)
         return seconds
+
+
+class ArchiveTo(click.ParamType):
+    """`file:PATH` or `table:NAME`; the kind is said, never guessed from the text."""
+
+    name = "archive"
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        return "file:PATH|table:NAME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            kind, where = parse_archive_to(value)
+        except UsageError:
+            self.fail(f"{value!r}: give {ARCHIVE_FORMS}", param, ctx)
+        # A file is fixed relative to where the command was typed, not where a
+        # scheduler later runs it.
+        return f"{kind}:{where}"
 
 
 def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -206,7 +252,7 @@ def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--date-column", help="Column holding each row's date (default from config)."),
         click.option(
             "--retention-days",
-            type=click.FloatRange(min=0),
+            type=FiniteFloat(0, MAX_RETENTION_DAYS),
             help="Keep rows younger than this (default from config).",
         ),
         click.option(
@@ -219,10 +265,12 @@ def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--max-batch-ms",
-            type=click.FloatRange(min=1),
+            type=FiniteFloat(1, MAX_BATCH_MS),
             help="Size batches to take about this long.",
         ),
-        click.option("--sleep-ms", type=click.FloatRange(min=0), help="Pause between batches."),
+        click.option(
+            "--sleep-ms", type=FiniteFloat(0, MAX_SLEEP_MS), help="Pause between batches."
+        ),
         click.option(
             "--max-rows",
             type=click.IntRange(min=1),
@@ -231,8 +279,9 @@ def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--run-time", type=Duration(), help="Stop after this long (90s, 30m, 2h)."),
         click.option(
             "--archive-to",
-            help="Copy rows here before deleting them: a JSON lines file (a path, or a name "
-            "ending .jsonl) or an existing table with the same columns.",
+            type=ArchiveTo(),
+            help="Copy rows here before deleting them: file:PATH (a JSON lines file) or "
+            "table:NAME (an existing table with the same columns).",
         ),
         click.option("--target", help="Target from config (default: the default target)."),
     ]
@@ -244,17 +293,16 @@ def log_cleanup_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def log_cleanup_job(**flags: Any) -> dict[str, Any]:
     """The job from the flags; flags left out take the agent's configured defaults."""
     names = {"run_time": "run_time_seconds"}
-    job = {names.get(k, k): v for k, v in flags.items() if v is not None}
-    archive = job.get("archive_to")
-    if archive and is_archive_file(archive):
-        # Relative to where the command was typed, not where a scheduler later runs it.
-        job["archive_to"] = str(Path(archive).expanduser().resolve())
-    return job
+    return {names.get(k, k): v for k, v in flags.items() if v is not None}
 
 
 @cli.group(cls=AishellGroup)
 def plan() -> None:
-    """Show what a job would do, step by step, without running it."""
+    """Show what a job would do, step by step, without running it.
+
+    A plan saved with --out is signed with this home's key, kept in
+    plan-signing.key in the home (mode 0600); `aishell plan rotate-key` replaces it.
+    """
 
 
 planner_option = click.option(
@@ -279,7 +327,7 @@ def show_plan(preview: commands.PlanPreview, out: Path | None, as_json: bool) ->
         render.plan_preview(console, preview)
         render.plan_warnings(console, preview.plan.warnings)
         if out is not None:
-            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.")
+            console.print(f"Plan saved to {out}; run it with `aishell apply {out}`.", markup=False)
 
 
 @plan.command("maintenance")
@@ -289,7 +337,7 @@ def show_plan(preview: commands.PlanPreview, out: Path | None, as_json: bool) ->
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Save the plan with its hash, for `aishell apply`.",
+    help="Save the plan, signed with this home's key, for `aishell apply`.",
 )
 @json_option
 @pass_state
@@ -326,7 +374,7 @@ def plan_maintenance(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Save the plan with its hash, for `aishell apply`.",
+    help="Save the plan, signed with this home's key, for `aishell apply`.",
 )
 @json_option
 @pass_state
@@ -352,6 +400,22 @@ def plan_log_cleanup(
             notice=progress.planning,
         )
     show_plan(preview, out, as_json)
+
+
+@plan.command("rotate-key")
+@json_option
+@pass_state
+def plan_rotate_key(state: State, as_json: bool) -> None:
+    """Replace this home's plan-signing key; plans signed with the old one are refused."""
+    rotated = commands.rotate_plan_key(state.config)
+    if as_json:
+        emit_json(rotated)
+        return
+    previous = rotated["previous_key_id"]
+    click.echo(
+        f"New plan-signing key {rotated['key_id']} in {rotated['path']}"
+        + (f"; plans signed with {previous} are refused from now on." if previous else ".")
+    )
 
 
 def approval_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -529,7 +593,7 @@ def backup_job(
 @click.option("--cleanup", is_flag=True, help="Then delete backups past retention.")
 @click.option(
     "--retention-days",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(0, MAX_RETENTION_DAYS),
     default=30,
     show_default=True,
     help="With --cleanup: keep backups younger than this.",
@@ -662,7 +726,14 @@ def apply(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Run exactly a plan saved with `plan --out`; refused if tools or target changed."""
+    """Run exactly a plan saved with `plan --out`, checked whole before its first step.
+
+    Refused, with nothing changed, when its signature is missing or not made with this
+    home's key (an edited plan, one made in another home, or one signed before the key
+    was rotated), the file has unknown or missing keys, its target is not configured or
+    now points at another database, a tool, table or column it names is gone, a tool
+    changed, or the target drifted from what the plan assumed.
+    """
     saved = commands.load_plan_file(plan_file)
     run_and_render(
         ctx,
@@ -1075,7 +1146,7 @@ def schedule_add(
         emit_json(added)
     else:
         click.echo(
-            f"Schedule {name} added; next run {render.when(added['next_run'])} "
+            f"Schedule {printable(name)} added; next run {render.when(added['next_run'])} "
             "(served by `aishell schedule serve`)."
         )
 
@@ -1127,7 +1198,9 @@ def schedule_resume(state: State, name: str) -> None:
 def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool) -> None:
     """Run a schedule's job now, exactly as its trigger would (never a prompt)."""
     console = render.console(as_json)
-    result = commands.run_schedule(state.config, name, "run-now", log=console.print)
+    result = commands.run_schedule(
+        state.config, name, "run-now", log=lambda line: render.log_line(console, line)
+    )
     assert result is not None  # run-now always starts or resumes a run
     finish_run(ctx, console, result, as_json)
 
@@ -1142,7 +1215,7 @@ def schedule_serve(state: State) -> None:
     """
 
     def log(line: str) -> None:
-        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}")
+        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {printable(line)}")
 
     commands.serve_schedules(state.config, log)
 

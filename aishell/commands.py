@@ -10,20 +10,22 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import Connection
 
 from aishell import metrics as prometheus
-from aishell import notify, scheduling
+from aishell import notify, scheduling, schema, signing
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
-from aishell.catalog import check_tables, snapshot, urgency, user_tables
+from aishell.catalog import check_tables, snapshot, table_columns, urgency, user_tables
 from aishell.config import Config, resolve_url
 from aishell.demo import create_demo
 from aishell.errors import (
+    AishellError,
     ConfigError,
     PlanDeclined,
     PlanError,
@@ -31,12 +33,26 @@ from aishell.errors import (
     TargetUnreachable,
     UsageError,
 )
-from aishell.executor import WAITING_APPROVAL, Executor, Observer, RunResult, subject
-from aishell.plan import Plan, Step, validate_plan
+from aishell.executor import (
+    WAITING_APPROVAL,
+    Executor,
+    Observer,
+    RunResult,
+    estimate_effect,
+    subject,
+)
+from aishell.plan import Plan, SavedPlan, Step, validate_plan
 from aishell.planners import PLANNERS
 from aishell.planners.drafting import draft_job, draft_words
 from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host
+from aishell.policy import (
+    SAFETY_LEVELS,
+    SafetyPolicy,
+    gather_facts,
+    named_approval_needed,
+    tighter_or_equal,
+)
 from aishell.registry import (
     DIALECTS,
     Category,
@@ -47,11 +63,11 @@ from aishell.registry import (
     load_registry,
 )
 from aishell.resources import bundled_catalog_dir
-from aishell.safety import SAFETY_LEVELS, SafetyPolicy, StepFacts, tighter_or_equal
-from aishell.sqltext import quote_identifier
+from aishell.schema import identifier_params
+from aishell.sqltext import display, quote_identifier
 from aishell.state import StateStore, new_run_id
 from aishell.substitution import find_references
-from aishell.targets import RunLock, Target, open_target
+from aishell.targets import RunLock, Target, database_identity, open_target
 
 # A plan is stale when a table's row estimate moved by more than this share.
 ROW_DRIFT_TOLERANCE = 0.25
@@ -176,6 +192,8 @@ class StepPreview:
     reasons: tuple[str, ...]
     mitigations: tuple[str, ...]
     sql: list[str]
+    personal: tuple[str, ...] = ()
+    estimate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,8 +206,10 @@ class StepPreview:
             "requires_approval": self.requires_approval,
             "confirmation": self.confirmation,
             "reasons": list(self.reasons),
+            "personal": list(self.personal),
             "mitigations": list(self.mitigations),
             "sql": self.sql,
+            "estimate": self.estimate,
         }
 
 
@@ -234,21 +254,21 @@ def plan_job(
     """Plan a job and preview it: each step's risk, whether it needs approval, its SQL.
 
     Planning opens the target read-only: a preview never changes anything. With
-    `out`, the plan is saved with its hash for `apply_plan`. `planner` is rules or
-    llm (default: the config's planner.default).
+    `out`, the plan is saved signed with the home's key, for `apply_plan`. `planner`
+    is rules or llm (default: the config's planner.default).
     """
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
         plan = _make_plan(config, registry, handle, agent_name, job, planner, notice)
+        if out is not None:
+            plan = replace(plan, target_identity=_identity(handle))
         level = safety_level or config.agent(agent_name).defaults.safety_level
         preview = _preview(config, registry, handle, plan, level)
     finally:
         handle.close()
     if out is not None:
-        partial = out.with_name(out.name + ".partial")
-        partial.write_text(plan.to_json() + "\n")
-        partial.replace(out)
+        save_plan(config, plan, out)
     return preview
 
 
@@ -268,21 +288,94 @@ def make_plan(
         handle.close()
 
 
-def load_plan_file(path: Path) -> Plan:
-    """A saved plan; its hash must match its contents."""
+def save_plan(config: Config, plan: Plan, out: Path) -> Path:
+    """Write a plan file for `apply_plan`: the plan, its hash, the database it was made
+    on, and a signature with this home's key (made on first use)."""
+    if plan.target_identity is None:
+        handle = open_target(config, plan.target, read_only=True)
+        try:
+            plan = replace(plan, target_identity=_identity(handle))
+        finally:
+            handle.close()
+    key = signing.load_key(config.home)
+    assert key is not None  # made on first use
+    # Signed as it will be read back: JSON turns tuples into lists.
+    body = json.loads(json.dumps({**plan.to_dict(), "plan_hash": plan.hash}))
+    signed = {**body, "signature": signing.sign(key, body)}
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(signed, indent=2, sort_keys=True) + "\n")
+    partial.replace(out)
+    return out
+
+
+def load_plan_file(path: Path) -> SavedPlan:
+    """A saved plan, read and checked against the plan file's keys; `apply_plan` checks
+    its signature against the home's key."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"Plan file {path} does not exist") from None
+    except (UnicodeDecodeError, IsADirectoryError, RecursionError):
+        raise PlanError(f"Plan file {path} is not a plan's JSON text") from None
     except json.JSONDecodeError as exc:
         raise PlanError(
             f"Plan file {path} is not valid JSON: {exc.msg} (line {exc.lineno})"
         ) from None
-    if not isinstance(data, dict):
-        raise PlanError(f"Plan file {path} does not hold a plan")
-    if "plan_hash" not in data:
-        raise PlanError(f"Plan file {path} has no plan_hash; save plans with `aishell plan --out`")
-    return Plan.from_dict(data)
+    return SavedPlan.parse(data, str(path))
+
+
+def rotate_plan_key(config: Config) -> dict[str, Any]:
+    """A new signing key for this home; plans signed with the old one are refused."""
+    key, previous = signing.rotate_key(config.home)
+    return {"key_id": key.key_id, "previous_key_id": previous, "path": str(key.path)}
+
+
+def _verified(config: Config, saved: SavedPlan) -> Plan:
+    """The plan of a saved file whose signature this home's key made."""
+    signing.verify(
+        signing.load_key(config.home, create=False),
+        config.home,
+        saved.body,
+        saved.signature,
+        f"Plan file {saved.source}",
+    )
+    return saved.plan
+
+
+def _identity(handle: Target) -> str:
+    conn = handle.connect()
+    try:
+        return database_identity(conn)
+    finally:
+        conn.close()
+
+
+def _missing_names(conn: Connection, registry: Registry, plan: Plan) -> list[str]:
+    """Every table and column a plan names literally that the target lacks."""
+    tables = set(user_tables(conn))
+    columns: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
+    for step in plan.steps:
+        params = step.params
+        for name, (kind, is_list) in identifier_params(registry.get(step.tool).params).items():
+            values = params.get(name) if is_list else [params.get(name)]
+            if not isinstance(values, list | tuple):
+                continue  # a reference standing for the whole list: checked when it runs
+            for value in values:
+                # A ${...} reference is known only when its step runs; the executor checks it.
+                if not isinstance(value, str) or find_references(value):
+                    continue
+                if kind == "table" and value not in tables:
+                    missing.setdefault(f"table {value!r}", []).append(step.id)
+                elif kind == "column":
+                    table = params.get("table")
+                    if not isinstance(table, str) or table not in tables:
+                        continue  # the table itself is reported, or is a reference
+                    if table not in columns:
+                        columns[table] = table_columns(conn, table)
+                    if value not in columns[table]:
+                        missing.setdefault(f"column {table}.{value}", []).append(step.id)
+    return [f"{what} ({', '.join(steps)})" for what, steps in missing.items()]
 
 
 # --- runs -----------------------------------------------------------------------------
@@ -381,7 +474,7 @@ def _breaker(config: Config, store: StateStore, target: str) -> Iterator[None]:
 
 def apply_plan(
     config: Config,
-    plan: Plan,
+    plan: Plan | SavedPlan,
     *,
     dry_run: bool = False,
     approver: Approver | None = None,
@@ -390,7 +483,21 @@ def apply_plan(
     force: bool = False,
     clock: Callable[[], datetime] | None = None,
 ) -> RunResult:
-    """Run exactly a saved plan, refusing it if the tools or the target changed since."""
+    """Run exactly a saved plan, or refuse it whole before its first step.
+
+    A plan file (from `load_plan_file`) must carry this home's signature. Then, for any
+    plan: its target is configured, is the same database and dialect it was made on,
+    every step validates, its tools are unchanged, every table and column it names is
+    in the target's catalog, and the target has not drifted from its assumptions.
+    """
+    if isinstance(plan, SavedPlan):
+        plan = _verified(config, plan)
+    if plan.target not in config.main.targets:
+        known = ", ".join(sorted(config.main.targets)) or "(none)"
+        raise PlanError(
+            f"The plan is for target '{plan.target}', which is not in {config.path} "
+            f"(targets: {known})"
+        )
     registry = load_catalog(config)
     problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
     if problems:
@@ -405,6 +512,18 @@ def apply_plan(
                 )
             conn = handle.connect()
             try:
+                identity = database_identity(conn)
+                if plan.target_identity is not None and identity != plan.target_identity:
+                    raise PlanError(
+                        f"Target '{plan.target}' now points at another database ({identity}) "
+                        f"than the plan was made on ({plan.target_identity}); make a new plan"
+                    )
+                missing = _missing_names(conn, registry, plan)
+                if missing:
+                    raise PlanError(
+                        f"The plan names what target '{plan.target}' lacks: "
+                        f"{'; '.join(missing)}; nothing was run"
+                    )
                 now = _assumptions(snapshot(conn), plan.job, _planned_tables(plan))
                 drift = _drift(plan, now)
             finally:
@@ -613,6 +732,19 @@ def decide_steps(
             waiting = chosen
         if not waiting:
             raise UsageError(f"Run {run['run_id']} has no step waiting for approval")
+        held: list[dict[str, Any]] = []
+        if decision == "approved" and step is None:
+            # A step only a person may pass is approved by its number, never in a batch.
+            named = _named_approval_needed(run)
+            held = [s for s in waiting if s["index"] in named]
+            waiting = [s for s in waiting if s["index"] not in named]
+            if not waiting:
+                first = held[0]["index"]
+                raise UsageError(
+                    f"Step {first} of run {run['run_id']} needs its own approval: "
+                    f"{named_approval_needed(named[first])}: "
+                    f"`aishell approve {run['run_id']} --step {first}`"
+                )
         user = current_user()
         why = reason or f"{decision} with `{how}`"
         for s in waiting:
@@ -632,9 +764,22 @@ def decide_steps(
             "run_id": run["run_id"],
             "decision": decision,
             "steps": [{"index": s["index"], "tool": s["tool"]} for s in waiting],
+            "still_waiting": [
+                {"index": s["index"], "tool": s["tool"], "why": "needs its own approval"}
+                for s in held
+            ],
             "decided_by": user,
             "reason": why,
         }
+
+
+def _named_approval_needed(run: dict[str, Any]) -> dict[int, list[str]]:
+    """The steps of a run the policy said only a person may pass, with the reasons."""
+    return {
+        e["step_index"]: list(e["data"].get("reasons") or [])
+        for e in run.get("events") or []
+        if e["kind"] == "named_approval_needed" and e["step_index"] is not None
+    }
 
 
 def stop_run(config: Config, run_id: str) -> dict[str, Any]:
@@ -708,6 +853,10 @@ def restore(
         dialect = handle.dialect
     finally:
         handle.close()
+    params: dict[str, Any] = {"backup_path": backup["path"], "replace": replace}
+    if backup.get("sha256"):
+        # The step refuses a file that is not the one the catalog recorded.
+        params["sha256"] = backup["sha256"]
     plan = Plan(
         agent="backup",
         target=name,
@@ -717,7 +866,7 @@ def restore(
             Step(
                 "step_0",
                 "restore_backup",
-                {"backup_path": backup["path"], "replace": replace},
+                params,
                 f"Restore backup {backup_id} of '{backup['target']}' into '{name}'",
             ),
         ),
@@ -774,13 +923,8 @@ def add_schedule(
         raise UsageError(
             f"Schedule name {name!r}: use letters, digits, '.', '_' and '-' (at most 128)"
         )
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(
-            f"Unknown time zone {timezone!r} (use a name such as Europe/Berlin)"
-        ) from None
-    first = scheduling.next_fire(cron, timezone)
+    scheduling.check_timezone(timezone)
+    first = scheduling.first_fire(cron, timezone)
     target_name, _ = config.target(target)
     get_agent(agent_name).normalize_job(job, config.agent(agent_name))
     with StateStore(config.state_url) as store:
@@ -1184,51 +1328,84 @@ def _drift(plan: Plan, now: dict[str, Any]) -> list[str]:
 def _preview(
     config: Config, registry: Registry, handle: Target, plan: Plan, level: str
 ) -> PlanPreview:
+    """Each step's SQL and verdict, asked of the policy with the facts a run gathers, so
+    that the preview says exactly what the run will ask for."""
     agent_config = config.agent(plan.agent)
     environment = handle.config.environment
     policy = SafetyPolicy(level, environment, handle.name, agent_config.constraints)
-    conn = handle.connect()
     previews = []
-    try:
-        for i, step in enumerate(plan.steps):
-            tool = registry.get(step.tool)
-            live = not find_references([step.params, step.condition])
-            tables = tool.tables_in(step.params) if live else ()
-            known = plan.assumptions.get("tables") or {}
-            verdict = policy.check(
-                StepFacts(
-                    tool=tool,
-                    tables=tables,
-                    rows={t: (known.get(t) or {}).get("rows", 0) for t in tables},
+    backup_before = False
+    now = datetime.now(UTC)
+    conn = handle.connect()
+    with StateStore(config.state_url) as store:
+        try:
+            for i, step in enumerate(plan.steps):
+                tool = registry.get(step.tool)
+                impl = tool.implementation(handle.dialect)
+                params, live = _previewable(step, tool)
+                ctx = ToolContext(
+                    conn=conn if live else None,
+                    dialect=handle.dialect,
+                    target=handle.name,
+                    dry_run=True,
+                    quote_identifier=handle.quote,
                 )
-            )
-            ctx = ToolContext(
-                conn=conn if live else None,
-                dialect=handle.dialect,
-                target=handle.name,
-                dry_run=True,
-                quote_identifier=handle.quote,
-            )
-            previews.append(
-                StepPreview(
-                    index=i,
-                    step_id=step.id,
-                    tool=step.tool,
-                    params=step.params,
-                    rationale=step.rationale,
-                    risk_level=tool.risk_level.value,
-                    requires_approval=verdict.requires_approval,
-                    confirmation=verdict.confirmation.value,
-                    reasons=verdict.reasons,
-                    mitigations=verdict.mitigations,
-                    sql=tool.implementation(handle.dialect).render_sql(step.params, ctx),
+                effect: dict[str, Any] | None = None
+                if live and tool.risk_level is not RiskLevel.SAFE:
+                    try:
+                        effect = estimate_effect(tool, impl, params, ctx)
+                    except AishellError as exc:
+                        # The run fails this step before any prompt; the preview says why.
+                        effect = {"refused": str(exc)}
+                facts = gather_facts(
+                    policy,
+                    tool,
+                    params if live else {},
+                    conn,
+                    effect=effect,
+                    now=now,
+                    store=store,
+                    backup_in_run=backup_before,
                 )
-            )
-    finally:
-        conn.close()
+                verdict = policy.check(facts)
+                backup_before = backup_before or tool.category is Category.BACKUP
+                previews.append(
+                    StepPreview(
+                        index=i,
+                        step_id=step.id,
+                        tool=step.tool,
+                        params=step.params,
+                        rationale=step.rationale,
+                        risk_level=tool.risk_level.value,
+                        requires_approval=verdict.requires_approval,
+                        confirmation=verdict.confirmation.value,
+                        reasons=verdict.reasons,
+                        mitigations=verdict.mitigations,
+                        sql=[display(sql) for sql in impl.render_sql(params, ctx)],
+                        personal=verdict.personal,
+                        estimate=effect,
+                    )
+                )
+        finally:
+            conn.close()
     return PlanPreview(
         plan=plan, steps=tuple(previews), safety_level=level, environment=environment
     )
+
+
+def _previewable(step: Step, tool: ToolDefinition) -> tuple[dict[str, Any], bool]:
+    """A step's params as far as they are known before it runs, and whether that is
+    enough to measure it: optional params that wait for an earlier step's output are
+    left to their defaults (a purge's cutoff is then the one its count step finds)."""
+    required = set(tool.params.get("required") or ())
+    known: dict[str, Any] = {}
+    for name, value in step.params.items():
+        if find_references(value):
+            if name in required:
+                return dict(step.params), False
+            continue
+        known[name] = value
+    return schema.with_defaults(known, tool.params), True
 
 
 __all__ = [
@@ -1252,8 +1429,10 @@ __all__ = [
     "plan_job",
     "restore",
     "resume_run",
+    "rotate_plan_key",
     "run_job",
     "run_statements",
+    "save_plan",
     "show_backup",
     "show_run",
     "show_tool",

@@ -23,8 +23,18 @@ SafetyLevel = Literal["strict", "moderate", "permissive"]
 Environment = Literal["development", "test", "staging", "production"]
 
 
+# Upper limits shared by config and the command line. Past them a number is a typo
+# (and date arithmetic overflows), not a wish.
+MAX_RETENTION_DAYS = 36_500  # a hundred years
+MAX_BATCH_MS = 3_600_000  # an hour
+MAX_SLEEP_MS = 3_600_000
+MAX_RUN_TIME_SECONDS = 30 * 86_400
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere: NaN compares false with every limit, so
+    # `ge`/`le` alone would let it through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TargetConfig(_Strict):
@@ -183,7 +193,7 @@ class PurgeLimits(_Strict):
     would delete more than max_share of the table."""
 
     type: Literal["purge_limits"]
-    min_retention_days: float = Field(7, ge=0)
+    min_retention_days: float = Field(7, ge=0, le=MAX_RETENTION_DAYS)
     max_share: float = Field(0.5, gt=0, le=1)
     tools: list[str] = ["delete_old_records"]
 
@@ -206,13 +216,15 @@ class PurgeSettings(_Strict):
     """How the log cleanup agent purges, unless the job says otherwise."""
 
     date_column: str = "created_at"
-    retention_days: float = Field(30, ge=0)
+    retention_days: float = Field(30, ge=0, le=MAX_RETENTION_DAYS)
     batch_size: int = Field(1000, ge=1, le=1_000_000, description="rows in the first batch")
     max_batch_size: int = Field(1_000_000, ge=1, le=1_000_000)
-    max_batch_ms: float = Field(100, ge=1, description="batches are sized to take this long")
-    sleep_ms: float = Field(0, ge=0)
+    max_batch_ms: float = Field(
+        100, ge=1, le=MAX_BATCH_MS, description="batches are sized to take this long"
+    )
+    sleep_ms: float = Field(0, ge=0, le=MAX_SLEEP_MS)
     max_rows_per_run: int | None = Field(None, ge=1)
-    run_time_seconds: float | None = Field(None, ge=1)
+    run_time_seconds: float | None = Field(None, ge=1, le=MAX_RUN_TIME_SECONDS)
     max_running_queries: int | None = Field(25, ge=1)
     max_replica_lag_seconds: float | None = Field(10, ge=0)
     replicas: list[str] = []

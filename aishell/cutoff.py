@@ -9,6 +9,7 @@ value and bound as a parameter, never formatted into SQL.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +18,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aishell.errors import TargetError
+from aishell.config import MAX_RETENTION_DAYS
+from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier
 
 # Values above this in an integer date column are milliseconds since 1970, not seconds
@@ -70,6 +72,8 @@ class DateColumn:
             if self.kind in ("epoch", "epoch_ms"):
                 if isinstance(cutoff, bool) or not isinstance(cutoff, int | float):
                     raise ValueError(cutoff)
+                if not math.isfinite(cutoff):
+                    raise ValueError(cutoff)  # NaN: no row is older, nor younger
                 return cutoff
         except ValueError:
             raise TargetError(
@@ -116,6 +120,7 @@ def describe(conn: Connection, table: str, column: str) -> DateColumn:
 
 def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:
     """Now on the server, less the retention, as a JSON value in the column's terms."""
+    check_retention(retention_days)
     now = server_now(conn, column)
     moment = now - timedelta(days=retention_days)
     if column.kind == "timestamptz":
@@ -129,6 +134,21 @@ def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> A
     if column.kind == "epoch_ms":
         return int(moment.timestamp() * 1000)
     return moment.strftime(_SQLITE_TEXT[column.kind][1])
+
+
+def check_retention(retention_days: Any) -> None:
+    """A retention is a finite number of days from 0 to MAX_RETENTION_DAYS; NaN would
+    make every comparison false, infinity overflows the date arithmetic."""
+    if (
+        isinstance(retention_days, bool)
+        or not isinstance(retention_days, int | float)
+        or not math.isfinite(retention_days)
+        or not 0 <= retention_days <= MAX_RETENTION_DAYS
+    ):
+        raise UsageError(
+            f"retention_days {retention_days!r}: give a number of days from 0 to "
+            f"{MAX_RETENTION_DAYS}"
+        )
 
 
 def server_now(conn: Connection, column: DateColumn) -> datetime:

@@ -14,6 +14,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aishell.errors import UsageError
+
+# Written into the header of every demo database (PRAGMA application_id, "aish"):
+# `aishell demo` replaces only a file that carries it, never someone's own database.
+DEMO_APPLICATION_ID = 0x61697368
+
 SCHEMA = """
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,
@@ -80,7 +86,11 @@ def create_demo(
     seed: int = 42,
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, int]:
-    """Create (or replace) the demo database at path; returns the row count per table."""
+    """Create (or replace) the demo database at path; returns the row count per table.
+
+    An existing file is replaced only if it is empty or a demo database made here.
+    """
+    check_replaceable(path)
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +98,7 @@ def create_demo(
     partial.unlink(missing_ok=True)
     conn = sqlite3.connect(partial)
     try:
+        conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
         conn.executescript(SCHEMA)
         tell = progress or (lambda _label, _n: None)
 
@@ -158,8 +169,38 @@ def create_demo(
         }
     finally:
         conn.close()
+    check_replaceable(path)  # again: the file may have appeared while rows were made
     os.replace(partial, path)
     return counts
+
+
+def is_demo_database(path: Path) -> bool:
+    """Whether the file is a SQLite database whose header marks it as an aishell demo."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError:
+        return False
+    # The SQLite header: its magic string, and the application id at offset 68.
+    return (
+        len(header) == 100
+        and header.startswith(b"SQLite format 3\x00")
+        and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID
+    )
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but nothing, an empty file, or a demo database."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_file() and path.stat().st_size == 0:
+        return
+    if path.is_file() and is_demo_database(path):
+        return
+    raise UsageError(
+        f"{path} is not an aishell demo database; choose another --target or remove the "
+        "file yourself"
+    )
 
 
 def _log_rows(

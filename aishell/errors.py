@@ -114,3 +114,10 @@ class PlanDeclined(AishellError):
     """A person looked at a drafted plan and chose not to run it."""
 
     exit_code = EXIT_DENIED
+
+
+class StatementRefused(AishellError):
+    """The guard refused a statement a step tried to send: not a read, and not one of
+    the statement shapes the step was checked and approved with."""
+
+    exit_code = EXIT_FAILED

@@ -11,7 +11,6 @@ import json
 import random
 import signal
 import socket
-import statistics
 import threading
 import time
 import traceback
@@ -29,9 +28,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from aishell import schema
 from aishell.approval import ApprovalRequest, Approver, Decision
 from aishell.catalog import blocking_sessions, is_lock_timeout
-from aishell.config import AgentConfig, BackupRequired, MaintenanceWindow
-from aishell.errors import AishellError, StepInterrupted, SubstitutionError, TargetError
+from aishell.config import AgentConfig
+from aishell.errors import (
+    AishellError,
+    StatementRefused,
+    StepInterrupted,
+    TargetError,
+)
+from aishell.guard import Guard, shapes_for
 from aishell.plan import Plan, Step
+from aishell.policy import Confirmation, SafetyPolicy, StepFacts, Verdict, gather_facts
 from aishell.registry import (
     Category,
     Implementation,
@@ -40,7 +46,6 @@ from aishell.registry import (
     ToolContext,
     ToolDefinition,
 )
-from aishell.safety import Confirmation, SafetyPolicy, StepFacts, Verdict
 from aishell.sqltext import display
 from aishell.state import StateStore, dumps
 from aishell.substitution import find_references, substitute
@@ -51,6 +56,7 @@ from aishell.targets import (
     interrupt,
     is_transient,
     row_estimate,
+    session_access,
     step_deadline,
     table_bytes,
     user_tables,
@@ -80,10 +86,6 @@ RUN_STATUSES = (
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
 
-# Without history, a step is assumed to rewrite its table at this rate; the median of
-# earlier runs of the same tool on the same table replaces the guess once there is one.
-_ASSUMED_BYTES_PER_SECOND = 50 * 2**20
-
 
 @dataclass
 class StepResult:
@@ -96,6 +98,8 @@ class StepResult:
     requires_approval: bool = False
     confirmation: str = "none"
     reasons: list[str] = field(default_factory=list)
+    # Reasons only a person may waive for this step: no flag covers them.
+    personal: list[str] = field(default_factory=list)
     mitigations: list[str] = field(default_factory=list)
     status: str = "pending"
     output: Any = None
@@ -117,6 +121,7 @@ class StepResult:
             "requires_approval": self.requires_approval,
             "confirmation": self.confirmation,
             "reasons": self.reasons,
+            "personal": self.personal,
             "mitigations": self.mitigations,
             "status": self.status,
             "output": self.output,
@@ -430,19 +435,24 @@ class Executor:
                 self._tables = user_tables(ctx.connection)
             _check_identifiers(ctx.connection, tool, params, self.target.name, self._tables)
             # Measuring to decide what to run (pgstatindex, dbstat) sends statements too:
-            # they are audited as attempt 0 of the step.
-            with self._audited(ctx.connection, result.index, 0):
-                result.sql = [display(sql) for sql in impl.render_sql(params, ctx)]
-            verdict = self.policy.check(self._facts(tool, impl, params, ctx, earlier))
-        except (SubstitutionError, TargetError) as exc:
+            # they are audited as attempt 0 of the step, and may only read.
+            label = f"{step.id} ({tool.name})"
+            with self._audited(ctx.connection, result.index, 0, Guard(label=label)):
+                rendered = impl.render_sql(params, ctx)
+                result.sql = [display(sql) for sql in rendered]
+                if dry_run or tool.risk_level is not RiskLevel.SAFE:
+                    # Every check the tool makes of its effect comes before the policy
+                    # and any prompt: a step that cannot run is refused before a yes.
+                    result.estimate = estimate_effect(tool, impl, params, ctx)
+            verdict = self.policy.check(self._facts(tool, params, ctx, earlier))
+        except AishellError as exc:
             self._finish(result, "failed", error=str(exc))
             raise _Stop(FAILED, str(exc)) from None
         _apply_verdict(result, verdict)
 
         if dry_run:
-            result.estimate = _estimate(tool, impl, params, ctx)
             if _runs_in_dry_run(tool):
-                self._run_tool(result, impl, params, ctx, tool)
+                self._run_tool(result, impl, params, ctx, tool, rendered)
             else:
                 self._finish(result, "previewed")
             return
@@ -459,7 +469,6 @@ class Executor:
                 return
         approved_before = stored is not None and stored["status"] == "approved"
         if verdict.requires_approval and not approved_before:
-            result.estimate = _estimate(tool, impl, params, ctx)
             decision = self._approve(step, result, tool)
             if decision is Decision.DEFER:
                 waiting.add(step.id)
@@ -473,7 +482,7 @@ class Executor:
                 "notify",
                 {"tool": tool.name, "risk_level": tool.risk_level.value, "params": params},
             )
-        self._run_tool(result, impl, params, ctx, tool)
+        self._run_tool(result, impl, params, ctx, tool, rendered)
         if result.status == "failed":
             raise _Stop(FAILED, f"{step.id} ({tool.name}) failed: {result.error}")
 
@@ -492,7 +501,8 @@ class Executor:
         The server may have committed its work after the client died, so the tool
         looks for its effect first. Returns False when a person has to decide.
         """
-        done = impl.check_done(params, ctx)
+        with self._audited(ctx.connection, result.index, 0, Guard(label=step.id)):
+            done = impl.check_done(params, ctx)
         self.store.record_event(
             self._run_id, result.index, "in_doubt", {"was": was, "effect_found": done}
         )
@@ -517,53 +527,24 @@ class Executor:
     def _facts(
         self,
         tool: ToolDefinition,
-        impl: Implementation,
         params: Mapping[str, Any],
         ctx: ToolContext,
         earlier: Mapping[str, StepResult],
     ) -> StepFacts:
-        conn = ctx.connection
-        tables = tool.tables_in(params)
-        policy = self.policy
-        effect = None
-        if tool.risk_level is not RiskLevel.SAFE and policy.purge_limits(tool.name):
-            effect = _estimate(tool, impl, params, ctx)
-        rows: dict[str, int] = {}
-        if tool.risk_level is not RiskLevel.SAFE and policy.constraints:
-            rows = {t: row_estimate(conn, t) for t in tables}
-        expected, basis = None, ""
-        has_window = any(isinstance(c, MaintenanceWindow) for c in policy.constraints)
-        if has_window and tool.risk_level.rank > RiskLevel.LOW.rank:
-            expected, basis = self._expected_seconds(tool, tables, conn)
-        needs_backup = any(isinstance(c, BackupRequired) for c in policy.constraints)
-        backup_in_run = needs_backup and any(
+        backup_in_run = any(
             r.status == "succeeded" and self.registry.get(r.tool).category is Category.BACKUP
             for r in earlier.values()
         )
-        return StepFacts(
-            tool=tool,
-            tables=tables,
-            rows=rows,
+        return gather_facts(
+            self.policy,
+            tool,
+            params,
+            ctx.connection,
+            effect=ctx.step_cache.get("estimate"),
             now=self.clock(),
-            last_backup=self.store.last_verified_backup(self.target.name) if needs_backup else None,
+            store=self.store,
             backup_in_run=backup_in_run,
-            expected_seconds=expected,
-            expected_basis=basis,
-            params=params,
-            effect=effect,
         )
-
-    def _expected_seconds(
-        self, tool: ToolDefinition, tables: tuple[str, ...], conn: Connection
-    ) -> tuple[float | None, str]:
-        history = self.store.step_durations(tool.name, subject(tables))
-        if history:
-            return statistics.median(history), f"median of {len(history)} earlier run(s)"
-        sizes = [table_bytes(conn, t) for t in tables]
-        if tables and all(s is not None for s in sizes):
-            total = sum(s or 0 for s in sizes)
-            return total / _ASSUMED_BYTES_PER_SECOND, f"estimated from {total:,} bytes of data"
-        return None, ""
 
     def _approve(self, step: Step, result: StepResult, tool: ToolDefinition) -> Decision:
         plan = self._plan
@@ -582,6 +563,7 @@ class Executor:
             reasons=tuple(result.reasons),
             risks=tool.risks,
             mitigations=tuple(result.mitigations),
+            personal=tuple(result.personal),
             estimate=result.estimate or {},
             rationale=step.rationale,
             plan=tuple(
@@ -607,6 +589,14 @@ class Executor:
         if answer.decision is Decision.DENY:
             self._finish(result, "denied", error=f"denied by {answer.decided_by}: {answer.reason}")
         elif answer.decision is Decision.DEFER:
+            if result.personal:
+                # `aishell approve RUN` alone will not cover it; the store says why.
+                self.store.record_event(
+                    self._run_id,
+                    result.index,
+                    "named_approval_needed",
+                    {"reasons": result.personal},
+                )
             self._finish(result, "waiting_approval", error="; ".join(result.reasons))
         elif answer.decision is Decision.QUIT:
             self._finish(result, "denied", error=f"run stopped by {answer.decided_by}")
@@ -620,6 +610,7 @@ class Executor:
         params: dict[str, Any],
         ctx: ToolContext,
         tool: ToolDefinition,
+        rendered: list[str],
     ) -> None:
         limit = min(tool.max_execution_time, self.agent.defaults.max_execution_time)
         retries = 0
@@ -637,11 +628,25 @@ class Executor:
             self.store.step_started(
                 run_id, result.index, params, result.sql, attempt, durable=False
             )
+            label = f"{result.step_id} ({tool.name})"
+            # The tool's effective risk says whether it may write at all; what it may
+            # write is what it rendered (shown, checked, approved) and its declared shapes.
+            writes = tool.risk_level is not RiskLevel.SAFE
+            guard = Guard(
+                shapes=shapes_for(
+                    impl.sql_templates, rendered, ctx.connection, _identifiers(tool, params, ctx)
+                )
+                if writes
+                else (),
+                writes=writes,
+                label=label,
+            )
             try:
                 try:
+                    session_access(ctx.connection, not writes, self.target.read_only)
                     with (
-                        step_deadline(ctx.connection, limit, f"{result.step_id} ({tool.name})"),
-                        self._audited(ctx.connection, result.index, attempt),
+                        step_deadline(ctx.connection, limit, label),
+                        self._audited(ctx.connection, result.index, attempt, guard),
                     ):
                         output = impl.run(params, ctx)
                 except Exception as exc:
@@ -733,13 +738,23 @@ class Executor:
             self.store.backup_deleted(path)
 
     @contextmanager
-    def _audited(self, conn: Connection, index: int, attempt: int) -> Iterator[None]:
-        """Every statement the tool sends is recorded before it runs and completed after."""
+    def _audited(self, conn: Connection, index: int, attempt: int, guard: Guard) -> Iterator[None]:
+        """Every statement the tool sends passes the guard, is recorded before it runs and
+        completed after; a refused one is recorded with why, and never sent."""
         open_ids: list[int] = []
+        dialect, paramstyle = self.target.dialect, conn.dialect.paramstyle
 
-        def before(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        def before(_c: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
             if self._signal:  # no new statement once SIGINT or SIGTERM came
                 raise StepInterrupted(f"interrupted by {self._signal}")
+            why = guard.check(statement, cursor, dialect, paramstyle)
+            if why is not None:
+                guard.refused.append(why)
+                refused = self.store.statement_started(
+                    self._run_id, index, attempt, statement, parameters
+                )
+                self.store.statement_finished(refused, None, f"refused by the guard: {why}")
+                raise StatementRefused(f"{guard.label}: statement refused: {why}")
             open_ids.append(
                 self.store.statement_started(self._run_id, index, attempt, statement, parameters)
             )
@@ -761,6 +776,7 @@ class Executor:
             self._running = None
             event.remove(conn, "before_cursor_execute", before)
             event.remove(conn, "after_cursor_execute", after)
+        guard.raise_if_refused()
 
     def _finish(
         self,
@@ -817,6 +833,7 @@ def _apply_verdict(result: StepResult, verdict: Verdict) -> None:
     result.requires_approval = verdict.requires_approval
     result.confirmation = verdict.confirmation.value
     result.reasons = list(verdict.reasons)
+    result.personal = list(verdict.personal)
     result.mitigations = list(verdict.mitigations)
 
 
@@ -853,7 +870,7 @@ def _subject_of(params: Mapping[str, Any]) -> str:
     return ", ".join(tables) if isinstance(tables, list) else str(tables or "")
 
 
-def _estimate(
+def estimate_effect(
     tool: ToolDefinition, impl: Implementation, params: Mapping[str, Any], ctx: ToolContext
 ) -> dict[str, Any]:
     """What the step would touch: rows and bytes of its tables, and the tool's own figures."""
@@ -876,6 +893,17 @@ def _measure_effect(
     if callable(extra):
         estimate.update(extra(params, ctx))
     return estimate
+
+
+def _identifiers(
+    tool: ToolDefinition, params: Mapping[str, Any], ctx: ToolContext
+) -> dict[str, str]:
+    """The step's names of database objects, quoted, for its tool's statement shapes."""
+    return {
+        name: ctx.quote(params[name])
+        for name, (_kind, is_list) in schema.identifier_params(tool.params).items()
+        if not is_list and isinstance(params.get(name), str)
+    }
 
 
 def _check_identifiers(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aishell.config import NotificationsConfig
+from aishell.terminal import printable
 
 
 def summary(run: dict[str, Any], schedule: str | None, how: str) -> dict[str, Any]:
@@ -44,7 +45,8 @@ def send(
     """Send to every configured notifier; returns the failures, one line each."""
     if message["status"] not in config.on:
         return []
-    body = json.dumps(message, sort_keys=True, default=str).encode()
+    # ensure_ascii (the default) keeps control and bidi characters escaped in the body.
+    body = json.dumps(message, sort_keys=True, default=str, ensure_ascii=True).encode()
     failures: list[str] = []
     if config.command:
         try:
@@ -76,5 +78,6 @@ def send(
             failures.append(f"notify webhook failed: {exc}")
     about = message.get("run_id") or f"schedule {message.get('schedule')}"
     for failure in failures:
-        log(f"{about}: {failure}")
+        # The command's stderr and the error text are not ours: shown, never obeyed.
+        log(printable(f"{about}: {failure}"))
     return failures

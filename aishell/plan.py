@@ -57,6 +57,9 @@ class Plan:
     # Who drafted the steps when it was not the agent's rules: the model, whether the
     # draft came from the cache, and the reasons earlier drafts were rejected.
     drafted_by: dict[str, Any] = field(default_factory=dict)
+    # The database the plan was made on (targets.database_identity), recorded when the
+    # plan is saved, so it is refused on a target that now points elsewhere.
+    target_identity: str | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -90,8 +93,12 @@ class Plan:
             "tool_fingerprints": self.tool_fingerprints,
             "assumptions": self.assumptions,
         }
+        # Optional fields appear only when set, so plans stored before they existed
+        # keep their hashes (a stored run is resumed only when its hash still matches).
         if self.drafted_by:
             data["drafted_by"] = self.drafted_by
+        if self.target_identity is not None:
+            data["target_identity"] = self.target_identity
         return data
 
     def to_json(self) -> str:
@@ -123,13 +130,124 @@ class Plan:
                 tool_fingerprints=dict(data.get("tool_fingerprints") or {}),
                 assumptions=dict(data.get("assumptions") or {}),
                 drafted_by=dict(data.get("drafted_by") or {}),
+                target_identity=data.get("target_identity"),
             )
         except (KeyError, TypeError) as exc:
             raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None
         expected = data.get("plan_hash")
+        if "plan_hash" in data and expected is None:
+            raise PlanError("The plan's plan_hash is null; the plan was edited")
         if expected is not None and expected != plan.hash:
             raise PlanError("Plan hash does not match its contents; the plan was edited")
         return plan
+
+
+# What a saved plan file holds: each key's JSON type and whether it must be there.
+# Anything else is refused, so a file cannot carry what the signature does not explain.
+_PLAN_FILE_KEYS: dict[str, tuple[type, bool]] = {
+    "format": (int, True),
+    "agent": (str, True),
+    "target": (str, True),
+    "dialect": (str, True),
+    "job": (dict, True),
+    "steps": (list, True),
+    "tool_fingerprints": (dict, True),
+    "assumptions": (dict, True),
+    "drafted_by": (dict, False),
+    "target_identity": (str, True),
+    "plan_hash": (str, True),
+    "signature": (dict, True),
+}
+_STEP_KEYS: dict[str, tuple[type, bool]] = {
+    "id": (str, True),
+    "tool": (str, True),
+    "params": (dict, True),
+    "rationale": (str, True),
+    "depends_on": (list, False),
+    "condition": (str, False),
+    "always_run": (bool, False),
+}
+_SIGNATURE_KEYS: dict[str, tuple[type, bool]] = {
+    "alg": (str, True),
+    "key_id": (str, True),
+    "value": (str, True),
+}
+_JSON_NAMES = {
+    int: "an integer",
+    str: "a string",
+    dict: "an object",
+    list: "a list",
+    bool: "true or false",
+}
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """A plan file as read: the plan, what was signed, and the signature still to check."""
+
+    source: str
+    plan: Plan
+    # Every field of the file but the signature: exactly what the signature covers.
+    body: dict[str, Any]
+    signature: dict[str, Any]
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> SavedPlan:
+        """Check a plan file's keys against the whitelist and read its plan."""
+        where = f"Plan file {source}"
+        if not isinstance(data, dict):
+            raise PlanError(f"{where} does not hold a plan (a JSON object)")
+        if data.get("signature") is None:
+            raise PlanError(
+                f"{where} is not signed; apply only plans saved by `aishell plan ... --out` "
+                "in this home"
+            )
+        problems = _key_problems(data, _PLAN_FILE_KEYS, "")
+        steps = data.get("steps")
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if not isinstance(step, dict):
+                problems.append(f"steps[{i}] must be an object, not {_json_type(step)}")
+                continue
+            problems += _key_problems(step, _STEP_KEYS, f"steps[{i}]: ")
+            depends = step.get("depends_on")
+            if isinstance(depends, list) and not all(isinstance(d, str) for d in depends):
+                problems.append(f"steps[{i}]: 'depends_on' must be a list of step ids")
+        if isinstance(data.get("signature"), dict):
+            problems += _key_problems(data["signature"], _SIGNATURE_KEYS, "signature: ")
+        if problems:
+            raise PlanError(f"{where}: " + "; ".join(problems))
+        plan = Plan.from_dict(data)
+        body = {k: v for k, v in data.items() if k != "signature"}
+        return cls(source=source, plan=plan, body=body, signature=dict(data["signature"]))
+
+
+def _key_problems(
+    data: Mapping[str, Any], keys: Mapping[str, tuple[type, bool]], where: str
+) -> list[str]:
+    problems = [
+        f"{where}unknown key {name!r} (expected: {', '.join(keys)})"
+        for name in sorted(set(data) - set(keys))
+    ]
+    for name, (kind, required) in keys.items():
+        if name not in data:
+            if required:
+                problems.append(f"{where}missing key {name!r}")
+            continue
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{where}{name!r} must be {_JSON_NAMES[kind]}, not {_json_type(value)}")
+    return problems
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    for kind, name in ((int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def step_id(index: int) -> str:
@@ -203,6 +321,9 @@ def _placeholders(params: Mapping[str, Any], tool_schema: Mapping[str, Any]) -> 
             sample = samples.get(kind, "x")
             if kind in ("integer", "number") and "minimum" in props.get(name, {}):
                 sample = props[name]["minimum"]
+            if kind == "string" and props.get(name, {}).get("minLength"):
+                # The output it stands for is checked when the step runs.
+                sample = "x" * int(props[name]["minLength"])
             result[name] = sample
         else:
             result[name] = value

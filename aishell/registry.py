@@ -26,21 +26,11 @@ from sqlalchemy.engine import Connection
 from aishell import schema
 from aishell.config import YAML_LOADER
 from aishell.errors import CatalogError, ToolNotFound
+from aishell.risk import RiskLevel
 from aishell.sqlcheck import write_reason
+from aishell.statements import classify
 
 DIALECTS = ("sqlite", "postgresql", "mysql")
-
-
-class RiskLevel(StrEnum):
-    SAFE = "safe"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return list(RiskLevel).index(self)
 
 
 class Category(StrEnum):
@@ -389,13 +379,13 @@ def load_tool(path: Path) -> ToolDefinition:
         if dialect not in DIALECTS:
             raise fail(f"implementations: unknown dialect '{dialect}'")
         impl = _implementation(spec, identifiers, f"implementations.{dialect}", fail)
-        if risk is RiskLevel.SAFE:
-            for sql in impl.sql_templates:
-                reason = write_reason(_PLACEHOLDER.sub('"x"', sql), dialect)
-                if reason:
-                    raise fail(
-                        f"tagged safe but its {dialect} SQL may write: {reason}: {sql.strip()}"
-                    )
+        floor, why = implied_risk(impl, dialect, spec.get("handler"))
+        if floor.rank > risk.rank:
+            # What a tool may run sets its least risk; a declaration cannot lower it.
+            raise fail(
+                f"risk_level: tagged {risk.value} but its {dialect} implementation needs at "
+                f"least {floor.value}: {why}"
+            )
         implementations[dialect] = impl
     return ToolDefinition(
         name=name,
@@ -418,6 +408,23 @@ def load_tool(path: Path) -> ToolDefinition:
         source=path,
         fingerprint=hashlib.sha256(raw).hexdigest(),
     )
+
+
+def implied_risk(
+    impl: Implementation, dialect: str, handler: str | None = None
+) -> tuple[RiskLevel, str]:
+    """The least risk an implementation implies, and why: the riskiest of its statements
+    as the parser classifies them, and for a handler what the handler itself does."""
+    floor, why = RiskLevel.SAFE, "it only reads"
+    handler_risk = getattr(impl, "risk", None)
+    if isinstance(handler_risk, RiskLevel) and handler_risk.rank > floor.rank:
+        floor = handler_risk
+        why = f"the handler {handler} {getattr(impl, 'effect', '') or 'is of that risk'}"
+    for sql in impl.sql_templates:
+        found = classify(_PLACEHOLDER.sub('"x"', sql), dialect)
+        if found.risk.rank > floor.rank:
+            floor, why = found.risk, f"{found.reason}: {sql.strip()}"
+    return floor, why
 
 
 def _enum(enum: type[Enum], value: Any, key: str, fail: Callable[[str], Exception]) -> Any:
@@ -452,6 +459,11 @@ def _implementation(
     if not statements or not all(isinstance(s, str) and s.strip() for s in statements):
         raise fail(f"{where}.sql must be a statement or a list of statements")
     for statement in statements:
+        found = classify(_PLACEHOLDER.sub('"x"', statement), where.rsplit(".", 1)[-1])
+        if found.reason in ("transaction control inside a step", "more than one statement"):
+            # Each statement is one call: the executor owns transactions and the guard
+            # sees every statement on its own.
+            raise fail(f"{where}.sql: {found.reason} is not allowed: {statement.strip()}")
         for placeholder in _PLACEHOLDER.findall(statement):
             if placeholder not in identifiers:
                 raise fail(

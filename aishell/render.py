@@ -30,6 +30,7 @@ from aishell.approval import PROMPT_CHOICES, ApprovalRequest
 from aishell.commands import PlanPreview
 from aishell.executor import RunResult, StepResult
 from aishell.registry import ToolDefinition
+from aishell.terminal import printable
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -63,18 +64,29 @@ def console(as_json: bool) -> Console:
 
 
 def _styled(value: str, styles: dict[str, str]) -> Text:
-    return Text(value, style=styles.get(value, ""))
+    return Text(printable(value), style=styles.get(value, ""))
+
+
+def _text(value: Any, style: str = "", newlines: bool = False) -> Text:
+    """Anything a database, a config file, a person or a model wrote, for the terminal:
+    control characters escaped, and never read as rich markup or emoji codes."""
+    return Text(printable("" if value is None else value, newlines=newlines), style=style)
+
+
+def _p(value: Any) -> str:
+    return printable("" if value is None else value)
 
 
 def _subject(params: dict[str, Any]) -> str:
+    """The table(s) a step works on, printable."""
     table = params.get("table")
     if isinstance(table, str):
-        return table
+        return printable(table)
     tables = params.get("tables")
     if isinstance(tables, list):
-        return ", ".join(tables) if tables else "(all)"
+        return printable(", ".join(str(t) for t in tables)) if tables else "(all)"
     if isinstance(tables, str):
-        return tables
+        return printable(tables)
     return ""
 
 
@@ -115,8 +127,15 @@ def demo_progress(out: Console, log_rows: int) -> Iterator[Callable[[str, int], 
 
 def demo_result(out: Console, result: dict[str, Any]) -> None:
     rows = ", ".join(f"{t} {n:,}" for t, n in result["tables"].items())
-    out.print(f"Demo database for target [bold]{result['target']}[/]: {result['path']}")
-    out.print(f"{_size(result['size_bytes'])}; rows: {rows}")
+    out.print(
+        Text.assemble(
+            "Demo database for target ",
+            _text(result["target"], "bold"),
+            ": ",
+            _text(result["path"]),
+        )
+    )
+    out.print(_text(f"{_size(result['size_bytes'])}; rows: {rows}"))
 
 
 # --- plan and run -------------------------------------------------------------------------
@@ -125,9 +144,12 @@ def demo_result(out: Console, result: dict[str, Any]) -> None:
 def plan_preview(out: Console, preview: PlanPreview) -> None:
     plan = preview.plan
     out.print(
-        f"[bold]{plan.agent} plan{_kind(plan.job)}[/] for target {plan.target} "
-        f"[{preview.environment}, safety level {preview.safety_level}]",
-        markup=True,
+        Text.assemble(
+            _text(f"{plan.agent} plan{_kind(plan.job)}", "bold"),
+            " for target ",
+            _text(plan.target),
+            _text(f" [{preview.environment}, safety level {preview.safety_level}]"),
+        )
     )
     drafted = plan.drafted_by
     if drafted.get("planner") == "llm":
@@ -139,12 +161,12 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
         out.print(
             Text.assemble(
                 ("Drafted by the model ", "cyan"),
-                (str(drafted.get("model")), "bold cyan"),
+                (_p(drafted.get("model")), "bold cyan"),
                 (f" {how}; checked by the validator, gated by the policy", "cyan"),
             )
         )
         if drafted.get("summary"):
-            out.print(Text(f"Model's summary: {drafted['summary']}", style="dim"))
+            out.print(_text(f"Model's summary: {drafted['summary']}", "dim"))
     if out.width >= 110:
         table = Table()
         table.add_column("step", no_wrap=True)
@@ -155,12 +177,12 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
         table.add_column("SQL", overflow="fold", ratio=1)
         for step in preview.steps:
             table.add_row(
-                step.step_id,
-                step.tool,
-                _subject(step.params),
+                _text(step.step_id),
+                _text(step.tool),
+                Text(_subject(step.params)),
                 _styled(step.risk_level, RISK_STYLE),
                 Text("needed", style="yellow") if step.requires_approval else Text("-"),
-                _sql_cell(step.risk_level, step.sql),
+                Text(_sql_cell(step.risk_level, step.sql)),
             )
         out.print(table)
     else:
@@ -168,8 +190,8 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
         for step in preview.steps:
             out.print(
                 Text.assemble(
-                    (f"{step.step_id:<8}", "bold"),
-                    f"{step.tool}  ",
+                    (f"{_p(step.step_id):<8}", "bold"),
+                    f"{_p(step.tool)}  ",
                     (_subject(step.params), "bold"),
                     "  risk ",
                     _styled(step.risk_level, RISK_STYLE),
@@ -183,12 +205,12 @@ def plan_preview(out: Console, preview: PlanPreview) -> None:
 
 def plan_warnings(out: Console, warnings: list[str]) -> None:
     for warning in warnings:
-        out.print(Text(f"Warning: {warning}", style="yellow"))
+        out.print(_text(f"Warning: {warning}", "yellow"))
 
 
 def _kind(job: dict[str, Any]) -> str:
     if job.get("request"):
-        return escape(f": {job['request']}")
+        return f": {job['request']}"
     if job.get("type"):
         return f" ({job['type']})"
     return f" ({job['table']})" if job.get("table") else ""
@@ -198,7 +220,7 @@ def _sql_cell(risk: str, sql: list[str]) -> str:
     # Read-only analysis runs many catalog queries; `tools show` and --json list them.
     if risk == "safe" and len(sql) > 2:
         return f"(read-only: {len(sql)} catalog queries)"
-    return "\n".join(sql)
+    return "\n".join(printable(statement, newlines=True) for statement in sql)
 
 
 class _RowsColumn(ProgressColumn):
@@ -227,7 +249,7 @@ class StepProgress:
         if "throttled" in figures and len(figures) == 1:
             if self._bar is not None:
                 why = figures["throttled"]
-                self._bar.update(self._task, note=f"paused: {why}" if why else "")
+                self._bar.update(self._task, note=escape(f"paused: {_p(why)}") if why else "")
             return
         if self._bar is None:
             self._stop()
@@ -244,7 +266,7 @@ class StepProgress:
             self._bar.start()
             total = figures.get("expected_rows") or None
             self._task = self._bar.add_task(
-                f"{step.step_id} {step.tool} {_subject(step.params)}",
+                escape(f"{_p(step.step_id)} {_p(step.tool)} {_subject(step.params)}"),
                 total=total,
                 rate="",
                 note="",
@@ -274,14 +296,14 @@ class StepProgress:
         """A spinner while a model drafts the plan; None ends it."""
         self._stop()
         if what is not None:
-            self._status = self.out.status(what, spinner="dots")
+            self._status = self.out.status(_text(what), spinner="dots")
             self._status.start()
 
     def step_started(self, step: StepResult, total: int) -> None:
         self._stop()
         self._started = time.monotonic()
-        label = f"{step.step_id} {step.tool} {_subject(step.params)}"
-        self._status = self.out.status(label, spinner="dots")
+        label = f"{_p(step.step_id)} {_p(step.tool)} {_subject(step.params)}"
+        self._status = self.out.status(Text(label), spinner="dots")
         self._status.start()
 
     def step_finished(self, step: StepResult, total: int) -> None:
@@ -295,11 +317,11 @@ class StepProgress:
         }.get(step.status, "✗")
         style = STATUS_STYLE.get(step.status, "")
         took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
-        note = f"  {step.error}" if step.error else _purge_line(step.output)
+        note = f"  {_p(step.error)}" if step.error else _purge_line(step.output)
         self.out.print(
             Text.assemble(
                 (f"{mark} ", style),
-                f"{step.step_id} {step.tool} ",
+                f"{_p(step.step_id)} {_p(step.tool)} ",
                 (_subject(step.params), "bold"),
                 (f" {step.status}{took}", style),
                 (note, "dim"),
@@ -318,9 +340,9 @@ def _purge_line(output: Any) -> str:
         )
         if output.get("stopped_by"):
             line += f"; stopped early: {output['stopped_by']}"
-        return line
+        return printable(line)
     if "older_rows" in output:
-        return (
+        return printable(
             f"  {output['row_count']:,} rows, {output['older_rows']:,} older than "
             f"{output['cutoff']}"
         )
@@ -336,13 +358,13 @@ def _purge_preview(step: StepResult) -> list[str]:
         f"(older than {estimate['cutoff']}), walking {estimate['key']}"
     ]
     lines += [f"    warning: {w}" for w in estimate.get("warnings", [])]
-    return lines
+    return [printable(line) for line in lines]
 
 
 def run_summary(out: Console, result: RunResult) -> None:
     report = result.report
     if report:
-        out.print(f"Report: {report.get('summary')}")
+        out.print(_text(f"Report: {report.get('summary')}"))
         size_before, size_after = report.get("size_before"), report.get("size_after")
         if size_before is not None:
             out.print(f"Database size: {_size(size_before)} -> {_size(size_after)}")
@@ -351,23 +373,25 @@ def run_summary(out: Console, result: RunResult) -> None:
         out.print(f"Dry run: nothing was changed; {len(previewed)} step(s) previewed.")
         for step in previewed:
             out.print(
-                f"  {step.step_id} {step.tool} {_subject(step.params)}: " + " ; ".join(step.sql)
+                _text(f"  {step.step_id} {step.tool} ")
+                + Text(f"{_subject(step.params)}: ")
+                + _text(" ; ".join(step.sql), newlines=True)
             )
             for line in _purge_preview(step):
-                out.print(line)
+                out.print(Text(line))
     counts: dict[str, int] = {}
     for step in result.steps:
         counts[step.status] = counts.get(step.status, 0) + 1
-    tally = ", ".join(f"{n} {s}" for s, n in counts.items())
+    tally = _p(", ".join(f"{n} {s}" for s, n in counts.items()))
     out.print(
         Text.assemble(
-            f"Run {result.run_id} ",
+            f"Run {_p(result.run_id)} ",
             (result.status, STATUS_STYLE.get(result.status, "")),
             f" ({tally})",
         )
     )
     if result.error:
-        out.print(Text(result.error, style="red"))
+        out.print(_text(result.error, "red"))
     if result.status == "waiting_approval":
         out.print(
             f"Approve with `aishell approve {result.run_id}` (or deny with `aishell deny "
@@ -385,22 +409,24 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
             plan.add_column(column, no_wrap=column != "on")
         for step_id, tool, subject, risk in request.plan:
             marker = " <" if step_id == request.step_id else ""
-            plan.add_row(step_id + marker, tool, subject, _styled(risk, RISK_STYLE))
+            plan.add_row(
+                _text(f"{step_id}{marker}"), _text(tool), _text(subject), _styled(risk, RISK_STYLE)
+            )
         out.print(plan)
     body = Table.grid(padding=(0, 2))
-    body.add_row("target", f"{request.target} ({request.environment})")
-    body.add_row("step", f"{request.step_id} {request.tool}: {request.rationale}")
+    body.add_row("target", _text(f"{request.target} ({request.environment})"))
+    body.add_row("step", _text(f"{request.step_id} {request.tool}: {request.rationale}"))
     body.add_row("risk", _styled(request.risk, RISK_STYLE))
-    body.add_row("params", json.dumps(request.params, sort_keys=True, default=str))
-    body.add_row("SQL", "\n".join(request.sql))
-    body.add_row("why asked", "\n".join(request.reasons))
+    body.add_row("params", _text(json.dumps(request.params, sort_keys=True, default=str)))
+    body.add_row("SQL", _lines(request.sql))
+    body.add_row("why asked", _lines(request.reasons))
     if request.risks:
-        body.add_row("risks", "\n".join(request.risks))
+        body.add_row("risks", _lines(request.risks))
     if request.mitigations:
-        body.add_row("mitigations", "\n".join(request.mitigations))
+        body.add_row("mitigations", _lines(request.mitigations))
     effect = _effect_text(request.estimate)
     if effect:
-        body.add_row("effect", effect)
+        body.add_row("effect", _text(effect, newlines=True))
     title = "Review needed" if request.confirmation == "review" else "Approval needed"
     out.print(Panel(body, title=title, border_style="yellow"))
     return click.prompt(
@@ -410,6 +436,11 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
         show_choices=True,
         err=True,
     )
+
+
+def _lines(items: Any) -> Text:
+    """One item per line; a line break inside an item stays (SQL), other controls not."""
+    return Text("\n".join(printable(item, newlines=True) for item in items))
 
 
 def _effect_text(estimate: dict[str, Any]) -> str:
@@ -443,9 +474,9 @@ def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         job = f"{row['agent']} {row['job'].get('type', '')}".strip()
         table.add_row(
-            row["run_id"],
-            job + (" (dry run)" if row["dry_run"] else ""),
-            row["target"],
+            _text(row["run_id"]),
+            _text(job + (" (dry run)" if row["dry_run"] else "")),
+            _text(row["target"]),
             _styled(row["status"], STATUS_STYLE),
             row["created_at"][:16].replace("T", " "),
             _took(row["created_at"], row["finished_at"]),
@@ -466,21 +497,23 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
     out.print(
         Text.assemble(
             ("Run ", "bold"),
-            (run["run_id"], "bold"),
-            f"  {run['agent']} {run['job'].get('type', '')} on {run['target']}  ",
+            (_p(run["run_id"]), "bold"),
+            _p(f"  {run['agent']} {run['job'].get('type', '')} on {run['target']}  "),
             (run["status"], STATUS_STYLE.get(run["status"], "")),
             "  (dry run)" if run["dry_run"] else "",
         )
     )
-    out.print(f"started {run['created_at']} by {run['started_by']}; finished {run['finished_at']}")
+    out.print(
+        _text(f"started {run['created_at']} by {run['started_by']}; finished {run['finished_at']}")
+    )
     if run["error"]:
-        out.print(Text(run["error"], style="red"))
+        out.print(_text(run["error"], "red"))
     for step in run["steps"]:
         tries = f"  attempt {step['attempts']}" if step["attempts"] > 1 else ""
         out.print(
             Text.assemble(
                 (f"{step['index']:>3} ", "bold"),
-                f"{step['tool']}  ",
+                f"{_p(step['tool'])}  ",
                 (_subject(step["params"] or {}), "bold"),
                 "  ",
                 _styled(step["risk_level"], RISK_STYLE),
@@ -491,11 +524,14 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
         )
         detail = step["error"] or _output_digest(step["output"])
         if detail:
-            out.print(Text(f"    {detail}", style="red" if step["error"] else "dim"))
+            out.print(_text(f"    {detail}", "red" if step["error"] else "dim"))
     for approval in run["approvals"]:
         out.print(
-            f"step {approval['step_idx']}: {approval['decision']} by {approval['decided_by']} "
-            f"({approval['how']}) at {approval['at']}: {approval['reason']}"
+            _text(
+                f"step {approval['step_idx']}: {approval['decision']} by "
+                f"{approval['decided_by']} ({approval['how']}) at {approval['at']}: "
+                f"{approval['reason']}"
+            )
         )
 
 
@@ -508,11 +544,11 @@ def statements(out: Console, rows: list[dict[str, Any]]) -> None:
         took = _took(row["started_at"], row["finished_at"]) if row["finished_at"] else "unfinished"
         rows_text = f" rows={row['rows']}" if row["rows"] is not None else ""
         error = f" error: {row['error']}" if row["error"] else ""
-        sql = " ".join(row["sql"].split())
+        sql = printable(" ".join(row["sql"].split()))
         out.print(
             Text.assemble(
                 (f"step {row['step_index']} try {row['attempt']} ", "bold"),
-                f"{row['started_at'][11:23]} {took}{rows_text}{error}  ",
+                _p(f"{row['started_at'][11:23]} {took}{rows_text}{error}  "),
                 (sql, "dim"),
             )
         )
@@ -552,45 +588,51 @@ def backups_table(
         newest = freshness.get(target)
         if newest:
             out.print(
-                f"{target}: newest backup proven restorable is {newest['backup_id']}, "
-                f"{newest['age_hours']} h old"
+                _text(
+                    f"{target}: newest backup proven restorable is {newest['backup_id']}, "
+                    f"{newest['age_hours']} h old"
+                )
             )
         else:
-            out.print(Text(f"{target}: no backup proven restorable", style="red"))
+            out.print(_text(f"{target}: no backup proven restorable", "red"))
     table = Table()
     for column in ("id", "target", "kind", "taken (UTC)", "size", "verified", "file"):
         table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))
     for row in rows:
-        verified = (row["verified_at"] or "")[:16].replace("T", " ") or Text("no", style="red")
+        verified = _text((row["verified_at"] or "")[:16].replace("T", " ")) or Text(
+            "no", style="red"
+        )
         table.add_row(
             str(row["id"]),
-            row["target"],
-            row["kind"],
+            _text(row["target"]),
+            _text(row["kind"]),
             row["created_at"][:16].replace("T", " "),
             _size(row["size_bytes"]),
             verified,
-            row["path"],
+            _text(row["path"]),
         )
     out.print(table)
 
 
 def backup_detail(out: Console, row: dict[str, Any]) -> None:
     out.print(
-        f"[bold]Backup {row['id']}[/] of {row['target']} ({row['kind']}): {row['path']}",
-        markup=True,
+        Text.assemble(
+            (f"Backup {row['id']}", "bold"),
+            _p(f" of {row['target']} ({row['kind']}): {row['path']}"),
+        )
     )
-    out.print(f"sha256 {row['sha256']}; {_size(row['size_bytes'])}; taken {row['created_at']}")
+    out.print(
+        _text(f"sha256 {row['sha256']}; {_size(row['size_bytes'])}; taken {row['created_at']}")
+    )
     manifest = row["manifest"] or {}
-    out.print(f"server {manifest.get('server_version')}; tool {manifest.get('tool')}")
+    out.print(_text(f"server {manifest.get('server_version')}; tool {manifest.get('tool')}"))
     for table, count in (manifest.get("tables") or {}).items():
-        out.print(f"  {table}: {count:,} rows")
+        out.print(_text(f"  {table}: {count:,} rows"))
     verification = row["verification"] or {}
     if row["verified_at"]:
         out.print(Text(f"verified {row['verified_at']}", style="green"))
     elif verification:
-        out.print(
-            Text(f"failed validation: {'; '.join(verification.get('problems', []))}", style="red")
-        )
+        out.print(_text(f"failed validation: {'; '.join(verification.get('problems', []))}", "red"))
     else:
         out.print(Text("never validated", style="yellow"))
 
@@ -604,23 +646,35 @@ def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
         table.add_column(column, overflow="fold", no_wrap=column == "target")
     for row in rows:
         name = row["name"] + (" (default)" if row["default"] else "")
-        table.add_row(name, row["dialect"], row["environment"], row["location"], row["description"])
+        table.add_row(
+            *(
+                _text(value)
+                for value in (
+                    name,
+                    row["dialect"],
+                    row["environment"],
+                    row["location"],
+                    row["description"],
+                )
+            )
+        )
     out.print(table)
 
 
 def target_check(out: Console, info: dict[str, Any]) -> None:
     out.print(
-        f"[bold]{info['target']}[/] ({info['dialect']}): {info['server_version']}; "
-        f"{info['tables']} tables",
-        markup=True,
+        Text.assemble(
+            (_p(info["target"]), "bold"),
+            _p(f" ({info['dialect']}): {info['server_version']}; {info['tables']} tables"),
+        )
     )
     for key, value in info["privileges"].items():
-        shown = "\n  ".join(value) if isinstance(value, list) else value
-        out.print(f"  {key}: {shown}")
+        shown = "\n  ".join(map(_p, value)) if isinstance(value, list) else _p(value)
+        out.print(Text(f"  {_p(key)}: {shown}"))
     if info["extensions"]:
-        out.print(f"  extensions: {', '.join(info['extensions'])}")
+        out.print(_text(f"  extensions: {', '.join(info['extensions'])}"))
     for warning in info["warnings"]:
-        out.print(Text(f"warning: {warning}", style="yellow"))
+        out.print(_text(f"warning: {warning}", "yellow"))
 
 
 # --- tools --------------------------------------------------------------------------------
@@ -632,21 +686,21 @@ def tools_table(out: Console, found: list[ToolDefinition]) -> None:
         table.add_column(column, overflow="fold", no_wrap=column == "tool")
     for tool in found:
         table.add_row(
-            tool.name,
-            tool.category.value,
+            _text(tool.name),
+            _text(tool.category.value),
             _styled(tool.risk_level.value, RISK_STYLE),
             "always" if tool.requires_approval else "by policy",
-            ", ".join(sorted(tool.implementations)),
-            tool.description,
+            _text(", ".join(sorted(tool.implementations))),
+            _text(tool.description),
         )
     out.print(table)
 
 
 def tool_detail(out: Console, data: dict[str, Any]) -> None:
     grid = Table.grid(padding=(0, 2))
-    grid.add_row("category", data["category"])
+    grid.add_row("category", _text(data["category"]))
     grid.add_row("risk", _styled(data["risk_level"], RISK_STYLE))
-    grid.add_row("capabilities", ", ".join(data["required_capabilities"]))
+    grid.add_row("capabilities", _text(", ".join(data["required_capabilities"])))
     grid.add_row("approval", "always" if data["requires_approval"] else "by policy")
     grid.add_row("destructive", "yes" if data["destructive"] else "no")
     grid.add_row("idempotent", "yes" if data["idempotent"] else "no")
@@ -655,21 +709,30 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
         required = name in (data["params"].get("required") or [])
         default = f" (default {spec['default']!r})" if "default" in spec else ""
         grid.add_row(
-            f"param {name}",
-            f"{spec.get('type')}{' required' if required else ''}{default}: "
-            f"{spec.get('description', '')}",
+            _text(f"param {name}"),
+            _text(
+                f"{spec.get('type')}{' required' if required else ''}{default}: "
+                f"{spec.get('description', '')}"
+            ),
         )
     if data["notes"]:
-        grid.add_row("notes", data["notes"])
-    out.print(Panel(grid, title=f"{data['name']}: {data['description']}", title_align="left"))
-    out.print(f"SQL for example params {json.dumps(data['example_params'])}:")
+        grid.add_row("notes", _text(data["notes"], newlines=True))
+    out.print(
+        Panel(grid, title=_text(f"{data['name']}: {data['description']}"), title_align="left")
+    )
+    out.print(_text(f"SQL for example params {json.dumps(data['example_params'])}:"))
     for dialect, statements in data["sql"].items():
-        out.print(Text(f"-- {dialect}", style="bold"))
+        out.print(_text(f"-- {dialect}", "bold"))
         for sql in statements:
-            out.print(sql)
+            out.print(_text(sql, newlines=True))
 
 
 # --- schedules ----------------------------------------------------------------------------
+
+
+def log_line(out: Console, line: str) -> None:
+    """One line of a scheduled run's log, as written: no markup, controls escaped."""
+    out.print(_text(line))
 
 
 def when(moment: Any) -> str:
@@ -688,9 +751,7 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
     for schedule in schedules:
         last = schedule["last_run"]
         last_text = (
-            Text.assemble(
-                f"{last['run_id']} ", (last["status"], STATUS_STYLE.get(last["status"], ""))
-            )
+            Text.assemble(f"{_p(last['run_id'])} ", _styled(last["status"], STATUS_STYLE))
             if last
             else Text("-")
         )
@@ -704,9 +765,9 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
         if alert:
             last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({alert['at'][:16]})", "red"))
         table.add_row(
-            schedule["name"],
-            f"{schedule['cron']} {schedule['timezone']}",
-            " ".join(schedule["words"]),
+            _text(schedule["name"]),
+            _text(f"{schedule['cron']} {schedule['timezone']}"),
+            _text(" ".join(schedule["words"])),
             upcoming,
             last_text,
         )

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -39,6 +40,7 @@ from aishell import notify
 from aishell.config import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.state import StateStore
+from aishell.terminal import printable
 
 JOB_TABLE = "apscheduler_jobs"
 LEASE = "(scheduler)"
@@ -48,6 +50,7 @@ RECONCILE_SECONDS = 2.0
 
 def trigger(cron: str, timezone: str) -> CronTrigger:
     """Five fields as crontab (minute hour day month weekday), or six with seconds first."""
+    check_timezone(timezone)
     fields = cron.split()
     try:
         if len(fields) == 5:
@@ -73,6 +76,29 @@ def trigger(cron: str, timezone: str) -> CronTrigger:
 def next_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
     now = after or datetime.now(UTC)
     return trigger(cron, timezone).get_next_fire_time(None, now)
+
+
+def first_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime:
+    """When a new schedule first fires; one that can never fire is refused now, not
+    found silent months later."""
+    first = next_fire(cron, timezone, after)
+    if first is None:
+        raise UsageError(
+            f"--cron {cron!r}: the schedule {cron!r} never fires: no date matches its day, "
+            "month and weekday fields together (31 February, say); fix the day or month"
+        )
+    return first
+
+
+def check_timezone(timezone: str) -> None:
+    """An IANA time zone name; anything else (an empty name too) is refused."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise UsageError(
+            f"--timezone {timezone!r}: unknown time zone (use an IANA name such as "
+            "Europe/Berlin or UTC)"
+        ) from None
 
 
 @dataclass
@@ -104,6 +130,7 @@ def serve(
     resumably and return."""
     global _serving
     stop = stop or threading.Event()
+    log = _printable_log(log)
     with StateStore(config.state_url) as store:
         _take_lease(store)
         try:
@@ -187,16 +214,30 @@ def reconcile(
                 name=name,
                 jobstore="default",
             )
-            log(f"schedule {name}: added, next run {job.next_run_time:%Y-%m-%d %H:%M %Z}")
+            log(f"schedule {name}: added, next run {_when(job.next_run_time)}")
         elif str(job.trigger) != str(wanted_trigger):
             job = scheduler.reschedule_job(name, jobstore="default", trigger=wanted_trigger)
-            log(f"schedule {name}: changed, next run {job.next_run_time:%Y-%m-%d %H:%M %Z}")
+            log(f"schedule {name}: changed, next run {_when(job.next_run_time)}")
         if schedule["paused"] and job.next_run_time is not None:
             scheduler.pause_job(name, jobstore="default")
             log(f"schedule {name}: paused")
         elif not schedule["paused"] and job.next_run_time is None:
             job = scheduler.resume_job(name, jobstore="default")
             log(f"schedule {name}: resumed")
+
+
+def _when(moment: datetime | None) -> str:
+    return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M %Z}"
+
+
+def _printable_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """Every line the scheduler logs, with control characters escaped: a line may
+    carry a name or an error message from the database."""
+
+    def safe(line: str) -> None:
+        log(printable(line))
+
+    return safe
 
 
 def next_runs(config: Config) -> dict[str, datetime | None]:

@@ -9,6 +9,7 @@ that names a database object and must be checked against the catalog, and `x-pat
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 IDENTIFIER_KINDS = ("table", "column", "index")
@@ -69,7 +70,13 @@ def check_schema(schema: Any, where: str) -> list[str]:
 
 
 def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[str]:
-    """Problems with a value against a schema; an empty list means valid."""
+    """Problems with a value against a schema; an empty list means valid.
+
+    No number anywhere in the value may be NaN or infinite, whatever the schema says:
+    compared with a limit, NaN is never below nor above it, so it would pass every check.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: {value} is not a finite number"]
     kinds = [k for k in _kinds(schema) if k in _TYPES]
     # bool is an int in Python; a schema integer must not accept True.
     matching = [
@@ -92,9 +99,15 @@ def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[
             problems.append(f"{where}: {value} is above the maximum {schema['maximum']}")
     if kind == "string" and len(value) < schema.get("minLength", 0):
         problems.append(f"{where}: must be at least {schema['minLength']} characters")
-    if kind == "array" and "items" in schema:
+    if kind == "array":
         for i, item in enumerate(value):
-            problems += validate(item, schema["items"], f"{where}[{i}]")
+            problems += validate(item, schema.get("items") or {}, f"{where}[{i}]")
+    elif kind is None and isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problems += validate(item, {}, f"{where}[{i}]")
+    elif kind is None and isinstance(value, dict):
+        for name, item in value.items():
+            problems += validate(item, {}, f"{where}.{name}")
     if kind == "object":
         props = schema.get("properties") or {}
         for name in schema.get("required") or []:
@@ -106,6 +119,8 @@ def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[
             elif schema.get("additionalProperties", True) is False:
                 known = ", ".join(sorted(props)) or "(none)"
                 problems.append(f"{where}: unknown parameter '{name}'; expected one of: {known}")
+            else:
+                problems += validate(item, {}, f"{where}.{name}")
     return problems
 
 

@@ -5,11 +5,16 @@ Fail closed: anything the parser does not recognise as a plain query is a write.
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
+
+# The parser reads statements it has no grammar for as commands, which this module
+# classifies itself; its warning about that is not for the person running aishell.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 # Pragmas that only report; any other pragma, or any pragma with `=`, may change state.
 _READ_PRAGMAS = frozenset(
@@ -44,10 +49,11 @@ _WRITE_NODES: tuple[type[exp.Expression], ...] = (
     exp.Into,
     exp.TruncateTable,
 )
-_SQLGLOT_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
+SQLGLOT_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
 # Statements that are not queries but only read, per dialect.
 _READ_COMMANDS = {
     "mysql": re.compile(r"^\s*(CHECK\s+TABLE|SHOW)\b", re.IGNORECASE),
+    "postgresql": re.compile(r"^\s*SHOW\s+\w+\s*;?\s*$", re.IGNORECASE),
 }
 # Functions a SELECT can call that change something: a query that calls one writes.
 _WRITING_FUNCTIONS = frozenset(
@@ -92,14 +98,20 @@ def write_reason(sql: str, dialect: str) -> str | None:
         return None
     # Placeholders for quoted identifiers are rendered before parsing by the caller.
     try:
-        statements = sqlglot.parse(sql, read=_SQLGLOT_DIALECT.get(dialect, dialect))
+        statements = sqlglot.parse(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
     except sqlglot.errors.ParseError as exc:
         return f"the SQL parser could not read it ({str(exc).splitlines()[0]})"
     for statement in statements:
         if statement is None:
             continue
         if not isinstance(statement, exp.Query):
-            return f"{type(statement).__name__.upper()} is not a query"
+            if isinstance(statement, exp.Command):
+                what = str(statement.this).upper()
+            elif isinstance(statement, exp.Alias | exp.Column):
+                what = sql.split(None, 1)[0].upper()  # a command the parser does not know
+            else:
+                what = type(statement).__name__.upper()
+            return f"{what} is not a query"
         for node in statement.walk():
             if isinstance(node, _WRITE_NODES):
                 return f"it contains a {type(node).__name__.upper()}"

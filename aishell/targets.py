@@ -88,7 +88,10 @@ class Target:
             unlock = "SELECT pg_advisory_unlock(hashtextextended(:k, 0))"
             name = key
         else:
-            name = f"aishell:{digest}"  # GET_LOCK names are at most 64 characters
+            # GET_LOCK names are server-wide and at most 64 characters: the schema is
+            # part of the name, so one name on two databases never blocks the other.
+            scoped = f"{self.engine.url.database}/{key}"
+            name = f"aishell:{hashlib.sha1(scoped.encode()).hexdigest()}"
             taken = conn.execute(text("SELECT GET_LOCK(:k, 0)"), {"k": name}).scalar() == 1
             unlock = "SELECT RELEASE_LOCK(:k)"
         if not taken:
@@ -259,6 +262,29 @@ def _server_timeout(conn: Connection, seconds: float) -> None:
         conn.info["aishell_statement_limit"] = statement
 
 
+_SESSION_ACCESS = {
+    "postgresql": (
+        "SET default_transaction_read_only = on",
+        "SET default_transaction_read_only = off",
+    ),
+    "mysql": ("SET SESSION TRANSACTION READ ONLY", "SET SESSION TRANSACTION READ WRITE"),
+    "sqlite": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
+}
+
+
+def session_access(conn: Connection, read_only: bool, target_read_only: bool) -> None:
+    """Make the session read-only for a step that only reads, so the database itself
+    refuses a write the guard missed; back to read-write for the next step that writes
+    (never on a target opened read-only). Sent only when it changes."""
+    wanted = read_only or target_read_only
+    if conn.info.get("aishell_read_only", target_read_only) == wanted:
+        return
+    name = "mysql" if conn.dialect.name in ("mysql", "mariadb") else conn.dialect.name
+    on, off = _SESSION_ACCESS[name]
+    conn.execute(text(on if wanted else off))
+    conn.info["aishell_read_only"] = wanted
+
+
 def _is_server_timeout(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     if orig is None:
@@ -415,3 +441,39 @@ __all__ = [
     "table_bytes",
     "user_tables",
 ]
+
+
+def database_identity(conn: Connection) -> str:
+    """Which database conn reaches, read-only: the same for every URL that names it.
+
+    SQLite: the resolved file path. PostgreSQL: the cluster's system identifier, the
+    database's name and oid (a dropped and re-created database gets a new oid).
+    MariaDB/MySQL: the server's hostname and port, and the database.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        name, oid = conn.execute(
+            text("SELECT datname, oid FROM pg_database WHERE datname = current_database()")
+        ).one()
+        try:
+            system = conn.execute(
+                text("SELECT system_identifier FROM pg_control_system()")
+            ).scalar()
+        except DBAPIError:
+            # A server that keeps pg_control_system() from this role: the address then.
+            if conn.in_transaction():
+                conn.rollback()
+            system = conn.execute(
+                text(
+                    "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || "
+                    "coalesce(inet_server_port()::text, '')"
+                )
+            ).scalar()
+        return f"postgresql:{system}/{name}/{oid}"
+    if dialect in ("mysql", "mariadb"):
+        host, port, name = conn.execute(text("SELECT @@hostname, @@port, DATABASE()")).one()
+        return f"mysql:{host}:{port}/{name}"
+    for _seq, schema_name, file in conn.execute(text("PRAGMA database_list")):
+        if schema_name == "main":
+            return f"sqlite:{Path(file).resolve() if file else ':memory:'}"
+    return "sqlite::memory:"

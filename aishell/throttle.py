@@ -7,6 +7,7 @@ behind. A replica that does not report its lag counts as too far behind (fail cl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,7 +41,8 @@ class Throttle:
                 return f"{running} queries running (limit {self.max_running})"
         if self.max_replica_lag_seconds is not None:
             for name, lag in self.replica_lags():
-                if lag is None:
+                if lag is None or not math.isfinite(lag):
+                    # NaN would compare below every limit: not reporting, so wait.
                     return f"replica {name} does not report its lag (replication stopped?)"
                 if lag > self.max_replica_lag_seconds:
                     return (

@@ -338,7 +338,7 @@ def test_backup_cli_drill_and_restore_behind_approval(demo_db, home):
     assert drill.exit_code == 0, drill.output
     assert json.loads(drill.stdout)["steps"][1]["output"]["ok"] is True
     # Critical: --yes does not approve a restore; the run waits for a person.
-    waiting = runner.invoke(cli, ["restore", "1", "--to", "demo", "--yes"])
+    waiting = runner.invoke(cli, ["restore", "1", "--to", "demo", "--replace", "--yes"])
     assert waiting.exit_code == 3 and "aishell approve" in waiting.output
 
 

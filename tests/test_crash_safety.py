@@ -227,7 +227,8 @@ def wait_for_step_running(config, index, timeout=30):
 
 
 def save(plan, path):
-    path.write_text(plan.to_json())
+    """A signed plan file in the home beside it, as `aishell plan --out` writes one."""
+    commands.save_plan(load_config(home=path.parent), plan, path)
     return path
 
 

@@ -1,37 +1,62 @@
-"""Hostile and awkward identifiers and values through every tool on all three dialects.
+"""Hostile and awkward table names, through the commands a DBA runs, on all three engines.
 
-Two properties, over more than 10,000 generated examples in all:
-- a name that is not in the catalog is refused before any SQL is built, by every
-  tool, and the schema is unchanged;
-- a real table with an awkward name (quotes, backticks, %, backslashes, colons,
-  spaces, non-ASCII) works through the tools: the SQL reaches exactly that table.
+- A real table with an awkward name (quotes, backticks, %, placeholders, colons,
+  backslashes, non-ASCII, a semicolon, a comment opener, the longest name the server
+  takes, mixed case) is maintained by `run_job`: the run completes and the server
+  itself shows that exactly that table was analyzed.
+- A name that is not in the catalog is refused before any run starts, and a name that
+  cannot be quoted safely for the driver is refused with one line; nothing runs.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
-from aishell import schema
-from aishell.catalog import user_tables
-from aishell.commands import load_catalog
+from aishell import commands
+from aishell.cli import cli
 from aishell.config import Config, load_config
 from aishell.errors import PlanError, TargetError
-from aishell.executor import _check_identifiers
-from aishell.registry import ToolContext
 from aishell.sqltext import UnquotableIdentifier, quote_identifier
-from aishell.targets import open_target
+from tests.helpers import use_target
 
-# Characters that break naive quoting, and ordinary ones around them.
-AWKWARD = "\"'`%\\:;-_ $#@.,()[]{}*?=+/|<>!~^&éßøЖ中文ا"
+# Names that break naive quoting or formatting, each as a table the engine accepts.
+ODD_NAMES = [
+    'dq"name',
+    "bq`name",
+    "sq'name",
+    "with spaces inside",
+    "pct%name",
+    "%s",
+    ":name",
+    "a::b",
+    "back\\slash",
+    "trailing\\",
+    "back\\:colon",
+    "ünïcödé_表",
+    "semi;colon",
+    "dash--dash",
+    "MixedCase",
+    'x"; DROP TABLE keep; --',
+    "x`; DROP TABLE keep; --",
+]
+# The longest name each server takes (PostgreSQL: 63 bytes; MariaDB: 64 characters).
+LONGEST = {"sqlite": 200, "postgresql": 63, "mysql": 64}
+# A name SQLite's driver cannot be handed safely: SQLAlchemy turns %(name)s into its
+# positional ? by a pattern over the compiled SQL, which "%(" in a name would start.
+# The servers' drivers take named parameters, so there the name is merely odd.
+PYFORMAT_OPENING = "pct%(x)s"
 HOSTILE_NAMES = [
     'x"; DROP TABLE keep; --',
     "x`; DROP TABLE keep; --",
@@ -42,191 +67,222 @@ HOSTILE_NAMES = [
     "keep\\",
     '"keep"',
     "`keep`",
-    "keep\x00",
+    "KEEP",
+    "keep ",
 ]
-names = st.text(alphabet=st.sampled_from(AWKWARD + "abcXYZ019"), min_size=1, max_size=24)
-hostile = st.one_of(st.sampled_from(HOSTILE_NAMES), names)
-
-SETTINGS = dict(
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
+AWKWARD = "\"'`%\\:;-_ $#@.,()[]{}*?=+/|<>!~^&éßøЖ中文ا"
 
 
-def configure(home: Path, url: str) -> Config:
-    path = home / "config" / "aishell.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["targets"]["db"] = {"url": url}
-    data["default_target"] = "db"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(home=home)
+def dialect_of(url: str) -> str:
+    return make_url(url).get_backend_name()
+
+
+def quoted(dialect: str, name: str) -> str:
+    """The name quoted by the engine's own rules, written out here, not by aishell."""
+    if dialect == "mysql":
+        return "`" + name.replace("`", "``") + "`"
+    return '"' + name.replace('"', '""') + '"'
 
 
 @contextmanager
-def target_of(dialect: str, home: Path) -> Iterator[Config]:
-    if dialect == "sqlite":
-        db = home / "ids.db"
-        sqlite3.connect(db).close()
-        yield configure(home, "sqlite:///ids.db")
-    elif dialect == "postgresql":
-        from tests.services import scratch_postgresql
-
-        with scratch_postgresql() as url:
-            yield configure(home, url)
+def admin(url: str) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    """Plain DB-API statements on the target, with no SQLAlchemy text() in between (it
+    would read :name and % itself); `%s` or `?` binds values, as the driver says."""
+    if dialect_of(url) == "sqlite":
+        conn: Any = sqlite3.connect(make_url(url).database, isolation_level=None)
     else:
-        from tests.services import scratch_mysql
+        engine = create_engine(url)
+        conn = engine.raw_connection()
+    try:
 
-        with scratch_mysql() as url:
-            yield configure(home, url)
+        def run(sql: str, *args: Any) -> list[tuple[Any, ...]]:
+            with closing(conn.cursor()) as cur:
+                cur.execute(sql, args) if args else cur.execute(sql)
+                rows = cur.fetchall() if cur.description else []
+            conn.commit()
+            return list(rows)
 
-
-def table_tools(config: Config, dialect: str) -> list:
-    registry = load_catalog(config)
-    return [
-        t
-        for t in registry.tools.values()
-        if dialect in t.implementations
-        and any(kind == "table" for kind, _ in schema.identifier_params(t.params).values())
-    ]
-
-
-def params_for(tool, name: str) -> dict:
-    params = {}
-    for param, (kind, is_list) in schema.identifier_params(tool.params).items():
-        if kind == "table":
-            params[param] = [name] if is_list else name
-        elif kind == "column" and param in tool.params.get("required", []):
-            params[param] = "k"  # the test tables' second column
-    if tool.name == "generate_maintenance_report":
-        params["maintenance_type"] = "quick"
-    if tool.name == "delete_old_records":
-        # k holds 2 and 3 (Unix time): a cutoff of 0 keeps both rows.
-        params.update(retention_days=30, cutoff=0)
-    return schema.with_defaults(params, tool.params)
+        yield run
+    finally:
+        conn.close()
+        if dialect_of(url) != "sqlite":
+            engine.dispose()
 
 
-def fits(dialect: str, name: str) -> bool:
-    """Names the server itself accepts as written (no silent truncation)."""
-    if "\x00" in name:
-        return False
-    if dialect in ("postgresql", "mysql") and len(name.encode()) > 60:
-        return False
-    if dialect == "sqlite" and "%(" in name:
-        return False  # refused on SQLite: see the test below
-    return not (dialect == "mysql" and (name != name.rstrip() or name.endswith(" ")))
+def tables_of(url: str) -> list[str]:
+    with admin(url) as run:
+        if dialect_of(url) == "sqlite":
+            sql = "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        elif dialect_of(url) == "postgresql":
+            sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        else:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        return sorted(r[0] for r in run(sql))
 
 
-def test_a_name_with_a_pyformat_opening_is_refused_where_placeholders_are_positional(home):
-    """SQLAlchemy turns %(name)s into SQLite's ? by a pattern over the compiled text;
-    a table named '%(' followed by a bound value would join the two."""
-    with target_of("sqlite", home) as config:
-        handle = open_target(config, "db")
-        with pytest.raises(UnquotableIdentifier, match="cannot be quoted safely for sqlite"):
-            handle.quote("%(")
-        assert handle.quote("100%") == '"100%"'
-        handle.close()
+def create_table(url: str, name: str) -> None:
+    """The table with two rows; on MariaDB its persistent statistics are left as they
+    were at creation (no rows) until an ANALYZE."""
+    dialect = dialect_of(url)
+    options = " STATS_PERSISTENT=1 STATS_AUTO_RECALC=0" if dialect == "mysql" else ""
+    with admin(url) as run:
+        run(f"CREATE TABLE {quoted(dialect, name)} (id INTEGER PRIMARY KEY, k INTEGER){options}")
+        run(f"INSERT INTO {quoted(dialect, name)} (id, k) VALUES (1, 2), (2, 3)")
 
 
-EXAMPLES = {
-    # (refused names, real awkward tables) per dialect
-    "sqlite": (3000, 3000),
-    "postgresql": (1500, 700),
-    "mysql": (1500, 500),
-}
+def drop_table(url: str, name: str) -> None:
+    with admin(url) as run:
+        run(f"DROP TABLE {quoted(dialect_of(url), name)}")
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
-def test_names_not_in_the_catalog_are_refused_by_every_tool(dialect, home):
-    with target_of(dialect, home) as config:
-        handle = open_target(config, "db")
-        conn = handle.connect()
-        conn.execute(text(f"CREATE TABLE {handle.quote('keep')} (id INTEGER PRIMARY KEY)"))
-        tools = table_tools(config, dialect)
-        refused = 0
-
-        @settings(max_examples=EXAMPLES[dialect][0], **SETTINGS)
-        @given(name=hostile)
-        def check(name: str) -> None:
-            nonlocal refused
-            assume(name != "keep")
-            for tool in tools:
-                params = params_for(tool, name)
-                assert schema.validate(params, tool.params) == []
-                with pytest.raises(TargetError, match="not found in target 'db'"):
-                    _check_identifiers(conn, tool, params, "db", user_tables(conn))
-                refused += 1
-            assert user_tables(conn) == ["keep"]
-
-        try:
-            check()
-        finally:
-            conn.close()
-            handle.close()
-        assert refused >= EXAMPLES[dialect][0] * len(tools) // 2
-
-
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
-def test_real_tables_with_awkward_names_work_through_the_tools(dialect, home):
-    with target_of(dialect, home) as config:
-        handle = open_target(config, "db")
-        conn = handle.connect()
-        conn.execute(text(f"CREATE TABLE {handle.quote('keep')} (id INTEGER PRIMARY KEY)"))
-        tools = [t for t in table_tools(config, dialect) if t.name != "vacuum_full_table"]
-        ctx = ToolContext(
-            conn,
-            handle.dialect,
-            "db",
-            backup_dir=config.home / "backups",
-            quote_identifier=handle.quote,
+def analyzed_rows(url: str, name: str) -> int | None:
+    """The row count the server's planner statistics hold for the table (None: never
+    analyzed), read from the server's own catalog."""
+    dialect = dialect_of(url)
+    with admin(url) as run:
+        if dialect == "sqlite":
+            if not run("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_stat1'"):
+                return None  # nothing was ever analyzed
+            rows = run("SELECT stat FROM sqlite_stat1 WHERE tbl = ?", name)
+            return int(rows[0][0].split()[0]) if rows else None
+        if dialect == "postgresql":
+            rows = run(
+                "SELECT s.last_analyze IS NOT NULL, c.reltuples FROM pg_stat_user_tables s "
+                "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s",
+                name,
+            )
+            return int(rows[0][1]) if rows and rows[0][0] else None
+        # InnoDB keeps table names file-encoded here; the scratch database holds the
+        # table and `keep` only.
+        rows = run(
+            "SELECT n_rows FROM mysql.innodb_table_stats "
+            "WHERE database_name = DATABASE() AND table_name <> 'keep'"
         )
+        assert len(rows) == 1, rows
+        return int(rows[0][0]) or None
 
-        ran = 0
 
-        @settings(max_examples=EXAMPLES[dialect][1], **SETTINGS)
-        @given(name=names, tool=st.sampled_from(tools))
-        def check(name: str, tool) -> None:
-            nonlocal ran
-            assume(fits(dialect, name) and name != "keep")
-            ran += 1
-            quoted = handle.quote(name)
-            index = handle.quote(f"i_{name}"[:60])
-            conn.execute(text(f"CREATE TABLE {quoted} (id INTEGER PRIMARY KEY, k INTEGER)"))
-            try:
-                conn.execute(text(f"CREATE INDEX {index} ON {quoted} (k)"))
-                conn.execute(text(f"INSERT INTO {quoted} (id, k) VALUES (1, 2), (2, 3)"))
-                assert sorted(user_tables(conn)) == sorted(["keep", name])
-                params = params_for(tool, name)
-                _check_identifiers(conn, tool, params, "db", user_tables(conn))
-                impl = tool.implementation(dialect)
-                assert impl.render_sql(params, ctx)
-                output = impl.run(params, ctx)
-                assert isinstance(output, dict)
-                # The statements reached that table and no other (repair on MySQL
-                # copies the table aside first: that copy is expected).
-                copies = [t for t in user_tables(conn) if "_aishell_bak_" in t]
-                for copy in copies:
-                    conn.execute(text(f"DROP TABLE {handle.quote(copy)}"))
-                assert len(copies) <= 1
-                assert sorted(user_tables(conn)) == sorted(["keep", name])
-                count = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar()
-                assert count == 2
-            finally:
-                conn.execute(text(f"DROP TABLE {quoted}"))
-            assert user_tables(conn) == ["keep"]
+@pytest.fixture
+def sqlite_url(home: Path) -> str:
+    path = home / "ids.db"
+    sqlite3.connect(path).close()
+    return f"sqlite:///{path}"
 
+
+def own_target(home: Path, url: str) -> tuple[Config, str]:
+    """The config with `url` as a target of a name unique to the test: run locks are
+    named after the target, and on MariaDB they are the whole server's."""
+    name = f"ids_{uuid.uuid4().hex[:10]}"
+    return use_target(home, url, **{name: url}), name
+
+
+def odd_names(dialect: str) -> list[str]:
+    longest = ("Long_" + "x" * 300)[: LONGEST[dialect]]
+    return ODD_NAMES + [longest] + ([PYFORMAT_OPENING] if dialect != "sqlite" else [])
+
+
+def check_odd_names_are_maintained(home: Path, url: str) -> None:
+    config, target = own_target(home, url)
+    dialect = dialect_of(url)
+    create_table(url, "keep")
+    for name in odd_names(dialect):
+        create_table(url, name)
         try:
-            check()
+            assert tables_of(url) == sorted(["keep", name])
+            assert analyzed_rows(url, name) is None, name
+            job = {"type": "quick", "tables": [name]}
+            result = commands.run_job(config, "maintenance", job, target)
+            assert result.status == "completed", (name, result.error)
+            assert [s.status for s in result.steps] == ["succeeded"] * 3, name
+            # The server analyzed exactly that table, and touched no other.
+            assert analyzed_rows(url, name) == 2, name
+            assert dialect == "mysql" or analyzed_rows(url, "keep") is None
+            assert tables_of(url) == sorted(["keep", name]), name
+            # The audit holds the statement, naming that table; it keeps the text handed
+            # to the driver, where psycopg and PyMySQL read %% as %.
+            audit = commands.run_statements(config, result.run_id)
+            analyze = [s["sql"] for s in audit if s["sql"].upper().startswith("ANALYZE")]
+            assert analyze and all(s["error"] is None for s in audit), (name, audit)
+            sent = [sql if dialect == "sqlite" else sql.replace("%%", "%") for sql in analyze]
+            assert all(quoted(dialect, name) in sql for sql in sent), (name, analyze)
         finally:
-            conn.close()
-            handle.close()
-        assert ran >= EXAMPLES[dialect][1]
+            drop_table(url, name)
+    assert tables_of(url) == ["keep"]
 
 
-def test_quoting_is_exactly_the_dialects(home):
+def test_odd_names_are_maintained_on_sqlite(home: Path, sqlite_url: str) -> None:
+    check_odd_names_are_maintained(home, sqlite_url)
+
+
+def test_odd_names_are_maintained_on_a_server(home: Path, server_url: str) -> None:
+    check_odd_names_are_maintained(home, server_url)
+
+
+def test_a_name_sqlite_cannot_be_handed_is_refused_in_one_line(home: Path, sqlite_url: str) -> None:
+    config, target = own_target(home, sqlite_url)
+    create_table(sqlite_url, PYFORMAT_OPENING)
+    before = Path(make_url(sqlite_url).database or "").read_bytes()
+    with pytest.raises(UnquotableIdentifier) as caught:
+        job = {"type": "quick", "tables": [PYFORMAT_OPENING]}
+        commands.run_job(config, "maintenance", job, target)
+    assert "cannot be quoted safely for sqlite" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    result = CliRunner().invoke(
+        cli,
+        ["run", "maintenance", "--target", target, "--type", "quick", "--tables", PYFORMAT_OPENING],
+    )
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == TargetError.exit_code, result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "cannot be quoted safely for sqlite" in lines[0]
+    assert "internal error" not in lines[0]
+    # Nothing ran: no statistics, the file as it was, no run recorded.
+    assert analyzed_rows(sqlite_url, PYFORMAT_OPENING) is None
+    assert Path(make_url(sqlite_url).database or "").read_bytes() == before
+    assert commands.list_runs(config) == []
+
+
+def check_names_not_in_the_catalog_are_refused(home: Path, url: str, examples: int) -> None:
+    config, target = own_target(home, url)
+    create_table(url, "keep")
+    seen = 0
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        name=st.sampled_from(HOSTILE_NAMES)
+        | st.text(st.sampled_from(AWKWARD + "ab"), min_size=1, max_size=20)
+    )
+    def check(name: str) -> None:
+        nonlocal seen
+        if name.strip() in ("keep", "") or "," in name:
+            return  # the one real table; --tables splits on commas
+        with pytest.raises(TargetError) as caught:
+            commands.run_job(config, "maintenance", {"type": "quick", "tables": [name]}, target)
+        assert "not found" in str(caught.value) and "\n" not in str(caught.value)
+        seen += 1
+
+    check()
+    assert seen >= examples // 2
+    assert tables_of(url) == ["keep"]
+    assert dialect_of(url) == "mysql" or analyzed_rows(url, "keep") is None
+    assert commands.list_runs(config) == []
+
+
+def test_names_not_in_the_catalog_are_refused_on_sqlite(home: Path, sqlite_url: str) -> None:
+    check_names_not_in_the_catalog_are_refused(home, sqlite_url, 150)
+
+
+def test_names_not_in_the_catalog_are_refused_on_a_server(home: Path, server_url: str) -> None:
+    check_names_not_in_the_catalog_are_refused(home, server_url, 60)
+
+
+def test_quoting_is_exactly_the_dialects(home: Path) -> None:
     """The same function quotes for display and for execution; % is never doubled here."""
-    from sqlalchemy.engine import make_url
-
     pg = make_url("postgresql+psycopg://").get_dialect()()
     my = make_url("mysql+pymysql://").get_dialect()()
     assert quote_identifier(pg, 'a%b"c') == '"a%b""c"'
@@ -234,9 +290,8 @@ def test_quoting_is_exactly_the_dialects(home):
     assert quote_identifier(pg, ":x") == '"\\:x"'
 
 
-def test_a_value_cannot_smuggle_sql_through_a_param(home, demo_db):
+def test_a_value_cannot_smuggle_sql_through_a_param(home: Path, demo_db: Path) -> None:
     """Values are bound: an enum param refuses text, a plan refuses unknown params."""
-    from aishell import commands
     from aishell.plan import Plan, Step
 
     config = load_config(home=home)

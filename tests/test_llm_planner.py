@@ -10,25 +10,30 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from aishell import commands
+from aishell import commands, schema
 from aishell.agents import AGENTS
 from aishell.approval import NonInteractive, PreApproved
 from aishell.cli import cli, job_from_words
-from aishell.config import Config
+from aishell.config import Config, load_agent_config
+from aishell.demo import SCHEMA as DEMO_SCHEMA
 from aishell.errors import DraftRejected, PlanDeclined, PlannerUnavailable
-from aishell.planners.vet import CatalogView, sql_in, vet_answer
-from aishell.registry import Capability, RiskLevel, load_registry
-from aishell.resources import bundled_catalog_dir
+from aishell.plan import Plan, Step, validate_plan
+from aishell.planners.prompt import offered_tools
+from aishell.planners.vet import CatalogView, Vetted, sql_in, vet_answer
+from aishell.registry import Registry, RiskLevel, load_registry
+from aishell.resources import bundled_catalog_dir, bundled_config_dir
 from aishell.state import StateStore
 from aishell.substitution import find_references
 from tests.fake_ollama import Script, fake_ollama
@@ -408,9 +413,12 @@ def _waiting_reasons(config: Config, run_id: str) -> list[str]:
 def test_a_critical_step_waits_for_a_person_even_with_yes(
     llm_config: Config, demo_db: Path, script: Script
 ) -> None:
-    backup = llm_config.backup_dir / "any.db"
+    # A real, verified backup: a restore that fails its prechecks is refused before any ask.
+    taken = commands.run_job(llm_config, "backup", {"type": "full"}, planner="rules")
+    assert taken.status == "completed", taken.error
+    backup = taken.steps[1].output["backup_path"]
     script.answers = [
-        _answer("backup", _step("restore_backup", {"backup_path": str(backup), "replace": True}))
+        _answer("backup", _step("restore_backup", {"backup_path": backup, "replace": True}))
     ]
     before = digest(demo_db)
     result = _ask(
@@ -1090,7 +1098,571 @@ def test_a_large_catalog_lists_the_largest_tables_and_counts_the_rest(
 
 
 # --- any answer at all: a verdict, never a crash -----------------------------------------
+#
+# Answers built from the real catalog (the tools offered to each agent on each dialect,
+# params drawn from each tool's params schema, the demo database's tables and columns,
+# references back to keys earlier tools return) must be accepted; the same answers with
+# one hostile change must be rejected with that change's reason; anything at all gets a
+# verdict. The counts at the end make sure accepted plans keep being produced.
 
+DIALECTS = ("sqlite", "postgresql", "mysql")
+FOLDER = Path("/srv/aishell")
+# Text that must never survive into an accepted plan's params.
+SQL_PAYLOADS = [
+    "users; DROP TABLE users",
+    "DROP TABLE users",
+    "users WHERE 1=1",
+    "created_at UNION SELECT password FROM users",
+    "users --",
+    "x); DELETE FROM users; --",
+    "users /* note */",
+    "app_logs OR 1=1",
+    "pg_sleep(10)",
+    "app_logs\x00",
+    "SELECT * FROM users",
+    "(delete from app_logs)",
+]
+PROPERTY_EXAMPLES = 300
+# What a model writes around its steps: anything, terminal escapes included.
+_MODEL_TEXT = st.sampled_from(
+    ("", "Refresh statistics first", "\x1b[2J\x1b[Hall is fine, approve", "ünïcode 中文", "a\nb")
+)
+
+
+@functools.cache
+def _registry() -> Registry:
+    return load_registry([bundled_catalog_dir()])
+
+
+@functools.cache
+def _agent_capabilities() -> dict[str, frozenset[str]]:
+    """Each agent's capabilities as the shipped config gives them."""
+    folder = bundled_config_dir() / "agents"
+    return {name: load_agent_config(folder, name).capabilities for name in sorted(AGENTS)}
+
+
+@functools.cache
+def _offered(dialect: str) -> dict[str, list[str]]:
+    return offered_tools(_registry(), dialect, _agent_capabilities())
+
+
+@functools.cache
+def _demo_columns() -> dict[str, tuple[str, ...]]:
+    """The demo database's tables and their columns, read from its schema."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(DEMO_SCHEMA)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+        return {
+            t: tuple(r[0] for r in conn.execute("SELECT name FROM pragma_table_info(?)", (t,)))
+            for t in sorted(tables)
+        }
+    finally:
+        conn.close()
+
+
+def _catalog_view() -> CatalogView:
+    columns = _demo_columns()
+    return CatalogView(
+        tables=frozenset(columns), columns_of=lambda t: list(columns[t]), folders=(FOLDER,)
+    )
+
+
+def _returns(tool: str) -> list[str]:
+    return sorted(_registry().get(tool).returns.get("properties") or {})
+
+
+def _whole_reference(value: Any) -> bool:
+    return isinstance(value, str) and [r.text for r in find_references(value)] == [value]
+
+
+@st.composite
+def _reference(draw: st.DrawFn, earlier: list[str]) -> str:
+    """A reference to a key an earlier step's tool returns, in either spelling."""
+    index = draw(st.integers(0, len(earlier) - 1))
+    key = draw(st.sampled_from(_returns(earlier[index])))
+    head = draw(st.sampled_from((f"step_{index}", f"steps.step_{index}")))
+    tail = draw(st.sampled_from(("", "", "[0]", ".0", ".name")))
+    return f"${{{head}.output.{key}{tail}}}"
+
+
+@st.composite
+def _value(
+    draw: st.DrawFn, prop: dict[str, Any], table: Any, earlier: list[str], whole: bool
+) -> Any:
+    """A value the schema property accepts. `whole`: the value is a param's whole value,
+    where a reference may stand for any type (below that, only for text)."""
+    kinds = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+    if (
+        earlier
+        and "enum" not in prop
+        and prop.get("minLength", 0) <= 1  # a placeholder stands in: see the xfail below
+        and (whole or kinds == ["string"])
+        and draw(st.integers(0, 4)) == 0
+    ):
+        return draw(_reference(earlier))
+    columns = _demo_columns()
+    kind = draw(st.sampled_from(kinds))
+    ident = prop.get("x-identifier")
+    if ident == "table":
+        return draw(st.sampled_from(sorted(columns)))
+    if ident == "column":
+        names = columns.get(table) if isinstance(table, str) else None
+        every = sorted({c for cs in columns.values() for c in cs})
+        return draw(st.sampled_from(tuple(names or every)))
+    if "x-path" in prop:
+        folder = draw(st.sampled_from(("", "backups", "archive/2026", "a b")))
+        leaf = draw(st.sampled_from(("demo.db", "x", "app_logs.jsonl", "full-2026.dump", "ü.db")))
+        return str(FOLDER / folder / leaf)
+    if "enum" in prop:
+        return draw(st.sampled_from(prop["enum"]))
+    low, high = prop.get("minimum", 0), prop.get("maximum", 10**9)
+    if kind == "boolean":
+        return draw(st.booleans())
+    if kind == "integer":
+        return draw(st.integers(low, high))
+    if kind == "number":
+        return draw(
+            st.integers(low, high) | st.floats(low, high, allow_nan=False, allow_infinity=False)
+        )
+    if kind == "string" and prop.get("minLength", 0) > 1:  # a digest: hex of that length
+        return draw(st.text("0123456789abcdef", min_size=prop["minLength"], max_size=80))
+    if kind == "string":
+        return draw(
+            st.sampled_from(
+                ["2026-01-31", "2026-01-31 00:00:00", "app_logs_archive", "replica-1", "a note"]
+            )
+        )
+    if kind == "array":
+        items = prop.get("items") or {"type": "string"}
+        unique = "x-identifier" in items
+        return draw(
+            st.lists(_value(items, table, earlier, whole=False), max_size=3, unique=unique)
+            if unique
+            else st.lists(_value(items, table, earlier, whole=False), max_size=3)
+        )
+    # An object (a report's baseline, an action): plain values, or a step's whole output.
+    leaf = st.integers(0, 9) | st.sampled_from(sorted(columns))
+    if earlier:
+        leaf |= st.sampled_from([f"${{step_{i}.output}}" for i in range(len(earlier))])
+    return draw(st.dictionaries(st.sampled_from(("tool", "table", "output")), leaf, max_size=3))
+
+
+@st.composite
+def _params(draw: st.DrawFn, tool: str, earlier: list[str]) -> dict[str, Any]:
+    """Params a tool's schema accepts: the required ones and some of the others."""
+    schema = _registry().get(tool).params
+    props = schema.get("properties") or {}
+    names = set(schema.get("required") or [])
+    optional = sorted(set(props) - names)
+    for _ in range(draw(st.integers(0, min(4, len(optional))))):
+        names.add(optional[draw(st.integers(0, len(optional) - 1))])
+    params: dict[str, Any] = {}
+    # The table first: a column is drawn from the table the step names.
+    for name in sorted(names, key=lambda n: (n != "table", n)):
+        params[name] = draw(_value(props[name], params.get("table"), earlier, whole=True))
+    return params
+
+
+@st.composite
+def _clean_answer(draw: st.DrawFn, dialect: str) -> dict[str, Any]:
+    """An answer every check must accept."""
+    agent = draw(st.sampled_from(sorted(_agent_capabilities())))
+    steps: list[dict[str, Any]] = []
+    earlier: list[str] = []
+    for index in range(draw(st.integers(1, 4))):
+        tool = draw(st.sampled_from(_offered(dialect)[agent]))
+        step: dict[str, Any] = {
+            "tool": tool,
+            "params": draw(_params(tool, earlier)),
+            "rationale": draw(_MODEL_TEXT),
+        }
+        if draw(st.booleans()):
+            step["id"] = f"step_{index}"
+        if earlier and draw(st.booleans()):
+            step["condition"] = draw(_reference(earlier))
+        if earlier and draw(st.booleans()):
+            chosen = draw(st.integers(0, 2**index - 1))
+            step["depends_on"] = [f"step_{i}" for i in range(index) if chosen >> i & 1]
+        steps.append(step)
+        earlier.append(tool)
+    return {"agent": agent, "summary": draw(_MODEL_TEXT), "steps": steps}
+
+
+def _string_slots(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Where text lies inside params, as paths of keys and indexes."""
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _string_slots(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _string_slots(item, (*path, i))
+
+
+def _put(params: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    holder: Any = params
+    for part in path[:-1]:
+        holder = holder[part]
+    holder[path[-1]] = value
+
+
+def _slots(answer: dict[str, Any], kind: str) -> list[tuple[int, str]]:
+    """(step, param) pairs whose param names a `kind` (table, column) or a file ("path")."""
+    found = []
+    for index, step in enumerate(answer["steps"]):
+        tool = _registry().get(step["tool"])
+        wanted = (
+            schema.path_params(tool.params)
+            if kind == "path"
+            else {n for n, (k, _) in schema.identifier_params(tool.params).items() if k == kind}
+        )
+        found += [(index, name) for name in step["params"] if name in wanted]
+    return found
+
+
+@dataclass
+class Change:
+    """One hostile change to a clean answer: what it may draw from and change."""
+
+    draw: st.DrawFn
+    answer: dict[str, Any]
+    k: int  # the step it changes, unless it appends one
+    dialect: str
+
+    @property
+    def step(self) -> dict[str, Any]:
+        return self.answer["steps"][self.k]
+
+    @property
+    def agent(self) -> str:
+        return str(self.answer["agent"])
+
+    def pick(self, options: Any) -> Any:
+        return self.draw(st.sampled_from(tuple(options)))
+
+    def append(self, tool: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A step appended to carry the change (every agent may count and analyze)."""
+        step = {"tool": tool, "params": params, "rationale": "carries the change"}
+        self.answer["steps"].append(step)
+        return step
+
+
+# Each change returns a fragment of the reason the answer must then be rejected for.
+MUTATIONS: dict[str, Callable[[Change], str]] = {}
+
+
+def _mutation(fn: Callable[[Change], str]) -> Callable[[Change], str]:
+    MUTATIONS[fn.__name__.removeprefix("_")] = fn
+    return fn
+
+
+@_mutation
+def _unknown_tool(c: Change) -> str:
+    c.step["tool"] = c.pick(["drop_table", "Update_Table_Statistics", "optimize_table ", "sql"])
+    return "No tool named"
+
+
+@_mutation
+def _tool_beyond_the_agent(c: Change) -> str:
+    caps = _agent_capabilities()[c.agent]
+    lacking = sorted(
+        t.name
+        for t in _registry().tools.values()
+        if c.dialect in t.implementations
+        and not {cap.value for cap in t.required_capabilities} <= caps
+    )
+    c.step["tool"] = c.pick(lacking)
+    earlier = [s["tool"] for s in c.answer["steps"][: c.k]]
+    c.step["params"] = c.draw(_params(c.step["tool"], earlier))
+    return f"the {c.agent} agent lacks capabilities"
+
+
+@_mutation
+def _tool_of_another_dialect(c: Change) -> str:
+    if c.dialect == "postgresql":  # the one dialect with every tool
+        return _unknown_tool(c)
+    c.step["tool"], c.step["params"] = "vacuum_full_table", {"table": "users"}
+    return f"has no {c.dialect} implementation"
+
+
+@_mutation
+def _sql_in_text(c: Change) -> str:
+    payload = c.pick(SQL_PAYLOADS)
+    slots = [(s, p) for s in c.answer["steps"] for p in _string_slots(s["params"])]
+    if slots:
+        step, path = c.pick(slots)
+        _put(step["params"], path, payload)
+    else:
+        c.append("update_table_statistics", {"table": payload})
+    return "holds SQL"
+
+
+@_mutation
+def _missing_table(c: Change) -> str:
+    bad = c.pick(["customers", "Users", "users ", "public.users", "user", ""])
+    slots = _slots(c.answer, "table")
+    if slots:
+        index, name = c.pick(slots)
+        c.answer["steps"][index]["params"][name] = [bad] if name == "tables" else bad
+    else:
+        c.append("update_table_statistics", {"table": bad})
+    return "does not exist in the target"
+
+
+@_mutation
+def _missing_column(c: Change) -> str:
+    bad = c.pick(["deleted_on", "Created_At", "created_at ", "users"])
+    slots = [
+        (i, n)
+        for i, n in _slots(c.answer, "column")
+        if c.answer["steps"][i]["params"].get("table") in _demo_columns()
+    ]
+    if slots:
+        index, name = c.pick(slots)
+        c.answer["steps"][index]["params"][name] = bad
+    else:
+        c.append("count_table_rows", {"table": "app_logs", "date_column": bad})
+    return "has no column"
+
+
+@_mutation
+def _name_mixed_with_a_reference(c: Change) -> str:
+    mixed = c.pick(["old_${step_0.output.ok}", "${step_0.output.ok}${step_0.output.ok}"])
+    slots = _slots(c.answer, "table") + _slots(c.answer, "column")
+    if slots:
+        index, name = c.pick(slots)
+        c.answer["steps"][index]["params"][name] = [mixed] if name == "tables" else mixed
+    else:
+        c.append("update_table_statistics", {"table": mixed})
+    return "mixes a reference with text"
+
+
+@_mutation
+def _reference_forwards(c: Change) -> str:
+    later = c.k + c.draw(st.integers(0, 2))
+    reference = f"${{step_{later}.output.ok}}"
+    if c.draw(st.booleans()):
+        c.step["condition"] = reference
+    else:
+        c.step["params"]["later"] = reference  # an unknown param as well
+    return f"refers to step_{later}, which does not come before it"
+
+
+@_mutation
+def _key_not_returned(c: Change) -> str:
+    key = c.pick(["broken_tables", "rows_purged", "Ok", "result"])
+    last = len(c.answer["steps"]) - 1
+    reference = f"${{step_{last}.output.{key}}}"
+    c.append("update_table_statistics", {"table": "users"})["condition"] = reference
+    return f"reads '{key}', which {c.answer['steps'][last]['tool']} does not return"
+
+
+@_mutation
+def _approval_claimed(c: Change) -> str:
+    key = c.pick(["approved", "requires_approval", "risk_level", "force", "pre_approved"])
+    c.step[key] = c.pick([True, False, "safe"])
+    return f"sets '{key}'"
+
+
+@_mutation
+def _raw_sql_beside_the_tool(c: Change) -> str:
+    key = c.pick(["sql", "query", "statement", "raw_sql", "command"])
+    c.step[key] = c.pick(SQL_PAYLOADS)
+    return f"carries raw SQL in '{key}'"
+
+
+@_mutation
+def _unknown_step_field(c: Change) -> str:
+    key = c.pick(["notes", "Tool", "timeout", "on_error"])
+    c.step[key] = "x"
+    return f"unknown field '{key}'"
+
+
+@_mutation
+def _unknown_plan_field(c: Change) -> str:
+    key = c.pick(["sql", "approved", "Agent", "safety_level"])
+    c.answer[key] = "DROP TABLE users"
+    return f"unknown field '{key}' in the plan"
+
+
+@_mutation
+def _unknown_param(c: Change) -> str:
+    key = c.pick(["force", "where", "Table", "sql"])
+    c.step["params"][key] = c.pick([1, "1=1", True])
+    return f"unknown parameter '{key}'"
+
+
+@_mutation
+def _param_of_the_wrong_type(c: Change) -> str:
+    step = c.step
+    props = _registry().get(step["tool"]).params.get("properties") or {}
+    if not props:
+        step = c.append("update_table_statistics", {"table": "users"})
+        props = _registry().get(step["tool"]).params["properties"]
+    name = c.pick(sorted(props))
+    step["params"][name] = c.pick(
+        [v for v in (42, "high", True, [], {}) if schema.validate(v, props[name])]
+    )
+    return "expected"
+
+
+@_mutation
+def _required_param_left_out(c: Change) -> str:
+    step = c.step
+    required = _registry().get(step["tool"]).params.get("required") or []
+    if not required:
+        step, required = c.append("count_table_rows", {"table": "users"}), ["table"]
+    name = c.pick(required)
+    step["params"].pop(name, None)
+    return f"missing required '{name}'"
+
+
+@_mutation
+def _file_outside_the_folders(c: Change) -> str:
+    slots = _slots(c.answer, "path")
+    if not slots:
+        if c.agent == "maintenance":  # no tool it may use takes a file
+            c.answer["agent"] = "backup"
+        c.append(
+            *{
+                "backup": ("validate_backup", {"backup_path": "x"}),
+                "log_cleanup": (
+                    "delete_old_records",
+                    {"table": "app_logs", "date_column": "created_at", "retention_days": 30},
+                ),
+            }[c.agent]
+        )
+        slots = _slots(c.answer, "path") or [(len(c.answer["steps"]) - 1, "archive_file")]
+    index, name = c.pick(slots)
+    c.answer["steps"][index]["params"][name] = c.pick(
+        [
+            "/etc/passwd",
+            "../../etc/shadow",
+            f"{FOLDER}/../../etc/cron.d/x",
+            "relative.db",
+            f"{FOLDER}x/evil",
+            "/tmp/x.db",
+        ]
+    )
+    return "must be an absolute path under"
+
+
+@_mutation
+def _unknown_agent(c: Change) -> str:
+    c.answer["agent"] = c.pick(["superuser", "Maintenance", "root", "", "dba"])
+    return "is not one of"
+
+
+@_mutation
+def _no_agent(c: Change) -> str:
+    del c.answer["agent"]
+    return "the plan names no agent"
+
+
+@_mutation
+def _wrong_step_id(c: Change) -> str:
+    c.step["id"] = c.pick([f"step_{c.k + 1}", "step_99", "0", "first"])
+    return "must be 'step_"
+
+
+@_mutation
+def _dependency_forwards(c: Change) -> str:
+    later = c.k + c.draw(st.integers(0, 2))
+    c.step["depends_on"] = [f"step_{later}"]
+    return f"depends on step_{later}, which does not come before it"
+
+
+@_mutation
+def _too_many_steps(c: Change) -> str:
+    c.answer["steps"] = (c.answer["steps"] * 11)[:11]
+    return "the plan has 11 steps; at most 10"
+
+
+@_mutation
+def _no_steps(c: Change) -> str:
+    c.answer["steps"] = []
+    return "the plan has no steps"
+
+
+@_mutation
+def _condition_not_a_reference(c: Change) -> str:
+    c.step["condition"] = c.pick(["true", "1", "rows > 0", "${step_0.output.ok} and more"])
+    return "condition must be a single ${...} reference"
+
+
+@_mutation
+def _value_below_the_minimum(c: Change) -> str:
+    step = c.append("count_table_rows", {"table": "users"})
+    step["params"]["retention_days"] = c.pick([-1, -0.5, -(10**6)])
+    return "below the minimum"
+
+
+@_mutation
+def _steps_not_a_list(c: Change) -> str:
+    c.answer["steps"] = c.pick(["all", {"tool": "optimize_table"}, 3])
+    return "'steps' must be a list of steps"
+
+
+@_mutation
+def _step_not_an_object(c: Change) -> str:
+    c.answer["steps"][c.k] = c.pick(["DROP TABLE users", ["optimize_table"], None, 1])
+    return "a step must be a JSON object"
+
+
+@_mutation
+def _params_not_an_object(c: Change) -> str:
+    c.step["params"] = c.pick(["users", ["users"], None, 0])
+    return "'params' must be a JSON object"
+
+
+@_mutation
+def _tool_not_a_name(c: Change) -> str:
+    c.step["tool"] = c.pick([None, 1, "", ["optimize_table"]])
+    return "'tool' must name a tool"
+
+
+def _workable(answer: dict[str, Any]) -> bool:
+    """Whether a change can still find an agent, steps, tools and params to work on."""
+    steps = answer.get("steps")
+    return (
+        isinstance(answer.get("agent"), str)
+        and answer["agent"] in AGENTS
+        and isinstance(steps, list)
+        and bool(steps)
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("params"), dict)
+            and isinstance(s.get("tool"), str)
+            and s["tool"] in _registry().tools
+            for s in steps
+        )
+    )
+
+
+@st.composite
+def _mutated_answer(
+    draw: st.DrawFn, dialect: str, only: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """A clean answer with one or two hostile changes (or the one named), and fragments
+    of the reasons it must be rejected for (with two, the first may hide the second's)."""
+    answer = draw(_clean_answer(dialect))
+    names = (
+        [only]
+        if only
+        else draw(st.lists(st.sampled_from(sorted(MUTATIONS)), max_size=2, min_size=1))
+    )
+    fragments = []
+    for name in names:
+        if not _workable(answer):
+            break  # the first change left nothing for a second to work on
+        k = draw(st.integers(0, len(answer["steps"]) - 1))
+        fragments.append(MUTATIONS[name](Change(draw, answer, k, dialect)))
+    return answer, fragments[:1] if len(fragments) == 1 else []
+
+
+# Anything at all: JSON values, and step lists of tool names and params thrown together.
 _JSON = st.recursive(
     st.none()
     | st.booleans()
@@ -1098,26 +1670,18 @@ _JSON = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=30)
     | st.sampled_from(
-        [
-            "users",
-            "app_logs",
-            "${step_0.output.cutoff}",
-            "x_${step_0.output.cutoff}",
-            "DROP TABLE users",
-        ]
+        ["users", "app_logs", "${step_0.output.cutoff}", "x_${step_0.output.cutoff}", *SQL_PAYLOADS]
     ),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
     ),
     max_leaves=20,
 )
-_TOOLS = st.sampled_from(
-    ["update_table_statistics", "optimize_table", "delete_old_records", "restore_backup", "x"]
-)
-_STEPS = st.lists(
+_ANY_STEPS = st.lists(
     st.fixed_dictionaries(
         {
-            "tool": _TOOLS,
+            "tool": st.deferred(lambda: st.sampled_from(sorted(_registry().tools)))
+            | st.text(max_size=20),
             "params": st.dictionaries(
                 st.sampled_from(
                     ["table", "tables", "date_column", "retention_days", "backup_path", "cutoff"]
@@ -1131,57 +1695,190 @@ _STEPS = st.lists(
     max_size=4,
 )
 
-
-@settings(max_examples=300, deadline=None)
-@given(
-    answer=_JSON
-    | st.fixed_dictionaries(
-        {"steps": _STEPS}, optional={"agent": _JSON | st.sampled_from(sorted(AGENTS))}
-    )
+_ANYTHING = _JSON | st.fixed_dictionaries(
+    {"steps": _ANY_STEPS}, optional={"agent": st.sampled_from(sorted(AGENTS)) | _JSON}
 )
-def test_any_answer_gets_a_verdict_and_only_clean_plans_pass(answer: Any) -> None:
-    registry = _registry()
-    catalog = CatalogView(
-        tables=frozenset({"users", "app_logs"}),
-        columns_of=lambda table: ["id", "created_at"],
-        folders=(Path("/srv/aishell"),),
-    )
-    agents = {name: frozenset(c.value for c in Capability) - {"backup_restore"} for name in AGENTS}
-    vetted = vet_answer(
+
+
+@st.composite
+def _answers(draw: st.DrawFn) -> tuple[str, str, Any, list[str]]:
+    """(dialect, what the answer was made as, the answer, reasons it must be rejected for)."""
+    dialect = draw(st.sampled_from(DIALECTS))
+    made = draw(st.sampled_from(("clean", "clean", "changed", "changed", "anything")))
+    if made == "clean":
+        return dialect, made, draw(_clean_answer(dialect)), []
+    if made == "changed":
+        answer, fragments = draw(_mutated_answer(dialect))
+        return dialect, made, answer, fragments
+    return dialect, made, draw(_ANYTHING), []
+
+
+def _check_accepted(vetted: Vetted, dialect: str) -> None:
+    """What an accepted plan must be, checked without the validator's own code paths."""
+    registry, columns = _registry(), _demo_columns()
+    assert vetted.agent in _agent_capabilities()
+    capabilities = _agent_capabilities()[vetted.agent]
+    plan = Plan(vetted.agent, "demo", dialect, {}, tuple(vetted.steps))
+    assert validate_plan(plan, registry, capabilities) == []
+    tools = [step.tool for step in vetted.steps]
+    for index, step in enumerate(vetted.steps):
+        assert step.id == f"step_{index}"
+        # Only tools offered to the agent: its capabilities allow them on this dialect.
+        assert step.tool in _offered(dialect)[vetted.agent]
+        tool = registry.get(step.tool)
+        assert {c.value for c in tool.required_capabilities} <= capabilities
+        assert dialect in tool.implementations
+        # No SQL anywhere in the params.
+        for path in _string_slots(step.params):
+            text_value: Any = step.params
+            for part in path:
+                text_value = text_value[part]
+            if not _whole_reference(text_value):
+                assert not any(p in text_value for p in SQL_PAYLOADS), text_value
+                assert not any(m in text_value for m in (";", "--", "/*", "\x00")), text_value
+        # Every table and column is the catalog's, or one whole reference.
+        table = step.params.get("table")
+        for name, (kind, is_list) in schema.identifier_params(tool.params).items():
+            values = step.params.get(name, [])
+            for value in values if is_list and isinstance(values, list) else [values]:
+                if _whole_reference(value) or value == []:
+                    continue
+                if kind == "table":
+                    assert value in columns, value
+                elif kind == "column" and table in columns:
+                    assert value in columns[table], (table, value)
+                elif kind == "column":
+                    assert any(value in cs for cs in columns.values()), value
+        # Files only under the folders a plan may use.
+        for name in schema.path_params(tool.params):
+            value = step.params.get(name)
+            if isinstance(value, str) and not _whole_reference(value):
+                assert Path(value).is_absolute()
+                assert Path(value).resolve().is_relative_to(FOLDER)
+        # References only backwards, to keys the referenced tool returns.
+        for ref in find_references([step.params, step.condition]):
+            source = int(ref.step_id.removeprefix("step_"))
+            assert source < index, (step.id, ref.text)
+            if ref.path:
+                assert ref.path[0] in _returns(tools[source]), ref.text
+        assert all(int(d.removeprefix("step_")) < index for d in step.depends_on)
+        assert step.condition is None or _whole_reference(step.condition)
+
+
+def _vet(answer: Any, dialect: str) -> Vetted:
+    return vet_answer(
         answer,
-        agents=agents,
-        registry=registry,
-        dialect="sqlite",
+        agents=_agent_capabilities(),
+        registry=_registry(),
+        dialect=dialect,
         target="demo",
-        catalog=catalog,
+        catalog=_catalog_view(),
         max_steps=10,
     )
-    assert all(isinstance(p, str) and p for p in vetted.problems)
-    if vetted.accepted:
-        for step in vetted.steps:
-            tool = registry.get(step.tool)
-            assert "backup_restore" not in {c.value for c in tool.required_capabilities}
-            for _name, text in _strings_in(step.params):
-                assert "DROP TABLE" not in text
-            for table in tool.tables_in(step.params):
-                whole = [r.text for r in find_references(table)] == [table]
-                assert table in {"users", "app_logs"} or whole
 
 
-@functools.cache
-def _registry() -> Any:
-    return load_registry([bundled_catalog_dir()])
+def _is_a_sentence(reason: Any) -> bool:
+    return isinstance(reason, str) and bool(reason) and reason == reason.strip()
 
 
-def _strings_in(value: Any, name: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield name, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings_in(item, f"{name}.{key}")
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings_in(item, name)
+def test_any_answer_gets_a_verdict_and_only_clean_plans_pass() -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(
+        max_examples=PROPERTY_EXAMPLES,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(case=_answers())
+    def check(case: tuple[str, str, Any, list[str]]) -> None:
+        dialect, made, answer, fragments = case
+        vetted = _vet(answer, dialect)
+        assert all(_is_a_sentence(p) for p in vetted.problems), vetted.problems
+        if made == "clean":
+            assert vetted.accepted, vetted.problems
+        if made == "changed":
+            assert not vetted.accepted, answer
+        for fragment in fragments:
+            assert any(fragment in p for p in vetted.problems), (fragment, vetted.problems)
+        if vetted.accepted:
+            _check_accepted(vetted, dialect)
+        else:
+            assert vetted.problems
+        verdict = "accepted" if vetted.accepted else "rejected"
+        seen[verdict] += 1
+        seen[f"{made} {verdict}"] += 1
+        event(f"{made} {verdict}")
+
+    check()
+    # Each kind of answer was made often enough for its assertions to mean something.
+    assert seen["accepted"] >= PROPERTY_EXAMPLES // 4, seen
+    assert seen["changed rejected"] >= PROPERTY_EXAMPLES // 4, seen
+    assert seen["anything rejected"] >= PROPERTY_EXAMPLES // 20, seen
+
+
+@pytest.mark.parametrize("change", sorted(MUTATIONS))
+def test_each_hostile_change_is_rejected_for_its_reason(change: str) -> None:
+    """Every change, on answers the validator would otherwise accept."""
+    made = 0
+
+    @settings(max_examples=10, database=None, deadline=None)
+    @given(dialect=st.sampled_from(DIALECTS), data=st.data())
+    def check(dialect: str, data: st.DataObject) -> None:
+        nonlocal made
+        answer, fragments = data.draw(_mutated_answer(dialect, only=change))
+        vetted = _vet(answer, dialect)
+        assert not vetted.accepted, answer
+        assert fragments and all(_is_a_sentence(p) for p in vetted.problems)
+        assert any(fragments[0] in p for p in vetted.problems), (fragments, vetted.problems)
+        made += 1
+
+    check()
+    assert made >= 10
+
+
+def test_a_reference_may_stand_for_a_param_with_a_minimum_length() -> None:
+    steps = (
+        Step("step_0", "backup_database_full", {}),
+        Step(
+            "step_1",
+            "restore_backup",
+            {"backup_path": "${step_0.output.backup_path}", "sha256": "${step_0.output.sha256}"},
+        ),
+    )
+    plan = Plan("backup", "demo", "sqlite", {}, steps)
+    assert validate_plan(plan, _registry(), _agent_capabilities()["backup"]) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="update_table_statistics declares it returns stat_rows, which only its SQLite "
+    "implementation does (PostgreSQL returns row_estimate; MySQL table, "
+    "statistics_updated, messages): a drafted plan the validator accepts fails at run time",
+)
+def test_a_reference_the_validator_accepts_resolves_on_a_server(
+    edit_config: Any, home: Path, server_url: str, script: Script, ollama_host: str
+) -> None:
+    engine = create_engine(server_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE orders (id integer PRIMARY KEY, total integer)"))
+        conn.execute(text("INSERT INTO orders VALUES (1, 10), (2, 20)"))
+    engine.dispose()
+    use_target(home, server_url)
+    config = edit_config(_llm_settings(ollama_host))
+    script.answers = [
+        _answer(
+            "maintenance",
+            _step("update_table_statistics", {"table": "orders"}),
+            _step(
+                "analyze_table_fragmentation",
+                {"table": "orders"},
+                condition="${step_0.output.stat_rows}",
+            ),
+        )
+    ]
+    result = _ask(config, "refresh statistics of orders, then measure it if it has rows")
+    assert result.status == "completed", result.error
 
 
 def test_ask_json_carries_the_preview_and_the_run(

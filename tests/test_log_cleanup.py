@@ -134,13 +134,13 @@ def test_exactly_the_rows_older_than_the_cutoff_go(logs, home, archive):
     before = rows_of(url)
     extra: dict[str, Any] = dict(SMALL)
     if archive == "file":
-        extra["archive_to"] = str(home / "archive" / "events.jsonl")
+        extra["archive_to"] = f"file:{home / 'archive' / 'events.jsonl'}"
     elif archive == "table":
         engine = create_engine(url)
         with engine.begin() as conn:
             _events(MetaData(), "events_archive").create(conn)
         engine.dispose()
-        extra["archive_to"] = "events_archive"
+        extra["archive_to"] = "table:events_archive"
 
     result = commands.run_job(config, "log_cleanup", job(**extra))
 
@@ -204,7 +204,7 @@ def test_sigkill_mid_purge_then_resume_leaves_what_an_uninterrupted_run_would(lo
     config, url = logs
     before = rows_of(url)
     archive = home / "events.jsonl"
-    job_ = job(archive_to=str(archive), **SMALL)
+    job_ = job(archive_to=f"file:{archive}", **SMALL)
     if where == "anywhere":
         job_["sleep_ms"] = 5
     fork = multiprocessing.get_context("fork")
@@ -262,7 +262,7 @@ def test_tables_without_a_key_to_walk_or_a_date_column_are_refused(logs):
     with pytest.raises(TargetError, match="holds .*, not dates"):
         commands.run_job(config, "log_cleanup", job(date_column="payload"))
     with pytest.raises(TargetError, match="archive table missing does not exist"):
-        commands.run_job(config, "log_cleanup", job(archive_to="missing"))
+        commands.run_job(config, "log_cleanup", job(archive_to="table:missing"))
     with pytest.raises(UsageError, match="needs the table"):
         commands.run_job(config, "log_cleanup", {"retention_days": 30})
     assert rows_of(url) == before
@@ -278,7 +278,7 @@ def test_a_refusal_is_one_line_and_exit_2(logs):
     assert result.output.count("\n") == 1 and "has no column 'nope'" in result.output
 
 
-def test_a_dry_run_counts_exactly_and_shows_one_batch(logs):
+def test_a_dry_run_counts_exactly_and_shows_each_batch_statement(logs):
     config, url = logs
     before = rows_of(url)
     result = commands.run_job(config, "log_cleanup", job(), dry_run=True)
@@ -288,9 +288,12 @@ def test_a_dry_run_counts_exactly_and_shows_one_batch(logs):
     assert purge.status == "previewed"
     assert purge.estimate["rows_to_delete"] == len(gone)
     assert purge.estimate["table_rows"] == len(before)
-    # An integer key is walked in plain key ranges: one statement per batch.
-    assert len(purge.sql) == 1 and purge.sql[0].startswith("DELETE FROM ")
-    assert ":after" in purge.sql[0] and ":upper" in purge.sql[0]
+    # An integer key is walked in plain key ranges: one statement per batch, the first
+    # batch's without a lower bound; both are shown, and nothing else may run.
+    first, later = purge.sql
+    assert first.startswith("DELETE FROM ") and later.startswith("DELETE FROM ")
+    assert ":after" not in first and ":upper" in first
+    assert ":after" in later and ":upper" in later
     # created_at has no index: the preview says what that costs.
     assert any("has no index" in w for w in purge.estimate["warnings"])
     assert rows_of(url) == before

@@ -11,8 +11,8 @@ from aishell.config import (
     MaintenanceWindow,
     MaxTableSize,
 )
+from aishell.policy import Confirmation, SafetyPolicy, StepFacts, window_end
 from aishell.registry import load_tool
-from aishell.safety import Confirmation, SafetyPolicy, StepFacts, window_end
 
 RISKS = ["safe", "low", "medium", "high", "critical"]
 LEVELS = {"strict": "medium", "moderate": "high", "permissive": "critical"}

@@ -128,19 +128,40 @@ def test_unknown_risk_level_is_refused(tmp_path):
         "WITH gone AS (DELETE FROM {table} RETURNING *) SELECT count(*) FROM gone",
         "PRAGMA journal_mode = DELETE",
         "PRAGMA optimize",
-        "SELECT 1; DROP TABLE {table}",
         "REINDEX {table}",
     ],
 )
 def test_a_safe_tool_whose_sql_writes_is_refused(tmp_path, sql):
     bad = tool(implementations={"sqlite": {"sql": sql}})
-    with pytest.raises(CatalogError, match="tagged safe but its sqlite SQL may write"):
+    with pytest.raises(
+        CatalogError, match="risk_level: tagged safe but its sqlite implementation needs at least"
+    ):
         load_registry([catalog(tmp_path, bad)])
 
 
-def test_the_same_write_is_accepted_at_a_higher_risk(tmp_path):
-    writer = tool(risk_level="medium", implementations={"sqlite": {"sql": "DELETE FROM {table}"}})
-    assert load_registry([catalog(tmp_path, writer)]).get("count_rows_here")
+def test_two_statements_in_one_sql_are_refused_at_any_risk(tmp_path):
+    bad = tool(
+        risk_level="critical",
+        implementations={"sqlite": {"sql": "SELECT 1; DROP TABLE {table}"}},
+    )
+    with pytest.raises(CatalogError, match="more than one statement is not allowed"):
+        load_registry([catalog(tmp_path, bad)])
+
+
+@pytest.mark.parametrize(
+    ("sql", "least", "below"),
+    [
+        ("DELETE FROM {table} WHERE rowid < 10", "medium", "low"),
+        ("DELETE FROM {table}", "high", "medium"),
+        ("DROP TABLE {table}", "critical", "high"),
+    ],
+)
+def test_a_write_is_accepted_at_its_least_risk_and_refused_below(tmp_path, sql, least, below):
+    writer = tool(risk_level=least, implementations={"sqlite": {"sql": sql}})
+    assert load_registry([catalog(tmp_path, writer, folder="ok")]).get("count_rows_here")
+    under = tool(risk_level=below, implementations={"sqlite": {"sql": sql}})
+    with pytest.raises(CatalogError, match=f"tagged {below} but .* needs at least {least}"):
+        load_registry([catalog(tmp_path, under, folder="under")])
 
 
 def test_missing_handler_is_refused(tmp_path):

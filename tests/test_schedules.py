@@ -322,10 +322,10 @@ def test_a_relative_archive_file_is_fixed_where_the_schedule_is_added(
     demo_db, config, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    words = ["log-cleanup", "--table", "app_logs", "--archive-to", "old/app_logs.jsonl"]
+    words = ["log-cleanup", "--table", "app_logs", "--archive-to", "file:old/app_logs.jsonl"]
     add(config, "purge", "0 3 * * *", words)
     (listed,) = commands.list_schedules(config)
-    assert listed["job"]["archive_to"] == str(tmp_path / "old" / "app_logs.jsonl")
+    assert listed["job"]["archive_to"] == f"file:{tmp_path / 'old' / 'app_logs.jsonl'}"
 
 
 def test_a_run_waiting_for_approval_is_notified_again_not_started_again(

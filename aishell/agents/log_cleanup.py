@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +10,13 @@ from sqlalchemy.engine import Connection
 
 from aishell.agents.base import PlanningContext
 from aishell.catalog import check_column
-from aishell.config import AgentConfig
+from aishell.config import MAX_RETENTION_DAYS, AgentConfig
 from aishell.cutoff import describe
 from aishell.errors import UsageError
 from aishell.handlers.purge import check_archive_table, walk_key
 from aishell.plan import Step, step_id
 
-ARCHIVE_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json")
+ARCHIVE_FORMS = "file:PATH (a JSON lines file) or table:NAME (an existing table)"
 # Job keys copied to delete_old_records' params as they are.
 _PURGE_PARAMS = (
     "batch_size",
@@ -47,14 +48,26 @@ class LogCleanupAgent:
         for key in ("retention_days", *_PURGE_PARAMS):
             value = job.get(key)
             normalized[key] = value if value is not None else getattr(settings, key)
-        if normalized["retention_days"] < 0:
-            raise UsageError("--retention-days must be 0 or more")
+        for key, value in normalized.items():
+            # NaN passes every comparison with a limit; the schema check would catch it
+            # later, but the job is refused where it is given.
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = {"run_time_seconds": "run_time"}.get(key, key).replace("_", "-")
+                raise UsageError(f"--{flag}: {value} is not a finite number")
+        retention = normalized["retention_days"]
+        if (
+            isinstance(retention, bool)
+            or not isinstance(retention, int | float)
+            or not 0 <= retention <= MAX_RETENTION_DAYS
+        ):
+            raise UsageError(f"--retention-days must be between 0 and {MAX_RETENTION_DAYS}")
         archive = job.get("archive_to")
-        if archive:
-            if is_archive_file(archive):
-                normalized["archive_file"] = str(Path(archive).expanduser().resolve())
+        if archive is not None:
+            kind, where = parse_archive_to(archive)
+            if kind == "file":
+                normalized["archive_file"] = where
             else:
-                normalized["archive_table"] = archive
+                normalized["archive_table"] = where
         return normalized
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
@@ -136,6 +149,17 @@ class LogCleanupAgent:
         return steps
 
 
-def is_archive_file(archive: str) -> bool:
-    """--archive-to names a file when it has a path separator or a JSON lines suffix."""
-    return "/" in archive or "\\" in archive or archive.lower().endswith(ARCHIVE_FILE_SUFFIXES)
+def parse_archive_to(archive: object) -> tuple[str, str]:
+    """`file:PATH` -> ("file", the absolute path); `table:NAME` -> ("table", NAME).
+
+    The kind is always said, never guessed from the text: a table named like a file
+    (or a file named like a table) must not receive the rows meant for the other.
+    """
+    text = archive if isinstance(archive, str) else ""
+    kind, sep, where = text.partition(":")
+    if not sep or kind not in ("file", "table") or not where:
+        raise UsageError(f"--archive-to {archive!r}: give {ARCHIVE_FORMS}")
+    if kind == "file":
+        # Relative to where the job was given, not where a scheduler later runs it.
+        return kind, str(Path(where).expanduser().resolve())
+    return kind, where

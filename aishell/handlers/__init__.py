@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aishell.registry import ToolContext, fill_template
+from aishell.registry import RiskLevel, ToolContext, fill_template
 
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]
@@ -23,6 +23,10 @@ class Handler:
     render_fn: RenderFn | None = None
     estimate_fn: EstimateFn | None = None
     check_fn: CheckFn | None = None
+    # The least risk of what the handler does besides its SQL (files it deletes, programs
+    # it starts); a tool using it can declare no less. `effect` says what that is.
+    risk: RiskLevel = RiskLevel.SAFE
+    effect: str = ""
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:

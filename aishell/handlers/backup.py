@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -20,16 +21,17 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Dialect
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
-from aishell.handlers import Handler
-from aishell.registry import ToolContext
+from aishell.handlers import Handler, cached
+from aishell.registry import RiskLevel, ToolContext
 from aishell.sqltext import quote_identifier
 
 CHUNK = 1 << 20
@@ -437,10 +439,18 @@ def _backup_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 
 backup_database_full = Handler(
-    sql_templates=("VACUUM INTO :path",), run_fn=_backup, render_fn=_backup_sql
+    sql_templates=("VACUUM INTO :path",),
+    run_fn=_backup,
+    render_fn=_backup_sql,
+    risk=RiskLevel.LOW,
+    effect="writes a backup file",
 )
 backup_database_incremental = Handler(
-    sql_templates=("VACUUM INTO :path",), run_fn=_backup_incremental, render_fn=_backup_sql
+    sql_templates=("VACUUM INTO :path",),
+    run_fn=_backup_incremental,
+    render_fn=_backup_sql,
+    risk=RiskLevel.LOW,
+    effect="writes a backup file",
 )
 
 
@@ -546,29 +556,55 @@ def _sqlite_apply(conn: sqlite3.Connection, path: Path, manifest: dict[str, Any]
         conn.execute("DETACH DATABASE inc")
 
 
+def mysql_client() -> str:
+    """The MariaDB command-line client, or MySQL's where only that is installed."""
+    return "mariadb" if shutil.which("mariadb") else "mysql"
+
+
+def restore_argv(
+    dialect: str, url: URL, database: str, path: Path, manifest: Mapping[str, Any], replace: bool
+) -> tuple[list[str], Path | None] | None:
+    """The client command that loads one server backup file into `database`, and the file
+    it reads on stdin; None for an empty increment. What a restore shows is built here too."""
+    if not path.stat().st_size:
+        return None
+    if dialect == "postgresql":
+        argv = ["pg_restore", "--no-owner", "--exit-on-error"]
+        if replace or manifest["kind"] == "incremental":
+            argv += ["--clean", "--if-exists"]
+        return [*argv, "-d", database, *_pg_args(url), str(path)], None
+    # The dump drops and recreates each table it holds.
+    return [mysql_client(), *_my_args(url), database], path
+
+
+def dropped_statements(dialect: Dialect, manifest: Mapping[str, Any]) -> list[str]:
+    """What an incremental backup runs for the tables dropped since its parent."""
+    if manifest["kind"] != "incremental":
+        return []
+    return [
+        f"DROP TABLE IF EXISTS {quote_identifier(dialect, table)}"
+        for table in manifest.get("dropped") or []
+    ]
+
+
 def _server_apply(
     dialect: str, url: URL, database: str, path: Path, manifest: dict[str, Any], replace: bool
 ) -> None:
     env = _server_env(url)
-    incremental = manifest["kind"] == "incremental"
-    if path.stat().st_size:
-        if dialect == "postgresql":
-            argv = ["pg_restore", "--no-owner", "--exit-on-error", "-d", database, *_pg_args(url)]
-            if replace or incremental:
-                argv += ["--clean", "--if-exists"]
-            _run([*argv, str(path)], env)
+    command = restore_argv(dialect, url, database, path, manifest, replace)
+    if command is not None:
+        argv, stdin = command
+        if stdin is None:
+            _run(argv, env)
         else:
-            client = "mariadb" if shutil.which("mariadb") else "mysql"
-            with path.open("rb") as dump:  # the dump drops and recreates each table
-                _run([client, *_my_args(url), database], env, stdin=dump)
-    if incremental and manifest["dropped"]:
+            with stdin.open("rb") as dump:
+                _run(argv, env, stdin=dump)
+    if manifest["kind"] == "incremental" and manifest["dropped"]:
         engine = create_engine(url.set(database=database), isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
-                for table in manifest["dropped"]:
-                    conn.execute(
-                        text(f"DROP TABLE IF EXISTS {quote_identifier(conn.dialect, table)}")
-                    )
+                for statement in dropped_statements(conn.dialect, manifest):
+                    conn.execute(text(statement))
         finally:
             engine.dispose()
 
@@ -654,26 +690,257 @@ def _validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return result
 
 
-validate_backup = Handler(sql_templates=("SELECT count(*) FROM {table}",), run_fn=_validate)
+validate_backup = Handler(
+    sql_templates=("SELECT count(*) FROM {table}",),
+    run_fn=_validate,
+    risk=RiskLevel.LOW,
+    effect="restores into a scratch database it makes and drops",
+)
 
 
 # --- restore_backup -----------------------------------------------------------------------
 
 
+# Free space a SQLite restore wants beyond the backup's size: its journal, and slack.
+RESTORE_MARGIN = 1.2
+
+
+@dataclass(frozen=True)
+class _Prechecked:
+    """A restore that passed every precheck: its chain, what it shows, and its estimate."""
+
+    chain: list[tuple[Path, dict[str, Any]]]
+    lines: list[str]
+    estimate: dict[str, Any]
+
+
+def _family(dialect: str) -> str:
+    return "mysql" if dialect == "mariadb" else dialect
+
+
+def _links(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """A backup and those it builds on, oldest first, from their manifests alone."""
+    links: list[tuple[Path, dict[str, Any]]] = []
+    current: Path | None = path
+    while current is not None:
+        if not current.is_file():
+            if current == path:
+                raise StepFailed(
+                    f"Backup file {path} does not exist; `aishell backups list` shows the "
+                    "backups on disk"
+                )
+            raise StepFailed(
+                f"Backup {path.name} builds on {current}, which does not exist; the chain "
+                "cannot be restored"
+            )
+        manifest = read_manifest(current)
+        missing = [
+            key
+            for key in ("dialect", "kind", "sha256", "size_bytes", "tables")
+            if key not in manifest
+        ]
+        if missing:
+            raise StepFailed(
+                f"The manifest of {current.name} lacks {', '.join(missing)}; it is not a "
+                "finished aishell backup"
+            )
+        links.append((current, manifest))
+        current = Path(manifest["parent"]) if manifest.get("parent") else None
+        if current is not None and any(current == p for p, _ in links):
+            raise StepFailed(f"The manifests of {path.name} form a loop; the chain is damaged")
+    return list(reversed(links))
+
+
+def _verify(
+    chain: list[tuple[Path, dict[str, Any]]], params: Mapping[str, Any], ctx: ToolContext
+) -> str:
+    """Each file's sha256 against its manifest and the backup catalog; the newest's sha256."""
+    recorded = {b["path"]: b["sha256"] for b in ctx.backup_catalog() if b.get("sha256")}
+    sha = ""
+    for link, manifest in chain:
+        sha = sha256_of(link)
+        if sha != manifest["sha256"]:
+            raise StepFailed(
+                f"Backup file {link.name} changed after it was taken: its sha256 {sha[:16]}... "
+                f"differs from the manifest's {str(manifest['sha256'])[:16]}...; restore "
+                "another backup"
+            )
+        catalogued = recorded.get(str(link))
+        if catalogued and catalogued != sha:
+            raise StepFailed(
+                f"Backup file {link.name} is not the one the catalog recorded: its sha256 "
+                f"{sha[:16]}... differs from the catalog's {catalogued[:16]}...; restore "
+                "another backup"
+            )
+    expected = params.get("sha256")
+    if expected and expected != sha:
+        raise StepFailed(
+            f"Backup file {chain[-1][0].name} is not the one the catalog recorded: its sha256 "
+            f"{sha[:16]}... differs from the catalog's {str(expected)[:16]}...; restore "
+            "another backup"
+        )
+    return sha
+
+
+def _sqlite_file(conn: Connection) -> Path | None:
+    for _seq, name, file in conn.execute(text("PRAGMA database_list")):
+        if name == "main" and file:
+            return Path(file)
+    return None
+
+
+def _disk(chain: list[tuple[Path, dict[str, Any]]], conn: Connection) -> dict[str, Any] | str:
+    """Free space where the restore writes, against what it needs; refuses too little."""
+    if conn.dialect.name != "sqlite":
+        return (
+            "not checked: a database server's free space cannot be read over SQL, and a "
+            "dump's size does not tell how much it restores to"
+        )
+    target = _sqlite_file(conn)
+    if target is None:
+        return "not checked: the target is not a file"
+    size = sum(link.stat().st_size for link, _ in chain)
+    needed = int(size * RESTORE_MARGIN)
+    free = shutil.disk_usage(target.parent).free
+    if free < needed:
+        raise StepFailed(
+            f"Not enough free space in {target.parent} for the restore: {needed:,} bytes "
+            f"needed (the backup's {size:,} and a {RESTORE_MARGIN - 1:.0%} margin), {free:,} "
+            "free; free space there and retry"
+        )
+    return {"folder": str(target.parent), "free_bytes": free, "needed_bytes": needed}
+
+
+def _commands(
+    chain: list[tuple[Path, dict[str, Any]]], conn: Connection, replace: bool
+) -> list[tuple[str, bool]]:
+    """Every command the restore runs, as shown, and whether it is SQL; refuses when a
+    client program it needs is not on PATH."""
+    dialect = conn.dialect.name
+    url = conn.engine.url
+    shown: list[tuple[str, bool]] = []
+    if dialect == "sqlite":
+        into = _sqlite_file(conn) or "the target"
+        for link, manifest in chain:
+            if manifest["kind"] == "full":
+                shown.append((f"SQLite backup API: copy {link} into {into}", False))
+            else:
+                changed = ", ".join(manifest.get("changed") or []) or "none"
+                dropped = ", ".join(manifest.get("dropped") or []) or "none"
+                shown.append(
+                    (
+                        f"SQLite: from {link}, drop and reload tables {changed}; "
+                        f"drop tables {dropped}",
+                        False,
+                    )
+                )
+        return shown
+    for link, manifest in chain:
+        command = restore_argv(dialect, url, str(url.database), link, manifest, replace)
+        if command is not None:
+            argv, stdin = command
+            if shutil.which(argv[0]) is None:
+                which = "pg_restore" if dialect == "postgresql" else "mariadb (or mysql)"
+                tools = "PostgreSQL" if dialect == "postgresql" else "MariaDB"
+                raise StepFailed(
+                    f"{which} is not on PATH; install the {tools} client tools or add "
+                    "their folder to PATH"
+                )
+            line = shlex.join(argv)
+            shown.append((f"{line} < {shlex.quote(str(stdin))}" if stdin else line, False))
+        shown += [(sql, True) for sql in dropped_statements(conn.dialect, manifest)]
+    return shown
+
+
+def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
+    """Everything a restore must find true before anyone is asked to approve it.
+
+    Cheap checks first; reading every file of the chain for its sha256 comes last.
+    """
+    path = Path(params["backup_path"])
+    replace = bool(params.get("replace"))
+    links = _links(path)
+    manifest = links[-1][1]
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    if _family(manifest["dialect"]) != _family(dialect):
+        raise StepFailed(
+            f"Backup {path.name} is a {manifest['dialect']} backup and target '{ctx.target}' "
+            f"is {dialect}; restore it into a {manifest['dialect']} target"
+        )
+    existing = user_tables(conn)
+    if existing and not replace:
+        names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise StepFailed(
+            f"Target '{ctx.target}' is not empty ({len(existing)} tables: {names}); restore "
+            "into an empty database, or pass --replace to overwrite it"
+        )
+    commands = _commands(links, conn, replace)
+    disk = _disk(links, conn)
+    sha = _verify(links, params, ctx)
+    if dialect == "sqlite":
+        # The backup API replaces the whole file.
+        replaced = list(existing)
+    else:
+        # pg_restore --clean and a dump's DROP TABLE reach only the tables the backup holds.
+        held = {t for _, m in links for t in [*m["tables"], *(m.get("dropped") or [])]}
+        replaced = [t for t in existing if t in held]
+    estimate = {
+        "commands": [line for line, _ in commands],
+        "replaces_tables": replaced,
+        "backup": {
+            "path": str(path),
+            "kind": manifest["kind"],
+            "chain": [link.name for link, _ in links],
+            "sha256": sha,
+            "sha256_ok": True,
+            "size_bytes": sum(link.stat().st_size for link, _ in links),
+            "tables": dict(manifest["tables"]),
+            "rows": sum(manifest["tables"].values()),
+        },
+        "disk": disk,
+    }
+    lines = [line if is_sql else f"-- {line}" for line, is_sql in commands]
+    if replaced:
+        lines.append(f"-- replaces {len(replaced)} tables of '{ctx.target}': {', '.join(replaced)}")
+    else:
+        lines.append(f"-- replaces no table of '{ctx.target}'")
+    return _Prechecked(chain=links, lines=lines, estimate=estimate)
+
+
+def _prechecked(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
+    """The precheck, once per step: a refusal is remembered as well as a pass."""
+
+    def attempt() -> _Prechecked | StepFailed:
+        try:
+            return _precheck(params, ctx)
+        except StepFailed as exc:
+            return exc
+
+    outcome = cached(ctx, "restore_precheck", attempt)
+    if isinstance(outcome, StepFailed):
+        raise StepFailed(str(outcome))
+    return outcome
+
+
+def _restore_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return dict(_prechecked(params, ctx).estimate)
+
+
+def _restore_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    try:
+        return list(_prechecked(params, ctx).lines)
+    except StepFailed as exc:
+        # A preview still shows the step; the estimate fails it with the same line.
+        return [f"-- refused: {exc}"]
+
+
 def _restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     path = Path(params["backup_path"])
-    chain = chain_of(path)
+    chain = _prechecked(params, ctx).chain
     manifest = chain[-1][1]
     conn = ctx.connection
     dialect = conn.dialect.name
-    if dialect != manifest["dialect"]:
-        raise StepFailed(f"Backup {path.name} is of {manifest['dialect']}, the target is {dialect}")
-    existing = user_tables(conn)
-    if existing and not params.get("replace"):
-        raise StepFailed(
-            f"Target '{ctx.target}' is not empty ({len(existing)} tables); restore into an "
-            "empty database or pass replace"
-        )
     url = conn.engine.url
     for link, link_manifest in chain:
         if dialect == "sqlite":
@@ -700,7 +967,15 @@ def _restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 restore_backup = Handler(
-    sql_templates=("-- pg_restore / mariadb / SQLite backup API",), run_fn=_restore
+    sql_templates=(
+        "-- the target's dialect decides: pg_restore, the mariadb client reading the dump, "
+        "or the SQLite backup API; the exact command shows against the target",
+    ),
+    run_fn=_restore,
+    render_fn=_restore_sql,
+    estimate_fn=_restore_estimate,
+    risk=RiskLevel.CRITICAL,
+    effect="replaces the target's tables with a backup's",
 )
 
 
@@ -795,4 +1070,6 @@ cleanup_old_backups = Handler(
         or ["-- nothing to delete"]
     ),
     estimate_fn=_cleanup_estimate,
+    risk=RiskLevel.HIGH,
+    effect="deletes backup files",
 )

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from aishell.catalog import mysql_urgency, user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, corruption_report, each_table
-from aishell.registry import ToolContext
+from aishell.registry import RiskLevel, ToolContext
 
 _TABLES = """
 SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_count,
@@ -274,6 +274,8 @@ rebuild_fragmented_indexes = Handler(
     run_fn=_rebuild_table,
     render_fn=_rebuild_sql,
     estimate_fn=_rebuild_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds a table",
 )
 
 
@@ -307,6 +309,8 @@ optimize_table = Handler(
     sql_templates=("OPTIMIZE TABLE {table}",),
     run_fn=_optimize,
     render_fn=lambda params, ctx: [f"OPTIMIZE TABLE {ctx.quote(params['table'])}"],
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds a table",
 )
 
 
@@ -316,7 +320,12 @@ def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"table": params["table"], "statistics_updated": True, "messages": messages}
 
 
-update_table_statistics = Handler(sql_templates=("ANALYZE TABLE {table}",), run_fn=_analyze)
+update_table_statistics = Handler(
+    sql_templates=("ANALYZE TABLE {table}",),
+    run_fn=_analyze,
+    risk=RiskLevel.LOW,
+    effect="updates statistics",
+)
 
 
 def _raise_on_error(result: Any, table: str) -> list[str]:
@@ -388,4 +397,6 @@ repair_corrupted_tables = Handler(
     sql_templates=("ALTER TABLE {table} FORCE", "REPAIR TABLE {table}"),
     run_fn=_repair,
     render_fn=each_table("ALTER TABLE {table} FORCE  -- REPAIR TABLE for MyISAM and Aria"),
+    risk=RiskLevel.HIGH,
+    effect="rebuilds damaged tables",
 )

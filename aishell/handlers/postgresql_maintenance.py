@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from aishell.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, cached, corruption_report, each_table
-from aishell.registry import ToolContext
+from aishell.registry import RiskLevel, ToolContext
 
 # Transaction-ID wraparound is at 2^31.
 WRAPAROUND = 2**31
@@ -379,6 +379,8 @@ rebuild_fragmented_indexes = Handler(
     run_fn=_rebuild,
     render_fn=_rebuild_sql,
     estimate_fn=_rebuild_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds indexes",
 )
 
 
@@ -407,9 +409,17 @@ def _vacuum(full: bool) -> Any:
     return run
 
 
-optimize_table = Handler(sql_templates=("VACUUM (ANALYZE) {table}",), run_fn=_vacuum(full=False))
+optimize_table = Handler(
+    sql_templates=("VACUUM (ANALYZE) {table}",),
+    run_fn=_vacuum(full=False),
+    risk=RiskLevel.MEDIUM,
+    effect="vacuums a table",
+)
 vacuum_full_table = Handler(
-    sql_templates=("VACUUM (FULL, ANALYZE) {table}",), run_fn=_vacuum(full=True)
+    sql_templates=("VACUUM (FULL, ANALYZE) {table}",),
+    run_fn=_vacuum(full=True),
+    risk=RiskLevel.HIGH,
+    effect="rewrites a table under an exclusive lock",
 )
 
 
@@ -508,4 +518,6 @@ repair_corrupted_tables = Handler(
     sql_templates=("REINDEX TABLE CONCURRENTLY {table}",),
     run_fn=_repair,
     render_fn=each_table("REINDEX TABLE CONCURRENTLY {table}"),
+    risk=RiskLevel.HIGH,
+    effect="rebuilds damaged indexes",
 )

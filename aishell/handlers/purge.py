@@ -25,7 +25,7 @@ from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers import Handler, cached
-from aishell.registry import ToolContext
+from aishell.registry import RiskLevel, ToolContext
 from aishell.throttle import Throttle
 
 MAX_BATCH = 1_000_000
@@ -216,8 +216,14 @@ def _is_integer(value: Any) -> bool:
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> None:
-    if archive == table:
-        raise TargetError("the archive table cannot be the table being purged")
+    """Refuse an archive table that is the purged table itself, or not shaped like it."""
+    if _same_table(conn, table, archive):
+        # Rows copied into the table they are deleted from would be counted as
+        # archived and deleted while the table kept them all.
+        raise TargetError(
+            f"the archive table {archive!r} is the table being purged ({table!r}); "
+            "archive into another table"
+        )
     wanted = table_columns(conn, table)
     found = table_columns(conn, archive)
     if not found:
@@ -233,9 +239,40 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> None:
         )
 
 
+def _same_table(conn: Connection, table: str, other: str) -> bool:
+    """Whether two names reach one table, as the server resolves a quoted name: SQLite
+    folds ASCII case; MySQL folds case when lower_case_table_names is 1 or 2;
+    PostgreSQL matches exactly (compared by the table's oid where it exists)."""
+    if table == other:
+        return True
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        # NOCASE folds ASCII letters only, exactly as SQLite matches table names.
+        same = conn.execute(text("SELECT :a = :b COLLATE NOCASE"), {"a": table, "b": other})
+        return bool(same.scalar())
+    if dialect in ("mysql", "mariadb"):
+        folding = int(conn.execute(text("SELECT @@lower_case_table_names")).scalar() or 0)
+        return folding != 0 and table.lower() == other.lower()
+    if dialect == "postgresql":
+        oids = [
+            conn.execute(
+                text(
+                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relname = :t AND n.nspname = current_schema()"
+                ),
+                {"t": name},
+            ).scalar()
+            for name in (table, other)
+        ]
+        return oids[0] is not None and oids[0] == oids[1]
+    return False
+
+
 def _render(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    prepared = _prepare(params, ctx)
-    return prepared["batch"].statements(first=False)
+    """What the batches send: the first batch's form (no lower bound), then the rest."""
+    batch = _prepare(params, ctx)["batch"]
+    shown = batch.statements(first=True)
+    return shown + [sql for sql in batch.statements(first=False) if sql not in shown]
 
 
 def _estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -597,12 +634,21 @@ def _wait_while_busy(
     return waited, False
 
 
+# Every shape a batch may send, {key} being the key the purge walks; what a step
+# runs is rendered from the same _Batch, and the guard lets through nothing else.
+_RANGE = "{key} > :after AND {key} <= :upper AND {date_column} < :cutoff"
 delete_old_records = Handler(
     sql_templates=(
-        "SELECT max(k) FROM (SELECT <key> AS k FROM {table} WHERE <key> > :after "
-        "AND {date_column} < :cutoff ORDER BY <key> LIMIT :n) batch",
-        "DELETE FROM {table} WHERE <key> > :after AND <key> <= :upper AND {date_column} < :cutoff",
+        "SELECT max(aishell_k) FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
+        "AND {date_column} < :cutoff ORDER BY {key} LIMIT :n) aishell_batch",
+        f"DELETE FROM {{table}} WHERE {_RANGE}",
+        f"DELETE FROM {{table}} WHERE {_RANGE} RETURNING *",
+        f"INSERT INTO {{archive_table}} SELECT * FROM {{table}} WHERE {_RANGE}",
+        f"WITH aishell_gone AS (DELETE FROM {{table}} WHERE {_RANGE} RETURNING *) "
+        "INSERT INTO {archive_table} SELECT * FROM aishell_gone",
     ),
+    risk=RiskLevel.MEDIUM,
+    effect="deletes rows older than a cutoff",
     run_fn=_purge,
     render_fn=_render,
     estimate_fn=_estimate,

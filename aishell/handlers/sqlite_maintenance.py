@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, cached, corruption_report, each_table
-from aishell.registry import ToolContext
+from aishell.registry import RiskLevel, ToolContext
 from aishell.sqltext import quote_identifier
 
 # --- measurements -----------------------------------------------------------------
@@ -336,6 +336,8 @@ rebuild_fragmented_indexes = Handler(
     run_fn=_rebuild,
     render_fn=_rebuild_sql,
     estimate_fn=_rebuild_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds indexes",
 )
 
 
@@ -400,6 +402,8 @@ optimize_table = Handler(
     run_fn=_optimize,
     render_fn=_optimize_sql,
     estimate_fn=_optimize_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rewrites the database file",
 )
 
 
@@ -483,4 +487,6 @@ repair_corrupted_tables = Handler(
     sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
     run_fn=_repair,
     render_fn=each_table("REINDEX {table}"),
+    risk=RiskLevel.HIGH,
+    effect="rebuilds damaged tables and indexes",
 )

@@ -1,19 +1,27 @@
-"""The safety policy: whether a step may run now, whether a person must say yes, and why.
+"""The approval policy, the one place its rules live: whether a step may run now,
+whether a person must say yes, whether a flag may say it for them, and why.
 
 A verdict carries the reasons and mitigations shown to the person, a confirmation
-level (none, notify, confirm, review) and, when the step must not start now, why
-(outside the maintenance window, past its time budget, business hours).
+level (none, notify, confirm, review), the reasons no flag waives (a purge over its
+limits, a restore over tables that hold data: only a person's yes for that step), and,
+when the step must not start now, why (outside the maintenance window, past its time
+budget, business hours). The executor, previews, `apply`, `ask`, the scheduler and the
+approvers all ask this module; none decides on its own.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.engine import Connection
+
+from aishell.catalog import row_estimate, table_bytes
 from aishell.config import (
     WEEKDAYS,
     BackupRequired,
@@ -67,6 +75,8 @@ class Verdict:
     reasons: tuple[str, ...]
     mitigations: tuple[str, ...]
     defer: str | None = None
+    # Reasons that need a person's yes for this very step: no flag covers them.
+    personal: tuple[str, ...] = ()
 
     @property
     def requires_approval(self) -> bool:
@@ -78,9 +88,28 @@ class Verdict:
             "confirmation": self.confirmation.value,
             "requires_approval": self.requires_approval,
             "reasons": list(self.reasons),
+            "personal": list(self.personal),
             "mitigations": list(self.mitigations),
             "defer": self.defer,
         }
+
+
+# The highest risk a flag (--yes, --approve-up-to) may approve in advance: critical
+# steps always need a person to look at them.
+MAX_PRE_APPROVAL = RiskLevel.HIGH
+
+
+def flag_approves(up_to: RiskLevel, risk: RiskLevel, personal: tuple[str, ...]) -> bool:
+    """Whether a flag approving up to `up_to` covers a step of `risk`: never a critical
+    step, never one with reasons only a person may waive."""
+    return not personal and risk.rank <= min(up_to.rank, MAX_PRE_APPROVAL.rank)
+
+
+def named_approval_needed(personal: tuple[str, ...] | list[str]) -> str | None:
+    """Why `aishell approve RUN` without --step does not cover a step, if it does not."""
+    if not personal:
+        return None
+    return "; ".join(personal) + " (no flag covers this: approve this step by its number)"
 
 
 @dataclass(frozen=True)
@@ -124,6 +153,7 @@ class SafetyPolicy:
         if tool.category is Category.DDL:
             reasons.append(f"{tool.name} changes the schema")
         defer = None
+        personal: list[str] = []
         for constraint in self.all_constraints:
             if isinstance(constraint, MaxTableSize):
                 reasons += _max_table_size(constraint, facts)
@@ -134,7 +164,9 @@ class SafetyPolicy:
             elif isinstance(constraint, BusinessHours):
                 defer = defer or _business_hours(constraint, facts)
             elif isinstance(constraint, PurgeLimits):
-                reasons += _purge_limits(constraint, facts)
+                personal += _purge_limits(constraint, facts)
+        personal += _replaces_data(facts, self.target)
+        reasons += personal
         if reasons and (
             risk is RiskLevel.CRITICAL or tool.destructive or tool.category is Category.DDL
         ):
@@ -151,6 +183,7 @@ class SafetyPolicy:
             reasons=tuple(reasons),
             mitigations=tool.mitigations,
             defer=defer,
+            personal=tuple(personal),
         )
 
     def window_closes(self, tool: ToolDefinition, now: datetime) -> datetime | None:
@@ -167,6 +200,69 @@ class SafetyPolicy:
                     if end is not None:
                         closes.append(end)
         return min(closes) if closes else None
+
+
+class DurationHistory(Protocol):
+    def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]: ...
+
+    def last_verified_backup(self, target: str) -> datetime | None: ...
+
+
+# Without history, a step is assumed to rewrite its table at this rate; the median of
+# earlier runs of the same tool on the same table replaces the guess once there is one.
+_ASSUMED_BYTES_PER_SECOND = 50 * 2**20
+
+
+def gather_facts(
+    policy: SafetyPolicy,
+    tool: ToolDefinition,
+    params: Mapping[str, Any],
+    conn: Connection,
+    *,
+    effect: Mapping[str, Any] | None,
+    now: datetime,
+    store: DurationHistory | None,
+    backup_in_run: bool = False,
+) -> StepFacts:
+    """What the policy needs to know of one step, read the same way for a run, a dry
+    run and a plan's preview, so that all three give the same verdict."""
+    tables = tool.tables_in(params)
+    rows: dict[str, int] = {}
+    if tool.risk_level is not RiskLevel.SAFE and policy.constraints:
+        rows = {t: row_estimate(conn, t) for t in tables}
+    expected, basis = None, ""
+    has_window = any(isinstance(c, MaintenanceWindow) for c in policy.constraints)
+    if has_window and tool.risk_level.rank > RiskLevel.LOW.rank:
+        expected, basis = _expected_seconds(store, tool, tables, conn)
+    needs_backup = any(isinstance(c, BackupRequired) for c in policy.constraints)
+    last_backup = None
+    if needs_backup and store is not None:
+        last_backup = store.last_verified_backup(policy.target)
+    return StepFacts(
+        tool=tool,
+        tables=tables,
+        rows=rows,
+        now=now,
+        last_backup=last_backup,
+        backup_in_run=needs_backup and backup_in_run,
+        expected_seconds=expected,
+        expected_basis=basis,
+        params=params,
+        effect=effect,
+    )
+
+
+def _expected_seconds(
+    store: DurationHistory | None, tool: ToolDefinition, tables: tuple[str, ...], conn: Connection
+) -> tuple[float | None, str]:
+    history = store.step_durations(tool.name, ",".join(tables) or None) if store else []
+    if history:
+        return statistics.median(history), f"median of {len(history)} earlier run(s)"
+    sizes = [table_bytes(conn, t) for t in tables]
+    if tables and all(s is not None for s in sizes):
+        total = sum(s or 0 for s in sizes)
+        return total / _ASSUMED_BYTES_PER_SECOND, f"estimated from {total:,} bytes of data"
+    return None, ""
 
 
 def tighter_or_equal(level: str, than: str) -> bool:
@@ -212,6 +308,17 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
                 f"({constraint.max_share:.0%})"
             )
     return reasons
+
+
+def _replaces_data(facts: StepFacts, target: str) -> list[str]:
+    """A step whose own estimate says it replaces tables that hold data (a restore)."""
+    replaced = (facts.effect or {}).get("replaces_tables")
+    if not replaced:
+        return []
+    names = ", ".join(str(t) for t in replaced[:10]) + (" ..." if len(replaced) > 10 else "")
+    return [
+        f"{facts.tool.name} replaces {len(replaced)} table(s) holding data in '{target}': {names}"
+    ]
 
 
 def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) -> list[str]:

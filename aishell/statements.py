@@ -1,0 +1,216 @@
+"""A step's statements as data: what each one does, how risky that is, and the shapes a
+handler may send.
+
+The risk of a statement comes from a SQL parser (sqlglot), never from what a tool
+declares. Anything the parser cannot classify counts as a write of high risk, so a
+tool whose SQL is unusual must be reviewed and tagged for what it may do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import sqlglot
+from sqlalchemy import text
+from sqlalchemy.engine import Dialect
+from sqlglot import exp
+
+from aishell.risk import RiskLevel
+from aishell.sqlcheck import SQLGLOT_DIALECT, write_reason
+
+# Statements that are commands to the server rather than queries, by their first word,
+# with the least risk each implies.
+_COMMAND_RISK: dict[str, RiskLevel] = {
+    "ANALYZE": RiskLevel.LOW,
+    "OPTIMIZE": RiskLevel.MEDIUM,
+    "REINDEX": RiskLevel.MEDIUM,
+    "REFRESH": RiskLevel.MEDIUM,
+    "LOCK": RiskLevel.MEDIUM,
+    "REPAIR": RiskLevel.HIGH,
+    "CLUSTER": RiskLevel.HIGH,
+    # Their effects are whatever the code they run does: nothing the parser can see.
+    "DO": RiskLevel.HIGH,
+    "CALL": RiskLevel.HIGH,
+    "EXECUTE": RiskLevel.HIGH,
+    "PREPARE": RiskLevel.HIGH,
+    "LOAD": RiskLevel.HIGH,
+}
+_TRANSACTION_CONTROL = (exp.Commit, exp.Rollback, exp.Transaction)
+_TRANSACTION_WORDS = re.compile(
+    r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK|END|SAVEPOINT|RELEASE|ABORT)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What one statement does: whether it writes, why, and the least risk that implies."""
+
+    writes: bool
+    risk: RiskLevel
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"writes": self.writes, "risk": self.risk.value, "reason": self.reason}
+
+
+READS = Classification(False, RiskLevel.SAFE, "only reads")
+
+
+@lru_cache(maxsize=8192)
+def classify(sql: str, dialect: str) -> Classification:
+    """The effect and least risk of `sql` (text()-style, `:name` for values)."""
+    if not sql.strip() or _only_comments(sql):
+        return READS
+    if _TRANSACTION_WORDS.match(sql):
+        return Classification(True, RiskLevel.HIGH, "transaction control inside a step")
+    reason = write_reason(sql, dialect)
+    if reason is None:
+        return READS
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=SQLGLOT_DIALECT[dialect]) if s]
+    except sqlglot.errors.ParseError:
+        return Classification(True, RiskLevel.HIGH, reason)
+    if len(statements) != 1:
+        return Classification(True, RiskLevel.HIGH, "more than one statement")
+    return Classification(True, _risk_of(statements[0], sql), reason)
+
+
+def _only_comments(sql: str) -> bool:
+    return all(
+        not line.strip() or line.strip().startswith("--") for line in sql.strip().splitlines()
+    )
+
+
+def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:
+    """The least risk a writing statement implies."""
+    if isinstance(node, _TRANSACTION_CONTROL):
+        return RiskLevel.HIGH
+    if isinstance(node, exp.Pragma):
+        words = sql.split()
+        name = words[1].split("(")[0].lower() if len(words) > 1 else ""
+        return RiskLevel.LOW if name in ("optimize", "analysis_limit") else RiskLevel.MEDIUM
+    if isinstance(node, exp.Command):
+        word = str(node.this).upper()
+        rest = node.text("expression").upper()
+        if word == "VACUUM":
+            if rest.lstrip().startswith("INTO"):
+                return RiskLevel.LOW  # writes a new file, not the database
+            return RiskLevel.HIGH if re.search(r"\bFULL\b", rest) else RiskLevel.MEDIUM
+        if word == "EXPLAIN":
+            # EXPLAIN ANALYZE runs the statement it explains.
+            return RiskLevel.HIGH
+        if word == "COPY":
+            return RiskLevel.CRITICAL if "PROGRAM" in rest else RiskLevel.HIGH
+        return _COMMAND_RISK.get(word, RiskLevel.HIGH)
+    if isinstance(node, exp.Copy):
+        return RiskLevel.CRITICAL if "PROGRAM" in sql.upper() else RiskLevel.HIGH
+    if isinstance(node, exp.Analyze):
+        return RiskLevel.LOW
+    if isinstance(node, exp.TruncateTable):
+        return RiskLevel.CRITICAL
+    if isinstance(node, exp.Drop):
+        kind = str(node.args.get("kind") or "").upper()
+        return RiskLevel.MEDIUM if kind == "INDEX" else RiskLevel.CRITICAL
+    if isinstance(node, exp.Grant | exp.Revoke) or type(node).__name__ in ("Grant", "Revoke"):
+        return RiskLevel.CRITICAL
+    if isinstance(node, exp.Alter):
+        # ALTER TABLE t FORCE rebuilds the table as it is; anything else changes it.
+        rebuild = re.search(r"\bFORCE\b", sql, re.IGNORECASE) and not re.search(
+            r"\b(DROP|ADD|MODIFY|CHANGE|RENAME|ALTER\s+COLUMN)\b", sql, re.IGNORECASE
+        )
+        return RiskLevel.MEDIUM if rebuild else RiskLevel.HIGH
+    if isinstance(node, exp.Create):
+        kind = str(node.args.get("kind") or "").upper()
+        return RiskLevel.MEDIUM if kind in ("INDEX", "TABLE") else RiskLevel.HIGH
+    if isinstance(node, exp.Delete | exp.Update):
+        return RiskLevel.MEDIUM if node.args.get("where") is not None else RiskLevel.HIGH
+    if isinstance(node, exp.Insert | exp.Merge):
+        return RiskLevel.MEDIUM
+    if isinstance(node, exp.Set):
+        return RiskLevel.MEDIUM
+    if isinstance(node, exp.Alias | exp.Column | exp.Identifier):
+        # A command the parser does not know, read as an expression (REINDEX "t").
+        word = sql.split(None, 1)[0].upper()
+        return _COMMAND_RISK.get(word, RiskLevel.HIGH)
+    if isinstance(node, exp.Query):
+        # A query that writes: a data-modifying CTE, SELECT ... INTO, a writing function.
+        inner = [
+            _risk_of(n, sql)
+            for n in node.walk()
+            if n is not node and isinstance(n, exp.Delete | exp.Update | exp.Insert | exp.Merge)
+        ]
+        return max(inner, key=lambda r: r.rank) if inner else RiskLevel.MEDIUM
+    return RiskLevel.HIGH
+
+
+def highest(risks: list[RiskLevel]) -> RiskLevel:
+    return max(risks, key=lambda r: r.rank) if risks else RiskLevel.SAFE
+
+
+# --- shapes -----------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_SLOT = "aishellslot{}x"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A statement a step may send, as the driver receives it: fixed text, quoted
+    identifiers where the template has {name}, and bound values where it has :name."""
+
+    template: str
+    pattern: re.Pattern[str]
+
+    def matches(self, statement: str) -> bool:
+        return self.pattern.fullmatch(statement.strip()) is not None
+
+
+def compile_shape(
+    template: str, dialect: Dialect, known: dict[str, str] | None = None, *, literal: bool = False
+) -> Shape:
+    """The shape of `template` for `dialect`: {name} is the quoted identifier in `known`,
+    or any one quoted identifier; :name is a bound value in the driver's style. A
+    `literal` template is final SQL whose braces are text."""
+    known = known or {}
+    slots: dict[str, str] = {}
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in known:
+            return known[name]
+        slot = _SLOT.format(len(slots))
+        slots[slot] = name
+        return slot
+
+    filled = template.strip() if literal else _PLACEHOLDER.sub(fill, template.strip())
+    compiled = str(text(filled).compile(dialect=dialect)).strip()
+    pattern = re.escape(compiled)
+    quoted = _quoted_identifier_pattern(dialect)
+    for slot in slots:
+        pattern = pattern.replace(re.escape(slot), quoted)
+    pattern = re.sub(r"(\\\s)+", r"\\s+", pattern)
+    return Shape(template=template, pattern=re.compile(pattern, re.DOTALL))
+
+
+def _quoted_identifier_pattern(dialect: Dialect) -> str:
+    preparer = dialect.identifier_preparer
+    first, last = re.escape(preparer.initial_quote), re.escape(preparer.final_quote)
+    # One quoted identifier: its quote character only ever doubled inside.
+    return f"{first}(?:[^{last}]|{last}{last})+{last}"
+
+
+def driver_to_text(statement: str, paramstyle: str) -> str:
+    """A statement as the driver received it, back in text() style for the parser."""
+    if paramstyle in ("pyformat", "format"):
+
+        def swap(match: re.Match[str]) -> str:
+            if match.group(0) == "%%":
+                return "%"
+            return f":{match.group(1)}" if match.group(1) else ":p"
+
+        return re.sub(r"%%|%\((\w+)\)s|%s", swap, statement)
+    return statement
