@@ -103,12 +103,19 @@ class PreApproved:
 PROMPT_CHOICES = ("yes", "no", "all", "quit")
 
 
+# Why a step was denied when the input ended (Ctrl-D) instead of an answer.
+END_OF_INPUT = "end of input"
+
+
 @dataclass
 class Prompting:
-    """Asks a person through `ask`, which shows the request and returns one of PROMPT_CHOICES."""
+    """Asks a person through `ask`, which shows the request and returns one of
+    PROMPT_CHOICES, or raises EOFError when the input ends: that is a no."""
 
     ask: Callable[[ApprovalRequest], str]
     approved_risks: set[str] = field(default_factory=set)
+    # Once the input has ended nobody is left to answer: every later step is a no too.
+    ended: bool = False
 
     def decide(self, request: ApprovalRequest) -> Answer:
         user = current_user()
@@ -116,7 +123,13 @@ class Prompting:
             return Answer(
                 Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
             )
-        choice = self.ask(request)
+        if self.ended:
+            return Answer(Decision.DENY, user, "prompt", END_OF_INPUT)
+        try:
+            choice = self.ask(request)
+        except EOFError:
+            self.ended = True
+            return Answer(Decision.DENY, user, "prompt", END_OF_INPUT)
         if choice == "yes":
             return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
         if choice == "all" and request.personal:

@@ -34,7 +34,10 @@ class ArchiveFile:
 
     @property
     def offset(self) -> int:
-        return self._file.tell()
+        # The file's length, not the write position: after a truncation the position
+        # stays at the old end until the next write.
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
 
     def append(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         """Write the rows and make them durable; returns the file's new length."""
@@ -46,7 +49,7 @@ class ArchiveFile:
             self._file.write(("\n".join(lines) + "\n").encode())
             self._file.flush()
             os.fsync(self._file.fileno())
-        return self._file.tell()
+        return self.offset
 
     def close(self) -> None:
         self._file.close()

@@ -843,6 +843,38 @@ def stop(state: State, run_id: str, as_json: bool) -> None:
         )
 
 
+@cli.command()
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="Remove it: kill orphaned dump processes, delete scratch files, drop scratch databases.",
+)
+@json_option
+@pass_state
+@click.pass_context
+def doctor(ctx: click.Context, state: State, clean: bool, as_json: bool) -> None:
+    """Find what killed runs left behind: scratch files, scratch databases, child processes.
+
+    Only processes of this host that are gone count; a live run's scratch is never
+    touched. Exits 1 when --clean could not remove something (each says why)."""
+    result = commands.doctor(state.config, clean=clean)
+    if as_json:
+        emit_json(result)
+    else:
+        for entry in result.get("leftovers", []):
+            click.echo(printable(f"left by run {entry['run_id']}: {entry['kind']} {entry['name']}"))
+        for entry in result.get("removed", []):
+            click.echo(printable(f"{entry['done']}: {entry['kind']} {entry['name']}"))
+        for entry in result.get("kept", []):
+            click.echo(printable(f"not removed: {entry['kind']} {entry['name']}: {entry['why']}"))
+        if not any(result.get(key) for key in ("leftovers", "removed", "kept")):
+            click.echo("Nothing left behind by killed runs.")
+        elif result.get("leftovers"):
+            click.echo("Remove it with `aishell doctor --clean`.")
+    if result.get("kept"):
+        ctx.exit(EXIT_FAILED)
+
+
 class PlanReviewer:
     """Shows a drafted plan before it runs; at a terminal, unless approval flags were
     given, asks whether to run it at all."""
@@ -1128,17 +1160,31 @@ def schedule() -> None:
     help="When: 5 fields as crontab (minute hour day month weekday), or 6 with seconds first.",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
+@click.option(
+    "--max-run-time",
+    type=Duration(),
+    help="Stop each run after this long (90s, 30m, 2h), resumably; the next trigger goes "
+    "on (default: max_run_seconds in config).",
+)
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 @json_option
 @pass_state
 def schedule_add(
-    state: State, name: str, cron: str, timezone: str, words: tuple[str, ...], as_json: bool
+    state: State,
+    name: str,
+    cron: str,
+    timezone: str,
+    max_run_time: float | None,
+    words: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Add a schedule: aishell schedule add NAME --cron "0 2 * * *" -- maintenance --type full
 
     The words after -- are those `aishell run` takes; they are checked now.
     """
     agent, job, target, options = job_from_words(words)
+    if max_run_time is not None:
+        options["max_run_seconds"] = max_run_time
     added = commands.add_schedule(
         state.config, name, cron, timezone, list(words), agent, job, target, options
     )

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell import metrics as prometheus
-from aishell import notify, scheduling, schema, signing
+from aishell import notify, scheduling, schema, scratch, signing
 from aishell.agents import PlanningContext, get_agent
 from aishell.approval import Approver, NonInteractive, current_user
 from aishell.catalog import check_tables, snapshot, table_columns, urgency, user_tables
@@ -396,6 +396,7 @@ def run_job(
     schedule: tuple[str, str] | None = None,
     planner: str | None = None,
     review: Review | None = None,
+    max_run_seconds: float | None = None,
 ) -> RunResult:
     """Plan and run a job; every step is checkpointed in the state store.
 
@@ -417,6 +418,7 @@ def run_job(
         force=force,
         clock=clock,
         schedule=schedule,
+        max_run_seconds=max_run_seconds,
     )
 
 
@@ -647,8 +649,11 @@ def resume_run(
     approver: Approver | None = None,
     observer: Observer | None = None,
     clock: Callable[[], datetime] | None = None,
+    max_run_seconds: float | None = None,
 ) -> RunResult:
-    """Continue a run from the state store alone; succeeded steps never run again."""
+    """Continue a run from the state store alone; succeeded steps never run again.
+
+    The resumed run has its time limit anew (max_run_seconds, else from config)."""
     registry = load_catalog(config)
     with StateStore(config.state_url) as store:
         run = store.get_run(run_id)
@@ -681,12 +686,12 @@ def resume_run(
                 observer,
                 run["safety_level"],
                 clock,
+                max_run_seconds,
             )
             prior = {s["index"]: s for s in run["steps"]}
             return executor.execute(plan, run_id, dry_run=False, prior=prior)
         finally:
-            lock.release()
-            store.release_lock(_lease_key(plan.target, plan.agent), run_id)
+            _unlock(store, lock, run_id)
             handle.close()
 
 
@@ -791,6 +796,30 @@ def stop_run(config: Config, run_id: str) -> dict[str, Any]:
         user = current_user()
         store.request_stop(run["run_id"], user)
         return {"run_id": run["run_id"], "requested_by": user}
+
+
+def doctor(config: Config, clean: bool = False) -> dict[str, Any]:
+    """What runs killed before they could clean up left behind (scratch files, scratch
+    databases, child processes); with clean, remove it. Only this host's dead processes
+    count: a live run's scratch, or another host's, is never touched."""
+    opened: dict[str, Target] = {}
+
+    def engine_for(name: str) -> Any:
+        if name not in opened:
+            try:
+                opened[name] = open_target(config, name)
+            except AishellError:
+                return None
+        return opened[name].engine
+
+    with StateStore(config.state_url) as store:
+        if not clean:
+            return {"clean": False, "leftovers": scratch.leftovers(store)}
+        try:
+            return {"clean": True, **scratch.clean(store, engine_for)}
+        finally:
+            for handle in opened.values():
+                handle.close()
 
 
 def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:
@@ -1010,7 +1039,12 @@ def run_schedule(
     approver = NonInteractive(why=f"scheduled run of {name}")
     for earlier in reversed(unfinished):
         log(f"schedule {name}: resuming unfinished run {earlier['run_id']} first")
-        resumed = resume_run(config, earlier["run_id"], approver=approver)
+        resumed = resume_run(
+            config,
+            earlier["run_id"],
+            approver=approver,
+            max_run_seconds=schedule["options"].get("max_run_seconds"),
+        )
         _notify(config, resumed.to_dict(), name, how, log)
         if resumed.status in UNFINISHED:
             return resumed  # still not done: the new run would meet the same wall
@@ -1026,6 +1060,7 @@ def run_schedule(
         force=bool(options.get("force")),
         planner=options.get("planner"),
         schedule=(name, how),
+        max_run_seconds=options.get("max_run_seconds"),
     )
     log(f"schedule {name}: run {result.run_id} {result.status}")
     _notify(config, result.to_dict(), name, how, log)
@@ -1075,6 +1110,7 @@ def _start(
     force: bool,
     clock: Callable[[], datetime] | None,
     schedule: tuple[str, str] | None = None,
+    max_run_seconds: float | None = None,
 ) -> RunResult:
     agent_config = config.agent(plan.agent)
     configured = agent_config.defaults.safety_level
@@ -1135,43 +1171,61 @@ def _start(
                 {"from": configured, "to": level, "by": current_user(), "force": force},
             )
         executor = _executor(
-            config, registry, store, handle, plan.agent, approver, observer, level, clock
+            config,
+            registry,
+            store,
+            handle,
+            plan.agent,
+            approver,
+            observer,
+            level,
+            clock,
+            max_run_seconds,
         )
         return executor.execute(plan, run_id, dry_run=dry_run)
     finally:
         if lock is not None:
-            lock.release()
-            store.release_lock(_lease_key(plan.target, plan.agent), run_id)
+            _unlock(store, lock, run_id)
         handle.close()
 
 
-def _lease_key(target: str, agent: str) -> str:
-    return f"{target}/{agent}"
-
-
 def _lock(store: StateStore, handle: Target, target: str, agent: str, run_id: str) -> RunLock:
-    """One run per target and agent: the server's lock, and a lease row naming the run.
+    """One run per database at a time, whatever name or agent reaches it: the server's
+    lock keyed by the database's identity, and a lease row naming the run.
 
     The server lock is the authority (the server frees it when a process dies);
     the lease says who holds it, since a lost network shows only after keepalives.
     """
-    key = _lease_key(target, agent)
-    lock = handle.try_lock(f"aishell:{key}")
+    with handle.connect() as conn:
+        identity = database_identity(conn)
+    lock = handle.try_lock(f"aishell:{identity}")
     if lock is None:
-        holder = store.lock_holder(key)
+        holder = store.lock_holder(identity)
         who = (
             f"run {holder['run_id']} (pid {holder['pid']} on {holder['hostname']}, "
             f"since {holder['acquired_at']})"
             if holder
             else "another aishell process"
         )
-        raise TargetLocked(f"Target '{target}' is locked for {agent} by {who}")
+        raise TargetLocked(
+            f"Target '{target}' is locked for {agent}: its database is in use by {who}"
+        )
     try:
-        store.acquire_lock(key, run_id)
+        store.acquire_lock(identity, run_id)
     except TargetLocked:
         lock.release()
-        raise
+        holder = store.lock_holder(identity) or {}
+        raise TargetLocked(
+            f"Target '{target}' is locked for {agent}: its database is in use by run "
+            f"{holder.get('run_id')} (pid {holder.get('pid')} on {holder.get('hostname')})"
+        ) from None
+    lock.lease = identity
     return lock
+
+
+def _unlock(store: StateStore, lock: RunLock, run_id: str) -> None:
+    lock.release()
+    store.release_lock(lock.lease, run_id)
 
 
 def _executor(
@@ -1184,6 +1238,7 @@ def _executor(
     observer: Observer | None,
     safety_level: str,
     clock: Callable[[], datetime] | None,
+    max_run_seconds: float | None = None,
 ) -> Executor:
     extra: dict[str, Any] = {}
     if observer is not None:
@@ -1199,6 +1254,7 @@ def _executor(
         backup_dir=config.backup_dir,
         safety_level=safety_level,
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
+        run_limit=config.run_limit(agent_name, max_run_seconds, "the schedule's --max-run-time"),
         **extra,
     )
 

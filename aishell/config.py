@@ -29,6 +29,7 @@ MAX_RETENTION_DAYS = 36_500  # a hundred years
 MAX_BATCH_MS = 3_600_000  # an hour
 MAX_SLEEP_MS = 3_600_000
 MAX_RUN_TIME_SECONDS = 30 * 86_400
+MAX_TIMEOUT_SECONDS = 86_400
 
 
 class _Strict(BaseModel):
@@ -47,11 +48,38 @@ class TargetConfig(_Strict):
     # Lock waits start short and are retried with backoff, instead of one long wait
     # that queues every other session behind aishell.
     lock_timeout_ms: int = Field(1000, ge=10)
-    connect_timeout_seconds: int = Field(10, ge=1)
+    # Opening a connection: TCP, TLS, the server's greeting and authentication, all of it
+    # (PostgreSQL counts at least 2 s).
+    connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
+    # How long a server may stay silent: the answer to a statement outside a step (catalog
+    # reads, checks, locks); inside a step, the time after the step's own limit
+    # (max_execution_time) for the server to answer the cancel. Then the connection is
+    # closed: a hung server or a lost network ends a run instead of holding it forever.
+    read_timeout_seconds: float = Field(600, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # How long sent data may go unacknowledged (PyMySQL write_timeout, libpq
+    # tcp_user_timeout): a dead network shows up in this long.
+    write_timeout_seconds: float = Field(60, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # SQLite: how long a statement waits for another process's lock on the file.
+    busy_timeout_ms: int = Field(5000, ge=1, le=MAX_TIMEOUT_SECONDS * 1000)
+
+
+class RunDefaults(_Strict):
+    """Limits of every run, unless its agent's default_config or its schedule says otherwise."""
+
+    # A run stops after this long, as on SIGTERM: the running statement is cancelled, the
+    # step ends interrupted, and `aishell resume` (or the schedule's next trigger) goes on.
+    # An unattended night never runs into the day.
+    max_run_seconds: float = Field(4 * 3600, gt=0, le=MAX_RUN_TIME_SECONDS)
 
 
 class StateConfig(_Strict):
     url: str = "sqlite:///state.db"
+    # As for targets: the password comes from this environment variable, so the URL
+    # in a config file that is shared carries none.
+    password_env: str | None = None
+    # How long a SQLite store waits for another process's lock before it gives up;
+    # null: the URL's own `timeout` query parameter, or 10 seconds.
+    busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
 
 
 class CircuitBreakerConfig(_Strict):
@@ -117,6 +145,7 @@ class PlannerConfig(_Strict):
 
 class MainConfig(_Strict):
     default_target: str = "demo"
+    defaults: RunDefaults = RunDefaults()
     planner: PlannerConfig = PlannerConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -130,6 +159,8 @@ class MainConfig(_Strict):
 class AgentDefaults(_Strict):
     safety_level: SafetyLevel = "strict"
     max_execution_time: int = Field(3600, gt=0, description="cap on any one step, seconds")
+    # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
+    max_run_seconds: float | None = Field(None, gt=0, le=MAX_RUN_TIME_SECONDS)
     max_retries: int = Field(3, ge=0, le=20)
     retry_backoff_seconds: float = Field(1.0, ge=0)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
@@ -227,6 +258,12 @@ class PurgeSettings(_Strict):
     run_time_seconds: float | None = Field(None, ge=1, le=MAX_RUN_TIME_SECONDS)
     max_running_queries: int | None = Field(25, ge=1)
     max_replica_lag_seconds: float | None = Field(10, ge=0)
+    # The longest one wait for a busy server or a lagging replica; then the purge
+    # stops resumably and says so.
+    max_throttle_wait_seconds: float = Field(1800, ge=1, le=MAX_RUN_TIME_SECONDS)
+    # How long a purge keeps reconnecting after losing its server, before it stops
+    # resumably.
+    reconnect_seconds: float = Field(120, ge=0, le=MAX_RUN_TIME_SECONDS)
     replicas: list[str] = []
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
@@ -262,7 +299,37 @@ class Config:
 
     @property
     def state_url(self) -> str:
-        return resolve_url(self.main.state.url, self.home)
+        """The URL the state store is opened with, its password (state.password_env) in
+        it: print state_location, never this."""
+        state = self.main.state
+        url = resolve_url(state.url, self.home)
+        if not state.password_env and state.busy_timeout_ms is None:
+            return url
+        from sqlalchemy.engine import make_url  # late: most commands never need it
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(f"{self.path}: state.url: not a valid database URL") from None
+        if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
+            # The SQLite driver's own busy timeout, in seconds; the store reads it back.
+            parsed = parsed.update_query_dict({"timeout": str(state.busy_timeout_ms / 1000)})
+        if state.password_env:
+            password = os.environ.get(state.password_env)
+            if password is None:
+                raise ConfigError(
+                    f"The state store's password: the environment variable "
+                    f"{state.password_env} (state.password_env in {self.path}) is not set"
+                )
+            parsed = parsed.set(password=password)
+        return parsed.render_as_string(hide_password=False)
+
+    @property
+    def state_location(self) -> str:
+        """Where the state store is, fit to print: a SQLite file's path, or the URL with
+        its password masked."""
+        return display_url(resolve_url(self.main.state.url, self.home))
 
     @property
     def backup_dir(self) -> Path:
@@ -283,6 +350,20 @@ class Config:
                 f"Unknown target '{name}'; targets in {self.path} are: {known}"
             ) from None
 
+    def run_limit(
+        self, agent: str, override: float | None = None, where: str = ""
+    ) -> tuple[float, str]:
+        """A run's time limit in seconds, and the setting it comes from (to name in messages)."""
+        if override is not None:
+            return override, where
+        defaults = self.agent(agent).defaults
+        if defaults.max_run_seconds is not None:
+            return (
+                defaults.max_run_seconds,
+                f"{agent}_agent.default_config.max_run_seconds in {self.agent(agent).path}",
+            )
+        return self.main.defaults.max_run_seconds, f"defaults.max_run_seconds in {self.path}"
+
     def agent(self, name: str) -> AgentConfig:
         if name not in self._agents:
             self._agents[name] = load_agent_config(self.agent_dir, name)
@@ -297,6 +378,21 @@ def resolve_url(url: str, home: Path) -> str:
         if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
             return prefix + str((home / rest).resolve())
     return url
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to print or store: a SQLite file as its path, any other URL
+    with its password as ***; text that is no URL is not repeated."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(an invalid database URL)"
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
 
 
 def find_home(home: str | os.PathLike[str] | None = None) -> Path:

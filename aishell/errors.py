@@ -71,6 +71,17 @@ class StepFailed(AishellError):
         self.details = details or {}
 
 
+class StepSkipped(AishellError):
+    """The server did not do the step's work (not the owner, no privilege) or a check
+    could not run: the step ends `skipped` with this reason, never `succeeded`.
+
+    `details` carries what the tool did find, kept as the step's output."""
+
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
 class StepTimeout(StepFailed):
     """A step ran past its time limit and was interrupted."""
 

@@ -33,7 +33,9 @@ from aishell.errors import (
     AishellError,
     StatementRefused,
     StepInterrupted,
+    StepSkipped,
     TargetError,
+    TargetUnreachable,
 )
 from aishell.guard import Guard, shapes_for
 from aishell.plan import Plan, Step
@@ -46,6 +48,7 @@ from aishell.registry import (
     ToolContext,
     ToolDefinition,
 )
+from aishell.scratch import Ledger
 from aishell.sqltext import display
 from aishell.state import StateStore, dumps
 from aishell.substitution import find_references, substitute
@@ -85,6 +88,8 @@ RUN_STATUSES = (
 
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
+# Tries at a new connection after the server dropped ours, with doubling waits.
+RECONNECT_ATTEMPTS = 4
 
 
 @dataclass
@@ -214,6 +219,8 @@ class Executor:
     clock: Callable[[], datetime] = _utc_now
     # Opens another configured target read-only (a replica a purge watches).
     open_target: Callable[[str], Connection] | None = None
+    # The run's time limit in seconds, and the setting it comes from.
+    run_limit: tuple[float, str] | None = None
     _run_id: str = field(default="", init=False)
     _plan: Plan | None = field(default=None, init=False)
     _results: list[StepResult] = field(default_factory=list, init=False)
@@ -268,8 +275,12 @@ class Executor:
         )
         ctx.should_stop = lambda: self._stop_reason() is not None
         ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)
+        ctx.scratch = Ledger(self.store, run_id, self.target.name)
+        if not dry_run:
+            # What runs killed before they could clean up left behind goes first.
+            ctx.scratch.clean_dead(self.target.engine)
         try:
-            with self._signals():
+            with self._signals(), self._time_limit():
                 for step, result in zip(plan.steps, results, strict=True):
                     stored = (prior or {}).get(result.index)
                     if stored is not None and stored["status"] in FINAL_STEP_STATES:
@@ -279,7 +290,11 @@ class Executor:
                         if reason:
                             raise _Stop(INTERRUPTED, reason)
                         self._step(step, result, outputs, waiting, ctx, dry_run, stored)
-                    if result.status == "succeeded":
+                    if result.status == "succeeded" or (
+                        # What a step the server skipped found; only a step that runs
+                        # regardless of its references (the report) ever reads it.
+                        result.status == "skipped" and result.output is not None
+                    ):
                         outputs[step.id] = result.output
         except _Stop as stop:
             run.status, run.error = stop.status, stop.error
@@ -289,12 +304,24 @@ class Executor:
             for result in results:
                 if result.status == "running":
                     self._finish(result, "interrupted", error=f"interrupted by {who}")
+        except DBAPIError as exc:
+            # The server failed between a step's statements (its checks, its measuring):
+            # nothing of that step ran, and resume starts it again.
+            run.status, run.error = (
+                FAILED,
+                (
+                    f"target '{self.target.name}': {_db_error(exc)}; "
+                    f"`aishell resume {run_id}` once the server answers"
+                ),
+            )
         except Exception as exc:
             run.status, run.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
             self.store.finish_run(run_id, run.status, run.error)
             raise
         finally:
-            ctx.connection.close()
+            if ctx.conn is not None:
+                with suppress(SQLAlchemyError):
+                    ctx.conn.close()
         if run.status == COMPLETED:
             run.status, run.error = _outcome(results)
         self.store.finish_run(run_id, run.status, run.error)
@@ -360,6 +387,29 @@ class Executor:
             writer.close()
             reader.close()
             watcher.join(1)
+
+    @contextmanager
+    def _time_limit(self) -> Iterator[None]:
+        """Past the run's time limit the run stops as on SIGTERM: the running statement
+        is cancelled, the step ends interrupted, and `aishell resume` goes on."""
+        if self.run_limit is None:
+            yield
+            return
+        seconds, setting = self.run_limit
+
+        def reached() -> None:
+            self._signal = self._signal or f"the run-time limit of {seconds:g}s ({setting})"
+            running = self._running
+            if running is not None:
+                interrupt(running)
+
+        timer = threading.Timer(seconds, reached)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     def _initial(self, index: int, step: Step) -> StepResult:
         tool = self.registry.get(step.tool)
@@ -629,6 +679,7 @@ class Executor:
                 run_id, result.index, params, result.sql, attempt, durable=False
             )
             label = f"{result.step_id} ({tool.name})"
+            ctx.deadline = time.monotonic() + limit
             # The tool's effective risk says whether it may write at all; what it may
             # write is what it rendered (shown, checked, approved) and its declared shapes.
             writes = tool.risk_level is not RiskLevel.SAFE
@@ -663,6 +714,12 @@ class Executor:
                     raise
             except _Stop:
                 raise
+            except StepSkipped as exc:
+                # Whatever it did is committed (each tool commits its own work); the
+                # server declined the rest, and the status says so.
+                result.output = json.loads(dumps(exc.details)) if exc.details else None
+                self._finish(result, "skipped", error=str(exc), started=started)
+                return
             except AishellError as exc:  # StepTimeout and StepFailed among them
                 _rollback(ctx.connection)
                 self._record_effects(getattr(exc, "details", None) or {})
@@ -672,11 +729,6 @@ class Executor:
                 _rollback(ctx.connection)
                 message = _db_error(exc)
                 if attempt <= retries and is_transient(exc):
-                    if exc.connection_invalidated:
-                        if ctx.conn is not None:
-                            with suppress(SQLAlchemyError):
-                                ctx.conn.close()
-                        ctx.conn = self.target.connect()
                     delay = self.agent.defaults.retry_backoff_seconds * 2 ** (attempt - 1)
                     delay *= random.uniform(0.5, 1.5)  # jitter: retries of many runs spread out
                     self.store.record_event(
@@ -686,7 +738,22 @@ class Executor:
                         {"attempt": attempt, "error": message, "delay_seconds": round(delay, 3)},
                     )
                     time.sleep(delay)
+                    if exc.connection_invalidated and not self._reconnect(ctx, result, message):
+                        self._finish(
+                            result,
+                            "failed",
+                            error=f"lost the connection to target '{self.target.name}' "
+                            f"({message}) and could not reconnect; `aishell resume "
+                            f"{run_id}` once the server is back",
+                            started=started,
+                        )
+                        return
                     continue
+                if exc.connection_invalidated:
+                    message = (
+                        f"lost the connection to target '{self.target.name}': {message}; "
+                        f"`aishell resume {run_id}` once the server is back"
+                    )
                 if is_lock_timeout(exc):
                     # aishell never cancels other sessions; it names them.
                     _rollback(ctx.connection)
@@ -711,6 +778,26 @@ class Executor:
             result.output = json.loads(dumps(output))
             self._finish(result, "succeeded", started=started)
             return
+
+    def _reconnect(self, ctx: ToolContext, result: StepResult, message: str) -> bool:
+        """A new connection after the server dropped ours (a restart, a failover): tried a
+        few times with backoff, since a restarting server refuses connections a while."""
+        if ctx.conn is not None:
+            with suppress(SQLAlchemyError):
+                ctx.conn.close()
+            ctx.conn = None
+        delay = self.agent.defaults.retry_backoff_seconds
+        for _ in range(RECONNECT_ATTEMPTS):
+            try:
+                ctx.conn = self.target.connect()
+                return True
+            except TargetUnreachable as exc:
+                self.store.record_event(
+                    self._run_id, result.index, "reconnect_failed", {"error": str(exc)}
+                )
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay *= 2
+        return False
 
     def _long_step_hooks(self, result: StepResult, tool: ToolDefinition, ctx: ToolContext) -> None:
         """What a long step (a purge) uses to checkpoint, report and budget itself."""
@@ -926,9 +1013,10 @@ def _check_identifiers(
 
 
 def _rollback(conn: Connection) -> None:
+    # Unconditionally: after a failed COMMIT in_transaction() is False, yet the
+    # connection still needs its rollback before it takes another statement.
     with suppress(SQLAlchemyError):
-        if conn.in_transaction() or conn.invalidated:
-            conn.rollback()
+        conn.rollback()
 
 
 def _error_text(exc: BaseException) -> str:
@@ -938,8 +1026,10 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _db_error(exc: DBAPIError) -> str:
+    # A tool adds notes to a server error to say what it did about it (leftovers dropped).
+    notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
     args = getattr(exc.orig, "args", ())
     if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
-        return f"{args[1]} (error {args[0]})"
+        return f"{args[1]} (error {args[0]}){notes}"
     text = str(exc.orig).strip() or type(exc.orig).__name__
-    return text.splitlines()[0]
+    return text.splitlines()[0] + notes

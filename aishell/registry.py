@@ -27,6 +27,7 @@ from aishell import schema
 from aishell.config import YAML_LOADER
 from aishell.errors import CatalogError, ToolNotFound
 from aishell.risk import RiskLevel
+from aishell.scratch import Ledger
 from aishell.sqlcheck import write_reason
 from aishell.statements import classify
 
@@ -85,6 +86,11 @@ class ToolContext:
     seconds_left: float | None = None
     # Another configured target, read-only (a replica whose lag a purge watches).
     open_target: Callable[[str], Connection] | None = None
+    # Scratch files, databases and child processes, recorded before they are made so
+    # that what a killed run leaves is found and removed; and when (time.monotonic())
+    # the step's time runs out, for the child processes a tool waits on.
+    scratch: Ledger = field(default_factory=Ledger)
+    deadline: float | None = None
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

@@ -429,13 +429,20 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
         body.add_row("effect", _text(effect, newlines=True))
     title = "Review needed" if request.confirmation == "review" else "Approval needed"
     out.print(Panel(body, title=title, border_style="yellow"))
-    return click.prompt(
-        "Run this step? (all = approve every remaining step at this risk)",
-        type=click.Choice(PROMPT_CHOICES),
-        default="no",
-        show_choices=True,
-        err=True,
-    )
+    try:
+        return click.prompt(
+            "Run this step? (all = approve every remaining step at this risk)",
+            type=click.Choice(PROMPT_CHOICES),
+            default="no",
+            show_choices=True,
+            err=True,
+        )
+    except click.Abort as exc:
+        # Ctrl-D ends the input: an answer the approver turns into no; Ctrl-C stays an
+        # interruption.
+        if isinstance(exc.__context__, EOFError):
+            raise EOFError("end of input") from None
+        raise
 
 
 def _lines(items: Any) -> Text:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -37,10 +39,19 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
+from aishell.config import display_url
 from aishell.errors import RunNotFound, StateError, TargetLocked, UsageError
 
 metadata = MetaData()
@@ -234,6 +245,25 @@ plan_cache = Table(
     Column("uses", Integer, nullable=False, default=0),
 )
 
+# Scratch files, scratch databases and child processes, each recorded before it is
+# made, with the process that makes it (pid, host, and the pid's start time, since pids
+# are reused): what a process that died left behind is found here and removed by the
+# next run or `aishell doctor --clean` (aishell/scratch.py).
+scratch = Table(
+    "scratch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32)),
+    Column("target", String(128)),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("details", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid_started", String(32)),
+    Column("created_at", String(32), nullable=False),
+)
+
 # Each migration takes the schema from the version before it to its own; they only
 # add, so an older aishell's data stays readable. The newest key is the version.
 MIGRATIONS: dict[int, tuple[Table, ...]] = {
@@ -242,6 +272,7 @@ MIGRATIONS: dict[int, tuple[Table, ...]] = {
     3: (step_progress,),
     4: (schedules, schedule_runs),
     5: (plan_cache,),
+    6: (scratch,),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -306,14 +337,36 @@ class StateStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        # What errors and messages show: the URL may hold a password.
+        self.location = display_url(url)
+        self._busy_timeout = _busy_timeout(url)
+        # While set (a time.monotonic() deadline), _open retries what opening
+        # processes race on, instead of _fault reporting it.
+        self._opening_until: float | None = None
+        try:
+            self.engine = _make_engine(url, self._busy_timeout)
+        except ArgumentError:
+            raise StateError(
+                "The state store's URL (state.url) is not a valid database URL; fix it in the "
+                "config"
+            ) from None
+        except (NoSuchModuleError, ImportError) as exc:
+            raise StateError(
+                f"The state store {self.location} needs a database driver that is not "
+                f"installed ({exc}); install it, or set state.url"
+            ) from None
+        # Every failure of the store (locked, damaged, read-only, full, unreachable) is
+        # one StateError saying where the store is and what to do, whichever statement
+        # met it.
+        event.listen(self.engine, "handle_error", self._fault)
         # Writes that need not be durable on their own: they commit with the next
         # transaction, which always comes before anything that depends on them.
         self._queued: list[tuple[Executable, dict[str, Any]]] = []
         try:
             self._conn: Connection = self._open()
-        except OperationalError as exc:
-            raise StateError(f"Cannot open the state store {url}: {exc.orig}") from None
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.flush()
@@ -344,24 +397,46 @@ class StateStore:
         # Processes opening a new store at once all find tables missing; the slower
         # ones' CREATEs fail, or SQLite answers "locked" at once (switching to WAL, or
         # two read transactions both trying to write). A second look finds what the
-        # first one created.
-        for attempt in range(_OPEN_ATTEMPTS):
-            conn = None
-            try:
-                conn = self._conn = self.engine.connect()
-                self._migrate()
-                return conn
-            except (OperationalError, IntegrityError, ProgrammingError) as exc:
-                self._queued.clear()
-                if conn is not None:
-                    with suppress(SQLAlchemyError):
-                        conn.close()
-                message = str(exc.orig).lower()
-                raced = isinstance(exc, IntegrityError) or "exist" in message or "locked" in message
-                if attempt == _OPEN_ATTEMPTS - 1 or not raced:
-                    raise
-                time.sleep(random.uniform(0.01, 0.1))
-        raise AssertionError("unreachable")
+        # first one created. A lock held past the busy timeout is no race: _fault
+        # reports it.
+        self._opening_until = time.monotonic() + self._busy_timeout
+        try:
+            for attempt in range(_OPEN_ATTEMPTS):
+                conn = None
+                try:
+                    conn = self._conn = self.engine.connect()
+                    self._migrate()
+                    return conn
+                except (SQLAlchemyError, StateError) as exc:
+                    self._queued.clear()
+                    if conn is not None:
+                        with suppress(SQLAlchemyError, StateError):
+                            conn.close()
+                    if not (isinstance(exc, DBAPIError) and _raced(exc)):
+                        raise
+                    if attempt == _OPEN_ATTEMPTS - 1:
+                        raise self._error(exc) from None
+                    time.sleep(random.uniform(0.01, 0.1))
+            raise AssertionError("unreachable")
+        finally:
+            self._opening_until = None
+
+    def _fault(self, context: ExceptionContext) -> None:
+        """The engine's error hook: a failure of the store itself becomes a StateError."""
+        exc = context.sqlalchemy_exception
+        if context.is_pre_ping or not isinstance(exc, DBAPIError) or not _is_fault(exc):
+            # The pool reconnects after a failed ping; a defect, or an IntegrityError
+            # that acquire_lock reads, stays what it is.
+            return
+        opening = self._opening_until
+        if opening is not None and _raced(exc):
+            waited_out = "locked" in str(exc.orig).lower() and time.monotonic() >= opening
+            if not waited_out:
+                return  # _open looks again
+        raise self._error(exc)
+
+    def _error(self, exc: DBAPIError) -> StateError:
+        return state_error(self.location, self.url, exc, self._busy_timeout)
 
     def _migrate(self, up_to: int = SCHEMA_VERSION) -> None:
         with self._tx() as conn:
@@ -370,7 +445,7 @@ class StateStore:
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
                 raise StateError(
-                    f"The state store {self.url} has schema version {version}, newer than "
+                    f"The state store {self.location} has schema version {version}, newer than "
                     f"this aishell knows ({SCHEMA_VERSION}); upgrade aishell"
                 )
             for number in range(version + 1, up_to + 1):
@@ -461,7 +536,7 @@ class StateStore:
         ).all()
         self._conn.rollback()
         if not rows:
-            raise RunNotFound(f"No run with id '{run_id}' in {self.url}")
+            raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
         if len(rows) > 1:
             raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
         run = self._run_dict(rows[0]._mapping)
@@ -506,7 +581,7 @@ class StateStore:
         row = self._conn.execute(select(runs.c.plan).where(runs.c.run_id == run_id)).first()
         self._conn.rollback()
         if row is None:
-            raise RunNotFound(f"No run with id '{run_id}' in {self.url}")
+            raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
         return json.loads(row[0])
 
     def reopen_run(self, run_id: str, reason: str) -> None:
@@ -1062,6 +1137,65 @@ class StateStore:
             return None
         return until, row.consecutive_failures, row.last_error or ""
 
+    # --- scratch ------------------------------------------------------------------
+
+    def record_scratch(
+        self,
+        kind: str,
+        name: str,
+        *,
+        run_id: str | None = None,
+        target: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a scratch file, database or child process before it is made; durable
+        before this returns, so a crash right after still finds it."""
+        pid = os.getpid()
+        with self._tx() as conn:
+            result = conn.execute(
+                insert(scratch).values(
+                    run_id=run_id,
+                    target=target,
+                    kind=kind,
+                    name=name,
+                    details=dumps(details or {}),
+                    pid=pid,
+                    hostname=socket.gethostname(),
+                    pid_started=process_started(pid),
+                    created_at=now(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def update_scratch(self, entry: int, details: dict[str, Any]) -> None:
+        """Add what became known after the thing was made (a child's pid)."""
+        row = self._conn.execute(select(scratch.c.details).where(scratch.c.id == entry)).first()
+        self._conn.rollback()
+        if row is None:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                update(scratch)
+                .where(scratch.c.id == entry)
+                .values(details=dumps({**json.loads(row[0]), **details}))
+            )
+
+    def forget_scratch(self, entry: int) -> None:
+        """The thing is gone (removed, renamed into place, or never made)."""
+        with self._tx() as conn:
+            conn.execute(delete(scratch).where(scratch.c.id == entry))
+
+    def scratch_of_dead_runs(self) -> list[dict[str, Any]]:
+        """What processes of this host that are gone left behind, oldest first; another
+        host's entries are never listed, since its processes cannot be seen from here."""
+        rows = self._conn.execute(select(scratch).order_by(scratch.c.id)).all()
+        self._conn.rollback()
+        return [
+            {**dict(r._mapping), "details": json.loads(r.details)}
+            for r in rows
+            if not recorder_alive(r.pid, r.hostname, r.pid_started)
+        ]
+
     # --- target locks -------------------------------------------------------------
 
     def acquire_lock(self, target: str, run_id: str) -> None:
@@ -1116,24 +1250,134 @@ class StateStore:
             )
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, busy_timeout: float) -> Engine:
     if url.startswith("sqlite"):
         # One connection per store object: see the module docstring.
         # Worker threads run tools (see executor._in_worker) and write audit rows
         # through this one connection while the main thread waits.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        busy_ms = max(1, round(busy_timeout * 1000))
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             # The busy timeout first: switching to WAL waits for other openers too.
-            cursor.execute("PRAGMA busy_timeout = 10000")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.close()
 
         return engine
     return create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
+# --- faults of the store itself ------------------------------------------------------
+
+# Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
+# (state.busy_timeout_ms) says otherwise.
+DEFAULT_BUSY_TIMEOUT = 10.0
+# Less free space than this, where SQLite reports an I/O error, is a full disk.
+_NEARLY_FULL = 1 << 20
+
+
+def _busy_timeout(url: str) -> float:
+    try:
+        parsed = make_url(url)
+        return float(parsed.query.get("timeout") or DEFAULT_BUSY_TIMEOUT)  # type: ignore[arg-type]
+    except (ArgumentError, TypeError, ValueError):
+        return DEFAULT_BUSY_TIMEOUT
+
+
+def _is_fault(exc: DBAPIError) -> bool:
+    """A failure of the store rather than of a statement: the file or server cannot be
+    used (SQLite reports a damaged file as a bare DatabaseError)."""
+    return isinstance(exc, OperationalError) or type(exc) is DatabaseError
+
+
+def _raced(exc: DBAPIError) -> bool:
+    """What processes opening one new store at once meet, and a second look resolves."""
+    message = str(exc.orig).lower()
+    return isinstance(exc, IntegrityError) or "exist" in message or "locked" in message
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _sqlite_path(url: str) -> Path | None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)  # type: ignore[arg-type]
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the file (if it is there) and its folder; a
+    read-only mount refuses even root."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    return os.access(path.parent, os.W_OK)
+
+
+def _nearly_full(path: Path) -> bool:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -> StateError:
+    """One line: where the state store is, what is wrong with it, and what to do."""
+    message = _first_line(exc.orig)
+    lower = message.lower()
+    where = f"The state store {location}"
+    path = _sqlite_path(url)
+    if path is None:
+        if "read-only" in lower or "read only" in lower:
+            return StateError(
+                f"{where} is read-only ({message}); point state.url at a writable primary"
+            )
+        if "disk full" in lower or "no space" in lower:
+            return StateError(f"{where} has no space left ({message}); free space on its server")
+        return StateError(
+            f"Cannot use the state store {location}: {message}; check that its server is up, "
+            "and state.url and state.password_env in the config"
+        )
+    if "locked" in lower or "busy" in lower:
+        return StateError(
+            f"{where} is locked by another process (still locked after {busy_timeout:g}s); "
+            "let that process finish and try again, or raise state.busy_timeout_ms"
+        )
+    if "not a database" in lower or "malformed" in lower or "encrypted" in lower:
+        return StateError(
+            f"{where} is damaged ({message}); move it aside with its -wal and -shm files and "
+            "put back a copy, or let aishell start a new, empty one there"
+        )
+    if "full" in lower or (("i/o" in lower or "unable to open" in lower) and _nearly_full(path)):
+        return StateError(
+            f"The disk holding the state store {location} is full ({message}); free space "
+            "there, or point state.url at another disk"
+        )
+    if "unable to open" in lower and not path.parent.is_dir():
+        return StateError(
+            f"{where} cannot be opened: its folder {path.parent} does not exist; create it, "
+            "or point state.url elsewhere"
+        )
+    if "readonly" in lower or "read-only" in lower or not _writable(path):
+        return StateError(
+            f"{where} is read-only ({message}); make the file and its folder writable for "
+            "this user, or point state.url at a writable place"
+        )
+    return StateError(
+        f"{where} cannot be used ({message}); check the file, its folder and their disk"
+    )
 
 
 def _process_alive(pid: int, hostname: str) -> bool:
@@ -1155,3 +1399,32 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def process_started(pid: int) -> str | None:
+    """When a process started (clock ticks after boot, from /proc): with its pid, this
+    tells a process from a later one that reused the pid. None where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; the fields after it do not.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return fields[19].decode()
+
+
+def recorder_alive(pid: int, hostname: str, started: str | None) -> bool:
+    """Is the process that recorded a scratch entry still running? Another host's
+    processes count as alive: they cannot be seen from here."""
+    if hostname != socket.gethostname():
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: ask the kernel about the pid alone
+        return _process_alive(pid, hostname)
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped
+        return False
+    return started is None or fields[19].decode() == started

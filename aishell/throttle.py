@@ -3,6 +3,8 @@
 The same signals pt-archiver and pt-online-schema-change watch: MySQL's
 Threads_running or PostgreSQL's active client backends, and how far replicas are
 behind. A replica that does not report its lag counts as too far behind (fail closed).
+Unlike theirs, a wait is bounded (max_wait_seconds): an unattended purge stops and
+says why rather than wait all night.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class Throttle:
     max_replica_lag_seconds: float | None = None
     # Named replicas (other configured targets), each with its own connection.
     replicas: Sequence[tuple[str, Connection]] = field(default_factory=tuple)
+    # The longest one wait lasts: a server busy all night must not hold a purge (and
+    # its run lock) without a word; past it the purge stops resumably.
+    max_wait_seconds: float = 1800.0
 
     @property
     def active(self) -> bool:

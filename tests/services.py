@@ -1,11 +1,14 @@
 """Scratch databases on the local PostgreSQL and MariaDB servers.
 
-A test that needs a server skips with a one-line reason when none answers, except
-under AISHELL_REQUIRE_SERVICES=1 (set by .ci/run), where it fails instead.
+A test that needs a server skips with a one-line reason when none answers (connection
+refused or timed out), except under AISHELL_REQUIRE_SERVICES=1 (set by .ci/run), where
+it fails instead. Any other failure to set up (a server that answers but refuses the
+login, a CREATE DATABASE that fails) is an error of the test, never a skip.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,54 +16,102 @@ from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+CONNECT_TIMEOUT_SECONDS = 10
+
+# The client errors of a server that does not answer: MySQL's CR_CONNECTION_ERROR and
+# CR_CONN_HOST_ERROR (no socket, nothing listening, timed out).
+_MYSQL_UNREACHABLE = {2002, 2003}
+_UNREACHABLE_WORDS = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "no route to host",
+    "network is unreachable",
+    "no such file or directory",  # a Unix socket that is not there
+)
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
-def _unavailable(what: str, exc: Exception) -> None:
-    message = f"{what} is not reachable on 127.0.0.1: {str(exc).strip().splitlines()[0]}"
-    if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+def unreachable(exc: BaseException) -> bool:
+    """Whether the error says the server did not answer at all (not: answered no)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # PyMySQL: (code, message)
+        return args[0] in _MYSQL_UNREACHABLE and _says_unreachable(str(args[1:]))
+    if getattr(orig, "sqlstate", None):  # the server answered (bad login, no database)
+        return False
+    return _says_unreachable(str(orig))
+
+
+def _says_unreachable(message: str) -> bool:
+    lower = message.lower()
+    if any(word in lower for word in _UNREACHABLE_WORDS):
+        return True
+    return any(f"[errno {n}]" in lower for n in _UNREACHABLE_ERRNOS)
+
+
+def admin_engine(url: str, what: str) -> Engine:
+    """An AUTOCOMMIT engine on the server, checked to answer: an unreachable server skips
+    (or fails under AISHELL_REQUIRE_SERVICES=1); any other error is raised."""
+    key = "connect_timeout"
+    engine = create_engine(
+        url, isolation_level="AUTOCOMMIT", connect_args={key: CONNECT_TIMEOUT_SECONDS}
+    )
+    try:
+        engine.connect().close()
+    except OperationalError as exc:
+        engine.dispose()
+        if not unreachable(exc):
+            raise
+        where = make_url(url)
+        message = (
+            f"{what} is not reachable on {where.host}:{where.port}: "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        )
+        if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return engine
 
 
 @contextmanager
-def scratch_postgresql() -> Iterator[str]:
+def scratch_postgresql(admin_url: str = PG_ADMIN, name: str | None = None) -> Iterator[str]:
     """A new database on the local PostgreSQL, dropped afterwards; yields its URL."""
-    name = f"aishell_{uuid.uuid4().hex[:10]}"
+    name = name or f"aishell_{uuid.uuid4().hex[:10]}"
+    admin = admin_engine(admin_url, "PostgreSQL")
     try:
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no server: skip or fail, as the environment says
-        _unavailable("PostgreSQL", exc)
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
-        yield url
+        try:
+            yield str(make_url(admin_url).set(database=name).render_as_string(False))
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
 @contextmanager
-def scratch_mysql() -> Iterator[str]:
+def scratch_mysql(admin_url: str = MYSQL_ADMIN, name: str | None = None) -> Iterator[str]:
     """A new database on the local MariaDB, dropped afterwards; yields its URL."""
-    name = f"aishell_{uuid.uuid4().hex[:10]}"
+    name = name or f"aishell_{uuid.uuid4().hex[:10]}"
+    admin = admin_engine(admin_url, "MariaDB")
     try:
-        admin = create_engine(MYSQL_ADMIN, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    except Exception as exc:
-        _unavailable("MariaDB", exc)
-    url = f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    try:
-        yield url
+        try:
+            yield str(make_url(admin_url).set(database=name).render_as_string(False))
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
 
 

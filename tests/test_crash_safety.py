@@ -184,8 +184,8 @@ def test_state_store_refuses_a_newer_schema(tmp_path):
     with pytest.raises(StateError) as err:
         StateStore(url)
     assert str(err.value) == (
-        f"The state store {url} has schema version 99, newer than this aishell knows "
-        f"({SCHEMA_VERSION}); upgrade aishell"
+        f"The state store {tmp_path / 'state.db'} has schema version 99, newer than this "
+        f"aishell knows ({SCHEMA_VERSION}); upgrade aishell"
     )
 
 

@@ -12,6 +12,7 @@ from aishell.config import load_config
 from aishell.errors import TargetLocked
 from aishell.plan import Plan, Step
 from aishell.state import StateStore
+from aishell.targets import database_identity, open_target
 from tests.helpers import corrupt_index, digest, query
 
 LEVEL_INDEX = "idx_app_logs_level"
@@ -269,9 +270,11 @@ def test_a_substituted_table_is_checked_against_the_catalog(config, demo_db):
 HOLD_LOCK = """
 import sys, time
 from aishell.config import load_config
-from aishell.targets import open_target
+from aishell.targets import database_identity, open_target
 target = open_target(load_config(), "demo")
-lock = target.try_lock("aishell:demo/maintenance")
+with target.connect() as conn:
+    identity = database_identity(conn)
+lock = target.try_lock("aishell:" + identity)
 print("held" if lock else "busy", flush=True)
 time.sleep(60)
 """
@@ -281,7 +284,10 @@ def test_another_process_holding_the_target_is_refused_with_exit_5(config, demo_
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(TargetLocked, match="is locked for maintenance by another aishell"):
+        with pytest.raises(
+            TargetLocked,
+            match="is locked for maintenance: its database is in use by another aishell",
+        ):
             commands.run_job(config, "maintenance", {"type": "quick"})
         from click.testing import CliRunner
 
@@ -304,7 +310,10 @@ def test_a_stale_lease_of_a_dead_process_is_taken_over(config, demo_db):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with StateStore(config.state_url) as store:
-        store.acquire_lock("demo/maintenance", "oldrun")
+        target = open_target(config, "demo")
+        with target.connect() as conn:
+            store.acquire_lock(database_identity(conn), "oldrun")
+        target.close()
         store._conn.execute(
             __import__("sqlalchemy").text("UPDATE target_locks SET pid = :p"), {"p": dead.pid}
         )

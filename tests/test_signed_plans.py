@@ -83,7 +83,8 @@ def test_plan_out_then_apply_through_the_cli(demo_db: Path, home: Path) -> None:
     assert key is not None
     assert data["signature"]["alg"] == "hmac-sha256"
     assert data["signature"]["key_id"] == key.key_id == signing.key_id(key.secret)
-    assert data["target_identity"] == f"sqlite:{demo_db.resolve()}"
+    status = demo_db.stat()
+    assert data["target_identity"] == f"sqlite:{status.st_dev}:{status.st_ino}"
     applied = CliRunner().invoke(cli, ["apply", str(out), "--json"])
     assert applied.exit_code == 0, applied.output
     run = json.loads(applied.stdout)
@@ -294,7 +295,8 @@ def test_a_target_that_now_points_at_another_database_is_refused(
     (home / "config" / "aishell.yaml").write_text(yaml.safe_dump(settings))
     before = digest(twin), digest(demo_db)
     line = refused_line(apply_cli(out))
-    assert f"Target 'demo' now points at another database (sqlite:{twin})" in line
+    twin_id = f"sqlite:{twin.stat().st_dev}:{twin.stat().st_ino}"
+    assert f"Target 'demo' now points at another database ({twin_id})" in line
     assert f"than the plan was made on ({data['target_identity']})" in line
     assert (digest(twin), digest(demo_db)) == before
 
@@ -387,7 +389,8 @@ def test_a_reference_is_left_for_its_step_to_check(config: Config, demo_db: Path
     out = demo_db.parent / "plan.json"
     commands.save_plan(config, plan, out)
     saved = commands.load_plan_file(out)
-    assert saved.plan.target_identity == f"sqlite:{demo_db.resolve()}"
+    status = demo_db.stat()
+    assert saved.plan.target_identity == f"sqlite:{status.st_dev}:{status.st_ino}"
     # Not refused up front: the reference is resolved and checked when step_1 runs.
     result = commands.apply_plan(config, saved)
     assert result.steps[0].status == "succeeded"

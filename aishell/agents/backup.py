@@ -38,7 +38,9 @@ class BackupAgent:
         if job["type"] == "drill":
             return "Find the newest backup and prove it restores into a scratch database."
         verify = (
-            " and prove it restores (checksum, restore, row counts)" if job.get("verify") else ""
+            " and prove it restores (checksum, restore, rows and contents)"
+            if job.get("verify")
+            else ""
         )
         cleanup = (
             f", then delete backups older than {job['retention_days']} days keeping the "
@@ -65,7 +67,7 @@ class BackupAgent:
                     step_id(1),
                     "validate_backup",
                     {"backup_path": "${step_0.output.backup_path}", "quick": False},
-                    "Restore it into a scratch database and check every table's rows",
+                    "Restore it into a scratch database and check every table's rows and contents",
                 ),
             ]
         if job["type"] == "incremental":
@@ -104,7 +106,7 @@ class BackupAgent:
                     step_id(2),
                     "validate_backup",
                     {"backup_path": "${step_1.output.backup_path}", "quick": job["quick"]},
-                    "Prove the backup restores: checksum, restore, row counts",
+                    "Prove the backup restores: checksum, restore, rows and contents",
                 )
             )
         if job.get("cleanup"):

@@ -26,6 +26,8 @@ _PURGE_PARAMS = (
     "run_time_seconds",
     "max_running_queries",
     "max_replica_lag_seconds",
+    "max_throttle_wait_seconds",
+    "reconnect_seconds",
     "statistics_after_rows",
 )
 

@@ -45,6 +45,7 @@ class MaintenanceAgent:
             "quick": "refresh planner statistics",
             "standard": "measure fragmentation and refresh planner statistics",
             "full": (
+                "check every table for corruption before anything changes, "
                 f"measure fragmentation, {rebuild}compact tables fragmented past "
                 f"{threshold} and refresh planner statistics, most urgent tables first"
             ),
@@ -71,10 +72,14 @@ class MaintenanceAgent:
         ) -> None:
             work.append((tool, params, rationale, table))
 
+        # Full maintenance checks for corruption in its first step, before a REINDEX could
+        # hide a damaged index or a VACUUM touch a damaged page; the report says per table
+        # whether it was checked. Emergency maintenance has a check step of its own.
         add(
             "analyze_database_health",
-            {"tables": tables, "check_corruption": kind in ("full", "emergency")},
-            "Assess the database's health before changing anything",
+            {"tables": tables, "check_corruption": kind == "full"},
+            "Assess the database's health before changing anything"
+            + (", and check every table for corruption" if kind == "full" else ""),
         )
 
         def statistics(t: str) -> None:

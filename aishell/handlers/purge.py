@@ -3,27 +3,36 @@
 A purge walks the table's key upwards. Each batch finds the key below which the next
 `n` old rows lie, deletes the old rows up to it and commits; the batch size follows
 the time batches take, so that each holds its locks for about max_batch_ms whatever
-the rows cost. Before a batch commits, a durable checkpoint records where it ends and
-how many rows it deleted; after a crash the purge looks whether that batch's rows are
-still there to know whether it committed, so no row is counted (or archived) twice
-and none is skipped.
+the rows cost. Before a batch commits, a durable checkpoint records where it ends, how
+many rows it deleted and how long the archive file is with them; after a crash the
+purge looks whether that batch's rows are still there to know whether it committed,
+and cuts the archive file back to the length of the last committed batch, so no row
+is counted (or archived) twice and none is skipped. An archive table gets its copy in
+the batch's own transaction. A lost connection (a server restart, a terminated
+backend) is rolled back and reconnected with backoff, and the purge goes on from its
+checkpoint the same way; a server that stays away, or stays busy past the throttle's
+longest wait, stops the step resumably with the reason.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell import cutoff as cutoffs
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
-from aishell.errors import StepInterrupted, TargetError
+from aishell.errors import StepFailed, StepInterrupted, TargetError
 from aishell.handlers import Handler, cached
 from aishell.registry import RiskLevel, ToolContext
 from aishell.throttle import Throttle
@@ -34,6 +43,17 @@ MAX_BATCH = 1_000_000
 MAX_GROWTH = 2.0
 THROTTLE_CHECK_SECONDS = 1.0
 THROTTLE_WAIT_SECONDS = 1.0
+# Defaults of max_throttle_wait_seconds and reconnect_seconds (the tool's schema and the
+# agent's config say the same).
+MAX_THROTTLE_WAIT = 1800.0
+RECONNECT_SECONDS = 120.0
+RECONNECT_FIRST_DELAY = 0.5
+RECONNECT_MAX_DELAY = 15.0
+MAX_LOST_IN_A_ROW = 5
+# A lost session: PostgreSQL's server shutting down or starting up (SQLSTATE class 08 is
+# a broken connection); MySQL's "server has gone away" and "lost connection".
+LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+LOST_MYSQL_CODES = frozenset({2006, 2013})
 
 
 # --- count_table_rows ----------------------------------------------------------------
@@ -313,12 +333,64 @@ def _estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 # --- delete_old_records ------------------------------------------------------------------
 
 
+@dataclass
+class _Attempt:
+    """One run of the step, across the reconnects within it: its clock, its deadline and
+    the figures it reports."""
+
+    started: float
+    deadline: float | None
+    deadline_reason: str | None
+    resumed: bool
+    size: int
+    durations: list[float] = field(default_factory=list)
+    throttled_seconds: float = 0.0
+    deleted_here: int = 0
+    reconnects: int = 0
+    # Connections lost since the last batch committed: a server that drops every new
+    # session is not reconnected to for ever.
+    lost_in_a_row: int = 0
+
+
 def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     prepared = _prepare(params, ctx)
+    started = time.monotonic()
+    deadline, deadline_reason = _deadline(params, ctx, started)
+    attempt = _Attempt(
+        started,
+        deadline,
+        deadline_reason,
+        resumed=bool(ctx.load_progress()),
+        size=int(params["batch_size"]),
+    )
+    while True:
+        try:
+            return _purge_from_checkpoint(params, ctx, prepared, attempt)
+        except DBAPIError as exc:
+            if not _connection_lost(exc, conn):
+                raise
+            attempt.lost_in_a_row += 1
+            if attempt.lost_in_a_row > MAX_LOST_IN_A_ROW:
+                raise _stopped_resumably(
+                    ctx,
+                    f"lost the connection to the server {attempt.lost_in_a_row} times with no "
+                    f"batch done in between (last: {_first_line(exc)})",
+                    "check the server's log for why it ends the purge's sessions",
+                ) from None
+            # What the lost session had not committed went with it; the checkpoint
+            # says how far the purge got, exactly as after a crash.
+            _reconnect(params, ctx, exc, attempt)
+
+
+def _purge_from_checkpoint(
+    params: Mapping[str, Any], ctx: ToolContext, prepared: dict[str, Any], attempt: _Attempt
+) -> dict[str, Any]:
+    """The purge from its last durable checkpoint: a first start, a resume after a
+    crash and a retry after a lost connection all begin here."""
+    conn = ctx.connection
     column, key, batch = prepared["column"], prepared["key"], prepared["batch"]
     progress: dict[str, Any] = dict(ctx.load_progress() or {})
-    resumed = bool(progress)
     retention = params["retention_days"]
     cut = progress.get("cutoff", params.get("cutoff"))
     if cut is None:
@@ -343,13 +415,12 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             archive_bytes = pending.get("archive_offset", archive_bytes)
     conn.commit()
 
-    archive = None
-    if params.get("archive_file"):
-        archive = ArchiveFile(Path(params["archive_file"]), keep_bytes=archive_bytes)
-    throttle = _throttle(params, ctx)
-    # The target's connection autocommits each statement; a batch is one transaction.
-    conn.execution_options(isolation_level=_batch_isolation(ctx.dialect, params))
+    archive = _open_archive(params, ctx, archive_bytes) if params.get("archive_file") else None
+    throttle: Throttle | None = None
     try:
+        throttle = _throttle(params, ctx)
+        # The target's connection autocommits each statement; a batch is one transaction.
+        conn.execution_options(isolation_level=_batch_isolation(ctx.dialect, params))
         return _batches(
             params,
             ctx,
@@ -360,23 +431,53 @@ def _purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             key,
             archive,
             throttle,
+            attempt,
             state={
                 "after": after,
                 "deleted": deleted,
                 "batches": batches,
-                "resumed": resumed,
                 "archive_offset": archive.offset if archive else None,
                 **({"end": progress["end"]} if "end" in progress else {}),
             },
         )
     finally:
-        if conn.in_transaction():
-            conn.rollback()
-        conn.execution_options(isolation_level="AUTOCOMMIT")
+        _end_batches(conn)
         if archive is not None:
             archive.close()
-        for _name, replica in throttle.replicas:
+        for _name, replica in throttle.replicas if throttle else ():
             replica.close()
+
+
+def _open_archive(params: Mapping[str, Any], ctx: ToolContext, keep: int | None) -> ArchiveFile:
+    """The archive file, cut back to the length checkpointed with the last committed
+    batch: rows written for a batch that never committed are still in the table."""
+    path = Path(params["archive_file"])
+    if keep is not None:
+        size = path.stat().st_size if path.exists() else 0
+        if size < keep:
+            # Deleted rows whose only copy was in the file: going on would hide the loss.
+            raise StepFailed(
+                f"archive file {path} holds {size:,} bytes, fewer than the {keep:,} this purge "
+                "wrote and checkpointed: rows archived by its earlier batches are missing; put "
+                f"the file back, then `aishell resume {ctx.run_id}`"
+            )
+    return ArchiveFile(path, keep_bytes=keep)
+
+
+def _end_batches(conn: Connection) -> None:
+    """Roll back what is left open; a live connection goes back to autocommit, as every
+    step expects, and a lost one is left for the reconnect to renew."""
+    with suppress(DBAPIError):
+        # A transaction whose commit failed is no longer active, but still has to end.
+        if conn.get_transaction() is not None or conn.invalidated:
+            conn.rollback()
+    if conn.invalidated or conn.get_transaction() is not None:
+        return
+    # A commit that failed (SQLite's lock wait ran out) can leave the driver's own
+    # transaction open, and switching to autocommit would commit it.
+    with suppress(conn.dialect.loaded_dbapi.Error):
+        conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+    conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _batch_isolation(dialect: str, params: Mapping[str, Any]) -> str:
@@ -402,6 +503,7 @@ def _throttle(params: Mapping[str, Any], ctx: ToolContext) -> Throttle:
         max_running=params.get("max_running_queries"),
         max_replica_lag_seconds=params.get("max_replica_lag_seconds"),
         replicas=replicas,
+        max_wait_seconds=float(params.get("max_throttle_wait_seconds", MAX_THROTTLE_WAIT)),
     )
 
 
@@ -415,23 +517,21 @@ def _batches(
     key: str,
     archive: ArchiveFile | None,
     throttle: Throttle,
+    attempt: _Attempt,
     state: dict[str, Any],
 ) -> dict[str, Any]:
     conn = ctx.connection
-    size = int(params["batch_size"])
+    size = attempt.size
     largest = int(params.get("max_batch_size", MAX_BATCH))
     target = params["max_batch_ms"] / 1000
     sleep = params.get("sleep_ms", 0) / 1000
     max_rows = params.get("max_rows")
     expected = params.get("expected_rows")
-    started = time.monotonic()
-    deadline, deadline_reason = _deadline(params, ctx, started)
-    durations: list[float] = []
-    throttled_seconds = 0.0
+    deadline = attempt.deadline
+    durations = attempt.durations
     last_check = 0.0
     stopped_by: str | None = None
     complete = False
-    deleted_here = 0
 
     # Integer keys are walked in key ranges, sized by time like any batch: no statement
     # but the delete itself reads the rows. Other keys, or a cap on rows, take the key
@@ -458,6 +558,9 @@ def _batches(
             }
         )
 
+    # Before the first batch writes anything: the archive file's length from here on is
+    # what a resume cuts it back to, whenever the process dies.
+    checkpoint()
     while True:
         if ctx.should_stop():
             checkpoint()
@@ -468,7 +571,7 @@ def _batches(
         now = time.monotonic()
         expected_batch = durations[-1] if durations else 0.0
         if deadline is not None and now + expected_batch >= deadline:
-            stopped_by = deadline_reason
+            stopped_by = attempt.deadline_reason
             break
         if max_rows is not None and state["deleted"] >= max_rows:
             stopped_by = f"max_rows ({max_rows:,}) reached"
@@ -480,10 +583,19 @@ def _batches(
             complete = True
             break
         if throttle.active and now - last_check >= THROTTLE_CHECK_SECONDS:
-            waited, stopped = _wait_while_busy(ctx, throttle, deadline)
-            throttled_seconds += waited
+            waited, stop, still_busy = _wait_while_busy(ctx, throttle, deadline)
+            attempt.throttled_seconds += waited
             last_check = time.monotonic()
-            if stopped:
+            if still_busy is not None:
+                checkpoint()
+                raise _stopped_resumably(
+                    ctx,
+                    f"the server stayed busy for {waited:.0f}s ({still_busy}), the longest a "
+                    f"purge waits (max_throttle_wait_seconds: {throttle.max_wait_seconds:g})",
+                    "raise purge.max_throttle_wait_seconds in the log_cleanup agent's config "
+                    "to wait longer",
+                )
+            if stop:
                 continue  # the checks above end the loop
         n = size if max_rows is None else max(1, min(size, max_rows - state["deleted"]))
         first = state["after"] is None
@@ -507,10 +619,14 @@ def _batches(
             )
         values["upper"] = upper
         count, archive_offset = _delete_batch(conn, batch, values, first, archive)
+        # Durable before the commit: after a crash, a resume looks whether this batch's
+        # rows are still there to know whether it committed, and cuts the archive file
+        # back to the length before it if not.
         checkpoint(
             {"upper": upper, "rows": count, "archive_offset": archive_offset},
         )
         conn.commit()
+        attempt.lost_in_a_row = 0
         elapsed = time.perf_counter() - t0
         durations.append(elapsed)
         state.update(
@@ -519,17 +635,17 @@ def _batches(
             batches=state["batches"] + 1,
             archive_offset=archive_offset,
         )
-        deleted_here += count
+        attempt.deleted_here += count
         visited = n if by_range else count
         if visited > 0 and elapsed > 0:
             ideal = visited * target / elapsed
-            size = int(max(1, min(ideal, size * MAX_GROWTH, largest)))
-        running = time.monotonic() - started
+            size = attempt.size = int(max(1, min(ideal, size * MAX_GROWTH, largest)))
+        running = time.monotonic() - attempt.started
         ctx.report(
             {
                 "rows_deleted": state["deleted"],
                 "expected_rows": expected,
-                "rows_per_second": round(deleted_here / running) if running > 0 else None,
+                "rows_per_second": round(attempt.deleted_here / running) if running > 0 else None,
                 "batch_size": size,
                 "batches": state["batches"],
             }
@@ -537,24 +653,25 @@ def _batches(
         if sleep:
             time.sleep(sleep)
     checkpoint()
-    seconds = time.monotonic() - started
+    seconds = time.monotonic() - attempt.started
     output: dict[str, Any] = {
         "table": params["table"],
         "rows_deleted": state["deleted"],
-        "rows_deleted_this_attempt": deleted_here,
+        "rows_deleted_this_attempt": attempt.deleted_here,
         "batches": state["batches"],
         "cutoff": cut,
         "key": key,
         "last_key": state["after"],
         "complete": complete,
         "stopped_by": stopped_by,
-        "resumed": state["resumed"],
+        "resumed": attempt.resumed,
+        "reconnects": attempt.reconnects,
         "seconds": round(seconds, 3),
-        "rows_per_second": round(deleted_here / seconds) if seconds > 0 else None,
+        "rows_per_second": round(attempt.deleted_here / seconds) if seconds > 0 else None,
         "longest_batch_ms": round(max(durations) * 1000, 1) if durations else None,
         "median_batch_ms": round(statistics.median(durations) * 1000, 1) if durations else None,
         "final_batch_size": size,
-        "throttled_seconds": round(throttled_seconds, 1),
+        "throttled_seconds": round(attempt.throttled_seconds, 1),
         "large_purge": state["deleted"] >= params.get("statistics_after_rows", 10_000),
     }
     if archive is not None:
@@ -576,6 +693,8 @@ def _delete_batch(
     if archive is None and not batch.archive_table:
         return conn.execute(text(statements[0]), values).rowcount, None
     if batch.archive_table:
+        # One transaction holds the copy and the delete (on PostgreSQL one statement):
+        # both commit, or neither, so a batch done again never copies a row twice.
         counts = [conn.execute(text(sql), values).rowcount for sql in statements]
         if len(set(counts)) != 1:
             raise TargetError(
@@ -613,25 +732,123 @@ def _deadline(
 
 def _wait_while_busy(
     ctx: ToolContext, throttle: Throttle, deadline: float | None
-) -> tuple[float, bool]:
-    """Wait while the server is busy; returns the seconds waited and whether to stop."""
-    waited = 0.0
+) -> tuple[float, bool, str | None]:
+    """Wait while the server is busy, at most the throttle's longest wait. Returns the
+    seconds waited, whether to stop (asked to, or the deadline came), and the reason
+    the server was still busy when the longest wait ran out (None if it did not)."""
     reason = throttle.busy()
     ctx.connection.commit()
     if reason is None:
-        return 0.0, False
+        return 0.0, False, None
     ctx.record_event("throttled", {"reason": reason})
+    began = time.monotonic()
     while reason is not None:
         ctx.report({"throttled": reason})
+        waited = time.monotonic() - began
         if ctx.should_stop() or (deadline is not None and time.monotonic() >= deadline):
-            return waited, True
-        time.sleep(THROTTLE_WAIT_SECONDS)
-        waited += THROTTLE_WAIT_SECONDS
+            return waited, True, None
+        if waited >= throttle.max_wait_seconds:
+            ctx.record_event(
+                "throttle_gave_up", {"reason": reason, "waited_seconds": round(waited, 1)}
+            )
+            return waited, False, reason
+        time.sleep(min(THROTTLE_WAIT_SECONDS, throttle.max_wait_seconds - waited))
         reason = throttle.busy()
         ctx.connection.commit()
-    ctx.record_event("throttle_released", {"waited_seconds": waited})
+    waited = time.monotonic() - began
+    ctx.record_event("throttle_released", {"waited_seconds": round(waited, 1)})
     ctx.report({"throttled": None})
-    return waited, False
+    return waited, False, None
+
+
+# --- a lost server -------------------------------------------------------------------------
+
+
+def _connection_lost(exc: DBAPIError, conn: Connection) -> bool:
+    """Did the purge's own session go (a server restart, a terminated backend, a broken
+    network), rather than a statement fail?"""
+    if conn.invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = str(getattr(orig, "sqlstate", None) or "")
+    if sqlstate.startswith("08") or sqlstate in LOST_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in LOST_MYSQL_CODES
+
+
+def _reconnect(
+    params: Mapping[str, Any], ctx: ToolContext, lost: DBAPIError, attempt: _Attempt
+) -> None:
+    """Reconnect with backoff, for at most reconnect_seconds (and never past the step's
+    deadline); then the step stops resumably, naming the cause."""
+    conn = ctx.connection
+    ours = conn.invalidated
+    budget = float(params.get("reconnect_seconds", RECONNECT_SECONDS))
+    began = time.monotonic()
+    until, limit = began + budget, f"reconnect_seconds: {budget:g}"
+    if attempt.deadline is not None and attempt.deadline < until:
+        until, limit = attempt.deadline, attempt.deadline_reason or "the step's deadline"
+    cause = _first_line(lost)
+    ctx.record_event("connection_lost", {"error": cause})
+    delay, tries, last = RECONNECT_FIRST_DELAY, 0, cause
+    while True:
+        with suppress(DBAPIError):
+            conn.rollback()
+        tries += 1
+        try:
+            # An invalidated connection opens a new session on its next statement.
+            conn.execute(text("SELECT 1")).scalar()
+            conn.rollback()
+            # The new session starts as the target's sessions do; a step expects
+            # autocommit between its transactions.
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        except DBAPIError as exc:
+            ours, last = True, _first_line(exc)
+        else:
+            if not ours:
+                raise lost  # another session (a replica's) failed; this one is fine
+            attempt.reconnects += 1
+            ctx.record_event(
+                "reconnected",
+                {"attempts": tries, "seconds": round(time.monotonic() - began, 1)},
+            )
+            return
+        if ctx.should_stop():
+            raise StepInterrupted(
+                f"stopped while reconnecting after {cause}; `aishell resume` goes on from "
+                "the last checkpoint"
+            )
+        wait = delay * random.uniform(0.5, 1.0)  # jitter: many runs do not retry at once
+        if time.monotonic() + wait > until:
+            raise _stopped_resumably(
+                ctx,
+                f"lost the connection to the server ({cause}) and could not reconnect "
+                f"within {time.monotonic() - began:.0f}s ({limit}; {tries} tries, last: {last})",
+                "purge.reconnect_seconds in the log_cleanup agent's config sets how long "
+                "to keep trying",
+            )
+        time.sleep(wait)
+        delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+
+def _stopped_resumably(ctx: ToolContext, why: str, hint: str) -> StepFailed:
+    """The step's failure, one line: why, where the checkpoint stands, how to go on."""
+    progress = ctx.load_progress() or {}
+    batches, rows = int(progress.get("batches", 0)), int(progress.get("rows_deleted", 0))
+    # A batch checkpointed but not known to have committed: the resume looks.
+    doubt = " (and one batch in doubt, which the resume checks)" if progress.get("pending") else ""
+    return StepFailed(
+        f"{why}; stopped after {batches} batches and {rows:,} rows{doubt}, checkpointed: "
+        f"`aishell resume {ctx.run_id}` goes on from there ({hint})",
+        {"rows_deleted": rows, "batches": batches, "resumable": True},
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    text_ = str(inner).strip()
+    return text_.splitlines()[0] if text_ else type(inner).__name__
 
 
 # Every shape a batch may send, {key} being the key the purge walks; what a step

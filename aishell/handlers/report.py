@@ -1,20 +1,98 @@
-"""generate_maintenance_report: what the run did, and the database before and after."""
+"""generate_maintenance_report: what the run did, what the server skipped, and the
+database before and after.
+
+Every count comes from what the steps report, never from what they were asked to do:
+a statistics update the server skipped is not counted, a table the corruption check
+could not check is listed as not checked with the reason, and `corruption_found` is
+true or false only when every table was checked (null otherwise).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from aishell.errors import StepSkipped
 from aishell.handlers import Handler
-from aishell.handlers.sqlite_maintenance import database_pages
 from aishell.registry import ToolContext
+
+# --- the corruption check's output, the same on every dialect -----------------------------
+
+
+def corruption_summary(
+    method: str, results: list[Mapping[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """One check's findings from its per-table results, each
+    {table, status: ok | corrupted | not checked, issues?, reason?}."""
+    checked = [r["table"] for r in results if r["status"] != "not checked"]
+    corrupted = sorted(r["table"] for r in results if r["status"] == "corrupted")
+    unchecked = [
+        {"table": r["table"], "reason": r["reason"]}
+        for r in results
+        if r["status"] == "not checked"
+    ]
+    reasons = list(dict.fromkeys(u["reason"] for u in unchecked))
+    found = True if corrupted else (None if unchecked else False)
+    return {
+        "method": method,
+        "checked_tables": checked,
+        "corrupted_tables": corrupted,
+        "unchecked_tables": unchecked,
+        "status_by_table": {r["table"]: r["status"] for r in results},
+        "issues": [
+            {"table": r["table"], "message": m} for r in results for m in r.get("issues") or []
+        ][:200],
+        "corruption_found": found,
+        # ok means checked and sound; a table that could not be checked is not ok.
+        "ok": found is False,
+        "not_checked": "; ".join(reasons[:3]) if reasons else None,
+        **extra,
+    }
+
+
+def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
+    """check_table_corruption's outcome: skipped when no table could be checked at all."""
+    if summary["checked_tables"] or summary["corrupted_tables"]:
+        return summary
+    reason = f"No table could be checked for corruption: {summary['not_checked']}"
+    raise StepSkipped(reason, summary)
+
+
+def integrity_line(summary: Mapping[str, Any] | None) -> str | None:
+    """The health analysis's one-line integrity verdict (None: not asked for)."""
+    if summary is None:
+        return None
+    if summary["corrupted_tables"]:
+        return f"corrupted: {', '.join(summary['corrupted_tables'])}"
+    if summary["unchecked_tables"]:
+        checked = len(summary["checked_tables"])
+        return (
+            f"not checked: {summary['not_checked']}"
+            if not checked
+            else f"ok in {checked} table(s); not checked in "
+            f"{len(summary['unchecked_tables'])}: {summary['not_checked']}"
+        )
+    return "ok"
+
+
+# --- the report -----------------------------------------------------------------------------
+
+_COUNTED = {
+    "rebuild_fragmented_indexes",
+    "update_table_statistics",
+    "optimize_table",
+    "vacuum_full_table",
+    "repair_corrupted_tables",
+}
 
 
 def summarize(
-    maintenance_type: str, tables: list[str], actions: list[Mapping[str, Any]]
+    maintenance_type: str,
+    tables: list[str],
+    actions: list[Mapping[str, Any]],
+    baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Aggregate the outputs of a run's steps into the report's counters."""
     report: dict[str, Any] = {
@@ -24,12 +102,19 @@ def summarize(
         "indexes_rebuilt": 0,
         "statistics_updated": 0,
         "tables_optimized": 0,
-        "corruption_found": False,
+        "corruption_check": f"not part of {maintenance_type} maintenance",
+        "corruption_found": None,
         "corrupted_tables": [],
+        "corruption_not_checked": [],
+        "corruption_by_table": {},
         "repaired_tables": [],
+        "skipped": [],
         "fragmentation": {},
         "steps_not_run": 0,
     }
+    checks: list[Mapping[str, Any]] = []
+    if baseline and isinstance(baseline.get("corruption_check"), Mapping):
+        checks.append(baseline["corruption_check"])
     for action in actions:
         tool, output = action.get("tool"), action.get("output")
         if output is None:
@@ -38,15 +123,20 @@ def summarize(
         table = action.get("table")
         if table and table not in report["tables_processed"]:
             report["tables_processed"].append(table)
+        declined = list(output.get("skipped_tables") or [])
+        report["skipped"] += [
+            {"tool": tool, "table": s.get("table"), "reason": s.get("reason")} for s in declined
+        ]
+        if tool in _COUNTED and declined and table in {s.get("table") for s in declined}:
+            continue  # the server did not do this step's work
         if tool == "rebuild_fragmented_indexes":
             report["indexes_rebuilt"] += int(output.get("indexes_rebuilt", 0))
         elif tool == "update_table_statistics":
             report["statistics_updated"] += 1
-        elif tool == "optimize_table" and output.get("vacuumed"):
+        elif tool in ("optimize_table", "vacuum_full_table") and output.get("vacuumed"):
             report["tables_optimized"] += 1
         elif tool == "check_table_corruption":
-            report["corrupted_tables"] = list(output.get("corrupted_tables") or [])
-            report["corruption_found"] = bool(report["corrupted_tables"])
+            checks.append(output)
         elif tool == "repair_corrupted_tables":
             report["repaired_tables"] = list(output.get("repaired_tables") or [])
         elif tool == "analyze_table_fragmentation" and table:
@@ -58,50 +148,101 @@ def summarize(
     for table in tables:
         if table not in report["tables_processed"]:
             report["tables_processed"].append(table)
+    if checks:
+        _merge_checks(report, checks)
     return report
 
 
+def _merge_checks(report: dict[str, Any], checks: list[Mapping[str, Any]]) -> None:
+    """Per table, the latest check that checked it wins; otherwise why none could."""
+    status: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for check in checks:
+        for table, state in (check.get("status_by_table") or {}).items():
+            if state != "not checked" or table not in status:
+                status[table] = state
+        for item in check.get("unchecked_tables") or []:
+            reasons.setdefault(item["table"], item["reason"])
+    unchecked = [t for t, s in status.items() if s == "not checked"]
+    corrupted = sorted(t for t, s in status.items() if s == "corrupted")
+    report["corruption_by_table"] = status
+    report["corrupted_tables"] = corrupted
+    report["corruption_not_checked"] = [{"table": t, "reason": reasons.get(t)} for t in unchecked]
+    report["corruption_methods"] = sorted({str(c.get("method")) for c in checks})
+    if corrupted:
+        report["corruption_found"] = True
+    elif unchecked:
+        report["corruption_found"] = None
+    else:
+        report["corruption_found"] = False
+    if not unchecked:
+        report["corruption_check"] = "checked"
+    elif len(unchecked) < len(status):
+        report["corruption_check"] = "partly checked"
+    else:
+        report["corruption_check"] = "not checked"
+
+
 def database_size(conn: Connection) -> dict[str, Any]:
-    """The database's size now (and, for SQLite, its free pages)."""
+    """The database's size now, measured as the health analysis measured the baseline."""
     name = conn.dialect.name
     if name == "postgresql":
-        size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
-        return {"size_bytes": int(size or 0)}
-    if name in ("mysql", "mariadb"):
-        size = conn.execute(
-            text(
-                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
-                "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
-            )
-        ).scalar()
-        return {"size_bytes": int(size or 0)}
-    pages = database_pages(conn)
-    return {"size_bytes": pages["size_bytes"], "freelist_count": pages["freelist_count"]}
+        from aishell.handlers.postgresql_maintenance import database_size as measure
+    elif name in ("mysql", "mariadb"):
+        from aishell.handlers.mysql_maintenance import database_size as measure
+    else:
+        from aishell.handlers.sqlite_maintenance import database_size as measure
+    return measure(conn)
 
 
 def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    report = summarize(
-        params["maintenance_type"], list(params.get("tables") or []), params.get("actions") or []
-    )
     baseline = params.get("baseline") or {}
+    report = summarize(
+        params["maintenance_type"],
+        list(params.get("tables") or []),
+        params.get("actions") or [],
+        baseline,
+    )
     after = database_size(ctx.connection)
-    before_bytes = baseline.get("database_size_bytes")
+    before = baseline.get("database_size_bytes")
+    change = after["size_bytes"] - before if before is not None else None
     report.update(
         {
-            "size_before": before_bytes,
+            "size_before": before,
             "size_after": after["size_bytes"],
-            "reclaimed_bytes": (before_bytes - after["size_bytes"]) if before_bytes else None,
+            "size_method": after["method"],
+            # The same measure before and after; a database that grew reclaimed nothing.
+            "reclaimed_bytes": max(-change, 0) if change is not None else None,
             "freelist_before": baseline.get("freelist_count"),
             "freelist_after": after.get("freelist_count"),
         }
     )
+    if change is not None and change > 0:
+        report["size_note"] = (
+            f"the database grew by {change} bytes during the run ({after['method']}, measured "
+            "the same way before and after): other sessions' writes, and on PostgreSQL the "
+            "free space and visibility maps VACUUM writes; VACUUM makes dead rows' space "
+            "reusable inside the files rather than returning it"
+        )
+    report["summary"] = _summary_line(params["maintenance_type"], report)
+    return report
+
+
+def _summary_line(kind: str, report: Mapping[str, Any]) -> str:
     parts = [
-        f"{params['maintenance_type']} maintenance of {len(report['tables_processed'])} table(s)",
+        f"{kind} maintenance of {len(report['tables_processed'])} table(s)",
         f"{report['statistics_updated']} statistics update(s)",
         f"{report['indexes_rebuilt']} index(es) rebuilt",
     ]
     if report["steps_not_run"]:
         parts.append(f"{report['steps_not_run']} step(s) not run")
+    skipped = report["skipped"]
+    if skipped:
+        which = ", ".join(f"{s['tool']} {s['table']}" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        parts.append(
+            f"{len(skipped)} skipped by the server ({which}{more}): {skipped[0]['reason']}"
+        )
     if report["reclaimed_bytes"]:
         parts.append(f"{report['reclaimed_bytes']} bytes reclaimed")
     if report["corruption_found"]:
@@ -109,8 +250,14 @@ def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             f"corruption in {', '.join(report['corrupted_tables'])}; "
             f"repaired: {', '.join(report['repaired_tables']) or 'none'}"
         )
-    report["summary"] = "; ".join(parts)
-    return report
+    elif report["corruption_found"] is False:
+        parts.append(f"no corruption in {len(report['corruption_by_table'])} table(s) checked")
+    elif report["corruption_not_checked"]:
+        missing = report["corruption_not_checked"]
+        parts.append(f"corruption not checked in {len(missing)} table(s): {missing[0]['reason']}")
+    else:
+        parts.append(f"corruption {report['corruption_check']}")
+    return "; ".join(parts)
 
 
 generate_maintenance_report = Handler(
@@ -123,8 +270,9 @@ generate_maintenance_report_postgresql = Handler(
 )
 generate_maintenance_report_mysql = Handler(
     sql_templates=(
-        "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
-        "WHERE TABLE_SCHEMA = DATABASE()",
+        "SELECT TABLE_NAME, ENGINE, DATA_LENGTH, INDEX_LENGTH, DATA_FREE FROM "
+        "information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
+        "SELECT NAME, FILE_SIZE FROM information_schema.INNODB_SYS_TABLESPACES",
     ),
     run_fn=_report,
 )

@@ -5,10 +5,14 @@ key order should sit at consecutive page numbers; every leaf that does not is a
 seek (the share of such leaves is the "logical fragmentation" SQL Server and Ola
 Hallengren's scripts act on). Unused bytes in leaf pages are the free space a
 rebuild would give back. Without dbstat only database-wide free pages are known.
+
+A database file (or folder) the process may not write is found before any write and
+the step ends `skipped` with the reason; so does a write SQLite refuses as read-only.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -18,11 +22,12 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from aishell.catalog import user_tables
-from aishell.errors import StepFailed
-from aishell.handlers import Handler, cached, corruption_report, each_table
+from aishell.errors import StepFailed, StepSkipped
+from aishell.handlers import Handler, cached, each_table
+from aishell.handlers.report import checked_or_skipped, corruption_summary, integrity_line
 from aishell.registry import RiskLevel, ToolContext
 from aishell.sqltext import quote_identifier
 
@@ -40,6 +45,64 @@ def database_pages(conn: Connection) -> dict[str, int]:
         "size_bytes": page_size * page_count,
         "free_bytes": page_size * freelist,
     }
+
+
+def database_size(conn: Connection) -> dict[str, Any]:
+    """The file's size in pages, measured the same way before a run and after it."""
+    pages = database_pages(conn)
+    return {
+        "size_bytes": pages["size_bytes"],
+        "method": "page_count x page_size",
+        "freelist_count": pages["freelist_count"],
+    }
+
+
+# --- may this process write the file? --------------------------------------------------
+
+
+def database_file(conn: Connection) -> Path | None:
+    for _seq, name, file in conn.execute(text("PRAGMA database_list")):
+        if name == "main" and file:
+            return Path(file)
+    return None
+
+
+def read_only_reason(conn: Connection) -> str | None:
+    """Why SQLite would refuse to write this database, or None. os.access asks the
+    kernel as SQLite's own open() would (a read-only mount or an immutable file refuses
+    even root); the file is not opened, which would drop SQLite's POSIX locks."""
+    path = database_file(conn)
+    if path is None:
+        return None
+    if not os.access(path, os.W_OK):
+        return f"the database file {path} is read-only for this process"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"the folder {path.parent} is read-only, and SQLite writes its journal there"
+    return None
+
+
+def require_writable(conn: Connection, table: str, action: str) -> None:
+    """Raise StepSkipped before `action` when SQLite could not write the file."""
+    reason = read_only_reason(conn)
+    if reason is not None:
+        _skip(table, f"{action} of {table} skipped: {reason}")
+
+
+def _skip(table: str, reason: str) -> None:
+    raise StepSkipped(
+        reason, {"table": table, "skipped_tables": [{"table": table, "reason": reason}]}
+    )
+
+
+def write(conn: Connection, sql: str, table: str, action: str) -> None:
+    """Run one write; SQLite's refusal to write a read-only database is a skip."""
+    try:
+        conn.execute(text(sql))
+    except DBAPIError as exc:
+        name = str(getattr(exc.orig, "sqlite_errorname", ""))
+        if not name.startswith("SQLITE_READONLY"):
+            raise
+        _skip(table, f"{action} of {table} refused by SQLite: {exc.orig} ({name})")
 
 
 def dbstat_available(conn: Connection) -> bool:
@@ -142,10 +205,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         )
     # Most urgent first: the largest share of the file, then missing statistics.
     report.sort(key=lambda t: (-(t["table_bytes"] or 0) - (t["index_bytes"] or 0), t["table"]))
-    integrity: str | None = None
-    if params.get("check_corruption"):
-        result = [r[0] for r in conn.execute(text("PRAGMA quick_check")).all()]
-        integrity = "ok" if result == ["ok"] else "; ".join(result[:20])
+    check = corruption_check(conn, ctx, tables) if params.get("check_corruption") else None
     freelist_percent = _percent(pages["freelist_count"], pages["page_count"])
     recommendations = []
     if freelist_percent >= 10:
@@ -158,10 +218,14 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         recommendations.append(
             f"No planner statistics for {', '.join(missing)}; run update_table_statistics"
         )
-    if integrity not in (None, "ok"):
-        recommendations.append("quick_check found damage; run the emergency maintenance plan")
+    if check and check["corrupted_tables"]:
+        recommendations.append(
+            f"integrity_check found damage in {', '.join(check['corrupted_tables'])}; run the "
+            "emergency maintenance plan"
+        )
     return {
         "database_size_bytes": pages["size_bytes"],
+        "size_method": "page_count x page_size",
         "page_size": pages["page_size"],
         "page_count": pages["page_count"],
         "freelist_count": pages["freelist_count"],
@@ -169,7 +233,8 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "journal_mode": conn.execute(text("PRAGMA journal_mode")).scalar_one(),
         "dbstat": has_dbstat,
         "tables": report,
-        "integrity": integrity,
+        "integrity": integrity_line(check),
+        "corruption_check": check,
         "recommendations": recommendations,
     }
 
@@ -183,7 +248,8 @@ analyze_database_health = Handler(
         "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'",
         "SELECT DISTINCT tbl FROM sqlite_stat1",
         "SELECT count(*) FROM {table}",
-        "PRAGMA quick_check",
+        "PRAGMA integrity_check({table})",
+        "PRAGMA foreign_key_check({table})",
     ),
     run_fn=_health,
 )
@@ -287,10 +353,12 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "note": "This SQLite build has no dbstat table; index fragmentation is unknown",
         }
     chosen, skipped = _indexes_to_rebuild(params, conn, ctx)
+    if chosen:
+        require_writable(conn, params["table"], "REINDEX")
     rebuilt = []
     for index, before, reason in chosen:
         started = time.monotonic()
-        conn.execute(text(f"REINDEX {ctx.quote(index)}"))
+        write(conn, f"REINDEX {ctx.quote(index)}", params["table"], "REINDEX")
         after = btree_stats(conn, index)
         rebuilt.append(
             {
@@ -368,8 +436,9 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "size_after": before["size_bytes"],
             "reclaimed_bytes": 0,
         }
+    require_writable(conn, params["table"], "VACUUM")
     # VACUUM rebuilds the whole file: SQLite has no per-table equivalent.
-    conn.execute(text("VACUUM"))
+    write(conn, "VACUUM", params["table"], "VACUUM")
     after = database_pages(conn)
     return {
         "table": params["table"],
@@ -378,7 +447,9 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "reason": reason,
         "size_before": before["size_bytes"],
         "size_after": after["size_bytes"],
-        "reclaimed_bytes": before["size_bytes"] - after["size_bytes"],
+        # The same measure both sides; VACUUM never grows the file, but a writer between
+        # the two measures could.
+        "reclaimed_bytes": max(before["size_bytes"] - after["size_bytes"], 0),
     }
 
 
@@ -407,20 +478,53 @@ optimize_table = Handler(
 )
 
 
+# --- update_table_statistics ----------------------------------------------------------
+
+_STAT_ROWS = "SELECT count(*) AS stat_rows FROM sqlite_stat1 WHERE tbl = :table"
+
+
+def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn, table = ctx.connection, params["table"]
+    require_writable(conn, table, "ANALYZE")
+    write(conn, f"ANALYZE {ctx.quote(table)}", table, "ANALYZE")
+    rows = conn.execute(text(_STAT_ROWS), {"table": table}).scalar_one()
+    return {"table": table, "statistics_updated": True, "stat_rows": rows}
+
+
+update_table_statistics = Handler(
+    sql_templates=("ANALYZE {table}", _STAT_ROWS),
+    run_fn=_analyze,
+    risk=RiskLevel.LOW,
+    effect="updates statistics",
+)
+
+
 # --- check_table_corruption / repair_corrupted_tables -------------------------------
+
+
+def _check_table(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any]:
+    try:
+        issues = integrity_messages(conn, table)
+        for row in conn.execute(text(f"PRAGMA foreign_key_check({ctx.quote(table)})")):
+            issues.append(f"row {row[1]} references a missing row in {row[2]}")
+    except DBAPIError as exc:
+        # A file damaged past reading fails the check itself: that is its finding.
+        name = str(getattr(exc.orig, "sqlite_errorname", ""))
+        if name not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            raise
+        issues = [f"{exc.orig} ({name})"]
+    return {"table": table, "status": "corrupted" if issues else "ok", "issues": issues}
+
+
+def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
+    """integrity_check and foreign_key_check of each table: SQLite can always check."""
+    return corruption_summary("integrity_check", [_check_table(conn, ctx, t) for t in tables])
 
 
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     tables = list(params.get("tables") or []) or user_tables(conn)
-    issues = []
-    for table in tables:
-        issues += [{"table": table, "message": m} for m in integrity_messages(conn, table)]
-        for row in conn.execute(text(f"PRAGMA foreign_key_check({ctx.quote(table)})")):
-            issues.append(
-                {"table": table, "message": f"row {row[1]} references a missing row in {row[2]}"}
-            )
-    return corruption_report(tables, issues, method="integrity_check")
+    return checked_or_skipped(corruption_check(conn, ctx, tables))
 
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
@@ -463,12 +567,18 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     tables = list(params.get("tables") or [])
     if not tables:
         return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
+    read_only = read_only_reason(conn)
+    if read_only is not None:
+        reason = f"REINDEX of {', '.join(tables)} skipped: {read_only}"
+        raise StepSkipped(
+            reason, {"skipped_tables": [{"table": t, "reason": reason} for t in tables]}
+        )
     backup = str(_backup_copy(ctx, "pre-repair")) if params.get("create_backup", True) else None
     repaired, still_damaged = [], {}
     for table in tables:
         # REINDEX rebuilds every index of the table from the table's rows, which
         # fixes index entries that disagree with the table.
-        conn.execute(text(f"REINDEX {ctx.quote(table)}"))
+        write(conn, f"REINDEX {ctx.quote(table)}", table, "REINDEX")
         remaining = integrity_messages(conn, table)
         if remaining:
             still_damaged[table] = remaining[:5]
@@ -490,3 +600,32 @@ repair_corrupted_tables = Handler(
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables and indexes",
 )
+
+
+# --- what each agent needs of the process (aishell targets check) -------------------------
+
+
+def agent_needs(conn: Connection) -> list[dict[str, Any]]:
+    """What each agent needs of this database file and, per need, what is missing."""
+    read_only = read_only_reason(conn)
+    writes = "write access to the database file and its folder"
+    return [
+        {
+            "agent": "maintenance",
+            "privilege": writes,
+            "needed_for": "ANALYZE, VACUUM and REINDEX (skipped without it)",
+            "missing": read_only,
+        },
+        {
+            "agent": "backup",
+            "privilege": "read access to the database file",
+            "needed_for": "the backup API copy",
+            "missing": None,
+        },
+        {
+            "agent": "log_cleanup",
+            "privilege": writes,
+            "needed_for": "delete_old_records",
+            "missing": read_only,
+        },
+    ]

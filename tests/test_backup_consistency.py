@@ -1,0 +1,290 @@
+"""Backups whose manifest describes exactly the rows they hold: validation holds, ten
+runs in ten, while the application writes (pgbench on PostgreSQL, a writer thread on
+MariaDB and SQLite); and the deeper checks catch a file whose sha256 was made to fit:
+a valid dump of other content, with its manifest's and the catalog's sha256 rewritten."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from aishell import commands
+from aishell.approval import Prompting
+from aishell.config import Config, load_config
+from aishell.handlers.backup import sha256_of
+from tests.helpers import one_step_plan, use_target
+from tests.services import engine, scratch_mysql, scratch_postgresql
+
+PGBENCH = Path("/usr/lib/postgresql/15/bin/pgbench")
+RUNS = 10
+
+
+def make_tables(url: str) -> None:
+    """Three small tables the application writes to."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.executescript(
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, v VARCHAR(40));"
+            "CREATE TABLE b (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, v VARCHAR(40));"
+        )
+        conn.executemany("INSERT INTO b VALUES (?, 0)", [(i,) for i in range(50)])
+        conn.commit()
+        conn.close()
+        return
+    serial = "SERIAL" if url.startswith("postgresql") else "INTEGER AUTO_INCREMENT"
+    with engine(url).connect() as conn:
+        conn.execute(text(f"CREATE TABLE a (id {serial} PRIMARY KEY, v VARCHAR(40))"))
+        conn.execute(text("CREATE TABLE b (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"))
+        conn.execute(text(f"CREATE TABLE c (id {serial} PRIMARY KEY, v VARCHAR(40))"))
+        for i in range(50):
+            conn.execute(text("INSERT INTO b VALUES (:i, 0)"), {"i": i})
+
+
+def write_once(conn: Any, i: int) -> None:
+    """One of the application's transactions: an insert, an update, a delete."""
+    conn.execute(text("INSERT INTO a (v) VALUES (:v)"), {"v": f"row {i}"})
+    conn.execute(text("UPDATE b SET n = n + 1 WHERE id = :id"), {"id": i % 50})
+    conn.execute(text("INSERT INTO c (v) VALUES (:v)"), {"v": f"row {i}"})
+    conn.execute(text("DELETE FROM c WHERE id = (SELECT min(id) FROM (SELECT id FROM c) k)"))
+
+
+@contextlib.contextmanager
+def writer_thread(url: str) -> Iterator[None]:
+    """Writes until the block ends."""
+    done = [0]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        if url.startswith("sqlite"):
+            eng = create_engine(url, connect_args={"timeout": 30})
+        else:
+            eng = engine(url).execution_options(isolation_level="READ COMMITTED")
+        try:
+            with eng.connect() as conn:
+                while not stop.is_set():
+                    with conn.begin():
+                        write_once(conn, done[0])
+                    done[0] += 1
+                    stop.wait(0.01)  # about pgbench's pace; the tests share the machine
+        except BaseException as exc:  # reported by the test, after the block
+            failures.append(exc)
+        finally:
+            eng.dispose()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures
+
+
+@contextlib.contextmanager
+def pgbench(url: str) -> Iterator[None]:
+    """pgbench running the application's transaction, at 100 a second (the machine
+    running the tests has other work)."""
+    if not PGBENCH.exists():
+        pytest.skip(f"pgbench is not at {PGBENCH}")
+    workdir = Path(tempfile.mkdtemp())
+    script = workdir / "app.sql"
+    script.write_text(
+        "\\set i random(0, 49)\n"
+        "BEGIN;\n"
+        "INSERT INTO a (v) VALUES ('row ' || :i);\n"
+        "UPDATE b SET n = n + 1 WHERE id = :i;\n"
+        "INSERT INTO c (v) VALUES ('row ' || :i);\n"
+        "DELETE FROM c WHERE id = (SELECT min(id) FROM c);\n"
+        "END;\n"
+    )
+    server = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", url.rsplit("/", 1)[1]]
+    proc = subprocess.Popen(
+        [str(PGBENCH), "-n", "-c", "1", "-R", "100", "-T", "600", "-f", str(script), *server],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def target(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[str, Config]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / 'app.db'}"
+        sqlite3.connect(home / "app.db").execute("PRAGMA journal_mode = WAL").fetchone()
+        make_tables(url)
+        yield url, use_target(home, url)
+        return
+    scratch = scratch_postgresql if request.param == "postgresql" else scratch_mysql
+    with scratch() as url:
+        make_tables(url)
+        yield url, use_target(home, url)
+
+
+def test_validation_holds_while_the_application_writes(target):
+    url, config = target
+    load = pgbench if url.startswith("postgresql") else writer_thread
+    totals = []
+    with load(url):
+        for run in range(RUNS):
+            # Fulls and incrementals; each increment chains from the last verified one.
+            kind = "incremental" if run % 3 == 2 else "full"
+            result = commands.run_job(config, "backup", {"type": kind})
+            assert result.status == "completed", (run, kind, result.error)
+            validation = result.steps[2].output
+            assert validation["ok"] and validation["tables_compared"] == 3, validation
+            assert validation["checksums_compared"] == 3, validation
+            manifest = json.loads(
+                Path(result.steps[1].output["backup_path"] + ".manifest.json").read_text()
+            )
+            totals.append(manifest["tables"]["a"])
+    # The application did write while the backups ran: every backup saw other rows.
+    assert len(set(totals)) == RUNS, totals
+
+
+# --- a valid dump of other content, its sha256 made to fit ---------------------------------
+
+
+def change(url: str, sql: str) -> None:
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.executescript(sql)
+        conn.commit()
+        conn.close()
+        return
+    with engine(url).connect() as conn:
+        for statement in sql.split(";"):
+            if statement.strip():
+                conn.execute(text(statement))
+
+
+def swap(home: Path, good: Path, other: Path) -> None:
+    """Put other's bytes in good's place, and make good's manifest and catalog entry
+    agree with them: the sha256 check passes, only deeper checks can tell."""
+    shutil.copyfile(other, good)
+    sha = sha256_of(good)
+    manifest_path = good.with_name(good.name + ".manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(sha256=sha, size_bytes=good.stat().st_size)
+    manifest_path.write_text(json.dumps(manifest))
+    conn = sqlite3.connect(home / "state.db")
+    conn.execute(
+        "UPDATE backups SET sha256 = ?, size_bytes = ? WHERE path = ?",
+        (sha, good.stat().st_size, str(good)),
+    )
+    conn.commit()
+    conn.close()
+
+
+def backup(config: Config, verify: bool = False) -> Path:
+    result = commands.run_job(config, "backup", {"type": "full", "verify": verify})
+    assert result.status == "completed", result.error
+    return Path(result.steps[1].output["backup_path"])
+
+
+def validate(config: Config, dialect: str, path: Path) -> Any:
+    plan = one_step_plan("backup", "db", dialect, "validate_backup", {"backup_path": str(path)})
+    return commands.apply_plan(config, plan)
+
+
+# What each swap changes, and the reason validation must give.
+OTHER_CONTENTS = [
+    ("DELETE FROM a WHERE id > 2", "a: 2 rows restored, 5 expected"),
+    ("UPDATE a SET v = 'changed' WHERE id = 3", "a: restored contents differ from the backup's"),
+    (
+        "DROP TABLE c; CREATE TABLE d (id INTEGER PRIMARY KEY)",
+        "tables the manifest lists did not come back: c; tables the backup does not hold "
+        "came back: d",
+    ),
+]
+
+
+def test_a_valid_dump_of_other_content_fails_validation_by_its_rows(target, home):
+    url, config = target
+    dialect = "sqlite" if url.startswith("sqlite") else url.split(":")[0].split("+")[0]
+    change(url, "; ".join(f"INSERT INTO a (id, v) VALUES ({i}, 'v{i}')" for i in range(1, 6)))
+    good = backup(config)
+    pristine = good.read_bytes(), Path(str(good) + ".manifest.json").read_text()
+    for sql, reason in OTHER_CONTENTS:
+        change(url, sql)
+        other = backup(config)
+        swap(home, good, other)
+        checked = validate(config, dialect, good)
+        assert checked.status == "failed", sql
+        assert checked.steps[0].error.startswith(f"Backup {good.name} failed validation: "), (
+            checked.steps[0].error
+        )
+        assert reason in checked.steps[0].error, (sql, checked.steps[0].error)
+        [judged] = [b for b in commands.list_backups(config) if b["path"] == str(good)]
+        assert judged["verified_at"] is None and reason in "; ".join(
+            judged["verification"]["problems"]
+        )
+        # Back to the pristine backup and the pristine data for the next swap.
+        good.write_bytes(pristine[0])
+        Path(str(good) + ".manifest.json").write_text(pristine[1])
+        undo(url, sql)
+
+
+def undo(url: str, sql: str) -> None:
+    if sql.startswith("DELETE"):
+        change(url, "; ".join(f"INSERT INTO a (id, v) VALUES ({i}, 'v{i}')" for i in (3, 4, 5)))
+    elif sql.startswith("UPDATE"):
+        change(url, "UPDATE a SET v = 'v3' WHERE id = 3")
+    else:
+        change(url, "DROP TABLE d; CREATE TABLE c (id INTEGER PRIMARY KEY, v VARCHAR(40))")
+
+
+@contextlib.contextmanager
+def empty_target(home: Path, url: str) -> Iterator[Config]:
+    """Another, empty target named `copy` of the same kind."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    if url.startswith("sqlite"):
+        sqlite3.connect(home / "copy.db").close()
+        data["targets"]["copy"] = {"url": f"sqlite:///{home / 'copy.db'}"}
+        path.write_text(yaml.safe_dump(data))
+        yield load_config(home=home)
+        return
+    scratch = scratch_postgresql if url.startswith("postgresql") else scratch_mysql
+    with scratch() as other:
+        data["targets"]["copy"] = {"url": other}
+        path.write_text(yaml.safe_dump(data))
+        yield load_config(home=home)
+
+
+def test_a_restore_of_a_swapped_file_says_what_does_not_match(target, home):
+    url, config = target
+    change(url, "; ".join(f"INSERT INTO a (id, v) VALUES ({i}, 'v{i}')" for i in range(1, 6)))
+    good = backup(config, verify=True)
+    change(url, "UPDATE a SET v = 'changed' WHERE id = 3")
+    swap(home, good, backup(config))
+    [listed] = [b for b in commands.list_backups(config) if b["path"] == str(good)]
+    assert listed["verified_at"]  # it was verified before the swap
+    with empty_target(home, url) as config:
+        restored = commands.restore(
+            config, listed["id"], "copy", approver=Prompting(ask=lambda _r: "yes")
+        )
+    assert restored.status == "failed"
+    error = restored.steps[0].error
+    assert error.startswith(f"The restore of {good.name} does not match its manifest: "), error
+    assert "a: restored contents differ from the backup's checksum" in error

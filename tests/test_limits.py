@@ -1,0 +1,485 @@
+"""Unattended nights: no wait on a server and no run is unbounded.
+
+Faults are real: a listener that accepts and never answers, a proxy in front of the real
+server that stops forwarding in the middle of a step, a statement past its limit, a lock
+held by another session, a run past its time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.approval import PreApproved
+from aishell.cli import cli
+from aishell.config import load_config
+from aishell.errors import ConfigError
+from aishell.targets import TargetSilent, open_target, user_tables
+from tests.helpers import one_step_plan
+from tests.services import engine
+
+HANG = 60  # seconds: a hang detector, never a timing assertion
+
+SITE_TOOLS = {
+    "sleep_read.yaml": {
+        "name": "sleep_read",
+        "description": "Sleep on the server; a test tool for time limits.",
+        "category": "analysis",
+        "risk_level": "safe",
+        "required_capabilities": ["database_read"],
+        "max_execution_time": 600,
+        "idempotent": True,
+        "params": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["seconds"],
+            "properties": {"seconds": {"type": "number", "description": "How long."}},
+        },
+        "returns": {"type": "object"},
+        "examples": [{"params": {"seconds": 1}}],
+        "implementations": {
+            "postgresql": {"sql": "SELECT pg_sleep(:seconds) AS slept", "result": "one"},
+            "mysql": {"sql": "SELECT SLEEP(:seconds) AS slept", "result": "one"},
+        },
+    },
+    "count_locked.yaml": {
+        "name": "count_locked",
+        "description": "Count the rows of the table the test locks.",
+        "category": "analysis",
+        "risk_level": "safe",
+        "required_capabilities": ["database_read"],
+        "max_execution_time": 600,
+        "idempotent": True,
+        "params": {"type": "object", "properties": {}},
+        "returns": {"type": "object"},
+        "examples": [{"params": {}}],
+        "implementations": {
+            "postgresql": {"sql": "SELECT count(*) AS n FROM locked", "result": "one"},
+            "mysql": {"sql": "SELECT count(*) AS n FROM locked", "result": "one"},
+        },
+    },
+}
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+class Silent:
+    """A TCP listener that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(client)
+
+    def close(self) -> None:
+        self.sock.close()
+        for client in self.held:
+            client.close()
+
+
+class Proxy:
+    """Forwards to a real server until silenced; from then on it swallows every byte both
+    ways and answers no new connection (a cancel request included), like a hung host."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = ("127.0.0.1", port)
+        self.silent = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(client)
+            if self.silent.is_set():
+                continue
+            server = socket.create_connection(self.upstream)
+            self.held.append(server)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if not self.silent.is_set():
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    listener = Silent()
+    yield listener
+    listener.close()
+
+
+def in_thread(call: Callable[[], Any]) -> Any:
+    """call() on a thread, so that a hang fails the test instead of stopping the suite."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed back to the test
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(HANG)
+    assert not worker.is_alive(), f"still waiting after {HANG}s: it hangs"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def silence_when(url: str, query_start: str, proxy: Proxy) -> threading.Thread:
+    """Silence the proxy as soon as the real server runs a statement starting so."""
+    pg = url.startswith("postgresql")
+    database = url.rsplit("/", 1)[1]
+    if pg:
+        sql = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND state = 'active' "
+            "AND query LIKE :q"
+        )
+    else:
+        sql = "SELECT count(*) FROM information_schema.processlist WHERE db = :db AND info LIKE :q"
+
+    def watch() -> None:
+        admin = engine(url)
+        with admin.connect() as conn:
+            for _ in range(600):
+                if conn.execute(text(sql), {"db": database, "q": query_start + "%"}).scalar():
+                    proxy.silent.set()
+                    break
+                time.sleep(0.05)
+        admin.dispose()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+# --- config helpers ---------------------------------------------------------------------
+
+
+def configure(
+    home: Path, url: str, agent: dict[str, Any] | None = None, load: bool = True, **target: Any
+) -> Any:
+    """Target `db` at url with the given target keys, the test tools, and maintenance
+    agent settings (no retries unless asked)."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"] = {"url": url, "environment": "test", **target}
+    data["default_target"] = "db"
+    site = home / "site_tools"
+    site.mkdir(exist_ok=True)
+    for name, tool in SITE_TOOLS.items():
+        (site / name).write_text(yaml.safe_dump(tool))
+    data["catalog_paths"] = ["site_tools"]
+    path.write_text(yaml.safe_dump(data))
+    agent_path = home / "config" / "agents" / "maintenance.yaml"
+    agent_data = yaml.safe_load(agent_path.read_text())
+    agent_data["maintenance_agent"]["default_config"].update({"max_retries": 0, **(agent or {})})
+    agent_path.write_text(yaml.safe_dump(agent_data))
+    return load_config(home=home) if load else None
+
+
+def dialect_of(url: str) -> str:
+    return "postgresql" if url.startswith("postgresql") else "mysql"
+
+
+def through(proxy_port: int, url: str) -> str:
+    real = ":5432/" if url.startswith("postgresql") else ":3306/"
+    assert real in url
+    return url.replace(real, f":{proxy_port}/")
+
+
+def one_step(config: Any, url: str, tool: str, params: dict[str, Any]) -> Any:
+    plan = one_step_plan("maintenance", "db", dialect_of(url), tool, params)
+    return commands.apply_plan(config, plan, approver=PreApproved())
+
+
+def make_locked_table(url: str) -> None:
+    with engine(url).connect() as conn:
+        conn.execute(text("CREATE TABLE locked (id INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO locked VALUES (1), (2), (3)"))
+
+
+class HeldLock:
+    """Another session holding a lock on the table `locked` until released."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = engine(url)
+        self.conn = self.engine.connect()
+        if url.startswith("postgresql"):
+            self.conn.execute(text("BEGIN"))
+            self.conn.execute(text("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE"))
+        else:
+            self.conn.execute(text("LOCK TABLES locked WRITE"))
+
+    def release(self) -> None:
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(text("ROLLBACK"))
+        else:
+            self.conn.execute(text("UNLOCK TABLES"))
+        self.conn.close()
+        self.engine.dispose()
+
+
+# --- a server that never answers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    ["mysql+pymysql://root", "postgresql+psycopg://postgres"],
+    ids=["mysql", "postgresql"],
+)
+def test_a_silent_server_ends_the_run_with_one_line_naming_the_setting(home, silent, scheme):
+    """The listener takes the TCP connection and never sends the greeting."""
+    url = f"{scheme}@127.0.0.1:{silent.port}/shop"
+    configure(home, url, connect_timeout_seconds=2, read_timeout_seconds=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "aishell", "run", "maintenance", "--non-interactive"],
+        env={**os.environ, "AISHELL_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0] == (
+        f"Error: Cannot connect to target 'db': 127.0.0.1:{silent.port} did not answer "
+        "within 2s (targets.db.connect_timeout_seconds)"
+    )
+
+
+def test_a_server_silent_between_steps_is_cut_off_after_the_read_timeout(home, server_url):
+    """Connected and answering, then silent: a catalog read outside any step ends."""
+    real = 5432 if server_url.startswith("postgresql") else 3306
+    proxy = Proxy(real)
+    try:
+        config = configure(home, through(proxy.port, server_url), read_timeout_seconds=2)
+        target = open_target(config, "db")
+        conn = target.connect()
+        assert user_tables(conn) == []
+        proxy.silent.set()
+        with pytest.raises(TargetSilent) as err:
+            in_thread(lambda: user_tables(conn))
+        assert str(err.value) == (
+            "Target 'db' did not answer within 2s (targets.db.read_timeout_seconds)"
+        )
+        assert err.value.exit_code == 1
+        conn.close()
+        target.close()
+    finally:
+        proxy.close()
+
+
+def test_a_server_silent_in_the_middle_of_a_step_fails_the_step(home, server_url):
+    """The proxy forwards the connect, the lock and the step's statement, then nothing:
+    neither the server's own timeout error nor an answer to the cancel gets through."""
+    real = 5432 if server_url.startswith("postgresql") else 3306
+    proxy = Proxy(real)
+    try:
+        config = configure(
+            home,
+            through(proxy.port, server_url),
+            agent={"max_execution_time": 1},
+            read_timeout_seconds=1,
+        )
+        sleep = "SELECT pg_sleep" if server_url.startswith("postgresql") else "SELECT SLEEP"
+        watcher = silence_when(server_url, sleep, proxy)
+        result = in_thread(lambda: one_step(config, server_url, "sleep_read", {"seconds": 30}))
+        watcher.join(HANG)
+        assert proxy.silent.is_set()
+    finally:
+        proxy.close()
+    assert result.status == "failed"
+    assert result.steps[0].status == "failed"
+    assert result.steps[0].error == (
+        "step_0 (sleep_read) exceeded its time limit of 1s (max_execution_time); target "
+        "'db' did not answer for 1s more (targets.db.read_timeout_seconds), so its "
+        "connection was closed"
+    )
+
+
+# --- limits a live server enforces --------------------------------------------------------------
+
+
+def test_a_statement_past_the_step_limit_is_cancelled(home, server_url):
+    config = configure(home, server_url, agent={"max_execution_time": 1})
+    result = in_thread(lambda: one_step(config, server_url, "sleep_read", {"seconds": 30}))
+    assert result.status == "failed"
+    assert result.steps[0].error == (
+        "step_0 (sleep_read) exceeded its time limit of 1s (max_execution_time) and was interrupted"
+    )
+
+
+def test_a_held_lock_ends_in_a_lock_timeout_per_config(home, server_url):
+    make_locked_table(server_url)
+    config = configure(home, server_url, agent={"max_execution_time": 60}, lock_timeout_ms=1000)
+    held = HeldLock(server_url)
+    try:
+        result = in_thread(lambda: one_step(config, server_url, "count_locked", {}))
+    finally:
+        held.release()
+    assert result.status == "failed"
+    error = result.steps[0].error
+    assert "lock timeout" in error or "Lock wait timeout exceeded" in error, error
+    assert "the lock was still held by" in error
+
+
+def test_a_sqlite_target_waits_for_a_locked_file_as_configured(home, demo_db):
+    config = configure(home, "sqlite:///demo.db", busy_timeout_ms=1234)
+    target = open_target(config, "db")
+    with target.connect() as conn:
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+    target.close()
+
+
+# --- the run's own time limit ---------------------------------------------------------------
+
+
+def test_a_run_past_its_time_limit_stops_resumably_and_resume_completes_it(home, pg_url):
+    make_locked_table(pg_url)
+    configure(home, pg_url, lock_timeout_ms=60_000)
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["defaults"] = {"max_run_seconds": 2}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=home)
+    held = HeldLock(pg_url)
+    try:
+        result = in_thread(lambda: one_step(config, pg_url, "count_locked", {}))
+    finally:
+        held.release()
+    assert result.status == "interrupted"
+    assert result.error == (
+        f"interrupted by the run-time limit of 2s (defaults.max_run_seconds in {path}); "
+        f"continue with `aishell resume {result.run_id}`"
+    )
+    assert result.steps[0].status == "interrupted"
+    resumed = in_thread(lambda: commands.resume_run(config, result.run_id))
+    assert resumed.status == "completed", resumed.error
+    assert resumed.steps[0].output == {"n": 3}
+
+
+def test_the_run_time_limit_comes_from_schedule_then_agent_then_defaults(home):
+    config = configure(home, "sqlite:///demo.db", agent={"max_run_seconds": 600})
+    agent_file = home / "config" / "agents" / "maintenance.yaml"
+    assert config.run_limit("maintenance") == (
+        600,
+        f"maintenance_agent.default_config.max_run_seconds in {agent_file}",
+    )
+    assert config.run_limit("backup") == (
+        4 * 3600,
+        f"defaults.max_run_seconds in {home / 'config' / 'aishell.yaml'}",
+    )
+    assert config.run_limit("maintenance", 90, "the schedule") == (90, "the schedule")
+
+
+def test_a_schedule_keeps_its_own_run_time_limit_and_its_next_run_resumes(home, pg_url):
+    make_locked_table(pg_url)
+    config = configure(home, pg_url, lock_timeout_ms=60_000)
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("schedule", "add", "nightly", "--cron", "0 2 * * *", "--max-run-time", "1s"),
+            *("--", "maintenance", "--type", "quick"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (schedule,) = commands.list_schedules(config)
+    assert schedule["options"]["max_run_seconds"] == 1
+    # Reads go on; ANALYZE waits for the lock until the run's time is up.
+    blocker = engine(pg_url).connect()
+    blocker.execute(text("BEGIN"))
+    blocker.execute(text("LOCK TABLE locked IN SHARE MODE"))
+    try:
+        stopped = in_thread(lambda: commands.run_schedule(config, "nightly", log=lambda _m: None))
+    finally:
+        blocker.execute(text("ROLLBACK"))
+        blocker.close()
+    assert stopped.status == "interrupted"
+    assert stopped.error.startswith(
+        "interrupted by the run-time limit of 1s (the schedule's --max-run-time); "
+    )
+    again = in_thread(lambda: commands.run_schedule(config, "nightly", log=lambda _m: None))
+    first = commands.show_run(config, stopped.run_id)
+    assert first["status"] == "completed", first["error"]
+    assert again.status == "completed", again.error
+
+
+# --- config errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("read_timeout_seconds", 0, "input should be greater than 0 (got 0)"),
+        ("write_timeout_seconds", -5, "input should be greater than 0 (got -5)"),
+        ("read_timeout_seconds", float("nan"), "input should be a finite number (got nan)"),
+        ("connect_timeout_seconds", 0, "input should be greater than or equal to 1 (got 0)"),
+        ("busy_timeout_ms", -1, "input should be greater than or equal to 1 (got -1)"),
+    ],
+)
+def test_a_bad_timeout_is_one_line_naming_the_key(home, key, value, expected):
+    configure(home, "sqlite:///demo.db", load=False, **{key: value})
+    result = CliRunner().invoke(cli, ["targets", "list"])
+    assert result.exit_code == 2
+    path = home / "config" / "aishell.yaml"
+    assert result.output == f"Error: {path}: targets.db.{key}: {expected}\n"
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan")])
+def test_a_bad_run_time_limit_is_one_line_naming_the_key(home, value):
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["defaults"] = {"max_run_seconds": value}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(home=home)
+    message = str(err.value)
+    assert message.startswith(f"{path}: defaults.max_run_seconds: input should be ")
+    assert "\n" not in message
