@@ -43,8 +43,14 @@ ROWS = 3_000
 # and new rows are mixed along the key a purge walks.
 DAYS = 45
 RETENTION = 30
-# Small batches that stay small: many batches even on a few thousand rows.
-SMALL = {"batch_size": 20, "max_batch_size": 50, "max_batch_ms": 3, "statistics_after_rows": 100}
+# Small batches that stay small: many batches even on a few thousand rows, and never
+# fewer keys than batch_size however slow a loaded machine makes them.
+SMALL = {
+    "batch_size": 20,
+    "max_batch_size": 50,
+    "max_batch_ms": 250,
+    "statistics_after_rows": 100,
+}
 
 SERVER_NOW = {
     "postgresql": "SELECT localtimestamp",
