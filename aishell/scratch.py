@@ -332,6 +332,16 @@ def _drop_database(
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
             quoted = quote_identifier(admin.dialect, name)
             if admin.dialect.name == "postgresql":
+                # A CREATE DATABASE whose client died still finishes on the server, after
+                # this drop would have found nothing: it is ended first (and waited for).
+                admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                        "WHERE pid <> pg_backend_pid() AND query ILIKE 'CREATE DATABASE%' "
+                        "AND position(:name in query) > 0"
+                    ),
+                    {"name": name},
+                ).all()
                 # FORCE ends the sessions of a restore that outlived its run.
                 admin.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
             else:
@@ -350,8 +360,8 @@ def _end_sessions_in(admin: Connection, name: str) -> None:
     outlived its run would hold the drop back for as long as it waits)."""
     sessions = admin.execute(
         text(
-            "SELECT ID FROM information_schema.PROCESSLIST "
-            "WHERE DB = :name AND ID <> CONNECTION_ID()"
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+            "AND (DB = :name OR (INFO LIKE 'CREATE DATABASE%' AND LOCATE(:name, INFO) > 0))"
         ),
         {"name": name},
     ).all()

@@ -634,7 +634,10 @@ def _scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tup
     admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     quoted = quote_identifier(conn.dialect, name)
     try:
-        admin.execute(text(f"CREATE DATABASE {quoted}"))
+        # From template0 on PostgreSQL: what a site keeps in template1 is not the
+        # backup's, and would come back in the restored copy as extra tables.
+        template = " TEMPLATE template0" if dialect == "postgresql" else ""
+        admin.execute(text(f"CREATE DATABASE {quoted}{template}"))
         yield conn.engine.url.set(database=name), name
     finally:
         try:

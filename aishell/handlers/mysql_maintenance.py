@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from decimal import Decimal
 from typing import Any
 
@@ -425,7 +426,13 @@ def orphans(conn: Connection) -> list[str]:
     """Tables an interrupted ALTER left behind (InnoDB names them #sql-...)."""
     try:
         rows = conn.execute(text(_ORPHANS_MARIADB if _mariadb(conn) else _ORPHANS_MYSQL))
-    except Exception:
+    except DBAPIError as exc:
+        # A lost server is the step's failure, never "no leftovers"; a catalog this
+        # account may not read is.
+        if exc.connection_invalidated:
+            raise
+        with suppress(DBAPIError):
+            conn.rollback()
         return []
     return [str(r[0]).split("/", 1)[1] for r in rows]
 
