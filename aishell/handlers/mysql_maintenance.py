@@ -28,7 +28,12 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import mysql_urgency, user_tables
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, each_table
-from aishell.handlers.report import checked_or_skipped, corruption_summary, integrity_line
+from aishell.handlers.report import (
+    checked_or_skipped,
+    corruption_advice,
+    corruption_summary,
+    integrity_line,
+)
 from aishell.registry import RiskLevel, ToolContext
 
 _TABLES = """
@@ -347,13 +352,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("check_corruption")
         else None
     )
-    if check and check["corrupted_tables"]:
-        recommendations.append(
-            f"CHECK TABLE found damage in {', '.join(check['corrupted_tables'])}; run the "
-            "emergency maintenance plan"
-        )
-    elif check and check["unchecked_tables"]:
-        recommendations.append(f"Corruption was not checked: {check['not_checked']}")
+    recommendations += corruption_advice(check, "CHECK TABLE")
     size = database_size(conn)
     return {
         "database_size_bytes": size["size_bytes"],

@@ -32,7 +32,12 @@ from aishell.catalog import (
 )
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, cached, each_table
-from aishell.handlers.report import checked_or_skipped, corruption_summary, integrity_line
+from aishell.handlers.report import (
+    checked_or_skipped,
+    corruption_advice,
+    corruption_summary,
+    integrity_line,
+)
 from aishell.registry import RiskLevel, ToolContext
 
 # Transaction-ID wraparound is at 2^31.
@@ -272,13 +277,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("check_corruption")
         else None
     )
-    if check and check["corrupted_tables"]:
-        recommendations.append(
-            f"amcheck found damage in {', '.join(check['corrupted_tables'])}; run the "
-            "emergency maintenance plan"
-        )
-    elif check and check["unchecked_tables"]:
-        recommendations.append(f"Corruption was not checked: {check['not_checked']}")
+    recommendations += corruption_advice(check, "amcheck")
     return {
         "database_size_bytes": database["bytes"],
         "size_method": "pg_database_size",

@@ -60,6 +60,20 @@ def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
     raise StepSkipped(reason, summary)
 
 
+def corruption_advice(summary: Mapping[str, Any] | None, checker: str) -> list[str]:
+    """What the health analysis recommends after a corruption check (none: not asked for)."""
+    if summary is None:
+        return []
+    if summary["corrupted_tables"]:
+        return [
+            f"{checker} found damage in {', '.join(summary['corrupted_tables'])}; run the "
+            "emergency maintenance plan"
+        ]
+    if summary["unchecked_tables"]:
+        return [f"Corruption was not checked: {summary['not_checked']}"]
+    return []
+
+
 def integrity_line(summary: Mapping[str, Any] | None) -> str | None:
     """The health analysis's one-line integrity verdict (None: not asked for)."""
     if summary is None:

@@ -27,7 +27,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, cached, each_table
-from aishell.handlers.report import checked_or_skipped, corruption_summary, integrity_line
+from aishell.handlers.report import (
+    checked_or_skipped,
+    corruption_advice,
+    corruption_summary,
+    integrity_line,
+)
 from aishell.registry import RiskLevel, ToolContext
 from aishell.sqltext import quote_identifier
 
@@ -218,11 +223,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         recommendations.append(
             f"No planner statistics for {', '.join(missing)}; run update_table_statistics"
         )
-    if check and check["corrupted_tables"]:
-        recommendations.append(
-            f"integrity_check found damage in {', '.join(check['corrupted_tables'])}; run the "
-            "emergency maintenance plan"
-        )
+    recommendations += corruption_advice(check, "integrity_check")
     return {
         "database_size_bytes": pages["size_bytes"],
         "size_method": "page_count x page_size",
