@@ -93,38 +93,33 @@ class Silent:
             except OSError:
                 return
             self.held.append(client)
+            self._accepted(client)
+
+    def _accepted(self, client: socket.socket) -> None:
+        """Nothing: the connection is held open and never answered."""
 
     def close(self) -> None:
         self.sock.close()
-        for client in self.held:
-            client.close()
+        for conn in self.held:
+            conn.close()
 
 
-class Proxy:
+class Proxy(Silent):
     """Forwards to a real server until silenced; from then on it swallows every byte both
     ways and answers no new connection (a cancel request included), like a hung host."""
 
     def __init__(self, port: int) -> None:
         self.upstream = ("127.0.0.1", port)
         self.silent = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(client)
-            if self.silent.is_set():
-                continue
-            server = socket.create_connection(self.upstream)
-            self.held.append(server)
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+    def _accepted(self, client: socket.socket) -> None:
+        if self.silent.is_set():
+            return
+        server = socket.create_connection(self.upstream)
+        self.held.append(server)
+        for a, b in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         while True:
@@ -139,11 +134,6 @@ class Proxy:
                     sink.sendall(data)
                 except OSError:
                     return
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 @pytest.fixture
