@@ -473,6 +473,30 @@ def test_a_disk_filling_during_a_dump_is_named(dialect, home, tmp_path, edit_con
         assert scratch_entries(home) == []
 
 
+def _validate_on_a_full_disk(
+    home: Path, tmp_path: Path, edit_config: Any, dialect: str, writing: str
+) -> str:
+    """Back up the default target `db` onto a small disk, fill the disk, validate: the
+    full disk is named with what was being written, and the backup stays unverified."""
+    with small_disk(tmp_path, 2) as disk:
+        config = edit_config({"backup_dir": str(disk)})
+        taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
+        assert taken.status == "completed", taken.error
+        path = taken.steps[1].output["backup_path"]
+        fill(disk)
+        plan = one_step_plan("backup", "db", dialect, "validate_backup", {"backup_path": path})
+        checked = commands.apply_plan(config, plan)
+        error = checked.steps[0].error
+        assert checked.status == "failed"
+        assert error.startswith(f"No space left on device: the file system at {disk} is full")
+        assert f"while writing {writing}" in error
+        assert "says nothing about the backup, which stays unverified" in error
+        [listed] = commands.list_backups(config)
+        assert listed["verified_at"] is None and listed["verification"] is None
+        assert debris(disk) == [] and scratch_entries(home) == []
+        return error
+
+
 def test_a_disk_full_during_sqlite_validation_is_not_blamed_on_the_backup(
     home, tmp_path, edit_config
 ):
@@ -482,22 +506,8 @@ def test_a_disk_full_during_sqlite_validation_is_not_blamed_on_the_backup(
     conn.commit()
     conn.close()
     use_target(home, f"sqlite:///{home / 'small.db'}")
-    with small_disk(tmp_path, 2) as disk:
-        config = edit_config({"backup_dir": str(disk)})
-        taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
-        assert taken.status == "completed", taken.error
-        path = taken.steps[1].output["backup_path"]
-        fill(disk)
-        plan = one_step_plan("backup", "db", "sqlite", "validate_backup", {"backup_path": path})
-        checked = commands.apply_plan(config, plan)
-        error = checked.steps[0].error
-        assert checked.status == "failed"
-        assert error.startswith(f"No space left on device: the file system at {disk} is full")
-        assert "while writing the scratch copy" in error and ".verify-" in error
-        assert "says nothing about the backup, which stays unverified" in error
-        [listed] = commands.list_backups(config)
-        assert listed["verified_at"] is None and listed["verification"] is None
-        assert debris(disk) == [] and scratch_entries(home) == []
+    error = _validate_on_a_full_disk(home, tmp_path, edit_config, "sqlite", "the scratch copy")
+    assert ".verify-" in error
 
 
 def test_a_disk_full_during_mysql_validation_is_not_blamed_on_the_backup(
@@ -505,22 +515,7 @@ def test_a_disk_full_during_mysql_validation_is_not_blamed_on_the_backup(
 ):
     populate(mysql_url)
     use_target(home, mysql_url)
-    with small_disk(tmp_path, 2) as disk:
-        config = edit_config({"backup_dir": str(disk)})
-        taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
-        assert taken.status == "completed", taken.error
-        path = taken.steps[1].output["backup_path"]
-        fill(disk)
-        plan = one_step_plan("backup", "db", "mysql", "validate_backup", {"backup_path": path})
-        checked = commands.apply_plan(config, plan)
-        error = checked.steps[0].error
-        assert checked.status == "failed"
-        assert error.startswith(f"No space left on device: the file system at {disk} is full")
-        assert "while writing the dump of the restored copy" in error
-        assert "says nothing about the backup" in error
-        [listed] = commands.list_backups(config)
-        assert listed["verified_at"] is None and listed["verification"] is None
-        assert debris(disk) == [] and scratch_entries(home) == []
+    _validate_on_a_full_disk(home, tmp_path, edit_config, "mysql", "the dump of the restored copy")
 
 
 # --- what doctor never touches ---------------------------------------------------------------
