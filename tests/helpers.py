@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 
 from aishell.config import Config, load_config
@@ -58,3 +63,24 @@ def use_target(home: Path, url: str, **others: str) -> Config:
     data["default_target"] = "db"
     path.write_text(yaml.safe_dump(data))
     return load_config(home=home)
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of its own at path (made here): a real file system that fills up. One that
+    cannot be mounted skips the test, and fails it under AISHELL_REQUIRE_SERVICES=1."""
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        message = f"cannot mount a tmpfs here: {done.stderr.strip()}"
+        if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

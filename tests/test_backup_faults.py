@@ -29,7 +29,7 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config import Config
 from aishell.state import StateStore, process_started
-from tests.helpers import one_step_plan, query, use_target
+from tests.helpers import one_step_plan, query, tmpfs, use_target
 from tests.services import engine
 
 AISHELL = [sys.executable, "-m", "aishell"]
@@ -122,25 +122,9 @@ def kill_once_seen(home: Path, pattern: str, attempts: int = 3) -> None:
     pytest.fail(f"every run finished before {pattern} could be caught")
 
 
-@contextlib.contextmanager
-def small_disk(tmp_path: Path, megabytes: int) -> Iterator[Path]:
+def small_disk(tmp_path: Path, megabytes: int) -> contextlib.AbstractContextManager[Path]:
     """A tmpfs of its own: a real file system that fills up."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        message = f"cannot mount a tmpfs here: {done.stderr.strip()}"
-        if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    return tmpfs(tmp_path / "small", f"{megabytes}m")
 
 
 def fill(disk: Path) -> None:

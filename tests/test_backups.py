@@ -6,7 +6,6 @@ import json
 import random
 import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.config import load_config
 from aishell.errors import UsageError
-from tests.helpers import one_step_plan
+from tests.helpers import one_step_plan, tmpfs
 from tests.services import engine
 
 
@@ -116,17 +115,8 @@ def test_every_injected_corruption_fails_validation(config, demo_db):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 40 MiB tmpfs: a real file system that fills up."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "small", "40m") as mount_point:
+        yield mount_point
 
 
 def test_a_disk_that_fills_during_the_backup_leaves_nothing_marked_good(
@@ -281,16 +271,7 @@ def test_schema_comparison_ignores_the_restrict_tokens():
 def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
     server_config, server_url, home, tmp_path
 ):
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "96m") as mount_point:
         pg = server_url.startswith("postgresql")
         with engine(server_url).connect() as conn:
             conn.execute(text("CREATE TABLE big (id INTEGER PRIMARY KEY, body VARCHAR(200))"))
@@ -327,8 +308,6 @@ def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
         assert commands.list_backups(config) == []
         left = [p.name for p in mount_point.rglob("*") if p.is_file() and p.name != "filler"]
         assert left == []
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_backup_cli_drill_and_restore_behind_approval(demo_db, home):

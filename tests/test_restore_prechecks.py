@@ -5,11 +5,9 @@ prompt shows the exact commands that will run."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from aishell.approval import ApprovalRequest, Prompting
 from aishell.cli import cli
 from aishell.config import Config, load_config
 from aishell.handlers.backup import RESTORE_MARGIN, read_manifest, sha256_of
-from tests.helpers import digest, one_step_plan
+from tests.helpers import digest, one_step_plan, tmpfs
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
 
@@ -294,22 +292,8 @@ def test_a_missing_client_program_is_refused(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs: too small for any demo backup."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        reason = f"cannot mount a tmpfs here: {done.stderr.strip()}"
-        if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
+    with tmpfs(tmp_path / "tiny", "1m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_sqlite_restore_without_the_free_space_is_refused(

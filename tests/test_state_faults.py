@@ -37,6 +37,7 @@ from aishell.config import Config, load_config
 from aishell.errors import ConfigError, StateError
 from aishell.state import StateStore
 from tests import services
+from tests.helpers import tmpfs
 from tests.test_cli import in_terminal, read_until
 
 BUSY_TIMEOUT_MS = 200
@@ -110,22 +111,6 @@ def snapshot(path: Path) -> list[tuple[Any, ...]]:
         ]
     finally:
         conn.close()
-
-
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # --- durability --------------------------------------------------------------------------
