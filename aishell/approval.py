@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from aishell.errors import UsageError
 from aishell.policy import MAX_PRE_APPROVAL, flag_approves
-from aishell.registry import RiskLevel
+from aishell.risk import RiskLevel
 
 
 class Decision(StrEnum):
@@ -18,6 +19,8 @@ class Decision(StrEnum):
     DENY = "denied"
     DEFER = "deferred"
     QUIT = "quit"
+    # No answer (the input ended): the step waits and the run stops, resumably.
+    STOP = "stopped"
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,13 @@ class PreApproved:
         return self.then.decide(request)
 
 
-# The prompt's answers: yes, no, all (approve the rest at this risk level), quit.
+# The prompt's answers: yes, no, all (approve the rest at this risk level), quit; each
+# also by its first letter, in any case.
 PROMPT_CHOICES = ("yes", "no", "all", "quit")
+PROMPT_ANSWERS = {
+    **{choice: choice for choice in PROMPT_CHOICES},
+    **{choice[0]: choice for choice in PROMPT_CHOICES},
+}
 
 
 # Why a step was denied when the input ended (Ctrl-D) instead of an answer.
@@ -110,7 +118,8 @@ END_OF_INPUT = "end of input"
 @dataclass
 class Prompting:
     """Asks a person through `ask`, which shows the request and returns one of
-    PROMPT_CHOICES, or raises EOFError when the input ends: that is a no."""
+    PROMPT_CHOICES, or raises EOFError when the input ends: the step is not run, and
+    the run stops there, to be resumed (and asked again) later."""
 
     ask: Callable[[ApprovalRequest], str]
     approved_risks: set[str] = field(default_factory=set)
@@ -124,12 +133,12 @@ class Prompting:
                 Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
             )
         if self.ended:
-            return Answer(Decision.DENY, user, "prompt", END_OF_INPUT)
+            return Answer(Decision.STOP, user, "prompt", END_OF_INPUT)
         try:
             choice = self.ask(request)
         except EOFError:
             self.ended = True
-            return Answer(Decision.DENY, user, "prompt", END_OF_INPUT)
+            return Answer(Decision.STOP, user, "prompt", END_OF_INPUT)
         if choice == "yes":
             return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
         if choice == "all" and request.personal:
@@ -143,3 +152,34 @@ class Prompting:
         if choice == "quit":
             return Answer(Decision.QUIT, user, "prompt", "run stopped at the prompt")
         return Answer(Decision.DENY, user, "prompt", "denied at the prompt")
+
+
+def choose_approver(
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    at_terminal: bool,
+    ask: Callable[[ApprovalRequest], str],
+) -> Approver:
+    """Flags first; then a prompt (through `ask`) at a terminal; otherwise wait (fail
+    closed). `at_terminal` says whether stdin is a terminal a person can answer on."""
+    if non_interactive or not at_terminal:
+        why = "--non-interactive" if non_interactive else "no terminal on stdin"
+        fallback: Approver = NonInteractive(why=why)
+    else:
+        fallback = Prompting(ask=ask)
+    if approve_up_to or yes:
+        level = RiskLevel(approve_up_to or "high")
+        how = f"--approve-up-to {level.value}" if approve_up_to else "--yes"
+        return PreApproved(up_to=level, how=how, then=fallback)
+    return fallback
+
+
+def refuse_approval_in_advance(yes: bool, approve_up_to: str | None) -> None:
+    """A schedule runs with nobody watching: a step that needs approval waits for a
+    person, so a scheduled job may not carry the flags that approve in advance."""
+    if yes or approve_up_to:
+        raise UsageError(
+            "A schedule never approves in advance: steps that need approval leave the run "
+            "waiting_approval for a person (drop --yes / --approve-up-to)"
+        )

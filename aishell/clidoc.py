@@ -19,7 +19,9 @@ def render() -> str:
     ]
 
     def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
-        ctx = click.Context(command, info_name=path[-1], parent=parent, terminal_width=88)
+        # The command's own context settings (-h beside --help), as a run makes them.
+        settings = {"terminal_width": 88, **command.context_settings}
+        ctx = click.Context(command, info_name=path[-1], parent=parent, **settings)
         parts.append(f"\n## {' '.join(path)}\n\n```\n{command.get_help(ctx)}\n```\n")
         if isinstance(command, click.Group):
             for name in sorted(command.commands):

@@ -1,35 +1,27 @@
-"""Load and validate config/aishell.yaml and config/agents/<agent>.yaml."""
+"""Load and validate aishell.yaml and agents/<agent>.yaml (aishell.home finds them)."""
 
 from __future__ import annotations
 
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aishell.bounds import MAX_BATCH_MS as MAX_BATCH_MS
+from aishell.bounds import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
+from aishell.bounds import MAX_RUN_TIME_SECONDS as MAX_RUN_TIME_SECONDS
+from aishell.bounds import MAX_SLEEP_MS as MAX_SLEEP_MS
+from aishell.bounds import MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS
+from aishell.configfile import read_yaml, validate
 from aishell.errors import ConfigError
-from aishell.resources import bundled_config_dir
-
-# libyaml's safe loader when PyYAML was built with it: ten times faster, same result.
-YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from aishell.home import agent_file, config_files, find_home, read_layers
+from aishell.toolkinds import Capability
 
 SafetyLevel = Literal["strict", "moderate", "permissive"]
 Environment = Literal["development", "test", "staging", "production"]
-
-
-# Upper limits shared by config and the command line. Past them a number is a typo
-# (and date arithmetic overflows), not a wish.
-MAX_RETENTION_DAYS = 36_500  # a hundred years
-MAX_BATCH_MS = 3_600_000  # an hour
-MAX_SLEEP_MS = 3_600_000
-MAX_RUN_TIME_SECONDS = 30 * 86_400
-MAX_TIMEOUT_SECONDS = 86_400
 
 
 class _Strict(BaseModel):
@@ -167,8 +159,8 @@ class AgentDefaults(_Strict):
     min_index_pages: int = Field(8, ge=1)
 
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Hour = Annotated[int, Field(ge=0, le=23)]
 
 
@@ -292,9 +284,12 @@ class Config:
     """The loaded configuration, with where it came from and where relative paths lead."""
 
     main: MainConfig
-    path: Path
-    home: Path
-    agent_dir: Path
+    path: Path  # the file messages name: the user's, else the system's, else the bundled one
+    home: Path  # relative paths (demo database, backups, plan key) are under it
+    agent_dirs: tuple[Path, ...]
+    state_dir: Path | None = None  # a relative state.url is under it; None: the home
+    files: tuple[Path, ...] = ()  # every config file read, system-wide first
+    chosen_by: str = "--home"  # what chose the home: --home, AISHELL_HOME, user folders
     _agents: dict[str, AgentConfig] = field(default_factory=dict, compare=False)
 
     @property
@@ -302,7 +297,9 @@ class Config:
         """The URL the state store is opened with, its password (state.password_env) in
         it: print state_location, never this."""
         state = self.main.state
-        url = resolve_url(state.url, self.home)
+        url = resolve_url(state.url, self.state_home)
+        if url != state.url:  # a file in the home's state folder: aishell's to make
+            self.state_home.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not state.password_env and state.busy_timeout_ms is None:
             return url
         from sqlalchemy.engine import make_url  # late: most commands never need it
@@ -329,7 +326,11 @@ class Config:
     def state_location(self) -> str:
         """Where the state store is, fit to print: a SQLite file's path, or the URL with
         its password masked."""
-        return display_url(resolve_url(self.main.state.url, self.home))
+        return display_url(resolve_url(self.main.state.url, self.state_home))
+
+    @property
+    def state_home(self) -> Path:
+        return self.state_dir or self.home
 
     @property
     def backup_dir(self) -> Path:
@@ -366,7 +367,7 @@ class Config:
 
     def agent(self, name: str) -> AgentConfig:
         if name not in self._agents:
-            self._agents[name] = load_agent_config(self.agent_dir, name)
+            self._agents[name] = load_agent_config(self.agent_dirs, name)
         return self._agents[name]
 
 
@@ -395,55 +396,47 @@ def display_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def find_home(home: str | os.PathLike[str] | None = None) -> Path:
-    return Path(home or os.environ.get("AISHELL_HOME") or Path.cwd()).resolve()
-
-
 def load_config(
     config_path: str | os.PathLike[str] | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> Config:
-    """Find and load aishell.yaml: the given path, AISHELL_CONFIG, <home>/config, or the default."""
-    home_dir = find_home(home)
-    if config_path is None and os.environ.get("AISHELL_CONFIG"):
-        config_path = os.environ["AISHELL_CONFIG"]
-    if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist")
-    else:
-        path = home_dir / "config" / "aishell.yaml"
-        if not path.is_file():
-            path = bundled_config_dir() / "aishell.yaml"
-    data = _read_yaml(path)
-    main = _validate(MainConfig, data, path)
+    """Load the config of a home (see aishell.home): the given folder, AISHELL_HOME, or
+    the user's folders; the file named by config_path or AISHELL_CONFIG instead of the
+    home's own; /etc/aishell's under either."""
+    where = find_home(home)
+    files = config_files(where, config_path or os.environ.get("AISHELL_CONFIG") or None)
+    data, origin = read_layers(files.layers)
+    main = validate(MainConfig, data, files.main, tags=CONSTRAINT_TYPES, origin=origin)
     if main.default_target not in main.targets:
         known = ", ".join(sorted(main.targets)) or "(none)"
         raise ConfigError(
-            f"{path}: default_target: '{main.default_target}' is not a target; targets are: {known}"
+            f"{origin(['default_target'])}: default_target: '{main.default_target}' is not a "
+            f"target; targets are: {known}"
         )
-    agent_dir = path.parent / "agents"
-    if not agent_dir.is_dir():
-        agent_dir = bundled_config_dir() / "agents"
-    return Config(main=main, path=path, home=home_dir, agent_dir=agent_dir)
+    return Config(
+        main=main,
+        path=files.main,
+        home=where.data_dir,
+        agent_dirs=files.agent_dirs,
+        state_dir=where.state_dir,
+        files=files.layers,
+        chosen_by=where.chosen_by,
+    )
 
 
-def load_agent_config(agent_dir: Path, agent: str) -> AgentConfig:
-    path = agent_dir / f"{agent}.yaml"
-    if not path.is_file():
-        path = bundled_config_dir() / "agents" / f"{agent}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"No agent config for '{agent}' (looked for {agent_dir / path.name})")
-    data = _read_yaml(path)
+def load_agent_config(agent_dirs: Path | tuple[Path, ...], agent: str) -> AgentConfig:
+    """An agent's config from the first of the folders that has its file."""
+    path = agent_file((agent_dirs,) if isinstance(agent_dirs, Path) else agent_dirs, agent)
+    data = read_yaml(path)
     section_key = f"{agent}_agent"
     if set(data) != {section_key}:
         extra = ", ".join(sorted(set(data) - {section_key})) or "(nothing)"
         raise ConfigError(
             f"{path}: expected exactly one top-level key '{section_key}', found: {extra}"
         )
-    section = _validate(AgentSection, data[section_key], path, prefix=section_key)
-    from aishell.registry import Capability  # late: registry imports config types
-
+    section = validate(
+        AgentSection, data[section_key], path, prefix=section_key, tags=CONSTRAINT_TYPES
+    )
     known = {c.value for c in Capability}
     for i, cap in enumerate(section.capabilities):
         if cap not in known:
@@ -459,86 +452,3 @@ def load_agent_config(agent_dir: Path, agent: str) -> AgentConfig:
         path=path,
         purge=section.purge,
     )
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return data
-
-
-def _validate(model: type[BaseModel], data: Any, path: Path, prefix: str = "") -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        # A discriminated union puts the tag in the location; the user never wrote it.
-        loc = [str(p) for p in err["loc"] if p not in CONSTRAINT_TYPES]
-        key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc[:-1])
-            hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
-            raise ConfigError(f"{path}: {key}: unknown key{hint}") from None
-        if err["type"] == "union_tag_invalid":
-            tag = (err.get("ctx") or {}).get("tag")
-            raise ConfigError(
-                f"{path}: {key}: unknown constraint type '{tag}'; "
-                f"expected one of: {', '.join(CONSTRAINT_TYPES)}"
-            ) from None
-        if err["type"] == "union_tag_not_found":
-            raise ConfigError(f"{path}: {key}: a constraint needs a type") from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{path}: {key}: required key is missing") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        expected = msg[0].lower() + msg[1:]
-        got = err.get("input")
-        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-        raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
-
-
-def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """The keys a model accepts at a location, to list them in an 'unknown key' error."""
-    current: Any = model
-    skip_free_key = False
-    for part in loc:
-        if skip_free_key:  # the key of a dict[str, Model], such as a target's name
-            skip_free_key = False
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field_info = current.model_fields.get(part)
-        if field_info is None:
-            return []
-        current = _model_in(field_info.annotation)
-        if current is None:
-            return []
-        if isinstance(current, tuple):
-            current, skip_free_key = current[0], True
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is dict and len(args) == 2:
-        inner = _model_in(args[1])
-        return None if inner is None else (inner,)
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None

@@ -25,6 +25,8 @@ from aishell.sqltext import quote_identifier
 # Values above this in an integer date column are milliseconds since 1970, not seconds
 # (10^11 seconds is the year 5138; 10^11 milliseconds is 1973).
 _MILLISECONDS_FROM = 10**11
+# Rows an unindexed Unix-time column is sampled in to tell seconds from milliseconds.
+_SAMPLE_ROWS = 1000
 
 _PG_KINDS = {
     "timestamp with time zone": "timestamptz",
@@ -85,8 +87,11 @@ class DateColumn:
         return cutoff
 
 
-def describe(conn: Connection, table: str, column: str) -> DateColumn:
-    """What the date column holds; a column that holds no dates is refused."""
+def describe(
+    conn: Connection, table: str, column: str, indexes: list[TableIndex] | None = None
+) -> DateColumn:
+    """What the date column holds; a column that holds no dates is refused. `indexes`:
+    the table's (indexes_of), when the caller has them already."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         data_type = conn.execute(
@@ -113,9 +118,12 @@ def describe(conn: Connection, table: str, column: str) -> DateColumn:
             f"column {table}.{column} holds {data_type}, not dates: a purge needs a date, "
             "timestamp or Unix-time column"
         )
-    if kind == "epoch" and _largest(conn, table, column) >= _MILLISECONDS_FROM:
+    if indexes is None:
+        indexes = indexes_of(conn, table)
+    indexed = any(i.columns[0] == column for i in indexes)
+    if kind == "epoch" and _largest(conn, table, column, indexed) >= _MILLISECONDS_FROM:
         kind = "epoch_ms"
-    return DateColumn(table, column, kind, _indexed(conn, table, column))
+    return DateColumn(table, column, kind, indexed)
 
 
 def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:
@@ -155,15 +163,19 @@ def server_now(conn: Connection, column: DateColumn) -> datetime:
     """The server's clock as the column sees it: aware for timestamptz and Unix time,
     the session's local wall time for timestamps without a time zone."""
     dialect = conn.dialect.name
+    now: datetime
     if dialect == "postgresql":
         if column.kind == "timestamp" or column.kind == "date":
-            return conn.execute(text("SELECT localtimestamp")).scalar_one()
-        return conn.execute(text("SELECT now()")).scalar_one()
+            now = conn.execute(text("SELECT localtimestamp")).scalar_one()
+        else:
+            now = conn.execute(text("SELECT now()")).scalar_one()
+        return now
     if dialect in ("mysql", "mariadb"):
         if column.kind in ("epoch", "epoch_ms"):
             seconds = conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar_one()
             return datetime.fromtimestamp(float(seconds), UTC)
-        return conn.execute(text("SELECT NOW(6)")).scalar_one()
+        now = conn.execute(text("SELECT NOW(6)")).scalar_one()
+        return now
     # SQLite writes CURRENT_TIMESTAMP and datetime('now') in UTC.
     stamp = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
     moment = datetime.fromisoformat(stamp)
@@ -201,9 +213,18 @@ def _sqlite_kind(conn: Connection, table: str, column: str) -> tuple[str, str | 
     return kind, None
 
 
-def _largest(conn: Connection, table: str, column: str) -> float:
+def _largest(conn: Connection, table: str, column: str, indexed: bool) -> float:
+    """The largest value of an indexed column, else of the first SAMPLE_ROWS rows found:
+    seconds and milliseconds differ a hundredfold, and a scan of the whole column
+    (before every step of a purge) would cost what the purge is meant to avoid."""
     quoted = _quoter(conn)
-    value = conn.execute(text(f"SELECT max({quoted(column)}) FROM {quoted(table)}")).scalar()
+    values = (
+        quoted(table)
+        if indexed
+        else f"(SELECT {quoted(column)} FROM {quoted(table)} WHERE {quoted(column)} IS NOT "
+        f"NULL LIMIT {_SAMPLE_ROWS}) AS aishell_sample"
+    )
+    value = conn.execute(text(f"SELECT max({quoted(column)}) FROM {values}")).scalar()
     return float(value or 0)
 
 
@@ -211,12 +232,73 @@ def _quoter(conn: Connection) -> Any:
     return lambda name: quote_identifier(conn.dialect, name)
 
 
-def _indexed(conn: Connection, table: str, column: str) -> bool:
-    """Whether an index starts with the column (so finding old rows need not scan)."""
+@dataclass(frozen=True)
+class TableIndex:
+    """One index of a table: its columns in order, whether it is the primary key or
+    unique, and whether its first column is NOT NULL."""
+
+    columns: tuple[str, ...]
+    primary: bool
+    unique: bool
+    first_not_null: bool
+
+
+# One statement for every index of a table (the reflection API sends several per table).
+_PG_INDEXES = (
+    "SELECT i.indexrelid::bigint AS id, i.indisprimary AS is_primary, i.indisunique AS "
+    "is_unique, i.indpred IS NULL AND i.indexprs IS NULL AS plain, k.n, a.attname, "
+    "a.attnotnull FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+    "JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+    "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+    "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "WHERE c.relname = :t AND ns.nspname = current_schema() ORDER BY i.indexrelid, k.n"
+)
+_MYSQL_INDEXES = (
+    "SELECT INDEX_NAME AS id, INDEX_NAME = 'PRIMARY' AS is_primary, NON_UNIQUE = 0 AS "
+    "is_unique, 1 AS plain, SEQ_IN_INDEX AS n, COLUMN_NAME AS attname, NULLABLE <> 'YES' AS "
+    "attnotnull FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+    "AND TABLE_NAME = :t ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+)
+
+
+def indexes_of(conn: Connection, table: str) -> list[TableIndex]:
+    """The table's indexes, in one statement on PostgreSQL and MySQL. An index on an
+    expression, or a partial one, is neither unique over the rows nor a plain column's
+    index, and is left out."""
+    dialect = conn.dialect.name
+    if dialect not in ("postgresql", "mysql", "mariadb"):
+        return _reflected_indexes(conn, table)
+    sql = _PG_INDEXES if dialect == "postgresql" else _MYSQL_INDEXES
+    grouped: dict[Any, list[Any]] = {}
+    for row in conn.execute(text(sql), {"t": table}):
+        grouped.setdefault(row.id, []).append(row)
+    found = []
+    for rows in grouped.values():
+        if not rows[0].plain or any(r.attname is None for r in rows):
+            continue
+        found.append(
+            TableIndex(
+                tuple(str(r.attname) for r in rows),
+                bool(rows[0].is_primary),
+                bool(rows[0].is_unique),
+                bool(rows[0].attnotnull),
+            )
+        )
+    return found
+
+
+def _reflected_indexes(conn: Connection, table: str) -> list[TableIndex]:
     from sqlalchemy import inspect
 
-    for index in inspect(conn).get_indexes(table):
-        names = index.get("column_names") or []
-        if names and names[0] == column:
-            return True
-    return False
+    inspector = inspect(conn)
+    nullable = {c["name"]: bool(c.get("nullable", True)) for c in inspector.get_columns(table)}
+    found = []
+    primary = tuple(inspector.get_pk_constraint(table).get("constrained_columns") or [])
+    if primary:
+        found.append(TableIndex(primary, True, True, not nullable.get(primary[0], True)))
+    for index in inspector.get_indexes(table):
+        names = tuple(str(n) for n in index.get("column_names") or [] if n is not None)
+        if names and len(names) == len(index.get("column_names") or []):
+            unique = bool(index.get("unique"))
+            found.append(TableIndex(names, False, unique, not nullable.get(names[0], True)))
+    return found

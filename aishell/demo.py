@@ -102,51 +102,7 @@ def create_demo(
         conn.executescript(SCHEMA)
         tell = progress or (lambda _label, _n: None)
 
-        user_ids = list(range(1, users + 1))
-        rng.shuffle(user_ids)
-        conn.executemany(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
-            (
-                (
-                    uid,
-                    f"user{uid}.{rng.randrange(10**6)}@example.com",
-                    f"User {uid}",
-                    rng.choice(COUNTRIES),
-                    _ts(now - timedelta(days=rng.randrange(720))),
-                )
-                for uid in user_ids
-            ),
-        )
-        tell("users", users)
-        conn.executemany(
-            "INSERT INTO products VALUES (?, ?, ?, ?, ?)",
-            (
-                (
-                    pid,
-                    f"SKU-{rng.randrange(10**8):08d}-{pid}",
-                    f"Product {pid}",
-                    rng.choice(CATEGORIES),
-                    rng.randrange(199, 99_999),
-                )
-                for pid in range(1, 1_001)
-            ),
-        )
-        tell("products", 1_000)
-        conn.executemany(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    oid,
-                    rng.randrange(1, users + 1),
-                    rng.randrange(1, 1_001),
-                    rng.randrange(1, 6),
-                    rng.choice(STATUSES),
-                    _ts(now - timedelta(seconds=rng.randrange(365 * 86_400))),
-                )
-                for oid in range(1, orders + 1)
-            ),
-        )
-        tell("orders", orders)
+        _fill_shop(conn, rng, now, users, orders, tell)
         conn.executemany(
             "INSERT INTO app_logs VALUES (?, ?, ?, ?, ?, ?)",
             _log_rows(rng, now, log_rows, tell),
@@ -201,6 +157,62 @@ def check_replaceable(path: Path) -> None:
         f"{path} is not an aishell demo database; choose another --target or remove the "
         "file yourself"
     )
+
+
+def _fill_shop(
+    conn: sqlite3.Connection,
+    rng: random.Random,
+    now: datetime,
+    users: int,
+    orders: int,
+    tell: Callable[[str, int], None],
+) -> None:
+    """Users, products and orders; the same seed makes the same rows."""
+    user_ids = list(range(1, users + 1))
+    rng.shuffle(user_ids)
+    conn.executemany(
+        "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+        (
+            (
+                uid,
+                f"user{uid}.{rng.randrange(10**6)}@example.com",
+                f"User {uid}",
+                rng.choice(COUNTRIES),
+                _ts(now - timedelta(days=rng.randrange(720))),
+            )
+            for uid in user_ids
+        ),
+    )
+    tell("users", users)
+    conn.executemany(
+        "INSERT INTO products VALUES (?, ?, ?, ?, ?)",
+        (
+            (
+                pid,
+                f"SKU-{rng.randrange(10**8):08d}-{pid}",
+                f"Product {pid}",
+                rng.choice(CATEGORIES),
+                rng.randrange(199, 99_999),
+            )
+            for pid in range(1, 1_001)
+        ),
+    )
+    tell("products", 1_000)
+    conn.executemany(
+        "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            (
+                oid,
+                rng.randrange(1, users + 1),
+                rng.randrange(1, 1_001),
+                rng.randrange(1, 6),
+                rng.choice(STATUSES),
+                _ts(now - timedelta(seconds=rng.randrange(365 * 86_400))),
+            )
+            for oid in range(1, orders + 1)
+        ),
+    )
+    tell("orders", orders)
 
 
 def _log_rows(

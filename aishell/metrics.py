@@ -6,6 +6,7 @@ node_exporter's textfile collector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,49 +16,44 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_t
 from aishell.executor import RUN_STATUSES
 from aishell.state import StateStore
 
-
-def collect(store: StateStore, schedules: list[dict[str, Any]]) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    labels = ["target", "agent"]
-    status = Gauge(
+_RUN = ("target", "agent")
+# Each gauge: its name, its help, its labels.
+_GAUGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "status": (
         "aishell_last_run_status",
         "1 for the status of the last run per target and agent, 0 for the others",
-        [*labels, "status"],
-        registry=registry,
-    )
-    finished = Gauge(
+        (*_RUN, "status"),
+    ),
+    "finished": (
         "aishell_last_run_finish_time_seconds",
         "When the last run finished (Unix time)",
-        labels,
-        registry=registry,
-    )
-    duration = Gauge(
-        "aishell_last_run_duration_seconds", "How long the last run took", labels, registry=registry
-    )
-    steps = Gauge(
-        "aishell_last_run_steps",
-        "Steps of the last run by status",
-        [*labels, "status"],
-        registry=registry,
-    )
-    purged = Gauge(
-        "aishell_last_run_rows_purged",
-        "Rows the last run's purges deleted",
-        labels,
-        registry=registry,
-    )
-    backup_age = Gauge(
+        _RUN,
+    ),
+    "duration": ("aishell_last_run_duration_seconds", "How long the last run took", _RUN),
+    "steps": ("aishell_last_run_steps", "Steps of the last run by status", (*_RUN, "status")),
+    "purged": ("aishell_last_run_rows_purged", "Rows the last run's purges deleted", _RUN),
+    "backup_age": (
         "aishell_backup_age_seconds",
         "Age of the newest verified backup per target",
-        ["target"],
-        registry=registry,
-    )
-    next_run = Gauge(
+        ("target",),
+    ),
+    "next_run": (
         "aishell_schedule_next_run_time_seconds",
         "When each schedule next runs (Unix time; absent when paused)",
-        ["schedule"],
-        registry=registry,
-    )
+        ("schedule",),
+    ),
+}
+
+
+def collect(
+    store: StateStore, schedules: list[dict[str, Any]], rows_purged: Mapping[str, str]
+) -> CollectorRegistry:
+    """`rows_purged` maps each tool that deletes rows to its output's count of them."""
+    registry = CollectorRegistry()
+    gauge = {
+        key: Gauge(name, about, list(labels), registry=registry)
+        for key, (name, about, labels) in _GAUGES.items()
+    }
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for run in store.list_runs(limit=1000):  # newest first
         latest.setdefault((run["target"], run["agent"]), run)
@@ -65,31 +61,41 @@ def collect(store: StateStore, schedules: list[dict[str, Any]]) -> CollectorRegi
     for (target, agent), run in sorted(latest.items()):
         full = store.get_run(run["run_id"])
         for value in RUN_STATUSES:
-            status.labels(target, agent, value).set(1 if full["status"] == value else 0)
+            gauge["status"].labels(target, agent, value).set(int(full["status"] == value))
         started = datetime.fromisoformat(full["created_at"])
         if full["finished_at"]:
             ended = datetime.fromisoformat(full["finished_at"])
-            finished.labels(target, agent).set(ended.timestamp())
-            duration.labels(target, agent).set((ended - started).total_seconds())
-        counts: dict[str, int] = {}
-        rows = 0
-        for step in full["steps"]:
-            counts[step["status"]] = counts.get(step["status"], 0) + 1
-            output = step.get("output") or {}
-            if step["tool"] == "delete_old_records" and isinstance(output, dict):
-                rows += int(output.get("rows_deleted") or 0)
+            gauge["finished"].labels(target, agent).set(ended.timestamp())
+            gauge["duration"].labels(target, agent).set((ended - started).total_seconds())
+        counts, rows = _step_figures(full["steps"], rows_purged)
         for value, count in counts.items():
-            steps.labels(target, agent, value).set(count)
-        if agent == "log_cleanup":
-            purged.labels(target, agent).set(rows)
+            gauge["steps"].labels(target, agent, value).set(count)
+        if rows is not None:
+            gauge["purged"].labels(target, agent).set(rows)
     for target in sorted({t for t, _ in latest}):
         newest = store.last_verified_backup(target)
         if newest is not None:
-            backup_age.labels(target).set((now - newest).total_seconds())
+            gauge["backup_age"].labels(target).set((now - newest).total_seconds())
     for schedule in schedules:
         if schedule.get("next_run") is not None:
-            next_run.labels(schedule["name"]).set(schedule["next_run"].timestamp())
+            gauge["next_run"].labels(schedule["name"]).set(schedule["next_run"].timestamp())
     return registry
+
+
+def _step_figures(
+    steps: list[dict[str, Any]], rows_purged: Mapping[str, str]
+) -> tuple[dict[str, int], int | None]:
+    """Steps by status, and the rows the run's purges deleted (None: it has no purge)."""
+    counts: dict[str, int] = {}
+    rows: int | None = None
+    for step in steps:
+        counts[step["status"]] = counts.get(step["status"], 0) + 1
+        field = rows_purged.get(step["tool"])
+        if field is not None:
+            output = step.get("output")
+            deleted = output.get(field) if isinstance(output, dict) else None
+            rows = (rows or 0) + int(deleted or 0)
+    return counts, rows
 
 
 def exposition(registry: CollectorRegistry) -> str:

@@ -254,6 +254,19 @@ def step_id(index: int) -> str:
     return f"step_{index}"
 
 
+def tables_with_columns(plan: Plan, registry: Registry) -> set[str]:
+    """The tables the plan's steps name literally beside a column (the catalog reads
+    their columns in one query)."""
+    tables: set[str] = set()
+    for step in plan.steps:
+        kinds = registry.get(step.tool).identifiers.values()
+        table = step.params.get("table")
+        columns = any(kind == "column" for kind, _ in kinds)
+        if columns and isinstance(table, str) and not find_references(table):
+            tables.add(table)
+    return tables
+
+
 def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -> list[str]:
     """Every problem with a plan; an empty list means it may run.
 

@@ -12,16 +12,13 @@ approvers all ask this module; none decides on its own.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.engine import Connection
-
-from aishell.catalog import row_estimate, table_bytes
 from aishell.config import (
     WEEKDAYS,
     BackupRequired,
@@ -30,7 +27,8 @@ from aishell.config import (
     MaxTableSize,
     PurgeLimits,
 )
-from aishell.registry import Category, RiskLevel, ToolDefinition
+from aishell.registry import Category, ToolDefinition
+from aishell.risk import RiskLevel
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {
@@ -213,11 +211,20 @@ class DurationHistory(Protocol):
 _ASSUMED_BYTES_PER_SECOND = 50 * 2**20
 
 
+class TableSizes(Protocol):
+    """What the policy reads of a step's tables: the target's catalog, as the caller
+    holds it (current for these tables)."""
+
+    def rows(self, table: str) -> int | None: ...
+
+    def size(self, table: str) -> int | None: ...
+
+
 def gather_facts(
     policy: SafetyPolicy,
     tool: ToolDefinition,
     params: Mapping[str, Any],
-    conn: Connection,
+    catalog: TableSizes,
     *,
     effect: Mapping[str, Any] | None,
     now: datetime,
@@ -229,11 +236,11 @@ def gather_facts(
     tables = tool.tables_in(params)
     rows: dict[str, int] = {}
     if tool.risk_level is not RiskLevel.SAFE and policy.constraints:
-        rows = {t: row_estimate(conn, t) for t in tables}
+        rows = {t: n for t in tables if (n := catalog.rows(t)) is not None}
     expected, basis = None, ""
     has_window = any(isinstance(c, MaintenanceWindow) for c in policy.constraints)
     if has_window and tool.risk_level.rank > RiskLevel.LOW.rank:
-        expected, basis = _expected_seconds(store, tool, tables, conn)
+        expected, basis = _expected_seconds(store, tool, tables, catalog)
     needs_backup = any(isinstance(c, BackupRequired) for c in policy.constraints)
     last_backup = None
     if needs_backup and store is not None:
@@ -253,12 +260,15 @@ def gather_facts(
 
 
 def _expected_seconds(
-    store: DurationHistory | None, tool: ToolDefinition, tables: tuple[str, ...], conn: Connection
+    store: DurationHistory | None,
+    tool: ToolDefinition,
+    tables: tuple[str, ...],
+    catalog: TableSizes,
 ) -> tuple[float | None, str]:
     history = store.step_durations(tool.name, ",".join(tables) or None) if store else []
     if history:
         return statistics.median(history), f"median of {len(history)} earlier run(s)"
-    sizes = [table_bytes(conn, t) for t in tables]
+    sizes = [catalog.size(t) for t in tables]
     if tables and all(s is not None for s in sizes):
         total = sum(s or 0 for s in sizes)
         return total / _ASSUMED_BYTES_PER_SECOND, f"estimated from {total:,} bytes of data"
@@ -303,9 +313,10 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
     if isinstance(going, int) and isinstance(total, int) and total > 0:
         share = going / total
         if share > constraint.max_share:
+            about = "about " if effect.get("estimated") else ""
             reasons.append(
-                f"would delete {going:,} of {total:,} rows ({share:.0%}), over max_share "
-                f"({constraint.max_share:.0%})"
+                f"would delete {about}{going:,} of {about}{total:,} rows ({share:.0%}), over "
+                f"max_share ({constraint.max_share:.0%})"
             )
     return reasons
 
@@ -377,11 +388,11 @@ def _business_hours(constraint: BusinessHours, facts: StepFacts) -> str | None:
     return None
 
 
-def _allowed(local: datetime, hours: set[int], days: set[str]) -> bool:
+def _allowed(local: datetime, hours: set[int], days: Collection[str]) -> bool:
     return local.hour in hours and WEEKDAYS[local.weekday()] in days
 
 
-def window_end(local: datetime, hours: set[int], days: set[str]) -> datetime | None:
+def window_end(local: datetime, hours: set[int], days: Collection[str]) -> datetime | None:
     """When the allowed period that contains `local` ends; None if it never does."""
     moment = local.replace(minute=0, second=0, microsecond=0)
     for _ in range(24 * 7 + 1):

@@ -13,120 +13,44 @@ import hashlib
 import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import Enum, StrEnum
+from dataclasses import dataclass, replace
+from enum import Enum
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import yaml
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
 from aishell import schema
-from aishell.config import YAML_LOADER
+from aishell.configfile import YAML_LOADER
 from aishell.errors import CatalogError, ToolNotFound
+from aishell.handlers import Handler
+from aishell.reportrule import ReportRule, parse_report_rules
 from aishell.risk import RiskLevel
-from aishell.scratch import Ledger
 from aishell.sqlcheck import write_reason
 from aishell.statements import classify
+from aishell.toolcontext import PLACEHOLDER, Implementation, ToolContext, fill_template
+from aishell.toolkinds import Capability, Category
+
+# Re-exported: the rest of aishell imports the catalog's vocabulary from here.
+__all__ = [
+    "DIALECTS",
+    "Capability",
+    "Category",
+    "Implementation",
+    "Registry",
+    "RiskLevel",
+    "SqlImplementation",
+    "ToolContext",
+    "ToolDefinition",
+    "fill_template",
+    "implied_risk",
+    "load_registry",
+    "load_tool",
+]
 
 DIALECTS = ("sqlite", "postgresql", "mysql")
-
-
-class Category(StrEnum):
-    ANALYSIS = "analysis"
-    MAINTENANCE = "maintenance"
-    BACKUP = "backup"
-    CLEANUP = "cleanup"
-    DDL = "ddl"
-
-
-class Capability(StrEnum):
-    DATABASE_READ = "database_read"
-    DATABASE_WRITE = "database_write"
-    DATABASE_DDL = "database_ddl"
-    FILE_READ = "file_read"
-    FILE_WRITE = "file_write"
-    BACKUP_CREATE = "backup_create"
-    BACKUP_RESTORE = "backup_restore"
-    SCHEMA_ANALYZE = "schema_analyze"
-    SCHEMA_MODIFY = "schema_modify"
-    QUERY_OPTIMIZE = "query_optimize"
-    INDEX_MANAGE = "index_manage"
-
-
-@dataclass
-class ToolContext:
-    """What a tool gets besides its params: the guarded connection and where it runs."""
-
-    conn: Connection | None
-    dialect: str
-    target: str
-    dry_run: bool = False
-    backup_dir: Path | None = None
-    run_id: str | None = None
-    quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
-    # Long tools (batched deletes) ask between batches whether to stop resumably.
-    should_stop: Callable[[], bool] = field(default=lambda: False)
-    # What a tool measured to render a step's SQL, reused when the step runs, so the
-    # statements that run are the ones shown (and the catalog is not read twice).
-    step_cache: dict[str, Any] = field(default_factory=dict)
-    # The backup catalog of this target (read-only), for the tools that choose backups.
-    backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
-    # Long steps: what an earlier attempt of this step got to, a durable checkpoint of
-    # where this one is, figures for the progress display, and an event for the log.
-    load_progress: Callable[[], Mapping[str, Any] | None] = field(default=lambda: None)
-    save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
-    report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
-    record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
-    # When the maintenance window closes (in the window's time zone), if one applies,
-    # and how many seconds that was away when the step started.
-    ends_at: datetime | None = None
-    seconds_left: float | None = None
-    # Another configured target, read-only (a replica whose lag a purge watches).
-    open_target: Callable[[str], Connection] | None = None
-    # Scratch files, databases and child processes, recorded before they are made so
-    # that what a killed run leaves is found and removed; and when (time.monotonic())
-    # the step's time runs out, for the child processes a tool waits on.
-    scratch: Ledger = field(default_factory=Ledger)
-    deadline: float | None = None
-
-    def quote(self, name: str) -> str:
-        return self.quote_identifier(name)
-
-    @property
-    def connection(self) -> Connection:
-        if self.conn is None:
-            raise RuntimeError("this tool needs a database connection")
-        return self.conn
-
-
-class Implementation(Protocol):
-    """One dialect's way of running a tool; render_sql never touches the database's data."""
-
-    sql_templates: tuple[str, ...]
-
-    def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]: ...
-
-    def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]: ...
-
-    def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
-        """After a crash: is the step's effect in the database? None when it cannot tell."""
-        ...
-
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-def fill_template(sql: str, params: Mapping[str, Any], ctx: ToolContext) -> str:
-    """Fill {name} with the quoted identifier from params, or <name> when it is not known yet."""
-
-    def quoted(match: re.Match[str]) -> str:
-        value = params.get(match.group(1))
-        return ctx.quote(value) if isinstance(value, str) else f"<{match.group(1)}>"
-
-    return _PLACEHOLDER.sub(quoted, sql)
 
 
 @dataclass(frozen=True)
@@ -190,6 +114,13 @@ class ToolDefinition:
     mitigations: tuple[str, ...]
     source: Path
     fingerprint: str
+    # What a step of this tool adds to the maintenance report, one rule per section
+    # (none: only its skips).
+    report: tuple[ReportRule, ...] = ()
+    # Its output is the run's report (the last such step that succeeded).
+    run_report: bool = False
+    # The field of its output counting the rows it deleted, summed into the metrics.
+    rows_purged: str | None = None
 
     def implementation(self, dialect: str) -> Implementation:
         try:
@@ -200,10 +131,27 @@ class ToolDefinition:
                 f"Tool '{self.name}' has no {dialect} implementation (it has: {have})"
             ) from None
 
+    def in_catalog(self, rules: Mapping[str, tuple[ReportRule, ...]]) -> ToolDefinition:
+        """This tool as a catalog with these report rules runs it: a handler that sums up
+        other steps (the report) is given them."""
+        bound = {
+            dialect: impl.in_catalog(rules) if isinstance(impl, Handler) else impl
+            for dialect, impl in self.implementations.items()
+        }
+        if all(bound[d] is impl for d, impl in self.implementations.items()):
+            return self
+        return replace(self, implementations=bound)
+
+    @cached_property
+    def identifiers(self) -> dict[str, tuple[str, bool]]:
+        """Its params that name database objects: name -> (kind, is_list); worked out once,
+        as every step of the tool asks."""
+        return schema.identifier_params(self.params)
+
     def tables_in(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The table names a step's params give this tool (its x-identifier: table params)."""
         tables: list[str] = []
-        for name, (kind, is_list) in schema.identifier_params(self.params).items():
+        for name, (kind, is_list) in self.identifiers.items():
             if kind != "table" or name not in params:
                 continue
             values = params[name] if is_list else [params[name]]
@@ -265,25 +213,6 @@ class Registry:
         ]
 
 
-_TOOL_KEYS = {
-    "name",
-    "description",
-    "category",
-    "risk_level",
-    "required_capabilities",
-    "params",
-    "returns",
-    "requires_approval",
-    "destructive",
-    "max_execution_time",
-    "idempotent",
-    "examples",
-    "implementations",
-    "notes",
-    "risks",
-    "mitigations",
-    "max_retries",
-}
 _REQUIRED_KEYS = {
     "name",
     "description",
@@ -296,6 +225,17 @@ _REQUIRED_KEYS = {
     "idempotent",
     "examples",
     "implementations",
+}
+_TOOL_KEYS = _REQUIRED_KEYS | {
+    "requires_approval",
+    "destructive",
+    "run_report",
+    "rows_purged",
+    "notes",
+    "risks",
+    "mitigations",
+    "max_retries",
+    "report",
 }
 
 
@@ -313,10 +253,12 @@ def load_registry(folders: Iterable[Path]) -> Registry:
                     f"(already defined in {tools[tool.name].source})"
                 )
             tools[tool.name] = tool
-    return Registry(tools=tools)
+    rules = {name: tool.report for name, tool in tools.items() if tool.report}
+    return Registry(tools={name: tool.in_catalog(rules) for name, tool in tools.items()})
 
 
 def load_tool(path: Path) -> ToolDefinition:
+    """One tool definition, checked in full; any problem is a CatalogError naming the file."""
     raw = path.read_bytes()
     try:
         data = yaml.load(raw, Loader=YAML_LOADER)
@@ -328,6 +270,44 @@ def load_tool(path: Path) -> ToolDefinition:
     def fail(message: str) -> CatalogError:
         return CatalogError(f"{path}: {message}")
 
+    _check_keys_and_names(data, fail)
+    category = _enum(Category, data["category"], "category", fail)
+    risk = _enum(RiskLevel, data["risk_level"], "risk_level", fail)
+    capabilities = frozenset(
+        _enum(Capability, c, "required_capabilities", fail)
+        for c in data["required_capabilities"] or []
+    )
+    _check_metadata(data, fail)
+    _check_examples(data, fail)
+    implementations = _implementations(data, risk, fail)
+    report = parse_report_rules(data["report"], fail) if "report" in data else ()
+    return ToolDefinition(
+        name=data["name"],
+        description=data["description"].strip(),
+        category=category,
+        risk_level=risk,
+        required_capabilities=capabilities,
+        params=data["params"],
+        returns=data["returns"],
+        requires_approval=bool(data.get("requires_approval", False)),
+        destructive=bool(data.get("destructive", False)),
+        max_execution_time=data["max_execution_time"],
+        max_retries=data.get("max_retries"),
+        idempotent=data["idempotent"],
+        examples=tuple(data["examples"]),
+        implementations=implementations,
+        notes=str(data.get("notes") or "").strip(),
+        risks=tuple(data.get("risks") or ()),
+        mitigations=tuple(data.get("mitigations") or ()),
+        source=path,
+        fingerprint=hashlib.sha256(raw).hexdigest(),
+        report=report,
+        run_report=data.get("run_report", False),
+        rows_purged=data.get("rows_purged"),
+    )
+
+
+def _check_keys_and_names(data: dict[str, Any], fail: Callable[[str], Exception]) -> None:
     unknown = set(data) - _TOOL_KEYS
     if unknown:
         raise fail(f"unknown keys: {', '.join(sorted(unknown))}")
@@ -340,12 +320,10 @@ def load_tool(path: Path) -> ToolDefinition:
     description = data["description"]
     if not isinstance(description, str) or not description.strip():
         raise fail("description must be a non-empty sentence")
-    category = _enum(Category, data["category"], "category", fail)
-    risk = _enum(RiskLevel, data["risk_level"], "risk_level", fail)
-    capabilities = frozenset(
-        _enum(Capability, c, "required_capabilities", fail)
-        for c in data["required_capabilities"] or []
-    )
+
+
+def _check_metadata(data: dict[str, Any], fail: Callable[[str], Exception]) -> None:
+    """The params and returns schemas, the limits, and the lists and flags."""
     for key in ("params", "returns"):
         problems = schema.check_schema(data[key], key)
         if problems:
@@ -364,9 +342,16 @@ def load_tool(path: Path) -> ToolDefinition:
         value = data.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise fail(f"{key} must be a list of sentences")
-    for key in ("idempotent", "requires_approval", "destructive"):
+    for key in ("idempotent", "requires_approval", "destructive", "run_report"):
         if not isinstance(data.get(key, False), bool):
             raise fail(f"{key} must be true or false")
+    rows_purged = data.get("rows_purged")
+    fields = data["returns"].get("properties") or {}
+    if rows_purged is not None and not (isinstance(rows_purged, str) and rows_purged in fields):
+        raise fail("rows_purged must name a field of returns")
+
+
+def _check_examples(data: dict[str, Any], fail: Callable[[str], Exception]) -> None:
     examples = data["examples"]
     if not isinstance(examples, list) or not examples:
         raise fail("examples must list at least one example")
@@ -376,6 +361,12 @@ def load_tool(path: Path) -> ToolDefinition:
         problems = schema.validate(example["params"], data["params"], f"examples[{i}].params")
         if problems:
             raise fail("; ".join(problems))
+
+
+def _implementations(
+    data: dict[str, Any], risk: RiskLevel, fail: Callable[[str], Exception]
+) -> dict[str, Implementation]:
+    """Each dialect's implementation, none riskier than the tool is tagged."""
     identifiers = frozenset(schema.identifier_params(data["params"]))
     impls_raw = data["implementations"]
     if not isinstance(impls_raw, dict) or not impls_raw:
@@ -393,27 +384,7 @@ def load_tool(path: Path) -> ToolDefinition:
                 f"least {floor.value}: {why}"
             )
         implementations[dialect] = impl
-    return ToolDefinition(
-        name=name,
-        description=description.strip(),
-        category=category,
-        risk_level=risk,
-        required_capabilities=capabilities,
-        params=data["params"],
-        returns=data["returns"],
-        requires_approval=bool(data.get("requires_approval", False)),
-        destructive=bool(data.get("destructive", False)),
-        max_execution_time=max_time,
-        max_retries=retries,
-        idempotent=data["idempotent"],
-        examples=tuple(examples),
-        implementations=implementations,
-        notes=str(data.get("notes") or "").strip(),
-        risks=tuple(data.get("risks") or ()),
-        mitigations=tuple(data.get("mitigations") or ()),
-        source=path,
-        fingerprint=hashlib.sha256(raw).hexdigest(),
-    )
+    return implementations
 
 
 def implied_risk(
@@ -427,7 +398,7 @@ def implied_risk(
         floor = handler_risk
         why = f"the handler {handler} {getattr(impl, 'effect', '') or 'is of that risk'}"
     for sql in impl.sql_templates:
-        found = classify(_PLACEHOLDER.sub('"x"', sql), dialect)
+        found = classify(PLACEHOLDER.sub('"x"', sql), dialect)
         if found.risk.rank > floor.rank:
             floor, why = found.risk, f"{found.reason}: {sql.strip()}"
     return floor, why
@@ -457,7 +428,7 @@ def _implementation(
     if check_sql is not None:
         dialect = where.rsplit(".", 1)[-1]
         if not isinstance(check_sql, str) or write_reason(
-            _PLACEHOLDER.sub('"x"', check_sql), dialect
+            PLACEHOLDER.sub('"x"', check_sql), dialect
         ):
             raise fail(f"{where}.check_sql must be one read-only query")
     sql = spec["sql"]
@@ -465,12 +436,12 @@ def _implementation(
     if not statements or not all(isinstance(s, str) and s.strip() for s in statements):
         raise fail(f"{where}.sql must be a statement or a list of statements")
     for statement in statements:
-        found = classify(_PLACEHOLDER.sub('"x"', statement), where.rsplit(".", 1)[-1])
+        found = classify(PLACEHOLDER.sub('"x"', statement), where.rsplit(".", 1)[-1])
         if found.reason in ("transaction control inside a step", "more than one statement"):
             # Each statement is one call: the executor owns transactions and the guard
             # sees every statement on its own.
             raise fail(f"{where}.sql: {found.reason} is not allowed: {statement.strip()}")
-        for placeholder in _PLACEHOLDER.findall(statement):
+        for placeholder in PLACEHOLDER.findall(statement):
             if placeholder not in identifiers:
                 raise fail(
                     f"{where}.sql: {{{placeholder}}} is not a param marked x-identifier; "
@@ -484,12 +455,14 @@ def _implementation(
     )
 
 
-def _resolve_handler(name: Any, where: str, fail: Callable[[str], Exception]) -> Implementation:
-    from aishell.handlers import Handler
+# A module of aishell.handlers (or of a package in it: postgresql.rebuild), then the name.
+_HANDLER_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
 
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*", name):
+
+def _resolve_handler(name: Any, where: str, fail: Callable[[str], Exception]) -> Implementation:
+    if not isinstance(name, str) or not _HANDLER_NAME.fullmatch(name):
         raise fail(f"{where}.handler must be 'module.name' inside aishell.handlers")
-    module_name, attr = name.split(".")
+    module_name, _, attr = name.rpartition(".")
     try:
         module = importlib.import_module(f"aishell.handlers.{module_name}")
     except ModuleNotFoundError:

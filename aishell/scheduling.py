@@ -75,7 +75,8 @@ def trigger(cron: str, timezone: str) -> CronTrigger:
 
 def next_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
     now = after or datetime.now(UTC)
-    return trigger(cron, timezone).get_next_fire_time(None, now)
+    fire: datetime | None = trigger(cron, timezone).get_next_fire_time(None, now)
+    return fire
 
 
 def first_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime:
@@ -120,6 +121,32 @@ def fire(name: str) -> None:
     _serving.run(_serving.config, name, "cron", _serving.log)
 
 
+def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundScheduler:
+    """Schedules in the state store's job table; one run per schedule at a time, and a
+    trigger missed by more than the grace time reported instead of run late."""
+    scheduler = BackgroundScheduler(
+        jobstores={
+            "default": SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE),
+            "internal": MemoryJobStore(),
+        },
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": config.main.scheduler.misfire_grace_seconds,
+        },
+        timezone=UTC,
+    )
+    scheduler.add_listener(
+        _logger(config, log),
+        EVENT_JOB_SUBMITTED
+        | EVENT_JOB_EXECUTED
+        | EVENT_JOB_ERROR
+        | EVENT_JOB_MISSED
+        | EVENT_JOB_MAX_INSTANCES,
+    )
+    return scheduler
+
+
 def serve(
     config: Config,
     run: Callable[[Config, str, str, Callable[[str], None]], Any],
@@ -135,26 +162,7 @@ def serve(
         _take_lease(store)
         try:
             _serving = _Serving(config, log, run)
-            scheduler = BackgroundScheduler(
-                jobstores={
-                    "default": SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE),
-                    "internal": MemoryJobStore(),
-                },
-                job_defaults={
-                    "coalesce": True,
-                    "max_instances": 1,
-                    "misfire_grace_time": config.main.scheduler.misfire_grace_seconds,
-                },
-                timezone=UTC,
-            )
-            scheduler.add_listener(
-                _logger(config, log),
-                EVENT_JOB_SUBMITTED
-                | EVENT_JOB_EXECUTED
-                | EVENT_JOB_ERROR
-                | EVENT_JOB_MISSED
-                | EVENT_JOB_MAX_INSTANCES,
-            )
+            scheduler = _scheduler(config, log)
             scheduler.start(paused=True)
             reconcile(scheduler, config, log, store)
             scheduler.add_job(
@@ -244,7 +252,7 @@ def next_runs(config: Config) -> dict[str, datetime | None]:
     """Each job's next fire time as the scheduler holds it (None: paused or never)."""
     store = SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE)
     try:
-        store.start(None, "default")  # type: ignore[arg-type]
+        store.start(None, "default")
         return {job.id: job.next_run_time for job in store.get_all_jobs()}
     except Exception:  # no table yet: nothing has served this store
         return {}

@@ -11,13 +11,15 @@ PR_SET_PDEATHSIG), so an orphaned dump does not go on filling the disk.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -45,6 +47,8 @@ SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
 
 # How often a waiting child's run is asked whether it should stop.
 POLL_SECONDS = 0.25
+# The most a streamed child's output is read at once (and its pipe holds).
+STREAM_CHUNK = 1 << 20
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -141,6 +145,25 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def _start(
+    argv: list[str], env: dict[str, str], stdin: IO[bytes] | None, stdout: IO[bytes] | int
+) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            process_group=0,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+    except FileNotFoundError:
+        raise StepFailed(
+            f"{argv[0]} is not installed; install the database's client tools"
+        ) from None
+
+
 def run_child(
     argv: list[str],
     *,
@@ -160,20 +183,7 @@ def run_child(
     entry = ledger.record(PROCESS, argv[0])
     proc: subprocess.Popen[bytes] | None = None
     try:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=subprocess.PIPE,
-                process_group=0,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        except FileNotFoundError:
-            raise StepFailed(
-                f"{argv[0]} is not installed; install the database's client tools"
-            ) from None
+        proc = _start(argv, env, stdin, stdout)
         ledger.update(entry, pid=proc.pid, pgid=proc.pid, started=process_started(proc.pid))
         out, err = _wait(proc, argv[0], should_stop, deadline)
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
@@ -181,6 +191,51 @@ def run_child(
         if proc is not None and proc.returncode is None:
             kill_group(proc)
         ledger.forget(entry)
+
+
+def stream_child(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    ledger: Ledger,
+    should_stop: Callable[[], bool] = lambda: False,
+    deadline: float | None = None,
+) -> Generator[bytes, None, subprocess.CompletedProcess[bytes]]:
+    """run_child for a tool whose output is read as it comes: yields its stdout chunk by
+    chunk and returns its end (stdout empty). Closing the generator early, or any error
+    while its output is read, kills the tool's group."""
+    entry = ledger.record(PROCESS, argv[0])
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        proc = _start(argv, env, None, subprocess.PIPE)
+        ledger.update(entry, pid=proc.pid, pgid=proc.pid, started=process_started(proc.pid))
+        assert proc.stdout is not None and proc.stderr is not None
+        with suppress(OSError):  # fewer, larger reads; the default pipe holds 64 KiB
+            fcntl.fcntl(proc.stdout, fcntl.F_SETPIPE_SZ, STREAM_CHUNK)
+        err = yield from _pump(proc, argv[0], should_stop, deadline)
+        return subprocess.CompletedProcess(argv, proc.returncode, b"", err)
+    finally:
+        if proc is not None:
+            if proc.returncode is None:
+                kill_group(proc)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        ledger.forget(entry)
+
+
+def _check(
+    proc: subprocess.Popen[bytes],
+    program: str,
+    should_stop: Callable[[], bool],
+    deadline: float | None,
+) -> None:
+    if should_stop():
+        kill_group(proc)
+        raise StepInterrupted(f"{program} was stopped: the run was asked to stop")
+    if deadline is not None and time.monotonic() > deadline:
+        kill_group(proc)
+        raise StepTimeout(f"{program} ran past the step's time limit and was killed")
 
 
 def _wait(
@@ -194,12 +249,42 @@ def _wait(
             return proc.communicate(timeout=POLL_SECONDS)
         except subprocess.TimeoutExpired:
             pass
-        if should_stop():
-            kill_group(proc)
-            raise StepInterrupted(f"{program} was stopped: the run was asked to stop")
-        if deadline is not None and time.monotonic() > deadline:
-            kill_group(proc)
-            raise StepTimeout(f"{program} ran past the step's time limit and was killed")
+        _check(proc, program, should_stop, deadline)
+
+
+def _pump(
+    proc: subprocess.Popen[bytes],
+    program: str,
+    should_stop: Callable[[], bool],
+    deadline: float | None,
+) -> Generator[bytes, None, bytes]:
+    """Yield the child's stdout as it comes, keep its stderr, then wait for its end;
+    asked every POLL_SECONDS whether to stop, however busy the output."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    said = bytearray()
+    checked = time.monotonic()
+    with selectors.DefaultSelector() as selector:
+        selector.register(out, selectors.EVENT_READ)
+        selector.register(err, selectors.EVENT_READ)
+        while selector.get_map():
+            for key, _events in selector.select(POLL_SECONDS):
+                data = os.read(key.fd, STREAM_CHUNK)
+                if not data:
+                    selector.unregister(key.fd)
+                elif key.fd == out:
+                    yield data
+                else:
+                    said += data
+            if time.monotonic() - checked >= POLL_SECONDS:
+                checked = time.monotonic()
+                _check(proc, program, should_stop, deadline)
+    while True:
+        try:
+            proc.wait(timeout=POLL_SECONDS)
+            return bytes(said)
+        except subprocess.TimeoutExpired:
+            _check(proc, program, should_stop, deadline)
 
 
 # --- what dead runs left -------------------------------------------------------------------

@@ -10,6 +10,7 @@ parameter, so a colon inside an identifier is escaped the way text() expects.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import compiler
@@ -28,6 +29,12 @@ class UnquotableIdentifier(TargetError):
 
 def quote_identifier(dialect: Dialect, name: str) -> str:
     """The identifier quoted for the dialect, ready to be placed in text()."""
+    return _quoted(dialect, name)
+
+
+# Kept: a plan or a run of thousands of tables quotes each name several times.
+@lru_cache(maxsize=65536)
+def _quoted(dialect: Dialect, name: str) -> str:
     preparer = dialect.identifier_preparer
     quoted = (
         preparer.initial_quote
@@ -35,8 +42,9 @@ def quote_identifier(dialect: Dialect, name: str) -> str:
         + preparer.final_quote
     )
     escaped = _escape_colons(quoted)
-    # Fail closed: the text must hold no parameter and must come back exactly.
-    if _BIND.search(escaped) or _UNESCAPE.sub(r"\1", escaped) != quoted:
+    # Fail closed: the text must hold no parameter and must come back exactly (both
+    # patterns need a colon).
+    if ":" in escaped and (_BIND.search(escaped) or _UNESCAPE.sub(r"\1", escaped) != quoted):
         raise UnquotableIdentifier(f"the name {name!r} cannot be quoted safely")
     # A positional dialect (SQLite's ?) gets its placeholders from the compiled text
     # by a pattern for %(name)s, which a "%(" in a name would start: the name and
@@ -46,12 +54,21 @@ def quote_identifier(dialect: Dialect, name: str) -> str:
     return escaped
 
 
+def quote_plain_identifier(name: str) -> str:
+    """The identifier in SQL's standard double quotes, for text that never goes through
+    text(), so without its colon escapes: SQL run on a raw sqlite3 connection, and a
+    pg_dump --table pattern, which double quotes make match exactly that one name."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def display(sql: str) -> str:
     """SQL as a person should read it: text()'s colon escapes removed."""
-    return _UNESCAPE.sub(r"\1", sql)
+    return _UNESCAPE.sub(r"\1", sql) if "\\:" in sql else sql
 
 
 def _escape_colons(quoted: str) -> str:
+    if ":" not in quoted:  # nearly every name: nothing for text() to read as a parameter
+        return quoted
     out: list[str] = []
     for i, char in enumerate(quoted):
         if char == ":":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import sqlglot
 from sqlalchemy import text
@@ -65,7 +65,7 @@ def classify(sql: str, dialect: str) -> Classification:
     """The effect and least risk of `sql` (text()-style, `:name` for values)."""
     if not sql.strip() or _only_comments(sql):
         return READS
-    if _TRANSACTION_WORDS.match(sql):
+    if _TRANSACTION_WORDS.match(_without_leading_comments(sql)):
         return Classification(True, RiskLevel.HIGH, "transaction control inside a step")
     reason = write_reason(sql, dialect)
     if reason is None:
@@ -76,7 +76,21 @@ def classify(sql: str, dialect: str) -> Classification:
         return Classification(True, RiskLevel.HIGH, reason)
     if len(statements) != 1:
         return Classification(True, RiskLevel.HIGH, "more than one statement")
-    return Classification(True, _risk_of(statements[0], sql), reason)
+    # sqlglot types its parse as its base Expr; every statement node is an Expression.
+    return Classification(True, _risk_of(cast(exp.Expression, statements[0]), sql), reason)
+
+
+def _without_leading_comments(sql: str) -> str:
+    """The statement from its first word: comments before it hide nothing."""
+    rest = sql.lstrip()
+    while rest.startswith(("--", "/*")):
+        if rest.startswith("--"):
+            end = rest.find("\n")
+            rest = "" if end < 0 else rest[end + 1 :].lstrip()
+        else:
+            end = rest.find("*/")
+            rest = "" if end < 0 else rest[end + 2 :].lstrip()
+    return rest
 
 
 def _only_comments(sql: str) -> bool:
@@ -175,7 +189,18 @@ def compile_shape(
     """The shape of `template` for `dialect`: {name} is the quoted identifier in `known`,
     or any one quoted identifier; :name is a bound value in the driver's style. A
     `literal` template is final SQL whose braces are text."""
-    known = known or {}
+    # Every write step compiles its tool's templates: the same template with the same
+    # identifiers is compiled once (a template naming none, once per dialect).
+    used = set() if literal else set(_PLACEHOLDER.findall(template))
+    names = tuple(sorted((k, v) for k, v in (known or {}).items() if k in used))
+    return _compiled_shape(template, dialect, names, literal)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_shape(
+    template: str, dialect: Dialect, names: tuple[tuple[str, str], ...], literal: bool
+) -> Shape:
+    known = dict(names)
     slots: dict[str, str] = {}
 
     def fill(match: re.Match[str]) -> str:

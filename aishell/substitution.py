@@ -34,15 +34,29 @@ def find_references(value: Any) -> list[Reference]:
     """Every reference anywhere inside value (nested dicts and lists included)."""
     found: list[Reference] = []
     if isinstance(value, str):
-        for match in _REFERENCE.finditer(value):
-            found.append(_reference(match))
+        if "${" in value:  # most values hold none: a plan may have thousands of them
+            found += [_reference(match) for match in _REFERENCE.finditer(value)]
     elif isinstance(value, Mapping):
         for item in value.values():
             found += find_references(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            found += find_references(item)
+            if not isinstance(item, str) or "${" in item:
+                found += find_references(item)
     return found
+
+
+def has_references(value: Any) -> bool:
+    """Whether value holds a reference anywhere (find_references, without parsing each)."""
+    if isinstance(value, str):
+        return "${" in value and _REFERENCE.search(value) is not None
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return any(
+            has_references(item) for item in value if not isinstance(item, str) or "${" in item
+        )
+    return False
 
 
 def substitute(

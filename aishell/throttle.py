@@ -101,9 +101,9 @@ def replica_lag(conn: Connection, name: str) -> float | None:
             raise TargetError(f"target '{name}' is not a replica (pg_is_in_recovery() is false)")
         return None if row[1] is None else float(row[1])
     result = conn.execute(text("SHOW SLAVE STATUS"))
-    row = result.mappings().first()
+    status = result.mappings().first()
     conn.rollback()
-    if row is None:
+    if status is None:
         raise TargetError(f"target '{name}' is not a replica (SHOW SLAVE STATUS is empty)")
-    lag = row.get("Seconds_Behind_Master")
+    lag = status.get("Seconds_Behind_Master")
     return None if lag is None else float(lag)

@@ -1,14 +1,22 @@
 """Purging half of a log table: aishell's batches against one DELETE and pt-archiver.
 
-A table of ROWS rows (default 4,000,000; ids in time order, as a log table fills),
+A table of ROWS rows (default 5,000,000; ids in time order, as a log table fills),
 half of them older than the retention. Each trial starts from an identical fresh
 copy of the table and purges the same rows:
 
-- aishell: `run log-cleanup` (the delete_old_records step is timed; the whole run
-  with its two counting steps is reported too);
+- aishell: `run log-cleanup`, timed whole (from the call: start-up, planning, the
+  estimates before and after, the purge and the report) and its delete_old_records
+  step alone;
 - a single `DELETE FROM logs WHERE created_at < cutoff`;
 - on MariaDB, pt-archiver --purge --bulk-delete --commit-each, with --limit equal to
-  aishell's first batch size, and again with --limit equal to aishell's mean batch.
+  aishell's mean batch (the same batch size), and again with --limit equal to
+  aishell's first batch size. pt-archiver works on MySQL only: on PostgreSQL the
+  comparison is not made, and the output says so.
+
+Printed, each against its baseline measured in the same run: the whole run / one
+DELETE (time), the purge step / one DELETE (rows per second), what is not the purge
+(start-up, planning, estimates, report) as a share of the purge step, and pt-archiver
+/ aishell (time). The scratch database is aishell_purge_<pid>, dropped at the end.
 
 During aishell's purge and during the single DELETE a second session writes to the
 same table in a loop (insert a new row, update a random row that is kept) and every
@@ -21,6 +29,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -29,7 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +61,7 @@ PAYLOAD = "GET /api/v1/orders?page=17 200 12ms user=4711 trace=0af7651916cd43dd8
 
 @contextmanager
 def scratch(dialect: str) -> Iterator[str]:
-    name = f"aishell_purge_{uuid.uuid4().hex[:8]}"
+    name = f"aishell_purge_{os.getpid()}"
     admin_url = PG_ADMIN if dialect == "postgresql" else MYSQL_ADMIN
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -226,7 +234,6 @@ def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
                 "retention_days": RETENTION_DAYS,
                 "statistics_after_rows": 10**12,
             },
-            # Half the table goes: over purge_limits' max_share, so it needs a yes.
             approver=PreApproved(how="bench"),
         )
         total = time.perf_counter() - started
@@ -237,6 +244,8 @@ def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
         "deleted": purge.output["rows_deleted"],
         "seconds": purge.seconds,
         "run_seconds": total,
+        "estimated": result.steps[0].output["older_rows"],
+        "how": result.steps[0].output.get("how", "counted"),
         "batches": purge.output["batches"],
         "longest_batch_ms": purge.output["longest_batch_ms"],
         "median_batch_ms": purge.output["median_batch_ms"],
@@ -301,6 +310,14 @@ def configure(home: Path, url: str) -> Any:
     data["targets"]["db"] = {"url": url, "environment": "test"}
     data["default_target"] = "db"
     path.write_text(yaml.safe_dump(data))
+    # Half the table goes, and its estimate may come out a little over half: past the
+    # default max_share (50%), which no flag approves. The benchmark allows 60%.
+    agent = home / "config" / "agents" / "log_cleanup.yaml"
+    settings = yaml.safe_load(agent.read_text())
+    settings["log_cleanup_agent"]["safety_constraints"] = [
+        {"type": "purge_limits", "min_retention_days": 7, "max_share": 0.6}
+    ]
+    agent.write_text(yaml.safe_dump(settings))
     return load_config(home=home)
 
 
@@ -326,13 +343,25 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
                 raise SystemExit(f"aishell deleted {a['deleted']:,} rows, DELETE {d['deleted']:,}")
         deleted = ours[0]["deleted"]
         ours_s, single_s = median_of(ours, "seconds"), median_of(single, "seconds")
+        run_s = median_of(ours, "run_seconds")
         print(f"\n{dialect}: purge {deleted:,} of {rows:,} rows, median of {trials}")
         print(f"  single DELETE        {single_s:8.2f} s  {deleted / single_s:12,.0f} rows/s")
         print(
             f"  aishell purge step   {ours_s:8.2f} s  {deleted / ours_s:12,.0f} rows/s  "
-            f"throughput ratio {single_s / ours_s:.3f}x"
+            f"rows/s against the DELETE {single_s / ours_s:.3f}x (at least 0.95)"
         )
-        print(f"  aishell whole run    {median_of(ours, 'run_seconds'):8.2f} s (with two counts)")
+        print(
+            f"  aishell whole run    {run_s:8.2f} s  against the DELETE "
+            f"{run_s / single_s:.3f}x (at most 1.3)"
+        )
+        print(
+            f"  not the purge step (start-up, planning, estimates, report) "
+            f"{run_s - ours_s:.2f} s, {(run_s - ours_s) / ours_s:.1%} of the purge step"
+        )
+        print(
+            f"  estimated before the purge: {median_of(ours, 'estimated'):,.0f} rows older "
+            f"(deleted {deleted:,}), from {ours[0]['how']}"
+        )
         print(
             f"  batches {median_of(ours, 'batches'):,.0f}, median batch "
             f"{median_of(ours, 'median_batch_ms'):.1f} ms, longest batch (worst of "
@@ -347,13 +376,13 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
             f"  slowest single write: during aishell {median_of(ours, 'worst_ms'):.1f} ms, "
             f"during the DELETE {median_of(single, 'worst_ms'):.1f} ms (median of {trials})"
         )
-        if dialect == "mysql":
-            if shutil.which("pt-archiver") is None:
-                print("  pt-archiver: not installed (apt-get install percona-toolkit)")
-                return
-            first = 1000
+        if dialect != "mysql":
+            print("  pt-archiver: not compared (it works on MySQL only, not on PostgreSQL)")
+        elif shutil.which("pt-archiver") is None:
+            print("  pt-archiver: not installed (apt-get install percona-toolkit)")
+        else:
             mean = round(deleted / median_of(ours, "batches"))
-            for limit_rows in (first, mean):
+            for limit_rows in (mean, 1000):
                 runs = []
                 for _ in range(trials):
                     fresh_copy(engine)
@@ -361,16 +390,19 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
                     if runs[-1]["deleted"] != deleted:
                         raise SystemExit(f"pt-archiver deleted {runs[-1]['deleted']:,} rows")
                 pt_s = median_of(runs, "seconds")
+                same = " (aishell's mean batch)" if limit_rows == mean else ""
                 print(
-                    f"  pt-archiver --limit {limit_rows:<6} {pt_s:8.2f} s  "
-                    f"{deleted / pt_s:12,.0f} rows/s  aishell is {pt_s / ours_s:.2f}x as fast"
+                    f"  pt-archiver --purge --bulk-delete --limit {limit_rows}{same} "
+                    f"{pt_s:8.2f} s  {deleted / pt_s:12,.0f} rows/s; aishell's whole run is "
+                    f"{pt_s / run_s:.2f}x as fast, its purge step {pt_s / ours_s:.2f}x"
+                    + (" (at least 2)" if same else "")
                 )
         engine.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", choices=["postgresql", "mysql"])
     args = parser.parse_args()

@@ -13,6 +13,7 @@ import yaml
 from aishell.config import Config, load_config
 from aishell.demo import create_demo
 from tests.helpers import use_target
+from tests.services import start_servers
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_LOG_ROWS = 6_000
@@ -28,10 +29,11 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An aishell home with the shipped config copied in."""
+    """An aishell home with the shipped config copied in; no system-wide config under it."""
     shutil.copytree(REPO / "config", tmp_path / "config")
     monkeypatch.delenv("AISHELL_CONFIG", raising=False)
     monkeypatch.setenv("AISHELL_HOME", str(tmp_path))
+    monkeypatch.setenv("AISHELL_SYSTEM_DIR", str(tmp_path / "no-system-config"))
     return tmp_path
 
 
@@ -108,3 +110,13 @@ def server_url(request: pytest.FixtureRequest) -> Any:
 def server_config(home: Path, server_url: str) -> Config:
     """The shipped config with the scratch database as the default target `db`."""
     return use_target(home, server_url)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Find or start the database servers once, in the process that runs the session
+    (not in each xdist worker); what cannot be started is named here and again by each
+    test that needs it."""
+    if hasattr(config, "workerinput"):
+        return
+    for problem in start_servers():
+        print(f"aishell tests: {problem}")

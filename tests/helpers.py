@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import pytest
 import yaml
 
 from aishell.config import Config, load_config
 from aishell.plan import Plan, Step
+from tests.services import unavailable
 
 
 def digest(path: Path) -> str:
@@ -68,7 +68,7 @@ def use_target(home: Path, url: str, **others: str) -> Config:
 @contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of its own at path (made here): a real file system that fills up. One that
-    cannot be mounted skips the test, and fails it under AISHELL_REQUIRE_SERVICES=1."""
+    cannot be mounted fails the test (or skips it: see tests/services.unavailable)."""
     path.mkdir()
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
@@ -76,11 +76,55 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         text=True,
     )
     if done.returncode != 0:
-        message = f"cannot mount a tmpfs here: {done.stderr.strip()}"
-        if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+# Reads that keep the server busy for seconds without any volatile function.
+SLOW_READ = {
+    "postgresql": (
+        "SELECT count(*) AS n FROM generate_series(1, 40000) a, generate_series(1, 2000) b "
+        "WHERE a + b > CAST(:floor AS integer)"
+    ),
+    "mysql": (
+        "SELECT count(*) AS n FROM seq_1_to_40000 a, seq_1_to_3000 b WHERE a.seq + b.seq > :floor"
+    ),
+}
+MARKER = {"postgresql": "generate_series", "mysql": "seq_1_to_40000"}
+
+
+def slow_read_tool(home: Path, *, idempotent: bool = True, scale: int = 1) -> Config:
+    """The home's config with a site tool `long_count` that reads for seconds (times
+    `scale`) without writing or calling a volatile function."""
+    folder = home / "site_tools"
+    folder.mkdir(exist_ok=True)
+    tool: dict[str, Any] = {
+        "name": "long_count",
+        "description": "Counts pairs for a while; a test tool for lost connections.",
+        "category": "analysis",
+        "risk_level": "safe",
+        "required_capabilities": ["database_read"],
+        "max_execution_time": 120 * scale,
+        "idempotent": idempotent,
+        "params": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"floor": {"type": "integer", "description": "Lower bound."}},
+            "required": ["floor"],
+        },
+        "returns": {"type": "object"},
+        "examples": [{"params": {"floor": 0}}],
+        "implementations": {
+            dialect: {"sql": sql.replace("40000", str(40000 * scale))}
+            for dialect, sql in SLOW_READ.items()
+        },
+    }
+    (folder / "long_count.yaml").write_text(yaml.safe_dump(tool))
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["catalog_paths"] = ["site_tools"]
+    path.write_text(yaml.safe_dump(data))
+    return load_config(home=home)

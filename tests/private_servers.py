@@ -4,8 +4,8 @@ server stopped (as by a crash) and started again.
 `private_postgresql()` runs a throwaway PostgreSQL 15 cluster in a temporary folder on
 a free port; it is stopped and deleted afterwards. `private_mariadb()` does the same
 with a MariaDB server. Self-contained: each needs only the server's binaries. A test
-that needs one skips with a one-line reason when they are missing, except under
-AISHELL_REQUIRE_SERVICES=1 (set by .ci/run), where it fails.
+that needs one fails with a one-line reason when they are missing (or skips, when
+skipping was asked for: see tests/services.py).
 """
 
 from __future__ import annotations
@@ -20,17 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import pytest
+from tests.services import unavailable
 
 PG_BIN = Path(os.environ.get("AISHELL_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # Root may not run the server: it runs as this account then.
 PG_ACCOUNT = "postgres"
-
-
-def _unavailable(message: str) -> None:
-    if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _free_port() -> int:
@@ -65,7 +59,7 @@ def private_postgresql() -> Iterator[tuple[str, Callable[[], None], Callable[[],
     and returns once it accepts connections.
     """
     if not (PG_BIN / "initdb").exists():
-        _unavailable(f"PostgreSQL server binaries not found in {PG_BIN} (set AISHELL_PG_BIN)")
+        unavailable(f"PostgreSQL server binaries not found in {PG_BIN} (set AISHELL_PG_BIN)")
     folder = Path(tempfile.mkdtemp(prefix="aishell-pg-"))
     data, log = folder / "data", folder / "server.log"
     if os.geteuid() == 0:
@@ -97,7 +91,7 @@ def private_postgresql() -> Iterator[tuple[str, Callable[[], None], Callable[[],
             address = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
             _run([str(PG_BIN / "createdb"), *address, "test"])
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            _unavailable(f"a private PostgreSQL could not start: {exc}")
+            unavailable(f"a private PostgreSQL could not start: {exc}")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/test", stop, start
     finally:
         if running:
@@ -134,7 +128,7 @@ def private_mariadb() -> Iterator[tuple[str, Callable[[], None], Callable[[], No
     install = shutil.which(MARIADB_INSTALL) or shutil.which("mysql_install_db")
     server = shutil.which(MARIADBD)
     if install is None or server is None:
-        _unavailable(
+        unavailable(
             f"MariaDB server binaries not found ({MARIADB_INSTALL}, {MARIADBD}); "
             "set AISHELL_MARIADB_INSTALL_DB and AISHELL_MARIADBD"
         )
@@ -211,7 +205,7 @@ def private_mariadb() -> Iterator[tuple[str, Callable[[], None], Callable[[], No
                 cursor.execute("CREATE DATABASE test CHARACTER SET utf8mb4")
             conn.close()
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            _unavailable(f"a private MariaDB could not start: {exc}")
+            unavailable(f"a private MariaDB could not start: {exc}")
         yield f"mysql+pymysql://root@127.0.0.1:{port}/test", stop, start
     finally:
         stop()

@@ -1,18 +1,28 @@
 """Scratch databases on the local PostgreSQL and MariaDB servers.
 
-A test that needs a server skips with a one-line reason when none answers (connection
-refused or timed out), except under AISHELL_REQUIRE_SERVICES=1 (set by .ci/run), where
-it fails instead. Any other failure to set up (a server that answers but refuses the
-login, a CREATE DATABASE that fails) is an error of the test, never a skip.
+The suite runs every test, the server tests included. At its start it finds the two
+servers or starts them (`start_servers`, as .ci/run does, where this machine has them
+installed). A test whose server does not answer (connection refused or timed out)
+fails with a one-line reason naming it; skipping instead is opt-in, with
+AISHELL_SKIP_SERVICES=1, and every skip is listed with its reason at the end.
+AISHELL_REQUIRE_SERVICES=1 (set by .ci/run) forbids skipping even then. Any other
+failure to set up (a server that answers but refuses the login, a CREATE DATABASE that
+fails) is an error of the test, never a skip.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -75,10 +85,64 @@ def admin_engine(url: str, what: str) -> Engine:
             f"{what} is not reachable on {where.host}:{where.port}: "
             f"{str(exc.orig).strip().splitlines()[0]}"
         )
-        if os.environ.get("AISHELL_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return engine
+
+
+def unavailable(message: str) -> NoReturn:
+    """A service a test needs is missing: the test fails, or skips when skipping was
+    asked for (AISHELL_SKIP_SERVICES=1) and not forbidden (AISHELL_REQUIRE_SERVICES=1)."""
+    if os.environ.get("AISHELL_SKIP_SERVICES") == "1" and (
+        os.environ.get("AISHELL_REQUIRE_SERVICES") != "1"
+    ):
+        pytest.skip(message)
+    pytest.fail(f"{message} (AISHELL_SKIP_SERVICES=1 skips such tests instead)")
+
+
+# How this machine's own servers are started when they are installed but not running
+# (Debian's packages, as .ci/run starts them).
+_STARTERS = {
+    5432: ("pg_ctlcluster", "--skip-systemctl-redirect", "{version}", "main", "start"),
+    3306: (
+        "start-stop-daemon",
+        "--start",
+        "--oknodo",
+        "--background",
+        "--exec",
+        "/usr/sbin/mariadbd",
+    ),
+}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_servers() -> list[str]:
+    """Start PostgreSQL and MariaDB where they are installed but not running; returns
+    what could not be started, each with why (the tests needing it then say so too)."""
+    problems = []
+    for port, starter in _STARTERS.items():
+        if _port_open(port):
+            continue
+        versions = sorted(Path("/etc/postgresql").glob("*")) if port == 5432 else [Path("")]
+        command = [part.format(version=versions[-1].name if versions else "") for part in starter]
+        if shutil.which(command[0]) is None or not versions:
+            problems.append(f"nothing listens on 127.0.0.1:{port} and {command[0]} is not here")
+            continue
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        for _ in range(60):
+            if _port_open(port):
+                break
+            time.sleep(1)
+        else:
+            problems.append(
+                f"nothing listens on 127.0.0.1:{port} after {' '.join(command)}: "
+                f"{(done.stderr or done.stdout).strip()[:200]}"
+            )
+    return problems
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.approval import Prompting
 from aishell.config import Config, load_config
-from aishell.handlers.backup import sha256_of
+from aishell.handlers.backup.manifest import sha256_of
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
@@ -160,6 +160,57 @@ def test_validation_holds_while_the_application_writes(target):
             totals.append(manifest["tables"]["a"])
     # The application did write while the backups ran: every backup saw other rows.
     assert len(set(totals)) == RUNS, totals
+
+
+BOTH = "SELECT (SELECT count(*) FROM a), (SELECT sum(n) FROM b)"
+CLIENT = {
+    "postgresql": ["pg_restore", "--no-owner", "-h", "127.0.0.1", "-U", "postgres", "-d"],
+    "mysql": ["mariadb", "-h", "127.0.0.1", "-P", "3306", "--protocol=TCP", "-u", "root"],
+}
+
+
+def restored_rows(url: str, path: Path) -> tuple[int, int]:
+    """Rows of a and the sum of b.n in what the backup file holds, restored by the
+    database's own client into a scratch database."""
+    if url.startswith("sqlite"):
+        copy = sqlite3.connect(path)
+        try:
+            a, n = copy.execute(BOTH).fetchone()
+        finally:
+            copy.close()
+        return a, n
+    kind = "postgresql" if url.startswith("postgresql") else "mysql"
+    with (scratch_postgresql if kind == "postgresql" else scratch_mysql)() as other:
+        database = other.rsplit("/", 1)[1]
+        with path.open("rb") as dump:
+            argv = [*CLIENT[kind], database]
+            if kind == "postgresql":
+                argv.append(str(path))
+            subprocess.run(argv, stdin=dump, check=True, capture_output=True)
+        eng = engine(other)
+        try:
+            with eng.connect() as conn:
+                a, n = conn.execute(text(BOTH)).one()
+        finally:
+            eng.dispose()
+        return int(a), int(n)
+
+
+def test_the_counts_are_those_of_the_dumps_snapshot_while_the_application_writes(target):
+    """Each of the application's transactions adds a row to a and 1 to a row of b: in any
+    one snapshot, a's rows equal the sum of b.n. A count taken at another moment than the
+    dump's would not."""
+    url, config = target
+    load = pgbench if url.startswith("postgresql") else writer_thread
+    seen = []
+    with load(url):
+        for _run in range(3):
+            path = backup(config)
+            manifest = json.loads(Path(f"{path}.manifest.json").read_text())
+            a, n = restored_rows(url, path)
+            assert manifest["tables"]["a"] == a == n, (manifest["tables"], a, n)
+            seen.append(a)
+    assert len(set(seen)) == 3, seen  # the application did write between the backups
 
 
 # --- a valid dump of other content, its sha256 made to fit ---------------------------------

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from aishell.cli import cli
 from aishell.config import Config
 from aishell.state import StateStore, process_started
 from tests.helpers import one_step_plan, query, tmpfs, use_target
+from tests.private_servers import private_postgresql
 from tests.services import engine
 
 AISHELL = [sys.executable, "-m", "aishell"]
@@ -183,10 +185,10 @@ def pg_dump_waits(url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def mysql_dump_waits(url: str) -> Iterator[None]:
+def mysql_dump_waits(url: str, table: str = "a") -> Iterator[None]:
     holder = create_engine(url, isolation_level="AUTOCOMMIT").connect()
     try:
-        holder.execute(text("LOCK TABLES a WRITE"))
+        holder.execute(text(f"LOCK TABLES {table} WRITE"))
         yield
     finally:
         holder.execute(text("UNLOCK TABLES"))
@@ -260,7 +262,7 @@ def test_sqlite_killed_mid_copy_leaves_nothing_once_doctor_cleans(home):
     assert debris(home / "backups"), "nothing was left to clean"
     assert [kind for kind, _, _ in scratch_entries(home)].count("file") == 1
 
-    code, found = doctor()
+    code, found = doctor("--target", "db")
     assert code == 0 and {e["kind"] for e in found["leftovers"]} >= {"file"}
     code, cleaned = doctor("--clean")
     assert code == 0, cleaned
@@ -298,6 +300,71 @@ def test_server_dump_killed_midway_dies_with_aishell_and_doctor_cleans(dialect, 
     assert code == 0, cleaned
     assert [e["kind"] for e in cleaned["removed"]] == ["file"]
     assert_nothing_left(home, url, [], dump)
+
+
+def fill_for_a_long_dump(url: str) -> None:
+    """A table whose dump takes a second or more, and one dumped after it."""
+    if url.startswith("postgresql"):
+        sql = (
+            "CREATE TABLE a_big AS SELECT g AS id, repeat(md5(g::text), 4) AS v "
+            "FROM generate_series(1, 400000) g"
+        )
+    else:
+        sql = (
+            "CREATE TABLE a_big AS SELECT seq AS id, REPEAT(MD5(seq), 4) AS v FROM seq_1_to_400000"
+        )
+    with engine(url).connect() as conn:
+        conn.execute(text(sql))
+        conn.execute(text("CREATE TABLE b_held (id INTEGER)"))
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_dump_killed_while_it_streams_leaves_no_file_and_no_manifest(dialect, home, request):
+    url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "mysql_url")
+    fill_for_a_long_dump(url)
+    config = use_target(home, url)
+    folder = home / "backups" / "db"
+    program = "pg_dump" if dialect == "postgresql" else "mariadb-dump"
+    finished: list[Path] = []  # backups a dump finished before it could be killed
+
+    def streaming() -> list[int] | None:
+        written = [p for p in folder.glob("*.partial") if p.exists() and p.stat().st_size]
+        dumps = [p for p, name in children(os.getpid()).items() if name in (program, "mysqldump")]
+        return dumps if written and dumps else None
+
+    with contextlib.ExitStack() as stack:
+        if dialect == "mysql":
+            # The dump writes a_big, then waits for b_held: it is caught mid-file.
+            stack.enter_context(mysql_dump_waits(url, "b_held"))
+        for _attempt in range(3):
+            outcome: dict[str, Any] = {}
+            thread = threading.Thread(
+                target=lambda o=outcome: o.update(
+                    result=commands.run_job(config, "backup", {"type": "full", "verify": False})
+                )
+            )
+            thread.start()
+            dumps = wait_for(
+                f"{program} writing the backup",
+                lambda t=thread: streaming() or (None if t.is_alive() else []),
+            )
+            for pid in dumps:
+                os.kill(pid, signal.SIGKILL)
+            thread.join()
+            result = outcome["result"]
+            if dumps:
+                break
+            finished.append(Path(result.steps[1].output["backup_path"]))
+        else:
+            pytest.fail(f"every {program} finished before it could be killed")
+    step = result.steps[1]
+    assert result.status == "failed" and step.status == "failed"
+    assert step.error.startswith(f"{program} failed: "), step.error
+    # Only the backups finished before are there, each with its manifest.
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == sorted(n for p in finished for n in (p.name, f"{p.name}.manifest.json"))
+    assert [b["path"] for b in commands.list_backups(config)] == [str(p) for p in finished][::-1]
+    assert_nothing_left(home, url, [], dumps)
 
 
 # --- SIGKILL mid-validation -----------------------------------------------------------------
@@ -397,6 +464,48 @@ def test_a_dump_past_the_step_time_limit_is_killed(home, mysql_url, edit_config)
     assert "time limit" in step.error, step.error
     assert commands.list_backups(config) == []
     assert_nothing_left(home, mysql_url, [], dump)
+
+
+def test_a_postgresql_restart_mid_backup_is_named_and_resume_completes(home, edit_config):
+    with private_postgresql() as (url, stop_server, start_server):
+        populate(url)
+        use_target(home, url)
+        # Reconnects are tried a few times with backoff; short here, to keep the test short.
+        config = edit_config(backup={"default_config": {"retry_backoff_seconds": 0.2}})
+        with engine(url).connect() as conn:
+            conn.execute(text("CREATE SCHEMA held; CREATE TABLE held.t (id integer)"))
+        holder = create_engine(url).connect()
+        holder.begin()
+        holder.execute(text("LOCK TABLE held.t IN ACCESS EXCLUSIVE MODE"))
+        outcome: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: outcome.update(
+                result=commands.run_job(config, "backup", {"type": "full"})
+            )
+        )
+        thread.start()
+        dump = wait_for(
+            "pg_dump waiting on the held lock",
+            lambda: [p for p, name in children(os.getpid()).items() if name == "pg_dump"],
+        )
+        stop_server()  # an immediate shutdown: what a crash looks like to its clients
+        thread.join(120)
+        holder.invalidate()
+        holder.engine.dispose()
+        result = outcome["result"]
+        step = result.steps[1]
+        assert result.status == "failed" and step.status == "failed"
+        assert "\n" not in (step.error or "") and "internal error" not in (step.error or "")
+        assert step.error.startswith("lost the connection to target 'db' ("), step.error
+        assert f"`aishell resume {result.run_id}` once the server is back" in step.error
+        assert commands.list_backups(config) == []
+        assert_nothing_left(home, None, [], dump)
+        start_server()
+        resumed = commands.resume_run(config, result.run_id)
+        assert resumed.status == "completed", resumed.error
+        [backup] = commands.list_backups(config)
+        assert backup["verified_at"] is not None
+        assert_nothing_left(home, None, [], [])
 
 
 # --- a full disk ---------------------------------------------------------------------------
@@ -502,6 +611,63 @@ def test_a_disk_full_during_mysql_validation_is_not_blamed_on_the_backup(
     _validate_on_a_full_disk(home, tmp_path, edit_config, "mysql", "the dump of the restored copy")
 
 
+@pytest.mark.xfail(
+    reason="since backups stream in one pass, the private server's tablespace is still full "
+    "after the failed validation, so the check for leftover scratch databases cannot run; "
+    "whether a scratch database is left behind is not yet known"
+)
+def test_a_server_disk_full_during_postgresql_validation_is_not_blamed_on_the_backup(
+    home, tmp_path, edit_config
+):
+    # A private server whose new databases live on a small tablespace of their own (a
+    # tmpfs; its WAL and control files stay on the data disk, so the server carries on):
+    # the restore into the scratch database fills it.
+    mount = Path(tempfile.mkdtemp(prefix="aishell-pgdisk-"))  # the server's account
+    mount.chmod(0o755)  # may not enter tmp_path
+    with tmpfs(mount / "disk", "48m") as disk, private_postgresql() as (url, _stop, _start):
+        shutil.chown(disk, "postgres")
+        admin = engine(url)
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE TABLESPACE small LOCATION '{disk}'"))
+            conn.execute(text("ALTER DATABASE template0 SET TABLESPACE small"))
+            conn.execute(text("CREATE TABLE big (id integer PRIMARY KEY, v text)"))
+            conn.execute(
+                text(
+                    "INSERT INTO big SELECT i, md5(i::text) || repeat('x', 200) "
+                    "FROM generate_series(1, 60000) i"
+                )
+            )
+        use_target(home, url)
+        config = edit_config({"backup_dir": str(tmp_path / "backups")})
+        taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
+        assert taken.status == "completed", taken.error
+        path = taken.steps[1].output["backup_path"]
+        # Room for the scratch database itself, not for the rows restored into it.
+        spare = 12 * 1024 * 1024
+        (disk / "filler").write_bytes(b"\0" * max(shutil.disk_usage(disk).free - spare, 0))
+        plan = one_step_plan("backup", "db", "postgresql", "validate_backup", {"backup_path": path})
+        checked = commands.apply_plan(config, plan)
+        error = checked.steps[0].error or ""
+        assert checked.status == "failed"
+        assert error.startswith("The server of target 'db' ran out of disk space"), error
+        assert "says nothing about the backup, which stays unverified" in error
+        [listed] = commands.list_backups(config)
+        assert listed["verified_at"] is None and listed["verification"] is None
+        with admin.connect() as conn:
+            left = conn.execute(
+                text("SELECT count(*) FROM pg_database WHERE datname LIKE 'aishell%'")
+            ).scalar()
+        assert left == 0
+        assert debris(tmp_path / "backups") == [] and scratch_entries(home) == []
+        # With room again, the same backup validates.
+        (disk / "filler").unlink()
+        again = commands.apply_plan(config, plan)
+        assert again.status == "completed", again.steps[0].error
+        assert again.steps[0].output["ok"] is True
+        admin.dispose()
+    shutil.rmtree(mount, ignore_errors=True)
+
+
 # --- what doctor never touches ---------------------------------------------------------------
 
 
@@ -579,8 +745,8 @@ def test_doctor_touches_only_what_dead_processes_of_this_host_left(home, pg_url,
     conn.commit()
     conn.close()
 
-    code, found = doctor()
-    assert code == 0
+    code, found = doctor("--target", "db")
+    assert code == (1 if found["problems"] else 0)  # the scratch database may lack amcheck
     assert sorted(e["name"] for e in found["leftovers"]) == sorted([real_database, str(dead_file)])
     code, cleaned = doctor("--clean")
     assert code == 1, cleaned
@@ -595,17 +761,19 @@ def test_doctor_touches_only_what_dead_processes_of_this_host_left(home, pg_url,
     assert running(os.getpid())  # still here to tell
 
 
-def test_doctor_says_so_when_nothing_was_left(home, tmp_path):
+def test_doctor_says_so_when_nothing_was_left(home, demo_db, tmp_path):
     runner = CliRunner()
     quiet = runner.invoke(cli, ["doctor"])
-    assert quiet.exit_code == 0 and quiet.output == "Nothing left behind by killed runs.\n"
+    assert quiet.exit_code == 0, quiet.output
+    assert "\nNothing left behind by killed runs.\nNo problems found.\n" in quiet.output
     left = tmp_path / "x.sqlite.partial"
     left.write_text("x")
     _record_and_exit(home, "file", str(left))
     found = runner.invoke(cli, ["doctor"])
     assert found.exit_code == 0
-    assert found.output == (
-        f"left by run gone: file {left}\nRemove it with `aishell doctor --clean`.\n"
+    assert found.output.endswith(
+        f"\nleft by run gone: file {left}\nRemove it with `aishell doctor --clean`.\n"
+        "No problems found.\n"
     )
     cleaned = runner.invoke(cli, ["doctor", "--clean"])
     assert cleaned.exit_code == 0 and cleaned.output == f"deleted: file {left}\n"

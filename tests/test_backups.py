@@ -261,7 +261,7 @@ def test_a_drill_without_any_backup_says_so(config, demo_db):
 
 
 def test_schema_comparison_ignores_the_restrict_tokens():
-    from aishell.handlers.backup import schema_lines
+    from aishell.handlers.backup.validate import schema_lines
 
     one = "\\restrict AAA\nCREATE TABLE a (id int);\n-- comment\n\\unrestrict AAA\n"
     two = "\\restrict BBB\n\nCREATE TABLE a (id int);\n\\unrestrict BBB\n"

@@ -18,7 +18,7 @@ from aishell import commands
 from aishell.config import load_config
 from aishell.errors import PlanError, StateError
 from aishell.plan import Plan, Step
-from aishell.state import MIGRATIONS, SCHEMA_VERSION, StateStore, meta
+from aishell.state import SCHEMA_VERSION, StateStore, meta, schema
 
 SITE_TOOLS = Path(__file__).parent / "site_tools"
 LEDGER_STEPS = 16
@@ -164,7 +164,15 @@ def test_state_store_upgrades_an_older_schema(tmp_path):
     with engine.begin() as conn:
         MetaData().create_all(conn)
         meta.create(conn)
-        for table in MIGRATIONS[1]:
+        # The tables of schema version 1, the first of the history before Alembic.
+        for table in (
+            schema.runs,
+            schema.steps,
+            schema.events,
+            schema.approvals,
+            schema.backups,
+            schema.target_locks,
+        ):
             table.create(conn)
         conn.execute(insert(meta).values(key="schema_version", value="1"))
     engine.dispose()

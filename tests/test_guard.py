@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from aishell import commands
 from aishell.approval import PreApproved, Prompting
@@ -479,38 +479,21 @@ WRITING_FUNCTIONS = {
     "mysql": [
         "CREATE FUNCTION g() RETURNS INT MODIFIES SQL DATA "
         "BEGIN INSERT INTO other (id, v) VALUES (100, 0); RETURN 1; END",
+        # The server does not hold a function to what it declares.
+        "CREATE FUNCTION reader() RETURNS INT READS SQL DATA "
+        "BEGIN INSERT INTO other (id, v) VALUES (101, 0); RETURN 1; END",
     ],
 }
 WRITING_CALLS = [
     pytest.param("postgresql", "SELECT f2()", id="pg-volatile"),
-    pytest.param(
-        "postgresql",
-        'SELECT "F"()',
-        id="pg-quoted-name",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason='Guard._volatile_calls lowercases the name, so pg_proc has no "f" for "F"()',
-        ),
-    ),
-    pytest.param(
-        "postgresql",
-        "SELECT public.random()",
-        id="pg-shadowing-name",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="READ_ONLY_VOLATILE is matched by bare name: any schema's random() passes",
-        ),
-    ),
-    pytest.param(
-        "mysql",
-        "SELECT g()",
-        id="mysql-stored-function",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the guard asks about functions only on PostgreSQL; a MariaDB stored "
-            "function that MODIFIES SQL DATA passes as a read",
-        ),
-    ),
+    pytest.param("postgresql", 'SELECT "F"()', id="pg-quoted-name"),
+    pytest.param("postgresql", "SELECT public.random()", id="pg-shadowing-name"),
+    pytest.param("postgresql", "SELECT x FROM (SELECT PUBLIC.f2 ( ) AS x) s", id="pg-spaced"),
+    pytest.param("postgresql", "-- count\nSELECT count(*), f2() FROM other", id="pg-commented"),
+    pytest.param("mysql", "SELECT g()", id="mysql-stored-function"),
+    pytest.param("mysql", "SELECT `G` (), 1", id="mysql-quoted-spaced"),
+    pytest.param("mysql", "SELECT count(*) FROM other WHERE v < {db}.g()", id="mysql-qualified"),
+    pytest.param("mysql", "SELECT reader()", id="mysql-declared-reads"),
 ]
 
 
@@ -536,6 +519,7 @@ def test_a_writing_step_may_not_call_an_undeclared_function_that_writes(
             risk=RiskLevel.MEDIUM,
         )
         config = handler_tool(home, url, handlers, "delete_then_call", handler, "medium")
+        call = call.replace("{db}", make_url(url).database or "")
 
         run = run_one(config, url, "delete_then_call", {"table": "t", "n": 4, "statement": call})
 
@@ -557,6 +541,7 @@ def test_a_read_only_step_calling_a_function_that_writes_changes_nothing(
         execute(url, *WRITING_FUNCTIONS[dialect])
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_send)
         config = handler_tool(home, url, handlers, "read_then_call", handler, "safe")
+        call = call.replace("{db}", make_url(url).database or "")
 
         run = run_one(config, url, "read_then_call", {"table": "t", "statement": call})
 
@@ -564,12 +549,10 @@ def test_a_read_only_step_calling_a_function_that_writes_changes_nothing(
         assert fingerprint(url, "other") == (5, 15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify() matches transaction words only at the very start: after a comment "
-    "COMMIT/BEGIN is 'not a query', and load refuses it only by that reason",
+@pytest.mark.parametrize(
+    "sql",
+    ["-- end the step's work\nCOMMIT", "/* open */ BEGIN", "/* a */ -- b\n  /* c */ ROLLBACK"],
 )
-@pytest.mark.parametrize("sql", ["-- end the step's work\nCOMMIT", "/* open */ BEGIN"])
 def test_transaction_control_after_a_comment_is_refused_at_load(tmp_path: Path, sql: str) -> None:
     folder = tmp_path / "site"
     path = write_tool(folder, tool_yaml("commented_tx", "critical", _sql("sqlite", sql)))
@@ -793,3 +776,31 @@ def test_what_a_step_sends_is_never_riskier_than_the_policy_saw(
     if step["status"] == "succeeded":
         # Every statement of the tool ran, none was refused.
         assert not refused
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM t TABLESAMPLE SYSTEM (50) REPEATABLE (0)",
+        "SELECT count(*) FROM t TABLESAMPLE BERNOULLI (10)",
+        "SELECT pg_relation_size('t'), now(), count(*) FROM t",
+    ],
+)
+def test_reads_that_only_look_like_writing_calls_pass(tmp_path: Path, sql: str) -> None:
+    """A sampling method is no call, and PostgreSQL's own functions that only read pass."""
+    from aishell.guard import Guard
+
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        engine = raw_engine(url)
+        try:
+            raw = engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                guard = Guard(label="a read")
+                assert guard.check(sql, cursor, "postgresql", "pyformat") is None
+                cursor.execute(sql)  # and the server runs it as the read it is
+            finally:
+                raw.close()
+        finally:
+            engine.dispose()

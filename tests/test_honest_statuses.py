@@ -25,7 +25,9 @@ from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.config import Config
 from aishell.errors import StepSkipped
-from aishell.handlers import mysql_maintenance, postgresql_maintenance, sqlite_maintenance
+from aishell.handlers.mysql import privileges as mysql_privileges
+from aishell.handlers.postgresql import privileges as postgresql_privileges
+from aishell.handlers.sqlite import privileges as sqlite_privileges
 from aishell.targets import open_target
 from tests.helpers import corrupt_index, one_step_plan, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine, scratch_mysql, scratch_postgresql
@@ -112,25 +114,22 @@ def test_postgresql_work_on_a_table_the_role_does_not_own_is_skipped(home, pg_ro
 
     assert result.status == "completed", result.error
     steps = by_table(result)
-    for tool, action in (("optimize_table", "VACUUM"), ("update_table_statistics", "ANALYZE")):
-        skipped = steps[(tool, "theirs")]
-        assert skipped.status == "skipped"
-        assert skipped.error.startswith(
-            f"{action} of theirs skipped: role {role} owns neither it nor the database "
-            "(owner: postgres)"
-        )
-        assert steps[(tool, "mine")].status == "succeeded"
+    skipped = steps[("optimize_table", "theirs")]
+    assert skipped.status == "skipped"
+    assert skipped.error.startswith(
+        f"VACUUM of theirs skipped: role {role} owns neither it nor the database (owner: postgres)"
+    )
+    assert steps[("optimize_table", "mine")].status == "succeeded"
+    # VACUUM (ANALYZE) refreshed the statistics: no ANALYZE step follows it.
+    assert "update_table_statistics" not in {s.tool for s in result.steps}
     # The server really left theirs alone, and really did mine.
     last = pg_last_maintenance(url)
     assert last["theirs"] == (None, None)
     assert None not in last["mine"]
     report = result.report
     assert report["statistics_updated"] == 1 and report["tables_optimized"] == 1
-    assert {(s["tool"], s["table"]) for s in report["skipped"]} == {
-        ("optimize_table", "theirs"),
-        ("update_table_statistics", "theirs"),
-    }
-    assert "2 skipped by the server (" in report["summary"]
+    assert {(s["tool"], s["table"]) for s in report["skipped"]} == {("optimize_table", "theirs")}
+    assert "1 skipped by the server (" in report["summary"]
     # Without amcheck nothing was checked for corruption, and the report does not say false.
     assert report["corruption_found"] is None
     assert report["corruption_check"] == "not checked"
@@ -141,6 +140,13 @@ def test_postgresql_work_on_a_table_the_role_does_not_own_is_skipped(home, pg_ro
     assert report["reclaimed_bytes"] == max(report["size_before"] - report["size_after"], 0)
     if report["size_after"] > report["size_before"]:
         assert "grew by" in report["size_note"]
+    # An ANALYZE of its own is skipped the same way, and counts no statistics.
+    analyze = one_step(config, "postgresql", "update_table_statistics", {"table": "theirs"})
+    assert analyze.steps[0].status == "skipped"
+    assert analyze.steps[0].error.startswith(
+        f"ANALYZE of theirs skipped: role {role} owns neither it nor the database"
+    )
+    assert pg_last_maintenance(url)["theirs"] == (None, None)
     # A check step of its own that could check no table is skipped, with the reason.
     check = one_step(config, "postgresql", "check_table_corruption", {"tables": ["mine"]})
     assert check.steps[0].status == "skipped"
@@ -156,10 +162,10 @@ def test_postgresql_the_servers_own_skip_warning_is_heard(pg_role):
     try:
         with own.connect() as conn:
             # No ownership check first: VACUUM itself succeeds, having only warned.
-            with postgresql_maintenance.server_warnings(conn) as warnings:
+            with postgresql_privileges.server_warnings(conn) as warnings:
                 conn.execute(text("VACUUM theirs"))
             with pytest.raises(StepSkipped, match='skipped by the server: skipping "theirs"'):
-                postgresql_maintenance.raise_if_skipped("theirs", "VACUUM", warnings, {})
+                postgresql_privileges.raise_if_skipped("theirs", "VACUUM", warnings, {})
     finally:
         own.dispose()
 
@@ -397,7 +403,7 @@ def test_mariadb_work_without_the_privilege_is_skipped(home, my_user):
     own = create_engine(as_user(url, user), isolation_level="AUTOCOMMIT")
     try:
         with own.connect() as conn, pytest.raises(StepSkipped, match="refused by the server"):
-            mysql_maintenance.run_checked(conn, "ANALYZE TABLE `t1`", "t1", "ANALYZE TABLE")
+            mysql_privileges.run_checked(conn, "ANALYZE TABLE `t1`", "t1", "ANALYZE TABLE")
     finally:
         own.dispose()
 
@@ -482,7 +488,7 @@ def test_sqlite_statistics_of_a_read_only_file_are_skipped(config, demo_db):
         try:
             # Past the check, SQLite's own refusal is a skip as well.
             with pytest.raises(StepSkipped, match="refused by SQLite: .*readonly"):
-                sqlite_maintenance.write(conn, 'ANALYZE "users"', "users", "ANALYZE")
+                sqlite_privileges.write(conn, 'ANALYZE "users"', "users", "ANALYZE")
         finally:
             conn.close()
             handle.close()

@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 from aishell import commands, render
 from aishell.agents.log_cleanup import parse_archive_to
 from aishell.approval import ApprovalRequest
-from aishell.cli import cli, job_from_words
+from aishell.cli import cli
+from aishell.cli.schedules import job_from_words
 from aishell.config import load_config
 from aishell.cutoff import check_retention
 from aishell.demo import DEMO_APPLICATION_ID, create_demo, is_demo_database

@@ -28,7 +28,8 @@ from aishell.cli import cli
 from aishell.config import load_config
 from aishell.errors import ConfigError
 from aishell.targets import TargetSilent, open_target, user_tables
-from tests.helpers import one_step_plan
+from tests.fake_ollama import Script, fake_ollama
+from tests.helpers import MARKER, one_step_plan, slow_read_tool, use_target
 from tests.services import engine
 
 HANG = 60  # seconds: a hang detector, never a timing assertion
@@ -473,3 +474,80 @@ def test_a_bad_run_time_limit_is_one_line_naming_the_key(home, value):
     message = str(err.value)
     assert message.startswith(f"{path}: defaults.max_run_seconds: input should be ")
     assert "\n" not in message
+
+
+def test_the_run_time_limit_counts_planning_too(edit_config, demo_db):
+    # A model that takes longer to draft than the whole run may last: the run starts
+    # already out of time and stops before its first step, resumably.
+    script = Script(
+        answers=[
+            {
+                "agent": "maintenance",
+                "summary": "statistics",
+                "steps": [
+                    {
+                        "tool": "update_table_statistics",
+                        "params": {"table": "users"},
+                        "rationale": "as asked",
+                    }
+                ],
+            }
+        ],
+        delay=1.5,
+    )
+    with fake_ollama(script) as host:
+        config = edit_config(
+            {"planner": {"llm": {"host": host, "model": "planner-test", "tries": 1}}}
+        )
+        result = commands.run_job(
+            config,
+            "maintenance",
+            {"type": "quick", "tables": ["users"]},
+            planner="llm",
+            review=lambda _preview: True,
+            approver=PreApproved(),
+            max_run_seconds=1,
+        )
+    assert result.status == "interrupted"
+    assert result.error == (
+        "interrupted by the run-time limit of 1s (--max-run-time); "
+        f"continue with `aishell resume {result.run_id}`"
+    )
+    assert [s.status for s in result.steps] == ["pending"]
+    resumed = commands.resume_run(config, result.run_id, approver=PreApproved())
+    assert resumed.status == "completed", resumed.error
+
+
+@pytest.mark.parametrize("command", [["run", "maintenance"], ["run", "backup"], ["resume", "x"]])
+def test_max_run_time_is_checked_as_a_duration(home, demo_db, command):
+    result = CliRunner().invoke(cli, [*command, "--max-run-time", "soon"])
+    assert result.exit_code == 2
+    assert "--max-run-time" in result.output and "soon" in result.output
+
+
+def test_the_run_time_limit_cancels_the_running_statement_on_the_server(home, server_url):
+    # A read that would go on for minutes: past the run's limit the server cancels it
+    # (psycopg's cancel; KILL QUERY on MariaDB), the run ends interrupted at once, and
+    # nothing of it keeps running on the server.
+    use_target(home, server_url)
+    config = slow_read_tool(home, scale=100)
+    dialect = "postgresql" if server_url.startswith("postgresql") else "mysql"
+    plan = one_step_plan("maintenance", "db", dialect, "long_count", {"floor": 1})
+    # Long enough for the step to start on a loaded machine; the read lasts minutes.
+    result = in_thread(
+        lambda: commands.apply_plan(config, plan, approver=PreApproved(), max_run_seconds=5)
+    )
+    assert result.status == "interrupted"
+    assert result.error.startswith("interrupted by the run-time limit of 5s (--max-run-time)")
+    assert result.steps[0].status == "interrupted"
+    database = server_url.rsplit("/", 1)[1]
+    busy = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND state = 'active' "
+        "AND query LIKE :marker AND pid <> pg_backend_pid()"
+        if dialect == "postgresql"
+        else "SELECT count(*) FROM information_schema.processlist WHERE db = :db "
+        "AND info LIKE :marker AND id <> CONNECTION_ID()"
+    )
+    marker = f"%{MARKER[dialect]}%"
+    with engine(server_url).connect() as conn:
+        assert conn.execute(text(busy), {"db": database, "marker": marker}).scalar() == 0

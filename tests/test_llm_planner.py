@@ -25,7 +25,8 @@ from sqlalchemy import create_engine, text
 from aishell import commands, schema
 from aishell.agents import AGENTS
 from aishell.approval import NonInteractive, PreApproved
-from aishell.cli import cli, job_from_words
+from aishell.cli import cli
+from aishell.cli.schedules import job_from_words
 from aishell.config import Config, load_agent_config
 from aishell.demo import SCHEMA as DEMO_SCHEMA
 from aishell.errors import DraftRejected, PlanDeclined, PlannerUnavailable

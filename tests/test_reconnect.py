@@ -4,72 +4,30 @@ a line naming the lost connection, and resume finishes the run."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from aishell import commands
 from aishell.approval import PreApproved
-from aishell.config import Config, load_config
+from aishell.config import Config
+from aishell.errors import TargetLocked
+from aishell.executor import stopping
 from aishell.plan import Plan, Step
-from tests.helpers import use_target
+from aishell.targets import database_identity, open_target, step_deadline
+from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 
-# Reads that keep the server busy for seconds without any volatile function.
-SLOW_READ = {
-    "postgresql": (
-        "SELECT count(*) AS n FROM generate_series(1, 40000) a, generate_series(1, 2000) b "
-        "WHERE a + b > CAST(:floor AS integer)"
-    ),
-    "mysql": (
-        "SELECT count(*) AS n FROM seq_1_to_40000 a, seq_1_to_3000 b WHERE a.seq + b.seq > :floor"
-    ),
-}
-MARKER = {"postgresql": "generate_series", "mysql": "seq_1_to_40000"}
 
-
-def _site_tool(home: Path, *, idempotent: bool) -> Config:
-    folder = home / "site_tools"
-    folder.mkdir(exist_ok=True)
-    tool: dict[str, Any] = {
-        "name": "long_count",
-        "description": "Counts pairs for a while; a test tool for lost connections.",
-        "category": "analysis",
-        "risk_level": "safe",
-        "required_capabilities": ["database_read"],
-        "max_execution_time": 120,
-        "idempotent": idempotent,
-        "params": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"floor": {"type": "integer", "description": "Lower bound."}},
-            "required": ["floor"],
-        },
-        "returns": {"type": "object"},
-        "examples": [{"params": {"floor": 0}}],
-        "implementations": {dialect: {"sql": sql} for dialect, sql in SLOW_READ.items()},
-    }
-    (folder / "long_count.yaml").write_text(yaml.safe_dump(tool))
-    path = home / "config" / "aishell.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["catalog_paths"] = ["site_tools"]
-    path.write_text(yaml.safe_dump(data))
-    return load_config(home=home)
-
-
-def _terminate_when_busy(url: str, stop: threading.Event) -> list[int]:
-    """End aishell's session on `url`'s database from the server side, the first time
-    it runs the slow read (pg_terminate_backend; MariaDB's KILL CONNECTION)."""
-    database = make_url(url).database
+def _slow_read_session(url: str) -> int | None:
+    """aishell's session running the slow read on `url`'s database, if one is."""
     dialect = "postgresql" if url.startswith("postgresql") else "mysql"
-    killed: list[int] = []
-    admin = engine(PG_ADMIN if dialect == "postgresql" else MYSQL_ADMIN)
     find = (
         "SELECT pid FROM pg_stat_activity WHERE datname = :db AND application_name = 'aishell' "
         "AND state = 'active' AND query LIKE :marker AND pid <> pg_backend_pid()"
@@ -77,22 +35,27 @@ def _terminate_when_busy(url: str, stop: threading.Event) -> list[int]:
         else "SELECT id FROM information_schema.processlist WHERE db = :db "
         "AND info LIKE :marker AND id <> CONNECTION_ID()"
     )
+    admin = engine(PG_ADMIN if dialect == "postgresql" else MYSQL_ADMIN)
     try:
         with admin.connect() as conn:
-            while not stop.is_set() and not killed:
-                pid = conn.execute(
-                    text(find), {"db": database, "marker": f"%{MARKER[dialect]}%"}
-                ).scalar()
-                if pid is not None:
-                    if dialect == "postgresql":
-                        conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-                    else:
-                        conn.execute(text(f"KILL CONNECTION {int(pid)}"))
-                    killed.append(pid)
-                time.sleep(0.05)
+            marker = f"%{MARKER[dialect]}%"
+            return conn.execute(
+                text(find), {"db": make_url(url).database, "marker": marker}
+            ).scalar()
     finally:
         admin.dispose()
-    return killed
+
+
+def _terminate_when_busy(url: str, stop: threading.Event) -> list[int]:
+    """End aishell's session on `url`'s database from the server side, the first time
+    it runs the slow read (pg_terminate_backend; MariaDB's KILL CONNECTION)."""
+    while not stop.is_set():
+        session = _slow_read_session(url)
+        if session is not None:
+            _kill_session(url, session)
+            return [session]
+        time.sleep(0.05)
+    return []
 
 
 def _run_with_a_kill(config: Config, url: str) -> tuple[commands.RunResult, list[int]]:
@@ -114,7 +77,7 @@ def _run_with_a_kill(config: Config, url: str) -> tuple[commands.RunResult, list
 
 def test_a_terminated_backend_is_retried_on_a_new_connection(home, server_url):
     use_target(home, server_url)
-    config = _site_tool(home, idempotent=True)
+    config = slow_read_tool(home, idempotent=True)
     result, killed = _run_with_a_kill(config, server_url)
     assert killed, "the slow read was never seen running"
     assert result.status == "completed", result.error
@@ -128,7 +91,7 @@ def test_a_step_that_may_not_be_retried_fails_resumably_naming_the_lost_connecti
     home, server_url
 ):
     use_target(home, server_url)
-    config = _site_tool(home, idempotent=False)
+    config = slow_read_tool(home, idempotent=False)
     result, killed = _run_with_a_kill(config, server_url)
     assert killed
     assert result.status == "failed"
@@ -163,3 +126,170 @@ def _no_stray_sessions(server_url):
         left = conn.execute(text(count), {"db": database}).scalar()
     admin.dispose()
     assert left == 0
+
+
+def _kill_session(url: str, session: int) -> None:
+    admin = engine(PG_ADMIN if url.startswith("postgresql") else MYSQL_ADMIN)
+    try:
+        with admin.connect() as conn:
+            # Both servers end the session after the call returns; wait until it is
+            # gone, so that what it held (a lock) is free when the caller looks.
+            if url.startswith("postgresql"):
+                conn.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": session})
+            else:
+                conn.execute(text(f"KILL CONNECTION {int(session)}"))
+                deadline = time.monotonic() + 10
+                gone = text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = :p")
+                while conn.execute(gone, {"p": session}).scalar() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+    finally:
+        admin.dispose()
+
+
+def _lock_session(url: str, key: str) -> int | None:
+    """The server session holding aishell's run lock `key`, as the server sees it."""
+    admin = engine(PG_ADMIN if url.startswith("postgresql") else MYSQL_ADMIN)
+    try:
+        with admin.connect() as conn:
+            if url.startswith("postgresql"):
+                return conn.execute(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND ((classid::bigint << 32) | objid::bigint) "
+                        "= hashtextextended(:k, 0) AND objsubid = 1"
+                    ),
+                    {"k": key},
+                ).scalar()
+            name = "aishell:" + hashlib.sha1(key.encode()).hexdigest()
+            return conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": name}).scalar()
+    finally:
+        admin.dispose()
+
+
+def _own_session(conn: Any, url: str) -> int:
+    query = "SELECT pg_backend_pid()" if url.startswith("postgresql") else "SELECT CONNECTION_ID()"
+    return int(conn.execute(text(query)).scalar())
+
+
+def test_a_connection_opened_mid_step_is_held_to_what_is_left_of_the_step(
+    server_config, server_url
+):
+    # The server's own statement limit lives in the session: a reconnect after a
+    # terminated backend must not leave the rest of the step without one.
+    postgresql = server_url.startswith("postgresql")
+    show = "SHOW statement_timeout" if postgresql else "SELECT @@session.max_statement_time"
+    handle = open_target(server_config, "db")
+    try:
+        conn = handle.connect()
+        with step_deadline(conn, 30, "a test step"):
+            first = conn.execute(text(show)).scalar()
+            _kill_session(server_url, _own_session(conn, server_url))
+            with pytest.raises(DBAPIError):
+                conn.execute(text("SELECT 1")).scalar()
+            conn.rollback()
+            again = conn.execute(text(show)).scalar()
+        conn.close()
+        handle.engine.dispose()  # a new session, opened outside any step
+        fresh = handle.connect()
+        outside = fresh.execute(text(show)).scalar()
+        fresh.close()
+    finally:
+        handle.close()
+    if postgresql:
+        assert first == "30s"
+        assert again.endswith("ms") and 20_000 < int(again[:-2]) <= 30_000, again
+        assert outside == "0"  # outside a step, no statement limit is inherited
+    else:
+        assert float(first) == 30
+        assert 20 < float(again) <= 30, again
+        assert float(outside) == 0
+
+
+def test_a_run_lock_lost_with_its_session_is_taken_back_unless_another_took_it(
+    server_config, server_url
+):
+    handle = open_target(server_config, "db")
+    thief_handle = open_target(server_config, "db")
+    thief = None
+    try:
+        with handle.connect() as conn:
+            key = f"aishell:{database_identity(conn)}"
+        lock = handle.try_lock(key)
+        assert lock is not None
+        first = _lock_session(server_url, key)
+        assert first is not None
+        _kill_session(server_url, first)
+        assert lock.holds()  # free after the kill: taken again, on a new session
+        second = _lock_session(server_url, key)
+        assert second is not None and second != first
+        assert thief_handle.try_lock(key) is None
+        _kill_session(server_url, second)
+        thief = thief_handle.try_lock(key)
+        assert thief is not None
+        assert not lock.holds()  # another process holds it now
+        lock.release()
+    finally:
+        if thief is not None:
+            thief.release()
+        thief_handle.close()
+        handle.close()
+
+
+def test_a_run_whose_lock_another_process_took_stops_resumably_naming_it(
+    home, server_url, monkeypatch
+):
+    monkeypatch.setattr(stopping, "LOCK_CHECK_SECONDS", 0.0)
+    use_target(home, server_url)
+    config = slow_read_tool(home, idempotent=True)
+    handle = open_target(config, "db")
+    with handle.connect() as conn:
+        key = f"aishell:{database_identity(conn)}"
+    taken: list[Any] = []
+    stop = threading.Event()
+
+    def take_it_away() -> None:
+        # While the first step runs: the server ends the lock's session, and another
+        # process takes the lock before the run looks again.
+        while not stop.is_set():
+            busy = _slow_read_session(server_url) is not None
+            session = _lock_session(server_url, key) if busy else None
+            if session is not None:
+                _kill_session(server_url, session)
+                while not stop.is_set() and not taken:
+                    lock = handle.try_lock(key)
+                    if lock is not None:
+                        taken.append(lock)
+                return
+            time.sleep(0.05)
+
+    dialect = "postgresql" if server_url.startswith("postgresql") else "mysql"
+    plan = Plan(
+        "maintenance",
+        "db",
+        dialect,
+        {"type": "custom"},
+        (Step("s0", "long_count", {"floor": 1}), Step("s1", "long_count", {"floor": 2})),
+    )
+    thief = threading.Thread(target=take_it_away)
+    thief.start()
+    try:
+        result = commands.apply_plan(config, plan, approver=PreApproved())
+    finally:
+        stop.set()
+        thief.join(30)
+    try:
+        assert taken, "the lock was never taken away"
+        assert result.status == "interrupted", (result.status, result.error)
+        assert "lost the run lock on target 'db'" in (result.error or "")
+        assert [s.status for s in result.steps] == ["succeeded", "pending"]
+        locked = commands.resume_run(config, result.run_id, approver=PreApproved())
+        raise AssertionError(f"resumed while another process held the lock: {locked.status}")
+    except TargetLocked:
+        pass
+    finally:
+        for lock in taken:
+            lock.release()
+        handle.close()
+    resumed = commands.resume_run(config, result.run_id, approver=PreApproved())
+    assert resumed.status == "completed", resumed.error
+    assert [s.attempts for s in resumed.steps] == [1, 1]

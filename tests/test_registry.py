@@ -164,6 +164,15 @@ def test_a_write_is_accepted_at_its_least_risk_and_refused_below(tmp_path, sql, 
         load_registry([catalog(tmp_path, under, folder="under")])
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
+def test_a_handler_is_still_found_by_its_former_module(tmp_path, engine):
+    spec = {"handler": f"{engine}_maintenance.update_table_statistics"}
+    stats = tool(risk_level="low", implementations={engine: spec})
+    loaded = load_registry([catalog(tmp_path, stats)]).get("count_rows_here")
+    bundled = load_registry([bundled_catalog_dir()]).get("update_table_statistics")
+    assert loaded.implementation(engine) is bundled.implementation(engine)
+
+
 def test_missing_handler_is_refused(tmp_path):
     bad = tool(implementations={"sqlite": {"handler": "sqlite_maintenance.no_such_thing"}})
     with pytest.raises(CatalogError, match="has no handler 'no_such_thing'"):

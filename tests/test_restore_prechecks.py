@@ -17,12 +17,13 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
-import aishell.cli as cli_module
+import aishell.cli.output as cli_output
 from aishell import commands
 from aishell.approval import ApprovalRequest, Prompting
 from aishell.cli import cli
 from aishell.config import Config, load_config
-from aishell.handlers.backup import RESTORE_MARGIN, read_manifest, sha256_of
+from aishell.handlers.backup.manifest import read_manifest, sha256_of
+from aishell.handlers.backup.restore import RESTORE_MARGIN
 from tests.helpers import digest, one_step_plan, tmpfs
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
@@ -97,7 +98,7 @@ def assert_refused(
     assert done.steps[0].status == "failed"
     assert done.steps[0].error == line
     assert done.error == line
-    monkeypatch.setattr(cli_module, "make_approver", lambda *_a, **_k: recorder.approver)
+    monkeypatch.setattr(cli_output, "make_approver", lambda *_a, **_k: recorder.approver)
     flags = ["--replace"] if replace else []
     shown = CliRunner().invoke(cli, ["restore", str(backup_id), "--to", to, *flags, "--json"])
     assert shown.exit_code == 1, shown.output

@@ -22,17 +22,17 @@ from tests.conftest import REPO
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql
 
-# Holds the run lock of one target the way a run does (commands._lock), until killed.
+# Holds the run lock of one target the way a run does (take_run_lock), until killed.
 HOLDER = """
 import sys, time
 from aishell.config import load_config
 from aishell.state import StateStore
-from aishell import commands
+from aishell.commands.locks import take_run_lock
 from aishell.targets import open_target
 config = load_config()
 handle = open_target(config, sys.argv[1])
 with StateStore(config.state_url) as store:
-    lock = commands._lock(store, handle, sys.argv[1], sys.argv[2], "holder-run")
+    lock = take_run_lock(store, handle, sys.argv[1], sys.argv[2], "holder-run")
     print("held", flush=True)
     time.sleep(120)
 """
@@ -151,3 +151,30 @@ def test_a_copied_sqlite_file_is_another_database(home, demo_db, tmp_path):
         )
     finally:
         _stop(holder)
+
+
+def test_the_sqlite_lock_file_is_gone_after_a_run_and_still_excludes(home, demo_db):
+    config = use_target(home, f"sqlite:///{demo_db}")
+    before = set(demo_db.parent.iterdir())
+    assert commands.run_job(config, "maintenance", {"type": "quick"}).status == "completed"
+    assert not [p for p in set(demo_db.parent.iterdir()) - before if p.suffix == ".lock"]
+
+    # Let go and taken again, a lock still keeps a second taker out: the second
+    # locks the file that is there now, not the one its first holder removed.
+    handle = open_target(config, "db")
+    other = open_target(config, "db")
+    try:
+        key = f"aishell:{_identity(config, 'db')}"
+        first = handle.try_lock(key)
+        assert first is not None and other.try_lock(key) is None
+        first.release()
+        first.release()  # twice is once: it removes nobody else's file
+        second = other.try_lock(key)
+        assert second is not None and handle.try_lock(key) is None
+        [held] = [p for p in demo_db.parent.iterdir() if p.suffix == ".lock"]
+        assert held.exists()
+        second.release()
+        assert not held.exists()
+    finally:
+        handle.close()
+        other.close()

@@ -22,7 +22,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 
 from aishell import commands, scheduling
-from aishell.cli import cli, job_from_words
+from aishell.cli import cli
+from aishell.cli.schedules import job_from_words
 from aishell.config import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.state import StateStore
@@ -158,6 +159,8 @@ def test_metrics_of_the_last_runs_and_schedules(demo_db, config, home):
     assert f"{status} 1.0" in text
     purged = [line for line in text.splitlines() if line.startswith("aishell_last_run_rows_purged")]
     assert purged and float(purged[0].split()[-1]) > 0
+    # Only a run with a step that deletes rows has a count of them.
+    assert all('agent="log_cleanup"' in line for line in purged)
     assert 'aishell_schedule_next_run_time_seconds{schedule="quick"}' in text
     assert (home / "aishell.prom").read_text() == text
     result = CliRunner().invoke(cli, ["metrics"])

@@ -5,7 +5,8 @@
   code, from every command that opens it; nothing is half-written, and once the fault
   is gone the same store works.
 - The store is in WAL mode with synchronous=FULL, and its busy timeout is the config's.
-- Ctrl-D at the approval prompt is a no, recorded with the reason "end of input".
+- Ctrl-D at the prompt for a drafted plan declines the plan (at the approval prompt:
+  tests/test_terminal.py).
 - A state store on PostgreSQL takes its password from state.password_env; no password
   appears in state rows, errors or --json output, and every printed URL masks it.
 - tests/services.py: only a server that does not answer may skip a test.
@@ -34,9 +35,10 @@ from sqlalchemy.exc import ProgrammingError
 from aishell import commands
 from aishell.cli import cli
 from aishell.config import Config, load_config
-from aishell.errors import ConfigError, StateError
+from aishell.errors import EXIT_DENIED, ConfigError, StateError
 from aishell.state import StateStore
 from tests import services
+from tests.fake_ollama import Script, fake_ollama
 from tests.helpers import tmpfs
 from tests.test_cli import in_terminal, read_until
 
@@ -290,28 +292,28 @@ def test_a_missing_folder_is_named(home: Path, tmp_path: Path) -> None:
     one_error_line(invoke("runs", "list"), f"its folder {path.parent} does not exist")
 
 
-# --- Ctrl-D at the approval prompt ---------------------------------------------------------
+# --- Ctrl-D at the plan prompt ---------------------------------------------------------
 
 
-def test_end_of_input_at_the_prompt_is_a_no(home: Path, demo_db: Path) -> None:
-    strict(home)
-    args = ("run", "maintenance", "--type", "full", "--tables", "users")
-    with in_terminal(*args) as (proc, leader):
-        read_until(leader, "Run this step?")
-        os.write(leader, b"\x04")  # Ctrl-D: the terminal's end of input
-        rest = read_until(leader, "Run ")
-        code = proc.wait(timeout=60)
-    assert "internal error" not in rest and "Aborted" not in rest and "Traceback" not in rest
-    [run] = commands.list_runs(load_config(home=home))
-    shown = commands.show_run(load_config(home=home), run["run_id"])
-    denied = [s for s in shown["steps"] if s["status"] == "denied"]
-    assert denied, shown["steps"]
-    # Every step that needed a person is a recorded no, for this reason; nothing ran it.
-    assert [(a["decision"], a["how"], a["reason"]) for a in shown["approvals"]] == [
-        ("denied", "prompt", "end of input")
-    ] * len(denied)
-    assert "Run this step?" not in rest  # asked once: after the end of input, nobody is left
-    assert run["status"] == "completed_with_denials" and code == 4, (run, rest)
+def test_end_of_input_at_the_plan_prompt_declines_the_plan(home: Path, demo_db: Path) -> None:
+    answer = {
+        "agent": "maintenance",
+        "summary": "statistics",
+        "steps": [
+            {"tool": "update_table_statistics", "params": {"table": "users"}, "rationale": "asked"}
+        ],
+    }
+    with fake_ollama(Script(answers=[answer])) as host:
+        edit_main(home, planner={"llm": {"host": host, "model": "planner-test", "tries": 1}})
+        args = ("run", "maintenance", "--type", "quick", "--planner", "llm")
+        with in_terminal(*args) as (proc, leader):
+            read_until(leader, "Run this plan?")
+            os.write(leader, b"\x04")
+            rest = read_until(leader, "not run")
+            code = proc.wait(timeout=60)
+    assert "Aborted" not in rest and "Traceback" not in rest and "internal error" not in rest
+    assert code == EXIT_DENIED
+    assert commands.list_runs(load_config(home=home)) == []  # nothing started
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -444,7 +446,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("scratch", [services.scratch_postgresql, services.scratch_mysql])
-def test_an_unreachable_server_skips_or_fails_as_the_environment_says(
+def test_an_unreachable_server_fails_unless_skipping_was_asked_for(
     scratch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = closed_port()
@@ -453,9 +455,17 @@ def test_an_unreachable_server_skips_or_fails_as_the_environment_says(
         if scratch is services.scratch_postgresql
         else f"mysql+pymysql://root@127.0.0.1:{port}/test"
     )
+    # By default a missing server fails the test, naming the way to skip instead.
     monkeypatch.delenv("AISHELL_REQUIRE_SERVICES", raising=False)
+    monkeypatch.delenv("AISHELL_SKIP_SERVICES", raising=False)
+    failed = pytest.raises(pytest.fail.Exception, match="not reachable.*AISHELL_SKIP_SERVICES=1")
+    with failed, scratch(admin_url=admin):
+        pass
+    # Skipping is opt-in ...
+    monkeypatch.setenv("AISHELL_SKIP_SERVICES", "1")
     with pytest.raises(pytest.skip.Exception, match="not reachable"), scratch(admin_url=admin):
         pass
+    # ... and CI forbids it.
     monkeypatch.setenv("AISHELL_REQUIRE_SERVICES", "1")
     with pytest.raises(pytest.fail.Exception, match="not reachable"), scratch(admin_url=admin):
         pass

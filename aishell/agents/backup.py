@@ -54,68 +54,67 @@ class BackupAgent:
         """full: calculate_backup_size -> backup_database_full -> validate_backup;
         incremental: find_last_backup -> backup_database_incremental -> validate_backup
         (either with cleanup_old_backups last); drill: find_last_backup -> validate_backup."""
+        newest = "${step_0.output.backup_path}"
         if job["type"] == "drill":
             # A restore drill: the newest backup, restored into a scratch database.
-            return [
-                Step(
-                    step_id(0),
+            return _steps(
+                (
                     "find_last_backup",
                     {"verified_only": False},
                     "Find the newest backup of the target",
                 ),
-                Step(
-                    step_id(1),
+                (
                     "validate_backup",
-                    {"backup_path": "${step_0.output.backup_path}", "quick": False},
+                    {"backup_path": newest, "quick": False},
                     "Restore it into a scratch database and check every table's rows and contents",
                 ),
-            ]
+            )
+        work: list[tuple[str, dict[str, Any], str]]
         if job["type"] == "incremental":
-            steps = [
-                Step(
-                    step_id(0),
+            work = [
+                (
                     "find_last_backup",
                     {"verified_only": True},
                     "Find the newest verified backup to chain from",
                 ),
-                Step(
-                    step_id(1),
+                (
                     "backup_database_incremental",
-                    {"parent": "${step_0.output.backup_path}"},
+                    {"parent": newest},
                     "Back up the tables that changed since that backup",
                 ),
             ]
         else:
-            steps = [
-                Step(
-                    step_id(0),
+            work = [
+                (
                     "calculate_backup_size",
                     {},
                     "Estimate the backup's size and check the backup folder has room",
                 ),
-                Step(
-                    step_id(1),
+                (
                     "backup_database_full",
                     {},
                     "Take a full backup with a manifest of every table's row count",
                 ),
             ]
         if job.get("verify", True):
-            steps.append(
-                Step(
-                    step_id(2),
+            work.append(
+                (
                     "validate_backup",
                     {"backup_path": "${step_1.output.backup_path}", "quick": job["quick"]},
                     "Prove the backup restores: checksum, restore, rows and contents",
                 )
             )
         if job.get("cleanup"):
-            steps.append(
-                Step(
-                    step_id(len(steps)),
+            work.append(
+                (
                     "cleanup_old_backups",
                     {"retention_days": job["retention_days"], "keep_last": job["keep_last"]},
                     "Delete backups past retention, never the newest verified one",
                 )
             )
-        return steps
+        return _steps(*work)
+
+
+def _steps(*work: tuple[str, dict[str, Any], str]) -> list[Step]:
+    """Steps step_0, step_1, ... of (tool, params, rationale)."""
+    return [Step(step_id(i), tool, params, why) for i, (tool, params, why) in enumerate(work)]

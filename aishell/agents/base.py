@@ -20,7 +20,7 @@ class PlanningContext:
     defaults: AgentDefaults
     # How soon each table needs work (higher first), from the catalog.
     urgency: Mapping[str, float] = field(default_factory=dict)
-    purge: PurgeSettings = field(default_factory=PurgeSettings)
+    purge: PurgeSettings = field(default_factory=lambda: PurgeSettings())
 
 
 class Agent(Protocol):

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from aishell.agents.base import PlanningContext
 from aishell.catalog import check_column
 from aishell.config import MAX_RETENTION_DAYS, AgentConfig
-from aishell.cutoff import describe
+from aishell.cutoff import describe, indexes_of
 from aishell.errors import UsageError
 from aishell.handlers.purge import check_archive_table, walk_key
 from aishell.plan import Step, step_id
@@ -76,8 +76,9 @@ class LogCleanupAgent:
         """Refuse, before anything runs, a purge that cannot work on this table."""
         table = job["table"]
         check_column(conn, table, job["date_column"])
-        describe(conn, table, job["date_column"])
-        walk_key(conn, table)
+        indexes = indexes_of(conn, table)
+        describe(conn, table, job["date_column"], indexes)
+        walk_key(conn, table, indexes)
         if job.get("archive_table"):
             check_archive_table(conn, table, job["archive_table"])
         conn.rollback()
@@ -89,19 +90,21 @@ class LogCleanupAgent:
         return (
             f"Purge rows of table {job['table']} whose {job['date_column']} is older than "
             f"{job['retention_days']:g} days, in batches starting at {job['batch_size']} rows"
-            f"{keep}{limit}; count the rows before and after, and refresh statistics after "
-            "a large purge."
+            f"{keep}{limit}; estimate the rows before (from statistics or a sample, not a "
+            "count) and derive those after from the rows deleted, and refresh statistics "
+            "after a large purge."
         )
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
-        """count_table_rows -> delete_old_records -> count_table_rows, then after a large
-        purge update_table_statistics (on PostgreSQL a VACUUM (ANALYZE) instead)."""
+        """count_table_rows (an estimate) -> delete_old_records -> count_table_rows
+        (derived from the purge's count), then after a large purge
+        update_table_statistics (on PostgreSQL a VACUUM (ANALYZE) instead)."""
         table, column = job["table"], job["date_column"]
         purge: dict[str, Any] = {
             "table": table,
             "date_column": column,
             "retention_days": job["retention_days"],
-            # One cutoff for the whole run, from the server's clock at the first count;
+            # One cutoff for the whole run, from the server's clock at the first estimate;
             # a resumed run deletes exactly what the first attempt would have.
             "cutoff": "${step_0.output.cutoff}",
             "expected_rows": "${step_0.output.older_rows}",
@@ -116,8 +119,14 @@ class LogCleanupAgent:
             Step(
                 step_id(0),
                 "count_table_rows",
-                {"table": table, "date_column": column, "retention_days": job["retention_days"]},
-                f"Count the rows of {table}, and those older than {job['retention_days']:g} days",
+                {
+                    "table": table,
+                    "date_column": column,
+                    "retention_days": job["retention_days"],
+                    "estimate": True,
+                },
+                f"Estimate the rows of {table}, and those older than "
+                f"{job['retention_days']:g} days, without reading the table",
             ),
             Step(
                 step_id(1),
@@ -128,8 +137,16 @@ class LogCleanupAgent:
             Step(
                 step_id(2),
                 "count_table_rows",
-                {"table": table, "date_column": column, "cutoff": "${step_0.output.cutoff}"},
-                "Count again: no row older than the cutoff should be left",
+                {
+                    "table": table,
+                    "date_column": column,
+                    "cutoff": "${step_0.output.cutoff}",
+                    "estimate": True,
+                    "before": "${step_0.output}",
+                    "after_purge": "${step_1.output}",
+                },
+                "The rows left: the estimate less the rows the purge deleted; none older "
+                "than the cutoff once it walked the whole key range",
                 depends_on=(step_id(1),),
             ),
         ]

@@ -114,13 +114,18 @@ class MaintenanceAgent:
                         f"Rebuild indexes of {t} fragmented past {threshold:g}%",
                         t,
                     )
+                # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the
+                # statistics too (and its output counts them), so no ANALYZE follows.
+                analyzes = ctx.dialect == "postgresql"
                 add(
                     "optimize_table",
                     {"table": t, "fragmentation_threshold": threshold},
-                    f"Compact {t} and return free pages",
+                    f"Compact {t} and return free pages"
+                    + (", refreshing its planner statistics" if analyzes else ""),
                     t,
                 )
-                statistics(t)
+                if not analyzes:
+                    statistics(t)
         elif kind == "emergency":
             add(
                 "check_table_corruption",

@@ -1,17 +1,24 @@
-"""Python implementations of procedural tools, one module per family of tools."""
+"""Python implementations of procedural tools: a package per engine for the maintenance
+tools (aishell/handlers/postgresql, mysql, sqlite), a module per family for the rest."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any, NoReturn, TypeVar
 
-from aishell.registry import RiskLevel, ToolContext, fill_template
+from aishell.errors import StepSkipped
+from aishell.reportrule import ReportRule
+from aishell.risk import RiskLevel
+from aishell.toolcontext import ToolContext, fill_template
 
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]
 EstimateFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 CheckFn = Callable[[Mapping[str, Any], ToolContext], bool | None]
+# Makes the run of a handler that sums up other steps from the catalog's report rules.
+SummarizeFn = Callable[[Mapping[str, tuple[ReportRule, ...]]], RunFn]
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,10 @@ class Handler:
     # it starts); a tool using it can declare no less. `effect` says what that is.
     risk: RiskLevel = RiskLevel.SAFE
     effect: str = ""
+    # A handler that sums up a run's other steps (the maintenance report) counts each by
+    # what its tool contributes (the `report:` of the tool's definition): the registry
+    # makes its run_fn from the rules of the catalog it is loaded into.
+    summarize: SummarizeFn | None = None
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:
@@ -44,26 +55,22 @@ class Handler:
         """After a crash: is the step's effect in the database? None when it cannot tell."""
         return self.check_fn(params, ctx) if self.check_fn is not None else None
 
+    def in_catalog(self, rules: Mapping[str, tuple[ReportRule, ...]]) -> Handler:
+        """This handler as a catalog with these report rules (by tool name) runs it."""
+        if self.summarize is None:
+            return self
+        return replace(self, run_fn=self.summarize(rules))
 
-def cached(ctx: ToolContext, key: str, compute: Callable[[], Any]) -> Any:
+
+T = TypeVar("T")
+
+
+def cached(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
     """compute() once per step: render_sql, the estimate and run share its answer."""
     if key not in ctx.step_cache:
         ctx.step_cache[key] = compute()
-    return ctx.step_cache[key]
-
-
-def corruption_report(
-    tables: list[str], issues: list[dict[str, str]], **extra: Any
-) -> dict[str, Any]:
-    """check_table_corruption's output, the same on every dialect."""
-    corrupted = sorted({i["table"] for i in issues})
-    return {
-        "checked_tables": tables,
-        "corrupted_tables": corrupted,
-        "issues": issues[:200],
-        "ok": not corrupted,
-        **extra,
-    }
+    answer: T = ctx.step_cache[key]
+    return answer
 
 
 def each_table(statement: str) -> RenderFn:
@@ -76,3 +83,29 @@ def each_table(statement: str) -> RenderFn:
         return [statement.replace("{table}", ctx.quote(t)) for t in tables]
 
     return render
+
+
+def skip_table(table: str, reason: str, found: Mapping[str, Any] | None = None) -> NoReturn:
+    """End the step skipped: the server (or the file system) would not, or did not, do
+    its work on `table`. skipped_tables is what the report counts as not done; `found`,
+    what the step learned before."""
+    output = {
+        "table": table,
+        **(found or {}),
+        "skipped_tables": [{"table": table, "reason": reason}],
+    }
+    raise StepSkipped(reason, output)
+
+
+def former_module(*modules: ModuleType) -> Callable[[str], Handler]:
+    """The `__getattr__` of a module that once held these modules' handlers, so that a
+    site catalog's `handler: <former module>.<tool>` still finds them."""
+
+    def handler(name: str) -> Handler:
+        for module in modules:
+            found = getattr(module, name, None)
+            if isinstance(found, Handler):
+                return found
+        raise AttributeError(f"no handler {name!r}")
+
+    return handler

@@ -2,15 +2,22 @@
 and where each table's part of the file starts and ends.
 
 A MySQL/MariaDB backup's manifest takes its row counts and checksums from here, from the
-dump itself: the server cannot share the dump's snapshot with another session, so rows
+dump itself, read as it streams from the tool (the same pass writes the file and its
+sha256): the server cannot share the dump's snapshot with another session, so rows
 counted over SQL, however close in time, are other rows than the dump holds while the
 application writes.
 
 Rows are read from the dump's INSERT statements outside stored-program bodies (those sit
-between `DELIMITER ;;` and `DELIMITER ;`). The dump escapes newlines inside strings, so
-a statement's lines hold whole values. A table's checksum is the sum of its rows'
-sha256 (order-independent, in constant memory) over the rows as the dump prints them;
-a restored copy dumped by the same tool prints the same rows the same way.
+between `DELIMITER ;;` and `DELIMITER ;`). The dump escapes line breaks inside strings,
+so a statement's lines hold whole values; mariadb-dump puts each row of a statement on a
+line of its own, which are read a block at a time, without a step per row.
+
+A table's checksum is the sha256 of its rows in the order the dump prints them, each
+followed by ",\n" (so however the dump splits them into statements). A restored copy
+dumped by the same tool prints the same rows in the same order: the server scans a table
+in its key order (InnoDB), or in the order the rows were loaded. Backups made before
+this checksum carry none in their manifest (ROW_SUM): theirs is the sum of the sha256 of
+each row, read a row at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _NAME = rb"`((?:[^`]|``)+)`"
 _CREATE = re.compile(rb"CREATE TABLE " + _NAME + rb" \(")
@@ -35,24 +42,47 @@ _SECTION = re.compile(
 )
 _MODULUS = 1 << 256
 TABLE_SECTION = b"Table structure for table"
-METHOD = "sum of sha256 of each row as mariadb-dump prints it"
+# The checksum methods; a manifest names the one its checksums were made with.
+IN_ORDER = "sha256 of the rows in the order mariadb-dump prints them"
+ROW_SUM = "sum of sha256 of each row as mariadb-dump prints it"
+_ROW_END = b",\n"
+_STATEMENT_END = b";\n"
+CHUNK = 1 << 20
 
 
 @dataclass
 class TableRows:
+    method: str = IN_ORDER
     rows: int = 0
-    digest: int = 0
+    digest: int = 0  # ROW_SUM
+    _hash: Any = field(default_factory=hashlib.sha256)  # IN_ORDER
 
     @property
     def checksum(self) -> str:
-        return f"{self.digest:064x}"
+        return self._hash.hexdigest() if self.method == IN_ORDER else f"{self.digest:064x}"
 
     def add(self, values: bytes) -> None:
+        """The rows in part of a statement, one at a time."""
         for row in _ROW.finditer(values):
             self.rows += 1
-            self.digest = (
-                self.digest + int.from_bytes(hashlib.sha256(row.group()).digest(), "big")
-            ) % _MODULUS
+            if self.method == IN_ORDER:
+                self._hash.update(row.group() + _ROW_END)
+            else:
+                self.digest = (
+                    self.digest + int.from_bytes(hashlib.sha256(row.group()).digest(), "big")
+                ) % _MODULUS
+
+    def add_lines(self, stream: _Stream) -> None:
+        """A statement whose rows stand one on each line, read to its end a block at a
+        time: each line ends in ",\n", the last in ";\n" (a string cannot hold a line
+        break, so neither can occur inside one)."""
+        for block in stream.through(_STATEMENT_END):
+            self.rows += block.count(b"\n")
+            if block.endswith(_STATEMENT_END):
+                self._hash.update(memoryview(block)[: -len(_STATEMENT_END)])
+                self._hash.update(_ROW_END)
+            else:
+                self._hash.update(block)
 
 
 @dataclass
@@ -68,10 +98,14 @@ class Section:
 
 @dataclass
 class DumpFile:
+    method: str = IN_ORDER
     tables: dict[str, TableRows] = field(default_factory=dict)
     sections: list[Section] = field(default_factory=list)
     size: int = 0
     complete: bool = False
+
+    def table(self, name: bytes) -> TableRows:
+        return self.tables.setdefault(_unquote(name), TableRows(self.method))
 
     def counts(self) -> dict[str, int]:
         return {name: t.rows for name, t in sorted(self.tables.items())}
@@ -84,10 +118,61 @@ def _unquote(name: bytes) -> str:
     return name.replace(b"``", b"`").decode("utf-8", errors="surrogateescape")
 
 
-def read_dump(path: Path) -> DumpFile:
+class _Stream:
+    """Lines, and runs of bytes up to a marker, over a stream of chunks; with the offset
+    in the stream of what is read next."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+        self._at = 0
+        self._base = 0  # the offset of the buffer's first byte
+
+    @property
+    def offset(self) -> int:
+        return self._base + self._at
+
+    def _more(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self._base += self._at
+        self._buffer = self._buffer[self._at :] + chunk
+        self._at = 0
+        return True
+
+    def _take(self, end: int) -> bytes:
+        piece = self._buffer[self._at : end]
+        self._at = end
+        return piece
+
+    def line(self) -> bytes:
+        """The next line with its line break (the last may have none); b"" at the end."""
+        searched = 0
+        while (end := self._buffer.find(b"\n", self._at + searched)) < 0:
+            searched = len(self._buffer) - self._at
+            if not self._more():
+                return self._take(len(self._buffer))
+        return self._take(end + 1)
+
+    def through(self, marker: bytes) -> Iterator[bytes]:
+        """The bytes up to and including marker (or the end), in pieces as they come."""
+        while (end := self._buffer.find(marker, self._at)) < 0:
+            # What could be the start of the marker stays for the next search.
+            keep = max(self._at, len(self._buffer) - len(marker) + 1)
+            if keep > self._at:
+                yield self._take(keep)
+            if not self._more():
+                if self._at < len(self._buffer):
+                    yield self._take(len(self._buffer))
+                return
+        yield self._take(end + len(marker))
+
+
+def read_dump(path: Path, method: str = IN_ORDER) -> DumpFile:
     """Every table of a dump file with its rows and checksum, and the file's sections."""
     with path.open("rb") as handle:
-        return read_lines(handle)
+        return read_chunks(iter(lambda: handle.read(CHUNK), b""), method)
 
 
 # Lines that name a table, whose name may hold a line break: the dump then goes on
@@ -107,39 +192,33 @@ def _name_runs_on(body: bytes, start: int) -> bool:
         at = end + 2
 
 
-def _lines(lines: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]]:
-    """(text, offset, length) of each line, a line whose table name breaks joined with
-    the lines that finish the name."""
-    offset = 0
+def _line(stream: _Stream) -> tuple[bytes, int] | None:
+    """The next line without its line break, and its offset; a line whose table name
+    breaks is joined with the lines that finish the name."""
+    start = stream.offset
     held: bytes | None = None
-    held_at = 0
-    for line in lines:
+    while line := stream.line():
         body = line.rstrip(b"\r\n")
-        if held is None:
-            held_at = offset
-        else:
+        if held is not None:
             if held.startswith(b"-- ") and body.startswith(b"-- "):
                 body = body[3:]
             body = held + b"\n" + body
-        offset += len(line)
         head = next((h for h in _NAMING if body.startswith(h)), None)
-        if head is not None and _name_runs_on(body, len(head) - 1):
-            held = body
-            continue
-        held = None
-        yield body, held_at, offset - held_at
-    if held is not None:
-        yield held, held_at, offset - held_at
+        if head is None or not _name_runs_on(body, len(head) - 1):
+            return body, start
+        held = body
+    return (held, start) if held is not None else None
 
 
-def read_lines(lines: Iterable[bytes]) -> DumpFile:
-    dump = DumpFile()
-    offset = 0
+def read_chunks(chunks: Iterable[bytes], method: str = IN_ORDER) -> DumpFile:
+    """read_dump over the dump's bytes as they come, in chunks of any size."""
+    dump = DumpFile(method)
+    stream = _Stream(chunks)
     previous, previous_offset = b"", 0
     in_program = False
     inserting: TableRows | None = None
-    for body, start, length in _lines(lines):
-        offset = start
+    while (item := _line(stream)) is not None:
+        body, start = item
         if inserting is not None:
             inserting.add(body)
             if body.endswith(b";"):
@@ -151,14 +230,17 @@ def read_lines(lines: Iterable[bytes]) -> DumpFile:
         elif body.startswith(b"INSERT INTO `"):
             match = _INSERT.match(body)
             if match:
-                table = dump.tables.setdefault(_unquote(match.group(1)), TableRows())
-                table.add(body[match.end() :])
-                if not body.endswith(b";"):
-                    inserting = table
+                table = dump.table(match.group(1))
+                if match.end() == len(body) and method == IN_ORDER:
+                    table.add_lines(stream)  # a row on each line that follows
+                else:
+                    table.add(body[match.end() :])
+                    if not body.endswith(b";"):
+                        inserting = table
         elif body.startswith(b"CREATE TABLE `"):
             match = _CREATE.match(body)
             if match:
-                dump.tables.setdefault(_unquote(match.group(1)), TableRows())
+                dump.table(match.group(1))
         elif body.startswith(b"-- "):
             section = _SECTION.match(body)
             if section and previous == b"--":
@@ -172,10 +254,9 @@ def read_lines(lines: Iterable[bytes]) -> DumpFile:
             elif body.startswith(b"-- Dump completed"):
                 dump.complete = True
         previous, previous_offset = body, start
-        offset = start + length
-    dump.size = offset
+    dump.size = stream.offset
     if dump.sections:
-        dump.sections[-1].end = offset
+        dump.sections[-1].end = dump.size
     return dump
 
 

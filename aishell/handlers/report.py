@@ -5,6 +5,9 @@ Every count comes from what the steps report, never from what they were asked to
 a statistics update the server skipped is not counted, a table the corruption check
 could not check is listed as not checked with the reason, and `corruption_found` is
 true or false only when every table was checked (null otherwise).
+
+What a step adds is its tool's `report:` rule (aishell/reportrule.py), given by the
+catalog the report is loaded into: this module knows the report's sections, not the tools.
 """
 
 from __future__ import annotations
@@ -14,92 +17,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.errors import StepSkipped
-from aishell.handlers import Handler
-from aishell.registry import ToolContext
-
-# --- the corruption check's output, the same on every dialect -----------------------------
-
-
-def corruption_summary(
-    method: str, results: list[Mapping[str, Any]], **extra: Any
-) -> dict[str, Any]:
-    """One check's findings from its per-table results, each
-    {table, status: ok | corrupted | not checked, issues?, reason?}."""
-    checked = [r["table"] for r in results if r["status"] != "not checked"]
-    corrupted = sorted(r["table"] for r in results if r["status"] == "corrupted")
-    unchecked = [
-        {"table": r["table"], "reason": r["reason"]}
-        for r in results
-        if r["status"] == "not checked"
-    ]
-    reasons = list(dict.fromkeys(u["reason"] for u in unchecked))
-    found = True if corrupted else (None if unchecked else False)
-    return {
-        "method": method,
-        "checked_tables": checked,
-        "corrupted_tables": corrupted,
-        "unchecked_tables": unchecked,
-        "status_by_table": {r["table"]: r["status"] for r in results},
-        "issues": [
-            {"table": r["table"], "message": m} for r in results for m in r.get("issues") or []
-        ][:200],
-        "corruption_found": found,
-        # ok means checked and sound; a table that could not be checked is not ok.
-        "ok": found is False,
-        "not_checked": "; ".join(reasons[:3]) if reasons else None,
-        **extra,
-    }
-
-
-def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
-    """check_table_corruption's outcome: skipped when no table could be checked at all."""
-    if summary["checked_tables"] or summary["corrupted_tables"]:
-        return summary
-    reason = f"No table could be checked for corruption: {summary['not_checked']}"
-    raise StepSkipped(reason, summary)
-
-
-def corruption_advice(summary: Mapping[str, Any] | None, checker: str) -> list[str]:
-    """What the health analysis recommends after a corruption check (none: not asked for)."""
-    if summary is None:
-        return []
-    if summary["corrupted_tables"]:
-        return [
-            f"{checker} found damage in {', '.join(summary['corrupted_tables'])}; run the "
-            "emergency maintenance plan"
-        ]
-    if summary["unchecked_tables"]:
-        return [f"Corruption was not checked: {summary['not_checked']}"]
-    return []
-
-
-def integrity_line(summary: Mapping[str, Any] | None) -> str | None:
-    """The health analysis's one-line integrity verdict (None: not asked for)."""
-    if summary is None:
-        return None
-    if summary["corrupted_tables"]:
-        return f"corrupted: {', '.join(summary['corrupted_tables'])}"
-    if summary["unchecked_tables"]:
-        checked = len(summary["checked_tables"])
-        return (
-            f"not checked: {summary['not_checked']}"
-            if not checked
-            else f"ok in {checked} table(s); not checked in "
-            f"{len(summary['unchecked_tables'])}: {summary['not_checked']}"
-        )
-    return "ok"
-
-
-# --- the report -----------------------------------------------------------------------------
-
-_COUNTED = {
-    "rebuild_fragmented_indexes",
-    "update_table_statistics",
-    "optimize_table",
-    "vacuum_full_table",
-    "repair_corrupted_tables",
-}
+from aishell.handlers import Handler, RunFn
+from aishell.handlers.mysql.catalog import database_size as mysql_size
+from aishell.handlers.postgresql.catalog import database_size as postgresql_size
+from aishell.handlers.sqlite.catalog import database_size as sqlite_size
+from aishell.reportrule import ReportRule
+from aishell.toolcontext import ToolContext
 
 
 def summarize(
@@ -107,8 +30,10 @@ def summarize(
     tables: list[str],
     actions: list[Mapping[str, Any]],
     baseline: Mapping[str, Any] | None = None,
+    rules: Mapping[str, tuple[ReportRule, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Aggregate the outputs of a run's steps into the report's counters."""
+    """Aggregate the outputs of a run's steps into the report's counters, each step by
+    its tool's rule in `rules` (by tool name)."""
     report: dict[str, Any] = {
         "maintenance_type": maintenance_type,
         "actions_count": len(actions),
@@ -141,30 +66,38 @@ def summarize(
         report["skipped"] += [
             {"tool": tool, "table": s.get("table"), "reason": s.get("reason")} for s in declined
         ]
-        if tool in _COUNTED and declined and table in {s.get("table") for s in declined}:
+        adds = (rules or {}).get(tool, ()) if isinstance(tool, str) else ()
+        if declined and table in {s.get("table") for s in declined}:
             continue  # the server did not do this step's work
-        if tool == "rebuild_fragmented_indexes":
-            report["indexes_rebuilt"] += int(output.get("indexes_rebuilt", 0))
-        elif tool == "update_table_statistics":
-            report["statistics_updated"] += 1
-        elif tool in ("optimize_table", "vacuum_full_table") and output.get("vacuumed"):
-            report["tables_optimized"] += 1
-        elif tool == "check_table_corruption":
-            checks.append(output)
-        elif tool == "repair_corrupted_tables":
-            report["repaired_tables"] = list(output.get("repaired_tables") or [])
-        elif tool == "analyze_table_fragmentation" and table:
-            report["fragmentation"][table] = {
-                "fragmentation_percent": output.get("fragmentation_percent"),
-                "free_space_percent": output.get("free_space_percent"),
-                "recommendation": output.get("recommendation"),
-            }
+        for rule in adds:
+            _add(rule, report, checks, table, output)
     for table in tables:
         if table not in report["tables_processed"]:
             report["tables_processed"].append(table)
     if checks:
         _merge_checks(report, checks)
     return report
+
+
+def _add(
+    rule: ReportRule,
+    report: dict[str, Any],
+    checks: list[Mapping[str, Any]],
+    table: str | None,
+    output: Mapping[str, Any],
+) -> None:
+    """What one step's output adds to its section of the report, by its tool's rule."""
+    if rule.when is not None and not output.get(rule.when):
+        return
+    if rule.action == "add":
+        report[rule.section] += int(output.get(rule.source, 0)) if rule.source else 1
+    elif rule.action == "set":
+        report[rule.section] = list(output.get(rule.source or "") or [])
+    elif rule.action == "per_table":
+        if table:
+            report[rule.section][table] = {f: output.get(f) for f in rule.fields}
+    else:  # merge: the checks are merged per table once every step is seen
+        checks.append(output)
 
 
 def _merge_checks(report: dict[str, Any], checks: list[Mapping[str, Any]]) -> None:
@@ -201,21 +134,31 @@ def database_size(conn: Connection) -> dict[str, Any]:
     """The database's size now, measured as the health analysis measured the baseline."""
     name = conn.dialect.name
     if name == "postgresql":
-        from aishell.handlers.postgresql_maintenance import database_size as measure
-    elif name in ("mysql", "mariadb"):
-        from aishell.handlers.mysql_maintenance import database_size as measure
-    else:
-        from aishell.handlers.sqlite_maintenance import database_size as measure
-    return measure(conn)
+        return postgresql_size(conn)
+    if name in ("mysql", "mariadb"):
+        return mysql_size(conn)
+    return sqlite_size(conn)
 
 
-def _report(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def summarizer(rules: Mapping[str, tuple[ReportRule, ...]]) -> RunFn:
+    """The report's run, adding up each step by its tool's rule in `rules`."""
+
+    def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        return _report(params, ctx, rules)
+
+    return run
+
+
+def _report(
+    params: Mapping[str, Any], ctx: ToolContext, rules: Mapping[str, tuple[ReportRule, ...]]
+) -> dict[str, Any]:
     baseline = params.get("baseline") or {}
     report = summarize(
         params["maintenance_type"],
         list(params.get("tables") or []),
         params.get("actions") or [],
         baseline,
+        rules,
     )
     after = database_size(ctx.connection)
     before = baseline.get("database_size_bytes")
@@ -274,13 +217,18 @@ def _summary_line(kind: str, report: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# Outside a catalog (no rules) the report counts nothing but what was skipped or not run;
+# the registry binds each catalog's rules (Handler.in_catalog).
 generate_maintenance_report = Handler(
     sql_templates=("PRAGMA page_size", "PRAGMA page_count", "PRAGMA freelist_count"),
-    run_fn=_report,
+    run_fn=summarizer({}),
+    summarize=summarizer,
 )
 # The same aggregation on the servers, measuring the database's size with their catalogs.
 generate_maintenance_report_postgresql = Handler(
-    sql_templates=("SELECT pg_database_size(current_database())",), run_fn=_report
+    sql_templates=("SELECT pg_database_size(current_database())",),
+    run_fn=summarizer({}),
+    summarize=summarizer,
 )
 generate_maintenance_report_mysql = Handler(
     sql_templates=(
@@ -288,5 +236,6 @@ generate_maintenance_report_mysql = Handler(
         "information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
         "SELECT NAME, FILE_SIZE FROM information_schema.INNODB_SYS_TABLESPACES",
     ),
-    run_fn=_report,
+    run_fn=summarizer({}),
+    summarize=summarizer,
 )

@@ -57,16 +57,9 @@ class LlmPlanner:
             self.registry,
         )
         about = {"planner": "llm", "model": self.settings.model, "request": request.text}
-        if self.store is not None:
-            cached = self.store.cached_plan(key)
-            if cached is not None:
-                vetted = self._vet(cached, request)
-                if vetted.accepted and vetted.agent is not None:
-                    return Draft(
-                        vetted.agent,
-                        vetted.steps,
-                        {**about, "cached": True, "summary": vetted.summary, "drafts": 0},
-                    )
+        cached = self._cached(key, request, about)
+        if cached is not None:
+            return cached
         chat = self._chat_factory(self.settings)
         try:
             self._notice(f"Reaching the model {self.settings.model} at {shown_host(chat.host)}")
@@ -87,16 +80,8 @@ class LlmPlanner:
                     f"The model {self.settings.model} is drafting a plan "
                     f"(draft {attempt} of at most {self.settings.tries})"
                 )
-                needed = tokens_needed(conversation)
-                if needed > self.settings.context_tokens and rejected:
+                if not self._fits(conversation, first=not rejected):
                     break  # no room to send the reasons back: the drafts so far stand
-                if needed > self.settings.context_tokens:
-                    # Ollama would drop the start of the prompt (the rules) to make it fit.
-                    raise PlannerUnavailable(
-                        f"The request needs about {needed} tokens of context, more than "
-                        f"planner.llm.context_tokens ({self.settings.context_tokens}); raise "
-                        "it (the model must support it) or name fewer tables"
-                    )
                 content = chat.chat(conversation, schema)
                 answer, vetted = self._read(content, request)
                 if vetted.accepted and vetted.agent is not None:
@@ -131,6 +116,32 @@ class LlmPlanner:
             f"The model {self.settings.model!r} drafted {len(rejected)} plan(s) and each "
             f"failed validation; the last because: {'; '.join(rejected[-1])}",
             rejected,
+        )
+
+    def _cached(self, key: str, request: DraftRequest, about: dict[str, Any]) -> Draft | None:
+        """A plan drafted before for the same request, catalog and tools, if it still
+        passes every check."""
+        cached = self.store.cached_plan(key) if self.store is not None else None
+        if cached is None:
+            return None
+        vetted = self._vet(cached, request)
+        if not vetted.accepted or vetted.agent is None:
+            return None
+        facts = {**about, "cached": True, "summary": vetted.summary, "drafts": 0}
+        return Draft(vetted.agent, vetted.steps, facts)
+
+    def _fits(self, conversation: list[dict[str, str]], *, first: bool) -> bool:
+        """Whether the conversation fits the model's context. The first draft must:
+        Ollama would drop the start of the prompt (the rules) to make it fit."""
+        needed = tokens_needed(conversation)
+        if needed <= self.settings.context_tokens:
+            return True
+        if not first:
+            return False
+        raise PlannerUnavailable(
+            f"The request needs about {needed} tokens of context, more than "
+            f"planner.llm.context_tokens ({self.settings.context_tokens}); raise "
+            "it (the model must support it) or name fewer tables"
         )
 
     def _read(self, content: str, request: DraftRequest) -> tuple[Any, Vetted]:

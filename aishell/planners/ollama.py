@@ -59,7 +59,7 @@ class OllamaChat:
         self._sleep = sleep
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]  # ollama leaves it untyped
 
     def models(self) -> list[str]:
         """The models the server has, by name."""

@@ -18,7 +18,7 @@ from typing import Any
 from aishell import schema
 from aishell.errors import ToolNotFound
 from aishell.plan import Plan, Step, step_id, validate_plan
-from aishell.registry import Registry
+from aishell.registry import Registry, ToolDefinition
 from aishell.substitution import find_references
 
 PLAN_KEYS = ("agent", "summary", "steps")
@@ -195,7 +195,7 @@ def _step(index: int, raw: Any) -> tuple[Step | None, list[str]]:
         problems.append(f"{where}: 'condition' must be a ${{step_N.output.key}} reference")
     if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
         problems.append(f"{where}: 'depends_on' must be a list of step ids")
-    if problems:
+    if problems or not isinstance(tool, str):
         return None, problems
     return (
         Step(
@@ -219,7 +219,16 @@ def _step_content(
         tool = registry.get(step.tool)
     except ToolNotFound:
         return []  # already reported
-    problems: list[str] = []
+    return [
+        *_sql_in_params(step, where),
+        *_names_not_in_catalog(step, tool, catalog, where),
+        *_paths_outside(step, tool, catalog, where),
+        *_unknown_outputs(step, steps, registry, where),
+    ]
+
+
+def _sql_in_params(step: Step, where: str) -> list[str]:
+    problems = []
     for name, text in _strings(step.params):
         if [r.text for r in find_references(text)] == [text]:
             continue  # one whole reference: its value is checked when it is resolved
@@ -229,9 +238,16 @@ def _step_content(
                 f"{where}: parameter '{name}' holds SQL ({why}): {_clip(text)}; "
                 "tools take names and values, never statements"
             )
-    identifiers = schema.identifier_params(tool.params)
+    return problems
+
+
+def _names_not_in_catalog(
+    step: Step, tool: ToolDefinition, catalog: CatalogView, where: str
+) -> list[str]:
+    """Each identifier param's table or column, as a catalog name or one whole reference."""
+    problems = []
     table_param = step.params.get("table")
-    for name, (kind, is_list) in identifiers.items():
+    for name, (kind, is_list) in schema.identifier_params(tool.params).items():
         if name not in step.params:
             continue
         values = step.params[name] if is_list else [step.params[name]]
@@ -268,6 +284,11 @@ def _step_content(
                     f"{where}: table {table_param!r} has no column {value!r} "
                     f"(columns: {_listing(catalog.columns_of(table_param))})"
                 )
+    return problems
+
+
+def _paths_outside(step: Step, tool: ToolDefinition, catalog: CatalogView, where: str) -> list[str]:
+    problems = []
     for name, mode in schema.path_params(tool.params).items():
         value = step.params.get(name)
         if not isinstance(value, str) or find_references(value) or not catalog.folders:
@@ -277,6 +298,12 @@ def _step_content(
                 f"{where}: parameter '{name}' ({mode}s a file) must be an absolute path "
                 f"under {' or '.join(str(f) for f in catalog.folders)}, not {_clip(value)}"
             )
+    return problems
+
+
+def _unknown_outputs(step: Step, steps: list[Step], registry: Registry, where: str) -> list[str]:
+    """References to an output key the earlier step's tool does not return."""
+    problems = []
     by_id = {s.id: s for s in steps}
     for ref in find_references([step.params, step.condition]):
         source = by_id.get(ref.step_id)

@@ -1,0 +1,74 @@
+"""`aishell backups` (the backup catalog) and `aishell restore` (a verified backup
+into a target)."""
+
+from __future__ import annotations
+
+import click
+
+from aishell import commands, render
+from aishell.cli.completion import complete_target
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import approval_options, json_option
+from aishell.cli.output import emit_json, run_and_render
+
+
+@click.command("restore")
+@click.argument("backup_id", type=int)
+@click.option("--to", "to", required=True, help="Target to restore into.")
+@click.option("--replace", is_flag=True, help="Replace what the target holds.")
+@approval_options
+@json_option
+@pass_state
+@click.pass_context
+def restore_command(
+    ctx: click.Context,
+    state: State,
+    backup_id: int,
+    to: str,
+    replace: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    as_json: bool,
+) -> None:
+    """Restore a verified backup into a target (critical: a person approves it)."""
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer, _review: commands.restore(
+            state.config, backup_id, to, replace=replace, approver=approver, observer=observer
+        ),
+    )
+
+
+@click.group(cls=AishellGroup)
+def backups() -> None:
+    """The backup catalog in the state store."""
+
+
+@backups.command("list")
+@click.option("--target", shell_complete=complete_target, help="Only this target's backups.")
+@json_option
+@pass_state
+def backups_list(state: State, target: str | None, as_json: bool) -> None:
+    """List backups, newest first, and whether each was proven restorable."""
+    catalog = commands.backup_catalog(state.config, target)
+    if as_json:
+        emit_json(catalog)
+    else:
+        rows, freshness = catalog["backups"], catalog["newest_restorable"]
+        render.backups_table(render.console(False), rows, freshness)
+
+
+@backups.command("show")
+@click.argument("backup_id", type=int)
+@json_option
+@pass_state
+def backups_show(state: State, backup_id: int, as_json: bool) -> None:
+    """Show one backup: its manifest and the result of its validation."""
+    data = commands.show_backup(state.config, backup_id)
+    if as_json:
+        emit_json(data)
+    else:
+        render.backup_detail(render.console(False), data)

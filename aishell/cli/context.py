@@ -1,0 +1,85 @@
+"""What every command shares: the top-level options (State), and the group class that
+turns errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from aishell.errors import EXIT_FAILED, AishellError
+from aishell.terminal import printable
+
+if TYPE_CHECKING:
+    from aishell.config import Config
+
+
+class AishellGroup(click.Group):
+    """Turns domain errors into one line and an exit code; tracebacks only with --debug.
+    With --json the error is one JSON object on stdout instead: {"error": {"code",
+    "message", "exit_code"}}, the code a stable name of the kind of error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if "--json" in ctx.args:
+            # Also for an error in parsing the options, before --json itself is read.
+            ctx.meta["aishell.json"] = True
+        try:
+            return super().invoke(ctx)
+        except AishellError as exc:
+            _debug(ctx)
+            _report(ctx, error_code(exc), printable(exc), exc.exit_code)
+        except click.ClickException as exc:
+            if not ctx.meta.get("aishell.json"):
+                raise
+            _report(ctx, "usage_error", printable(exc.format_message()), exc.exit_code)
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a defect: still one line, the traceback on request
+            _debug(ctx)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = f"internal error ({type(exc).__name__}: {printable(first)})"
+            hint = "; run with --debug for the traceback"
+            _report(ctx, "internal_error", message, EXIT_FAILED, hint)
+
+
+def error_code(exc: AishellError) -> str:
+    """The kind of error, as scripts match it: TargetLocked is target_locked."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def _debug(ctx: click.Context) -> None:
+    if ctx.find_root().params.get("debug"):
+        traceback.print_exc()
+
+
+def _report(ctx: click.Context, code: str, message: str, exit_code: int, hint: str = "") -> None:
+    if ctx.meta.get("aishell.json"):
+        error = {"code": code, "message": message, "exit_code": exit_code}
+        click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
+    else:
+        click.echo(f"Error: {message}{hint}", err=True)
+    ctx.exit(exit_code)
+
+
+class State:
+    """Options of the top-level command, shared by every subcommand."""
+
+    def __init__(self, config_path: str | None, home: str | None, debug: bool) -> None:
+        self.config_path, self.home, self.debug = config_path, home, debug
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            # Here, not at the top: the config's models (pydantic) are for the commands
+            # that read it, not for --help.
+            from aishell.config import load_config
+
+            self._config = load_config(self.config_path, self.home)
+        return self._config
+
+
+pass_state = click.make_pass_decorator(State)

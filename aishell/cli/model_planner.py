@@ -1,0 +1,96 @@
+"""The model planner: `aishell ask` (a request in plain words) and `aishell planner`
+(is the model reachable, and its cache of drafted plans)."""
+
+from __future__ import annotations
+
+import click
+
+from aishell import commands
+from aishell.cli.completion import complete_target, target_option
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import approval_options, force_option, json_option, safety_level_option
+from aishell.cli.output import emit_json, run_and_render
+
+
+@click.command()
+@click.argument("request", nargs=-1, required=True)
+@target_option
+@click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
+@approval_options
+@safety_level_option
+@force_option
+@json_option
+@pass_state
+@click.pass_context
+def ask(
+    ctx: click.Context,
+    state: State,
+    request: tuple[str, ...],
+    target: str | None,
+    dry_run: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Ask in plain words, e.g. aishell ask "purge audit_log rows older than 90 days".
+
+    The model (planner.llm in config, through Ollama) picks the agent and drafts a
+    plan; the validator checks it, the preview is shown, and it runs with approvals
+    as usual. A request whose drafts all fail validation is refused with the reasons.
+    """
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer, review: commands.ask(
+            state.config,
+            " ".join(request),
+            target,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+            review=review,
+        ),
+    )
+
+
+@click.group(cls=AishellGroup)
+def planner() -> None:
+    """The model planner: is it reachable, and its cache of drafted plans."""
+
+
+@planner.command("check")
+@json_option
+@pass_state
+def planner_check(state: State, as_json: bool) -> None:
+    """Check that the Ollama server answers and has the configured model."""
+    found = commands.check_planner(state.config)
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(
+        f"Ollama at {found['host']} ({found['host_from']}) has the model {found['model']}; "
+        f"the default planner is {found['default_planner']}."
+    )
+
+
+@planner.command("forget")
+@click.option(
+    "--target",
+    shell_complete=complete_target,
+    help="Only this target's drafts (default: every target's).",
+)
+@json_option
+@pass_state
+def planner_forget(state: State, target: str | None, as_json: bool) -> None:
+    """Drop cached drafts, so the next request asks the model again."""
+    dropped = commands.forget_drafts(state.config, target)
+    if as_json:
+        emit_json({"forgotten": dropped})
+    else:
+        click.echo(f"Forgot {dropped} cached plan(s).")

@@ -1,0 +1,225 @@
+"""Options and parameter types more than one command takes, so each is written once and
+reads the same in every command's help."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aishell.bounds import MAX_BATCH_MS, MAX_RETENTION_DAYS, MAX_RUN_TIME_SECONDS, MAX_SLEEP_MS
+from aishell.cli.completion import target_option
+from aishell.errors import UsageError
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def stacked(options: Sequence[Decorator]) -> Decorator:
+    """One decorator applying `options` in the order listed (as they show in --help)."""
+
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    # The group that reports errors reads it: with --json, an error is JSON too.
+    if value:
+        ctx.meta["aishell.json"] = True
+    return value
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=_remember_json,
+        help="Print one JSON object on stdout, errors included.",
+    )(f)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses NaN and infinity (NaN compares false with every
+    limit, so a range alone lets it through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class Duration(click.ParamType[float]):
+    """Seconds, or a number with s, m, h or d (as pt-archiver's --run-time)."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, most: float = MAX_RUN_TIME_SECONDS) -> None:
+        self.most = most
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            unit = self._UNITS.get(text[-1:], None)
+            number = text[:-1].strip() if unit else text
+            try:
+                seconds = float(number) * (unit or 1)
+            except ValueError:
+                self.fail(f"{value!r} is not a duration such as 90, 90s, 30m, 2h or 1d", param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite duration", param, ctx)
+        if seconds < 1:
+            self.fail(f"{value!r} is under a second", param, ctx)
+        if seconds > self.most:
+            self.fail(f"{value!r} is over the limit of {self.most / 86400:g} days", param, ctx)
+        return seconds
+
+
+class ArchiveTo(click.ParamType[str]):
+    """`file:PATH` or `table:NAME`; the kind is said, never guessed from the text."""
+
+    name = "archive"
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        return "file:PATH|table:NAME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        # Here, not at the top: the purge agent imports SQLAlchemy, which --help must
+        # not pay for.
+        from aishell.agents.log_cleanup import ARCHIVE_FORMS, parse_archive_to
+
+        try:
+            kind, where = parse_archive_to(value)
+        except UsageError:
+            self.fail(f"{value!r}: give {ARCHIVE_FORMS}", param, ctx)
+        # A file is fixed relative to where the command was typed, not where a
+        # scheduler later runs it.
+        return f"{kind}:{where}"
+
+
+maintenance_options = stacked(
+    [
+        click.option(
+            "--type",
+            "kind",
+            type=click.Choice(["quick", "standard", "full", "emergency"]),
+            default="standard",
+            show_default=True,
+            help="quick: statistics; standard: + fragmentation; full: + rebuild and "
+            "compact; emergency: corruption check and repair.",
+        ),
+        target_option,
+        click.option("--tables", help="Comma-separated tables (default: every user table)."),
+        click.option(
+            "--no-rebuild-indexes", is_flag=True, help="Leave indexes alone in a full run."
+        ),
+    ]
+)
+
+log_cleanup_options = stacked(
+    [
+        click.option("--table", required=True, help="Table to purge."),
+        click.option("--date-column", help="Column holding each row's date (default from config)."),
+        click.option(
+            "--retention-days",
+            type=FiniteFloat(0, MAX_RETENTION_DAYS),
+            help="Keep rows younger than this (default from config).",
+        ),
+        click.option(
+            "--batch-size", type=click.IntRange(1, 1_000_000), help="Rows in the first batch."
+        ),
+        click.option(
+            "--max-batch-size",
+            type=click.IntRange(1, 1_000_000),
+            help="Never more rows (keys) in one batch.",
+        ),
+        click.option(
+            "--max-batch-ms",
+            type=FiniteFloat(1, MAX_BATCH_MS),
+            help="Size batches to take about this long.",
+        ),
+        click.option(
+            "--sleep-ms", type=FiniteFloat(0, MAX_SLEEP_MS), help="Pause between batches."
+        ),
+        click.option(
+            "--max-rows",
+            type=click.IntRange(min=1),
+            help="Stop after this many rows; the next run goes on.",
+        ),
+        click.option("--run-time", type=Duration(), help="Stop after this long (90s, 30m, 2h)."),
+        click.option(
+            "--archive-to",
+            type=ArchiveTo(),
+            help="Copy rows here before deleting them: file:PATH (a JSON lines file) or "
+            "table:NAME (an existing table with the same columns).",
+        ),
+        target_option,
+    ]
+)
+
+planner_option = click.option(
+    "--planner",
+    type=click.Choice(["rules", "llm"]),
+    help="Who drafts the plan: the agent's rules, or the model through Ollama "
+    "(default: planner.default in config). A drafted plan is validated and shown first.",
+)
+
+safety_level_option = click.option(
+    "--safety-level",
+    type=click.Choice(["strict", "moderate", "permissive"]),
+    help="Override the agent's safety level for this run (loosening production needs --force).",
+)
+
+force_option = click.option(
+    "--force", is_flag=True, help="Allow loosening a production target's safety level."
+)
+
+plan_out_option = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Save the plan, signed with this home's key, for `aishell apply`.",
+)
+
+every_step_option = click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Show every step of a long plan (over 50 steps, alike steps share one line).",
+)
+
+approval_options = stacked(
+    [
+        click.option(
+            "--yes", "-y", is_flag=True, help="Approve steps up to high risk (not critical)."
+        ),
+        click.option(
+            "--approve-up-to",
+            type=click.Choice(["safe", "low", "medium", "high"]),
+            help="Approve steps up to this risk; critical steps always need a person.",
+        ),
+        click.option(
+            "--non-interactive",
+            is_flag=True,
+            help="Never prompt; steps needing approval leave the run waiting_approval.",
+        ),
+    ]
+)
+
+
+def max_run_time_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--max-run-time",
+        type=Duration(),
+        help="Stop the run after this long (90s, 30m, 2h), planning included; it ends "
+        "interrupted and `aishell resume` goes on (default: max_run_seconds in config).",
+    )(f)

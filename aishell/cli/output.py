@@ -1,0 +1,107 @@
+"""How commands answer: JSON on stdout, or a run shown live and summed up, and the exit
+code a run's status maps to."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from aishell import commands, render
+from aishell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_WAITING_APPROVAL
+
+if TYPE_CHECKING:
+    from aishell.approval import Approver
+    from aishell.executor import RunResult
+
+RUN_EXIT = {
+    "completed": 0,
+    "failed": EXIT_FAILED,
+    "waiting_approval": EXIT_WAITING_APPROVAL,
+    "out_of_window": EXIT_WAITING_APPROVAL,
+    "completed_with_denials": EXIT_DENIED,
+    "denied": EXIT_DENIED,
+    "aborted": EXIT_DENIED,
+    "interrupted": EXIT_DENIED,
+}
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def make_approver(
+    console: Any, yes: bool, approve_up_to: str | None, non_interactive: bool
+) -> Approver:
+    """The approver for these flags, prompting on `console` when it may prompt."""
+    # Here, not at the top: the approval rules import the policy and SQLAlchemy.
+    from aishell.approval import choose_approver
+
+    return choose_approver(
+        yes,
+        approve_up_to,
+        non_interactive,
+        at_terminal=not non_interactive and sys.stdin.isatty(),
+        ask=lambda request: render.approval_prompt(console, request),
+    )
+
+
+class PlanReviewer:
+    """Shows a drafted plan before it runs; at a terminal, unless approval flags were
+    given, asks whether to run it at all."""
+
+    def __init__(self, console: Any, as_json: bool, approval: dict[str, Any]) -> None:
+        self.console, self.as_json = console, as_json
+        self.confirm = sys.stdin.isatty() and not any(approval.values())
+        self.preview: commands.PlanPreview | None = None
+
+    def __call__(self, preview: commands.PlanPreview) -> bool:
+        self.preview = preview
+        render.plan_preview(self.console, preview)
+        render.plan_warnings(self.console, preview.plan.warnings)
+        if not self.confirm:
+            return True
+        try:
+            return click.confirm("Run this plan?", default=False, err=self.as_json)
+        except click.Abort as exc:
+            # Ctrl-D is an answer, and it is no (PlanDeclined); Ctrl-C stays an interruption.
+            if isinstance(exc.__context__, EOFError):
+                return False
+            raise
+
+
+def run_and_render(
+    ctx: click.Context,
+    as_json: bool,
+    approval: dict[str, Any],
+    start: Callable[[Approver, Any, PlanReviewer], RunResult],
+) -> None:
+    """Start a run with a progress display, print its summary, exit with its status.
+
+    `approval` holds the approval flags (yes, approve_up_to, non_interactive). A plan
+    a model drafted is shown to the reviewer before it runs.
+    """
+    console = render.console(as_json)
+    approver = make_approver(console, **approval)
+    reviewer = PlanReviewer(console, as_json, approval)
+    with render.StepProgress(console) as observer:
+        result = start(approver, observer, reviewer)
+    shown = reviewer.preview.to_dict() if reviewer.preview is not None else None
+    finish_run(ctx, console, result, as_json, preview=shown)
+
+
+def finish_run(
+    ctx: click.Context,
+    console: Any,
+    result: RunResult,
+    as_json: bool,
+    preview: dict[str, Any] | None = None,
+) -> None:
+    """Print a finished run (JSON, then the summary) and exit with its status's code."""
+    if as_json:
+        emit_json({**result.to_dict(), "preview": preview} if preview else result.to_dict())
+    render.run_summary(console, result)
+    ctx.exit(RUN_EXIT.get(result.status, EXIT_FAILED))

@@ -1,0 +1,153 @@
+"""Commands on runs already started: list and show them, approve or deny their waiting
+steps, stop them, resume them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aishell import commands, render
+from aishell.cli.completion import run_id_argument
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import approval_options, json_option, max_run_time_option
+from aishell.cli.output import emit_json, run_and_render
+from aishell.executor import RUN_STATUSES
+
+
+@click.group(cls=AishellGroup)
+def runs() -> None:
+    """Look at past and current runs in the state store."""
+
+
+@runs.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs with this status.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@pass_state
+def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    rows = commands.list_runs(state.config, status=status, limit=limit)
+    if as_json:
+        emit_json({"runs": rows})
+    else:
+        render.runs_table(render.console(False), rows)
+
+
+@runs.command("show")
+@run_id_argument
+@click.option("--sql", "with_sql", is_flag=True, help="Also list every statement the run sent.")
+@json_option
+@pass_state
+def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
+    """Show one run: its steps, their params, outputs and errors, and approvals."""
+    data = commands.show_run(state.config, run_id, with_sql=with_sql)
+    if as_json:
+        emit_json(data)
+    else:
+        console = render.console(False)
+        render.run_detail(console, data)
+        if with_sql:
+            render.statements(console, data["statements"])
+
+
+@click.command()
+@run_id_argument
+@approval_options
+@max_run_time_option
+@json_option
+@pass_state
+@click.pass_context
+def resume(
+    ctx: click.Context,
+    state: State,
+    run_id: str,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    max_run_time: float | None,
+    as_json: bool,
+) -> None:
+    """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
+    run_and_render(
+        ctx,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        lambda approver, observer, _review: commands.resume_run(
+            state.config,
+            run_id,
+            approver=approver,
+            observer=observer,
+            max_run_seconds=max_run_time,
+        ),
+    )
+
+
+@click.command()
+@run_id_argument
+@click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
+@click.option("--reason", help="Why; recorded with the decision.")
+@click.option(
+    "--mark-done",
+    is_flag=True,
+    help="The step's effect is there (checked by you): record it as succeeded.",
+)
+@click.option("--skip", is_flag=True, help="Leave the step out of the run.")
+@json_option
+@pass_state
+def approve(
+    state: State,
+    run_id: str,
+    step: int | None,
+    reason: str | None,
+    mark_done: bool,
+    skip: bool,
+    as_json: bool,
+) -> None:
+    """Approve the steps of a run that wait for a person; then `aishell resume RUN_ID`."""
+    if mark_done and skip:
+        raise click.UsageError("--mark-done and --skip exclude each other")
+    decision = "succeeded" if mark_done else "skipped" if skip else "approved"
+    report_decision(commands.decide_steps(state.config, run_id, decision, step, reason), as_json)
+
+
+@click.command()
+@run_id_argument
+@click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
+@click.option("--reason", help="Why; recorded with the decision.")
+@json_option
+@pass_state
+def deny(state: State, run_id: str, step: int | None, reason: str | None, as_json: bool) -> None:
+    """Deny the steps of a run that wait for a person; then `aishell resume RUN_ID`."""
+    report_decision(commands.decide_steps(state.config, run_id, "denied", step, reason), as_json)
+
+
+def report_decision(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    steps = ", ".join(f"{s['index']} {s['tool']}" for s in result["steps"])
+    click.echo(
+        f"{result['decision'].capitalize()}: step(s) {steps} of run {result['run_id']}, "
+        f"by {result['decided_by']}; continue with `aishell resume {result['run_id']}`."
+    )
+
+
+@click.command()
+@run_id_argument
+@json_option
+@pass_state
+def stop(state: State, run_id: str, as_json: bool) -> None:
+    """Stop a running run after its current statement or batch; resume it later."""
+    result = commands.stop_run(state.config, run_id)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"Run {result['run_id']} will stop after its current statement or batch; "
+            f"continue it with `aishell resume {result['run_id']}`."
+        )

@@ -1,0 +1,228 @@
+"""`aishell run`: run a maintenance, log-cleanup or backup job now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aishell import commands, jobs
+from aishell.bounds import MAX_RETENTION_DAYS
+from aishell.cli.completion import target_option
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import (
+    Decorator,
+    FiniteFloat,
+    approval_options,
+    force_option,
+    json_option,
+    log_cleanup_options,
+    maintenance_options,
+    max_run_time_option,
+    planner_option,
+    safety_level_option,
+    stacked,
+)
+from aishell.cli.output import run_and_render
+
+
+@click.group(cls=AishellGroup)
+def run() -> None:
+    """Run a job: plan, check each step against the policy, execute, checkpoint."""
+
+
+def job_run_options(dry_run_help: str) -> Decorator:
+    """How a job runs, after what it is: as `aishell run maintenance` and `log-cleanup`
+    take it."""
+    return stacked(
+        [
+            planner_option,
+            click.option("--dry-run", is_flag=True, help=dry_run_help),
+            approval_options,
+            max_run_time_option,
+            safety_level_option,
+            force_option,
+            json_option,
+        ]
+    )
+
+
+def start_job(
+    ctx: click.Context,
+    state: State,
+    as_json: bool,
+    approval: dict[str, Any],
+    agent: str,
+    job: dict[str, Any],
+    target: str | None,
+    **run_options: Any,
+) -> None:
+    """Run `job` with `agent` on `target` (see commands.run_job for `run_options`)."""
+    run_and_render(
+        ctx,
+        as_json,
+        approval,
+        lambda approver, observer, review: commands.run_job(
+            state.config,
+            agent,
+            job,
+            target,
+            approver=approver,
+            observer=observer,
+            review=review,
+            **run_options,
+        ),
+    )
+
+
+@run.command("maintenance")
+@maintenance_options
+@job_run_options("Read-only: run analysis, preview the rest.")
+@pass_state
+@click.pass_context
+def run_maintenance(
+    ctx: click.Context,
+    state: State,
+    kind: str,
+    target: str | None,
+    tables: str | None,
+    no_rebuild_indexes: bool,
+    planner: str | None,
+    dry_run: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
+    max_run_time: float | None,
+    as_json: bool,
+) -> None:
+    """Run maintenance on a target and print a summary of every step."""
+    start_job(
+        ctx,
+        state,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        "maintenance",
+        jobs.maintenance_job(kind, tables, no_rebuild_indexes),
+        target,
+        dry_run=dry_run,
+        safety_level=safety_level,
+        force=force,
+        planner=planner,
+        max_run_seconds=max_run_time,
+    )
+
+
+@run.command("log-cleanup")
+@log_cleanup_options
+@job_run_options("Read-only: count what would go, show one batch.")
+@pass_state
+@click.pass_context
+def run_log_cleanup(
+    ctx: click.Context,
+    state: State,
+    /,
+    target: str | None,
+    planner: str | None,
+    dry_run: bool,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    safety_level: str | None,
+    force: bool,
+    max_run_time: float | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Purge rows older than the retention from a table, in short throttled batches.
+
+    Each batch walks the table's key and commits on its own, sized to take about
+    --max-batch-ms; progress is checkpointed per batch, so `aishell stop` ends the
+    purge after the current batch and `aishell resume` goes on from there.
+    """
+    start_job(
+        ctx,
+        state,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        "log_cleanup",
+        jobs.log_cleanup_job(**flags),
+        target,
+        dry_run=dry_run,
+        safety_level=safety_level,
+        force=force,
+        planner=planner,
+        max_run_seconds=max_run_time,
+    )
+
+
+@run.command("backup")
+@planner_option
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["full", "incremental", "drill"]),
+    default="full",
+    show_default=True,
+    help="full: back up the whole database; incremental: only the tables changed since "
+    "the newest verified backup; drill: restore the newest backup into a scratch "
+    "database and check it.",
+)
+@target_option
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Prove the backup restores (checksum, restore, row counts).",
+)
+@click.option("--quick", is_flag=True, help="Verify by decoding the archive, not restoring it.")
+@click.option("--cleanup", is_flag=True, help="Then delete backups past retention.")
+@click.option(
+    "--retention-days",
+    type=FiniteFloat(0, MAX_RETENTION_DAYS),
+    default=30,
+    show_default=True,
+    help="With --cleanup: keep backups younger than this.",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="With --cleanup: always keep this many newest backups.",
+)
+@approval_options
+@max_run_time_option
+@json_option
+@pass_state
+@click.pass_context
+def run_backup(
+    ctx: click.Context,
+    state: State,
+    kind: str,
+    target: str | None,
+    verify: bool,
+    quick: bool,
+    cleanup: bool,
+    retention_days: float,
+    keep_last: int,
+    planner: str | None,
+    yes: bool,
+    approve_up_to: str | None,
+    non_interactive: bool,
+    max_run_time: float | None,
+    as_json: bool,
+) -> None:
+    """Back up a target into the backup folder and validate the backup."""
+    start_job(
+        ctx,
+        state,
+        as_json,
+        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
+        "backup",
+        jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last),
+        target,
+        planner=planner,
+        max_run_seconds=max_run_time,
+    )

@@ -1,0 +1,156 @@
+"""`aishell schedule`: run jobs on a cron schedule, unattended, and serve them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from aishell import commands, jobs, render
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import Duration, json_option
+from aishell.cli.output import emit_json, finish_run
+from aishell.cli.run_jobs import run
+from aishell.errors import UsageError
+from aishell.terminal import printable
+
+
+def job_from_words(
+    words: tuple[str, ...],
+) -> tuple[str, dict[str, Any], str | None, dict[str, Any]]:
+    """The words `aishell run` takes (after `--`), parsed as it parses them:
+    (agent, job, target, options)."""
+    if not words:
+        raise UsageError("Give the job after --, as `aishell run` takes it: -- maintenance ...")
+    name, rest = words[0], list(words[1:])
+    command = run.commands.get(name)
+    if command is None:
+        raise UsageError(f"Unknown job {name!r}; jobs are: {', '.join(sorted(run.commands))}")
+    try:
+        with command.make_context(f"aishell run {name}", rest) as ctx:
+            params = dict(ctx.params)
+    except click.exceptions.Exit:
+        raise UsageError("The job words asked for help; give the job itself") from None
+    except click.ClickException as exc:
+        raise UsageError(f"Job words: {exc.format_message()}") from None
+    return jobs.scheduled_job(name, params)
+
+
+@click.group(cls=AishellGroup)
+def schedule() -> None:
+    """Run jobs on a cron schedule, unattended (served by `aishell schedule serve`)."""
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.option(
+    "--cron",
+    required=True,
+    help="When: 5 fields as crontab (minute hour day month weekday), or 6 with seconds first.",
+)
+@click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
+@click.option(
+    "--max-run-time",
+    type=Duration(),
+    help="Stop each run after this long (90s, 30m, 2h), resumably; the next trigger goes "
+    "on (default: max_run_seconds in config).",
+)
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@pass_state
+def schedule_add(
+    state: State,
+    name: str,
+    cron: str,
+    timezone: str,
+    max_run_time: float | None,
+    words: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add a schedule: aishell schedule add NAME --cron "0 2 * * *" -- maintenance --type full
+
+    The words after -- are those `aishell run` takes; they are checked now.
+    """
+    agent, job, target, options = job_from_words(words)
+    if max_run_time is not None:
+        options["max_run_seconds"] = max_run_time
+    added = commands.add_schedule(
+        state.config, name, cron, timezone, list(words), agent, job, target, options
+    )
+    if as_json:
+        emit_json(added)
+    else:
+        click.echo(
+            f"Schedule {printable(name)} added; next run {render.when(added['next_run'])} "
+            "(served by `aishell schedule serve`)."
+        )
+
+
+@schedule.command("list")
+@json_option
+@pass_state
+def schedule_list(state: State, as_json: bool) -> None:
+    """Every schedule: its job, next run, and last run's status."""
+    found = commands.list_schedules(state.config)
+    if as_json:
+        emit_json({"schedules": found})
+    else:
+        render.schedules_table(render.console(False), found)
+
+
+@schedule.command("remove")
+@click.argument("name")
+@pass_state
+def schedule_remove(state: State, name: str) -> None:
+    """Remove a schedule (its past runs stay in the state store)."""
+    commands.remove_schedule(state.config, name)
+    click.echo(f"Schedule {name} removed.")
+
+
+@schedule.command("pause")
+@click.argument("name")
+@pass_state
+def schedule_pause(state: State, name: str) -> None:
+    """Stop a schedule's triggers until `aishell schedule resume`."""
+    commands.pause_schedule(state.config, name, True)
+    click.echo(f"Schedule {name} paused.")
+
+
+@schedule.command("resume")
+@click.argument("name")
+@pass_state
+def schedule_resume(state: State, name: str) -> None:
+    """Let a paused schedule's triggers fire again."""
+    commands.pause_schedule(state.config, name, False)
+    click.echo(f"Schedule {name} resumed.")
+
+
+@schedule.command("run-now")
+@click.argument("name")
+@json_option
+@pass_state
+@click.pass_context
+def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool) -> None:
+    """Run a schedule's job now, exactly as its trigger would (never a prompt)."""
+    console = render.console(as_json)
+    result = commands.run_schedule(
+        state.config, name, "run-now", log=lambda line: render.log_line(console, line)
+    )
+    assert result is not None  # run-now always starts or resumes a run
+    finish_run(ctx, console, result, as_json)
+
+
+@schedule.command("serve")
+@pass_state
+def schedule_serve(state: State) -> None:
+    """Serve the schedules in the foreground (for systemd or a container).
+
+    One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
+    then it exits. A second serve on the same state store refuses to start.
+    """
+
+    def log(line: str) -> None:
+        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {printable(line)}")
+
+    commands.serve_schedules(state.config, log)

@@ -1,0 +1,76 @@
+"""`aishell targets` (the databases aishell maintains) and `aishell tools` (the catalog
+of what the agents may run on them)."""
+
+from __future__ import annotations
+
+import click
+
+from aishell import commands, render
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import json_option
+from aishell.cli.output import emit_json
+
+
+@click.group(cls=AishellGroup)
+def targets() -> None:
+    """The databases aishell is configured to maintain."""
+
+
+@targets.command("list")
+@json_option
+@pass_state
+def targets_list(state: State, as_json: bool) -> None:
+    """List the configured targets (passwords are never shown)."""
+    rows = commands.list_targets(state.config)
+    if as_json:
+        emit_json({"targets": rows})
+    else:
+        render.targets_table(render.console(False), rows)
+
+
+@targets.command("check")
+@click.argument("name", required=False)
+@json_option
+@pass_state
+def targets_check(state: State, name: str | None, as_json: bool) -> None:
+    """Connect to a target: server version, privileges that matter, extensions, warnings."""
+    info = commands.check_target(state.config, name)
+    if as_json:
+        emit_json(info)
+    else:
+        render.target_check(render.console(False), info)
+
+
+@click.group(cls=AishellGroup)
+def tools() -> None:
+    """Browse the tool catalog: what the agents may run, and how risky it is."""
+
+
+@tools.command("list")
+@click.option(
+    "--category", type=click.Choice(["analysis", "maintenance", "backup", "cleanup", "ddl"])
+)
+@click.option("--risk", type=click.Choice(["safe", "low", "medium", "high", "critical"]))
+@json_option
+@pass_state
+def tools_list(state: State, category: str | None, risk: str | None, as_json: bool) -> None:
+    """List tools, optionally of one category or risk level."""
+    found = commands.list_tools(state.config, category=category, risk=risk)
+    if as_json:
+        emit_json({"tools": [t.metadata() for t in found]})
+    else:
+        render.tools_table(render.console(False), found)
+
+
+@tools.command("show")
+@click.argument("name")
+@click.option("--dialect", type=click.Choice(["sqlite", "postgresql", "mysql"]))
+@json_option
+@pass_state
+def tools_show(state: State, name: str, dialect: str | None, as_json: bool) -> None:
+    """Show a tool's metadata and the SQL it runs for its example."""
+    data = commands.show_tool(state.config, name, dialect)
+    if as_json:
+        emit_json(data)
+    else:
+        render.tool_detail(render.console(False), data)

@@ -1,0 +1,180 @@
+"""The public API: one function per user action, each taking the loaded config first.
+
+The CLI, the scheduler and the tests call these; nothing shells out to the CLI. Each
+subject lives in its own module; this package names them all, so that
+`commands.run_job(...)` and `from aishell.commands import PlanPreview` work as they are.
+A name's module is imported when the name is first used (aishell.lazy): a command pays
+only for the subjects it touches.
+"""
+
+from typing import TYPE_CHECKING
+
+from aishell.lazy import exports
+
+__all__ = [
+    "DECISIONS",
+    "RESUMABLE",
+    "ROW_DRIFT_TOLERANCE",
+    "SCHEDULE_NAME",
+    "UNFINISHED",
+    "PlanPreview",
+    "Review",
+    "RunResult",
+    "StepPreview",
+    "add_schedule",
+    "apply_plan",
+    "ask",
+    "backup_catalog",
+    "backup_freshness",
+    "check_planner",
+    "check_target",
+    "clean_leftovers",
+    "create_demo_database",
+    "decide_steps",
+    "doctor",
+    "doctor_without_config",
+    "forget_drafts",
+    "init_home",
+    "list_backups",
+    "list_runs",
+    "list_schedules",
+    "list_targets",
+    "list_tools",
+    "load_catalog",
+    "load_plan_file",
+    "make_plan",
+    "metrics",
+    "pause_schedule",
+    "plan_job",
+    "remove_schedule",
+    "restore",
+    "resume_run",
+    "rotate_plan_key",
+    "run_job",
+    "run_schedule",
+    "run_statements",
+    "save_plan",
+    "serve_schedules",
+    "show_backup",
+    "show_run",
+    "show_tool",
+    "stop_run",
+]
+
+if TYPE_CHECKING:
+    from aishell.commands.assumptions import ROW_DRIFT_TOLERANCE
+    from aishell.commands.backups import (
+        backup_catalog,
+        backup_freshness,
+        list_backups,
+        restore,
+        show_backup,
+    )
+    from aishell.commands.decisions import DECISIONS, decide_steps, stop_run
+    from aishell.commands.health import clean_leftovers, doctor, doctor_without_config, metrics
+    from aishell.commands.home import init_home
+    from aishell.commands.planner import ask, check_planner, forget_drafts
+    from aishell.commands.plans import (
+        load_plan_file,
+        make_plan,
+        plan_job,
+        rotate_plan_key,
+        save_plan,
+    )
+    from aishell.commands.previews import PlanPreview, Review, StepPreview
+    from aishell.commands.runs import (
+        RESUMABLE,
+        apply_plan,
+        list_runs,
+        resume_run,
+        run_job,
+        run_statements,
+        show_run,
+    )
+    from aishell.commands.schedules import (
+        SCHEDULE_NAME,
+        UNFINISHED,
+        add_schedule,
+        list_schedules,
+        pause_schedule,
+        remove_schedule,
+        run_schedule,
+        serve_schedules,
+    )
+    from aishell.commands.servers import check_target, create_demo_database, list_targets
+    from aishell.commands.tools import list_tools, load_catalog, show_tool
+    from aishell.executor import RunResult
+else:
+    __getattr__, __dir__ = exports(
+        __name__,
+        __all__,
+        {
+            "aishell.commands.assumptions": ("ROW_DRIFT_TOLERANCE",),
+            "aishell.commands.backups": (
+                "backup_catalog",
+                "backup_freshness",
+                "list_backups",
+                "restore",
+                "show_backup",
+            ),
+            "aishell.commands.decisions": (
+                "DECISIONS",
+                "decide_steps",
+                "stop_run",
+            ),
+            "aishell.commands.health": (
+                "clean_leftovers",
+                "doctor",
+                "doctor_without_config",
+                "metrics",
+            ),
+            "aishell.commands.home": ("init_home",),
+            "aishell.commands.planner": (
+                "ask",
+                "check_planner",
+                "forget_drafts",
+            ),
+            "aishell.commands.plans": (
+                "load_plan_file",
+                "make_plan",
+                "plan_job",
+                "rotate_plan_key",
+                "save_plan",
+            ),
+            "aishell.commands.previews": (
+                "PlanPreview",
+                "Review",
+                "StepPreview",
+            ),
+            "aishell.commands.runs": (
+                "RESUMABLE",
+                "apply_plan",
+                "list_runs",
+                "resume_run",
+                "run_job",
+                "run_statements",
+                "show_run",
+            ),
+            "aishell.commands.schedules": (
+                "SCHEDULE_NAME",
+                "UNFINISHED",
+                "add_schedule",
+                "list_schedules",
+                "pause_schedule",
+                "remove_schedule",
+                "run_schedule",
+                "serve_schedules",
+            ),
+            "aishell.commands.servers": (
+                "check_target",
+                "create_demo_database",
+                "list_targets",
+            ),
+            "aishell.commands.tools": (
+                "list_tools",
+                "load_catalog",
+                "show_tool",
+            ),
+            "aishell.executor": ("RunResult",),
+        },
+    )

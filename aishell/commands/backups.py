@@ -1,0 +1,113 @@
+"""The backup catalog and restoring a catalogued backup into a target."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aishell.approval import Approver
+from aishell.commands.starting import circuit_breaker, start_run
+from aishell.commands.tools import load_catalog
+from aishell.config import Config
+from aishell.errors import PlanError, UsageError
+from aishell.executor import Observer, RunResult
+from aishell.plan import Plan, Step, validate_plan
+from aishell.state import StateStore
+from aishell.targets import open_target
+
+
+def list_backups(config: Config, target: str | None = None) -> list[dict[str, Any]]:
+    """The backup catalog, newest first; each with whether it was proven restorable."""
+    if target is not None:
+        config.target(target)
+    with StateStore(config.state_url) as store:
+        return store.list_backups(target)
+
+
+def backup_catalog(config: Config, target: str | None = None) -> dict[str, Any]:
+    """The backups (newest first) and, per target, the newest proven restorable."""
+    rows = list_backups(config, target)
+    return {"backups": rows, "newest_restorable": backup_freshness(rows)}
+
+
+def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per target: the newest backup proven restorable, and how old it is."""
+    now = datetime.now(UTC)
+    summary: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not row["verified_at"] or row["target"] in summary:
+            continue  # rows come newest first
+        taken = datetime.fromisoformat(row["created_at"])
+        summary[row["target"]] = {
+            "backup_id": row["id"],
+            "created_at": row["created_at"],
+            "age_hours": round((now - taken).total_seconds() / 3600, 1),
+        }
+    return summary
+
+
+def show_backup(config: Config, backup_id: int) -> dict[str, Any]:
+    for backup in list_backups(config):
+        if backup["id"] == backup_id:
+            return backup
+    raise UsageError(f"No backup with id {backup_id}; `aishell backups list` shows them")
+
+
+def restore(
+    config: Config,
+    backup_id: int,
+    to: str,
+    *,
+    replace: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+) -> RunResult:
+    """Restore a catalogued backup into a target: a critical step, always approved first."""
+    backup = show_backup(config, backup_id)
+    if not backup["verified_at"]:
+        raise UsageError(
+            f"Backup {backup_id} was never proven restorable; validate it first "
+            "(aishell run backup validates what it takes)"
+        )
+    name, _ = config.target(to)
+    registry = load_catalog(config)
+    handle = open_target(config, name, read_only=True)
+    try:
+        dialect = handle.dialect
+    finally:
+        handle.close()
+    params: dict[str, Any] = {"backup_path": backup["path"], "replace": replace}
+    if backup.get("sha256"):
+        # The step refuses a file that is not the one the catalog recorded.
+        params["sha256"] = backup["sha256"]
+    plan = Plan(
+        agent="backup",
+        target=name,
+        dialect=dialect,
+        job={"type": "restore", "backup_id": backup_id},
+        steps=(
+            Step(
+                "step_0",
+                "restore_backup",
+                params,
+                f"Restore backup {backup_id} of '{backup['target']}' into '{name}'",
+            ),
+        ),
+        tool_fingerprints={"restore_backup": registry.get("restore_backup").fingerprint},
+    )
+    problems = validate_plan(plan, registry, config.agent("backup").capabilities)
+    if problems:
+        raise PlanError("; ".join(problems))
+    with StateStore(config.state_url) as store, circuit_breaker(config, store, name):
+        return start_run(
+            config,
+            store,
+            registry,
+            plan,
+            dry_run=False,
+            approver=approver,
+            observer=observer,
+            safety_level=None,
+            force=False,
+            clock=None,
+        )

@@ -1,0 +1,122 @@
+"""What a person decides about a run: approve, deny, mark done or skip the steps that
+wait for them, or ask a running run to stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aishell.approval import current_user
+from aishell.config import Config
+from aishell.errors import UsageError
+from aishell.policy import named_approval_needed
+from aishell.state import StateStore
+
+DECISIONS = {
+    "approved": "aishell approve",
+    "denied": "aishell deny",
+    "succeeded": "aishell approve --mark-done",
+    "skipped": "aishell approve --skip",
+}
+
+
+def decide_steps(
+    config: Config,
+    run_id: str,
+    decision: str,
+    step: int | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Decide on the steps of a run that wait for a person (all, or step N).
+
+    approved: run it on resume; denied: never; succeeded (--mark-done): a person
+    checked that its effect is there; skipped: leave it out. The last two need a
+    step and a reason.
+    """
+    if decision not in DECISIONS:
+        raise UsageError(f"Unknown decision '{decision}'")
+    how = DECISIONS[decision]
+    if decision in ("succeeded", "skipped") and (step is None or not reason):
+        raise UsageError(f"`{how}` needs --step N and --reason")
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        waiting, held = _steps_to_decide(run, decision, step)
+        user = current_user()
+        why = reason or f"{decision} with `{how}`"
+        for s in waiting:
+            store.record_approval(run["run_id"], s["index"], decision, user, how, why)
+            if decision == "succeeded":
+                store.step_finished(
+                    run["run_id"],
+                    s["index"],
+                    "succeeded",
+                    output={"marked_done_by": user, "reason": why},
+                )
+            else:
+                store.set_step_status(
+                    run["run_id"], s["index"], decision, None if decision == "approved" else why
+                )
+        return {
+            "run_id": run["run_id"],
+            "decision": decision,
+            "steps": [{"index": s["index"], "tool": s["tool"]} for s in waiting],
+            "still_waiting": [
+                {"index": s["index"], "tool": s["tool"], "why": "needs its own approval"}
+                for s in held
+            ],
+            "decided_by": user,
+            "reason": why,
+        }
+
+
+def _steps_to_decide(
+    run: dict[str, Any], decision: str, step: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The waiting steps this decision covers, and those it leaves waiting: a step only a
+    person may pass is approved by its number, never in a batch."""
+    waiting = [s for s in run["steps"] if s["status"] == "waiting_approval"]
+    if step is not None:
+        chosen = [s for s in run["steps"] if s["index"] == step]
+        if not chosen:
+            raise UsageError(f"Run {run['run_id']} has no step {step}")
+        if chosen[0]["status"] != "waiting_approval":
+            listed = ", ".join(str(s["index"]) for s in waiting) or "none"
+            raise UsageError(
+                f"Step {step} of run {run['run_id']} is {chosen[0]['status']}, not waiting "
+                f"for approval (waiting: {listed})"
+            )
+        waiting = chosen
+    if not waiting:
+        raise UsageError(f"Run {run['run_id']} has no step waiting for approval")
+    if decision != "approved" or step is not None:
+        return waiting, []
+    named = _named_approval_needed(run)
+    held = [s for s in waiting if s["index"] in named]
+    waiting = [s for s in waiting if s["index"] not in named]
+    if not waiting:
+        first = held[0]["index"]
+        raise UsageError(
+            f"Step {first} of run {run['run_id']} needs its own approval: "
+            f"{named_approval_needed(named[first])}: "
+            f"`aishell approve {run['run_id']} --step {first}`"
+        )
+    return waiting, held
+
+
+def _named_approval_needed(run: dict[str, Any]) -> dict[int, list[str]]:
+    """The steps of a run the policy said only a person may pass, with the reasons."""
+    return {
+        e["step_index"]: list(e["data"].get("reasons") or [])
+        for e in run.get("events") or []
+        if e["kind"] == "named_approval_needed" and e["step_index"] is not None
+    }
+
+
+def stop_run(config: Config, run_id: str) -> dict[str, Any]:
+    """Ask a running run to stop after its current statement or batch, resumably."""
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        if run["status"] != "running":
+            raise UsageError(f"Run {run['run_id']} is {run['status']}, not running")
+        user = current_user()
+        store.request_stop(run["run_id"], user)
+        return {"run_id": run["run_id"], "requested_by": user}

@@ -1,0 +1,130 @@
+"""The health of a home: Prometheus metrics of its runs, backups and schedules, and the
+doctor: the files, versions and targets of the home, and what killed runs left behind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aishell import metrics as prometheus
+from aishell import scratch
+from aishell.commands.home import AGENTS, home_report, versions
+from aishell.commands.readiness import target_readiness
+from aishell.commands.schedules import list_schedules
+from aishell.commands.tools import load_catalog
+from aishell.config import Config
+from aishell.errors import AishellError, ConfigError
+from aishell.home import config_files, find_home
+from aishell.state import StateStore
+from aishell.targets import Target, open_target
+
+
+def metrics(config: Config, textfile: Path | None = None) -> str:
+    """Prometheus text of the last run per target and agent, backups and schedules."""
+    upcoming = list_schedules(config)
+    purging = {
+        tool.name: tool.rows_purged
+        for tool in load_catalog(config).tools.values()
+        if tool.rows_purged is not None
+    }
+    with StateStore(config.state_url) as store:
+        gauges = prometheus.collect(store, upcoming, purging)
+    if textfile is not None:
+        prometheus.write_textfile(gauges, textfile)
+    return prometheus.exposition(gauges)
+
+
+def doctor(config: Config, clean: bool = False, targets: Sequence[str] = ()) -> dict[str, Any]:
+    """The home's files, state store and versions; per target (all, or those named) its
+    readiness; and what killed runs left behind. `problems` lists what is wrong, each
+    with its fix. With clean, only remove what killed runs left (see clean_leftovers)."""
+    if clean:
+        return clean_leftovers(config)
+    names = list(targets) or sorted(config.main.targets)
+    for name in names:
+        config.target(name)  # an unknown name is an error, before anything is checked
+    problems: list[dict[str, Any]] = []
+    for agent in AGENTS:
+        try:
+            config.agent(agent)
+        except ConfigError as exc:
+            problems.append(_home_problem(str(exc), "correct the key it names in that file"))
+    try:
+        with StateStore(config.state_url) as store:
+            leftovers = scratch.leftovers(store)
+    except AishellError as exc:
+        leftovers = []
+        problems.append(
+            _home_problem(
+                str(exc),
+                f"correct state.url in {config.path}, or the permissions of the store's file "
+                "and folder",
+            )
+        )
+    # Targets are checked side by side: one that does not answer costs its connect
+    # timeout once, not once per target after it.
+    with ThreadPoolExecutor(max_workers=min(8, len(names) or 1)) as pool:
+        checked = list(pool.map(lambda name: target_readiness(config, name), names))
+    for target in checked:
+        problems += target["problems"]
+    return {
+        "clean": False,
+        "home": home_report(config),
+        "versions": versions(),
+        "targets": checked,
+        "leftovers": leftovers,
+        "problems": problems,
+    }
+
+
+def doctor_without_config(
+    home: str | os.PathLike[str] | None, config_path: str | None, error: ConfigError
+) -> dict[str, Any]:
+    """What doctor can tell when the config does not load: where it looked, and why."""
+    where = find_home(home)
+    named = config_path or os.environ.get("AISHELL_CONFIG")
+    try:
+        files = [str(p) for p in config_files(where, named).layers]
+    except ConfigError:
+        files = [str(named)]
+    fix = (
+        "correct the key it names in that file (`aishell init --force` writes a fresh one "
+        "and keeps the old one as .bak)"
+    )
+    return {
+        "clean": False,
+        "home": {"chosen_by": where.chosen_by, "config_files": files},
+        "versions": versions(),
+        "targets": [],
+        "leftovers": [],
+        "problems": [_home_problem(str(error), fix)],
+    }
+
+
+def _home_problem(problem: str, fix: str) -> dict[str, Any]:
+    return {"target": None, "problem": problem, "fix": fix}
+
+
+def clean_leftovers(config: Config) -> dict[str, Any]:
+    """Remove what runs killed before they could clean up left behind (scratch files,
+    scratch databases, child processes). Only this host's dead processes count: a live
+    run's scratch, or another host's, is never touched."""
+    opened: dict[str, Target] = {}
+
+    def engine_for(name: str) -> Any:
+        if name not in opened:
+            try:
+                opened[name] = open_target(config, name)
+            except AishellError:
+                return None
+        return opened[name].engine
+
+    with StateStore(config.state_url) as store:
+        try:
+            return {"clean": True, **scratch.clean(store, engine_for)}
+        finally:
+            for handle in opened.values():
+                handle.close()

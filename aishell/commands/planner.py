@@ -1,0 +1,182 @@
+"""Making plans: a job's plan by the rules or the model, and a request in words (`ask`)
+that the model turns into a plan; with the model planner's own checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aishell.agents import PlanningContext, get_agent
+from aishell.approval import Approver
+from aishell.catalog import urgency
+from aishell.commands.assumptions import plan_assumptions
+from aishell.commands.previews import Review
+from aishell.commands.starting import plan_and_start
+from aishell.config import Config
+from aishell.errors import PlanError, UsageError
+from aishell.executor import Observer, RunResult
+from aishell.plan import Plan, validate_plan
+from aishell.planners import PLANNERS
+from aishell.planners.drafting import draft_job, draft_words
+from aishell.planners.llm import Notice
+from aishell.planners.ollama import OllamaChat, shown_host
+from aishell.registry import Registry
+from aishell.state import StateStore
+from aishell.tablecatalog import TableCatalog
+from aishell.targets import Target
+
+
+def build_plan(
+    config: Config,
+    registry: Registry,
+    handle: Target,
+    agent_name: str,
+    job: dict[str, Any],
+    planner: str | None = None,
+    notice: Notice | None = None,
+    catalog: TableCatalog | None = None,
+) -> Plan:
+    """A job's validated plan, made on an open target by the rules or the model, with
+    what it assumes of the target's tables (for `apply_plan`'s drift check). `catalog`:
+    the target's tables, read here when not given."""
+    planner = planner or config.main.planner.default
+    if planner not in PLANNERS:
+        raise UsageError(f"Unknown planner '{planner}'; expected one of: {', '.join(PLANNERS)}")
+    agent = get_agent(agent_name)
+    agent_config = config.agent(agent_name)
+    job = agent.normalize_job(job, agent_config)
+    conn = handle.connect()
+    try:
+        if catalog is None:
+            catalog = TableCatalog.read(conn)
+        check_job = getattr(agent, "check_job", None)
+        if job.get("tables"):
+            catalog.check_tables(conn, handle.name, job["tables"])
+            tables = tuple(job["tables"])
+        else:
+            tables = tuple(catalog.names)
+        if check_job is not None:
+            check_job(job, conn)
+        assumptions = plan_assumptions(catalog, job, tables)
+        ranking = urgency(conn) if job.get("type") == "full" else {}
+        context = PlanningContext(
+            target=handle.name,
+            dialect=handle.dialect,
+            tables=tables,
+            defaults=agent_config.defaults,
+            urgency=ranking,
+            purge=agent_config.purge,
+        )
+        if planner == "llm":
+            found = catalog.snapshot()
+            steps, drafted_by = draft_job(
+                config, registry, handle, conn, found, agent_name, job, context, notice
+            )
+        else:
+            steps, drafted_by = agent.plan_steps(job, context), {}
+    finally:
+        conn.close()
+    plan = Plan(
+        agent=agent_name,
+        target=handle.name,
+        dialect=handle.dialect,
+        job=job,
+        steps=tuple(steps),
+        tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in steps},
+        assumptions=assumptions,
+        drafted_by=drafted_by,
+    )
+    problems = validate_plan(plan, registry, agent_config.capabilities)
+    if problems:
+        raise PlanError(f"The {agent_name} plan is invalid: " + "; ".join(problems))
+    return plan
+
+
+def ask(
+    config: Config,
+    request: str,
+    target: str | None = None,
+    *,
+    dry_run: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    safety_level: str | None = None,
+    force: bool = False,
+    review: Review | None = None,
+) -> RunResult:
+    """A request in words: the model picks the agent and drafts the plan, the validator
+    checks it, `review` sees its preview, then it runs like any plan, approvals and all.
+
+    A request whose every draft fails validation is refused with the reasons.
+    """
+    return plan_and_start(
+        config,
+        target,
+        lambda registry, handle: _request_plan(
+            config, registry, handle, request, planning_notice(observer)
+        ),
+        review,
+        dry_run=dry_run,
+        approver=approver,
+        observer=observer,
+        safety_level=safety_level,
+        force=force,
+        clock=None,
+    )
+
+
+def _request_plan(
+    config: Config, registry: Registry, handle: Target, request: str, notice: Notice | None
+) -> Plan:
+    """The model's plan for a request in words, as a validated Plan."""
+    conn = handle.connect()
+    try:
+        catalog = TableCatalog.read(conn)
+        draft = draft_words(config, registry, handle, conn, catalog.snapshot(), request, notice)
+        tables = sorted({t for s in draft.steps for t in registry.get(s.tool).tables_in(s.params)})
+        job = {"request": request.strip(), "tables": tables}
+        assumptions = plan_assumptions(catalog, job, tables)
+    finally:
+        conn.close()
+    plan = Plan(
+        agent=draft.agent,
+        target=handle.name,
+        dialect=handle.dialect,
+        job=job,
+        steps=tuple(draft.steps),
+        tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in draft.steps},
+        assumptions=assumptions,
+        drafted_by=draft.drafted_by,
+    )
+    problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
+    if problems:
+        raise PlanError("The drafted plan is invalid: " + "; ".join(problems))
+    return plan
+
+
+def check_planner(config: Config) -> dict[str, Any]:
+    """Whether the model planner can work: the server answers and has the model."""
+    chat = OllamaChat(config.main.planner.llm)
+    try:
+        models = chat.check_model()
+        return {
+            "host": shown_host(chat.host),
+            "host_from": chat.host_from,
+            "model": chat.model,
+            "models": models,
+            "default_planner": config.main.planner.default,
+        }
+    finally:
+        chat.close()
+
+
+def forget_drafts(config: Config, target: str | None = None) -> int:
+    """Drop cached drafts (of one target, or all), so the model is asked again."""
+    if target is not None:
+        config.target(target)
+    with StateStore(config.state_url) as store:
+        return store.forget_plans(target)
+
+
+def planning_notice(observer: Observer | None) -> Notice | None:
+    """The observer's way to show that a model is drafting, if it has one."""
+    return getattr(observer, "planning", None)

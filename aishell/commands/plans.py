@@ -1,0 +1,169 @@
+"""Plans as files: planning a job to preview or save it, the signed plan file, and the
+checks a saved plan passes against its target before `apply_plan` runs it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell import signing
+from aishell.commands.planner import build_plan
+from aishell.commands.previews import PlanPreview, preview_plan
+from aishell.commands.tools import load_catalog
+from aishell.config import Config
+from aishell.errors import PlanError, UsageError
+from aishell.plan import Plan, SavedPlan, tables_with_columns
+from aishell.planners.llm import Notice
+from aishell.registry import Registry
+from aishell.schema import identifier_params
+from aishell.substitution import find_references
+from aishell.tablecatalog import TableCatalog
+from aishell.targets import Target, database_identity, open_target
+
+
+def plan_job(
+    config: Config,
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None = None,
+    *,
+    safety_level: str | None = None,
+    out: Path | None = None,
+    planner: str | None = None,
+    notice: Notice | None = None,
+) -> PlanPreview:
+    """Plan a job and preview it: each step's risk, whether it needs approval, its SQL.
+
+    Planning opens the target read-only: a preview never changes anything. With
+    `out`, the plan is saved signed with the home's key, for `apply_plan`. `planner`
+    is rules or llm (default: the config's planner.default).
+    """
+    registry = load_catalog(config)
+    handle = open_target(config, target, read_only=True)
+    try:
+        conn = handle.connect()
+        try:
+            # Read once: planning and the preview see the same tables.
+            catalog = TableCatalog.read(conn)
+        finally:
+            conn.close()
+        plan = build_plan(config, registry, handle, agent_name, job, planner, notice, catalog)
+        if out is not None:
+            plan = replace(plan, target_identity=_identity(handle))
+        level = safety_level or config.agent(agent_name).defaults.safety_level
+        preview = preview_plan(config, registry, handle, plan, level, catalog)
+    finally:
+        handle.close()
+    if out is not None:
+        save_plan(config, plan, out)
+    return preview
+
+
+def make_plan(
+    config: Config,
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None = None,
+    planner: str | None = None,
+) -> Plan:
+    """Plan a job, validated, without previewing it: a constant number of catalog queries."""
+    registry = load_catalog(config)
+    handle = open_target(config, target, read_only=True)
+    try:
+        return build_plan(config, registry, handle, agent_name, job, planner)
+    finally:
+        handle.close()
+
+
+def save_plan(config: Config, plan: Plan, out: Path) -> Path:
+    """Write a plan file for `apply_plan`: the plan, its hash, the database it was made
+    on, and a signature with this home's key (made on first use)."""
+    if plan.target_identity is None:
+        handle = open_target(config, plan.target, read_only=True)
+        try:
+            plan = replace(plan, target_identity=_identity(handle))
+        finally:
+            handle.close()
+    key = signing.load_key(config.home)
+    assert key is not None  # made on first use
+    # Signed as it will be read back: JSON turns tuples into lists.
+    body = json.loads(json.dumps({**plan.to_dict(), "plan_hash": plan.hash}))
+    signed = {**body, "signature": signing.sign(key, body)}
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(signed, indent=2, sort_keys=True) + "\n")
+    partial.replace(out)
+    return out
+
+
+def load_plan_file(path: Path) -> SavedPlan:
+    """A saved plan, read and checked against the plan file's keys; `apply_plan` checks
+    its signature against the home's key."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"Plan file {path} does not exist") from None
+    except (UnicodeDecodeError, IsADirectoryError, RecursionError):
+        raise PlanError(f"Plan file {path} is not a plan's JSON text") from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(
+            f"Plan file {path} is not valid JSON: {exc.msg} (line {exc.lineno})"
+        ) from None
+    return SavedPlan.parse(data, str(path))
+
+
+def rotate_plan_key(config: Config) -> dict[str, Any]:
+    """A new signing key for this home; plans signed with the old one are refused."""
+    key, previous = signing.rotate_key(config.home)
+    return {"key_id": key.key_id, "previous_key_id": previous, "path": str(key.path)}
+
+
+def verified_plan(config: Config, saved: SavedPlan) -> Plan:
+    """The plan of a saved file whose signature this home's key made."""
+    signing.verify(
+        signing.load_key(config.home, create=False),
+        config.home,
+        saved.body,
+        saved.signature,
+        f"Plan file {saved.source}",
+    )
+    return saved.plan
+
+
+def _identity(handle: Target) -> str:
+    conn = handle.connect()
+    try:
+        return database_identity(conn)
+    finally:
+        conn.close()
+
+
+def missing_names(
+    conn: Connection, registry: Registry, plan: Plan, catalog: TableCatalog
+) -> list[str]:
+    """Every table and column a plan names literally that the target lacks."""
+    tables = catalog.tables
+    missing: dict[str, list[str]] = {}
+    catalog.want_columns(t for t in tables_with_columns(plan, registry) if t in tables)
+    for step in plan.steps:
+        params = step.params
+        for name, (kind, is_list) in identifier_params(registry.get(step.tool).params).items():
+            values = params.get(name) if is_list else [params.get(name)]
+            if not isinstance(values, list | tuple):
+                continue  # a reference standing for the whole list: checked when it runs
+            for value in values:
+                # A ${...} reference is known only when its step runs; the executor checks it.
+                if not isinstance(value, str) or find_references(value):
+                    continue
+                if kind == "table" and value not in tables:
+                    missing.setdefault(f"table {value!r}", []).append(step.id)
+                elif kind == "column":
+                    table = params.get("table")
+                    if not isinstance(table, str) or table not in tables:
+                        continue  # the table itself is reported, or is a reference
+                    if value not in catalog.columns(conn, table):
+                        missing.setdefault(f"column {table}.{value}", []).append(step.id)
+    return [f"{what} ({', '.join(steps)})" for what, steps in missing.items()]

@@ -1,0 +1,217 @@
+"""A plan's preview: each step's SQL and the policy's verdict, before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell import schema
+from aishell.config import Config
+from aishell.errors import AishellError
+from aishell.executor import estimate_effect
+from aishell.plan import Plan, Step
+from aishell.policy import DurationHistory, SafetyPolicy, gather_facts
+from aishell.registry import Category, Registry, RiskLevel, ToolContext, ToolDefinition
+from aishell.sqltext import display
+from aishell.state import StateStore
+from aishell.substitution import has_references
+from aishell.tablecatalog import TableCatalog
+from aishell.targets import Target
+
+
+@dataclass(frozen=True)
+class StepPreview:
+    index: int
+    step_id: str
+    tool: str
+    params: dict[str, Any]
+    rationale: str
+    risk_level: str
+    requires_approval: bool
+    confirmation: str
+    reasons: tuple[str, ...]
+    mitigations: tuple[str, ...]
+    sql: list[str]
+    personal: tuple[str, ...] = ()
+    estimate: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "step_id": self.step_id,
+            "tool": self.tool,
+            "params": self.params,
+            "rationale": self.rationale,
+            "risk_level": self.risk_level,
+            "requires_approval": self.requires_approval,
+            "confirmation": self.confirmation,
+            "reasons": list(self.reasons),
+            "personal": list(self.personal),
+            "mitigations": list(self.mitigations),
+            "sql": self.sql,
+            "estimate": self.estimate,
+        }
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    plan: Plan
+    steps: tuple[StepPreview, ...]
+    safety_level: str
+    environment: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan_hash": self.plan.hash,
+            "agent": self.plan.agent,
+            "target": self.plan.target,
+            "dialect": self.plan.dialect,
+            "job": self.plan.job,
+            "safety_level": self.safety_level,
+            "environment": self.environment,
+            "steps": [s.to_dict() for s in self.steps],
+            "drafted_by": self.plan.drafted_by or {"planner": "rules"},
+            "warnings": self.plan.warnings,
+            "plan": self.plan.to_dict(),
+        }
+
+
+# Shown a drafted plan's preview before it runs; False means do not run it.
+Review = Callable[[PlanPreview], bool]
+
+
+def preview_plan(
+    config: Config,
+    registry: Registry,
+    handle: Target,
+    plan: Plan,
+    level: str,
+    catalog: TableCatalog | None = None,
+) -> PlanPreview:
+    """Each step's SQL and verdict, asked of the policy with the facts a run gathers, so
+    that the preview says exactly what the run will ask for. `catalog`: the target's
+    tables as planning read them (read here when not given)."""
+    agent_config = config.agent(plan.agent)
+    environment = handle.config.environment
+    policy = SafetyPolicy(level, environment, handle.name, agent_config.constraints)
+    previews = []
+    backup_before = False
+    now = datetime.now(UTC)
+    conn = handle.connect()
+    history = _History(config.state_url)
+    try:
+        if catalog is None:
+            catalog = TableCatalog.read(conn)
+        for i, step in enumerate(plan.steps):
+            tool = registry.get(step.tool)
+            facts = _Facts(policy, catalog, now, history, backup_before)
+            previews.append(_preview_step(i, step, tool, handle, conn, facts))
+            backup_before = backup_before or tool.category is Category.BACKUP
+    finally:
+        conn.close()
+        history.close()
+    return PlanPreview(
+        plan=plan, steps=tuple(previews), safety_level=level, environment=environment
+    )
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the policy is asked with, besides the step itself."""
+
+    policy: SafetyPolicy
+    catalog: TableCatalog
+    now: datetime
+    history: DurationHistory
+    backup_before: bool
+
+
+def _preview_step(
+    index: int, step: Step, tool: ToolDefinition, handle: Target, conn: Connection, known: _Facts
+) -> StepPreview:
+    impl = tool.implementation(handle.dialect)
+    params, live = _previewable(step, tool)
+    ctx = ToolContext(
+        conn=conn if live else None,
+        dialect=handle.dialect,
+        target=handle.name,
+        dry_run=True,
+        quote_identifier=handle.quote,
+    )
+    effect: dict[str, Any] | None = None
+    if live and tool.risk_level is not RiskLevel.SAFE:
+        try:
+            effect = estimate_effect(tool, impl, params, ctx, known.catalog)
+        except AishellError as exc:
+            # The run fails this step before any prompt; the preview says why.
+            effect = {"refused": str(exc)}
+    facts = gather_facts(
+        known.policy,
+        tool,
+        params if live else {},
+        known.catalog,
+        effect=effect,
+        now=known.now,
+        store=known.history,
+        backup_in_run=known.backup_before,
+    )
+    verdict = known.policy.check(facts)
+    return StepPreview(
+        index=index,
+        step_id=step.id,
+        tool=step.tool,
+        params=step.params,
+        rationale=step.rationale,
+        risk_level=tool.risk_level.value,
+        requires_approval=verdict.requires_approval,
+        confirmation=verdict.confirmation.value,
+        reasons=verdict.reasons,
+        mitigations=verdict.mitigations,
+        sql=[display(sql) for sql in impl.render_sql(params, ctx)],
+        personal=verdict.personal,
+        estimate=effect,
+    )
+
+
+class _History:
+    """The state store, opened the first time the policy asks it something (the durations
+    of earlier runs, for a maintenance window; the last verified backup): a plan under no
+    such constraint never opens it."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._store: StateStore | None = None
+
+    def _open(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(self._url)
+        return self._store
+
+    def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]:
+        return self._open().step_durations(tool, subject, limit)
+
+    def last_verified_backup(self, target: str) -> datetime | None:
+        return self._open().last_verified_backup(target)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _previewable(step: Step, tool: ToolDefinition) -> tuple[dict[str, Any], bool]:
+    """A step's params as far as they are known before it runs, and whether that is
+    enough to measure it: optional params that wait for an earlier step's output are
+    left to their defaults (a purge's cutoff is then the one its count step finds)."""
+    required = set(tool.params.get("required") or ())
+    known: dict[str, Any] = {}
+    for name, value in step.params.items():
+        if has_references(value):
+            if name in required:
+                return dict(step.params), False
+            continue
+        known[name] = value
+    return schema.with_defaults(known, tool.params), True

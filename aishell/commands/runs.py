@@ -1,0 +1,244 @@
+"""Runs: a job planned and run, a saved plan applied, an unfinished run resumed, and
+what the state store keeps of runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aishell.approval import Approver
+from aishell.commands.assumptions import drift_since_plan, plan_assumptions, planned_tables
+from aishell.commands.locks import release_run_lock, take_run_lock
+from aishell.commands.planner import build_plan, planning_notice
+from aishell.commands.plans import load_plan_file, missing_names, verified_plan
+from aishell.commands.previews import Review
+from aishell.commands.starting import circuit_breaker, make_executor, plan_and_start, start_run
+from aishell.commands.tools import load_catalog
+from aishell.config import Config
+from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
+from aishell.executor import Observer, RunResult
+from aishell.plan import Plan, SavedPlan, validate_plan
+from aishell.registry import Registry
+from aishell.state import StateStore
+from aishell.tablecatalog import TableCatalog
+from aishell.targets import database_identity, open_target
+
+RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
+
+
+def run_job(
+    config: Config,
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None = None,
+    *,
+    dry_run: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    safety_level: str | None = None,
+    force: bool = False,
+    clock: Callable[[], datetime] | None = None,
+    schedule: tuple[str, str] | None = None,
+    planner: str | None = None,
+    review: Review | None = None,
+    max_run_seconds: float | None = None,
+) -> RunResult:
+    """Plan and run a job; every step is checkpointed in the state store.
+
+    Without an approver, steps that need approval leave the run waiting_approval.
+    A dry run opens the target read-only, runs the safe analysis steps and previews
+    the rest. A plan the model drafted (planner llm) is shown to `review` first.
+    """
+    return plan_and_start(
+        config,
+        target,
+        lambda registry, handle: build_plan(
+            config, registry, handle, agent_name, job, planner, planning_notice(observer)
+        ),
+        review,
+        dry_run=dry_run,
+        approver=approver,
+        observer=observer,
+        safety_level=safety_level,
+        force=force,
+        clock=clock,
+        schedule=schedule,
+        max_run_seconds=max_run_seconds,
+    )
+
+
+def apply_plan(
+    config: Config,
+    plan: Plan | SavedPlan | Path,
+    *,
+    dry_run: bool = False,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    safety_level: str | None = None,
+    force: bool = False,
+    clock: Callable[[], datetime] | None = None,
+    max_run_seconds: float | None = None,
+) -> RunResult:
+    """Run exactly a saved plan, or refuse it whole before its first step.
+
+    A plan file (a path, or read by `load_plan_file`) must carry this home's signature.
+    Then, for any plan: its target is configured, is the same database and dialect it
+    was made on, every step validates, its tools are unchanged, every table and column
+    it names is in the target's catalog, and the target has not drifted from its
+    assumptions.
+    """
+    started = time.monotonic()
+    if isinstance(plan, Path):
+        plan = load_plan_file(plan)
+    if isinstance(plan, SavedPlan):
+        plan = verified_plan(config, plan)
+    if plan.target not in config.main.targets:
+        known = ", ".join(sorted(config.main.targets)) or "(none)"
+        raise PlanError(
+            f"The plan is for target '{plan.target}', which is not in {config.path} "
+            f"(targets: {known})"
+        )
+    registry = load_catalog(config)
+    problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
+    if problems:
+        raise PlanError("The plan is no longer valid: " + "; ".join(problems))
+    _check_tools_unchanged(registry, plan.tool_fingerprints, "the plan was made")
+    with StateStore(config.state_url) as store, circuit_breaker(config, store, plan.target):
+        _check_against_target(config, registry, plan)
+        return start_run(
+            config,
+            store,
+            registry,
+            plan,
+            dry_run=dry_run,
+            approver=approver,
+            observer=observer,
+            safety_level=safety_level,
+            force=force,
+            clock=clock,
+            max_run_seconds=max_run_seconds,
+            started=started,
+        )
+
+
+def _check_against_target(config: Config, registry: Registry, plan: Plan) -> None:
+    """The plan's target, read-only: the same dialect and database the plan was made on,
+    every name the plan uses still there, and no drift from the plan's assumptions."""
+    handle = open_target(config, plan.target, read_only=True)
+    try:
+        if handle.dialect != plan.dialect:
+            raise PlanError(
+                f"The plan is for {plan.dialect} but target '{plan.target}' is {handle.dialect}"
+            )
+        with handle.connect() as conn:
+            identity = database_identity(conn)
+            if plan.target_identity is not None and identity != plan.target_identity:
+                raise PlanError(
+                    f"Target '{plan.target}' now points at another database ({identity}) "
+                    f"than the plan was made on ({plan.target_identity}); make a new plan"
+                )
+            catalog = TableCatalog.read(conn)
+            missing = missing_names(conn, registry, plan, catalog)
+            if missing:
+                raise PlanError(
+                    f"The plan names what target '{plan.target}' lacks: "
+                    f"{'; '.join(missing)}; nothing was run"
+                )
+            now = plan_assumptions(catalog, plan.job, planned_tables(plan))
+            drift = drift_since_plan(plan, now)
+    finally:
+        handle.close()
+    if drift:
+        raise PlanError(
+            f"Target '{plan.target}' changed since the plan was made ({'; '.join(drift)}); "
+            "make a new plan"
+        )
+
+
+def resume_run(
+    config: Config,
+    run_id: str,
+    *,
+    approver: Approver | None = None,
+    observer: Observer | None = None,
+    clock: Callable[[], datetime] | None = None,
+    max_run_seconds: float | None = None,
+) -> RunResult:
+    """Continue a run from the state store alone; succeeded steps never run again.
+
+    The resumed run has its time limit anew (max_run_seconds, else from config)."""
+    started = time.monotonic()
+    registry = load_catalog(config)
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        run_id = run["run_id"]
+        if run["dry_run"]:
+            raise UsageError(f"Run {run_id} was a dry run; there is nothing to resume")
+        if run["status"] not in RESUMABLE:
+            raise UsageError(f"Run {run_id} is {run['status']}; there is nothing to resume")
+        plan = Plan.from_dict(store.get_plan(run_id))
+        if plan.hash != run["plan_hash"]:
+            raise PlanError(f"Run {run_id}: its stored plan no longer matches its hash")
+        _check_tools_unchanged(registry, run["tool_fingerprints"], f"run {run_id} started")
+        handle = open_target(config, plan.target)
+        try:
+            with circuit_breaker(config, store, plan.target):
+                handle.connect().close()
+            lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
+        except (TargetLocked, TargetUnreachable):
+            handle.close()
+            raise
+        try:
+            store.reopen_run(run_id, f"resumed from {run['status']}")
+            executor = make_executor(
+                config,
+                registry,
+                store,
+                handle,
+                plan.agent,
+                approver,
+                observer,
+                run["safety_level"],
+                clock,
+                max_run_seconds,
+                lock=lock,
+                started=started,
+            )
+            prior = {s["index"]: s for s in run["steps"]}
+            return executor.execute(plan, run_id, dry_run=False, prior=prior)
+        finally:
+            release_run_lock(store, lock, run_id)
+            handle.close()
+
+
+def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], since: str) -> None:
+    for name, fingerprint in sorted(fingerprints.items()):
+        current = registry.get(name)
+        if current.fingerprint != fingerprint:
+            raise PlanError(
+                f"Tool '{name}' changed since {since} ({current.source}); make a new plan"
+            )
+
+
+def list_runs(config: Config, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    with StateStore(config.state_url) as store:
+        return store.list_runs(status=status, limit=limit)
+
+
+def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, Any]:
+    """A run with its steps, events and approvals; with_sql adds the audit of every
+    statement it sent, as `statements`."""
+    with StateStore(config.state_url) as store:
+        run = store.get_run(run_id)
+        if with_sql:
+            run["statements"] = store.list_statements(run["run_id"])
+        return run
+
+
+def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:
+    """The audit of every statement a run's operations sent."""
+    with StateStore(config.state_url) as store:
+        return store.list_statements(store.get_run(run_id)["run_id"])

@@ -1,0 +1,170 @@
+"""Schedules: adding, listing, pausing and removing them, running one as its trigger
+does, and the scheduler in the foreground."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aishell import notify, scheduling
+from aishell.agents import get_agent
+from aishell.approval import NonInteractive
+from aishell.commands.runs import resume_run, run_job, show_run
+from aishell.config import Config
+from aishell.errors import UsageError
+from aishell.executor import WAITING_APPROVAL, RunResult
+from aishell.state import StateStore
+
+SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Runs a schedule left unfinished (out of the window, or stopped) are resumed first.
+UNFINISHED = ("interrupted", "out_of_window")
+
+
+def add_schedule(
+    config: Config,
+    name: str,
+    cron: str,
+    timezone: str,
+    words: list[str],
+    agent_name: str,
+    job: dict[str, Any],
+    target: str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Check a schedule now, not at 2 a.m.: its name, cron, time zone, target and job."""
+    if not SCHEDULE_NAME.match(name):
+        raise UsageError(
+            f"Schedule name {name!r}: use letters, digits, '.', '_' and '-' (at most 128)"
+        )
+    scheduling.check_timezone(timezone)
+    first = scheduling.first_fire(cron, timezone)
+    target_name, _ = config.target(target)
+    get_agent(agent_name).normalize_job(job, config.agent(agent_name))
+    with StateStore(config.state_url) as store:
+        store.add_schedule(
+            name=name,
+            cron=cron,
+            timezone=timezone,
+            words=words,
+            agent=agent_name,
+            job=job,
+            target=target_name,
+            options=options,
+        )
+    return {"name": name, "cron": cron, "timezone": timezone, "next_run": first}
+
+
+def list_schedules(config: Config) -> list[dict[str, Any]]:
+    """Every schedule with its next run and its last run's status."""
+    held = scheduling.next_runs(config)
+    found = []
+    with StateStore(config.state_url) as store:
+        alerts = store.schedule_alerts()
+        for schedule in store.list_schedules():
+            name = schedule["name"]
+            if schedule["paused"]:
+                upcoming = None
+            elif name in held:
+                upcoming = held[name]
+            else:  # not served yet: what the trigger says
+                upcoming = scheduling.next_fire(schedule["cron"], schedule["timezone"])
+            recent = store.schedule_runs(name, limit=1)
+            found.append(
+                {
+                    **schedule,
+                    "next_run": upcoming,
+                    "last_run": recent[0] if recent else None,
+                    "alert": _current_alert(alerts.get(name, []), recent),
+                }
+            )
+    return found
+
+
+def _current_alert(
+    alerts: list[dict[str, Any]], recent: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The newest missed trigger or stuck run, unless a run has started since."""
+    if not alerts:
+        return None
+    newest = alerts[0]
+    if newest["kind"] == "missed" and recent and recent[0]["started_at"] > newest["at"]:
+        return None
+    if newest["kind"] == "stuck" and recent and recent[0]["status"] != "running":
+        return None
+    return newest
+
+
+def remove_schedule(config: Config, name: str) -> None:
+    with StateStore(config.state_url) as store:
+        store.remove_schedule(name)
+
+
+def pause_schedule(config: Config, name: str, paused: bool) -> None:
+    with StateStore(config.state_url) as store:
+        store.set_schedule_paused(name, paused)
+
+
+def run_schedule(
+    config: Config, name: str, how: str = "run-now", log: Callable[[str], None] = print
+) -> RunResult | None:
+    """Run a schedule's job as its trigger does: unfinished runs of the schedule first,
+    never a prompt, and the outcome to the notifiers. A trigger whose previous run
+    still waits for approval starts nothing (the waiting run is notified again), so
+    unapproved runs do not pile up night after night; `run-now` always runs."""
+    with StateStore(config.state_url) as store:
+        schedule = store.get_schedule(name)
+        recent = store.schedule_runs(name, limit=5)
+        unfinished = [r for r in recent if r["status"] in UNFINISHED]
+    if how == "cron" and recent and recent[0]["status"] == WAITING_APPROVAL:
+        waiting = show_run(config, recent[0]["run_id"])
+        log(f"schedule {name}: run {waiting['run_id']} still waits for approval; not started again")
+        _notify(config, waiting, name, how, log)
+        return None
+    approver = NonInteractive(why=f"scheduled run of {name}")
+    for earlier in reversed(unfinished):
+        log(f"schedule {name}: resuming unfinished run {earlier['run_id']} first")
+        resumed = resume_run(
+            config,
+            earlier["run_id"],
+            approver=approver,
+            max_run_seconds=schedule["options"].get("max_run_seconds"),
+        )
+        _notify(config, resumed.to_dict(), name, how, log)
+        if resumed.status in UNFINISHED:
+            return resumed  # still not done: the new run would meet the same wall
+    options = schedule["options"]
+    result = run_job(
+        config,
+        schedule["agent"],
+        schedule["job"],
+        schedule["target"],
+        dry_run=bool(options.get("dry_run")),
+        approver=approver,
+        safety_level=options.get("safety_level"),
+        force=bool(options.get("force")),
+        planner=options.get("planner"),
+        schedule=(name, how),
+        max_run_seconds=options.get("max_run_seconds"),
+    )
+    log(f"schedule {name}: run {result.run_id} {result.status}")
+    _notify(config, result.to_dict(), name, how, log)
+    return result
+
+
+def serve_schedules(
+    config: Config, log: Callable[[str], None], stop: threading.Event | None = None
+) -> None:
+    """The scheduler in the foreground, until SIGTERM or SIGINT."""
+    scheduling.serve(config, run_schedule, log, stop)
+
+
+def _notify(
+    config: Config, run: dict[str, Any], name: str, how: str, log: Callable[[str], None]
+) -> None:
+    message = notify.summary(run, name, how)
+    failures = notify.send(config.main.notifications, message, log)
+    if failures:
+        with StateStore(config.state_url) as store:
+            store.record_event(run["run_id"], None, "notify_failed", {"failures": failures})

@@ -1,0 +1,221 @@
+"""Starting a run: the shared path of run, apply, ask and restore from a plan to its
+executor, with the circuit breaker, the safety level's checks and the run lock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from aishell.approval import Approver, NonInteractive, current_user
+from aishell.commands.locks import release_run_lock, take_run_lock
+from aishell.commands.previews import Review, preview_plan
+from aishell.commands.tools import load_catalog
+from aishell.config import Config
+from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
+from aishell.executor import Executor, Observer, RunResult, subject
+from aishell.plan import Plan
+from aishell.policy import SAFETY_LEVELS, tighter_or_equal
+from aishell.registry import Registry, ToolDefinition
+from aishell.state import StateStore, new_run_id
+from aishell.substitution import find_references
+from aishell.targets import RunLock, Target, open_target
+
+
+def plan_and_start(
+    config: Config,
+    target: str | None,
+    make: Callable[[Registry, Target], Plan],
+    review: Review | None,
+    **run_options: Any,
+) -> RunResult:
+    """Plan on a read-only connection, show a drafted plan to `review`, then start.
+
+    The run's time limit counts from here: planning a large database takes its share."""
+    run_options["started"] = time.monotonic()
+    registry = load_catalog(config)
+    name, _ = config.target(target)
+    with StateStore(config.state_url) as store, circuit_breaker(config, store, name):
+        planning = open_target(config, name, read_only=True)
+        try:
+            plan = make(registry, planning)
+            if plan.drafted_by and review is not None:
+                level = run_options.get("safety_level") or (
+                    config.agent(plan.agent).defaults.safety_level
+                )
+                if not review(preview_plan(config, registry, planning, plan, level)):
+                    raise PlanDeclined("The plan was not run")
+        finally:
+            planning.close()
+        return start_run(config, store, registry, plan, **run_options)
+
+
+@contextmanager
+def circuit_breaker(config: Config, store: StateStore, target: str) -> Iterator[None]:
+    """The circuit breaker: a target that keeps failing to connect is left alone a while."""
+    opened = store.breaker_open_until(target)
+    if opened is not None:
+        until, failures, error = opened
+        raise TargetUnreachable(
+            f"Target '{target}' failed to connect {failures} times in a row (last: {error}); "
+            f"aishell leaves it alone until {until:%H:%M:%S} UTC"
+        )
+    settings = config.main.circuit_breaker
+    try:
+        yield
+    except TargetUnreachable as exc:
+        count = store.connection_failed(
+            target, str(exc), settings.failures, settings.cool_down_seconds
+        )
+        if count >= settings.failures:
+            raise TargetUnreachable(
+                f"{exc}; {count} failures in a row, so aishell leaves '{target}' alone for "
+                f"{settings.cool_down_seconds:g}s"
+            ) from None
+        raise
+    else:
+        store.connection_succeeded(target)
+
+
+def start_run(
+    config: Config,
+    store: StateStore,
+    registry: Registry,
+    plan: Plan,
+    *,
+    dry_run: bool,
+    approver: Approver | None,
+    observer: Observer | None,
+    safety_level: str | None,
+    force: bool,
+    clock: Callable[[], datetime] | None,
+    schedule: tuple[str, str] | None = None,
+    max_run_seconds: float | None = None,
+    started: float | None = None,
+) -> RunResult:
+    """Run a plan: check the safety level, take the run lock (not for a dry run), record
+    the run and its steps, and execute it; the lock and the target are released whatever
+    happens."""
+    configured = config.agent(plan.agent).defaults.safety_level
+    level = safety_level or configured
+    if level not in SAFETY_LEVELS:
+        raise UsageError(
+            f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
+        )
+    handle = open_target(config, plan.target, read_only=dry_run)
+    run_id = new_run_id()
+    lock = None
+    try:
+        loosened = not tighter_or_equal(level, configured)
+        if loosened and handle.config.environment == "production" and not force:
+            raise UsageError(
+                f"Target '{plan.target}' is production: loosening the safety level from "
+                f"{configured} to {level} needs --force"
+            )
+        if not dry_run:
+            lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
+        _record_run(store, registry, plan, run_id, dry_run, level)
+        if schedule is not None:
+            store.record_schedule_run(run_id, *schedule)
+        if level != configured:
+            change = {"from": configured, "to": level, "by": current_user(), "force": force}
+            store.record_event(run_id, None, "safety_level_override", change)
+        executor = make_executor(
+            config,
+            registry,
+            store,
+            handle,
+            plan.agent,
+            approver,
+            observer,
+            level,
+            clock,
+            max_run_seconds,
+            lock=lock,
+            started=started,
+            limit_source="the schedule's --max-run-time" if schedule else "--max-run-time",
+        )
+        return executor.execute(plan, run_id, dry_run=dry_run)
+    finally:
+        if lock is not None:
+            release_run_lock(store, lock, run_id)
+        handle.close()
+
+
+def _record_run(
+    store: StateStore, registry: Registry, plan: Plan, run_id: str, dry_run: bool, level: str
+) -> None:
+    """The run and its pending steps, before anything is sent to the target."""
+    tools = {s.tool: registry.get(s.tool) for s in plan.steps}
+    store.create_run(
+        run_id=run_id,
+        agent=plan.agent,
+        target=plan.target,
+        dialect=plan.dialect,
+        job=plan.job,
+        plan=plan.to_dict(),
+        plan_hash=plan.hash,
+        tool_fingerprints={name: tool.fingerprint for name, tool in tools.items()},
+        dry_run=dry_run,
+        safety_level=level,
+        step_rows=[
+            {
+                "index": i,
+                "step_id": s.id,
+                "tool": s.tool,
+                "subject": _subject(tools[s.tool], s.params),
+                "risk_level": tools[s.tool].risk_level.value,
+                "params": s.params,
+            }
+            for i, s in enumerate(plan.steps)
+        ],
+    )
+    if plan.drafted_by:
+        store.record_event(run_id, None, "plan_drafted", plan.drafted_by)
+
+
+def make_executor(
+    config: Config,
+    registry: Registry,
+    store: StateStore,
+    handle: Target,
+    agent_name: str,
+    approver: Approver | None,
+    observer: Observer | None,
+    safety_level: str,
+    clock: Callable[[], datetime] | None,
+    max_run_seconds: float | None = None,
+    *,
+    lock: RunLock | None = None,
+    started: float | None = None,
+    limit_source: str = "--max-run-time",
+) -> Executor:
+    """The executor of a new or resumed run, with the agent's config and the run's limit."""
+    extra: dict[str, Any] = {}
+    if observer is not None:
+        extra["observer"] = observer
+    if clock is not None:
+        extra["clock"] = clock
+    return Executor(
+        registry=registry,
+        store=store,
+        target=handle,
+        agent=config.agent(agent_name),
+        approver=approver or NonInteractive(),
+        backup_dir=config.backup_dir,
+        safety_level=safety_level,
+        open_target=lambda name: open_target(config, name, read_only=True).connect(),
+        run_limit=config.run_limit(agent_name, max_run_seconds, limit_source),
+        run_started=started,
+        run_lock=lock,
+        **extra,
+    )
+
+
+def _subject(tool: ToolDefinition, params: dict[str, Any]) -> str | None:
+    """The table(s) a step works on, as the history of durations is keyed."""
+    if find_references(params):
+        return None
+    return subject(tool.tables_in(params))

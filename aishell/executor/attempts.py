@@ -1,0 +1,161 @@
+"""Running a step's tool: each attempt under the guard, the step's deadline and the audit,
+and what each way an attempt can end means for the step."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import AishellError, StepInterrupted, StepSkipped
+from aishell.executor.audit import audited
+from aishell.executor.context import RunContext
+from aishell.executor.effects import record_effects
+from aishell.executor.failures import rollback
+from aishell.executor.prepare import PreparedStep
+from aishell.executor.results import INTERRUPTED, StepResult
+from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
+from aishell.executor.stopping import Stop
+from aishell.guard import Guard, shapes_for
+from aishell.registry import RiskLevel, ToolContext, ToolDefinition
+from aishell.schema import identifier_params
+from aishell.state import dumps
+from aishell.targets.access import session_access
+from aishell.targets.deadlines import step_deadline
+from aishell.targets.transient import is_transient
+
+
+def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolContext) -> None:
+    """Run the tool until an attempt ends the step: it succeeds, is skipped, fails, or
+    (an idempotent tool, a transient server error) is tried again after a wait."""
+    tool = step.tool
+    limit = min(tool.max_execution_time, run.agent.defaults.max_execution_time)
+    retries = allowed_retries(tool, run.agent.defaults)
+    _long_step_hooks(run, result, tool, ctx)
+    run.observer.step_started(result, len(run.results))
+    started = time.monotonic()
+    if tool.risk_level is not RiskLevel.SAFE and run.catalog is not None:
+        # Whatever way it ends, it may have changed its tables (or, naming none, any):
+        # they are read again before a later step uses them.
+        run.catalog.changed(tool.tables_in(step.params))
+    for attempt in range(1, retries + 2):
+        result.attempts = attempt
+        result.status = "running"
+        run.store.step_started(
+            run.run_id, result.index, step.params, result.sql, attempt, durable=False
+        )
+        try:
+            output = _attempt(run, result, step, ctx, limit, attempt, started)
+        except Stop:
+            raise
+        except StepSkipped as exc:
+            # Whatever it did is committed (each tool commits its own work); the
+            # server declined the rest, and the status says so.
+            result.output = json.loads(dumps(exc.details)) if exc.details else None
+            run.finish(result, "skipped", error=str(exc), started=started)
+            return
+        except AishellError as exc:  # StepTimeout and StepFailed among them
+            rollback(ctx.connection)
+            record_effects(run, getattr(exc, "details", None) or {})
+            run.finish(result, "failed", error=str(exc), started=started)
+            return
+        except DBAPIError as exc:
+            rollback(ctx.connection)
+            if attempt <= retries and is_transient(exc):
+                if wait_to_retry(run, ctx, result, exc, attempt):
+                    continue
+                run.finish(result, "failed", error=unreachable(run, exc), started=started)
+                return
+            error = final_error(run, ctx, tool, step.params, exc, attempt)
+            run.finish(result, "failed", error=error, started=started)
+            return
+        except Exception as exc:  # a defect in a tool: the step fails, the run stops
+            rollback(ctx.connection)
+            error = f"internal error in {tool.name}: {type(exc).__name__}: {exc}"
+            run.record_event(result.index, "internal_error", {"traceback": traceback.format_exc()})
+            run.finish(result, "failed", error=error, started=started)
+            return
+        record_effects(run, output)
+        # Keep in memory exactly what the store holds, so later steps see the same values.
+        result.output = json.loads(dumps(output))
+        run.finish(result, "succeeded", started=started)
+        return
+
+
+def _attempt(
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    limit: float,
+    attempt: int,
+    started: float,
+) -> dict[str, Any]:
+    """One attempt of the tool. A stop that came meanwhile (a signal, the run's time
+    limit, `aishell stop`) ends the step interrupted, whatever the tool raised."""
+    tool = step.tool
+    label = f"{result.step_id} ({tool.name})"
+    ctx.deadline = time.monotonic() + limit
+    # The tool's effective risk says whether it may write at all; what it may
+    # write is what it rendered (shown, checked, approved) and its declared shapes.
+    writes = tool.risk_level is not RiskLevel.SAFE
+    guard = Guard(
+        shapes=shapes_for(
+            step.impl.sql_templates, step.rendered, ctx.connection, _identifiers(step, ctx)
+        )
+        if writes
+        else (),
+        writes=writes,
+        label=label,
+        volatile=run.volatile,
+    )
+    try:
+        session_access(ctx.connection, not writes, run.target.read_only)
+        with (
+            step_deadline(ctx.connection, limit, label),
+            audited(run, ctx.connection, result.index, attempt, guard),
+        ):
+            return step.impl.run(step.params, ctx)
+    except Exception as exc:
+        stopping = run.stopping
+        stopped = isinstance(exc, StepInterrupted) and stopping.reason()
+        if stopping.signal or stopped:  # whatever the tool raised, this is why
+            rollback(ctx.connection)
+            run.finish(
+                result,
+                "interrupted",
+                error=str(exc) if stopped else f"interrupted by {stopping.signal}",
+                started=started,
+            )
+            raise Stop(INTERRUPTED, stopping.reason()) from exc
+        raise
+
+
+def _identifiers(step: PreparedStep, ctx: ToolContext) -> dict[str, str]:
+    """The step's names of database objects, quoted, for its tool's statement shapes."""
+    params = step.params
+    return {
+        name: ctx.quote(params[name])
+        for name, (_kind, is_list) in identifier_params(step.tool.params).items()
+        if not is_list and isinstance(params.get(name), str)
+    }
+
+
+def _long_step_hooks(
+    run: RunContext, result: StepResult, tool: ToolDefinition, ctx: ToolContext
+) -> None:
+    """What a long step (a purge) uses to checkpoint, report and budget itself."""
+    store, run_id, index = run.store, run.run_id, result.index
+    # Read only by the tools that checkpoint: one query less for every other step.
+    ctx.load_progress = lambda: store.get_progress(run_id, index)
+    ctx.save_progress = lambda progress: store.save_progress(run_id, index, progress)
+    ctx.record_event = lambda kind, data: store.record_event(run_id, index, kind, data)
+    report = getattr(run.observer, "step_progress", None)
+    ctx.report = (lambda figures: report(result, figures)) if report else (lambda _f: None)
+    now = run.clock()
+    ctx.ends_at = run.policy.window_closes(tool, now)
+    ctx.seconds_left = None if ctx.ends_at is None else (ctx.ends_at - now).total_seconds()
+    ctx.open_target = run.open_target

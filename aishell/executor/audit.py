@@ -1,0 +1,96 @@
+"""The audit of a step's statements: each passes the guard and is recorded before it runs."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
+from aishell.errors import StatementRefused, StepInterrupted
+from aishell.executor.context import RunContext
+from aishell.guard import Guard
+
+Before = Callable[[Any, str, Any], None]
+After = Callable[[Any], None]
+
+
+class _Hooks:
+    """The cursor events of one connection, listened to once; each audited block adds
+    its handlers for as long as it lasts. (Listening and unlistening per block, twice a
+    step, cost more than the step's checkpoints.)"""
+
+    def __init__(self, conn: Connection) -> None:
+        self.handlers: list[tuple[Before, After]] = []
+        event.listen(conn, "before_cursor_execute", self.before)
+        event.listen(conn, "after_cursor_execute", self.after)
+
+    def before(self, _c: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        for before, _after in list(self.handlers):
+            before(cursor, statement, parameters)
+
+    def after(self, _c: Any, cursor: Any, *_: Any) -> None:
+        for _before, after in list(self.handlers):
+            after(cursor)
+
+
+# A connection is used by one thread at a time (SQLAlchemy's rule), so each key is
+# written by one thread only.
+_HOOKS: weakref.WeakKeyDictionary[Connection, _Hooks] = weakref.WeakKeyDictionary()
+
+
+def _hooks(conn: Connection) -> _Hooks:
+    hooks = _HOOKS.get(conn)
+    if hooks is None:
+        hooks = _HOOKS[conn] = _Hooks(conn)
+    return hooks
+
+
+@contextmanager
+def audited(
+    run: RunContext, conn: Connection, index: int, attempt: int, guard: Guard
+) -> Iterator[None]:
+    """Every statement the tool sends passes the guard, is recorded before it runs and
+    completed after; a refused one is recorded with why, and never sent."""
+    open_ids: list[int] = []
+    dialect, paramstyle = run.target.dialect, conn.dialect.paramstyle
+    store, stopping = run.store, run.stopping
+
+    def before(cursor: Any, statement: str, parameters: Any) -> None:
+        if stopping.signal:  # no new statement once SIGINT or SIGTERM came
+            raise StepInterrupted(f"interrupted by {stopping.signal}")
+        why = guard.check(statement, cursor, dialect, paramstyle)
+        if why is not None:
+            guard.refused.append(why)
+            refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
+            store.statement_finished(refused, None, f"refused by the guard: {why}")
+            raise StatementRefused(f"{guard.label}: statement refused: {why}")
+        open_ids.append(store.statement_started(run.run_id, index, attempt, statement, parameters))
+
+    def after(cursor: Any) -> None:
+        rows = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
+        store.statement_finished(open_ids.pop(), rows, None)
+
+    hooks = _hooks(conn)
+    handlers = (before, after)
+    hooks.handlers.append(handlers)
+    stopping.running = conn
+    try:
+        yield
+    except BaseException as exc:
+        for statement_id in open_ids:
+            store.statement_finished(statement_id, None, _error_text(exc))
+        raise
+    finally:
+        stopping.running = None
+        hooks.handlers.remove(handlers)
+    guard.raise_if_refused()
+
+
+def _error_text(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip()
+    return text.splitlines()[0] if text else type(inner).__name__

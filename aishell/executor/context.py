@@ -1,0 +1,120 @@
+"""One execution of a plan: what the per-step rules read, and how a step's end is recorded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.approval import Approver
+from aishell.config import AgentConfig
+from aishell.executor.results import Observer, StepResult
+from aishell.executor.stopping import Stopping
+from aishell.guardcalls import Call
+from aishell.plan import Plan
+from aishell.policy import SafetyPolicy
+from aishell.registry import Category, Registry
+from aishell.state import StateStore
+from aishell.tablecatalog import TableCatalog
+from aishell.targets.engines import Target
+
+
+@dataclass
+class RunContext:
+    """The run's plan, its steps' results so far and the executor's settings."""
+
+    run_id: str
+    plan: Plan
+    results: list[StepResult]
+    dry_run: bool
+    registry: Registry
+    store: StateStore
+    target: Target
+    agent: AgentConfig
+    policy: SafetyPolicy
+    approver: Approver
+    observer: Observer
+    clock: Callable[[], datetime]
+    stopping: Stopping
+    # Opens another configured target read-only (a replica a purge watches).
+    open_target: Callable[[str], Connection] | None = None
+    # The target's tables, read once; what a step may have changed is read again.
+    catalog: TableCatalog | None = None
+    # Function calls the guard looked up in the server's catalog (may they write?), for
+    # every step's guard.
+    volatile: dict[Call, bool] = field(default_factory=dict)
+    # Where each step's result is in results, by step id.
+    positions: dict[str, int] = field(init=False)
+    # How far backup_before has looked, and whether a backup had succeeded by there.
+    _backups_seen: tuple[int, bool] = field(default=(0, False), init=False)
+
+    def __post_init__(self) -> None:
+        self.positions = {r.step_id: r.index for r in self.results}
+
+    def earlier(self, index: int) -> Mapping[str, StepResult]:
+        """The steps before the step at index, by id."""
+        return Earlier(self.results, index, self.positions)
+
+    def backup_before(self, index: int) -> bool:
+        """Whether a backup step before the step at index succeeded in this run.
+
+        Steps are prepared in order and an earlier step's status is final by then (one
+        left waiting does not run again in this go), so each result is looked at once
+        per run, not once per later step."""
+        seen, found = self._backups_seen if self._backups_seen[0] <= index else (0, False)
+        for result in self.results[seen:index]:
+            found = found or (
+                result.status == "succeeded"
+                and self.registry.get(result.tool).category is Category.BACKUP
+            )
+        self._backups_seen = (index, found)
+        return found
+
+    def record_event(self, index: int, kind: str, data: dict[str, Any]) -> None:
+        self.store.record_event(self.run_id, index, kind, data)
+
+    def finish(
+        self,
+        result: StepResult,
+        status: str,
+        *,
+        error: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        """A step's end: committed to the store before anything else happens."""
+        result.status, result.error = status, error
+        if started is not None:
+            result.seconds = round(time.monotonic() - started, 3)
+        self.store.step_finished(
+            self.run_id,
+            result.index,
+            status,
+            output=result.output,
+            error=error,
+            sql=result.sql,
+            resolved_params=result.params,
+        )
+        self.observer.step_finished(result, len(self.results))
+
+
+class Earlier(Mapping[str, StepResult]):
+    """The steps before one step, by id, without copying them for every step."""
+
+    def __init__(self, results: list[StepResult], index: int, by_id: dict[str, int]) -> None:
+        self._results, self._index, self._by_id = results, index, by_id
+
+    def __getitem__(self, step_id: str) -> StepResult:
+        position = self._by_id[step_id]
+        if position >= self._index:
+            raise KeyError(step_id)
+        return self._results[position]
+
+    def __iter__(self) -> Iterator[str]:
+        return (r.step_id for r in self._results[: self._index])
+
+    def __len__(self) -> int:
+        return self._index

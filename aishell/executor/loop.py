@@ -1,0 +1,218 @@
+"""The step loop: each step in turn by the rules in step.py, then the run's outcome.
+
+Every step's end is committed to the state store before the next step begins. A
+resumed run starts from what the store holds: succeeded steps are never run again
+and their outputs feed later steps as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from aishell.approval import Approver
+from aishell.config import AgentConfig
+from aishell.executor.context import RunContext
+from aishell.executor.failures import db_error
+from aishell.executor.results import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    Observer,
+    RunResult,
+    SilentObserver,
+    StepResult,
+    outcome,
+)
+from aishell.executor.resume import is_final, restore
+from aishell.executor.step import run_step
+from aishell.executor.stopping import Interrupted, Stop, Stopping
+from aishell.plan import Plan, Step
+from aishell.policy import SafetyPolicy
+from aishell.registry import Registry, ToolContext
+from aishell.scratch import Ledger
+from aishell.state import StateStore
+from aishell.targets.engines import Target
+from aishell.targets.locks import RunLock
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Executor:
+    """Runs a plan's steps on one target, each under the safety policy and its approvals."""
+
+    registry: Registry
+    store: StateStore
+    target: Target
+    agent: AgentConfig
+    approver: Approver
+    observer: Observer = field(default_factory=SilentObserver)
+    backup_dir: Path | None = None
+    safety_level: str | None = None
+    clock: Callable[[], datetime] = _utc_now
+    # Opens another configured target read-only (a replica a purge watches).
+    open_target: Callable[[str], Connection] | None = None
+    # The run's time limit in seconds, and the setting it comes from.
+    run_limit: tuple[float, str] | None = None
+    # When the run began (time.monotonic()): its time limit counts from there, planning
+    # included. None: from the first step.
+    run_started: float | None = None
+    # The run's lock on the target's database, looked at every LOCK_CHECK_SECONDS.
+    run_lock: RunLock | None = None
+    # Signals, the time limit, `aishell stop` and the run lock: what may stop the run.
+    _stopping: Stopping = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._stopping = Stopping(self.store, self.target.name, self.run_lock)
+
+    @property
+    def policy(self) -> SafetyPolicy:
+        return SafetyPolicy(
+            safety_level=self.safety_level or self.agent.defaults.safety_level,
+            environment=self.target.config.environment,
+            target=self.target.name,
+            constraints=self.agent.constraints,
+        )
+
+    def execute(
+        self,
+        plan: Plan,
+        run_id: str,
+        *,
+        dry_run: bool,
+        prior: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> RunResult:
+        """Run plan as run_id (already in the store); `prior` holds stored step states."""
+        run = self._context(plan, run_id, dry_run)
+        run_result = RunResult(
+            run_id=run_id,
+            status=COMPLETED,
+            agent=plan.agent,
+            target=plan.target,
+            dry_run=dry_run,
+            plan_hash=plan.hash,
+            safety_level=run.policy.safety_level,
+            steps=run.results,
+        )
+        ctx = self._tool_context(run_id, dry_run)
+        try:
+            with (
+                self._stopping.signals(),
+                self._stopping.time_limit(self.run_limit, self.run_started),
+            ):
+                self._steps(run, ctx, prior or {})
+        except Stop as stop:
+            run_result.status, run_result.error = stop.status, stop.error
+        except (KeyboardInterrupt, Interrupted):
+            who = self._stopping.signal or "SIGINT"
+            run_result.status, run_result.error = INTERRUPTED, f"interrupted by {who}"
+            for result in run.results:
+                if result.status == "running":
+                    run.finish(result, "interrupted", error=f"interrupted by {who}")
+        except DBAPIError as exc:
+            # The server failed between a step's statements (its checks, its measuring):
+            # nothing of that step ran, and resume starts it again.
+            run_result.status, run_result.error = (
+                FAILED,
+                (
+                    f"target '{self.target.name}': {db_error(exc)}; "
+                    f"`aishell resume {run_id}` once the server answers"
+                ),
+            )
+        except Exception as exc:
+            run_result.status = FAILED
+            run_result.error = f"internal error: {type(exc).__name__}: {exc}"
+            self.store.finish_run(run_id, run_result.status, run_result.error)
+            raise
+        finally:
+            if ctx.conn is not None:
+                with suppress(SQLAlchemyError):
+                    ctx.conn.close()
+        if run_result.status == COMPLETED:
+            run_result.status, run_result.error = outcome(run.results)
+        self.store.finish_run(run_id, run_result.status, run_result.error)
+        return run_result
+
+    def _steps(
+        self, run: RunContext, ctx: ToolContext, prior: Mapping[int, Mapping[str, Any]]
+    ) -> None:
+        """Each step in plan order; a stop asked for meanwhile ends the loop before the
+        next step that would run."""
+        outputs: dict[str, Any] = {}
+        waiting: set[str] = set()
+        for step, result in zip(run.plan.steps, run.results, strict=True):
+            stored = prior.get(result.index)
+            if stored is not None and is_final(stored):
+                restore(result, stored)
+            else:
+                reason = self._stopping.reason()
+                if reason:
+                    raise Stop(INTERRUPTED, reason)
+                run_step(run, step, result, outputs, waiting, ctx, stored)
+            if result.status == "succeeded" or (
+                # What a step the server skipped found; only a step that runs
+                # regardless of its references (the report) ever reads it.
+                result.status == "skipped" and result.output is not None
+            ):
+                outputs[step.id] = result.output
+
+    def _context(self, plan: Plan, run_id: str, dry_run: bool) -> RunContext:
+        self._stopping.run_id = run_id
+        return RunContext(
+            run_id=run_id,
+            plan=plan,
+            results=[self._initial(i, s) for i, s in enumerate(plan.steps)],
+            dry_run=dry_run,
+            registry=self.registry,
+            store=self.store,
+            target=self.target,
+            agent=self.agent,
+            policy=self.policy,
+            approver=self.approver,
+            observer=self.observer,
+            clock=self.clock,
+            stopping=self._stopping,
+            open_target=self.open_target,
+        )
+
+    def _tool_context(self, run_id: str, dry_run: bool) -> ToolContext:
+        """The tools' connection to the target and their hooks into the run."""
+        conn = self.target.connect()
+        ctx = ToolContext(
+            conn=conn,
+            dialect=self.target.dialect,
+            target=self.target.name,
+            dry_run=dry_run,
+            backup_dir=self.backup_dir,
+            run_id=run_id,
+            quote_identifier=self.target.quote,
+        )
+        ctx.should_stop = lambda: self._stopping.reason() is not None
+        ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)
+        ctx.scratch = Ledger(self.store, run_id, self.target.name)
+        if not dry_run:
+            # What runs killed before they could clean up left behind goes first.
+            ctx.scratch.clean_dead(self.target.engine)
+        return ctx
+
+    def _initial(self, index: int, step: Step) -> StepResult:
+        tool = self.registry.get(step.tool)
+        return StepResult(
+            index=index,
+            step_id=step.id,
+            tool=step.tool,
+            rationale=step.rationale,
+            params=step.params,
+            risk_level=tool.risk_level.value,
+            run_report=tool.run_report,
+        )

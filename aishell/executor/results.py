@@ -1,0 +1,144 @@
+"""What a run and its steps come to: their statuses, their results, the run's outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Run outcomes.
+COMPLETED = "completed"
+COMPLETED_WITH_DENIALS = "completed_with_denials"
+DENIED = "denied"
+FAILED = "failed"
+WAITING_APPROVAL = "waiting_approval"
+OUT_OF_WINDOW = "out_of_window"
+ABORTED = "aborted"
+INTERRUPTED = "interrupted"
+RUN_STATUSES = (
+    "running",
+    COMPLETED,
+    COMPLETED_WITH_DENIALS,
+    DENIED,
+    FAILED,
+    WAITING_APPROVAL,
+    OUT_OF_WINDOW,
+    ABORTED,
+    INTERRUPTED,
+)
+
+
+@dataclass
+class StepResult:
+    index: int
+    step_id: str
+    tool: str
+    rationale: str
+    params: dict[str, Any]
+    risk_level: str
+    requires_approval: bool = False
+    confirmation: str = "none"
+    reasons: list[str] = field(default_factory=list)
+    # Reasons only a person may waive for this step: no flag covers them.
+    personal: list[str] = field(default_factory=list)
+    mitigations: list[str] = field(default_factory=list)
+    status: str = "pending"
+    output: Any = None
+    error: str | None = None
+    sql: list[str] = field(default_factory=list)
+    estimate: dict[str, Any] | None = None
+    attempts: int = 0
+    seconds: float | None = None
+    approval: dict[str, str] | None = None
+    # Its tool's output is the run's report (`run_report: true` in its definition).
+    run_report: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "step_id": self.step_id,
+            "tool": self.tool,
+            "rationale": self.rationale,
+            "params": self.params,
+            "risk_level": self.risk_level,
+            "requires_approval": self.requires_approval,
+            "confirmation": self.confirmation,
+            "reasons": self.reasons,
+            "personal": self.personal,
+            "mitigations": self.mitigations,
+            "status": self.status,
+            "output": self.output,
+            "error": self.error,
+            "sql": self.sql,
+            "estimate": self.estimate,
+            "attempts": self.attempts,
+            "seconds": self.seconds,
+            "approval": self.approval,
+        }
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    agent: str
+    target: str
+    dry_run: bool
+    plan_hash: str
+    safety_level: str
+    steps: list[StepResult]
+    error: str | None = None
+
+    @property
+    def report(self) -> Any:
+        for step in reversed(self.steps):
+            if step.run_report and step.status == "succeeded":
+                return step.output
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "agent": self.agent,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "plan_hash": self.plan_hash,
+            "safety_level": self.safety_level,
+            "error": self.error,
+            "steps": [s.to_dict() for s in self.steps],
+            "report": self.report,
+        }
+
+
+class Observer(Protocol):
+    """Told as each step starts and ends; the CLI draws progress with it."""
+
+    def step_started(self, step: StepResult, total: int) -> None: ...
+
+    def step_finished(self, step: StepResult, total: int) -> None: ...
+
+
+class SilentObserver:
+    """The observer of a run nobody watches."""
+
+    def step_started(self, step: StepResult, total: int) -> None:
+        pass
+
+    def step_finished(self, step: StepResult, total: int) -> None:
+        pass
+
+
+def outcome(results: list[StepResult]) -> tuple[str, str | None]:
+    """The run's status from its steps, once the loop went through all of them."""
+    statuses = [r.status for r in results]
+    if "waiting_approval" in statuses:
+        left = [r.step_id for r in results if r.status in ("waiting_approval", "pending")]
+        return WAITING_APPROVAL, f"waiting for approval: {', '.join(left)}"
+    if "deferred" in statuses:
+        later = [r for r in results if r.status in ("deferred", "pending")]
+        why = next(r.error for r in later if r.status == "deferred")
+        return OUT_OF_WINDOW, f"{len(later)} step(s) left for later: {why}"
+    if "denied" in statuses:
+        changed = any(r.status == "succeeded" and r.risk_level != "safe" for r in results)
+        return (COMPLETED_WITH_DENIALS if changed else DENIED), None
+    return COMPLETED, None

@@ -1,0 +1,85 @@
+"""One step of a run, by its rules in order: what it waits for, its preparation, a dry
+run's preview, the maintenance window, the resume rule, approval, then its tool."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aishell.approval import Decision
+from aishell.executor.approvals import approve, notify
+from aishell.executor.attempts import run_tool
+from aishell.executor.context import RunContext
+from aishell.executor.prepare import apply_verdict, prepare, preview_offline, settle_dependencies
+from aishell.executor.results import FAILED, StepResult
+from aishell.executor.resume import approved_before, may_run_again
+from aishell.executor.stopping import Stop
+from aishell.plan import Step
+from aishell.policy import Confirmation
+from aishell.registry import Category, RiskLevel, ToolContext, ToolDefinition
+from aishell.substitution import find_references
+
+
+def run_step(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    outputs: Mapping[str, Any],
+    waiting: set[str],
+    ctx: ToolContext,
+    stored: Mapping[str, Any] | None,
+) -> None:
+    """Take the step as far as it goes now; `waiting` collects the steps left for later
+    (and those that need them), `stored` is its state from an earlier go of the run."""
+    tool = run.registry.get(step.tool)
+    impl = tool.implementation(run.target.dialect)
+    ctx.step_cache = {}
+    needed = [r.step_id for r in find_references([step.params, step.condition])]
+    needed += list(step.depends_on)
+    earlier = run.earlier(result.index)
+    absent = settle_dependencies(run, step, result, needed, earlier, waiting)
+    if absent is None:
+        return
+    unresolved = [d for d in needed if d not in outputs and d not in absent and d in earlier]
+    if run.dry_run and unresolved:
+        # Earlier steps were only previewed, so their outputs do not exist yet.
+        preview_offline(run, result, step, impl, ctx)
+        return
+    prepared = prepare(run, step, result, tool, impl, outputs, absent, ctx)
+    if prepared is None:
+        return
+    verdict = prepared.verdict
+    apply_verdict(result, verdict)
+
+    if run.dry_run:
+        if _runs_in_dry_run(tool):
+            run_tool(run, result, prepared, ctx)
+        else:
+            run.finish(result, "previewed")
+        return
+
+    if verdict.defer:
+        waiting.add(step.id)
+        run.finish(result, "deferred", error=verdict.defer)
+        return
+    if not may_run_again(run, step, result, tool, impl, prepared.params, ctx, stored):
+        waiting.add(step.id)
+        return
+    if result.status == "succeeded":  # its effect was found: it ran before the crash
+        return
+    if verdict.requires_approval and not approved_before(stored):
+        decision = approve(run, step, result, tool)
+        if decision is Decision.DEFER:
+            waiting.add(step.id)
+            return
+        if decision is Decision.DENY:
+            return
+    elif verdict.confirmation is Confirmation.NOTIFY:
+        notify(run, result, tool, prepared.params)
+    run_tool(run, result, prepared, ctx)
+    if result.status == "failed":
+        raise Stop(FAILED, f"{step.id} ({tool.name}) failed: {result.error}")
+
+
+def _runs_in_dry_run(tool: ToolDefinition) -> bool:
+    return tool.risk_level is RiskLevel.SAFE and tool.category is Category.ANALYSIS

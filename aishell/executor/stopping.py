@@ -1,0 +1,179 @@
+"""Why a run stops before its end: a signal, its time limit, `aishell stop`, a lost run lock.
+
+A stop never cuts a step's bookkeeping short: no new step starts, a running statement is
+cancelled, the step ends interrupted and `aishell resume` goes on from there.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.state import StateStore
+from aishell.targets.deadlines import interrupt
+from aishell.targets.locks import RunLock
+
+# How often a run looks whether its lock is still held (a server restart loses it).
+LOCK_CHECK_SECONDS = 10.0
+# How long the main thread has to run the signal handler before the signal is sent on
+# to it: a thread blocked in a read (the approval prompt) sees only its own signals.
+HANDLER_WAIT_SECONDS = 0.2
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM between statements: like KeyboardInterrupt, never swallowed."""
+
+
+class Stop(Exception):
+    """Ends the step loop with a run status."""
+
+    def __init__(self, status: str, error: str | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.error = error
+
+
+@dataclass
+class Stopping:
+    """What may stop one executor's run, and the means to cancel its running statement."""
+
+    store: StateStore
+    target: str
+    # The run's lock on the target's database, looked at every LOCK_CHECK_SECONDS.
+    run_lock: RunLock | None = None
+    run_id: str = ""
+    # Set once a signal came or the run's time limit was reached: what stops the run.
+    signal: str | None = None
+    # The connection a step's statements run on now; a stop cancels what runs there.
+    running: Connection | None = None
+    lock_checked: float = field(default_factory=time.monotonic)
+    # Once lost, the lock stays lost for this run: every later look says so.
+    lock_lost: bool = False
+
+    def reason(self) -> str | None:
+        """Why the run must stop now, as its error says it; None to go on."""
+        if self.signal:
+            return f"interrupted by {self.signal}; continue with `aishell resume {self.run_id}`"
+        who = self.store.stop_requested(self.run_id)
+        if who:
+            return (
+                f"stopped by {who} with `aishell stop`; "
+                f"continue with `aishell resume {self.run_id}`"
+            )
+        if self.lost_lock():
+            return (
+                f"lost the run lock on target '{self.target}' (the server ended the "
+                "lock's session) and another process took it before aishell could take it "
+                f"back; continue with `aishell resume {self.run_id}` once that run is done"
+            )
+        return None
+
+    def lost_lock(self) -> bool:
+        """Whether another process holds the run's lock now (looked at every
+        LOCK_CHECK_SECONDS: a round trip per batch of a purge would cost too much)."""
+        if self.lock_lost:
+            return True
+        if self.run_lock is None or time.monotonic() - self.lock_checked < LOCK_CHECK_SECONDS:
+            return False
+        self.lock_checked = time.monotonic()
+        self.lock_lost = not self.run_lock.holds()
+        return self.lock_lost
+
+    def cancel_running(self) -> None:
+        running = self.running
+        if running is not None:
+            interrupt(running)
+
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM: no new step starts; a running statement is cancelled.
+
+        Python runs a signal handler only between bytecodes of the main thread, never
+        while a driver's C call blocks it. The C-level handler still writes the signal
+        number to the wakeup fd at once, so a watcher thread reads it there and cancels
+        the running statement; the Python handler then sees the cancelled step.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        # Whether the Python handler ran in the main thread. The kernel may deliver the
+        # signal to any thread; the main thread, blocked reading the prompt's answer,
+        # then never wakes. The watcher sends the signal on to it once.
+        handled = threading.Event()
+
+        def handler(signum: int, _frame: Any) -> None:
+            first = not handled.is_set()
+            handled.set()
+            self.signal = signal.Signals(signum).name
+            if first and self.running is None:
+                raise Interrupted(self.signal)
+
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        stop = threading.Event()
+        main = threading.main_thread().ident
+
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    data = reader.recv(16)
+                except OSError:
+                    return
+                if not data or stop.is_set():
+                    return
+                self.signal = self.signal or signal.Signals(data[-1]).name
+                self.cancel_running()
+                if not handled.wait(HANDLER_WAIT_SECONDS) and not stop.is_set() and main:
+                    signal.pthread_kill(main, data[-1])
+
+        watcher = threading.Thread(target=watch, name="aishell-signals", daemon=True)
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        watcher.start()
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            signal.set_wakeup_fd(previous_fd)
+            stop.set()
+            writer.close()
+            reader.close()
+            watcher.join(1)
+
+    @contextmanager
+    def time_limit(
+        self, run_limit: tuple[float, str] | None, run_started: float | None
+    ) -> Iterator[None]:
+        """Past the run's time limit the run stops as on SIGTERM: the running statement
+        is cancelled, the step ends interrupted, and `aishell resume` goes on.
+
+        run_limit: the limit in seconds and the setting it comes from; run_started: when
+        the run began (time.monotonic()), planning included; None counts from now.
+        """
+        if run_limit is None:
+            yield
+            return
+        seconds, setting = run_limit
+        spent = 0.0 if run_started is None else time.monotonic() - run_started
+
+        def reached() -> None:
+            self.signal = self.signal or f"the run-time limit of {seconds:g}s ({setting})"
+            self.cancel_running()
+
+        timer = threading.Timer(max(seconds - spent, 0.0), reached)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()

@@ -1,0 +1,176 @@
+"""The functions a read calls, and which of them may write.
+
+A SELECT can write through a function it calls: a PostgreSQL function that is VOLATILE,
+a MariaDB stored function (whose SQL DATA characteristic the server does not enforce).
+The parser cannot tell, so the guard asks the server's catalog about every name the
+statement calls, as the server would resolve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import sqlglot
+from sqlglot import TokenType
+
+from aishell.sqlcheck import SQLGLOT_DIALECT
+
+# Volatile functions that only read: sizes, statistics and checks the tools use. They
+# count as reads only where PostgreSQL itself or the extension that ships them defines
+# them; a function of the same name in another schema is judged like any other.
+READ_ONLY_VOLATILE = frozenset(
+    {
+        "pg_relation_size",
+        "pg_total_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+        "pg_database_size",
+        "pg_tablespace_size",
+        "pg_size_pretty",
+        "pgstattuple",
+        "pgstattuple_approx",
+        "pgstatindex",
+        "pgstatginindex",
+        "pg_relpages",
+        "bt_index_check",
+        "bt_index_parent_check",
+        "verify_heapam",
+        "pg_current_wal_lsn",
+        "pg_last_wal_replay_lsn",
+        "pg_last_xact_replay_timestamp",
+        "pg_wal_lsn_diff",
+        "pg_is_in_recovery",
+        "pg_backend_pid",
+        "pg_stat_get_live_tuples",
+        "pg_stat_get_dead_tuples",
+        "pg_stat_get_last_analyze_time",
+        "pg_stat_get_last_autoanalyze_time",
+        "pg_stat_get_last_vacuum_time",
+        "pg_stat_get_last_autovacuum_time",
+        "clock_timestamp",
+        "timeofday",
+        "random",
+        "pg_blocking_pids",
+        "txid_current_snapshot",
+        "pg_current_snapshot",
+        "pg_control_system",
+        "pg_postmaster_start_time",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "pg_conf_load_time",
+    }
+)
+# The extensions whose functions of those names are trusted to only read.
+READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck")
+
+# (schema or None, name) of one call, as the server resolves names.
+Call = tuple[str | None, str]
+_NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
+
+
+@lru_cache(maxsize=8192)
+def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
+    """Every name followed by "(" (optionally schema-qualified): a function call, or a
+    word that only looks like one (IN, VALUES), which no catalog holds as a function.
+    Unquoted PostgreSQL names fold to lower case; MariaDB's function names ignore case.
+    A tool sends the same text for every table (the values are bound): each text is
+    read once."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(SQLGLOT_DIALECT[dialect]).tokenize(sql)
+    except sqlglot.errors.TokenError:
+        return ((None, "(a statement aishell cannot read)"),)
+    calls: list[Call] = []
+    for i, token in enumerate(tokens):
+        if token.token_type is not TokenType.L_PAREN or i == 0:
+            continue
+        name = tokens[i - 1]
+        if name.token_type in _NOT_NAMES or not _is_word(name.text):
+            continue
+        if i >= 2 and tokens[i - 2].text.upper() == "TABLESAMPLE":
+            continue  # a sampling method (SYSTEM, BERNOULLI), not a call
+        schema = None
+        if i >= 3 and tokens[i - 2].token_type is TokenType.DOT:
+            schema = _folded(tokens[i - 3], dialect)
+        calls.append((schema, _folded(name, dialect)))
+    return tuple(sorted(set(calls), key=lambda c: (c[0] or "", c[1])))
+
+
+def _is_word(text: str) -> bool:
+    return bool(text) and not any(ch in text for ch in "()")
+
+
+def _folded(token: Any, dialect: str) -> str:
+    if dialect == "postgresql" and token.token_type is TokenType.IDENTIFIER:
+        return str(token.text)  # a quoted name keeps its case
+    return str(token.text).lower()
+
+
+def writing_calls(calls: Sequence[Call], dialect: str, cursor: Any) -> list[Call]:
+    """The calls that may write, named as in the statement; asked of the server's
+    catalog on a second cursor of the same connection (so not through the guard)."""
+    if not calls:
+        return []
+    lookup = cursor.connection.cursor()
+    try:
+        if dialect == "postgresql":
+            return _postgresql(calls, lookup)
+        if dialect == "mysql":
+            return _mysql(calls, lookup)
+        return []
+    finally:
+        lookup.close()
+
+
+def shown(call: Call) -> str:
+    return f"{call[0]}.{call[1]}" if call[0] else call[1]
+
+
+def _postgresql(calls: Sequence[Call], lookup: Any) -> list[Call]:
+    # Every function the name could resolve to: in the schema it names, or in any schema
+    # of the search path. Overloads are not told apart: one that may write is enough.
+    lookup.execute(
+        "SELECT n.nspname, p.proname, p.provolatile = 'v', "
+        "n.nspname = 'pg_catalog' OR EXISTS ("
+        " SELECT 1 FROM pg_catalog.pg_depend d"
+        " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
+        " WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid"
+        " AND d.deptype = 'e' AND e.extname = ANY(%s)), "
+        "n.nspname = ANY(current_schemas(true)) "
+        "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        # Handlers (of sampling methods, access methods, triggers) take or return
+        # `internal` and the like: SQL cannot call them.
+        "WHERE p.proname = ANY(%s) AND p.prorettype::regtype::text NOT IN ("
+        "'internal', 'tsm_handler', 'trigger', 'event_trigger', 'language_handler', "
+        "'fdw_handler', 'index_am_handler', 'table_am_handler')",
+        (list(READ_ONLY_EXTENSIONS), sorted({name for _, name in calls})),
+    )
+    found = lookup.fetchall()
+    writing = []
+    for schema, name in calls:
+        for home, proname, volatile, trusted_home, on_path in found:
+            if proname != name or not volatile:
+                continue
+            resolves_here = (home == schema) if schema is not None else on_path
+            if resolves_here and not (name in READ_ONLY_VOLATILE and trusted_home):
+                writing.append((schema, name))
+                break
+    return writing
+
+
+def _mysql(calls: Sequence[Call], lookup: Any) -> list[Call]:
+    # MariaDB does not hold a stored function to its READS SQL DATA: any may write.
+    names = sorted({name for _, name in calls})
+    marks = ", ".join(["%s"] * len(names))
+    lookup.execute(
+        "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME), LOWER(DATABASE()) "
+        "FROM information_schema.ROUTINES "
+        f"WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN ({marks})",
+        tuple(names),
+    )
+    found = lookup.fetchall()
+    stored = {(schema, name) for schema, name, _ in found}
+    current = found[0][2] if found else None
+    return [(schema, name) for schema, name in calls if (schema or current, name) in stored]

@@ -1,0 +1,138 @@
+"""Full and incremental backups of all three kinds of database, with a manifest, their
+validation, restore and retention: the handlers the backup tools name
+(`backup.<handler>` in tools/*.yaml).
+
+A backup is written under a temporary name, synced, and renamed only when whole; its
+manifest (sha256, size, server and tool versions, tables with row counts and content
+checksums) is written beside it the same way (take.py, manifest.py, disk.py). A server's
+dump is read once, as it streams into the file: hashed, and its rows counted, in the
+same pass (dumps.py, stream.py, pgarchive.py, aishell/handlers/mysql_dump.py). Validation
+checks the sha256, then restores into a scratch database (or file) and compares every
+table's rows and contents with the manifest (validate.py, apply.py, measure.py).
+
+Every scratch file, scratch database and child process is recorded in the state store
+before it is made (aishell/scratch.py), so a killed run's leftovers are removed later.
+A full disk is reported as the full disk it is, naming the file and the free space,
+never as a fault of the backup. Passwords reach dump tools through their environment,
+never their command line (processes.py).
+"""
+
+from __future__ import annotations
+
+from aishell.handlers import Handler
+from aishell.handlers.backup.apply import dropped_statements, restore_argv
+from aishell.handlers.backup.cleanup import (
+    choose_deletions,
+    cleanup,
+    cleanup_estimate,
+    last_backup,
+    render_cleanup,
+)
+from aishell.handlers.backup.disk import disk_full
+from aishell.handlers.backup.manifest import (
+    FROM_COPY,
+    FROM_DUMP,
+    FROM_SNAPSHOT,
+    chain_of,
+    changed_tables,
+    read_manifest,
+    sha256_of,
+)
+from aishell.handlers.backup.measure import CHECKSUM_ROWS, Measured, checksum_rows, compare
+from aishell.handlers.backup.processes import ToolFailed, mysql_client, mysql_dump_program
+from aishell.handlers.backup.restore import (
+    RESTORE_MARGIN,
+    render_restore,
+    restore,
+    restore_estimate,
+)
+from aishell.handlers.backup.take import (
+    backup_full,
+    backup_incremental,
+    backup_size,
+    render_backup,
+)
+from aishell.handlers.backup.validate import NOT_JUDGED, schema_lines, validate
+from aishell.registry import RiskLevel
+
+__all__ = [
+    "CHECKSUM_ROWS",
+    "FROM_COPY",
+    "FROM_DUMP",
+    "FROM_SNAPSHOT",
+    "NOT_JUDGED",
+    "RESTORE_MARGIN",
+    "Measured",
+    "ToolFailed",
+    "backup_database_full",
+    "backup_database_incremental",
+    "calculate_backup_size",
+    "chain_of",
+    "changed_tables",
+    "checksum_rows",
+    "choose_deletions",
+    "cleanup_old_backups",
+    "compare",
+    "disk_full",
+    "dropped_statements",
+    "find_last_backup",
+    "mysql_client",
+    "mysql_dump_program",
+    "read_manifest",
+    "restore_argv",
+    "restore_backup",
+    "schema_lines",
+    "sha256_of",
+    "validate_backup",
+]
+
+calculate_backup_size = Handler(
+    sql_templates=("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",),
+    run_fn=backup_size,
+)
+
+backup_database_full = Handler(
+    sql_templates=("VACUUM INTO :path",),
+    run_fn=backup_full,
+    render_fn=render_backup,
+    risk=RiskLevel.LOW,
+    effect="writes a backup file",
+)
+
+backup_database_incremental = Handler(
+    sql_templates=("VACUUM INTO :path",),
+    run_fn=backup_incremental,
+    render_fn=render_backup,
+    risk=RiskLevel.LOW,
+    effect="writes a backup file",
+)
+
+validate_backup = Handler(
+    sql_templates=("SELECT count(*) FROM {table}",),
+    run_fn=validate,
+    risk=RiskLevel.LOW,
+    effect="restores into a scratch database it makes and drops",
+)
+
+restore_backup = Handler(
+    sql_templates=(
+        "-- the target's dialect decides: pg_restore, the mariadb client reading the dump, "
+        "or the SQLite backup API; the exact command shows against the target",
+    ),
+    run_fn=restore,
+    render_fn=render_restore,
+    estimate_fn=restore_estimate,
+    risk=RiskLevel.CRITICAL,
+    effect="replaces the target's tables with a backup's",
+)
+
+find_last_backup = Handler(sql_templates=("SELECT 1",), run_fn=last_backup)
+
+cleanup_old_backups = Handler(
+    sql_templates=("-- deletes backup files; no SQL",),
+    run_fn=cleanup,
+    render_fn=render_cleanup,
+    estimate_fn=cleanup_estimate,
+    risk=RiskLevel.HIGH,
+    effect="deletes backup files",
+)

@@ -1,0 +1,97 @@
+"""Files a backup writes on disk: each written whole under a temporary name, and a full
+disk named as the full disk it is.
+
+A full disk is reported with one line naming the file, the file system and its free
+space, never as a fault of the backup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import StepFailed
+from aishell.handlers.backup.processes import ToolFailed
+from aishell.registry import ToolContext
+
+# How tools and SQLite say that the disk they write to is full.
+LOCAL_NO_SPACE = ("no space left on device", "disk is full", "errno 28", "errcode: 28")
+# And how servers say it of their own disk.
+SERVER_NO_SPACE = (*LOCAL_NO_SPACE, "could not extend file", "could not write to file", "is full")
+
+
+def says_no_space(exc: BaseException, phrases: tuple[str, ...] = LOCAL_NO_SPACE) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    said = exc.stderr if isinstance(exc, ToolFailed) else str(getattr(exc, "orig", None) or exc)
+    return any(phrase in said.lower() for phrase in phrases)
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_full(path: Path, doing: str, after: str = "") -> StepFailed:
+    """The one line for a full disk: which file, which file system, how much is free."""
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
+    usage = shutil.disk_usage(folder)
+    tail = f"; {after}" if after else ""
+    return StepFailed(
+        f"No space left on device: the file system at {_mount_point(folder)} is full "
+        f"({usage.free:,} of {usage.total:,} bytes free) while {doing} {path}; free space "
+        f"there, or set backup_dir to a larger disk, and retry{tail}"
+    )
+
+
+@contextmanager
+def writing(path: Path, doing: str, after: str = "") -> Iterator[None]:
+    """A full disk while path is written ends the step with disk_full's line."""
+    try:
+        yield
+    except (OSError, sqlite3.Error, DBAPIError, ToolFailed) as exc:
+        if says_no_space(exc):
+            raise disk_full(path, doing, after) from None
+        raise
+
+
+def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
+    """A new backup's path: in the target's folder, named by kind and time."""
+    if ctx.backup_dir is None:
+        raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
+    folder = ctx.backup_dir / ctx.target
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return folder / f"{ctx.target}-{kind}-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@contextmanager
+def partial_file(final: Path, ctx: ToolContext, doing: str = "writing") -> Iterator[Path]:
+    """A temporary name that becomes `final` only when the block succeeds; recorded
+    before it exists, removed (with any journal SQLite left beside it) if it fails."""
+    partial = final.with_name(final.name + ".partial")
+    with ctx.scratch.file(partial), writing(partial, doing):
+        yield partial
+        _fsync(partial)
+        partial.replace(final)

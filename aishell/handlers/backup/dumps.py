@@ -1,0 +1,245 @@
+"""Backups of database servers, each in one pass over the data: the dump tool's output is
+written to the backup file, hashed, and read for each table's rows as it streams.
+
+PostgreSQL: pg_dump dumps under a snapshot exported from a REPEATABLE READ transaction
+that stays open until it is done. The rows of each table are counted in the archive as
+it streams (pgarchive.py); what the archive cannot say (tables whose data pg_dump does
+not dump, a parent's inherited rows) is read in that same snapshot, as are the checksums
+of small tables. MySQL/MariaDB: counts and checksums are read from the dump itself as it
+streams (aishell/handlers/mysql_dump.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.errors import StepFailed
+from aishell.handlers.backup.disk import partial_file, writing
+from aishell.handlers.backup.manifest import FROM_DUMP, FROM_SNAPSHOT, changed_tables
+from aishell.handlers.backup.measure import (
+    CHECKSUM_ROWS,
+    table_checksums,
+    table_counts,
+    table_sums,
+)
+from aishell.handlers.backup.pgarchive import Archive, ArchiveUnreadable, read_archive
+from aishell.handlers.backup.processes import (
+    mysql_dump_argv,
+    pg_args,
+    server_env,
+    tool_version,
+)
+from aishell.handlers.backup.stream import stream_into
+from aishell.handlers.mysql_dump import IN_ORDER, DumpFile, read_chunks, read_dump, write_tables
+from aishell.registry import ToolContext
+from aishell.sqltext import quote_identifier, quote_plain_identifier
+
+# How a PostgreSQL manifest's row counts were made.
+COUNTED_IN_ARCHIVE = "the rows of each table in the archive, counted as it was written"
+COUNTED_IN_SNAPSHOT = "count(*) of each table in the dump's snapshot"
+
+
+@dataclass
+class Taken:
+    """What one backup file holds, measured where its data came from; its sha256 when
+    it was hashed as it was written."""
+
+    counts: dict[str, int]
+    checksums: dict[str, str]
+    changed: list[str]
+    dropped: list[str]
+    tool: str
+    server: str
+    measured_from: str
+    sha256: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Relation:
+    oid: int
+    kind: str
+    quoted: str  # schema-qualified, quoted
+
+
+# Each user table (as aishell.catalog.user_tables lists them), with itself and every
+# table that inherits from it, at any depth: count(*) of a table counts their rows too.
+_TABLE_TREES = """
+WITH RECURSIVE tree(top, rel) AS (
+    SELECT c.oid, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+  UNION
+    SELECT tree.top, i.inhrelid FROM tree JOIN pg_inherits i ON i.inhparent = tree.rel
+)
+SELECT t.relname, r.oid, r.relkind, n.nspname, r.relname
+FROM tree JOIN pg_class t ON t.oid = tree.top JOIN pg_class r ON r.oid = tree.rel
+JOIN pg_namespace n ON n.oid = r.relnamespace
+ORDER BY 1
+"""
+
+
+def _table_trees(conn: Connection) -> dict[str, list[_Relation]]:
+    trees: dict[str, list[_Relation]] = {}
+    for table, oid, kind, schema, name in conn.execute(text(_TABLE_TREES)):
+        quoted = f"{quote_identifier(conn.dialect, schema)}.{quote_identifier(conn.dialect, name)}"
+        trees.setdefault(table, []).append(_Relation(int(oid), str(kind), quoted))
+    return trees
+
+
+def _pg_counts(
+    conn: Connection,
+    trees: dict[str, list[_Relation]],
+    archived: dict[int, int],
+    sums: dict[str, tuple[int, str]],
+) -> dict[str, int]:
+    """Each table's count(*) in the snapshot, from the rows the archive holds of it and
+    of the tables inheriting from it; the rows of a table the archive does not hold
+    (an increment leaves unchanged ones out; pg_dump leaves out those of extensions)
+    are known from its checksum, or counted in the snapshot."""
+    own: dict[int, int] = dict(archived)
+    for table, tree in trees.items():
+        if len(tree) == 1 and table in sums:
+            own.setdefault(tree[0].oid, sums[table][0])
+    counts: dict[str, int] = {}
+    for table, tree in trees.items():
+        total = 0
+        for rel in tree:
+            if rel.oid not in own:
+                own[rel.oid] = (
+                    0  # a partitioned table holds no rows of its own
+                    if rel.kind == "p"
+                    else int(
+                        conn.execute(text(f"SELECT count(*) FROM ONLY {rel.quoted}")).scalar_one()
+                    )
+                )
+            total += own[rel.oid]
+        counts[table] = total
+    return counts
+
+
+def take_postgresql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> Taken:
+    conn = ctx.connection
+    server = str(conn.execute(text("SHOW server_version")).scalar())
+    # One snapshot for the dump, the checksums and whatever is counted over SQL: held
+    # open until pg_dump is done, so they describe the same data however the
+    # application writes.
+    snap = conn.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    try:
+        snap.begin()
+        snapshot = str(snap.execute(text("SELECT pg_export_snapshot()")).scalar())
+        trees = _table_trees(snap)
+        sums, changed, dropped = _pg_changes(snap, trees, parent)
+        archive: Archive | None = Archive()
+        sha: str | None = None
+        with partial_file(final, ctx) as partial:
+            if parent and not changed:
+                partial.write_bytes(b"")  # nothing changed: an empty increment
+            else:
+                # Double quotes make a pg_dump pattern match exactly that one table.
+                only = [f"--table={quote_plain_identifier(t)}" for t in changed] if parent else []
+                url = conn.engine.url
+                argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *only, *pg_args(url)]
+                argv.append(str(url.database))
+                archive, sha = stream_into(partial, argv, server_env(url), ctx, _archive)
+        if archive is None:
+            counts = table_counts(snap, list(trees))
+        else:
+            counts = _pg_counts(snap, trees, archive.rows, sums)
+        checksums = {t: checksum for t, (_rows, checksum) in sums.items()}
+        small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
+        checksums.update(table_checksums(snap, small))
+    finally:
+        snap.rollback()
+        snap.close()
+    # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
+    # on Debian: a tenth of a second).
+    tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")
+    how = {"counted": COUNTED_IN_SNAPSHOT if archive is None else COUNTED_IN_ARCHIVE}
+    checksums = dict(sorted(checksums.items()))
+    return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
+
+
+def _pg_changes(
+    snap: Connection, trees: dict[str, list[_Relation]], parent: dict[str, Any] | None
+) -> tuple[dict[str, tuple[int, str]], list[str], list[str]]:
+    """For an increment: the rows and checksum of each table the parent has a checksum
+    of, the tables that differ from the parent (a table the parent has no checksum of
+    is always taken), and the tables gone since. A full backup takes every table."""
+    if not parent:
+        return {}, list(trees), []
+    sums = table_sums(snap, [t for t in parent.get("checksums") or {} if t in trees])
+    changed, dropped = changed_tables(
+        parent,
+        {t: sums[t][0] if t in sums else -1 for t in trees},
+        {t: checksum for t, (_rows, checksum) in sums.items()},
+    )
+    return sums, changed, dropped
+
+
+def _archive(chunks: Iterator[bytes]) -> Archive | None:
+    """The archive's rows per table; None if the archive is not one pgarchive reads
+    (the rows are then counted in the snapshot)."""
+    try:
+        return read_archive(chunks)
+    except ArchiveUnreadable:
+        return None
+
+
+# --- MySQL / MariaDB ------------------------------------------------------------------------
+
+
+def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> Taken:
+    conn = ctx.connection
+    url = conn.engine.url
+    argv = mysql_dump_argv(url, str(url.database))
+    tool = tool_version(argv[0])
+    server = str(conn.execute(text("SELECT VERSION()")).scalar())
+    env = server_env(url)
+    notes = {"checksum_method": IN_ORDER}
+    if parent is None:
+        with partial_file(final, ctx) as partial:
+            dump, sha = stream_into(partial, argv, env, ctx, read_chunks)
+        counts, checksums = dump.counts(), dump.checksums()
+        return Taken(counts, checksums, list(counts), [], tool, server, FROM_DUMP, sha, notes)
+    # An increment is cut from a whole dump: which tables changed is known only from
+    # the rows of one snapshot, and a second dump would see other rows. A parent whose
+    # checksums were made another way matches no table: every table is taken.
+    whole = final.with_name(final.name + ".whole.partial")
+    with ctx.scratch.file(whole), writing(whole, "writing"):
+        dump, _sha = stream_into(whole, argv, env, ctx, read_chunks)
+        counts, checksums = dump.counts(), dump.checksums()
+        changed, dropped = changed_tables(parent, counts, checksums)
+        with partial_file(final, ctx) as partial:
+            if not changed:
+                partial.write_bytes(b"")  # nothing changed: an empty increment
+            else:
+                with partial.open("wb") as out:
+                    written = write_tables(whole, dump, set(changed), out)
+                _check_increment(partial, written, dump, argv[0])
+                changed = sorted(written)
+    return Taken(counts, checksums, changed, dropped, tool, server, FROM_DUMP, None, notes)
+
+
+def _check_increment(partial: Path, written: set[str], whole: DumpFile, tool: str) -> None:
+    """The increment must hold exactly the tables, rows and contents its manifest will say
+    it holds."""
+    cut = read_dump(partial)
+    if set(cut.tables) != written or any(
+        cut.tables[t].checksum != whole.tables[t].checksum
+        or cut.tables[t].rows != whole.tables[t].rows
+        for t in written
+    ):
+        raise StepFailed(
+            f"The increment cut from {tool}'s dump does not hold exactly the "
+            "changed tables; take a full backup instead (`aishell run backup "
+            "--type full`)"
+        )

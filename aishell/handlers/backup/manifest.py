@@ -1,0 +1,102 @@
+"""A backup's manifest, written beside it: the file's sha256 and size, the server and tool
+versions, and its tables with row counts and content checksums; and the chain of backups
+an incremental one builds on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aishell.errors import StepFailed
+from aishell.handlers.backup.disk import partial_file
+from aishell.registry import ToolContext
+
+CHUNK = 1 << 20
+
+# Where a manifest's row counts and checksums come from; validation measures the
+# restored copy the same way.
+FROM_COPY = "the copy"  # SQLite: read from the file itself
+FROM_SNAPSHOT = "the dump's snapshot"  # PostgreSQL: read in the snapshot pg_dump dumps
+FROM_DUMP = "the dump"  # MySQL/MariaDB: the rows the dump file holds
+
+# A backup and those it builds on, oldest (the full one) first, each with its manifest.
+Chain = list[tuple[Path, dict[str, Any]]]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".manifest.json")
+
+
+def write_manifest(path: Path, manifest: dict[str, Any], ctx: ToolContext) -> None:
+    with partial_file(_manifest_path(path), ctx) as partial:
+        partial.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads(_manifest_path(path).read_text())
+        return manifest
+    except FileNotFoundError:
+        raise StepFailed(
+            f"No manifest beside {path}; it is not a finished aishell backup"
+        ) from None
+
+
+def remove_backup(path: Path) -> None:
+    """A backup file and its manifest, gone if they were there."""
+    path.unlink(missing_ok=True)
+    _manifest_path(path).unlink(missing_ok=True)
+
+
+def changed_tables(
+    parent: Mapping[str, Any], counts: dict[str, int], checksums: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """Tables that differ from the parent backup, and tables gone since.
+
+    A table counts as unchanged only when its row count and its content checksum
+    both match the parent's; a table without a checksum is always taken.
+    """
+    before_counts = parent.get("tables") or {}
+    before_sums = parent.get("checksums") or {}
+    changed = [
+        t
+        for t in counts
+        if t not in before_counts
+        or before_counts[t] != counts[t]
+        or t not in checksums
+        or before_sums.get(t) != checksums[t]
+    ]
+    dropped = sorted(t for t in before_counts if t not in counts)
+    return sorted(changed), dropped
+
+
+def chain_of(path: Path) -> Chain:
+    """A backup and the backups it builds on, oldest (the full one) first; each file must
+    still match its manifest."""
+    chain: Chain = []
+    current: Path | None = path
+    while current is not None:
+        if not current.is_file():
+            raise StepFailed(f"Backup {current} is missing; the chain cannot be restored")
+        manifest = read_manifest(current)
+        sha = sha256_of(current)
+        if sha != manifest["sha256"]:
+            raise StepFailed(
+                f"sha256 of {current.name} ({sha}) does not match the manifest's "
+                f"{manifest['sha256']}"
+            )
+        chain.append((current, manifest))
+        current = Path(manifest["parent"]) if manifest.get("parent") else None
+    return list(reversed(chain))

@@ -1,0 +1,173 @@
+"""Row counts and content checksums of a database's tables: taken for a backup's manifest,
+and measured again in a restored copy the same way, then compared with the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Connection
+
+from aishell.catalog import user_tables
+from aishell.handlers.backup.disk import writing
+from aishell.handlers.backup.manifest import FROM_DUMP
+from aishell.handlers.backup.processes import mysql_dump_argv, server_env
+from aishell.handlers.backup.stream import stream_into
+from aishell.handlers.mysql_dump import ROW_SUM, read_chunks
+from aishell.registry import ToolContext
+from aishell.sqltext import quote_identifier, quote_plain_identifier
+
+# Tables up to this many rows also get a checksum of their contents in the manifest
+# (MySQL/MariaDB: every table, since the dump is read whole anyway).
+CHECKSUM_ROWS = 50_000
+
+
+def checksum_rows(rows: Any) -> str:
+    """An order-independent checksum of a table's rows."""
+    return _rows_and_checksum(rows)[1]
+
+
+def _rows_and_checksum(rows: Any) -> tuple[int, str]:
+    hashes = sorted(hashlib.sha256(repr(tuple(row)).encode()).digest() for row in rows)
+    return len(hashes), hashlib.sha256(b"".join(hashes)).hexdigest()
+
+
+def table_counts(conn: Connection, tables: list[str]) -> dict[str, int]:
+    return {
+        t: int(
+            conn.execute(
+                text(f"SELECT count(*) FROM {quote_identifier(conn.dialect, t)}")
+            ).scalar_one()
+        )
+        for t in tables
+    }
+
+
+def table_checksums(conn: Connection, counts: dict[str, int]) -> dict[str, str]:
+    small = [t for t, n in counts.items() if n <= CHECKSUM_ROWS]
+    return {t: checksum for t, (_rows, checksum) in table_sums(conn, small).items()}
+
+
+def table_sums(conn: Connection, tables: list[str]) -> dict[str, tuple[int, str]]:
+    """Each table's rows and checksum, from one read of it."""
+    return {
+        t: _rows_and_checksum(
+            conn.execute(text(f"SELECT * FROM {quote_identifier(conn.dialect, t)}"))
+        )
+        for t in tables
+    }
+
+
+# The same, on a SQLite file opened with sqlite3 itself (a backup's copy, a scratch copy).
+
+
+def sqlite_tables(copy: sqlite3.Connection) -> list[str]:
+    return [
+        r[0]
+        for r in copy.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY 1"
+        )
+    ]
+
+
+def sqlite_counts(copy: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
+    return {
+        t: copy.execute(f"SELECT count(*) FROM {quote_plain_identifier(t)}").fetchone()[0]
+        for t in tables
+    }
+
+
+def sqlite_checksums(copy: sqlite3.Connection, counts: dict[str, int]) -> dict[str, str]:
+    return {
+        t: checksum_rows(copy.execute(f"SELECT * FROM {quote_plain_identifier(t)}"))
+        for t, n in counts.items()
+        if n <= CHECKSUM_ROWS
+    }
+
+
+@dataclass
+class Measured:
+    """A restored copy: its tables, their rows, and checksums measured the way its
+    manifest's were."""
+
+    tables: set[str]
+    counts: dict[str, int]
+    checksums: dict[str, str]
+
+
+def compare(manifest: Mapping[str, Any], measured: Measured) -> list[str]:
+    """What a restored copy gets wrong against the manifest, one clear reason each."""
+    expected: dict[str, int] = manifest["tables"]
+    problems: list[str] = []
+    missing = [t for t in expected if t not in measured.tables]
+    if missing:
+        problems.append(f"tables the manifest lists did not come back: {', '.join(missing)}")
+    for table, rows in expected.items():
+        if table in measured.counts and measured.counts[table] != rows:
+            problems.append(f"{table}: {measured.counts[table]} rows restored, {rows} expected")
+    for table, checksum in (manifest.get("checksums") or {}).items():
+        got = measured.checksums.get(table)
+        if table in measured.tables and got is not None and got != checksum:
+            problems.append(f"{table}: restored contents differ from the backup's checksum")
+    extra = sorted(measured.tables - set(expected))
+    if extra:
+        problems.append(f"tables the backup does not hold came back: {', '.join(extra)}")
+    return problems
+
+
+def checksummed(manifest: Mapping[str, Any], present: list[str]) -> dict[str, int]:
+    """The tables present whose checksum the manifest holds, to be checksummed whatever
+    their size (a count of 0 passes CHECKSUM_ROWS)."""
+    return {t: 0 for t in manifest.get("checksums") or {} if t in present}
+
+
+def measure_connection(
+    conn: Connection, manifest: Mapping[str, Any], checksums: bool = True
+) -> Measured:
+    """The manifest's tables as this connection sees them: rows counted and, unless told
+    not to, contents checksummed over SQL."""
+    present = user_tables(conn)
+    counts = table_counts(conn, [t for t in manifest["tables"] if t in present])
+    sums = table_checksums(conn, checksummed(manifest, present)) if checksums else {}
+    return Measured(set(present), counts, sums)
+
+
+def measure_server(
+    url: URL,
+    database: str,
+    manifest: Mapping[str, Any],
+    ctx: ToolContext,
+    beside: Path,
+    after: str = "",
+) -> Measured:
+    """Tables, rows and checksums of a database on the target's server, measured as the
+    manifest's were; a MySQL/MariaDB copy is dumped again (to a scratch file beside the
+    backup) and its rows read from the dump."""
+    from_dump = manifest.get("measured_from") == FROM_DUMP
+    engine = create_engine(url.set(database=database))
+    try:
+        with engine.connect() as conn:
+            measured = measure_connection(conn, manifest, checksums=not from_dump)
+    finally:
+        engine.dispose()
+    if not from_dump:
+        return measured
+    wanted = checksummed(manifest, list(measured.tables))
+    again = beside.with_name(f"{beside.name}.verify-{uuid.uuid4().hex[:6]}.sql")
+    # Checksums made the way the manifest's were: older backups sum each row's sha256.
+    method = manifest.get("checksum_method", ROW_SUM)
+    with ctx.scratch.file(again), writing(again, "writing the dump of the restored copy", after):
+        argv = mysql_dump_argv(url, database, list(measured.counts))
+        dump, _sha = stream_into(
+            again, argv, server_env(url), ctx, lambda chunks: read_chunks(chunks, method)
+        )
+    measured.checksums = {t: r.checksum for t, r in dump.tables.items() if t in wanted}
+    return measured

@@ -1,0 +1,204 @@
+"""Reading a pg_dump custom-format archive as it streams: the rows of each table it holds.
+
+A PostgreSQL backup's manifest takes its row counts from here, from the archive itself:
+they are the rows pg_dump wrote, read in the same pass that writes the file and computes
+its sha256, so no second scan of the tables is needed and the counts describe exactly
+the file, however the application writes meanwhile.
+
+The format (pg_dump's src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c): a
+header, a table of contents, then one data block per table (and one for large objects).
+A block is a type byte, the entry's dump id, and length-prefixed chunks of zlib output
+(or plain bytes when uncompressed) ending in a zero length. A table's data is COPY text,
+one line per row (line breaks inside values are escaped), so its rows are its newlines.
+Archive versions 1.12 to 1.16 (pg_dump 9.6 to 17) with zlib or no compression are read;
+any other archive raises ArchiveUnreadable and the caller counts another way.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+_MAGIC = b"PGDMP"
+_CUSTOM = 1  # archCustom
+_BLK_DATA, _BLK_BLOBS = 1, 3
+# Versions as pg_dump encodes them: (major * 256 + minor) * 256 + revision.
+_FIRST, _LAST = (1 << 16) | (12 << 8), (1 << 16) | (16 << 8) | 255
+_V1_14, _V1_15, _V1_16 = (1 << 16) | (14 << 8), (1 << 16) | (15 << 8), (1 << 16) | (16 << 8)
+_ZLIB_ALGORITHM = 1  # PG_COMPRESSION_GZIP, from version 1.15 on
+_END_OF_DATA = b"\\.\n\n\n"
+
+
+class ArchiveUnreadable(Exception):
+    """The stream is not an archive this module reads; its rows must be counted otherwise."""
+
+
+@dataclass
+class Archive:
+    """The rows of each table the archive holds, by the table's oid; and the version of
+    the pg_dump that wrote it (as `pg_dump --version` says it)."""
+
+    rows: dict[int, int] = field(default_factory=dict)
+    pg_dump: str = ""
+
+
+class _Source:
+    """Exact reads over a stream of chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._at = 0
+
+    def _fill(self, wanted: int) -> bool:
+        while len(self._buffer) - self._at < wanted:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            self._buffer = self._buffer[self._at :] + chunk
+            self._at = 0
+        return True
+
+    def at_end(self) -> bool:
+        return not self._fill(1)
+
+    def read(self, size: int) -> bytes:
+        if not self._fill(size):
+            raise ArchiveUnreadable("the archive ends in the middle of an item")
+        start = self._at
+        self._at += size
+        return self._buffer[start : self._at]
+
+
+class _Reader:
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        self.int_size = 4
+        self.off_size = 8
+        self.version = 0
+        self.dump_version = ""
+
+    def read_byte(self) -> int:
+        return self.source.read(1)[0]
+
+    def read_int(self) -> int:
+        raw = self.source.read(1 + self.int_size)
+        value = int.from_bytes(raw[1:], "little")
+        return -value if raw[0] else value
+
+    def read_str(self) -> str | None:
+        size = self.read_int()
+        if size < 0:
+            return None
+        return self.source.read(size).decode("utf-8", errors="surrogateescape")
+
+    def header(self) -> bool:
+        """Read the header; True when the table data is zlib-compressed."""
+        if self.source.read(5) != _MAGIC:
+            raise ArchiveUnreadable("not a pg_dump archive")
+        major, minor, revision = self.source.read(3)
+        self.version = (major << 16) | (minor << 8) | revision
+        if not _FIRST <= self.version <= _LAST:
+            raise ArchiveUnreadable(f"archive version {major}.{minor} is not one this reads")
+        self.int_size, self.off_size = self.read_byte(), self.read_byte()
+        if self.read_byte() != _CUSTOM:
+            raise ArchiveUnreadable("not a custom-format archive")
+        if self.version >= _V1_15:
+            algorithm = self.read_byte()
+            if algorithm not in (0, _ZLIB_ALGORITHM):
+                raise ArchiveUnreadable("the archive is compressed with other than zlib")
+            compressed = algorithm == _ZLIB_ALGORITHM
+        else:
+            compressed = self.read_int() != 0
+        for _ in range(7):  # the time it was made
+            self.read_int()
+        self.read_str(), self.read_str()  # the database, the server's version
+        self.dump_version = self.read_str() or ""
+        return compressed
+
+    def toc(self) -> dict[int, int]:
+        """The table-data entries: the table's oid by the entry's dump id."""
+        entries: dict[int, int] = {}
+        for _ in range(self.read_int()):
+            dump_id = self.read_int()
+            self.read_int()  # had a data dumper
+            self.read_str()  # the catalog the object is in (0 for table data)
+            oid = self.read_str()  # the object's oid; for table data, the table's
+            self.read_str()  # tag: the object's name
+            desc = self.read_str()
+            self.read_int()  # section
+            (
+                self.read_str(),
+                self.read_str(),
+                self.read_str(),
+            )  # definition, drop and copy statements
+            self.read_str(), self.read_str()  # schema, tablespace
+            if self.version >= _V1_14:
+                self.read_str()  # table access method
+            if self.version >= _V1_16:
+                self.read_int()  # relkind
+            self.read_str(), self.read_str()  # owner, "with oids"
+            while self.read_str() is not None:  # dependencies
+                pass
+            self.read_byte(), self.source.read(self.off_size)  # where its data is, if known
+            if desc == "TABLE DATA" and oid and oid.isdigit():
+                entries[dump_id] = int(oid)
+        return entries
+
+    def chunks(self) -> Iterator[bytes]:
+        """The chunks of one data item, up to its zero length."""
+        while size := self.read_int():
+            if size < 0:
+                raise ArchiveUnreadable("a data chunk of negative length")
+            yield self.source.read(size)
+
+
+def _rows(chunks: Iterator[bytes], compressed: bool) -> int:
+    """Rows in one table's data: COPY text, one line per row, then pg_dump's end of data
+    (a line holding backslash-period, and two blank lines)."""
+    inflate = zlib.decompressobj() if compressed else None
+    lines = 0
+    tail = b""
+    try:
+        for chunk in chunks:
+            data = inflate.decompress(chunk) if inflate else chunk
+            lines += data.count(b"\n")
+            tail = (tail + data[-len(_END_OF_DATA) - 1 :])[-len(_END_OF_DATA) - 1 :]
+        if inflate:
+            data = inflate.flush()
+            lines += data.count(b"\n")
+            tail = (tail + data[-len(_END_OF_DATA) - 1 :])[-len(_END_OF_DATA) - 1 :]
+            if not inflate.eof or inflate.unused_data:
+                raise ArchiveUnreadable("a data block is not one whole zlib stream")
+    except zlib.error as exc:
+        raise ArchiveUnreadable(f"a data block does not decompress: {exc}") from None
+    # The marker stands on a line of its own: at the start, or after a row's line break.
+    if not tail.endswith(_END_OF_DATA) or tail[: -len(_END_OF_DATA)] not in (b"", b"\n"):
+        raise ArchiveUnreadable("a table's data does not end as COPY data does")
+    return lines - _END_OF_DATA.count(b"\n")
+
+
+def read_archive(chunks: Iterator[bytes]) -> Archive:
+    """The rows of each table a custom-format archive holds, read from its chunks as
+    they come.
+
+    Raises ArchiveUnreadable for anything but a readable custom-format archive; the
+    caller then reads what is left of the stream itself."""
+    reader = _Reader(_Source(chunks))
+    compressed = reader.header()
+    entries = reader.toc()
+    found = Archive(pg_dump=f"pg_dump (PostgreSQL) {reader.dump_version}")
+    while not reader.source.at_end():
+        kind, dump_id = reader.read_byte(), reader.read_int()
+        if kind == _BLK_DATA:
+            lines = _rows(reader.chunks(), compressed)
+            if dump_id in entries:
+                found.rows[entries[dump_id]] = lines
+        elif kind == _BLK_BLOBS:
+            while reader.read_int():  # each large object: its oid, then its chunks
+                for _chunk in reader.chunks():
+                    pass
+        else:
+            raise ArchiveUnreadable(f"unknown data block type {kind}")
+    return found

@@ -1,0 +1,131 @@
+"""The client programs a backup runs (pg_dump, pg_restore, mariadb-dump, the mariadb
+client): their command lines, their environment, and running them as child processes.
+
+Every child is recorded in the state store's scratch ledger before it starts and runs in
+its own process group, killed with it when the run stops, its time runs out, or anything
+fails (aishell/scratch.py). Passwords reach the programs through their environment,
+never their command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Generator
+from typing import IO
+
+from sqlalchemy.engine import URL
+
+from aishell.errors import StepFailed
+from aishell.registry import ToolContext
+from aishell.scratch import run_child, stream_child
+
+
+class ToolFailed(StepFailed):
+    """A client program exited with an error."""
+
+    def __init__(self, program: str, stderr: str, code: int) -> None:
+        lines = stderr.strip().splitlines()
+        self.program, self.stderr = program, stderr
+        self.last_line = lines[-1] if lines else f"exit code {code}"
+        super().__init__(f"{program} failed: {self.last_line}")
+
+
+def run_tool(
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ToolContext,
+    *,
+    stdin: IO[bytes] | None = None,
+    stdout: IO[bytes] | int = subprocess.PIPE,
+) -> subprocess.CompletedProcess[bytes]:
+    """A client program, recorded before it starts, killed with its group when the run
+    stops, its time runs out, or anything fails (aishell/scratch.py)."""
+    done = run_child(
+        argv,
+        env=env,
+        ledger=ctx.scratch,
+        stdin=stdin,
+        stdout=stdout,
+        should_stop=ctx.should_stop,
+        deadline=ctx.deadline,
+    )
+    return _succeeded(done)
+
+
+def tool_output(
+    argv: list[str], env: dict[str, str], ctx: ToolContext
+) -> Generator[bytes, None, None]:
+    """A client program's stdout, chunk by chunk as it writes it; run as run_tool runs
+    one (scratch.stream_child). Close it to stop the program early."""
+    done = yield from stream_child(
+        argv, env=env, ledger=ctx.scratch, should_stop=ctx.should_stop, deadline=ctx.deadline
+    )
+    _succeeded(done)
+
+
+def _succeeded(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:
+    if done.returncode != 0:
+        raise ToolFailed(str(done.args[0]), done.stderr.decode(errors="replace"), done.returncode)
+    return done
+
+
+def tool_version(command: str) -> str:
+    try:
+        out = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise StepFailed(
+            f"{command} is not installed; install the database's client tools"
+        ) from None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else command
+
+
+def server_env(url: URL) -> dict[str, str]:
+    """The environment a dump tool gets: the password travels here, not in argv."""
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD" if url.get_backend_name() == "postgresql" else "MYSQL_PWD"] = str(
+            url.password
+        )
+    return env
+
+
+def pg_args(url: URL) -> list[str]:
+    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
+    if url.username:
+        args += ["-U", url.username]
+    return args
+
+
+def my_args(url: URL) -> list[str]:
+    args = ["-h", url.host or "127.0.0.1", "-P", str(url.port or 3306), "--protocol=TCP"]
+    if url.username:
+        args += ["-u", url.username]
+    return args
+
+
+def mysql_dump_program() -> str:
+    return "mariadb-dump" if shutil.which("mariadb-dump") else "mysqldump"
+
+
+def mysql_client() -> str:
+    """The MariaDB command-line client, or MySQL's where only that is installed."""
+    return "mariadb" if shutil.which("mariadb") else "mysql"
+
+
+def mysql_dump_argv(url: URL, database: str, tables: list[str] | None = None) -> list[str]:
+    """One way to dump, for backups and for measuring a restored copy alike: the rows of
+    both must print the same."""
+    return [
+        mysql_dump_program(),
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        *my_args(url),
+        "--",  # table names that start with a dash are names, not options
+        database,
+        *(tables or []),
+    ]

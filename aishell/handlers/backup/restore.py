@@ -1,0 +1,319 @@
+"""Restoring a backup (and the chain it builds on) into the target.
+
+Every precheck runs before anyone is asked to approve the restore: the chain's
+manifests, the dialect, an empty target (or --replace), the client programs on PATH,
+free disk, and each file's sha256 against its manifest and the backup catalog. After the
+restore, the target's tables, rows and contents are compared with the manifest.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.catalog import user_tables
+from aishell.errors import StepFailed
+from aishell.handlers import cached
+from aishell.handlers.backup.apply import (
+    dropped_statements,
+    restore_argv,
+    server_apply,
+    sqlite_apply,
+)
+from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
+from aishell.handlers.backup.measure import compare, measure_connection, measure_server
+from aishell.registry import ToolContext
+
+# Free space a SQLite restore wants beyond the backup's size: its journal, and slack.
+RESTORE_MARGIN = 1.2
+
+
+@dataclass(frozen=True)
+class _Prechecked:
+    """A restore that passed every precheck: its chain, what it shows, and its estimate."""
+
+    chain: Chain
+    lines: list[str]
+    estimate: dict[str, Any]
+
+
+def _family(dialect: str) -> str:
+    return "mysql" if dialect == "mariadb" else dialect
+
+
+def _links(path: Path) -> Chain:
+    """A backup and those it builds on, oldest first, from their manifests alone."""
+    links: Chain = []
+    current: Path | None = path
+    while current is not None:
+        if not current.is_file():
+            if current == path:
+                raise StepFailed(
+                    f"Backup file {path} does not exist; `aishell backups list` shows the "
+                    "backups on disk"
+                )
+            raise StepFailed(
+                f"Backup {path.name} builds on {current}, which does not exist; the chain "
+                "cannot be restored"
+            )
+        manifest = read_manifest(current)
+        missing = [
+            key
+            for key in ("dialect", "kind", "sha256", "size_bytes", "tables")
+            if key not in manifest
+        ]
+        if missing:
+            raise StepFailed(
+                f"The manifest of {current.name} lacks {', '.join(missing)}; it is not a "
+                "finished aishell backup"
+            )
+        links.append((current, manifest))
+        current = Path(manifest["parent"]) if manifest.get("parent") else None
+        if current is not None and any(current == p for p, _ in links):
+            raise StepFailed(f"The manifests of {path.name} form a loop; the chain is damaged")
+    return list(reversed(links))
+
+
+def _verify(chain: Chain, params: Mapping[str, Any], ctx: ToolContext) -> str:
+    """Each file's sha256 against its manifest and the backup catalog; the newest's sha256."""
+    recorded = {b["path"]: b["sha256"] for b in ctx.backup_catalog() if b.get("sha256")}
+    sha = ""
+    for link, manifest in chain:
+        sha = sha256_of(link)
+        if sha != manifest["sha256"]:
+            raise StepFailed(
+                f"Backup file {link.name} changed after it was taken: its sha256 {sha[:16]}... "
+                f"differs from the manifest's {str(manifest['sha256'])[:16]}...; restore "
+                "another backup"
+            )
+        catalogued = recorded.get(str(link))
+        if catalogued and catalogued != sha:
+            raise StepFailed(
+                f"Backup file {link.name} is not the one the catalog recorded: its sha256 "
+                f"{sha[:16]}... differs from the catalog's {catalogued[:16]}...; restore "
+                "another backup"
+            )
+    expected = params.get("sha256")
+    if expected and expected != sha:
+        raise StepFailed(
+            f"Backup file {chain[-1][0].name} is not the one the catalog recorded: its sha256 "
+            f"{sha[:16]}... differs from the catalog's {str(expected)[:16]}...; restore "
+            "another backup"
+        )
+    return sha
+
+
+def _sqlite_file(conn: Connection) -> Path | None:
+    for _seq, name, file in conn.execute(text("PRAGMA database_list")):
+        if name == "main" and file:
+            return Path(file)
+    return None
+
+
+def _disk(chain: Chain, conn: Connection) -> dict[str, Any] | str:
+    """Free space where the restore writes, against what it needs; refuses too little."""
+    if conn.dialect.name != "sqlite":
+        return (
+            "not checked: a database server's free space cannot be read over SQL, and a "
+            "dump's size does not tell how much it restores to"
+        )
+    target = _sqlite_file(conn)
+    if target is None:
+        return "not checked: the target is not a file"
+    size = sum(link.stat().st_size for link, _ in chain)
+    needed = int(size * RESTORE_MARGIN)
+    free = shutil.disk_usage(target.parent).free
+    if free < needed:
+        raise StepFailed(
+            f"Not enough free space in {target.parent} for the restore: {needed:,} bytes "
+            f"needed (the backup's {size:,} and a {RESTORE_MARGIN - 1:.0%} margin), {free:,} "
+            "free; free space there and retry"
+        )
+    return {"folder": str(target.parent), "free_bytes": free, "needed_bytes": needed}
+
+
+def _sqlite_commands(chain: Chain, conn: Connection) -> list[tuple[str, bool]]:
+    """What a SQLite restore does, file by file, as shown (none of it is SQL)."""
+    into = _sqlite_file(conn) or "the target"
+    shown: list[tuple[str, bool]] = []
+    for link, manifest in chain:
+        if manifest["kind"] == "full":
+            shown.append((f"SQLite backup API: copy {link} into {into}", False))
+        else:
+            changed = ", ".join(manifest.get("changed") or []) or "none"
+            dropped = ", ".join(manifest.get("dropped") or []) or "none"
+            shown.append(
+                (
+                    f"SQLite: from {link}, drop and reload tables {changed}; drop tables {dropped}",
+                    False,
+                )
+            )
+    return shown
+
+
+def _commands(chain: Chain, conn: Connection, replace: bool) -> list[tuple[str, bool]]:
+    """Every command the restore runs, as shown, and whether it is SQL; refuses when a
+    client program it needs is not on PATH."""
+    dialect = conn.dialect.name
+    url = conn.engine.url
+    if dialect == "sqlite":
+        return _sqlite_commands(chain, conn)
+    shown: list[tuple[str, bool]] = []
+    for link, manifest in chain:
+        command = restore_argv(dialect, url, str(url.database), link, manifest, replace)
+        if command is not None:
+            argv, stdin = command
+            if shutil.which(argv[0]) is None:
+                which = "pg_restore" if dialect == "postgresql" else "mariadb (or mysql)"
+                tools = "PostgreSQL" if dialect == "postgresql" else "MariaDB"
+                raise StepFailed(
+                    f"{which} is not on PATH; install the {tools} client tools or add "
+                    "their folder to PATH"
+                )
+            line = shlex.join(argv)
+            shown.append((f"{line} < {shlex.quote(str(stdin))}" if stdin else line, False))
+        shown += [(sql, True) for sql in dropped_statements(conn.dialect, manifest)]
+    return shown
+
+
+def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
+    """Everything a restore must find true before anyone is asked to approve it.
+
+    Cheap checks first; reading every file of the chain for its sha256 comes last.
+    """
+    path = Path(params["backup_path"])
+    replace = bool(params.get("replace"))
+    links = _links(path)
+    manifest = links[-1][1]
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    if _family(manifest["dialect"]) != _family(dialect):
+        raise StepFailed(
+            f"Backup {path.name} is a {manifest['dialect']} backup and target '{ctx.target}' "
+            f"is {dialect}; restore it into a {manifest['dialect']} target"
+        )
+    existing = user_tables(conn)
+    if existing and not replace:
+        names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise StepFailed(
+            f"Target '{ctx.target}' is not empty ({len(existing)} tables: {names}); restore "
+            "into an empty database, or pass --replace to overwrite it"
+        )
+    commands = _commands(links, conn, replace)
+    disk = _disk(links, conn)
+    sha = _verify(links, params, ctx)
+    if dialect == "sqlite":
+        # The backup API replaces the whole file.
+        replaced = list(existing)
+    else:
+        # pg_restore --clean and a dump's DROP TABLE reach only the tables the backup holds.
+        held = {t for _, m in links for t in [*m["tables"], *(m.get("dropped") or [])]}
+        replaced = [t for t in existing if t in held]
+    estimate = {
+        "commands": [line for line, _ in commands],
+        "replaces_tables": replaced,
+        "backup": _described(path, links, sha),
+        "disk": disk,
+    }
+    lines = [line if is_sql else f"-- {line}" for line, is_sql in commands]
+    if replaced:
+        lines.append(f"-- replaces {len(replaced)} tables of '{ctx.target}': {', '.join(replaced)}")
+    else:
+        lines.append(f"-- replaces no table of '{ctx.target}'")
+    return _Prechecked(chain=links, lines=lines, estimate=estimate)
+
+
+def _described(path: Path, links: Chain, sha: str) -> dict[str, Any]:
+    """The backup a restore reads, as its estimate shows it."""
+    manifest = links[-1][1]
+    return {
+        "path": str(path),
+        "kind": manifest["kind"],
+        "chain": [link.name for link, _ in links],
+        "sha256": sha,
+        "sha256_ok": True,
+        "size_bytes": sum(link.stat().st_size for link, _ in links),
+        "tables": dict(manifest["tables"]),
+        "rows": sum(manifest["tables"].values()),
+    }
+
+
+def _prechecked(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
+    """The precheck, once per step: a refusal is remembered as well as a pass."""
+
+    def attempt() -> _Prechecked | StepFailed:
+        try:
+            return _precheck(params, ctx)
+        except StepFailed as exc:
+            return exc
+
+    outcome = cached(ctx, "restore_precheck", attempt)
+    if isinstance(outcome, StepFailed):
+        raise StepFailed(str(outcome))
+    return outcome
+
+
+def restore_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return dict(_prechecked(params, ctx).estimate)
+
+
+def render_restore(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    try:
+        return list(_prechecked(params, ctx).lines)
+    except StepFailed as exc:
+        # A preview still shows the step; the estimate fails it with the same line.
+        return [f"-- refused: {exc}"]
+
+
+def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    path = Path(params["backup_path"])
+    chain = _prechecked(params, ctx).chain
+    manifest = chain[-1][1]
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    url = conn.engine.url
+    for link, link_manifest in chain:
+        if dialect == "sqlite":
+            raw = conn.connection.driver_connection
+            if not isinstance(raw, sqlite3.Connection):
+                raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
+            sqlite_apply(raw, link, link_manifest)
+        else:
+            server_apply(
+                dialect,
+                url,
+                str(url.database),
+                link,
+                link_manifest,
+                bool(params.get("replace")),
+                ctx,
+            )
+    # The sha256 only says the file is the one the manifest describes; the restored
+    # rows and contents must be the ones it describes too.
+    if dialect == "sqlite":
+        measured = measure_connection(conn, manifest)
+    else:
+        measured = measure_server(url, str(url.database), manifest, ctx, path)
+    # Tables the backup does not hold may stay in a target restored with --replace.
+    measured.tables &= set(manifest["tables"])
+    problems = compare(manifest, measured)
+    if problems:
+        raise StepFailed(
+            f"The restore of {path.name} does not match its manifest: {'; '.join(problems[:3])}; "
+            "the target now holds what the file held: restore another backup"
+        )
+    return {
+        "restored_tables": len(measured.counts),
+        "rows": sum(measured.counts.values()),
+        "checksums_compared": len(measured.checksums),
+        "backup_path": str(path),
+        "chain": [link.name for link, _ in chain],
+    }

@@ -1,0 +1,102 @@
+"""A dump tool's output written to its file as it streams: hashed in the same pass, and
+handed on chunk by chunk to whatever reads the rows out of it.
+
+The sha256 of a backup is taken from the bytes as they are written, so the file is not
+read a second time; the kernel is told to start writing each few megabytes to disk as
+they come (Linux sync_file_range), so the fsync before the rename has little left to do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from aishell.handlers.backup.processes import tool_output
+from aishell.registry import ToolContext
+
+T = TypeVar("T")
+
+# Bytes written between two requests to start writing them to disk.
+WRITEBACK_BYTES = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except AttributeError:
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    started: Callable[[int, int, int, int], int] = call
+    return started
+
+
+_START_WRITEBACK = _sync_file_range()
+
+
+class Tee:
+    """The chunks of a stream, each written to `out` and hashed as it passes on."""
+
+    def __init__(self, chunks: Iterable[bytes], out: BinaryIO) -> None:
+        self._chunks = iter(chunks)
+        self._out = out
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._flushed = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = next(self._chunks)
+        self._out.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        if self.size - self._flushed >= WRITEBACK_BYTES:
+            self._start_writeback()
+        return chunk
+
+    def drain(self) -> None:
+        """Write and hash whatever the reader left unread."""
+        for _chunk in self:
+            pass
+        self._out.flush()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def _start_writeback(self) -> None:
+        self._out.flush()
+        if _START_WRITEBACK is not None:
+            # Asynchronous: the kernel starts writing these pages, nothing waits.
+            _START_WRITEBACK(
+                self._out.fileno(), self._flushed, self.size - self._flushed, _SYNC_FILE_RANGE_WRITE
+            )
+        self._flushed = self.size
+
+
+def stream_into(
+    path: Path,
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ToolContext,
+    read: Callable[[Iterator[bytes]], T],
+) -> tuple[T, str]:
+    """Run a dump tool into path, its output hashed and read by `read` on the way (what
+    `read` leaves is still written). Returns what `read` returned, and the sha256."""
+    source = tool_output(argv, env, ctx)
+    # On any failure the tool is killed first, then the file closed.
+    with path.open("wb") as out, closing(source):
+        tee = Tee(source, out)
+        found = read(tee)
+        tee.drain()
+    return found, tee.sha256

@@ -1,0 +1,229 @@
+"""Taking a full or incremental backup of each kind of database, and its manifest.
+
+A backup is written under a temporary name, synced, and renamed only when whole; its
+manifest is written beside it the same way. The counts and checksums describe exactly
+the rows the file holds, even while the application writes: SQLite's are read from the
+copy, PostgreSQL's from the archive as it streams and inside the snapshot pg_dump is
+given, MySQL/MariaDB's from the dump itself as it streams (dumps.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from aishell.catalog import user_tables
+from aishell.errors import StepFailed
+from aishell.handlers.backup.disk import destination, partial_file
+from aishell.handlers.backup.dumps import Taken, take_mysql, take_postgresql
+from aishell.handlers.backup.manifest import (
+    FROM_COPY,
+    FROM_DUMP,
+    changed_tables,
+    read_manifest,
+    sha256_of,
+    write_manifest,
+)
+from aishell.handlers.backup.measure import (
+    CHECKSUM_ROWS,
+    sqlite_checksums,
+    sqlite_counts,
+    sqlite_tables,
+)
+from aishell.registry import ToolContext
+from aishell.scratch import BACKUP
+from aishell.sqltext import quote_plain_identifier
+
+# --- calculate_backup_size ---------------------------------------------------------------
+
+
+def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+    elif dialect in ("mysql", "mariadb"):
+        size = conn.execute(
+            text(
+                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
+                "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+            )
+        ).scalar()
+    else:
+        size = conn.execute(
+            text("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size")
+        ).scalar()
+    size = int(size or 0)
+    free = (
+        shutil.disk_usage(ctx.backup_dir).free
+        if ctx.backup_dir and ctx.backup_dir.exists()
+        else None
+    )
+    enough = free is None or free > size * 1.2
+    return {
+        "estimated_bytes": size,
+        "free_bytes": free,
+        "enough_space": enough,
+        "tables": len(user_tables(conn)),
+    }
+
+
+# --- backup_database_full / backup_database_incremental -------------------------------------
+
+
+def backup_full(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return _take(params, ctx, parent=None)
+
+
+def backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    parent_path = Path(params["parent"])
+    if not parent_path.is_file():
+        raise StepFailed(f"The parent backup {parent_path} is not on disk")
+    verified = {b["path"] for b in ctx.backup_catalog() if b["verified_at"]}
+    if str(parent_path) not in verified:
+        raise StepFailed(
+            f"The parent backup {parent_path.name} was never proven restorable; an incremental "
+            "chains only from a verified backup"
+        )
+    return _take(params, ctx, parent=read_manifest(parent_path) | {"path": str(parent_path)})
+
+
+def render_backup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    dialect = ctx.dialect
+    if dialect == "sqlite":
+        return ["VACUUM INTO '<backup folder>/<target>-full-<time>.sqlite.partial'"]
+    if dialect == "postgresql":
+        return ["-- pg_dump -Fc --snapshot <exported snapshot> <database>"]
+    return ["-- mariadb-dump --single-transaction --routines --triggers --events <database>"]
+
+
+def _take(
+    params: Mapping[str, Any], ctx: ToolContext, parent: dict[str, Any] | None
+) -> dict[str, Any]:
+    dialect = ctx.connection.dialect.name
+    size = backup_size(params, ctx)
+    if not size["enough_space"]:
+        raise StepFailed(
+            f"Not enough free space in {ctx.backup_dir}: about {size['estimated_bytes']:,} bytes "
+            f"needed, {size['free_bytes']:,} free"
+        )
+    started = time.monotonic()
+    kind = "incremental" if parent else "full"
+    suffix = {"sqlite": ".sqlite", "postgresql": ".dump"}.get(dialect, ".sql")
+    final = destination(ctx, suffix, kind)
+    # Renamed into place, the file is still no backup until its manifest is beside it:
+    # a crash in between leaves a file the next run removes.
+    entry = ctx.scratch.record(BACKUP, str(final))
+    try:
+        if dialect == "sqlite":
+            taken = _take_sqlite(final, ctx, parent)
+        elif dialect == "postgresql":
+            taken = take_postgresql(final, ctx, parent)
+        else:
+            taken = take_mysql(final, ctx, parent)
+        manifest = _manifest(final, ctx, kind, taken, parent)
+        write_manifest(final, manifest, ctx)
+    except BaseException:
+        # Without its manifest a backup is not one: nothing half-made is left behind.
+        final.unlink(missing_ok=True)
+        ctx.scratch.forget(entry)
+        raise
+    ctx.scratch.forget(entry)
+    return _outcome(final, manifest, taken, parent, started)
+
+
+def _manifest(
+    final: Path, ctx: ToolContext, kind: str, taken: Taken, parent: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the manifest beside a finished backup file says of it."""
+    return {
+        "format": 1,
+        "target": ctx.target,
+        "dialect": ctx.connection.dialect.name,
+        "kind": kind,
+        "file": final.name,
+        # Hashed as the dump streamed into the file; SQLite's copy is read once more.
+        "sha256": taken.sha256 or sha256_of(final),
+        "size_bytes": final.stat().st_size,
+        "server_version": taken.server,
+        "tool": taken.tool,
+        "tables": taken.counts,
+        "checksums": taken.checksums,
+        "measured_from": taken.measured_from,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parent": parent["path"] if parent else None,
+        "changed": taken.changed if parent else None,
+        "dropped": taken.dropped if parent else None,
+        "method": None
+        if not parent
+        else "per table: row count and a checksum of its rows against the parent's; "
+        + (
+            "every table has a checksum"
+            if taken.measured_from == FROM_DUMP
+            else f"tables over {CHECKSUM_ROWS:,} rows are always taken"
+        ),
+        **taken.notes,
+    }
+
+
+def _outcome(
+    final: Path,
+    manifest: dict[str, Any],
+    taken: Taken,
+    parent: dict[str, Any] | None,
+    started: float,
+) -> dict[str, Any]:
+    """The step's output, with the record the backup catalog keeps."""
+    counts = taken.counts
+    return {
+        "backup_path": str(final),
+        "sha256": manifest["sha256"],
+        "size_bytes": manifest["size_bytes"],
+        "tables": len(counts),
+        "rows": sum(counts.values()),
+        "seconds": round(time.monotonic() - started, 3),
+        "changed_tables": taken.changed if parent else None,
+        "backup_record": {
+            "kind": manifest["kind"],
+            "path": str(final),
+            "sha256": manifest["sha256"],
+            "size_bytes": manifest["size_bytes"],
+            "manifest": manifest,
+        },
+    }
+
+
+def _take_sqlite(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> Taken:
+    with partial_file(final, ctx, "copying the database to") as partial:
+        # VACUUM INTO copies in one read transaction (the page-by-page backup
+        # API restarts for ever while another connection keeps writing).
+        ctx.connection.execute(text("VACUUM INTO :path"), {"path": str(partial)})
+        copy = sqlite3.connect(partial)
+        try:
+            result = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            # Counted in the copy: exactly the rows the file holds.
+            counts = sqlite_counts(copy, sqlite_tables(copy))
+            checksums = sqlite_checksums(copy, counts)
+            changed, dropped = (
+                changed_tables(parent, counts, checksums) if parent else (list(counts), [])
+            )
+            if parent:
+                # The copy keeps only what changed since the parent.
+                for t in counts:
+                    if t not in changed:
+                        copy.execute(f"DROP TABLE {quote_plain_identifier(t)}")
+                copy.commit()
+                copy.execute("VACUUM")
+        finally:
+            copy.close()
+        if result != "ok":
+            raise StepFailed(f"The copy failed its integrity check: {result}")
+    version = f"SQLite {sqlite3.sqlite_version}"
+    tool = f"{version} VACUUM INTO"
+    return Taken(counts, checksums, changed, dropped, tool, version, FROM_COPY)

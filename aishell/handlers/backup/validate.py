@@ -1,0 +1,239 @@
+"""Validating a backup: its chain's sha256 against the manifests, then a restore into a
+scratch database (or file) whose tables, rows and contents are compared with the
+manifest.
+
+Every scratch file and scratch database is recorded in the state store before it is
+made (aishell/scratch.py), so a killed run's leftovers are removed later. A validation
+that fails because of the server (its disk, the network) says nothing about the backup:
+the step fails without judging it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import StepFailed
+from aishell.handlers.backup.apply import server_apply, sqlite_apply
+from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
+from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
+from aishell.handlers.backup.measure import (
+    Measured,
+    checksummed,
+    compare,
+    measure_server,
+    sqlite_checksums,
+    sqlite_counts,
+    sqlite_tables,
+)
+from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
+from aishell.registry import ToolContext
+from aishell.scratch import DATABASE
+from aishell.sqltext import quote_identifier
+
+NOT_JUDGED = "this says nothing about the backup, which stays unverified"
+
+# How client tools say they could not reach the server: not the backup's fault.
+_UNREACHABLE = ("could not connect", "connection to server", "can't connect", "lost connection")
+
+
+@contextmanager
+def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tuple[URL, str]]:
+    """A scratch database on the same server, recorded before it is created, dropped
+    afterwards."""
+    name = f"aishell_verify_{uuid.uuid4().hex[:10]}"
+    dialect = conn.dialect.name
+    entry = ctx.scratch.record(DATABASE, name, dialect=dialect)
+    admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    quoted = quote_identifier(conn.dialect, name)
+    try:
+        # From template0 on PostgreSQL: what a site keeps in template1 is not the
+        # backup's, and would come back in the restored copy as extra tables.
+        template = " TEMPLATE template0" if dialect == "postgresql" else ""
+        admin.execute(text(f"CREATE DATABASE {quoted}{template}"))
+        yield conn.engine.url.set(database=name), name
+    finally:
+        try:
+            suffix = " WITH (FORCE)" if dialect == "postgresql" else ""
+            admin.execute(text(f"DROP DATABASE IF EXISTS {quoted}{suffix}"))
+            ctx.scratch.forget(entry)
+        finally:
+            admin.close()
+
+
+def schema_lines(sql: str) -> list[str]:
+    """A schema dump's lines that describe the schema: without comments, blank lines and
+    the random \\restrict / \\unrestrict tokens current pg_dump writes."""
+    return [
+        line
+        for line in sql.splitlines()
+        if line.strip()
+        and not line.startswith("--")
+        and not line.startswith(("\\restrict ", "\\unrestrict "))
+    ]
+
+
+def _pg_schema_problems(path: Path, url: URL, database: str, ctx: ToolContext) -> list[str]:
+    """The archive's schema against the schema of what it restored into."""
+    env = server_env(url)
+    archived = run_tool(
+        ["pg_restore", "--schema-only", "--no-owner", "-f", "-", str(path)], env, ctx
+    )
+    restored = run_tool(
+        ["pg_dump", "--schema-only", "--no-owner", *pg_args(url), database], env, ctx
+    )
+    expected = schema_lines(archived.stdout.decode(errors="replace"))
+    actual = schema_lines(restored.stdout.decode(errors="replace"))
+    if expected != actual:
+        missing = [line for line in expected if line not in actual][:3]
+        return [f"the restored schema differs from the archive's: {missing or 'order'}"]
+    return []
+
+
+def _validate_sqlite(
+    path: Path, chain: Chain, problems: list[str], ctx: ToolContext
+) -> Measured | None:
+    """Apply the chain to a scratch copy beside the backup and measure the copy."""
+    manifest = chain[-1][1]
+    scratch = path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}")
+    with ctx.scratch.file(scratch):
+        try:
+            copy = sqlite3.connect(scratch)
+        except sqlite3.Error as exc:
+            raise StepFailed(
+                f"Cannot make the scratch copy {scratch}: {exc}; {NOT_JUDGED}"
+            ) from None
+        try:
+            for link, link_manifest in chain:
+                sqlite_apply(copy, link, link_manifest)
+            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            if check != "ok":
+                problems.append(f"integrity_check: {check}")
+                return None
+            present = sqlite_tables(copy)
+            counts = sqlite_counts(copy, [t for t in manifest["tables"] if t in present])
+            wanted = checksummed(manifest, present)
+            return Measured(set(present), counts, sqlite_checksums(copy, wanted))
+        except (sqlite3.Error, OSError) as exc:
+            if says_no_space(exc):
+                raise disk_full(scratch, "writing the scratch copy", NOT_JUDGED) from None
+            problems.append(f"the backup cannot be read: {exc}")
+            return None
+        finally:
+            copy.close()
+
+
+def _server_at_fault(exc: ToolFailed, ctx: ToolContext, name: str) -> StepFailed | None:
+    """The step's failure when a restore into the scratch database failed because of the
+    server (its disk, the network); None when the backup itself does not restore."""
+    if says_no_space(exc, SERVER_NO_SPACE):
+        return StepFailed(
+            f"The server of target '{ctx.target}' ran out of disk space restoring "
+            f"into the scratch database {name} ({exc.program}: {exc.last_line}); "
+            f"free space on the server and retry; {NOT_JUDGED}"
+        )
+    if any(phrase in exc.stderr.lower() for phrase in _UNREACHABLE):
+        return StepFailed(
+            f"The server of target '{ctx.target}' could not be reached while "
+            f"restoring into the scratch database {name} ({exc.program}: "
+            f"{exc.last_line}); {NOT_JUDGED}"
+        )
+    return None
+
+
+def _validate_server(
+    path: Path, chain: Chain, problems: list[str], ctx: ToolContext
+) -> Measured | None:
+    """Restore the chain into a scratch database on the target's server and measure it.
+    A restore that fails because of the server (its disk, the network) says nothing
+    about the backup: the step fails without judging it."""
+    conn = ctx.connection
+    dialect = chain[-1][1]["dialect"]
+    url = conn.engine.url
+    try:
+        with scratch_server_database(conn, ctx) as (_scratch_url, name):
+            try:
+                for link, link_manifest in chain:
+                    server_apply(dialect, url, name, link, link_manifest, False, ctx)
+            except ToolFailed as exc:
+                failure = _server_at_fault(exc, ctx, name)
+                if failure is not None:
+                    raise failure from None
+                problems.append(f"the backup does not restore: {exc}")
+                return None
+            measured = measure_server(url, name, chain[-1][1], ctx, path, NOT_JUDGED)
+            if dialect == "postgresql" and len(chain) == 1:
+                problems += _pg_schema_problems(path, url, name, ctx)
+            return measured
+    except DBAPIError as exc:
+        if not says_no_space(exc, SERVER_NO_SPACE):
+            raise
+        said = str(exc.orig).strip().splitlines()
+        raise StepFailed(
+            f"The server of target '{ctx.target}' ran out of disk space during the validation "
+            f"({said[0] if said else exc}); free space on the server and retry; {NOT_JUDGED}"
+        ) from None
+
+
+def _decode_pg_archives(chain: Chain, problems: list[str], ctx: ToolContext) -> None:
+    """A quick validation of PostgreSQL archives: each must decode."""
+    # Decodes every block of each archive; --list would read only its index.
+    for link, _ in chain:
+        if link.stat().st_size:
+            try:
+                run_tool(
+                    ["pg_restore", "-f", "/dev/null", str(link)],
+                    server_env(ctx.connection.engine.url),
+                    ctx,
+                )
+            except ToolFailed as exc:
+                problems.append(f"{link.name} does not decode: {exc}")
+
+
+def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    path = Path(params["backup_path"])
+    if not path.is_file():
+        raise StepFailed(f"Backup file {path} does not exist")
+    manifest = read_manifest(path)
+    result: dict[str, Any] = {"backup_path": str(path), "quick": bool(params.get("quick"))}
+    problems: list[str] = []
+    try:
+        chain = chain_of(path)
+    except StepFailed as exc:
+        chain = []
+        problems.append(str(exc))
+    dialect = manifest["dialect"]
+    measured: Measured | None = None
+    if chain and dialect == "sqlite":
+        measured = _validate_sqlite(path, chain, problems, ctx)
+    elif chain and params.get("quick"):
+        if dialect == "postgresql":
+            _decode_pg_archives(chain, problems, ctx)
+    elif chain:
+        measured = _validate_server(path, chain, problems, ctx)
+    if measured is not None:
+        problems += compare(manifest, measured)
+    ok = not problems
+    result.update(
+        {
+            "ok": ok,
+            "problems": problems,
+            "chain": [link.name for link, _ in chain],
+            "tables_compared": len(measured.counts) if measured else 0,
+            "checksums_compared": len(measured.checksums) if measured else 0,
+        }
+    )
+    result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems}
+    if not ok:
+        raise StepFailed(
+            f"Backup {path.name} failed validation: {'; '.join(problems[:3])}", details=result
+        )
+    return result

@@ -1,0 +1,83 @@
+"""The corruption check's output, the same on every engine: per table checked and sound,
+corrupted, or not checked and why; and what the health analysis says of it.
+
+`corruption_found` is true or false only when every table was checked (null otherwise):
+a table that could not be checked is never reported sound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aishell.errors import StepSkipped
+
+
+def corruption_summary(
+    method: str, results: Sequence[Mapping[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """One check's findings from its per-table results, each
+    {table, status: ok | corrupted | not checked, issues?, reason?}."""
+    checked = [r["table"] for r in results if r["status"] != "not checked"]
+    corrupted = sorted(r["table"] for r in results if r["status"] == "corrupted")
+    unchecked = [
+        {"table": r["table"], "reason": r["reason"]}
+        for r in results
+        if r["status"] == "not checked"
+    ]
+    reasons = list(dict.fromkeys(u["reason"] for u in unchecked))
+    found = True if corrupted else (None if unchecked else False)
+    return {
+        "method": method,
+        "checked_tables": checked,
+        "corrupted_tables": corrupted,
+        "unchecked_tables": unchecked,
+        "status_by_table": {r["table"]: r["status"] for r in results},
+        "issues": [
+            {"table": r["table"], "message": m} for r in results for m in r.get("issues") or []
+        ][:200],
+        "corruption_found": found,
+        # ok means checked and sound; a table that could not be checked is not ok.
+        "ok": found is False,
+        "not_checked": "; ".join(reasons[:3]) if reasons else None,
+        **extra,
+    }
+
+
+def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
+    """check_table_corruption's outcome: skipped when no table could be checked at all."""
+    if summary["checked_tables"] or summary["corrupted_tables"]:
+        return summary
+    reason = f"No table could be checked for corruption: {summary['not_checked']}"
+    raise StepSkipped(reason, summary)
+
+
+def corruption_advice(summary: Mapping[str, Any] | None, checker: str) -> list[str]:
+    """What the health analysis recommends after a corruption check (none: not asked for)."""
+    if summary is None:
+        return []
+    if summary["corrupted_tables"]:
+        return [
+            f"{checker} found damage in {', '.join(summary['corrupted_tables'])}; run the "
+            "emergency maintenance plan"
+        ]
+    if summary["unchecked_tables"]:
+        return [f"Corruption was not checked: {summary['not_checked']}"]
+    return []
+
+
+def integrity_line(summary: Mapping[str, Any] | None) -> str | None:
+    """The health analysis's one-line integrity verdict (None: not asked for)."""
+    if summary is None:
+        return None
+    if summary["corrupted_tables"]:
+        return f"corrupted: {', '.join(summary['corrupted_tables'])}"
+    if summary["unchecked_tables"]:
+        checked = len(summary["checked_tables"])
+        return (
+            f"not checked: {summary['not_checked']}"
+            if not checked
+            else f"ok in {checked} table(s); not checked in "
+            f"{len(summary['unchecked_tables'])}: {summary['not_checked']}"
+        )
+    return "ok"

@@ -1,0 +1,130 @@
+"""What the MySQL and MariaDB handlers read of information_schema: a table's rows and
+sizes, and which of the two servers this is.
+
+Sizes are the tablespace files' sizes where the account may read them (PROCESS), else
+DATA_LENGTH + INDEX_LENGTH + DATA_FREE, measured the same way before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import StepFailed
+from aishell.handlers.mysql.privileges import denied
+
+TABLES = """
+SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_count,
+       coalesce(DATA_LENGTH, 0) AS data_bytes, coalesce(INDEX_LENGTH, 0) AS index_bytes,
+       coalesce(DATA_FREE, 0) AS free_bytes, UPDATE_TIME AS updated
+FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
+ORDER BY TABLE_NAME
+"""
+TABLE = """
+SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_count,
+       coalesce(DATA_LENGTH, 0) AS data_bytes, coalesce(INDEX_LENGTH, 0) AS index_bytes,
+       coalesce(DATA_FREE, 0) AS free_bytes
+FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t
+"""
+
+
+def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row with the server's DECIMAL sums as Python integers."""
+    return {k: int(v) if isinstance(v, Decimal) else v for k, v in row.items()}
+
+
+def free_percent(row: Mapping[str, Any]) -> float:
+    total = row["data_bytes"] + row["index_bytes"] + row["free_bytes"]
+    return round(100.0 * row["free_bytes"] / total, 2) if total else 0.0
+
+
+def table_row(conn: Connection, table: str) -> dict[str, Any]:
+    row = conn.execute(text(TABLE), {"t": table}).mappings().first()
+    if row is None:
+        raise StepFailed(f"Table {table!r} is not in the current database")
+    return plain(row)
+
+
+def is_mariadb(conn: Connection) -> bool:
+    return bool(getattr(conn.dialect, "is_mariadb", False))
+
+
+# --- sizes ------------------------------------------------------------------------------------
+
+FILES_MARIADB = (
+    "SELECT NAME AS name, FILE_SIZE AS bytes FROM information_schema.INNODB_SYS_TABLESPACES "
+    "WHERE NAME LIKE CONCAT(DATABASE(), '/%')"
+)
+FILES_MYSQL = (
+    "SELECT NAME AS name, FILE_SIZE AS bytes FROM information_schema.INNODB_TABLESPACES "
+    "WHERE NAME LIKE CONCAT(DATABASE(), '/%')"
+)
+# One table's file, by the name InnoDB gives it (database/table).
+FILE_MARIADB = (
+    "SELECT FILE_SIZE FROM information_schema.INNODB_SYS_TABLESPACES "
+    "WHERE NAME = CONCAT(DATABASE(), '/', :t)"
+)
+FILE_MYSQL = (
+    "SELECT FILE_SIZE FROM information_schema.INNODB_TABLESPACES "
+    "WHERE NAME = CONCAT(DATABASE(), '/', :t)"
+)
+FILE_SIZE = "tablespace file size"
+STATISTICS = "DATA_LENGTH + INDEX_LENGTH + DATA_FREE"
+
+
+def _file_sizes(conn: Connection) -> dict[str, int] | None:
+    """Each file-per-table tablespace's size by table name; None without PROCESS."""
+    try:
+        rows = conn.execute(text(FILES_MARIADB if is_mariadb(conn) else FILES_MYSQL)).all()
+    except DBAPIError as exc:
+        if denied(exc) is None:
+            raise
+        return None
+    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    prefix = f"{database}/"
+    return {r.name[len(prefix) :]: int(r.bytes) for r in rows if r.name.startswith(prefix)}
+
+
+def _measured(row: Mapping[str, Any], files: dict[str, int] | None) -> tuple[int, str]:
+    if files is not None and row["name"] in files:
+        return files[row["name"]], FILE_SIZE
+    return row["data_bytes"] + row["index_bytes"] + row["free_bytes"], STATISTICS
+
+
+def table_size(
+    conn: Connection, table: str, row: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One table's size on disk, and how it was measured; `row`, its table_row when the
+    caller has just read it."""
+    row = row if row is not None else table_row(conn, table)
+    try:
+        file = conn.execute(text(FILE_MARIADB if is_mariadb(conn) else FILE_MYSQL), {"t": table})
+        size = file.scalar()
+    except DBAPIError as exc:
+        if denied(exc) is None:
+            raise
+        size = None
+    if size is not None:
+        return {"bytes": int(size), "method": FILE_SIZE}
+    return {
+        "bytes": row["data_bytes"] + row["index_bytes"] + row["free_bytes"],
+        "method": STATISTICS,
+    }
+
+
+def database_size(conn: Connection) -> dict[str, Any]:
+    """Every table of the database, each measured as table_size measures it."""
+    files = _file_sizes(conn)
+    measured = [_measured(plain(r), files) for r in conn.execute(text(TABLES)).mappings()]
+    methods = {m for _, m in measured} or {STATISTICS}
+    method = (
+        methods.pop() if len(methods) == 1 else f"{FILE_SIZE} where readable, else {STATISTICS}"
+    )
+    return {"size_bytes": sum(b for b, _ in measured), "method": method}

@@ -1,0 +1,137 @@
+"""analyze_database_health on MySQL and MariaDB: sizes and free space per table, the
+buffer pool's hit rate, long transactions, and the corruption check when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import mysql_urgency
+from aishell.handlers import Handler
+from aishell.handlers.integrity import corruption_advice, integrity_line
+from aishell.handlers.mysql.catalog import (
+    FILES_MARIADB,
+    TABLES,
+    database_size,
+    free_percent,
+    is_mariadb,
+    plain,
+)
+from aishell.handlers.mysql.corruption import corruption_check
+from aishell.handlers.mysql.privileges import denied
+from aishell.toolcontext import ToolContext
+
+_STATUS_MARIADB = """
+SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS
+WHERE VARIABLE_NAME IN ('THREADS_CONNECTED', 'THREADS_RUNNING',
+                        'INNODB_BUFFER_POOL_READ_REQUESTS', 'INNODB_BUFFER_POOL_READS')
+"""
+_STATUS_MYSQL = """
+SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM performance_schema.global_status
+WHERE VARIABLE_NAME IN ('Threads_connected', 'Threads_running',
+                        'Innodb_buffer_pool_read_requests', 'Innodb_buffer_pool_reads')
+"""
+_LONG_TRANSACTIONS = """
+SELECT trx_mysql_thread_id AS id, trx_state AS state,
+       TIMESTAMPDIFF(SECOND, trx_started, NOW()) AS seconds
+FROM information_schema.INNODB_TRX
+WHERE trx_started < NOW() - INTERVAL 5 MINUTE
+ORDER BY trx_started
+"""
+
+
+def urgency(row: Mapping[str, Any]) -> float:
+    """How soon a table needs work (the same ranking the planner uses)."""
+    return mysql_urgency(row["data_bytes"] + row["index_bytes"], row["free_bytes"])
+
+
+def _status(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(text(_STATUS_MARIADB if is_mariadb(conn) else _STATUS_MYSQL))
+    return {str(r.name).lower(): int(r.value) for r in rows}
+
+
+def _table_health(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "table": row["name"],
+        "engine": row["engine"],
+        "rows": row["row_count"],
+        "table_bytes": row["data_bytes"],
+        "index_bytes": row["index_bytes"],
+        "data_free_bytes": row["free_bytes"],
+        "free_percent": free_percent(row),
+        "urgency": urgency(row),
+    }
+
+
+def _long_transactions(conn: Connection) -> list[dict[str, Any]] | None:
+    """Transactions open over five minutes; None when INNODB_TRX may not be read."""
+    try:
+        return [plain(r) for r in conn.execute(text(_LONG_TRANSACTIONS)).mappings()]
+    except DBAPIError as exc:
+        if denied(exc) is None:
+            raise
+        return None
+
+
+def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    wanted = set(params.get("tables") or [])
+    rows = [plain(r) for r in conn.execute(text(TABLES)).mappings()]
+    rows = [r for r in rows if not wanted or r["name"] in wanted]
+    status = _status(conn)
+    requests = status.get("innodb_buffer_pool_read_requests", 0)
+    misses = status.get("innodb_buffer_pool_reads", 0)
+    report = sorted((_table_health(r) for r in rows), key=lambda t: (-t["urgency"], t["table"]))
+    recommendations = [
+        f"{t['table']}: {t['free_percent']}% of its space is free (data_free); a rebuild "
+        "would return it"
+        for t in report
+        if t["free_percent"] >= 20 and t["data_free_bytes"] >= 4 * 2**20
+    ]
+    long_running = _long_transactions(conn)
+    if long_running is None:
+        recommendations.append(
+            "Long transactions were not looked at: INNODB_TRX needs the PROCESS privilege"
+        )
+    recommendations += [
+        f"connection {tx['id']} has held a transaction open for {tx['seconds']}s; "
+        "it holds back purge and may block a rebuild"
+        for tx in long_running or []
+    ]
+    check = (
+        corruption_check(conn, ctx, [t["table"] for t in report])
+        if params.get("check_corruption")
+        else None
+    )
+    recommendations += corruption_advice(check, "CHECK TABLE")
+    size = database_size(conn)
+    return {
+        "database_size_bytes": size["size_bytes"],
+        "size_method": size["method"],
+        "connections": status.get("threads_connected"),
+        "active_connections": status.get("threads_running"),
+        "cache_hit_percent": round(100.0 * (1 - misses / requests), 2) if requests else None,
+        "long_running_transactions": long_running,
+        "tables": report,
+        "integrity": integrity_line(check),
+        "corruption_check": check,
+        "recommendations": recommendations,
+    }
+
+
+analyze_database_health = Handler(
+    sql_templates=(
+        TABLES,
+        _STATUS_MARIADB,
+        _STATUS_MYSQL,
+        _LONG_TRANSACTIONS,
+        FILES_MARIADB,
+        "SHOW GRANTS",
+        "CHECK TABLE {table}",
+    ),
+    run_fn=_health,
+)

@@ -1,0 +1,264 @@
+"""Who may do what on MySQL and MariaDB, from SHOW GRANTS; how a refusal is told; and
+what each agent needs of the account.
+
+Before a statement the account lacks the privileges for, SHOW GRANTS is read; a
+statement the server refuses anyway (error 1142 and its kin, or an error row) ends the
+step `skipped` with the server's reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import user_tables
+from aishell.errors import StepFailed
+from aishell.handlers import skip_table
+
+# Errors with which the server refuses a statement for want of a privilege, or because
+# the table or server is read-only: the work was not done, and the step says why.
+_DENIED = {1044, 1142, 1143, 1227, 1290, 1036}
+DENIED_TEXT = re.compile(r"denied|read.only|privilege", re.IGNORECASE)
+_GRANT = re.compile(
+    r"^GRANT (?P<privileges>.+?) ON (?:(?:FUNCTION|PROCEDURE|PACKAGE BODY|PACKAGE) )?"
+    r"(?P<db>\*|`(?:[^`]|``)*`)\.(?P<table>\*|`(?:[^`]|``)*`) TO "
+)
+
+
+def _unquote(name: str) -> str:
+    return name if name == "*" else name[1:-1].replace("``", "`")
+
+
+def _split_privileges(listed: str) -> set[str]:
+    """'SELECT, INSERT, UPDATE (`a`, `b`)' -> {SELECT, INSERT}: column grants do not count."""
+    found, depth, current = set(), 0, ""
+    for char in listed + ",":
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            name = " ".join(current.split()).upper()
+            if name and "(" not in name:
+                found.add("ALL" if name == "ALL PRIVILEGES" else name)
+            current = ""
+        else:
+            current += char
+    return found
+
+
+def _like(pattern: str, value: str) -> bool:
+    """A database name in a grant matches as LIKE does (% and _, with \\ escapes)."""
+    regex, escaped = "", False
+    for char in pattern:
+        if escaped:
+            regex, escaped = regex + re.escape(char), False
+        elif char == "\\":
+            escaped = True
+        else:
+            regex += {"%": ".*", "_": "."}.get(char) or re.escape(char)
+    return re.fullmatch(regex, value) is not None
+
+
+def grants(conn: Connection) -> list[tuple[str, str, set[str]]] | None:
+    """(database, table, privileges) of every GRANT in effect for this session (its
+    account and current role); None when a line cannot be read, so nothing is assumed."""
+    parsed = []
+    for (line,) in conn.execute(text("SHOW GRANTS")):
+        line = str(line)
+        if " ON " not in line.split(" TO ", 1)[0] or line.startswith("GRANT PROXY ON"):
+            continue  # a role granted to the account, or a proxy grant
+        match = _GRANT.match(line)
+        if match is None:
+            return None
+        if re.match(r"GRANT .+? ON (FUNCTION|PROCEDURE|PACKAGE) ", line):
+            continue  # routines are not tables
+        parsed.append(
+            (
+                _unquote(match["db"]),
+                _unquote(match["table"]),
+                _split_privileges(match["privileges"]),
+            )
+        )
+    return parsed
+
+
+def privileges_on(
+    granted: list[tuple[str, str, set[str]]], database: str, table: str | None
+) -> set[str]:
+    """What the grants allow on one table (or, with table None, on the whole database)."""
+    have: set[str] = set()
+    for db, tbl, privileges in granted:
+        if db != "*" and not (_like(db, database) if tbl == "*" else db == database):
+            continue
+        if tbl != "*" and tbl != table:
+            continue
+        have |= privileges
+    return have
+
+
+def missing_privileges(conn: Connection, table: str, needed: set[str]) -> set[str]:
+    """The privileges in `needed` the session lacks on `table` (empty when unknown)."""
+    granted = grants(conn)
+    if granted is None:
+        return set()
+    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    have = privileges_on(granted, database, table)
+    return set() if "ALL" in have else needed - have
+
+
+def current_account(conn: Connection) -> str:
+    return str(conn.execute(text("SELECT CURRENT_USER()")).scalar())
+
+
+def require_privileges(conn: Connection, table: str, needed: set[str], action: str) -> None:
+    """Raise StepSkipped before `action` when SHOW GRANTS says the server would refuse it."""
+    missing = missing_privileges(conn, table, needed)
+    if not missing:
+        return
+    listed = ", ".join(sorted(missing))
+    account = current_account(conn)
+    user, _, host = account.rpartition("@")
+    database = conn.execute(text("SELECT DATABASE()")).scalar()
+    reason = (
+        f"{action} of {table} skipped: {account} lacks {listed} on it "
+        f"(GRANT {listed} ON `{database}`.* TO '{user}'@'{host}')"
+    )
+    skip_table(table, reason)
+
+
+def denied(exc: DBAPIError) -> str | None:
+    """The server's message when it refused for want of a privilege (or read-only)."""
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    if len(args) >= 2 and args[0] in _DENIED:
+        return f"{args[1]} (error {args[0]})"
+    return None
+
+
+def run_checked(conn: Connection, sql: str, table: str, action: str) -> list[str]:
+    """Run a maintenance statement; its result rows (Table, Op, Msg_type, Msg_text) as
+    'type: text'. A refusal is a skip; any other error row fails the step."""
+    try:
+        result = conn.execute(text(sql))
+    except DBAPIError as exc:
+        message = denied(exc)
+        if message is None:
+            raise
+        skip_table(table, f"{action} of {table} refused by the server: {message}")
+    messages: list[str] = []
+    if not result.returns_rows:  # ALTER TABLE reports by raising, not in rows
+        return messages
+    for row in result.mappings():
+        kind, message = str(row["Msg_type"]).lower(), str(row["Msg_text"])
+        messages.append(f"{kind}: {message}")
+        if kind == "error":
+            if DENIED_TEXT.search(message):
+                skip_table(table, f"{action} of {table} refused by the server: {message}")
+            raise StepFailed(f"{table}: {message}")
+    return messages
+
+
+# ALTER TABLE needs ALTER, CREATE and INSERT on the table; OPTIMIZE and ANALYZE need
+# SELECT and INSERT.
+REBUILD_NEEDS = {"ALTER", "CREATE", "INSERT"}
+OPTIMIZE_NEEDS = {"SELECT", "INSERT"}
+
+
+# --- what each agent needs of the account (aishell targets check) -----------------------------
+
+_NEEDS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
+    (
+        "maintenance",
+        ("SELECT", "INSERT"),
+        "ANALYZE TABLE and OPTIMIZE TABLE (skipped without them)",
+        False,
+    ),
+    (
+        "maintenance",
+        ("ALTER", "CREATE", "INSERT", "DROP"),
+        "online rebuilds, ALTER TABLE ... FORCE (skipped without them)",
+        False,
+    ),
+    ("maintenance", ("SELECT",), "CHECK TABLE, the corruption check", False),
+    (
+        "maintenance",
+        ("PROCESS",),
+        "long transactions, orphaned #sql tables and tablespace file sizes",
+        True,
+    ),
+    (
+        "backup",
+        ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES"),
+        "mariadb-dump with routines, triggers and events",
+        False,
+    ),
+    ("log_cleanup", ("SELECT", "DELETE"), "delete_old_records", False),
+)
+_GLOBAL_ONLY = {"PROCESS"}
+
+
+def agent_needs(conn: Connection) -> list[dict[str, Any]]:
+    """The privileges each agent needs on this database and, per need, what is missing."""
+    account = current_account(conn)
+    granted = grants(conn)
+    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    tables = user_tables(conn)
+    needs = []
+    for agent, privileges, needed_for, optional in _NEEDS:
+        missing: str | None
+        if granted is None:
+            missing = "unknown: SHOW GRANTS could not be read"
+        else:
+            lacking: dict[str, list[str]] = {}
+            for privilege in privileges:
+                everywhere: list[str | None] = [None]
+                scopes = everywhere if privilege in _GLOBAL_ONLY else (tables or everywhere)
+                for table in scopes:
+                    have = privileges_on(
+                        [g for g in granted if privilege not in _GLOBAL_ONLY or g[0] == "*"],
+                        database,
+                        table,
+                    )
+                    if "ALL" not in have and privilege not in have:
+                        lacking.setdefault(privilege, []).append(table or "*")
+            missing = (
+                "; ".join(
+                    f"{p} " + ("globally" if p in _GLOBAL_ONLY else _on(t, tables))
+                    for p, t in lacking.items()
+                )
+                or None
+            )
+        needs.append(
+            {
+                "agent": agent,
+                "privilege": ", ".join(privileges)
+                + (" (global)" if set(privileges) <= _GLOBAL_ONLY else ""),
+                "needed_for": needed_for,
+                "missing": missing,
+                "optional": optional,
+                "role": account,
+                "fix": _grant(conn, privileges, database, account) if missing else None,
+            }
+        )
+    return needs
+
+
+def _grant(conn: Connection, privileges: tuple[str, ...], database: str, account: str) -> str:
+    """The GRANT that gives the account what it lacks, as one line to run."""
+    user, _, host = account.rpartition("@")
+    scope = "*.*" if set(privileges) <= _GLOBAL_ONLY else f"{_quote(conn, database)}.*"
+    return f"GRANT {', '.join(privileges)} ON {scope} TO '{user}'@'{host}'"
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote_identifier(name))
+
+
+def _on(lacking: list[str], tables: list[str]) -> str:
+    if lacking == ["*"] or (tables and len(lacking) == len(tables)):
+        return "on the database"
+    shown = ", ".join(lacking[:10]) + (
+        f" and {len(lacking) - 10} more" if len(lacking) > 10 else ""
+    )
+    return f"on {shown}"

@@ -1,0 +1,139 @@
+"""rebuild_fragmented_indexes on MySQL and MariaDB: an online ALTER TABLE ... FORCE
+(InnoDB) or OPTIMIZE TABLE (other engines) of a table over the threshold. The orphaned
+`#sql` tables an interrupted rebuild leaves behind are found and dropped before a retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.handlers import Handler, cached
+from aishell.handlers.mysql.catalog import free_percent, is_mariadb, table_row, table_size
+from aishell.handlers.mysql.fragmentation import rebuild_reason
+from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
+from aishell.risk import RiskLevel
+from aishell.toolcontext import ToolContext
+
+_ORPHANS_MARIADB = (
+    "SELECT NAME FROM information_schema.INNODB_SYS_TABLES "
+    "WHERE NAME LIKE CONCAT(DATABASE(), '/#sql%')"
+)
+_ORPHANS_MYSQL = (
+    "SELECT NAME FROM information_schema.INNODB_TABLES WHERE NAME LIKE CONCAT(DATABASE(), '/#sql%')"
+)
+
+
+def orphans(conn: Connection) -> list[str]:
+    """Tables an interrupted ALTER left behind (InnoDB names them #sql-...)."""
+    try:
+        rows = conn.execute(text(_ORPHANS_MARIADB if is_mariadb(conn) else _ORPHANS_MYSQL))
+    except DBAPIError as exc:
+        # A lost server is the step's failure, never "no leftovers"; a catalog this
+        # account may not read is.
+        if exc.connection_invalidated:
+            raise
+        with suppress(DBAPIError):
+            conn.rollback()
+        return []
+    return [str(r[0]).split("/", 1)[1] for r in rows]
+
+
+def _rebuild_statement(ctx: ToolContext, table: str, engine: str | None) -> str:
+    if (engine or "").lower() == "innodb":
+        return f"ALTER TABLE {ctx.quote(table)} FORCE, ALGORITHM=INPLACE, LOCK=NONE"
+    return f"OPTIMIZE TABLE {ctx.quote(table)}"
+
+
+def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    table = params["table"]
+    before = table_row(conn, table)
+    reason = rebuild_reason(params, before)
+    found = orphans(conn)
+    if reason is None and not found:
+        return _not_rebuilt(table, before, [])
+    require_privileges(conn, table, REBUILD_NEEDS | ({"DROP"} if found else set()), "Rebuild")
+    dropped = []
+    for orphan in found:
+        # "#mysql50#" makes the server take the name as written, not as an encoded file name.
+        conn.execute(text(f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + orphan)}"))
+        dropped.append(orphan)
+    if reason is None:
+        return _not_rebuilt(table, before, dropped)
+    size_before = table_size(conn, table, before)
+    started = time.monotonic()
+    run_checked(conn, _rebuild_statement(ctx, table, before["engine"]), table, "Rebuild")
+    after = table_row(conn, table)
+    size_after = table_size(conn, table, after)
+    return {
+        "table": table,
+        "indexes_rebuilt": 1,
+        "rebuilt": [
+            {
+                "table": table,
+                "reason": reason,
+                "bytes_before": size_before["bytes"],
+                "bytes_after": size_after["bytes"],
+                "size_method": size_after["method"],
+                "free_before": before["free_bytes"],
+                "free_after": after["free_bytes"],
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        ],
+        "skipped": [],
+        "leftovers_dropped": dropped,
+    }
+
+
+def _not_rebuilt(table: str, row: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    """A table under the threshold is not rebuilt; the orphans it had are dropped."""
+    return {
+        "table": table,
+        "indexes_rebuilt": 0,
+        "rebuilt": [],
+        "skipped": [{"table": table, "reason": f"{free_percent(row)}% free: under the threshold"}],
+        "leftovers_dropped": dropped,
+    }
+
+
+def _measured_row(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """The table's row as the preview and the estimate see it: read once for both."""
+    return cached(
+        ctx, f"rebuild:{params['table']}", lambda: table_row(ctx.connection, params["table"])
+    )
+
+
+def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    conn = ctx.connection
+    row = _measured_row(params, ctx)
+    sql = [f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in orphans(conn)]
+    if rebuild_reason(params, row):
+        sql.append(_rebuild_statement(ctx, params["table"], row["engine"]))
+    return sql or [f"-- {ctx.quote(params['table'])} is under the threshold"]
+
+
+def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    row = _measured_row(params, ctx)
+    will = rebuild_reason(params, row) is not None
+    return {
+        "tables_to_rebuild": [params["table"]] if will else [],
+        "bytes_to_rewrite": row["data_bytes"] + row["index_bytes"] if will else 0,
+        "free_bytes_to_reclaim": row["free_bytes"] if will else 0,
+    }
+
+
+rebuild_fragmented_indexes = Handler(
+    sql_templates=("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",),
+    run_fn=_rebuild_table,
+    render_fn=_rebuild_sql,
+    estimate_fn=_rebuild_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds a table",
+)

@@ -1,0 +1,94 @@
+"""What the PostgreSQL handlers read of the server's catalogs: a table's oid and indexes,
+the extensions installed, whether amcheck can run for this role, the database's size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.errors import StepFailed
+
+TABLE_OID = (
+    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname = :t AND n.nspname = current_schema()"
+)
+INDEXES = """
+SELECT i.relname AS name, i.oid AS oid, x.indisvalid AS valid, am.amname AS method,
+       pg_relation_size(i.oid) AS bytes
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_am am ON am.oid = i.relam
+WHERE x.indrelid = :oid
+ORDER BY i.relname
+"""
+EXTENSIONS = "SELECT extname FROM pg_extension"
+
+
+def extensions(conn: Connection) -> set[str]:
+    return {r[0] for r in conn.execute(text(EXTENSIONS))}
+
+
+def table_oid(conn: Connection, table: str) -> int:
+    oid = conn.execute(text(TABLE_OID), {"t": table}).scalar()
+    if oid is None:
+        raise StepFailed(f"Table {table!r} is not in the current schema")
+    return int(oid)
+
+
+def database_size(conn: Connection) -> dict[str, Any]:
+    """The database's size, measured the same way before a run and after it."""
+    size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+    return {"size_bytes": int(size or 0), "method": "pg_database_size"}
+
+
+# --- amcheck: may this role check this database for corruption? -------------------------------
+
+AMCHECK = """
+SELECT n.nspname AS schema,
+       (SELECT bool_and(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
+         WHERE p.pronamespace = e.extnamespace AND p.proname = 'bt_index_check'
+           AND p.pronargs = 2) AS may_check_indexes,
+       (SELECT bool_and(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
+         WHERE p.pronamespace = e.extnamespace AND p.proname = 'verify_heapam') AS may_check_heap
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'amcheck'
+"""
+AMCHECK_AVAILABLE = "SELECT count(*) FROM pg_available_extensions WHERE name = 'amcheck'"
+
+
+@dataclass(frozen=True)
+class Amcheck:
+    """Whether amcheck can check this database for this role, and if not, why."""
+
+    schema: str | None
+    heap: bool
+    reason: str | None
+
+
+def amcheck(conn: Connection) -> Amcheck:
+    row = conn.execute(text(AMCHECK)).mappings().first()
+    role = conn.execute(text("SELECT current_user")).scalar()
+    if row is None:
+        if conn.execute(text(AMCHECK_AVAILABLE)).scalar():
+            reason = (
+                "amcheck is not installed in this database (aishell does not install it: "
+                "CREATE EXTENSION amcheck needs a superuser and changes the database)"
+            )
+        else:
+            reason = (
+                "amcheck is not installed and not available on this server (it ships with "
+                "PostgreSQL's contrib modules)"
+            )
+        return Amcheck(None, False, reason)
+    if not row["may_check_indexes"]:
+        return Amcheck(
+            row["schema"],
+            False,
+            f"role {role} may not run amcheck (GRANT EXECUTE ON FUNCTION "
+            f"{row['schema']}.bt_index_check(regclass, boolean), "
+            f"{row['schema']}.verify_heapam TO {role})",
+        )
+    return Amcheck(row["schema"], bool(row["may_check_heap"]), None)

@@ -1,0 +1,177 @@
+"""check_table_corruption and repair_corrupted_tables on PostgreSQL.
+
+Corruption checks use amcheck when it is installed and the role may run it; otherwise a
+table is reported not checked, with the reason (aishell never installs the extension:
+CREATE EXTENSION amcheck needs a superuser and changes the database). A repair is
+REINDEX TABLE CONCURRENTLY, checked again after.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import is_lock_timeout, user_tables
+from aishell.errors import StepFailed
+from aishell.handlers import Handler, each_table
+from aishell.handlers.integrity import checked_or_skipped, corruption_summary
+from aishell.handlers.postgresql.catalog import (
+    AMCHECK,
+    AMCHECK_AVAILABLE,
+    INDEXES,
+    TABLE_OID,
+    Amcheck,
+    amcheck,
+    table_oid,
+)
+from aishell.handlers.postgresql.privileges import require_maintain
+from aishell.risk import RiskLevel
+from aishell.toolcontext import ToolContext
+
+# The extension's schema is quoted in by the dialect; it comes from pg_extension.
+_BT_CHECK = "SELECT {schema}.bt_index_check(CAST(:oid AS oid)::regclass, true)"
+_HEAP_CHECK = (
+    "SELECT blkno, offnum, msg FROM {schema}.verify_heapam(CAST(:oid AS oid)::regclass) LIMIT 20"
+)
+_FULL_READ = "SELECT count(*) FROM {table}"
+
+
+def _read_check(
+    conn: Connection, sql: str, params: Mapping[str, Any]
+) -> tuple[list[Any], str | None, str | None]:
+    """Run one check: (rows, damage found, why it could not run)."""
+    try:
+        return list(conn.execute(text(sql), params)), None, None
+    except DBAPIError as exc:
+        state = str(getattr(exc.orig, "sqlstate", "") or "")
+        message = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        if state.startswith("XX"):  # data_corrupted, index_corrupted, internal_error
+            return [], message, None
+        if state == "42501" or is_lock_timeout(exc):
+            return [], None, message
+        raise
+
+
+def _check_table(conn: Connection, ctx: ToolContext, table: str, tool: Amcheck) -> dict[str, Any]:
+    oid = table_oid(conn, table)
+    issues: list[str] = []
+    notes: list[str] = []
+    if tool.reason is not None:
+        # What can be done without amcheck: read every row, so that an unreadable page
+        # (or, with data checksums on, a bad checksum) shows. It is not a check of the
+        # indexes or of the rows' consistency, so the table stays "not checked".
+        _, damage, why = _read_check(conn, _FULL_READ.replace("{table}", ctx.quote(table)), {})
+        if damage:
+            return {"table": table, "status": "corrupted", "issues": [f"full read: {damage}"]}
+        read = f"could not read it either: {why}" if why else "a full read found no unreadable page"
+        return {"table": table, "status": "not checked", "reason": f"{tool.reason}; {read}"}
+    schema = ctx.quote(str(tool.schema))
+    if tool.heap:
+        rows, damage, why = _read_check(conn, _HEAP_CHECK.replace("{schema}", schema), {"oid": oid})
+        if why:
+            return {"table": table, "status": "not checked", "reason": f"verify_heapam: {why}"}
+        issues += [f"verify_heapam: {damage}"] if damage else []
+        issues += [f"block {r.blkno}, item {r.offnum}: {r.msg}" for r in rows]
+    else:
+        notes.append("the table's rows were not checked (verify_heapam needs amcheck 1.3+)")
+    for index in conn.execute(text(INDEXES), {"oid": oid}).mappings():
+        if index["method"] != "btree":
+            notes.append(f"index {index['name']} ({index['method']}): amcheck checks B-trees only")
+            continue
+        if not index["valid"]:
+            if re.search(r"_cc(new|old)[0-9]*$", index["name"]):
+                notes.append(f"index {index['name']} is an invalid leftover of a REINDEX")
+            else:
+                issues.append(f"index {index['name']} is invalid; REINDEX it")
+            continue
+        _, damage, why = _read_check(
+            conn, _BT_CHECK.replace("{schema}", schema), {"oid": index["oid"]}
+        )
+        if why:
+            return {"table": table, "status": "not checked", "reason": f"bt_index_check: {why}"}
+        if damage:
+            issues.append(f"index {index['name']}: {damage}")
+    result: dict[str, Any] = {
+        "table": table,
+        "status": "corrupted" if issues else "ok",
+        "issues": issues,
+    }
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
+    """amcheck over each table and its B-tree indexes; per table, checked or why not."""
+    tool = amcheck(conn)
+    results = [_check_table(conn, ctx, t, tool) for t in tables]
+    if tool.reason is None:
+        method = "amcheck" if tool.heap else "amcheck (indexes only)"
+    else:
+        method = "full read of each table"
+    notes = [f"{r['table']}: {n}" for r in results for n in r.get("notes") or []]
+    return corruption_summary(method, results, notes=notes)
+
+
+def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    tables = list(params.get("tables") or []) or user_tables(conn)
+    return checked_or_skipped(corruption_check(conn, ctx, tables))
+
+
+check_table_corruption = Handler(
+    sql_templates=(
+        TABLE_OID,
+        INDEXES,
+        AMCHECK,
+        AMCHECK_AVAILABLE,
+        _HEAP_CHECK,
+        _BT_CHECK,
+        _FULL_READ,
+    ),
+    run_fn=_check,
+)
+
+
+def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    tables = list(params.get("tables") or [])
+    if not tables:
+        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
+    for table in tables:
+        require_maintain(conn, table, "REINDEX TABLE CONCURRENTLY", reindex=True)
+    tool = amcheck(conn)
+    repaired, still = [], {}
+    for table in tables:
+        conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
+        after = _check_table(conn, ctx, table, tool)
+        if after["status"] == "corrupted":
+            still[table] = after["issues"]
+        else:
+            repaired.append(table)
+    if still:
+        detail = "; ".join(f"{t}: {m[0]}" for t, m in still.items())
+        raise StepFailed(
+            f"REINDEX did not repair {', '.join(still)} (the table's own data is damaged; "
+            f"restore it from a backup): {detail}"
+        )
+    return {
+        "repaired_tables": repaired,
+        "backup_path": None,
+        "note": "REINDEX rebuilds indexes from the table's rows and changes no data, "
+        "so no copy was taken",
+    }
+
+
+repair_corrupted_tables = Handler(
+    sql_templates=("REINDEX TABLE CONCURRENTLY {table}",),
+    run_fn=_repair,
+    render_fn=each_table("REINDEX TABLE CONCURRENTLY {table}"),
+    risk=RiskLevel.HIGH,
+    effect="rebuilds damaged indexes",
+)

@@ -1,0 +1,243 @@
+"""How bloated a PostgreSQL table and its indexes are, estimated without reading them
+whole, and which of them are worth a full scan (pgstattuple, pgstatindex).
+
+A table: pgstattuple_approx where pgstattuple 1.3 or later is installed (it reads only
+the pages the visibility map does not vouch for, and the free space map for the rest),
+else the catalog's statistics. An index: the bytes its entries need (pg_stats' average
+key widths, the index's fill factor) against its size. A full scan reads every page, so
+a table is scanned only when its estimate reaches the threshold, and an index only when
+its estimate reaches half of it (the order of its leaf pages can only be measured, so
+its bar is lower) or cannot be made (no statistics yet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.errors import StepFailed
+
+PGSTATTUPLE_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'pgstattuple'"
+APPROX = (
+    "SELECT table_len, scanned_percent, approx_free_percent, dead_tuple_percent "
+    "FROM pgstattuple_approx(CAST(:oid AS oid)::regclass)"
+)
+# Without pgstattuple_approx: the bytes the live rows need (from pg_stats' average widths
+# and a 24-byte tuple header) against the table's size.
+STATISTICS = """
+SELECT c.reltuples AS reltuples,
+       pg_relation_size(c.oid) AS bytes,
+       current_setting('block_size')::int AS block_size,
+       (SELECT coalesce(sum(s.avg_width), 0) FROM pg_stats s
+         WHERE s.schemaname = n.nspname AND s.tablename = c.relname) AS row_width,
+       coalesce(st.n_dead_tup, 0) AS dead,
+       coalesce(st.n_live_tup, 0) AS live
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
+WHERE c.oid = :oid
+"""
+# The table's oid and each of its indexes with what an index's estimate needs: its
+# entries (reltuples, kept by VACUUM and ANALYZE), its fill factor, and the average width
+# of its key columns; a key column without statistics (or an expression) makes the
+# estimate unknown. A table without indexes is one row without an index.
+INDEXES = """
+SELECT t.oid AS table_oid, i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
+       am.amname AS method, pg_relation_size(i.oid) AS bytes, i.reltuples AS entries,
+       current_setting('block_size')::int AS block_size,
+       coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
+                   FROM unnest(i.reloptions) o
+                  WHERE substring(o FROM '^fillfactor=([0-9]+)$') IS NOT NULL), 90)
+           AS fillfactor,
+       (SELECT sum(s.avg_width) FROM pg_attribute a
+          JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname
+                         AND s.attname = a.attname
+         WHERE a.attrelid = t.oid AND a.attnum = ANY(CAST(x.indkey AS int2[])))
+           AS key_width,
+       (SELECT count(*) FROM unnest(CAST(x.indkey AS int2[])) k
+         WHERE NOT EXISTS (
+               SELECT 1 FROM pg_attribute a
+                 JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname
+                                AND s.attname = a.attname
+                WHERE a.attrelid = t.oid AND a.attnum = k)) AS unknown_columns
+FROM pg_class t
+JOIN pg_namespace n ON n.oid = t.relnamespace
+LEFT JOIN pg_index x ON x.indrelid = t.oid
+LEFT JOIN pg_class i ON i.oid = x.indexrelid
+LEFT JOIN pg_am am ON am.oid = i.relam
+WHERE t.relname = :t AND n.nspname = current_schema()
+ORDER BY i.relname
+"""
+PGSTATTUPLE = (
+    "SELECT table_len, tuple_percent, dead_tuple_percent, free_percent "
+    "FROM pgstattuple(CAST(:oid AS oid)::regclass)"
+)
+PGSTATINDEX = (
+    "SELECT leaf_pages, avg_leaf_density, leaf_fragmentation "
+    "FROM pgstatindex(CAST(:oid AS oid)::regclass)"
+)
+SQL = (PGSTATTUPLE_VERSION, APPROX, STATISTICS, INDEXES, PGSTATTUPLE, PGSTATINDEX)
+
+# A B-tree page: its 24-byte header and 16-byte special space hold no entries; an entry
+# is an 8-byte header and its key, aligned to 8 bytes, and a 4-byte line pointer.
+_PAGE_OVERHEAD = 24 + 16
+_ENTRY_HEADER = 8
+_LINE_POINTER = 4
+
+
+@dataclass(frozen=True)
+class Scanners:
+    """What this database can measure with: pgstattuple's full scans, and its sampled
+    estimate (pgstattuple_approx, from version 1.3)."""
+
+    pgstattuple: bool
+    approx: bool
+
+
+def scanners(conn: Connection, run_id: str | None) -> Scanners:
+    """Asked once per run and connection (the steps of a run measure alike); outside
+    a run, every time."""
+    cached = conn.info.get("aishell.scanners")
+    if run_id is not None and isinstance(cached, tuple) and cached[0] == run_id:
+        return cast(Scanners, cached[1])
+    found = _scanners(conn)
+    conn.info["aishell.scanners"] = (run_id, found)
+    return found
+
+
+def _scanners(conn: Connection) -> Scanners:
+    version = conn.execute(text(PGSTATTUPLE_VERSION)).scalar()
+    if version is None:
+        return Scanners(False, False)
+    parts = tuple(int(p) for p in str(version).split(".") if p.isdigit())
+    return Scanners(True, parts >= (1, 3))
+
+
+def table_estimate(conn: Connection, oid: int, scans: Scanners) -> dict[str, Any]:
+    """The table's share of dead and free space, without reading all of it."""
+    if scans.approx:
+        row = conn.execute(text(APPROX), {"oid": oid}).mappings().one()
+        dead, free = float(row["dead_tuple_percent"]), float(row["approx_free_percent"])
+        return {
+            "method": "pgstattuple_approx",
+            "fragmentation_percent": round(dead + free, 2),
+            "dead_tuple_percent": round(dead, 2),
+            "free_space_percent": round(free, 2),
+            "size_bytes": int(row["table_len"]),
+            "scanned_percent": round(float(row["scanned_percent"]), 2),
+        }
+    row = conn.execute(text(STATISTICS), {"oid": oid}).mappings().one()
+    needed = max(row["reltuples"], 0) * (row["row_width"] + 24)
+    bloat = 100.0 * (1 - needed / row["bytes"]) if row["bytes"] and row["row_width"] else 0.0
+    total = row["live"] + row["dead"]
+    why = "pgstattuple is not installed" if not scans.pgstattuple else "pgstattuple before 1.3"
+    return {
+        "method": f"statistics estimate ({why})",
+        "fragmentation_percent": round(max(bloat, 0.0), 2),
+        "dead_tuple_percent": round(100.0 * row["dead"] / total, 2) if total else 0.0,
+        "free_space_percent": None,
+        "size_bytes": int(row["bytes"]),
+        "scanned_percent": 0.0,
+    }
+
+
+def full_table_scan(conn: Connection, oid: int) -> dict[str, Any]:
+    row = conn.execute(text(PGSTATTUPLE), {"oid": oid}).mappings().one()
+    dead, free = float(row["dead_tuple_percent"]), float(row["free_percent"])
+    return {
+        "method": "pgstattuple",
+        "fragmentation_percent": round(dead + free, 2),
+        "dead_tuple_percent": dead,
+        "free_space_percent": free,
+        "size_bytes": int(row["table_len"]),
+    }
+
+
+def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any]]]:
+    """The table's oid, and each of its indexes with its estimated free share (None:
+    no statistics to estimate it from)."""
+    rows = conn.execute(text(INDEXES), {"t": table}).mappings().all()
+    if not rows:
+        raise StepFailed(f"Table {table!r} is not in the current schema")
+    indexes = [
+        {
+            "name": r["name"],
+            "oid": r["oid"],
+            "valid": r["valid"],
+            "method": r["method"],
+            "bytes": int(r["bytes"]),
+            "pages": int(r["bytes"]) // int(r["block_size"]),
+            "estimated_free_percent": _index_free(r),
+        }
+        for r in rows
+        if r["name"] is not None
+    ]
+    return int(rows[0]["table_oid"]), indexes
+
+
+def _index_free(row: Mapping[Any, Any]) -> float | None:
+    if row["method"] != "btree" or row["unknown_columns"] or row["entries"] < 0:
+        return None
+    if not row["bytes"]:
+        return 0.0
+    block = int(row["block_size"])
+    entry = math.ceil((_ENTRY_HEADER + float(row["key_width"] or 0)) / 8) * 8 + _LINE_POINTER
+    usable = (block - _PAGE_OVERHEAD) * int(row["fillfactor"]) / 100.0
+    needed = math.ceil(float(row["entries"]) * entry / usable) + 1  # and the metapage
+    actual = int(row["bytes"]) / block
+    return round(max(100.0 * (1 - needed / actual), 0.0), 2)
+
+
+def table_scan_reason(estimate: Mapping[str, Any], threshold: float, scans: Scanners) -> str | None:
+    """Why the table is read whole with pgstattuple; None when its estimate is enough."""
+    if not scans.pgstattuple or estimate["fragmentation_percent"] < threshold:
+        return None
+    if estimate["scanned_percent"] >= 100:
+        return None  # the estimate read every page (none all-visible): it measured them
+    return (
+        f"estimated {estimate['fragmentation_percent']}% dead or free "
+        f"({estimate['method']}), at or above the {threshold:g}% threshold"
+    )
+
+
+def index_scan_reason(index: Mapping[str, Any], threshold: float, scans: Scanners) -> str | None:
+    """Why the index is read whole with pgstatindex; None when its estimate is enough
+    (or nothing can measure it: pgstattuple missing, not a valid B-tree)."""
+    if not scans.pgstattuple or index["method"] != "btree" or not index["valid"]:
+        return None
+    estimate = index["estimated_free_percent"]
+    if estimate is None:
+        return "no statistics to estimate it from"
+    if estimate >= threshold / 2:
+        return f"estimated {estimate}% free, at least half the {threshold:g}% threshold"
+    return None
+
+
+def not_scanned(index: Mapping[str, Any], threshold: float) -> str:
+    """Why an index was left unmeasured, for a step's output."""
+    return (
+        f"estimated {index['estimated_free_percent']}% free from catalog statistics: "
+        f"under half the {threshold:g}% threshold, not read"
+    )
+
+
+def full_index_scan(conn: Connection, index: Mapping[str, Any]) -> dict[str, Any]:
+    """pgstatindex of one index: its leaf pages, their order and their fill."""
+    row = conn.execute(text(PGSTATINDEX), {"oid": index["oid"]}).mappings().one()
+    density = float(row["avg_leaf_density"] or 0)
+    return {
+        "leaf_pages": row["leaf_pages"],
+        "fragmentation_percent": float(row["leaf_fragmentation"] or 0),
+        # Default fillfactor leaves 10% free; only space beyond that is waste.
+        "free_space_percent": round(max(90.0 - density, 0.0), 2) if density else 0.0,
+    }
+
+
+def scan_comment(kind: str, name: str, size: int, reason: str) -> str:
+    """The line a step's SQL shows before a full scan: what it reads, and why."""
+    return f"-- full scan of {kind} {name} ({size:,} bytes): {reason}"

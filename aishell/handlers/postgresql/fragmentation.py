@@ -1,0 +1,129 @@
+"""analyze_table_fragmentation on PostgreSQL: bloat estimated first (pgstattuple_approx
+where installed, else the catalog's statistics), and a full scan with pgstattuple or
+pgstatindex only where the estimate reaches the threshold. The step's SQL shows each
+full scan with its size and why; every output says how each figure was measured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.handlers import Handler, cached
+from aishell.handlers.postgresql import estimates
+from aishell.toolcontext import ToolContext
+
+
+def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """The estimates, and which full scans they call for (shown before the step runs)."""
+    conn = ctx.connection
+    threshold = params.get("fragmentation_threshold", 30)
+    scans = estimates.scanners(conn, ctx.run_id)
+    oid, indexes = estimates.table_indexes(conn, params["table"])
+    estimate = estimates.table_estimate(conn, oid, scans)
+    return {
+        "oid": oid,
+        "estimate": estimate,
+        "table_scan": estimates.table_scan_reason(estimate, threshold, scans),
+        "indexes": [(i, estimates.index_scan_reason(i, threshold, scans)) for i in indexes],
+        "pgstattuple": scans.pgstattuple,
+    }
+
+
+def _plan(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return cached(ctx, f"fragmentation:{params['table']}", lambda: _measure(params, ctx))
+
+
+def _index(
+    conn: Connection, index: Mapping[str, Any], why: str | None, threshold: float, pgstattuple: bool
+) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "index": index["name"],
+        "bytes": index["bytes"],
+        "valid": index["valid"],
+        "estimated_free_percent": index["estimated_free_percent"],
+    }
+    if why is not None:
+        return {**stats, "method": "pgstatindex", **estimates.full_index_scan(conn, index)}
+    if not pgstattuple or index["method"] != "btree" or not index["valid"]:
+        note = "not measured (pgstattuple is not installed, or not a valid B-tree index)"
+    else:
+        note = estimates.not_scanned(index, threshold)
+    return {
+        **stats,
+        "method": note,
+        "leaf_pages": index["pages"],
+        "fragmentation_percent": None,
+        "free_space_percent": None,
+    }
+
+
+def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    table = params["table"]
+    threshold = params.get("fragmentation_threshold", 30)
+    plan = _plan(params, ctx)
+    estimate = plan["estimate"]
+    # scanned_percent: the share of the table's pages read.
+    result: dict[str, Any] = {**estimate, "full_scan": False}
+    if plan["table_scan"] is not None:
+        measured = estimates.full_table_scan(conn, plan["oid"])
+        result = {**measured, "scanned_percent": 100.0, "full_scan": True, "estimate": estimate}
+    indexes = [_index(conn, i, why, threshold, plan["pgstattuple"]) for i, why in plan["indexes"]]
+    to_rebuild = [
+        i["index"]
+        for i in indexes
+        if not i["valid"]
+        or (i["fragmentation_percent"] or 0) >= threshold
+        or (i["free_space_percent"] or 0) >= threshold
+    ]
+    advice = []
+    if to_rebuild:
+        advice.append(f"REINDEX CONCURRENTLY {', '.join(to_rebuild)}")
+    if result["fragmentation_percent"] >= threshold:
+        advice.append("VACUUM to make dead rows' space reusable (VACUUM FULL to shrink the file)")
+    return {
+        "table": table,
+        **result,
+        "indexes": indexes,
+        "recommendation": "; ".join(advice) or "No optimization needed",
+    }
+
+
+def _fragmentation_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """The estimate, then each full scan it calls for, with what it reads and why."""
+    plan = _plan(params, ctx)
+    estimate = plan["estimate"]
+    sql = [estimates.APPROX if estimate["method"] == "pgstattuple_approx" else estimates.STATISTICS]
+    if plan["table_scan"] is not None:
+        name = ctx.quote(params["table"])
+        sql.append(
+            estimates.scan_comment("table", name, estimate["size_bytes"], plan["table_scan"])
+        )
+        sql.append(estimates.PGSTATTUPLE)
+    for index, why in plan["indexes"]:
+        if why is not None:
+            name = ctx.quote(index["name"])
+            sql.append(estimates.scan_comment("index", name, index["bytes"], why))
+            sql.append(estimates.PGSTATINDEX)
+    if len(sql) == 1:
+        sql.append(f"-- no full scan: the estimates of {ctx.quote(params['table'])} are enough")
+    return sql
+
+
+def _fragmentation_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """What the step will read whole: the cost of its full scans."""
+    plan = _plan(params, ctx)
+    scans = [(i["name"], i["bytes"]) for i, why in plan["indexes"] if why is not None]
+    if plan["table_scan"] is not None:
+        scans.insert(0, (params["table"], plan["estimate"]["size_bytes"]))
+    return {"full_scans": [n for n, _ in scans], "bytes_to_scan": sum(b for _, b in scans)}
+
+
+analyze_table_fragmentation = Handler(
+    sql_templates=estimates.SQL,
+    run_fn=_fragmentation,
+    render_fn=_fragmentation_sql,
+    estimate_fn=_fragmentation_estimate,
+)

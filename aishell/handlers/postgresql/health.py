@@ -1,0 +1,137 @@
+"""analyze_database_health on PostgreSQL: sizes, dead rows, transaction-ID age and
+statistics per table, long transactions, and the corruption check when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+
+from aishell.catalog import FREEZE_MAX_AGE, pg_urgency
+from aishell.handlers import Handler
+from aishell.handlers.integrity import corruption_advice, integrity_line
+from aishell.handlers.postgresql.corruption import corruption_check
+from aishell.toolcontext import ToolContext
+
+# Transaction-ID wraparound is at 2^31.
+WRAPAROUND = 2**31
+
+_TABLE_STATS = """
+SELECT c.relname AS name,
+       c.oid AS oid,
+       coalesce(s.n_live_tup, 0) AS live,
+       coalesce(s.n_dead_tup, 0) AS dead,
+       greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+       greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze,
+       age(c.relfrozenxid) AS xid_age,
+       pg_total_relation_size(c.oid) AS total_bytes,
+       pg_relation_size(c.oid) AS table_bytes,
+       pg_indexes_size(c.oid) AS index_bytes,
+       (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+  AND (cardinality(CAST(:tables AS text[])) = 0 OR c.relname = ANY(CAST(:tables AS text[])))
+"""
+_DATABASE = """
+SELECT pg_database_size(current_database()) AS bytes,
+       CASE WHEN blks_hit + blks_read > 0
+            THEN round(100.0 * blks_hit / (blks_hit + blks_read), 2) END AS cache_hit_percent,
+       (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())
+           AS connections,
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND state = 'active') AS active
+FROM pg_stat_database WHERE datname = current_database()
+"""
+_LONG_TRANSACTIONS = """
+SELECT pid, usename, application_name, state,
+       extract(epoch FROM now() - xact_start)::bigint AS seconds
+FROM pg_stat_activity
+WHERE xact_start < now() - interval '5 minutes' AND pid <> pg_backend_pid()
+ORDER BY xact_start
+"""
+
+
+def urgency(row: Mapping[str, Any]) -> float:
+    """How soon a table needs work (the same ranking the planner uses)."""
+    return pg_urgency(row["xid_age"], row["live"], row["dead"], row["total_bytes"])
+
+
+def _table_health(row: Mapping[Any, Any]) -> dict[str, Any]:
+    total = row["live"] + row["dead"]
+    return {
+        "table": row["name"],
+        "rows": row["live"],
+        "dead_rows": row["dead"],
+        "dead_percent": round(100.0 * row["dead"] / total, 2) if total else 0.0,
+        "xid_age": row["xid_age"],
+        "wraparound_percent": round(100.0 * (row["xid_age"] or 0) / WRAPAROUND, 2),
+        "table_bytes": row["table_bytes"],
+        "index_bytes": row["index_bytes"],
+        "indexes": row["indexes"],
+        "last_vacuum": row["last_vacuum"],
+        "last_analyze": row["last_analyze"],
+        "statistics": "present" if row["last_analyze"] else "missing",
+        "urgency": urgency(row),
+    }
+
+
+def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, Any]]) -> list[str]:
+    """Wraparound first, dead rows, missing statistics, then the long transactions."""
+    recommendations = []
+    for t in report:
+        if (t["xid_age"] or 0) > FREEZE_MAX_AGE // 2:
+            recommendations.append(
+                f"{t['table']}: transaction-ID age {t['xid_age']:,} is "
+                f"{t['wraparound_percent']}% of the way to wraparound; VACUUM it first"
+            )
+        if t["dead_percent"] >= 20 and t["dead_rows"] >= 1000:
+            recommendations.append(
+                f"{t['table']}: {t['dead_percent']}% dead rows; optimize_table (VACUUM) "
+                "would make their space reusable"
+            )
+    missing = [t["table"] for t in report if t["statistics"] == "missing" and t["rows"]]
+    if missing:
+        recommendations.append(f"No planner statistics for {', '.join(missing)}")
+    for tx in long_running:
+        recommendations.append(
+            f"pid {tx['pid']} ({tx['usename']}, {tx['application_name'] or 'no name'}) has held "
+            f"a transaction open for {tx['seconds']}s; it keeps VACUUM from removing dead rows"
+        )
+    return recommendations
+
+
+def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    tables = list(params.get("tables") or [])
+    database = conn.execute(text(_DATABASE)).mappings().one()
+    rows = conn.execute(text(_TABLE_STATS), {"tables": tables}).mappings()
+    report = sorted((_table_health(r) for r in rows), key=lambda t: (-t["urgency"], t["table"]))
+    long_running = [dict(r) for r in conn.execute(text(_LONG_TRANSACTIONS)).mappings()]
+    recommendations = _recommendations(report, long_running)
+    check = (
+        corruption_check(conn, ctx, [t["table"] for t in report])
+        if params.get("check_corruption")
+        else None
+    )
+    recommendations += corruption_advice(check, "amcheck")
+    return {
+        "database_size_bytes": database["bytes"],
+        "size_method": "pg_database_size",
+        "cache_hit_percent": float(database["cache_hit_percent"] or 0),
+        "connections": database["connections"],
+        "active_connections": database["active"],
+        "long_running_transactions": long_running,
+        "tables": report,
+        "integrity": integrity_line(check),
+        "corruption_check": check,
+        "recommendations": recommendations,
+    }
+
+
+analyze_database_health = Handler(
+    sql_templates=(_DATABASE, _TABLE_STATS, _LONG_TRANSACTIONS),
+    run_fn=_health,
+)

@@ -1,0 +1,96 @@
+"""optimize_table (VACUUM), vacuum_full_table and update_table_statistics (ANALYZE) on
+PostgreSQL: ownership checked first, the server's warnings heard, sizes measured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+
+from aishell.handlers import Handler
+from aishell.handlers.postgresql.privileges import (
+    raise_if_skipped,
+    require_maintain,
+    server_warnings,
+)
+from aishell.risk import RiskLevel
+from aishell.toolcontext import ToolContext
+
+# Every fork of the table, its TOAST table and their indexes: the same sum before and
+# after, so the difference is what the files gave back.
+_SIZE = """
+SELECT pg_total_relation_size(c.oid) AS bytes, coalesce(s.n_dead_tup, 0) AS dead_rows
+FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = :oid
+"""
+
+
+def _vacuum(full: bool) -> Any:
+    def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        conn = ctx.connection
+        table = params["table"]
+        action = "VACUUM FULL" if full else "VACUUM"
+        oid = require_maintain(conn, table, action)["oid"]
+        before = conn.execute(text(_SIZE), {"oid": oid}).mappings().one()
+        options = "FULL, ANALYZE" if full else "ANALYZE"
+        with server_warnings(conn) as warnings:
+            conn.execute(text(f"VACUUM ({options}) {ctx.quote(table)}"))
+        after = conn.execute(text(_SIZE), {"oid": oid}).mappings().one()
+        grew = after["bytes"] - before["bytes"]
+        result: dict[str, Any] = {
+            "table": table,
+            "vacuumed": True,
+            "full": full,
+            "size_before": before["bytes"],
+            "size_after": after["bytes"],
+            "reclaimed_bytes": max(-grew, 0),
+            "dead_rows_before": before["dead_rows"],
+            "dead_rows_after": after["dead_rows"],
+            # ANALYZE is one of its options: the planner statistics are fresh too.
+            "statistics_updated": True,
+        }
+        if grew > 0:
+            result["size_note"] = (
+                f"the table's files grew by {grew} bytes: VACUUM writes the free space map "
+                "and visibility map, and makes dead rows' space reusable inside the file "
+                "rather than returning it (VACUUM FULL returns it)"
+            )
+        return raise_if_skipped(table, action, warnings, result)
+
+    return run
+
+
+optimize_table = Handler(
+    sql_templates=("VACUUM (ANALYZE) {table}",),
+    run_fn=_vacuum(full=False),
+    risk=RiskLevel.MEDIUM,
+    effect="vacuums a table",
+)
+vacuum_full_table = Handler(
+    sql_templates=("VACUUM (FULL, ANALYZE) {table}",),
+    run_fn=_vacuum(full=True),
+    risk=RiskLevel.HIGH,
+    effect="rewrites a table under an exclusive lock",
+)
+
+_ROW_ESTIMATE = "SELECT c.reltuples::bigint AS row_estimate FROM pg_class c WHERE c.oid = :oid"
+
+
+def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    table = params["table"]
+    oid = require_maintain(conn, table, "ANALYZE")["oid"]
+    with server_warnings(conn) as warnings:
+        conn.execute(text(f"ANALYZE {ctx.quote(table)}"))
+    estimate = conn.execute(text(_ROW_ESTIMATE), {"oid": oid}).scalar()
+    result = {"table": table, "statistics_updated": True, "row_estimate": estimate}
+    return raise_if_skipped(table, "ANALYZE", warnings, result)
+
+
+update_table_statistics = Handler(
+    sql_templates=("ANALYZE {table}", _ROW_ESTIMATE),
+    run_fn=_analyze,
+    risk=RiskLevel.LOW,
+    effect="updates statistics",
+)

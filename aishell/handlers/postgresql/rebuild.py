@@ -1,0 +1,258 @@
+"""rebuild_fragmented_indexes on PostgreSQL: REINDEX INDEX CONCURRENTLY of the indexes
+over the threshold, after dropping the invalid `_ccnew`/`_ccold` leftovers an interrupted
+earlier rebuild left (every write still maintains them)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import is_lock_timeout
+from aishell.handlers import Handler, cached
+from aishell.handlers.postgresql import estimates
+from aishell.handlers.postgresql.privileges import require_maintain
+from aishell.risk import RiskLevel
+from aishell.toolcontext import ToolContext
+
+_LEFTOVERS = """
+SELECT i.relname AS name
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+WHERE x.indrelid = :oid AND NOT x.indisvalid AND i.relname ~ '_cc(new|old)[0-9]*$'
+ORDER BY i.relname
+"""
+_DROP_LEFTOVER = "DROP INDEX CONCURRENTLY IF EXISTS {index}"
+
+
+_LEFTOVER_NAME = re.compile(r"_cc(new|old)[0-9]*$")
+
+
+def leftovers(conn: Connection, oid: int) -> list[str]:
+    """Invalid copies an interrupted REINDEX CONCURRENTLY left on a table."""
+    return [r[0] for r in conn.execute(text(_LEFTOVERS), {"oid": oid})]
+
+
+def _choose(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> dict[str, Any]:
+    return cached(ctx, f"rebuild:{params['table']}", lambda: _measure(params, conn, ctx.run_id))
+
+
+def _measure(params: Mapping[str, Any], conn: Connection, run_id: str | None) -> dict[str, Any]:
+    """Which indexes to rebuild: measured with pgstatindex only where the catalog's
+    estimate of an index calls for it (aishell/handlers/postgresql/estimates.py)."""
+    threshold = params.get("fragmentation_threshold", 30)
+    min_pages = params.get("min_pages", 8)
+    scans = estimates.scanners(conn, run_id)
+    oid, indexes = estimates.table_indexes(conn, params["table"])
+    # The leftovers among them, as _LEFTOVERS finds them.
+    left = sorted(i["name"] for i in indexes if not i["valid"] and _LEFTOVER_NAME.search(i["name"]))
+    chosen, skipped = [], []
+    for index in indexes:
+        name = index["name"]
+        if name in left:
+            continue
+        if not index["valid"]:
+            chosen.append(
+                (name, {"bytes": index["bytes"], "fragmentation_percent": None}, "invalid index")
+            )
+        elif index["pages"] < min_pages:
+            skipped.append({"index": name, "reason": f"{index['pages']} pages"})
+        elif not scans.pgstattuple or index["method"] != "btree":
+            why = "pgstattuple is not installed" if not scans.pgstattuple else "not a B-tree"
+            skipped.append({"index": name, "reason": f"fragmentation unknown ({why})"})
+        elif estimates.index_scan_reason(index, threshold, scans) is None:
+            skipped.append({"index": name, "reason": estimates.not_scanned(index, threshold)})
+        else:
+            stats = {"bytes": index["bytes"], **estimates.full_index_scan(conn, index)}
+            frag, free = stats["fragmentation_percent"], stats["free_space_percent"]
+            if frag >= threshold or free >= threshold:
+                chosen.append((name, stats, f"{frag}% fragmented, {free}% free space"))
+            else:
+                skipped.append({"index": name, "reason": f"{frag}% fragmented: under {threshold}%"})
+    return {"oid": oid, "leftovers": left, "chosen": chosen, "skipped": skipped}
+
+
+def _drop_leftovers(
+    conn: Connection, ctx: ToolContext, names: list[str], progress: dict[str, Any]
+) -> tuple[list[str], DBAPIError | None]:
+    """Drop invalid leftovers: (those that could not be dropped now, the first error)."""
+    kept: list[str] = []
+    error: DBAPIError | None = None
+    for name in names:
+        try:
+            conn.execute(text(_DROP_LEFTOVER.replace("{index}", ctx.quote(name))))
+        except DBAPIError as exc:
+            kept.append(name)
+            error = error or exc
+        else:
+            progress["dropped"].append(name)
+    return kept, error
+
+
+# Indexes' sizes after their rebuild, found by name: REINDEX CONCURRENTLY gives each a
+# new oid.
+_INDEX_BYTES = (
+    "SELECT i.relname, pg_relation_size(i.oid) FROM pg_class i "
+    "WHERE i.relname = ANY(CAST(:names AS text[])) AND i.relnamespace = "
+    "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+)
+
+
+def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    table = params["table"]
+    plan = _choose(params, conn, ctx)
+    oid = plan["oid"]
+    # Kept across the executor's retries of this step: what earlier attempts did.
+    progress = ctx.step_cache.setdefault(
+        f"rebuild-progress:{table}", {"rebuilt": [], "dropped": [], "kept": [], "story": []}
+    )
+    done = {r["index"] for r in progress["rebuilt"]}
+    todo = [c for c in plan["chosen"] if c[0] not in done]
+    # Fresh, not from the plan: an earlier attempt of this step may have left some (a
+    # step that rebuilds nothing never made any: the plan's, read just before, hold).
+    left = leftovers(conn, oid) if plan["chosen"] else plan["leftovers"]
+    if todo or left:
+        require_maintain(conn, table, "REINDEX CONCURRENTLY", reindex=True)
+    _drop_before_rebuild(conn, ctx, table, left, progress)
+    for index, before, reason in todo:
+        try:
+            conn.execute(text(f"REINDEX INDEX CONCURRENTLY {ctx.quote(index)}"))
+        except DBAPIError as exc:
+            if not _after_failed_reindex(conn, ctx, table, oid, index, exc, progress):
+                raise
+        progress["rebuilt"].append(
+            {
+                "index": index,
+                "reason": reason,
+                "fragmentation_before": before["fragmentation_percent"],
+                "bytes_before": before["bytes"],
+                "bytes_after": None,
+            }
+        )
+    unsized = [r["index"] for r in progress["rebuilt"] if r["bytes_after"] is None]
+    if unsized:
+        found = conn.execute(text(_INDEX_BYTES), {"names": unsized})
+        sizes: dict[str, int] = {str(name): int(size) for name, size in found}
+        for rebuilt in progress["rebuilt"]:
+            rebuilt["bytes_after"] = sizes.get(rebuilt["index"], rebuilt["bytes_after"])
+    result = {
+        "table": table,
+        "indexes_rebuilt": len(progress["rebuilt"]),
+        "rebuilt": progress["rebuilt"],
+        "skipped": plan["skipped"],
+        "leftovers_dropped": progress["dropped"],
+    }
+    if progress["story"]:
+        result["notes"] = progress["story"]
+    return result
+
+
+def _drop_before_rebuild(
+    conn: Connection, ctx: ToolContext, table: str, left: list[str], progress: dict[str, Any]
+) -> None:
+    """An interrupted REINDEX CONCURRENTLY leaves an invalid copy that every write still
+    maintains; it goes before the retry makes another. One that cannot be dropped now
+    fails the step, with why, and no index of the table is rebuilt."""
+    kept, error = _drop_leftovers(conn, ctx, left, progress)
+    if error is None:
+        return
+    new = [n for n in kept if n not in progress["kept"]]
+    if new:
+        progress["kept"] += new
+        why = "while the lock is held" if is_lock_timeout(error) else f"({_first(error)})"
+        _tell(
+            progress,
+            f"the invalid leftover(s) {', '.join(new)} of an earlier REINDEX CONCURRENTLY "
+            f"on table {table} cannot be dropped {why}, so no index of {table} was rebuilt",
+        )
+    # The executor retries a lock timeout and names who holds it; the note says the rest.
+    error.add_note("; ".join(progress["story"]))
+    raise error
+
+
+def _first(exc: DBAPIError) -> str:
+    return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+
+
+def _tell(progress: dict[str, Any], line: str) -> None:
+    if line not in progress["story"]:
+        progress["story"].append(line)
+
+
+def _after_failed_reindex(
+    conn: Connection,
+    ctx: ToolContext,
+    table: str,
+    oid: int,
+    index: str,
+    exc: DBAPIError,
+    progress: dict[str, Any],
+) -> bool:
+    """Drop what a failed REINDEX CONCURRENTLY left, and say so on its error. True when
+    the new index had already replaced the old one (only dropping the old copy failed),
+    so the rebuild is done."""
+    waited = is_lock_timeout(exc)
+    left = leftovers(conn, oid)
+    ours = [n for n in left if n.startswith(index[:50])]
+    swapped = bool(ours) and all("_ccold" in n for n in ours)
+    kept, _ = _drop_leftovers(conn, ctx, left, progress)
+    gone = [n for n in left if n not in kept]
+    progress["kept"] += [n for n in kept if n not in progress["kept"]]
+    line = (
+        f"REINDEX INDEX CONCURRENTLY {index} "
+        f"{'timed out waiting for a lock on' if waited else 'failed on'} table {table}"
+    )
+    if swapped:
+        line += " after the rebuilt index had replaced the old one"
+    if gone:
+        line += f"; its invalid leftover(s) {', '.join(gone)} were dropped"
+    if kept:
+        why = "while the lock is held" if waited else "now"
+        line += (
+            f"; its invalid leftover(s) {', '.join(kept)} cannot be dropped {why}, and are "
+            f"dropped first when {table} is rebuilt again"
+        )
+    if not left:
+        line += "; it left no invalid index"
+    _tell(progress, line)
+    if not swapped:
+        # The executor retries a lock timeout and names who holds it; the note says the rest.
+        exc.add_note("; ".join(progress["story"]))
+    return swapped
+
+
+def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    plan = _choose(params, ctx.connection, ctx)
+    sql = [_DROP_LEFTOVER.replace("{index}", ctx.quote(i)) for i in plan["leftovers"]]
+    sql += [f"REINDEX INDEX CONCURRENTLY {ctx.quote(i)}" for i, _, _ in plan["chosen"]]
+    return sql or [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
+
+
+def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    plan = _choose(params, ctx.connection, ctx)
+    return {
+        "indexes_to_rebuild": [i for i, _, _ in plan["chosen"]],
+        "index_bytes_to_rewrite": sum(s["bytes"] for _, s, _ in plan["chosen"]),
+    }
+
+
+rebuild_fragmented_indexes = Handler(
+    sql_templates=(
+        estimates.PGSTATTUPLE_VERSION,
+        estimates.INDEXES,
+        estimates.PGSTATINDEX,
+        _LEFTOVERS,
+        _DROP_LEFTOVER,
+        "REINDEX INDEX CONCURRENTLY {index}",
+        _INDEX_BYTES,
+    ),
+    run_fn=_rebuild,
+    render_fn=_rebuild_sql,
+    estimate_fn=_rebuild_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds indexes",
+)

@@ -1,0 +1,65 @@
+"""count_table_rows and delete_old_records: purge old rows in short, resumable batches
+(`purge.<handler>` in tools/*.yaml).
+
+A purge walks the table's key upwards. Each batch finds the key below which the next
+`n` old rows lie, deletes the old rows up to it and commits; the batch size follows
+the time batches take, so that each holds its locks for about max_batch_ms whatever
+the rows cost (batches.py). Before a batch commits, a durable checkpoint records where
+it ends, how many rows it deleted and how long the archive file is with them; after a
+crash the purge looks whether that batch's rows are still there to know whether it
+committed, and cuts the archive file back to the length of the last committed batch,
+so no row is counted (or archived) twice and none is skipped (resume.py, archive.py).
+An archive table gets its copy in the batch's own transaction. A lost connection (a
+server restart, a terminated backend) is rolled back and reconnected with backoff, and
+the purge goes on from its checkpoint the same way; a server that stays away, or stays
+busy past the throttle's longest wait, stops the step resumably with the reason
+(reconnect.py, waits.py).
+"""
+
+from __future__ import annotations
+
+from aishell.handlers import Handler
+from aishell.handlers.purge.archive import check_archive_table
+from aishell.handlers.purge.count import count_rows, render_count
+from aishell.handlers.purge.estimate import COUNT, PG_STATISTICS_SQL, SAMPLE_SQL
+from aishell.handlers.purge.prepare import estimate_purge, render_purge, walk_key
+from aishell.handlers.purge.resume import purge
+from aishell.registry import RiskLevel
+
+__all__ = [
+    "check_archive_table",
+    "count_table_rows",
+    "count_table_rows_postgresql",
+    "delete_old_records",
+    "walk_key",
+]
+
+count_table_rows = Handler(
+    sql_templates=(COUNT, SAMPLE_SQL), run_fn=count_rows, render_fn=render_count
+)
+# PostgreSQL's estimate reads its statistics first (pg_class, pg_stats).
+count_table_rows_postgresql = Handler(
+    sql_templates=(COUNT, *PG_STATISTICS_SQL, SAMPLE_SQL),
+    run_fn=count_rows,
+    render_fn=render_count,
+)
+
+# Every shape a batch may send, {key} being the key the purge walks; what a step
+# runs is rendered from the same BatchSql, and the guard lets through nothing else.
+_RANGE = "{key} > :after AND {key} <= :upper AND {date_column} < :cutoff"
+delete_old_records = Handler(
+    sql_templates=(
+        "SELECT max(aishell_k) FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
+        "AND {date_column} < :cutoff ORDER BY {key} LIMIT :n) aishell_batch",
+        f"DELETE FROM {{table}} WHERE {_RANGE}",
+        f"DELETE FROM {{table}} WHERE {_RANGE} RETURNING *",
+        f"INSERT INTO {{archive_table}} SELECT * FROM {{table}} WHERE {_RANGE}",
+        f"WITH aishell_gone AS (DELETE FROM {{table}} WHERE {_RANGE} RETURNING *) "
+        "INSERT INTO {archive_table} SELECT * FROM aishell_gone",
+    ),
+    risk=RiskLevel.MEDIUM,
+    effect="deletes rows older than a cutoff",
+    run_fn=purge,
+    render_fn=render_purge,
+    estimate_fn=estimate_purge,
+)

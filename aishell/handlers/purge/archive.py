@@ -1,0 +1,86 @@
+"""Where a purge keeps the rows it deletes: an archive table, checked to be another table
+shaped like the purged one, or an archive file, cut back on every start to the length
+checkpointed with the last committed batch, so each row is archived exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.archive import ArchiveFile
+from aishell.catalog import table_columns
+from aishell.errors import StepFailed, TargetError
+from aishell.registry import ToolContext
+
+
+def check_archive_table(conn: Connection, table: str, archive: str) -> None:
+    """Refuse an archive table that is the purged table itself, or not shaped like it."""
+    if _same_table(conn, table, archive):
+        # Rows copied into the table they are deleted from would be counted as
+        # archived and deleted while the table kept them all.
+        raise TargetError(
+            f"the archive table {archive!r} is the table being purged ({table!r}); "
+            "archive into another table"
+        )
+    wanted = table_columns(conn, table)
+    found = table_columns(conn, archive)
+    if not found:
+        raise TargetError(
+            f"archive table {archive} does not exist; create it with the columns of {table} "
+            f"in the same order (e.g. CREATE TABLE {archive} (LIKE {table}) on PostgreSQL, "
+            f"CREATE TABLE {archive} LIKE {table} on MySQL)"
+        )
+    if found != wanted:
+        raise TargetError(
+            f"archive table {archive} has columns ({', '.join(found)}), "
+            f"not those of {table} ({', '.join(wanted)}) in the same order"
+        )
+
+
+def _same_table(conn: Connection, table: str, other: str) -> bool:
+    """Whether two names reach one table, as the server resolves a quoted name: SQLite
+    folds ASCII case; MySQL folds case when lower_case_table_names is 1 or 2;
+    PostgreSQL matches exactly (compared by the table's oid where it exists)."""
+    if table == other:
+        return True
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        # NOCASE folds ASCII letters only, exactly as SQLite matches table names.
+        same = conn.execute(text("SELECT :a = :b COLLATE NOCASE"), {"a": table, "b": other})
+        return bool(same.scalar())
+    if dialect in ("mysql", "mariadb"):
+        folding = int(conn.execute(text("SELECT @@lower_case_table_names")).scalar() or 0)
+        return folding != 0 and table.lower() == other.lower()
+    if dialect == "postgresql":
+        oids = [
+            conn.execute(
+                text(
+                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relname = :t AND n.nspname = current_schema()"
+                ),
+                {"t": name},
+            ).scalar()
+            for name in (table, other)
+        ]
+        return oids[0] is not None and oids[0] == oids[1]
+    return False
+
+
+def open_archive(params: Mapping[str, Any], ctx: ToolContext, keep: int | None) -> ArchiveFile:
+    """The archive file, cut back to the length checkpointed with the last committed
+    batch: rows written for a batch that never committed are still in the table."""
+    path = Path(params["archive_file"])
+    if keep is not None:
+        size = path.stat().st_size if path.exists() else 0
+        if size < keep:
+            # Deleted rows whose only copy was in the file: going on would hide the loss.
+            raise StepFailed(
+                f"archive file {path} holds {size:,} bytes, fewer than the {keep:,} this purge "
+                "wrote and checkpointed: rows archived by its earlier batches are missing; put "
+                f"the file back, then `aishell resume {ctx.run_id}`"
+            )
+    return ArchiveFile(path, keep_bytes=keep)

@@ -1,0 +1,66 @@
+"""One run of a purge step across the reconnects within it: its clock, its deadline, the
+figures it reports, and how it stops resumably, naming where its checkpoint stands."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aishell.errors import StepFailed
+from aishell.registry import ToolContext
+
+
+@dataclass
+class Attempt:
+    """One run of the step, across the reconnects within it: its clock, its deadline and
+    the figures it reports."""
+
+    started: float
+    deadline: float | None
+    deadline_reason: str | None
+    resumed: bool
+    size: int
+    durations: list[float] = field(default_factory=list)
+    throttled_seconds: float = 0.0
+    deleted_here: int = 0
+    reconnects: int = 0
+    # Connections lost since the last batch committed: a server that drops every new
+    # session is not reconnected to for ever.
+    lost_in_a_row: int = 0
+
+
+def deadline_of(
+    params: Mapping[str, Any], ctx: ToolContext, started: float
+) -> tuple[float | None, str | None]:
+    """The earlier of the step's run time and the maintenance window's end, and why."""
+    deadlines: list[tuple[float, str]] = []
+    if params.get("run_time_seconds"):
+        seconds = float(params["run_time_seconds"])
+        deadlines.append((started + seconds, f"run time ({seconds:g}s) used up"))
+    if ctx.ends_at is not None and ctx.seconds_left is not None:
+        deadlines.append(
+            (started + ctx.seconds_left, f"maintenance window closes at {ctx.ends_at:%H:%M %Z}")
+        )
+    if not deadlines:
+        return None, None
+    return min(deadlines)
+
+
+def stopped_resumably(ctx: ToolContext, why: str, hint: str) -> StepFailed:
+    """The step's failure, one line: why, where the checkpoint stands, how to go on."""
+    progress = ctx.load_progress() or {}
+    batches, rows = int(progress.get("batches", 0)), int(progress.get("rows_deleted", 0))
+    # A batch checkpointed but not known to have committed: the resume looks.
+    doubt = " (and one batch in doubt, which the resume checks)" if progress.get("pending") else ""
+    return StepFailed(
+        f"{why}; stopped after {batches} batches and {rows:,} rows{doubt}, checkpointed: "
+        f"`aishell resume {ctx.run_id}` goes on from there ({hint})",
+        {"rows_deleted": rows, "batches": batches, "resumable": True},
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    text_ = str(inner).strip()
+    return text_.splitlines()[0] if text_ else type(inner).__name__

@@ -1,0 +1,295 @@
+"""The batches of a purge: walking the table's key upwards from the checkpoint, each
+batch deleting (and archiving) the old rows up to the next key and committing, its size
+following the time batches take so that each holds its locks for about max_batch_ms.
+
+Before a batch commits, a durable checkpoint records where it ends, how many rows it
+deleted and how long the archive file is with them; after a crash the resume
+(resume.py) looks whether that batch's rows are still there to know whether it
+committed."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import InitVar, dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.archive import ArchiveFile
+from aishell.errors import StepInterrupted, TargetError
+from aishell.handlers.purge.attempt import Attempt, stopped_resumably
+from aishell.handlers.purge.statements import BatchSql, is_integer
+from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
+from aishell.registry import ToolContext
+from aishell.throttle import Throttle
+
+MAX_BATCH = 1_000_000
+# Batches grow at most this much at a time, so one slow stretch of the table cannot
+# meet a batch sized for a fast one.
+MAX_GROWTH = 2.0
+
+
+def run_batches(
+    params: Mapping[str, Any],
+    ctx: ToolContext,
+    batch: BatchSql,
+    bounds: tuple[Any, Any],
+    bound: Any,
+    cut: Any,
+    key: str,
+    archive: ArchiveFile | None,
+    throttle: Throttle,
+    attempt: Attempt,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Batches from `state` (the checkpoint's key, rows and batches) until no old row is
+    left, a limit is reached, or the step is asked to stop; the step's output."""
+    walk = _Walk(params, ctx, batch, bound, cut, key, archive, throttle, attempt, state, bounds)
+    # Before the first batch writes anything: the archive file's length from here on is
+    # what a resume cuts it back to, whenever the process dies.
+    walk.checkpoint()
+    while True:
+        if ctx.should_stop():
+            walk.checkpoint()
+            raise StepInterrupted(
+                f"stopped after {state['batches']} batches and {state['deleted']:,} rows; "
+                "`aishell resume` goes on from there"
+            )
+        now = time.monotonic()
+        if walk.ends_before_batch(now):
+            break
+        if walk.throttle_due(now) and walk.waited_out_throttle():
+            continue  # the checks above end the loop
+        if not walk.next_batch():
+            break
+        if walk.sleep:
+            time.sleep(walk.sleep)
+    walk.checkpoint()
+    return walk.output()
+
+
+@dataclass
+class _Walk:
+    """One attempt's walk up the key: what its batches need, the state its checkpoints
+    save, and how it ended."""
+
+    params: Mapping[str, Any]
+    ctx: ToolContext
+    batch: BatchSql
+    bound: Any
+    cut: Any
+    key: str
+    archive: ArchiveFile | None
+    throttle: Throttle
+    attempt: Attempt
+    state: dict[str, Any]
+    bounds: InitVar[tuple[Any, Any]]
+    last_check: float = 0.0
+    stopped_by: str | None = None
+    complete: bool = False
+    largest: int = field(init=False)
+    target: float = field(init=False)
+    sleep: float = field(init=False)
+    max_rows: int | None = field(init=False)
+    expected: int | None = field(init=False)
+    end: Any = field(init=False)
+    by_range: bool = field(init=False)
+
+    def __post_init__(self, bounds: tuple[Any, Any]) -> None:
+        params, state = self.params, self.state
+        self.largest = int(params.get("max_batch_size", MAX_BATCH))
+        self.target = params["max_batch_ms"] / 1000
+        self.sleep = params.get("sleep_ms", 0) / 1000
+        self.max_rows = params.get("max_rows")
+        self.expected = params.get("expected_rows")
+        # Integer keys are walked in key ranges, sized by time like any batch: no
+        # statement but the delete itself reads the rows. Other keys, or a cap on rows,
+        # take the key below which the next n old rows lie.
+        if "end" not in state:
+            low, high = bounds
+            state["end"] = high
+            if state["after"] is None and is_integer(low):
+                state["after"] = low - 1
+        self.end = state["end"]
+        self.by_range = self.batch.by_range and is_integer(self.end) and is_integer(state["after"])
+
+    def checkpoint(self, pending: dict[str, Any] | None = None) -> None:
+        self.ctx.save_progress(
+            {
+                "cutoff": self.cut,
+                "key": self.key,
+                "last_key": self.state["after"],
+                "end": self.end,
+                "rows_deleted": self.state["deleted"],
+                "batches": self.state["batches"],
+                "archive_offset": self.state["archive_offset"],
+                "pending": pending,
+            }
+        )
+
+    def ends_before_batch(self, now: float) -> bool:
+        """Whether the deadline or max_rows ends the walk here."""
+        durations, deleted = self.attempt.durations, self.state["deleted"]
+        expected_batch = durations[-1] if durations else 0.0
+        deadline = self.attempt.deadline
+        if deadline is not None and now + expected_batch >= deadline:
+            self.stopped_by = self.attempt.deadline_reason
+            return True
+        if self.max_rows is not None and deleted >= self.max_rows:
+            self.stopped_by = f"max_rows ({self.max_rows:,}) reached"
+            return True
+        # The rows expected (an estimate) only size the progress bar: the walk ends at
+        # the end of the key range, so no old row there is left for being unexpected.
+        return False
+
+    def throttle_due(self, now: float) -> bool:
+        return self.throttle.active and now - self.last_check >= THROTTLE_CHECK_SECONDS
+
+    def waited_out_throttle(self) -> bool:
+        """Wait while the server is busy; whether the wait was cut short to stop. A server
+        busy past the longest wait stops the step resumably."""
+        throttle = self.throttle
+        waited, stop, still_busy = wait_while_busy(self.ctx, throttle, self.attempt.deadline)
+        self.attempt.throttled_seconds += waited
+        self.last_check = time.monotonic()
+        if still_busy is not None:
+            self.checkpoint()
+            raise stopped_resumably(
+                self.ctx,
+                f"the server stayed busy for {waited:.0f}s ({still_busy}), the longest a "
+                f"purge waits (max_throttle_wait_seconds: {throttle.max_wait_seconds:g})",
+                "raise purge.max_throttle_wait_seconds in the log_cleanup agent's config "
+                "to wait longer",
+            )
+        return stop
+
+    def _upper(self, first: bool, n: int, values: dict[str, Any]) -> Any:
+        """The key the next batch ends at; None when no old row is left."""
+        after, conn = self.state["after"], self.ctx.connection
+        if self.end is None or (self.by_range and after >= self.end):
+            return None
+        if self.by_range:
+            return min(after + n, self.end)
+        upper = conn.execute(text(self.batch.upper(first)), values).scalar()
+        if upper is not None and (isinstance(upper, bool) or not isinstance(upper, int | str)):
+            conn.rollback()
+            raise TargetError(
+                f"the key {self.key} holds {type(upper).__name__} values; a purge walks "
+                "integer or text keys"
+            )
+        return upper
+
+    def next_batch(self) -> bool:
+        """Delete (and archive) the next batch and commit it; False when none is left."""
+        conn, attempt, state = self.ctx.connection, self.attempt, self.state
+        size = attempt.size
+        n = size if self.max_rows is None else max(1, min(size, self.max_rows - state["deleted"]))
+        first = state["after"] is None
+        values = {"after": state["after"], "cutoff": self.bound, "n": n}
+        t0 = time.perf_counter()
+        upper = self._upper(first, n, values)
+        if upper is None:
+            conn.commit()
+            self.complete = True
+            return False
+        values["upper"] = upper
+        count, archive_offset = delete_batch(conn, self.batch, values, first, self.archive)
+        # Durable before the commit: after a crash, a resume looks whether this batch's
+        # rows are still there to know whether it committed, and cuts the archive file
+        # back to the length before it if not.
+        self.checkpoint({"upper": upper, "rows": count, "archive_offset": archive_offset})
+        conn.commit()
+        attempt.lost_in_a_row = 0
+        elapsed = time.perf_counter() - t0
+        attempt.durations.append(elapsed)
+        state.update(
+            after=upper,
+            deleted=state["deleted"] + count,
+            batches=state["batches"] + 1,
+            archive_offset=archive_offset,
+        )
+        attempt.deleted_here += count
+        visited = n if self.by_range else count
+        if visited > 0 and elapsed > 0:
+            ideal = visited * self.target / elapsed
+            attempt.size = int(max(1, min(ideal, size * MAX_GROWTH, self.largest)))
+        self._report()
+        return True
+
+    def _report(self) -> None:
+        attempt = self.attempt
+        running = time.monotonic() - attempt.started
+        self.ctx.report(
+            {
+                "rows_deleted": self.state["deleted"],
+                "expected_rows": self.expected,
+                "rows_per_second": round(attempt.deleted_here / running) if running > 0 else None,
+                "batch_size": attempt.size,
+                "batches": self.state["batches"],
+            }
+        )
+
+    def output(self) -> dict[str, Any]:
+        attempt, state, durations = self.attempt, self.state, self.attempt.durations
+        seconds = time.monotonic() - attempt.started
+        output: dict[str, Any] = {
+            "table": self.params["table"],
+            "rows_deleted": state["deleted"],
+            "rows_deleted_this_attempt": attempt.deleted_here,
+            "batches": state["batches"],
+            "cutoff": self.cut,
+            "key": self.key,
+            "last_key": state["after"],
+            "complete": self.complete,
+            "stopped_by": self.stopped_by,
+            "resumed": attempt.resumed,
+            "reconnects": attempt.reconnects,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(attempt.deleted_here / seconds) if seconds > 0 else None,
+            "longest_batch_ms": round(max(durations) * 1000, 1) if durations else None,
+            "median_batch_ms": round(statistics.median(durations) * 1000, 1) if durations else None,
+            "final_batch_size": attempt.size,
+            "throttled_seconds": round(attempt.throttled_seconds, 1),
+            "large_purge": state["deleted"] >= self.params.get("statistics_after_rows", 10_000),
+        }
+        if self.archive is not None:
+            output["archive_file"] = str(self.archive.path)
+        if self.params.get("archive_table"):
+            output["archive_table"] = self.params["archive_table"]
+        return output
+
+
+def delete_batch(
+    conn: Connection,
+    batch: BatchSql,
+    values: dict[str, Any],
+    first: bool,
+    archive: ArchiveFile | None,
+) -> tuple[int, int | None]:
+    """Delete (and archive) one batch, uncommitted; returns the rows and the archive's end."""
+    statements = batch.work(first)
+    if archive is None and not batch.archive_table:
+        return conn.execute(text(statements[0]), values).rowcount, None
+    if batch.archive_table:
+        # One transaction holds the copy and the delete (on PostgreSQL one statement):
+        # both commit, or neither, so a batch done again never copies a row twice.
+        counts = [conn.execute(text(sql), values).rowcount for sql in statements]
+        if len(set(counts)) != 1:
+            raise TargetError(
+                f"archived {counts[0]} rows but deleted {counts[-1]}; the batch was rolled back"
+            )
+        return counts[0], None
+    assert archive is not None
+    result = conn.execute(text(statements[0]), values)
+    columns, rows = list(result.keys()), result.fetchall()
+    if len(statements) == 2:  # MySQL: the rows were selected FOR UPDATE; now delete them
+        count = conn.execute(text(statements[1]), values).rowcount
+        if count != len(rows):
+            raise TargetError(
+                f"archived {len(rows)} rows but deleted {count}; the batch was rolled back"
+            )
+    # The copy is on disk before the delete can commit.
+    return len(rows), archive.append(columns, rows)

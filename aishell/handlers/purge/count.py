@@ -1,0 +1,155 @@
+"""count_table_rows: a table's rows, and those older than a cutoff: counted in one scan,
+or (estimate) estimated without reading the table (estimate.py), or after a purge
+derived from the estimate before it and the purge's own count of what it deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+
+from aishell import cutoff as cutoffs
+from aishell.errors import TargetError
+from aishell.handlers import cached
+from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
+from aishell.handlers.purge.prepare import walk_key
+from aishell.handlers.purge.statements import BatchSql
+from aishell.registry import ToolContext
+from aishell.statements import driver_to_text
+from aishell.toolcontext import fill_template
+
+
+def count_rows(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return _counted(params, ctx)[0]
+
+
+def render_count(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """An exact count shows its scan; an estimate is made here (it only reads statistics
+    and a sample) and shows exactly the statements it sent; a figure derived after a
+    purge sends none."""
+    if not _estimates(params, ctx):
+        sql = COUNT if params.get("date_column") else "SELECT count(*) FROM {table}"
+        return [fill_template(sql, params, ctx)]
+    if params.get("cutoff") is None and params.get("retention_days") is None:
+        # Before the run the cutoff is an earlier step's output: nothing to estimate yet.
+        return ["-- estimated once the cutoff is known, from an earlier step"]
+    return _counted(params, ctx)[1]
+
+
+def _estimates(params: Mapping[str, Any], ctx: ToolContext) -> bool:
+    # SQLite keeps no statistics to estimate from: it counts.
+    return (
+        bool(params.get("estimate"))
+        and bool(params.get("date_column"))
+        and (ctx.dialect != "sqlite")
+    )
+
+
+def _counted(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], list[str]]:
+    key = f"count {params['table']!r} {params.get('date_column')!r} {params.get('cutoff')!r}"
+    return cached(ctx, key, lambda: _count(params, ctx))
+
+
+def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], list[str]]:
+    conn = ctx.connection
+    if not params.get("date_column"):
+        table = ctx.quote(params["table"])
+        return {"row_count": conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()}, []
+    # Derived only from an estimate: what was counted before is counted again.
+    before = params.get("before") or {}
+    if _estimates(params, ctx) and before.get("estimated") and params.get("after_purge"):
+        return _after_purge(params), []
+    with _recorded(conn) as sent:
+        indexes = cutoffs.indexes_of(conn, params["table"]) if _estimates(params, ctx) else None
+        column = cutoffs.describe(conn, params["table"], params["date_column"], indexes)
+        cut = params.get("cutoff")
+        if cut is None:
+            if params.get("retention_days") is None:
+                raise TargetError(
+                    "count_table_rows needs retention_days or cutoff with date_column"
+                )
+            cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
+        figures: dict[str, Any] | None = None
+        if _estimates(params, ctx):
+            key = walk_key(conn, params["table"], indexes)
+            figures = estimate_older(ctx, params, column, cut, key)
+        if figures is None:
+            total, older = count_older(ctx, params, column, cut)
+            figures = {"row_count": total, "older_rows": older, "estimated": False}
+    output = {
+        **figures,
+        "cutoff": cut,
+        "date_column": params["date_column"],
+        "date_kind": column.kind,
+    }
+    return output, sent
+
+
+def estimate_older(
+    ctx: ToolContext, params: Mapping[str, Any], column: cutoffs.DateColumn, cut: Any, key: str
+) -> dict[str, Any] | None:
+    """The table's rows and those older than the cutoff, estimated (no scan); None when
+    they can only be counted."""
+    conn, table = ctx.connection, params["table"]
+
+    def span() -> tuple[Any, Any]:
+        low, high = conn.execute(text(BatchSql(ctx, params, key).bounds())).one()
+        return low, high
+
+    found = estimate_rows(conn, ctx.quote, table, key, column, column.bind(cut), span)
+    if found is None:
+        return None
+    return {
+        "row_count": found.rows,
+        "older_rows": found.older,
+        "estimated": True,
+        "how": found.how,
+    }
+
+
+def _after_purge(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The rows after a purge: the estimate before it less the rows it deleted (its own
+    exact count); none older left when it walked the whole key range."""
+    before, purge = params["before"], params["after_purge"]
+    missing = [k for k in ("row_count", "older_rows") if not isinstance(before.get(k), int)]
+    missing += [k for k in ("rows_deleted", "complete") if k not in purge]
+    if missing:
+        raise TargetError(
+            f"count_table_rows: before and after_purge lack {', '.join(missing)} (give the "
+            "outputs of the estimate before the purge and of the purge)"
+        )
+    deleted = int(purge["rows_deleted"])
+    complete = bool(purge["complete"])
+    older = 0 if complete else max(0, int(before["older_rows"]) - deleted)
+    left = (
+        "none older left: the purge walked the whole key range"
+        if complete
+        else "older rows left: the estimate less the rows deleted, as the purge stopped early"
+    )
+    return {
+        "row_count": max(0, int(before["row_count"]) - deleted),
+        "older_rows": older,
+        "estimated": True,
+        "how": f"the estimate before the purge less the {deleted:,} rows it deleted; {left}",
+        "cutoff": params["cutoff"],
+        "date_column": params["date_column"],
+    }
+
+
+@contextmanager
+def _recorded(conn: Connection) -> Iterator[list[str]]:
+    """The statements sent on `conn` meanwhile, as text() writes them."""
+    sent: list[str] = []
+    paramstyle = conn.dialect.paramstyle
+
+    def before(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(driver_to_text(statement, paramstyle))
+
+    event.listen(conn, "before_cursor_execute", before)
+    try:
+        yield sent
+    finally:
+        event.remove(conn, "before_cursor_execute", before)

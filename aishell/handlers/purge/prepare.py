@@ -1,0 +1,135 @@
+"""What a purge reads once per step before its batches: the date column and its cutoff,
+the key it walks and that key's range, the archive table's shape; and from them the
+preview of its statements and the estimate of what it would delete."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from aishell import cutoff as cutoffs
+from aishell.errors import TargetError
+from aishell.handlers import cached
+from aishell.handlers.purge.archive import check_archive_table
+from aishell.handlers.purge.estimate import count_older, estimate_rows
+from aishell.handlers.purge.statements import BatchSql, is_integer
+from aishell.registry import ToolContext
+
+
+def walk_key(conn: Connection, table: str, indexes: list[cutoffs.TableIndex] | None = None) -> str:
+    """A single-column key that orders the table: its primary key, a unique NOT NULL
+    column, or SQLite's rowid. Anything else is refused with the reason. `indexes`: the
+    table's (indexes_of), when the caller has them already."""
+    if indexes is None:
+        indexes = cutoffs.indexes_of(conn, table)
+    primary = next((list(i.columns) for i in indexes if i.primary), [])
+    if len(primary) == 1:
+        return primary[0]
+    if conn.dialect.name == "sqlite" and not primary and _has_rowid(conn, table):
+        return "rowid"
+    for index in indexes:
+        if index.unique and len(index.columns) == 1 and index.first_not_null:
+            return index.columns[0]
+    why = (
+        f"its primary key has {len(primary)} columns ({', '.join(primary)})"
+        if primary
+        else "it has no primary key"
+    )
+    raise TargetError(
+        f"table {table} cannot be purged in batches: {why}, and no single-column unique "
+        "NOT NULL key to walk; add one"
+    )
+
+
+def _has_rowid(conn: Connection, table: str) -> bool:
+    """A rowid table with no column that hides the rowid's names."""
+    columns = {c["name"].lower() for c in inspect(conn).get_columns(table)}
+    return not {"rowid", "_rowid_", "oid"} & columns and not _without_rowid(conn, table)
+
+
+def _without_rowid(conn: Connection, table: str) -> bool:
+    sql = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}
+    ).scalar()
+    return "WITHOUT ROWID" in (sql or "").upper()
+
+
+def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """Read once per step: the date column, the key and its range, the archive table's
+    shape."""
+
+    def compute() -> dict[str, Any]:
+        conn = ctx.connection
+        table = params["table"]
+        indexes = cutoffs.indexes_of(conn, table)
+        column = cutoffs.describe(conn, table, params["date_column"], indexes)
+        key = walk_key(conn, table, indexes)
+        if params.get("archive_table"):
+            check_archive_table(conn, table, params["archive_table"])
+        batch = BatchSql(ctx, params, key)
+        low, high = conn.execute(text(batch.bounds())).one()
+        batch.by_range = is_integer(high) and not params.get("max_rows")
+        return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
+
+    key = f"purge {params['table']!r} {params['date_column']!r} {params.get('archive_table')!r}"
+    return cached(ctx, key, compute)
+
+
+def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """What the batches send: the first batch's form (no lower bound), then the rest."""
+    batch: BatchSql = prepare(params, ctx)["batch"]
+    shown = batch.statements(first=True)
+    return shown + [sql for sql in batch.statements(first=False) if sql not in shown]
+
+
+def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """How many rows would go, of how many, and what would slow the purge: estimated
+    from statistics or a sample on PostgreSQL and MySQL (the purge counts exactly what
+    it deletes), counted on SQLite."""
+    conn = ctx.connection
+    prepared = prepare(params, ctx)
+    column = prepared["column"]
+    cut = params.get("cutoff")
+    if cut is None:
+        cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
+    else:
+        cutoffs.no_newer_than(conn, column, cut, params["retention_days"])
+    found = None
+    if ctx.dialect != "sqlite":
+        table, key, bounds = params["table"], prepared["key"], prepared["bounds"]
+        bound = column.bind(cut)
+        found = estimate_rows(conn, ctx.quote, table, key, column, bound, lambda: bounds)
+    estimated = found is not None
+    if found is not None:
+        total, older = found.rows, found.older
+    else:
+        total, older = count_older(ctx, params, column, cut)
+    max_rows = params.get("max_rows")
+    estimate: dict[str, Any] = {
+        "rows_to_delete": older,
+        "table_rows": total,
+        "estimated": estimated,
+        "cutoff": cut,
+        "retention_days": params["retention_days"],
+        "key": prepared["key"],
+        "rows_this_run": min(older, max_rows) if max_rows else older,
+        "warnings": [],
+    }
+    if found is not None:
+        estimate["how"] = found.how
+    about = "about " if estimated else ""
+    if max_rows and older > max_rows:
+        estimate["warnings"].append(
+            f"{about}{older:,} rows are older than the cutoff; this run stops after "
+            f"max_rows={max_rows:,} and the next run goes on"
+        )
+    if not column.indexed:
+        estimate["warnings"].append(
+            f"{params['date_column']} has no index: batches walk {prepared['key']} and test "
+            "each row's date, so where old and new rows are mixed a batch reads more rows "
+            "than it deletes"
+        )
+    return estimate

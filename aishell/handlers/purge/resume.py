@@ -1,0 +1,174 @@
+"""delete_old_records' run: the purge from its last durable checkpoint. A first start, a
+resume after a crash and a retry after a lost connection all begin there: a batch
+checkpointed but not known to have committed is looked for in the table, and the
+archive file is cut back to the length of the last committed batch, so no row is
+counted (or archived) twice and none is skipped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell import cutoff as cutoffs
+from aishell.handlers.purge.archive import open_archive
+from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
+from aishell.handlers.purge.batches import run_batches
+from aishell.handlers.purge.prepare import prepare
+from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
+from aishell.handlers.purge.statements import BatchSql
+from aishell.handlers.purge.waits import make_throttle
+from aishell.registry import ToolContext
+from aishell.throttle import Throttle
+
+
+def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    prepared = prepare(params, ctx)
+    started = time.monotonic()
+    deadline, deadline_reason = deadline_of(params, ctx, started)
+    attempt = Attempt(
+        started,
+        deadline,
+        deadline_reason,
+        resumed=bool(ctx.load_progress()),
+        size=int(params["batch_size"]),
+    )
+    while True:
+        try:
+            return _purge_from_checkpoint(params, ctx, prepared, attempt)
+        except DBAPIError as exc:
+            if not connection_lost(exc, conn):
+                raise
+            attempt.lost_in_a_row += 1
+            if attempt.lost_in_a_row > MAX_LOST_IN_A_ROW:
+                raise stopped_resumably(
+                    ctx,
+                    f"lost the connection to the server {attempt.lost_in_a_row} times with no "
+                    f"batch done in between (last: {first_line(exc)})",
+                    "check the server's log for why it ends the purge's sessions",
+                ) from None
+            # What the lost session had not committed went with it; the checkpoint
+            # says how far the purge got, exactly as after a crash.
+            reconnect(params, ctx, exc, attempt)
+
+
+@dataclass
+class _Checkpoint:
+    """Where the last durable checkpoint left the purge, its batch in doubt settled."""
+
+    cut: Any
+    bound: Any  # the cutoff as the value the date column is compared with
+    after: Any
+    deleted: int
+    batches: int
+    archive_bytes: int | None
+    progress: dict[str, Any]
+
+
+def _last_checkpoint(
+    params: Mapping[str, Any], ctx: ToolContext, column: cutoffs.DateColumn, batch: BatchSql
+) -> _Checkpoint:
+    """The checkpoint's cutoff, key, rows, batches and archive length; a batch it holds as
+    pending counts as done when its rows are gone from the table."""
+    conn = ctx.connection
+    progress: dict[str, Any] = dict(ctx.load_progress() or {})
+    retention = params["retention_days"]
+    cut = progress.get("cutoff", params.get("cutoff"))
+    if cut is None:
+        cut = cutoffs.cutoff_for(conn, column, retention)
+    else:
+        cutoffs.no_newer_than(conn, column, cut, retention)
+    bound = column.bind(cut)
+    after = progress.get("last_key")
+    deleted = int(progress.get("rows_deleted", 0))
+    batches = int(progress.get("batches", 0))
+    archive_bytes = progress.get("archive_offset")
+    pending = progress.get("pending")
+    if pending:
+        # The checkpoint was written before that batch's commit: did the commit happen?
+        first = after is None
+        left = conn.execute(
+            text(f"SELECT 1 FROM {batch.table} WHERE {batch.range(first)} LIMIT 1"),
+            {"after": after, "upper": pending["upper"], "cutoff": bound},
+        ).first()
+        if left is None:
+            after, deleted, batches = pending["upper"], deleted + pending["rows"], batches + 1
+            archive_bytes = pending.get("archive_offset", archive_bytes)
+    conn.commit()
+    return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress)
+
+
+def _purge_from_checkpoint(
+    params: Mapping[str, Any], ctx: ToolContext, prepared: dict[str, Any], attempt: Attempt
+) -> dict[str, Any]:
+    """The purge from its last durable checkpoint: a first start, a resume after a
+    crash and a retry after a lost connection all begin here."""
+    conn = ctx.connection
+    column, batch = prepared["column"], prepared["batch"]
+    point = _last_checkpoint(params, ctx, column, batch)
+    archive = open_archive(params, ctx, point.archive_bytes) if params.get("archive_file") else None
+    throttle: Throttle | None = None
+    try:
+        throttle = make_throttle(params, ctx)
+        # The target's connection autocommits each statement; a batch is one transaction.
+        conn.execution_options(isolation_level=_batch_isolation(ctx.dialect, params))
+        return run_batches(
+            params,
+            ctx,
+            batch,
+            prepared["bounds"],
+            point.bound,
+            point.cut,
+            prepared["key"],
+            archive,
+            throttle,
+            attempt,
+            state={
+                "after": point.after,
+                "deleted": point.deleted,
+                "batches": point.batches,
+                "archive_offset": archive.offset if archive else None,
+                **({"end": point.progress["end"]} if "end" in point.progress else {}),
+            },
+        )
+    finally:
+        _end_batches(conn)
+        if archive is not None:
+            archive.close()
+        for _name, replica in throttle.replicas if throttle else ():
+            replica.close()
+
+
+def _end_batches(conn: Connection) -> None:
+    """Roll back what is left open; a live connection goes back to autocommit, as every
+    step expects, and a lost one is left for the reconnect to renew."""
+    with suppress(DBAPIError):
+        # A transaction whose commit failed is no longer active, but still has to end.
+        if conn.get_transaction() is not None or conn.invalidated:
+            conn.rollback()
+    if conn.invalidated or conn.get_transaction() is not None:
+        return
+    # A commit that failed (SQLite's lock wait ran out) can leave the driver's own
+    # transaction open, and switching to autocommit would commit it.
+    with suppress(conn.dialect.loaded_dbapi.Error):
+        conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _batch_isolation(dialect: str, params: Mapping[str, Any]) -> str:
+    if dialect == "sqlite":
+        return "SERIALIZABLE"  # SQLite's own transactions: one writer at a time
+    if dialect == "mysql" and (params.get("archive_file") or params.get("archive_table")):
+        # The rows a batch copies are locked, with the gaps between them, until it
+        # commits: no other session can slip a row into the batch's range between the
+        # copy and the delete.
+        return "REPEATABLE READ"
+    # No gap locks: inserts of new rows never wait for a batch.
+    return "READ COMMITTED"

@@ -1,0 +1,75 @@
+"""The SQL of one purge batch, for a table, the key it walks, a date column and an
+archive: what previews and approvals show is rendered from the same class the batches
+run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aishell.registry import ToolContext
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class BatchSql:
+    """The SQL of one batch for a table, key, date column and archive."""
+
+    def __init__(self, ctx: ToolContext, params: Mapping[str, Any], key: str) -> None:
+        q = ctx.quote
+        self.dialect = ctx.dialect
+        self.table, self.key = q(params["table"]), q(key) if key != "rowid" else "rowid"
+        self.date = q(params["date_column"])
+        self.archive_table = q(params["archive_table"]) if params.get("archive_table") else None
+        self.archive_file = bool(params.get("archive_file"))
+        # Integer keys are walked in plain key ranges (unless a cap on rows needs each
+        # batch's old rows counted first); see batches.py.
+        self.by_range = False
+
+    def range(self, first: bool) -> str:
+        lower = "" if first else f"{self.key} > :after AND "
+        return f"{lower}{self.key} <= :upper AND {self.date} < :cutoff"
+
+    def upper(self, first: bool) -> str:
+        lower = "" if first else f"{self.key} > :after AND "
+        return (
+            f"SELECT max(aishell_k) FROM (SELECT {self.key} AS aishell_k FROM {self.table} "
+            f"WHERE {lower}{self.date} < :cutoff ORDER BY {self.key} LIMIT :n) aishell_batch"
+        )
+
+    def bounds(self) -> str:
+        return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
+
+    def delete(self, first: bool) -> str:
+        return f"DELETE FROM {self.table} WHERE {self.range(first)}"
+
+    def returning(self) -> bool:
+        # MySQL has no DELETE ... RETURNING; it locks the rows it archives instead.
+        return self.dialect in ("postgresql", "sqlite")
+
+    def statements(self, first: bool) -> list[str]:
+        """What one batch sends, in order (shown in previews and approvals). Walking
+        plain key ranges, the batch's end is computed, not looked up."""
+        return ([] if self.by_range else [self.upper(first)]) + self.work(first)
+
+    def work(self, first: bool) -> list[str]:
+        """The statements that delete (and archive) one batch's rows."""
+        delete = self.delete(first)
+        if self.archive_table and self.dialect == "postgresql":
+            return [
+                f"WITH aishell_gone AS ({delete} RETURNING *) "
+                f"INSERT INTO {self.archive_table} SELECT * FROM aishell_gone"
+            ]
+        if self.archive_table:
+            return [
+                f"INSERT INTO {self.archive_table} SELECT * FROM {self.table} "
+                f"WHERE {self.range(first)}",
+                delete,
+            ]
+        if self.archive_file and self.returning():
+            return [f"{delete} RETURNING *"]
+        if self.archive_file:
+            return [f"SELECT * FROM {self.table} WHERE {self.range(first)} FOR UPDATE", delete]
+        return [delete]

@@ -1,0 +1,132 @@
+"""check_table_corruption and repair_corrupted_tables on SQLite: PRAGMA integrity_check
+and foreign_key_check per table (SQLite can always check); a repair is REINDEX, after a
+copy of the whole file through SQLite's backup API."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import user_tables
+from aishell.errors import StepFailed, StepSkipped
+from aishell.handlers import Handler, each_table
+from aishell.handlers.integrity import checked_or_skipped, corruption_summary
+from aishell.handlers.sqlite.privileges import read_only_reason, write
+from aishell.risk import RiskLevel
+from aishell.sqltext import quote_identifier
+from aishell.toolcontext import ToolContext
+
+
+def integrity_messages(conn: Connection, table: str) -> list[str]:
+    """Problems PRAGMA integrity_check finds in one table and its indexes ([] when ok)."""
+    quoted = quote_identifier(conn.dialect, table)
+    rows = conn.execute(text(f"PRAGMA integrity_check({quoted})")).all()
+    messages = [r[0] for r in rows]
+    return [] if messages == ["ok"] else messages
+
+
+def _check_table(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any]:
+    try:
+        issues = integrity_messages(conn, table)
+        for row in conn.execute(text(f"PRAGMA foreign_key_check({ctx.quote(table)})")):
+            issues.append(f"row {row[1]} references a missing row in {row[2]}")
+    except DBAPIError as exc:
+        # A file damaged past reading fails the check itself: that is its finding.
+        name = str(getattr(exc.orig, "sqlite_errorname", ""))
+        if name not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            raise
+        issues = [f"{exc.orig} ({name})"]
+    return {"table": table, "status": "corrupted" if issues else "ok", "issues": issues}
+
+
+def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
+    """integrity_check and foreign_key_check of each table: SQLite can always check."""
+    return corruption_summary("integrity_check", [_check_table(conn, ctx, t) for t in tables])
+
+
+def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    tables = list(params.get("tables") or []) or user_tables(conn)
+    return checked_or_skipped(corruption_check(conn, ctx, tables))
+
+
+def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    return [
+        f"PRAGMA {pragma}({ctx.quote(t)})"
+        for t in tables
+        for pragma in ("integrity_check", "foreign_key_check")
+    ]
+
+
+check_table_corruption = Handler(
+    sql_templates=("PRAGMA integrity_check({table})", "PRAGMA foreign_key_check({table})"),
+    run_fn=_check,
+    render_fn=_check_sql,
+)
+
+
+def _backup_copy(ctx: ToolContext, label: str) -> Path:
+    """Copy the whole database with SQLite's backup API; the copy is checked before use."""
+    if ctx.backup_dir is None:
+        raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
+    ctx.backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    final = ctx.backup_dir / f"{ctx.target}-{label}-{stamp}.sqlite"
+    partial = final.with_suffix(".sqlite.partial")
+    source = ctx.connection.connection.driver_connection
+    assert isinstance(source, sqlite3.Connection)
+    dest = sqlite3.connect(partial)
+    try:
+        source.backup(dest)
+    finally:
+        dest.close()
+    partial.rename(final)
+    return final
+
+
+def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    tables = list(params.get("tables") or [])
+    if not tables:
+        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
+    read_only = read_only_reason(conn)
+    if read_only is not None:
+        reason = f"REINDEX of {', '.join(tables)} skipped: {read_only}"
+        raise StepSkipped(
+            reason, {"skipped_tables": [{"table": t, "reason": reason} for t in tables]}
+        )
+    backup = str(_backup_copy(ctx, "pre-repair")) if params.get("create_backup", True) else None
+    repaired, still_damaged = [], {}
+    for table in tables:
+        # REINDEX rebuilds every index of the table from the table's rows, which
+        # fixes index entries that disagree with the table.
+        write(conn, f"REINDEX {ctx.quote(table)}", table, "REINDEX")
+        remaining = integrity_messages(conn, table)
+        if remaining:
+            still_damaged[table] = remaining[:5]
+        else:
+            repaired.append(table)
+    if still_damaged:
+        detail = "; ".join(f"{t}: {m[0]}" for t, m in still_damaged.items())
+        raise StepFailed(
+            f"REINDEX did not repair {', '.join(still_damaged)} (the table b-tree itself is "
+            f"damaged; restore from a backup{f' such as {backup}' if backup else ''}): {detail}"
+        )
+    return {"repaired_tables": repaired, "backup_path": backup}
+
+
+repair_corrupted_tables = Handler(
+    sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
+    run_fn=_repair,
+    render_fn=each_table("REINDEX {table}"),
+    risk=RiskLevel.HIGH,
+    effect="rebuilds damaged tables and indexes",
+)

@@ -1,0 +1,91 @@
+"""analyze_table_fragmentation on SQLite, and when a b-tree is worth rebuilding.
+
+Fragmentation comes from the dbstat virtual table: a b-tree's leaf pages read in key
+order should sit at consecutive page numbers; every leaf that does not is a seek (the
+share of such leaves is the "logical fragmentation" SQL Server and Ola Hallengren's
+scripts act on). Unused bytes in leaf pages are the free space a rebuild would give
+back. Without dbstat only database-wide free pages are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aishell.handlers import Handler
+from aishell.handlers.sqlite.catalog import (
+    btree_stats,
+    database_pages,
+    dbstat_available,
+    percent,
+    table_indexes,
+)
+from aishell.toolcontext import ToolContext
+
+
+def needs_rebuild(stats: Mapping[str, Any], threshold: float, min_pages: int) -> str | None:
+    """Why a b-tree should be rebuilt, or None."""
+    if stats["leaf_pages"] < min_pages:
+        return None
+    if stats["fragmentation_percent"] >= threshold:
+        return f"{stats['fragmentation_percent']}% of leaf pages out of order"
+    if stats["free_space_percent"] >= threshold:
+        return f"{stats['free_space_percent']}% of leaf space unused"
+    return None
+
+
+def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    table = params["table"]
+    threshold = params.get("fragmentation_threshold", 30)
+    pages = database_pages(conn)
+    freelist_percent = percent(pages["freelist_count"], pages["page_count"])
+    if not dbstat_available(conn):
+        return {
+            "table": table,
+            "method": "freelist",
+            "fragmentation_percent": freelist_percent,
+            "free_space_percent": None,
+            "database_freelist_percent": freelist_percent,
+            "indexes": [],
+            "estimated_benefit_bytes": pages["free_bytes"],
+            "recommendation": (
+                "This SQLite build has no dbstat table, so only database-wide free pages "
+                "are known" + ("; VACUUM would reclaim them" if pages["freelist_count"] else "")
+            ),
+        }
+    stats = btree_stats(conn, table)
+    indexes = []
+    for index in table_indexes(conn, table):
+        index_stats = btree_stats(conn, index)
+        indexes.append(
+            {"index": index, **index_stats, "rebuild": needs_rebuild(index_stats, threshold, 1)}
+        )
+    to_rebuild = [i["index"] for i in indexes if i["rebuild"]]
+    benefit = pages["free_bytes"] + stats["unused_bytes"] + sum(i["unused_bytes"] for i in indexes)
+    advice = []
+    if to_rebuild:
+        advice.append(f"REINDEX {', '.join(to_rebuild)}")
+    if pages["freelist_count"] or needs_rebuild(stats, threshold, 1):
+        advice.append("VACUUM to compact the file")
+    return {
+        "table": table,
+        "method": "dbstat",
+        **stats,
+        "database_freelist_percent": freelist_percent,
+        "indexes": indexes,
+        "estimated_benefit_bytes": benefit,
+        "recommendation": "; ".join(advice) or "No optimization needed",
+    }
+
+
+analyze_table_fragmentation = Handler(
+    sql_templates=(
+        "PRAGMA page_size",
+        "PRAGMA page_count",
+        "PRAGMA freelist_count",
+        "SELECT name FROM pragma_index_list(:t)",
+        "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
+    ),
+    run_fn=_fragmentation,
+)

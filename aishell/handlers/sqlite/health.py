@@ -1,0 +1,110 @@
+"""analyze_database_health on SQLite: the file's pages and free pages, per table its
+rows, sizes (with dbstat) and statistics, and the corruption check when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aishell.catalog import user_tables
+from aishell.handlers import Handler
+from aishell.handlers.integrity import corruption_advice, integrity_line
+from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
+from aishell.handlers.sqlite.corruption import corruption_check
+from aishell.toolcontext import ToolContext
+
+
+def _table_health(
+    conn: Connection, ctx: ToolContext, tables: list[str], has_dbstat: bool
+) -> list[dict[str, Any]]:
+    """Per table its rows, indexes, sizes (with dbstat) and whether it has statistics;
+    most urgent first: the largest share of the file, then missing statistics."""
+    sizes: dict[str, int] = {}
+    if has_dbstat:
+        for row in conn.execute(
+            text("SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name")
+        ):
+            sizes[row.name] = row.bytes
+    schema_rows = conn.execute(
+        text("SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'")
+    ).all()
+    indexes_of: dict[str, list[str]] = {}
+    for row in schema_rows:
+        indexes_of.setdefault(row.tbl_name, []).append(row.name)
+    analyzed: set[str] = set()
+    if conn.execute(
+        text("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
+    ).scalar_one():
+        analyzed = {r[0] for r in conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1"))}
+    report = []
+    for table in tables:
+        quoted = ctx.quote(table)
+        rows = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()
+        index_bytes = sum(sizes.get(i, 0) for i in indexes_of.get(table, []))
+        report.append(
+            {
+                "table": table,
+                "rows": rows,
+                "indexes": len(indexes_of.get(table, [])),
+                "table_bytes": sizes.get(table),
+                "index_bytes": index_bytes if has_dbstat else None,
+                "statistics": "present" if table in analyzed else "missing",
+            }
+        )
+    report.sort(key=lambda t: (-(t["table_bytes"] or 0) - (t["index_bytes"] or 0), t["table"]))
+    return report
+
+
+def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    pages = database_pages(conn)
+    tables = list(params.get("tables") or []) or user_tables(conn)
+    has_dbstat = dbstat_available(conn)
+    report = _table_health(conn, ctx, tables, has_dbstat)
+    check = corruption_check(conn, ctx, tables) if params.get("check_corruption") else None
+    freelist_percent = percent(pages["freelist_count"], pages["page_count"])
+    recommendations = []
+    if freelist_percent >= 10:
+        recommendations.append(
+            f"{freelist_percent}% of the file ({pages['free_bytes']} bytes) is free pages; "
+            "optimize_table (VACUUM) would return them to the file system"
+        )
+    missing = [t["table"] for t in report if t["statistics"] == "missing" and t["rows"]]
+    if missing:
+        recommendations.append(
+            f"No planner statistics for {', '.join(missing)}; run update_table_statistics"
+        )
+    recommendations += corruption_advice(check, "integrity_check")
+    return {
+        "database_size_bytes": pages["size_bytes"],
+        "size_method": "page_count x page_size",
+        "page_size": pages["page_size"],
+        "page_count": pages["page_count"],
+        "freelist_count": pages["freelist_count"],
+        "freelist_percent": freelist_percent,
+        "journal_mode": conn.execute(text("PRAGMA journal_mode")).scalar_one(),
+        "dbstat": has_dbstat,
+        "tables": report,
+        "integrity": integrity_line(check),
+        "corruption_check": check,
+        "recommendations": recommendations,
+    }
+
+
+analyze_database_health = Handler(
+    sql_templates=(
+        "PRAGMA page_size",
+        "PRAGMA page_count",
+        "PRAGMA freelist_count",
+        "SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name",
+        "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'",
+        "SELECT DISTINCT tbl FROM sqlite_stat1",
+        "SELECT count(*) FROM {table}",
+        "PRAGMA integrity_check({table})",
+        "PRAGMA foreign_key_check({table})",
+    ),
+    run_fn=_health,
+)

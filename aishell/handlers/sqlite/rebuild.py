@@ -1,0 +1,107 @@
+"""rebuild_fragmented_indexes on SQLite: REINDEX of each index over the threshold."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.handlers import Handler, cached
+from aishell.handlers.sqlite.catalog import btree_stats, dbstat_available, table_indexes
+from aishell.handlers.sqlite.fragmentation import needs_rebuild
+from aishell.handlers.sqlite.privileges import require_writable, write
+from aishell.risk import RiskLevel
+from aishell.toolcontext import ToolContext
+
+
+def _indexes_to_rebuild(
+    params: Mapping[str, Any], conn: Connection, ctx: ToolContext | None = None
+) -> tuple[list[tuple[str, dict[str, Any], str]], list[dict[str, Any]]]:
+    if ctx is not None:
+        return cached(ctx, f"rebuild:{params['table']}", lambda: _indexes_to_rebuild(params, conn))
+    threshold = params.get("fragmentation_threshold", 30)
+    min_pages = params.get("min_pages", 8)
+    chosen, skipped = [], []
+    for index in table_indexes(conn, params["table"]):
+        stats = btree_stats(conn, index)
+        reason = needs_rebuild(stats, threshold, min_pages)
+        if reason:
+            chosen.append((index, stats, reason))
+        else:
+            why = (
+                f"{stats['leaf_pages']} leaf pages, below {min_pages}"
+                if stats["leaf_pages"] < min_pages
+                else f"{stats['fragmentation_percent']}% out of order, "
+                f"{stats['free_space_percent']}% unused: under {threshold}%"
+            )
+            skipped.append({"index": index, "reason": why})
+    return chosen, skipped
+
+
+def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    if not dbstat_available(conn):
+        return {
+            "table": params["table"],
+            "indexes_rebuilt": 0,
+            "rebuilt": [],
+            "skipped": [],
+            "note": "This SQLite build has no dbstat table; index fragmentation is unknown",
+        }
+    chosen, skipped = _indexes_to_rebuild(params, conn, ctx)
+    if chosen:
+        require_writable(conn, params["table"], "REINDEX")
+    rebuilt = []
+    for index, before, reason in chosen:
+        started = time.monotonic()
+        write(conn, f"REINDEX {ctx.quote(index)}", params["table"], "REINDEX")
+        after = btree_stats(conn, index)
+        rebuilt.append(
+            {
+                "index": index,
+                "reason": reason,
+                "fragmentation_before": before["fragmentation_percent"],
+                "fragmentation_after": after["fragmentation_percent"],
+                "pages_before": before["pages"],
+                "pages_after": after["pages"],
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    return {
+        "table": params["table"],
+        "indexes_rebuilt": len(rebuilt),
+        "rebuilt": rebuilt,
+        "skipped": skipped,
+    }
+
+
+def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    chosen, _ = _indexes_to_rebuild(params, ctx.connection, ctx)
+    if not chosen:
+        return [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
+    return [f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen]
+
+
+def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    if not dbstat_available(ctx.connection):
+        return {}
+    chosen, _ = _indexes_to_rebuild(params, ctx.connection, ctx)
+    return {
+        "indexes_to_rebuild": [index for index, _, _ in chosen],
+        "index_bytes_to_rewrite": sum(stats["size_bytes"] for _, stats, _ in chosen),
+    }
+
+
+rebuild_fragmented_indexes = Handler(
+    sql_templates=(
+        "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
+        "REINDEX {index}",
+    ),
+    run_fn=_rebuild,
+    render_fn=_rebuild_sql,
+    estimate_fn=_rebuild_estimate,
+    risk=RiskLevel.MEDIUM,
+    effect="rebuilds indexes",
+)

@@ -1,0 +1,99 @@
+"""Human output with rich: tables, progress, the approval prompt. Nothing here decides.
+
+Callers use `render.X`; each X lives in the submodule of its subject, imported when X
+is first used (aishell.lazy).
+"""
+
+from typing import TYPE_CHECKING
+
+from aishell.lazy import exports
+
+__all__ = [
+    "RISK_STYLE",
+    "STATUS_STYLE",
+    "StepProgress",
+    "approval_prompt",
+    "backup_detail",
+    "backups_table",
+    "console",
+    "demo_progress",
+    "demo_result",
+    "doctor_report",
+    "init_result",
+    "log_line",
+    "plan_preview",
+    "plan_warnings",
+    "run_detail",
+    "run_summary",
+    "runs_table",
+    "schedules_table",
+    "statements",
+    "target_check",
+    "targets_table",
+    "tool_detail",
+    "tools_table",
+    "when",
+]
+
+if TYPE_CHECKING:
+    from aishell.render.base import RISK_STYLE, STATUS_STYLE, console
+    from aishell.render.home import doctor_report, init_result
+    from aishell.render.listings import (
+        backup_detail,
+        backups_table,
+        demo_result,
+        target_check,
+        targets_table,
+        tool_detail,
+        tools_table,
+    )
+    from aishell.render.plans import plan_preview, plan_warnings
+    from aishell.render.progress import StepProgress, demo_progress
+    from aishell.render.prompt import approval_prompt
+    from aishell.render.runs import run_detail, run_summary, runs_table, statements
+    from aishell.render.schedules import log_line, schedules_table, when
+else:
+    __getattr__, __dir__ = exports(
+        __name__,
+        __all__,
+        {
+            "aishell.render.base": (
+                "RISK_STYLE",
+                "STATUS_STYLE",
+                "console",
+            ),
+            "aishell.render.home": (
+                "doctor_report",
+                "init_result",
+            ),
+            "aishell.render.listings": (
+                "backup_detail",
+                "backups_table",
+                "demo_result",
+                "target_check",
+                "targets_table",
+                "tool_detail",
+                "tools_table",
+            ),
+            "aishell.render.plans": (
+                "plan_preview",
+                "plan_warnings",
+            ),
+            "aishell.render.progress": (
+                "StepProgress",
+                "demo_progress",
+            ),
+            "aishell.render.prompt": ("approval_prompt",),
+            "aishell.render.runs": (
+                "run_detail",
+                "run_summary",
+                "runs_table",
+                "statements",
+            ),
+            "aishell.render.schedules": (
+                "log_line",
+                "schedules_table",
+                "when",
+            ),
+        },
+    )

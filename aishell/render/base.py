@@ -1,0 +1,139 @@
+"""What every part of the human output shares: the console, the colours of statuses
+and risks, and how untrusted text is made safe to print."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.text import Text
+
+from aishell.substitution import find_references
+from aishell.terminal import printable
+
+T = TypeVar("T")
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "completed": "green",
+    "previewed": "cyan",
+    "skipped": "yellow",
+    "waiting_approval": "yellow",
+    "denied": "red",
+    "failed": "red",
+    "aborted": "red",
+    "interrupted": "red",
+    "running": "blue",
+    "pending": "dim",
+    "completed_with_denials": "yellow",
+    "deferred": "yellow",
+    "out_of_window": "yellow",
+    "approved": "cyan",
+}
+RISK_STYLE = {
+    "safe": "green",
+    "low": "cyan",
+    "medium": "yellow",
+    "high": "red",
+    "critical": "bold red",
+}
+
+
+# The width of output that is not a terminal (a pipe, a file): a line is never broken.
+UNWRAPPED_WIDTH = 100_000
+
+
+def console(as_json: bool) -> Console:
+    """Human output goes to stderr when stdout carries JSON. On a terminal it fits the
+    terminal; on a pipe or in a file no line is wrapped. Colour follows NO_COLOR and the
+    terminal, as rich decides."""
+    out = Console(stderr=as_json, highlight=False)
+    if out.is_terminal:
+        return out
+    return Console(stderr=as_json, highlight=False, width=UNWRAPPED_WIDTH)
+
+
+def styled(value: str, styles: dict[str, str]) -> Text:
+    """A status or risk word in its colour."""
+    return Text(printable(value), style=styles.get(value, ""))
+
+
+def safe_text(value: Any, style: str = "", newlines: bool = False) -> Text:
+    """Anything a database, a config file, a person or a model wrote, for the terminal:
+    control characters escaped, and never read as rich markup or emoji codes."""
+    return Text(printable("" if value is None else value, newlines=newlines), style=style)
+
+
+def plain(value: Any) -> str:
+    """Control characters escaped, as a str: only for places that never read markup
+    (parts of Text.assemble, or text passed through escape())."""
+    return printable("" if value is None else value)
+
+
+# Output about more steps than this shows alike steps as one line; --all shows each.
+SUMMARY_FROM = 50
+# A list of more names than this is shown as its count, its first names and its last.
+NAMES_SHOWN = 10
+
+
+def step_subject(params: dict[str, Any], every: bool = False) -> str:
+    """The table(s) a step works on, printable; a long list summed up unless `every`;
+    a value an earlier step gives is shown as where it comes from."""
+    table = params.get("table")
+    if isinstance(table, str):
+        return printable(from_steps(table))
+    tables = params.get("tables")
+    if isinstance(tables, list):
+        return (
+            names_summary([printable(from_steps(str(t))) for t in tables], every)
+            if tables
+            else "(all)"
+        )
+    if isinstance(tables, str):
+        return printable(from_steps(tables))
+    return ""
+
+
+def from_steps(value: str) -> str:
+    """`${step_1.output.corrupted_tables}` as "from step_1: corrupted_tables": what a
+    reference names before the step it names has run."""
+    for ref in find_references(value):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.path)
+        value = value.replace(ref.text, f"from {ref.step_id}: {path.lstrip('.') or 'output'}")
+    return value
+
+
+def names_summary(names: list[str], every: bool = False, noun: str = "tables") -> str:
+    """Names (already printable) joined; more than NAMES_SHOWN as their count, the first
+    three and the last, unless `every`."""
+    if every or len(names) <= NAMES_SHOWN:
+        return ", ".join(names)
+    return f"{len(names):,} {noun}: {', '.join(names[:3])}, ..., {names[-1]}"
+
+
+def alike(steps: list[T], key: Callable[[T], Hashable]) -> list[list[T]]:
+    """Steps grouped by `key`, each group where its first step is in the plan."""
+    groups: dict[Hashable, list[T]] = {}
+    for step in steps:
+        groups.setdefault(key(step), []).append(step)
+    return list(groups.values())
+
+
+def steps_label(ids: list[str]) -> str:
+    """One step's id, or how many steps and the first and last id."""
+    if len(ids) == 1:
+        return printable(ids[0])
+    return f"{printable(ids[0])} ... {printable(ids[-1])} ({len(ids):,} steps)"
+
+
+def human_size(n: Any) -> str:
+    """Bytes in B, KiB, MiB, GiB or TiB; "-" when the size is not known."""
+    if not isinstance(n, int | float):
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

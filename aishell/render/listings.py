@@ -1,0 +1,188 @@
+"""Listings of what aishell works on and with: targets, tools, backups, the demo database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from aishell.registry import ToolDefinition
+from aishell.render.base import RISK_STYLE, human_size, plain, safe_text, styled
+
+
+def demo_result(out: Console, result: dict[str, Any]) -> None:
+    rows = ", ".join(f"{t} {n:,}" for t, n in result["tables"].items())
+    out.print(
+        Text.assemble(
+            "Demo database for target ",
+            safe_text(result["target"], "bold"),
+            ": ",
+            safe_text(result["path"]),
+        )
+    )
+    out.print(safe_text(f"{human_size(result['size_bytes'])}; rows: {rows}"))
+
+
+# --- backups ------------------------------------------------------------------------------
+
+
+def backups_table(
+    out: Console, rows: list[dict[str, Any]], freshness: dict[str, dict[str, Any]]
+) -> None:
+    if not rows:
+        out.print("No backups yet.")
+        return
+    for target in sorted({r["target"] for r in rows}):
+        newest = freshness.get(target)
+        if newest:
+            out.print(
+                safe_text(
+                    f"{target}: newest backup proven restorable is {newest['backup_id']}, "
+                    f"{newest['age_hours']} h old"
+                )
+            )
+        else:
+            out.print(safe_text(f"{target}: no backup proven restorable", "red"))
+    table = Table()
+    for column in ("id", "target", "kind", "taken (UTC)", "size", "verified", "file"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))
+    for row in rows:
+        verified = safe_text((row["verified_at"] or "")[:16].replace("T", " ")) or Text(
+            "no", style="red"
+        )
+        table.add_row(
+            str(row["id"]),
+            safe_text(row["target"]),
+            safe_text(row["kind"]),
+            row["created_at"][:16].replace("T", " "),
+            human_size(row["size_bytes"]),
+            verified,
+            safe_text(row["path"]),
+        )
+    out.print(table)
+
+
+def backup_detail(out: Console, row: dict[str, Any]) -> None:
+    out.print(
+        Text.assemble(
+            (f"Backup {row['id']}", "bold"),
+            plain(f" of {row['target']} ({row['kind']}): {row['path']}"),
+        )
+    )
+    out.print(
+        safe_text(
+            f"sha256 {row['sha256']}; {human_size(row['size_bytes'])}; taken {row['created_at']}"
+        )
+    )
+    manifest = row["manifest"] or {}
+    out.print(safe_text(f"server {manifest.get('server_version')}; tool {manifest.get('tool')}"))
+    for table, count in (manifest.get("tables") or {}).items():
+        out.print(safe_text(f"  {table}: {count:,} rows"))
+    verification = row["verification"] or {}
+    if row["verified_at"]:
+        out.print(Text(f"verified {row['verified_at']}", style="green"))
+    elif verification:
+        out.print(
+            safe_text(f"failed validation: {'; '.join(verification.get('problems', []))}", "red")
+        )
+    else:
+        out.print(Text("never validated", style="yellow"))
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("target", "dialect", "environment", "location", "description"):
+        table.add_column(column, overflow="fold", no_wrap=column == "target")
+    for row in rows:
+        name = row["name"] + (" (default)" if row["default"] else "")
+        table.add_row(
+            *(
+                safe_text(value)
+                for value in (
+                    name,
+                    row["dialect"],
+                    row["environment"],
+                    row["location"],
+                    row["description"],
+                )
+            )
+        )
+    out.print(table)
+
+
+def target_check(out: Console, info: dict[str, Any]) -> None:
+    out.print(
+        Text.assemble(
+            (plain(info["target"]), "bold"),
+            plain(f" ({info['dialect']}): {info['server_version']}; {info['tables']} tables"),
+        )
+    )
+    for key, value in info["privileges"].items():
+        shown = "\n  ".join(map(plain, value)) if isinstance(value, list) else plain(value)
+        out.print(Text(f"  {plain(key)}: {shown}"))
+    if info["extensions"]:
+        out.print(safe_text(f"  extensions: {', '.join(info['extensions'])}"))
+    for warning in info["warnings"]:
+        out.print(safe_text(f"warning: {warning}", "yellow"))
+
+
+# --- tools --------------------------------------------------------------------------------
+
+
+def tools_table(out: Console, found: list[ToolDefinition]) -> None:
+    table = Table()
+    for column in ("tool", "category", "risk", "approval", "dialects", "description"):
+        table.add_column(column, overflow="fold", no_wrap=column == "tool")
+    for tool in found:
+        table.add_row(
+            safe_text(tool.name),
+            safe_text(tool.category.value),
+            styled(tool.risk_level.value, RISK_STYLE),
+            "always" if tool.requires_approval else "by policy",
+            safe_text(", ".join(sorted(tool.implementations))),
+            safe_text(tool.description),
+        )
+    out.print(table)
+
+
+def tool_detail(out: Console, data: dict[str, Any]) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("category", safe_text(data["category"]))
+    grid.add_row("risk", styled(data["risk_level"], RISK_STYLE))
+    grid.add_row("capabilities", safe_text(", ".join(data["required_capabilities"])))
+    grid.add_row("approval", "always" if data["requires_approval"] else "by policy")
+    grid.add_row("destructive", "yes" if data["destructive"] else "no")
+    grid.add_row("idempotent", "yes" if data["idempotent"] else "no")
+    grid.add_row("max time", f"{data['max_execution_time']} s")
+    for name, spec in (data["params"].get("properties") or {}).items():
+        required = name in (data["params"].get("required") or [])
+        default = f" (default {spec['default']!r})" if "default" in spec else ""
+        grid.add_row(
+            safe_text(f"param {name}"),
+            safe_text(
+                f"{spec.get('type')}{' required' if required else ''}{default}: "
+                f"{spec.get('description', '')}"
+            ),
+        )
+    if data["notes"]:
+        grid.add_row("notes", safe_text(data["notes"], newlines=True))
+    out.print(
+        Panel(
+            grid,
+            title=safe_text(f"{data['name']}: {data['description']}"),
+            title_align="left",
+            expand=False,
+        )
+    )
+    out.print(safe_text(f"SQL for example params {json.dumps(data['example_params'])}:"))
+    for dialect, statements in data["sql"].items():
+        out.print(safe_text(f"-- {dialect}", "bold"))
+        for sql in statements:
+            out.print(safe_text(sql, newlines=True))

@@ -1,0 +1,135 @@
+"""A plan before it runs: its steps, their risk, whether they need approval, their SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from aishell.commands import PlanPreview, StepPreview
+from aishell.render.base import (
+    RISK_STYLE,
+    SUMMARY_FROM,
+    alike,
+    names_summary,
+    plain,
+    safe_text,
+    step_subject,
+    steps_label,
+    styled,
+)
+from aishell.terminal import printable
+
+
+def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> None:
+    """The plan as a table (or blocks, on a narrow terminal). A plan of more than
+    SUMMARY_FROM steps shows alike steps as one line, unless `every`."""
+    plan = preview.plan
+    out.print(
+        Text.assemble(
+            safe_text(f"{plan.agent} plan{_kind(plan.job)}", "bold"),
+            " for target ",
+            safe_text(plan.target),
+            safe_text(f" [{preview.environment}, safety level {preview.safety_level}]"),
+        )
+    )
+    drafted = plan.drafted_by
+    if drafted.get("planner") == "llm":
+        how = (
+            "from the plan cache"
+            if drafted.get("cached")
+            else f"in {drafted.get('drafts')} draft(s)"
+        )
+        out.print(
+            Text.assemble(
+                ("Drafted by the model ", "cyan"),
+                (plain(drafted.get("model")), "bold cyan"),
+                (f" {how}; checked by the validator, gated by the policy", "cyan"),
+            )
+        )
+        if drafted.get("summary"):
+            out.print(safe_text(f"Model's summary: {drafted['summary']}", "dim"))
+    groups = _groups(list(preview.steps), every)
+    if out.width >= 110:
+        table = Table()
+        table.add_column("step", no_wrap=len(groups) == len(preview.steps))
+        table.add_column("tool", no_wrap=True)
+        table.add_column("on", overflow="fold")
+        table.add_column("risk", no_wrap=True)
+        table.add_column("approval", no_wrap=True)
+        table.add_column("SQL", overflow="fold", ratio=1)
+        for group in groups:
+            step = group[0]
+            table.add_row(
+                Text(steps_label([s.step_id for s in group])),
+                safe_text(step.tool),
+                Text(_subject(group, every)),
+                styled(step.risk_level, RISK_STYLE),
+                Text("needed", style="yellow") if step.requires_approval else Text("-"),
+                Text(_group_sql(group)),
+            )
+        out.print(table)
+    else:
+        # Too narrow for a SQL column: one block per step, its SQL indented below.
+        for group in groups:
+            step = group[0]
+            out.print(
+                Text.assemble(
+                    (f"{steps_label([s.step_id for s in group]):<8} ", "bold"),
+                    f"{plain(step.tool)}  ",
+                    (_subject(group, every), "bold"),
+                    "  risk ",
+                    styled(step.risk_level, RISK_STYLE),
+                    ("  approval needed" if step.requires_approval else "", "yellow"),
+                )
+            )
+            for line in _group_sql(group).splitlines():
+                out.print(Text(f"        {line}", style="dim"))
+    if len(groups) < len(preview.steps):
+        out.print(
+            f"{len(preview.steps):,} steps shown as {len(groups)} lines of alike steps "
+            "(same tool, risk and approval); --all shows each step, --json every detail."
+        )
+    out.print(f"plan hash {plan.hash}")
+
+
+def plan_warnings(out: Console, warnings: list[str]) -> None:
+    for warning in warnings:
+        out.print(safe_text(f"Warning: {warning}", "yellow"))
+
+
+def _kind(job: dict[str, Any]) -> str:
+    if job.get("request"):
+        return f": {job['request']}"
+    if job.get("type"):
+        return f" ({job['type']})"
+    return f" ({job['table']})" if job.get("table") else ""
+
+
+def _groups(steps: list[StepPreview], every: bool) -> list[list[StepPreview]]:
+    if every or len(steps) <= SUMMARY_FROM:
+        return [[step] for step in steps]
+    return alike(steps, lambda s: (s.tool, s.risk_level, s.requires_approval))
+
+
+def _subject(group: list[StepPreview], every: bool) -> str:
+    if len(group) == 1:
+        return step_subject(group[0].params, every)
+    return names_summary([name for s in group if (name := step_subject(s.params))])
+
+
+def _group_sql(group: list[StepPreview]) -> str:
+    """The first step's SQL; for a group, said to be the first of many."""
+    first = _sql_cell(group[0].risk_level, group[0].sql)
+    if len(group) == 1:
+        return first
+    return f"{first}\n... and its like for each of the other {len(group) - 1:,} steps"
+
+
+def _sql_cell(risk: str, sql: list[str]) -> str:
+    # Read-only analysis runs many catalog queries; `tools show` and --json list them.
+    if risk == "safe" and len(sql) > 2:
+        return f"(read-only: {len(sql)} catalog queries)"
+    return "\n".join(printable(statement, newlines=True) for statement in sql)

@@ -1,0 +1,217 @@
+"""Live progress: a spinner or bar while a step runs and one line when it ends; the
+demo database's fill."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.status import Status
+from rich.text import Text
+
+from aishell.executor import StepResult
+from aishell.render.base import STATUS_STYLE, plain, safe_text, step_subject
+from aishell.terminal import printable
+
+
+@contextmanager
+def demo_progress(out: Console, log_rows: int) -> Iterator[Callable[[str, int], None]]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} rows"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+        totals = {"app_logs": log_rows}
+
+        def tell(label: str, done: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=totals.get(label, done))
+            progress.update(tasks[label], completed=done)
+
+        yield tell
+
+
+class _RowsColumn(ProgressColumn):
+    """Rows done, and of how many when the step knows (a purge told no expected count
+    does not)."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        if task.total is None:
+            return Text(f"{done:,} rows")
+        return Text(f"{done:,}/{int(task.total):,} rows")
+
+
+# A step shows its spinner once it has run this long: a live display costs more than a
+# short step (a run of thousands of tables is thousands of short steps).
+SPINNER_AFTER = 0.25
+
+
+class StepProgress:
+    """A spinner while a step runs (a bar once it reports rows) and one line per step."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self._status: Status | None = None
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._started = 0.0
+        # The step running and its label, for the spinner a watching thread shows once
+        # it has run SPINNER_AFTER; None between steps (when a prompt may be shown).
+        self._running: Text | None = None
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def step_progress(self, step: StepResult, figures: dict[str, Any]) -> None:
+        """Figures from a long step: rows done, of how many, and how fast."""
+        with self._lock:
+            self._progress(step, figures)
+
+    def _progress(self, step: StepResult, figures: dict[str, Any]) -> None:
+        if "throttled" in figures and len(figures) == 1:
+            if self._bar is not None:
+                why = figures["throttled"]
+                self._bar.update(self._task, note=escape(f"paused: {plain(why)}") if why else "")
+            return
+        if self._bar is None:
+            self._stop()
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                _RowsColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                TextColumn("[yellow]{task.fields[note]}"),
+                console=self.out,
+                transient=True,
+            )
+            self._bar.start()
+            total = figures.get("expected_rows") or None
+            self._task = self._bar.add_task(
+                escape(f"{plain(step.step_id)} {plain(step.tool)} {step_subject(step.params)}"),
+                total=total,
+                rate="",
+                note="",
+            )
+        rate = figures.get("rows_per_second")
+        self._bar.update(
+            self._task,
+            completed=figures.get("rows_deleted", 0),
+            rate=f"{rate:,} rows/s" if rate else "",
+        )
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._closed.set()
+        if self._watch is not None:
+            self._watch.join()
+        with self._lock:
+            self._running = None
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def planning(self, what: str | None) -> None:
+        """A spinner while a model drafts the plan; None ends it."""
+        with self._lock:
+            self._stop()
+            if what is not None:
+                self._status = self.out.status(safe_text(what), spinner="dots")
+                self._status.start()
+
+    def step_started(self, step: StepResult, total: int) -> None:
+        with self._lock:
+            self._stop()
+            self._started = time.monotonic()
+            label = f"{plain(step.step_id)} {plain(step.tool)} {step_subject(step.params)}"
+            self._running = Text(label)
+            if self._watch is None:
+                self._watch = threading.Thread(
+                    target=self._spinner, name="aishell-progress", daemon=True
+                )
+                self._watch.start()
+
+    def _spinner(self) -> None:
+        """Show the running step's spinner once it has run SPINNER_AFTER."""
+        while not self._closed.wait(SPINNER_AFTER / 5):
+            with self._lock:
+                shown = self._status is not None or self._bar is not None
+                late = time.monotonic() - self._started >= SPINNER_AFTER
+                if self._running is not None and late and not shown:
+                    self._status = self.out.status(self._running, spinner="dots")
+                    self._status.start()
+
+    def step_finished(self, step: StepResult, total: int) -> None:
+        with self._lock:
+            self._running = None
+            self._stop()
+        mark = {
+            "succeeded": "✓",
+            "previewed": "·",
+            "skipped": "-",
+            "waiting_approval": "?",
+            "deferred": "…",
+        }.get(step.status, "✗")
+        style = STATUS_STYLE.get(step.status, "")
+        took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
+        note = f"  {plain(step.error)}" if step.error else _purge_line(step.output)
+        self.out.print(
+            Text.assemble(
+                (f"{mark} ", style),
+                f"{plain(step.step_id)} {plain(step.tool)} ",
+                (step_subject(step.params), "bold"),
+                (f" {step.status}{took}", style),
+                (note, "dim"),
+            ),
+            # The terminal wraps a long line: half the cost of rich wrapping each one.
+            soft_wrap=True,
+        )
+
+
+def _purge_line(output: Any) -> str:
+    if not isinstance(output, dict):
+        return ""
+    if "rows_deleted" in output:
+        line = (
+            f"  {output['rows_deleted']:,} rows deleted in {output['batches']:,} batches, "
+            f"{output.get('rows_per_second') or 0:,} rows/s, longest batch "
+            f"{output.get('longest_batch_ms') or 0:g} ms"
+        )
+        if output.get("stopped_by"):
+            line += f"; stopped early: {output['stopped_by']}"
+        return printable(line)
+    if "older_rows" in output:
+        about = "about " if output.get("estimated") else ""
+        how = f" (estimated from {output['how']})" if output.get("how") else ""
+        return printable(
+            f"  {about}{output['row_count']:,} rows, {about}{output['older_rows']:,} older "
+            f"than {output['cutoff']}{how}"
+        )
+    return ""

@@ -1,0 +1,87 @@
+"""The approval prompt: everything about a step a person is asked to approve."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from aishell.approval import PROMPT_ANSWERS, ApprovalRequest
+from aishell.render.base import RISK_STYLE, human_size, safe_text, styled
+from aishell.terminal import printable
+
+
+def approval_prompt(out: Console, request: ApprovalRequest) -> str:
+    """Show everything about the step, then ask: yes, no, all (this risk level), quit."""
+    if request.confirmation == "review":
+        plan = Table(title="The whole plan, for review", title_justify="left")
+        for column in ("step", "tool", "on", "risk"):
+            plan.add_column(column, no_wrap=column != "on")
+        for step_id, tool, subject, risk in request.plan:
+            marker = " <" if step_id == request.step_id else ""
+            plan.add_row(
+                safe_text(f"{step_id}{marker}"),
+                safe_text(tool),
+                safe_text(subject),
+                styled(risk, RISK_STYLE),
+            )
+        out.print(plan)
+    body = Table.grid(padding=(0, 2))
+    body.add_row("target", safe_text(f"{request.target} ({request.environment})"))
+    body.add_row("step", safe_text(f"{request.step_id} {request.tool}: {request.rationale}"))
+    body.add_row("risk", styled(request.risk, RISK_STYLE))
+    body.add_row("params", safe_text(json.dumps(request.params, sort_keys=True, default=str)))
+    body.add_row("SQL", _lines(request.sql))
+    body.add_row("why asked", _lines(request.reasons))
+    if request.risks:
+        body.add_row("risks", _lines(request.risks))
+    if request.mitigations:
+        body.add_row("mitigations", _lines(request.mitigations))
+    effect = _effect_text(request.estimate)
+    if effect:
+        body.add_row("effect", safe_text(effect, newlines=True))
+    title = "Review needed" if request.confirmation == "review" else "Approval needed"
+    out.print(Panel(body, title=title, border_style="yellow"))
+    try:
+        answer: str = click.prompt(
+            "Run this step? [y]es, [n]o, [a]ll at this risk, [q]uit",
+            type=click.Choice(sorted(PROMPT_ANSWERS), case_sensitive=False),
+            default="no",
+            show_choices=False,
+            err=True,
+        )
+    except click.Abort as exc:
+        # Ctrl-D ends the input: the step is not run and the run stops, resumably;
+        # Ctrl-C is the run's interruption, which does the same.
+        if isinstance(exc.__context__, EOFError):
+            raise EOFError("end of input") from None
+        raise
+    return PROMPT_ANSWERS[answer.lower()]
+
+
+def _lines(items: Any) -> Text:
+    """One item per line; a line break inside an item stays (SQL), other controls not."""
+    return Text("\n".join(printable(item, newlines=True) for item in items))
+
+
+def _effect_text(estimate: dict[str, Any]) -> str:
+    lines = []
+    for table, figures in (estimate.get("tables") or {}).items():
+        lines.append(f"{table}: about {figures['rows']:,} rows, {human_size(figures['bytes'])}")
+    labels = {
+        "indexes_to_rebuild": "indexes to rebuild",
+        "index_bytes_to_rewrite": "index bytes to rewrite",
+        "database_bytes_to_rewrite": "database bytes to rewrite",
+        "free_bytes_to_reclaim": "free bytes to reclaim",
+    }
+    for key, label in labels.items():
+        if key in estimate:
+            value = estimate[key]
+            shown = ", ".join(value) if isinstance(value, list) else human_size(value)
+            lines.append(f"{label}: {shown or 'none'}")
+    return "\n".join(lines)

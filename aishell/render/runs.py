@@ -1,0 +1,220 @@
+"""Runs after the fact: the summary a run ends with, the runs list, one run in detail
+and the statements it sent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from aishell.executor import RunResult, StepResult
+from aishell.render.base import (
+    RISK_STYLE,
+    STATUS_STYLE,
+    SUMMARY_FROM,
+    alike,
+    human_size,
+    names_summary,
+    plain,
+    safe_text,
+    step_subject,
+    steps_label,
+    styled,
+)
+from aishell.terminal import printable
+
+
+def _purge_preview(step: StepResult) -> list[str]:
+    estimate = step.estimate or {}
+    if "rows_to_delete" not in estimate:
+        return []
+    about = "about " if estimate.get("estimated") else ""
+    lines = [
+        f"    would delete {about}{estimate['rows_this_run']:,} of {about}"
+        f"{estimate['table_rows']:,} rows (older than {estimate['cutoff']}), walking "
+        f"{estimate['key']}"
+    ]
+    if estimate.get("how"):
+        lines.append(f"    estimated from {estimate['how']}")
+    lines += [f"    warning: {w}" for w in estimate.get("warnings", [])]
+    return [printable(line) for line in lines]
+
+
+def run_summary(out: Console, result: RunResult) -> None:
+    report = result.report
+    if report:
+        out.print(safe_text(f"Report: {report.get('summary')}"))
+        size_before, size_after = report.get("size_before"), report.get("size_after")
+        if size_before is not None:
+            out.print(f"Database size: {human_size(size_before)} -> {human_size(size_after)}")
+    if result.dry_run:
+        _dry_run_steps(out, [s for s in result.steps if s.status == "previewed"])
+    counts: dict[str, int] = {}
+    for step in result.steps:
+        counts[step.status] = counts.get(step.status, 0) + 1
+    tally = plain(", ".join(f"{n} {s}" for s, n in counts.items()))
+    out.print(
+        Text.assemble(
+            f"Run {plain(result.run_id)} ",
+            (result.status, STATUS_STYLE.get(result.status, "")),
+            f" ({tally})",
+        )
+    )
+    if result.error:
+        out.print(safe_text(result.error, "red"))
+    if result.status == "waiting_approval":
+        out.print(
+            f"Approve with `aishell approve {result.run_id}` (or deny with `aishell deny "
+            f"{result.run_id}`), then `aishell resume {result.run_id}`."
+        )
+    elif result.status == "out_of_window":
+        out.print(f"Continue inside the window with `aishell resume {result.run_id}`.")
+
+
+def _dry_run_steps(out: Console, previewed: list[StepResult]) -> None:
+    """What a dry run previewed: each step's SQL; over SUMMARY_FROM steps, alike steps
+    (same tool and risk) as one line with the first one's SQL."""
+    out.print(f"Dry run: nothing was changed; {len(previewed)} step(s) previewed.")
+    groups = (
+        [[step] for step in previewed]
+        if len(previewed) <= SUMMARY_FROM
+        else alike(previewed, lambda s: (s.tool, s.risk_level))
+    )
+    for group in groups:
+        step = group[0]
+        subject = (
+            step_subject(step.params)
+            if len(group) == 1
+            else names_summary([name for s in group if (name := step_subject(s.params))])
+        )
+        out.print(
+            Text(f"  {steps_label([s.step_id for s in group])} ")
+            + safe_text(f"{step.tool} ")
+            + Text(f"{subject}: ")
+            + safe_text(" ; ".join(step.sql), newlines=True)
+            + Text(f" (and its like for the other {len(group) - 1:,})" if len(group) > 1 else "")
+        )
+        for line in _purge_preview(step):
+            out.print(Text(line))
+    if len(groups) < len(previewed):
+        out.print(
+            f"{len(previewed):,} previewed steps shown as {len(groups)} lines of alike steps; "
+            "`aishell plan ... --all` shows each step, --json every detail."
+        )
+
+
+# --- the runs in the state store ---------------------------------------------------------
+
+
+def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("No runs yet.")
+        return
+    table = Table()
+    for column in ("run id", "job", "target", "status", "started (UTC)", "took"):
+        table.add_column(column, no_wrap=column in ("run id", "status", "started (UTC)"))
+    for row in rows:
+        job = f"{row['agent']} {row['job'].get('type', '')}".strip()
+        table.add_row(
+            safe_text(row["run_id"]),
+            safe_text(job + (" (dry run)" if row["dry_run"] else "")),
+            safe_text(row["target"]),
+            styled(row["status"], STATUS_STYLE),
+            row["created_at"][:16].replace("T", " "),
+            _took(row["created_at"], row["finished_at"]),
+        )
+    out.print(table)
+
+
+def _took(started: str, finished: str | None) -> str:
+    if not finished:
+        return "-"
+    seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def run_detail(out: Console, run: dict[str, Any]) -> None:
+    out.print(
+        Text.assemble(
+            ("Run ", "bold"),
+            (plain(run["run_id"]), "bold"),
+            plain(f"  {run['agent']} {run['job'].get('type', '')} on {run['target']}  "),
+            (run["status"], STATUS_STYLE.get(run["status"], "")),
+            "  (dry run)" if run["dry_run"] else "",
+        )
+    )
+    out.print(
+        safe_text(
+            f"started {run['created_at']} by {run['started_by']}; finished {run['finished_at']}"
+        )
+    )
+    if run["error"]:
+        out.print(safe_text(run["error"], "red"))
+    for step in run["steps"]:
+        tries = f"  attempt {step['attempts']}" if step["attempts"] > 1 else ""
+        out.print(
+            Text.assemble(
+                (f"{step['index']:>3} ", "bold"),
+                f"{plain(step['tool'])}  ",
+                (step_subject(step["params"] or {}), "bold"),
+                "  ",
+                styled(step["risk_level"], RISK_STYLE),
+                "  ",
+                styled(step["status"], STATUS_STYLE),
+                tries,
+            )
+        )
+        detail = step["error"] or _output_digest(step["output"])
+        if detail:
+            out.print(safe_text(f"    {detail}", "red" if step["error"] else "dim"))
+    for approval in run["approvals"]:
+        out.print(
+            safe_text(
+                f"step {approval['step_idx']}: {approval['decision']} by "
+                f"{approval['decided_by']} ({approval['how']}) at {approval['at']}: "
+                f"{approval['reason']}"
+            )
+        )
+
+
+def statements(out: Console, rows: list[dict[str, Any]]) -> None:
+    """The statement audit: one line per statement, in the order they were sent."""
+    if not rows:
+        out.print("No statements recorded.")
+        return
+    for row in rows:
+        took = _took(row["started_at"], row["finished_at"]) if row["finished_at"] else "unfinished"
+        rows_text = f" rows={row['rows']}" if row["rows"] is not None else ""
+        error = f" error: {row['error']}" if row["error"] else ""
+        sql = printable(" ".join(row["sql"].split()))
+        out.print(
+            Text.assemble(
+                (f"step {row['step_index']} try {row['attempt']} ", "bold"),
+                plain(f"{row['started_at'][11:23]} {took}{rows_text}{error}  "),
+                (sql, "dim"),
+            )
+        )
+
+
+def _output_digest(output: Any) -> str:
+    if not isinstance(output, dict):
+        return "" if output is None else str(output)
+    if "summary" in output:
+        return str(output["summary"])
+    keys = (
+        "row_count",
+        "stat_rows",
+        "fragmentation_percent",
+        "indexes_rebuilt",
+        "vacuumed",
+        "reclaimed_bytes",
+        "corrupted_tables",
+        "repaired_tables",
+        "database_size_bytes",
+        "recommendation",
+    )
+    parts = [f"{k}={output[k]}" for k in keys if k in output]
+    return ", ".join(parts)

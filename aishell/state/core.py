@@ -1,0 +1,151 @@
+"""What every part of the state store shares: its one connection, its transactions,
+the writes queued for the next commit, and the event log.
+
+The repositories (runs.py, steps.py, ...) are mixins over StoreCore; StateStore
+(store.py) puts them together and opens the connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Insert, Select, Update, insert
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import StateError
+from aishell.state.faults import is_fault, state_error
+from aishell.state.schema import events
+from aishell.state.values import dumps, now
+
+_SQLITE = sqlite.dialect()
+
+
+class Hot:
+    """A statement on the path of every step, built once.
+
+    Elsewhere SQLAlchemy runs it (reusing its compiled form); on a SQLite store it goes
+    to the driver as compiled here, from the same statement: SQLAlchemy's own work for
+    one of these one-row writes took ten times sqlite's, and a step makes seven of them.
+    """
+
+    def __init__(
+        self, statement: Insert | Update | Select[Any], columns: Sequence[str] | None = None
+    ) -> None:
+        self.statement = statement
+        # `columns`: what an INSERT is given, as SQLAlchemy would learn from the values.
+        compiled = statement.compile(dialect=_SQLITE, column_keys=columns)
+        self.sqlite = compiled.string
+        self.names = tuple(compiled.positiontup or ())
+        # Values written into the statement itself (status="running").
+        self.fixed = {
+            name: compiled.binds[name].value
+            for name in self.names
+            if not compiled.binds[name].required
+        }
+        pick = itemgetter(*self.names)
+        self._pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+            pick if len(self.names) > 1 else lambda params: (pick(params),)
+        )
+
+    def values(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The statement's parameters in the order of its placeholders."""
+        return self._pick({**params, **self.fixed} if self.fixed else params)
+
+
+EVENT = Hot(insert(events), ("run_id", "step_idx", "at", "kind", "data"))
+
+
+class StoreCore:
+    """The connection and transactions the repositories write through; every write is
+    one committed transaction."""
+
+    # Set by StateStore.__init__.
+    url: str
+    location: str
+    _busy_timeout: float
+    _conn: Connection
+    # Writes that need not be durable on their own: they commit with the next
+    # transaction, which always comes before anything that depends on them.
+    _queued: list[tuple[Hot, dict[str, Any]]]
+
+    def _error(self, exc: DBAPIError) -> StateError:
+        return state_error(self.location, self.url, exc, self._busy_timeout)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._conn.begin():
+            for statement, params in self._queued:
+                self._send(statement, params)
+            yield self._conn
+        self._queued.clear()
+
+    @contextmanager
+    def _hot_tx(self) -> Iterator[None]:
+        """A transaction of hot statements only (_send). On SQLite, the driver's own:
+        begun by its first write and committed here, without SQLAlchemy's bookkeeping."""
+        driver = self._sqlite()
+        if driver is None or self._conn.in_transaction():
+            with self._tx():
+                yield
+            return
+        try:
+            for statement, params in self._queued:
+                self._send(statement, params)
+            yield
+            try:
+                driver.commit()
+            except sqlite3.Error as exc:
+                raise self._failed("COMMIT", exc) from exc
+        except BaseException:
+            with suppress(sqlite3.Error):
+                driver.rollback()
+            raise
+        self._queued.clear()
+
+    def _send(self, statement: Hot, params: Mapping[str, Any]) -> Any:
+        """Run a hot statement; what it gives: the sqlite3 cursor, or SQLAlchemy's result.
+        Inside a transaction (_tx or _hot_tx) for a write."""
+        driver = self._sqlite()
+        if driver is None:
+            return self._conn.execute(statement.statement, params)
+        try:
+            return driver.execute(statement.sqlite, statement.values(params))
+        except sqlite3.Error as exc:
+            raise self._failed(statement.sqlite, exc) from exc
+
+    def _sqlite(self) -> sqlite3.Connection | None:
+        driver = self._conn.connection.driver_connection
+        return driver if isinstance(driver, sqlite3.Connection) else None
+
+    def _failed(self, sql: str, exc: sqlite3.Error) -> Exception:
+        """What the engine's error hook makes of a failure, as for every other statement:
+        a fault of the store is a StateError; anything else, SQLAlchemy's error."""
+        wrapped = DBAPIError.instance(sql, None, exc, sqlite3.Error)
+        if isinstance(wrapped, DBAPIError) and is_fault(wrapped):
+            return self._error(wrapped)
+        return wrapped
+
+    def flush(self) -> None:
+        """Commit queued writes now."""
+        if self._queued:
+            with self._hot_tx():
+                pass
+
+    def record_event(self, run_id: str, index: int | None, kind: str, data: dict[str, Any]) -> None:
+        with self._hot_tx():
+            self._event(self._conn, run_id, index, kind, data)
+
+    def _event(
+        self, _conn: Connection, run_id: str, index: int | None, kind: str, data: Any
+    ) -> None:
+        """Inside a transaction (_tx)."""
+        self._send(
+            EVENT,
+            {"run_id": run_id, "step_idx": index, "at": now(), "kind": kind, "data": dumps(data)},
+        )

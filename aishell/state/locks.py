@@ -1,0 +1,72 @@
+"""Target locks: one run at a time per target; the lock of a process that is gone is
+taken over."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from aishell.errors import TargetLocked
+from aishell.state.core import StoreCore
+from aishell.state.processes import process_alive
+from aishell.state.schema import target_locks
+from aishell.state.values import now
+
+
+class LockRepository(StoreCore):
+    """Rows of target_locks."""
+
+    def acquire_lock(self, target: str, run_id: str) -> None:
+        """Take the target's lock for run_id; a lock whose process is gone is taken over."""
+        me = {"pid": os.getpid(), "hostname": socket.gethostname()}
+        for _ in range(2):
+            try:
+                with self._tx() as conn:
+                    conn.execute(
+                        insert(target_locks).values(
+                            target=target, run_id=run_id, acquired_at=now(), **me
+                        )
+                    )
+                return
+            except IntegrityError:
+                held = self._conn.execute(
+                    select(target_locks).where(target_locks.c.target == target)
+                ).first()
+                self._conn.rollback()
+                if held is None:
+                    continue
+                if process_alive(held.pid, held.hostname):
+                    raise TargetLocked(
+                        f"Target '{target}' is locked by run {held.run_id} "
+                        f"(pid {held.pid} on {held.hostname}, since {held.acquired_at})"
+                    ) from None
+                with self._tx() as conn:
+                    conn.execute(
+                        delete(target_locks).where(
+                            (target_locks.c.target == target)
+                            & (target_locks.c.run_id == held.run_id)
+                        )
+                    )
+                    self._event(
+                        conn, run_id, None, "stale_lock_taken_over", {"previous_run": held.run_id}
+                    )
+        raise TargetLocked(f"Target '{target}' lock is contended; try again")
+
+    def lock_holder(self, target: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            select(target_locks).where(target_locks.c.target == target)
+        ).first()
+        self._conn.rollback()
+        return dict(row._mapping) if row else None
+
+    def release_lock(self, target: str, run_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                delete(target_locks).where(
+                    (target_locks.c.target == target) & (target_locks.c.run_id == run_id)
+                )
+            )

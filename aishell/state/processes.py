@@ -1,0 +1,57 @@
+"""Which processes are alive: the holder of a run, a target lock or a scratch entry."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def process_alive(pid: int, hostname: str) -> bool:
+    if hostname != socket.gethostname():
+        return True  # cannot see another host's processes: assume the holder is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def current_user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def process_started(pid: int) -> str | None:
+    """When a process started (clock ticks after boot, from /proc): with its pid, this
+    tells a process from a later one that reused the pid. None where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; the fields after it do not.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return fields[19].decode()
+
+
+def recorder_alive(pid: int, hostname: str, started: str | None) -> bool:
+    """Is the process that recorded a scratch entry still running? Another host's
+    processes count as alive: they cannot be seen from here."""
+    if hostname != socket.gethostname():
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: ask the kernel about the pid alone
+        return process_alive(pid, hostname)
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped
+        return False
+    return started is None or fields[19].decode() == started

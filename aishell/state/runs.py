@@ -1,0 +1,225 @@
+"""Runs: what a run was started with, its status, and requests to stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+
+from aishell.errors import RunNotFound
+from aishell.state.core import Hot, StoreCore
+from aishell.state.processes import current_user, process_alive
+from aishell.state.schema import approvals, events, run_controls, runs, steps
+from aishell.state.values import dumps, loads, now
+
+# Read between every two steps: built once, like the statements in steps.py.
+_STOP_REQUESTED = Hot(
+    select(run_controls.c.requested_by).where(run_controls.c.run_id == bindparam("b_run"))
+)
+
+
+class RunRepository(StoreCore):
+    """Runs, with their steps, approvals and events as get_run shows them."""
+
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        agent: str,
+        target: str,
+        dialect: str,
+        job: dict[str, Any],
+        plan: dict[str, Any],
+        plan_hash: str,
+        tool_fingerprints: dict[str, str],
+        dry_run: bool,
+        safety_level: str,
+        step_rows: Sequence[dict[str, Any]],
+    ) -> None:
+        at = now()
+        with self._tx() as conn:
+            conn.execute(
+                insert(runs).values(
+                    run_id=run_id,
+                    agent=agent,
+                    target=target,
+                    dialect=dialect,
+                    job=dumps(job),
+                    plan=dumps(plan),
+                    plan_hash=plan_hash,
+                    tool_fingerprints=dumps(tool_fingerprints),
+                    dry_run=dry_run,
+                    safety_level=safety_level,
+                    status="running",
+                    created_at=at,
+                    pid=os.getpid(),
+                    hostname=socket.gethostname(),
+                    started_by=current_user(),
+                )
+            )
+            if step_rows:
+                # One statement for every step (executemany): a statement built per step
+                # cost more than the run's checkpoints.
+                conn.execute(
+                    insert(steps),
+                    [
+                        {
+                            "run_id": run_id,
+                            "idx": row["index"],
+                            "step_id": row["step_id"],
+                            "tool": row["tool"],
+                            "subject": row.get("subject"),
+                            "risk_level": row["risk_level"],
+                            "params": dumps(row["params"]),
+                            "status": "pending",
+                            "attempts": 0,
+                        }
+                        for row in step_rows
+                    ],
+                )
+            self._event(conn, run_id, None, "run_started", {"dry_run": dry_run, "job": job})
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=status, finished_at=now(), error=error)
+            )
+            self._event(conn, run_id, None, "run_finished", {"status": status, "error": error})
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run with its steps, approvals and events; a unique id prefix is enough."""
+        self.flush()
+        rows = self._conn.execute(
+            select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))
+        ).all()
+        self._conn.rollback()
+        if not rows:
+            raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
+        if len(rows) > 1:
+            raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
+        run = self._run_dict(rows[0]._mapping)
+        full_id = run["run_id"]
+        run["steps"] = [
+            {
+                "index": r.idx,
+                "step_id": r.step_id,
+                "tool": r.tool,
+                "risk_level": r.risk_level,
+                "params": loads(r.resolved_params) or loads(r.params),
+                "planned_params": loads(r.params),
+                "sql": loads(r.sql),
+                "status": r.status,
+                "attempts": r.attempts,
+                "output": loads(r.output),
+                "error": r.error,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            }
+            for r in self._conn.execute(
+                select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
+            )
+        ]
+        run["approvals"] = [
+            {k: v for k, v in r._mapping.items() if k not in ("id", "run_id")}
+            for r in self._conn.execute(
+                select(approvals).where(approvals.c.run_id == full_id).order_by(approvals.c.id)
+            )
+        ]
+        run["events"] = [
+            {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
+            for r in self._conn.execute(
+                select(events).where(events.c.run_id == full_id).order_by(events.c.id)
+            )
+        ]
+        self._conn.rollback()
+        return run
+
+    def get_plan(self, run_id: str) -> dict[str, Any]:
+        """The plan a run was started with, exactly as stored."""
+        row = self._conn.execute(select(runs.c.plan).where(runs.c.run_id == run_id)).first()
+        self._conn.rollback()
+        if row is None:
+            raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
+        plan: dict[str, Any] = json.loads(row[0])
+        return plan
+
+    def reopen_run(self, run_id: str, reason: str) -> None:
+        """Mark a run running again in this process (resume)."""
+        with self._tx() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(
+                    status="running",
+                    finished_at=None,
+                    error=None,
+                    pid=os.getpid(),
+                    hostname=socket.gethostname(),
+                )
+            )
+            conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
+            self._event(conn, run_id, None, "run_resumed", {"by": current_user(), "reason": reason})
+
+    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = select(runs).order_by(runs.c.created_at.desc())
+        if status in ("running", "interrupted"):
+            query = query.where(runs.c.status.in_(["running", "interrupted"]))
+        elif status:
+            query = query.where(runs.c.status == status)
+        result = []
+        for row in self._conn.execute(query):
+            run = self._run_dict(row._mapping)
+            if status is None or run["status"] == status:
+                result.append(run)
+            if len(result) >= limit:
+                break
+        self._conn.rollback()
+        return result
+
+    @staticmethod
+    def _run_dict(row: Any) -> dict[str, Any]:
+        status = row["status"]
+        # A run whose process is gone is not running, whatever the row says.
+        if status == "running" and not process_alive(row["pid"], row["hostname"]):
+            status = "interrupted"
+        return {
+            "run_id": row["run_id"],
+            "agent": row["agent"],
+            "target": row["target"],
+            "dialect": row["dialect"],
+            "job": loads(row["job"]),
+            "plan_hash": row["plan_hash"],
+            "tool_fingerprints": loads(row["tool_fingerprints"]),
+            "dry_run": bool(row["dry_run"]),
+            "safety_level": row["safety_level"],
+            "status": status,
+            "created_at": row["created_at"],
+            "finished_at": row["finished_at"],
+            "error": row["error"],
+            "started_by": row["started_by"],
+            "pid": row["pid"],
+            "hostname": row["hostname"],
+        }
+
+    # Stop requests (`aishell stop`): a row in run_controls that the loop reads between
+    # steps.
+
+    def request_stop(self, run_id: str, by: str) -> None:
+        with self._tx() as conn:
+            conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
+            conn.execute(
+                insert(run_controls).values(run_id=run_id, stop_requested_at=now(), requested_by=by)
+            )
+            self._event(conn, run_id, None, "stop_requested", {"by": by})
+
+    def stop_requested(self, run_id: str) -> str | None:
+        """Who asked the run to stop, or None."""
+        rows = self._send(_STOP_REQUESTED, {"b_run": run_id}).fetchall()
+        self._conn.rollback()
+        return rows[0][0] if rows else None

@@ -1,0 +1,117 @@
+"""Schedules (`aishell schedule add`), the runs their triggers started, and their
+alerts (missed triggers, stuck runs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from aishell.errors import UsageError
+from aishell.state.core import StoreCore
+from aishell.state.processes import current_user
+from aishell.state.schema import events, runs, schedule_runs, schedules
+from aishell.state.values import dumps, loads, now
+
+
+class ScheduleRepository(StoreCore):
+    """Schedules and what they started."""
+
+    def add_schedule(self, **values: Any) -> None:
+        row = {
+            **values,
+            "words": dumps(values["words"]),
+            "job": dumps(values["job"]),
+            "options": dumps(values["options"]),
+            "paused": False,
+            "created_at": now(),
+            "created_by": current_user(),
+        }
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(schedules).values(**row))
+        except IntegrityError:
+            raise UsageError(
+                f"A schedule named '{values['name']}' exists; remove it first"
+            ) from None
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        self.flush()
+        rows = self._conn.execute(select(schedules).order_by(schedules.c.name)).all()
+        self._conn.rollback()
+        return [self._schedule_dict(r) for r in rows]
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        row = self._conn.execute(select(schedules).where(schedules.c.name == name)).first()
+        self._conn.rollback()
+        if row is None:
+            raise UsageError(f"No schedule named '{name}'; see `aishell schedule list`")
+        return self._schedule_dict(row)
+
+    @staticmethod
+    def _schedule_dict(row: Any) -> dict[str, Any]:
+        found = dict(row._mapping)
+        for key in ("words", "job", "options"):
+            found[key] = loads(found[key])
+        found["paused"] = bool(found["paused"])
+        return found
+
+    def remove_schedule(self, name: str) -> None:
+        self.get_schedule(name)
+        with self._tx() as conn:
+            conn.execute(delete(schedules).where(schedules.c.name == name))
+
+    def set_schedule_paused(self, name: str, paused: bool) -> None:
+        self.get_schedule(name)
+        with self._tx() as conn:
+            conn.execute(update(schedules).where(schedules.c.name == name).values(paused=paused))
+
+    def record_schedule_run(self, run_id: str, schedule: str, how: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(schedule_runs).values(run_id=run_id, schedule=schedule, how=how, at=now())
+            )
+
+    def schedule_runs(self, schedule: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The schedule's runs, newest first, each with its current status."""
+        self.flush()
+        rows = self._conn.execute(
+            select(
+                schedule_runs.c.run_id,
+                schedule_runs.c.how,
+                runs.c.status,
+                runs.c.created_at.label("started_at"),
+                runs.c.finished_at,
+            )
+            .join(runs, runs.c.run_id == schedule_runs.c.run_id)
+            .where(schedule_runs.c.schedule == schedule)
+            .order_by(schedule_runs.c.at.desc())
+            .limit(limit)
+        ).all()
+        self._conn.rollback()
+        return [dict(r._mapping) for r in rows]
+
+    def schedule_alert(self, schedule: str, kind: str, data: dict[str, Any]) -> None:
+        """A schedule's missed trigger or stuck run, kept for `aishell schedule list`."""
+        self.record_event("-", None, f"schedule_{kind}", {"schedule": schedule, **data})
+
+    def schedule_alerts(self) -> dict[str, list[dict[str, Any]]]:
+        """Alerts per schedule, newest first."""
+        self.flush()
+        rows = self._conn.execute(
+            select(events.c.at, events.c.kind, events.c.data)
+            .where(
+                (events.c.run_id == "-") & events.c.kind.in_(["schedule_missed", "schedule_stuck"])
+            )
+            .order_by(events.c.id.desc())
+            .limit(1000)
+        ).all()
+        self._conn.rollback()
+        found: dict[str, list[dict[str, Any]]] = {}
+        for at, kind, data in rows:
+            details = loads(data)
+            found.setdefault(details.pop("schedule"), []).append(
+                {"at": at, "kind": kind.removeprefix("schedule_"), **details}
+            )
+        return found

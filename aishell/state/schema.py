@@ -1,0 +1,222 @@
+"""The state store's tables, as this code reads and writes them.
+
+The schema history (how a store gets these tables) is in migrations/: a change here
+goes with a new revision there, which a test compares against these definitions.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# Holds "schema_version", the version number of the schema history before Alembic
+# (history.LEGACY_SCHEMA_VERSION): an aishell of that time refuses a store whose number
+# is newer than its own.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("agent", String(64), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("dialect", String(32), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("plan_hash", String(64), nullable=False),
+    Column("tool_fingerprints", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("safety_level", String(16), nullable=False),
+    Column("status", String(32), nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("error", Text),
+    Column("pid", Integer),
+    Column("hostname", String(255)),
+    Column("started_by", String(128)),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("step_id", String(64), nullable=False),
+    Column("tool", String(128), nullable=False, index=True),
+    Column("subject", String(255)),
+    Column("risk_level", String(16), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("resolved_params", Text),
+    Column("sql", Text),
+    Column("status", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("output", Text),
+    Column("error", Text),
+    Column("started_at", String(32)),
+    Column("finished_at", String(32)),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer),
+    Column("at", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("decided_by", String(128), nullable=False),
+    Column("how", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", String(32), nullable=False),
+)
+
+backups = Table(
+    "backups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target", String(128), nullable=False, index=True),
+    Column("run_id", String(32)),
+    Column("kind", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("size_bytes", Integer),
+    Column("manifest", Text),
+    Column("created_at", String(32), nullable=False),
+    Column("verified_at", String(32)),
+    Column("verification", Text),
+    Column("deleted_at", String(32)),
+)
+
+target_locks = Table(
+    "target_locks",
+    metadata,
+    Column("target", String(128), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("acquired_at", String(32), nullable=False),
+)
+
+
+statements = Table(
+    "statements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("sql", Text, nullable=False),
+    Column("parameters", Text),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("rows", Integer),
+    Column("error", Text),
+)
+
+run_controls = Table(
+    "run_controls",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("stop_requested_at", String(32), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+)
+
+target_health = Table(
+    "target_health",
+    metadata,
+    Column("target", String(128), primary_key=True),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("open_until", String(32)),
+)
+
+# Where a long step has got to (a purge's last key and rows deleted), so that a
+# resumed step continues from there instead of starting over.
+step_progress = Table(
+    "step_progress",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("step_idx", Integer, primary_key=True),
+    Column("progress", Text, nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# Jobs that run on a schedule (`aishell schedule add`); their timing lives in
+# APScheduler's own table in the same store, written only by `aishell schedule serve`.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("cron", String(128), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("words", Text, nullable=False),
+    Column("agent", String(64), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("target", String(128)),
+    Column("options", Text, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+# Which run each scheduled trigger started.
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("schedule", String(128), nullable=False, index=True),
+    Column("how", String(16), nullable=False),
+    Column("at", String(32), nullable=False),
+)
+
+# Plans a model drafted and the validator accepted, by (request, the target's catalog
+# fingerprint, model): the same nightly request does not ask the model every night.
+plan_cache = Table(
+    "plan_cache",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("target", String(128), nullable=False),
+    Column("agent", String(64)),
+    Column("model", String(256), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("catalog_fingerprint", String(64), nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("used_at", String(32), nullable=False),
+    Column("uses", Integer, nullable=False, default=0),
+)
+
+# Scratch files, scratch databases and child processes, each recorded before it is
+# made, with the process that makes it (pid, host, and the pid's start time, since pids
+# are reused): what a process that died left behind is found here and removed by the
+# next run or `aishell doctor --clean` (aishell/scratch.py).
+scratch = Table(
+    "scratch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32)),
+    Column("target", String(128)),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("details", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid_started", String(32)),
+    Column("created_at", String(32), nullable=False),
+)

@@ -1,0 +1,233 @@
+"""Steps of a run, the audit of every statement a step sends, and where a long step
+has got to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+
+from aishell.state.core import EVENT, Hot, StoreCore
+from aishell.state.schema import runs, statements, step_progress, steps
+from aishell.state.values import dumps, loads, new_id, now
+
+# Statements on the hot path of every step, built once (see core.Hot).
+_STEP_STARTED = Hot(
+    update(steps)
+    .where((steps.c.run_id == bindparam("b_run")) & (steps.c.idx == bindparam("b_idx")))
+    .values(
+        status="running",
+        resolved_params=bindparam("resolved_params"),
+        sql=bindparam("sql"),
+        attempts=bindparam("attempts"),
+        started_at=bindparam("started_at"),
+        error=None,
+    )
+)
+_STEP_FINISHED = Hot(
+    update(steps)
+    .where((steps.c.run_id == bindparam("b_run")) & (steps.c.idx == bindparam("b_idx")))
+    .values(
+        status=bindparam("status"),
+        output=bindparam("output"),
+        error=bindparam("error"),
+        finished_at=bindparam("finished_at"),
+        sql=func.coalesce(bindparam("sql"), steps.c.sql),
+        resolved_params=func.coalesce(bindparam("resolved_params"), steps.c.resolved_params),
+    )
+)
+_STATEMENT_STARTED = Hot(
+    insert(statements), ("run_id", "step_idx", "attempt", "sql", "parameters", "started_at")
+)
+_STATEMENT_FINISHED = Hot(
+    update(statements)
+    .where(statements.c.id == bindparam("b_id"))
+    .values(finished_at=bindparam("finished_at"), rows=bindparam("rows"), error=bindparam("error"))
+)
+
+
+class StepRepository(StoreCore):
+    """A step's start and end, its statements, and its progress."""
+
+    def set_step_status(
+        self, run_id: str, index: int, status: str, error: str | None = None
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(steps)
+                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
+                .values(status=status, error=error)
+            )
+            self._event(conn, run_id, index, f"step_{status}", {"error": error} if error else {})
+
+    def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]:
+        """Seconds the latest successful real runs of a tool on a subject took."""
+        query = (
+            select(steps.c.started_at, steps.c.finished_at)
+            .join(runs, runs.c.run_id == steps.c.run_id)
+            .where(
+                (steps.c.tool == tool)
+                & (steps.c.subject == subject)
+                & (steps.c.status == "succeeded")
+                & (runs.c.dry_run.is_(False))
+            )
+            .order_by(steps.c.finished_at.desc())
+            .limit(limit)
+        )
+        rows = self._conn.execute(query).all()
+        self._conn.rollback()
+        return [
+            (
+                datetime.fromisoformat(r.finished_at) - datetime.fromisoformat(r.started_at)
+            ).total_seconds()
+            for r in rows
+            if r.started_at and r.finished_at
+        ]
+
+    def step_started(
+        self,
+        run_id: str,
+        index: int,
+        resolved_params: Any,
+        sql: list[str],
+        attempt: int,
+        *,
+        durable: bool = True,
+    ) -> None:
+        """Mark a step running. Not durable: it commits with the step's first statement's
+        audit row, before that statement runs, or with the step's end."""
+        at = now()
+        writes: list[tuple[Hot, dict[str, Any]]] = [
+            (
+                _STEP_STARTED,
+                {
+                    "b_run": run_id,
+                    "b_idx": index,
+                    "resolved_params": dumps(resolved_params),
+                    "sql": dumps(sql),
+                    "attempts": attempt,
+                    "started_at": at,
+                },
+            ),
+            (
+                EVENT,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "at": at,
+                    "kind": "step_started",
+                    "data": dumps({"attempt": attempt}),
+                },
+            ),
+        ]
+        self._queued.extend(writes)
+        if durable:
+            self.flush()
+
+    def step_finished(
+        self,
+        run_id: str,
+        index: int,
+        status: str,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        sql: list[str] | None = None,
+        resolved_params: Any = None,
+    ) -> None:
+        """Record a step's end; its output and status commit together."""
+        at = now()
+        with self._hot_tx():
+            self._send(
+                _STEP_FINISHED,
+                {
+                    "b_run": run_id,
+                    "b_idx": index,
+                    "status": status,
+                    "output": None if output is None else dumps(output),
+                    "error": error,
+                    "finished_at": at,
+                    "sql": None if sql is None else dumps(sql),
+                    "resolved_params": None if resolved_params is None else dumps(resolved_params),
+                },
+            )
+            self._send(
+                EVENT,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "at": at,
+                    "kind": f"step_{status}",
+                    "data": dumps({"error": error} if error else {}),
+                },
+            )
+
+    # The audit of every statement an operation sends.
+
+    def statement_started(
+        self, run_id: str, index: int, attempt: int, sql: str, parameters: Any = None
+    ) -> int:
+        """Written, and durable, before the statement is sent."""
+        with self._hot_tx():
+            result = self._send(
+                _STATEMENT_STARTED,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "attempt": attempt,
+                    "sql": sql,
+                    "parameters": dumps(parameters) if parameters else None,
+                    "started_at": now(),
+                },
+            )
+            return new_id(result)
+
+    def statement_finished(self, statement_id: int, rows: int | None, error: str | None) -> None:
+        """Completed with the next commit: a crash before it leaves the step in doubt anyway."""
+        self._queued.append(
+            (
+                _STATEMENT_FINISHED,
+                {"b_id": statement_id, "finished_at": now(), "rows": rows, "error": error},
+            )
+        )
+
+    def list_statements(self, run_id: str) -> list[dict[str, Any]]:
+        self.flush()
+        rows = self._conn.execute(
+            select(statements).where(statements.c.run_id == run_id).order_by(statements.c.id)
+        ).all()
+        self._conn.rollback()
+        return [
+            {
+                "step_index": r.step_idx,
+                "attempt": r.attempt,
+                "sql": r.sql,
+                "parameters": loads(r.parameters),
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "rows": r.rows,
+                "error": r.error,
+            }
+            for r in rows
+        ]
+
+    # Where a long step has got to (a purge's last key and rows deleted).
+
+    def save_progress(self, run_id: str, index: int, progress: dict[str, Any]) -> None:
+        """Durable when it returns: a purge writes it before its batch commits."""
+        key = (step_progress.c.run_id == run_id) & (step_progress.c.step_idx == index)
+        values = {"progress": dumps(progress), "updated_at": now()}
+        with self._tx() as conn:
+            if conn.execute(update(step_progress).where(key).values(**values)).rowcount == 0:
+                conn.execute(insert(step_progress).values(run_id=run_id, step_idx=index, **values))
+
+    def get_progress(self, run_id: str, index: int) -> dict[str, Any] | None:
+        self.flush()
+        row = self._conn.execute(
+            select(step_progress.c.progress).where(
+                (step_progress.c.run_id == run_id) & (step_progress.c.step_idx == index)
+            )
+        ).first()
+        self._conn.rollback()
+        return loads(row[0]) if row else None

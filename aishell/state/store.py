@@ -1,0 +1,200 @@
+"""The state store: runs, steps, events, approvals and target locks, in state.db.
+
+SQLAlchemy Core over SQLite in WAL mode with synchronous=FULL by default (any
+SQLAlchemy URL works, so a team can share one on PostgreSQL). One connection per
+process does all the writing: SQLite before 3.51.3 can corrupt a WAL file when two
+connections of one process write or checkpoint at once.
+
+StateStore is what every caller uses: it opens the connection, brings the schema to
+the newest revision (history.py), and turns failures of the store into StateError;
+what it stores is read and written by the repositories it is made of (runs.py,
+steps.py, approvals.py, backups.py, schedules.py, locks.py, scratch_ledger.py,
+breaker.py, plan_cache.py).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import suppress
+from typing import Any
+
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from aishell.config import display_url
+from aishell.errors import StateError
+from aishell.state import history
+from aishell.state.approvals import ApprovalRepository
+from aishell.state.backups import BackupCatalog
+from aishell.state.breaker import BreakerRepository
+from aishell.state.core import Hot
+from aishell.state.faults import busy_timeout_of, is_fault, raced, sqlite_path
+from aishell.state.locks import LockRepository
+from aishell.state.plan_cache import PlanCache
+from aishell.state.runs import RunRepository
+from aishell.state.schedules import ScheduleRepository
+from aishell.state.schema import meta
+from aishell.state.scratch_ledger import ScratchLedger
+from aishell.state.steps import StepRepository
+
+_OPEN_ATTEMPTS = 50
+
+
+class StateStore(
+    RunRepository,
+    StepRepository,
+    ApprovalRepository,
+    BackupCatalog,
+    ScheduleRepository,
+    LockRepository,
+    ScratchLedger,
+    BreakerRepository,
+    PlanCache,
+):
+    """All reads and writes of run state; every write is one committed transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # What errors and messages show: the URL may hold a password.
+        self.location = display_url(url)
+        self._busy_timeout = busy_timeout_of(url)
+        # While set (a time.monotonic() deadline), _open retries what opening
+        # processes race on, instead of _fault reporting it.
+        self._opening_until: float | None = None
+        try:
+            self.engine = _make_engine(url, self._busy_timeout)
+        except ArgumentError:
+            raise StateError(
+                "The state store's URL (state.url) is not a valid database URL; fix it in the "
+                "config"
+            ) from None
+        except (NoSuchModuleError, ImportError) as exc:
+            raise StateError(
+                f"The state store {self.location} needs a database driver that is not "
+                f"installed ({exc}); install it, or set state.url"
+            ) from None
+        # Every failure of the store (locked, damaged, read-only, full, unreachable) is
+        # one StateError saying where the store is and what to do, whichever statement
+        # met it.
+        event.listen(self.engine, "handle_error", self._fault)
+        self._queued: list[tuple[Hot, dict[str, Any]]] = []
+        try:
+            self._conn: Connection = self._open()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def close(self) -> None:
+        self.flush()
+        self._conn.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _open(self) -> Connection:
+        # Processes opening a new store at once all find tables missing. On SQLite and
+        # PostgreSQL they take turns upgrading it (history.lock_schema); elsewhere the
+        # slower ones' CREATEs fail. SQLite may also answer "locked" at once (switching
+        # to WAL). A second look finds what the first one created. A lock held past the
+        # busy timeout is no race: _fault reports it.
+        self._opening_until = time.monotonic() + self._busy_timeout
+        try:
+            for attempt in range(_OPEN_ATTEMPTS):
+                conn = None
+                try:
+                    conn = self._conn = self.engine.connect()
+                    self._migrate()
+                    return conn
+                except (SQLAlchemyError, StateError) as exc:
+                    self._queued.clear()
+                    if conn is not None:
+                        with suppress(SQLAlchemyError, StateError):
+                            conn.close()
+                    if not (isinstance(exc, DBAPIError) and raced(exc)):
+                        raise
+                    if attempt == _OPEN_ATTEMPTS - 1:
+                        raise self._error(exc) from None
+                    time.sleep(random.uniform(0.01, 0.1))
+            raise AssertionError("unreachable")
+        finally:
+            self._opening_until = None
+
+    def _fault(self, context: ExceptionContext) -> None:
+        """The engine's error hook: a failure of the store itself becomes a StateError."""
+        exc = context.sqlalchemy_exception
+        if context.is_pre_ping or not isinstance(exc, DBAPIError) or not is_fault(exc):
+            # The pool reconnects after a failed ping; a defect, or an IntegrityError
+            # that acquire_lock reads, stays what it is.
+            return
+        opening = self._opening_until
+        if opening is not None and raced(exc):
+            waited_out = "locked" in str(exc.orig).lower() and time.monotonic() >= opening
+            if not waited_out:
+                return  # _open looks again
+        raise self._error(exc)
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest revision (see history.py)."""
+        found = history.read_schema(self._conn)
+        self._conn.rollback()
+        history.refuse_newer(found, self.location)
+        history.refuse_unknown(found, self.location)
+        if found.current:
+            return
+        history.prepare()
+        with self._tx() as conn:
+            history.lock_schema(conn)
+            # Another opener may have upgraded it while this one waited for the lock.
+            found = history.read_schema(conn)
+            if found.current:
+                return
+            history.upgrade(conn, found, self.location, sqlite_path(self.url))
+            self._event(
+                conn,
+                "-",
+                None,
+                "schema_upgraded",
+                {"from": found.described(), "to": history.HEAD_REVISION},
+            )
+
+    @property
+    def schema_version(self) -> int:
+        """meta.schema_version: the history before Alembic kept its number there."""
+        row = self._conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+        self._conn.rollback()
+        return int(row[0]) if row else 0
+
+    @property
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the store is at."""
+        row = self._conn.execute(text("SELECT version_num FROM alembic_version")).first()
+        self._conn.rollback()
+        return row[0] if row else None
+
+
+def _make_engine(url: str, busy_timeout: float) -> Engine:
+    if url.startswith("sqlite"):
+        # One connection per store object: see the module docstring.
+        # Worker threads run tools (see executor._in_worker) and write audit rows
+        # through this one connection while the main thread waits.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        busy_ms = max(1, round(busy_timeout * 1000))
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            # The busy timeout first: switching to WAL waits for other openers too.
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)

@@ -1,0 +1,162 @@
+"""A step's deadline, kept by the server and the client, and cancelling a running statement."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from aishell.errors import StepTimeout
+from aishell.targets.limits import (
+    LIMITS_KEY,
+    STATEMENT_LIMIT_KEY,
+    Limits,
+    TargetSilent,
+    Watchdog,
+    sever,
+    statement_limit,
+)
+
+# Every step's deadline, kept by one thread: a thread started per step cost more than
+# the step's checkpoints.
+_DEADLINES = Watchdog()
+
+
+def _new_deadlines() -> None:
+    # A forked child has none of its parent's threads, and may have its lock held.
+    global _DEADLINES
+    _DEADLINES = Watchdog()
+
+
+os.register_at_fork(after_in_child=_new_deadlines)
+
+
+@contextmanager
+def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None]:
+    """Bound a step by `seconds`: on the server where it can, and from the client too.
+
+    At the limit the running statement is cancelled; a server that answers neither the
+    statement nor the cancel is cut off read_timeout_seconds later (see engines._server_engine).
+    """
+    timed_out = threading.Event()
+    finished = threading.Event()
+    ending = threading.Lock()
+    limits: Limits | None = conn.info.get(LIMITS_KEY)
+    dbapi = conn.connection.driver_connection
+    expiring: list[threading.Thread] = []
+
+    def ring() -> None:
+        # On the watchdog's thread, which must not wait on a server: the cancel gets a
+        # thread of its own, which the step's end waits for.
+        with ending:
+            if not finished.is_set():
+                expiring.append(
+                    threading.Thread(target=expire, name="aishell-step-deadline", daemon=True)
+                )
+                expiring[0].start()
+
+    def expire() -> None:
+        timed_out.set()
+        interrupt(conn)
+        if limits is None or finished.wait(max(ends + limits.read_timeout - time.monotonic(), 0)):
+            return
+        # Each statement's own watch does this too; this one also covers what the step
+        # sends past the cursor events (the guard's catalog lookups).
+        with ending:
+            if not finished.is_set():
+                limits.fired[id(dbapi)] = seconds + limits.read_timeout
+                sever(dbapi)
+
+    _server_timeout(conn, seconds)
+    ends = time.monotonic() + seconds
+    if limits is not None:
+        limits.step_ends = ends
+    alarm = _DEADLINES.arm(seconds, ring)
+    try:
+        yield
+    except Exception as exc:
+        if timed_out.is_set() or _is_server_timeout(exc):
+            why = f"; {exc}" if isinstance(exc, TargetSilent) else " and was interrupted"
+            raise StepTimeout(
+                f"{label} exceeded its time limit of {seconds:g}s (max_execution_time){why}"
+            ) from exc
+        raise
+    finally:
+        if limits is not None:
+            limits.step_ends = None
+        with ending:
+            finished.set()
+        _DEADLINES.disarm(alarm)
+        # A cancel on its way must land before the next statement, or it could cancel that.
+        for thread in expiring:
+            thread.join()
+    if timed_out.is_set():
+        raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s (max_execution_time)")
+
+
+def _server_timeout(conn: Connection, seconds: float) -> None:
+    """Set the server's own statement limit for this step (only when it changes: a
+    round trip saved per step); the next step sets its own."""
+    dialect = conn.dialect
+    statement = statement_limit(dialect.name, getattr(dialect, "is_mariadb", False), seconds)
+    if statement is not None and conn.info.get(STATEMENT_LIMIT_KEY) != statement:
+        conn.execute(text(statement))
+        conn.info[STATEMENT_LIMIT_KEY] = statement
+
+
+def _is_server_timeout(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) == "57014" and "statement timeout" in str(orig):
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1969, 3024)
+
+
+def interrupt(conn: Connection) -> None:
+    """Cancel the statement running on conn, from another thread or a signal handler.
+
+    Never waits longer than the target's read_timeout_seconds: a cancel goes over a new
+    connection to the same server, which may be the one that stopped answering.
+    """
+    # A closed or invalidated Connection would open a new DBAPI connection on access.
+    if conn.closed or conn.invalidated:
+        return
+    try:
+        fairy = conn.connection
+        dbapi = fairy.driver_connection
+        limits: Limits | None = fairy.info.get(LIMITS_KEY)
+    except Exception:  # closed meanwhile, by the thread running the step
+        return
+    if isinstance(dbapi, sqlite3.Connection):
+        dbapi.interrupt()
+        return
+    wait = limits.read_timeout if limits is not None else 30.0
+    cancel_safe = getattr(dbapi, "cancel_safe", None)
+    with suppress(Exception):  # psycopg.CancellationTimeout, a refused connection ...
+        if callable(cancel_safe):  # psycopg 3.2+
+            cancel_safe(timeout=wait)
+        elif dbapi is not None and callable(getattr(dbapi, "cancel", None)):
+            dbapi.cancel()
+        elif dbapi is not None and callable(getattr(dbapi, "thread_id", None)):
+            _kill_query(conn.engine, int(dbapi.thread_id()))
+
+
+def _kill_query(engine: Engine, thread_id: int) -> None:
+    """MySQL/MariaDB's cancel: KILL QUERY from another session of the same account
+    (which needs no privilege for its own sessions). The session itself lives on."""
+    other = engine.raw_connection()
+    try:
+        cursor = other.cursor()
+        cursor.execute(f"KILL QUERY {thread_id}")  # an int: nothing of a user's text
+        cursor.close()
+    finally:
+        other.close()

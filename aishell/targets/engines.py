@@ -1,0 +1,248 @@
+"""Opening a target: its engine, with aishell's session guards and limits on every connection."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from aishell.config import Config, TargetConfig, resolve_url
+from aishell.errors import ConfigError, TargetError, TargetUnreachable
+from aishell.sqltext import quote_identifier
+from aishell.targets.limits import (
+    LIMITS_KEY,
+    Limits,
+    TargetSilent,
+    inherit_step_limit,
+    mysql_read_timeout,
+    pymysql_timed_out,
+    watch_statements,
+)
+from aishell.targets.locks import RunLock, try_lock
+
+APPLICATION_NAME = "aishell"
+
+_DIALECT_NAMES = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+
+
+@dataclass
+class Target:
+    """One configured database, opened read-write or (for a dry run) read-only."""
+
+    name: str
+    config: TargetConfig
+    engine: Engine
+    dialect: str
+    read_only: bool
+    sqlite_path: Path | None = None
+
+    def quote(self, name: str) -> str:
+        return quote_identifier(self.engine.dialect, name)
+
+    def connect(self) -> Connection:
+        try:
+            conn = self.engine.connect()
+            if self.dialect == "sqlite":
+                # SQLite opens files lazily; read the schema so a damaged or foreign
+                # file fails here, as a connection failure, not in the middle of a step.
+                conn.execute(text("SELECT count(*) FROM sqlite_schema")).scalar_one()
+                conn.rollback()
+        except TargetSilent:
+            raise
+        except DBAPIError as exc:
+            raise TargetUnreachable(
+                f"Cannot connect to target '{self.name}': {_connect_failure(self, exc)}"
+            ) from None
+        # Maintenance statements (VACUUM, REINDEX, ANALYZE) run outside a transaction;
+        # each tool commits its own work.
+        return conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def try_lock(self, key: str) -> RunLock | None:
+        """Take the server's own lock for key (the database's identity), or None if held
+        (see locks.try_lock)."""
+        return try_lock(key, self.dialect, self.connect, self.sqlite_path)
+
+
+def open_target(config: Config, name: str | None, *, read_only: bool = False) -> Target:
+    """The named target (or the default); a missing SQLite file is an error, never created."""
+    target_name, target_config = config.target(name)
+    url_text = resolve_url(target_config.url, config.home)
+    try:
+        url = make_url(url_text)
+    except ArgumentError:
+        raise ConfigError(
+            f"{config.path}: targets.{target_name}.url: not a valid database URL"
+        ) from None
+    dialect = _DIALECT_NAMES.get(url.get_backend_name())
+    if dialect is None:
+        raise ConfigError(
+            f"{config.path}: targets.{target_name}.url: unsupported database "
+            f"'{url.get_backend_name()}'; use sqlite, postgresql or mysql"
+        )
+    if dialect == "sqlite":
+        return _open_sqlite(target_name, target_config, url.database, read_only)
+    if target_config.password_env:
+        password = os.environ.get(target_config.password_env)
+        if password is None:
+            raise ConfigError(
+                f"Target '{target_name}': the environment variable "
+                f"{target_config.password_env} (password_env) is not set"
+            )
+        url = url.set(password=password)
+    try:
+        engine = _server_engine(url, dialect, target_config, read_only, target_name)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(
+            f"Target '{target_name}': database driver not installed ({exc})"
+        ) from None
+    return Target(target_name, target_config, engine, dialect, read_only)
+
+
+def _server_engine(
+    url: URL, dialect: str, target: TargetConfig, read_only: bool, name: str = "target"
+) -> Engine:
+    """An engine whose every connection carries aishell's session guards and limits.
+
+    No wait on the server is unbounded. Connecting: connect_timeout_seconds, all of it.
+    Each statement: outside a step read_timeout_seconds; inside a step, the step's limit
+    and then read_timeout_seconds more. The server enforces the step's limit itself
+    (statement_timeout, max_statement_time) and aishell cancels at it; the extra
+    read_timeout_seconds is only for a server that answers neither. So the socket never
+    cuts a step the step's own limit allows (a long VACUUM), and a silent server ends the
+    step soon after its limit instead of never.
+    """
+    limits = Limits(name, float(target.read_timeout_seconds))
+    if dialect == "postgresql":
+        engine = _postgresql_engine(url, target, read_only, limits)
+    else:
+        engine = _mysql_engine(url, target, read_only, limits)
+    watch_statements(engine, limits)
+    return engine
+
+
+def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limits) -> Engine:
+    options = [
+        f"-c lock_timeout={target.lock_timeout_ms}ms",
+        "-c idle_in_transaction_session_timeout=600s",
+    ]
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
+    connect_args: dict[str, Any] = {
+        "application_name": APPLICATION_NAME,
+        # libpq and psycopg count it for the whole connect: TCP, TLS, the startup
+        # and authentication exchange.
+        "connect_timeout": target.connect_timeout_seconds,
+        "options": " ".join(options),
+        # A lost network is noticed through keepalives, and data sent but never
+        # acknowledged through tcp_user_timeout; a server that is up but silent only
+        # through the watch on each statement (libpq has no read timeout).
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(target.write_timeout_seconds * 1000),
+    }
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+
+    @event.listens_for(engine, "connect")
+    def _pg_limits(dbapi_conn: Any, record: Any) -> None:
+        record.info[LIMITS_KEY] = limits
+        inherit_step_limit(dbapi_conn, record, limits, "postgresql")
+
+    return engine
+
+
+def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limits) -> Engine:
+    lock_seconds = max(1, round(target.lock_timeout_ms / 1000))
+    engine = create_engine(
+        url,
+        connect_args={
+            "charset": "utf8mb4",
+            # PyMySQL's connect_timeout covers the TCP connect only; the greeting and
+            # authentication are reads, so the read timeout stands in for it until the
+            # connection is made.
+            "connect_timeout": target.connect_timeout_seconds,
+            "read_timeout": target.connect_timeout_seconds,
+            "write_timeout": target.write_timeout_seconds,
+            "program_name": APPLICATION_NAME,
+        },
+        pool_pre_ping=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _guard(dbapi_conn: Any, record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"SET SESSION lock_wait_timeout = {lock_seconds}")
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_seconds}")
+        if read_only:
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        cursor.close()
+        mysql_read_timeout(dbapi_conn, limits.read_timeout)
+        record.info[LIMITS_KEY] = limits
+        inherit_step_limit(dbapi_conn, record, limits, "mysql")
+
+    return engine
+
+
+def _connect_failure(target: Target, exc: DBAPIError) -> str:
+    """Why a connection failed, in one line; a timeout names the setting that holds it."""
+    orig = exc.orig
+    timed_out = (orig is not None and pymysql_timed_out(orig)) or "timeout expired" in str(orig)
+    if not timed_out:
+        return _first_line(exc)
+    url = target.engine.url
+    return (
+        f"{url.host}:{url.port or ''} did not answer within "
+        f"{target.config.connect_timeout_seconds}s "
+        f"(targets.{target.name}.connect_timeout_seconds)"
+    )
+
+
+def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_only: bool) -> Target:
+    if not database or database == ":memory:":
+        raise ConfigError(f"Target '{name}': a SQLite target needs a file path")
+    path = Path(database)
+    if not path.is_file():
+        hint = "; create it with `aishell demo`" if name == "demo" else ""
+        raise TargetError(f"Target '{name}': database file {path} does not exist{hint}")
+    # mode=ro makes a dry run read-only in the SQLite library itself; mode=rw refuses
+    # to create a new, empty database where a file was expected.
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    # Named parameters, bound by SQLite's own tokenizer: in the default positional
+    # style SQLAlchemy finds placeholders by a pattern over the whole text, which a
+    # table named like one ("pct%(x)s") would match.
+    engine = create_engine("sqlite://", creator=connect, paramstyle="named")
+    busy_ms = target.busy_timeout_ms
+
+    @event.listens_for(engine, "connect")
+    def _guard(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        if read_only:
+            cursor.execute("PRAGMA query_only = ON")
+        cursor.close()
+
+    return Target(name, target, engine, "sqlite", read_only, sqlite_path=path.resolve())
+
+
+def _first_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__

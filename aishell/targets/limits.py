@@ -1,0 +1,267 @@
+"""How long a target's connections wait for the server.
+
+Every statement's wait is bounded (see engines._server_engine): PyMySQL by its own socket
+timeout, psycopg by one watchdog thread that closes the socket of a statement still
+waiting at its bound. A step's limit covers every connection of the target while the
+step runs, also one opened meanwhile (a reconnect, a backup's second session).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import TargetUnreachable
+
+# Where a connection's Limits are kept (the pool record's info, seen as Connection.info).
+LIMITS_KEY = "aishell_limits"
+# The statement that set the server's statement limit on a connection, kept in its info.
+STATEMENT_LIMIT_KEY = "aishell_statement_limit"
+
+
+class TargetSilent(TargetUnreachable, DBAPIError):
+    """The server stopped answering and aishell closed the connection.
+
+    Also a DBAPIError, so code that copes with a lost connection copes with this one;
+    its message names the target, the limit and the setting that holds it.
+    """
+
+    def __init__(self, message: str, statement: str | None, params: Any, orig: BaseException):
+        DBAPIError.__init__(self, statement, params, orig, connection_invalidated=True)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Watchdog:
+    """One thread that calls each watch's callback unless it is disarmed by its deadline:
+    a thread per statement would cost about a millisecond each, several times the round
+    trip of a short statement. The thread ends when idle; the next watch starts another."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._tokens = itertools.count(1)
+        self._wakes_at = math.inf
+        self._running = False
+
+    def arm(self, seconds: float, expire: Callable[[], None]) -> int:
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            token = next(self._tokens)
+            self._armed[token] = (deadline, expire)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="aishell-watchdog", daemon=True).start()
+            elif deadline < self._wakes_at:
+                self._cond.notify()
+        return token
+
+    def disarm(self, token: int | None) -> None:
+        with self._cond:
+            self._armed.pop(token or 0, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [token for token, (deadline, _) in self._armed.items() if deadline <= now]
+                expired = [self._armed.pop(token)[1] for token in due]
+                if not expired:
+                    if not self._armed:
+                        self._wakes_at = math.inf
+                        self._cond.wait(30)
+                        if not self._armed:
+                            self._running = False
+                            return
+                        continue
+                    self._wakes_at = min(deadline for deadline, _ in self._armed.values())
+                    self._cond.wait(self._wakes_at - now)
+                    continue
+            for expire in expired:
+                with suppress(Exception):
+                    expire()
+
+
+@dataclass
+class Limits:
+    """How long one target's connections wait for the server, shared by its connections.
+
+    A step's limit covers every connection of the target while the step runs (a backup
+    reads over a second one), so it is kept here, not on one connection.
+    """
+
+    target: str
+    read_timeout: float
+    step_ends: float | None = None
+    # Per DBAPI connection whose socket a watch closed: how long it had waited.
+    fired: dict[int, float] = field(default_factory=dict)
+    watchdog: Watchdog = field(default_factory=Watchdog)
+
+    def bound(self) -> float:
+        """How long a statement sent now may wait for its answer."""
+        if self.step_ends is None:
+            return self.read_timeout
+        return max(self.step_ends - time.monotonic(), 0.0) + self.read_timeout
+
+    def silence(self, waited: float) -> str:
+        key = f"targets.{self.target}.read_timeout_seconds"
+        if waited > self.read_timeout:  # a step's statement, past the step's limit
+            return (
+                f"target '{self.target}' did not answer for {self.read_timeout:g}s more "
+                f"({key}), so its connection was closed"
+            )
+        return f"Target '{self.target}' did not answer within {waited:g}s ({key})"
+
+
+def mysql_read_timeout(dbapi_conn: Any, seconds: float) -> None:
+    # PyMySQL reads its socket timeout from this attribute before every packet (it
+    # has no setter); every PyMySQL release since 0.7 keeps it.
+    dbapi_conn._read_timeout = seconds
+
+
+def watch_statements(engine: Engine, limits: Limits) -> None:
+    """Bound every statement's wait for its answer by limits.bound().
+
+    PyMySQL: its own socket timeout, set per statement. psycopg: libpq has no read
+    timeout, so the watchdog closes the socket of a statement still waiting at its bound.
+    """
+    is_pg = engine.dialect.name == "postgresql"
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _arm(conn: Connection, cursor: Any, _s: Any, _p: Any, _ctx: Any, _many: Any) -> None:
+        dbapi = cursor.connection
+        bound = limits.bound()
+        limits.fired.pop(id(dbapi), None)
+        if not is_pg:
+            mysql_read_timeout(dbapi, bound)
+            return
+        info, mark = conn.info, object()
+        info["aishell_watch"] = mark
+        info["aishell_watchdog"] = limits.watchdog.arm(
+            bound, lambda: _expire(info, mark, dbapi, limits, bound)
+        )
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _disarm(conn: Connection, cursor: Any, *_: Any) -> None:
+        _stop_watch(conn.info, limits)
+        if not is_pg:
+            mysql_read_timeout(cursor.connection, limits.read_timeout)
+
+    @event.listens_for(engine, "handle_error")
+    def _silent(ctx: Any) -> None:
+        conn = ctx.connection
+        if conn is None or ctx.is_pre_ping:
+            return
+        _stop_watch(conn.info, limits)
+        dbapi = conn.connection.dbapi_connection if not conn.invalidated else None
+        orig = ctx.original_exception
+        waited = limits.fired.pop(id(dbapi), None) if dbapi is not None else None
+        if waited is None and not is_pg and pymysql_timed_out(orig):
+            waited = getattr(dbapi, "_read_timeout", None) or limits.read_timeout
+        if not is_pg and dbapi is not None:
+            mysql_read_timeout(dbapi, limits.read_timeout)
+        if waited is not None:
+            ctx.is_disconnect = True
+            raise TargetSilent(limits.silence(waited), ctx.statement, ctx.parameters, orig)
+
+    if is_pg:
+        # pool_pre_ping sends its SELECT past the cursor events: bound it the same way.
+        ping = engine.dialect.do_ping
+
+        def bounded_ping(dbapi_conn: Any) -> bool:
+            wait, mark = limits.read_timeout, object()
+            info = {"aishell_watch": mark}
+            token = limits.watchdog.arm(wait, lambda: _expire(info, mark, dbapi_conn, limits, wait))
+            try:
+                return bool(ping(dbapi_conn))
+            finally:
+                limits.watchdog.disarm(token)
+                limits.fired.pop(id(dbapi_conn), None)
+
+        engine.dialect.do_ping = bounded_ping  # type: ignore[method-assign,assignment]
+
+
+def _stop_watch(info: dict[str, Any], limits: Limits) -> None:
+    info.pop("aishell_watch", None)
+    limits.watchdog.disarm(info.pop("aishell_watchdog", None))
+
+
+def _expire(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits, waited: float) -> None:
+    """A statement's wait ran out: close its socket if that statement still waits.
+
+    A watch may fire just as its statement ends: the mark (another statement's, or none)
+    and the connection's state (idle) then say to leave it alone.
+    """
+    from psycopg import pq
+
+    if info.get("aishell_watch") is not mark:
+        return
+    with suppress(Exception):
+        if dbapi.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+            return
+        limits.fired[id(dbapi)] = waited
+        sever(dbapi)
+
+
+def sever(dbapi: Any) -> None:
+    """Close a DBAPI connection's socket under it, from any thread: the call waiting on
+    it returns at once with a lost-connection error. For a server that answers nothing."""
+    fd: int | None = None
+    with suppress(Exception):
+        pgconn = getattr(dbapi, "pgconn", None)
+        if pgconn is not None:
+            fd = pgconn.socket
+        elif getattr(dbapi, "_sock", None) is not None:
+            fd = dbapi._sock.fileno()
+    if fd is None or fd < 0:
+        return
+    with suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def pymysql_timed_out(exc: BaseException) -> bool:
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return len(args) == 2 and args[0] in (2013, 2003) and "timed out" in str(args[1])
+
+
+def statement_limit(dialect: str, mariadb: bool, seconds: float) -> str | None:
+    """The statement that sets the server's statement limit (none for SQLite). Never
+    zero, which the servers read as no limit."""
+    if dialect == "postgresql":
+        return f"SET statement_timeout = {max(int(seconds * 1000), 1)}"
+    if dialect in ("mysql", "mariadb"):
+        if mariadb:
+            return f"SET SESSION max_statement_time = {max(float(seconds), 0.001)}"
+        return f"SET SESSION max_execution_time = {max(int(seconds * 1000), 1)}"
+    return None
+
+
+def inherit_step_limit(dbapi_conn: Any, record: Any, limits: Limits, dialect: str) -> None:
+    """A connection opened while a step runs (a reconnect after a server restart, a
+    backup's second session) is held to what is left of the step's limit, as the
+    step's first connection is; the next step sets its own."""
+    if limits.step_ends is None:
+        return
+    mariadb = "mariadb" in str(getattr(dbapi_conn, "get_server_info", str)()).lower()
+    statement = statement_limit(dialect, mariadb, limits.step_ends - time.monotonic())
+    if statement is None:
+        return
+    cursor = dbapi_conn.cursor()
+    cursor.execute(statement)
+    cursor.close()
+    dbapi_conn.commit()  # a SET in a transaction rolled back would be undone
+    record.info[STATEMENT_LIMIT_KEY] = statement

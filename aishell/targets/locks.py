@@ -1,0 +1,134 @@
+"""Run locks: the server's own lock on a database, held while a run uses it."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from aishell.errors import TargetUnreachable
+
+
+@dataclass
+class RunLock:
+    """A held server lock; release() gives it back (the server also does when we die)."""
+
+    release: Callable[[], None]
+    # Whether the lock is still ours: a lock lost with its session is taken again when
+    # free; False means another process took it meanwhile.
+    holds: Callable[[], bool] = lambda: True
+    # The lease row's key in the state store: the database's identity.
+    lease: str = ""
+
+
+def try_lock(
+    key: str, dialect: str, connect: Callable[[], Connection], sqlite_path: Path | None
+) -> RunLock | None:
+    """Take the server's own lock for key (the database's identity), or None if held.
+
+    PostgreSQL: a session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: a lock
+    file beside the database's real path. Held on a connection of its own until
+    released; the server (or the kernel) lets go when this process dies.
+    """
+    digest = hashlib.sha1(key.encode()).hexdigest()
+    if dialect == "sqlite":
+        assert sqlite_path is not None
+        return _file_lock(sqlite_path.with_name(f"{sqlite_path.name}.aishell-{digest[:12]}.lock"))
+    if dialect == "postgresql":
+        name = key
+        take = "SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"
+        unlock = "SELECT pg_advisory_unlock(hashtextextended(:k, 0))"
+    else:
+        # GET_LOCK names are server-wide and at most 64 characters; the key names
+        # the schema, so two databases on one server never block each other.
+        name = f"aishell:{digest}"
+        take = "SELECT GET_LOCK(:k, 0)"
+        unlock = "SELECT RELEASE_LOCK(:k)"
+    return _session_lock(connect, name, take, unlock)
+
+
+def _file_lock(path: Path) -> RunLock | None:
+    """A lock file, removed when the lock is let go. Whoever takes the lock checks that
+    the file it locked is still the one at `path`: a holder removes it as it lets go,
+    and a lock on the removed file would be no lock at all."""
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held until release
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()  # removed by the holder as it let go: lock the new file
+
+    def release() -> None:
+        # Removed while still locked, so nobody can lock it between the two; once only,
+        # since the file at `path` may be another holder's afterwards.
+        if handle.closed:
+            return
+        with suppress(FileNotFoundError):
+            path.unlink()
+        handle.close()
+
+    return RunLock(release=release)
+
+
+def _session_lock(
+    connect: Callable[[], Connection], name: str, take: str, unlock: str
+) -> RunLock | None:
+    """A server lock held by a session of its own, taken back if that session is lost."""
+
+    def taken() -> Connection | None:
+        conn = connect()
+        if conn.execute(text(take), {"k": name}).scalar() in (True, 1):
+            return conn
+        conn.close()
+        return None
+
+    held = taken()
+    if held is None:
+        return None
+    session: list[Connection | None] = [held]
+
+    def holds() -> bool:
+        # The server keeps a session's lock as long as the session lives, so a live
+        # session is a held lock; a session the server ended (a restart, a terminated
+        # backend) took the lock with it, and it is taken again if still free.
+        current = session[0]
+        if current is None:
+            return False
+        try:
+            current.execute(text("SELECT 1")).scalar()
+            return True
+        except SQLAlchemyError:  # lost, or closed after an earlier loss
+            with suppress(SQLAlchemyError):
+                current.close()
+        try:
+            session[0] = taken()
+        except TargetUnreachable:
+            return True  # nobody reaches the server now; the next look tries again
+        return session[0] is not None
+
+    def release() -> None:
+        current = session[0]
+        if current is None:
+            return
+        with suppress(SQLAlchemyError):
+            current.execute(text(unlock), {"k": name})
+        with suppress(SQLAlchemyError):
+            current.close()
+
+    return RunLock(release=release, holds=holds)

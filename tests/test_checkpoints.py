@@ -1,0 +1,154 @@
+"""What a step costs the state store: one durable transaction for its start (with the
+audit row of its first statement) and one for its end, and nothing else that commits.
+How long that takes, bench/checkpoint.py measures; here only how many commits."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from aishell import commands
+from aishell.config import Config
+from aishell.errors import StateError
+from aishell.plan import Plan, Step
+from aishell.state import StateStore, new_run_id
+from aishell.state.core import EVENT, Hot
+from aishell.state.runs import _STOP_REQUESTED
+from aishell.state.steps import (
+    _STATEMENT_FINISHED,
+    _STATEMENT_STARTED,
+    _STEP_FINISHED,
+    _STEP_STARTED,
+)
+
+
+@contextmanager
+def store_commits(config: Config) -> Iterator[list[str]]:
+    """Every COMMIT the state store's connections send while it lasts, as sqlite sees
+    them (whether SQLAlchemy sent it or not)."""
+    state_file = config.state_url.removeprefix("sqlite:///")
+    seen: list[str] = []
+
+    def on_connect(dbapi: Any, _record: Any) -> None:
+        if not isinstance(dbapi, sqlite3.Connection):
+            return
+        if dbapi.execute("PRAGMA database_list").fetchall()[0][2] == state_file:
+            dbapi.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+
+    event.listen(Engine, "connect", on_connect)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "connect", on_connect)
+
+
+def counting_plan(steps: int) -> Plan:
+    return Plan(
+        "maintenance",
+        "demo",
+        "sqlite",
+        {"type": "checkpoints"},
+        tuple(Step(f"step_{i}", "count_table_rows", {"table": "users"}) for i in range(steps)),
+    )
+
+
+def test_a_one_statement_step_commits_twice(config: Config, demo_db: Path) -> None:
+    commands.apply_plan(config, counting_plan(1))  # the store exists, its schema is current
+    with store_commits(config) as few:
+        assert commands.apply_plan(config, counting_plan(2)).status == "completed"
+    with store_commits(config) as many:
+        assert commands.apply_plan(config, counting_plan(12)).status == "completed"
+    # What a run costs besides its steps is the same for 2 steps and for 12; each step
+    # more is its start (with its statement's audit row) and its end.
+    assert len(many) - len(few) == 2 * 10
+
+
+def test_every_step_is_durable_before_the_next_begins(config: Config, demo_db: Path) -> None:
+    commands.apply_plan(config, counting_plan(1))
+    run = commands.apply_plan(config, counting_plan(3))
+    with sqlite3.connect(config.state_url.removeprefix("sqlite:///")) as db:
+        rows = db.execute(
+            "SELECT idx, status, started_at IS NOT NULL, finished_at IS NOT NULL "
+            "FROM steps WHERE run_id = ? ORDER BY idx",
+            (run.run_id,),
+        ).fetchall()
+        audited = db.execute(
+            "SELECT count(*) FROM statements WHERE run_id = ? AND finished_at IS NOT NULL",
+            (run.run_id,),
+        ).fetchone()[0]
+    assert rows == [(i, "succeeded", 1, 1) for i in range(3)]
+    assert audited == 3
+
+
+HOT: list[tuple[Hot, dict[str, Any]]] = [
+    (
+        _STEP_STARTED,
+        {
+            "b_run": "r",
+            "b_idx": 1,
+            "resolved_params": "{}",
+            "sql": "[]",
+            "attempts": 2,
+            "started_at": "t",
+        },
+    ),
+    (
+        _STEP_FINISHED,
+        {
+            "b_run": "r",
+            "b_idx": 1,
+            "status": "succeeded",
+            "output": "{}",
+            "error": None,
+            "finished_at": "t",
+            "sql": None,
+            "resolved_params": "{}",
+        },
+    ),
+    (
+        _STATEMENT_STARTED,
+        {
+            "run_id": "r",
+            "step_idx": 1,
+            "attempt": 1,
+            "sql": "SELECT 1",
+            "parameters": None,
+            "started_at": "t",
+        },
+    ),
+    (_STATEMENT_FINISHED, {"b_id": 7, "finished_at": "t", "rows": 1, "error": None}),
+    (EVENT, {"run_id": "r", "step_idx": None, "at": "t", "kind": "k", "data": "{}"}),
+    (_STOP_REQUESTED, {"b_run": "r"}),
+]
+
+
+@pytest.mark.parametrize(("hot", "params"), HOT)
+def test_a_hot_statement_sends_what_sqlalchemy_would(hot: Hot, params: dict[str, Any]) -> None:
+    """On a SQLite store the step's writes go to the driver as compiled once; their
+    parameters are in the order, and with the values, SQLAlchemy itself would send."""
+    columns = list(params) if hot in (EVENT, _STATEMENT_STARTED) else None
+    compiled = hot.statement.compile(dialect=sqlite3_dialect(), column_keys=columns)
+    expected = compiled.construct_params(params)
+    assert hot.sqlite == compiled.string
+    assert hot.values(params) == tuple(expected[name] for name in compiled.positiontup or ())
+
+
+def sqlite3_dialect() -> Any:
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.dialect()
+
+
+def test_a_failure_of_a_hot_write_is_a_state_error(config: Config, demo_db: Path) -> None:
+    """As the engine's error hook makes of any other statement's failure."""
+    with StateStore(config.state_url) as store:
+        store._conn.connection.driver_connection.execute("DROP TABLE events")  # type: ignore[union-attr]
+        with pytest.raises(StateError, match=r"cannot be used \(no such table: events\)"):
+            store.record_event(new_run_id(), None, "x", {})

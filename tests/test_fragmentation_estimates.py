@@ -1,0 +1,160 @@
+"""Fragmentation on PostgreSQL is estimated first (pgstattuple_approx where installed, the
+catalog's statistics otherwise) and read whole only where the estimate reaches the
+threshold, a cost the preview shows; full maintenance analyzes each table once, with
+its VACUUM (ANALYZE), and the report counts those statistics."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.approval import PreApproved
+from aishell.config import Config
+from tests.helpers import one_step_plan, use_target
+from tests.services import engine
+
+ROWS = 20_000
+
+
+def two_tables(url: str, *, pgstattuple: bool) -> None:
+    """`bloated` with two thirds of its rows deleted, `tight` untouched; both vacuumed
+    and analyzed (their pages all-visible) with autovacuum off, so nothing else moves
+    them. Keys in order: the indexes are as dense as a B-tree gets."""
+    with engine(url).connect() as conn:
+        if pgstattuple:
+            conn.execute(text("CREATE EXTENSION pgstattuple"))
+        for name in ("bloated", "tight"):
+            conn.execute(
+                text(
+                    f"CREATE TABLE {name} (id int PRIMARY KEY, k int NOT NULL, pad text NOT NULL) "
+                    "WITH (autovacuum_enabled = false)"
+                )
+            )
+            conn.execute(text(f"CREATE INDEX {name}_k ON {name} (k)"))
+            conn.execute(
+                text(
+                    f"INSERT INTO {name} SELECT g, g, repeat('x', 100) "
+                    f"FROM generate_series(1, {ROWS}) g"
+                )
+            )
+        conn.execute(text("DELETE FROM bloated WHERE id % 3 <> 0"))
+        conn.execute(text("VACUUM (ANALYZE) bloated, tight"))
+
+
+def statements(config: Config, run_id: str) -> list[dict[str, Any]]:
+    return commands.run_statements(config, run_id)
+
+
+def sent(config: Config, run_id: str, index: int, needle: str) -> int:
+    """How many of step `index`'s statements contain `needle`."""
+    return sum(
+        1
+        for s in statements(config, run_id)
+        if s["step_index"] == index and needle in s["sql"] and s["error"] is None
+    )
+
+
+def analyze_counts(url: str) -> dict[str, int]:
+    with engine(url).connect() as conn:
+        rows = conn.execute(text("SELECT relname, analyze_count FROM pg_stat_user_tables")).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def test_with_pgstattuple_only_the_tables_the_estimate_selects_are_read_whole(home, pg_url):
+    two_tables(pg_url, pgstattuple=True)
+    config = use_target(home, pg_url)
+    job = {"type": "full", "tables": ["bloated", "tight"]}
+
+    # The preview shows each full scan, what it reads and why, before anything runs.
+    preview = commands.run_job(config, "maintenance", job, dry_run=True)
+    frag = {s.params["table"]: s for s in preview.steps if s.tool == "analyze_table_fragmentation"}
+    shown = "\n".join(frag["bloated"].sql)
+    assert 'full scan of table "bloated"' in shown and "at or above the 30% threshold" in shown
+    assert frag["bloated"].estimate["bytes_to_scan"] > 0
+    assert "bloated" in frag["bloated"].estimate["full_scans"]
+    assert not any("full scan of" in line for line in frag["tight"].sql)
+    assert frag["tight"].estimate["full_scans"] == []
+    assert frag["tight"].estimate["bytes_to_scan"] == 0
+
+    result = commands.run_job(config, "maintenance", job, approver=PreApproved())
+    assert result.status == "completed", result.error
+    steps = {(s.tool, s.params.get("table")): s for s in result.steps}
+
+    bloated = steps[("analyze_table_fragmentation", "bloated")]
+    out = bloated.output
+    assert out["method"] == "pgstattuple" and out["full_scan"] is True
+    assert out["estimate"]["method"] == "pgstattuple_approx"
+    # Vacuumed pages are all-visible: the estimate read the free space map, not them.
+    assert out["estimate"]["scanned_percent"] < 100
+    assert out["fragmentation_percent"] > 50 and out["estimate"]["fragmentation_percent"] > 50
+    assert {i["method"] for i in out["indexes"]} == {"pgstatindex"}
+    assert sent(config, result.run_id, bloated.index, "FROM pgstattuple(") == 1
+    assert sent(config, result.run_id, bloated.index, "FROM pgstatindex(") == 2
+
+    tight = steps[("analyze_table_fragmentation", "tight")]
+    out = tight.output
+    assert out["method"] == "pgstattuple_approx" and out["full_scan"] is False
+    assert out["fragmentation_percent"] < 30
+    for index in out["indexes"]:
+        assert index["fragmentation_percent"] is None and index["free_space_percent"] is None
+        assert index["estimated_free_percent"] < 15
+        assert index["method"].endswith("under half the 30% threshold, not read")
+    assert sent(config, result.run_id, tight.index, "FROM pgstattuple_approx(") == 1
+    assert sent(config, result.run_id, tight.index, "FROM pgstattuple(") == 0
+    assert sent(config, result.run_id, tight.index, "FROM pgstatindex(") == 0
+
+    # The rebuild step measures by the same rule: the dense indexes are not read.
+    rebuild = steps[("rebuild_fragmented_indexes", "tight")]
+    assert sent(config, result.run_id, rebuild.index, "FROM pgstatindex(") == 0
+    assert all(s["reason"].endswith("not read") for s in rebuild.output["skipped"])
+    rebuilt = steps[("rebuild_fragmented_indexes", "bloated")]
+    assert sent(config, result.run_id, rebuilt.index, "FROM pgstatindex(") == 2
+
+
+def test_without_pgstattuple_the_estimate_comes_from_statistics_and_nothing_is_scanned(
+    home, pg_url
+):
+    two_tables(pg_url, pgstattuple=False)
+    config = use_target(home, pg_url)
+    plan = one_step_plan(
+        "maintenance", "db", "postgresql", "analyze_table_fragmentation", {"table": "bloated"}
+    )
+    result = commands.apply_plan(config, plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    out = result.steps[0].output
+    assert out["method"] == "statistics estimate (pgstattuple is not installed)"
+    assert out["full_scan"] is False and out["scanned_percent"] == 0
+    assert out["fragmentation_percent"] > 50
+    assert all(i["method"].startswith("not measured (pgstattuple") for i in out["indexes"])
+    assert all(i["estimated_free_percent"] > 50 for i in out["indexes"])
+    sql = [s["sql"] for s in statements(config, result.run_id)]
+    assert sql and not any(re.search(r"pgstat(tuple|tuple_approx|index)\(", s) for s in sql)
+
+
+def test_full_maintenance_analyzes_each_table_once_and_counts_it(home, pg_url):
+    two_tables(pg_url, pgstattuple=True)
+    config = use_target(home, pg_url)
+    before = analyze_counts(pg_url)
+
+    result = commands.run_job(config, "maintenance", {"type": "full"}, approver=PreApproved())
+
+    assert result.status == "completed", result.error
+    assert [s.tool for s in result.steps if s.params.get("table") == "tight"] == [
+        "analyze_table_fragmentation",
+        "rebuild_fragmented_indexes",
+        "optimize_table",
+    ]
+    sql = [s["sql"] for s in statements(config, result.run_id)]
+    assert sum(s.startswith("VACUUM (ANALYZE)") for s in sql) == 2
+    assert not any(s.startswith("ANALYZE") for s in sql)
+    # The server analyzed each table exactly once more, and the report says so.
+    after = analyze_counts(pg_url)
+    assert {t: after[t] - before[t] for t in before} == {"bloated": 1, "tight": 1}
+    report = result.report
+    assert report["statistics_updated"] == 2 and report["tables_optimized"] == 2
+    assert "2 statistics update(s)" in report["summary"]
+    optimized = [s.output for s in result.steps if s.tool == "optimize_table"]
+    assert all(o["statistics_updated"] is True for o in optimized)
