@@ -1813,8 +1813,10 @@ def test_any_answer_gets_a_verdict_and_only_clean_plans_pass() -> None:
 
     check()
     # Each kind of answer was made often enough for its assertions to mean something.
-    assert seen["accepted"] >= PROPERTY_EXAMPLES // 4, seen
-    assert seen["changed rejected"] >= PROPERTY_EXAMPLES // 4, seen
+    # Hypothesis does not draw uniformly (it favours early choices and small examples),
+    # so the floors sit well under the 2/5, 2/5, 1/5 the strategy asks for.
+    assert seen["accepted"] >= PROPERTY_EXAMPLES // 10, seen
+    assert seen["changed rejected"] >= PROPERTY_EXAMPLES // 10, seen
     assert seen["anything rejected"] >= PROPERTY_EXAMPLES // 20, seen
 
 
