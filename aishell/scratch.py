@@ -80,6 +80,11 @@ class Ledger:
         if self.store is not None and entry is not None:
             self.store.forget_scratch(entry)
 
+    def abandon(self, entry: int | None) -> None:
+        """This process could not remove the thing: the next run, or `aishell doctor
+        --clean`, removes it as if its maker had died."""
+        self.update(entry, abandoned=True)
+
     @contextmanager
     def file(self, path: Path) -> Iterator[Path]:
         """A scratch file, removed afterwards (with any journal SQLite left beside it)."""
@@ -89,6 +94,8 @@ class Ledger:
         finally:
             if _remove_file(path):
                 self.forget(entry)
+            else:
+                self.abandon(entry)
 
     def clean_dead(self, engine: Engine | None) -> dict[str, Any]:
         """Remove what dead processes left: every file and process, and the scratch

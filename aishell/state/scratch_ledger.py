@@ -67,12 +67,15 @@ class ScratchLedger(StoreCore):
             conn.execute(delete(scratch).where(scratch.c.id == entry))
 
     def scratch_of_dead_runs(self) -> list[dict[str, Any]]:
-        """What processes of this host that are gone left behind, oldest first; another
-        host's entries are never listed, since its processes cannot be seen from here."""
+        """What processes of this host that are gone left behind, and what a live one gave
+        up removing (a scheduler lives for weeks), oldest first; another host's entries
+        are never listed, since its processes cannot be seen from here."""
         rows = self._conn.execute(select(scratch).order_by(scratch.c.id)).all()
         self._conn.rollback()
+        entries = [{**dict(r._mapping), "details": json.loads(r.details)} for r in rows]
         return [
-            {**dict(r._mapping), "details": json.loads(r.details)}
-            for r in rows
-            if not recorder_alive(r.pid, r.hostname, r.pid_started)
+            entry
+            for entry in entries
+            if entry["details"].get("abandoned")
+            or not recorder_alive(entry["pid"], entry["hostname"], entry["pid_started"])
         ]

@@ -54,16 +54,29 @@ def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tupl
     entry = ctx.scratch.record(DATABASE, name, dialect=dialect)
     admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     quoted = quote_identifier(conn.dialect, name)
+    failed = False
     try:
         # From template0 on PostgreSQL: what a site keeps in template1 is not the
         # backup's, and would come back in the restored copy as extra tables.
         template = " TEMPLATE template0" if dialect == "postgresql" else ""
         admin.execute(text(f"CREATE DATABASE {quoted}{template}"))
         yield conn.engine.url.set(database=name), name
+    except BaseException:
+        failed = True
+        raise
     finally:
         try:
             suffix = " WITH (FORCE)" if dialect == "postgresql" else ""
             admin.execute(text(f"DROP DATABASE IF EXISTS {quoted}{suffix}"))
+        except DBAPIError as exc:
+            # A server whose disk is full may fail any statement, DROP included (it
+            # must evict a page of the scratch database it cannot write): the ledger
+            # keeps the name, and the next run on this target drops it.
+            ctx.scratch.abandon(entry)
+            ctx.record_event("scratch_kept", {"database": name, "why": str(exc.orig)[:300]})
+            if not failed:
+                raise
+        else:
             ctx.scratch.forget(entry)
         finally:
             admin.close()
