@@ -35,6 +35,12 @@ class Guard:
 
     def check(self, statement: str, cursor: Any, dialect: str, paramstyle: str) -> str | None:
         """None when the statement may be sent; otherwise why not."""
+        return self.verdict(statement, cursor, dialect, paramstyle)[0]
+
+    def verdict(
+        self, statement: str, cursor: Any, dialect: str, paramstyle: str
+    ) -> tuple[str | None, bool]:
+        """(None when the statement may be sent, otherwise why not; whether it writes)."""
         sql = driver_to_text(statement, paramstyle)
         found = classify(sql, dialect)
         if not found.writes and dialect in ("postgresql", "mysql"):
@@ -42,10 +48,10 @@ class Guard:
             if writing:
                 kind = "volatile" if dialect == "postgresql" else "a stored function"
                 reason = f"it calls {', '.join(writing)}(), {kind} and not known to only read"
-                return self._refuse_write(statement, reason)
+                return self._refuse_write(statement, reason), True
         if not found.writes:
-            return None
-        return self._refuse_write(statement, found.reason)
+            return None, False
+        return self._refuse_write(statement, found.reason), True
 
     def raise_if_refused(self) -> None:
         """Even when the tool caught a refusal, the step does not pass."""

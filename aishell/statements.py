@@ -177,9 +177,14 @@ class Shape:
     identifiers where the template has {name}, and bound values where it has :name."""
 
     template: str
-    pattern: re.Pattern[str]
+    pattern: re.Pattern[str] | None = None
+    # Final SQL (a rendered statement, nothing left open): its words, compared as text.
+    # Any run of whitespace matches any run, as in a pattern.
+    exact: str | None = None
 
     def matches(self, statement: str) -> bool:
+        if self.pattern is None:
+            return " ".join(statement.split()) == self.exact
         return self.pattern.fullmatch(statement.strip()) is not None
 
 
@@ -213,6 +218,8 @@ def _compiled_shape(
 
     filled = template.strip() if literal else _PLACEHOLDER.sub(fill, template.strip())
     compiled = str(text(filled).compile(dialect=dialect)).strip()
+    if not slots:
+        return Shape(template=template, exact=" ".join(compiled.split()))
     pattern = re.escape(compiled)
     quoted = _quoted_identifier_pattern(dialect)
     for slot in slots:

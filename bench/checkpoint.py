@@ -1,12 +1,14 @@
 """What checkpointing every step costs: the state store against no store at all.
 
-Runs the same plan of N one-statement steps (count_table_rows on a small table)
-twice in this process:
+Runs the same plan of N one-statement steps twice in this process, for a step that
+reads (count_table_rows on a small table) and for one that writes
+(update_table_statistics: ANALYZE of it):
   baseline  the tools called directly, one after another, on one connection;
   aishell   the executor with its state store (WAL, synchronous=FULL, asserted on
-            the store's own connection): a durable commit when each step starts
-            (with the audit row of its statement, before it is sent) and one when
-            it ends, each step's end committed before the next step begins;
+            the store's own connection): a durable commit before each write is sent
+            (its audit row, with the step's start) and one when the step ends (with
+            the audit rows of its reads), each step's end committed before the next
+            step begins;
 and prints the per-step overhead in milliseconds and the ratio, and the store's
 commits per step (counted); the runs alternate. It also times a run of one step (what
 a run costs whatever its length) and the store's commits alone, so the fsync cost of
@@ -36,14 +38,16 @@ from aishell.registry import ToolContext
 from aishell.state import StateStore, new_run_id
 from aishell.targets import open_target
 
+KINDS = {"read": "count_table_rows", "write": "update_table_statistics"}
 
-def make_plan(steps: int) -> Plan:
+
+def make_plan(steps: int, tool: str = "count_table_rows") -> Plan:
     return Plan(
         "maintenance",
         "demo",
         "sqlite",
         {"type": "bench"},
-        tuple(Step(f"step_{i}", "count_table_rows", {"table": "t"}) for i in range(steps)),
+        tuple(Step(f"step_{i}", tool, {"table": "t"}) for i in range(steps)),
     )
 
 
@@ -52,7 +56,7 @@ def baseline(config, plan: Plan) -> float:
     target = open_target(config, None)
     conn = target.connect()
     ctx = ToolContext(conn, "sqlite", "demo", quote_identifier=target.quote)
-    impl = registry.get("count_table_rows").implementation("sqlite")
+    impl = registry.get(plan.steps[0].tool).implementation("sqlite")
     started = time.perf_counter()
     for step in plan.steps:
         impl.run(step.params, ctx)
@@ -81,7 +85,7 @@ def durability(url: str) -> str:
     return "WAL, synchronous=FULL (asserted)"
 
 
-def commits_per_step(config, steps: int) -> float:
+def commits_per_step(config, steps: int, tool: str) -> float:
     """The store's commits per step, counted as sqlite sees them (COMMIT statements on
     the store's connections): a run of `steps` + 1 steps against a run of one."""
     state_file = config.state_url.removeprefix("sqlite:///")
@@ -95,9 +99,9 @@ def commits_per_step(config, steps: int) -> float:
 
     event.listen(Engine, "connect", trace)
     try:
-        with_store(config, make_plan(1))
+        with_store(config, make_plan(1, tool))
         one = len(counted)
-        with_store(config, make_plan(steps + 1))
+        with_store(config, make_plan(steps + 1, tool))
         return (len(counted) - 2 * one) / steps
     finally:
         event.remove(Engine, "connect", trace)
@@ -111,6 +115,28 @@ def commits_alone(url: str, count: int) -> float:
         for i in range(count):
             store.record_event(run_id, i, "bench", {})
         return (time.perf_counter() - started) / count
+
+
+def measure(config, steps: int, repeat: int, tool: str) -> dict[str, float]:
+    plan = make_plan(steps, tool)
+    base: list[float] = []
+    ours: list[float] = []
+    single: list[float] = []
+    for _ in range(repeat):  # alternating, so that a busy moment hits both
+        base.append(baseline(config, plan))
+        ours.append(with_store(config, plan))
+        single.append(with_store(config, make_plan(1, tool)))
+    b, o, one = statistics.median(base), statistics.median(ours), statistics.median(single)
+    return {
+        "baseline": b,
+        "ours": o,
+        "one": one,
+        "per_step": (o - b) / steps * 1000,
+        # What each step adds once the run exists: the run's own start and end
+        # (catalog, store, lock, target) are paid once, whatever its length.
+        "further": (o - one) / (steps - 1) * 1000,
+        "commits": commits_per_step(config, 20, tool),
+    }
 
 
 def main() -> None:
@@ -127,38 +153,28 @@ def main() -> None:
         conn.commit()
         conn.close()
         config = load_config(home=home)
-        plan = make_plan(args.steps)
         with_store(config, make_plan(3))  # warm up: imports, schema creation
         durable = durability(config.state_url)
-        per_step_commits = commits_per_step(config, 20)
-        base: list[float] = []
-        ours: list[float] = []
-        single: list[float] = []
-        for _ in range(args.repeat):  # alternating, so that a busy moment hits both
-            base.append(baseline(config, plan))
-            ours.append(with_store(config, plan))
-            single.append(with_store(config, make_plan(1)))
+        found = {
+            kind: measure(config, args.steps, args.repeat, tool) for kind, tool in KINDS.items()
+        }
         commit = commits_alone(config.state_url, 500)
-    b, o, one = statistics.median(base), statistics.median(ours), statistics.median(single)
-    per_step = (o - b) / args.steps * 1000
-    # What each step adds once the run exists: the run's own start and end (catalog,
-    # store, lock, target) are paid once, whatever its length.
-    further = (o - one) / (args.steps - 1) * 1000
     print(
         f"{args.steps} steps, median of {args.repeat}; state store: SQLite "
         f"{sqlite3.sqlite_version}, {durable}; Python {sys.version.split()[0]}"
     )
-    print(f"baseline (no store): {b * 1000:8.1f} ms  ({b / args.steps * 1000:.3f} ms/step)")
-    print(f"with the store:      {o * 1000:8.1f} ms  ({o / args.steps * 1000:.3f} ms/step)")
-    print(f"overhead per step:   {per_step:8.3f} ms   ratio {o / b:.1f}x")
-    print(
-        f"a run of one step:   {one * 1000:8.1f} ms; each further step {further:.3f} ms "
-        f"(its overhead {further - b / args.steps * 1000:.3f} ms)"
-    )
-    print(
-        f"one durable commit:  {commit * 1000:8.3f} ms; the store commits "
-        f"{per_step_commits:g} times per step (its start with the audit row, its end)"
-    )
+    for kind, f in found.items():
+        b, o, steps = f["baseline"], f["ours"], args.steps
+        print(f"one-statement steps that {kind} ({KINDS[kind]}):")
+        print(f"  baseline (no store): {b * 1000:8.1f} ms  ({b / steps * 1000:.3f} ms/step)")
+        print(f"  with the store:      {o * 1000:8.1f} ms  ({o / steps * 1000:.3f} ms/step)")
+        print(f"  overhead per step:   {f['per_step']:8.3f} ms   ratio {o / b:.1f}x")
+        print(
+            f"  a run of one step:   {f['one'] * 1000:8.1f} ms; each further step "
+            f"{f['further']:.3f} ms (its overhead {f['further'] - b / steps * 1000:.3f} ms)"
+        )
+        print(f"  the store commits {f['commits']:g} times per step")
+    print(f"one durable commit:  {commit * 1000:8.3f} ms")
 
 
 if __name__ == "__main__":

@@ -125,12 +125,14 @@ def test_three_times_the_tables_cost_no_more_catalog_queries(target):
     assert len(catalog(big)) == len(catalog(small)) > 0
     # Besides the steps' own statements, nothing grows with the tables either ...
     assert len(big) - len(big_audit) == len(small) - len(small_audit)
-    # ... and each table's step sends as many statements as any other.
+    # ... and each table's step sends as many statements as any other; the first also
+    # reads, once for the whole run, what the role may do to every table.
     per_step: dict[int, int] = {}
     for row in big_audit:
         per_step[row["step_index"]] = per_step.get(row["step_index"], 0) + 1
     statistics = [per_step[i] for i in range(1, 13)]
-    assert len(set(statistics)) == 1, statistics
+    assert len(set(statistics[1:])) == 1, statistics
+    assert statistics[0] - statistics[1] in (0, 1), statistics
 
 
 def test_after_a_step_only_its_table_is_read_again(target):

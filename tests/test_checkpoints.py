@@ -1,5 +1,6 @@
-"""What a step costs the state store: one durable transaction for its start (with the
-audit row of its first statement) and one for its end, and nothing else that commits.
+"""What a step costs the state store: one durable transaction before each write it
+sends (the write's audit row, with the step's start), and one for its end (with the
+audit rows of its reads), and nothing else that commits.
 How long that takes, bench/checkpoint.py measures; here only how many commits."""
 
 from __future__ import annotations
@@ -59,15 +60,38 @@ def counting_plan(steps: int) -> Plan:
     )
 
 
-def test_a_one_statement_step_commits_twice(config: Config, demo_db: Path) -> None:
+def test_a_one_read_step_commits_once(config: Config, demo_db: Path) -> None:
     commands.apply_plan(config, counting_plan(1))  # the store exists, its schema is current
     with store_commits(config) as few:
         assert commands.apply_plan(config, counting_plan(2)).status == "completed"
     with store_commits(config) as many:
         assert commands.apply_plan(config, counting_plan(12)).status == "completed"
     # What a run costs besides its steps is the same for 2 steps and for 12; each step
-    # more is its start (with its statement's audit row) and its end.
+    # more is its end, with its start and its read's audit row.
+    assert len(many) - len(few) == 1 * 10
+
+
+def test_a_one_write_step_commits_twice(config: Config, demo_db: Path) -> None:
+    def analyzing(steps: int) -> Plan:
+        step = Step("s", "update_table_statistics", {"table": "users"})
+        numbered = (Step(f"step_{i}", step.tool, step.params) for i in range(steps))
+        return Plan("maintenance", "demo", "sqlite", {"type": "checkpoints"}, tuple(numbered))
+
+    commands.apply_plan(config, analyzing(1))
+    with store_commits(config) as few:
+        assert commands.apply_plan(config, analyzing(2)).status == "completed"
+    with store_commits(config) as many:
+        assert commands.apply_plan(config, analyzing(12)).status == "completed"
+    # Each step more is its write's audit row, durable before the write is sent (with
+    # the step's start), and its end.
     assert len(many) - len(few) == 2 * 10
+    audit = commands.run_statements(config, commands.apply_plan(config, analyzing(3)).run_id)
+    words = [row["sql"].split()[0].upper() for row in audit]
+    assert words.count("ANALYZE") == 3, words
+    # Reads and writes alike are in the audit, in the order they were sent, completed.
+    started = [row["started_at"] for row in audit]
+    assert started == sorted(started)
+    assert all(row["finished_at"] for row in audit)
 
 
 def test_every_step_is_durable_before_the_next_begins(config: Config, demo_db: Path) -> None:

@@ -52,8 +52,10 @@ def approve(run: RunContext, step: Step, result: StepResult, tool: ToolDefinitio
 def notify(
     run: RunContext, result: StepResult, tool: ToolDefinition, params: dict[str, Any]
 ) -> None:
-    """A step that needs no approval but is worth a note in the run's log."""
-    run.record_event(
+    """A step that needs no approval but is worth a note in the run's log (with the
+    step's start or end: a note is no reason for a commit of its own)."""
+    run.store.queue_event(
+        run.run_id,
         result.index,
         "notify",
         {"tool": tool.name, "risk_level": tool.risk_level.value, "params": params},

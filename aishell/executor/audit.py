@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StatementRefused, StepInterrupted
 from aishell.executor.context import RunContext
 from aishell.guard import Guard
+from aishell.state import StateStore
+from aishell.state.steps import Read
 
 Before = Callable[[Any, str, Any], None]
 After = Callable[[Any], None]
@@ -55,24 +57,32 @@ def audited(
 ) -> Iterator[None]:
     """Every statement the tool sends passes the guard, is recorded before it runs and
     completed after; a refused one is recorded with why, and never sent."""
-    open_ids: list[int] = []
+    # A write's audit row is durable before the write is sent: the server may commit it
+    # after aishell died, and its row is what says so. A read changes nothing, so its
+    # row (sent and completed in one) rides with the step's next commit.
+    open_ids: list[int | Read] = []
     dialect, paramstyle = run.target.dialect, conn.dialect.paramstyle
     store, stopping = run.store, run.stopping
 
     def before(cursor: Any, statement: str, parameters: Any) -> None:
         if stopping.signal:  # no new statement once SIGINT or SIGTERM came
             raise StepInterrupted(f"interrupted by {stopping.signal}")
-        why = guard.check(statement, cursor, dialect, paramstyle)
+        why, writes = guard.verdict(statement, cursor, dialect, paramstyle)
         if why is not None:
             guard.refused.append(why)
             refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
             store.statement_finished(refused, None, f"refused by the guard: {why}")
             raise StatementRefused(f"{guard.label}: statement refused: {why}")
-        open_ids.append(store.statement_started(run.run_id, index, attempt, statement, parameters))
+        if writes:
+            open_ids.append(
+                store.statement_started(run.run_id, index, attempt, statement, parameters)
+            )
+        else:
+            open_ids.append(Read(run.run_id, index, attempt, statement, parameters))
 
     def after(cursor: Any) -> None:
         rows = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
-        store.statement_finished(open_ids.pop(), rows, None)
+        _finished(store, open_ids.pop(), rows, None)
 
     hooks = _hooks(conn)
     handlers = (before, after)
@@ -82,12 +92,19 @@ def audited(
         yield
     except BaseException as exc:
         for statement_id in open_ids:
-            store.statement_finished(statement_id, None, _error_text(exc))
+            _finished(store, statement_id, None, _error_text(exc))
         raise
     finally:
         stopping.running = None
         hooks.handlers.remove(handlers)
     guard.raise_if_refused()
+
+
+def _finished(store: StateStore, sent: int | Read, rows: int | None, error: str | None) -> None:
+    if isinstance(sent, Read):
+        store.statement_read(sent, rows, error)
+    else:
+        store.statement_finished(sent, rows, error)
 
 
 def _error_text(exc: BaseException) -> str:

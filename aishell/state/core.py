@@ -141,6 +141,22 @@ class StoreCore:
         with self._hot_tx():
             self._event(self._conn, run_id, index, kind, data)
 
+    def queue_event(self, run_id: str, index: int | None, kind: str, data: dict[str, Any]) -> None:
+        """An event that need not outlive a crash on its own: it commits with the next
+        commit (a step's end at the latest)."""
+        self._queued.append(
+            (
+                EVENT,
+                {
+                    "run_id": run_id,
+                    "step_idx": index,
+                    "at": now(),
+                    "kind": kind,
+                    "data": dumps(data),
+                },
+            )
+        )
+
     def _event(
         self, _conn: Connection, run_id: str, index: int | None, kind: str, data: Any
     ) -> None:

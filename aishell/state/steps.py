@@ -3,6 +3,7 @@ has got to."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,11 +41,37 @@ _STEP_FINISHED = Hot(
 _STATEMENT_STARTED = Hot(
     insert(statements), ("run_id", "step_idx", "attempt", "sql", "parameters", "started_at")
 )
+_STATEMENT_READ = Hot(
+    insert(statements),
+    (
+        "run_id",
+        "step_idx",
+        "attempt",
+        "sql",
+        "parameters",
+        "started_at",
+        "finished_at",
+        "rows",
+        "error",
+    ),
+)
 _STATEMENT_FINISHED = Hot(
     update(statements)
     .where(statements.c.id == bindparam("b_id"))
     .values(finished_at=bindparam("finished_at"), rows=bindparam("rows"), error=bindparam("error"))
 )
+
+
+@dataclass
+class Read:
+    """A read a step sent: audited when it completes, with the step's next commit."""
+
+    run_id: str
+    index: int
+    attempt: int
+    sql: str
+    parameters: Any
+    started_at: str = field(default_factory=now)
 
 
 class StepRepository(StoreCore):
@@ -189,6 +216,25 @@ class StepRepository(StoreCore):
             (
                 _STATEMENT_FINISHED,
                 {"b_id": statement_id, "finished_at": now(), "rows": rows, "error": error},
+            )
+        )
+
+    def statement_read(self, read: Read, rows: int | None, error: str | None) -> None:
+        """A read's audit row, sent and completed: committed with the next commit."""
+        self._queued.append(
+            (
+                _STATEMENT_READ,
+                {
+                    "run_id": read.run_id,
+                    "step_idx": read.index,
+                    "attempt": read.attempt,
+                    "sql": read.sql,
+                    "parameters": dumps(read.parameters) if read.parameters else None,
+                    "started_at": read.started_at,
+                    "finished_at": now(),
+                    "rows": rows,
+                    "error": error,
+                },
             )
         )
 

@@ -144,7 +144,9 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if not tables:
         return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     for table in tables:
-        require_maintain(conn, table, "REINDEX TABLE CONCURRENTLY", reindex=True)
+        require_maintain(
+            conn, table, "REINDEX TABLE CONCURRENTLY", reindex=True, run_cache=ctx.run_cache
+        )
     tool = amcheck(conn)
     repaired, still = [], {}
     for table in tables:

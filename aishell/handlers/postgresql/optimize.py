@@ -31,7 +31,7 @@ def _vacuum(full: bool) -> Any:
         conn = ctx.connection
         table = params["table"]
         action = "VACUUM FULL" if full else "VACUUM"
-        oid = require_maintain(conn, table, action)["oid"]
+        oid = require_maintain(conn, table, action, run_cache=ctx.run_cache)["oid"]
         before = conn.execute(text(_SIZE), {"oid": oid}).mappings().one()
         options = "FULL, ANALYZE" if full else "ANALYZE"
         with server_warnings(conn) as warnings:
@@ -80,7 +80,7 @@ _ROW_ESTIMATE = "SELECT c.reltuples::bigint AS row_estimate FROM pg_class c WHER
 def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
-    oid = require_maintain(conn, table, "ANALYZE")["oid"]
+    oid = require_maintain(conn, table, "ANALYZE", run_cache=ctx.run_cache)["oid"]
     with server_warnings(conn) as warnings:
         conn.execute(text(f"ANALYZE {ctx.quote(table)}"))
     estimate = conn.execute(text(_ROW_ESTIMATE), {"oid": oid}).scalar()

@@ -68,14 +68,29 @@ def _refusal(row: Mapping[str, Any], action: str, reindex: bool) -> str:
 
 
 def require_maintain(
-    conn: Connection, table: str, action: str, *, reindex: bool = False
+    conn: Connection,
+    table: str,
+    action: str,
+    *,
+    reindex: bool = False,
+    run_cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Raise StepSkipped before `action` when the server would refuse or skip it; else
-    the table's row of table_privileges (its oid among it)."""
-    rows = table_privileges(conn, [table])
-    if not rows:
-        raise StepFailed(f"Table {table!r} is not in the current schema")
-    row = rows[0]
+    the table's row of table_privileges (its oid among it). With a run's cache, every
+    table's row is read once per run, in one query; a table made since is read alone.
+    (A grant revoked meanwhile is still caught: the server's warning, server_warnings.)"""
+    known: dict[str, dict[str, Any]] | None = None
+    if run_cache is not None:
+        known = run_cache.get("pg_table_privileges")
+        if known is None:
+            known = {row["name"]: row for row in table_privileges(conn, [])}
+            run_cache["pg_table_privileges"] = known
+    row = known.get(table) if known is not None else None
+    if row is None:
+        rows = table_privileges(conn, [table])
+        if not rows:
+            raise StepFailed(f"Table {table!r} is not in the current schema")
+        row = rows[0]
     if row["may_reindex" if reindex else "may_vacuum"]:
         return row
     skip_table(table, _refusal(row, action, reindex), {"owner": row["owner"], "role": row["role"]})

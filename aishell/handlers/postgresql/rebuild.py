@@ -116,7 +116,7 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     # step that rebuilds nothing never made any: the plan's, read just before, hold).
     left = leftovers(conn, oid) if plan["chosen"] else plan["leftovers"]
     if todo or left:
-        require_maintain(conn, table, "REINDEX CONCURRENTLY", reindex=True)
+        require_maintain(conn, table, "REINDEX CONCURRENTLY", reindex=True, run_cache=ctx.run_cache)
     _drop_before_rebuild(conn, ctx, table, left, progress)
     for index, before, reason in todo:
         try:
