@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,28 @@ def test_a_lazy_package_whose_names_differ_from_its_all_fails_to_import() -> Non
 
     with pytest.raises(ImportError, match=r"differ: \['missing'\]"):
         exports("aishell.example", ["present", "missing"], {"aishell.x": ("present",)})
+
+
+def test_a_plan_by_the_rules_imports_no_model_client(tmp_path: Path) -> None:
+    """Only a plan the model drafts needs the model's client (and its HTTP library)."""
+    code = (
+        "import json, sys\n"
+        "from aishell.cli import cli\n"
+        "try:\n"
+        f"    cli(['--home', {str(tmp_path)!r}, 'plan', 'maintenance', '--type', 'quick'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        'print(json.dumps({"heavy": sorted({m.split(".")[0] for m in sys.modules '
+        'if m.split(".")[0] in json.loads(sys.argv[1])})}))\n'
+    )
+    for setup in (["init"], ["demo", "--log-rows", "100"]):
+        subprocess.run(
+            [sys.executable, "-m", "aishell", "--home", str(tmp_path), *setup],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+    heavy = _probe(code)["heavy"]
+    assert "sqlalchemy" in heavy  # it did plan, on the demo target
+    assert "ollama" not in heavy and "httpx" not in heavy, heavy
