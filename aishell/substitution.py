@@ -46,6 +46,20 @@ def find_references(value: Any) -> list[Reference]:
     return found
 
 
+def unmet(condition: str) -> str:
+    """Why a step whose condition came out empty was skipped, in words a person reads:
+    `${step_1.output.corrupted_tables}` as "step_1 found no corrupted_tables"."""
+    refs = find_references(condition)
+    if len(refs) == 1 and refs[0].text == condition.strip():
+        ref = refs[0]
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.path)
+        return f"{ref.step_id} found no {path.lstrip('.') or 'output'}: nothing to do"
+    for ref in refs:
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.path)
+        condition = condition.replace(ref.text, f"{path.lstrip('.') or 'output'} of {ref.step_id}")
+    return f"its condition ({condition}) is empty: nothing to do"
+
+
 def has_references(value: Any) -> bool:
     """Whether value holds a reference anywhere (find_references, without parsing each)."""
     if isinstance(value, str):

@@ -4,8 +4,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aishell import commands
+from aishell.approval import PreApproved
 from aishell.errors import SubstitutionError
-from aishell.substitution import find_references, substitute
+from aishell.plan import Plan, Step
+from aishell.substitution import find_references, substitute, unmet
 
 OUTPUTS = {
     "step_0": {
@@ -103,3 +106,35 @@ def test_embedded_reference_renders_strings_raw_and_the_rest_as_json(prefix, val
     result = substitute(prefix + "|${step_0.output.v}", {"step_0": {"v": value}}, "s")
     rendered = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     assert result.endswith("|" + rendered)
+
+
+def test_an_unmet_condition_is_said_in_words():
+    assert unmet("${step_1.output.corrupted_tables}") == (
+        "step_1 found no corrupted_tables: nothing to do"
+    )
+    assert unmet("${steps.check.output.rows[0]}") == "check found no rows[0]: nothing to do"
+    said = unmet("${step_1.output.large_purge}${step_2.output.tables}")
+    assert said == "its condition (large_purge of step_1tables of step_2) is empty: nothing to do"
+    assert "${" not in said
+
+
+def test_a_step_skipped_by_its_condition_says_why_without_references(config, demo_db):
+    plan = Plan(
+        "maintenance",
+        "demo",
+        "sqlite",
+        {"type": "conditions"},
+        (
+            Step("step_0", "check_table_corruption", {"tables": ["users"]}),
+            Step(
+                "step_1",
+                "repair_corrupted_tables",
+                {"tables": "${step_0.output.corrupted_tables}"},
+                condition="${step_0.output.corrupted_tables}",
+            ),
+        ),
+    )
+    run = commands.apply_plan(config, plan, approver=PreApproved())
+    assert run.steps[0].output["corrupted_tables"] == []
+    assert run.steps[1].status == "skipped"
+    assert run.steps[1].error == "step_0 found no corrupted_tables: nothing to do"

@@ -24,7 +24,7 @@ from aishell.plan import Step, tables_with_columns
 from aishell.policy import StepFacts, Verdict, gather_facts
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
-from aishell.substitution import substitute
+from aishell.substitution import substitute, unmet
 from aishell.tablecatalog import TableCatalog
 
 
@@ -93,7 +93,7 @@ def prepare(
     condition is empty (it is skipped). Anything wrong fails the step and stops the run."""
     try:
         if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
-            run.finish(result, "skipped", error=f"condition {step.condition} is empty")
+            run.finish(result, "skipped", error=unmet(step.condition))
             return None
         resolved = substitute(step.params, outputs, step.id, absent)
         params = schema.with_defaults(resolved, tool.params)
