@@ -192,6 +192,7 @@ def test_postgresql_targets_check_names_what_the_role_lacks(home, pg_role):
     assert missing("maintenance", "REINDEX") == "not on theirs"
     assert missing("maintenance", "the corruption check").startswith("amcheck is not installed")
     assert missing("backup", "pg_dump") is None
+    assert missing("backup", "validate_backup") == f"role {role} may not create databases"
     assert missing("log_cleanup", "delete_old_records") == "not on theirs"
     assert any(
         w.startswith("maintenance lacks owner of each table") and w.endswith("not on theirs")

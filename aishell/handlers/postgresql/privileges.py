@@ -159,6 +159,7 @@ def agent_needs(conn: Connection) -> list[dict[str, Any]]:
     needs = [
         *_maintenance_needs(conn, rows, role, major),
         _backup_need(conn, role, major),
+        _validation_need(conn, role),
         {
             "agent": "log_cleanup",
             "privilege": "SELECT and DELETE on the tables it purges",
@@ -248,6 +249,21 @@ def _backup_need(conn: Connection, role: str, major: int) -> dict[str, Any]:
         "needed_for": "pg_dump",
         "missing": f"not on {_listed([n for n, _ in unreadable])}" if unreadable else None,
         "fix": fix,
+    }
+
+
+def _validation_need(conn: Connection, role: str) -> dict[str, Any]:
+    """validate_backup restores into a scratch database it creates and drops."""
+    may = conn.execute(
+        text("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
+    ).scalar()
+    quote = conn.dialect.identifier_preparer.quote
+    return {
+        "agent": "backup",
+        "privilege": "CREATEDB",
+        "needed_for": "validate_backup (a restore into a scratch database)",
+        "missing": None if may else f"role {role} may not create databases",
+        "fix": f"ALTER ROLE {quote(role)} CREATEDB",
     }
 
 
