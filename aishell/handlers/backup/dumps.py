@@ -212,9 +212,15 @@ def _archive(chunks: Iterator[bytes], progress: ByteProgress) -> Archive | None:
 # The size on disk of the tables whose data pg_dump dumps (with their TOAST, without
 # their indexes): what the dump's uncompressed table data comes close to. The tables of
 # every schema but the system's for a whole database; for an increment, those named.
+# From pg_class's page counts (as of the last VACUUM or ANALYZE), not pg_table_size,
+# which takes a lock on each table: the dump must be the first to wait behind one, in
+# the open where it can be seen and stopped. A table never vacuumed nor analyzed counts
+# as empty; a dump that outgrows the estimate shows no time left.
 _PG_DATA_SIZE = """
-SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT coalesce(sum(c.relpages + coalesce(t.relpages, 0)), 0)::bigint
+       * current_setting('block_size')::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
 """
 
