@@ -180,19 +180,21 @@ def run_child(
     stdout: IO[bytes] | int = subprocess.PIPE,
     should_stop: Callable[[], bool] = lambda: False,
     deadline: float | None = None,
+    watch: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a client tool to its end, recorded in the ledger before it starts.
 
     It runs in its own process group (a terminal's Ctrl-C reaches aishell, which then
     stops it) and dies with aishell. Its group is killed when the run is asked to stop,
     when the step's time (deadline, on time.monotonic()) runs out, and on any error.
+    `watch` is called with its pid every POLL_SECONDS while it runs (progress figures).
     """
     entry = ledger.record(PROCESS, argv[0])
     proc: subprocess.Popen[bytes] | None = None
     try:
         proc = _start(argv, env, stdin, stdout)
         ledger.update(entry, pid=proc.pid, pgid=proc.pid, started=process_started(proc.pid))
-        out, err = _wait(proc, argv[0], should_stop, deadline)
+        out, err = _wait(proc, argv[0], should_stop, deadline, watch)
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
     finally:
         if proc is not None and proc.returncode is None:
@@ -250,6 +252,7 @@ def _wait(
     program: str,
     should_stop: Callable[[], bool],
     deadline: float | None,
+    watch: Callable[[int], None] | None = None,
 ) -> tuple[bytes, bytes]:
     while True:
         try:
@@ -257,6 +260,8 @@ def _wait(
         except subprocess.TimeoutExpired:
             pass
         _check(proc, program, should_stop, deadline)
+        if watch is not None:
+            watch(proc.pid)
 
 
 def _pump(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text as sql
 
 from aishell import commands
 from aishell.cli import cli
@@ -23,6 +24,8 @@ from aishell.config import load_config
 from aishell.errors import EXIT_DENIED
 from aishell.registry import load_registry
 from aishell.resources import bundled_catalog_dir
+from tests.helpers import use_target
+from tests.services import engine
 from tests.test_cli import in_terminal, read_until, strict
 
 PROMPT = "Run this step?"
@@ -271,3 +274,57 @@ def test_dash_h_is_help_everywhere(home: Path) -> None:
     for args in (("-h",), ("run", "-h"), ("run", "maintenance", "-h"), ("runs", "show", "-h")):
         done = _aishell(home, *args)
         assert done.returncode == 0 and done.stdout.startswith("Usage: aishell"), args
+
+
+# Any escape sequence: colours, cursor moves, line erasing.
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# A bar's figures for bytes: done/expected, the rate, the time left.
+BYTES_BAR = re.compile(r"[\d.]+ [KMG]iB/[\d.]+ [KMG]iB +[\d.]+ [KMG]iB/s +\d+:\d\d:\d\d")
+BACKUP = ("run", "backup", "--no-verify")
+
+
+def _a_database_of_megabytes(home: Path, url: str) -> None:
+    """The target `db`: some 20 MiB of rows, which pg_dump takes most of a second over."""
+    with engine(url).connect() as conn:
+        conn.execute(sql("CREATE TABLE logs (id bigint PRIMARY KEY, msg text)"))
+        conn.execute(
+            sql(
+                "INSERT INTO logs SELECT i, md5(i::text) || ' a line of the log ' || i "
+                "FROM generate_series(1, 250000) i"
+            )
+        )
+        # The dump's estimate reads the page counts ANALYZE keeps.
+        conn.execute(sql("ANALYZE logs"))
+    use_target(home, url)
+
+
+def test_a_backup_at_a_terminal_shows_a_bar_with_its_rate_and_time_left(
+    home: Path, pg_url: str
+) -> None:
+    _a_database_of_megabytes(home, pg_url)
+    with in_terminal(*BACKUP, env={"TERM": "xterm-256color"}) as (proc, leader):
+        shown = _answer_the_rest(proc, leader, b"")
+    assert proc.returncode == 0, shown[-2000:]
+    frames = ESCAPE.sub("", shown).replace("\r", "\n").splitlines()
+    bars = [line for line in frames if "backup_database_full" in line and "━" in line]
+    assert any(BYTES_BAR.search(line) for line in bars), bars or shown[-2000:]
+    # Each step still ends with its line, and the run with its summary.
+    assert any(line.startswith("✓ step_1 backup_database_full") for line in frames)
+    assert any(re.match(r"Run \w+ completed", line) for line in frames)
+
+
+def test_quiet_or_piped_a_backup_shows_no_bar(home: Path, pg_url: str) -> None:
+    _a_database_of_megabytes(home, pg_url)
+    with in_terminal(*BACKUP, "--quiet", env={"TERM": "xterm-256color"}) as (proc, leader):
+        quiet = _answer_the_rest(proc, leader, b"")
+    assert proc.returncode == 0, quiet[-2000:]
+    # No spinner, bar or step line: the result alone.
+    lines = [line for line in ESCAPE.sub("", quiet).replace("\r", "\n").splitlines() if line]
+    assert len(lines) == 1 and re.fullmatch(r"Run \w+ completed \(2 succeeded\)", lines[0]), lines
+    assert "━" not in quiet and "MiB" not in quiet and "step_1" not in quiet
+    # On a pipe, the lines of the steps and no bar.
+    piped = _aishell(home, *BACKUP)
+    assert piped.returncode == 0, piped.stderr
+    said = piped.stdout + piped.stderr
+    assert "━" not in said and "MiB/s" not in said and "\x1b[" not in said
+    assert "✓ step_1 backup_database_full" in said and "completed" in said

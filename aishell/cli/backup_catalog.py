@@ -8,7 +8,7 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, json_option
+from aishell.cli.options import approval_options, json_option, quiet_option
 from aishell.cli.output import emit_json, run_and_render
 
 
@@ -17,6 +17,7 @@ from aishell.cli.output import emit_json, run_and_render
 @click.option("--to", "to", required=True, help="Target to restore into.")
 @click.option("--replace", is_flag=True, help="Replace what the target holds.")
 @approval_options
+@quiet_option
 @json_option
 @pass_state
 @click.pass_context
@@ -29,6 +30,7 @@ def restore_command(
     yes: bool,
     approve_up_to: str | None,
     non_interactive: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Restore a verified backup into a target (critical: a person approves it)."""
@@ -39,6 +41,7 @@ def restore_command(
         lambda approver, observer, _review: commands.restore(
             state.config, backup_id, to, replace=replace, approver=approver, observer=observer
         ),
+        quiet,
     )
 
 

@@ -8,7 +8,13 @@ import click
 from aishell import commands
 from aishell.cli.completion import complete_target, target_option
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, force_option, json_option, safety_level_option
+from aishell.cli.options import (
+    approval_options,
+    force_option,
+    json_option,
+    quiet_option,
+    safety_level_option,
+)
 from aishell.cli.output import emit_json, run_and_render
 
 
@@ -19,6 +25,7 @@ from aishell.cli.output import emit_json, run_and_render
 @approval_options
 @safety_level_option
 @force_option
+@quiet_option
 @json_option
 @pass_state
 @click.pass_context
@@ -33,6 +40,7 @@ def ask(
     non_interactive: bool,
     safety_level: str | None,
     force: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Ask in plain words, e.g. aishell ask "purge audit_log rows older than 90 days".
@@ -56,6 +64,7 @@ def ask(
             force=force,
             review=review,
         ),
+        quiet,
     )
 
 

@@ -45,6 +45,14 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+quiet_option = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No spinner, progress bar or line per step; the result and errors still print.",
+)
+
+
 class FiniteFloat(click.FloatRange):
     """A float range that refuses NaN and infinity (NaN compares false with every
     limit, so a range alone lets it through)."""

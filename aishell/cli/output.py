@@ -78,8 +78,10 @@ def run_and_render(
     as_json: bool,
     approval: dict[str, Any],
     start: Callable[[Approver, Any, PlanReviewer], RunResult],
+    quiet: bool = False,
 ) -> None:
-    """Start a run with a progress display, print its summary, exit with its status.
+    """Start a run with a progress display (none when `quiet`), print its summary, exit
+    with its status.
 
     `approval` holds the approval flags (yes, approve_up_to, non_interactive). A plan
     a model drafted is shown to the reviewer before it runs.
@@ -87,7 +89,7 @@ def run_and_render(
     console = render.console(as_json)
     approver = make_approver(console, **approval)
     reviewer = PlanReviewer(console, as_json, approval)
-    with render.StepProgress(console) as observer:
+    with render.StepProgress(console, quiet=quiet) as observer:
         result = start(approver, observer, reviewer)
     shown = reviewer.preview.to_dict() if reviewer.preview is not None else None
     finish_run(ctx, console, result, as_json, preview=shown)

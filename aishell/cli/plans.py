@@ -20,6 +20,7 @@ from aishell.cli.options import (
     max_run_time_option,
     plan_out_option,
     planner_option,
+    quiet_option,
     safety_level_option,
 )
 from aishell.cli.output import emit_json, run_and_render
@@ -151,6 +152,7 @@ def plan_rotate_key(state: State, as_json: bool) -> None:
 @max_run_time_option
 @safety_level_option
 @force_option
+@quiet_option
 @json_option
 @pass_state
 @click.pass_context
@@ -165,6 +167,7 @@ def apply(
     safety_level: str | None,
     force: bool,
     max_run_time: float | None,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Run exactly a plan saved with `plan --out`, checked whole before its first step.
@@ -189,4 +192,5 @@ def apply(
             force=force,
             max_run_seconds=max_run_time,
         ),
+        quiet,
     )

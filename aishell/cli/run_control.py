@@ -10,7 +10,7 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import run_id_argument
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, json_option, max_run_time_option
+from aishell.cli.options import approval_options, json_option, max_run_time_option, quiet_option
 from aishell.cli.output import emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
 
@@ -59,6 +59,7 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
 @run_id_argument
 @approval_options
 @max_run_time_option
+@quiet_option
 @json_option
 @pass_state
 @click.pass_context
@@ -70,6 +71,7 @@ def resume(
     approve_up_to: str | None,
     non_interactive: bool,
     max_run_time: float | None,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
@@ -84,6 +86,7 @@ def resume(
             observer=observer,
             max_run_seconds=max_run_time,
         ),
+        quiet,
     )
 
 

@@ -20,6 +20,7 @@ from aishell.cli.options import (
     maintenance_options,
     max_run_time_option,
     planner_option,
+    quiet_option,
     safety_level_option,
     stacked,
 )
@@ -42,6 +43,7 @@ def job_run_options(dry_run_help: str) -> Decorator:
             max_run_time_option,
             safety_level_option,
             force_option,
+            quiet_option,
             json_option,
         ]
     )
@@ -55,9 +57,11 @@ def start_job(
     agent: str,
     job: dict[str, Any],
     target: str | None,
+    quiet: bool = False,
     **run_options: Any,
 ) -> None:
-    """Run `job` with `agent` on `target` (see commands.run_job for `run_options`)."""
+    """Run `job` with `agent` on `target` (see commands.run_job for `run_options`), with
+    no progress display when `quiet`."""
     run_and_render(
         ctx,
         as_json,
@@ -72,6 +76,7 @@ def start_job(
             review=review,
             **run_options,
         ),
+        quiet,
     )
 
 
@@ -95,6 +100,7 @@ def run_maintenance(
     safety_level: str | None,
     force: bool,
     max_run_time: float | None,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Run maintenance on a target and print a summary of every step."""
@@ -109,6 +115,7 @@ def run_maintenance(
         dry_run=dry_run,
         safety_level=safety_level,
         force=force,
+        quiet=quiet,
         planner=planner,
         max_run_seconds=max_run_time,
     )
@@ -132,6 +139,7 @@ def run_log_cleanup(
     safety_level: str | None,
     force: bool,
     max_run_time: float | None,
+    quiet: bool,
     as_json: bool,
     **flags: Any,
 ) -> None:
@@ -152,6 +160,7 @@ def run_log_cleanup(
         dry_run=dry_run,
         safety_level=safety_level,
         force=force,
+        quiet=quiet,
         planner=planner,
         max_run_seconds=max_run_time,
     )
@@ -194,6 +203,7 @@ def run_log_cleanup(
 )
 @approval_options
 @max_run_time_option
+@quiet_option
 @json_option
 @pass_state
 @click.pass_context
@@ -212,6 +222,7 @@ def run_backup(
     approve_up_to: str | None,
     non_interactive: bool,
     max_run_time: float | None,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Back up a target into the backup folder and validate the backup."""
@@ -223,6 +234,7 @@ def run_backup(
         "backup",
         jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last),
         target,
+        quiet=quiet,
         planner=planner,
         max_run_seconds=max_run_time,
     )

@@ -6,26 +6,65 @@ Validation loads into a scratch copy, a restore into the target itself.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Dialect
 
+from aishell.handlers.backup.manifest import Chain
 from aishell.handlers.backup.processes import my_args, mysql_client, pg_args, run_tool, server_env
+from aishell.handlers.backup.reporting import ByteProgress
 from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier, quote_plain_identifier
 
 
-def sqlite_apply(conn: sqlite3.Connection, path: Path, manifest: dict[str, Any]) -> None:
+def each_file(
+    chain: Chain, ctx: ToolContext
+) -> Iterator[tuple[Path, dict[str, Any], ByteProgress, int]]:
+    """The chain's files, oldest first, each with the progress figures of loading the
+    whole chain (its files' bytes) and the bytes of the files before it."""
+    progress = ByteProgress(ctx.report, sum(link.stat().st_size for link, _ in chain))
+    before = 0
+    for link, manifest in chain:
+        yield link, manifest, progress, before
+        before += link.stat().st_size
+    progress.finish()
+
+
+# Pages the SQLite backup API copies between two reports of how far it got.
+BACKUP_PAGES = 1024
+
+
+def sqlite_apply(
+    conn: sqlite3.Connection,
+    path: Path,
+    manifest: dict[str, Any],
+    progress: ByteProgress | None = None,
+    before: int = 0,
+) -> None:
+    """Load one SQLite backup file into conn; `progress` counts its bytes (after
+    `before` bytes of the files loaded before it)."""
+    size = path.stat().st_size
     if manifest["kind"] == "full":
         source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+        def copied(_status: int, remaining: int, total: int) -> None:
+            if progress is not None and total:
+                progress.reached(before + size * (total - remaining) // total)
+
         try:
-            source.backup(conn)
+            source.backup(conn, pages=BACKUP_PAGES, progress=copied)
         finally:
             source.close()
-        return
+    else:
+        _sqlite_increment(conn, path, manifest)
+    if progress is not None:
+        progress.reached(before + size)
+
+
+def _sqlite_increment(conn: sqlite3.Connection, path: Path, manifest: dict[str, Any]) -> None:
     conn.execute("ATTACH DATABASE ? AS inc", (f"{path.resolve().as_uri()}?mode=ro",))
     try:
         for table in [*manifest["changed"], *manifest["dropped"]]:
@@ -80,16 +119,23 @@ def server_apply(
     manifest: dict[str, Any],
     replace: bool,
     ctx: ToolContext,
+    progress: ByteProgress | None = None,
+    before: int = 0,
 ) -> None:
+    """Load one server backup file into `database`; `progress` counts the bytes the
+    client program has read of it (after `before` bytes of the files loaded before)."""
     env = server_env(url)
     command = restore_argv(dialect, url, database, path, manifest, replace)
     if command is not None:
         argv, stdin = command
+        watch = progress.reading(path, before) if progress is not None else None
         if stdin is None:
-            run_tool(argv, env, ctx)
+            run_tool(argv, env, ctx, watch=watch)
         else:
             with stdin.open("rb") as dump:
-                run_tool(argv, env, ctx, stdin=dump)
+                run_tool(argv, env, ctx, stdin=dump, watch=watch)
+    if progress is not None:
+        progress.reached(before + path.stat().st_size)
     if manifest["kind"] == "incremental" and manifest["dropped"]:
         engine = create_engine(url.set(database=database), isolation_level="AUTOCOMMIT")
         try:

@@ -35,6 +35,7 @@ from aishell.handlers.backup.processes import (
     server_env,
     tool_version,
 )
+from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import IN_ORDER, DumpFile, read_chunks, read_dump, write_tables
 from aishell.registry import ToolContext
@@ -144,12 +145,8 @@ def take_postgresql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None
             if parent and not changed:
                 partial.write_bytes(b"")  # nothing changed: an empty increment
             else:
-                # Double quotes make a pg_dump pattern match exactly that one table.
-                only = [f"--table={quote_plain_identifier(t)}" for t in changed] if parent else []
-                url = conn.engine.url
-                argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *only, *pg_args(url)]
-                argv.append(str(url.database))
-                archive, sha = stream_into(partial, argv, server_env(url), ctx, _archive)
+                only = changed if parent else None
+                archive, sha = _pg_dump(partial, snap, snapshot, only, ctx)
         if archive is None:
             counts = table_counts(snap, list(trees))
         else:
@@ -166,6 +163,23 @@ def take_postgresql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None
     how = {"counted": COUNTED_IN_SNAPSHOT if archive is None else COUNTED_IN_ARCHIVE}
     checksums = dict(sorted(checksums.items()))
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
+
+
+def _pg_dump(
+    partial: Path, snap: Connection, snapshot: str, only: list[str] | None, ctx: ToolContext
+) -> tuple[Archive | None, str]:
+    """pg_dump of the snapshot (only the tables named, if any) streamed into partial: its
+    archive as read on the way, and its sha256."""
+    url = ctx.connection.engine.url
+    # Double quotes make a pg_dump pattern match exactly that one table.
+    tables = [f"--table={quote_plain_identifier(t)}" for t in only or []]
+    argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *tables, *pg_args(url), str(url.database)]
+    progress = ByteProgress(ctx.report, _pg_data_size(snap, only))
+    found = stream_into(
+        partial, argv, server_env(url), ctx, lambda chunks: _archive(chunks, progress)
+    )
+    progress.finish()
+    return found
 
 
 def _pg_changes(
@@ -185,13 +199,38 @@ def _pg_changes(
     return sums, changed, dropped
 
 
-def _archive(chunks: Iterator[bytes]) -> Archive | None:
+def _archive(chunks: Iterator[bytes], progress: ByteProgress) -> Archive | None:
     """The archive's rows per table; None if the archive is not one pgarchive reads
-    (the rows are then counted in the snapshot)."""
+    (the rows are then counted in the snapshot). The progress display counts the
+    table data as pg_dump wrote it, before compression."""
     try:
-        return read_archive(chunks)
+        return read_archive(chunks, progress.add)
     except ArchiveUnreadable:
         return None
+
+
+# The size on disk of the tables whose data pg_dump dumps (with their TOAST, without
+# their indexes): what the dump's uncompressed table data comes close to. The tables of
+# every schema but the system's for a whole database; for an increment, those named.
+# From pg_class's page counts (as of the last VACUUM or ANALYZE), not pg_table_size,
+# which takes a lock on each table: the dump must be the first to wait behind one, in
+# the open where it can be seen and stopped. A table never vacuumed nor analyzed counts
+# as empty; a dump that outgrows the estimate shows no time left.
+_PG_DATA_SIZE = """
+SELECT coalesce(sum(c.relpages + coalesce(t.relpages, 0)), 0)::bigint
+       * current_setting('block_size')::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+"""
+
+
+def _pg_data_size(snap: Connection, only: list[str] | None) -> int:
+    """The bytes a dump's table data is expected to come to, read in one query."""
+    if only is None:
+        return int(snap.execute(text(_PG_DATA_SIZE)).scalar_one())
+    named = " AND n.nspname = current_schema() AND c.relname = ANY(:names)"
+    return int(snap.execute(text(_PG_DATA_SIZE + named), {"names": only}).scalar_one())
 
 
 # --- MySQL / MariaDB ------------------------------------------------------------------------
@@ -205,9 +244,12 @@ def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> 
     server = str(conn.execute(text("SELECT VERSION()")).scalar())
     env = server_env(url)
     notes = {"checksum_method": IN_ORDER}
+    # The dump's text comes close to the tables' data (without their indexes).
+    progress = ByteProgress(ctx.report, _my_data_size(conn))
     if parent is None:
         with partial_file(final, ctx) as partial:
-            dump, sha = stream_into(partial, argv, env, ctx, read_chunks)
+            dump, sha = stream_into(partial, argv, env, ctx, read_chunks, progress)
+        progress.finish()
         counts, checksums = dump.counts(), dump.checksums()
         return Taken(counts, checksums, list(counts), [], tool, server, FROM_DUMP, sha, notes)
     # An increment is cut from a whole dump: which tables changed is known only from
@@ -215,7 +257,8 @@ def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> 
     # checksums were made another way matches no table: every table is taken.
     whole = final.with_name(final.name + ".whole.partial")
     with ctx.scratch.file(whole), writing(whole, "writing"):
-        dump, _sha = stream_into(whole, argv, env, ctx, read_chunks)
+        dump, _sha = stream_into(whole, argv, env, ctx, read_chunks, progress)
+        progress.finish()
         counts, checksums = dump.counts(), dump.checksums()
         changed, dropped = changed_tables(parent, counts, checksums)
         with partial_file(final, ctx) as partial:
@@ -227,6 +270,17 @@ def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> 
                 _check_increment(partial, written, dump, argv[0])
                 changed = sorted(written)
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_DUMP, None, notes)
+
+
+def _my_data_size(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            text(
+                "SELECT coalesce(sum(DATA_LENGTH), 0) FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
+            )
+        ).scalar_one()
+    )
 
 
 def _check_increment(partial: Path, written: set[str], whole: DumpFile, tool: str) -> None:

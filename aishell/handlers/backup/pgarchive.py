@@ -17,7 +17,7 @@ any other archive raises ArchiveUnreadable and the caller counts another way.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 _MAGIC = b"PGDMP"
@@ -154,15 +154,17 @@ class _Reader:
             yield self.source.read(size)
 
 
-def _rows(chunks: Iterator[bytes], compressed: bool) -> int:
+def _rows(chunks: Iterator[bytes], compressed: bool, counted: Callable[[int], None]) -> int:
     """Rows in one table's data: COPY text, one line per row, then pg_dump's end of data
-    (a line holding backslash-period, and two blank lines)."""
+    (a line holding backslash-period, and two blank lines). `counted` is told the size
+    of each piece of that text."""
     inflate = zlib.decompressobj() if compressed else None
     lines = 0
     tail = b""
     try:
         for chunk in chunks:
             data = inflate.decompress(chunk) if inflate else chunk
+            counted(len(data))
             lines += data.count(b"\n")
             tail = (tail + data[-len(_END_OF_DATA) - 1 :])[-len(_END_OF_DATA) - 1 :]
         if inflate:
@@ -179,9 +181,12 @@ def _rows(chunks: Iterator[bytes], compressed: bool) -> int:
     return lines - _END_OF_DATA.count(b"\n")
 
 
-def read_archive(chunks: Iterator[bytes]) -> Archive:
+def read_archive(
+    chunks: Iterator[bytes], counted: Callable[[int], None] = lambda _n: None
+) -> Archive:
     """The rows of each table a custom-format archive holds, read from its chunks as
-    they come.
+    they come; `counted` is told the size of each piece of table data (uncompressed)
+    as it is read, for the progress display.
 
     Raises ArchiveUnreadable for anything but a readable custom-format archive; the
     caller then reads what is left of the stream itself."""
@@ -192,7 +197,7 @@ def read_archive(chunks: Iterator[bytes]) -> Archive:
     while not reader.source.at_end():
         kind, dump_id = reader.read_byte(), reader.read_int()
         if kind == _BLK_DATA:
-            lines = _rows(reader.chunks(), compressed)
+            lines = _rows(reader.chunks(), compressed, counted)
             if dump_id in entries:
                 found.rows[entries[dump_id]] = lines
         elif kind == _BLK_BLOBS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import IO
 
 from sqlalchemy.engine import URL
@@ -39,9 +39,11 @@ def run_tool(
     *,
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | int = subprocess.PIPE,
+    watch: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """A client program, recorded before it starts, killed with its group when the run
-    stops, its time runs out, or anything fails (aishell/scratch.py)."""
+    stops, its time runs out, or anything fails (aishell/scratch.py); `watch` is called
+    with its pid while it runs."""
     done = run_child(
         argv,
         env=env,
@@ -50,6 +52,7 @@ def run_tool(
         stdout=stdout,
         should_stop=ctx.should_stop,
         deadline=ctx.deadline,
+        watch=watch,
     )
     return _succeeded(done)
 

@@ -24,6 +24,7 @@ from aishell.errors import StepFailed
 from aishell.handlers import cached
 from aishell.handlers.backup.apply import (
     dropped_statements,
+    each_file,
     restore_argv,
     server_apply,
     sqlite_apply,
@@ -280,12 +281,12 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     dialect = conn.dialect.name
     url = conn.engine.url
-    for link, link_manifest in chain:
+    for link, link_manifest, progress, before in each_file(chain, ctx):
         if dialect == "sqlite":
             raw = conn.connection.driver_connection
             if not isinstance(raw, sqlite3.Connection):
                 raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
-            sqlite_apply(raw, link, link_manifest)
+            sqlite_apply(raw, link, link_manifest, progress, before)
         else:
             server_apply(
                 dialect,
@@ -295,6 +296,8 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                 link_manifest,
                 bool(params.get("replace")),
                 ctx,
+                progress,
+                before,
             )
     # The sha256 only says the file is the one the manifest describes; the restored
     # rows and contents must be the ones it describes too.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from aishell.handlers.backup.processes import tool_output
+from aishell.handlers.backup.reporting import ByteProgress
 from aishell.registry import ToolContext
 
 T = TypeVar("T")
@@ -43,14 +44,18 @@ _START_WRITEBACK = _sync_file_range()
 
 
 class Tee:
-    """The chunks of a stream, each written to `out` and hashed as it passes on."""
+    """The chunks of a stream, each written to `out` and hashed as it passes on (and
+    counted for the progress display, when given one)."""
 
-    def __init__(self, chunks: Iterable[bytes], out: BinaryIO) -> None:
+    def __init__(
+        self, chunks: Iterable[bytes], out: BinaryIO, progress: ByteProgress | None = None
+    ) -> None:
         self._chunks = iter(chunks)
         self._out = out
         self._hash = hashlib.sha256()
         self.size = 0
         self._flushed = 0
+        self._progress = progress
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -62,6 +67,8 @@ class Tee:
         self.size += len(chunk)
         if self.size - self._flushed >= WRITEBACK_BYTES:
             self._start_writeback()
+        if self._progress is not None:
+            self._progress.add(len(chunk))
         return chunk
 
     def drain(self) -> None:
@@ -90,13 +97,15 @@ def stream_into(
     env: dict[str, str],
     ctx: ToolContext,
     read: Callable[[Iterator[bytes]], T],
+    progress: ByteProgress | None = None,
 ) -> tuple[T, str]:
     """Run a dump tool into path, its output hashed and read by `read` on the way (what
-    `read` leaves is still written). Returns what `read` returned, and the sha256."""
+    `read` leaves is still written), and its bytes counted by `progress` if given.
+    Returns what `read` returned, and the sha256."""
     source = tool_output(argv, env, ctx)
     # On any failure the tool is killed first, then the file closed.
     with path.open("wb") as out, closing(source):
-        tee = Tee(source, out)
+        tee = Tee(source, out, progress)
         found = read(tee)
         tee.drain()
     return found, tee.sha256

@@ -12,7 +12,8 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from aishell.handlers.backup.measure import (
     sqlite_counts,
     sqlite_tables,
 )
+from aishell.handlers.backup.reporting import ByteProgress
 from aishell.registry import ToolContext
 from aishell.scratch import BACKUP
 from aishell.sqltext import quote_plain_identifier
@@ -122,7 +124,7 @@ def _take(
     entry = ctx.scratch.record(BACKUP, str(final))
     try:
         if dialect == "sqlite":
-            taken = _take_sqlite(final, ctx, parent)
+            taken = _take_sqlite(final, ctx, parent, size["estimated_bytes"])
         elif dialect == "postgresql":
             taken = take_postgresql(final, ctx, parent)
         else:
@@ -199,11 +201,43 @@ def _outcome(
     }
 
 
-def _take_sqlite(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> Taken:
+# How many SQLite virtual machine instructions between two looks at the copy's size.
+WATCH_INSTRUCTIONS = 100_000
+
+
+@contextmanager
+def _copy_watched(ctx: ToolContext, partial: Path, expected: int) -> Iterator[None]:
+    """While VACUUM INTO writes the copy: its size, against the database's, for the
+    progress display (looked at between instructions, at most a few times a second)."""
+    progress = ByteProgress(ctx.report, expected)
+    raw = ctx.connection.connection.driver_connection
+
+    def look() -> int:
+        if progress.due():
+            with suppress(OSError):
+                progress.reached(partial.stat().st_size)
+        return 0  # go on
+
+    if isinstance(raw, sqlite3.Connection):
+        raw.set_progress_handler(look, WATCH_INSTRUCTIONS)
+    try:
+        yield
+    finally:
+        if isinstance(raw, sqlite3.Connection):
+            raw.set_progress_handler(None, 0)
+    with suppress(OSError):
+        progress.reached(partial.stat().st_size)
+    progress.finish()
+
+
+def _take_sqlite(
+    final: Path, ctx: ToolContext, parent: dict[str, Any] | None, expected: int
+) -> Taken:
     with partial_file(final, ctx, "copying the database to") as partial:
         # VACUUM INTO copies in one read transaction (the page-by-page backup
         # API restarts for ever while another connection keeps writing).
-        ctx.connection.execute(text("VACUUM INTO :path"), {"path": str(partial)})
+        with _copy_watched(ctx, partial, expected):
+            ctx.connection.execute(text("VACUUM INTO :path"), {"path": str(partial)})
         copy = sqlite3.connect(partial)
         try:
             result = copy.execute("PRAGMA integrity_check").fetchone()[0]

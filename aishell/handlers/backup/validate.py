@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.handlers.backup.apply import server_apply, sqlite_apply
+from aishell.handlers.backup.apply import each_file, server_apply, sqlite_apply
 from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
 from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
 from aishell.handlers.backup.measure import (
@@ -125,8 +125,8 @@ def _validate_sqlite(
                 f"Cannot make the scratch copy {scratch}: {exc}; {NOT_JUDGED}"
             ) from None
         try:
-            for link, link_manifest in chain:
-                sqlite_apply(copy, link, link_manifest)
+            for link, link_manifest, progress, before in each_file(chain, ctx):
+                sqlite_apply(copy, link, link_manifest, progress, before)
             check = copy.execute("PRAGMA integrity_check").fetchone()[0]
             if check != "ok":
                 problems.append(f"integrity_check: {check}")
@@ -174,8 +174,10 @@ def _validate_server(
     try:
         with scratch_server_database(conn, ctx) as (_scratch_url, name):
             try:
-                for link, link_manifest in chain:
-                    server_apply(dialect, url, name, link, link_manifest, False, ctx)
+                for link, link_manifest, progress, before in each_file(chain, ctx):
+                    server_apply(
+                        dialect, url, name, link, link_manifest, False, ctx, progress, before
+                    )
             except ToolFailed as exc:
                 failure = _server_at_fault(exc, ctx, name)
                 if failure is not None:
@@ -199,13 +201,14 @@ def _validate_server(
 def _decode_pg_archives(chain: Chain, problems: list[str], ctx: ToolContext) -> None:
     """A quick validation of PostgreSQL archives: each must decode."""
     # Decodes every block of each archive; --list would read only its index.
-    for link, _ in chain:
+    for link, _, progress, before in each_file(chain, ctx):
         if link.stat().st_size:
             try:
                 run_tool(
                     ["pg_restore", "-f", "/dev/null", str(link)],
                     server_env(ctx.connection.engine.url),
                     ctx,
+                    watch=progress.reading(link, before),
                 )
             except ToolFailed as exc:
                 problems.append(f"{link.name} does not decode: {exc}")
