@@ -3,6 +3,8 @@ into a target)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from aishell import commands, render
@@ -26,19 +28,12 @@ def restore_command(
     backup_id: int,
     to: str,
     replace: bool,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
     as_json: bool,
+    approval: dict[str, Any],
 ) -> None:
     """Restore a verified backup into a target (critical: a person approves it)."""
     run_and_render(
-        ctx,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer, _review: commands.restore(
-            state.config, backup_id, to, replace=replace, approver=approver, observer=observer
-        ),
+        ctx, as_json, approval, commands.restore, state.config, backup_id, to, replace=replace
     )
 
 

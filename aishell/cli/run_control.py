@@ -10,7 +10,7 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import run_id_argument
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, json_option, max_run_time_option
+from aishell.cli.options import approval_options, json_option, max_run_time_option, run_options
 from aishell.cli.output import emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
 
@@ -57,6 +57,7 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
 
 @click.command()
 @run_id_argument
+@run_options
 @approval_options
 @max_run_time_option
 @json_option
@@ -66,25 +67,12 @@ def resume(
     ctx: click.Context,
     state: State,
     run_id: str,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    max_run_time: float | None,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
 ) -> None:
     """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
-    run_and_render(
-        ctx,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer, _review: commands.resume_run(
-            state.config,
-            run_id,
-            approver=approver,
-            observer=observer,
-            max_run_seconds=max_run_time,
-        ),
-    )
+    run_and_render(ctx, as_json, approval, commands.resume_run, state.config, run_id, **run_options)
 
 
 @click.command()
