@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary
+from aishell.handlers.integrity import checked_or_skipped, corruption_summary, repair_each
 from aishell.handlers.sqlite.privileges import read_only_reason, write
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier
@@ -104,22 +104,16 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             reason, {"skipped_tables": [{"table": t, "reason": reason} for t in tables]}
         )
     backup = str(_backup_copy(ctx, "pre-repair")) if params.get("create_backup", True) else None
-    repaired, still_damaged = [], {}
-    for table in tables:
+
+    def repair(table: str) -> list[str] | None:
         # REINDEX rebuilds every index of the table from the table's rows, which
         # fixes index entries that disagree with the table.
         write(conn, f"REINDEX {ctx.quote(table)}", table, "REINDEX")
-        remaining = integrity_messages(conn, table)
-        if remaining:
-            still_damaged[table] = remaining[:5]
-        else:
-            repaired.append(table)
-    if still_damaged:
-        detail = "; ".join(f"{t}: {m[0]}" for t, m in still_damaged.items())
-        raise StepFailed(
-            f"REINDEX did not repair {', '.join(still_damaged)} (the table b-tree itself is "
-            f"damaged; restore from a backup{f' such as {backup}' if backup else ''}): {detail}"
-        )
+        return integrity_messages(conn, table)[:5] or None
+
+    such_as = f" such as {backup}" if backup else ""
+    why = f" (the table b-tree itself is damaged; restore from a backup{such_as})"
+    repaired = repair_each(tables, repair, "REINDEX did not repair", why)
     return {"repaired_tables": repaired, "backup_path": backup}
 
 
