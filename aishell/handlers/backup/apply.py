@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Dialect
 
 from aishell.handlers.backup.processes import my_args, mysql_client, pg_args, run_tool, server_env
-from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.toolcontext import ToolContext
 
 
 def sqlite_apply(conn: sqlite3.Connection, path: Path, manifest: dict[str, Any]) -> None:

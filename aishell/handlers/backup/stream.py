@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from aishell.handlers.backup.processes import tool_output
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 T = TypeVar("T")
 

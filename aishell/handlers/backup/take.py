@@ -36,9 +36,9 @@ from aishell.handlers.backup.measure import (
     sqlite_counts,
     sqlite_tables,
 )
-from aishell.registry import ToolContext
 from aishell.scratch import BACKUP
 from aishell.sqltext import quote_plain_identifier
+from aishell.toolcontext import ToolContext
 
 # --- calculate_backup_size ---------------------------------------------------------------
 
