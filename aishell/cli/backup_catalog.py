@@ -11,7 +11,7 @@ from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import approval_options, json_option
-from aishell.cli.output import emit_json, run_and_render
+from aishell.cli.output import answer, run_and_render
 
 
 @click.command("restore")
@@ -49,11 +49,8 @@ def backups() -> None:
 def backups_list(state: State, target: str | None, as_json: bool) -> None:
     """List backups, newest first, and whether each was proven restorable."""
     catalog = commands.backup_catalog(state.config, target)
-    if as_json:
-        emit_json(catalog)
-    else:
-        rows, freshness = catalog["backups"], catalog["newest_restorable"]
-        render.backups_table(render.console(False), rows, freshness)
+    rows, freshness = catalog["backups"], catalog["newest_restorable"]
+    answer(as_json, catalog, lambda out: render.backups_table(out, rows, freshness))
 
 
 @backups.command("show")
@@ -63,7 +60,4 @@ def backups_list(state: State, target: str | None, as_json: bool) -> None:
 def backups_show(state: State, backup_id: int, as_json: bool) -> None:
     """Show one backup: its manifest and the result of its validation."""
     data = commands.show_backup(state.config, backup_id)
-    if as_json:
-        emit_json(data)
-    else:
-        render.backup_detail(render.console(False), data)
+    answer(as_json, data, lambda out: render.backup_detail(out, data))

@@ -33,6 +33,14 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def answer(as_json: bool, data: Any, show: Callable[[Any], object]) -> None:
+    """`data` as one JSON object with --json; else `show` draws it on the console."""
+    if as_json:
+        emit_json(data)
+    else:
+        show(render.console(False))
+
+
 def make_approver(
     console: Any, yes: bool, approve_up_to: str | None, non_interactive: bool
 ) -> Approver:

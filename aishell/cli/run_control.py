@@ -11,7 +11,7 @@ from aishell import commands, render
 from aishell.cli.completion import run_id_argument
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import approval_options, json_option, max_run_time_option, run_options
-from aishell.cli.output import emit_json, run_and_render
+from aishell.cli.output import answer, emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
 
 
@@ -32,10 +32,7 @@ def runs() -> None:
 def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
     rows = commands.list_runs(state.config, status=status, limit=limit)
-    if as_json:
-        emit_json({"runs": rows})
-    else:
-        render.runs_table(render.console(False), rows)
+    answer(as_json, {"runs": rows}, lambda out: render.runs_table(out, rows))
 
 
 @runs.command("show")
