@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aishell.errors import StepFailed, StepSkipped
+from aishell.toolcontext import ToolContext
 
 
 def corruption_summary(
@@ -50,6 +51,22 @@ def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
         return summary
     reason = f"No table could be checked for corruption: {summary['not_checked']}"
     raise StepSkipped(reason, summary)
+
+
+Repair = Callable[[list[str], Mapping[str, Any], ToolContext], dict[str, Any]]
+
+
+def repairing(repair: Repair) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:
+    """repair_corrupted_tables' run: `repair(tables, params, ctx)` with the tables given;
+    none given (the check found none) is nothing to do."""
+
+    def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        tables = list(params.get("tables") or [])
+        if not tables:
+            return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
+        return repair(tables, params, ctx)
+
+    return run
 
 
 def repair_each(

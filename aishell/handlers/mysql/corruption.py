@@ -14,7 +14,12 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import user_tables
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary, repair_each
+from aishell.handlers.integrity import (
+    checked_or_skipped,
+    corruption_summary,
+    repair_each,
+    repairing,
+)
 from aishell.handlers.mysql.catalog import table_row
 from aishell.handlers.mysql.privileges import (
     DENIED_TEXT,
@@ -91,11 +96,8 @@ check_table_corruption = Handler(
 )
 
 
-def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     for table in tables:
         require_privileges(
             conn, table, {"SELECT", "INSERT", "CREATE", "ALTER"}, "Repair (copy, then rebuild)"
@@ -122,7 +124,7 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 repair_corrupted_tables = Handler(
     sql_templates=("ALTER TABLE {table} FORCE", "REPAIR TABLE {table}"),
-    run_fn=_repair,
+    run_fn=repairing(_repair),
     render_fn=each_table("ALTER TABLE {table} FORCE  -- REPAIR TABLE for MyISAM and Aria"),
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables",

@@ -18,7 +18,12 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import is_lock_timeout, user_tables
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary, repair_each
+from aishell.handlers.integrity import (
+    checked_or_skipped,
+    corruption_summary,
+    repair_each,
+    repairing,
+)
 from aishell.handlers.postgresql.catalog import (
     AMCHECK,
     AMCHECK_AVAILABLE,
@@ -137,11 +142,8 @@ check_table_corruption = Handler(
 )
 
 
-def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     for table in tables:
         require_maintain(
             conn, table, "REINDEX TABLE CONCURRENTLY", reindex=True, run_cache=ctx.run_cache
@@ -165,7 +167,7 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX TABLE CONCURRENTLY {table}",),
-    run_fn=_repair,
+    run_fn=repairing(_repair),
     render_fn=each_table("REINDEX TABLE CONCURRENTLY {table}"),
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged indexes",

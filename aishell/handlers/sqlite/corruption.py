@@ -17,7 +17,12 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary, repair_each
+from aishell.handlers.integrity import (
+    checked_or_skipped,
+    corruption_summary,
+    repair_each,
+    repairing,
+)
 from aishell.handlers.sqlite.privileges import read_only_reason, write
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier
@@ -92,11 +97,8 @@ def _backup_copy(ctx: ToolContext, label: str) -> Path:
     return final
 
 
-def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     read_only = read_only_reason(conn)
     if read_only is not None:
         reason = f"REINDEX of {', '.join(tables)} skipped: {read_only}"
@@ -119,7 +121,7 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
-    run_fn=_repair,
+    run_fn=repairing(_repair),
     render_fn=each_table("REINDEX {table}"),
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables and indexes",
