@@ -1,6 +1,8 @@
 """The code's shape, read from its syntax: no function in aishell/ is over 60 lines, and
-the modules and packages directly under aishell/ import each other without a cycle.
-(No module over 500 lines: tests/test_architecture_doc.py.)"""
+the modules and packages directly under aishell/, each package taken whole, import each
+other without a cycle: a package's modules do not import a module that imports the
+package back. (No module over 500 lines: tests/test_architecture_doc.py; no cycle
+between single modules: tests/test_import_graph.py.)"""
 
 from __future__ import annotations
 
