@@ -52,11 +52,11 @@ def _follow_the_recipe(checkout: Path) -> list[str]:
     for path, code in ((definition, yaml_code), (handler, handler_code)):
         assert not (checkout / path).exists(), f"{path} is meant to be new"
         (checkout / path).write_text(code)
-    # The plan line goes after the quick plan's statistics(t), as the recipe says.
+    # The plan line goes after the quick plan's `yield _statistics(t)`, as the recipe says.
     agent = checkout / plan
     lines = agent.read_text().splitlines(keepends=True)
-    quick = next(i for i, line in enumerate(lines) if 'if kind == "quick":' in line)
-    anchor = next(i for i in range(quick, len(lines)) if lines[i].strip() == "statistics(t)")
+    quick = next(i for i, line in enumerate(lines) if line.startswith("def _quick("))
+    anchor = next(i for i in range(quick, len(lines)) if lines[i].strip() == "yield _statistics(t)")
     lines.insert(anchor + 1, plan_line)
     agent.write_text("".join(lines))
     return [definition, handler, plan]

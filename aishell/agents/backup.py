@@ -54,67 +54,69 @@ class BackupAgent:
         """full: calculate_backup_size -> backup_database_full -> validate_backup;
         incremental: find_last_backup -> backup_database_incremental -> validate_backup
         (either with cleanup_old_backups last); drill: find_last_backup -> validate_backup."""
-        newest = "${step_0.output.backup_path}"
         if job["type"] == "drill":
-            # A restore drill: the newest backup, restored into a scratch database.
-            return _steps(
-                (
-                    "find_last_backup",
-                    {"verified_only": False},
-                    "Find the newest backup of the target",
-                ),
-                (
-                    "validate_backup",
-                    {"backup_path": newest, "quick": False},
-                    "Restore it into a scratch database and check every table's rows and contents",
-                ),
-            )
-        work: list[tuple[str, dict[str, Any], str]]
-        if job["type"] == "incremental":
-            work = [
-                (
-                    "find_last_backup",
-                    {"verified_only": True},
-                    "Find the newest verified backup to chain from",
-                ),
-                (
-                    "backup_database_incremental",
-                    {"parent": newest},
-                    "Back up the tables that changed since that backup",
-                ),
-            ]
-        else:
-            work = [
-                (
-                    "calculate_backup_size",
-                    {},
-                    "Estimate the backup's size and check the backup folder has room",
-                ),
-                (
-                    "backup_database_full",
-                    {},
-                    "Take a full backup with a manifest of every table's row count",
-                ),
-            ]
+            return _steps(*_DRILL)
+        work = list(_INCREMENTAL if job["type"] == "incremental" else _FULL)
         if job.get("verify", True):
-            work.append(
-                (
-                    "validate_backup",
-                    {"backup_path": "${step_1.output.backup_path}", "quick": job["quick"]},
-                    "Prove the backup restores: checksum, restore, rows and contents",
-                )
-            )
+            work.append(_validate(job["quick"]))
         if job.get("cleanup"):
-            work.append(
-                (
-                    "cleanup_old_backups",
-                    {"retention_days": job["retention_days"], "keep_last": job["keep_last"]},
-                    "Delete backups past retention, never the newest verified one",
-                )
-            )
+            work.append(_cleanup(job["retention_days"], job["keep_last"]))
         return _steps(*work)
 
 
-def _steps(*work: tuple[str, dict[str, Any], str]) -> list[Step]:
+_Work = tuple[str, dict[str, Any], str]
+_NEWEST = "${step_0.output.backup_path}"
+# A restore drill: the newest backup, restored into a scratch database.
+_DRILL: tuple[_Work, ...] = (
+    ("find_last_backup", {"verified_only": False}, "Find the newest backup of the target"),
+    (
+        "validate_backup",
+        {"backup_path": _NEWEST, "quick": False},
+        "Restore it into a scratch database and check every table's rows and contents",
+    ),
+)
+_INCREMENTAL: tuple[_Work, ...] = (
+    (
+        "find_last_backup",
+        {"verified_only": True},
+        "Find the newest verified backup to chain from",
+    ),
+    (
+        "backup_database_incremental",
+        {"parent": _NEWEST},
+        "Back up the tables that changed since that backup",
+    ),
+)
+_FULL: tuple[_Work, ...] = (
+    (
+        "calculate_backup_size",
+        {},
+        "Estimate the backup's size and check the backup folder has room",
+    ),
+    (
+        "backup_database_full",
+        {},
+        "Take a full backup with a manifest of every table's row count",
+    ),
+)
+
+
+def _validate(quick: bool) -> _Work:
+    return (
+        "validate_backup",
+        {"backup_path": "${step_1.output.backup_path}", "quick": quick},
+        "Prove the backup restores: checksum, restore, rows and contents",
+    )
+
+
+def _cleanup(retention_days: int, keep_last: int) -> _Work:
+    return (
+        "cleanup_old_backups",
+        {"retention_days": retention_days, "keep_last": keep_last},
+        "Delete backups past retention, never the newest verified one",
+    )
+
+
+def _steps(*work: _Work) -> list[Step]:
     """Steps step_0, step_1, ... of (tool, params, rationale)."""
-    return [Step(step_id(i), tool, params, why) for i, (tool, params, why) in enumerate(work)]
+    return [Step(step_id(i), tool, dict(params), why) for i, (tool, params, why) in enumerate(work)]

@@ -99,29 +99,14 @@ class LogCleanupAgent:
         """count_table_rows (an estimate) -> delete_old_records -> count_table_rows
         (derived from the purge's count), then after a large purge
         update_table_statistics (on PostgreSQL a VACUUM (ANALYZE) instead)."""
-        table, column = job["table"], job["date_column"]
-        purge: dict[str, Any] = {
-            "table": table,
-            "date_column": column,
-            "retention_days": job["retention_days"],
-            # One cutoff for the whole run, from the server's clock at the first estimate;
-            # a resumed run deletes exactly what the first attempt would have.
-            "cutoff": "${step_0.output.cutoff}",
-            "expected_rows": "${step_0.output.older_rows}",
-        }
-        purge.update({k: job[k] for k in _PURGE_PARAMS if job.get(k) is not None})
-        for key in ("max_rows", "archive_file", "archive_table"):
-            if job.get(key):
-                purge[key] = job[key]
-        if job.get("replicas"):
-            purge["replicas"] = job["replicas"]
+        table = job["table"]
         steps = [
             Step(
                 step_id(0),
                 "count_table_rows",
                 {
                     "table": table,
-                    "date_column": column,
+                    "date_column": job["date_column"],
                     "retention_days": job["retention_days"],
                     "estimate": True,
                 },
@@ -131,41 +116,68 @@ class LogCleanupAgent:
             Step(
                 step_id(1),
                 "delete_old_records",
-                purge,
+                _purge_params(job),
                 f"Delete the rows of {table} older than the cutoff, in batches",
             ),
-            Step(
-                step_id(2),
-                "count_table_rows",
-                {
-                    "table": table,
-                    "date_column": column,
-                    "cutoff": "${step_0.output.cutoff}",
-                    "estimate": True,
-                    "before": "${step_0.output}",
-                    "after_purge": "${step_1.output}",
-                },
-                "The rows left: the estimate less the rows the purge deleted; none older "
-                "than the cutoff once it walked the whole key range",
-                depends_on=(step_id(1),),
-            ),
+            _count_after(table, job["date_column"]),
         ]
         if job.get("statistics_after_rows") is not None:
-            tool, why = (
-                ("optimize_table", "VACUUM (ANALYZE): make the deleted rows' space reusable")
-                if ctx.dialect == "postgresql"
-                else ("update_table_statistics", "Refresh the planner's statistics")
-            )
-            steps.append(
-                Step(
-                    step_id(3),
-                    tool,
-                    {"table": table},
-                    f"{why} after a large purge",
-                    condition="${step_1.output.large_purge}",
-                )
-            )
+            steps.append(_statistics_after(table, ctx.dialect))
         return steps
+
+
+def _purge_params(job: dict[str, Any]) -> dict[str, Any]:
+    """delete_old_records' params: the job's purge settings, the cutoff of the estimate."""
+    purge: dict[str, Any] = {
+        "table": job["table"],
+        "date_column": job["date_column"],
+        "retention_days": job["retention_days"],
+        # One cutoff for the whole run, from the server's clock at the first estimate;
+        # a resumed run deletes exactly what the first attempt would have.
+        "cutoff": "${step_0.output.cutoff}",
+        "expected_rows": "${step_0.output.older_rows}",
+    }
+    purge.update({k: job[k] for k in _PURGE_PARAMS if job.get(k) is not None})
+    for key in ("max_rows", "archive_file", "archive_table"):
+        if job.get(key):
+            purge[key] = job[key]
+    if job.get("replicas"):
+        purge["replicas"] = job["replicas"]
+    return purge
+
+
+def _count_after(table: str, column: str) -> Step:
+    return Step(
+        step_id(2),
+        "count_table_rows",
+        {
+            "table": table,
+            "date_column": column,
+            "cutoff": "${step_0.output.cutoff}",
+            "estimate": True,
+            "before": "${step_0.output}",
+            "after_purge": "${step_1.output}",
+        },
+        "The rows left: the estimate less the rows the purge deleted; none older "
+        "than the cutoff once it walked the whole key range",
+        depends_on=(step_id(1),),
+    )
+
+
+def _statistics_after(table: str, dialect: str) -> Step:
+    """Fresh statistics once a large purge is done (on PostgreSQL, space reused too)."""
+    tool, why = (
+        ("optimize_table", "VACUUM (ANALYZE): make the deleted rows' space reusable")
+        if dialect == "postgresql"
+        else ("update_table_statistics", "Refresh the planner's statistics")
+    )
+    return Step(
+        step_id(3),
+        tool,
+        {"table": table},
+        f"{why} after a large purge",
+        condition="${step_1.output.large_purge}",
+    )
 
 
 def parse_archive_to(archive: object) -> tuple[str, str]:

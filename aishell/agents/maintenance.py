@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aishell.agents.base import PlanningContext
@@ -59,114 +61,147 @@ class MaintenanceAgent:
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]
-        tables = list(ctx.tables)
-        if kind == "full" and not job.get("tables"):
-            # The most urgent tables first, so a window that closes early has done them.
-            tables.sort(key=lambda t: (-ctx.urgency.get(t, 0.0), t))
-        threshold = ctx.defaults.fragmentation_threshold
-        work: list[tuple[str, dict[str, Any], str, str | None]] = []
-        conditions: dict[int, str] = {}
-
-        def add(
-            tool: str, params: dict[str, Any], rationale: str, table: str | None = None
-        ) -> None:
-            work.append((tool, params, rationale, table))
-
-        # Full maintenance checks for corruption in its first step, before a REINDEX could
-        # hide a damaged index or a VACUUM touch a damaged page; the report says per table
-        # whether it was checked. Emergency maintenance has a check step of its own.
-        add(
-            "analyze_database_health",
-            {"tables": tables, "check_corruption": kind == "full"},
-            "Assess the database's health before changing anything"
-            + (", and check every table for corruption" if kind == "full" else ""),
-        )
-
-        def statistics(t: str) -> None:
-            add("update_table_statistics", {"table": t}, f"Refresh planner statistics for {t}", t)
-
-        def fragmentation(t: str) -> None:
-            add(
-                "analyze_table_fragmentation",
-                {"table": t, "fragmentation_threshold": threshold},
-                f"Measure fragmentation of {t}",
-                t,
-            )
-
-        if kind == "quick":
-            for t in tables:
-                statistics(t)
-        elif kind == "standard":
-            for t in tables:
-                fragmentation(t)
-                statistics(t)
-        elif kind == "full":
-            for t in tables:
-                fragmentation(t)
-                if job.get("rebuild_indexes", True):
-                    add(
-                        "rebuild_fragmented_indexes",
-                        {
-                            "table": t,
-                            "fragmentation_threshold": threshold,
-                            "min_pages": ctx.defaults.min_index_pages,
-                        },
-                        f"Rebuild indexes of {t} fragmented past {threshold:g}%",
-                        t,
-                    )
-                # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the
-                # statistics too (and its output counts them), so no ANALYZE follows.
-                analyzes = ctx.dialect == "postgresql"
-                add(
-                    "optimize_table",
-                    {"table": t, "fragmentation_threshold": threshold},
-                    f"Compact {t} and return free pages"
-                    + (", refreshing its planner statistics" if analyzes else ""),
-                    t,
-                )
-                if not analyzes:
-                    statistics(t)
-        elif kind == "emergency":
-            add(
-                "check_table_corruption",
-                {"tables": tables},
-                "Look for corrupted tables and indexes",
-            )
-            add(
-                "repair_corrupted_tables",
-                {"tables": "${step_1.output.corrupted_tables}", "create_backup": True},
-                "Repair the tables the check found corrupted, after a backup copy",
-            )
-            # Nothing to repair, nothing to approve: skip unless the check found damage.
-            conditions[len(work) - 1] = "${step_1.output.corrupted_tables}"
-
+        tables = _in_order(job, ctx)
+        work = [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)]
         steps = [
             Step(
                 id=step_id(i),
-                tool=tool,
-                params=params,
-                rationale=rationale,
-                condition=conditions.get(i),
+                tool=w.tool,
+                params=w.params,
+                rationale=w.rationale,
+                condition=w.condition,
             )
-            for i, (tool, params, rationale, _) in enumerate(work)
+            for i, w in enumerate(work)
         ]
-        actions = [
-            {"tool": tool, "table": table, "output": f"${{{step_id(i)}.output}}"}
-            for i, (tool, _, _, table) in enumerate(work)
-            if i > 0
-        ]
-        steps.append(
-            Step(
-                id=step_id(len(work)),
-                tool="generate_maintenance_report",
-                params={
-                    "maintenance_type": kind,
-                    "tables": tables,
-                    "baseline": "${step_0.output}",
-                    "actions": actions,
+        return [*steps, _report(kind, tables, work)]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One step of the work, before it is numbered; `table` is what the report names."""
+
+    tool: str
+    params: dict[str, Any]
+    rationale: str
+    table: str | None = None
+    condition: str | None = None
+
+
+def _in_order(job: dict[str, Any], ctx: PlanningContext) -> list[str]:
+    tables = list(ctx.tables)
+    if job["type"] == "full" and not job.get("tables"):
+        # The most urgent tables first, so a window that closes early has done them.
+        tables.sort(key=lambda t: (-ctx.urgency.get(t, 0.0), t))
+    return tables
+
+
+def _health_check(kind: str, tables: list[str]) -> _Work:
+    # Full maintenance checks for corruption in its first step, before a REINDEX could
+    # hide a damaged index or a VACUUM touch a damaged page; the report says per table
+    # whether it was checked. Emergency maintenance has a check step of its own.
+    return _Work(
+        "analyze_database_health",
+        {"tables": tables, "check_corruption": kind == "full"},
+        "Assess the database's health before changing anything"
+        + (", and check every table for corruption" if kind == "full" else ""),
+    )
+
+
+def _statistics(t: str) -> _Work:
+    return _Work("update_table_statistics", {"table": t}, f"Refresh planner statistics for {t}", t)
+
+
+def _fragmentation(t: str, ctx: PlanningContext) -> _Work:
+    return _Work(
+        "analyze_table_fragmentation",
+        {"table": t, "fragmentation_threshold": ctx.defaults.fragmentation_threshold},
+        f"Measure fragmentation of {t}",
+        t,
+    )
+
+
+def _quick(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+    """Per table: fresh planner statistics."""
+    for t in tables:
+        yield _statistics(t)
+
+
+def _standard(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+    """Per table: measure fragmentation, then fresh planner statistics."""
+    for t in tables:
+        yield _fragmentation(t, ctx)
+        yield _statistics(t)
+
+
+def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+    """Per table: measure, rebuild fragmented indexes (unless told not to), compact, and
+    fresh planner statistics."""
+    threshold = ctx.defaults.fragmentation_threshold
+    # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the statistics too
+    # (and its output counts them), so no ANALYZE follows.
+    analyzes = ctx.dialect == "postgresql"
+    for t in tables:
+        yield _fragmentation(t, ctx)
+        if job.get("rebuild_indexes", True):
+            yield _Work(
+                "rebuild_fragmented_indexes",
+                {
+                    "table": t,
+                    "fragmentation_threshold": threshold,
+                    "min_pages": ctx.defaults.min_index_pages,
                 },
-                rationale="Summarize what was done and the database before and after",
-                always_run=True,
+                f"Rebuild indexes of {t} fragmented past {threshold:g}%",
+                t,
             )
+        yield _Work(
+            "optimize_table",
+            {"table": t, "fragmentation_threshold": threshold},
+            f"Compact {t} and return free pages"
+            + (", refreshing its planner statistics" if analyzes else ""),
+            t,
         )
-        return steps
+        if not analyzes:
+            yield _statistics(t)
+
+
+def _emergency(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+    """Check every table for corruption, then repair what the check found."""
+    yield _Work(
+        "check_table_corruption", {"tables": tables}, "Look for corrupted tables and indexes"
+    )
+    yield _Work(
+        "repair_corrupted_tables",
+        {"tables": "${step_1.output.corrupted_tables}", "create_backup": True},
+        "Repair the tables the check found corrupted, after a backup copy",
+        # Nothing to repair, nothing to approve: skip unless the check found damage.
+        condition="${step_1.output.corrupted_tables}",
+    )
+
+
+_WORK: dict[str, Callable[[dict[str, Any], PlanningContext, list[str]], Iterator[_Work]]] = {
+    "quick": _quick,
+    "standard": _standard,
+    "full": _full,
+    "emergency": _emergency,
+}
+
+
+def _report(kind: str, tables: list[str], work: list[_Work]) -> Step:
+    """The report step: runs whatever happened before it, and reads every step's output."""
+    actions = [
+        {"tool": w.tool, "table": w.table, "output": f"${{{step_id(i)}.output}}"}
+        for i, w in enumerate(work)
+        if i > 0
+    ]
+    return Step(
+        id=step_id(len(work)),
+        tool="generate_maintenance_report",
+        params={
+            "maintenance_type": kind,
+            "tables": tables,
+            "baseline": "${step_0.output}",
+            "actions": actions,
+        },
+        rationale="Summarize what was done and the database before and after",
+        always_run=True,
+    )

@@ -3,13 +3,15 @@ into a target)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import approval_options, json_option, quiet_option
-from aishell.cli.output import emit_json, run_and_render
+from aishell.cli.output import answer, run_and_render
 
 
 @click.command("restore")
@@ -27,21 +29,12 @@ def restore_command(
     backup_id: int,
     to: str,
     replace: bool,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
 ) -> None:
     """Restore a verified backup into a target (critical: a person approves it)."""
     run_and_render(
-        ctx,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer, _review: commands.restore(
-            state.config, backup_id, to, replace=replace, approver=approver, observer=observer
-        ),
-        quiet,
+        ctx, as_json, approval, commands.restore, state.config, backup_id, to, replace=replace
     )
 
 
@@ -57,11 +50,8 @@ def backups() -> None:
 def backups_list(state: State, target: str | None, as_json: bool) -> None:
     """List backups, newest first, and whether each was proven restorable."""
     catalog = commands.backup_catalog(state.config, target)
-    if as_json:
-        emit_json(catalog)
-    else:
-        rows, freshness = catalog["backups"], catalog["newest_restorable"]
-        render.backups_table(render.console(False), rows, freshness)
+    rows, freshness = catalog["backups"], catalog["newest_restorable"]
+    answer(as_json, catalog, lambda out: render.backups_table(out, rows, freshness))
 
 
 @backups.command("show")
@@ -71,7 +61,4 @@ def backups_list(state: State, target: str | None, as_json: bool) -> None:
 def backups_show(state: State, backup_id: int, as_json: bool) -> None:
     """Show one backup: its manifest and the result of its validation."""
     data = commands.show_backup(state.config, backup_id)
-    if as_json:
-        emit_json(data)
-    else:
-        render.backup_detail(render.console(False), data)
+    answer(as_json, data, lambda out: render.backup_detail(out, data))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from aishell import commands
@@ -10,9 +12,11 @@ from aishell.cli.completion import complete_target, target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
     approval_options,
+    dry_run_option,
     force_option,
     json_option,
     quiet_option,
+    run_options,
     safety_level_option,
 )
 from aishell.cli.output import emit_json, run_and_render
@@ -21,7 +25,8 @@ from aishell.cli.output import emit_json, run_and_render
 @click.command()
 @click.argument("request", nargs=-1, required=True)
 @target_option
-@click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
+@run_options
+@dry_run_option()
 @approval_options
 @safety_level_option
 @force_option
@@ -34,14 +39,9 @@ def ask(
     state: State,
     request: tuple[str, ...],
     target: str | None,
-    dry_run: bool,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    safety_level: str | None,
-    force: bool,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
 ) -> None:
     """Ask in plain words, e.g. aishell ask "purge audit_log rows older than 90 days".
 
@@ -49,22 +49,17 @@ def ask(
     plan; the validator checks it, the preview is shown, and it runs with approvals
     as usual. A request whose drafts all fail validation is refused with the reasons.
     """
+    words = " ".join(request)
     run_and_render(
         ctx,
         as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer, review: commands.ask(
-            state.config,
-            " ".join(request),
-            target,
-            dry_run=dry_run,
-            approver=approver,
-            observer=observer,
-            safety_level=safety_level,
-            force=force,
-            review=review,
-        ),
-        quiet,
+        approval,
+        commands.ask,
+        state.config,
+        words,
+        target,
+        review=True,
+        **run_options,
     )
 
 

@@ -3,8 +3,9 @@ reads the same in every command's help."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,21 @@ def stacked(options: Sequence[Decorator]) -> Decorator:
     return apply
 
 
+def gathered(into: str, names: Mapping[str, str]) -> Decorator:
+    """Hand the command the values of the options `names` lists (those it takes) as one
+    dict argument `into`, each under the name `names` gives it (the commands' name)."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[into] = {names[k]: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return f(*args, **kwargs)
+
+        return command
+
+    return wrap
+
+
 def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     # The group that reports errors reads it: with --json, an error is JSON too.
     if value:
@@ -45,10 +61,19 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def _remember_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    # What renders a run reads it (output.run_and_render): no command passes it on.
+    if value:
+        ctx.meta["aishell.quiet"] = True
+    return value
+
+
 quiet_option = click.option(
     "--quiet",
     "-q",
     is_flag=True,
+    expose_value=False,
+    callback=_remember_quiet,
     help="No spinner, progress bar or line per step; the result and errors still print.",
 )
 
@@ -205,8 +230,10 @@ every_step_option = click.option(
     help="Show every step of a long plan (over 50 steps, alike steps share one line).",
 )
 
+# The command takes them as one dict, `approval`: the flags output.make_approver takes.
 approval_options = stacked(
     [
+        gathered("approval", {name: name for name in ("yes", "approve_up_to", "non_interactive")}),
         click.option(
             "--yes", "-y", is_flag=True, help="Approve steps up to high risk (not critical)."
         ),
@@ -223,6 +250,24 @@ approval_options = stacked(
     ]
 )
 
+# How a run goes, as the commands that start runs take it: a command that has any of
+# --planner, --dry-run, --safety-level, --force and --max-run-time takes them as one
+# dict, `run_options`, to pass on as keywords (commands.run_job, apply_plan, ask, ...).
+run_options = gathered(
+    "run_options",
+    {
+        "planner": "planner",
+        "dry_run": "dry_run",
+        "safety_level": "safety_level",
+        "force": "force",
+        "max_run_time": "max_run_seconds",
+    },
+)
+
+
+def dry_run_option(text: str = "Read-only: run analysis, preview the rest.") -> Decorator:
+    return click.option("--dry-run", is_flag=True, help=text)
+
 
 def max_run_time_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
@@ -231,3 +276,41 @@ def max_run_time_option(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Stop the run after this long (90s, 30m, 2h), planning included; it ends "
         "interrupted and `aishell resume` goes on (default: max_run_seconds in config).",
     )(f)
+
+
+def start_options(dry_run_help: str = "Read-only: run analysis, preview the rest.") -> Decorator:
+    """How a plan runs, as `aishell apply` takes it (and `aishell run` after --planner):
+    --dry-run, the approval flags, --max-run-time, --safety-level, --force and --json;
+    the command takes them as `approval`, `run_options` and `as_json`."""
+    return stacked(
+        [
+            run_options,
+            dry_run_option(dry_run_help),
+            approval_options,
+            max_run_time_option,
+            safety_level_option,
+            force_option,
+            quiet_option,
+            json_option,
+        ]
+    )
+
+
+def job_run_options(dry_run_help: str) -> Decorator:
+    """How a job runs, after what it is: as `aishell run maintenance` and `log-cleanup`
+    take it."""
+    return stacked([planner_option, start_options(dry_run_help)])
+
+
+# What `aishell plan maintenance` and `log-cleanup` take after the job itself; the
+# command takes them as one dict, `plan_options`.
+plan_job_options = stacked(
+    [
+        gathered("plan_options", {k: k for k in ("planner", "safety_level", "out", "every")}),
+        planner_option,
+        safety_level_option,
+        plan_out_option,
+        every_step_option,
+        json_option,
+    ]
+)

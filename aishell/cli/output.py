@@ -33,6 +33,14 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def answer(as_json: bool, data: Any, show: Callable[[Any], object]) -> None:
+    """`data` as one JSON object with --json; else `show` draws it on the console."""
+    if as_json:
+        emit_json(data)
+    else:
+        show(render.console(False))
+
+
 def make_approver(
     console: Any, yes: bool, approve_up_to: str | None, non_interactive: bool
 ) -> Approver:
@@ -77,20 +85,25 @@ def run_and_render(
     ctx: click.Context,
     as_json: bool,
     approval: dict[str, Any],
-    start: Callable[[Approver, Any, PlanReviewer], RunResult],
-    quiet: bool = False,
+    start: Callable[..., RunResult],
+    *args: Any,
+    review: bool = False,
+    **kwargs: Any,
 ) -> None:
-    """Start a run with a progress display (none when `quiet`), print its summary, exit
-    with its status.
+    """Start a run, `start(*args, **kwargs)` of commands, with a progress display (none
+    with --quiet); print its summary and exit with its status.
 
-    `approval` holds the approval flags (yes, approve_up_to, non_interactive). A plan
-    a model drafted is shown to the reviewer before it runs.
+    `start` is also given the approver that `approval` (yes, approve_up_to,
+    non_interactive) makes and the progress display as its observer; with `review`, the
+    reviewer that shows a plan a model drafted before it runs.
     """
     console = render.console(as_json)
     approver = make_approver(console, **approval)
     reviewer = PlanReviewer(console, as_json, approval)
+    reviewing = {"review": reviewer} if review else {}
+    quiet = bool(ctx.meta.get("aishell.quiet"))  # options.quiet_option
     with render.StepProgress(console, quiet=quiet) as observer:
-        result = start(approver, observer, reviewer)
+        result = start(*args, approver=approver, observer=observer, **reviewing, **kwargs)
     shown = reviewer.preview.to_dict() if reviewer.preview is not None else None
     finish_run(ctx, console, result, as_json, preview=shown)
 

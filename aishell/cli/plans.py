@@ -11,17 +11,11 @@ import click
 from aishell import commands, jobs, render
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
-    approval_options,
-    every_step_option,
-    force_option,
     json_option,
     log_cleanup_options,
     maintenance_options,
-    max_run_time_option,
-    plan_out_option,
-    planner_option,
-    quiet_option,
-    safety_level_option,
+    plan_job_options,
+    start_options,
 )
 from aishell.cli.output import emit_json, run_and_render
 
@@ -41,16 +35,15 @@ def plan_and_show(
     agent: str,
     job: dict[str, Any],
     target: str | None,
-    out: Path | None,
-    every: bool = False,
-    **plan_options: Any,
+    plan_options: dict[str, Any],
 ) -> None:
-    """Plan `job` (a spinner while a model drafts it), save it when `out` is given, and
+    """Plan `job` (a spinner while a model drafts it), save it when --out is given, and
     show it, every step or alike steps together (see commands.plan_job for
     `plan_options`)."""
+    every, out = plan_options.pop("every"), plan_options["out"]
     with render.StepProgress(render.console(as_json)) as progress:
         preview = commands.plan_job(
-            state.config, agent, job, target, out=out, notice=progress.planning, **plan_options
+            state.config, agent, job, target, notice=progress.planning, **plan_options
         )
     if as_json:
         emit_json(preview.to_dict())
@@ -64,11 +57,7 @@ def plan_and_show(
 
 @plan.command("maintenance")
 @maintenance_options
-@planner_option
-@safety_level_option
-@plan_out_option
-@every_step_option
-@json_option
+@plan_job_options
 @pass_state
 def plan_maintenance(
     state: State,
@@ -76,57 +65,29 @@ def plan_maintenance(
     target: str | None,
     tables: str | None,
     no_rebuild_indexes: bool,
-    planner: str | None,
-    safety_level: str | None,
-    out: Path | None,
-    every: bool,
     as_json: bool,
+    plan_options: dict[str, Any],
 ) -> None:
     """Plan maintenance: each step's tool, risk, whether it needs approval, and its SQL."""
-    plan_and_show(
-        state,
-        as_json,
-        "maintenance",
-        jobs.maintenance_job(kind, tables, no_rebuild_indexes),
-        target,
-        out,
-        every,
-        safety_level=safety_level,
-        planner=planner,
-    )
+    job = jobs.maintenance_job(kind, tables, no_rebuild_indexes)
+    plan_and_show(state, as_json, "maintenance", job, target, plan_options)
 
 
 @plan.command("log-cleanup")
 @log_cleanup_options
-@planner_option
-@safety_level_option
-@plan_out_option
-@every_step_option
-@json_option
+@plan_job_options
 @pass_state
 def plan_log_cleanup(
     state: State,
     /,
     target: str | None,
-    planner: str | None,
-    safety_level: str | None,
-    out: Path | None,
-    every: bool,
     as_json: bool,
+    plan_options: dict[str, Any],
     **flags: Any,
 ) -> None:
     """Plan a purge of old rows: count, delete in batches, count again, statistics."""
-    plan_and_show(
-        state,
-        as_json,
-        "log_cleanup",
-        jobs.log_cleanup_job(**flags),
-        target,
-        out,
-        every,
-        safety_level=safety_level,
-        planner=planner,
-    )
+    job = jobs.log_cleanup_job(**flags)
+    plan_and_show(state, as_json, "log_cleanup", job, target, plan_options)
 
 
 @plan.command("rotate-key")
@@ -147,28 +108,16 @@ def plan_rotate_key(state: State, as_json: bool) -> None:
 
 @click.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Read-only: run analysis, preview the rest.")
-@approval_options
-@max_run_time_option
-@safety_level_option
-@force_option
-@quiet_option
-@json_option
+@start_options()
 @pass_state
 @click.pass_context
 def apply(
     ctx: click.Context,
     state: State,
     plan_file: Path,
-    dry_run: bool,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    safety_level: str | None,
-    force: bool,
-    max_run_time: float | None,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
 ) -> None:
     """Run exactly a plan saved with `plan --out`, checked whole before its first step.
 
@@ -179,18 +128,5 @@ def apply(
     changed, or the target drifted from what the plan assumed.
     """
     run_and_render(
-        ctx,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer, _review: commands.apply_plan(
-            state.config,
-            plan_file,
-            dry_run=dry_run,
-            approver=approver,
-            observer=observer,
-            safety_level=safety_level,
-            force=force,
-            max_run_seconds=max_run_time,
-        ),
-        quiet,
+        ctx, as_json, approval, commands.apply_plan, state.config, plan_file, **run_options
     )

@@ -10,8 +10,14 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import run_id_argument
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, json_option, max_run_time_option, quiet_option
-from aishell.cli.output import emit_json, run_and_render
+from aishell.cli.options import (
+    approval_options,
+    json_option,
+    max_run_time_option,
+    quiet_option,
+    run_options,
+)
+from aishell.cli.output import answer, emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
 
 
@@ -32,10 +38,7 @@ def runs() -> None:
 def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
     rows = commands.list_runs(state.config, status=status, limit=limit)
-    if as_json:
-        emit_json({"runs": rows})
-    else:
-        render.runs_table(render.console(False), rows)
+    answer(as_json, {"runs": rows}, lambda out: render.runs_table(out, rows))
 
 
 @runs.command("show")
@@ -57,6 +60,7 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
 
 @click.command()
 @run_id_argument
+@run_options
 @approval_options
 @max_run_time_option
 @quiet_option
@@ -67,27 +71,12 @@ def resume(
     ctx: click.Context,
     state: State,
     run_id: str,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    max_run_time: float | None,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
 ) -> None:
     """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
-    run_and_render(
-        ctx,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        lambda approver, observer, _review: commands.resume_run(
-            state.config,
-            run_id,
-            approver=approver,
-            observer=observer,
-            max_run_seconds=max_run_time,
-        ),
-        quiet,
-    )
+    run_and_render(ctx, as_json, approval, commands.resume_run, state.config, run_id, **run_options)
 
 
 @click.command()

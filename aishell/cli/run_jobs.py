@@ -11,18 +11,16 @@ from aishell.bounds import MAX_RETENTION_DAYS
 from aishell.cli.completion import target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
-    Decorator,
     FiniteFloat,
     approval_options,
-    force_option,
+    job_run_options,
     json_option,
     log_cleanup_options,
     maintenance_options,
     max_run_time_option,
     planner_option,
     quiet_option,
-    safety_level_option,
-    stacked,
+    run_options,
 )
 from aishell.cli.output import run_and_render
 
@@ -30,23 +28,6 @@ from aishell.cli.output import run_and_render
 @click.group(cls=AishellGroup)
 def run() -> None:
     """Run a job: plan, check each step against the policy, execute, checkpoint."""
-
-
-def job_run_options(dry_run_help: str) -> Decorator:
-    """How a job runs, after what it is: as `aishell run maintenance` and `log-cleanup`
-    take it."""
-    return stacked(
-        [
-            planner_option,
-            click.option("--dry-run", is_flag=True, help=dry_run_help),
-            approval_options,
-            max_run_time_option,
-            safety_level_option,
-            force_option,
-            quiet_option,
-            json_option,
-        ]
-    )
 
 
 def start_job(
@@ -57,26 +38,20 @@ def start_job(
     agent: str,
     job: dict[str, Any],
     target: str | None,
-    quiet: bool = False,
-    **run_options: Any,
+    run_options: dict[str, Any],
 ) -> None:
-    """Run `job` with `agent` on `target` (see commands.run_job for `run_options`), with
-    no progress display when `quiet`."""
+    """Run `job` with `agent` on `target` (see commands.run_job for `run_options`)."""
     run_and_render(
         ctx,
         as_json,
         approval,
-        lambda approver, observer, review: commands.run_job(
-            state.config,
-            agent,
-            job,
-            target,
-            approver=approver,
-            observer=observer,
-            review=review,
-            **run_options,
-        ),
-        quiet,
+        commands.run_job,
+        state.config,
+        agent,
+        job,
+        target,
+        review=True,
+        **run_options,
     )
 
 
@@ -92,33 +67,13 @@ def run_maintenance(
     target: str | None,
     tables: str | None,
     no_rebuild_indexes: bool,
-    planner: str | None,
-    dry_run: bool,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    safety_level: str | None,
-    force: bool,
-    max_run_time: float | None,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
 ) -> None:
     """Run maintenance on a target and print a summary of every step."""
-    start_job(
-        ctx,
-        state,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        "maintenance",
-        jobs.maintenance_job(kind, tables, no_rebuild_indexes),
-        target,
-        dry_run=dry_run,
-        safety_level=safety_level,
-        force=force,
-        quiet=quiet,
-        planner=planner,
-        max_run_seconds=max_run_time,
-    )
+    job = jobs.maintenance_job(kind, tables, no_rebuild_indexes)
+    start_job(ctx, state, as_json, approval, "maintenance", job, target, run_options)
 
 
 @run.command("log-cleanup")
@@ -131,16 +86,9 @@ def run_log_cleanup(
     state: State,
     /,
     target: str | None,
-    planner: str | None,
-    dry_run: bool,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    safety_level: str | None,
-    force: bool,
-    max_run_time: float | None,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
     **flags: Any,
 ) -> None:
     """Purge rows older than the retention from a table, in short throttled batches.
@@ -149,24 +97,12 @@ def run_log_cleanup(
     --max-batch-ms; progress is checkpointed per batch, so `aishell stop` ends the
     purge after the current batch and `aishell resume` goes on from there.
     """
-    start_job(
-        ctx,
-        state,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        "log_cleanup",
-        jobs.log_cleanup_job(**flags),
-        target,
-        dry_run=dry_run,
-        safety_level=safety_level,
-        force=force,
-        quiet=quiet,
-        planner=planner,
-        max_run_seconds=max_run_time,
-    )
+    job = jobs.log_cleanup_job(**flags)
+    start_job(ctx, state, as_json, approval, "log_cleanup", job, target, run_options)
 
 
 @run.command("backup")
+@run_options
 @planner_option
 @click.option(
     "--type",
@@ -217,24 +153,10 @@ def run_backup(
     cleanup: bool,
     retention_days: float,
     keep_last: int,
-    planner: str | None,
-    yes: bool,
-    approve_up_to: str | None,
-    non_interactive: bool,
-    max_run_time: float | None,
-    quiet: bool,
     as_json: bool,
+    approval: dict[str, Any],
+    run_options: dict[str, Any],
 ) -> None:
     """Back up a target into the backup folder and validate the backup."""
-    start_job(
-        ctx,
-        state,
-        as_json,
-        dict(yes=yes, approve_up_to=approve_up_to, non_interactive=non_interactive),
-        "backup",
-        jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last),
-        target,
-        quiet=quiet,
-        planner=planner,
-        max_run_seconds=max_run_time,
-    )
+    job = jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last)
+    start_job(ctx, state, as_json, approval, "backup", job, target, run_options)

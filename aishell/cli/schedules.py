@@ -10,7 +10,7 @@ import click
 from aishell import commands, jobs, render
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import Duration, json_option
-from aishell.cli.output import emit_json, finish_run
+from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import run
 from aishell.errors import UsageError
 from aishell.terminal import printable
@@ -93,10 +93,7 @@ def schedule_add(
 def schedule_list(state: State, as_json: bool) -> None:
     """Every schedule: its job, next run, and last run's status."""
     found = commands.list_schedules(state.config)
-    if as_json:
-        emit_json({"schedules": found})
-    else:
-        render.schedules_table(render.console(False), found)
+    answer(as_json, {"schedules": found}, lambda out: render.schedules_table(out, found))
 
 
 @schedule.command("remove")

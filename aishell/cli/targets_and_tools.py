@@ -8,7 +8,7 @@ import click
 from aishell import commands, render
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import json_option
-from aishell.cli.output import emit_json
+from aishell.cli.output import answer
 
 
 @click.group(cls=AishellGroup)
@@ -22,10 +22,7 @@ def targets() -> None:
 def targets_list(state: State, as_json: bool) -> None:
     """List the configured targets (passwords are never shown)."""
     rows = commands.list_targets(state.config)
-    if as_json:
-        emit_json({"targets": rows})
-    else:
-        render.targets_table(render.console(False), rows)
+    answer(as_json, {"targets": rows}, lambda out: render.targets_table(out, rows))
 
 
 @targets.command("check")
@@ -35,10 +32,7 @@ def targets_list(state: State, as_json: bool) -> None:
 def targets_check(state: State, name: str | None, as_json: bool) -> None:
     """Connect to a target: server version, privileges that matter, extensions, warnings."""
     info = commands.check_target(state.config, name)
-    if as_json:
-        emit_json(info)
-    else:
-        render.target_check(render.console(False), info)
+    answer(as_json, info, lambda out: render.target_check(out, info))
 
 
 @click.group(cls=AishellGroup)
@@ -56,10 +50,11 @@ def tools() -> None:
 def tools_list(state: State, category: str | None, risk: str | None, as_json: bool) -> None:
     """List tools, optionally of one category or risk level."""
     found = commands.list_tools(state.config, category=category, risk=risk)
-    if as_json:
-        emit_json({"tools": [t.metadata() for t in found]})
-    else:
-        render.tools_table(render.console(False), found)
+    answer(
+        as_json,
+        {"tools": [t.metadata() for t in found]},
+        lambda out: render.tools_table(out, found),
+    )
 
 
 @tools.command("show")
@@ -70,7 +65,4 @@ def tools_list(state: State, category: str | None, risk: str | None, as_json: bo
 def tools_show(state: State, name: str, dialect: str | None, as_json: bool) -> None:
     """Show a tool's metadata and the SQL it runs for its example."""
     data = commands.show_tool(state.config, name, dialect)
-    if as_json:
-        emit_json(data)
-    else:
-        render.tool_detail(render.console(False), data)
+    answer(as_json, data, lambda out: render.tool_detail(out, data))

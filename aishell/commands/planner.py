@@ -3,9 +3,12 @@ that the model turns into a plan; with the model planner's own checks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aishell.agents import PlanningContext, get_agent
+from sqlalchemy.engine import Connection
+
+from aishell.agents import Agent, PlanningContext, get_agent
 from aishell.approval import Approver
 from aishell.catalog import urgency
 from aishell.commands.assumptions import plan_assumptions
@@ -14,7 +17,7 @@ from aishell.commands.starting import plan_and_start
 from aishell.config import Config
 from aishell.errors import PlanError, UsageError
 from aishell.executor import Observer, RunResult
-from aishell.plan import Plan, validate_plan
+from aishell.plan import Plan, Step, validate_plan
 from aishell.planners import PLANNERS
 from aishell.planners.drafting import draft_job, draft_words
 from aishell.planners.llm import Notice
@@ -48,22 +51,14 @@ def build_plan(
     try:
         if catalog is None:
             catalog = TableCatalog.read(conn)
-        check_job = getattr(agent, "check_job", None)
-        if job.get("tables"):
-            catalog.check_tables(conn, handle.name, job["tables"])
-            tables = tuple(job["tables"])
-        else:
-            tables = tuple(catalog.names)
-        if check_job is not None:
-            check_job(job, conn)
+        tables = _checked_tables(agent, job, catalog, conn, handle.name)
         assumptions = plan_assumptions(catalog, job, tables)
-        ranking = urgency(conn) if job.get("type") == "full" else {}
         context = PlanningContext(
             target=handle.name,
             dialect=handle.dialect,
             tables=tables,
             defaults=agent_config.defaults,
-            urgency=ranking,
+            urgency=urgency(conn) if job.get("type") == "full" else {},
             purge=agent_config.purge,
         )
         if planner == "llm":
@@ -75,7 +70,36 @@ def build_plan(
             steps, drafted_by = agent.plan_steps(job, context), {}
     finally:
         conn.close()
-    plan = Plan(
+    plan = _plan(registry, handle, agent_name, job, steps, assumptions, drafted_by)
+    return _validated(plan, registry, agent_config.capabilities, f"The {agent_name} plan")
+
+
+def _checked_tables(
+    agent: Agent, job: dict[str, Any], catalog: TableCatalog, conn: Connection, target: str
+) -> tuple[str, ...]:
+    """The tables the job works on (those it names, else every table), once the target
+    is known to have them and the agent's own check of the job passes."""
+    if job.get("tables"):
+        catalog.check_tables(conn, target, job["tables"])
+        tables = tuple(job["tables"])
+    else:
+        tables = tuple(catalog.names)
+    check_job = getattr(agent, "check_job", None)
+    if check_job is not None:
+        check_job(job, conn)
+    return tables
+
+
+def _plan(
+    registry: Registry,
+    handle: Target,
+    agent_name: str,
+    job: dict[str, Any],
+    steps: Sequence[Step],
+    assumptions: dict[str, Any],
+    drafted_by: dict[str, Any],
+) -> Plan:
+    return Plan(
         agent=agent_name,
         target=handle.name,
         dialect=handle.dialect,
@@ -85,9 +109,12 @@ def build_plan(
         assumptions=assumptions,
         drafted_by=drafted_by,
     )
-    problems = validate_plan(plan, registry, agent_config.capabilities)
+
+
+def _validated(plan: Plan, registry: Registry, capabilities: Iterable[str], what: str) -> Plan:
+    problems = validate_plan(plan, registry, capabilities)
     if problems:
-        raise PlanError(f"The {agent_name} plan is invalid: " + "; ".join(problems))
+        raise PlanError(f"{what} is invalid: " + "; ".join(problems))
     return plan
 
 
@@ -137,20 +164,8 @@ def _request_plan(
         assumptions = plan_assumptions(catalog, job, tables)
     finally:
         conn.close()
-    plan = Plan(
-        agent=draft.agent,
-        target=handle.name,
-        dialect=handle.dialect,
-        job=job,
-        steps=tuple(draft.steps),
-        tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in draft.steps},
-        assumptions=assumptions,
-        drafted_by=draft.drafted_by,
-    )
-    problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
-    if problems:
-        raise PlanError("The drafted plan is invalid: " + "; ".join(problems))
-    return plan
+    plan = _plan(registry, handle, draft.agent, job, draft.steps, assumptions, draft.drafted_by)
+    return _validated(plan, registry, config.agent(plan.agent).capabilities, "The drafted plan")
 
 
 def check_planner(config: Config) -> dict[str, Any]:

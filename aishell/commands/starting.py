@@ -108,12 +108,7 @@ def start_run(
     run_id = new_run_id()
     lock = None
     try:
-        loosened = not tighter_or_equal(level, configured)
-        if loosened and handle.config.environment == "production" and not force:
-            raise UsageError(
-                f"Target '{plan.target}' is production: loosening the safety level from "
-                f"{configured} to {level} needs --force"
-            )
+        _check_loosening(handle, configured, level, force)
         if not dry_run:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
         _record_run(store, registry, plan, run_id, dry_run, level)
@@ -142,6 +137,16 @@ def start_run(
         if lock is not None:
             release_run_lock(store, lock, run_id)
         handle.close()
+
+
+def _check_loosening(handle: Target, configured: str, level: str, force: bool) -> None:
+    """A production target's safety level is loosened only with --force."""
+    loosened = not tighter_or_equal(level, configured)
+    if loosened and handle.config.environment == "production" and not force:
+        raise UsageError(
+            f"Target '{handle.name}' is production: loosening the safety level from "
+            f"{configured} to {level} needs --force"
+        )
 
 
 def _record_run(

@@ -24,23 +24,14 @@ def estimate_effect(
     """What the step would touch: rows and bytes of its tables (from the catalog, current
     for them), and the tool's own figures."""
     if "estimate" not in ctx.step_cache:
-        ctx.step_cache["estimate"] = _measure_effect(tool, impl, params, ctx, catalog)
-    return dict(ctx.step_cache["estimate"])
-
-
-def _measure_effect(
-    tool: ToolDefinition,
-    impl: Implementation,
-    params: Mapping[str, Any],
-    ctx: ToolContext,
-    catalog: TableCatalog,
-) -> dict[str, Any]:
-    estimate: dict[str, Any] = {
-        "tables": {
-            t: {"rows": catalog.rows(t), "bytes": catalog.size(t)} for t in tool.tables_in(params)
+        estimate: dict[str, Any] = {
+            "tables": {
+                t: {"rows": catalog.rows(t), "bytes": catalog.size(t)}
+                for t in tool.tables_in(params)
+            }
         }
-    }
-    extra = getattr(impl, "estimate", None)
-    if callable(extra):
-        estimate.update(extra(params, ctx))
-    return estimate
+        extra = getattr(impl, "estimate", None)
+        if callable(extra):
+            estimate.update(extra(params, ctx))
+        ctx.step_cache["estimate"] = estimate
+    return dict(ctx.step_cache["estimate"])

@@ -55,27 +55,12 @@ def may_run_again(
 ) -> bool:
     """Whether the step may go on to run; False when a person has to decide first.
 
-    A step in doubt whose effect is found ends succeeded here (the caller sees it)."""
+    A step that failed, or was running when its process died, is in doubt: the server
+    may have committed its work after the client died, so the tool looks for its effect
+    first. A step whose effect is found ends succeeded here (the caller sees it)."""
     if stored is None or stored["status"] not in IN_DOUBT_STATES:
         return True
-    return _recover(run, step, result, tool, impl, params, ctx, stored["status"])
-
-
-def _recover(
-    run: RunContext,
-    step: Step,
-    result: StepResult,
-    tool: ToolDefinition,
-    impl: Implementation,
-    params: dict[str, Any],
-    ctx: ToolContext,
-    was: str,
-) -> bool:
-    """A step that failed, or was running when its process died: run it again?
-
-    The server may have committed its work after the client died, so the tool
-    looks for its effect first. Returns False when a person has to decide.
-    """
+    was = stored["status"]
     with audited(run, ctx.connection, result.index, 0, Guard(label=step.id)):
         done = impl.check_done(params, ctx)
     run.record_event(result.index, "in_doubt", {"was": was, "effect_found": done})

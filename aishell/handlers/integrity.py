@@ -7,10 +7,11 @@ a table that could not be checked is never reported sound.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aishell.errors import StepSkipped
+from aishell.errors import StepFailed, StepSkipped
+from aishell.toolcontext import ToolContext
 
 
 def corruption_summary(
@@ -50,6 +51,58 @@ def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
         return summary
     reason = f"No table could be checked for corruption: {summary['not_checked']}"
     raise StepSkipped(reason, summary)
+
+
+Repair = Callable[[list[str], Mapping[str, Any], ToolContext], dict[str, Any]]
+
+
+def repairing(repair: Repair) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:
+    """repair_corrupted_tables' run: `repair(tables, params, ctx)` with the tables given;
+    none given (the check found none) is nothing to do."""
+
+    def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        tables = list(params.get("tables") or [])
+        if not tables:
+            return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
+        return repair(tables, params, ctx)
+
+    return run
+
+
+def repair_each(
+    tables: Sequence[str], repair: Callable[[str], Sequence[str] | None], failed: str, why: str = ""
+) -> list[str]:
+    """Repair the tables one by one; `repair` repairs one and checks it again, returning
+    what the check still finds (None: repaired). The tables repaired, or StepFailed
+    ("{failed} TABLES{why}: ...") naming each table still damaged with its first issue."""
+    repaired, still = [], {}
+    for table in tables:
+        issues = repair(table)
+        if issues is None:
+            repaired.append(table)
+        else:
+            still[table] = issues
+    if still:
+        detail = "; ".join(f"{t}: {m[0]}" for t, m in still.items())
+        raise StepFailed(f"{failed} {', '.join(still)}{why}: {detail}")
+    return repaired
+
+
+def health_integrity(
+    tables: list[dict[str, Any]],
+    check: Mapping[str, Any] | None,
+    recommendations: list[str],
+    checker: str,
+) -> dict[str, Any]:
+    """The keys every engine's health analysis ends with: its tables, the corruption
+    check (None: not asked for) and its one-line verdict, and the recommendations, what
+    `checker` found last."""
+    return {
+        "tables": tables,
+        "integrity": integrity_line(check),
+        "corruption_check": check,
+        "recommendations": [*recommendations, *corruption_advice(check, checker)],
+    }
 
 
 def corruption_advice(summary: Mapping[str, Any] | None, checker: str) -> list[str]:

@@ -64,58 +64,67 @@ class LlmPlanner:
         try:
             self._notice(f"Reaching the model {self.settings.model} at {shown_host(chat.host)}")
             chat.check_model()
-            conversation = messages(
-                request.text,
-                target=request.target,
-                environment=request.environment,
-                catalog=request.catalog,
-                registry=self.registry,
-                tools_by_agent=tools_by_agent,
-                folders=request.folders,
-            )
-            schema = answer_schema(tools_by_agent)
-            rejected: list[list[str]] = []
-            for attempt in range(1, self.settings.tries + 1):
-                self._notice(
-                    f"The model {self.settings.model} is drafting a plan "
-                    f"(draft {attempt} of at most {self.settings.tries})"
-                )
-                if not self._fits(conversation, first=not rejected):
-                    break  # no room to send the reasons back: the drafts so far stand
-                content = chat.chat(conversation, schema)
-                answer, vetted = self._read(content, request)
-                if vetted.accepted and vetted.agent is not None:
-                    if self.store is not None:
-                        self.store.cache_plan(
-                            key,
-                            answer,
-                            target=request.target,
-                            agent=vetted.agent,
-                            model=self.settings.model,
-                            request=request.text,
-                            catalog_fingerprint=request.catalog.fingerprint,
-                        )
-                    return Draft(
-                        vetted.agent,
-                        vetted.steps,
-                        {
-                            **about,
-                            "cached": False,
-                            "summary": vetted.summary,
-                            "drafts": len(rejected) + 1,
-                            "rejected": rejected,
-                        },
-                    )
-                problems = vetted.problems or ["the plan has no steps"]
-                rejected.append(problems)
-                conversation += [{"role": "assistant", "content": content}, rejection(problems)]
+            return self._converse(chat, request, tools_by_agent, key, about)
         finally:
             self._notice(None)
             chat.close()
+
+    def _converse(
+        self,
+        chat: OllamaChat,
+        request: DraftRequest,
+        tools_by_agent: dict[str, list[str]],
+        key: str,
+        about: dict[str, Any],
+    ) -> Draft:
+        """Drafts until one passes validation, each rejected one sent back with its reasons;
+        the accepted draft is cached. All rejected: DraftRejected with every reason."""
+        conversation = messages(
+            request.text,
+            target=request.target,
+            environment=request.environment,
+            catalog=request.catalog,
+            registry=self.registry,
+            tools_by_agent=tools_by_agent,
+            folders=request.folders,
+        )
+        schema = answer_schema(tools_by_agent)
+        rejected: list[list[str]] = []
+        for attempt in range(1, self.settings.tries + 1):
+            self._notice(
+                f"The model {self.settings.model} is drafting a plan "
+                f"(draft {attempt} of at most {self.settings.tries})"
+            )
+            if not self._fits(conversation, first=not rejected):
+                break  # no room to send the reasons back: the drafts so far stand
+            content = chat.chat(conversation, schema)
+            answer, vetted = self._read(content, request)
+            if vetted.accepted and vetted.agent is not None:
+                self._keep(key, answer, vetted.agent, request)
+                facts = {**about, "cached": False, "summary": vetted.summary}
+                facts.update(drafts=len(rejected) + 1, rejected=rejected)
+                return Draft(vetted.agent, vetted.steps, facts)
+            problems = vetted.problems or ["the plan has no steps"]
+            rejected.append(problems)
+            conversation += [{"role": "assistant", "content": content}, rejection(problems)]
         raise DraftRejected(
             f"The model {self.settings.model!r} drafted {len(rejected)} plan(s) and each "
             f"failed validation; the last because: {'; '.join(rejected[-1])}",
             rejected,
+        )
+
+    def _keep(self, key: str, answer: Any, agent: str, request: DraftRequest) -> None:
+        """An accepted draft into the plan cache, when the cache is on."""
+        if self.store is None:
+            return
+        self.store.cache_plan(
+            key,
+            answer,
+            target=request.target,
+            agent=agent,
+            model=self.settings.model,
+            request=request.text,
+            catalog_fingerprint=request.catalog.fingerprint,
         )
 
     def _cached(self, key: str, request: DraftRequest, about: dict[str, Any]) -> Draft | None:

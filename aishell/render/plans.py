@@ -35,64 +35,72 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
             safe_text(f" [{preview.environment}, safety level {preview.safety_level}]"),
         )
     )
-    drafted = plan.drafted_by
-    if drafted.get("planner") == "llm":
-        how = (
-            "from the plan cache"
-            if drafted.get("cached")
-            else f"in {drafted.get('drafts')} draft(s)"
-        )
-        out.print(
-            Text.assemble(
-                ("Drafted by the model ", "cyan"),
-                (plain(drafted.get("model")), "bold cyan"),
-                (f" {how}; checked by the validator, gated by the policy", "cyan"),
-            )
-        )
-        if drafted.get("summary"):
-            out.print(safe_text(f"Model's summary: {drafted['summary']}", "dim"))
+    if plan.drafted_by.get("planner") == "llm":
+        _drafted_by_model(out, plan.drafted_by)
     groups = _groups(list(preview.steps), every)
     if out.width >= 110:
-        table = Table()
-        table.add_column("step", no_wrap=len(groups) == len(preview.steps))
-        table.add_column("tool", no_wrap=True)
-        table.add_column("on", overflow="fold")
-        table.add_column("risk", no_wrap=True)
-        table.add_column("approval", no_wrap=True)
-        table.add_column("SQL", overflow="fold", ratio=1)
-        for group in groups:
-            step = group[0]
-            table.add_row(
-                Text(steps_label([s.step_id for s in group])),
-                safe_text(step.tool),
-                Text(_subject(group, every)),
-                styled(step.risk_level, RISK_STYLE),
-                Text("needed", style="yellow") if step.requires_approval else Text("-"),
-                Text(_group_sql(group)),
-            )
-        out.print(table)
+        out.print(_table(groups, every, no_wrap=len(groups) == len(preview.steps)))
     else:
-        # Too narrow for a SQL column: one block per step, its SQL indented below.
-        for group in groups:
-            step = group[0]
-            out.print(
-                Text.assemble(
-                    (f"{steps_label([s.step_id for s in group]):<8} ", "bold"),
-                    f"{plain(step.tool)}  ",
-                    (_subject(group, every), "bold"),
-                    "  risk ",
-                    styled(step.risk_level, RISK_STYLE),
-                    ("  approval needed" if step.requires_approval else "", "yellow"),
-                )
-            )
-            for line in _group_sql(group).splitlines():
-                out.print(Text(f"        {line}", style="dim"))
+        _blocks(out, groups, every)
     if len(groups) < len(preview.steps):
         out.print(
             f"{len(preview.steps):,} steps shown as {len(groups)} lines of alike steps "
             "(same tool, risk and approval); --all shows each step, --json every detail."
         )
     out.print(f"plan hash {plan.hash}")
+
+
+def _drafted_by_model(out: Console, drafted: dict[str, Any]) -> None:
+    how = "from the plan cache" if drafted.get("cached") else f"in {drafted.get('drafts')} draft(s)"
+    out.print(
+        Text.assemble(
+            ("Drafted by the model ", "cyan"),
+            (plain(drafted.get("model")), "bold cyan"),
+            (f" {how}; checked by the validator, gated by the policy", "cyan"),
+        )
+    )
+    if drafted.get("summary"):
+        out.print(safe_text(f"Model's summary: {drafted['summary']}", "dim"))
+
+
+def _table(groups: list[list[StepPreview]], every: bool, no_wrap: bool) -> Table:
+    """One row per group of alike steps, its SQL in the last column."""
+    table = Table()
+    table.add_column("step", no_wrap=no_wrap)
+    table.add_column("tool", no_wrap=True)
+    table.add_column("on", overflow="fold")
+    table.add_column("risk", no_wrap=True)
+    table.add_column("approval", no_wrap=True)
+    table.add_column("SQL", overflow="fold", ratio=1)
+    for group in groups:
+        step = group[0]
+        table.add_row(
+            Text(steps_label([s.step_id for s in group])),
+            safe_text(step.tool),
+            Text(_subject(group, every)),
+            styled(step.risk_level, RISK_STYLE),
+            Text("needed", style="yellow") if step.requires_approval else Text("-"),
+            Text(_group_sql(group)),
+        )
+    return table
+
+
+def _blocks(out: Console, groups: list[list[StepPreview]], every: bool) -> None:
+    """Too narrow for a SQL column: one block per step, its SQL indented below."""
+    for group in groups:
+        step = group[0]
+        out.print(
+            Text.assemble(
+                (f"{steps_label([s.step_id for s in group]):<8} ", "bold"),
+                f"{plain(step.tool)}  ",
+                (_subject(group, every), "bold"),
+                "  risk ",
+                styled(step.risk_level, RISK_STYLE),
+                ("  approval needed" if step.requires_approval else "", "yellow"),
+            )
+        )
+        for line in _group_sql(group).splitlines():
+            out.print(Text(f"        {line}", style="dim"))
 
 
 def plan_warnings(out: Console, warnings: list[str]) -> None:

@@ -53,7 +53,7 @@ from aishell.handlers.backup.take import (
     render_backup,
 )
 from aishell.handlers.backup.validate import NOT_JUDGED, schema_lines, validate
-from aishell.registry import RiskLevel
+from aishell.risk import RiskLevel
 
 __all__ = [
     "CHECKSUM_ROWS",

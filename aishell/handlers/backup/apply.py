@@ -16,8 +16,8 @@ from sqlalchemy.engine import URL, Dialect
 from aishell.handlers.backup.manifest import Chain
 from aishell.handlers.backup.processes import my_args, mysql_client, pg_args, run_tool, server_env
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.toolcontext import ToolContext
 
 
 def each_file(

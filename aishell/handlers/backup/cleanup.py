@@ -12,7 +12,7 @@ from typing import Any
 
 from aishell.errors import StepFailed
 from aishell.handlers.backup.manifest import remove_backup
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 
 def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

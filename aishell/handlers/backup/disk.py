@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
 from aishell.handlers.backup.processes import ToolFailed
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 # How tools and SQLite say that the disk they write to is full.
 LOCAL_NO_SPACE = ("no space left on device", "disk is full", "errno 28", "errcode: 28")

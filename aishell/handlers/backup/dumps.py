@@ -38,8 +38,8 @@ from aishell.handlers.backup.processes import (
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import IN_ORDER, DumpFile, read_chunks, read_dump, write_tables
-from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.toolcontext import ToolContext
 
 # How a PostgreSQL manifest's row counts were made.
 COUNTED_IN_ARCHIVE = "the rows of each table in the archive, counted as it was written"

@@ -13,7 +13,7 @@ from typing import Any
 
 from aishell.errors import StepFailed
 from aishell.handlers.backup.disk import partial_file
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 CHUNK = 1 << 20
 

@@ -21,8 +21,8 @@ from aishell.handlers.backup.manifest import FROM_DUMP
 from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import ROW_SUM, read_chunks
-from aishell.registry import ToolContext
 from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.toolcontext import ToolContext
 
 # Tables up to this many rows also get a checksum of their contents in the manifest
 # (MySQL/MariaDB: every table, since the dump is read whole anyway).

@@ -18,8 +18,8 @@ from typing import IO
 from sqlalchemy.engine import URL
 
 from aishell.errors import StepFailed
-from aishell.registry import ToolContext
 from aishell.scratch import run_child, stream_child
+from aishell.toolcontext import ToolContext
 
 
 class ToolFailed(StepFailed):

@@ -31,7 +31,7 @@ from aishell.handlers.backup.apply import (
 )
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
 from aishell.handlers.backup.measure import compare, measure_connection, measure_server
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 # Free space a SQLite restore wants beyond the backup's size: its journal, and slack.
 RESTORE_MARGIN = 1.2

@@ -18,7 +18,7 @@ from typing import BinaryIO, TypeVar
 
 from aishell.handlers.backup.processes import tool_output
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 T = TypeVar("T")
 

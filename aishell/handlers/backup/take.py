@@ -38,9 +38,9 @@ from aishell.handlers.backup.measure import (
     sqlite_tables,
 )
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.registry import ToolContext
 from aishell.scratch import BACKUP
 from aishell.sqltext import quote_plain_identifier
+from aishell.toolcontext import ToolContext
 
 # --- calculate_backup_size ---------------------------------------------------------------
 

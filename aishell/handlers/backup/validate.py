@@ -35,9 +35,9 @@ from aishell.handlers.backup.measure import (
     sqlite_tables,
 )
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
-from aishell.registry import ToolContext
 from aishell.scratch import DATABASE
 from aishell.sqltext import quote_identifier
+from aishell.toolcontext import ToolContext
 
 NOT_JUDGED = "this says nothing about the backup, which stays unverified"
 

@@ -13,9 +13,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import user_tables
-from aishell.errors import StepFailed
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary
+from aishell.handlers.integrity import (
+    checked_or_skipped,
+    corruption_summary,
+    repair_each,
+    repairing,
+)
 from aishell.handlers.mysql.catalog import table_row
 from aishell.handlers.mysql.privileges import (
     DENIED_TEXT,
@@ -92,17 +96,15 @@ check_table_corruption = Handler(
 )
 
 
-def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     for table in tables:
         require_privileges(
             conn, table, {"SELECT", "INSERT", "CREATE", "ALTER"}, "Repair (copy, then rebuild)"
         )
-    backups, repaired, still = [], [], {}
-    for table in tables:
+    backups: list[str] = []
+
+    def repair(table: str) -> list[str] | None:
         row = table_row(conn, table)
         if params.get("create_backup", True):
             copy = f"{table[:40]}_aishell_bak_{time.strftime('%Y%m%d%H%M%S')}"
@@ -114,19 +116,15 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         else:
             run_checked(conn, f"REPAIR TABLE {ctx.quote(table)}", table, "REPAIR TABLE")
         after = _check_table(conn, ctx, table, None)
-        if after["status"] == "corrupted":
-            still[table] = after["issues"]
-        else:
-            repaired.append(table)
-    if still:
-        detail = "; ".join(f"{t}: {m[0]}" for t, m in still.items())
-        raise StepFailed(f"Could not repair {', '.join(still)}: {detail}")
+        return after["issues"] if after["status"] == "corrupted" else None
+
+    repaired = repair_each(tables, repair, "Could not repair")
     return {"repaired_tables": repaired, "backup_tables": backups, "backup_path": None}
 
 
 repair_corrupted_tables = Handler(
     sql_templates=("ALTER TABLE {table} FORCE", "REPAIR TABLE {table}"),
-    run_fn=_repair,
+    run_fn=repairing(_repair),
     render_fn=each_table("ALTER TABLE {table} FORCE  -- REPAIR TABLE for MyISAM and Aria"),
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables",

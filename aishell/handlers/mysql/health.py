@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import mysql_urgency
 from aishell.handlers import Handler
-from aishell.handlers.integrity import corruption_advice, integrity_line
+from aishell.handlers.integrity import health_integrity
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
     TABLES,
@@ -107,7 +107,6 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("check_corruption")
         else None
     )
-    recommendations += corruption_advice(check, "CHECK TABLE")
     size = database_size(conn)
     return {
         "database_size_bytes": size["size_bytes"],
@@ -116,10 +115,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "active_connections": status.get("threads_running"),
         "cache_hit_percent": round(100.0 * (1 - misses / requests), 2) if requests else None,
         "long_running_transactions": long_running,
-        "tables": report,
-        "integrity": integrity_line(check),
-        "corruption_check": check,
-        "recommendations": recommendations,
+        **health_integrity(report, check, recommendations, "CHECK TABLE"),
     }
 
 

@@ -17,9 +17,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import is_lock_timeout, user_tables
-from aishell.errors import StepFailed
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary
+from aishell.handlers.integrity import (
+    checked_or_skipped,
+    corruption_summary,
+    repair_each,
+    repairing,
+)
 from aishell.handlers.postgresql.catalog import (
     AMCHECK,
     AMCHECK_AVAILABLE,
@@ -138,30 +142,21 @@ check_table_corruption = Handler(
 )
 
 
-def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     for table in tables:
         require_maintain(
             conn, table, "REINDEX TABLE CONCURRENTLY", reindex=True, run_cache=ctx.run_cache
         )
     tool = amcheck(conn)
-    repaired, still = [], {}
-    for table in tables:
+
+    def repair(table: str) -> list[str] | None:
         conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
         after = _check_table(conn, ctx, table, tool)
-        if after["status"] == "corrupted":
-            still[table] = after["issues"]
-        else:
-            repaired.append(table)
-    if still:
-        detail = "; ".join(f"{t}: {m[0]}" for t, m in still.items())
-        raise StepFailed(
-            f"REINDEX did not repair {', '.join(still)} (the table's own data is damaged; "
-            f"restore it from a backup): {detail}"
-        )
+        return after["issues"] if after["status"] == "corrupted" else None
+
+    why = " (the table's own data is damaged; restore it from a backup)"
+    repaired = repair_each(tables, repair, "REINDEX did not repair", why)
     return {
         "repaired_tables": repaired,
         "backup_path": None,
@@ -172,7 +167,7 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX TABLE CONCURRENTLY {table}",),
-    run_fn=_repair,
+    run_fn=repairing(_repair),
     render_fn=each_table("REINDEX TABLE CONCURRENTLY {table}"),
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged indexes",

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from aishell.catalog import FREEZE_MAX_AGE, pg_urgency
 from aishell.handlers import Handler
-from aishell.handlers.integrity import corruption_advice, integrity_line
+from aishell.handlers.integrity import health_integrity
 from aishell.handlers.postgresql.corruption import corruption_check
 from aishell.toolcontext import ToolContext
 
@@ -116,7 +116,6 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("check_corruption")
         else None
     )
-    recommendations += corruption_advice(check, "amcheck")
     return {
         "database_size_bytes": database["bytes"],
         "size_method": "pg_database_size",
@@ -124,10 +123,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "connections": database["connections"],
         "active_connections": database["active"],
         "long_running_transactions": long_running,
-        "tables": report,
-        "integrity": integrity_line(check),
-        "corruption_check": check,
-        "recommendations": recommendations,
+        **health_integrity(report, check, recommendations, "amcheck"),
     }
 
 

@@ -24,7 +24,7 @@ from aishell.handlers.purge.count import count_rows, render_count
 from aishell.handlers.purge.estimate import COUNT, PG_STATISTICS_SQL, SAMPLE_SQL
 from aishell.handlers.purge.prepare import estimate_purge, render_purge, walk_key
 from aishell.handlers.purge.resume import purge
-from aishell.registry import RiskLevel
+from aishell.risk import RiskLevel
 
 __all__ = [
     "check_archive_table",

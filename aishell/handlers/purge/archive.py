@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> None:

@@ -23,8 +23,8 @@ from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
 from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
-from aishell.registry import ToolContext
 from aishell.throttle import Throttle
+from aishell.toolcontext import ToolContext
 
 MAX_BATCH = 1_000_000
 # Batches grow at most this much at a time, so one slow stretch of the table cannot

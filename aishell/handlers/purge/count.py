@@ -17,9 +17,8 @@ from aishell.handlers import cached
 from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
 from aishell.handlers.purge.prepare import walk_key
 from aishell.handlers.purge.statements import BatchSql
-from aishell.registry import ToolContext
 from aishell.statements import driver_to_text
-from aishell.toolcontext import fill_template
+from aishell.toolcontext import ToolContext, fill_template
 
 
 def count_rows(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

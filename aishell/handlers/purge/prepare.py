@@ -16,7 +16,7 @@ from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.estimate import count_older, estimate_rows
 from aishell.handlers.purge.statements import BatchSql, is_integer
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 
 def walk_key(conn: Connection, table: str, indexes: list[cutoffs.TableIndex] | None = None) -> str:

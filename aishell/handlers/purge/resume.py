@@ -24,8 +24,8 @@ from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.statements import BatchSql
 from aishell.handlers.purge.waits import make_throttle
-from aishell.registry import ToolContext
 from aishell.throttle import Throttle
+from aishell.toolcontext import ToolContext
 
 
 def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

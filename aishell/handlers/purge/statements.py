@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.registry import ToolContext
+from aishell.toolcontext import ToolContext
 
 
 def is_integer(value: Any) -> bool:

@@ -17,7 +17,12 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, each_table
-from aishell.handlers.integrity import checked_or_skipped, corruption_summary
+from aishell.handlers.integrity import (
+    checked_or_skipped,
+    corruption_summary,
+    repair_each,
+    repairing,
+)
 from aishell.handlers.sqlite.privileges import read_only_reason, write
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier
@@ -92,11 +97,8 @@ def _backup_copy(ctx: ToolContext, label: str) -> Path:
     return final
 
 
-def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or [])
-    if not tables:
-        return {"repaired_tables": [], "backup_path": None, "note": "no corrupted tables given"}
     read_only = read_only_reason(conn)
     if read_only is not None:
         reason = f"REINDEX of {', '.join(tables)} skipped: {read_only}"
@@ -104,28 +106,22 @@ def _repair(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             reason, {"skipped_tables": [{"table": t, "reason": reason} for t in tables]}
         )
     backup = str(_backup_copy(ctx, "pre-repair")) if params.get("create_backup", True) else None
-    repaired, still_damaged = [], {}
-    for table in tables:
+
+    def repair(table: str) -> list[str] | None:
         # REINDEX rebuilds every index of the table from the table's rows, which
         # fixes index entries that disagree with the table.
         write(conn, f"REINDEX {ctx.quote(table)}", table, "REINDEX")
-        remaining = integrity_messages(conn, table)
-        if remaining:
-            still_damaged[table] = remaining[:5]
-        else:
-            repaired.append(table)
-    if still_damaged:
-        detail = "; ".join(f"{t}: {m[0]}" for t, m in still_damaged.items())
-        raise StepFailed(
-            f"REINDEX did not repair {', '.join(still_damaged)} (the table b-tree itself is "
-            f"damaged; restore from a backup{f' such as {backup}' if backup else ''}): {detail}"
-        )
+        return integrity_messages(conn, table)[:5] or None
+
+    such_as = f" such as {backup}" if backup else ""
+    why = f" (the table b-tree itself is damaged; restore from a backup{such_as})"
+    repaired = repair_each(tables, repair, "REINDEX did not repair", why)
     return {"repaired_tables": repaired, "backup_path": backup}
 
 
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
-    run_fn=_repair,
+    run_fn=repairing(_repair),
     render_fn=each_table("REINDEX {table}"),
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables and indexes",

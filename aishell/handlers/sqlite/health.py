@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.catalog import user_tables
 from aishell.handlers import Handler
-from aishell.handlers.integrity import corruption_advice, integrity_line
+from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
 from aishell.handlers.sqlite.corruption import corruption_check
 from aishell.toolcontext import ToolContext
@@ -77,7 +77,6 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         recommendations.append(
             f"No planner statistics for {', '.join(missing)}; run update_table_statistics"
         )
-    recommendations += corruption_advice(check, "integrity_check")
     return {
         "database_size_bytes": pages["size_bytes"],
         "size_method": "page_count x page_size",
@@ -87,10 +86,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "freelist_percent": freelist_percent,
         "journal_mode": conn.execute(text("PRAGMA journal_mode")).scalar_one(),
         "dbstat": has_dbstat,
-        "tables": report,
-        "integrity": integrity_line(check),
-        "corruption_check": check,
-        "recommendations": recommendations,
+        **health_integrity(report, check, recommendations, "integrity_check"),
     }
 
 
