@@ -141,9 +141,9 @@ class Purge:
             job["archive_to"] = "table:events_archive"
         return job
 
-    def cli_args(self) -> list[str]:
+    def cli_args(self, **extra: Any) -> list[str]:
         args = ["run", "log-cleanup", "--non-interactive"]
-        for key, value in self.job().items():
+        for key, value in self.job(**extra).items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         return args
 
@@ -438,15 +438,23 @@ def test_sigkill_in_the_first_batch_after_its_archive_write_archives_each_row_on
 # the delete: no held lock parks its first batch after the archive write.
 @pytest.mark.parametrize("dialect", ["mysql"])
 def test_sigkill_between_a_later_batch_archive_write_and_checkpoint(home, dialect):
-    """The state store's lock is taken at random moments; when the run is found stopped
-    after a batch's archive write and before its checkpoint, it is killed there."""
+    """The state store's lock is taken the moment a batch's work is seen sent (its audit
+    row commits before the statement goes), or else at a random moment; when the run is
+    found stopped after the batch's archive write and before its checkpoint, it is
+    killed there."""
     with purge_on(dialect, "file", home) as purge:
         look = StateLook(home)
-        proc = aishell(home, *purge.cli_args())
+        # Batches of 2 rows: many windows to be caught in.
+        proc = aishell(home, *purge.cli_args(batch_size=2, max_batch_size=2))
         look.wait(lambda: bool(look.run_id()), proc, "a run")
         run_id = look.run_id() or ""
         look.wait(lambda: (look.progress(run_id)[0] or {}).get("batches", 0) >= 3, proc, "batches")
-        for _ in range(200):
+        for attempt in range(4000):
+            # Mostly: wait for a batch's work to be sent, then hold its checkpoint back.
+            if attempt % 10 and not _in_the_window(purge, look, run_id):
+                assert proc.poll() is None, "the purge ended before it was caught in the window"
+                time.sleep(0.001)
+                continue
             with state_lock(home):
                 time.sleep(0.15)  # the run goes on to its next write of the store, and waits
                 if _in_the_window(purge, look, run_id):
