@@ -29,6 +29,13 @@ class Reference:
     step_id: str
     path: tuple[str | int, ...]
 
+    @property
+    def key(self) -> str:
+        """What it names in its step's output, as a person reads it: `corrupted_tables`,
+        `rows[0]`, or `output` for the whole of it."""
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
+        return path.lstrip(".") or "output"
+
 
 def find_references(value: Any) -> list[Reference]:
     """Every reference anywhere inside value (nested dicts and lists included)."""
@@ -51,12 +58,9 @@ def unmet(condition: str) -> str:
     `${step_1.output.corrupted_tables}` as "step_1 found no corrupted_tables"."""
     refs = find_references(condition)
     if len(refs) == 1 and refs[0].text == condition.strip():
-        ref = refs[0]
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.path)
-        return f"{ref.step_id} found no {path.lstrip('.') or 'output'}: nothing to do"
+        return f"{refs[0].step_id} found no {refs[0].key}: nothing to do"
     for ref in refs:
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.path)
-        condition = condition.replace(ref.text, f"{path.lstrip('.') or 'output'} of {ref.step_id}")
+        condition = condition.replace(ref.text, f"{ref.key} of {ref.step_id}")
     return f"its condition ({condition}) is empty: nothing to do"
 
 

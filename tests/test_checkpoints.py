@@ -50,13 +50,13 @@ def store_commits(config: Config) -> Iterator[list[str]]:
         event.remove(Engine, "connect", on_connect)
 
 
-def counting_plan(steps: int) -> Plan:
+def counting_plan(steps: int, tool: str = "count_table_rows") -> Plan:
     return Plan(
         "maintenance",
         "demo",
         "sqlite",
         {"type": "checkpoints"},
-        tuple(Step(f"step_{i}", "count_table_rows", {"table": "users"}) for i in range(steps)),
+        tuple(Step(f"step_{i}", tool, {"table": "users"}) for i in range(steps)),
     )
 
 
@@ -73,9 +73,7 @@ def test_a_one_read_step_commits_once(config: Config, demo_db: Path) -> None:
 
 def test_a_one_write_step_commits_twice(config: Config, demo_db: Path) -> None:
     def analyzing(steps: int) -> Plan:
-        step = Step("s", "update_table_statistics", {"table": "users"})
-        numbered = (Step(f"step_{i}", step.tool, step.params) for i in range(steps))
-        return Plan("maintenance", "demo", "sqlite", {"type": "checkpoints"}, tuple(numbered))
+        return counting_plan(steps, "update_table_statistics")
 
     commands.apply_plan(config, analyzing(1))
     with store_commits(config) as few:

@@ -99,8 +99,7 @@ def from_steps(value: str) -> str:
     """`${step_1.output.corrupted_tables}` as "from step_1: corrupted_tables": what a
     reference names before the step it names has run."""
     for ref in find_references(value):
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.path)
-        value = value.replace(ref.text, f"from {ref.step_id}: {path.lstrip('.') or 'output'}")
+        value = value.replace(ref.text, f"from {ref.step_id}: {ref.key}")
     return value
 
 

@@ -144,24 +144,15 @@ class StoreCore:
     def queue_event(self, run_id: str, index: int | None, kind: str, data: dict[str, Any]) -> None:
         """An event that need not outlive a crash on its own: it commits with the next
         commit (a step's end at the latest)."""
-        self._queued.append(
-            (
-                EVENT,
-                {
-                    "run_id": run_id,
-                    "step_idx": index,
-                    "at": now(),
-                    "kind": kind,
-                    "data": dumps(data),
-                },
-            )
-        )
+        self._queued.append((EVENT, _event_row(run_id, index, kind, data)))
 
     def _event(
         self, _conn: Connection, run_id: str, index: int | None, kind: str, data: Any
     ) -> None:
         """Inside a transaction (_tx)."""
-        self._send(
-            EVENT,
-            {"run_id": run_id, "step_idx": index, "at": now(), "kind": kind, "data": dumps(data)},
-        )
+        self._send(EVENT, _event_row(run_id, index, kind, data))
+
+
+def _event_row(run_id: str, index: int | None, kind: str, data: Any) -> dict[str, Any]:
+    """An event's values, stamped now."""
+    return {"run_id": run_id, "step_idx": index, "at": now(), "kind": kind, "data": dumps(data)}
