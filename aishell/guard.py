@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection, Dialect
 
 from aishell.errors import StatementRefused
 from aishell.guardcalls import Call, called_functions, shown, writing_calls
-from aishell.statements import Shape, classify, compile_shape, driver_to_text
+from aishell.risk import RiskLevel
+from aishell.statements import READS, Classification, Shape, classify, compile_shape, driver_to_text
 
 
 @dataclass
@@ -39,8 +40,8 @@ class Guard:
 
     def verdict(
         self, statement: str, cursor: Any, dialect: str, paramstyle: str
-    ) -> tuple[str | None, bool]:
-        """(None when the statement may be sent, otherwise why not; whether it writes)."""
+    ) -> tuple[str | None, Classification]:
+        """(None when the statement may be sent, otherwise why not; what it does)."""
         sql = driver_to_text(statement, paramstyle)
         found = classify(sql, dialect)
         if not found.writes and dialect in ("postgresql", "mysql"):
@@ -48,10 +49,11 @@ class Guard:
             if writing:
                 kind = "volatile" if dialect == "postgresql" else "a stored function"
                 reason = f"it calls {', '.join(writing)}(), {kind} and not known to only read"
-                return self._refuse_write(statement, reason), True
+                found = Classification(True, RiskLevel.HIGH, reason)
+                return self._refuse_write(statement, reason), found
         if not found.writes:
-            return None, False
-        return self._refuse_write(statement, found.reason), True
+            return None, READS
+        return self._refuse_write(statement, found.reason), found
 
     def raise_if_refused(self) -> None:
         """Even when the tool caught a refusal, the step does not pass."""

@@ -2,7 +2,8 @@
 
 Supported: type (string, integer, number, boolean, array, object, or a list of them), properties,
 required, additionalProperties: false, items, enum, minimum, maximum, minLength,
-default, description, `x-identifier` (table | column | index) marking a string
+default, description, `x-one-of` (a list of property names, exactly one of which an
+object must have), `x-identifier` (table | column | index) marking a string
 that names a database object and must be checked against the catalog, and `x-path`
 (read | write) marking a string that names a file.
 """
@@ -35,6 +36,7 @@ _SCHEMA_KEYS = {
     "description",
     "x-identifier",
     "x-path",
+    "x-one-of",
 }
 PATH_MODES = ("read", "write")
 
@@ -64,6 +66,9 @@ def check_schema(schema: Any, where: str) -> list[str]:
     for name in schema.get("required") or []:
         if name not in (schema.get("properties") or {}):
             problems.append(f"{where}: required '{name}' is not among the properties")
+    for name in schema.get("x-one-of") or []:
+        if name not in (schema.get("properties") or {}):
+            problems.append(f"{where}: x-one-of '{name}' is not among the properties")
     if "items" in schema:
         problems += check_schema(schema["items"], f"{where}[]")
     return problems
@@ -116,9 +121,7 @@ def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[
             problems += validate(item, {}, f"{where}.{name}")
     if kind == "object":
         props = schema.get("properties") or {}
-        for name in schema.get("required") or []:
-            if name not in value:
-                problems.append(f"{where}: missing required '{name}'")
+        problems += _presence(value, schema, where)
         for name, item in value.items():
             if name in props:
                 problems += validate(item, props[name], f"{where}.{name}")
@@ -127,6 +130,20 @@ def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[
                 problems.append(f"{where}: unknown parameter '{name}'; expected one of: {known}")
             else:
                 problems += validate(item, {}, f"{where}.{name}")
+    return problems
+
+
+def _presence(value: dict[str, Any], schema: dict[str, Any], where: str) -> list[str]:
+    """An object's required properties, and exactly one of its x-one-of."""
+    problems = [
+        f"{where}: missing required '{name}'"
+        for name in schema.get("required") or []
+        if name not in value
+    ]
+    one_of = schema.get("x-one-of") or []
+    if one_of and sum(name in value for name in one_of) != 1:
+        names = " or ".join(f"'{n}'" for n in one_of)
+        problems.append(f"{where}: give exactly one of {names}")
     return problems
 
 

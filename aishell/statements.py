@@ -52,6 +52,10 @@ class Classification:
     writes: bool
     risk: RiskLevel
     reason: str
+    # Changes no row and no definition, and sending it twice does no harm (ANALYZE, a
+    # plain VACUUM, OPTIMIZE TABLE): a crash while it runs needs no record that it was
+    # sent, since running it again is the whole recovery.
+    repeatable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"writes": self.writes, "risk": self.risk.value, "reason": self.reason}
@@ -77,7 +81,26 @@ def classify(sql: str, dialect: str) -> Classification:
     if len(statements) != 1:
         return Classification(True, RiskLevel.HIGH, "more than one statement")
     # sqlglot types its parse as its base Expr; every statement node is an Expression.
-    return Classification(True, _risk_of(cast(exp.Expression, statements[0]), sql), reason)
+    node = cast(exp.Expression, statements[0])
+    return Classification(True, _risk_of(node, sql), reason, _repeatable(node, sql))
+
+
+def _repeatable(node: exp.Expression, sql: str) -> bool:
+    """Whether the one statement `node` only refreshes statistics or reorganises storage
+    (see Classification.repeatable)."""
+    if isinstance(node, exp.Analyze):
+        return True
+    if isinstance(node, exp.Pragma):
+        return _risk_of(node, sql) is RiskLevel.LOW
+    if isinstance(node, exp.Command):
+        word = str(node.this).upper()
+        rest = node.text("expression").upper()
+        if word == "VACUUM":
+            return not re.search(r"\b(FULL|INTO)\b", rest)
+        return word in ("ANALYZE", "OPTIMIZE")
+    if isinstance(node, exp.Alias | exp.Column | exp.Identifier):
+        return sql.split(None, 1)[0].upper() in ("ANALYZE", "OPTIMIZE")
+    return False
 
 
 def _without_leading_comments(sql: str) -> str:

@@ -155,6 +155,50 @@ def test_postgresql_work_on_a_table_the_role_does_not_own_is_skipped(home, pg_ro
     )
 
 
+def test_postgresql_one_statistics_step_of_many_tables_skips_only_those_it_may_not(home, pg_role):
+    url, role = pg_role
+    pg_tables(url, role, "theirs", "mine", "ours", rows=50)
+    with engine(url).connect() as conn:
+        conn.execute(text(f"ALTER TABLE mine OWNER TO {role}"))
+        conn.execute(text(f"ALTER TABLE ours OWNER TO {role}"))
+    config = use_target(home, as_user(url, role))
+
+    result = commands.run_job(config, "maintenance", {"type": "quick"}, approver=PreApproved())
+
+    assert result.status == "completed", result.error
+    (step,) = [s for s in result.steps if s.tool == "update_table_statistics"]
+    assert step.params == {"tables": ["mine", "ours", "theirs"]}
+    # What the preview showed is what was sent: the refusal as a comment, one ANALYZE
+    # of the two the role may maintain.
+    assert step.sql == [
+        f"-- ANALYZE of theirs skipped: role {role} owns neither it nor the database "
+        f"(owner: postgres); run it as postgres, or ALTER TABLE theirs OWNER TO {role}",
+        'ANALYZE "mine", "ours"',
+    ]
+    sent = [r["sql"] for r in commands.run_statements(config, result.run_id)]
+    assert sent.count('ANALYZE "mine", "ours"') == 1 and not any("theirs" in s for s in sent)
+    assert step.status == "succeeded"
+    assert step.output["tables_analyzed"] == 2
+    assert step.output["row_estimates"] == {"mine": 25, "ours": 25}
+    assert [t["table"] for t in step.output["skipped_tables"]] == ["theirs"]
+    last = pg_last_maintenance(url)
+    assert last["theirs"][1] is None and last["mine"][1] and last["ours"][1]
+    report = result.report
+    assert report["statistics_updated"] == 2
+    assert [(s["tool"], s["table"]) for s in report["skipped"]] == [
+        ("update_table_statistics", "theirs")
+    ]
+
+
+def test_postgresql_a_skip_warning_among_many_tables_names_its_table():
+    warnings = ['skipping "b" --- only table or database owner can analyze it', "other"]
+    found = postgresql_privileges.skipped_by_warnings(["a", "b"], "ANALYZE", warnings)
+    assert list(found) == ["b"] and found["b"].startswith("ANALYZE of b skipped by the server")
+    # A skip that names none of them leaves none counted as done.
+    unnamed = postgresql_privileges.skipped_by_warnings(["a", "b"], "ANALYZE", ["skipping it"])
+    assert list(unnamed) == ["a", "b"]
+
+
 def test_postgresql_the_servers_own_skip_warning_is_heard(pg_role):
     url, role = pg_role
     pg_tables(url, role, "theirs", rows=10)
@@ -495,14 +539,16 @@ def test_sqlite_statistics_of_a_read_only_file_are_skipped(config, demo_db):
             handle.close()
 
     assert result.status == "completed", result.error
-    statistics = [s for s in result.steps if s.tool == "update_table_statistics"]
-    assert len(statistics) == 4
-    for step in statistics:
-        assert step.status == "skipped"
-        assert step.error == (
-            f"ANALYZE of {step.params['table']} skipped: the database file {demo_db.resolve()} is "
-            "read-only for this process"
-        )
+    # Quick maintenance analyzes the demo's four small tables in one step: it ends
+    # skipped, each table listed with why.
+    (step,) = [s for s in result.steps if s.tool == "update_table_statistics"]
+    why = f"the database file {demo_db.resolve()} is read-only for this process"
+    assert step.status == "skipped"
+    assert step.error == f"ANALYZE of app_logs skipped: {why}"
+    assert step.output["skipped_tables"] == [
+        {"table": t, "reason": f"ANALYZE of {t} skipped: {why}"} for t in step.params["tables"]
+    ]
+    assert step.output["tables_analyzed"] == 0 and step.output["statistics_updated"] is False
     report = result.report
     assert report["statistics_updated"] == 0 and len(report["skipped"]) == 4
     # Quick maintenance checks nothing for corruption, and says so rather than "false".

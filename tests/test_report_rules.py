@@ -37,7 +37,21 @@ def test_the_report_counts_each_step_by_its_tools_rule():
     findings = {"fragmentation_percent": 41.2, "free_space_percent": 3.0, "recommendation": "x"}
     actions: list[dict[str, Any]] = [
         {"tool": "rebuild_fragmented_indexes", "table": "a", "output": {"indexes_rebuilt": 2}},
-        {"tool": "update_table_statistics", "table": "a", "output": {"statistics_updated": True}},
+        {
+            "tool": "update_table_statistics",
+            "table": "a",
+            "output": {"statistics_updated": True, "tables_analyzed": 1},
+        },
+        # One step of many tables: each table the server analyzed counts, not the step.
+        {
+            "tool": "update_table_statistics",
+            "table": None,
+            "output": {
+                "statistics_updated": True,
+                "tables_analyzed": 2,
+                "skipped_tables": [{"table": "f", "reason": "not the owner"}],
+            },
+        },
         {"tool": "update_table_statistics", "table": "b", "output": declined},
         {"tool": "optimize_table", "table": "a", "output": {"vacuumed": True}},
         {"tool": "optimize_table", "table": "b", "output": {"vacuumed": False}},
@@ -54,14 +68,15 @@ def test_the_report_counts_each_step_by_its_tools_rule():
     ]
     report = summarize("full", ["a", "b", "c"], actions, None, bundled_rules())
     assert report["indexes_rebuilt"] == 2
-    assert report["statistics_updated"] == 1  # the declined one did nothing
+    assert report["statistics_updated"] == 3  # the declined ones did nothing
     assert report["tables_optimized"] == 2
     assert report["fragmentation"] == {"a": findings}
     assert report["corrupted_tables"] == ["b"] and report["corruption_found"] is True
     assert report["corruption_check"] == "checked"
     assert report["repaired_tables"] == ["b"]
     assert report["skipped"] == [
-        {"tool": "update_table_statistics", "table": "b", "reason": "not the owner"}
+        {"tool": "update_table_statistics", "table": "f", "reason": "not the owner"},
+        {"tool": "update_table_statistics", "table": "b", "reason": "not the owner"},
     ]
     assert report["steps_not_run"] == 1
     assert report["tables_processed"] == ["a", "b", "c"]

@@ -52,11 +52,13 @@ def _follow_the_recipe(checkout: Path) -> list[str]:
     for path, code in ((definition, yaml_code), (handler, handler_code)):
         assert not (checkout / path).exists(), f"{path} is meant to be new"
         (checkout / path).write_text(code)
-    # The plan line goes after the quick plan's `yield _statistics(t)`, as the recipe says.
+    # The plan line goes after the standard plan's `yield _statistics(t)`, as the recipe says.
     agent = checkout / plan
     lines = agent.read_text().splitlines(keepends=True)
-    quick = next(i for i, line in enumerate(lines) if line.startswith("def _quick("))
-    anchor = next(i for i in range(quick, len(lines)) if lines[i].strip() == "yield _statistics(t)")
+    standard = next(i for i, line in enumerate(lines) if line.startswith("def _standard("))
+    anchor = next(
+        i for i in range(standard, len(lines)) if lines[i].strip() == "yield _statistics(t)"
+    )
     lines.insert(anchor + 1, plan_line)
     agent.write_text("".join(lines))
     return [definition, handler, plan]
@@ -97,7 +99,7 @@ def test_a_tool_added_by_the_recipe_runs_in_the_agents_plan(tmp_path: Path) -> N
     assert shown.returncode == 0, shown.stderr
     assert "sqlite_master" in shown.stdout
 
-    done = _aishell(checkout, home, "run", "maintenance", "--type", "quick", "--json")
+    done = _aishell(checkout, home, "run", "maintenance", "--type", "standard", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "completed"
@@ -120,4 +122,4 @@ def test_a_tool_added_by_the_recipe_runs_in_the_agents_plan(tmp_path: Path) -> N
     assert any(count > 0 for count in counted.values())
     # The report, the last step, comes after the new tool's steps.
     assert result["steps"][-1]["tool"] == "generate_maintenance_report"
-    assert result["report"]["summary"].startswith("quick maintenance")
+    assert result["report"]["summary"].startswith("standard maintenance")

@@ -20,6 +20,8 @@ class PlanningContext:
     defaults: AgentDefaults
     # How soon each table needs work (higher first), from the catalog.
     urgency: Mapping[str, float] = field(default_factory=dict)
+    # Each table's bytes with its indexes, as the catalog estimates them (None: unknown).
+    sizes: Mapping[str, int | None] = field(default_factory=dict)
     purge: PurgeSettings = field(default_factory=lambda: PurgeSettings())
 
 

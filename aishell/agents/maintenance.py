@@ -120,10 +120,44 @@ def _fragmentation(t: str, ctx: PlanningContext) -> _Work:
     )
 
 
+# Small tables share a statistics step: a step per table would cost far more than
+# ANALYZE of a small table does. A table this large (bytes with its indexes) has a step
+# of its own, and a shared step stops growing at either bound, so that each step's
+# time (and its time limit) stays that of a few tables.
+STATISTICS_ALONE_BYTES = 64 * 2**20
+STATISTICS_BATCH_TABLES = 100
+STATISTICS_BATCH_BYTES = 256 * 2**20
+
+
 def _quick(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
-    """Per table: fresh planner statistics."""
+    """Fresh planner statistics: a step per large table, small tables in batches."""
+    batch: list[str] = []
+    held = 0
     for t in tables:
-        yield _statistics(t)
+        size = ctx.sizes.get(t) or 0
+        if size >= STATISTICS_ALONE_BYTES:
+            yield _statistics(t)
+            continue
+        if batch and (
+            len(batch) >= STATISTICS_BATCH_TABLES or held + size > STATISTICS_BATCH_BYTES
+        ):
+            yield _statistics_of(batch)
+            batch, held = [], 0
+        batch.append(t)
+        held += size
+    if batch:
+        yield _statistics_of(batch)
+
+
+def _statistics_of(tables: list[str]) -> _Work:
+    if len(tables) == 1:
+        return _statistics(tables[0])
+    shown = f"{tables[0]} to {tables[-1]}"
+    return _Work(
+        "update_table_statistics",
+        {"tables": tables},
+        f"Refresh planner statistics for {len(tables)} tables, {shown}",
+    )
 
 
 def _standard(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:

@@ -59,6 +59,7 @@ def build_plan(
             tables=tables,
             defaults=agent_config.defaults,
             urgency=urgency(conn) if job.get("type") == "full" else {},
+            sizes={t: catalog.tables[t].bytes for t in tables if t in catalog.tables},
             purge=agent_config.purge,
         )
         if planner == "llm":

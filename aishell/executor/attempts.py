@@ -116,7 +116,7 @@ def _attempt(
         session_access(ctx.connection, not writes, run.target.read_only)
         with (
             step_deadline(ctx.connection, limit, label),
-            audited(run, ctx.connection, result.index, attempt, guard),
+            audited(run, ctx.connection, result.index, attempt, guard, _quick(run, step)),
         ):
             return step.impl.run(step.params, ctx)
     except Exception as exc:
@@ -132,6 +132,20 @@ def _attempt(
             )
             raise Stop(INTERRUPTED, stopping.reason()) from exc
         raise
+
+
+# A step on tables this small (bytes with their indexes, by the catalog) takes a moment:
+# it need not say it is running before it ends. On larger tables, or naming none, its
+# start is committed before its first write, so that another process sees it running.
+QUICK_STEP_BYTES = 64 * 2**20
+
+
+def _quick(run: RunContext, step: PreparedStep) -> bool:
+    tables = step.tool.tables_in(step.params)
+    if run.catalog is None or not tables:
+        return False
+    sizes = [run.catalog.tables[t].bytes if t in run.catalog.tables else None for t in tables]
+    return None not in sizes and sum(s or 0 for s in sizes) < QUICK_STEP_BYTES
 
 
 def _identifiers(step: PreparedStep, ctx: ToolContext) -> dict[str, str]:

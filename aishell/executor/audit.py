@@ -53,13 +53,17 @@ def _hooks(conn: Connection) -> _Hooks:
 
 @contextmanager
 def audited(
-    run: RunContext, conn: Connection, index: int, attempt: int, guard: Guard
+    run: RunContext, conn: Connection, index: int, attempt: int, guard: Guard, quick: bool = False
 ) -> Iterator[None]:
     """Every statement the tool sends passes the guard, is recorded before it runs and
-    completed after; a refused one is recorded with why, and never sent."""
+    completed after; a refused one is recorded with why, and never sent. `quick`: the
+    step is short (small tables), so its repeatable writes need no durable row first."""
     # A write's audit row is durable before the write is sent: the server may commit it
-    # after aishell died, and its row is what says so. A read changes nothing, so its
-    # row (sent and completed in one) rides with the step's next commit.
+    # after aishell died, and its row is what says so. A read changes nothing, and a
+    # repeatable write (ANALYZE, a plain VACUUM) is recovered by sending it again, so
+    # in a quick step their rows (sent and completed in one) ride with the step's next
+    # commit: such a step commits once, at its end. (In a long one, the durable row also
+    # tells other processes the step is running.)
     open_ids: list[int | Read] = []
     dialect, paramstyle = run.target.dialect, conn.dialect.paramstyle
     store, stopping = run.store, run.stopping
@@ -67,13 +71,13 @@ def audited(
     def before(cursor: Any, statement: str, parameters: Any) -> None:
         if stopping.signal:  # no new statement once SIGINT or SIGTERM came
             raise StepInterrupted(f"interrupted by {stopping.signal}")
-        why, writes = guard.verdict(statement, cursor, dialect, paramstyle)
+        why, found = guard.verdict(statement, cursor, dialect, paramstyle)
         if why is not None:
             guard.refused.append(why)
             refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
             store.statement_finished(refused, None, f"refused by the guard: {why}")
             raise StatementRefused(f"{guard.label}: statement refused: {why}")
-        if writes:
+        if found.writes and not (quick and found.repeatable):
             open_ids.append(
                 store.statement_started(run.run_id, index, attempt, statement, parameters)
             )

@@ -250,10 +250,14 @@ def _tool_entry(tool: ToolDefinition) -> dict[str, Any]:
 
 
 def _plain_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The params schema in standard JSON schema: x-identifier becomes words."""
+    """The params schema in standard JSON schema: x-identifier and x-one-of become
+    words (the latter also standard oneOf)."""
     plain = copy.deepcopy(schema)
 
     def strip(node: dict[str, Any]) -> None:
+        one_of = node.pop("x-one-of", None)
+        if one_of:
+            node["oneOf"] = [{"required": [name]} for name in one_of]
         kind = node.pop("x-identifier", None)
         if kind:
             note = f"a {kind} name from CATALOG"

@@ -206,7 +206,7 @@ def _output_digest(output: Any) -> str:
         return str(output["summary"])
     keys = (
         "row_count",
-        "stat_rows",
+        "tables_analyzed",
         "fragmentation_percent",
         "indexes_rebuilt",
         "vacuumed",

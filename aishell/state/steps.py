@@ -64,7 +64,8 @@ _STATEMENT_FINISHED = Hot(
 
 @dataclass
 class Read:
-    """A read a step sent: audited when it completes, with the step's next commit."""
+    """A statement a step sent whose audit row need not be durable before it runs (a read,
+    a repeatable write): recorded when it completes, with the step's next commit."""
 
     run_id: str
     index: int

@@ -6,10 +6,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import StepFailed
 from aishell.handlers import Handler
 from aishell.handlers.mysql.catalog import FILE_SIZE, free_percent, table_row, table_size
 from aishell.handlers.mysql.fragmentation import rebuild_reason
-from aishell.handlers.mysql.privileges import OPTIMIZE_NEEDS, require_privileges, run_checked
+from aishell.handlers.mysql.privileges import (
+    DENIED_TEXT,
+    OPTIMIZE_NEEDS,
+    current_account,
+    denied,
+    grants,
+    privileges_on,
+    require_privileges,
+    run_checked,
+)
+from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
 
@@ -77,16 +92,68 @@ optimize_table = Handler(
 )
 
 
-def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    conn, table = ctx.connection, params["table"]
-    require_privileges(conn, table, OPTIMIZE_NEEDS, "ANALYZE TABLE")
-    messages = run_checked(conn, f"ANALYZE TABLE {ctx.quote(table)}", table, "ANALYZE TABLE")
-    return {"table": table, "statistics_updated": True, "messages": messages}
+def _refused(conn: Connection, tables: list[str], _ctx: ToolContext) -> Refusals:
+    """The tables SHOW GRANTS says the account may not analyze (read once for them all)."""
+    granted = grants(conn)
+    if granted is None:
+        return {}
+    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    lacking = {
+        table: OPTIMIZE_NEEDS - have
+        for table in tables
+        if "ALL" not in (have := privileges_on(granted, database, table)) and OPTIMIZE_NEEDS - have
+    }
+    if not lacking:
+        return {}
+    account = current_account(conn)
+    user, _, host = account.rpartition("@")
+    return {
+        table: (
+            f"ANALYZE TABLE of {table} skipped: {account} lacks {', '.join(sorted(missing))} "
+            f"on it (GRANT {', '.join(sorted(missing))} ON `{database}`.* TO '{user}'@'{host}')"
+        )
+        for table, missing in lacking.items()
+    }
 
 
-update_table_statistics = Handler(
-    sql_templates=("ANALYZE TABLE {table}",),
-    run_fn=_analyze,
-    risk=RiskLevel.LOW,
-    effect="updates statistics",
+def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
+    return [f"ANALYZE TABLE {', '.join(ctx.quote(t) for t in tables)}"]
+
+
+def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusals:
+    """Each table's result rows: a refusal is a skip, any other error fails the step."""
+    skipped: Refusals = {}
+    for sql in statements:
+        try:
+            rows = list(conn.execute(text(sql)).mappings())
+        except DBAPIError as exc:
+            message = denied(exc)
+            if message is None:
+                raise
+            return {t: f"ANALYZE TABLE of {t} refused by the server: {message}" for t in tables}
+        for row in rows:
+            table = str(row["Table"]).split(".", 1)[-1]
+            kind, message = str(row["Msg_type"]).lower(), str(row["Msg_text"])
+            if kind != "error":
+                continue
+            if not DENIED_TEXT.search(message):
+                raise StepFailed(f"{table}: {message}")
+            skipped[table] = f"ANALYZE TABLE of {table} refused by the server: {message}"
+    return skipped
+
+
+_ROW_ESTIMATES = """
+SELECT TABLE_NAME AS name, coalesce(TABLE_ROWS, 0) AS row_estimate FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :tables
+"""
+
+
+def _estimates(conn: Connection, tables: list[str]) -> dict[str, int]:
+    query = text(_ROW_ESTIMATES).bindparams(bindparam("tables", expanding=True))
+    return {str(name): int(n) for name, n in conn.execute(query, {"tables": tables})}
+
+
+# What it declares it may send: its statement for one table, and its read.
+update_table_statistics = statistics_handler(
+    Engine(_refused, _statements, _send, _estimates, ("ANALYZE TABLE {table}", _ROW_ESTIMATES))
 )

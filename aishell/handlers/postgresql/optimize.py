@@ -7,13 +7,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
+from aishell.errors import StepSkipped
 from aishell.handlers import Handler
 from aishell.handlers.postgresql.privileges import (
     raise_if_skipped,
     require_maintain,
     server_warnings,
+    skipped_by_warnings,
 )
+from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
 
@@ -74,23 +78,44 @@ vacuum_full_table = Handler(
     effect="rewrites a table under an exclusive lock",
 )
 
-_ROW_ESTIMATE = "SELECT c.reltuples::bigint AS row_estimate FROM pg_class c WHERE c.oid = :oid"
+# The row counts ANALYZE left in the catalog, for the tables it analyzed.
+_ROW_ESTIMATES = """
+SELECT c.relname AS name, c.reltuples::bigint AS row_estimate FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ANY(CAST(:tables AS text[]))
+"""
 
 
-def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    conn = ctx.connection
-    table = params["table"]
-    oid = require_maintain(conn, table, "ANALYZE", run_cache=ctx.run_cache)["oid"]
+def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
+    refused: Refusals = {}
+    for table in tables:
+        try:
+            require_maintain(conn, table, "ANALYZE", run_cache=ctx.run_cache)
+        except StepSkipped as exc:
+            refused[table] = str(exc)
+    return refused
+
+
+def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
+    # One statement for them all. Inside the step's transaction it holds each table's
+    # SHARE UPDATE EXCLUSIVE lock until the step commits: only other VACUUM, ANALYZE
+    # and DDL of those tables wait, and batches are kept small for that.
+    return [f"ANALYZE {', '.join(ctx.quote(t) for t in tables)}"]
+
+
+def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusals:
     with server_warnings(conn) as warnings:
-        conn.execute(text(f"ANALYZE {ctx.quote(table)}"))
-    estimate = conn.execute(text(_ROW_ESTIMATE), {"oid": oid}).scalar()
-    result = {"table": table, "statistics_updated": True, "row_estimate": estimate}
-    return raise_if_skipped(table, "ANALYZE", warnings, result)
+        for sql in statements:
+            conn.execute(text(sql))
+    return skipped_by_warnings(tables, "ANALYZE", warnings)
 
 
-update_table_statistics = Handler(
-    sql_templates=("ANALYZE {table}", _ROW_ESTIMATE),
-    run_fn=_analyze,
-    risk=RiskLevel.LOW,
-    effect="updates statistics",
+def _estimates(conn: Connection, tables: list[str]) -> dict[str, int]:
+    rows = conn.execute(text(_ROW_ESTIMATES), {"tables": tables})
+    return {name: max(int(n), 0) for name, n in rows}
+
+
+# What it declares it may send: its statement for one table, and its read.
+update_table_statistics = statistics_handler(
+    Engine(_refused, _statements, _send, _estimates, ("ANALYZE {table}", _ROW_ESTIMATES))
 )

@@ -119,6 +119,17 @@ def server_warnings(conn: Connection) -> Iterator[list[str]]:
         raw.remove_notice_handler(keep)
 
 
+def skipped_by_warnings(tables: list[str], action: str, warnings: list[str]) -> dict[str, str]:
+    """table -> why, for the tables the server's warnings say it skipped. A skip that
+    names none of them counts against them all: nothing is taken as done unsaid."""
+    found: dict[str, str] = {}
+    for warning in (w for w in warnings if _SKIPPED.search(w)):
+        named = [t for t in tables if f'"{t}"' in warning] or tables
+        for table in named:
+            found.setdefault(table, f"{action} of {table} skipped by the server: {warning}")
+    return found
+
+
 def raise_if_skipped(
     table: str, action: str, warnings: list[str], result: dict[str, Any]
 ) -> dict[str, Any]:

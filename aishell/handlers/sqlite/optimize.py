@@ -6,13 +6,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import Handler
 from aishell.handlers.sqlite.catalog import btree_stats, database_pages, dbstat_available
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
-from aishell.handlers.sqlite.privileges import require_writable, write
+from aishell.handlers.sqlite.privileges import (
+    read_only_reason,
+    read_only_refusal,
+    require_writable,
+    write,
+)
+from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
 
@@ -85,20 +92,43 @@ optimize_table = Handler(
 
 # --- update_table_statistics ----------------------------------------------------------
 
-_STAT_ROWS = "SELECT count(*) AS stat_rows FROM sqlite_stat1 WHERE tbl = :table"
+# sqlite_stat1 holds a row per index (and one for a table without any): each stat
+# begins with the row count.
+_ROW_ESTIMATES = "SELECT tbl, stat FROM sqlite_stat1 WHERE tbl IN :tables"
 
 
-def _analyze(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    conn, table = ctx.connection, params["table"]
-    require_writable(conn, table, "ANALYZE")
-    write(conn, f"ANALYZE {ctx.quote(table)}", table, "ANALYZE")
-    rows = conn.execute(text(_STAT_ROWS), {"table": table}).scalar_one()
-    return {"table": table, "statistics_updated": True, "stat_rows": rows}
+def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
+    reason = read_only_reason(conn, ctx.run_cache)
+    if reason is None:
+        return {}
+    return {t: f"ANALYZE of {t} skipped: {reason}" for t in tables}
 
 
-update_table_statistics = Handler(
-    sql_templates=("ANALYZE {table}", _STAT_ROWS),
-    run_fn=_analyze,
-    risk=RiskLevel.LOW,
-    effect="updates statistics",
+def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
+    return [f"ANALYZE {ctx.quote(t)}" for t in tables]  # SQLite's ANALYZE takes one
+
+
+def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusals:
+    for sql in statements:
+        try:
+            conn.execute(text(sql))
+        except DBAPIError as exc:
+            why = read_only_refusal(exc)
+            return {t: f"ANALYZE of {t} {why}" for t in tables}
+    return {}
+
+
+def _estimates(conn: Connection, tables: list[str]) -> dict[str, int]:
+    query = text(_ROW_ESTIMATES).bindparams(bindparam("tables", expanding=True))
+    found = dict.fromkeys(tables, 0)  # an empty table leaves no row
+    for tbl, stat in conn.execute(query, {"tables": tables}):
+        first = str(stat or "").split(" ", 1)[0]
+        if first.isdigit():
+            found[tbl] = max(found.get(tbl, 0), int(first))
+    return found
+
+
+# What it declares it may send: its statement for one table, and its read.
+update_table_statistics = statistics_handler(
+    Engine(_refused, _statements, _send, _estimates, ("ANALYZE {table}", _ROW_ESTIMATES))
 )

@@ -25,11 +25,17 @@ def database_file(conn: Connection) -> Path | None:
     return None
 
 
-def read_only_reason(conn: Connection) -> str | None:
+def read_only_reason(conn: Connection, run_cache: dict[str, Any] | None = None) -> str | None:
     """Why SQLite would refuse to write this database, or None. os.access asks the
     kernel as SQLite's own open() would (a read-only mount or an immutable file refuses
-    even root); the file is not opened, which would drop SQLite's POSIX locks."""
-    path = database_file(conn)
+    even root); the file is not opened, which would drop SQLite's POSIX locks. With a
+    run's cache the file's path is looked up once per run; its access, every time."""
+    if run_cache is None:
+        path = database_file(conn)
+    else:
+        if "sqlite_file" not in run_cache:
+            run_cache["sqlite_file"] = database_file(conn)
+        path = run_cache["sqlite_file"]
     if path is None:
         return None
     if not os.access(path, os.W_OK):
@@ -51,10 +57,15 @@ def write(conn: Connection, sql: str, table: str, action: str) -> None:
     try:
         conn.execute(text(sql))
     except DBAPIError as exc:
-        name = str(getattr(exc.orig, "sqlite_errorname", ""))
-        if not name.startswith("SQLITE_READONLY"):
-            raise
-        skip_table(table, f"{action} of {table} refused by SQLite: {exc.orig} ({name})")
+        skip_table(table, f"{action} of {table} {read_only_refusal(exc)}")
+
+
+def read_only_refusal(exc: DBAPIError) -> str:
+    """How SQLite refused to write a read-only database; any other error is raised."""
+    name = str(getattr(exc.orig, "sqlite_errorname", ""))
+    if not name.startswith("SQLITE_READONLY"):
+        raise exc
+    return f"refused by SQLite: {exc.orig} ({name})"
 
 
 # --- what each agent needs of the process (aishell targets check) -------------------------
