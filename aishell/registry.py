@@ -61,6 +61,8 @@ class SqlImplementation:
     result: Literal["none", "one", "all"]
     identifiers: frozenset[str]
     check_sql: str | None = None
+    # Fixed SQL may do anything its risk allows to its tables.
+    changes_tables: bool = True
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         return [fill_template(sql, params, ctx) for sql in self.sql_templates]

@@ -143,9 +143,10 @@ def test_after_a_step_only_its_table_is_read_again(target):
     reads = [names_in(params) for sql, params in sent if CATALOG in sql]
     # `plan`, then the run's planning and the run itself each read every table once.
     assert sum(1 for r in reads if not r) == 3
-    # After a step that may change its table (every step that is not read-only), that
-    # table alone is read again, in one query, before the next step that names it; the
-    # report, naming every table, reads again all those still unread, in one query.
+    # After a step that may change its table (every step that is not read-only, but for
+    # a statistics update), that table alone is read again, in one query, before the
+    # next step that names it; the report, naming every table, reads again all those
+    # still unread, in one query.
     expected: list[set[str]] = []
     changed: set[str] = set()
     for step in run.steps:
@@ -153,10 +154,11 @@ def test_after_a_step_only_its_table_is_read_again(target):
         if changed & named:
             expected.append(changed & named)
             changed -= named
-        if step.risk_level != "safe":
+        # ANALYZE changes no table's rows, pages or indexes: nothing to read again.
+        if step.risk_level != "safe" and step.tool != "update_table_statistics":
             changed |= named
     assert [r for r in reads if r] == expected
-    assert any(len(r) == 1 for r in expected) and len(expected[-1]) == 3
+    assert any(len(r) == 1 for r in expected)
 
 
 def test_a_table_a_step_made_is_found_and_one_it_dropped_is_gone(target):

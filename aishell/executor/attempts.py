@@ -37,7 +37,11 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
     _long_step_hooks(run, result, tool, ctx)
     run.observer.step_started(result, len(run.results))
     started = time.monotonic()
-    if tool.risk_level is not RiskLevel.SAFE and run.catalog is not None:
+    if (
+        tool.risk_level is not RiskLevel.SAFE
+        and run.catalog is not None
+        and step.impl.changes_tables
+    ):
         # Whatever way it ends, it may have changed its tables (or, naming none, any):
         # they are read again before a later step uses them.
         run.catalog.changed(tool.tables_in(step.params))

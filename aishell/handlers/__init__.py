@@ -34,6 +34,9 @@ class Handler:
     # it starts); a tool using it can declare no less. `effect` says what that is.
     risk: RiskLevel = RiskLevel.SAFE
     effect: str = ""
+    # Whether it may change its tables' rows, pages or indexes (what the run's catalog
+    # holds of them, read again before a later step uses them). ANALYZE does not.
+    changes_tables: bool = True
     # A handler that sums up a run's other steps (the maintenance report) counts each by
     # what its tool contributes (the `report:` of the tool's definition): the registry
     # makes its run_fn from the rules of the catalog it is loaded into.

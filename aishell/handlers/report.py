@@ -52,6 +52,8 @@ def summarize(
         "steps_not_run": 0,
     }
     checks: list[Mapping[str, Any]] = []
+    # The tables in the order first named; a dict, so that thousands stay linear.
+    processed: dict[str, None] = {}
     if baseline and isinstance(baseline.get("corruption_check"), Mapping):
         checks.append(baseline["corruption_check"])
     for action in actions:
@@ -60,8 +62,8 @@ def summarize(
             report["steps_not_run"] += 1
             continue
         table = action.get("table")
-        if table and table not in report["tables_processed"]:
-            report["tables_processed"].append(table)
+        if table:
+            processed.setdefault(table)
         declined = list(output.get("skipped_tables") or [])
         report["skipped"] += [
             {"tool": tool, "table": s.get("table"), "reason": s.get("reason")} for s in declined
@@ -71,9 +73,8 @@ def summarize(
             continue  # the server did not do this step's work
         for rule in adds:
             _add(rule, report, checks, table, output)
-    for table in tables:
-        if table not in report["tables_processed"]:
-            report["tables_processed"].append(table)
+    processed.update(dict.fromkeys(t for t in tables if t not in processed))
+    report["tables_processed"] = list(processed)
     if checks:
         _merge_checks(report, checks)
     return report

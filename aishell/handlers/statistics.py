@@ -95,4 +95,5 @@ def statistics_handler(engine: Engine) -> Handler:
         render_fn=render,
         risk=RiskLevel.LOW,
         effect="updates statistics",
+        changes_tables=False,
     )
