@@ -125,7 +125,7 @@ def _fragmentation(t: str, ctx: PlanningContext) -> _Work:
 # of its own, and a shared step stops growing at either bound, so that each step's
 # time (and its time limit) stays that of a few tables.
 STATISTICS_ALONE_BYTES = 64 * 2**20
-STATISTICS_BATCH_TABLES = 100
+STATISTICS_BATCH_TABLES = 200
 STATISTICS_BATCH_BYTES = 256 * 2**20
 
 
