@@ -103,12 +103,13 @@ def preview_plan(
     now = datetime.now(UTC)
     conn = handle.connect()
     history = _History(config.state_url)
+    run_cache: dict[str, Any] = {}
     try:
         if catalog is None:
             catalog = TableCatalog.read(conn)
         for i, step in enumerate(plan.steps):
             tool = registry.get(step.tool)
-            facts = _Facts(policy, catalog, now, history, backup_before)
+            facts = _Facts(policy, catalog, now, history, backup_before, run_cache)
             previews.append(_preview_step(i, step, tool, handle, conn, facts))
             backup_before = backup_before or tool.category is Category.BACKUP
     finally:
@@ -128,6 +129,9 @@ class _Facts:
     now: datetime
     history: DurationHistory
     backup_before: bool
+    # What the tools learn once per run (a role's privileges on every table), shared by
+    # the preview's steps as a run's steps share it.
+    run_cache: dict[str, Any]
 
 
 def _preview_step(
@@ -141,6 +145,7 @@ def _preview_step(
         target=handle.name,
         dry_run=True,
         quote_identifier=handle.quote,
+        run_cache=known.run_cache,
     )
     effect: dict[str, Any] | None = None
     if live and tool.risk_level is not RiskLevel.SAFE:

@@ -86,6 +86,9 @@ class RunContext:
         started: float | None = None,
     ) -> None:
         """A step's end: committed to the store before anything else happens."""
+        # A step that started wrote its params and SQL then: they are not written twice
+        # (for a step of thousands of tables, or one reading a whole health report).
+        started_here = result.status == "running"
         result.status, result.error = status, error
         if started is not None:
             result.seconds = round(time.monotonic() - started, 3)
@@ -95,8 +98,8 @@ class RunContext:
             status,
             output=result.output,
             error=error,
-            sql=result.sql,
-            resolved_params=result.params,
+            sql=None if started_here else result.sql,
+            resolved_params=None if started_here else result.params,
         )
         self.observer.step_finished(result, len(self.results))
 
