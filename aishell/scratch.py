@@ -49,6 +49,8 @@ SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
 POLL_SECONDS = 0.25
 # The most a streamed child's output is read at once (and its pipe holds).
 STREAM_CHUNK = 1 << 20
+# How long the reader of a slow tool's output waits for its pipe to fill.
+FILL_SECONDS = 0.002
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -286,6 +288,10 @@ def _pump(
                     selector.unregister(key.fd)
                 elif key.fd == out:
                     yield data
+                    if len(data) < STREAM_CHUNK // 8:
+                        # The tool writes slower than this reads: let its pipe fill a
+                        # little, so that each wake-up takes more than a few pages.
+                        time.sleep(FILL_SECONDS)
                 else:
                     said += data
             if time.monotonic() - checked >= POLL_SECONDS:
