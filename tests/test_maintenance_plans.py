@@ -34,15 +34,15 @@ def test_standard_plan_measures_then_analyzes_each_table(config, demo_db):
 
 def test_full_plan_per_table_in_order(config, demo_db):
     preview = commands.plan_job(config, "maintenance", {"type": "full"})
-    per_table = [
-        "analyze_table_fragmentation",
-        "rebuild_fragmented_indexes",
-        "optimize_table",
-        "update_table_statistics",
-    ]
+    per_table = ["analyze_table_fragmentation", "rebuild_fragmented_indexes", "optimize_table"]
+    # The demo's tables are small: their statistics are refreshed in one step after them.
     assert tools_of(preview) == (
-        ["analyze_database_health"] + per_table * 4 + ["generate_maintenance_report"]
+        ["analyze_database_health"]
+        + per_table * 4
+        + ["update_table_statistics", "generate_maintenance_report"]
     )
+    optimized = [s.params["table"] for s in preview.steps if s.tool == "optimize_table"]
+    assert preview.steps[-2].params == {"tables": optimized}
     assert preview.steps[0].params["check_corruption"] is True
     # The largest table (the most urgent on SQLite) comes first.
     order = [s.params["table"] for s in preview.steps if s.tool == "optimize_table"]
@@ -115,3 +115,34 @@ def test_plan_hash_is_stable_for_the_same_database(config, demo_db):
     a = commands.plan_job(config, "maintenance", {"type": "full"})
     b = commands.plan_job(config, "maintenance", {"type": "full"})
     assert a.plan.hash == b.plan.hash
+
+
+def test_statistics_steps_group_small_tables_and_leave_a_large_one_alone():
+    from aishell.agents.base import PlanningContext
+    from aishell.agents.maintenance import MaintenanceAgent
+    from aishell.config import AgentDefaults
+
+    # Named in the order full maintenance takes tables of equal urgency (by name).
+    small = [f"a{i:03d}" for i in range(150)] + [f"c{i:03d}" for i in range(300)]
+    tables = [*small[:150], "big", *small[150:]]
+    sizes = {t: 2**20 for t in small} | {"big": 2**30}
+    agent = MaintenanceAgent()
+    for kind in ("quick", "full"):
+        context = PlanningContext("db", "mysql", tuple(tables), AgentDefaults(), sizes=sizes)
+        steps = agent.plan_steps({"type": kind, "tables": None}, context)
+        groups = [
+            s.params.get("tables") or [s.params["table"]]
+            for s in steps
+            if s.tool == "update_table_statistics"
+        ]
+        # In order, each table once: the small ones before the large table together, the
+        # large one alone, then the rest in steps of at most 200.
+        assert [t for g in groups for t in g] == tables, kind
+        assert [len(g) for g in groups] == [150, 1, 200, 100], kind
+    # Full maintenance refreshes a group's statistics right after that group's work.
+    work = [s.params.get("table") for s in steps if s.tool == "optimize_table"]
+    at = [i for i, s in enumerate(steps) if s.tool == "update_table_statistics"]
+    optimize_big = next(
+        i for i, s in enumerate(steps) if s.tool == "optimize_table" and s.params["table"] == "big"
+    )
+    assert at[1] == optimize_big + 1 and work == tables

@@ -131,22 +131,31 @@ STATISTICS_BATCH_BYTES = 256 * 2**20
 
 def _quick(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
     """Fresh planner statistics: a step per large table, small tables in batches."""
+    for group in _statistics_groups(tables, ctx):
+        yield _statistics_of(group)
+
+
+def _statistics_groups(tables: list[str], ctx: PlanningContext) -> Iterator[list[str]]:
+    """The tables in order, in the groups whose statistics one step refreshes."""
     batch: list[str] = []
     held = 0
     for t in tables:
         size = ctx.sizes.get(t) or 0
         if size >= STATISTICS_ALONE_BYTES:
-            yield _statistics(t)
+            if batch:
+                yield batch
+                batch, held = [], 0
+            yield [t]
             continue
         if batch and (
             len(batch) >= STATISTICS_BATCH_TABLES or held + size > STATISTICS_BATCH_BYTES
         ):
-            yield _statistics_of(batch)
+            yield batch
             batch, held = [], 0
         batch.append(t)
         held += size
     if batch:
-        yield _statistics_of(batch)
+        yield batch
 
 
 def _statistics_of(tables: list[str]) -> _Work:
@@ -168,34 +177,42 @@ def _standard(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> I
 
 
 def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
-    """Per table: measure, rebuild fragmented indexes (unless told not to), compact, and
-    fresh planner statistics."""
-    threshold = ctx.defaults.fragmentation_threshold
+    """Per table: measure, rebuild fragmented indexes (unless told not to) and compact;
+    fresh planner statistics after each group of tables (as quick maintenance groups
+    them: a large table alone)."""
     # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the statistics too
     # (and its output counts them), so no ANALYZE follows.
     analyzes = ctx.dialect == "postgresql"
-    for t in tables:
-        yield _fragmentation(t, ctx)
-        if job.get("rebuild_indexes", True):
-            yield _Work(
-                "rebuild_fragmented_indexes",
-                {
-                    "table": t,
-                    "fragmentation_threshold": threshold,
-                    "min_pages": ctx.defaults.min_index_pages,
-                },
-                f"Rebuild indexes of {t} fragmented past {threshold:g}%",
-                t,
-            )
+    for group in _statistics_groups(tables, ctx):
+        for t in group:
+            yield from _table_work(job, ctx, t, analyzes)
+        if not analyzes:
+            yield _statistics_of(group)
+
+
+def _table_work(
+    job: dict[str, Any], ctx: PlanningContext, t: str, analyzes: bool
+) -> Iterator[_Work]:
+    threshold = ctx.defaults.fragmentation_threshold
+    yield _fragmentation(t, ctx)
+    if job.get("rebuild_indexes", True):
         yield _Work(
-            "optimize_table",
-            {"table": t, "fragmentation_threshold": threshold},
-            f"Compact {t} and return free pages"
-            + (", refreshing its planner statistics" if analyzes else ""),
+            "rebuild_fragmented_indexes",
+            {
+                "table": t,
+                "fragmentation_threshold": threshold,
+                "min_pages": ctx.defaults.min_index_pages,
+            },
+            f"Rebuild indexes of {t} fragmented past {threshold:g}%",
             t,
         )
-        if not analyzes:
-            yield _statistics(t)
+    yield _Work(
+        "optimize_table",
+        {"table": t, "fragmentation_threshold": threshold},
+        f"Compact {t} and return free pages"
+        + (", refreshing its planner statistics" if analyzes else ""),
+        t,
+    )
 
 
 def _emergency(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
