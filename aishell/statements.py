@@ -76,18 +76,30 @@ _MAINTENANCE_COMMANDS: dict[str, Classification] = {
     "ANALYZE": Classification(True, RiskLevel.LOW, "ANALYZE is not a query", True),
     "VACUUM": Classification(True, RiskLevel.MEDIUM, "VACUUM is not a query", True),
     "OPTIMIZE": Classification(True, RiskLevel.MEDIUM, "OPTIMIZE is not a query", True),
+    # Not repeatable: an interrupted REINDEX CONCURRENTLY leaves an invalid index behind.
+    "REINDEX": Classification(True, RiskLevel.MEDIUM, "REINDEX is not a query"),
+}
+
+
+# Per dialect, each command read this way, and whether it takes a list of names.
+_PLAIN_COMMANDS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "postgresql": (
+        (r"ANALYZE", True),
+        (r"VACUUM\s*\(\s*ANALYZE\s*\)", True),
+        (r"REINDEX\s+INDEX(?:\s+CONCURRENTLY)?", False),
+    ),
+    "sqlite": ((r"ANALYZE", False), (r"REINDEX", False)),
+    "mysql": ((r"ANALYZE\s+TABLE", True), (r"OPTIMIZE\s+TABLE", True)),
 }
 
 
 def _maintenance_pattern(dialect: str) -> re.Pattern[str]:
     name = rf"{_QUOTED[dialect]}(?:\.{_QUOTED[dialect]})?"
-    command = {
-        "postgresql": r"ANALYZE|VACUUM\s*\(\s*ANALYZE\s*\)",
-        "sqlite": r"ANALYZE",
-        "mysql": r"ANALYZE\s+TABLE|OPTIMIZE\s+TABLE",
-    }[dialect]
-    more = "" if dialect == "sqlite" else rf"(?:\s*,\s*{name})*"  # SQLite's takes one
-    return re.compile(rf"(?i)({command})\s+{name}{more}")
+    forms = [
+        rf"{command}\s+{name}" + (rf"(?:\s*,\s*{name})*" if many else "")
+        for command, many in _PLAIN_COMMANDS[dialect]
+    ]
+    return re.compile("(?i)(?:" + "|".join(forms) + ")")
 
 
 _MAINTENANCE = {dialect: _maintenance_pattern(dialect) for dialect in _QUOTED}
@@ -98,7 +110,7 @@ def _plain_maintenance(sql: str, dialect: str) -> Classification | None:
     found = pattern.fullmatch(sql.strip()) if pattern is not None else None
     if found is None:
         return None
-    return _MAINTENANCE_COMMANDS[found.group(1).split(None, 1)[0].split("(")[0].upper()]
+    return _MAINTENANCE_COMMANDS[found.group().split(None, 1)[0].split("(")[0].upper()]
 
 
 @lru_cache(maxsize=8192)

@@ -1,5 +1,5 @@
 """The maintenance statements the guard reads without the SQL parser (ANALYZE of a list
-of tables, a plain VACUUM, OPTIMIZE TABLE) mean exactly what the parser finds in them,
+of tables, VACUUM (ANALYZE), OPTIMIZE TABLE, REINDEX of one index) mean exactly what the parser finds in them,
 whatever the names; anything else still goes to the parser."""
 
 from __future__ import annotations
@@ -10,10 +10,17 @@ from hypothesis import strategies as st
 from aishell.statements import _plain_maintenance, classify, parsed
 
 QUOTE = {"postgresql": '"', "sqlite": '"', "mysql": "`"}
+# Commands that take a list of names.
 COMMANDS = {
     "postgresql": ("ANALYZE", "analyze", "VACUUM (ANALYZE)", "VACUUM(ANALYZE)"),
-    "sqlite": ("ANALYZE", "Analyze"),
+    "sqlite": (),
     "mysql": ("ANALYZE TABLE", "OPTIMIZE TABLE", "optimize  table"),
+}
+# Commands that take one name.
+SINGLE = {
+    "postgresql": ("REINDEX INDEX", "REINDEX INDEX CONCURRENTLY", "reindex index  concurrently"),
+    "sqlite": ("ANALYZE", "Analyze", "REINDEX"),
+    "mysql": (),
 }
 # Names with what could end a statement or start another inside them.
 NAMES = st.text(alphabet=st.sampled_from("ab_1 ;,\"`'-/*().\n"), min_size=1, max_size=12)
@@ -34,8 +41,8 @@ def quoted(name: str, dialect: str) -> str:
 def test_a_plain_maintenance_statement_means_what_the_parser_finds(
     dialect: str, data: st.DataObject, names: list[str], comma: str
 ) -> None:
-    command = data.draw(st.sampled_from(COMMANDS[dialect]))
-    if dialect == "sqlite":
+    command = data.draw(st.sampled_from(COMMANDS[dialect] + SINGLE[dialect]))
+    if command in SINGLE[dialect]:
         names = names[:1]
     sql = f"{command} " + comma.join(quoted(n, dialect) for n in names)
     fast = _plain_maintenance(sql, dialect)
@@ -57,6 +64,9 @@ def test_anything_more_than_names_goes_to_the_parser() -> None:
         ("mysql", "OPTIMIZE NO_WRITE_TO_BINLOG TABLE `a`"),
         ("sqlite", 'ANALYZE "a", "b"'),
         ("sqlite", 'VACUUM "main"'),
+        ("postgresql", 'REINDEX INDEX "a", "b"'),
+        ("postgresql", 'REINDEX TABLE "a"'),
+        ("postgresql", 'REINDEX DATABASE "a"'),
     ]:
         assert _plain_maintenance(sql, dialect) is None, sql
     # Which the parser then classifies as before: two statements are a high-risk write.
