@@ -1,6 +1,6 @@
 """The maintenance statements the guard reads without the SQL parser (ANALYZE of a list
-of tables, VACUUM (ANALYZE), OPTIMIZE TABLE, REINDEX of one index) mean exactly what the parser finds in them,
-whatever the names; anything else still goes to the parser."""
+of tables, VACUUM (ANALYZE), OPTIMIZE TABLE, REINDEX of one index) mean exactly what
+the parser finds in them, whatever the names; anything else still goes to the parser."""
 
 from __future__ import annotations
 
