@@ -17,10 +17,8 @@ from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import (
     DENIED_TEXT,
     OPTIMIZE_NEEDS,
-    current_account,
     denied,
-    grants,
-    privileges_on,
+    refusals,
     require_privileges,
     run_checked,
 )
@@ -93,27 +91,7 @@ optimize_table = Handler(
 
 
 def _refused(conn: Connection, tables: list[str], _ctx: ToolContext) -> Refusals:
-    """The tables SHOW GRANTS says the account may not analyze (read once for them all)."""
-    granted = grants(conn)
-    if granted is None:
-        return {}
-    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
-    lacking = {
-        table: OPTIMIZE_NEEDS - have
-        for table in tables
-        if "ALL" not in (have := privileges_on(granted, database, table)) and OPTIMIZE_NEEDS - have
-    }
-    if not lacking:
-        return {}
-    account = current_account(conn)
-    user, _, host = account.rpartition("@")
-    return {
-        table: (
-            f"ANALYZE TABLE of {table} skipped: {account} lacks {', '.join(sorted(missing))} "
-            f"on it (GRANT {', '.join(sorted(missing))} ON `{database}`.* TO '{user}'@'{host}')"
-        )
-        for table, missing in lacking.items()
-    }
+    return refusals(conn, tables, OPTIMIZE_NEEDS, "ANALYZE TABLE")
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:

@@ -98,14 +98,30 @@ def privileges_on(
     return have
 
 
-def missing_privileges(conn: Connection, table: str, needed: set[str]) -> set[str]:
-    """The privileges in `needed` the session lacks on `table` (empty when unknown)."""
+def refusals(conn: Connection, tables: list[str], needed: set[str], action: str) -> dict[str, str]:
+    """table -> why, for the tables SHOW GRANTS says the server would refuse `action`
+    on (lacking some of `needed`); the grants are read once for them all, and nothing is
+    assumed when they cannot be read."""
     granted = grants(conn)
     if granted is None:
-        return set()
+        return {}
     database = str(conn.execute(text("SELECT DATABASE()")).scalar())
-    have = privileges_on(granted, database, table)
-    return set() if "ALL" in have else needed - have
+    lacking: dict[str, str] = {}
+    for table in tables:
+        have = privileges_on(granted, database, table)
+        if "ALL" not in have and needed - have:
+            lacking[table] = ", ".join(sorted(needed - have))
+    if not lacking:
+        return {}
+    account = current_account(conn)
+    user, _, host = account.rpartition("@")
+    return {
+        table: (
+            f"{action} of {table} skipped: {account} lacks {listed} on it "
+            f"(GRANT {listed} ON `{database}`.* TO '{user}'@'{host}')"
+        )
+        for table, listed in lacking.items()
+    }
 
 
 def current_account(conn: Connection) -> str:
@@ -114,18 +130,9 @@ def current_account(conn: Connection) -> str:
 
 def require_privileges(conn: Connection, table: str, needed: set[str], action: str) -> None:
     """Raise StepSkipped before `action` when SHOW GRANTS says the server would refuse it."""
-    missing = missing_privileges(conn, table, needed)
-    if not missing:
-        return
-    listed = ", ".join(sorted(missing))
-    account = current_account(conn)
-    user, _, host = account.rpartition("@")
-    database = conn.execute(text("SELECT DATABASE()")).scalar()
-    reason = (
-        f"{action} of {table} skipped: {account} lacks {listed} on it "
-        f"(GRANT {listed} ON `{database}`.* TO '{user}'@'{host}')"
-    )
-    skip_table(table, reason)
+    refused = refusals(conn, [table], needed, action)
+    if refused:
+        skip_table(table, refused[table])
 
 
 def denied(exc: DBAPIError) -> str | None:
