@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from aishell import commands
 from aishell.config import Config
 from aishell.errors import StateError
+from aishell.executor import attempts
 from aishell.plan import Plan, Step
 from aishell.state import StateStore, new_run_id
 from aishell.state.core import EVENT, Hot
@@ -90,6 +91,24 @@ def test_a_step_of_a_repeatable_write_commits_once(config: Config, demo_db: Path
     started = [row["started_at"] for row in audit]
     assert started == sorted(started)
     assert all(row["finished_at"] for row in audit)
+
+
+def test_a_repeatable_write_on_a_large_table_is_durable_before_it_is_sent(
+    config: Config, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every table counts as large: the step may take long, and another process must see
+    # it running, so its ANALYZE's audit row (with the step's start) commits first.
+    monkeypatch.setattr(attempts, "QUICK_STEP_BYTES", 0)
+
+    def analyzing(steps: int) -> Plan:
+        return counting_plan(steps, "update_table_statistics")
+
+    commands.apply_plan(config, analyzing(1))
+    with store_commits(config) as few:
+        assert commands.apply_plan(config, analyzing(2)).status == "completed"
+    with store_commits(config) as many:
+        assert commands.apply_plan(config, analyzing(12)).status == "completed"
+    assert len(many) - len(few) == 2 * 10
 
 
 def test_a_write_that_is_not_repeatable_is_durable_before_it_is_sent(
