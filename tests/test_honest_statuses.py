@@ -453,6 +453,16 @@ def test_mariadb_work_without_the_privilege_is_skipped(home, my_user):
         own.dispose()
 
 
+def test_mariadb_a_result_row_among_many_tables_names_its_table():
+    from aishell.handlers.mysql.optimize import _named
+
+    tables = ["b", "a.b", "Logs"]
+    assert _named("shop.a.b", tables) == ["a.b"]
+    assert _named("shop.logs", tables) == ["Logs"]  # the server's case of the name
+    # A row naming none of them counts against them all.
+    assert _named("other", tables) == tables
+
+
 def test_mariadb_targets_check_names_what_the_account_lacks(home, my_user):
     url, user = my_user
     my_table(url, rows=10)

@@ -110,14 +110,22 @@ def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusal
                 raise
             return {t: f"ANALYZE TABLE of {t} refused by the server: {message}" for t in tables}
         for row in rows:
-            table = str(row["Table"]).split(".", 1)[-1]
             kind, message = str(row["Msg_type"]).lower(), str(row["Msg_text"])
             if kind != "error":
                 continue
+            named = _named(str(row["Table"]), tables)
             if not DENIED_TEXT.search(message):
-                raise StepFailed(f"{table}: {message}")
-            skipped[table] = f"ANALYZE TABLE of {table} refused by the server: {message}"
+                raise StepFailed(f"{', '.join(named)}: {message}")
+            for table in named:
+                skipped[table] = f"ANALYZE TABLE of {table} refused by the server: {message}"
     return skipped
+
+
+def _named(reported: str, tables: list[str]) -> list[str]:
+    """The step's table a result row names (`database.table`, its case as the server
+    keeps names); a row naming none of them counts against them all."""
+    found = [t for t in tables if reported.lower().endswith("." + t.lower())]
+    return [max(found, key=len)] if found else tables
 
 
 _ROW_ESTIMATES = """
