@@ -6,7 +6,7 @@ How long that takes, bench/checkpoint.py measures; here only how many commits.""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,29 +61,30 @@ def counting_plan(steps: int, tool: str = "count_table_rows") -> Plan:
     )
 
 
-def test_a_one_read_step_commits_once(config: Config, demo_db: Path) -> None:
-    commands.apply_plan(config, counting_plan(1))  # the store exists, its schema is current
+def commits_per_step(config: Config, plan_of: Callable[[int], Plan]) -> float:
+    """The store's commits for each step more: a run of 12 steps against one of 2 (what
+    a run costs besides its steps is the same for both)."""
+    commands.apply_plan(config, plan_of(1))  # the store exists, its schema is current
     with store_commits(config) as few:
-        assert commands.apply_plan(config, counting_plan(2)).status == "completed"
+        assert commands.apply_plan(config, plan_of(2)).status == "completed"
     with store_commits(config) as many:
-        assert commands.apply_plan(config, counting_plan(12)).status == "completed"
-    # What a run costs besides its steps is the same for 2 steps and for 12; each step
-    # more is its end, with its start and its read's audit row.
-    assert len(many) - len(few) == 1 * 10
+        assert commands.apply_plan(config, plan_of(12)).status == "completed"
+    return (len(many) - len(few)) / 10
+
+
+def analyzing(steps: int) -> Plan:
+    return counting_plan(steps, "update_table_statistics")
+
+
+def test_a_one_read_step_commits_once(config: Config, demo_db: Path) -> None:
+    # Each step more is its end, with its start and its read's audit row.
+    assert commits_per_step(config, counting_plan) == 1
 
 
 def test_a_step_of_a_repeatable_write_commits_once(config: Config, demo_db: Path) -> None:
-    def analyzing(steps: int) -> Plan:
-        return counting_plan(steps, "update_table_statistics")
-
-    commands.apply_plan(config, analyzing(1))
-    with store_commits(config) as few:
-        assert commands.apply_plan(config, analyzing(2)).status == "completed"
-    with store_commits(config) as many:
-        assert commands.apply_plan(config, analyzing(12)).status == "completed"
     # ANALYZE changes no row, and sending it again is all a crash needs: each step more
     # is one commit, its end, with its start and its statements' audit rows.
-    assert len(many) - len(few) == 1 * 10
+    assert commits_per_step(config, analyzing) == 1
     audit = commands.run_statements(config, commands.apply_plan(config, analyzing(3)).run_id)
     words = [row["sql"].split()[0].upper() for row in audit]
     assert words.count("ANALYZE") == 3, words
@@ -99,16 +100,7 @@ def test_a_repeatable_write_on_a_large_table_is_durable_before_it_is_sent(
     # Every table counts as large: the step may take long, and another process must see
     # it running, so its ANALYZE's audit row (with the step's start) commits first.
     monkeypatch.setattr(attempts, "QUICK_STEP_BYTES", 0)
-
-    def analyzing(steps: int) -> Plan:
-        return counting_plan(steps, "update_table_statistics")
-
-    commands.apply_plan(config, analyzing(1))
-    with store_commits(config) as few:
-        assert commands.apply_plan(config, analyzing(2)).status == "completed"
-    with store_commits(config) as many:
-        assert commands.apply_plan(config, analyzing(12)).status == "completed"
-    assert len(many) - len(few) == 2 * 10
+    assert commits_per_step(config, analyzing) == 2
 
 
 def test_a_write_that_is_not_repeatable_is_durable_before_it_is_sent(
@@ -130,17 +122,12 @@ def test_a_write_that_is_not_repeatable_is_durable_before_it_is_sent(
             ),
         )
 
-    commands.apply_plan(config, reindexing(1))
-    with store_commits(config) as few:
-        assert commands.apply_plan(config, reindexing(2)).status == "completed"
-    with store_commits(config) as many:
-        run = commands.apply_plan(config, reindexing(4))
-    assert run.status == "completed"
     # Each REINDEX's audit row commits before it is sent (a server may finish it after
     # aishell died; the row says it was sent), then the step's end: per step, its two
     # indexes and its end.
+    assert commits_per_step(config, reindexing) == 2 + 1
+    run = commands.apply_plan(config, reindexing(3))
     assert all(s.output["indexes_rebuilt"] == 2 for s in run.steps)
-    assert len(many) - len(few) == (2 + 1) * 2
 
 
 def test_every_step_is_durable_before_the_next_begins(config: Config, demo_db: Path) -> None:
