@@ -97,9 +97,9 @@ def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
-    # One statement for them all. Inside the step's transaction it holds each table's
-    # SHARE UPDATE EXCLUSIVE lock until the step commits: only other VACUUM, ANALYZE
-    # and DDL of those tables wait, and batches are kept small for that.
+    # One statement for them all. The target's connection autocommits, so the server
+    # analyzes each table in a transaction of its own: no table's lock is held while
+    # the others are analyzed.
     return [f"ANALYZE {', '.join(ctx.quote(t) for t in tables)}"]
 
 
