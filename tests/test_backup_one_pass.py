@@ -12,12 +12,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from aishell import commands
 from aishell.handlers.backup.dumps import COUNTED_IN_ARCHIVE
 from aishell.handlers.backup.pgarchive import ArchiveUnreadable, read_archive
-from aishell.handlers.mysql_dump import IN_ORDER, ROW_SUM, read_chunks, read_dump
+from aishell.handlers.mysql_dump import IN_ORDER, ROW_SUM, find_marker, read_chunks, read_dump
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine
 
@@ -206,3 +208,32 @@ def test_a_mysql_backup_with_the_earlier_checksums_still_validates(home, mysql_u
     checked = commands.apply_plan(config, plan)
     assert checked.status == "failed"
     assert "a: restored contents differ from the backup's checksum" in checked.steps[0].error
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64).map(lambda b: b.replace(b"x", b";")), st.integers(0, 70))
+def test_the_statement_end_search_finds_what_bytes_find_finds(buffer, start):
+    """The search by the marker's first byte agrees with bytes.find, semicolons or not."""
+    for marker in (b";\n", b";", b"\n;\n"):
+        assert find_marker(buffer, marker, start) == buffer.find(marker, start)
+
+
+values = st.lists(
+    st.text(alphabet=";\n'(),ab", max_size=12).map(
+        lambda s: "'" + s.replace("\\", "").replace("'", "\\'").replace("\n", "\\n") + "'"
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values, st.integers(1, 50))
+def test_a_dump_full_of_semicolons_reads_the_same_in_any_chunks(strings, size):
+    """Rows whose strings hold semicolons, parentheses and escaped line breaks: the count
+    and checksum are the rows', however the stream is cut."""
+    rows = [f"({i},{s})".encode() for i, s in enumerate(strings)]
+    data = dump_text([[*rows[:-1], rows[-1]]], False)
+    dump = read_chunks([data[i : i + size] for i in range(0, len(data), size)])
+    expected = hashlib.sha256(b"".join(r + b",\n" for r in rows)).hexdigest()
+    assert dump.counts() == {"t": len(rows)} and dump.checksums() == {"t": expected}

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +23,8 @@ from aishell.config import load_config
 from aishell.errors import UsageError
 from tests.helpers import one_step_plan, tmpfs
 from tests.services import engine
+
+HANG = 120  # seconds: a hang detector, never a timing assertion
 
 
 def fill_disk_when(ready, disk: Path) -> threading.Thread:
@@ -268,6 +271,33 @@ def test_schema_comparison_ignores_the_restrict_tokens():
     assert schema_lines(one) == schema_lines(two) == ["CREATE TABLE a (id int);"]
 
 
+def dump_into_a_disk_filled_while_it_waits(config: Any, url: str, disk: Path) -> Any:
+    """A MariaDB backup whose dump tool has opened its file and waits for a lock on the
+    table `big` when `disk` fills up: after the free-space check, before the rows."""
+    waiting = text(
+        "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+        "AND STATE LIKE 'Waiting for table%'"
+    )
+    ran: list[Any] = []
+    with engine(url).connect() as locker:
+        locker.execute(text("LOCK TABLES big WRITE"))
+        job = threading.Thread(
+            target=lambda: ran.append(commands.run_job(config, "backup", {"type": "full"}))
+        )
+        job.start()
+        deadline = time.monotonic() + HANG
+        while not (list(disk.rglob("*.partial")) and locker.execute(waiting).scalar()):
+            assert job.is_alive() and time.monotonic() < deadline, "the dump never waited"
+            time.sleep(0.01)
+        free = shutil.disk_usage(disk).free
+        with contextlib.suppress(OSError):  # fill it, as far as it goes
+            (disk / "filler").write_bytes(b"\0" * max(free - 4096, 0))
+        locker.execute(text("UNLOCK TABLES"))
+    job.join(HANG)
+    [result] = ran
+    return result
+
+
 def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
     server_config, server_url, home, tmp_path
 ):
@@ -297,11 +327,14 @@ def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
         path.write_text(yaml.safe_dump(data))
         config = load_config(home=home)
 
-        # The target's folder appears after the free-space check and just before the
-        # dump opens its file: the disk fills up in between.
-        filler = fill_disk_when((mount_point / "db").exists, mount_point)
-        result = commands.run_job(config, "backup", {"type": "full"})
-        filler.join()
+        if pg:
+            # The target's folder appears after the free-space check and before pg_dump
+            # writes: the disk fills up in between (pg_dump's start takes a while).
+            filler = fill_disk_when((mount_point / "db").exists, mount_point)
+            result = commands.run_job(config, "backup", {"type": "full"})
+            filler.join()
+        else:
+            result = dump_into_a_disk_filled_while_it_waits(config, server_url, mount_point)
         assert (mount_point / "filler").exists(), "the dump never started"
         assert result.status == "failed", [s.status for s in result.steps]
         assert "No space left on device" in result.steps[1].error, result.steps[1].error

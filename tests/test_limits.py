@@ -551,3 +551,55 @@ def test_the_run_time_limit_cancels_the_running_statement_on_the_server(home, se
     marker = f"%{MARKER[dialect]}%"
     with engine(server_url).connect() as conn:
         assert conn.execute(text(busy), {"db": database, "marker": marker}).scalar() == 0
+
+
+def _session(conn: Any, mariadb: bool) -> tuple[bool, float]:
+    """The session's read-only flag and statement limit in seconds, as the server has them."""
+    if conn.dialect.name == "postgresql":
+        read_only = conn.execute(text("SHOW default_transaction_read_only")).scalar() == "on"
+        ms = conn.execute(text("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"))
+        return read_only, int(ms.scalar()) / 1000
+    access = "tx_read_only" if mariadb else "transaction_read_only"
+    limit = "max_statement_time" if mariadb else "max_execution_time"
+    row = conn.execute(text(f"SELECT @@session.{access}, @@session.{limit}")).one()
+    return bool(row[0]), float(row[1]) / (1 if mariadb else 1000)
+
+
+def test_a_step_session_changes_only_what_changes_in_one_round_trip(server_url):
+    """Read-only and the statement limit: sent only when they change, together when both
+    do; the server then refuses a write in a read-only step and allows it after."""
+    from sqlalchemy import event
+
+    from aishell.targets import session_access
+
+    with engine(server_url).connect() as conn:
+        mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+        conn.execute(text("CREATE TABLE session_probe (id int)"))
+        sent: list[str] = []
+        counting = [False]
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            if counting[0]:
+                sent.append(statement)
+
+        event.listen(conn, "before_cursor_execute", count)
+        for read_only, seconds, statements in (
+            (True, 5, 1),  # both change: one statement
+            (True, 5, 0),  # nothing changes
+            (False, 7, 1),
+            (False, 9, 1),  # the limit only
+            (True, 9, 1),  # read-only only
+            (False, 11, 1),
+        ):
+            sent.clear()
+            counting[0] = True
+            session_access(conn, read_only, False, seconds)
+            counting[0] = False
+            assert len(sent) == statements, sent
+            assert _session(conn, mariadb) == (read_only, seconds)
+            insert = text("INSERT INTO session_probe VALUES (1)")
+            if read_only:
+                with pytest.raises(Exception, match="(?i)read.only"):
+                    conn.execute(insert)
+            else:
+                conn.execute(insert)

@@ -117,7 +117,8 @@ def _attempt(
         volatile=run.volatile,
     )
     try:
-        session_access(ctx.connection, not writes, run.target.read_only)
+        # With the step's statement limit, which step_deadline then finds set.
+        session_access(ctx.connection, not writes, run.target.read_only, limit)
         with (
             step_deadline(ctx.connection, limit, label),
             audited(run, ctx.connection, result.index, attempt, guard, _quick(run, step)),

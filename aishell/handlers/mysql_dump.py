@@ -137,7 +137,9 @@ class _Stream:
         if chunk is None:
             return False
         self._base += self._at
-        self._buffer = self._buffer[self._at :] + chunk
+        # Most chunks arrive with the last one read to its end: no copy then.
+        left = self._buffer[self._at :] if self._at < len(self._buffer) else b""
+        self._buffer = left + chunk if left else chunk
         self._at = 0
         return True
 
@@ -157,7 +159,7 @@ class _Stream:
 
     def through(self, marker: bytes) -> Iterator[bytes]:
         """The bytes up to and including marker (or the end), in pieces as they come."""
-        while (end := self._buffer.find(marker, self._at)) < 0:
+        while (end := find_marker(self._buffer, marker, self._at)) < 0:
             # What could be the start of the marker stays for the next search.
             keep = max(self._at, len(self._buffer) - len(marker) + 1)
             if keep > self._at:
@@ -167,6 +169,23 @@ class _Stream:
                     yield self._take(len(self._buffer))
                 return
         yield self._take(end + len(marker))
+
+
+# Past this many false starts in one search, the generic search takes over.
+_FALSE_STARTS = 16
+
+
+def find_marker(buffer: bytes, marker: bytes, start: int) -> int:
+    """buffer.find(marker, start), searched for by the marker's first byte: a one-byte
+    search runs at memory speed, where a search for ";\\n" stops at every row's line
+    break. A buffer full of the first byte falls back to the generic search."""
+    first, rest = marker[:1], marker[1:]
+    for _ in range(_FALSE_STARTS):
+        at = buffer.find(first, start)
+        if at < 0 or buffer.startswith(rest, at + 1):
+            return at
+        start = at + 1
+    return buffer.find(marker, start)
 
 
 def read_dump(path: Path, method: str = IN_ORDER) -> DumpFile:

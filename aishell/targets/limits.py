@@ -238,16 +238,25 @@ def pymysql_timed_out(exc: BaseException) -> bool:
     return len(args) == 2 and args[0] in (2013, 2003) and "timed out" in str(args[1])
 
 
-def statement_limit(dialect: str, mariadb: bool, seconds: float) -> str | None:
-    """The statement that sets the server's statement limit (none for SQLite). Never
-    zero, which the servers read as no limit."""
+def limit_setting(dialect: str, mariadb: bool, seconds: float) -> tuple[str, str] | None:
+    """The server's statement limit as a session variable and its value (none for
+    SQLite). Never zero, which the servers read as no limit."""
     if dialect == "postgresql":
-        return f"SET statement_timeout = {max(int(seconds * 1000), 1)}"
+        return "statement_timeout", str(max(int(seconds * 1000), 1))
     if dialect in ("mysql", "mariadb"):
         if mariadb:
-            return f"SET SESSION max_statement_time = {max(float(seconds), 0.001)}"
-        return f"SET SESSION max_execution_time = {max(int(seconds * 1000), 1)}"
+            return "max_statement_time", str(max(float(seconds), 0.001))
+        return "max_execution_time", str(max(int(seconds * 1000), 1))
     return None
+
+
+def statement_limit(dialect: str, mariadb: bool, seconds: float) -> str | None:
+    """The statement that sets the server's statement limit (none for SQLite)."""
+    setting = limit_setting(dialect, mariadb, seconds)
+    if setting is None:
+        return None
+    scope = "" if dialect == "postgresql" else "SESSION "
+    return f"SET {scope}{setting[0]} = {setting[1]}"
 
 
 def inherit_step_limit(dbapi_conn: Any, record: Any, limits: Limits, dialect: str) -> None:
