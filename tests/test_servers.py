@@ -410,3 +410,26 @@ def test_the_state_store_can_live_on_postgresql(edit_config, demo_db, pg_url):
     assert commands.run_statements(config, result.run_id)
     with engine(pg_url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
+
+
+def test_mysql_connections_share_one_tls_context_in_the_preferred_mode(home, mysql_url):
+    """PyMySQL's preferred TLS mode builds a context per connection (the system's
+    certificates loaded each time); a target's connections share one, and still work."""
+    from aishell.config import load_config
+    from aishell.targets import open_target
+    from tests.helpers import use_target
+
+    use_target(home, mysql_url)
+    target = open_target(load_config(home=home), "db")
+    try:
+        first, second = target.connect(), target.connect()
+        contexts = [c.connection.driver_connection.ctx for c in (first, second)]
+        assert contexts[0] is not None and contexts[0] is contexts[1]
+        assert (
+            first.execute(text("SELECT 1")).scalar()
+            == second.execute(text("SELECT 2")).scalar() - 1
+        )
+        first.close()
+        second.close()
+    finally:
+        target.close()

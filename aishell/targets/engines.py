@@ -182,6 +182,9 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
         },
         pool_pre_ping=True,
     )
+    from aishell.targets import mysqltls  # PyMySQL, only for MySQL targets
+
+    event.listen(engine, "do_connect", mysqltls.connect)
 
     @event.listens_for(engine, "connect")
     def _guard(dbapi_conn: Any, record: Any) -> None:
