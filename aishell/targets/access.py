@@ -39,8 +39,7 @@ def session_access(
         limit = statement_limit(dialect.name, mariadb, limit_seconds)
         if limit is not None and conn.info.get(STATEMENT_LIMIT_KEY) == limit:
             limit = None
-    if access and limit is not None and name in ("postgresql", "mysql"):
-        assert limit_seconds is not None
+    if access and limit is not None and limit_seconds is not None:  # a server, not SQLite
         _both(conn, name, mariadb, wanted, limit_seconds)
     elif access:
         on, off = _SESSION_ACCESS[name]
