@@ -14,7 +14,7 @@ the median of the ratios and the median times. Then, once each:
               checksums compared)
   baseline    the bare restore of the baseline's file into a new database
 
-    python bench/backup.py [--megabytes 300] [--pairs 3] [--engines postgresql,mariadb]
+    python bench/backup.py [--megabytes 300] [--pairs 5] [--engines postgresql,mariadb]
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def run_engine(engine: str, megabytes: float, count: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=300)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--engines", default="postgresql,mariadb")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}; {args.pairs} alternating pairs per engine", flush=True)

@@ -8,17 +8,24 @@ copy of the table and purges the same rows:
   estimates before and after, the purge and the report) and its delete_old_records
   step alone;
 - a single `DELETE FROM logs WHERE created_at < cutoff`;
+- a bare batch loop: the statements aishell's purge step sent, read back from its
+  statement audit with their parameters, replayed by the driver (psycopg, PyMySQL) in
+  one session, committing after each DELETE as aishell's batches do. Against it,
+  aishell's step shows its own cost (checkpoints, sizing, progress, the guard and the
+  audit); against the single DELETE, the batch loop shows what deleting in committed
+  key-range batches costs the server;
 - on MariaDB, pt-archiver --purge --bulk-delete --commit-each, with --limit equal to
   aishell's mean batch (the same batch size), and again with --limit equal to
   aishell's first batch size. pt-archiver works on MySQL only: on PostgreSQL the
   comparison is not made, and the output says so.
 
 Printed, each against its baseline measured in the same run: the whole run / one
-DELETE (time), the purge step / one DELETE (rows per second), what is not the purge
+DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
+bare batch loop and the batch loop / one DELETE (rows per second), what is not the purge
 (start-up, planning, estimates, report) as a share of the purge step, and pt-archiver
 / aishell (time). The scratch database is aishell_purge_<pid>, dropped at the end.
 
-During aishell's purge and during the single DELETE a second session writes to the
+During aishell's purge, the batch loop and the single DELETE a second session writes to the
 same table in a loop (insert a new row, update a random row that is kept) and every
 write's latency is recorded. Each pair runs TRIALS times (default 3); medians are
 printed.
@@ -43,6 +50,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pymysql
 import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -240,7 +249,13 @@ def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
     if result.status != "completed":
         raise SystemExit(f"aishell run {result.run_id} ended {result.status}: {result.error}")
     purge = result.steps[1]
+    sent = [
+        {"sql": s["sql"], "parameters": s["parameters"]}
+        for s in commands.run_statements(config, result.run_id)
+        if s["step_index"] == purge.index and s["error"] is None
+    ]
     return {
+        "statements": sent,
         "deleted": purge.output["rows_deleted"],
         "seconds": purge.seconds,
         "run_seconds": total,
@@ -273,6 +288,35 @@ def run_delete(url: str, rows: int) -> dict[str, Any]:
         "worst_ms": writer.worst(),
         "writes": len(writer.latencies),
     }
+
+
+def _driver_connection(url: str) -> Any:
+    """A plain driver session on the scratch database, committing only when told."""
+    database = url.rsplit("/", 1)[1]
+    if url.startswith("postgresql"):
+        return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=database)
+    return pymysql.connect(host="127.0.0.1", port=3306, user="root", database=database)
+
+
+def run_batch_loop(url: str, rows: int, statements: list[dict[str, Any]]) -> dict[str, Any]:
+    """aishell's purge step's statements, replayed in one session: a commit after each
+    DELETE, as each of aishell's batches commits."""
+    conn = _driver_connection(url)
+    deleted = 0
+    try:
+        with Writer(url, rows) as writer:
+            started = time.perf_counter()
+            cursor = conn.cursor()
+            for statement in statements:
+                cursor.execute(statement["sql"], statement["parameters"] or None)
+                if statement["sql"].lstrip().upper().startswith("DELETE"):
+                    deleted += cursor.rowcount
+                    conn.commit()
+            conn.commit()
+            seconds = time.perf_counter() - started
+    finally:
+        conn.close()
+    return {"deleted": deleted, "seconds": seconds, "writes": len(writer.latencies)}
 
 
 def run_pt_archiver(url: str, limit_rows: int) -> dict[str, Any]:
@@ -332,23 +376,38 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
         build_source(engine, rows)
         ours: list[dict[str, Any]] = []
         single: list[dict[str, Any]] = []
+        loops: list[dict[str, Any]] = []
         for trial in range(trials):
             fresh_copy(engine)
             ours.append(run_aishell(Path(tmp), url, rows))
             fresh_copy(engine)
+            loops.append(run_batch_loop(url, rows, ours[-1].pop("statements")))
+            fresh_copy(engine)
             single.append(run_delete(url, rows))
-            say(f"{dialect} trial {trial + 1}: aishell {ours[-1]}; DELETE {single[-1]}")
-        for a, d in zip(ours, single, strict=True):
-            if a["deleted"] != d["deleted"]:
-                raise SystemExit(f"aishell deleted {a['deleted']:,} rows, DELETE {d['deleted']:,}")
+            say(
+                f"{dialect} trial {trial + 1}: aishell {ours[-1]}; batch loop {loops[-1]}; "
+                f"DELETE {single[-1]}"
+            )
+        for a, b, d in zip(ours, loops, single, strict=True):
+            if not a["deleted"] == b["deleted"] == d["deleted"]:
+                raise SystemExit(
+                    f"aishell deleted {a['deleted']:,} rows, the batch loop {b['deleted']:,}, "
+                    f"the DELETE {d['deleted']:,}"
+                )
         deleted = ours[0]["deleted"]
         ours_s, single_s = median_of(ours, "seconds"), median_of(single, "seconds")
         run_s = median_of(ours, "run_seconds")
+        loop_s = median_of(loops, "seconds")
         print(f"\n{dialect}: purge {deleted:,} of {rows:,} rows, median of {trials}")
         print(f"  single DELETE        {single_s:8.2f} s  {deleted / single_s:12,.0f} rows/s")
         print(
             f"  aishell purge step   {ours_s:8.2f} s  {deleted / ours_s:12,.0f} rows/s  "
             f"rows/s against the DELETE {single_s / ours_s:.3f}x (at least 0.95)"
+        )
+        print(
+            f"  bare batch loop      {loop_s:8.2f} s  {deleted / loop_s:12,.0f} rows/s  "
+            f"rows/s against the DELETE {single_s / loop_s:.3f}x; aishell's step against "
+            f"it {loop_s / ours_s:.3f}x"
         )
         print(
             f"  aishell whole run    {run_s:8.2f} s  against the DELETE "
@@ -372,7 +431,8 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
         )
         print(
             f"  concurrent writes p99: during aishell {median_of(ours, 'p99_ms'):.1f} ms "
-            f"({median_of(ours, 'writes'):,.0f} writes), during the DELETE "
+            f"({median_of(ours, 'writes'):,.0f} writes; {median_of(loops, 'writes'):,.0f} "
+            f"during the batch loop), during the DELETE "
             f"{median_of(single, 'p99_ms'):.1f} ms ({median_of(single, 'writes'):,.0f} writes)"
         )
         print(
