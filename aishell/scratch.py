@@ -14,7 +14,6 @@ import ctypes
 import fcntl
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.errors import StepFailed, StepInterrupted, StepTimeout
+from aishell.pipereader import STREAM_CHUNK, PipeReader
 from aishell.sqltext import quote_identifier
 from aishell.state import process_started
 
@@ -47,10 +47,6 @@ SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
 
 # How often a waiting child's run is asked whether it should stop.
 POLL_SECONDS = 0.25
-# The most a streamed child's output is read at once (and its pipe holds).
-STREAM_CHUNK = 1 << 20
-# How long the reader of a slow tool's output waits for its pipe to fill.
-FILL_SECONDS = 0.002
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -273,34 +269,27 @@ def _pump(
     deadline: float | None,
 ) -> Generator[bytes, None, bytes]:
     """Yield the child's stdout as it comes, keep its stderr, then wait for its end;
-    asked every POLL_SECONDS whether to stop, however busy the output."""
+    asked every POLL_SECONDS whether to stop, however busy the output. A thread drains
+    the pipes meanwhile (aishell/pipereader.py), so the child does not wait for what
+    is done with each chunk."""
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.fileno(), proc.stderr.fileno()
-    said = bytearray()
-    checked = time.monotonic()
-    with selectors.DefaultSelector() as selector:
-        selector.register(out, selectors.EVENT_READ)
-        selector.register(err, selectors.EVENT_READ)
-        while selector.get_map():
-            for key, _events in selector.select(POLL_SECONDS):
-                data = os.read(key.fd, STREAM_CHUNK)
-                if not data:
-                    selector.unregister(key.fd)
-                elif key.fd == out:
-                    yield data
-                    if len(data) < STREAM_CHUNK // 8:
-                        # The tool writes slower than this reads: let its pipe fill a
-                        # little, so that each wake-up takes more than a few pages.
-                        time.sleep(FILL_SECONDS)
-                else:
-                    said += data
+    reader = PipeReader(proc.stdout.fileno(), proc.stderr.fileno())
+    try:
+        checked = time.monotonic()
+        while (chunk := reader.next_chunk(POLL_SECONDS)) != b"":
+            if chunk is not None:
+                yield chunk
             if time.monotonic() - checked >= POLL_SECONDS:
                 checked = time.monotonic()
                 _check(proc, program, should_stop, deadline)
+    finally:
+        # On the way out after a failure the caller kills the child; the reading
+        # thread stops at once either way.
+        said = reader.close()
     while True:
         try:
             proc.wait(timeout=POLL_SECONDS)
-            return bytes(said)
+            return said
         except subprocess.TimeoutExpired:
             _check(proc, program, should_stop, deadline)
 
