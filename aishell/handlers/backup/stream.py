@@ -4,6 +4,8 @@ handed on chunk by chunk to whatever reads the rows out of it.
 The sha256 of a backup is taken from the bytes as they are written, so the file is not
 read a second time; the kernel is told to start writing each few megabytes to disk as
 they come (Linux sync_file_range), so the fsync before the rename has little left to do.
+The chunks come read ahead by a thread of their own (aishell/pipereader.py): the tool
+goes on writing while this one writes, hashes and reads what it wrote before.
 """
 
 from __future__ import annotations
