@@ -15,9 +15,9 @@ copy of the table and purges the same rows:
   audit); against the single DELETE, the batch loop shows what deleting in committed
   key-range batches costs the server;
 - on MariaDB, pt-archiver --purge --bulk-delete --commit-each, with --limit equal to
-  aishell's mean batch (the same batch size), and again with --limit equal to
-  aishell's first batch size. pt-archiver works on MySQL only: on PostgreSQL the
-  comparison is not made, and the output says so.
+  aishell's mean batch (the same batch size), and again with --limit 1000.
+  pt-archiver works on MySQL only: on PostgreSQL the comparison is not made, and the
+  output says so.
 
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
@@ -25,8 +25,8 @@ bare batch loop and the batch loop / one DELETE (rows per second), what is not t
 (start-up, planning, estimates, report) as a share of the purge step, and pt-archiver
 / aishell (time). The scratch database is aishell_purge_<pid>, dropped at the end.
 
-During aishell's purge, the batch loop and the single DELETE a second session writes to the
-same table in a loop (insert a new row, update a random row that is kept) and every
+During aishell's purge, the batch loop and the single DELETE a second session writes
+to the same table in a loop (insert a new row, update a random row that is kept) and every
 write's latency is recorded. Each trial (TRIALS, default 3) runs the three, each on
 its fresh copy, the first of them in turn; medians are printed.
 
