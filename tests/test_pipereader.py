@@ -127,13 +127,18 @@ def test_an_error_in_the_reading_thread_is_raised_to_the_user() -> None:
 
 def test_a_streamed_dump_is_killed_when_its_run_is_asked_to_stop() -> None:
     stop = threading.Event()
-    code = "import sys\nwhile True: sys.stdout.buffer.write(b'y' * 65536)"
+    # Its pid first, in 16 bytes, then output for ever.
+    code = (
+        "import os, sys\nsys.stdout.buffer.write(str(os.getpid()).encode().ljust(16))\n"
+        "while True: sys.stdout.buffer.write(b'y' * 65536)"
+    )
     stream = stream_child(
         [sys.executable, "-c", code], env={}, ledger=Ledger(), should_stop=stop.is_set
     )
-    first = next(stream)
-    assert first
+    pid = int(next(stream)[:16])
     stop.set()
     with pytest.raises(StepInterrupted, match="asked to stop"):
         for _chunk in stream:
             pass
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
