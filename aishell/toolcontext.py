@@ -34,6 +34,9 @@ class ToolContext:
     # What a tool measured to render a step's SQL, reused when the step runs, so the
     # statements that run are the ones shown (and the catalog is not read twice).
     step_cache: dict[str, Any] = field(default_factory=dict)
+    # Which attempt of the step runs (1 while it renders): a retry measures afresh what
+    # the failed attempt may have changed (see handlers.measured).
+    attempt: int = 1
     # What a tool read once for the whole run (what the role may do to each table):
     # a step per table must not cost a query per table for it.
     run_cache: dict[str, Any] = field(default_factory=dict)

@@ -24,7 +24,9 @@ from aishell.cli import cli
 from aishell.config import Config
 from aishell.errors import TargetError
 from aishell.executor import RunResult
+from aishell.handlers import measured
 from aishell.tablecatalog import TableCatalog
+from aishell.toolcontext import ToolContext
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql
 
@@ -209,3 +211,21 @@ def test_a_plan_of_many_tables_shows_alike_steps_as_one_line(home, width):
     assert all(f"step_{i}" in every.output for i in range(122))
     dry = runner.invoke(cli, ["run", "maintenance", "--type", "standard", "--dry-run"])
     assert "61 previewed steps shown as" in " ".join(dry.output.split())
+
+
+def test_a_retry_measures_again_what_the_first_attempt_ran_on():
+    """The first attempt runs on what the step measured to render its SQL (shown and
+    approved); a retry measures again what the failed attempt may have changed."""
+    ctx = ToolContext(conn=None, dialect="sqlite", target="db")
+    reads: list[int] = []
+
+    def measure() -> int:
+        reads.append(ctx.attempt)
+        return len(reads)
+
+    assert measured(ctx, "rebuild:t", measure) == 1  # as the step renders
+    assert measured(ctx, "rebuild:t", measure) == 1  # its first attempt
+    ctx.attempt = 2
+    assert measured(ctx, "rebuild:t", measure) == 2
+    assert measured(ctx, "rebuild:t", measure) == 2
+    assert reads == [1, 2]

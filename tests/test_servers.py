@@ -1,6 +1,7 @@
 """The maintenance agent on live PostgreSQL and MariaDB servers."""
 
 import json
+from collections import Counter
 
 import pytest
 from click.testing import CliRunner
@@ -65,6 +66,45 @@ def test_full_maintenance_completes_with_a_report(server_config, server_url):
     health = result.steps[0].output
     assert [t["table"] for t in health["tables"]][:1]  # ranked by urgency
     assert set(report["fragmentation"]) == {f"t{i:03d}" for i in range(TABLES)}
+
+
+def test_a_step_reads_nothing_twice_before_it_writes(server_config, server_url):
+    """What a step measured to render its SQL (shown, approved) is what its first
+    attempt runs on: no read goes to the server twice before the step writes, and the
+    grants are read once a run, not once a table."""
+    populate(server_url, tables=3, rows=20000)
+    with engine(server_url).connect() as conn:
+        if server_url.startswith("postgresql"):
+            # pgstattuple measures the indexes, and amcheck checks them: the health
+            # step reads every table's indexes with it.
+            conn.execute(text("CREATE EXTENSION pgstattuple"))
+            conn.execute(text("CREATE EXTENSION amcheck"))
+        else:  # the catalog's sizes as of now
+            conn.execute(text("ANALYZE TABLE t000, t001, t002"))
+        conn.commit()
+    result = commands.run_job(
+        server_config, "maintenance", {"type": "full"}, approver=PreApproved()
+    )
+    assert result.status == "completed", result.error
+    # The rebuilds wrote: the reads after them are checked too.
+    assert sum(s.output["indexes_rebuilt"] for s in result.steps if "indexes_rebuilt" in s.output)
+    audit = commands.run_statements(server_config, result.run_id)
+    for step in result.steps:
+        seen: set[tuple[str, str]] = set()
+        for row in (r for r in audit if r["step_index"] == step.index):
+            sent = (row["sql"], json.dumps(row["parameters"], sort_keys=True))
+            if not row["sql"].lstrip().upper().startswith(("SELECT", "SHOW")):
+                seen.clear()  # a write: what is read after it is new
+                continue
+            assert sent not in seen, f"{step.tool} read twice: {row['sql'][:120]}"
+            seen.add(sent)
+    # The health check reads the tables' oids and indexes once for them all, then
+    # checks each table.
+    health = Counter(r["sql"] for r in audit if r["step_index"] == 0 and "pg_class" in r["sql"])
+    assert all(n == 1 for n in health.values()), health
+    grants = [r for r in audit if r["sql"].strip().upper() == "SHOW GRANTS"]
+    # MariaDB's health check reads them, and every step after it uses what it read.
+    assert len(grants) == (0 if server_url.startswith("postgresql") else 1)
 
 
 def test_full_maintenance_through_the_cli(server_config, server_url):

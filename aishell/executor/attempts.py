@@ -103,6 +103,7 @@ def _attempt(
     tool = step.tool
     label = f"{result.step_id} ({tool.name})"
     ctx.deadline = time.monotonic() + limit
+    ctx.attempt = attempt
     # The tool's effective risk says whether it may write at all; what it may
     # write is what it rendered (shown, checked, approved) and its declared shapes.
     writes = tool.risk_level is not RiskLevel.SAFE

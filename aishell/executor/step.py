@@ -34,6 +34,7 @@ def run_step(
     tool = run.registry.get(step.tool)
     impl = tool.implementation(run.target.dialect)
     ctx.step_cache = {}
+    ctx.attempt = 1
     needed = [r.step_id for r in find_references([step.params, step.condition])]
     needed += list(step.depends_on)
     earlier = run.earlier(result.index)

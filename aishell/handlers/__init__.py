@@ -76,6 +76,13 @@ def cached(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
     return answer
 
 
+def measured(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
+    """compute() once per attempt: the first attempt runs on what the step rendered
+    from (what was shown and approved), a retry measures again what the failed attempt
+    may have changed."""
+    return cached(ctx, f"{key}@{ctx.attempt}", compute)
+
+
 def each_table(statement: str) -> RenderFn:
     """A render_fn writing `statement` (with {table}) once per table in params['tables']."""
 

@@ -102,8 +102,7 @@ def table_size(
     conn: Connection, table: str, row: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """One table's size on disk, and how it was measured; `row`, its table_row when the
-    caller has just read it."""
-    row = row if row is not None else table_row(conn, table)
+    caller has just read it (else it is read only when the file's size cannot be)."""
     try:
         file = conn.execute(text(FILE_MARIADB if is_mariadb(conn) else FILE_MYSQL), {"t": table})
         size = file.scalar()
@@ -113,6 +112,7 @@ def table_size(
         size = None
     if size is not None:
         return {"bytes": int(size), "method": FILE_SIZE}
+    row = row if row is not None else table_row(conn, table)
     return {
         "bytes": row["data_bytes"] + row["index_bytes"] + row["free_bytes"],
         "method": STATISTICS,

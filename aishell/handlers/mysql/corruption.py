@@ -25,10 +25,10 @@ from aishell.handlers.mysql.privileges import (
     DENIED_TEXT,
     current_account,
     denied,
-    grants,
     privileges_on,
     require_privileges,
     run_checked,
+    session_grants,
 )
 from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
@@ -75,8 +75,7 @@ def _check_table(
 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
     """CHECK TABLE of each table; per table, checked or why not."""
-    granted = grants(conn)
-    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    granted, database = session_grants(conn, ctx.run_cache)
 
     def have(table: str) -> set[str] | None:
         return None if granted is None else privileges_on(granted, database, table)
@@ -100,7 +99,11 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
     conn = ctx.connection
     for table in tables:
         require_privileges(
-            conn, table, {"SELECT", "INSERT", "CREATE", "ALTER"}, "Repair (copy, then rebuild)"
+            conn,
+            table,
+            {"SELECT", "INSERT", "CREATE", "ALTER"},
+            "Repair (copy, then rebuild)",
+            ctx.run_cache,
         )
     backups: list[str] = []
 

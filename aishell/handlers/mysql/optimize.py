@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.handlers import Handler
+from aishell.handlers import Handler, measured
 from aishell.handlers.mysql.catalog import FILE_SIZE, free_percent, table_row, table_size
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import (
@@ -27,12 +27,22 @@ from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
 
 
+def _measured(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The table's row and size as the preview and the first attempt see them."""
+    conn, table = ctx.connection, params["table"]
+
+    def measure() -> tuple[dict[str, Any], dict[str, Any]]:
+        row = table_row(conn, table)
+        return row, table_size(conn, table, row)
+
+    return measured(ctx, f"optimize:{table}", measure)
+
+
 def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
-    row = table_row(conn, table)
+    row, size = _measured(params, ctx)
     if rebuild_reason({**params, "min_pages": 1}, row) is None:
-        size = table_size(conn, table, row)
         return {
             "table": table,
             "vacuumed": False,
@@ -42,8 +52,8 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "size_method": size["method"],
             "reclaimed_bytes": 0,
         }
-    require_privileges(conn, table, OPTIMIZE_NEEDS, "OPTIMIZE TABLE")
-    before = table_size(conn, table, row)
+    require_privileges(conn, table, OPTIMIZE_NEEDS, "OPTIMIZE TABLE", ctx.run_cache)
+    before = size
     if before["method"] != FILE_SIZE:
         # The statistics lag behind the table; OPTIMIZE refreshes them, so refresh them
         # first too, or the difference is the statistics catching up.
@@ -69,12 +79,12 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    conn, table = ctx.connection, params["table"]
-    row = table_row(conn, table)
+    table = params["table"]
+    row, size = _measured(params, ctx)
     if rebuild_reason({**params, "min_pages": 1}, row) is None:
         return [f"-- {ctx.quote(table)} is under the threshold"]
     sql = [f"OPTIMIZE TABLE {ctx.quote(table)}"]
-    if table_size(conn, table, row)["method"] != FILE_SIZE:
+    if size["method"] != FILE_SIZE:
         sql.insert(0, f"ANALYZE TABLE {ctx.quote(table)}")
     return sql
 
@@ -90,8 +100,8 @@ optimize_table = Handler(
 )
 
 
-def _refused(conn: Connection, tables: list[str], _ctx: ToolContext) -> Refusals:
-    return refusals(conn, tables, OPTIMIZE_NEEDS, "ANALYZE TABLE")
+def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
+    return refusals(conn, tables, OPTIMIZE_NEEDS, "ANALYZE TABLE", ctx.run_cache)
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:

@@ -98,14 +98,19 @@ def privileges_on(
     return have
 
 
-def refusals(conn: Connection, tables: list[str], needed: set[str], action: str) -> dict[str, str]:
+def refusals(
+    conn: Connection,
+    tables: list[str],
+    needed: set[str],
+    action: str,
+    run_cache: dict[str, Any] | None = None,
+) -> dict[str, str]:
     """table -> why, for the tables SHOW GRANTS says the server would refuse `action`
-    on (lacking some of `needed`); the grants are read once for them all, and nothing is
-    assumed when they cannot be read."""
-    granted = grants(conn)
+    on (lacking some of `needed`); the grants are read once for them all (with a run's
+    cache, once per run), and nothing is assumed when they cannot be read."""
+    granted, database = session_grants(conn, run_cache)
     if granted is None:
         return {}
-    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
     lacking: dict[str, str] = {}
     for table in tables:
         have = privileges_on(granted, database, table)
@@ -124,13 +129,35 @@ def refusals(conn: Connection, tables: list[str], needed: set[str], action: str)
     }
 
 
+def session_grants(
+    conn: Connection, run_cache: dict[str, Any] | None
+) -> tuple[list[tuple[str, str, set[str]]] | None, str]:
+    """The session's grants (None: unreadable) and its database. With a run's cache, a
+    run reads them once: a grant revoked meanwhile is still caught, as the server's
+    refusal (run_checked)."""
+    if run_cache is not None and "mysql_grants" in run_cache:
+        known: tuple[list[tuple[str, str, set[str]]] | None, str] = run_cache["mysql_grants"]
+        return known
+    granted = grants(conn)
+    database = "" if granted is None else str(conn.execute(text("SELECT DATABASE()")).scalar())
+    if run_cache is not None:
+        run_cache["mysql_grants"] = (granted, database)
+    return granted, database
+
+
 def current_account(conn: Connection) -> str:
     return str(conn.execute(text("SELECT CURRENT_USER()")).scalar())
 
 
-def require_privileges(conn: Connection, table: str, needed: set[str], action: str) -> None:
+def require_privileges(
+    conn: Connection,
+    table: str,
+    needed: set[str],
+    action: str,
+    run_cache: dict[str, Any] | None = None,
+) -> None:
     """Raise StepSkipped before `action` when SHOW GRANTS says the server would refuse it."""
-    refused = refusals(conn, [table], needed, action)
+    refused = refusals(conn, [table], needed, action, run_cache)
     if refused:
         skip_table(table, refused[table])
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.handlers import Handler, cached
+from aishell.handlers import Handler, measured
 from aishell.handlers.mysql.catalog import free_percent, is_mariadb, table_row, table_size
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
@@ -54,12 +54,13 @@ def _rebuild_statement(ctx: ToolContext, table: str, engine: str | None) -> str:
 def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
-    before = table_row(conn, table)
+    before = _measured_row(params, ctx)
     reason = rebuild_reason(params, before)
-    found = orphans(conn)
+    found = _orphans(ctx)
     if reason is None and not found:
         return _not_rebuilt(table, before, [])
-    require_privileges(conn, table, REBUILD_NEEDS | ({"DROP"} if found else set()), "Rebuild")
+    needed = REBUILD_NEEDS | ({"DROP"} if found else set())
+    require_privileges(conn, table, needed, "Rebuild", ctx.run_cache)
     dropped = []
     for orphan in found:
         # "#mysql50#" makes the server take the name as written, not as an encoded file name.
@@ -104,16 +105,21 @@ def _not_rebuilt(table: str, row: Mapping[str, Any], dropped: list[str]) -> dict
 
 
 def _measured_row(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    """The table's row as the preview and the estimate see it: read once for both."""
-    return cached(
+    """The table's row as the preview, the estimate and the first attempt see it."""
+    return measured(
         ctx, f"rebuild:{params['table']}", lambda: table_row(ctx.connection, params["table"])
     )
 
 
+def _orphans(ctx: ToolContext) -> list[str]:
+    """The orphans as the preview and the first attempt see them; a retry looks again
+    for those its failed ALTER left."""
+    return measured(ctx, "rebuild-orphans", lambda: orphans(ctx.connection))
+
+
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    conn = ctx.connection
     row = _measured_row(params, ctx)
-    sql = [f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in orphans(conn)]
+    sql = [f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in _orphans(ctx)]
     if rebuild_reason(params, row):
         sql.append(_rebuild_statement(ctx, params["table"], row["engine"]))
     return sql or [f"-- {ctx.quote(params['table'])} is under the threshold"]

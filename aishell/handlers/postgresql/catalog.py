@@ -11,17 +11,18 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 
-TABLE_OID = (
-    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relname = :t AND n.nspname = current_schema()"
+TABLE_OIDS = (
+    "SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = current_schema()"
 )
+# The indexes of several tables (by oid), in one query.
 INDEXES = """
-SELECT i.relname AS name, i.oid AS oid, x.indisvalid AS valid, am.amname AS method,
-       pg_relation_size(i.oid) AS bytes
+SELECT x.indrelid::bigint AS table_oid, i.relname AS name, i.oid AS oid,
+       x.indisvalid AS valid, am.amname AS method, pg_relation_size(i.oid) AS bytes
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_am am ON am.oid = i.relam
-WHERE x.indrelid = :oid
+WHERE x.indrelid::bigint = ANY(CAST(:oids AS bigint[]))
 ORDER BY i.relname
 """
 EXTENSIONS = "SELECT extname FROM pg_extension"
@@ -31,11 +32,13 @@ def extensions(conn: Connection) -> set[str]:
     return {r[0] for r in conn.execute(text(EXTENSIONS))}
 
 
-def table_oid(conn: Connection, table: str) -> int:
-    oid = conn.execute(text(TABLE_OID), {"t": table}).scalar()
-    if oid is None:
-        raise StepFailed(f"Table {table!r} is not in the current schema")
-    return int(oid)
+def table_oids(conn: Connection, tables: list[str]) -> dict[str, int]:
+    """Each table's oid, in one query; a table not in the current schema fails the step."""
+    found = {str(name): int(oid) for name, oid in conn.execute(text(TABLE_OIDS), {"names": tables})}
+    for table in tables:
+        if table not in found:
+            raise StepFailed(f"Table {table!r} is not in the current schema")
+    return found
 
 
 def database_size(conn: Connection) -> dict[str, Any]:

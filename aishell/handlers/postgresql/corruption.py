@@ -28,10 +28,10 @@ from aishell.handlers.postgresql.catalog import (
     AMCHECK,
     AMCHECK_AVAILABLE,
     INDEXES,
-    TABLE_OID,
+    TABLE_OIDS,
     Amcheck,
     amcheck,
-    table_oid,
+    table_oids,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
@@ -61,8 +61,31 @@ def _read_check(
         raise
 
 
-def _check_table(conn: Connection, ctx: ToolContext, table: str, tool: Amcheck) -> dict[str, Any]:
-    oid = table_oid(conn, table)
+def _indexes(conn: Connection, oids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The indexes of these tables (by oid), in one query."""
+    found: dict[int, list[dict[str, Any]]] = {oid: [] for oid in oids}
+    for row in conn.execute(text(INDEXES), {"oids": oids}).mappings():
+        found[int(row["table_oid"])].append(dict(row))
+    return found
+
+
+def _check_tables(
+    conn: Connection, ctx: ToolContext, tables: list[str], tool: Amcheck
+) -> list[dict[str, Any]]:
+    """Each table checked; the tables' oids and indexes are read in one query each."""
+    oids = table_oids(conn, tables)
+    indexes = _indexes(conn, list(oids.values())) if tool.reason is None else {}
+    return [_check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool) for t in tables]
+
+
+def _check_table(
+    conn: Connection,
+    ctx: ToolContext,
+    table: str,
+    oid: int,
+    indexes: list[dict[str, Any]],
+    tool: Amcheck,
+) -> dict[str, Any]:
     issues: list[str] = []
     notes: list[str] = []
     if tool.reason is not None:
@@ -83,7 +106,7 @@ def _check_table(conn: Connection, ctx: ToolContext, table: str, tool: Amcheck) 
         issues += [f"block {r.blkno}, item {r.offnum}: {r.msg}" for r in rows]
     else:
         notes.append("the table's rows were not checked (verify_heapam needs amcheck 1.3+)")
-    for index in conn.execute(text(INDEXES), {"oid": oid}).mappings():
+    for index in indexes:
         if index["method"] != "btree":
             notes.append(f"index {index['name']} ({index['method']}): amcheck checks B-trees only")
             continue
@@ -113,7 +136,7 @@ def _check_table(conn: Connection, ctx: ToolContext, table: str, tool: Amcheck) 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
     """amcheck over each table and its B-tree indexes; per table, checked or why not."""
     tool = amcheck(conn)
-    results = [_check_table(conn, ctx, t, tool) for t in tables]
+    results = _check_tables(conn, ctx, tables, tool)
     if tool.reason is None:
         method = "amcheck" if tool.heap else "amcheck (indexes only)"
     else:
@@ -130,7 +153,7 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 check_table_corruption = Handler(
     sql_templates=(
-        TABLE_OID,
+        TABLE_OIDS,
         INDEXES,
         AMCHECK,
         AMCHECK_AVAILABLE,
@@ -152,7 +175,7 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
 
     def repair(table: str) -> list[str] | None:
         conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
-        after = _check_table(conn, ctx, table, tool)
+        after = _check_tables(conn, ctx, [table], tool)[0]
         return after["issues"] if after["status"] == "corrupted" else None
 
     why = " (the table's own data is damaged; restore it from a backup)"

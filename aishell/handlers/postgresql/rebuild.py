@@ -112,9 +112,9 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     )
     done = {r["index"] for r in progress["rebuilt"]}
     todo = [c for c in plan["chosen"] if c[0] not in done]
-    # Fresh, not from the plan: an earlier attempt of this step may have left some (a
-    # step that rebuilds nothing never made any: the plan's, read just before, hold).
-    left = leftovers(conn, oid) if plan["chosen"] else plan["leftovers"]
+    # A retry looks afresh: the failed attempt may have left some. The first attempt,
+    # like a step that rebuilds nothing, holds to the plan's, read as the step rendered.
+    left = leftovers(conn, oid) if plan["chosen"] and ctx.attempt > 1 else plan["leftovers"]
     if todo or left:
         require_maintain(conn, table, "REINDEX CONCURRENTLY", reindex=True, run_cache=ctx.run_cache)
     _drop_before_rebuild(conn, ctx, table, left, progress)
