@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
+from aishell.readings import TableReadings
 from aishell.scratch import Ledger
 
 
@@ -40,6 +41,9 @@ class ToolContext:
     # What a tool read once for the whole run (what the role may do to each table):
     # a step per table must not cost a query per table for it.
     run_cache: dict[str, Any] = field(default_factory=dict)
+    # What earlier steps measured of a table, until a step that may write runs (see
+    # aishell/readings.py): the step after a measuring step need not measure again.
+    table_readings: TableReadings = field(default_factory=TableReadings)
     # The backup catalog of this target (read-only), for the tools that choose backups.
     backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     # Long steps: what an earlier attempt of this step got to, a durable checkpoint of

@@ -11,6 +11,7 @@ from aishell import commands
 from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.errors import TargetError
+from aishell.plan import Plan, Step
 from tests.helpers import one_step_plan
 from tests.services import engine
 
@@ -68,10 +69,12 @@ def test_full_maintenance_completes_with_a_report(server_config, server_url):
     assert set(report["fragmentation"]) == {f"t{i:03d}" for i in range(TABLES)}
 
 
-def test_a_step_reads_nothing_twice_before_it_writes(server_config, server_url):
+def test_a_run_reads_nothing_twice_before_it_writes(server_config, server_url):
     """What a step measured to render its SQL (shown, approved) is what its first
-    attempt runs on: no read goes to the server twice before the step writes, and the
-    grants are read once a run, not once a table."""
+    attempt runs on, and what a step measured of a table the next step on it starts
+    from (the rebuild from the fragmentation step's readings, on MariaDB the optimize
+    from the rebuild's): no read goes to the server twice before something writes, and
+    the grants are read once a run, not once a table."""
     populate(server_url, tables=3, rows=20000)
     with engine(server_url).connect() as conn:
         if server_url.startswith("postgresql"):
@@ -89,15 +92,15 @@ def test_a_step_reads_nothing_twice_before_it_writes(server_config, server_url):
     # The rebuilds wrote: the reads after them are checked too.
     assert sum(s.output["indexes_rebuilt"] for s in result.steps if "indexes_rebuilt" in s.output)
     audit = commands.run_statements(server_config, result.run_id)
-    for step in result.steps:
-        seen: set[tuple[str, str]] = set()
-        for row in (r for r in audit if r["step_index"] == step.index):
-            sent = (row["sql"], json.dumps(row["parameters"], sort_keys=True))
-            if not row["sql"].lstrip().upper().startswith(("SELECT", "SHOW")):
-                seen.clear()  # a write: what is read after it is new
-                continue
-            assert sent not in seen, f"{step.tool} read twice: {row['sql'][:120]}"
-            seen.add(sent)
+    seen: set[tuple[str, str]] = set()
+    for row in audit:
+        sent = (row["sql"], json.dumps(row["parameters"], sort_keys=True))
+        if not row["sql"].lstrip().upper().startswith(("SELECT", "SHOW")):
+            seen.clear()  # a write: what is read after it is new
+            continue
+        tool = result.steps[row["step_index"]].tool
+        assert sent not in seen, f"{tool} read again: {row['sql'][:120]}"
+        seen.add(sent)
     # The health check reads the tables' oids and indexes once for them all, then
     # checks each table.
     health = Counter(r["sql"] for r in audit if r["step_index"] == 0 and "pg_class" in r["sql"])
@@ -105,6 +108,45 @@ def test_a_step_reads_nothing_twice_before_it_writes(server_config, server_url):
     grants = [r for r in audit if r["sql"].strip().upper() == "SHOW GRANTS"]
     # MariaDB's health check reads them, and every step after it uses what it read.
     assert len(grants) == (0 if server_url.startswith("postgresql") else 1)
+
+
+@pytest.mark.parametrize("between", ["update_table_statistics", "optimize_table"])
+def test_a_step_that_writes_between_makes_the_next_measure_again(
+    server_config, server_url, between
+):
+    """The rebuild starts from the fragmentation step's readings only while no step has
+    written to the table since: an ANALYZE changes the estimates they are made from, a
+    VACUUM or OPTIMIZE the pages. Another table's write leaves them as they are."""
+    populate(server_url, tables=2, rows=20000)
+    pg = server_url.startswith("postgresql")
+    with engine(server_url).connect() as conn:
+        if pg:
+            conn.execute(text("CREATE EXTENSION pgstattuple"))
+        else:
+            conn.execute(text("ANALYZE TABLE t000, t001"))
+        conn.commit()
+
+    def run(middle: str) -> list[str]:
+        steps = (
+            Step("step_1", "analyze_table_fragmentation", {"table": "t000"}),
+            Step("step_2", between, {"table": middle}),
+            Step("step_3", "rebuild_fragmented_indexes", {"table": "t000"}),
+        )
+        plan = Plan("maintenance", "db", "postgresql" if pg else "mysql", {}, steps)
+        result = commands.apply_plan(server_config, plan, approver=PreApproved())
+        assert result.status == "completed", result.error
+        audit = commands.run_statements(server_config, result.run_id)
+        measured = [r["sql"] for r in audit if r["step_index"] == 0]
+        again = []
+        for sql in (r["sql"] for r in audit if r["step_index"] == 2):
+            if not sql.lstrip().upper().startswith(("SELECT", "SHOW")):
+                break  # the rebuild wrote: what it reads next is of the rebuilt table
+            again += [sql] if sql in measured else []
+        return again
+
+    # The table's indexes (PostgreSQL), its row in information_schema (MariaDB).
+    assert run("t000"), "the rebuild used readings a write had made stale"
+    assert not run("t001"), "the rebuild measured again what nothing had changed"
 
 
 def test_full_maintenance_through_the_cli(server_config, server_url):

@@ -37,14 +37,33 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
     _long_step_hooks(run, result, tool, ctx)
     run.observer.step_started(result, len(run.results))
     started = time.monotonic()
-    if (
-        tool.risk_level is not RiskLevel.SAFE
-        and run.catalog is not None
-        and step.impl.changes_tables
-    ):
+    writes = tool.risk_level is not RiskLevel.SAFE
+    tables = tool.tables_in(step.params)
+    if writes and run.catalog is not None and step.impl.changes_tables:
         # Whatever way it ends, it may have changed its tables (or, naming none, any):
         # they are read again before a later step uses them.
-        run.catalog.changed(tool.tables_in(step.params))
+        run.catalog.changed(tables)
+    if writes:
+        # Earlier steps' readings of them too (an ANALYZE changes the estimates an
+        # index's are made from); those its attempts make go with it.
+        ctx.table_readings.step_starts(tables)
+    try:
+        _attempts(run, result, step, ctx, limit, retries, started)
+    finally:
+        if writes:
+            ctx.table_readings.step_ended(tables, result.status == "succeeded")
+
+
+def _attempts(
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    limit: float,
+    retries: int,
+    started: float,
+) -> None:
+    tool = step.tool
     for attempt in range(1, retries + 2):
         result.attempts = attempt
         result.status = "running"

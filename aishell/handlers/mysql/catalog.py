@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
 from aishell.handlers.mysql.privileges import denied
+from aishell.toolcontext import ToolContext
 
 TABLES = """
 SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_count,
@@ -50,6 +51,11 @@ def table_row(conn: Connection, table: str) -> dict[str, Any]:
     if row is None:
         raise StepFailed(f"Table {table!r} is not in the current database")
     return plain(row)
+
+
+def recent_table_row(ctx: ToolContext, table: str) -> dict[str, Any]:
+    """table_row, as an earlier step of the run read it if it just did."""
+    return ctx.table_readings.get(table, "table_row", lambda: table_row(ctx.connection, table))
 
 
 def is_mariadb(conn: Connection) -> bool:

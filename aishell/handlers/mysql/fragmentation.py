@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from aishell.handlers import Handler
-from aishell.handlers.mysql.catalog import TABLE, free_percent, table_row
+from aishell.handlers.mysql.catalog import TABLE, free_percent, recent_table_row
 from aishell.toolcontext import ToolContext
 
 
 def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    row = table_row(ctx.connection, params["table"])
+    row = recent_table_row(ctx, params["table"])
     threshold = params.get("fragmentation_threshold", 30)
     percent = free_percent(row)
     return {

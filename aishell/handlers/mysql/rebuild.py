@@ -15,7 +15,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import Handler, measured
-from aishell.handlers.mysql.catalog import free_percent, is_mariadb, table_row, table_size
+from aishell.handlers.mysql.catalog import (
+    free_percent,
+    is_mariadb,
+    recent_table_row,
+    table_row,
+    table_size,
+)
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
 from aishell.risk import RiskLevel
@@ -73,6 +79,9 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     run_checked(conn, _rebuild_statement(ctx, table, before["engine"]), table, "Rebuild")
     after = table_row(conn, table)
     size_after = table_size(conn, table, after)
+    # The next step on the table (optimize_table) starts from these.
+    ctx.table_readings.after_writes(table, "table_row", after)
+    ctx.table_readings.after_writes(table, "table_size", size_after)
     return {
         "table": table,
         "indexes_rebuilt": 1,
@@ -105,9 +114,10 @@ def _not_rebuilt(table: str, row: Mapping[str, Any], dropped: list[str]) -> dict
 
 
 def _measured_row(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    """The table's row as the preview, the estimate and the first attempt see it."""
+    """The table's row as the preview, the estimate and the first attempt see it (as
+    analyze_table_fragmentation just read it, if it did)."""
     return measured(
-        ctx, f"rebuild:{params['table']}", lambda: table_row(ctx.connection, params["table"])
+        ctx, f"rebuild:{params['table']}", lambda: recent_table_row(ctx, params["table"])
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
+from aishell.toolcontext import ToolContext
 
 PGSTATTUPLE_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'pgstattuple'"
 APPROX = (
@@ -180,6 +181,11 @@ def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any
     return int(rows[0]["table_oid"]), indexes
 
 
+def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, Any]]]:
+    """table_indexes, as an earlier step of the run read them if it just did."""
+    return ctx.table_readings.get(table, "indexes", lambda: table_indexes(ctx.connection, table))
+
+
 def _index_free(row: Mapping[Any, Any]) -> float | None:
     if row["method"] != "btree" or row["unknown_columns"] or row["entries"] < 0:
         return None
@@ -236,6 +242,13 @@ def full_index_scan(conn: Connection, index: Mapping[str, Any]) -> dict[str, Any
         # Default fillfactor leaves 10% free; only space beyond that is waste.
         "free_space_percent": round(max(90.0 - density, 0.0), 2) if density else 0.0,
     }
+
+
+def recent_index_scan(ctx: ToolContext, table: str, index: Mapping[str, Any]) -> dict[str, Any]:
+    """full_index_scan, as an earlier step of the run made it if it just did."""
+    return ctx.table_readings.get(
+        table, ("pgstatindex", index["oid"]), lambda: full_index_scan(ctx.connection, index)
+    )
 
 
 def scan_comment(kind: str, name: str, size: int, reason: str) -> str:

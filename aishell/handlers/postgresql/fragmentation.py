@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
 from aishell.toolcontext import ToolContext
@@ -20,7 +18,7 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     threshold = params.get("fragmentation_threshold", 30)
     scans = estimates.scanners(conn, ctx.run_id)
-    oid, indexes = estimates.table_indexes(conn, params["table"])
+    oid, indexes = estimates.recent_indexes(ctx, params["table"])
     estimate = estimates.table_estimate(conn, oid, scans)
     return {
         "oid": oid,
@@ -36,7 +34,12 @@ def _plan(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _index(
-    conn: Connection, index: Mapping[str, Any], why: str | None, threshold: float, pgstattuple: bool
+    ctx: ToolContext,
+    table: str,
+    index: Mapping[str, Any],
+    why: str | None,
+    threshold: float,
+    pgstattuple: bool,
 ) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "index": index["name"],
@@ -45,7 +48,7 @@ def _index(
         "estimated_free_percent": index["estimated_free_percent"],
     }
     if why is not None:
-        return {**stats, "method": "pgstatindex", **estimates.full_index_scan(conn, index)}
+        return {**stats, "method": "pgstatindex", **estimates.recent_index_scan(ctx, table, index)}
     if not pgstattuple or index["method"] != "btree" or not index["valid"]:
         note = "not measured (pgstattuple is not installed, or not a valid B-tree index)"
     else:
@@ -70,7 +73,9 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     if plan["table_scan"] is not None:
         measured = estimates.full_table_scan(conn, plan["oid"])
         result = {**measured, "scanned_percent": 100.0, "full_scan": True, "estimate": estimate}
-    indexes = [_index(conn, i, why, threshold, plan["pgstattuple"]) for i, why in plan["indexes"]]
+    indexes = [
+        _index(ctx, table, i, why, threshold, plan["pgstattuple"]) for i, why in plan["indexes"]
+    ]
     to_rebuild = [
         i["index"]
         for i in indexes

@@ -37,16 +37,19 @@ def leftovers(conn: Connection, oid: int) -> list[str]:
 
 
 def _choose(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> dict[str, Any]:
-    return cached(ctx, f"rebuild:{params['table']}", lambda: _measure(params, conn, ctx.run_id))
+    return cached(ctx, f"rebuild:{params['table']}", lambda: _measure(params, conn, ctx))
 
 
-def _measure(params: Mapping[str, Any], conn: Connection, run_id: str | None) -> dict[str, Any]:
+def _measure(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> dict[str, Any]:
     """Which indexes to rebuild: measured with pgstatindex only where the catalog's
-    estimate of an index calls for it (aishell/handlers/postgresql/estimates.py)."""
+    estimate of an index calls for it (aishell/handlers/postgresql/estimates.py); what
+    the step before measured of the table (analyze_table_fragmentation) is not read
+    again."""
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
-    scans = estimates.scanners(conn, run_id)
-    oid, indexes = estimates.table_indexes(conn, params["table"])
+    table = params["table"]
+    scans = estimates.scanners(conn, ctx.run_id)
+    oid, indexes = estimates.recent_indexes(ctx, table)
     # The leftovers among them, as _LEFTOVERS finds them.
     left = sorted(i["name"] for i in indexes if not i["valid"] and _LEFTOVER_NAME.search(i["name"]))
     chosen, skipped = [], []
@@ -66,7 +69,7 @@ def _measure(params: Mapping[str, Any], conn: Connection, run_id: str | None) ->
         elif estimates.index_scan_reason(index, threshold, scans) is None:
             skipped.append({"index": name, "reason": estimates.not_scanned(index, threshold)})
         else:
-            stats = {"bytes": index["bytes"], **estimates.full_index_scan(conn, index)}
+            stats = {"bytes": index["bytes"], **estimates.recent_index_scan(ctx, table, index)}
             frag, free = stats["fragmentation_percent"], stats["free_space_percent"]
             if frag >= threshold or free >= threshold:
                 chosen.append((name, stats, f"{frag}% fragmented, {free}% free space"))
