@@ -53,9 +53,14 @@ def table_row(conn: Connection, table: str) -> dict[str, Any]:
     return plain(row)
 
 
+# The keys of a table's readings (aishell/readings.py) that steps hand on to the next.
+ROW_READING = "table_row"
+SIZE_READING = "table_size"
+
+
 def recent_table_row(ctx: ToolContext, table: str) -> dict[str, Any]:
     """table_row, as an earlier step of the run read it if it just did."""
-    return ctx.table_readings.get(table, "table_row", lambda: table_row(ctx.connection, table))
+    return ctx.table_readings.get(table, ROW_READING, lambda: table_row(ctx.connection, table))
 
 
 def is_mariadb(conn: Connection) -> bool:
@@ -123,6 +128,13 @@ def table_size(
         "bytes": row["data_bytes"] + row["index_bytes"] + row["free_bytes"],
         "method": STATISTICS,
     }
+
+
+def recent_table_size(ctx: ToolContext, table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """table_size, as an earlier step of the run measured it if it just did."""
+    return ctx.table_readings.get(
+        table, SIZE_READING, lambda: table_size(ctx.connection, table, row)
+    )
 
 
 def database_size(conn: Connection) -> dict[str, Any]:

@@ -12,7 +12,13 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, measured
-from aishell.handlers.mysql.catalog import FILE_SIZE, free_percent, recent_table_row, table_size
+from aishell.handlers.mysql.catalog import (
+    FILE_SIZE,
+    free_percent,
+    recent_table_row,
+    recent_table_size,
+    table_size,
+)
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import (
     DENIED_TEXT,
@@ -30,12 +36,11 @@ from aishell.toolcontext import ToolContext
 def _measured(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], dict[str, Any]]:
     """The table's row and size as the preview and the first attempt see them (as a
     rebuild of the table just left them, if one did)."""
-    conn, table = ctx.connection, params["table"]
+    table = params["table"]
 
     def measure() -> tuple[dict[str, Any], dict[str, Any]]:
         row = recent_table_row(ctx, table)
-        readings = ctx.table_readings
-        return row, readings.get(table, "table_size", lambda: table_size(conn, table, row))
+        return row, recent_table_size(ctx, table, row)
 
     return measured(ctx, f"optimize:{table}", measure)
 

@@ -16,6 +16,8 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import Handler, measured
 from aishell.handlers.mysql.catalog import (
+    ROW_READING,
+    SIZE_READING,
     free_percent,
     is_mariadb,
     recent_table_row,
@@ -80,8 +82,8 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     after = table_row(conn, table)
     size_after = table_size(conn, table, after)
     # The next step on the table (optimize_table) starts from these.
-    ctx.table_readings.after_writes(table, "table_row", after)
-    ctx.table_readings.after_writes(table, "table_size", size_after)
+    ctx.table_readings.after_writes(table, ROW_READING, after)
+    ctx.table_readings.after_writes(table, SIZE_READING, size_after)
     return {
         "table": table,
         "indexes_rebuilt": 1,

@@ -36,11 +36,11 @@ def leftovers(conn: Connection, oid: int) -> list[str]:
     return [r[0] for r in conn.execute(text(_LEFTOVERS), {"oid": oid})]
 
 
-def _choose(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> dict[str, Any]:
-    return cached(ctx, f"rebuild:{params['table']}", lambda: _measure(params, conn, ctx))
+def _choose(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return cached(ctx, f"rebuild:{params['table']}", lambda: _measure(params, ctx))
 
 
-def _measure(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> dict[str, Any]:
+def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Which indexes to rebuild: measured with pgstatindex only where the catalog's
     estimate of an index calls for it (aishell/handlers/postgresql/estimates.py); what
     the step before measured of the table (analyze_table_fragmentation) is not read
@@ -48,7 +48,7 @@ def _measure(params: Mapping[str, Any], conn: Connection, ctx: ToolContext) -> d
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
     table = params["table"]
-    scans = estimates.scanners(conn, ctx.run_id)
+    scans = estimates.scanners(ctx.connection, ctx.run_id)
     oid, indexes = estimates.recent_indexes(ctx, table)
     # The leftovers among them, as _LEFTOVERS finds them.
     left = sorted(i["name"] for i in indexes if not i["valid"] and _LEFTOVER_NAME.search(i["name"]))
@@ -107,7 +107,7 @@ _INDEX_BYTES = (
 def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
-    plan = _choose(params, conn, ctx)
+    plan = _choose(params, ctx)
     oid = plan["oid"]
     # Kept across the executor's retries of this step: what earlier attempts did.
     progress = ctx.step_cache.setdefault(
@@ -229,14 +229,14 @@ def _after_failed_reindex(
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    plan = _choose(params, ctx.connection, ctx)
+    plan = _choose(params, ctx)
     sql = [_DROP_LEFTOVER.replace("{index}", ctx.quote(i)) for i in plan["leftovers"]]
     sql += [f"REINDEX INDEX CONCURRENTLY {ctx.quote(i)}" for i, _, _ in plan["chosen"]]
     return sql or [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    plan = _choose(params, ctx.connection, ctx)
+    plan = _choose(params, ctx)
     return {
         "indexes_to_rebuild": [i for i, _, _ in plan["chosen"]],
         "index_bytes_to_rewrite": sum(s["bytes"] for _, s, _ in plan["chosen"]),
