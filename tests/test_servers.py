@@ -1,11 +1,15 @@
 """The maintenance agent on live PostgreSQL and MariaDB servers."""
 
 import json
+import sqlite3
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.pool import Pool
 
 from aishell import commands
 from aishell.approval import PreApproved
@@ -183,6 +187,104 @@ def test_dry_run_is_read_only_in_the_server(server_config, server_url):
     result = commands.run_job(server_config, "maintenance", {"type": "full"}, dry_run=True)
     assert result.status == "completed"
     assert {s.status for s in result.steps} <= {"succeeded", "previewed"}
+
+
+def test_planning_reads_in_a_read_only_session_of_the_run_s_pool(server_config, server_url):
+    from aishell.targets import open_target, session_access
+
+    populate(server_url, tables=1, rows=10)
+    handle = open_target(server_config, None)
+    try:
+        conn = handle.reading().connect()
+        with pytest.raises(Exception, match="read-only|READ ONLY"):
+            conn.execute(text("DELETE FROM t000"))
+        conn.rollback()
+        used = conn.connection.dbapi_connection
+        conn.close()
+        # The run takes up the same connection, and a step that writes makes it
+        # read-write again.
+        conn = handle.connect()
+        assert conn.connection.dbapi_connection is used
+        session_access(conn, read_only=False, target_read_only=False)
+        assert conn.execute(text("DELETE FROM t000 WHERE 1 = 0")).rowcount == 0
+        conn.close()
+    finally:
+        handle.close()
+
+
+def test_a_scratch_database_is_made_on_a_connection_planning_left_read_only(
+    server_config, server_url
+):
+    from aishell.handlers.backup.validate import scratch_server_database
+    from aishell.targets import open_target
+    from aishell.toolcontext import ToolContext
+
+    handle = open_target(server_config, None)
+    try:
+        planning = handle.reading().connect()
+        step = handle.connect()
+        planning.close()  # the pool now holds a read-only session
+        ctx = ToolContext(conn=step, dialect=handle.dialect, target="db")
+        with scratch_server_database(step, ctx) as (_url, name):
+            listed = (
+                "SELECT count(*) FROM pg_database WHERE datname = :n"
+                if handle.dialect == "postgresql"
+                else "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"
+            )
+            assert step.execute(text(listed), {"n": name}).scalar() == 1
+        step.close()
+    finally:
+        handle.close()
+
+
+@contextmanager
+def target_connections() -> Iterator[tuple[list[object], list[object]]]:
+    """The DBAPI connections opened and closed to the servers meanwhile (the state
+    store's SQLite ones left out)."""
+    opened: list[object] = []
+    closed: list[object] = []
+
+    def connected(dbapi_conn: object, _record: object) -> None:
+        if not isinstance(dbapi_conn, sqlite3.Connection):
+            opened.append(dbapi_conn)
+
+    def gone(dbapi_conn: object, _record: object) -> None:
+        if not isinstance(dbapi_conn, sqlite3.Connection):
+            closed.append(dbapi_conn)
+
+    event.listen(Pool, "connect", connected)
+    event.listen(Pool, "close", gone)
+    try:
+        yield opened, closed
+    finally:
+        event.remove(Pool, "connect", connected)
+        event.remove(Pool, "close", gone)
+
+
+def test_a_run_opens_two_connections_to_its_target(server_config, server_url):
+    """Planning, the run lock and the steps share one pool: the lock's connection is the
+    one planning used, the steps have the other."""
+    populate(server_url, tables=3, rows=100)
+    with target_connections() as (opened, _closed):
+        result = commands.run_job(
+            server_config, "maintenance", {"type": "quick"}, approver=PreApproved()
+        )
+    assert result.status == "completed", result.error
+    assert len(opened) == 2
+
+
+def test_a_run_refused_before_it_starts_closes_the_connection_planning_opened(
+    server_config, server_url
+):
+    from aishell.errors import UsageError
+
+    populate(server_url, tables=1, rows=10)
+    with (
+        target_connections() as (opened, closed),
+        pytest.raises(UsageError, match="Unknown safety level"),
+    ):
+        commands.run_job(server_config, "maintenance", {"type": "quick"}, safety_level="lax")
+    assert opened and set(map(id, closed)) == set(map(id, opened))
 
 
 def test_targets_check_warns_about_an_over_broad_account(server_config, server_url):

@@ -31,14 +31,16 @@ def plan_and_start(
     review: Review | None,
     **run_options: Any,
 ) -> RunResult:
-    """Plan on a read-only connection, show a drafted plan to `review`, then start.
+    """Plan on a read-only session, show a drafted plan to `review`, then start on the
+    same target (the run takes up the connection planning used).
 
     The run's time limit counts from here: planning a large database takes its share."""
     run_options["started"] = time.monotonic()
     registry = load_catalog(config)
     name, _ = config.target(target)
     with StateStore(config.state_url) as store, circuit_breaker(config, store, name):
-        planning = open_target(config, name, read_only=True)
+        handle = open_target(config, name, read_only=run_options["dry_run"])
+        planning = handle.reading()
         try:
             plan = make(registry, planning)
             if plan.drafted_by and review is not None:
@@ -47,9 +49,10 @@ def plan_and_start(
                 )
                 if not review(preview_plan(config, registry, planning, plan, level)):
                     raise PlanDeclined("The plan was not run")
-        finally:
-            planning.close()
-        return start_run(config, store, registry, plan, **run_options)
+        except BaseException:
+            handle.close()
+            raise
+        return start_run(config, store, registry, plan, handle=handle, **run_options)
 
 
 @contextmanager
@@ -94,20 +97,22 @@ def start_run(
     schedule: tuple[str, str] | None = None,
     max_run_seconds: float | None = None,
     started: float | None = None,
+    handle: Target | None = None,
 ) -> RunResult:
     """Run a plan: check the safety level, take the run lock (not for a dry run), record
-    the run and its steps, and execute it; the lock and the target are released whatever
-    happens."""
-    configured = config.agent(plan.agent).defaults.safety_level
-    level = safety_level or configured
-    if level not in SAFETY_LEVELS:
-        raise UsageError(
-            f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
-        )
-    handle = open_target(config, plan.target, read_only=dry_run)
+    the run and its steps, and execute it; the lock and the target (opened here unless
+    given: it is then this call's to close) are released whatever happens."""
+    if handle is None:
+        handle = open_target(config, plan.target, read_only=dry_run)
     run_id = new_run_id()
     lock = None
     try:
+        configured = config.agent(plan.agent).defaults.safety_level
+        level = safety_level or configured
+        if level not in SAFETY_LEVELS:
+            raise UsageError(
+                f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
+            )
         _check_loosening(handle, configured, level, force)
         if not dry_run:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)

@@ -38,7 +38,7 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
     run.observer.step_started(result, len(run.results))
     started = time.monotonic()
     writes = tool.risk_level is not RiskLevel.SAFE
-    tables = tool.tables_in(step.params)
+    tables = tool.tables_in(step.params) if writes else ()
     if writes and run.catalog is not None and step.impl.changes_tables:
         # Whatever way it ends, it may have changed its tables (or, naming none, any):
         # they are read again before a later step uses them.

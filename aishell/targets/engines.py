@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from aishell.config import Config, TargetConfig, resolve_url
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
 from aishell.sqltext import quote_identifier
+from aishell.targets.access import session_access
 from aishell.targets.limits import (
     LIMITS_KEY,
     Limits,
@@ -46,6 +47,17 @@ class Target:
     dialect: str
     read_only: bool
     sqlite_path: Path | None = None
+    # A read-only view of a read-write target (reading()): its connections, taken from
+    # the same pool, are made read-only by a session setting instead.
+    session_read_only: bool = False
+
+    def reading(self) -> Target:
+        """This target for reading only, sharing its engine: planning and then running
+        a plan open one pool, and the run starts on the connection planning used.
+        Close the target itself, not this view."""
+        if self.read_only:
+            return self
+        return replace(self, read_only=True, session_read_only=True)
 
     def quote(self, name: str) -> str:
         return quote_identifier(self.engine.dialect, name)
@@ -66,7 +78,10 @@ class Target:
             ) from None
         # Maintenance statements (VACUUM, REINDEX, ANALYZE) run outside a transaction;
         # each tool commits its own work.
-        return conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if self.session_read_only:
+            session_access(conn, read_only=True, target_read_only=False)
+        return conn
 
     def close(self) -> None:
         self.engine.dispose()

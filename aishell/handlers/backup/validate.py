@@ -37,6 +37,7 @@ from aishell.handlers.backup.measure import (
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
 from aishell.scratch import DATABASE
 from aishell.sqltext import quote_identifier
+from aishell.targets.access import session_access
 from aishell.toolcontext import ToolContext
 
 NOT_JUDGED = "this says nothing about the backup, which stays unverified"
@@ -53,6 +54,8 @@ def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tupl
     dialect = conn.dialect.name
     entry = ctx.scratch.record(DATABASE, name, dialect=dialect)
     admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    # A connection planning left read-only in the pool (Target.reading) writes again.
+    session_access(admin, read_only=False, target_read_only=False)
     quoted = quote_identifier(conn.dialect, name)
     failed = False
     try:
