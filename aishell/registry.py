@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -259,13 +260,32 @@ def load_registry(folders: Iterable[Path]) -> Registry:
     return Registry(tools={name: tool.in_catalog(rules) for name, tool in tools.items()})
 
 
-def load_tool(path: Path) -> ToolDefinition:
-    """One tool definition, checked in full; any problem is a CatalogError naming the file."""
-    raw = path.read_bytes()
+# Tool files parsed before in this process, by the sha256 of their bytes: a long-lived
+# process (the scheduler) runs many jobs, each loading the whole catalog. The parse is
+# kept pickled, so each load gets objects of its own; the checks below run every time.
+_PARSED: dict[str, bytes] = {}
+_PARSED_MAX = 256
+
+
+def _parsed(raw: bytes, digest: str, path: Path) -> Any:
+    kept = _PARSED.get(digest)
+    if kept is not None:
+        return pickle.loads(kept)
     try:
         data = yaml.load(raw, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: invalid YAML ({exc})") from None
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[digest] = pickle.dumps(data)
+    return data
+
+
+def load_tool(path: Path) -> ToolDefinition:
+    """One tool definition, checked in full; any problem is a CatalogError naming the file."""
+    raw = path.read_bytes()
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    data = _parsed(raw, fingerprint, path)
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: a tool definition must be a mapping")
 
@@ -302,7 +322,7 @@ def load_tool(path: Path) -> ToolDefinition:
         risks=tuple(data.get("risks") or ()),
         mitigations=tuple(data.get("mitigations") or ()),
         source=path,
-        fingerprint=hashlib.sha256(raw).hexdigest(),
+        fingerprint=fingerprint,
         report=report,
         run_report=data.get("run_report", False),
         rows_purged=data.get("rows_purged"),

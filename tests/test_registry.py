@@ -90,6 +90,35 @@ def test_a_valid_site_tool_loads(tmp_path):
     assert registry.get("count_rows_here").risk_level is RiskLevel.SAFE
 
 
+def test_a_tool_loaded_again_is_a_definition_of_its_own(tmp_path):
+    folder = catalog(tmp_path, tool())
+    first = load_registry([folder]).get("count_rows_here")
+    first.params["properties"]["table"]["type"] = "integer"
+    first.examples[0]["params"]["table"] = 7
+    again = load_registry([folder]).get("count_rows_here")
+    assert again.params["properties"]["table"]["type"] == "string"
+    assert again.examples[0]["params"] == {"table": "t"}
+    assert again.fingerprint == first.fingerprint
+
+
+def test_a_tool_file_edited_between_loads_is_read_and_checked_again(tmp_path):
+    folder = catalog(tmp_path, tool())
+    before = load_registry([folder]).get("count_rows_here")
+    path = next(folder.glob("*.yaml"))
+    path.write_text(yaml.safe_dump(tool(description="Count the rows again.")))
+    after = load_registry([folder]).get("count_rows_here")
+    assert after.description == "Count the rows again."
+    assert after.fingerprint != before.fingerprint
+    path.write_text(yaml.safe_dump(tool(risk_level="scary")))
+    for _ in range(2):  # a file that fails its checks fails every load
+        with pytest.raises(CatalogError, match="risk_level: 'scary' is not one of"):
+            load_registry([folder])
+    path.write_text("name: [unclosed\n")
+    for _ in range(2):
+        with pytest.raises(CatalogError, match="invalid YAML"):
+            load_registry([folder])
+
+
 def test_duplicate_names_across_folders_are_refused(tmp_path):
     first = catalog(tmp_path, tool(), folder="a")
     second = catalog(tmp_path, tool(), folder="b")
