@@ -272,27 +272,38 @@ def test_schema_comparison_ignores_the_restrict_tokens():
 
 
 def dump_into_a_disk_filled_while_it_waits(config: Any, url: str, disk: Path) -> Any:
-    """A MariaDB backup whose dump tool has opened its file and waits for a lock on the
-    table `big` when `disk` fills up: after the free-space check, before the rows."""
-    waiting = text(
-        "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
-        "AND STATE LIKE 'Waiting for table%'"
-    )
+    """A backup whose dump tool has opened its file and waits for a lock on the table
+    `big` when `disk` fills up: after the free-space check, before the rows."""
+    pg = url.startswith("postgresql")
+    if pg:  # pg_dump locks every table it dumps; another session's view of it waits
+        lock, unlock = "LOCK TABLE big IN ACCESS EXCLUSIVE MODE", "ROLLBACK"
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pg_dump' AND wait_event_type = 'Lock'"
+        )
+    else:
+        lock, unlock = "LOCK TABLES big WRITE", "UNLOCK TABLES"
+        waiting = text(
+            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+            "AND STATE LIKE 'Waiting for table%'"
+        )
     ran: list[Any] = []
-    with engine(url).connect() as locker:
-        locker.execute(text("LOCK TABLES big WRITE"))
+    with engine(url).connect() as locker, engine(url).connect() as watcher:
+        if pg:
+            locker.execute(text("BEGIN"))
+        locker.execute(text(lock))
         job = threading.Thread(
             target=lambda: ran.append(commands.run_job(config, "backup", {"type": "full"}))
         )
         job.start()
         deadline = time.monotonic() + HANG
-        while not (list(disk.rglob("*.partial")) and locker.execute(waiting).scalar()):
+        while not (list(disk.rglob("*.partial")) and watcher.execute(waiting).scalar()):
             assert job.is_alive() and time.monotonic() < deadline, "the dump never waited"
             time.sleep(0.01)
         free = shutil.disk_usage(disk).free
         with contextlib.suppress(OSError):  # fill it, as far as it goes
             (disk / "filler").write_bytes(b"\0" * max(free - 4096, 0))
-        locker.execute(text("UNLOCK TABLES"))
+        locker.execute(text(unlock))
     job.join(HANG)
     [result] = ran
     return result
@@ -327,14 +338,7 @@ def test_a_dump_that_hits_a_full_disk_leaves_nothing_marked_good(
         path.write_text(yaml.safe_dump(data))
         config = load_config(home=home)
 
-        if pg:
-            # The target's folder appears after the free-space check and before pg_dump
-            # writes: the disk fills up in between (pg_dump's start takes a while).
-            filler = fill_disk_when((mount_point / "db").exists, mount_point)
-            result = commands.run_job(config, "backup", {"type": "full"})
-            filler.join()
-        else:
-            result = dump_into_a_disk_filled_while_it_waits(config, server_url, mount_point)
+        result = dump_into_a_disk_filled_while_it_waits(config, server_url, mount_point)
         assert (mount_point / "filler").exists(), "the dump never started"
         assert result.status == "failed", [s.status for s in result.steps]
         assert "No space left on device" in result.steps[1].error, result.steps[1].error
