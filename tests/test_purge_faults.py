@@ -486,11 +486,24 @@ def test_sigkill_between_a_later_batch_archive_write_and_checkpoint(home, dialec
 @contextmanager
 def commits_held(path: str) -> Iterator[sqlite3.Connection]:
     """A read transaction on a SQLite database: a writer there can write but not commit
-    (not even a batch that deleted nothing). Reads through it see what was committed."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    (not even a batch that deleted nothing). Reads through it see what was committed.
+
+    Taken the moment a commit in progress ends: SQLite's own busy wait sleeps up to
+    100 ms at a time, long enough for a fast purge to run several batches."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    deadline = time.monotonic() + 30
     try:
-        conn.execute("BEGIN")
-        conn.execute("SELECT count(*) FROM events").fetchone()
+        while True:
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM events").fetchone()
+                break
+            except sqlite3.OperationalError:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.001)
         yield conn
     finally:
         conn.execute("ROLLBACK")
@@ -523,10 +536,12 @@ def test_sigkill_before_the_commit_twice_running_archives_each_row_once(home, ar
     with purge_on("sqlite", archive, home) as purge:
         look = StateLook(home)
         database = make_url(purge.url).database
-        proc = aishell(home, *purge.cli_args())
+        # Batches of 45 keys: each holds 15 old rows, so every batch caught waiting for
+        # its commit has deleted some (with 10 keys, most batches delete none).
+        proc = aishell(home, *purge.cli_args(batch_size=45, max_batch_size=45))
         look.wait(lambda: bool(look.run_id()), proc, "a run")
         run_id = look.run_id() or ""
-        look.wait(lambda: (look.progress(run_id)[0] or {}).get("batches", 0) >= 5, proc, "batches")
+        look.wait(lambda: (look.progress(run_id)[0] or {}).get("batches", 0) >= 2, proc, "batches")
         for _ in range(100):
             # Held for a second at most: a batch that deleted nothing waits too, and the
             # run's lock wait must not run out.
