@@ -28,7 +28,9 @@ bare batch loop and the batch loop / one DELETE (rows per second), what is not t
 During aishell's purge, the batch loop and the single DELETE a second session writes
 to the same table in a loop (insert a new row, update a random row that is kept) and every
 write's latency is recorded. Each trial (TRIALS, default 3) runs the three, each on
-its fresh copy, the first of them in turn; medians are printed.
+its fresh copy, the first of them in turn; medians are printed, and beside the ratios of
+the medians, each trial's own ratios (its three runs follow each other within a minute,
+where the server's speed drifts between trials) and their median.
 
     python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql]
 """
@@ -369,6 +371,23 @@ def median_of(trials: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(t[key]) for t in trials)
 
 
+def paired(
+    ours: list[dict[str, Any]], loops: list[dict[str, Any]], single: list[dict[str, Any]]
+) -> None:
+    """Each trial's ratios, from runs next to each other in time, and their medians."""
+    whole = [a["run_seconds"] / d["seconds"] for a, d in zip(ours, single, strict=True)]
+    step = [d["seconds"] / a["seconds"] for a, d in zip(ours, single, strict=True)]
+    loop = [d["seconds"] / b["seconds"] for b, d in zip(loops, single, strict=True)]
+
+    def shown(values: list[float]) -> str:
+        each = ", ".join(f"{v:.3f}x" for v in values)
+        return f"median {statistics.median(values):.3f}x ({each})"
+
+    print(f"  each trial's own: whole run against the DELETE {shown(whole)}")
+    print(f"  each trial's own: purge step rows/s against the DELETE's {shown(step)}")
+    print(f"  each trial's own: bare batch loop rows/s against the DELETE's {shown(loop)}")
+
+
 def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> None:
     with scratch(dialect) as url, tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(url)
@@ -421,6 +440,7 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
             f"  aishell whole run    {run_s:8.2f} s  against the DELETE "
             f"{run_s / single_s:.3f}x (at most 1.3)"
         )
+        paired(ours, loops, single)
         # Within each trial (the medians of runs and of steps come from different trials).
         besides = statistics.median(a["run_seconds"] - a["seconds"] for a in ours)
         share = statistics.median((a["run_seconds"] - a["seconds"]) / a["seconds"] for a in ours)
