@@ -506,7 +506,8 @@ def commits_held(path: str) -> Iterator[sqlite3.Connection]:
                 time.sleep(0.001)
         yield conn
     finally:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         conn.close()
 
 
