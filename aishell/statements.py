@@ -76,28 +76,40 @@ _MAINTENANCE_COMMANDS: dict[str, Classification] = {
     "ANALYZE": Classification(True, RiskLevel.LOW, "ANALYZE is not a query", True),
     "VACUUM": Classification(True, RiskLevel.MEDIUM, "VACUUM is not a query", True),
     "OPTIMIZE": Classification(True, RiskLevel.MEDIUM, "OPTIMIZE is not a query", True),
+    # ALTER TABLE ... FORCE and nothing else: InnoDB's rebuild, what OPTIMIZE TABLE does.
+    "ALTER": Classification(True, RiskLevel.MEDIUM, "ALTER is not a query", True),
     # Not repeatable: an interrupted REINDEX CONCURRENTLY leaves an invalid index behind.
     "REINDEX": Classification(True, RiskLevel.MEDIUM, "REINDEX is not a query"),
 }
 
 
-# Per dialect, each command read this way, and whether it takes a list of names.
-_PLAIN_COMMANDS: dict[str, tuple[tuple[str, bool], ...]] = {
+# The rebuild's options, as the rebuild tool sends them (the parser reads the same).
+_FORCE = (
+    r"\s+FORCE(?:\s*,\s*ALGORITHM\s*=\s*(?:DEFAULT|INPLACE|COPY))?"
+    r"(?:\s*,\s*LOCK\s*=\s*(?:DEFAULT|NONE|SHARED|EXCLUSIVE))?"
+)
+# Per dialect, each command read this way, whether it takes a list of names, and what
+# may follow the names.
+_PLAIN_COMMANDS: dict[str, tuple[tuple[str, bool, str], ...]] = {
     "postgresql": (
-        (r"ANALYZE", True),
-        (r"VACUUM\s*\(\s*ANALYZE\s*\)", True),
-        (r"REINDEX\s+INDEX(?:\s+CONCURRENTLY)?", False),
+        (r"ANALYZE", True, ""),
+        (r"VACUUM\s*\(\s*ANALYZE\s*\)", True, ""),
+        (r"REINDEX\s+INDEX(?:\s+CONCURRENTLY)?", False, ""),
     ),
-    "sqlite": ((r"ANALYZE", False), (r"REINDEX", False)),
-    "mysql": ((r"ANALYZE\s+TABLE", True), (r"OPTIMIZE\s+TABLE", True)),
+    "sqlite": ((r"ANALYZE", False, ""), (r"REINDEX", False, "")),
+    "mysql": (
+        (r"ANALYZE\s+TABLE", True, ""),
+        (r"OPTIMIZE\s+TABLE", True, ""),
+        (r"ALTER\s+TABLE", False, _FORCE),
+    ),
 }
 
 
 def _maintenance_pattern(dialect: str) -> re.Pattern[str]:
     name = rf"{_QUOTED[dialect]}(?:\.{_QUOTED[dialect]})?"
     forms = [
-        rf"{command}\s+{name}" + (rf"(?:\s*,\s*{name})*" if many else "")
-        for command, many in _PLAIN_COMMANDS[dialect]
+        rf"{command}\s+{name}" + (rf"(?:\s*,\s*{name})*" if many else "") + after
+        for command, many, after in _PLAIN_COMMANDS[dialect]
     ]
     return re.compile("(?i)(?:" + "|".join(forms) + ")")
 
@@ -144,6 +156,16 @@ def _repeatable(node: exp.Expression, sql: str) -> bool:
     (see Classification.repeatable)."""
     if isinstance(node, exp.Analyze):
         return True
+    if isinstance(node, exp.Alter):
+        # ALTER TABLE ... FORCE with at most its algorithm and lock: a rebuild in place.
+        actions = node.args.get("actions") or []
+        options = node.args.get("options") or []
+        return (
+            str(node.args.get("kind", "")).upper() == "TABLE"
+            and len(actions) == 1
+            and isinstance(actions[0], exp.ForceProperty)
+            and all(isinstance(o, exp.AlgorithmProperty | exp.LockProperty) for o in options)
+        )
     if isinstance(node, exp.Pragma):
         return _risk_of(node, sql) is RiskLevel.LOW
     if isinstance(node, exp.Command):

@@ -103,25 +103,27 @@ def test_a_repeatable_write_on_a_large_table_is_durable_before_it_is_sent(
     assert commits_per_step(config, analyzing) == 2
 
 
+def rebuilding(target: str, dialect: str, table: str) -> Callable[[int], Plan]:
+    """Plans of n steps, each rebuilding the indexes of `table` however little they are
+    fragmented."""
+
+    def plan(steps: int) -> Plan:
+        params = {"table": table, "fragmentation_threshold": 0, "min_pages": 1}
+        return Plan(
+            "maintenance",
+            target,
+            dialect,
+            {"type": "checkpoints"},
+            tuple(Step(f"step_{i}", "rebuild_fragmented_indexes", params) for i in range(steps)),
+        )
+
+    return plan
+
+
 def test_a_write_that_is_not_repeatable_is_durable_before_it_is_sent(
     config: Config, demo_db: Path
 ) -> None:
-    def reindexing(steps: int) -> Plan:
-        return Plan(
-            "maintenance",
-            "demo",
-            "sqlite",
-            {"type": "checkpoints"},
-            tuple(
-                Step(
-                    f"step_{i}",
-                    "rebuild_fragmented_indexes",
-                    {"table": "users", "fragmentation_threshold": 0, "min_pages": 1},
-                )
-                for i in range(steps)
-            ),
-        )
-
+    reindexing = rebuilding("demo", "sqlite", "users")
     # Each REINDEX's audit row commits before it is sent (a server may finish it after
     # aishell died; the row says it was sent), then the step's end: per step, its two
     # indexes and its end.
@@ -145,6 +147,38 @@ def test_every_step_is_durable_before_the_next_begins(config: Config, demo_db: P
         ).fetchone()[0]
     assert rows == [(i, "succeeded", 1, 1) for i in range(3)]
     assert audited == 3
+
+
+rebuilding_on_mariadb = rebuilding("db", "mysql", "t")
+
+
+@pytest.fixture
+def mariadb_table(home: Path, mysql_url: str) -> Config:
+    from sqlalchemy import text
+
+    from tests.helpers import use_target
+    from tests.services import engine
+
+    with engine(mysql_url).begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, note VARCHAR(20))"))
+        conn.execute(text("INSERT INTO t VALUES (1, 'a'), (2, 'b')"))
+    return use_target(home, mysql_url)
+
+
+def test_a_rebuild_on_mariadb_is_a_repeatable_write(mariadb_table: Config) -> None:
+    # ALTER TABLE ... FORCE rebuilds the table as OPTIMIZE TABLE does, changing no row
+    # and no definition: on a small table its step commits once, at its end.
+    assert commits_per_step(mariadb_table, rebuilding_on_mariadb) == 1
+    run = commands.apply_plan(mariadb_table, rebuilding_on_mariadb(1))
+    sent = [s["sql"] for s in commands.run_statements(mariadb_table, run.run_id)]
+    assert any(sql.startswith("ALTER TABLE `t` FORCE") for sql in sent), sent
+
+
+def test_a_rebuild_on_a_large_mariadb_table_is_durable_before_it_is_sent(
+    mariadb_table: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attempts, "QUICK_STEP_BYTES", 0)
+    assert commits_per_step(mariadb_table, rebuilding_on_mariadb) == 2
 
 
 HOT: list[tuple[Hot, dict[str, Any]]] = [

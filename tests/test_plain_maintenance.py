@@ -1,6 +1,7 @@
 """The maintenance statements the guard reads without the SQL parser (ANALYZE of a list
-of tables, VACUUM (ANALYZE), OPTIMIZE TABLE, REINDEX of one index) mean exactly what
-the parser finds in them, whatever the names; anything else still goes to the parser."""
+of tables, VACUUM (ANALYZE), OPTIMIZE TABLE, ALTER TABLE ... FORCE, REINDEX of one
+index) mean exactly what the parser finds in them, whatever the names; anything else
+still goes to the parser."""
 
 from __future__ import annotations
 
@@ -51,6 +52,42 @@ def test_a_plain_maintenance_statement_means_what_the_parser_finds(
     assert classify(sql, dialect) == fast
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    name=NAMES,
+    schema=st.none() | NAMES,
+    algorithm=st.sampled_from(
+        ("", ", ALGORITHM=INPLACE", ",algorithm = copy", ", ALGORITHM=DEFAULT")
+    ),
+    lock=st.sampled_from(("", ", LOCK=NONE", " ,lock=shared", ", LOCK = EXCLUSIVE")),
+    command=st.sampled_from(("ALTER TABLE", "alter  table")),
+)
+def test_a_rebuild_by_alter_table_force_means_what_the_parser_finds(
+    name: str, schema: str | None, algorithm: str, lock: str, command: str
+) -> None:
+    table = quoted(name, "mysql")
+    if schema is not None:
+        table = f"{quoted(schema, 'mysql')}.{table}"
+    sql = f"{command} {table} FORCE{algorithm}{lock}"
+    fast = _plain_maintenance(sql, "mysql")
+    assert fast is not None, sql
+    assert fast == parsed(sql, "mysql"), sql
+    # A rebuild changes no row and no definition: sending it again is its recovery.
+    assert fast.repeatable
+
+
+def test_an_alter_table_that_changes_more_than_storage_is_not_repeatable() -> None:
+    for sql in [
+        "ALTER TABLE `a` FORCE, ADD COLUMN x int",
+        "ALTER TABLE `a` ENGINE=MyISAM",
+        "ALTER TABLE `a` DROP COLUMN x",
+        "ALTER TABLE `a` FORCE; DROP TABLE `b`",
+        "ALTER TABLE `a` RENAME TO `b`",
+    ]:
+        assert _plain_maintenance(sql, "mysql") is None, sql
+        assert not classify(sql, "mysql").repeatable, sql
+
+
 def test_anything_more_than_names_goes_to_the_parser() -> None:
     for dialect, sql in [
         ("postgresql", 'ANALYZE "a"; DROP TABLE "b"'),
@@ -62,6 +99,11 @@ def test_anything_more_than_names_goes_to_the_parser() -> None:
         ("mysql", 'ANALYZE TABLE "a"'),
         ("mysql", "ANALYZE TABLE `a`; DELETE FROM `b`"),
         ("mysql", "OPTIMIZE NO_WRITE_TO_BINLOG TABLE `a`"),
+        ("mysql", 'ALTER TABLE "a" FORCE'),
+        ("mysql", "ALTER TABLE `a`, `b` FORCE"),
+        ("mysql", "ALTER TABLE `a` FORCE, ALGORITHM=INSTANT"),
+        ("mysql", "ALTER ONLINE TABLE `a` FORCE"),
+        ("postgresql", 'ALTER TABLE "a" FORCE'),
         ("sqlite", 'ANALYZE "a", "b"'),
         ("sqlite", 'VACUUM "main"'),
         ("postgresql", 'REINDEX INDEX "a", "b"'),
