@@ -22,6 +22,18 @@ from aishell.statements import READS, Classification, Shape, classify, compile_s
 
 
 @dataclass
+class GuardMemory:
+    """What a run's guards have learned, shared by its steps: per function call whether
+    it may write, as the server's catalog said (a function is looked up once per run),
+    and the statements, as the driver got them, found to only read. A statement's
+    verdict as a read depends on its text and those calls alone, so it stands for the
+    run: a step per table sends the same reads with other values."""
+
+    volatile: dict[Call, bool] = field(default_factory=dict)
+    reads: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Guard:
     """What one step may send: reads, and writes of the approved shapes (none when the
     step only reads)."""
@@ -30,9 +42,7 @@ class Guard:
     writes: bool = False
     label: str = "this step"
     refused: list[str] = field(default_factory=list)
-    # Per function call: whether it may write, as the server's catalog said. A run
-    # shares one among its steps, so a function is looked up once per run.
-    volatile: dict[Call, bool] = field(default_factory=dict)
+    memory: GuardMemory = field(default_factory=GuardMemory)
 
     def check(self, statement: str, cursor: Any, dialect: str, paramstyle: str) -> str | None:
         """None when the statement may be sent; otherwise why not."""
@@ -42,6 +52,8 @@ class Guard:
         self, statement: str, cursor: Any, dialect: str, paramstyle: str
     ) -> tuple[str | None, Classification]:
         """(None when the statement may be sent, otherwise why not; what it does)."""
+        if statement in self.memory.reads:
+            return None, READS
         sql = driver_to_text(statement, paramstyle)
         found = classify(sql, dialect)
         if not found.writes and dialect in ("postgresql", "mysql"):
@@ -52,6 +64,7 @@ class Guard:
                 found = Classification(True, RiskLevel.HIGH, reason)
                 return self._refuse_write(statement, reason), found
         if not found.writes:
+            self.memory.reads.add(statement)
             return None, READS
         return self._refuse_write(statement, found.reason), found
 
@@ -69,11 +82,12 @@ class Guard:
 
     def _writing_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
         calls = called_functions(sql, dialect)
-        unknown = [c for c in calls if c not in self.volatile]
+        volatile = self.memory.volatile
+        unknown = [c for c in calls if c not in volatile]
         if unknown:
             writing = set(writing_calls(unknown, dialect, cursor))
-            self.volatile.update({c: c in writing for c in unknown})
-        return [shown(c) for c in calls if self.volatile[c]]
+            volatile.update({c: c in writing for c in unknown})
+        return [shown(c) for c in calls if volatile[c]]
 
 
 def shapes_for(

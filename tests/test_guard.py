@@ -8,7 +8,7 @@ import sys
 import tempfile
 import types
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -790,17 +790,49 @@ def test_reads_that_only_look_like_writing_calls_pass(tmp_path: Path, sql: str) 
     """A sampling method is no call, and PostgreSQL's own functions that only read pass."""
     from aishell.guard import Guard
 
+    with postgresql_cursor(tmp_path) as cursor:
+        guard = Guard(label="a read")
+        assert guard.check(sql, cursor, "postgresql", "pyformat") is None
+        cursor.execute(sql)  # and the server runs it as the read it is
+
+
+@contextmanager
+def postgresql_cursor(tmp_path: Path) -> Iterator[Any]:
+    """A driver cursor on a scratch PostgreSQL database with make_tables' tables."""
     with scratch_database("postgresql", tmp_path) as url:
         make_tables(url)
         engine = raw_engine(url)
         try:
             raw = engine.raw_connection()
             try:
-                cursor = raw.cursor()
-                guard = Guard(label="a read")
-                assert guard.check(sql, cursor, "postgresql", "pyformat") is None
-                cursor.execute(sql)  # and the server runs it as the read it is
+                yield raw.cursor()
             finally:
                 raw.close()
         finally:
             engine.dispose()
+
+
+def test_a_runs_guards_judge_a_read_once_and_a_write_every_time(tmp_path: Path) -> None:
+    """Steps share what their guards learned: a statement found to only read passes the
+    next step's guard without being read again (the catalog is not asked, the parser
+    not run); a write, or a read that calls a function that writes, is judged anew."""
+    from aishell.guard import Guard, GuardMemory
+
+    read = "SELECT pg_relation_size('t'), count(*) FROM t WHERE id > %(id)s"
+    calls_a_writer = "SELECT nextval('s')"
+    with postgresql_cursor(tmp_path) as cursor:
+        cursor.execute("CREATE SEQUENCE s")
+        memory = GuardMemory()
+        first = Guard(label="step 1", memory=memory)
+        assert first.check(read, cursor, "postgresql", "pyformat") is None
+        assert memory.reads == {read}
+        refused = first.check(calls_a_writer, cursor, "postgresql", "pyformat")
+        assert refused is not None and "nextval" in refused
+        assert first.check("DELETE FROM t", cursor, "postgresql", "pyformat")
+        assert memory.reads == {read}
+        cursor.close()  # a guard that asked the server now would fail
+        second = Guard(label="step 2", memory=memory)
+        assert second.check(read, cursor, "postgresql", "pyformat") is None
+        refused = second.check(calls_a_writer, cursor, "postgresql", "pyformat")
+        assert refused is not None and "nextval" in refused
+        assert second.check("DELETE FROM t", cursor, "postgresql", "pyformat")

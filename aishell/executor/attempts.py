@@ -134,7 +134,7 @@ def _attempt(
         else (),
         writes=writes,
         label=label,
-        volatile=run.volatile,
+        memory=run.guard_memory,
     )
     try:
         # With the step's statement limit, which step_deadline then finds set.

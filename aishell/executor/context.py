@@ -14,7 +14,7 @@ from aishell.approval import Approver
 from aishell.config import AgentConfig
 from aishell.executor.results import Observer, StepResult
 from aishell.executor.stopping import Stopping
-from aishell.guardcalls import Call
+from aishell.guard import GuardMemory
 from aishell.plan import Plan
 from aishell.policy import SafetyPolicy
 from aishell.registry import Category, Registry
@@ -44,9 +44,9 @@ class RunContext:
     open_target: Callable[[str], Connection] | None = None
     # The target's tables, read once; what a step may have changed is read again.
     catalog: TableCatalog | None = None
-    # Function calls the guard looked up in the server's catalog (may they write?), for
-    # every step's guard.
-    volatile: dict[Call, bool] = field(default_factory=dict)
+    # What the guard learned (functions that may write, statements that only read),
+    # for every step's guard.
+    guard_memory: GuardMemory = field(default_factory=GuardMemory)
     # Where each step's result is in results, by step id.
     positions: dict[str, int] = field(init=False)
     # How far backup_before has looked, and whether a backup had succeeded by there.

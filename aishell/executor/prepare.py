@@ -107,7 +107,7 @@ def prepare(
         # Measuring to decide what to run (pgstatindex, dbstat) sends statements too:
         # they are audited as attempt 0 of the step, and may only read.
         label = f"{step.id} ({tool.name})"
-        guard = Guard(label=label, volatile=run.volatile)
+        guard = Guard(label=label, memory=run.guard_memory)
         with audited(run, ctx.connection, result.index, 0, guard):
             rendered = impl.render_sql(params, ctx)
             result.sql = [display(sql) for sql in rendered]
