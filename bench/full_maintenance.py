@@ -9,8 +9,11 @@ audit and the report included); a bare driver loop (psycopg, PyMySQL) in the sam
 process replays on the other exactly the statements aishell's run sent, read back from
 its statement audit with their parameters. The order alternates from pair to pair,
 the first pair's statements serving the second pair's bare-first run; each ratio is
-printed, then the median. Throughout, a writer (pgbench, sysbench; their own database)
-commits transactions at a fixed rate, and its rate during each run is printed.
+printed, then the median. Before each timed run the server's dirty pages and the
+kernel's are written out (CHECKPOINT; FLUSH TABLES ... FOR EXPORT; sync), so that
+neither run pays for the setup's writes or the other's. Throughout, a writer
+(pgbench, sysbench; their own database) commits transactions at a fixed rate, and its
+rate during each run is printed.
 
 A three-table run first warms this process up (imports, caches); it is not counted.
 Needs the local servers (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306), pgbench
@@ -107,6 +110,11 @@ class Postgres:
                 c.execute(f"VACUUM (ANALYZE) {t}")
                 c.execute(f"UPDATE {t} SET pad = repeat('y', 80) WHERE id <= {rows // 10}")
 
+    def settle(self, databases: list[str]) -> None:
+        """Dirty buffers on disk, so that a run does not pay for what came before it."""
+        with pg_admin() as conn:
+            conn.execute("CHECKPOINT")
+
     def replay(self, database: str, statements: list[dict[str, Any]]) -> float:
         with pg_connect(database) as c:
             started = time.perf_counter()
@@ -161,6 +169,21 @@ class Mariadb:
                 cur.execute(f"ANALYZE TABLE {t}")
                 cur.fetchall()
                 cur.execute(f"UPDATE {t} SET pad = repeat('y', 80) WHERE id <= {rows // 10}")
+
+    def settle(self, databases: list[str]) -> None:
+        """The databases' changed pages on disk (FLUSH TABLES ... FOR EXPORT writes a
+        table's dirty pages out), so that a run does not pay for what came before it."""
+        with my_connect() as conn, conn.cursor() as cur:
+            for database in databases:
+                cur.execute(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+                    (database,),
+                )
+                names = [f"`{database}`.`{name}`" for (name,) in cur.fetchall()]
+                if names:
+                    cur.execute(f"FLUSH TABLES {', '.join(names)} FOR EXPORT")
+                    cur.execute("UNLOCK TABLES")
 
     def replay(self, database: str, statements: list[dict[str, Any]]) -> float:
         with my_connect(database) as c, c.cursor() as cur:
@@ -254,6 +277,15 @@ def run_aishell(url: str) -> tuple[float, list[dict[str, Any]], Any]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def settle(engine: Postgres | Mariadb, databases: list[str]) -> None:
+    """Before each timed run: the server's and the kernel's dirty pages written out, then
+    a moment, so each run starts as the other does, not behind the writes of the
+    databases' setup or of the run before it."""
+    engine.settle(databases)
+    os.sync()
+    time.sleep(1)
+
+
 @contextmanager
 def writing(engine: Postgres | Mariadb, rate: int) -> Iterator[Writer]:
     database = f"{PREFIX}_writer"
@@ -291,15 +323,21 @@ def bench(engine: Postgres | Mariadb, tables: int, rows: int, pairs: int, rate: 
                     engine.populate(database, tables, rows)
             aishell_first = pair % 2 == 0 or not statements
             if aishell_first:
+                settle(engine, [ours, bare])
                 a0 = time.monotonic()
                 took, statements, result = run_aishell(engine.url(ours))
-                a1 = b0 = time.monotonic()
+                a1 = time.monotonic()
+                settle(engine, [ours, bare])
+                b0 = time.monotonic()
                 baseline = engine.replay(bare, statements)
                 b1 = time.monotonic()
             else:
+                settle(engine, [ours, bare])
                 b0 = time.monotonic()
                 baseline = engine.replay(bare, statements)
-                b1 = a0 = time.monotonic()
+                b1 = time.monotonic()
+                settle(engine, [ours, bare])
+                a0 = time.monotonic()
                 took, statements, result = run_aishell(engine.url(ours))
                 a1 = time.monotonic()
             ratio = took / baseline
@@ -330,7 +368,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("postgresql", "mariadb", "both"), default="both")
     parser.add_argument("--tables", type=int, default=200)
     parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--pairs", type=int, default=3)
+    # An even number: as many pairs with aishell first as with the bare loop first.
+    parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--rate", type=int, default=200, help="the writer's transactions/s")
     args = parser.parse_args()
     os.environ.pop("AISHELL_HOME", None)
