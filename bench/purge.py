@@ -25,9 +25,9 @@ bare batch loop and the batch loop / one DELETE (rows per second), what is not t
 (start-up, planning, estimates, report) as a share of the purge step, and pt-archiver
 / aishell (time). The scratch database is aishell_purge_<pid>, dropped at the end.
 
-During aishell's purge, the batch loop and the single DELETE a second session writes
-to the same table in a loop (insert a new row, update a random row that is kept) and every
-write's latency is recorded. Each trial (TRIALS, default 3) runs the three, each on
+During aishell's purge, the batch loop and the single DELETE a second session, in a
+process of its own as an application's is, writes to the same table in a loop (insert
+a new row, update a random row that is kept) and every write's latency is recorded. Each trial (TRIALS, default 3) runs the three, each on
 its fresh copy, the first of them in turn; medians are printed, and beside the ratios of
 the medians, each trial's own ratios (its three runs follow each other within a minute,
 where the server's speed drifts between trials) and their median.
@@ -38,6 +38,7 @@ where the server's speed drifts between trials) and their median.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import shutil
@@ -45,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,48 +160,64 @@ def _pg(engine: Engine) -> bool:
 
 
 class Writer:
-    """A session writing to logs in a loop: one insert of a new row, one update of a
-    random kept row; each write's latency in milliseconds."""
+    """A session writing to logs in a loop, in a process of its own as an application
+    is (so it takes no share of this process's interpreter lock): one insert of a new
+    row, one update of a random kept row; each write's latency in milliseconds."""
 
     def __init__(self, url: str, rows: int) -> None:
-        self.engine = create_engine(url, isolation_level="AUTOCOMMIT")
-        self.rows = rows
         self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._next_id = rows  # new rows take the next ids, as from a sequence
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._ready = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=_write_in_a_loop,
+            args=(url, rows, self._stop, self._ready, self._results),
+            daemon=True,
+        )
 
     def __enter__(self) -> Writer:
-        self._thread.start()
+        self._process.start()
+        if not self._ready.wait(60):
+            self._process.kill()
+            raise SystemExit("the writer process did not start")
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join()
-        self.engine.dispose()
-
-    def _loop(self) -> None:
-        now = "localtimestamp" if self.engine.dialect.name == "postgresql" else "NOW(6)"
-        insert = text(f"INSERT INTO logs VALUES (:id, {now}, 'INFO', 'written during purge')")
-        update = text("UPDATE logs SET level = 'WARN' WHERE id = :id")
-        rng = random.Random(7)
-        with self.engine.connect() as conn:
-            while not self._stop.is_set():
-                self._next_id += 1
-                for statement, values in (
-                    (insert, {"id": self._next_id}),
-                    (update, {"id": rng.randint(self.rows // 2 + 1, self.rows)}),
-                ):
-                    t0 = time.perf_counter()
-                    conn.execute(statement, values)
-                    self.latencies.append((time.perf_counter() - t0) * 1000)
-                time.sleep(0.005)
+        self.latencies = self._results.get(timeout=60)
+        self._process.join(timeout=60)
 
     def p99(self) -> float:
         return percentile(self.latencies, 99)
 
     def worst(self) -> float:
         return max(self.latencies, default=float("nan"))
+
+
+def _write_in_a_loop(url: str, rows: int, stop: Any, ready: Any, results: Any) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    now = "localtimestamp" if engine.dialect.name == "postgresql" else "NOW(6)"
+    insert = text(f"INSERT INTO logs VALUES (:id, {now}, 'INFO', 'written during purge')")
+    update = text("UPDATE logs SET level = 'WARN' WHERE id = :id")
+    rng = random.Random(7)
+    next_id = rows  # new rows take the next ids, as from a sequence
+    latencies: list[float] = []
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        ready.set()
+        while not stop.is_set():
+            next_id += 1
+            for statement, values in (
+                (insert, {"id": next_id}),
+                (update, {"id": rng.randint(rows // 2 + 1, rows)}),
+            ):
+                t0 = time.perf_counter()
+                conn.execute(statement, values)
+                latencies.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.005)
+    engine.dispose()
+    results.put(latencies)
 
 
 def percentile(values: list[float], pct: float) -> float:
