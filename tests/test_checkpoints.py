@@ -24,6 +24,8 @@ from aishell.state import StateStore, new_run_id
 from aishell.state.core import EVENT, Hot
 from aishell.state.runs import _STOP_REQUESTED
 from aishell.state.steps import (
+    _PROGRESS_FIRST,
+    _PROGRESS_SAVED,
     _STATEMENT_FINISHED,
     _STATEMENT_STARTED,
     _STEP_FINISHED,
@@ -218,6 +220,8 @@ HOT: list[tuple[Hot, dict[str, Any]]] = [
         },
     ),
     (_STATEMENT_FINISHED, {"b_id": 7, "finished_at": "t", "rows": 1, "error": None}),
+    (_PROGRESS_SAVED, {"b_run": "r", "b_idx": 1, "progress": "{}", "updated_at": "t"}),
+    (_PROGRESS_FIRST, {"run_id": "r", "step_idx": 1, "progress": "{}", "updated_at": "t"}),
     (EVENT, {"run_id": "r", "step_idx": None, "at": "t", "kind": "k", "data": "{}"}),
     (_STOP_REQUESTED, {"b_run": "r"}),
 ]
@@ -227,7 +231,7 @@ HOT: list[tuple[Hot, dict[str, Any]]] = [
 def test_a_hot_statement_sends_what_sqlalchemy_would(hot: Hot, params: dict[str, Any]) -> None:
     """On a SQLite store the step's writes go to the driver as compiled once; their
     parameters are in the order, and with the values, SQLAlchemy itself would send."""
-    columns = list(params) if hot in (EVENT, _STATEMENT_STARTED) else None
+    columns = list(params) if hot in (EVENT, _STATEMENT_STARTED, _PROGRESS_FIRST) else None
     compiled = hot.statement.compile(dialect=sqlite3_dialect(), column_keys=columns)
     expected = compiled.construct_params(params)
     assert hot.sqlite == compiled.string

@@ -38,6 +38,16 @@ _STEP_FINISHED = Hot(
         resolved_params=func.coalesce(bindparam("resolved_params"), steps.c.resolved_params),
     )
 )
+# A purge saves its progress before every batch commits.
+_PROGRESS_SAVED = Hot(
+    update(step_progress)
+    .where(
+        (step_progress.c.run_id == bindparam("b_run"))
+        & (step_progress.c.step_idx == bindparam("b_idx"))
+    )
+    .values(progress=bindparam("progress"), updated_at=bindparam("updated_at"))
+)
+_PROGRESS_FIRST = Hot(insert(step_progress), ("run_id", "step_idx", "progress", "updated_at"))
 _STATEMENT_STARTED = Hot(
     insert(statements), ("run_id", "step_idx", "attempt", "sql", "parameters", "started_at")
 )
@@ -263,11 +273,11 @@ class StepRepository(StoreCore):
 
     def save_progress(self, run_id: str, index: int, progress: dict[str, Any]) -> None:
         """Durable when it returns: a purge writes it before its batch commits."""
-        key = (step_progress.c.run_id == run_id) & (step_progress.c.step_idx == index)
         values = {"progress": dumps(progress), "updated_at": now()}
-        with self._tx() as conn:
-            if conn.execute(update(step_progress).where(key).values(**values)).rowcount == 0:
-                conn.execute(insert(step_progress).values(run_id=run_id, step_idx=index, **values))
+        with self._hot_tx():
+            if self._send(_PROGRESS_SAVED, {"b_run": run_id, "b_idx": index, **values}).rowcount:
+                return
+            self._send(_PROGRESS_FIRST, {"run_id": run_id, "step_idx": index, **values})
 
     def get_progress(self, run_id: str, index: int) -> dict[str, Any] | None:
         self.flush()
