@@ -27,10 +27,11 @@ bare batch loop and the batch loop / one DELETE (rows per second), what is not t
 
 During aishell's purge, the batch loop and the single DELETE a second session, in a
 process of its own as an application's is, writes to the same table in a loop (insert
-a new row, update a random row that is kept) and every write's latency is recorded. Each trial (TRIALS, default 3) runs the three, each on
-its fresh copy, the first of them in turn; medians are printed, and beside the ratios of
-the medians, each trial's own ratios (its three runs follow each other within a minute,
-where the server's speed drifts between trials) and their median.
+a new row, update a random row that is kept) and every write's latency is recorded.
+Each trial (TRIALS, default 3) runs the three, each on its fresh copy, the first of
+them in turn; medians are printed, and beside the ratios of the medians, each trial's
+own ratios (its three runs follow each other within a minute, where the server's speed
+drifts between trials) and their median.
 
     python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql]
 """
