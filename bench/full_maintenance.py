@@ -9,11 +9,11 @@ audit and the report included); a bare driver loop (psycopg, PyMySQL) in the sam
 process replays on the other exactly the statements aishell's run sent, read back from
 its statement audit with their parameters. The order alternates from pair to pair,
 the first pair's statements serving the second pair's bare-first run; each ratio is
-printed, then the median. Before each timed run the server's dirty pages and the
-kernel's are written out (CHECKPOINT; FLUSH TABLES ... FOR EXPORT; sync), so that
-neither run pays for the setup's writes or the other's. Throughout, a writer
-(pgbench, sysbench; their own database) commits transactions at a fixed rate, and its
-rate during each run is printed.
+printed with the CPU time this process used in each run, then the median. Before
+each timed run the server's dirty pages and the kernel's are written out (CHECKPOINT;
+FLUSH TABLES ... FOR EXPORT; sync), so that neither run pays for the setup's writes or
+the other's. Throughout, a writer (pgbench, sysbench; their own database) commits
+transactions at a fixed rate, and its rate during each run is printed.
 
 A three-table run first warms this process up (imports, caches); it is not counted.
 Needs the local servers (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306), pgbench
