@@ -180,7 +180,7 @@ class Mariadb:
                     "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
                     (database,),
                 )
-                names = [f"`{database}`.`{name}`" for (name,) in cur.fetchall()]
+                names = [f"{_tick(database)}.{_tick(name)}" for (name,) in cur.fetchall()]
                 if names:
                     cur.execute(f"FLUSH TABLES {', '.join(names)} FOR EXPORT")
                     cur.execute("UNLOCK TABLES")
@@ -205,6 +205,10 @@ class Mariadb:
             "sysbench", "oltp_write_only", *common, "--threads=2", f"--rate={rate}",
             "--time=0", "--report-interval=1", "run",
         ]  # fmt: skip
+
+
+def _tick(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 # --- the writer -------------------------------------------------------------------------------
