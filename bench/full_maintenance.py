@@ -39,8 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pymysql
@@ -50,6 +51,7 @@ from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import load_config
 
+T = TypeVar("T")
 PREFIX = f"aishell_full_{os.getpid()}"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 MY = {"host": "127.0.0.1", "port": 3306, "user": "root"}
@@ -290,6 +292,18 @@ def settle(engine: Postgres | Mariadb, databases: list[str]) -> None:
     time.sleep(1)
 
 
+def settled(
+    engine: Postgres | Mariadb, databases: list[str], run: Callable[[], T]
+) -> tuple[T, float, float, float]:
+    """`run` after settle(): what it returned, when it began and ended, and the CPU time
+    this process used meanwhile (the bare loop's is the driver's; aishell's is what it
+    adds besides)."""
+    settle(engine, databases)
+    began, cpu = time.monotonic(), time.process_time()
+    out = run()
+    return out, began, time.monotonic(), time.process_time() - cpu
+
+
 @contextmanager
 def writing(engine: Postgres | Mariadb, rate: int) -> Iterator[Writer]:
     database = f"{PREFIX}_writer"
@@ -326,26 +340,21 @@ def bench(engine: Postgres | Mariadb, tables: int, rows: int, pairs: int, rate: 
                 if template is None:
                     engine.populate(database, tables, rows)
             aishell_first = pair % 2 == 0 or not statements
-            # The CPU time this process used in each run: the bare loop's is the driver's,
-            # aishell's is what it adds besides.
+            databases = [ours, bare]
             if aishell_first:
-                settle(engine, [ours, bare])
-                a0, ac = time.monotonic(), time.process_time()
-                took, statements, result = run_aishell(engine.url(ours))
-                a1, ac = time.monotonic(), time.process_time() - ac
-                settle(engine, [ours, bare])
-                b0, bc = time.monotonic(), time.process_time()
-                baseline = engine.replay(bare, statements)
-                b1, bc = time.monotonic(), time.process_time() - bc
+                (took, statements, result), a0, a1, ac = settled(
+                    engine, databases, partial(run_aishell, engine.url(ours))
+                )
+                baseline, b0, b1, bc = settled(
+                    engine, databases, partial(engine.replay, bare, statements)
+                )
             else:
-                settle(engine, [ours, bare])
-                b0, bc = time.monotonic(), time.process_time()
-                baseline = engine.replay(bare, statements)
-                b1, bc = time.monotonic(), time.process_time() - bc
-                settle(engine, [ours, bare])
-                a0, ac = time.monotonic(), time.process_time()
-                took, statements, result = run_aishell(engine.url(ours))
-                a1, ac = time.monotonic(), time.process_time() - ac
+                baseline, b0, b1, bc = settled(
+                    engine, databases, partial(engine.replay, bare, statements)
+                )
+                (took, statements, result), a0, a1, ac = settled(
+                    engine, databases, partial(run_aishell, engine.url(ours))
+                )
             ratio = took / baseline
             ratios.append(ratio)
             order = "aishell first" if aishell_first else "bare loop first"
