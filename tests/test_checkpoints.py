@@ -1,7 +1,11 @@
 """What a step costs the state store: one durable transaction before each write it
-sends (the write's audit row, with the step's start), and one for its end (with the
-audit rows of its reads), and nothing else that commits.
-How long that takes, bench/checkpoint.py measures; here only how many commits."""
+sends that is not repeatable, or goes to a large table (the write's audit row, with the
+step's start), and one for its end (with the audit rows of its reads), and nothing else
+that commits. A quick step that a resume may simply run again (it read, or made quick
+repeatable writes) commits nothing of its own: its start and end ride with the next
+commit, within steps.RIDE_SECONDS; a step that may take long commits its start first.
+How long that takes, bench/checkpoint.py measures; here only how many commits, and
+what another process finds in the store meanwhile."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from aishell.errors import StateError
 from aishell.executor import attempts
 from aishell.plan import Plan, Step
 from aishell.state import StateStore, new_run_id
+from aishell.state import steps as state_steps
 from aishell.state.core import EVENT, Hot
 from aishell.state.runs import _STOP_REQUESTED
 from aishell.state.steps import (
@@ -78,15 +83,33 @@ def analyzing(steps: int) -> Plan:
     return counting_plan(steps, "update_table_statistics")
 
 
-def test_a_one_read_step_commits_once(config: Config, demo_db: Path) -> None:
-    # Each step more is its end, with its start and its read's audit row.
+@pytest.fixture
+def riding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However slow the machine, a step's end may wait for the next commit."""
+    monkeypatch.setattr(state_steps, "RIDE_SECONDS", 3600.0)
+
+
+def test_a_quick_read_steps_end_rides_with_the_next_commit(
+    config: Config, demo_db: Path, riding: None
+) -> None:
+    # Its start, its read's audit row and its end commit with whatever commits next:
+    # here the run's end.
+    assert commits_per_step(config, counting_plan) == 0
+
+
+def test_a_step_commits_its_end_once_the_last_commit_is_older_than_the_ride(
+    config: Config, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_steps, "RIDE_SECONDS", 0.0)
     assert commits_per_step(config, counting_plan) == 1
 
 
-def test_a_step_of_a_repeatable_write_commits_once(config: Config, demo_db: Path) -> None:
-    # ANALYZE changes no row, and sending it again is all a crash needs: each step more
-    # is one commit, its end, with its start and its statements' audit rows.
-    assert commits_per_step(config, analyzing) == 1
+def test_a_step_of_a_repeatable_write_commits_nothing_of_its_own(
+    config: Config, demo_db: Path, riding: None
+) -> None:
+    # ANALYZE changes no row, and sending it again is all a crash needs: a step that
+    # only did that on a small table is as replayable as a read.
+    assert commits_per_step(config, analyzing) == 0
     audit = commands.run_statements(config, commands.apply_plan(config, analyzing(3)).run_id)
     words = [row["sql"].split()[0].upper() for row in audit]
     assert words.count("ANALYZE") == 3, words
@@ -100,9 +123,17 @@ def test_a_repeatable_write_on_a_large_table_is_durable_before_it_is_sent(
     config: Config, demo_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every table counts as large: the step may take long, and another process must see
-    # it running, so its ANALYZE's audit row (with the step's start) commits first.
+    # it running, so its start commits first, then its ANALYZE's audit row before the
+    # ANALYZE is sent, then its end.
     monkeypatch.setattr(attempts, "QUICK_STEP_BYTES", 0)
-    assert commits_per_step(config, analyzing) == 2
+    assert commits_per_step(config, analyzing) == 3
+
+
+def test_a_read_on_a_large_table_commits_its_start_first(
+    config: Config, demo_db: Path, monkeypatch: pytest.MonkeyPatch, riding: None
+) -> None:
+    monkeypatch.setattr(attempts, "QUICK_STEP_BYTES", 0)
+    assert commits_per_step(config, counting_plan) == 2
 
 
 def rebuilding(target: str, dialect: str, table: str) -> Callable[[int], Plan]:
@@ -123,7 +154,7 @@ def rebuilding(target: str, dialect: str, table: str) -> Callable[[int], Plan]:
 
 
 def test_a_write_that_is_not_repeatable_is_durable_before_it_is_sent(
-    config: Config, demo_db: Path
+    config: Config, demo_db: Path, riding: None
 ) -> None:
     reindexing = rebuilding("demo", "sqlite", "users")
     # Each REINDEX's audit row commits before it is sent (a server may finish it after
@@ -134,7 +165,21 @@ def test_a_write_that_is_not_repeatable_is_durable_before_it_is_sent(
     assert all(s.output["indexes_rebuilt"] == 2 for s in run.steps)
 
 
-def test_every_step_is_durable_before_the_next_begins(config: Config, demo_db: Path) -> None:
+def stored_steps(config: Config, run_id: str | None = None) -> list[tuple[int, str]]:
+    """The steps of a run (by default the newest) as another process finds them."""
+    with sqlite3.connect(config.state_url.removeprefix("sqlite:///")) as db:
+        if run_id is None:
+            (run_id,) = db.execute(
+                "SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+        return db.execute(
+            "SELECT idx, status FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
+        ).fetchall()
+
+
+def test_every_step_is_in_the_store_when_its_run_ends(
+    config: Config, demo_db: Path, riding: None
+) -> None:
     commands.apply_plan(config, counting_plan(1))
     run = commands.apply_plan(config, counting_plan(3))
     with sqlite3.connect(config.state_url.removeprefix("sqlite:///")) as db:
@@ -149,6 +194,71 @@ def test_every_step_is_durable_before_the_next_begins(config: Config, demo_db: P
         ).fetchone()[0]
     assert rows == [(i, "succeeded", 1, 1) for i in range(3)]
     assert audited == 3
+
+
+def test_steps_that_rode_are_committed_before_a_write_that_follows_them_is_sent(
+    config: Config, demo_db: Path, riding: None
+) -> None:
+    # Two quick reads, then a REINDEX, which is not repeatable: when it reaches the
+    # database, another process finds both reads succeeded and the REINDEX's step
+    # running. What the store holds is always the run's beginning, never a later step
+    # without an earlier one.
+    seen: list[list[tuple[int, str]]] = []
+
+    def plan(_steps: int) -> Plan:
+        reads = [Step(f"step_{i}", "count_table_rows", {"table": "users"}) for i in range(2)]
+        rebuild = Step(
+            "step_2",
+            "rebuild_fragmented_indexes",
+            {"table": "users", "fragmentation_threshold": 0, "min_pages": 1},
+        )
+        return Plan("maintenance", "demo", "sqlite", {"type": "ride"}, (*reads, rebuild))
+
+    def on_execute(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.upper().startswith("REINDEX") and not seen:
+            seen.append(stored_steps(config))
+
+    commands.apply_plan(config, counting_plan(1))
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        run = commands.apply_plan(config, plan(3))
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+    assert run.status == "completed", run.error
+    assert seen == [[(0, "succeeded"), (1, "succeeded"), (2, "running")]]
+
+
+def test_a_step_that_may_take_long_is_seen_running_with_all_before_it(
+    config: Config, demo_db: Path, monkeypatch: pytest.MonkeyPatch, riding: None
+) -> None:
+    # Quick reads ride; then a step on a table counted as large: when its statement
+    # reaches the database, another process sees it running and the reads succeeded.
+    seen: list[list[tuple[int, str]]] = []
+    quick = attempts._quick
+
+    def large_last(run: Any, step: Any) -> bool:
+        return quick(run, step) and step.params["table"] != "orders"
+
+    def on_execute(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if '"orders"' in statement and not seen:
+            seen.append(stored_steps(config))
+
+    monkeypatch.setattr(attempts, "_quick", large_last)
+    steps = (
+        Step("step_0", "count_table_rows", {"table": "users"}),
+        Step("step_1", "count_table_rows", {"table": "users"}),
+        Step("step_2", "count_table_rows", {"table": "orders"}),
+    )
+    commands.apply_plan(config, counting_plan(1))
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        run = commands.apply_plan(
+            config, Plan("maintenance", "demo", "sqlite", {"type": "long"}, steps)
+        )
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+    assert run.status == "completed", run.error
+    assert seen == [[(0, "succeeded"), (1, "succeeded"), (2, "running")]]
 
 
 rebuilding_on_mariadb = rebuilding("db", "mysql", "t")
@@ -167,10 +277,10 @@ def mariadb_table(home: Path, mysql_url: str) -> Config:
     return use_target(home, mysql_url)
 
 
-def test_a_rebuild_on_mariadb_is_a_repeatable_write(mariadb_table: Config) -> None:
+def test_a_rebuild_on_mariadb_is_a_repeatable_write(mariadb_table: Config, riding: None) -> None:
     # ALTER TABLE ... FORCE rebuilds the table as OPTIMIZE TABLE does, changing no row
-    # and no definition: on a small table its step commits once, at its end.
-    assert commits_per_step(mariadb_table, rebuilding_on_mariadb) == 1
+    # and no definition: on a small table its step commits nothing of its own.
+    assert commits_per_step(mariadb_table, rebuilding_on_mariadb) == 0
     run = commands.apply_plan(mariadb_table, rebuilding_on_mariadb(1))
     sent = [s["sql"] for s in commands.run_statements(mariadb_table, run.run_id)]
     assert any(sql.startswith("ALTER TABLE `t` FORCE") for sql in sent), sent
@@ -180,7 +290,7 @@ def test_a_rebuild_on_a_large_mariadb_table_is_durable_before_it_is_sent(
     mariadb_table: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(attempts, "QUICK_STEP_BYTES", 0)
-    assert commits_per_step(mariadb_table, rebuilding_on_mariadb) == 2
+    assert commits_per_step(mariadb_table, rebuilding_on_mariadb) == 3
 
 
 HOT: list[tuple[Hot, dict[str, Any]]] = [

@@ -728,6 +728,25 @@ def wait_for_step(site: Site, run_id: str, at_least: int, proc: subprocess.Popen
     raise AssertionError(f"run {run_id} never got to step {at_least} (exit {proc.poll()})")
 
 
+def wait_for_lock_wait(url: str, proc: subprocess.Popen[bytes]) -> str:
+    """The statement of another session that waits for a table lock on the server (not
+    the health check's CHECK TABLE, which gives up on a locked table soon)."""
+    deadline = time.monotonic() + 120
+    with engine(url).connect() as conn:
+        while time.monotonic() < deadline and proc.poll() is None:
+            row = conn.execute(
+                text(
+                    "SELECT INFO FROM information_schema.PROCESSLIST "
+                    "WHERE STATE LIKE 'Waiting for table%' AND ID <> CONNECTION_ID() "
+                    "AND INFO NOT LIKE 'CHECK TABLE%'"
+                )
+            ).first()
+            if row is not None:
+                return str(row[0])
+            time.sleep(0.01)
+    raise AssertionError(f"the run never waited for the held lock (exit {proc.poll()})")
+
+
 def test_mariadb_killed_under_maintenance_fails_honestly_then_resumes(home, edit_config):
     from tests.private_servers import private_mariadb
 
@@ -737,12 +756,20 @@ def test_mariadb_killed_under_maintenance_fails_honestly_then_resumes(home, edit
         # Quick retries: the run's limits, not the test, decide when it gives up.
         edit_config(maintenance={"default_config": {"retry_backoff_seconds": 0.1}})
         fragmented_tables(site, tables=6, rows=30_000)
+        # The run's work on the last table waits for this lock: the server is killed
+        # while that step waits, after the work on the tables before it, wherever the
+        # store's record of the run has got to.
+        holder = engine(url).connect()
+        holder.execute(text("LOCK TABLES m5 WRITE"))
         proc, out = start(home, MAINTENANCE, "server-killed")
         run_id = wait_for_new_run(site, set(), proc)
         assert run_id
-        # Past the health check and the first measurement: the table work has begun.
-        at = wait_for_step(site, run_id, 2, proc)
+        waiting = wait_for_lock_wait(url, proc)
+        at = wait_for_step(site, run_id, 0, proc)
+        print(f"the run waits at: {waiting}")
         kill_server()
+        with suppress(Exception):
+            holder.close()
         try:
             code = proc.wait(300)
         except subprocess.TimeoutExpired:

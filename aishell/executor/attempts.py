@@ -48,7 +48,7 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
         # index's are made from); those its attempts make go with it.
         ctx.table_readings.step_starts(tables)
     try:
-        _attempts(run, result, step, ctx, limit, retries, started)
+        _attempts(run, result, step, ctx, limit, retries, started, _quick(run, step))
     finally:
         if writes:
             ctx.table_readings.step_ended(tables, result.status == "succeeded")
@@ -62,16 +62,20 @@ def _attempts(
     limit: float,
     retries: int,
     started: float,
+    quick: bool,
 ) -> None:
     tool = step.tool
     for attempt in range(1, retries + 2):
         result.attempts = attempt
         result.status = "running"
+        # A step that may take long (large tables, or naming none) is seen running by
+        # other processes, with everything before it; a quick one's start commits
+        # with its first write, its end, or the next commit.
         run.store.step_started(
-            run.run_id, result.index, step.params, result.sql, attempt, durable=False
+            run.run_id, result.index, step.params, result.sql, attempt, durable=not quick
         )
         try:
-            output = _attempt(run, result, step, ctx, limit, attempt, started)
+            output = _attempt(run, result, step, ctx, limit, attempt, started, quick)
         except Stop:
             raise
         except StepSkipped as exc:
@@ -116,6 +120,7 @@ def _attempt(
     limit: float,
     attempt: int,
     started: float,
+    quick: bool,
 ) -> dict[str, Any]:
     """One attempt of the tool. A stop that came meanwhile (a signal, the run's time
     limit, `aishell stop`) ends the step interrupted, whatever the tool raised."""
@@ -141,7 +146,7 @@ def _attempt(
         session_access(ctx.connection, not writes, run.target.read_only, limit)
         with (
             step_deadline(ctx.connection, limit, label),
-            audited(run, ctx.connection, result.index, attempt, guard, _quick(run, step)),
+            audited(run, ctx.connection, result.index, attempt, guard, quick),
         ):
             return step.impl.run(step.params, ctx)
     except Exception as exc:
@@ -161,7 +166,7 @@ def _attempt(
 
 # A step on tables this small (bytes with their indexes, by the catalog) takes a moment:
 # it need not say it is running before it ends. On larger tables, or naming none, its
-# start is committed before its first write, so that another process sees it running.
+# start is committed before it sends anything, so that another process sees it running.
 QUICK_STEP_BYTES = 64 * 2**20
 
 

@@ -17,7 +17,7 @@ from aishell.executor.stopping import Stopping
 from aishell.guard import GuardMemory
 from aishell.plan import Plan
 from aishell.policy import SafetyPolicy
-from aishell.registry import Category, Registry
+from aishell.registry import Category, Registry, RiskLevel
 from aishell.state import StateStore
 from aishell.tablecatalog import TableCatalog
 from aishell.targets.engines import Target
@@ -100,8 +100,19 @@ class RunContext:
             error=error,
             sql=None if started_here else result.sql,
             resolved_params=None if started_here else result.params,
+            replayable=started_here and status == "succeeded" and self._replayable(result),
         )
         self.observer.step_finished(result, len(self.results))
+
+    def _replayable(self, result: StepResult) -> bool:
+        """Whether running the step again would do no more than it did: its tool reads,
+        or maintains tables in place, and may run twice. (Whether it sent a write that
+        is not repeatable, or one to a large table, the store knows: its audit row is
+        committed.) A tool that acts outside the database (a backup) is not."""
+        tool = self.registry.get(result.tool)
+        return tool.idempotent and (
+            tool.risk_level is RiskLevel.SAFE or tool.category is Category.MAINTENANCE
+        )
 
 
 class Earlier(Mapping[str, StepResult]):

@@ -8,6 +8,7 @@ The repositories (runs.py, steps.py, ...) are mixins over StoreCore; StateStore
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from operator import itemgetter
@@ -73,6 +74,10 @@ class StoreCore:
     # Writes that need not be durable on their own: they commit with the next
     # transaction, which always comes before anything that depends on them.
     _queued: list[tuple[Hot, dict[str, Any]]]
+    # When the last commit ended (time.monotonic()), and the step whose start is queued
+    # but not committed yet: nothing of it is in the store.
+    _committed_at: float
+    _unsaved_start: tuple[str, int] | None
 
     def _error(self, exc: DBAPIError) -> StateError:
         return state_error(self.location, self.url, exc, self._busy_timeout)
@@ -83,7 +88,7 @@ class StoreCore:
             for statement, params in self._queued:
                 self._send(statement, params)
             yield self._conn
-        self._queued.clear()
+        self._committed()
 
     @contextmanager
     def _hot_tx(self) -> Iterator[None]:
@@ -106,7 +111,12 @@ class StoreCore:
             with suppress(sqlite3.Error):
                 driver.rollback()
             raise
+        self._committed()
+
+    def _committed(self) -> None:
         self._queued.clear()
+        self._unsaved_start = None
+        self._committed_at = time.monotonic()
 
     def _send(self, statement: Hot, params: Mapping[str, Any]) -> Any:
         """Run a hot statement; what it gives: the sqlite3 cursor, or SQLAlchemy's result.

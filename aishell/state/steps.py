@@ -3,6 +3,7 @@ has got to."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,11 @@ from sqlalchemy import bindparam, func, insert, select, update
 from aishell.state.core import EVENT, Hot, StoreCore
 from aishell.state.schema import runs, statements, step_progress, steps
 from aishell.state.values import dumps, loads, new_id, now
+
+# How long the end of a replayable step may wait for the next commit: what another
+# process sees of a run lags at most this much, and a crash loses at most this much of
+# steps that a resume then runs again.
+RIDE_SECONDS = 1.0
 
 # Statements on the hot path of every step, built once (see core.Hot).
 _STEP_STARTED = Hot(
@@ -162,6 +168,8 @@ class StepRepository(StoreCore):
         self._queued.extend(writes)
         if durable:
             self.flush()
+        else:
+            self._unsaved_start = (run_id, index)
 
     def step_finished(
         self,
@@ -173,11 +181,17 @@ class StepRepository(StoreCore):
         error: str | None = None,
         sql: list[str] | None = None,
         resolved_params: Any = None,
+        replayable: bool = False,
     ) -> None:
-        """Record a step's end; its output and status commit together."""
+        """Record a step's end; its output and status commit together.
+
+        `replayable`: running the step again does what it did (it only read, or made
+        quick repeatable writes). While nothing of the step is committed yet, its end
+        then rides with the next commit, as its start did, within RIDE_SECONDS: lost
+        in a crash, the store shows the step not begun, and a resume runs it."""
         at = now()
-        with self._hot_tx():
-            self._send(
+        writes: list[tuple[Hot, dict[str, Any]]] = [
+            (
                 _STEP_FINISHED,
                 {
                     "b_run": run_id,
@@ -189,8 +203,8 @@ class StepRepository(StoreCore):
                     "sql": None if sql is None else dumps(sql),
                     "resolved_params": None if resolved_params is None else dumps(resolved_params),
                 },
-            )
-            self._send(
+            ),
+            (
                 EVENT,
                 {
                     "run_id": run_id,
@@ -199,7 +213,16 @@ class StepRepository(StoreCore):
                     "kind": f"step_{status}",
                     "data": dumps({"error": error} if error else {}),
                 },
-            )
+            ),
+        ]
+        self._queued.extend(writes)
+        rides = (
+            replayable
+            and self._unsaved_start == (run_id, index)
+            and time.monotonic() - self._committed_at < RIDE_SECONDS
+        )
+        if not rides:
+            self.flush()
 
     # The audit of every statement an operation sends.
 

@@ -81,6 +81,7 @@ class StateStore(
         # met it.
         event.listen(self.engine, "handle_error", self._fault)
         self._queued: list[tuple[Hot, dict[str, Any]]] = []
+        self._committed_at, self._unsaved_start = time.monotonic(), None
         try:
             self._conn: Connection = self._open()
         except BaseException:
