@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.config import MAX_RETENTION_DAYS
 from aishell.errors import TargetError, UsageError
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import quote_identifier, text
 
 # Values above this in an integer date column are milliseconds since 1970, not seconds
 # (10^11 seconds is the year 5138; 10^11 milliseconds is 1973).

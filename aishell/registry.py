@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from sqlalchemy import text
 
 from aishell import schema
 from aishell.configfile import YAML_LOADER
@@ -30,6 +29,7 @@ from aishell.handlers import Handler
 from aishell.reportrule import ReportRule, parse_report_rules
 from aishell.risk import RiskLevel
 from aishell.sqlcheck import write_reason
+from aishell.sqltext import text
 from aishell.statements import classify
 from aishell.toolcontext import PLACEHOLDER, Implementation, ToolContext, fill_template
 from aishell.toolkinds import Capability, Category

@@ -23,13 +23,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.errors import StepFailed, StepInterrupted, StepTimeout
 from aishell.pipereader import STREAM_CHUNK, PipeReader
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import quote_identifier, text
 from aishell.state import process_started
 
 if TYPE_CHECKING:

@@ -14,12 +14,12 @@ from functools import lru_cache
 from typing import Any, cast
 
 import sqlglot
-from sqlalchemy import text
 from sqlalchemy.engine import Dialect
 from sqlglot import exp
 
 from aishell.risk import RiskLevel
 from aishell.sqlcheck import SQLGLOT_DIALECT, write_reason
+from aishell.sqltext import text
 
 # Statements that are commands to the server rather than queries, by their first word,
 # with the least risk each implies.

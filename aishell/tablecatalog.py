@@ -9,14 +9,14 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
 from aishell.catalog import require_column
 from aishell.errors import TargetError
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import quote_identifier, text
 
 # Each query says what it is (/* aishell catalog */), for a DBA reading the server's
 # log or pg_stat_statements, and for the tests that count them.

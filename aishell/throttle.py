@@ -13,10 +13,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import TargetError
+from aishell.sqltext import text
 
 
 @dataclass

@@ -3,9 +3,9 @@ limit, each sent only when it changes, and both in one round trip when both do."
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, limit_setting, statement_limit
 
 _SESSION_ACCESS = {

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from aishell.errors import StepTimeout
+from aishell.sqltext import text
 from aishell.targets.limits import (
     LIMITS_KEY,
     STATEMENT_LIMIT_KEY,

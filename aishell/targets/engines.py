@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from aishell.config import Config, TargetConfig, resolve_url
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
 from aishell.targets.limits import (
     LIMITS_KEY,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+
+from aishell.sqltext import text
 
 
 def database_identity(conn: Connection) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+from aishell.sqltext import text
 
 
 def describe_server(conn: Connection) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Dialect
 
 from aishell.handlers.backup.manifest import Chain
 from aishell.handlers.backup.processes import my_args, mysql_client, pg_args, run_tool, server_env
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.toolcontext import ToolContext
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
@@ -38,7 +37,7 @@ from aishell.handlers.backup.processes import (
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import IN_ORDER, DumpFile, read_chunks, read_dump, write_tables
-from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.toolcontext import ToolContext
 
 # How a PostgreSQL manifest's row counts were made.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection
 
 from aishell.catalog import user_tables
@@ -21,7 +21,7 @@ from aishell.handlers.backup.manifest import FROM_DUMP
 from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import ROW_SUM, read_chunks
-from aishell.sqltext import quote_identifier, quote_plain_identifier
+from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.toolcontext import ToolContext
 
 # Tables up to this many rows also get a checksum of their contents in the manifest

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.catalog import user_tables
@@ -31,6 +30,7 @@ from aishell.handlers.backup.apply import (
 )
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
 from aishell.handlers.backup.measure import compare, measure_connection, measure_server
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 # Free space a SQLite restore wants beyond the backup's size: its journal, and slack.

@@ -17,8 +17,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers.backup.disk import destination, partial_file
@@ -39,7 +37,7 @@ from aishell.handlers.backup.measure import (
 )
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.scratch import BACKUP
-from aishell.sqltext import quote_plain_identifier
+from aishell.sqltext import quote_plain_identifier, text
 from aishell.toolcontext import ToolContext
 
 # --- calculate_backup_size ---------------------------------------------------------------

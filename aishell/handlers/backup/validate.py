@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -36,7 +35,7 @@ from aishell.handlers.backup.measure import (
 )
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
 from aishell.scratch import DATABASE
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
 from aishell.toolcontext import ToolContext
 

@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
 from aishell.handlers.mysql.privileges import denied
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 TABLES = """

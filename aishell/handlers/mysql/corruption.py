@@ -8,7 +8,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -31,6 +30,7 @@ from aishell.handlers.mysql.privileges import (
     session_grants,
 )
 from aishell.risk import RiskLevel
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -23,6 +22,7 @@ from aishell.handlers.mysql.catalog import (
 )
 from aishell.handlers.mysql.corruption import corruption_check
 from aishell.handlers.mysql.privileges import denied
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 _STATUS_MARIADB = """

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -30,6 +30,7 @@ from aishell.handlers.mysql.privileges import (
 )
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import skip_table
+from aishell.sqltext import text
 
 # Errors with which the server refuses a statement for want of a privilege, or because
 # the table or server is read-only: the work was not done, and the step says why.

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -27,6 +26,7 @@ from aishell.handlers.mysql.catalog import (
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
 from aishell.risk import RiskLevel
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 _ORPHANS_MARIADB = (

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -35,6 +34,7 @@ from aishell.handlers.postgresql.catalog import (
 )
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 # The extension's schema is quoted in by the dialect; it comes from pg_extension.

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 PGSTATTUPLE_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'pgstattuple'"

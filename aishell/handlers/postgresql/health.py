@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
-
 from aishell.catalog import FREEZE_MAX_AGE, pg_urgency
 from aishell.handlers import Handler
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.postgresql.corruption import corruption_check
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 # Transaction-ID wraparound is at 2^31.

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepSkipped
@@ -19,6 +18,7 @@ from aishell.handlers.postgresql.privileges import (
 )
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 # Every fork of the table, its TOAST table and their indexes: the same sum before and

@@ -12,12 +12,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 from aishell.handlers import skip_table
 from aishell.handlers.postgresql.catalog import AMCHECK_AVAILABLE, Amcheck, amcheck, extensions
+from aishell.sqltext import text
 
 # Who may VACUUM or ANALYZE a table: its owner (or a member of the owning role), the
 # database's owner, and from PostgreSQL 17 whoever holds MAINTAIN on it. REINDEX needs

@@ -8,7 +8,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -17,6 +16,7 @@ from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 _LEFTOVERS = """

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 

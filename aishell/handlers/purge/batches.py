@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.archive import ArchiveFile
@@ -23,6 +22,7 @@ from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
 from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
+from aishell.sqltext import text
 from aishell.throttle import Throttle
 from aishell.toolcontext import ToolContext
 

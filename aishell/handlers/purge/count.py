@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from aishell import cutoff as cutoffs
@@ -17,6 +17,7 @@ from aishell.handlers import cached
 from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
 from aishell.handlers.purge.prepare import walk_key
 from aishell.handlers.purge.statements import BatchSql
+from aishell.sqltext import text
 from aishell.statements import driver_to_text
 from aishell.toolcontext import ToolContext, fill_template
 

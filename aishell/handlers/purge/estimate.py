@@ -28,11 +28,11 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg.types.numeric import Float4
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.cutoff import DateColumn
 from aishell.handlers.purge.statements import is_integer
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext, fill_template
 
 COUNT = "SELECT count(*), sum(CASE WHEN {date_column} < :cutoff THEN 1 ELSE 0 END) FROM {table}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from aishell import cutoff as cutoffs
@@ -16,6 +16,7 @@ from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.estimate import count_older, estimate_rows
 from aishell.handlers.purge.statements import BatchSql, is_integer
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 

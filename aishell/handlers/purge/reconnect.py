@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import Attempt, first_line, stopped_resumably
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 # Default of reconnect_seconds (the tool's schema and the agent's config say the same).

@@ -12,7 +12,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -24,6 +23,7 @@ from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.statements import BatchSql
 from aishell.handlers.purge.waits import make_throttle
+from aishell.sqltext import text
 from aishell.throttle import Throttle
 from aishell.toolcontext import ToolContext
 

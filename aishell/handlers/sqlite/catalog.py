@@ -7,9 +7,10 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
+
+from aishell.sqltext import text
 
 
 def database_pages(conn: Connection) -> dict[str, int]:

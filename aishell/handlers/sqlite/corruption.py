@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -25,7 +24,7 @@ from aishell.handlers.integrity import (
 )
 from aishell.handlers.sqlite.privileges import read_only_reason, write
 from aishell.risk import RiskLevel
-from aishell.sqltext import quote_identifier
+from aishell.sqltext import quote_identifier, text
 from aishell.toolcontext import ToolContext
 
 

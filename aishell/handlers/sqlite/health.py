@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aishell.catalog import user_tables
@@ -14,6 +13,7 @@ from aishell.handlers import Handler
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
 from aishell.handlers.sqlite.corruption import corruption_check
+from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 

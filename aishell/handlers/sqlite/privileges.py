@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import skip_table
+from aishell.sqltext import text
 
 
 def database_file(conn: Connection) -> Path | None:
