@@ -196,6 +196,27 @@ def test_every_step_is_in_the_store_when_its_run_ends(
     assert audited == 3
 
 
+def stored_when_sent(
+    config: Config, plan: Plan, sending: Callable[[str], bool]
+) -> list[tuple[int, str]] | None:
+    """Run `plan` (it completes); the steps another process finds in the store when the
+    first statement that `sending` matches reaches the database."""
+    seen: list[list[tuple[int, str]]] = []
+
+    def on_execute(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if not seen and sending(statement):
+            seen.append(stored_steps(config))
+
+    commands.apply_plan(config, counting_plan(1))  # the store exists, its schema is current
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        run = commands.apply_plan(config, plan)
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+    assert run.status == "completed", run.error
+    return seen[0] if seen else None
+
+
 def test_steps_that_rode_are_committed_before_a_write_that_follows_them_is_sent(
     config: Config, demo_db: Path, riding: None
 ) -> None:
@@ -203,29 +224,15 @@ def test_steps_that_rode_are_committed_before_a_write_that_follows_them_is_sent(
     # database, another process finds both reads succeeded and the REINDEX's step
     # running. What the store holds is always the run's beginning, never a later step
     # without an earlier one.
-    seen: list[list[tuple[int, str]]] = []
-
-    def plan(_steps: int) -> Plan:
-        reads = [Step(f"step_{i}", "count_table_rows", {"table": "users"}) for i in range(2)]
-        rebuild = Step(
-            "step_2",
-            "rebuild_fragmented_indexes",
-            {"table": "users", "fragmentation_threshold": 0, "min_pages": 1},
-        )
-        return Plan("maintenance", "demo", "sqlite", {"type": "ride"}, (*reads, rebuild))
-
-    def on_execute(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        if statement.upper().startswith("REINDEX") and not seen:
-            seen.append(stored_steps(config))
-
-    commands.apply_plan(config, counting_plan(1))
-    event.listen(Engine, "before_cursor_execute", on_execute)
-    try:
-        run = commands.apply_plan(config, plan(3))
-    finally:
-        event.remove(Engine, "before_cursor_execute", on_execute)
-    assert run.status == "completed", run.error
-    assert seen == [[(0, "succeeded"), (1, "succeeded"), (2, "running")]]
+    reads = [Step(f"step_{i}", "count_table_rows", {"table": "users"}) for i in range(2)]
+    rebuild = Step(
+        "step_2",
+        "rebuild_fragmented_indexes",
+        {"table": "users", "fragmentation_threshold": 0, "min_pages": 1},
+    )
+    plan = Plan("maintenance", "demo", "sqlite", {"type": "ride"}, (*reads, rebuild))
+    seen = stored_when_sent(config, plan, lambda sql: sql.upper().startswith("REINDEX"))
+    assert seen == [(0, "succeeded"), (1, "succeeded"), (2, "running")]
 
 
 def test_a_step_that_may_take_long_is_seen_running_with_all_before_it(
@@ -233,15 +240,10 @@ def test_a_step_that_may_take_long_is_seen_running_with_all_before_it(
 ) -> None:
     # Quick reads ride; then a step on a table counted as large: when its statement
     # reaches the database, another process sees it running and the reads succeeded.
-    seen: list[list[tuple[int, str]]] = []
     quick = attempts._quick
 
     def large_last(run: Any, step: Any) -> bool:
         return quick(run, step) and step.params["table"] != "orders"
-
-    def on_execute(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        if '"orders"' in statement and not seen:
-            seen.append(stored_steps(config))
 
     monkeypatch.setattr(attempts, "_quick", large_last)
     steps = (
@@ -249,16 +251,9 @@ def test_a_step_that_may_take_long_is_seen_running_with_all_before_it(
         Step("step_1", "count_table_rows", {"table": "users"}),
         Step("step_2", "count_table_rows", {"table": "orders"}),
     )
-    commands.apply_plan(config, counting_plan(1))
-    event.listen(Engine, "before_cursor_execute", on_execute)
-    try:
-        run = commands.apply_plan(
-            config, Plan("maintenance", "demo", "sqlite", {"type": "long"}, steps)
-        )
-    finally:
-        event.remove(Engine, "before_cursor_execute", on_execute)
-    assert run.status == "completed", run.error
-    assert seen == [[(0, "succeeded"), (1, "succeeded"), (2, "running")]]
+    plan = Plan("maintenance", "demo", "sqlite", {"type": "long"}, steps)
+    seen = stored_when_sent(config, plan, lambda sql: '"orders"' in sql)
+    assert seen == [(0, "succeeded"), (1, "succeeded"), (2, "running")]
 
 
 rebuilding_on_mariadb = rebuilding("db", "mysql", "t")
