@@ -4,7 +4,9 @@ Each statement is classified as it is sent (after substitution, as the driver ge
 Reads pass; a write passes only when it is an instance of a statement shape the step
 was checked and approved with; anything else is refused before it reaches the server,
 and the refusal is recorded with the run's statements. A read that calls a function
-that may write (guardcalls.py) counts as a write.
+that may write (guardcalls.py), or reads a view or table whose reading may (guardhidden.py),
+counts as a write; where an operator, cast or type may write, reads on a read-write
+session are sent read-only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from sqlalchemy.engine import Connection, Dialect
 
 from aishell.errors import StatementRefused
 from aishell.guardcalls import Call, called_functions, shown, writing_calls
+from aishell.guardhidden import HiddenWriters, hidden_writers
 from aishell.risk import RiskLevel
 from aishell.statements import READS, Classification, Shape, classify, compile_shape, driver_to_text
+from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS
 
 
 @dataclass
@@ -31,6 +35,8 @@ class GuardMemory:
 
     volatile: dict[Call, bool] = field(default_factory=dict)
     reads: set[str] = field(default_factory=set)
+    # What may make a read write without naming a function, looked up once per run.
+    hidden: HiddenWriters | None = None
 
 
 @dataclass
@@ -43,6 +49,12 @@ class Guard:
     label: str = "this step"
     refused: list[str] = field(default_factory=list)
     memory: GuardMemory = field(default_factory=GuardMemory)
+    # The step's connection, whose info says whether the session is read-only (as
+    # session_access keeps it; read afresh, as a reconnect brings a new session); None
+    # when unknown, and then no read is sent read-only by the guard.
+    connection: Connection | None = None
+    # Whether this guard made the session read-only, for a read (see guardhidden.py).
+    _made_read_only: bool = field(default=False, init=False)
 
     def check(self, statement: str, cursor: Any, dialect: str, paramstyle: str) -> str | None:
         """None when the statement may be sent; otherwise why not."""
@@ -53,7 +65,7 @@ class Guard:
     ) -> tuple[str | None, Classification]:
         """(None when the statement may be sent, otherwise why not; what it does)."""
         if statement in self.memory.reads:
-            return None, READS
+            return self._read(statement, cursor, dialect, paramstyle)
         sql = driver_to_text(statement, paramstyle)
         found = classify(sql, dialect)
         if not found.writes and dialect in ("postgresql", "mysql"):
@@ -65,8 +77,11 @@ class Guard:
                 return self._refuse_write(statement, reason), found
         if not found.writes:
             self.memory.reads.add(statement)
-            return None, READS
-        return self._refuse_write(statement, found.reason), found
+            return self._read(statement, cursor, dialect, paramstyle)
+        why = self._refuse_write(statement, found.reason)
+        if why is None:
+            self._read_write_again(cursor, dialect)
+        return why, found
 
     def raise_if_refused(self) -> None:
         """Even when the tool caught a refusal, the step does not pass."""
@@ -80,6 +95,57 @@ class Guard:
             return None
         return f"it writes ({reason}) and is none of the statements {self.label} was approved with"
 
+    def _read(
+        self, statement: str, cursor: Any, dialect: str, paramstyle: str
+    ) -> tuple[str | None, Classification]:
+        """A read on a read-write session: what may make it write without naming a
+        function (guardhidden.py). On a read-only session the database refuses it."""
+        conn = self.connection
+        if conn is None or conn.info.get(ACCESS_KEY) or dialect not in ("postgresql", "mysql"):
+            return None, READS
+        hidden = self.memory.hidden
+        if hidden is None:
+            hidden = self.memory.hidden = hidden_writers(dialect, cursor)
+        if not hidden:
+            return None, READS
+        sql = driver_to_text(statement, paramstyle)
+        named = hidden.named_in(sql, dialect)
+        if named is not None:
+            reason = f"it reads {named}: {hidden.relations[named]}"
+        elif not hidden.anywhere:
+            return None, READS
+        elif _idle(cursor, dialect):
+            self._set_read_only(cursor, dialect, True)
+            return None, READS
+        else:
+            reason = (
+                f"it is sent inside a transaction of a read-write session, where the "
+                f"{hidden.anywhere[0]} runs a function that may write"
+            )
+        return self._refuse_write(statement, reason), Classification(True, RiskLevel.HIGH, reason)
+
+    def _read_write_again(self, cursor: Any, dialect: str) -> None:
+        """An approved write after this guard made the session read-only for a read."""
+        conn = self.connection
+        if self._made_read_only and conn is not None and conn.info.get(ACCESS_KEY):
+            self._set_read_only(cursor, dialect, False)
+
+    def _set_read_only(self, cursor: Any, dialect: str, read_only: bool) -> None:
+        assert self.connection is not None
+        on, off = SESSION_ACCESS[dialect]
+        switch = cursor.connection.cursor()
+        try:
+            switch.execute(on if read_only else off)
+            if not read_only and dialect == "postgresql" and not cursor.connection.autocommit:
+                # Without autocommit, that SET began the transaction the write will run
+                # in, read-only by the default it replaced.
+                switch.execute("SET transaction_read_only = off")
+        finally:
+            switch.close()
+        # session_access finds the session as it is, and sets it for the next step.
+        self.connection.info[ACCESS_KEY] = read_only
+        self._made_read_only = read_only
+
     def _writing_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
         calls = called_functions(sql, dialect)
         volatile = self.memory.volatile
@@ -88,6 +154,20 @@ class Guard:
             writing = set(writing_calls(unknown, dialect, cursor))
             volatile.update({c: c in writing for c in unknown})
         return [shown(c) for c in calls if volatile[c]]
+
+
+def _idle(cursor: Any, dialect: str) -> bool:
+    """The statement is a transaction of its own, under the session's default access:
+    the connection autocommits and has no transaction open. (Without autocommit, the
+    read would begin the transaction its later writes run in.)"""
+    if dialect != "postgresql":
+        return False
+    import psycopg  # only a PostgreSQL target gets here
+
+    dbapi = cursor.connection
+    return bool(
+        dbapi.autocommit and dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
 
 
 def shapes_for(

@@ -1,9 +1,11 @@
 """The functions a read calls, and which of them may write.
 
-A SELECT can write through a function it calls: a PostgreSQL function that is VOLATILE,
-a MariaDB stored function (whose SQL DATA characteristic the server does not enforce).
-The parser cannot tell, so the guard asks the server's catalog about every name the
-statement calls, as the server would resolve it.
+A SELECT can write through a function it calls: a PostgreSQL function that is VOLATILE
+(or an aggregate whose transition or final function is: the aggregate itself is marked
+IMMUTABLE), a MariaDB stored function (whose SQL DATA characteristic the server does not
+enforce) or loadable function (UDF). The parser cannot tell, so the guard asks the
+server's catalog about every name the statement calls, as the server would resolve it.
+What a read runs without naming it (an operator's function, a view's) is guardhidden.py's.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck")
 
 # (schema or None, name) of one call, as the server resolves names.
 Call = tuple[str | None, str]
-_NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
+NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
+# The server's "access denied" errors (to a table, a database) and "no such table".
+_NO_ACCESS = (1142, 1044, 1146)
 
 
 @lru_cache(maxsize=8192)
@@ -87,14 +91,14 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
         if token.token_type is not TokenType.L_PAREN or i == 0:
             continue
         name = tokens[i - 1]
-        if name.token_type in _NOT_NAMES or not _is_word(name.text):
+        if name.token_type in NOT_NAMES or not _is_word(name.text):
             continue
         if i >= 2 and tokens[i - 2].text.upper() == "TABLESAMPLE":
             continue  # a sampling method (SYSTEM, BERNOULLI), not a call
         schema = None
         if i >= 3 and tokens[i - 2].token_type is TokenType.DOT:
-            schema = _folded(tokens[i - 3], dialect)
-        calls.append((schema, _folded(name, dialect)))
+            schema = folded(tokens[i - 3], dialect)
+        calls.append((schema, folded(name, dialect)))
     return tuple(sorted(set(calls), key=lambda c: (c[0] or "", c[1])))
 
 
@@ -102,7 +106,7 @@ def _is_word(text: str) -> bool:
     return bool(text) and not any(ch in text for ch in "()")
 
 
-def _folded(token: Any, dialect: str) -> str:
+def folded(token: Any, dialect: str) -> str:
     if dialect == "postgresql" and token.token_type is TokenType.IDENTIFIER:
         return str(token.text)  # a quoted name keeps its case
     return str(token.text).lower()
@@ -128,24 +132,38 @@ def shown(call: Call) -> str:
     return f"{call[0]}.{call[1]}" if call[0] else call[1]
 
 
+# A function that may write, as SQL over pg_proc `p` (its namespace `n`): volatile, or an
+# aggregate (or window function) with a volatile support function, unless it is one of
+# READ_ONLY_VOLATILE where PostgreSQL or a trusted extension defines it.
+PG_MAY_WRITE = (
+    "(p.provolatile = 'v' OR EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s ON s.oid IN ("
+    " a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,"
+    " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)"
+    " WHERE a.aggfnoid = p.oid AND s.provolatile = 'v'))"
+)
+PG_TRUSTED = (
+    "(n.nspname = 'pg_catalog' OR EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_depend d"
+    " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
+    " WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid"
+    " AND d.deptype = 'e' AND e.extname = ANY(%(extensions)s)))"
+)
+
+
 def _postgresql(calls: Sequence[Call], lookup: Any) -> list[Call]:
     # Every function the name could resolve to: in the schema it names, or in any schema
     # of the search path. Overloads are not told apart: one that may write is enough.
     lookup.execute(
-        "SELECT n.nspname, p.proname, p.provolatile = 'v', "
-        "n.nspname = 'pg_catalog' OR EXISTS ("
-        " SELECT 1 FROM pg_catalog.pg_depend d"
-        " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
-        " WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid"
-        " AND d.deptype = 'e' AND e.extname = ANY(%s)), "
+        f"SELECT n.nspname, p.proname, {PG_MAY_WRITE}, {PG_TRUSTED}, "
         "n.nspname = ANY(current_schemas(true)) "
         "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
         # Handlers (of sampling methods, access methods, triggers) take or return
         # `internal` and the like: SQL cannot call them.
-        "WHERE p.proname = ANY(%s) AND p.prorettype::regtype::text NOT IN ("
+        "WHERE p.proname = ANY(%(names)s) AND p.prorettype::regtype::text NOT IN ("
         "'internal', 'tsm_handler', 'trigger', 'event_trigger', 'language_handler', "
         "'fdw_handler', 'index_am_handler', 'table_am_handler')",
-        (list(READ_ONLY_EXTENSIONS), sorted({name for _, name in calls})),
+        {"extensions": list(READ_ONLY_EXTENSIONS), "names": sorted({n for _, n in calls})},
     )
     found = lookup.fetchall()
     writing = []
@@ -173,4 +191,24 @@ def _mysql(calls: Sequence[Call], lookup: Any) -> list[Call]:
     found = lookup.fetchall()
     stored = {(schema, name) for schema, name, _ in found}
     current = found[0][2] if found else None
-    return [(schema, name) for schema, name in calls if (schema or current, name) in stored]
+    # A loadable function belongs to no database: its name alone calls it.
+    udfs = mysql_udfs(lookup) & set(names)
+    return [
+        (schema, name)
+        for schema, name in calls
+        if (schema or current, name) in stored or (schema is None and name in udfs)
+    ]
+
+
+def mysql_udfs(lookup: Any) -> set[str]:
+    """The loadable functions (CREATE FUNCTION ... SONAME), lower case: C code that may do
+    anything. Only mysql.func lists them; an account that cannot read it learns of none."""
+    import pymysql  # only a MySQL/MariaDB target has this lookup
+
+    try:
+        lookup.execute("SELECT LOWER(name) FROM mysql.func")
+    except pymysql.MySQLError as exc:
+        if exc.args and exc.args[0] in _NO_ACCESS:
+            return set()
+        raise
+    return {str(row[0]) for row in lookup.fetchall()}

@@ -66,6 +66,7 @@ def audited(
     # tells other processes the step is running.)
     open_ids: list[int | Read] = []
     dialect, paramstyle = run.target.dialect, conn.dialect.paramstyle
+    guard.connection = conn
     store, stopping = run.store, run.stopping
 
     def before(cursor: Any, statement: str, parameters: Any) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, limit_setting, statement_limit
 
-_SESSION_ACCESS = {
+SESSION_ACCESS = {
     "postgresql": (
         "SET default_transaction_read_only = on",
         "SET default_transaction_read_only = off",
@@ -42,7 +42,7 @@ def session_access(
     if access and limit is not None and limit_seconds is not None:  # a server, not SQLite
         _both(conn, name, mariadb, wanted, limit_seconds)
     elif access:
-        on, off = _SESSION_ACCESS[name]
+        on, off = SESSION_ACCESS[name]
         conn.execute(text(on if wanted else off))
     elif limit is not None:
         conn.execute(text(limit))

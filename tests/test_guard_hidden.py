@@ -1,0 +1,351 @@
+"""Reads that write without naming a function that writes: through a view, an aggregate,
+an operator, a cast, a domain, a row-security policy (PostgreSQL), a view or a loadable
+function (MariaDB). In a step that writes, the session is read-write: the guard must find
+them. On a read-only session the database refuses them anyway."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.approval import PreApproved
+from aishell.handlers import Handler
+from aishell.plan import Plan, Step
+from aishell.registry import RiskLevel, ToolContext
+from tests.test_guard import (
+    execute,
+    fingerprint,
+    handler_tool,
+    handlers,
+    make_tables,
+    raw_engine,
+    refusals,
+    run_one,
+    scratch_database,
+)
+
+__all__ = ["handlers"]  # the fixture, found by pytest in this module
+
+# Each writes a row into `other` when it runs, and says what it was asked.
+PG_WRITERS = [
+    "CREATE FUNCTION w(x int) RETURNS boolean VOLATILE LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO other (id, v) SELECT max(id) + 1, 0 FROM other; RETURN true; END $$",
+    "CREATE FUNCTION w_eq(a int, b int) RETURNS boolean VOLATILE LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO other (id, v) SELECT max(id) + 1, 0 FROM other; RETURN a = b; END $$",
+    "CREATE FUNCTION w_sum(s int, x int) RETURNS int VOLATILE LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO other (id, v) SELECT max(id) + 1, 0 FROM other; "
+    "RETURN coalesce(s, 0) + x; END $$",
+]
+PG_HIDDEN = {
+    "view": ["CREATE VIEW hv AS SELECT id FROM t WHERE w(id)"],
+    "view-over-view": [
+        "CREATE VIEW hv AS SELECT id FROM t WHERE w(id)",
+        "CREATE VIEW hv_over AS SELECT * FROM hv",
+    ],
+    "quoted-view": ['CREATE VIEW "Hv" AS SELECT id FROM t WHERE w(id)'],
+    # The aggregate itself is marked IMMUTABLE; its transition function writes.
+    "aggregate": ["CREATE AGGREGATE h_agg(int) (sfunc = w_sum, stype = int)"],
+    "operator": ["CREATE OPERATOR @> (LEFTARG = int, RIGHTARG = int, FUNCTION = w_eq)"],
+    # What the parser cannot read counts as a write before any of this.
+    "unreadable-operator": ["CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = w_eq)"],
+    "domain": ["CREATE DOMAIN h_dom AS int CHECK (w(VALUE))"],
+    "cast": [
+        "CREATE TYPE h_mood AS ENUM ('ok')",
+        "CREATE FUNCTION w_mood(x int) RETURNS h_mood VOLATILE LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO other (id, v) SELECT max(id) + 1, 0 FROM other; RETURN 'ok'; END $$",
+        "CREATE CAST (int AS h_mood) WITH FUNCTION w_mood(int)",
+    ],
+    "policy": [
+        "CREATE TABLE guarded (id int PRIMARY KEY)",
+        "CREATE POLICY p ON guarded USING (w(id))",
+        "ALTER TABLE guarded ENABLE ROW LEVEL SECURITY",
+    ],
+}
+PG_READS = {
+    "view": "SELECT * FROM hv",
+    "view-over-view": "SELECT count(*) FROM public.hv_over",
+    "quoted-view": 'SELECT * FROM "Hv"',
+    "aggregate": "SELECT h_agg(id) FROM t",
+    "operator": "SELECT count(*) FROM t WHERE id @> 3",
+    "unreadable-operator": "SELECT count(*) FROM t WHERE id === 3",
+    "domain": "SELECT CAST(5 AS h_dom)",
+    "cast": "SELECT 1::h_mood",
+    "policy": "SELECT count(*) FROM guarded",
+}
+# Found by name: the statement counts as a write, and is refused before it is sent.
+PG_NAMED = {"view", "view-over-view", "quoted-view", "aggregate", "policy", "unreadable-operator"}
+
+MY_WRITER = (
+    "CREATE FUNCTION g() RETURNS INT READS SQL DATA "
+    "BEGIN INSERT INTO other (id, v) SELECT max(id) + 1, 0 FROM other; RETURN 1; END"
+)
+MY_HIDDEN = {
+    "view": ["CREATE VIEW hv AS SELECT id, g() AS x FROM t"],
+    "view-over-view": [
+        "CREATE VIEW hv AS SELECT id, g() AS x FROM t",
+        "CREATE VIEW hv_over AS SELECT id FROM hv",
+    ],
+}
+MY_READS = {"view": "SELECT * FROM hv", "view-over-view": "SELECT count(*) FROM `HV_OVER`"}
+
+
+def _delete_then_read(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 2})
+    rows = conn.execute(text(params["statement"])).all()
+    return {"rows": len(rows)}
+
+
+def _read_then_delete(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    rows = conn.execute(text(params["statement"])).all()
+    conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 3})
+    return {"rows": len(rows)}
+
+
+def _read_in_transaction(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """A DELETE and a read in one transaction, in the order `n` says: the DELETE first
+    (2) or the read first (3), as a purge's batch reads where it ends."""
+    conn = ctx.connection
+    conn.commit()  # end what autocommit began, so the isolation level may change
+    conn.execution_options(isolation_level="READ COMMITTED")
+    delete = f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"
+    try:
+        if params["n"] == 2:
+            conn.execute(text(delete), {"n": 2})
+        rows = conn.execute(text(params["statement"])).all()
+        if params["n"] == 3:
+            conn.execute(text(delete), {"n": 3})
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    return {"rows": len(rows)}
+
+
+DELETES = ("DELETE FROM {table} WHERE id < :n",)
+
+
+@contextmanager
+def database_with(dialect: str, tmp_path: Path, *statements: str) -> Iterator[str]:
+    with scratch_database(dialect, tmp_path) as url:
+        make_tables(url)
+        execute(url, *statements)
+        yield url
+
+
+def writing_tool(home: Path, url: str, module: types.ModuleType, name: str, fn: Any) -> Any:
+    handler = Handler(sql_templates=DELETES, run_fn=fn, risk=RiskLevel.MEDIUM)
+    return handler_tool(home, url, module, name, handler, "medium")
+
+
+@pytest.mark.parametrize("kind", sorted(PG_HIDDEN))
+def test_a_writing_step_may_not_read_through_what_writes_on_postgresql(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+) -> None:
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
+        config = writing_tool(home, url, handlers, "delete_then_read", _delete_then_read)
+
+        run = run_one(config, url, "delete_then_read", {"table": "t", "statement": PG_READS[kind]})
+
+        step = run.steps[0]
+        assert step.status == "failed"
+        assert fingerprint(url, "other") == (5, 15)
+        if kind in PG_NAMED:
+            assert "statement refused" in (step.error or "")
+            assert len(refusals(config, run.run_id)) == 1
+        else:  # sent in a read-only session: the server refused what it would write
+            assert "read-only transaction" in (step.error or "")
+
+
+@pytest.mark.parametrize("kind", sorted(MY_HIDDEN))
+def test_a_writing_step_may_not_read_through_a_view_that_writes_on_mariadb(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+) -> None:
+    with database_with("mysql", tmp_path, MY_WRITER, *MY_HIDDEN[kind]) as url:
+        config = writing_tool(home, url, handlers, "delete_then_read", _delete_then_read)
+
+        run = run_one(config, url, "delete_then_read", {"table": "t", "statement": MY_READS[kind]})
+
+        assert run.steps[0].status == "failed"
+        assert "which may write" in (run.steps[0].error or "")
+        assert fingerprint(url, "other") == (5, 15)
+        assert len(refusals(config, run.run_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("dialect", "objects", "read"),
+    [
+        pytest.param(
+            "postgresql",
+            [
+                "CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2",
+                "CREATE FUNCTION twice(x int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 2 * x'",
+                "CREATE OPERATOR ~~~ (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)",
+                "CREATE VIEW doubled AS SELECT twice(id) AS d FROM t WHERE id ~~~ id",
+            ],
+            "SELECT count(*) FROM recent JOIN doubled ON doubled.d = recent.id",
+            id="postgresql",
+        ),
+        pytest.param(
+            "mysql",
+            ["CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2"],
+            "SELECT count(*) FROM recent",
+            id="mysql",
+        ),
+    ],
+)
+def test_views_and_operators_that_only_read_pass_in_a_writing_step(
+    home: Path,
+    tmp_path: Path,
+    handlers: types.ModuleType,
+    dialect: str,
+    objects: list[str],
+    read: str,
+) -> None:
+    with database_with(dialect, tmp_path, *objects) as url:
+        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete)
+
+        run = run_one(config, url, "read_then_delete", {"table": "t", "statement": read})
+
+        assert run.steps[0].status == "succeeded", run.steps[0].error
+        assert fingerprint(url) == (8, 52)
+
+
+@pytest.mark.parametrize("kind", ["operator", "domain", "cast"])
+def test_where_any_read_may_write_reads_go_read_only_and_writes_still_run(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+) -> None:
+    """A read, then the step's approved DELETE, then a second writing step: the session
+    goes read-only for the read and back for each write."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
+        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete)
+        params = {"table": "t", "statement": "SELECT count(*) FROM t"}
+        plan = Plan(
+            "maintenance",
+            "db",
+            "postgresql",
+            {"type": "read_then_delete"},
+            (
+                Step("step_0", "read_then_delete", params),
+                Step("step_1", "read_then_delete", {**params, "table": "other"}),
+            ),
+        )
+
+        run = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.HIGH))
+
+        assert [s.status for s in run.steps] == ["succeeded", "succeeded"], run.steps[0].error
+        assert fingerprint(url) == (8, 52)
+        assert fingerprint(url, "other") == (3, 12)
+
+
+@pytest.mark.parametrize("n", [2, 3], ids=["after-a-write", "first"])
+def test_where_any_read_may_write_a_read_inside_a_transaction_is_refused(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
+) -> None:
+    """Inside a transaction the session's default cannot make one statement read-only
+    (and a read that begins one would make the step's writes read-only with it)."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["operator"]) as url:
+        config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
+
+        run = run_one(config, url, "read_in_tx", {"table": "t", "statement": "SELECT 1", "n": n})
+
+        assert run.steps[0].status == "failed"
+        assert "inside a transaction" in (run.steps[0].error or "")
+        assert "operator public.@> (w_eq)" in (run.steps[0].error or "")
+        assert fingerprint(url) == (10, 55)  # the DELETE before it was rolled back
+
+
+def _read_then_delete_in_transaction(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """As a purge: its estimates read on the autocommitting session, then its batches
+    delete in transactions of their own."""
+    conn = ctx.connection
+    rows = conn.execute(text(params["statement"])).all()
+    conn.commit()
+    conn.execution_options(isolation_level="READ COMMITTED")
+    try:
+        conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 3})
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    return {"rows": len(rows)}
+
+
+def test_where_any_read_may_write_a_transaction_after_a_read_still_writes(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    """The session went read-only for the read; the transaction the DELETE begins does
+    not inherit that."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["operator"]) as url:
+        fn = _read_then_delete_in_transaction
+        config = writing_tool(home, url, handlers, "read_then_tx", fn)
+
+        run = run_one(config, url, "read_then_tx", {"table": "t", "statement": "SELECT 1"})
+
+        assert run.steps[0].status == "succeeded", run.steps[0].error
+        assert fingerprint(url) == (8, 52)
+
+
+@contextmanager
+def loadable_function(url: str) -> Iterator[None]:
+    """MariaDB's sphinx_snippets() from ha_sphinx.so: a loadable function belongs to the
+    whole server, so one test at a time makes it, under a lock of this test's own."""
+    engine = raw_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT GET_LOCK('aishell_test_guard_udf', 60)")).scalar_one()
+            conn.execute(
+                text(
+                    "CREATE FUNCTION IF NOT EXISTS sphinx_snippets RETURNS STRING "
+                    "SONAME 'ha_sphinx.so'"
+                )
+            )
+            try:
+                yield
+            finally:
+                conn.execute(text("DROP FUNCTION IF EXISTS sphinx_snippets"))
+                conn.execute(text("SELECT RELEASE_LOCK('aishell_test_guard_udf')"))
+    finally:
+        engine.dispose()
+
+
+def test_a_loadable_function_on_mariadb_counts_as_a_write(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    with database_with("mysql", tmp_path) as url, loadable_function(url):
+        config = writing_tool(home, url, handlers, "delete_then_read", _delete_then_read)
+        read = "SELECT count(*) FROM t WHERE sphinx_snippets('a', 'b', 'c') IS NULL"
+
+        run = run_one(config, url, "delete_then_read", {"table": "t", "statement": read})
+
+        assert run.steps[0].status == "failed"
+        assert "it calls sphinx_snippets()" in (run.steps[0].error or "")
+        assert len(refusals(config, run.run_id)) == 1
+
+
+def _read(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return {"rows": len(ctx.connection.execute(text(params["statement"])).all())}
+
+
+@pytest.mark.parametrize("kind", sorted(PG_HIDDEN))
+def test_a_read_only_step_reading_through_what_writes_changes_nothing(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+) -> None:
+    """Whatever the guard makes of the read, the read-only session refuses its write."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
+        handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_read)
+        config = handler_tool(home, url, handlers, "read_only", handler, "safe")
+
+        run = run_one(config, url, "read_only", {"table": "t", "statement": PG_READS[kind]})
+
+        assert fingerprint(url, "other") == (5, 15)
+        if kind != "policy":  # the superuser reads past the policy: nothing to refuse
+            assert run.steps[0].status == "failed"
