@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.cli import cli
 from aishell.config import Config
+from aishell.handlers.backup import take
 from aishell.state import StateStore, process_started
 from tests.helpers import one_step_plan, query, tmpfs, use_target
 from tests.private_servers import private_postgresql
@@ -511,23 +512,25 @@ def test_a_postgresql_restart_mid_backup_is_named_and_resume_completes(home, edi
 # --- a full disk ---------------------------------------------------------------------------
 
 
-def test_a_disk_filling_during_a_sqlite_backup_is_named(home, tmp_path, edit_config):
+def test_a_disk_filling_during_a_sqlite_backup_is_named(home, tmp_path, edit_config, monkeypatch):
     sqlite_config(home)
     with small_disk(tmp_path, 64) as disk:
         config = edit_config({"backup_dir": str(disk)})
         folder = disk / "db"
-        ready = threading.Event()
+        named = take.destination
+        filled: list[Path] = []
 
-        def filler() -> None:
-            wait_for("the copy", lambda: list(folder.glob("*.partial")))
+        def destination_then_fill(*args: Any, **kwargs: Any) -> Path:
+            # The disk fills after the free-space check has passed and before the copy
+            # starts: a copy of a few tens of milliseconds cannot outrun the filler.
+            final = named(*args, **kwargs)
             fill(disk)
-            ready.set()
+            filled.append(final)
+            return final
 
-        thread = threading.Thread(target=filler)
-        thread.start()
+        monkeypatch.setattr(take, "destination", destination_then_fill)
         result = commands.run_job(config, "backup", {"type": "full"})
-        thread.join()
-        assert ready.is_set()
+        assert filled and shutil.disk_usage(disk).free < 1 << 20
         error = result.steps[1].error or ""
         assert result.steps[1].status == "failed", result.steps[1].status
         assert error.startswith("No space left on device: the file system at "), error

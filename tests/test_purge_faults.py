@@ -539,18 +539,24 @@ def test_sigkill_before_the_commit_twice_running_archives_each_row_once(home, ar
         database = make_url(purge.url).database
         # Batches of 45 keys: each holds 15 old rows, so every batch caught waiting for
         # its commit has deleted some (with 10 keys, most batches delete none).
-        proc = aishell(home, *purge.cli_args(batch_size=45, max_batch_size=45))
-        look.wait(lambda: bool(look.run_id()), proc, "a run")
-        run_id = look.run_id() or ""
-        look.wait(lambda: (look.progress(run_id)[0] or {}).get("batches", 0) >= 2, proc, "batches")
+        args = purge.cli_args(batch_size=45, max_batch_size=45)
+        proc: subprocess.Popen[bytes] | None = None
+        run_id = ""
+        # Commits are held from before the run starts and let go one at a time: a fast
+        # purge cannot run ahead of the test. Let go, the waiting commit goes through and
+        # the hold is taken again the moment it ends, before the next batch commits.
         for _ in range(100):
-            # Held for a second at most: a batch that deleted nothing waits too, and the
-            # run's lock wait must not run out.
             with commits_held(database) as held:
+                if proc is None:
+                    proc = aishell(home, *args)
+                    look.wait(lambda: bool(look.run_id()), proc, "a run")
+                    run_id = look.run_id() or ""
+                # Held for a second at most: the run's lock wait must not run out.
                 until = time.monotonic() + 1
                 while time.monotonic() < until and not _commit_waits(purge, look, run_id, held):
                     time.sleep(0.02)
-                if _commit_waits(purge, look, run_id, held):
+                progress = look.progress(run_id)[0] or {}
+                if progress.get("batches", 0) >= 2 and _commit_waits(purge, look, run_id, held):
                     _kill(proc)
                     break
             assert proc.poll() is None, "the purge ended before a commit was caught waiting"
