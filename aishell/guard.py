@@ -55,6 +55,8 @@ class Guard:
     connection: Connection | None = None
     # Whether this guard made the session read-only, for a read (see guardhidden.py).
     _made_read_only: bool = field(default=False, init=False)
+    # Whether the statement being sent is a read in a read-only savepoint of the guard's.
+    _in_savepoint: bool = field(default=False, init=False)
 
     def check(self, statement: str, cursor: Any, dialect: str, paramstyle: str) -> str | None:
         """None when the statement may be sent; otherwise why not."""
@@ -64,6 +66,13 @@ class Guard:
         self, statement: str, cursor: Any, dialect: str, paramstyle: str
     ) -> tuple[str | None, Classification]:
         """(None when the statement may be sent, otherwise why not; what it does)."""
+        # A read that failed in its savepoint left it to the tool's rollback.
+        self._in_savepoint = False
+        if self._made_read_only and not _idle(cursor, dialect):
+            # Read-only for an earlier read, the session would make the transaction this
+            # statement is in, or begins (a catalog lookup would begin it too), read-only,
+            # and the step's writes after it with it.
+            self._read_write_again(cursor, dialect)
         if statement in self.memory.reads:
             return self._read(statement, cursor, dialect, paramstyle)
         sql = driver_to_text(statement, paramstyle)
@@ -117,12 +126,29 @@ class Guard:
         elif _idle(cursor, dialect):
             self._set_read_only(cursor, dialect, True)
             return None, READS
+        elif not _server_side(cursor):
+            self._begin_read_only_savepoint(cursor)
+            return None, READS
         else:
             reason = (
-                f"it is sent inside a transaction of a read-write session, where the "
-                f"{hidden.anywhere[0]} runs a function that may write"
+                f"it is read through a server-side cursor inside a transaction of a read-write "
+                f"session, where the {hidden.anywhere[0]} runs a function that may write"
             )
         return self._refuse_write(statement, reason), Classification(True, RiskLevel.HIGH, reason)
+
+    def sent(self, cursor: Any) -> None:
+        """After a statement the guard passed ran: a read sent in a read-only savepoint
+        (its rows already fetched) leaves the transaction as it found it."""
+        if self._in_savepoint:
+            self._in_savepoint = False
+            _on_second_cursor(cursor, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE {_SAVEPOINT}")
+
+    def _begin_read_only_savepoint(self, cursor: Any) -> None:
+        """Inside a transaction (or beginning one) the session's default no longer
+        applies, and a transaction, once read-only, cannot be made read-write again. A
+        savepoint's SET LOCAL can, undone when the savepoint is rolled back to."""
+        _on_second_cursor(cursor, f"SAVEPOINT {_SAVEPOINT}; SET LOCAL transaction_read_only = on")
+        self._in_savepoint = True
 
     def _read_write_again(self, cursor: Any, dialect: str) -> None:
         """An approved write after this guard made the session read-only for a read."""
@@ -133,15 +159,11 @@ class Guard:
     def _set_read_only(self, cursor: Any, dialect: str, read_only: bool) -> None:
         assert self.connection is not None
         on, off = SESSION_ACCESS[dialect]
-        switch = cursor.connection.cursor()
-        try:
-            switch.execute(on if read_only else off)
-            if not read_only and dialect == "postgresql" and not cursor.connection.autocommit:
-                # Without autocommit, that SET began the transaction the write will run
-                # in, read-only by the default it replaced.
-                switch.execute("SET transaction_read_only = off")
-        finally:
-            switch.close()
+        _on_second_cursor(cursor, on if read_only else off)
+        if not read_only and dialect == "postgresql" and not cursor.connection.autocommit:
+            # Without autocommit, that SET began the transaction the write will run in,
+            # read-only by the default it replaced.
+            _on_second_cursor(cursor, "SET transaction_read_only = off")
         # session_access finds the session as it is, and sets it for the next step.
         self.connection.info[ACCESS_KEY] = read_only
         self._made_read_only = read_only
@@ -154,6 +176,26 @@ class Guard:
             writing = set(writing_calls(unknown, dialect, cursor))
             volatile.update({c: c in writing for c in unknown})
         return [shown(c) for c in calls if volatile[c]]
+
+
+_SAVEPOINT = "aishell_read_only"
+
+
+def _on_second_cursor(cursor: Any, sql: str) -> None:
+    """Sent on the statement's connection, not through the guard (nor its cursor, whose
+    rows the tool may not have read yet)."""
+    switch = cursor.connection.cursor()
+    try:
+        switch.execute(sql)
+    finally:
+        switch.close()
+
+
+def _server_side(cursor: Any) -> bool:
+    """A named cursor reads as the tool fetches: a savepoint rolled back to would close it."""
+    import psycopg  # only a PostgreSQL target gets here
+
+    return isinstance(cursor, psycopg.ServerCursor)
 
 
 def _idle(cursor: Any, dialect: str) -> bool:

@@ -63,10 +63,16 @@ READ_ONLY_VOLATILE = frozenset(
         "pg_sleep_for",
         "pg_sleep_until",
         "pg_conf_load_time",
+        # Behind the views of the same names, which a DBA's tools read.
+        "pg_stat_statements",
+        "pg_stat_statements_info",
+        "pg_buffercache_pages",
+        "pg_buffercache_summary",
+        "pg_buffercache_usage_counts",
     }
 )
 # The extensions whose functions of those names are trusted to only read.
-READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck")
+READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck", "pg_stat_statements", "pg_buffercache")
 
 # (schema or None, name) of one call, as the server resolves names.
 Call = tuple[str | None, str]

@@ -10,9 +10,9 @@ So once per run, the first time a read is sent on a read-write session, the guar
 the server's catalog what could: views and tables whose reading may write are found by
 their names in a statement (and the statement counts as a write); operators, casts,
 types and domains may act in any statement (a column of that type, a literal compared
-with it), so while the database has any, such reads are sent in a read-only session, and
-a read inside an open transaction counts as a write. A database with none of them (the
-usual case) costs that one lookup.
+with it), so while the database has any, such reads are sent read-only: in a read-only
+session, or inside a transaction in a savepoint made read-only (guard.py). A database
+with none of them (the usual case) costs that one lookup.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from aishell.approval import PreApproved
 from aishell.handlers import Handler
 from aishell.plan import Plan, Step
 from aishell.registry import RiskLevel, ToolContext
+from tests.helpers import use_target
 from tests.test_guard import (
     execute,
     fingerprint,
@@ -110,23 +111,31 @@ def _read_then_delete(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     return {"rows": len(rows)}
 
 
+@contextmanager
+def own_transaction(conn: Any) -> Iterator[None]:
+    """A transaction of the tool's own, committed at the end (what autocommit began is
+    ended first, so the isolation level may change)."""
+    conn.commit()
+    conn.execution_options(isolation_level="READ COMMITTED")
+    try:
+        yield
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _read_in_transaction(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """A DELETE and a read in one transaction, in the order `n` says: the DELETE first
     (2) or the read first (3), as a purge's batch reads where it ends."""
     conn = ctx.connection
-    conn.commit()  # end what autocommit began, so the isolation level may change
-    conn.execution_options(isolation_level="READ COMMITTED")
     delete = f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"
-    try:
+    with own_transaction(conn):
         if params["n"] == 2:
             conn.execute(text(delete), {"n": 2})
         rows = conn.execute(text(params["statement"])).all()
         if params["n"] == 3:
             conn.execute(text(delete), {"n": 3})
-        conn.commit()
-    finally:
-        conn.rollback()
-        conn.execution_options(isolation_level="AUTOCOMMIT")
     return {"rows": len(rows)}
 
 
@@ -195,6 +204,16 @@ def test_a_writing_step_may_not_read_through_a_view_that_writes_on_mariadb(
             id="postgresql",
         ),
         pytest.param(
+            "postgresql",
+            [
+                "CREATE EXTENSION pg_buffercache",
+                "CREATE EXTENSION pg_stat_statements",
+                "CREATE EXTENSION pgstattuple",
+            ],
+            "SELECT count(*) FROM pg_buffercache JOIN t ON t.id = pg_buffercache.bufferid",
+            id="postgresql-extensions",
+        ),
+        pytest.param(
             "mysql",
             ["CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2"],
             "SELECT count(*) FROM recent",
@@ -247,20 +266,62 @@ def test_where_any_read_may_write_reads_go_read_only_and_writes_still_run(
 
 
 @pytest.mark.parametrize("n", [2, 3], ids=["after-a-write", "first"])
-def test_where_any_read_may_write_a_read_inside_a_transaction_is_refused(
+def test_where_any_read_may_write_a_read_inside_a_transaction_is_sent_read_only(
     home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
 ) -> None:
     """Inside a transaction the session's default cannot make one statement read-only
-    (and a read that begins one would make the step's writes read-only with it)."""
+    (and a read that begins one would make the step's writes read-only with it): the
+    read runs in a read-only savepoint, and the transaction's writes around it run."""
     with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["operator"]) as url:
         config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
+        read = "SELECT count(*) FROM t WHERE id > 0"
 
-        run = run_one(config, url, "read_in_tx", {"table": "t", "statement": "SELECT 1", "n": n})
+        run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
+
+        assert run.steps[0].status == "succeeded", run.steps[0].error
+        assert run.steps[0].output == {"rows": 1}
+        assert fingerprint(url) == ((9, 54) if n == 2 else (8, 52))
+
+
+@pytest.mark.parametrize("n", [2, 3], ids=["after-a-write", "first"])
+def test_where_any_read_may_write_a_read_inside_a_transaction_cannot_write(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
+) -> None:
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["operator"]) as url:
+        config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
+        read = "SELECT count(*) FROM t WHERE id @> 3"
+
+        run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
 
         assert run.steps[0].status == "failed"
-        assert "inside a transaction" in (run.steps[0].error or "")
-        assert "operator public.@> (w_eq)" in (run.steps[0].error or "")
+        assert "read-only transaction" in (run.steps[0].error or "")
+        assert fingerprint(url, "other") == (5, 15)
         assert fingerprint(url) == (10, 55)  # the DELETE before it was rolled back
+
+
+def _stream_in_transaction(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """A read through a server-side cursor, inside a transaction: a savepoint rolled back
+    to would close the cursor before its rows are read."""
+    conn = ctx.connection
+    with own_transaction(conn):
+        conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 2})
+        streamed = conn.execution_options(stream_results=True).execute(text(params["statement"]))
+        rows = streamed.all()
+    return {"rows": len(rows)}
+
+
+def test_where_any_read_may_write_a_server_side_cursor_in_a_transaction_is_refused(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["cast"]) as url:
+        config = writing_tool(home, url, handlers, "stream_in_tx", _stream_in_transaction)
+
+        run = run_one(config, url, "stream_in_tx", {"table": "t", "statement": "SELECT id FROM t"})
+
+        assert run.steps[0].status == "failed"
+        assert "server-side cursor inside a transaction" in (run.steps[0].error or "")
+        assert "cast integer to h_mood" in (run.steps[0].error or "")
+        assert fingerprint(url) == (10, 55)
 
 
 def _read_then_delete_in_transaction(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -268,14 +329,8 @@ def _read_then_delete_in_transaction(params: Mapping[str, Any], ctx: ToolContext
     delete in transactions of their own."""
     conn = ctx.connection
     rows = conn.execute(text(params["statement"])).all()
-    conn.commit()
-    conn.execution_options(isolation_level="READ COMMITTED")
-    try:
+    with own_transaction(conn):
         conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 3})
-        conn.commit()
-    finally:
-        conn.rollback()
-        conn.execution_options(isolation_level="AUTOCOMMIT")
     return {"rows": len(rows)}
 
 
@@ -349,3 +404,86 @@ def test_a_read_only_step_reading_through_what_writes_changes_nothing(
         assert fingerprint(url, "other") == (5, 15)
         if kind != "policy":  # the superuser reads past the policy: nothing to refuse
             assert run.steps[0].status == "failed"
+
+
+def test_where_any_read_may_write_a_purge_walking_a_text_key_with_an_archive_file_completes(
+    home: Path, tmp_path: Path
+) -> None:
+    """A purge reads inside its batches' transactions: where each batch ends (a text key
+    is looked up) and the rows it archives. Each read runs read-only; the DELETEs write."""
+    events = [
+        "CREATE TABLE events (code varchar(20) PRIMARY KEY, created_at timestamp NOT NULL)",
+        "INSERT INTO events SELECT 'k' || lpad(g::text, 4, '0'), "
+        "localtimestamp - make_interval(days => g % 60) FROM generate_series(1, 600) g",
+    ]
+    hazard = [*PG_WRITERS, *PG_HIDDEN["operator"]]
+    with database_with("postgresql", tmp_path, *hazard, *events) as url:
+        config = use_target(home, url)
+        archive = home / "archive" / "events.jsonl"
+        job = {
+            "table": "events",
+            "date_column": "created_at",
+            "retention_days": 30,
+            "archive_to": f"file:{archive}",
+            "batch_size": 25,
+            "max_batch_size": 25,
+        }
+
+        result = commands.run_job(config, "log_cleanup", job)
+
+        assert result.status == "completed", result.error
+        purge = result.steps[1].output
+        assert purge["complete"] and purge["batches"] > 10
+        engine = raw_engine(url)
+        try:
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM events")).scalar_one()
+                old = conn.execute(
+                    text("SELECT count(*) FROM events WHERE created_at < :cut"),
+                    {"cut": result.steps[0].output["cutoff"]},
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        assert old == 0 and left == 600 - purge["rows_deleted"] > 0
+        assert len(archive.read_text().splitlines()) == purge["rows_deleted"]
+        assert fingerprint(url, "other") == (5, 15)
+
+
+CONTRIB = (
+    "pg_stat_statements",
+    "pg_buffercache",
+    "pgstattuple",
+    "amcheck",
+    "hstore",
+    "citext",
+    "pg_trgm",
+    "btree_gist",
+    "btree_gin",
+    "pgcrypto",
+    "ltree",
+    "cube",
+    "earthdistance",
+    "intarray",
+    "isn",
+    "fuzzystrmatch",
+    "uuid-ossp",
+    "tablefunc",
+    "unaccent",
+)
+
+
+def test_the_extensions_a_dba_commonly_installs_make_no_read_write(tmp_path: Path) -> None:
+    """Their operators, casts, types and views only read (or are trusted to): on such a
+    database reads are sent as they are, with no switch and no savepoint."""
+    import psycopg
+
+    from aishell.guardhidden import hidden_writers
+
+    statements = [f'CREATE EXTENSION IF NOT EXISTS "{name}" CASCADE' for name in CONTRIB]
+    with database_with("postgresql", tmp_path, *statements) as url:
+        dsn = raw_engine(url).url.render_as_string(hide_password=False)
+        with psycopg.connect(dsn.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            found = hidden_writers("postgresql", conn.cursor())
+            installed = conn.execute("SELECT count(*) FROM pg_extension").fetchone()
+    assert installed is not None and installed[0] > len(CONTRIB)  # with plpgsql
+    assert not found, found

@@ -86,6 +86,7 @@ def audited(
             open_ids.append(Read(run.run_id, index, attempt, statement, parameters))
 
     def after(cursor: Any) -> None:
+        guard.sent(cursor)
         rows = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
         _finished(store, open_ids.pop(), rows, None)
 
