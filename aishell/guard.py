@@ -5,8 +5,8 @@ Reads pass; a write passes only when it is an instance of a statement shape the 
 was checked and approved with; anything else is refused before it reaches the server,
 and the refusal is recorded with the run's statements. A read that calls a function
 that may write (guardcalls.py), or reads a view or table whose reading may (guardhidden.py),
-counts as a write; where an operator, cast or type may write, reads on a read-write
-session are sent read-only.
+counts as a write of high risk, which no step approved at a lower risk may send; where
+an operator, cast or type may write, reads on a read-write session are sent read-only.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class Guard:
 
     shapes: Iterable[Shape] = ()
     writes: bool = False
+    # The risk the step was approved at (its tool's): a write only the server's catalog
+    # shows (a function, a view that writes) is high, and passes no step approved lower,
+    # even by a shape of its own: the parser took that shape for a read.
+    risk: RiskLevel = RiskLevel.SAFE
     label: str = "this step"
     refused: list[str] = field(default_factory=list)
     memory: GuardMemory = field(default_factory=GuardMemory)
@@ -83,7 +87,7 @@ class Guard:
                 kind = "volatile" if dialect == "postgresql" else "a stored function"
                 reason = f"it calls {', '.join(writing)}(), {kind} and not known to only read"
                 found = Classification(True, RiskLevel.HIGH, reason)
-                return self._refuse_write(statement, reason), found
+                return self._refuse_write(statement, reason, found.risk), found
         if not found.writes:
             self.memory.reads.add(statement)
             return self._read(statement, cursor, dialect, paramstyle)
@@ -97,9 +101,18 @@ class Guard:
         if self.refused:
             raise StatementRefused(f"{self.label}: statement refused: {self.refused[0]}")
 
-    def _refuse_write(self, statement: str, reason: str) -> str | None:
+    def _refuse_write(
+        self, statement: str, reason: str, risk: RiskLevel | None = None
+    ) -> str | None:
+        """Why a write may not be sent; None when it may. `risk`: a write the catalog
+        shows, which the parser (and so the step's approval) took for a read."""
         if not self.writes:
             return f"{self.label} only reads, and this statement writes ({reason})"
+        if risk is not None and risk.rank > self.risk.rank:
+            return (
+                f"it writes ({reason}): a {risk} risk, above the {self.risk} {self.label} "
+                f"was approved at (tag the tool {risk} to approve it)"
+            )
         if any(shape.matches(statement) for shape in self.shapes):
             return None
         return f"it writes ({reason}) and is none of the statements {self.label} was approved with"
@@ -134,7 +147,8 @@ class Guard:
                 f"it is read through a server-side cursor inside a transaction of a read-write "
                 f"session, where the {hidden.anywhere[0]} runs a function that may write"
             )
-        return self._refuse_write(statement, reason), Classification(True, RiskLevel.HIGH, reason)
+        found = Classification(True, RiskLevel.HIGH, reason)
+        return self._refuse_write(statement, reason, found.risk), found
 
     def sent(self, cursor: Any) -> None:
         """After a statement the guard passed ran: a read sent in a read-only savepoint

@@ -487,3 +487,50 @@ def test_the_extensions_a_dba_commonly_installs_make_no_read_write(tmp_path: Pat
             installed = conn.execute("SELECT count(*) FROM pg_extension").fetchone()
     assert installed is not None and installed[0] > len(CONTRIB)  # with plpgsql
     assert not found, found
+
+
+# --- a declared read that the catalog shows writing ------------------------------------------
+
+DECLARED_READS = {
+    "function": "SELECT w(:n)",
+    "view": "SELECT count(*) FROM hv WHERE id > :n",
+}
+
+
+def _delete_then_declared_read(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    conn = ctx.connection
+    conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 2})
+    conn.execute(text(DECLARED_READS[params["statement"]]), {"n": 1}).all()
+    return {}
+
+
+@pytest.mark.parametrize("kind", sorted(DECLARED_READS))
+@pytest.mark.parametrize("tagged", ["medium", "high"])
+def test_a_declared_read_that_writes_through_the_catalog_runs_only_in_a_tool_tagged_high(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str, tagged: str
+) -> None:
+    """The parser takes the declared statement for a read, so its shape alone would let
+    it through a writing step approved at the tool's risk: the catalog's verdict (a
+    volatile function, a view that runs one) is a high risk, and only a tool tagged that
+    high was approved for it."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["view"]) as url:
+        risk = RiskLevel(tagged)
+        handler = Handler(
+            sql_templates=(*DELETES, DECLARED_READS[kind]),
+            run_fn=_delete_then_declared_read,
+            risk=risk,
+        )
+        config = handler_tool(home, url, handlers, "declared_read", handler, tagged)
+
+        run = run_one(config, url, "declared_read", {"table": "t", "statement": kind})
+
+        step = run.steps[0]
+        if risk is RiskLevel.HIGH:
+            assert step.status == "succeeded", step.error
+            assert fingerprint(url, "other")[0] > 5  # what the function wrote
+        else:
+            assert step.status == "failed"
+            assert f"a high risk, above the {tagged} " in (step.error or "")
+            assert "(tag the tool high to approve it)" in (step.error or "")
+            assert fingerprint(url, "other") == (5, 15)
+            assert len(refusals(config, run.run_id)) == 1

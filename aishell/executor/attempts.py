@@ -138,6 +138,7 @@ def _attempt(
         if writes
         else (),
         writes=writes,
+        risk=tool.risk_level,
         label=label,
         memory=run.guard_memory,
     )
