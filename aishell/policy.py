@@ -164,6 +164,9 @@ class SafetyPolicy:
             elif isinstance(constraint, PurgeLimits):
                 personal += _purge_limits(constraint, facts)
         personal += _replaces_data(facts, self.target)
+        cascades, fires = _reaches_beyond(facts)
+        personal += cascades
+        reasons += fires
         reasons += personal
         if reasons and (
             risk is RiskLevel.CRITICAL or tool.destructive or tool.category is Category.DDL
@@ -330,6 +333,22 @@ def _replaces_data(facts: StepFacts, target: str) -> list[str]:
     return [
         f"{facts.tool.name} replaces {len(replaced)} table(s) holding data in '{target}': {names}"
     ]
+
+
+def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
+    """What the step's DELETE does beyond its table, by its own estimate: foreign keys
+    that cascade (rows of other tables go or change, uncounted and unarchived: a person
+    says yes to that very step), and triggers and rules that fire (their writes are part
+    of what is approved)."""
+    effect = facts.effect or {}
+    table = (facts.params or {}).get("table", "the table")
+    cascades = [
+        f"deleting from {table} also acts on {c}: those rows go or change with it, "
+        "neither counted nor archived"
+        for c in effect.get("cascades") or []
+    ]
+    fires = [f"deleting from {table} fires {f}" for f in effect.get("fires") or []]
+    return cascades, fires
 
 
 def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) -> list[str]:

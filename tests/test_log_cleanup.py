@@ -30,8 +30,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import make_url
 
 from aishell import commands
+from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.config import Config, load_config
 from aishell.errors import TargetError, UsageError
@@ -564,3 +566,120 @@ def test_flags_reach_the_plan_and_bad_values_are_one_line(demo_db):
     assert bad.exit_code == 2 and "is not a duration such as 90, 90s, 30m" in bad.output
     negative = runner.invoke(cli, [*args[:4], "--retention-days", "-1"])
     assert negative.exit_code == 2
+
+
+# What a purge's DELETE does beyond its table: each engine's way of saying so.
+CASCADE_CHILD = {
+    "postgresql": "CREATE TABLE event_tags (tag_id integer PRIMARY KEY, "
+    "event_id integer REFERENCES events (id) ON DELETE CASCADE)",
+    "mysql": "CREATE TABLE event_tags (tag_id integer PRIMARY KEY, event_id integer, "
+    "FOREIGN KEY (event_id) REFERENCES events (id) ON DELETE CASCADE) ENGINE=InnoDB",
+}
+DELETE_TRIGGER = {
+    "postgresql": [
+        "CREATE TABLE deleted_log (id integer)",
+        "CREATE FUNCTION note_delete() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO deleted_log VALUES (OLD.id); RETURN OLD; END $$",
+        "CREATE TRIGGER events_gone AFTER DELETE ON events FOR EACH ROW "
+        "EXECUTE FUNCTION note_delete()",
+        # Fires on UPDATE only: not named.
+        "CREATE TRIGGER events_touched AFTER UPDATE ON events FOR EACH ROW "
+        "EXECUTE FUNCTION note_delete()",
+    ],
+    "mysql": [
+        "CREATE TABLE deleted_log (id integer)",
+        "CREATE TRIGGER events_gone AFTER DELETE ON events FOR EACH ROW "
+        "INSERT INTO deleted_log VALUES (OLD.id)",
+        "CREATE TRIGGER events_touched AFTER UPDATE ON events FOR EACH ROW "
+        "INSERT INTO deleted_log VALUES (OLD.id)",
+    ],
+    "sqlite": [
+        "CREATE TABLE deleted_log (id integer)",
+        "CREATE TRIGGER events_gone AFTER DELETE ON events BEGIN "
+        "INSERT INTO deleted_log VALUES (OLD.id); END",
+        # Its body deletes, but it fires on UPDATE: not named.
+        "CREATE TRIGGER events_touched AFTER UPDATE ON events BEGIN "
+        "DELETE FROM deleted_log WHERE id = OLD.id; END",
+    ],
+}
+
+
+@pytest.mark.parametrize("logs", ["postgresql", "mysql"], indirect=True)
+def test_a_cascade_to_another_table_needs_a_yes_for_that_very_step(logs):
+    config, url = logs
+    dialect = make_url(url).get_backend_name()
+    _execute(url, CASCADE_CHILD[dialect], "INSERT INTO event_tags VALUES (1, 1), (2, 2)")
+    before = rows_of(url)
+
+    waiting = commands.run_job(config, "log_cleanup", job(**SMALL), approver=PreApproved())
+
+    purge = waiting.steps[1]
+    assert waiting.status == "waiting_approval" and purge.status == "waiting_approval"
+    said = " ".join(purge.personal)
+    assert "deleting from events also acts on " in said
+    assert "event_tags.event_id (ON DELETE CASCADE, " in said
+    assert "neither counted nor archived" in said
+    assert rows_of(url) == before
+    dry = commands.run_job(config, "log_cleanup", job(), dry_run=True)
+    assert dry.steps[1].estimate["cascades"] == purge.estimate["cascades"]
+
+
+def test_triggers_that_fire_on_delete_are_named_and_asked_for(logs):
+    config, url = logs
+    dialect = make_url(url).get_backend_name()
+    _execute(url, *DELETE_TRIGGER[dialect])
+
+    dry = commands.run_job(config, "log_cleanup", job(), dry_run=True)
+
+    purge = dry.steps[1]
+    assert [f.split(" (")[0] for f in purge.estimate["fires"]] == ["trigger events_gone"]
+    fired = "deleting from events fires trigger events_gone"
+    assert any(r.startswith(fired) for r in purge.reasons)
+    assert purge.estimate["cascades"] == []
+    result = commands.run_job(config, "log_cleanup", job(**SMALL), approver=PreApproved())
+    assert result.status == "completed", result.error
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        logged = conn.execute(text("SELECT count(*) FROM deleted_log")).scalar_one()
+    engine.dispose()
+    assert logged == result.steps[1].output["rows_deleted"] > 0
+
+
+@pytest.mark.parametrize("logs", ["postgresql"], indirect=True)
+def test_a_rule_on_delete_is_named_with_what_it_does(logs):
+    config, url = logs
+    _execute(
+        url,
+        "CREATE TABLE kept (id integer)",
+        "CREATE RULE keep_instead AS ON DELETE TO events DO INSTEAD "
+        "INSERT INTO kept VALUES (OLD.id)",
+    )
+
+    dry = commands.run_job(config, "log_cleanup", job(), dry_run=True)
+
+    fires = dry.steps[1].estimate["fires"]
+    assert fires == ["rule keep_instead (DO INSTEAD: the DELETE does what the rule says)"]
+    assert f"deleting from events fires {fires[0]}" in dry.steps[1].reasons
+
+
+@pytest.mark.parametrize("logs", ["sqlite"], indirect=True)
+def test_on_sqlite_nothing_cascades_and_nothing_is_named(logs):
+    """aishell's SQLite sessions leave foreign keys off: the key is there, but a DELETE
+    does not act on it, and the estimate says what the session does."""
+    config, url = logs
+    _execute(
+        url,
+        "CREATE TABLE event_tags (tag_id integer PRIMARY KEY, "
+        "event_id integer REFERENCES events (id) ON DELETE CASCADE)",
+        "INSERT INTO event_tags VALUES (1, 1), (2, 2)",
+    )
+
+    result = commands.run_job(config, "log_cleanup", job(**SMALL), approver=PreApproved())
+
+    assert result.status == "completed", result.error
+    assert result.steps[1].estimate["cascades"] == []
+    assert 1 not in rows_of(url)  # event 1 is old: it went, and its tag stayed
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM event_tags")).scalar_one() == 2
+    engine.dispose()

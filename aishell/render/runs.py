@@ -39,6 +39,8 @@ def _purge_preview(step: StepResult) -> list[str]:
     ]
     if estimate.get("how"):
         lines.append(f"    estimated from {estimate['how']}")
+    lines += [f"    also acts on {c}" for c in estimate.get("cascades") or []]
+    lines += [f"    fires {f}" for f in estimate.get("fires") or []]
     lines += [f"    warning: {w}" for w in estimate.get("warnings", [])]
     return [printable(line) for line in lines]
 
