@@ -658,7 +658,7 @@ def test_a_rule_on_delete_is_named_with_what_it_does(logs):
     dry = commands.run_job(config, "log_cleanup", job(), dry_run=True)
 
     fires = dry.steps[1].estimate["fires"]
-    assert fires == ["rule keep_instead (DO INSTEAD: the DELETE does what the rule says)"]
+    assert fires == ["rule keep_instead (DO INSTEAD: the statement does what the rule says)"]
     assert f"deleting from events fires {fires[0]}" in dry.steps[1].reasons
 
 
@@ -683,3 +683,38 @@ def test_on_sqlite_nothing_cascades_and_nothing_is_named(logs):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM event_tags")).scalar_one() == 2
     engine.dispose()
+
+
+ARCHIVE_TRIGGER = {
+    "postgresql": [
+        "CREATE FUNCTION note_archived() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RETURN NEW; END $$",
+        "CREATE TRIGGER archived_in BEFORE INSERT ON events_archive FOR EACH ROW "
+        "EXECUTE FUNCTION note_archived()",
+    ],
+    "mysql": [
+        "CREATE TRIGGER archived_in BEFORE INSERT ON events_archive FOR EACH ROW "
+        "SET NEW.payload = NEW.payload",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER archived_in AFTER INSERT ON events_archive BEGIN SELECT 1; END",
+    ],
+}
+
+
+def test_a_trigger_on_insert_into_the_archive_table_is_named(logs):
+    config, url = logs
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        _events(MetaData(), "events_archive").create(conn)
+    engine.dispose()
+    _execute(url, *ARCHIVE_TRIGGER[make_url(url).get_backend_name()])
+
+    dry = commands.run_job(
+        config, "log_cleanup", job(archive_to="table:events_archive"), dry_run=True
+    )
+
+    fires = dry.steps[1].estimate["fires"]
+    assert len(fires) == 1
+    assert fires[0].startswith("trigger archived_in on events_archive, as rows are archived")
+    assert f"deleting from events fires {fires[0]}" in dry.steps[1].reasons

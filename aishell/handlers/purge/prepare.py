@@ -122,7 +122,7 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
     if found is not None:
         estimate["how"] = found.how
-    beyond = deletes_beyond(conn, params["table"])
+    beyond = deletes_beyond(conn, params["table"], params.get("archive_table"))
     estimate["cascades"], estimate["fires"] = beyond.cascades, beyond.fires
     about = "about " if estimated else ""
     if max_rows and older > max_rows:
