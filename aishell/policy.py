@@ -336,19 +336,17 @@ def _replaces_data(facts: StepFacts, target: str) -> list[str]:
 
 
 def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
-    """What the step's DELETE does beyond its table, by its own estimate: foreign keys
-    that cascade (rows of other tables go or change, uncounted and unarchived: a person
+    """What the step's writes do beyond the rows they name, by its estimate
+    (writereach.py): foreign keys that cascade (rows of other tables go or change, which
+    no statement of the step names and a purge neither counts nor archives: a person
     says yes to that very step), and triggers and rules that fire (their writes are part
     of what is approved)."""
     effect = facts.effect or {}
-    table = (facts.params or {}).get("table", "the table")
     cascades = [
-        f"deleting from {table} also acts on {c}: those rows go or change with it, "
-        "neither counted nor archived"
+        f"{c}: those rows go or change with it, though no statement of the step names them"
         for c in effect.get("cascades") or []
     ]
-    fires = [f"deleting from {table} fires {f}" for f in effect.get("fires") or []]
-    return cascades, fires
+    return cascades, list(effect.get("fires") or [])
 
 
 def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) -> list[str]:

@@ -148,9 +148,10 @@ def _preview_step(
         run_cache=known.run_cache,
     )
     effect: dict[str, Any] | None = None
+    rendered = impl.render_sql(params, ctx)
     if live and tool.risk_level is not RiskLevel.SAFE:
         try:
-            effect = estimate_effect(tool, impl, params, ctx, known.catalog)
+            effect = estimate_effect(tool, impl, params, ctx, known.catalog, rendered)
         except AishellError as exc:
             # The run fails this step before any prompt; the preview says why.
             effect = {"refused": str(exc)}
@@ -176,7 +177,7 @@ def _preview_step(
         confirmation=verdict.confirmation.value,
         reasons=verdict.reasons,
         mitigations=verdict.mitigations,
-        sql=[display(sql) for sql in impl.render_sql(params, ctx)],
+        sql=[display(sql) for sql in rendered],
         personal=verdict.personal,
         estimate=effect,
     )

@@ -114,7 +114,7 @@ def prepare(
             if run.dry_run or tool.risk_level is not RiskLevel.SAFE:
                 # Every check the tool makes of its effect comes before the policy
                 # and any prompt: a step that cannot run is refused before a yes.
-                result.estimate = estimate_effect(tool, impl, params, ctx, catalog)
+                result.estimate = estimate_effect(tool, impl, params, ctx, catalog, rendered)
         verdict = run.policy.check(_facts(run, tool, params, ctx, catalog, result.index))
     except AishellError as exc:
         run.finish(result, "failed", error=str(exc))

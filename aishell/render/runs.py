@@ -39,9 +39,18 @@ def _purge_preview(step: StepResult) -> list[str]:
     ]
     if estimate.get("how"):
         lines.append(f"    estimated from {estimate['how']}")
-    lines += [f"    also acts on {c}" for c in estimate.get("cascades") or []]
-    lines += [f"    fires {f}" for f in estimate.get("fires") or []]
     lines += [f"    warning: {w}" for w in estimate.get("warnings", [])]
+    return [printable(line) for line in lines]
+
+
+def _reach_preview(group: list[StepResult]) -> list[str]:
+    """What the steps' writes do beyond the rows they name (each step's own: alike steps
+    on other tables may differ)."""
+    lines: list[str] = []
+    for step in group:
+        estimate = step.estimate or {}
+        lines += [f"    {said}" for said in estimate.get("cascades") or []]
+        lines += [f"    {said}" for said in estimate.get("fires") or []]
     return [printable(line) for line in lines]
 
 
@@ -99,7 +108,7 @@ def _dry_run_steps(out: Console, previewed: list[StepResult]) -> None:
             + safe_text(" ; ".join(step.sql), newlines=True)
             + Text(f" (and its like for the other {len(group) - 1:,})" if len(group) > 1 else "")
         )
-        for line in _purge_preview(step):
+        for line in _purge_preview(step) + _reach_preview(group):
             out.print(Text(line))
     if len(groups) < len(previewed):
         out.print(

@@ -14,7 +14,6 @@ from aishell import cutoff as cutoffs
 from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
-from aishell.handlers.purge.beyond import deletes_beyond
 from aishell.handlers.purge.estimate import count_older, estimate_rows
 from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.sqltext import text
@@ -122,8 +121,6 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
     if found is not None:
         estimate["how"] = found.how
-    beyond = deletes_beyond(conn, params["table"], params.get("archive_table"))
-    estimate["cascades"], estimate["fires"] = beyond.cascades, beyond.fires
     about = "about " if estimated else ""
     if max_rows and older > max_rows:
         estimate["warnings"].append(
