@@ -15,6 +15,7 @@ import yaml
 from sqlalchemy import MetaData, create_engine, insert
 
 from aishell import commands
+from aishell.approval import PreApproved
 from aishell.config import load_config
 from aishell.errors import PlanError, StateError
 from aishell.plan import Plan, Step
@@ -297,7 +298,8 @@ def test_a_failed_statement_is_audited_with_its_error(ledger_config, home):
     )
     conn.commit()
     conn.close()
-    run = commands.apply_plan(ledger_config, ledger_plan("closed"))
+    # The trigger fires on the step's INSERT: the step asks for a yes, and gets one.
+    run = commands.apply_plan(ledger_config, ledger_plan("closed"), approver=PreApproved())
     assert run.status == "failed"
     statements = commands.run_statements(ledger_config, run.run_id)
     assert statements[-1]["error"] == "ledger is closed"
