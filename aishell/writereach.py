@@ -83,8 +83,18 @@ def written(sql: str, dialect: str) -> tuple[Written, ...]:
         conflict = node.args.get("conflict") if isinstance(node, exp.Insert) else None
         if conflict is not None and "UPDATE" in str(conflict.args.get("action") or ""):
             events = (*events, "UPDATE")
-        found.extend((event, target.db or None, target.name) for event in events)
+        schema = _folded(target.args.get("db"), dialect)
+        found.extend((event, schema, _folded(target.this, dialect) or "") for event in events)
     return tuple(dict.fromkeys(found))
+
+
+def _folded(identifier: exp.Expression | None, dialect: str) -> str | None:
+    """A name as the catalog holds it: PostgreSQL folds an unquoted one to lower case
+    (MariaDB's and SQLite's catalogs are asked without regard to case)."""
+    if not isinstance(identifier, exp.Identifier):
+        return None
+    name = identifier.name
+    return name.lower() if dialect == "postgresql" and not identifier.quoted else name
 
 
 def _replaced(sql: str) -> tuple[Written, ...]:

@@ -125,6 +125,9 @@ def test_a_trigger_an_update_fires_is_named_and_runs_once_approved(
     ("dialect", "sql", "found"),
     [
         ("postgresql", 'DELETE FROM "s"."T" WHERE id = :n', (("DELETE", "s", "T"),)),
+        # PostgreSQL folds unquoted names to lower case, as its catalog holds them.
+        ("postgresql", "DELETE FROM S.Events WHERE id = :n", (("DELETE", "s", "events"),)),
+        ("mysql", "DELETE FROM Events WHERE id = :n", (("DELETE", None, "Events"),)),
         (
             "postgresql",
             "WITH g AS (DELETE FROM a RETURNING *) INSERT INTO b (x) SELECT x FROM g",
