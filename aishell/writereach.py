@@ -77,14 +77,15 @@ def written(sql: str, dialect: str) -> tuple[Written, ...]:
         target = node.this
         if isinstance(target, exp.Schema):  # INSERT INTO t (columns)
             target = target.this
-        if not (isinstance(target, exp.Table) and target.name):
+        name = _folded(target.this, dialect) if isinstance(target, exp.Table) else None
+        if not name:
             continue
         events = _NODES[type(node)]
         conflict = node.args.get("conflict") if isinstance(node, exp.Insert) else None
         if conflict is not None and "UPDATE" in str(conflict.args.get("action") or ""):
             events = (*events, "UPDATE")
         schema = _folded(target.args.get("db"), dialect)
-        found.extend((event, schema, _folded(target.this, dialect) or "") for event in events)
+        found.extend((event, schema, name) for event in events)
     return tuple(dict.fromkeys(found))
 
 
