@@ -87,6 +87,8 @@ def hidden_writers(dialect: str, cursor: Any) -> HiddenWriters:
 # below) run these functions; those that may write (guardcalls.PG_MAY_WRITE), the
 # operators that run one, and the views that run either, directly or through another
 # view. Only user objects are read, so the lookup stays small whatever the catalog holds.
+# A table's policies count only where they apply to the session's role: not to a
+# superuser or a BYPASSRLS role, nor to the owner unless the table forces them.
 _PG_HIDDEN = f"""
 WITH RECURSIVE run AS (
   SELECT unnest(ARRAY[o.oprcode, o.oprrest, o.oprjoin]::oid[]) AS fn
@@ -132,6 +134,9 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::regclass
 JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relrowsecurity AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+  AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
+           WHERE r.rolname = current_user)
+  AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
 UNION ALL
 SELECT 'operator', NULL, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
 FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace

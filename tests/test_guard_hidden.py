@@ -6,13 +6,15 @@ them. On a read-only session the database refuses them anyway."""
 from __future__ import annotations
 
 import types
+import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from aishell import commands
 from aishell.approval import PreApproved
@@ -65,6 +67,7 @@ PG_HIDDEN = {
     ],
     "policy": [
         "CREATE TABLE guarded (id int PRIMARY KEY)",
+        "INSERT INTO guarded VALUES (1)",
         "CREATE POLICY p ON guarded USING (w(id))",
         "ALTER TABLE guarded ENABLE ROW LEVEL SECURITY",
     ],
@@ -155,14 +158,41 @@ def writing_tool(home: Path, url: str, module: types.ModuleType, name: str, fn: 
     return handler_tool(home, url, module, name, handler, "medium")
 
 
+@contextmanager
+def as_role(url: str, *statements: str) -> Iterator[str]:
+    """The scratch database's URL for a login role of the test's own, with rights on its
+    tables: a table's policies apply to it, as they do not to a superuser. `statements`
+    ({role} for its name) run after it is made."""
+    role = f"aishell_rls_{uuid.uuid4().hex[:8]}"
+    execute(
+        url,
+        f'CREATE ROLE "{role}" LOGIN',
+        f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"',
+        *(sql.format(role=f'"{role}"') for sql in statements),
+    )
+    try:
+        yield make_url(url).set(username=role).render_as_string(hide_password=False)
+    finally:
+        execute(url, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def reader(kind: str, url: str) -> AbstractContextManager[str]:
+    """Who reads: a role the table's policy applies to for the policy, else the superuser."""
+    return as_role(url) if kind == "policy" else nullcontext(url)
+
+
 @pytest.mark.parametrize("kind", sorted(PG_HIDDEN))
 def test_a_writing_step_may_not_read_through_what_writes_on_postgresql(
     home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
 ) -> None:
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
-        config = writing_tool(home, url, handlers, "delete_then_read", _delete_then_read)
+    with (
+        database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url,
+        reader(kind, url) as read_as,
+    ):
+        config = writing_tool(home, read_as, handlers, "delete_then_read", _delete_then_read)
 
-        run = run_one(config, url, "delete_then_read", {"table": "t", "statement": PG_READS[kind]})
+        params = {"table": "t", "statement": PG_READS[kind]}
+        run = run_one(config, read_as, "delete_then_read", params)
 
         step = run.steps[0]
         assert step.status == "failed"
@@ -395,15 +425,45 @@ def test_a_read_only_step_reading_through_what_writes_changes_nothing(
     home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
 ) -> None:
     """Whatever the guard makes of the read, the read-only session refuses its write."""
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
+    with (
+        database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url,
+        reader(kind, url) as read_as,
+    ):
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_read)
-        config = handler_tool(home, url, handlers, "read_only", handler, "safe")
+        config = handler_tool(home, read_as, handlers, "read_only", handler, "safe")
 
-        run = run_one(config, url, "read_only", {"table": "t", "statement": PG_READS[kind]})
+        run = run_one(config, read_as, "read_only", {"table": "t", "statement": PG_READS[kind]})
 
         assert fingerprint(url, "other") == (5, 15)
-        if kind != "policy":  # the superuser reads past the policy: nothing to refuse
-            assert run.steps[0].status == "failed"
+        assert run.steps[0].status == "failed"
+
+
+@pytest.mark.parametrize("who", ["superuser", "owner", "owner-forced"])
+def test_a_policy_counts_only_where_it_applies_to_the_sessions_role(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, who: str
+) -> None:
+    """A superuser and the table's owner read past its policies (unless the table forces
+    them on its owner): nothing of the policy runs, and the read passes."""
+    owner = ["ALTER TABLE guarded OWNER TO {role}"]
+    if who == "owner-forced":
+        owner.append("ALTER TABLE guarded FORCE ROW LEVEL SECURITY")
+    with (
+        database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["policy"]) as url,
+        nullcontext(url) if who == "superuser" else as_role(url, *owner) as read_as,
+    ):
+        config = writing_tool(home, read_as, handlers, "delete_then_read", _delete_then_read)
+
+        params = {"table": "t", "statement": PG_READS["policy"]}
+        run = run_one(config, read_as, "delete_then_read", params)
+
+        step = run.steps[0]
+        assert fingerprint(url, "other") == (5, 15)
+        if who == "owner-forced":
+            assert step.status == "failed"
+            assert "(policy p) runs a function that may write" in (step.error or "")
+        else:
+            assert step.status == "succeeded", step.error
+            assert fingerprint(url) == (9, 54)
 
 
 def test_where_any_read_may_write_a_purge_walking_a_text_key_with_an_archive_file_completes(
