@@ -167,7 +167,11 @@ def _postgresql(lookup: Any) -> HiddenWriters:
     anywhere: list[str] = []
     for kind, name, shown in lookup.fetchall():
         if name is not None:
-            relations.setdefault(name, f"{kind} {shown} runs a function that may write")
+            relations.setdefault(
+                name,
+                f"{kind} {shown} runs a function that may write (VOLATILE: one that only "
+                "reads can be declared STABLE)",
+            )
         else:
             anywhere.append(f"{kind} {shown}")
     return HiddenWriters(relations, tuple(sorted(set(anywhere))))

@@ -461,6 +461,7 @@ def test_a_policy_counts_only_where_it_applies_to_the_sessions_role(
         if who == "owner-forced":
             assert step.status == "failed"
             assert "(policy p) runs a function that may write" in (step.error or "")
+            assert "one that only reads can be declared STABLE" in (step.error or "")
         else:
             assert step.status == "succeeded", step.error
             assert fingerprint(url) == (9, 54)
