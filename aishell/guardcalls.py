@@ -139,8 +139,8 @@ def shown(call: Call) -> str:
 
 
 # A function that may write, as SQL over pg_proc `p` (its namespace `n`): volatile, or an
-# aggregate (or window function) with a volatile support function, unless it is one of
-# READ_ONLY_VOLATILE where PostgreSQL or a trusted extension defines it.
+# aggregate (or window function) with a volatile support function. PG_TRUSTED says where
+# PostgreSQL or a trusted extension defines it, for the READ_ONLY_VOLATILE exceptions.
 PG_MAY_WRITE = (
     "(p.provolatile = 'v' OR EXISTS ("
     " SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s ON s.oid IN ("
