@@ -176,19 +176,21 @@ def as_role(url: str, *statements: str) -> Iterator[str]:
         execute(url, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
 
 
-def reader(kind: str, url: str) -> AbstractContextManager[str]:
-    """Who reads: a role the table's policy applies to for the policy, else the superuser."""
-    return as_role(url) if kind == "policy" else nullcontext(url)
+@contextmanager
+def pg_hidden(kind: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A database with what PG_HIDDEN[kind] makes, and the URL its reads are sent as: a
+    role the table's policy applies to for the policy, else the superuser."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
+        reader: AbstractContextManager[str] = as_role(url) if kind == "policy" else nullcontext(url)
+        with reader as read_as:
+            yield url, read_as
 
 
 @pytest.mark.parametrize("kind", sorted(PG_HIDDEN))
 def test_a_writing_step_may_not_read_through_what_writes_on_postgresql(
     home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
 ) -> None:
-    with (
-        database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url,
-        reader(kind, url) as read_as,
-    ):
+    with pg_hidden(kind, tmp_path) as (url, read_as):
         config = writing_tool(home, read_as, handlers, "delete_then_read", _delete_then_read)
 
         params = {"table": "t", "statement": PG_READS[kind]}
@@ -425,10 +427,7 @@ def test_a_read_only_step_reading_through_what_writes_changes_nothing(
     home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
 ) -> None:
     """Whatever the guard makes of the read, the read-only session refuses its write."""
-    with (
-        database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url,
-        reader(kind, url) as read_as,
-    ):
+    with pg_hidden(kind, tmp_path) as (url, read_as):
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_read)
         config = handler_tool(home, read_as, handlers, "read_only", handler, "safe")
 
