@@ -1,20 +1,27 @@
 """What a step's writes do beyond the rows their statements name.
 
-Another table's foreign key with ON DELETE CASCADE, SET NULL or SET DEFAULT deletes or
-changes that table's rows with each DELETE: rows no statement of the step names, which
-a purge neither counts nor archives. A trigger (and on PostgreSQL a rule) that runs on
-the DELETE, UPDATE or INSERT writes whatever its code writes. The statements the
-approval shows are the step's own; these are part of what they run, so the step's
-estimate names them (executor/estimates.py), its preview shows them and the policy asks
-for them (policy._reaches_beyond): a cascade only by a person's yes for that very step.
+Another table's foreign key acts on that table's rows when rows it references go or
+change: ON DELETE CASCADE deletes them, SET NULL and SET DEFAULT update them, ON UPDATE
+CASCADE (and SET NULL, SET DEFAULT) updates them when a referenced column is set, and
+PostgreSQL's TRUNCATE ... CASCADE empties every table whose foreign key references the
+one truncated. What such an action writes may act on further tables in turn, and it
+fires that table's triggers (on PostgreSQL and SQLite; InnoDB's cascades fire none). A
+trigger (and on PostgreSQL a rule) on the statement's own table runs whatever its code
+writes. None of these are rows a statement of the step names, and a purge neither
+counts nor archives them. The statements the approval shows are the step's own; these
+are part of what they run, so the step's estimate names them (executor/estimates.py),
+its preview shows them and the policy asks for them (policy._reaches_beyond): a cascade
+only by a person's yes for that very step.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 import sqlglot
 from sqlalchemy.engine import Connection
@@ -23,33 +30,38 @@ from sqlglot import exp
 from aishell.sqlcheck import SQLGLOT_DIALECT
 from aishell.sqltext import text
 
-# (event, schema or None, table) of one statement's write.
-Written = tuple[str, str | None, str]
+
+class Write(NamedTuple):
+    """One table a statement (or a cascade) writes: DELETE, UPDATE, INSERT or TRUNCATE.
+    columns: the columns an UPDATE sets, as the catalog names them (None: any of them,
+    when the statement does not say); cascade: a TRUNCATE ... CASCADE."""
+
+    event: str
+    schema: str | None
+    table: str
+    columns: frozenset[str] | None = None
+    cascade: bool = False
 
 
 @dataclass(frozen=True)
 class Reach:
     """cascades: "deleting from t also acts on child.column (ON DELETE CASCADE, name)",
-    one per foreign key; fires: "deleting from t fires trigger x (runs f)", one per
-    trigger or rule."""
+    one per foreign key that acts, followed through the tables it writes; fires:
+    "deleting from t fires trigger x (runs f)", one per trigger or rule."""
 
     cascades: list[str] = field(default_factory=list)
     fires: list[str] = field(default_factory=list)
 
 
-_DOING = {"DELETE": "deleting from", "UPDATE": "updating", "INSERT": "inserting into"}
-# What each kind of statement may do to the rows of its table: MERGE all three, an
-# INSERT that updates on conflict (ON CONFLICT DO UPDATE, ON DUPLICATE KEY UPDATE) both,
-# MySQL's REPLACE deletes the row it replaces.
-_NODES: dict[type[exp.Expression], tuple[str, ...]] = {
-    exp.Delete: ("DELETE",),
-    exp.Update: ("UPDATE",),
-    exp.Insert: ("INSERT",),
-    exp.Merge: ("INSERT", "UPDATE", "DELETE"),
+_DOING = {
+    "DELETE": "deleting from",
+    "UPDATE": "updating",
+    "INSERT": "inserting into",
+    "TRUNCATE": "truncating",
 }
 # Only a statement with one of these words can write rows: the others (VACUUM, ANALYZE,
 # REINDEX, a SELECT) are not parsed, as a step per table sends thousands of them.
-_WRITES_ROWS = re.compile(r"\b(?:DELETE|UPDATE|INSERT|MERGE|REPLACE)\b", re.IGNORECASE)
+_WRITES_ROWS = re.compile(r"\b(?:DELETE|UPDATE|INSERT|MERGE|REPLACE|TRUNCATE)\b", re.IGNORECASE)
 _REPLACE = re.compile(
     r"^\s*REPLACE\s+(?:(?:LOW_PRIORITY|DELAYED)\s+)?(?:INTO\s+)?"
     r"(?:(`(?:[^`]|``)+`|\w+)\s*\.\s*)?(`(?:[^`]|``)+`|\w+)",
@@ -57,13 +69,16 @@ _REPLACE = re.compile(
 )
 # Rendered statements hold :name placeholders for the values bound when they run.
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+# How many tables a cascade is followed through before the rest is only said to exist.
+MAX_TABLES = 100
 
 
 @lru_cache(maxsize=1024)
-def written(sql: str, dialect: str) -> tuple[Written, ...]:
-    """Each table a statement deletes from, updates or inserts into (a data-modifying
-    CTE's too), by event; nothing for a statement the parser cannot read (the guard
-    counts that as a write of its own, and the tool's risk says so)."""
+def written(sql: str, dialect: str) -> tuple[Write, ...]:
+    """Each table a statement deletes from, updates, inserts into or truncates (a
+    data-modifying CTE's too, and every table of MySQL's multi-table DELETE and UPDATE),
+    by event; nothing for a statement the parser cannot read (the guard counts that as a
+    write of its own, and the tool's risk says so)."""
     if not _WRITES_ROWS.search(sql):
         return ()
     try:
@@ -72,21 +87,126 @@ def written(sql: str, dialect: str) -> tuple[Written, ...]:
         return ()
     if isinstance(tree, exp.Command):
         return _replaced(sql)
-    found: list[Written] = []
-    for node in tree.find_all(*_NODES):
-        target = node.this
-        if isinstance(target, exp.Schema):  # INSERT INTO t (columns)
-            target = target.this
-        name = _folded(target.this, dialect) if isinstance(target, exp.Table) else None
-        if not name:
-            continue
-        events = _NODES[type(node)]
-        conflict = node.args.get("conflict") if isinstance(node, exp.Insert) else None
-        if conflict is not None and "UPDATE" in str(conflict.args.get("action") or ""):
-            events = (*events, "UPDATE")
-        schema = _folded(target.args.get("db"), dialect)
-        found.extend((event, schema, name) for event in events)
+    found: list[Write] = []
+    for node in tree.find_all(exp.Delete, exp.Update, exp.Insert, exp.Merge, exp.TruncateTable):
+        found.extend(_writes_of(node, dialect))
     return tuple(dict.fromkeys(found))
+
+
+def _writes_of(node: exp.Expression, dialect: str) -> Iterator[Write]:
+    if isinstance(node, exp.TruncateTable):
+        cascade = str(node.args.get("option") or "").upper() == "CASCADE"
+        for table in node.expressions:
+            if (named := _named(table, dialect)) is not None:
+                yield Write("TRUNCATE", *named, cascade=cascade)
+        return
+    target = node.this
+    if isinstance(target, exp.Schema):  # INSERT INTO t (columns)
+        target = target.this
+    if isinstance(node, exp.Update):
+        yield from _updated(node, dialect)
+        return
+    if isinstance(node, exp.Delete):
+        yield from _deleted(node, dialect)
+        return
+    named = _named(target, dialect)
+    if named is None:
+        return
+    if isinstance(node, exp.Merge):
+        # Which columns its WHEN MATCHED arms set is not read: any of them.
+        yield from (Write(event, *named) for event in ("INSERT", "UPDATE", "DELETE"))
+        return
+    yield Write("INSERT", *named)
+    conflict = node.args.get("conflict")
+    if conflict is not None and "UPDATE" in str(conflict.args.get("action") or ""):
+        # ON CONFLICT DO UPDATE SET, ON DUPLICATE KEY UPDATE: an update of its own table.
+        yield Write("UPDATE", *named, _set_columns(conflict.expressions, dialect))
+
+
+def _joined(target: exp.Expression | None) -> list[exp.Table]:
+    """The table a DELETE or UPDATE names and those MySQL joins to it (its multi-table
+    forms write to any of them)."""
+    if not isinstance(target, exp.Table):
+        return []
+    joined = [j.this for j in target.args.get("joins") or [] if isinstance(j.this, exp.Table)]
+    return [target, *joined]
+
+
+def _by_reference(tables: list[exp.Table]) -> dict[str, exp.Table]:
+    """The tables by the names a column or a DELETE's list may call them: alias or name."""
+    found: dict[str, exp.Table] = {}
+    for table in tables:
+        found.setdefault(table.name, table)
+        if table.alias:
+            found[table.alias] = table
+    return found
+
+
+def _deleted(node: exp.Delete, dialect: str) -> Iterator[Write]:
+    tables = _joined(node.this)
+    listed = node.args.get("tables")  # MySQL: DELETE a, b FROM a JOIN b ...
+    if not listed:
+        targets = tables[:1]
+    else:
+        references = _by_reference(tables)
+        targets = [references.get(t.name, t) for t in listed if isinstance(t, exp.Table)]
+    for table in targets:
+        if (named := _named(table, dialect)) is not None:
+            yield Write("DELETE", *named)
+
+
+def _updated(node: exp.Update, dialect: str) -> Iterator[Write]:
+    """The tables an UPDATE sets columns of, with those columns. A column a multi-table
+    UPDATE does not qualify is counted for each of its tables."""
+    tables = _joined(node.this)
+    if not tables:
+        return
+    references = _by_reference(tables)
+    # Per table (by id): the columns set, None once one of them cannot be told.
+    columns: dict[int, set[str] | None] = {}
+    for assigned in _assigned(node.expressions):
+        owners = tables
+        if assigned is not None and assigned.table:
+            owner = references.get(assigned.table)
+            owners = [owner] if owner is not None else tables
+        for owner in owners:
+            found = columns.setdefault(id(owner), set())
+            if assigned is None or found is None:
+                columns[id(owner)] = None
+            else:
+                found.add(_column(assigned.this, dialect))
+    if not columns:  # no SET the parser could read: any column of the table named
+        columns[id(tables[0])] = None
+    for table in tables:
+        if id(table) in columns and (named := _named(table, dialect)) is not None:
+            found = columns[id(table)]
+            yield Write("UPDATE", *named, None if found is None else frozenset(found))
+
+
+def _assigned(expressions: Iterable[exp.Expression]) -> Iterator[exp.Column | None]:
+    """The columns of SET a = 1, (b, c) = (...); None for one it cannot tell."""
+    for assignment in expressions:
+        left = assignment.this if isinstance(assignment, exp.EQ) else None
+        parts = left.expressions if isinstance(left, exp.Tuple) else [left]
+        for part in parts:
+            yield part if isinstance(part, exp.Column) else None
+
+
+def _set_columns(expressions: Iterable[exp.Expression], dialect: str) -> frozenset[str] | None:
+    names: set[str] = set()
+    for assigned in _assigned(expressions):
+        if assigned is None:
+            return None
+        names.add(_column(assigned.this, dialect))
+    return frozenset(names) if names else None
+
+
+def _named(table: exp.Expression | None, dialect: str) -> tuple[str | None, str] | None:
+    """(schema, table) as the catalog holds them; None for what is not a named table."""
+    if not isinstance(table, exp.Table):
+        return None
+    name = _folded(table.this, dialect)
+    return None if not name else (_folded(table.args.get("db"), dialect), name)
 
 
 def _folded(identifier: exp.Expression | None, dialect: str) -> str | None:
@@ -98,7 +218,14 @@ def _folded(identifier: exp.Expression | None, dialect: str) -> str | None:
     return name.lower() if dialect == "postgresql" and not identifier.quoted else name
 
 
-def _replaced(sql: str) -> tuple[Written, ...]:
+def _column(identifier: exp.Expression, dialect: str) -> str:
+    """A column's name as compared with the catalog's: PostgreSQL's exactly, the others'
+    (which ignore case) in lower case."""
+    name = _folded(identifier, dialect) or ""
+    return name if dialect == "postgresql" else name.lower()
+
+
+def _replaced(sql: str) -> tuple[Write, ...]:
     """MySQL's REPLACE, which the parser reads as a command: it inserts, and deletes the
     row it replaces."""
     match = _REPLACE.match(sql)
@@ -109,41 +236,224 @@ def _replaced(sql: str) -> tuple[Written, ...]:
         for name in match.groups()
     )
     assert table is not None
-    return (("INSERT", schema, table), ("DELETE", schema, table))
+    return (Write("INSERT", schema, table), Write("DELETE", schema, table))
 
 
 def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
-    """What the statements' writes also do; None when none of them writes rows."""
-    targets = dict.fromkeys(w for sql in statements for w in written(sql, conn.dialect.name))
-    if not targets:
+    """What the statements' writes also do, followed through the tables their cascades
+    write; None when none of them writes rows."""
+    dialect = conn.dialect.name
+    writes = dict.fromkeys(w for sql in statements for w in written(sql, dialect))
+    if not writes:
         return None
-    reach = Reach()
-    for event, schema, table in targets:
-        doing = f"{_DOING[event]} {table}"
-        if event == "DELETE":
-            reach.cascades.extend(
-                f"{doing} also acts on {c}" for c in _cascades(conn, schema, table)
+    reach, keys = Reach(), _ForeignKeys(conn)
+    queue: deque[tuple[Write, str | None]] = deque((w, None) for w in writes)
+    seen: set[Write] = set()
+    while queue:
+        write, cause = queue.popleft()
+        if write in seen:
+            continue
+        if len(seen) == MAX_TABLES:
+            reach.cascades.append(
+                f"and further: the cascades were followed through {MAX_TABLES} writes and "
+                "go on beyond them"
             )
-        reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, schema, table, event))
+            break
+        seen.add(write)
+        doing = f"{_DOING[write.event]} {write.table}"
+        if cause is not None:
+            doing += f" (by the cascade from {cause})"
+        for key, how, then in _acting(keys.on(write.schema, write.table), write):
+            reach.cascades.append(f"{doing} also acts on {key.shown} ({how})")
+            queue.append((then, write.table))
+        # InnoDB runs no trigger for the rows a foreign key's action writes.
+        if cause is None or dialect not in ("mysql", "mariadb"):
+            reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, write))
     return reach
 
 
-_ACTIONS = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+class _Key(NamedTuple):
+    """Another table's foreign key that references the table written."""
+
+    schema: str | None
+    table: str
+    name: str | None
+    on_delete: str
+    on_update: str
+    columns: tuple[str, ...]
+    referenced: frozenset[str]  # the written table's columns, as _column names them
+    own: frozenset[str]  # its own columns, as _column names them
+    shown_table: str
+
+    @property
+    def shown(self) -> str:
+        return f"{self.shown_table}.{', '.join(self.columns)}"
+
+
+_ACTING = ("CASCADE", "SET NULL", "SET DEFAULT")
+
+
+def _acting(keys: list[_Key], write: Write) -> Iterator[tuple[_Key, str, Write]]:
+    """Each foreign key that acts on the write, how, and what its action writes."""
+    for key in keys:
+        named = f", {key.name}" if key.name else ""
+        if write.event == "TRUNCATE" and write.cascade:
+            then = Write("TRUNCATE", key.schema, key.table, cascade=True)
+            yield key, f"TRUNCATE ... CASCADE empties it{named}", then
+            continue
+        if write.event == "DELETE":
+            action, on = key.on_delete, "ON DELETE"
+        elif write.event == "UPDATE" and (write.columns is None or write.columns & key.referenced):
+            action, on = key.on_update, "ON UPDATE"
+        else:
+            continue
+        if action not in _ACTING:
+            continue
+        if action == "CASCADE" and write.event == "DELETE":
+            then = Write("DELETE", key.schema, key.table)
+        else:
+            then = Write("UPDATE", key.schema, key.table, key.own)
+        yield key, f"{on} {action}{named}", then
+
 
 _PG_TABLE = (
     "(SELECT c.oid FROM pg_catalog.pg_class c "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relname = :t AND n.nspname = coalesce(:s, current_schema()))"
 )
-_PG_CASCADES = (
-    "SELECT DISTINCT c.conrelid::regclass::text AS child, c.conname, c.confdeltype, "
-    "(SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a "
-    " WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)) AS columns "
-    f"FROM pg_catalog.pg_constraint c WHERE c.contype = 'f' AND c.confrelid = {_PG_TABLE} "
-    "AND c.confdeltype IN ('c', 'n', 'd') ORDER BY 1, 2"
+
+
+def _pg_columns(relation: str, numbers: str) -> str:
+    return (
+        f"ARRAY(SELECT a.attname::text FROM unnest(c.{numbers}) WITH ORDINALITY u(num, i) "
+        f"JOIN pg_catalog.pg_attribute a ON a.attrelid = c.{relation} AND a.attnum = u.num "
+        "ORDER BY u.i)"
+    )
+
+
+# A partition's copy of its parent's key (same referenced table) is the parent's key.
+_PG_KEYS = (
+    "SELECT n.nspname, k.relname, c.conname, c.confdeltype, c.confupdtype, "
+    f"{_pg_columns('conrelid', 'conkey')}, {_pg_columns('confrelid', 'confkey')}, "
+    "c.conrelid::regclass::text "
+    "FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class k ON k.oid = c.conrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace "
+    f"WHERE c.contype = 'f' AND c.confrelid = {_PG_TABLE} AND NOT EXISTS (SELECT 1 FROM "
+    "pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid = c.confrelid) "
+    "ORDER BY 8, 3"
 )
-# A trigger's tgtype bit and a rule's ev_type, per event.
-_PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2")}
+_PG_ACTIONS = {
+    "c": "CASCADE",
+    "n": "SET NULL",
+    "d": "SET DEFAULT",
+    "r": "RESTRICT",
+    "a": "NO ACTION",
+}
+_MYSQL_KEYS = (
+    "SELECT r.CONSTRAINT_SCHEMA, r.TABLE_NAME, r.CONSTRAINT_NAME, r.DELETE_RULE, "
+    "r.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME "
+    "FROM information_schema.REFERENTIAL_CONSTRAINTS r "
+    "JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = r.CONSTRAINT_SCHEMA "
+    "AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME AND k.TABLE_NAME = r.TABLE_NAME "
+    "WHERE r.UNIQUE_CONSTRAINT_SCHEMA = coalesce(:s, DATABASE()) "
+    "AND r.REFERENCED_TABLE_NAME = :t ORDER BY 1, 2, 3, k.ORDINAL_POSITION"
+)
+_SQLITE_KEYS = (
+    'SELECT m.name, f.id, f."from", f."to", f.on_delete, f.on_update FROM sqlite_master m '
+    "JOIN pragma_foreign_key_list(m.name) f "
+    "WHERE m.type = 'table' AND f.\"table\" = :t COLLATE NOCASE ORDER BY 1, 2, f.seq"
+)
+_SQLITE_PRIMARY_KEY = "SELECT name FROM pragma_table_info(:t) WHERE pk > 0 ORDER BY pk"
+
+
+class _ForeignKeys:
+    """The foreign keys that reference a table, read from the catalog once per table
+    (SQLite's only where the session acts on foreign keys)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn, self.dialect = conn, conn.dialect.name
+        self._read: dict[tuple[str | None, str], list[_Key]] = {}
+        self._enforced: bool | None = None
+
+    def on(self, schema: str | None, table: str) -> list[_Key]:
+        if (schema, table) not in self._read:
+            self._read[schema, table] = self._keys(schema, table)
+        return self._read[schema, table]
+
+    def _keys(self, schema: str | None, table: str) -> list[_Key]:
+        names = {"t": table, "s": schema}
+        if self.dialect == "postgresql":
+            rows = self.conn.execute(text(_PG_KEYS), names)
+            return [
+                _Key(
+                    ns,
+                    child,
+                    name,
+                    _PG_ACTIONS[d],
+                    _PG_ACTIONS[u],
+                    tuple(own),
+                    frozenset(ref),
+                    frozenset(own),
+                    shown,
+                )
+                for ns, child, name, d, u, own, ref, shown in rows
+            ]
+        if self.dialect in ("mysql", "mariadb"):
+            grouped: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+            for db, child, name, d, u, own, ref in self.conn.execute(text(_MYSQL_KEYS), names):
+                grouped.setdefault((db, child, name, d, u), []).append((own, ref))
+            return [
+                _Key(
+                    db,
+                    child,
+                    name,
+                    d,
+                    u,
+                    tuple(o for o, _ in pairs),
+                    frozenset(r.lower() for _, r in pairs),
+                    frozenset(o.lower() for o, _ in pairs),
+                    f"{db}.{child}",
+                )
+                for (db, child, name, d, u), pairs in grouped.items()
+            ]
+        return self._sqlite_keys(table)
+
+    def _sqlite_keys(self, table: str) -> list[_Key]:
+        if self._enforced is None:
+            pragma = text("SELECT foreign_keys FROM pragma_foreign_keys")
+            self._enforced = bool(self.conn.execute(pragma).scalar())
+        if not self._enforced:
+            return []
+        grouped: dict[tuple[Any, ...], list[tuple[str, str | None]]] = {}
+        for child, number, own, ref, d, u in self.conn.execute(text(_SQLITE_KEYS), {"t": table}):
+            grouped.setdefault((child, number, d, u), []).append((own, ref))
+        primary: list[str] | None = None
+        keys = []
+        for (child, _number, d, u), pairs in grouped.items():
+            referenced = [r for _, r in pairs]
+            if None in referenced:  # REFERENCES t without columns: t's primary key
+                if primary is None:
+                    found = self.conn.execute(text(_SQLITE_PRIMARY_KEY), {"t": table})
+                    primary = [str(name) for (name,) in found]
+                referenced = list(primary)
+            keys.append(
+                _Key(
+                    None,
+                    child,
+                    None,
+                    d,
+                    u,
+                    tuple(o for o, _ in pairs),
+                    frozenset(str(r).lower() for r in referenced),
+                    frozenset(o.lower() for o, _ in pairs),
+                    child,
+                )
+            )
+        return keys
+
+
+# A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
+_PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
 _PG_FIRES = (
     "SELECT 'trigger ' || t.tgname || ' (runs ' || t.tgfoid::regproc::text || ')' "
     f"FROM pg_catalog.pg_trigger t WHERE t.tgrelid = {_PG_TABLE} AND NOT t.tgisinternal "
@@ -153,28 +463,10 @@ _PG_FIRES = (
     f"FROM pg_catalog.pg_rewrite r WHERE r.ev_class = {_PG_TABLE} AND r.ev_type = :ev "
     "AND r.ev_enabled <> 'D' ORDER BY 1"
 )
-_MYSQL_CASCADES = (
-    "SELECT r.CONSTRAINT_SCHEMA, r.TABLE_NAME, r.CONSTRAINT_NAME, r.DELETE_RULE, "
-    "(SELECT GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR ', ') "
-    " FROM information_schema.KEY_COLUMN_USAGE k WHERE k.CONSTRAINT_SCHEMA = "
-    " r.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME "
-    " AND k.TABLE_NAME = r.TABLE_NAME) "
-    "FROM information_schema.REFERENTIAL_CONSTRAINTS r "
-    "WHERE r.UNIQUE_CONSTRAINT_SCHEMA = coalesce(:s, DATABASE()) "
-    "AND r.REFERENCED_TABLE_NAME = :t "
-    "AND r.DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT') ORDER BY 2, 3"
-)
 _MYSQL_FIRES = (
     "SELECT TRIGGER_NAME, ACTION_TIMING FROM information_schema.TRIGGERS "
     "WHERE EVENT_OBJECT_SCHEMA = coalesce(:s, DATABASE()) AND EVENT_OBJECT_TABLE = :t "
     "AND EVENT_MANIPULATION = :event ORDER BY 1"
-)
-# SQLite acts on foreign keys only where the connection turned them on.
-_SQLITE_CASCADES = (
-    'SELECT m.name, f."from", f.on_delete FROM sqlite_master m '
-    "JOIN pragma_foreign_key_list(m.name) f "
-    "WHERE m.type = 'table' AND f.\"table\" = :t COLLATE NOCASE "
-    "AND f.on_delete IN ('CASCADE', 'SET NULL', 'SET DEFAULT') ORDER BY 1, 2"
 )
 _SQLITE_FIRES = (
     "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
@@ -184,41 +476,26 @@ _SQLITE_FIRES = (
 # columns ON table".
 _SQLITE_EVENTS = {
     event: re.compile(rf"\b{event}\s+(?:OF\s+[^;]*?\s+)?ON\b", re.IGNORECASE)
-    for event in _PG_EVENTS
+    for event in ("INSERT", "DELETE", "UPDATE")
 }
 _BODY = re.compile(r"\bBEGIN\b", re.IGNORECASE)
 
 
-def _cascades(conn: Connection, schema: str | None, table: str) -> list[str]:
-    """The other tables' foreign keys that act when rows of `table` are deleted."""
-    dialect, names = conn.dialect.name, {"t": table, "s": schema}
-    if dialect == "postgresql":
-        rows = conn.execute(text(_PG_CASCADES), names)
-        return [
-            f"{child}.{cols} (ON DELETE {_ACTIONS[act]}, {name})" for child, name, act, cols in rows
-        ]
-    if dialect in ("mysql", "mariadb"):
-        rows = conn.execute(text(_MYSQL_CASCADES), names)
-        return [
-            f"{db}.{child}.{cols} (ON DELETE {act}, {name})" for db, child, name, act, cols in rows
-        ]
-    if not conn.execute(text("SELECT foreign_keys FROM pragma_foreign_keys")).scalar():
-        return []
-    rows = conn.execute(text(_SQLITE_CASCADES), {"t": table})
-    return [f"{child}.{column} (ON DELETE {action})" for child, column, action in rows]
-
-
-def _fires(conn: Connection, schema: str | None, table: str, event: str) -> list[str]:
-    """The triggers (and PostgreSQL rules) that run on `event` of `table`."""
-    dialect, names = conn.dialect.name, {"t": table, "s": schema}
+def _fires(conn: Connection, write: Write) -> list[str]:
+    """The triggers (and PostgreSQL rules) that run on the write's event of its table
+    (MySQL runs none on TRUNCATE; SQLite has no TRUNCATE)."""
+    dialect, names = conn.dialect.name, {"t": write.table, "s": write.schema}
+    event = write.event
     if dialect == "postgresql":
         bit, ev = _PG_EVENTS[event]
         return [str(r[0]) for r in conn.execute(text(_PG_FIRES), {**names, "bit": bit, "ev": ev})]
+    if event not in _SQLITE_EVENTS:
+        return []
     if dialect in ("mysql", "mariadb"):
         rows = conn.execute(text(_MYSQL_FIRES), {**names, "event": event})
         return [f"trigger {name} ({timing} {event})" for name, timing in rows]
     return [
         f"trigger {name}"
-        for name, sql in conn.execute(text(_SQLITE_FIRES), {"t": table})
+        for name, sql in conn.execute(text(_SQLITE_FIRES), {"t": write.table})
         if _SQLITE_EVENTS[event].search(_BODY.split(sql or "", maxsplit=1)[0])
     ]

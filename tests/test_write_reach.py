@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from aishell import commands
+from aishell.approval import PreApproved
 from aishell.config import Config
-from aishell.writereach import written
+from aishell.writereach import Write, write_reach, written
 from tests.helpers import one_step_plan
 from tests.test_guard import (
     dialect_of,
@@ -19,6 +21,7 @@ from tests.test_guard import (
     fingerprint,
     make_tables,
     run_one,
+    scalar,
     scratch_database,
     site_config,
     tool_yaml,
@@ -121,51 +124,295 @@ def test_a_trigger_an_update_fires_is_named_and_runs_once_approved(
         assert fingerprint(url, "other") == (7, 218)  # what the trigger wrote: ids 101, 102
 
 
+ON_UPDATE = {
+    "postgresql": "CREATE TABLE child (id integer PRIMARY KEY, "
+    "t_id integer REFERENCES t (id) ON UPDATE CASCADE)",
+    "mysql": "CREATE TABLE child (id integer PRIMARY KEY, t_id integer, "
+    "FOREIGN KEY (t_id) REFERENCES t (id) ON UPDATE CASCADE) ENGINE=InnoDB",
+}
+
+
+def approved_and_resumed(config: Config, run_id: str) -> None:
+    """A person's yes to step 0, then the run resumed: it completes."""
+    commands.decide_steps(config, run_id, "approved", step=0)
+    resumed = commands.resume_run(config, run_id, approver=PreApproved())
+    assert resumed.status == "completed", resumed.error
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+@pytest.mark.parametrize("sets", ["id = id + 100", "v = v + 1"])
+def test_an_update_of_a_referenced_key_that_cascades_waits_for_that_very_step(
+    home: Path, tmp_path: Path, dialect: str, sets: str
+) -> None:
+    """Only an UPDATE that sets a column the key references cascades: setting another
+    column names no key and runs."""
+    with scratch_database(dialect, tmp_path) as url:
+        make_tables(url)
+        execute(url, ON_UPDATE[dialect], "INSERT INTO child VALUES (1, 1), (2, 2)")
+        config = sql_tool(home, url, "set_t", "medium", f"UPDATE {{table}} SET {sets} WHERE id < 3")
+
+        run = run_one(config, url, "set_t", {"table": "t"})
+
+        if sets.startswith("v"):
+            assert run.status == "completed", run.error
+            assert run.steps[0].estimate["cascades"] == []
+            assert scalar(url, "SELECT sum(v) FROM t") == 57
+            return
+        said = " ".join(run.steps[0].personal)
+        assert run.status == "waiting_approval", run.error
+        assert "updating t also acts on " in said and "child.t_id (ON UPDATE CASCADE" in said
+        assert fingerprint(url) == (10, 55) and fingerprint(url, "child") == (2, 3)
+        approved_and_resumed(config, run.run_id)
+        assert scalar(url, "SELECT sum(t_id) FROM child") == 203  # what the cascade wrote
+
+
+# t <- child (ON DELETE CASCADE, a trigger on its DELETE) <- grandchild (ON DELETE SET NULL)
+CHAIN = {
+    "postgresql": [
+        "CREATE TABLE child (id integer PRIMARY KEY, "
+        "t_id integer REFERENCES t (id) ON DELETE CASCADE)",
+        "CREATE TABLE grandchild (id integer PRIMARY KEY, "
+        "c_id integer REFERENCES child (id) ON DELETE SET NULL)",
+        "CREATE FUNCTION child_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO other (id, v) VALUES (100 + OLD.id, 0); RETURN OLD; END $$",
+        "CREATE TRIGGER child_gone AFTER DELETE ON child FOR EACH ROW "
+        "EXECUTE FUNCTION child_gone()",
+    ],
+    "mysql": [
+        "CREATE TABLE child (id integer PRIMARY KEY, t_id integer, "
+        "FOREIGN KEY (t_id) REFERENCES t (id) ON DELETE CASCADE) ENGINE=InnoDB",
+        "CREATE TABLE grandchild (id integer PRIMARY KEY, c_id integer, "
+        "FOREIGN KEY (c_id) REFERENCES child (id) ON DELETE SET NULL) ENGINE=InnoDB",
+        "CREATE TRIGGER child_gone AFTER DELETE ON child FOR EACH ROW "
+        "INSERT INTO other (id, v) VALUES (100 + OLD.id, 0)",
+    ],
+}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_cascade_is_followed_through_the_tables_it_writes(
+    home: Path, tmp_path: Path, dialect: str
+) -> None:
+    """The grandchild's key is named, and the child's trigger where the engine runs it:
+    PostgreSQL runs a table's triggers for a cascade's rows, InnoDB does not (shown by
+    running it)."""
+    with scratch_database(dialect, tmp_path) as url:
+        make_tables(url)
+        execute(
+            url,
+            *CHAIN[dialect],
+            "INSERT INTO child VALUES (1, 1), (2, 2), (3, 3)",
+            "INSERT INTO grandchild VALUES (1, 1), (2, 3)",
+        )
+        config = sql_tool(home, url, "trim_t", "high", "DELETE FROM {table} WHERE id < 3")
+
+        run = run_one(config, url, "trim_t", {"table": "t"})
+
+        step = run.steps[0]
+        said = " ".join(step.personal)
+        assert run.status == "waiting_approval", run.error
+        assert "deleting from t also acts on " in said and "child.t_id (ON DELETE CASCADE" in said
+        assert "deleting from child (by the cascade from t) also acts on " in said
+        assert "grandchild.c_id (ON DELETE SET NULL" in said
+        fired = [f for f in step.estimate["fires"] if "child_gone" in f]
+        assert fingerprint(url, "child") == (3, 6)
+        approved_and_resumed(config, run.run_id)
+        assert fingerprint(url, "child") == (1, 3)
+        assert scalar(url, "SELECT count(*) FROM grandchild WHERE c_id IS NULL") == 1
+        ran = fingerprint(url, "other") != (5, 15)
+        assert ran == (dialect == "postgresql")
+        assert bool(fired) == ran
+        if fired:
+            assert fired[0].startswith("deleting from child (by the cascade from t) fires ")
+
+
+def test_a_key_that_references_its_own_table_is_followed_once(home: Path, tmp_path: Path) -> None:
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(url, "ALTER TABLE t ADD parent integer REFERENCES t (id) ON DELETE CASCADE")
+        config = sql_tool(home, url, "trim_t", "high", "DELETE FROM {table} WHERE id = 1")
+        plan = one_step_plan("maintenance", "db", "postgresql", "trim_t", {"table": "t"})
+
+        dry = commands.apply_plan(config, plan, dry_run=True)
+
+        cascades = dry.steps[0].estimate["cascades"]
+        assert 1 <= len(cascades) <= 2, cascades
+        assert all("t.parent (ON DELETE CASCADE" in c for c in cascades)
+
+
+def test_mysql_multi_table_delete_names_the_table_it_deletes_from(
+    home: Path, tmp_path: Path
+) -> None:
+    """DELETE q FROM t AS p JOIN other AS q deletes from other, not t: other's trigger is
+    what runs."""
+    with scratch_database("mysql", tmp_path) as url:
+        make_tables(url)
+        execute(
+            url,
+            "CREATE TABLE gone (id integer PRIMARY KEY)",
+            "CREATE TRIGGER other_gone AFTER DELETE ON other FOR EACH ROW "
+            "INSERT INTO gone VALUES (OLD.id)",
+            "CREATE TRIGGER t_gone AFTER DELETE ON t FOR EACH ROW "
+            "INSERT INTO gone VALUES (1000 + OLD.id)",
+        )
+        sql = "DELETE q FROM {table} AS p JOIN other AS q ON p.id = q.id WHERE p.id < 3"
+        config = sql_tool(home, url, "trim_other", "medium", sql)
+
+        run = run_one(config, url, "trim_other", {"table": "t"})
+
+        fires = run.steps[0].estimate["fires"]
+        assert fires == ["deleting from other fires trigger other_gone (AFTER DELETE)"]
+        assert run.status == "completed", run.error
+        assert fingerprint(url, "gone") == (2, 3) and fingerprint(url) == (10, 55)
+
+
+def test_truncate_cascade_names_every_table_it_empties(home: Path, tmp_path: Path) -> None:
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(
+            url,
+            "CREATE TABLE child (id integer PRIMARY KEY, t_id integer REFERENCES t (id))",
+            "CREATE TABLE grandchild (id integer PRIMARY KEY, c_id integer REFERENCES child (id))",
+            "INSERT INTO child VALUES (1, 1)",
+            "CREATE FUNCTION emptied() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN NULL; END $$",
+            "CREATE TRIGGER t_emptied AFTER TRUNCATE ON t EXECUTE FUNCTION emptied()",
+        )
+        config = sql_tool(home, url, "empty_t", "critical", "TRUNCATE {table} CASCADE")
+        plan = one_step_plan("maintenance", "db", "postgresql", "empty_t", {"table": "t"})
+
+        dry = commands.apply_plan(config, plan, dry_run=True)
+
+        estimate = dry.steps[0].estimate
+        assert [c.split(" (")[0] for c in estimate["cascades"]] == [
+            "truncating t also acts on child.t_id",
+            "truncating child",
+        ]
+        assert "grandchild.c_id (TRUNCATE ... CASCADE empties it" in estimate["cascades"][1]
+        assert estimate["fires"] == ["truncating t fires trigger t_emptied (runs emptied)"]
+        assert fingerprint(url) == (10, 55) and fingerprint(url, "child") == (1, 1)
+
+
+D, U, INS, T = "DELETE", "UPDATE", "INSERT", "TRUNCATE"
+
+
 @pytest.mark.parametrize(
     ("dialect", "sql", "found"),
     [
-        ("postgresql", 'DELETE FROM "s"."T" WHERE id = :n', (("DELETE", "s", "T"),)),
+        ("postgresql", 'DELETE FROM "s"."T" WHERE id = :n', [Write(D, "s", "T")]),
         # PostgreSQL folds unquoted names to lower case, as its catalog holds them.
-        ("postgresql", "DELETE FROM S.Events WHERE id = :n", (("DELETE", "s", "events"),)),
-        ("mysql", "DELETE FROM Events WHERE id = :n", (("DELETE", None, "Events"),)),
+        ("postgresql", "DELETE FROM S.Events WHERE id = :n", [Write(D, "s", "events")]),
+        ("mysql", "DELETE FROM Events WHERE id = :n", [Write(D, None, "Events")]),
         (
             "postgresql",
             "WITH g AS (DELETE FROM a RETURNING *) INSERT INTO b (x) SELECT x FROM g",
-            (("INSERT", None, "b"), ("DELETE", None, "a")),
+            [Write(INS, None, "b"), Write(D, None, "a")],
         ),
-        ("mysql", "UPDATE `t` SET v = :v WHERE id = :n", (("UPDATE", None, "t"),)),
+        ("mysql", "UPDATE `t` SET v = :v WHERE id = :n", [Write(U, None, "t", frozenset({"v"}))]),
+        # Columns as the catalog compares them: PostgreSQL's folded, MySQL's in lower case.
+        (
+            "postgresql",
+            'UPDATE t SET "V" = 1, W = 2 FROM o WHERE t.id = o.id',
+            [Write(U, None, "t", frozenset({"V", "w"}))],
+        ),
+        ("postgresql", "UPDATE t SET (v, w) = (1, 2)", [Write(U, None, "t", frozenset("vw"))]),
+        # MySQL's multi-table forms write the tables they list or set, by name or alias.
+        (
+            "mysql",
+            "DELETE q FROM a AS p JOIN b AS q ON p.id = q.id WHERE p.x = 1",
+            [Write(D, None, "b")],
+        ),
+        (
+            "mysql",
+            "DELETE a, b FROM a JOIN b ON a.id = b.a_id",
+            [Write(D, None, "a"), Write(D, None, "b")],
+        ),
+        (
+            "mysql",
+            "UPDATE a AS p JOIN b AS q ON p.id = q.a_id SET q.Y = 2",
+            [Write(U, None, "b", frozenset({"y"}))],
+        ),
+        # An unqualified column of a multi-table UPDATE may be either table's.
+        (
+            "mysql",
+            "UPDATE a, b SET y = 2 WHERE a.id = b.id",
+            [Write(U, None, "a", frozenset({"y"})), Write(U, None, "b", frozenset({"y"}))],
+        ),
+        ("postgresql", "DELETE FROM t USING o WHERE t.id = o.id", [Write(D, None, "t")]),
         (
             "mysql",
             "REPLACE INTO `d`.`T x` (id) VALUES (:n)",
-            (("INSERT", "d", "T x"), ("DELETE", "d", "T x")),
+            [Write(INS, "d", "T x"), Write(D, "d", "T x")],
         ),
         (
             "mysql",
-            "INSERT INTO t (id) VALUES (1) ON DUPLICATE KEY UPDATE v = 2",
-            (("INSERT", None, "t"), ("UPDATE", None, "t")),
+            "INSERT INTO t (id) VALUES (1) ON DUPLICATE KEY UPDATE V = 2",
+            [Write(INS, None, "t"), Write(U, None, "t", frozenset({"v"}))],
         ),
         (
             "postgresql",
             "INSERT INTO t (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET v = 2",
-            (("INSERT", None, "t"), ("UPDATE", None, "t")),
+            [Write(INS, None, "t"), Write(U, None, "t", frozenset({"v"}))],
         ),
         (
             "postgresql",
             "INSERT INTO t (id) VALUES (1) ON CONFLICT DO NOTHING",
-            (("INSERT", None, "t"),),
+            [Write(INS, None, "t")],
         ),
         (
             "postgresql",
             "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
-            (("INSERT", None, "t"), ("UPDATE", None, "t"), ("DELETE", None, "t")),
+            [Write(INS, None, "t"), Write(U, None, "t"), Write(D, None, "t")],
         ),
-        ("postgresql", 'VACUUM (ANALYZE) "deleted_rows"', ()),
-        ("sqlite", "SELECT count(*) FROM t WHERE v > :n", ()),
-        ("sqlite", "VACUUM", ()),
-        ("postgresql", "not sql at all ((", ()),
+        (
+            "postgresql",
+            "TRUNCATE a, S.b CASCADE",
+            [Write(T, None, "a", cascade=True), Write(T, "s", "b", cascade=True)],
+        ),
+        ("mysql", "TRUNCATE TABLE `a`", [Write(T, None, "a")]),
+        ("postgresql", 'VACUUM (ANALYZE) "deleted_rows"', []),
+        ("sqlite", "SELECT count(*) FROM t WHERE v > :n", []),
+        ("sqlite", "VACUUM", []),
+        ("postgresql", "not sql at all ((", []),
     ],
 )
 def test_the_tables_a_statement_writes_are_read_by_the_parser(
-    dialect: str, sql: str, found: tuple[tuple[str, str | None, str], ...]
+    dialect: str, sql: str, found: list[Write]
 ) -> None:
-    assert written(sql, dialect) == found
+    assert list(written(sql, dialect)) == found
+
+
+def test_sqlite_keys_are_followed_where_the_session_acts_on_them(tmp_path: Path) -> None:
+    """aishell's own sessions leave SQLite's foreign keys off (test_log_cleanup.py); a
+    session that turns them on cascades, and its cascades fire the child's triggers. A
+    key that names no column references the primary key."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+        for sql in (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)",
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, t_id INTEGER REFERENCES t "
+            "ON UPDATE CASCADE ON DELETE SET NULL)",
+            "CREATE TABLE seen (what TEXT)",
+            "CREATE TRIGGER child_moved AFTER UPDATE ON child BEGIN "
+            "INSERT INTO seen VALUES ('moved'); END",
+            "INSERT INTO t VALUES (1, 1), (2, 2)",
+            "INSERT INTO child VALUES (1, 1), (2, 2)",
+        ):
+            conn.exec_driver_sql(sql)
+
+        renumber = write_reach(conn, ["UPDATE t SET ID = id + 10 WHERE id = 1"])
+        bump = write_reach(conn, ["UPDATE t SET v = 0"])
+        trim = write_reach(conn, ["DELETE FROM t WHERE id = 2"])
+        conn.exec_driver_sql("UPDATE t SET id = id + 10 WHERE id = 1")
+
+        assert renumber is not None and bump is not None and trim is not None
+        assert renumber.cascades == ["updating t also acts on child.t_id (ON UPDATE CASCADE)"]
+        assert renumber.fires == [
+            "updating child (by the cascade from t) fires trigger child_moved"
+        ]
+        assert bump.cascades == [] and bump.fires == []
+        assert trim.cascades == ["deleting from t also acts on child.t_id (ON DELETE SET NULL)"]
+        assert conn.exec_driver_sql("SELECT t_id FROM child WHERE id = 1").scalar() == 11
+        assert conn.exec_driver_sql("SELECT count(*) FROM seen").scalar() == 1
+    engine.dispose()
