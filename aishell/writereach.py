@@ -69,6 +69,7 @@ _REPLACE = re.compile(
 )
 # Rendered statements hold :name placeholders for the values bound when they run.
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+_CASCADED = "by the cascade from"
 # How many tables a cascade is followed through before the rest is only said to exist.
 MAX_TABLES = 100
 
@@ -246,11 +247,12 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
     writes = dict.fromkeys(w for sql in statements for w in written(sql, dialect))
     if not writes:
         return None
-    reach, keys = Reach(), _ForeignKeys(conn)
+    reach, relations = Reach(), _Relations(conn)
+    # Each write with how it came about: None for a statement's own.
     queue: deque[tuple[Write, str | None]] = deque((w, None) for w in writes)
     seen: set[Write] = set()
     while queue:
-        write, cause = queue.popleft()
+        write, how = queue.popleft()
         if write in seen:
             continue
         if len(seen) == MAX_TABLES:
@@ -260,14 +262,18 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             )
             break
         seen.add(write)
-        doing = f"{_DOING[write.event]} {write.table}"
-        if cause is not None:
-            doing += f" (by the cascade from {cause})"
-        for key, how, then in _acting(keys.on(write.schema, write.table), write):
-            reach.cascades.append(f"{doing} also acts on {key.shown} ({how})")
-            queue.append((then, write.table))
+        doing = f"{_DOING[write.event]} {write.table}" + (f" ({how})" if how else "")
+        found = relations.on(write.schema, write.table)
+        for key, action, then in _acting(found.keys, write):
+            reach.cascades.append(f"{doing} also acts on {key.shown} ({action})")
+            queue.append((then, f"{_CASCADED} {write.table}"))
+        if write.event != "TRUNCATE":
+            # Which of a view's columns map to which base column is not read: any.
+            for schema, base in found.bases:
+                queue.append((Write(write.event, schema, base), f"through the view {write.table}"))
         # InnoDB runs no trigger for the rows a foreign key's action writes.
-        if cause is None or dialect not in ("mysql", "mariadb"):
+        cascaded = how is not None and how.startswith(_CASCADED)
+        if not (cascaded and dialect in ("mysql", "mariadb")):
             reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, write))
     return reach
 
@@ -332,15 +338,25 @@ def _pg_columns(relation: str, numbers: str) -> str:
 
 
 # A partition's copy of its parent's key (same referenced table) is the parent's key.
+# A view's rows are its base relations' (those its _RETURN rule depends on: the one an
+# auto-updatable view writes, and any a subquery of it reads), in the same round trip.
 _PG_KEYS = (
-    "SELECT n.nspname, k.relname, c.conname, c.confdeltype, c.confupdtype, "
+    "SELECT 'key', n.nspname, k.relname, c.conname, c.confdeltype::text, "
+    "c.confupdtype::text, "
     f"{_pg_columns('conrelid', 'conkey')}, {_pg_columns('confrelid', 'confkey')}, "
     "c.conrelid::regclass::text "
     "FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class k ON k.oid = c.conrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace "
     f"WHERE c.contype = 'f' AND c.confrelid = {_PG_TABLE} AND NOT EXISTS (SELECT 1 FROM "
     "pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid = c.confrelid) "
-    "ORDER BY 8, 3"
+    "UNION ALL SELECT DISTINCT 'base', n.nspname, b.relname, NULL, NULL, NULL, "
+    "NULL::text[], NULL::text[], b.oid::regclass::text FROM pg_catalog.pg_rewrite r "
+    "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass "
+    "AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass "
+    "JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> r.ev_class "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = b.relnamespace "
+    f"WHERE r.ev_class = {_PG_TABLE} AND r.rulename = '_RETURN' "
+    "AND b.relkind IN ('r', 'p', 'v', 'f') ORDER BY 1, 9, 4"
 )
 _PG_ACTIONS = {
     "c": "CASCADE",
@@ -350,13 +366,17 @@ _PG_ACTIONS = {
     "a": "NO ACTION",
 }
 _MYSQL_KEYS = (
-    "SELECT r.CONSTRAINT_SCHEMA, r.TABLE_NAME, r.CONSTRAINT_NAME, r.DELETE_RULE, "
-    "r.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME "
+    "SELECT 'key', r.CONSTRAINT_SCHEMA, r.TABLE_NAME, r.CONSTRAINT_NAME, r.DELETE_RULE, "
+    "r.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME, k.ORDINAL_POSITION "
     "FROM information_schema.REFERENTIAL_CONSTRAINTS r "
     "JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = r.CONSTRAINT_SCHEMA "
     "AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME AND k.TABLE_NAME = r.TABLE_NAME "
     "WHERE r.UNIQUE_CONSTRAINT_SCHEMA = coalesce(:s, DATABASE()) "
-    "AND r.REFERENCED_TABLE_NAME = :t ORDER BY 1, 2, 3, k.ORDINAL_POSITION"
+    "AND r.REFERENCED_TABLE_NAME = :t "
+    # A view's definition names its base tables, each qualified by its database.
+    "UNION ALL SELECT 'view', NULL, NULL, NULL, NULL, NULL, VIEW_DEFINITION, NULL, 0 "
+    "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = coalesce(:s, DATABASE()) "
+    "AND TABLE_NAME = :t ORDER BY 1, 2, 3, 4, 9"
 )
 _SQLITE_KEYS = (
     'SELECT m.name, f.id, f."from", f."to", f.on_delete, f.on_update FROM sqlite_master m '
@@ -366,57 +386,91 @@ _SQLITE_KEYS = (
 _SQLITE_PRIMARY_KEY = "SELECT name FROM pragma_table_info(:t) WHERE pk > 0 ORDER BY pk"
 
 
-class _ForeignKeys:
-    """The foreign keys that reference a table, read from the catalog once per table
-    (SQLite's only where the session acts on foreign keys)."""
+def _view_bases(definition: str) -> list[tuple[str | None, str]]:
+    """The tables a MySQL view's definition reads (the one an updatable view writes
+    among them); a definition the parser cannot read: none it can name."""
+    try:
+        tree = sqlglot.parse_one(definition, read="mysql")
+    except sqlglot.errors.ParseError:
+        return []
+    found = (_named(t, "mysql") for t in tree.find_all(exp.Table))
+    return list(dict.fromkeys(f for f in found if f is not None))
+
+
+class _Found(NamedTuple):
+    """What the catalog says of a relation written: the foreign keys that reference it,
+    and, for a view, the relations it writes through to (schema, name)."""
+
+    keys: list[_Key]
+    bases: list[tuple[str | None, str]]
+
+
+class _Relations:
+    """The catalog's answer for each relation written, read once per relation (SQLite's
+    keys only where the session acts on foreign keys; a SQLite view is written only by
+    its INSTEAD OF triggers, which _fires names)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn, self.dialect = conn, conn.dialect.name
-        self._read: dict[tuple[str | None, str], list[_Key]] = {}
+        self._read: dict[tuple[str | None, str], _Found] = {}
         self._enforced: bool | None = None
 
-    def on(self, schema: str | None, table: str) -> list[_Key]:
+    def on(self, schema: str | None, table: str) -> _Found:
         if (schema, table) not in self._read:
-            self._read[schema, table] = self._keys(schema, table)
+            self._read[schema, table] = self._found(schema, table)
         return self._read[schema, table]
 
-    def _keys(self, schema: str | None, table: str) -> list[_Key]:
+    def _found(self, schema: str | None, table: str) -> _Found:
         names = {"t": table, "s": schema}
         if self.dialect == "postgresql":
-            rows = self.conn.execute(text(_PG_KEYS), names)
-            return [
-                _Key(
-                    ns,
-                    child,
-                    name,
-                    _PG_ACTIONS[d],
-                    _PG_ACTIONS[u],
-                    tuple(own),
-                    frozenset(ref),
-                    frozenset(own),
-                    shown,
+            keys, bases = [], []
+            for kind, ns, rel, name, d, u, own, ref, shown in self.conn.execute(
+                text(_PG_KEYS), names
+            ):
+                if kind == "base":
+                    bases.append((ns, rel))
+                    continue
+                keys.append(
+                    _Key(
+                        ns,
+                        rel,
+                        name,
+                        _PG_ACTIONS[d],
+                        _PG_ACTIONS[u],
+                        tuple(own),
+                        frozenset(ref),
+                        frozenset(own),
+                        shown,
+                    )
                 )
-                for ns, child, name, d, u, own, ref, shown in rows
-            ]
+            return _Found(keys, bases)
         if self.dialect in ("mysql", "mariadb"):
-            grouped: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
-            for db, child, name, d, u, own, ref in self.conn.execute(text(_MYSQL_KEYS), names):
+            return self._mysql(names)
+        return _Found(self._sqlite_keys(table), [])
+
+    def _mysql(self, names: dict[str, str | None]) -> _Found:
+        grouped: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+        bases: list[tuple[str | None, str]] = []
+        for kind, db, child, name, d, u, own, ref, _ in self.conn.execute(text(_MYSQL_KEYS), names):
+            if kind == "view":
+                bases.extend(_view_bases(str(own)))
+            else:
                 grouped.setdefault((db, child, name, d, u), []).append((own, ref))
-            return [
-                _Key(
-                    db,
-                    child,
-                    name,
-                    d,
-                    u,
-                    tuple(o for o, _ in pairs),
-                    frozenset(r.lower() for _, r in pairs),
-                    frozenset(o.lower() for o, _ in pairs),
-                    f"{db}.{child}",
-                )
-                for (db, child, name, d, u), pairs in grouped.items()
-            ]
-        return self._sqlite_keys(table)
+        keys = [
+            _Key(
+                db,
+                child,
+                name,
+                d,
+                u,
+                tuple(o for o, _ in pairs),
+                frozenset(r.lower() for _, r in pairs),
+                frozenset(o.lower() for o, _ in pairs),
+                f"{db}.{child}",
+            )
+            for (db, child, name, d, u), pairs in grouped.items()
+        ]
+        return _Found(keys, bases)
 
     def _sqlite_keys(self, table: str) -> list[_Key]:
         if self._enforced is None:

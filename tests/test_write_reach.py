@@ -166,25 +166,30 @@ def test_an_update_of_a_referenced_key_that_cascades_waits_for_that_very_step(
         assert scalar(url, "SELECT sum(t_id) FROM child") == 203  # what the cascade wrote
 
 
-# t <- child (ON DELETE CASCADE, a trigger on its DELETE) <- grandchild (ON DELETE SET NULL)
+def gone_trigger(dialect: str, table: str) -> list[str]:
+    """A trigger on `table`'s DELETE that writes a row of `other` (id 100 + the row's)."""
+    insert = "INSERT INTO other (id, v) VALUES (100 + OLD.id, 0)"
+    if dialect == "mysql":
+        return [f"CREATE TRIGGER {table}_gone AFTER DELETE ON {table} FOR EACH ROW {insert}"]
+    return [
+        f"CREATE FUNCTION {table}_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN {insert}; RETURN OLD; END $$",
+        f"CREATE TRIGGER {table}_gone AFTER DELETE ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION {table}_gone()",
+    ]
+
+
+# t <- child (ON DELETE CASCADE) <- grandchild (ON DELETE SET NULL)
 CHAIN = {
     "postgresql": [
-        "CREATE TABLE child (id integer PRIMARY KEY, "
-        "t_id integer REFERENCES t (id) ON DELETE CASCADE)",
+        CHILD["postgresql"].format(action="CASCADE"),
         "CREATE TABLE grandchild (id integer PRIMARY KEY, "
         "c_id integer REFERENCES child (id) ON DELETE SET NULL)",
-        "CREATE FUNCTION child_gone() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN INSERT INTO other (id, v) VALUES (100 + OLD.id, 0); RETURN OLD; END $$",
-        "CREATE TRIGGER child_gone AFTER DELETE ON child FOR EACH ROW "
-        "EXECUTE FUNCTION child_gone()",
     ],
     "mysql": [
-        "CREATE TABLE child (id integer PRIMARY KEY, t_id integer, "
-        "FOREIGN KEY (t_id) REFERENCES t (id) ON DELETE CASCADE) ENGINE=InnoDB",
+        CHILD["mysql"].format(action="CASCADE"),
         "CREATE TABLE grandchild (id integer PRIMARY KEY, c_id integer, "
         "FOREIGN KEY (c_id) REFERENCES child (id) ON DELETE SET NULL) ENGINE=InnoDB",
-        "CREATE TRIGGER child_gone AFTER DELETE ON child FOR EACH ROW "
-        "INSERT INTO other (id, v) VALUES (100 + OLD.id, 0)",
     ],
 }
 
@@ -201,6 +206,7 @@ def test_a_cascade_is_followed_through_the_tables_it_writes(
         execute(
             url,
             *CHAIN[dialect],
+            *gone_trigger(dialect, "child"),
             "INSERT INTO child VALUES (1, 1), (2, 2), (3, 3)",
             "INSERT INTO grandchild VALUES (1, 1), (2, 3)",
         )
@@ -416,3 +422,37 @@ def test_sqlite_keys_are_followed_where_the_session_acts_on_them(tmp_path: Path)
         assert conn.exec_driver_sql("SELECT t_id FROM child WHERE id = 1").scalar() == 11
         assert conn.exec_driver_sql("SELECT count(*) FROM seen").scalar() == 1
     engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_write_through_a_view_is_a_write_of_its_table(
+    home: Path, tmp_path: Path, dialect: str
+) -> None:
+    """A DELETE through a view (here a view of a view) deletes from the table: the
+    table's keys cascade and its triggers fire, as the run shows once approved."""
+    with scratch_database(dialect, tmp_path) as url:
+        make_tables(url)
+        execute(
+            url,
+            CHILD[dialect].format(action="CASCADE"),
+            *gone_trigger(dialect, "t"),
+            "INSERT INTO child VALUES (1, 1), (2, 2), (3, 3)",
+            "CREATE VIEW recent AS SELECT id, v FROM t WHERE v > 0",
+            "CREATE VIEW recent_ids AS SELECT id FROM recent",
+        )
+        sql = "DELETE FROM recent_ids WHERE id < 3"
+        config = sql_tool(home, url, "trim_view", "high", sql)
+
+        run = run_one(config, url, "trim_view", {"table": "t"})
+
+        step = run.steps[0]
+        said = " ".join(step.personal)
+        assert run.status == "waiting_approval", run.error
+        assert "deleting from t (through the view recent) also acts on " in said
+        assert "child.t_id (ON DELETE CASCADE" in said
+        assert [f.split(" fires ")[0] for f in step.estimate["fires"]] == [
+            "deleting from t (through the view recent)"
+        ]
+        approved_and_resumed(config, run.run_id)
+        assert fingerprint(url, "child") == (1, 3)
+        assert fingerprint(url, "other") == (7, 218)  # what t's trigger wrote
