@@ -13,7 +13,8 @@ from sqlalchemy import create_engine
 from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import Config
-from aishell.writereach import Write, write_reach, written
+from aishell.writereach import write_reach
+from aishell.writtentables import Write, written
 from tests.helpers import one_step_plan
 from tests.test_guard import (
     dialect_of,
