@@ -72,7 +72,7 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             break
         seen.add(write)
         doing = f"{_DOING[write.event]} {write.table}" + (f" ({how})" if how else "")
-        found = relations.on(write.schema, write.table)
+        found = relations.on(write)
         for key, action, then in _acting(found.keys, write):
             reach.cascades.append(f"{doing} also acts on {key.shown} ({action})")
             queue.append((then, f"{_CASCADED} {write.table}"))
@@ -146,18 +146,29 @@ def _pg_columns(relation: str, numbers: str) -> str:
     )
 
 
-# A partition's copy of its parent's key (same referenced table) is the parent's key.
+# The table and the tables whose rows a write of it writes too: its partitions (an
+# INSERT routes rows to them), and for the other events its inheritance children (a
+# write without ONLY; with ONLY they are counted all the same).
+_PG_FAMILY = (
+    "WITH RECURSIVE aishell_family(oid) AS ("
+    f"SELECT {_PG_TABLE} UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
+    "JOIN aishell_family f ON i.inhparent = f.oid "
+    "JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid WHERE k.relispartition OR :inherited) "
+)
+_IN_FAMILY = "IN (SELECT oid FROM aishell_family)"
+# A partition's copy of a key of its parent's, or of a key that references its parent,
+# is that key, named once.
 # A view's rows are its base relations' (those its _RETURN rule depends on: the one an
 # auto-updatable view writes, and any a subquery of it reads), in the same round trip.
 _PG_KEYS = (
-    "SELECT 'key', n.nspname, k.relname, c.conname, c.confdeltype::text, "
+    f"{_PG_FAMILY}SELECT 'key', n.nspname, k.relname, c.conname, c.confdeltype::text, "
     "c.confupdtype::text, "
     f"{_pg_columns('conrelid', 'conkey')}, {_pg_columns('confrelid', 'confkey')}, "
     "c.conrelid::regclass::text "
     "FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class k ON k.oid = c.conrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace "
-    f"WHERE c.contype = 'f' AND c.confrelid = {_PG_TABLE} AND NOT EXISTS (SELECT 1 FROM "
-    "pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid = c.confrelid) "
+    f"WHERE c.contype = 'f' AND c.confrelid {_IN_FAMILY} AND NOT EXISTS (SELECT 1 FROM "
+    f"pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid {_IN_FAMILY}) "
     "UNION ALL SELECT DISTINCT 'base', n.nspname, b.relname, NULL, NULL, NULL, "
     "NULL::text[], NULL::text[], b.oid::regclass::text FROM pg_catalog.pg_rewrite r "
     "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass "
@@ -210,20 +221,24 @@ class _Relations:
 
     def __init__(self, conn: Connection) -> None:
         self.conn, self.dialect = conn, conn.dialect.name
-        self._read: dict[tuple[str | None, str], _Found] = {}
+        self._read: dict[tuple[str | None, str, bool], _Found] = {}
         self._enforced: bool | None = None
 
-    def on(self, schema: str | None, table: str) -> _Found:
-        if (schema, table) not in self._read:
-            self._read[schema, table] = self._found(schema, table)
-        return self._read[schema, table]
+    def on(self, write: Write) -> _Found:
+        """What the catalog says of the write's table (and, on PostgreSQL, of the tables
+        that share its rows: partitions, and but for an INSERT inheritance children)."""
+        inherited = write.event != "INSERT"
+        found = (write.schema, write.table, inherited)
+        if found not in self._read:
+            self._read[found] = self._found(write.schema, write.table, inherited)
+        return self._read[found]
 
-    def _found(self, schema: str | None, table: str) -> _Found:
+    def _found(self, schema: str | None, table: str, inherited: bool) -> _Found:
         names = {"t": table, "s": schema}
         if self.dialect == "postgresql":
             keys, bases = [], []
             for kind, ns, rel, name, d, u, own, ref, shown in self.conn.execute(
-                text(_PG_KEYS), names
+                text(_PG_KEYS), {**names, "inherited": inherited}
             ):
                 if kind == "base":
                     bases.append((ns, rel))
@@ -306,9 +321,13 @@ class _Relations:
 
 # A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
 _PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
+# A partition's copy of a trigger of a table in the family is that trigger.
 _PG_FIRES = (
-    "SELECT 'trigger ' || t.tgname || ' (runs ' || t.tgfoid::regproc::text || ')' "
-    f"FROM pg_catalog.pg_trigger t WHERE t.tgrelid = {_PG_TABLE} AND NOT t.tgisinternal "
+    f"{_PG_FAMILY}SELECT 'trigger ' || t.tgname || ' (runs ' || t.tgfoid::regproc::text || ')' "
+    f"|| CASE WHEN t.tgrelid <> {_PG_TABLE} THEN ' on ' || t.tgrelid::regclass::text ELSE '' "
+    f"END FROM pg_catalog.pg_trigger t WHERE t.tgrelid {_IN_FAMILY} AND NOT t.tgisinternal "
+    f"AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger p WHERE p.oid = t.tgparentid "
+    f"AND p.tgrelid {_IN_FAMILY}) "
     "AND t.tgenabled <> 'D' AND t.tgtype::int & :bit <> 0 "
     "UNION ALL SELECT 'rule ' || r.rulename || CASE WHEN r.is_instead "
     "THEN ' (DO INSTEAD: the statement does what the rule says)' ELSE ' (DO ALSO)' END "
@@ -340,7 +359,8 @@ def _fires(conn: Connection, write: Write) -> list[str]:
     event = write.event
     if dialect == "postgresql":
         bit, ev = _PG_EVENTS[event]
-        return [str(r[0]) for r in conn.execute(text(_PG_FIRES), {**names, "bit": bit, "ev": ev})]
+        values = {**names, "bit": bit, "ev": ev, "inherited": event != "INSERT"}
+        return [str(r[0]) for r in conn.execute(text(_PG_FIRES), values)]
     if event not in _SQLITE_EVENTS:
         return []
     if dialect in ("mysql", "mariadb"):

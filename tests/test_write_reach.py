@@ -457,3 +457,74 @@ def test_a_write_through_a_view_is_a_write_of_its_table(
         approved_and_resumed(config, run.run_id)
         assert fingerprint(url, "child") == (1, 3)
         assert fingerprint(url, "other") == (7, 218)  # what t's trigger wrote
+
+
+def test_a_write_of_a_partitioned_table_reaches_its_partitions_keys_and_triggers(
+    home: Path, tmp_path: Path
+) -> None:
+    """A DELETE from the parent deletes from its partitions: a trigger made on one
+    partition alone fires, and a key that references that partition alone cascades. A
+    trigger made on the parent (copied to each partition) is named once."""
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(
+            url,
+            "CREATE TABLE events (id integer PRIMARY KEY, v integer) PARTITION BY RANGE (id)",
+            "CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (100)",
+            "CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (100) TO (200)",
+            "INSERT INTO events SELECT g, g FROM generate_series(1, 150) g",
+            "CREATE TABLE tags (id integer PRIMARY KEY, "
+            "event_id integer REFERENCES events_low (id) ON DELETE CASCADE)",
+            "INSERT INTO tags VALUES (1, 1), (2, 50)",
+            *gone_trigger("postgresql", "events_low"),
+            "CREATE FUNCTION counted() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN OLD; END $$",
+            "CREATE TRIGGER any_gone AFTER DELETE ON events FOR EACH ROW "
+            "EXECUTE FUNCTION counted()",
+        )
+        sql = "DELETE FROM events WHERE id < 3"
+        config = sql_tool(home, url, "trim_events", "high", sql)
+
+        run = run_one(config, url, "trim_events", {"table": "t"})
+
+        step = run.steps[0]
+        assert run.status == "waiting_approval", run.error
+        assert [c.split(" (")[0] for c in step.estimate["cascades"]] == [
+            "deleting from events also acts on tags.event_id"
+        ]
+        assert step.estimate["fires"] == [
+            "deleting from events fires trigger any_gone (runs counted)",
+            "deleting from events fires trigger events_low_gone (runs events_low_gone) on "
+            "events_low",
+        ]
+        approved_and_resumed(config, run.run_id)
+        assert fingerprint(url, "tags") == (1, 2)
+        assert fingerprint(url, "other") == (7, 218)  # what events_low_gone wrote: 101, 102
+
+
+def test_a_write_of_an_inheritance_parent_reaches_its_children_but_an_insert_does_not(
+    home: Path, tmp_path: Path
+) -> None:
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(
+            url,
+            "CREATE TABLE old_t (LIKE t) INHERITS (t)",
+            "CREATE FUNCTION noted() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN NULL; END $$",
+            "CREATE TRIGGER old_touched AFTER DELETE OR INSERT ON old_t "
+            "FOR EACH ROW EXECUTE FUNCTION noted()",
+        )
+        plan = one_step_plan("maintenance", "db", "postgresql", "touch_t", {"table": "t"})
+        fired = {}
+        for verb, sql in (
+            ("delete", "DELETE FROM {table} WHERE id < 3"),
+            ("insert", "INSERT INTO {table} (id, v) VALUES (100, 0)"),
+        ):
+            config = sql_tool(home, url, "touch_t", "high", sql)
+            fired[verb] = commands.apply_plan(config, plan, dry_run=True).steps[0].estimate["fires"]
+
+        assert fired == {
+            "delete": ["deleting from t fires trigger old_touched (runs noted) on old_t"],
+            "insert": [],
+        }
