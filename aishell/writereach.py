@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.sqltext import text
 from aishell.writtentables import Write, view_bases, written
@@ -185,6 +186,12 @@ _PG_ACTIONS = {
     "r": "RESTRICT",
     "a": "NO ACTION",
 }
+# A view's definition names its base tables, each qualified by its database.
+_MYSQL_VIEW = (
+    "SELECT 'view', NULL, NULL, NULL, NULL, NULL, VIEW_DEFINITION, NULL, 0 "
+    "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = coalesce(:s, DATABASE()) "
+    "AND TABLE_NAME = :t"
+)
 _MYSQL_KEYS = (
     "SELECT 'key', r.CONSTRAINT_SCHEMA, r.TABLE_NAME, r.CONSTRAINT_NAME, r.DELETE_RULE, "
     "r.UPDATE_RULE, k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME, k.ORDINAL_POSITION "
@@ -192,12 +199,30 @@ _MYSQL_KEYS = (
     "JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = r.CONSTRAINT_SCHEMA "
     "AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME AND k.TABLE_NAME = r.TABLE_NAME "
     "WHERE r.UNIQUE_CONSTRAINT_SCHEMA = coalesce(:s, DATABASE()) "
-    "AND r.REFERENCED_TABLE_NAME = :t "
-    # A view's definition names its base tables, each qualified by its database.
-    "UNION ALL SELECT 'view', NULL, NULL, NULL, NULL, NULL, VIEW_DEFINITION, NULL, 0 "
-    "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = coalesce(:s, DATABASE()) "
-    "AND TABLE_NAME = :t ORDER BY 1, 2, 3, 4, 9"
+    f"AND r.REFERENCED_TABLE_NAME = :t UNION ALL {_MYSQL_VIEW} ORDER BY 1, 2, 3, 4, 9"
 )
+# MariaDB reads REFERENTIAL_CONSTRAINTS by opening every table of every database on the
+# server (its referenced side has no lookup key): a cost that grows with the server's
+# tables, and a wait on any of them being altered. InnoDB's own dictionary of foreign
+# keys answers without opening a table. It needs the PROCESS privilege, and names a
+# table as its file (database/table, other characters than [A-Za-z0-9_] @-encoded): the
+# row 'database' says which database an unqualified name is in, so that an encoded one
+# is asked the other way.
+_MARIADB_KEYS = (
+    "SELECT 'key', SUBSTRING_INDEX(f.FOR_NAME, '/', 1), SUBSTRING_INDEX(f.FOR_NAME, '/', -1), "
+    "SUBSTRING_INDEX(f.ID, '/', -1), "
+    "CASE WHEN f.TYPE & 1 THEN 'CASCADE' WHEN f.TYPE & 2 THEN 'SET NULL' ELSE 'NO ACTION' END, "
+    "CASE WHEN f.TYPE & 4 THEN 'CASCADE' WHEN f.TYPE & 8 THEN 'SET NULL' ELSE 'NO ACTION' END, "
+    "c.FOR_COL_NAME, c.REF_COL_NAME, c.POS FROM information_schema.INNODB_SYS_FOREIGN f "
+    "JOIN information_schema.INNODB_SYS_FOREIGN_COLS c ON c.ID = f.ID "
+    "WHERE IF(@@lower_case_table_names = 0, "
+    "BINARY f.REF_NAME = CONCAT(coalesce(:s, DATABASE()), '/', :t), "
+    "f.REF_NAME = LOWER(CONCAT(coalesce(:s, DATABASE()), '/', :t))) "
+    "UNION ALL SELECT 'database', coalesce(:s, DATABASE()), NULL, NULL, NULL, NULL, NULL, "
+    f"NULL, 0 UNION ALL {_MYSQL_VIEW} ORDER BY 1, 2, 3, 4, 9"
+)
+_FILE_NAME = re.compile(r"[A-Za-z0-9_]+")
+_ENCODED = re.compile(r"@([0-9a-f]{4})")
 _SQLITE_KEYS = (
     'SELECT m.name, f.id, f."from", f."to", f.on_delete, f.on_update FROM sqlite_master m '
     "JOIN pragma_foreign_key_list(m.name) f "
@@ -223,6 +248,8 @@ class _Relations:
         self.conn, self.dialect = conn, conn.dialect.name
         self._read: dict[tuple[str | None, str, bool], _Found] = {}
         self._enforced: bool | None = None
+        # Whether InnoDB's dictionary of foreign keys is asked (MariaDB; see _MARIADB_KEYS).
+        self._innodb = bool(getattr(conn.dialect, "is_mariadb", False))
 
     def on(self, write: Write) -> _Found:
         """What the catalog says of the write's table (and, on PostgreSQL, of the tables
@@ -262,12 +289,15 @@ class _Relations:
         return _Found(self._sqlite_keys(table), [])
 
     def _mysql(self, names: dict[str, str | None]) -> _Found:
+        rows = self._mariadb_rows(names) if self._innodb else None
+        if rows is None:
+            rows = list(self.conn.execute(text(_MYSQL_KEYS), names))
         grouped: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
         bases: list[tuple[str | None, str]] = []
-        for kind, db, child, name, d, u, own, ref, _ in self.conn.execute(text(_MYSQL_KEYS), names):
+        for kind, db, child, name, d, u, own, ref, _ in rows:
             if kind == "view":
                 bases.extend(view_bases(str(own)))
-            else:
+            elif kind == "key":
                 grouped.setdefault((db, child, name, d, u), []).append((own, ref))
         keys = [
             _Key(
@@ -284,6 +314,29 @@ class _Relations:
             for (db, child, name, d, u), pairs in grouped.items()
         ]
         return _Found(keys, bases)
+
+    def _mariadb_rows(self, names: dict[str, str | None]) -> list[Any] | None:
+        """The keys from InnoDB's dictionary, their names decoded; None where it cannot
+        say (not MariaDB, no PROCESS privilege, a name its files encode)."""
+        if not _FILE_NAME.fullmatch(names["t"] or ""):
+            return None
+        try:
+            rows = list(self.conn.execute(text(_MARIADB_KEYS), names))
+        except DBAPIError:
+            self._innodb = False  # the catalog view from here on
+            return None
+        found = []
+        for kind, db, child, name, *rest in rows:
+            if kind == "database" and not _FILE_NAME.fullmatch(str(db or "")):
+                return None
+            if kind == "key":
+                db, child, name = (
+                    _ENCODED.sub(lambda m: chr(int(m[1], 16)), v) for v in (db, child, name)
+                )
+                if "@" in db + child + name:
+                    return None
+            found.append((kind, db, child, name, *rest))
+        return found
 
     def _sqlite_keys(self, table: str) -> list[_Key]:
         if self._enforced is None:

@@ -715,6 +715,7 @@ def test_a_trigger_on_insert_into_the_archive_table_is_named(logs):
         config, "log_cleanup", job(archive_to="table:events_archive"), dry_run=True
     )
 
+    assert dry.steps[1].estimate is not None, (dry.status, dry.error, dry.steps[1])
     fires = dry.steps[1].estimate["fires"]
     assert len(fires) == 1
     assert fires[0].startswith("inserting into events_archive fires trigger archived_in")

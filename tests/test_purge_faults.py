@@ -58,8 +58,9 @@ SERVER_NOW = {
     "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
 }
 # The statements that do a batch's work (delete, and archive into a table), as the
-# audit records them: what was sent, committed or not.
-WORK = ("DELETE", "WITH", "INSERT")
+# audit records them: what was sent, committed or not. (Catalog reads of the step's
+# estimate begin with WITH RECURSIVE: not a batch's.)
+WORK = ("DELETE", "WITH AISHELL_GONE", "INSERT")
 
 
 # --- the table, the target and the run -----------------------------------------------------

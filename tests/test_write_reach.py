@@ -5,17 +5,22 @@ are in test_log_cleanup.py."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
 
 from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import Config
-from aishell.writereach import write_reach
+from aishell.writereach import Reach, write_reach
 from aishell.writtentables import Write, written
 from tests.helpers import one_step_plan
+from tests.services import scratch_mysql
 from tests.test_guard import (
     dialect_of,
     execute,
@@ -528,3 +533,95 @@ def test_a_write_of_an_inheritance_parent_reaches_its_children_but_an_insert_doe
             "delete": ["deleting from t fires trigger old_touched (runs noted) on old_t"],
             "insert": [],
         }
+
+
+@contextmanager
+def mariadb_login(url: str, *grants: str) -> Iterator[str]:
+    """A login of its own on the server of `url`, with only `grants`; its URL."""
+    user = f"aishell_u_{uuid.uuid4().hex[:8]}"
+    execute(
+        url, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'", *[g.format(user=user) for g in grants]
+    )
+    try:
+        yield str(make_url(url).set(username=user, password="pw").render_as_string(False))
+    finally:
+        execute(url, f"DROP USER '{user}'@'%'")
+
+
+def asked(url: str, statements: list[str]) -> tuple[Reach | None, str]:
+    """write_reach on a connection of `url`, and the catalog it asked."""
+    sent: list[str] = []
+    engine = create_engine(url)
+    event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    try:
+        with engine.connect() as conn:
+            return write_reach(conn, statements), " ".join(sent)
+    finally:
+        engine.dispose()
+
+
+def test_mariadb_keys_come_from_innodb_where_it_may_say_and_from_the_catalog_where_not(
+    tmp_path: Path,
+) -> None:
+    """InnoDB's dictionary answers without opening every table on the server, a key of
+    another database's table too; a login without the PROCESS privilege, and a database
+    whose name InnoDB encodes, are asked through REFERENTIAL_CONSTRAINTS."""
+    odd = f"aishell-{uuid.uuid4().hex[:8]}"  # encoded by InnoDB: 'aishell@002d...'
+    with (
+        scratch_database("mysql", tmp_path) as url,
+        scratch_mysql() as other_url,
+        scratch_mysql(name=odd) as odd_url,
+    ):
+        database, other = make_url(url).database, make_url(other_url).database
+        for where in (url, odd_url):
+            make_tables(where)
+            execute(where, CHILD["mysql"].format(action="CASCADE"))
+        execute(
+            other_url,
+            "CREATE TABLE elsewhere (id integer PRIMARY KEY, t_id integer, "
+            f"FOREIGN KEY (t_id) REFERENCES `{database}`.t (id) ON DELETE SET NULL)",
+        )
+        delete = ["DELETE FROM t WHERE id < 3"]
+        with mariadb_login(url, f"GRANT ALL ON `{database}`.* TO '{{user}}'@'%'") as plain:
+            found = {
+                "root": asked(url, delete),
+                "no PROCESS": asked(plain, delete),
+                "encoded name": asked(odd_url, delete),
+            }
+
+        acts = {
+            who: sorted(c.split(" (", 1)[0] for c in reach.cascades)
+            for who, (reach, _) in found.items()
+            if reach is not None
+        }
+        catalog = {who: "REFERENTIAL_CONSTRAINTS" in sent for who, (_, sent) in found.items()}
+        assert acts == {
+            "root": sorted(
+                [
+                    f"deleting from t also acts on {database}.child.t_id",
+                    f"deleting from t also acts on {other}.elsewhere.t_id",
+                ]
+            ),
+            # What the catalog view shows is what the server lets the login see: not the
+            # key in the database it has no grant on.
+            "no PROCESS": [f"deleting from t also acts on {database}.child.t_id"],
+            "encoded name": [f"deleting from t also acts on {odd}.child.t_id"],
+        }
+        assert catalog == {"root": False, "no PROCESS": True, "encoded name": True}
+        assert "INNODB_SYS_FOREIGN" in found["root"][1]
+
+
+def test_a_login_without_process_still_waits_for_a_cascade(home: Path, tmp_path: Path) -> None:
+    """The refused look into InnoDB's dictionary is only a statement that failed: the
+    step asks the catalog view, names the key and waits."""
+    with scratch_database("mysql", tmp_path) as url:
+        make_tables(url)
+        execute(url, CHILD["mysql"].format(action="CASCADE"), "INSERT INTO child VALUES (1, 1)")
+        grant = f"GRANT ALL ON `{make_url(url).database}`.* TO '{{user}}'@'%'"
+        with mariadb_login(url, grant) as plain:
+            config = sql_tool(home, plain, "trim_t", "high", "DELETE FROM {table} WHERE id < 3")
+            run = run_one(config, plain, "trim_t", {"table": "t"})
+
+        assert run.status == "waiting_approval", run.error
+        assert "child.t_id (ON DELETE CASCADE" in " ".join(run.steps[0].personal)
+        assert fingerprint(url) == (10, 55) and fingerprint(url, "child") == (1, 1)
