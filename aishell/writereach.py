@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.eventtriggers import event_triggers_fired
 from aishell.sqltext import text
 from aishell.writtentables import Write, view_bases, written
 
@@ -52,12 +53,14 @@ MAX_TABLES = 100
 
 def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
     """What the statements' writes also do, followed through the tables their cascades
-    write; None when none of them writes rows."""
-    dialect = conn.dialect.name
+    write, and the event triggers their DDL fires (eventtriggers.py); None when none
+    of them writes rows or fires one."""
+    dialect, statements = conn.dialect.name, list(statements)
     writes = dict.fromkeys(w for sql in statements for w in written(sql, dialect))
-    if not writes:
+    ddl_fires = event_triggers_fired(conn, statements)
+    if not writes and not ddl_fires:
         return None
-    reach, relations = Reach(), _Relations(conn)
+    reach, relations = Reach(fires=ddl_fires), _Relations(conn)
     # Each write with how it came about: None for a statement's own.
     queue: deque[tuple[Write, str | None]] = deque((w, None) for w in writes)
     seen: set[Write] = set()

@@ -625,3 +625,55 @@ def test_a_login_without_process_still_waits_for_a_cascade(home: Path, tmp_path:
         assert run.status == "waiting_approval", run.error
         assert "child.t_id (ON DELETE CASCADE" in " ".join(run.steps[0].personal)
         assert fingerprint(url) == (10, 55) and fingerprint(url, "child") == (1, 1)
+
+
+EVENT_TRIGGERS = [
+    "CREATE TABLE ddl_log (tag text)",
+    "CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO ddl_log SELECT command_tag FROM pg_event_trigger_ddl_commands(); END $$",
+    "CREATE FUNCTION quiet() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$",
+    "CREATE EVENT TRIGGER on_index ON ddl_command_end WHEN TAG IN ('CREATE INDEX') "
+    "EXECUTE FUNCTION log_ddl()",
+    "CREATE EVENT TRIGGER on_drop ON sql_drop EXECUTE FUNCTION quiet()",
+    "CREATE EVENT TRIGGER on_table ON ddl_command_start WHEN TAG IN ('CREATE TABLE') "
+    "EXECUTE FUNCTION quiet()",
+    "CREATE EVENT TRIGGER switched_off ON ddl_command_end EXECUTE FUNCTION quiet()",
+    "ALTER EVENT TRIGGER switched_off DISABLE",
+]
+
+
+@pytest.mark.parametrize(
+    ("sql", "fires"),
+    [
+        (
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_v ON {table} (v)",
+            ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
+        ),
+        (
+            "DROP INDEX IF EXISTS t_nothing",
+            ["DROP INDEX fires event trigger on_drop (sql_drop, runs quiet)"],
+        ),
+        ("ANALYZE {table}", []),
+        ("REINDEX TABLE {table}", []),  # PostgreSQL 15 fires none on REINDEX
+    ],
+)
+def test_ddl_names_the_event_triggers_it_fires(
+    home: Path, tmp_path: Path, sql: str, fires: list[str]
+) -> None:
+    """Only an enabled event trigger whose tags and event take the command is named; the
+    one named runs once the step is approved."""
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(url, *EVENT_TRIGGERS)
+        config = sql_tool(home, url, "ddl_t", "medium", sql)
+        plan = one_step_plan("maintenance", "db", "postgresql", "ddl_t", {"table": "t"})
+
+        dry = commands.apply_plan(config, plan, dry_run=True)
+        run = run_one(config, url, "ddl_t", {"table": "t"})
+
+        estimate = dry.steps[0].estimate
+        assert (estimate or {}).get("fires", []) == fires
+        assert all(f in dry.steps[0].reasons for f in fires)
+        assert run.status == "completed", run.error
+        logged = scalar(url, "SELECT string_agg(tag, ',') FROM ddl_log")
+        assert logged == ("CREATE INDEX" if "on_index" in " ".join(fires) else None)
