@@ -135,11 +135,9 @@ def _acting(keys: list[_Key], write: Write) -> Iterator[tuple[_Key, str, Write]]
         yield key, f"{on} {action}{named}", then
 
 
-_PG_TABLE = (
-    "(SELECT c.oid FROM pg_catalog.pg_class c "
-    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relname = :t AND n.nspname = coalesce(:s, current_schema()))"
-)
+# The relation a statement names, found as the statement finds it: an unqualified name
+# through the whole search_path, not only its first schema.
+_PG_TABLE = "(SELECT to_regclass(coalesce(quote_ident(:s) || '.', '') || quote_ident(:t))::oid)"
 
 
 def _pg_columns(relation: str, numbers: str) -> str:

@@ -650,6 +650,10 @@ EVENT_TRIGGERS = [
             ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
         ),
         (
+            "-- a comment first\nCREATE INDEX t_w ON {table} (v)",
+            ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
+        ),
+        (
             "DROP INDEX IF EXISTS t_nothing",
             ["DROP INDEX fires event trigger on_drop (sql_drop, runs quiet)"],
         ),
@@ -677,3 +681,30 @@ def test_ddl_names_the_event_triggers_it_fires(
         assert run.status == "completed", run.error
         logged = scalar(url, "SELECT string_agg(tag, ',') FROM ddl_log")
         assert logged == ("CREATE INDEX" if "on_index" in " ".join(fires) else None)
+
+
+def test_an_unqualified_table_is_found_through_the_whole_search_path(
+    home: Path, tmp_path: Path
+) -> None:
+    """With search_path app, public and t in public, the statement deletes from
+    public.t: its key is named, though the first schema of the path is app. (The
+    tool's table parameter names a table of the first schema, as aishell's catalog
+    reads it; the statement names t itself.)"""
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        database = make_url(url).database
+        execute(
+            url,
+            CHILD["postgresql"].format(action="CASCADE"),
+            "INSERT INTO child VALUES (1, 1)",
+            "CREATE SCHEMA app",
+            "CREATE TABLE app.unrelated (id integer)",
+            f'ALTER DATABASE "{database}" SET search_path = app, public',
+        )
+        config = sql_tool(home, url, "trim_t", "high", "DELETE FROM t WHERE id < 3")
+
+        run = run_one(config, url, "trim_t", {"table": "unrelated"})
+
+        assert run.status == "waiting_approval", run.error
+        assert "child.t_id (ON DELETE CASCADE" in " ".join(run.steps[0].personal)
+        assert fingerprint(url, "child") == (1, 1)
