@@ -84,6 +84,11 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             # Which of a view's columns map to which base column is not read: any.
             for schema, base in found.bases:
                 queue.append((Write(write.event, schema, base), f"through the view {write.table}"))
+            if found.unread_view:
+                reach.cascades.append(
+                    f"{doing}: a view whose definition the parser cannot read, so the tables "
+                    "it writes through to are not known"
+                )
         # InnoDB runs no trigger for the rows a foreign key's action writes.
         cascaded = how is not None and how.startswith(_CASCADED)
         if not (cascaded and dialect in ("mysql", "mariadb")):
@@ -238,6 +243,7 @@ class _Found(NamedTuple):
 
     keys: list[_Key]
     bases: list[tuple[str | None, str]]
+    unread_view: bool = False  # a view whose base tables could not be told
 
 
 class _Relations:
@@ -294,10 +300,10 @@ class _Relations:
         if rows is None:
             rows = list(self.conn.execute(text(_MYSQL_KEYS), names))
         grouped: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
-        bases: list[tuple[str | None, str]] = []
+        bases: list[tuple[str | None, str]] | None = []
         for kind, db, child, name, d, u, own, ref, _ in rows:
             if kind == "view":
-                bases.extend(view_bases(str(own)))
+                bases = view_bases(str(own))
             elif kind == "key":
                 grouped.setdefault((db, child, name, d, u), []).append((own, ref))
         keys = [
@@ -314,7 +320,7 @@ class _Relations:
             )
             for (db, child, name, d, u), pairs in grouped.items()
         ]
-        return _Found(keys, bases)
+        return _Found(keys, bases or [], unread_view=bases is None)
 
     def _mariadb_rows(self, names: dict[str, str | None]) -> list[Any] | None:
         """The keys from InnoDB's dictionary, their names decoded; None where it cannot

@@ -207,12 +207,12 @@ def _replaced(sql: str) -> tuple[Write, ...]:
     return (Write("INSERT", schema, table), Write("DELETE", schema, table))
 
 
-def view_bases(definition: str) -> list[tuple[str | None, str]]:
+def view_bases(definition: str) -> list[tuple[str | None, str]] | None:
     """The tables a MySQL view's definition reads (the one an updatable view writes
-    among them); a definition the parser cannot read: none it can name."""
+    among them); None for a definition the parser cannot read."""
     try:
         tree = sqlglot.parse_one(definition, read="mysql")
     except sqlglot.errors.ParseError:
-        return []
+        return None
     found = (table_name(t, "mysql") for t in tree.find_all(exp.Table))
     return list(dict.fromkeys(f for f in found if f is not None))

@@ -18,7 +18,7 @@ from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import Config
 from aishell.writereach import Reach, write_reach
-from aishell.writtentables import Write, written
+from aishell.writtentables import Write, view_bases, written
 from tests.helpers import one_step_plan
 from tests.services import scratch_mysql
 from tests.test_guard import (
@@ -708,3 +708,10 @@ def test_an_unqualified_table_is_found_through_the_whole_search_path(
         assert run.status == "waiting_approval", run.error
         assert "child.t_id (ON DELETE CASCADE" in " ".join(run.steps[0].personal)
         assert fingerprint(url, "child") == (1, 1)
+
+
+def test_a_view_definition_the_parser_cannot_read_names_no_table_and_says_so() -> None:
+    """None, not an empty list: the write reach then says the tables are not known,
+    which only a person's yes covers."""
+    assert view_bases("select `d`.`t`.`id` AS `id` from `d`.`t`") == [("d", "t")]
+    assert view_bases("select ((( not a view") is None
