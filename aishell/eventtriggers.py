@@ -54,8 +54,8 @@ _ENABLED = (
 
 
 def event_triggers_fired(conn: Connection, statements: Iterable[str]) -> list[str]:
-    """ "CREATE INDEX fires event trigger x (ddl_command_end, runs f)", for each enabled
-    event trigger a statement's command fires; one catalog read, and only for DDL."""
+    """Each enabled event trigger a statement's command fires, as "CREATE INDEX fires
+    event trigger x (ddl_command_end, runs f)"; one catalog read, and only for DDL."""
     if conn.dialect.name != "postgresql":
         return []
     reindex_fires = (getattr(conn.dialect, "server_version_info", None) or (0,)) >= (17,)
