@@ -16,13 +16,13 @@ from collections.abc import Iterable
 from sqlalchemy.engine import Connection
 
 from aishell.sqltext import text
+from aishell.statements import without_leading_comments
 
 _DDL = re.compile(
     r"^\s*(?:CREATE|ALTER|DROP|COMMENT|GRANT|REVOKE|SECURITY\s+LABEL|IMPORT\s+FOREIGN"
     r"|REFRESH\s+MATERIALIZED|(?P<reindex>REINDEX))\b",
     re.IGNORECASE,
 )
-_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)+", re.DOTALL)
 _TOKEN = re.compile(r'"(?:[^"]|"")*"|\w+|\S')
 # Words between a command's verb and its object's kind that its tag leaves out.
 _MODIFIERS = frozenset(
@@ -61,7 +61,7 @@ def event_triggers_fired(conn: Connection, statements: Iterable[str]) -> list[st
     reindex_fires = (getattr(conn.dialect, "server_version_info", None) or (0,)) >= (17,)
     commands = []
     for sql in statements:
-        sql = _LEADING_COMMENTS.sub("", sql)
+        sql = without_leading_comments(sql)
         match = _DDL.match(sql)
         if match and (reindex_fires or not match["reindex"]):
             commands.append(_header(sql))

@@ -130,7 +130,7 @@ def classify(sql: str, dialect: str) -> Classification:
     """The effect and least risk of `sql` (text()-style, `:name` for values)."""
     if not sql.strip() or _only_comments(sql):
         return READS
-    if _TRANSACTION_WORDS.match(_without_leading_comments(sql)):
+    if _TRANSACTION_WORDS.match(without_leading_comments(sql)):
         return Classification(True, RiskLevel.HIGH, "transaction control inside a step")
     return _plain_maintenance(sql, dialect) or parsed(sql, dialect)
 
@@ -179,7 +179,7 @@ def _repeatable(node: exp.Expression, sql: str) -> bool:
     return False
 
 
-def _without_leading_comments(sql: str) -> str:
+def without_leading_comments(sql: str) -> str:
     """The statement from its first word: comments before it hide nothing."""
     rest = sql.lstrip()
     while rest.startswith(("--", "/*")):

@@ -46,7 +46,6 @@ _DOING = {
     "INSERT": "inserting into",
     "TRUNCATE": "truncating",
 }
-_CASCADED = "by the cascade from"
 # How many tables a cascade is followed through before the rest is only said to exist.
 MAX_TABLES = 100
 
@@ -61,11 +60,12 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
     if not writes and not ddl_fires:
         return None
     reach, relations = Reach(fires=ddl_fires), _Relations(conn)
-    # Each write with how it came about: None for a statement's own.
-    queue: deque[tuple[Write, str | None]] = deque((w, None) for w in writes)
+    # Each write with how it came about (None for a statement's own), and whether a
+    # foreign key's action makes it.
+    queue: deque[tuple[Write, str | None, bool]] = deque((w, None, False) for w in writes)
     seen: set[Write] = set()
     while queue:
-        write, how = queue.popleft()
+        write, how, cascaded = queue.popleft()
         if write in seen:
             continue
         if len(seen) == MAX_TABLES:
@@ -79,18 +79,18 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
         found = relations.on(write)
         for key, action, then in _acting(found.keys, write):
             reach.cascades.append(f"{doing} also acts on {key.shown} ({action})")
-            queue.append((then, f"{_CASCADED} {write.table}"))
+            queue.append((then, f"by the cascade from {write.table}", True))
         if write.event != "TRUNCATE":
             # Which of a view's columns map to which base column is not read: any.
             for schema, base in found.bases:
-                queue.append((Write(write.event, schema, base), f"through the view {write.table}"))
+                through = f"through the view {write.table}"
+                queue.append((Write(write.event, schema, base), through, False))
             if found.unread_view:
                 reach.cascades.append(
                     f"{doing}: a view whose definition the parser cannot read, so the tables "
                     "it writes through to are not known"
                 )
         # InnoDB runs no trigger for the rows a foreign key's action writes.
-        cascaded = how is not None and how.startswith(_CASCADED)
         if not (cascaded and dialect in ("mysql", "mariadb")):
             reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, write))
     return reach
