@@ -64,6 +64,8 @@ class StepFacts:
     params: Mapping[str, Any] | None = None
     # The tool's own estimate of its effect (rows a purge would delete, of how many).
     effect: Mapping[str, Any] | None = None
+    # The target's engine: the mitigations shown are the tool's for it (None: all).
+    dialect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ class SafetyPolicy:
             risk=risk,
             confirmation=confirmation,
             reasons=tuple(reasons),
-            mitigations=tool.mitigations,
+            mitigations=tool.mitigations_on(facts.dialect),
             defer=defer,
             personal=tuple(personal),
         )
@@ -233,6 +235,7 @@ def gather_facts(
     now: datetime,
     store: DurationHistory | None,
     backup_in_run: bool = False,
+    dialect: str | None = None,
 ) -> StepFacts:
     """What the policy needs to know of one step, read the same way for a run, a dry
     run and a plan's preview, so that all three give the same verdict."""
@@ -259,6 +262,7 @@ def gather_facts(
         expected_basis=basis,
         params=params,
         effect=effect,
+        dialect=dialect,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from aishell import schema
+from aishell import schema, toolrisks
 from aishell.configfile import YAML_LOADER
 from aishell.errors import CatalogError, ToolNotFound
 from aishell.handlers import Handler
@@ -33,6 +33,7 @@ from aishell.sqltext import text
 from aishell.statements import classify
 from aishell.toolcontext import PLACEHOLDER, Implementation, ToolContext, fill_template
 from aishell.toolkinds import Capability, Category
+from aishell.toolrisks import PerDialect
 
 # Re-exported: the rest of aishell imports the catalog's vocabulary from here.
 __all__ = [
@@ -113,8 +114,9 @@ class ToolDefinition:
     examples: tuple[dict[str, Any], ...]
     implementations: Mapping[str, Implementation]
     notes: str
-    risks: tuple[str, ...]
-    mitigations: tuple[str, ...]
+    # By dialect: what its statements risk there, and what limits that.
+    risks: PerDialect
+    mitigations: PerDialect
     source: Path
     fingerprint: str
     # What a step of this tool adds to the maintenance report, one rule per section
@@ -124,6 +126,13 @@ class ToolDefinition:
     run_report: bool = False
     # The field of its output counting the rows it deleted, summed into the metrics.
     rows_purged: str | None = None
+
+    def risks_on(self, dialect: str | None) -> tuple[str, ...]:
+        """Its risks on this dialect's engine (None: on every one it implements)."""
+        return toolrisks.on(self.risks, dialect)
+
+    def mitigations_on(self, dialect: str | None) -> tuple[str, ...]:
+        return toolrisks.on(self.mitigations, dialect)
 
     def implementation(self, dialect: str) -> Implementation:
         try:
@@ -180,8 +189,8 @@ class ToolDefinition:
             "examples": list(self.examples),
             "dialects": sorted(self.implementations),
             "notes": self.notes,
-            "risks": list(self.risks),
-            "mitigations": list(self.mitigations),
+            "risks": {d: list(r) for d, r in self.risks.items()},
+            "mitigations": {d: list(m) for d, m in self.mitigations.items()},
         }
 
 
@@ -319,8 +328,8 @@ def load_tool(path: Path) -> ToolDefinition:
         examples=tuple(data["examples"]),
         implementations=implementations,
         notes=str(data.get("notes") or "").strip(),
-        risks=tuple(data.get("risks") or ()),
-        mitigations=tuple(data.get("mitigations") or ()),
+        risks=toolrisks.per_dialect(data, "risks", implementations, fail),
+        mitigations=toolrisks.per_dialect(data, "mitigations", implementations, fail),
         source=path,
         fingerprint=fingerprint,
         report=report,
@@ -360,10 +369,6 @@ def _check_metadata(data: dict[str, Any], fail: Callable[[str], Exception]) -> N
         not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
     ):
         raise fail("max_retries must be a whole number, 0 or more")
-    for key in ("risks", "mitigations"):
-        value = data.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise fail(f"{key} must be a list of sentences")
     for key in ("idempotent", "requires_approval", "destructive", "run_report"):
         if not isinstance(data.get(key, False), bool):
             raise fail(f"{key} must be true or false")

@@ -164,6 +164,7 @@ def _preview_step(
         now=known.now,
         store=known.history,
         backup_in_run=known.backup_before,
+        dialect=ctx.dialect,
     )
     verdict = known.policy.check(facts)
     return StepPreview(

@@ -79,7 +79,7 @@ def _request(
         risk=result.risk_level,
         confirmation=result.confirmation,
         reasons=tuple(result.reasons),
-        risks=tool.risks,
+        risks=tool.risks_on(run.target.dialect),
         mitigations=tuple(result.mitigations),
         personal=tuple(result.personal),
         estimate=result.estimate or {},

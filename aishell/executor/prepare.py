@@ -157,6 +157,7 @@ def _facts(
         now=run.clock(),
         store=run.store,
         backup_in_run=run.backup_before(index),
+        dialect=run.target.dialect,
     )
 
 

@@ -152,6 +152,14 @@ def tools_table(out: Console, found: list[ToolDefinition]) -> None:
     out.print(table)
 
 
+def _by_dialect(lists: dict[str, list[str]]) -> list[str]:
+    """Sentences that hold on every engine once; the others under their engine's name."""
+    values = list(lists.values())
+    if all(v == values[0] for v in values):
+        return values[0] if values else []
+    return [f"{dialect}: {s}" for dialect, sentences in lists.items() for s in sentences]
+
+
 def tool_detail(out: Console, data: dict[str, Any]) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_row("category", safe_text(data["category"]))
@@ -171,6 +179,10 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
                 f"{spec.get('description', '')}"
             ),
         )
+    for key in ("risks", "mitigations"):
+        lines = _by_dialect(data[key])
+        if lines:
+            grid.add_row(key, safe_text("\n".join(lines), newlines=True))
     if data["notes"]:
         grid.add_row("notes", safe_text(data["notes"], newlines=True))
     out.print(
