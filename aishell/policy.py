@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -27,8 +27,9 @@ from aishell.config import (
     MaxTableSize,
     PurgeLimits,
 )
-from aishell.registry import Category, ToolDefinition
+from aishell.registry import Category, Implementation, ToolDefinition
 from aishell.risk import RiskLevel
+from aishell.statements import classify
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {
@@ -66,6 +67,9 @@ class StepFacts:
     effect: Mapping[str, Any] | None = None
     # The target's engine: the mitigations shown are the tool's for it (None: all).
     dialect: str | None = None
+    # False when, as rendered, the step writes nothing (renders_no_write): it is judged
+    # as a read, and runs under a guard that lets no write through.
+    writes: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,9 @@ class SafetyPolicy:
         return None
 
     def check(self, facts: StepFacts) -> Verdict:
+        if not facts.writes and facts.tool.risk_level is not RiskLevel.SAFE:
+            # What it may do is what it runs: reads, which need no yes and no window.
+            facts = replace(facts, tool=replace(facts.tool, risk_level=RiskLevel.SAFE))
         tool = facts.tool
         risk = tool.risk_level
         reasons: list[str] = []
@@ -157,7 +164,7 @@ class SafetyPolicy:
         for constraint in self.all_constraints:
             if isinstance(constraint, MaxTableSize):
                 reasons += _max_table_size(constraint, facts)
-            elif isinstance(constraint, BackupRequired):
+            elif isinstance(constraint, BackupRequired) and facts.writes:
                 reasons += _backup_required(constraint, facts, self.target)
             elif isinstance(constraint, MaintenanceWindow):
                 defer = defer or _window(constraint, facts)
@@ -236,6 +243,7 @@ def gather_facts(
     store: DurationHistory | None,
     backup_in_run: bool = False,
     dialect: str | None = None,
+    writes: bool = True,
 ) -> StepFacts:
     """What the policy needs to know of one step, read the same way for a run, a dry
     run and a plan's preview, so that all three give the same verdict."""
@@ -263,7 +271,17 @@ def gather_facts(
         params=params,
         effect=effect,
         dialect=dialect,
+        writes=writes,
     )
+
+
+def renders_no_write(impl: Implementation, rendered: Sequence[str], dialect: str) -> bool:
+    """Whether a step, as its tool rendered it, writes nothing: every statement it gives
+    only reads, and its implementation writes nothing it does not render (a rebuild
+    that found no index over the threshold). Such a step needs no approval for its
+    tool's risk: it runs as a read, the guard refusing any write and the session
+    read-only, so that what was judged is what runs."""
+    return impl.renders_every_write and not any(classify(sql, dialect).writes for sql in rendered)
 
 
 def _expected_seconds(

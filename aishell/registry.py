@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -29,7 +29,7 @@ from aishell.handlers import Handler
 from aishell.reportrule import ReportRule, parse_report_rules
 from aishell.risk import RiskLevel
 from aishell.sqlcheck import write_reason
-from aishell.sqltext import text
+from aishell.sqltool import SqlImplementation
 from aishell.statements import classify
 from aishell.toolcontext import PLACEHOLDER, Implementation, ToolContext, fill_template
 from aishell.toolkinds import Capability, Category
@@ -53,48 +53,6 @@ __all__ = [
 ]
 
 DIALECTS = ("sqlite", "postgresql", "mysql")
-
-
-@dataclass(frozen=True)
-class SqlImplementation:
-    """A tool whose work is fixed SQL: identifiers as {name} (quoted), values as :name (bound)."""
-
-    sql_templates: tuple[str, ...]
-    result: Literal["none", "one", "all"]
-    identifiers: frozenset[str]
-    check_sql: str | None = None
-    # Fixed SQL may do anything its risk allows to its tables.
-    changes_tables: bool = True
-
-    def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-        return [fill_template(sql, params, ctx) for sql in self.sql_templates]
-
-    def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        conn = ctx.connection
-        output: dict[str, Any] = {}
-        statements = self.render_sql(params, ctx)
-        for position, sql in enumerate(statements, start=1):
-            bound = {k: v for k, v in params.items() if f":{k}" in sql}
-            result = conn.execute(text(sql), bound)
-            if position < len(statements):
-                continue  # the result mode applies to the last statement
-            if self.result == "one":
-                row = result.mappings().first()
-                output = dict(row) if row is not None else {}
-            elif self.result == "all":
-                output = {"rows": [dict(r) for r in result.mappings()]}
-            else:
-                output = {"rowcount": max(result.rowcount, 0)}
-        if conn.in_transaction():
-            conn.commit()
-        return output
-
-    def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
-        if self.check_sql is None:
-            return None
-        sql = fill_template(self.check_sql, params, ctx)
-        bound = {k: v for k, v in params.items() if f":{k}" in sql}
-        return bool(ctx.connection.execute(text(sql), bound).scalar())
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def write_reason(sql: str, dialect: str) -> str | None:
     # Placeholders for quoted identifiers are rendered before parsing by the caller.
     try:
         statements = sqlglot.parse(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
-    except sqlglot.errors.ParseError as exc:
+    except sqlglot.errors.SqlglotError as exc:  # a statement it cannot even tokenize too
         return f"the SQL parser could not read it ({str(exc).splitlines()[0]})"
     for statement in statements:
         if statement is None:

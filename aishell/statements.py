@@ -142,7 +142,7 @@ def parsed(sql: str, dialect: str) -> Classification:
         return READS
     try:
         statements = [s for s in sqlglot.parse(sql, read=SQLGLOT_DIALECT[dialect]) if s]
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:
         return Classification(True, RiskLevel.HIGH, reason)
     if len(statements) != 1:
         return Classification(True, RiskLevel.HIGH, "more than one statement")

@@ -51,7 +51,7 @@ def written(sql: str, dialect: str) -> tuple[Write, ...]:
         return ()
     try:
         tree = sqlglot.parse_one(_PLACEHOLDER.sub("NULL", sql), read=SQLGLOT_DIALECT[dialect])
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:
         return ()
     if isinstance(tree, exp.Command):
         return _replaced(sql)
@@ -212,7 +212,7 @@ def view_bases(definition: str) -> list[tuple[str | None, str]] | None:
     among them); None for a definition the parser cannot read."""
     try:
         tree = sqlglot.parse_one(definition, read="mysql")
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:
         return None
     found = (table_name(t, "mysql") for t in tree.find_all(exp.Table))
     return list(dict.fromkeys(f for f in found if f is not None))

@@ -25,6 +25,7 @@ from aishell.config import Config
 from aishell.errors import TargetError
 from aishell.executor import RunResult
 from aishell.handlers import measured
+from aishell.policy import renders_no_write
 from aishell.tablecatalog import TableCatalog
 from aishell.toolcontext import ToolContext
 from tests.helpers import use_target
@@ -141,14 +142,20 @@ def test_three_times_the_tables_cost_no_more_catalog_queries(target):
 def test_after_a_step_only_its_table_is_read_again(target):
     config, url = target
     add_tables(url, 0, 3)
+    dialect = make_url(url).get_backend_name()
+    if dialect == "sqlite":  # free pages in the file: the first optimize_table VACUUMs
+        with sqlite3.connect(make_url(url).database or "") as conn:
+            conn.execute("CREATE TABLE filler AS SELECT zeroblob(100000) AS b")
+            conn.execute("DROP TABLE filler")
     sent, _, run = plan_and_run(config, "full")
     reads = [names_in(params) for sql, params in sent if CATALOG in sql]
     # `plan`, then the run's planning and the run itself each read every table once.
     assert sum(1 for r in reads if not r) == 3
-    # After a step that may change its table (every step that is not read-only, but for
-    # a statistics update), that table alone is read again, in one query, before the
-    # next step that names it; the report, naming every table, reads again all those
-    # still unread, in one query.
+    # After a step that may change its table (every step that is not read-only and
+    # rendered a write, but for a statistics update), that table alone is read again, in
+    # one query, before the next step that names it; the report, naming every table,
+    # reads again all those still unread, in one query.
+    registry = commands.load_catalog(config)
     expected: list[set[str]] = []
     changed: set[str] = set()
     for step in run.steps:
@@ -156,11 +163,18 @@ def test_after_a_step_only_its_table_is_read_again(target):
         if changed & named:
             expected.append(changed & named)
             changed -= named
-        # ANALYZE changes no table's rows, pages or indexes: nothing to read again.
-        if step.risk_level != "safe" and step.tool != "update_table_statistics":
+        # ANALYZE changes no table's rows, pages or indexes, and a rebuild that found
+        # nothing to rebuild runs as a read: nothing to read again.
+        impl = registry.get(step.tool).implementation(dialect)
+        writes = not renders_no_write(impl, step.sql or [], dialect)
+        if step.risk_level != "safe" and step.tool != "update_table_statistics" and writes:
             changed |= named
     assert [r for r in reads if r] == expected
-    assert any(len(r) == 1 for r in expected)
+    # On MariaDB these small tables leave its rebuild and OPTIMIZE nothing to do; on
+    # PostgreSQL each VACUUM changes its table, read again with the others by the report;
+    # on SQLite only the first VACUUM has free pages to take, and ANALYZE reads its table.
+    assert (expected == []) is (dialect == "mysql")
+    assert any(len(r) == 1 for r in expected) is (dialect == "sqlite")
 
 
 def test_a_table_a_step_made_is_found_and_one_it_dropped_is_gone(target):

@@ -13,9 +13,12 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from aishell import commands
+from aishell.approval import ApprovalRequest
 from aishell.cli import cli
 from aishell.errors import CatalogError
+from aishell.plan import Plan
 from aishell.registry import load_tool
+from tests.helpers import one_step_plan
 from tests.services import engine
 from tests.test_restore_prechecks import Recorder
 
@@ -63,52 +66,51 @@ def test_every_shipped_tool_says_something_for_each_engine_it_risks_writing_on()
                 assert tool.mitigations_on(dialect), (tool.name, dialect)
 
 
-def strict_full_maintenance(config, tables: list[str]) -> Recorder:
-    """Full maintenance of `tables` at the strict level, every medium step asked."""
-    recorder = Recorder()
-    result = commands.run_job(
-        config,
-        "maintenance",
-        {"type": "full", "tables": tables},
-        approver=recorder.approver,
-        safety_level="strict",
-    )
-    assert result.status == "completed", result.error
-    return recorder
-
-
-def assert_asked_about(recorder: Recorder, config, dialect: str) -> None:
+def asked_in(config, plan_or_job: Plan | dict, dialect: str) -> list[ApprovalRequest]:
+    """The approvals a run asked for (each answered no), each checked to show the
+    tool's risks and mitigations on `dialect` and none that hold only elsewhere."""
+    recorder = Recorder("no")
+    if isinstance(plan_or_job, Plan):
+        commands.apply_plan(config, plan_or_job, approver=recorder.approver)
+    else:
+        commands.run_job(
+            config, "maintenance", plan_or_job, approver=recorder.approver, safety_level="strict"
+        )
     registry = commands.load_catalog(config)
-    asked = {request.tool: request for request in recorder.asked}
-    assert {"rebuild_fragmented_indexes", "optimize_table"} <= set(asked)
-    for name, request in asked.items():
-        tool = registry.get(name)
+    for request in recorder.asked:
+        tool = registry.get(request.tool)
         assert request.risks == tool.risks_on(dialect)
         assert request.mitigations == tool.mitigations_on(dialect)
-        others = {s for d in tool.implementations if d != dialect for s in tool.risks_on(d)}
-        assert not set(request.risks) & (others - set(tool.risks_on(dialect)))
+        elsewhere = {s for d in tool.implementations for s in tool.risks_on(d)}
+        assert not (elsewhere - set(tool.risks_on(dialect))) & set(request.risks)
+    return recorder.asked
 
 
 def test_the_prompt_on_sqlite_shows_what_vacuum_does_to_the_file(demo_db, config):
-    recorder = strict_full_maintenance(config, ["orders"])
-    assert_asked_about(recorder, config, "sqlite")
-    [optimize] = [r for r in recorder.asked if r.tool == "optimize_table"]
+    asked = asked_in(config, {"type": "full", "tables": ["app_logs"]}, "sqlite")
+    assert {"rebuild_fragmented_indexes", "optimize_table"} <= {r.tool for r in asked}
+    [optimize] = [r for r in asked if r.tool == "optimize_table"]
     assert "The whole database is locked while VACUUM rewrites the file." in optimize.risks
 
 
 def test_the_prompt_on_a_server_shows_its_engine(server_config, server_url):
     with engine(server_url).begin() as conn:
         conn.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY, note VARCHAR(40))"))
-        conn.execute(text("CREATE INDEX orders_note ON orders (note)"))
         for i in range(200):
             conn.execute(text("INSERT INTO orders VALUES (:i, :n)"), {"i": i, "n": f"n{i}"})
     dialect = "postgresql" if server_url.startswith("postgresql") else "mysql"
-    recorder = strict_full_maintenance(server_config, ["orders"])
-    assert_asked_about(recorder, server_config, dialect)
-    shown = [s for r in recorder.asked for s in (*r.risks, *r.mitigations)]
-    assert not [s for s in shown if "VACUUM rewrites the file" in s or "SQLite" in s]
+    asked = asked_in(server_config, {"type": "full", "tables": ["orders"]}, dialect)
+    # A repair always asks: what it does differs most by engine (PostgreSQL takes no copy).
+    repair = one_step_plan(
+        "maintenance", "db", dialect, "repair_corrupted_tables", {"tables": ["orders"]}
+    )
+    asked += asked_in(server_config, repair, dialect)
+    shown = [s for r in asked for s in (*r.risks, *r.mitigations)]
+    assert "repair_corrupted_tables" in {r.tool for r in asked}
+    assert not [s for s in shown if "VACUUM rewrites the file" in s or "backup copy" in s]
     if dialect == "postgresql":
-        assert any("REINDEX CONCURRENTLY" in s for s in shown)
+        assert "optimize_table" in {r.tool for r in asked}  # a VACUUM always writes
+        assert any("REINDEX TABLE CONCURRENTLY" in s for s in shown)
     else:
         assert any("ALTER TABLE ... FORCE" in s for s in shown)
 

@@ -14,7 +14,7 @@ from aishell.config import Config
 from aishell.errors import AishellError
 from aishell.executor import estimate_effect
 from aishell.plan import Plan, Step
-from aishell.policy import DurationHistory, SafetyPolicy, gather_facts
+from aishell.policy import DurationHistory, SafetyPolicy, gather_facts, renders_no_write
 from aishell.registry import Category, Registry, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
 from aishell.state import StateStore
@@ -155,6 +155,9 @@ def _preview_step(
         except AishellError as exc:
             # The run fails this step before any prompt; the preview says why.
             effect = {"refused": str(exc)}
+    writes = tool.risk_level is not RiskLevel.SAFE and not (
+        live and renders_no_write(impl, rendered, handle.dialect)
+    )
     facts = gather_facts(
         known.policy,
         tool,
@@ -165,6 +168,7 @@ def _preview_step(
         store=known.history,
         backup_in_run=known.backup_before,
         dialect=ctx.dialect,
+        writes=writes,
     )
     verdict = known.policy.check(facts)
     return StepPreview(

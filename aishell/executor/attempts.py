@@ -20,7 +20,7 @@ from aishell.executor.results import INTERRUPTED, StepResult
 from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard, shapes_for
-from aishell.registry import RiskLevel, ToolContext, ToolDefinition
+from aishell.registry import ToolContext, ToolDefinition
 from aishell.schema import identifier_params
 from aishell.state import dumps
 from aishell.targets.access import session_access
@@ -37,7 +37,7 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
     _long_step_hooks(run, result, tool, ctx)
     run.observer.step_started(result, len(run.results))
     started = time.monotonic()
-    writes = tool.risk_level is not RiskLevel.SAFE
+    writes = step.writes
     tables = tool.tables_in(step.params) if writes else ()
     if writes and run.catalog is not None and step.impl.changes_tables:
         # Whatever way it ends, it may have changed its tables (or, naming none, any):
@@ -128,9 +128,9 @@ def _attempt(
     label = f"{result.step_id} ({tool.name})"
     ctx.deadline = time.monotonic() + limit
     ctx.attempt = attempt
-    # The tool's effective risk says whether it may write at all; what it may
-    # write is what it rendered (shown, checked, approved) and its declared shapes.
-    writes = tool.risk_level is not RiskLevel.SAFE
+    # Whether it may write at all: its tool's risk, and what it rendered; what it
+    # may write is what it rendered (shown, checked, approved) and its declared shapes.
+    writes = step.writes
     guard = Guard(
         shapes=shapes_for(
             step.impl.sql_templates, step.rendered, ctx.connection, _identifiers(step, ctx)

@@ -21,7 +21,7 @@ from aishell.executor.results import FAILED, StepResult
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard
 from aishell.plan import Step, tables_with_columns
-from aishell.policy import StepFacts, Verdict, gather_facts
+from aishell.policy import StepFacts, Verdict, gather_facts, renders_no_write
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
 from aishell.substitution import substitute, unmet
@@ -37,6 +37,9 @@ class PreparedStep:
     params: dict[str, Any]
     rendered: list[str]
     verdict: Verdict
+    # Whether it may write: its tool is not safe, and what it rendered writes (see
+    # policy.renders_no_write); a step that may not runs as a read.
+    writes: bool
 
 
 def settle_dependencies(
@@ -115,11 +118,15 @@ def prepare(
                 # Every check the tool makes of its effect comes before the policy
                 # and any prompt: a step that cannot run is refused before a yes.
                 result.estimate = estimate_effect(tool, impl, params, ctx, catalog, rendered)
-        verdict = run.policy.check(_facts(run, tool, params, ctx, catalog, result.index))
+        writes = tool.risk_level is not RiskLevel.SAFE and not renders_no_write(
+            impl, rendered, run.target.dialect
+        )
+        facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
+        verdict = run.policy.check(facts)
     except AishellError as exc:
         run.finish(result, "failed", error=str(exc))
         raise Stop(FAILED, str(exc)) from None
-    return PreparedStep(tool, impl, params, rendered, verdict)
+    return PreparedStep(tool, impl, params, rendered, verdict, writes)
 
 
 def apply_verdict(result: StepResult, verdict: Verdict) -> None:
@@ -147,6 +154,7 @@ def _facts(
     ctx: ToolContext,
     catalog: TableCatalog,
     index: int,
+    writes: bool,
 ) -> StepFacts:
     return gather_facts(
         run.policy,
@@ -158,6 +166,7 @@ def _facts(
         store=run.store,
         backup_in_run=run.backup_before(index),
         dialect=run.target.dialect,
+        writes=writes,
     )
 
 

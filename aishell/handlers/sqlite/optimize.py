@@ -10,7 +10,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.handlers import Handler
+from aishell.handlers import Handler, cached
 from aishell.handlers.sqlite.catalog import btree_stats, database_pages, dbstat_available
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import (
@@ -35,10 +35,16 @@ def _optimize_reason(params: Mapping[str, Any], conn: Connection) -> str | None:
     return None
 
 
+def _reason(params: Mapping[str, Any], ctx: ToolContext) -> str | None:
+    """Why to VACUUM, as the step's render found it: its run does what it showed."""
+    table = params["table"]
+    return cached(ctx, f"optimize:{table}", lambda: _optimize_reason(params, ctx.connection))
+
+
 def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     before = database_pages(conn)
-    reason = _optimize_reason(params, conn)
+    reason = _reason(params, ctx)
     if reason is None:
         return {
             "table": params["table"],
@@ -67,7 +73,7 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    if _optimize_reason(params, ctx.connection) is None:
+    if _reason(params, ctx) is None:
         return ["-- nothing to do: no free pages and the table is not fragmented"]
     return ["VACUUM"]
 
@@ -77,7 +83,7 @@ def _optimize_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
     return {
         "database_bytes_to_rewrite": pages["size_bytes"],
         "free_bytes_to_reclaim": pages["free_bytes"],
-        "will_vacuum": _optimize_reason(params, ctx.connection) is not None,
+        "will_vacuum": _reason(params, ctx) is not None,
     }
 
 
@@ -88,6 +94,7 @@ optimize_table = Handler(
     estimate_fn=_optimize_estimate,
     risk=RiskLevel.MEDIUM,
     effect="rewrites the database file",
+    renders_every_write=True,
 )
 
 
