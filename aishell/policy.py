@@ -281,7 +281,9 @@ def renders_no_write(impl: Implementation, rendered: Sequence[str], dialect: str
     that found no index over the threshold). Such a step needs no approval for its
     tool's risk: it runs as a read, the guard refusing any write and the session
     read-only, so that what was judged is what runs."""
-    return impl.renders_every_write and not any(classify(sql, dialect).writes for sql in rendered)
+    if not impl.reads_when_it_renders_reads:
+        return False
+    return not any(classify(sql, dialect).writes for sql in rendered)
 
 
 def _expected_seconds(

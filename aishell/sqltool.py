@@ -20,8 +20,9 @@ class SqlImplementation:
     check_sql: str | None = None
     # Fixed SQL may do anything its risk allows to its tables.
     changes_tables: bool = True
-    # What it runs is what it renders: SQL that only reads writes nothing.
-    renders_every_write: bool = True
+    # Its SQL is the same every time: a tool whose author tagged reads medium keeps that
+    # risk (their load, say). Only a handler that finds nothing to do runs as a read.
+    reads_when_it_renders_reads: bool = False
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         return [fill_template(sql, params, ctx) for sql in self.sql_templates]

@@ -86,9 +86,9 @@ class Implementation(Protocol):
         ...
 
     @property
-    def renders_every_write(self) -> bool:
-        """Is every write it may make among the statements render_sql gives the step?
-        Then a step whose rendered statements only read writes nothing."""
+    def reads_when_it_renders_reads(self) -> bool:
+        """Does a render that only reads mean the step writes nothing, this time (a
+        rebuild with nothing over the threshold)? Then it runs as a read."""
         ...
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]: ...

@@ -116,3 +116,34 @@ def test_sql_the_parser_cannot_even_tokenize_counts_as_a_write(dialect, sql):
     assert found.writes and "the SQL parser could not read it" in found.reason
     why = Guard(writes=False, label="step_0 (x)").check(sql, None, dialect, "named")
     assert why is not None and "only reads, and this statement writes" in why
+
+
+def test_a_tool_of_fixed_sql_keeps_its_declared_risk(home, demo_db):
+    """A site tool whose SQL only reads, tagged medium by its author (its load, say):
+    in production it still asks. Only a handler that found nothing to do runs as a read."""
+    folder = home / "site_tools"
+    folder.mkdir()
+    tool = {
+        "name": "heavy_read",
+        "description": "Read every order.",
+        "category": "analysis",
+        "risk_level": "medium",
+        "required_capabilities": ["database_read"],
+        "max_execution_time": 60,
+        "idempotent": True,
+        "params": {"type": "object", "properties": {}},
+        "returns": {"type": "object"},
+        "examples": [{"params": {}}],
+        "implementations": {"sqlite": {"sql": "SELECT count(*) AS n FROM orders", "result": "one"}},
+    }
+    (folder / "heavy_read.yaml").write_text(yaml.safe_dump(tool))
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["catalog_paths"] = ["site_tools"]
+    data["targets"]["demo"]["environment"] = "production"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=home)
+    plan = one_step_plan("maintenance", "demo", "sqlite", "heavy_read", {})
+    [step] = commands.apply_plan(config, plan).steps
+    assert step.status == "waiting_approval"
+    assert step.reasons == ["target 'demo' is production: medium risk and above need approval"]

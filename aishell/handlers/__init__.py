@@ -38,11 +38,11 @@ class Handler:
     # holds of them, read again before a later step uses them). ANALYZE does not.
     changes_tables: bool = True
     # Whether every write it may make is among the statements its render gives, from
-    # what it measured once for the step (a rebuild's chosen indexes): then a render
-    # that only reads ("nothing over the threshold") means the step writes nothing,
-    # and it runs as a read (policy.renders_no_write). False where the run decides
-    # afresh, or acts besides its SQL.
-    renders_every_write: bool = False
+    # what it measured once for the step (a rebuild's chosen indexes), so that a render
+    # that only reads ("nothing over the threshold") means the step writes nothing and
+    # runs as a read (policy.renders_no_write). False where the run decides afresh, or
+    # acts besides its SQL.
+    reads_when_it_renders_reads: bool = False
     # A handler that sums up a run's other steps (the maintenance report) counts each by
     # what its tool contributes (the `report:` of the tool's definition): the registry
     # makes its run_fn from the rules of the catalog it is loaded into.

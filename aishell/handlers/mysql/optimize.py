@@ -105,7 +105,7 @@ optimize_table = Handler(
     render_fn=_optimize_sql,
     risk=RiskLevel.MEDIUM,
     effect="rebuilds a table",
-    renders_every_write=True,
+    reads_when_it_renders_reads=True,
 )
 
 

@@ -94,7 +94,7 @@ optimize_table = Handler(
     estimate_fn=_optimize_estimate,
     risk=RiskLevel.MEDIUM,
     effect="rewrites the database file",
-    renders_every_write=True,
+    reads_when_it_renders_reads=True,
 )
 
 

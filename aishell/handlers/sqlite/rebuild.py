@@ -104,5 +104,5 @@ rebuild_fragmented_indexes = Handler(
     estimate_fn=_rebuild_estimate,
     risk=RiskLevel.MEDIUM,
     effect="rebuilds indexes",
-    renders_every_write=True,
+    reads_when_it_renders_reads=True,
 )
