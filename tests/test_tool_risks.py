@@ -126,3 +126,10 @@ def test_tools_show_lists_each_engines_risks(config):
     assert data["mitigations"]["postgresql"] == [
         "Reads and writes of the table go on meanwhile (VACUUM without FULL)."
     ]
+    one = runner.invoke(cli, ["tools", "show", "optimize_table", "--dialect", "sqlite", "--json"])
+    assert json.loads(one.output)["risks"] == {
+        "sqlite": [
+            "The whole database is locked while VACUUM rewrites the file.",
+            "Needs free disk space about the size of the database file.",
+        ]
+    }

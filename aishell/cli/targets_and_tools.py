@@ -59,10 +59,15 @@ def tools_list(state: State, category: str | None, risk: str | None, as_json: bo
 
 @tools.command("show")
 @click.argument("name")
-@click.option("--dialect", type=click.Choice(["sqlite", "postgresql", "mysql"]))
+@click.option(
+    "--dialect",
+    type=click.Choice(["sqlite", "postgresql", "mysql"]),
+    help="Only this engine's SQL, risks and mitigations.",
+)
 @json_option
 @pass_state
 def tools_show(state: State, name: str, dialect: str | None, as_json: bool) -> None:
-    """Show a tool's metadata and the SQL it runs for its example."""
+    """Show a tool's metadata, its risks on each engine and the SQL it runs for its
+    example."""
     data = commands.show_tool(state.config, name, dialect)
     answer(as_json, data, lambda out: render.tool_detail(out, data))

@@ -48,7 +48,10 @@ def show_tool(config: Config, name: str, dialect: str | None = None) -> dict[str
         offline = ToolContext(conn=None, dialect=name_, target="(example)", dry_run=True)
         offline.quote_identifier = _quoter(name_)
         sql[name_] = impl.render_sql(example, offline)
-    return {**tool.metadata(), "example_params": example, "sql": sql}
+    data = {**tool.metadata(), "example_params": example, "sql": sql}
+    for key in ("risks", "mitigations"):  # as for the SQL: those of the dialects shown
+        data[key] = {d: lists for d, lists in data[key].items() if d in dialects}
+    return data
 
 
 def _quoter(dialect: str) -> Callable[[str], str]:
