@@ -122,7 +122,10 @@ def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edi
     config = edit_config(
         {"scheduler": {"misfire_grace_seconds": 60}, "notifications": {"webhook": webhook}}
     )
-    add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"])
+    # Twelve hours from now, whenever the test runs: down for two hours, the schedule
+    # missed only the trigger set below, none of its own within the grace time.
+    hour = (datetime.now(UTC).hour + 12) % 24
+    add(config, "nightly", f"0 {hour} * * *", ["maintenance", "--type", "quick"])
     with serving(config):
         pass
     job_store_next_run(config, "nightly", datetime.now(UTC) - timedelta(hours=2))
