@@ -67,7 +67,7 @@ class StepFacts:
     effect: Mapping[str, Any] | None = None
     # The target's engine: the mitigations shown are the tool's for it (None: all).
     dialect: str | None = None
-    # False when, as rendered, the step writes nothing (renders_no_write): it is judged
+    # False when, as rendered, the step writes nothing (may_write): it is judged
     # as a read, and runs under a guard that lets no write through.
     writes: bool = True
 
@@ -275,15 +275,20 @@ def gather_facts(
     )
 
 
-def renders_no_write(impl: Implementation, rendered: Sequence[str], dialect: str) -> bool:
-    """Whether a step, as its tool rendered it, writes nothing: every statement it gives
-    only reads, and its implementation writes nothing it does not render (a rebuild
-    that found no index over the threshold). Such a step needs no approval for its
-    tool's risk: it runs as a read, the guard refusing any write and the session
-    read-only, so that what was judged is what runs."""
-    if not impl.reads_when_it_renders_reads:
+def may_write(
+    tool: ToolDefinition, impl: Implementation, rendered: Sequence[str], dialect: str
+) -> bool:
+    """Whether a step may write: its tool is not safe, and it is not a step that, as its
+    tool rendered it, writes nothing (every statement it gives only reads, and its
+    implementation writes nothing it does not render: a rebuild that found no index
+    over the threshold). A step that may not needs no approval for its tool's risk: it
+    runs as a read, the guard refusing any write and the session read-only, so that
+    what was judged is what runs."""
+    if tool.risk_level is RiskLevel.SAFE:
         return False
-    return not any(classify(sql, dialect).writes for sql in rendered)
+    if not impl.reads_when_it_renders_reads:
+        return True
+    return any(classify(sql, dialect).writes for sql in rendered)
 
 
 def _expected_seconds(

@@ -25,7 +25,7 @@ from aishell.config import Config
 from aishell.errors import TargetError
 from aishell.executor import RunResult
 from aishell.handlers import measured
-from aishell.policy import renders_no_write
+from aishell.policy import may_write
 from aishell.tablecatalog import TableCatalog
 from aishell.toolcontext import ToolContext
 from tests.helpers import use_target
@@ -165,9 +165,9 @@ def test_after_a_step_only_its_table_is_read_again(target):
             changed -= named
         # ANALYZE changes no table's rows, pages or indexes, and a rebuild that found
         # nothing to rebuild runs as a read: nothing to read again.
-        impl = registry.get(step.tool).implementation(dialect)
-        writes = not renders_no_write(impl, step.sql or [], dialect)
-        if step.risk_level != "safe" and step.tool != "update_table_statistics" and writes:
+        tool = registry.get(step.tool)
+        writes = may_write(tool, tool.implementation(dialect), step.sql or [], dialect)
+        if step.tool != "update_table_statistics" and writes:
             changed |= named
     assert [r for r in reads if r] == expected
     # On MariaDB these small tables leave its rebuild and OPTIMIZE nothing to do; on

@@ -17,16 +17,20 @@ from aishell import commands
 from aishell.config import Config, load_config
 from aishell.guard import Guard
 from aishell.statements import classify, driver_to_text
-from tests.helpers import one_step_plan
+from tests.helpers import one_step_plan, use_target
 from tests.services import engine
+from tests.test_guard import site_config, tool_yaml, write_tool
 
 
-def production(home: Path, url: str) -> Config:
+def production(home: Path, url: str, site_tools: Path | None = None) -> Config:
     """`url` as the default target `db`, in production: medium risk needs a yes."""
+    if site_tools is None:
+        use_target(home, url)
+    else:
+        site_config(home, url, site_tools)
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
-    data["targets"]["db"] = {"url": url, "environment": "production"}
-    data["default_target"] = "db"
+    data["targets"]["db"]["environment"] = "production"
     path.write_text(yaml.safe_dump(data))
     return load_config(home=home)
 
@@ -122,28 +126,10 @@ def test_a_tool_of_fixed_sql_keeps_its_declared_risk(home, demo_db):
     """A site tool whose SQL only reads, tagged medium by its author (its load, say):
     in production it still asks. Only a handler that found nothing to do runs as a read."""
     folder = home / "site_tools"
-    folder.mkdir()
-    tool = {
-        "name": "heavy_read",
-        "description": "Read every order.",
-        "category": "analysis",
-        "risk_level": "medium",
-        "required_capabilities": ["database_read"],
-        "max_execution_time": 60,
-        "idempotent": True,
-        "params": {"type": "object", "properties": {}},
-        "returns": {"type": "object"},
-        "examples": [{"params": {}}],
-        "implementations": {"sqlite": {"sql": "SELECT count(*) AS n FROM orders", "result": "one"}},
-    }
-    (folder / "heavy_read.yaml").write_text(yaml.safe_dump(tool))
-    path = home / "config" / "aishell.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["catalog_paths"] = ["site_tools"]
-    data["targets"]["demo"]["environment"] = "production"
-    path.write_text(yaml.safe_dump(data))
-    config = load_config(home=home)
-    plan = one_step_plan("maintenance", "demo", "sqlite", "heavy_read", {})
+    sql = {"sqlite": {"sql": "SELECT count(*) AS n FROM {table}", "result": "one"}}
+    write_tool(folder, tool_yaml("heavy_read", "medium", sql))
+    config = production(home, f"sqlite:///{demo_db}", folder)
+    plan = one_step_plan("maintenance", "db", "sqlite", "heavy_read", {"table": "orders"})
     [step] = commands.apply_plan(config, plan).steps
     assert step.status == "waiting_approval"
-    assert step.reasons == ["target 'demo' is production: medium risk and above need approval"]
+    assert step.reasons == ["target 'db' is production: medium risk and above need approval"]

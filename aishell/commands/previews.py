@@ -14,7 +14,7 @@ from aishell.config import Config
 from aishell.errors import AishellError
 from aishell.executor import estimate_effect
 from aishell.plan import Plan, Step
-from aishell.policy import DurationHistory, SafetyPolicy, gather_facts, renders_no_write
+from aishell.policy import DurationHistory, SafetyPolicy, gather_facts, may_write
 from aishell.registry import Category, Registry, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
 from aishell.state import StateStore
@@ -155,8 +155,11 @@ def _preview_step(
         except AishellError as exc:
             # The run fails this step before any prompt; the preview says why.
             effect = {"refused": str(exc)}
-    writes = tool.risk_level is not RiskLevel.SAFE and not (
-        live and renders_no_write(impl, rendered, handle.dialect)
+    # Offline, what it would render is not known: it is judged by its tool's risk.
+    writes = (
+        may_write(tool, impl, rendered, handle.dialect)
+        if live
+        else tool.risk_level is not RiskLevel.SAFE
     )
     facts = gather_facts(
         known.policy,

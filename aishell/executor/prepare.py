@@ -21,7 +21,7 @@ from aishell.executor.results import FAILED, StepResult
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard
 from aishell.plan import Step, tables_with_columns
-from aishell.policy import StepFacts, Verdict, gather_facts, renders_no_write
+from aishell.policy import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
 from aishell.substitution import substitute, unmet
@@ -37,8 +37,7 @@ class PreparedStep:
     params: dict[str, Any]
     rendered: list[str]
     verdict: Verdict
-    # Whether it may write: its tool is not safe, and what it rendered writes (see
-    # policy.renders_no_write); a step that may not runs as a read.
+    # Whether it may write (policy.may_write); a step that may not runs as a read.
     writes: bool
 
 
@@ -118,9 +117,7 @@ def prepare(
                 # Every check the tool makes of its effect comes before the policy
                 # and any prompt: a step that cannot run is refused before a yes.
                 result.estimate = estimate_effect(tool, impl, params, ctx, catalog, rendered)
-        writes = tool.risk_level is not RiskLevel.SAFE and not renders_no_write(
-            impl, rendered, run.target.dialect
-        )
+        writes = may_write(tool, impl, rendered, run.target.dialect)
         facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
         verdict = run.policy.check(facts)
     except AishellError as exc:

@@ -40,7 +40,7 @@ class Handler:
     # Whether every write it may make is among the statements its render gives, from
     # what it measured once for the step (a rebuild's chosen indexes), so that a render
     # that only reads ("nothing over the threshold") means the step writes nothing and
-    # runs as a read (policy.renders_no_write). False where the run decides afresh, or
+    # runs as a read (policy.may_write). False where the run decides afresh, or
     # acts besides its SQL.
     reads_when_it_renders_reads: bool = False
     # A handler that sums up a run's other steps (the maintenance report) counts each by
