@@ -317,12 +317,12 @@ def test_a_dry_run_estimates_and_shows_each_batch_statement(logs):
         "how": purge.estimate.get("how"),
     }
     assert_counted_or_estimated(url, figures, len(before), len(gone))
-    # An integer key is walked in plain key ranges: one statement per batch, the first
-    # batch's without a lower bound; both are shown, and nothing else may run.
-    first, later = purge.sql
-    assert first.startswith("DELETE FROM ") and later.startswith("DELETE FROM ")
-    assert ":after" not in first and ":upper" in first
-    assert ":after" in later and ":upper" in later
+    # An integer key is walked in plain key ranges: a batch reads where its first old
+    # row is, then deletes from there; both are shown, and nothing else may run.
+    look, delete = purge.sql
+    assert look.startswith("SELECT ") and look.endswith(" LIMIT 1")
+    assert delete.startswith("DELETE FROM ")
+    assert all(":after" in sql and ":upper" in sql and ":cutoff" in sql for sql in purge.sql)
     # created_at has no index: the preview says what that costs.
     assert any("has no index" in w for w in purge.estimate["warnings"])
     assert rows_of(url) == before

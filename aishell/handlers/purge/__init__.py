@@ -1,8 +1,9 @@
 """count_table_rows and delete_old_records: purge old rows in short, resumable batches
 (`purge.<handler>` in tools/*.yaml).
 
-A purge walks the table's key upwards. Each batch finds the key below which the next
-`n` old rows lie, deletes the old rows up to it and commits; the batch size follows
+A purge walks the table's key upwards. Each batch finds where its old rows start
+(the first old row of an integer key's next stretch; otherwise the key below which the
+next `n` old rows lie), deletes the old rows up to its end and commits; the batch size follows
 the time batches take, so that each holds its locks for about max_batch_ms whatever
 the rows cost (batches.py). Before a batch commits, a durable checkpoint records where
 it ends, how many rows it deleted and how long the archive file is with them; after a
@@ -51,6 +52,7 @@ delete_old_records = Handler(
     sql_templates=(
         "SELECT max(aishell_k) FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
         "AND {date_column} < :cutoff ORDER BY {key} LIMIT :n) aishell_batch",
+        f"SELECT {{key}} FROM {{table}} WHERE {_RANGE} ORDER BY {{key}} LIMIT 1",
         f"DELETE FROM {{table}} WHERE {_RANGE}",
         f"DELETE FROM {{table}} WHERE {_RANGE} RETURNING *",
         f"INSERT INTO {{archive_table}} SELECT * FROM {{table}} WHERE {_RANGE}",

@@ -21,6 +21,8 @@ class Attempt:
     deadline_reason: str | None
     resumed: bool
     size: int
+    # How far ahead the read for a batch's first old row looks (batches.py).
+    stretch: int = 0
     durations: list[float] = field(default_factory=list)
     throttled_seconds: float = 0.0
     deleted_here: int = 0

@@ -2,6 +2,11 @@
 batch deleting (and archiving) the old rows up to the next key and committing, its size
 following the time batches take so that each holds its locks for about max_batch_ms.
 
+An integer key is walked in plain key ranges. Before each batch a read finds the first
+old row of the stretch ahead; the batch's range starts there, and a stretch without
+old rows is passed with that read alone. A read locks nothing: on MySQL a DELETE locks
+every row it reads, old or not, and its range scan of kept rows cost 1.5 times the read.
+
 Before a batch commits, a durable checkpoint records where it ends, how many rows it
 deleted and how long the archive file is with them; after a crash the resume
 (resume.py) looks whether that batch's rows are still there to know whether it
@@ -65,7 +70,7 @@ def run_batches(
             continue  # the checks above end the loop
         if not walk.next_batch():
             break
-        if walk.sleep:
+        if walk.sleep and not walk.passed:
             time.sleep(walk.sleep)
     walk.checkpoint()
     return walk.output()
@@ -90,6 +95,8 @@ class _Walk:
     last_check: float = 0.0
     stopped_by: str | None = None
     complete: bool = False
+    # Whether the last step of the walk passed a stretch without old rows.
+    passed: bool = False
     largest: int = field(init=False)
     target: float = field(init=False)
     sleep: float = field(init=False)
@@ -166,6 +173,31 @@ class _Walk:
             )
         return stop
 
+    def _at_first_old(self) -> bool:
+        """Integer keys: move the walk to just below the first old row of the stretch
+        ahead; False when the stretch held none and the walk has passed it. The stretch
+        grows while stretches come out empty, as batches grow, by the time each took."""
+        conn, attempt, state = self.ctx.connection, self.attempt, self.state
+        after = state["after"]
+        upper = min(after + attempt.stretch, self.end)
+        t0 = time.perf_counter()
+        found = conn.execute(
+            text(self.batch.first_old(False)),
+            {"after": after, "upper": upper, "cutoff": self.bound},
+        ).scalar()
+        # Its own transaction: on SQLite a read that went on into the batch's write
+        # could not take the write lock once another session had written.
+        conn.commit()
+        if found is not None:
+            state["after"] = found - 1  # keys between had no old row
+            return True
+        state["after"] = upper
+        elapsed = time.perf_counter() - t0
+        ideal = (upper - after) * self.target / elapsed if elapsed > 0 else self.largest
+        grown = min(ideal, attempt.stretch * MAX_GROWTH, self.largest)
+        attempt.stretch = int(max(attempt.stretch, grown))
+        return False
+
     def _upper(self, first: bool, n: int, values: dict[str, Any]) -> Any:
         """The key the next batch ends at; None when no old row is left."""
         after, conn = self.state["after"], self.ctx.connection
@@ -185,6 +217,10 @@ class _Walk:
     def next_batch(self) -> bool:
         """Delete (and archive) the next batch and commit it; False when none is left."""
         conn, attempt, state = self.ctx.connection, self.attempt, self.state
+        self.passed = False
+        if self.by_range and state["after"] < self.end and not self._at_first_old():
+            self.passed = True
+            return True
         size = attempt.size
         n = size if self.max_rows is None else max(1, min(size, self.max_rows - state["deleted"]))
         first = state["after"] is None

@@ -80,8 +80,11 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    """What the batches send: the first batch's form (no lower bound), then the rest."""
+    """What the batches send: the first batch's form (no lower bound), then the rest.
+    Plain key ranges start below the lowest key, so every batch has a lower bound."""
     batch: BatchSql = prepare(params, ctx)["batch"]
+    if batch.by_range:
+        return batch.statements(first=False)
     shown = batch.statements(first=True)
     return shown + [sql for sql in batch.statements(first=False) if sql not in shown]
 

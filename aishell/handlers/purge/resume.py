@@ -39,6 +39,7 @@ def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         deadline_reason,
         resumed=bool(ctx.load_progress()),
         size=int(params["batch_size"]),
+        stretch=int(params["batch_size"]),
     )
     while True:
         try:

@@ -39,6 +39,15 @@ class BatchSql:
             f"WHERE {lower}{self.date} < :cutoff ORDER BY {self.key} LIMIT :n) aishell_batch"
         )
 
+    def first_old(self, first: bool) -> str:
+        """The key of the first old row in a stretch of the key: a read, which locks
+        nothing, so that a batch's delete starts there and a stretch without old rows
+        is passed without one."""
+        return (
+            f"SELECT {self.key} FROM {self.table} WHERE {self.range(first)} "
+            f"ORDER BY {self.key} LIMIT 1"
+        )
+
     def bounds(self) -> str:
         return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
 
@@ -51,8 +60,9 @@ class BatchSql:
 
     def statements(self, first: bool) -> list[str]:
         """What one batch sends, in order (shown in previews and approvals). Walking
-        plain key ranges, the batch's end is computed, not looked up."""
-        return ([] if self.by_range else [self.upper(first)]) + self.work(first)
+        plain key ranges, the batch looks for its first old row and computes its end
+        from there; otherwise it looks up the key below which its next old rows lie."""
+        return [self.first_old(first) if self.by_range else self.upper(first), *self.work(first)]
 
     def work(self, first: bool) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""
