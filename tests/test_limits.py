@@ -603,3 +603,39 @@ def test_a_step_session_changes_only_what_changes_in_one_round_trip(server_url):
                     conn.execute(insert)
             else:
                 conn.execute(insert)
+
+
+def _silent_in_a_forked_child(home: Path, answers: Any) -> None:
+    """In a forked child: a statement that outwaits the read timeout, on a new target."""
+    try:
+        target = open_target(load_config(home=home), "db")
+        with target.connect() as conn:
+            conn.execute(text("SELECT pg_sleep(20)"))
+        answers.put("answered")
+    except TargetSilent as exc:
+        answers.put(f"silent: {exc}")
+    except BaseException as exc:  # handed back to the test
+        answers.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_statements_in_a_forked_child_are_still_bounded(home, pg_url):
+    """The watchdog that bounds statements is one thread a process; a child forked
+    while the parent's was running has none of its threads, and starts its own."""
+    import multiprocessing
+
+    config = configure(home, pg_url, read_timeout_seconds=2)
+    target = open_target(config, "db")
+    with target.connect() as conn:  # the parent's watchdog thread is running now
+        conn.execute(text("SELECT 1"))
+    fork = multiprocessing.get_context("fork")
+    answers = fork.SimpleQueue()
+    child = fork.Process(target=_silent_in_a_forked_child, args=(home, answers))
+    child.start()
+    child.join(HANG)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    target.close()
+    assert not alive
+    answer = answers.get()
+    assert answer.startswith("silent: ") and "read_timeout_seconds" in answer, answer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -27,15 +26,6 @@ from aishell.targets.limits import (
 # Every step's deadline, kept by one thread: a thread started per step cost more than
 # the step's checkpoints.
 _DEADLINES = Watchdog()
-
-
-def _new_deadlines() -> None:
-    # A forked child has none of its parent's threads, and may have its lock held.
-    global _DEADLINES
-    _DEADLINES = Watchdog()
-
-
-os.register_at_fork(after_in_child=_new_deadlines)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class Watchdog:
     trip of a short statement. The thread ends when idle; the next watch starts another."""
 
     def __init__(self) -> None:
+        self._reset()
+        _WATCHDOGS.add(self)
+
+    def _reset(self) -> None:
+        # Also in a forked child, which has none of its parent's threads (this one's
+        # said it was running) and may have inherited the lock held.
         self._cond = threading.Condition()
         self._armed: dict[int, tuple[float, Callable[[], None]]] = {}
         self._tokens = itertools.count(1)
@@ -96,6 +103,21 @@ class Watchdog:
                     expire()
 
 
+_WATCHDOGS: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for watchdog in list(_WATCHDOGS):
+        watchdog._reset()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+# Every target's statements are watched by one thread: one per target would leave a
+# thread behind for every target a long-lived process (the scheduler) has used lately.
+STATEMENTS = Watchdog()
+
+
 @dataclass
 class Limits:
     """How long one target's connections wait for the server, shared by its connections.
@@ -109,7 +131,7 @@ class Limits:
     step_ends: float | None = None
     # Per DBAPI connection whose socket a watch closed: how long it had waited.
     fired: dict[int, float] = field(default_factory=dict)
-    watchdog: Watchdog = field(default_factory=Watchdog)
+    watchdog: Watchdog = field(default_factory=lambda: STATEMENTS)
 
     def bound(self) -> float:
         """How long a statement sent now may wait for its answer."""
