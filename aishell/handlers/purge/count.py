@@ -15,7 +15,7 @@ from aishell import cutoff as cutoffs
 from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
-from aishell.handlers.purge.prepare import walk_key
+from aishell.handlers.purge.prepare import date_column_of, key_span, remembered, walk_key
 from aishell.handlers.purge.statements import BatchSql
 from aishell.sqltext import text
 from aishell.statements import driver_to_text
@@ -63,8 +63,7 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any],
     if _estimates(params, ctx) and before.get("estimated") and params.get("after_purge"):
         return _after_purge(params), []
     with _recorded(conn) as sent:
-        indexes = cutoffs.indexes_of(conn, params["table"]) if _estimates(params, ctx) else None
-        column = cutoffs.describe(conn, params["table"], params["date_column"], indexes)
+        indexes, column = date_column_of(ctx, params["table"], params["date_column"])
         cut = params.get("cutoff")
         if cut is None:
             if params.get("retention_days") is None:
@@ -96,10 +95,11 @@ def estimate_older(
     conn, table = ctx.connection, params["table"]
 
     def span() -> tuple[Any, Any]:
-        low, high = conn.execute(text(BatchSql(ctx, params, key).bounds())).one()
-        return low, high
+        return key_span(ctx, table, BatchSql(ctx, params, key))
 
-    found = estimate_rows(conn, ctx.quote, table, key, column, column.bind(cut), span)
+    found = estimate_rows(
+        conn, ctx.quote, table, key, column, column.bind(cut), span, remembered(ctx, table)
+    )
     if found is None:
         return None
     return {

@@ -21,7 +21,7 @@ about to delete; every figure says it is an estimate and how it was made.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -97,6 +97,10 @@ class RowEstimate:
     how: str
 
 
+# remember(key, read): read(), or a reading an earlier step made (readings.py).
+Remember = Callable[[Hashable, Callable[[], Any]], Any]
+
+
 def count_older(
     ctx: ToolContext, params: Mapping[str, Any], column: DateColumn, cut: Any
 ) -> tuple[int, int]:
@@ -115,21 +119,26 @@ def estimate_rows(
     column: DateColumn,
     bound: Any,
     span: Callable[[], tuple[Any, Any]],
+    remember: Remember = lambda _key, read: read(),
 ) -> RowEstimate | None:
     """The rows of `table` and those whose date is before `bound` (the cutoff as the
     column's value); `key` is the table's walk key and `span()` its least and greatest
     value (read only where a sample needs it). None when there is no way to estimate
-    but counting (a MySQL table whose key is not an integer, or an empty one)."""
+    but counting (a MySQL table whose key is not an integer, or an empty one).
+    `remember(key, read)`: read() or what an earlier step read of the table (the
+    statistics the count before a purge and the purge both estimate from)."""
     names = {"table": quote(table), "date_column": quote(column.column), "key": quote(key)}
     if conn.dialect.name == "postgresql":
-        stats = conn.execute(text(_PG_TABLE), {"t": table}).one()
-        found = _pg_statistics(conn, stats, table, column, bound)
+        stats = remember("pg_class", lambda: conn.execute(text(_PG_TABLE), {"t": table}).one())
+        found = _pg_statistics(conn, stats, table, column, bound, remember)
         if found is not None:
             return found
         return _pg_sample(conn, stats, names, bound)
     if conn.dialect.name not in ("mysql", "mariadb"):
         return None  # SQLite keeps no estimate worth the name: it is counted
-    rows = int(conn.execute(text(_MYSQL_ROWS), {"t": table}).scalar() or 0)
+    rows = int(
+        remember("table_rows", lambda: conn.execute(text(_MYSQL_ROWS), {"t": table}).scalar()) or 0
+    )
     if rows <= 0:
         return None
     low, high = span()
@@ -147,7 +156,7 @@ def estimate_rows(
 
 
 def _pg_statistics(
-    conn: Connection, stats: Any, table: str, column: DateColumn, bound: Any
+    conn: Connection, stats: Any, table: str, column: DateColumn, bound: Any, remember: Remember
 ) -> RowEstimate | None:
     """From pg_class and pg_stats, as the planner reckons; None when they are missing or
     too many rows changed since ANALYZE."""
@@ -157,10 +166,13 @@ def _pg_statistics(
     changed = int(stats.n_mod_since_analyze or 0)
     if changed > STALE_ROWS + STALE_SHARE * reltuples:
         return None
-    histogram = conn.execute(
-        text(_PG_HISTOGRAM.format(array=_PG_ARRAY[column.kind])),
-        {"t": table, "c": column.column},
-    ).first()
+    histogram = remember(
+        ("pg_stats", column.column),
+        lambda: conn.execute(
+            text(_PG_HISTOGRAM.format(array=_PG_ARRAY[column.kind])),
+            {"t": table, "c": column.column},
+        ).first(),
+    )
     if histogram is None or (not histogram.mcv and not histogram.bounds):
         return None
     # The rows now: rows per page at ANALYZE, times the pages the table has now.

@@ -5,7 +5,7 @@ preview of its statements and the estimate of what it would delete."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
@@ -14,7 +14,7 @@ from aishell import cutoff as cutoffs
 from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
-from aishell.handlers.purge.estimate import count_older, estimate_rows
+from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -45,6 +45,35 @@ def walk_key(conn: Connection, table: str, indexes: list[cutoffs.TableIndex] | N
     )
 
 
+def date_column_of(
+    ctx: ToolContext, table: str, column: str
+) -> tuple[list[cutoffs.TableIndex], cutoffs.DateColumn]:
+    """The table's indexes and what its date column holds: read once for a run's steps
+    on the table (the count before a purge, the purge), until a step writes to it."""
+
+    def read() -> tuple[list[cutoffs.TableIndex], cutoffs.DateColumn]:
+        indexes = cutoffs.indexes_of(ctx.connection, table)
+        return indexes, cutoffs.describe(ctx.connection, table, column, indexes)
+
+    return ctx.table_readings.get(table, ("date column", column), read)
+
+
+def key_span(ctx: ToolContext, table: str, batch: BatchSql) -> tuple[Any, Any]:
+    """The least and greatest value of the key the purge walks (the walk ends at the
+    greatest), read once for the count before the purge and the purge."""
+
+    def read() -> tuple[Any, Any]:
+        low, high = ctx.connection.execute(text(batch.bounds())).one()
+        return low, high
+
+    return cast(tuple[Any, Any], remembered(ctx, table)(("bounds", batch.key), read))
+
+
+def remembered(ctx: ToolContext, table: str) -> Remember:
+    """What an earlier step of the run read of the table, until a step writes to it."""
+    return lambda key, read: ctx.table_readings.get(table, ("purge", key), read)
+
+
 def _has_rowid(conn: Connection, table: str) -> bool:
     """A rowid table with no column that hides the rowid's names."""
     columns = {c["name"].lower() for c in inspect(conn).get_columns(table)}
@@ -65,13 +94,12 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
         conn = ctx.connection
         table = params["table"]
-        indexes = cutoffs.indexes_of(conn, table)
-        column = cutoffs.describe(conn, table, params["date_column"], indexes)
+        indexes, column = date_column_of(ctx, table, params["date_column"])
         key = walk_key(conn, table, indexes)
         if params.get("archive_table"):
             check_archive_table(conn, table, params["archive_table"])
         batch = BatchSql(ctx, params, key)
-        low, high = conn.execute(text(batch.bounds())).one()
+        low, high = key_span(ctx, table, batch)
         batch.by_range = is_integer(high) and not params.get("max_rows")
         return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
 
@@ -105,7 +133,9 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     if ctx.dialect != "sqlite":
         table, key, bounds = params["table"], prepared["key"], prepared["bounds"]
         bound = column.bind(cut)
-        found = estimate_rows(conn, ctx.quote, table, key, column, bound, lambda: bounds)
+        found = estimate_rows(
+            conn, ctx.quote, table, key, column, bound, lambda: bounds, remembered(ctx, table)
+        )
     estimated = found is not None
     if found is not None:
         total, older = found.rows, found.older
