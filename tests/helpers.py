@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,44 @@ def slow_read_tool(home: Path, *, idempotent: bool = True, scale: int = 1) -> Co
     data["catalog_paths"] = ["site_tools"]
     path.write_text(yaml.safe_dump(data))
     return load_config(home=home)
+
+
+def at_once(count: int, work: Callable[..., Any], rounds: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """work(*args) in `count` spawned processes at once, for each args of `rounds` in
+    turn (a barrier lines them up before each); each round's results, in no order.
+
+    Spawned, not forked: a fork of the test process, with its threads, can hang in the
+    child. Each process is started once for all the rounds (a start imports aishell)."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(count), spawn.SimpleQueue()
+    children = [
+        spawn.Process(target=_at_once_child, args=(work, rounds, barrier, results))
+        for _ in range(count)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    hung = [child for child in children if child.is_alive()]
+    for child in hung:
+        child.kill()
+    assert not hung, f"{len(hung)} of {count} processes did not end"
+    # A process that died (a barrier broken by another's failure) sent no result.
+    failed = [child.exitcode for child in children if child.exitcode != 0]
+    assert not failed, f"processes ended with exit codes {failed}"
+    by_round: list[list[Any]] = [[] for _ in rounds]
+    for _ in range(count * len(rounds)):
+        index, result = results.get()
+        by_round[index].append(result)
+    return by_round
+
+
+def _at_once_child(
+    work: Callable[..., Any], rounds: list[tuple[Any, ...]], barrier: Any, results: Any
+) -> None:
+    for index, args in enumerate(rounds):
+        barrier.wait(60)
+        try:
+            results.put((index, work(*args)))
+        except Exception as exc:  # handed back to the test
+            results.put((index, f"{type(exc).__name__}: {exc}"))

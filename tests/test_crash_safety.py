@@ -20,6 +20,7 @@ from aishell.config import load_config
 from aishell.errors import PlanError, StateError
 from aishell.plan import Plan, Step
 from aishell.state import SCHEMA_VERSION, StateStore, meta, schema
+from tests.helpers import at_once
 
 SITE_TOOLS = Path(__file__).parent / "site_tools"
 LEDGER_STEPS = 16
@@ -330,8 +331,5 @@ def _schema_version(path):
 
 def test_processes_opening_a_new_state_store_at_once_all_get_it(tmp_path):
     """The slower of two first opens finds the tables the other created."""
-    fork = multiprocessing.get_context("fork")
-    for round_ in range(5):
-        path = tmp_path / f"state{round_}.db"
-        with fork.Pool(8) as pool:
-            assert pool.map(_schema_version, [path] * 8) == [SCHEMA_VERSION] * 8
+    rounds = [(tmp_path / f"state{round_}.db",) for round_ in range(5)]
+    assert at_once(8, _schema_version, rounds) == [[SCHEMA_VERSION] * 8] * 5

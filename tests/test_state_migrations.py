@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
@@ -31,6 +29,7 @@ from sqlalchemy import create_engine, insert, inspect
 
 from aishell.errors import StateError
 from aishell.state import HEAD_REVISION, LEGACY_SCHEMA_VERSION, StateStore, history, schema
+from tests.helpers import at_once
 from tests.services import scratch_postgresql
 
 BEFORE_ALEMBIC = Path(__file__).parent / "data" / "state_before_alembic.sql"
@@ -214,28 +213,14 @@ def test_an_older_store_made_before_alembic_gets_the_tables_it_lacks(tmp_path: P
 def test_processes_opening_one_old_store_at_once_upgrade_it_once(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     load_before_alembic(path)
-    # Spawned, not forked (a fork of this test process, with its threads, can hang in
-    # the child); the barrier has the six open the store at once.
-    spawn = multiprocessing.get_context("spawn")
-    barrier, revisions = spawn.Barrier(6), spawn.SimpleQueue()
-    children = [spawn.Process(target=_revision, args=(path, barrier, revisions)) for _ in range(6)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(120)
-    hung = [child for child in children if child.is_alive()]
-    for child in hung:
-        child.kill()
-    assert not hung
-    assert [revisions.get() for _ in children] == [HEAD_REVISION] * 6
+    assert at_once(6, _revision, [(path,)]) == [[HEAD_REVISION] * 6]
     upgrades = query(path, "SELECT count(*) FROM events WHERE kind = 'schema_upgraded'")
     assert upgrades == [(len(ADDED_BY_VERSION) + 1,)]  # the six before Alembic, and one
 
 
-def _revision(path: Path, barrier: Any, revisions: Any) -> None:
-    barrier.wait(60)
+def _revision(path: Path) -> str | None:
     with StateStore(url_of(path)) as store:
-        revisions.put(store.schema_revision)
+        return store.schema_revision
 
 
 # --- a new store -------------------------------------------------------------------------------
