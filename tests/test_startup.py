@@ -118,7 +118,8 @@ def test_a_lazy_package_whose_names_differ_from_its_all_fails_to_import() -> Non
 
 
 def test_a_plan_by_the_rules_imports_no_model_client(tmp_path: Path) -> None:
-    """Only a plan the model drafts needs the model's client (and its HTTP library)."""
+    """Only a plan the model drafts needs the model's client (and its HTTP library), and
+    only a target of an engine needs its driver."""
     code = (
         "import json, sys\n"
         "from aishell.cli import cli\n"
@@ -140,3 +141,5 @@ def test_a_plan_by_the_rules_imports_no_model_client(tmp_path: Path) -> None:
     heavy = _probe(code)["heavy"]
     assert "sqlalchemy" in heavy  # it did plan, on the demo target
     assert "ollama" not in heavy and "httpx" not in heavy, heavy
+    # Nor the drivers of the other engines: the demo target is SQLite.
+    assert "psycopg" not in heavy and "pymysql" not in heavy, heavy

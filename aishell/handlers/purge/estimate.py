@@ -27,7 +27,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from psycopg.types.numeric import Float4
 from sqlalchemy.engine import Connection
 
 from aishell.cutoff import DateColumn
@@ -222,6 +221,10 @@ def _number(value: Any) -> float:
 
 def _pg_sample(conn: Connection, stats: Any, names: Mapping[str, str], bound: Any) -> RowEstimate:
     """A block sample of about SAMPLE_PAGES pages (all of a smaller table)."""
+    # Here, not at the top: every target's run imports this module, and psycopg costs
+    # a SQLite or MySQL run about 60 ms.
+    from psycopg.types.numeric import Float4
+
     pages = max(1, int(stats.pages))
     percent = min(100.0, 100.0 * SAMPLE_PAGES / pages)
     sampled, old = conn.execute(
