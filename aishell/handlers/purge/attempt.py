@@ -22,7 +22,7 @@ class Attempt:
     resumed: bool
     size: int
     # How far ahead the read for a batch's first old row looks (batches.py).
-    stretch: int = 0
+    stretch: int
     durations: list[float] = field(default_factory=list)
     throttled_seconds: float = 0.0
     deleted_here: int = 0

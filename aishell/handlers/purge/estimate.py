@@ -118,7 +118,7 @@ def estimate_rows(
     column: DateColumn,
     bound: Any,
     span: Callable[[], tuple[Any, Any]],
-    remember: Remember = lambda _key, read: read(),
+    remember: Remember,
 ) -> RowEstimate | None:
     """The rows of `table` and those whose date is before `bound` (the cutoff as the
     column's value); `key` is the table's walk key and `span()` its least and greatest

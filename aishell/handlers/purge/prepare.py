@@ -55,7 +55,10 @@ def date_column_of(
         indexes = cutoffs.indexes_of(ctx.connection, table)
         return indexes, cutoffs.describe(ctx.connection, table, column, indexes)
 
-    return ctx.table_readings.get(table, ("date column", column), read)
+    return cast(
+        tuple[list[cutoffs.TableIndex], cutoffs.DateColumn],
+        remembered(ctx, table)(("date column", column), read),
+    )
 
 
 def key_span(ctx: ToolContext, table: str, batch: BatchSql) -> tuple[Any, Any]:
