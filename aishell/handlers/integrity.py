@@ -70,21 +70,39 @@ def repairing(repair: Repair) -> Callable[[Mapping[str, Any], ToolContext], dict
 
 
 def repair_each(
-    tables: Sequence[str], repair: Callable[[str], Sequence[str] | None], failed: str, why: str = ""
+    tables: Sequence[str],
+    repair: Callable[[str], Mapping[str, Any]],
+    failed: str,
+    why: str = "",
 ) -> list[str]:
     """Repair the tables one by one; `repair` repairs one and checks it again, returning
-    what the check still finds (None: repaired). The tables repaired, or StepFailed
-    ("{failed} TABLES{why}: ...") naming each table still damaged with its first issue."""
-    repaired, still = [], {}
+    the check's result for it ({status, issues?, reason?}). The tables repaired; or
+    StepFailed ("{failed} TABLES{why}: ...") naming each table still damaged with its
+    first issue, and each whose check afterwards could not run, with why: a repair is
+    reported done only when a check found the table sound."""
+    repaired, still, unverified = [], {}, {}
     for table in tables:
-        issues = repair(table)
-        if issues is None:
+        after = repair(table)
+        if after["status"] == "ok":
             repaired.append(table)
+        elif after["status"] == "corrupted":
+            still[table] = list(after.get("issues") or ["the check still finds damage"])
         else:
-            still[table] = issues
+            unverified[table] = str(after.get("reason") or "the check could not run")
+    problems = []
     if still:
         detail = "; ".join(f"{t}: {m[0]}" for t, m in still.items())
-        raise StepFailed(f"{failed} {', '.join(still)}{why}: {detail}")
+        problems.append(f"{failed} {', '.join(still)}{why}: {detail}")
+    if unverified:
+        detail = "; ".join(f"{t}: {m}" for t, m in unverified.items())
+        problems.append(
+            f"{', '.join(unverified)} rebuilt, but the check after the repair could not "
+            f"run, so the repair is not verified ({detail}); check "
+            f"{'it' if len(unverified) == 1 else 'them'} again"
+        )
+    if problems:
+        done = f" ({', '.join(repaired)} repaired and checked sound)" if repaired else ""
+        raise StepFailed("; ".join(problems) + done)
     return repaired
 
 

@@ -204,8 +204,12 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
     @event.listens_for(engine, "connect")
     def _guard(dbapi_conn: Any, record: Any) -> None:
         cursor = dbapi_conn.cursor()
-        cursor.execute(f"SET SESSION lock_wait_timeout = {lock_seconds}")
-        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_seconds}")
+        # The server's messages in English, whatever its lc_messages: the text of an
+        # error row (CHECK TABLE's, a refusal's) is what aishell reads it by.
+        cursor.execute(
+            f"SET SESSION lock_wait_timeout = {lock_seconds}, "
+            f"SESSION innodb_lock_wait_timeout = {lock_seconds}, SESSION lc_messages = 'en_US'"
+        )
         if read_only:
             cursor.execute("SET SESSION TRANSACTION READ ONLY")
         cursor.close()

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import user_tables
-from aishell.handlers import Handler, each_table
+from aishell.handlers import Handler, cached
 from aishell.handlers.integrity import (
     checked_or_skipped,
     corruption_summary,
@@ -20,8 +20,8 @@ from aishell.handlers.integrity import (
     repairing,
 )
 from aishell.handlers.mysql.catalog import table_row
+from aishell.handlers.mysql.checkrows import check_verdict
 from aishell.handlers.mysql.privileges import (
-    DENIED_TEXT,
     current_account,
     denied,
     privileges_on,
@@ -51,26 +51,17 @@ def _check_table(
         if message is None:
             raise
         return {"table": table, "status": "not checked", "reason": message}
-    problems, unsupported, ok = [], None, False
-    for row in rows:
-        kind, message = str(row["Msg_type"]).lower(), str(row["Msg_text"])
-        if kind == "status" and message.upper() == "OK":
-            ok = True
-        elif kind == "note" and "support" in message.lower():
-            unsupported = message
-        elif kind == "error" and DENIED_TEXT.search(message):
-            return {"table": table, "status": "not checked", "reason": message}
-        elif kind == "error" or kind == "status":
-            problems.append(message)
-    if problems:
-        return {"table": table, "status": "corrupted", "issues": problems}
-    if not ok:
-        return {
-            "table": table,
-            "status": "not checked",
-            "reason": unsupported or "CHECK TABLE gave no verdict",
-        }
-    return {"table": table, "status": "ok", "issues": []}
+    return check_verdict(table, rows, _at_time_limit(ctx))
+
+
+# How close to the step's time limit a check may end and still be taken as finished:
+# a check cut there (by the server's max_statement_time, set to the step's limit, or by
+# the step's own cancel) ends at or after it.
+_LIMIT_SLACK_SECONDS = 0.05
+
+
+def _at_time_limit(ctx: ToolContext) -> bool:
+    return ctx.deadline is not None and time.monotonic() >= ctx.deadline - _LIMIT_SLACK_SECONDS
 
 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
@@ -95,6 +86,90 @@ check_table_corruption = Handler(
 )
 
 
+# A table's copy is named after it and the step's start, within MySQL's 64 characters.
+_COPY_SUFFIX = "_aishell_bak_{stamp}"
+_NAME_LIMIT = 64
+
+
+def _repair_plan(params: Mapping[str, Any], ctx: ToolContext) -> list[tuple[str, str | None, bool]]:
+    """Per table: the name of its copy (None: no copy) and whether it is InnoDB (rebuilt
+    by ALTER TABLE ... FORCE; other engines by REPAIR TABLE). Made once per step, so
+    the statements it runs are the ones it showed."""
+
+    def make() -> list[tuple[str, str | None, bool]]:
+        suffix = _COPY_SUFFIX.format(stamp=time.strftime("%Y%m%d%H%M%S"))
+        plan = []
+        for table in params.get("tables") or []:
+            engine = str(table_row(ctx.connection, table)["engine"] or "")
+            copy = table[: _NAME_LIMIT - len(suffix)] + suffix
+            plan.append(
+                (
+                    table,
+                    copy if params.get("create_backup", True) else None,
+                    engine.lower() == "innodb",
+                )
+            )
+        return plan
+
+    found: list[tuple[str, str | None, bool]] = cached(ctx, "repair-plan", make)
+    return found
+
+
+def _repair_statements(table: str, copy: str | None, innodb: bool, ctx: ToolContext) -> list[str]:
+    """A table's copy aside (when asked for), then its rebuild."""
+    statements = []
+    if copy is not None:
+        statements += [
+            f"CREATE TABLE {ctx.quote(copy)} LIKE {ctx.quote(table)}",
+            f"INSERT INTO {ctx.quote(copy)} SELECT * FROM {ctx.quote(table)}",
+        ]
+    rebuild = "ALTER TABLE {table} FORCE" if innodb else "REPAIR TABLE {table}"
+    return [*statements, rebuild.replace("{table}", ctx.quote(table))]
+
+
+def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    plan = _repair_plan(params, ctx)
+    if not plan:
+        return ["-- nothing to repair"]
+    return [
+        sql for table, copy, innodb in plan for sql in _repair_statements(table, copy, innodb, ctx)
+    ]
+
+
+def _copy_aside(
+    conn: Connection, ctx: ToolContext, table: str, copy: str, statements: list[str]
+) -> str | None:
+    """The table's copy, made before its repair; why it could not be, if so (the table is
+    then left as it is)."""
+    try:
+        # A table the server cannot read (a MyISAM table marked as crashed) cannot be
+        # copied: found before the copy's table is made.
+        conn.execute(text(f"SELECT 1 FROM {ctx.quote(table)} LIMIT 1")).all()
+    except DBAPIError as exc:
+        return (
+            f"it cannot be read to copy it aside first ({_first(exc)}); copy "
+            "its files, then repair it with create_backup: false"
+        )
+    create, insert = statements
+    conn.execute(text(create))
+    try:
+        conn.execute(text(insert))
+    except DBAPIError as exc:
+        return (
+            f"copying it aside failed ({_first(exc)}); the partial copy "
+            f"{copy} is left to look at or drop"
+        )
+    return None
+
+
+def _first(exc: DBAPIError) -> str:
+    """The server's message and error number."""
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    if len(args) >= 2:
+        return f"{args[1]} (error {args[0]})"
+    return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+
+
 def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     for table in tables:
@@ -105,21 +180,20 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
             "Repair (copy, then rebuild)",
             ctx.run_cache,
         )
+    plan = {table: (copy, innodb) for table, copy, innodb in _repair_plan(params, ctx)}
     backups: list[str] = []
 
-    def repair(table: str) -> list[str] | None:
-        row = table_row(conn, table)
-        if params.get("create_backup", True):
-            copy = f"{table[:40]}_aishell_bak_{time.strftime('%Y%m%d%H%M%S')}"
-            conn.execute(text(f"CREATE TABLE {ctx.quote(copy)} LIKE {ctx.quote(table)}"))
-            conn.execute(text(f"INSERT INTO {ctx.quote(copy)} SELECT * FROM {ctx.quote(table)}"))
+    def repair(table: str) -> Mapping[str, Any]:
+        copy, innodb = plan[table]
+        *copying, rebuild = _repair_statements(table, copy, innodb, ctx)
+        if copy is not None:
+            failed = _copy_aside(conn, ctx, table, copy, copying)
+            if failed is not None:
+                return {"table": table, "status": "corrupted", "issues": [failed]}
             backups.append(copy)
-        if (row["engine"] or "").lower() == "innodb":
-            run_checked(conn, f"ALTER TABLE {ctx.quote(table)} FORCE", table, "ALTER TABLE")
-        else:
-            run_checked(conn, f"REPAIR TABLE {ctx.quote(table)}", table, "REPAIR TABLE")
-        after = _check_table(conn, ctx, table, None)
-        return after["issues"] if after["status"] == "corrupted" else None
+        action = "ALTER TABLE" if innodb else "REPAIR TABLE"
+        run_checked(conn, rebuild, table, action)
+        return _check_table(conn, ctx, table, None)
 
     repaired = repair_each(tables, repair, "Could not repair")
     return {"repaired_tables": repaired, "backup_tables": backups, "backup_path": None}
@@ -128,7 +202,7 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
 repair_corrupted_tables = Handler(
     sql_templates=("ALTER TABLE {table} FORCE", "REPAIR TABLE {table}"),
     run_fn=repairing(_repair),
-    render_fn=each_table("ALTER TABLE {table} FORCE  -- REPAIR TABLE for MyISAM and Aria"),
+    render_fn=_repair_sql,
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables",
 )

@@ -173,10 +173,9 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
         )
     tool = amcheck(conn)
 
-    def repair(table: str) -> list[str] | None:
+    def repair(table: str) -> Mapping[str, Any]:
         conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
-        after = _check_tables(conn, ctx, [table], tool)[0]
-        return after["issues"] if after["status"] == "corrupted" else None
+        return _check_tables(conn, ctx, [table], tool)[0]
 
     why = " (the table's own data is damaged; restore it from a backup)"
     repaired = repair_each(tables, repair, "REINDEX did not repair", why)

@@ -106,11 +106,12 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
         )
     backup = str(_backup_copy(ctx, "pre-repair")) if params.get("create_backup", True) else None
 
-    def repair(table: str) -> list[str] | None:
+    def repair(table: str) -> Mapping[str, Any]:
         # REINDEX rebuilds every index of the table from the table's rows, which
         # fixes index entries that disagree with the table.
         write(conn, f"REINDEX {ctx.quote(table)}", table, "REINDEX")
-        return integrity_messages(conn, table)[:5] or None
+        issues = integrity_messages(conn, table)[:5]
+        return {"table": table, "status": "corrupted" if issues else "ok", "issues": issues}
 
     such_as = f" such as {backup}" if backup else ""
     why = f" (the table b-tree itself is damaged; restore from a backup{such_as})"
