@@ -9,6 +9,7 @@ and a check cut short by max_statement_time or KILL QUERY comes back "OK"."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -346,3 +347,84 @@ def test_a_lock_held_across_the_check_is_released_for_the_next_one(home, mysql_u
         target.close()
     assert _by_table(first) == {"held": "not checked"}
     assert _by_table(second) == {"held": "ok"}
+
+
+# --- a lock timeout the server reports in a row ---------------------------------------
+
+
+def _quick_maintenance(config, tables: list[str]):
+    return commands.run_job(
+        config, "maintenance", {"type": "quick", "tables": tables}, approver=PreApproved()
+    )
+
+
+def _release_after_the_first_wait(url: str, holder: Any, table: str) -> threading.Thread:
+    """Unlock the table once an ANALYZE TABLE of it has waited for the lock and given up:
+    the step's first attempt timed out, and the next finds the table free."""
+
+    def analyzing(cur: Any) -> bool:
+        cur.execute(
+            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO = %s",
+            (f"ANALYZE TABLE `{table}`",),
+        )
+        return bool(cur.fetchone()[0])
+
+    def watch() -> None:
+        with _session(url) as conn, conn.cursor() as cur:
+            deadline = time.monotonic() + 60
+            while not analyzing(cur) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            while analyzing(cur) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        with holder.cursor() as held:
+            held.execute("UNLOCK TABLES")
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, edit_config):
+    """ANALYZE TABLE answers a lock timeout in a row: the step is tried again after a
+    wait, as for a lock timeout the server raises, and succeeds once the lock goes."""
+    _table(mysql_url, "held", 500)
+    use_target(home, mysql_url)
+    config = edit_config(
+        maintenance={"default_config": {"max_retries": 3, "retry_backoff_seconds": 0.5}}
+    )
+    holder = _session(mysql_url)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLES `held` WRITE")
+    watcher = _release_after_the_first_wait(mysql_url, holder, "held")
+    try:
+        result = _quick_maintenance(config, ["held"])
+    finally:
+        watcher.join(60)
+        holder.close()
+
+    step = next(s for s in result.steps if s.tool == "update_table_statistics")
+    assert step.status == "succeeded", step.error
+    assert step.attempts == 2
+    assert result.status == "completed", result.error
+
+
+def test_mariadb_analyze_of_a_table_held_throughout_names_who_holds_it(
+    home, mysql_url, edit_config
+):
+    _table(mysql_url, "held", 500)
+    use_target(home, mysql_url)
+    config = edit_config(
+        maintenance={"default_config": {"max_retries": 1, "retry_backoff_seconds": 0.1}}
+    )
+
+    with locked(mysql_url, "held"):
+        result = _quick_maintenance(config, ["held"])
+
+    step = next(s for s in result.steps if s.tool == "update_table_statistics")
+    assert step.status == "failed"
+    assert step.attempts == 2
+    assert step.error.startswith(
+        "Lock wait timeout exceeded; try restarting transaction (error 1205); after 2 "
+        "attempt(s) the lock was still held by connection "
+    )
+    assert "a session that has since gone" not in step.error

@@ -1,4 +1,6 @@
-"""What CHECK TABLE's result rows say of one table: sound, damaged, or not checked.
+"""What the result rows of CHECK, ANALYZE, OPTIMIZE and REPAIR TABLE say: of one table
+checked, sound, damaged or not checked; of any of them, an error that is the server's
+lock timeout or deadlock, reported in a row rather than raised.
 
 The rows (Msg_type, Msg_text) mix the server's verdict on the data with reasons the
 check never ran. Read naively, both mislead:
@@ -21,7 +23,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aishell.handlers.mysql.privileges import DENIED_TEXT
+from sqlalchemy.exc import DBAPIError
+
+# Error rows and messages with which the server refuses for want of a privilege, or
+# because the table or server is read-only.
+DENIED_TEXT = re.compile(r"denied|read.only|privilege", re.IGNORECASE)
 
 # Errors that say the check did not run, not that the data is damaged: a lock wait that
 # timed out, a deadlock, an interrupted statement (error 1205, 1213, 1317, 1969 and
@@ -36,9 +42,27 @@ _COULD_NOT_RUN = re.compile(
 _FAILED = "operation failed"
 
 
+# The error numbers of the row messages that are worth a retry (targets/transient.py).
+_RETRYABLE = {"lock wait timeout exceeded": 1205, "deadlock found when trying to get lock": 1213}
+
+
 def could_not_run(message: str) -> bool:
     """Whether an error row says the statement did not run, rather than what it found."""
     return bool(_COULD_NOT_RUN.search(message.strip()))
+
+
+def raise_if_retryable(sql: str, message: str) -> None:
+    """An error row that is a lock timeout or a deadlock, raised as the server raises it
+    for any other statement: the executor then waits and tries the step again, and at
+    the last attempt names who held the lock, as on every engine."""
+    code = next((n for text, n in _RETRYABLE.items() if message.lower().startswith(text)), None)
+    if code is None:
+        return
+    import pymysql  # only for MySQL targets
+
+    raise DBAPIError.instance(
+        sql, None, pymysql.err.OperationalError(code, message), pymysql.err.Error
+    )
 
 
 def check_verdict(

@@ -19,9 +19,9 @@ from aishell.handlers.mysql.catalog import (
     recent_table_size,
     table_size,
 )
+from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import (
-    DENIED_TEXT,
     OPTIMIZE_NEEDS,
     denied,
     refusals,
@@ -134,6 +134,7 @@ def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusal
                 continue
             named = _named(str(row["Table"]), tables)
             if not DENIED_TEXT.search(message):
+                raise_if_retryable(sql, message)
                 raise StepFailed(f"{', '.join(named)}: {message}")
             for table in named:
                 skipped[table] = f"ANALYZE TABLE of {table} refused by the server: {message}"

@@ -17,12 +17,12 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import skip_table
+from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
 from aishell.sqltext import text
 
 # Errors with which the server refuses a statement for want of a privilege, or because
 # the table or server is read-only: the work was not done, and the step says why.
 _DENIED = {1044, 1142, 1143, 1227, 1290, 1036}
-DENIED_TEXT = re.compile(r"denied|read.only|privilege", re.IGNORECASE)
 _GRANT = re.compile(
     r"^GRANT (?P<privileges>.+?) ON (?:(?:FUNCTION|PROCEDURE|PACKAGE BODY|PACKAGE) )?"
     r"(?P<db>\*|`(?:[^`]|``)*`)\.(?P<table>\*|`(?:[^`]|``)*`) TO "
@@ -189,6 +189,7 @@ def run_checked(conn: Connection, sql: str, table: str, action: str) -> list[str
         if kind == "error":
             if DENIED_TEXT.search(message):
                 skip_table(table, f"{action} of {table} refused by the server: {message}")
+            raise_if_retryable(sql, message)
             raise StepFailed(f"{table}: {message}")
     return messages
 
