@@ -358,26 +358,28 @@ def _quick_maintenance(config, tables: list[str]):
     )
 
 
-def _release_after_the_first_wait(url: str, holder: Any, table: str) -> threading.Thread:
-    """Unlock the table once an ANALYZE TABLE of it has waited for the lock and given up:
-    the step's first attempt timed out, and the next finds the table free."""
+def _release_after_the_first_wait(
+    url: str, holder: Any, statement: str, release: str = "UNLOCK TABLES"
+) -> threading.Thread:
+    """Let go of the table (`release` on the holder's session) once `statement` has
+    waited for its lock and given up: the step's first attempt timed out, and the next
+    finds the table free."""
 
-    def analyzing(cur: Any) -> bool:
+    def waiting(cur: Any) -> bool:
         cur.execute(
-            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO = %s",
-            (f"ANALYZE TABLE `{table}`",),
+            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO = %s", (statement,)
         )
         return bool(cur.fetchone()[0])
 
     def watch() -> None:
         with _session(url) as conn, conn.cursor() as cur:
             deadline = time.monotonic() + 60
-            while not analyzing(cur) and time.monotonic() < deadline:
+            while not waiting(cur) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            while analyzing(cur) and time.monotonic() < deadline:
+            while waiting(cur) and time.monotonic() < deadline:
                 time.sleep(0.01)
         with holder.cursor() as held:
-            held.execute("UNLOCK TABLES")
+            held.execute(release)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -395,7 +397,7 @@ def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, 
     holder = _session(mysql_url)
     with holder.cursor() as cur:
         cur.execute("LOCK TABLES `held` WRITE")
-    watcher = _release_after_the_first_wait(mysql_url, holder, "held")
+    watcher = _release_after_the_first_wait(mysql_url, holder, "ANALYZE TABLE `held`")
     try:
         result = _quick_maintenance(config, ["held"])
     finally:
@@ -428,3 +430,42 @@ def test_mariadb_analyze_of_a_table_held_throughout_names_who_holds_it(
         "attempt(s) the lock was still held by connection "
     )
     assert "a session that has since gone" not in step.error
+
+
+def test_mariadb_a_repair_tried_again_after_a_lock_timeout_copies_once(
+    home, mysql_url, edit_config
+):
+    """Another session's open transaction on the table lets the copy read it but holds
+    off the rebuild (ALTER TABLE ... FORCE), until the lock timeout; the step is tried
+    again once it lets go, and neither makes the copy's table again nor copies twice."""
+    _table(mysql_url, "held", 500)
+    use_target(home, mysql_url)
+    config = edit_config(
+        maintenance={"default_config": {"max_retries": 3, "retry_backoff_seconds": 0.5}}
+    )
+    holder = _session(mysql_url)
+    with holder.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT id FROM `held` LIMIT 1")
+        cur.fetchall()
+    watcher = _release_after_the_first_wait(mysql_url, holder, "ALTER TABLE `held` FORCE", "COMMIT")
+    plan = one_step_plan(
+        "maintenance", "db", "mysql", "repair_corrupted_tables", {"tables": ["held"]}
+    )
+    try:
+        result = commands.apply_plan(config, plan, approver=PreApproved())
+    finally:
+        watcher.join(60)
+        holder.close()
+
+    step = result.steps[0]
+    assert step.status == "succeeded", step.error
+    assert step.attempts == 2
+    (copy,) = step.output["backup_tables"]
+    with _session(mysql_url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM `{copy}`")
+        assert cur.fetchone()[0] == 500
+    sent = [s["sql"] for s in commands.run_statements(config, result.run_id)]
+    assert sum(sql.startswith("CREATE TABLE") for sql in sent) == 1
+    assert sum(sql.startswith("INSERT INTO") for sql in sent) == 1
+    assert sum(sql == "ALTER TABLE `held` FORCE" for sql in sent) == 2

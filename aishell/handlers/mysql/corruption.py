@@ -31,6 +31,7 @@ from aishell.handlers.mysql.privileges import (
 )
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
+from aishell.targets.transient import is_transient
 from aishell.toolcontext import ToolContext
 
 
@@ -137,28 +138,36 @@ def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 
 def _copy_aside(
-    conn: Connection, ctx: ToolContext, table: str, copy: str, statements: list[str]
+    conn: Connection, ctx: ToolContext, table: str, statements: list[str], done: dict[str, Any]
 ) -> str | None:
     """The table's copy, made before its repair; why it could not be, if so (the table is
-    then left as it is)."""
-    try:
-        # A table the server cannot read (a MyISAM table marked as crashed) cannot be
-        # copied: found before the copy's table is made.
-        conn.execute(text(f"SELECT 1 FROM {ctx.quote(table)} LIMIT 1")).all()
-    except DBAPIError as exc:
-        return (
-            f"it cannot be read to copy it aside first ({_first(exc)}); copy "
-            "its files, then repair it with create_backup: false"
-        )
+    then left as it is). `done` holds what earlier attempts of the step made: a retry
+    (after a lock timeout) neither makes the copy's table again nor copies twice."""
+    if table in done["copied"]:
+        return None
     create, insert = statements
-    conn.execute(text(create))
+    copy_of = f"the copy of {table}"
+    if table not in done["created"]:
+        try:
+            # A table the server cannot read (a MyISAM table marked as crashed) cannot
+            # be copied: found before the copy's table is made.
+            conn.execute(text(f"SELECT 1 FROM {ctx.quote(table)} LIMIT 1")).all()
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            return (
+                f"it cannot be read to copy it aside first ({_first(exc)}); copy its files, "
+                "then repair it with create_backup: false"
+            )
+        conn.execute(text(create))
+        done["created"].add(table)
     try:
         conn.execute(text(insert))
     except DBAPIError as exc:
-        return (
-            f"copying it aside failed ({_first(exc)}); the partial copy "
-            f"{copy} is left to look at or drop"
-        )
+        if is_transient(exc):
+            raise  # tried again, into the same (InnoDB: still empty) table
+        return f"copying it aside failed ({_first(exc)}); {copy_of} is left to look at or drop"
+    done["copied"].add(table)
     return None
 
 
@@ -181,21 +190,25 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
             ctx.run_cache,
         )
     plan = {table: (copy, innodb) for table, copy, innodb in _repair_plan(params, ctx)}
-    backups: list[str] = []
+    # Kept across the executor's retries of this step: what earlier attempts did.
+    done = ctx.step_cache.setdefault(
+        "repair-progress", {"created": set(), "copied": set(), "rebuilt": set()}
+    )
 
     def repair(table: str) -> Mapping[str, Any]:
-        copy, innodb = plan[table]
-        *copying, rebuild = _repair_statements(table, copy, innodb, ctx)
-        if copy is not None:
-            failed = _copy_aside(conn, ctx, table, copy, copying)
-            if failed is not None:
-                return {"table": table, "status": "corrupted", "issues": [failed]}
-            backups.append(copy)
-        action = "ALTER TABLE" if innodb else "REPAIR TABLE"
-        run_checked(conn, rebuild, table, action)
+        if table not in done["rebuilt"]:
+            copy, innodb = plan[table]
+            *copying, rebuild = _repair_statements(table, copy, innodb, ctx)
+            if copy is not None:
+                failed = _copy_aside(conn, ctx, table, copying, done)
+                if failed is not None:
+                    return {"table": table, "status": "corrupted", "issues": [failed]}
+            run_checked(conn, rebuild, table, "ALTER TABLE" if innodb else "REPAIR TABLE")
+            done["rebuilt"].add(table)
         return _check_table(conn, ctx, table, None)
 
     repaired = repair_each(tables, repair, "Could not repair")
+    backups = [plan[t][0] for t in tables if t in done["copied"]]
     return {"repaired_tables": repaired, "backup_tables": backups, "backup_path": None}
 
 
