@@ -386,17 +386,26 @@ def _release_after_the_first_wait(
     return thread
 
 
-def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, edit_config):
-    """ANALYZE TABLE answers a lock timeout in a row: the step is tried again after a
-    wait, as for a lock timeout the server raises, and succeeds once the lock goes."""
-    _table(mysql_url, "held", 500)
-    use_target(home, mysql_url)
+def _held(home: Any, url: str, edit_config: Any, *holding: str) -> tuple[Any, Any]:
+    """A table `held` of 500 rows; the config, whose maintenance steps are tried three
+    times half a second apart; and another session that sent `holding` on it."""
+    _table(url, "held", 500)
+    use_target(home, url)
     config = edit_config(
         maintenance={"default_config": {"max_retries": 3, "retry_backoff_seconds": 0.5}}
     )
-    holder = _session(mysql_url)
+    holder = _session(url)
     with holder.cursor() as cur:
-        cur.execute("LOCK TABLES `held` WRITE")
+        for sql in holding:
+            cur.execute(sql)
+            cur.fetchall()
+    return config, holder
+
+
+def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, edit_config):
+    """ANALYZE TABLE answers a lock timeout in a row: the step is tried again after a
+    wait, as for a lock timeout the server raises, and succeeds once the lock goes."""
+    config, holder = _held(home, mysql_url, edit_config, "LOCK TABLES `held` WRITE")
     watcher = _release_after_the_first_wait(mysql_url, holder, "ANALYZE TABLE `held`")
     try:
         result = _quick_maintenance(config, ["held"])
@@ -438,16 +447,7 @@ def test_mariadb_a_repair_tried_again_after_a_lock_timeout_copies_once(
     """Another session's open transaction on the table lets the copy read it but holds
     off the rebuild (ALTER TABLE ... FORCE), until the lock timeout; the step is tried
     again once it lets go, and neither makes the copy's table again nor copies twice."""
-    _table(mysql_url, "held", 500)
-    use_target(home, mysql_url)
-    config = edit_config(
-        maintenance={"default_config": {"max_retries": 3, "retry_backoff_seconds": 0.5}}
-    )
-    holder = _session(mysql_url)
-    with holder.cursor() as cur:
-        cur.execute("BEGIN")
-        cur.execute("SELECT id FROM `held` LIMIT 1")
-        cur.fetchall()
+    config, holder = _held(home, mysql_url, edit_config, "BEGIN", "SELECT id FROM `held` LIMIT 1")
     watcher = _release_after_the_first_wait(mysql_url, holder, "ALTER TABLE `held` FORCE", "COMMIT")
     plan = one_step_plan(
         "maintenance", "db", "mysql", "repair_corrupted_tables", {"tables": ["held"]}
