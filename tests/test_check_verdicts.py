@@ -469,3 +469,32 @@ def test_mariadb_a_repair_tried_again_after_a_lock_timeout_copies_once(
     assert sum(sql.startswith("CREATE TABLE") for sql in sent) == 1
     assert sum(sql.startswith("INSERT INTO") for sql in sent) == 1
     assert sum(sql == "ALTER TABLE `held` FORCE" for sql in sent) == 2
+
+
+def test_mariadb_a_repairs_copy_keeps_invisible_columns_and_skips_generated_ones(home, mysql_url):
+    """SELECT * leaves invisible columns out, and a generated column cannot be inserted
+    into (error 1906): the copy names the stored columns, invisible ones included."""
+    with _session(mysql_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE `shaped` (id int PRIMARY KEY, a int, "
+            "hidden int INVISIBLE DEFAULT 7, twice int AS (a * 2) VIRTUAL, "
+            "plus int AS (a + 1) STORED) ENGINE=InnoDB"
+        )
+        cur.execute(
+            "INSERT INTO `shaped` (id, a, hidden) SELECT seq, seq, seq * 10 FROM seq_1_to_50"
+        )
+    config = use_target(home, mysql_url)
+    plan = one_step_plan(
+        "maintenance", "db", "mysql", "repair_corrupted_tables", {"tables": ["shaped"]}
+    )
+
+    step = commands.apply_plan(config, plan, approver=PreApproved()).steps[0]
+
+    assert step.status == "succeeded", step.error
+    (copy,) = step.output["backup_tables"]
+    assert step.sql[1] == (
+        f"INSERT INTO `{copy}` (`id`, `a`, `hidden`) SELECT `id`, `a`, `hidden` FROM `shaped`"
+    )
+    with _session(mysql_url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT sum(hidden), sum(twice), sum(plus) FROM `{copy}`")
+        assert cur.fetchone() == (12750, 2550, 1325)

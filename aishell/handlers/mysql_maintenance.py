@@ -3,6 +3,6 @@
 aishell/handlers/mysql/."""
 
 from aishell.handlers import former_module
-from aishell.handlers.mysql import corruption, fragmentation, health, optimize, rebuild
+from aishell.handlers.mysql import corruption, fragmentation, health, optimize, rebuild, repair
 
-__getattr__ = former_module(health, fragmentation, rebuild, optimize, corruption)
+__getattr__ = former_module(health, fragmentation, rebuild, optimize, corruption, repair)
