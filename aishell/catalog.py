@@ -54,6 +54,29 @@ def table_columns(conn: Connection, table: str) -> list[str]:
     return [r[0] for r in conn.execute(text(sql), {"t": table})]
 
 
+def stored_columns(conn: Connection, table: str) -> list[str]:
+    """The columns a row is inserted with, in order: all but the generated ones, which
+    the table computes itself; MariaDB's invisible columns among them (SELECT * leaves
+    those out, so a copy names its columns)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        sql = (
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = :t AND is_generated = 'NEVER' "
+            "ORDER BY ordinal_position"
+        )
+    elif dialect in ("mysql", "mariadb"):
+        sql = (
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME = :t AND coalesce(GENERATION_EXPRESSION, '') = '' "
+            "ORDER BY ORDINAL_POSITION"
+        )
+    else:
+        # table_xinfo's hidden: 0 a plain column; 2 and 3 generated (virtual, stored).
+        sql = "SELECT name FROM pragma_table_xinfo(:t) WHERE hidden = 0 ORDER BY cid"
+    return [r[0] for r in conn.execute(text(sql), {"t": table})]
+
+
 def check_column(conn: Connection, table: str, column: str) -> None:
     require_column(table, column, table_columns(conn, table))
 

@@ -55,9 +55,12 @@ delete_old_records = Handler(
         f"SELECT {{key}} FROM {{table}} WHERE {_RANGE} ORDER BY {{key}} LIMIT 1",
         f"DELETE FROM {{table}} WHERE {_RANGE}",
         f"DELETE FROM {{table}} WHERE {_RANGE} RETURNING *",
-        f"INSERT INTO {{archive_table}} SELECT * FROM {{table}} WHERE {_RANGE}",
+        # {columns}: the archive table's stored columns (for a file, on MySQL, every
+        # column of the table), named in full in what a step renders.
+        f"SELECT {{columns}} FROM {{table}} WHERE {_RANGE} FOR UPDATE",
+        "INSERT INTO {archive_table} ({columns}) SELECT {columns} FROM {table} WHERE " + _RANGE,
         f"WITH aishell_gone AS (DELETE FROM {{table}} WHERE {_RANGE} RETURNING *) "
-        "INSERT INTO {archive_table} SELECT * FROM aishell_gone",
+        "INSERT INTO {archive_table} ({columns}) SELECT {columns} FROM aishell_gone",
     ),
     risk=RiskLevel.MEDIUM,
     effect="deletes rows older than a cutoff",

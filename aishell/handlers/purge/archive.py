@@ -11,14 +11,15 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.archive import ArchiveFile
-from aishell.catalog import table_columns
+from aishell.catalog import stored_columns, table_columns
 from aishell.errors import StepFailed, TargetError
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 
-def check_archive_table(conn: Connection, table: str, archive: str) -> None:
-    """Refuse an archive table that is the purged table itself, or not shaped like it."""
+def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]:
+    """Refuse an archive table that is the purged table itself, or not shaped like it;
+    the columns its copies name (those it stores: not its generated ones)."""
     if _same_table(conn, table, archive):
         # Rows copied into the table they are deleted from would be counted as
         # archived and deleted while the table kept them all.
@@ -39,6 +40,7 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> None:
             f"archive table {archive} has columns ({', '.join(found)}), "
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
+    return stored_columns(conn, archive)
 
 
 def _same_table(conn: Connection, table: str, other: str) -> bool:

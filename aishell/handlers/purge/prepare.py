@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from aishell import cutoff as cutoffs
+from aishell.catalog import table_columns
 from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
@@ -99,9 +100,13 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         table = params["table"]
         indexes, column = date_column_of(ctx, table, params["date_column"])
         key = walk_key(conn, table, indexes)
+        copied: list[str] = []
         if params.get("archive_table"):
-            check_archive_table(conn, table, params["archive_table"])
-        batch = BatchSql(ctx, params, key)
+            copied = check_archive_table(conn, table, params["archive_table"])
+        # Rows archived to a file are read by name on MySQL (its SELECT * leaves
+        # invisible columns out); elsewhere DELETE ... RETURNING * gives every column.
+        read = table_columns(conn, table) if params.get("archive_file") else []
+        batch = BatchSql(ctx, params, key, copied=copied, read=read)
         low, high = key_span(ctx, table, batch)
         batch.by_range = is_integer(high) and not params.get("max_rows")
         return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}

@@ -4,7 +4,7 @@ run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aishell.toolcontext import ToolContext
@@ -17,13 +17,25 @@ def is_integer(value: Any) -> bool:
 class BatchSql:
     """The SQL of one batch for a table, key, date column and archive."""
 
-    def __init__(self, ctx: ToolContext, params: Mapping[str, Any], key: str) -> None:
+    def __init__(
+        self,
+        ctx: ToolContext,
+        params: Mapping[str, Any],
+        key: str,
+        *,
+        copied: Sequence[str] = (),
+        read: Sequence[str] = (),
+    ) -> None:
+        """`copied`: the archive table's stored columns, which its copy names; `read`:
+        the columns an archive file is written from, where they are read by name."""
         q = ctx.quote
         self.dialect = ctx.dialect
         self.table, self.key = q(params["table"]), q(key) if key != "rowid" else "rowid"
         self.date = q(params["date_column"])
         self.archive_table = q(params["archive_table"]) if params.get("archive_table") else None
         self.archive_file = bool(params.get("archive_file"))
+        self.copied = ", ".join(q(c) for c in copied)
+        self.read = ", ".join(q(c) for c in read) or "*"
         # Integer keys are walked in plain key ranges (unless a cap on rows needs each
         # batch's old rows counted first); see batches.py.
         self.by_range = False
@@ -67,19 +79,25 @@ class BatchSql:
     def work(self, first: bool) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""
         delete = self.delete(first)
+        # An archive table's copy names its columns: MariaDB's SELECT * leaves invisible
+        # ones out, and a generated column takes no value.
         if self.archive_table and self.dialect == "postgresql":
             return [
                 f"WITH aishell_gone AS ({delete} RETURNING *) "
-                f"INSERT INTO {self.archive_table} SELECT * FROM aishell_gone"
+                f"INSERT INTO {self.archive_table} ({self.copied}) "
+                f"SELECT {self.copied} FROM aishell_gone"
             ]
         if self.archive_table:
             return [
-                f"INSERT INTO {self.archive_table} SELECT * FROM {self.table} "
-                f"WHERE {self.range(first)}",
+                f"INSERT INTO {self.archive_table} ({self.copied}) SELECT {self.copied} "
+                f"FROM {self.table} WHERE {self.range(first)}",
                 delete,
             ]
         if self.archive_file and self.returning():
             return [f"{delete} RETURNING *"]
         if self.archive_file:
-            return [f"SELECT * FROM {self.table} WHERE {self.range(first)} FOR UPDATE", delete]
+            return [
+                f"SELECT {self.read} FROM {self.table} WHERE {self.range(first)} FOR UPDATE",
+                delete,
+            ]
         return [delete]

@@ -1,0 +1,175 @@
+"""A purge that archives keeps every column of the rows it deletes: MariaDB's SELECT *
+leaves invisible columns out, so the archive's copy (and an archive file's read) names
+the columns; a generated column takes no value, so the copy leaves it to the archive
+table to compute."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import pymysql
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from aishell import commands
+from aishell.approval import PreApproved
+from tests.helpers import use_target
+from tests.services import engine
+
+ROWS = 600  # id % 60 days old: half of them past a 30-day retention
+
+
+def _mysql(url: str) -> Any:
+    u = make_url(url)
+    return pymysql.connect(
+        host=u.host, port=u.port or 3306, user=u.username, database=u.database, autocommit=True
+    )
+
+
+def _purge(config: Any, archive_to: str) -> Any:
+    result = commands.run_job(
+        config,
+        "log_cleanup",
+        {
+            "table": "logs",
+            "date_column": "created_at",
+            "retention_days": 30,
+            "archive_to": archive_to,
+        },
+        approver=PreApproved(),
+    )
+    step = next(s for s in result.steps if s.tool == "delete_old_records")
+    assert step.status == "succeeded", step.error
+    return step
+
+
+def _mariadb_logs(url: str) -> None:
+    with _mysql(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE logs (id int PRIMARY KEY, created_at datetime NOT NULL, "
+            "msg varchar(20), tenant int INVISIBLE NOT NULL DEFAULT 0, "
+            "twice int AS (tenant * 2) VIRTUAL) ENGINE=InnoDB"
+        )
+        cur.execute(
+            "INSERT INTO logs (id, created_at, msg, tenant) SELECT seq, "
+            f"NOW() - INTERVAL (seq % 60) DAY - INTERVAL 1 HOUR, 'm', seq FROM seq_1_to_{ROWS}"
+        )
+
+
+def _old_tenants(url: str) -> dict[int, int]:
+    with _mysql(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, tenant FROM logs WHERE created_at < NOW() - INTERVAL 30 DAY ORDER BY id"
+        )
+        return {int(i): int(t) for i, t in cur.fetchall()}
+
+
+def test_mariadb_an_archive_table_keeps_invisible_columns(home, mysql_url):
+    _mariadb_logs(mysql_url)
+    with _mysql(mysql_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE logs_archive LIKE logs")
+    old = _old_tenants(mysql_url)
+    config = use_target(home, mysql_url)
+
+    step = _purge(config, "table:logs_archive")
+
+    assert step.output["rows_deleted"] == len(old)
+    assert any(
+        "INSERT INTO `logs_archive` (`id`, `created_at`, `msg`, `tenant`) SELECT `id`, "
+        "`created_at`, `msg`, `tenant` FROM `logs`" in sql
+        for sql in step.sql
+    )
+    with _mysql(mysql_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, tenant, twice FROM logs_archive ORDER BY id")
+        archived = cur.fetchall()
+    assert {int(i): int(t) for i, t, _ in archived} == old
+    assert all(twice == 2 * tenant for _, tenant, twice in archived)
+
+
+def test_mariadb_an_archive_file_keeps_invisible_columns(home, mysql_url):
+    _mariadb_logs(mysql_url)
+    old = _old_tenants(mysql_url)
+    config = use_target(home, mysql_url)
+    path = home / "logs.jsonl"
+
+    step = _purge(config, f"file:{path}")
+
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["id"]: r["tenant"] for r in lines} == old
+    assert all(r["twice"] == 2 * r["tenant"] for r in lines)
+    assert step.sql[1].startswith(
+        "SELECT `id`, `created_at`, `msg`, `tenant`, `twice` FROM `logs` WHERE"
+    )
+
+
+def test_postgresql_an_archive_table_with_a_generated_column(home, pg_url):
+    """Inserting into a generated column is an error on PostgreSQL: the purge used to
+    fail on its first batch; the copy now leaves the column to the archive table."""
+    admin = engine(pg_url)
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE logs (id int PRIMARY KEY, created_at timestamp NOT NULL, "
+                "tenant int NOT NULL, twice int GENERATED ALWAYS AS (tenant * 2) STORED)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO logs (id, created_at, tenant) SELECT g, localtimestamp - "
+                f"make_interval(days => g % 60, hours => 1), g FROM generate_series(1, {ROWS}) g"
+            )
+        )
+        conn.execute(text("CREATE TABLE logs_archive (LIKE logs INCLUDING ALL)"))
+        old = dict(
+            conn.execute(
+                text(
+                    "SELECT id, tenant FROM logs WHERE created_at < localtimestamp - "
+                    "interval '30 days'"
+                )
+            ).all()
+        )
+    config = use_target(home, pg_url)
+
+    step = _purge(config, "table:logs_archive")
+
+    with admin.connect() as conn:
+        archived = conn.execute(text("SELECT id, tenant, twice FROM logs_archive")).all()
+    admin.dispose()
+    assert step.output["rows_deleted"] == len(old)
+    assert {i: t for i, t, _ in archived} == old
+    assert all(twice == 2 * tenant for _, tenant, twice in archived)
+
+
+def test_sqlite_an_archive_table_with_a_generated_column(home):
+    path = home / "logs.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
+        "tenant INTEGER NOT NULL, twice INTEGER GENERATED ALWAYS AS (tenant * 2) VIRTUAL)"
+    )
+    conn.execute(
+        "CREATE TABLE logs_archive (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
+        "tenant INTEGER NOT NULL, twice INTEGER GENERATED ALWAYS AS (tenant * 2) VIRTUAL)"
+    )
+    conn.executemany(
+        "INSERT INTO logs (id, created_at, tenant) VALUES "
+        "(?, datetime('now', '-' || ? || ' days', '-1 hours'), ?)",
+        [(i, i % 60, i) for i in range(1, ROWS + 1)],
+    )
+    conn.commit()
+    old = dict(
+        conn.execute("SELECT id, tenant FROM logs WHERE created_at < datetime('now', '-30 days')")
+    )
+    conn.close()
+    config = use_target(home, f"sqlite:///{path}")
+
+    step = _purge(config, "table:logs_archive")
+
+    conn = sqlite3.connect(path)
+    archived = conn.execute("SELECT id, tenant, twice FROM logs_archive").fetchall()
+    conn.close()
+    assert step.output["rows_deleted"] == len(old)
+    assert {i: t for i, t, _ in archived} == old
+    assert all(twice == 2 * tenant for _, tenant, twice in archived)
