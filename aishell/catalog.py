@@ -60,10 +60,13 @@ def stored_columns(conn: Connection, table: str) -> list[str]:
     those out, so a copy names its columns)."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
+        # pg_attribute, as table_columns reads it: information_schema.columns shows only
+        # the columns the role has a privilege on, and a copy must name them all.
         sql = (
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-            "current_schema() AND table_name = :t AND is_generated = 'NEVER' "
-            "ORDER BY ordinal_position"
+            "SELECT attname FROM pg_attribute WHERE attrelid = "
+            "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = :t AND n.nspname = current_schema()) "
+            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
         )
     elif dialect in ("mysql", "mariadb"):
         sql = (
