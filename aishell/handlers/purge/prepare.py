@@ -105,7 +105,8 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             copied = check_archive_table(conn, table, params["archive_table"])
         # Rows archived to a file are read by name on MySQL (its SELECT * leaves
         # invisible columns out); elsewhere DELETE ... RETURNING * gives every column.
-        read = table_columns(conn, table) if params.get("archive_file") else []
+        by_name = params.get("archive_file") and ctx.dialect not in ("postgresql", "sqlite")
+        read = table_columns(conn, table) if by_name else []
         batch = BatchSql(ctx, params, key, copied=copied, read=read)
         low, high = key_span(ctx, table, batch)
         batch.by_range = is_integer(high) and not params.get("max_rows")
