@@ -1706,10 +1706,11 @@ _ANYTHING = _JSON | st.fixed_dictionaries(
 
 
 @st.composite
-def _answers(draw: st.DrawFn) -> tuple[str, str, Any, list[str]]:
-    """(dialect, what the answer was made as, the answer, reasons it must be rejected for)."""
+def _answers(draw: st.DrawFn, made: str) -> tuple[str, str, Any, list[str]]:
+    """(dialect, what the answer was made as, the answer, reasons it must be rejected for):
+    `made` clean (a plan the validator must accept), changed (one hostile change to
+    such a plan) or anything (any JSON a model could send)."""
     dialect = draw(st.sampled_from(DIALECTS))
-    made = draw(st.sampled_from(("clean", "clean", "changed", "changed", "anything")))
     if made == "clean":
         return dialect, made, draw(_clean_answer(dialect)), []
     if made == "changed":
@@ -1786,16 +1787,23 @@ def _is_a_sentence(reason: Any) -> bool:
     return isinstance(reason, str) and bool(reason) and reason == reason.strip()
 
 
-def test_any_answer_gets_a_verdict_and_only_clean_plans_pass() -> None:
+# Each kind of answer draws its own examples (2/5, 2/5 and 1/5 of them), so that each
+# is tried as often as that, whatever Hypothesis favours within a strategy.
+_KINDS = {"clean": 2 * PROPERTY_EXAMPLES // 5, "changed": 2 * PROPERTY_EXAMPLES // 5}
+_KINDS["anything"] = PROPERTY_EXAMPLES - sum(_KINDS.values())
+
+
+@pytest.mark.parametrize("made", sorted(_KINDS))
+def test_any_answer_gets_a_verdict_and_only_clean_plans_pass(made: str) -> None:
     seen: Counter[str] = Counter()
 
     @settings(
-        max_examples=PROPERTY_EXAMPLES,
+        max_examples=_KINDS[made],
         database=None,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(case=_answers())
+    @given(case=_answers(made))
     def check(case: tuple[str, str, Any, list[str]]) -> None:
         dialect, made, answer, fragments = case
         vetted = _vet(answer, dialect)
@@ -1812,16 +1820,12 @@ def test_any_answer_gets_a_verdict_and_only_clean_plans_pass() -> None:
             assert vetted.problems
         verdict = "accepted" if vetted.accepted else "rejected"
         seen[verdict] += 1
-        seen[f"{made} {verdict}"] += 1
         event(f"{made} {verdict}")
 
     check()
-    # Each kind of answer was made often enough for its assertions to mean something.
-    # Hypothesis does not draw uniformly (it favours early choices and small examples),
-    # so the floors sit well under the 2/5, 2/5, 1/5 the strategy asks for.
-    assert seen["accepted"] >= PROPERTY_EXAMPLES // 10, seen
-    assert seen["changed rejected"] >= PROPERTY_EXAMPLES // 10, seen
-    assert seen["anything rejected"] >= PROPERTY_EXAMPLES // 20, seen
+    # Hypothesis stops early when it runs out of distinct examples; each kind still
+    # had enough for its assertions to mean something.
+    assert sum(seen.values()) >= _KINDS[made] // 2, seen
 
 
 @pytest.mark.parametrize("change", sorted(MUTATIONS))
