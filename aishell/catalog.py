@@ -35,49 +35,35 @@ def user_tables(conn: Connection) -> list[str]:
     return [r[0] for r in conn.execute(text(sql))]
 
 
-def table_columns(conn: Connection, table: str) -> list[str]:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        sql = (
-            "SELECT attname FROM pg_attribute WHERE attrelid = "
-            "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = :t AND n.nspname = current_schema()) "
-            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-        )
-    elif dialect in ("mysql", "mariadb"):
-        sql = (
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"
-        )
-    else:
-        sql = "SELECT name FROM pragma_table_info(:t) ORDER BY cid"
-    return [r[0] for r in conn.execute(text(sql), {"t": table})]
+# Each dialect's columns of a table in order, and the condition that leaves out the
+# generated ones (which the table computes itself: a copy names the others). PostgreSQL
+# from pg_attribute: information_schema.columns shows only the columns the role has a
+# privilege on. MySQL's list has MariaDB's invisible columns, which SELECT * leaves
+# out. SQLite's table_info shows no generated column.
+_COLUMNS = {
+    "postgresql": (
+        "SELECT attname FROM pg_attribute WHERE attrelid = "
+        "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = :t AND n.nspname = current_schema()) "
+        "AND attnum > 0 AND NOT attisdropped{stored} ORDER BY attnum",
+        " AND attgenerated = ''",
+    ),
+    "mysql": (
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = :t{stored} ORDER BY ORDINAL_POSITION",
+        " AND coalesce(GENERATION_EXPRESSION, '') = ''",
+    ),
+    "sqlite": ("SELECT name FROM pragma_table_info(:t){stored} ORDER BY cid", ""),
+}
 
 
-def stored_columns(conn: Connection, table: str) -> list[str]:
-    """The columns a row is inserted with, in order: all but the generated ones, which
-    the table computes itself; MariaDB's invisible columns among them (SELECT * leaves
-    those out, so a copy names its columns)."""
+def table_columns(conn: Connection, table: str, *, stored_only: bool = False) -> list[str]:
+    """The table's columns in order; `stored_only`: those a row is inserted with, all
+    but the generated ones."""
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        # pg_attribute, as table_columns reads it: information_schema.columns shows only
-        # the columns the role has a privilege on, and a copy must name them all.
-        sql = (
-            "SELECT attname FROM pg_attribute WHERE attrelid = "
-            "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = :t AND n.nspname = current_schema()) "
-            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
-        )
-    elif dialect in ("mysql", "mariadb"):
-        sql = (
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_NAME = :t AND coalesce(GENERATION_EXPRESSION, '') = '' "
-            "ORDER BY ORDINAL_POSITION"
-        )
-    else:
-        # table_xinfo's hidden: 0 a plain column; 2 and 3 generated (virtual, stored).
-        sql = "SELECT name FROM pragma_table_xinfo(:t) WHERE hidden = 0 ORDER BY cid"
-    return [r[0] for r in conn.execute(text(sql), {"t": table})]
+    sql, stored = _COLUMNS["mysql" if dialect == "mariadb" else dialect]
+    query = sql.replace("{stored}", stored if stored_only else "")
+    return [r[0] for r in conn.execute(text(query), {"t": table})]
 
 
 def check_column(conn: Connection, table: str, column: str) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.catalog import table_columns
+from aishell.executor.failures import db_error
 from aishell.handlers import Handler, cached
 from aishell.handlers.integrity import repair_each, repairing
 from aishell.handlers.mysql.catalog import table_row
@@ -28,15 +30,6 @@ from aishell.toolcontext import ToolContext
 # A table's copy is named after it and the step's start, within MySQL's 64 characters.
 _COPY_SUFFIX = "_aishell_bak_{stamp}"
 _NAME_LIMIT = 64
-
-# The columns a copy takes, in order: every stored one, invisible ones too (SELECT *
-# leaves those out); not the generated ones, which the copy computes itself (inserting
-# into one is error 1906 in strict mode).
-_COPIED_COLUMNS = """
-SELECT COLUMN_NAME FROM information_schema.COLUMNS
-WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t AND coalesce(GENERATION_EXPRESSION, '') = ''
-ORDER BY ORDINAL_POSITION
-"""
 
 
 @dataclass(frozen=True)
@@ -74,9 +67,9 @@ def _plan(params: Mapping[str, Any], ctx: ToolContext) -> list[_Repair]:
         plan = []
         for table in params.get("tables") or []:
             engine = str(table_row(conn, table)["engine"] or "").lower()
-            columns = tuple(
-                str(c) for c in conn.execute(text(_COPIED_COLUMNS), {"t": table}).scalars()
-            )
+            # By name: SELECT * leaves invisible columns out, and a generated one takes
+            # no value (error 1906 in strict mode).
+            columns = tuple(table_columns(conn, table, stored_only=True))
             copy = table[: _NAME_LIMIT - len(suffix)] + suffix if backup else None
             plan.append(_Repair(table, copy, columns, engine == "innodb"))
         return plan
@@ -111,7 +104,7 @@ def _copy_aside(
             if is_transient(exc):
                 raise
             return (
-                f"it cannot be read to copy it aside first ({_first(exc)}); copy its files, "
+                f"it cannot be read to copy it aside first ({db_error(exc)}); copy its files, "
                 "then repair it with create_backup: false"
             )
         conn.execute(text(create))
@@ -122,19 +115,11 @@ def _copy_aside(
         if is_transient(exc):
             raise  # tried again, into the same (InnoDB: still empty) table
         return (
-            f"copying it aside failed ({_first(exc)}); its copy {repair.copy} is left to look "
+            f"copying it aside failed ({db_error(exc)}); its copy {repair.copy} is left to look "
             "at or drop"
         )
     done["copied"].add(table)
     return None
-
-
-def _first(exc: DBAPIError) -> str:
-    """The server's message and error number."""
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    if len(args) >= 2:
-        return f"{args[1]} (error {args[0]})"
-    return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
 
 
 def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.archive import ArchiveFile
-from aishell.catalog import stored_columns, table_columns
+from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -40,7 +40,7 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"archive table {archive} has columns ({', '.join(found)}), "
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
-    return stored_columns(conn, archive)
+    return table_columns(conn, archive, stored_only=True)
 
 
 def _same_table(conn: Connection, table: str, other: str) -> bool:

@@ -16,7 +16,7 @@ from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
-from aishell.handlers.purge.statements import BatchSql, is_integer
+from aishell.handlers.purge.statements import RETURNING, BatchSql, is_integer
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
@@ -103,9 +103,9 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         copied: list[str] = []
         if params.get("archive_table"):
             copied = check_archive_table(conn, table, params["archive_table"])
-        # Rows archived to a file are read by name on MySQL (its SELECT * leaves
-        # invisible columns out); elsewhere DELETE ... RETURNING * gives every column.
-        by_name = params.get("archive_file") and ctx.dialect not in ("postgresql", "sqlite")
+        # Rows archived to a file without RETURNING are read by name (MySQL's SELECT *
+        # leaves invisible columns out).
+        by_name = params.get("archive_file") and ctx.dialect not in RETURNING
         read = table_columns(conn, table) if by_name else []
         batch = BatchSql(ctx, params, key, copied=copied, read=read)
         low, high = key_span(ctx, table, batch)

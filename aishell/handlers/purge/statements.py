@@ -9,6 +9,10 @@ from typing import Any
 
 from aishell.toolcontext import ToolContext
 
+# The dialects whose DELETE ... RETURNING * hands a batch's deleted rows (every column)
+# to an archive file; MySQL has none: it locks the rows it archives and reads them first.
+RETURNING = ("postgresql", "sqlite")
+
 
 def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -67,8 +71,7 @@ class BatchSql:
         return f"DELETE FROM {self.table} WHERE {self.range(first)}"
 
     def returning(self) -> bool:
-        # MySQL has no DELETE ... RETURNING; it locks the rows it archives instead.
-        return self.dialect in ("postgresql", "sqlite")
+        return self.dialect in RETURNING
 
     def statements(self, first: bool) -> list[str]:
         """What one batch sends, in order (shown in previews and approvals). Walking
