@@ -16,7 +16,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import table_columns
-from aishell.executor.failures import db_error
 from aishell.handlers import Handler, cached
 from aishell.handlers.integrity import repair_each, repairing
 from aishell.handlers.mysql.catalog import table_row
@@ -104,7 +103,7 @@ def _copy_aside(
             if is_transient(exc):
                 raise
             return (
-                f"it cannot be read to copy it aside first ({db_error(exc)}); copy its files, "
+                f"it cannot be read to copy it aside first ({_message(exc)}); copy its files, "
                 "then repair it with create_backup: false"
             )
         conn.execute(text(create))
@@ -115,11 +114,20 @@ def _copy_aside(
         if is_transient(exc):
             raise  # tried again, into the same (InnoDB: still empty) table
         return (
-            f"copying it aside failed ({db_error(exc)}); its copy {repair.copy} is left to look "
+            f"copying it aside failed ({_message(exc)}); its copy {repair.copy} is left to look "
             "at or drop"
         )
     done["copied"].add(table)
     return None
+
+
+def _message(exc: DBAPIError) -> str:
+    """The server's message and error number, as the executor's db_error gives them
+    (the executor package imports the handlers, so they do not import it)."""
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"{args[1]} (error {args[0]})"
+    return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
 
 
 def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
