@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from aishell.agents.base import PlanningContext
+from aishell.agents.base import PlanningContext, refuse_unknown_keys
 from aishell.config import AgentConfig
 from aishell.errors import UsageError
 from aishell.plan import Step, step_id
 
 BACKUP_TYPES = ("full", "incremental", "drill")
+JOB_KEYS = ("type", "verify", "quick", "cleanup", "retention_days", "keep_last")
 
 
 class BackupAgent:
     name = "backup"
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        refuse_unknown_keys(self.name, job, JOB_KEYS)
         kind = job.get("type", "full")
         if kind not in BACKUP_TYPES:
             raise UsageError(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aishell.config import AgentConfig, AgentDefaults, PurgeSettings
+from aishell.errors import UsageError
 from aishell.plan import Step
 
 
@@ -38,3 +39,14 @@ class Agent(Protocol):
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
         """The job in words, as a request to a model planner."""
         ...
+
+
+def refuse_unknown_keys(agent: str, job: Mapping[str, Any], known: Collection[str]) -> None:
+    """A job key the agent does not know is refused, not ignored: `archive_table` for
+    `archive_to` would otherwise purge without archiving."""
+    unknown = sorted(str(key) for key in job if key not in known)
+    if unknown:
+        raise UsageError(
+            f"The {agent} job has no {'keys' if len(unknown) > 1 else 'key'} "
+            f"{', '.join(map(repr, unknown))}; it takes: {', '.join(sorted(known))}"
+        )

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import PlanningContext
+from aishell.agents.base import PlanningContext, refuse_unknown_keys
 from aishell.catalog import check_column
 from aishell.config import MAX_RETENTION_DAYS, AgentConfig
 from aishell.cutoff import describe, indexes_of
@@ -30,12 +30,14 @@ _PURGE_PARAMS = (
     "reconnect_seconds",
     "statistics_after_rows",
 )
+JOB_KEYS = ("table", "date_column", "retention_days", "max_rows", "archive_to", *_PURGE_PARAMS)
 
 
 class LogCleanupAgent:
     name = "log_cleanup"
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        refuse_unknown_keys(self.name, job, JOB_KEYS)
         settings = config.purge
         table = job.get("table")
         if not isinstance(table, str) or not table:

@@ -6,18 +6,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aishell.agents.base import PlanningContext
+from aishell.agents.base import PlanningContext, refuse_unknown_keys
 from aishell.config import AgentConfig
 from aishell.errors import UsageError
 from aishell.plan import Step, step_id
 
 MAINTENANCE_TYPES = ("quick", "standard", "full", "emergency")
+JOB_KEYS = ("type", "tables", "rebuild_indexes")
 
 
 class MaintenanceAgent:
     name = "maintenance"
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        refuse_unknown_keys(self.name, job, JOB_KEYS)
         kind = job.get("type", "standard")
         if kind not in MAINTENANCE_TYPES:
             raise UsageError(
@@ -26,6 +28,9 @@ class MaintenanceAgent:
             )
         tables = job.get("tables")
         if tables is not None:
+            # A bare string would be taken a letter at a time.
+            if isinstance(tables, str) or not all(isinstance(t, str) for t in tables):
+                raise UsageError("tables: give a list of table names")
             tables = [t.strip() for t in tables if t.strip()]
             if not tables:
                 raise UsageError("--tables was given but names no table")
