@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import TargetError
@@ -78,8 +78,13 @@ def require_column(table: str, column: str, columns: Sequence[str]) -> None:
         )
 
 
-def blocking_sessions(conn: Connection, tables: Sequence[str]) -> list[str]:
-    """Other sessions holding locks on these tables (or open transactions), described."""
+def blocking_sessions(
+    conn: Connection, tables: Sequence[str], *, run_lock: str = "", besides: int = 0
+) -> list[str]:
+    """Other sessions holding locks on these tables (or open transactions), described.
+    MySQL/MariaDB, which cannot say who holds a metadata lock: the sessions on the
+    database but this one, the one holding the GET_LOCK `run_lock` (aishell's own run
+    lock) and the session `besides`."""
     dialect = conn.dialect.name
     try:
         if dialect == "postgresql":
@@ -95,11 +100,7 @@ def blocking_sessions(conn: Connection, tables: Sequence[str]) -> list[str]:
                 ),
                 {"t": list(tables)},
             ).mappings()
-            return [
-                f"pid {r['pid']} ({r['usename']}, {r['application_name'] or 'no name'}, "
-                f"{r['state']}: {r['query']!r})"
-                for r in rows
-            ]
+            return [_pg_session(r) for r in rows]
         if dialect in ("mysql", "mariadb"):
             rows = conn.execute(
                 text(
@@ -108,9 +109,11 @@ def blocking_sessions(conn: Connection, tables: Sequence[str]) -> list[str]:
                     "FROM information_schema.PROCESSLIST p "
                     # Table locks (LOCK TABLES) and metadata locks are held by sessions
                     # that may look idle: every other session on this database is listed.
-                    "WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE() "
+                    "WHERE p.ID NOT IN (CONNECTION_ID(), :besides, "
+                    "COALESCE(IS_USED_LOCK(:run_lock), 0)) AND p.DB = DATABASE() "
                     "ORDER BY p.TIME DESC LIMIT 5"
-                )
+                ),
+                {"besides": besides, "run_lock": run_lock},
             ).mappings()
             return [
                 f"connection {r['id']} ({r['user']}@{r['host']}, {r['command']} for "
@@ -120,6 +123,25 @@ def blocking_sessions(conn: Connection, tables: Sequence[str]) -> list[str]:
     except DBAPIError:
         return []
     return []
+
+
+def blockers_of(conn: Connection, pid: int) -> list[str]:
+    """PostgreSQL: the sessions that keep backend `pid` waiting for its lock, described."""
+    rows = conn.execute(
+        text(
+            "SELECT pid, usename, application_name, state, left(query, 80) AS query "
+            "FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(:pid)) ORDER BY pid"
+        ),
+        {"pid": pid},
+    ).mappings()
+    return [_pg_session(r) for r in rows]
+
+
+def _pg_session(r: RowMapping) -> str:
+    return (
+        f"pid {r['pid']} ({r['usename']}, {r['application_name'] or 'no name'}, "
+        f"{r['state']}: {r['query']!r})"
+    )
 
 
 def is_lock_timeout(exc: DBAPIError) -> bool:

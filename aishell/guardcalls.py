@@ -55,6 +55,8 @@ READ_ONLY_VOLATILE = frozenset(
         "timeofday",
         "random",
         "pg_blocking_pids",
+        # Forgets this transaction's cached statistics, so the views are read afresh.
+        "pg_stat_clear_snapshot",
         "txid_current_snapshot",
         "pg_current_snapshot",
         "pg_control_system",

@@ -36,9 +36,16 @@ def maintenance_job(kind: str, tables: str | None, no_rebuild_indexes: bool) -> 
 
 
 def backup_job(
-    kind: str, verify: bool, quick: bool, cleanup: bool, retention_days: float, keep_last: int
+    kind: str,
+    verify: bool,
+    quick: bool,
+    cleanup: bool,
+    retention_days: float,
+    keep_last: int,
+    lock_wait: float | None = None,
 ) -> dict[str, Any]:
-    return {
+    """`--lock-wait` left out: the dump steps' own default."""
+    job = {
         "type": kind,
         "verify": verify,
         "quick": quick,
@@ -46,6 +53,9 @@ def backup_job(
         "retention_days": retention_days,
         "keep_last": keep_last,
     }
+    if lock_wait is not None:
+        job["lock_wait_seconds"] = lock_wait
+    return job
 
 
 def log_cleanup_job(**flags: Any) -> dict[str, Any]:
@@ -69,6 +79,7 @@ def job_from_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, 
             params["cleanup"],
             params["retention_days"],
             params["keep_last"],
+            params.get("lock_wait"),
         )
     flags = {k: v for k, v in params.items() if k not in RUN_OPTIONS}
     return "log_cleanup", log_cleanup_job(**flags)

@@ -206,10 +206,13 @@ def stream_child(
     ledger: Ledger,
     should_stop: Callable[[], bool] = lambda: False,
     deadline: float | None = None,
+    quiet: tuple[float, Callable[[], None]] | None = None,
 ) -> Generator[bytes, None, subprocess.CompletedProcess[bytes]]:
     """run_child for a tool whose output is read as it comes: yields its stdout chunk by
     chunk and returns its end (stdout empty). Closing the generator early, or any error
-    while its output is read, kills the tool's group."""
+    while its output is read, kills the tool's group. `quiet`: (seconds, call), called
+    while the tool has written nothing for that long, at most that often; it may raise
+    to stop the tool."""
     entry = ledger.record(PROCESS, argv[0])
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -218,7 +221,7 @@ def stream_child(
         assert proc.stdout is not None and proc.stderr is not None
         with suppress(OSError):  # fewer, larger reads; the default pipe holds 64 KiB
             fcntl.fcntl(proc.stdout, fcntl.F_SETPIPE_SZ, STREAM_CHUNK)
-        err = yield from _pump(proc, argv[0], should_stop, deadline)
+        err = yield from _pump(proc, argv[0], should_stop, deadline, quiet)
         return subprocess.CompletedProcess(argv, proc.returncode, b"", err)
     finally:
         if proc is not None:
@@ -266,6 +269,7 @@ def _pump(
     program: str,
     should_stop: Callable[[], bool],
     deadline: float | None,
+    quiet: tuple[float, Callable[[], None]] | None = None,
 ) -> Generator[bytes, None, bytes]:
     """Yield the child's stdout as it comes, keep its stderr, then wait for its end;
     asked every POLL_SECONDS whether to stop, however busy the output. A thread drains
@@ -274,13 +278,17 @@ def _pump(
     assert proc.stdout is not None and proc.stderr is not None
     reader = PipeReader(proc.stdout.fileno(), proc.stderr.fileno())
     try:
-        checked = time.monotonic()
+        checked = heard = time.monotonic()
         while (chunk := reader.next_chunk(POLL_SECONDS)) != b"":
             if chunk is not None:
+                heard = time.monotonic()
                 yield chunk
             if time.monotonic() - checked >= POLL_SECONDS:
                 checked = time.monotonic()
                 _check(proc, program, should_stop, deadline)
+                if quiet is not None and checked - heard >= quiet[0]:
+                    heard = checked  # asked again after as long a silence
+                    quiet[1]()
     finally:
         # On the way out after a failure the caller kills the child; the reading
         # thread stops at once either way.

@@ -10,7 +10,17 @@ from aishell.errors import UsageError
 from aishell.plan import Step, step_id
 
 BACKUP_TYPES = ("full", "incremental", "drill")
-JOB_KEYS = ("type", "verify", "quick", "cleanup", "retention_days", "keep_last")
+JOB_KEYS = (
+    "type",
+    "verify",
+    "quick",
+    "cleanup",
+    "retention_days",
+    "keep_last",
+    "lock_wait_seconds",
+)
+# The steps that run a dump, which may wait for table locks.
+_DUMPS = ("backup_database_full", "backup_database_incremental")
 
 
 class BackupAgent:
@@ -28,6 +38,8 @@ class BackupAgent:
             "verify": bool(job.get("verify", True)),
             "quick": bool(job.get("quick", False)),
         }
+        if job.get("lock_wait_seconds") is not None:
+            normalized["lock_wait_seconds"] = job["lock_wait_seconds"]
         if job.get("cleanup"):
             normalized.update(
                 cleanup=True,
@@ -63,6 +75,9 @@ class BackupAgent:
             work.append(_validate(job["quick"]))
         if job.get("cleanup"):
             work.append(_cleanup(job["retention_days"], job["keep_last"]))
+        if job.get("lock_wait_seconds") is not None:
+            wait = {"lock_wait_seconds": job["lock_wait_seconds"]}
+            work = [(tool, {**p, **wait} if tool in _DUMPS else p, why) for tool, p, why in work]
         return _steps(*work)
 
 

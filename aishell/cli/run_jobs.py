@@ -11,6 +11,7 @@ from aishell.bounds import MAX_RETENTION_DAYS
 from aishell.cli.completion import target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
+    Duration,
     FiniteFloat,
     approval_options,
     job_run_options,
@@ -137,6 +138,12 @@ def run_log_cleanup(
     show_default=True,
     help="With --cleanup: always keep this many newest backups.",
 )
+@click.option(
+    "--lock-wait",
+    type=Duration(most=86400),
+    help="Longest the dump may wait for another session's table lock (90s, 30m, 2h; "
+    "default 60s); then the step stops and names who holds it.",
+)
 @approval_options
 @max_run_time_option
 @quiet_option
@@ -153,10 +160,11 @@ def run_backup(
     cleanup: bool,
     retention_days: float,
     keep_last: int,
+    lock_wait: float | None,
     as_json: bool,
     approval: dict[str, Any],
     run_options: dict[str, Any],
 ) -> None:
     """Back up a target into the backup folder and validate the backup."""
-    job = jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last)
+    job = jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last, lock_wait)
     start_job(ctx, state, as_json, approval, "backup", job, target, run_options)

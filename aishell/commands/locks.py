@@ -5,6 +5,7 @@ from __future__ import annotations
 from aishell.errors import TargetLocked
 from aishell.state import StateStore
 from aishell.targets import RunLock, Target, database_identity
+from aishell.targets.locks import run_lock_key
 
 
 def take_run_lock(
@@ -18,7 +19,7 @@ def take_run_lock(
     """
     with handle.connect() as conn:
         identity = database_identity(conn)
-    lock = handle.try_lock(f"aishell:{identity}")
+    lock = handle.try_lock(run_lock_key(identity))
     if lock is None:
         holder = store.lock_holder(identity)
         who = (

@@ -17,6 +17,7 @@ from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
 from aishell.registry import ToolContext, ToolDefinition
+from aishell.targets.locks import run_lock_name
 
 # Tries at a new connection after the server dropped ours, with doubling waits.
 RECONNECT_ATTEMPTS = 4
@@ -75,7 +76,9 @@ def final_error(
     if is_lock_timeout(exc):
         # aishell never cancels other sessions; it names them.
         rollback(ctx.connection)
-        holders = blocking_sessions(ctx.connection, tool.tables_in(params))
+        holders = blocking_sessions(
+            ctx.connection, tool.tables_in(params), run_lock=run_lock_name(ctx.connection)
+        )
         message += f"; after {attempt} attempt(s) the lock was still held by " + (
             "; ".join(holders) if holders else "a session that has since gone"
         )

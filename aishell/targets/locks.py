@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
+from aishell.targets.identity import database_identity
 
 
 @dataclass
@@ -47,12 +48,30 @@ def try_lock(
         take = "SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"
         unlock = "SELECT pg_advisory_unlock(hashtextextended(:k, 0))"
     else:
-        # GET_LOCK names are server-wide and at most 64 characters; the key names
-        # the schema, so two databases on one server never block each other.
-        name = f"aishell:{digest}"
+        name = mysql_lock_name(key)
         take = "SELECT GET_LOCK(:k, 0)"
         unlock = "SELECT RELEASE_LOCK(:k)"
     return _session_lock(connect, name, take, unlock)
+
+
+def run_lock_key(identity: str) -> str:
+    """The run lock's key for the database of this identity (targets.database_identity)."""
+    return f"aishell:{identity}"
+
+
+def mysql_lock_name(key: str) -> str:
+    """The GET_LOCK name of the run lock of the database `key` names (its identity)."""
+    # GET_LOCK names are server-wide and at most 64 characters; the key names the
+    # schema, so two databases on one server never block each other.
+    return f"aishell:{hashlib.sha1(key.encode()).hexdigest()}"
+
+
+def run_lock_name(conn: Connection) -> str:
+    """MySQL/MariaDB: the GET_LOCK name of the run lock of conn's database, so that the
+    session holding it is known as aishell's own; elsewhere ''."""
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return ""
+    return mysql_lock_name(run_lock_key(database_identity(conn)))
 
 
 def _file_lock(path: Path) -> RunLock | None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 from aishell.handlers.backup.disk import partial_file, writing
+from aishell.handlers.backup.lockwait import SILENCE_SECONDS, LockWatch
 from aishell.handlers.backup.manifest import FROM_DUMP, FROM_SNAPSHOT, changed_tables
 from aishell.handlers.backup.measure import (
     CHECKSUM_ROWS,
@@ -126,7 +127,9 @@ def _pg_counts(
     return counts
 
 
-def take_postgresql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> Taken:
+def take_postgresql(
+    final: Path, ctx: ToolContext, parent: dict[str, Any] | None, lock_wait: float
+) -> Taken:
     conn = ctx.connection
     server = str(conn.execute(text("SHOW server_version")).scalar())
     # One snapshot for the dump, the checksums and whatever is counted over SQL: held
@@ -145,7 +148,7 @@ def take_postgresql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None
                 partial.write_bytes(b"")  # nothing changed: an empty increment
             else:
                 only = changed if parent else None
-                archive, sha = _pg_dump(partial, snap, snapshot, only, ctx)
+                archive, sha = _pg_dump(partial, snap, snapshot, only, ctx, lock_wait)
         if archive is None:
             counts = table_counts(snap, list(trees))
         else:
@@ -165,17 +168,29 @@ def take_postgresql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None
 
 
 def _pg_dump(
-    partial: Path, snap: Connection, snapshot: str, only: list[str] | None, ctx: ToolContext
+    partial: Path,
+    snap: Connection,
+    snapshot: str,
+    only: list[str] | None,
+    ctx: ToolContext,
+    lock_wait: float,
 ) -> tuple[Archive | None, str]:
     """pg_dump of the snapshot (only the tables named, if any) streamed into partial: its
-    archive as read on the way, and its sha256."""
+    archive as read on the way, and its sha256; stopped if it waits lock_wait seconds
+    for a table lock."""
     url = ctx.connection.engine.url
     # Double quotes make a pg_dump pattern match exactly that one table.
     tables = [f"--table={quote_plain_identifier(t)}" for t in only or []]
     argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *tables, *pg_args(url), str(url.database)]
     progress = ByteProgress(ctx.report, _pg_data_size(snap, only))
+    watch = LockWatch.for_postgresql(ctx.connection, lock_wait)
     found = stream_into(
-        partial, argv, server_env(url), ctx, lambda chunks: _archive(chunks, progress)
+        partial,
+        argv,
+        server_env(url) | {"PGAPPNAME": watch.name},
+        ctx,
+        lambda chunks: _archive(chunks, progress),
+        quiet=(SILENCE_SECONDS, watch),
     )
     progress.finish()
     return found
@@ -235,7 +250,9 @@ def _pg_data_size(snap: Connection, only: list[str] | None) -> int:
 # --- MySQL / MariaDB ------------------------------------------------------------------------
 
 
-def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> Taken:
+def take_mysql(
+    final: Path, ctx: ToolContext, parent: dict[str, Any] | None, lock_wait: float
+) -> Taken:
     conn = ctx.connection
     url = conn.engine.url
     argv = mysql_dump_argv(url, str(url.database))
@@ -245,9 +262,10 @@ def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> 
     notes = {"checksum_method": IN_ORDER}
     # The dump's text comes close to the tables' data (without their indexes).
     progress = ByteProgress(ctx.report, _my_data_size(conn))
+    quiet = (SILENCE_SECONDS, LockWatch.for_mysql(conn, argv[0], lock_wait))
     if parent is None:
         with partial_file(final, ctx) as partial:
-            dump, sha = stream_into(partial, argv, env, ctx, read_chunks, progress)
+            dump, sha = stream_into(partial, argv, env, ctx, read_chunks, progress, quiet)
         progress.finish()
         counts, checksums = dump.counts(), dump.checksums()
         return Taken(counts, checksums, list(counts), [], tool, server, FROM_DUMP, sha, notes)
@@ -256,7 +274,7 @@ def take_mysql(final: Path, ctx: ToolContext, parent: dict[str, Any] | None) -> 
     # checksums were made another way matches no table: every table is taken.
     whole = final.with_name(final.name + ".whole.partial")
     with ctx.scratch.file(whole), writing(whole, "writing"):
-        dump, _sha = stream_into(whole, argv, env, ctx, read_chunks, progress)
+        dump, _sha = stream_into(whole, argv, env, ctx, read_chunks, progress, quiet)
         progress.finish()
         counts, checksums = dump.counts(), dump.checksums()
         changed, dropped = changed_tables(parent, counts, checksums)

@@ -58,12 +58,21 @@ def run_tool(
 
 
 def tool_output(
-    argv: list[str], env: dict[str, str], ctx: ToolContext
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ToolContext,
+    quiet: tuple[float, Callable[[], None]] | None = None,
 ) -> Generator[bytes, None, None]:
     """A client program's stdout, chunk by chunk as it writes it; run as run_tool runs
-    one (scratch.stream_child). Close it to stop the program early."""
+    one (scratch.stream_child, with its `quiet` call). Close it to stop the program
+    early."""
     done = yield from stream_child(
-        argv, env=env, ledger=ctx.scratch, should_stop=ctx.should_stop, deadline=ctx.deadline
+        argv,
+        env=env,
+        ledger=ctx.scratch,
+        should_stop=ctx.should_stop,
+        deadline=ctx.deadline,
+        quiet=quiet,
     )
     _succeeded(done)
 

@@ -100,11 +100,12 @@ def stream_into(
     ctx: ToolContext,
     read: Callable[[Iterator[bytes]], T],
     progress: ByteProgress | None = None,
+    quiet: tuple[float, Callable[[], None]] | None = None,
 ) -> tuple[T, str]:
     """Run a dump tool into path, its output hashed and read by `read` on the way (what
-    `read` leaves is still written), and its bytes counted by `progress` if given.
-    Returns what `read` returned, and the sha256."""
-    source = tool_output(argv, env, ctx)
+    `read` leaves is still written), and its bytes counted by `progress` if given;
+    `quiet` as for processes.tool_output. Returns what `read` returned, and the sha256."""
+    source = tool_output(argv, env, ctx, quiet)
     # On any failure the tool is killed first, then the file closed.
     with path.open("wb") as out, closing(source):
         tee = Tee(source, out, progress)

@@ -124,9 +124,9 @@ def _take(
         if dialect == "sqlite":
             taken = _take_sqlite(final, ctx, parent, size["estimated_bytes"])
         elif dialect == "postgresql":
-            taken = take_postgresql(final, ctx, parent)
+            taken = take_postgresql(final, ctx, parent, params["lock_wait_seconds"])
         else:
-            taken = take_mysql(final, ctx, parent)
+            taken = take_mysql(final, ctx, parent, params["lock_wait_seconds"])
         manifest = _manifest(final, ctx, kind, taken, parent)
         write_manifest(final, manifest, ctx)
     except BaseException:

@@ -1,0 +1,92 @@
+"""A dump that waits for a table lock waits a bounded time, then stops, naming who holds it.
+
+pg_dump and mariadb-dump wait for their table locks as long as the server lets them: a
+day or more behind a session left idle in a transaction, or an ALTER TABLE, while the
+locks the dump already holds keep DDL on every other table waiting too. While the dump
+says nothing, its own session on the server is looked at (never another's): waiting
+for a lock longer than the step's lock_wait_seconds, the dump is stopped (its session
+ends with it) and the step fails with the holders named.
+
+The dump's session is found by what marks it as the dump's: on PostgreSQL the
+application name aishell gives it; on MySQL/MariaDB, a session of aishell's account on
+the database, connected after the dump started, running one of the dump's statements.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Connection
+
+from aishell.catalog import blockers_of, blocking_sessions
+from aishell.errors import StepFailed
+from aishell.sqltext import text
+from aishell.targets.locks import run_lock_name
+
+# A dump silent this long has its session looked at (then at most this often).
+SILENCE_SECONDS = 1.0
+
+_PG_WAITING = """
+SELECT a.pid, extract(epoch FROM clock_timestamp() - a.query_start) AS waited,
+       left(a.query, 120) AS query
+FROM pg_stat_activity a
+WHERE a.application_name = :name AND a.wait_event_type = 'Lock'
+"""
+# mariadb-dump's statements on a table: its SELECT of the rows, SHOW CREATE and the like.
+_MY_WAITING = """
+SELECT p.ID AS id, p.TIME_MS / 1000 AS waited, LEFT(p.INFO, 120) AS query
+FROM information_schema.PROCESSLIST p
+WHERE p.ID > :after AND p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)
+  AND p.DB = DATABASE() AND p.STATE LIKE 'Waiting for%lock%'
+  AND (p.INFO LIKE 'SELECT /*!40001 SQL_NO_CACHE */%' OR p.INFO LIKE 'SHOW %')
+"""
+
+
+@dataclass
+class LockWatch:
+    """Called while a dump is silent: fails the step once the dump's own session has
+    waited for a lock `limit` seconds or more. `name`: the PostgreSQL application name
+    the dump runs under; `after`: on MySQL, the newest session id before it started."""
+
+    conn: Connection
+    program: str
+    limit: float
+    name: str = ""
+    after: int = 0
+
+    @classmethod
+    def for_postgresql(cls, conn: Connection, limit: float) -> LockWatch:
+        return cls(conn, "pg_dump", limit, name=f"aishell backup {secrets.token_hex(6)}")
+
+    @classmethod
+    def for_mysql(cls, conn: Connection, program: str, limit: float) -> LockWatch:
+        newest = conn.execute(text("SELECT MAX(ID) FROM information_schema.PROCESSLIST"))
+        return cls(conn, program, limit, after=int(newest.scalar() or 0))
+
+    def __call__(self) -> None:
+        postgresql = self.conn.dialect.name == "postgresql"
+        if postgresql:
+            # pg_stat_activity is read once per transaction unless told to read again.
+            self.conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            found = self.conn.execute(text(_PG_WAITING), {"name": self.name})
+        else:
+            found = self.conn.execute(text(_MY_WAITING), {"after": self.after})
+        waiting = found.mappings().first()
+        if waiting is None or float(waiting["waited"]) < self.limit:
+            return
+        session = waiting["pid"] if postgresql else waiting["id"]
+        holders = self._holders(int(session), postgresql)
+        raise StepFailed(
+            f"{self.program} waited {float(waiting['waited']):.0f}s for a table lock "
+            f"({waiting['query']!r}) and was stopped; the lock is held by "
+            + ("; ".join(holders) if holders else "a session that has since gone")
+            + f". Back up again once it is released, or allow a longer wait (--lock-wait; "
+            f"it was {self.limit:g}s)"
+        )
+
+    def _holders(self, session: int, postgresql: bool) -> list[str]:
+        if postgresql:
+            return blockers_of(self.conn, session)
+        run_lock = run_lock_name(self.conn)
+        return blocking_sessions(self.conn, [], run_lock=run_lock, besides=session)

@@ -1,0 +1,216 @@
+"""A dump held off by another session's table lock waits at most lock_wait_seconds, then
+stops with the holders named, leaving no file and no session of its own behind; the
+holder is never touched. A lock let go within the wait costs only the wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from aishell import commands, jobs
+from aishell.agents.backup import BackupAgent
+from aishell.agents.base import PlanningContext
+from aishell.cli import cli
+from aishell.config import AgentDefaults, load_config
+from tests.helpers import use_target
+
+
+def _pg(url: str, autocommit: bool = True) -> psycopg.Connection[Any]:
+    u = make_url(url)
+    return psycopg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=autocommit
+    )
+
+
+def _my(url: str) -> pymysql.connections.Connection[Any]:
+    u = make_url(url)
+    return pymysql.connect(
+        host=u.host, port=u.port or 3306, user=u.username, database=u.database, autocommit=True
+    )
+
+
+def _tables(url: str) -> None:
+    if url.startswith("postgresql"):
+        with _pg(url) as conn:
+            conn.execute("CREATE TABLE first (id int PRIMARY KEY, v text)")
+            conn.execute("INSERT INTO first SELECT g, 'x' FROM generate_series(1, 500) g")
+            conn.execute("CREATE TABLE held (id int PRIMARY KEY)")
+            conn.execute("INSERT INTO held SELECT generate_series(1, 50)")
+            conn.execute("ANALYZE")
+        return
+    with _my(url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE `first` (id int PRIMARY KEY, v text)")
+        cur.execute("INSERT INTO `first` SELECT seq, 'x' FROM seq_1_to_500")
+        cur.execute("CREATE TABLE `held` (id int PRIMARY KEY)")
+        cur.execute("INSERT INTO `held` SELECT seq FROM seq_1_to_50")
+
+
+@contextmanager
+def holding(url: str) -> Iterator[tuple[int, Any]]:
+    """Another session holding table `held` against every reader: its id and connection."""
+    if url.startswith("postgresql"):
+        conn = _pg(url, autocommit=False)
+        conn.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield conn.info.backend_pid, conn
+        finally:
+            conn.close()
+        return
+    my = _my(url)
+    with my.cursor() as cur:
+        cur.execute("LOCK TABLES `held` WRITE")
+    try:
+        yield my.thread_id(), my
+    finally:
+        my.close()
+
+
+def _still_holds(url: str, conn: Any) -> bool:
+    """The holder's session is alive and still has its lock (aishell cancelled nothing)."""
+    if url.startswith("postgresql"):
+        found = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted "
+            "AND mode = 'AccessExclusiveLock' AND relation = 'held'::regclass"
+        ).fetchone()
+        return bool(found and found[0] == 1)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM `held`")  # allowed only under its own LOCK TABLES
+        return cur.fetchone()[0] == 50
+
+
+def _dump_sessions(url: str) -> int:
+    """Sessions of a dump still on the server."""
+    if url.startswith("postgresql"):
+        with _pg(url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'aishell backup %'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+    with _my(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+            "AND INFO LIKE 'SELECT /*!40001 SQL_NO_CACHE */%'"
+        )
+        return int(cur.fetchone()[0])
+
+
+def _gone(url: str, seconds: float = 10.0) -> bool:
+    ends = time.monotonic() + seconds
+    while _dump_sessions(url):
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_dump_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home, server_url):
+    _tables(server_url)
+    config = use_target(home, server_url)
+    job = {"type": "full", "verify": False, "lock_wait_seconds": 2}
+
+    with holding(server_url) as (holder, conn):
+        started = time.monotonic()
+        # Bounded anyway, so that a dump that would wait for ever fails the test.
+        result = commands.run_job(config, "backup", job, max_run_seconds=30)
+        took = time.monotonic() - started
+        assert _still_holds(server_url, conn)
+
+    step = next(s for s in result.steps if s.tool == "backup_database_full")
+    assert result.status == "failed" and step.status == "failed"
+    program = "pg_dump" if server_url.startswith("postgresql") else "dump"
+    assert f"{program} waited " in step.error and "s for a table lock (" in step.error
+    assert "held" in step.error
+    session = "pid" if server_url.startswith("postgresql") else "connection"
+    # The holder, and only the holder: not aishell's own sessions, nor the dump's.
+    assert f"the lock is held by {session} {holder} (" in step.error
+    assert step.error.count(f"{session} ") == 1, step.error
+    assert "allow a longer wait (--lock-wait; it was 2s)" in step.error
+    assert 2 <= step.seconds < 2 + 10, step.seconds
+    assert took < 30
+    assert _gone(server_url)
+    assert commands.list_backups(config) == []
+    assert not [p for p in (home / "backups").rglob("*") if p.is_file()]
+
+
+def test_a_lock_let_go_within_the_wait_lets_the_backup_finish(home, server_url):
+    _tables(server_url)
+    config = use_target(home, server_url)
+    job = {"type": "full", "lock_wait_seconds": 60}
+
+    with holding(server_url) as (_holder, conn):
+        release = threading.Timer(
+            2.0,
+            conn.commit
+            if server_url.startswith("postgres")
+            else (lambda: conn.cursor().execute("UNLOCK TABLES")),
+        )
+        release.start()
+        try:
+            result = commands.run_job(config, "backup", job)
+        finally:
+            release.join()
+
+    assert result.status == "completed", result.error
+    step = next(s for s in result.steps if s.tool == "backup_database_full")
+    assert step.seconds >= 1.5
+    [backup] = commands.list_backups(config)
+    assert backup["verified_at"]
+
+
+def test_the_wait_is_a_param_of_the_dump_steps_only():
+    ctx = PlanningContext("t", "postgresql", (), AgentDefaults())
+    agent = BackupAgent()
+    for kind in ("full", "incremental"):
+        job = agent.normalize_job({"type": kind, "lock_wait_seconds": 90}, None)  # type: ignore[arg-type]
+        steps = agent.plan_steps(job, ctx)
+        waits = {s.tool: s.params.get("lock_wait_seconds") for s in steps}
+        dump = f"backup_database_{kind}"
+        assert waits.pop(dump) == 90
+        assert set(waits.values()) == {None}, waits
+    # Left out, the step's own default (60 s) applies.
+    plain = agent.plan_steps(agent.normalize_job({"type": "full"}, None), ctx)  # type: ignore[arg-type]
+    assert all("lock_wait_seconds" not in s.params for s in plain)
+
+
+def test_the_command_line_and_a_schedule_take_the_wait(demo_db, home):
+    params = {
+        "kind": "full",
+        "verify": True,
+        "quick": False,
+        "cleanup": False,
+        "retention_days": 30,
+        "keep_last": 3,
+        "lock_wait": 300.0,
+    }
+    assert jobs.job_from_options("backup", params)[1]["lock_wait_seconds"] == 300.0
+    assert jobs.scheduled_job("backup", params)[1]["lock_wait_seconds"] == 300.0
+
+    out = CliRunner().invoke(cli, ["run", "backup", "--lock-wait", "2m", "--json"])
+    assert out.exit_code == 0, out.output
+    config = load_config(home=home)
+    [run] = commands.list_runs(config)
+    steps = commands.show_run(config, run["run_id"])["steps"]
+    assert {s["tool"]: s["params"].get("lock_wait_seconds") for s in steps} == {
+        "calculate_backup_size": None,
+        "backup_database_full": 120.0,
+        "validate_backup": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("0", "under a second"), ("2d", "over the limit of 1 days"), ("x", "not a duration")],
+)
+def test_a_bad_wait_is_refused_by_the_command_line(demo_db, value, why):
+    out = CliRunner().invoke(cli, ["run", "backup", "--lock-wait", value])
+    assert out.exit_code == 2 and why in out.output
