@@ -214,3 +214,42 @@ def test_the_command_line_and_a_schedule_take_the_wait(demo_db, home):
 def test_a_bad_wait_is_refused_by_the_command_line(demo_db, value, why):
     out = CliRunner().invoke(cli, ["run", "backup", "--lock-wait", value])
     assert out.exit_code == 2 and why in out.output
+
+
+def test_postgresql_an_increment_reads_its_checksums_behind_a_lock_as_long_as_it_may(home, pg_url):
+    """An increment reads the checksums of small tables in the dump's snapshot before
+    the dump: that read waits for a held table as the dump would, in one attempt,
+    where it gave up after the session's one-second lock timeout."""
+    _tables(pg_url)
+    config = use_target(home, pg_url)
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+
+    with holding(pg_url) as (_holder, conn):
+        release = threading.Timer(2.5, conn.commit)
+        release.start()
+        try:
+            result = commands.run_job(
+                config, "backup", {"type": "incremental", "lock_wait_seconds": 30}
+            )
+        finally:
+            release.join()
+
+    assert result.status == "completed", result.error
+    step = next(s for s in result.steps if s.tool == "backup_database_incremental")
+    assert step.attempts == 1 and step.seconds >= 2
+
+
+def test_postgresql_an_increment_held_off_throughout_says_so_without_guessing_who(
+    home, pg_url, edit_config
+):
+    _tables(pg_url)
+    config = use_target(home, pg_url)
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+    config = edit_config(backup={"default_config": {"retry_backoff_seconds": 0.1}})
+
+    with holding(pg_url):
+        result = commands.run_job(config, "backup", {"type": "incremental", "lock_wait_seconds": 1})
+
+    step = next(s for s in result.steps if s.tool == "backup_database_incremental")
+    assert step.status == "failed"
+    assert step.error.endswith("after 2 attempt(s) the lock was still held"), step.error

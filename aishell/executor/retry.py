@@ -74,14 +74,15 @@ def final_error(
             f"`aishell resume {run.run_id}` once the server is back"
         )
     if is_lock_timeout(exc):
+        message += f"; after {attempt} attempt(s) the lock was still held"
+        tables = tool.tables_in(params)
+        if not tables and ctx.dialect == "postgresql":
+            # PostgreSQL's holders are found by the tables the step names.
+            return message
         # aishell never cancels other sessions; it names them.
         rollback(ctx.connection)
-        holders = blocking_sessions(
-            ctx.connection, tool.tables_in(params), run_lock=run_lock_name(ctx.connection)
-        )
-        message += f"; after {attempt} attempt(s) the lock was still held by " + (
-            "; ".join(holders) if holders else "a session that has since gone"
-        )
+        holders = blocking_sessions(ctx.connection, tables, run_lock=run_lock_name(ctx.connection))
+        message += " by " + ("; ".join(holders) if holders else "a session that has since gone")
     return message
 
 

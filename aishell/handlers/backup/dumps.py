@@ -138,6 +138,9 @@ def take_postgresql(
     snap = conn.engine.connect().execution_options(isolation_level="REPEATABLE READ")
     try:
         snap.begin()
+        # What is read in the snapshot (an increment's checksums before the dump, the
+        # counts and checksums after it) waits for a table lock as long as the dump may.
+        snap.execute(text(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'"))
         snapshot = str(snap.execute(text("SELECT pg_export_snapshot()")).scalar())
         trees = _table_trees(snap)
         sums, changed, dropped = _pg_changes(snap, trees, parent)
