@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from aishell import commands, jobs
 from aishell.agents.backup import BackupAgent
 from aishell.agents.base import PlanningContext
+from aishell.approval import Prompting
 from aishell.cli import cli
 from aishell.config import AgentDefaults, load_config
 from tests.helpers import use_target
@@ -93,7 +94,7 @@ def _dump_sessions(url: str) -> int:
         with _pg(url) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name LIKE 'aishell backup %'"
+                "AND application_name LIKE 'aishell pg_dump %'"
             ).fetchone()
             return int(row[0]) if row else 0
     with _my(url) as conn, conn.cursor() as cur:
@@ -253,3 +254,92 @@ def test_postgresql_an_increment_held_off_throughout_says_so_without_guessing_wh
     step = next(s for s in result.steps if s.tool == "backup_database_incremental")
     assert step.status == "failed"
     assert step.error.endswith("after 2 attempt(s) the lock was still held"), step.error
+
+
+@contextmanager
+def reading(url: str) -> Iterator[tuple[int, Any]]:
+    """Another session that read table `held` in a transaction it leaves open: what a
+    restore must not wait for without end (every reader of the table queues behind it)."""
+    if url.startswith("postgresql"):
+        conn = _pg(url, autocommit=False)
+        conn.execute("SELECT count(*) FROM held").fetchone()
+        try:
+            yield conn.info.backend_pid, conn
+        finally:
+            conn.close()
+        return
+    my = _my(url)
+    with my.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT count(*) FROM `held`")
+    try:
+        yield my.thread_id(), my
+    finally:
+        my.close()
+
+
+def test_a_restore_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home, server_url):
+    _tables(server_url)
+    config = use_target(home, server_url)
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+    [backup] = commands.list_backups(config)
+
+    with reading(server_url) as (holder, conn):
+        # Let go later, so that a restore that waits for it finishes and fails the test.
+        release = threading.Timer(20, conn.rollback)
+        release.start()
+        try:
+            started = time.monotonic()
+            result = commands.restore(
+                config,
+                backup["id"],
+                "db",
+                replace=True,
+                approver=Prompting(ask=lambda r: "yes"),
+                lock_wait=2,
+            )
+            took = time.monotonic() - started
+        finally:
+            release.cancel()
+        # The holder was left alone: its transaction is still open.
+        if server_url.startswith("postgresql"):
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        else:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM `held`")
+                assert cur.fetchone()[0] == 50
+
+    [step] = result.steps
+    assert result.status == "failed" and step.status == "failed", step.error
+    session = "pid" if server_url.startswith("postgresql") else "connection"
+    assert " waited " in step.error and "s for a table lock " in step.error
+    assert f"the lock is held by {session} {holder} (" in step.error
+    assert step.error.count(f"{session} ") == 1, step.error
+    assert "The target may be partly restored: restore again once the lock is released" in (
+        step.error
+    )
+    assert took < 15, took
+
+
+def test_the_restore_shows_the_lock_wait_it_runs_with(home, mysql_url):
+    """MySQL's client gets its session's lock timeouts on its command line, and the
+    prompt shows that command exactly."""
+    _tables(mysql_url)
+    config = use_target(home, mysql_url)
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+    [backup] = commands.list_backups(config)
+    asked = []
+
+    def ask(request):
+        asked.append(request)
+        return "no"
+
+    commands.restore(
+        config, backup["id"], "db", replace=True, approver=Prompting(ask=ask), lock_wait=90
+    )
+    [request] = asked
+    shown = " ".join(request.sql)
+    assert (
+        "'--init-command=SET SESSION lock_wait_timeout = 90, SESSION "
+        "innodb_lock_wait_timeout = 90'" in shown
+    ), shown

@@ -279,7 +279,7 @@ def dump_into_a_disk_filled_while_it_waits(config: Any, url: str, disk: Path) ->
         lock, unlock = "LOCK TABLE big IN ACCESS EXCLUSIVE MODE", "ROLLBACK"
         waiting = text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name LIKE 'aishell backup %' AND wait_event_type = 'Lock'"
+            "AND application_name LIKE 'aishell pg_dump %' AND wait_event_type = 'Lock'"
         )
     else:
         lock, unlock = "LOCK TABLES big WRITE", "UNLOCK TABLES"

@@ -373,8 +373,9 @@ def test_the_prompt_and_preview_show_the_exact_command_without_the_password(
     else:
         target_url = other_server
         command = (
-            f"mariadb -h 127.0.0.1 -P 3306 --protocol=TCP -u root {database} "
-            f"< {shlex.quote(archive)}"
+            "mariadb -h 127.0.0.1 -P 3306 --protocol=TCP -u root '--init-command=SET "
+            "SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 60' "
+            f"{database} < {shlex.quote(archive)}"
         )
     config = add_target(home, "copy", target_url)
     recorder = Recorder(answer="no")

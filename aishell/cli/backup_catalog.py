@@ -10,7 +10,7 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, json_option, quiet_option
+from aishell.cli.options import approval_options, json_option, lock_wait_option, quiet_option
 from aishell.cli.output import answer, run_and_render
 
 
@@ -18,6 +18,7 @@ from aishell.cli.output import answer, run_and_render
 @click.argument("backup_id", type=int)
 @click.option("--to", "to", required=True, help="Target to restore into.")
 @click.option("--replace", is_flag=True, help="Replace what the target holds.")
+@lock_wait_option
 @approval_options
 @quiet_option
 @json_option
@@ -29,12 +30,21 @@ def restore_command(
     backup_id: int,
     to: str,
     replace: bool,
+    lock_wait: float | None,
     as_json: bool,
     approval: dict[str, Any],
 ) -> None:
     """Restore a verified backup into a target (critical: a person approves it)."""
     run_and_render(
-        ctx, as_json, approval, commands.restore, state.config, backup_id, to, replace=replace
+        ctx,
+        as_json,
+        approval,
+        commands.restore,
+        state.config,
+        backup_id,
+        to,
+        replace=replace,
+        lock_wait=lock_wait,
     )
 
 

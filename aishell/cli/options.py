@@ -200,6 +200,13 @@ log_cleanup_options = stacked(
     ]
 )
 
+lock_wait_option = click.option(
+    "--lock-wait",
+    type=Duration(most=86400),
+    help="Longest the dump or restore may wait for another session's table lock (90s, "
+    "30m, 2h; default 60s); then the step stops and names who holds it.",
+)
+
 planner_option = click.option(
     "--planner",
     type=click.Choice(["rules", "llm"]),

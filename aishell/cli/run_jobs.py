@@ -11,11 +11,11 @@ from aishell.bounds import MAX_RETENTION_DAYS
 from aishell.cli.completion import target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
-    Duration,
     FiniteFloat,
     approval_options,
     job_run_options,
     json_option,
+    lock_wait_option,
     log_cleanup_options,
     maintenance_options,
     max_run_time_option,
@@ -138,12 +138,7 @@ def run_log_cleanup(
     show_default=True,
     help="With --cleanup: always keep this many newest backups.",
 )
-@click.option(
-    "--lock-wait",
-    type=Duration(most=86400),
-    help="Longest the dump may wait for another session's table lock (90s, 30m, 2h; "
-    "default 60s); then the step stops and names who holds it.",
-)
+@lock_wait_option
 @approval_options
 @max_run_time_option
 @quiet_option

@@ -61,8 +61,10 @@ def restore(
     replace: bool = False,
     approver: Approver | None = None,
     observer: Observer | None = None,
+    lock_wait: float | None = None,
 ) -> RunResult:
-    """Restore a catalogued backup into a target: a critical step, always approved first."""
+    """Restore a catalogued backup into a target: a critical step, always approved first.
+    `lock_wait`: the longest it may wait for a table lock (None: the tool's default)."""
     backup = show_backup(config, backup_id)
     if not backup["verified_at"]:
         raise UsageError(
@@ -76,10 +78,7 @@ def restore(
         dialect = handle.dialect
     finally:
         handle.close()
-    params: dict[str, Any] = {"backup_path": backup["path"], "replace": replace}
-    if backup.get("sha256"):
-        # The step refuses a file that is not the one the catalog recorded.
-        params["sha256"] = backup["sha256"]
+    params = _restore_params(backup, replace, lock_wait)
     plan = Plan(
         agent="backup",
         target=name,
@@ -111,3 +110,15 @@ def restore(
             force=False,
             clock=None,
         )
+
+
+def _restore_params(
+    backup: dict[str, Any], replace: bool, lock_wait: float | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"backup_path": backup["path"], "replace": replace}
+    if lock_wait is not None:
+        params["lock_wait_seconds"] = lock_wait
+    if backup.get("sha256"):
+        # The step refuses a file that is not the one the catalog recorded.
+        params["sha256"] = backup["sha256"]
+    return params

@@ -5,6 +5,8 @@ Validation loads into a scratch copy, a restore into the target itself.
 
 from __future__ import annotations
 
+import math
+import re
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,10 +15,21 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Dialect
 
+from aishell.catalog import blocking_sessions
+from aishell.errors import StepFailed
+from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
 from aishell.handlers.backup.manifest import Chain
-from aishell.handlers.backup.processes import my_args, mysql_client, pg_args, run_tool, server_env
+from aishell.handlers.backup.processes import (
+    ToolFailed,
+    my_args,
+    mysql_client,
+    pg_args,
+    run_tool,
+    server_env,
+)
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.locks import run_lock_name
 from aishell.toolcontext import ToolContext
 
 
@@ -86,10 +99,17 @@ def _sqlite_increment(conn: sqlite3.Connection, path: Path, manifest: dict[str, 
 
 
 def restore_argv(
-    dialect: str, url: URL, database: str, path: Path, manifest: Mapping[str, Any], replace: bool
+    dialect: str,
+    url: URL,
+    database: str,
+    path: Path,
+    manifest: Mapping[str, Any],
+    replace: bool,
+    lock_wait: float | None = None,
 ) -> tuple[list[str], Path | None] | None:
     """The client command that loads one server backup file into `database`, and the file
-    it reads on stdin; None for an empty increment. What a restore shows is built here too."""
+    it reads on stdin; None for an empty increment. What a restore shows is built here too.
+    `lock_wait`: how long MySQL's client may wait for a lock (PostgreSQL's is watched)."""
     if not path.stat().st_size:
         return None
     if dialect == "postgresql":
@@ -97,8 +117,16 @@ def restore_argv(
         if replace or manifest["kind"] == "incremental":
             argv += ["--clean", "--if-exists"]
         return [*argv, "-d", database, *pg_args(url), str(path)], None
-    # The dump drops and recreates each table it holds.
-    return [mysql_client(), *my_args(url), database], path
+    # The dump drops and recreates each table it holds. Its own SETs leave the lock
+    # timeouts alone, so the session's hold.
+    limits = []
+    if lock_wait is not None:
+        seconds = math.ceil(lock_wait)
+        limits = [
+            f"--init-command=SET SESSION lock_wait_timeout = {seconds}, "
+            f"SESSION innodb_lock_wait_timeout = {seconds}"
+        ]
+    return [mysql_client(), *my_args(url), *limits, database], path
 
 
 def dropped_statements(dialect: Dialect, manifest: Mapping[str, Any]) -> list[str]:
@@ -121,26 +149,62 @@ def server_apply(
     ctx: ToolContext,
     progress: ByteProgress | None = None,
     before: int = 0,
+    lock_wait: float | None = None,
 ) -> None:
     """Load one server backup file into `database`; `progress` counts the bytes the
-    client program has read of it (after `before` bytes of the files loaded before)."""
+    client program has read of it (after `before` bytes of the files loaded before).
+    `lock_wait`: the longest it may wait for another session's table lock; None for a
+    scratch database of aishell's own, which nobody else holds."""
     env = server_env(url)
-    command = restore_argv(dialect, url, database, path, manifest, replace)
+    command = restore_argv(dialect, url, database, path, manifest, replace, lock_wait)
     if command is not None:
         argv, stdin = command
         watch = progress.reading(path, before) if progress is not None else None
-        if stdin is None:
-            run_tool(argv, env, ctx, watch=watch)
-        else:
-            with stdin.open("rb") as dump:
-                run_tool(argv, env, ctx, stdin=dump, watch=watch)
+        if lock_wait is not None and dialect == "postgresql":
+            # pg_restore sets lock_timeout to 0 itself: its session is watched instead.
+            lock_watch = LockWatch.for_postgresql(
+                ctx.connection, "pg_restore", lock_wait, RESTORE_AGAIN
+            )
+            env = env | {"PGAPPNAME": lock_watch.name}
+            watch = Throttled(lock_watch, watch)
+        try:
+            if stdin is None:
+                run_tool(argv, env, ctx, watch=watch)
+            else:
+                with stdin.open("rb") as dump:
+                    run_tool(argv, env, ctx, stdin=dump, watch=watch)
+        except ToolFailed as exc:
+            if lock_wait is None or not _MY_LOCK_WAIT.search(exc.stderr):
+                raise
+            holders = blocking_sessions(ctx.connection, [], run_lock=run_lock_name(ctx.connection))
+            raise StepFailed(
+                f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
+                f"({exc.last_line}); the lock is held by "
+                + held_by(holders, RESTORE_AGAIN, lock_wait)
+            ) from None
     if progress is not None:
         progress.reached(before + path.stat().st_size)
     if manifest["kind"] == "incremental" and manifest["dropped"]:
-        engine = create_engine(url.set(database=database), isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                for statement in dropped_statements(conn.dialect, manifest):
-                    conn.execute(text(statement))
-        finally:
-            engine.dispose()
+        _drop_dropped(url.set(database=database), manifest, lock_wait)
+
+
+# The MySQL client's words for a lock wait that ran out (MDL or InnoDB).
+_MY_LOCK_WAIT = re.compile(r"ERROR 1205 \(HY000\)")
+
+
+def _drop_dropped(url: URL, manifest: Mapping[str, Any], lock_wait: float | None) -> None:
+    """The tables an increment records as dropped since its parent, dropped; waiting at
+    most lock_wait for each."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if lock_wait is not None:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text(f"SET lock_timeout = '{round(lock_wait * 1000)}ms'"))
+                else:
+                    seconds = math.ceil(lock_wait)
+                    conn.execute(text(f"SET SESSION lock_wait_timeout = {seconds}"))
+            for statement in dropped_statements(conn.dialect, manifest):
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()

@@ -186,7 +186,7 @@ def _pg_dump(
     tables = [f"--table={quote_plain_identifier(t)}" for t in only or []]
     argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *tables, *pg_args(url), str(url.database)]
     progress = ByteProgress(ctx.report, _pg_data_size(snap, only))
-    watch = LockWatch.for_postgresql(ctx.connection, lock_wait)
+    watch = LockWatch.for_postgresql(ctx.connection, "pg_dump", lock_wait)
     found = stream_into(
         partial,
         argv,

@@ -15,6 +15,8 @@ the database, connected after the dump started, running one of the dump's statem
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
@@ -43,21 +45,31 @@ WHERE p.ID > :after AND p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)
 """
 
 
+# What a stopped dump or restore leaves to do, after "... the lock is held by ...".
+BACKUP_AGAIN = "Back up again once it is released"
+RESTORE_AGAIN = "The target may be partly restored: restore again once the lock is released"
+
+
 @dataclass
 class LockWatch:
-    """Called while a dump is silent: fails the step once the dump's own session has
-    waited for a lock `limit` seconds or more. `name`: the PostgreSQL application name
-    the dump runs under; `after`: on MySQL, the newest session id before it started."""
+    """Called while a dump or restore waits: fails the step once the client program's
+    own session has waited for a lock `limit` seconds or more. `name`: the PostgreSQL
+    application name it runs under; `after`: on MySQL, the newest session id before
+    it started; `then`: what is left to do."""
 
     conn: Connection
     program: str
     limit: float
+    then: str = BACKUP_AGAIN
     name: str = ""
     after: int = 0
 
     @classmethod
-    def for_postgresql(cls, conn: Connection, limit: float) -> LockWatch:
-        return cls(conn, "pg_dump", limit, name=f"aishell backup {secrets.token_hex(6)}")
+    def for_postgresql(
+        cls, conn: Connection, program: str, limit: float, then: str = BACKUP_AGAIN
+    ) -> LockWatch:
+        name = f"aishell {program} {secrets.token_hex(6)}"
+        return cls(conn, program, limit, then, name=name)
 
     @classmethod
     def for_mysql(cls, conn: Connection, program: str, limit: float) -> LockWatch:
@@ -76,17 +88,37 @@ class LockWatch:
         if waiting is None or float(waiting["waited"]) < self.limit:
             return
         session = waiting["pid"] if postgresql else waiting["id"]
-        holders = self._holders(int(session), postgresql)
+        if postgresql:
+            holders = blockers_of(self.conn, int(session))
+        else:
+            holders = blocking_sessions(
+                self.conn, [], run_lock=run_lock_name(self.conn), besides=int(session)
+            )
         raise StepFailed(
             f"{self.program} waited {float(waiting['waited']):.0f}s for a table lock "
-            f"({waiting['query']!r}) and was stopped; the lock is held by "
-            + ("; ".join(holders) if holders else "a session that has since gone")
-            + f". Back up again once it is released, or allow a longer wait (--lock-wait; "
-            f"it was {self.limit:g}s)"
+            f"({str(waiting['query']).strip()!r}) and was stopped; the lock is held by "
+            + held_by(holders, self.then, self.limit)
         )
 
-    def _holders(self, session: int, postgresql: bool) -> list[str]:
-        if postgresql:
-            return blockers_of(self.conn, session)
-        run_lock = run_lock_name(self.conn)
-        return blocking_sessions(self.conn, [], run_lock=run_lock, besides=session)
+
+def held_by(holders: list[str], then: str, limit: float) -> str:
+    """The end of a lock wait's message: who holds the lock, and what to do."""
+    return (
+        "; ".join(holders) if holders else "a session that has since gone"
+    ) + f". {then}, or allow a longer wait (--lock-wait; it was {limit:g}s)"
+
+
+class Throttled:
+    """A LockWatch for run_child's `watch`, which is called with the program's pid every
+    POLL_SECONDS: asks the server at most every SILENCE_SECONDS, after `also`."""
+
+    def __init__(self, lock_watch: LockWatch, also: Callable[[int], None] | None) -> None:
+        self.lock_watch, self.also = lock_watch, also
+        self.asked = time.monotonic()
+
+    def __call__(self, pid: int) -> None:
+        if self.also is not None:
+            self.also(pid)
+        if time.monotonic() - self.asked >= SILENCE_SECONDS:
+            self.asked = time.monotonic()
+            self.lock_watch()

@@ -160,7 +160,9 @@ def _sqlite_commands(chain: Chain, conn: Connection) -> list[tuple[str, bool]]:
     return shown
 
 
-def _commands(chain: Chain, conn: Connection, replace: bool) -> list[tuple[str, bool]]:
+def _commands(
+    chain: Chain, conn: Connection, replace: bool, lock_wait: float
+) -> list[tuple[str, bool]]:
     """Every command the restore runs, as shown, and whether it is SQL; refuses when a
     client program it needs is not on PATH."""
     dialect = conn.dialect.name
@@ -169,7 +171,7 @@ def _commands(chain: Chain, conn: Connection, replace: bool) -> list[tuple[str, 
         return _sqlite_commands(chain, conn)
     shown: list[tuple[str, bool]] = []
     for link, manifest in chain:
-        command = restore_argv(dialect, url, str(url.database), link, manifest, replace)
+        command = restore_argv(dialect, url, str(url.database), link, manifest, replace, lock_wait)
         if command is not None:
             argv, stdin = command
             if shutil.which(argv[0]) is None:
@@ -208,7 +210,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
             f"Target '{ctx.target}' is not empty ({len(existing)} tables: {names}); restore "
             "into an empty database, or pass --replace to overwrite it"
         )
-    commands = _commands(links, conn, replace)
+    commands = _commands(links, conn, replace, params["lock_wait_seconds"])
     disk = _disk(links, conn)
     sha = _verify(links, params, ctx)
     if dialect == "sqlite":
@@ -298,6 +300,7 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
                 ctx,
                 progress,
                 before,
+                params["lock_wait_seconds"],
             )
     # The sha256 only says the file is the one the manifest describes; the restored
     # rows and contents must be the ones it describes too.
