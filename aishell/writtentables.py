@@ -216,3 +216,15 @@ def view_bases(definition: str) -> list[tuple[str | None, str]] | None:
         return None
     found = (table_name(t, "mysql") for t in tree.find_all(exp.Table))
     return list(dict.fromkeys(f for f in found if f is not None))
+
+
+def tables_named(sql: str, dialect: str) -> tuple[str, ...]:
+    """Every table a statement names, read or written, as the catalog holds them (for
+    naming who holds a lock it waited for); nothing for what the parser cannot read."""
+    try:
+        tree = sqlglot.parse_one(_PLACEHOLDER.sub("NULL", sql), read=SQLGLOT_DIALECT[dialect])
+    except sqlglot.errors.SqlglotError:
+        return ()
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    found = (table_name(t, dialect) for t in tree.find_all(exp.Table))
+    return tuple(dict.fromkeys(n for _, n in filter(None, found) if n not in ctes))

@@ -18,6 +18,7 @@ from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
 from aishell.registry import ToolContext, ToolDefinition
 from aishell.targets.locks import run_lock_name
+from aishell.writtentables import tables_named
 
 # Tries at a new connection after the server dropped ours, with doubling waits.
 RECONNECT_ATTEMPTS = 4
@@ -75,9 +76,9 @@ def final_error(
         )
     if is_lock_timeout(exc):
         message += f"; after {attempt} attempt(s) the lock was still held"
-        tables = tool.tables_in(params)
+        # PostgreSQL's holders are found by the tables: the step's, else its statement's.
+        tables = tool.tables_in(params) or tables_named(exc.statement or "", ctx.dialect)
         if not tables and ctx.dialect == "postgresql":
-            # PostgreSQL's holders are found by the tables the step names.
             return message
         # aishell never cancels other sessions; it names them.
         rollback(ctx.connection)
