@@ -10,6 +10,7 @@ nothing but the skip.
     report: {add: tables_optimized, when: vacuumed}        # one, if the output says so
     report: {set: repaired_tables, from: repaired_tables}  # the output's list
     report: {per_table: fragmentation, fields: [fragmentation_percent]}
+    report: {per_table: dead_rows_kept, fields: [dead_rows_kept], when: kept_by}
     report: {merge: corruption_check}                      # merged per table with others
 
 A tool whose step does two kinds of work gives a list, one rule per section:
@@ -32,14 +33,14 @@ Action = Literal["add", "set", "per_table", "merge"]
 SECTIONS: Mapping[Action, tuple[str, ...]] = {
     "add": ("indexes_rebuilt", "statistics_updated", "tables_optimized"),
     "set": ("repaired_tables",),
-    "per_table": ("fragmentation",),
+    "per_table": ("fragmentation", "dead_rows_kept"),
     "merge": ("corruption_check",),
 }
 # Besides its action, what each action takes ("from" is the YAML's name for source).
 _OPTIONS: Mapping[Action, frozenset[str]] = {
     "add": frozenset({"from", "when"}),
     "set": frozenset({"from"}),
-    "per_table": frozenset({"fields"}),
+    "per_table": frozenset({"fields", "when"}),
     "merge": frozenset(),
 }
 _REQUIRED: Mapping[Action, frozenset[str]] = {
@@ -59,7 +60,7 @@ class ReportRule:
     # add: the output's field whose number is added (None: 1 per step); set: the
     # output's field whose list replaces the section's.
     source: str | None = None
-    # add: only when this output field is true.
+    # add, per_table: only when this output field is true.
     when: str | None = None
     # per_table: the output's fields kept under the step's table.
     fields: tuple[str, ...] = ()

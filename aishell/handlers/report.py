@@ -49,6 +49,7 @@ def summarize(
         "repaired_tables": [],
         "skipped": [],
         "fragmentation": {},
+        "dead_rows_kept": {},
         "steps_not_run": 0,
     }
     checks: list[Mapping[str, Any]] = []
@@ -203,6 +204,14 @@ def _summary_line(kind: str, report: Mapping[str, Any]) -> str:
         )
     if report["reclaimed_bytes"]:
         parts.append(f"{report['reclaimed_bytes']} bytes reclaimed")
+    kept = report.get("dead_rows_kept") or {}
+    if kept:
+        rows = sum(int(t.get("dead_rows_kept") or 0) for t in kept.values())
+        first = next(iter(kept.values())).get("kept_by") or ["an older snapshot"]
+        parts.append(
+            f"{rows} dead row(s) in {len(kept)} table(s) VACUUM could not remove: an older "
+            f"snapshot still sees them, held by {first[0]}"
+        )
     if report["corruption_found"]:
         parts.append(
             f"corruption in {', '.join(report['corrupted_tables'])}; "
