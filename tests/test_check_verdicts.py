@@ -91,8 +91,34 @@ def test_mariadb_a_table_another_session_holds_is_not_checked_rather_than_corrup
     # Not found sound either: one table could not be checked.
     assert summary["corruption_found"] is None and summary["ok"] is False
     assert _reasons(summary)["held"] == (
-        "CHECK TABLE of held could not run: Lock wait timeout exceeded; try restarting transaction"
+        "CHECK TABLE of held could not run: Lock wait timeout exceeded; try restarting "
+        "transaction (tried 3 times)"
     )
+
+
+def test_mariadb_a_check_held_off_once_is_tried_again_for_that_table(home, mysql_url):
+    """A table held past the lock timeout is checked again a second later, on its own,
+    and found sound, where it was reported not checked."""
+    _table(mysql_url, "held", 2000)
+    _table(mysql_url, "free", 2000)
+    config = use_target(home, mysql_url)
+    plan = one_step_plan(
+        "maintenance", "db", "mysql", "check_table_corruption", {"tables": ["held", "free"]}
+    )
+    holder = _session(mysql_url)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLES `held` WRITE")
+    watcher = _release_after_the_first_wait(mysql_url, holder, "CHECK TABLE `held`")
+    try:
+        result = commands.apply_plan(config, plan, approver=PreApproved())
+    finally:
+        watcher.join(60)
+        holder.close()
+
+    step = result.steps[0]
+    assert step.status == "succeeded" and step.attempts == 1, step.error
+    assert _by_table(step.output) == {"held": "ok", "free": "ok"}
+    assert step.output["corruption_found"] is False
 
 
 def test_mariadb_emergency_maintenance_leaves_a_held_table_alone(home, mysql_url):

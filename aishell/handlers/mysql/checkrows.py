@@ -46,6 +46,15 @@ _FAILED = "operation failed"
 _RETRYABLE = {"lock wait timeout exceeded": 1205, "deadlock found when trying to get lock": 1213}
 
 
+def lock_waited(verdict: Mapping[str, Any]) -> bool:
+    """Whether a check_verdict is "not checked" for a lock wait that timed out or a
+    deadlock: the kind of not checked that a later try may get past."""
+    reason = str(verdict.get("reason") or "").lower()
+    return verdict.get("status") == "not checked" and any(
+        f"could not run: {text}" in reason for text in _RETRYABLE
+    )
+
+
 def could_not_run(message: str) -> bool:
     """Whether an error row says the statement did not run, rather than what it found."""
     return bool(_COULD_NOT_RUN.search(message.strip()))

@@ -16,7 +16,7 @@ from aishell.handlers.integrity import (
     checked_or_skipped,
     corruption_summary,
 )
-from aishell.handlers.mysql.checkrows import check_verdict
+from aishell.handlers.mysql.checkrows import check_verdict, lock_waited
 from aishell.handlers.mysql.privileges import (
     current_account,
     denied,
@@ -37,14 +37,36 @@ def _check_table(
             "reason": f"{current_account(conn)} has no privilege on {table} "
             "(CHECK TABLE needs one, such as SELECT)",
         }
-    try:
-        rows = conn.execute(text(f"CHECK TABLE {ctx.quote(table)}")).mappings().all()
-    except DBAPIError as exc:
-        message = denied(exc)
-        if message is None:
-            raise
-        return {"table": table, "status": "not checked", "reason": message}
-    return check_verdict(table, rows, _at_time_limit(ctx))
+    wait = _RETRY_WAIT_SECONDS
+    for attempt in range(1, _CHECK_ATTEMPTS + 1):
+        try:
+            rows = conn.execute(text(f"CHECK TABLE {ctx.quote(table)}")).mappings().all()
+        except DBAPIError as exc:
+            message = denied(exc)
+            if message is None:
+                raise
+            return {"table": table, "status": "not checked", "reason": message}
+        verdict = check_verdict(table, rows, _at_time_limit(ctx))
+        if not lock_waited(verdict) or attempt == _CHECK_ATTEMPTS or not _time_for(ctx, wait):
+            break
+        # Held by another session (a DDL, LOCK TABLES) past the lock timeout: this table
+        # is tried again after a while, not the whole step.
+        time.sleep(wait)
+        wait *= 2
+    if attempt > 1 and verdict["status"] == "not checked":
+        verdict["reason"] += f" (tried {attempt} times)"
+    return verdict
+
+
+# A check held off by another session's lock is tried this many times in all, waiting
+# this long before the second try and twice as long before each further one.
+_CHECK_ATTEMPTS = 3
+_RETRY_WAIT_SECONDS = 1.0
+
+
+def _time_for(ctx: ToolContext, wait: float) -> bool:
+    """Whether the step's time leaves room for a wait and another check."""
+    return ctx.deadline is None or time.monotonic() + wait + 1 < ctx.deadline
 
 
 # How close to the step's time limit a check may end and still be taken as finished:
