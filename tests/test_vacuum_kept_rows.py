@@ -5,6 +5,7 @@ not see them, or no snapshot at all, is never blamed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,19 +37,38 @@ def _table(url: str) -> None:
         conn.execute("ANALYZE")
 
 
-def _delete_half(url: str) -> None:
-    with _pg(url) as conn:
+def _delete_half(url: str) -> int:
+    """Delete every other row; the deleting transaction's id."""
+    with _pg(url, autocommit=False) as conn:
         conn.execute("DELETE FROM events WHERE id % 2 = 0")
+        row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        conn.commit()
+    assert row is not None
+    return int(row[0])
 
 
 @contextmanager
-def snapshot(url: str) -> Iterator[int]:
+def snapshot(url: str, after_xid: int | None = None) -> Iterator[int]:
     """Another session in a REPEATABLE READ transaction that has taken its snapshot
-    (it read another table): its backend pid."""
-    conn = _pg(url, autocommit=False)
-    try:
+    (it read another table): its backend pid. With after_xid, a snapshot whose xmin is
+    past that transaction: on a server shared with other processes, a transaction in
+    another database that began before it ended holds a new snapshot's xmin back, and
+    VACUUM then rightly keeps what it deleted; such a snapshot is taken again."""
+    deadline = time.monotonic() + 60
+    while True:
+        conn = _pg(url, autocommit=False)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         conn.execute("SELECT count(*) FROM other").fetchone()
+        if after_xid is None:
+            break
+        row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+        assert row is not None
+        if int(row[0]) > after_xid:
+            break
+        conn.close()
+        assert time.monotonic() < deadline, f"no snapshot past transaction {after_xid} in 60 s"
+        time.sleep(0.2)
+    try:
         yield conn.info.backend_pid
     finally:
         conn.close()
@@ -98,8 +118,8 @@ def test_the_maintenance_report_says_what_vacuum_left_and_why(home, pg_url):
 def test_a_snapshot_taken_after_the_delete_is_not_blamed(home, pg_url):
     _table(pg_url)
     config = use_target(home, pg_url)
-    _delete_half(pg_url)
-    with snapshot(pg_url):
+    deleted_by = _delete_half(pg_url)
+    with snapshot(pg_url, after_xid=deleted_by):
         output = _vacuum(config)
     assert output["dead_rows_after"] == 0
     assert "kept_by" not in output and "dead_rows_kept" not in output
