@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -56,23 +56,32 @@ def _tables(url: str) -> None:
 
 
 @contextmanager
-def holding(url: str) -> Iterator[tuple[int, Any]]:
-    """Another session holding table `held` against every reader: its id and connection."""
+def _other_session(url: str, postgresql: list[str], mysql: list[str]) -> Iterator[tuple[int, Any]]:
+    """Another session that sent its dialect's statements and stays as they left it (in
+    its transaction, with its locks): its id and connection."""
+    conn: Any
     if url.startswith("postgresql"):
         conn = _pg(url, autocommit=False)
-        conn.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield conn.info.backend_pid, conn
-        finally:
-            conn.close()
-        return
-    my = _my(url)
-    with my.cursor() as cur:
-        cur.execute("LOCK TABLES `held` WRITE")
+        for sql in postgresql:
+            conn.execute(sql)
+        ident = conn.info.backend_pid
+    else:
+        conn = _my(url)
+        with conn.cursor() as cur:
+            for sql in mysql:
+                cur.execute(sql)
+        ident = conn.thread_id()
     try:
-        yield my.thread_id(), my
+        yield ident, conn
     finally:
-        my.close()
+        conn.close()
+
+
+def holding(url: str) -> AbstractContextManager[tuple[int, Any]]:
+    """Another session holding table `held` against every reader: its id and connection."""
+    return _other_session(
+        url, ["LOCK TABLE held IN ACCESS EXCLUSIVE MODE"], ["LOCK TABLES `held` WRITE"]
+    )
 
 
 def _still_holds(url: str, conn: Any) -> bool:
@@ -259,26 +268,12 @@ def test_postgresql_an_increment_held_off_throughout_names_who_holds_the_table(
     assert step.error.count("pid ") == 1, step.error
 
 
-@contextmanager
-def reading(url: str) -> Iterator[tuple[int, Any]]:
+def reading(url: str) -> AbstractContextManager[tuple[int, Any]]:
     """Another session that read table `held` in a transaction it leaves open: what a
     restore must not wait for without end (every reader of the table queues behind it)."""
-    if url.startswith("postgresql"):
-        conn = _pg(url, autocommit=False)
-        conn.execute("SELECT count(*) FROM held").fetchone()
-        try:
-            yield conn.info.backend_pid, conn
-        finally:
-            conn.close()
-        return
-    my = _my(url)
-    with my.cursor() as cur:
-        cur.execute("BEGIN")
-        cur.execute("SELECT count(*) FROM `held`")
-    try:
-        yield my.thread_id(), my
-    finally:
-        my.close()
+    return _other_session(
+        url, ["SELECT count(*) FROM held"], ["BEGIN", "SELECT count(*) FROM `held`"]
+    )
 
 
 def test_a_restore_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home, server_url):

@@ -108,12 +108,8 @@ def test_mariadb_a_check_held_off_once_is_tried_again_for_that_table(home, mysql
     holder = _session(mysql_url)
     with holder.cursor() as cur:
         cur.execute("LOCK TABLES `held` WRITE")
-    watcher = _release_after_the_first_wait(mysql_url, holder, "CHECK TABLE `held`")
-    try:
+    with _released_after_the_first_wait(mysql_url, holder, "CHECK TABLE `held`"):
         result = commands.apply_plan(config, plan, approver=PreApproved())
-    finally:
-        watcher.join(60)
-        holder.close()
 
     step = result.steps[0]
     assert step.status == "succeeded" and step.attempts == 1, step.error
@@ -384,12 +380,13 @@ def _quick_maintenance(config, tables: list[str]):
     )
 
 
-def _release_after_the_first_wait(
+@contextmanager
+def _released_after_the_first_wait(
     url: str, holder: Any, statement: str, release: str = "UNLOCK TABLES"
-) -> threading.Thread:
+) -> Iterator[None]:
     """Let go of the table (`release` on the holder's session) once `statement` has
     waited for its lock and given up: the step's first attempt timed out, and the next
-    finds the table free."""
+    finds the table free. On leaving, the watch is waited for and the holder closed."""
 
     def waiting(cur: Any) -> bool:
         cur.execute(
@@ -409,7 +406,11 @@ def _release_after_the_first_wait(
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield
+    finally:
+        thread.join(60)
+        holder.close()
 
 
 def _held(home: Any, url: str, edit_config: Any, *holding: str) -> tuple[Any, Any]:
@@ -432,12 +433,8 @@ def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, 
     """ANALYZE TABLE answers a lock timeout in a row: the step is tried again after a
     wait, as for a lock timeout the server raises, and succeeds once the lock goes."""
     config, holder = _held(home, mysql_url, edit_config, "LOCK TABLES `held` WRITE")
-    watcher = _release_after_the_first_wait(mysql_url, holder, "ANALYZE TABLE `held`")
-    try:
+    with _released_after_the_first_wait(mysql_url, holder, "ANALYZE TABLE `held`"):
         result = _quick_maintenance(config, ["held"])
-    finally:
-        watcher.join(60)
-        holder.close()
 
     step = next(s for s in result.steps if s.tool == "update_table_statistics")
     assert step.status == "succeeded", step.error
@@ -475,15 +472,11 @@ def test_mariadb_a_repair_tried_again_after_a_lock_timeout_copies_once(
     off the rebuild (ALTER TABLE ... FORCE), until the lock timeout; the step is tried
     again once it lets go, and neither makes the copy's table again nor copies twice."""
     config, holder = _held(home, mysql_url, edit_config, "BEGIN", "SELECT id FROM `held` LIMIT 1")
-    watcher = _release_after_the_first_wait(mysql_url, holder, "ALTER TABLE `held` FORCE", "COMMIT")
     plan = one_step_plan(
         "maintenance", "db", "mysql", "repair_corrupted_tables", {"tables": ["held"]}
     )
-    try:
+    with _released_after_the_first_wait(mysql_url, holder, "ALTER TABLE `held` FORCE", "COMMIT"):
         result = commands.apply_plan(config, plan, approver=PreApproved())
-    finally:
-        watcher.join(60)
-        holder.close()
 
     step = result.steps[0]
     assert step.status == "succeeded", step.error
