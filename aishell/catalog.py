@@ -125,6 +125,12 @@ def blocking_sessions(
     return []
 
 
+def named_holders(holders: Sequence[str]) -> str:
+    """Who holds a lock, as a message names them: the sessions found, or that none was
+    (the holder ended between the timeout and the look)."""
+    return "; ".join(holders) if holders else "a session that has since gone"
+
+
 def blockers_of(conn: Connection, pid: int) -> list[str]:
     """PostgreSQL: the sessions that keep backend `pid` waiting for its lock, described."""
     rows = conn.execute(

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from aishell.catalog import blocking_sessions, is_lock_timeout
+from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
 from aishell.config import AgentDefaults
 from aishell.errors import TargetUnreachable
 from aishell.executor.context import RunContext
@@ -83,7 +83,7 @@ def final_error(
         # aishell never cancels other sessions; it names them.
         rollback(ctx.connection)
         holders = blocking_sessions(ctx.connection, tables, run_lock=run_lock_name(ctx.connection))
-        message += " by " + ("; ".join(holders) if holders else "a session that has since gone")
+        message += " by " + named_holders(holders)
     return message
 
 

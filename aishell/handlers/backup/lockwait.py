@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import blockers_of, blocking_sessions
+from aishell.catalog import blockers_of, blocking_sessions, named_holders
 from aishell.errors import StepFailed
 from aishell.sqltext import text
 from aishell.targets.locks import run_lock_name
@@ -103,9 +103,8 @@ class LockWatch:
 
 def held_by(holders: list[str], then: str, limit: float) -> str:
     """The end of a lock wait's message: who holds the lock, and what to do."""
-    return (
-        "; ".join(holders) if holders else "a session that has since gone"
-    ) + f". {then}, or allow a longer wait (--lock-wait; it was {limit:g}s)"
+    hint = f"{then}, or allow a longer wait (--lock-wait; it was {limit:g}s)"
+    return f"{named_holders(holders)}. {hint}"
 
 
 class Throttled:
