@@ -26,6 +26,7 @@ from aishell.targets.limits import (
     watch_statements,
 )
 from aishell.targets.locks import RunLock, try_lock
+from aishell.targets.searchpath import pin_search_path
 
 APPLICATION_NAME = "aishell"
 
@@ -153,6 +154,8 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
     options = [
         f"-c lock_timeout={target.lock_timeout_ms}ms",
         "-c idle_in_transaction_session_timeout=600s",
+        # Where a string literal ends, as the guard's lexer reads it (sqllex.py).
+        "-c standard_conforming_strings=on",
     ]
     if read_only:
         options.append("-c default_transaction_read_only=on")
@@ -172,6 +175,8 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         "tcp_user_timeout": int(target.write_timeout_seconds * 1000),
     }
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    # First of all: SQLAlchemy's own first statements (current_schema()) come after it.
+    event.listen(engine, "connect", pin_search_path, insert=True)
 
     @event.listens_for(engine, "connect")
     def _pg_limits(dbapi_conn: Any, record: Any) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection
 
 from aishell.catalog import user_tables
@@ -22,6 +21,7 @@ from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import ROW_SUM, read_chunks
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.searchpath import pinned_engine
 from aishell.toolcontext import ToolContext
 
 # Tables up to this many rows also get a checksum of their contents in the manifest
@@ -152,7 +152,7 @@ def measure_server(
     manifest's were; a MySQL/MariaDB copy is dumped again (to a scratch file beside the
     backup) and its rows read from the dump."""
     from_dump = manifest.get("measured_from") == FROM_DUMP
-    engine = create_engine(url.set(database=database))
+    engine = pinned_engine(url.set(database=database))
     try:
         with engine.connect() as conn:
             measured = measure_connection(conn, manifest, checksums=not from_dump)
