@@ -161,9 +161,7 @@ def write_tool(folder: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def site_config(
-    home: Path, url: str, folder: Path, trusted: tuple[str, ...] = ()
-) -> Config:
+def site_config(home: Path, url: str, folder: Path, trusted: tuple[str, ...] = ()) -> Config:
     """The shipped config with `url` as the default target `db` and `folder` as site tools;
     `trusted`: the target's trusted_functions."""
     path = home / "config" / "aishell.yaml"

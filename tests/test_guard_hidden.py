@@ -273,9 +273,7 @@ def test_views_and_operators_that_only_read_pass_in_a_writing_step(
     trusted: tuple[str, ...],
 ) -> None:
     with database_with(dialect, tmp_path, *objects) as url:
-        config = writing_tool(
-            home, url, handlers, "read_then_delete", _read_then_delete, trusted
-        )
+        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete, trusted)
 
         run = run_one(config, url, "read_then_delete", {"table": "t", "statement": read})
 
