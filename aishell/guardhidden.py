@@ -36,6 +36,7 @@ from aishell.guardcalls import (
     trust_parameters,
 )
 from aishell.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
+from aishell.sqllex import without_comments
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,20 @@ class HiddenWriters:
 
     relations: dict[str, str] = field(default_factory=dict)
     anywhere: tuple[str, ...] = ()
+    # {symbol: why} of the operators among them: a statement that writes the symbol may
+    # call the function, even where the session is read-only (which stops a write, not
+    # a function that ends another session or switches this one back).
+    operators: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.anywhere)
+
+    def operator_in(self, sql: str, dialect: str) -> str | None:
+        """The first of these operators whose symbol the statement's code holds."""
+        if not self.operators:
+            return None
+        code = without_comments(sql, dialect)
+        return next((symbol for symbol in sorted(self.operators) if symbol in code), None)
 
     def named_in(self, sql: str, dialect: str) -> str | None:
         """The first relation of these that the statement names, if any."""
@@ -141,7 +153,7 @@ WHERE c.relrowsecurity AND (d.refclassid, d.refobjid) IN (SELECT classid, objid 
            WHERE r.rolname = current_user)
   AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
 UNION ALL
-SELECT 'operator', NULL, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
+SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
 FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
 UNION ALL
 SELECT 'cast', NULL, c.castsource::regtype::text || ' to ' || c.casttarget::regtype::text
@@ -176,9 +188,13 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         },
     )
     relations: dict[str, str] = {}
+    operators: dict[str, str] = {}
     anywhere: list[str] = []
     for kind, name, shown in lookup.fetchall():
-        if kind == "foreign table":
+        if kind == "operator":
+            operators[name] = f"operator {shown} runs a function that may write"
+            anywhere.append(f"{kind} {shown}")
+        elif kind == "foreign table":
             relations.setdefault(name, f"foreign table {shown} is read from another server")
         elif name is not None:
             relations.setdefault(
@@ -189,7 +205,7 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             )
         else:
             anywhere.append(f"{kind} {shown}")
-    return HiddenWriters(relations, tuple(sorted(set(anywhere))))
+    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators)
 
 
 _SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
