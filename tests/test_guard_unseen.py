@@ -409,3 +409,48 @@ def _delete_then_send(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     conn.execute(text(f"DELETE FROM {ctx.quote(params['table'])} WHERE id < :n"), {"n": 2})
     conn.execute(text(params["statement"])).all()
     return {}
+
+
+# --- sessions elsewhere ----------------------------------------------------------------
+
+
+def _foreign_objects(url: str) -> list[str]:
+    """A foreign table over the test's own `other`, through postgres_fdw to the same
+    server and database, and dblink: both open a session that was never read-only."""
+    parts = make_url(url)
+    options = f"host '{parts.host or '127.0.0.1'}', port '{parts.port or 5432}', dbname '{parts.database}'"
+    return [
+        "CREATE EXTENSION postgres_fdw",
+        "CREATE EXTENSION dblink",
+        f"CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({options})",
+        f"CREATE USER MAPPING FOR CURRENT_USER SERVER loop OPTIONS (user '{parts.username}')",
+        "CREATE FOREIGN TABLE far_other (id int, v int) SERVER loop OPTIONS (table_name 'other')",
+    ]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        pytest.param("SELECT count(*) FROM far_other", id="foreign-table"),
+        pytest.param(
+            "SELECT * FROM dblink('dbname={db}', 'DELETE FROM other RETURNING 1') AS r(x int)",
+            id="dblink",
+        ),
+        pytest.param("SELECT dblink_exec('dbname={db}', 'DELETE FROM other')", id="dblink-exec"),
+    ],
+)
+@pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
+def test_a_read_never_opens_a_session_elsewhere(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str, read_only_step: bool
+) -> None:
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(url, *_foreign_objects(url))
+        config = _tool(home, url, handlers, read_only_step)
+        statement = sql.replace("{db}", make_url(url).database or "")
+
+        run = run_one(config, url, "caller", _params(statement))
+
+        assert run.steps[0].status == "failed"
+        assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
+        assert fingerprint(url, "other") == (5, 15)
