@@ -20,7 +20,7 @@ def user_tables(conn: Connection) -> list[str]:
     if dialect == "postgresql":
         sql = (
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() ORDER BY 1"
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() ORDER BY 1"
         )
     elif dialect in ("mysql", "mariadb"):
         sql = (
@@ -44,7 +44,7 @@ _COLUMNS = {
     "postgresql": (
         "SELECT attname FROM pg_attribute WHERE attrelid = "
         "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relname = :t AND n.nspname = current_schema()) "
+        "WHERE c.relname = :t AND n.nspname = pg_catalog.current_schema()) "
         "AND attnum > 0 AND NOT attisdropped{stored} ORDER BY attnum",
         " AND attgenerated = ''",
     ),
@@ -95,8 +95,9 @@ def blocking_sessions(
                     "JOIN pg_stat_activity a ON a.pid = l.pid "
                     "JOIN pg_class c ON c.oid = l.relation "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE l.granted AND a.pid <> pg_backend_pid() "
-                    "AND n.nspname = current_schema() AND c.relname = ANY(CAST(:t AS text[]))"
+                    "WHERE l.granted AND a.pid <> pg_catalog.pg_backend_pid() "
+                    "AND n.nspname = pg_catalog.current_schema() "
+                    "AND c.relname = ANY(CAST(:t AS text[]))"
                 ),
                 {"t": list(tables)},
             ).mappings()
@@ -136,7 +137,7 @@ def blockers_of(conn: Connection, pid: int) -> list[str]:
     rows = conn.execute(
         text(
             "SELECT pid, usename, application_name, state, left(query, 80) AS query "
-            "FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(:pid)) ORDER BY pid"
+            "FROM pg_stat_activity WHERE pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY pid"
         ),
         {"pid": pid},
     ).mappings()
@@ -159,13 +160,13 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
 
 
 _PG_URGENCY = """
-SELECT c.relname AS name, age(c.relfrozenxid) AS xid_age,
+SELECT c.relname AS name, pg_catalog.age(c.relfrozenxid) AS xid_age,
        coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
-       c.relpages::bigint * current_setting('block_size')::bigint AS total_bytes
+       c.relpages::bigint * pg_catalog.current_setting('block_size')::bigint AS total_bytes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 """
 _MYSQL_URGENCY = """
 SELECT TABLE_NAME AS name, coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes,

@@ -248,9 +248,9 @@ _PG_INDEXES = (
     "is_unique, i.indpred IS NULL AND i.indexprs IS NULL AS plain, k.n, a.attname, "
     "a.attnotnull FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
     "JOIN pg_namespace ns ON ns.oid = c.relnamespace "
-    "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+    "CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
     "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-    "WHERE c.relname = :t AND ns.nspname = current_schema() ORDER BY i.indexrelid, k.n"
+    "WHERE c.relname = :t AND ns.nspname = pg_catalog.current_schema() ORDER BY i.indexrelid, k.n"
 )
 _MYSQL_INDEXES = (
     "SELECT INDEX_NAME AS id, INDEX_NAME = 'PRIMARY' AS is_primary, NON_UNIQUE = 0 AS "

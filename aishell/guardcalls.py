@@ -80,6 +80,53 @@ READ_ONLY_VOLATILE = frozenset(
 # The extensions whose functions of those names are trusted to only read.
 READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck", "pg_stat_statements", "pg_buffercache")
 
+# Words PostgreSQL's grammar reads before "(" itself: expressions (COALESCE, GREATEST),
+# or calls it names in pg_catalog whatever the search path (EXTRACT, SUBSTRING, TRIM).
+# No function a database defines is reached by them.
+PG_GRAMMAR = frozenset(
+    {
+        "coalesce",
+        "greatest",
+        "least",
+        "nullif",
+        "extract",
+        "position",
+        "substring",
+        "overlay",
+        "trim",
+        "normalize",
+        "treat",
+        "exists",
+        "any",
+        "all",
+        "some",
+        "array",
+        "row",
+        "in",
+        "values",
+        "cast",
+        "grouping",
+        "filter",
+        "over",
+        "and",
+        "or",
+        "not",
+        "as",
+        "from",
+        "using",
+        "on",
+        "interval",
+        "xmlelement",
+        "xmlforest",
+        "xmlconcat",
+        "xmlparse",
+        "xmlpi",
+        "xmlroot",
+        "xmlserialize",
+        "xmlexists",
+    }
+)
+
 # (schema or None, name) of one call, as the server resolves names.
 Call = tuple[str | None, str]
 NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
@@ -112,7 +159,15 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
         schema = None
         if i >= 3 and tokens[i - 2].token_type is TokenType.DOT:
             schema = folded(tokens[i - 3], dialect)
-        calls.append((schema, folded(name, dialect)))
+        called = folded(name, dialect)
+        if (
+            dialect == "postgresql"
+            and schema is None
+            and name.token_type is not TokenType.IDENTIFIER
+            and called in PG_GRAMMAR
+        ):
+            continue  # the grammar's own construct, or a call it names in pg_catalog
+        calls.append((schema, called))
     return tuple(sorted(set(calls), key=lambda c: (c[0] or "", c[1])))
 
 

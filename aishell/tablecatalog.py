@@ -27,16 +27,16 @@ from aishell.sqltext import quote_identifier, text
 _PG_TABLES = """
 /* aishell catalog */ SELECT c.relname AS name,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
-            ELSE pg_stat_get_live_tuples(c.oid) END AS rows,
-       (c.relpages + coalesce((SELECT sum(i.relpages) FROM pg_index x
+            ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END AS rows,
+       (c.relpages + coalesce((SELECT pg_catalog.sum(i.relpages) FROM pg_index x
                                JOIN pg_class i ON i.oid = x.indexrelid
                                WHERE x.indrelid = c.oid), 0))::bigint
-           * current_setting('block_size')::bigint AS bytes,
+           * pg_catalog.current_setting('block_size')::bigint AS bytes,
        ARRAY(SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
              WHERE x.indrelid = c.oid ORDER BY i.relname) AS indexes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() {only}
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() {only}
 """
 _PG_ONLY = "AND c.relname = ANY(CAST(:names AS text[]))"
 _PG_COLUMNS = """
@@ -44,7 +44,7 @@ _PG_COLUMNS = """
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
   AND c.relname = ANY(CAST(:names AS text[])) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum
 """

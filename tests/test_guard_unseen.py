@@ -418,7 +418,8 @@ def _foreign_objects(url: str) -> list[str]:
     """A foreign table over the test's own `other`, through postgres_fdw to the same
     server and database, and dblink: both open a session that was never read-only."""
     parts = make_url(url)
-    options = f"host '{parts.host or '127.0.0.1'}', port '{parts.port or 5432}', dbname '{parts.database}'"
+    host, port = parts.host or "127.0.0.1", parts.port or 5432
+    options = f"host '{host}', port '{port}', dbname '{parts.database}'"
     return [
         "CREATE EXTENSION postgres_fdw",
         "CREATE EXTENSION dblink",

@@ -131,7 +131,9 @@ def lock_schema(conn: Connection) -> None:
         # The write lock up front: the busy timeout then covers the wait.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif dialect == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRESQL_LOCK})
+        conn.execute(
+            text("SELECT pg_catalog.pg_advisory_xact_lock(:key)"), {"key": _POSTGRESQL_LOCK}
+        )
 
 
 def upgrade(conn: Connection, found: FoundSchema, location: str, path: Path | None) -> None:
