@@ -47,7 +47,8 @@ def schedule() -> None:
 @click.option(
     "--cron",
     required=True,
-    help="When: 5 fields as crontab (minute hour day month weekday), or 6 with seconds first.",
+    help="When, as in crontab(5): five fields, minute hour day month weekday (0 and 7 are "
+    "Sunday; names jan..dec and sun..sat), or a macro such as @daily or @weekly.",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
 @click.option(
