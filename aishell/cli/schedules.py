@@ -71,7 +71,8 @@ def schedule_add(
 ) -> None:
     """Add a schedule: aishell schedule add NAME --cron "0 2 * * *" -- maintenance --type full
 
-    The words after -- are those `aishell run` takes; they are checked now.
+    The words after -- are those `aishell run` takes; they are checked now. This one
+    runs every day at 02:00 (UTC unless --timezone says otherwise).
     """
     agent, job, target, options = job_from_words(words)
     if max_run_time is not None:
