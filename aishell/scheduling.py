@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 from aishell import notify
 from aishell.config import Config
-from aishell.crontab import CrontabTrigger
+from aishell.crontab import CrontabError, CrontabTrigger
 from aishell.errors import TargetLocked, UsageError
 from aishell.state import StateStore
 from aishell.terminal import printable
@@ -67,7 +67,7 @@ def first_fire(cron: str, timezone: str, after: datetime | None = None) -> datet
     found silent months later."""
     first = next_fire(cron, timezone, after)
     if first is None:
-        raise UsageError(
+        raise CrontabError(
             f"--cron {cron!r}: the schedule {cron!r} never fires: no date matches its day "
             "of month and month fields together (31 February, say); fix the day or month"
         )
