@@ -118,39 +118,34 @@ class Crontab:
         """The first instant at or after `start` (aware) at which cron would run it."""
         if self.never_fires():
             return None
-        local = start.astimezone(zone)
-        # Times of the day before can land after `start` (skipped time ends later).
-        earliest = local.replace(tzinfo=None) - CLOCK_CHANGE
+        # A wall-clock time up to a clock change before `start` may still come after
+        # it, and one that long after the best found so far can no longer come before.
+        earliest = start.astimezone(zone).replace(tzinfo=None) - CLOCK_CHANGE
         best: datetime | None = None
-        found_on: date | None = None
-        for day in self._days(earliest.date()):
-            if found_on is not None and day != found_on + timedelta(days=1):
-                break  # later days only come later
-            times = [when for when in self._instants(day, zone, earliest) if when >= start]
-            if times:
-                best = min([*times, *([best] if best is not None else [])])
-            if found_on is not None:
+        for wall in self._walls(earliest):
+            if best is not None and wall > best.replace(tzinfo=None) + CLOCK_CHANGE:
                 break
-            if best is not None:
-                found_on = day  # the next day may still hold an earlier instant
+            for when in _resolve(wall, zone, self.fixed_time):
+                if when >= start and (best is None or when < best):
+                    best = when
         return best
 
-    def _days(self, first: date) -> Iterator[date]:
+    def _walls(self, earliest: datetime) -> Iterator[datetime]:
+        """The wall-clock times it names, in order, from `earliest` on."""
+        first = earliest.date()
         for year in range(first.year, first.year + SEARCH_YEARS + 1):
             for month in sorted(self.months):
                 if (year, month) < (first.year, first.month):
                     continue
                 start = first.day if (year, month) == (first.year, first.month) else 1
                 for number in range(start, calendar.monthrange(year, month)[1] + 1):
-                    if self.matches(day := date(year, month, number)):
-                        yield day
-
-    def _instants(self, day: date, zone: ZoneInfo, earliest: datetime) -> Iterator[datetime]:
-        for hour in self.hours:
-            for minute in self.minutes:
-                wall = datetime.combine(day, time(hour, minute))
-                if wall >= earliest:
-                    yield from _resolve(wall, zone, self.fixed_time)
+                    if not self.matches(day := date(year, month, number)):
+                        continue
+                    for hour in self.hours:
+                        for minute in self.minutes:
+                            wall = datetime.combine(day, time(hour, minute))
+                            if wall >= earliest:
+                                yield wall
 
 
 def _resolve(wall: datetime, zone: ZoneInfo, fixed_time: bool) -> list[datetime]:
