@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aishell import scheduling
 from aishell.cli import cli
@@ -194,6 +196,8 @@ def test_a_trigger_goes_on_from_its_previous_fire_time():
 EXAMPLE = re.compile(
     r"(?:schedule add (?P<name>\S+) )?--cron \"(?P<cron>[^\"]*)\"(?P<rest>[^\n`]*)"
 )
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 DAYS = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays")
 SAYS = re.compile(
     r"(?P<days>every\s+day|on\s+weekdays|on\s+(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days)"
@@ -247,3 +251,102 @@ def test_each_docs_example_fires_when_its_text_says(file, cron, zone, says):
 
 def test_parse_keeps_the_text_it_was_given():
     assert parse(" 0 3 * * 7 ").text == "0 3 * * 7"
+
+
+# --- any expression, against a plain reading of crontab(5) ---------------------------------
+
+LIMITS = {"minute": (0, 59), "hour": (0, 23), "dom": (1, 31), "month": (1, 12), "dow": (0, 7)}
+NAMES = {"month": MONTHS, "dow": WEEKDAYS}
+
+
+@st.composite
+def _field(draw: st.DrawFn, kind: str) -> str:
+    low, high = LIMITS[kind]
+    items = []
+    for _ in range(draw(st.integers(1, 3))):
+        first = draw(st.integers(low, high))
+        last = draw(st.integers(first, high))
+        step = draw(st.integers(1, high - low + 1))
+        shown = [str(first), str(last)]
+        # Names where a number could be (not Sunday as 7: `sun` is 0, and `fri-sun` runs
+        # backwards), in any case.
+        if kind in NAMES and last < 7 and draw(st.booleans()):
+            offset = 1 if kind == "month" else 0
+            shown = [NAMES[kind][value - offset] for value in (first, last)]
+            shown = [name.upper() if draw(st.booleans()) else name for name in shown]
+        items.append(
+            draw(
+                st.sampled_from(
+                    [
+                        "*",
+                        f"*/{step}",
+                        shown[0],
+                        f"{shown[0]}-{shown[1]}",
+                        f"{shown[0]}-{shown[1]}/{step}",
+                    ]
+                )
+            )
+        )
+    return ",".join(items)
+
+
+def _matches(spec: str, kind: str, value: int) -> bool:
+    """crontab(5)'s words: a list of ranges, each with an optional step, names for numbers."""
+    low, high = LIMITS[kind]
+    for item in spec.split(","):
+        span, _, step = item.partition("/")
+        if span == "*":
+            first, last = low, high
+        else:
+            ends = [
+                NAMES[kind].index(end.lower()) + (kind == "month") if end.isalpha() else int(end)
+                for end in span.split("-")
+            ]
+            first, last = ends[0], ends[-1]
+        candidates = range(first, last + 1, int(step or 1))
+        if value in candidates or (kind == "dow" and value == 0 and 7 in candidates):
+            return True
+    return False
+
+
+def _reference(fields: list[str], after: datetime) -> datetime:
+    """Minute by minute in UTC, skipping days that do not match."""
+    minute, hour, dom, month, dow = fields
+    moment = after.replace(second=0, microsecond=0)
+    if moment < after:
+        moment += timedelta(minutes=1)
+    while True:
+        by_month = _matches(dom, "dom", moment.day)
+        by_week = _matches(dow, "dow", moment.isoweekday() % 7)
+        either = not dom.startswith("*") and not dow.startswith("*")
+        day_ok = _matches(month, "month", moment.month) and (
+            (by_month or by_week) if either else (by_month and by_week)
+        )
+        if not day_ok:
+            moment = (moment + timedelta(days=1)).replace(hour=0, minute=0)
+            continue
+        if _matches(hour, "hour", moment.hour) and _matches(minute, "minute", moment.minute):
+            return moment
+        moment += timedelta(minutes=1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.tuples(*(_field(kind) for kind in ("minute", "hour", "dom", "month", "dow"))),
+    after=st.datetimes(datetime(2026, 1, 1), datetime(2030, 12, 31)),
+)
+def test_any_expression_fires_as_crontab_reads_it(fields, after):
+    cron = " ".join(fields)
+    after = after.replace(tzinfo=UTC)
+    fire = scheduling.next_fire(cron, "UTC", after)
+    _, _, dom, month, dow = fields
+    if fire is None:  # refused when added: only when no date can ever match
+        assert dow.startswith("*") and not dom.startswith("*"), cron
+        longest = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        assert not any(
+            _matches(month, "month", m) and _matches(dom, "dom", d)
+            for m in range(1, 13)
+            for d in range(1, longest[m] + 1)
+        ), cron
+        return
+    assert fire == _reference(list(fields), after), cron
