@@ -227,7 +227,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     lines = [line if is_sql else f"-- {line}" for line, is_sql in commands]
     if replaced.objects:
         lines.append(
-            f"-- replaces {len(replaced.objects)} objects of '{ctx.target}': "
+            f"-- replaces {_objects(len(replaced.objects))} of '{ctx.target}': "
             + ", ".join(replaced.objects)
         )
     else:
@@ -249,10 +249,14 @@ def _replaced(links: Chain, ctx: ToolContext, replace: bool) -> Replaced:
         shown = ", ".join(replaced.objects[:5]) + (", ..." if len(replaced.objects) > 5 else "")
         raise StepFailed(
             f"Target '{ctx.target}' holds what backup {name} would replace "
-            f"({len(replaced.objects)} objects: {shown}); restore into an empty database, or "
+            f"({_objects(len(replaced.objects))}: {shown}); restore into an empty database, or "
             "pass --replace to overwrite it"
         )
     return replaced
+
+
+def _objects(count: int) -> str:
+    return f"{count} object" + ("" if count == 1 else "s")
 
 
 def _described(path: Path, links: Chain, sha: str) -> dict[str, Any]:
