@@ -5,6 +5,7 @@ by its step's number; one that would stop part way is refused before anyone is a
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,46 @@ def test_an_empty_target_replaces_nothing(home: Path, server_url: str, target_ur
     done = commands.resume_run(config, run.run_id)
     assert done.status == "completed", done.error
     assert scalar(target_url, "SELECT count(*) FROM v") == 100
+
+
+# --- SQLite: the whole file --------------------------------------------------------------
+
+
+def test_a_sqlite_restore_names_the_views_and_triggers_of_the_file(
+    config: Config, demo_db: Path, home: Path
+) -> None:
+    from tests.test_restore_prechecks import sqlite_backup
+
+    backup = sqlite_backup(config)
+    with sqlite3.connect(demo_db) as raw:
+        raw.execute("CREATE VIEW recent AS SELECT * FROM orders")
+        raw.execute("CREATE TRIGGER audit AFTER INSERT ON users BEGIN SELECT 1; END")
+    raw.close()
+    run = commands.restore(config, backup["id"], "demo", replace=True, approver=PreApproved())
+    estimate = estimate_of(run)
+    tables = ["table app_logs", "table orders", "table products", "table users"]
+    assert estimate["replaces_tables"] == [*tables, "trigger audit on users", "view recent"]
+    assert estimate["replaces_data"] == tables
+
+
+def test_a_sqlite_file_holding_only_a_view_needs_replace(
+    config: Config, demo_db: Path, home: Path
+) -> None:
+    from tests.test_restore_prechecks import add_target, sqlite_backup
+
+    backup = sqlite_backup(config)
+    target = home / "views-only.db"
+    with sqlite3.connect(target) as raw:
+        raw.execute("CREATE VIEW only_view AS SELECT 1 AS one")
+    raw.close()
+    config = add_target(home, "copy", f"sqlite:///{target}")
+    run = commands.restore(config, backup["id"], "copy", approver=PreApproved())
+    assert run.status == "failed"
+    assert run.error == (
+        f"Target 'copy' holds what backup {Path(backup['path']).name} would replace "
+        "(1 object: view only_view); restore into an empty database, or pass --replace to "
+        "overwrite it"
+    )
+    with sqlite3.connect(target) as raw:
+        assert raw.execute("SELECT name FROM sqlite_schema").fetchall() == [("only_view",)]
+    raw.close()
