@@ -354,13 +354,15 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
 
 
 def _replaces_data(facts: StepFacts, target: str) -> list[str]:
-    """A step whose own estimate says it replaces tables that hold data (a restore)."""
-    replaced = (facts.effect or {}).get("replaces_tables")
+    """A step whose own estimate says it replaces objects that hold data (a restore:
+    `replaces_data`, or every object of `replaces_tables` when it does not say which)."""
+    effect = facts.effect or {}
+    replaced = effect.get("replaces_data", effect.get("replaces_tables"))
     if not replaced:
         return []
     names = ", ".join(str(t) for t in replaced[:10]) + (" ..." if len(replaced) > 10 else "")
     return [
-        f"{facts.tool.name} replaces {len(replaced)} table(s) holding data in '{target}': {names}"
+        f"{facts.tool.name} replaces {len(replaced)} object(s) holding data in '{target}': {names}"
     ]
 
 

@@ -22,7 +22,8 @@ from aishell.registry import Registry
 from aishell.schema import identifier_params
 from aishell.substitution import find_references
 from aishell.tablecatalog import TableCatalog
-from aishell.targets import Target, database_identity, open_target
+from aishell.targets import Target, open_target
+from aishell.targets.identity import plan_identity
 
 
 def plan_job(
@@ -136,7 +137,7 @@ def verified_plan(config: Config, saved: SavedPlan) -> Plan:
 def _identity(handle: Target) -> str:
     conn = handle.connect()
     try:
-        return database_identity(conn)
+        return plan_identity(conn)
     finally:
         conn.close()
 

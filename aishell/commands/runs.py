@@ -24,7 +24,8 @@ from aishell.plan import Plan, SavedPlan, validate_plan
 from aishell.registry import Registry
 from aishell.state import StateStore
 from aishell.tablecatalog import TableCatalog
-from aishell.targets import database_identity, open_target
+from aishell.targets import open_target
+from aishell.targets.identity import check_plan_identity
 
 RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
 
@@ -134,12 +135,8 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
                 f"The plan is for {plan.dialect} but target '{plan.target}' is {handle.dialect}"
             )
         with handle.connect() as conn:
-            identity = database_identity(conn)
-            if plan.target_identity is not None and identity != plan.target_identity:
-                raise PlanError(
-                    f"Target '{plan.target}' now points at another database ({identity}) "
-                    f"than the plan was made on ({plan.target_identity}); make a new plan"
-                )
+            if plan.target_identity is not None:
+                check_plan_identity(conn, plan.target, plan.target_identity)
             catalog = TableCatalog.read(conn)
             missing = missing_names(conn, registry, plan, catalog)
             if missing:
