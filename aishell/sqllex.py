@@ -35,6 +35,8 @@ _LITERAL_TOKENS = frozenset(
 )
 _PARSER_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
 _IDENTIFIER_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]")
+# Where a literal the parser reads may begin: a quote, or a prefix and then one.
+_QUOTED_START = re.compile(r"[A-Za-z0-9_&]*['\"`$\[]")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
 
 
@@ -212,14 +214,19 @@ def disagreement(sql: str, dialect: str) -> str | None:
         return "the SQL parser could not read it"
     spans = []
     opaque = len(sql)
-    for token in tokens:
+    for i, token in enumerate(tokens):
         if token.token_type is TokenType.COMMAND:
             # A command the parser does not read (VACUUM, OPTIMIZE): the rest of the
             # text is one opaque string to it, and the statement a write by its first
             # word. Only the server's reading of that rest counts (checked above).
             opaque = token.start
             break
-        spans.append((token.start, token.end + 1, token.token_type in _LITERAL_TOKENS))
+        literal = token.token_type in _LITERAL_TOKENS
+        if literal and i > 0 and not _QUOTED_START.match(sql, token.start):
+            # The same for the rest of SHOW and the like: a string no quote opens.
+            opaque = tokens[i - 1].end + 1
+            break
+        spans.append((token.start, token.end + 1, literal))
     return _compare(sql[:opaque], server, spans)
 
 
