@@ -141,7 +141,14 @@ class SafetyPolicy:
             # What it may do is what it runs: reads, which need no yes and no window.
             facts = replace(facts, tool=replace(facts.tool, risk_level=RiskLevel.SAFE))
         tool = facts.tool
-        risk = tool.risk_level
+        # User-defined code the server runs for the step (usercode.py) may write,
+        # whatever it declares: at least high, each piece named.
+        user_code = list((facts.effect or {}).get("user_code") or []) if facts.writes else []
+        risk = (
+            max(tool.risk_level, RiskLevel.HIGH, key=lambda r: r.rank)
+            if user_code
+            else (tool.risk_level)
+        )
         reasons: list[str] = []
         threshold = APPROVAL_FROM[self.safety_level]
         if risk.rank >= threshold.rank:
@@ -176,6 +183,7 @@ class SafetyPolicy:
         cascades, fires = _reaches_beyond(facts)
         personal += cascades
         reasons += fires
+        reasons += user_code
         reasons += personal
         if reasons and (
             risk is RiskLevel.CRITICAL or tool.destructive or tool.category is Category.DDL

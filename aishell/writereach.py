@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.eventtriggers import event_triggers_fired
+from aishell.eventtriggers import Fired, fired_event_triggers
 from aishell.sqltext import text
 from aishell.writtentables import Write, view_bases, written
 
@@ -38,6 +38,10 @@ class Reach:
 
     cascades: list[str] = field(default_factory=list)
     fires: list[str] = field(default_factory=list)
+    # Every table write the step makes, its own and its cascades' (what else those run
+    # is usercode.py's part), and the event triggers its DDL fires.
+    writes: list[Write] = field(default_factory=list)
+    event_triggers: list[Fired] = field(default_factory=list)
 
 
 _DOING = {
@@ -56,10 +60,11 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
     of them writes rows or fires one."""
     dialect, statements = conn.dialect.name, list(statements)
     writes = dict.fromkeys(w for sql in statements for w in written(sql, dialect))
-    ddl_fires = event_triggers_fired(conn, statements)
+    ddl_fires = fired_event_triggers(conn, statements)
     if not writes and not ddl_fires:
         return None
-    reach, relations = Reach(fires=ddl_fires), _Relations(conn)
+    reach = Reach(fires=[f.said for f in ddl_fires], event_triggers=ddl_fires)
+    relations = _Relations(conn)
     # Each write with how it came about (None for a statement's own), and whether a
     # foreign key's action makes it.
     queue: deque[tuple[Write, str | None, bool]] = deque((w, None, False) for w in writes)
@@ -75,6 +80,7 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             )
             break
         seen.add(write)
+        reach.writes.append(write)
         doing = f"{_DOING[write.event]} {write.table}" + (f" ({how})" if how else "")
         found = relations.on(write)
         for key, action, then in _acting(found.keys, write):

@@ -127,6 +127,7 @@ def prepare(
 
 
 def apply_verdict(result: StepResult, verdict: Verdict) -> None:
+    result.risk_level = verdict.risk.value  # above its tool's where user code runs
     result.requires_approval = verdict.requires_approval
     result.confirmation = verdict.confirmation.value
     result.reasons = list(verdict.reasons)
