@@ -13,13 +13,14 @@ from sqlalchemy.engine import Connection
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError
+from aishell.handlers.purge.archiveshape import check_plain_archive
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]:
-    """Refuse an archive table that is the purged table itself, or not shaped like it;
-    the columns its copies name (those it stores: not its generated ones)."""
+    """Refuse an archive table that is the purged table itself, not shaped like it, or
+    that runs code on insert (archiveshape.py); the columns its copies name."""
     if _same_table(conn, table, archive):
         # Rows copied into the table they are deleted from would be counted as
         # archived and deleted while the table kept them all.
@@ -40,6 +41,7 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"archive table {archive} has columns ({', '.join(found)}), "
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
+    check_plain_archive(conn, table, archive)
     return table_columns(conn, archive, stored_only=True)
 
 
