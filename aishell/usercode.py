@@ -22,6 +22,7 @@ cache), and matched to each step's statements here without another.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -330,20 +331,24 @@ def _postgresql(conn: Connection) -> list[Code]:
 
 # --- MariaDB / MySQL -----------------------------------------------------------------
 
-# Triggers of the connection's database, and the server's UDFs: a generated column,
-# default or check may call a UDF (never a stored function: MariaDB refuses those).
+# One row: the triggers of the connection's database, and the server's UDFs (a generated
+# column, default or check may call a UDF, never a stored function: MariaDB refuses
+# those). Scalar subqueries, not a UNION: MariaDB 10.11 crashed on a UNION ALL of
+# information_schema tables.
 _MYSQL_TRIGGERS = (
-    "SELECT 'trigger', EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, TRIGGER_NAME, "
-    "EVENT_MANIPULATION, ACTION_TIMING FROM information_schema.TRIGGERS "
-    "WHERE EVENT_OBJECT_SCHEMA = DATABASE()"
+    "SELECT (SELECT JSON_ARRAYAGG(JSON_ARRAY(EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, "
+    "TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING)) FROM information_schema.TRIGGERS "
+    "WHERE EVENT_OBJECT_SCHEMA = DATABASE())"
 )
-_MYSQL_UDFS = " UNION ALL SELECT 'udf', NULL, NULL, name, NULL, NULL FROM mysql.func"
-_MYSQL_EXPRESSIONS = (
+_MYSQL_UDFS = ", (SELECT JSON_ARRAYAGG(name) FROM mysql.func)"
+_MYSQL_COLUMNS = (
     "SELECT IF(GENERATION_EXPRESSION IS NULL, 'default', 'generated'), TABLE_SCHEMA, "
     "TABLE_NAME, COLUMN_NAME, coalesce(GENERATION_EXPRESSION, COLUMN_DEFAULT) "
     "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-    "AND coalesce(GENERATION_EXPRESSION, COLUMN_DEFAULT) LIKE '%(%' "
-    "UNION ALL SELECT 'check', CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE "
+    "AND coalesce(GENERATION_EXPRESSION, COLUMN_DEFAULT) LIKE '%(%'"
+)
+_MYSQL_CHECKS = (
+    "SELECT 'check', CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE "
     "FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
 )
 _CALLED = re.compile(r"`?(\w+)`?\s*\(")
@@ -351,32 +356,30 @@ _CALLED = re.compile(r"`?(\w+)`?\s*\(")
 
 def _mysql(conn: Connection) -> list[Code]:
     try:
-        rows = list(conn.execute(text(_MYSQL_TRIGGERS + _MYSQL_UDFS)))
+        triggers, udfs = conn.execute(text(_MYSQL_TRIGGERS + _MYSQL_UDFS)).one()
     except DBAPIError:  # mysql.func unreadable: the triggers alone
-        rows = list(conn.execute(text(_MYSQL_TRIGGERS)))
-    found, udfs = [], set()
-    for kind, schema, table, name, event, timing in rows:
-        if kind == "udf":
-            udfs.add(str(name).lower())
-            continue
-        found.append(
-            Code(
-                "trigger",
-                (schema, table),
-                name,
-                frozenset({event}),
-                (),
-                ((schema, table, True),),
-                f" ({timing} {event})",
-            )
+        triggers, udfs = conn.execute(text(_MYSQL_TRIGGERS)).scalar(), None
+    found = [
+        Code(
+            "trigger",
+            (schema, table),
+            name,
+            frozenset({event}),
+            (),
+            ((schema, table, True),),
+            f" ({timing} {event})",
         )
-    if udfs:
-        for kind, schema, table, name, expression in conn.execute(text(_MYSQL_EXPRESSIONS)):
-            called = [c for c in _CALLED.findall(expression or "") if c.lower() in udfs]
-            if called:
-                functions = tuple((None, c) for c in dict.fromkeys(called))
-                reached = ((schema, table, True),)
-                found.append(Code(kind, (schema, table), name, frozenset(), functions, reached))
+        for schema, table, name, event, timing in json.loads(triggers or "[]")
+    ]
+    names = {str(n).lower() for n in json.loads(udfs or "[]")}
+    if names:
+        for sql in (_MYSQL_COLUMNS, _MYSQL_CHECKS):
+            for kind, schema, table, name, expression in conn.execute(text(sql)):
+                called = [c for c in _CALLED.findall(expression or "") if c.lower() in names]
+                if called:
+                    functions = tuple((None, c) for c in dict.fromkeys(called))
+                    reached = ((schema, table, True),)
+                    found.append(Code(kind, (schema, table), name, frozenset(), functions, reached))
     return found
 
 
