@@ -20,7 +20,8 @@ from aishell import commands
 from aishell.config import Config, load_config
 from aishell.errors import TargetError
 from aishell.toolcontext import ToolContext
-from aishell.usercode import maintenance_actions, user_code
+from aishell.usercode import user_code
+from aishell.usercodeactions import maintenance_actions
 from tests.helpers import one_step_plan, use_target
 from tests.services import scratch_postgresql
 from tests.test_guard import scratch_database, site_config, tool_yaml, write_tool

@@ -181,7 +181,8 @@ def _preview_step(
         tool=step.tool,
         params=step.params,
         rationale=step.rationale,
-        risk_level=verdict.risk.value,
+        # Raised where the server runs user code for it (usercode.py).
+        risk_level=max(tool.risk_level, verdict.risk, key=lambda r: r.rank).value,
         requires_approval=verdict.requires_approval,
         confirmation=verdict.confirmation.value,
         reasons=verdict.reasons,

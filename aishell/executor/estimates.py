@@ -7,7 +7,8 @@ from typing import Any
 
 from aishell.registry import Implementation, ToolContext, ToolDefinition
 from aishell.tablecatalog import TableCatalog
-from aishell.usercode import maintenance_actions, user_code, write_actions
+from aishell.usercode import user_code
+from aishell.usercodeactions import maintenance_actions, write_actions
 from aishell.writereach import Reach, write_reach
 
 
