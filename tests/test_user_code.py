@@ -7,6 +7,7 @@ holds only plain stored columns of the source's types."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from aishell import commands
+from aishell.cli import cli
 from aishell.config import Config, load_config
 from aishell.errors import TargetError
 from aishell.toolcontext import ToolContext
@@ -427,3 +430,33 @@ def test_a_plain_archive_table_archives(home: Path, tmp_path: Path, dialect: str
 
         assert run.status in ("completed", "waiting_approval"), run.error
         assert scalar(url, "SELECT count(*) FROM victim") == 100
+
+
+def test_the_preview_the_dry_run_and_an_unattended_run_say_it(home: Path) -> None:
+    with postgresql(
+        home,
+        "CREATE TABLE t (id integer PRIMARY KEY, v integer)",
+        "CREATE INDEX t_expr_idx ON t (zap(v))",
+    ) as (_, url):
+        before = scalar(url, "SELECT count(*) FROM victim")
+        runner = CliRunner()
+        said = (
+            "index t_expr_idx on public.t evaluates public.zap(), a user-defined function "
+            "that may write (ANALYZE runs it)"
+        )
+
+        plan = runner.invoke(cli, ["plan", "maintenance", "--type", "quick"])
+        dry = runner.invoke(cli, ["run", "maintenance", "--type", "quick", "--dry-run"])
+        run = runner.invoke(
+            cli, ["run", "maintenance", "--type", "quick", "--non-interactive", "--json"]
+        )
+
+        assert plan.exit_code == 0, plan.output
+        assert f"runs user code: {said}" in " ".join(plan.output.split())
+        assert dry.exit_code == 0, dry.output
+        assert said in " ".join(dry.output.split())
+        assert run.exit_code == 3, run.output
+        steps = json.loads(run.stdout)["steps"]
+        analyze = next(s for s in steps if s["tool"] == "update_table_statistics")
+        assert analyze["status"] == "waiting_approval" and analyze["risk_level"] == "high"
+        assert scalar(url, "SELECT count(*) FROM victim") == before
