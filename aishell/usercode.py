@@ -250,11 +250,6 @@ _PG_CODE = (
     + " AND c.objid = r.oid WHERE r.rulename <> '_RETURN' AND r.ev_enabled <> 'D') "
     "SELECT code.kind, n.nspname, k.relname, code.object, code.events, code.detail, "
     "code.nspname, code.proname, pg_catalog.pg_table_is_visible(k.oid), "
-    "ARRAY(SELECT an.nspname || '.' || ac.relname FROM (WITH RECURSIVE up(o) AS ("
-    "SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = k.oid "
-    "UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.o) "
-    "SELECT o FROM up) u JOIN pg_catalog.pg_class ac ON ac.oid = u.o "
-    "JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace), "
     "ARRAY(SELECT an.nspname FROM (WITH RECURSIVE up(o) AS ("
     "SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = k.oid "
     "UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.o) "
@@ -300,7 +295,7 @@ def _postgresql(conn: Connection) -> list[Code]:
     reached: dict[tuple[Any, ...], tuple[tuple[str | None, str, bool], ...]] = {}
     for row in conn.execute(text(_PG_CODE)):
         kind, schema, table, name, events, detail, fn_schema, fn_name, visible = row[:9]
-        _, up_schemas, up_names, up_visible = row[9:]
+        up_schemas, up_names, up_visible = row[9:]
         key = (kind, schema, table, name, events, detail or "")
         grouped.setdefault(key, []).append((fn_schema, fn_name))
         ancestors = zip(up_schemas or [], up_names or [], up_visible or [], strict=True)

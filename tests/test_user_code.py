@@ -8,6 +8,7 @@ holds only plain stored columns of the source's types."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from aishell.config import Config, load_config
 from aishell.errors import TargetError
 from aishell.toolcontext import ToolContext
 from aishell.usercode import user_code
-from aishell.usercodeactions import maintenance_actions
+from aishell.usercodeactions import Action, maintenance_actions
 from tests.helpers import one_step_plan, use_target
 from tests.services import scratch_postgresql
 from tests.test_guard import scratch_database, site_config, tool_yaml, write_tool
@@ -120,6 +121,12 @@ def test_an_expression_index_over_a_writing_immutable_function_stops_quick_maint
         assert run.status == "waiting_approval" and step.status == "waiting_approval"
         assert step.risk_level == "high" and said in step.reasons
         assert scalar(url, "SELECT count(*) FROM victim") == before
+
+        # A person's yes runs it, and the code with it: what was named was real.
+        commands.decide_steps(config, run.run_id, "approved", step=step.index)
+        resumed = commands.resume_run(config, run.run_id)
+        assert resumed.status == "completed", resumed.error
+        assert scalar(url, "SELECT count(*) FROM victim") < before
 
 
 def test_a_trusted_function_leaves_the_step_at_its_own_risk(home: Path) -> None:
@@ -460,3 +467,32 @@ def test_the_preview_the_dry_run_and_an_unattended_run_say_it(home: Path) -> Non
         analyze = next(s for s in steps if s["tool"] == "update_table_statistics")
         assert analyze["status"] == "waiting_approval" and analyze["risk_level"] == "high"
         assert scalar(url, "SELECT count(*) FROM victim") == before
+
+
+def test_a_row_security_policy_counts_where_it_applies_to_the_session(home: Path) -> None:
+    """A policy applies to a role that neither owns the table nor bypasses row security
+    (a superuser does): its functions run for that role's DELETE, not the owner's."""
+    role = f"aishell_uc_{uuid.uuid4().hex[:10]}"
+    with postgresql(
+        home,
+        "CREATE TABLE p (id integer PRIMARY KEY, v integer)",
+        "ALTER TABLE p ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY p_zap ON p FOR DELETE USING (zap(v) > 0)",
+        "CREATE POLICY p_insert ON p FOR INSERT WITH CHECK (v > 0)",
+    ) as (_, url):
+        execute(url, f'CREATE ROLE "{role}"', f'GRANT SELECT, DELETE ON p TO "{role}"')
+        try:
+            engine = create_engine(url)
+            with engine.connect() as conn:
+                deleting = [Action("DELETE", None, "p")]
+                assert user_code(conn, deleting, (), {}) == []  # a superuser's session
+                conn.execute(text(f'SET ROLE "{role}"'))
+                assert user_code(conn, deleting, (), {}) == [
+                    "row-security policy p_zap on public.p calls public.zap(), a "
+                    "user-defined function that may write (DELETE runs it)"
+                ]
+                assert user_code(conn, [Action("INSERT", None, "p")], (), {}) == []
+                conn.rollback()
+            engine.dispose()
+        finally:
+            execute(url, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')

@@ -70,8 +70,9 @@ _PG_PROBLEMS = (
     + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_constraint", objid="k.oid")
     + " UNION ALL SELECT 'type', c.attname::text, pg_catalog.format_type(c.atttypid, "
     "c.atttypmod) || ', not ' || pg_catalog.format_type(s.atttypid, s.atttypmod) FROM ("
-    "SELECT c.*, row_number() OVER (ORDER BY c.attnum) AS i FROM cols c) c JOIN ("
-    "SELECT a.*, row_number() OVER (ORDER BY a.attnum) AS i FROM pg_catalog.pg_attribute a "
+    "SELECT c.*, pg_catalog.row_number() OVER (ORDER BY c.attnum) AS i FROM cols c) c JOIN ("
+    "SELECT a.*, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS i "
+    "FROM pg_catalog.pg_attribute a "
     "JOIN src ON a.attrelid = src.oid WHERE a.attnum > 0 AND NOT a.attisdropped) s "
     "ON s.i = c.i WHERE (c.atttypid, c.atttypmod) <> (s.atttypid, s.atttypmod) ORDER BY 1, 2"
 )
