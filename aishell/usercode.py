@@ -14,7 +14,8 @@ User-defined: on PostgreSQL a function outside pg_catalog and information_schema
 no installed extension owns (an operator counts by the function behind it); on MariaDB
 a trigger's body (it may write itself) and a UDF of mysql.func (MariaDB refuses stored
 functions in generated columns, defaults and checks); SQLite keeps no function in the
-file, so only its triggers. Plain VACUUM evaluates no expression and is not counted.
+file, so only its triggers. Plain VACUUM evaluates no expression, and PostgreSQL's
+DELETE maintains no index: neither counts an index's code.
 
 The database's code is read once per run (one catalog query, cached in the run's
 cache), and matched to each step's statements here without another.

@@ -496,3 +496,30 @@ def test_a_row_security_policy_counts_where_it_applies_to_the_session(home: Path
             engine.dispose()
         finally:
             execute(url, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def test_an_operator_and_a_rule_count_by_the_functions_behind_them(home: Path) -> None:
+    with postgresql(
+        home,
+        "CREATE FUNCTION zap_eq(a integer, b integer) RETURNS boolean LANGUAGE sql "
+        "IMMUTABLE AS 'SELECT zap(a) = b'",
+        "CREATE OPERATOR === (LEFTARG = integer, RIGHTARG = integer, FUNCTION = zap_eq)",
+        "CREATE TABLE t (id integer PRIMARY KEY, v integer)",
+        "CREATE INDEX t_op_idx ON t (id) WHERE v === 1",
+        "CREATE TABLE log (id integer)",
+        "CREATE RULE t_noted AS ON UPDATE TO t DO ALSO INSERT INTO log SELECT zap(NEW.id)",
+    ) as (_, url):
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            updating = [Action("UPDATE", "public", "t")]
+            said = user_code(conn, updating, (), {})
+            assert said == [
+                "index t_op_idx on public.t evaluates public.zap_eq(), a user-defined "
+                "function that may write (UPDATE runs it)",
+                "rule t_noted on public.t calls public.zap(), a user-defined function that "
+                "may write (UPDATE runs it)",
+            ]
+            # A DELETE maintains no index and runs no rule on UPDATE.
+            assert user_code(conn, [Action("DELETE", "public", "t")], (), {}) == []
+            assert user_code(conn, updating, ("zap_eq", "public.zap"), {}) == []
+        engine.dispose()
