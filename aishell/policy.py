@@ -384,6 +384,11 @@ def _user_code(facts: StepFacts) -> tuple[RiskLevel, list[str]]:
     that may write, whatever it declares, makes the step at least high, each piece a
     reason. A step judged as a read runs under a guard that lets no write through."""
     code = list((facts.effect or {}).get("user_code") or []) if facts.writes else []
+    if code:
+        code.append(
+            "user-defined code may write whatever it declares, so the step is at least high "
+            "risk; list a function that only reads in the target's trusted_functions"
+        )
     if not code or facts.tool.risk_level.rank >= RiskLevel.HIGH.rank:
         return facts.tool.risk_level, code
     return RiskLevel.HIGH, code
