@@ -5,7 +5,9 @@ GRANT, REVOKE, SECURITY LABEL, IMPORT FOREIGN SCHEMA and REFRESH MATERIALIZED VI
 REINDEX from PostgreSQL 17): whatever its code writes runs with the statement, though no
 statement of the step names it. VACUUM, ANALYZE, CLUSTER, TRUNCATE and the statements
 that change rows fire none. The step's estimate names each one that applies among
-its `fires` (writereach.py), a reason for approval like a trigger.
+its `fires` (writereach.py), a reason for approval like a trigger; and, its function
+being the database's own, in its `user_code` (executor/estimates.py), which makes the
+step at least high risk unless the target trusts that function.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ writes. None of these are rows a statement of the step names, and a purge neithe
 counts nor archives them. The statements the approval shows are the step's own; these
 are part of what they run, so the step's estimate names them (executor/estimates.py),
 its preview shows them and the policy asks for them (policy._reaches_beyond): a cascade
-only by a person's yes for that very step.
+only by a person's yes for that very step. The other code each write runs on its table
+(defaults, generated columns, constraints, policies, index expressions) is named by
+usercode.py, for every write found here, the cascades' too.
 """
 
 from __future__ import annotations

@@ -523,3 +523,45 @@ def test_an_operator_and_a_rule_count_by_the_functions_behind_them(home: Path) -
             assert user_code(conn, [Action("DELETE", "public", "t")], (), {}) == []
             assert user_code(conn, updating, ("zap_eq", "public.zap"), {}) == []
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "expected"),
+    [
+        (
+            'ANALYZE "public"."t", u',
+            "postgresql",
+            [("ANALYZE", "public", "t"), ("ANALYZE", None, "u")],
+        ),
+        ('ANALYZE VERBOSE "T" ("a", b)', "postgresql", [("ANALYZE", None, "T")]),
+        ("VACUUM (ANALYZE) Orders", "postgresql", [("ANALYZE", None, "orders")]),
+        (
+            "VACUUM (FULL, ANALYZE) t",
+            "postgresql",
+            [("REBUILD", None, "t"), ("ANALYZE", None, "t")],
+        ),
+        ("VACUUM FULL t", "postgresql", [("REBUILD", None, "t")]),
+        ("VACUUM t", "postgresql", []),
+        ("-- why\nREINDEX TABLE CONCURRENTLY s.t", "postgresql", [("REBUILD", "s", "t")]),
+        ("REINDEX DATABASE db", "postgresql", [("REBUILD", None, None)]),
+        ("CLUSTER t USING t_idx", "postgresql", [("REBUILD", None, "t")]),
+        ("ANALYZE", "postgresql", [("ANALYZE", None, None)]),
+        ("ANALYZE TABLE `a`, `db`.`b`", "mysql", [("ANALYZE", None, "a"), ("ANALYZE", "db", "b")]),
+        (
+            "OPTIMIZE NO_WRITE_TO_BINLOG TABLE t",
+            "mysql",
+            [("REBUILD", None, "t"), ("ANALYZE", None, "t")],
+        ),
+        ("ALTER TABLE `t` FORCE, ALGORITHM=INPLACE, LOCK=NONE", "mysql", [("ALTER", None, "t")]),
+        ("REPAIR TABLE t", "mysql", [("REBUILD", None, "t")]),
+        ("VACUUM", "sqlite", [("REBUILD", None, None)]),
+        ("SELECT * FROM t", "postgresql", []),
+    ],
+)
+def test_what_each_maintenance_statement_does_to_its_tables(
+    sql: str, dialect: str, expected: list[tuple[str, str | None, str | None]]
+) -> None:
+    found = [(a.action, a.schema, a.table) for a in maintenance_actions([sql], dialect)]
+    assert found == expected
+    index = list(maintenance_actions(['REINDEX INDEX CONCURRENTLY "s"."t_idx"'], "postgresql"))
+    assert index == [Action("REBUILD", None, None, "t_idx")]
