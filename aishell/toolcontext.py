@@ -63,6 +63,8 @@ class ToolContext:
     # the step's time runs out, for the child processes a tool waits on.
     scratch: Ledger = field(default_factory=Ledger)
     deadline: float | None = None
+    # The target's trusted_functions: user-defined functions the site vouches only read.
+    trusted_functions: tuple[str, ...] = ()
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

@@ -196,6 +196,7 @@ class Executor:
             backup_dir=self.backup_dir,
             run_id=run_id,
             quote_identifier=self.target.quote,
+            trusted_functions=tuple(self.target.config.trusted_functions),
         )
         ctx.should_stop = lambda: self._stopping.reason() is not None
         ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)

@@ -13,13 +13,14 @@ from sqlalchemy.engine import Connection
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError
+from aishell.handlers.purge.archiveshape import check_plain_archive
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]:
-    """Refuse an archive table that is the purged table itself, or not shaped like it;
-    the columns its copies name (those it stores: not its generated ones)."""
+    """Refuse an archive table that is the purged table itself, not shaped like it, or
+    that runs code on insert (archiveshape.py); the columns its copies name."""
     if _same_table(conn, table, archive):
         # Rows copied into the table they are deleted from would be counted as
         # archived and deleted while the table kept them all.
@@ -27,8 +28,8 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"the archive table {archive!r} is the table being purged ({table!r}); "
             "archive into another table"
         )
-    wanted = table_columns(conn, table)
-    found = table_columns(conn, archive)
+    wanted = _columns(conn, table)
+    found = _columns(conn, archive)
     if not found:
         raise TargetError(
             f"archive table {archive} does not exist; create it with the columns of {table} "
@@ -40,7 +41,21 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"archive table {archive} has columns ({', '.join(found)}), "
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
+    check_plain_archive(conn, table, archive)
     return table_columns(conn, archive, stored_only=True)
+
+
+def _columns(conn: Connection, table: str) -> list[str]:
+    """The table's columns in order, generated ones too (SQLite's table_info leaves them
+    out): the archive holds a purged row's generated values as plain columns."""
+    if conn.dialect.name != "sqlite":
+        return table_columns(conn, table)
+    found = conn.execute(text(_SQLITE_COLUMNS), {"t": table})
+    return [str(name) for (name,) in found]
+
+
+# hidden 1 is a virtual table's hidden column; 2 and 3 are generated ones.
+_SQLITE_COLUMNS = "SELECT name FROM pragma_table_xinfo(:t) WHERE hidden <> 1 ORDER BY cid"
 
 
 def _same_table(conn: Connection, table: str, other: str) -> bool:
