@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +31,53 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# Past these a number is a typo, and turned into a timestamp, a timedelta or a bound
+# parameter it would overflow (SQLite and the servers hold 64-bit integers).
+MAX_COUNT = 2**63 - 1
+MAX_HOURS = MAX_RETENTION_DAYS * 24
+# An environment variable's name as a shell can export it.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The databases aishell opens, by the URL's backend name.
+DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why url is no database URL aishell can open, in words that never repeat the URL
+    (it may hold a password); None when it is one."""
+    from sqlalchemy.engine import make_url  # late: most commands never need it
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "not a valid database URL; expected dialect://user@host:port/database"
+    except ValueError:  # SQLAlchemy reads the port with int()
+        return "the URL's port is not a number"
+    backend = parsed.get_backend_name()
+    if backend not in DATABASE_BACKENDS:
+        return f"unsupported database '{backend[:40]}'; use sqlite, postgresql or mysql"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return f"the URL's port {parsed.port} is not between 1 and 65535"
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"unknown driver '{parsed.get_driver_name()[:40]}' for {backend}"
+    return None
+
+
+def _check_env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise ValueError("not an environment variable's name (letters, digits and _)")
+    return value
+
+
+def _check_url(value: str) -> str:
+    problem = database_url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 class TargetConfig(_Strict):
     url: str = Field(description="SQLAlchemy URL; relative SQLite paths are under the home")
     environment: Environment = "development"
@@ -39,7 +87,7 @@ class TargetConfig(_Strict):
     password_env: str | None = None
     # Lock waits start short and are retried with backoff, instead of one long wait
     # that queues every other session behind aishell.
-    lock_timeout_ms: int = Field(1000, ge=10)
+    lock_timeout_ms: int = Field(1000, ge=10, le=MAX_TIMEOUT_SECONDS * 1000)
     # Opening a connection: TCP, TLS, the server's greeting and authentication, all of it
     # (PostgreSQL counts at least 2 s).
     connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
@@ -58,6 +106,9 @@ class TargetConfig(_Strict):
     # as a possible write whatever volatility it declares, unless named here. The site's
     # word: aishell does not check it.
     trusted_functions: list[str] = []
+
+    _url = field_validator("url")(_check_url)
+    _password_env = field_validator("password_env")(_check_env_name)
 
 
 class RunDefaults(_Strict):
@@ -78,10 +129,15 @@ class StateConfig(_Strict):
     # null: the URL's own `timeout` query parameter, or 10 seconds.
     busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
 
+    _url = field_validator("url")(_check_url)
+    _password_env = field_validator("password_env")(_check_env_name)
+
 
 class CircuitBreakerConfig(_Strict):
-    failures: int = Field(3, ge=1, description="consecutive connection failures that open it")
-    cool_down_seconds: float = Field(300, gt=0)
+    failures: int = Field(
+        3, ge=1, le=1000, description="consecutive connection failures that open it"
+    )
+    cool_down_seconds: float = Field(300, gt=0, le=MAX_TIMEOUT_SECONDS)
 
 
 NotifyOn = Literal[
@@ -104,15 +160,15 @@ class NotificationsConfig(_Strict):
         "missed",
         "stuck",
     ]
-    timeout_seconds: float = Field(10, gt=0)
+    timeout_seconds: float = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
 
 
 class SchedulerConfig(_Strict):
     # A trigger missed (the scheduler was down) runs late if at most this late; missed
     # triggers of one schedule run once.
-    misfire_grace_seconds: int = Field(3600, ge=1)
+    misfire_grace_seconds: int = Field(3600, ge=1, le=MAX_RUN_TIME_SECONDS)
     # A scheduled run still running after this long is reported as stuck.
-    stuck_after_seconds: int = Field(6 * 3600, ge=1)
+    stuck_after_seconds: int = Field(6 * 3600, ge=1, le=MAX_RUN_TIME_SECONDS)
 
 
 class LlmPlannerConfig(_Strict):
@@ -124,11 +180,13 @@ class LlmPlannerConfig(_Strict):
     # Drafts per request: a rejected plan goes back to the model with the reasons.
     tries: int = Field(3, ge=1, le=10)
     # Context window asked of the model; the prompt holds every offered tool's schema.
-    context_tokens: int = Field(8192, ge=2048)
-    timeout_seconds: float = Field(300, gt=0, description="longest wait for one answer")
+    context_tokens: int = Field(8192, ge=2048, le=2**24)
+    timeout_seconds: float = Field(
+        300, gt=0, le=MAX_TIMEOUT_SECONDS, description="longest wait for one answer"
+    )
     # Attempts to reach the server, with backoff, before giving up.
     connect_attempts: int = Field(3, ge=1, le=20)
-    retry_backoff_seconds: float = Field(1.0, ge=0)
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     max_steps: int = Field(100, ge=1, le=1000)
     # Accepted plans are kept in the state store by (request, catalog, model).
     cache: bool = True
@@ -155,13 +213,15 @@ class MainConfig(_Strict):
 
 class AgentDefaults(_Strict):
     safety_level: SafetyLevel = "strict"
-    max_execution_time: int = Field(3600, gt=0, description="cap on any one step, seconds")
+    max_execution_time: int = Field(
+        3600, gt=0, le=MAX_RUN_TIME_SECONDS, description="cap on any one step, seconds"
+    )
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
     max_run_seconds: float | None = Field(None, gt=0, le=MAX_RUN_TIME_SECONDS)
     max_retries: int = Field(3, ge=0, le=20)
-    retry_backoff_seconds: float = Field(1.0, ge=0)
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
-    min_index_pages: int = Field(8, ge=1)
+    min_index_pages: int = Field(8, ge=1, le=MAX_COUNT)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -177,7 +237,7 @@ class _TimeZoned(_Strict):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder, a long name
             raise ValueError(
                 f"unknown time zone '{value}' (use an IANA name such as Europe/Berlin)"
             ) from None
@@ -188,7 +248,7 @@ class MaxTableSize(_Strict):
     """Steps on a table with more rows than this (the catalog's estimate) need approval."""
 
     type: Literal["max_table_size"]
-    max_rows: int = Field(gt=0)
+    max_rows: int = Field(gt=0, le=MAX_COUNT)
     tools: list[str] | None = None
 
 
@@ -205,7 +265,7 @@ class BackupRequired(_Strict):
 
     type: Literal["backup_required"]
     before_operations: list[str] = Field(min_length=1)
-    max_age_hours: float = Field(24, gt=0)
+    max_age_hours: float = Field(24, gt=0, le=MAX_HOURS)
 
 
 class BusinessHours(_TimeZoned):
@@ -251,10 +311,10 @@ class PurgeSettings(_Strict):
         100, ge=1, le=MAX_BATCH_MS, description="batches are sized to take this long"
     )
     sleep_ms: float = Field(0, ge=0, le=MAX_SLEEP_MS)
-    max_rows_per_run: int | None = Field(None, ge=1)
+    max_rows_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
     run_time_seconds: float | None = Field(None, ge=1, le=MAX_RUN_TIME_SECONDS)
-    max_running_queries: int | None = Field(25, ge=1)
-    max_replica_lag_seconds: float | None = Field(10, ge=0)
+    max_running_queries: int | None = Field(25, ge=1, le=MAX_COUNT)
+    max_replica_lag_seconds: float | None = Field(10, ge=0, le=MAX_TIMEOUT_SECONDS)
     # The longest one wait for a busy server or a lagging replica; then the purge
     # stops resumably and says so.
     max_throttle_wait_seconds: float = Field(1800, ge=1, le=MAX_RUN_TIME_SECONDS)
@@ -264,7 +324,7 @@ class PurgeSettings(_Strict):
     replicas: list[str] = []
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
-    statistics_after_rows: int | None = Field(10_000, ge=0)
+    statistics_after_rows: int | None = Field(10_000, ge=0, le=MAX_COUNT)
 
 
 class AgentSection(_Strict):

@@ -232,11 +232,40 @@ def validate(
             raise ConfigError(f"{path}: {key}: a constraint needs a type") from None
         if err["type"] == "missing":
             raise ConfigError(f"{path}: {key}: required key is missing") from None
+        got = err.get("input")
+        if err["type"] in ("model_type", "dict_type"):
+            raise ConfigError(
+                f"{path}: {key}: expected a mapping of keys, not {_kind(got)}"
+            ) from None
         msg = err["msg"].removeprefix("Value error, ")
         expected = msg[0].lower() + msg[1:]
-        got = err.get("input")
-        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        shown = "" if loc and loc[-1] in _NEVER_SHOWN else _shown(got)
         raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
+
+
+# Keys whose value may carry a password or a token: an error about them never repeats it.
+_NEVER_SHOWN = frozenset({"url", "webhook", "command", "host"})
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in words that never repeat it (a URL with its password)."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return f"a {type(value).__name__}"
+
+
+def _shown(value: Any) -> str:
+    """The value an error quotes back, or nothing: never a collection, nor text that may
+    hold a secret (a URL, user@host, a long string)."""
+    if isinstance(value, dict | list) or value is None:
+        return ""
+    if isinstance(value, str) and ("://" in value or "@" in value or len(value) > 80):
+        return ""
+    return f" (got {printable(repr(value))})"
 
 
 def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
