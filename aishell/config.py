@@ -372,7 +372,7 @@ class Config:
 
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise ConfigError(f"{self.path}: state.url: not a valid database URL") from None
         if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
             # The SQLite driver's own busy timeout, in seconds; the store reads it back.
@@ -454,7 +454,7 @@ def display_url(url: str) -> str:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "(an invalid database URL)"
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return str(parsed.database)
