@@ -196,6 +196,11 @@ class TableCatalog:
     def check_tables(self, conn: Connection, target: str, tables: Sequence[str]) -> None:
         """Every name must be a user table; the error lists the ones there are. A name
         the catalog lacks is looked up once more (an earlier step may have made it)."""
+        for table in tables:
+            if not table.isascii() and not _utf8(table):  # invalid bytes on a command line
+                raise TargetError(
+                    f"Table name {table!r} is not valid UTF-8 text; no table can have it here"
+                )
         self.current(conn, tables)
         missing = sorted({t for t in tables if t not in self.tables})
         if missing:
@@ -241,6 +246,14 @@ class TableCatalog:
             elif self.tables.pop(name, None) is not None:
                 self._names = None
             self._stale.discard(name)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read(
