@@ -24,7 +24,7 @@ from aishell import schema, toolrisks
 from aishell.configfile import parse_yaml, read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.handlers import Handler
-from aishell.reportrule import ReportRule, parse_report_rules
+from aishell.reportrule import ReportRule, check_against_result, parse_report_rules
 from aishell.risk import RiskLevel
 from aishell.sqlcheck import write_reason
 from aishell.sqltool import SqlImplementation
@@ -271,6 +271,10 @@ def load_tool(path: Path) -> ToolDefinition:
     _check_examples(data, fail)
     implementations = _implementations(data, risk, fail)
     report = parse_report_rules(data["report"], fail) if "report" in data else ()
+    for dialect, implementation in implementations.items():
+        if isinstance(implementation, SqlImplementation):
+            where = f"implementations.{dialect}"
+            check_against_result(report, implementation.result, where, fail)
     return ToolDefinition(
         name=data["name"],
         description=data["description"].strip(),
