@@ -255,6 +255,10 @@ def _kind(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
     return f"a {type(value).__name__}"
 
 
