@@ -16,9 +16,16 @@ from aishell.handlers.sqlite.corruption import corruption_check
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
+# Indexes with their tables, and the tables (to name those whose names are not UTF-8).
+_SCHEMA = "SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('index', 'table')"
+
 
 def _table_health(
-    conn: Connection, ctx: ToolContext, tables: list[str], has_dbstat: bool
+    conn: Connection,
+    ctx: ToolContext,
+    tables: list[str],
+    has_dbstat: bool,
+    unreadable: list[str],
 ) -> list[dict[str, Any]]:
     """Per table its rows, indexes, sizes (with dbstat) and whether it has statistics;
     most urgent first: the largest share of the file, then missing statistics."""
@@ -31,9 +38,7 @@ def _table_health(
                 text("SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name")
             ):
                 sizes[sqlite_name(row.name) or ""] = row.bytes
-        schema_rows = conn.execute(
-            text("SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'")
-        ).all()
+        schema_rows = conn.execute(text(_SCHEMA)).all()
         if conn.execute(
             text("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
         ).scalar_one():
@@ -43,6 +48,9 @@ def _table_health(
             }
     indexes_of: dict[str, list[str]] = {}
     for row in schema_rows:
+        if row.type == b"table":
+            sqlite_name(row.name, unreadable)
+            continue
         index, table = sqlite_name(row.name), sqlite_name(row.tbl_name)
         if index is not None and table is not None:
             indexes_of.setdefault(table, []).append(index)
@@ -68,10 +76,10 @@ def _table_health(
 def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     pages = database_pages(conn)
-    unreadable: list[str] = []
-    tables = list(params.get("tables") or []) or user_tables(conn, unreadable)
+    tables = list(params.get("tables") or []) or user_tables(conn)
     has_dbstat = dbstat_available(conn)
-    report = _table_health(conn, ctx, tables, has_dbstat)
+    unreadable: list[str] = []
+    report = _table_health(conn, ctx, tables, has_dbstat, unreadable)
     check = corruption_check(conn, ctx, tables) if params.get("check_corruption") else None
     freelist_percent = percent(pages["freelist_count"], pages["page_count"])
     recommendations = []
@@ -109,7 +117,7 @@ analyze_database_health = Handler(
         "PRAGMA page_count",
         "PRAGMA freelist_count",
         "SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name",
-        "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'",
+        _SCHEMA,
         "SELECT DISTINCT tbl FROM sqlite_stat1",
         "SELECT count(*) FROM {table}",
         "PRAGMA integrity_check({table})",
