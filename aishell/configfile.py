@@ -126,13 +126,30 @@ def _check_expansion(root: Any) -> None:
             stack.append((child, None))
     repeated = sizes[id(root)] - distinct
     if repeated > MAX_ALIAS_NODES:
+        # Named at the innermost collection already over the limit: where it blows up.
+        over = _innermost_over(root, sizes)
         raise yaml.composer.ComposerError(
             None,
             None,
             f"aliases expand to {repeated} more nodes, over the limit of "
             f"{MAX_ALIAS_NODES} (an alias bomb?)",
-            root.start_mark,
+            over.start_mark,
         )
+
+
+def _innermost_over(root: Any, sizes: dict[int, int]) -> Any:
+    """The smallest collection that expands past MAX_ALIAS_NODES: where a bomb goes off.
+    Only on refusal, so the walk of an ordinary file keeps no list of its nodes."""
+    best, seen, stack = root, set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or sizes.get(id(node), 0) <= MAX_ALIAS_NODES:
+            continue
+        seen.add(id(node))
+        if sizes[id(node)] < sizes[id(best)]:
+            best = node
+        stack.extend(_children(node))
+    return best
 
 
 def parse_yaml(raw: bytes, path: Path) -> Any:

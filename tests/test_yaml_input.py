@@ -5,6 +5,7 @@ the line or the key, with exit code 2, no traceback and no password."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -23,11 +24,15 @@ from tests.conftest import REPO
 
 SECRET = "s3cr3t-Pa55"
 
-# Nine levels of nine: a few hundred bytes that expand to 9**9 strings.
-BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
-    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+# Nine levels of nine: a few hundred bytes that expand to 9**9 strings. As a value of a
+# tool's example (checked against its params, and so walked whole), it hung every command.
+_LEVELS = "abcdefghi"
+LAUGHS = (
+    f"[&a [{', '.join(['lol'] * 9)}], "
+    + ", ".join(f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in itertools.pairwise(_LEVELS))
+    + "]"
 )
+BOMB = "".join(f"{n}: *{n}\n" for n in _LEVELS).replace("a: *a\n", f"a: {LAUGHS}\n", 1)
 
 
 def invoke(*args: str) -> Any:
@@ -99,15 +104,23 @@ def site_tool(**overrides: Any) -> dict[str, Any]:
 
 def test_an_alias_bomb_in_a_site_tool_ends_every_command_at_once_in_one_line(home, demo_db):
     folder = site_tools(home)
-    (folder / "laughs.yaml").write_text(BOMB)
-    assert len(BOMB.encode()) < 1024
-    for args in (["tools", "list"], ["plan", "maintenance", "--type", "quick"]):
+    text = yaml.safe_dump(site_tool(), sort_keys=False)
+    text = text.replace("    table: t\n", f"    table: t\n    more: {LAUGHS}\n", 1)
+    assert LAUGHS in text and len(text.encode()) < 1024
+    (folder / "laughs.yaml").write_text(text)
+    line = 1 + text[: text.index(LAUGHS)].count("\n")
+    for args in (
+        ["tools", "list"],
+        ["plan", "maintenance", "--type", "quick"],
+        ["run", "maintenance", "--type", "quick", "--yes"],
+    ):
         started = time.monotonic()
         done = run_cli(home, *args)
         assert time.monotonic() - started < 30
-        err = done.stderr.decode()
+        out, err = done.stdout.decode(), done.stderr.decode()
+        assert "Traceback" not in out + err
         assert done.returncode == 2, err
-        assert err.startswith(f"Error: {folder / 'laughs.yaml'}:1: aliases expand to ")
+        assert err.startswith(f"Error: {folder / 'laughs.yaml'}:{line}: aliases expand to ")
         assert "over the limit of 10000" in err and err.count("\n") == 1
 
 
