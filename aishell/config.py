@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +15,14 @@ from aishell.bounds import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
 from aishell.bounds import MAX_RUN_TIME_SECONDS as MAX_RUN_TIME_SECONDS
 from aishell.bounds import MAX_SLEEP_MS as MAX_SLEEP_MS
 from aishell.bounds import MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS
+from aishell.configcheck import (
+    MAX_COUNT,
+    MAX_HOURS,
+    check_command,
+    check_env_name,
+    check_http_url,
+    check_url,
+)
 from aishell.configfile import read_yaml, validate
 from aishell.errors import ConfigError
 from aishell.home import agent_file, config_files, find_home, read_layers
@@ -29,53 +36,6 @@ class _Strict(BaseModel):
     # NaN and infinity are refused everywhere: NaN compares false with every limit, so
     # `ge`/`le` alone would let it through.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-# Past these a number is a typo, and turned into a timestamp, a timedelta or a bound
-# parameter it would overflow (SQLite and the servers hold 64-bit integers).
-MAX_COUNT = 2**63 - 1
-MAX_HOURS = MAX_RETENTION_DAYS * 24
-# An environment variable's name as a shell can export it.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# The databases aishell opens, by the URL's backend name.
-DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
-
-
-def database_url_problem(url: str) -> str | None:
-    """Why url is no database URL aishell can open, in words that never repeat the URL
-    (it may hold a password); None when it is one."""
-    from sqlalchemy.engine import make_url  # late: most commands never need it
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return "not a valid database URL; expected dialect://user@host:port/database"
-    except ValueError:  # SQLAlchemy reads the port with int()
-        return "the URL's port is not a number"
-    backend = parsed.get_backend_name()
-    if backend not in DATABASE_BACKENDS:
-        return f"unsupported database '{backend[:40]}'; use sqlite, postgresql or mysql"
-    if parsed.port is not None and not 1 <= parsed.port <= 65535:
-        return f"the URL's port {parsed.port} is not between 1 and 65535"
-    try:
-        parsed.get_dialect()
-    except NoSuchModuleError:
-        return f"unknown driver '{parsed.get_driver_name()[:40]}' for {backend}"
-    return None
-
-
-def _check_env_name(value: str | None) -> str | None:
-    if value is not None and not _ENV_NAME.fullmatch(value):
-        raise ValueError("not an environment variable's name (letters, digits and _)")
-    return value
-
-
-def _check_url(value: str) -> str:
-    problem = database_url_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
 
 
 class TargetConfig(_Strict):
@@ -107,8 +67,8 @@ class TargetConfig(_Strict):
     # word: aishell does not check it.
     trusted_functions: list[str] = []
 
-    _url = field_validator("url")(_check_url)
-    _password_env = field_validator("password_env")(_check_env_name)
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_env_name)
 
 
 class RunDefaults(_Strict):
@@ -129,8 +89,8 @@ class StateConfig(_Strict):
     # null: the URL's own `timeout` query parameter, or 10 seconds.
     busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
 
-    _url = field_validator("url")(_check_url)
-    _password_env = field_validator("password_env")(_check_env_name)
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_env_name)
 
 
 class CircuitBreakerConfig(_Strict):
@@ -162,6 +122,9 @@ class NotificationsConfig(_Strict):
     ]
     timeout_seconds: float = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
 
+    _command = field_validator("command")(check_command)
+    _webhook = field_validator("webhook")(check_http_url)
+
 
 class SchedulerConfig(_Strict):
     # A trigger missed (the scheduler was down) runs late if at most this late; missed
@@ -190,6 +153,8 @@ class LlmPlannerConfig(_Strict):
     max_steps: int = Field(100, ge=1, le=1000)
     # Accepted plans are kept in the state store by (request, catalog, model).
     cache: bool = True
+
+    _host = field_validator("host")(check_http_url)
 
 
 class PlannerConfig(_Strict):

@@ -424,3 +424,45 @@ def test_a_sqlite_target_under_a_path_that_is_not_utf8_is_one_line(tmp_path, mon
     assert done.returncode == 2, err
     assert err.count("\n") == 1 and "internal error" not in err
     assert "h\\xffome/demo.db is not valid UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "key", "expected"),
+    [
+        ("planner", {"llm": {"host": "http://[bad:11434"}}, "planner.llm.host", "not a valid URL"),
+        (
+            "planner",
+            {"llm": {"host": f"http://u:{SECRET}@h:abc"}},
+            "planner.llm.host",
+            "not a valid URL",
+        ),
+        (
+            "notifications",
+            {"webhook": f"ftp://u:{SECRET}@h/x"},
+            "notifications.webhook",
+            "not an http or https URL",
+        ),
+        (
+            "notifications",
+            {"command": f'notify --token {SECRET} "unclosed'},
+            "notifications.command",
+            "not a command line: No closing quotation",
+        ),
+    ],
+)
+def test_a_server_address_or_command_that_cannot_be_used_is_refused_at_load(
+    home, section, values, key, expected
+):
+    data = yaml.safe_load(config_file(home).read_text())
+    data[section] = values
+    config_file(home).write_text(yaml.safe_dump(data))
+    line = refused(home, "planner", "check")
+    assert line.startswith(f"Error: {config_file(home)}: {key}: {expected}")
+
+
+def test_a_server_address_without_a_scheme_is_still_an_address(home):
+    data = yaml.safe_load(config_file(home).read_text())
+    data["planner"] = {"llm": {"host": "127.0.0.1:9", "connect_attempts": 1}}
+    config_file(home).write_text(yaml.safe_dump(data))
+    done = invoke("planner", "check")
+    assert done.exit_code == 1 and "No answer from an Ollama server at" in done.output
