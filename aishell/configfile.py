@@ -80,6 +80,30 @@ class YAML_LOADER(_Base):  # type: ignore[misc,valid-type]
     _may_alias = True
 
 
+def _scalar_or_refusal(construct: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """A scalar's constructor whose refusal (a date with month 13, an integer of more
+    digits than Python converts) is a YAMLError at the scalar's line."""
+
+    def checked(loader: Any, node: Any) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError) as exc:
+            problem = str(exc).split(":")[0]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"not a usable {node.tag.rsplit(':', 1)[-1]}: {problem}",
+                node.start_mark,
+            ) from None
+
+    return checked
+
+
+for _scalar in ("int", "float", "timestamp"):
+    _tag = f"tag:yaml.org,2002:{_scalar}"
+    YAML_LOADER.add_constructor(_tag, _scalar_or_refusal(YAML_LOADER.yaml_constructors[_tag]))
+
+
 def printable_key(key: Any) -> str:
     """A key as a message shows it: quoted, control characters escaped, cut short."""
     text = repr(key)

@@ -466,3 +466,25 @@ def test_a_server_address_without_a_scheme_is_still_an_address(home):
     config_file(home).write_text(yaml.safe_dump(data))
     done = invoke("planner", "check")
     assert done.exit_code == 1 and "No answer from an Ollama server at" in done.output
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9" * 5000, "not a usable int: Exceeds the limit (4300 digits)"),
+        ("2020-13-45", "not a usable timestamp: month must be in 1..12"),
+        ("!!float ten", "not a usable float: could not convert string to float"),
+    ],
+)
+def test_a_scalar_yaml_cannot_make_is_refused_at_its_line(home, value, expected):
+    text = config_file(home).read_text()
+    config_file(home).write_text(f"{text}\nbad_value: {value}\n")
+    line = one_line(invoke("targets", "list"))
+    lines = text.count("\n") + 2
+    assert line.startswith(f"Error: {config_file(home)}:{lines}: {expected}")
+
+
+def test_nesting_deeper_than_the_reader_goes_is_one_line(home):
+    config_file(home).write_text("targets: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    line = one_line(invoke("targets", "list"))
+    assert line == f"Error: {config_file(home)}:1: invalid YAML: exceeded maximum nesting depth"
