@@ -245,3 +245,13 @@ def test_a_report_rule_adding_the_list_of_rows_is_refused_at_load(home):
         f"Error: {path}: report: implementations.sqlite.result is all, so rows is a list "
         "of rows, not a number to add; count them in the SQL (result: one) instead\n"
     )
+
+
+def test_a_saved_plan_that_left_a_table_out_applies(odd_db, tmp_path):
+    out = tmp_path / "plan.json"
+    made = invoke("plan", "maintenance", "--type", "quick", "--out", str(out))
+    assert made.exit_code == 0, made.output
+    assert json.loads(out.read_text())["assumptions"]["unreadable_tables"] == [SHOWN]
+    done = invoke("apply", str(out), "--yes", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["status"] == "completed"
