@@ -4,7 +4,8 @@ figures, as planning and a run keep them, are in tablecatalog.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Connection, RowMapping
@@ -14,8 +15,37 @@ from aishell.errors import TargetError
 from aishell.sqltext import text
 
 
-def user_tables(conn: Connection) -> list[str]:
-    """User tables of the target, by name."""
+@contextmanager
+def sqlite_text_as_bytes(conn: Connection) -> Iterator[None]:
+    """SQLite text comes back as its bytes for the queries inside. SQLite keeps a name
+    as the bytes it was given, which need not be UTF-8; decoded as a whole, one such
+    name fails the whole query, so catalog queries read bytes and decode each name."""
+    dbapi: Any = conn.connection.dbapi_connection
+    before = dbapi.text_factory
+    dbapi.text_factory = bytes
+    try:
+        yield
+    finally:
+        dbapi.text_factory = before
+
+
+def sqlite_name(raw: object, unreadable: list[str] | None = None) -> str | None:
+    """A name read under sqlite_text_as_bytes: its text, or None when it is not UTF-8
+    (then added to `unreadable` as shown, its bad bytes as \\xNN). Such a table is left
+    out, never named by a lossy decoding: a replacement character could name another."""
+    if not isinstance(raw, bytes):
+        return None if raw is None else str(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if unreadable is not None:
+            unreadable.append(raw.decode("utf-8", "backslashreplace"))
+        return None
+
+
+def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[str]:
+    """User tables of the target, by name; on SQLite those whose names are not UTF-8
+    are left out (and listed in `unreadable`)."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         sql = (
@@ -32,6 +62,9 @@ def user_tables(conn: Connection) -> list[str]:
             "SELECT name FROM sqlite_schema WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY 1"
         )
+        with sqlite_text_as_bytes(conn):
+            rows = conn.execute(text(sql)).all()
+        return [n for n in (sqlite_name(r[0], unreadable) for r in rows) if n is not None]
     return [r[0] for r in conn.execute(text(sql))]
 
 
