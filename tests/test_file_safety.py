@@ -8,7 +8,10 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,13 @@ import pytest
 from click.testing import CliRunner
 
 from aishell import commands
+from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.config import Config
 from aishell.errors import UsageError
+from aishell.files import KEY_LIMIT, PLAN_LIMIT
 from aishell.state import StateStore
-from tests.helpers import digest, use_target
+from tests.helpers import digest, one_step_plan, use_target
 from tests.test_log_cleanup import _purge_and_die, fill, rows_of
 
 ROWS = 400
@@ -57,7 +62,10 @@ def job(archive: Path | str, **extra: Any) -> dict[str, Any]:
 
 
 def one_line(text: str) -> str:
+    """The one line an error is; click's own usage errors add their usage lines."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Usage:"):
+        lines = [line for line in lines if line.startswith("Error:")]
     assert len(lines) == 1, text
     assert "Traceback" not in text
     return lines[0]
@@ -229,3 +237,192 @@ def test_a_resume_cuts_its_own_file_back_and_goes_on(logs, home):
     ids = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
     gone = set(before) - set(rows_of(url))
     assert sorted(ids) == sorted(gone)  # every deleted row once, from the run's own file
+
+
+# --- retention deletes only this home's backups ---------------------------------------
+
+
+def _age(home: Path, backup_id: int, created_at: str) -> None:
+    conn = sqlite3.connect(home / "state.db")
+    conn.execute("UPDATE backups SET created_at = ? WHERE id = ?", (created_at, backup_id))
+    conn.commit()
+    conn.close()
+
+
+def test_retention_deletes_only_backups_proven_by_their_manifest(logs, home, tmp_path_factory):
+    """The finding: retention deleted whatever path a catalog row held (another home's
+    backup, any file). Now each path must be a regular file in this home's backup folder
+    whose manifest names it, its sha256 and its size."""
+    config, url = logs
+    for _ in range(2):
+        taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
+        assert taken.status == "completed", taken.error
+    newest, oldest = commands.list_backups(config)
+    _age(home, oldest["id"], "2026-01-02T00:00:00.000+00:00")
+    real = Path(oldest["path"])
+    manifest = real.with_name(real.name + ".manifest.json")
+
+    other_home = tmp_path_factory.mktemp("other-home") / "backups" / "db"
+    other_home.mkdir(parents=True)
+    theirs = other_home / real.name
+    theirs.write_bytes(real.read_bytes())  # another home's copy, manifest and all
+    (other_home / manifest.name).write_bytes(manifest.read_bytes())
+    precious = tmp_path_factory.mktemp("elsewhere") / "precious.txt"
+    precious.write_text("not a backup\n")
+    folder = real.parent
+    forged = folder / "db-full-forged.sql"
+    forged.write_text("forged\n")
+    forged.with_name(forged.name + ".manifest.json").write_text(
+        json.dumps({**json.loads(manifest.read_text()), "file": forged.name, "sha256": "0" * 64})
+    )
+    link = folder / "db-full-link.sql"
+    link.symlink_to(precious)
+    moved_in = folder / "db-full-copied.sql"  # the backup's bytes, under another name
+    moved_in.write_bytes(real.read_bytes())
+    rows = {
+        theirs: "not in this home's backup folder",
+        precious: "not in this home's backup folder",
+        forged: "its manifest does not name this backup",
+        link: "it is a symbolic link, not a backup file",
+        moved_in: "no readable manifest beside it",
+    }
+    with StateStore(config.state_url) as store:
+        for path in rows:
+            store.record_backup(
+                target="db",
+                kind="full",
+                path=str(path),
+                created_at="2026-01-01T00:00:00.000+00:00",
+                sha256=oldest["sha256"],
+                size_bytes=oldest["size_bytes"],
+            )
+    before = {p: digest(p) for p in rows}
+    plan = one_step_plan(
+        "backup",
+        "db",
+        url.split(":")[0].split("+")[0],
+        "cleanup_old_backups",
+        {"retention_days": 0, "keep_last": 1},
+    )
+    preview = commands.apply_plan(config, plan, dry_run=True)
+    assert preview.steps[0].estimate["backups_to_delete"] == [str(real)]
+    assert set(preview.steps[0].estimate["skipped"]) == {str(p) for p in rows}
+
+    done = commands.apply_plan(config, plan, approver=PreApproved())
+
+    assert done.status == "completed", done.error
+    output = done.steps[0].output
+    assert output["deleted_backups"] == [str(real)]
+    assert not real.exists() and not manifest.exists()
+    skipped = {s["path"]: s["why"] for s in output["skipped"]}
+    for path, why in rows.items():
+        assert why in skipped[str(path)], skipped
+        assert os.path.lexists(path) and digest(path) == before[path]
+    assert Path(newest["path"]).exists()
+    # What was skipped stays in the catalog, to be reported again.
+    listed = {b["path"] for b in commands.list_backups(config)}
+    assert listed == {newest["path"], *map(str, rows)}
+
+
+# --- plan and key files: written beside their target, read only when regular ----------
+
+
+def aishell(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command in a process of its own: a read that hangs fails on the timeout."""
+    return subprocess.run(
+        [sys.executable, "-m", "aishell", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+def _special(path: Path, kind: str, home: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "link-to-fifo":
+        os.mkfifo(home / "pipe")
+        path.symlink_to(home / "pipe")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "oversize":
+        with path.open("wb") as handle:
+            handle.truncate(PLAN_LIMIT + 1)  # sparse: large, and costs nothing
+
+
+@pytest.mark.parametrize("out", ["/dev/null", "symlink", "fifo", "directory"])
+def test_plan_out_replaces_only_a_regular_file(demo_db, home, out):
+    """The finding: `plan --out /dev/null` as root renamed a regular file over /dev/null."""
+    assert os.geteuid() == 0  # the finding needs root; the suite runs as root
+    target = Path(out) if out == "/dev/null" else home / "plan.json"
+    if out == "symlink":
+        (home / "elsewhere.json").write_text("mine\n")
+        target.symlink_to(home / "elsewhere.json")
+    elif out != "/dev/null":
+        _special(target, out, home)
+    before = os.lstat(target)
+
+    made = aishell("plan", "maintenance", "--type", "quick", "--out", str(target))
+
+    assert made.returncode == 2, made.stderr
+    line = one_line(made.stderr)
+    assert str(target) in line and ("replaces only a regular file" in line or "directory" in line)
+    after = os.lstat(target)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_rdev,
+    )
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not [p for p in target.parent.iterdir() if p.name.endswith(".partial")]
+    if out == "symlink":
+        assert (home / "elsewhere.json").read_text() == "mine\n"
+
+
+def test_plan_out_over_a_regular_file_writes_it_whole(demo_db, home):
+    target = home / "plan.json"
+    target.write_text("an older plan\n")
+    made = aishell("plan", "maintenance", "--type", "quick", "--out", str(target))
+    assert made.returncode == 0, made.stderr
+    assert stat.S_ISREG(os.lstat(target).st_mode) and json.loads(target.read_text())["signature"]
+    assert aishell("apply", str(target), "--dry-run").returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "link-to-fifo", "directory", "oversize"])
+def test_apply_reads_only_a_regular_plan_file_of_bounded_size(demo_db, home, kind):
+    path = home / "plan.json"
+    _special(path, kind, home)
+    applied = aishell("apply", str(path))
+    assert applied.returncode == 2, applied.stderr
+    line = one_line(applied.stderr)
+    assert str(path) in line
+    if kind != "directory":  # click names a directory itself
+        assert ("not a regular file" in line) or ("over the limit" in line)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "link-to-fifo", "directory", "oversize"])
+def test_a_key_file_that_is_not_a_regular_file_is_refused(demo_db, home, kind):
+    plan = home / "plan.json"
+    assert aishell("plan", "maintenance", "--type", "quick", "--out", str(plan)).returncode == 0
+    key = home / "plan-signing.key"
+    key.unlink()
+    _special(key, kind, home)
+    if kind == "oversize":
+        key.write_bytes(b"0" * (KEY_LIMIT + 1))
+        key.chmod(0o600)
+    done = aishell("apply", str(plan))
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "Signing key" in line and str(key) in line
+    rotated = aishell("plan", "rotate-key")
+    if kind == "oversize":  # a damaged regular key is what rotate-key replaces
+        assert rotated.returncode == 0, rotated.stderr
+        assert len(key.read_bytes()) == 65
+    else:  # a FIFO, a link or a folder is left where it is, refused
+        assert rotated.returncode == 2, rotated.stderr
+        assert str(key) in one_line(rotated.stderr)
+        assert not stat.S_ISREG(os.lstat(key).st_mode)
