@@ -41,8 +41,8 @@ class ArchiveFile:
     def create(cls, path: Path) -> ArchiveFile:
         """A new, empty archive file readable by its owner only; an existing path (of any
         kind, a symbolic link too) is refused."""
-        make_private_dirs(path.parent)
         try:
+            make_private_dirs(path.parent)
             fd = os.open(path, _APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise StepFailed(_exists(path)) from None

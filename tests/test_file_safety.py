@@ -129,6 +129,18 @@ def test_an_existing_path_is_refused_when_the_purge_is_planned(logs, home, kind)
         assert path.read_text() == "kept\n"
 
 
+def test_an_archive_under_a_file_is_refused_in_one_line(logs, home):
+    config, url = logs
+    rows = rows_of(url)
+    (home / "plain").write_text("a file, not a folder\n")
+    path = home / "plain" / "sub" / "events.jsonl"
+    with pytest.raises(UsageError, match=f"archive file {path}: {home / 'plain'} is not a folder"):
+        commands.run_job(config, "log_cleanup", job(path))
+    with pytest.raises(UsageError, match="name a file, not a folder"):
+        commands.run_job(config, "log_cleanup", job(f"{home}/archive/.."))
+    assert rows_of(url) == rows and (home / "plain").read_text() == "a file, not a folder\n"
+
+
 def test_an_archive_directly_in_the_home_or_under_its_config_is_refused(logs, home):
     """The state folder (state.db, its journal, the key) and the config are aishell's own;
     a link or `..` that leads there is the same place."""
