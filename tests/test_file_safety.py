@@ -166,6 +166,26 @@ def test_an_archive_directly_in_the_home_or_under_its_config_is_refused(logs, ho
     assert rows_of(url) == rows
 
 
+def test_a_bind_mounted_view_of_the_backup_folder_is_the_backup_folder(
+    config, demo_db, tmp_path_factory
+):
+    """Real paths differ through a bind mount; the folder's device and inode do not."""
+    config.backup_dir.mkdir(exist_ok=True)
+    view = tmp_path_factory.mktemp("view")
+    subprocess.run(["mount", "--bind", str(config.backup_dir), str(view)], check=True)
+    try:
+        path = view / "app_logs.jsonl"
+        purge = {"table": "app_logs", "date_column": "created_at", "retention_days": 90}
+        result = commands.run_job(
+            config, "log_cleanup", {**purge, "archive_to": f"file:{path}"}, approver=PreApproved()
+        )
+        assert result.status == "failed"
+        assert f"it is inside {config.backup_dir}" in (result.error or "")
+        assert not path.exists() and not (config.backup_dir / "app_logs.jsonl").exists()
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
 def test_the_archive_is_a_new_file_only_its_owner_reads(logs, home):
     config, _url = logs
     path = home / "archive" / "deep" / "events.jsonl"
