@@ -415,6 +415,16 @@ def test_plan_out_replaces_only_a_regular_file(demo_db, home, out):
         assert (home / "elsewhere.json").read_text() == "mine\n"
 
 
+def test_metrics_textfile_replaces_only_a_regular_file(demo_db, home):
+    written = aishell("metrics", "--textfile", "/dev/null")
+    assert written.returncode == 2, written.stderr
+    assert "/dev/null is a character device" in one_line(written.stderr)
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    textfile = home / "aishell.prom"
+    assert aishell("metrics", "--textfile", str(textfile)).returncode == 0
+    assert stat.S_ISREG(os.lstat(textfile).st_mode) and "aishell" in textfile.read_text()
+
+
 def test_plan_out_over_a_regular_file_writes_it_whole(demo_db, home):
     target = home / "plan.json"
     target.write_text("an older plan\n")
