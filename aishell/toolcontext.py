@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
+from aishell.files import PrivatePlaces
 from aishell.readings import TableReadings
 from aishell.scratch import Ledger
 
@@ -28,6 +29,8 @@ class ToolContext:
     target: str
     dry_run: bool = False
     backup_dir: Path | None = None
+    # The folders aishell keeps for itself (state, key, backups): no archive goes there.
+    private: PrivatePlaces = field(default_factory=PrivatePlaces)
     run_id: str | None = None
     quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
     # Long tools (batched deletes) ask between batches whether to stop resumably.

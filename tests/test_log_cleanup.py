@@ -227,7 +227,7 @@ def _batches_done(home: Path) -> int:
 def test_sigkill_mid_purge_then_resume_leaves_what_an_uninterrupted_run_would(logs, home, where):
     config, url = logs
     before = rows_of(url)
-    archive = home / "events.jsonl"
+    archive = home / "archive" / "events.jsonl"
     job_ = job(archive_to=f"file:{archive}", **SMALL)
     if where == "anywhere":
         job_["sleep_ms"] = 5

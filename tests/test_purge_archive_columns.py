@@ -96,7 +96,7 @@ def test_mariadb_an_archive_file_keeps_invisible_columns(home, mysql_url):
     _mariadb_logs(mysql_url)
     old = _old_tenants(mysql_url)
     config = use_target(home, mysql_url)
-    path = home / "logs.jsonl"
+    path = home / "archive" / "logs.jsonl"
 
     step = _purge(config, f"file:{path}")
 

@@ -16,6 +16,7 @@ from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
+from aishell.files import private_places
 from aishell.plan import Plan
 from aishell.policy import SAFETY_LEVELS, tighter_or_equal
 from aishell.registry import Registry, ToolDefinition
@@ -215,6 +216,9 @@ def make_executor(
         agent=config.agent(agent_name),
         approver=approver or NonInteractive(),
         backup_dir=config.backup_dir,
+        private=private_places(
+            config.home, config.state_home, config.backup_dir, [config.agent_dirs[0].parent]
+        ),
         safety_level=safety_level,
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
         run_limit=config.run_limit(agent_name, max_run_seconds, limit_source),

@@ -114,7 +114,9 @@ def _purge_from_checkpoint(
     conn = ctx.connection
     column, batch = prepared["column"], prepared["batch"]
     point = _last_checkpoint(params, ctx, column, batch)
-    archive = open_archive(params, ctx, point.archive_bytes) if params.get("archive_file") else None
+    archive = None
+    if params.get("archive_file"):
+        archive, ctx = open_archive(params, ctx, point.archive_bytes, point.progress)
     throttle: Throttle | None = None
     try:
         throttle = make_throttle(params, ctx)
