@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 
 from aishell.errors import RunNotFound
-from aishell.state.core import Hot, StoreCore
+from aishell.state.approvals import ApprovalRepository
+from aishell.state.core import Hot
 from aishell.state.processes import current_user, process_alive
-from aishell.state.schema import approvals, events, run_controls, runs, steps
+from aishell.state.schema import events, run_controls, runs, steps
 from aishell.state.values import dumps, loads, now
 
 # Read between every two steps: built once, like the statements in steps.py.
@@ -22,7 +23,7 @@ _STOP_REQUESTED = Hot(
 )
 
 
-class RunRepository(StoreCore):
+class RunRepository(ApprovalRepository):
     """Runs, with their steps, approvals and events as get_run shows them."""
 
     def create_run(
@@ -41,19 +42,23 @@ class RunRepository(StoreCore):
         step_rows: Sequence[dict[str, Any]],
     ) -> None:
         at = now()
+        trusted = {
+            "agent": agent,
+            "target": target,
+            "dialect": dialect,
+            "job": dumps(job),
+            "plan": dumps(plan),
+            "plan_hash": plan_hash,
+            "tool_fingerprints": dumps(tool_fingerprints),
+            "dry_run": dry_run,
+            "safety_level": safety_level,
+        }
         with self._tx() as conn:
             conn.execute(
                 insert(runs).values(
                     run_id=run_id,
-                    agent=agent,
-                    target=target,
-                    dialect=dialect,
-                    job=dumps(job),
-                    plan=dumps(plan),
-                    plan_hash=plan_hash,
-                    tool_fingerprints=dumps(tool_fingerprints),
-                    dry_run=dry_run,
-                    safety_level=safety_level,
+                    **trusted,
+                    seal=self._sealed("run", run_id, trusted),
                     status="running",
                     created_at=at,
                     pid=os.getpid(),
@@ -103,6 +108,7 @@ class RunRepository(StoreCore):
             raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
         if len(rows) > 1:
             raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
+        self._verify("run", rows[0].run_id, rows[0]._mapping, f"run {rows[0].run_id}")
         run = self._run_dict(rows[0]._mapping)
         full_id = run["run_id"]
         run["steps"] = [
@@ -125,12 +131,7 @@ class RunRepository(StoreCore):
                 select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
             )
         ]
-        run["approvals"] = [
-            {k: v for k, v in r._mapping.items() if k not in ("id", "run_id")}
-            for r in self._conn.execute(
-                select(approvals).where(approvals.c.run_id == full_id).order_by(approvals.c.id)
-            )
-        ]
+        run["approvals"] = self._approvals_of(full_id)
         run["events"] = [
             {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
             for r in self._conn.execute(
@@ -142,11 +143,12 @@ class RunRepository(StoreCore):
 
     def get_plan(self, run_id: str) -> dict[str, Any]:
         """The plan a run was started with, exactly as stored."""
-        row = self._conn.execute(select(runs.c.plan).where(runs.c.run_id == run_id)).first()
+        row = self._conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
         self._conn.rollback()
         if row is None:
             raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
-        plan: dict[str, Any] = json.loads(row[0])
+        self._verify("run", run_id, row._mapping, f"run {run_id}")
+        plan: dict[str, Any] = json.loads(row.plan)
         return plan
 
     def reopen_run(self, run_id: str, reason: str) -> None:
