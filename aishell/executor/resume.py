@@ -9,7 +9,7 @@ effect before anything runs it again.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aishell.executor.audit import audited
@@ -24,6 +24,13 @@ from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinit
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
 # Step states whose effect on the database is unknown after the run stopped.
 IN_DOUBT_STATES = ("running", "interrupted", "failed")
+# How much more than it was approved for a step may find and still be covered: two
+# estimates of one table differ a little, and on a table still being written rows keep
+# passing the cutoff; anything beyond is a new fact that a person has to see.
+_SLACK: dict[str, Callable[[float], float]] = {
+    "rows": lambda rows: rows * 1.05 + 10,
+    "share": lambda share: share + 0.02,
+}
 # Figures inside a reason ("22%", "1,000 rows", "30 days").
 _FIGURES = re.compile(r"\d[\d,.]*")
 
@@ -68,19 +75,19 @@ def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list
     verdict that grew (a higher risk, more rows, a larger share, a new reason)."""
     if approval is None or approval["decision"] != "approved":
         return ["no approval of it is on record"]
+    grew = []
     if now["personal"] and not approval["named"]:
-        return [f"it needs its own approval ({now['personal'][0]})"]
+        grew.append(f"it needs its own approval ({now['personal'][0]})")
     then = approval.get("given_for")
     if not isinstance(then, Mapping):
-        return []  # approved before verdicts were kept (or in doubt): by name or plainly
-    grew = []
+        return grew  # approved before verdicts were kept (or in doubt): by name or not
     if RiskLevel(now["risk"]).rank > RiskLevel(then.get("risk") or "safe").rank:
         grew.append(f"risk {then.get('risk')} -> {now['risk']}")
-    for key, label, shown in (("rows", "rows", "{:,}"), ("share", "share", "{:.0%}")):
+    for key, shown in (("rows", "{:,}"), ("share", "{:.0%}")):
         before, after = then.get(key), now[key]
-        if after is not None and (before is None or after > before):
+        if after is not None and (before is None or after > _SLACK[key](before)):
             was = "unmeasured" if before is None else shown.format(before)
-            grew.append(f"{label} {was} -> {shown.format(after)}")
+            grew.append(f"{key} {was} -> {shown.format(after)}")
     known = {_kind_of(r) for r in then.get("reasons") or []}
     grew += [f"a new reason: {r}" for r in now["reasons"] if _kind_of(r) not in known]
     return grew

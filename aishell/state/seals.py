@@ -89,9 +89,9 @@ def check(
         expected = _mac(key, kind, run_id, name, row.get(name))
         if not hmac.compare_digest(expected, str(fields.get(name))):
             field = _FIELD_NAMES.get(name, name)
+            changed = f"{what}'s {field}" if kind == "run" else f"{what} ({field})"
             raise StateError(
-                f"state.db: {what}'s {field} does not match its signature; "
-                "it was changed outside aishell"
+                f"state.db: {changed} does not match its signature; it was changed outside aishell"
             )
 
 
