@@ -49,30 +49,7 @@ def decide_steps(
         user = current_user()
         why = reason or f"{decision} with `{how}`"
         for s in waiting:
-            request = asked.get(s["index"])
-            store.record_approval(
-                run["run_id"],
-                s["index"],
-                decision,
-                user,
-                how,
-                why,
-                # Given by its number: a person's yes for that very step.
-                named=step is not None,
-                # The verdict the step waits with: resume compares today's with it.
-                given_for=request["given_for"] if request else None,
-            )
-            if decision == "succeeded":
-                store.step_finished(
-                    run["run_id"],
-                    s["index"],
-                    "succeeded",
-                    output={"marked_done_by": user, "reason": why},
-                )
-            else:
-                store.set_step_status(
-                    run["run_id"], s["index"], decision, None if decision == "approved" else why
-                )
+            _record(store, run["run_id"], s["index"], decision, how, why, step, asked)
         return {
             "run_id": run["run_id"],
             "decision": decision,
@@ -84,6 +61,39 @@ def decide_steps(
             "decided_by": user,
             "reason": why,
         }
+
+
+def _record(
+    store: StateStore,
+    run_id: str,
+    index: int,
+    decision: str,
+    how: str,
+    why: str,
+    step: int | None,
+    asked: dict[int, dict[str, Any] | None],
+) -> None:
+    """One step's decision, and the status it gives the step."""
+    user = current_user()
+    request = asked.get(index)
+    store.record_approval(
+        run_id,
+        index,
+        decision,
+        user,
+        how,
+        why,
+        # Given by its number: a person's yes for that very step.
+        named=step is not None,
+        # The verdict the step waits with: resume compares today's with it.
+        given_for=request["given_for"] if request else None,
+    )
+    if decision == "succeeded":
+        output = {"marked_done_by": user, "reason": why}
+        store.step_finished(run_id, index, "succeeded", output=output)
+    else:
+        error = None if decision == "approved" else why
+        store.set_step_status(run_id, index, decision, error)
 
 
 def _steps_to_decide(

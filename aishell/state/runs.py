@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from aishell.errors import RunNotFound
 from aishell.state.approvals import ApprovalRepository
@@ -67,25 +68,7 @@ class RunRepository(ApprovalRepository):
                 )
             )
             if step_rows:
-                # One statement for every step (executemany): a statement built per step
-                # cost more than the run's checkpoints.
-                conn.execute(
-                    insert(steps),
-                    [
-                        {
-                            "run_id": run_id,
-                            "idx": row["index"],
-                            "step_id": row["step_id"],
-                            "tool": row["tool"],
-                            "subject": row.get("subject"),
-                            "risk_level": row["risk_level"],
-                            "params": dumps(row["params"]),
-                            "status": "pending",
-                            "attempts": 0,
-                        }
-                        for row in step_rows
-                    ],
-                )
+                _insert_steps(conn, run_id, step_rows)
             self._event(conn, run_id, None, "run_started", {"dry_run": dry_run, "job": job})
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -225,3 +208,25 @@ class RunRepository(ApprovalRepository):
         rows = self._send(_STOP_REQUESTED, {"b_run": run_id}).fetchall()
         self._conn.rollback()
         return rows[0][0] if rows else None
+
+
+def _insert_steps(conn: Connection, run_id: str, step_rows: Sequence[dict[str, Any]]) -> None:
+    """A new run's steps, pending: one statement for every step (executemany), since a
+    statement built per step cost more than the run's checkpoints."""
+    conn.execute(
+        insert(steps),
+        [
+            {
+                "run_id": run_id,
+                "idx": row["index"],
+                "step_id": row["step_id"],
+                "tool": row["tool"],
+                "subject": row.get("subject"),
+                "risk_level": row["risk_level"],
+                "params": dumps(row["params"]),
+                "status": "pending",
+                "attempts": 0,
+            }
+            for row in step_rows
+        ],
+    )
