@@ -9,8 +9,9 @@
   purge approved at about a third of its table, whose rows all grew old meanwhile,
   waits for approval again instead of deleting them all (SQLite, PostgreSQL, MariaDB).
 - What state.db holds about a run is signed with the home's key: an edit of the plan,
-  the plan hash, an approval or the tool fingerprints is refused on resume, approve and
-  show with one line naming what changed (exit code 2).
+  the plan hash, the tool fingerprints, an approval, or a step's status or output (what
+  resume trusts) is refused on resume, approve and show with one line naming what
+  changed (exit code 2). Runs stored before signing are signed at the upgrade.
 """
 
 from __future__ import annotations
@@ -185,7 +186,9 @@ def test_a_restore_over_data_needs_its_own_approval_however_the_prompt_ends(
         shown = read_until(terminal["fd"], "Run this step?")
         assert "holding data in 'demo'" in shown
         _end_prompt(proc, terminal, means)
-    run_id = next(r["run_id"] for r in commands.list_runs(config) if r["agent"] != "backup")
+    restored = commands.list_runs(config)[0]  # the newest: the backup's run came first
+    assert restored["job"]["type"] == "restore", restored
+    run_id = restored["run_id"]
     with pytest.raises(UsageError, match="needs its own approval"):
         commands.decide_steps(config, run_id, "approved")
     resumed = commands.resume_run(config, run_id, approver=PreApproved())
@@ -314,6 +317,23 @@ EDITS = {
         "run {run}'s plan hash does not match its signature",
     ),
     "fingerprint": (_changed_fingerprint, "run {run}'s tool fingerprints does not match"),
+    "step status": (
+        lambda home, run: _edit(
+            home,
+            "UPDATE steps SET status = 'succeeded', output = '{}' WHERE run_id = ? AND idx = ?",
+            run,
+            PURGE,
+        ),
+        f"run {{run}}'s step {PURGE} (status) does not match its signature",
+    ),
+    "step output": (
+        lambda home, run: _edit(
+            home,
+            'UPDATE steps SET output = \'{"cutoff": "2999-01-01"}\' WHERE run_id = ? AND idx = 0',
+            run,
+        ),
+        "run {run}'s step 0 (output) does not match its signature",
+    ),
     "approval": (
         lambda home, run: _edit(
             home,
@@ -364,6 +384,8 @@ def test_runs_stored_before_signing_are_signed_when_the_store_is_upgraded(home: 
     conn.execute("UPDATE alembic_version SET version_num = '0001_baseline'")
     for statement in (
         "ALTER TABLE runs DROP COLUMN seal",
+        "ALTER TABLE steps DROP COLUMN status_seal",
+        "ALTER TABLE steps DROP COLUMN output_seal",
         "ALTER TABLE approvals DROP COLUMN seal",
         "ALTER TABLE approvals DROP COLUMN named",
         "ALTER TABLE approvals DROP COLUMN given_for",

@@ -70,7 +70,11 @@ class ApprovalRepository(StoreCore):
             conn.execute(
                 update(steps)
                 .where((steps.c.run_id == run_id) & (steps.c.idx == index))
-                .values(status="waiting_approval", error="asked for approval; not answered")
+                .values(
+                    status="waiting_approval",
+                    status_seal=self._step_seal(run_id, index, "status", "waiting_approval"),
+                    error="asked for approval; not answered",
+                )
             )
             self._event(conn, run_id, index, "approval_requested", {"named": named})
 

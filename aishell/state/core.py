@@ -23,7 +23,7 @@ from aishell.errors import StateError
 from aishell.signing import SigningKey
 from aishell.state.faults import is_fault, state_error
 from aishell.state.schema import events
-from aishell.state.seals import check, seal
+from aishell.state.seals import check, seal, step_seal
 from aishell.state.values import dumps, now
 
 _SQLITE = sqlite.dialect()
@@ -152,6 +152,10 @@ class StoreCore:
         """Refuse a row the home's key did not sign as it is (a store with the key)."""
         if self._key is not None:
             check(self._key, kind, run_id, row, row.get("seal"), what)
+
+    def _step_seal(self, run_id: str, index: int, field: str, value: str | None) -> str | None:
+        """A step's status or output signed with the home's key; None without it."""
+        return None if self._key is None else step_seal(self._key, run_id, index, field, value)
 
     def flush(self) -> None:
         """Commit queued writes now."""

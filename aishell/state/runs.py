@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -16,6 +16,7 @@ from aishell.state.approvals import ApprovalRepository
 from aishell.state.core import Hot
 from aishell.state.processes import current_user, process_alive
 from aishell.state.schema import events, run_controls, runs, steps
+from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
 
 # Read between every two steps: built once, like the statements in steps.py.
@@ -68,7 +69,7 @@ class RunRepository(ApprovalRepository):
                 )
             )
             if step_rows:
-                _insert_steps(conn, run_id, step_rows)
+                _insert_steps(conn, run_id, step_rows, self._step_seal)
             self._event(conn, run_id, None, "run_started", {"dry_run": dry_run, "job": job})
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -94,6 +95,12 @@ class RunRepository(ApprovalRepository):
         self._verify("run", rows[0].run_id, rows[0]._mapping, f"run {rows[0].run_id}")
         run = self._run_dict(rows[0]._mapping)
         full_id = run["run_id"]
+        found = self._conn.execute(
+            select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
+        ).all()
+        if self._key is not None:
+            for r in found:
+                check_step(self._key, full_id, r.idx, r._mapping, f"run {full_id}'s step {r.idx}")
         run["steps"] = [
             {
                 "index": r.idx,
@@ -110,9 +117,7 @@ class RunRepository(ApprovalRepository):
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
             }
-            for r in self._conn.execute(
-                select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
-            )
+            for r in found
         ]
         run["approvals"] = self._approvals_of(full_id)
         run["events"] = [
@@ -210,9 +215,15 @@ class RunRepository(ApprovalRepository):
         return rows[0][0] if rows else None
 
 
-def _insert_steps(conn: Connection, run_id: str, step_rows: Sequence[dict[str, Any]]) -> None:
+def _insert_steps(
+    conn: Connection,
+    run_id: str,
+    step_rows: Sequence[dict[str, Any]],
+    sealed: Callable[[str, int, str, str | None], str | None],
+) -> None:
     """A new run's steps, pending: one statement for every step (executemany), since a
-    statement built per step cost more than the run's checkpoints."""
+    statement built per step cost more than the run's checkpoints. `sealed`: signs each
+    one's status (None from a store without the key)."""
     conn.execute(
         insert(steps),
         [
@@ -225,6 +236,7 @@ def _insert_steps(conn: Connection, run_id: str, step_rows: Sequence[dict[str, A
                 "risk_level": row["risk_level"],
                 "params": dumps(row["params"]),
                 "status": "pending",
+                "status_seal": sealed(run_id, row["index"], "status", "pending"),
                 "attempts": 0,
             }
             for row in step_rows

@@ -63,6 +63,10 @@ steps = Table(
     Column("error", Text),
     Column("started_at", String(32)),
     Column("finished_at", String(32)),
+    # The home key's signatures of the status and the output, which resume trusts (a
+    # succeeded step is not run again, its output feeds later steps): seals.py.
+    Column("status_seal", Text),
+    Column("output_seal", Text),
 )
 
 events = Table(

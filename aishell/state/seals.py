@@ -95,6 +95,27 @@ def check(
             )
 
 
+def step_seal(key: SigningKey, run_id: str, index: int, field: str, value: str | None) -> str:
+    """The signature of a step's status or output (as stored), which resume trusts."""
+    return _mac(key, "step", run_id, f"{index}.{field}", value)
+
+
+def check_step(key: SigningKey, run_id: str, index: int, row: Mapping[Any, Any], what: str) -> None:
+    """Refuse a step whose status, or output, is not what this home's key signed (an
+    output never written needs no signature)."""
+    for field in ("status", "output"):
+        value, stored = row[field], row[f"{field}_seal"]
+        if field == "output" and value is None:
+            continue
+        if not stored or not hmac.compare_digest(
+            step_seal(key, run_id, index, field, value), str(stored)
+        ):
+            raise StateError(
+                f"state.db: {what} ({field}) does not match its signature; "
+                "it was changed outside aishell"
+            )
+
+
 def _fields(kind: str) -> tuple[str, ...]:
     return {"run": RUN_FIELDS, "approval": APPROVAL_FIELDS, "request": REQUEST_FIELDS}[kind]
 

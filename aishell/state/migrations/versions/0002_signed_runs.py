@@ -1,6 +1,7 @@
 """Signed runs and approvals bound to their facts.
 
-Adds runs.seal, the home key's signature of what resume trusts of a run; to approvals,
+Adds runs.seal, the home key's signature of what resume trusts of a run; to steps,
+the signatures of their status and output; to approvals,
 `named` (given for that step by name), `given_for` (the verdict it was given for) and
 `seal`; and approval_requests, written before each question a person is asked.
 
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 from aishell.signing import SigningKey
-from aishell.state.seals import seal
+from aishell.state.seals import seal, step_seal
 
 revision = "0002_signed_runs"
 down_revision = "0001_baseline"
@@ -32,6 +33,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("runs", sa.Column("seal", sa.Text))
+    op.add_column("steps", sa.Column("status_seal", sa.Text))
+    op.add_column("steps", sa.Column("output_seal", sa.Text))
     op.add_column("approvals", sa.Column("named", sa.Boolean))
     op.add_column("approvals", sa.Column("given_for", sa.Text))
     op.add_column("approvals", sa.Column("seal", sa.Text))
@@ -54,12 +57,23 @@ def _sign_existing(bind: sa.Connection, key: SigningKey) -> None:
     tables = sa.MetaData()
     runs = sa.Table("runs", tables, autoload_with=bind)
     approvals = sa.Table("approvals", tables, autoload_with=bind)
+    steps = sa.Table("steps", tables, autoload_with=bind)
     for row in bind.execute(sa.select(runs)).mappings().all():
         value = seal(key, "run", row["run_id"], row)
         bind.execute(sa.update(runs).where(runs.c.run_id == row["run_id"]).values(seal=value))
     for row in bind.execute(sa.select(approvals)).mappings().all():
         value = seal(key, "approval", row["run_id"], row)
         bind.execute(sa.update(approvals).where(approvals.c.id == row["id"]).values(seal=value))
+    for row in bind.execute(sa.select(steps)).mappings().all():
+        run_id, index = row["run_id"], row["idx"]
+        bind.execute(
+            sa.update(steps)
+            .where((steps.c.run_id == run_id) & (steps.c.idx == index))
+            .values(
+                status_seal=step_seal(key, run_id, index, "status", row["status"]),
+                output_seal=step_seal(key, run_id, index, "output", row["output"]),
+            )
+        )
 
 
 def downgrade() -> None:
