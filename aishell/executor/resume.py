@@ -59,13 +59,15 @@ def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
     share of the table the step would delete, as measured now."""
     effect = result.estimate or {}
     going, total = effect.get("rows_this_run"), effect.get("table_rows")
-    counted = isinstance(going, int) and isinstance(total, int) and total > 0
+    rows = share = None
+    if isinstance(going, int) and isinstance(total, int) and total > 0:
+        rows, share = going, round(going / total, 6)
     return {
         "risk": verdict.risk.value,
         "reasons": list(verdict.reasons),
         "personal": list(verdict.personal),
-        "rows": going if counted else None,
-        "share": round(going / total, 6) if counted else None,  # type: ignore[operator]
+        "rows": rows,
+        "share": share,
     }
 
 
