@@ -81,8 +81,19 @@ def all_logs(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Confi
     yield from _logs(request.param, home)
 
 
+def _take_terminal(ignore_hangup: bool) -> None:
+    """In the child: the pty on stdin becomes its controlling terminal; with
+    `ignore_hangup`, SIGHUP is ignored (as under nohup), so a closed terminal is an
+    error of the read instead."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if ignore_hangup:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @contextmanager
-def at_terminal(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int]]]:
+def at_terminal(
+    *args: str, ignore_hangup: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int]]]:
     """`aishell ARGS` in a pseudo-terminal that is its controlling terminal (so Ctrl-C
     is SIGINT and closing it is SIGHUP, as in a real session): (process, {"fd": the
     leader's fd}, removed once the test closed it)."""
@@ -96,7 +107,7 @@ def at_terminal(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], dict[str,
         env=env,
         close_fds=True,
         start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        preexec_fn=lambda: _take_terminal(ignore_hangup),
     )
     os.close(follower)
     terminal = {"fd": leader}
@@ -121,7 +132,7 @@ def _end_prompt(proc: subprocess.Popen[bytes], terminal: dict[str, int], means: 
         os.write(leader, b"\x04")
     elif means == "sigterm":
         proc.send_signal(signal.SIGTERM)
-    elif means == "hangup":
+    elif means in ("hangup", "hangup-ignored"):
         # The terminal goes away: the kernel sends SIGHUP to the session's leader.
         os.close(terminal.pop("fd"))
     if "fd" in terminal:
@@ -135,6 +146,23 @@ def _only_run(config: Config) -> str:
 
 
 MEANS = ["no", "ctrl-c", "ctrl-d", "hangup", "sigterm"]
+
+
+def test_a_terminal_closed_under_a_process_that_ignores_sighup(home: Path) -> None:
+    """Under nohup the read at the prompt fails (EIO): the end of input. (What the run
+    prints afterwards has nowhere to go either, and may end it as failed; the store
+    keeps the step waiting for its own approval all the same.)"""
+    config, url = next(_logs("sqlite", home))
+    args = ("run", "log-cleanup", "--table", "events", "--retention-days", "10")
+    with at_terminal(*args, ignore_hangup=True) as (proc, terminal):
+        read_until(terminal["fd"], "Run this step?")
+        _end_prompt(proc, terminal, "hangup-ignored")
+    run = commands.show_run(config, _only_run(config))
+    assert run["steps"][PURGE]["status"] == "waiting_approval"
+    assert run["steps"][PURGE]["error"] == "not answered: end of input"
+    with pytest.raises(UsageError, match="needs its own approval"):
+        commands.decide_steps(config, run["run_id"], "approved")
+    assert len(rows_of(url)) == ROWS
 
 
 @pytest.mark.parametrize("means", MEANS)
