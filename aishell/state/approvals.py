@@ -118,4 +118,6 @@ class ApprovalRepository(StoreCore):
 
 
 def _named_row(run_id: str, row: Any, kind: str) -> str:
-    return f"run {run_id}'s {kind} of step {row.step_idx}"
+    """How a refusal names the row: "run ID's approval of step 1"."""
+    what = "approval" if kind == "approval" else "request for approval"
+    return f"run {run_id}'s {what} of step {row.step_idx}"
