@@ -12,6 +12,7 @@ from typing import Any
 from aishell.approval import Approver, NonInteractive, current_user
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.previews import Review, preview_plan
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
@@ -39,7 +40,7 @@ def plan_and_start(
     run_options["started"] = time.monotonic()
     registry = load_catalog(config)
     name, _ = config.target(target)
-    with StateStore(config.state_url) as store, circuit_breaker(config, store, name):
+    with signed_store(config) as store, circuit_breaker(config, store, name):
         handle = open_target(config, name, read_only=run_options["dry_run"])
         planning = handle.reading()
         try:
