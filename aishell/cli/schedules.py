@@ -28,7 +28,10 @@ def job_from_words(
     if command is None:
         raise UsageError(f"Unknown job {name!r}; jobs are: {', '.join(sorted(run.commands))}")
     try:
-        with command.make_context(f"aishell run {name}", rest) as ctx:
+        # The help options `aishell` gives its commands: click keeps the first a
+        # command is given, for every later help of it in the process.
+        names = ["-h", "--help"]
+        with command.make_context(f"aishell run {name}", rest, help_option_names=names) as ctx:
             params = dict(ctx.params)
     except click.exceptions.Exit:
         raise UsageError("The job words asked for help; give the job itself") from None
