@@ -142,12 +142,15 @@ class Guard:
         sql = driver_to_text(statement, paramstyle)
         named = hidden.named_in(sql, dialect)
         symbol = hidden.operator_in(sql, dialect)
+        cast = hidden.type_in(sql, dialect)
         if named is not None:
             # Even in a read-only session: what a view runs may reach beyond it (end
             # another session, open one elsewhere) or switch it back to read-write.
             reason = f"it reads {named}: {hidden.relations[named]}"
         elif symbol is not None:
             reason = f"it uses the operator {symbol}: {hidden.operators[symbol]}"
+        elif cast is not None:
+            reason = f"it names the type {cast}: {hidden.types[cast]}"
         elif conn.info.get(ACCESS_KEY):
             return None, READS  # the database refuses what it would write
         elif not hidden.anywhere:

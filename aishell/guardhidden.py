@@ -50,9 +50,18 @@ class HiddenWriters:
     # call the function, even where the session is read-only (which stops a write, not
     # a function that ends another session or switches this one back).
     operators: dict[str, str] = field(default_factory=dict)
+    # {type name: why} of the types a cast to which (or a domain check of which) may
+    # write: a statement that names the type, likewise.
+    types: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.anywhere)
+
+    def type_in(self, sql: str, dialect: str) -> str | None:
+        """The first of these types the statement names, if any."""
+        if not self.types:
+            return None
+        return next((name for name in names_in(sql, dialect) if name in self.types), None)
 
     def operator_in(self, sql: str, dialect: str) -> str | None:
         """The first of these operators whose symbol the statement's code holds."""
@@ -156,7 +165,8 @@ UNION ALL
 SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
 FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
 UNION ALL
-SELECT 'cast', NULL, c.castsource::regtype::text || ' to ' || c.casttarget::regtype::text
+SELECT 'cast', (SELECT ct.typname FROM pg_catalog.pg_type ct WHERE ct.oid = c.casttarget),
+  c.castsource::regtype::text || ' to ' || c.casttarget::regtype::text
 FROM pg_catalog.pg_cast c WHERE c.oid >= 16384 AND c.castfunc IN (SELECT oid FROM writing)
 UNION ALL
 SELECT 'type', NULL, t.oid::regtype::text FROM pg_catalog.pg_type t
@@ -164,7 +174,7 @@ WHERE t.oid >= 16384 AND t.typtype = 'b'
   AND ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[]
       && ARRAY(SELECT oid FROM writing)
 UNION ALL
-SELECT 'domain', NULL, t.oid::regtype::text || ' (check ' || con.conname || ')'
+SELECT 'domain', t.typname, t.oid::regtype::text || ' (check ' || con.conname || ')'
 FROM pg_catalog.pg_constraint con
 JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass
   AND d.objid = con.oid
@@ -189,10 +199,15 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
     )
     relations: dict[str, str] = {}
     operators: dict[str, str] = {}
+    types: dict[str, str] = {}
     anywhere: list[str] = []
     for kind, name, shown in lookup.fetchall():
         if kind == "operator":
             operators[name] = f"operator {shown} runs a function that may write"
+            anywhere.append(f"{kind} {shown}")
+        elif kind in ("cast", "domain"):
+            # Named where a statement casts to the type, and may act where it does not.
+            types.setdefault(name, f"{kind} {shown} runs a function that may write")
             anywhere.append(f"{kind} {shown}")
         elif kind == "foreign table":
             relations.setdefault(name, f"foreign table {shown} is read from another server")
@@ -205,7 +220,7 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             )
         else:
             anywhere.append(f"{kind} {shown}")
-    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators)
+    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators, types)
 
 
 _SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")

@@ -91,6 +91,8 @@ PG_NAMED = {
     "aggregate",
     "policy",
     "operator",
+    "cast",
+    "domain",
     "unreadable-operator",
 }
 
@@ -338,9 +340,12 @@ def test_where_any_read_may_write_a_read_inside_a_transaction_is_sent_read_only(
 def test_where_any_read_may_write_a_read_inside_a_transaction_cannot_write(
     home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
 ) -> None:
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["domain"]) as url:
+    # A domain over the checked one: the read names neither the check's domain nor its
+    # function, and only the savepoint made read-only stands in the way.
+    over = "CREATE DOMAIN h_dom_over AS h_dom"
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["domain"], over) as url:
         config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
-        read = PG_READS["domain"]
+        read = "SELECT CAST(5 AS h_dom_over)"
 
         run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
 

@@ -145,6 +145,11 @@ PG_ZAP = [
     "$$ BEGIN DELETE FROM other; RETURN $1 = $2; END $$",
     "CREATE OPERATOR <~> (LEFTARG = int, RIGHTARG = int, FUNCTION = zap_eq)",
     "CREATE VIEW zapped AS SELECT zapi(id) AS z FROM victim",
+    "CREATE TYPE zmood AS ENUM ('ok')",
+    "CREATE FUNCTION zap_mood(int) RETURNS zmood IMMUTABLE LANGUAGE plpgsql AS "
+    "$$ BEGIN DELETE FROM other; RETURN 'ok'; END $$",
+    "CREATE CAST (int AS zmood) WITH FUNCTION zap_mood(int)",
+    "CREATE DOMAIN zdom AS int CHECK (zapi(VALUE) = 1)",
 ]
 PG_CALLS = [
     pytest.param("SELECT zapi(1)", id="by-name-stable"),
@@ -155,6 +160,10 @@ PG_CALLS = [
     pytest.param("SELECT (id).zapi FROM victim", id="attribute-of-a-scalar"),
     pytest.param("SELECT count(*) FROM zapped", id="view"),
     pytest.param("SELECT count(*) FROM victim WHERE id <~> 1", id="operator"),
+    pytest.param("SELECT 1::zmood", id="cast"),
+    pytest.param("SELECT CAST(id AS zmood) FROM victim", id="cast-function-form"),
+    pytest.param("SELECT CAST(5 AS zdom)", id="domain-check"),
+    pytest.param("SELECT count(*) FROM zapped JOIN victim ON true", id="view-joined"),
 ]
 
 
