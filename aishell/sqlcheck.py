@@ -153,8 +153,6 @@ REACHING_FUNCTIONS = frozenset(
         "get_lock",
         "release_lock",
         "release_all_locks",
-        "is_free_lock",
-        "is_used_lock",
         "load_file",
         "master_pos_wait",
         "master_gtid_wait",

@@ -294,6 +294,7 @@ HOT: list[tuple[Hot, dict[str, Any]]] = [
         {
             "b_run": "r",
             "b_idx": 1,
+            "status_seal": "s",
             "resolved_params": "{}",
             "sql": "[]",
             "attempts": 2,
@@ -306,7 +307,9 @@ HOT: list[tuple[Hot, dict[str, Any]]] = [
             "b_run": "r",
             "b_idx": 1,
             "status": "succeeded",
+            "status_seal": "s",
             "output": "{}",
+            "output_seal": "o",
             "error": None,
             "finished_at": "t",
             "sql": None,
