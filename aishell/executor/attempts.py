@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import AishellError, StepInterrupted, StepSkipped
+from aishell.errors import AishellError, NamedApprovalNeeded, StepInterrupted, StepSkipped
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.effects import record_effects
@@ -78,6 +78,17 @@ def _attempts(
             output = _attempt(run, result, step, ctx, limit, attempt, started, quick)
         except Stop:
             raise
+        except NamedApprovalNeeded as exc:
+            # Stopped at a limit, its work so far committed and checkpointed: it waits
+            # for a person's yes to that very step, which no flag gives.
+            rollback(ctx.connection)
+            record_effects(run, exc.details)
+            result.output = json.loads(dumps(exc.details)) if exc.details else None
+            result.personal = list(exc.reasons)
+            result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
+            run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
+            run.finish(result, "waiting_approval", error=str(exc), started=started)
+            return
         except StepSkipped as exc:
             # Whatever it did is committed (each tool commits its own work); the
             # server declined the rest, and the status says so.
@@ -204,3 +215,8 @@ def _long_step_hooks(
     ctx.ends_at = run.policy.window_closes(tool, now)
     ctx.seconds_left = None if ctx.ends_at is None else (ctx.ends_at - now).total_seconds()
     ctx.open_target = run.open_target
+    limits = run.policy.purge_limits(tool.name)
+    ctx.max_share = limits.max_share if limits is not None else None
+    ctx.step_approvals = lambda: [
+        a for a in store.get_run(run_id)["approvals"] if a["step_idx"] == index
+    ]

@@ -35,6 +35,9 @@ def run_step(
     impl = tool.implementation(run.target.dialect)
     ctx.step_cache = {}
     ctx.attempt = 1
+    # Where an earlier go of this step got to (a purge's checkpoint): its estimate says
+    # so before anyone is asked.
+    ctx.load_progress = lambda: run.store.get_progress(run.run_id, result.index)
     needed = [r.step_id for r in find_references([step.params, step.condition])]
     needed += list(step.depends_on)
     earlier = run.earlier(result.index)
@@ -78,6 +81,9 @@ def run_step(
     elif verdict.confirmation is Confirmation.NOTIFY:
         notify(run, result, tool, prepared.params)
     run_tool(run, result, prepared, ctx)
+    if result.status == "waiting_approval":  # it stopped at a limit only a person passes
+        waiting.add(step.id)
+        return
     if result.status == "failed":
         raise Stop(FAILED, f"{step.id} ({tool.name}) failed: {result.error}")
 
