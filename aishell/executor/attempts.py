@@ -79,15 +79,8 @@ def _attempts(
         except Stop:
             raise
         except NamedApprovalNeeded as exc:
-            # Stopped at a limit, its work so far committed and checkpointed: it waits
-            # for a person's yes to that very step, which no flag gives.
             rollback(ctx.connection)
-            record_effects(run, exc.details)
-            result.output = json.loads(dumps(exc.details)) if exc.details else None
-            result.personal = list(exc.reasons)
-            result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
-            run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
-            run.finish(result, "waiting_approval", error=str(exc), started=started)
+            _waits_for_a_person(run, result, exc, started)
             return
         except StepSkipped as exc:
             # Whatever it did is committed (each tool commits its own work); the
@@ -121,6 +114,19 @@ def _attempts(
         result.output = json.loads(dumps(output))
         run.finish(result, "succeeded", started=started)
         return
+
+
+def _waits_for_a_person(
+    run: RunContext, result: StepResult, exc: NamedApprovalNeeded, started: float
+) -> None:
+    """Stopped at a limit, its work so far committed and checkpointed: it waits for a
+    person's yes to that very step, which no flag gives."""
+    record_effects(run, exc.details)
+    result.output = json.loads(dumps(exc.details)) if exc.details else None
+    result.personal = list(exc.reasons)
+    result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
+    run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
+    run.finish(result, "waiting_approval", error=str(exc), started=started)
 
 
 def _attempt(
