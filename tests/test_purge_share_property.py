@@ -283,9 +283,9 @@ def gapped(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def _run_with_yes(home: Path, url: str, name: str, data: dict[str, Any]) -> Any:
+def _run_with_yes(home: Path, url: str, name: str, data: dict[str, Any], **extra: Any) -> Any:
     config = _share_config(home, url, data["max_share"])
-    return commands.run_job(config, "log_cleanup", _job(name), approver=PreApproved())
+    return commands.run_job(config, "log_cleanup", _job(name, **extra), approver=PreApproved())
 
 
 @contextmanager
@@ -348,9 +348,12 @@ def _approve_and_resume(home: Path, url: str, name: str, run: Any, data: dict[st
     return commands.resume_run(config, run.run_id, approver=PreApproved())
 
 
-def _check_stop_and_resume(home: Path, url: str, name: str, data: dict[str, Any]) -> None:
+def _check_stop_and_resume(
+    home: Path, url: str, name: str, data: dict[str, Any], archive: Path | None = None
+) -> None:
     everything, old = ids_in(url, name), old_ids(data)
-    run = _run_with_yes(home, url, name, data)
+    extra = {"archive_to": f"file:{archive}"} if archive else {}
+    run = _run_with_yes(home, url, name, data, **extra)
     purge = run.steps[PURGE]
     # The estimate was fooled: it said under the limit, and --yes let the purge start.
     estimate = purge.estimate or {}
@@ -369,13 +372,16 @@ def _check_stop_and_resume(home: Path, url: str, name: str, data: dict[str, Any]
     assert done.status == "completed", done.error
     assert done.steps[PURGE].output["rows_deleted"] == len(old)
     assert everything - ids_in(url, name) == old
+    if archive is not None:  # each deleted row archived once, across the stop
+        archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
+        assert sorted(archived) == sorted(old)
 
 
 def test_mariadb_keys_skewed_past_the_32_samples_stop_at_the_limit(home, mysql_url):
     data = _skewed_for_32_samples()
     build(mysql_url, "skewed", data)
     _execute(mysql_url, "ANALYZE TABLE skewed")
-    _check_stop_and_resume(home, mysql_url, "skewed", data)
+    _check_stop_and_resume(home, mysql_url, "skewed", data, home / "archive" / "skewed.jsonl")
 
 
 @pytest.mark.parametrize("how", ["reset", "counter_zero"])
