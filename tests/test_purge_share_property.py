@@ -458,3 +458,37 @@ def test_sqlite_rows_that_came_after_the_prompt_stop_at_the_limit_archived_once(
     archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
     assert sorted(archived) == sorted(gone)
     assert done.steps[PURGE].output["rows_deleted"] == 160
+
+
+def test_sqlite_a_yes_by_name_covers_the_share_it_was_shown_and_no_more(home):
+    """The prompt showed 60%, over max_share, and a person said yes to it; while it
+    waited, more rows became old (90%). The purge stops at 60% of the rows it counted,
+    not at max_share (that yes covered it) and not at 90% (nobody said yes to that)."""
+    url = f"sqlite:///{home / 'shown.db'}"
+    data = {
+        "keys": list(range(1, 201)),
+        "ages": [60] * 120 + [2] * 80,
+        "text_key": False,
+        "max_share": 0.5,
+    }
+    build(url, "events", data)
+    config = _share_config(home, url, 0.5)
+    shown: list[tuple[str, ...]] = []
+
+    def answer(request: Any) -> str:
+        if request.tool == "delete_old_records":
+            shown.append(request.personal)
+            _execute(url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 180")
+        return "yes"
+
+    everything = ids_in(url, "events")
+    run = commands.run_job(config, "log_cleanup", _job("events"), approver=Prompting(ask=answer))
+    assert any("would delete 120 of 200 rows (60%)" in r for [r] in shown)
+    purge = run.steps[PURGE]
+    assert purge.status == "waiting_approval", purge.error
+    assert any("the 60% a person approved" in r for r in purge.personal)
+    assert len(everything - ids_in(url, "events")) == 120
+    commands.decide_steps(config, run.run_id, "approved", step=PURGE)
+    done = commands.resume_run(config, run.run_id, approver=PreApproved())
+    assert done.status == "completed", done.error
+    assert everything - ids_in(url, "events") == set(range(1, 181))
