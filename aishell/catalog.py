@@ -4,7 +4,8 @@ figures, as planning and a run keep them, are in tablecatalog.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Connection, RowMapping
@@ -14,13 +15,42 @@ from aishell.errors import TargetError
 from aishell.sqltext import text
 
 
-def user_tables(conn: Connection) -> list[str]:
-    """User tables of the target, by name."""
+@contextmanager
+def sqlite_text_as_bytes(conn: Connection) -> Iterator[None]:
+    """SQLite text comes back as its bytes for the queries inside. SQLite keeps a name
+    as the bytes it was given, which need not be UTF-8; decoded as a whole, one such
+    name fails the whole query, so catalog queries read bytes and decode each name."""
+    dbapi: Any = conn.connection.dbapi_connection
+    before = dbapi.text_factory
+    dbapi.text_factory = bytes
+    try:
+        yield
+    finally:
+        dbapi.text_factory = before
+
+
+def sqlite_name(raw: object, unreadable: list[str] | None = None) -> str | None:
+    """A name read under sqlite_text_as_bytes: its text, or None when it is not UTF-8
+    (then added to `unreadable` as shown, its bad bytes as \\xNN). Such a table is left
+    out, never named by a lossy decoding: a replacement character could name another."""
+    if not isinstance(raw, bytes):
+        return None if raw is None else str(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if unreadable is not None:
+            unreadable.append(raw.decode("utf-8", "backslashreplace"))
+        return None
+
+
+def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[str]:
+    """User tables of the target, by name; on SQLite those whose names are not UTF-8
+    are left out (and listed in `unreadable`)."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         sql = (
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() ORDER BY 1"
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() ORDER BY 1"
         )
     elif dialect in ("mysql", "mariadb"):
         sql = (
@@ -32,6 +62,9 @@ def user_tables(conn: Connection) -> list[str]:
             "SELECT name FROM sqlite_schema WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY 1"
         )
+        with sqlite_text_as_bytes(conn):
+            rows = conn.execute(text(sql)).all()
+        return [n for n in (sqlite_name(r[0], unreadable) for r in rows) if n is not None]
     return [r[0] for r in conn.execute(text(sql))]
 
 
@@ -44,7 +77,7 @@ _COLUMNS = {
     "postgresql": (
         "SELECT attname FROM pg_attribute WHERE attrelid = "
         "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relname = :t AND n.nspname = current_schema()) "
+        "WHERE c.relname = :t AND n.nspname = pg_catalog.current_schema()) "
         "AND attnum > 0 AND NOT attisdropped{stored} ORDER BY attnum",
         " AND attgenerated = ''",
     ),
@@ -95,8 +128,9 @@ def blocking_sessions(
                     "JOIN pg_stat_activity a ON a.pid = l.pid "
                     "JOIN pg_class c ON c.oid = l.relation "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE l.granted AND a.pid <> pg_backend_pid() "
-                    "AND n.nspname = current_schema() AND c.relname = ANY(CAST(:t AS text[]))"
+                    "WHERE l.granted AND a.pid <> pg_catalog.pg_backend_pid() "
+                    "AND n.nspname = pg_catalog.current_schema() "
+                    "AND c.relname = ANY(CAST(:t AS text[]))"
                 ),
                 {"t": list(tables)},
             ).mappings()
@@ -136,7 +170,7 @@ def blockers_of(conn: Connection, pid: int) -> list[str]:
     rows = conn.execute(
         text(
             "SELECT pid, usename, application_name, state, left(query, 80) AS query "
-            "FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(:pid)) ORDER BY pid"
+            "FROM pg_stat_activity WHERE pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY pid"
         ),
         {"pid": pid},
     ).mappings()
@@ -159,13 +193,13 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
 
 
 _PG_URGENCY = """
-SELECT c.relname AS name, age(c.relfrozenxid) AS xid_age,
+SELECT c.relname AS name, pg_catalog.age(c.relfrozenxid) AS xid_age,
        coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
-       c.relpages::bigint * current_setting('block_size')::bigint AS total_bytes
+       c.relpages::bigint * pg_catalog.current_setting('block_size')::bigint AS total_bytes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 """
 _MYSQL_URGENCY = """
 SELECT TABLE_NAME AS name, coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes,

@@ -15,6 +15,14 @@ from aishell.bounds import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
 from aishell.bounds import MAX_RUN_TIME_SECONDS as MAX_RUN_TIME_SECONDS
 from aishell.bounds import MAX_SLEEP_MS as MAX_SLEEP_MS
 from aishell.bounds import MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS
+from aishell.configcheck import (
+    MAX_COUNT,
+    MAX_HOURS,
+    check_command,
+    check_env_name,
+    check_http_url,
+    check_url,
+)
 from aishell.configfile import read_yaml, validate
 from aishell.errors import ConfigError
 from aishell.home import agent_file, config_files, find_home, read_layers
@@ -39,7 +47,7 @@ class TargetConfig(_Strict):
     password_env: str | None = None
     # Lock waits start short and are retried with backoff, instead of one long wait
     # that queues every other session behind aishell.
-    lock_timeout_ms: int = Field(1000, ge=10)
+    lock_timeout_ms: int = Field(1000, ge=10, le=MAX_TIMEOUT_SECONDS * 1000)
     # Opening a connection: TCP, TLS, the server's greeting and authentication, all of it
     # (PostgreSQL counts at least 2 s).
     connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
@@ -58,6 +66,9 @@ class TargetConfig(_Strict):
     # as a possible write whatever volatility it declares, unless named here. The site's
     # word: aishell does not check it.
     trusted_functions: list[str] = []
+
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_env_name)
 
 
 class RunDefaults(_Strict):
@@ -78,10 +89,15 @@ class StateConfig(_Strict):
     # null: the URL's own `timeout` query parameter, or 10 seconds.
     busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
 
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_env_name)
+
 
 class CircuitBreakerConfig(_Strict):
-    failures: int = Field(3, ge=1, description="consecutive connection failures that open it")
-    cool_down_seconds: float = Field(300, gt=0)
+    failures: int = Field(
+        3, ge=1, le=1000, description="consecutive connection failures that open it"
+    )
+    cool_down_seconds: float = Field(300, gt=0, le=MAX_TIMEOUT_SECONDS)
 
 
 NotifyOn = Literal[
@@ -104,15 +120,18 @@ class NotificationsConfig(_Strict):
         "missed",
         "stuck",
     ]
-    timeout_seconds: float = Field(10, gt=0)
+    timeout_seconds: float = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+    _command = field_validator("command")(check_command)
+    _webhook = field_validator("webhook")(check_http_url)
 
 
 class SchedulerConfig(_Strict):
     # A trigger missed (the scheduler was down) runs late if at most this late; missed
     # triggers of one schedule run once.
-    misfire_grace_seconds: int = Field(3600, ge=1)
+    misfire_grace_seconds: int = Field(3600, ge=1, le=MAX_RUN_TIME_SECONDS)
     # A scheduled run still running after this long is reported as stuck.
-    stuck_after_seconds: int = Field(6 * 3600, ge=1)
+    stuck_after_seconds: int = Field(6 * 3600, ge=1, le=MAX_RUN_TIME_SECONDS)
 
 
 class LlmPlannerConfig(_Strict):
@@ -124,14 +143,18 @@ class LlmPlannerConfig(_Strict):
     # Drafts per request: a rejected plan goes back to the model with the reasons.
     tries: int = Field(3, ge=1, le=10)
     # Context window asked of the model; the prompt holds every offered tool's schema.
-    context_tokens: int = Field(8192, ge=2048)
-    timeout_seconds: float = Field(300, gt=0, description="longest wait for one answer")
+    context_tokens: int = Field(8192, ge=2048, le=2**24)
+    timeout_seconds: float = Field(
+        300, gt=0, le=MAX_TIMEOUT_SECONDS, description="longest wait for one answer"
+    )
     # Attempts to reach the server, with backoff, before giving up.
     connect_attempts: int = Field(3, ge=1, le=20)
-    retry_backoff_seconds: float = Field(1.0, ge=0)
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     max_steps: int = Field(100, ge=1, le=1000)
     # Accepted plans are kept in the state store by (request, catalog, model).
     cache: bool = True
+
+    _host = field_validator("host")(check_http_url)
 
 
 class PlannerConfig(_Strict):
@@ -155,13 +178,15 @@ class MainConfig(_Strict):
 
 class AgentDefaults(_Strict):
     safety_level: SafetyLevel = "strict"
-    max_execution_time: int = Field(3600, gt=0, description="cap on any one step, seconds")
+    max_execution_time: int = Field(
+        3600, gt=0, le=MAX_RUN_TIME_SECONDS, description="cap on any one step, seconds"
+    )
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
     max_run_seconds: float | None = Field(None, gt=0, le=MAX_RUN_TIME_SECONDS)
     max_retries: int = Field(3, ge=0, le=20)
-    retry_backoff_seconds: float = Field(1.0, ge=0)
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
-    min_index_pages: int = Field(8, ge=1)
+    min_index_pages: int = Field(8, ge=1, le=MAX_COUNT)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -177,7 +202,7 @@ class _TimeZoned(_Strict):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder, a long name
             raise ValueError(
                 f"unknown time zone '{value}' (use an IANA name such as Europe/Berlin)"
             ) from None
@@ -188,7 +213,7 @@ class MaxTableSize(_Strict):
     """Steps on a table with more rows than this (the catalog's estimate) need approval."""
 
     type: Literal["max_table_size"]
-    max_rows: int = Field(gt=0)
+    max_rows: int = Field(gt=0, le=MAX_COUNT)
     tools: list[str] | None = None
 
 
@@ -205,7 +230,7 @@ class BackupRequired(_Strict):
 
     type: Literal["backup_required"]
     before_operations: list[str] = Field(min_length=1)
-    max_age_hours: float = Field(24, gt=0)
+    max_age_hours: float = Field(24, gt=0, le=MAX_HOURS)
 
 
 class BusinessHours(_TimeZoned):
@@ -251,10 +276,10 @@ class PurgeSettings(_Strict):
         100, ge=1, le=MAX_BATCH_MS, description="batches are sized to take this long"
     )
     sleep_ms: float = Field(0, ge=0, le=MAX_SLEEP_MS)
-    max_rows_per_run: int | None = Field(None, ge=1)
+    max_rows_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
     run_time_seconds: float | None = Field(None, ge=1, le=MAX_RUN_TIME_SECONDS)
-    max_running_queries: int | None = Field(25, ge=1)
-    max_replica_lag_seconds: float | None = Field(10, ge=0)
+    max_running_queries: int | None = Field(25, ge=1, le=MAX_COUNT)
+    max_replica_lag_seconds: float | None = Field(10, ge=0, le=MAX_TIMEOUT_SECONDS)
     # The longest one wait for a busy server or a lagging replica; then the purge
     # stops resumably and says so.
     max_throttle_wait_seconds: float = Field(1800, ge=1, le=MAX_RUN_TIME_SECONDS)
@@ -264,7 +289,7 @@ class PurgeSettings(_Strict):
     replicas: list[str] = []
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
-    statistics_after_rows: int | None = Field(10_000, ge=0)
+    statistics_after_rows: int | None = Field(10_000, ge=0, le=MAX_COUNT)
 
 
 class AgentSection(_Strict):
@@ -312,7 +337,7 @@ class Config:
 
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise ConfigError(f"{self.path}: state.url: not a valid database URL") from None
         if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
             # The SQLite driver's own busy timeout, in seconds; the store reads it back.
@@ -394,7 +419,7 @@ def display_url(url: str) -> str:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "(an invalid database URL)"
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return str(parsed.database)

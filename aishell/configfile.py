@@ -6,6 +6,8 @@ with the same loader).
 
 from __future__ import annotations
 
+import os
+import stat
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -16,23 +18,220 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aishell.errors import ConfigError
+from aishell.terminal import printable
 
-# libyaml's safe loader when PyYAML was built with it: ten times faster, same result.
-YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Aliases may repeat at most this many nodes in all: a file with a few anchors shares a
+# block or two, while a "billion laughs" of a few hundred bytes expands to millions of
+# nodes, which every later walk of the data (checks, pickling, printing) would follow.
+MAX_ALIAS_NODES = 10_000
+# A config or tool file is a few kilobytes; anything this large is something else.
+MAX_YAML_BYTES = 4 * 1024**2
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YAML_LOADER(_Base):  # type: ignore[misc,valid-type]
+    """The safe loader (libyaml's when PyYAML has it, ten times faster) that also refuses
+    aliases expanding past MAX_ALIAS_NODES or into themselves, a key given twice in one
+    mapping, and NUL in a string; each a YAMLError with the line."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and self._may_alias:
+            _check_expansion(node)
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            self._refuse_duplicate_keys(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_scalar(self, node: Any) -> Any:
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and "\x00" in value:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a NUL character in a string", node.start_mark
+            )
+        return value
+
+    def _refuse_duplicate_keys(self, node: Any) -> None:
+        # Before merge keys (<<) are flattened: a key of the mapping itself may override
+        # a merged one, but not another of its own.
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the constructor says so itself
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {printable_key(key)} "
+                    f"(first given on line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+
+    # Set by parse_yaml: without an anchor (`&`) in the text no alias can expand.
+    _may_alias = True
+
+
+def _scalar_or_refusal(construct: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """A scalar's constructor whose refusal (a date with month 13, an integer of more
+    digits than Python converts) is a YAMLError at the scalar's line."""
+
+    def checked(loader: Any, node: Any) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError) as exc:
+            problem = str(exc).split(":")[0]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"not a usable {node.tag.rsplit(':', 1)[-1]}: {problem}",
+                node.start_mark,
+            ) from None
+
+    return checked
+
+
+for _scalar in ("int", "float", "timestamp"):
+    _tag = f"tag:yaml.org,2002:{_scalar}"
+    YAML_LOADER.add_constructor(_tag, _scalar_or_refusal(YAML_LOADER.yaml_constructors[_tag]))
+
+
+def printable_key(key: Any) -> str:
+    """A key as a message shows it: quoted, control characters escaped, cut short."""
+    text = repr(key)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _children(node: Any) -> list[Any]:
+    """A collection's nodes: a mapping's keys and values, a sequence's items."""
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value)
+
+
+def _check_expansion(root: Any) -> None:
+    """Refuse a node graph whose aliases repeat more than MAX_ALIAS_NODES nodes, or
+    refer to a collection that holds them. Linear in the distinct collections: a bomb is
+    measured, never expanded. Scalars count one each where they stand (an alias to a
+    scalar repeats one node, and the file's size bounds those)."""
+    if isinstance(root, yaml.ScalarNode):
+        return
+    sizes: dict[int, int] = {}  # a collection's nodes, expanded, by id
+    distinct = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    while stack:
+        node, children = stack.pop()
+        if children is not None:  # its children are measured
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(child), 1) for child in children)
+            continue
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        distinct += 1 + sum(isinstance(child, yaml.ScalarNode) for child in children)
+        on_path.add(id(node))
+        stack.append((node, children))
+        for child in children:
+            if isinstance(child, yaml.ScalarNode) or id(child) in sizes:
+                continue
+            if id(child) in on_path:
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias refers to a node that holds it", child.start_mark
+                )
+            stack.append((child, None))
+    repeated = sizes[id(root)] - distinct
+    if repeated > MAX_ALIAS_NODES:
+        # Named at the innermost collection already over the limit: where it blows up.
+        over = _innermost_over(root, sizes)
+        raise yaml.composer.ComposerError(
+            None,
+            None,
+            f"aliases expand to {repeated} more nodes, over the limit of "
+            f"{MAX_ALIAS_NODES} (an alias bomb?)",
+            over.start_mark,
+        )
+
+
+def _innermost_over(root: Any, sizes: dict[int, int]) -> Any:
+    """The smallest collection that expands past MAX_ALIAS_NODES: where a bomb goes off.
+    Only on refusal, so the walk of an ordinary file keeps no list of its nodes."""
+    best, seen, stack = root, set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or sizes.get(id(node), 0) <= MAX_ALIAS_NODES:
+            continue
+        seen.add(id(node))
+        if sizes[id(node)] < sizes[id(best)]:
+            best = node
+        stack.extend(_children(node))
+    return best
+
+
+def parse_yaml(raw: bytes, path: Path) -> Any:
+    """The document in raw (a file's bytes): valid UTF-8, one document, refused as the
+    loader says; any problem is a ConfigError `path:line: what`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[start : exc.start].decode("utf-8")) + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})"
+        ) from None
+    loader = YAML_LOADER(raw if _Base is not yaml.SafeLoader else text)
+    loader._may_alias = b"&" in raw
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_problem(exc, path)) from None
+    except RecursionError:  # nesting deeper than Python's stack
+        raise ConfigError(f"{path}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    if isinstance(exc, yaml.MarkedYAMLError) and not isinstance(
+        exc, yaml.constructor.ConstructorError | yaml.composer.ComposerError
+    ):
+        problem = f"invalid YAML: {problem}"
+    return f"{where}: {printable(problem)}"
+
+
+def read_source(path: Path, what: str = "config file") -> bytes:
+    """A config or tool file's bytes: a regular file of at most MAX_YAML_BYTES; a FIFO,
+    a device or a directory is refused before it is read (reading one would hang or
+    never end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {what} {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise ConfigError(f"{path}: not a regular file; a {what} must be one")
+        raw = file.read(MAX_YAML_BYTES + 1)
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024**2} MiB; not a {what}")
+    return raw
 
 
 def read_yaml(path: Path, empty_ok: bool = False) -> dict[str, Any]:
     """The mapping at the top of a config file; anything else is a ConfigError (a file
     of comments alone is an empty mapping when empty_ok)."""
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from None
+    data = parse_yaml(read_source(path), path)
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):
@@ -74,11 +273,44 @@ def validate(
             raise ConfigError(f"{path}: {key}: a constraint needs a type") from None
         if err["type"] == "missing":
             raise ConfigError(f"{path}: {key}: required key is missing") from None
+        got = err.get("input")
+        if err["type"] in ("model_type", "dict_type"):
+            raise ConfigError(
+                f"{path}: {key}: expected a mapping of keys, not {_kind(got)}"
+            ) from None
         msg = err["msg"].removeprefix("Value error, ")
         expected = msg[0].lower() + msg[1:]
-        got = err.get("input")
-        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        shown = "" if loc and loc[-1] in _NEVER_SHOWN else _shown(got)
         raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
+
+
+# Keys whose value may carry a password or a token: an error about them never repeats it.
+_NEVER_SHOWN = frozenset({"url", "webhook", "command", "host"})
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in words that never repeat it (a URL with its password)."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _shown(value: Any) -> str:
+    """The value an error quotes back, or nothing: never a collection, nor text that may
+    hold a secret (a URL, user@host, a long string)."""
+    if isinstance(value, dict | list) or value is None:
+        return ""
+    if isinstance(value, str) and ("://" in value or "@" in value or len(value) > 80):
+        return ""
+    return f" (got {printable(repr(value))})"
 
 
 def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:

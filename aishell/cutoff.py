@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.catalog import sqlite_name, sqlite_text_as_bytes
 from aishell.config import MAX_RETENTION_DAYS
 from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier, text
@@ -248,9 +249,9 @@ _PG_INDEXES = (
     "is_unique, i.indpred IS NULL AND i.indexprs IS NULL AS plain, k.n, a.attname, "
     "a.attnotnull FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
     "JOIN pg_namespace ns ON ns.oid = c.relnamespace "
-    "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+    "CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
     "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-    "WHERE c.relname = :t AND ns.nspname = current_schema() ORDER BY i.indexrelid, k.n"
+    "WHERE c.relname = :t AND ns.nspname = pg_catalog.current_schema() ORDER BY i.indexrelid, k.n"
 )
 _MYSQL_INDEXES = (
     "SELECT INDEX_NAME AS id, INDEX_NAME = 'PRIMARY' AS is_primary, NON_UNIQUE = 0 AS "
@@ -286,18 +287,37 @@ def indexes_of(conn: Connection, table: str) -> list[TableIndex]:
     return found
 
 
-def _reflected_indexes(conn: Connection, table: str) -> list[TableIndex]:
-    from sqlalchemy import inspect
+# SQLite's indexes of a table with their columns (NULL for an expression), as the
+# reflection of SQLAlchemy reads them (its own automatic indexes left out), but as
+# bytes: an index or a column whose name is not UTF-8 must not fail the purge's plan.
+_SQLITE_INDEXES = (
+    'SELECT l.name AS id, l."unique" AS is_unique, i.name AS attname '
+    "FROM pragma_index_list(:t) l JOIN pragma_index_info(l.name) i "
+    "WHERE l.name NOT LIKE 'sqlite\\_autoindex%' ESCAPE '\\' ORDER BY l.name, i.seqno"
+)
+_SQLITE_COLUMNS = 'SELECT name, "notnull", pk FROM pragma_table_info(:t) ORDER BY cid'
 
-    inspector = inspect(conn)
-    nullable = {c["name"]: bool(c.get("nullable", True)) for c in inspector.get_columns(table)}
+
+def _reflected_indexes(conn: Connection, table: str) -> list[TableIndex]:
+    """SQLite's primary key and indexes; one naming a column or called by a name that is
+    not UTF-8 is left out (as an index on an expression is)."""
+    with sqlite_text_as_bytes(conn):
+        columns = conn.execute(text(_SQLITE_COLUMNS), {"t": table}).all()
+        rows = conn.execute(text(_SQLITE_INDEXES), {"t": table}).all()
+    nullable = {sqlite_name(c.name): not c.notnull for c in columns}
     found = []
-    primary = tuple(inspector.get_pk_constraint(table).get("constrained_columns") or [])
-    if primary:
+    primary = tuple(str(sqlite_name(c.name)) for c in sorted(columns, key=lambda c: c.pk) if c.pk)
+    if primary and all(sqlite_name(c.name) is not None for c in columns if c.pk):
         found.append(TableIndex(primary, True, True, not nullable.get(primary[0], True)))
-    for index in inspector.get_indexes(table):
-        names = tuple(str(n) for n in index.get("column_names") or [] if n is not None)
-        if names and len(names) == len(index.get("column_names") or []):
-            unique = bool(index.get("unique"))
-            found.append(TableIndex(names, False, unique, not nullable.get(names[0], True)))
+    grouped: dict[bytes, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row.id, []).append(row)
+    for index, parts in sorted(grouped.items()):
+        names = [sqlite_name(r.attname) for r in parts]
+        if sqlite_name(index) is None or any(n is None for n in names):
+            continue
+        unique = bool(parts[0].is_unique)
+        found.append(
+            TableIndex(tuple(map(str, names)), False, unique, not nullable.get(names[0], True))
+        )
     return found

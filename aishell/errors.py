@@ -149,3 +149,8 @@ class StatementRefused(AishellError):
     the statement shapes the step was checked and approved with."""
 
     exit_code = EXIT_FAILED
+
+
+class SessionTampered(StatementRefused):
+    """A step that only reads found its session changed after a statement (switched back
+    to read-write, its search_path moved): code it ran did it."""

@@ -5,13 +5,16 @@ GRANT, REVOKE, SECURITY LABEL, IMPORT FOREIGN SCHEMA and REFRESH MATERIALIZED VI
 REINDEX from PostgreSQL 17): whatever its code writes runs with the statement, though no
 statement of the step names it. VACUUM, ANALYZE, CLUSTER, TRUNCATE and the statements
 that change rows fire none. The step's estimate names each one that applies among
-its `fires` (writereach.py), a reason for approval like a trigger.
+its `fires` (writereach.py), a reason for approval like a trigger; and, its function
+being the database's own, in its `user_code` (executor/estimates.py), which makes the
+step at least high risk unless the target trusts that function.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from sqlalchemy.engine import Connection
 
@@ -47,15 +50,31 @@ _MODIFIERS = frozenset(
 # Events that only some commands raise; the rest (ddl_command_start, ddl_command_end)
 # every command above.
 _ONLY_ON = {"sql_drop": ("DROP", "ALTER"), "table_rewrite": ("ALTER",)}
+# With the function's schema and name, and whether it is the database's own (not the
+# catalog's, not an installed extension's).
 _ENABLED = (
-    "SELECT evtname, evtevent, evtfoid::regproc::text, evttags "
-    "FROM pg_catalog.pg_event_trigger WHERE evtenabled IN ('O', 'A') ORDER BY 1"
+    "SELECT e.evtname, e.evtevent, e.evtfoid::pg_catalog.regproc::text, e.evttags, n.nspname, "
+    "p.proname, n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    "SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::"
+    "pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e') "
+    "FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE e.evtenabled IN ('O', 'A') ORDER BY 1"
 )
 
 
-def event_triggers_fired(conn: Connection, statements: Iterable[str]) -> list[str]:
-    """Each enabled event trigger a statement's command fires, as "CREATE INDEX fires
-    event trigger x (ddl_command_end, runs f)"; one catalog read, and only for DDL."""
+class Fired(NamedTuple):
+    """An event trigger a statement fires: what the estimate says of it, and its
+    function, (schema, name), when that is user-defined code (None: the catalog's or an
+    extension's)."""
+
+    said: str
+    function: tuple[str, str] | None
+
+
+def fired_event_triggers(conn: Connection, statements: Iterable[str]) -> list[Fired]:
+    """The enabled event triggers the statements' commands fire, each once, with their
+    functions; one catalog read, and only for DDL."""
     if conn.dialect.name != "postgresql":
         return []
     reindex_fires = (getattr(conn.dialect, "server_version_info", None) or (0,)) >= (17,)
@@ -68,17 +87,18 @@ def event_triggers_fired(conn: Connection, statements: Iterable[str]) -> list[st
     if not commands:
         return []
     triggers = conn.execute(text(_ENABLED)).all()
-    fired: list[str] = []
+    fired: dict[str, Fired] = {}
     for words in dict.fromkeys(commands):
-        for name, event, function, tags in triggers:
+        for name, event, function, tags, schema, proname, own in triggers:
             if event in _ONLY_ON and words[0] not in _ONLY_ON[event]:
                 continue
             matched = [t for t in tags or [] if _in_order(t.upper().split(), words)]
             if tags and not matched:
                 continue
             command = matched[0].upper() if matched else " ".join(words[:2])
-            fired.append(f"{command} fires event trigger {name} ({event}, runs {function})")
-    return list(dict.fromkeys(fired))
+            said = f"{command} fires event trigger {name} ({event}, runs {function})"
+            fired.setdefault(said, Fired(said, (schema, proname) if own else None))
+    return list(fired.values())
 
 
 def _header(sql: str) -> tuple[str, ...]:

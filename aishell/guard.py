@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
 
-from aishell.errors import StatementRefused
+from aishell.errors import SessionTampered, StatementRefused
 from aishell.guardcalls import Call, called_functions, shown, writing_calls
 from aishell.guardhidden import HiddenWriters, hidden_writers
 from aishell.risk import RiskLevel
 from aishell.statements import READS, Classification, Shape, classify, compile_shape, driver_to_text
-from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS
+from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS, session_changed
 
 
 @dataclass
@@ -37,6 +37,9 @@ class GuardMemory:
     reads: set[str] = field(default_factory=set)
     # What may make a read write without naming a function, looked up once per run.
     hidden: HiddenWriters | None = None
+    # The user-defined functions the site vouches only read (the target's
+    # trusted_functions): the site's word, which the guard takes.
+    trusted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,8 +87,14 @@ class Guard:
         if not found.writes and dialect in ("postgresql", "mysql"):
             writing = self._writing_calls(sql, dialect, cursor)
             if writing:
-                kind = "volatile" if dialect == "postgresql" else "a stored function"
-                reason = f"it calls {', '.join(writing)}(), {kind} and not known to only read"
+                kind = (
+                    "volatile or user-defined" if dialect == "postgresql" else "a stored function"
+                )
+                reason = (
+                    f"it calls {', '.join(writing)}(), {kind} and not known to only read "
+                    "(one the site knows only reads can be listed in the target's "
+                    "trusted_functions)"
+                )
                 found = Classification(True, RiskLevel.HIGH, reason)
                 return self._refuse_write(statement, reason, found.risk), found
         if not found.writes:
@@ -123,17 +132,24 @@ class Guard:
         """A read on a read-write session: what may make it write without naming a
         function (guardhidden.py). On a read-only session the database refuses it."""
         conn = self.connection
-        if conn is None or conn.info.get(ACCESS_KEY) or dialect not in ("postgresql", "mysql"):
+        if conn is None or dialect not in ("postgresql", "mysql"):
             return None, READS
         hidden = self.memory.hidden
         if hidden is None:
-            hidden = self.memory.hidden = hidden_writers(dialect, cursor)
+            hidden = self.memory.hidden = hidden_writers(dialect, cursor, self.memory.trusted)
         if not hidden:
             return None, READS
         sql = driver_to_text(statement, paramstyle)
         named = hidden.named_in(sql, dialect)
+        symbol = hidden.operator_in(sql, dialect)
         if named is not None:
+            # Even in a read-only session: what a view runs may reach beyond it (end
+            # another session, open one elsewhere) or switch it back to read-write.
             reason = f"it reads {named}: {hidden.relations[named]}"
+        elif symbol is not None:
+            reason = f"it uses the operator {symbol}: {hidden.operators[symbol]}"
+        elif conn.info.get(ACCESS_KEY):
+            return None, READS  # the database refuses what it would write
         elif not hidden.anywhere:
             return None, READS
         elif _idle(cursor, dialect):
@@ -152,10 +168,28 @@ class Guard:
 
     def sent(self, cursor: Any) -> None:
         """After a statement the guard passed ran: a read sent in a read-only savepoint
-        (its rows already fetched) leaves the transaction as it found it."""
+        (its rows already fetched) leaves the transaction as it found it; a step that
+        only reads finds its session as it was, or fails."""
         if self._in_savepoint:
             self._in_savepoint = False
             _on_second_cursor(cursor, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE {_SAVEPOINT}")
+        conn = self.connection
+        if self.writes or conn is None or not conn.info.get(ACCESS_KEY):
+            return
+        # Code of a user's may run in a read: a function the site trusts, or one behind
+        # an operator, cast or type. Without any, what the server reports with each
+        # answer is enough.
+        hidden = self.memory.hidden
+        thorough = bool(self.memory.trusted or (hidden is not None and hidden.anywhere))
+        changed = session_changed(conn, cursor, thorough)
+        if changed is not None:
+            # Not trusted again: the next step sets its session afresh.
+            conn.info[ACCESS_KEY] = None
+            self.refused.append(changed)
+            raise SessionTampered(
+                f"{self.label}: the step changed its own read-only session ({changed}); "
+                "a function it ran switched it, and the step is failed"
+            )
 
     def _begin_read_only_savepoint(self, cursor: Any) -> None:
         """Inside a transaction (or beginning one) the session's default no longer
@@ -187,7 +221,7 @@ class Guard:
         volatile = self.memory.volatile
         unknown = [c for c in calls if c not in volatile]
         if unknown:
-            writing = set(writing_calls(unknown, dialect, cursor))
+            writing = set(writing_calls(unknown, dialect, cursor, self.memory.trusted))
             volatile.update({c: c in writing for c in unknown})
         return [shown(c) for c in calls if volatile[c]]
 

@@ -3,9 +3,13 @@
 A SELECT can write through a function it calls: a PostgreSQL function that is VOLATILE
 (or an aggregate whose transition or final function is: the aggregate itself is marked
 IMMUTABLE), a MariaDB stored function (whose SQL DATA characteristic the server does not
-enforce) or loadable function (UDF). The parser cannot tell, so the guard asks the
-server's catalog about every name the statement calls, as the server would resolve it.
-What a read runs without naming it (an operator's function, a view's) is guardhidden.py's.
+enforce) or loadable function (UDF). A declared volatility is a promise, not a proof: a
+function a user defined (in no system schema, part of no installed extension) may write
+whatever it declares, unless the site trusts it by name (a target's trusted_functions).
+The parser cannot tell, so the guard asks the server's catalog about every name the
+statement calls, as the server would resolve it, including PostgreSQL's attribute
+notation: `v.zap` calls zap(v) when v has no column zap. What a read runs without naming
+it (an operator's function, a view's) is guardhidden.py's.
 """
 
 from __future__ import annotations
@@ -76,6 +80,53 @@ READ_ONLY_VOLATILE = frozenset(
 # The extensions whose functions of those names are trusted to only read.
 READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck", "pg_stat_statements", "pg_buffercache")
 
+# Words PostgreSQL's grammar reads before "(" itself: expressions (COALESCE, GREATEST),
+# or calls it names in pg_catalog whatever the search path (EXTRACT, SUBSTRING, TRIM).
+# No function a database defines is reached by them.
+PG_GRAMMAR = frozenset(
+    {
+        "coalesce",
+        "greatest",
+        "least",
+        "nullif",
+        "extract",
+        "position",
+        "substring",
+        "overlay",
+        "trim",
+        "normalize",
+        "treat",
+        "exists",
+        "any",
+        "all",
+        "some",
+        "array",
+        "row",
+        "in",
+        "values",
+        "cast",
+        "grouping",
+        "filter",
+        "over",
+        "and",
+        "or",
+        "not",
+        "as",
+        "from",
+        "using",
+        "on",
+        "interval",
+        "xmlelement",
+        "xmlforest",
+        "xmlconcat",
+        "xmlparse",
+        "xmlpi",
+        "xmlroot",
+        "xmlserialize",
+        "xmlexists",
+    }
+)
+
 # (schema or None, name) of one call, as the server resolves names.
 Call = tuple[str | None, str]
 NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
@@ -95,6 +146,8 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
     except sqlglot.errors.TokenError:
         return ((None, "(a statement aishell cannot read)"),)
     calls: list[Call] = []
+    if dialect == "postgresql":
+        calls += _attributes(tokens)
     for i, token in enumerate(tokens):
         if token.token_type is not TokenType.L_PAREN or i == 0:
             continue
@@ -106,8 +159,36 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
         schema = None
         if i >= 3 and tokens[i - 2].token_type is TokenType.DOT:
             schema = folded(tokens[i - 3], dialect)
-        calls.append((schema, folded(name, dialect)))
+        called = folded(name, dialect)
+        if (
+            dialect == "postgresql"
+            and schema is None
+            and name.token_type is not TokenType.IDENTIFIER
+            and called in PG_GRAMMAR
+        ):
+            continue  # the grammar's own construct, or a call it names in pg_catalog
+        calls.append((schema, called))
     return tuple(sorted(set(calls), key=lambda c: (c[0] or "", c[1])))
+
+
+# The schema of a call written in attribute notation: `x.name` calls name(x) when x has
+# no column `name`, so every last name of a dotted chain may be a one-argument call.
+ATTRIBUTE = "."
+
+
+def _attributes(tokens: Sequence[Any]) -> list[Call]:
+    found: list[Call] = []
+    for i in range(1, len(tokens)):
+        name = tokens[i]
+        if tokens[i - 1].token_type is not TokenType.DOT or name.token_type in NOT_NAMES:
+            continue
+        after = tokens[i + 1].token_type if i + 1 < len(tokens) else None
+        if after in (TokenType.DOT, TokenType.L_PAREN) or not _is_word(name.text):
+            continue
+        if name.token_type is TokenType.STAR:
+            continue
+        found.append((ATTRIBUTE, folded(name, "postgresql")))
+    return found
 
 
 def _is_word(text: str) -> bool:
@@ -120,35 +201,67 @@ def folded(token: Any, dialect: str) -> str:
     return str(token.text).lower()
 
 
-def writing_calls(calls: Sequence[Call], dialect: str, cursor: Any) -> list[Call]:
+def writing_calls(
+    calls: Sequence[Call], dialect: str, cursor: Any, trusted: Sequence[str] = ()
+) -> list[Call]:
     """The calls that may write, named as in the statement; asked of the server's
-    catalog on a second cursor of the same connection (so not through the guard)."""
+    catalog on a second cursor of the same connection (so not through the guard).
+    `trusted`: the user-defined functions the site vouches only read."""
     if not calls:
         return []
     lookup = cursor.connection.cursor()
     try:
         if dialect == "postgresql":
-            return _postgresql(calls, lookup)
+            return _postgresql(calls, lookup, trusted)
         if dialect == "mysql":
-            return _mysql(calls, lookup)
+            return _mysql(calls, lookup, trusted)
         return []
     finally:
         lookup.close()
 
 
 def shown(call: Call) -> str:
+    if call[0] == ATTRIBUTE:
+        return f"{call[1]} (called as x.{call[1]})"
     return f"{call[0]}.{call[1]}" if call[0] else call[1]
+
+
+def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
+    """PG_MAY_WRITE's parameters for a target's trusted_functions (`schema.name` or
+    `name`)."""
+    qualified = [name.split(".", 1) for name in trusted if "." in name]
+    return {
+        "trusted_any": [name for name in trusted if "." not in name],
+        "trusted_schemas": [schema for schema, _ in qualified],
+        "trusted_names": [name for _, name in qualified],
+    }
 
 
 # A function that may write, as SQL over pg_proc `p` (its namespace `n`): volatile, or an
 # aggregate (or window function) with a volatile support function. PG_TRUSTED says where
 # PostgreSQL or a trusted extension defines it, for the READ_ONLY_VOLATILE exceptions.
+# A user-defined function (see the module's docstring) counts whatever it declares,
+# unless trusted (trust_parameters: bound as name arrays, compared name to name, so no
+# operator a database defines is chosen over the catalog's).
+PG_USER_DEFINED = (
+    "(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_depend x"
+    " WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid"
+    " AND x.deptype = 'e'))"
+)
+PG_TRUSTED_BY_SITE = (
+    "(p.proname = ANY(%(trusted_any)s::pg_catalog.name[]) OR EXISTS ("
+    " SELECT 1 FROM ROWS FROM (pg_catalog.unnest(%(trusted_schemas)s::pg_catalog.name[]),"
+    " pg_catalog.unnest(%(trusted_names)s::pg_catalog.name[])) AS t(s, f)"
+    " WHERE t.s = n.nspname AND t.f = p.proname))"
+)
 PG_MAY_WRITE = (
-    "(p.provolatile = 'v' OR EXISTS ("
+    "((p.provolatile = 'v' OR EXISTS ("
     " SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s ON s.oid IN ("
     " a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,"
     " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)"
-    " WHERE a.aggfnoid = p.oid AND s.provolatile = 'v'))"
+    f" WHERE a.aggfnoid = p.oid AND s.provolatile = 'v') OR {PG_USER_DEFINED})"
+    f" AND NOT ({PG_USER_DEFINED} AND {PG_TRUSTED_BY_SITE}))"
 )
 PG_TRUSTED = (
     "(n.nspname = 'pg_catalog' OR EXISTS ("
@@ -159,34 +272,43 @@ PG_TRUSTED = (
 )
 
 
-def _postgresql(calls: Sequence[Call], lookup: Any) -> list[Call]:
+def _postgresql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
     # Every function the name could resolve to: in the schema it names, or in any schema
     # of the search path. Overloads are not told apart: one that may write is enough.
+    # A call in attribute notation takes one argument.
     lookup.execute(
         f"SELECT n.nspname, p.proname, {PG_MAY_WRITE}, {PG_TRUSTED}, "
-        "n.nspname = ANY(current_schemas(true)) "
+        "n.nspname = ANY(pg_catalog.current_schemas(true)), "
+        "p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 "
         "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
         # Handlers (of sampling methods, access methods, triggers) take or return
         # `internal` and the like: SQL cannot call them.
         "WHERE p.proname = ANY(%(names)s) AND p.prorettype::regtype::text NOT IN ("
         "'internal', 'tsm_handler', 'trigger', 'event_trigger', 'language_handler', "
         "'fdw_handler', 'index_am_handler', 'table_am_handler')",
-        {"extensions": list(READ_ONLY_EXTENSIONS), "names": sorted({n for _, n in calls})},
+        {
+            "extensions": list(READ_ONLY_EXTENSIONS),
+            "names": sorted({n for _, n in calls}),
+            **trust_parameters(trusted),
+        },
     )
     found = lookup.fetchall()
     writing = []
     for schema, name in calls:
-        for home, proname, volatile, trusted_home, on_path in found:
+        for home, proname, volatile, trusted_home, on_path, one_argument in found:
             if proname != name or not volatile:
                 continue
-            resolves_here = (home == schema) if schema is not None else on_path
+            if schema == ATTRIBUTE:
+                resolves_here = on_path and one_argument
+            else:
+                resolves_here = (home == schema) if schema is not None else on_path
             if resolves_here and not (name in READ_ONLY_VOLATILE and trusted_home):
                 writing.append((schema, name))
                 break
     return writing
 
 
-def _mysql(calls: Sequence[Call], lookup: Any) -> list[Call]:
+def _mysql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
     # MariaDB does not hold a stored function to its READS SQL DATA: any may write.
     names = sorted({name for _, name in calls})
     marks = ", ".join(["%s"] * len(names))
@@ -201,10 +323,13 @@ def _mysql(calls: Sequence[Call], lookup: Any) -> list[Call]:
     current = found[0][2] if found else None
     # A loadable function belongs to no database: its name alone calls it.
     udfs = mysql_udfs(lookup) & set(names)
+    vouched = {name.lower() for name in trusted}
     return [
         (schema, name)
         for schema, name in calls
-        if (schema or current, name) in stored or (schema is None and name in udfs)
+        if ((schema or current, name) in stored or (schema is None and name in udfs))
+        and name not in vouched
+        and f"{schema or current}.{name}" not in vouched
     ]
 
 

@@ -17,6 +17,7 @@ with none of them (the usual case) costs that one lookup.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -32,8 +33,10 @@ from aishell.guardcalls import (
     called_functions,
     folded,
     mysql_udfs,
+    trust_parameters,
 )
-from aishell.sqlcheck import SQLGLOT_DIALECT
+from aishell.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
+from aishell.sqllex import without_comments
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,20 @@ class HiddenWriters:
 
     relations: dict[str, str] = field(default_factory=dict)
     anywhere: tuple[str, ...] = ()
+    # {symbol: why} of the operators among them: a statement that writes the symbol may
+    # call the function, even where the session is read-only (which stops a write, not
+    # a function that ends another session or switches this one back).
+    operators: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.anywhere)
+
+    def operator_in(self, sql: str, dialect: str) -> str | None:
+        """The first of these operators whose symbol the statement's code holds."""
+        if not self.operators:
+            return None
+        code = without_comments(sql, dialect)
+        return next((symbol for symbol in sorted(self.operators) if symbol in code), None)
 
     def named_in(self, sql: str, dialect: str) -> str | None:
         """The first relation of these that the statement names, if any."""
@@ -69,15 +83,16 @@ def names_in(sql: str, dialect: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def hidden_writers(dialect: str, cursor: Any) -> HiddenWriters:
+def hidden_writers(dialect: str, cursor: Any, trusted: Sequence[str] = ()) -> HiddenWriters:
     """Asked of the server's catalog on a second cursor of the statement's connection
-    (so not through the guard)."""
+    (so not through the guard). `trusted`: the user-defined functions the site vouches
+    only read."""
     lookup = cursor.connection.cursor()
     try:
         if dialect == "postgresql":
-            return _postgresql(lookup)
+            return _postgresql(lookup, trusted)
         if dialect == "mysql":
-            return _mysql(lookup)
+            return _mysql(lookup, trusted)
         return HiddenWriters()
     finally:
         lookup.close()
@@ -138,7 +153,7 @@ WHERE c.relrowsecurity AND (d.refclassid, d.refobjid) IN (SELECT classid, objid 
            WHERE r.rolname = current_user)
   AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
 UNION ALL
-SELECT 'operator', NULL, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
+SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
 FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
 UNION ALL
 SELECT 'cast', NULL, c.castsource::regtype::text || ' to ' || c.casttarget::regtype::text
@@ -155,39 +170,74 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass
   AND d.objid = con.oid
 JOIN pg_catalog.pg_type t ON t.oid = con.contypid
 WHERE con.oid >= 16384 AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+UNION ALL
+SELECT 'foreign table', c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'
 """
+# The catalog's own concatenation, whatever operators the database defines.
+_PG_HIDDEN = _PG_HIDDEN.replace(" || ", " OPERATOR(pg_catalog.||) ")
 
 
-def _postgresql(lookup: Any) -> HiddenWriters:
+def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
     lookup.execute(
         _PG_HIDDEN,
-        {"read_only": sorted(READ_ONLY_VOLATILE), "extensions": list(READ_ONLY_EXTENSIONS)},
+        {
+            "read_only": sorted(READ_ONLY_VOLATILE),
+            "extensions": list(READ_ONLY_EXTENSIONS),
+            **trust_parameters(trusted),
+        },
     )
     relations: dict[str, str] = {}
+    operators: dict[str, str] = {}
     anywhere: list[str] = []
     for kind, name, shown in lookup.fetchall():
-        if name is not None:
+        if kind == "operator":
+            operators[name] = f"operator {shown} runs a function that may write"
+            anywhere.append(f"{kind} {shown}")
+        elif kind == "foreign table":
+            relations.setdefault(name, f"foreign table {shown} is read from another server")
+        elif name is not None:
             relations.setdefault(
                 name,
-                f"{kind} {shown} runs a function that may write (VOLATILE: one that only "
-                "reads can be declared STABLE)",
+                f"{kind} {shown} runs a function that may write (volatile or user-defined; "
+                "one the site knows only reads can be listed in the target's "
+                "trusted_functions)",
             )
         else:
             anywhere.append(f"{kind} {shown}")
-    return HiddenWriters(relations, tuple(sorted(set(anywhere))))
+    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators)
 
 
 _SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
 
 
-def _mysql(lookup: Any) -> HiddenWriters:
-    """Views that call a stored or loadable function, or read such a view; a view whose
-    definition the account cannot read counts as one."""
+# Tables whose rows another server holds: reading one opens a session there.
+_MYSQL_REMOTE_ENGINES = ("FEDERATED", "CONNECT", "SPIDER")
+
+
+def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
+    """Views that call a stored or loadable function, or a built-in one that reaches
+    outside the session (LOAD_FILE, GET_LOCK), or read such a view; a view whose
+    definition the account cannot read counts as one; tables another server holds."""
     lookup.execute(
-        "SELECT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES "
+        "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES "
         "WHERE ROUTINE_TYPE = 'FUNCTION'"
     )
-    functions = {str(r[0]) for r in lookup.fetchall()} | mysql_udfs(lookup)
+    vouched = {name.lower() for name in trusted}
+    functions = {
+        str(name)
+        for schema, name in lookup.fetchall()
+        if name not in vouched and f"{schema}.{name}" not in vouched
+    }
+    functions |= mysql_udfs(lookup) | REACHING_FUNCTIONS
+    relations: dict[str, str] = {}
+    lookup.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
+        f"WHERE ENGINE IN ({', '.join(['%s'] * len(_MYSQL_REMOTE_ENGINES))})",
+        _MYSQL_REMOTE_ENGINES,
+    )
+    for schema, name, engine in lookup.fetchall():
+        relations[str(name).lower()] = f"{engine} table {schema}.{name} is read from another server"
     lookup.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
         f"WHERE TABLE_SCHEMA NOT IN ({', '.join(['%s'] * len(_SYSTEM_SCHEMAS))})",
@@ -197,7 +247,6 @@ def _mysql(lookup: Any) -> HiddenWriters:
         str(name).lower(): (f"{schema}.{name}", str(body or ""))
         for schema, name, body in lookup.fetchall()
     }
-    relations: dict[str, str] = {}
     for name, (shown, body) in views.items():
         if not body:
             relations[name] = f"view {shown}, whose definition this account cannot read"

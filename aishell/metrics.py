@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from aishell.errors import UsageError
 from aishell.executor import RUN_STATUSES
+from aishell.files import write_beside
 from aishell.state import StateStore
 
 _RUN = ("target", "agent")
@@ -103,5 +105,6 @@ def exposition(registry: CollectorRegistry) -> str:
 
 
 def write_textfile(registry: CollectorRegistry, path: Path) -> None:
-    """Written beside the target and renamed over it: a reader never sees half a file."""
-    write_to_textfile(str(path), registry)
+    """Written beside the target and renamed over it: a reader never sees half a file,
+    and nothing but a regular file is replaced (never /dev/null, a link or a FIFO)."""
+    write_beside(path, generate_latest(registry), "Metrics file", UsageError)

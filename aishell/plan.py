@@ -64,15 +64,22 @@ class Plan:
     @property
     def warnings(self) -> list[str]:
         """What a person should know before running the plan."""
+        found = []
+        unreadable = self.assumptions.get("unreadable_tables")
+        if unreadable:
+            found.append(
+                f"Left out, their names are not valid UTF-8: {', '.join(map(str, unreadable))}; "
+                "rename them (ALTER TABLE ... RENAME TO) to have them maintained"
+            )
         if self.drafted_by.get("fallback_from") == "llm":
             reasons = self.drafted_by.get("rejected") or [[]]
             last = "; ".join(reasons[-1]) or "no reason given"
-            return [
+            found.append(
                 f"The model {self.drafted_by.get('model')!r} drafted {len(reasons)} plan(s) "
                 f"that failed validation (last: {last}); this is the {self.agent} agent's "
                 "rule-based plan instead"
-            ]
-        return []
+            )
+        return found
 
     @property
     def hash(self) -> str:

@@ -141,7 +141,7 @@ class SafetyPolicy:
             # What it may do is what it runs: reads, which need no yes and no window.
             facts = replace(facts, tool=replace(facts.tool, risk_level=RiskLevel.SAFE))
         tool = facts.tool
-        risk = tool.risk_level
+        risk, user_code = _user_code(facts)
         reasons: list[str] = []
         threshold = APPROVAL_FROM[self.safety_level]
         if risk.rank >= threshold.rank:
@@ -176,6 +176,7 @@ class SafetyPolicy:
         cascades, fires = _reaches_beyond(facts)
         personal += cascades
         reasons += fires
+        reasons += user_code
         reasons += personal
         if reasons and (
             risk is RiskLevel.CRITICAL or tool.destructive or tool.category is Category.DDL
@@ -359,13 +360,15 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
 
 
 def _replaces_data(facts: StepFacts, target: str) -> list[str]:
-    """A step whose own estimate says it replaces tables that hold data (a restore)."""
-    replaced = (facts.effect or {}).get("replaces_tables")
+    """A step whose own estimate says it replaces objects that hold data (a restore:
+    `replaces_data`, or every object of `replaces_tables` when it does not say which)."""
+    effect = facts.effect or {}
+    replaced = effect.get("replaces_data", effect.get("replaces_tables"))
     if not replaced:
         return []
     names = ", ".join(str(t) for t in replaced[:10]) + (" ..." if len(replaced) > 10 else "")
     return [
-        f"{facts.tool.name} replaces {len(replaced)} table(s) holding data in '{target}': {names}"
+        f"{facts.tool.name} replaces {len(replaced)} object(s) holding data in '{target}': {names}"
     ]
 
 
@@ -381,6 +384,21 @@ def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
         for c in effect.get("cascades") or []
     ]
     return cascades, list(effect.get("fires") or [])
+
+
+def _user_code(facts: StepFacts) -> tuple[RiskLevel, list[str]]:
+    """The step's risk and the user-defined code its estimate names (usercode.py): code
+    that may write, whatever it declares, makes the step at least high, each piece a
+    reason. A step judged as a read runs under a guard that lets no write through."""
+    code = list((facts.effect or {}).get("user_code") or []) if facts.writes else []
+    if code:
+        code.append(
+            "user-defined code may write whatever it declares, so the step is at least high "
+            "risk; list a function that only reads in the target's trusted_functions"
+        )
+    if not code or facts.tool.risk_level.rank >= RiskLevel.HIGH.rank:
+        return facts.tool.risk_level, code
+    return RiskLevel.HIGH, code
 
 
 def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) -> list[str]:

@@ -20,13 +20,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aishell import schema, toolrisks
-from aishell.configfile import YAML_LOADER
-from aishell.errors import CatalogError, ToolNotFound
+from aishell.configfile import parse_yaml, read_source
+from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.handlers import Handler
-from aishell.reportrule import ReportRule, parse_report_rules
+from aishell.reportrule import ReportRule, check_against_result, parse_report_rules
 from aishell.risk import RiskLevel
 from aishell.sqlcheck import write_reason
 from aishell.sqltool import SqlImplementation
@@ -239,9 +237,9 @@ def _parsed(raw: bytes, digest: str, path: Path) -> Any:
     if kept is not None:
         return pickle.loads(kept)
     try:
-        data = yaml.load(raw, Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: invalid YAML ({exc})") from None
+        data = parse_yaml(raw, path)
+    except ConfigError as exc:  # the catalog's own kind of error, with the same line
+        raise CatalogError(str(exc)) from None
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()
     _PARSED[digest] = pickle.dumps(data)
@@ -250,7 +248,10 @@ def _parsed(raw: bytes, digest: str, path: Path) -> Any:
 
 def load_tool(path: Path) -> ToolDefinition:
     """One tool definition, checked in full; any problem is a CatalogError naming the file."""
-    raw = path.read_bytes()
+    try:
+        raw = read_source(path, "tool file")
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from None
     fingerprint = hashlib.sha256(raw).hexdigest()
     data = _parsed(raw, fingerprint, path)
     if not isinstance(data, dict):
@@ -270,6 +271,10 @@ def load_tool(path: Path) -> ToolDefinition:
     _check_examples(data, fail)
     implementations = _implementations(data, risk, fail)
     report = parse_report_rules(data["report"], fail) if "report" in data else ()
+    for dialect, implementation in implementations.items():
+        if isinstance(implementation, SqlImplementation):
+            where = f"implementations.{dialect}"
+            check_against_result(report, implementation.result, where, fail)
     return ToolDefinition(
         name=data["name"],
         description=data["description"].strip(),

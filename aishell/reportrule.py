@@ -117,3 +117,17 @@ def parse_report_rule(spec: Any, fail: Callable[[str], Exception]) -> ReportRule
 
 def _is_name(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
+
+
+def check_against_result(
+    rules: tuple[ReportRule, ...], mode: str, where: str, fail: Callable[[str], Exception]
+) -> None:
+    """Refuse, at load, a rule that would add the list a tool of fixed SQL with result
+    `all` outputs (its `rows`, empty or not) as if it were a number. A field the output
+    lacks adds nothing, as the module's docstring says."""
+    for rule in rules:
+        if rule.action == "add" and mode == "all" and rule.source == "rows":
+            raise fail(
+                f"report: {where}.result is all, so rows is a list of rows, not a number "
+                "to add; count them in the SQL (result: one) instead"
+            )

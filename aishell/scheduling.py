@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,11 +33,11 @@ from apscheduler.events import (
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.engine import make_url
 
 from aishell import notify
 from aishell.config import Config
+from aishell.crontab import CrontabError, CrontabTrigger
 from aishell.errors import TargetLocked, UsageError
 from aishell.state import StateStore
 from aishell.terminal import printable
@@ -48,34 +48,17 @@ LEASE = "(scheduler)"
 RECONCILE_SECONDS = 2.0
 
 
-def trigger(cron: str, timezone: str) -> CronTrigger:
-    """Five fields as crontab (minute hour day month weekday), or six with seconds first."""
+def trigger(cron: str, timezone: str) -> CrontabTrigger:
+    """A --cron as crontab(5) reads it (see aishell.crontab), in a time zone."""
     check_timezone(timezone)
-    fields = cron.split()
-    try:
-        if len(fields) == 5:
-            return CronTrigger.from_crontab(cron, timezone=timezone)
-        if len(fields) == 6:
-            second, minute, hour, day, month, weekday = fields
-            return CronTrigger(
-                second=second,
-                minute=minute,
-                hour=hour,
-                day=day,
-                month=month,
-                day_of_week=weekday,
-                timezone=timezone,
-            )
-    except (ValueError, KeyError) as exc:
-        raise UsageError(f"--cron {cron!r}: {exc}") from None
-    raise UsageError(
-        f"--cron {cron!r}: give 5 fields (minute hour day month weekday) or 6 (seconds first)"
-    )
+    return CrontabTrigger(cron, timezone)
 
 
 def next_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
-    now = after or datetime.now(UTC)
-    fire: datetime | None = trigger(cron, timezone).get_next_fire_time(None, now)
+    """When the schedule next fires, at or after `after` (default: now)."""
+    fire: datetime | None = trigger(cron, timezone).get_next_fire_time(
+        None, after or datetime.now(UTC)
+    )
     return fire
 
 
@@ -84,9 +67,9 @@ def first_fire(cron: str, timezone: str, after: datetime | None = None) -> datet
     found silent months later."""
     first = next_fire(cron, timezone, after)
     if first is None:
-        raise UsageError(
-            f"--cron {cron!r}: the schedule {cron!r} never fires: no date matches its day, "
-            "month and weekday fields together (31 February, say); fix the day or month"
+        raise CrontabError(
+            f"--cron {cron!r}: the schedule {cron!r} never fires: no date matches its day "
+            "of month and month fields together (31 February, say); fix the day or month"
         )
     return first
 
@@ -109,6 +92,7 @@ class _Serving:
     config: Config
     log: Callable[[str], None]
     run: Callable[[Config, str, str, Callable[[str], None]], Any]
+    refused: set[str] = field(default_factory=set)  # schedules said to be not served
 
 
 _serving: _Serving | None = None
@@ -211,7 +195,11 @@ def reconcile(
             scheduler.remove_job(name, jobstore="default")
             log(f"schedule {name}: removed")
     for name, schedule in wanted.items():
-        wanted_trigger = trigger(schedule["cron"], schedule["timezone"])
+        try:
+            wanted_trigger = trigger(schedule["cron"], schedule["timezone"])
+        except UsageError as exc:
+            _not_served(scheduler, name, name in jobs, str(exc), log)
+            continue
         job = jobs.get(name)
         if job is None:
             job = scheduler.add_job(
@@ -234,6 +222,19 @@ def reconcile(
             log(f"schedule {name}: resumed")
 
 
+def _not_served(
+    scheduler: BackgroundScheduler, name: str, has_job: bool, why: str, log: Callable[[str], None]
+) -> None:
+    """A stored schedule whose cron is no longer taken (six fields, from before --cron
+    meant crontab) never fires with a meaning it no longer has; said once per serve."""
+    if has_job:
+        scheduler.remove_job(name, jobstore="default")
+    refused = _serving.refused if _serving is not None else set()
+    if name not in refused:
+        refused.add(name)
+        log(f"schedule {name}: not served: {why}; remove it and add it again")
+
+
 def _when(moment: datetime | None) -> str:
     return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M %Z}"
 
@@ -248,16 +249,33 @@ def _printable_log(log: Callable[[str], None]) -> Callable[[str], None]:
     return safe
 
 
-def next_runs(config: Config) -> dict[str, datetime | None]:
-    """Each job's next fire time as the scheduler holds it (None: paused or never)."""
+def next_runs(
+    config: Config, schedules: list[dict[str, Any]] | None = None
+) -> dict[str, datetime | None]:
+    """Each job's next fire time as the scheduler holds it (None: paused or never).
+    Only jobs whose trigger reads the cron as crontab does count (one stored before is
+    replaced when `serve` next starts), and with `schedules`, only those whose trigger
+    is still the schedule's cron and time zone."""
     store = SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE)
     try:
         store.start(None, "default")
-        return {job.id: job.next_run_time for job in store.get_all_jobs()}
+        jobs = [job for job in store.get_all_jobs() if isinstance(job.trigger, CrontabTrigger)]
     except Exception:  # no table yet: nothing has served this store
         return {}
     finally:
         store.shutdown()
+    held = {job.id: job for job in jobs}
+    if schedules is not None:
+        current = {s["name"]: _trigger_text(s["cron"], s["timezone"]) for s in schedules}
+        held = {name: job for name, job in held.items() if str(job.trigger) == current.get(name)}
+    return {name: job.next_run_time for name, job in held.items()}
+
+
+def _trigger_text(cron: str, timezone: str) -> str | None:
+    try:
+        return str(trigger(cron, timezone))
+    except UsageError:
+        return None
 
 
 def _take_lease(store: StateStore) -> None:

@@ -435,8 +435,9 @@ def _drop_database(
                 # this drop would have found nothing: it is ended first (and waited for).
                 admin.execute(
                     text(
-                        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
-                        "WHERE pid <> pg_backend_pid() AND query ILIKE 'CREATE DATABASE%' "
+                        "SELECT pg_catalog.pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                        "WHERE pid <> pg_catalog.pg_backend_pid() "
+                        "AND query ILIKE 'CREATE DATABASE%' "
                         "AND position(:name in query) > 0"
                     ),
                     {"name": name},

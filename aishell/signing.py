@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aishell.errors import PlanError
+from aishell.files import KEY_LIMIT, check_replaceable, fsync_dir, read_regular
 
 KEY_FILE = "plan-signing.key"
 ALGORITHM = "hmac-sha256"
@@ -50,7 +51,7 @@ def key_path(home: Path) -> Path:
 def load_key(home: Path, *, create: bool = True) -> SigningKey | None:
     """The home's signing key, made on first use when `create`; None when absent."""
     path = key_path(home)
-    if not path.exists():
+    if not os.path.lexists(path):
         if not create:
             return None
         _create(path)
@@ -62,11 +63,19 @@ def rotate_key(home: Path) -> tuple[SigningKey, str | None]:
     path = key_path(home)
     previous: str | None = None
     # The old key's id is only reported; a damaged or too-open old key is replaced anyway.
-    with contextlib.suppress(OSError, ValueError):
-        previous = key_id(_decode(path.read_text()))
+    with contextlib.suppress(OSError, ValueError, PlanError):
+        previous = key_id(_decode(read_regular(path, KEY_LIMIT, "Key", PlanError).decode()))
     home.mkdir(parents=True, exist_ok=True)
+    # Renamed only over a regular file: a link, a folder or a device stays, refused.
+    check_replaceable(path, "Signing key", PlanError)
     temporary = _write_temporary(path, secrets.token_bytes(KEY_BYTES))
-    os.replace(temporary, path)
+    try:
+        check_replaceable(path, "Signing key", PlanError)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
     return _read(path), previous
 
 
@@ -114,7 +123,13 @@ def verify(
 
 
 def _read(path: Path) -> SigningKey:
-    mode = stat.S_IMODE(path.stat().st_mode)
+    # A link is not followed: the key is the home's own file, nothing it points to.
+    check_replaceable(path, "Signing key", PlanError)
+    try:
+        secret = read_regular(path, KEY_LIMIT, "Signing key", PlanError)
+    except FileNotFoundError:
+        raise PlanError(f"Signing key {path} is gone; run `aishell plan rotate-key`") from None
+    mode = stat.S_IMODE(os.stat(path).st_mode)
     # Anyone who can read the key can sign plans that apply here.
     if mode & 0o077:
         raise PlanError(
@@ -122,8 +137,8 @@ def _read(path: Path) -> SigningKey:
             f"run `chmod 600 {path}`"
         )
     try:
-        return SigningKey(path, _decode(path.read_text()))
-    except ValueError:
+        return SigningKey(path, _decode(secret.decode("ascii")))
+    except (ValueError, UnicodeDecodeError):
         raise PlanError(
             f"Signing key {path} is damaged; run `aishell plan rotate-key` to make a new one"
         ) from None
@@ -143,8 +158,9 @@ def _create(path: Path) -> None:
     temporary = _write_temporary(path, secrets.token_bytes(KEY_BYTES))
     try:
         os.link(temporary, path)
+        fsync_dir(path.parent)
     except FileExistsError:
-        pass  # another process made it first; its key is the home's key
+        pass  # another process made it first (or something else is there: _read says)
     finally:
         temporary.unlink()
 

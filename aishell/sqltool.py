@@ -36,7 +36,11 @@ class SqlImplementation:
             result = conn.execute(text(sql), bound)
             if position < len(statements):
                 continue  # the result mode applies to the last statement
-            if self.result == "one":
+            if not result.returns_rows:
+                # A statement that returns no result set (ANALYZE, a write): no rows, for
+                # every mode; `one` finds no row, as a SELECT of nothing would.
+                output = _no_rows(self.result, result.rowcount)
+            elif self.result == "one":
                 row = result.mappings().first()
                 output = dict(row) if row is not None else {}
             elif self.result == "all":
@@ -53,3 +57,12 @@ class SqlImplementation:
         sql = fill_template(self.check_sql, params, ctx)
         bound = {k: v for k, v in params.items() if f":{k}" in sql}
         return bool(ctx.connection.execute(text(sql), bound).scalar())
+
+
+def _no_rows(mode: str, rowcount: int) -> dict[str, Any]:
+    """The output of each result mode for a statement that returned no result set."""
+    if mode == "all":
+        return {"rows": []}
+    if mode == "one":
+        return {}
+    return {"rowcount": max(rowcount, 0)}

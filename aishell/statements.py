@@ -18,7 +18,8 @@ from sqlalchemy.engine import Dialect
 from sqlglot import exp
 
 from aishell.risk import RiskLevel
-from aishell.sqlcheck import SQLGLOT_DIALECT, write_reason
+from aishell.sqlcheck import SQLGLOT_DIALECT, reaching_call, write_reason
+from aishell.sqllex import disagreement, without_comments
 from aishell.sqltext import text
 
 # Statements that are commands to the server rather than queries, by their first word,
@@ -128,11 +129,22 @@ def _plain_maintenance(sql: str, dialect: str) -> Classification | None:
 @lru_cache(maxsize=8192)
 def classify(sql: str, dialect: str) -> Classification:
     """The effect and least risk of `sql` (text()-style, `:name` for values)."""
-    if not sql.strip() or _only_comments(sql):
+    plain = _plain_maintenance(sql, dialect)
+    if plain is not None:
+        return plain
+    unseen = disagreement(sql, dialect)
+    if unseen is not None:
+        # What the server would run is not what the parser read: judge none of it.
+        return Classification(True, RiskLevel.HIGH, unseen)
+    code = without_comments(sql, dialect)
+    if not code.strip():
         return READS
+    reaching = reaching_call(code, dialect)
+    if reaching is not None:
+        return Classification(True, RiskLevel.CRITICAL, reaching)
     if _TRANSACTION_WORDS.match(without_leading_comments(sql)):
         return Classification(True, RiskLevel.HIGH, "transaction control inside a step")
-    return _plain_maintenance(sql, dialect) or parsed(sql, dialect)
+    return parsed(sql, dialect)
 
 
 def parsed(sql: str, dialect: str) -> Classification:
@@ -190,12 +202,6 @@ def without_leading_comments(sql: str) -> str:
             end = rest.find("*/")
             rest = "" if end < 0 else rest[end + 2 :].lstrip()
     return rest
-
-
-def _only_comments(sql: str) -> bool:
-    return all(
-        not line.strip() or line.strip().startswith("--") for line in sql.strip().splitlines()
-    )
 
 
 def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
-from aishell.catalog import require_column
+from aishell.catalog import require_column, sqlite_name, sqlite_text_as_bytes
 from aishell.errors import TargetError
 from aishell.sqltext import quote_identifier, text
 
@@ -27,16 +27,16 @@ from aishell.sqltext import quote_identifier, text
 _PG_TABLES = """
 /* aishell catalog */ SELECT c.relname AS name,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
-            ELSE pg_stat_get_live_tuples(c.oid) END AS rows,
-       (c.relpages + coalesce((SELECT sum(i.relpages) FROM pg_index x
+            ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END AS rows,
+       (c.relpages + coalesce((SELECT pg_catalog.sum(i.relpages) FROM pg_index x
                                JOIN pg_class i ON i.oid = x.indexrelid
                                WHERE x.indrelid = c.oid), 0))::bigint
-           * current_setting('block_size')::bigint AS bytes,
+           * pg_catalog.current_setting('block_size')::bigint AS bytes,
        ARRAY(SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
              WHERE x.indrelid = c.oid ORDER BY i.relname) AS indexes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() {only}
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() {only}
 """
 _PG_ONLY = "AND c.relname = ANY(CAST(:names AS text[]))"
 _PG_COLUMNS = """
@@ -44,7 +44,7 @@ _PG_COLUMNS = """
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
   AND c.relname = ANY(CAST(:names AS text[])) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum
 """
@@ -127,11 +127,17 @@ class TableCatalog:
         self._columns: dict[str, list[str]] = {}
         # Tables whose columns the next columns query reads too (the plan's purge tables).
         self._wanted_columns: set[str] = set()
+        # SQLite tables whose names are not UTF-8, as shown (bad bytes as \\xNN): left
+        # out of the catalog, so no step names them.
+        self.unreadable: list[str] = []
 
     @classmethod
     def read(cls, conn: Connection) -> TableCatalog:
         """Every user table of the target, in a constant number of queries."""
-        return cls(conn.dialect.name, _read(conn, None))
+        unreadable: list[str] = []
+        catalog = cls(conn.dialect.name, _read(conn, None, unreadable))
+        catalog.unreadable = unreadable
+        return catalog
 
     @property
     def names(self) -> list[str]:
@@ -178,7 +184,8 @@ class TableCatalog:
         if not tables:  # nothing to make current
             return
         if not self._current:
-            self._replace(_read(conn, None))
+            self.unreadable = []
+            self._replace(_read(conn, None, self.unreadable))
             return
         stale = sorted(self._stale.intersection(tables))
         if stale:
@@ -189,6 +196,11 @@ class TableCatalog:
     def check_tables(self, conn: Connection, target: str, tables: Sequence[str]) -> None:
         """Every name must be a user table; the error lists the ones there are. A name
         the catalog lacks is looked up once more (an earlier step may have made it)."""
+        for table in tables:
+            if not table.isascii() and not _utf8(table):  # invalid bytes on a command line
+                raise TargetError(
+                    f"Table name {table!r} is not valid UTF-8 text; no table can have it here"
+                )
         self.current(conn, tables)
         missing = sorted({t for t in tables if t not in self.tables})
         if missing:
@@ -236,14 +248,26 @@ class TableCatalog:
             self._stale.discard(name)
 
 
-def _read(conn: Connection, names: Sequence[str] | None) -> dict[str, TableFacts]:
-    """The tables (all, or only `names`) with their figures and indexes."""
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read(
+    conn: Connection, names: Sequence[str] | None, unreadable: list[str] | None = None
+) -> dict[str, TableFacts]:
+    """The tables (all, or only `names`) with their figures and indexes; SQLite tables
+    whose names are not UTF-8 are left out and listed in `unreadable`."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         return _read_postgresql(conn, names)
     if dialect in ("mysql", "mariadb"):
         return _read_mysql(conn, names)
-    return _read_sqlite(conn, names)
+    with sqlite_text_as_bytes(conn):
+        return _read_sqlite(conn, names, [] if unreadable is None else unreadable)
 
 
 def _query(sql: str, only: str, names: Sequence[str] | None, expanding: bool) -> TextClause:
@@ -276,33 +300,54 @@ def _read_mysql(conn: Connection, names: Sequence[str] | None) -> dict[str, Tabl
     return tables
 
 
-def _read_sqlite(conn: Connection, names: Sequence[str] | None) -> dict[str, TableFacts]:
+def _read_sqlite(
+    conn: Connection, names: Sequence[str] | None, unreadable: list[str]
+) -> dict[str, TableFacts]:
+    """Under sqlite_text_as_bytes: every name is decoded here, and a table whose name
+    is not UTF-8 is left out with its indexes and sizes."""
     if names is not None and not names:
         return {}
     params = {} if names is None else {"names": list(names)}
     sizes = _SQLITE_SIZES.replace("{only}", "" if names is None else _SQLITE_SIZES_ONLY)
     try:
-        rows = conn.execute(_sqlite_query(sizes, names), params).all()
+        raw = conn.execute(_sqlite_query(sizes, names), params).all()
         sized = True
     except DBAPIError:  # an SQLite without dbstat
-        rows = conn.execute(_sqlite_query("", names), params).all()
+        raw = conn.execute(_sqlite_query("", names), params).all()
         sized = False
-    tables = {r.name: TableFacts(None, 0 if sized else None) for r in rows if r.kind == "table"}
-    owner = {r.name: r.tbl for r in rows if r.kind == "index"}
+    rows = _decoded(raw, unreadable)
+    tables = {n: TableFacts(None, 0 if sized else None) for k, n, *_ in rows if k == "table"}
+    owner = {n: t for k, n, t, *_ in rows if k == "index" and t is not None}
     for index, table in sorted(owner.items()):
         if table in tables:
             tables[table].indexes.append(index)
-    for row in rows:
-        if row.kind != "size":
+    for kind, name, _, size, cells in rows:
+        if kind != "size":
             continue
-        facts = tables.get(owner.get(row.name, row.name))
+        facts = tables.get(owner.get(name, name))
         if facts is not None and facts.bytes is not None:
-            facts.bytes += int(row.bytes or 0)
-        if row.name in tables:
-            tables[row.name].rows = int(row.cells or 0)
+            facts.bytes += int(size or 0)
+        if name in tables:
+            tables[name].rows = int(cells or 0)
     if not sized:
         _sqlite_estimates(conn, tables)
     return tables
+
+
+_Row = tuple[str, str, str | None, Any, Any]
+
+
+def _decoded(raw: Sequence[Any], unreadable: list[str]) -> list[_Row]:
+    """The catalog's rows with their names decoded; a row naming a table or an index
+    whose name is not UTF-8 is dropped (the table's name listed in `unreadable`)."""
+    rows: list[_Row] = []
+    for r in raw:
+        kind = sqlite_name(r.kind) or ""
+        name = sqlite_name(r.name, unreadable if kind == "table" else None)
+        owner = sqlite_name(r.tbl)
+        if name is not None and (owner is not None or r.tbl is None):
+            rows.append((kind, name, owner, r.bytes, r.cells))
+    return rows
 
 
 def _sqlite_query(sizes: str, names: Sequence[str] | None) -> TextClause:
@@ -317,9 +362,9 @@ def _sqlite_estimates(conn: Connection, tables: dict[str, TableFacts]) -> None:
     ).scalar_one()
     if has_stat1:
         for tbl, stat in conn.execute(text(_SQLITE_STAT1)):
-            facts = tables.get(tbl)
+            facts = tables.get(sqlite_name(tbl) or "")
             if stat and facts is not None and facts.rows is None:
-                facts.rows = int(str(stat).split()[0])
+                facts.rows = int(bytes(stat).split()[0])
     uncounted = [name for name, facts in tables.items() if facts.rows is None]
     for name, count in _sqlite_counts(conn, uncounted).items():
         tables[name].rows = count
@@ -347,6 +392,17 @@ def _columns(conn: Connection, names: list[str]) -> dict[str, list[str]]:
         sql = _MYSQL_COLUMNS if dialect in ("mysql", "mariadb") else _SQLITE_COLUMNS
         statement = text(sql).bindparams(bindparam("names", expanding=True))
     found: dict[str, list[str]] = {}
+    if dialect == "sqlite":
+        with sqlite_text_as_bytes(conn):
+            rows = [
+                (sqlite_name(t), sqlite_name(n))
+                for t, n in conn.execute(statement, {"names": names})
+            ]
+        for table, column in rows:
+            # A column whose name is not UTF-8 is left out: no step can name it.
+            if table is not None and column is not None:
+                found.setdefault(table, []).append(column)
+        return found
     for row in conn.execute(statement, {"names": names}):
         found.setdefault(row.tbl, []).append(row.name)
     return found

@@ -78,8 +78,8 @@ def running_queries(conn: Connection) -> int:
         return int(
             conn.execute(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                    "SELECT pg_catalog.count(*) FROM pg_stat_activity WHERE state = 'active' "
+                    "AND backend_type = 'client backend' AND pid <> pg_catalog.pg_backend_pid()"
                 )
             ).scalar_one()
         )
@@ -92,8 +92,8 @@ def replica_lag(conn: Connection, name: str) -> float | None:
     if conn.dialect.name == "postgresql":
         row = conn.execute(
             text(
-                "SELECT pg_is_in_recovery(), "
-                "EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp())"
+                "SELECT pg_catalog.pg_is_in_recovery(), "
+                "EXTRACT(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp())"
             )
         ).first()
         conn.rollback()

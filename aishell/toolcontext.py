@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
+from aishell.files import PrivatePlaces
 from aishell.readings import TableReadings
 from aishell.scratch import Ledger
 
@@ -28,6 +29,8 @@ class ToolContext:
     target: str
     dry_run: bool = False
     backup_dir: Path | None = None
+    # The folders aishell keeps for itself (state, key, backups): no archive goes there.
+    private: PrivatePlaces = field(default_factory=PrivatePlaces)
     run_id: str | None = None
     quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
     # Long tools (batched deletes) ask between batches whether to stop resumably.
@@ -68,6 +71,8 @@ class ToolContext:
     # the step's time runs out, for the child processes a tool waits on.
     scratch: Ledger = field(default_factory=Ledger)
     deadline: float | None = None
+    # The target's trusted_functions: user-defined functions the site vouches only read.
+    trusted_functions: tuple[str, ...] = ()
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

@@ -11,7 +11,9 @@ writes. None of these are rows a statement of the step names, and a purge neithe
 counts nor archives them. The statements the approval shows are the step's own; these
 are part of what they run, so the step's estimate names them (executor/estimates.py),
 its preview shows them and the policy asks for them (policy._reaches_beyond): a cascade
-only by a person's yes for that very step.
+only by a person's yes for that very step. The other code each write runs on its table
+(defaults, generated columns, constraints, policies, index expressions) is named by
+usercode.py, for every write found here, the cascades' too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.eventtriggers import event_triggers_fired
+from aishell.eventtriggers import Fired, fired_event_triggers
 from aishell.sqltext import text
 from aishell.writtentables import Write, view_bases, written
 
@@ -38,6 +40,10 @@ class Reach:
 
     cascades: list[str] = field(default_factory=list)
     fires: list[str] = field(default_factory=list)
+    # Every table write the step makes, its own and its cascades' (what else those run
+    # is usercode.py's part), and the event triggers its DDL fires.
+    writes: list[Write] = field(default_factory=list)
+    event_triggers: list[Fired] = field(default_factory=list)
 
 
 _DOING = {
@@ -56,10 +62,11 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
     of them writes rows or fires one."""
     dialect, statements = conn.dialect.name, list(statements)
     writes = dict.fromkeys(w for sql in statements for w in written(sql, dialect))
-    ddl_fires = event_triggers_fired(conn, statements)
+    ddl_fires = fired_event_triggers(conn, statements)
     if not writes and not ddl_fires:
         return None
-    reach, relations = Reach(fires=ddl_fires), _Relations(conn)
+    reach = Reach(fires=[f.said for f in ddl_fires], event_triggers=ddl_fires)
+    relations = _Relations(conn)
     # Each write with how it came about (None for a statement's own), and whether a
     # foreign key's action makes it.
     queue: deque[tuple[Write, str | None, bool]] = deque((w, None, False) for w in writes)
@@ -75,6 +82,7 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             )
             break
         seen.add(write)
+        reach.writes.append(write)
         doing = f"{_DOING[write.event]} {write.table}" + (f" ({how})" if how else "")
         found = relations.on(write)
         for key, action, then in _acting(found.keys, write):

@@ -161,7 +161,7 @@ def test_malformed_config_is_one_line(runner, demo_db, home):
     before = digest(demo_db)
     result = invoke(runner, "run", "maintenance", "--type", "full")
     assert result.exit_code == 2
-    assert result.output.startswith("Error: ") and "aishell.yaml: line" in result.output
+    assert result.output.startswith("Error: ") and "aishell.yaml:2: invalid YAML" in result.output
     assert result.output.count("\n") == 1
     assert digest(demo_db) == before
 

@@ -54,7 +54,7 @@ def test_missing_required_key(home):
 
 def test_malformed_yaml_names_the_line(home):
     write(home, "targets:\n  demo: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"aishell\.yaml: line \d+"):
+    with pytest.raises(ConfigError, match=r"aishell\.yaml:\d+: invalid YAML"):
         load_config(home=home)
 
 

@@ -19,8 +19,9 @@ from aishell.approval import PreApproved
 from aishell.config import load_config
 from aishell.errors import PlanError, StateError
 from aishell.plan import Plan, Step
-from aishell.state import SCHEMA_VERSION, StateStore, meta, schema
+from aishell.state import SCHEMA_VERSION, StateStore, meta
 from tests.helpers import at_once
+from tests.test_state_migrations import baseline_schema
 
 SITE_TOOLS = Path(__file__).parent / "site_tools"
 LEDGER_STEPS = 16
@@ -166,16 +167,11 @@ def test_state_store_upgrades_an_older_schema(tmp_path):
     with engine.begin() as conn:
         MetaData().create_all(conn)
         meta.create(conn)
-        # The tables of schema version 1, the first of the history before Alembic.
-        for table in (
-            schema.runs,
-            schema.steps,
-            schema.events,
-            schema.approvals,
-            schema.backups,
-            schema.target_locks,
-        ):
-            table.create(conn)
+        # The tables of schema version 1, the first of the history before Alembic, as
+        # the baseline revision holds them (schema.py has moved on since).
+        baseline = baseline_schema().tables
+        for name in ("runs", "steps", "events", "approvals", "backups", "target_locks"):
+            baseline[name].create(conn)
         conn.execute(insert(meta).values(key="schema_version", value="1"))
     engine.dispose()
     with StateStore(url) as store:

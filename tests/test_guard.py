@@ -161,11 +161,14 @@ def write_tool(folder: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def site_config(home: Path, url: str, folder: Path) -> Config:
-    """The shipped config with `url` as the default target `db` and `folder` as site tools."""
+def site_config(home: Path, url: str, folder: Path, trusted: tuple[str, ...] = ()) -> Config:
+    """The shipped config with `url` as the default target `db` and `folder` as site tools;
+    `trusted`: the target's trusted_functions."""
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
     data["targets"]["db"] = {"url": url, "environment": "test"}
+    if trusted:
+        data["targets"]["db"]["trusted_functions"] = list(trusted)
     data["default_target"] = "db"
     data["catalog_paths"] = [str(folder)]
     path.write_text(yaml.safe_dump(data))
@@ -184,7 +187,13 @@ def refusals(config: Config, run_id: str) -> list[dict[str, Any]]:
 
 
 def handler_tool(
-    home: Path, url: str, module: types.ModuleType, name: str, handler: Handler, risk: str
+    home: Path,
+    url: str,
+    module: types.ModuleType,
+    name: str,
+    handler: Handler,
+    risk: str,
+    trusted: tuple[str, ...] = (),
 ) -> Config:
     """Register `handler` as testguard.<name> and a site tool of `risk` that uses it."""
     setattr(module, name, handler)
@@ -194,7 +203,7 @@ def handler_tool(
         folder,
         tool_yaml(name, risk, {d: spec for d in ("sqlite", "postgresql", "mysql")}),
     )
-    return site_config(home, url, folder)
+    return site_config(home, url, folder, trusted)
 
 
 # --- 1. a handler sending what it did not declare ---------------------------------------
@@ -429,7 +438,9 @@ def test_a_read_only_sql_tool_calling_a_volatile_function_is_refused_when_it_run
     run = run_one(config, pg_url, "volatile_reader", {"table": "t"})
 
     assert run.steps[0].status == "failed"
-    assert "it calls f(), volatile and not known to only read" in (run.steps[0].error or "")
+    assert "it calls f(), volatile or user-defined and not known to only read" in (
+        run.steps[0].error or ""
+    )
     assert fingerprint(pg_url) == (10, 55)
     assert len(refusals(config, run.run_id)) == 1
 

@@ -84,7 +84,15 @@ PG_READS = {
     "policy": "SELECT count(*) FROM guarded",
 }
 # Found by name: the statement counts as a write, and is refused before it is sent.
-PG_NAMED = {"view", "view-over-view", "quoted-view", "aggregate", "policy", "unreadable-operator"}
+PG_NAMED = {
+    "view",
+    "view-over-view",
+    "quoted-view",
+    "aggregate",
+    "policy",
+    "operator",
+    "unreadable-operator",
+}
 
 MY_WRITER = (
     "CREATE FUNCTION g() RETURNS INT READS SQL DATA "
@@ -153,9 +161,16 @@ def database_with(dialect: str, tmp_path: Path, *statements: str) -> Iterator[st
         yield url
 
 
-def writing_tool(home: Path, url: str, module: types.ModuleType, name: str, fn: Any) -> Any:
+def writing_tool(
+    home: Path,
+    url: str,
+    module: types.ModuleType,
+    name: str,
+    fn: Any,
+    trusted: tuple[str, ...] = (),
+) -> Any:
     handler = Handler(sql_templates=DELETES, run_fn=fn, risk=RiskLevel.MEDIUM)
-    return handler_tool(home, url, module, name, handler, "medium")
+    return handler_tool(home, url, module, name, handler, "medium", trusted)
 
 
 @contextmanager
@@ -221,20 +236,21 @@ def test_a_writing_step_may_not_read_through_a_view_that_writes_on_mariadb(
         assert len(refusals(config, run.run_id)) == 1
 
 
+TWICE = [
+    "CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2",
+    "CREATE FUNCTION twice(x int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 2 * x'",
+    "CREATE OPERATOR ~~~ (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)",
+    "CREATE VIEW doubled AS SELECT twice(id) AS d FROM t WHERE id ~~~ id",
+]
+TWICE_READ = "SELECT count(*) FROM recent JOIN doubled ON doubled.d = recent.id"
+
+
 @pytest.mark.parametrize(
-    ("dialect", "objects", "read"),
+    ("dialect", "objects", "read", "trusted"),
     [
-        pytest.param(
-            "postgresql",
-            [
-                "CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2",
-                "CREATE FUNCTION twice(x int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 2 * x'",
-                "CREATE OPERATOR ~~~ (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)",
-                "CREATE VIEW doubled AS SELECT twice(id) AS d FROM t WHERE id ~~~ id",
-            ],
-            "SELECT count(*) FROM recent JOIN doubled ON doubled.d = recent.id",
-            id="postgresql",
-        ),
+        # twice() is a user's: it counts as a possible write unless the site trusts it.
+        pytest.param("postgresql", TWICE, TWICE_READ, ("public.twice",), id="postgresql"),
+        pytest.param("postgresql", TWICE, TWICE_READ, ("twice",), id="postgresql-any-schema"),
         pytest.param(
             "postgresql",
             [
@@ -243,12 +259,14 @@ def test_a_writing_step_may_not_read_through_a_view_that_writes_on_mariadb(
                 "CREATE EXTENSION pgstattuple",
             ],
             "SELECT count(*) FROM pg_buffercache JOIN t ON t.id = pg_buffercache.bufferid",
+            (),
             id="postgresql-extensions",
         ),
         pytest.param(
             "mysql",
             ["CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2"],
             "SELECT count(*) FROM recent",
+            (),
             id="mysql",
         ),
     ],
@@ -260,9 +278,10 @@ def test_views_and_operators_that_only_read_pass_in_a_writing_step(
     dialect: str,
     objects: list[str],
     read: str,
+    trusted: tuple[str, ...],
 ) -> None:
     with database_with(dialect, tmp_path, *objects) as url:
-        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete)
+        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete, trusted)
 
         run = run_one(config, url, "read_then_delete", {"table": "t", "statement": read})
 
@@ -319,9 +338,9 @@ def test_where_any_read_may_write_a_read_inside_a_transaction_is_sent_read_only(
 def test_where_any_read_may_write_a_read_inside_a_transaction_cannot_write(
     home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
 ) -> None:
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["operator"]) as url:
+    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["domain"]) as url:
         config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
-        read = "SELECT count(*) FROM t WHERE id @> 3"
+        read = PG_READS["domain"]
 
         run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
 
@@ -460,7 +479,7 @@ def test_a_policy_counts_only_where_it_applies_to_the_sessions_role(
         if who == "owner-forced":
             assert step.status == "failed"
             assert "(policy p) runs a function that may write" in (step.error or "")
-            assert "one that only reads can be declared STABLE" in (step.error or "")
+            assert "listed in the target's trusted_functions" in (step.error or "")
         else:
             assert step.status == "succeeded", step.error
             assert fingerprint(url) == (9, 54)

@@ -295,7 +295,7 @@ def test_a_config_retention_past_a_hundred_years_is_refused(edit_config):
 
 @pytest.mark.parametrize(
     "cron",
-    ["0 2 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *", "*/5 * 31 11 *", "0 0 2 31 2 *"],
+    ["0 2 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *", "*/5 * 31 11 *", "0 2 31 2 */2"],
 )
 def test_a_schedule_that_never_fires_is_refused_when_added(runner, demo_db, config, cron):
     result = invoke(runner, "schedule", "add", "never", "--cron", cron, "--", "maintenance")

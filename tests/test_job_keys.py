@@ -66,7 +66,7 @@ def test_maintenance_tables_must_be_a_list_of_names(demo_db, config, tables):
 
 def test_the_keys_the_command_line_gives_are_taken(demo_db, config, tmp_path):
     """Every key each agent lists runs: the refusal names no key a real job uses."""
-    archive = tmp_path / "kept.jsonl"
+    archive = tmp_path / "archive" / "kept.jsonl"
     job = {
         **PURGE,
         "date_column": "created_at",

@@ -1055,7 +1055,7 @@ def test_a_nightly_llm_schedule_asks_the_model_once(
 def test_a_drafted_archive_under_the_home_is_written(
     llm_config: Config, demo_db: Path, script: Script, home: Path
 ) -> None:
-    archive = home / "app_logs.jsonl"
+    archive = home / "archive" / "app_logs.jsonl"
     purge = {"table": "app_logs", "date_column": "created_at", "retention_days": 90}
     script.answers = [
         _answer("log_cleanup", _step("delete_old_records", {**purge, "archive_file": str(archive)}))
@@ -1070,6 +1070,34 @@ def test_a_drafted_archive_under_the_home_is_written(
     assert deleted > 0 and len(archive.read_text().splitlines()) == deleted
     body = json.loads(script.chats[0]["messages"][1]["content"])
     assert body["FILES"]["absolute paths under"] == [str(home.resolve())]
+
+
+def test_a_drafted_archive_into_the_verified_backup_is_refused(
+    llm_config: Config, demo_db: Path, script: Script, home: Path
+) -> None:
+    """A drafted purge archived into the only verified backup: under the backup folder,
+    the path is refused before a row goes, and the backup stays as it was."""
+    assert commands.run_job(llm_config, "backup", {"type": "full"}).status == "completed"
+    backup = Path(commands.list_backups(llm_config)[0]["path"])
+    before = digest(backup), query(demo_db, "SELECT count(*) FROM app_logs")
+    purge = {"table": "app_logs", "date_column": "created_at", "retention_days": 90}
+    for path in (backup, backup.with_name("rows.jsonl")):
+        script.answers = [
+            _answer(
+                "log_cleanup", _step("delete_old_records", {**purge, "archive_file": str(path)})
+            )
+        ]
+        result = _ask(
+            llm_config,
+            "purge app_logs rows older than 90 days, keep them in a file",
+            approver=PreApproved(up_to=RiskLevel.MEDIUM, how="test", then=NonInteractive()),
+        )
+        assert result.status == "failed"
+        assert "already exists" in (result.error or "") or "keeps for itself" in (
+            result.error or ""
+        )
+        assert (digest(backup), query(demo_db, "SELECT count(*) FROM app_logs")) == before
+    assert not backup.with_name("rows.jsonl").exists()
 
 
 def test_a_prompt_too_long_for_the_context_is_refused_before_asking(

@@ -109,7 +109,7 @@ def test_yes_never_covers_a_restore_over_tables_that_hold_data(config, demo_db):
     run = commands.restore(config, backup["id"], "demo", replace=True, approver=PreApproved())
     [step] = run.steps
     assert run.status == "waiting_approval" and step.status == "waiting_approval"
-    assert any("replaces 4 table(s) holding data in 'demo'" in r for r in step.personal)
+    assert any("replaces 4 object(s) holding data in 'demo'" in r for r in step.personal)
     with pytest.raises(UsageError, match="needs its own approval"):
         commands.decide_steps(config, run.run_id, "approved")
     assert digest(demo_db) == before

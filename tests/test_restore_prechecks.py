@@ -340,10 +340,12 @@ def test_the_sqlite_prompt_names_the_copy_and_the_tables_it_replaces(config, dem
     [request] = recorder.asked
     assert request.sql == [
         f"-- SQLite backup API: copy {backup['path']} into {demo_db.resolve()}",
-        "-- replaces 4 tables of 'demo': app_logs, orders, products, users",
+        "-- replaces 4 objects of 'demo': table app_logs, table orders, table products, "
+        "table users",
     ]
     estimate = request.estimate
-    assert estimate["replaces_tables"] == ["app_logs", "orders", "products", "users"]
+    tables = ["table app_logs", "table orders", "table products", "table users"]
+    assert estimate["replaces_tables"] == estimate["replaces_data"] == tables
     assert estimate["commands"] == [
         f"SQLite backup API: copy {backup['path']} into {demo_db.resolve()}"
     ]
@@ -382,7 +384,7 @@ def test_the_prompt_and_preview_show_the_exact_command_without_the_password(
     done = commands.restore(config, backup["id"], "copy", approver=recorder.approver)
     assert done.status != "completed"
     [request] = recorder.asked
-    expected = [f"-- {command}", "-- replaces no table of 'copy'"]
+    expected = [f"-- {command}", "-- replaces nothing in 'copy'"]
     assert request.sql == expected
     assert request.estimate["commands"] == [command]
     assert request.estimate["replaces_tables"] == []

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from click.testing import CliRunner
 
 from aishell import commands, scheduling
@@ -101,6 +103,85 @@ def test_a_schedule_survives_a_restart_with_its_next_run(demo_db, config):
     assert listed["next_run"] == expected and listed["words"] == ["maintenance", "--type", "quick"]
 
 
+def stored_before(config: Config, name: str, cron: str, tz: str = "UTC") -> None:
+    """A schedule as an aishell from before --cron meant crontab stored it: the row as
+    written then (no check), and its job with APScheduler's own cron trigger."""
+    agent, job, target, options = job_from_words(("maintenance", "--type", "quick"))
+    with StateStore(config.state_url) as store:
+        store.add_schedule(
+            name=name,
+            cron=cron,
+            timezone=tz,
+            words=["maintenance", "--type", "quick"],
+            agent=agent,
+            job=job,
+            target=config.target(target)[0],
+            options=options,
+        )
+    fields = cron.split()
+    if len(fields) == 5:
+        old = CronTrigger.from_crontab(cron, timezone=tz)
+    else:
+        second, minute, hour, day, month, weekday = fields
+        old = CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=weekday,
+            timezone=tz,
+        )
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(config.state_url, tablename=scheduling.JOB_TABLE)},
+        timezone=UTC,
+    )
+    scheduler.start(paused=True)
+    scheduler.add_job("aishell.scheduling:fire", old, args=[name], id=name, name=name)
+    scheduler.shutdown()
+
+
+def test_a_schedule_stored_with_apschedulers_weekdays_runs_on_crontabs(demo_db, config):
+    """`0 3 * * 0` was stored with a job for Mondays (APScheduler's weekday 0): the list
+    shows the Sunday at once, and serve replaces the job so that it fires on Sunday."""
+    stored_before(config, "weekly", "0 3 * * 0", "Europe/Berlin")
+    sunday = scheduling.next_fire("0 3 * * 0", "Europe/Berlin")
+    assert sunday is not None and sunday.isoweekday() == 7 and sunday.hour == 3
+    # What the old job holds is a Monday, and is not what the list shows.
+    store = SQLAlchemyJobStore(url=config.state_url, tablename=scheduling.JOB_TABLE)
+    store.start(BackgroundScheduler(timezone=UTC), "default")
+    (old,) = store.get_all_jobs()
+    store.shutdown()
+    assert old.next_run_time.isoweekday() == 1
+    assert scheduling.next_runs(config) == {}
+    (listed,) = commands.list_schedules(config)
+    assert listed["next_run"] == sunday and listed["cron_error"] is None
+    with serving(config) as lines:
+        assert any("schedule weekly: changed, next run" in line for line in lines), lines
+    assert scheduling.next_runs(config)["weekly"] == sunday
+    (listed,) = commands.list_schedules(config)
+    assert listed["next_run"] == sunday
+
+
+def test_a_stored_six_field_schedule_is_not_served_and_says_why(demo_db, config):
+    """Seconds first, as aishell once took it: crontab has no such form, so the
+    schedule never fires with a meaning it no longer has; list and serve say so."""
+    stored_before(config, "old", "0 0 2 * * *")
+    add(config, "nightly", "0 2 * * *", ["maintenance", "--type", "quick"])
+    listed = {s["name"]: s for s in commands.list_schedules(config)}
+    assert listed["old"]["next_run"] is None
+    assert "crontab has no seconds" in listed["old"]["cron_error"]
+    assert listed["nightly"]["cron_error"] is None and listed["nightly"]["next_run"] is not None
+    result = CliRunner().invoke(cli, ["schedule", "list"])
+    assert result.exit_code == 0 and "not crontab's" in result.output, result.output
+    with serving(config) as lines:
+        time.sleep(2.5 * scheduling.RECONCILE_SECONDS)  # reconciled again: said once
+    said = [line for line in lines if line.startswith("schedule old:")]
+    assert len(said) == 1 and "not served" in said[0] and "no seconds" in said[0], lines
+    assert set(scheduling.next_runs(config)) == {"nightly"}
+    assert scheduled_runs(config, "old") == []
+
+
 def test_a_trigger_missed_while_down_runs_once_on_start(demo_db, config):
     add(config, "minutely", "* * * * *", ["maintenance", "--type", "quick"])
     with serving(config):
@@ -170,8 +251,11 @@ def test_metrics_of_the_last_runs_and_schedules(demo_db, config, home):
     assert result.exit_code == 0 and "aishell_last_run_duration_seconds" in result.output
 
 
-def test_overlapping_triggers_of_one_schedule_give_one_run(demo_db, config):
-    add(config, "purge", "* * * * * *", SLOW_PURGE)  # every second; a run takes longer
+def test_overlapping_triggers_of_one_schedule_give_one_run(demo_db, config, monkeypatch):
+    add(config, "purge", "* * * * *", SLOW_PURGE)
+    # A trigger every second (crontab's finest is a minute), so that the next trigger
+    # comes while a run still goes on, without waiting for minutes to turn.
+    monkeypatch.setattr(scheduling, "trigger", lambda _cron, _zone: IntervalTrigger(seconds=1))
     with serving(config) as lines:
         wait_for(
             lambda: any("still running; this trigger is skipped" in line for line in lines),
@@ -265,7 +349,9 @@ def test_a_second_scheduler_on_the_same_store_refuses_naming_the_first(demo_db, 
 def test_schedule_words_are_checked_when_added(demo_db, config):
     runner = CliRunner()
     cases = {
-        ("--cron", "0 2 * *", "--", "maintenance"): "give 5 fields",
+        ("--cron", "0 2 * *", "--", "maintenance"): "4 field(s); give five fields",
+        ("--cron", "0 0 2 * * *", "--", "maintenance"): "crontab has no seconds",
+        ("--cron", "0 3 * * 8", "--", "maintenance"): "day of week 8 is out of range",
         ("--cron", "0 2 * * *", "--", "maintenance", "--yes"): "never approves in advance",
         ("--cron", "0 2 * * *", "--", "vacuum"): "Unknown job 'vacuum'",
         ("--cron", "0 2 * * *", "--", "maintenance", "--type", "huge"): "Invalid value",

@@ -22,7 +22,8 @@ from aishell.cli import cli
 from aishell.config import Config, load_config
 from aishell.errors import PlanError
 from aishell.plan import Plan, Step
-from aishell.targets import database_identity, open_target
+from aishell.targets import open_target
+from aishell.targets.identity import plan_identity
 from tests.helpers import digest, use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
@@ -84,7 +85,7 @@ def test_plan_out_then_apply_through_the_cli(demo_db: Path, home: Path) -> None:
     assert data["signature"]["alg"] == "hmac-sha256"
     assert data["signature"]["key_id"] == key.key_id == signing.key_id(key.secret)
     status = demo_db.stat()
-    assert data["target_identity"] == f"sqlite:{status.st_dev}:{status.st_ino}"
+    assert data["target_identity"].startswith(f"sqlite:{status.st_dev}:{status.st_ino}#born:")
     applied = CliRunner().invoke(cli, ["apply", str(out), "--json"])
     assert applied.exit_code == 0, applied.output
     run = json.loads(applied.stdout)
@@ -106,7 +107,7 @@ def test_a_signed_plan_applies_on_a_server(server_config: Config, server_url: st
     data = save(server_config, out, {"type": "quick", "tables": ["signed_ok"]})
     handle = open_target(server_config, "db", read_only=True)
     with handle.engine.connect() as conn:
-        assert data["target_identity"] == database_identity(conn)
+        assert data["target_identity"] == plan_identity(conn)
     handle.close()
     result = commands.apply_plan(server_config, commands.load_plan_file(out))
     assert result.status == "completed", result.error
@@ -390,7 +391,7 @@ def test_a_reference_is_left_for_its_step_to_check(config: Config, demo_db: Path
     commands.save_plan(config, plan, out)
     saved = commands.load_plan_file(out)
     status = demo_db.stat()
-    assert saved.plan.target_identity == f"sqlite:{status.st_dev}:{status.st_ino}"
+    assert (saved.plan.target_identity or "").startswith(f"sqlite:{status.st_dev}:{status.st_ino}#")
     # Not refused up front: the reference is resolved and checked when step_1 runs.
     result = commands.apply_plan(config, saved)
     assert result.steps[0].status == "succeeded"

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sqlite3
@@ -25,7 +26,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, insert, inspect
+from sqlalchemy import MetaData, create_engine, insert, inspect
 
 from aishell.errors import StateError
 from aishell.state import HEAD_REVISION, LEGACY_SCHEMA_VERSION, StateStore, history, schema
@@ -81,6 +82,17 @@ def url_of(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def baseline_schema() -> MetaData:
+    """The tables of the baseline revision: the schema of the history before Alembic."""
+    path = history.MIGRATIONS_FOLDER / "versions" / f"{history.BASELINE_REVISION}.py"
+    spec = importlib.util.spec_from_file_location("baseline_revision", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found: MetaData = module.schema
+    return found
+
+
 def differences_from_schema_py(url: str) -> list[object]:
     """What Alembic's comparison finds between a store and aishell/state/schema.py."""
     engine = create_engine(url)
@@ -124,7 +136,10 @@ def test_a_store_made_before_alembic_is_copied_aside_stamped_and_read_whole(
     assert query(copy, "SELECT name FROM sqlite_master WHERE name = 'alembic_version'") == []
     assert found == _everything_in(copy)
     assert "/backups/only-in-wal.db" in found["backups"]
-    assert sqlite_schema(path) == sqlite_schema(copy)  # stamped: no table or index changed
+    # Stamped as the baseline, then taken through the later revisions as a new store is.
+    fresh = tmp_path / "fresh.db"
+    StateStore(url_of(fresh)).close()
+    assert sqlite_schema(path) == sqlite_schema(fresh)
     assert query(path, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
     assert query(
         path,
@@ -242,6 +257,9 @@ def test_a_new_sqlite_store_is_at_the_head_with_the_schema_made_before_alembic(
     assert not list(tmp_path.glob("*.before-*"))  # nothing to copy aside
     made_before = tmp_path / "before.db"
     load_before_alembic(made_before)
+    # The baseline is the schema made before Alembic; the later revisions change a new
+    # store and an upgraded one alike.
+    StateStore(url_of(made_before)).close()
     assert sqlite_schema(path) == sqlite_schema(made_before)
     assert differences_from_schema_py(url_of(path)) == []
 
@@ -267,7 +285,7 @@ def test_a_postgresql_store_made_before_alembic_is_stamped() -> None:
         engine = create_engine(url)
         try:
             with engine.begin() as conn:
-                schema.metadata.create_all(conn)
+                baseline_schema().create_all(conn)
                 conn.execute(insert(schema.meta).values(key="schema_version", value="6"))
                 conn.execute(
                     insert(schema.schedules).values(

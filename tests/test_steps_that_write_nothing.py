@@ -117,7 +117,9 @@ def test_a_write_the_step_did_not_render_is_refused(demo_db, config, monkeypatch
 )
 def test_sql_the_parser_cannot_even_tokenize_counts_as_a_write(dialect, sql):
     found = classify(sql, dialect)
-    assert found.writes and "the SQL parser could not read it" in found.reason
+    assert found.writes
+    # The server's own reading finds the literal open before the parser is asked.
+    assert "that is not closed" in found.reason or "could not read it" in found.reason
     why = Guard(writes=False, label="step_0 (x)").check(sql, None, dialect, "named")
     assert why is not None and "only reads, and this statement writes" in why
 

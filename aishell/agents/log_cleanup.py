@@ -13,7 +13,9 @@ from aishell.catalog import check_column
 from aishell.config import MAX_RETENTION_DAYS, AgentConfig
 from aishell.cutoff import describe, indexes_of
 from aishell.errors import UsageError
+from aishell.files import PrivatePlaces
 from aishell.handlers.purge import check_archive_table, walk_key
+from aishell.handlers.purge.archive import check_archive_path
 from aishell.plan import Step, step_id
 
 ARCHIVE_FORMS = "file:PATH (a JSON lines file) or table:NAME (an existing table)"
@@ -83,6 +85,10 @@ class LogCleanupAgent:
         walk_key(conn, table, indexes)
         if job.get("archive_table"):
             check_archive_table(conn, table, job["archive_table"])
+        if job.get("archive_file"):
+            # What stands at the path now; the run checks it again, and aishell's own
+            # folders, before it makes the file.
+            check_archive_path(Path(job["archive_file"]), PrivatePlaces())
         conn.rollback()
 
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
@@ -193,6 +199,10 @@ def parse_archive_to(archive: object) -> tuple[str, str]:
     if not sep or kind not in ("file", "table") or not where:
         raise UsageError(f"--archive-to {archive!r}: give {ARCHIVE_FORMS}")
     if kind == "file":
-        # Relative to where the job was given, not where a scheduler later runs it.
-        return kind, str(Path(where).expanduser().resolve())
+        given = Path(where).expanduser().absolute()
+        if given.name in ("", ".", ".."):
+            raise UsageError(f"--archive-to {archive!r}: name a file, not a folder")
+        # Relative to where the job was given, not where a scheduler later runs it; the
+        # file's own name is not followed (a link there is refused, not written through).
+        return kind, str(given.parent.resolve() / given.name)
     return kind, where

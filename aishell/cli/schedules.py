@@ -47,7 +47,8 @@ def schedule() -> None:
 @click.option(
     "--cron",
     required=True,
-    help="When: 5 fields as crontab (minute hour day month weekday), or 6 with seconds first.",
+    help="When, as in crontab(5): five fields, minute hour day month weekday (0 and 7 are "
+    "Sunday; names jan..dec and sun..sat), or a macro such as @daily or @weekly.",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
 @click.option(
@@ -70,7 +71,8 @@ def schedule_add(
 ) -> None:
     """Add a schedule: aishell schedule add NAME --cron "0 2 * * *" -- maintenance --type full
 
-    The words after -- are those `aishell run` takes; they are checked now.
+    The words after -- are those `aishell run` takes; they are checked now. This one
+    runs every day at 02:00 (UTC unless --timezone says otherwise).
     """
     agent, job, target, options = job_from_words(words)
     if max_run_time is not None:

@@ -25,6 +25,8 @@ def plan_assumptions(
     result: dict[str, Any] = {"tables": described}
     if not job.get("tables"):
         result["all_tables"] = list(catalog.names)
+    if catalog.unreadable:  # only then: plans made before keep their hashes
+        result["unreadable_tables"] = list(catalog.unreadable)
     return result
 
 

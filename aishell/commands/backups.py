@@ -7,6 +7,7 @@ from typing import Any
 
 from aishell.approval import Approver
 from aishell.commands.starting import circuit_breaker, start_run
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import PlanError, UsageError
@@ -97,7 +98,7 @@ def restore(
     problems = validate_plan(plan, registry, config.agent("backup").capabilities)
     if problems:
         raise PlanError("; ".join(problems))
-    with StateStore(config.state_url) as store, circuit_breaker(config, store, name):
+    with signed_store(config) as store, circuit_breaker(config, store, name):
         return start_run(
             config,
             store,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aishell.approval import current_user
+from aishell.commands.stores import signed_store
 from aishell.config import Config
 from aishell.errors import UsageError
 from aishell.policy import named_approval_needed
@@ -37,24 +38,18 @@ def decide_steps(
     how = DECISIONS[decision]
     if decision in ("succeeded", "skipped") and (step is None or not reason):
         raise UsageError(f"`{how}` needs --step N and --reason")
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         run = store.get_run(run_id)
-        waiting, held = _steps_to_decide(run, decision, step)
+        asked = {
+            s["index"]: store.last_request(run["run_id"], s["index"])
+            for s in run["steps"]
+            if s["status"] == "waiting_approval"
+        }
+        waiting, held = _steps_to_decide(run, decision, step, asked)
         user = current_user()
         why = reason or f"{decision} with `{how}`"
         for s in waiting:
-            store.record_approval(run["run_id"], s["index"], decision, user, how, why)
-            if decision == "succeeded":
-                store.step_finished(
-                    run["run_id"],
-                    s["index"],
-                    "succeeded",
-                    output={"marked_done_by": user, "reason": why},
-                )
-            else:
-                store.set_step_status(
-                    run["run_id"], s["index"], decision, None if decision == "approved" else why
-                )
+            _record(store, run["run_id"], s["index"], decision, how, why, step, asked)
         return {
             "run_id": run["run_id"],
             "decision": decision,
@@ -68,8 +63,44 @@ def decide_steps(
         }
 
 
+def _record(
+    store: StateStore,
+    run_id: str,
+    index: int,
+    decision: str,
+    how: str,
+    why: str,
+    step: int | None,
+    asked: dict[int, dict[str, Any] | None],
+) -> None:
+    """One step's decision, and the status it gives the step."""
+    user = current_user()
+    request = asked.get(index)
+    store.record_approval(
+        run_id,
+        index,
+        decision,
+        user,
+        how,
+        why,
+        # Given by its number: a person's yes for that very step.
+        named=step is not None,
+        # The verdict the step waits with: resume compares today's with it.
+        given_for=request["given_for"] if request else None,
+    )
+    if decision == "succeeded":
+        output = {"marked_done_by": user, "reason": why}
+        store.step_finished(run_id, index, "succeeded", output=output)
+    else:
+        error = None if decision == "approved" else why
+        store.set_step_status(run_id, index, decision, error)
+
+
 def _steps_to_decide(
-    run: dict[str, Any], decision: str, step: int | None
+    run: dict[str, Any],
+    decision: str,
+    step: int | None,
+    asked: dict[int, dict[str, Any] | None],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The waiting steps this decision covers, and those it leaves waiting: a step only a
     person may pass is approved by its number, never in a batch."""
@@ -89,7 +120,7 @@ def _steps_to_decide(
         raise UsageError(f"Run {run['run_id']} has no step waiting for approval")
     if decision != "approved" or step is not None:
         return waiting, []
-    named = _named_approval_needed(run)
+    named = _named_approval_needed(run, asked)
     held = [s for s in waiting if s["index"] in named]
     waiting = [s for s in waiting if s["index"] not in named]
     if not waiting:
@@ -102,13 +133,21 @@ def _steps_to_decide(
     return waiting, held
 
 
-def _named_approval_needed(run: dict[str, Any]) -> dict[int, list[str]]:
-    """The steps of a run the policy said only a person may pass, with the reasons."""
-    return {
+def _named_approval_needed(
+    run: dict[str, Any], asked: dict[int, dict[str, Any] | None]
+) -> dict[int, list[str]]:
+    """The steps of a run the policy said only a person may pass, with the reasons: by
+    the signed request written before each question (it holds however the prompt
+    ended), and by the events of runs stored before requests were kept."""
+    named = {
         e["step_index"]: list(e["data"].get("reasons") or [])
         for e in run.get("events") or []
         if e["kind"] == "named_approval_needed" and e["step_index"] is not None
     }
+    for index, request in asked.items():
+        if request is not None and request["named"]:
+            named[index] = list(request["given_for"].get("personal") or []) or ["named"]
+    return named
 
 
 def stop_run(config: Config, run_id: str) -> dict[str, Any]:

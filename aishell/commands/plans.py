@@ -16,13 +16,15 @@ from aishell.commands.previews import PlanPreview, preview_plan
 from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import PlanError, UsageError
+from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan import Plan, SavedPlan, tables_with_columns
 from aishell.planners.llm import Notice
 from aishell.registry import Registry
 from aishell.schema import identifier_params
 from aishell.substitution import find_references
 from aishell.tablecatalog import TableCatalog
-from aishell.targets import Target, database_identity, open_target
+from aishell.targets import Target, open_target
+from aishell.targets.identity import plan_identity
 
 
 def plan_job(
@@ -93,20 +95,21 @@ def save_plan(config: Config, plan: Plan, out: Path) -> Path:
     # Signed as it will be read back: JSON turns tuples into lists.
     body = json.loads(json.dumps({**plan.to_dict(), "plan_hash": plan.hash}))
     signed = {**body, "signature": signing.sign(key, body)}
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(signed, indent=2, sort_keys=True) + "\n")
-    partial.replace(out)
-    return out
+    text = json.dumps(signed, indent=2, sort_keys=True) + "\n"
+    # Written beside its target and renamed only over a regular file: `--out /dev/null`
+    # as root must not replace the device.
+    return write_beside(out, text.encode(), "Plan file", UsageError)
 
 
 def load_plan_file(path: Path) -> SavedPlan:
     """A saved plan, read and checked against the plan file's keys; `apply_plan` checks
     its signature against the home's key."""
     try:
-        data = json.loads(path.read_text())
+        # Only a regular file, read with a bound: a FIFO or /dev/zero must not hang apply.
+        data = json.loads(read_regular(path, PLAN_LIMIT, "Plan file", PlanError))
     except FileNotFoundError:
         raise UsageError(f"Plan file {path} does not exist") from None
-    except (UnicodeDecodeError, IsADirectoryError, RecursionError):
+    except (UnicodeDecodeError, RecursionError):
         raise PlanError(f"Plan file {path} is not a plan's JSON text") from None
     except json.JSONDecodeError as exc:
         raise PlanError(
@@ -136,7 +139,7 @@ def verified_plan(config: Config, saved: SavedPlan) -> Plan:
 def _identity(handle: Target) -> str:
     conn = handle.connect()
     try:
-        return database_identity(conn)
+        return plan_identity(conn)
     finally:
         conn.close()
 

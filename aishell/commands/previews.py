@@ -146,6 +146,7 @@ def _preview_step(
         dry_run=True,
         quote_identifier=handle.quote,
         run_cache=known.run_cache,
+        trusted_functions=tuple(handle.config.trusted_functions),
     )
     effect: dict[str, Any] | None = None
     rendered = impl.render_sql(params, ctx)
@@ -180,7 +181,8 @@ def _preview_step(
         tool=step.tool,
         params=step.params,
         rationale=step.rationale,
-        risk_level=tool.risk_level.value,
+        # Raised where the server runs user code for it (usercode.py).
+        risk_level=max(tool.risk_level, verdict.risk, key=lambda r: r.rank).value,
         requires_approval=verdict.requires_approval,
         confirmation=verdict.confirmation.value,
         reasons=verdict.reasons,

@@ -16,6 +16,7 @@ from aishell.commands.planner import build_plan, planning_notice
 from aishell.commands.plans import load_plan_file, missing_names, verified_plan
 from aishell.commands.previews import Review
 from aishell.commands.starting import circuit_breaker, make_executor, plan_and_start, start_run
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
@@ -24,7 +25,8 @@ from aishell.plan import Plan, SavedPlan, validate_plan
 from aishell.registry import Registry
 from aishell.state import StateStore
 from aishell.tablecatalog import TableCatalog
-from aishell.targets import database_identity, open_target
+from aishell.targets import open_target
+from aishell.targets.identity import check_plan_identity
 
 RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
 
@@ -106,7 +108,7 @@ def apply_plan(
     if problems:
         raise PlanError("The plan is no longer valid: " + "; ".join(problems))
     _check_tools_unchanged(registry, plan.tool_fingerprints, "the plan was made")
-    with StateStore(config.state_url) as store, circuit_breaker(config, store, plan.target):
+    with signed_store(config) as store, circuit_breaker(config, store, plan.target):
         _check_against_target(config, registry, plan)
         return start_run(
             config,
@@ -134,12 +136,8 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
                 f"The plan is for {plan.dialect} but target '{plan.target}' is {handle.dialect}"
             )
         with handle.connect() as conn:
-            identity = database_identity(conn)
-            if plan.target_identity is not None and identity != plan.target_identity:
-                raise PlanError(
-                    f"Target '{plan.target}' now points at another database ({identity}) "
-                    f"than the plan was made on ({plan.target_identity}); make a new plan"
-                )
+            if plan.target_identity is not None:
+                check_plan_identity(conn, plan.target, plan.target_identity)
             catalog = TableCatalog.read(conn)
             missing = missing_names(conn, registry, plan, catalog)
             if missing:
@@ -172,7 +170,7 @@ def resume_run(
     The resumed run has its time limit anew (max_run_seconds, else from config)."""
     started = time.monotonic()
     registry = load_catalog(config)
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         run = store.get_run(run_id)
         run_id = run["run_id"]
         if run["dry_run"]:
@@ -224,6 +222,7 @@ def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], sin
 
 
 def list_runs(config: Config, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    # A list checks no signature: it needs no key (and works while the key is refused).
     with StateStore(config.state_url) as store:
         return store.list_runs(status=status, limit=limit)
 
@@ -231,7 +230,7 @@ def list_runs(config: Config, status: str | None = None, limit: int = 50) -> lis
 def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, Any]:
     """A run with its steps, events and approvals; with_sql adds the audit of every
     statement it sent, as `statements`."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         run = store.get_run(run_id)
         if with_sql:
             run["statements"] = store.list_statements(run["run_id"])
@@ -240,5 +239,5 @@ def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, A
 
 def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:
     """The audit of every statement a run's operations sent."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         return store.list_statements(store.get_run(run_id)["run_id"])

@@ -58,23 +58,27 @@ def add_schedule(
 
 def list_schedules(config: Config) -> list[dict[str, Any]]:
     """Every schedule with its next run and its last run's status."""
-    held = scheduling.next_runs(config)
     found = []
     with StateStore(config.state_url) as store:
         alerts = store.schedule_alerts()
-        for schedule in store.list_schedules():
+        schedules = store.list_schedules()
+        held = scheduling.next_runs(config, schedules)
+        for schedule in schedules:
             name = schedule["name"]
-            if schedule["paused"]:
-                upcoming = None
-            elif name in held:
+            upcoming, cron_error = None, None
+            if name in held:
                 upcoming = held[name]
             else:  # not served yet: what the trigger says
-                upcoming = scheduling.next_fire(schedule["cron"], schedule["timezone"])
+                try:
+                    upcoming = scheduling.next_fire(schedule["cron"], schedule["timezone"])
+                except UsageError as exc:  # stored before --cron meant crontab
+                    cron_error = str(exc)
             recent = store.schedule_runs(name, limit=1)
             found.append(
                 {
                     **schedule,
-                    "next_run": upcoming,
+                    "next_run": None if schedule["paused"] else upcoming,
+                    "cron_error": cron_error,
                     "last_run": recent[0] if recent else None,
                     "alert": _current_alert(alerts.get(name, []), recent),
                 }

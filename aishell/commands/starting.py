@@ -12,10 +12,12 @@ from typing import Any
 from aishell.approval import Approver, NonInteractive, current_user
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.previews import Review, preview_plan
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
+from aishell.files import private_places
 from aishell.plan import Plan
 from aishell.policy import SAFETY_LEVELS, tighter_or_equal
 from aishell.registry import Registry, ToolDefinition
@@ -38,7 +40,7 @@ def plan_and_start(
     run_options["started"] = time.monotonic()
     registry = load_catalog(config)
     name, _ = config.target(target)
-    with StateStore(config.state_url) as store, circuit_breaker(config, store, name):
+    with signed_store(config) as store, circuit_breaker(config, store, name):
         handle = open_target(config, name, read_only=run_options["dry_run"])
         planning = handle.reading()
         try:
@@ -215,6 +217,9 @@ def make_executor(
         agent=config.agent(agent_name),
         approver=approver or NonInteractive(),
         backup_dir=config.backup_dir,
+        private=private_places(
+            config.home, config.state_home, config.backup_dir, [config.agent_dirs[0].parent]
+        ),
         safety_level=safety_level,
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
         run_limit=config.run_limit(agent_name, max_run_seconds, limit_source),

@@ -5,17 +5,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.approval import ApprovalRequest, Decision
+from aishell.approval import Answer, ApprovalRequest, Decision
 from aishell.executor.context import RunContext
 from aishell.executor.results import ABORTED, StepResult
+from aishell.executor.resume import approved_before, outgrown, verdict_facts
 from aishell.executor.stopping import Stop
 from aishell.plan import Step
+from aishell.policy import Verdict
 from aishell.registry import ToolDefinition
 
 
-def approve(run: RunContext, step: Step, result: StepResult, tool: ToolDefinition) -> Decision:
-    """Ask the approver; the answer is recorded, and a deny, defer or quit ends the step."""
+def approve(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    tool: ToolDefinition,
+    verdict: Verdict,
+    stored: Mapping[str, Any] | None,
+) -> Decision:
+    """Ask the approver, unless an approval from an earlier go of the run still covers
+    the step as judged now; the answer is recorded, and a deny, defer or quit ends it.
+
+    The request (the verdict shown, and whether only a named approval may cover it) is
+    committed before the question, so it holds however the prompt ends."""
+    facts = verdict_facts(result, verdict)
+    grew: list[str] = []
+    if approved_before(stored):
+        earlier = run.store.last_approval(run.run_id, result.index)
+        grew = outgrown(earlier, facts)
+        if not grew and earlier is not None:
+            result.approval = _shown(earlier["decision"], earlier)
+            return Decision.APPROVE
+        run.record_event(result.index, "approval_outgrown", {"grew": grew})
+    run.store.record_request(run.run_id, result.index, bool(result.personal), facts)
     answer = run.approver.decide(_request(run, step, result, tool))
+    decided = {"decided_by": answer.decided_by, "how": answer.how, "reason": answer.reason}
     run.store.record_approval(
         run.run_id,
         result.index,
@@ -23,20 +47,29 @@ def approve(run: RunContext, step: Step, result: StepResult, tool: ToolDefinitio
         answer.decided_by,
         answer.how,
         answer.reason,
+        # Only an answer at the prompt about this very step names it ("all" does not).
+        named=answer.how == "prompt",
+        given_for=facts,
     )
-    result.approval = {
-        "decision": answer.decision.value,
-        "by": answer.decided_by,
-        "how": answer.how,
-        "reason": answer.reason,
-    }
+    result.approval = _shown(answer.decision.value, decided)
+    _settle(run, step, result, answer, grew)
+    return answer.decision
+
+
+def _settle(
+    run: RunContext, step: Step, result: StepResult, answer: Answer, grew: list[str]
+) -> None:
+    """What the answer does to the step, and to the run."""
     if answer.decision is Decision.DENY:
         run.finish(result, "denied", error=f"denied by {answer.decided_by}: {answer.reason}")
     elif answer.decision is Decision.DEFER:
         if result.personal:
             # `aishell approve RUN` alone will not cover it; the store says why.
             run.record_event(result.index, "named_approval_needed", {"reasons": result.personal})
-        run.finish(result, "waiting_approval", error="; ".join(result.reasons))
+        why = list(result.reasons)
+        if grew:
+            why.insert(0, "its earlier approval no longer covers it: " + ", ".join(grew))
+        run.finish(result, "waiting_approval", error="; ".join(why))
     elif answer.decision is Decision.STOP:
         run.finish(result, "waiting_approval", error=f"not answered: {answer.reason}")
         raise Stop(
@@ -46,7 +79,15 @@ def approve(run: RunContext, step: Step, result: StepResult, tool: ToolDefinitio
     elif answer.decision is Decision.QUIT:
         run.finish(result, "denied", error=f"run stopped by {answer.decided_by}")
         raise Stop(ABORTED, f"stopped by {answer.decided_by} at {step.id}")
-    return answer.decision
+
+
+def _shown(decision: str, decided: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "decision": decision,
+        "by": decided["decided_by"],
+        "how": decided["how"],
+        "reason": decided["reason"],
+    }
 
 
 def notify(

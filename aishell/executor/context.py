@@ -54,6 +54,7 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.positions = {r.step_id: r.index for r in self.results}
+        self.guard_memory.trusted = tuple(self.target.config.trusted_functions)
 
     def earlier(self, index: int) -> Mapping[str, StepResult]:
         """The steps before the step at index, by id."""

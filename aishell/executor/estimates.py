@@ -7,7 +7,9 @@ from typing import Any
 
 from aishell.registry import Implementation, ToolContext, ToolDefinition
 from aishell.tablecatalog import TableCatalog
-from aishell.writereach import write_reach
+from aishell.usercode import user_code
+from aishell.usercodeactions import maintenance_actions, write_actions
+from aishell.writereach import Reach, write_reach
 
 
 def subject(tables: tuple[str, ...]) -> str | None:
@@ -39,5 +41,26 @@ def estimate_effect(
         reach = write_reach(ctx.connection, rendered)
         if reach is not None:
             estimate["cascades"], estimate["fires"] = reach.cascades, reach.fires
+        code = _user_code(ctx, rendered, reach)
+        if code:
+            estimate["user_code"] = code
         ctx.step_cache["estimate"] = estimate
     return dict(ctx.step_cache["estimate"])
+
+
+def _user_code(ctx: ToolContext, rendered: Sequence[str], reach: Reach | None) -> list[str]:
+    """The user-defined code the server runs for the statements, that is not trusted
+    (usercode.py): on the tables their writes and cascades reach, the tables they
+    maintain, and the event triggers their DDL fires."""
+    actions = list(maintenance_actions(rendered, ctx.dialect))
+    if reach is not None:
+        actions += write_actions(reach.writes)
+    trusted = ctx.trusted_functions
+    code = user_code(ctx.connection, actions, trusted, ctx.run_cache)
+    for fired in reach.event_triggers if reach is not None else []:
+        if fired.function is not None and not {fired.function[1], ".".join(fired.function)} & {
+            *trusted
+        }:
+            schema, name = fired.function
+            code.append(f"{fired.said}: {schema}.{name}(), a user-defined function that may write")
+    return code

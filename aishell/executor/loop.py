@@ -34,6 +34,7 @@ from aishell.executor.results import (
 from aishell.executor.resume import is_final, restore
 from aishell.executor.step import run_step
 from aishell.executor.stopping import Interrupted, Stop, Stopping
+from aishell.files import PrivatePlaces
 from aishell.plan import Plan, Step
 from aishell.policy import SafetyPolicy
 from aishell.registry import Registry, ToolContext
@@ -58,6 +59,7 @@ class Executor:
     approver: Approver
     observer: Observer = field(default_factory=SilentObserver)
     backup_dir: Path | None = None
+    private: PrivatePlaces = field(default_factory=PrivatePlaces)
     safety_level: str | None = None
     clock: Callable[[], datetime] = _utc_now
     # Opens another configured target read-only (a replica a purge watches).
@@ -194,8 +196,10 @@ class Executor:
             target=self.target.name,
             dry_run=dry_run,
             backup_dir=self.backup_dir,
+            private=self.private,
             run_id=run_id,
             quote_identifier=self.target.quote,
+            trusted_functions=tuple(self.target.config.trusted_functions),
         )
         ctx.should_stop = lambda: self._stopping.reason() is not None
         ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)

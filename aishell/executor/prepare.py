@@ -127,6 +127,8 @@ def prepare(
 
 
 def apply_verdict(result: StepResult, verdict: Verdict) -> None:
+    if verdict.risk.rank > RiskLevel(result.risk_level).rank:
+        result.risk_level = verdict.risk.value  # the server runs user code for it
     result.requires_approval = verdict.requires_approval
     result.confirmation = verdict.confirmation.value
     result.reasons = list(verdict.reasons)

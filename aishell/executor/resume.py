@@ -8,7 +8,8 @@ effect before anything runs it again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aishell.executor.audit import audited
@@ -16,12 +17,22 @@ from aishell.executor.context import RunContext
 from aishell.executor.results import StepResult
 from aishell.guard import Guard
 from aishell.plan import Step
-from aishell.registry import Implementation, ToolContext, ToolDefinition
+from aishell.policy import Verdict
+from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
 
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
 # Step states whose effect on the database is unknown after the run stopped.
 IN_DOUBT_STATES = ("running", "interrupted", "failed")
+# How much more than it was approved for a step may find and still be covered: two
+# estimates of one table differ a little, and on a table still being written rows keep
+# passing the cutoff; anything beyond is a new fact that a person has to see.
+_SLACK: dict[str, Callable[[float], float]] = {
+    "rows": lambda rows: rows * 1.05 + 10,
+    "share": lambda share: share + 0.02,
+}
+# Figures inside a reason ("22%", "1,000 rows", "30 days").
+_FIGURES = re.compile(r"\d[\d,.]*")
 
 
 def is_final(stored: Mapping[str, Any]) -> bool:
@@ -39,8 +50,55 @@ def restore(result: StepResult, stored: Mapping[str, Any]) -> None:
 
 
 def approved_before(stored: Mapping[str, Any] | None) -> bool:
-    """Approved in an earlier go of the run: it is not asked again."""
+    """Approved in an earlier go of the run: asked again only if its verdict grew."""
     return stored is not None and stored["status"] == "approved"
+
+
+def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
+    """What an approval is given for: the verdict's risk and reasons, and the rows and
+    share of the table the step would delete, as measured now."""
+    effect = result.estimate or {}
+    going, total = effect.get("rows_this_run"), effect.get("table_rows")
+    rows = share = None
+    if isinstance(going, int) and isinstance(total, int) and total > 0:
+        rows, share = going, round(going / total, 6)
+    return {
+        "risk": verdict.risk.value,
+        "reasons": list(verdict.reasons),
+        "personal": list(verdict.personal),
+        "rows": rows,
+        "share": share,
+    }
+
+
+def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+    """Why an earlier approval does not cover the step as it is judged now (empty: it
+    does): none on record, not given by name for a step only a person may pass, or a
+    verdict that grew (a higher risk, more rows, a larger share, a new reason)."""
+    if approval is None or approval["decision"] != "approved":
+        return ["no approval of it is on record"]
+    grew = []
+    if now["personal"] and not approval["named"]:
+        grew.append(f"it needs its own approval ({now['personal'][0]})")
+    then = approval.get("given_for")
+    if not isinstance(then, Mapping):
+        return grew  # approved before verdicts were kept (or in doubt): by name or not
+    if RiskLevel(now["risk"]).rank > RiskLevel(then.get("risk") or "safe").rank:
+        grew.append(f"risk {then.get('risk')} -> {now['risk']}")
+    for key, shown in (("rows", "{:,}"), ("share", "{:.0%}")):
+        before, after = then.get(key), now[key]
+        if after is not None and (before is None or after > _SLACK[key](before)):
+            was = "unmeasured" if before is None else shown.format(before)
+            grew.append(f"{key} {was} -> {shown.format(after)}")
+    known = {_kind_of(r) for r in then.get("reasons") or []}
+    grew += [f"a new reason: {r}" for r in now["reasons"] if _kind_of(r) not in known]
+    return grew
+
+
+def _kind_of(reason: str) -> str:
+    """A reason without its figures: the same reason with other numbers is not new (the
+    figures themselves are compared as rows and share)."""
+    return _FIGURES.sub("#", reason)
 
 
 def may_run_again(
@@ -61,7 +119,9 @@ def may_run_again(
     if stored is None or stored["status"] not in IN_DOUBT_STATES:
         return True
     was = stored["status"]
-    with audited(run, ctx.connection, result.index, 0, Guard(label=step.id)):
+    with audited(
+        run, ctx.connection, result.index, 0, Guard(label=step.id, memory=run.guard_memory)
+    ):
         done = impl.check_done(params, ctx)
     run.record_event(result.index, "in_doubt", {"was": was, "effect_found": done})
     if done:

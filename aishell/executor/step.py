@@ -12,7 +12,7 @@ from aishell.executor.attempts import run_tool
 from aishell.executor.context import RunContext
 from aishell.executor.prepare import apply_verdict, prepare, preview_offline, settle_dependencies
 from aishell.executor.results import FAILED, StepResult
-from aishell.executor.resume import approved_before, may_run_again
+from aishell.executor.resume import may_run_again
 from aishell.executor.stopping import Stop
 from aishell.plan import Step
 from aishell.policy import Confirmation
@@ -67,8 +67,8 @@ def run_step(
         return
     if result.status == "succeeded":  # its effect was found: it ran before the crash
         return
-    if verdict.requires_approval and not approved_before(stored):
-        decision = approve(run, step, result, tool)
+    if verdict.requires_approval:
+        decision = approve(run, step, result, tool, verdict, stored)
         if decision is Decision.DEFER:
             waiting.add(step.id)
             return

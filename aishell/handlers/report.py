@@ -236,7 +236,7 @@ generate_maintenance_report = Handler(
 )
 # The same aggregation on the servers, measuring the database's size with their catalogs.
 generate_maintenance_report_postgresql = Handler(
-    sql_templates=("SELECT pg_database_size(current_database())",),
+    sql_templates=("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",),
     run_fn=summarizer({}),
     summarize=summarizer,
 )

@@ -47,7 +47,16 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
             f"{len(preview.steps):,} steps shown as {len(groups)} lines of alike steps "
             "(same tool, risk and approval); --all shows each step, --json every detail."
         )
+    _user_code(out, list(preview.steps))
     out.print(f"plan hash {plan.hash}")
+
+
+def _user_code(out: Console, steps: list[StepPreview]) -> None:
+    """The code of the database's own each step would run (usercode.py): why its risk
+    is raised, and what a DBA may allow-list or change."""
+    for step in steps:
+        for said in (step.estimate or {}).get("user_code") or []:
+            out.print(safe_text(f"{step.step_id} runs user code: {said}", "yellow"))
 
 
 def _drafted_by_model(out: Console, drafted: dict[str, Any]) -> None:

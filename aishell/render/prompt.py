@@ -61,6 +61,10 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
         if isinstance(exc.__context__, EOFError):
             raise EOFError("end of input") from None
         raise
+    except OSError:
+        # The terminal closed under the read (EIO where SIGHUP is ignored): nobody is
+        # left to answer, as at the end of input.
+        raise EOFError("the terminal closed") from None
     return PROMPT_ANSWERS[answer.lower()]
 
 

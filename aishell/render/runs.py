@@ -51,6 +51,7 @@ def _reach_preview(group: list[StepResult]) -> list[str]:
         estimate = step.estimate or {}
         lines += [f"    {said}" for said in estimate.get("cascades") or []]
         lines += [f"    {said}" for said in estimate.get("fires") or []]
+        lines += [f"    {said}" for said in estimate.get("user_code") or []]
     return [printable(line) for line in lines]
 
 

@@ -43,6 +43,8 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             # Due while nothing served: it runs when `schedule serve` starts (within
             # the grace time), or is reported missed.
             upcoming = Text(f"overdue since {when(due)}", style="yellow")
+        if schedule.get("cron_error"):
+            upcoming = Text("never: its cron is not crontab's", style="red")
         alert = schedule.get("alert")
         if alert:
             last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({alert['at'][:16]})", "red"))

@@ -1,30 +1,48 @@
-"""Approvals: who decided a step, how and why."""
+"""Approvals: who decided a step, how, why and for which verdict; and the requests for
+one, each written before the person is asked."""
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from typing import Any
+
+from sqlalchemy import insert, select, update
 
 from aishell.state.core import StoreCore
-from aishell.state.schema import approvals
-from aishell.state.values import now
+from aishell.state.schema import approval_requests, approvals, steps
+from aishell.state.values import dumps, loads, now
 
 
 class ApprovalRepository(StoreCore):
-    """Rows of the approvals table, each with its event."""
+    """Rows of the approvals and approval_requests tables, signed with the home's key."""
 
     def record_approval(
-        self, run_id: str, index: int, decision: str, decided_by: str, how: str, reason: str
+        self,
+        run_id: str,
+        index: int,
+        decision: str,
+        decided_by: str,
+        how: str,
+        reason: str,
+        *,
+        named: bool = False,
+        given_for: dict[str, Any] | None = None,
     ) -> None:
+        """A decision on step `index`; `named`: given for this step by name, `given_for`:
+        the verdict the person saw (resume compares today's with it)."""
+        row = {
+            "step_idx": index,
+            "decision": decision,
+            "decided_by": decided_by,
+            "how": how,
+            "reason": reason,
+            "at": now(),
+            "named": named,
+            "given_for": None if given_for is None else dumps(given_for),
+        }
         with self._tx() as conn:
             conn.execute(
                 insert(approvals).values(
-                    run_id=run_id,
-                    step_idx=index,
-                    decision=decision,
-                    decided_by=decided_by,
-                    how=how,
-                    reason=reason,
-                    at=now(),
+                    run_id=run_id, **row, seal=self._sealed("approval", run_id, row)
                 )
             )
             self._event(
@@ -34,3 +52,72 @@ class ApprovalRepository(StoreCore):
                 "approval",
                 {"decision": decision, "by": decided_by, "how": how},
             )
+
+    def record_request(
+        self, run_id: str, index: int, named: bool, given_for: dict[str, Any]
+    ) -> None:
+        """A person is about to be asked about step `index`: what they are shown, and
+        whether only an approval of the step by name may cover it. Committed with the
+        step waiting for approval before the question, so however the prompt ends (an
+        answer, Ctrl-C, Ctrl-D, a closed terminal, a signal) the store says it."""
+        row = {"step_idx": index, "named": named, "given_for": dumps(given_for), "at": now()}
+        with self._tx() as conn:
+            conn.execute(
+                insert(approval_requests).values(
+                    run_id=run_id, **row, seal=self._sealed("request", run_id, row)
+                )
+            )
+            conn.execute(
+                update(steps)
+                .where((steps.c.run_id == run_id) & (steps.c.idx == index))
+                .values(
+                    status="waiting_approval",
+                    status_seal=self._step_seal(run_id, index, "status", "waiting_approval"),
+                    error="asked for approval; not answered",
+                )
+            )
+            self._event(conn, run_id, index, "approval_requested", {"named": named})
+
+    def last_approval(self, run_id: str, index: int) -> dict[str, Any] | None:
+        """The latest decision on step `index`, checked against its signature."""
+        found = [a for a in self._approvals_of(run_id) if a["step_idx"] == index]
+        return found[-1] if found else None
+
+    def last_request(self, run_id: str, index: int) -> dict[str, Any] | None:
+        """The latest request for an approval of step `index`, checked likewise."""
+        rows = self._conn.execute(
+            select(approval_requests)
+            .where(approval_requests.c.run_id == run_id, approval_requests.c.step_idx == index)
+            .order_by(approval_requests.c.at, approval_requests.c.id)
+        ).all()
+        self._conn.rollback()
+        for row in rows:
+            self._verify("request", run_id, row._mapping, _named_row(run_id, row, "request"))
+        if not rows:
+            return None
+        last = rows[-1]
+        return {"named": bool(last.named), "given_for": loads(last.given_for), "at": last.at}
+
+    def _approvals_of(self, run_id: str) -> list[dict[str, Any]]:
+        """Every decision on the run's steps, oldest first, each checked against its
+        signature (by time: a row copied later keeps the time it was given)."""
+        rows = self._conn.execute(
+            select(approvals)
+            .where(approvals.c.run_id == run_id)
+            .order_by(approvals.c.at, approvals.c.id)
+        ).all()
+        self._conn.rollback()
+        found = []
+        for row in rows:
+            self._verify("approval", run_id, row._mapping, _named_row(run_id, row, "approval"))
+            shown = {k: v for k, v in row._mapping.items() if k not in ("id", "run_id", "seal")}
+            shown["named"] = bool(shown["named"])
+            shown["given_for"] = loads(shown["given_for"])
+            found.append(shown)
+        return found
+
+
+def _named_row(run_id: str, row: Any, kind: str) -> str:
+    """How a refusal names the row: "run ID's approval of step 1"."""
+    what = "approval" if kind == "approval" else "request for approval"
+    return f"run {run_id}'s {what} of step {row.step_idx}"

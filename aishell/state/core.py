@@ -20,8 +20,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StateError
+from aishell.signing import SigningKey
 from aishell.state.faults import is_fault, state_error
 from aishell.state.schema import events
+from aishell.state.seals import check, seal, step_seal
 from aishell.state.values import dumps, now
 
 _SQLITE = sqlite.dialect()
@@ -70,6 +72,7 @@ class StoreCore:
     url: str
     location: str
     _busy_timeout: float
+    _key: SigningKey | None
     _conn: Connection
     # Writes that need not be durable on their own: they commit with the next
     # transaction, which always comes before anything that depends on them.
@@ -140,6 +143,19 @@ class StoreCore:
         if isinstance(wrapped, DBAPIError) and is_fault(wrapped):
             return self._error(wrapped)
         return wrapped
+
+    def _sealed(self, kind: str, run_id: str, row: Mapping[Any, Any]) -> str | None:
+        """The row's signature with the home's key; None for a store opened without it."""
+        return None if self._key is None else seal(self._key, kind, run_id, row)
+
+    def _verify(self, kind: str, run_id: str, row: Mapping[Any, Any], what: str) -> None:
+        """Refuse a row the home's key did not sign as it is (a store with the key)."""
+        if self._key is not None:
+            check(self._key, kind, run_id, row, row.get("seal"), what)
+
+    def _step_seal(self, run_id: str, index: int, field: str, value: str | None) -> str | None:
+        """A step's status or output signed with the home's key; None without it."""
+        return None if self._key is None else step_seal(self._key, run_id, index, field, value)
 
     def flush(self) -> None:
         """Commit queued writes now."""

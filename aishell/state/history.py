@@ -41,13 +41,14 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StateError
+from aishell.signing import SigningKey
 from aishell.state.schema import meta
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 # The newest revision in migrations/versions (a test keeps the two equal).
-HEAD_REVISION = "0001_baseline"
+HEAD_REVISION = "0002_signed_runs"
 # The revision that holds the whole schema of the history before Alembic.
 BASELINE_REVISION = "0001_baseline"
 # The last meta.schema_version of the history before Alembic; the baseline keeps it
@@ -131,12 +132,21 @@ def lock_schema(conn: Connection) -> None:
         # The write lock up front: the busy timeout then covers the wait.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif dialect == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRESQL_LOCK})
+        conn.execute(
+            text("SELECT pg_catalog.pg_advisory_xact_lock(:key)"), {"key": _POSTGRESQL_LOCK}
+        )
 
 
-def upgrade(conn: Connection, found: FoundSchema, location: str, path: Path | None) -> None:
+def upgrade(
+    conn: Connection,
+    found: FoundSchema,
+    location: str,
+    path: Path | None,
+    signing_key: SigningKey | None = None,
+) -> None:
     """Bring the store to HEAD_REVISION inside the caller's transaction (lock_schema
-    taken), first copying a SQLite file with tables in it aside."""
+    taken), first copying a SQLite file with tables in it aside. `signing_key`: the
+    home's key, with which a revision signs what it finds (0002_signed_runs)."""
     refuse_newer(found, location)
     refuse_unknown(found, location)
     if path is not None and found.has_tables:
@@ -144,6 +154,7 @@ def upgrade(conn: Connection, found: FoundSchema, location: str, path: Path | No
     from alembic import command
 
     config = alembic_config(conn)
+    config.attributes["signing_key"] = signing_key
     if found.revision is None and found.legacy_version == LEGACY_SCHEMA_VERSION:
         command.stamp(config, BASELINE_REVISION)
     command.upgrade(config, "head")

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from aishell.errors import RunNotFound
-from aishell.state.core import Hot, StoreCore
+from aishell.state.approvals import ApprovalRepository
+from aishell.state.core import Hot
 from aishell.state.processes import current_user, process_alive
-from aishell.state.schema import approvals, events, run_controls, runs, steps
+from aishell.state.schema import events, run_controls, runs, steps
+from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
 
 # Read between every two steps: built once, like the statements in steps.py.
@@ -22,7 +25,7 @@ _STOP_REQUESTED = Hot(
 )
 
 
-class RunRepository(StoreCore):
+class RunRepository(ApprovalRepository):
     """Runs, with their steps, approvals and events as get_run shows them."""
 
     def create_run(
@@ -41,19 +44,23 @@ class RunRepository(StoreCore):
         step_rows: Sequence[dict[str, Any]],
     ) -> None:
         at = now()
+        trusted = {
+            "agent": agent,
+            "target": target,
+            "dialect": dialect,
+            "job": dumps(job),
+            "plan": dumps(plan),
+            "plan_hash": plan_hash,
+            "tool_fingerprints": dumps(tool_fingerprints),
+            "dry_run": dry_run,
+            "safety_level": safety_level,
+        }
         with self._tx() as conn:
             conn.execute(
                 insert(runs).values(
                     run_id=run_id,
-                    agent=agent,
-                    target=target,
-                    dialect=dialect,
-                    job=dumps(job),
-                    plan=dumps(plan),
-                    plan_hash=plan_hash,
-                    tool_fingerprints=dumps(tool_fingerprints),
-                    dry_run=dry_run,
-                    safety_level=safety_level,
+                    **trusted,
+                    seal=self._sealed("run", run_id, trusted),
                     status="running",
                     created_at=at,
                     pid=os.getpid(),
@@ -62,25 +69,7 @@ class RunRepository(StoreCore):
                 )
             )
             if step_rows:
-                # One statement for every step (executemany): a statement built per step
-                # cost more than the run's checkpoints.
-                conn.execute(
-                    insert(steps),
-                    [
-                        {
-                            "run_id": run_id,
-                            "idx": row["index"],
-                            "step_id": row["step_id"],
-                            "tool": row["tool"],
-                            "subject": row.get("subject"),
-                            "risk_level": row["risk_level"],
-                            "params": dumps(row["params"]),
-                            "status": "pending",
-                            "attempts": 0,
-                        }
-                        for row in step_rows
-                    ],
-                )
+                _insert_steps(conn, run_id, step_rows, self._step_seal)
             self._event(conn, run_id, None, "run_started", {"dry_run": dry_run, "job": job})
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -103,8 +92,15 @@ class RunRepository(StoreCore):
             raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
         if len(rows) > 1:
             raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
+        self._verify("run", rows[0].run_id, rows[0]._mapping, f"run {rows[0].run_id}")
         run = self._run_dict(rows[0]._mapping)
         full_id = run["run_id"]
+        found = self._conn.execute(
+            select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
+        ).all()
+        if self._key is not None:
+            for r in found:
+                check_step(self._key, full_id, r.idx, r._mapping, f"run {full_id}'s step {r.idx}")
         run["steps"] = [
             {
                 "index": r.idx,
@@ -121,16 +117,9 @@ class RunRepository(StoreCore):
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
             }
-            for r in self._conn.execute(
-                select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
-            )
+            for r in found
         ]
-        run["approvals"] = [
-            {k: v for k, v in r._mapping.items() if k not in ("id", "run_id")}
-            for r in self._conn.execute(
-                select(approvals).where(approvals.c.run_id == full_id).order_by(approvals.c.id)
-            )
-        ]
+        run["approvals"] = self._approvals_of(full_id)
         run["events"] = [
             {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
             for r in self._conn.execute(
@@ -142,11 +131,12 @@ class RunRepository(StoreCore):
 
     def get_plan(self, run_id: str) -> dict[str, Any]:
         """The plan a run was started with, exactly as stored."""
-        row = self._conn.execute(select(runs.c.plan).where(runs.c.run_id == run_id)).first()
+        row = self._conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
         self._conn.rollback()
         if row is None:
             raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
-        plan: dict[str, Any] = json.loads(row[0])
+        self._verify("run", run_id, row._mapping, f"run {run_id}")
+        plan: dict[str, Any] = json.loads(row.plan)
         return plan
 
     def reopen_run(self, run_id: str, reason: str) -> None:
@@ -223,3 +213,32 @@ class RunRepository(StoreCore):
         rows = self._send(_STOP_REQUESTED, {"b_run": run_id}).fetchall()
         self._conn.rollback()
         return rows[0][0] if rows else None
+
+
+def _insert_steps(
+    conn: Connection,
+    run_id: str,
+    step_rows: Sequence[dict[str, Any]],
+    sealed: Callable[[str, int, str, str | None], str | None],
+) -> None:
+    """A new run's steps, pending: one statement for every step (executemany), since a
+    statement built per step cost more than the run's checkpoints. `sealed`: signs each
+    one's status (None from a store without the key)."""
+    conn.execute(
+        insert(steps),
+        [
+            {
+                "run_id": run_id,
+                "idx": row["index"],
+                "step_id": row["step_id"],
+                "tool": row["tool"],
+                "subject": row.get("subject"),
+                "risk_level": row["risk_level"],
+                "params": dumps(row["params"]),
+                "status": "pending",
+                "status_seal": sealed(run_id, row["index"], "status", "pending"),
+                "attempts": 0,
+            }
+            for row in step_rows
+        ],
+    )

@@ -40,6 +40,9 @@ runs = Table(
     Column("pid", Integer),
     Column("hostname", String(255)),
     Column("started_by", String(128)),
+    # The home key's signature of what resume trusts (seals.py); NULL: stored before
+    # signing and not signed at the upgrade (no key at hand then), which is refused.
+    Column("seal", Text),
 )
 
 steps = Table(
@@ -60,6 +63,10 @@ steps = Table(
     Column("error", Text),
     Column("started_at", String(32)),
     Column("finished_at", String(32)),
+    # The home key's signatures of the status and the output, which resume trusts (a
+    # succeeded step is not run again, its output feeds later steps): seals.py.
+    Column("status_seal", Text),
+    Column("output_seal", Text),
 )
 
 events = Table(
@@ -84,6 +91,26 @@ approvals = Table(
     Column("how", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", String(32), nullable=False),
+    # Given for this step by name (at the prompt, or `approve --step N`): only such an
+    # approval covers a step only a person may pass.
+    Column("named", Boolean),
+    # The verdict it was given for (risk, reasons, rows, share): resume compares today's.
+    Column("given_for", Text),
+    Column("seal", Text),
+)
+
+# Each time a person is asked about a step, written before the question: the verdict
+# shown and whether only a named approval may cover it, whatever ends the prompt.
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_idx", Integer, nullable=False),
+    Column("named", Boolean, nullable=False),
+    Column("given_for", Text, nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("seal", Text),
 )
 
 backups = Table(

@@ -25,6 +25,7 @@ _STEP_STARTED = Hot(
     .where((steps.c.run_id == bindparam("b_run")) & (steps.c.idx == bindparam("b_idx")))
     .values(
         status="running",
+        status_seal=bindparam("status_seal"),
         resolved_params=bindparam("resolved_params"),
         sql=bindparam("sql"),
         attempts=bindparam("attempts"),
@@ -37,7 +38,9 @@ _STEP_FINISHED = Hot(
     .where((steps.c.run_id == bindparam("b_run")) & (steps.c.idx == bindparam("b_idx")))
     .values(
         status=bindparam("status"),
+        status_seal=bindparam("status_seal"),
         output=bindparam("output"),
+        output_seal=bindparam("output_seal"),
         error=bindparam("error"),
         finished_at=bindparam("finished_at"),
         sql=func.coalesce(bindparam("sql"), steps.c.sql),
@@ -101,7 +104,11 @@ class StepRepository(StoreCore):
             conn.execute(
                 update(steps)
                 .where((steps.c.run_id == run_id) & (steps.c.idx == index))
-                .values(status=status, error=error)
+                .values(
+                    status=status,
+                    status_seal=self._step_seal(run_id, index, "status", status),
+                    error=error,
+                )
             )
             self._event(conn, run_id, index, f"step_{status}", {"error": error} if error else {})
 
@@ -148,6 +155,7 @@ class StepRepository(StoreCore):
                 {
                     "b_run": run_id,
                     "b_idx": index,
+                    "status_seal": self._step_seal(run_id, index, "status", "running"),
                     "resolved_params": dumps(resolved_params),
                     "sql": dumps(sql),
                     "attempts": attempt,
@@ -190,6 +198,7 @@ class StepRepository(StoreCore):
         then rides with the next commit, as its start did, within RIDE_SECONDS: lost
         in a crash, the store shows the step not begun, and a resume runs it."""
         at = now()
+        stored = None if output is None else dumps(output)
         writes: list[tuple[Hot, dict[str, Any]]] = [
             (
                 _STEP_FINISHED,
@@ -197,7 +206,9 @@ class StepRepository(StoreCore):
                     "b_run": run_id,
                     "b_idx": index,
                     "status": status,
-                    "output": None if output is None else dumps(output),
+                    "status_seal": self._step_seal(run_id, index, "status", status),
+                    "output": stored,
+                    "output_seal": self._step_seal(run_id, index, "output", stored),
                     "error": error,
                     "finished_at": at,
                     "sql": None if sql is None else dumps(sql),

@@ -26,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 
 from aishell.config import display_url
 from aishell.errors import StateError
+from aishell.signing import SigningKey
 from aishell.state import history
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.backups import BackupCatalog
@@ -56,8 +57,11 @@ class StateStore(
 ):
     """All reads and writes of run state; every write is one committed transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: SigningKey | None = None) -> None:
         self.url = url
+        # The home's key: with it, what the store holds about a run is signed as it is
+        # written and checked as it is read (seals.py); without it, neither.
+        self._key = key
         # What errors and messages show: the URL may hold a password.
         self.location = display_url(url)
         self._busy_timeout = busy_timeout_of(url)
@@ -156,7 +160,7 @@ class StateStore(
             found = history.read_schema(conn)
             if found.current:
                 return
-            history.upgrade(conn, found, self.location, sqlite_path(self.url))
+            history.upgrade(conn, found, self.location, sqlite_path(self.url), self._key)
             self._event(
                 conn,
                 "-",

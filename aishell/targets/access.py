@@ -3,10 +3,13 @@ limit, each sent only when it changes, and both in one round trip when both do."
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.engine import Connection
 
 from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, limit_setting, statement_limit
+from aishell.targets.searchpath import SEARCH_PATH_KEY
 
 SESSION_ACCESS = {
     "postgresql": (
@@ -30,7 +33,7 @@ def session_access(
     (never on a target opened read-only). With limit_seconds, the server's statement
     limit for the step as well (step_deadline then finds it set)."""
     wanted = read_only or target_read_only
-    access = conn.info.get(ACCESS_KEY, target_read_only) != wanted
+    access = _current_access(conn, target_read_only) != wanted
     dialect = conn.dialect
     name = "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
     mariadb = bool(getattr(dialect, "is_mariadb", False))
@@ -52,6 +55,19 @@ def session_access(
         conn.info[STATEMENT_LIMIT_KEY] = limit
 
 
+def _current_access(conn: Connection, target_read_only: bool) -> bool | None:
+    """Whether the session is read-only: as PostgreSQL last reported it (a function may
+    have switched it), elsewhere as aishell last set it (None: unknown)."""
+    if conn.dialect.name == "postgresql" and ACCESS_KEY in conn.info:
+        dbapi = conn.connection.dbapi_connection
+        reported = (
+            None if dbapi is None else dbapi.info.parameter_status("default_transaction_read_only")
+        )
+        if reported is not None:
+            return bool(reported == "on")
+    return conn.info.get(ACCESS_KEY, target_read_only)  # type: ignore[no-any-return]
+
+
 def _both(conn: Connection, name: str, mariadb: bool, read_only: bool, seconds: float) -> None:
     """Read-only (or not) and the statement limit in one statement."""
     setting = limit_setting(name, mariadb, seconds)
@@ -69,3 +85,42 @@ def _both(conn: Connection, name: str, mariadb: bool, read_only: bool, seconds: 
     # Both values are aishell's own (a flag, a number of seconds); neither is user text.
     access = _MYSQL_READ_ONLY[mariadb]
     conn.execute(text(f"SET SESSION {access} = {int(read_only)}, SESSION {variable} = {value}"))
+
+
+def session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None:
+    """What a statement changed of its read-only session's settings, or None: a function
+    it ran (one the site trusts, or code behind an operator) may switch the session back
+    to read-write (set_config, SET @@session.tx_read_only) or redirect its names. What
+    PostgreSQL reports with every answer is checked always; with `thorough`, the rest is
+    asked of the server on a second cursor."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        info = cursor.connection.info
+        for name in ("default_transaction_read_only", "standard_conforming_strings"):
+            value = info.parameter_status(name)  # None from a server before 14
+            if value is not None and value != "on":
+                return f"{name} is now {value}"
+        if not thorough:
+            return None
+        pinned = conn.info.get(SEARCH_PATH_KEY)
+        path = _second_cursor(cursor, "SELECT pg_catalog.current_setting('search_path')")
+        return None if pinned is None or path == pinned else f"search_path is now {path}"
+    if dialect in ("mysql", "mariadb"):
+        if not thorough:
+            return None
+        value = _second_cursor(cursor, "SELECT @@session.tx_read_only")
+        return None if str(value) == "1" else "the session is read-write again"
+    value = _second_cursor(cursor, "PRAGMA query_only")
+    return None if str(value) == "1" else "query_only is now off"
+
+
+def _second_cursor(cursor: Any, sql: str) -> Any:
+    """One value, read on the statement's connection beside its cursor (whose rows the
+    tool may not have read yet)."""
+    second = cursor.connection.cursor()
+    try:
+        second.execute(sql)
+        row = second.fetchone()
+    finally:
+        second.close()
+    return row[0] if row else None

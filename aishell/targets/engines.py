@@ -26,6 +26,8 @@ from aishell.targets.limits import (
     watch_statements,
 )
 from aishell.targets.locks import RunLock, try_lock
+from aishell.targets.searchpath import pin_search_path
+from aishell.terminal import printable
 
 APPLICATION_NAME = "aishell"
 
@@ -98,7 +100,7 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
     url_text = resolve_url(target_config.url, config.home)
     try:
         url = make_url(url_text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"{config.path}: targets.{target_name}.url: not a valid database URL"
         ) from None
@@ -153,6 +155,8 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
     options = [
         f"-c lock_timeout={target.lock_timeout_ms}ms",
         "-c idle_in_transaction_session_timeout=600s",
+        # Where a string literal ends, as the guard's lexer reads it (sqllex.py).
+        "-c standard_conforming_strings=on",
     ]
     if read_only:
         options.append("-c default_transaction_read_only=on")
@@ -172,6 +176,8 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         "tcp_user_timeout": int(target.write_timeout_seconds * 1000),
     }
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    # First of all: SQLAlchemy's own first statements (current_schema()) come after it.
+    event.listen(engine, "connect", pin_search_path, insert=True)
 
     @event.listens_for(engine, "connect")
     def _pg_limits(dbapi_conn: Any, record: Any) -> None:
@@ -237,7 +243,19 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
 def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_only: bool) -> Target:
     if not database or database == ":memory:":
         raise ConfigError(f"Target '{name}': a SQLite target needs a file path")
+    if "\x00" in database:
+        raise ConfigError(f"Target '{name}': its SQLite path holds a NUL character")
     path = Path(database)
+    try:
+        os.fsencode(path.resolve()).decode("utf-8")
+    except UnicodeDecodeError:
+        # SQLite reports a file's path as UTF-8 text (the database's identity, attached
+        # files); a path of other bytes cannot be read back.
+        shown = os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
+        raise ConfigError(
+            f"Target '{name}': the path {printable(shown)} is not valid UTF-8; "
+            "SQLite names files in UTF-8, so rename the file or its folder"
+        ) from None
     if not path.is_file():
         hint = "; create it with `aishell demo`" if name == "demo" else ""
         raise TargetError(f"Target '{name}': database file {path} does not exist{hint}")

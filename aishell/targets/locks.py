@@ -45,8 +45,8 @@ def try_lock(
         return _file_lock(sqlite_path.with_name(f"{sqlite_path.name}.aishell-{digest[:12]}.lock"))
     if dialect == "postgresql":
         name = key
-        take = "SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"
-        unlock = "SELECT pg_advisory_unlock(hashtextextended(:k, 0))"
+        take = "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended(:k, 0))"
+        unlock = "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtextextended(:k, 0))"
     else:
         name = mysql_lock_name(key)
         take = "SELECT GET_LOCK(:k, 0)"

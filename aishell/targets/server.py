@@ -57,7 +57,9 @@ def _describe_postgresql(conn: Connection) -> dict[str, Any]:
     )
     # pg_maintain (PostgreSQL 17+) is the role made for exactly this work.
     maintain = _pg_has_role(conn, "pg_maintain") and bool(
-        conn.execute(text("SELECT pg_has_role(current_user, 'pg_maintain', 'member')")).scalar()
+        conn.execute(
+            text("SELECT pg_catalog.pg_has_role(current_user, 'pg_maintain', 'member')")
+        ).scalar()
     )
     extensions = sorted(r[0] for r in conn.execute(text("SELECT extname FROM pg_extension")))
     available = sorted(
@@ -127,5 +129,7 @@ def _describe_sqlite(conn: Connection) -> dict[str, Any]:
 
 def _pg_has_role(conn: Connection, role: str) -> bool:
     return bool(
-        conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
+        conn.execute(
+            text("SELECT pg_catalog.count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}
+        ).scalar()
     )

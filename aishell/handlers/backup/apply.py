@@ -12,7 +12,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Dialect
 
 from aishell.catalog import blocking_sessions
@@ -30,6 +29,7 @@ from aishell.handlers.backup.processes import (
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.locks import run_lock_name
+from aishell.targets.searchpath import pinned_engine
 from aishell.toolcontext import ToolContext
 
 
@@ -195,7 +195,7 @@ _MY_LOCK_WAIT = re.compile(r"ERROR 1205 \(HY000\)")
 def _drop_dropped(url: URL, manifest: Mapping[str, Any], lock_wait: float | None) -> None:
     """The tables an increment records as dropped since its parent, dropped; waiting at
     most lock_wait for each."""
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = pinned_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             if lock_wait is not None:

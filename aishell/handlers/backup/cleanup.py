@@ -1,17 +1,21 @@
 """The backup catalog: the newest backup on disk, and the retention that deletes old
 backups while keeping the newest, the newest verified one, the young ones, and every
-backup a kept incremental builds on.
+backup a kept incremental builds on. It deletes only what it proves a backup aishell
+made under backup_dir (see `unproven`), never whatever path a catalog row holds.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aishell.errors import StepFailed
-from aishell.handlers.backup.manifest import remove_backup
+from aishell.files import kind_of
+from aishell.handlers.backup.manifest import manifest_of, remove_backup
 from aishell.toolcontext import ToolContext
 
 
@@ -62,18 +66,59 @@ def choose_deletions(
 
 
 def cleanup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """Delete what retention chose, each only once proven a backup aishell made under
+    backup_dir; any other path is left alone and reported as skipped, with the reason.
+
+    A skip does not fail the step: the backups that are proven are still cleaned, and a
+    row that names another path (another home's backup, any file) is not this home's to
+    remove. Its catalog row stays, so the skip is reported again on every run until a
+    person looks at it."""
     catalog = ctx.backup_catalog()
     delete, keep = choose_deletions(
         catalog, params.get("retention_days", 30), params.get("keep_last", 3), time.time()
     )
-    deleted = []
+    deleted, skipped = [], []
     for b in delete:
+        why = unproven(b, ctx)
+        if why is not None:
+            skipped.append({"backup_id": b["id"], "path": b["path"], "why": why})
+            continue
         remove_backup(Path(b["path"]))
         deleted.append(b["path"])
     return {
         "deleted_backups": deleted,
+        "skipped": skipped,
         "kept": [{"backup_id": i, "why": why} for i, why in sorted(keep.items())],
     }
+
+
+def unproven(backup: Mapping[str, Any], ctx: ToolContext) -> str | None:
+    """Why a catalog row's path is not proven a backup this home made, if it is not: it
+    must lie under the real backup_dir, in the target's folder, be a regular file, and
+    have beside it the manifest that names it, its checksum and its size."""
+    if ctx.backup_dir is None:
+        return "no backup folder is configured"
+    path = Path(str(backup["path"]))
+    folder = Path(os.path.realpath(ctx.backup_dir))
+    # The folder aishell lays a target's backups in; the file's own name is not followed.
+    real = Path(os.path.realpath(path.parent)) / path.name
+    if not real.is_relative_to(folder / ctx.target) or path.name in ("", ".", ".."):
+        return f"it is not in this home's backup folder for {ctx.target} ({folder / ctx.target})"
+    try:
+        info = os.lstat(real)
+    except FileNotFoundError:
+        return "the file is gone"
+    if not stat.S_ISREG(info.st_mode):
+        return f"it is {kind_of(info.st_mode)}, not a backup file"
+    manifest = manifest_of(real)
+    if manifest is None:
+        return "no readable manifest beside it names it"
+    said = (manifest.get("file"), manifest.get("sha256"), manifest.get("size_bytes"))
+    if said != (real.name, backup.get("sha256"), backup.get("size_bytes")):
+        return "its manifest does not name this backup (file name, sha256 and size)"
+    if manifest.get("target") != ctx.target or info.st_size != backup.get("size_bytes"):
+        return "it is not the backup of this target the catalog recorded"
+    return None
 
 
 def cleanup_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -83,14 +128,23 @@ def cleanup_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, A
         params.get("keep_last", 3),
         time.time(),
     )
+    proven, skipped = [], {}
+    for b in delete:
+        why = unproven(b, ctx)
+        if why is None:
+            proven.append(b)
+        else:
+            skipped[b["path"]] = why
     return {
-        "backups_to_delete": [b["path"] for b in delete],
-        "bytes_to_free": sum(b["size_bytes"] or 0 for b in delete),
+        "backups_to_delete": [b["path"] for b in proven],
+        "bytes_to_free": sum(b["size_bytes"] or 0 for b in proven),
         "kept": {str(i): why for i, why in keep.items()},
+        "skipped": skipped,
     }
 
 
 def render_cleanup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    return [f"-- delete {p}" for p in cleanup_estimate(params, ctx)["backups_to_delete"]] or [
-        "-- nothing to delete"
-    ]
+    estimate = cleanup_estimate(params, ctx)
+    lines = [f"-- delete {p}" for p in estimate["backups_to_delete"]]
+    lines += [f"-- leave {p}: {why}" for p, why in estimate["skipped"].items()]
+    return lines or ["-- nothing to delete"]

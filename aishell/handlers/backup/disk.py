@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
+from aishell.files import check_replaceable
 from aishell.handlers.backup.processes import ToolFailed
 from aishell.toolcontext import ToolContext
 
@@ -91,7 +92,11 @@ def partial_file(final: Path, ctx: ToolContext, doing: str = "writing") -> Itera
     """A temporary name that becomes `final` only when the block succeeds; recorded
     before it exists, removed (with any journal SQLite left beside it) if it fails."""
     partial = final.with_name(final.name + ".partial")
+    check_replaceable(final, "Backup file", StepFailed)
+    check_replaceable(partial, "Backup file", StepFailed)
     with ctx.scratch.file(partial), writing(partial, doing):
         yield partial
         _fsync(partial)
+        # Renamed only over a regular file (or nothing): never over a link or a device.
+        check_replaceable(final, "Backup file", StepFailed)
         partial.replace(final)

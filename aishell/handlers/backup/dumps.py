@@ -77,7 +77,7 @@ class _Relation:
 _TABLE_TREES = """
 WITH RECURSIVE tree(top, rel) AS (
     SELECT c.oid, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+    WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
   UNION
     SELECT tree.top, i.inhrelid FROM tree JOIN pg_inherits i ON i.inhparent = tree.rel
 )
@@ -102,7 +102,7 @@ def _pg_counts(
     archived: dict[int, int],
     sums: dict[str, tuple[int, str]],
 ) -> dict[str, int]:
-    """Each table's count(*) in the snapshot, from the rows the archive holds of it and
+    """Each table's pg_catalog.count(*) in the snapshot, from the rows the archive holds of it and
     of the tables inheriting from it; the rows of a table the archive does not hold
     (an increment leaves unchanged ones out; pg_dump leaves out those of extensions)
     are known from its checksum, or counted in the snapshot."""
@@ -141,7 +141,7 @@ def take_postgresql(
         # What is read in the snapshot (an increment's checksums before the dump, the
         # counts and checksums after it) waits for a table lock as long as the dump may.
         snap.execute(text(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'"))
-        snapshot = str(snap.execute(text("SELECT pg_export_snapshot()")).scalar())
+        snapshot = str(snap.execute(text("SELECT pg_catalog.pg_export_snapshot()")).scalar())
         trees = _table_trees(snap)
         sums, changed, dropped = _pg_changes(snap, trees, parent)
         archive: Archive | None = Archive()
@@ -234,8 +234,8 @@ def _archive(chunks: Iterator[bytes], progress: ByteProgress) -> Archive | None:
 # the open where it can be seen and stopped. A table never vacuumed nor analyzed counts
 # as empty; a dump that outgrows the estimate shows no time left.
 _PG_DATA_SIZE = """
-SELECT coalesce(sum(c.relpages + coalesce(t.relpages, 0)), 0)::bigint
-       * current_setting('block_size')::bigint
+SELECT coalesce(pg_catalog.sum(c.relpages + coalesce(t.relpages, 0)), 0)::bigint
+       * pg_catalog.current_setting('block_size')::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
@@ -246,7 +246,7 @@ def _pg_data_size(snap: Connection, only: list[str] | None) -> int:
     """The bytes a dump's table data is expected to come to, read in one query."""
     if only is None:
         return int(snap.execute(text(_PG_DATA_SIZE)).scalar_one())
-    named = " AND n.nspname = current_schema() AND c.relname = ANY(:names)"
+    named = " AND n.nspname = pg_catalog.current_schema() AND c.relname = ANY(:names)"
     return int(snap.execute(text(_PG_DATA_SIZE + named), {"names": only}).scalar_one())
 
 

@@ -30,8 +30,8 @@ from aishell.targets.locks import run_lock_name
 SILENCE_SECONDS = 1.0
 
 _PG_WAITING = """
-SELECT a.pid, extract(epoch FROM clock_timestamp() - a.query_start) AS waited,
-       left(a.query, 120) AS query
+SELECT a.pid, extract(epoch FROM pg_catalog.clock_timestamp() - a.query_start) AS waited,
+       pg_catalog.left(a.query, 120) AS query
 FROM pg_stat_activity a
 WHERE a.application_name = :name AND a.wait_event_type = 'Lock'
 """
@@ -80,7 +80,7 @@ class LockWatch:
         postgresql = self.conn.dialect.name == "postgresql"
         if postgresql:
             # pg_stat_activity is read once per transaction unless told to read again.
-            self.conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            self.conn.execute(text("SELECT pg_catalog.pg_stat_clear_snapshot()"))
             found = self.conn.execute(text(_PG_WAITING), {"name": self.name})
         else:
             found = self.conn.execute(text(_MY_WAITING), {"after": self.after})

@@ -5,17 +5,23 @@ an incremental one builds on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aishell.errors import StepFailed
+from aishell.files import read_regular
 from aishell.handlers.backup.disk import partial_file
 from aishell.toolcontext import ToolContext
 
 CHUNK = 1 << 20
+# A manifest names each table with two figures: far below this even for many tables.
+MANIFEST_LIMIT = 64 << 20
 
 # Where a manifest's row counts and checksums come from; validation measures the
 # restored copy the same way.
@@ -46,18 +52,35 @@ def write_manifest(path: Path, manifest: dict[str, Any], ctx: ToolContext) -> No
 
 def read_manifest(path: Path) -> dict[str, Any]:
     try:
-        manifest: dict[str, Any] = json.loads(_manifest_path(path).read_text())
-        return manifest
+        data = read_regular(_manifest_path(path), MANIFEST_LIMIT, "Manifest", StepFailed)
     except FileNotFoundError:
         raise StepFailed(
             f"No manifest beside {path}; it is not a finished aishell backup"
         ) from None
+    try:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise StepFailed(f"The manifest beside {path} is not a manifest's JSON") from None
+    if not isinstance(manifest, dict):
+        raise StepFailed(f"The manifest beside {path} is not a manifest's JSON")
+    return manifest
+
+
+def manifest_of(path: Path) -> dict[str, Any] | None:
+    """The manifest beside a backup file, or None when there is none to read."""
+    try:
+        return read_manifest(path)
+    except (StepFailed, FileNotFoundError):
+        return None
 
 
 def remove_backup(path: Path) -> None:
-    """A backup file and its manifest, gone if they were there."""
-    path.unlink(missing_ok=True)
-    _manifest_path(path).unlink(missing_ok=True)
+    """A backup file and its manifest, gone if they were there; only regular files are
+    removed (a link or a folder at either name is left where it is)."""
+    for each in (path, _manifest_path(path)):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(os.lstat(each).st_mode):
+                each.unlink()
 
 
 def changed_tables(

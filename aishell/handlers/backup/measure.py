@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection
 
-from aishell.catalog import user_tables
+from aishell.catalog import sqlite_name, user_tables
 from aishell.handlers.backup.disk import writing
 from aishell.handlers.backup.manifest import FROM_DUMP
 from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_into
 from aishell.handlers.mysql_dump import ROW_SUM, read_chunks
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.searchpath import pinned_engine
 from aishell.toolcontext import ToolContext
 
 # Tables up to this many rows also get a checksum of their contents in the manifest
@@ -69,13 +69,17 @@ def table_sums(conn: Connection, tables: list[str]) -> dict[str, tuple[int, str]
 
 
 def sqlite_tables(copy: sqlite3.Connection) -> list[str]:
-    return [
-        r[0]
-        for r in copy.execute(
+    """The copy's user tables; one whose name is not UTF-8 cannot be named in a
+    statement, so it is not measured (the copy still holds it)."""
+    before, copy.text_factory = copy.text_factory, bytes
+    try:
+        rows = copy.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY 1"
-        )
-    ]
+        ).fetchall()
+    finally:
+        copy.text_factory = before
+    return [n for n in (sqlite_name(r[0]) for r in rows) if n is not None]
 
 
 def sqlite_counts(copy: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
@@ -152,7 +156,7 @@ def measure_server(
     manifest's were; a MySQL/MariaDB copy is dumped again (to a scratch file beside the
     backup) and its rows read from the dump."""
     from_dump = manifest.get("measured_from") == FROM_DUMP
-    engine = create_engine(url.set(database=database))
+    engine = pinned_engine(url.set(database=database))
     try:
         with engine.connect() as conn:
             measured = measure_connection(conn, manifest, checksums=not from_dump)

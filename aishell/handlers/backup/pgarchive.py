@@ -5,7 +5,7 @@ they are the rows pg_dump wrote, read in the same pass that writes the file and 
 its sha256, so no second scan of the tables is needed and the counts describe exactly
 the file, however the application writes meanwhile.
 
-The format (pg_dump's src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c): a
+The pg_catalog.format (pg_dump's src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c): a
 header, a table of contents, then one data block per table (and one for large objects).
 A block is a type byte, the entry's dump id, and length-prefixed chunks of zlib output
 (or plain bytes when uncompressed) ending in a zero length. A table's data is COPY text,

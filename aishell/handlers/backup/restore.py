@@ -30,6 +30,7 @@ from aishell.handlers.backup.apply import (
 )
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
 from aishell.handlers.backup.measure import compare, measure_connection, measure_server
+from aishell.handlers.backup.replaces import Replaced, restore_replaces
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
@@ -213,25 +214,49 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     commands = _commands(links, conn, replace, params["lock_wait_seconds"])
     disk = _disk(links, conn)
     sha = _verify(links, params, ctx)
-    if dialect == "sqlite":
-        # The backup API replaces the whole file.
-        replaced = list(existing)
-    else:
-        # pg_restore --clean and a dump's DROP TABLE reach only the tables the backup holds.
-        held = {t for _, m in links for t in [*m["tables"], *(m.get("dropped") or [])]}
-        replaced = [t for t in existing if t in held]
+    replaced = _replaced(links, ctx, replace)
     estimate = {
         "commands": [line for line, _ in commands],
-        "replaces_tables": replaced,
+        # Every object of the target the restore drops or overwrites, and those of them
+        # that hold data (which a person names the approval of: policy._replaces_data).
+        "replaces_tables": replaced.objects,
+        "replaces_data": replaced.data,
         "backup": _described(path, links, sha),
         "disk": disk,
     }
     lines = [line if is_sql else f"-- {line}" for line, is_sql in commands]
-    if replaced:
-        lines.append(f"-- replaces {len(replaced)} tables of '{ctx.target}': {', '.join(replaced)}")
+    if replaced.objects:
+        lines.append(
+            f"-- replaces {_objects(len(replaced.objects))} of '{ctx.target}': "
+            + ", ".join(replaced.objects)
+        )
     else:
-        lines.append(f"-- replaces no table of '{ctx.target}'")
+        lines.append(f"-- replaces nothing in '{ctx.target}'")
     return _Prechecked(chain=links, lines=lines, estimate=estimate)
+
+
+def _replaced(links: Chain, ctx: ToolContext, replace: bool) -> Replaced:
+    """What the restore replaces, read from the backup's own drop statements; refuses a
+    restore that would stop part way, or replace anything without --replace."""
+    replaced = restore_replaces(links, ctx.connection, ctx)
+    name = links[-1][0].name
+    if replaced.clashes:
+        raise StepFailed(
+            f"Backup {name} cannot be restored into '{ctx.target}': "
+            f"{'; '.join(replaced.clashes)}; rename or drop that object first"
+        )
+    if replaced.objects and not replace:
+        shown = ", ".join(replaced.objects[:5]) + (", ..." if len(replaced.objects) > 5 else "")
+        raise StepFailed(
+            f"Target '{ctx.target}' holds what backup {name} would replace "
+            f"({_objects(len(replaced.objects))}: {shown}); restore into an empty database, or "
+            "pass --replace to overwrite it"
+        )
+    return replaced
+
+
+def _objects(count: int) -> str:
+    return f"{count} object" + ("" if count == 1 else "s")
 
 
 def _described(path: Path, links: Chain, sha: str) -> dict[str, Any]:

@@ -47,7 +47,9 @@ def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+        size = conn.execute(
+            text("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())")
+        ).scalar()
     elif dialect in ("mysql", "mariadb"):
         size = conn.execute(
             text(

@@ -13,12 +13,12 @@ from aishell.sqltext import text
 
 TABLE_OIDS = (
     "SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = current_schema()"
+    "WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()"
 )
 # The indexes of several tables (by oid), in one query.
 INDEXES = """
 SELECT x.indrelid::bigint AS table_oid, i.relname AS name, i.oid AS oid,
-       x.indisvalid AS valid, am.amname AS method, pg_relation_size(i.oid) AS bytes
+       x.indisvalid AS valid, am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_am am ON am.oid = i.relam
@@ -43,7 +43,9 @@ def table_oids(conn: Connection, tables: list[str]) -> dict[str, int]:
 
 def database_size(conn: Connection) -> dict[str, Any]:
     """The database's size, measured the same way before a run and after it."""
-    size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+    size = conn.execute(
+        text("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())")
+    ).scalar()
     return {"size_bytes": int(size or 0), "method": "pg_database_size"}
 
 
@@ -51,15 +53,17 @@ def database_size(conn: Connection) -> dict[str, Any]:
 
 AMCHECK = """
 SELECT n.nspname AS schema,
-       (SELECT bool_and(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
+       (SELECT pg_catalog.bool_and(pg_catalog.has_function_privilege(p.oid, 'EXECUTE'))
+        FROM pg_proc p
          WHERE p.pronamespace = e.extnamespace AND p.proname = 'bt_index_check'
            AND p.pronargs = 2) AS may_check_indexes,
-       (SELECT bool_and(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
+       (SELECT pg_catalog.bool_and(pg_catalog.has_function_privilege(p.oid, 'EXECUTE'))
+        FROM pg_proc p
          WHERE p.pronamespace = e.extnamespace AND p.proname = 'verify_heapam') AS may_check_heap
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'amcheck'
 """
-AMCHECK_AVAILABLE = "SELECT count(*) FROM pg_available_extensions WHERE name = 'amcheck'"
+AMCHECK_AVAILABLE = "SELECT pg_catalog.count(*) FROM pg_available_extensions WHERE name = 'amcheck'"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ _BT_CHECK = "SELECT {schema}.bt_index_check(CAST(:oid AS oid)::regclass, true)"
 _HEAP_CHECK = (
     "SELECT blkno, offnum, msg FROM {schema}.verify_heapam(CAST(:oid AS oid)::regclass) LIMIT 20"
 )
-_FULL_READ = "SELECT count(*) FROM {table}"
+_FULL_READ = "SELECT pg_catalog.count(*) FROM {table}"
 
 
 def _read_check(

@@ -32,9 +32,9 @@ APPROX = (
 # and a 24-byte tuple header) against the table's size.
 STATISTICS = """
 SELECT c.reltuples AS reltuples,
-       pg_relation_size(c.oid) AS bytes,
-       current_setting('block_size')::int AS block_size,
-       (SELECT coalesce(sum(s.avg_width), 0) FROM pg_stats s
+       pg_catalog.pg_relation_size(c.oid) AS bytes,
+       pg_catalog.current_setting('block_size')::int AS block_size,
+       (SELECT coalesce(pg_catalog.sum(s.avg_width), 0) FROM pg_stats s
          WHERE s.schemaname = n.nspname AND s.tablename = c.relname) AS row_width,
        coalesce(st.n_dead_tup, 0) AS dead,
        coalesce(st.n_live_tup, 0) AS live
@@ -49,18 +49,18 @@ WHERE c.oid = :oid
 # estimate unknown. A table without indexes is one row without an index.
 INDEXES = """
 SELECT t.oid AS table_oid, i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
-       am.amname AS method, pg_relation_size(i.oid) AS bytes, i.reltuples AS entries,
-       current_setting('block_size')::int AS block_size,
+       am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes, i.reltuples AS entries,
+       pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
-                   FROM unnest(i.reloptions) o
+                   FROM pg_catalog.unnest(i.reloptions) o
                   WHERE substring(o FROM '^fillfactor=([0-9]+)$') IS NOT NULL), 90)
            AS fillfactor,
-       (SELECT sum(s.avg_width) FROM pg_attribute a
+       (SELECT pg_catalog.sum(s.avg_width) FROM pg_attribute a
           JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname
                          AND s.attname = a.attname
          WHERE a.attrelid = t.oid AND a.attnum = ANY(CAST(x.indkey AS int2[])))
            AS key_width,
-       (SELECT count(*) FROM unnest(CAST(x.indkey AS int2[])) k
+       (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(CAST(x.indkey AS int2[])) k
          WHERE NOT EXISTS (
                SELECT 1 FROM pg_attribute a
                  JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname
@@ -71,7 +71,7 @@ JOIN pg_namespace n ON n.oid = t.relnamespace
 LEFT JOIN pg_index x ON x.indrelid = t.oid
 LEFT JOIN pg_class i ON i.oid = x.indexrelid
 LEFT JOIN pg_am am ON am.oid = i.relam
-WHERE t.relname = :t AND n.nspname = current_schema()
+WHERE t.relname = :t AND n.nspname = pg_catalog.current_schema()
 ORDER BY i.relname
 """
 PGSTATTUPLE = (

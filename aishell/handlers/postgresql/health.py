@@ -23,32 +23,35 @@ SELECT c.relname AS name,
        coalesce(s.n_dead_tup, 0) AS dead,
        greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
        greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze,
-       age(c.relfrozenxid) AS xid_age,
-       pg_total_relation_size(c.oid) AS total_bytes,
-       pg_relation_size(c.oid) AS table_bytes,
-       pg_indexes_size(c.oid) AS index_bytes,
-       (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes
+       pg_catalog.age(c.relfrozenxid) AS xid_age,
+       pg_catalog.pg_total_relation_size(c.oid) AS total_bytes,
+       pg_catalog.pg_relation_size(c.oid) AS table_bytes,
+       pg_catalog.pg_indexes_size(c.oid) AS index_bytes,
+       (SELECT pg_catalog.count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
-  AND (cardinality(CAST(:tables AS text[])) = 0 OR c.relname = ANY(CAST(:tables AS text[])))
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
+  AND (pg_catalog.cardinality(CAST(:tables AS text[])) = 0
+       OR c.relname = ANY(CAST(:tables AS text[])))
 """
 _DATABASE = """
-SELECT pg_database_size(current_database()) AS bytes,
+SELECT pg_catalog.pg_database_size(pg_catalog.current_database()) AS bytes,
        CASE WHEN blks_hit + blks_read > 0
-            THEN round(100.0 * blks_hit / (blks_hit + blks_read), 2) END AS cache_hit_percent,
-       (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())
+            THEN pg_catalog.round(100.0 * blks_hit / (blks_hit + blks_read), 2)
+       END AS cache_hit_percent,
+       (SELECT pg_catalog.count(*) FROM pg_stat_activity
+         WHERE datname = pg_catalog.current_database())
            AS connections,
-       (SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND state = 'active') AS active
-FROM pg_stat_database WHERE datname = current_database()
+       (SELECT pg_catalog.count(*) FROM pg_stat_activity
+         WHERE datname = pg_catalog.current_database() AND state = 'active') AS active
+FROM pg_stat_database WHERE datname = pg_catalog.current_database()
 """
 _LONG_TRANSACTIONS = """
 SELECT pid, usename, application_name, state,
-       extract(epoch FROM now() - xact_start)::bigint AS seconds
+       extract(epoch FROM pg_catalog.now() - xact_start)::bigint AS seconds
 FROM pg_stat_activity
-WHERE xact_start < now() - interval '5 minutes' AND pid <> pg_backend_pid()
+WHERE xact_start < pg_catalog.now() - interval '5 minutes' AND pid <> pg_catalog.pg_backend_pid()
 ORDER BY xact_start
 """
 

@@ -24,11 +24,12 @@ from aishell.toolcontext import ToolContext
 # Every fork of the table, its TOAST table and their indexes: the same sum before and
 # after, so the difference is what the files gave back. Before: the server's clock too.
 _SIZE = """
-SELECT pg_total_relation_size(c.oid) AS bytes, coalesce(s.n_dead_tup, 0) AS dead_rows{also}
+SELECT pg_catalog.pg_total_relation_size(c.oid) AS bytes,
+       coalesce(s.n_dead_tup, 0) AS dead_rows{also}
 FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.oid = :oid
 """
-_BEFORE = _SIZE.replace("{also}", ", clock_timestamp() AS at")
+_BEFORE = _SIZE.replace("{also}", ", pg_catalog.clock_timestamp() AS at")
 # After: the dead rows VACUUM had to leave (n_dead_tup is what it could not remove), and
 # what keeps the oldest snapshot they are visible to, among what began before the VACUUM:
 # a transaction of a session or a prepared one in this database (only those hold back a
@@ -37,23 +38,28 @@ _BEFORE = _SIZE.replace("{also}", ", clock_timestamp() AS at")
 _AFTER = _SIZE.replace(
     "{also}",
     """,
-  (SELECT coalesce(json_agg(h.what ORDER BY h.age DESC), '[]') FROM (
-     SELECT age(a.backend_xmin) AS age, format('pid %s (%s, %s, %s, in a transaction for %ss: %L)',
+  (SELECT coalesce(pg_catalog.json_agg(h.what ORDER BY h.age DESC), '[]') FROM (
+     SELECT pg_catalog.age(a.backend_xmin) AS age,
+            pg_catalog.format('pid %s (%s, %s, %s, in a transaction for %ss: %L)',
             a.pid, a.usename, coalesce(nullif(a.application_name, ''), 'no name'), a.state,
-            round(extract(epoch FROM clock_timestamp() - a.xact_start)), left(a.query, 80)) AS what
+            pg_catalog.round(extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)),
+            pg_catalog.left(a.query, 80)) AS what
      FROM pg_stat_activity a
-     WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid() AND a.xact_start < :since
-       AND a.datname = current_database()
+     WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid()
+       AND a.xact_start < :since
+       AND a.datname = pg_catalog.current_database()
      UNION ALL
-     SELECT age(r.xmin), format('replication slot %s', r.slot_name)
+     SELECT pg_catalog.age(r.xmin), pg_catalog.format('replication slot %s', r.slot_name)
      FROM pg_replication_slots r WHERE r.xmin IS NOT NULL
      UNION ALL
-     SELECT age(p.transaction), format('prepared transaction %L (%s, since %s)',
+     SELECT pg_catalog.age(p.transaction),
+            pg_catalog.format('prepared transaction %L (%s, since %s)',
             p.gid, p.owner, p.prepared)
-     FROM pg_prepared_xacts p WHERE p.prepared < :since AND p.database = current_database()
+     FROM pg_prepared_xacts p
+     WHERE p.prepared < :since AND p.database = pg_catalog.current_database()
      UNION ALL
-     SELECT age(w.backend_xmin), format('standby %s (hot_standby_feedback)',
-            coalesce(nullif(w.application_name, ''), host(w.client_addr), 'local'))
+     SELECT pg_catalog.age(w.backend_xmin), pg_catalog.format('standby %s (hot_standby_feedback)',
+            coalesce(nullif(w.application_name, ''), pg_catalog.host(w.client_addr), 'local'))
      FROM pg_stat_replication w WHERE w.backend_xmin IS NOT NULL
      ORDER BY 1 DESC LIMIT 3) h) AS kept_by""",
 )
@@ -115,7 +121,7 @@ vacuum_full_table = Handler(
 _ROW_ESTIMATES = """
 SELECT c.relname AS name, c.reltuples::bigint AS row_estimate FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relname = ANY(CAST(:tables AS text[]))
+WHERE n.nspname = pg_catalog.current_schema() AND c.relname = ANY(CAST(:tables AS text[]))
 """
 
 

@@ -23,19 +23,21 @@ from aishell.sqltext import text
 # database's owner, and from PostgreSQL 17 whoever holds MAINTAIN on it. REINDEX needs
 # the table's owner, or MAINTAIN from 17.
 _PRIVILEGES = """
-SELECT c.relname AS name, c.oid AS oid, pg_get_userbyid(c.relowner) AS owner,
+SELECT c.relname AS name, c.oid AS oid, pg_catalog.pg_get_userbyid(c.relowner) AS owner,
        current_user AS role,
-       pg_has_role(current_user, c.relowner, 'USAGE') AS owns,
-       pg_has_role(current_user, d.datdba, 'USAGE') AND NOT c.relisshared AS owns_database,
+       pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owns,
+       pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE')
+         AND NOT c.relisshared AS owns_database,
        false AS maintain,
-       has_table_privilege(c.oid, 'SELECT') AS may_select,
-       has_table_privilege(c.oid, 'DELETE') AS may_delete
+       pg_catalog.has_table_privilege(c.oid, 'SELECT') AS may_select,
+       pg_catalog.has_table_privilege(c.oid, 'DELETE') AS may_delete
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN pg_database d
-WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
-  AND d.datname = current_database()
-  AND (cardinality(CAST(:tables AS text[])) = 0 OR c.relname = ANY(CAST(:tables AS text[])))
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
+  AND d.datname = pg_catalog.current_database()
+  AND (pg_catalog.cardinality(CAST(:tables AS text[])) = 0
+       OR c.relname = ANY(CAST(:tables AS text[])))
 ORDER BY c.relname
 """
 _PRIVILEGES_17 = _PRIVILEGES.replace(
@@ -149,7 +151,7 @@ SELECT n.nspname || '.' || c.relname AS name, n.nspname AS schema
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'S', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
-  AND NOT has_table_privilege(c.oid, 'SELECT')
+  AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
 ORDER BY 1
 """
 

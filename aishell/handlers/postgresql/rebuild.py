@@ -98,9 +98,9 @@ def _drop_leftovers(
 # Indexes' sizes after their rebuild, found by name: REINDEX CONCURRENTLY gives each a
 # new oid.
 _INDEX_BYTES = (
-    "SELECT i.relname, pg_relation_size(i.oid) FROM pg_class i "
+    "SELECT i.relname, pg_catalog.pg_relation_size(i.oid) FROM pg_class i "
     "WHERE i.relname = ANY(CAST(:names AS text[])) AND i.relnamespace = "
-    "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+    "(SELECT oid FROM pg_namespace WHERE nspname = pg_catalog.current_schema())"
 )
 
 

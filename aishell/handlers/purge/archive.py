@@ -1,10 +1,14 @@
 """Where a purge keeps the rows it deletes: an archive table, checked to be another table
 shaped like the purged one, or an archive file, cut back on every start to the length
-checkpointed with the last committed batch, so each row is archived exactly once."""
+checkpointed with the last committed batch, so each row is archived exactly once. The
+file is new, outside the folders aishell keeps for itself, and only the run that made it
+(known by device and inode in its checkpoint) writes to it again."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +16,16 @@ from sqlalchemy.engine import Connection
 
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
-from aishell.errors import StepFailed, TargetError
+from aishell.errors import StepFailed, TargetError, UsageError
+from aishell.files import ErrorKind, PrivatePlaces, kind_of
+from aishell.handlers.purge.archiveshape import check_plain_archive
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]:
-    """Refuse an archive table that is the purged table itself, or not shaped like it;
-    the columns its copies name (those it stores: not its generated ones)."""
+    """Refuse an archive table that is the purged table itself, not shaped like it, or
+    that runs code on insert (archiveshape.py); the columns its copies name."""
     if _same_table(conn, table, archive):
         # Rows copied into the table they are deleted from would be counted as
         # archived and deleted while the table kept them all.
@@ -27,8 +33,8 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"the archive table {archive!r} is the table being purged ({table!r}); "
             "archive into another table"
         )
-    wanted = table_columns(conn, table)
-    found = table_columns(conn, archive)
+    wanted = _columns(conn, table)
+    found = _columns(conn, archive)
     if not found:
         raise TargetError(
             f"archive table {archive} does not exist; create it with the columns of {table} "
@@ -40,7 +46,21 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"archive table {archive} has columns ({', '.join(found)}), "
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
+    check_plain_archive(conn, table, archive)
     return table_columns(conn, archive, stored_only=True)
+
+
+def _columns(conn: Connection, table: str) -> list[str]:
+    """The table's columns in order, generated ones too (SQLite's table_info leaves them
+    out): the archive holds a purged row's generated values as plain columns."""
+    if conn.dialect.name != "sqlite":
+        return table_columns(conn, table)
+    found = conn.execute(text(_SQLITE_COLUMNS), {"t": table})
+    return [str(name) for (name,) in found]
+
+
+# hidden 1 is a virtual table's hidden column; 2 and 3 are generated ones.
+_SQLITE_COLUMNS = "SELECT name FROM pragma_table_xinfo(:t) WHERE hidden <> 1 ORDER BY cid"
 
 
 def _same_table(conn: Connection, table: str, other: str) -> bool:
@@ -72,17 +92,55 @@ def _same_table(conn: Connection, table: str, other: str) -> bool:
     return False
 
 
-def open_archive(params: Mapping[str, Any], ctx: ToolContext, keep: int | None) -> ArchiveFile:
-    """The archive file, cut back to the length checkpointed with the last committed
-    batch: rows written for a batch that never committed are still in the table."""
+# The checkpoint's record of the archive file the run made: its device and inode.
+ARCHIVE_ID = "archive_file_id"
+
+
+def check_archive_path(path: Path, private: PrivatePlaces, error: ErrorKind = UsageError) -> None:
+    """Refuse, in one line, an archive path that is already there (a file, a directory, a
+    device, a link) or lies in a folder aishell keeps for itself."""
+    if os.path.lexists(path):
+        kind = kind_of(os.lstat(path).st_mode)
+        raise error(
+            f"archive file {path} already exists ({kind}); a purge archives only into a new "
+            "file it makes: give a path that does not exist yet"
+        )
+    folder = next((p for p in path.parents if os.path.lexists(p)), None)
+    if folder is not None and not folder.is_dir():
+        raise error(f"archive file {path}: {folder} is not a folder")
+    why = private.refusal(path)
+    if why is not None:
+        raise error(f"archive file {path}: {why}; archive into a folder of its own")
+
+
+def open_archive(
+    params: Mapping[str, Any], ctx: ToolContext, keep: int | None, progress: Mapping[str, Any]
+) -> tuple[ArchiveFile, ToolContext]:
+    """The archive file, and the context whose checkpoints name it. On a first start the
+    file is made new; later, it is the file this run made, cut back to the length
+    checkpointed with the last committed batch (rows written for a batch that never
+    committed are still in the table)."""
     path = Path(params["archive_file"])
-    if keep is not None:
-        size = path.stat().st_size if path.exists() else 0
-        if size < keep:
-            # Deleted rows whose only copy was in the file: going on would hide the loss.
-            raise StepFailed(
-                f"archive file {path} holds {size:,} bytes, fewer than the {keep:,} this purge "
-                "wrote and checkpointed: rows archived by its earlier batches are missing; put "
-                f"the file back, then `aishell resume {ctx.run_id}`"
-            )
-    return ArchiveFile(path, keep_bytes=keep)
+    made = progress.get(ARCHIVE_ID)
+    fix = f"put back the file this purge made, then `aishell resume {ctx.run_id}`"
+    if isinstance(made, Mapping):
+        archive = ArchiveFile.reopen(path, made, keep or 0, fix)
+    elif keep:
+        # A checkpoint with archived bytes but no record of the file: it cannot be told
+        # from a file put there since.
+        raise StepFailed(
+            f"archive file {path}: this purge's checkpoint does not say which file it made; "
+            "it will not append to a file it cannot prove its own"
+        )
+    else:
+        check_archive_path(path, ctx.private, StepFailed)
+        # The walk's first checkpoint, before any row is written, records it as this
+        # run's; a run stopped before that finds it "already exists", empty, and says so.
+        archive = ArchiveFile.create(path)
+    identity = archive.identity
+
+    def save_progress(checkpoint: dict[str, Any]) -> None:
+        ctx.save_progress({**checkpoint, ARCHIVE_ID: identity})
+
+    # Every checkpoint of the walk carries the file's identity with its length.
+    return archive, replace(ctx, save_progress=save_progress)

@@ -117,7 +117,9 @@ def _purge_from_checkpoint(
     point = _last_checkpoint(params, ctx, column, batch)
     # Counted once, at the step's first start, before its first batch's checkpoint.
     limit = share_limit(params, ctx, batch.table, point.progress)
-    archive = open_archive(params, ctx, point.archive_bytes) if params.get("archive_file") else None
+    archive = None
+    if params.get("archive_file"):
+        archive, ctx = open_archive(params, ctx, point.archive_bytes, point.progress)
     throttle: Throttle | None = None
     try:
         throttle = make_throttle(params, ctx)

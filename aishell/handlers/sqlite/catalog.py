@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from aishell.catalog import sqlite_name, sqlite_text_as_bytes
 from aishell.sqltext import text
 
 
@@ -67,8 +68,10 @@ def btree_stats(conn: Connection, name: str) -> dict[str, Any]:
 
 
 def table_indexes(conn: Connection, table: str) -> list[str]:
-    rows = conn.execute(text("SELECT name FROM pragma_index_list(:t)"), {"t": table}).all()
-    return sorted(r.name for r in rows)
+    """A table's indexes; one whose name is not UTF-8 is left out (no statement names it)."""
+    with sqlite_text_as_bytes(conn):
+        rows = conn.execute(text("SELECT name FROM pragma_index_list(:t)"), {"t": table}).all()
+    return sorted(n for n in (sqlite_name(r.name) for r in rows) if n is not None)
 
 
 def percent(part: float, whole: float) -> float:

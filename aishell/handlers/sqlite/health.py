@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import user_tables
+from aishell.catalog import sqlite_name, sqlite_text_as_bytes, user_tables
 from aishell.handlers import Handler
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
@@ -16,29 +16,44 @@ from aishell.handlers.sqlite.corruption import corruption_check
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
+# Indexes with their tables, and the tables (to name those whose names are not UTF-8).
+_SCHEMA = "SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('index', 'table')"
+
 
 def _table_health(
-    conn: Connection, ctx: ToolContext, tables: list[str], has_dbstat: bool
+    conn: Connection,
+    ctx: ToolContext,
+    tables: list[str],
+    has_dbstat: bool,
+    unreadable: list[str],
 ) -> list[dict[str, Any]]:
     """Per table its rows, indexes, sizes (with dbstat) and whether it has statistics;
     most urgent first: the largest share of the file, then missing statistics."""
     sizes: dict[str, int] = {}
-    if has_dbstat:
-        for row in conn.execute(
-            text("SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name")
-        ):
-            sizes[row.name] = row.bytes
-    schema_rows = conn.execute(
-        text("SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'")
-    ).all()
+    analyzed: set[str | None] = set()
+    # Names as bytes, each decoded: one that is not UTF-8 must not fail the report.
+    with sqlite_text_as_bytes(conn):
+        if has_dbstat:
+            for row in conn.execute(
+                text("SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name")
+            ):
+                sizes[sqlite_name(row.name) or ""] = row.bytes
+        schema_rows = conn.execute(text(_SCHEMA)).all()
+        if conn.execute(
+            text("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
+        ).scalar_one():
+            analyzed = {
+                sqlite_name(r[0])
+                for r in conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1"))
+            }
     indexes_of: dict[str, list[str]] = {}
     for row in schema_rows:
-        indexes_of.setdefault(row.tbl_name, []).append(row.name)
-    analyzed: set[str] = set()
-    if conn.execute(
-        text("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_stat1'")
-    ).scalar_one():
-        analyzed = {r[0] for r in conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1"))}
+        if row.type == b"table":
+            sqlite_name(row.name, unreadable)
+            continue
+        index, table = sqlite_name(row.name), sqlite_name(row.tbl_name)
+        if index is not None and table is not None:
+            indexes_of.setdefault(table, []).append(index)
     report = []
     for table in tables:
         quoted = ctx.quote(table)
@@ -63,7 +78,8 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     pages = database_pages(conn)
     tables = list(params.get("tables") or []) or user_tables(conn)
     has_dbstat = dbstat_available(conn)
-    report = _table_health(conn, ctx, tables, has_dbstat)
+    unreadable: list[str] = []
+    report = _table_health(conn, ctx, tables, has_dbstat, unreadable)
     check = corruption_check(conn, ctx, tables) if params.get("check_corruption") else None
     freelist_percent = percent(pages["freelist_count"], pages["page_count"])
     recommendations = []
@@ -71,6 +87,11 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         recommendations.append(
             f"{freelist_percent}% of the file ({pages['free_bytes']} bytes) is free pages; "
             "optimize_table (VACUUM) would return them to the file system"
+        )
+    if unreadable:
+        recommendations.append(
+            "Left out, their names are not valid UTF-8: "
+            f"{', '.join(unreadable)}; rename them (ALTER TABLE ... RENAME TO)"
         )
     missing = [t["table"] for t in report if t["statistics"] == "missing" and t["rows"]]
     if missing:
@@ -96,7 +117,7 @@ analyze_database_health = Handler(
         "PRAGMA page_count",
         "PRAGMA freelist_count",
         "SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name",
-        "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'",
+        _SCHEMA,
         "SELECT DISTINCT tbl FROM sqlite_stat1",
         "SELECT count(*) FROM {table}",
         "PRAGMA integrity_check({table})",

@@ -1,0 +1,13 @@
+"""The state store as commands that start, resume, approve or show a run open it: with
+the home's signing key, so what it holds about a run is signed and checked."""
+
+from __future__ import annotations
+
+from aishell import signing
+from aishell.config import Config
+from aishell.state import StateStore
+
+
+def signed_store(config: Config) -> StateStore:
+    """The store with the home's key (made on first use, as for plan files)."""
+    return StateStore(config.state_url, key=signing.load_key(config.home))

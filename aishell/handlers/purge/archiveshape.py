@@ -1,0 +1,232 @@
+"""What an archive table may hold: only plain stored columns of the purged table's
+types, so that copying rows into it runs no code of the database's own.
+
+A purge inserts every row it deletes into the archive table. An INSERT runs the
+table's triggers and rules, computes its generated columns, evaluates its defaults,
+check and domain constraints and row-security policies: a function behind any of
+them runs once per archived row, and may write to any table (it did: 50 rows of
+another table went during a purge). So the archive table is refused, with one line
+naming each thing that would run, unless it has none: no generated column, no default
+but a plain constant, no trigger or rule, no check or domain constraint that calls a
+user-defined function, no row security, and each column of the purged table's type
+(SQLite: of its type affinity).
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import TargetError
+from aishell.sqltext import text
+
+_PG_REL = (
+    "(SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE c.relname = :{name} "
+    "AND n.nspname = pg_catalog.current_schema())"
+)
+# Whether the object (classid, objid) calls a function of the database's own, by name
+# or through an operator.
+_PG_CALLS_USER_CODE = (
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
+    "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = d.refobjid "
+    "JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN d.refclassid = "
+    "'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid ELSE o.oprcode::oid END "
+    "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
+    "WHERE d.classid = '{classid}'::pg_catalog.regclass AND d.objid = {objid} "
+    "AND pn.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    "SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
+    "'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e'))"
+)
+_PG_PROBLEMS = (
+    f"WITH RECURSIVE arc AS (SELECT {_PG_REL.format(name='a')} AS oid), "
+    f"src AS (SELECT {_PG_REL.format(name='t')} AS oid), "
+    "cols AS (SELECT a.* FROM pg_catalog.pg_attribute a JOIN arc ON a.attrelid = arc.oid "
+    "WHERE a.attnum > 0 AND NOT a.attisdropped), "
+    "domains(col, typ) AS (SELECT c.attname, c.atttypid FROM cols c "
+    "JOIN pg_catalog.pg_type t ON t.oid = c.atttypid WHERE t.typtype = 'd' "
+    "UNION SELECT d.col, t.typbasetype FROM domains d JOIN pg_catalog.pg_type t "
+    "ON t.oid = d.typ WHERE t.typtype = 'd') "
+    "SELECT 'kind', NULL, k.relkind::text FROM arc JOIN pg_catalog.pg_class k "
+    "ON k.oid = arc.oid WHERE k.relkind <> 'r' "
+    "UNION ALL SELECT 'row security', NULL, NULL FROM arc JOIN pg_catalog.pg_class k "
+    "ON k.oid = arc.oid WHERE k.relrowsecurity "
+    "UNION ALL SELECT CASE WHEN c.attgenerated <> '' THEN 'generated' ELSE 'default' END, "
+    "c.attname::text, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) FROM cols c "
+    "JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = c.attrelid AND ad.adnum = c.attnum "
+    "WHERE c.attgenerated <> '' OR (ad.adbin::text NOT LIKE '{CONST %' "
+    "AND ad.adbin::text NOT LIKE '{SQLVALUEFUNCTION %') "
+    "UNION ALL SELECT 'trigger', t.tgname::text, t.tgfoid::pg_catalog.regproc::text "
+    "FROM pg_catalog.pg_trigger t JOIN arc ON t.tgrelid = arc.oid WHERE NOT t.tgisinternal "
+    "UNION ALL SELECT 'rule', r.rulename::text, NULL FROM pg_catalog.pg_rewrite r "
+    "JOIN arc ON r.ev_class = arc.oid WHERE r.rulename <> '_RETURN' "
+    "UNION ALL SELECT 'check', k.conname::text, pg_catalog.pg_get_constraintdef(k.oid) "
+    "FROM pg_catalog.pg_constraint k JOIN arc ON k.conrelid = arc.oid WHERE k.contype = 'c' "
+    "AND " + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_constraint", objid="k.oid") + " "
+    "UNION ALL SELECT DISTINCT 'domain', d.col::text, d.typ::pg_catalog.regtype::text "
+    "FROM domains d JOIN pg_catalog.pg_constraint k ON k.contypid = d.typ WHERE "
+    + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_constraint", objid="k.oid")
+    + " UNION ALL SELECT 'type', c.attname::text, pg_catalog.format_type(c.atttypid, "
+    "c.atttypmod) || ', not ' || pg_catalog.format_type(s.atttypid, s.atttypmod) FROM ("
+    "SELECT c.*, pg_catalog.row_number() OVER (ORDER BY c.attnum) AS i FROM cols c) c JOIN ("
+    "SELECT a.*, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS i "
+    "FROM pg_catalog.pg_attribute a "
+    "JOIN src ON a.attrelid = src.oid WHERE a.attnum > 0 AND NOT a.attisdropped) s "
+    "ON s.i = c.i WHERE (c.atttypid, c.atttypmod) <> (s.atttypid, s.atttypmod) ORDER BY 1, 2"
+)
+# Separate plain queries: MariaDB 10.11 crashed (signal 11, in the temporary table of
+# a UNION) on one UNION ALL of these information_schema tables.
+_MYSQL_KIND = (
+    "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+    "AND TABLE_NAME = :a"
+)
+_MYSQL_COLUMNS = (
+    "SELECT TABLE_NAME = :a, COLUMN_NAME, IS_GENERATED, GENERATION_EXPRESSION, "
+    "COLUMN_DEFAULT, COLUMN_TYPE FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (:a, :t) ORDER BY ORDINAL_POSITION"
+)
+_MYSQL_TRIGGERS = (
+    "SELECT TRIGGER_NAME, CONCAT(ACTION_TIMING, ' ', EVENT_MANIPULATION) "
+    "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
+    "AND EVENT_OBJECT_TABLE = :a ORDER BY 1"
+)
+_MYSQL_CHECKS = (
+    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :a ORDER BY 1"
+)
+_MYSQL_UDFS = "SELECT name FROM mysql.func"
+# A default MariaDB shows as a literal: a quoted string, a number, NULL.
+_CONSTANT = re.compile(r"'(?:[^']|'')*'|[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?|NULL", re.IGNORECASE)
+_CALLED = re.compile(r"`?(\w+)`?\s*\(")
+_CLOCK = re.compile(
+    r"(?:CURRENT_TIMESTAMP|CURRENT_DATE|CURRENT_TIME|LOCALTIMESTAMP|LOCALTIME|NOW)"
+    r"(?:\(\d*\))?",
+    re.IGNORECASE,
+)
+_SQLITE_PROBLEMS = (
+    "SELECT 'kind', NULL, type FROM sqlite_master WHERE name = :a COLLATE NOCASE "
+    "AND type NOT IN ('table', 'index', 'trigger') "
+    "UNION ALL SELECT 'generated', name, NULL FROM pragma_table_xinfo(:a) WHERE hidden IN (2, 3) "
+    "UNION ALL SELECT 'default', name, dflt_value FROM pragma_table_info(:a) "
+    "WHERE dflt_value IS NOT NULL "
+    "UNION ALL SELECT 'trigger', name, NULL FROM sqlite_master WHERE type = 'trigger' "
+    "AND tbl_name = :a COLLATE NOCASE ORDER BY 1, 2"
+)
+_BOOLS = ("TRUE", "FALSE")
+_SQLITE_TYPES = "SELECT name, type FROM pragma_table_info(:t) ORDER BY cid"
+
+
+def check_plain_archive(conn: Connection, table: str, archive: str) -> None:
+    """Refuse an archive table that runs code on insert, or whose columns are not of the
+    purged table's types, with one line naming each column or object."""
+    dialect = conn.dialect.name
+    names = {"t": table, "a": archive}
+    if dialect == "postgresql":
+        problems = [_said(*row) for row in conn.execute(text(_PG_PROBLEMS), names)]
+    elif dialect in ("mysql", "mariadb"):
+        problems = _mysql(conn, names)
+    else:
+        problems = _sqlite(conn, table, archive)
+    if problems:
+        raise TargetError(
+            f"archive table {archive} runs code or changes values when rows are copied into "
+            f"it: {'; '.join(dict.fromkeys(problems))}. An archive table holds only plain "
+            f"stored columns of {table}'s types: create it so, or archive to a file"
+        )
+
+
+# PostgreSQL's relkind, as said.
+_KINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "p": "partitioned table"}
+
+
+def _said(kind: str, name: str | None, what: str | None) -> str:
+    return {
+        "kind": f"it is a {_KINDS.get(str(what), str(what))}, not a plain table",
+        "row security": "it has row-level security",
+        "generated": f"column {name} is generated ({what})",
+        "default": f"column {name} defaults to {what}, not a plain constant",
+        "trigger": f"trigger {name}" + (f" ({what})" if what else ""),
+        "rule": f"rule {name}",
+        "check": f"check constraint {name} calls a user-defined function ({what})",
+        "domain": f"column {name} is of domain {what}, whose check calls a user-defined function",
+        "type": f"column {name} is {what} as in the purged table",
+    }[kind]
+
+
+def _mysql(conn: Connection, names: dict[str, str]) -> list[str]:
+    problems = []
+    kind = conn.execute(text(_MYSQL_KIND), names).scalar()
+    if kind not in (None, "BASE TABLE"):
+        problems.append(_said("kind", None, str(kind).lower()))
+    archive: list[tuple[str, str]] = []
+    source: list[str] = []
+    for is_archive, name, generated, expression, default, typ in conn.execute(
+        text(_MYSQL_COLUMNS), names
+    ):
+        if not is_archive:
+            source.append(typ)
+            continue
+        archive.append((name, typ))
+        if generated == "ALWAYS":
+            problems.append(_said("generated", name, expression))
+        elif default is not None and not _plain_default(str(default)):
+            problems.append(_said("default", name, default))
+    for (name, typ), wanted in zip(archive, source, strict=False):
+        if typ != wanted:
+            problems.append(_said("type", name, f"{typ}, not {wanted}"))
+    for name, event in conn.execute(text(_MYSQL_TRIGGERS), names):
+        problems.append(_said("trigger", name, event))
+    checks = list(conn.execute(text(_MYSQL_CHECKS), names))
+    udfs = _udfs(conn) if checks else set()
+    for name, clause in checks:
+        called = {c.lower() for c in _CALLED.findall(str(clause))}
+        # Unreadable UDFs ("*"): any function a check calls may be one.
+        if called & udfs or (called and "*" in udfs):
+            problems.append(_said("check", name, clause))
+    return problems
+
+
+def _udfs(conn: Connection) -> set[str]:
+    """The server's UDFs (the only functions of its own a check may call: MariaDB refuses
+    stored functions there); {"*"} when the role may not read them."""
+    try:
+        return {str(name).lower() for (name,) in conn.execute(text(_MYSQL_UDFS))}
+    except DBAPIError:
+        return {"*"}
+
+
+def _plain_default(what: str) -> bool:
+    """A literal, or the statement's clock (CURRENT_TIMESTAMP and its kin: no code)."""
+    return bool(_CONSTANT.fullmatch(what.strip()) or _CLOCK.fullmatch(what.strip()))
+
+
+def _sqlite(conn: Connection, table: str, archive: str) -> list[str]:
+    problems = []
+    for kind, name, what in conn.execute(text(_SQLITE_PROBLEMS), {"a": archive}):
+        if kind == "default" and (_plain_default(str(what)) or str(what).upper() in _BOOLS):
+            continue
+        problems.append(_said(kind, name, what))
+    source = list(conn.execute(text(_SQLITE_TYPES), {"t": table}))
+    copy = list(conn.execute(text(_SQLITE_TYPES), {"t": archive}))
+    for (_, wanted), (name, found) in zip(source, copy, strict=False):
+        if _affinity(found) != _affinity(wanted):
+            problems.append(
+                _said("type", name, f"of {_affinity(found)} affinity, not {_affinity(wanted)}")
+            )
+    return problems
+
+
+def _affinity(declared: str | None) -> str:
+    """SQLite's type affinity of a declared type (datatype3.html, 3.1)."""
+    upper = (declared or "").upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in upper or not upper:
+        return "BLOB"
+    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"

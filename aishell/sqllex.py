@@ -1,0 +1,262 @@
+"""A statement's text as the server reads it: where its comments and literals are.
+
+The guard judges a statement by what a SQL parser (sqlglot) makes of it; the server runs
+what its own lexer makes of it. Where the two read the text apart, a call can hide from
+the parser: MariaDB runs the code in `/*! ... */` and `/*M! ... */`, which the parser
+drops as a comment; MySQL's `--x` is two minus signs, not a comment; a backslash ends a
+MySQL string or does not, by the session's sql_mode. So each engine's lexical rules are
+kept here, and a statement whose comments and literals the parser places differently
+from them (or that holds code the server runs from a comment) is not judged by the
+parser at all: it counts as a write (sqlcheck.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import TokenType
+
+# The token types the parser gives a literal (a string or a quoted identifier).
+_LITERAL_TOKENS = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BIT_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.IDENTIFIER,
+    }
+)
+_PARSER_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
+_IDENTIFIER_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]")
+# Where a literal the parser reads may begin: a quote, or a prefix and then one.
+_QUOTED_START = re.compile(r"[A-Za-z0-9_&]*['\"`$\[]")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The server's reading of a statement: spans (start, end exclusive) of its comments
+    and literals, or why it cannot be read (an unterminated comment or literal, code
+    inside a comment)."""
+
+    comments: tuple[tuple[int, int], ...] = ()
+    literals: tuple[tuple[int, int], ...] = ()
+    problem: str | None = None
+
+
+def _line_end(sql: str, i: int) -> int:
+    end = sql.find("\n", i)
+    return len(sql) if end < 0 else end
+
+
+def _quoted_end(sql: str, i: int, quote: str, backslash: bool) -> int | None:
+    """The index after the literal opened by sql[i]; None when it is not closed. The
+    quote doubled is one quote; with `backslash`, a backslash escapes the next char."""
+    j = i + 1
+    while j < len(sql):
+        ch = sql[j]
+        if backslash and ch == "\\":
+            j += 2
+            continue
+        if ch == quote:
+            if j + 1 < len(sql) and sql[j + 1] == quote:
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    return None
+
+
+def _nested_comment_end(sql: str, i: int) -> int | None:
+    depth, j = 0, i
+    while j < len(sql) - 1:
+        pair = sql[j : j + 2]
+        if pair == "/*":
+            depth, j = depth + 1, j + 2
+        elif pair == "*/":
+            depth, j = depth - 1, j + 2
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    return None
+
+
+def _postgresql(sql: str, i: int) -> tuple[str, int | None] | None:
+    """(kind, end) of the comment or literal that starts at sql[i], if one does."""
+    ch, pair = sql[i], sql[i : i + 2]
+    if pair == "--":
+        return "comment", _line_end(sql, i)
+    if pair == "/*":
+        return "comment", _nested_comment_end(sql, i)
+    if ch == "'":
+        # E'...' takes backslash escapes; every other string only doubles its quote
+        # (standard_conforming_strings, which every aishell session pins on).
+        escaped = (
+            i >= 1 and sql[i - 1] in "Ee" and (i < 2 or not _IDENTIFIER_CHAR.match(sql[i - 2]))
+        )
+        return "literal", _quoted_end(sql, i, "'", escaped)
+    if ch == '"':
+        return "literal", _quoted_end(sql, i, '"', False)
+    if ch == "$" and (i == 0 or not _IDENTIFIER_CHAR.match(sql[i - 1])):
+        tag = _DOLLAR_TAG.match(sql, i)
+        if tag is not None:
+            close = sql.find(tag.group(), tag.end())
+            return "literal", None if close < 0 else close + len(tag.group())
+    return None
+
+
+def _mysql(sql: str, i: int, backslash: bool) -> tuple[str, int | None] | None:
+    ch, pair = sql[i], sql[i : i + 2]
+    if ch == "#":
+        return "comment", _line_end(sql, i)
+    # `--` starts a comment only before white space or a control character: `--x` is
+    # two minus signs.
+    if pair == "--" and (i + 2 >= len(sql) or sql[i + 2] <= " "):
+        return "comment", _line_end(sql, i)
+    if pair == "/*":
+        if sql.startswith(("/*!", "/*M!", "/*m!"), i):
+            return "executable", None
+        end = sql.find("*/", i + 2)
+        return "comment", None if end < 0 else end + 2
+    if ch in "'\"":
+        return "literal", _quoted_end(sql, i, ch, backslash)
+    if ch == "`":
+        return "literal", _quoted_end(sql, i, "`", False)
+    return None
+
+
+def _sqlite(sql: str, i: int) -> tuple[str, int | None] | None:
+    ch, pair = sql[i], sql[i : i + 2]
+    if pair == "--":
+        return "comment", _line_end(sql, i)
+    if pair == "/*":
+        end = sql.find("*/", i + 2)
+        return "comment", len(sql) if end < 0 else end + 2  # SQLite ends it at the end
+    if ch in "'\"`":
+        return "literal", _quoted_end(sql, i, ch, False)
+    if ch == "[":
+        end = sql.find("]", i + 1)
+        return "literal", None if end < 0 else end + 1
+    return None
+
+
+_OPENERS = {"postgresql": "-/'\"$", "mysql": "#-/'\"`", "sqlite": "-/'\"`["}
+
+
+def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
+    """How `dialect`'s server splits `sql` into comments, literals and code. MySQL's
+    strings take backslash escapes unless `backslash` is false (NO_BACKSLASH_ESCAPES)."""
+    openers = _OPENERS[dialect]
+    comments: list[tuple[int, int]] = []
+    literals: list[tuple[int, int]] = []
+    i = 0
+    while i < len(sql):
+        if sql[i] not in openers:
+            i += 1
+            continue
+        if dialect == "postgresql":
+            found = _postgresql(sql, i)
+        elif dialect == "mysql":
+            found = _mysql(sql, i, backslash)
+        else:
+            found = _sqlite(sql, i)
+        if found is None:
+            i += 1
+            continue
+        kind, end = found
+        if kind == "executable":
+            return Reading(problem="the server runs the code in its /*! ... */ comment")
+        if end is None:
+            return Reading(problem=f"a {kind} that is not closed")
+        (comments if kind == "comment" else literals).append((i, end))
+        i = end
+    return Reading(tuple(comments), tuple(literals))
+
+
+def without_comments(sql: str, dialect: str) -> str:
+    """`sql` with each comment (as the server reads them) replaced by one space."""
+    reading = read(sql, dialect)
+    out, last = [], 0
+    for start, end in reading.comments:
+        out.append(sql[last:start])
+        out.append(" ")
+        last = end
+    out.append(sql[last:])
+    return "".join(out)
+
+
+@lru_cache(maxsize=8192)
+def disagreement(sql: str, dialect: str) -> str | None:
+    """None when the parser reads `sql`'s comments and literals where the server does;
+    otherwise how the server would run it differently from what the parser saw."""
+    if dialect not in _OPENERS:
+        return None
+    readings = [read(sql, dialect)]
+    if dialect == "mysql":
+        # sql_mode NO_BACKSLASH_ESCAPES changes where a string ends: both must agree.
+        other = read(sql, dialect, backslash=False)
+        if other != readings[0]:
+            return "a backslash in a string changes where it ends, by the server's sql_mode"
+    server = readings[0]
+    if server.problem is not None:
+        return server.problem
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(_PARSER_DIALECT[dialect]).tokenize(sql)
+    except sqlglot.errors.SqlglotError:
+        return "the SQL parser could not read it"
+    spans = []
+    opaque = len(sql)
+    for i, token in enumerate(tokens):
+        if token.token_type is TokenType.COMMAND:
+            # A command the parser does not read (VACUUM, OPTIMIZE): the rest of the
+            # text is one opaque string to it, and the statement a write by its first
+            # word. Only the server's reading of that rest counts (checked above).
+            opaque = token.start
+            break
+        literal = token.token_type in _LITERAL_TOKENS
+        if literal and i > 0 and not _QUOTED_START.match(sql, token.start):
+            # The same for the rest of SHOW and the like: a string no quote opens.
+            opaque = tokens[i - 1].end + 1
+            break
+        spans.append((token.start, token.end + 1, literal))
+    return _compare(sql[:opaque], server, spans)
+
+
+def _compare(sql: str, server: Reading, tokens: list[tuple[int, int, bool]]) -> str | None:
+    """Where the parser's tokens and the server's comments and literals part (in the
+    text up to where the parser stopped reading it)."""
+    parser_literals = {end: start for start, end, literal in tokens if literal}
+    for start, end in server.literals:
+        if start >= len(sql):
+            break
+        begin = parser_literals.pop(end, None)
+        # The parser's literal may begin with its prefix (E'', N'', U&'', X'').
+        if begin is None or begin > start or not _prefix(sql[begin:start]):
+            return f"the parser reads the literal at {start + 1} differently"
+    if parser_literals:
+        return "the parser reads a literal the server does not"
+    covered = bytearray(len(sql))
+    for start, end, _literal in tokens:
+        covered[start:end] = b"\x01" * (end - start)
+    for start, end in server.comments:
+        if start >= len(sql):
+            break
+        if any(covered[start:end]):
+            return f"the parser reads code inside the comment at {start + 1}"
+        covered[start:end] = b"\x02" * (end - start)
+    for i, ch in enumerate(sql):
+        if not covered[i] and not ch.isspace() and ch != ";":
+            return f"the parser skips {ch!r} at {i + 1}, which the server runs"
+    return None
+
+
+def _prefix(text: str) -> bool:
+    return all(ch.isalnum() or ch in "&_" for ch in text)

@@ -1,0 +1,128 @@
+"""Signatures over what the state store says about a run: the run's plan, its hash, its
+tool fingerprints and what else resume trusts, every approval and every request for one.
+
+Each field of a row gets its own HMAC (the home's plan-signing key, aishell/signing.py)
+over the run, the row's kind, the field's name and its stored text, so an edit is named
+by the field it changed, and a value copied from another run, step or field does not
+match. A store opened without the key (commands that only list) neither signs nor
+checks; resume, approve and show open it with the key and refuse an edited row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aishell.errors import StateError
+from aishell.signing import SigningKey, canonical
+
+# What resume, approve and show trust of a run row, and of the approval rows.
+RUN_FIELDS = (
+    "agent",
+    "target",
+    "dialect",
+    "job",
+    "plan",
+    "plan_hash",
+    "tool_fingerprints",
+    "dry_run",
+    "safety_level",
+)
+APPROVAL_FIELDS = (
+    "step_idx",
+    "decision",
+    "decided_by",
+    "how",
+    "reason",
+    "at",
+    "named",
+    "given_for",
+)
+REQUEST_FIELDS = ("step_idx", "named", "given_for", "at")
+
+# How the one line names a field that changed.
+_FIELD_NAMES = {
+    "plan_hash": "plan hash",
+    "tool_fingerprints": "tool fingerprints",
+    "dry_run": "dry-run flag",
+    "safety_level": "safety level",
+    "step_idx": "step",
+    "decided_by": "decider",
+    "given_for": "verdict",
+}
+
+
+def seal(key: SigningKey, kind: str, run_id: str, row: Mapping[Any, Any]) -> str:
+    """The signature of `row`'s fields of `kind` (run, approval, request), as stored."""
+    fields = {name: _mac(key, kind, run_id, name, row.get(name)) for name in _fields(kind)}
+    return json.dumps({"key_id": key.key_id, "fields": fields}, sort_keys=True)
+
+
+def check(
+    key: SigningKey, kind: str, run_id: str, row: Mapping[Any, Any], stored: str | None, what: str
+) -> None:
+    """Refuse, in one line, a row whose fields are not what this home's key signed.
+
+    `what` names the row ("run 12", "run 12's approval of step 1")."""
+    if not stored:
+        raise StateError(
+            f"state.db: {what} carries no signature: it was stored before signing and could "
+            "not be signed then, or it was written outside aishell; start the job again"
+        )
+    try:
+        parsed = json.loads(stored)
+        signed_by, fields = parsed["key_id"], parsed["fields"]
+    except (ValueError, TypeError, KeyError):
+        raise StateError(
+            f"state.db: {what}'s signature is damaged; it was changed outside aishell"
+        ) from None
+    if signed_by != key.key_id:
+        raise StateError(
+            f"state.db: {what} is signed by another key ({signed_by}), not this home's "
+            f"({key.key_id}): it was stored in another aishell home or before "
+            "`aishell plan rotate-key`; start the job again"
+        )
+    for name in _fields(kind):
+        expected = _mac(key, kind, run_id, name, row.get(name))
+        if not hmac.compare_digest(expected, str(fields.get(name))):
+            field = _FIELD_NAMES.get(name, name)
+            changed = f"{what}'s {field}" if kind == "run" else f"{what} ({field})"
+            raise StateError(
+                f"state.db: {changed} does not match its signature; it was changed outside aishell"
+            )
+
+
+def step_seal(key: SigningKey, run_id: str, index: int, field: str, value: str | None) -> str:
+    """The signature of a step's status or output (as stored), which resume trusts."""
+    return _mac(key, "step", run_id, f"{index}.{field}", value)
+
+
+def check_step(key: SigningKey, run_id: str, index: int, row: Mapping[Any, Any], what: str) -> None:
+    """Refuse a step whose status, or output, is not what this home's key signed (an
+    output never written needs no signature)."""
+    for field in ("status", "output"):
+        value, stored = row[field], row[f"{field}_seal"]
+        if field == "output" and value is None:
+            continue
+        if not stored or not hmac.compare_digest(
+            step_seal(key, run_id, index, field, value), str(stored)
+        ):
+            raise StateError(
+                f"state.db: {what} ({field}) does not match its signature; "
+                "it was changed outside aishell"
+            )
+
+
+def _fields(kind: str) -> tuple[str, ...]:
+    return {"run": RUN_FIELDS, "approval": APPROVAL_FIELDS, "request": REQUEST_FIELDS}[kind]
+
+
+def _mac(key: SigningKey, kind: str, run_id: str, name: str, value: Any) -> str:
+    # Booleans come back from some engines as 0/1: signed as what they mean.
+    if isinstance(value, bool) or name in ("dry_run", "named"):
+        value = None if value is None else bool(value)
+    body = {"kind": kind, "run": run_id, "field": name, "value": value}
+    return hmac.new(key.secret, canonical(body), hashlib.sha256).hexdigest()

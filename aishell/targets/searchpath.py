@@ -1,0 +1,74 @@
+"""A PostgreSQL session whose names the database cannot redirect.
+
+A database (or a role) can set a search_path that puts its own schema before
+pg_catalog (`public, pg_catalog`), and then a function of the same name there, such as
+`public.current_setting`, runs in place of the catalog's in every statement that names
+it unqualified: aishell's own catalog queries, and the maintenance it sends
+(CVE-2018-1058). PostgreSQL searches pg_catalog first unless the path names it, and
+temporary objects first unless the path names pg_temp; so every session aishell opens
+keeps the database's path without either, then pg_temp last, as pg_dump pins its own.
+The current schema (the first of the path), which aishell's tools work in, stays the
+database's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The pinned path, in the pool record's info (the Connection's info).
+SEARCH_PATH_KEY = "aishell_search_path"
+_SYSTEM = {"pg_catalog", "pg_temp"}
+
+
+def _entries(path: str) -> list[str]:
+    """The entries of a search_path setting, as written (quoted ones keep their quotes)."""
+    entries: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for ch in path:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            entries.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    entries.append("".join(current).strip())
+    return [e for e in entries if e]
+
+
+def _is_system(entry: str) -> bool:
+    name = entry[1:-1].replace('""', '"') if entry.startswith('"') else entry.lower()
+    return name in _SYSTEM or name.startswith("pg_temp_")
+
+
+def pinned(path: str) -> str:
+    """The database's search_path with pg_catalog and pg_temp taken out (so the server
+    searches the catalog first), and pg_temp put last."""
+    return ", ".join([e for e in _entries(path) if not _is_system(e)] + ["pg_temp"])
+
+
+def pin_search_path(dbapi_conn: Any, record: Any) -> None:
+    """Pin a new connection's search_path (see the module's docstring)."""
+    cursor = dbapi_conn.cursor()
+    try:
+        # SHOW runs no function a database could define; set_config is named by schema.
+        cursor.execute("SHOW search_path")
+        row = cursor.fetchone()
+        path = pinned(str(row[0]) if row else "")
+        cursor.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (path,))
+    finally:
+        cursor.close()
+    dbapi_conn.commit()  # a setting made in a transaction rolled back would be undone
+    record.info[SEARCH_PATH_KEY] = path
+
+
+def pinned_engine(url: Any, **options: Any) -> Any:
+    """create_engine(url, **options) whose PostgreSQL sessions are pinned (a session
+    aishell opens outside a target: a restore's drops, a copy's measurements)."""
+    from sqlalchemy import create_engine, event
+
+    engine = create_engine(url, **options)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", pin_search_path, insert=True)
+    return engine
