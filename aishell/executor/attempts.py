@@ -80,7 +80,7 @@ def _attempts(
             raise
         except NamedApprovalNeeded as exc:
             rollback(ctx.connection)
-            _waits_for_a_person(run, result, exc, started)
+            _waits_for_a_person(run, result, step, ctx, exc, started)
             return
         except StepSkipped as exc:
             # Whatever it did is committed (each tool commits its own work); the
@@ -117,16 +117,44 @@ def _attempts(
 
 
 def _waits_for_a_person(
-    run: RunContext, result: StepResult, exc: NamedApprovalNeeded, started: float
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    exc: NamedApprovalNeeded,
+    started: float,
 ) -> None:
     """Stopped at a limit, its work so far committed and checkpointed: it waits for a
-    person's yes to that very step, which no flag gives."""
+    person's yes to that very step, which no flag gives. What that yes is given for is
+    what is left, measured now: resume judges the step again against it."""
     record_effects(run, exc.details)
     result.output = json.loads(dumps(exc.details)) if exc.details else None
     result.personal = list(exc.reasons)
     result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
     run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
+    run.store.record_request(run.run_id, result.index, True, _facts_left(result, step, ctx))
     run.finish(result, "waiting_approval", error=str(exc), started=started)
+
+
+def _facts_left(result: StepResult, step: PreparedStep, ctx: ToolContext) -> dict[str, Any]:
+    """The facts a yes after a limit's stop covers: the step's risk and reasons, and the
+    rows and share its estimate finds left to delete now."""
+    estimate = getattr(step.impl, "estimate", None)
+    effect: dict[str, Any] = {}
+    if callable(estimate):
+        ctx.step_cache.pop("estimate", None)
+        effect = dict(estimate(step.params, ctx))
+    going, total = effect.get("rows_this_run"), effect.get("table_rows")
+    rows = share = None
+    if isinstance(going, int) and isinstance(total, int) and total > 0:
+        rows, share = going, round(going / total, 6)
+    return {
+        "risk": result.risk_level,
+        "reasons": list(result.reasons),
+        "personal": list(result.personal),
+        "rows": rows,
+        "share": share,
+    }
 
 
 def _attempt(
