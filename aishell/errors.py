@@ -90,6 +90,23 @@ class StepInterrupted(StepFailed):
     """SIGINT or SIGTERM arrived while a step ran; it stops resumably."""
 
 
+class NamedApprovalNeeded(AishellError):
+    """A step stopped, resumably, at a limit only a person's yes for that very step may
+    pass (a purge at its max_share): it waits for `aishell approve RUN --step N`.
+
+    `reasons`: why, as the prompt and `aishell approve` show it; `details`: what the
+    step did before it stopped, kept as its output."""
+
+    exit_code = EXIT_WAITING_APPROVAL
+
+    def __init__(
+        self, message: str, reasons: list[str], details: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+        self.details = details or {}
+
+
 class TargetLocked(AishellError):
     """Another run holds the target's lock."""
 

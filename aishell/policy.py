@@ -351,6 +351,11 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
                 f"would delete {about}{going:,} of {about}{total:,} rows ({share:.0%}), over "
                 f"max_share ({constraint.max_share:.0%})"
             )
+    # The estimate above only warns ahead; the purge itself stops at max_share by its
+    # own count of what it deleted, and then only a person's yes lets it go on.
+    stopped = effect.get("share_stop")
+    if isinstance(stopped, str) and stopped:
+        reasons.append(stopped)
     return reasons
 
 

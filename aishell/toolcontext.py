@@ -55,6 +55,11 @@ class ToolContext:
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
     report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
     record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
+    # The share of a table's rows a purge may delete before a person approves it by name
+    # (the policy's purge_limits; None: no limit), and this step's approvals, oldest
+    # first (decision, how, decided_by, at), by which a purge stopped there goes on.
+    max_share: float | None = None
+    step_approvals: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     # When the maintenance window closes (in the window's time zone), if one applies,
     # and how many seconds that was away when the step started.
     ends_at: datetime | None = None

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import AishellError, StepInterrupted, StepSkipped
+from aishell.errors import AishellError, NamedApprovalNeeded, StepInterrupted, StepSkipped
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.effects import record_effects
@@ -78,6 +78,10 @@ def _attempts(
             output = _attempt(run, result, step, ctx, limit, attempt, started, quick)
         except Stop:
             raise
+        except NamedApprovalNeeded as exc:
+            rollback(ctx.connection)
+            _waits_for_a_person(run, result, step, ctx, exc, started)
+            return
         except StepSkipped as exc:
             # Whatever it did is committed (each tool commits its own work); the
             # server declined the rest, and the status says so.
@@ -110,6 +114,47 @@ def _attempts(
         result.output = json.loads(dumps(output))
         run.finish(result, "succeeded", started=started)
         return
+
+
+def _waits_for_a_person(
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    exc: NamedApprovalNeeded,
+    started: float,
+) -> None:
+    """Stopped at a limit, its work so far committed and checkpointed: it waits for a
+    person's yes to that very step, which no flag gives. What that yes is given for is
+    what is left, measured now: resume judges the step again against it."""
+    record_effects(run, exc.details)
+    result.output = json.loads(dumps(exc.details)) if exc.details else None
+    result.personal = list(exc.reasons)
+    result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
+    run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
+    run.store.record_request(run.run_id, result.index, True, _facts_left(result, step, ctx))
+    run.finish(result, "waiting_approval", error=str(exc), started=started)
+
+
+def _facts_left(result: StepResult, step: PreparedStep, ctx: ToolContext) -> dict[str, Any]:
+    """The facts a yes after a limit's stop covers: the step's risk and reasons, and the
+    rows and share its estimate finds left to delete now."""
+    estimate = getattr(step.impl, "estimate", None)
+    effect: dict[str, Any] = {}
+    if callable(estimate):
+        ctx.step_cache.pop("estimate", None)
+        effect = dict(estimate(step.params, ctx))
+    going, total = effect.get("rows_this_run"), effect.get("table_rows")
+    rows = share = None
+    if isinstance(going, int) and isinstance(total, int) and total > 0:
+        rows, share = going, round(going / total, 6)
+    return {
+        "risk": result.risk_level,
+        "reasons": list(result.reasons),
+        "personal": list(result.personal),
+        "rows": rows,
+        "share": share,
+    }
 
 
 def _attempt(
@@ -204,3 +249,8 @@ def _long_step_hooks(
     ctx.ends_at = run.policy.window_closes(tool, now)
     ctx.seconds_left = None if ctx.ends_at is None else (ctx.ends_at - now).total_seconds()
     ctx.open_target = run.open_target
+    limits = run.policy.purge_limits(tool.name)
+    ctx.max_share = limits.max_share if limits is not None else None
+    ctx.step_approvals = lambda: [
+        a for a in store.get_run(run_id)["approvals"] if a["step_idx"] == index
+    ]

@@ -33,8 +33,7 @@ def run_step(
     (and those that need them), `stored` is its state from an earlier go of the run."""
     tool = run.registry.get(step.tool)
     impl = tool.implementation(run.target.dialect)
-    ctx.step_cache = {}
-    ctx.attempt = 1
+    _fresh_context(run, result, ctx)
     needed = [r.step_id for r in find_references([step.params, step.condition])]
     needed += list(step.depends_on)
     earlier = run.earlier(result.index)
@@ -78,8 +77,23 @@ def run_step(
     elif verdict.confirmation is Confirmation.NOTIFY:
         notify(run, result, tool, prepared.params)
     run_tool(run, result, prepared, ctx)
-    if result.status == "failed":
+    _after_tool(step, result, tool, waiting)
+
+
+def _after_tool(step: Step, result: StepResult, tool: ToolDefinition, waiting: set[str]) -> None:
+    """A step stopped at a limit only a person passes waits; a failed one stops the run."""
+    if result.status == "waiting_approval":
+        waiting.add(step.id)
+    elif result.status == "failed":
         raise Stop(FAILED, f"{step.id} ({tool.name}) failed: {result.error}")
+
+
+def _fresh_context(run: RunContext, result: StepResult, ctx: ToolContext) -> None:
+    """The step's own cache, its first attempt, and where an earlier go of it got to (a
+    purge stopped at its limit: its estimate says so before anyone is asked)."""
+    ctx.step_cache = {}
+    ctx.attempt = 1
+    ctx.load_progress = lambda: run.store.get_progress(run.run_id, result.index)
 
 
 def _runs_in_dry_run(tool: ToolDefinition) -> bool:

@@ -14,7 +14,10 @@ An archive table gets its copy in the batch's own transaction. A lost connection
 server restart, a terminated backend) is rolled back and reconnected with backoff, and
 the purge goes on from its checkpoint the same way; a server that stays away, or stays
 busy past the throttle's longest wait, stops the step resumably with the reason
-(reconnect.py, waits.py).
+(reconnect.py, waits.py). It holds max_share on what it deletes, counted by itself
+against the table's rows counted when it started, and stops before the batch that would
+pass it, waiting for a person's yes to that very step (share.py); its estimates
+(estimate.py) only warn ahead, in the preview and the prompt.
 """
 
 from __future__ import annotations

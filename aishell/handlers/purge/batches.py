@@ -18,13 +18,14 @@ import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.engine import Connection
 
 from aishell.archive import ArchiveFile
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
+from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
 from aishell.sqltext import text
@@ -49,10 +50,14 @@ def run_batches(
     throttle: Throttle,
     attempt: Attempt,
     state: dict[str, Any],
+    limit: ShareLimit | None = None,
 ) -> dict[str, Any]:
     """Batches from `state` (the checkpoint's key, rows and batches) until no old row is
-    left, a limit is reached, or the step is asked to stop; the step's output."""
-    walk = _Walk(params, ctx, batch, bound, cut, key, archive, throttle, attempt, state, bounds)
+    left, a limit is reached, or the step is asked to stop; the step's output. At
+    `limit` (max_share) the step stops waiting for a person (NamedApprovalNeeded)."""
+    walk = _Walk(
+        params, ctx, batch, bound, cut, key, archive, throttle, attempt, state, bounds, limit
+    )
     # Before the first batch writes anything: the archive file's length from here on is
     # what a resume cuts it back to, whenever the process dies.
     walk.checkpoint()
@@ -92,6 +97,7 @@ class _Walk:
     attempt: Attempt
     state: dict[str, Any]
     bounds: InitVar[tuple[Any, Any]]
+    limit: ShareLimit | None = None
     last_check: float = 0.0
     stopped_by: str | None = None
     complete: bool = False
@@ -134,6 +140,7 @@ class _Walk:
                 "batches": self.state["batches"],
                 "archive_offset": self.state["archive_offset"],
                 "pending": pending,
+                **(self.limit.progress() if self.limit is not None else {}),
             }
         )
 
@@ -223,6 +230,12 @@ class _Walk:
             return True
         size = attempt.size
         n = size if self.max_rows is None else max(1, min(size, self.max_rows - state["deleted"]))
+        # The rows max_share still allows: an integer key's range is no wider (a unique
+        # key holds no more rows than keys), another key's batch asks for no more. With
+        # none allowed, a batch of one only looks whether an old row is left.
+        room = self.limit.room(state["deleted"]) if self.limit is not None else None
+        if room is not None:
+            n = max(1, min(n, room))
         first = state["after"] is None
         values = {"after": state["after"], "cutoff": self.bound, "n": n}
         t0 = time.perf_counter()
@@ -231,8 +244,19 @@ class _Walk:
             conn.commit()
             self.complete = True
             return False
+        if room == 0:
+            conn.commit()
+            self._stop_at_limit()
         values["upper"] = upper
-        count, archive_offset = delete_batch(conn, self.batch, values, first, self.archive)
+        try:
+            count, archive_offset = delete_batch(
+                conn, self.batch, values, first, self.archive, most=room
+            )
+        except _OverLimit:
+            # Rows written into the range since it was sized: undone before they count;
+            # the next batch is sized from what is there now.
+            conn.rollback()
+            return True
         # Durable before the commit: after a crash, a resume looks whether this batch's
         # rows are still there to know whether it committed, and cuts the archive file
         # back to the length before it if not.
@@ -254,6 +278,20 @@ class _Walk:
             attempt.size = int(max(1, min(ideal, size * MAX_GROWTH, self.largest)))
         self._report()
         return True
+
+    def _stop_at_limit(self) -> NoReturn:
+        """Stop before the batch that would pass max_share: checkpointed, waiting for a
+        person's yes to this step (its approvals so far are not that yes)."""
+        assert self.limit is not None
+        deleted = self.state["deleted"]
+        self.limit.stop = {
+            "reason": self.limit.reason(deleted),
+            "rows_deleted": deleted,
+            "approvals": len(self.ctx.step_approvals()),
+        }
+        self.stopped_by = f"max_share ({self.limit.max_share:.0%}) reached"
+        self.checkpoint()
+        raise stop_at_limit(self.ctx, self.limit, deleted, self.output())
 
     def _report(self) -> None:
         attempt = self.attempt
@@ -298,17 +336,29 @@ class _Walk:
         return output
 
 
+class _OverLimit(Exception):
+    """A batch's DELETE reported more rows than max_share still allows (uncommitted)."""
+
+
+def _at_most(count: int, most: int | None) -> int:
+    if most is not None and count > most:
+        raise _OverLimit(count)
+    return count
+
+
 def delete_batch(
     conn: Connection,
     batch: BatchSql,
     values: dict[str, Any],
     first: bool,
     archive: ArchiveFile | None,
+    most: int | None = None,
 ) -> tuple[int, int | None]:
-    """Delete (and archive) one batch, uncommitted; returns the rows and the archive's end."""
+    """Delete (and archive) one batch, uncommitted; returns the rows and the archive's end.
+    More rows than `most` raise _OverLimit before anything reaches the archive file."""
     statements = batch.work(first)
     if archive is None and not batch.archive_table:
-        return conn.execute(text(statements[0]), values).rowcount, None
+        return _at_most(conn.execute(text(statements[0]), values).rowcount, most), None
     if batch.archive_table:
         # One transaction holds the copy and the delete (on PostgreSQL one statement):
         # both commit, or neither, so a batch done again never copies a row twice.
@@ -317,7 +367,7 @@ def delete_batch(
             raise TargetError(
                 f"archived {counts[0]} rows but deleted {counts[-1]}; the batch was rolled back"
             )
-        return counts[0], None
+        return _at_most(counts[0], most), None
     assert archive is not None
     result = conn.execute(text(statements[0]), values)
     columns, rows = list(result.keys()), result.fetchall()
@@ -327,5 +377,6 @@ def delete_batch(
             raise TargetError(
                 f"archived {len(rows)} rows but deleted {count}; the batch was rolled back"
             )
+    _at_most(len(rows), most)
     # The copy is on disk before the delete can commit.
     return len(rows), archive.append(columns, rows)

@@ -16,6 +16,7 @@ from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
+from aishell.handlers.purge.share import pending_stop
 from aishell.handlers.purge.statements import RETURNING, BatchSql, is_integer
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -128,8 +129,9 @@ def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """How many rows would go, of how many, and what would slow the purge: estimated
-    from statistics or a sample on PostgreSQL and MySQL (the purge counts exactly what
-    it deletes), counted on SQLite."""
+    from statistics or a sample on PostgreSQL and MySQL, counted on SQLite. For the
+    preview and the prompt only: the purge holds max_share on what it deletes
+    (share.py), and a purge that stopped there says so here."""
     conn = ctx.connection
     prepared = prepare(params, ctx)
     column = prepared["column"]
@@ -163,6 +165,10 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
     if found is not None:
         estimate["how"] = found.how
+    stopped = pending_stop(ctx.load_progress())
+    if stopped is not None:
+        # It stopped at max_share in an earlier go: going on needs a person's yes.
+        estimate["share_stop"] = stopped
     about = "about " if estimated else ""
     if max_rows and older > max_rows:
         estimate["warnings"].append(

@@ -21,6 +21,7 @@ from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, sto
 from aishell.handlers.purge.batches import run_batches
 from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
+from aishell.handlers.purge.share import share_limit
 from aishell.handlers.purge.statements import BatchSql
 from aishell.handlers.purge.waits import make_throttle
 from aishell.sqltext import text
@@ -114,6 +115,8 @@ def _purge_from_checkpoint(
     conn = ctx.connection
     column, batch = prepared["column"], prepared["batch"]
     point = _last_checkpoint(params, ctx, column, batch)
+    # Counted once, at the step's first start, before its first batch's checkpoint.
+    limit = share_limit(params, ctx, batch.table, point.progress)
     archive = None
     if params.get("archive_file"):
         archive, ctx = open_archive(params, ctx, point.archive_bytes, point.progress)
@@ -140,6 +143,7 @@ def _purge_from_checkpoint(
                 "archive_offset": archive.offset if archive else None,
                 **({"end": point.progress["end"]} if "end" in point.progress else {}),
             },
+            limit=limit,
         )
     finally:
         _end_batches(conn)
