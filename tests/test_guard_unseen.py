@@ -464,3 +464,26 @@ def test_a_read_never_opens_a_session_elsewhere(
         assert run.steps[0].status == "failed"
         assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
         assert fingerprint(url, "other") == (5, 15)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PRAGMA journal_mode/**/=WAL",
+        "PRAGMA journal_mode /* x */ = WAL",
+        "PRAGMA --\njournal_mode=WAL",
+    ],
+)
+def test_a_sqlite_pragma_hiding_its_value_behind_a_comment_changes_nothing(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str
+) -> None:
+    """The finding: a read-only step sent it and the file went to WAL for good."""
+    with scratch_database("sqlite", tmp_path) as url:
+        make_tables(url)
+        config = _tool(home, url, handlers, True)
+
+        run = run_one(config, url, "caller", _params(sql))
+
+        assert run.steps[0].status == "failed"
+        assert "statement refused" in (run.steps[0].error or "")
+        assert scalar(url, "PRAGMA journal_mode") == "delete"
