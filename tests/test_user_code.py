@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -28,7 +27,7 @@ from aishell.usercode import user_code
 from aishell.usercodeactions import Action, maintenance_actions
 from tests.helpers import one_step_plan, use_target
 from tests.services import scratch_postgresql
-from tests.test_guard import scratch_database, site_config, tool_yaml, write_tool
+from tests.test_guard import execute, scalar, scratch_database, site_config, tool_yaml, write_tool
 
 # Deletes a row of victim whenever it is called, though declared IMMUTABLE (PL/pgSQL
 # refuses a DELETE of its own there, not a call of a function that deletes).
@@ -42,25 +41,6 @@ PG_VICTIM = (
     "CREATE TABLE victim (id integer PRIMARY KEY)",
     "INSERT INTO victim SELECT generate_series(1, 100)",
 )
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            for sql in statements:
-                conn.execute(text(sql))
-    finally:
-        engine.dispose()
-
-
-def scalar(url: str, sql: str) -> Any:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).scalar()
-    finally:
-        engine.dispose()
 
 
 def with_trusted(home: Path, config: Config, *functions: str) -> Config:

@@ -21,6 +21,7 @@ from aishell.cli import cli
 from aishell.configfile import MAX_ALIAS_NODES, parse_yaml
 from aishell.errors import ConfigError
 from tests.conftest import REPO
+from tests.test_registry import tool
 
 SECRET = "s3cr3t-Pa55"
 
@@ -76,27 +77,7 @@ def site_tools(home: Path) -> Path:
 
 
 def site_tool(**overrides: Any) -> dict[str, Any]:
-    tool = {
-        "name": "site_count",
-        "description": "Count the rows of a table.",
-        "category": "analysis",
-        "risk_level": "safe",
-        "required_capabilities": ["database_read"],
-        "max_execution_time": 10,
-        "idempotent": True,
-        "params": {
-            "type": "object",
-            "required": ["table"],
-            "properties": {"table": {"type": "string", "x-identifier": "table"}},
-        },
-        "returns": {"type": "object"},
-        "examples": [{"params": {"table": "t"}}],
-        "implementations": {
-            "sqlite": {"sql": "SELECT count(*) AS n FROM {table}", "result": "one"}
-        },
-    }
-    tool.update(overrides)
-    return tool
+    return tool(**{"name": "site_count", **overrides})
 
 
 # --- 1. aliases ---------------------------------------------------------------------------
