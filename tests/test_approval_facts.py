@@ -43,26 +43,10 @@ from aishell.plan import Plan
 from aishell.state import StateStore
 from tests.helpers import digest, use_target
 from tests.test_cli import read_until
-from tests.test_log_cleanup import fill, job, rows_of
+from tests.test_log_cleanup import _database, fill, job, rows_of
 
 PURGE = 1  # the purge is the second step of a log cleanup plan
 ROWS = 600
-
-
-@contextmanager
-def _database(dialect: str, home: Path) -> Iterator[str]:
-    if dialect == "sqlite":
-        yield f"sqlite:///{home / 'logs.db'}"
-    elif dialect == "postgresql":
-        from tests.services import scratch_postgresql
-
-        with scratch_postgresql() as url:
-            yield url
-    else:
-        from tests.services import scratch_mysql
-
-        with scratch_mysql() as url:
-            yield url
 
 
 def _logs(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
