@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,10 +81,8 @@ def keep_marker(path: Path) -> None:
     if marker.exists():
         return
     body = {"store": str(path), "created": datetime.now(UTC).isoformat(timespec="seconds")}
-    try:
+    with suppress(OSError):
         marker.write_text(json.dumps(body) + "\n")
-    except OSError:
-        pass
 
 
 def refuse_lost_history(path: Path, schema: tuple[bool, bool] | None = None) -> None:
