@@ -4,9 +4,10 @@
   bytes) while it runs stops at its next commit, within RUN_BOUND seconds of the fault:
   exit code 1 and one line naming the store and what happened to it; it never ends
   `completed` into a file no one reads.
-- Where a store with history was (its `.has-history` marker beside it), an empty or
-  missing state.db is refused with what is missing and how to put it back, instead of
-  becoming a new, empty store.
+- Where a store with history was (its `.has-history` marker beside it), an empty,
+  missing or foreign state.db is refused with what is missing and the copy to put back,
+  instead of becoming a new, empty store; the copy put back is the store again, and
+  with the marker removed too a new store is made on purpose.
 - `aishell doctor --backup-state` writes a consistent copy (mode 0600) beside the store
   that opens with the runs in it.
 - An unwritable -shm file is one line naming it, before any step runs (not SIGBUS).
@@ -140,19 +141,55 @@ def test_a_store_emptied_mid_run_stops_the_run(home: Path, pg_url: str) -> None:
     assert took < RUN_BOUND
 
 
-def test_an_empty_store_where_history_was_is_refused(home: Path, demo_db: Path) -> None:
+def foreign(store: Path) -> None:
+    store.unlink()
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TABLE notes (x INTEGER)")
+
+
+LOSSES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "empty": (lambda store: os.truncate(store, 0), "state.db is empty (0 bytes)"),
+    "missing": (os.unlink, "state.db is missing"),
+    "foreign": (foreign, "state.db holds another database's tables"),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_a_lost_store_where_history_was_is_refused_until_a_copy_is_put_back(
+    home: Path, demo_db: Path, loss: str
+) -> None:
     config = commands_ready(home)
     store = store_of(config)
     before = CliRunner().invoke(cli, ["doctor", "--backup-state"])
     assert before.exit_code == 0, before.output
-    os.truncate(store, 0)
-    result = CliRunner().invoke(cli, ["runs", "list"])
+    copy = Path(before.output.strip())
+    for side in ("-wal", "-shm"):
+        store.with_name(store.name + side).unlink(missing_ok=True)
+    lose, what = LOSSES[loss]
+    lose(store)
+    size = store.stat().st_size if store.exists() else None
+    result = CliRunner().invoke(cli, ["runs", "list", "--json"])
     assert result.exit_code == StateError.exit_code, result.output
-    line = result.output.strip()
-    assert "state.db is empty (0 bytes)" in line and "a store with history was there" in line
+    line = json.loads(result.output)["error"]["message"]
+    assert what in line and "a store with history was there" in line
     assert "runs, backup catalog and schedules are missing" in line
-    assert Path(before.output.strip()).name in line  # the copy to put back is named
-    assert store.stat().st_size == 0  # refused before SQLite wrote into it
+    assert copy.name in line  # the copy to put back is named
+    # Refused before SQLite wrote into it (or made it).
+    assert (store.stat().st_size if store.exists() else None) == size
+    # Put back, the copy is the store again, with its run.
+    shutil.copyfile(copy, store)
+    listed = CliRunner().invoke(cli, ["runs", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [run["status"] for run in json.loads(listed.output)["runs"]] == ["completed"]
+
+
+def test_a_new_store_is_made_once_the_marker_is_removed_too(home: Path, demo_db: Path) -> None:
+    store = store_of(commands_ready(home))
+    os.truncate(store, 0)
+    store.with_name(store.name + ".has-history").unlink()
+    result = CliRunner().invoke(cli, ["runs", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["runs"] == []
 
 
 def commands_ready(home: Path) -> Config:
