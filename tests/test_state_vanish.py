@@ -38,7 +38,8 @@ from aishell.state.faults import sqlite_path
 from tests.helpers import slow_read_tool, use_target
 
 # Seconds from the fault to the run's exit: the fault is seen at the next commit, which
-# comes at the end of the step running then (one slow read of a few seconds).
+# comes at the end of the step running then (one slow read: 4 to 10 s on a busy
+# two-core machine).
 RUN_BOUND = 60.0
 STEPS = 4
 
