@@ -34,7 +34,9 @@ from aishell.cli import cli
 from aishell.config import Config
 from aishell.errors import EXIT_FAILED, StateError
 from aishell.plan import Plan, Step
+from aishell.state import StateStore
 from aishell.state.faults import sqlite_path
+from aishell.state.history import HEAD_REVISION
 from tests.helpers import slow_read_tool, use_target
 
 # Seconds from the fault to the run's exit: the fault is seen at the next commit, which
@@ -247,3 +249,19 @@ def test_an_unwritable_shm_is_one_line_before_any_step(home: Path, demo_db: Path
     one_line(done.stderr, f"{shm} cannot be written")
     with sqlite3.connect(store) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_an_upgrade_keeps_a_private_copy_that_a_refusal_names(tmp_path: Path) -> None:
+    """Before each schema upgrade the store is copied aside (history.copy_aside)."""
+    store = tmp_path / "state.db"
+    with sqlite3.connect(store) as conn:
+        conn.executescript(
+            (Path(__file__).parent / "data" / "state_before_alembic.sql").read_text()
+        )
+    conn.close()
+    StateStore(f"sqlite:///{store}").close()
+    copy = store.with_name(f"state.db.before-{HEAD_REVISION}")
+    assert copy.stat().st_mode & 0o777 == 0o600
+    os.truncate(store, 0)
+    with pytest.raises(StateError, match=f"copies: {copy.name}"):
+        StateStore(f"sqlite:///{store}")
