@@ -41,7 +41,8 @@ class FileIdentity:
     """The device and inode of a SQLite store's file, as it was opened."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        # Absolute: a later chdir must not make the same file look gone.
+        self.path = path.absolute()
         found = os.stat(path)
         self.dev, self.ino = found.st_dev, found.st_ino
         self.lost: str | None = None
