@@ -17,9 +17,9 @@ What opening finds, and what it does:
 An existing SQLite file with tables in it is first copied aside as
 <file>.before-<HEAD_REVISION> (mode 0600), through SQLite's backup API (which reads what
 the -wal file holds too), and then upgraded in place: the copy a refused store's message
-names (identity.py), beside those of `aishell doctor --backup-state`. Alembic runs on the store's own
-connection, inside the store's transaction: on SQLite and PostgreSQL, whose DDL is
-transactional, a failed upgrade leaves the store as it was.
+names (identity.py), beside those of `aishell doctor --backup-state`. Alembic runs on
+the store's own connection, inside the store's transaction: on SQLite and PostgreSQL,
+whose DDL is transactional, a failed upgrade leaves the store as it was.
 
 A change of schema.py goes with a new revision, made with
 `command.revision(alembic_config(), "what it does", rev_id="0002_...")` (from
