@@ -88,11 +88,22 @@ def init(state: State, force: bool, as_json: bool) -> None:
     shell_complete=complete_target,
     help="Check only this target (repeat for more; default: every target).",
 )
+@click.option(
+    "--backup-state",
+    is_flag=True,
+    help="Only write a consistent copy of the state store (state.db.backup-<time>, mode "
+    "0600) beside it, and print its path.",
+)
 @json_option
 @pass_state
 @click.pass_context
 def doctor(
-    ctx: click.Context, state: State, clean: bool, targets: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    state: State,
+    clean: bool,
+    targets: tuple[str, ...],
+    backup_state: bool,
+    as_json: bool,
 ) -> None:
     """Is this home ready: its files, state store and versions, and per target whether it
     answers, the privileges each agent needs, the client programs backups run (pg_dump,
@@ -102,6 +113,13 @@ def doctor(
 
     Exits 1 when it finds a problem, or when --clean could not remove something (each
     says why); a live run's scratch is never touched."""
+    if backup_state:
+        copied = commands.backup_state(state.config)
+        if as_json:
+            emit_json(copied)
+        else:
+            click.echo(printable(copied["backup"]))
+        return
     try:
         config = state.config
     except ConfigError as exc:

@@ -26,6 +26,7 @@ __all__ = [
     "ask",
     "backup_catalog",
     "backup_freshness",
+    "backup_state",
     "check_planner",
     "check_target",
     "clean_leftovers",
@@ -71,7 +72,13 @@ if TYPE_CHECKING:
         show_backup,
     )
     from aishell.commands.decisions import DECISIONS, decide_steps, stop_run
-    from aishell.commands.health import clean_leftovers, doctor, doctor_without_config, metrics
+    from aishell.commands.health import (
+        backup_state,
+        clean_leftovers,
+        doctor,
+        doctor_without_config,
+        metrics,
+    )
     from aishell.commands.home import init_home
     from aishell.commands.planner import ask, check_planner, forget_drafts
     from aishell.commands.plans import (
@@ -123,6 +130,7 @@ else:
                 "stop_run",
             ),
             "aishell.commands.health": (
+                "backup_state",
                 "clean_leftovers",
                 "doctor",
                 "doctor_without_config",

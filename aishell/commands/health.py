@@ -80,6 +80,14 @@ def doctor(config: Config, clean: bool = False, targets: Sequence[str] = ()) -> 
     }
 
 
+def backup_state(config: Config) -> dict[str, Any]:
+    """Write a consistent copy of the SQLite state store beside it (SQLite's backup API,
+    mode 0600); where it is. A store that was lost or emptied is refused, not copied."""
+    with StateStore(config.state_url) as store:
+        copy = store.backup()
+    return {"backup": str(copy), "store": str(copy.with_name(copy.name.split(".backup-")[0]))}
+
+
 def doctor_without_config(
     home: str | os.PathLike[str] | None, config_path: str | None, error: ConfigError
 ) -> dict[str, Any]:

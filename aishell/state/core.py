@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StateError
 from aishell.signing import SigningKey
 from aishell.state.faults import is_fault, state_error
+from aishell.state.identity import FileIdentity
 from aishell.state.schema import events
 from aishell.state.seals import check, seal, step_seal
 from aishell.state.values import dumps, now
@@ -81,6 +82,8 @@ class StoreCore:
     # but not committed yet: nothing of it is in the store.
     _committed_at: float
     _unsaved_start: tuple[str, int] | None
+    # A SQLite store's file as it was opened; None elsewhere, and while it opens.
+    _identity: FileIdentity | None
 
     def _error(self, exc: DBAPIError) -> StateError:
         return state_error(self.location, self.url, exc, self._busy_timeout)
@@ -91,6 +94,7 @@ class StoreCore:
             for statement, params in self._queued:
                 self._send(statement, params)
             yield self._conn
+            self._same_file()
         self._committed()
 
     @contextmanager
@@ -106,6 +110,7 @@ class StoreCore:
             for statement, params in self._queued:
                 self._send(statement, params)
             yield
+            self._same_file()
             try:
                 driver.commit()
             except sqlite3.Error as exc:
@@ -115,6 +120,12 @@ class StoreCore:
                 driver.rollback()
             raise
         self._committed()
+
+    def _same_file(self) -> None:
+        """Before a commit: the store's file is still the one opened (identity.py), or
+        nothing more is written to a file no one will read."""
+        if self._identity is not None:
+            self._identity.check()
 
     def _committed(self) -> None:
         self._queued.clear()

@@ -103,7 +103,8 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
     if "not a database" in lower or "malformed" in lower or "encrypted" in lower:
         return StateError(
             f"{where} is damaged ({message}); move it aside with its -wal and -shm files and "
-            "put back a copy, or let aishell start a new, empty one there"
+            "put back a copy, or delete its .has-history file beside it too to let aishell "
+            "start a new, empty one there"
         )
     if "full" in lower or (("i/o" in lower or "unable to open" in lower) and _nearly_full(path)):
         return StateError(

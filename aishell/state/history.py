@@ -15,10 +15,11 @@ What opening finds, and what it does:
 - a revision it does not know, or a schema_version above 6: refused, since a newer
   aishell made it.
 An existing SQLite file with tables in it is first copied aside as
-<file>.before-<HEAD_REVISION>, through SQLite's backup API (which reads what the -wal
-file holds too), and then upgraded in place. Alembic runs on the store's own
-connection, inside the store's transaction: on SQLite and PostgreSQL, whose DDL is
-transactional, a failed upgrade leaves the store as it was.
+<file>.before-<HEAD_REVISION> (mode 0600), through SQLite's backup API (which reads what
+the -wal file holds too), and then upgraded in place: the copy a refused store's message
+names (identity.py), beside those of `aishell doctor --backup-state`. Alembic runs on
+the store's own connection, inside the store's transaction: on SQLite and PostgreSQL,
+whose DDL is transactional, a failed upgrade leaves the store as it was.
 
 A change of schema.py goes with a new revision, made with
 `command.revision(alembic_config(), "what it does", rev_id="0002_...")` (from
@@ -167,6 +168,8 @@ def copy_aside(path: Path, location: str) -> Path:
     partial = copy.with_name(f"{copy.name}.partial")
     try:
         partial.unlink(missing_ok=True)
+        # Private, as `doctor --backup-state` copies are: the store holds the runs' SQL.
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(partial)) as target:
             source.backup(target)
         os.replace(partial, copy)

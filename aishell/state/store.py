@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, select, text
@@ -33,6 +34,13 @@ from aishell.state.backups import BackupCatalog
 from aishell.state.breaker import BreakerRepository
 from aishell.state.core import Hot
 from aishell.state.faults import busy_timeout_of, is_fault, raced, sqlite_path
+from aishell.state.identity import (
+    FileIdentity,
+    backup_copy,
+    check_side_files,
+    keep_marker,
+    refuse_lost_history,
+)
 from aishell.state.locks import LockRepository
 from aishell.state.plan_cache import PlanCache
 from aishell.state.runs import RunRepository
@@ -86,16 +94,41 @@ class StateStore(
         event.listen(self.engine, "handle_error", self._fault)
         self._queued: list[tuple[Hot, dict[str, Any]]] = []
         self._committed_at, self._unsaved_start = time.monotonic(), None
+        # A SQLite file's identity, checked at every commit (identity.py).
+        self._path, self._identity = sqlite_path(url), None
         try:
+            if self._path is not None:
+                # Before SQLite touches the files: it would map a read-only -shm and
+                # die of SIGBUS, and write a header into an emptied file.
+                check_side_files(self._path)
+                refuse_lost_history(self._path)
             self._conn: Connection = self._open()
+            if self._path is not None:
+                self._identity = FileIdentity(self._path)
+                keep_marker(self._path)
         except BaseException:
             self.engine.dispose()
             raise
 
     def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._conn.close()
+            self.engine.dispose()
+
+    def backup(self) -> Path:
+        """A consistent copy of this SQLite store beside it, mode 0600; its path."""
+        driver = self._sqlite()
+        if self._path is None or driver is None:
+            raise StateError(
+                f"The state store {self.location} is not a SQLite file; back it up with its "
+                "server's own tools (pg_dump, mariadb-dump)"
+            )
         self.flush()
-        self._conn.close()
-        self.engine.dispose()
+        if self._identity is not None:
+            self._identity.check()
+        return backup_copy(driver, self._path)
 
     def __enter__(self) -> StateStore:
         return self
@@ -149,6 +182,9 @@ class StateStore(
         """Bring the schema to the newest revision (see history.py)."""
         found = history.read_schema(self._conn)
         self._conn.rollback()
+        if self._path is not None:
+            ours = found.revision is not None or found.legacy_version > 0
+            refuse_lost_history(self._path, (found.has_tables, ours))
         history.refuse_newer(found, self.location)
         history.refuse_unknown(found, self.location)
         if found.current:
