@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from aishell import commands, notify, scheduling
 from aishell.config import Config
@@ -240,3 +242,47 @@ def test_serve_does_not_wait_past_its_bound_for_a_trigger_that_ignores_stop(
         thread.join(10)
     with StateStore(config.state_url) as store:
         assert store.lock_holder(scheduling.LEASE) is None
+
+
+def test_a_missed_trigger_is_logged_and_notified_as_missed_never_started(
+    demo_db, home, edit_config
+):
+    """Bound: a few seconds; the missed trigger is reported on start."""
+    command, received = notify_script(home)
+    config = edit_config(
+        {"scheduler": {"misfire_grace_seconds": 60}, "notifications": {"command": command}}
+    )
+    hour = (datetime.now(UTC).hour + 12) % 24  # no trigger of its own while the test runs
+    add(config, "nightly", f"0 {hour} * * *", ["maintenance", "--type", "quick"])
+    with serving(config):
+        pass
+    job_store_next_run(config, "nightly", datetime.now(UTC) - timedelta(hours=2))
+    with serving(config) as lines:
+        wait_for(lambda: any("nightly: missed its run" in line for line in lines), "missed")
+        wait_for(received.exists, "the notification")
+        time.sleep(1)
+    assert not any("nightly: started" in line for line in lines), lines
+    (message,) = [json.loads(line) for line in received.read_text().splitlines()]
+    assert message["schedule"] == "nightly" and message["status"] == "missed"
+    assert scheduled_runs(config, "nightly") == []
+
+
+def test_a_run_whose_pid_was_reused_is_taken_as_left_behind(demo_db, config):
+    """A stored running run names a live pid (this process) with another start time:
+    that process is not the run's, so the run is left behind; with this process's own
+    start time it is not."""
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    result = commands.run_schedule(config, "quick", "run-now", log=lambda _line: None)
+    assert result is not None
+    mine = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    path = make_url(config.state_url).database
+    assert path is not None
+    for started, left in ((mine, []), ("1", [result.run_id])):
+        with sqlite3.connect(path) as raw:  # as a killed process would have left the row
+            raw.execute(
+                "UPDATE runs SET status = 'running', pid = ?, pid_started = ? WHERE run_id = ?",
+                (os.getpid(), started, result.run_id),
+            )
+        raw.close()
+        with StateStore(config.state_url) as store:
+            assert [run["run_id"] for run in store.orphaned_runs()] == left
