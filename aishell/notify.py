@@ -6,8 +6,11 @@ recorded as an event of the run; it never changes the run's outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -49,21 +52,9 @@ def send(
     body = json.dumps(message, sort_keys=True, default=str, ensure_ascii=True).encode()
     failures: list[str] = []
     if config.command:
-        try:
-            done = subprocess.run(
-                shlex.split(config.command),
-                input=body,
-                capture_output=True,
-                timeout=config.timeout_seconds,
-                check=False,
-            )
-            if done.returncode != 0:
-                err = done.stderr.decode(errors="replace").strip().splitlines()
-                failures.append(
-                    f"notify command exited {done.returncode}: {err[-1] if err else ''}".strip()
-                )
-        except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-            failures.append(f"notify command failed: {exc}")
+        failure = _run_command(config.command, body, config.timeout_seconds)
+        if failure:
+            failures.append(failure)
     if config.webhook:
         request = urllib.request.Request(
             config.webhook,
@@ -81,3 +72,33 @@ def send(
         # The command's stderr and the error text are not ours: shown, never obeyed.
         log(printable(f"{about}: {failure}"))
     return failures
+
+
+def _run_command(command: str, body: bytes, timeout: float) -> str | None:
+    """Run the notify command in a process group of its own, so that at the timeout the
+    whole group ends, the children it started too; a failure as one line, else None."""
+    try:
+        child = subprocess.Popen(
+            shlex.split(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        return f"notify command failed: {exc}"
+    try:
+        _, stderr = child.communicate(body, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(child.pid)
+        child.communicate()
+        return f"notify command failed: it ran longer than {timeout:g}s and was ended"
+    if child.returncode != 0:
+        err = stderr.decode(errors="replace").strip().splitlines()
+        return f"notify command exited {child.returncode}: {err[-1] if err else ''}".strip()
+    return None
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group ended on its own meanwhile
+        os.killpg(pgid, signal.SIGKILL)

@@ -14,7 +14,9 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +48,10 @@ JOB_TABLE = "apscheduler_jobs"
 LEASE = "(scheduler)"
 # How often the serving process reads the schedules table for changes.
 RECONCILE_SECONDS = 2.0
+# After SIGTERM, how long serve waits for running steps to end resumably before it
+# exits anyway (well inside systemd's default stop timeout of 90 s); what it leaves is
+# taken back when it starts again.
+STOP_SECONDS = 20.0
 
 
 def trigger(cron: str, timezone: str) -> CrontabTrigger:
@@ -85,24 +91,77 @@ def check_timezone(timezone: str) -> None:
         ) from None
 
 
+Run = Callable[[Config, str, str, Callable[[str], None], threading.Event], Any]
+
+
 @dataclass
 class _Serving:
     """What the job function needs; APScheduler stores jobs by a textual reference."""
 
     config: Config
     log: Callable[[str], None]
-    run: Callable[[Config, str, str, Callable[[str], None]], Any]
+    run: Run
+    stop: threading.Event
     refused: set[str] = field(default_factory=set)  # schedules said to be not served
+    # One trigger at a time per target: schedules on one database run one after the other.
+    turns: dict[str, threading.Lock] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    # The triggers going on, so that a stop waits for them (at most STOP_SECONDS).
+    active: set[str] = field(default_factory=set)
+    idle: threading.Condition = field(default_factory=threading.Condition)
 
 
 _serving: _Serving | None = None
 
 
-def fire(name: str) -> None:
-    """The job APScheduler runs for a schedule (referenced as aishell.scheduling:fire)."""
-    if _serving is None:
+def fire(name: str, how: str = "cron") -> None:
+    """The job APScheduler runs for a schedule (referenced as aishell.scheduling:fire);
+    `recover`: take back the runs a scheduler that ended left on its target. Whatever
+    goes wrong is one line of the log: run_schedule has stored and notified it."""
+    serving = _serving
+    if serving is None:
         raise RuntimeError("no scheduler is serving in this process")
-    _serving.run(_serving.config, name, "cron", _serving.log)
+    with serving.idle:
+        serving.active.add(f"{name} ({how})")
+    try:
+        with _turn(serving, name) as mine:
+            if not mine:
+                return
+            serving.log(
+                f"schedule {name}: started"
+                if how == "cron"
+                else f"schedule {name}: taking back runs left behind"
+            )
+            serving.run(serving.config, name, how, serving.log, serving.stop)
+    except Exception as exc:  # an unattended trigger never ends unheard
+        serving.log(f"schedule {name}: failed: {' '.join(str(exc).split())}")
+    finally:
+        with serving.idle:
+            serving.active.discard(f"{name} ({how})")
+            serving.idle.notify_all()
+
+
+@contextmanager
+def _turn(serving: _Serving, name: str) -> Iterator[bool]:
+    """Wait for the other triggers on the schedule's target to end (at most the
+    scheduler's stuck_after_seconds; past it the run lock says who holds the database);
+    False when serve stops meanwhile."""
+    with StateStore(serving.config.state_url) as store:
+        target = store.get_schedule(name)["target"]
+    with serving.guard:
+        turn = serving.turns.setdefault(target, threading.Lock())
+    deadline = time.monotonic() + serving.config.main.scheduler.stuck_after_seconds
+    got = False
+    while not got and time.monotonic() < deadline:
+        if serving.stop.is_set():
+            yield False
+            return
+        got = turn.acquire(timeout=0.2)
+    try:
+        yield True
+    finally:
+        if got:
+            turn.release()
 
 
 def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundScheduler:
@@ -133,19 +192,21 @@ def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundSchedule
 
 def serve(
     config: Config,
-    run: Callable[[Config, str, str, Callable[[str], None]], Any],
+    run: Run,
     log: Callable[[str], None],
     stop: threading.Event | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT (or `stop` is set), then let running steps end
-    resumably and return."""
+) -> list[str]:
+    """Serve until SIGTERM or SIGINT (or `stop` is set), then ask running runs to end
+    resumably, wait for them at most STOP_SECONDS and return the triggers still going
+    (their runs are taken back when serve starts again). Runs a scheduler left
+    running when it ended are taken back first."""
     global _serving
     stop = stop or threading.Event()
     log = _printable_log(log)
     with StateStore(config.state_url) as store:
         _take_lease(store)
         try:
-            _serving = _Serving(config, log, run)
+            _serving = _Serving(config, log, run, stop)
             scheduler = _scheduler(config, log)
             scheduler.start(paused=True)
             reconcile(scheduler, config, log, store)
@@ -157,6 +218,7 @@ def serve(
                 jobstore="internal",
                 id="reconcile",
             )
+            _take_back_on_start(scheduler, store)
             previous = _on_signals(stop, log)
             where = make_url(config.state_url).render_as_string(hide_password=True)
             log(f"serving {len(store.list_schedules())} schedule(s) from {where}")
@@ -165,14 +227,43 @@ def serve(
                 stop.wait()
             finally:
                 _restore(previous)
-                log("stopping: running steps end resumably")
+                log(f"stopping: running steps end resumably (waiting at most {STOP_SECONDS:g}s)")
                 scheduler.pause()  # no new run from here on
                 _stop_running(store, log)
-                scheduler.shutdown(wait=True)
+                scheduler.shutdown(wait=False)
+                left = _wait_for_triggers(_serving, log)
                 log("stopped")
+            return left
         finally:
             _serving = None
             store.release_lock(LEASE, "serve")
+
+
+def _take_back_on_start(scheduler: BackgroundScheduler, store: StateStore) -> None:
+    """A trigger now for each target that has runs a scheduler started and left running
+    when its process ended: they are marked interrupted and resumed before new work."""
+    targets = {run["target"]: run["schedule"] for run in store.orphaned_runs()}
+    for name in targets.values():
+        scheduler.add_job(
+            "aishell.scheduling:fire",
+            args=[name, "recover"],
+            id=f"recover:{name}",
+            jobstore="internal",
+        )
+
+
+def _wait_for_triggers(serving: _Serving, log: Callable[[str], None]) -> list[str]:
+    deadline = time.monotonic() + STOP_SECONDS
+    with serving.idle:
+        while serving.active and time.monotonic() < deadline:
+            serving.idle.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+        left = sorted(serving.active)
+    if left:
+        log(
+            f"stopping: {', '.join(left)} still running after {STOP_SECONDS:g}s; its run is "
+            "left interrupted and resumed when serve starts again"
+        )
+    return left
 
 
 def reconcile(
@@ -310,6 +401,9 @@ def _report_stuck(config: Config, store: StateStore, log: Callable[[str], None])
     stuck = [found for found in stuck if found[2] > limit]
     if not stuck:
         return  # the usual case, every 2 s: no need to read the alerts
+    # A run whose process is gone is not stuck: it is taken back at the next trigger.
+    gone = {run["run_id"] for run in store.orphaned_runs()}
+    stuck = [found for found in stuck if found[1]["run_id"] not in gone]
     reported = {
         alert.get("run_id")
         for alerts in store.schedule_alerts().values()
@@ -352,7 +446,7 @@ def _logger(config: Config, log: Callable[[str], None]) -> Callable[[JobEvent], 
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log(f"schedule {name}: still running; this trigger is skipped")
         elif isinstance(event, JobSubmissionEvent):
-            log(f"schedule {name}: started (due {event.scheduled_run_times[-1]:%H:%M:%S %Z})")
+            return  # a submitted trigger may yet be missed: fire() says when it starts
         elif event.code == EVENT_JOB_MISSED:
             log(f"schedule {name}: missed its run at {event.scheduled_run_time:%Y-%m-%d %H:%M %Z}")
             with StateStore(config.state_url) as store:

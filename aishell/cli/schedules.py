@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,10 +151,16 @@ def schedule_serve(state: State) -> None:
     """Serve the schedules in the foreground (for systemd or a container).
 
     One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
-    then it exits. A second serve on the same state store refuses to start.
+    then it exits, within 20 s whatever the steps do (a run still going then is
+    resumed when serve starts again, as is one left by a serve that was killed).
+    A second serve on the same state store refuses to start.
     """
 
     def log(line: str) -> None:
         click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {printable(line)}")
 
-    commands.serve_schedules(state.config, log)
+    if commands.serve_schedules(state.config, log):
+        # A step still in a statement would hold the exit past the bound: its run is
+        # stored running with this pid, and taken back when serve starts again.
+        sys.stdout.flush()
+        os._exit(0)

@@ -177,6 +177,11 @@ def resume_run(
             raise UsageError(f"Run {run_id} was a dry run; there is nothing to resume")
         if run["status"] not in RESUMABLE:
             raise UsageError(f"Run {run_id} is {run['status']}; there is nothing to resume")
+        if not run["steps"]:
+            raise UsageError(
+                f"Run {run_id} failed before its first step ({run['error']}); there is "
+                "nothing to resume: run its job again"
+            )
         plan = Plan.from_dict(store.get_plan(run_id))
         if plan.hash != run["plan_hash"]:
             raise PlanError(f"Run {run_id}: its stored plan no longer matches its hash")

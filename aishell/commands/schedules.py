@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from aishell import notify, scheduling
+from aishell import scheduling
 from aishell.agents import get_agent
 from aishell.approval import NonInteractive
 from aishell.commands.runs import resume_run, run_job, show_run
+from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
 from aishell.config import Config
-from aishell.errors import UsageError
+from aishell.errors import AishellError, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
 from aishell.state import StateStore
 
@@ -111,64 +113,100 @@ def pause_schedule(config: Config, name: str, paused: bool) -> None:
 
 
 def run_schedule(
-    config: Config, name: str, how: str = "run-now", log: Callable[[str], None] = print
+    config: Config,
+    name: str,
+    how: str = "run-now",
+    log: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
 ) -> RunResult | None:
-    """Run a schedule's job as its trigger does: unfinished runs of the schedule first,
-    never a prompt, and the outcome to the notifiers. A trigger whose previous run
-    still waits for approval starts nothing (the waiting run is notified again), so
-    unapproved runs do not pile up night after night; `run-now` always runs."""
+    """Run a schedule's job as its trigger does: runs its scheduler left behind first,
+    then unfinished runs of the schedule, never a prompt, and the outcome to the
+    notifiers. A trigger whose previous run still waits for approval starts nothing (the
+    waiting run is notified again), so unapproved runs do not pile up night after night;
+    `run-now` always runs. A run-now that cannot start raises; a trigger that cannot is
+    stored as a failed run and notified, as any failure is. How `recover` only takes
+    back what was left; it starts nothing new."""
     with StateStore(config.state_url) as store:
         schedule = store.get_schedule(name)
+    try:
+        return _trigger(config, schedule, how, log, stop or threading.Event())
+    except AishellError as exc:
+        if how == "run-now":
+            raise
+        failed_trigger(config, schedule, how, str(exc), log)
+        return None
+    except Exception as exc:  # an unattended trigger never ends unheard
+        if how == "run-now":
+            raise
+        failed_trigger(config, schedule, how, f"{type(exc).__name__}: {exc}", log)
+        return None
+
+
+def _trigger(
+    config: Config,
+    schedule: dict[str, Any],
+    how: str,
+    log: Callable[[str], None],
+    stop: threading.Event,
+) -> RunResult | None:
+    name, options = schedule["name"], schedule["options"]
+    approver = NonInteractive(why=f"scheduled run of {name}")
+    left = take_back(config, schedule["target"], approver, log, stop)
+    if how == "recover" or (left is not None and left.status in UNFINISHED):
+        return left  # still not done: new work would meet the same wall
+    with StateStore(config.state_url) as store:
         recent = store.schedule_runs(name, limit=5)
         unfinished = [r for r in recent if r["status"] in UNFINISHED]
     if how == "cron" and recent and recent[0]["status"] == WAITING_APPROVAL:
         waiting = show_run(config, recent[0]["run_id"])
         log(f"schedule {name}: run {waiting['run_id']} still waits for approval; not started again")
-        _notify(config, waiting, name, how, log)
+        notify_run(config, waiting, name, how, log)
         return None
-    approver = NonInteractive(why=f"scheduled run of {name}")
     for earlier in reversed(unfinished):
         log(f"schedule {name}: resuming unfinished run {earlier['run_id']} first")
-        resumed = resume_run(
+        resumed = waiting_for_lock(
             config,
-            earlier["run_id"],
-            approver=approver,
-            max_run_seconds=schedule["options"].get("max_run_seconds"),
+            partial(
+                resume_run,
+                config,
+                earlier["run_id"],
+                approver=approver,
+                max_run_seconds=options.get("max_run_seconds"),
+            ),
+            f"schedule {name}",
+            log,
+            stop,
         )
-        _notify(config, resumed.to_dict(), name, how, log)
+        notify_run(config, resumed.to_dict(), name, how, log)
         if resumed.status in UNFINISHED:
             return resumed  # still not done: the new run would meet the same wall
-    options = schedule["options"]
-    result = run_job(
+    result = waiting_for_lock(
         config,
-        schedule["agent"],
-        schedule["job"],
-        schedule["target"],
-        dry_run=bool(options.get("dry_run")),
-        approver=approver,
-        safety_level=options.get("safety_level"),
-        force=bool(options.get("force")),
-        planner=options.get("planner"),
-        schedule=(name, how),
-        max_run_seconds=options.get("max_run_seconds"),
+        lambda: run_job(
+            config,
+            schedule["agent"],
+            schedule["job"],
+            schedule["target"],
+            dry_run=bool(options.get("dry_run")),
+            approver=approver,
+            safety_level=options.get("safety_level"),
+            force=bool(options.get("force")),
+            planner=options.get("planner"),
+            schedule=(name, how),
+            max_run_seconds=options.get("max_run_seconds"),
+        ),
+        f"schedule {name}",
+        log,
+        stop,
     )
     log(f"schedule {name}: run {result.run_id} {result.status}")
-    _notify(config, result.to_dict(), name, how, log)
+    notify_run(config, result.to_dict(), name, how, log)
     return result
 
 
 def serve_schedules(
     config: Config, log: Callable[[str], None], stop: threading.Event | None = None
-) -> None:
-    """The scheduler in the foreground, until SIGTERM or SIGINT."""
-    scheduling.serve(config, run_schedule, log, stop)
-
-
-def _notify(
-    config: Config, run: dict[str, Any], name: str, how: str, log: Callable[[str], None]
-) -> None:
-    message = notify.summary(run, name, how)
-    failures = notify.send(config.main.notifications, message, log)
-    if failures:
-        with StateStore(config.state_url) as store:
-            store.record_event(run["run_id"], None, "notify_failed", {"failures": failures})
+) -> list[str]:
+    """The scheduler in the foreground, until SIGTERM or SIGINT; the runs still going
+    when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind."""
+    return scheduling.serve(config, run_schedule, log, stop)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from aishell.errors import RunNotFound
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.core import Hot
-from aishell.state.processes import current_user, process_alive
+from aishell.state.processes import current_user, process_started, recorder_alive
 from aishell.state.schema import events, run_controls, runs, steps
 from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
@@ -65,6 +65,7 @@ class RunRepository(ApprovalRepository):
                     created_at=at,
                     pid=os.getpid(),
                     hostname=socket.gethostname(),
+                    pid_started=process_started(os.getpid()),
                     started_by=current_user(),
                 )
             )
@@ -151,6 +152,7 @@ class RunRepository(ApprovalRepository):
                     error=None,
                     pid=os.getpid(),
                     hostname=socket.gethostname(),
+                    pid_started=process_started(os.getpid()),
                 )
             )
             conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
@@ -176,7 +178,9 @@ class RunRepository(ApprovalRepository):
     def _run_dict(row: Any) -> dict[str, Any]:
         status = row["status"]
         # A run whose process is gone is not running, whatever the row says.
-        if status == "running" and not process_alive(row["pid"], row["hostname"]):
+        if status == "running" and not recorder_alive(
+            row["pid"], row["hostname"], row["pid_started"]
+        ):
             status = "interrupted"
         return {
             "run_id": row["run_id"],

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from aishell.errors import UsageError
 from aishell.state.core import StoreCore
-from aishell.state.processes import current_user
+from aishell.state.processes import current_user, recorder_alive
 from aishell.state.schema import events, runs, schedule_runs, schedules
 from aishell.state.values import dumps, loads, now
 
@@ -91,6 +91,52 @@ class ScheduleRepository(StoreCore):
         ).all()
         self._conn.rollback()
         return [dict(r._mapping) for r in rows]
+
+    def orphaned_runs(self, target: str | None = None) -> list[dict[str, Any]]:
+        """Runs a schedule started (on `target`, or any) that are stored running while
+        the process that ran them is gone (its pid dead, or reused by a later process),
+        oldest first, each with its schedule."""
+        self.flush()
+        query = (
+            select(
+                runs.c.run_id,
+                runs.c.target,
+                runs.c.pid,
+                runs.c.hostname,
+                runs.c.pid_started,
+                runs.c.dry_run,
+                schedule_runs.c.schedule,
+            )
+            .join(schedule_runs, runs.c.run_id == schedule_runs.c.run_id)
+            .where(runs.c.status == "running")
+            .order_by(runs.c.created_at)
+        )
+        if target is not None:
+            query = query.where(runs.c.target == target)
+        rows = self._conn.execute(query).all()
+        self._conn.rollback()
+        return [
+            dict(r._mapping)
+            for r in rows
+            if r.pid is None or not recorder_alive(r.pid, r.hostname, r.pid_started)
+        ]
+
+    def mark_interrupted(self, run: dict[str, Any], reason: str) -> bool:
+        """A run whose process is gone, stored running, is interrupted from now on; False
+        if another process changed it first (it resumed or marked the run itself)."""
+        with self._tx() as conn:
+            changed = conn.execute(
+                update(runs)
+                .where(
+                    (runs.c.run_id == run["run_id"])
+                    & (runs.c.status == "running")
+                    & (runs.c.pid == run["pid"])
+                )
+                .values(status="interrupted", finished_at=now(), error=reason)
+            ).rowcount
+            if changed:
+                self._event(conn, run["run_id"], None, "run_interrupted", {"reason": reason})
+        return bool(changed)
 
     def schedule_alert(self, schedule: str, kind: str, data: dict[str, Any]) -> None:
         """A schedule's missed trigger or stuck run, kept for `aishell schedule list`."""

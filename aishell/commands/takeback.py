@@ -1,0 +1,165 @@
+"""What a scheduler owns: the runs it started and left behind when its process died
+(taken back before new work on their database), a trigger that fails before its run
+exists (stored as a failed run and notified like any failure), and the bounded wait for
+a database another run holds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from aishell import notify
+from aishell.approval import Approver
+from aishell.commands.runs import resume_run
+from aishell.commands.stores import signed_store
+from aishell.config import Config
+from aishell.errors import AishellError, TargetLocked
+from aishell.executor import RunResult
+from aishell.plan import Plan
+from aishell.state import StateStore, new_run_id
+
+T = TypeVar("T")
+# Statuses a taken-back run may end in that leave its database's new work waiting.
+STILL_UNFINISHED = ("interrupted", "out_of_window")
+
+
+def take_back(
+    config: Config,
+    target: str | None,
+    approver: Approver,
+    log: Callable[[str], None],
+    stop: threading.Event,
+) -> RunResult | None:
+    """Runs a schedule started (on `target`, or any) still stored running while their
+    process is gone: each marked interrupted, then resumed, oldest first. The last
+    resumed run's result; one that cannot be resumed raises, naming the run, so that no
+    new work starts on its database."""
+    with StateStore(config.state_url) as store:
+        left = [
+            run
+            for run in store.orphaned_runs(target)
+            if store.mark_interrupted(
+                run, f"the process running it (pid {run['pid']} on {run['hostname']}) ended"
+            )
+        ]
+    last = None
+    for run in left:
+        name, run_id = run["schedule"], run["run_id"]
+        log(
+            f"schedule {name}: run {run_id} was left running by pid {run['pid']} on "
+            f"{run['hostname']}, which is gone; marked interrupted"
+        )
+        if run["dry_run"]:
+            continue  # a preview has nothing to finish
+        log(f"schedule {name}: resuming run {run_id}")
+        limit = _run_limit(config, name)
+        try:
+            last = waiting_for_lock(
+                config,
+                partial(resume_run, config, run_id, approver=approver, max_run_seconds=limit),
+                f"schedule {name}",
+                log,
+                stop,
+            )
+        except AishellError as exc:
+            exc.args = (f"run {run_id}, left by a scheduler that ended, was not resumed: {exc}",)
+            raise
+        notify_run(config, last.to_dict(), name, "recover", log)
+        if last.status in STILL_UNFINISHED:
+            return last
+    return last
+
+
+def _run_limit(config: Config, name: str) -> float | None:
+    with StateStore(config.state_url) as store:
+        try:
+            limit = store.get_schedule(name)["options"].get("max_run_seconds")
+        except AishellError:
+            return None  # the schedule was removed since: the config's limit
+    return None if limit is None else float(limit)
+
+
+def waiting_for_lock(
+    config: Config,
+    call: Callable[[], T],
+    who: str,
+    log: Callable[[str], None],
+    stop: threading.Event,
+) -> T:
+    """call(), again while another run holds the database's lock, for at most the
+    scheduler's stuck_after_seconds (a run holding it longer is reported stuck anyway)
+    and never past `stop`; then the lock's error is raised."""
+    bound = config.main.scheduler.stuck_after_seconds
+    deadline = time.monotonic() + bound
+    pause, said = 0.2, False
+    while True:
+        try:
+            return call()
+        except TargetLocked as exc:
+            left = deadline - time.monotonic()
+            if left <= 0 or stop.is_set():
+                raise
+            if not said:
+                log(f"{who}: waiting for the database, at most {bound}s: {exc}")
+                said = True
+            if stop.wait(min(pause, left)):
+                raise
+            pause = min(pause * 2, 5.0)
+
+
+def failed_trigger(
+    config: Config, schedule: dict[str, Any], how: str, reason: str, log: Callable[[str], None]
+) -> None:
+    """A trigger that failed before its run existed, stored as a run that failed (no
+    steps, its reason as one line) and sent to the notifiers like any failure."""
+    name, agent, target = schedule["name"], schedule["agent"], schedule["target"]
+    reason = " ".join(reason.split()) or "no reason given"
+    run_id = new_run_id()
+    dialect = _dialect(config, target)
+    plan = Plan(agent, target, dialect, schedule["job"], ())
+    with signed_store(config) as store:
+        store.create_run(
+            run_id=run_id,
+            agent=agent,
+            target=target,
+            dialect=dialect,
+            job=schedule["job"],
+            plan=plan.to_dict(),
+            plan_hash=plan.hash,
+            tool_fingerprints={},
+            dry_run=bool(schedule["options"].get("dry_run")),
+            safety_level=schedule["options"].get("safety_level") or "strict",
+            step_rows=[],
+        )
+        store.record_schedule_run(run_id, name, how)
+        store.finish_run(run_id, "failed", reason)
+        run = store.get_run(run_id)
+    log(f"schedule {name}: run {run_id} failed before it started: {reason}")
+    notify_run(config, run, name, how, log)
+
+
+def _dialect(config: Config, target: str) -> str:
+    """The target's dialect as its URL names it; 'unknown' for one no longer configured."""
+    try:
+        backend = make_url(config.main.targets[target].url).get_backend_name()
+    except (KeyError, ArgumentError, ValueError):
+        return "unknown"
+    return {"mariadb": "mysql"}.get(backend, backend)
+
+
+def notify_run(
+    config: Config, run: dict[str, Any], name: str, how: str, log: Callable[[str], None]
+) -> None:
+    """A scheduled run's outcome to the notifiers; a notifier's failure is an event of
+    the run, never a change of its outcome."""
+    message = notify.summary(run, name, how)
+    failures = notify.send(config.main.notifications, message, log)
+    if failures:
+        with StateStore(config.state_url) as store:
+            store.record_event(run["run_id"], None, "notify_failed", {"failures": failures})
