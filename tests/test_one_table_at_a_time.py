@@ -156,7 +156,7 @@ def test_a_held_table_is_skipped_named_with_its_holder_and_the_others_are_done(h
     assert {"alpha", "omega"} <= analyzed, [(s.tool, s.status, s.output) for s in result.steps]
     assert "held" not in analyzed
     report = result.steps[-1].output
-    assert "held" in {s["table"] for s in report["skipped"]}
+    assert {s["cause"] for s in report["skipped"] if s["table"] == "held"} == {"locked"}
     assert "skipped" in report["summary"] and "held" in report["summary"]
 
 
@@ -217,3 +217,6 @@ def test_a_table_dropped_between_plan_and_step_is_reported_gone(home, scratch):
     assert gone == ["omega"]
     assert sorted(done) == ["alpha", "held"]
     assert not any(s.output.get("skipped_tables") for s in stats)
+    report = result.steps[-1].output
+    assert report["tables_gone"] == ["omega"]
+    assert "dropped during the run: omega" in report["summary"]

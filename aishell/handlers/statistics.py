@@ -100,7 +100,7 @@ def statistics_handler(engine: Engine) -> Handler:
         if "table" in params:
             output["table"] = params["table"]
         others = {t: why for t, why in skipped.items() if why != GONE}
-        entries = [{"table": t, "reason": r, "cause": "refused"} for t, r in others.items()]
+        entries: list[dict[str, str]] = [{"table": t, "reason": r} for t, r in others.items()]
         entries += [{"table": t, "reason": r, "cause": "locked"} for t, r in held.items()]
         if entries:
             output["skipped_tables"] = entries
