@@ -24,6 +24,8 @@ class PlanningContext:
     # Each table's bytes with its indexes, as the catalog estimates them (None: unknown).
     sizes: Mapping[str, int | None] = field(default_factory=dict)
     purge: PurgeSettings = field(default_factory=lambda: PurgeSettings())
+    # Tables the last run skipped (another session held them): planned first this time.
+    first: tuple[str, ...] = ()
 
 
 class Agent(Protocol):

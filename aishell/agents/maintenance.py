@@ -97,7 +97,10 @@ def _in_order(job: dict[str, Any], ctx: PlanningContext) -> list[str]:
     if job["type"] == "full" and not job.get("tables"):
         # The most urgent tables first, so a window that closes early has done them.
         tables.sort(key=lambda t: (-ctx.urgency.get(t, 0.0), t))
-    return tables
+    # The tables the last run could not lock go first: a window that closes early has
+    # then done them, rather than skipping them night after night.
+    first = [t for t in ctx.first if t in tables]
+    return [*first, *(t for t in tables if t not in set(first))]
 
 
 def _health_check(kind: str, tables: list[str]) -> _Work:

@@ -13,6 +13,7 @@ from aishell.approval import Approver
 from aishell.catalog import urgency
 from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
+from aishell.commands.skipped import last_skipped
 from aishell.commands.starting import plan_and_start
 from aishell.config import Config
 from aishell.errors import PlanError, UsageError
@@ -61,6 +62,9 @@ def build_plan(
             urgency=urgency(conn) if job.get("type") == "full" else {},
             sizes={t: catalog.tables[t].bytes for t in tables if t in catalog.tables},
             purge=agent_config.purge,
+            first=last_skipped(config, handle.name, agent_name)
+            if agent_name == "maintenance"
+            else (),
         )
         if planner == "llm":
             found = catalog.snapshot()

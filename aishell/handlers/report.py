@@ -48,6 +48,7 @@ def summarize(
         "corruption_by_table": {},
         "repaired_tables": [],
         "skipped": [],
+        "tables_gone": [],
         "fragmentation": {},
         "dead_rows_kept": {},
         "steps_not_run": 0,
@@ -65,10 +66,7 @@ def summarize(
         table = action.get("table")
         if table:
             processed.setdefault(table)
-        declined = list(output.get("skipped_tables") or [])
-        report["skipped"] += [
-            {"tool": tool, "table": s.get("table"), "reason": s.get("reason")} for s in declined
-        ]
+        declined = _note_skipped(report, tool, output)
         adds = (rules or {}).get(tool, ()) if isinstance(tool, str) else ()
         if declined and table in {s.get("table") for s in declined}:
             continue  # the server did not do this step's work
@@ -79,6 +77,21 @@ def summarize(
     if checks:
         _merge_checks(report, checks)
     return report
+
+
+def _note_skipped(report: dict[str, Any], tool: Any, output: Mapping[str, Any]) -> list[Any]:
+    """A step's skipped tables into the report (with their cause when a lock kept the
+    step off them), its tables gone too; the skipped entries."""
+    declined = list(output.get("skipped_tables") or [])
+    for s in declined:
+        entry = {"tool": tool, "table": s.get("table"), "reason": s.get("reason")}
+        if s.get("cause"):
+            entry["cause"] = s["cause"]  # locked: held by another session past the lock wait
+        report["skipped"].append(entry)
+    report["tables_gone"] += [
+        t for t in output.get("tables_gone") or [] if t not in report["tables_gone"]
+    ]
+    return declined
 
 
 def _add(
@@ -195,13 +208,7 @@ def _summary_line(kind: str, report: Mapping[str, Any]) -> str:
     ]
     if report["steps_not_run"]:
         parts.append(f"{report['steps_not_run']} step(s) not run")
-    skipped = report["skipped"]
-    if skipped:
-        which = ", ".join(f"{s['tool']} {s['table']}" for s in skipped[:5])
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        parts.append(
-            f"{len(skipped)} skipped by the server ({which}{more}): {skipped[0]['reason']}"
-        )
+    parts += _skipped_parts(report)
     if report["reclaimed_bytes"]:
         parts.append(f"{report['reclaimed_bytes']} bytes reclaimed")
     kept = report.get("dead_rows_kept") or {}
@@ -225,6 +232,23 @@ def _summary_line(kind: str, report: Mapping[str, Any]) -> str:
     else:
         parts.append(f"corruption {report['corruption_check']}")
     return "; ".join(parts)
+
+
+def _skipped_parts(report: Mapping[str, Any]) -> list[str]:
+    """The steps' skipped tables by cause (the server refused; another session held the
+    table past the lock wait: the next run does those first) and the tables gone."""
+    parts = []
+    for cause, how in (("refused", "skipped by the server"), ("locked", "skipped, held")):
+        skipped = [s for s in report["skipped"] if s.get("cause", "refused") == cause]
+        if not skipped:
+            continue
+        which = ", ".join(f"{s['tool']} {s['table']}" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        parts.append(f"{len(skipped)} {how} ({which}{more}): {skipped[0]['reason']}")
+    gone = report.get("tables_gone") or []
+    if gone:
+        parts.append(f"{len(gone)} table(s) dropped during the run: {', '.join(gone)}")
+    return parts
 
 
 # Outside a catalog (no rules) the report counts nothing but what was skipped or not run;

@@ -7,6 +7,15 @@ millisecond. Each engine says which tables the role may not analyze (found befor
 anything is sent), the statements for the rest, how to send them (hearing which tables
 the server skipped) and the row estimates afterwards; the step's tables, its preview
 and its output (the same keys on every engine) are made here.
+
+One table's trouble does not stop the others: when the grouped statements fail on a
+lock the server could not get within the target's lock wait (an anti-wraparound
+autovacuum, another session's LOCK TABLE) or on a table dropped since the plan, the
+tables are sent one at a time; a table still held after a second try is skipped, named
+with the sessions holding it, and a dropped one is reported gone. Only when every
+table of the step is held does the step fail on the lock, so the executor retries it
+and names the holders as for any step. SQLite locks the whole file, never one table:
+there a lock stops every table alike and the step waits and fails as a whole.
 """
 
 from __future__ import annotations
@@ -16,14 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepSkipped
 from aishell.handlers import Handler, cached
+from aishell.handlers.held import one_at_a_time, rollback, worth_one_at_a_time
 from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
 
 # Tables the role may not analyze, and why: table -> reason.
 Refusals = dict[str, str]
+# The reason an engine gives for a table dropped since the plan: reported as gone.
+GONE = "gone: dropped since the plan"
 
 
 @dataclass(frozen=True)
@@ -71,22 +84,32 @@ def statistics_handler(engine: Engine) -> Handler:
         conn = ctx.connection
         todo, refused = split(params, ctx)
         skipped = dict(refused)
+        held: Refusals = {}
         if todo:
-            skipped.update(engine.send(conn, engine.statements(todo, ctx), todo))
-        analyzed = [t for t in todo if t not in skipped]
+            found, held = _send_each(engine, conn, todo, ctx)
+            skipped.update(found)
+        gone = [t for t, why in skipped.items() if why == GONE]
+        analyzed = [t for t in todo if t not in skipped and t not in held]
         output: dict[str, Any] = {
             "tables": tables_of(params),
             "statistics_updated": bool(analyzed),
             "tables_analyzed": len(analyzed),
+            "tables_done": analyzed,
             "row_estimates": engine.estimates(conn, analyzed) if analyzed else {},
         }
         if "table" in params:
             output["table"] = params["table"]
-        if skipped:
-            output["skipped_tables"] = [{"table": t, "reason": r} for t, r in skipped.items()]
+        others = {t: why for t, why in skipped.items() if why != GONE}
+        entries: list[dict[str, str]] = [{"table": t, "reason": r} for t, r in others.items()]
+        entries += [{"table": t, "reason": r, "cause": "locked"} for t, r in held.items()]
+        if entries:
+            output["skipped_tables"] = entries
+        if gone:
+            output["tables_gone"] = gone
         if not analyzed:
             # The server did none of the step's work: the step says so.
-            raise StepSkipped(next(iter(skipped.values())), output)
+            first = entries[0]["reason"] if entries else f"{gone[0]}: {GONE}"
+            raise StepSkipped(first, output)
         return output
 
     return Handler(
@@ -97,3 +120,26 @@ def statistics_handler(engine: Engine) -> Handler:
         effect="updates statistics",
         changes_tables=False,
     )
+
+
+def _send_each(
+    engine: Engine, conn: Connection, todo: list[str], ctx: ToolContext
+) -> tuple[Refusals, Refusals]:
+    """The tables sent together; after a lock timeout or a dropped table, one at a time.
+    The server's refusals, and the tables still held after a second try with who holds
+    them. Every table held: the lock's error, for the executor's retry."""
+    try:
+        return engine.send(conn, engine.statements(todo, ctx), todo), {}
+    except DBAPIError as exc:
+        if len(todo) == 1 or not worth_one_at_a_time(exc):
+            raise
+        rollback(conn)
+    found = one_at_a_time(
+        conn, todo, lambda t: engine.send(conn, engine.statements([t], ctx), [t]), "ANALYZE"
+    )
+    if found.lock_error is not None and len(found.held) == len(todo):
+        raise found.lock_error
+    skipped: Refusals = dict.fromkeys(found.gone, GONE)
+    for refusals in found.done.values():
+        skipped.update(refusals)
+    return skipped, found.held

@@ -3,6 +3,7 @@ and MariaDB, with the table's size before and after."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +29,7 @@ from aishell.handlers.mysql.privileges import (
     require_privileges,
     run_checked,
 )
-from aishell.handlers.statistics import Engine, Refusals, statistics_handler
+from aishell.handlers.statistics import GONE, Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -133,12 +134,19 @@ def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusal
             if kind != "error":
                 continue
             named = _named(str(row["Table"]), tables)
+            if _GONE_TEXT.search(message):
+                skipped.update(dict.fromkeys(named, GONE))  # dropped since the plan
+                continue
             if not DENIED_TEXT.search(message):
                 raise_if_retryable(sql, message)
                 raise StepFailed(f"{', '.join(named)}: {message}")
             for table in named:
                 skipped[table] = f"ANALYZE TABLE of {table} refused by the server: {message}"
     return skipped
+
+
+# ANALYZE TABLE's error row for a table that is not there (error 1146's text).
+_GONE_TEXT = re.compile(r"^Table '.*' doesn't exist$")
 
 
 def _named(reported: str, tables: list[str]) -> list[str]:

@@ -6,8 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.catalog import FREEZE_MAX_AGE, pg_urgency
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.handlers import Handler
+from aishell.handlers.held import (
+    Tablewise,
+    one_at_a_time,
+    rollback,
+    tablewise_output,
+    worth_one_at_a_time,
+)
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.postgresql.corruption import corruption_check
 from aishell.sqltext import text
@@ -105,11 +115,36 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
     return recommendations
 
 
+def _table_rows(conn: Connection, tables: list[str]) -> Tablewise[list[Any]]:
+    """Every table's figures in one query; after a lock timeout (sizing takes a table's
+    lightest lock, which an ACCESS EXCLUSIVE holder or one queued for it holds off),
+    one table at a time, so that one held table leaves only itself out."""
+    try:
+        rows = list(conn.execute(text(_TABLE_STATS), {"tables": tables}).mappings())
+    except DBAPIError as exc:
+        if not worth_one_at_a_time(exc):
+            raise
+        rollback(conn)
+    else:
+        found: Tablewise[list[Any]] = Tablewise(done={r["name"]: [r] for r in rows})
+        found.gone = [t for t in tables if t not in found.done]
+        return found
+    found = one_at_a_time(
+        conn,
+        tables or user_tables(conn),
+        lambda t: list(conn.execute(text(_TABLE_STATS), {"tables": [t]}).mappings()),
+        "Sizing",
+    )
+    found.gone += [t for t, rows in found.done.items() if not rows]  # dropped meanwhile
+    return found
+
+
 def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     tables = list(params.get("tables") or [])
     database = conn.execute(text(_DATABASE)).mappings().one()
-    rows = conn.execute(text(_TABLE_STATS), {"tables": tables}).mappings()
+    found = _table_rows(conn, tables)
+    rows = [r for done in found.done.values() for r in done]
     report = sorted((_table_health(r) for r in rows), key=lambda t: (-t["urgency"], t["table"]))
     long_running = [dict(r) for r in conn.execute(text(_LONG_TRANSACTIONS)).mappings()]
     recommendations = _recommendations(report, long_running)
@@ -119,6 +154,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         else None
     )
     return {
+        **tablewise_output(found),
         "database_size_bytes": database["bytes"],
         "size_method": "pg_database_size",
         "cache_hit_percent": float(database["cache_hit_percent"] or 0),

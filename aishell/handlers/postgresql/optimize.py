@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.errors import StepSkipped
+from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler
 from aishell.handlers.postgresql.privileges import (
     raise_if_skipped,
@@ -16,7 +16,7 @@ from aishell.handlers.postgresql.privileges import (
     server_warnings,
     skipped_by_warnings,
 )
-from aishell.handlers.statistics import Engine, Refusals, statistics_handler
+from aishell.handlers.statistics import GONE, Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -132,6 +132,9 @@ def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
             require_maintain(conn, table, "ANALYZE", run_cache=ctx.run_cache)
         except StepSkipped as exc:
             refused[table] = str(exc)
+        except StepFailed:
+            # Not in the catalog: dropped since the plan (require_maintain's only failure).
+            refused[table] = GONE
     return refused
 
 

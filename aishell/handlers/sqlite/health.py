@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import sqlite_name, sqlite_text_as_bytes, user_tables
 from aishell.handlers import Handler
+from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
 from aishell.handlers.sqlite.corruption import corruption_check
@@ -26,6 +28,7 @@ def _table_health(
     tables: list[str],
     has_dbstat: bool,
     unreadable: list[str],
+    gone: list[str],
 ) -> list[dict[str, Any]]:
     """Per table its rows, indexes, sizes (with dbstat) and whether it has statistics;
     most urgent first: the largest share of the file, then missing statistics."""
@@ -57,7 +60,15 @@ def _table_health(
     report = []
     for table in tables:
         quoted = ctx.quote(table)
-        rows = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()
+        try:
+            rows = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()
+        except DBAPIError as exc:
+            # SQLite locks the file, not a table: only a table dropped since the plan is
+            # one table's trouble; a lock is every table's and fails the step.
+            if not is_gone(exc):
+                raise
+            gone.append(table)
+            continue
         index_bytes = sum(sizes.get(i, 0) for i in indexes_of.get(table, []))
         report.append(
             {
@@ -79,7 +90,9 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     tables = list(params.get("tables") or []) or user_tables(conn)
     has_dbstat = dbstat_available(conn)
     unreadable: list[str] = []
-    report = _table_health(conn, ctx, tables, has_dbstat, unreadable)
+    gone: list[str] = []
+    report = _table_health(conn, ctx, tables, has_dbstat, unreadable, gone)
+    tables = [t for t in tables if t not in gone]
     check = corruption_check(conn, ctx, tables) if params.get("check_corruption") else None
     freelist_percent = percent(pages["freelist_count"], pages["page_count"])
     recommendations = []
@@ -107,6 +120,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "freelist_percent": freelist_percent,
         "journal_mode": conn.execute(text("PRAGMA journal_mode")).scalar_one(),
         "dbstat": has_dbstat,
+        **({"tables_gone": gone} if gone else {}),
         **health_integrity(report, check, recommendations, "integrity_check"),
     }
 

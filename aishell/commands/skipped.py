@@ -1,0 +1,37 @@
+"""The tables the last maintenance run on a target skipped because another session held
+them, so that the next run plans them first (one read of the last run's steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from aishell.commands.stores import signed_store
+from aishell.config import Config
+
+# How many recent runs are looked through for the last real run on the target.
+_RECENT_RUNS = 20
+
+
+def last_skipped(config: Config, target: str, agent: str) -> tuple[str, ...]:
+    """The tables the last finished, real run of `agent` on `target` left out because
+    their lock was not granted, in the order it named them; none without a store."""
+    if agent != "maintenance":
+        return ()  # only maintenance skips held tables
+    url = make_url(config.state_url)
+    if url.drivername.startswith("sqlite") and not Path(url.database or "").exists():
+        return ()  # no history yet: planning makes no store
+    with signed_store(config) as store:
+        for run in store.list_runs(limit=_RECENT_RUNS):
+            if run["agent"] != agent or run["target"] != target or run["dry_run"]:
+                continue
+            if run["status"] == "running":
+                continue
+            found: dict[str, None] = {}
+            for step in store.get_run(run["run_id"])["steps"]:
+                for entry in (step.get("output") or {}).get("skipped_tables") or []:
+                    if entry.get("cause") == "locked" and entry.get("table"):
+                        found.setdefault(str(entry["table"]))
+            return tuple(found)
+    return ()

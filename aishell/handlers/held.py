@@ -1,0 +1,103 @@
+"""One table at a time: a step over many tables that a lock or a dropped table stopped
+goes on with the others. A table the server could not lock within the target's lock
+wait is tried again once after the others, then skipped, named with the sessions
+holding it; a table dropped since the plan is reported gone, not as a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
+from aishell.targets.locks import run_lock_name
+
+T = TypeVar("T")
+
+
+@dataclass
+class Tablewise(Generic[T]):
+    """What one table at a time came to: each table's result, the tables held (with
+    why, holders named) and the tables gone."""
+
+    done: dict[str, T] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)
+    # The last lock error, for a caller whose every table was held.
+    lock_error: DBAPIError | None = None
+
+
+def is_gone(exc: DBAPIError) -> bool:
+    """The statement named a table that no longer exists (dropped since the plan)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "42P01":
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    if args and args[0] == 1146:
+        return True
+    return str(orig).startswith("no such table")
+
+
+def worth_one_at_a_time(exc: DBAPIError) -> bool:
+    """An error of one table, not of the step: the others may still be done."""
+    return is_lock_timeout(exc) or is_gone(exc)
+
+
+def one_at_a_time(
+    conn: Connection, tables: Sequence[str], work: Callable[[str], T], what: str
+) -> Tablewise[T]:
+    """`work` for each table alone; a held table gets its second try after the others,
+    since the holder may be done by then. `what` names the work in the reasons."""
+    found: Tablewise[T] = Tablewise()
+    waits = _each(conn, list(tables), work, found)
+    waits = _each(conn, waits, work, found)
+    for table in waits:
+        holders = blocking_sessions(conn, [table], run_lock=run_lock_name(conn))
+        found.held[table] = (
+            f"{what} of {table} skipped: its lock was not granted within the lock wait "
+            f"(tried twice), held by {named_holders(holders)}"
+        )
+    return found
+
+
+def _each(
+    conn: Connection, tables: list[str], work: Callable[[str], T], found: Tablewise[T]
+) -> list[str]:
+    """One pass: each table's work into `found`; the tables whose lock timed out."""
+    waits: list[str] = []
+    for table in tables:
+        try:
+            found.done[table] = work(table)
+        except DBAPIError as exc:
+            rollback(conn)
+            if is_gone(exc):
+                found.gone.append(table)
+            elif is_lock_timeout(exc):
+                waits.append(table)
+                found.lock_error = exc
+            else:
+                raise
+    return waits
+
+
+def rollback(conn: Connection) -> None:
+    """The failed statement's transaction ended, so the next statement can run."""
+    with suppress(DBAPIError):
+        conn.rollback()
+
+
+def tablewise_output(found: Tablewise[Any]) -> dict[str, Any]:
+    """A step's keys for the tables it did, skipped and found gone (the last two only
+    when there are any): the same on every engine, read by the maintenance report."""
+    output: dict[str, Any] = {"tables_done": [t for t in found.done if t not in found.gone]}
+    if found.held:
+        output["skipped_tables"] = [
+            {"table": t, "reason": why, "cause": "locked"} for t, why in found.held.items()
+        ]
+    if found.gone:
+        output["tables_gone"] = list(found.gone)
+    return output
