@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import select
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -13,7 +15,6 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
 
@@ -23,9 +24,16 @@ class RunLock:
     """A held server lock; release() gives it back (the server also does when we die)."""
 
     release: Callable[[], None]
-    # Whether the lock is still ours: a lock lost with its session is taken again when
-    # free; False means another process took it meanwhile.
+    # Whether the lock is still ours, by a round trip on its session: a session the
+    # server ended (a terminated backend, a KILL, an idle timeout, a restart) took the
+    # lock with it, and it is never taken back (another run may have used the database
+    # meanwhile). Once False, always False.
     holds: Callable[[], bool] = lambda: True
+    # Waits up to the given seconds for a sign that the lock's session ended: its idle
+    # socket turned readable (the server's goodbye, or EOF), seen without a round trip.
+    # True: look with holds(). None: nothing to watch (SQLite's file lock, which no
+    # other process can end).
+    stirred: Callable[[float], bool] | None = None
     # The lease row's key in the state store: the database's identity.
     lease: str = ""
 
@@ -108,46 +116,73 @@ def _file_lock(path: Path) -> RunLock | None:
 def _session_lock(
     connect: Callable[[], Connection], name: str, take: str, unlock: str
 ) -> RunLock | None:
-    """A server lock held by a session of its own, taken back if that session is lost."""
-
-    def taken() -> Connection | None:
-        conn = connect()
-        if conn.execute(text(take), {"k": name}).scalar() in (True, 1):
-            return conn
+    """A server lock held by a session of its own, which is watched: once that session
+    is gone, so is the lock."""
+    conn = connect()
+    try:
+        taken = conn.execute(text(take), {"k": name}).scalar() in (True, 1)
+    except BaseException:
+        conn.close()
+        raise
+    if not taken:
         conn.close()
         return None
-
-    held = taken()
-    if held is None:
-        return None
-    session: list[Connection | None] = [held]
+    # The watcher's thread looks while the run's thread may let go: one at a time, so
+    # that a socket is never polled after it was closed (its number may be reused).
+    using = threading.Lock()
+    state = {"lost": False, "released": False}
 
     def holds() -> bool:
-        # The server keeps a session's lock as long as the session lives, so a live
-        # session is a held lock; a session the server ended (a restart, a terminated
-        # backend) took the lock with it, and it is taken again if still free.
-        current = session[0]
-        if current is None:
-            return False
-        try:
-            current.execute(text("SELECT 1")).scalar()
-            return True
-        except SQLAlchemyError:  # lost, or closed after an earlier loss
-            with suppress(SQLAlchemyError):
-                current.close()
-        try:
-            session[0] = taken()
-        except TargetUnreachable:
-            return True  # nobody reaches the server now; the next look tries again
-        return session[0] is not None
+        with using:
+            if state["lost"] or state["released"]:
+                return not state["lost"]
+            try:
+                conn.execute(text("SELECT 1")).scalar()
+                return True
+            except SQLAlchemyError:  # the session is gone, and the lock with it
+                state["lost"] = True
+                with suppress(SQLAlchemyError):
+                    conn.close()
+                return False
+
+    def stirred(seconds: float) -> bool:
+        with using:
+            if state["lost"] or state["released"]:
+                return state["lost"]
+            fd = _socket_of(conn)
+            if fd is None:
+                return True
+            poll = select.poll()
+            poll.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+            # The session is idle: nothing arrives unless the server ends it.
+            return bool(poll.poll(int(seconds * 1000)))
 
     def release() -> None:
-        current = session[0]
-        if current is None:
-            return
-        with suppress(SQLAlchemyError):
-            current.execute(text(unlock), {"k": name})
-        with suppress(SQLAlchemyError):
-            current.close()
+        with using:
+            if state["released"]:
+                return
+            state["released"] = True
+            if not state["lost"]:
+                with suppress(SQLAlchemyError):
+                    conn.execute(text(unlock), {"k": name})
+            with suppress(SQLAlchemyError):
+                conn.close()
 
-    return RunLock(release=release, holds=holds)
+    return RunLock(release=release, holds=holds, stirred=stirred)
+
+
+def _socket_of(conn: Connection) -> int | None:
+    """The socket of conn's DBAPI connection (psycopg or PyMySQL), None if closed."""
+    if conn.closed or conn.invalidated:  # either would open a new connection on access
+        return None
+    try:
+        dbapi = conn.connection.driver_connection
+        pgconn = getattr(dbapi, "pgconn", None)
+        if pgconn is not None:
+            fd = int(pgconn.socket)
+        else:
+            sock = getattr(dbapi, "_sock", None)
+            fd = sock.fileno() if sock is not None else -1
+    except Exception:  # closed: psycopg raises for a closed connection's socket
+        return None
+    return fd if fd >= 0 else None
