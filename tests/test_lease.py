@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -115,17 +117,16 @@ def _kill(url: str, session: int) -> None:
 
 
 def _kill_lock_when(
-    url: str, key: str, marker: str, after: float
-) -> tuple[threading.Event, list[float]]:
-    """Once `after` seconds passed and aishell runs a statement with `marker`, end the
-    run lock's session; the list gets the time the kill was sent. Join the thread
-    before reading the list."""
+    url: str, key: str, marker: str, ready: Callable[[], bool] = lambda: True
+) -> tuple[threading.Event, list[float], threading.Thread]:
+    """Once `ready()` and aishell runs a statement with `marker`, end the run lock's
+    session; the list gets the time the kill was sent. Join the thread before reading
+    the list."""
     stop, killed = threading.Event(), []
-    started = time.monotonic()
 
     def watch() -> None:
         while not stop.is_set():
-            if time.monotonic() - started >= after and _busy(url, marker):
+            if ready() and _busy(url, marker):
                 session = _lock_session(url, key)
                 if session is not None:
                     killed.append(time.monotonic())
@@ -177,7 +178,7 @@ def test_a_long_statement_is_cancelled_when_the_lock_session_is_ended(home, serv
     config = slow_read_tool(home)  # reads for seconds longer than the bound
     key = _lock_key(config)
     stop, killed, killer = _kill_lock_when(
-        server_url, key, MARKER["postgresql" if _postgresql(server_url) else "mysql"], 0.0
+        server_url, key, MARKER["postgresql" if _postgresql(server_url) else "mysql"]
     )
     try:
         result = commands.apply_plan(
@@ -213,7 +214,16 @@ def test_no_statement_is_sent_after_the_lock_session_is_ended(home, server_url):
     config = _short_read_tool(home)
     key = _lock_key(config)
     marker = "generate_series(1, 3000)" if _postgresql(server_url) else "seq_1_to_300 b"
-    stop, killed, killer = _kill_lock_when(server_url, key, marker, 3.0)
+
+    def two_done() -> bool:
+        # Two steps of the run succeeded: the kill falls in the middle of the plan.
+        runs = commands.list_runs(config)
+        steps: list[dict[str, Any]] = (
+            commands.show_run(config, runs[0]["run_id"])["steps"] if runs else []
+        )
+        return bool(sum(s["status"] == "succeeded" for s in steps) >= 2)
+
+    stop, killed, killer = _kill_lock_when(server_url, key, marker, two_done)
     try:
         result = commands.apply_plan(
             config, _plan(server_url, "short_count", 40), approver=PreApproved()
@@ -229,7 +239,7 @@ def test_no_statement_is_sent_after_the_lock_session_is_ended(home, server_url):
     done = statuses.count("succeeded")
     # Steps in order: those before the kill succeeded, one was stopped (or none, when
     # the kill fell between two), and none after it started.
-    assert done >= 1
+    assert done >= 2, [(s.status, s.error) for s in result.steps[:3]]
     assert set(statuses[done + 1 :]) == {"pending"}, statuses
     resumed = commands.resume_run(config, result.run_id, approver=PreApproved())
     assert resumed.status == "completed", resumed.error
