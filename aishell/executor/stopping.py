@@ -66,8 +66,9 @@ class Stopping:
         if self.lock_lost:
             return (
                 f"lost the run lock on target '{self.target}': the server ended the "
-                "session that held it (a terminated backend, a KILL, an idle timeout, a "
-                "restart), so the run stopped before another run could share the database; "
+                "session that held it (a terminated backend, a KILL, an idle timeout) or "
+                "another process took it after a restart, so the run stopped before another "
+                "run could share the database; "
                 f"continue with `aishell resume {self.run_id}`"
             )
         if self.signal:

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
 
@@ -117,39 +118,85 @@ def _session_lock(
     connect: Callable[[], Connection], name: str, take: str, unlock: str
 ) -> RunLock | None:
     """A server lock held by a session of its own, which is watched: once that session
-    is gone, so is the lock."""
-    conn = connect()
-    try:
-        taken = conn.execute(text(take), {"k": name}).scalar() in (True, 1)
-    except BaseException:
-        conn.close()
-        raise
-    if not taken:
+    is gone, so is the lock (unless the server itself restarted: see _Lease.holds)."""
+    lease = _Lease(connect, name, take, unlock)
+    conn = lease.take()
+    if conn is None:
+        return None
+    lease.conn, lease.started = conn, _server_started(conn)
+    return RunLock(release=lease.release, holds=lease.holds, stirred=lease.stirred)
+
+
+class _Lease:
+    """The session holding a run lock, looked at from the watcher's thread and let go
+    from the run's: one at a time, so that a socket is never polled after it was
+    closed (its number may be reused)."""
+
+    def __init__(
+        self, connect: Callable[[], Connection], name: str, take_sql: str, unlock: str
+    ) -> None:
+        self.connect, self.name, self.take_sql, self.unlock = connect, name, take_sql, unlock
+        self.conn: Connection | None = None
+        self.started = 0.0
+        self.lost = self.released = False
+        self.using = threading.Lock()
+
+    def take(self) -> Connection | None:
+        conn = self.connect()
+        try:
+            if conn.execute(text(self.take_sql), {"k": self.name}).scalar() in (True, 1):
+                return conn
+        except BaseException:
+            conn.close()
+            raise
         conn.close()
         return None
-    # The watcher's thread looks while the run's thread may let go: one at a time, so
-    # that a socket is never polled after it was closed (its number may be reused).
-    using = threading.Lock()
-    state = {"lost": False, "released": False}
 
-    def holds() -> bool:
-        with using:
-            if state["lost"] or state["released"]:
-                return not state["lost"]
+    def holds(self) -> bool:
+        """Whether the lock is still ours. A session the server ended while it ran on
+        (a terminated backend, a KILL, an idle timeout) took the lock with it for good:
+        another run may have used the database since. A server that went down took
+        every session with it, the run's own too: the lock is taken again once the
+        server answers, if nobody took it first."""
+        with self.using:
+            if self.lost or self.released:
+                return not self.lost
+            if self.conn is not None:
+                try:
+                    self.conn.execute(text("SELECT 1")).scalar()
+                    return True
+                except SQLAlchemyError:
+                    with suppress(SQLAlchemyError):
+                        self.conn.close()
+                    self.conn = None
             try:
-                conn.execute(text("SELECT 1")).scalar()
-                return True
-            except SQLAlchemyError:  # the session is gone, and the lock with it
-                state["lost"] = True
-                with suppress(SQLAlchemyError):
-                    conn.close()
+                fresh = self.take_after_restart()
+            except (TargetUnreachable, SQLAlchemyError):
+                return True  # the server is down: nothing of the run reaches it; look again
+            if fresh is None:
+                self.lost = True
                 return False
+            self.conn, self.started = fresh, _server_started(fresh)
+            return True
 
-    def stirred(seconds: float) -> bool:
-        with using:
-            if state["lost"] or state["released"]:
-                return state["lost"]
-            fd = _socket_of(conn)
+    def take_after_restart(self) -> Connection | None:
+        conn = self.connect()
+        try:
+            # Within a second: MariaDB's start time is derived from its uptime.
+            if _server_started(conn) > self.started + 1.5:
+                conn.close()
+                return self.take()
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
+        return None
+
+    def stirred(self, seconds: float) -> bool:
+        with self.using:
+            if self.lost or self.released:
+                return self.lost
+            fd = _socket_of(self.conn) if self.conn is not None else None
             if fd is None:
                 return True
             poll = select.poll()
@@ -157,18 +204,30 @@ def _session_lock(
             # The session is idle: nothing arrives unless the server ends it.
             return bool(poll.poll(int(seconds * 1000)))
 
-    def release() -> None:
-        with using:
-            if state["released"]:
+    def release(self) -> None:
+        with self.using:
+            if self.released:
                 return
-            state["released"] = True
-            if not state["lost"]:
+            self.released = True
+            if self.conn is None:
+                return
+            if not self.lost:
                 with suppress(SQLAlchemyError):
-                    conn.execute(text(unlock), {"k": name})
+                    self.conn.execute(text(self.unlock), {"k": self.name})
             with suppress(SQLAlchemyError):
-                conn.close()
+                self.conn.close()
 
-    return RunLock(release=release, holds=holds, stirred=stirred)
+
+def _server_started(conn: Connection) -> float:
+    """When the server conn reaches last started, as a Unix time."""
+    if conn.dialect.name == "postgresql":
+        query = "SELECT EXTRACT(EPOCH FROM pg_catalog.pg_postmaster_start_time())"
+    else:
+        query = (
+            "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+            "WHERE VARIABLE_NAME = 'UPTIME'"
+        )
+    return float(conn.execute(text(query)).scalar() or 0.0)
 
 
 def _socket_of(conn: Connection) -> int | None:
