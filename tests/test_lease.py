@@ -29,6 +29,7 @@ from aishell.errors import TargetLocked
 from aishell.plan import Plan, Step
 from aishell.targets import database_identity, open_target
 from tests.helpers import MARKER, slow_read_tool, use_target
+from tests.private_servers import private_postgresql
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 
 # From the kill to the run's end: the watcher sees the session end at once and
@@ -274,3 +275,34 @@ def test_a_lock_whose_session_ended_is_lost_for_good(server_config, server_url):
             other.release()
         other_handle.close()
         handle.close()
+
+
+def test_a_lock_lost_with_a_server_restart_is_taken_back_unless_another_took_it(home):
+    # A restart ends every session, the run's own too (their reconnects are tested in
+    # test_purge_faults): the lock is taken again once the server answers, if free.
+    with private_postgresql() as (url, stop, start):
+        config = use_target(home, url)
+        key = _lock_key(config)
+        handle, other_handle = open_target(config, "db"), open_target(config, "db")
+        other = None
+        try:
+            lock = handle.try_lock(key)
+            assert lock is not None and lock.stirred is not None
+            stop()
+            assert lock.stirred(5.0)
+            assert lock.holds()  # the server is down: nobody else can take it either
+            start()
+            assert lock.holds()  # taken again, on a new session
+            assert other_handle.try_lock(key) is None
+            stop()
+            start()
+            other_handle.engine.dispose()
+            other = other_handle.try_lock(key)  # another process is first this time
+            assert other is not None
+            assert not lock.holds()
+            lock.release()
+        finally:
+            if other is not None:
+                other.release()
+            other_handle.close()
+            handle.close()
