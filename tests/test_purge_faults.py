@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.config import Config, load_config
 from aishell.executor import RunResult
+from aishell.targets.locks import run_lock_name
 from tests.private_servers import private_mariadb, private_postgresql
 
 ROWS = 600
@@ -640,7 +641,8 @@ def _after_batches(purge: Purge, batches: int, fault: Callable[[], None]) -> thr
 
 def _sessions_cut(purge: Purge) -> Callable[[], None]:
     """pg_terminate_backend / KILL of every aishell session on this scratch database
-    (the run's lock session too): other processes share the server. A purge still
+    but the run lock's (whose end stops the run: tests/test_lease.py): other processes
+    share the server. A purge still
     reconnecting after an earlier cut has none for a moment: the cut is tried again
     until it finds some, or the run ends (the test asserts what the run reported)."""
     database = make_url(purge.url).database
@@ -658,7 +660,8 @@ def _sessions_cut(purge: Purge) -> Callable[[], None]:
                     text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE application_name = 'aishell' AND datname = :d "
-                        "AND pid <> pg_backend_pid()"
+                        "AND pid <> pg_backend_pid() AND pid NOT IN (SELECT pid FROM "
+                        "pg_locks WHERE locktype = 'advisory' AND granted)"
                     ),
                     {"d": database},
                 ).all()
@@ -666,9 +669,10 @@ def _sessions_cut(purge: Purge) -> Callable[[], None]:
                 ids = conn.execute(
                     text(
                         "SELECT ID FROM information_schema.PROCESSLIST "
-                        "WHERE DB = :d AND ID <> CONNECTION_ID()"
+                        "WHERE DB = :d AND ID <> CONNECTION_ID() "
+                        "AND ID <> COALESCE(IS_USED_LOCK(:lock), 0)"
                     ),
-                    {"d": database},
+                    {"d": database, "lock": run_lock_name(conn)},
                 ).all()
                 for (session,) in ids:
                     with suppress(Exception):  # it may have ended on its own meanwhile

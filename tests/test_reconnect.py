@@ -4,7 +4,6 @@ a line naming the lost connection, and resume finishes the run."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from typing import Any
@@ -17,10 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import Config
-from aishell.errors import TargetLocked
-from aishell.executor import stopping
 from aishell.plan import Plan, Step
-from aishell.targets import database_identity, open_target, step_deadline
+from aishell.targets import open_target, step_deadline
 from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 
@@ -146,26 +143,6 @@ def _kill_session(url: str, session: int) -> None:
         admin.dispose()
 
 
-def _lock_session(url: str, key: str) -> int | None:
-    """The server session holding aishell's run lock `key`, as the server sees it."""
-    admin = engine(PG_ADMIN if url.startswith("postgresql") else MYSQL_ADMIN)
-    try:
-        with admin.connect() as conn:
-            if url.startswith("postgresql"):
-                return conn.execute(
-                    text(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                        "AND ((classid::bigint << 32) | objid::bigint) "
-                        "= hashtextextended(:k, 0) AND objsubid = 1"
-                    ),
-                    {"k": key},
-                ).scalar()
-            name = "aishell:" + hashlib.sha1(key.encode()).hexdigest()
-            return conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": name}).scalar()
-    finally:
-        admin.dispose()
-
-
 def _own_session(conn: Any, url: str) -> int:
     query = "SELECT pg_backend_pid()" if url.startswith("postgresql") else "SELECT CONNECTION_ID()"
     return int(conn.execute(text(query)).scalar())
@@ -203,93 +180,3 @@ def test_a_connection_opened_mid_step_is_held_to_what_is_left_of_the_step(
         assert float(first) == 30
         assert 20 < float(again) <= 30, again
         assert float(outside) == 0
-
-
-def test_a_run_lock_lost_with_its_session_is_taken_back_unless_another_took_it(
-    server_config, server_url
-):
-    handle = open_target(server_config, "db")
-    thief_handle = open_target(server_config, "db")
-    thief = None
-    try:
-        with handle.connect() as conn:
-            key = f"aishell:{database_identity(conn)}"
-        lock = handle.try_lock(key)
-        assert lock is not None
-        first = _lock_session(server_url, key)
-        assert first is not None
-        _kill_session(server_url, first)
-        assert lock.holds()  # free after the kill: taken again, on a new session
-        second = _lock_session(server_url, key)
-        assert second is not None and second != first
-        assert thief_handle.try_lock(key) is None
-        _kill_session(server_url, second)
-        thief = thief_handle.try_lock(key)
-        assert thief is not None
-        assert not lock.holds()  # another process holds it now
-        lock.release()
-    finally:
-        if thief is not None:
-            thief.release()
-        thief_handle.close()
-        handle.close()
-
-
-def test_a_run_whose_lock_another_process_took_stops_resumably_naming_it(
-    home, server_url, monkeypatch
-):
-    monkeypatch.setattr(stopping, "LOCK_CHECK_SECONDS", 0.0)
-    use_target(home, server_url)
-    config = slow_read_tool(home, idempotent=True)
-    handle = open_target(config, "db")
-    with handle.connect() as conn:
-        key = f"aishell:{database_identity(conn)}"
-    taken: list[Any] = []
-    stop = threading.Event()
-
-    def take_it_away() -> None:
-        # While the first step runs: the server ends the lock's session, and another
-        # process takes the lock before the run looks again.
-        while not stop.is_set():
-            busy = _slow_read_session(server_url) is not None
-            session = _lock_session(server_url, key) if busy else None
-            if session is not None:
-                _kill_session(server_url, session)
-                while not stop.is_set() and not taken:
-                    lock = handle.try_lock(key)
-                    if lock is not None:
-                        taken.append(lock)
-                return
-            time.sleep(0.05)
-
-    dialect = "postgresql" if server_url.startswith("postgresql") else "mysql"
-    plan = Plan(
-        "maintenance",
-        "db",
-        dialect,
-        {"type": "custom"},
-        (Step("s0", "long_count", {"floor": 1}), Step("s1", "long_count", {"floor": 2})),
-    )
-    thief = threading.Thread(target=take_it_away)
-    thief.start()
-    try:
-        result = commands.apply_plan(config, plan, approver=PreApproved())
-    finally:
-        stop.set()
-        thief.join(30)
-    try:
-        assert taken, "the lock was never taken away"
-        assert result.status == "interrupted", (result.status, result.error)
-        assert "lost the run lock on target 'db'" in (result.error or "")
-        assert [s.status for s in result.steps] == ["succeeded", "pending"]
-        locked = commands.resume_run(config, result.run_id, approver=PreApproved())
-        raise AssertionError(f"resumed while another process held the lock: {locked.status}")
-    except TargetLocked:
-        pass
-    finally:
-        for lock in taken:
-            lock.release()
-        handle.close()
-    resumed = commands.resume_run(config, result.run_id, approver=PreApproved())
-    assert resumed.status == "completed", resumed.error
-    assert [s.attempts for s in resumed.steps] == [1, 1]

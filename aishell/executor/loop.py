@@ -69,7 +69,7 @@ class Executor:
     # When the run began (time.monotonic()): its time limit counts from there, planning
     # included. None: from the first step.
     run_started: float | None = None
-    # The run's lock on the target's database, looked at every LOCK_CHECK_SECONDS.
+    # The run's lock on the target's database, watched while the run lasts.
     run_lock: RunLock | None = None
     # Signals, the time limit, `aishell stop` and the run lock: what may stop the run.
     _stopping: Stopping = field(init=False)
@@ -111,6 +111,7 @@ class Executor:
             with (
                 self._stopping.signals(),
                 self._stopping.time_limit(self.run_limit, self.run_started),
+                self._stopping.lease(),
             ):
                 self._steps(run, ctx, prior or {})
         except Stop as stop:

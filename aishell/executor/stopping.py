@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -21,8 +21,12 @@ from aishell.state import StateStore
 from aishell.targets.deadlines import interrupt
 from aishell.targets.locks import RunLock
 
-# How often a run looks whether its lock is still held (a server restart loses it).
+# How often a run asks the server whether its lock's session lives, by a round trip:
+# a session the server ended shows at once on its socket, this catches a lost network.
 LOCK_CHECK_SECONDS = 10.0
+# How long the lease watcher waits on the lock's socket before it looks whether the
+# run ended: the bound on its thread's end, not on noticing a loss (that is at once).
+LEASE_POLL_SECONDS = 0.25
 # How long the main thread has to run the signal handler before the signal is sent on
 # to it: a thread blocked in a read (the approval prompt) sees only its own signals.
 HANDLER_WAIT_SECONDS = 0.2
@@ -47,19 +51,26 @@ class Stopping:
 
     store: StateStore
     target: str
-    # The run's lock on the target's database, looked at every LOCK_CHECK_SECONDS.
+    # The run's lock on the target's database, watched while the run lasts (lease()).
     run_lock: RunLock | None = None
     run_id: str = ""
     # Set once a signal came or the run's time limit was reached: what stops the run.
     signal: str | None = None
     # The connection a step's statements run on now; a stop cancels what runs there.
     running: Connection | None = None
-    lock_checked: float = field(default_factory=time.monotonic)
-    # Once lost, the lock stays lost for this run: every later look says so.
+    # Set by the lease watcher once the lock's session is gone: the run stops.
     lock_lost: bool = False
 
     def reason(self) -> str | None:
         """Why the run must stop now, as its error says it; None to go on."""
+        if self.lock_lost:
+            return (
+                f"lost the run lock on target '{self.target}': the server ended the "
+                "session that held it (a terminated backend, a KILL, an idle timeout) or "
+                "another process took it after a restart, so the run stopped before another "
+                "run could share the database; "
+                f"continue with `aishell resume {self.run_id}`"
+            )
         if self.signal:
             return f"interrupted by {self.signal}; continue with `aishell resume {self.run_id}`"
         who = self.store.stop_requested(self.run_id)
@@ -68,24 +79,52 @@ class Stopping:
                 f"stopped by {who} with `aishell stop`; "
                 f"continue with `aishell resume {self.run_id}`"
             )
-        if self.lost_lock():
-            return (
-                f"lost the run lock on target '{self.target}' (the server ended the "
-                "lock's session) and another process took it before aishell could take it "
-                f"back; continue with `aishell resume {self.run_id}` once that run is done"
-            )
         return None
 
-    def lost_lock(self) -> bool:
-        """Whether another process holds the run's lock now (looked at every
-        LOCK_CHECK_SECONDS: a round trip per batch of a purge would cost too much)."""
-        if self.lock_lost:
-            return True
-        if self.run_lock is None or time.monotonic() - self.lock_checked < LOCK_CHECK_SECONDS:
-            return False
-        self.lock_checked = time.monotonic()
-        self.lock_lost = not self.run_lock.holds()
-        return self.lock_lost
+    def lose_lock(self) -> None:
+        """The run lock is gone: no new statement is sent, the running one is cancelled."""
+        self.lock_lost = True
+        # What every statement's audit and a step's end look at (see audit.audited).
+        self.signal = self.signal or "the loss of the run lock"
+        self.cancel_running()
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """Watch the run lock's session while the run lasts, on a thread of its own.
+
+        A session the server ended (pg_terminate_backend, KILL, an idle timeout) makes
+        its idle socket readable at once; the watcher then asks the server, and on a
+        loss stops the run (lose_lock). A round trip every LOCK_CHECK_SECONDS catches
+        what a socket does not show. No round trip is added to any statement.
+        """
+        lock = self.run_lock
+        stirred = lock.stirred if lock is not None else None
+        if lock is None or stirred is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def watch() -> None:
+            checked = time.monotonic()
+            while not stop.is_set():
+                seen = stirred(LEASE_POLL_SECONDS)
+                if stop.is_set():
+                    return
+                if seen or time.monotonic() - checked >= LOCK_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    if not lock.holds():
+                        self.lose_lock()
+                        return
+                    if seen:  # a message the server may send an idle session: read
+                        stop.wait(LEASE_POLL_SECONDS)
+
+        watcher = threading.Thread(target=watch, name="aishell-lease", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(LEASE_POLL_SECONDS * 4)
 
     def cancel_running(self) -> None:
         running = self.running

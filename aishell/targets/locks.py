@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import select
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -23,9 +25,16 @@ class RunLock:
     """A held server lock; release() gives it back (the server also does when we die)."""
 
     release: Callable[[], None]
-    # Whether the lock is still ours: a lock lost with its session is taken again when
-    # free; False means another process took it meanwhile.
+    # Whether the lock is still ours, by a round trip on its session: a session the
+    # server ended (a terminated backend, a KILL, an idle timeout, a restart) took the
+    # lock with it, and it is never taken back (another run may have used the database
+    # meanwhile). Once False, always False.
     holds: Callable[[], bool] = lambda: True
+    # Waits up to the given seconds for a sign that the lock's session ended: its idle
+    # socket turned readable (the server's goodbye, or EOF), seen without a round trip.
+    # True: look with holds(). None: nothing to watch (SQLite's file lock, which no
+    # other process can end).
+    stirred: Callable[[float], bool] | None = None
     # The lease row's key in the state store: the database's identity.
     lease: str = ""
 
@@ -108,46 +117,132 @@ def _file_lock(path: Path) -> RunLock | None:
 def _session_lock(
     connect: Callable[[], Connection], name: str, take: str, unlock: str
 ) -> RunLock | None:
-    """A server lock held by a session of its own, taken back if that session is lost."""
+    """A server lock held by a session of its own, which is watched: once that session
+    is gone, so is the lock (unless the server itself restarted: see _Lease.holds)."""
+    lease = _Lease(connect, name, take, unlock)
+    conn = lease.take()
+    if conn is None:
+        return None
+    lease.conn, lease.started = conn, _server_started(conn)
+    return RunLock(release=lease.release, holds=lease.holds, stirred=lease.stirred)
 
-    def taken() -> Connection | None:
-        conn = connect()
-        if conn.execute(text(take), {"k": name}).scalar() in (True, 1):
-            return conn
+
+class _Lease:
+    """The session holding a run lock, looked at from the watcher's thread and let go
+    from the run's: one at a time, so that a socket is never polled after it was
+    closed (its number may be reused)."""
+
+    def __init__(
+        self, connect: Callable[[], Connection], name: str, take_sql: str, unlock: str
+    ) -> None:
+        self.connect, self.name, self.take_sql, self.unlock = connect, name, take_sql, unlock
+        self.conn: Connection | None = None
+        self.started = 0.0
+        self.lost = self.released = False
+        self.using = threading.Lock()
+
+    def take(self) -> Connection | None:
+        conn = self.connect()
+        try:
+            if conn.execute(text(self.take_sql), {"k": self.name}).scalar() in (True, 1):
+                return conn
+        except BaseException:
+            conn.close()
+            raise
         conn.close()
         return None
 
-    held = taken()
-    if held is None:
-        return None
-    session: list[Connection | None] = [held]
-
-    def holds() -> bool:
-        # The server keeps a session's lock as long as the session lives, so a live
-        # session is a held lock; a session the server ended (a restart, a terminated
-        # backend) took the lock with it, and it is taken again if still free.
-        current = session[0]
-        if current is None:
-            return False
-        try:
-            current.execute(text("SELECT 1")).scalar()
+    def holds(self) -> bool:
+        """Whether the lock is still ours. A session the server ended while it ran on
+        (a terminated backend, a KILL, an idle timeout) took the lock with it for good:
+        another run may have used the database since. A server that went down took
+        every session with it, the run's own too: the lock is taken again once the
+        server answers, if nobody took it first."""
+        with self.using:
+            if self.lost or self.released:
+                return not self.lost
+            if self.conn is not None:
+                try:
+                    self.conn.execute(text("SELECT 1")).scalar()
+                    return True
+                except SQLAlchemyError:
+                    with suppress(SQLAlchemyError):
+                        self.conn.close()
+                    self.conn = None
+            try:
+                fresh = self.take_after_restart()
+            except (TargetUnreachable, SQLAlchemyError):
+                return True  # the server is down: nothing of the run reaches it; look again
+            if fresh is None:
+                self.lost = True
+                return False
+            self.conn, self.started = fresh, _server_started(fresh)
             return True
-        except SQLAlchemyError:  # lost, or closed after an earlier loss
-            with suppress(SQLAlchemyError):
-                current.close()
+
+    def take_after_restart(self) -> Connection | None:
+        conn = self.connect()
         try:
-            session[0] = taken()
-        except TargetUnreachable:
-            return True  # nobody reaches the server now; the next look tries again
-        return session[0] is not None
+            # MariaDB's start time is derived from its uptime, to within a second.
+            slack = 0.0 if conn.dialect.name == "postgresql" else 1.5
+            if _server_started(conn) > self.started + slack:
+                conn.close()
+                return self.take()
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
+        return None
 
-    def release() -> None:
-        current = session[0]
-        if current is None:
-            return
-        with suppress(SQLAlchemyError):
-            current.execute(text(unlock), {"k": name})
-        with suppress(SQLAlchemyError):
-            current.close()
+    def stirred(self, seconds: float) -> bool:
+        with self.using:
+            if self.lost or self.released:
+                return self.lost
+            fd = _socket_of(self.conn) if self.conn is not None else None
+            if fd is None:
+                return True
+            poll = select.poll()
+            poll.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+            # The session is idle: nothing arrives unless the server ends it.
+            return bool(poll.poll(int(seconds * 1000)))
 
-    return RunLock(release=release, holds=holds)
+    def release(self) -> None:
+        with self.using:
+            if self.released:
+                return
+            self.released = True
+            if self.conn is None:
+                return
+            if not self.lost:
+                with suppress(SQLAlchemyError):
+                    self.conn.execute(text(self.unlock), {"k": self.name})
+            with suppress(SQLAlchemyError):
+                self.conn.close()
+
+
+def _server_started(conn: Connection) -> float:
+    """When the server conn reaches last started, as a Unix time."""
+    if conn.dialect.name == "postgresql":
+        query = "SELECT EXTRACT(EPOCH FROM pg_catalog.pg_postmaster_start_time())"
+    else:
+        query = (
+            "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+            "WHERE VARIABLE_NAME = 'UPTIME'"
+        )
+    return float(conn.execute(text(query)).scalar() or 0.0)
+
+
+def _socket_of(conn: Connection) -> int | None:
+    """The socket of conn's DBAPI connection (psycopg or PyMySQL), None if closed."""
+    if conn.closed or conn.invalidated:  # either would open a new connection on access
+        return None
+    try:
+        dbapi = conn.connection.driver_connection
+        pgconn = getattr(dbapi, "pgconn", None)
+        if pgconn is not None:
+            fd = int(pgconn.socket)
+        else:
+            sock = getattr(dbapi, "_sock", None)
+            fd = sock.fileno() if sock is not None else -1
+    except Exception:  # closed: psycopg raises for a closed connection's socket
+        return None
+    return fd if fd >= 0 else None
