@@ -128,21 +128,19 @@ def _copies(path: Path) -> list[Path]:
 
 
 def check_side_files(path: Path) -> None:
-    """The store's -wal and -shm files, where they are, must open for writing: SQLite
-    maps -shm into memory, and a read-only one kills the process with SIGBUS."""
+    """The store's -wal and -shm files, where they are, must be writable: SQLite maps
+    -shm into memory, and a read-only one kills the process with SIGBUS. Asked with
+    access(2), not by opening them: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's own among them."""
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
-        try:
-            fd = os.open(side, os.O_RDWR)
-        except FileNotFoundError:
+        if not side.exists() or os.access(side, os.W_OK):
             continue
-        except OSError as exc:
-            raise StateError(
-                f"The state store's file {side} cannot be written ({exc.strerror}); make it "
-                "writable for this user (chattr -i, a read-write mount), or move the store "
-                "with its -wal and -shm files somewhere writable"
-            ) from None
-        os.close(fd)
+        raise StateError(
+            f"The state store's file {side} cannot be written; make it writable for this "
+            "user (chattr -i, a read-write mount), or move the store with its -wal and "
+            "-shm files somewhere writable"
+        )
 
 
 def backup_copy(driver: sqlite3.Connection, path: Path) -> Path:
