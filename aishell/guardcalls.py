@@ -14,7 +14,7 @@ it (an operator's function, a view's) is guardhidden.py's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -226,6 +226,16 @@ def shown(call: Call) -> str:
     return f"{call[0]}.{call[1]}" if call[0] else call[1]
 
 
+def vouched_for(schema: str | None, name: str, trusted: Iterable[str], fold: bool) -> bool:
+    """Whether a target's trusted_functions names the function (`schema.name`, or `name`
+    for any schema); `fold`: names compare without case (MySQL/MariaDB)."""
+    names = {name, f"{schema}.{name}"} if schema else {name}
+    vouched = set(trusted)
+    if fold:
+        names, vouched = {n.lower() for n in names}, {t.lower() for t in vouched}
+    return bool(names & vouched)
+
+
 def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
     """PG_MAY_WRITE's parameters for a target's trusted_functions (`schema.name` or
     `name`)."""
@@ -323,13 +333,11 @@ def _mysql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[C
     current = found[0][2] if found else None
     # A loadable function belongs to no database: its name alone calls it.
     udfs = mysql_udfs(lookup) & set(names)
-    vouched = {name.lower() for name in trusted}
     return [
         (schema, name)
         for schema, name in calls
         if ((schema or current, name) in stored or (schema is None and name in udfs))
-        and name not in vouched
-        and f"{schema or current}.{name}" not in vouched
+        and not vouched_for(schema or current, name, trusted, fold=True)
     ]
 
 

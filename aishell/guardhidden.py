@@ -34,6 +34,7 @@ from aishell.guardcalls import (
     folded,
     mysql_udfs,
     trust_parameters,
+    vouched_for,
 )
 from aishell.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
 from aishell.sqllex import without_comments
@@ -238,11 +239,10 @@ def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES "
         "WHERE ROUTINE_TYPE = 'FUNCTION'"
     )
-    vouched = {name.lower() for name in trusted}
     functions = {
         str(name)
         for schema, name in lookup.fetchall()
-        if name not in vouched and f"{schema}.{name}" not in vouched
+        if not vouched_for(schema, name, trusted, fold=True)
     }
     functions |= mysql_udfs(lookup) | REACHING_FUNCTIONS
     relations: dict[str, str] = {}

@@ -151,9 +151,12 @@ def _sqlite(sql: str, i: int) -> tuple[str, int | None] | None:
 _OPENERS = {"postgresql": "-/'\"$", "mysql": "#-/'\"`", "sqlite": "-/'\"`["}
 
 
+@lru_cache(maxsize=8192)
 def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
     """How `dialect`'s server splits `sql` into comments, literals and code. MySQL's
-    strings take backslash escapes unless `backslash` is false (NO_BACKSLASH_ESCAPES)."""
+    strings take backslash escapes unless `backslash` is false (NO_BACKSLASH_ESCAPES).
+    Kept per text: the disagreement check, the classification and the pragma check
+    each read the same statement."""
     openers = _OPENERS[dialect]
     comments: list[tuple[int, int]] = []
     literals: list[tuple[int, int]] = []

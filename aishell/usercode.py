@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.guardcalls import vouched_for
 from aishell.sqltext import text
 from aishell.usercodeactions import Action
 
@@ -125,14 +126,8 @@ def _untrusted(piece: Code, trusted: Iterable[str], dialect: str) -> bool:
     """Whether some function it calls is not vouched for (a trigger's own body never is)."""
     if not piece.functions:
         return True
-    vouched = {t if dialect == "postgresql" else t.lower() for t in trusted}
-    for schema, name in piece.functions:
-        names = {name, f"{schema}.{name}"} if schema else {name}
-        if dialect != "postgresql":
-            names = {n.lower() for n in names}
-        if not names & vouched:
-            return True
-    return False
+    fold = dialect != "postgresql"
+    return any(not vouched_for(s, n, trusted, fold) for s, n in piece.functions)
 
 
 def _reaches(piece: Code, schema: str | None, table: str, dialect: str) -> bool:

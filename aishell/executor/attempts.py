@@ -17,6 +17,7 @@ from aishell.executor.effects import record_effects
 from aishell.executor.failures import rollback
 from aishell.executor.prepare import PreparedStep
 from aishell.executor.results import INTERRUPTED, StepResult
+from aishell.executor.resume import facts
 from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard, shapes_for
@@ -140,21 +141,11 @@ def _facts_left(result: StepResult, step: PreparedStep, ctx: ToolContext) -> dic
     """The facts a yes after a limit's stop covers: the step's risk and reasons, and the
     rows and share its estimate finds left to delete now."""
     estimate = getattr(step.impl, "estimate", None)
-    effect: dict[str, Any] = {}
+    effect = None
     if callable(estimate):
         ctx.step_cache.pop("estimate", None)
-        effect = dict(estimate(step.params, ctx))
-    going, total = effect.get("rows_this_run"), effect.get("table_rows")
-    rows = share = None
-    if isinstance(going, int) and isinstance(total, int) and total > 0:
-        rows, share = going, round(going / total, 6)
-    return {
-        "risk": result.risk_level,
-        "reasons": list(result.reasons),
-        "personal": list(result.personal),
-        "rows": rows,
-        "share": share,
-    }
+        effect = estimate(step.params, ctx)
+    return facts(result.risk_level, result.reasons, result.personal, effect)
 
 
 def _attempt(
@@ -251,6 +242,4 @@ def _long_step_hooks(
     ctx.open_target = run.open_target
     limits = run.policy.purge_limits(tool.name)
     ctx.max_share = limits.max_share if limits is not None else None
-    ctx.step_approvals = lambda: [
-        a for a in store.get_run(run_id)["approvals"] if a["step_idx"] == index
-    ]
+    ctx.step_approvals = lambda: store.step_approvals(run_id, index)

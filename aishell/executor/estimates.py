@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aishell.guardcalls import vouched_for
 from aishell.registry import Implementation, ToolContext, ToolDefinition
 from aishell.tablecatalog import TableCatalog
 from aishell.usercode import user_code
@@ -58,9 +59,7 @@ def _user_code(ctx: ToolContext, rendered: Sequence[str], reach: Reach | None) -
     trusted = ctx.trusted_functions
     code = user_code(ctx.connection, actions, trusted, ctx.run_cache)
     for fired in reach.event_triggers if reach is not None else []:
-        if fired.function is not None and not {fired.function[1], ".".join(fired.function)} & {
-            *trusted
-        }:
+        if fired.function is not None and not vouched_for(*fired.function, trusted, fold=False):
             schema, name = fired.function
             code.append(f"{fired.said}: {schema}.{name}(), a user-defined function that may write")
     return code

@@ -9,7 +9,7 @@ effect before anything runs it again.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aishell.executor.audit import audited
@@ -57,15 +57,26 @@ def approved_before(stored: Mapping[str, Any] | None) -> bool:
 def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
     """What an approval is given for: the verdict's risk and reasons, and the rows and
     share of the table the step would delete, as measured now."""
-    effect = result.estimate or {}
+    return facts(verdict.risk.value, verdict.reasons, verdict.personal, result.estimate)
+
+
+def facts(
+    risk: str,
+    reasons: Sequence[str],
+    personal: Sequence[str],
+    estimate: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The facts an approval covers (see outgrown): a risk, reasons, and the rows and
+    share of its table the estimate finds the step would delete."""
+    effect = estimate or {}
     going, total = effect.get("rows_this_run"), effect.get("table_rows")
     rows = share = None
     if isinstance(going, int) and isinstance(total, int) and total > 0:
         rows, share = going, round(going / total, 6)
     return {
-        "risk": verdict.risk.value,
-        "reasons": list(verdict.reasons),
-        "personal": list(verdict.personal),
+        "risk": risk,
+        "reasons": list(reasons),
+        "personal": list(personal),
         "rows": rows,
         "share": share,
     }

@@ -78,9 +78,13 @@ class ApprovalRepository(StoreCore):
             )
             self._event(conn, run_id, index, "approval_requested", {"named": named})
 
+    def step_approvals(self, run_id: str, index: int) -> list[dict[str, Any]]:
+        """The decisions on step `index`, oldest first, each checked against its signature."""
+        return [a for a in self._approvals_of(run_id) if a["step_idx"] == index]
+
     def last_approval(self, run_id: str, index: int) -> dict[str, Any] | None:
         """The latest decision on step `index`, checked against its signature."""
-        found = [a for a in self._approvals_of(run_id) if a["step_idx"] == index]
+        found = self.step_approvals(run_id, index)
         return found[-1] if found else None
 
     def last_request(self, run_id: str, index: int) -> dict[str, Any] | None:
