@@ -167,6 +167,23 @@ def _short_read_tool(home: Path) -> Config:
     return load_config(home=home)
 
 
+def _applied_while_killed(
+    config: Any, plan: Any, stop: threading.Event, killed: list[float], killer: threading.Thread
+) -> commands.RunResult:
+    """The plan applied while the killer waits to end its lock's session: the run ended
+    within STOP_BOUND_SECONDS of the kill, as one that lost its lock."""
+    try:
+        result = commands.apply_plan(config, plan, approver=PreApproved())
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        killer.join(15)
+    assert killed, ("the lock's session was never seen", result.status, result.error)
+    assert ended - killed[0] < STOP_BOUND_SECONDS, ended - killed[0]
+    _assert_lost(result)
+    return result
+
+
 def _assert_lost(result: commands.RunResult) -> None:
     assert result.status == "interrupted", (result.status, result.error)
     error = result.error or ""
@@ -182,17 +199,7 @@ def test_a_long_statement_is_cancelled_when_the_lock_session_is_ended(home, serv
     stop, killed, killer = _kill_lock_when(
         server_url, key, MARKER["postgresql" if _postgresql(server_url) else "mysql"]
     )
-    try:
-        result = commands.apply_plan(
-            config, _plan(server_url, "long_count", 2), approver=PreApproved()
-        )
-        ended = time.monotonic()
-    finally:
-        stop.set()
-        killer.join(15)
-    assert killed, ("the lock's session was never seen", result.status, result.error)
-    assert ended - killed[0] < STOP_BOUND_SECONDS, ended - killed[0]
-    _assert_lost(result)
+    result = _applied_while_killed(config, _plan(server_url, "long_count", 2), stop, killed, killer)
     assert [s.status for s in result.steps] == ["interrupted", "pending"]
     assert "the loss of the run lock" in (result.steps[0].error or "")
     # The lock was let go with its session: another run takes it, and while it holds
@@ -226,17 +233,8 @@ def test_no_statement_is_sent_after_the_lock_session_is_ended(home, server_url):
         return bool(sum(s["status"] == "succeeded" for s in steps) >= 2)
 
     stop, killed, killer = _kill_lock_when(server_url, key, marker, two_done)
-    try:
-        result = commands.apply_plan(
-            config, _plan(server_url, "short_count", 40), approver=PreApproved()
-        )
-        ended = time.monotonic()
-    finally:
-        stop.set()
-        killer.join(15)
-    assert killed, ("the lock's session was never seen", result.status, result.error)
-    assert ended - killed[0] < STOP_BOUND_SECONDS, ended - killed[0]
-    _assert_lost(result)
+    plan = _plan(server_url, "short_count", 40)
+    result = _applied_while_killed(config, plan, stop, killed, killer)
     statuses = [s.status for s in result.steps]
     done = statuses.count("succeeded")
     # Steps in order: those before the kill succeeded, one was stopped (or none, when
