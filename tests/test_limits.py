@@ -8,7 +8,6 @@ held by another session, a run past its time limit.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from aishell.config import load_config
 from aishell.errors import ConfigError
 from aishell.targets import TargetSilent, open_target, user_tables
 from tests.fake_ollama import Script, fake_ollama
+from tests.faultproxy import Proxy, Silent, through
 from tests.helpers import MARKER, one_step_plan, slow_read_tool, use_target
 from tests.services import engine
 
@@ -76,65 +76,6 @@ SITE_TOOLS = {
 
 
 # --- faults ---------------------------------------------------------------------------------
-
-
-class Silent:
-    """A TCP listener that accepts every connection and never sends a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(client)
-            self._accepted(client)
-
-    def _accepted(self, client: socket.socket) -> None:
-        """Nothing: the connection is held open and never answered."""
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
-class Proxy(Silent):
-    """Forwards to a real server until silenced; from then on it swallows every byte both
-    ways and answers no new connection (a cancel request included), like a hung host."""
-
-    def __init__(self, port: int) -> None:
-        self.upstream = ("127.0.0.1", port)
-        self.silent = threading.Event()
-        super().__init__()
-
-    def _accepted(self, client: socket.socket) -> None:
-        if self.silent.is_set():
-            return
-        server = socket.create_connection(self.upstream)
-        self.held.append(server)
-        for a, b in ((client, server), (server, client)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            if not self.silent.is_set():
-                try:
-                    sink.sendall(data)
-                except OSError:
-                    return
 
 
 @pytest.fixture
@@ -217,12 +158,6 @@ def configure(
 
 def dialect_of(url: str) -> str:
     return "postgresql" if url.startswith("postgresql") else "mysql"
-
-
-def through(proxy_port: int, url: str) -> str:
-    real = ":5432/" if url.startswith("postgresql") else ":3306/"
-    assert real in url
-    return url.replace(real, f":{proxy_port}/")
 
 
 def one_step(config: Any, url: str, tool: str, params: dict[str, Any]) -> Any:
