@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -208,3 +209,25 @@ __all__ = [
     "read_regular",
     "write_beside",
 ]
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds path (or would hold it)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_space(path: Path) -> str:
+    """Which file system holds path and how much of it is free, as a full disk's
+    message says it: "the file system at /var (12,288 of 8,388,608 bytes free)"."""
+    mount = mount_point(path)
+    try:
+        usage = shutil.disk_usage(mount)
+    except OSError:
+        return f"the file system at {mount}"
+    return f"the file system at {mount} ({usage.free:,} of {usage.total:,} bytes free)"

@@ -83,9 +83,11 @@ def wait_for_a_running_step(store: Path, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("the run never started a step")
 
 
-def run_with_a_fault(home: Path, url: str, fault: Callable[[Path], None]) -> tuple[str, float]:
+def run_with_a_fault(
+    home: Path, url: str, fault: Callable[[Path], None], exit_code: int = EXIT_FAILED
+) -> tuple[str, float]:
     """`aishell apply` of a slow plan, the fault done to its state.db while a step runs;
-    the child's stderr and the seconds it took to end after the fault."""
+    the child's stderr and the seconds it took to end (with exit_code) after the fault."""
     config, plan = slow_plan_file(home, url)
     store = store_of(config)
     proc = subprocess.Popen(
@@ -103,7 +105,7 @@ def run_with_a_fault(home: Path, url: str, fault: Callable[[Path], None]) -> tup
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == EXIT_FAILED, (proc.returncode, err)
+    assert proc.returncode == exit_code, (proc.returncode, err)
     return err, time.monotonic() - faulted
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import (
 )
 
 from aishell.errors import StateError
+from aishell.files import disk_space
 
 # Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
 # (state.busy_timeout_ms) says otherwise.
@@ -108,8 +109,8 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
         )
     if "full" in lower or (("i/o" in lower or "unable to open" in lower) and _nearly_full(path)):
         return StateError(
-            f"The disk holding the state store {location} is full ({message}); free space "
-            "there, or point state.url at another disk"
+            f"The disk holding the state store {location} is full: {disk_space(path)} "
+            f"({message}); free space there, or point state.url at another disk"
         )
     if "unable to open" in lower and not path.parent.is_dir():
         return StateError(
