@@ -27,6 +27,40 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# What the client libraries and programs read from the environment besides the URL:
+# a developer's or CI user's own settings must never reach a test's connections.
+CLIENT_ENVIRONMENT = (
+    "MYSQL_PWD",
+    "MYSQL_HOST",
+    "MYSQL_TCP_PORT",
+    "MYSQL_UNIX_PORT",
+    "MYSQL_TEST_LOGIN_FILE",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGUSER",
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGOPTIONS",
+    "PGAPPNAME",
+    "PGCONNECT_TIMEOUT",
+)
+
+
+@pytest.fixture(autouse=True)
+def user_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has a HOME of its own, empty: no ~/.my.cnf, ~/.pgpass or
+    pg_service.conf of the user running the suite is read by a test's connections."""
+    path = tmp_path_factory.mktemp("user-home")
+    monkeypatch.setenv("HOME", str(path))
+    for name in CLIENT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An aishell home with the shipped config copied in; no system-wide config under it."""
