@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from aishell.cli.backup_catalog import backups, restore_command
+from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
 from aishell.cli.context import AishellGroup, State
 from aishell.cli.home import demo, doctor, init, metrics_command
 from aishell.cli.model_planner import ask, planner
@@ -83,6 +84,7 @@ for subcommand in SUBCOMMANDS:
 
 
 def main() -> None:
+    drop_output_once_its_reader_is_gone()
     cli(prog_name="aishell")
 
 

@@ -158,11 +158,8 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
             "  (dry run)" if run["dry_run"] else "",
         )
     )
-    out.print(
-        safe_text(
-            f"started {run['created_at']} by {run['started_by']}; finished {run['finished_at']}"
-        )
-    )
+    ended = f"finished {run['finished_at']}" if run["finished_at"] else "not finished"
+    out.print(safe_text(f"started {run['created_at']} by {run['started_by']}; {ended}"))
     if run["error"]:
         out.print(safe_text(run["error"], "red"))
     for step in run["steps"]:
