@@ -56,6 +56,7 @@ RULES: list[tuple[re.Pattern[str], str]] = [
         "<time>",
     ),
     (re.compile(r"\b[0-9a-f]{64}\b"), "<hash>"),
+    (re.compile(r"\bsha256 [0-9a-f]{12}\b"), "sha256 <hash>"),
     (re.compile(r"\b[0-9a-f]{12}\b"), "<run-id>"),
     (
         re.compile(

@@ -41,7 +41,7 @@ def backups_table(
         if newest:
             out.print(
                 safe_text(
-                    f"{target}: newest backup proven restorable is {newest['backup_id']}, "
+                    f"{target}: newest backup proven restorable is id {newest['backup_id']}, "
                     f"{newest['age_hours']} h old"
                 )
             )

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from aishell.executor import StepResult
 from aishell.render.base import STATUS_STYLE, human_size, plain, safe_text, step_subject
-from aishell.terminal import printable
+from aishell.render.figures import step_figures
 
 
 @contextmanager
@@ -234,7 +234,8 @@ class StepProgress:
         }.get(step.status, "✗")
         style = STATUS_STYLE.get(step.status, "")
         took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
-        note = f"  {plain(step.error)}" if step.error else _purge_line(step.output)
+        figures = step_figures(step.output, with_summary=False)
+        note = f"  {plain(step.error)}" if step.error else (f"  {figures}" if figures else "")
         self.out.print(
             Text.assemble(
                 (f"{mark} ", style),
@@ -246,25 +247,3 @@ class StepProgress:
             # The terminal wraps a long line: half the cost of rich wrapping each one.
             soft_wrap=True,
         )
-
-
-def _purge_line(output: Any) -> str:
-    if not isinstance(output, dict):
-        return ""
-    if "rows_deleted" in output:
-        line = (
-            f"  {output['rows_deleted']:,} rows deleted in {output['batches']:,} batches, "
-            f"{output.get('rows_per_second') or 0:,} rows/s, longest batch "
-            f"{output.get('longest_batch_ms') or 0:g} ms"
-        )
-        if output.get("stopped_by"):
-            line += f"; stopped early: {output['stopped_by']}"
-        return printable(line)
-    if "older_rows" in output:
-        about = "about " if output.get("estimated") else ""
-        how = f" (estimated from {output['how']})" if output.get("how") else ""
-        return printable(
-            f"  {about}{output['row_count']:,} rows, {about}{output['older_rows']:,} older "
-            f"than {output['cutoff']}{how}"
-        )
-    return ""

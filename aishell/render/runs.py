@@ -24,6 +24,7 @@ from aishell.render.base import (
     steps_label,
     styled,
 )
+from aishell.render.figures import step_figures
 from aishell.terminal import printable
 
 
@@ -176,7 +177,7 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
                 tries,
             )
         )
-        detail = step["error"] or _output_digest(step["output"])
+        detail = step["error"] or step_figures(step["output"])
         if detail:
             out.print(safe_text(f"    {detail}", "red" if step["error"] else "dim"))
     for approval in run["approvals"]:
@@ -206,24 +207,3 @@ def statements(out: Console, rows: list[dict[str, Any]]) -> None:
                 (sql, "dim"),
             )
         )
-
-
-def _output_digest(output: Any) -> str:
-    if not isinstance(output, dict):
-        return "" if output is None else str(output)
-    if "summary" in output:
-        return str(output["summary"])
-    keys = (
-        "row_count",
-        "tables_analyzed",
-        "fragmentation_percent",
-        "indexes_rebuilt",
-        "vacuumed",
-        "reclaimed_bytes",
-        "corrupted_tables",
-        "repaired_tables",
-        "database_size_bytes",
-        "recommendation",
-    )
-    parts = [f"{k}={output[k]}" for k in keys if k in output]
-    return ", ".join(parts)
