@@ -23,6 +23,7 @@ from aishell.handlers.postgresql.catalog import database_size as postgresql_size
 from aishell.handlers.sqlite.catalog import database_size as sqlite_size
 from aishell.reportrule import ReportRule
 from aishell.toolcontext import ToolContext
+from aishell.units import binary_size
 
 
 def summarize(
@@ -191,10 +192,10 @@ def _report(
     )
     if change is not None and change > 0:
         report["size_note"] = (
-            f"the database grew by {change} bytes during the run ({after['method']}, measured "
-            "the same way before and after): other sessions' writes, and on PostgreSQL the "
-            "free space and visibility maps VACUUM writes; VACUUM makes dead rows' space "
-            "reusable inside the files rather than returning it"
+            f"the database grew by {binary_size(change)} during the run ({after['method']}, "
+            "measured the same way before and after): other sessions' writes, and on "
+            "PostgreSQL the free space and visibility maps VACUUM writes; VACUUM makes dead "
+            "rows' space reusable inside the files rather than returning it"
         )
     report["summary"] = _summary_line(params["maintenance_type"], report)
     return report
@@ -210,7 +211,7 @@ def _summary_line(kind: str, report: Mapping[str, Any]) -> str:
         parts.append(f"{report['steps_not_run']} step(s) not run")
     parts += _skipped_parts(report)
     if report["reclaimed_bytes"]:
-        parts.append(f"{report['reclaimed_bytes']} bytes reclaimed")
+        parts.append(f"{binary_size(report['reclaimed_bytes'])} reclaimed")
     kept = report.get("dead_rows_kept") or {}
     if kept:
         rows = sum(int(t.get("dead_rows_kept") or 0) for t in kept.values())

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from aishell.substitution import find_references
 from aishell.terminal import printable
+from aishell.units import binary_size
 
 T = TypeVar("T")
 
@@ -128,11 +129,4 @@ def steps_label(ids: list[str]) -> str:
 
 def human_size(n: Any) -> str:
     """Bytes in B, KiB, MiB, GiB or TiB; "-" when the size is not known."""
-    if not isinstance(n, int | float):
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    return binary_size(n)

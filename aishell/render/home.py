@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from aishell.terminal import printable
+from aishell.units import binary_size
 
 
 def _line(text: str) -> None:
@@ -15,14 +16,7 @@ def _line(text: str) -> None:
 
 
 def size(number: int | None) -> str:
-    if number is None:
-        return "unknown"
-    value = float(number)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{number:,} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{number:,} bytes"
+    return binary_size(number, unknown="unknown")
 
 
 def init_result(result: dict[str, Any]) -> None:
