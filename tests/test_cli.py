@@ -5,6 +5,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
@@ -358,3 +359,22 @@ def test_a_review_step_shows_the_whole_plan_first(demo_db, home):
         os.write(leader, b"yes\n")
         read_until(leader, "completed")
         assert proc.wait(timeout=30) == 0
+
+
+def _commands_of(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands_of(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_every_command_that_shows_progress_takes_quiet():
+    # What shows a spinner, a bar or step lines: a run of any job, its resume, a saved
+    # plan applied, a restore, a model's plan, a plan's drafting, the demo's making.
+    shows_progress = {"run", "resume", "apply", "restore", "ask", "plan", "demo"}
+    for words in _commands_of(cli):
+        if words[0] not in shows_progress or words[-1] == "rotate-key":
+            continue
+        help_text = CliRunner().invoke(cli, [*words, "--help"]).output
+        assert "-q, --quiet" in help_text, words

@@ -10,7 +10,7 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import State, pass_state
-from aishell.cli.options import json_option
+from aishell.cli.options import json_option, quiet_option
 from aishell.cli.output import emit_json
 from aishell.errors import EXIT_FAILED, ConfigError
 from aishell.terminal import printable
@@ -30,11 +30,13 @@ from aishell.terminal import printable
     help="Rows of app_logs to generate.",
 )
 @json_option
+@quiet_option
 @pass_state
 def demo(state: State, target: str | None, log_rows: int, as_json: bool) -> None:
     """Create or refresh the demo SQLite database with realistic, fragmented data."""
     console = render.console(as_json)
-    with render.demo_progress(console, log_rows) as tell:
+    quiet = bool(click.get_current_context().meta.get("aishell.quiet"))
+    with render.demo_progress(console, log_rows, quiet) as tell:
         result = commands.create_demo_database(state.config, target, log_rows, progress=tell)
     if as_json:
         emit_json(result)

@@ -319,5 +319,6 @@ plan_job_options = stacked(
         plan_out_option,
         every_step_option,
         json_option,
+        quiet_option,
     ]
 )

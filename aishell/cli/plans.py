@@ -41,7 +41,8 @@ def plan_and_show(
     show it, every step or alike steps together (see commands.plan_job for
     `plan_options`)."""
     every, out = plan_options.pop("every"), plan_options["out"]
-    with render.StepProgress(render.console(as_json)) as progress:
+    quiet = bool(click.get_current_context().meta.get("aishell.quiet"))
+    with render.StepProgress(render.console(as_json), quiet=quiet) as progress:
         preview = commands.plan_job(
             state.config, agent, job, target, notice=progress.planning, **plan_options
         )

@@ -29,7 +29,9 @@ from aishell.render.figures import step_figures
 
 
 @contextmanager
-def demo_progress(out: Console, log_rows: int) -> Iterator[Callable[[str, int], None]]:
+def demo_progress(
+    out: Console, log_rows: int, quiet: bool = False
+) -> Iterator[Callable[[str, int], None]]:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -37,6 +39,7 @@ def demo_progress(out: Console, log_rows: int) -> Iterator[Callable[[str, int], 
         TimeElapsedColumn(),
         console=out,
         transient=True,
+        disable=quiet,
     ) as progress:
         tasks: dict[str, Any] = {}
         totals = {"app_logs": log_rows}
