@@ -27,6 +27,7 @@ from aishell.targets.limits import (
 )
 from aishell.targets.locks import RunLock, try_lock
 from aishell.targets.searchpath import pin_search_path
+from aishell.targets.servermessage import server_message
 from aishell.terminal import printable
 
 APPLICATION_NAME = "aishell"
@@ -231,7 +232,7 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
     orig = exc.orig
     timed_out = (orig is not None and pymysql_timed_out(orig)) or "timeout expired" in str(orig)
     if not timed_out:
-        return _first_line(exc)
+        return server_message(exc)
     url = target.engine.url
     return (
         f"{url.host}:{url.port or ''} did not answer within "
@@ -281,8 +282,3 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
         cursor.close()
 
     return Target(name, target, engine, "sqlite", read_only, sqlite_path=path.resolve())
-
-
-def _first_line(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc
-    return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
