@@ -98,3 +98,31 @@ def _escape_colons(quoted: str) -> str:
                 out.append("\\")
         out.append(char)
     return "".join(out)
+
+
+# A driver's placeholder or its doubled percent sign, in the text the driver was given.
+_DRIVER_TEXT = re.compile(r"%%|%\((\w+)\)s")
+
+
+def as_received(sql: str, dialect: str, parameters: dict[str, object] | None) -> str:
+    """A recorded statement as the server received it. SQLAlchemy hands psycopg and
+    PyMySQL their text with `%` doubled and `%(name)s` placeholders: psycopg sends the
+    server `$1, $2, ...` (one number a name) and the values apart; PyMySQL sends the
+    values inline, quoted. SQLite's text is what its library was given."""
+    if dialect not in ("postgresql", "mysql"):
+        return sql
+    numbers: dict[str, int] = {}
+
+    def received(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"
+        if dialect == "postgresql":
+            return f"${numbers.setdefault(name, len(numbers) + 1)}"
+        if parameters is None or name not in parameters:
+            return f":{name}"
+        from pymysql.converters import escape_item  # late: only audits of MySQL need it
+
+        return str(escape_item(parameters[name], "utf8mb4"))
+
+    return _DRIVER_TEXT.sub(received, sql)

@@ -23,6 +23,7 @@ from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageErro
 from aishell.executor import Observer, RunResult
 from aishell.plan import Plan, SavedPlan, validate_plan
 from aishell.registry import Registry
+from aishell.sqltext import as_received
 from aishell.state import StateStore
 from aishell.tablecatalog import TableCatalog
 from aishell.targets import open_target
@@ -238,11 +239,20 @@ def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, A
     with signed_store(config) as store:
         run = store.get_run(run_id)
         if with_sql:
-            run["statements"] = store.list_statements(run["run_id"])
+            run["statements"] = _as_received(store.list_statements(run["run_id"]), run)
         return run
 
 
 def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:
-    """The audit of every statement a run's operations sent."""
+    """The audit of every statement a run's operations sent, as the server received it."""
     with signed_store(config) as store:
-        return store.list_statements(store.get_run(run_id)["run_id"])
+        run = store.get_run(run_id)
+        return _as_received(store.list_statements(run["run_id"]), run)
+
+
+def _as_received(rows: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
+    for row in rows:
+        parameters = row.get("parameters")
+        named = parameters if isinstance(parameters, dict) else None
+        row["sql"] = as_received(row["sql"], run["dialect"], named)
+    return rows
