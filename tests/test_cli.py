@@ -2,6 +2,7 @@ import json
 import os
 import pty
 import select
+import sqlite3
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from aishell.cli import cli
@@ -378,3 +380,23 @@ def test_every_command_that_shows_progress_takes_quiet():
             continue
         help_text = CliRunner().invoke(cli, [*words, "--help"]).output
         assert "-q, --quiet" in help_text, words
+
+
+@pytest.mark.parametrize(("typed", "exit_code"), [(b"copy\n", 0), (b"demo\n", 4), (b"\n", 4)])
+def test_a_critical_step_runs_only_once_its_target_is_named(demo_db, home, typed, exit_code):
+    """Bound: a backup of the demo and one restore; a hang fails at read_until's 30 s."""
+    assert CliRunner().invoke(cli, ["run", "backup", "--non-interactive"]).exit_code == 0
+    copy = home / "copy.db"
+    sqlite3.connect(copy).close()
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["copy"] = {"url": f"sqlite:///{copy}", "environment": "test"}
+    path.write_text(yaml.safe_dump(data))
+    with in_terminal("restore", "1", "--to", "copy") as (proc, leader):
+        read_until(leader, "Run this step?")
+        os.write(leader, b"y\n")
+        read_until(leader, "type the target's name (copy) to run it")
+        os.write(leader, typed)
+        assert proc.wait(timeout=60) == exit_code
+    tables = {r[0] for r in sqlite3.connect(copy).execute("SELECT name FROM sqlite_master")}
+    assert ("app_logs" in tables) == (exit_code == 0)

@@ -55,6 +55,11 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
             show_choices=False,
             err=True,
         )
+        choice = PROMPT_ANSWERS[answer.lower()]
+        if request.risk == "critical" and choice in ("yes", "all"):
+            # Each critical step is named on its own: "all" never covers the next one.
+            return "yes" if _target_named(out, request.target) else "no"
+        return choice
     except click.Abort as exc:
         # Ctrl-D ends the input: the step is not run and the run stops, resumably;
         # Ctrl-C is the run's interruption, which does the same.
@@ -65,7 +70,21 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
         # The terminal closed under the read (EIO where SIGHUP is ignored): nobody is
         # left to answer, as at the end of input.
         raise EOFError("the terminal closed") from None
-    return PROMPT_ANSWERS[answer.lower()]
+
+
+def _target_named(out: Console, target: str) -> bool:
+    """A critical step runs only once its target's name is typed, as GitHub and
+    Terraform ask before what cannot be undone: one `y` is too easy to give by habit."""
+    typed: str = click.prompt(
+        f"This step is critical: type the target's name ({printable(target)}) to run it",
+        default="",
+        show_default=False,
+        err=True,
+    )
+    if typed.strip() == target:
+        return True
+    out.print(safe_text("Not the target's name: the step is not run.", "red"))
+    return False
 
 
 def _lines(items: Any) -> Text:
