@@ -216,19 +216,45 @@ def test_deny_then_resume_ends_with_the_steps_denied(runner, demo_db, home):
             runner, "run", "maintenance", "--type", "full", "--tables", "orders", "--json"
         ).stdout
     )["run_id"]
-    assert invoke(runner, "deny", run_id, "--step", "2").exit_code == 0
+    denied = invoke(runner, "deny", run_id, "--step", "2")
+    assert denied.exit_code == 0 and f"continue with `aishell resume {run_id}`" in denied.output
     result = invoke(runner, "deny", run_id, "--step", "2")
     assert (
         result.exit_code == 2
         and "is denied, not waiting for approval (waiting: 3)" in result.output
     )
-    assert invoke(runner, "deny", run_id).exit_code == 0
+    assert invoke(runner, "deny", run_id, "--step", "3").exit_code == 0
     resumed = invoke(runner, "resume", run_id, "--json")
     assert resumed.exit_code == 4
     final = json.loads(resumed.stdout)
     statuses = [s["status"] for s in final["steps"]]
     assert statuses == ["succeeded", "succeeded", "denied", "denied", "succeeded", "succeeded"]
     assert final["status"] == "completed_with_denials"
+
+
+def test_deny_of_every_waiting_step_ends_the_run(runner, demo_db, home):
+    # The purge waits for a person (it would delete most of the table); the count after
+    # it and its statistics wait on it.
+    run_id = json.loads(
+        invoke(
+            runner, "run", "log-cleanup", "--table", "app_logs", "--retention-days", "30",
+            "--non-interactive", "--json",
+        ).stdout
+    )["run_id"]  # fmt: skip
+    denied = invoke(runner, "deny", run_id, "--reason", "not tonight")
+    assert denied.exit_code == 0, denied.output
+    assert "the run ended denied" in denied.output and "resume" not in denied.output
+    shown = json.loads(invoke(runner, "runs", "show", run_id, "--json").stdout)
+    shown = shown.get("run", shown)
+    assert shown["status"] == "denied" and shown["finished_at"]
+    assert "not tonight" in shown["error"]
+    statuses = [s["status"] for s in shown["steps"]]
+    assert statuses == ["succeeded", "denied", "skipped", "skipped"]
+    assert all("not run: denied by" in s["error"] for s in shown["steps"][2:])
+    # Nothing is left to resume: the steps not run stay not run.
+    assert invoke(runner, "resume", run_id, "--json").exit_code != 0
+    again = json.loads(invoke(runner, "runs", "show", run_id, "--json").stdout)
+    assert [s["status"] for s in again.get("run", again)["steps"]] == statuses
 
 
 def test_yes_approves(runner, demo_db, home):

@@ -114,7 +114,8 @@ def approve(
 @json_option
 @pass_state
 def deny(state: State, run_id: str, step: int | None, reason: str | None, as_json: bool) -> None:
-    """Deny the steps of a run that wait for a person; then `aishell resume RUN_ID`."""
+    """Deny the steps of a run that wait for a person: all of them ends the run (denied);
+    --step N denies that one, and `aishell resume RUN_ID` runs what does not need it."""
     report_decision(commands.decide_steps(state.config, run_id, "denied", step, reason), as_json)
 
 
@@ -123,9 +124,14 @@ def report_decision(result: dict[str, Any], as_json: bool) -> None:
         emit_json(result)
         return
     steps = ", ".join(f"{s['index']} {s['tool']}" for s in result["steps"])
+    then = (
+        f"the run ended {result['run_status']}; what had not run will not"
+        if result["run_status"] in ("denied", "completed_with_denials")
+        else f"continue with `aishell resume {result['run_id']}`"
+    )
     click.echo(
         f"{result['decision'].capitalize()}: step(s) {steps} of run {result['run_id']}, "
-        f"by {result['decided_by']}; continue with `aishell resume {result['run_id']}`."
+        f"by {result['decided_by']}; {then}."
     )
 
 

@@ -9,6 +9,7 @@ from aishell.approval import current_user
 from aishell.commands.stores import signed_store
 from aishell.config import Config
 from aishell.errors import UsageError
+from aishell.executor.results import COMPLETED_WITH_DENIALS, DENIED
 from aishell.policy import named_approval_needed
 from aishell.state import StateStore
 
@@ -50,8 +51,12 @@ def decide_steps(
         why = reason or f"{decision} with `{how}`"
         for s in waiting:
             _record(store, run["run_id"], s["index"], decision, how, why, step, asked)
+        status = run["status"]
+        if decision == "denied" and step is None and not held:
+            status = _end_denied(store, run, user, why)
         return {
             "run_id": run["run_id"],
+            "run_status": status,
             "decision": decision,
             "steps": [{"index": s["index"], "tool": s["tool"]} for s in waiting],
             "still_waiting": [
@@ -94,6 +99,21 @@ def _record(
     else:
         error = None if decision == "approved" else why
         store.set_step_status(run_id, index, decision, error)
+
+
+def _end_denied(store: StateStore, run: dict[str, Any], user: str, why: str) -> str:
+    """`aishell deny RUN_ID` ends the run: what had not run never will (each step left
+    says so), and the run is denied, with no `resume` needed to find that out. A step
+    denied by its number leaves the run to `resume`, which runs what does not need it."""
+    error = f"denied by {user} with `aishell deny`: {why}"
+    for left in run["steps"]:
+        if left["status"] in ("pending", "deferred"):
+            store.set_step_status(run["run_id"], left["index"], "skipped", "not run: " + error)
+    # As a run that went on past its denials would end (executor.results.outcome).
+    changed = any(s["status"] == "succeeded" and s["risk_level"] != "safe" for s in run["steps"])
+    status = COMPLETED_WITH_DENIALS if changed else DENIED
+    store.finish_run(run["run_id"], status, error)
+    return status
 
 
 def _steps_to_decide(
