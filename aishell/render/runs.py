@@ -80,8 +80,8 @@ def run_summary(out: Console, result: RunResult) -> None:
         out.print(safe_text(result.error, "red"))
     if result.status == "waiting_approval":
         out.print(
-            f"Approve with `aishell approve {result.run_id}` (or deny with `aishell deny "
-            f"{result.run_id}`), then `aishell resume {result.run_id}`."
+            f"Approve with `aishell approve {result.run_id}`, then `aishell resume "
+            f"{result.run_id}`; or end the run with `aishell deny {result.run_id}`."
         )
     elif result.status == "out_of_window":
         out.print(f"Continue inside the window with `aishell resume {result.run_id}`.")
