@@ -21,8 +21,14 @@ def corruption_summary(
     {table, status: ok | corrupted | not checked, issues?, reason?}."""
     checked = [r["table"] for r in results if r["status"] != "not checked"]
     corrupted = sorted(r["table"] for r in results if r["status"] == "corrupted")
+    # cause locked: another session held the table past the lock wait (its holder
+    # named in the reason); the next run checks it first (commands/skipped.py).
     unchecked = [
-        {"table": r["table"], "reason": r["reason"]}
+        {
+            "table": r["table"],
+            "reason": r["reason"],
+            **({"cause": r["cause"]} if r.get("cause") else {}),
+        }
         for r in results
         if r["status"] == "not checked"
     ]
