@@ -195,10 +195,12 @@ class TableCatalog:
 
     # --- names checked against the catalog --------------------------------------------
 
-    def check_tables(self, conn: Connection, target: str, tables: Sequence[str]) -> None:
-        """Every name must be a user table (or one dropped since the catalog held it);
-        the error lists the ones there are. A name the catalog lacks is looked up once
-        more (an earlier step may have made it)."""
+    def check_tables(
+        self, conn: Connection, target: str, tables: Sequence[str], *, dropped_ok: bool = False
+    ) -> None:
+        """Every name must be a user table (`dropped_ok`: or one dropped since the catalog
+        held it); the error lists the ones there are. A name the catalog lacks is looked
+        up once more (an earlier step may have made it)."""
         for table in tables:
             if not table.isascii() and not _utf8(table):  # invalid bytes on a command line
                 raise TargetError(
@@ -209,10 +211,7 @@ class TableCatalog:
         if missing:
             self._merge(missing, _read(conn, missing))
         for table in tables:
-            # A table this run saw and that was dropped since is no wrong name: the
-            # step's own statement finds it gone (and a tool that skips held tables
-            # reports it so: executor/heldtables.py).
-            if table not in self.tables and table not in self.dropped:
+            if table not in self.tables and not (dropped_ok and table in self.dropped):
                 known = self.names
                 listing = ", ".join(known[:50]) + (" ..." if len(known) > 50 else "")
                 raise TargetError(

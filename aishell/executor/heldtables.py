@@ -17,11 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
+from aishell.handlers.held import GONE
 from aishell.registry import ToolContext, ToolDefinition
 from aishell.targets.locks import run_lock_name
-
-# The reason given for a table dropped since the run read it (as handlers/statistics.py).
-GONE = "gone: dropped since the plan"
 
 
 @dataclass(frozen=True)
