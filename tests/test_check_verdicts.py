@@ -171,7 +171,9 @@ def test_mariadb_a_check_the_time_limit_cut_short_is_not_sound(home, mysql_url):
     assert _by_table(after) == {"small": "ok"}  # with time to finish, the check counts
 
 
-def test_mariadb_a_table_gone_before_its_check_is_not_checked(home, mysql_url):
+def test_mariadb_a_table_gone_before_its_check_is_reported_gone(home, mysql_url):
+    """Dropped since the plan: neither checked nor left unchecked (nothing of it is left
+    to be damaged), so the other tables' verdict stands."""
     _table(mysql_url, "stays", 100)
     target = open_target_for(home, mysql_url)
     try:
@@ -180,8 +182,9 @@ def test_mariadb_a_table_gone_before_its_check_is_not_checked(home, mysql_url):
             summary = corruption_check(conn, ctx, ["stays", "gone"])
     finally:
         target.close()
-    assert _by_table(summary) == {"stays": "ok", "gone": "not checked"}
-    assert "doesn't exist" in _reasons(summary)["gone"]
+    assert _by_table(summary) == {"stays": "ok"}
+    assert summary["tables_gone"] == ["gone"]
+    assert summary["corruption_found"] is False and summary["unchecked_tables"] == []
 
 
 def test_mariadb_damage_is_still_found_and_repaired(home, mysql_url):
@@ -300,7 +303,8 @@ def test_mariadb_sessions_read_the_servers_messages_in_english(home, mysql_url):
             summary = corruption_check(conn, ctx, ["no_such_table"])
     finally:
         target.close()
-    assert _by_table(summary) == {"no_such_table": "not checked"}
+    # Read in English, the error row says the table is not there: gone, not unchecked.
+    assert _by_table(summary) == {} and summary["tables_gone"] == ["no_such_table"]
 
 
 def open_target_for(home, url: str):

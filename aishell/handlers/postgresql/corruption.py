@@ -92,10 +92,16 @@ def _indexes(conn: Connection, oids: list[int]) -> dict[int, list[dict[str, Any]
 def _check_tables(
     conn: Connection, ctx: ToolContext, tables: list[str], tool: Amcheck
 ) -> list[dict[str, Any]]:
-    """Each table checked; the tables' oids and indexes are read in one query each."""
-    oids = table_oids(conn, tables)
+    """Each table checked; the tables' oids and indexes are read in one query each. A
+    table no longer there was dropped since the plan: it is gone, not unchecked."""
+    oids = table_oids(conn, tables, missing_ok=True)
     indexes = _indexes(conn, list(oids.values())) if tool.reason is None else {}
-    return [_check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool) for t in tables]
+    return [
+        _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool)
+        if t in oids
+        else {"table": t, "status": "gone"}
+        for t in tables
+    ]
 
 
 def _check_table(
