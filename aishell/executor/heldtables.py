@@ -15,9 +15,16 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
+from aishell.errors import (
+    StepFailed,
+    StepInterrupted,
+    StepTimeout,
+    TargetError,
+    TargetUnreachable,
+)
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
-from aishell.handlers.held import GONE
+from aishell.handlers.held import GONE, is_gone
 from aishell.registry import ToolContext, ToolDefinition
 from aishell.targets.locks import run_lock_name
 
@@ -46,18 +53,10 @@ def held_or_gone(
     tables = list(dict.fromkeys(tool.tables_in(params)))
     if not tool.skips_held_tables or not tables or ctx.conn is None:
         return None
+    if not isinstance(exc, DBAPIError) or not is_lock_timeout(exc):
+        return _gone(run, params, tables, ctx, exc)
     conn = ctx.connection
     rollback(conn)  # the failed statement's transaction ends before anything is read
-    try:
-        gone = run.catalog.gone(conn, tables) if run.catalog is not None else []
-    except DBAPIError:
-        return None  # the server cannot say (a lost connection): the step fails as it did
-    if gone and len(gone) == len(tables):
-        output = _named(params, tables)
-        output["tables_gone"] = gone
-        return TableSkip(f"{', '.join(gone)}: {GONE}", output)
-    if not isinstance(exc, DBAPIError) or not is_lock_timeout(exc):
-        return None
     # Its every table: a step over many tables goes on past one held table itself
     # (handlers/held.py), and fails on the lock only when all of them were held.
     lock = run_lock_name(conn)
@@ -78,6 +77,36 @@ def held_or_gone(
     output = _named(params, tables)
     output["skipped_tables"] = entries
     return TableSkip(entries[0]["reason"], output)
+
+
+def _gone(
+    run: RunContext,
+    params: Mapping[str, Any],
+    tables: list[str],
+    ctx: ToolContext,
+    exc: Exception,
+) -> TableSkip | None:
+    """The skip of a step whose every table was dropped since the run read it; None
+    when one is still there. Asked only after a failure that may be a missing table:
+    never after a limit or a lost connection, when the server may not answer."""
+    if isinstance(exc, DBAPIError):
+        maybe = is_gone(exc)
+    else:
+        maybe = isinstance(exc, StepFailed | TargetError) and not isinstance(
+            exc, StepTimeout | StepInterrupted | TargetUnreachable
+        )
+    if not maybe or run.catalog is None:
+        return None
+    rollback(ctx.connection)
+    try:
+        gone = run.catalog.gone(ctx.connection, tables)
+    except DBAPIError:
+        return None  # the server cannot say: the step fails as it did
+    if len(gone) < len(tables):
+        return None
+    output = _named(params, tables)
+    output["tables_gone"] = gone
+    return TableSkip(f"{', '.join(gone)}: {GONE}", output)
 
 
 def _named(params: Mapping[str, Any], tables: list[str]) -> dict[str, Any]:
