@@ -111,6 +111,8 @@ def prepare(
             run.finish(result, "failed", error=str(exc))
             raise Stop(FAILED, str(exc)) from None
         except DBAPIError as exc:
+            if not tool.skips_held_tables:
+                raise  # the run fails on it (loop.py): resume starts the step again
             rollback(ctx.connection)
             if attempt < tries and is_lock_timeout(exc):
                 ctx.step_cache = {}  # measured afresh
