@@ -82,6 +82,10 @@ class ToolDefinition:
     run_report: bool = False
     # The field of its output counting the rows it deleted, summed into the metrics.
     rows_purged: str | None = None
+    # A step of its tables that cannot lock one of them within the lock wait (after its
+    # retries), or finds it dropped since the plan, ends skipped with the table named
+    # (and who holds it), not failed: the run goes on with the other tables.
+    skips_held_tables: bool = False
 
     def risks_on(self, dialect: str | None) -> tuple[str, ...]:
         """Its risks on this dialect's engine (None: on every one it implements)."""
@@ -199,6 +203,7 @@ _TOOL_KEYS = _REQUIRED_KEYS | {
     "destructive",
     "run_report",
     "rows_purged",
+    "skips_held_tables",
     "notes",
     "risks",
     "mitigations",
@@ -298,6 +303,7 @@ def load_tool(path: Path) -> ToolDefinition:
         report=report,
         run_report=data.get("run_report", False),
         rows_purged=data.get("rows_purged"),
+        skips_held_tables=data.get("skips_held_tables", False),
     )
 
 
@@ -332,7 +338,13 @@ def _check_metadata(data: dict[str, Any], fail: Callable[[str], Exception]) -> N
         not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
     ):
         raise fail("max_retries must be a whole number, 0 or more")
-    for key in ("idempotent", "requires_approval", "destructive", "run_report"):
+    for key in (
+        "idempotent",
+        "requires_approval",
+        "destructive",
+        "run_report",
+        "skips_held_tables",
+    ):
         if not isinstance(data.get(key, False), bool):
             raise fail(f"{key} must be true or false")
     rows_purged = data.get("rows_purged")

@@ -130,6 +130,8 @@ class TableCatalog:
         # SQLite tables whose names are not UTF-8, as shown (bad bytes as \\xNN): left
         # out of the catalog, so no step names them.
         self.unreadable: list[str] = []
+        # Tables it held that a later read found gone: dropped since the run read them.
+        self.dropped: set[str] = set()
 
     @classmethod
     def read(cls, conn: Connection) -> TableCatalog:
@@ -193,9 +195,12 @@ class TableCatalog:
 
     # --- names checked against the catalog --------------------------------------------
 
-    def check_tables(self, conn: Connection, target: str, tables: Sequence[str]) -> None:
-        """Every name must be a user table; the error lists the ones there are. A name
-        the catalog lacks is looked up once more (an earlier step may have made it)."""
+    def check_tables(
+        self, conn: Connection, target: str, tables: Sequence[str], *, dropped_ok: bool = False
+    ) -> None:
+        """Every name must be a user table (`dropped_ok`: or one dropped since the catalog
+        held it); the error lists the ones there are. A name the catalog lacks is looked
+        up once more (an earlier step may have made it)."""
         for table in tables:
             if not table.isascii() and not _utf8(table):  # invalid bytes on a command line
                 raise TargetError(
@@ -206,13 +211,22 @@ class TableCatalog:
         if missing:
             self._merge(missing, _read(conn, missing))
         for table in tables:
-            if table not in self.tables:
+            if table not in self.tables and not (dropped_ok and table in self.dropped):
                 known = self.names
                 listing = ", ".join(known[:50]) + (" ..." if len(known) > 50 else "")
                 raise TargetError(
                     f"Table {table!r} not found in target '{target}'; "
                     f"tables are: {listing or '(none)'}"
                 )
+
+    def gone(self, conn: Connection, tables: Sequence[str]) -> list[str]:
+        """Those of these tables the catalog held and the server no longer has, looked
+        up now (after a step's failure): dropped since the run read them. A name it
+        never held is not among them: that is a wrong name, not a dropped table."""
+        known = [t for t in tables if t in self.tables or t in self.dropped]
+        if known:
+            self._merge(known, _read(conn, known))
+        return [t for t in tables if t in self.dropped]
 
     def want_columns(self, tables: Iterable[str]) -> None:
         """Read these tables' columns with the next columns query."""
@@ -231,6 +245,8 @@ class TableCatalog:
         require_column(table, column, self.columns(conn, table))
 
     def _replace(self, tables: dict[str, TableFacts]) -> None:
+        self.dropped.update(t for t in self.tables if t not in tables)
+        self.dropped.difference_update(tables)
         self.tables = tables
         self._names = None
         self._stale.clear()
@@ -243,8 +259,10 @@ class TableCatalog:
                 if name not in self.tables:
                     self._names = None
                 self.tables[name] = found[name]
+                self.dropped.discard(name)
             elif self.tables.pop(name, None) is not None:
                 self._names = None
+                self.dropped.add(name)
             self._stale.discard(name)
 
 

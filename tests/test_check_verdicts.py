@@ -80,7 +80,7 @@ def test_mariadb_a_table_another_session_holds_is_not_checked_rather_than_corrup
         "maintenance", "db", "mysql", "check_table_corruption", {"tables": ["held", "free"]}
     )
 
-    with locked(mysql_url, "held"):
+    with locked(mysql_url, "held") as holder:
         result = commands.apply_plan(config, plan, approver=PreApproved())
 
     step = result.steps[0]
@@ -90,10 +90,12 @@ def test_mariadb_a_table_another_session_holds_is_not_checked_rather_than_corrup
     assert summary["corrupted_tables"] == []
     # Not found sound either: one table could not be checked.
     assert summary["corruption_found"] is None and summary["ok"] is False
-    assert _reasons(summary)["held"] == (
+    # The holder named: who to ask, or wait for, before checking it again.
+    assert _reasons(summary)["held"].startswith(
         "CHECK TABLE of held could not run: Lock wait timeout exceeded; try restarting "
-        "transaction (tried 3 times)"
+        f"transaction (tried 3 times), held by connection {holder} ("
     )
+    assert summary["unchecked_tables"][0]["cause"] == "locked"
 
 
 def test_mariadb_a_check_held_off_once_is_tried_again_for_that_table(home, mysql_url):
@@ -169,7 +171,9 @@ def test_mariadb_a_check_the_time_limit_cut_short_is_not_sound(home, mysql_url):
     assert _by_table(after) == {"small": "ok"}  # with time to finish, the check counts
 
 
-def test_mariadb_a_table_gone_before_its_check_is_not_checked(home, mysql_url):
+def test_mariadb_a_table_gone_before_its_check_is_reported_gone(home, mysql_url):
+    """Dropped since the plan: neither checked nor left unchecked (nothing of it is left
+    to be damaged), so the other tables' verdict stands."""
     _table(mysql_url, "stays", 100)
     target = open_target_for(home, mysql_url)
     try:
@@ -178,8 +182,9 @@ def test_mariadb_a_table_gone_before_its_check_is_not_checked(home, mysql_url):
             summary = corruption_check(conn, ctx, ["stays", "gone"])
     finally:
         target.close()
-    assert _by_table(summary) == {"stays": "ok", "gone": "not checked"}
-    assert "doesn't exist" in _reasons(summary)["gone"]
+    assert _by_table(summary) == {"stays": "ok"}
+    assert summary["tables_gone"] == ["gone"]
+    assert summary["corruption_found"] is False and summary["unchecked_tables"] == []
 
 
 def test_mariadb_damage_is_still_found_and_repaired(home, mysql_url):
@@ -298,7 +303,8 @@ def test_mariadb_sessions_read_the_servers_messages_in_english(home, mysql_url):
             summary = corruption_check(conn, ctx, ["no_such_table"])
     finally:
         target.close()
-    assert _by_table(summary) == {"no_such_table": "not checked"}
+    # Read in English, the error row says the table is not there: gone, not unchecked.
+    assert _by_table(summary) == {} and summary["tables_gone"] == ["no_such_table"]
 
 
 def open_target_for(home, url: str):
@@ -442,9 +448,11 @@ def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, 
     assert result.status == "completed", result.error
 
 
-def test_mariadb_analyze_of_a_table_held_throughout_names_who_holds_it(
+def test_mariadb_analyze_of_a_table_held_throughout_is_skipped_naming_who_holds_it(
     home, mysql_url, edit_config
 ):
+    """A step of the held table alone is tried again, then ends skipped (not failed):
+    the table with cause locked and its holder, and the run completes."""
     _table(mysql_url, "held", 500)
     use_target(home, mysql_url)
     config = edit_config(
@@ -455,14 +463,21 @@ def test_mariadb_analyze_of_a_table_held_throughout_names_who_holds_it(
         result = _quick_maintenance(config, ["held"])
 
     step = next(s for s in result.steps if s.tool == "update_table_statistics")
-    assert step.status == "failed"
+    assert step.status == "skipped", step.error
     assert step.attempts == 2
     assert step.error.startswith(
-        "Lock wait timeout exceeded; try restarting transaction (error 1205); after 2 "
-        f"attempt(s) the lock was still held by connection {holder} "
+        "update_table_statistics of held skipped: its lock was not granted within the lock "
+        "wait (tried 2 times: Lock wait timeout exceeded; try restarting transaction "
+        f"(error 1205)), held by connection {holder} "
     )
     # Only the holder: not aishell's own session that holds the run lock.
     assert step.error.count("connection ") == 1, step.error
+    (entry,) = step.output["skipped_tables"]
+    assert entry == {"table": "held", "reason": step.error, "cause": "locked"}
+    assert step.output["tables_done"] == []
+    assert result.status == "completed", result.error
+    report = result.steps[-1].output
+    assert "1 skipped, held (update_table_statistics held)" in report["summary"]
 
 
 def test_mariadb_a_repair_tried_again_after_a_lock_timeout_copies_once(

@@ -354,14 +354,19 @@ def test_postgresql_reindex_lock_timeout_leaves_one_leftover_then_drops_it(
         return dict(rows)
 
     step = failed.steps[0]
-    assert failed.status == "failed" and step.attempts == 3
+    # The table held throughout: the step ends skipped with the table, why and who
+    # held it named (a maintenance run goes on with its other tables), not failed.
+    assert step.status == "skipped" and step.attempts == 3, step.error
+    assert failed.status == "completed"
     assert step.error.startswith(
-        "canceling statement due to lock timeout; REINDEX INDEX CONCURRENTLY events_k timed "
-        "out waiting for a lock on table events; its invalid leftover(s) events_k_ccnew "
-        "cannot be dropped while the lock is held, and are dropped first when events is "
-        "rebuilt again; after 3 attempt(s) the lock was still held by pid"
+        "rebuild_fragmented_indexes of events skipped: its lock was not granted within the "
+        "lock wait (tried 3 times: canceling statement due to lock timeout; REINDEX INDEX "
+        "CONCURRENTLY events_k timed out waiting for a lock on table events; its invalid "
+        "leftover(s) events_k_ccnew cannot be dropped while the lock is held, and are "
+        "dropped first when events is rebuilt again), held by pid"
     )
     assert "long-writer" in step.error
+    assert step.output["skipped_tables"][0]["cause"] == "locked"
     # One invalid copy, not one per attempt.
     assert indexes() == {"events_pkey": True, "events_k": True, "events_k_ccnew": False}
 

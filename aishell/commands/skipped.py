@@ -1,9 +1,11 @@
-"""The tables the last maintenance run on a target skipped because another session held
-them, so that the next run plans them first (one read of the last run's steps)."""
+"""The tables the last maintenance run on a target skipped (or could not check for
+corruption) because another session held them, so that the next run plans them first
+(one read of the last run's steps)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -30,8 +32,19 @@ def last_skipped(config: Config, target: str, agent: str) -> tuple[str, ...]:
                 continue
             found: dict[str, None] = {}
             for step in store.get_run(run["run_id"])["steps"]:
-                for entry in (step.get("output") or {}).get("skipped_tables") or []:
+                for entry in _held_entries(step.get("output") or {}):
                     if entry.get("cause") == "locked" and entry.get("table"):
                         found.setdefault(str(entry["table"]))
             return tuple(found)
     return ()
+
+
+def _held_entries(output: dict[str, Any]) -> list[dict[str, Any]]:
+    """A step's entries for the tables it left out: those it skipped, and those its
+    corruption check (its own, or the health step's) could not check."""
+    check = output.get("corruption_check")
+    checks = [output, check] if isinstance(check, dict) else [output]
+    return [
+        *(output.get("skipped_tables") or []),
+        *(e for c in checks for e in c.get("unchecked_tables") or []),
+    ]

@@ -15,6 +15,7 @@ from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.effects import record_effects
 from aishell.executor.failures import rollback
+from aishell.executor.heldtables import held_or_gone
 from aishell.executor.prepare import PreparedStep
 from aishell.executor.results import INTERRUPTED, StepResult
 from aishell.executor.resume import facts
@@ -92,17 +93,12 @@ def _attempts(
         except AishellError as exc:  # StepTimeout and StepFailed among them
             rollback(ctx.connection)
             record_effects(run, getattr(exc, "details", None) or {})
-            run.finish(result, "failed", error=str(exc), started=started)
+            if not _skipped(run, result, step, ctx, exc, attempt, started):
+                run.finish(result, "failed", error=str(exc), started=started)
             return
         except DBAPIError as exc:
-            rollback(ctx.connection)
-            if attempt <= retries and is_transient(exc):
-                if wait_to_retry(run, ctx, result, exc, attempt):
-                    continue
-                run.finish(result, "failed", error=unreachable(run, exc), started=started)
-                return
-            error = final_error(run, ctx, tool, step.params, exc, attempt)
-            run.finish(result, "failed", error=error, started=started)
+            if _tries_again(run, result, step, ctx, exc, attempt, retries, started):
+                continue
             return
         except Exception as exc:  # a defect in a tool: the step fails, the run stops
             rollback(ctx.connection)
@@ -115,6 +111,50 @@ def _attempts(
         result.output = json.loads(dumps(output))
         run.finish(result, "succeeded", started=started)
         return
+
+
+def _tries_again(
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    exc: DBAPIError,
+    attempt: int,
+    retries: int,
+    started: float,
+) -> bool:
+    """After a server error: True when the step is tried again (a transient error, the
+    wait done and the connection back); else the step has ended, skipped or failed."""
+    rollback(ctx.connection)
+    if attempt <= retries and is_transient(exc):
+        if wait_to_retry(run, ctx, result, exc, attempt):
+            return True
+        run.finish(result, "failed", error=unreachable(run, exc), started=started)
+        return False
+    if not _skipped(run, result, step, ctx, exc, attempt, started):
+        error = final_error(run, ctx, step.tool, step.params, exc, attempt)
+        run.finish(result, "failed", error=error, started=started)
+    return False
+
+
+def _skipped(
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    exc: Exception,
+    attempt: int,
+    started: float,
+) -> bool:
+    """A step whose tables were held past the lock wait at its last attempt, or dropped
+    since the run read them, ends skipped with them named (heldtables.py), not failed;
+    False when its failure is neither."""
+    skip = held_or_gone(run, step.tool, step.params, ctx, exc, attempt)
+    if skip is None:
+        return False
+    result.output = json.loads(dumps(skip.output))
+    run.finish(result, "skipped", error=skip.error, started=started)
+    return True
 
 
 def _waits_for_a_person(

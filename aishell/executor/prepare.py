@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell import schema
+from aishell.catalog import is_lock_timeout
 from aishell.errors import AishellError, TargetError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.estimates import estimate_effect
+from aishell.executor.failures import rollback
+from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import FAILED, StepResult
+from aishell.executor.retry import allowed_retries, wait_to_retry
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard
 from aishell.plan import Step, tables_with_columns
@@ -92,37 +97,91 @@ def prepare(
     ctx: ToolContext,
 ) -> PreparedStep | None:
     """Resolve, check, render and measure the step, then ask the policy; None when its
-    condition is empty (it is skipped). Anything wrong fails the step and stops the run."""
-    try:
-        if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
-            run.finish(result, "skipped", error=unmet(step.condition))
-            return None
-        resolved = substitute(step.params, outputs, step.id, absent)
-        params = schema.with_defaults(resolved, tool.params)
-        result.params = params
-        problems = schema.validate(params, tool.params)
-        if problems:
-            raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))
-        catalog = run_catalog(run, ctx.connection)
-        catalog.current(ctx.connection, tool.tables_in(params))
-        _check_identifiers(ctx.connection, tool, params, run.target.name, catalog)
-        # Measuring to decide what to run (pgstatindex, dbstat) sends statements too:
-        # they are audited as attempt 0 of the step, and may only read.
-        label = f"{step.id} ({tool.name})"
-        guard = Guard(label=label, memory=run.guard_memory)
-        with audited(run, ctx.connection, result.index, 0, guard):
-            rendered = impl.render_sql(params, ctx)
-            result.sql = [display(sql) for sql in rendered]
-            if run.dry_run or tool.risk_level is not RiskLevel.SAFE:
-                # Every check the tool makes of its effect comes before the policy
-                # and any prompt: a step that cannot run is refused before a yes.
-                result.estimate = estimate_effect(tool, impl, params, ctx, catalog, rendered)
-        writes = may_write(tool, impl, rendered, run.target.dialect)
-        facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
-        verdict = run.policy.check(facts)
-    except AishellError as exc:
-        run.finish(result, "failed", error=str(exc))
-        raise Stop(FAILED, str(exc)) from None
+    condition is empty (it is skipped). Anything wrong fails the step and stops the run,
+    but a tool that skips held tables (heldtables.py) measures a table held past the
+    lock wait again after the retry rule's wait, and then ends skipped, as it does for
+    a table dropped since the run read it."""
+    tries = allowed_retries(tool, run.agent.defaults) + 1 if tool.skips_held_tables else 1
+    for attempt in range(1, tries + 1):
+        try:
+            return _prepare(run, step, result, tool, impl, outputs, absent, ctx)
+        except AishellError as exc:
+            if _skipped(run, result, tool, ctx, exc, attempt):
+                return None
+            run.finish(result, "failed", error=str(exc))
+            raise Stop(FAILED, str(exc)) from None
+        except DBAPIError as exc:
+            if not tool.skips_held_tables:
+                raise  # the run fails on it (loop.py): resume starts the step again
+            rollback(ctx.connection)
+            if attempt < tries and is_lock_timeout(exc):
+                ctx.step_cache = {}  # measured afresh
+                if wait_to_retry(run, ctx, result, exc, attempt):
+                    continue
+            if _skipped(run, result, tool, ctx, exc, attempt):
+                return None
+            raise
+    return None  # not reached: the last try returns or raises
+
+
+def _skipped(
+    run: RunContext,
+    result: StepResult,
+    tool: ToolDefinition,
+    ctx: ToolContext,
+    exc: Exception,
+    tries: int,
+) -> bool:
+    """Its tables held or gone (heldtables.py): the step ends skipped, saying so."""
+    skip = held_or_gone(run, tool, result.params, ctx, exc, tries, " while it was measured")
+    if skip is None:
+        return False
+    result.output = skip.output
+    run.finish(result, "skipped", error=skip.error)
+    return True
+
+
+def _prepare(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    tool: ToolDefinition,
+    impl: Implementation,
+    outputs: Mapping[str, Any],
+    absent: frozenset[str],
+    ctx: ToolContext,
+) -> PreparedStep | None:
+    """One go at preparing the step (see prepare)."""
+    if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
+        run.finish(result, "skipped", error=unmet(step.condition))
+        return None
+    resolved = substitute(step.params, outputs, step.id, absent)
+    params = schema.with_defaults(resolved, tool.params)
+    result.params = params
+    problems = schema.validate(params, tool.params)
+    if problems:
+        raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))
+    catalog = run_catalog(run, ctx.connection)
+    catalog.current(ctx.connection, tool.tables_in(params))
+    # A table this run saw and that was dropped since is no wrong name for a tool that
+    # reports it gone (heldtables.py), nor for a step that runs whatever happened
+    # before it (the report names the plan's tables).
+    dropped_ok = tool.skips_held_tables or step.always_run
+    _check_identifiers(ctx.connection, tool, params, run.target.name, catalog, dropped_ok)
+    # Measuring to decide what to run (pgstatindex, dbstat) sends statements too:
+    # they are audited as attempt 0 of the step, and may only read.
+    label = f"{step.id} ({tool.name})"
+    guard = Guard(label=label, memory=run.guard_memory)
+    with audited(run, ctx.connection, result.index, 0, guard):
+        rendered = impl.render_sql(params, ctx)
+        result.sql = [display(sql) for sql in rendered]
+        if run.dry_run or tool.risk_level is not RiskLevel.SAFE:
+            # Every check the tool makes of its effect comes before the policy
+            # and any prompt: a step that cannot run is refused before a yes.
+            result.estimate = estimate_effect(tool, impl, params, ctx, catalog, rendered)
+    writes = may_write(tool, impl, rendered, run.target.dialect)
+    facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
+    verdict = run.policy.check(facts)
     return PreparedStep(tool, impl, params, rendered, verdict, writes)
 
 
@@ -175,6 +234,7 @@ def _check_identifiers(
     params: Mapping[str, Any],
     target: str,
     catalog: TableCatalog,
+    dropped_ok: bool,
 ) -> None:
     """Names in params must exist in the target's catalog before any SQL is built."""
     for name, (kind, is_list) in tool.identifiers.items():
@@ -182,7 +242,7 @@ def _check_identifiers(
             continue
         values = params[name] if is_list else [params[name]]
         if kind == "table":
-            catalog.check_tables(conn, target, values)
+            catalog.check_tables(conn, target, values, dropped_ok=dropped_ok)
         elif kind == "column":
             for value in values:
                 catalog.check_column(conn, params["table"], value)

@@ -18,6 +18,10 @@ from aishell.targets.locks import run_lock_name
 
 T = TypeVar("T")
 
+# The reason given for a table dropped since the plan: reported as gone, on every engine
+# (by the steps over many tables here, and by a step of one: executor/heldtables.py).
+GONE = "gone: dropped since the plan"
+
 
 @dataclass
 class Tablewise(Generic[T]):

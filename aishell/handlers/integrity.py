@@ -18,11 +18,21 @@ def corruption_summary(
     method: str, results: Sequence[Mapping[str, Any]], **extra: Any
 ) -> dict[str, Any]:
     """One check's findings from its per-table results, each
-    {table, status: ok | corrupted | not checked, issues?, reason?}."""
+    {table, status: ok | corrupted | not checked | gone, issues?, reason?, cause?}. A
+    table dropped since the plan (gone) is listed in tables_gone, neither checked nor
+    left unchecked: there is nothing left of it to be damaged."""
+    gone = [r["table"] for r in results if r["status"] == "gone"]
+    results = [r for r in results if r["status"] != "gone"]
     checked = [r["table"] for r in results if r["status"] != "not checked"]
     corrupted = sorted(r["table"] for r in results if r["status"] == "corrupted")
+    # cause locked: another session held the table past the lock wait (its holder
+    # named in the reason); the next run checks it first (commands/skipped.py).
     unchecked = [
-        {"table": r["table"], "reason": r["reason"]}
+        {
+            "table": r["table"],
+            "reason": r["reason"],
+            **({"cause": r["cause"]} if r.get("cause") else {}),
+        }
         for r in results
         if r["status"] == "not checked"
     ]
@@ -41,6 +51,7 @@ def corruption_summary(
         # ok means checked and sound; a table that could not be checked is not ok.
         "ok": found is False,
         "not_checked": "; ".join(reasons[:3]) if reasons else None,
+        **({"tables_gone": gone} if gone else {}),
         **extra,
     }
 

@@ -12,10 +12,11 @@ One table's trouble does not stop the others: when the grouped statements fail o
 lock the server could not get within the target's lock wait (an anti-wraparound
 autovacuum, another session's LOCK TABLE) or on a table dropped since the plan, the
 tables are sent one at a time; a table still held after a second try is skipped, named
-with the sessions holding it, and a dropped one is reported gone. Only when every
-table of the step is held does the step fail on the lock, so the executor retries it
-and names the holders as for any step. SQLite locks the whole file, never one table:
-there a lock stops every table alike and the step waits and fails as a whole.
+with the sessions holding it, and a dropped one is reported gone. When every table
+of the step is held the step raises the lock's error, so the executor retries it as
+any step, and then ends it skipped with each table and its holders named (the tool
+skips held tables: executor/heldtables.py). SQLite locks the whole file, never one
+table: there a lock stops every table alike and the step waits and fails as a whole.
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepSkipped
 from aishell.handlers import Handler, cached
-from aishell.handlers.held import one_at_a_time, rollback, worth_one_at_a_time
+from aishell.handlers.held import GONE, one_at_a_time, rollback, worth_one_at_a_time
 from aishell.risk import RiskLevel
 from aishell.toolcontext import ToolContext
 
 # Tables the role may not analyze, and why: table -> reason.
 Refusals = dict[str, str]
-# The reason an engine gives for a table dropped since the plan: reported as gone.
-GONE = "gone: dropped since the plan"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ _COULD_NOT_RUN = re.compile(
     r"|Query execution was interrupted|Table '.*' doesn't exist$)",
     re.IGNORECASE,
 )
+# The error row of a table that is not there (1146): dropped since the plan.
+_GONE = re.compile(r"^Table '.*' doesn't exist$", re.IGNORECASE)
 # The status sql_admin.cc gives an operation that did not complete (not translated).
 _FAILED = "operation failed"
 
@@ -98,6 +100,8 @@ def check_verdict(
             problems.append(message)
     if problems:
         return {"table": table, "status": "corrupted", "issues": problems}
+    if stopped and _GONE.search(stopped[0].strip()):
+        return {"table": table, "status": "gone"}  # dropped since the plan
     if stopped:
         return {
             "table": table,

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, measured
+from aishell.handlers.held import GONE
 from aishell.handlers.mysql.catalog import (
     FILE_SIZE,
     free_percent,
@@ -29,7 +30,7 @@ from aishell.handlers.mysql.privileges import (
     require_privileges,
     run_checked,
 )
-from aishell.handlers.statistics import GONE, Engine, Refusals, statistics_handler
+from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext

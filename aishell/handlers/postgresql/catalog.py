@@ -32,11 +32,12 @@ def extensions(conn: Connection) -> set[str]:
     return {r[0] for r in conn.execute(text(EXTENSIONS))}
 
 
-def table_oids(conn: Connection, tables: list[str]) -> dict[str, int]:
-    """Each table's oid, in one query; a table not in the current schema fails the step."""
+def table_oids(conn: Connection, tables: list[str], *, missing_ok: bool = False) -> dict[str, int]:
+    """Each table's oid, in one query; a table not in the current schema fails the step
+    (`missing_ok`: is left out)."""
     found = {str(name): int(oid) for name, oid in conn.execute(text(TABLE_OIDS), {"names": tables})}
     for table in tables:
-        if table not in found:
+        if table not in found and not missing_ok:
             raise StepFailed(f"Table {table!r} is not in the current schema")
     return found
 

@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import is_lock_timeout, user_tables
+from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders, user_tables
 from aishell.handlers import Handler, each_table
+from aishell.handlers.held import rollback
 from aishell.handlers.integrity import (
     checked_or_skipped,
     corruption_summary,
@@ -35,6 +36,7 @@ from aishell.handlers.postgresql.catalog import (
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
+from aishell.targets.locks import run_lock_name
 from aishell.toolcontext import ToolContext
 
 # The extension's schema is quoted in by the dialect; it comes from pg_extension.
@@ -46,9 +48,10 @@ _FULL_READ = "SELECT pg_catalog.count(*) FROM {table}"
 
 
 def _read_check(
-    conn: Connection, sql: str, params: Mapping[str, Any]
+    conn: Connection, sql: str, params: Mapping[str, Any], table: str
 ) -> tuple[list[Any], str | None, str | None]:
-    """Run one check: (rows, damage found, why it could not run)."""
+    """Run one check of `table`: (rows, damage found, why it could not run; a lock it
+    waited for in vain names the sessions holding the table)."""
     try:
         return list(conn.execute(text(sql), params)), None, None
     except DBAPIError as exc:
@@ -56,9 +59,26 @@ def _read_check(
         message = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
         if state.startswith("XX"):  # data_corrupted, index_corrupted, internal_error
             return [], message, None
-        if state == "42501" or is_lock_timeout(exc):
+        if is_lock_timeout(exc):
+            rollback(conn)
+            holders = blocking_sessions(conn, [table], run_lock=run_lock_name(conn))
+            return [], None, f"{message}, {table}{_HELD_BY}{named_holders(holders)}"
+        if state == "42501":
             return [], None, message
         raise
+
+
+def _not_checked(table: str, reason: str, why: str | None) -> dict[str, Any]:
+    """A table the check could not check; held by another session (its lock not
+    granted within the lock wait: `why` names the holder) is cause locked."""
+    result = {"table": table, "status": "not checked", "reason": reason}
+    if why is not None and _HELD_BY in why:
+        result["cause"] = "locked"
+    return result
+
+
+# What _read_check says of a table it waited for in vain, before naming the holders.
+_HELD_BY = " held by "
 
 
 def _indexes(conn: Connection, oids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -72,10 +92,16 @@ def _indexes(conn: Connection, oids: list[int]) -> dict[int, list[dict[str, Any]
 def _check_tables(
     conn: Connection, ctx: ToolContext, tables: list[str], tool: Amcheck
 ) -> list[dict[str, Any]]:
-    """Each table checked; the tables' oids and indexes are read in one query each."""
-    oids = table_oids(conn, tables)
+    """Each table checked; the tables' oids and indexes are read in one query each. A
+    table no longer there was dropped since the plan: it is gone, not unchecked."""
+    oids = table_oids(conn, tables, missing_ok=True)
     indexes = _indexes(conn, list(oids.values())) if tool.reason is None else {}
-    return [_check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool) for t in tables]
+    return [
+        _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool)
+        if t in oids
+        else {"table": t, "status": "gone"}
+        for t in tables
+    ]
 
 
 def _check_table(
@@ -92,16 +118,20 @@ def _check_table(
         # What can be done without amcheck: read every row, so that an unreadable page
         # (or, with data checksums on, a bad checksum) shows. It is not a check of the
         # indexes or of the rows' consistency, so the table stays "not checked".
-        _, damage, why = _read_check(conn, _FULL_READ.replace("{table}", ctx.quote(table)), {})
+        _, damage, why = _read_check(
+            conn, _FULL_READ.replace("{table}", ctx.quote(table)), {}, table
+        )
         if damage:
             return {"table": table, "status": "corrupted", "issues": [f"full read: {damage}"]}
         read = f"could not read it either: {why}" if why else "a full read found no unreadable page"
-        return {"table": table, "status": "not checked", "reason": f"{tool.reason}; {read}"}
+        return _not_checked(table, f"{tool.reason}; {read}", why)
     schema = ctx.quote(str(tool.schema))
     if tool.heap:
-        rows, damage, why = _read_check(conn, _HEAP_CHECK.replace("{schema}", schema), {"oid": oid})
+        rows, damage, why = _read_check(
+            conn, _HEAP_CHECK.replace("{schema}", schema), {"oid": oid}, table
+        )
         if why:
-            return {"table": table, "status": "not checked", "reason": f"verify_heapam: {why}"}
+            return _not_checked(table, f"verify_heapam: {why}", why)
         issues += [f"verify_heapam: {damage}"] if damage else []
         issues += [f"block {r.blkno}, item {r.offnum}: {r.msg}" for r in rows]
     else:
@@ -117,10 +147,10 @@ def _check_table(
                 issues.append(f"index {index['name']} is invalid; REINDEX it")
             continue
         _, damage, why = _read_check(
-            conn, _BT_CHECK.replace("{schema}", schema), {"oid": index["oid"]}
+            conn, _BT_CHECK.replace("{schema}", schema), {"oid": index["oid"]}, table
         )
         if why:
-            return {"table": table, "status": "not checked", "reason": f"bt_index_check: {why}"}
+            return _not_checked(table, f"bt_index_check: {why}", why)
         if damage:
             issues.append(f"index {index['name']}: {damage}")
     result: dict[str, Any] = {

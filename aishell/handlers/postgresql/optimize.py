@@ -10,13 +10,14 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler
+from aishell.handlers.held import GONE
 from aishell.handlers.postgresql.privileges import (
     raise_if_skipped,
     require_maintain,
     server_warnings,
     skipped_by_warnings,
 )
-from aishell.handlers.statistics import GONE, Engine, Refusals, statistics_handler
+from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext

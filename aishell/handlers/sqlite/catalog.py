@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from aishell.catalog import sqlite_name, sqlite_text_as_bytes
+from aishell.errors import StepFailed
 from aishell.sqltext import text
 
 
@@ -65,6 +66,16 @@ def btree_stats(conn: Connection, name: str) -> dict[str, Any]:
         "free_space_percent": percent(unused, leaf_bytes),
         "unused_bytes": unused,
     }
+
+
+TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"
+
+
+def require_table(conn: Connection, table: str) -> None:
+    """StepFailed when the table is not there: dbstat and pragma_index_list say nothing
+    of a table dropped since the plan, which would read as a table of no pages."""
+    if not conn.execute(text(TABLE_EXISTS), {"t": table}).first():
+        raise StepFailed(f"no such table: {table} (dropped since the plan)")
 
 
 def table_indexes(conn: Connection, table: str) -> list[str]:

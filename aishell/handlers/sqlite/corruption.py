@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.catalog import user_tables
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, each_table
+from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import (
     checked_or_skipped,
     corruption_summary,
@@ -42,6 +43,8 @@ def _check_table(conn: Connection, ctx: ToolContext, table: str) -> dict[str, An
         for row in conn.execute(text(f"PRAGMA foreign_key_check({ctx.quote(table)})")):
             issues.append(f"row {row[1]} references a missing row in {row[2]}")
     except DBAPIError as exc:
+        if is_gone(exc):
+            return {"table": table, "status": "gone"}  # dropped since the plan
         # A file damaged past reading fails the check itself: that is its finding.
         name = str(getattr(exc.orig, "sqlite_errorname", ""))
         if name not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):

@@ -14,10 +14,12 @@ from typing import Any
 
 from aishell.handlers import Handler
 from aishell.handlers.sqlite.catalog import (
+    TABLE_EXISTS,
     btree_stats,
     database_pages,
     dbstat_available,
     percent,
+    require_table,
     table_indexes,
 )
 from aishell.toolcontext import ToolContext
@@ -55,6 +57,8 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
             ),
         }
     stats = btree_stats(conn, table)
+    if not stats["pages"]:
+        require_table(conn, table)
     indexes = []
     for index in table_indexes(conn, table):
         index_stats = btree_stats(conn, index)
@@ -81,6 +85,7 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
 
 analyze_table_fragmentation = Handler(
     sql_templates=(
+        TABLE_EXISTS,
         "PRAGMA page_size",
         "PRAGMA page_count",
         "PRAGMA freelist_count",

@@ -11,7 +11,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import Handler, cached
-from aishell.handlers.sqlite.catalog import btree_stats, database_pages, dbstat_available
+from aishell.handlers.sqlite.catalog import (
+    btree_stats,
+    database_pages,
+    dbstat_available,
+    require_table,
+)
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import (
     read_only_reason,
@@ -26,6 +31,9 @@ from aishell.toolcontext import ToolContext
 
 
 def _optimize_reason(params: Mapping[str, Any], conn: Connection) -> str | None:
+    # VACUUM is of the file, yet the step is of its table: one dropped since the plan is
+    # reported gone (executor/heldtables.py), not compacted.
+    require_table(conn, params["table"])
     pages = database_pages(conn)
     if pages["freelist_count"]:
         return f"{pages['freelist_count']} free pages ({pages['free_bytes']} bytes) in the file"

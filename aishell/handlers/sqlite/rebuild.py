@@ -9,7 +9,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.handlers import Handler, cached
-from aishell.handlers.sqlite.catalog import btree_stats, dbstat_available, table_indexes
+from aishell.handlers.sqlite.catalog import (
+    TABLE_EXISTS,
+    btree_stats,
+    dbstat_available,
+    require_table,
+    table_indexes,
+)
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import require_writable, write
 from aishell.risk import RiskLevel
@@ -24,7 +30,10 @@ def _indexes_to_rebuild(
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
     chosen, skipped = [], []
-    for index in table_indexes(conn, params["table"]):
+    indexes = table_indexes(conn, params["table"])
+    if not indexes:
+        require_table(conn, params["table"])
+    for index in indexes:
         stats = btree_stats(conn, index)
         reason = needs_rebuild(stats, threshold, min_pages)
         if reason:
@@ -96,6 +105,7 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
 
 rebuild_fragmented_indexes = Handler(
     sql_templates=(
+        TABLE_EXISTS,
         "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
         "REINDEX {index}",
     ),
