@@ -102,7 +102,7 @@ class StateConfig(_Strict):
         """The timeouts set here, as a server store's URL carries them (its query)."""
         found = {"connect_timeout": self.connect_timeout_seconds}
         found["read_timeout"] = self.read_timeout_seconds  # type: ignore[assignment]
-        return {name: f"{value:g}" for name, value in found.items() if value is not None}
+        return {name: str(value) for name, value in found.items() if value is not None}
 
 
 class CircuitBreakerConfig(_Strict):

@@ -29,7 +29,7 @@ from sqlalchemy import text
 from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import Config, load_config
-from aishell.errors import EXIT_DENIED, ConfigError, TargetLocked
+from aishell.errors import EXIT_DENIED, ConfigError, StateError, TargetLocked
 from aishell.executor import stopping
 from aishell.state.serverstore import timeouts_of
 from aishell.targets import open_target
@@ -471,3 +471,13 @@ def _stepping(config: Config, schedule: str) -> bool:
         return False
     steps = commands.show_run(config, runs[0]["run_id"])["steps"]
     return any(step["status"] != "pending" for step in steps)
+
+
+@pytest.mark.parametrize("query", ["read_timeout=soon", "connect_timeout=0", "read_timeout=inf"])
+def test_a_state_store_url_with_a_bad_timeout_is_one_line(query):
+    name = query.split("=")[0]
+    with pytest.raises(StateError) as err:
+        timeouts_of(f"postgresql+psycopg://aishell@db.example:5432/state?{query}")
+    assert str(err.value) == (
+        f"The state store's URL (state.url): its {name} is not a number of seconds"
+    )
