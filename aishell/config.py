@@ -88,9 +88,21 @@ class StateConfig(_Strict):
     # How long a SQLite store waits for another process's lock before it gives up;
     # null: the URL's own `timeout` query parameter, or 10 seconds.
     busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
+    # A store on a server, as for targets: how long connecting may take, and how long a
+    # statement waits for the server's answer before the store fails with one line
+    # (see state/serverstore.py); null: the URL's own `connect_timeout` and
+    # `read_timeout` query parameters, or 10 and 600 seconds.
+    connect_timeout_seconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _url = field_validator("url")(check_url)
     _password_env = field_validator("password_env")(check_env_name)
+
+    def server_timeouts(self) -> dict[str, str]:
+        """The timeouts set here, as a server store's URL carries them (its query)."""
+        found = {"connect_timeout": self.connect_timeout_seconds}
+        found["read_timeout"] = self.read_timeout_seconds  # type: ignore[assignment]
+        return {name: str(value) for name, value in found.items() if value is not None}
 
 
 class CircuitBreakerConfig(_Strict):
@@ -330,7 +342,8 @@ class Config:
         url = resolve_url(state.url, self.state_home)
         if url != state.url:  # a file in the home's state folder: aishell's to make
             self.state_home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not state.password_env and state.busy_timeout_ms is None:
+        timeouts = state.server_timeouts()
+        if not state.password_env and state.busy_timeout_ms is None and not timeouts:
             return url
         from sqlalchemy.engine import make_url  # late: most commands never need it
         from sqlalchemy.exc import ArgumentError
@@ -342,6 +355,9 @@ class Config:
         if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
             # The SQLite driver's own busy timeout, in seconds; the store reads it back.
             parsed = parsed.update_query_dict({"timeout": str(state.busy_timeout_ms / 1000)})
+        if timeouts and parsed.get_backend_name() != "sqlite":
+            # Read back, and taken out, by the store (state/serverstore.py).
+            parsed = parsed.update_query_dict(timeouts)
         if state.password_env:
             password = os.environ.get(state.password_env)
             if password is None:

@@ -41,6 +41,7 @@ from aishell import notify
 from aishell.config import Config
 from aishell.crontab import CrontabError, CrontabTrigger
 from aishell.errors import TargetLocked, UsageError
+from aishell.executor.stopping import stop_all
 from aishell.state import StateStore
 from aishell.terminal import printable
 
@@ -381,8 +382,11 @@ def _take_lease(store: StateStore) -> None:
 
 
 def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
-    """Ask the runs this process started to stop after their current step's statement
-    or batch; they end interrupted, and `aishell resume` (or the next trigger) goes on."""
+    """Stop the runs this process started: their running statements are cancelled (and
+    cut off after the target's read_timeout_seconds if the server answers neither), so
+    they end interrupted within the bound, and `aishell resume` (or the next trigger)
+    goes on."""
+    stop_all("the scheduler's stop")
     for run in store.list_runs(status="running", limit=100):
         if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
             store.request_stop(run["run_id"], "aishell schedule serve (stopping)")

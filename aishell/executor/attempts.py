@@ -27,6 +27,7 @@ from aishell.schema import identifier_params
 from aishell.state import dumps
 from aishell.targets.access import session_access
 from aishell.targets.deadlines import step_deadline
+from aishell.targets.limits import TargetSilent
 from aishell.targets.transient import is_transient
 
 
@@ -231,14 +232,23 @@ def _attempt(
         stopped = isinstance(exc, StepInterrupted) and stopping.reason()
         if stopping.signal or stopped:  # whatever the tool raised, this is why
             rollback(ctx.connection)
-            run.finish(
-                result,
-                "interrupted",
-                error=str(exc) if stopped else f"interrupted by {stopping.signal}",
-                started=started,
-            )
+            error = str(exc) if stopped else f"interrupted by {stopping.signal}"
+            silent = _silence_in(exc)
+            if silent is not None:  # the server answered neither the statement nor the cancel
+                error = f"interrupted by {stopping.signal}; {silent}"
+            run.finish(result, "interrupted", error=error, started=started)
             raise Stop(INTERRUPTED, stopping.reason()) from exc
         raise
+
+
+def _silence_in(exc: BaseException) -> TargetSilent | None:
+    """The TargetSilent that ended the step, whatever the tool wrapped it in."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain of causes, never a cycle
+        if seen is None or isinstance(seen, TargetSilent):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # A step on tables this small (bytes with their indexes, by the catalog) takes a moment:

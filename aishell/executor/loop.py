@@ -109,6 +109,7 @@ class Executor:
         ctx = self._tool_context(run_id, dry_run)
         try:
             with (
+                self._stopping.known(),
                 self._stopping.signals(),
                 self._stopping.time_limit(self.run_limit, self.run_started),
                 self._stopping.lease(),

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.state import StateStore
-from aishell.targets.deadlines import interrupt
+from aishell.targets.deadlines import in_flight, stop_statement
 from aishell.targets.locks import RunLock
 
 # How often a run asks the server whether its lock's session lives, by a round trip:
@@ -30,6 +30,24 @@ LEASE_POLL_SECONDS = 0.25
 # How long the main thread has to run the signal handler before the signal is sent on
 # to it: a thread blocked in a read (the approval prompt) sees only its own signals.
 HANDLER_WAIT_SECONDS = 0.2
+# How often a stop looks whether the statement it cancelled has ended.
+STOP_POLL_SECONDS = 0.05
+
+
+# The runs of this process now, each by its Stopping: what stop_all() ends (the
+# scheduler's own stop, whose runs run on its threads, where no signal reaches them).
+_RUNNING: set[Stopping] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all(why: str) -> None:
+    """Stop every run of this process as a signal would: no new statement, the running
+    one cancelled, its socket closed if the server answers neither (cancel_running)."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for stopping in running:
+        stopping.signal = stopping.signal or why
+        stopping.cancel_running()
 
 
 class Interrupted(BaseException):
@@ -45,7 +63,7 @@ class Stop(Exception):
         self.error = error
 
 
-@dataclass
+@dataclass(eq=False)
 class Stopping:
     """What may stop one executor's run, and the means to cancel its running statement."""
 
@@ -60,6 +78,8 @@ class Stopping:
     running: Connection | None = None
     # Set by the lease watcher once the lock's session is gone: the run stops.
     lock_lost: bool = False
+    # The connection whose statement a stop is cancelling now (cancel_running).
+    _cancelling: Connection | None = None
 
     def reason(self) -> str | None:
         """Why the run must stop now, as its error says it; None to go on."""
@@ -87,6 +107,17 @@ class Stopping:
         # What every statement's audit and a step's end look at (see audit.audited).
         self.signal = self.signal or "the loss of the run lock"
         self.cancel_running()
+
+    @contextmanager
+    def known(self) -> Iterator[None]:
+        """While the run lasts, stop_all() reaches it."""
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        try:
+            yield
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self)
 
     @contextmanager
     def lease(self) -> Iterator[None]:
@@ -127,9 +158,29 @@ class Stopping:
             watcher.join(LEASE_POLL_SECONDS * 4)
 
     def cancel_running(self) -> None:
+        """Cancel what runs on the step's connection and, if the server answers neither
+        it nor the cancel within the target's read_timeout_seconds, close its socket: the
+        step then ends interrupted even on a server that stopped answering. On a thread
+        of its own: the callers (the signal, lease and time-limit watchers) never wait on
+        a server. Once per step, whichever stop came first."""
         running = self.running
-        if running is not None:
-            interrupt(running)
+        if running is None or running is self._cancelling:
+            return
+        self._cancelling = running
+
+        def ended(seconds: float) -> bool:
+            # What runs at the stop is over once the step left the connection (its
+            # bookkeeping closed, see audit.audited) or no statement waits on it.
+            until = time.monotonic() + seconds
+            while self.running is running and in_flight(running) is not None:
+                if time.monotonic() >= until:
+                    return False
+                time.sleep(STOP_POLL_SECONDS)
+            return True
+
+        threading.Thread(
+            target=stop_statement, args=(running, ended), name="aishell-stop", daemon=True
+        ).start()
 
     @contextmanager
     def signals(self) -> Iterator[None]:

@@ -25,6 +25,7 @@ from aishell.state.faults import is_fault, state_error
 from aishell.state.identity import FileIdentity
 from aishell.state.schema import events
 from aishell.state.seals import check, seal, step_seal
+from aishell.state.serverstore import Silenced, connect_timed_out
 from aishell.state.values import dumps, now
 
 _SQLITE = sqlite.dialect()
@@ -84,18 +85,37 @@ class StoreCore:
     _unsaved_start: tuple[str, int] | None
     # A SQLite store's file as it was opened; None elsewhere, and while it opens.
     _identity: FileIdentity | None
+    # A server store's silence, once met: every later use fails with its line.
+    _silenced: Silenced
 
     def _error(self, exc: DBAPIError) -> StateError:
         return state_error(self.location, self.url, exc, self._busy_timeout)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self._conn.begin():
-            for statement, params in self._queued:
-                self._send(statement, params)
-            yield self._conn
-            self._same_file()
+        self._silenced.check()
+        try:
+            with self._conn.begin():
+                for statement, params in self._queued:
+                    self._send(statement, params)
+                yield self._conn
+                self._same_file()
+        except DBAPIError as exc:
+            # A reconnect meets the engine's error hook only in part (SQLAlchemy's
+            # revalidation): a server store that did not answer is said here too.
+            silent = self._unanswered(exc)
+            if silent is None:
+                raise
+            raise silent from None
         self._committed()
+
+    def _unanswered(self, exc: DBAPIError) -> StateError | None:
+        """The one line for a server store that did not answer (see serverstore.py)."""
+        if isinstance(exc.orig, StateError):  # raised under the driver's connect
+            return exc.orig
+        if self._silenced.error is None and not self.url.startswith("sqlite"):
+            self._silenced.error = connect_timed_out(self.url, self.location, exc)
+        return self._silenced.error
 
     @contextmanager
     def _hot_tx(self) -> Iterator[None]:
@@ -144,6 +164,8 @@ class StoreCore:
             raise self._failed(statement.sqlite, exc) from exc
 
     def _sqlite(self) -> sqlite3.Connection | None:
+        if not self.url.startswith("sqlite"):
+            return None  # without a look at the connection, which may reconnect
         driver = self._conn.connection.driver_connection
         return driver if isinstance(driver, sqlite3.Connection) else None
 

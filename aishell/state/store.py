@@ -47,6 +47,12 @@ from aishell.state.runs import RunRepository
 from aishell.state.schedules import ScheduleRepository
 from aishell.state.schema import meta
 from aishell.state.scratch_ledger import ScratchLedger
+from aishell.state.serverstore import (
+    Silenced,
+    connect_timed_out,
+    server_engine,
+    without_timeouts,
+)
 from aishell.state.steps import StepRepository
 
 _OPEN_ATTEMPTS = 50
@@ -71,13 +77,14 @@ class StateStore(
         # written and checked as it is read (seals.py); without it, neither.
         self._key = key
         # What errors and messages show: the URL may hold a password.
-        self.location = display_url(url)
+        self.location = display_url(without_timeouts(url))
+        self._silenced = Silenced()
         self._busy_timeout = busy_timeout_of(url)
         # While set (a time.monotonic() deadline), _open retries what opening
         # processes race on, instead of _fault reporting it.
         self._opening_until: float | None = None
         try:
-            self.engine = _make_engine(url, self._busy_timeout)
+            self.engine = _make_engine(url, self._busy_timeout, self.location, self._silenced)
         except ArgumentError:
             raise StateError(
                 "The state store's URL (state.url) is not a valid database URL; fix it in the "
@@ -167,6 +174,14 @@ class StateStore(
     def _fault(self, context: ExceptionContext) -> None:
         """The engine's error hook: a failure of the store itself becomes a StateError."""
         exc = context.sqlalchemy_exception
+        # A server store that did not answer: every later failure is that one (a
+        # reconnect's, the run's end's), said in the same line.
+        self._silenced.check()
+        if not self.url.startswith("sqlite") and isinstance(exc, DBAPIError):
+            silent = connect_timed_out(self.url, self.location, exc)
+            if silent is not None:
+                self._silenced.error = silent
+                raise silent
         if context.is_pre_ping or not isinstance(exc, DBAPIError) or not is_fault(exc):
             # The pool reconnects after a failed ping; a defect, or an IntegrityError
             # that acquire_lock reads, stays what it is.
@@ -220,7 +235,7 @@ class StateStore(
         return row[0] if row else None
 
 
-def _make_engine(url: str, busy_timeout: float) -> Engine:
+def _make_engine(url: str, busy_timeout: float, location: str, silenced: Silenced) -> Engine:
     if url.startswith("sqlite"):
         # One connection per store object: see the module docstring.
         # Worker threads run tools (see executor._in_worker) and write audit rows
@@ -238,4 +253,4 @@ def _make_engine(url: str, busy_timeout: float) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    return server_engine(url, location, silenced)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from aishell.errors import StepTimeout
 from aishell.sqltext import text
 from aishell.targets.limits import (
+    IN_FLIGHT_KEY,
     LIMITS_KEY,
     STATEMENT_LIMIT_KEY,
     Limits,
@@ -39,7 +40,6 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
     finished = threading.Event()
     ending = threading.Lock()
     limits: Limits | None = conn.info.get(LIMITS_KEY)
-    dbapi = conn.connection.driver_connection
     expiring: list[threading.Thread] = []
 
     def ring() -> None:
@@ -54,15 +54,15 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
 
     def expire() -> None:
         timed_out.set()
-        interrupt(conn)
-        if limits is None or finished.wait(max(ends + limits.read_timeout - time.monotonic(), 0)):
-            return
-        # Each statement's own watch does this too; this one also covers what the step
+        # Each statement's own watch severs too; this one also covers what the step
         # sends past the cursor events (the guard's catalog lookups).
-        with ending:
-            if not finished.is_set():
-                limits.fired[id(dbapi)] = seconds + limits.read_timeout
-                sever(dbapi)
+        cancel_then_sever(
+            conn,
+            finished.wait,
+            ends,
+            lambda lim: lim.silence(seconds + lim.read_timeout),
+            ending,
+        )
 
     _server_timeout(conn, seconds)
     ends = time.monotonic() + seconds
@@ -111,21 +111,85 @@ def _is_server_timeout(exc: BaseException) -> bool:
     return bool(args) and args[0] in (1969, 3024)
 
 
+def cancel_then_sever(
+    conn: Connection,
+    ended: Callable[[float], bool],
+    counts_from: float,
+    said: Callable[[Limits], str],
+    ending: AbstractContextManager[Any] | None = None,
+) -> None:
+    """Cancel what runs on conn; if it has not ended read_timeout_seconds after
+    counts_from (a time.monotonic()), close the connection's socket under it: for a
+    server that answers neither the statement nor the cancel.
+
+    ended(seconds) waits up to seconds for what runs to end and says whether it did;
+    said(limits) is the error the statement then ends with; ending, held while the
+    socket is closed, keeps what runs from ending meanwhile. The cancel runs on a thread
+    of its own, so a cancel that waits on the silent server (MariaDB's goes over a new
+    connection) never delays the close; it is waited for before this returns, so that
+    it lands before the connection's next statement. Each of its waits is bounded (the
+    target's connect and read timeouts).
+    """
+    found = _driver(conn)
+    canceller = threading.Thread(target=interrupt, args=(conn,), name="aishell-cancel", daemon=True)
+    canceller.start()
+    try:
+        if found is None:
+            return
+        dbapi, limits = found
+        if limits is None or ended(max(counts_from + limits.read_timeout - time.monotonic(), 0)):
+            return
+        with ending or nullcontext():
+            if not ended(0):
+                limits.fired[id(dbapi)] = said(limits)
+                sever(dbapi)
+    finally:
+        canceller.join()
+
+
+def stop_statement(conn: Connection, ended: Callable[[float], bool]) -> None:
+    """A run stops (a signal, its time limit, the run lock lost): cancel what runs on
+    conn, and close its socket if that is not over within read_timeout_seconds. No
+    statement of the target then waits longer than read_timeout_seconds for its answer,
+    whatever is left of the step's limit (a purge's is a day)."""
+    found = _driver(conn)
+    if found is not None and found[1] is not None:
+        found[1].stopping = True
+    cancel_then_sever(conn, ended, time.monotonic(), Limits.unanswered_cancel)
+
+
+def in_flight(conn: Connection) -> object | None:
+    """A mark of the statement waiting for its answer on conn now; None: none is."""
+    if conn.closed or conn.invalidated:  # see _driver
+        return None
+    try:
+        return conn.connection.info.get(IN_FLIGHT_KEY)
+    except Exception:  # closed meanwhile, by the thread running the step
+        return None
+
+
+def _driver(conn: Connection) -> tuple[Any, Limits | None] | None:
+    """conn's DBAPI connection and its target's Limits; None once conn is closed."""
+    # A closed or invalidated Connection would open a new DBAPI connection on access.
+    if conn.closed or conn.invalidated:
+        return None
+    try:
+        fairy = conn.connection
+        return fairy.driver_connection, fairy.info.get(LIMITS_KEY)
+    except Exception:  # closed meanwhile, by the thread running the step
+        return None
+
+
 def interrupt(conn: Connection) -> None:
     """Cancel the statement running on conn, from another thread or a signal handler.
 
     Never waits longer than the target's read_timeout_seconds: a cancel goes over a new
     connection to the same server, which may be the one that stopped answering.
     """
-    # A closed or invalidated Connection would open a new DBAPI connection on access.
-    if conn.closed or conn.invalidated:
+    found = _driver(conn)
+    if found is None:
         return
-    try:
-        fairy = conn.connection
-        dbapi = fairy.driver_connection
-        limits: Limits | None = fairy.info.get(LIMITS_KEY)
-    except Exception:  # closed meanwhile, by the thread running the step
-        return
+    dbapi, limits = found
     if isinstance(dbapi, sqlite3.Connection):
         dbapi.interrupt()
         return

@@ -91,8 +91,15 @@ class Target:
 
     def try_lock(self, key: str) -> RunLock | None:
         """Take the server's own lock for key (the database's identity), or None if held
-        (see locks.try_lock)."""
-        return try_lock(key, self.dialect, self.connect, self.sqlite_path)
+        (see locks.try_lock). Its session gone and the server silent for
+        read_timeout_seconds, the lock counts as lost."""
+        return try_lock(
+            key,
+            self.dialect,
+            self.connect,
+            self.sqlite_path,
+            patience=float(self.config.read_timeout_seconds),
+        )
 
 
 def open_target(config: Config, name: str | None, *, read_only: bool = False) -> Target:

@@ -30,6 +30,11 @@ from aishell.errors import TargetUnreachable
 LIMITS_KEY = "aishell_limits"
 # The statement that set the server's statement limit on a connection, kept in its info.
 STATEMENT_LIMIT_KEY = "aishell_statement_limit"
+# A mark of the statement in flight on a connection, kept in its info while it waits.
+IN_FLIGHT_KEY = "aishell_watch"
+# An execution option: this connection's statements are never a step's (the run lock's
+# session), so they wait read_timeout_seconds, whatever step runs meanwhile.
+OUTSIDE_STEPS_OPTION = "aishell_outside_steps"
 
 
 class TargetSilent(TargetUnreachable, DBAPIError):
@@ -129,24 +134,46 @@ class Limits:
     target: str
     read_timeout: float
     step_ends: float | None = None
-    # Per DBAPI connection whose socket a watch closed: how long it had waited.
-    fired: dict[int, float] = field(default_factory=dict)
+    # Per DBAPI connection whose socket aishell closed: what its statement's error says.
+    fired: dict[int, str] = field(default_factory=dict)
     watchdog: Watchdog = field(default_factory=lambda: STATEMENTS)
+    # What the messages name: the target by default; the state store names itself
+    # and its own setting (see state/store.py).
+    who: str = ""
+    setting: str = ""
+    # What a statement the server left unanswered raises, given its message: TargetSilent
+    # by default (None).
+    on_silence: Callable[[str], Exception] | None = None
+    # Set once the run using the target stops (a signal, its time limit, the run lock
+    # lost): from then on no statement waits past read_timeout_seconds, whatever is
+    # left of the step's limit.
+    stopping: bool = False
 
     def bound(self) -> float:
         """How long a statement sent now may wait for its answer."""
-        if self.step_ends is None:
+        if self.step_ends is None or self.stopping:
             return self.read_timeout
         return max(self.step_ends - time.monotonic(), 0.0) + self.read_timeout
 
+    @property
+    def key(self) -> str:
+        return self.setting or f"targets.{self.target}.read_timeout_seconds"
+
     def silence(self, waited: float) -> str:
-        key = f"targets.{self.target}.read_timeout_seconds"
         if waited > self.read_timeout:  # a step's statement, past the step's limit
             return (
                 f"target '{self.target}' did not answer for {self.read_timeout:g}s more "
-                f"({key}), so its connection was closed"
+                f"({self.key}), so its connection was closed"
             )
-        return f"Target '{self.target}' did not answer within {waited:g}s ({key})"
+        who = self.who or f"Target '{self.target}'"
+        return f"{who} did not answer within {waited:g}s ({self.key})"
+
+    def unanswered_cancel(self) -> str:
+        """Why a stopped run's statement ended: the cancel went unanswered."""
+        return (
+            f"target '{self.target}' did not answer the cancel within {self.read_timeout:g}s "
+            f"({self.key}), so its connection was closed"
+        )
 
 
 def mysql_read_timeout(dbapi_conn: Any, seconds: float) -> None:
@@ -164,15 +191,18 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
     is_pg = engine.dialect.name == "postgresql"
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _arm(conn: Connection, cursor: Any, _s: Any, _p: Any, _ctx: Any, _many: Any) -> None:
+    def _arm(conn: Connection, cursor: Any, _s: Any, _p: Any, ctx: Any, _many: Any) -> None:
         dbapi = cursor.connection
-        bound = limits.bound()
+        outside = ctx is not None and ctx.execution_options.get(OUTSIDE_STEPS_OPTION)
+        bound = limits.read_timeout if outside else limits.bound()
         limits.fired.pop(id(dbapi), None)
+        # The statement in flight on the connection, until its answer or error: what a
+        # stop's cancel waits to see end (deadlines.cancel_then_sever).
+        info, mark = conn.info, object()
+        info[IN_FLIGHT_KEY] = mark
         if not is_pg:
             mysql_read_timeout(dbapi, bound)
             return
-        info, mark = conn.info, object()
-        info["aishell_watch"] = mark
         info["aishell_watchdog"] = limits.watchdog.arm(
             bound, lambda: _expire(info, mark, dbapi, limits, bound)
         )
@@ -191,34 +221,40 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
         _stop_watch(conn.info, limits)
         dbapi = conn.connection.dbapi_connection if not conn.invalidated else None
         orig = ctx.original_exception
-        waited = limits.fired.pop(id(dbapi), None) if dbapi is not None else None
-        if waited is None and not is_pg and pymysql_timed_out(orig):
-            waited = getattr(dbapi, "_read_timeout", None) or limits.read_timeout
+        said = limits.fired.pop(id(dbapi), None) if dbapi is not None else None
+        if said is None and not is_pg and pymysql_timed_out(orig):
+            said = limits.silence(getattr(dbapi, "_read_timeout", None) or limits.read_timeout)
         if not is_pg and dbapi is not None:
             mysql_read_timeout(dbapi, limits.read_timeout)
-        if waited is not None:
+        if said is not None:
             ctx.is_disconnect = True
-            raise TargetSilent(limits.silence(waited), ctx.statement, ctx.parameters, orig)
+            if limits.on_silence is not None:
+                raise limits.on_silence(said)
+            raise TargetSilent(said, ctx.statement, ctx.parameters, orig)
 
     if is_pg:
-        # pool_pre_ping sends its SELECT past the cursor events: bound it the same way.
-        ping = engine.dialect.do_ping
+        _bound_pings(engine, limits)
 
-        def bounded_ping(dbapi_conn: Any) -> bool:
-            wait, mark = limits.read_timeout, object()
-            info = {"aishell_watch": mark}
-            token = limits.watchdog.arm(wait, lambda: _expire(info, mark, dbapi_conn, limits, wait))
-            try:
-                return bool(ping(dbapi_conn))
-            finally:
-                limits.watchdog.disarm(token)
-                limits.fired.pop(id(dbapi_conn), None)
 
-        engine.dialect.do_ping = bounded_ping  # type: ignore[method-assign,assignment]
+def _bound_pings(engine: Engine, limits: Limits) -> None:
+    """pool_pre_ping sends its SELECT past the cursor events: bound it the same way."""
+    ping = engine.dialect.do_ping
+
+    def bounded_ping(dbapi_conn: Any) -> bool:
+        wait, mark = limits.read_timeout, object()
+        info = {IN_FLIGHT_KEY: mark}
+        token = limits.watchdog.arm(wait, lambda: _expire(info, mark, dbapi_conn, limits, wait))
+        try:
+            return bool(ping(dbapi_conn))
+        finally:
+            limits.watchdog.disarm(token)
+            limits.fired.pop(id(dbapi_conn), None)
+
+    engine.dialect.do_ping = bounded_ping  # type: ignore[method-assign,assignment]
 
 
 def _stop_watch(info: dict[str, Any], limits: Limits) -> None:
-    info.pop("aishell_watch", None)
+    info.pop(IN_FLIGHT_KEY, None)
     limits.watchdog.disarm(info.pop("aishell_watchdog", None))
 
 
@@ -230,12 +266,12 @@ def _expire(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits, wait
     """
     from psycopg import pq
 
-    if info.get("aishell_watch") is not mark:
+    if info.get(IN_FLIGHT_KEY) is not mark:
         return
     with suppress(Exception):
         if dbapi.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
             return
-        limits.fired[id(dbapi)] = waited
+        limits.fired[id(dbapi)] = limits.silence(waited)
         sever(dbapi)
 
 

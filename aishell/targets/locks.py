@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
+from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 
 
 @dataclass
@@ -40,13 +43,19 @@ class RunLock:
 
 
 def try_lock(
-    key: str, dialect: str, connect: Callable[[], Connection], sqlite_path: Path | None
+    key: str,
+    dialect: str,
+    connect: Callable[[], Connection],
+    sqlite_path: Path | None,
+    patience: float = math.inf,
 ) -> RunLock | None:
     """Take the server's own lock for key (the database's identity), or None if held.
 
     PostgreSQL: a session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: a lock
     file beside the database's real path. Held on a connection of its own until
-    released; the server (or the kernel) lets go when this process dies.
+    released; the server (or the kernel) lets go when this process dies. patience: how
+    long the lock's session may be gone with the server not answering before the lock
+    counts as lost (the target's read_timeout_seconds).
     """
     digest = hashlib.sha1(key.encode()).hexdigest()
     if dialect == "sqlite":
@@ -60,7 +69,7 @@ def try_lock(
         name = mysql_lock_name(key)
         take = "SELECT GET_LOCK(:k, 0)"
         unlock = "SELECT RELEASE_LOCK(:k)"
-    return _session_lock(connect, name, take, unlock)
+    return _session_lock(_Lease(connect, name, take, unlock, patience))
 
 
 def run_lock_key(identity: str) -> str:
@@ -114,12 +123,9 @@ def _file_lock(path: Path) -> RunLock | None:
     return RunLock(release=release)
 
 
-def _session_lock(
-    connect: Callable[[], Connection], name: str, take: str, unlock: str
-) -> RunLock | None:
+def _session_lock(lease: _Lease) -> RunLock | None:
     """A server lock held by a session of its own, which is watched: once that session
     is gone, so is the lock (unless the server itself restarted: see _Lease.holds)."""
-    lease = _Lease(connect, name, take, unlock)
     conn = lease.take()
     if conn is None:
         return None
@@ -133,16 +139,27 @@ class _Lease:
     closed (its number may be reused)."""
 
     def __init__(
-        self, connect: Callable[[], Connection], name: str, take_sql: str, unlock: str
+        self,
+        connect: Callable[[], Connection],
+        name: str,
+        take_sql: str,
+        unlock: str,
+        patience: float,
     ) -> None:
         self.connect, self.name, self.take_sql, self.unlock = connect, name, take_sql, unlock
+        self.patience = patience
+        # Since when (time.monotonic()) the lock's session is gone and the lock not
+        # taken again: the server did not answer meanwhile.
+        self.gone_since: float | None = None
         self.conn: Connection | None = None
         self.started = 0.0
         self.lost = self.released = False
         self.using = threading.Lock()
 
     def take(self) -> Connection | None:
-        conn = self.connect()
+        # Its round trips wait read_timeout_seconds at most, whatever step runs: the
+        # watcher must see a silent server while a step's statement waits on it.
+        conn = self.connect().execution_options(**{OUTSIDE_STEPS_OPTION: True})
         try:
             if conn.execute(text(self.take_sql), {"k": self.name}).scalar() in (True, 1):
                 return conn
@@ -169,18 +186,24 @@ class _Lease:
                     with suppress(SQLAlchemyError):
                         self.conn.close()
                     self.conn = None
+                    self.gone_since = time.monotonic()
             try:
                 fresh = self.take_after_restart()
             except (TargetUnreachable, SQLAlchemyError):
-                return True  # the server is down: nothing of the run reaches it; look again
+                # The server is down: nothing of the run reaches it; look again. A server
+                # silent past the patience may be a network that froze with the run's
+                # statement still running on it, without the lock: lost.
+                gone = self.gone_since if self.gone_since is not None else time.monotonic()
+                self.lost = time.monotonic() - gone >= self.patience
+                return not self.lost
             if fresh is None:
                 self.lost = True
                 return False
-            self.conn, self.started = fresh, _server_started(fresh)
+            self.conn, self.started, self.gone_since = fresh, _server_started(fresh), None
             return True
 
     def take_after_restart(self) -> Connection | None:
-        conn = self.connect()
+        conn = self.connect().execution_options(**{OUTSIDE_STEPS_OPTION: True})
         try:
             # MariaDB's start time is derived from its uptime, to within a second.
             slack = 0.0 if conn.dialect.name == "postgresql" else 1.5
