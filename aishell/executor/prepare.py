@@ -6,20 +6,25 @@ that cannot run is refused before anyone says yes to it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell import schema
 from aishell.errors import AishellError, TargetError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.estimates import estimate_effect
+from aishell.executor.failures import rollback
 from aishell.executor.results import FAILED, StepResult
+from aishell.executor.retry import final_error, wait_to_retry
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard
+from aishell.lockholders import is_lock_timeout
 from aishell.plan import Step, tables_with_columns
 from aishell.policy import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
@@ -92,7 +97,37 @@ def prepare(
     ctx: ToolContext,
 ) -> PreparedStep | None:
     """Resolve, check, render and measure the step, then ask the policy; None when its
-    condition is empty (it is skipped). Anything wrong fails the step and stops the run."""
+    condition is empty (it is skipped). Anything wrong fails the step and stops the run.
+    Preparing only reads, so a lock timeout on the way (a table another session holds)
+    is tried again as the step's own would be (the agent's max_retries, with backoff);
+    the lock still held after that fails the step, naming who holds it."""
+    for attempt in itertools.count(1):
+        try:
+            return _prepare_once(run, step, result, tool, impl, outputs, absent, ctx)
+        except DBAPIError as exc:
+            rollback(ctx.connection)
+            if not is_lock_timeout(exc):
+                raise
+            if attempt > run.agent.defaults.max_retries:
+                held = final_error(run, ctx, tool, result.params or step.params, exc, attempt)
+                error = f"could not be prepared: {held}"
+                run.finish(result, "failed", error=error)
+                raise Stop(FAILED, f"{step.id} ({tool.name}) {error}") from None
+            if not wait_to_retry(run, ctx, result, exc, attempt):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _prepare_once(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    tool: ToolDefinition,
+    impl: Implementation,
+    outputs: Mapping[str, Any],
+    absent: frozenset[str],
+    ctx: ToolContext,
+) -> PreparedStep | None:
     try:
         if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
             run.finish(result, "skipped", error=unmet(step.condition))

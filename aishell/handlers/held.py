@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
+from aishell.lockholders import blocking_sessions, is_lock_timeout, named_holders
 from aishell.targets.locks import run_lock_name
 
 T = TypeVar("T")

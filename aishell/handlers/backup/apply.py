@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Dialect
 
-from aishell.catalog import blocking_sessions
 from aishell.errors import StepFailed
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
 from aishell.handlers.backup.manifest import Chain
@@ -27,6 +26,7 @@ from aishell.handlers.backup.processes import (
     server_env,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.lockholders import blocking_sessions
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.locks import run_lock_name
 from aishell.targets.searchpath import pinned_engine

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import blockers_of, blocking_sessions, named_holders
 from aishell.errors import StepFailed
+from aishell.lockholders import blockers_of, blocking_sessions, named_holders
 from aishell.sqltext import text
 from aishell.targets.locks import run_lock_name
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import is_lock_timeout, user_tables
+from aishell.catalog import user_tables
 from aishell.handlers import Handler, each_table
 from aishell.handlers.integrity import (
     checked_or_skipped,
@@ -33,6 +33,7 @@ from aishell.handlers.postgresql.catalog import (
     table_oids,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
+from aishell.lockholders import is_lock_timeout
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
