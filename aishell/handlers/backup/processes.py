@@ -3,8 +3,8 @@ client): their command lines, their environment, and running them as child proce
 
 Every child is recorded in the state store's scratch ledger before it starts and runs in
 its own process group, killed with it when the run stops, its time runs out, or anything
-fails (aishell/scratch.py). Passwords reach the programs through their environment,
-never their command line.
+fails (aishell/scratch.py); then its session on the server is ended (sessions.py).
+Passwords reach the programs through their environment, never their command line.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import IO
 from sqlalchemy.engine import URL
 
 from aishell.errors import StepFailed
+from aishell.handlers.backup.sessions import ClientSession
 from aishell.scratch import run_child, stream_child
 from aishell.toolcontext import ToolContext
 
@@ -42,18 +43,23 @@ def run_tool(
     watch: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """A client program, recorded before it starts, killed with its group when the run
-    stops, its time runs out, or anything fails (aishell/scratch.py); `watch` is called
-    with its pid while it runs."""
-    done = run_child(
-        argv,
-        env=env,
-        ledger=ctx.scratch,
-        stdin=stdin,
-        stdout=stdout,
-        should_stop=ctx.should_stop,
-        deadline=ctx.deadline,
-        watch=watch,
-    )
+    stops, its time runs out, or anything fails (aishell/scratch.py), and then its
+    server session ended (sessions.py); `watch` is called with its pid while it runs."""
+    session, env = ClientSession.begin(ctx, argv[0], env)
+    try:
+        done = run_child(
+            argv,
+            env=env,
+            ledger=ctx.scratch,
+            stdin=stdin,
+            stdout=stdout,
+            should_stop=ctx.should_stop,
+            deadline=ctx.deadline,
+            watch=session.watching(watch),
+        )
+    except BaseException:
+        session.end()
+        raise
     return _succeeded(done)
 
 
@@ -65,15 +71,21 @@ def tool_output(
 ) -> Generator[bytes, None, None]:
     """A client program's stdout, chunk by chunk as it writes it; run as run_tool runs
     one (scratch.stream_child, with its `quiet` call). Close it to stop the program
-    early."""
-    done = yield from stream_child(
-        argv,
-        env=env,
-        ledger=ctx.scratch,
-        should_stop=ctx.should_stop,
-        deadline=ctx.deadline,
-        quiet=quiet,
-    )
+    early (its server session is ended too)."""
+    session, env = ClientSession.begin(ctx, argv[0], env)
+    try:
+        done = yield from stream_child(
+            argv,
+            env=env,
+            ledger=ctx.scratch,
+            should_stop=ctx.should_stop,
+            deadline=ctx.deadline,
+            quiet=quiet,
+            watch=session.watching(None),
+        )
+    except BaseException:
+        session.end()
+        raise
     _succeeded(done)
 
 
