@@ -179,8 +179,7 @@ def server_apply(
             holders = blocking_sessions(ctx.connection, [], run_lock=run_lock_name(ctx.connection))
             raise StepFailed(
                 f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
-                f"({exc.last_line}); the lock is held by "
-                + held_by(holders, RESTORE_AGAIN, lock_wait)
+                f"({exc.cause}); the lock is held by " + held_by(holders, RESTORE_AGAIN, lock_wait)
             ) from None
     if progress is not None:
         progress.reached(before + path.stat().st_size)

@@ -12,25 +12,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import IO
 
 from sqlalchemy.engine import URL
 
 from aishell.errors import StepFailed
+from aishell.handlers.backup.causes import cause_of
 from aishell.handlers.backup.sessions import ClientSession
 from aishell.scratch import run_child, stream_child
 from aishell.toolcontext import ToolContext
 
 
 class ToolFailed(StepFailed):
-    """A client program exited with an error."""
+    """A client program exited with an error: `cause` is what its stderr says went
+    wrong, in one bounded line with no password (causes.py); `stderr`, all it said, is
+    for matching only, never shown."""
 
-    def __init__(self, program: str, stderr: str, code: int) -> None:
-        lines = stderr.strip().splitlines()
+    def __init__(self, program: str, stderr: str, code: int, secrets: Iterable[str] = ()) -> None:
         self.program, self.stderr = program, stderr
-        self.last_line = lines[-1] if lines else f"exit code {code}"
-        super().__init__(f"{program} failed: {self.last_line}")
+        self.cause = cause_of(stderr, program, code, secrets)
+        super().__init__(f"{program} failed: {self.cause}")
 
 
 def run_tool(
@@ -60,7 +62,7 @@ def run_tool(
     except BaseException:
         session.end()
         raise
-    return _succeeded(done)
+    return _succeeded(done, env)
 
 
 def tool_output(
@@ -86,12 +88,16 @@ def tool_output(
     except BaseException:
         session.end()
         raise
-    _succeeded(done)
+    _succeeded(done, env)
 
 
-def _succeeded(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:
+def _succeeded(
+    done: subprocess.CompletedProcess[bytes], env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
     if done.returncode != 0:
-        raise ToolFailed(str(done.args[0]), done.stderr.decode(errors="replace"), done.returncode)
+        said = done.stderr.decode(errors="replace")
+        given = [env.get(name, "") for name in PASSWORD_VARIABLES]
+        raise ToolFailed(str(done.args[0]), said, done.returncode, given)
     return done
 
 
@@ -103,6 +109,10 @@ def tool_version(command: str) -> str:
             f"{command} is not installed; install the database's client tools"
         ) from None
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else command
+
+
+# Where a client program finds its password (server_env), never shown in its errors.
+PASSWORD_VARIABLES = ("PGPASSWORD", "MYSQL_PWD")
 
 
 def server_env(url: URL) -> dict[str, str]:
