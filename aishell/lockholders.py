@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DBAPIError
 
 from aishell.sqltext import text
+from aishell.targets.locks import run_lock_name
 
 # What each holder's description shows of its statement.
 QUERY_CHARS = 80
@@ -87,6 +88,15 @@ def blocking_sessions(
     except DBAPIError:
         return []
     return []
+
+
+def lock_holders(conn: Connection, tables: Sequence[str], *, besides: int = 0) -> str:
+    """Who holds the lock a statement on these tables waited for, as every message names
+    them (blocking_sessions, named_holders); aishell's own run lock's session (MySQL)
+    and the session `besides` left out. After a failed statement, end its transaction
+    first (PostgreSQL answers nothing else in it)."""
+    found = blocking_sessions(conn, tables, run_lock=run_lock_name(conn), besides=besides)
+    return named_holders(found)
 
 
 def blockers_of(conn: Connection, pid: int) -> list[str]:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.approval import PreApproved
 from aishell.config import Config
+from tests.helpers import one_step_plan
 from tests.test_log_cleanup import _events, fill, job
 
 BOUND_SECONDS = 60
@@ -134,3 +135,23 @@ def test_a_lock_released_within_the_wait_lets_the_run_go_on(server_url, edit_con
         holder.join(BOUND_SECONDS)
     assert result.status == "completed", result.error
     assert result.steps[0].status == "succeeded"
+
+
+def test_postgresql_a_table_held_during_its_corruption_check_names_the_holder(pg_url, edit_config):
+    """The check's read of a table another session holds times out: the table is not
+    checked, and the reason names the holder (amcheck or not, the read waits)."""
+    fill(pg_url)
+    config = _config(edit_config, pg_url)
+    plan = one_step_plan(
+        "maintenance", "db", "postgresql", "check_table_corruption", {"tables": ["events"]}
+    )
+    program = f"holder-{uuid.uuid4().hex[:8]}"
+    with _held(pg_url, "events", program) as holder:
+        started = time.monotonic()
+        result = commands.apply_plan(config, plan, approver=PreApproved())
+        assert time.monotonic() - started < BOUND_SECONDS
+    [step] = result.steps
+    reasons = {u["table"]: u["reason"] for u in (step.output or {}).get("unchecked_tables", [])}
+    why = reasons.get("events") or step.error or ""
+    assert "lock timeout" in why and f"the lock is held by pid {holder} (" in why, why
+    assert program in why, why

@@ -16,9 +16,8 @@ from aishell.errors import TargetUnreachable
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
-from aishell.lockholders import blocking_sessions, is_lock_timeout, named_holders
+from aishell.lockholders import is_lock_timeout, lock_holders
 from aishell.registry import ToolContext, ToolDefinition
-from aishell.targets.locks import run_lock_name
 from aishell.writtentables import tables_named
 
 # Tries at a new connection after the server dropped ours, with doubling waits.
@@ -91,8 +90,7 @@ def lock_held_by(ctx: ToolContext, exc: DBAPIError, tables: Sequence[str] = ()) 
         return ""
     # aishell never cancels other sessions; it names them.
     rollback(ctx.connection)
-    holders = blocking_sessions(ctx.connection, tables, run_lock=run_lock_name(ctx.connection))
-    return " by " + named_holders(holders)
+    return " by " + lock_holders(ctx.connection, tables)
 
 
 def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:

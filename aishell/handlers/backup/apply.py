@@ -26,9 +26,8 @@ from aishell.handlers.backup.processes import (
     server_env,
 )
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.lockholders import blocking_sessions
+from aishell.lockholders import lock_holders
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
-from aishell.targets.locks import run_lock_name
 from aishell.targets.searchpath import pinned_engine
 from aishell.toolcontext import ToolContext
 
@@ -176,7 +175,7 @@ def server_apply(
         except ToolFailed as exc:
             if lock_wait is None or not _MY_LOCK_WAIT.search(exc.stderr):
                 raise
-            holders = blocking_sessions(ctx.connection, [], run_lock=run_lock_name(ctx.connection))
+            holders = lock_holders(ctx.connection, [])
             raise StepFailed(
                 f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
                 f"({exc.cause}); the lock is held by " + held_by(holders, RESTORE_AGAIN, lock_wait)

@@ -23,6 +23,7 @@ from aishell.handlers.mysql.privileges import (
     privileges_on,
     session_grants,
 )
+from aishell.lockholders import lock_holders
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
@@ -55,6 +56,8 @@ def _check_table(
         wait *= 2
     if attempt > 1 and verdict["status"] == "not checked":
         verdict["reason"] += f" (tried {attempt} times)"
+    if lock_waited(verdict):
+        verdict["reason"] += f"; the lock is held by {lock_holders(conn, [table])}"
     return verdict
 
 

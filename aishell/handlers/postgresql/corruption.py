@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -33,7 +34,7 @@ from aishell.handlers.postgresql.catalog import (
     table_oids,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
-from aishell.lockholders import is_lock_timeout
+from aishell.lockholders import is_lock_timeout, lock_holders
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -47,9 +48,9 @@ _FULL_READ = "SELECT pg_catalog.count(*) FROM {table}"
 
 
 def _read_check(
-    conn: Connection, sql: str, params: Mapping[str, Any]
+    conn: Connection, sql: str, params: Mapping[str, Any], table: str
 ) -> tuple[list[Any], str | None, str | None]:
-    """Run one check: (rows, damage found, why it could not run)."""
+    """Run one check of `table`: (rows, damage found, why it could not run)."""
     try:
         return list(conn.execute(text(sql), params)), None, None
     except DBAPIError as exc:
@@ -57,7 +58,11 @@ def _read_check(
         message = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
         if state.startswith("XX"):  # data_corrupted, index_corrupted, internal_error
             return [], message, None
-        if state == "42501" or is_lock_timeout(exc):
+        if is_lock_timeout(exc):
+            with suppress(DBAPIError):
+                conn.rollback()  # the failed read's transaction, before the look
+            return [], None, f"{message}; the lock is held by {lock_holders(conn, [table])}"
+        if state == "42501":
             return [], None, message
         raise
 
@@ -93,14 +98,18 @@ def _check_table(
         # What can be done without amcheck: read every row, so that an unreadable page
         # (or, with data checksums on, a bad checksum) shows. It is not a check of the
         # indexes or of the rows' consistency, so the table stays "not checked".
-        _, damage, why = _read_check(conn, _FULL_READ.replace("{table}", ctx.quote(table)), {})
+        _, damage, why = _read_check(
+            conn, _FULL_READ.replace("{table}", ctx.quote(table)), {}, table
+        )
         if damage:
             return {"table": table, "status": "corrupted", "issues": [f"full read: {damage}"]}
         read = f"could not read it either: {why}" if why else "a full read found no unreadable page"
         return {"table": table, "status": "not checked", "reason": f"{tool.reason}; {read}"}
     schema = ctx.quote(str(tool.schema))
     if tool.heap:
-        rows, damage, why = _read_check(conn, _HEAP_CHECK.replace("{schema}", schema), {"oid": oid})
+        rows, damage, why = _read_check(
+            conn, _HEAP_CHECK.replace("{schema}", schema), {"oid": oid}, table
+        )
         if why:
             return {"table": table, "status": "not checked", "reason": f"verify_heapam: {why}"}
         issues += [f"verify_heapam: {damage}"] if damage else []
@@ -118,7 +127,7 @@ def _check_table(
                 issues.append(f"index {index['name']} is invalid; REINDEX it")
             continue
         _, damage, why = _read_check(
-            conn, _BT_CHECK.replace("{schema}", schema), {"oid": index["oid"]}
+            conn, _BT_CHECK.replace("{schema}", schema), {"oid": index["oid"]}, table
         )
         if why:
             return {"table": table, "status": "not checked", "reason": f"bt_index_check: {why}"}
