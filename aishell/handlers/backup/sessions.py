@@ -100,7 +100,10 @@ class ClientSession:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 _own_limit(conn)
                 if self.dialect == "postgresql":
-                    found = conn.execute(text(_PG_END), {"name": self.name, "wait": END_WAIT_MS})
+                    # Waiting for the backend to be gone needs PostgreSQL 14.
+                    waits = (conn.dialect.server_version_info or (0,)) >= (14,)
+                    end = _PG_END if waits else _PG_END.replace(", :wait)", ")")
+                    found = conn.execute(text(end), {"name": self.name, "wait": END_WAIT_MS})
                     return [int(r.pid) for r in found if r.ended]
                 ended = []
                 for row in conn.execute(text(_MY_SESSIONS)):
