@@ -5,12 +5,14 @@ behind it), and ran the DROP once the holder let go, after aishell had reported 
 restore stopped.
 
 Each test holds its lock in a session it opens itself, on a scratch database of its
-own, and stops aishell's program by the lock wait or the step's time limit. Time bound:
+own, and stops aishell's program by the lock wait, the step's time limit or SIGTERM. Time bound:
 the lock wait or step limit is 2-3 s; each test allows 60 s.
 """
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from typing import Any
 
@@ -20,7 +22,9 @@ import pytest
 from aishell import commands
 from aishell.approval import Prompting
 from tests.helpers import use_target
-from tests.test_backup_lock_wait import _my, _pg, _tables, reading
+from tests.test_backup_faults import start, wait_for
+from tests.test_backup_lock_wait import _my, _pg, _tables, holding, reading
+from tests.test_client_causes import _waiting
 
 BOUND_SECONDS = 60
 
@@ -121,3 +125,27 @@ def test_postgresql_a_stopped_dump_leaves_no_session(home, pg_url):
         assert result.status == "failed"
         assert _program_sessions(pg_url, holder) == []
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+def test_sigterm_while_a_dump_waits_ends_its_session(home, server_url):
+    """SIGTERM to `aishell run backup` while its dump waits behind a lock: once aishell
+    has exited, the dump's session is gone from the server (killing the program alone
+    left it waiting for the lock)."""
+    _tables(server_url)
+    use_target(home, server_url)
+    program = "pg_dump" if server_url.startswith("postgresql") else "mariadb-dump"
+    with holding(server_url) as (holder, _conn):
+        proc = start(home, "run", "backup", "--type", "full", "--json")
+        try:
+            wait_for(
+                f"{program} waiting on the held lock",
+                lambda: _waiting(server_url, "pg_dump" if program == "pg_dump" else "dump"),
+                proc,
+            )
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=BOUND_SECONDS)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert json.loads(out)["status"] == "interrupted", out
+        assert _program_sessions(server_url, holder) == []
