@@ -14,15 +14,18 @@ How the session is found:
   pg_terminate_backend, waited for until it is gone.
 - MySQL/MariaDB, whose clients cannot be given a name the server shows (mariadb-dump
   has no --init-command, and performance_schema's connection attributes are off by
-  default): the client's own TCP ports, read from /proc while it runs, which the
-  server shows as the session's HOST; ended with KILL CONNECTION.
+  default): the client's own TCP address and port, read from /proc while it runs,
+  which the server shows as the session's HOST, of aishell's account; ended with KILL
+  CONNECTION. Where the server sees another address (NAT, a proxy), nothing is ended.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
+import socket
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ FROM pg_catalog.pg_stat_activity a
 WHERE a.application_name = :name AND a.pid <> pg_catalog.pg_backend_pid()
 """
 _MY_SESSIONS = """
-SELECT p.ID AS id, SUBSTRING_INDEX(p.HOST, ':', -1) AS port
+SELECT p.ID AS id, p.HOST AS host
 FROM information_schema.PROCESSLIST p
 WHERE p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND p.ID <> CONNECTION_ID()
 """
@@ -61,7 +64,8 @@ class ClientSession:
     dialect: str
     program: str
     name: str = ""
-    ports: set[int] = field(default_factory=set)
+    # MySQL: the client's (address, port) of each of its TCP connections.
+    ports: set[tuple[str, int]] = field(default_factory=set)
     record_event: Callable[[str, dict[str, object]], None] = lambda _k, _d: None
 
     @classmethod
@@ -107,7 +111,7 @@ class ClientSession:
                     return [int(r.pid) for r in found if r.ended]
                 ended = []
                 for row in conn.execute(text(_MY_SESSIONS)):
-                    if row.port.isdigit() and int(row.port) in self.ports:
+                    if _is_ours(str(row.host), self.ports):
                         with suppress(SQLAlchemyError):  # it may have ended meanwhile
                             conn.execute(text("KILL CONNECTION :id"), {"id": int(row.id)})
                             ended.append(int(row.id))
@@ -138,9 +142,26 @@ def _own_limit(conn: Connection) -> None:
         conn.info[STATEMENT_LIMIT_KEY] = statement
 
 
-def local_ports(pid: int) -> set[int]:
-    """The local ports of process `pid`'s TCP connections (Linux /proc; empty where
-    that cannot be read)."""
+def _is_ours(host: str, ports: set[tuple[str, int]]) -> bool:
+    """Whether a session's HOST ('address:port', or 'name:port' where the server
+    resolves names) is one of the client's connections: its port, from its address."""
+    name, _, port = host.rpartition(":")
+    if not port.isdigit():
+        return False
+    for address, ours in ports:
+        if int(port) != ours:
+            continue
+        loopback = ipaddress.ip_address(address).is_loopback
+        if name in (address, socket.gethostname(), socket.getfqdn()) or (
+            loopback and name == "localhost"
+        ):
+            return True
+    return False
+
+
+def local_ports(pid: int) -> set[tuple[str, int]]:
+    """The local (address, port) of process `pid`'s TCP connections (Linux /proc; empty
+    where that cannot be read)."""
     inodes: set[str] = set()
     with suppress(OSError):
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -148,13 +169,25 @@ def local_ports(pid: int) -> set[int]:
                 found = _SOCKET.fullmatch(os.readlink(f"/proc/{pid}/fd/{fd}"))
                 if found:
                     inodes.add(found.group(1))
-    ports: set[int] = set()
+    ports: set[tuple[str, int]] = set()
     if not inodes:
         return ports
     for table in ("tcp", "tcp6"):
-        with suppress(OSError):
+        with suppress(OSError, ValueError):
             for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
                 fields = line.split()
                 if len(fields) > 9 and fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+                    address, port = fields[1].rsplit(":", 1)
+                    ports.add((_address(address), int(port, 16)))
     return ports
+
+
+def _address(hexed: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order, which is
+    little-endian here), as the server shows it (an IPv4-mapped one as IPv4)."""
+    raw = bytes.fromhex(hexed)
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    found = ipaddress.ip_address(raw)
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+        return str(found.ipv4_mapped)
+    return str(found)
