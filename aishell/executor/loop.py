@@ -146,7 +146,7 @@ class Executor:
         when = "once the server answers"
         if is_lock_timeout(exc):
             when = "once the lock is released"
-            held = lock_held_by(ctx, exc)
+            held = lock_held_by(ctx, exc) if ctx.conn is not None else ""
             if held:
                 exc.add_note("the lock was held" + held)
         return f"target '{self.target.name}': {db_error(exc)}; `aishell resume {run_id}` {when}"
