@@ -1,6 +1,7 @@
 """What the handlers and commands read of a target's catalog: its tables, one table's
-columns, how soon each table needs maintenance, who holds locks. The tables with their
-figures, as planning and a run keep them, are in tablecatalog.py."""
+columns, how soon each table needs maintenance. The tables with their figures, as
+planning and a run keep them, are in tablecatalog.py; who holds a lock, in
+lockholders.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import TargetError
@@ -109,87 +110,6 @@ def require_column(table: str, column: str, columns: Sequence[str]) -> None:
         raise TargetError(
             f"Table {table!r} has no column {column!r}; columns are: {', '.join(columns)}"
         )
-
-
-def blocking_sessions(
-    conn: Connection, tables: Sequence[str], *, run_lock: str = "", besides: int = 0
-) -> list[str]:
-    """Other sessions holding locks on these tables (or open transactions), described.
-    MySQL/MariaDB, which cannot say who holds a metadata lock: the sessions on the
-    database but this one, the one holding the GET_LOCK `run_lock` (aishell's own run
-    lock) and the session `besides`."""
-    dialect = conn.dialect.name
-    try:
-        if dialect == "postgresql":
-            rows = conn.execute(
-                text(
-                    "SELECT DISTINCT a.pid, a.usename, a.application_name, a.state, "
-                    "left(a.query, 80) AS query FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "JOIN pg_class c ON c.oid = l.relation "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE l.granted AND a.pid <> pg_catalog.pg_backend_pid() "
-                    "AND n.nspname = pg_catalog.current_schema() "
-                    "AND c.relname = ANY(CAST(:t AS text[]))"
-                ),
-                {"t": list(tables)},
-            ).mappings()
-            return [_pg_session(r) for r in rows]
-        if dialect in ("mysql", "mariadb"):
-            rows = conn.execute(
-                text(
-                    "SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.COMMAND AS command, "
-                    "p.TIME AS seconds, LEFT(COALESCE(p.INFO, ''), 80) AS query "
-                    "FROM information_schema.PROCESSLIST p "
-                    # Table locks (LOCK TABLES) and metadata locks are held by sessions
-                    # that may look idle: every other session on this database is listed.
-                    "WHERE p.ID NOT IN (CONNECTION_ID(), :besides, "
-                    "COALESCE(IS_USED_LOCK(:run_lock), 0)) AND p.DB = DATABASE() "
-                    "ORDER BY p.TIME DESC LIMIT 5"
-                ),
-                {"besides": besides, "run_lock": run_lock},
-            ).mappings()
-            return [
-                f"connection {r['id']} ({r['user']}@{r['host']}, {r['command']} for "
-                f"{r['seconds']}s: {r['query']!r})"
-                for r in rows
-            ]
-    except DBAPIError:
-        return []
-    return []
-
-
-def named_holders(holders: Sequence[str]) -> str:
-    """Who holds a lock, as a message names them: the sessions found, or that none was
-    (the holder ended between the timeout and the look)."""
-    return "; ".join(holders) if holders else "a session that has since gone"
-
-
-def blockers_of(conn: Connection, pid: int) -> list[str]:
-    """PostgreSQL: the sessions that keep backend `pid` waiting for its lock, described."""
-    rows = conn.execute(
-        text(
-            "SELECT pid, usename, application_name, state, left(query, 80) AS query "
-            "FROM pg_stat_activity WHERE pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY pid"
-        ),
-        {"pid": pid},
-    ).mappings()
-    return [_pg_session(r) for r in rows]
-
-
-def _pg_session(r: RowMapping) -> str:
-    return (
-        f"pid {r['pid']} ({r['usename']}, {r['application_name'] or 'no name'}, "
-        f"{r['state']}: {r['query']!r})"
-    )
-
-
-def is_lock_timeout(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) == "55P03":
-        return True
-    args: tuple[Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in (1205, 3572)
 
 
 _PG_URGENCY = """

@@ -12,6 +12,7 @@ aishell keeps for itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -116,6 +117,12 @@ def write_beside(
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            doing = f"writing {what[:1].lower()}{what[1:]}"
+            fix = "free space there, or write it elsewhere"
+            raise error(no_space_line(path, doing, fix)) from None
         finally:
             os.close(fd)
         # Checked again just before the rename: what stood there may have changed.
@@ -209,6 +216,22 @@ __all__ = [
     "read_regular",
     "write_beside",
 ]
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """The file system (or the user's quota on it) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_line(path: Path, doing: str, fix: str) -> str:
+    """The one line for a full disk, wherever aishell writes: which file, which file
+    system, how much is free, and what to do (`fix`)."""
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
+    usage = shutil.disk_usage(folder)
+    return (
+        f"No space left on device: the file system at {mount_point(folder)} is full "
+        f"({usage.free:,} of {usage.total:,} bytes free) while {doing} {path}; {fix}"
+    )
 
 
 def mount_point(path: Path) -> Path:

@@ -207,12 +207,13 @@ def stream_child(
     should_stop: Callable[[], bool] = lambda: False,
     deadline: float | None = None,
     quiet: tuple[float, Callable[[], None]] | None = None,
+    watch: Callable[[int], None] | None = None,
 ) -> Generator[bytes, None, subprocess.CompletedProcess[bytes]]:
     """run_child for a tool whose output is read as it comes: yields its stdout chunk by
     chunk and returns its end (stdout empty). Closing the generator early, or any error
     while its output is read, kills the tool's group. `quiet`: (seconds, call), called
     while the tool has written nothing for that long, at most that often; it may raise
-    to stop the tool."""
+    to stop the tool. `watch`: as run_child's."""
     entry = ledger.record(PROCESS, argv[0])
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -221,7 +222,7 @@ def stream_child(
         assert proc.stdout is not None and proc.stderr is not None
         with suppress(OSError):  # fewer, larger reads; the default pipe holds 64 KiB
             fcntl.fcntl(proc.stdout, fcntl.F_SETPIPE_SZ, STREAM_CHUNK)
-        err = yield from _pump(proc, argv[0], should_stop, deadline, quiet)
+        err = yield from _pump(proc, argv[0], should_stop, deadline, quiet, watch)
         return subprocess.CompletedProcess(argv, proc.returncode, b"", err)
     finally:
         if proc is not None:
@@ -270,6 +271,7 @@ def _pump(
     should_stop: Callable[[], bool],
     deadline: float | None,
     quiet: tuple[float, Callable[[], None]] | None = None,
+    watch: Callable[[int], None] | None = None,
 ) -> Generator[bytes, None, bytes]:
     """Yield the child's stdout as it comes, keep its stderr, then wait for its end;
     asked every POLL_SECONDS whether to stop, however busy the output. A thread drains
@@ -286,6 +288,8 @@ def _pump(
             if time.monotonic() - checked >= POLL_SECONDS:
                 checked = time.monotonic()
                 _check(proc, program, should_stop, deadline)
+                if watch is not None:
+                    watch(proc.pid)
                 if quiet is not None and checked - heard >= quiet[0]:
                     heard = checked  # asked again after as long a silence
                     quiet[1]()

@@ -158,17 +158,26 @@ def test_a_lock_let_go_within_the_wait_lets_the_backup_finish(home, server_url):
     job = {"type": "full", "lock_wait_seconds": 60}
 
     with holding(server_url) as (_holder, conn):
-        release = threading.Timer(
-            2.0,
+        let_go = (
             conn.commit
             if server_url.startswith("postgres")
-            else (lambda: conn.cursor().execute("UNLOCK TABLES")),
+            else (lambda: conn.cursor().execute("UNLOCK TABLES"))
         )
-        release.start()
+
+        def release() -> None:
+            # Two seconds after the dump is seen waiting, however long planning took.
+            ends = time.monotonic() + 60
+            while not _dump_sessions(server_url) and time.monotonic() < ends:
+                time.sleep(0.05)
+            time.sleep(2.0)
+            let_go()
+
+        releaser = threading.Thread(target=release)
+        releaser.start()
         try:
             result = commands.run_job(config, "backup", job)
         finally:
-            release.join()
+            releaser.join()
 
     assert result.status == "completed", [(s.tool, s.status, s.error) for s in result.steps]
     step = next(s for s in result.steps if s.tool == "backup_database_full")

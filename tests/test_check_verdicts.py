@@ -90,11 +90,12 @@ def test_mariadb_a_table_another_session_holds_is_not_checked_rather_than_corrup
     assert summary["corrupted_tables"] == []
     # Not found sound either: one table could not be checked.
     assert summary["corruption_found"] is None and summary["ok"] is False
-    # The holder named: who to ask, or wait for, before checking it again.
+    # Why, and who holds the lock, named as every lock timeout names its holder: who
+    # to ask, or wait for, before checking it again.
     assert _reasons(summary)["held"].startswith(
         "CHECK TABLE of held could not run: Lock wait timeout exceeded; try restarting "
-        f"transaction (tried 3 times), held by connection {holder} ("
-    )
+        f"transaction (tried 3 times); the lock is held by connection {holder} ("
+    ), _reasons(summary)["held"]
     assert summary["unchecked_tables"][0]["cause"] == "locked"
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
 from aishell.errors import (
     StepFailed,
     StepInterrupted,
@@ -25,8 +24,8 @@ from aishell.errors import (
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.handlers.held import GONE, is_gone
+from aishell.lockholders import is_lock_timeout, lock_holders
 from aishell.registry import ToolContext, ToolDefinition
-from aishell.targets.locks import run_lock_name
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,6 @@ def held_or_gone(
     rollback(conn)  # the failed statement's transaction ends before anything is read
     # Its every table: a step over many tables goes on past one held table itself
     # (handlers/held.py), and fails on the lock only when all of them were held.
-    lock = run_lock_name(conn)
     cause = db_error(exc)
     entries = [
         {
@@ -67,8 +65,7 @@ def held_or_gone(
             "reason": (
                 f"{tool.name} of {t} skipped: its lock was not granted within the lock "
                 f"wait{during} (tried {tries} time{'s' if tries > 1 else ''}: {cause}), "
-                "held by "
-                f"{named_holders(blocking_sessions(conn, [t], run_lock=lock))}"
+                f"held by {lock_holders(conn, [t])}"
             ),
             "cause": "locked",
         }

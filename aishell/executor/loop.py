@@ -32,9 +32,11 @@ from aishell.executor.results import (
     outcome,
 )
 from aishell.executor.resume import is_final, restore
+from aishell.executor.retry import lock_held_by
 from aishell.executor.step import run_step
 from aishell.executor.stopping import Interrupted, Stop, Stopping
 from aishell.files import PrivatePlaces
+from aishell.lockholders import is_lock_timeout
 from aishell.plan import Plan, Step
 from aishell.policy import SafetyPolicy
 from aishell.registry import Registry, ToolContext
@@ -124,15 +126,7 @@ class Executor:
                 if result.status == "running":
                     run.finish(result, "interrupted", error=f"interrupted by {who}")
         except DBAPIError as exc:
-            # The server failed between a step's statements (its checks, its measuring):
-            # nothing of that step ran, and resume starts it again.
-            run_result.status, run_result.error = (
-                FAILED,
-                (
-                    f"target '{self.target.name}': {db_error(exc)}; "
-                    f"`aishell resume {run_id}` once the server answers"
-                ),
-            )
+            run_result.status, run_result.error = FAILED, self._between(exc, ctx, run_id)
         except Exception as exc:
             run_result.status = FAILED
             run_result.error = f"internal error: {type(exc).__name__}: {exc}"
@@ -146,6 +140,17 @@ class Executor:
             run_result.status, run_result.error = outcome(run.results)
         self.store.finish_run(run_id, run_result.status, run_result.error)
         return run_result
+
+    def _between(self, exc: DBAPIError, ctx: ToolContext, run_id: str) -> str:
+        """The run's error when the server failed between a step's statements (its
+        checks, its measuring): nothing of that step ran, and resume starts it again."""
+        when = "once the server answers"
+        if is_lock_timeout(exc):
+            when = "once the lock is released"
+            held = lock_held_by(ctx, exc) if ctx.conn is not None else ""
+            if held:
+                exc.add_note("the lock was held" + held)
+        return f"target '{self.target.name}': {db_error(exc)}; `aishell resume {run_id}` {when}"
 
     def _steps(
         self, run: RunContext, ctx: ToolContext, prior: Mapping[int, Mapping[str, Any]]

@@ -6,6 +6,7 @@ that cannot run is refused before anyone says yes to it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell import schema
-from aishell.catalog import is_lock_timeout
 from aishell.errors import AishellError, TargetError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
@@ -22,9 +22,10 @@ from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import FAILED, StepResult
-from aishell.executor.retry import allowed_retries, wait_to_retry
+from aishell.executor.retry import final_error, wait_to_retry
 from aishell.executor.stopping import Stop
 from aishell.guard import Guard
+from aishell.lockholders import is_lock_timeout
 from aishell.plan import Step, tables_with_columns
 from aishell.policy import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
@@ -97,12 +98,14 @@ def prepare(
     ctx: ToolContext,
 ) -> PreparedStep | None:
     """Resolve, check, render and measure the step, then ask the policy; None when its
-    condition is empty (it is skipped). Anything wrong fails the step and stops the run,
-    but a tool that skips held tables (heldtables.py) measures a table held past the
-    lock wait again after the retry rule's wait, and then ends skipped, as it does for
-    a table dropped since the run read it."""
-    tries = allowed_retries(tool, run.agent.defaults) + 1 if tool.skips_held_tables else 1
-    for attempt in range(1, tries + 1):
+    condition is empty (it is skipped). Anything wrong fails the step and stops the run.
+    Preparing only reads, so a lock timeout on the way (a table another session holds)
+    is tried again as the step's own would be (the agent's max_retries, with backoff);
+    the lock still held after that fails the step naming who holds it, but a tool that
+    skips held tables (heldtables.py) ends skipped, as it does for a table dropped since
+    the run read it."""
+    tries = run.agent.defaults.max_retries + 1
+    for attempt in itertools.count(1):
         try:
             return _prepare(run, step, result, tool, impl, outputs, absent, ctx)
         except AishellError as exc:
@@ -111,17 +114,22 @@ def prepare(
             run.finish(result, "failed", error=str(exc))
             raise Stop(FAILED, str(exc)) from None
         except DBAPIError as exc:
-            if not tool.skips_held_tables:
-                raise  # the run fails on it (loop.py): resume starts the step again
             rollback(ctx.connection)
-            if attempt < tries and is_lock_timeout(exc):
+            locked = is_lock_timeout(exc)
+            if locked and attempt < tries:
                 ctx.step_cache = {}  # measured afresh
                 if wait_to_retry(run, ctx, result, exc, attempt):
                     continue
-            if _skipped(run, result, tool, ctx, exc, attempt):
+                raise
+            if tool.skips_held_tables and _skipped(run, result, tool, ctx, exc, attempt):
                 return None
-            raise
-    return None  # not reached: the last try returns or raises
+            if not locked:
+                raise  # the run fails on it (loop.py): resume starts the step again
+            held = final_error(run, ctx, tool, result.params or step.params, exc, attempt)
+            error = f"could not be prepared: {held}"
+            run.finish(result, "failed", error=error)
+            raise Stop(FAILED, f"{step.id} ({tool.name}) {error}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _skipped(

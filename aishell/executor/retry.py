@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
 from aishell.config import AgentDefaults
 from aishell.errors import TargetUnreachable
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
+from aishell.lockholders import is_lock_timeout, lock_holders
 from aishell.registry import ToolContext, ToolDefinition
-from aishell.targets.locks import run_lock_name
 from aishell.writtentables import tables_named
 
 # Tries at a new connection after the server dropped ours, with doubling waits.
@@ -76,15 +76,21 @@ def final_error(
         )
     if is_lock_timeout(exc):
         message += f"; after {attempt} attempt(s) the lock was still held"
-        # PostgreSQL's holders are found by the tables: the step's, else its statement's.
-        tables = tool.tables_in(params) or tables_named(exc.statement or "", ctx.dialect)
-        if not tables and ctx.dialect == "postgresql":
-            return message
-        # aishell never cancels other sessions; it names them.
-        rollback(ctx.connection)
-        holders = blocking_sessions(ctx.connection, tables, run_lock=run_lock_name(ctx.connection))
-        message += " by " + named_holders(holders)
+        message += lock_held_by(ctx, exc, tool.tables_in(params))
     return message
+
+
+def lock_held_by(ctx: ToolContext, exc: DBAPIError, tables: Sequence[str] = ()) -> str:
+    """The words " by <holders>" for a lock timeout, its holders found by the tables
+    given and its statement's (a purge's archive table is not the step's table); empty
+    where none can be found (PostgreSQL, no table known)."""
+    named = tables_named(exc.statement or "", ctx.dialect)
+    tables = [*tables, *(t for t in named if t not in tables)]
+    if not tables and ctx.dialect == "postgresql":
+        return ""
+    # aishell never cancels other sessions; it names them.
+    rollback(ctx.connection)
+    return " by " + lock_holders(ctx.connection, tables)
 
 
 def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:

@@ -13,8 +13,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders
-from aishell.targets.locks import run_lock_name
+from aishell.lockholders import is_lock_timeout, lock_holders
 
 T = TypeVar("T")
 
@@ -60,10 +59,9 @@ def one_at_a_time(
     waits = _each(conn, list(tables), work, found)
     waits = _each(conn, waits, work, found)
     for table in waits:
-        holders = blocking_sessions(conn, [table], run_lock=run_lock_name(conn))
         found.held[table] = (
             f"{what} of {table} skipped: its lock was not granted within the lock wait "
-            f"(tried twice), held by {named_holders(holders)}"
+            f"(tried twice), held by {lock_holders(conn, [table])}"
         )
     return found
 

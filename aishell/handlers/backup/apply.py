@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Dialect
 
-from aishell.catalog import blocking_sessions
 from aishell.errors import StepFailed
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
 from aishell.handlers.backup.manifest import Chain
@@ -27,8 +26,8 @@ from aishell.handlers.backup.processes import (
     server_env,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.lockholders import lock_holders
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
-from aishell.targets.locks import run_lock_name
 from aishell.targets.searchpath import pinned_engine
 from aishell.toolcontext import ToolContext
 
@@ -176,11 +175,10 @@ def server_apply(
         except ToolFailed as exc:
             if lock_wait is None or not _MY_LOCK_WAIT.search(exc.stderr):
                 raise
-            holders = blocking_sessions(ctx.connection, [], run_lock=run_lock_name(ctx.connection))
+            holders = lock_holders(ctx.connection, [])
             raise StepFailed(
                 f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
-                f"({exc.last_line}); the lock is held by "
-                + held_by(holders, RESTORE_AGAIN, lock_wait)
+                f"({exc.cause}); the lock is held by " + held_by(holders, RESTORE_AGAIN, lock_wait)
             ) from None
     if progress is not None:
         progress.reached(before + path.stat().st_size)

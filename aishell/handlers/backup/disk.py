@@ -7,9 +7,7 @@ space, never as a fault of the backup.
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import sqlite3
 import time
 import uuid
@@ -20,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.files import check_replaceable
+from aishell.files import check_replaceable, is_no_space, no_space_line
 from aishell.handlers.backup.processes import ToolFailed
 from aishell.toolcontext import ToolContext
 
@@ -31,29 +29,17 @@ SERVER_NO_SPACE = (*LOCAL_NO_SPACE, "could not extend file", "could not write to
 
 
 def says_no_space(exc: BaseException, phrases: tuple[str, ...] = LOCAL_NO_SPACE) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_no_space(exc):
         return True
     said = exc.stderr if isinstance(exc, ToolFailed) else str(getattr(exc, "orig", None) or exc)
     return any(phrase in said.lower() for phrase in phrases)
 
 
-def _mount_point(path: Path) -> Path:
-    path = path.resolve()
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
 def disk_full(path: Path, doing: str, after: str = "") -> StepFailed:
-    """The one line for a full disk: which file, which file system, how much is free."""
-    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
-    usage = shutil.disk_usage(folder)
+    """The one line for a full disk (files.no_space_line), with what a backup can do."""
     tail = f"; {after}" if after else ""
-    return StepFailed(
-        f"No space left on device: the file system at {_mount_point(folder)} is full "
-        f"({usage.free:,} of {usage.total:,} bytes free) while {doing} {path}; free space "
-        f"there, or set backup_dir to a larger disk, and retry{tail}"
-    )
+    fix = f"free space there, or set backup_dir to a larger disk, and retry{tail}"
+    return StepFailed(no_space_line(path, doing, fix))
 
 
 @contextmanager

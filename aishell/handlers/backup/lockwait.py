@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import blockers_of, blocking_sessions, named_holders
 from aishell.errors import StepFailed
+from aishell.lockholders import blockers_of, lock_holders, named_holders
 from aishell.sqltext import text
-from aishell.targets.locks import run_lock_name
 
 # A dump silent this long has its session looked at (then at most this often).
 SILENCE_SECONDS = 1.0
@@ -89,11 +88,9 @@ class LockWatch:
             return
         session = waiting["pid"] if postgresql else waiting["id"]
         if postgresql:
-            holders = blockers_of(self.conn, int(session))
+            holders = named_holders(blockers_of(self.conn, int(session)))
         else:
-            holders = blocking_sessions(
-                self.conn, [], run_lock=run_lock_name(self.conn), besides=int(session)
-            )
+            holders = lock_holders(self.conn, [], besides=int(session))
         raise StepFailed(
             f"{self.program} waited {float(waiting['waited']):.0f}s for a table lock "
             f"({str(waiting['query']).strip()!r}) and was stopped; the lock is held by "
@@ -101,10 +98,11 @@ class LockWatch:
         )
 
 
-def held_by(holders: list[str], then: str, limit: float) -> str:
-    """The end of a lock wait's message: who holds the lock, and what to do."""
+def held_by(holders: str, then: str, limit: float) -> str:
+    """The end of a lock wait's message: who holds the lock (lockholders.py), and what
+    to do."""
     hint = f"{then}, or allow a longer wait (--lock-wait; it was {limit:g}s)"
-    return f"{named_holders(holders)}. {hint}"
+    return f"{holders}. {hint}"
 
 
 class Throttled:

@@ -3,8 +3,8 @@ client): their command lines, their environment, and running them as child proce
 
 Every child is recorded in the state store's scratch ledger before it starts and runs in
 its own process group, killed with it when the run stops, its time runs out, or anything
-fails (aishell/scratch.py). Passwords reach the programs through their environment,
-never their command line.
+fails (aishell/scratch.py); then its session on the server is ended (sessions.py).
+Passwords reach the programs through their environment, never their command line.
 """
 
 from __future__ import annotations
@@ -12,24 +12,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import IO
 
 from sqlalchemy.engine import URL
 
 from aishell.errors import StepFailed
+from aishell.handlers.backup.causes import cause_of
+from aishell.handlers.backup.sessions import ClientSession
 from aishell.scratch import run_child, stream_child
 from aishell.toolcontext import ToolContext
 
 
 class ToolFailed(StepFailed):
-    """A client program exited with an error."""
+    """A client program exited with an error: `cause` is what its stderr says went
+    wrong, in one bounded line with no password (causes.py); `stderr`, all it said, is
+    for matching only, never shown."""
 
-    def __init__(self, program: str, stderr: str, code: int) -> None:
-        lines = stderr.strip().splitlines()
+    def __init__(self, program: str, stderr: str, code: int, secrets: Iterable[str] = ()) -> None:
         self.program, self.stderr = program, stderr
-        self.last_line = lines[-1] if lines else f"exit code {code}"
-        super().__init__(f"{program} failed: {self.last_line}")
+        self.cause = cause_of(stderr, program, code, secrets)
+        super().__init__(f"{program} failed: {self.cause}")
 
 
 def run_tool(
@@ -42,19 +45,24 @@ def run_tool(
     watch: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """A client program, recorded before it starts, killed with its group when the run
-    stops, its time runs out, or anything fails (aishell/scratch.py); `watch` is called
-    with its pid while it runs."""
-    done = run_child(
-        argv,
-        env=env,
-        ledger=ctx.scratch,
-        stdin=stdin,
-        stdout=stdout,
-        should_stop=ctx.should_stop,
-        deadline=ctx.deadline,
-        watch=watch,
-    )
-    return _succeeded(done)
+    stops, its time runs out, or anything fails (aishell/scratch.py), and then its
+    server session ended (sessions.py); `watch` is called with its pid while it runs."""
+    session, env = ClientSession.begin(ctx, argv[0], env)
+    try:
+        done = run_child(
+            argv,
+            env=env,
+            ledger=ctx.scratch,
+            stdin=stdin,
+            stdout=stdout,
+            should_stop=ctx.should_stop,
+            deadline=ctx.deadline,
+            watch=session.watching(watch),
+        )
+    except BaseException:
+        session.end()
+        raise
+    return _succeeded(done, env)
 
 
 def tool_output(
@@ -65,21 +73,31 @@ def tool_output(
 ) -> Generator[bytes, None, None]:
     """A client program's stdout, chunk by chunk as it writes it; run as run_tool runs
     one (scratch.stream_child, with its `quiet` call). Close it to stop the program
-    early."""
-    done = yield from stream_child(
-        argv,
-        env=env,
-        ledger=ctx.scratch,
-        should_stop=ctx.should_stop,
-        deadline=ctx.deadline,
-        quiet=quiet,
-    )
-    _succeeded(done)
+    early (its server session is ended too)."""
+    session, env = ClientSession.begin(ctx, argv[0], env)
+    try:
+        done = yield from stream_child(
+            argv,
+            env=env,
+            ledger=ctx.scratch,
+            should_stop=ctx.should_stop,
+            deadline=ctx.deadline,
+            quiet=quiet,
+            watch=session.watching(None),
+        )
+    except BaseException:
+        session.end()
+        raise
+    _succeeded(done, env)
 
 
-def _succeeded(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:
+def _succeeded(
+    done: subprocess.CompletedProcess[bytes], env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
     if done.returncode != 0:
-        raise ToolFailed(str(done.args[0]), done.stderr.decode(errors="replace"), done.returncode)
+        said = done.stderr.decode(errors="replace")
+        given = [env.get(name, "") for name in PASSWORD_VARIABLES]
+        raise ToolFailed(str(done.args[0]), said, done.returncode, given)
     return done
 
 
@@ -91,6 +109,10 @@ def tool_version(command: str) -> str:
             f"{command} is not installed; install the database's client tools"
         ) from None
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else command
+
+
+# Where a client program finds its password (server_env), never shown in its errors.
+PASSWORD_VARIABLES = ("PGPASSWORD", "MYSQL_PWD")
 
 
 def server_env(url: URL) -> dict[str, str]:

@@ -152,14 +152,14 @@ def _server_at_fault(exc: ToolFailed, ctx: ToolContext, name: str) -> StepFailed
     if says_no_space(exc, SERVER_NO_SPACE):
         return StepFailed(
             f"The server of target '{ctx.target}' ran out of disk space restoring "
-            f"into the scratch database {name} ({exc.program}: {exc.last_line}); "
+            f"into the scratch database {name} ({exc.program}: {exc.cause}); "
             f"free space on the server and retry; {NOT_JUDGED}"
         )
     if any(phrase in exc.stderr.lower() for phrase in _UNREACHABLE):
         return StepFailed(
             f"The server of target '{ctx.target}' could not be reached while "
             f"restoring into the scratch database {name} ({exc.program}: "
-            f"{exc.last_line}); {NOT_JUDGED}"
+            f"{exc.cause}); {NOT_JUDGED}"
         )
     return None
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import blocking_sessions, named_holders, user_tables
+from aishell.catalog import user_tables
 from aishell.handlers import Handler
 from aishell.handlers.integrity import (
     checked_or_skipped,
@@ -23,8 +23,8 @@ from aishell.handlers.mysql.privileges import (
     privileges_on,
     session_grants,
 )
+from aishell.lockholders import lock_holders
 from aishell.sqltext import text
-from aishell.targets.locks import run_lock_name
 from aishell.toolcontext import ToolContext
 
 
@@ -58,8 +58,7 @@ def _check_table(
         verdict["reason"] += f" (tried {attempt} times)"
     if lock_waited(verdict):
         # Who kept it from being checked: a DBA can ask them, or check it later.
-        holders = blocking_sessions(conn, [table], run_lock=run_lock_name(conn))
-        verdict["reason"] += f", held by {named_holders(holders)}"
+        verdict["reason"] += f"; the lock is held by {lock_holders(conn, [table])}"
         verdict["cause"] = "locked"
     return verdict
 

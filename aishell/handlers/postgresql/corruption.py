@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import blocking_sessions, is_lock_timeout, named_holders, user_tables
+from aishell.catalog import user_tables
 from aishell.handlers import Handler, each_table
 from aishell.handlers.held import rollback
 from aishell.handlers.integrity import (
@@ -34,9 +34,9 @@ from aishell.handlers.postgresql.catalog import (
     table_oids,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
+from aishell.lockholders import is_lock_timeout, lock_holders
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.targets.locks import run_lock_name
 from aishell.toolcontext import ToolContext
 
 # The extension's schema is quoted in by the dialect; it comes from pg_extension.
@@ -60,9 +60,8 @@ def _read_check(
         if state.startswith("XX"):  # data_corrupted, index_corrupted, internal_error
             return [], message, None
         if is_lock_timeout(exc):
-            rollback(conn)
-            holders = blocking_sessions(conn, [table], run_lock=run_lock_name(conn))
-            return [], None, f"{message}, {table}{_HELD_BY}{named_holders(holders)}"
+            rollback(conn)  # the failed read's transaction, before the look
+            return [], None, f"{message}{_HELD_BY}{lock_holders(conn, [table])}"
         if state == "42501":
             return [], None, message
         raise
@@ -78,7 +77,7 @@ def _not_checked(table: str, reason: str, why: str | None) -> dict[str, Any]:
 
 
 # What _read_check says of a table it waited for in vain, before naming the holders.
-_HELD_BY = " held by "
+_HELD_BY = "; the lock is held by "
 
 
 def _indexes(conn: Connection, oids: list[int]) -> dict[int, list[dict[str, Any]]]:

@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import is_lock_timeout
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
 from aishell.handlers.postgresql.privileges import require_maintain
+from aishell.lockholders import is_lock_timeout
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext

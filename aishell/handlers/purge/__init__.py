@@ -23,7 +23,7 @@ pass it, waiting for a person's yes to that very step (share.py); its estimates
 from __future__ import annotations
 
 from aishell.handlers import Handler
-from aishell.handlers.purge.archive import check_archive_table
+from aishell.handlers.purge.archive import check_archive_table, full_disk_named
 from aishell.handlers.purge.count import count_rows, render_count
 from aishell.handlers.purge.estimate import COUNT, PG_STATISTICS_SQL, SAMPLE_SQL
 from aishell.handlers.purge.prepare import estimate_purge, render_purge, walk_key
@@ -67,7 +67,7 @@ delete_old_records = Handler(
     ),
     risk=RiskLevel.MEDIUM,
     effect="deletes rows older than a cutoff",
-    run_fn=purge,
+    run_fn=full_disk_named(purge),
     render_fn=render_purge,
     estimate_fn=estimate_purge,
 )

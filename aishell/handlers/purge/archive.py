@@ -7,7 +7,7 @@ file is new, outside the folders aishell keeps for itself, and only the run that
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from aishell.archive import ArchiveFile
 from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError, UsageError
-from aishell.files import ErrorKind, PrivatePlaces, kind_of
+from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
 from aishell.handlers.purge.archiveshape import check_plain_archive
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -144,3 +144,24 @@ def open_archive(
 
     # Every checkpoint of the walk carries the file's identity with its length.
     return archive, replace(ctx, save_progress=save_progress)
+
+
+def full_disk_named(
+    run: Callable[[Mapping[str, Any], ToolContext], dict[str, Any]],
+) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:
+    """The purge, whose archive file's full disk ends the step with the one line every
+    full disk gets (files.no_space_line), not as an internal error. The batch being
+    written had not committed: its rows are still in the table, and resume cuts the
+    file back to its last checkpoint."""
+
+    def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        try:
+            return run(params, ctx)
+        except OSError as exc:
+            if not (params.get("archive_file") and is_no_space(exc)):
+                raise
+            fix = f"free space there, then `aishell resume {ctx.run_id}`"
+            path = Path(params["archive_file"])
+            raise StepFailed(no_space_line(path, "archiving purged rows to", fix)) from None
+
+    return purge

@@ -1,0 +1,127 @@
+"""Who holds a lock a statement of aishell's waited for: the one description every
+message that names a holder uses (a step's lock timeout, a table skipped as held, a dump
+or restore stopped at its lock wait, a step that could not be prepared). Each holder is
+named with its session id (PostgreSQL pid, MySQL connection id), user, program
+(application_name), state, what it runs and for how long; aishell names other sessions,
+it never ends them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import DBAPIError
+
+from aishell.sqltext import text
+from aishell.targets.locks import run_lock_name
+
+# What each holder's description shows of its statement.
+QUERY_CHARS = 80
+# MySQL/MariaDB, which cannot say who holds a metadata lock: this many candidates.
+MYSQL_CANDIDATES = 5
+
+_PG_SESSION = f"""
+SELECT a.pid, a.usename, a.application_name, a.state,
+       pg_catalog.left(a.query, {QUERY_CHARS}) AS query,
+       extract(epoch FROM pg_catalog.clock_timestamp()
+               - coalesce(a.state_change, a.backend_start))::bigint AS seconds,
+       extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::bigint
+           AS in_transaction
+FROM pg_catalog.pg_stat_activity a
+"""
+_PG_HOLDING = (
+    _PG_SESSION
+    + """
+WHERE a.pid IN (
+    SELECT l.pid FROM pg_catalog.pg_locks l
+    JOIN pg_catalog.pg_class c ON c.oid = l.relation
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE l.granted AND n.nspname = pg_catalog.current_schema()
+      AND c.relname = ANY(CAST(:t AS text[])))
+  AND a.pid <> pg_catalog.pg_backend_pid()
+ORDER BY a.pid
+"""
+)
+_PG_BLOCKING = _PG_SESSION + "WHERE a.pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY a.pid"
+# Table locks (LOCK TABLES) and metadata locks are held by sessions that may look idle:
+# every other session on this database is a candidate, those in a transaction first.
+_MY_CANDIDATES = f"""
+SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.COMMAND AS command,
+       COALESCE(p.STATE, '') AS state, p.TIME AS seconds,
+       LEFT(COALESCE(p.INFO, ''), {QUERY_CHARS}) AS query,
+       TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) AS in_transaction
+FROM information_schema.PROCESSLIST p
+LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID
+WHERE p.ID NOT IN (CONNECTION_ID(), :besides, COALESCE(IS_USED_LOCK(:run_lock), 0))
+  AND p.DB = DATABASE()
+ORDER BY t.trx_started IS NULL, p.TIME DESC
+LIMIT {MYSQL_CANDIDATES}
+"""
+
+
+def is_lock_timeout(exc: DBAPIError) -> bool:
+    """The server gave up waiting for a lock (PostgreSQL lock_timeout, MySQL's
+    innodb_lock_wait_timeout or lock_wait_timeout)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "55P03":
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1205, 3572)
+
+
+def blocking_sessions(
+    conn: Connection, tables: Sequence[str], *, run_lock: str = "", besides: int = 0
+) -> list[str]:
+    """Other sessions holding locks on these tables, described. MySQL/MariaDB, which
+    cannot say who holds a metadata lock: the sessions on the database (those in a
+    transaction first) but this one, the one holding the GET_LOCK `run_lock` (aishell's
+    own run lock) and the session `besides`. Empty when the server cannot be asked."""
+    dialect = conn.dialect.name
+    try:
+        if dialect == "postgresql":
+            rows = conn.execute(text(_PG_HOLDING), {"t": list(tables)}).mappings()
+            return [_pg_session(r) for r in rows]
+        if dialect in ("mysql", "mariadb"):
+            found = conn.execute(text(_MY_CANDIDATES), {"besides": besides, "run_lock": run_lock})
+            return [_mysql_session(r) for r in found.mappings()]
+    except DBAPIError:
+        return []
+    return []
+
+
+def lock_holders(conn: Connection, tables: Sequence[str], *, besides: int = 0) -> str:
+    """Who holds the lock a statement on these tables waited for, as every message names
+    them (blocking_sessions, named_holders); aishell's own run lock's session (MySQL)
+    and the session `besides` left out. After a failed statement, end its transaction
+    first (PostgreSQL answers nothing else in it)."""
+    found = blocking_sessions(conn, tables, run_lock=run_lock_name(conn), besides=besides)
+    return named_holders(found)
+
+
+def blockers_of(conn: Connection, pid: int) -> list[str]:
+    """PostgreSQL: the sessions that keep backend `pid` waiting for its lock, described."""
+    rows = conn.execute(text(_PG_BLOCKING), {"pid": pid}).mappings()
+    return [_pg_session(r) for r in rows]
+
+
+def named_holders(holders: Sequence[str]) -> str:
+    """Who holds a lock, as a message names them: the sessions found, or that none was
+    (the holder ended between the timeout and the look)."""
+    return "; ".join(holders) if holders else "a session that has since gone"
+
+
+def _pg_session(r: RowMapping) -> str:
+    doing = f"{r['state'] or 'no state'} for {r['seconds']}s"
+    if r["in_transaction"] is not None:
+        doing += f", in a transaction for {r['in_transaction']}s"
+    program = r["application_name"] or "no application_name"
+    return f"pid {r['pid']} ({r['usename']}, {program}, {doing}: {r['query']!r})"
+
+
+def _mysql_session(r: RowMapping) -> str:
+    held = r["in_transaction"]
+    doing = f"{r['command']}{', ' + r['state'] if r['state'] else ''} for {r['seconds']}s"
+    if held is not None:
+        doing += f", in a transaction for {held}s"
+    return f"connection {r['id']} ({r['user']}@{r['host']}, {doing}: {r['query']!r})"
