@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.state import StateStore
-from aishell.targets.deadlines import in_flight, stop_statement
+from aishell.targets.deadlines import stop_statement
 from aishell.targets.locks import RunLock
 
 # How often a run asks the server whether its lock's session lives, by a round trip:
@@ -48,6 +48,10 @@ def stop_all(why: str) -> None:
     for stopping in running:
         stopping.signal = stopping.signal or why
         stopping.cancel_running()
+
+
+# What a lost run lock stops a run as, where a signal's name would be.
+LOCK_LOST = "the loss of the run lock"
 
 
 class Interrupted(BaseException):
@@ -83,7 +87,9 @@ class Stopping:
 
     def reason(self) -> str | None:
         """Why the run must stop now, as its error says it; None to go on."""
-        if self.lock_lost:
+        # The first cause is the run's: a lock lost after the time limit or a signal
+        # came (a frozen server fails the lease too) does not take its place.
+        if self.lock_lost and self.signal in (None, LOCK_LOST):
             return (
                 f"lost the run lock on target '{self.target}': the server ended the "
                 "session that held it (a terminated backend, a KILL, an idle timeout) or "
@@ -105,7 +111,7 @@ class Stopping:
         """The run lock is gone: no new statement is sent, the running one is cancelled."""
         self.lock_lost = True
         # What every statement's audit and a step's end look at (see audit.audited).
-        self.signal = self.signal or "the loss of the run lock"
+        self.signal = self.signal or LOCK_LOST
         self.cancel_running()
 
     @contextmanager
@@ -170,9 +176,12 @@ class Stopping:
 
         def ended(seconds: float) -> bool:
             # What runs at the stop is over once the step left the connection (its
-            # bookkeeping closed, see audit.audited) or no statement waits on it.
+            # bookkeeping closed, see audit.audited). Not when no statement of its own
+            # waits: the guard's catalog lookup before a statement waits on the server
+            # too, unmarked, and a step still on the connection at the bound has none
+            # left to send (the audit refuses every statement once a stop came).
             until = time.monotonic() + seconds
-            while self.running is running and in_flight(running) is not None:
+            while self.running is running:
                 if time.monotonic() >= until:
                     return False
                 time.sleep(STOP_POLL_SECONDS)
