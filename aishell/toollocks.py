@@ -1,0 +1,160 @@
+"""The locks a tool's statements take, per engine, as its definition declares them (the
+`locks:` of tools/*.yaml): the first thing a DBA asks of maintenance on a busy table.
+Previews, prompts and `tools show` print them with the lock wait that bounds them;
+tests/test_declared_locks.py holds each against the server's own lock views.
+
+Modes are the engines' own names: PostgreSQL's table lock modes as its docs name them
+(pg_locks says ShareUpdateExclusiveLock for SHARE UPDATE EXCLUSIVE), MySQL/MariaDB's
+metadata lock types as performance_schema.metadata_locks names them, SQLite's file
+locks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aishell.config import TargetConfig
+
+MODES: dict[str, tuple[str, ...]] = {
+    "postgresql": (
+        "ACCESS SHARE",
+        "ROW SHARE",
+        "ROW EXCLUSIVE",
+        "SHARE UPDATE EXCLUSIVE",
+        "SHARE",
+        "SHARE ROW EXCLUSIVE",
+        "EXCLUSIVE",
+        "ACCESS EXCLUSIVE",
+    ),
+    "mysql": (
+        "SHARED",
+        "SHARED_HIGH_PRIO",
+        "SHARED_READ",
+        "SHARED_WRITE",
+        "SHARED_UPGRADABLE",
+        "SHARED_READ_ONLY",
+        "SHARED_NO_WRITE",
+        "SHARED_NO_READ_WRITE",
+        "EXCLUSIVE",
+    ),
+    "sqlite": ("SHARED", "RESERVED", "EXCLUSIVE"),
+}
+# What a lock is on: the tables the step names (every one when it names none), the
+# indexes it rebuilds, every table of the database, or (SQLite) the database file.
+OBJECTS = ("table", "index", "every table", "database file")
+_ENTRY_KEYS = {"lock", "object", "held", "wait"}
+
+
+@dataclass(frozen=True)
+class Lock:
+    mode: str
+    object: str
+    # How long it is held, as a DBA reads it ("until the VACUUM ends").
+    held: str
+    # The param (seconds) that bounds the wait for it; None: the target's lock wait.
+    wait: str | None = None
+
+
+# By engine; every engine the tool implements has its list (empty: no lock on the
+# target's tables).
+PerDialect = Mapping[str, tuple[Lock, ...]]
+
+
+def per_dialect(
+    data: Mapping[str, Any], dialects: Iterable[str], fail: Callable[[str], Exception]
+) -> dict[str, tuple[Lock, ...]]:
+    """The `locks` of a tool definition, checked: a mapping naming exactly the engines the
+    tool implements, each a list of {lock, on, held, wait?}."""
+    wanted = sorted(dialects)
+    value = data.get("locks")
+    if not isinstance(value, dict):
+        raise fail(
+            "locks must map each engine the tool implements to the locks it takes there "
+            "(a list of {lock, object, held}; [] for none)"
+        )
+    named = sorted(str(d) for d in value)
+    if named != wanted:
+        raise fail(
+            f"locks must name exactly the engines the tool implements ({', '.join(wanted)}), "
+            f"not {', '.join(named) or 'none'}"
+        )
+    numbers = {
+        name
+        for name, spec in (data.get("params", {}).get("properties") or {}).items()
+        if isinstance(spec, dict) and spec.get("type") in ("number", "integer")
+    }
+    found: dict[str, tuple[Lock, ...]] = {}
+    for d in wanted:
+        if not isinstance(value[d], list):
+            raise fail(f"locks.{d} must be a list of locks ([] for none)")
+        found[d] = tuple(
+            _lock(e, d, f"locks.{d}[{i}]", numbers, fail) for i, e in enumerate(value[d])
+        )
+    return found
+
+
+def _lock(
+    entry: Any, dialect: str, where: str, numbers: set[str], fail: Callable[[str], Exception]
+) -> Lock:
+    if not isinstance(entry, dict) or not {"lock", "object", "held"} <= set(entry):
+        raise fail(f"{where} must give lock, object and held")
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise fail(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
+    if entry["lock"] not in MODES[dialect]:
+        raise fail(f"{where}.lock: '{entry['lock']}' is not one of: {', '.join(MODES[dialect])}")
+    if entry["object"] not in OBJECTS:
+        raise fail(f"{where}.object: '{entry['object']}' is not one of: {', '.join(OBJECTS)}")
+    if not isinstance(entry["held"], str) or not entry["held"].strip():
+        raise fail(f"{where}.held must say how long the lock is held")
+    wait = entry.get("wait")
+    if wait is not None and wait not in numbers:
+        raise fail(f"{where}.wait must name a number param of the tool (seconds)")
+    return Lock(entry["lock"], entry["object"], entry["held"].strip(), wait)
+
+
+def lock_lines(
+    locks: Sequence[Lock],
+    tables: Sequence[str],
+    params: Mapping[str, Any],
+    target: str,
+    config: TargetConfig,
+    dialect: str,
+) -> tuple[str, ...]:
+    """Each lock a step takes, on what and for how long, then the lock wait that bounds
+    it: what a preview and a prompt show."""
+    if not locks:
+        return ("no lock on the target's tables",)
+    lines = [f"{lock.mode} on {_object(lock.object, tables)}, {lock.held}" for lock in locks]
+    waits = dict.fromkeys(_wait(lock, params, target, config, dialect) for lock in locks)
+    return (*lines, *(wait for wait in waits if wait))
+
+
+def _object(kind: str, tables: Sequence[str]) -> str:
+    if kind == "table":
+        if not tables:
+            return "each table"
+        shown = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+        return shown
+    return {"index": "each index rebuilt", "every table": "every table"}.get(kind, kind)
+
+
+def _wait(lock: Lock, params: Mapping[str, Any], target: str, config: Any, dialect: str) -> str:
+    """The lock wait in effect: the step's own param, else the target's setting."""
+    if lock.wait is not None:
+        seconds = params.get(lock.wait)
+        return f"lock wait {_seconds(seconds)} ({lock.wait})" if seconds is not None else ""
+    if dialect == "sqlite":
+        busy = _seconds(config.busy_timeout_ms / 1000)
+        return f"lock wait {busy} (targets.{target}.busy_timeout_ms)"
+    ms = config.lock_timeout_ms
+    # MySQL's lock_wait_timeout is whole seconds (engines.py rounds, at least 1).
+    seconds = ms / 1000 if dialect == "postgresql" else max(1, round(ms / 1000))
+    return f"lock wait {_seconds(seconds)} (targets.{target}.lock_timeout_ms)"
+
+
+def _seconds(value: Any) -> str:
+    number = float(value)
+    return f"{number:g} s" if number >= 1 else f"{round(number * 1000)} ms"
