@@ -95,6 +95,13 @@ class ToolDefinition:
     def locks_on(self, dialect: str) -> tuple[toollocks.Lock, ...]:
         return self.locks.get(dialect, ())
 
+    def step_locks(
+        self, params: Mapping[str, Any], target: str, config: Any, dialect: str
+    ) -> toollocks.StepLocks:
+        """The locks a step with these params takes on the target, and the lock wait."""
+        tables = self.tables_in(params)
+        return toollocks.step_locks(self.locks_on(dialect), tables, params, target, config, dialect)
+
     def implementation(self, dialect: str) -> Implementation:
         try:
             return self.implementations[dialect]

@@ -115,44 +115,75 @@ def _lock(
     return Lock(entry["lock"], entry["object"], entry["held"].strip(), wait)
 
 
-def lock_lines(
+@dataclass(frozen=True)
+class StepLocks:
+    """The locks one step takes, as previews and prompts show them."""
+
+    # Each lock, what it is on and how long it is held (prompts, --json).
+    taken: tuple[str, ...]
+    # Each lock in a few words (the plan's table): its mode, what it is on unless the
+    # step's own tables, and "briefly" where it is held briefly.
+    brief: tuple[str, ...]
+    # The lock waits that bound them: (how long, the setting it comes from).
+    waits: tuple[tuple[str, str], ...]
+
+    @property
+    def wait(self) -> str:
+        return "; ".join(f"lock wait {amount} ({setting})" for amount, setting in self.waits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"taken": list(self.taken), "wait": self.wait}
+
+    def in_brief(self) -> tuple[str, ...]:
+        """Each lock in a few words, then each wait with its setting's own name."""
+        waits = (f"wait {amount} ({setting.rsplit('.', 1)[-1]})" for amount, setting in self.waits)
+        return (*self.brief, *waits)
+
+
+def step_locks(
     locks: Sequence[Lock],
     tables: Sequence[str],
     params: Mapping[str, Any],
     target: str,
     config: TargetConfig,
     dialect: str,
-) -> tuple[str, ...]:
-    """Each lock a step takes, on what and for how long, then the lock wait that bounds
-    it: what a preview and a prompt show."""
+) -> StepLocks:
+    """Each lock a step takes, on what and for how long, and the lock wait that bounds it."""
     if not locks:
-        return ("no lock on the target's tables",)
-    lines = [f"{lock.mode} on {_object(lock.object, tables)}, {lock.held}" for lock in locks]
+        return StepLocks(("no lock on the target's tables",), ("no table lock",), ())
+    taken = tuple(f"{lock.mode} on {_object(lock.object, tables)}, {lock.held}" for lock in locks)
+    brief = tuple(dict.fromkeys(_brief(lock) for lock in locks))
     waits = dict.fromkeys(_wait(lock, params, target, config, dialect) for lock in locks)
-    return (*lines, *(wait for wait in waits if wait))
+    return StepLocks(taken, brief, tuple(wait for wait in waits if wait is not None))
+
+
+def _brief(lock: Lock) -> str:
+    on = "" if lock.object == "table" else f" on {_object(lock.object, ())}"
+    return f"{lock.mode}{on}{', briefly' if lock.held.startswith('briefly') else ''}"
 
 
 def _object(kind: str, tables: Sequence[str]) -> str:
     if kind == "table":
         if not tables:
             return "each table"
-        shown = ", ".join(tables[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
-        return shown
-    return {"index": "each index rebuilt", "every table": "every table"}.get(kind, kind)
+        more = f" and {len(tables) - 3} more" if len(tables) > 3 else ""
+        return ", ".join(tables[:3]) + more
+    return {"index": "each index rebuilt", "database file": "the database file"}.get(kind, kind)
 
 
-def _wait(lock: Lock, params: Mapping[str, Any], target: str, config: Any, dialect: str) -> str:
-    """The lock wait in effect: the step's own param, else the target's setting."""
+def _wait(
+    lock: Lock, params: Mapping[str, Any], target: str, config: Any, dialect: str
+) -> tuple[str, str] | None:
+    """The lock wait in effect, and its setting: the step's own param, else the target's."""
     if lock.wait is not None:
         seconds = params.get(lock.wait)
-        return f"lock wait {_seconds(seconds)} ({lock.wait})" if seconds is not None else ""
+        return (_seconds(seconds), lock.wait) if seconds is not None else None
     if dialect == "sqlite":
-        busy = _seconds(config.busy_timeout_ms / 1000)
-        return f"lock wait {busy} (targets.{target}.busy_timeout_ms)"
+        return _seconds(config.busy_timeout_ms / 1000), f"targets.{target}.busy_timeout_ms"
     ms = config.lock_timeout_ms
     # MySQL's lock_wait_timeout is whole seconds (engines.py rounds, at least 1).
     seconds = ms / 1000 if dialect == "postgresql" else max(1, round(ms / 1000))
-    return f"lock wait {_seconds(seconds)} (targets.{target}.lock_timeout_ms)"
+    return _seconds(seconds), f"targets.{target}.lock_timeout_ms"
 
 
 def _seconds(value: Any) -> str:

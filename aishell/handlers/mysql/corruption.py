@@ -101,6 +101,11 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return checked_or_skipped(corruption_check(conn, ctx, tables))
 
 
+def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    return ["SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+
+
 check_table_corruption = Handler(
-    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"), run_fn=_check
+    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"), run_fn=_check, render_fn=_check_sql
 )

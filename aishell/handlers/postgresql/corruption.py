@@ -145,6 +145,27 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     return corruption_summary(method, results, notes=notes)
 
 
+def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> list[str]:
+    """What the check sends per table, as a preview shows it: each statement that reads a
+    table is named, never summed up (amcheck's, or without it the full read)."""
+    tool = amcheck(conn)
+    if tool.reason is not None:
+        return [_FULL_READ.replace("{table}", ctx.quote(t)) for t in tables]
+    schema = ctx.quote(str(tool.schema))
+    heap = _HEAP_CHECK.replace("{schema}", schema)
+    index = _BT_CHECK.replace("{schema}", schema)
+    statements = []
+    for t in tables:
+        statements += [f"{heap} -- {ctx.quote(t)}"] if tool.heap else []
+        statements.append(f"{index} -- each B-tree index of {ctx.quote(t)}")
+    return statements
+
+
+def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    return [TABLE_OIDS, INDEXES, AMCHECK, *check_statements(ctx.connection, ctx, tables)]
+
+
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     tables = list(params.get("tables") or []) or user_tables(conn)
@@ -162,6 +183,7 @@ check_table_corruption = Handler(
         _FULL_READ,
     ),
     run_fn=_check,
+    render_fn=_check_sql,
 )
 
 
