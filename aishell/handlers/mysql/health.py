@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import mysql_urgency, user_tables
-from aishell.handlers import Handler
+from aishell.catalog import mysql_urgency
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
@@ -126,7 +126,7 @@ def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     """Its catalog reads, then (with check_corruption) a CHECK TABLE per table, each named."""
     if not params.get("check_corruption"):
         return list(_CATALOG_READS)
-    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    tables = step_tables(params, ctx)
     return [*_CATALOG_READS, "SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import is_lock_timeout, user_tables
-from aishell.handlers import Handler, each_table
+from aishell.catalog import is_lock_timeout
+from aishell.handlers import Handler, cached, each_table, step_tables
 from aishell.handlers.integrity import (
     checked_or_skipped,
     corruption_summary,
@@ -135,7 +135,7 @@ def _check_table(
 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
     """amcheck over each table and its B-tree indexes; per table, checked or why not."""
-    tool = amcheck(conn)
+    tool = cached(ctx, "amcheck", lambda: amcheck(conn))
     results = _check_tables(conn, ctx, tables, tool)
     if tool.reason is None:
         method = "amcheck" if tool.heap else "amcheck (indexes only)"
@@ -148,7 +148,7 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
 def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> list[str]:
     """What the check sends per table, as a preview shows it: each statement that reads a
     table is named, never summed up (amcheck's, or without it the full read)."""
-    tool = amcheck(conn)
+    tool = cached(ctx, "amcheck", lambda: amcheck(conn))
     if tool.reason is not None:
         return [_FULL_READ.replace("{table}", ctx.quote(t)) for t in tables]
     schema = ctx.quote(str(tool.schema))
@@ -162,13 +162,13 @@ def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> l
 
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    tables = step_tables(params, ctx)
     return [TABLE_OIDS, INDEXES, AMCHECK, *check_statements(ctx.connection, ctx, tables)]
 
 
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or []) or user_tables(conn)
+    tables = step_tables(params, ctx)
     return checked_or_skipped(corruption_check(conn, ctx, tables))
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
-from aishell.handlers import Handler
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.held import (
     Tablewise,
     one_at_a_time,
@@ -169,7 +169,7 @@ def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     """Its catalog reads, then (with check_corruption) each table's check."""
     statements = [_DATABASE, _TABLE_STATS, _LONG_TRANSACTIONS]
     if params.get("check_corruption"):
-        tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+        tables = step_tables(params, ctx)
         statements += check_statements(ctx.connection, ctx, tables)
     return statements
 
