@@ -159,7 +159,7 @@ class ToolDefinition:
             "notes": self.notes,
             "risks": {d: list(r) for d, r in self.risks.items()},
             "mitigations": {d: list(m) for d, m in self.mitigations.items()},
-            "locks": {d: [vars(lock) for lock in locks] for d, locks in self.locks.items()},
+            "locks": {d: [lock.to_dict() for lock in locks] for d, locks in self.locks.items()},
         }
 
 

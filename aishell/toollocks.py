@@ -56,6 +56,10 @@ class Lock:
     # The param (seconds) that bounds the wait for it; None: the target's lock wait.
     wait: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As the definition gives it."""
+        return {"lock": self.mode, "object": self.object, "held": self.held, "wait": self.wait}
+
 
 # By engine; every engine the tool implements has its list (empty: no lock on the
 # target's tables).
@@ -66,7 +70,7 @@ def per_dialect(
     data: Mapping[str, Any], dialects: Iterable[str], fail: Callable[[str], Exception]
 ) -> dict[str, tuple[Lock, ...]]:
     """The `locks` of a tool definition, checked: a mapping naming exactly the engines the
-    tool implements, each a list of {lock, on, held, wait?}."""
+    tool implements, each a list of {lock, object, held, wait?}."""
     wanted = sorted(dialects)
     value = data.get("locks")
     if not isinstance(value, dict):

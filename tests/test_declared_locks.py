@@ -19,7 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from rich.console import Console
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from aishell import commands
@@ -203,10 +203,9 @@ def run_watched(
         released = False
         while worker.is_alive() and time.monotonic() < held_until + HANG:
             seen |= observe(watcher, others)
-            if not released and (
-                any(waiting for _, waiting in seen) or time.monotonic() > held_until
-            ):
-                blocker.rollback() if dialect == "postgresql" else release_mysql(blocker)
+            waited = any(waiting for _, waiting in seen)
+            if not released and (waited or time.monotonic() > held_until):
+                release(blocker)
                 released = True
             time.sleep(0.05)
         worker.join(5)
@@ -320,8 +319,10 @@ MY_CASES = [
 ]
 
 
-def release_mysql(conn: Connection) -> None:
-    conn.execute(text("UNLOCK TABLES"))
+def release(conn: Connection) -> None:
+    """End what the blocker holds: its transaction, and on MariaDB its LOCK TABLES."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(text("UNLOCK TABLES"))
     conn.rollback()
 
 
@@ -369,8 +370,6 @@ def my_observer(
     def observe(conn: Connection, others: list[int]) -> set[tuple[str, bool]]:
         seen: set[tuple[str, bool]] = set()
         if view is not None:
-            from sqlalchemy import bindparam
-
             query = text(view).bindparams(bindparam("others", expanding=True))
             seen |= {(m, bool(w)) for m, w in conn.execute(query, {"t": TABLE, "others": others})}
         waiting = conn.execute(
@@ -506,7 +505,7 @@ def test_the_prompt_and_the_dry_run_show_the_locks_and_the_wait(home, pg_url):
     commands.apply_plan(config, plan, approver=recorder.approver)
     request = recorder.asked[0]
     assert request.locks is not None
-    assert request.locks.taken[0].startswith(f"ACCESS EXCLUSIVE on {TABLE}, until VACUUM FULL ends")
+    assert request.locks.taken[0].startswith(f"ACCESS EXCLUSIVE on {TABLE}, until the rewrite ends")
     assert request.locks.wait == "lock wait 60 s (targets.db.lock_timeout_ms)"
     console = Console(width=200, record=True, color_system=None)
     with CliRunner().isolation(input="n\n"):

@@ -167,7 +167,7 @@ def _locks(by_dialect: dict[str, list[dict[str, Any]]]) -> list[str]:
     for dialect, locks in by_dialect.items():
         lines += [f"{dialect}: no lock on the target's tables"] if not locks else []
         lines += [
-            f"{dialect}: {lock['mode']} on {lock['object']}, {lock['held']}"
+            f"{dialect}: {lock['lock']} on {lock['object']}, {lock['held']}"
             + (f" (lock wait: {lock['wait']})" if lock["wait"] else "")
             for lock in locks
         ]
