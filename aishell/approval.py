@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from aishell.errors import UsageError
 from aishell.policy import MAX_PRE_APPROVAL, flag_approves
 from aishell.risk import RiskLevel
+from aishell.toollocks import StepLocks
 
 
 class Decision(StrEnum):
@@ -47,6 +48,8 @@ class ApprovalRequest:
     plan: tuple[tuple[str, str, str, str], ...] = ()
     # Reasons only a person may waive, for this step by name: no flag and no "all".
     personal: tuple[str, ...] = ()
+    # The locks it takes on the target and the lock wait that bounds them.
+    locks: StepLocks | None = None
 
 
 @dataclass(frozen=True)

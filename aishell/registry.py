@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from aishell import schema, toolrisks
+from aishell import schema, toollocks, toolrisks
 from aishell.configfile import parse_yaml, read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.handlers import Handler
@@ -73,6 +73,8 @@ class ToolDefinition:
     # By dialect: what its statements risk there, and what limits that.
     risks: PerDialect
     mitigations: PerDialect
+    # By dialect: the locks its statements take there (toollocks.py).
+    locks: toollocks.PerDialect
     source: Path
     fingerprint: str
     # What a step of this tool adds to the maintenance report, one rule per section
@@ -93,6 +95,16 @@ class ToolDefinition:
 
     def mitigations_on(self, dialect: str | None) -> tuple[str, ...]:
         return toolrisks.on(self.mitigations, dialect)
+
+    def locks_on(self, dialect: str) -> tuple[toollocks.Lock, ...]:
+        return self.locks.get(dialect, ())
+
+    def step_locks(
+        self, params: Mapping[str, Any], target: str, config: Any, dialect: str
+    ) -> toollocks.StepLocks:
+        """The locks a step with these params takes on the target, and the lock wait."""
+        tables = self.tables_in(params)
+        return toollocks.step_locks(self.locks_on(dialect), tables, params, target, config, dialect)
 
     def implementation(self, dialect: str) -> Implementation:
         try:
@@ -151,6 +163,7 @@ class ToolDefinition:
             "notes": self.notes,
             "risks": {d: list(r) for d, r in self.risks.items()},
             "mitigations": {d: list(m) for d, m in self.mitigations.items()},
+            "locks": {d: [lock.to_dict() for lock in locks] for d, locks in self.locks.items()},
         }
 
 
@@ -197,6 +210,7 @@ _REQUIRED_KEYS = {
     "idempotent",
     "examples",
     "implementations",
+    "locks",
 }
 _TOOL_KEYS = _REQUIRED_KEYS | {
     "requires_approval",
@@ -298,6 +312,7 @@ def load_tool(path: Path) -> ToolDefinition:
         notes=str(data.get("notes") or "").strip(),
         risks=toolrisks.per_dialect(data, "risks", implementations, fail),
         mitigations=toolrisks.per_dialect(data, "mitigations", implementations, fail),
+        locks=toollocks.per_dialect(data, implementations, fail),
         source=path,
         fingerprint=fingerprint,
         report=report,

@@ -122,6 +122,8 @@ def slow_read_tool(home: Path, *, idempotent: bool = True, scale: int = 1) -> Co
             dialect: {"sql": sql.replace("40000", str(40000 * scale))}
             for dialect, sql in SLOW_READ.items()
         },
+        # It reads no table of the target.
+        "locks": {dialect: [] for dialect in SLOW_READ},
     }
     (folder / "long_count.yaml").write_text(yaml.safe_dump(tool))
     path = home / "config" / "aishell.yaml"

@@ -32,6 +32,7 @@ LIKE_TOOL: dict[str, Any] = {
     },
     "returns": {"type": "object"},
     "examples": [{"params": {"prefix": "a"}}],
+    "locks": {"postgresql": [], "mysql": []},
     "implementations": {
         "postgresql": {
             "sql": "SELECT count(*) AS n FROM pg_catalog.pg_class "

@@ -151,6 +151,7 @@ def tool_yaml(
         "returns": {"type": "object"},
         "examples": [{"params": dict(example or {"table": "t"})}],
         "implementations": dict(implementations),
+        "locks": {dialect: [] for dialect in implementations},
     }
 
 

@@ -153,6 +153,7 @@ def _short_read_tool(home: Path) -> Config:
     folder = home / "site_tools"
     tool = yaml.safe_load((folder / "long_count.yaml").read_text())
     tool["name"] = "short_count"
+    tool["locks"] = {"postgresql": [], "mysql": []}
     tool["implementations"] = {
         "postgresql": {
             "sql": "SELECT count(*) AS n FROM generate_series(1, 3000) a, "

@@ -55,6 +55,7 @@ SITE_TOOLS = {
             "postgresql": {"sql": "SELECT pg_sleep(:seconds) AS slept", "result": "one"},
             "mysql": {"sql": "SELECT SLEEP(:seconds) AS slept", "result": "one"},
         },
+        "locks": {"postgresql": [], "mysql": []},
     },
     "count_locked.yaml": {
         "name": "count_locked",
@@ -70,6 +71,10 @@ SITE_TOOLS = {
         "implementations": {
             "postgresql": {"sql": "SELECT count(*) AS n FROM locked", "result": "one"},
             "mysql": {"sql": "SELECT count(*) AS n FROM locked", "result": "one"},
+        },
+        "locks": {
+            "postgresql": [{"lock": "ACCESS SHARE", "object": "table", "held": "while counted"}],
+            "mysql": [{"lock": "SHARED_READ", "object": "table", "held": "while counted"}],
         },
     },
 }

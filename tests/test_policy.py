@@ -42,6 +42,7 @@ def tools(tmp_path_factory):
                 "examples": [{"params": {}}],
                 "mitigations": ["It is watched."],
                 "implementations": {"sqlite": {"sql": "SELECT 1"}},
+                "locks": {"sqlite": []},
             }
             path = folder / f"{name}.yaml"
             path.write_text(yaml.safe_dump(data))

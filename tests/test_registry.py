@@ -43,6 +43,15 @@ def tool(**overrides: Any) -> dict[str, Any]:
         },
     }
     base.update(overrides)
+    if (
+        "locks" not in overrides
+        and isinstance(base["implementations"], dict)
+        and base["implementations"]
+    ):
+        # A lock on the database file per engine it implements, as SQLite's reads take.
+        base["locks"] = {d: [] for d in base["implementations"]}
+        if "sqlite" in base["locks"]:
+            base["locks"]["sqlite"] = [{"lock": "SHARED", "object": "database file", "held": "x"}]
     return {k: v for k, v in base.items() if v is not None}
 
 

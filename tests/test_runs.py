@@ -230,6 +230,7 @@ def test_a_step_past_its_time_limit_is_interrupted(home, demo_db):
         returns={"type": "object"},
         examples=[{"params": {}}],
         implementations={"sqlite": {"sql": SLOW_SQL, "result": "one"}},
+        locks={"sqlite": []},
     )
     result = run_plan(
         config,

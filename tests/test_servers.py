@@ -495,6 +495,7 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
         "params: {type: object, properties: {}}\nreturns: {type: object}\n"
         "examples: [{params: {}}]\n"
         f"implementations: {{postgresql: {{sql: '{slow}', result: one}}}}\n"
+        "locks: {postgresql: [{lock: ACCESS SHARE, object: table, held: while it reads}]}\n"
     )
     import yaml
 

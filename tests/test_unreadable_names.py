@@ -199,6 +199,7 @@ def site_tool(home: Path, mode: str, sql: str, **extra: Any) -> Path:
         "returns": {"type": "object"},
         "examples": [{"params": {"table": "t"}}],
         "implementations": {"sqlite": {"sql": sql, "result": mode}},
+        "locks": {"sqlite": []},
         **extra,
     }
     path = folder / "site_refresh.yaml"

@@ -139,7 +139,8 @@ def test_a_site_tool_sharing_its_sql_through_an_anchor_and_a_merge_key_loads(hom
         "implementations:\n"
         "  sqlite: &impl {sql: 'SELECT count(*) AS n FROM {table}', result: one}\n"
         "  postgresql:\n    <<: *impl\n    result: one\n"
-        "  mysql: *impl\n",
+        "  mysql: *impl\n"
+        "locks: {sqlite: [], postgresql: [], mysql: []}\n",
     )
     (folder / "site_count.yaml").write_text(text)
     done = invoke("tools", "show", "site_count")

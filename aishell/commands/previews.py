@@ -21,6 +21,7 @@ from aishell.state import StateStore
 from aishell.substitution import has_references
 from aishell.tablecatalog import TableCatalog
 from aishell.targets import Target
+from aishell.toollocks import StepLocks
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class StepPreview:
     sql: list[str]
     personal: tuple[str, ...] = ()
     estimate: dict[str, Any] | None = None
+    # The locks it takes on this engine and the lock wait that bounds them.
+    locks: StepLocks | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class StepPreview:
             "mitigations": list(self.mitigations),
             "sql": self.sql,
             "estimate": self.estimate,
+            "locks": self.locks.to_dict() if self.locks else None,
         }
 
 
@@ -190,6 +194,7 @@ def _preview_step(
         sql=[display(sql) for sql in rendered],
         personal=verdict.personal,
         estimate=effect,
+        locks=tool.step_locks(params, handle.name, handle.config, handle.dialect),
     )
 
 

@@ -123,6 +123,7 @@ def _request(
         risks=tool.risks_on(run.target.dialect),
         mitigations=tuple(result.mitigations),
         personal=tuple(result.personal),
+        locks=result.locks,
         estimate=result.estimate or {},
         rationale=step.rationale,
         plan=tuple(

@@ -84,6 +84,9 @@ def preview_offline(
         None, ctx.dialect, ctx.target, True, quote_identifier=ctx.quote_identifier
     )
     result.sql = impl.render_sql(step.params, offline)
+    tool = run.registry.get(step.tool)
+    known = schema.with_defaults(step.params, tool.params)
+    result.locks = tool.step_locks(known, run.target.name, run.target.config, ctx.dialect)
     run.finish(result, "previewed")
 
 
@@ -166,6 +169,7 @@ def _prepare(
     resolved = substitute(step.params, outputs, step.id, absent)
     params = schema.with_defaults(resolved, tool.params)
     result.params = params
+    result.locks = tool.step_locks(params, run.target.name, run.target.config, ctx.dialect)
     problems = schema.validate(params, tool.params)
     if problems:
         raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aishell.toollocks import StepLocks
+
 # Run outcomes.
 COMPLETED = "completed"
 COMPLETED_WITH_DENIALS = "completed_with_denials"
@@ -51,6 +53,9 @@ class StepResult:
     approval: dict[str, str] | None = None
     # Its tool's output is the run's report (`run_report: true` in its definition).
     run_report: bool = False
+    # The locks it takes on the target and the lock wait that bounds them (shown by a
+    # dry run and the prompt; not stored: the catalog says it again on resume).
+    locks: StepLocks | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,7 @@ class StepResult:
             "attempts": self.attempts,
             "seconds": self.seconds,
             "approval": self.approval,
+            "locks": self.locks.to_dict() if self.locks else None,
         }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
 
+from aishell.catalog import user_tables
 from aishell.errors import StepSkipped
 from aishell.reportrule import ReportRule
 from aishell.risk import RiskLevel
@@ -80,6 +81,13 @@ def cached(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
         ctx.step_cache[key] = compute()
     answer: T = ctx.step_cache[key]
     return answer
+
+
+def step_tables(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """The tables a step names, else every user table: read once per step, so its render
+    (what a preview shows) and its run share one read."""
+    named = list(params.get("tables") or [])
+    return named or cached(ctx, "user_tables", lambda: user_tables(ctx.connection))
 
 
 def measured(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:

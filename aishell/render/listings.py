@@ -160,6 +160,20 @@ def _by_dialect(lists: dict[str, list[str]]) -> list[str]:
     return [f"{dialect}: {s}" for dialect, sentences in lists.items() for s in sentences]
 
 
+def _locks(by_dialect: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each engine's locks, what they are on, how long held, and what bounds the wait
+    when it is not the target's lock wait."""
+    lines = []
+    for dialect, locks in by_dialect.items():
+        lines += [f"{dialect}: no lock on the target's tables"] if not locks else []
+        lines += [
+            f"{dialect}: {lock['lock']} on {lock['object']}, {lock['held']}"
+            + (f" (lock wait: {lock['wait']})" if lock["wait"] else "")
+            for lock in locks
+        ]
+    return lines
+
+
 def tool_detail(out: Console, data: dict[str, Any]) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_row("category", safe_text(data["category"]))
@@ -183,6 +197,7 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
         lines = _by_dialect(data[key])
         if lines:
             grid.add_row(key, safe_text("\n".join(lines), newlines=True))
+    grid.add_row("locks", safe_text("\n".join(_locks(data["locks"])), newlines=True))
     if data["notes"]:
         grid.add_row("notes", safe_text(data["notes"], newlines=True))
     out.print(

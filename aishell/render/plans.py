@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aishell.catalogreads import is_catalog_read
 from aishell.commands import PlanPreview, StepPreview
 from aishell.render.base import (
     RISK_STYLE,
@@ -38,10 +39,11 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
     if plan.drafted_by.get("planner") == "llm":
         _drafted_by_model(out, plan.drafted_by)
     groups = _groups(list(preview.steps), every)
+    sql = _sql_cells(groups, plan.dialect)
     if out.width >= 110:
-        out.print(_table(groups, every, no_wrap=len(groups) == len(preview.steps)))
+        out.print(_table(groups, sql, every, no_wrap=len(groups) == len(preview.steps)))
     else:
-        _blocks(out, groups, every)
+        _blocks(out, groups, sql, every)
     if len(groups) < len(preview.steps):
         out.print(
             f"{len(preview.steps):,} steps shown as {len(groups)} lines of alike steps "
@@ -72,16 +74,17 @@ def _drafted_by_model(out: Console, drafted: dict[str, Any]) -> None:
         out.print(safe_text(f"Model's summary: {drafted['summary']}", "dim"))
 
 
-def _table(groups: list[list[StepPreview]], every: bool, no_wrap: bool) -> Table:
-    """One row per group of alike steps, its SQL in the last column."""
+def _table(groups: list[list[StepPreview]], sql: list[str], every: bool, no_wrap: bool) -> Table:
+    """One row per group of alike steps: its locks and lock wait, its SQL last."""
     table = Table()
     table.add_column("step", no_wrap=no_wrap)
     table.add_column("tool", no_wrap=True)
     table.add_column("on", overflow="fold")
     table.add_column("risk", no_wrap=True)
     table.add_column("approval", no_wrap=True)
+    table.add_column("lock (wait)", overflow="fold")
     table.add_column("SQL", overflow="fold", ratio=1)
-    for group in groups:
+    for group, statements in zip(groups, sql, strict=True):
         step = group[0]
         table.add_row(
             Text(steps_label([s.step_id for s in group])),
@@ -89,14 +92,20 @@ def _table(groups: list[list[StepPreview]], every: bool, no_wrap: bool) -> Table
             Text(_subject(group, every)),
             styled(step.risk_level, RISK_STYLE),
             Text("needed", style="yellow") if step.requires_approval else Text("-"),
-            Text(_group_sql(group)),
+            Text("\n".join(_lock_cell(step))),
+            Text(statements),
         )
     return table
 
 
-def _blocks(out: Console, groups: list[list[StepPreview]], every: bool) -> None:
-    """Too narrow for a SQL column: one block per step, its SQL indented below."""
-    for group in groups:
+def _lock_cell(step: StepPreview) -> list[str]:
+    """Each lock in a few words, then the lock wait that bounds them."""
+    return list(step.locks.in_brief()) if step.locks is not None else ["-"]
+
+
+def _blocks(out: Console, groups: list[list[StepPreview]], sql: list[str], every: bool) -> None:
+    """Too narrow for a SQL column: one block per step, its locks and SQL indented below."""
+    for group, statements in zip(groups, sql, strict=True):
         step = group[0]
         out.print(
             Text.assemble(
@@ -108,7 +117,8 @@ def _blocks(out: Console, groups: list[list[StepPreview]], every: bool) -> None:
                 ("  approval needed" if step.requires_approval else "", "yellow"),
             )
         )
-        for line in _group_sql(group).splitlines():
+        out.print(Text(f"        lock: {'; '.join(_lock_cell(step))}"))
+        for line in statements.splitlines():
             out.print(Text(f"        {line}", style="dim"))
 
 
@@ -137,16 +147,34 @@ def _subject(group: list[StepPreview], every: bool) -> str:
     return names_summary([name for s in group if (name := step_subject(s.params))])
 
 
-def _group_sql(group: list[StepPreview]) -> str:
-    """The first step's SQL; for a group, said to be the first of many."""
-    first = _sql_cell(group[0].risk_level, group[0].sql)
-    if len(group) == 1:
-        return first
-    return f"{first}\n... and its like for each of the other {len(group) - 1:,} steps"
+def _sql_cells(groups: list[list[StepPreview]], dialect: str) -> list[str]:
+    """Each group's SQL: every statement that touches a table in full; catalog reads
+    once, where they first come (more than two of one step as their count), and a
+    later step's repeat of them as a reference to that step."""
+    seen: dict[str, str] = {}
+    cells = []
+    for group in groups:
+        step = group[0]
+        cell = _sql_cell(step, dialect, seen)
+        if len(group) > 1:
+            cell += f"\n... and its like for each of the other {len(group) - 1:,} steps"
+        cells.append(cell)
+    return cells
 
 
-def _sql_cell(risk: str, sql: list[str]) -> str:
-    # Read-only analysis runs many catalog queries; `tools show` and --json list them.
-    if risk == "safe" and len(sql) > 2:
-        return f"(read-only: {len(sql)} catalog queries)"
-    return "\n".join(printable(statement, newlines=True) for statement in sql)
+def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str]) -> str:
+    catalog = [s for s in step.sql if is_catalog_read(s, dialect)]
+    repeated = list(dict.fromkeys(seen[s] for s in catalog if s in seen))
+    fresh = [s for s in dict.fromkeys(catalog) if s not in seen]
+    lines: list[str] = []
+    if repeated:
+        count = len(catalog) - len(fresh)
+        lines.append(f"-- {count} catalog read{'s' * (count > 1)} as in {', '.join(repeated)}")
+    if len(fresh) > 2:
+        # `tools show` and --json list them.
+        lines.append(f"-- {len(fresh)} catalog reads")
+    else:
+        lines += [printable(s, newlines=True).strip() for s in fresh]
+    seen.update(dict.fromkeys(fresh, step.step_id))
+    lines += [printable(s, newlines=True) for s in step.sql if not is_catalog_read(s, dialect)]
+    return "\n".join(lines)

@@ -37,6 +37,8 @@ def approval_prompt(out: Console, request: ApprovalRequest) -> str:
     body.add_row("risk", styled(request.risk, RISK_STYLE))
     body.add_row("params", safe_text(json.dumps(request.params, sort_keys=True, default=str)))
     body.add_row("SQL", _lines(request.sql))
+    if request.locks is not None:
+        body.add_row("locks", _lines([*request.locks.taken, *filter(None, [request.locks.wait])]))
     body.add_row("why asked", _lines(request.reasons))
     if request.risks:
         body.add_row("risks", _lines(request.risks))

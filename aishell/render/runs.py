@@ -110,6 +110,8 @@ def _dry_run_steps(out: Console, previewed: list[StepResult]) -> None:
             + safe_text(" ; ".join(step.sql), newlines=True)
             + Text(f" (and its like for the other {len(group) - 1:,})" if len(group) > 1 else "")
         )
+        if step.locks is not None:
+            out.print(Text(f"    lock: {'; '.join(step.locks.in_brief())}"))
         for line in _purge_preview(step) + _reach_preview(group):
             out.print(Text(line))
     if len(groups) < len(previewed):

@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import user_tables
-from aishell.handlers import Handler
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.integrity import (
     checked_or_skipped,
     corruption_summary,
@@ -102,10 +101,15 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
 
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or []) or user_tables(conn)
+    tables = step_tables(params, ctx)
     return checked_or_skipped(corruption_check(conn, ctx, tables))
 
 
+def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = step_tables(params, ctx)
+    return ["SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+
+
 check_table_corruption = Handler(
-    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"), run_fn=_check
+    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"), run_fn=_check, render_fn=_check_sql
 )

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import mysql_urgency
-from aishell.handlers import Handler
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
@@ -119,15 +119,19 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
+_CATALOG_READS = (TABLES, _STATUS_MARIADB, _STATUS_MYSQL, _LONG_TRANSACTIONS, FILES_MARIADB)
+
+
+def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """Its catalog reads, then (with check_corruption) a CHECK TABLE per table, each named."""
+    if not params.get("check_corruption"):
+        return list(_CATALOG_READS)
+    tables = step_tables(params, ctx)
+    return [*_CATALOG_READS, "SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+
+
 analyze_database_health = Handler(
-    sql_templates=(
-        TABLES,
-        _STATUS_MARIADB,
-        _STATUS_MYSQL,
-        _LONG_TRANSACTIONS,
-        FILES_MARIADB,
-        "SHOW GRANTS",
-        "CHECK TABLE {table}",
-    ),
+    sql_templates=(*_CATALOG_READS, "SHOW GRANTS", "CHECK TABLE {table}"),
     run_fn=_health,
+    render_fn=_health_sql,
 )

@@ -15,8 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import user_tables
-from aishell.handlers import Handler, each_table
+from aishell.handlers import Handler, cached, each_table, step_tables
 from aishell.handlers.held import rollback
 from aishell.handlers.integrity import (
     checked_or_skipped,
@@ -164,7 +163,7 @@ def _check_table(
 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
     """amcheck over each table and its B-tree indexes; per table, checked or why not."""
-    tool = amcheck(conn)
+    tool = cached(ctx, "amcheck", lambda: amcheck(conn))
     results = _check_tables(conn, ctx, tables, tool)
     if tool.reason is None:
         method = "amcheck" if tool.heap else "amcheck (indexes only)"
@@ -174,9 +173,30 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     return corruption_summary(method, results, notes=notes)
 
 
+def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> list[str]:
+    """What the check sends per table, as a preview shows it: each statement that reads a
+    table is named, never summed up (amcheck's, or without it the full read)."""
+    tool = cached(ctx, "amcheck", lambda: amcheck(conn))
+    if tool.reason is not None:
+        return [_FULL_READ.replace("{table}", ctx.quote(t)) for t in tables]
+    schema = ctx.quote(str(tool.schema))
+    heap = _HEAP_CHECK.replace("{schema}", schema)
+    index = _BT_CHECK.replace("{schema}", schema)
+    statements = []
+    for t in tables:
+        statements += [f"{heap} -- {ctx.quote(t)}"] if tool.heap else []
+        statements.append(f"{index} -- each B-tree index of {ctx.quote(t)}")
+    return statements
+
+
+def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = step_tables(params, ctx)
+    return [TABLE_OIDS, INDEXES, AMCHECK, *check_statements(ctx.connection, ctx, tables)]
+
+
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or []) or user_tables(conn)
+    tables = step_tables(params, ctx)
     return checked_or_skipped(corruption_check(conn, ctx, tables))
 
 
@@ -191,6 +211,7 @@ check_table_corruption = Handler(
         _FULL_READ,
     ),
     run_fn=_check,
+    render_fn=_check_sql,
 )
 
 

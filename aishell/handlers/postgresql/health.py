@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
-from aishell.handlers import Handler
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.held import (
     Tablewise,
     one_at_a_time,
@@ -19,7 +19,7 @@ from aishell.handlers.held import (
     worth_one_at_a_time,
 )
 from aishell.handlers.integrity import health_integrity
-from aishell.handlers.postgresql.corruption import corruption_check
+from aishell.handlers.postgresql.corruption import check_statements, corruption_check
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
@@ -165,7 +165,17 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
+def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """Its catalog reads, then (with check_corruption) each table's check."""
+    statements = [_DATABASE, _TABLE_STATS, _LONG_TRANSACTIONS]
+    if params.get("check_corruption"):
+        tables = step_tables(params, ctx)
+        statements += check_statements(ctx.connection, ctx, tables)
+    return statements
+
+
 analyze_database_health = Handler(
     sql_templates=(_DATABASE, _TABLE_STATS, _LONG_TRANSACTIONS),
     run_fn=_health,
+    render_fn=_health_sql,
 )

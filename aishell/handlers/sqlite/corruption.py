@@ -13,9 +13,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import user_tables
 from aishell.errors import StepFailed, StepSkipped
-from aishell.handlers import Handler, each_table
+from aishell.handlers import Handler, each_table, step_tables
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import (
     checked_or_skipped,
@@ -60,12 +59,12 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
 
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    tables = list(params.get("tables") or []) or user_tables(conn)
+    tables = step_tables(params, ctx)
     return checked_or_skipped(corruption_check(conn, ctx, tables))
 
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = list(params.get("tables") or []) or user_tables(ctx.connection)
+    tables = step_tables(params, ctx)
     return [
         f"PRAGMA {pragma}({ctx.quote(t)})"
         for t in tables

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import sqlite_name, sqlite_text_as_bytes, user_tables
-from aishell.handlers import Handler
+from aishell.catalog import sqlite_name, sqlite_text_as_bytes
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
@@ -87,7 +87,7 @@ def _table_health(
 def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     pages = database_pages(conn)
-    tables = list(params.get("tables") or []) or user_tables(conn)
+    tables = step_tables(params, ctx)
     has_dbstat = dbstat_available(conn)
     unreadable: list[str] = []
     gone: list[str] = []
@@ -125,17 +125,30 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
+_CATALOG_READS = (
+    "PRAGMA page_size",
+    "PRAGMA page_count",
+    "PRAGMA freelist_count",
+    "SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name",
+    _SCHEMA,
+    "SELECT DISTINCT tbl FROM sqlite_stat1",
+)
+_PER_TABLE = ("PRAGMA integrity_check({table})", "PRAGMA foreign_key_check({table})")
+
+
+def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """Its catalog reads, then each table's count and (with check_corruption) checks."""
+    tables = step_tables(params, ctx)
+    per_table = ["SELECT count(*) FROM {table}"]
+    per_table += list(_PER_TABLE) if params.get("check_corruption") else []
+    return [
+        *_CATALOG_READS,
+        *(s.replace("{table}", ctx.quote(t)) for t in tables for s in per_table),
+    ]
+
+
 analyze_database_health = Handler(
-    sql_templates=(
-        "PRAGMA page_size",
-        "PRAGMA page_count",
-        "PRAGMA freelist_count",
-        "SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name",
-        _SCHEMA,
-        "SELECT DISTINCT tbl FROM sqlite_stat1",
-        "SELECT count(*) FROM {table}",
-        "PRAGMA integrity_check({table})",
-        "PRAGMA foreign_key_check({table})",
-    ),
+    sql_templates=(*_CATALOG_READS, "SELECT count(*) FROM {table}", *_PER_TABLE),
     run_fn=_health,
+    render_fn=_health_sql,
 )
