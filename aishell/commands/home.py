@@ -12,6 +12,7 @@ from typing import Any
 
 from aishell.config import Config
 from aishell.errors import UsageError
+from aishell.files import make_private_dirs, write_beside
 from aishell.home import CONFIG_NAME, Home, agent_file, find_home, system_dir
 from aishell.resources import bundled_config_dir
 
@@ -37,7 +38,7 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
         template = _over_system(template, system / CONFIG_NAME)
     written, kept = [], []
     for folder in (where.config_dir / "agents", where.data_dir, where.state_dir):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_folder(folder)
     files = [(template, config)] + [
         (
             (bundled / "agents" / f"{agent}.yaml").read_text(encoding="utf-8"),
@@ -85,11 +86,31 @@ def _over_system(template: str, system: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _make_folder(folder: Path) -> None:
+    """A folder of the home, its owner's alone; a home that cannot be made is one line."""
+    try:
+        make_private_dirs(folder, 0o700)
+    except OSError as exc:
+        blocked = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+        raise UsageError(
+            f"cannot make {folder}: {exc.strerror} ({blocked} is not writable by "
+            f"{_user()}); make the home first, owned by that user, mode 0700 "
+            f"(install -d -m 0700 -o {_user()} {folder}), or choose another with --home"
+        ) from None
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _write_new(path: Path, text: str) -> None:
     """Written whole or not at all: a half-written config would be worse than none."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_beside(path, text.encode("utf-8"), "Config file", UsageError)
 
 
 def _where(home: Home) -> dict[str, Any]:
