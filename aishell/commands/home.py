@@ -14,7 +14,7 @@ from aishell.config import Config
 from aishell.errors import UsageError
 from aishell.files import make_private_dirs, write_beside
 from aishell.home import CONFIG_NAME, Home, agent_file, find_home, system_dir
-from aishell.resources import bundled_config_dir
+from aishell.resources import bundled_config_dir, bundled_packaging_dir
 
 AGENTS = ("backup", "log_cleanup", "maintenance")
 
@@ -38,7 +38,7 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
         template = _over_system(template, system / CONFIG_NAME)
     written, kept = [], []
     for folder in (where.config_dir / "agents", where.data_dir, where.state_dir):
-        _make_folder(folder)
+        _make_folder(folder, where.data_dir)
     files = [(template, config)] + [
         (
             (bundled / "agents" / f"{agent}.yaml").read_text(encoding="utf-8"),
@@ -73,6 +73,13 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
     }
 
 
+def scheduler_units() -> dict[str, Any]:
+    """The systemd units and cron file shipped with aishell: their folder and texts."""
+    folder = bundled_packaging_dir()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return {"folder": str(folder), "files": {p.name: p.read_text("utf-8") for p in files}}
+
+
 def _over_system(template: str, system: Path) -> str:
     """The bundled config as comments only, under a note on the file it extends."""
     lines = [
@@ -86,16 +93,17 @@ def _over_system(template: str, system: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _make_folder(folder: Path) -> None:
-    """A folder of the home, its owner's alone; a home that cannot be made is one line."""
+def _make_folder(folder: Path, home: Path) -> None:
+    """A folder of the home, its owner's alone; a home that cannot be made is one line
+    that says how to make it (as the packaging steps do, before `aishell init`)."""
     try:
         make_private_dirs(folder, 0o700)
     except OSError as exc:
-        blocked = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+        user = _user()
         raise UsageError(
-            f"cannot make {folder}: {exc.strerror} ({blocked} is not writable by "
-            f"{_user()}); make the home first, owned by that user, mode 0700 "
-            f"(install -d -m 0700 -o {_user()} {folder}), or choose another with --home"
+            f"The home {home} cannot be written by {user} ({folder}: {exc.strerror}); make "
+            f"it first, owned by {user}, mode 0700 (as root: install -d -m 0700 -o {user} "
+            f"{home}), or choose another home with --home or AISHELL_HOME"
         ) from None
 
 
