@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from aishell.errors import StepFailed
-from aishell.files import fsync_dir, kind_of, make_private_dirs
+from aishell.files import file_mode, fsync_dir, kind_of, make_private_dirs
 
 # Appending, never following a symbolic link at the file's own name.
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -39,11 +39,12 @@ class ArchiveFile:
 
     @classmethod
     def create(cls, path: Path) -> ArchiveFile:
-        """A new, empty archive file readable by its owner only; an existing path (of any
-        kind, a symbolic link too) is refused."""
+        """A new, empty archive file readable by its owner only (file_mode()); an existing
+        path (of any kind, a symbolic link too) is refused."""
         try:
             make_private_dirs(path.parent)
             fd = os.open(path, _APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, file_mode())  # files.group_readable may open it to the group
         except FileExistsError:
             raise StepFailed(_exists(path)) from None
         except OSError as exc:

@@ -25,6 +25,7 @@ from aishell.configcheck import (
 )
 from aishell.configfile import read_yaml, validate
 from aishell.errors import ConfigError
+from aishell.files import make_private_dirs, set_group_readable
 from aishell.home import agent_file, config_files, find_home, read_layers
 from aishell.toolkinds import Capability
 
@@ -146,6 +147,13 @@ class SchedulerConfig(_Strict):
     stuck_after_seconds: int = Field(6 * 3600, ge=1, le=MAX_RUN_TIME_SECONDS)
 
 
+class FilesConfig(_Strict):
+    # What aishell writes (backups and their folders, manifests, purge archives, plans,
+    # the metrics textfile) is its owner's alone: files 0600, folders 0700. True: its
+    # group may read them too (0640, 0750), e.g. a backup operator's group.
+    group_readable: bool = False
+
+
 class LlmPlannerConfig(_Strict):
     """The model that drafts plans through Ollama; its plans pass the same validator."""
 
@@ -185,6 +193,7 @@ class MainConfig(_Strict):
     targets: dict[str, TargetConfig]
     state: StateConfig = StateConfig()
     backup_dir: str = "backups"
+    files: FilesConfig = FilesConfig()
     catalog_paths: list[str] = []
 
 
@@ -341,7 +350,7 @@ class Config:
         state = self.main.state
         url = resolve_url(state.url, self.state_home)
         if url != state.url:  # a file in the home's state folder: aishell's to make
-            self.state_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self.state_home, 0o700)  # its own alone, whatever files say
         timeouts = state.server_timeouts()
         if not state.password_env and state.busy_timeout_ms is None and not timeouts:
             return url
@@ -459,6 +468,8 @@ def load_config(
             f"{origin(['default_target'])}: default_target: '{main.default_target}' is not a "
             f"target; targets are: {known}"
         )
+    # Every file and folder made from here on has the modes this home asks for.
+    set_group_readable(main.files.group_readable)
     return Config(
         main=main,
         path=files.main,

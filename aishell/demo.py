@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aishell.errors import UsageError
+from aishell.files import make_private_dirs, make_private_file
 
 # Written into the header of every demo database (PRAGMA application_id, "aish"):
 # `aishell demo` replaces only a file that carries it, never someone's own database.
@@ -93,10 +94,10 @@ def create_demo(
     check_replaceable(path)
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
-    conn = sqlite3.connect(partial)
+    conn = sqlite3.connect(make_private_file(partial))
     try:
         conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
         conn.executescript(SCHEMA)

@@ -11,15 +11,15 @@ aishell keeps for itself.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from aishell.errors import AishellError, UsageError
 
@@ -100,19 +100,22 @@ def check_replaceable(path: Path, what: str, error: ErrorKind = UsageError) -> N
 
 
 def write_beside(
-    path: Path, data: bytes, what: str, error: ErrorKind = UsageError, mode: int = 0o644
+    path: Path, data: bytes, what: str, error: ErrorKind = UsageError, mode: int | None = None
 ) -> Path:
     """Write `data` to `path` whole: under a new name in the same folder, flushed to disk,
-    then renamed over `path`, which must be a regular file or absent."""
+    then renamed over `path`, which must be a regular file or absent. Its mode is
+    `mode`, else private (file_mode()), whatever the umask."""
     check_replaceable(path, what, error)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    wanted = file_mode() if mode is None else mode
     try:
-        fd = os.open(temporary, flags, mode)
+        fd = os.open(temporary, flags, wanted)
     except OSError as exc:
         raise error(f"{what} {path} cannot be written: {exc.strerror}") from None
     try:
         try:
+            os.fchmod(fd, wanted)  # the umask narrows a new file's mode, or widens none
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -144,16 +147,103 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_private_dirs(folder: Path) -> None:
-    """Create `folder` and any missing parent, each readable by its owner only."""
+# What aishell writes (backups, manifests, archives, plans, metrics, scratch copies) is
+# its owner's alone, or readable by its group too when config says so
+# (files.group_readable), whatever the umask. Set once the config is loaded.
+_group_readable = False
+
+
+def set_group_readable(readable: bool) -> None:
+    """Whether the files and folders aishell makes from now on are its group's to read."""
+    global _group_readable
+    _group_readable = readable
+
+
+def file_mode() -> int:
+    """The mode of a file aishell makes: 0600, or 0640 with files.group_readable."""
+    return 0o640 if _group_readable else 0o600
+
+
+def dir_mode() -> int:
+    """The mode of a folder aishell makes: 0700, or 0750 with files.group_readable."""
+    return 0o750 if _group_readable else 0o700
+
+
+def make_private_dirs(folder: Path, mode: int | None = None) -> None:
+    """Create `folder` and any missing parent, each with `mode`, else dir_mode(),
+    whatever the umask."""
     missing: list[Path] = []
     current = folder
     while not current.exists() and current != current.parent:
         missing.append(current)
         current = current.parent
     for each in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it first
+        try:
             os.mkdir(each, 0o700)
+        except FileExistsError:  # another process made it first: it is that one's
+            continue
+        os.chmod(each, dir_mode() if mode is None else mode)
+
+
+def make_private_file(path: Path) -> Path:
+    """An empty private file at `path` (or the regular file there, its contents kept),
+    with file_mode(), for a program or library to write into: the mode a file is made
+    with is the one it keeps when written again or renamed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def open_private(path: Path) -> BinaryIO:
+    """`path` opened for writing from its start, made with file_mode() if new, and
+    brought to it if it was there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, file_mode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
+
+
+@dataclass(frozen=True)
+class TooOpen:
+    """A file or folder under a tree aishell keeps whose mode lets more people in than
+    configured, and the chmod that closes it."""
+
+    path: Path
+    mode: int
+    fix: str
+
+
+def too_open(tree: Path, limit: int = 10_000) -> Iterator[TooOpen]:
+    """What under `tree` (not itself: it may be a mount point or a folder the user
+    chose; symbolic links not followed; at most `limit` entries looked at) has group or
+    other bits beyond dir_mode() / file_mode()."""
+    seen = 0
+    for folder, dirs, files in os.walk(tree):
+        below = () if Path(folder) == tree else (Path(folder),)
+        for path in (*below, *(Path(folder) / name for name in files)):
+            seen += 1
+            if seen > limit:
+                return
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            wanted = dir_mode() if stat.S_ISDIR(info.st_mode) else file_mode()
+            mode = stat.S_IMODE(info.st_mode)
+            if mode & 0o077 & ~wanted:
+                closed = mode & ~(0o077 & ~wanted)
+                yield TooOpen(path, mode, f"chmod {closed:o} {path}")
+        dirs.sort()
 
 
 @dataclass(frozen=True)
@@ -208,12 +298,19 @@ __all__ = [
     "KEY_LIMIT",
     "PLAN_LIMIT",
     "PrivatePlaces",
+    "TooOpen",
     "check_replaceable",
+    "dir_mode",
+    "file_mode",
     "fsync_dir",
     "kind_of",
     "make_private_dirs",
+    "make_private_file",
+    "open_private",
     "private_places",
     "read_regular",
+    "set_group_readable",
+    "too_open",
     "write_beside",
 ]
 

@@ -22,3 +22,8 @@ def bundled_catalog_dir() -> Path:
 
 def bundled_config_dir() -> Path:
     return _bundled("config")
+
+
+def bundled_packaging_dir() -> Path:
+    """The systemd units and the cron file that keep the scheduler running."""
+    return _bundled("packaging")

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from aishell.errors import PlanError
-from aishell.files import KEY_LIMIT, check_replaceable, fsync_dir, read_regular
+from aishell.files import (
+    KEY_LIMIT,
+    check_replaceable,
+    fsync_dir,
+    make_private_dirs,
+    read_regular,
+)
 
 KEY_FILE = "plan-signing.key"
 ALGORITHM = "hmac-sha256"
@@ -65,7 +71,7 @@ def rotate_key(home: Path) -> tuple[SigningKey, str | None]:
     # The old key's id is only reported; a damaged or too-open old key is replaced anyway.
     with contextlib.suppress(OSError, ValueError, PlanError):
         previous = key_id(_decode(read_regular(path, KEY_LIMIT, "Key", PlanError).decode()))
-    home.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(home, 0o700)
     # Renamed only over a regular file: a link, a folder or a device stays, refused.
     check_replaceable(path, "Signing key", PlanError)
     temporary = _write_temporary(path, secrets.token_bytes(KEY_BYTES))
@@ -154,7 +160,7 @@ def _decode(text: str) -> bytes:
 def _create(path: Path) -> None:
     """Make the key file once: written whole under a temporary name, then linked into
     place, so a process racing this one reads either no key or the whole key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent, 0o700)
     temporary = _write_temporary(path, secrets.token_bytes(KEY_BYTES))
     try:
         os.link(temporary, path)

@@ -3,11 +3,16 @@ valid, and run an aishell command that exists."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +20,12 @@ from click.testing import CliRunner
 
 from aishell import scheduling
 from aishell.cli import cli
+from aishell.resources import bundled_packaging_dir
 
 PACKAGING = Path(__file__).resolve().parent.parent / "packaging"
 INSTALLED = "/opt/aishell/bin/aishell"  # where the install notes put aishell
 HOME = "AISHELL_HOME=/var/lib/aishell"
+NOBODY = pwd.getpwnam("nobody")  # an unprivileged user standing in for `aishell`
 
 
 def runs_an_aishell_command(argv: list[str]) -> None:
@@ -86,3 +93,122 @@ def test_the_crontab_line_parses_with_the_schedulers_own_parser():
     redirect = words.index(">>/var/lib/aishell/scheduler.log")
     assert words[redirect:] == [">>/var/lib/aishell/scheduler.log", "2>&1"]
     runs_an_aishell_command(words[:redirect])
+
+
+# --- the install steps, in the order written, in a scratch root ----------------------
+
+
+def install_steps() -> list[str]:
+    """The commands of the service file's install comment, in their order."""
+    lines = unit("aishell-scheduler.service").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# Install (as root)"))
+    steps = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   "):
+            steps.append(line[4:].strip())
+    return steps
+
+
+@pytest.fixture
+def scratch_root() -> Iterator[Path]:
+    """A folder standing in for /, that an unprivileged user may pass through (pytest's
+    own folders are their owner's alone)."""
+    root = Path(tempfile.mkdtemp(prefix="aishell-root-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def as_service_user(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """aishell run as `sudo -u aishell AISHELL_HOME=/var/lib/aishell` would, in `root`:
+    the unprivileged user nobody stands in for the aishell user useradd makes."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root / "var/lib/aishell"),
+        "AISHELL_HOME": str(root / "var/lib/aishell"),
+        "AISHELL_SYSTEM_DIR": str(root / "etc/aishell"),
+        "NO_COLOR": "1",
+    }
+    # setpriv (util-linux) as sudo -u would: that user's ids, no other groups, no
+    # capabilities left.
+    as_nobody = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}"]
+    return subprocess.run(
+        [*as_nobody, "--clear-groups", sys.executable, "-m", "aishell", *argv],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="running as another user needs root and setpriv (the steps run as root)",
+)
+
+
+@needs_root
+def test_the_install_steps_in_the_order_written_make_a_home_the_service_user_owns(
+    scratch_root: Path,
+) -> None:
+    steps = install_steps()
+    made = next(i for i, s in enumerate(steps) if s.startswith("install -d"))
+    init = next(i for i, s in enumerate(steps) if s.endswith("/opt/aishell/bin/aishell init"))
+    user = next(i for i, s in enumerate(steps) if s.startswith("useradd"))
+    assert user < made < init, steps  # the home exists before aishell init runs in it
+    for step in steps:
+        argv = shlex.split(step)
+        if argv[0] == "install":
+            # install -d -m 0700 -o aishell -g aishell /var/lib/aishell, in the scratch root
+            # and for the user standing in for aishell.
+            assert argv[:7] == ["install", "-d", "-m", "0700", "-o", "aishell", "-g"], argv
+            home = scratch_root / argv[-1].lstrip("/")
+            assert argv[-1] == "/var/lib/aishell"
+            subprocess.run(
+                ["install", "-d", "-m", "0700", "-o", str(NOBODY.pw_uid), "-g",
+                 str(NOBODY.pw_gid), str(home)],
+                check=True,
+            )  # fmt: skip
+        elif argv[0] == "cp":
+            # The units, from where the wheel puts them (this checkout's packaging/ here).
+            *sources, target = argv[1:]
+            assert [Path(s).name for s in sources] == ["aishell-scheduler.*"], sources
+            assert sources[0].endswith("/aishell/_bundled/packaging/aishell-scheduler.*")
+            folder = scratch_root / target.lstrip("/")
+            folder.mkdir(parents=True)
+            for each in bundled_packaging_dir().glob("aishell-scheduler.*"):
+                shutil.copy(each, folder)
+        elif argv[:3] == ["sudo", "-u", "aishell"]:
+            assert argv[3] == HOME and argv[4] == INSTALLED, argv
+            done = as_service_user(scratch_root, *argv[5:])
+            assert done.returncode == 0, done.stdout + done.stderr
+    units = sorted(p.name for p in (scratch_root / "etc/systemd/system").iterdir())
+    assert units == ["aishell-scheduler.service", "aishell-scheduler.timer"]
+    home = scratch_root / "var/lib/aishell"
+    assert (home / "config" / "aishell.yaml").is_file() and (home / "state.db").is_file()
+    for path in (home, *home.rglob("*")):
+        info = path.lstat()
+        assert info.st_uid == NOBODY.pw_uid, path
+        assert stat.S_IMODE(info.st_mode) == (0o700 if path.is_dir() else 0o600), path
+
+
+@needs_root
+@pytest.mark.parametrize("missing", ["home", "writable home"])
+def test_init_in_a_home_the_user_cannot_write_is_one_line(scratch_root: Path, missing: str) -> None:
+    lib = scratch_root / "var/lib"
+    lib.mkdir(parents=True, mode=0o755)
+    if missing == "writable home":  # made, but by root and for root
+        (lib / "aishell").mkdir(mode=0o755)
+    done = as_service_user(scratch_root, "init")
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "internal error" not in done.stderr, done.stderr
+    home = lib / "aishell"
+    assert lines[0].startswith(f"Error: The home {home} cannot be written by nobody"), lines
+    assert f"install -d -m 0700 -o nobody {home}" in lines[0], lines
+    assert not (home / "config").exists()

@@ -160,6 +160,26 @@ def test_the_wheel_carries_the_catalog_config_and_state_schema(installed):
     assert "aishell/state/migrations/versions/0001_baseline.py" in names  # the state schema
 
 
+def test_the_wheel_carries_the_units_and_init_systemd_prints_them(installed, tmp_path):
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    shipped = {Path(n).name for n in names if n.startswith("aishell/_bundled/packaging/")}
+    assert shipped == {p.name for p in (REPO / "packaging").iterdir() if p.is_file()}
+    user = User(tmp_path, installed)
+    where = user.folder("anywhere")
+    printed = user.run(where, "init", "--systemd").stdout
+    listed = json.loads(user.run(where, "init", "--systemd", "--json").stdout)
+    folder = Path(listed["folder"])
+    # Installed inside the venv (where the install steps copy them from), not a checkout.
+    assert folder.is_relative_to(installed.venv) and folder.name == "packaging", folder
+    assert folder.match("lib/python3*/site-packages/aishell/_bundled/packaging")
+    for name in shipped:
+        text = (REPO / "packaging" / name).read_text()
+        assert listed["files"][name] == text
+        assert f"# {folder / name}\n{text}" in printed, name
+    # It only prints: no home was made.
+    assert not user.config_dir.exists() and not user.data_dir.exists()
+
+
 def test_the_quick_start_runs_anywhere_and_keeps_its_files_in_the_users_folders(
     installed, tmp_path
 ):

@@ -60,15 +60,28 @@ def metrics_command(state: State, textfile: Path | None) -> None:
 
 @click.command()
 @click.option("--force", is_flag=True, help="Replace an existing config (kept as .bak).")
+@click.option(
+    "--systemd",
+    is_flag=True,
+    help="Make nothing: print the systemd units and the cron file shipped with aishell "
+    "(with their install steps), and where they are.",
+)
 @json_option
 @pass_state
-def init(state: State, force: bool, as_json: bool) -> None:
+def init(state: State, force: bool, systemd: bool, as_json: bool) -> None:
     """Make the home: a commented aishell.yaml, the agents' defaults, the state store.
 
     The home is --home, else AISHELL_HOME, else your user folders (on Linux
     ~/.config/aishell for the config, ~/.local/state/aishell for state.db,
     ~/.local/share/aishell for the demo database and backups). An existing config is
     left alone unless --force."""
+    if systemd:
+        shipped = commands.scheduler_units()
+        if as_json:
+            emit_json(shipped)
+        else:
+            render.scheduler_units(shipped)
+        return
     result = commands.init_home(state.home, force=force)
     if as_json:
         emit_json(result)

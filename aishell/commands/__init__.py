@@ -55,6 +55,7 @@ __all__ = [
     "run_schedule",
     "run_statements",
     "save_plan",
+    "scheduler_units",
     "serve_schedules",
     "show_backup",
     "show_run",
@@ -79,7 +80,7 @@ if TYPE_CHECKING:
         doctor_without_config,
         metrics,
     )
-    from aishell.commands.home import init_home
+    from aishell.commands.home import init_home, scheduler_units
     from aishell.commands.planner import ask, check_planner, forget_drafts
     from aishell.commands.plans import (
         load_plan_file,
@@ -136,7 +137,7 @@ else:
                 "doctor_without_config",
                 "metrics",
             ),
-            "aishell.commands.home": ("init_home",),
+            "aishell.commands.home": ("init_home", "scheduler_units"),
             "aishell.commands.planner": (
                 "ask",
                 "check_planner",

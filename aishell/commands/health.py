@@ -17,6 +17,7 @@ from aishell.commands.schedules import list_schedules
 from aishell.commands.tools import load_catalog
 from aishell.config import Config
 from aishell.errors import AishellError, ConfigError
+from aishell.files import too_open
 from aishell.home import config_files, find_home
 from aishell.state import StateStore
 from aishell.targets import Target, open_target
@@ -70,6 +71,7 @@ def doctor(config: Config, clean: bool = False, targets: Sequence[str] = ()) -> 
         checked = list(pool.map(lambda name: target_readiness(config, name), names))
     for target in checked:
         problems += target["problems"]
+    problems += open_backups(config)
     return {
         "clean": False,
         "home": home_report(config),
@@ -78,6 +80,37 @@ def doctor(config: Config, clean: bool = False, targets: Sequence[str] = ()) -> 
         "leftovers": leftovers,
         "problems": problems,
     }
+
+
+# At most this many files or folders are named one by one; the rest are counted.
+OPEN_NAMED = 20
+
+
+def open_backups(config: Config) -> list[dict[str, Any]]:
+    """A backup file or folder more open than files.group_readable allows, each with
+    the chmod that closes it."""
+    if not config.backup_dir.is_dir():
+        return []
+    found = list(too_open(config.backup_dir))
+    group = config.main.files.group_readable
+    allowed = "its owner's, its group may read" if group else "its owner's alone"
+    problems = [
+        _home_problem(
+            f"{each.path} is mode {each.mode:04o}: more open than backups may be "
+            f"({allowed}, files.group_readable in {config.path})",
+            each.fix,
+        )
+        for each in found[:OPEN_NAMED]
+    ]
+    if len(found) > OPEN_NAMED:
+        problems.append(
+            _home_problem(
+                f"{len(found) - OPEN_NAMED} more files or folders under {config.backup_dir} "
+                "are more open than backups may be",
+                f"chmod -R {'g-w,o-rwx' if group else 'go-rwx'} {config.backup_dir}",
+            )
+        )
+    return problems
 
 
 def backup_state(config: Config) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from typing import Any
 
 from aishell.config import Config
 from aishell.errors import UsageError
+from aishell.files import make_private_dirs, write_beside
 from aishell.home import CONFIG_NAME, Home, agent_file, find_home, system_dir
-from aishell.resources import bundled_config_dir
+from aishell.resources import bundled_config_dir, bundled_packaging_dir
 
 AGENTS = ("backup", "log_cleanup", "maintenance")
 
@@ -37,7 +38,7 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
         template = _over_system(template, system / CONFIG_NAME)
     written, kept = [], []
     for folder in (where.config_dir / "agents", where.data_dir, where.state_dir):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_folder(folder, where.data_dir)
     files = [(template, config)] + [
         (
             (bundled / "agents" / f"{agent}.yaml").read_text(encoding="utf-8"),
@@ -72,6 +73,13 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
     }
 
 
+def scheduler_units() -> dict[str, Any]:
+    """The systemd units and cron file shipped with aishell: their folder and texts."""
+    folder = bundled_packaging_dir()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return {"folder": str(folder), "files": {p.name: p.read_text("utf-8") for p in files}}
+
+
 def _over_system(template: str, system: Path) -> str:
     """The bundled config as comments only, under a note on the file it extends."""
     lines = [
@@ -85,11 +93,32 @@ def _over_system(template: str, system: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _make_folder(folder: Path, home: Path) -> None:
+    """A folder of the home, its owner's alone; a home that cannot be made is one line
+    that says how to make it (as the packaging steps do, before `aishell init`)."""
+    try:
+        make_private_dirs(folder, 0o700)
+    except OSError as exc:
+        user = _user()
+        raise UsageError(
+            f"The home {home} cannot be written by {user} ({folder}: {exc.strerror}); make "
+            f"it first, owned by {user}, mode 0700 (as root: install -d -m 0700 -o {user} "
+            f"{home}), or choose another home with --home or AISHELL_HOME"
+        ) from None
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _write_new(path: Path, text: str) -> None:
     """Written whole or not at all: a half-written config would be worse than none."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_beside(path, text.encode("utf-8"), "Config file", UsageError)
 
 
 def _where(home: Home) -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "run_detail",
     "run_summary",
     "runs_table",
+    "scheduler_units",
     "schedules_table",
     "statements",
     "target_check",
@@ -37,7 +38,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from aishell.render.base import RISK_STYLE, STATUS_STYLE, console
-    from aishell.render.home import doctor_report, init_result
+    from aishell.render.home import doctor_report, init_result, scheduler_units
     from aishell.render.listings import (
         backup_detail,
         backups_table,
@@ -65,6 +66,7 @@ else:
             "aishell.render.home": (
                 "doctor_report",
                 "init_result",
+                "scheduler_units",
             ),
             "aishell.render.listings": (
                 "backup_detail",

@@ -19,6 +19,15 @@ def size(number: int | None) -> str:
     return binary_size(number, unknown="unknown")
 
 
+def scheduler_units(shipped: dict[str, Any]) -> None:
+    """Each shipped file under a comment line naming where it is, as cp would take it."""
+    for name, body in shipped["files"].items():
+        _line(f"# {shipped['folder']}/{name}")
+        for line in body.rstrip("\n").splitlines():
+            _line(line)  # line by line: a line of its own is printable as it is
+        _line("")
+
+
 def init_result(result: dict[str, Any]) -> None:
     _line(f"The aishell home ({result['chosen_by']}):")
     for path in result["written"]:

@@ -82,8 +82,17 @@ def keep_marker(path: Path) -> None:
     if marker.exists():
         return
     body = {"store": str(path), "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    new = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    with suppress(OSError), os.fdopen(os.open(marker, new, 0o600), "w") as out:
+        out.write(json.dumps(body) + "\n")
+
+
+def new_private_file(path: Path) -> None:
+    """A store SQLite is about to make, made first, empty and 0600 whatever the umask
+    (SQLite makes a file 0644, and its journals take the file's mode). A file already
+    there, or a folder that cannot be written, is left for SQLite to open or report."""
     with suppress(OSError):
-        marker.write_text(json.dumps(body) + "\n")
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
 
 def refuse_lost_history(path: Path, schema: tuple[bool, bool] | None = None) -> None:

@@ -39,6 +39,7 @@ from aishell.state.identity import (
     backup_copy,
     check_side_files,
     keep_marker,
+    new_private_file,
     refuse_lost_history,
 )
 from aishell.state.locks import LockRepository
@@ -109,6 +110,7 @@ class StateStore(
                 # die of SIGBUS, and write a header into an emptied file.
                 check_side_files(self._path)
                 refuse_lost_history(self._path)
+                new_private_file(self._path)
             self._conn: Connection = self._open()
             if self._path is not None:
                 self._identity = FileIdentity(self._path)

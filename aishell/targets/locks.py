@@ -97,7 +97,9 @@ def _file_lock(path: Path) -> RunLock | None:
     the file it locked is still the one at `path`: a holder removes it as it lets go,
     and a lock on the removed file would be no lock at all."""
     while True:
-        handle = open(path, "a+")  # noqa: SIM115 - held until release
+        # Its owner's alone, whatever the umask.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        handle = os.fdopen(fd, "a+")  # held until release
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -18,7 +18,13 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.files import check_replaceable, is_no_space, no_space_line
+from aishell.files import (
+    check_replaceable,
+    is_no_space,
+    make_private_dirs,
+    make_private_file,
+    no_space_line,
+)
 from aishell.handlers.backup.processes import ToolFailed
 from aishell.toolcontext import ToolContext
 
@@ -58,7 +64,7 @@ def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
     if ctx.backup_dir is None:
         raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
     folder = ctx.backup_dir / ctx.target
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(folder)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return folder / f"{ctx.target}-{kind}-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
 
@@ -81,6 +87,7 @@ def partial_file(final: Path, ctx: ToolContext, doing: str = "writing") -> Itera
     check_replaceable(final, "Backup file", StepFailed)
     check_replaceable(partial, "Backup file", StepFailed)
     with ctx.scratch.file(partial), writing(partial, doing):
+        make_private_file(partial)  # the mode it keeps when a program writes into it
         yield partial
         _fsync(partial)
         # Renamed only over a regular file (or nothing): never over a link or a device.

@@ -18,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from aishell.files import open_private
 from aishell.handlers.backup.processes import tool_output
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.toolcontext import ToolContext
@@ -107,7 +108,7 @@ def stream_into(
     `quiet` as for processes.tool_output. Returns what `read` returned, and the sha256."""
     source = tool_output(argv, env, ctx, quiet)
     # On any failure the tool is killed first, then the file closed.
-    with path.open("wb") as out, closing(source):
+    with open_private(path) as out, closing(source):
         tee = Tee(source, out, progress)
         found = read(tee)
         tee.drain()

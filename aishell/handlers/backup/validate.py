@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
+from aishell.files import make_private_file
 from aishell.handlers.backup.apply import each_file, server_apply, sqlite_apply
 from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
 from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
@@ -121,8 +122,8 @@ def _validate_sqlite(
     scratch = path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}")
     with ctx.scratch.file(scratch):
         try:
-            copy = sqlite3.connect(scratch)
-        except sqlite3.Error as exc:
+            copy = sqlite3.connect(make_private_file(scratch))
+        except (sqlite3.Error, OSError) as exc:
             raise StepFailed(
                 f"Cannot make the scratch copy {scratch}: {exc}; {NOT_JUDGED}"
             ) from None

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed, StepSkipped
+from aishell.files import make_private_dirs, make_private_file
 from aishell.handlers import Handler, each_table, step_tables
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import (
@@ -83,13 +84,13 @@ def _backup_copy(ctx: ToolContext, label: str) -> Path:
     """Copy the whole database with SQLite's backup API; the copy is checked before use."""
     if ctx.backup_dir is None:
         raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
-    ctx.backup_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(ctx.backup_dir)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     final = ctx.backup_dir / f"{ctx.target}-{label}-{stamp}.sqlite"
     partial = final.with_suffix(".sqlite.partial")
     source = ctx.connection.connection.driver_connection
     assert isinstance(source, sqlite3.Connection)
-    dest = sqlite3.connect(partial)
+    dest = sqlite3.connect(make_private_file(partial))
     try:
         source.backup(dest)
     finally:
