@@ -17,7 +17,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -441,4 +443,58 @@ def test_an_archive_file_another_process_writes_is_refused(home):
         assert f"archive file {s.archive_file} is being written by another process" in out
         assert s.archive_file.read_bytes() == kept
         assert finish(resume(s, run_id)) == 0, output_of(home)[-3000:]
+        assert_exactly_once(s, run_id)
+
+
+# --- a session the resume may not end -------------------------------------------------------
+
+
+@contextmanager
+def a_role_of_its_own(s: Site) -> Iterator[str]:
+    """A login role that may purge events (not a superuser: it may neither read nor end
+    a superuser's session); yields the target URL that logs in as it."""
+    role = f"aishell_{uuid.uuid4().hex[:10]}"
+    admin = engine(s.url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT SELECT, INSERT, DELETE ON events, events_archive TO "{role}"'))
+    try:
+        yield str(make_url(s.url).set(username=role).render_as_string(False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'REVOKE ALL ON events, events_archive FROM "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
+
+
+def test_a_session_the_resume_may_not_end_is_waited_for_then_named(home):
+    """The killed run's session is a superuser's, its COMMIT held; the resume runs as a
+    role that may neither read nor end it. It waits the lock wait (3 s; the COMMIT lands
+    meanwhile, unseen by it), then stops with one line naming the session and how to end
+    it, the archive untouched; ended as said, the next resume counts the batch that
+    committed once. Bound: HANG s a wait."""
+    with site(home, "postgresql", "file") as s, a_role_of_its_own(s) as url:
+        run_id = killed_with_a_batch_in_doubt(s)
+        [old] = sessions_in_transaction(s)
+        kept = s.archive_file.read_bytes()
+        point_at(home, url)
+        data = yaml.safe_load((home / "config" / "aishell.yaml").read_text())
+        data["targets"]["db"]["lock_timeout_ms"] = 3000
+        (home / "config" / "aishell.yaml").write_text(yaml.safe_dump(data))
+        landing = threading.Timer(1.0, s.proxy.release)
+        landing.start()
+        code, out = run_in_process(home, "resume", run_id, "--non-interactive")
+        landing.join(HANG)
+        said = " ".join(out.split())
+        assert code == 1, out
+        assert (
+            f"the session that sent this purge's last batch (PostgreSQL backend {old}) is "
+            "still in its transaction after 3s" in said
+        ), out
+        assert f"end that session (SELECT pg_terminate_backend({old}))" in said, out
+        assert s.archive_file.read_bytes() == kept
+        with engine(s.url).connect() as conn:  # the DBA does as the line says
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": old})
+        code, out = run_in_process(home, "resume", run_id, "--non-interactive")
+        assert code == 0, out
         assert_exactly_once(s, run_id)

@@ -43,7 +43,12 @@ _PG_SELF = (
 )
 # The recorded session only: the same pid started at the same moment.
 _PG_THAT = "pid = :pid AND extract(epoch FROM backend_start)::text = :start"
-_PG_LOOK = f"SELECT xact_start IS NOT NULL FROM pg_catalog.pg_stat_activity WHERE {_PG_THAT}"
+# By pid alone: a session another role's, which this one may not read, shows with its
+# start (and transaction) unknown, and is not taken for gone.
+_PG_LOOK = (
+    "SELECT extract(epoch FROM backend_start)::text, CASE WHEN backend_start IS NOT NULL "
+    "THEN xact_start IS NOT NULL END FROM pg_catalog.pg_stat_activity WHERE pid = :pid"
+)
 _PG_END = (
     f"SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE {_PG_THAT}"
 )
@@ -54,8 +59,9 @@ _MY_BOOT = (
     "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
     "WHERE VARIABLE_NAME = 'UPTIME'"
 )
-_MY_SELF = "SELECT CONNECTION_ID()"
+_MY_SELF = "SELECT CONNECTION_ID(), SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
 _MY_LOOK = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = :id"
+_MY_USER = "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
 _MY_TRX = "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = :id"
 _MY_LOCK_WAIT = "SELECT @@SESSION.innodb_lock_wait_timeout"
 
@@ -68,8 +74,9 @@ def session_of(conn: Connection) -> dict[str, Any] | None:
         pid, start = conn.execute(text(_PG_SELF)).one()
         return {"pid": int(pid), "start": str(start)}
     if dialect in ("mysql", "mariadb"):
-        session = int(conn.execute(text(_MY_SELF)).scalar_one())
-        return {"id": session, "boot": float(conn.execute(text(_MY_BOOT)).scalar_one())}
+        session, user = conn.execute(text(_MY_SELF)).one()
+        boot = float(conn.execute(text(_MY_BOOT)).scalar_one())
+        return {"id": int(session), "boot": boot, "user": str(user)}
     return None
 
 
@@ -136,16 +143,19 @@ class _Settle:
     def _look(self) -> str | None:
         """None: the session is gone; "open": in a transaction; "idle": out of one."""
         if self.postgresql:
-            in_transaction = self.admin.execute(text(_PG_LOOK), self._pg_keys()).scalar()
-            if in_transaction is None:
-                return None
-            return "open" if in_transaction else "idle"
+            found = self.admin.execute(text(_PG_LOOK), {"pid": int(self.recorded["pid"])}).first()
+            if found is None or (found[0] is not None and found[0] != self.recorded["start"]):
+                return None  # gone, or its pid is another session's now
+            return "idle" if found[1] is False else "open"
         boot = float(self.admin.execute(text(_MY_BOOT)).scalar_one())
         if abs(boot - float(self.recorded["boot"])) > BOOT_SLACK_SECONDS:
             return None  # the server restarted since: its ids start again
         keys = {"id": int(self.recorded["id"])}
         if self.admin.execute(text(_MY_LOOK), keys).first() is None:
-            return None
+            # Without PROCESS a user sees its own sessions only: another user's session
+            # out of sight is not known to be gone.
+            me = self.admin.execute(text(_MY_USER)).scalar()
+            return None if self.recorded.get("user", me) == me else "open"
         try:
             open_ = int(self.admin.execute(text(_MY_TRX), keys).scalar() or 0)
         except DBAPIError:
@@ -156,7 +166,10 @@ class _Settle:
         """End the session; None when it was ended, else why it could not be."""
         try:
             if self.postgresql:
-                self.admin.execute(text(_PG_END), self._pg_keys()).all()
+                ended = self.admin.execute(text(_PG_END), self._pg_keys()).all()
+                if not ended and self._look() is not None:
+                    # Its start unreadable: not proved aishell's own, so not ended.
+                    return "it is another role's session, which this one may not read"
             else:
                 self.admin.execute(text("KILL CONNECTION :id"), {"id": int(self.recorded["id"])})
         except DBAPIError as exc:
