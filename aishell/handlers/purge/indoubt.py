@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
@@ -101,6 +102,9 @@ def settle_session(
 
 @dataclass
 class _Settle:
+    """Settling one recorded session: look at it, end it if it is there and aishell's
+    own, and wait (at most the lock wait) until it is gone or out of its transaction."""
+
     ctx: ToolContext
     admin: Connection
     recorded: Mapping[str, Any]
@@ -133,6 +137,11 @@ class _Settle:
                 return  # out of its transaction: committed or rolled back, for good
             if time.monotonic() >= until:
                 self._give_up(wait, refused)
+            if self.ctx.should_stop():
+                raise StepInterrupted(
+                    f"stopped while waiting for the session of a batch in doubt ({self.name}) "
+                    "to end; `aishell resume` goes on from the last checkpoint"
+                )
             time.sleep(POLL_SECONDS)
 
     def _lock_wait(self) -> float:
