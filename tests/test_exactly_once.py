@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,21 +71,17 @@ class Site:
     def archive_file(self) -> Path:
         return self.home / "archive" / "events.jsonl"
 
-    def args(self, archive_file: Path | None = None) -> list[str]:
-        where = (
-            f"file:{archive_file or self.archive_file}"
-            if self.archive == "file"
-            else "table:events_archive"
-        )
+    def args(self) -> list[str]:
+        where = f"file:{self.archive_file}" if self.archive == "file" else "table:events_archive"
         return [
             "run", "log-cleanup", "--non-interactive", "--table", "events",
             "--date-column", "created_at", "--retention-days", str(RETENTION), *BATCH,
             "--archive-to", where,
         ]  # fmt: skip
 
-    def archived(self, path: Path | None = None) -> list[int]:
+    def archived(self) -> list[int]:
         if self.archive == "file":
-            path = path or self.archive_file
+            path = self.archive_file
             lines = path.read_text().splitlines() if path.exists() else []
             return [json.loads(line)["id"] for line in lines]
         with engine(self.url).connect() as conn:
@@ -173,7 +170,9 @@ def started_run(home: Path, proc: subprocess.Popen[bytes], batches: int = 0) -> 
     return run_id
 
 
-def held(s: Site, marker: bytes, after: tuple[bytes, ...], what: str) -> tuple[Any, str]:
+def held(
+    s: Site, marker: bytes, after: tuple[bytes, ...], what: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """The run started with the proxy set to hold `marker` after `after`; once held,
     (the run's process, its id)."""
     s.proxy.hold(marker, after=after)
@@ -182,7 +181,7 @@ def held(s: Site, marker: bytes, after: tuple[bytes, ...], what: str) -> tuple[A
     return proc, started_run(s.home, proc)
 
 
-def assert_exactly_once(site: Site, run_id: str, archive_file: Path | None = None) -> None:
+def assert_exactly_once(site: Site, run_id: str) -> None:
     """The run completed; the ids the table lost are the old ones, each archived once,
     and the run counted exactly as many."""
     run = commands.show_run(load_config(home=site.home), run_id)
@@ -190,11 +189,9 @@ def assert_exactly_once(site: Site, run_id: str, archive_file: Path | None = Non
     purge = run["steps"][1]["output"]
     gone = set(site.before) - set(rows_of(site.url))
     cutoff = run["steps"][0]["output"]["cutoff"]
-    from datetime import datetime
-
     old = {i for i, at in site.before.items() if at < datetime.fromisoformat(cutoff)}
     assert gone == old, "not exactly the old rows went"
-    archived = site.archived(archive_file)
+    archived = site.archived()
     assert sorted(archived) == sorted(gone), (
         f"{len(archived)} archived, {len(set(archived))} distinct, {len(gone)} deleted"
     )
@@ -247,8 +244,6 @@ def in_doubt(site: Site, run_id: str) -> set[int]:
     progress = StateLook(site.home).progress(run_id)[0] or {}
     pending = progress.get("pending") or {}
     assert pending.get("rows"), f"no batch in doubt: {progress}"
-    from datetime import datetime
-
     cutoff = datetime.fromisoformat(progress["cutoff"])
     return {
         i
