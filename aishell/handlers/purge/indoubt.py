@@ -202,5 +202,5 @@ class _Settle:
             f"the session that sent this purge's last batch ({self.name}) is still in its "
             f"transaction after {wait:g}s, so whether that batch committed is not known "
             f"yet{why}",
-            f"end that session ({how}) or let its transaction end first",
+            f"end that session first ({how}, as a user that may), or let its transaction end",
         )
