@@ -1,16 +1,18 @@
 """The JSON lines file a purge copies rows into before it deletes them.
 
-Each batch is appended, flushed and fsynced before the batch's delete commits, and
-the file's length after every batch is checkpointed; a resumed purge first cuts the
-file back to the last length whose batch is known to have committed, so the file
-holds every deleted row exactly once. The file is new, made by the purge (O_EXCL, mode
-0600), and only the run that made it writes to it again: a resume reopens it only while
-it is still that regular file (same device and inode) and at least as long as checkpointed.
+Each batch's bytes are checkpointed (where they start, how long, their digest) before
+they are appended, flushed and fsynced, and all before the batch's delete commits. A
+resumed purge cuts the file back only by the bytes of its own batch in doubt, known by
+that digest, and never cuts bytes it did not write (handlers/purge/ownership.py). The
+file is new, made by the purge (O_EXCL, mode 0600); only the run that made it writes to
+it again, while it is still that regular file (same device and inode) and at least as
+long as checkpointed; and a run holds an exclusive lock (flock) on it while it writes.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import stat
@@ -24,8 +26,9 @@ from uuid import UUID
 from aishell.errors import StepFailed
 from aishell.files import file_mode, fsync_dir, kind_of, make_private_dirs
 
-# Appending, never following a symbolic link at the file's own name.
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+# Appending (and reading back a batch in doubt), never following a symbolic link at
+# the file's own name.
+_APPEND = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ArchiveFile:
@@ -33,6 +36,15 @@ class ArchiveFile:
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
+        try:
+            # Held while the run writes: a second writer of aishell's is refused.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StepFailed(
+                f"archive file {path} is being written by another process (it holds the "
+                "file's lock): let that run end first"
+            ) from None
         self._file = os.fdopen(fd, "ab")  # held open across batches
         info = os.fstat(fd)
         self.identity = {"device": info.st_dev, "inode": info.st_ino}
@@ -55,8 +67,8 @@ class ArchiveFile:
     @classmethod
     def reopen(cls, path: Path, identity: Mapping[str, Any], keep: int, fix: str) -> ArchiveFile:
         """The file this purge made (same device and inode), still a regular file holding at
-        least the `keep` bytes checkpointed, cut back to them; anything else is refused
-        with `fix`, the way to go on."""
+        least the `keep` bytes checkpointed; anything else is refused with `fix`, the way
+        to go on. Bytes after `keep` are left for the caller to judge (cut_to)."""
         try:
             # O_NONBLOCK: a FIFO put in its place must not hold the purge waiting.
             fd = os.open(path, _APPEND | os.O_NONBLOCK)
@@ -77,10 +89,6 @@ class ArchiveFile:
         if problem is not None:
             os.close(fd)
             raise StepFailed(f"archive file {path} {problem}; {fix}")
-        if info.st_size > keep:
-            # Rows of a batch that never committed: they are still in the table.
-            os.ftruncate(fd, keep)
-            os.fsync(fd)
         return cls(path, fd)
 
     @property
@@ -90,20 +98,34 @@ class ArchiveFile:
         self._file.flush()
         return os.fstat(self._file.fileno()).st_size
 
-    def append(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        """Write the rows and make them durable; returns the file's new length."""
-        lines = [
-            json.dumps(dict(zip(columns, row, strict=True)), default=_jsonable, sort_keys=False)
-            for row in rows
-        ]
-        if lines:
-            self._file.write(("\n".join(lines) + "\n").encode())
+    def write(self, data: bytes) -> int:
+        """Append bytes (encode_rows') and make them durable; returns the new length."""
+        if data:
+            self._file.write(data)
             self._file.flush()
             os.fsync(self._file.fileno())
         return self.offset
 
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self._file.fileno(), length, offset)
+
+    def cut_to(self, length: int) -> None:
+        """Cut the file back to `length` bytes, durably."""
+        self._file.flush()
+        os.ftruncate(self._file.fileno(), length)
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
+
+
+def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    """The rows as the file holds them: one JSON object a line."""
+    lines = [
+        json.dumps(dict(zip(columns, row, strict=True)), default=_jsonable, sort_keys=False)
+        for row in rows
+    ]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 def _not_made_here(info: os.stat_result, identity: Mapping[str, Any], keep: int) -> str | None:

@@ -60,6 +60,11 @@ class ToolContext:
     # first (decision, how, decided_by, at), by which a purge stopped there goes on.
     max_share: float | None = None
     step_approvals: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    # The other runs, not finished, one of whose long steps holds key: value in its
+    # progress (run_id, status): who else archives into a file.
+    runs_progressing_with: Callable[[str, str], list[tuple[str, str]]] = field(
+        default=lambda _k, _v: []
+    )
     # When the maintenance window closes (in the window's time zone), if one applies,
     # and how many seconds that was away when the step started.
     ends_at: datetime | None = None

@@ -6,7 +6,9 @@
 - hold(marker): the next client message that holds `marker` (b"COMMIT") is kept from
   the server, with everything its client sends after it, until release(); the server
   side stays open when the client dies, so a COMMIT can land after its sender is gone,
-  as a synchronous standby or a pooler makes it land;
+  as a synchronous standby or a pooler makes it land; hold(marker, after=(b"DELETE",))
+  keeps the next such message on a link that has sent messages holding each of `after`
+  first, in that order (a batch's COMMIT, not a read's);
 - Silent: a listener that accepts every connection and never sends a byte.
 """
 
@@ -55,6 +57,8 @@ class _Link:
         self.lock = threading.Lock()
         # Bytes kept from the server while a hold is on this link; None: none held.
         self.kept: bytearray | None = None
+        # How many of the hold's `after` markers this link has sent, in order.
+        self.passed = 0
 
 
 class Proxy(Silent):
@@ -65,6 +69,7 @@ class Proxy(Silent):
         self.silent = threading.Event()
         self.links: list[_Link] = []
         self._hold_marker: bytes | None = None
+        self._hold_after: tuple[bytes, ...] = ()
         self._holding: _Link | None = None
         self.held_once = threading.Event()
         super().__init__()
@@ -80,8 +85,12 @@ class Proxy(Silent):
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def hold(self, marker: bytes = b"COMMIT") -> None:
-        """Keep the next client message holding marker from the server (see release)."""
+    def hold(self, marker: bytes = b"COMMIT", after: tuple[bytes, ...] = ()) -> None:
+        """Keep the next client message holding marker from the server (see release);
+        with `after`, only on a link that sent messages holding each of them first."""
+        for link in list(self.links):
+            link.passed = 0
+        self._hold_after = after
         self._hold_marker = marker
 
     def release(self) -> None:
@@ -132,8 +141,11 @@ class Proxy(Silent):
             if self.silent.is_set():
                 continue
             with link.lock:
-                marker = self._hold_marker
-                if link.kept is None and marker is not None and marker in data:
+                marker, after = self._hold_marker, self._hold_after
+                if marker is not None and link.passed < len(after):
+                    if after[link.passed] in data:
+                        link.passed += 1
+                elif link.kept is None and marker is not None and marker in data:
                     self._hold_marker = None
                     self._holding = link
                     link.kept = bytearray()

@@ -4,6 +4,7 @@ that the model turns into a plan; with the model planner's own checks."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -15,9 +16,11 @@ from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
 from aishell.commands.skipped import last_skipped
 from aishell.commands.starting import plan_and_start
+from aishell.commands.stores import signed_store
 from aishell.config import Config
 from aishell.errors import PlanError, UsageError
-from aishell.executor import Observer, RunResult
+from aishell.executor import FINISHED, Observer, RunResult
+from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
 from aishell.plan import Plan, Step, validate_plan
 from aishell.planners import PLANNERS
 from aishell.planners.drafting import draft_job, draft_words
@@ -48,6 +51,7 @@ def build_plan(
     agent = get_agent(agent_name)
     agent_config = config.agent(agent_name)
     job = agent.normalize_job(job, agent_config)
+    _refuse_claimed_archive(config, job)
     conn = handle.connect()
     try:
         if catalog is None:
@@ -77,6 +81,18 @@ def build_plan(
         conn.close()
     plan = _plan(registry, handle, agent_name, job, steps, assumptions, drafted_by)
     return _validated(plan, registry, agent_config.capabilities, f"The {agent_name} plan")
+
+
+def _refuse_claimed_archive(config: Config, job: dict[str, Any]) -> None:
+    """A purge's archive file that a run not finished archives into: refused before
+    anything runs, naming that run (the purge checks again before it makes the file)."""
+    if not job.get("archive_file"):
+        return
+    path = Path(job["archive_file"])
+    with signed_store(config) as store:
+        others = store.runs_progressing_with(ARCHIVE_PATH, archive_key(path), FINISHED, "")
+    if others:
+        raise UsageError(claimed(path, *others[0]))
 
 
 def _checked_tables(

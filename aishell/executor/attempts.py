@@ -17,7 +17,7 @@ from aishell.executor.effects import record_effects
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.prepare import PreparedStep
-from aishell.executor.results import INTERRUPTED, StepResult
+from aishell.executor.results import FINISHED, INTERRUPTED, StepResult
 from aishell.executor.resume import facts
 from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
 from aishell.executor.stopping import Stop
@@ -293,3 +293,6 @@ def _long_step_hooks(
     limits = run.policy.purge_limits(tool.name)
     ctx.max_share = limits.max_share if limits is not None else None
     ctx.step_approvals = lambda: store.step_approvals(run_id, index)
+    ctx.runs_progressing_with = lambda key, value: store.runs_progressing_with(
+        key, value, FINISHED, run_id
+    )

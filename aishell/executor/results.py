@@ -16,6 +16,8 @@ WAITING_APPROVAL = "waiting_approval"
 OUT_OF_WINDOW = "out_of_window"
 ABORTED = "aborted"
 INTERRUPTED = "interrupted"
+# A run in one of these is over: `aishell resume` takes none of them (commands/runs.py).
+FINISHED = (COMPLETED, COMPLETED_WITH_DENIALS, DENIED)
 RUN_STATUSES = (
     "running",
     COMPLETED,

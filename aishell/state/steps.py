@@ -4,6 +4,7 @@ has got to."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -322,3 +323,21 @@ class StepRepository(StoreCore):
         ).first()
         self._conn.rollback()
         return loads(row[0]) if row else None
+
+    def runs_progressing_with(
+        self, key: str, value: str, finished: Collection[str], besides: str
+    ) -> list[tuple[str, str]]:
+        """The runs, but `besides`, not in a `finished` status, one of whose long steps
+        holds `key`: `value` in its progress (a purge's archive file): (run_id, status)."""
+        self.flush()
+        rows = self._conn.execute(
+            select(step_progress.c.run_id, step_progress.c.progress, runs.c.status)
+            .join(runs, runs.c.run_id == step_progress.c.run_id)
+            .where(
+                runs.c.status.not_in(list(finished)),
+                step_progress.c.run_id != besides,
+                step_progress.c.progress.contains(f'"{key}"'),
+            )
+        ).all()
+        self._conn.rollback()
+        return [(r.run_id, r.status) for r in rows if loads(r.progress).get(key) == value]

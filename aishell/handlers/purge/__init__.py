@@ -6,10 +6,12 @@ A purge walks the table's key upwards. Each batch finds where its old rows start
 next `n` old rows lie), deletes the old rows up to its end and commits; the batch size follows
 the time batches take, so that each holds its locks for about max_batch_ms whatever
 the rows cost (batches.py). Before a batch commits, a durable checkpoint records where
-it ends, how many rows it deleted and how long the archive file is with them; after a
-crash the purge looks whether that batch's rows are still there to know whether it
-committed, and cuts the archive file back to the length of the last committed batch,
-so no row is counted (or archived) twice and none is skipped (resume.py, archive.py).
+it ends, how many rows it deleted, the session sending it and which archive bytes it
+will write (then written); after a crash the purge makes sure that session is over
+(indoubt.py), looks whether the batch's rows are still there to know whether it
+committed, and cuts off the archive bytes of a batch that did not commit, and nothing
+else (ownership.py), so no row is counted (or archived) twice and none is skipped
+(resume.py, archive.py).
 An archive table gets its copy in the batch's own transaction. A lost connection (a
 server restart, a terminated backend) is rolled back and reconnected with backoff, and
 the purge goes on from its checkpoint the same way; a server that stays away, or stays

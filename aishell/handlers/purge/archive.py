@@ -2,7 +2,8 @@
 shaped like the purged one, or an archive file, cut back on every start to the length
 checkpointed with the last committed batch, so each row is archived exactly once. The
 file is new, outside the folders aishell keeps for itself, and only the run that made it
-(known by device and inode in its checkpoint) writes to it again."""
+(known by device and inode in its checkpoint) writes to it again; what it may cut off,
+and which other run it refuses, is ownership.py's."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError, UsageError
 from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
 from aishell.handlers.purge.archiveshape import check_plain_archive
+from aishell.handlers.purge.ownership import (
+    ARCHIVE_PATH,
+    archive_key,
+    cut_back,
+    refuse_if_claimed,
+)
 from aishell.sqltext import text
 from aishell.toolcontext import ToolContext
 
@@ -114,17 +121,27 @@ def check_archive_path(path: Path, private: PrivatePlaces, error: ErrorKind = Us
 
 
 def open_archive(
-    params: Mapping[str, Any], ctx: ToolContext, keep: int | None, progress: Mapping[str, Any]
+    params: Mapping[str, Any],
+    ctx: ToolContext,
+    keep: int | None,
+    progress: Mapping[str, Any],
+    doubt: Mapping[str, Any] | None = None,
 ) -> tuple[ArchiveFile, ToolContext]:
     """The archive file, and the context whose checkpoints name it. On a first start the
-    file is made new; later, it is the file this run made, cut back to the length
-    checkpointed with the last committed batch (rows written for a batch that never
-    committed are still in the table)."""
+    file is made new, named in the checkpoint first; later, it is the file this run made,
+    cut back to the `keep` bytes checkpointed with the last committed batch (`doubt`:
+    the pending checkpoint of a batch that did not commit, whose bytes alone are cut)."""
     path = Path(params["archive_file"])
+    key = archive_key(path)
     made = progress.get(ARCHIVE_ID)
     fix = f"put back the file this purge made, then `aishell resume {ctx.run_id}`"
     if isinstance(made, Mapping):
         archive = ArchiveFile.reopen(path, made, keep or 0, fix)
+        try:
+            cut_back(archive, keep or 0, doubt, ctx.run_id)
+        except BaseException:
+            archive.close()
+            raise
     elif keep:
         # A checkpoint with archived bytes but no record of the file: it cannot be told
         # from a file put there since.
@@ -133,14 +150,18 @@ def open_archive(
             "it will not append to a file it cannot prove its own"
         )
     else:
+        refuse_if_claimed(ctx, path)
         check_archive_path(path, ctx.private, StepFailed)
-        # The walk's first checkpoint, before any row is written, records it as this
-        # run's; a run stopped before that finds it "already exists", empty, and says so.
+        # Named as this run's before it is made: another run asking for it is refused.
+        ctx.save_progress({**progress, ARCHIVE_PATH: key})
+        # A run stopped before the file's identity is checkpointed finds it "already
+        # exists", empty, and says so.
         archive = ArchiveFile.create(path)
+        ctx.save_progress({**progress, ARCHIVE_PATH: key, ARCHIVE_ID: archive.identity})
     identity = archive.identity
 
     def save_progress(checkpoint: dict[str, Any]) -> None:
-        ctx.save_progress({**checkpoint, ARCHIVE_ID: identity})
+        ctx.save_progress({**checkpoint, ARCHIVE_ID: identity, ARCHIVE_PATH: key})
 
     # Every checkpoint of the walk carries the file's identity with its length.
     return archive, replace(ctx, save_progress=save_progress)

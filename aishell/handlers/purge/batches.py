@@ -8,9 +8,10 @@ old rows is passed with that read alone. A read locks nothing: on MySQL a DELETE
 every row it reads, old or not, and its range scan of kept rows cost 1.5 times the read.
 
 Before a batch commits, a durable checkpoint records where it ends, how many rows it
-deleted and how long the archive file is with them; after a crash the resume
-(resume.py) looks whether that batch's rows are still there to know whether it
-committed."""
+deleted, the session that sends it, and where its archive bytes start and end and their
+digest; only then are those bytes written, and then the batch commits. After a crash the
+resume (resume.py) makes sure that session is over, then looks whether the batch's rows
+are still there to know whether it committed."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from typing import Any, NoReturn
 
 from sqlalchemy.engine import Connection
 
-from aishell.archive import ArchiveFile
+from aishell.archive import ArchiveFile, encode_rows
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
+from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
@@ -139,6 +141,7 @@ class _Walk:
                 "rows_deleted": self.state["deleted"],
                 "batches": self.state["batches"],
                 "archive_offset": self.state["archive_offset"],
+                "session": self.state.get("session"),
                 "pending": pending,
                 **(self.limit.progress() if self.limit is not None else {}),
             }
@@ -249,19 +252,13 @@ class _Walk:
             self._stop_at_limit()
         values["upper"] = upper
         try:
-            count, archive_offset = delete_batch(
-                conn, self.batch, values, first, self.archive, most=room
-            )
+            count, archived = delete_batch(conn, self.batch, values, first, self.archive, most=room)
         except _OverLimit:
             # Rows written into the range since it was sized: undone before they count;
             # the next batch is sized from what is there now.
             conn.rollback()
             return True
-        # Durable before the commit: after a crash, a resume looks whether this batch's
-        # rows are still there to know whether it committed, and cuts the archive file
-        # back to the length before it if not.
-        self.checkpoint({"upper": upper, "rows": count, "archive_offset": archive_offset})
-        conn.commit()
+        archive_offset = self._commit(upper, count, archived)
         attempt.lost_in_a_row = 0
         elapsed = time.perf_counter() - t0
         attempt.durations.append(elapsed)
@@ -278,6 +275,24 @@ class _Walk:
             attempt.size = int(max(1, min(ideal, size * MAX_GROWTH, self.largest)))
         self._report()
         return True
+
+    def _commit(self, upper: Any, count: int, archived: BatchBytes | None) -> int | None:
+        """Checkpoint the batch as pending, write its archive bytes, commit; returns the
+        archive file's length with them."""
+        state = self.state
+        # Durable before the archive write and the commit: after a crash, a resume looks
+        # whether this batch's rows are still there to know whether it committed, and if
+        # not cuts off the archive bytes it finds to be exactly this batch's.
+        pending = {"upper": upper, "rows": count, "archive_offset": state["archive_offset"]}
+        if archived is not None:
+            pending.update(archived.pending())
+        self.checkpoint(pending)
+        archive_offset: int | None = state["archive_offset"]
+        if archived is not None and self.archive is not None:
+            # The copy is on disk before the delete can commit.
+            archive_offset = write_batch(self.archive, archived)
+        self.ctx.connection.commit()
+        return archive_offset
 
     def _stop_at_limit(self) -> NoReturn:
         """Stop before the batch that would pass max_share: checkpointed, waiting for a
@@ -353,9 +368,10 @@ def delete_batch(
     first: bool,
     archive: ArchiveFile | None,
     most: int | None = None,
-) -> tuple[int, int | None]:
-    """Delete (and archive) one batch, uncommitted; returns the rows and the archive's end.
-    More rows than `most` raise _OverLimit before anything reaches the archive file."""
+) -> tuple[int, BatchBytes | None]:
+    """Delete (and archive into a table) one batch, uncommitted; returns the rows and, for
+    an archive file, the bytes to append to it (not yet written). More rows than `most`
+    raise _OverLimit."""
     statements = batch.work(first)
     if archive is None and not batch.archive_table:
         return _at_most(conn.execute(text(statements[0]), values).rowcount, most), None
@@ -378,5 +394,4 @@ def delete_batch(
                 f"archived {len(rows)} rows but deleted {count}; the batch was rolled back"
             )
     _at_most(len(rows), most)
-    # The copy is on disk before the delete can commit.
-    return len(rows), archive.append(columns, rows)
+    return len(rows), BatchBytes(archive.offset, encode_rows(columns, rows))

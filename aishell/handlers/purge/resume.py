@@ -1,8 +1,9 @@
 """delete_old_records' run: the purge from its last durable checkpoint. A first start, a
-resume after a crash and a retry after a lost connection all begin there: a batch
-checkpointed but not known to have committed is looked for in the table, and the
-archive file is cut back to the length of the last committed batch, so no row is
-counted (or archived) twice and none is skipped."""
+resume after a crash and a retry after a lost connection all begin there: the session
+the checkpoint names is made sure to be over (indoubt.py), then a batch checkpointed but
+not known to have committed is looked for in the table, and the archive file is cut
+back to the length of the last committed batch (by that batch's own bytes only:
+ownership.py), so no row is counted (or archived) twice and none is skipped."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aishell import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
 from aishell.handlers.purge.batches import run_batches
+from aishell.handlers.purge.indoubt import session_of, settle_session
 from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
@@ -72,15 +74,25 @@ class _Checkpoint:
     batches: int
     archive_bytes: int | None
     progress: dict[str, Any]
+    # The pending checkpoint of a batch that did not commit (its archive bytes are cut).
+    doubt: dict[str, Any] | None = None
 
 
 def _last_checkpoint(
-    params: Mapping[str, Any], ctx: ToolContext, column: cutoffs.DateColumn, batch: BatchSql
+    params: Mapping[str, Any],
+    ctx: ToolContext,
+    column: cutoffs.DateColumn,
+    batch: BatchSql,
+    session: dict[str, Any] | None,
 ) -> _Checkpoint:
     """The checkpoint's cutoff, key, rows, batches and archive length; a batch it holds as
-    pending counts as done when its rows are gone from the table."""
+    pending counts as done when its rows are gone from the table, looked for once the
+    session that sent it is over."""
     conn = ctx.connection
     progress: dict[str, Any] = dict(ctx.load_progress() or {})
+    # Before anything is read: the old session may hold the batch's locks, and its
+    # COMMIT may still land.
+    settle_session(ctx, progress.get("session"), session)
     retention = params["retention_days"]
     cut = progress.get("cutoff", params.get("cutoff"))
     if cut is None:
@@ -93,6 +105,7 @@ def _last_checkpoint(
     batches = int(progress.get("batches", 0))
     archive_bytes = progress.get("archive_offset")
     pending = progress.get("pending")
+    doubt = None
     if pending:
         # The checkpoint was written before that batch's commit: did the commit happen?
         first = after is None
@@ -103,8 +116,10 @@ def _last_checkpoint(
         if left is None:
             after, deleted, batches = pending["upper"], deleted + pending["rows"], batches + 1
             archive_bytes = pending.get("archive_offset", archive_bytes)
+        else:
+            doubt = pending
     conn.commit()
-    return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress)
+    return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress, doubt)
 
 
 def _purge_from_checkpoint(
@@ -114,12 +129,14 @@ def _purge_from_checkpoint(
     crash and a retry after a lost connection all begin here."""
     conn = ctx.connection
     column, batch = prepared["column"], prepared["batch"]
-    point = _last_checkpoint(params, ctx, column, batch)
+    # This attempt's session, named in every checkpoint from here on.
+    session = session_of(conn)
+    point = _last_checkpoint(params, ctx, column, batch, session)
     # Counted once, at the step's first start, before its first batch's checkpoint.
     limit = share_limit(params, ctx, batch.table, point.progress)
     archive = None
     if params.get("archive_file"):
-        archive, ctx = open_archive(params, ctx, point.archive_bytes, point.progress)
+        archive, ctx = open_archive(params, ctx, point.archive_bytes, point.progress, point.doubt)
     throttle: Throttle | None = None
     try:
         throttle = make_throttle(params, ctx)
@@ -141,6 +158,7 @@ def _purge_from_checkpoint(
                 "deleted": point.deleted,
                 "batches": point.batches,
                 "archive_offset": archive.offset if archive else None,
+                "session": session,
                 **({"end": point.progress["end"]} if "end" in point.progress else {}),
             },
             limit=limit,

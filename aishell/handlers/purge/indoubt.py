@@ -1,0 +1,206 @@
+"""A batch in doubt is judged only once the session that sent it is over.
+
+A purge killed (or cut off) with a batch's COMMIT still on its way leaves that batch's
+transaction open on the server: its session lives on behind a proxy, a pooler or a
+synchronous standby, holding the batch's row locks, and its COMMIT may land at any
+moment. Judged then, the batch's rows are still there, so a resume would do it again:
+its DELETE would wait on those locks and find nothing once the old COMMIT lands, and
+the batch's rows would be deleted without their archived copy, or deleted uncounted.
+
+So every checkpoint names the purge's session (PostgreSQL: backend pid and start;
+MariaDB/MySQL: connection id and the server's start), and before a resumed purge judges
+its checkpoint it makes sure that session is over: gone, or ended by aishell (it is
+aishell's own, proved by the recorded start, so a reused pid is never ended), or, where
+it may not end it, out of its transaction. It waits at most the target's lock wait, then
+stops resumably with one line saying which session to end. Only then does it read what
+is committed (resume.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import StepInterrupted
+from aishell.handlers.purge.attempt import first_line, stopped_resumably
+from aishell.sqltext import text
+from aishell.toolcontext import ToolContext
+
+POLL_SECONDS = 0.1
+# Without a lock wait set (0: none), a resume waits this long for the old session.
+DEFAULT_WAIT_SECONDS = 60.0
+# MariaDB's start as now minus its uptime (whole seconds): two readings of one start
+# differ by a second at most.
+BOOT_SLACK_SECONDS = 2.0
+
+_PG_SELF = (
+    "SELECT pid, extract(epoch FROM backend_start)::text FROM pg_catalog.pg_stat_activity "
+    "WHERE pid = pg_catalog.pg_backend_pid()"
+)
+# The recorded session only: the same pid started at the same moment.
+_PG_THAT = "pid = :pid AND extract(epoch FROM backend_start)::text = :start"
+# By pid alone: a session another role's, which this one may not read, shows with its
+# start (and transaction) unknown, and is not taken for gone.
+_PG_LOOK = (
+    "SELECT extract(epoch FROM backend_start)::text, CASE WHEN backend_start IS NOT NULL "
+    "THEN xact_start IS NOT NULL END FROM pg_catalog.pg_stat_activity WHERE pid = :pid"
+)
+_PG_END = (
+    f"SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE {_PG_THAT}"
+)
+_PG_LOCK_WAIT = (
+    "SELECT setting::float / 1000 FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'"
+)
+_MY_BOOT = (
+    "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+    "WHERE VARIABLE_NAME = 'UPTIME'"
+)
+_MY_SELF = "SELECT CONNECTION_ID(), SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
+_MY_LOOK = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = :id"
+_MY_USER = "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
+_MY_TRX = "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = :id"
+_MY_LOCK_WAIT = "SELECT @@SESSION.innodb_lock_wait_timeout"
+
+
+def session_of(conn: Connection) -> dict[str, Any] | None:
+    """What names the connection's server session for good (None on SQLite, whose
+    transactions end with their process)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        pid, start = conn.execute(text(_PG_SELF)).one()
+        return {"pid": int(pid), "start": str(start)}
+    if dialect in ("mysql", "mariadb"):
+        session, user = conn.execute(text(_MY_SELF)).one()
+        boot = float(conn.execute(text(_MY_BOOT)).scalar_one())
+        return {"id": int(session), "boot": boot, "user": str(user)}
+    return None
+
+
+def settle_session(
+    ctx: ToolContext, recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None
+) -> None:
+    """Make sure the session the checkpoint names, if not this one, is over (see the
+    module's docstring); StepFailed, resumable, when it is not within the lock wait."""
+    if not recorded or dict(recorded) == dict(current or {}):
+        return
+    conn = ctx.connection
+    if conn.dialect.name not in ("postgresql", "mysql", "mariadb"):
+        return
+    # A session of its own: ending another session is no statement of the step's, and
+    # the step's connection is in the middle of the purge's transaction handling.
+    admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        _Settle(ctx, admin, recorded).run()
+    finally:
+        admin.close()
+
+
+@dataclass
+class _Settle:
+    """Settling one recorded session: look at it, end it if it is there and aishell's
+    own, and wait (at most the lock wait) until it is gone or out of its transaction."""
+
+    ctx: ToolContext
+    admin: Connection
+    recorded: Mapping[str, Any]
+
+    @property
+    def postgresql(self) -> bool:
+        return self.admin.dialect.name == "postgresql"
+
+    @property
+    def name(self) -> str:
+        if self.postgresql:
+            return f"PostgreSQL backend {self.recorded['pid']}"
+        return f"connection {self.recorded['id']}"
+
+    def run(self) -> None:
+        wait = self._lock_wait()
+        until = time.monotonic() + wait
+        ended, refused = False, None
+        while True:
+            state = self._look()
+            if state is None:
+                return  # gone: what it did is committed or rolled back
+            if not ended and refused is None:
+                refused = self._end()
+                ended = refused is None
+                if ended:
+                    self.ctx.record_event("in_doubt_session_ended", {"session": self.name})
+                continue
+            if state == "idle" and not ended:
+                return  # out of its transaction: committed or rolled back, for good
+            if time.monotonic() >= until:
+                self._give_up(wait, refused)
+            if self.ctx.should_stop():
+                raise StepInterrupted(
+                    f"stopped while waiting for the session of a batch in doubt ({self.name}) "
+                    "to end; `aishell resume` goes on from the last checkpoint"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def _lock_wait(self) -> float:
+        sql = _PG_LOCK_WAIT if self.postgresql else _MY_LOCK_WAIT
+        seconds = float(self.admin.execute(text(sql)).scalar() or 0)
+        return seconds if seconds > 0 else DEFAULT_WAIT_SECONDS
+
+    def _look(self) -> str | None:
+        """None: the session is gone; "open": in a transaction; "idle": out of one."""
+        if self.postgresql:
+            found = self.admin.execute(text(_PG_LOOK), {"pid": int(self.recorded["pid"])}).first()
+            if found is None or (found[0] is not None and found[0] != self.recorded["start"]):
+                return None  # gone, or its pid is another session's now
+            return "idle" if found[1] is False else "open"
+        boot = float(self.admin.execute(text(_MY_BOOT)).scalar_one())
+        if abs(boot - float(self.recorded["boot"])) > BOOT_SLACK_SECONDS:
+            return None  # the server restarted since: its ids start again
+        keys = {"id": int(self.recorded["id"])}
+        if self.admin.execute(text(_MY_LOOK), keys).first() is None:
+            # Without PROCESS a user sees its own sessions only: another user's session
+            # out of sight is not known to be gone.
+            me = self.admin.execute(text(_MY_USER)).scalar()
+            return None if self.recorded.get("user", me) == me else "open"
+        try:
+            open_ = int(self.admin.execute(text(_MY_TRX), keys).scalar() or 0)
+        except DBAPIError:
+            return "open"  # InnoDB's transactions unreadable (no PROCESS): assume one
+        return "open" if open_ else "idle"
+
+    def _end(self) -> str | None:
+        """End the session; None when it was ended, else why it could not be."""
+        try:
+            if self.postgresql:
+                ended = self.admin.execute(text(_PG_END), self._pg_keys()).all()
+                if not ended and self._look() is not None:
+                    # Its start unreadable: not proved aishell's own, so not ended.
+                    return "it is another role's session, which this one may not read"
+            else:
+                self.admin.execute(text("KILL CONNECTION :id"), {"id": int(self.recorded["id"])})
+        except DBAPIError as exc:
+            if self._look() is None:
+                return None  # it ended by itself meanwhile
+            return first_line(exc)
+        return None
+
+    def _pg_keys(self) -> dict[str, Any]:
+        return {"pid": int(self.recorded["pid"]), "start": str(self.recorded["start"])}
+
+    def _give_up(self, wait: float, refused: str | None) -> None:
+        how = (
+            f"SELECT pg_terminate_backend({int(self.recorded['pid'])})"
+            if self.postgresql
+            else f"KILL {int(self.recorded['id'])}"
+        )
+        why = f": ending it failed ({refused})" if refused else ""
+        raise stopped_resumably(
+            self.ctx,
+            f"the session that sent this purge's last batch ({self.name}) is still in its "
+            f"transaction after {wait:g}s, so whether that batch committed is not known "
+            f"yet{why}",
+            f"end that session first ({how}, as a user that may), or let its transaction end",
+        )
