@@ -240,6 +240,16 @@ def test_a_pg_service_serves_the_driver_and_pg_dump_alike(
     backup = commands.run_job(config, "backup", {"type": "full"})
     assert backup.status == "completed", backup.error
     assert backup.steps[2].output["tables_compared"] == 1
+    # The session name a backup watches its client by wins over the service's.
+    handle = open_target(config, "db")
+    try:
+        with handle.connect() as conn:
+            ctx = ToolContext(conn=conn, dialect="postgresql", target="db")
+            env = server_env(conn.engine.url) | {"PGAPPNAME": "aishell_watched"}
+            shown = run_tool(["psql", "-At", "-c", "SHOW application_name"], env, ctx)
+    finally:
+        handle.close()
+    assert shown.stdout == b"aishell_watched\n"
     found = doctor()
     assert found["login"] | {"password_from": None} == {
         "user": "postgres",

@@ -33,6 +33,9 @@ MYSQL_PROGRAMS = {"mariadb", "mysql", "mariadb-dump", "mysqldump"}
 PG_PROGRAMS = {"pg_dump", "pg_restore", "psql", "pg_dumpall"}
 _MYSQL_CONNECTING = {"mariadb", "mysql"}  # the programs that take --connect-timeout
 SERVICE = "aishell_login"
+# Set by the caller through the environment (PGAPPNAME names the session aishell
+# watches; PGOPTIONS a session's settings): a service file would win over it.
+_FROM_ENVIRONMENT = {"application_name", "fallback_application_name", "options"}
 _LINE_BREAK = (
     "the target's login holds a line break, which no client program's login file can "
     "carry; change the password (or user name) to one without"
@@ -131,7 +134,9 @@ def _pgpass_escaped(password: str) -> str:
 
 def _pg_service(url: URL, connect_timeout: float, write_timeout: float) -> list[str]:
     keywords: dict[str, str] = {
-        str(k): str(v if not isinstance(v, tuple) else v[-1]) for k, v in url.query.items()
+        str(k): str(v if not isinstance(v, tuple) else v[-1])
+        for k, v in url.query.items()
+        if k not in _FROM_ENVIRONMENT
     }
     keywords |= {
         "host": url.host or "",
