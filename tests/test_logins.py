@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,9 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.handlers.backup.processes import run_tool, server_env
 from aishell.targets import open_target
+from aishell.targets.clientlogin import client_env, client_login
 from aishell.toolcontext import ToolContext
+from tests.faultproxy import Silent
 from tests.helpers import use_target
 from tests.services import MYSQL_ADMIN, engine
 
@@ -268,3 +271,70 @@ def test_a_service_that_is_nowhere_is_one_line(home, user_home):
     found = doctor()
     assert not found["reachable"]
     assert "service 'aishell_no_such_service' is in no service file" in str(found["problems"])
+
+
+HANG = 60  # seconds: a hang detector, never a timing assertion
+
+
+_MY = "mysql+pymysql://root@127.0.0.1:{port}/test"
+_PG = "postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+_EMPTY_ARCHIVE = ["pg_dump", "-Fc", "--schema-only", "--exclude-schema=*"]
+
+
+@pytest.mark.parametrize(
+    "argv, url",
+    [
+        (["mariadb", "-e", "SELECT 1"], _MY),
+        (["pg_dump", "--schema-only", "test"], _PG),
+        (["pg_restore", "--schema-only", "-d", "test"], _PG),
+    ],
+)
+def test_a_client_program_gives_up_on_a_silent_server_at_the_connect_timeout(argv, url):
+    """A server that accepts the connection and never answers: the program stops on its
+    own, at the target's connect timeout (2 s here), well before the hang detector.
+    (mariadb-dump has no connect timeout: its step's time limit ends it.)"""
+    # pg_restore reads its archive before it connects: one of no object, from the
+    # real server.
+    archive = subprocess.run(
+        [*_EMPTY_ARCHIVE, "-h", "127.0.0.1", "-U", "postgres", "test"],
+        capture_output=True,
+        check=True,
+        timeout=HANG,
+    ).stdout
+    silent = Silent()
+    try:
+        login = make_url(url.format(port=silent.port))
+        with client_login(argv, client_env(), login, 2, 60) as (started, env):
+            done = subprocess.run(
+                started, env=env, input=archive, capture_output=True, timeout=HANG
+            )
+    finally:
+        silent.close()
+    assert done.returncode != 0
+    said = done.stderr.decode()
+    assert "timeout expired" in said or "handshake" in said, said
+
+
+def test_the_user_and_password_of_my_cnf_serve_a_url_without_them(mysql_user, home, user_home):
+    user, password, url = mysql_user
+    my_cnf(user_home, f"[client]\nuser={user}\n[client-server]\npassword={quoted(password)}\n")
+    handle = open_target(use_target(home, str(make_url(url).set(username=None))), "db")
+    try:
+        with handle.connect() as conn:
+            current = conn.execute(text("SELECT CURRENT_USER()")).scalar_one()
+        seen = run_watched(handle)
+    finally:
+        handle.close()
+    assert current == f"{user}@%"
+    assert handle.login is not None
+    assert handle.login.password_from == "~/.my.cnf [client-server]"
+    assert seen == f"{user}@%"
+
+
+def run_watched(handle: Any) -> str:
+    """CURRENT_USER() as the mariadb client sees it, started as a backup starts it."""
+    with handle.connect() as conn:
+        ctx = ToolContext(conn=conn, dialect=handle.dialect, target=handle.name)
+        argv = ["mariadb", "--batch", "--skip-column-names", "-e", "SELECT CURRENT_USER()"]
+        done = run_tool(argv, server_env(conn.engine.url), ctx)
+    return done.stdout.decode().strip()
