@@ -18,7 +18,11 @@ from aishell.targets.clientlogin import client_env, client_login
 _PG_DUMP = ["pg_dump", "-Fc", "--schema-only", "--exclude-schema=*"]
 _PG_RESTORE = ["pg_restore", "--schema-only"]
 _MY_CHECKS = (
-    (("mariadb-dump", "mysqldump"), ["--no-data", "--no-create-info", "--skip-triggers"]),
+    # --skip-lock-tables: by default it would LOCK TABLES ... READ every table, data or not.
+    (
+        ("mariadb-dump", "mysqldump"),
+        ["--skip-lock-tables", "--no-data", "--no-create-info", "--skip-triggers"],
+    ),
     (("mariadb", "mysql"), ["--batch", "-e", "SELECT 1"]),
 )
 

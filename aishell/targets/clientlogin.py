@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import URL
@@ -70,33 +70,59 @@ def client_login(
     url: URL,
     connect_timeout: float,
     write_timeout: float,
+    record: Callable[[Path], AbstractContextManager[Path]] | None = None,
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """argv and env of a client program, given the login of url (the engine's) through
-    a private file that is removed when the block ends. Other programs pass unchanged."""
+    a private file that is removed when the block ends. Other programs pass unchanged.
+    `record` (the run's scratch ledger's file()) records each file before it is made,
+    so that one a killed run leaves is removed by the next run or `doctor --clean`."""
     program = os.path.basename(argv[0])
     if program not in MYSQL_PROGRAMS | PG_PROGRAMS:
         yield argv, env
         return
     folder = Path(tempfile.mkdtemp(prefix="aishell-login-"))  # mode 0700
     try:
-        env = {k: v for k, v in env.items() if k not in _MYSQL_ENV + _PG_ENV}
-        if program in MYSQL_PROGRAMS:
-            options = _write(folder / "my.cnf", _my_cnf(url, program, connect_timeout))
-            env["MYSQL_TEST_LOGIN_FILE"] = str(folder / "no-login-path")
-            yield [argv[0], f"--defaults-file={options}", *argv[1:]], env
-        else:
-            lines = _pg_service(url, connect_timeout, write_timeout)
-            env["PGSERVICEFILE"] = str(_write(folder / "pg_service.conf", lines))
-            env["PGSERVICE"] = SERVICE
-            # A file of one line, or none (libpq reads no password from a missing file).
-            passfile = folder / "pgpass"
-            if url.password:
-                _write(passfile, ["*:*:*:*:" + _pgpass_escaped(str(url.password))])
-            env["PGPASSFILE"] = str(passfile)
-            env["PGCONNECT_TIMEOUT"] = str(max(2, round(connect_timeout)))
-            yield argv, env
+        with ExitStack() as files:
+
+            def write(path: Path, lines: list[str]) -> Path:
+                if record is not None:
+                    files.enter_context(record(path))
+                return _write(path, lines)
+
+            yield from _handed(
+                program, argv, env, url, folder, write, (connect_timeout, write_timeout)
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _handed(
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    url: URL,
+    folder: Path,
+    write: Callable[[Path, list[str]], Path],
+    timeouts: tuple[float, float],
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The program's argv and env, its login written into folder by `write`."""
+    connect_timeout, write_timeout = timeouts
+    env = {k: v for k, v in env.items() if k not in _MYSQL_ENV + _PG_ENV}
+    if program in MYSQL_PROGRAMS:
+        options = write(folder / "my.cnf", _my_cnf(url, program, connect_timeout))
+        env["MYSQL_TEST_LOGIN_FILE"] = str(folder / "no-login-path")
+        yield [argv[0], f"--defaults-file={options}", *argv[1:]], env
+        return
+    lines = _pg_service(url, connect_timeout, write_timeout)
+    env["PGSERVICEFILE"] = str(write(folder / "pg_service.conf", lines))
+    env["PGSERVICE"] = SERVICE
+    # A file of one line, or none (libpq reads no password from a missing file).
+    passfile = folder / "pgpass"
+    if url.password:
+        write(passfile, ["*:*:*:*:" + _pgpass_escaped(str(url.password))])
+    env["PGPASSFILE"] = str(passfile)
+    env["PGCONNECT_TIMEOUT"] = str(max(2, round(connect_timeout)))
+    yield argv, env
 
 
 def _write(path: Path, lines: list[str]) -> Path:

@@ -88,7 +88,14 @@ def _login(
     url = ctx.connection.engine.url if ctx.conn is not None else None
     if url is None or url.get_backend_name() == "sqlite":
         return nullcontext((argv, env))
-    return client_login(argv, env, url, ctx.connect_timeout_seconds, ctx.write_timeout_seconds)
+    return client_login(
+        argv,
+        env,
+        url,
+        ctx.connect_timeout_seconds,
+        ctx.write_timeout_seconds,
+        record=ctx.scratch.file,
+    )
 
 
 def _succeeded(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:
