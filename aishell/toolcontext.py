@@ -78,6 +78,10 @@ class ToolContext:
     deadline: float | None = None
     # The target's trusted_functions: user-defined functions the site vouches only read.
     trusted_functions: tuple[str, ...] = ()
+    # The target's connect and write limits, which the client programs a tool starts
+    # get too (aishell/targets/clientlogin.py).
+    connect_timeout_seconds: float = 10
+    write_timeout_seconds: float = 60
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)

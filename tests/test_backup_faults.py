@@ -299,7 +299,10 @@ def test_server_dump_killed_midway_dies_with_aishell_and_doctor_cleans(dialect, 
 
     code, cleaned = doctor("--clean")
     assert code == 0, cleaned
-    assert [e["kind"] for e in cleaned["removed"]] == ["file"]
+    # The partial dump, and the private file that gave the dump its login.
+    assert [e["kind"] for e in cleaned["removed"]] == ["file", "file"]
+    login_files = [Path(e["name"]) for e in cleaned["removed"] if "aishell-login-" in e["name"]]
+    assert len(login_files) == 1 and not login_files[0].exists()
     assert_nothing_left(home, url, [], dump)
 
 

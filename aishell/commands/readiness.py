@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.commands.clientlogins import client_logins
 from aishell.config import Config
 from aishell.errors import AishellError, ConfigError, TargetUnreachable
 from aishell.targets import open_target
@@ -60,10 +61,31 @@ def target_readiness(config: Config, name: str) -> dict[str, Any]:
         return found
     try:
         found.update(_inspect(config, name, handle.dialect, conn))
+        if handle.login is not None:
+            found["login"] = handle.login.shown()
+            found["client_logins"] = client_logins(handle)
+            found["problems"] += _client_problems(name, found["login"], found["client_logins"])
     finally:
         conn.close()
         handle.close()
     return found
+
+
+def _client_problems(
+    name: str, login: dict[str, Any], clients: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """A client program that cannot log in with the login aishell's connection used."""
+    return [
+        _problem(
+            name,
+            f"{client['program']} cannot log in as {login['user']} with the password from "
+            f"{login['password_from']}, which aishell's own connection used: {client['error']}",
+            f"check that {client['program']} reaches {login['host'] or 'localhost'} as aishell "
+            "does, and that the login has the rights the client needs",
+        )
+        for client in clients
+        if not client["logged_in"]
+    ]
 
 
 def _inspect(config: Config, name: str, dialect: str, conn: Connection) -> dict[str, Any]:

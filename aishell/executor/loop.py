@@ -207,6 +207,8 @@ class Executor:
             run_id=run_id,
             quote_identifier=self.target.quote,
             trusted_functions=tuple(self.target.config.trusted_functions),
+            connect_timeout_seconds=self.target.config.connect_timeout_seconds,
+            write_timeout_seconds=self.target.config.write_timeout_seconds,
         )
         ctx.should_stop = lambda: self._stopping.reason() is not None
         ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)

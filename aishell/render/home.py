@@ -99,8 +99,18 @@ def _target(target: dict[str, Any]) -> None:
         _line(f"target {target['target']}{dialect}: not reachable")
         return
     _line(f"target {target['target']}{dialect}: {target['server_version']}")
+    login = target.get("login")
+    if login:
+        _line(
+            f"  login: {login['user']}@{login['host'] or 'localhost'}:{login['port'] or ''}, "
+            f"password from {login['password_from']}"
+            + (f" (service {login['service']})" if login.get("service") else "")
+        )
+    logged_in = {c["program"]: c["logged_in"] for c in target.get("client_logins", [])}
     for program in target["programs"]:
         found = f"{program['version']} ({program['path']})" if program["path"] else "not on PATH"
+        if program["name"] in logged_in:
+            found += ", logs in" if logged_in[program["name"]] else ", CANNOT log in"
         _line(f"  {program['name']}: {found}")
     backups = target["backups"]
     _line(

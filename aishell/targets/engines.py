@@ -26,6 +26,7 @@ from aishell.targets.limits import (
     watch_statements,
 )
 from aishell.targets.locks import RunLock, try_lock
+from aishell.targets.logins import Login, resolve_login
 from aishell.targets.searchpath import pin_search_path
 from aishell.targets.servermessage import server_message
 from aishell.terminal import printable
@@ -53,6 +54,8 @@ class Target:
     # A read-only view of a read-write target (reading()): its connections, taken from
     # the same pool, are made read-only by a session setting instead.
     session_read_only: bool = False
+    # Who it logs in as and where the password came from (servers only).
+    login: Login | None = None
 
     def reading(self) -> Target:
         """This target for reading only, sharing its engine: planning and then running
@@ -120,21 +123,16 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
         )
     if dialect == "sqlite":
         return _open_sqlite(target_name, target_config, url.database, read_only)
-    if target_config.password_env:
-        password = os.environ.get(target_config.password_env)
-        if password is None:
-            raise ConfigError(
-                f"Target '{target_name}': the environment variable "
-                f"{target_config.password_env} (password_env) is not set"
-            )
-        url = url.set(password=password)
+    # One login for the driver and the client programs, found as the clients find it.
+    login = resolve_login(url, target_config, target_name)
+    url = login.applied(url)
     try:
         engine = _server_engine(url, dialect, target_config, read_only, target_name)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(
             f"Target '{target_name}': database driver not installed ({exc})"
         ) from None
-    return Target(target_name, target_config, engine, dialect, read_only)
+    return Target(target_name, target_config, engine, dialect, read_only, login=login)
 
 
 def _server_engine(

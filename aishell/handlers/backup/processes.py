@@ -4,15 +4,17 @@ client): their command lines, their environment, and running them as child proce
 Every child is recorded in the state store's scratch ledger before it starts and runs in
 its own process group, killed with it when the run stops, its time runs out, or anything
 fails (aishell/scratch.py); then its session on the server is ended (sessions.py).
-Passwords reach the programs through their environment, never their command line.
+Each is given the login of aishell's own connection through a private file and reads
+no login of its own (aishell/targets/clientlogin.py); no password is ever on its
+command line.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Generator, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import IO
 
 from sqlalchemy.engine import URL
@@ -21,6 +23,7 @@ from aishell.errors import StepFailed
 from aishell.handlers.backup.causes import cause_of
 from aishell.handlers.backup.sessions import ClientSession
 from aishell.scratch import run_child, stream_child
+from aishell.targets.clientlogin import client_env, client_login
 from aishell.toolcontext import ToolContext
 
 
@@ -47,21 +50,22 @@ def run_tool(
     """A client program, recorded before it starts, killed with its group when the run
     stops, its time runs out, or anything fails (aishell/scratch.py), and then its
     server session ended (sessions.py); `watch` is called with its pid while it runs."""
-    session, env = ClientSession.begin(ctx, argv[0], env)
-    try:
-        done = run_child(
-            argv,
-            env=env,
-            ledger=ctx.scratch,
-            stdin=stdin,
-            stdout=stdout,
-            should_stop=ctx.should_stop,
-            deadline=ctx.deadline,
-            watch=session.watching(watch),
-        )
-    except BaseException:
-        session.end()
-        raise
+    with _login(argv, env, ctx) as (argv, env):
+        session, env = ClientSession.begin(ctx, argv[0], env)
+        try:
+            done = run_child(
+                argv,
+                env=env,
+                ledger=ctx.scratch,
+                stdin=stdin,
+                stdout=stdout,
+                should_stop=ctx.should_stop,
+                deadline=ctx.deadline,
+                watch=session.watching(watch),
+            )
+        except BaseException:
+            session.end()
+            raise
     return _succeeded(done, env)
 
 
@@ -74,21 +78,39 @@ def tool_output(
     """A client program's stdout, chunk by chunk as it writes it; run as run_tool runs
     one (scratch.stream_child, with its `quiet` call). Close it to stop the program
     early (its server session is ended too)."""
-    session, env = ClientSession.begin(ctx, argv[0], env)
-    try:
-        done = yield from stream_child(
-            argv,
-            env=env,
-            ledger=ctx.scratch,
-            should_stop=ctx.should_stop,
-            deadline=ctx.deadline,
-            quiet=quiet,
-            watch=session.watching(None),
-        )
-    except BaseException:
-        session.end()
-        raise
+    with _login(argv, env, ctx) as (argv, env):
+        session, env = ClientSession.begin(ctx, argv[0], env)
+        try:
+            done = yield from stream_child(
+                argv,
+                env=env,
+                ledger=ctx.scratch,
+                should_stop=ctx.should_stop,
+                deadline=ctx.deadline,
+                quiet=quiet,
+                watch=session.watching(None),
+            )
+        except BaseException:
+            session.end()
+            raise
     _succeeded(done, env)
+
+
+def _login(
+    argv: list[str], env: dict[str, str], ctx: ToolContext
+) -> AbstractContextManager[tuple[list[str], dict[str, str]]]:
+    """The child given the login of the tool's connection, and the target's limits."""
+    url = ctx.connection.engine.url if ctx.conn is not None else None
+    if url is None or url.get_backend_name() == "sqlite":
+        return nullcontext((argv, env))
+    return client_login(
+        argv,
+        env,
+        url,
+        ctx.connect_timeout_seconds,
+        ctx.write_timeout_seconds,
+        record=ctx.scratch.file,
+    )
 
 
 def _succeeded(
@@ -116,17 +138,16 @@ PASSWORD_VARIABLES = ("PGPASSWORD", "MYSQL_PWD")
 
 
 def server_env(url: URL) -> dict[str, str]:
-    """The environment a dump tool gets: the password travels here, not in argv."""
-    env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD" if url.get_backend_name() == "postgresql" else "MYSQL_PWD"] = str(
-            url.password
-        )
-    return env
+    """The environment a client program starts from; its login is added as it starts
+    (run_tool, tool_output: aishell/targets/clientlogin.py), never in argv."""
+    del url  # the login comes from the tool's connection, the one aishell used
+    return client_env()
 
 
 def pg_args(url: URL) -> list[str]:
-    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
+    # No host: libpq's default (its Unix socket), as for aishell's own connection.
+    args = ["-h", url.host] if url.host else []
+    args += ["-p", str(url.port or 5432)]
     if url.username:
         args += ["-U", url.username]
     return args

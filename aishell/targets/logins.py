@@ -1,0 +1,276 @@
+"""A server target's login, found the way its clients find it, once per target.
+
+aishell's own connection and the client programs it starts (pg_dump, pg_restore,
+mariadb-dump, mariadb) use the one login resolved here (aishell/targets/clientlogin.py
+hands it to the programs), so a backup never logs in as someone else than maintenance.
+
+The order is the clients' own, as their manuals give it:
+- PostgreSQL (libpq): the URL; the target's password_env; the service (the URL's
+  `?service=NAME`, else PGSERVICE) in PGSERVICEFILE or ~/.pg_service.conf, then
+  PGSYSCONFDIR/pg_service.conf; the PGHOST, PGPORT, PGUSER, PGDATABASE and PGPASSWORD
+  variables; then the password file (the service's passfile, PGPASSFILE, or ~/.pgpass,
+  read only when no other group or other user may read it, as libpq does).
+- MySQL/MariaDB: the URL; password_env; ~/.my.cnf, its [client], [client-server] and
+  [client-mariadb] groups (the groups every client reads; a program's own group such
+  as [mysqldump] is not read, so every program logs in alike); then MYSQL_PWD.
+  MySQL's encrypted login paths (~/.mylogin.cnf) are not read.
+
+aishell reads these files itself rather than leaving them to the driver: PyMySQL reads
+no option file unless told to (its read_default_file reads one group of one file and
+knows no MYSQL_PWD), and knowing where the password came from is what `doctor` says.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from aishell.config import TargetConfig
+from aishell.errors import ConfigError
+
+MY_CNF = "~/.my.cnf"
+MY_CNF_GROUPS = ("client", "client-server", "client-mariadb")
+PGPASS = "~/.pgpass"
+PG_SERVICE_FILE = "~/.pg_service.conf"
+# What a service may set besides the login; the driver gets them as connection keywords.
+_PG_LOGIN_KEYS = {"host", "port", "user", "dbname", "password", "passfile", "service"}
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who aishell logs in as, where, and where each part came from (no secret shown)."""
+
+    dialect: str
+    user: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    password: str | None = field(repr=False)
+    # Where the password came from: "URL", "password_env NAME", "~/.my.cnf [client]",
+    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass", or "none".
+    password_from: str = "none"
+    # A PostgreSQL service's name and its other keywords (sslmode, ...), or {}.
+    service: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def applied(self, url: URL) -> URL:
+        """url with this login in it: what the driver connects with."""
+        query = {k: v for k, v in url.query.items() if k != "service"} | self.settings
+        return url.set(
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.database,
+            query=query,
+        )
+
+    def shown(self) -> dict[str, object]:
+        return {
+            "user": self.user,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "service": self.service,
+            "password_from": self.password_from,
+        }
+
+
+def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
+    """The login of a PostgreSQL or MySQL/MariaDB target, as its clients would find it."""
+    given: tuple[str, str] | None = None
+    if url.password is not None:
+        given = (str(url.password), "URL")
+    elif target.password_env:
+        value = os.environ.get(target.password_env)
+        if value is None:
+            raise ConfigError(
+                f"Target '{name}': the environment variable "
+                f"{target.password_env} (password_env) is not set"
+            )
+        given = (value, f"password_env {target.password_env}")
+    if url.get_backend_name() == "postgresql":
+        return _postgresql(url, given, name)
+    return _mysql(url, given)
+
+
+# --- MySQL / MariaDB ----------------------------------------------------------------------
+
+
+def _mysql(url: URL, given: tuple[str, str] | None) -> Login:
+    path = Path(MY_CNF).expanduser()
+    options = read_option_groups(path, MY_CNF_GROUPS) if path.is_file() else {}
+    port = url.port or _number(options.get("port"), f"{MY_CNF} port")
+    password, source = given or (None, "none")
+    if password is None and "password" in options:
+        password, source = options["password"], f"{MY_CNF} [{options['password@']}]"
+    if password is None and os.environ.get("MYSQL_PWD") is not None:
+        password, source = os.environ["MYSQL_PWD"], "MYSQL_PWD"
+    return Login(
+        "mysql",
+        url.username or options.get("user"),
+        url.host or options.get("host"),
+        port,
+        url.database,
+        password,
+        source,
+    )
+
+
+def read_option_groups(path: Path, groups: tuple[str, ...]) -> dict[str, str]:
+    """The options of a MySQL option file's groups, a later line winning as in the
+    clients; `KEY@` names the group a key came from. !include lines are not followed."""
+    found: dict[str, str] = {}
+    group = None
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;!":
+            continue
+        if line.startswith("["):
+            group = line[1 : line.find("]")].strip().lower() if "]" in line else None
+            continue
+        if group not in groups:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().replace("_", "-").lower()
+        found[key] = _option_value(value.strip())
+        found[f"{key}@"] = group
+    return found
+
+
+_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "s": " ", "\\": "\\"}
+
+
+def _option_value(value: str) -> str:
+    """A value as the clients read it: quoted (escapes kept inside) or up to a comment."""
+    if value[:1] in ("'", '"') and value.rfind(value[0]) > 0:
+        inner = value[1 : value.rfind(value[0])]
+    else:
+        inner = value.split(" #")[0].split("\t#")[0].strip()
+    out, i = [], 0
+    while i < len(inner):
+        if inner[i] == "\\" and i + 1 < len(inner):
+            out.append(_ESCAPES.get(inner[i + 1], inner[i + 1]))
+            i += 2
+        else:
+            out.append(inner[i])
+            i += 1
+    return "".join(out)
+
+
+def _number(value: str | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"{what} is not a port number: {value!r}")
+    return int(value)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
+    service_name = url.query.get("service") or os.environ.get("PGSERVICE")
+    if isinstance(service_name, tuple):
+        service_name = service_name[-1]
+    service = _service(service_name, name) if service_name else {}
+    env = os.environ
+    host = url.host or service.get("host") or env.get("PGHOST") or None
+    port = url.port or _number(service.get("port") or env.get("PGPORT"), "port")
+    user = url.username or service.get("user") or env.get("PGUSER") or getpass.getuser()
+    database = url.database or service.get("dbname") or env.get("PGDATABASE") or None
+    password, source = given or (None, "none")
+    if password is None and "password" in service:
+        password, source = service["password"], f"service {service_name}"
+    if password is None and env.get("PGPASSWORD") is not None:
+        password, source = env["PGPASSWORD"], "PGPASSWORD"
+    if password is None:
+        shown = (
+            "passfile" if "passfile" in service else "PGPASSFILE" if "PGPASSFILE" in env else PGPASS
+        )
+        passfile = Path(service.get("passfile") or env.get("PGPASSFILE") or PGPASS).expanduser()
+        found = pgpass_lookup(passfile, host, port, database or user, user)
+        if found is not None:
+            password, source = found, shown if shown == PGPASS else f"{shown} {passfile}"
+    settings = {k: v for k, v in service.items() if k not in _PG_LOGIN_KEYS}
+    return Login("postgresql", user, host, port, database, password, source, service_name, settings)
+
+
+def _service(service: str, target: str) -> dict[str, str]:
+    """The keywords of a pg_service.conf service: the user's file, else the system's."""
+    files = [Path(os.environ.get("PGSERVICEFILE") or PG_SERVICE_FILE).expanduser()]
+    sysconf = os.environ.get("PGSYSCONFDIR") or "/etc/postgresql-common"
+    files.append(Path(sysconf) / "pg_service.conf")
+    for path in files:
+        if path.is_file():
+            found = _service_in(path, service)
+            if found is not None:
+                return found
+    raise ConfigError(
+        f"Target '{target}': PostgreSQL service '{service}' is in no service file "
+        f"({', '.join(str(p) for p in files)})"
+    )
+
+
+def _service_in(path: Path, service: str) -> dict[str, str] | None:
+    found: dict[str, str] | None = None
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if found is not None:
+                return found
+            found = {} if line[1 : line.find("]")] == service else None
+        elif found is not None and "=" in line:
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
+
+
+def pgpass_lookup(
+    path: Path, host: str | None, port: int | None, database: str, user: str
+) -> str | None:
+    """The password of the first matching line of a password file, as libpq matches
+    them; None when the file is missing or others may read it (libpq ignores it then)."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode) or mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return None
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    # A Unix socket matches "localhost", as in libpq.
+    wanted = [host if host and not host.startswith("/") else "localhost", str(port or 5432)]
+    wanted += [database, user]
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = _pgpass_fields(line)
+        if len(fields) == 5 and all(f in ("*", w) for f, w in zip(fields, wanted, strict=False)):
+            return fields[4]
+    return None
+
+
+def _pgpass_fields(line: str) -> list[str]:
+    fields: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(line):
+        if line[i] == "\\" and i + 1 < len(line):
+            current.append(line[i + 1])
+            i += 2
+            continue
+        if line[i] == ":" and len(fields) < 4:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(line[i])
+        i += 1
+    fields.append("".join(current))
+    return fields
