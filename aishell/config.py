@@ -351,31 +351,11 @@ class Config:
         url = resolve_url(state.url, self.state_home)
         if url != state.url:  # a file in the home's state folder: aishell's to make
             make_private_dirs(self.state_home, 0o700)  # its own alone, whatever files say
-        timeouts = state.server_timeouts()
-        if not state.password_env and state.busy_timeout_ms is None and not timeouts:
+        if not state.password_env and state.busy_timeout_ms is None and not state.server_timeouts():
             return url
-        from sqlalchemy.engine import make_url  # late: most commands never need it
-        from sqlalchemy.exc import ArgumentError
+        from aishell.stateurl import with_settings  # late: most commands never need it
 
-        try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError):
-            raise ConfigError(f"{self.path}: state.url: not a valid database URL") from None
-        if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
-            # The SQLite driver's own busy timeout, in seconds; the store reads it back.
-            parsed = parsed.update_query_dict({"timeout": str(state.busy_timeout_ms / 1000)})
-        if timeouts and parsed.get_backend_name() != "sqlite":
-            # Read back, and taken out, by the store (state/serverstore.py).
-            parsed = parsed.update_query_dict(timeouts)
-        if state.password_env:
-            password = os.environ.get(state.password_env)
-            if password is None:
-                raise ConfigError(
-                    f"The state store's password: the environment variable "
-                    f"{state.password_env} (state.password_env in {self.path}) is not set"
-                )
-            parsed = parsed.set(password=password)
-        return parsed.render_as_string(hide_password=False)
+        return with_settings(url, state, self.path)
 
     @property
     def state_location(self) -> str:

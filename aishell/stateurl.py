@@ -1,0 +1,43 @@
+"""The URL the state store is opened with: the state section's settings put in it (a
+SQLite store's busy timeout, a server store's timeouts, the password from its
+environment variable)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from aishell.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aishell.config import StateConfig
+
+
+def with_settings(url: str, state: StateConfig, config_path: Path) -> str:
+    """url with the state section's settings in it; config_path is named in errors."""
+    timeouts = state.server_timeouts()
+    if not state.password_env and state.busy_timeout_ms is None and not timeouts:
+        return url
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{config_path}: state.url: not a valid database URL") from None
+    if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
+        # The SQLite driver's own busy timeout, in seconds; the store reads it back.
+        parsed = parsed.update_query_dict({"timeout": str(state.busy_timeout_ms / 1000)})
+    if timeouts and parsed.get_backend_name() != "sqlite":
+        # Read back, and taken out, by the store (state/serverstore.py).
+        parsed = parsed.update_query_dict(timeouts)
+    if state.password_env:
+        password = os.environ.get(state.password_env)
+        if password is None:
+            raise ConfigError(
+                f"The state store's password: the environment variable "
+                f"{state.password_env} (state.password_env in {config_path}) is not set"
+            )
+        parsed = parsed.set(password=password)
+    return parsed.render_as_string(hide_password=False)
