@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -11,6 +13,7 @@ from rich.text import Text
 from aishell.catalogreads import is_catalog_read
 from aishell.commands import PlanPreview, StepPreview
 from aishell.render.base import (
+    NAMES_SHOWN,
     RISK_STYLE,
     SUMMARY_FROM,
     alike,
@@ -39,7 +42,7 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
     if plan.drafted_by.get("planner") == "llm":
         _drafted_by_model(out, plan.drafted_by)
     groups = _groups(list(preview.steps), every)
-    sql = _sql_cells(groups, plan.dialect)
+    sql = _sql_cells(groups, plan.dialect, every)
     if out.width >= 110:
         out.print(_table(groups, sql, every, no_wrap=len(groups) == len(preview.steps)))
     else:
@@ -147,7 +150,7 @@ def _subject(group: list[StepPreview], every: bool) -> str:
     return names_summary([name for s in group if (name := step_subject(s.params))])
 
 
-def _sql_cells(groups: list[list[StepPreview]], dialect: str) -> list[str]:
+def _sql_cells(groups: list[list[StepPreview]], dialect: str, every: bool) -> list[str]:
     """Each group's SQL: every statement that touches a table in full; catalog reads
     once, where they first come (more than two of one step as their count), and a
     later step's repeat of them as a reference to that step."""
@@ -155,14 +158,14 @@ def _sql_cells(groups: list[list[StepPreview]], dialect: str) -> list[str]:
     cells = []
     for group in groups:
         step = group[0]
-        cell = _sql_cell(step, dialect, seen)
+        cell = _sql_cell(step, dialect, seen, every)
         if len(group) > 1:
             cell += f"\n... and its like for each of the other {len(group) - 1:,} steps"
         cells.append(cell)
     return cells
 
 
-def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str]) -> str:
+def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str], every: bool) -> str:
     catalog = [s for s in step.sql if is_catalog_read(s, dialect)]
     repeated = list(dict.fromkeys(seen[s] for s in catalog if s in seen))
     fresh = [s for s in dict.fromkeys(catalog) if s not in seen]
@@ -176,5 +179,34 @@ def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str]) -> str:
     else:
         lines += [printable(s, newlines=True).strip() for s in fresh]
     seen.update(dict.fromkeys(fresh, step.step_id))
-    lines += [printable(s, newlines=True) for s in step.sql if not is_catalog_read(s, dialect)]
+    lines += _table_statements([s for s in step.sql if not is_catalog_read(s, dialect)], every)
     return "\n".join(lines)
+
+
+# A quoted identifier, as the dialects quote them (doubling the quote inside).
+_QUOTED = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`')
+# More statements than this of one shape (one per table) are shown as the first and a
+# line naming the others, unless --all: as many as a list names in full (NAMES_SHOWN).
+ALIKE_FROM = NAMES_SHOWN
+
+
+def _table_statements(statements: list[str], every: bool) -> list[str]:
+    """Every statement that touches a table, in full; many of one shape that differ only
+    in the table they name (a health step's count of each table) as the first of them
+    and the names of the others, unless `every`."""
+    shapes = [_QUOTED.sub('"?"', s) for s in statements]
+    counts = Counter(shapes)
+    lines: list[str] = []
+    shown: set[str] = set()
+    for statement, shape in zip(statements, shapes, strict=True):
+        if every or counts[shape] <= ALIKE_FROM:
+            lines.append(printable(statement, newlines=True))
+            continue
+        if shape in shown:
+            continue
+        shown.add(shape)
+        group = [s for s, other in zip(statements, shapes, strict=True) if other == shape]
+        names = [printable(found.group(0)[1:-1]) for s in group[1:] if (found := _QUOTED.search(s))]
+        lines.append(printable(statement, newlines=True))
+        lines.append(f"-- and {len(group) - 1:,} more alike, one each: {names_summary(names)}")
+    return lines
