@@ -18,10 +18,9 @@ if TYPE_CHECKING:
 
 
 def with_settings(url: str, state: StateConfig, config_path: Path) -> str:
-    """url with the state section's settings in it; config_path is named in errors."""
+    """url with the state section's settings in it (Config.state_url calls this only when
+    it has any); config_path is named in errors."""
     timeouts = state.server_timeouts()
-    if not state.password_env and state.busy_timeout_ms is None and not timeouts:
-        return url
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
