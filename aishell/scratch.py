@@ -195,6 +195,7 @@ def run_child(
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
     finally:
         if proc is not None and proc.returncode is None:
+            _last_look(proc, watch)
             kill_group(proc)
         ledger.forget(entry)
 
@@ -227,6 +228,7 @@ def stream_child(
     finally:
         if proc is not None:
             if proc.returncode is None:
+                _last_look(proc, watch)
                 kill_group(proc)
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
@@ -234,16 +236,28 @@ def stream_child(
         ledger.forget(entry)
 
 
+def _last_look(proc: subprocess.Popen[bytes], watch: Callable[[int], None] | None) -> None:
+    """`watch` once more before the child is killed: what it notes of the child (its
+    server connections, whose sessions are ended after it) may be newer than its last
+    call, a poll ago."""
+    if watch is not None:
+        with suppress(Exception):  # the kill must happen whatever the watch does
+            watch(proc.pid)
+
+
 def _check(
     proc: subprocess.Popen[bytes],
     program: str,
     should_stop: Callable[[], bool],
     deadline: float | None,
+    watch: Callable[[int], None] | None = None,
 ) -> None:
     if should_stop():
+        _last_look(proc, watch)
         kill_group(proc)
         raise StepInterrupted(f"{program} was stopped: the run was asked to stop")
     if deadline is not None and time.monotonic() > deadline:
+        _last_look(proc, watch)
         kill_group(proc)
         raise StepTimeout(f"{program} ran past the step's time limit and was killed")
 
@@ -260,7 +274,7 @@ def _wait(
             return proc.communicate(timeout=POLL_SECONDS)
         except subprocess.TimeoutExpired:
             pass
-        _check(proc, program, should_stop, deadline)
+        _check(proc, program, should_stop, deadline, watch)
         if watch is not None:
             watch(proc.pid)
 
@@ -287,7 +301,7 @@ def _pump(
                 yield chunk
             if time.monotonic() - checked >= POLL_SECONDS:
                 checked = time.monotonic()
-                _check(proc, program, should_stop, deadline)
+                _check(proc, program, should_stop, deadline, watch)
                 if watch is not None:
                     watch(proc.pid)
                 if quiet is not None and checked - heard >= quiet[0]:
@@ -302,7 +316,7 @@ def _pump(
             proc.wait(timeout=POLL_SECONDS)
             return said
         except subprocess.TimeoutExpired:
-            _check(proc, program, should_stop, deadline)
+            _check(proc, program, should_stop, deadline, watch)
 
 
 # --- what dead runs left -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -24,6 +25,8 @@ from aishell.targets.limits import (
     statement_limit,
 )
 
+# How often a stop sends its cancel again while the statement it cancels still runs.
+RECANCEL_SECONDS = 1.0
 # Every step's deadline, kept by one thread: a thread started per step cost more than
 # the step's checkpoints.
 _DEADLINES = Watchdog()
@@ -131,20 +134,42 @@ def cancel_then_sever(
     target's connect and read timeouts).
     """
     found = _driver(conn)
-    canceller = threading.Thread(target=interrupt, args=(conn,), name="aishell-cancel", daemon=True)
-    canceller.start()
+    cancellers = [_cancelling(conn)]
     try:
         if found is None:
             return
         dbapi, limits = found
-        if limits is None or ended(max(counts_from + limits.read_timeout - time.monotonic(), 0)):
-            return
-        with ending or nullcontext():
-            if not ended(0):
-                limits.fired[id(dbapi)] = said(limits)
-                sever(dbapi)
+        until = counts_from + limits.read_timeout if limits is not None else math.inf
+        while not ended(max(min(RECANCEL_SECONDS, until - time.monotonic()), 0)):
+            if time.monotonic() >= until:
+                assert limits is not None
+                with ending or nullcontext():
+                    if not ended(0):
+                        limits.fired[id(dbapi)] = said(limits)
+                        sever(dbapi)
+                return
+            # A cancel that reached the server before its statement did (sent between
+            # the stop's last look and the statement) cancelled nothing: again, while
+            # a statement still waits.
+            if not cancellers[-1].is_alive() and _statement_waits(conn, dbapi):
+                cancellers.append(_cancelling(conn))
     finally:
-        canceller.join()
+        for canceller in cancellers:
+            canceller.join()
+
+
+def _cancelling(conn: Connection) -> threading.Thread:
+    canceller = threading.Thread(target=interrupt, args=(conn,), name="aishell-cancel", daemon=True)
+    canceller.start()
+    return canceller
+
+
+def _statement_waits(conn: Connection, dbapi: Any) -> bool:
+    """Whether a statement of conn waits for its answer now: a cancel would end it."""
+    if isinstance(dbapi, sqlite3.Connection):
+        # In-process: an interrupt while no statement runs is a no-op.
+        return True
+    return in_flight(conn) is not None
 
 
 def stop_statement(conn: Connection, ended: Callable[[float], bool]) -> None:

@@ -26,11 +26,13 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -115,6 +117,7 @@ class ClientSession:
                         with suppress(SQLAlchemyError):  # it may have ended meanwhile
                             conn.execute(text("KILL CONNECTION :id"), {"id": int(row.id)})
                             ended.append(int(row.id))
+                _wait_gone(conn, ended)
                 return ended
         except SQLAlchemyError as exc:
             how = (
@@ -127,6 +130,19 @@ class ClientSession:
                 {"program": self.program, "session": how, "error": str(exc).splitlines()[0]},
             )
             return []
+
+
+def _wait_gone(conn: Connection, ids: list[int]) -> None:
+    """Wait, up to END_WAIT_MS, until the sessions KILL ended have left the server: a
+    KILL only marks a session, which leaves once its thread wakes (a lock wait's within
+    moments), as pg_terminate_backend's wait does on PostgreSQL."""
+    if not ids:
+        return
+    left = text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN :ids")
+    left = left.bindparams(bindparam("ids", expanding=True))
+    until = time.monotonic() + END_WAIT_MS / 1000
+    while conn.execute(left, {"ids": ids}).scalar() and time.monotonic() < until:
+        time.sleep(0.02)
 
 
 def _own_limit(conn: Connection) -> None:
