@@ -247,10 +247,11 @@ def test_deny_of_every_waiting_step_ends_the_run(runner, demo_db, home):
     shown = json.loads(invoke(runner, "runs", "show", run_id, "--json").stdout)
     shown = shown.get("run", shown)
     assert shown["status"] == "denied" and shown["finished_at"]
-    assert "not tonight" in shown["error"]
+    assert "not tonight" in shown["error"]["message"]
+    assert shown["error"]["code"] == "run_denied" and shown["error"]["exit_code"] == 4
     statuses = [s["status"] for s in shown["steps"]]
     assert statuses == ["succeeded", "denied", "skipped", "skipped"]
-    assert all("not run: denied by" in s["error"] for s in shown["steps"][2:])
+    assert all("not run: denied by" in s["error"]["message"] for s in shown["steps"][2:])
     # Nothing is left to resume: the steps not run stay not run.
     assert invoke(runner, "resume", run_id, "--json").exit_code != 0
     again = json.loads(invoke(runner, "runs", "show", run_id, "--json").stdout)

@@ -316,7 +316,8 @@ def test_runs_show_and_json_name_the_held_table_and_its_holder(home, lock):
     assert data["status"] == "completed"
     skipped = [s for s in data["steps"] if s["status"] == "skipped"]
     assert skipped and all(s["output"]["skipped_tables"][0]["table"] == "held" for s in skipped)
-    assert all(str(holder) in s["error"] for s in skipped)
+    assert all(str(holder) in s["error"]["message"] for s in skipped)
+    assert all(s["error"]["code"] == "step_skipped" for s in skipped)
     shown = runner.invoke(cli, ["runs", "show", data["run_id"]])
     assert shown.exit_code == 0, shown.output
     flat = " ".join(shown.output.split())

@@ -780,10 +780,11 @@ def test_mariadb_killed_under_maintenance_fails_honestly_then_resumes(home, edit
         print(f"server killed at step {at}: exit {code}", told[-3000:], sep="\n")
         assert printed.strip(), f"exit {code} and no result; it said: {told[-600:]}"
         result = json.loads(printed)
-        why = f"server killed at step {at}: exit {code}, {result['status']}: {result['error']}"
+        error = (result["error"] or {}).get("message", "")
+        why = f"server killed at step {at}: exit {code}, {result['status']}: {error}"
         assert code in (1, 4), why
         assert result["status"] in ("failed", "interrupted"), why
-        error = result["error"] or ""
+        assert result["error"]["exit_code"] == code, why
         assert "internal error" not in error and "Traceback" not in told, why
         # It names the target and says the server was lost or refused the connection.
         assert "'db'" in error, why
@@ -949,5 +950,6 @@ def test_a_connection_lost_while_looking_for_leftover_tables_is_said_as_such(hom
     result = json.loads(out)
     assert result["status"] in ("completed", "failed", "interrupted"), result
     if result["status"] != "completed":
-        assert "target 'db'" in result["error"], result["error"]
-        assert "connection" in result["error"].lower(), result["error"]
+        error = result["error"]["message"]
+        assert "target 'db'" in error, error
+        assert "connection" in error.lower(), error

@@ -103,7 +103,8 @@ def assert_refused(
     shown = CliRunner().invoke(cli, ["restore", str(backup_id), "--to", to, *flags, "--json"])
     assert shown.exit_code == 1, shown.output
     out = json.loads(shown.stdout)
-    assert out["status"] == "failed" and out["error"] == line
+    assert out["status"] == "failed" and out["error"]["message"] == line
+    assert out["error"] == {"code": "run_failed", "message": line, "exit_code": 1}
     assert "\n" not in line
     assert recorder.asked == []
 

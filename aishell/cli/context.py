@@ -3,7 +3,6 @@ turns errors into one line and an exit code."""
 
 from __future__ import annotations
 
-import json
 import re
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -57,8 +56,10 @@ def _debug(ctx: click.Context) -> None:
 
 def _report(ctx: click.Context, code: str, message: str, exit_code: int, hint: str = "") -> None:
     if ctx.meta.get("aishell.json"):
-        error = {"code": code, "message": message, "exit_code": exit_code}
-        click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
+        # Here, not at the top: the module is for errors, which most commands never have.
+        from aishell.render.machine import dumps, error_object
+
+        click.echo(dumps({"error": error_object(code, message, exit_code)}))
     else:
         click.echo(f"Error: {message}{hint}", err=True)
     ctx.exit(exit_code)

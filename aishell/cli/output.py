@@ -3,7 +3,6 @@ code a run's status maps to."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -11,26 +10,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from aishell import commands, render
-from aishell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_WAITING_APPROVAL
+from aishell.errors import EXIT_FAILED
+from aishell.render import machine
+from aishell.render.machine import RUN_EXIT
 
 if TYPE_CHECKING:
     from aishell.approval import Approver
     from aishell.executor import RunResult
 
-RUN_EXIT = {
-    "completed": 0,
-    "failed": EXIT_FAILED,
-    "waiting_approval": EXIT_WAITING_APPROVAL,
-    "out_of_window": EXIT_WAITING_APPROVAL,
-    "completed_with_denials": EXIT_DENIED,
-    "denied": EXIT_DENIED,
-    "aborted": EXIT_DENIED,
-    "interrupted": EXIT_DENIED,
-}
-
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    click.echo(machine.dumps(data))
 
 
 def answer(as_json: bool, data: Any, show: Callable[[Any], object]) -> None:
@@ -117,6 +107,7 @@ def finish_run(
 ) -> None:
     """Print a finished run (JSON, then the summary) and exit with its status's code."""
     if as_json:
-        emit_json({**result.to_dict(), "preview": preview} if preview else result.to_dict())
+        shown = machine.run_json(result.to_dict())
+        emit_json({**shown, "preview": preview} if preview else shown)
     render.run_summary(console, result)
     ctx.exit(RUN_EXIT.get(result.status, EXIT_FAILED))

@@ -19,6 +19,7 @@ from aishell.cli.options import (
 )
 from aishell.cli.output import answer, emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
+from aishell.render import machine
 
 
 @click.group(cls=AishellGroup)
@@ -50,7 +51,7 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
     """Show one run: its steps, their params, outputs and errors, and approvals."""
     data = commands.show_run(state.config, run_id, with_sql=with_sql)
     if as_json:
-        emit_json(data)
+        emit_json(machine.run_json(data))
     else:
         console = render.console(False)
         render.run_detail(console, data)

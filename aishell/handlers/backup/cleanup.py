@@ -10,6 +10,7 @@ import os
 import stat
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
 
 
+def _taken_at(created_at: str) -> float:
+    """A catalog time as a Unix time: stored in UTC with its offset (an older row
+    without one is UTC too, never the local time of whoever runs the cleanup)."""
+    moment = datetime.fromisoformat(created_at)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def choose_deletions(
     catalog: list[dict[str, Any]], retention_days: float, keep_last: int, now: float
 ) -> tuple[list[dict[str, Any]], dict[int, str]]:
@@ -51,7 +61,7 @@ def choose_deletions(
     if verified:
         keep.setdefault(verified[0]["id"], "the newest verified backup")
     for b in newest_first:
-        taken = time.mktime(time.strptime(b["created_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        taken = _taken_at(b["created_at"])
         if now - taken < retention_days * 86400:
             keep.setdefault(b["id"], f"younger than {retention_days:g} days")
     # A kept incremental needs its whole chain.

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ def _manifest(
         "tables": taken.counts,
         "checksums": taken.checksums,
         "measured_from": taken.measured_from,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "parent": parent["path"] if parent else None,
         "changed": taken.changed if parent else None,
         "dropped": taken.dropped if parent else None,
