@@ -25,6 +25,47 @@ def targets_list(state: State, as_json: bool) -> None:
     answer(as_json, {"targets": rows}, lambda out: render.targets_table(out, rows))
 
 
+@targets.command("add")
+@click.argument("name")
+@click.argument("location", required=False)
+@click.option("--service", help="A pg_service.conf service instead of a URL or DSN.")
+@click.option(
+    "--environment",
+    type=click.Choice(["development", "staging", "production"]),
+    default="development",
+    show_default=True,
+    help="production: risky steps need a person's yes, as the policy says.",
+)
+@click.option("--password-env", help="The environment variable that holds the password.")
+@click.option("--description", default="", help="A line saying what the database is.")
+@click.option("--no-check", is_flag=True, help="Write it without logging in first.")
+@json_option
+@pass_state
+def targets_add(
+    state: State,
+    name: str,
+    location: str | None,
+    service: str | None,
+    environment: str,
+    password_env: str | None,
+    description: str,
+    no_check: bool,
+    as_json: bool,
+) -> None:
+    """Add a target to the config file, once aishell has logged in to it.
+
+    LOCATION is a URL (postgresql://app@db1/shop, mysql://app@db2/orders,
+    sqlite:///path.db) or a libpq DSN ('host=db1 dbname=shop user=app sslmode=require');
+    or give --service NAME. The password is never written: it comes from
+    --password-env, ~/.pgpass, the service file or ~/.my.cnf, as for the clients.
+    """
+    from aishell.commands.targetfile import NewTarget
+
+    new = NewTarget(name, location, service, environment, password_env, description)
+    added = commands.add_target(state.config, new, check=not no_check)
+    answer(as_json, added, lambda out: render.target_added(out, added))
+
+
 @targets.command("check")
 @click.argument("name", required=False)
 @json_option

@@ -22,6 +22,7 @@ __all__ = [
     "RunResult",
     "StepPreview",
     "add_schedule",
+    "add_target",
     "apply_plan",
     "ask",
     "backup_catalog",
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
         serve_schedules,
     )
     from aishell.commands.servers import check_target, create_demo_database, list_targets
+    from aishell.commands.targetfile import add_target
     from aishell.commands.tools import list_tools, load_catalog, show_tool
     from aishell.executor import RunResult
 else:
@@ -179,6 +181,7 @@ else:
                 "create_demo_database",
                 "list_targets",
             ),
+            "aishell.commands.targetfile": ("add_target",),
             "aishell.commands.tools": (
                 "list_tools",
                 "load_catalog",

@@ -117,6 +117,14 @@ def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
+def target_added(out: Console, added: dict[str, Any]) -> None:
+    out.print(safe_text(f"Added target {added['name']} ({added['url']}) to {added['file']}"))
+    if added["checked"]:
+        target_check(out, added["checked"])
+    else:
+        out.print(safe_text(f"Not checked; `aishell targets check {added['name']}` logs in."))
+
+
 def target_check(out: Console, info: dict[str, Any]) -> None:
     out.print(
         Text.assemble(

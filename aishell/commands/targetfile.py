@@ -1,0 +1,74 @@
+"""`aishell targets add`: a new target written into the config file, checked first."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from aishell.config import CONSTRAINT_TYPES, Config, MainConfig, resolve_url
+from aishell.configedit import replace_checked, with_target
+from aishell.configfile import validate
+from aishell.errors import ConfigError, UsageError
+from aishell.home import read_layers
+from aishell.resources import bundled_config_dir
+from aishell.targets.locations import target_url
+
+# A name a person types on every command line: no quoting, no spaces.
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTarget:
+    """What `targets add` is told: where the target is and how it is described."""
+
+    name: str
+    location: str | None = None
+    service: str | None = None
+    environment: str = "development"
+    password_env: str | None = None
+    description: str = ""
+
+
+def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, Any]:
+    """Add `new` to the config file the home reads, after checking that aishell can log
+    in to it (unless not `check`); nothing is written when either fails."""
+    from aishell.commands.servers import check_target
+
+    if not TARGET_NAME.match(new.name):
+        raise UsageError(
+            f"Target name {new.name!r} may hold letters, digits, '_', '.' and '-' only, "
+            "and starts with a letter or digit"
+        )
+    if new.name in config.main.targets:
+        raise UsageError(f"Target '{new.name}' exists in {config.path}; pick another name")
+    fields = {"url": target_url(new.location, new.service), "environment": new.environment}
+    path = config.path
+    if path.resolve().is_relative_to(bundled_config_dir().resolve()):
+        raise ConfigError(
+            "This home has no config file to add a target to; `aishell init` makes one"
+        )
+    if new.password_env:
+        fields["password_env"] = new.password_env
+    if new.description:
+        fields["description"] = new.description
+    text = with_target(path.read_text(encoding="utf-8"), new.name, fields)
+    server: dict[str, Any] = {}
+
+    def verify(candidate: Path) -> None:
+        layers = tuple(candidate if p == path else p for p in config.files) or (candidate,)
+        data, origin = read_layers(layers)
+        main = validate(MainConfig, data, path, tags=CONSTRAINT_TYPES, origin=origin)
+        if check:
+            server.update(check_target(dataclasses.replace(config, main=main), new.name))
+
+    replace_checked(path, text, verify)
+    shown = resolve_url(fields["url"], config.home)
+    return {
+        "name": new.name,
+        "file": str(path),
+        "url": shown,
+        "environment": new.environment,
+        "checked": server or None,
+    }

@@ -1,0 +1,100 @@
+"""Where a new target is, as a DBA writes it, turned into the URL a target keeps.
+
+Taken: a URL (`postgresql://app@db1/shop`, `mysql://app@db2/orders`, `sqlite:///x.db`,
+with or without a driver), a libpq keyword DSN (`host=db1 port=5432 dbname=shop
+user=app sslmode=require`), or a pg_service.conf service. The URL gets aishell's
+driver for its engine (psycopg, PyMySQL). A password is never taken: a config file is
+read by whoever may read it, so the password stays in password_env, ~/.pgpass, the
+service file or ~/.my.cnf, where the clients find it too (targets/logins.py).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from aishell.errors import UsageError
+
+# Each engine's driver, by the names a URL may give the engine.
+DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "sqlite": "sqlite",
+}
+# libpq's keywords for the login; the others (sslmode, ...) ride in the URL's query.
+_LOGIN = {"host", "port", "dbname", "user"}
+_NO_PASSWORD = (
+    "a target's file never holds a password: give --password-env NAME (an environment "
+    "variable), or put it in ~/.pgpass, the service file or ~/.my.cnf, where the clients "
+    "find it too"
+)
+
+
+def target_url(location: str | None, service: str | None) -> str:
+    """The URL of a target at `location` (a URL or a libpq DSN) or of a PostgreSQL
+    `service`; a UsageError naming what is wrong otherwise."""
+    if service is not None:
+        if location:
+            raise UsageError("Give either a URL or DSN, or --service, not both")
+        if not service.strip() or any(c.isspace() or c in "=[]" for c in service):
+            raise UsageError(f"--service {service!r} is not a service name")
+        return _render(URL.create(DRIVERS["postgresql"], query={"service": service}))
+    if not location or not location.strip():
+        raise UsageError("Give where the target is: a URL, a libpq DSN, or --service NAME")
+    if "://" in location or location.startswith("sqlite:"):
+        return _from_url(location)
+    if "=" in location:
+        return _from_dsn(location)
+    raise UsageError(
+        f"{location!r} is neither a URL (postgresql://user@host/db, mysql://user@host/db, "
+        "sqlite:///path.db) nor a libpq DSN (host=... dbname=... user=...)"
+    )
+
+
+def _from_url(location: str) -> str:
+    try:
+        url = make_url(location)
+    except ArgumentError:
+        raise UsageError(f"{location!r} is not a database URL") from None
+    engine = url.get_backend_name()
+    if engine not in DRIVERS:
+        known = ", ".join(sorted({"postgresql", "mysql", "mariadb", "sqlite"}))
+        raise UsageError(f"Unknown engine {engine!r} in the URL; aishell knows {known}")
+    if url.password is not None:
+        raise UsageError(f"The URL has a password: {_NO_PASSWORD}")
+    return _render(url.set(drivername=DRIVERS[engine]))
+
+
+def _from_dsn(location: str) -> str:
+    from psycopg import conninfo
+
+    try:
+        words = conninfo.conninfo_to_dict(location)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's own words on the DSN
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "it cannot be read"
+        raise UsageError(f"{location!r} is not a libpq DSN: {first}") from None
+    if "password" in words:
+        raise UsageError(f"The DSN has a password: {_NO_PASSWORD}")
+    port = str(words.get("port") or "")
+    if port and not port.isdigit():
+        raise UsageError(f"The DSN's port {port!r} is not a number")
+    query = {k: str(v) for k, v in sorted(words.items()) if k not in _LOGIN}
+    url = URL.create(
+        DRIVERS["postgresql"],
+        username=_text(words.get("user")),
+        host=_text(words.get("host")),
+        port=int(port) if port else None,
+        database=_text(words.get("dbname")),
+        query=query,
+    )
+    return _render(url)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
