@@ -18,6 +18,12 @@ from aishell.cli.output import answer, run_and_render
 @click.argument("backup_id", type=int)
 @click.option("--to", "to", required=True, help="Target to restore into.")
 @click.option("--replace", is_flag=True, help="Replace what the target holds.")
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Make the target's database first if it does not exist (empty; kept if the "
+    "restore is then declined).",
+)
 @lock_wait_option
 @approval_options
 @quiet_option
@@ -30,6 +36,7 @@ def restore_command(
     backup_id: int,
     to: str,
     replace: bool,
+    create: bool,
     lock_wait: float | None,
     as_json: bool,
     approval: dict[str, Any],
@@ -45,6 +52,7 @@ def restore_command(
         to,
         replace=replace,
         lock_wait=lock_wait,
+        create=create,
     )
 
 

@@ -63,9 +63,12 @@ def restore(
     approver: Approver | None = None,
     observer: Observer | None = None,
     lock_wait: float | None = None,
+    create: bool = False,
 ) -> RunResult:
     """Restore a catalogued backup into a target: a critical step, always approved first.
-    `lock_wait`: the longest it may wait for a table lock (None: the tool's default)."""
+    `lock_wait`: the longest it may wait for a table lock (None: the tool's default);
+    `create`: make the target's database first if it does not exist (empty; it stays
+    if the restore is then declined)."""
     backup = show_backup(config, backup_id)
     if not backup["verified_at"]:
         raise UsageError(
@@ -73,6 +76,7 @@ def restore(
             "(aishell run backup validates what it takes)"
         )
     name, _ = config.target(to)
+    _database_for(config, name, backup_id, create)
     registry = load_catalog(config)
     handle = open_target(config, name, read_only=True)
     try:
@@ -111,6 +115,22 @@ def restore(
             force=False,
             clock=None,
         )
+
+
+def _database_for(config: Config, name: str, backup_id: int, create: bool) -> None:
+    """The target's database exists, or is made now with `create`; else one line saying
+    how to make it."""
+    from aishell.targets.creation import create_database, missing_database
+
+    missing = missing_database(config, name)
+    if missing is None:
+        return
+    if not create:
+        raise UsageError(
+            f"Target '{name}': its database {missing} does not exist; "
+            f"`aishell restore {backup_id} --to {name} --create` makes it, empty, first"
+        )
+    create_database(config, name)
 
 
 def _restore_params(

@@ -135,6 +135,23 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
     return Target(target_name, target_config, engine, dialect, read_only, login=login)
 
 
+def open_server(config: Config, name: str) -> tuple[Target, str | None]:
+    """Target `name`'s server outside its database, with the target's login, guards and
+    limits, and that database's name: for making the database (from the maintenance
+    database `postgres` on PostgreSQL, from none on MySQL/MariaDB)."""
+    target_name, target_config = config.target(name)
+    url = make_url(resolve_url(target_config.url, config.home))
+    dialect = _DIALECT_NAMES.get(url.get_backend_name())
+    if dialect not in ("postgresql", "mysql"):
+        raise ConfigError(f"Target '{target_name}' is not on a database server")
+    login = resolve_login(url, target_config, target_name)
+    url = login.applied(url)
+    # set() leaves a key it is given None unchanged: MySQL's "no database" is a _replace.
+    outside = url._replace(database="postgres" if dialect == "postgresql" else None)
+    engine = _server_engine(outside, dialect, target_config, False, target_name)
+    return Target(target_name, target_config, engine, dialect, False, login=login), url.database
+
+
 def _server_engine(
     url: URL, dialect: str, target: TargetConfig, read_only: bool, name: str = "target"
 ) -> Engine:
