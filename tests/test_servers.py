@@ -486,7 +486,8 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
 
     populate(pg_url, tables=1, rows=10)
 
-    slow = "SELECT pg_sleep(1.5), count(*) AS n FROM t000"
+    # Long enough for the killer to find it on a loaded machine.
+    slow = "SELECT pg_sleep(3), count(*) AS n FROM t000"
     site = pg_config.home / "site_tools"
     site.mkdir()
     (site / "slow_read.yaml").write_text(
@@ -509,7 +510,7 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
 
     def kill_it():
         admin = engine(pg_url).connect()
-        for _ in range(100):
+        for _ in range(300):
             killed = (
                 admin.execute(
                     text(

@@ -36,7 +36,7 @@ from aishell.targets import open_target
 from aishell.targets.deadlines import interrupt
 from tests.faultproxy import Proxy, Silent, server_port, through
 from tests.helpers import one_step_plan
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.services import engine, scratch_mysql, scratch_postgresql
 from tests.test_lease import _kill, _lock_key, _lock_session
 from tests.test_limits import HANG, configure, dialect_of, in_thread, silence_when
 
@@ -410,6 +410,13 @@ def test_the_state_store_timeouts_reach_a_server_url_only(home):
 # --- `schedule serve` with a run on a frozen server -----------------------------------------------
 
 
+# Serve's run on the frozen server: a statement waits this long before the timeout
+# fails its step, longer than the SIGTERM takes to come (else the run ends failed, by
+# the timeout, before the stop); a stop's cut and the lock's release fit twice in
+# scheduling.STOP_SECONDS.
+SERVE_READ_TIMEOUT = 4
+
+
 def test_sigterm_ends_serve_within_its_bound_with_a_run_on_a_frozen_server(home, pg_url):
     """The scheduled run's server freezes under it; SIGTERM then ends serve within its
     documented bound (scheduling.STOP_SECONDS) plus start-up slack, and the run is
@@ -422,11 +429,17 @@ def test_sigterm_ends_serve_within_its_bound_with_a_run_on_a_frozen_server(home,
         config = configure(
             home,
             through(proxy.port, pg_url),
-            read_timeout_seconds=READ_TIMEOUT,
-            connect_timeout_seconds=READ_TIMEOUT,
+            read_timeout_seconds=SERVE_READ_TIMEOUT,
+            connect_timeout_seconds=SERVE_READ_TIMEOUT,
         )
         add(config, "frozen", "0 3 * * *", ["maintenance", "--type", "quick"])
         due_now(config, "frozen")
+        # The statistics step's ANALYZE is kept from the server: the run waits in a step.
+        made = engine(pg_url)
+        with made.connect() as conn:
+            conn.execute(text("CREATE TABLE frozen_t (id int PRIMARY KEY)"))
+        made.dispose()
+        proxy.hold(b"ANALYZE ")
         serve = subprocess.Popen(
             [sys.executable, "-m", "aishell", "schedule", "serve"],
             env={**os.environ, "AISHELL_HOME": str(home)},
@@ -436,10 +449,9 @@ def test_sigterm_ends_serve_within_its_bound_with_a_run_on_a_frozen_server(home,
         )
         try:
             # Past its planning (loading the catalog alone may take seconds on a loaded
-            # machine, and looks at no stop): its steps run on the server.
-            wait_for(lambda: _stepping(config, "frozen"), "the scheduled run's first step", HANG)
-            proxy.freeze()  # its next statement waits on a server that answers nothing
-            time.sleep(1)
+            # machine, and looks at no stop): its step's statement waits on the server.
+            wait_for(proxy.held_once.is_set, "the scheduled run's ANALYZE", HANG)
+            proxy.freeze()  # and so does every other, the cancel's included
             serve.send_signal(signal.SIGTERM)
             sent = time.monotonic()
             output, _ = serve.communicate(timeout=HANG)
@@ -461,16 +473,6 @@ def test_sigterm_ends_serve_within_its_bound_with_a_run_on_a_frozen_server(home,
         statuses,
         output,
     )
-
-
-def _stepping(config: Config, schedule: str) -> bool:
-    from tests.test_schedules import scheduled_runs
-
-    runs = scheduled_runs(config, schedule)
-    if not runs:
-        return False
-    steps = commands.show_run(config, runs[0]["run_id"])["steps"]
-    return any(step["status"] != "pending" for step in steps)
 
 
 @pytest.mark.parametrize("query", ["read_timeout=soon", "connect_timeout=0", "read_timeout=inf"])
