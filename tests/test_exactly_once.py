@@ -254,6 +254,7 @@ def in_doubt(site: Site, run_id: str) -> set[int]:
 
 # --- a run killed at each point of a batch ---------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Point:
     """Where in a batch the run is killed: the proxy holds the message holding `marker`
