@@ -75,9 +75,25 @@ def frozen_midway(home: Path, url: str) -> Iterator[tuple[Config, Proxy, threadi
             read_timeout_seconds=READ_TIMEOUT,
             connect_timeout_seconds=READ_TIMEOUT,
         )
-        yield config, proxy, silence_when(url, _sleep_of(url), proxy)
+        yield config, proxy, freeze_at_the_sleep(url, proxy)
     finally:
         proxy.close()
+
+
+def freeze_at_the_sleep(url: str, proxy: Proxy) -> threading.Thread:
+    """Keep the step's sleep from the server and freeze the proxy then: the statement
+    waits for an answer that never comes, whatever the load (a freeze on seeing the
+    sleep run could come after it ended, and the run's next round trip be the one
+    frozen instead)."""
+    proxy.hold(b"pg_sleep(" if url.startswith("postgresql") else b"SLEEP(")
+
+    def watch() -> None:
+        if proxy.held_once.wait(HANG):
+            proxy.freeze()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
 
 
 def when_frozen(proxy: Proxy) -> list[float]:

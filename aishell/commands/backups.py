@@ -83,20 +83,18 @@ def restore(
         dialect = handle.dialect
     finally:
         handle.close()
-    params = _restore_params(backup, replace, lock_wait)
+    step = Step(
+        "step_0",
+        "restore_backup",
+        _restore_params(backup, replace, lock_wait),
+        f"Restore backup {backup_id} of '{backup['target']}' into '{name}'",
+    )
     plan = Plan(
         agent="backup",
         target=name,
         dialect=dialect,
         job={"type": "restore", "backup_id": backup_id},
-        steps=(
-            Step(
-                "step_0",
-                "restore_backup",
-                params,
-                f"Restore backup {backup_id} of '{backup['target']}' into '{name}'",
-            ),
-        ),
+        steps=(step,),
         tool_fingerprints={"restore_backup": registry.get("restore_backup").fingerprint},
     )
     problems = validate_plan(plan, registry, config.agent("backup").capabilities)

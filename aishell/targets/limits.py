@@ -15,8 +15,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,20 +237,52 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
 
 
 def _bound_pings(engine: Engine, limits: Limits) -> None:
-    """pool_pre_ping sends its SELECT past the cursor events: bound it the same way."""
-    ping = engine.dialect.do_ping
+    """What reaches the server past the cursor events is bounded the same way:
+    pool_pre_ping's SELECT, and every COMMIT and ROLLBACK (a transaction's end, a
+    failed step's cleanup, the pool's reset of a returned connection), each of which
+    waited for ever on a server that stopped answering."""
+    dialect = engine.dialect
+    ping, commit, rollback = dialect.do_ping, dialect.do_commit, dialect.do_rollback
 
-    def bounded_ping(dbapi_conn: Any) -> bool:
-        wait, mark = limits.read_timeout, object()
-        info = {IN_FLIGHT_KEY: mark}
-        token = limits.watchdog.arm(wait, lambda: _expire(info, mark, dbapi_conn, limits, wait))
+    def bounded(call: Any) -> Any:
+        def run(dbapi_conn: Any) -> Any:
+            with bounded_wait(dbapi_conn, limits):
+                return call(dbapi_conn)
+
+        return run
+
+    dialect.do_ping = bounded(ping)  # type: ignore[method-assign]
+    dialect.do_commit = bounded(commit)  # type: ignore[method-assign]
+    dialect.do_rollback = bounded(rollback)  # type: ignore[method-assign]
+
+
+@contextmanager
+def bounded_wait(dbapi_conn: Any, limits: Limits | None) -> Iterator[None]:
+    """What is sent on dbapi_conn meanwhile, past the cursor events (a raw cursor's
+    catalog lookups, a COMMIT), waits read_timeout_seconds at most for its answer,
+    whatever is left of a step's limit: then its socket is closed (psycopg) or its read
+    times out (PyMySQL), and handle_error names the setting."""
+    if limits is None:
+        yield
+        return
+    wait = limits.read_timeout
+    if getattr(dbapi_conn, "pgconn", None) is None:  # PyMySQL: its own socket timeout
+        before = getattr(dbapi_conn, "_read_timeout", None) or wait
+        mysql_read_timeout(dbapi_conn, wait)
         try:
-            return bool(ping(dbapi_conn))
+            yield
         finally:
-            limits.watchdog.disarm(token)
-            limits.fired.pop(id(dbapi_conn), None)
-
-    engine.dialect.do_ping = bounded_ping  # type: ignore[method-assign,assignment]
+            mysql_read_timeout(dbapi_conn, before)
+        return
+    mark = object()
+    info = {IN_FLIGHT_KEY: mark}
+    token = limits.watchdog.arm(wait, lambda: _expire(info, mark, dbapi_conn, limits, wait))
+    try:
+        yield
+    finally:
+        limits.watchdog.disarm(token)
+    # On an error the cut's reason stays for handle_error to name (_silent).
+    limits.fired.pop(id(dbapi_conn), None)
 
 
 def _stop_watch(info: dict[str, Any], limits: Limits) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepFailed
 from aishell.lockholders import blockers_of, lock_holders, named_holders
 from aishell.sqltext import text
+from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 
 # A dump silent this long has its session looked at (then at most this often).
 SILENCE_SECONDS = 1.0
@@ -77,12 +78,21 @@ class LockWatch:
 
     def __call__(self) -> None:
         postgresql = self.conn.dialect.name == "postgresql"
+        # Each look waits read_timeout_seconds at most, not what is left of the step's
+        # limit: a server that stopped answering under the silent dump ends the step
+        # then, the dump with it (neither dump program has a read timeout of its own).
+        look = {OUTSIDE_STEPS_OPTION: True}
         if postgresql:
             # pg_stat_activity is read once per transaction unless told to read again.
-            self.conn.execute(text("SELECT pg_catalog.pg_stat_clear_snapshot()"))
-            found = self.conn.execute(text(_PG_WAITING), {"name": self.name})
+            clear = text("SELECT pg_catalog.pg_stat_clear_snapshot()")
+            self.conn.execute(clear, execution_options=look)
+            found = self.conn.execute(
+                text(_PG_WAITING), {"name": self.name}, execution_options=look
+            )
         else:
-            found = self.conn.execute(text(_MY_WAITING), {"after": self.after})
+            found = self.conn.execute(
+                text(_MY_WAITING), {"after": self.after}, execution_options=look
+            )
         waiting = found.mappings().first()
         if waiting is None or float(waiting["waited"]) < self.limit:
             return

@@ -1,0 +1,96 @@
+"""A dump whose server stops answering mid-dump ends within the target's limits, like
+every other step: neither mariadb-dump nor pg_dump has a read timeout of its own (and
+mariadb-dump takes no connect timeout in its option file either), so aishell looks at
+the server through its own connection once the dump has written nothing for a second,
+and that look is bounded by read_timeout_seconds. The dump program is killed, its step
+fails in one line naming the setting, and nothing of the dump is left behind.
+
+The server's port is behind a proxy the test owns: it keeps the dump's data read from
+the server, then freezes, answering nothing to anyone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.executor.stopping import LOCK_CHECK_SECONDS
+from tests.faultproxy import Proxy, server_port, through
+from tests.helpers import use_target
+from tests.services import engine
+
+READ_TIMEOUT = 2
+# The dump's silence noticed (a second) and the look at the server cut off after the
+# read timeout, or the run lock found silent at its next look (stopping.LOCK_CHECK_SECONDS)
+# and the read timeout; then the program killed, its session looked for (a connect
+# timeout) and the run lock let go (a read timeout); generous for a loaded machine.
+BOUND_SECONDS = LOCK_CHECK_SECONDS + 3 * READ_TIMEOUT + 20
+# What the run's or the step's error says of the silent server.
+SILENT = ("read_timeout_seconds", "lost the run lock")
+# What each program sends when it reads a table's rows.
+DATA_READ = {"postgresql": b"COPY ", "mysql": b"SQL_NO_CACHE"}
+
+
+def _fill(url: str) -> None:
+    made = engine(url)
+    with made.connect() as conn:
+        conn.execute(text("CREATE TABLE dumped (id INTEGER PRIMARY KEY, v VARCHAR(20))"))
+        for i in range(20):
+            conn.execute(text("INSERT INTO dumped VALUES (:i, 'row')"), {"i": i})
+    made.dispose()
+
+
+def test_a_dump_whose_server_goes_silent_ends_within_the_read_timeout(home: Path, server_url: str):
+    dialect = "postgresql" if server_url.startswith("postgresql") else "mysql"
+    _fill(server_url)
+    proxy = Proxy(server_port(server_url))
+    try:
+        use_target(home, through(proxy.port, server_url))
+        path = home / "config" / "aishell.yaml"
+        path.write_text(
+            path.read_text().replace(
+                "environment: test",
+                f"environment: test\n    read_timeout_seconds: {READ_TIMEOUT}\n"
+                f"    connect_timeout_seconds: {READ_TIMEOUT}",
+                1,
+            )
+        )
+        from aishell.config import load_config
+
+        config = load_config(home=home)
+        proxy.hold(DATA_READ[dialect])
+
+        def freeze_once_held() -> None:
+            proxy.held_once.wait(60)
+            proxy.freeze()
+
+        import threading
+
+        freezer = threading.Thread(target=freeze_once_held, daemon=True)
+        freezer.start()
+        started = time.monotonic()
+        result = commands.run_job(config, "backup", {"type": "full", "verify": False})
+        took = time.monotonic() - started
+        freezer.join(5)
+        assert proxy.held_once.is_set(), "the dump never read its table"
+    finally:
+        proxy.close()
+    # Ended by the dump's step, cut off at the read timeout (failed), or by the run lock
+    # found silent as long (interrupted, resumable): whichever looked first.
+    assert result.status in ("failed", "interrupted"), (result.status, result.error)
+    step = next(s for s in result.steps if s.tool == "backup_database_full")
+    error = step.error or ""
+    assert step.status in ("failed", "interrupted") and "\n" not in error, (step.status, error)
+    assert any(why in (result.error or "") + error for why in SILENT), (result.error, error)
+    assert took < BOUND_SECONDS, took
+    # Nothing of the dump is left: no partial file, no backup in the catalog.
+    assert commands.list_backups(config) == []
+    leftovers = [p for p in (home / "backups").rglob("*") if p.is_file()]
+    assert leftovers == [], leftovers
+
+
+pytestmark = pytest.mark.slow
