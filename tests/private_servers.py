@@ -117,8 +117,11 @@ def _mariadb_answers(port: int) -> bool:
 
 
 @contextmanager
-def private_mariadb() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
-    """A MariaDB server of this test's own; yields (url, stop, start).
+def private_mariadb(
+    *options: str,
+) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """A MariaDB server of this test's own, started with `options` besides its own;
+    yields (url, stop, start).
 
     `url` reaches its database `test` as root with an empty password on 127.0.0.1.
     `stop()` kills the server with SIGKILL (a crash: the next start recovers from
@@ -153,12 +156,15 @@ def private_mariadb() -> Iterator[tuple[str, Callable[[], None], Callable[[], No
                 f"--socket={folder / 'server.sock'}",
                 f"--pid-file={folder / 'server.pid'}",
                 f"--log-error={log}",
+                # Its own: servers of several workers starting at once share no temp names.
+                f"--tmpdir={folder}",
                 "--bind-address=127.0.0.1",
                 "--skip-name-resolve",
                 # A test server: durability against power loss is not what is tested.
                 "--innodb-buffer-pool-size=32M",
                 "--innodb-flush-log-at-trx-commit=2",
                 "--max-connections=40",
+                *options,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -193,6 +199,7 @@ def private_mariadb() -> Iterator[tuple[str, Callable[[], None], Callable[[], No
                     "--no-defaults",
                     *account,
                     f"--datadir={data}",
+                    f"--tmpdir={folder}",
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
                 ]

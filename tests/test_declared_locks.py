@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from aishell.registry import load_registry
 from aishell.render.prompt import approval_prompt
 from aishell.resources import bundled_catalog_dir
 from tests.helpers import one_step_plan
-from tests.services import engine
+from tests.private_servers import private_mariadb
+from tests.services import MYSQL_ADMIN, engine, scratch_mysql
 from tests.test_restore_prechecks import Recorder
 
 HANG = 120  # seconds: a hang detector, never a timing assertion
@@ -387,14 +388,51 @@ def my_observer(
     return observe
 
 
+@pytest.fixture(scope="session")
+def metadata_lock_server() -> Iterator[str]:
+    """A MariaDB whose performance_schema shows metadata locks: the shared server's
+    admin URL when it does, else a private server started with it (once per worker)."""
+    shared = engine(MYSQL_ADMIN)
+    with shared.connect() as conn:
+        shows = conn.execute(text("SELECT @@performance_schema")).scalar_one() and (
+            conn.execute(
+                text(
+                    "SELECT ENABLED = 'YES' FROM performance_schema.setup_instruments "
+                    "WHERE NAME = 'wait/lock/metadata/sql/mdl'"
+                )
+            ).scalar()
+        )
+    shared.dispose()
+    if shows:
+        yield MYSQL_ADMIN
+        return
+    with private_mariadb(
+        "--performance-schema=ON",
+        "--performance-schema-instrument=wait/lock/metadata/sql/mdl=ON",
+    ) as (url, _stop, _start):
+        yield url
+
+
+@pytest.fixture
+def lock_view_url(metadata_lock_server: str) -> Iterator[str]:
+    """A scratch database on the server whose performance_schema shows metadata locks."""
+    with scratch_mysql(metadata_lock_server) as url:
+        yield url
+
+
 @pytest.mark.parametrize("case", MY_CASES, ids=lambda c: c.tool)
-def test_mariadb_steps_take_the_locks_their_tools_declare(home, mysql_url, case):
+def test_mariadb_steps_take_the_locks_their_tools_declare(home, lock_view_url, case):
+    """Every metadata lock the step takes, as performance_schema.metadata_locks shows it
+    while the step runs, is one its tool declares; and the step waits behind the weakest
+    lock that conflicts with the one it declares."""
+    mysql_url = lock_view_url
     make_table(mysql_url)
     config = configure(home, mysql_url)
     modes = declared(case.tool, "mysql")
     assert case.waits_for in modes
     with engine(mysql_url).connect() as conn:
         view = lock_view(conn)
+    assert view is not None and "performance_schema" in view
     # The weakest lock another session can hold that the declared one waits for: the
     # step is seen waiting behind it.
     blocker = next(h for h in MY_HOLD if h in MY_CONFLICTS[case.waits_for])
