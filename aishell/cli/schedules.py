@@ -15,6 +15,7 @@ from aishell.cli.options import Duration, json_option
 from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import run
 from aishell.errors import UsageError
+from aishell.render.machine import stamp
 from aishell.terminal import printable
 
 
@@ -157,7 +158,8 @@ def schedule_serve(state: State) -> None:
     """
 
     def log(line: str) -> None:
-        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {printable(line)}")
+        # The one time format of every output (render/machine.py).
+        click.echo(f"{stamp(datetime.now(UTC))} {printable(line)}")
 
     if commands.serve_schedules(state.config, log):
         # A step still in a statement would hold the exit past the bound: its run is
