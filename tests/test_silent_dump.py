@@ -94,3 +94,41 @@ def test_a_dump_whose_server_goes_silent_ends_within_the_read_timeout(home: Path
 
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_a_transactions_end_on_a_silent_postgresql_waits_the_read_timeout(
+    home: Path, pg_url: str, end: str
+):
+    """A COMMIT or ROLLBACK goes past the cursor events (libpq has no read timeout):
+    on a server that stopped answering it waited for ever. It now ends after
+    read_timeout_seconds, in one line naming the setting."""
+    from aishell.config import load_config
+    from aishell.targets import TargetSilent, open_target
+
+    proxy = Proxy(server_port(pg_url))
+    try:
+        use_target(home, through(proxy.port, pg_url))
+        path = home / "config" / "aishell.yaml"
+        path.write_text(
+            path.read_text().replace(
+                "environment: test",
+                f"environment: test\n    read_timeout_seconds: {READ_TIMEOUT}",
+                1,
+            )
+        )
+        handle = open_target(load_config(home=home), "db")
+        try:
+            conn = handle.engine.connect()
+            conn.execute(text("SELECT 1")).scalar()  # a transaction is open
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(TargetSilent) as raised:
+                getattr(conn, end)()
+            took = time.monotonic() - started
+        finally:
+            handle.close()
+    finally:
+        proxy.close()
+    assert took < READ_TIMEOUT + 5, took
+    assert "read_timeout_seconds" in str(raised.value), raised.value

@@ -15,8 +15,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,49 +240,35 @@ def _bound_pings(engine: Engine, limits: Limits) -> None:
     """What reaches the server past the cursor events is bounded the same way:
     pool_pre_ping's SELECT, and every COMMIT and ROLLBACK (a transaction's end, a
     failed step's cleanup, the pool's reset of a returned connection), each of which
-    waited for ever on a server that stopped answering."""
+    waited for ever on a server that stopped answering (libpq has no read timeout)."""
     dialect = engine.dialect
-    ping, commit, rollback = dialect.do_ping, dialect.do_commit, dialect.do_rollback
 
-    def bounded(call: Any) -> Any:
+    def bounded(call: Any, named: bool) -> Any:
+        """`named`: a cut's reason stays for handle_error to name (_silent), which a
+        failed pre-ping never reaches."""
+
         def run(dbapi_conn: Any) -> Any:
-            with bounded_wait(dbapi_conn, limits):
-                return call(dbapi_conn)
+            # COMMIT and ROLLBACK are given the pool's proxy; the cut is recorded by the
+            # driver's connection, as handle_error looks it up.
+            raw = getattr(dbapi_conn, "dbapi_connection", None) or dbapi_conn
+            wait, mark = limits.read_timeout, object()
+            info = {IN_FLIGHT_KEY: mark}
+            token = limits.watchdog.arm(wait, lambda: _expire(info, mark, raw, limits, wait))
+            cut = True
+            try:
+                answer = call(dbapi_conn)
+                cut = False
+                return answer
+            finally:
+                limits.watchdog.disarm(token)
+                if not (cut and named):
+                    limits.fired.pop(id(raw), None)
 
         return run
 
-    dialect.do_ping = bounded(ping)  # type: ignore[method-assign]
-    dialect.do_commit = bounded(commit)  # type: ignore[method-assign]
-    dialect.do_rollback = bounded(rollback)  # type: ignore[method-assign]
-
-
-@contextmanager
-def bounded_wait(dbapi_conn: Any, limits: Limits | None) -> Iterator[None]:
-    """What is sent on dbapi_conn meanwhile, past the cursor events (a raw cursor's
-    catalog lookups, a COMMIT), waits read_timeout_seconds at most for its answer,
-    whatever is left of a step's limit: then its socket is closed (psycopg) or its read
-    times out (PyMySQL), and handle_error names the setting."""
-    if limits is None:
-        yield
-        return
-    wait = limits.read_timeout
-    if getattr(dbapi_conn, "pgconn", None) is None:  # PyMySQL: its own socket timeout
-        before = getattr(dbapi_conn, "_read_timeout", None) or wait
-        mysql_read_timeout(dbapi_conn, wait)
-        try:
-            yield
-        finally:
-            mysql_read_timeout(dbapi_conn, before)
-        return
-    mark = object()
-    info = {IN_FLIGHT_KEY: mark}
-    token = limits.watchdog.arm(wait, lambda: _expire(info, mark, dbapi_conn, limits, wait))
-    try:
-        yield
-    finally:
-        limits.watchdog.disarm(token)
-    # On an error the cut's reason stays for handle_error to name (_silent).
-    limits.fired.pop(id(dbapi_conn), None)
+    dialect.do_ping = bounded(dialect.do_ping, named=False)  # type: ignore[method-assign]
+    dialect.do_commit = bounded(dialect.do_commit, named=True)  # type: ignore[method-assign]
+    dialect.do_rollback = bounded(dialect.do_rollback, named=True)  # type: ignore[method-assign]
 
 
 def _stop_watch(info: dict[str, Any], limits: Limits) -> None:
