@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import create_engine, text
 
 from aishell.config import Config, load_config
 from aishell.plan import Plan, Step
@@ -172,3 +173,15 @@ def _at_once_child(
             results.put((index, work(*args)))
         except Exception as exc:  # handed back to the test
             results.put((index, f"{type(exc).__name__}: {exc}"))
+
+
+def fill_table(url: str, table: str, rows: int) -> None:
+    """A table `table` (id, v) of `rows` rows in url's database."""
+    made = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with made.connect() as conn:
+            conn.execute(text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, v VARCHAR(20))"))
+            for i in range(rows):
+                conn.execute(text(f"INSERT INTO {table} VALUES (:i, 'row')"), {"i": i})
+    finally:
+        made.dispose()

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.approval import Prompting
 from aishell.cli import cli
-from tests.helpers import use_target
+from tests.helpers import fill_table, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 
 
@@ -36,15 +36,6 @@ def new_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _populate(url: str) -> None:
-    eng = engine(url)
-    with eng.connect() as conn:
-        conn.execute(text("CREATE TABLE kept (id INTEGER PRIMARY KEY, v VARCHAR(20))"))
-        for i in range(30):
-            conn.execute(text("INSERT INTO kept VALUES (:i, 'row')"), {"i": i})
-    eng.dispose()
-
-
 def _rows(url: str) -> int:
     eng = engine(url)
     try:
@@ -57,7 +48,7 @@ def _rows(url: str) -> int:
 def test_restore_create_makes_the_database_then_restores_into_it(
     home: Path, server_url: str, new_database: str
 ):
-    _populate(server_url)
+    fill_table(server_url, "kept", 30)
     config = use_target(home, server_url, fresh=new_database)
     assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
     [backup] = commands.list_backups(config, "db")

@@ -11,17 +11,20 @@ the server, then freezes, answering nothing to anyone.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from aishell import commands
 from aishell.executor.stopping import LOCK_CHECK_SECONDS
+from aishell.targets import TargetSilent, open_target
 from tests.faultproxy import Proxy, server_port, through
-from tests.helpers import use_target
-from tests.services import engine
+from tests.helpers import fill_table
+from tests.test_limits import configure
 
 READ_TIMEOUT = 2
 # The dump's silence noticed (a second) and the look at the server cut off after the
@@ -34,41 +37,30 @@ SILENT = ("read_timeout_seconds", "lost the run lock")
 # What each program sends when it reads a table's rows.
 DATA_READ = {"postgresql": b"COPY ", "mysql": b"SQL_NO_CACHE"}
 
+pytestmark = pytest.mark.slow
 
-def _fill(url: str) -> None:
-    made = engine(url)
-    with made.connect() as conn:
-        conn.execute(text("CREATE TABLE dumped (id INTEGER PRIMARY KEY, v VARCHAR(20))"))
-        for i in range(20):
-            conn.execute(text("INSERT INTO dumped VALUES (:i, 'row')"), {"i": i})
-    made.dispose()
+
+def _through(home: Path, proxy: Proxy, url: str) -> Any:
+    """The config with target `db` at url through the proxy, silent after READ_TIMEOUT."""
+    return configure(
+        home,
+        through(proxy.port, url),
+        read_timeout_seconds=READ_TIMEOUT,
+        connect_timeout_seconds=READ_TIMEOUT,
+    )
 
 
 def test_a_dump_whose_server_goes_silent_ends_within_the_read_timeout(home: Path, server_url: str):
     dialect = "postgresql" if server_url.startswith("postgresql") else "mysql"
-    _fill(server_url)
+    fill_table(server_url, "dumped", 20)
     proxy = Proxy(server_port(server_url))
     try:
-        use_target(home, through(proxy.port, server_url))
-        path = home / "config" / "aishell.yaml"
-        path.write_text(
-            path.read_text().replace(
-                "environment: test",
-                f"environment: test\n    read_timeout_seconds: {READ_TIMEOUT}\n"
-                f"    connect_timeout_seconds: {READ_TIMEOUT}",
-                1,
-            )
-        )
-        from aishell.config import load_config
-
-        config = load_config(home=home)
+        config = _through(home, proxy, server_url)
         proxy.hold(DATA_READ[dialect])
 
         def freeze_once_held() -> None:
             proxy.held_once.wait(60)
             proxy.freeze()
-
-        import threading
 
         freezer = threading.Thread(target=freeze_once_held, daemon=True)
         freezer.start()
@@ -93,9 +85,6 @@ def test_a_dump_whose_server_goes_silent_ends_within_the_read_timeout(home: Path
     assert leftovers == [], leftovers
 
 
-pytestmark = pytest.mark.slow
-
-
 @pytest.mark.parametrize("end", ["commit", "rollback"])
 def test_a_transactions_end_on_a_silent_postgresql_waits_the_read_timeout(
     home: Path, pg_url: str, end: str
@@ -103,21 +92,9 @@ def test_a_transactions_end_on_a_silent_postgresql_waits_the_read_timeout(
     """A COMMIT or ROLLBACK goes past the cursor events (libpq has no read timeout):
     on a server that stopped answering it waited for ever. It now ends after
     read_timeout_seconds, in one line naming the setting."""
-    from aishell.config import load_config
-    from aishell.targets import TargetSilent, open_target
-
     proxy = Proxy(server_port(pg_url))
     try:
-        use_target(home, through(proxy.port, pg_url))
-        path = home / "config" / "aishell.yaml"
-        path.write_text(
-            path.read_text().replace(
-                "environment: test",
-                f"environment: test\n    read_timeout_seconds: {READ_TIMEOUT}",
-                1,
-            )
-        )
-        handle = open_target(load_config(home=home), "db")
+        handle = open_target(_through(home, proxy, pg_url), "db")
         try:
             conn = handle.engine.connect()
             conn.execute(text("SELECT 1")).scalar()  # a transaction is open
