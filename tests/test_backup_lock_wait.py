@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,7 +22,8 @@ from aishell.agents.backup import BackupAgent
 from aishell.agents.base import PlanningContext
 from aishell.approval import Prompting
 from aishell.cli import cli
-from aishell.config import AgentDefaults, load_config
+from aishell.config import AgentDefaults, Config, load_config
+from aishell.executor import RunResult
 from tests.helpers import use_target
 
 
@@ -285,11 +287,30 @@ def reading(url: str) -> AbstractContextManager[tuple[int, Any]]:
     )
 
 
-def test_a_restore_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home, server_url):
-    _tables(server_url)
-    config = use_target(home, server_url)
+def backed_up(home: Path, url: str) -> tuple[Config, int]:
+    """The test's tables in url's database, its target `db`, and the id of a verified
+    full backup of it."""
+    _tables(url)
+    config = use_target(home, url)
     assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
     [backup] = commands.list_backups(config)
+    return config, int(backup["id"])
+
+
+def restore_approved(config: Config, backup_id: int, lock_wait: float) -> RunResult:
+    """The backup restored over target `db`, its critical step approved at the prompt."""
+    return commands.restore(
+        config,
+        backup_id,
+        "db",
+        replace=True,
+        approver=Prompting(ask=lambda r: "yes"),
+        lock_wait=lock_wait,
+    )
+
+
+def test_a_restore_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home, server_url):
+    config, backup_id = backed_up(home, server_url)
 
     with reading(server_url) as (holder, conn):
         # Let go later, so that a restore that waits for it finishes and fails the test.
@@ -297,14 +318,7 @@ def test_a_restore_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home,
         release.start()
         try:
             started = time.monotonic()
-            result = commands.restore(
-                config,
-                backup["id"],
-                "db",
-                replace=True,
-                approver=Prompting(ask=lambda r: "yes"),
-                lock_wait=2,
-            )
+            result = restore_approved(config, backup_id, 2)
             took = time.monotonic() - started
         finally:
             release.cancel()
@@ -331,10 +345,7 @@ def test_a_restore_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home,
 def test_the_restore_shows_the_lock_wait_it_runs_with(home, mysql_url):
     """MySQL's client gets its session's lock timeouts on its command line, and the
     prompt shows that command exactly."""
-    _tables(mysql_url)
-    config = use_target(home, mysql_url)
-    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
-    [backup] = commands.list_backups(config)
+    config, backup_id = backed_up(home, mysql_url)
     asked = []
 
     def ask(request):
@@ -342,7 +353,7 @@ def test_the_restore_shows_the_lock_wait_it_runs_with(home, mysql_url):
         return "no"
 
     commands.restore(
-        config, backup["id"], "db", replace=True, approver=Prompting(ask=ask), lock_wait=90
+        config, backup_id, "db", replace=True, approver=Prompting(ask=ask), lock_wait=90
     )
     [request] = asked
     shown = " ".join(request.sql)

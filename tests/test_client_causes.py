@@ -17,10 +17,17 @@ from collections.abc import Callable
 import pytest
 
 from aishell import commands
-from aishell.approval import Prompting
 from aishell.handlers.backup.causes import LINE_CHARS, TOTAL_CHARS, cause_of
 from tests.helpers import use_target
-from tests.test_backup_lock_wait import _my, _pg, _tables, holding, reading
+from tests.test_backup_lock_wait import (
+    _my,
+    _pg,
+    _tables,
+    backed_up,
+    holding,
+    reading,
+    restore_approved,
+)
 
 BOUND_SECONDS = 60
 LOCK_WAIT = 50
@@ -106,22 +113,12 @@ def test_a_dump_whose_session_was_ended_says_why(home, server_url):
 
 
 def test_a_restore_whose_session_was_ended_says_why(home, server_url):
-    _tables(server_url)
-    config = use_target(home, server_url)
+    config, backup_id = backed_up(home, server_url)
     postgresql = server_url.startswith("postgresql")
-    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
-    [backup] = commands.list_backups(config)
     with reading(server_url) as (_holder, _conn):
         ender, ended = _end_when_waiting(server_url, "pg_restore" if postgresql else "restore")
         started = time.monotonic()
-        result = commands.restore(
-            config,
-            backup["id"],
-            "db",
-            replace=True,
-            approver=Prompting(ask=lambda r: "yes"),
-            lock_wait=LOCK_WAIT,
-        )
+        result = restore_approved(config, backup_id, LOCK_WAIT)
         assert time.monotonic() - started < BOUND_SECONDS
         ender.join(BOUND_SECONDS)
     assert ended, "the restore's session was never seen waiting"

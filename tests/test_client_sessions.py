@@ -20,10 +20,17 @@ import psycopg
 import pytest
 
 from aishell import commands
-from aishell.approval import Prompting
 from tests.helpers import use_target
 from tests.test_backup_faults import start, wait_for
-from tests.test_backup_lock_wait import _my, _pg, _tables, holding, reading
+from tests.test_backup_lock_wait import (
+    _my,
+    _pg,
+    _tables,
+    backed_up,
+    holding,
+    reading,
+    restore_approved,
+)
 from tests.test_client_causes import _waiting
 
 BOUND_SECONDS = 60
@@ -76,10 +83,7 @@ def _release(url: str, conn: Any) -> None:
 def test_a_stopped_restore_leaves_no_session_and_its_queued_drop_never_runs(
     home, server_url, edit_config, stopped_by
 ):
-    _tables(server_url)
-    config = use_target(home, server_url)
-    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
-    [backup] = commands.list_backups(config)
+    config, backup_id = backed_up(home, server_url)
     lock_wait = 2.0
     if stopped_by == "step limit":
         # The lock wait is long; the step's own time limit stops the client first.
@@ -88,14 +92,7 @@ def test_a_stopped_restore_leaves_no_session_and_its_queued_drop_never_runs(
 
     with reading(server_url) as (holder, conn):
         started = time.monotonic()
-        result = commands.restore(
-            config,
-            backup["id"],
-            "db",
-            replace=True,
-            approver=Prompting(ask=lambda r: "yes"),
-            lock_wait=lock_wait,
-        )
+        result = restore_approved(config, backup_id, lock_wait)
         assert time.monotonic() - started < BOUND_SECONDS
         [step] = result.steps
         assert result.status == "failed" and step.status == "failed", step.error

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +35,16 @@ from aishell import commands
 from aishell.config import load_config
 from tests.faultproxy import Proxy, server_port, through
 from tests.services import engine
-from tests.test_purge_faults import StateLook, fill, rows_of
+
+# _no_process_left (autouse): every aishell process a test starts is killed when the
+# test ends, pass or fail.
+from tests.test_purge_faults import (
+    StateLook,
+    _no_process_left,  # noqa: F401
+    aishell,
+    fill,
+    rows_of,
+)
 
 # Seconds any one wait of these tests may take before it counts as a hang.
 HANG = 90
@@ -112,33 +120,6 @@ def site(home: Path, dialect: str, archive: str) -> Iterator[Site]:
             yield Site(home, url, dialect, archive, before, proxy)
         finally:
             proxy.close()  # its held sessions end before the database is dropped
-
-
-_STARTED: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left() -> Iterator[None]:
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-
-
-def aishell(home: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A real `aishell` process, its output in a file of the home."""
-    with open(home / f"aishell-{time.monotonic_ns()}.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aishell", *args],
-            cwd=home,
-            env={**os.environ, "AISHELL_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    _STARTED.append(proc)
-    return proc
 
 
 def output_of(home: Path) -> str:
