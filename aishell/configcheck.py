@@ -5,9 +5,11 @@ pydantic turns that into the config's one-line error."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from aishell.bounds import MAX_RETENTION_DAYS
+from aishell.errors import ConfigError
 
 # Past these a number is a typo, and turned into a timestamp, a timedelta or a bound
 # parameter it would overflow (SQLite and the servers hold 64-bit integers).
@@ -46,6 +48,16 @@ def database_url_problem(url: str) -> str | None:
 def check_env_name(value: str | None) -> str | None:
     if value is not None and not ENV_NAME.fullmatch(value):
         raise ValueError("not an environment variable's name (letters, digits and _)")
+    return value
+
+
+def env_password(variable: str, whose: str, setting: str) -> str:
+    """The password a `password_env` names, read when it is used (never at load: the
+    variable may be set only for the command that needs it); unset, a ConfigError that
+    begins with `whose` and names the setting."""
+    value = os.environ.get(variable)
+    if value is None:
+        raise ConfigError(f"{whose}: the environment variable {variable} ({setting}) is not set")
     return value
 
 

@@ -4,13 +4,13 @@ environment variable)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from aishell.configcheck import env_password
 from aishell.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,11 +32,7 @@ def with_settings(url: str, state: StateConfig, config_path: Path) -> str:
         # Read back, and taken out, by the store (state/serverstore.py).
         parsed = parsed.update_query_dict(timeouts)
     if state.password_env:
-        password = os.environ.get(state.password_env)
-        if password is None:
-            raise ConfigError(
-                f"The state store's password: the environment variable "
-                f"{state.password_env} (state.password_env in {config_path}) is not set"
-            )
+        where = f"state.password_env in {config_path}"
+        password = env_password(state.password_env, "The state store's password", where)
         parsed = parsed.set(password=password)
     return parsed.render_as_string(hide_password=False)

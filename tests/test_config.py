@@ -87,3 +87,22 @@ def test_agent_config_rejects_bad_safety_level(edit_config):
 def test_explicit_config_path_that_does_not_exist(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml", home=tmp_path)
+
+
+def test_a_state_store_password_env_that_is_not_set_is_one_line(home: Path, monkeypatch):
+    monkeypatch.delenv("AISHELL_NO_SUCH_STATE_PW", raising=False)
+    path = home / "config" / "aishell.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "state:\n  url: sqlite:///state.db",
+            "state:\n  url: postgresql+psycopg://aishell@127.0.0.1/state\n"
+            "  password_env: AISHELL_NO_SUCH_STATE_PW",
+        )
+    )
+    config = load_config(home=home)
+    with pytest.raises(ConfigError) as err:
+        config.state_url()
+    assert str(err.value) == (
+        "The state store's password: the environment variable AISHELL_NO_SUCH_STATE_PW "
+        f"(state.password_env in {path}) is not set"
+    )

@@ -31,6 +31,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from aishell.config import TargetConfig
+from aishell.configcheck import env_password
 from aishell.errors import ConfigError
 
 MY_CNF = "~/.my.cnf"
@@ -87,12 +88,7 @@ def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
     if url.password is not None:
         given = (str(url.password), "URL")
     elif target.password_env:
-        value = os.environ.get(target.password_env)
-        if value is None:
-            raise ConfigError(
-                f"Target '{name}': the environment variable "
-                f"{target.password_env} (password_env) is not set"
-            )
+        value = env_password(target.password_env, f"Target '{name}'", "password_env")
         given = (value, f"password_env {target.password_env}")
     if url.get_backend_name() == "postgresql":
         return _postgresql(url, given, name)
