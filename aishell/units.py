@@ -1,9 +1,17 @@
-"""Sizes as people read them: binary units (KiB, MiB, GiB, TiB), everywhere aishell
-shows a size, so a report's bytes reclaimed and its database sizes read alike."""
+"""Sizes and times as aishell writes them everywhere: sizes in binary units (KiB, MiB,
+GiB, TiB), so a report's bytes reclaimed and its database sizes read alike; times in
+ISO 8601 with their offset, to the millisecond, in the state store, manifests, --json
+and the scheduler's log alike."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+
+def stamp(moment: datetime | None = None) -> str:
+    """A time (now, in UTC, when none is given): 2026-11-25T02:00:00.000+00:00."""
+    return (moment or datetime.now(UTC)).isoformat(timespec="milliseconds")
 
 
 def binary_size(n: Any, unknown: str = "-") -> str:

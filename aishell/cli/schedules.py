@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -15,8 +14,8 @@ from aishell.cli.options import Duration, json_option
 from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import run
 from aishell.errors import UsageError
-from aishell.render.machine import stamp
 from aishell.terminal import printable
+from aishell.units import stamp
 
 
 def job_from_words(
@@ -159,7 +158,7 @@ def schedule_serve(state: State) -> None:
 
     def log(line: str) -> None:
         # The one time format of every output (render/machine.py).
-        click.echo(f"{stamp(datetime.now(UTC))} {printable(line)}")
+        click.echo(f"{stamp()} {printable(line)}")
 
     if commands.serve_schedules(state.config, log):
         # A step still in a statement would hold the exit past the bound: its run is

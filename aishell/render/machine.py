@@ -15,6 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from aishell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_WAITING_APPROVAL
+from aishell.units import stamp
 
 # The exit code of each run status; a step's error takes its status's too.
 RUN_EXIT = {
@@ -34,11 +35,6 @@ _REFUSED = "refused by the guard"
 def error_object(code: str, message: str, exit_code: int) -> dict[str, Any]:
     """The one shape of an error in JSON."""
     return {"code": code, "message": message, "exit_code": exit_code}
-
-
-def stamp(moment: datetime) -> str:
-    """A time as every --json prints it: ISO 8601, milliseconds, with its offset."""
-    return moment.isoformat(timespec="milliseconds")
 
 
 def dumps(data: Any) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import CursorResult
+
+from aishell.units import stamp
 
 
 def new_run_id() -> str:
@@ -16,7 +17,7 @@ def new_run_id() -> str:
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return stamp()
 
 
 def dumps(value: Any) -> str:

@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from aishell.handlers.backup.reporting import ByteProgress
 from aishell.scratch import BACKUP
 from aishell.sqltext import quote_plain_identifier, text
 from aishell.toolcontext import ToolContext
+from aishell.units import stamp
 
 # --- calculate_backup_size ---------------------------------------------------------------
 
@@ -159,7 +159,7 @@ def _manifest(
         "tables": taken.counts,
         "checksums": taken.checksums,
         "measured_from": taken.measured_from,
-        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "created_at": stamp(),
         "parent": parent["path"] if parent else None,
         "changed": taken.changed if parent else None,
         "dropped": taken.dropped if parent else None,
