@@ -1,18 +1,11 @@
 """Adding a target to a config file as a person would: the new lines under `targets:`,
-every other line (comments included) as it was.
-
-The new text is checked by loading it before it replaces the file, and it replaces the
-file in one rename, with the file's own mode: a crash leaves the old file or the new.
-"""
+every other line (comments included) as it was."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 from aishell.errors import ConfigError
 
@@ -38,28 +31,6 @@ def with_target(text: str, name: str, fields: Mapping[str, str]) -> str:
             f"add target '{name}' under targets: by hand"
         )
     return "".join([*lines, "targets:\n", *_block(name, fields, "  ")])
-
-
-def replace_checked(path: Path, text: str, check: Callable[[Path], None]) -> None:
-    """Write `text` over `path` once check(new file) passes; the file keeps its mode."""
-    mode = path.stat().st_mode & 0o7777
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as new:
-            new.write(text)
-            new.flush()
-            os.fsync(new.fileno())
-        os.chmod(temporary, mode)
-        check(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _indent_after(lines: list[str], at: int) -> str | None:

@@ -151,6 +151,10 @@ class StatementRefused(AishellError):
     exit_code = EXIT_FAILED
 
 
+# How the audit records a statement the guard refused: this, then the guard's reason.
+REFUSED_BY_GUARD = "refused by the guard"
+
+
 class SessionTampered(StatementRefused):
     """A step that only reads found its session changed after a statement (switched back
     to read-write, its search_path moved): code it ran did it."""

@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -100,11 +100,17 @@ def check_replaceable(path: Path, what: str, error: ErrorKind = UsageError) -> N
 
 
 def write_beside(
-    path: Path, data: bytes, what: str, error: ErrorKind = UsageError, mode: int | None = None
+    path: Path,
+    data: bytes,
+    what: str,
+    error: ErrorKind = UsageError,
+    mode: int | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write `data` to `path` whole: under a new name in the same folder, flushed to disk,
     then renamed over `path`, which must be a regular file or absent. Its mode is
-    `mode`, else private (file_mode()), whatever the umask."""
+    `mode`, else private (file_mode()), whatever the umask. `check` is given the new
+    file before the rename: what it raises leaves `path` as it was."""
     check_replaceable(path, what, error)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -128,6 +134,8 @@ def write_beside(
             raise error(no_space_line(path, doing, fix)) from None
         finally:
             os.close(fd)
+        if check is not None:
+            check(temporary)
         # Checked again just before the rename: what stood there may have changed.
         check_replaceable(path, what, error)
         os.replace(temporary, path)

@@ -139,3 +139,18 @@ def test_a_file_an_open_umask_made_keeps_its_mode(home: Path):
     path.chmod(0o640)
     _add("kept", "sqlite:///kept.db", "--no-check")
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_config_file_that_is_a_link_is_left_alone(home: Path, tmp_path: Path):
+    """A config kept elsewhere and linked into the home (a dotfiles repository) is not
+    replaced by a file of its own: one line, the link and its file as they were."""
+    path = home / CONFIG
+    kept = tmp_path / "dotfiles-aishell.yaml"
+    kept.write_text(path.read_text())
+    path.unlink()
+    path.symlink_to(kept)
+    before = kept.read_text()
+    done = CliRunner().invoke(cli, ["targets", "add", "new", "sqlite:///new.db", "--no-check"])
+    assert done.exit_code == 2, done.output
+    assert "symbolic link" in done.output and done.output.strip().count("\n") == 0
+    assert path.is_symlink() and kept.read_text() == before

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from aishell.config import CONSTRAINT_TYPES, Config, MainConfig, resolve_url
-from aishell.configedit import replace_checked, with_target
+from aishell.configedit import with_target
 from aishell.configfile import validate
 from aishell.errors import ConfigError, UsageError
+from aishell.files import write_beside
 from aishell.home import read_layers
 from aishell.resources import bundled_config_dir
 from aishell.targets.locations import target_url
@@ -57,13 +58,16 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
     server: dict[str, Any] = {}
 
     def verify(candidate: Path) -> None:
-        layers = tuple(candidate if p == path else p for p in config.files) or (candidate,)
+        layers = tuple(candidate if p == path else p for p in config.files)
         data, origin = read_layers(layers)
         main = validate(MainConfig, data, path, tags=CONSTRAINT_TYPES, origin=origin)
         if check:
             server.update(check_target(dataclasses.replace(config, main=main), new.name))
 
-    replace_checked(path, text, verify)
+    # Checked as the config it becomes before it replaces the file, in one rename, with
+    # the file's own mode: a crash leaves the old file or the new.
+    mode = path.stat().st_mode & 0o7777
+    write_beside(path, text.encode(), "The config file", ConfigError, mode=mode, check=verify)
     shown = resolve_url(fields["url"], config.home)
     return {
         "name": new.name,

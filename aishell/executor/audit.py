@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from aishell.errors import StatementRefused, StepInterrupted
+from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepInterrupted
 from aishell.executor.context import RunContext
 from aishell.guard import Guard
 from aishell.state import StateStore
@@ -76,7 +76,7 @@ def audited(
         if why is not None:
             guard.refused.append(why)
             refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
-            store.statement_finished(refused, None, f"refused by the guard: {why}")
+            store.statement_finished(refused, None, f"{REFUSED_BY_GUARD}: {why}")
             raise StatementRefused(f"{guard.label}: statement refused: {why}")
         if found.writes and not (quick and found.repeatable):
             open_ids.append(

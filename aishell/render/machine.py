@@ -14,10 +14,16 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from aishell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_WAITING_APPROVAL
+from aishell.errors import (
+    EXIT_DENIED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_WAITING_APPROVAL,
+    REFUSED_BY_GUARD,
+)
 from aishell.units import stamp
 
-# The exit code of each run status; a step's error takes its status's too.
+# The exit code of each run status.
 RUN_EXIT = {
     "completed": EXIT_OK,
     "failed": EXIT_FAILED,
@@ -28,8 +34,8 @@ RUN_EXIT = {
     "aborted": EXIT_DENIED,
     "interrupted": EXIT_DENIED,
 }
-# What the audit writes before the guard's reason for a statement it refused.
-_REFUSED = "refused by the guard"
+# A step's error takes its status's code too; a skipped step did not fail the run.
+STEP_EXIT = {**RUN_EXIT, "skipped": EXIT_OK}
 
 
 def error_object(code: str, message: str, exit_code: int) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def dumps(data: Any) -> str:
 
 def run_json(run: dict[str, Any]) -> dict[str, Any]:
     """A run (a RunResult's dict or a stored run's) with its errors in the one shape: the
-    run's, each step's and each audited statement's."""
+    run's, each step's, each audited statement's and each event's."""
     shown = dict(run)
     status = str(run.get("status") or "")
     shown["error"] = _status_error("run", status, run.get("error"))
@@ -76,7 +82,8 @@ def _statement_json(row: Any) -> Any:
     if not isinstance(row, dict) or not row.get("error"):
         return row
     message = str(row["error"])
-    kind = "statement_refused" if message.startswith(_REFUSED) else "statement_failed"
+    refused = message.startswith(REFUSED_BY_GUARD)
+    kind = "statement_refused" if refused else "statement_failed"
     return {**row, "error": error_object(kind, message, EXIT_FAILED)}
 
 
@@ -84,7 +91,7 @@ def _status_error(kind: str, status: str, message: Any) -> dict[str, Any] | None
     if message is None or message == "":
         return None
     code = f"{kind}_{status}" if status else f"{kind}_failed"
-    exits = RUN_EXIT if kind == "run" else {**RUN_EXIT, "skipped": EXIT_OK}
+    exits = RUN_EXIT if kind == "run" else STEP_EXIT
     return error_object(code, str(message), exits.get(status, EXIT_FAILED))
 
 
