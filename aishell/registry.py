@@ -20,18 +20,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from aishell import schema, toollocks, toolrisks
-from aishell.configfile import parse_yaml, read_source
+from aishell.config.files import parse_yaml, read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
+from aishell.guard.sqlcheck import write_reason
+from aishell.guard.statements import classify
 from aishell.handlers import Handler
-from aishell.reportrule import ReportRule, check_against_result, parse_report_rules
 from aishell.risk import RiskLevel
-from aishell.sqlcheck import write_reason
-from aishell.sqltool import SqlImplementation
-from aishell.statements import classify
-from aishell.toolcontext import PLACEHOLDER, Implementation, ToolContext, fill_template
-from aishell.toolkinds import Capability, Category
-from aishell.toolrisks import PerDialect
+from aishell.tool import locks as toollocks
+from aishell.tool import params as schema
+from aishell.tool import risks as toolrisks
+from aishell.tool.context import PLACEHOLDER, Implementation, ToolContext, fill_template
+from aishell.tool.fixedsql import SqlImplementation
+from aishell.tool.kinds import Capability, Category
+from aishell.tool.report import ReportRule, check_against_result, parse_report_rules
+from aishell.tool.risks import PerDialect
 
 # Re-exported: the rest of aishell imports the catalog's vocabulary from here.
 __all__ = [

@@ -40,8 +40,8 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from aishell import commands
-from aishell.config import Config, load_config
-from aishell.plan import Plan, Step
+from aishell.config.models import Config, load_config
+from aishell.plan.model import Plan, Step
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = f"aishell_backup_{os.getpid()}"

@@ -34,8 +34,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from aishell import commands
-from aishell.config import load_config
-from aishell.plan import Plan, Step
+from aishell.config.models import load_config
+from aishell.plan.model import Plan, Step
 from aishell.registry import ToolContext
 from aishell.state import StateStore, new_run_id
 from aishell.state import steps as state_steps

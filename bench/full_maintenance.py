@@ -48,8 +48,8 @@ import pymysql
 import yaml
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import load_config
+from aishell.config.models import load_config
+from aishell.policy.approvers import PreApproved
 
 T = TypeVar("T")
 PREFIX = f"aishell_full_{os.getpid()}"

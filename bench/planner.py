@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from aishell import commands  # noqa: E402
-from aishell.config import load_config  # noqa: E402
-from aishell.demo import create_demo  # noqa: E402
+from aishell.config.models import load_config  # noqa: E402
 from aishell.state import StateStore  # noqa: E402
+from aishell.targets.demo import create_demo  # noqa: E402
 from tests.fake_ollama import Script, fake_ollama  # noqa: E402
 
 JOB = {"type": "full"}

@@ -31,8 +31,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import load_config
+from aishell.config.models import load_config
+from aishell.policy.approvers import PreApproved
 from aishell.registry import ToolContext
 from aishell.targets import open_target
 

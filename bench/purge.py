@@ -60,8 +60,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import load_config
+from aishell.config.models import load_config
+from aishell.policy.approvers import PreApproved
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import load_config
-from aishell.demo import create_demo
+from aishell.config.models import load_config
+from aishell.policy.approvers import PreApproved
 from aishell.registry import ToolContext
 from aishell.targets import open_target
+from aishell.targets.demo import create_demo
 
 
 def plan_of(config, kind: str):

@@ -123,8 +123,8 @@ def run_quick(name: str) -> tuple[float, list[dict[str, Any]], list[str], int]:
     """aishell's quick maintenance of database `name`: seconds, the statements it audited,
     every statement it sent, and its steps."""
     from aishell import commands
-    from aishell.approval import PreApproved
-    from aishell.config import load_config
+    from aishell.config.models import load_config
+    from aishell.policy.approvers import PreApproved
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(home=configure(Path(tmp), name))
@@ -195,7 +195,7 @@ def plan_child(home: str, trace: bool) -> None:
 
 
 def plan_figures(name: str) -> dict[str, Any]:
-    from aishell.config import load_config
+    from aishell.config.models import load_config
     from aishell.state import StateStore
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aishell import commands
-from aishell.config import Config, load_config
-from aishell.demo import create_demo
+from aishell.config.models import Config, load_config
 from aishell.state import StateStore
+from aishell.targets.demo import create_demo
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = {"type": "quick", "tables": None, "rebuild_indexes": True}

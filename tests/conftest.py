@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aishell.config import Config, load_config
-from aishell.demo import create_demo
+from aishell.config.models import Config, load_config
+from aishell.targets.demo import create_demo
 from tests.helpers import use_target
 from tests.services import start_servers
 

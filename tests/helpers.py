@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from sqlalchemy import create_engine, text
 
-from aishell.config import Config, load_config
-from aishell.plan import Plan, Step
+from aishell.config.models import Config, load_config
+from aishell.plan.model import Plan, Step
 from tests.services import unavailable
 
 

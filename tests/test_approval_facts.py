@@ -35,11 +35,11 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from aishell import commands
-from aishell.approval import NonInteractive, PreApproved
 from aishell.cli import cli
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import StateError, UsageError
-from aishell.plan import Plan
+from aishell.plan.model import Plan
+from aishell.policy.approvers import NonInteractive, PreApproved
 from aishell.state import StateStore
 from tests.helpers import digest, use_target
 from tests.test_cli import read_until

@@ -11,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from aishell import commands
-from aishell.approval import NonInteractive, PreApproved
 from aishell.cli import cli
 from aishell.errors import ConfigError, PlanError, UsageError
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import NonInteractive, PreApproved
 from aishell.registry import RiskLevel
 from aishell.state import StateStore
 from aishell.targets import open_target

@@ -11,9 +11,9 @@ import yaml
 from click.testing import CliRunner
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, use_target
 
 LIKE_TOOL: dict[str, Any] = {

@@ -21,9 +21,9 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from aishell import commands
-from aishell.approval import Prompting
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.handlers.backup.manifest import sha256_of
+from aishell.policy.approvers import Prompting
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql
 

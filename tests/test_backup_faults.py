@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.handlers.backup import take
 from aishell.state import StateStore, process_started
 from tests.helpers import one_step_plan, query, tmpfs, use_target

@@ -17,13 +17,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from aishell import commands, jobs
+from aishell import commands
+from aishell.agents import jobs
 from aishell.agents.backup import BackupAgent
 from aishell.agents.base import PlanningContext
-from aishell.approval import Prompting
 from aishell.cli import cli
-from aishell.config import AgentDefaults, Config, load_config
+from aishell.config.models import AgentDefaults, Config, load_config
 from aishell.executor import RunResult
+from aishell.policy.approvers import Prompting
 from tests.helpers import use_target
 
 

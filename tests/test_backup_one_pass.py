@@ -18,8 +18,14 @@ from sqlalchemy import text
 
 from aishell import commands
 from aishell.handlers.backup.dumps import COUNTED_IN_ARCHIVE
+from aishell.handlers.backup.mysql_dump import (
+    IN_ORDER,
+    ROW_SUM,
+    find_marker,
+    read_chunks,
+    read_dump,
+)
 from aishell.handlers.backup.pgarchive import ArchiveUnreadable, read_archive
-from aishell.handlers.mysql_dump import IN_ORDER, ROW_SUM, find_marker, read_chunks, read_dump
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine
 

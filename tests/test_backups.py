@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import UsageError
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, tmpfs
 from tests.services import engine
 
@@ -71,7 +71,7 @@ def test_sqlite_backup_validate_restore_round_trip(config, demo_db, home):
     restored = commands.restore(config, listed["id"], "restored", approver=PreApproved())
     # Critical: a flag never approves it.
     assert restored.status == "waiting_approval"
-    from aishell.approval import Prompting
+    from aishell.policy.approvers import Prompting
 
     restored = commands.restore(
         config, listed["id"], "restored", approver=Prompting(ask=lambda r: "yes")
@@ -125,7 +125,7 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_during_the_backup_leaves_nothing_marked_good(
     edit_config, home, small_disk
 ):
-    from aishell.demo import create_demo
+    from aishell.targets.demo import create_demo
 
     create_demo(home / "demo.db", log_rows=100_000, users=2_000, orders=20_000)
     config = edit_config({"backup_dir": str(small_disk)})
@@ -199,7 +199,7 @@ def test_server_backup_validates_and_restores(server_config, server_url, home):
         path.write_text(yaml.safe_dump(data))
         config = load_config(home=home)
         backup_id = commands.list_backups(config, "db")[-1]["id"]
-        from aishell.approval import Prompting
+        from aishell.policy.approvers import Prompting
 
         restored = commands.restore(
             config, backup_id, "copy", approver=Prompting(ask=lambda r: "yes")
@@ -238,7 +238,7 @@ def test_retention_keeps_what_it_must(config, demo_db, home):
     assert sorted(would) == sorted([by_id[rows[0][0]]["path"], by_id[rows[2][0]]["path"]])
     assert "the newest verified backup" in preview.steps[0].estimate["kept"][str(rows[1][0])]
     # High risk: approval at moderate.
-    from aishell.approval import Prompting
+    from aishell.policy.approvers import Prompting
 
     done = commands.apply_plan(config, plan, approver=Prompting(ask=lambda r: "yes"))
     assert done.status == "completed", done.error
@@ -367,7 +367,7 @@ def restore_target(home, name, url):
 
 
 def test_sqlite_incremental_chain_restores_the_state_at_the_incremental(config, demo_db, home):
-    from aishell.approval import Prompting
+    from aishell.policy.approvers import Prompting
 
     orphan = commands.run_job(config, "backup", {"type": "incremental"})
     assert orphan.status == "failed"  # nothing verified to chain from yet
@@ -413,7 +413,7 @@ def test_sqlite_incremental_chain_restores_the_state_at_the_incremental(config, 
 
 
 def test_server_incremental_chain(server_config, server_url, home):
-    from aishell.approval import Prompting
+    from aishell.policy.approvers import Prompting
     from tests.services import scratch_mysql, scratch_postgresql
 
     populate(server_url)
@@ -440,7 +440,7 @@ def test_server_incremental_chain(server_config, server_url, home):
 
 
 def test_retention_keeps_the_parents_of_a_kept_incremental(config, demo_db, home):
-    from aishell.approval import Prompting
+    from aishell.policy.approvers import Prompting
 
     assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
     conn = sqlite3.connect(demo_db)

@@ -29,10 +29,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import StepInterrupted
 from aishell.handlers.backup.sessions import ClientSession
-from aishell.scratch import Ledger, run_child
+from aishell.scratch.children import run_child
+from aishell.scratch.ledger import Ledger
 from aishell.targets import open_target
 from aishell.targets.deadlines import RECANCEL_SECONDS, cancel_then_sever
 from tests.helpers import SLOW_READ, use_target

@@ -19,15 +19,15 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import Pool
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import TargetError
 from aishell.executor import RunResult
 from aishell.handlers import measured
-from aishell.policy import may_write
-from aishell.tablecatalog import TableCatalog
-from aishell.toolcontext import ToolContext
+from aishell.policy.approvers import PreApproved
+from aishell.policy.rules import may_write
+from aishell.targets.tables import TableCatalog
+from aishell.tool.context import ToolContext
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql
 

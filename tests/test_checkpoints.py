@@ -20,10 +20,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from aishell import commands
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import StateError
 from aishell.executor import attempts
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
 from aishell.state import StateStore, new_run_id
 from aishell.state import steps as state_steps
 from aishell.state.core import EVENT, Hot

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.render.runs import run_detail
 from aishell.state.faults import sqlite_path
 from tests.helpers import query

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import ConfigError
 
 

@@ -15,10 +15,10 @@ import yaml
 from sqlalchemy import MetaData, create_engine, insert
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import PlanError, StateError
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from aishell.state import SCHEMA_VERSION, StateStore, meta
 from tests.helpers import at_once
 from tests.test_state_migrations import baseline_schema

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aishell import scheduling
 from aishell.cli import cli
-from aishell.crontab import CrontabError, CrontabTrigger, parse
+from aishell.scheduling import serve as scheduling
+from aishell.scheduling.crontab import CrontabError, CrontabTrigger, parse
 
 REPO = Path(__file__).resolve().parent.parent
 WEDNESDAY = datetime(2026, 11, 25, 12, 34, 56, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_a_stored_trigger_comes_back_from_its_pickle_with_the_same_meaning():
     back = pickle.loads(pickle.dumps(trigger))
     assert type(back) is CrontabTrigger and str(back) == str(trigger)
     # By its class path and the expression's text only, so it outlives changes inside.
-    assert b"aishell.crontab" in pickle.dumps(trigger)
+    assert b"aishell.scheduling.crontab" in pickle.dumps(trigger)
     assert back.get_next_fire_time(None, WEDNESDAY) == utc(2026, 11, 29, 2, 0)
 
 

@@ -23,12 +23,12 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
+from aishell.config.resources import bundled_catalog_dir
+from aishell.policy.approvers import PreApproved
 from aishell.registry import load_registry
 from aishell.render.prompt import approval_prompt
-from aishell.resources import bundled_catalog_dir
 from tests.helpers import one_step_plan
 from tests.private_servers import private_mariadb
 from tests.services import MYSQL_ADMIN, engine, scratch_mysql

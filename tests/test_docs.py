@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from aishell.cli import cli
-from aishell.clidoc import render
+from aishell.cli.doc import render
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -15,7 +15,7 @@ README = (REPO / "README.md").read_text()
 
 def test_cli_reference_is_current():
     assert (REPO / "docs" / "cli.md").read_text() == render(), (
-        "docs/cli.md is stale: python -m aishell.clidoc > docs/cli.md"
+        "docs/cli.md is stale: python -m aishell.cli.doc > docs/cli.md"
     )
 
 
@@ -53,8 +53,8 @@ def test_usage_examples_run(demo_db, home, monkeypatch):
 
 
 def test_every_tool_is_documented_with_risk_and_example():
+    from aishell.config.resources import bundled_catalog_dir
     from aishell.registry import load_registry
-    from aishell.resources import bundled_catalog_dir
 
     for tool in load_registry([bundled_catalog_dir()]).tools.values():
         assert tool.description.endswith(".") and tool.examples and tool.risk_level

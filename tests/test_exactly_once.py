@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.config import load_config
+from aishell.config.models import load_config
 from tests.faultproxy import Proxy, server_port, through
 from tests.services import engine
 

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config
+from aishell.config.models import Config
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine
 

@@ -20,13 +20,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from aishell import commands
-from aishell.approval import PreApproved, Prompting
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import CatalogError
 from aishell.executor import RunResult
+from aishell.guard.statements import classify
 from aishell.handlers import Handler
+from aishell.policy.approvers import PreApproved, Prompting
 from aishell.registry import RiskLevel, ToolContext, load_registry
-from aishell.statements import classify
 from tests.helpers import one_step_plan
 
 HANDLER_MODULE = "aishell.handlers.testguard"
@@ -800,7 +800,7 @@ def test_what_a_step_sends_is_never_riskier_than_the_policy_saw(
 )
 def test_reads_that_only_look_like_writing_calls_pass(tmp_path: Path, sql: str) -> None:
     """A sampling method is no call, and PostgreSQL's own functions that only read pass."""
-    from aishell.guard import Guard
+    from aishell.guard.connection import Guard
 
     with postgresql_cursor(tmp_path) as cursor:
         guard = Guard(label="a read")
@@ -828,7 +828,7 @@ def test_a_runs_guards_judge_a_read_once_and_a_write_every_time(tmp_path: Path) 
     """Steps share what their guards learned: a statement found to only read passes the
     next step's guard without being read again (the catalog is not asked, the parser
     not run); a write, or a read that calls a function that writes, is judged anew."""
-    from aishell.guard import Guard, GuardMemory
+    from aishell.guard.connection import Guard, GuardMemory
 
     read = "SELECT pg_relation_size('t'), count(*) FROM t WHERE id > %(id)s"
     calls_a_writer = "SELECT nextval('s')"

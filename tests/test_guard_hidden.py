@@ -17,9 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.handlers import Handler
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from aishell.registry import RiskLevel, ToolContext
 from tests.helpers import use_target
 from tests.test_guard import (
@@ -561,7 +561,7 @@ def test_the_extensions_a_dba_commonly_installs_make_no_read_write(tmp_path: Pat
     database reads are sent as they are, with no switch and no savepoint."""
     import psycopg
 
-    from aishell.guardhidden import hidden_writers
+    from aishell.guard.hidden import hidden_writers
 
     statements = [f'CREATE EXTENSION IF NOT EXISTS "{name}" CASCADE' for name in CONTRIB]
     with database_with("postgresql", tmp_path, *statements) as url:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from aishell.guard.lex import disagreement
+from aishell.guard.statements import classify
 from aishell.handlers import Handler
 from aishell.registry import RiskLevel
-from aishell.sqllex import disagreement
-from aishell.statements import classify
 from tests.test_guard import (
     _send,
     execute,
@@ -311,7 +311,7 @@ def test_maintenance_of_a_database_that_shadows_the_catalog_runs_the_catalogs_fu
     catalog's functions that delete rows: aishell's sessions pin the catalog first and
     name it in their own queries, so maintenance runs and no row is deleted."""
     from aishell import commands
-    from aishell.approval import PreApproved
+    from aishell.policy.approvers import PreApproved
     from tests.helpers import use_target
 
     with scratch_database("postgresql", tmp_path) as url:

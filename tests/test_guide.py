@@ -36,7 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell.cli import cli
-from aishell.home import find_home
+from aishell.config.home import find_home
 from tests.services import PG_ADMIN, admin_engine
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide.md"

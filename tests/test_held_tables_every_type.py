@@ -33,9 +33,9 @@ import yaml
 from click.testing import CliRunner
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
+from aishell.policy.approvers import PreApproved
 from tests.test_one_table_at_a_time import TABLES, _DropAfterHealth, _make_tables, _mysql, _pg
 
 BOUND_SECONDS = 60

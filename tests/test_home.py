@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from tests.helpers import tmpfs, use_target
 

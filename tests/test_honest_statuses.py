@@ -21,13 +21,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import StepSkipped
 from aishell.handlers.mysql import privileges as mysql_privileges
 from aishell.handlers.postgresql import privileges as postgresql_privileges
 from aishell.handlers.sqlite import privileges as sqlite_privileges
+from aishell.policy.approvers import PreApproved
 from aishell.targets import open_target
 from tests.helpers import corrupt_index, one_step_plan, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine, scratch_mysql, scratch_postgresql

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import PlanError, TargetError
 from aishell.sqltext import UnquotableIdentifier, quote_identifier
 from tests.helpers import use_target
@@ -278,7 +278,7 @@ def test_quoting_is_exactly_the_dialects(home: Path) -> None:
 
 def test_a_value_cannot_smuggle_sql_through_a_param(home: Path, demo_db: Path) -> None:
     """Values are bound: an enum param refuses text, a plan refuses unknown params."""
-    from aishell.plan import Plan, Step
+    from aishell.plan.model import Plan, Step
 
     config = load_config(home=home)
     bad = Plan(

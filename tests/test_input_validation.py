@@ -18,18 +18,18 @@ from sqlalchemy import create_engine, text
 
 from aishell import commands, render
 from aishell.agents.log_cleanup import parse_archive_to
-from aishell.approval import ApprovalRequest
 from aishell.cli import cli
 from aishell.cli.schedules import job_from_words
-from aishell.config import load_config
-from aishell.cutoff import check_retention
-from aishell.demo import DEMO_APPLICATION_ID, create_demo, is_demo_database
+from aishell.config.models import load_config
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import ConfigError, PlanError, TargetError, UsageError
-from aishell.plan import validate_plan
+from aishell.handlers.purge.cutoff import check_retention
+from aishell.plan.model import validate_plan
+from aishell.policy.approvers import ApprovalRequest
 from aishell.registry import Capability, load_registry
-from aishell.resources import bundled_catalog_dir
-from aishell.schema import validate
+from aishell.targets.demo import DEMO_APPLICATION_ID, create_demo, is_demo_database
 from aishell.terminal import printable
+from aishell.tool.params import validate
 from tests.helpers import digest, one_step_plan, query, use_target
 
 NOT_FINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"]
@@ -695,7 +695,7 @@ def test_the_approval_prompt_shows_everything_escaped(runner):
 
 
 def test_scheduler_log_lines_are_escaped(demo_db, config):
-    from aishell.scheduling import _printable_log
+    from aishell.scheduling.serve import _printable_log
 
     lines: list[str] = []
     _printable_log(lines.append)("schedule x: failed: no table t\x1b[2J\u202e")
@@ -703,8 +703,8 @@ def test_scheduler_log_lines_are_escaped(demo_db, config):
 
 
 def test_a_notifier_failure_is_logged_escaped(home):
-    from aishell.config import NotificationsConfig
-    from aishell.notify import send
+    from aishell.config.models import NotificationsConfig
+    from aishell.scheduling.notify import send
 
     lines: list[str] = []
     config = NotificationsConfig(command="sh -c 'printf \"bad\\033[2J\\r\" >&2; exit 3'")

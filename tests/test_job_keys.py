@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.errors import UsageError
+from aishell.policy.approvers import PreApproved
 from tests.helpers import digest, query
 
 PURGE = {"table": "app_logs", "retention_days": 30}

@@ -23,10 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import TargetLocked
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from aishell.targets import database_identity, open_target
 from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.private_servers import private_postgresql

@@ -22,10 +22,10 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import ConfigError
+from aishell.policy.approvers import PreApproved
 from aishell.targets import TargetSilent, open_target, user_tables
 from tests.fake_ollama import Script, fake_ollama
 from tests.faultproxy import Proxy, Silent, through

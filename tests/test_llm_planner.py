@@ -22,21 +22,22 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from aishell import commands, schema
-from aishell.agents import AGENTS
-from aishell.approval import NonInteractive, PreApproved
+from aishell import commands
+from aishell.agents.available import AGENTS
 from aishell.cli import cli
 from aishell.cli.schedules import job_from_words
-from aishell.config import Config, load_agent_config
-from aishell.demo import SCHEMA as DEMO_SCHEMA
+from aishell.config.models import Config, load_agent_config
+from aishell.config.resources import bundled_catalog_dir, bundled_config_dir
 from aishell.errors import DraftRejected, PlanDeclined, PlannerUnavailable
-from aishell.plan import Plan, Step, validate_plan
+from aishell.plan.model import Plan, Step, validate_plan
+from aishell.plan.references import find_references
 from aishell.planners.prompt import offered_tools
 from aishell.planners.vet import CatalogView, Vetted, sql_in, vet_answer
+from aishell.policy.approvers import NonInteractive, PreApproved
 from aishell.registry import Registry, RiskLevel, load_registry
-from aishell.resources import bundled_catalog_dir, bundled_config_dir
 from aishell.state import StateStore
-from aishell.substitution import find_references
+from aishell.targets.demo import SCHEMA as DEMO_SCHEMA
+from aishell.tool import params as schema
 from tests.fake_ollama import Script, fake_ollama
 from tests.helpers import digest, query, use_target
 

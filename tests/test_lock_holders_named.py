@@ -25,8 +25,8 @@ from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config
+from aishell.config.models import Config
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan
 from tests.test_log_cleanup import _events, fill, job
 

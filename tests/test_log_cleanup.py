@@ -33,10 +33,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import TargetError, UsageError
+from aishell.policy.approvers import PreApproved
 from aishell.state import StateStore
 from tests.helpers import use_target
 

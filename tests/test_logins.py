@@ -28,7 +28,7 @@ from aishell.cli import cli
 from aishell.handlers.backup.processes import run_tool, server_env
 from aishell.targets import open_target
 from aishell.targets.clientlogin import client_env, client_login
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 from tests.faultproxy import Silent
 from tests.helpers import use_target
 from tests.services import MYSQL_ADMIN, engine

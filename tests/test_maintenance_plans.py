@@ -120,7 +120,7 @@ def test_plan_hash_is_stable_for_the_same_database(config, demo_db):
 def test_statistics_steps_group_small_tables_and_leave_a_large_one_alone():
     from aishell.agents.base import PlanningContext
     from aishell.agents.maintenance import MaintenanceAgent
-    from aishell.config import AgentDefaults
+    from aishell.config.models import AgentDefaults
 
     # Named in the order full maintenance takes tables of equal urgency (by name).
     small = [f"a{i:03d}" for i in range(150)] + [f"c{i:03d}" for i in range(300)]

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from aishell import commands
-from aishell.approval import PreApproved, Prompting
 from aishell.cli import cli
 from aishell.errors import UsageError
+from aishell.policy.approvers import PreApproved, Prompting
 from aishell.registry import RiskLevel
 from tests.test_log_cleanup import SMALL, job, logs, rows_of  # noqa: F401 - the fixture
 

@@ -26,8 +26,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
+from aishell.policy.approvers import PreApproved
 
 TABLES = ("alpha", "held", "omega")
 BOUND_SECONDS = 60

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from aishell import scheduling
 from aishell.cli import cli
-from aishell.resources import bundled_packaging_dir
+from aishell.config.resources import bundled_packaging_dir
+from aishell.scheduling import serve as scheduling
 
 PACKAGING = Path(__file__).resolve().parent.parent / "packaging"
 INSTALLED = "/opt/aishell/bin/aishell"  # where the install notes put aishell

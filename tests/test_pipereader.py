@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from aishell.errors import StepInterrupted
-from aishell.pipereader import STREAM_CHUNK, PipeReader
-from aishell.scratch import Ledger, stream_child
+from aishell.scratch.children import stream_child
+from aishell.scratch.ledger import Ledger
+from aishell.scratch.pipereader import STREAM_CHUNK, PipeReader
 
 MIB = 1 << 20
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aishell.statements import _plain_maintenance, classify, parsed
+from aishell.guard.statements import _plain_maintenance, classify, parsed
 
 QUOTE = {"postgresql": '"', "sqlite": '"', "mysql": "`"}
 # Commands that take a list of names.

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import PlanError
-from aishell.plan import Plan, Step, validate_plan
+from aishell.plan.model import Plan, Step, validate_plan
 from aishell.registry import load_registry
-from aishell.resources import bundled_catalog_dir
 
 CAPS = ["database_read", "database_write", "schema_analyze", "index_manage"]
 

@@ -17,10 +17,11 @@ from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
-from aishell import commands, signing
+from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config
-from aishell.plan import Plan
+from aishell.config.models import Config
+from aishell.plan import signing
+from aishell.plan.model import Plan
 from aishell.targets.identity import (
     NO_TABLES,
     birth_time_ns,

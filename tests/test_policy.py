@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from aishell.config import (
+from aishell.config.models import (
     BackupRequired,
     BusinessHours,
     MaintenanceWindow,
     MaxTableSize,
 )
-from aishell.policy import Confirmation, SafetyPolicy, StepFacts, window_end
+from aishell.policy.rules import Confirmation, SafetyPolicy, StepFacts, window_end
 from aishell.registry import load_tool
 
 RISKS = ["safe", "low", "medium", "high", "critical"]

@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.config import load_config
+from aishell.config.models import load_config
 from tests.helpers import use_target
 from tests.services import engine
 
@@ -27,8 +27,8 @@ TIMEOUT = 300  # a hang detector for one command, far above its few seconds
 RESTORE = """
 import sys
 from aishell import commands
-from aishell.approval import Prompting
-from aishell.config import load_config
+from aishell.policy.approvers import Prompting
+from aishell.config.models import load_config
 
 config = load_config()
 done = commands.restore(config, int(sys.argv[1]), sys.argv[2], replace=True,

@@ -16,10 +16,10 @@ from rich.console import Console
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import Prompting
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.executor import StepResult
 from aishell.handlers.backup.reporting import REPORTS_PER_SECOND, ByteProgress
+from aishell.policy.approvers import Prompting
 from aishell.render.progress import SPINNER_AFTER, StepProgress
 from tests.helpers import use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql

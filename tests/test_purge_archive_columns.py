@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
+from aishell.policy.approvers import PreApproved
 from tests.helpers import use_target
 from tests.services import engine
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from aishell import commands
-from aishell.config import Config
+from aishell.config.models import Config
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql
 from tests.test_log_cleanup import fill, job, rows_of

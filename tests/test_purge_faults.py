@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.executor import RunResult
 from aishell.targets.locks import run_lock_name
 from tests.private_servers import private_mariadb, private_postgresql

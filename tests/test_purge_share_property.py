@@ -27,13 +27,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, text
 
-from aishell import commands, schema
-from aishell.approval import PreApproved, Prompting
-from aishell.config import Config, load_config
+from aishell import commands
+from aishell.config.models import Config, load_config
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import NamedApprovalNeeded
+from aishell.policy.approvers import PreApproved, Prompting
 from aishell.registry import ToolContext, load_registry
-from aishell.resources import bundled_catalog_dir
 from aishell.targets import open_target
+from aishell.tool import params as schema
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql
 from tests.test_log_cleanup import SERVER_NOW

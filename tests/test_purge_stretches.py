@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy import MetaData, create_engine, insert, text
 
 from aishell import commands
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from tests.test_purge_faults import SERVER_NOW, _events, _scratch, rows_of
 
 RETENTION = 30

@@ -1,6 +1,6 @@
 """A run's readings of its tables: kept for the next steps, until a write or an age."""
 
-from aishell.readings import MAX_AGE_SECONDS, TableReadings
+from aishell.tool.readings import MAX_AGE_SECONDS, TableReadings
 
 
 class Clock:

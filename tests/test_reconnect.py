@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config
-from aishell.plan import Plan, Step
+from aishell.config.models import Config
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from aishell.targets import open_target, step_deadline
 from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine

@@ -4,10 +4,10 @@ from typing import Any
 import pytest
 import yaml
 
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import CatalogError, ToolNotFound
+from aishell.guard.sqlcheck import write_reason
 from aishell.registry import Capability, Category, RiskLevel, load_registry
-from aishell.resources import bundled_catalog_dir
-from aishell.sqlcheck import write_reason
 
 SKELETON_TOOLS = {
     "analyze_database_health": "safe",

@@ -9,16 +9,16 @@ import yaml
 from sqlalchemy import create_engine
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import load_config
+from aishell.config.models import load_config
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import CatalogError
 from aishell.handlers.report import summarize
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from aishell.registry import load_registry
-from aishell.reportrule import SECTIONS, ReportRule
-from aishell.resources import bundled_catalog_dir
 from aishell.risk import RiskLevel
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
+from aishell.tool.report import SECTIONS, ReportRule
 from tests.test_registry import catalog, tool
 
 

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import Prompting
 from aishell.cli import cli
+from aishell.policy.approvers import Prompting
 from tests.helpers import fill_table, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 

@@ -19,11 +19,11 @@ from sqlalchemy import inspect, text
 
 import aishell.cli.output as cli_output
 from aishell import commands
-from aishell.approval import ApprovalRequest, Prompting
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.handlers.backup.manifest import read_manifest, sha256_of
 from aishell.handlers.backup.restore import RESTORE_MARGIN
+from aishell.policy.approvers import ApprovalRequest, Prompting
 from tests.helpers import digest, one_step_plan, tmpfs
 from tests.services import engine, scratch_mysql, scratch_postgresql
 

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import UsageError
+from aishell.policy.approvers import PreApproved
 from tests.helpers import use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql
 

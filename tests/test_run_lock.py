@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import TargetLocked
 from aishell.targets import database_identity, open_target
 from tests.conftest import REPO
@@ -25,7 +25,7 @@ from tests.services import scratch_mysql, scratch_postgresql
 # Holds the run lock of one target the way a run does (take_run_lock), until killed.
 HOLDER = """
 import sys, time
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.state import StateStore
 from aishell.commands.locks import take_run_lock
 from aishell.targets import open_target

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from aishell import commands
-from aishell.approval import NonInteractive, PreApproved, Prompting
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.errors import TargetLocked
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import NonInteractive, PreApproved, Prompting
 from aishell.state import StateStore
 from aishell.targets import database_identity, open_target
 from tests.helpers import corrupt_index, digest, query
@@ -271,7 +271,7 @@ def test_a_substituted_table_is_checked_against_the_catalog(config, demo_db):
 
 HOLD_LOCK = """
 import sys, time
-from aishell.config import load_config
+from aishell.config.models import load_config
 from aishell.targets import database_identity, open_target
 target = open_target(load_config(), "demo")
 with target.connect() as conn:

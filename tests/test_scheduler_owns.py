@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from aishell import commands, notify, scheduling
-from aishell.config import Config
+from aishell import commands
+from aishell.config.models import Config
+from aishell.scheduling import notify
+from aishell.scheduling import serve as scheduling
 from aishell.state import StateStore
 from tests.helpers import query, use_target
 from tests.test_schedules import (

@@ -23,11 +23,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from click.testing import CliRunner
 
-from aishell import commands, scheduling
+from aishell import commands
 from aishell.cli import cli
 from aishell.cli.schedules import job_from_words
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import TargetLocked, UsageError
+from aishell.scheduling import serve as scheduling
 from aishell.state import StateStore
 
 SLOW_PURGE = [
@@ -137,7 +138,7 @@ def stored_before(config: Config, name: str, cron: str, tz: str = "UTC") -> None
         timezone=UTC,
     )
     scheduler.start(paused=True)
-    scheduler.add_job("aishell.scheduling:fire", old, args=[name], id=name, name=name)
+    scheduler.add_job("aishell.scheduling.serve:fire", old, args=[name], id=name, name=name)
     scheduler.shutdown()
 
 

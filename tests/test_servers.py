@@ -12,10 +12,10 @@ from sqlalchemy import event, text
 from sqlalchemy.pool import Pool
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.cli import cli
 from aishell.errors import TargetError
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan
 from tests.services import engine
 
@@ -217,7 +217,7 @@ def test_a_scratch_database_is_made_on_a_connection_planning_left_read_only(
 ):
     from aishell.handlers.backup.validate import scratch_server_database
     from aishell.targets import open_target
-    from aishell.toolcontext import ToolContext
+    from aishell.tool.context import ToolContext
 
     handle = open_target(server_config, None)
     try:
@@ -347,7 +347,7 @@ def one_step(config, tool, params, approver=None):
 def pg_config(home, pg_url):
     import yaml
 
-    from aishell.config import load_config
+    from aishell.config.models import load_config
 
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
@@ -500,7 +500,7 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
     )
     import yaml
 
-    from aishell.config import load_config
+    from aishell.config.models import load_config
 
     path = pg_config.home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
@@ -545,7 +545,7 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
 def my_config(home, mysql_url):
     import yaml
 
-    from aishell.config import load_config
+    from aishell.config.models import load_config
 
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
@@ -609,7 +609,7 @@ def test_the_state_store_can_live_on_postgresql(edit_config, demo_db, pg_url):
 def test_mysql_connections_share_one_tls_context_in_the_preferred_mode(home, mysql_url):
     """PyMySQL's preferred TLS mode builds a context per connection (the system's
     certificates loaded each time); a target's connections share one, and still work."""
-    from aishell.config import load_config
+    from aishell.config.models import load_config
     from aishell.targets import open_target
     from tests.helpers import use_target
 

@@ -16,12 +16,13 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from aishell import commands, signing
-from aishell.approval import PreApproved
+from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import PlanError
-from aishell.plan import Plan, Step
+from aishell.plan import signing
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import PreApproved
 from aishell.targets import open_target
 from aishell.targets.identity import plan_identity
 from tests.helpers import digest, use_target

@@ -27,10 +27,10 @@ import yaml
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import EXIT_DENIED, ConfigError, StateError, TargetLocked
 from aishell.executor import stopping
+from aishell.policy.approvers import PreApproved
 from aishell.state.serverstore import timeouts_of
 from aishell.targets import open_target
 from aishell.targets.deadlines import interrupt
@@ -437,7 +437,7 @@ def test_sigterm_ends_serve_within_its_bound_with_a_run_on_a_frozen_server(home,
     """The scheduled run's server freezes under it; SIGTERM then ends serve within its
     documented bound (scheduling.STOP_SECONDS) plus start-up slack, and the run is
     left interrupted (resumed when serve starts again)."""
-    from aishell import scheduling
+    from aishell.scheduling import serve as scheduling
     from tests.test_schedules import add, due_now, scheduled_runs, wait_for
 
     proxy = Proxy(server_port(pg_url))

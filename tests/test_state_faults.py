@@ -34,7 +34,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import EXIT_DENIED, ConfigError, StateError
 from aishell.state import StateStore
 from tests import services

@@ -31,9 +31,9 @@ from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import EXIT_FAILED, StateError
-from aishell.plan import Plan, Step
+from aishell.plan.model import Plan, Step
 from aishell.state import StateStore
 from aishell.state.faults import sqlite_path
 from aishell.state.history import HEAD_REVISION

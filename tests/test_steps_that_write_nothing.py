@@ -14,9 +14,9 @@ from sqlalchemy import text
 
 import aishell.handlers.sqlite.optimize as sqlite_optimize
 from aishell import commands
-from aishell.config import Config, load_config
-from aishell.guard import Guard
-from aishell.statements import classify, driver_to_text
+from aishell.config.models import Config, load_config
+from aishell.guard.connection import Guard
+from aishell.guard.statements import classify, driver_to_text
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine
 from tests.test_guard import site_config, tool_yaml, write_tool

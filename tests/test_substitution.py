@@ -5,10 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aishell import commands
-from aishell.approval import PreApproved
 from aishell.errors import SubstitutionError
-from aishell.plan import Plan, Step
-from aishell.substitution import find_references, substitute, unmet
+from aishell.plan.model import Plan, Step
+from aishell.plan.references import find_references, substitute, unmet
+from aishell.policy.approvers import PreApproved
 
 OUTPUTS = {
     "step_0": {

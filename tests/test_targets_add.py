@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
 
 CONFIG = Path("config") / "aishell.yaml"
 

@@ -20,10 +20,10 @@ from sqlalchemy import text as sql
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import EXIT_DENIED
 from aishell.registry import load_registry
-from aishell.resources import bundled_catalog_dir
 from tests.helpers import use_target
 from tests.services import engine
 from tests.test_cli import in_terminal, read_until, strict

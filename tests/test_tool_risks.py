@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.approval import ApprovalRequest
 from aishell.cli import cli
 from aishell.errors import CatalogError
-from aishell.plan import Plan
+from aishell.plan.model import Plan
+from aishell.policy.approvers import ApprovalRequest
 from aishell.registry import load_tool
 from tests.helpers import one_step_plan
 from tests.services import engine

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import load_config
+from aishell.config.models import load_config
 from tests.conftest import REPO
 from tests.helpers import one_step_plan, use_target
 

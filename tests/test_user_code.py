@@ -20,11 +20,11 @@ from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.config import Config, load_config
+from aishell.config.models import Config, load_config
 from aishell.errors import TargetError
-from aishell.toolcontext import ToolContext
-from aishell.usercode import user_code
-from aishell.usercodeactions import Action, maintenance_actions
+from aishell.guard.usercode import user_code
+from aishell.guard.usercodeactions import Action, maintenance_actions
+from aishell.tool.context import ToolContext
 from tests.helpers import one_step_plan, use_target
 from tests.services import scratch_postgresql
 from tests.test_guard import execute, scalar, scratch_database, site_config, tool_yaml, write_tool

@@ -14,7 +14,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, use_target
 
 ROWS = 4_000

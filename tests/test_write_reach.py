@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.approval import PreApproved
-from aishell.config import Config
-from aishell.writereach import Reach, write_reach
-from aishell.writtentables import Write, view_bases, written
+from aishell.config.models import Config
+from aishell.guard.writereach import Reach, write_reach
+from aishell.guard.writtentables import Write, view_bases, written
+from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan
 from tests.services import scratch_mysql
 from tests.test_guard import (

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from aishell.cli import cli
-from aishell.configfile import MAX_ALIAS_NODES, parse_yaml
+from aishell.config.files import MAX_ALIAS_NODES, parse_yaml
 from aishell.errors import ConfigError
 from tests.conftest import REPO
 from tests.test_registry import tool

@@ -1,27 +1,3 @@
-"""Agents turn a job into a plan of steps over the registry."""
-
-from __future__ import annotations
-
-from aishell.agents.backup import BackupAgent
-from aishell.agents.base import Agent, PlanningContext
-from aishell.agents.log_cleanup import LogCleanupAgent
-from aishell.agents.maintenance import MaintenanceAgent
-from aishell.errors import UsageError
-
-AGENTS: dict[str, Agent] = {
-    "maintenance": MaintenanceAgent(),
-    "backup": BackupAgent(),
-    "log_cleanup": LogCleanupAgent(),
-}
-
-
-def get_agent(name: str) -> Agent:
-    try:
-        return AGENTS[name]
-    except KeyError:
-        raise UsageError(
-            f"Unknown agent '{name}'; agents are: {', '.join(sorted(AGENTS))}"
-        ) from None
-
-
-__all__ = ["AGENTS", "Agent", "PlanningContext", "get_agent"]
+"""Agents turn a job into a plan of steps over the registry: `available` names them,
+`base` says what each offers, `jobs` makes a job from the command line's options.
+Agents may import policy, the registry, handlers and everything below them."""

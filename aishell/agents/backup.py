@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aishell.agents.base import PlanningContext, refuse_unknown_keys
-from aishell.config import AgentConfig
+from aishell.config.models import AgentConfig
 from aishell.errors import UsageError
-from aishell.plan import Step, step_id
+from aishell.plan.model import Step, step_id
 
 BACKUP_TYPES = ("full", "incremental", "drill")
 JOB_KEYS = (

@@ -6,9 +6,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aishell.config import AgentConfig, AgentDefaults, PurgeSettings
+from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.errors import UsageError
-from aishell.plan import Step
+from aishell.plan.model import Step
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.agents.base import PlanningContext, refuse_unknown_keys
-from aishell.catalog import check_column
-from aishell.config import MAX_RETENTION_DAYS, AgentConfig
-from aishell.cutoff import describe, indexes_of
+from aishell.config.models import MAX_RETENTION_DAYS, AgentConfig
 from aishell.errors import UsageError
 from aishell.files import PrivatePlaces
 from aishell.handlers.purge import check_archive_table, walk_key
 from aishell.handlers.purge.archive import check_archive_path
-from aishell.plan import Step, step_id
+from aishell.handlers.purge.cutoff import describe, indexes_of
+from aishell.plan.model import Step, step_id
+from aishell.targets.catalog import check_column
 
 ARCHIVE_FORMS = "file:PATH (a JSON lines file) or table:NAME (an existing table)"
 # Job keys copied to delete_old_records' params as they are.

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aishell.agents.base import PlanningContext, refuse_unknown_keys
-from aishell.config import AgentConfig
+from aishell.config.models import AgentConfig
 from aishell.errors import UsageError
-from aishell.plan import Step, step_id
+from aishell.plan.model import Step, step_id
 
 MAINTENANCE_TYPES = ("quick", "standard", "full", "emergency")
 JOB_KEYS = ("type", "tables", "rebuild_indexes")

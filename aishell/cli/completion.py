@@ -14,7 +14,7 @@ import click
 from click.shell_completion import CompletionItem
 
 if TYPE_CHECKING:
-    from aishell.config import Config
+    from aishell.config.models import Config
 
 
 # How many of the newest runs are offered.
@@ -22,7 +22,7 @@ RUNS_OFFERED = 50
 
 
 def _config(ctx: click.Context) -> Config:
-    from aishell.config import load_config
+    from aishell.config.models import load_config
 
     root = ctx.find_root().params
     return load_config(root.get("config_path"), root.get("home"))

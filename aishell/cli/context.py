@@ -13,7 +13,7 @@ from aishell.errors import EXIT_FAILED, AishellError
 from aishell.terminal import printable
 
 if TYPE_CHECKING:
-    from aishell.config import Config
+    from aishell.config.models import Config
 
 
 class AishellGroup(click.Group):
@@ -77,7 +77,7 @@ class State:
         if self._config is None:
             # Here, not at the top: the config's models (pydantic) are for the commands
             # that read it, not for --help.
-            from aishell.config import load_config
+            from aishell.config.models import load_config
 
             self._config = load_config(self.config_path, self.home)
         return self._config

@@ -11,8 +11,13 @@ from typing import Any
 
 import click
 
-from aishell.bounds import MAX_BATCH_MS, MAX_RETENTION_DAYS, MAX_RUN_TIME_SECONDS, MAX_SLEEP_MS
 from aishell.cli.completion import target_option
+from aishell.config.bounds import (
+    MAX_BATCH_MS,
+    MAX_RETENTION_DAYS,
+    MAX_RUN_TIME_SECONDS,
+    MAX_SLEEP_MS,
+)
 from aishell.errors import UsageError
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]

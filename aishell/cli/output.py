@@ -15,8 +15,8 @@ from aishell.render import machine
 from aishell.render.machine import RUN_EXIT
 
 if TYPE_CHECKING:
-    from aishell.approval import Approver
     from aishell.executor import RunResult
+    from aishell.policy.approvers import Approver
 
 
 def emit_json(data: Any) -> None:
@@ -36,7 +36,7 @@ def make_approver(
 ) -> Approver:
     """The approver for these flags, prompting on `console` when it may prompt."""
     # Here, not at the top: the approval rules import the policy and SQLAlchemy.
-    from aishell.approval import choose_approver
+    from aishell.policy.approvers import choose_approver
 
     return choose_approver(
         yes,

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from aishell import commands, jobs
-from aishell.bounds import MAX_RETENTION_DAYS
+from aishell import commands
+from aishell.agents import jobs
 from aishell.cli.completion import target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
@@ -24,6 +24,7 @@ from aishell.cli.options import (
     run_options,
 )
 from aishell.cli.output import run_and_render
+from aishell.config.bounds import MAX_RETENTION_DAYS
 
 
 @click.group(cls=AishellGroup)

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from aishell import commands, jobs, render
+from aishell import commands, render
+from aishell.agents import jobs
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import Duration, json_option
 from aishell.cli.output import answer, emit_json, finish_run

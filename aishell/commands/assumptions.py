@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aishell.plan import Plan
-from aishell.tablecatalog import TableCatalog
+from aishell.plan.model import Plan
+from aishell.targets.tables import TableCatalog
 
 # A plan is stale when a table's row estimate moved by more than this share.
 ROW_DRIFT_TOLERANCE = 0.25

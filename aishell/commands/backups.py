@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aishell.approval import Approver
 from aishell.commands.starting import circuit_breaker, start_run
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.executor import Observer, RunResult
-from aishell.plan import Plan, Step, validate_plan
+from aishell.plan.model import Plan, Step, validate_plan
+from aishell.policy.approvers import Approver
 from aishell.state import StateStore
 from aishell.targets import open_target
 

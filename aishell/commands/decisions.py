@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aishell.approval import current_user
 from aishell.commands.stores import signed_store
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.executor.results import COMPLETED_WITH_DENIALS, DENIED
-from aishell.policy import named_approval_needed
+from aishell.policy.approvers import current_user
+from aishell.policy.rules import named_approval_needed
 from aishell.state import StateStore
 
 DECISIONS = {

@@ -9,16 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from aishell import metrics as prometheus
-from aishell import scratch
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
 from aishell.commands.schedules import list_schedules
 from aishell.commands.tools import load_catalog
-from aishell.config import Config
+from aishell.config.home import config_files, find_home
+from aishell.config.models import Config
 from aishell.errors import AishellError, ConfigError
 from aishell.files import too_open
-from aishell.home import config_files, find_home
+from aishell.scheduling import metrics as prometheus
+from aishell.scratch import leftovers as scratch
 from aishell.state import StateStore
 from aishell.targets import Target, open_target
 

@@ -10,11 +10,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from aishell.config import Config
+from aishell.config.home import CONFIG_NAME, Home, agent_file, find_home, system_dir
+from aishell.config.models import Config
+from aishell.config.resources import bundled_config_dir, bundled_packaging_dir
 from aishell.errors import UsageError
 from aishell.files import make_private_dirs, write_beside
-from aishell.home import CONFIG_NAME, Home, agent_file, find_home, system_dir
-from aishell.resources import bundled_config_dir, bundled_packaging_dir
 
 AGENTS = ("backup", "log_cleanup", "maintenance")
 
@@ -56,7 +56,7 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
             os.replace(path, path.with_name(path.name + ".bak"))
         _write_new(path, content)
         written.append(str(path))
-    from aishell.config import load_config
+    from aishell.config.models import load_config
     from aishell.state import StateStore
 
     loaded = load_config(config, home)

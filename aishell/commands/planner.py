@@ -9,27 +9,28 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents import Agent, PlanningContext, get_agent
-from aishell.approval import Approver
-from aishell.catalog import urgency
+from aishell.agents.available import get_agent
+from aishell.agents.base import Agent, PlanningContext
 from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
 from aishell.commands.skipped import last_skipped
 from aishell.commands.starting import plan_and_start
 from aishell.commands.stores import signed_store
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
-from aishell.plan import Plan, Step, validate_plan
+from aishell.plan.model import Plan, Step, validate_plan
 from aishell.planners import PLANNERS
 from aishell.planners.drafting import draft_job, draft_words
 from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host
+from aishell.policy.approvers import Approver
 from aishell.registry import Registry
 from aishell.state import StateStore
-from aishell.tablecatalog import TableCatalog
 from aishell.targets import Target
+from aishell.targets.catalog import urgency
+from aishell.targets.tables import TableCatalog
 
 
 def build_plan(

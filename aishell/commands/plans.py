@@ -10,21 +10,21 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell import signing
 from aishell.commands.planner import build_plan
 from aishell.commands.previews import PlanPreview, preview_plan
 from aishell.commands.tools import load_catalog
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
-from aishell.plan import Plan, SavedPlan, tables_with_columns
+from aishell.plan import signing
+from aishell.plan.model import Plan, SavedPlan, tables_with_columns
+from aishell.plan.references import find_references
 from aishell.planners.llm import Notice
 from aishell.registry import Registry
-from aishell.schema import identifier_params
-from aishell.substitution import find_references
-from aishell.tablecatalog import TableCatalog
 from aishell.targets import Target, open_target
 from aishell.targets.identity import plan_identity
+from aishell.targets.tables import TableCatalog
+from aishell.tool.params import identifier_params
 
 
 def plan_job(

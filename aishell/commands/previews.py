@@ -9,19 +9,19 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell import schema
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import AishellError
 from aishell.executor import estimate_effect
-from aishell.plan import Plan, Step
-from aishell.policy import DurationHistory, SafetyPolicy, gather_facts, may_write
+from aishell.plan.model import Plan, Step
+from aishell.plan.references import has_references
+from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
 from aishell.registry import Category, Registry, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
 from aishell.state import StateStore
-from aishell.substitution import has_references
-from aishell.tablecatalog import TableCatalog
 from aishell.targets import Target
-from aishell.toollocks import StepLocks
+from aishell.targets.tables import TableCatalog
+from aishell.tool import params as schema
+from aishell.tool.locks import StepLocks
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.commands.clientlogins import client_logins
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import AishellError, ConfigError, TargetUnreachable
 from aishell.targets import open_target
 

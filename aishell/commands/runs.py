@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aishell.approval import Approver
 from aishell.commands.assumptions import drift_since_plan, plan_assumptions, planned_tables
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.planner import build_plan, planning_notice
@@ -18,16 +17,17 @@ from aishell.commands.previews import Review
 from aishell.commands.starting import circuit_breaker, make_executor, plan_and_start, start_run
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import Observer, RunResult
-from aishell.plan import Plan, SavedPlan, validate_plan
+from aishell.plan.model import Plan, SavedPlan, validate_plan
+from aishell.policy.approvers import Approver
 from aishell.registry import Registry
 from aishell.sqltext import as_received
 from aishell.state import StateStore
-from aishell.tablecatalog import TableCatalog
 from aishell.targets import open_target
 from aishell.targets.identity import check_plan_identity
+from aishell.targets.tables import TableCatalog
 
 RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
 

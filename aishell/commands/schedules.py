@@ -9,14 +9,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from aishell import scheduling
-from aishell.agents import get_agent
-from aishell.approval import NonInteractive
+from aishell.agents.available import get_agent
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import AishellError, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
+from aishell.policy.approvers import NonInteractive
+from aishell.scheduling import serve as scheduling
 from aishell.state import StateStore
 
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

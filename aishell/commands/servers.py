@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aishell.catalog import user_tables
-from aishell.config import Config, resolve_url
-from aishell.demo import create_demo
+from aishell.config.models import Config, resolve_url
 from aishell.errors import ConfigError, UsageError
 from aishell.targets import open_target
+from aishell.targets.catalog import user_tables
+from aishell.targets.demo import create_demo
 
 
 def list_targets(config: Config) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from aishell.commands.stores import signed_store
-from aishell.config import Config
+from aishell.config.models import Config
 
 # How many recent runs are looked through for the last real run on the target.
 _RECENT_RUNS = 20

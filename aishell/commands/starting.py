@@ -9,20 +9,20 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from aishell.approval import Approver, NonInteractive, current_user
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.previews import Review, preview_plan
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.files import private_places
-from aishell.plan import Plan
-from aishell.policy import SAFETY_LEVELS, tighter_or_equal
+from aishell.plan.model import Plan
+from aishell.plan.references import find_references
+from aishell.policy.approvers import Approver, NonInteractive, current_user
+from aishell.policy.rules import SAFETY_LEVELS, tighter_or_equal
 from aishell.registry import Registry, ToolDefinition
 from aishell.state import StateStore, new_run_id
-from aishell.substitution import find_references
 from aishell.targets import RunLock, Target, open_target
 
 

@@ -3,8 +3,8 @@ the home's signing key, so what it holds about a run is signed and checked."""
 
 from __future__ import annotations
 
-from aishell import signing
-from aishell.config import Config
+from aishell.config.models import Config
+from aishell.plan import signing
 from aishell.state import StateStore
 
 

@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from aishell import notify
-from aishell.approval import Approver
 from aishell.commands.runs import resume_run
 from aishell.commands.stores import signed_store
-from aishell.config import Config
+from aishell.config.models import Config
 from aishell.errors import AishellError, TargetLocked
 from aishell.executor import RunResult
-from aishell.plan import Plan
+from aishell.plan.model import Plan
+from aishell.policy.approvers import Approver
+from aishell.scheduling import notify
 from aishell.state import StateStore, new_run_id
 
 T = TypeVar("T")

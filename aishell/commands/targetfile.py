@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aishell.config import CONSTRAINT_TYPES, Config, MainConfig, resolve_url
-from aishell.configedit import with_target
-from aishell.configfile import validate
+from aishell.config.edit import with_target
+from aishell.config.files import validate
+from aishell.config.home import read_layers
+from aishell.config.models import CONSTRAINT_TYPES, Config, MainConfig, resolve_url
+from aishell.config.resources import bundled_config_dir
 from aishell.errors import ConfigError, UsageError
 from aishell.files import write_beside
-from aishell.home import read_layers
-from aishell.resources import bundled_config_dir
 from aishell.targets.locations import target_url
 
 # A name a person types on every command line: no quoting, no spaces.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aishell.config import Config
+from aishell.config.models import Config
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import UsageError
 from aishell.registry import (
     DIALECTS,
@@ -16,7 +17,6 @@ from aishell.registry import (
     ToolDefinition,
     load_registry,
 )
-from aishell.resources import bundled_catalog_dir
 from aishell.sqltext import quote_identifier
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.approval import Answer, ApprovalRequest, Decision
 from aishell.executor.context import RunContext
 from aishell.executor.results import ABORTED, StepResult
 from aishell.executor.resume import approved_before, outgrown, verdict_facts
 from aishell.executor.stopping import Stop
-from aishell.plan import Step
-from aishell.policy import Verdict
+from aishell.plan.model import Step
+from aishell.policy.approvers import Answer, ApprovalRequest, Decision
+from aishell.policy.rules import Verdict
 from aishell.registry import ToolDefinition
 
 

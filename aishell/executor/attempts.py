@@ -21,14 +21,14 @@ from aishell.executor.results import FINISHED, INTERRUPTED, StepResult
 from aishell.executor.resume import facts
 from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
 from aishell.executor.stopping import Stop
-from aishell.guard import Guard, shapes_for
+from aishell.guard.connection import Guard, shapes_for
 from aishell.registry import ToolContext, ToolDefinition
-from aishell.schema import identifier_params
 from aishell.state import dumps
 from aishell.targets.access import session_access
 from aishell.targets.deadlines import step_deadline
 from aishell.targets.limits import TargetSilent
 from aishell.targets.transient import is_transient
+from aishell.tool.params import identifier_params
 
 
 def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolContext) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepInterrupted
 from aishell.executor.context import RunContext
-from aishell.guard import Guard
+from aishell.guard.connection import Guard
 from aishell.state import StateStore
 from aishell.state.steps import Read
 

@@ -10,17 +10,17 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.approval import Approver
-from aishell.config import AgentConfig
+from aishell.config.models import AgentConfig
 from aishell.executor.results import Observer, StepResult
 from aishell.executor.stopping import Stopping
-from aishell.guard import GuardMemory
-from aishell.plan import Plan
-from aishell.policy import SafetyPolicy
+from aishell.guard.connection import GuardMemory
+from aishell.plan.model import Plan
+from aishell.policy.approvers import Approver
+from aishell.policy.rules import SafetyPolicy
 from aishell.registry import Category, Registry, RiskLevel
 from aishell.state import StateStore
-from aishell.tablecatalog import TableCatalog
 from aishell.targets.engines import Target
+from aishell.targets.tables import TableCatalog
 
 
 @dataclass

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aishell.guardcalls import vouched_for
+from aishell.guard.calls import vouched_for
+from aishell.guard.usercode import user_code
+from aishell.guard.usercodeactions import maintenance_actions, write_actions
+from aishell.guard.writereach import Reach, write_reach
 from aishell.registry import Implementation, ToolContext, ToolDefinition
-from aishell.tablecatalog import TableCatalog
-from aishell.usercode import user_code
-from aishell.usercodeactions import maintenance_actions, write_actions
-from aishell.writereach import Reach, write_reach
+from aishell.targets.tables import TableCatalog
 
 
 def subject(tables: tuple[str, ...]) -> str | None:

@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from aishell.approval import Approver
-from aishell.config import AgentConfig
+from aishell.config.models import AgentConfig
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error
 from aishell.executor.results import (
@@ -36,13 +35,14 @@ from aishell.executor.retry import lock_held_by
 from aishell.executor.step import run_step
 from aishell.executor.stopping import Interrupted, Stop, Stopping
 from aishell.files import PrivatePlaces
-from aishell.lockholders import is_lock_timeout
-from aishell.plan import Plan, Step
-from aishell.policy import SafetyPolicy
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import Approver
+from aishell.policy.rules import SafetyPolicy
 from aishell.registry import Registry, ToolContext
-from aishell.scratch import Ledger
+from aishell.scratch.ledger import Ledger
 from aishell.state import StateStore
 from aishell.targets.engines import Target
+from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.locks import RunLock
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell import schema
 from aishell.errors import AishellError, TargetError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
@@ -24,14 +23,15 @@ from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import FAILED, StepResult
 from aishell.executor.retry import final_error, wait_to_retry
 from aishell.executor.stopping import Stop
-from aishell.guard import Guard
-from aishell.lockholders import is_lock_timeout
-from aishell.plan import Step, tables_with_columns
-from aishell.policy import StepFacts, Verdict, gather_facts, may_write
+from aishell.guard.connection import Guard
+from aishell.plan.model import Step, tables_with_columns
+from aishell.plan.references import substitute, unmet
+from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
 from aishell.sqltext import display
-from aishell.substitution import substitute, unmet
-from aishell.tablecatalog import TableCatalog
+from aishell.targets.lockholders import is_lock_timeout
+from aishell.targets.tables import TableCatalog
+from aishell.tool import params as schema
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aishell.toollocks import StepLocks
+from aishell.tool.locks import StepLocks
 
 # Run outcomes.
 COMPLETED = "completed"

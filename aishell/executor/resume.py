@@ -15,9 +15,9 @@ from typing import Any
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.results import StepResult
-from aishell.guard import Guard
-from aishell.plan import Step
-from aishell.policy import Verdict
+from aishell.guard.connection import Guard
+from aishell.plan.model import Step
+from aishell.policy.rules import Verdict
 from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
 
 # Step states a resumed run keeps as they are.

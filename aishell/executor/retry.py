@@ -11,14 +11,14 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from aishell.config import AgentDefaults
+from aishell.config.models import AgentDefaults
 from aishell.errors import TargetUnreachable
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
-from aishell.lockholders import is_lock_timeout, lock_holders
+from aishell.guard.writtentables import tables_named
 from aishell.registry import ToolContext, ToolDefinition
-from aishell.writtentables import tables_named
+from aishell.targets.lockholders import is_lock_timeout, lock_holders
 
 # Tries at a new connection after the server dropped ours, with doubling waits.
 RECONNECT_ATTEMPTS = 4

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.approval import Decision
 from aishell.executor.approvals import approve, notify
 from aishell.executor.attempts import run_tool
 from aishell.executor.context import RunContext
@@ -14,10 +13,11 @@ from aishell.executor.prepare import apply_verdict, prepare, preview_offline, se
 from aishell.executor.results import FAILED, StepResult
 from aishell.executor.resume import may_run_again
 from aishell.executor.stopping import Stop
-from aishell.plan import Step
-from aishell.policy import Confirmation
+from aishell.plan.model import Step
+from aishell.plan.references import find_references
+from aishell.policy.approvers import Decision
+from aishell.policy.rules import Confirmation
 from aishell.registry import Category, RiskLevel, ToolContext, ToolDefinition
-from aishell.substitution import find_references
 
 
 def run_step(

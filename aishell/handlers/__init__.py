@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
 
-from aishell.catalog import user_tables
 from aishell.errors import StepSkipped
-from aishell.reportrule import ReportRule
 from aishell.risk import RiskLevel
-from aishell.toolcontext import ToolContext, fill_template
+from aishell.targets.catalog import user_tables
+from aishell.tool.context import ToolContext, fill_template
+from aishell.tool.report import ReportRule
 
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.lockholders import is_lock_timeout, lock_holders
+from aishell.targets.lockholders import is_lock_timeout, lock_holders
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def corruption_summary(

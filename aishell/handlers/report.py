@@ -6,7 +6,7 @@ a statistics update the server skipped is not counted, a table the corruption ch
 could not check is listed as not checked with the reason, and `corruption_found` is
 true or false only when every table was checked (null otherwise).
 
-What a step adds is its tool's `report:` rule (aishell/reportrule.py), given by the
+What a step adds is its tool's `report:` rule (aishell/tool/report.py), given by the
 catalog the report is loaded into: this module knows the report's sections, not the tools.
 """
 
@@ -21,8 +21,8 @@ from aishell.handlers import Handler, RunFn
 from aishell.handlers.mysql.catalog import database_size as mysql_size
 from aishell.handlers.postgresql.catalog import database_size as postgresql_size
 from aishell.handlers.sqlite.catalog import database_size as sqlite_size
-from aishell.reportrule import ReportRule
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
+from aishell.tool.report import ReportRule
 from aishell.units import binary_size
 
 

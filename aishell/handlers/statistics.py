@@ -32,7 +32,7 @@ from aishell.errors import StepSkipped
 from aishell.handlers import Handler, cached
 from aishell.handlers.held import GONE, one_at_a_time, rollback, worth_one_at_a_time
 from aishell.risk import RiskLevel
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # Tables the role may not analyze, and why: table -> reason.
 Refusals = dict[str, str]

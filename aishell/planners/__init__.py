@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aishell.plan import Step
+from aishell.plan.model import Step
 from aishell.planners.prompt import CatalogSummary
 
 PLANNERS = ("rules", "llm")

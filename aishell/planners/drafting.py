@@ -9,17 +9,18 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents import AGENTS, PlanningContext, get_agent
-from aishell.catalog import table_columns
-from aishell.config import Config
+from aishell.agents.available import AGENTS, get_agent
+from aishell.agents.base import PlanningContext
+from aishell.config.models import Config
 from aishell.errors import DraftRejected, UsageError
-from aishell.plan import Step
+from aishell.plan.model import Step
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.llm import LlmPlanner, Notice
 from aishell.planners.prompt import CatalogSummary, summarize_catalog
 from aishell.registry import Registry
 from aishell.state import StateStore
 from aishell.targets import Target
+from aishell.targets.catalog import table_columns
 
 
 def draft_job(

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aishell import schema
 from aishell.errors import ToolNotFound
-from aishell.plan import Plan, Step, step_id, validate_plan
+from aishell.plan.model import Plan, Step, step_id, validate_plan
+from aishell.plan.references import find_references
 from aishell.registry import Registry, ToolDefinition
-from aishell.substitution import find_references
+from aishell.tool import params as schema
 
 PLAN_KEYS = ("agent", "summary", "steps")
 STEP_KEYS = ("id", "tool", "params", "rationale", "condition", "depends_on")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.text import Text
 
-from aishell.substitution import find_references
+from aishell.plan.references import find_references
 from aishell.terminal import printable
 from aishell.units import binary_size
 

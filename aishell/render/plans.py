@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aishell.catalogreads import is_catalog_read
 from aishell.commands import PlanPreview, StepPreview
 from aishell.render.base import (
     NAMES_SHOWN,
@@ -24,6 +23,7 @@ from aishell.render.base import (
     steps_label,
     styled,
 )
+from aishell.render.catalogreads import is_catalog_read
 from aishell.terminal import printable
 
 

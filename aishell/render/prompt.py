@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from aishell.approval import PROMPT_ANSWERS, ApprovalRequest
+from aishell.policy.approvers import PROMPT_ANSWERS, ApprovalRequest
 from aishell.render.base import RISK_STYLE, human_size, safe_text, styled
 from aishell.terminal import printable
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StateError
-from aishell.signing import SigningKey
+from aishell.plan.signing import SigningKey
 from aishell.state.faults import is_fault, state_error
 from aishell.state.identity import FileIdentity
 from aishell.state.schema import events

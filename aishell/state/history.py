@@ -42,7 +42,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StateError
-from aishell.signing import SigningKey
+from aishell.plan.signing import SigningKey
 from aishell.state.schema import meta
 
 if TYPE_CHECKING:

@@ -235,7 +235,7 @@ plan_cache = Table(
 # Scratch files, scratch databases and child processes, each recorded before it is
 # made, with the process that makes it (pid, host, and the pid's start time, since pids
 # are reused): what a process that died left behind is found here and removed by the
-# next run or `aishell doctor --clean` (aishell/scratch.py).
+# next run or `aishell doctor --clean` (aishell/scratch/).
 scratch = Table(
     "scratch",
     metadata,

@@ -1,6 +1,6 @@
 """The scratch ledger: scratch files, scratch databases and child processes, each
 recorded before it is made, so that what a dead process left behind is found and
-removed (aishell/scratch.py)."""
+removed (aishell/scratch/)."""
 
 from __future__ import annotations
 

@@ -25,9 +25,9 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from aishell.config import display_url
+from aishell.config.models import display_url
 from aishell.errors import StateError
-from aishell.signing import SigningKey
+from aishell.plan.signing import SigningKey
 from aishell.state import history
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.backups import BackupCatalog

@@ -6,8 +6,8 @@ statement), locks (run locks), access (read-only sessions), transient (errors wo
 retry), identity (which database a connection reaches), server (describe_server).
 """
 
-from aishell.catalog import check_column, user_tables
 from aishell.targets.access import session_access
+from aishell.targets.catalog import check_column, user_tables
 from aishell.targets.deadlines import interrupt, step_deadline
 from aishell.targets.engines import APPLICATION_NAME, Target, open_target
 from aishell.targets.identity import database_identity

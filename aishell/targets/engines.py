@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from aishell.config import Config, TargetConfig, resolve_url
+from aishell.config.models import Config, TargetConfig, resolve_url
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access

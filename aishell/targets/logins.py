@@ -30,8 +30,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from aishell.config import TargetConfig
-from aishell.configcheck import env_password
+from aishell.config.checks import env_password
+from aishell.config.models import TargetConfig
 from aishell.errors import ConfigError
 
 MY_CNF = "~/.my.cnf"

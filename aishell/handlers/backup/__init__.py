@@ -6,12 +6,12 @@ A backup is written under a temporary name, synced, and renamed only when whole;
 manifest (sha256, size, server and tool versions, tables with row counts and content
 checksums) is written beside it the same way (take.py, manifest.py, disk.py). A server's
 dump is read once, as it streams into the file: hashed, and its rows counted, in the
-same pass (dumps.py, stream.py, pgarchive.py, aishell/handlers/mysql_dump.py). Validation
+same pass (dumps.py, stream.py, pgarchive.py, aishell/handlers/backup/mysql_dump.py). Validation
 checks the sha256, then restores into a scratch database (or file) and compares every
 table's rows and contents with the manifest (validate.py, apply.py, measure.py).
 
 Every scratch file, scratch database and child process is recorded in the state store
-before it is made (aishell/scratch.py), so a killed run's leftovers are removed later.
+before it is made (aishell/scratch/), so a killed run's leftovers are removed later.
 A full disk is reported as the full disk it is, naming the file and the free space,
 never as a fault of the backup. Passwords reach dump tools through their environment,
 never their command line (processes.py).

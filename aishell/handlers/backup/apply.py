@@ -26,10 +26,10 @@ from aishell.handlers.backup.processes import (
     server_env,
 )
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.lockholders import lock_holders
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.lockholders import lock_holders
 from aishell.targets.searchpath import pinned_engine
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def each_file(

@@ -17,7 +17,7 @@ from typing import Any
 from aishell.errors import StepFailed
 from aishell.files import kind_of
 from aishell.handlers.backup.manifest import manifest_of, remove_backup
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

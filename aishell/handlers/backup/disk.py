@@ -26,7 +26,7 @@ from aishell.files import (
     no_space_line,
 )
 from aishell.handlers.backup.processes import ToolFailed
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # How tools and SQLite say that the disk they write to is full.
 LOCAL_NO_SPACE = ("no space left on device", "disk is full", "errno 28", "errcode: 28")

@@ -6,7 +6,7 @@ that stays open until it is done. The rows of each table are counted in the arch
 it streams (pgarchive.py); what the archive cannot say (tables whose data pg_dump does
 not dump, a parent's inherited rows) is read in that same snapshot, as are the checksums
 of small tables. MySQL/MariaDB: counts and checksums are read from the dump itself as it
-streams (aishell/handlers/mysql_dump.py).
+streams (aishell/handlers/backup/mysql_dump.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ from aishell.handlers.backup.measure import (
     table_counts,
     table_sums,
 )
+from aishell.handlers.backup.mysql_dump import (
+    IN_ORDER,
+    DumpFile,
+    read_chunks,
+    read_dump,
+    write_tables,
+)
 from aishell.handlers.backup.pgarchive import Archive, ArchiveUnreadable, read_archive
 from aishell.handlers.backup.processes import (
     mysql_dump_argv,
@@ -37,9 +44,8 @@ from aishell.handlers.backup.processes import (
 )
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
-from aishell.handlers.mysql_dump import IN_ORDER, DumpFile, read_chunks, read_dump, write_tables
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # How a PostgreSQL manifest's row counts were made.
 COUNTED_IN_ARCHIVE = "the rows of each table in the archive, counted as it was written"
@@ -72,7 +78,7 @@ class _Relation:
     quoted: str  # schema-qualified, quoted
 
 
-# Each user table (as aishell.catalog.user_tables lists them), with itself and every
+# Each user table (as aishell.targets.catalog.user_tables lists them), with itself and every
 # table that inherits from it, at any depth: count(*) of a table counts their rows too.
 _TABLE_TREES = """
 WITH RECURSIVE tree(top, rel) AS (

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
-from aishell.lockholders import blockers_of, lock_holders, named_holders
 from aishell.sqltext import text
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
+from aishell.targets.lockholders import blockers_of, lock_holders, named_holders
 
 # A dump silent this long has its session looked at (then at most this often).
 SILENCE_SECONDS = 1.0

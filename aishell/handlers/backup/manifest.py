@@ -17,7 +17,7 @@ from typing import Any
 from aishell.errors import StepFailed
 from aishell.files import read_regular
 from aishell.handlers.backup.disk import partial_file
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 CHUNK = 1 << 20
 # A manifest names each table with two figures: far below this even for many tables.

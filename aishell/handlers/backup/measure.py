@@ -14,15 +14,15 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Connection
 
-from aishell.catalog import sqlite_name, user_tables
 from aishell.handlers.backup.disk import writing
 from aishell.handlers.backup.manifest import FROM_DUMP
+from aishell.handlers.backup.mysql_dump import ROW_SUM, read_chunks
 from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_into
-from aishell.handlers.mysql_dump import ROW_SUM, read_chunks
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.catalog import sqlite_name, user_tables
 from aishell.targets.searchpath import pinned_engine
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # Tables up to this many rows also get a checksum of their contents in the manifest
 # (MySQL/MariaDB: every table, since the dump is read whole anyway).

@@ -3,7 +3,7 @@ client): their command lines, their environment, and running them as child proce
 
 Every child is recorded in the state store's scratch ledger before it starts and runs in
 its own process group, killed with it when the run stops, its time runs out, or anything
-fails (aishell/scratch.py); then its session on the server is ended (sessions.py).
+fails (aishell/scratch/); then its session on the server is ended (sessions.py).
 Each is given the login of aishell's own connection through a private file and reads
 no login of its own (aishell/targets/clientlogin.py); no password is ever on its
 command line.
@@ -22,9 +22,9 @@ from sqlalchemy.engine import URL
 from aishell.errors import StepFailed
 from aishell.handlers.backup.causes import cause_of
 from aishell.handlers.backup.sessions import ClientSession
-from aishell.scratch import run_child, stream_child
+from aishell.scratch.children import run_child, stream_child
 from aishell.targets.clientlogin import client_env, client_login
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 class ToolFailed(StepFailed):
@@ -48,7 +48,7 @@ def run_tool(
     watch: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """A client program, recorded before it starts, killed with its group when the run
-    stops, its time runs out, or anything fails (aishell/scratch.py), and then its
+    stops, its time runs out, or anything fails (aishell/scratch/), and then its
     server session ended (sessions.py); `watch` is called with its pid while it runs."""
     with _login(argv, env, ctx) as (argv, env):
         session, env = ClientSession.begin(ctx, argv[0], env)

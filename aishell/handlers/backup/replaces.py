@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from aishell.handlers.backup.manifest import Chain
 from aishell.handlers.backup.processes import run_tool, server_env
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # Kinds of object that hold rows or state a restore would lose.
 DATA_KINDS = frozenset({"table", "sequence", "materialized view"})

@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import cached
 from aishell.handlers.backup.apply import (
@@ -32,7 +31,8 @@ from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
 from aishell.handlers.backup.measure import compare, measure_connection, measure_server
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.catalog import user_tables
+from aishell.tool.context import ToolContext
 
 # Free space a SQLite restore wants beyond the backup's size: its journal, and slack.
 RESTORE_MARGIN = 1.2

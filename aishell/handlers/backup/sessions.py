@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, statement_limit
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # How long ending a PostgreSQL backend is waited for (pg_terminate_backend's timeout).
 END_WAIT_MS = 5000

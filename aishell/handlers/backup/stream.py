@@ -4,7 +4,7 @@ handed on chunk by chunk to whatever reads the rows out of it.
 The sha256 of a backup is taken from the bytes as they are written, so the file is not
 read a second time; the kernel is told to start writing each few megabytes to disk as
 they come (Linux sync_file_range), so the fsync before the rename has little left to do.
-The chunks come read ahead by a thread of their own (aishell/pipereader.py): the tool
+The chunks come read ahead by a thread of their own (aishell/scratch/pipereader.py): the tool
 goes on writing while this one writes, hashes and reads what it wrote before.
 """
 
@@ -21,7 +21,7 @@ from typing import BinaryIO, TypeVar
 from aishell.files import open_private
 from aishell.handlers.backup.processes import tool_output
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 T = TypeVar("T")
 

@@ -17,7 +17,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers.backup.disk import destination, partial_file
 from aishell.handlers.backup.dumps import Taken, take_mysql, take_postgresql
@@ -36,9 +35,10 @@ from aishell.handlers.backup.measure import (
     sqlite_tables,
 )
 from aishell.handlers.backup.reporting import ByteProgress
-from aishell.scratch import BACKUP
+from aishell.scratch.leftovers import BACKUP
 from aishell.sqltext import quote_plain_identifier, text
-from aishell.toolcontext import ToolContext
+from aishell.targets.catalog import user_tables
+from aishell.tool.context import ToolContext
 from aishell.units import stamp
 
 # --- calculate_backup_size ---------------------------------------------------------------

@@ -3,7 +3,7 @@ scratch database (or file) whose tables, rows and contents are compared with the
 manifest.
 
 Every scratch file and scratch database is recorded in the state store before it is
-made (aishell/scratch.py), so a killed run's leftovers are removed later. A validation
+made (aishell/scratch/), so a killed run's leftovers are removed later. A validation
 that fails because of the server (its disk, the network) says nothing about the backup:
 the step fails without judging it.
 """
@@ -35,10 +35,10 @@ from aishell.handlers.backup.measure import (
     sqlite_tables,
 )
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
-from aishell.scratch import DATABASE
+from aishell.scratch.leftovers import DATABASE
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 NOT_JUDGED = "this says nothing about the backup, which stays unverified"
 

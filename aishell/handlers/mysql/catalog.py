@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepFailed
 from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 TABLES = """
 SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_count,
@@ -53,7 +53,7 @@ def table_row(conn: Connection, table: str) -> dict[str, Any]:
     return plain(row)
 
 
-# The keys of a table's readings (aishell/readings.py) that steps hand on to the next.
+# The keys of a table's readings (aishell/tool/readings.py) that steps hand on to the next.
 ROW_READING = "table_row"
 SIZE_READING = "table_size"
 

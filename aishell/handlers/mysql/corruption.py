@@ -22,9 +22,9 @@ from aishell.handlers.mysql.privileges import (
     privileges_on,
     session_grants,
 )
-from aishell.lockholders import lock_holders
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.lockholders import lock_holders
+from aishell.tool.context import ToolContext
 
 
 def _check_table(

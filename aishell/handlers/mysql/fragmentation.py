@@ -8,7 +8,7 @@ from typing import Any
 
 from aishell.handlers import Handler
 from aishell.handlers.mysql.catalog import TABLE, free_percent, recent_table_row
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

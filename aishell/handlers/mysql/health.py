@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import mysql_urgency
 from aishell.handlers import Handler, step_tables
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.mysql.catalog import (
@@ -23,7 +22,8 @@ from aishell.handlers.mysql.catalog import (
 from aishell.handlers.mysql.corruption import corruption_check
 from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.catalog import mysql_urgency
+from aishell.tool.context import ToolContext
 
 _STATUS_MARIADB = """
 SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS

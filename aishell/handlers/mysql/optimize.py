@@ -33,7 +33,7 @@ from aishell.handlers.mysql.privileges import (
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def _measured(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import user_tables
 from aishell.errors import StepFailed
 from aishell.handlers import skip_table
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
 from aishell.sqltext import text
+from aishell.targets.catalog import user_tables
 
 # Errors with which the server refuses a statement for want of a privilege, or because
 # the table or server is read-only: the work was not done, and the step says why.

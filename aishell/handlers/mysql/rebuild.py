@@ -27,7 +27,7 @@ from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 _ORPHANS_MARIADB = (
     "SELECT NAME FROM information_schema.INNODB_SYS_TABLES "

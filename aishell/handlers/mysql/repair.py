@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import table_columns
 from aishell.handlers import Handler, cached
 from aishell.handlers.integrity import repair_each, repairing
 from aishell.handlers.mysql.catalog import table_row
@@ -23,8 +22,9 @@ from aishell.handlers.mysql.corruption import check_one
 from aishell.handlers.mysql.privileges import require_privileges, run_checked
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
+from aishell.targets.catalog import table_columns
 from aishell.targets.transient import is_transient
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # A table's copy is named after it and the step's start, within MySQL's 64 characters.
 _COPY_SUFFIX = "_aishell_bak_{stamp}"

@@ -33,10 +33,10 @@ from aishell.handlers.postgresql.catalog import (
     table_oids,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
-from aishell.lockholders import is_lock_timeout, lock_holders
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.tool.context import ToolContext
 
 # The extension's schema is quoted in by the dialect; it comes from pg_extension.
 _BT_CHECK = "SELECT {schema}.bt_index_check(CAST(:oid AS oid)::regclass, true)"

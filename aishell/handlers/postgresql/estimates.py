@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 PGSTATTUPLE_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'pgstattuple'"
 APPROX = (

@@ -10,7 +10,7 @@ from typing import Any
 
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.handlers import Handler, step_tables
 from aishell.handlers.held import (
     Tablewise,
@@ -21,7 +20,8 @@ from aishell.handlers.held import (
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.postgresql.corruption import check_statements, corruption_check
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
+from aishell.tool.context import ToolContext
 
 # Transaction-ID wraparound is at 2^31.
 WRAPAROUND = 2**31

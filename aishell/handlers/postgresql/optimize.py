@@ -20,7 +20,7 @@ from aishell.handlers.postgresql.privileges import (
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # Every fork of the table, its TOAST table and their indexes: the same sum before and
 # after, so the difference is what the files gave back. Before: the server's clock too.

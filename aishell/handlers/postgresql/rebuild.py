@@ -14,10 +14,10 @@ from sqlalchemy.exc import DBAPIError
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
 from aishell.handlers.postgresql.privileges import require_maintain
-from aishell.lockholders import is_lock_timeout
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.lockholders import is_lock_timeout
+from aishell.tool.context import ToolContext
 
 _LEFTOVERS = """
 SELECT i.relname AS name

@@ -15,10 +15,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.archive import ArchiveFile
-from aishell.catalog import table_columns
 from aishell.errors import StepFailed, TargetError, UsageError
 from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
+from aishell.handlers.purge.archivefile import ArchiveFile
 from aishell.handlers.purge.archiveshape import check_plain_archive
 from aishell.handlers.purge.ownership import (
     ARCHIVE_PATH,
@@ -27,7 +26,8 @@ from aishell.handlers.purge.ownership import (
     refuse_if_claimed,
 )
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.catalog import table_columns
+from aishell.tool.context import ToolContext
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]:

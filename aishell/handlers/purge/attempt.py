@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aishell.errors import StepFailed
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 @dataclass

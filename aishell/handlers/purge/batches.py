@@ -23,16 +23,16 @@ from typing import Any, NoReturn
 
 from sqlalchemy.engine import Connection
 
-from aishell.archive import ArchiveFile, encode_rows
 from aishell.errors import StepInterrupted, TargetError
+from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.statements import BatchSql, is_integer
+from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
 from aishell.sqltext import text
-from aishell.throttle import Throttle
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 MAX_BATCH = 1_000_000
 # Batches grow at most this much at a time, so one slow stretch of the table cannot

@@ -11,15 +11,15 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from aishell import cutoff as cutoffs
 from aishell.errors import TargetError
+from aishell.guard.statements import driver_to_text
 from aishell.handlers import cached
+from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
 from aishell.handlers.purge.prepare import date_column_of, key_span, remembered, walk_key
 from aishell.handlers.purge.statements import BatchSql
 from aishell.sqltext import text
-from aishell.statements import driver_to_text
-from aishell.toolcontext import ToolContext, fill_template
+from aishell.tool.context import ToolContext, fill_template
 
 
 def count_rows(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

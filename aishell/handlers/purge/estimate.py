@@ -29,10 +29,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.cutoff import DateColumn
+from aishell.handlers.purge.cutoff import DateColumn
 from aishell.handlers.purge.statements import is_integer
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext, fill_template
+from aishell.tool.context import ToolContext, fill_template
 
 COUNT = "SELECT count(*), sum(CASE WHEN {date_column} < :cutoff THEN 1 ELSE 0 END) FROM {table}"
 # What an estimate may send ({array}: the type a histogram of the date column is read

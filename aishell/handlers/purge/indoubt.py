@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 POLL_SECONDS = 0.1
 # Without a lock wait set (0: none), a resume waits this long for the old session.

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aishell.archive import ArchiveFile
 from aishell.errors import StepFailed
-from aishell.toolcontext import ToolContext
+from aishell.handlers.purge.archivefile import ArchiveFile
+from aishell.tool.context import ToolContext
 
 # The checkpoint's record of which file its run archives into (absolute, its folder's
 # links resolved), written before the file is made.

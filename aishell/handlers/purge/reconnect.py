@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import Attempt, first_line, stopped_resumably
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # Default of reconnect_seconds (the tool's schema and the agent's config say the same).
 RECONNECT_SECONDS = 120.0

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell import cutoff as cutoffs
+from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
 from aishell.handlers.purge.batches import run_batches
@@ -25,10 +25,10 @@ from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
 from aishell.handlers.purge.statements import BatchSql
+from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import make_throttle
 from aishell.sqltext import text
-from aishell.throttle import Throttle
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from aishell.errors import NamedApprovalNeeded
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # The answers that are a person's yes to the step by its number: `aishell approve RUN
 # --step N`, or "yes" at a prompt that showed why (a flag or "all" never reaches a step

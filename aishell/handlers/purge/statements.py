@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 # The dialects whose DELETE ... RETURNING * hands a batch's deleted rows (every column)
 # to an archive file; MySQL has none: it locks the rows it archives and reads them first.

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aishell.errors import TargetError
-from aishell.throttle import Throttle
-from aishell.toolcontext import ToolContext
+from aishell.handlers.purge.throttle import Throttle
+from aishell.tool.context import ToolContext
 
 THROTTLE_CHECK_SECONDS = 1.0
 THROTTLE_WAIT_SECONDS = 1.0

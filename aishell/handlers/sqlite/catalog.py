@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from aishell.catalog import sqlite_name, sqlite_text_as_bytes
 from aishell.errors import StepFailed
 from aishell.sqltext import text
+from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
 
 
 def database_pages(conn: Connection) -> dict[str, int]:

@@ -26,7 +26,7 @@ from aishell.handlers.integrity import (
 from aishell.handlers.sqlite.privileges import read_only_reason, write
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier, text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def integrity_messages(conn: Connection, table: str) -> list[str]:

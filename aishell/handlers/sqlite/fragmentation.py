@@ -22,7 +22,7 @@ from aishell.handlers.sqlite.catalog import (
     require_table,
     table_indexes,
 )
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def needs_rebuild(stats: Mapping[str, Any], threshold: float, min_pages: int) -> str | None:

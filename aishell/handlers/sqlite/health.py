@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.catalog import sqlite_name, sqlite_text_as_bytes
 from aishell.handlers import Handler, step_tables
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
 from aishell.handlers.sqlite.corruption import corruption_check
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
+from aishell.tool.context import ToolContext
 
 # Indexes with their tables, and the tables (to name those whose names are not UTF-8).
 _SCHEMA = "SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('index', 'table')"

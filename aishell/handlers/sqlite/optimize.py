@@ -27,7 +27,7 @@ from aishell.handlers.sqlite.privileges import (
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def _optimize_reason(params: Mapping[str, Any], conn: Connection) -> str | None:

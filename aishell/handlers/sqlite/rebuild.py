@@ -19,7 +19,7 @@ from aishell.handlers.sqlite.catalog import (
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import require_writable, write
 from aishell.risk import RiskLevel
-from aishell.toolcontext import ToolContext
+from aishell.tool.context import ToolContext
 
 
 def _indexes_to_rebuild(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
-from aishell.signing import SigningKey
+from aishell.plan.signing import SigningKey
 from aishell.state.seals import seal, step_seal
 
 revision = "0002_signed_runs"

@@ -1,0 +1,102 @@
+"""Jobs from option values: the dict each agent takes, as `aishell run` builds it and a
+schedule stores it. The command line parses the options; what they mean for the job is
+said here, once, so a scheduled job is the same job the command would run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The parameters of `aishell run`'s jobs that say how to run, not what the job is.
+RUN_OPTIONS = frozenset(
+    {
+        "target",
+        "max_run_time",
+        "planner",
+        "dry_run",
+        "yes",
+        "approve_up_to",
+        "non_interactive",
+        "safety_level",
+        "force",
+        "as_json",
+    }
+)
+
+# Run options a schedule keeps for each of its runs, when they were given.
+_SCHEDULED_OPTIONS = ("dry_run", "safety_level", "force", "planner")
+
+
+def maintenance_job(kind: str, tables: str | None, no_rebuild_indexes: bool) -> dict[str, Any]:
+    """`--type`, `--tables` (comma-separated) and `--no-rebuild-indexes` as a job."""
+    return {
+        "type": kind,
+        "tables": tables.split(",") if tables is not None else None,
+        "rebuild_indexes": not no_rebuild_indexes,
+    }
+
+
+def backup_job(
+    kind: str,
+    verify: bool,
+    quick: bool,
+    cleanup: bool,
+    retention_days: float,
+    keep_last: int,
+    lock_wait: float | None = None,
+) -> dict[str, Any]:
+    """`--lock-wait` left out: the dump steps' own default."""
+    job = {
+        "type": kind,
+        "verify": verify,
+        "quick": quick,
+        "cleanup": cleanup,
+        "retention_days": retention_days,
+        "keep_last": keep_last,
+    }
+    if lock_wait is not None:
+        job["lock_wait_seconds"] = lock_wait
+    return job
+
+
+def log_cleanup_job(**flags: Any) -> dict[str, Any]:
+    """The job from the flags; flags left out take the agent's configured defaults."""
+    names = {"run_time": "run_time_seconds"}
+    return {names.get(k, k): v for k, v in flags.items() if v is not None}
+
+
+def job_from_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(agent, job) for `aishell run NAME` from its parsed parameters (named as the
+    command's options are: kind, tables, no_rebuild_indexes, ...)."""
+    if name == "maintenance":
+        return "maintenance", maintenance_job(
+            params["kind"], params["tables"], params["no_rebuild_indexes"]
+        )
+    if name == "backup":
+        return "backup", backup_job(
+            params["kind"],
+            params["verify"],
+            params["quick"],
+            params["cleanup"],
+            params["retention_days"],
+            params["keep_last"],
+            params.get("lock_wait"),
+        )
+    flags = {k: v for k, v in params.items() if k not in RUN_OPTIONS}
+    return "log_cleanup", log_cleanup_job(**flags)
+
+
+def scheduled_job(
+    name: str, params: dict[str, Any]
+) -> tuple[str, dict[str, Any], str | None, dict[str, Any]]:
+    """What a schedule stores for `aishell run NAME` with these parsed parameters:
+    (agent, job, target, options). Refused when they approve in advance."""
+    # Here, not at the top: the approval rules import the policy and SQLAlchemy, which
+    # the command line must not pay for at start.
+    from aishell.policy.approvers import refuse_approval_in_advance
+
+    refuse_approval_in_advance(bool(params.get("yes")), params.get("approve_up_to"))
+    agent, job = job_from_options(name, params)
+    options = {k: params[k] for k in _SCHEDULED_OPTIONS if params.get(k)}
+    if params.get("max_run_time") is not None:
+        options["max_run_seconds"] = params["max_run_time"]
+    return agent, job, params.get("target"), options

@@ -1,0 +1,100 @@
+"""Config values that are parsed again later, checked when the config is read: database
+URLs, server addresses, command lines, variable names and the limits of numbers. Each
+check raises ValueError in words that never repeat the value (it may hold a password);
+pydantic turns that into the config's one-line error."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from aishell.config.bounds import MAX_RETENTION_DAYS
+from aishell.errors import ConfigError
+
+# Past these a number is a typo, and turned into a timestamp, a timedelta or a bound
+# parameter it would overflow (SQLite and the servers hold 64-bit integers).
+MAX_COUNT = 2**63 - 1
+MAX_HOURS = MAX_RETENTION_DAYS * 24
+# An environment variable's name as a shell can export it.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The databases aishell opens, by the URL's backend name.
+DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why url is no database URL aishell can open, in words that never repeat the URL
+    (it may hold a password); None when it is one."""
+    from sqlalchemy.engine import make_url  # late: most commands never need it
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "not a valid database URL; expected dialect://user@host:port/database"
+    except ValueError:  # SQLAlchemy reads the port with int()
+        return "the URL's port is not a number"
+    backend = parsed.get_backend_name()
+    if backend not in DATABASE_BACKENDS:
+        return f"unsupported database '{backend[:40]}'; use sqlite, postgresql or mysql"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return f"the URL's port {parsed.port} is not between 1 and 65535"
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"unknown driver '{parsed.get_driver_name()[:40]}' for {backend}"
+    return None
+
+
+def check_env_name(value: str | None) -> str | None:
+    if value is not None and not ENV_NAME.fullmatch(value):
+        raise ValueError("not an environment variable's name (letters, digits and _)")
+    return value
+
+
+def env_password(variable: str, whose: str, setting: str) -> str:
+    """The password a `password_env` names, read when it is used (never at load: the
+    variable may be set only for the command that needs it); unset, a ConfigError that
+    begins with `whose` and names the setting."""
+    value = os.environ.get(variable)
+    if value is None:
+        raise ConfigError(f"{whose}: the environment variable {variable} ({setting}) is not set")
+    return value
+
+
+def check_http_url(value: str | None) -> str | None:
+    """A server's address as Ollama or a webhook takes it: host[:port], or an http(s)
+    URL; refused in words that never repeat it (it may carry a token)."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+        port = parts.port  # read here: a port that is not a number raises only now
+    except ValueError:
+        raise ValueError("not a valid URL (expected http://host:port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http or https URL with a host")
+    if port == 0:
+        raise ValueError("the URL's port 0 is not between 1 and 65535")
+    return value
+
+
+def check_command(value: str | None) -> str | None:
+    if value is not None:
+        import shlex
+
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"not a command line: {exc}") from None
+        if not words:
+            raise ValueError("an empty command")
+    return value
+
+
+def check_url(value: str) -> str:
+    problem = database_url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value

@@ -1,0 +1,144 @@
+"""Where aishell keeps its config and state, found the same way from any folder.
+
+The home is `--home DIR`, else AISHELL_HOME, else the user's own folders (through
+platformdirs: on Linux ~/.config/aishell, ~/.local/share/aishell, ~/.local/state/aishell).
+The current folder never counts: a project's config is used only when named (--config,
+AISHELL_CONFIG).
+
+Config files are read in layers: the system-wide /etc/aishell/aishell.yaml first, then the
+user's (the home's, or the named one). The user's top-level keys replace the system's,
+except `targets`, which are merged by name (a user's target replaces the system's target
+of that name whole). Without either, the bundled default is used. An agent's file is
+taken whole from the first folder that has it: the user's agents/, /etc/aishell/agents/,
+then the bundled defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aishell.config.files import read_yaml
+from aishell.config.resources import bundled_config_dir
+from aishell.errors import ConfigError
+
+APP = "aishell"
+CONFIG_NAME = "aishell.yaml"
+# The system-wide layer; AISHELL_SYSTEM_DIR names another (packagers, tests).
+SYSTEM_DIR = Path("/etc/aishell")
+
+
+@dataclass(frozen=True)
+class Home:
+    """The folders of one home, and what chose them."""
+
+    config_dir: Path  # aishell.yaml and agents/
+    data_dir: Path  # relative paths in the config: the demo database, backups, the plan key
+    state_dir: Path  # a relative state.url: state.db
+    chosen_by: str  # "--home", "AISHELL_HOME" or "user folders"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / CONFIG_NAME
+
+
+def find_home(home: str | os.PathLike[str] | None = None) -> Home:
+    """The home: the given folder, AISHELL_HOME, or the user's platform folders."""
+    given, chosen_by = home, "--home"
+    if not given:
+        given, chosen_by = os.environ.get("AISHELL_HOME"), "AISHELL_HOME"
+    if given:
+        root = Path(given).expanduser().resolve()
+        return Home(root / "config", root, root, chosen_by)
+    import platformdirs  # late: only a home without AISHELL_HOME needs it
+
+    return Home(
+        Path(platformdirs.user_config_dir(APP, appauthor=False)),
+        Path(platformdirs.user_data_dir(APP, appauthor=False)),
+        Path(platformdirs.user_state_dir(APP, appauthor=False)),
+        "user folders",
+    )
+
+
+def system_dir() -> Path:
+    return Path(os.environ.get("AISHELL_SYSTEM_DIR") or SYSTEM_DIR)
+
+
+@dataclass(frozen=True)
+class ConfigFiles:
+    """The config files in use, in the order they are read (later over earlier), and the
+    folders an agent's file is looked for in, first match wins."""
+
+    layers: tuple[Path, ...]
+    agent_dirs: tuple[Path, ...]
+
+    @property
+    def main(self) -> Path:
+        """The file messages name: the user's (or the named one), else the system's, else
+        the bundled default."""
+        return self.layers[-1]
+
+
+def config_files(home: Home, named: str | os.PathLike[str] | None = None) -> ConfigFiles:
+    """Which files configure this home: /etc/aishell's, then the named file or the
+    home's own; the bundled default only when neither exists."""
+    system = system_dir()
+    own: Path | None
+    if named:
+        given = Path(named).expanduser()
+        if not given.is_file():
+            raise ConfigError(f"Config file {given} does not exist")
+        own, own_agents = given, given.parent / "agents"
+    else:
+        own = home.config_file if home.config_file.is_file() else None
+        own_agents = home.config_dir / "agents"
+    layers = tuple(p for p in (system / CONFIG_NAME, own) if p is not None and p.is_file())
+    bundled = bundled_config_dir()
+    return ConfigFiles(
+        layers=layers or (bundled / CONFIG_NAME,),
+        agent_dirs=(own_agents, system / "agents", bundled / "agents"),
+    )
+
+
+Origin = Callable[[Sequence[str]], Path]
+
+
+def read_layers(layers: Sequence[Path]) -> tuple[dict[str, Any], Origin]:
+    """The layers merged (see the module's doc), and where a key came from: the file an
+    error about it names."""
+    merged: dict[str, Any] = {}
+    keys: dict[str, Path] = {}
+    targets: dict[str, Path] = {}
+    for path in layers:
+        # A user's file over the system's may set nothing yet (init writes it commented).
+        data = read_yaml(path, empty_ok=len(layers) > 1)
+        for key, value in data.items():
+            if key == "targets" and isinstance(value, dict):
+                earlier = merged.get("targets")
+                merged["targets"] = {**(earlier if isinstance(earlier, dict) else {}), **value}
+                targets.update(dict.fromkeys(map(str, value), path))
+            else:
+                merged[key] = value
+            keys[key] = path
+
+    def origin(location: Sequence[str]) -> Path:
+        if len(location) > 1 and location[0] == "targets" and location[1] in targets:
+            return targets[location[1]]
+        if location and location[0] in keys:
+            return keys[location[0]]
+        return layers[-1]
+
+    return merged, origin
+
+
+def agent_file(agent_dirs: Sequence[Path], agent: str) -> Path:
+    """An agent's config file: the first of the folders that has it."""
+    for folder in agent_dirs:
+        path = folder / f"{agent}.yaml"
+        if path.is_file():
+            return path
+    looked = ", ".join(str(folder / f"{agent}.yaml") for folder in agent_dirs)
+    raise ConfigError(f"No agent config for '{agent}' (looked for {looked})")

@@ -1,0 +1,491 @@
+"""Load and validate aishell.yaml and agents/<agent>.yaml (aishell.config.home finds them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aishell.config.bounds import MAX_BATCH_MS as MAX_BATCH_MS
+from aishell.config.bounds import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
+from aishell.config.bounds import MAX_RUN_TIME_SECONDS as MAX_RUN_TIME_SECONDS
+from aishell.config.bounds import MAX_SLEEP_MS as MAX_SLEEP_MS
+from aishell.config.bounds import MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS
+from aishell.config.checks import (
+    MAX_COUNT,
+    MAX_HOURS,
+    check_command,
+    check_env_name,
+    check_http_url,
+    check_url,
+)
+from aishell.config.files import read_yaml, validate
+from aishell.config.home import agent_file, config_files, find_home, read_layers
+from aishell.errors import ConfigError
+from aishell.files import make_private_dirs, set_group_readable
+from aishell.tool.kinds import Capability
+
+SafetyLevel = Literal["strict", "moderate", "permissive"]
+Environment = Literal["development", "test", "staging", "production"]
+
+
+class _Strict(BaseModel):
+    # NaN and infinity are refused everywhere: NaN compares false with every limit, so
+    # `ge`/`le` alone would let it through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class TargetConfig(_Strict):
+    url: str = Field(description="SQLAlchemy URL; relative SQLite paths are under the home")
+    environment: Environment = "development"
+    description: str = ""
+    # The password comes from this environment variable (or the driver's own files,
+    # ~/.pgpass or an option file); never from the URL in a file that is shared.
+    password_env: str | None = None
+    # Lock waits start short and are retried with backoff, instead of one long wait
+    # that queues every other session behind aishell.
+    lock_timeout_ms: int = Field(1000, ge=10, le=MAX_TIMEOUT_SECONDS * 1000)
+    # Opening a connection: TCP, TLS, the server's greeting and authentication, all of it
+    # (PostgreSQL counts at least 2 s).
+    connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
+    # How long a server may stay silent: the answer to a statement outside a step (catalog
+    # reads, checks, locks); inside a step, the time after the step's own limit
+    # (max_execution_time) for the server to answer the cancel. Then the connection is
+    # closed: a hung server or a lost network ends a run instead of holding it forever.
+    read_timeout_seconds: float = Field(600, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # How long sent data may go unacknowledged (PyMySQL write_timeout, libpq
+    # tcp_user_timeout): a dead network shows up in this long.
+    write_timeout_seconds: float = Field(60, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # SQLite: how long a statement waits for another process's lock on the file.
+    busy_timeout_ms: int = Field(5000, ge=1, le=MAX_TIMEOUT_SECONDS * 1000)
+    # Functions defined in this database (`schema.name`, or `name` on MySQL/MariaDB and
+    # for every schema) that the site vouches only read: a user-defined function counts
+    # as a possible write whatever volatility it declares, unless named here. The site's
+    # word: aishell does not check it.
+    trusted_functions: list[str] = []
+
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_env_name)
+
+
+class RunDefaults(_Strict):
+    """Limits of every run, unless its agent's default_config or its schedule says otherwise."""
+
+    # A run stops after this long, as on SIGTERM: the running statement is cancelled, the
+    # step ends interrupted, and `aishell resume` (or the schedule's next trigger) goes on.
+    # An unattended night never runs into the day.
+    max_run_seconds: float = Field(4 * 3600, gt=0, le=MAX_RUN_TIME_SECONDS)
+
+
+class StateConfig(_Strict):
+    url: str = "sqlite:///state.db"
+    # As for targets: the password comes from this environment variable, so the URL
+    # in a config file that is shared carries none.
+    password_env: str | None = None
+    # How long a SQLite store waits for another process's lock before it gives up;
+    # null: the URL's own `timeout` query parameter, or 10 seconds.
+    busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
+    # A store on a server, as for targets: how long connecting may take, and how long a
+    # statement waits for the server's answer before the store fails with one line
+    # (see state/serverstore.py); null: the URL's own `connect_timeout` and
+    # `read_timeout` query parameters, or 10 and 600 seconds.
+    connect_timeout_seconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_env_name)
+
+    def server_timeouts(self) -> dict[str, str]:
+        """The timeouts set here, as a server store's URL carries them (its query)."""
+        found = {"connect_timeout": self.connect_timeout_seconds}
+        found["read_timeout"] = self.read_timeout_seconds  # type: ignore[assignment]
+        return {name: str(value) for name, value in found.items() if value is not None}
+
+
+class CircuitBreakerConfig(_Strict):
+    failures: int = Field(
+        3, ge=1, le=1000, description="consecutive connection failures that open it"
+    )
+    cool_down_seconds: float = Field(300, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+
+NotifyOn = Literal[
+    "completed", "failed", "waiting_approval", "interrupted", "out_of_window", "missed", "stuck"
+]
+
+
+class NotificationsConfig(_Strict):
+    """Where a scheduled run's outcome goes; a failing notifier never fails the run."""
+
+    # Run with the run's summary as JSON on stdin (split like a shell, never run by one).
+    command: str | None = None
+    # POSTed the same JSON.
+    webhook: str | None = None
+    on: list[NotifyOn] = [
+        "failed",
+        "waiting_approval",
+        "interrupted",
+        "out_of_window",
+        "missed",
+        "stuck",
+    ]
+    timeout_seconds: float = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+    _command = field_validator("command")(check_command)
+    _webhook = field_validator("webhook")(check_http_url)
+
+
+class SchedulerConfig(_Strict):
+    # A trigger missed (the scheduler was down) runs late if at most this late; missed
+    # triggers of one schedule run once.
+    misfire_grace_seconds: int = Field(3600, ge=1, le=MAX_RUN_TIME_SECONDS)
+    # A scheduled run still running after this long is reported as stuck.
+    stuck_after_seconds: int = Field(6 * 3600, ge=1, le=MAX_RUN_TIME_SECONDS)
+
+
+class FilesConfig(_Strict):
+    # What aishell writes (backups and their folders, manifests, purge archives, plans,
+    # the metrics textfile) is its owner's alone: files 0600, folders 0700. True: its
+    # group may read them too (0640, 0750), e.g. a backup operator's group.
+    group_readable: bool = False
+
+
+class LlmPlannerConfig(_Strict):
+    """The model that drafts plans through Ollama; its plans pass the same validator."""
+
+    # The Ollama server; null: OLLAMA_HOST, or http://127.0.0.1:11434.
+    host: str | None = None
+    model: str = "qwen2.5-coder:7b"
+    # Drafts per request: a rejected plan goes back to the model with the reasons.
+    tries: int = Field(3, ge=1, le=10)
+    # Context window asked of the model; the prompt holds every offered tool's schema.
+    context_tokens: int = Field(8192, ge=2048, le=2**24)
+    timeout_seconds: float = Field(
+        300, gt=0, le=MAX_TIMEOUT_SECONDS, description="longest wait for one answer"
+    )
+    # Attempts to reach the server, with backoff, before giving up.
+    connect_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
+    max_steps: int = Field(100, ge=1, le=1000)
+    # Accepted plans are kept in the state store by (request, catalog, model).
+    cache: bool = True
+
+    _host = field_validator("host")(check_http_url)
+
+
+class PlannerConfig(_Strict):
+    # Who plans when a command does not say: rules (the agents' own plans) or llm.
+    default: Literal["rules", "llm"] = "rules"
+    llm: LlmPlannerConfig = LlmPlannerConfig()
+
+
+class MainConfig(_Strict):
+    default_target: str = "demo"
+    defaults: RunDefaults = RunDefaults()
+    planner: PlannerConfig = PlannerConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    targets: dict[str, TargetConfig]
+    state: StateConfig = StateConfig()
+    backup_dir: str = "backups"
+    files: FilesConfig = FilesConfig()
+    catalog_paths: list[str] = []
+
+
+class AgentDefaults(_Strict):
+    safety_level: SafetyLevel = "strict"
+    max_execution_time: int = Field(
+        3600, gt=0, le=MAX_RUN_TIME_SECONDS, description="cap on any one step, seconds"
+    )
+    # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
+    max_run_seconds: float | None = Field(None, gt=0, le=MAX_RUN_TIME_SECONDS)
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
+    fragmentation_threshold: float = Field(30, ge=0, le=100)
+    min_index_pages: int = Field(8, ge=1, le=MAX_COUNT)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Hour = Annotated[int, Field(ge=0, le=23)]
+
+
+class _TimeZoned(_Strict):
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder, a long name
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as Europe/Berlin)"
+            ) from None
+        return value
+
+
+class MaxTableSize(_Strict):
+    """Steps on a table with more rows than this (the catalog's estimate) need approval."""
+
+    type: Literal["max_table_size"]
+    max_rows: int = Field(gt=0, le=MAX_COUNT)
+    tools: list[str] | None = None
+
+
+class MaintenanceWindow(_TimeZoned):
+    """Steps above low risk run only in these hours; the window's end is a time budget."""
+
+    type: Literal["maintenance_window", "production_hours"]
+    allowed_hours: list[Hour] = Field(min_length=1)
+    days: list[Weekday] = list(WEEKDAYS)
+
+
+class BackupRequired(_Strict):
+    """Listed tools need a verified backup of the target newer than max_age_hours."""
+
+    type: Literal["backup_required"]
+    before_operations: list[str] = Field(min_length=1)
+    max_age_hours: float = Field(24, gt=0, le=MAX_HOURS)
+
+
+class BusinessHours(_TimeZoned):
+    """Critical steps do not start during business hours."""
+
+    type: Literal["business_hours"]
+    hours: list[Hour] = Field(min_length=1)
+    days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+
+
+class PurgeLimits(_Strict):
+    """A purge needs approval when it keeps less than min_retention_days of rows, or
+    would delete more than max_share of the table."""
+
+    type: Literal["purge_limits"]
+    min_retention_days: float = Field(7, ge=0, le=MAX_RETENTION_DAYS)
+    max_share: float = Field(0.5, gt=0, le=1)
+    tools: list[str] = ["delete_old_records"]
+
+
+Constraint = Annotated[
+    MaxTableSize | MaintenanceWindow | BackupRequired | BusinessHours | PurgeLimits,
+    Field(discriminator="type"),
+]
+CONSTRAINT_TYPES = (
+    "max_table_size",
+    "maintenance_window",
+    "production_hours",
+    "backup_required",
+    "business_hours",
+    "purge_limits",
+)
+
+
+class PurgeSettings(_Strict):
+    """How the log cleanup agent purges, unless the job says otherwise."""
+
+    date_column: str = "created_at"
+    retention_days: float = Field(30, ge=0, le=MAX_RETENTION_DAYS)
+    batch_size: int = Field(1000, ge=1, le=1_000_000, description="rows in the first batch")
+    max_batch_size: int = Field(1_000_000, ge=1, le=1_000_000)
+    max_batch_ms: float = Field(
+        100, ge=1, le=MAX_BATCH_MS, description="batches are sized to take this long"
+    )
+    sleep_ms: float = Field(0, ge=0, le=MAX_SLEEP_MS)
+    max_rows_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
+    run_time_seconds: float | None = Field(None, ge=1, le=MAX_RUN_TIME_SECONDS)
+    max_running_queries: int | None = Field(25, ge=1, le=MAX_COUNT)
+    max_replica_lag_seconds: float | None = Field(10, ge=0, le=MAX_TIMEOUT_SECONDS)
+    # The longest one wait for a busy server or a lagging replica; then the purge
+    # stops resumably and says so.
+    max_throttle_wait_seconds: float = Field(1800, ge=1, le=MAX_RUN_TIME_SECONDS)
+    # How long a purge keeps reconnecting after losing its server, before it stops
+    # resumably.
+    reconnect_seconds: float = Field(120, ge=0, le=MAX_RUN_TIME_SECONDS)
+    replicas: list[str] = []
+    # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
+    # rows; null: never.
+    statistics_after_rows: int | None = Field(10_000, ge=0, le=MAX_COUNT)
+
+
+class AgentSection(_Strict):
+    default_config: AgentDefaults = AgentDefaults()
+    capabilities: list[str]
+    safety_constraints: list[Constraint] = []
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    defaults: AgentDefaults
+    capabilities: frozenset[str]
+    constraints: tuple[Any, ...]
+    path: Path
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The loaded configuration, with where it came from and where relative paths lead."""
+
+    main: MainConfig
+    path: Path  # the file messages name: the user's, else the system's, else the bundled one
+    home: Path  # relative paths (demo database, backups, plan key) are under it
+    agent_dirs: tuple[Path, ...]
+    state_dir: Path | None = None  # a relative state.url is under it; None: the home
+    files: tuple[Path, ...] = ()  # every config file read, system-wide first
+    chosen_by: str = "--home"  # what chose the home: --home, AISHELL_HOME, user folders
+    _agents: dict[str, AgentConfig] = field(default_factory=dict, compare=False)
+
+    @property
+    def state_url(self) -> str:
+        """The URL the state store is opened with, its password (state.password_env) in
+        it: print state_location, never this."""
+        state = self.main.state
+        url = resolve_url(state.url, self.state_home)
+        if url != state.url:  # a file in the home's state folder: aishell's to make
+            make_private_dirs(self.state_home, 0o700)  # its own alone, whatever files say
+        if not state.password_env and state.busy_timeout_ms is None and not state.server_timeouts():
+            return url
+        from aishell.config.stateurl import with_settings  # late: most commands never need it
+
+        return with_settings(url, state, self.path)
+
+    @property
+    def state_location(self) -> str:
+        """Where the state store is, fit to print: a SQLite file's path, or the URL with
+        its password masked."""
+        return display_url(resolve_url(self.main.state.url, self.state_home))
+
+    @property
+    def state_home(self) -> Path:
+        return self.state_dir or self.home
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.home / self.main.backup_dir
+
+    @property
+    def catalog_paths(self) -> list[Path]:
+        return [self.home / p for p in self.main.catalog_paths]
+
+    def target(self, name: str | None) -> tuple[str, TargetConfig]:
+        """The named target, or the default one; an unknown name is a ConfigError."""
+        name = name or self.main.default_target
+        try:
+            return name, self.main.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.main.targets)) or "(none)"
+            raise ConfigError(
+                f"Unknown target '{name}'; targets in {self.path} are: {known}"
+            ) from None
+
+    def run_limit(
+        self, agent: str, override: float | None = None, where: str = ""
+    ) -> tuple[float, str]:
+        """A run's time limit in seconds, and the setting it comes from (to name in messages)."""
+        if override is not None:
+            return override, where
+        defaults = self.agent(agent).defaults
+        if defaults.max_run_seconds is not None:
+            return (
+                defaults.max_run_seconds,
+                f"{agent}_agent.default_config.max_run_seconds in {self.agent(agent).path}",
+            )
+        return self.main.defaults.max_run_seconds, f"defaults.max_run_seconds in {self.path}"
+
+    def agent(self, name: str) -> AgentConfig:
+        if name not in self._agents:
+            self._agents[name] = load_agent_config(self.agent_dirs, name)
+        return self._agents[name]
+
+
+def resolve_url(url: str, home: Path) -> str:
+    """Make a relative SQLite path absolute under the home; other URLs pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
+            return prefix + str((home / rest).resolve())
+    return url
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to print or store: a SQLite file as its path, any other URL
+    with its password as ***; text that is no URL is not repeated."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return "(an invalid database URL)"
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
+
+
+def load_config(
+    config_path: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Load the config of a home (see aishell.config.home): the given folder, AISHELL_HOME, or
+    the user's folders; the file named by config_path or AISHELL_CONFIG instead of the
+    home's own; /etc/aishell's under either."""
+    where = find_home(home)
+    files = config_files(where, config_path or os.environ.get("AISHELL_CONFIG") or None)
+    data, origin = read_layers(files.layers)
+    main = validate(MainConfig, data, files.main, tags=CONSTRAINT_TYPES, origin=origin)
+    if main.default_target not in main.targets:
+        known = ", ".join(sorted(main.targets)) or "(none)"
+        raise ConfigError(
+            f"{origin(['default_target'])}: default_target: '{main.default_target}' is not a "
+            f"target; targets are: {known}"
+        )
+    # Every file and folder made from here on has the modes this home asks for.
+    set_group_readable(main.files.group_readable)
+    return Config(
+        main=main,
+        path=files.main,
+        home=where.data_dir,
+        agent_dirs=files.agent_dirs,
+        state_dir=where.state_dir,
+        files=files.layers,
+        chosen_by=where.chosen_by,
+    )
+
+
+def load_agent_config(agent_dirs: Path | tuple[Path, ...], agent: str) -> AgentConfig:
+    """An agent's config from the first of the folders that has its file."""
+    path = agent_file((agent_dirs,) if isinstance(agent_dirs, Path) else agent_dirs, agent)
+    data = read_yaml(path)
+    section_key = f"{agent}_agent"
+    if set(data) != {section_key}:
+        extra = ", ".join(sorted(set(data) - {section_key})) or "(nothing)"
+        raise ConfigError(
+            f"{path}: expected exactly one top-level key '{section_key}', found: {extra}"
+        )
+    section = validate(
+        AgentSection, data[section_key], path, prefix=section_key, tags=CONSTRAINT_TYPES
+    )
+    known = {c.value for c in Capability}
+    for i, cap in enumerate(section.capabilities):
+        if cap not in known:
+            raise ConfigError(
+                f"{path}: {section_key}.capabilities.{i}: unknown capability '{cap}'; "
+                f"expected one of: {', '.join(sorted(known))}"
+            )
+    return AgentConfig(
+        name=agent,
+        defaults=section.default_config,
+        capabilities=frozenset(section.capabilities),
+        constraints=tuple(section.safety_constraints),
+        path=path,
+        purge=section.purge,
+    )

@@ -1,0 +1,355 @@
+"""The functions a read calls, and which of them may write.
+
+A SELECT can write through a function it calls: a PostgreSQL function that is VOLATILE
+(or an aggregate whose transition or final function is: the aggregate itself is marked
+IMMUTABLE), a MariaDB stored function (whose SQL DATA characteristic the server does not
+enforce) or loadable function (UDF). A declared volatility is a promise, not a proof: a
+function a user defined (in no system schema, part of no installed extension) may write
+whatever it declares, unless the site trusts it by name (a target's trusted_functions).
+The parser cannot tell, so the guard asks the server's catalog about every name the
+statement calls, as the server would resolve it, including PostgreSQL's attribute
+notation: `v.zap` calls zap(v) when v has no column zap. What a read runs without naming
+it (an operator's function, a view's) is guardhidden.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import sqlglot
+from sqlglot import TokenType
+
+from aishell.guard.sqlcheck import SQLGLOT_DIALECT
+
+# Volatile functions that only read: sizes, statistics and checks the tools use. They
+# count as reads only where PostgreSQL itself or the extension that ships them defines
+# them; a function of the same name in another schema is judged like any other.
+READ_ONLY_VOLATILE = frozenset(
+    {
+        "pg_relation_size",
+        "pg_total_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+        "pg_database_size",
+        "pg_tablespace_size",
+        "pg_size_pretty",
+        "pgstattuple",
+        "pgstattuple_approx",
+        "pgstatindex",
+        "pgstatginindex",
+        "pg_relpages",
+        "bt_index_check",
+        "bt_index_parent_check",
+        "verify_heapam",
+        "pg_current_wal_lsn",
+        "pg_last_wal_replay_lsn",
+        "pg_last_xact_replay_timestamp",
+        "pg_wal_lsn_diff",
+        "pg_is_in_recovery",
+        "pg_backend_pid",
+        "pg_stat_get_live_tuples",
+        "pg_stat_get_dead_tuples",
+        "pg_stat_get_last_analyze_time",
+        "pg_stat_get_last_autoanalyze_time",
+        "pg_stat_get_last_vacuum_time",
+        "pg_stat_get_last_autovacuum_time",
+        "clock_timestamp",
+        "timeofday",
+        "random",
+        "pg_blocking_pids",
+        # Forgets this transaction's cached statistics, so the views are read afresh.
+        "pg_stat_clear_snapshot",
+        "txid_current_snapshot",
+        "pg_current_snapshot",
+        "pg_control_system",
+        "pg_postmaster_start_time",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "pg_conf_load_time",
+        # Behind the views of the same names, which a DBA's tools read.
+        "pg_stat_statements",
+        "pg_stat_statements_info",
+        "pg_buffercache_pages",
+        "pg_buffercache_summary",
+        "pg_buffercache_usage_counts",
+    }
+)
+# The extensions whose functions of those names are trusted to only read.
+READ_ONLY_EXTENSIONS = ("pgstattuple", "amcheck", "pg_stat_statements", "pg_buffercache")
+
+# Words PostgreSQL's grammar reads before "(" itself: expressions (COALESCE, GREATEST),
+# or calls it names in pg_catalog whatever the search path (EXTRACT, SUBSTRING, TRIM).
+# No function a database defines is reached by them.
+PG_GRAMMAR = frozenset(
+    {
+        "coalesce",
+        "greatest",
+        "least",
+        "nullif",
+        "extract",
+        "position",
+        "substring",
+        "overlay",
+        "trim",
+        "normalize",
+        "treat",
+        "exists",
+        "any",
+        "all",
+        "some",
+        "array",
+        "row",
+        "in",
+        "values",
+        "cast",
+        "grouping",
+        "filter",
+        "over",
+        "and",
+        "or",
+        "not",
+        "as",
+        "from",
+        "using",
+        "on",
+        "interval",
+        "xmlelement",
+        "xmlforest",
+        "xmlconcat",
+        "xmlparse",
+        "xmlpi",
+        "xmlroot",
+        "xmlserialize",
+        "xmlexists",
+    }
+)
+
+# (schema or None, name) of one call, as the server resolves names.
+Call = tuple[str | None, str]
+NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
+# The server's "access denied" errors (to a table, a database) and "no such table".
+_NO_ACCESS = (1142, 1044, 1146)
+
+
+@lru_cache(maxsize=8192)
+def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
+    """Every name followed by "(" (optionally schema-qualified): a function call, or a
+    word that only looks like one (IN, VALUES), which no catalog holds as a function.
+    Unquoted PostgreSQL names fold to lower case; MariaDB's function names ignore case.
+    A tool sends the same text for every table (the values are bound): each text is
+    read once."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(SQLGLOT_DIALECT[dialect]).tokenize(sql)
+    except sqlglot.errors.TokenError:
+        return ((None, "(a statement aishell cannot read)"),)
+    calls: list[Call] = []
+    if dialect == "postgresql":
+        calls += _attributes(tokens)
+    for i, token in enumerate(tokens):
+        if token.token_type is not TokenType.L_PAREN or i == 0:
+            continue
+        name = tokens[i - 1]
+        if name.token_type in NOT_NAMES or not _is_word(name.text):
+            continue
+        if i >= 2 and tokens[i - 2].text.upper() == "TABLESAMPLE":
+            continue  # a sampling method (SYSTEM, BERNOULLI), not a call
+        schema = None
+        if i >= 3 and tokens[i - 2].token_type is TokenType.DOT:
+            schema = folded(tokens[i - 3], dialect)
+        called = folded(name, dialect)
+        if (
+            dialect == "postgresql"
+            and schema is None
+            and name.token_type is not TokenType.IDENTIFIER
+            and called in PG_GRAMMAR
+        ):
+            continue  # the grammar's own construct, or a call it names in pg_catalog
+        calls.append((schema, called))
+    return tuple(sorted(set(calls), key=lambda c: (c[0] or "", c[1])))
+
+
+# The schema of a call written in attribute notation: `x.name` calls name(x) when x has
+# no column `name`, so every last name of a dotted chain may be a one-argument call.
+ATTRIBUTE = "."
+
+
+def _attributes(tokens: Sequence[Any]) -> list[Call]:
+    found: list[Call] = []
+    for i in range(1, len(tokens)):
+        name = tokens[i]
+        if tokens[i - 1].token_type is not TokenType.DOT or name.token_type in NOT_NAMES:
+            continue
+        after = tokens[i + 1].token_type if i + 1 < len(tokens) else None
+        if after in (TokenType.DOT, TokenType.L_PAREN) or not _is_word(name.text):
+            continue
+        if name.token_type is TokenType.STAR:
+            continue
+        found.append((ATTRIBUTE, folded(name, "postgresql")))
+    return found
+
+
+def _is_word(text: str) -> bool:
+    return bool(text) and not any(ch in text for ch in "()")
+
+
+def folded(token: Any, dialect: str) -> str:
+    if dialect == "postgresql" and token.token_type is TokenType.IDENTIFIER:
+        return str(token.text)  # a quoted name keeps its case
+    return str(token.text).lower()
+
+
+def writing_calls(
+    calls: Sequence[Call], dialect: str, cursor: Any, trusted: Sequence[str] = ()
+) -> list[Call]:
+    """The calls that may write, named as in the statement; asked of the server's
+    catalog on a second cursor of the same connection (so not through the guard).
+    `trusted`: the user-defined functions the site vouches only read."""
+    if not calls:
+        return []
+    lookup = cursor.connection.cursor()
+    try:
+        if dialect == "postgresql":
+            return _postgresql(calls, lookup, trusted)
+        if dialect == "mysql":
+            return _mysql(calls, lookup, trusted)
+        return []
+    finally:
+        lookup.close()
+
+
+def shown(call: Call) -> str:
+    if call[0] == ATTRIBUTE:
+        return f"{call[1]} (called as x.{call[1]})"
+    return f"{call[0]}.{call[1]}" if call[0] else call[1]
+
+
+def vouched_for(schema: str | None, name: str, trusted: Iterable[str], fold: bool) -> bool:
+    """Whether a target's trusted_functions names the function (`schema.name`, or `name`
+    for any schema); `fold`: names compare without case (MySQL/MariaDB)."""
+    names = {name, f"{schema}.{name}"} if schema else {name}
+    vouched = set(trusted)
+    if fold:
+        names, vouched = {n.lower() for n in names}, {t.lower() for t in vouched}
+    return bool(names & vouched)
+
+
+def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
+    """PG_MAY_WRITE's parameters for a target's trusted_functions (`schema.name` or
+    `name`)."""
+    qualified = [name.split(".", 1) for name in trusted if "." in name]
+    return {
+        "trusted_any": [name for name in trusted if "." not in name],
+        "trusted_schemas": [schema for schema, _ in qualified],
+        "trusted_names": [name for _, name in qualified],
+    }
+
+
+# A function that may write, as SQL over pg_proc `p` (its namespace `n`): volatile, or an
+# aggregate (or window function) with a volatile support function. PG_TRUSTED says where
+# PostgreSQL or a trusted extension defines it, for the READ_ONLY_VOLATILE exceptions.
+# A user-defined function (see the module's docstring) counts whatever it declares,
+# unless trusted (trust_parameters: bound as name arrays, compared name to name, so no
+# operator a database defines is chosen over the catalog's).
+PG_USER_DEFINED = (
+    "(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_depend x"
+    " WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid"
+    " AND x.deptype = 'e'))"
+)
+PG_TRUSTED_BY_SITE = (
+    "(p.proname = ANY(%(trusted_any)s::pg_catalog.name[]) OR EXISTS ("
+    " SELECT 1 FROM ROWS FROM (pg_catalog.unnest(%(trusted_schemas)s::pg_catalog.name[]),"
+    " pg_catalog.unnest(%(trusted_names)s::pg_catalog.name[])) AS t(s, f)"
+    " WHERE t.s = n.nspname AND t.f = p.proname))"
+)
+PG_MAY_WRITE = (
+    "((p.provolatile = 'v' OR EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s ON s.oid IN ("
+    " a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,"
+    " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)"
+    f" WHERE a.aggfnoid = p.oid AND s.provolatile = 'v') OR {PG_USER_DEFINED})"
+    f" AND NOT ({PG_USER_DEFINED} AND {PG_TRUSTED_BY_SITE}))"
+)
+PG_TRUSTED = (
+    "(n.nspname = 'pg_catalog' OR EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_depend d"
+    " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
+    " WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid"
+    " AND d.deptype = 'e' AND e.extname = ANY(%(extensions)s)))"
+)
+
+
+def _postgresql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
+    # Every function the name could resolve to: in the schema it names, or in any schema
+    # of the search path. Overloads are not told apart: one that may write is enough.
+    # A call in attribute notation takes one argument.
+    lookup.execute(
+        f"SELECT n.nspname, p.proname, {PG_MAY_WRITE}, {PG_TRUSTED}, "
+        "n.nspname = ANY(pg_catalog.current_schemas(true)), "
+        "p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 "
+        "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        # Handlers (of sampling methods, access methods, triggers) take or return
+        # `internal` and the like: SQL cannot call them.
+        "WHERE p.proname = ANY(%(names)s) AND p.prorettype::regtype::text NOT IN ("
+        "'internal', 'tsm_handler', 'trigger', 'event_trigger', 'language_handler', "
+        "'fdw_handler', 'index_am_handler', 'table_am_handler')",
+        {
+            "extensions": list(READ_ONLY_EXTENSIONS),
+            "names": sorted({n for _, n in calls}),
+            **trust_parameters(trusted),
+        },
+    )
+    found = lookup.fetchall()
+    writing = []
+    for schema, name in calls:
+        for home, proname, volatile, trusted_home, on_path, one_argument in found:
+            if proname != name or not volatile:
+                continue
+            if schema == ATTRIBUTE:
+                resolves_here = on_path and one_argument
+            else:
+                resolves_here = (home == schema) if schema is not None else on_path
+            if resolves_here and not (name in READ_ONLY_VOLATILE and trusted_home):
+                writing.append((schema, name))
+                break
+    return writing
+
+
+def _mysql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
+    # MariaDB does not hold a stored function to its READS SQL DATA: any may write.
+    names = sorted({name for _, name in calls})
+    marks = ", ".join(["%s"] * len(names))
+    lookup.execute(
+        "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME), LOWER(DATABASE()) "
+        "FROM information_schema.ROUTINES "
+        f"WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN ({marks})",
+        tuple(names),
+    )
+    found = lookup.fetchall()
+    stored = {(schema, name) for schema, name, _ in found}
+    current = found[0][2] if found else None
+    # A loadable function belongs to no database: its name alone calls it.
+    udfs = mysql_udfs(lookup) & set(names)
+    return [
+        (schema, name)
+        for schema, name in calls
+        if ((schema or current, name) in stored or (schema is None and name in udfs))
+        and not vouched_for(schema or current, name, trusted, fold=True)
+    ]
+
+
+def mysql_udfs(lookup: Any) -> set[str]:
+    """The loadable functions (CREATE FUNCTION ... SONAME), lower case: C code that may do
+    anything. Only mysql.func lists them; an account that cannot read it learns of none."""
+    import pymysql  # only a MySQL/MariaDB target has this lookup
+
+    try:
+        lookup.execute("SELECT LOWER(name) FROM mysql.func")
+    except pymysql.MySQLError as exc:
+        if exc.args and exc.args[0] in _NO_ACCESS:
+            return set()
+        raise
+    return {str(row[0]) for row in lookup.fetchall()}

@@ -1,0 +1,298 @@
+"""The guarded connection: a step's statements reach the database only through it.
+
+Each statement is classified as it is sent (after substitution, as the driver gets it).
+Reads pass; a write passes only when it is an instance of a statement shape the step
+was checked and approved with; anything else is refused before it reaches the server,
+and the refusal is recorded with the run's statements. A read that calls a function
+that may write (guardcalls.py), or reads a view or table whose reading may (guardhidden.py),
+counts as a write of high risk, which no step approved at a lower risk may send; where
+an operator, cast or type may write, reads on a read-write session are sent read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection, Dialect
+
+from aishell.errors import SessionTampered, StatementRefused
+from aishell.guard.calls import Call, called_functions, shown, writing_calls
+from aishell.guard.hidden import HiddenWriters, hidden_writers
+from aishell.guard.statements import (
+    READS,
+    Classification,
+    Shape,
+    classify,
+    compile_shape,
+    driver_to_text,
+)
+from aishell.risk import RiskLevel
+from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS, session_changed
+
+
+@dataclass
+class GuardMemory:
+    """What a run's guards have learned, shared by its steps: per function call whether
+    it may write, as the server's catalog said (a function is looked up once per run),
+    and the statements, as the driver got them, found to only read. A statement's
+    verdict as a read depends on its text and those calls alone, so it stands for the
+    run: a step per table sends the same reads with other values."""
+
+    volatile: dict[Call, bool] = field(default_factory=dict)
+    reads: set[str] = field(default_factory=set)
+    # What may make a read write without naming a function, looked up once per run.
+    hidden: HiddenWriters | None = None
+    # The user-defined functions the site vouches only read (the target's
+    # trusted_functions): the site's word, which the guard takes.
+    trusted: tuple[str, ...] = ()
+
+
+@dataclass
+class Guard:
+    """What one step may send: reads, and writes of the approved shapes (none when the
+    step only reads)."""
+
+    shapes: Iterable[Shape] = ()
+    writes: bool = False
+    # The risk the step was approved at (its tool's): a write only the server's catalog
+    # shows (a function, a view that writes) is high, and passes no step approved lower,
+    # even by a shape of its own: the parser took that shape for a read.
+    risk: RiskLevel = RiskLevel.SAFE
+    label: str = "this step"
+    refused: list[str] = field(default_factory=list)
+    memory: GuardMemory = field(default_factory=GuardMemory)
+    # The step's connection, whose info says whether the session is read-only (as
+    # session_access keeps it; read afresh, as a reconnect brings a new session); None
+    # when unknown, and then no read is sent read-only by the guard.
+    connection: Connection | None = None
+    # Whether this guard made the session read-only, for a read (see guardhidden.py).
+    _made_read_only: bool = field(default=False, init=False)
+    # Whether the statement being sent is a read in a read-only savepoint of the guard's.
+    _in_savepoint: bool = field(default=False, init=False)
+
+    def check(self, statement: str, cursor: Any, dialect: str, paramstyle: str) -> str | None:
+        """None when the statement may be sent; otherwise why not."""
+        return self.verdict(statement, cursor, dialect, paramstyle)[0]
+
+    def verdict(
+        self, statement: str, cursor: Any, dialect: str, paramstyle: str
+    ) -> tuple[str | None, Classification]:
+        """(None when the statement may be sent, otherwise why not; what it does)."""
+        # A read that failed in its savepoint left it to the tool's rollback.
+        self._in_savepoint = False
+        if self._made_read_only and not _idle(cursor, dialect):
+            # Read-only for an earlier read, the session would make the transaction this
+            # statement is in, or begins (a catalog lookup would begin it too), read-only,
+            # and the step's writes after it with it.
+            self._read_write_again(cursor, dialect)
+        if statement in self.memory.reads:
+            return self._read(statement, cursor, dialect, paramstyle)
+        sql = driver_to_text(statement, paramstyle)
+        found = classify(sql, dialect)
+        if not found.writes and dialect in ("postgresql", "mysql"):
+            writing = self._writing_calls(sql, dialect, cursor)
+            if writing:
+                kind = (
+                    "volatile or user-defined" if dialect == "postgresql" else "a stored function"
+                )
+                reason = (
+                    f"it calls {', '.join(writing)}(), {kind} and not known to only read "
+                    "(one the site knows only reads can be listed in the target's "
+                    "trusted_functions)"
+                )
+                found = Classification(True, RiskLevel.HIGH, reason)
+                return self._refuse_write(statement, reason, found.risk), found
+        if not found.writes:
+            self.memory.reads.add(statement)
+            return self._read(statement, cursor, dialect, paramstyle)
+        why = self._refuse_write(statement, found.reason)
+        if why is None:
+            self._read_write_again(cursor, dialect)
+        return why, found
+
+    def raise_if_refused(self) -> None:
+        """Even when the tool caught a refusal, the step does not pass."""
+        if self.refused:
+            raise StatementRefused(f"{self.label}: statement refused: {self.refused[0]}")
+
+    def _refuse_write(
+        self, statement: str, reason: str, risk: RiskLevel | None = None
+    ) -> str | None:
+        """Why a write may not be sent; None when it may. `risk`: a write the catalog
+        shows, which the parser (and so the step's approval) took for a read."""
+        if not self.writes:
+            return f"{self.label} only reads, and this statement writes ({reason})"
+        if risk is not None and risk.rank > self.risk.rank:
+            return (
+                f"it writes ({reason}): a {risk} risk, above the {self.risk} {self.label} "
+                f"was approved at (tag the tool {risk} to approve it)"
+            )
+        if any(shape.matches(statement) for shape in self.shapes):
+            return None
+        return f"it writes ({reason}) and is none of the statements {self.label} was approved with"
+
+    def _read(
+        self, statement: str, cursor: Any, dialect: str, paramstyle: str
+    ) -> tuple[str | None, Classification]:
+        """A read on a read-write session: what may make it write without naming a
+        function (guardhidden.py). On a read-only session the database refuses it."""
+        conn = self.connection
+        if conn is None or dialect not in ("postgresql", "mysql"):
+            return None, READS
+        hidden = self.memory.hidden
+        if hidden is None:
+            hidden = self.memory.hidden = hidden_writers(dialect, cursor, self.memory.trusted)
+        if not hidden:
+            return None, READS
+        sql = driver_to_text(statement, paramstyle)
+        named = hidden.named_in(sql, dialect)
+        symbol = hidden.operator_in(sql, dialect)
+        cast = hidden.type_in(sql, dialect)
+        if named is not None:
+            # Even in a read-only session: what a view runs may reach beyond it (end
+            # another session, open one elsewhere) or switch it back to read-write.
+            reason = f"it reads {named}: {hidden.relations[named]}"
+        elif symbol is not None:
+            reason = f"it uses the operator {symbol}: {hidden.operators[symbol]}"
+        elif cast is not None:
+            reason = f"it names the type {cast}: {hidden.types[cast]}"
+        elif conn.info.get(ACCESS_KEY):
+            return None, READS  # the database refuses what it would write
+        elif not hidden.anywhere:
+            return None, READS
+        elif _idle(cursor, dialect):
+            self._set_read_only(cursor, dialect, True)
+            return None, READS
+        elif not _server_side(cursor):
+            self._begin_read_only_savepoint(cursor)
+            return None, READS
+        else:
+            reason = (
+                f"it is read through a server-side cursor inside a transaction of a read-write "
+                f"session, where the {hidden.anywhere[0]} runs a function that may write"
+            )
+        found = Classification(True, RiskLevel.HIGH, reason)
+        return self._refuse_write(statement, reason, found.risk), found
+
+    def sent(self, cursor: Any) -> None:
+        """After a statement the guard passed ran: a read sent in a read-only savepoint
+        (its rows already fetched) leaves the transaction as it found it; a step that
+        only reads finds its session as it was, or fails."""
+        if self._in_savepoint:
+            self._in_savepoint = False
+            _on_second_cursor(cursor, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE {_SAVEPOINT}")
+        conn = self.connection
+        if self.writes or conn is None or not conn.info.get(ACCESS_KEY):
+            return
+        # Code of a user's may run in a read: a function the site trusts, or one behind
+        # an operator, cast or type. Without any, what the server reports with each
+        # answer is enough.
+        hidden = self.memory.hidden
+        thorough = bool(self.memory.trusted or (hidden is not None and hidden.anywhere))
+        changed = session_changed(conn, cursor, thorough)
+        if changed is not None:
+            # Not trusted again: the next step sets its session afresh.
+            conn.info[ACCESS_KEY] = None
+            self.refused.append(changed)
+            raise SessionTampered(
+                f"{self.label}: the step changed its own read-only session ({changed}); "
+                "a function it ran switched it, and the step is failed"
+            )
+
+    def _begin_read_only_savepoint(self, cursor: Any) -> None:
+        """Inside a transaction (or beginning one) the session's default no longer
+        applies, and a transaction, once read-only, cannot be made read-write again. A
+        savepoint's SET LOCAL can, undone when the savepoint is rolled back to."""
+        _on_second_cursor(cursor, f"SAVEPOINT {_SAVEPOINT}; SET LOCAL transaction_read_only = on")
+        self._in_savepoint = True
+
+    def _read_write_again(self, cursor: Any, dialect: str) -> None:
+        """An approved write after this guard made the session read-only for a read."""
+        conn = self.connection
+        if self._made_read_only and conn is not None and conn.info.get(ACCESS_KEY):
+            self._set_read_only(cursor, dialect, False)
+
+    def _set_read_only(self, cursor: Any, dialect: str, read_only: bool) -> None:
+        assert self.connection is not None
+        on, off = SESSION_ACCESS[dialect]
+        _on_second_cursor(cursor, on if read_only else off)
+        if not read_only and dialect == "postgresql" and not cursor.connection.autocommit:
+            # Without autocommit, that SET began the transaction the write will run in,
+            # read-only by the default it replaced.
+            _on_second_cursor(cursor, "SET transaction_read_only = off")
+        # session_access finds the session as it is, and sets it for the next step.
+        self.connection.info[ACCESS_KEY] = read_only
+        self._made_read_only = read_only
+
+    def _writing_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
+        calls = called_functions(sql, dialect)
+        volatile = self.memory.volatile
+        unknown = [c for c in calls if c not in volatile]
+        if unknown:
+            writing = set(writing_calls(unknown, dialect, cursor, self.memory.trusted))
+            volatile.update({c: c in writing for c in unknown})
+        return [shown(c) for c in calls if volatile[c]]
+
+
+_SAVEPOINT = "aishell_read_only"
+
+
+def _on_second_cursor(cursor: Any, sql: str) -> None:
+    """Sent on the statement's connection, not through the guard (nor its cursor, whose
+    rows the tool may not have read yet)."""
+    switch = cursor.connection.cursor()
+    try:
+        switch.execute(sql)
+    finally:
+        switch.close()
+
+
+def _server_side(cursor: Any) -> bool:
+    """A named cursor reads as the tool fetches: a savepoint rolled back to would close it."""
+    import psycopg  # only a PostgreSQL target gets here
+
+    return isinstance(cursor, psycopg.ServerCursor)
+
+
+def _idle(cursor: Any, dialect: str) -> bool:
+    """The statement is a transaction of its own, under the session's default access:
+    the connection autocommits and has no transaction open. (Without autocommit, the
+    read would begin the transaction its later writes run in.)"""
+    if dialect != "postgresql":
+        return False
+    import psycopg  # only a PostgreSQL target gets here
+
+    dbapi = cursor.connection
+    return bool(
+        dbapi.autocommit and dbapi.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
+
+
+def shapes_for(
+    templates: Iterable[str], rendered: Iterable[str], conn: Connection, known: Mapping[str, str]
+) -> Shapes:
+    """The statements a step may write: what it rendered, exactly, and its tool's declared
+    templates with the step's own identifiers filled in."""
+    sources: list[tuple[str, dict[str, str] | None]] = [(sql, None) for sql in rendered]
+    sources += [(sql, dict(known)) for sql in templates]
+    return Shapes(sources, conn.dialect)
+
+
+class Shapes:
+    """A step's shapes in order, each compiled the first time a write is held against it:
+    the write a step sends is most often the first, the statement it rendered, and a step
+    per table would otherwise compile every shape of its tool for every table."""
+
+    def __init__(self, sources: list[tuple[str, dict[str, str] | None]], dialect: Dialect):
+        self._sources, self._dialect = sources, dialect
+        self._compiled: list[Shape] = []
+
+    def __iter__(self) -> Iterator[Shape]:
+        for i, (sql, known) in enumerate(self._sources):
+            if i == len(self._compiled):
+                # A rendered statement is final SQL; a template has {name} and :name.
+                shape = compile_shape(sql, self._dialect, known, literal=known is None)
+                self._compiled.append(shape)
+            yield self._compiled[i]

@@ -1,0 +1,283 @@
+"""What makes a read write without the statement naming a function that writes.
+
+PostgreSQL runs functions a statement does not name: a view's (and a view's over it),
+a row-security policy's when the table is read, an operator's (and its selectivity
+estimators, while planning), a cast's, a type's input and output, a domain's check.
+MariaDB runs a view's stored functions and loadable functions. A read through any of
+them may write, and in a read-write session nothing but the guard stands in the way.
+
+So once per run, the first time a read is sent on a read-write session, the guard asks
+the server's catalog what could: views and tables whose reading may write are found by
+their names in a statement (and the statement counts as a write); operators, casts,
+types and domains may act in any statement (a column of that type, a literal compared
+with it), so while the database has any, such reads are sent read-only: in a read-only
+session, or inside a transaction in a savepoint made read-only (guard.py). A database
+with none of them (the usual case) costs that one lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import sqlglot
+
+from aishell.guard.calls import (
+    NOT_NAMES,
+    PG_MAY_WRITE,
+    PG_TRUSTED,
+    READ_ONLY_EXTENSIONS,
+    READ_ONLY_VOLATILE,
+    called_functions,
+    folded,
+    mysql_udfs,
+    trust_parameters,
+    vouched_for,
+)
+from aishell.guard.lex import without_comments
+from aishell.guard.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
+
+
+@dataclass(frozen=True)
+class HiddenWriters:
+    """relations: {name: why} of the views and tables whose reading may write (names
+    folded as the dialect compares them); anywhere: what may act in any statement."""
+
+    relations: dict[str, str] = field(default_factory=dict)
+    anywhere: tuple[str, ...] = ()
+    # {symbol: why} of the operators among them: a statement that writes the symbol may
+    # call the function, even where the session is read-only (which stops a write, not
+    # a function that ends another session or switches this one back).
+    operators: dict[str, str] = field(default_factory=dict)
+    # {type name: why} of the types a cast to which (or a domain check of which) may
+    # write: a statement that names the type, likewise.
+    types: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.relations or self.anywhere)
+
+    def type_in(self, sql: str, dialect: str) -> str | None:
+        """The first of these types the statement names, if any."""
+        if not self.types:
+            return None
+        return next((name for name in names_in(sql, dialect) if name in self.types), None)
+
+    def operator_in(self, sql: str, dialect: str) -> str | None:
+        """The first of these operators whose symbol the statement's code holds."""
+        if not self.operators:
+            return None
+        code = without_comments(sql, dialect)
+        return next((symbol for symbol in sorted(self.operators) if symbol in code), None)
+
+    def named_in(self, sql: str, dialect: str) -> str | None:
+        """The first relation of these that the statement names, if any."""
+        if not self.relations:
+            return None
+        for name in names_in(sql, dialect):
+            if name in self.relations:
+                return name
+        return None
+
+
+@lru_cache(maxsize=4096)
+def names_in(sql: str, dialect: str) -> tuple[str, ...]:
+    """Every word of the statement that could name a relation, folded (unquoted
+    PostgreSQL names to lower case, MariaDB names always, as table names may be)."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(SQLGLOT_DIALECT[dialect]).tokenize(sql)
+    except sqlglot.errors.TokenError:
+        return ()
+    names = [folded(token, dialect) for token in tokens if token.token_type not in NOT_NAMES]
+    return tuple(dict.fromkeys(names))
+
+
+def hidden_writers(dialect: str, cursor: Any, trusted: Sequence[str] = ()) -> HiddenWriters:
+    """Asked of the server's catalog on a second cursor of the statement's connection
+    (so not through the guard). `trusted`: the user-defined functions the site vouches
+    only read."""
+    lookup = cursor.connection.cursor()
+    try:
+        if dialect == "postgresql":
+            return _postgresql(lookup, trusted)
+        if dialect == "mysql":
+            return _mysql(lookup, trusted)
+        return HiddenWriters()
+    finally:
+        lookup.close()
+
+
+# Objects a user made (an oid from 16384 on, FirstNormalObjectId: what initdb made is
+# below) run these functions; those that may write (guardcalls.PG_MAY_WRITE), the
+# operators that run one, and the views that run either, directly or through another
+# view. Only user objects are read, so the lookup stays small whatever the catalog holds.
+# A table's policies count only where they apply to the session's role: not to a
+# superuser or a BYPASSRLS role, nor to the owner unless the table forces them.
+_PG_HIDDEN = f"""
+WITH RECURSIVE run AS (
+  SELECT unnest(ARRAY[o.oprcode, o.oprrest, o.oprjoin]::oid[]) AS fn
+  FROM pg_catalog.pg_operator o WHERE o.oid >= 16384
+  UNION SELECT c.castfunc FROM pg_catalog.pg_cast c WHERE c.oid >= 16384
+  UNION SELECT unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[])
+  FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND t.typtype = 'b' AND t.typcategory <> 'A'
+  UNION SELECT d.refobjid FROM pg_catalog.pg_depend d
+  WHERE d.classid IN ('pg_catalog.pg_rewrite'::regclass, 'pg_catalog.pg_policy'::regclass,
+                      'pg_catalog.pg_constraint'::regclass)
+    AND d.objid >= 16384 AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+), writing AS (
+  SELECT p.oid FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.oid IN (SELECT fn FROM run)
+    AND {PG_MAY_WRITE} AND NOT (p.proname = ANY(%(read_only)s) AND {PG_TRUSTED})
+), operators AS (
+  SELECT o.oid, o.oprnamespace, o.oprname, p.proname FROM pg_catalog.pg_operator o
+  JOIN pg_catalog.pg_proc p ON p.oid IN (o.oprcode::oid, o.oprrest::oid, o.oprjoin::oid)
+  WHERE o.oid >= 16384 AND p.oid IN (SELECT oid FROM writing)
+), reached AS (
+  SELECT 'pg_catalog.pg_proc'::regclass AS classid, oid AS objid FROM writing
+  UNION ALL SELECT 'pg_catalog.pg_operator'::regclass, oid FROM operators
+), views AS (
+  SELECT r.ev_class AS oid FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+  WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid >= 16384
+    AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+  UNION
+  SELECT r.ev_class FROM views v
+  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass
+    AND d.refobjid = v.oid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+  JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+)
+SELECT 'view', c.relname, n.nspname || '.' || c.relname FROM views v
+JOIN pg_catalog.pg_class c ON c.oid = v.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+UNION ALL
+SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (policy ' || pol.polname || ')'
+FROM pg_catalog.pg_policy pol
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::regclass
+  AND d.objid = pol.oid
+JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relrowsecurity AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+  AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
+           WHERE r.rolname = current_user)
+  AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
+UNION ALL
+SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
+FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+UNION ALL
+SELECT 'cast', (SELECT ct.typname FROM pg_catalog.pg_type ct WHERE ct.oid = c.casttarget),
+  c.castsource::regtype::text || ' to ' || c.casttarget::regtype::text
+FROM pg_catalog.pg_cast c WHERE c.oid >= 16384 AND c.castfunc IN (SELECT oid FROM writing)
+UNION ALL
+SELECT 'type', NULL, t.oid::regtype::text FROM pg_catalog.pg_type t
+WHERE t.oid >= 16384 AND t.typtype = 'b'
+  AND ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[]
+      && ARRAY(SELECT oid FROM writing)
+UNION ALL
+SELECT 'domain', t.typname, t.oid::regtype::text || ' (check ' || con.conname || ')'
+FROM pg_catalog.pg_constraint con
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass
+  AND d.objid = con.oid
+JOIN pg_catalog.pg_type t ON t.oid = con.contypid
+WHERE con.oid >= 16384 AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+UNION ALL
+SELECT 'foreign table', c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'
+"""
+# The catalog's own concatenation, whatever operators the database defines.
+_PG_HIDDEN = _PG_HIDDEN.replace(" || ", " OPERATOR(pg_catalog.||) ")
+
+
+def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
+    lookup.execute(
+        _PG_HIDDEN,
+        {
+            "read_only": sorted(READ_ONLY_VOLATILE),
+            "extensions": list(READ_ONLY_EXTENSIONS),
+            **trust_parameters(trusted),
+        },
+    )
+    relations: dict[str, str] = {}
+    operators: dict[str, str] = {}
+    types: dict[str, str] = {}
+    anywhere: list[str] = []
+    for kind, name, shown in lookup.fetchall():
+        if kind == "operator":
+            operators[name] = f"operator {shown} runs a function that may write"
+            anywhere.append(f"{kind} {shown}")
+        elif kind in ("cast", "domain"):
+            # Named where a statement casts to the type, and may act where it does not.
+            types.setdefault(name, f"{kind} {shown} runs a function that may write")
+            anywhere.append(f"{kind} {shown}")
+        elif kind == "foreign table":
+            relations.setdefault(name, f"foreign table {shown} is read from another server")
+        elif name is not None:
+            relations.setdefault(
+                name,
+                f"{kind} {shown} runs a function that may write (volatile or user-defined; "
+                "one the site knows only reads can be listed in the target's "
+                "trusted_functions)",
+            )
+        else:
+            anywhere.append(f"{kind} {shown}")
+    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators, types)
+
+
+_SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")
+
+
+# Tables whose rows another server holds: reading one opens a session there.
+_MYSQL_REMOTE_ENGINES = ("FEDERATED", "CONNECT", "SPIDER")
+
+
+def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
+    """Views that call a stored or loadable function, or a built-in one that reaches
+    outside the session (LOAD_FILE, GET_LOCK), or read such a view; a view whose
+    definition the account cannot read counts as one; tables another server holds."""
+    lookup.execute(
+        "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES "
+        "WHERE ROUTINE_TYPE = 'FUNCTION'"
+    )
+    functions = {
+        str(name)
+        for schema, name in lookup.fetchall()
+        if not vouched_for(schema, name, trusted, fold=True)
+    }
+    functions |= mysql_udfs(lookup) | REACHING_FUNCTIONS
+    relations: dict[str, str] = {}
+    lookup.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
+        f"WHERE ENGINE IN ({', '.join(['%s'] * len(_MYSQL_REMOTE_ENGINES))})",
+        _MYSQL_REMOTE_ENGINES,
+    )
+    for schema, name, engine in lookup.fetchall():
+        relations[str(name).lower()] = f"{engine} table {schema}.{name} is read from another server"
+    lookup.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
+        f"WHERE TABLE_SCHEMA NOT IN ({', '.join(['%s'] * len(_SYSTEM_SCHEMAS))})",
+        _SYSTEM_SCHEMAS,
+    )
+    views = {
+        str(name).lower(): (f"{schema}.{name}", str(body or ""))
+        for schema, name, body in lookup.fetchall()
+    }
+    for name, (shown, body) in views.items():
+        if not body:
+            relations[name] = f"view {shown}, whose definition this account cannot read"
+            continue
+        calls = sorted(c for _, c in called_functions(body, "mysql") if c in functions)
+        if calls:
+            relations[name] = f"view {shown} calls {calls[0]}(), which may write"
+    # Views over those, until no more are found.
+    while True:
+        found = {
+            name: f"view {shown} reads view {views[over][0]}, which may write"
+            for name, (shown, body) in views.items()
+            if name not in relations
+            for over in names_in(body, "mysql")
+            if over in relations
+        }
+        if not found:
+            return HiddenWriters(relations)
+        relations.update(found)

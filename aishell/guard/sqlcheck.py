@@ -1,0 +1,226 @@
+"""Decide from a SQL parser, not from keywords, whether a statement only reads.
+
+Fail closed: anything the parser does not recognise as a plain query is a write.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+
+from aishell.guard.lex import disagreement, without_comments
+
+# The parser reads statements it has no grammar for as commands, which this module
+# classifies itself; its warning about that is not for the person running aishell.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+# Pragmas that only report; any other pragma, or any pragma with `=`, may change state.
+_READ_PRAGMAS = frozenset(
+    {
+        "page_count",
+        "page_size",
+        "freelist_count",
+        "integrity_check",
+        "quick_check",
+        "foreign_key_check",
+        "table_info",
+        "table_xinfo",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "journal_mode",
+        "compile_options",
+        "database_list",
+        "auto_vacuum",
+    }
+)
+_PRAGMA = re.compile(r"^\s*PRAGMA\s+(?:\"?\w+\"?\s*\.\s*)?(\w+)\s*(?P<arg>\(|=)?", re.IGNORECASE)
+_WRITE_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.Into,
+    exp.TruncateTable,
+)
+SQLGLOT_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
+# Statements that are not queries but only read, per dialect.
+_READ_COMMANDS = {
+    "mysql": re.compile(r"^\s*(CHECK\s+TABLE|SHOW)\b", re.IGNORECASE),
+    "postgresql": re.compile(r"^\s*SHOW\s+\w+\s*;?\s*$", re.IGNORECASE),
+}
+# Functions a SELECT can call that change something: a query that calls one writes.
+_WRITING_FUNCTIONS = frozenset(
+    {
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "set_config",
+        "nextval",
+        "setval",
+        "pg_stat_reset",
+        "pg_stat_reset_shared",
+        "pg_stat_reset_single_table_counters",
+        "pg_stat_reset_single_function_counters",
+        "pg_stat_reset_slru",
+        "pg_stat_reset_replication_slot",
+        "pg_stat_statements_reset",
+        "txid_current",
+        "pg_current_xact_id",
+        "pg_import_system_collations",
+        "pg_logical_emit_message",
+    }
+)
+# Functions that reach beyond the statement's own session: another session (ending it,
+# signalling it, taking a lock it waits on, opening one elsewhere), the server's files,
+# or state every session shares. They never run in a read, and their risk is critical.
+REACHING_FUNCTIONS = frozenset(
+    {
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_signal_backend",
+        "pg_promote",
+        "pg_wal_replay_pause",
+        "pg_wal_replay_resume",
+        "pg_log_backend_memory_contexts",
+        "pg_notify",
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_advisory_xact_lock",
+        "pg_advisory_xact_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+        "pg_try_advisory_xact_lock",
+        "pg_try_advisory_xact_lock_shared",
+        "pg_advisory_unlock",
+        "pg_advisory_unlock_shared",
+        "pg_advisory_unlock_all",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_stat_file",
+        "pg_ls_dir",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_file_sync",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_start_backup",
+        "pg_stop_backup",
+        "pg_create_physical_replication_slot",
+        "pg_create_logical_replication_slot",
+        "pg_drop_replication_slot",
+        "pg_replication_slot_advance",
+        "pg_logical_slot_get_changes",
+        "pg_logical_slot_get_binary_changes",
+        "lo_import",
+        "lo_export",
+        "lo_unlink",
+        "lo_create",
+        "lo_creat",
+        "lo_open",
+        "lo_close",
+        "lo_get",
+        "lo_put",
+        "lo_from_bytea",
+        "lo_truncate",
+        "lo_truncate64",
+        "loread",
+        "lowrite",
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "dblink_connect_u",
+        "dblink_disconnect",
+        "dblink_send_query",
+        "dblink_get_result",
+        "dblink_open",
+        "dblink_fetch",
+        "dblink_close",
+        "get_lock",
+        "release_lock",
+        "release_all_locks",
+        "load_file",
+        "master_pos_wait",
+        "master_gtid_wait",
+        "source_pos_wait",
+        "sys_exec",
+        "sys_eval",
+    }
+)
+# A MySQL/MariaDB SELECT that writes a file on the server.
+_MYSQL_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=4096)
+def write_reason(sql: str, dialect: str) -> str | None:
+    """None when every statement in `sql` only reads; otherwise why it may write."""
+    unseen = disagreement(sql, dialect)
+    if unseen is not None:
+        return unseen
+    # The server skips comments wherever they stand (PRAGMA journal_mode/**/=WAL).
+    sql = without_comments(sql, dialect)
+    pragma = _PRAGMA.match(sql)
+    if pragma:
+        name = pragma.group(1).lower()
+        if name not in _READ_PRAGMAS:
+            return f"PRAGMA {name} is not a known read-only pragma"
+        if pragma.group("arg") == "=" or (name == "journal_mode" and pragma.group("arg")):
+            return f"PRAGMA {name} with a value changes a setting"
+        return None
+    command = _READ_COMMANDS.get(dialect)
+    if command is not None and command.match(sql) and ";" not in sql.strip().rstrip(";"):
+        return None
+    # Placeholders for quoted identifiers are rendered before parsing by the caller.
+    try:
+        statements = sqlglot.parse(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
+    except sqlglot.errors.SqlglotError as exc:  # a statement it cannot even tokenize too
+        return f"the SQL parser could not read it ({str(exc).splitlines()[0]})"
+    for statement in statements:
+        if statement is None:
+            continue
+        if not isinstance(statement, exp.Query):
+            if isinstance(statement, exp.Command):
+                what = str(statement.this).upper()
+            elif isinstance(statement, exp.Alias | exp.Column):
+                what = sql.split(None, 1)[0].upper()  # a command the parser does not know
+            else:
+                what = type(statement).__name__.upper()
+            return f"{what} is not a query"
+        for node in statement.walk():
+            if isinstance(node, _WRITE_NODES):
+                return f"it contains a {type(node).__name__.upper()}"
+            if isinstance(node, exp.Func):
+                name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+                if name in REACHING_FUNCTIONS:
+                    return f"it calls {name}(), {REACHES}"
+                if name in _WRITING_FUNCTIONS:
+                    return f"it calls {name}(), which changes server state"
+    return None
+
+
+# The words of a reason that make a statement's risk critical (statements._risk_of).
+REACHES = "which reaches beyond its own session"
+
+
+def reaching_call(sql: str, dialect: str) -> str | None:
+    """Why `sql` reaches beyond its session (a function of REACHING_FUNCTIONS, a file the
+    server writes), by its words alone; None when it does not seem to."""
+    if dialect == "mysql" and _MYSQL_INTO_FILE.search(sql):
+        return "it writes a file on the server (INTO OUTFILE or DUMPFILE)"
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", sql)}
+    reaching = sorted(words & REACHING_FUNCTIONS)
+    return f"it calls {reaching[0]}(), {REACHES}" if reaching else None

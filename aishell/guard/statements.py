@@ -1,0 +1,353 @@
+"""A step's statements as data: what each one does, how risky that is, and the shapes a
+handler may send.
+
+The risk of a statement comes from a SQL parser (sqlglot), never from what a tool
+declares. Anything the parser cannot classify counts as a write of high risk, so a
+tool whose SQL is unusual must be reviewed and tagged for what it may do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+
+import sqlglot
+from sqlalchemy.engine import Dialect
+from sqlglot import exp
+
+from aishell.guard.lex import disagreement, without_comments
+from aishell.guard.sqlcheck import SQLGLOT_DIALECT, reaching_call, write_reason
+from aishell.risk import RiskLevel
+from aishell.sqltext import text
+
+# Statements that are commands to the server rather than queries, by their first word,
+# with the least risk each implies.
+_COMMAND_RISK: dict[str, RiskLevel] = {
+    "ANALYZE": RiskLevel.LOW,
+    "OPTIMIZE": RiskLevel.MEDIUM,
+    "REINDEX": RiskLevel.MEDIUM,
+    "REFRESH": RiskLevel.MEDIUM,
+    "LOCK": RiskLevel.MEDIUM,
+    "REPAIR": RiskLevel.HIGH,
+    "CLUSTER": RiskLevel.HIGH,
+    # Their effects are whatever the code they run does: nothing the parser can see.
+    "DO": RiskLevel.HIGH,
+    "CALL": RiskLevel.HIGH,
+    "EXECUTE": RiskLevel.HIGH,
+    "PREPARE": RiskLevel.HIGH,
+    "LOAD": RiskLevel.HIGH,
+}
+_TRANSACTION_CONTROL = (exp.Commit, exp.Rollback, exp.Transaction)
+_TRANSACTION_WORDS = re.compile(
+    r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK|END|SAVEPOINT|RELEASE|ABORT)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What one statement does: whether it writes, why, and the least risk that implies."""
+
+    writes: bool
+    risk: RiskLevel
+    reason: str
+    # Changes no row and no definition, and sending it twice does no harm (ANALYZE, a
+    # plain VACUUM, OPTIMIZE TABLE): a crash while it runs needs no record that it was
+    # sent, since running it again is the whole recovery.
+    repeatable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"writes": self.writes, "risk": self.risk.value, "reason": self.reason}
+
+
+READS = Classification(False, RiskLevel.SAFE, "only reads")
+
+# The maintenance statements steps send most, read without the parser (which takes
+# milliseconds for an ANALYZE of a hundred tables): a command and quoted names, nothing
+# else, so nothing can hide in them. What each means is what the parser finds in it
+# (tests/test_statements.py holds them to that).
+_QUOTED = {
+    "postgresql": r'"(?:[^"]|"")+"',
+    "sqlite": r'"(?:[^"]|"")+"',
+    "mysql": r"`(?:[^`]|``)+`",
+}
+_MAINTENANCE_COMMANDS: dict[str, Classification] = {
+    "ANALYZE": Classification(True, RiskLevel.LOW, "ANALYZE is not a query", True),
+    "VACUUM": Classification(True, RiskLevel.MEDIUM, "VACUUM is not a query", True),
+    "OPTIMIZE": Classification(True, RiskLevel.MEDIUM, "OPTIMIZE is not a query", True),
+    # ALTER TABLE ... FORCE and nothing else: InnoDB's rebuild, what OPTIMIZE TABLE does.
+    "ALTER": Classification(True, RiskLevel.MEDIUM, "ALTER is not a query", True),
+    # Not repeatable: an interrupted REINDEX CONCURRENTLY leaves an invalid index behind.
+    "REINDEX": Classification(True, RiskLevel.MEDIUM, "REINDEX is not a query"),
+}
+
+
+# The rebuild's options, as the rebuild tool sends them (the parser reads the same).
+_FORCE = (
+    r"\s+FORCE(?:\s*,\s*ALGORITHM\s*=\s*(?:DEFAULT|INPLACE|COPY))?"
+    r"(?:\s*,\s*LOCK\s*=\s*(?:DEFAULT|NONE|SHARED|EXCLUSIVE))?"
+)
+# Per dialect, each command read this way, whether it takes a list of names, and what
+# may follow the names.
+_PLAIN_COMMANDS: dict[str, tuple[tuple[str, bool, str], ...]] = {
+    "postgresql": (
+        (r"ANALYZE", True, ""),
+        (r"VACUUM\s*\(\s*ANALYZE\s*\)", True, ""),
+        (r"REINDEX\s+INDEX(?:\s+CONCURRENTLY)?", False, ""),
+    ),
+    "sqlite": ((r"ANALYZE", False, ""), (r"REINDEX", False, "")),
+    "mysql": (
+        (r"ANALYZE\s+TABLE", True, ""),
+        (r"OPTIMIZE\s+TABLE", True, ""),
+        (r"ALTER\s+TABLE", False, _FORCE),
+    ),
+}
+
+
+def _maintenance_pattern(dialect: str) -> re.Pattern[str]:
+    name = rf"{_QUOTED[dialect]}(?:\.{_QUOTED[dialect]})?"
+    forms = [
+        rf"{command}\s+{name}" + (rf"(?:\s*,\s*{name})*" if many else "") + after
+        for command, many, after in _PLAIN_COMMANDS[dialect]
+    ]
+    return re.compile("(?i)(?:" + "|".join(forms) + ")")
+
+
+_MAINTENANCE = {dialect: _maintenance_pattern(dialect) for dialect in _QUOTED}
+
+
+def _plain_maintenance(sql: str, dialect: str) -> Classification | None:
+    pattern = _MAINTENANCE.get(dialect)
+    found = pattern.fullmatch(sql.strip()) if pattern is not None else None
+    if found is None:
+        return None
+    return _MAINTENANCE_COMMANDS[found.group().split(None, 1)[0].split("(")[0].upper()]
+
+
+@lru_cache(maxsize=8192)
+def classify(sql: str, dialect: str) -> Classification:
+    """The effect and least risk of `sql` (text()-style, `:name` for values)."""
+    plain = _plain_maintenance(sql, dialect)
+    if plain is not None:
+        return plain
+    unseen = disagreement(sql, dialect)
+    if unseen is not None:
+        # What the server would run is not what the parser read: judge none of it.
+        return Classification(True, RiskLevel.HIGH, unseen)
+    code = without_comments(sql, dialect)
+    if not code.strip():
+        return READS
+    reaching = reaching_call(code, dialect)
+    if reaching is not None:
+        return Classification(True, RiskLevel.CRITICAL, reaching)
+    if _TRANSACTION_WORDS.match(without_leading_comments(sql)):
+        return Classification(True, RiskLevel.HIGH, "transaction control inside a step")
+    return parsed(sql, dialect)
+
+
+def parsed(sql: str, dialect: str) -> Classification:
+    """classify() by the parser alone."""
+    reason = write_reason(sql, dialect)
+    if reason is None:
+        return READS
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=SQLGLOT_DIALECT[dialect]) if s]
+    except sqlglot.errors.SqlglotError:
+        return Classification(True, RiskLevel.HIGH, reason)
+    if len(statements) != 1:
+        return Classification(True, RiskLevel.HIGH, "more than one statement")
+    # sqlglot types its parse as its base Expr; every statement node is an Expression.
+    node = cast(exp.Expression, statements[0])
+    return Classification(True, _risk_of(node, sql), reason, _repeatable(node, sql))
+
+
+def _repeatable(node: exp.Expression, sql: str) -> bool:
+    """Whether the one statement `node` only refreshes statistics or reorganises storage
+    (see Classification.repeatable)."""
+    if isinstance(node, exp.Analyze):
+        return True
+    if isinstance(node, exp.Alter):
+        # ALTER TABLE ... FORCE with at most its algorithm and lock: a rebuild in place.
+        actions = node.args.get("actions") or []
+        options = node.args.get("options") or []
+        return (
+            str(node.args.get("kind", "")).upper() == "TABLE"
+            and len(actions) == 1
+            and isinstance(actions[0], exp.ForceProperty)
+            and all(isinstance(o, exp.AlgorithmProperty | exp.LockProperty) for o in options)
+        )
+    if isinstance(node, exp.Pragma):
+        return _risk_of(node, sql) is RiskLevel.LOW
+    if isinstance(node, exp.Command):
+        word = str(node.this).upper()
+        rest = node.text("expression").upper()
+        if word == "VACUUM":
+            return not re.search(r"\b(FULL|INTO)\b", rest)
+        return word in ("ANALYZE", "OPTIMIZE")
+    if isinstance(node, exp.Alias | exp.Column | exp.Identifier):
+        return sql.split(None, 1)[0].upper() in ("ANALYZE", "OPTIMIZE")
+    return False
+
+
+def without_leading_comments(sql: str) -> str:
+    """The statement from its first word: comments before it hide nothing."""
+    rest = sql.lstrip()
+    while rest.startswith(("--", "/*")):
+        if rest.startswith("--"):
+            end = rest.find("\n")
+            rest = "" if end < 0 else rest[end + 1 :].lstrip()
+        else:
+            end = rest.find("*/")
+            rest = "" if end < 0 else rest[end + 2 :].lstrip()
+    return rest
+
+
+def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:
+    """The least risk a writing statement implies."""
+    if isinstance(node, _TRANSACTION_CONTROL):
+        return RiskLevel.HIGH
+    if isinstance(node, exp.Pragma):
+        words = sql.split()
+        name = words[1].split("(")[0].lower() if len(words) > 1 else ""
+        return RiskLevel.LOW if name in ("optimize", "analysis_limit") else RiskLevel.MEDIUM
+    if isinstance(node, exp.Command):
+        word = str(node.this).upper()
+        rest = node.text("expression").upper()
+        if word == "VACUUM":
+            if rest.lstrip().startswith("INTO"):
+                return RiskLevel.LOW  # writes a new file, not the database
+            return RiskLevel.HIGH if re.search(r"\bFULL\b", rest) else RiskLevel.MEDIUM
+        if word == "EXPLAIN":
+            # EXPLAIN ANALYZE runs the statement it explains.
+            return RiskLevel.HIGH
+        if word == "COPY":
+            return RiskLevel.CRITICAL if "PROGRAM" in rest else RiskLevel.HIGH
+        return _COMMAND_RISK.get(word, RiskLevel.HIGH)
+    if isinstance(node, exp.Copy):
+        return RiskLevel.CRITICAL if "PROGRAM" in sql.upper() else RiskLevel.HIGH
+    if isinstance(node, exp.Analyze):
+        return RiskLevel.LOW
+    if isinstance(node, exp.TruncateTable):
+        return RiskLevel.CRITICAL
+    if isinstance(node, exp.Drop):
+        kind = str(node.args.get("kind") or "").upper()
+        return RiskLevel.MEDIUM if kind == "INDEX" else RiskLevel.CRITICAL
+    if isinstance(node, exp.Grant | exp.Revoke) or type(node).__name__ in ("Grant", "Revoke"):
+        return RiskLevel.CRITICAL
+    if isinstance(node, exp.Alter):
+        # ALTER TABLE t FORCE rebuilds the table as it is; anything else changes it.
+        rebuild = re.search(r"\bFORCE\b", sql, re.IGNORECASE) and not re.search(
+            r"\b(DROP|ADD|MODIFY|CHANGE|RENAME|ALTER\s+COLUMN)\b", sql, re.IGNORECASE
+        )
+        return RiskLevel.MEDIUM if rebuild else RiskLevel.HIGH
+    if isinstance(node, exp.Create):
+        kind = str(node.args.get("kind") or "").upper()
+        return RiskLevel.MEDIUM if kind in ("INDEX", "TABLE") else RiskLevel.HIGH
+    if isinstance(node, exp.Delete | exp.Update):
+        return RiskLevel.MEDIUM if node.args.get("where") is not None else RiskLevel.HIGH
+    if isinstance(node, exp.Insert | exp.Merge):
+        return RiskLevel.MEDIUM
+    if isinstance(node, exp.Set):
+        return RiskLevel.MEDIUM
+    if isinstance(node, exp.Alias | exp.Column | exp.Identifier):
+        # A command the parser does not know, read as an expression (REINDEX "t").
+        word = sql.split(None, 1)[0].upper()
+        return _COMMAND_RISK.get(word, RiskLevel.HIGH)
+    if isinstance(node, exp.Query):
+        # A query that writes: a data-modifying CTE, SELECT ... INTO, a writing function.
+        inner = [
+            _risk_of(n, sql)
+            for n in node.walk()
+            if n is not node and isinstance(n, exp.Delete | exp.Update | exp.Insert | exp.Merge)
+        ]
+        return max(inner, key=lambda r: r.rank) if inner else RiskLevel.MEDIUM
+    return RiskLevel.HIGH
+
+
+def highest(risks: list[RiskLevel]) -> RiskLevel:
+    return max(risks, key=lambda r: r.rank) if risks else RiskLevel.SAFE
+
+
+# --- shapes -----------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_SLOT = "aishellslot{}x"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A statement a step may send, as the driver receives it: fixed text, quoted
+    identifiers where the template has {name}, and bound values where it has :name."""
+
+    template: str
+    pattern: re.Pattern[str] | None = None
+    # Final SQL (a rendered statement, nothing left open): its words, compared as text.
+    # Any run of whitespace matches any run, as in a pattern.
+    exact: str | None = None
+
+    def matches(self, statement: str) -> bool:
+        if self.pattern is None:
+            return " ".join(statement.split()) == self.exact
+        return self.pattern.fullmatch(statement.strip()) is not None
+
+
+def compile_shape(
+    template: str, dialect: Dialect, known: dict[str, str] | None = None, *, literal: bool = False
+) -> Shape:
+    """The shape of `template` for `dialect`: {name} is the quoted identifier in `known`,
+    or any one quoted identifier; :name is a bound value in the driver's style. A
+    `literal` template is final SQL whose braces are text."""
+    # Every write step compiles its tool's templates: the same template with the same
+    # identifiers is compiled once (a template naming none, once per dialect).
+    used = set() if literal else set(_PLACEHOLDER.findall(template))
+    names = tuple(sorted((k, v) for k, v in (known or {}).items() if k in used))
+    return _compiled_shape(template, dialect, names, literal)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_shape(
+    template: str, dialect: Dialect, names: tuple[tuple[str, str], ...], literal: bool
+) -> Shape:
+    known = dict(names)
+    slots: dict[str, str] = {}
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in known:
+            return known[name]
+        slot = _SLOT.format(len(slots))
+        slots[slot] = name
+        return slot
+
+    filled = template.strip() if literal else _PLACEHOLDER.sub(fill, template.strip())
+    compiled = str(text(filled).compile(dialect=dialect)).strip()
+    if not slots:
+        return Shape(template=template, exact=" ".join(compiled.split()))
+    pattern = re.escape(compiled)
+    quoted = _quoted_identifier_pattern(dialect)
+    for slot in slots:
+        pattern = pattern.replace(re.escape(slot), quoted)
+    pattern = re.sub(r"(\\\s)+", r"\\s+", pattern)
+    return Shape(template=template, pattern=re.compile(pattern, re.DOTALL))
+
+
+def _quoted_identifier_pattern(dialect: Dialect) -> str:
+    preparer = dialect.identifier_preparer
+    first, last = re.escape(preparer.initial_quote), re.escape(preparer.final_quote)
+    # One quoted identifier: its quote character only ever doubled inside.
+    return f"{first}(?:[^{last}]|{last}{last})+{last}"
+
+
+def driver_to_text(statement: str, paramstyle: str) -> str:
+    """A statement as the driver received it, back in text() style for the parser."""
+    if paramstyle in ("pyformat", "format"):
+
+        def swap(match: re.Match[str]) -> str:
+            if match.group(0) == "%%":
+                return "%"
+            return f":{match.group(1)}" if match.group(1) else ":p"
+
+        return re.sub(r"%%|%\((\w+)\)s|%s", swap, statement)
+    return statement

@@ -1,0 +1,384 @@
+"""The code of a database's own that the server runs for a step's statements.
+
+ANALYZE evaluates a table's index expressions and partial-index predicates (and, on
+PostgreSQL, its extended statistics' expressions); REINDEX, VACUUM FULL, CLUSTER and
+a rewriting ALTER TABLE rebuild its indexes; INSERT, UPDATE and DELETE run its
+triggers, rules, row-security policies, defaults, generated columns, check and domain
+constraints. None of it is in the statement's text, and a function there may write
+whatever volatility it declares (IMMUTABLE is a promise, not a proof). So a step's
+estimate names each piece of user-defined code its statements run (executor/
+estimates.py) and the policy counts it: at least high risk, unless every function it
+calls is one the target's config vouches for (`trusted_functions`).
+
+User-defined: on PostgreSQL a function outside pg_catalog and information_schema that
+no installed extension owns (an operator counts by the function behind it); on MariaDB
+a trigger's body (it may write itself) and a UDF of mysql.func (MariaDB refuses stored
+functions in generated columns, defaults and checks); SQLite keeps no function in the
+file, so only its triggers. Plain VACUUM evaluates no expression, and PostgreSQL's
+DELETE maintains no index: neither counts an index's code.
+
+The database's code is read once per run (one catalog query, cached in the run's
+cache), and matched to each step's statements here without another.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.guard.calls import vouched_for
+from aishell.guard.usercodeactions import Action
+from aishell.sqltext import text
+
+
+@dataclass(frozen=True)
+class Code:
+    """One piece of a table's code: kind (index, statistics, default, generated, check,
+    domain, policy, trigger, rule), the object's name, which of a write's events run it
+    (a trigger's, a policy's command; empty: every event its kind runs on), the
+    user-defined functions it calls as (schema, name) (empty: a trigger whose own body
+    is the code), and the tables whose statements reach it: its own, then its
+    ancestors (partitioned and inherited parents), each (schema, name, visible)."""
+
+    kind: str
+    table: tuple[str | None, str]
+    name: str
+    events: frozenset[str]
+    functions: tuple[tuple[str | None, str], ...]
+    reached_by: tuple[tuple[str | None, str, bool], ...]
+    detail: str = ""
+
+
+# Which kinds of code each action runs, per engine; an action is a row write's event or
+# what a maintenance statement does to the table.
+_RUNS: dict[str, dict[str, frozenset[str]]] = {
+    "postgresql": {
+        "ANALYZE": frozenset({"index", "statistics"}),
+        "REBUILD": frozenset({"index"}),
+        "ALTER": frozenset({"index", "check", "default", "generated", "domain"}),
+        "INSERT": frozenset(
+            {"trigger", "rule", "index", "default", "generated", "check", "domain", "policy"}
+        ),
+        "UPDATE": frozenset({"trigger", "rule", "index", "generated", "check", "domain", "policy"}),
+        "DELETE": frozenset({"trigger", "rule", "policy"}),
+        "TRUNCATE": frozenset({"trigger"}),
+    },
+    "mysql": {
+        "ANALYZE": frozenset({"generated"}),
+        "REBUILD": frozenset({"generated", "check"}),
+        "ALTER": frozenset({"generated", "check", "default"}),
+        "INSERT": frozenset({"trigger", "generated", "default", "check"}),
+        "UPDATE": frozenset({"trigger", "generated", "check"}),
+        "DELETE": frozenset({"trigger"}),
+    },
+    "sqlite": {
+        "INSERT": frozenset({"trigger"}),
+        "UPDATE": frozenset({"trigger"}),
+        "DELETE": frozenset({"trigger"}),
+    },
+}
+
+
+def user_code(
+    conn: Connection,
+    actions: Iterable[Action],
+    trusted: Iterable[str],
+    run_cache: dict[str, Any],
+) -> list[str]:
+    """A sentence for each piece of user-defined code the actions run whose functions
+    are not all trusted: "index t_expr_idx on public.t evaluates public.zap(), a
+    user-defined function that may write (ANALYZE runs it)". One catalog query per run,
+    and none for a step with no action."""
+    actions = list(dict.fromkeys(actions))
+    if not actions:
+        return []
+    dialect = "mysql" if conn.dialect.name in ("mysql", "mariadb") else conn.dialect.name
+    runs = _RUNS.get(dialect, {})
+    if "user code" not in run_cache:
+        run_cache["user code"] = _read(conn, dialect)
+    found: dict[str, list[str]] = {}
+    for piece in run_cache["user code"]:
+        if not _untrusted(piece, trusted, dialect):
+            continue
+        for action, schema, table, index in actions:
+            if piece.kind not in runs.get(action, ()):
+                continue
+            if index is not None and not (piece.kind == "index" and piece.name == index):
+                continue
+            if piece.events and action not in piece.events:
+                continue
+            if table is None or _reaches(piece, schema, table, dialect):
+                verb = {"REBUILD": "a rebuild", "ALTER": "ALTER TABLE"}.get(action, action)
+                found.setdefault(_said(piece, dialect), []).append(verb)
+    return [
+        f"{said} ({' and '.join(dict.fromkeys(verbs))} run{'s' if len(set(verbs)) == 1 else ''} it)"
+        for said, verbs in found.items()
+    ]
+
+
+def _untrusted(piece: Code, trusted: Iterable[str], dialect: str) -> bool:
+    """Whether some function it calls is not vouched for (a trigger's own body never is)."""
+    if not piece.functions:
+        return True
+    fold = dialect != "postgresql"
+    return any(not vouched_for(s, n, trusted, fold) for s, n in piece.functions)
+
+
+def _reaches(piece: Code, schema: str | None, table: str, dialect: str) -> bool:
+    """Whether a statement's (schema, table) names the piece's table or an ancestor of it:
+    on PostgreSQL an unqualified name the one the search path finds; MySQL's (whose code
+    is read from the connection's database) and SQLite's without regard to case."""
+    for own_schema, own, visible in piece.reached_by:
+        if dialect == "postgresql":
+            if own == table and (own_schema == schema if schema else visible):
+                return True
+        elif own.lower() == table.lower() and (
+            schema is None or (own_schema or "").lower() == schema.lower()
+        ):
+            return True
+    return False
+
+
+def _said(piece: Code, dialect: str) -> str:
+    schema, name = piece.table
+    table = f"{schema}.{name}" if schema else name
+    if not piece.functions:
+        return (
+            f"trigger {piece.name} on {table}{piece.detail} runs its own statements, "
+            "which may write"
+        )
+    calls = " and ".join(f"{s}.{n}()" if s else f"{n}()" for s, n in piece.functions)
+    what = (
+        "a user-defined function that may write"
+        if len(piece.functions) == 1
+        else "user-defined functions that may write"
+    )
+    subject = {
+        "index": f"index {piece.name} on {table} evaluates",
+        "statistics": f"statistics object {piece.name} on {table} evaluates",
+        "generated": f"generated column {table}.{piece.name} calls",
+        "default": f"the default of {table}.{piece.name} calls",
+        "check": f"check constraint {piece.name} on {table} calls",
+        "domain": f"column {table}.{piece.name}{piece.detail} checks with",
+        "policy": f"row-security policy {piece.name} on {table} calls",
+        "trigger": f"trigger {piece.name} on {table} runs",
+        "rule": f"rule {piece.name} on {table} calls",
+    }[piece.kind]
+    return f"{subject} {calls}, {what}"
+
+
+def _read(conn: Connection, dialect: str) -> list[Code]:
+    if dialect == "postgresql":
+        return _postgresql(conn)
+    if dialect == "mysql":
+        return _mysql(conn)
+    return list(_sqlite(conn))
+
+
+# --- PostgreSQL ----------------------------------------------------------------------
+
+_C = "'pg_catalog.{}'::pg_catalog.regclass"
+# Functions of the database's own: not the catalog's, not an installed extension's.
+# Each object's calls: the functions its expressions name (pg_depend records each one an
+# index, default, constraint, policy, trigger, rule or statistics object uses) and those
+# behind the operators they name.
+_PG_CODE = (
+    "WITH RECURSIVE aishell_fn AS (SELECT p.oid, n.nspname, p.proname "
+    "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    "SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = " + _C.format("pg_proc") + " "
+    "AND e.objid = p.oid AND e.refclassid = " + _C.format("pg_extension") + " "
+    "AND e.deptype = 'e')), "
+    "aishell_calls AS (SELECT d.classid, d.objid, f.nspname, f.proname "
+    "FROM pg_catalog.pg_depend d JOIN aishell_fn f ON d.refclassid = "
+    + _C.format("pg_proc")
+    + " AND d.refobjid = f.oid UNION SELECT d.classid, d.objid, f.nspname, f.proname "
+    "FROM pg_catalog.pg_operator o JOIN aishell_fn f ON f.oid = o.oprcode::oid "
+    "JOIN pg_catalog.pg_depend d ON d.refclassid = " + _C.format("pg_operator") + " "
+    "AND d.refobjid = o.oid), "
+    "aishell_domains(typ, top) AS (SELECT t.oid, t.oid FROM pg_catalog.pg_type t "
+    "WHERE t.typtype = 'd' UNION SELECT b.oid, d.top FROM aishell_domains d "
+    "JOIN pg_catalog.pg_type t ON t.oid = d.typ JOIN pg_catalog.pg_type b "
+    "ON b.oid = t.typbasetype WHERE b.typtype = 'd'), "
+    "aishell_code(kind, relid, object, events, detail, nspname, proname) AS ("
+    "SELECT 'index', i.indrelid, ic.relname, NULL, NULL, c.nspname, c.proname "
+    "FROM aishell_calls c JOIN pg_catalog.pg_index i ON c.classid = "
+    + _C.format("pg_class")
+    + " AND c.objid = i.indexrelid JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
+    "UNION ALL SELECT 'statistics', s.stxrelid, s.stxname, NULL, NULL, c.nspname, c.proname "
+    "FROM aishell_calls c JOIN pg_catalog.pg_statistic_ext s ON c.classid = "
+    + _C.format("pg_statistic_ext")
+    + " AND c.objid = s.oid "
+    "UNION ALL SELECT CASE WHEN a.attgenerated = '' THEN 'default' ELSE 'generated' END, "
+    "ad.adrelid, a.attname, NULL, NULL, c.nspname, c.proname FROM aishell_calls c "
+    "JOIN pg_catalog.pg_attrdef ad ON c.classid = " + _C.format("pg_attrdef") + " "
+    "AND c.objid = ad.oid JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid "
+    "AND a.attnum = ad.adnum "
+    "UNION ALL SELECT 'check', k.conrelid, k.conname, NULL, NULL, c.nspname, c.proname "
+    "FROM aishell_calls c JOIN pg_catalog.pg_constraint k ON c.classid = "
+    + _C.format("pg_constraint")
+    + " AND c.objid = k.oid WHERE k.conrelid <> 0 "
+    "UNION ALL SELECT 'domain', a.attrelid, a.attname, NULL, "
+    "' (of domain ' || dt.oid::pg_catalog.regtype::text || ')', c.nspname, c.proname "
+    "FROM aishell_calls c JOIN pg_catalog.pg_constraint k ON c.classid = "
+    + _C.format("pg_constraint")
+    + " AND c.objid = k.oid JOIN aishell_domains dm ON dm.typ = k.contypid "
+    "JOIN pg_catalog.pg_type dt ON dt.oid = dm.top JOIN pg_catalog.pg_attribute a "
+    "ON a.atttypid = dm.top AND a.attnum > 0 AND NOT a.attisdropped "
+    "JOIN pg_catalog.pg_class ac ON ac.oid = a.attrelid AND ac.relkind IN ('r', 'p', 'f') "
+    "UNION ALL SELECT 'policy', p.polrelid, p.polname, p.polcmd::text, NULL, c.nspname, "
+    "c.proname FROM aishell_calls c JOIN pg_catalog.pg_policy p ON c.classid = "
+    + _C.format("pg_policy")
+    + " AND c.objid = p.oid WHERE pg_catalog.row_security_active(p.polrelid) "
+    "UNION ALL SELECT 'trigger', t.tgrelid, t.tgname, t.tgtype::int::text, NULL, c.nspname, "
+    "c.proname FROM aishell_calls c JOIN pg_catalog.pg_trigger t ON c.classid = "
+    + _C.format("pg_trigger")
+    + " AND c.objid = t.oid WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' "
+    "UNION ALL SELECT 'rule', r.ev_class, r.rulename, r.ev_type::text, NULL, c.nspname, "
+    "c.proname FROM aishell_calls c JOIN pg_catalog.pg_rewrite r ON c.classid = "
+    + _C.format("pg_rewrite")
+    + " AND c.objid = r.oid WHERE r.rulename <> '_RETURN' AND r.ev_enabled <> 'D') "
+    "SELECT code.kind, n.nspname, k.relname, code.object, code.events, code.detail, "
+    "code.nspname, code.proname, pg_catalog.pg_table_is_visible(k.oid), "
+    "ARRAY(SELECT an.nspname FROM (WITH RECURSIVE up(o) AS ("
+    "SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = k.oid "
+    "UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.o) "
+    "SELECT o FROM up) u JOIN pg_catalog.pg_class ac ON ac.oid = u.o "
+    "JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace), "
+    "ARRAY(SELECT ac.relname::text FROM (WITH RECURSIVE up(o) AS ("
+    "SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = k.oid "
+    "UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.o) "
+    "SELECT o FROM up) u JOIN pg_catalog.pg_class ac ON ac.oid = u.o), "
+    "ARRAY(SELECT pg_catalog.pg_table_is_visible(u.o) FROM (WITH RECURSIVE up(o) AS ("
+    "SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = k.oid "
+    "UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.o) "
+    "SELECT o FROM up) u) "
+    "FROM aishell_code code JOIN pg_catalog.pg_class k ON k.oid = code.relid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace ORDER BY 2, 3, 1, 4, 7, 8"
+)
+# A trigger's tgtype bits, a rule's ev_type and a policy's command, as the events they
+# run on (a policy FOR SELECT filters the rows an UPDATE or DELETE finds).
+_PG_TRIGGER_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+_PG_RULE_EVENTS = {"2": "UPDATE", "3": "INSERT", "4": "DELETE"}
+_PG_POLICY_EVENTS = {
+    "*": ("INSERT", "UPDATE", "DELETE"),
+    "r": ("UPDATE", "DELETE"),
+    "a": ("INSERT",),
+    "w": ("UPDATE",),
+    "d": ("DELETE",),
+}
+
+
+def _pg_events(kind: str, events: str | None) -> frozenset[str]:
+    if kind == "trigger":
+        bits = int(events or 0)
+        return frozenset(e for e, bit in _PG_TRIGGER_BITS.items() if bits & bit)
+    if kind == "rule":
+        return frozenset({_PG_RULE_EVENTS.get(events or "", "SELECT")})
+    if kind == "policy":
+        return frozenset(_PG_POLICY_EVENTS.get(events or "*", ()))
+    return frozenset()
+
+
+def _postgresql(conn: Connection) -> list[Code]:
+    grouped: dict[tuple[Any, ...], list[tuple[str | None, str]]] = {}
+    reached: dict[tuple[Any, ...], tuple[tuple[str | None, str, bool], ...]] = {}
+    for row in conn.execute(text(_PG_CODE)):
+        kind, schema, table, name, events, detail, fn_schema, fn_name, visible = row[:9]
+        up_schemas, up_names, up_visible = row[9:]
+        key = (kind, schema, table, name, events, detail or "")
+        grouped.setdefault(key, []).append((fn_schema, fn_name))
+        ancestors = zip(up_schemas or [], up_names or [], up_visible or [], strict=True)
+        reached[key] = ((schema, table, bool(visible)), *ancestors)
+    return [
+        Code(
+            kind,
+            (schema, table),
+            name,
+            _pg_events(kind, events),
+            tuple(dict.fromkeys(functions)),
+            reached[(kind, schema, table, name, events, detail)],
+            detail,
+        )
+        for (kind, schema, table, name, events, detail), functions in grouped.items()
+    ]
+
+
+# --- MariaDB / MySQL -----------------------------------------------------------------
+
+# One row: the triggers of the connection's database, and the server's UDFs (a generated
+# column, default or check may call a UDF, never a stored function: MariaDB refuses
+# those). Scalar subqueries, not a UNION: MariaDB 10.11 crashed on a UNION ALL of
+# information_schema tables.
+_MYSQL_TRIGGERS = (
+    "SELECT (SELECT JSON_ARRAYAGG(JSON_ARRAY(EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, "
+    "TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING)) FROM information_schema.TRIGGERS "
+    "WHERE EVENT_OBJECT_SCHEMA = DATABASE())"
+)
+_MYSQL_UDFS = ", (SELECT JSON_ARRAYAGG(name) FROM mysql.func)"
+_MYSQL_COLUMNS = (
+    "SELECT IF(GENERATION_EXPRESSION IS NULL, 'default', 'generated'), TABLE_SCHEMA, "
+    "TABLE_NAME, COLUMN_NAME, coalesce(GENERATION_EXPRESSION, COLUMN_DEFAULT) "
+    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+    "AND coalesce(GENERATION_EXPRESSION, COLUMN_DEFAULT) LIKE '%(%'"
+)
+_MYSQL_CHECKS = (
+    "SELECT 'check', CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE "
+    "FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
+)
+_CALLED = re.compile(r"`?(\w+)`?\s*\(")
+
+
+def _mysql(conn: Connection) -> list[Code]:
+    try:
+        triggers, udfs = conn.execute(text(_MYSQL_TRIGGERS + _MYSQL_UDFS)).one()
+    except DBAPIError:  # mysql.func unreadable: the triggers alone
+        triggers, udfs = conn.execute(text(_MYSQL_TRIGGERS)).scalar(), None
+    found = [
+        Code(
+            "trigger",
+            (schema, table),
+            name,
+            frozenset({event}),
+            (),
+            ((schema, table, True),),
+            f" ({timing} {event})",
+        )
+        for schema, table, name, event, timing in json.loads(triggers or "[]")
+    ]
+    names = {str(n).lower() for n in json.loads(udfs or "[]")}
+    if names:
+        for sql in (_MYSQL_COLUMNS, _MYSQL_CHECKS):
+            for kind, schema, table, name, expression in conn.execute(text(sql)):
+                called = [c for c in _CALLED.findall(expression or "") if c.lower() in names]
+                if called:
+                    functions = tuple((None, c) for c in dict.fromkeys(called))
+                    reached = ((schema, table, True),)
+                    found.append(Code(kind, (schema, table), name, frozenset(), functions, reached))
+    return found
+
+
+# --- SQLite --------------------------------------------------------------------------
+
+_SQLITE_TRIGGERS = "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY 1"
+_SQLITE_EVENTS = {
+    event: re.compile(rf"\b{event}\s+(?:OF\s+[^;]*?\s+)?ON\b", re.IGNORECASE)
+    for event in ("INSERT", "DELETE", "UPDATE")
+}
+_BODY = re.compile(r"\bBEGIN\b", re.IGNORECASE)
+
+
+def _sqlite(conn: Connection) -> Iterator[Code]:
+    for name, table, sql in conn.execute(text(_SQLITE_TRIGGERS)):
+        header = _BODY.split(sql or "", maxsplit=1)[0]
+        events = frozenset(e for e, found in _SQLITE_EVENTS.items() if found.search(header))
+        shown = "/".join(sorted(events))
+        yield Code(
+            "trigger", (None, table), name, events, (), ((None, table, True),), f" ({shown})"
+        )

@@ -1,0 +1,323 @@
+"""The age of a row: what a table's date column holds, and the cutoff for a retention.
+
+The cutoff is taken from the database server's clock, in the column's own terms
+(a timestamp with or without time zone, a date, Unix seconds or milliseconds, or on
+SQLite the text format the column is written in), so that "older than 30 days"
+means what the application that wrote the rows meant by it. It is kept as a JSON
+value and bound as a parameter, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aishell.config.models import MAX_RETENTION_DAYS
+from aishell.errors import TargetError, UsageError
+from aishell.sqltext import quote_identifier, text
+from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
+
+# Values above this in an integer date column are milliseconds since 1970, not seconds
+# (10^11 seconds is the year 5138; 10^11 milliseconds is 1973).
+_MILLISECONDS_FROM = 10**11
+# Rows an unindexed Unix-time column is sampled in to tell seconds from milliseconds.
+_SAMPLE_ROWS = 1000
+
+_PG_KINDS = {
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "date": "date",
+    "bigint": "epoch",
+    "integer": "epoch",
+    "numeric": "epoch",
+    "double precision": "epoch",
+}
+_MYSQL_KINDS = {
+    "datetime": "timestamp",
+    "timestamp": "timestamp",
+    "date": "date",
+    "int": "epoch",
+    "bigint": "epoch",
+    "decimal": "epoch",
+    "double": "epoch",
+}
+_SQLITE_TEXT = {
+    "text_t": (re.compile(r"^\d{4}-\d{2}-\d{2}T"), "%Y-%m-%dT%H:%M:%S"),
+    "text": (re.compile(r"^\d{4}-\d{2}-\d{2} "), "%Y-%m-%d %H:%M:%S"),
+    "text_date": (re.compile(r"^\d{4}-\d{2}-\d{2}$"), "%Y-%m-%d"),
+}
+
+
+@dataclass(frozen=True)
+class DateColumn:
+    table: str
+    column: str
+    # timestamptz, timestamp, date, epoch, epoch_ms, text, text_t or text_date
+    kind: str
+    indexed: bool
+
+    def bind(self, cutoff: Any) -> Any:
+        """The stored cutoff as the value to compare the column with."""
+        try:
+            if self.kind in ("timestamptz", "timestamp"):
+                moment = datetime.fromisoformat(str(cutoff))
+                if self.kind == "timestamp":
+                    return moment.replace(tzinfo=None)
+                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            if self.kind == "date":
+                return date.fromisoformat(str(cutoff)[:10])
+            if self.kind in ("epoch", "epoch_ms"):
+                if isinstance(cutoff, bool) or not isinstance(cutoff, int | float):
+                    raise ValueError(cutoff)
+                if not math.isfinite(cutoff):
+                    raise ValueError(cutoff)  # NaN: no row is older, nor younger
+                return cutoff
+        except ValueError:
+            raise TargetError(
+                f"cutoff {cutoff!r} is not a valid value for {self.table}.{self.column} "
+                f"({self.kind})"
+            ) from None
+        if not isinstance(cutoff, str):
+            raise TargetError(f"cutoff {cutoff!r} for {self.table}.{self.column} must be text")
+        return cutoff
+
+
+def describe(
+    conn: Connection, table: str, column: str, indexes: list[TableIndex] | None = None
+) -> DateColumn:
+    """What the date column holds; a column that holds no dates is refused. `indexes`:
+    the table's (indexes_of), when the caller has them already."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        data_type = conn.execute(
+            text(
+                "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = :t AND column_name = :c"
+            ),
+            {"t": table, "c": column},
+        ).scalar()
+        kind = _PG_KINDS.get(str(data_type))
+    elif dialect in ("mysql", "mariadb"):
+        data_type = conn.execute(
+            text(
+                "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = :t AND COLUMN_NAME = :c"
+            ),
+            {"t": table, "c": column},
+        ).scalar()
+        kind = _MYSQL_KINDS.get(str(data_type).lower())
+    else:
+        data_type, kind = _sqlite_kind(conn, table, column)
+    if kind is None:
+        raise TargetError(
+            f"column {table}.{column} holds {data_type}, not dates: a purge needs a date, "
+            "timestamp or Unix-time column"
+        )
+    if indexes is None:
+        indexes = indexes_of(conn, table)
+    indexed = any(i.columns[0] == column for i in indexes)
+    if kind == "epoch" and _largest(conn, table, column, indexed) >= _MILLISECONDS_FROM:
+        kind = "epoch_ms"
+    return DateColumn(table, column, kind, indexed)
+
+
+def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:
+    """Now on the server, less the retention, as a JSON value in the column's terms."""
+    check_retention(retention_days)
+    now = server_now(conn, column)
+    moment = now - timedelta(days=retention_days)
+    if column.kind == "timestamptz":
+        return moment.isoformat()
+    if column.kind == "timestamp":
+        return moment.replace(tzinfo=None).isoformat(sep=" ")
+    if column.kind == "date":
+        return moment.date().isoformat()
+    if column.kind == "epoch":
+        return int(moment.timestamp())
+    if column.kind == "epoch_ms":
+        return int(moment.timestamp() * 1000)
+    return moment.strftime(_SQLITE_TEXT[column.kind][1])
+
+
+def check_retention(retention_days: Any) -> None:
+    """A retention is a finite number of days from 0 to MAX_RETENTION_DAYS; NaN would
+    make every comparison false, infinity overflows the date arithmetic."""
+    if (
+        isinstance(retention_days, bool)
+        or not isinstance(retention_days, int | float)
+        or not math.isfinite(retention_days)
+        or not 0 <= retention_days <= MAX_RETENTION_DAYS
+    ):
+        raise UsageError(
+            f"retention_days {retention_days!r}: give a number of days from 0 to "
+            f"{MAX_RETENTION_DAYS}"
+        )
+
+
+def server_now(conn: Connection, column: DateColumn) -> datetime:
+    """The server's clock as the column sees it: aware for timestamptz and Unix time,
+    the session's local wall time for timestamps without a time zone."""
+    dialect = conn.dialect.name
+    now: datetime
+    if dialect == "postgresql":
+        if column.kind == "timestamp" or column.kind == "date":
+            now = conn.execute(text("SELECT localtimestamp")).scalar_one()
+        else:
+            now = conn.execute(text("SELECT now()")).scalar_one()
+        return now
+    if dialect in ("mysql", "mariadb"):
+        if column.kind in ("epoch", "epoch_ms"):
+            seconds = conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar_one()
+            return datetime.fromtimestamp(float(seconds), UTC)
+        now = conn.execute(text("SELECT NOW(6)")).scalar_one()
+        return now
+    # SQLite writes CURRENT_TIMESTAMP and datetime('now') in UTC.
+    stamp = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    moment = datetime.fromisoformat(stamp)
+    return moment.replace(tzinfo=UTC) if column.kind.startswith("epoch") else moment
+
+
+def no_newer_than(conn: Connection, column: DateColumn, cutoff: Any, retention_days: float) -> None:
+    """Refuse a cutoff that would delete rows younger than the retention allows."""
+    limit = cutoff_for(conn, column, retention_days)
+    if column.bind(cutoff) > column.bind(limit):
+        raise TargetError(
+            f"cutoff {cutoff} is newer than retention_days={retention_days:g} allows "
+            f"(at most {limit} on the server's clock); refusing to delete younger rows"
+        )
+
+
+def _sqlite_kind(conn: Connection, table: str, column: str) -> tuple[str, str | None]:
+    quoted = _quoter(conn)
+    row = conn.execute(
+        text(
+            f"SELECT typeof({quoted(column)}), {quoted(column)} FROM {quoted(table)} "
+            f"WHERE {quoted(column)} IS NOT NULL LIMIT 1"
+        )
+    ).first()
+    if row is None:
+        return "empty", "text"  # nothing to delete either way
+    kind, value = row
+    if kind in ("integer", "real"):
+        return kind, "epoch"
+    if kind == "text":
+        for name, (pattern, _format) in _SQLITE_TEXT.items():
+            if pattern.match(value):
+                return "text", name
+        return f"text such as {value[:30]!r}", None
+    return kind, None
+
+
+def _largest(conn: Connection, table: str, column: str, indexed: bool) -> float:
+    """The largest value of an indexed column, else of the first SAMPLE_ROWS rows found:
+    seconds and milliseconds differ a hundredfold, and a scan of the whole column
+    (before every step of a purge) would cost what the purge is meant to avoid."""
+    quoted = _quoter(conn)
+    values = (
+        quoted(table)
+        if indexed
+        else f"(SELECT {quoted(column)} FROM {quoted(table)} WHERE {quoted(column)} IS NOT "
+        f"NULL LIMIT {_SAMPLE_ROWS}) AS aishell_sample"
+    )
+    value = conn.execute(text(f"SELECT max({quoted(column)}) FROM {values}")).scalar()
+    return float(value or 0)
+
+
+def _quoter(conn: Connection) -> Any:
+    return lambda name: quote_identifier(conn.dialect, name)
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    """One index of a table: its columns in order, whether it is the primary key or
+    unique, and whether its first column is NOT NULL."""
+
+    columns: tuple[str, ...]
+    primary: bool
+    unique: bool
+    first_not_null: bool
+
+
+# One statement for every index of a table (the reflection API sends several per table).
+_PG_INDEXES = (
+    "SELECT i.indexrelid::bigint AS id, i.indisprimary AS is_primary, i.indisunique AS "
+    "is_unique, i.indpred IS NULL AND i.indexprs IS NULL AS plain, k.n, a.attname, "
+    "a.attnotnull FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+    "JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+    "CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+    "LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "WHERE c.relname = :t AND ns.nspname = pg_catalog.current_schema() ORDER BY i.indexrelid, k.n"
+)
+_MYSQL_INDEXES = (
+    "SELECT INDEX_NAME AS id, INDEX_NAME = 'PRIMARY' AS is_primary, NON_UNIQUE = 0 AS "
+    "is_unique, 1 AS plain, SEQ_IN_INDEX AS n, COLUMN_NAME AS attname, NULLABLE <> 'YES' AS "
+    "attnotnull FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+    "AND TABLE_NAME = :t ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+)
+
+
+def indexes_of(conn: Connection, table: str) -> list[TableIndex]:
+    """The table's indexes, in one statement on PostgreSQL and MySQL. An index on an
+    expression, or a partial one, is neither unique over the rows nor a plain column's
+    index, and is left out."""
+    dialect = conn.dialect.name
+    if dialect not in ("postgresql", "mysql", "mariadb"):
+        return _reflected_indexes(conn, table)
+    sql = _PG_INDEXES if dialect == "postgresql" else _MYSQL_INDEXES
+    grouped: dict[Any, list[Any]] = {}
+    for row in conn.execute(text(sql), {"t": table}):
+        grouped.setdefault(row.id, []).append(row)
+    found = []
+    for rows in grouped.values():
+        if not rows[0].plain or any(r.attname is None for r in rows):
+            continue
+        found.append(
+            TableIndex(
+                tuple(str(r.attname) for r in rows),
+                bool(rows[0].is_primary),
+                bool(rows[0].is_unique),
+                bool(rows[0].attnotnull),
+            )
+        )
+    return found
+
+
+# SQLite's indexes of a table with their columns (NULL for an expression), as the
+# reflection of SQLAlchemy reads them (its own automatic indexes left out), but as
+# bytes: an index or a column whose name is not UTF-8 must not fail the purge's plan.
+_SQLITE_INDEXES = (
+    'SELECT l.name AS id, l."unique" AS is_unique, i.name AS attname '
+    "FROM pragma_index_list(:t) l JOIN pragma_index_info(l.name) i "
+    "WHERE l.name NOT LIKE 'sqlite\\_autoindex%' ESCAPE '\\' ORDER BY l.name, i.seqno"
+)
+_SQLITE_COLUMNS = 'SELECT name, "notnull", pk FROM pragma_table_info(:t) ORDER BY cid'
+
+
+def _reflected_indexes(conn: Connection, table: str) -> list[TableIndex]:
+    """SQLite's primary key and indexes; one naming a column or called by a name that is
+    not UTF-8 is left out (as an index on an expression is)."""
+    with sqlite_text_as_bytes(conn):
+        columns = conn.execute(text(_SQLITE_COLUMNS), {"t": table}).all()
+        rows = conn.execute(text(_SQLITE_INDEXES), {"t": table}).all()
+    nullable = {sqlite_name(c.name): not c.notnull for c in columns}
+    found = []
+    primary = tuple(str(sqlite_name(c.name)) for c in sorted(columns, key=lambda c: c.pk) if c.pk)
+    if primary and all(sqlite_name(c.name) is not None for c in columns if c.pk):
+        found.append(TableIndex(primary, True, True, not nullable.get(primary[0], True)))
+    grouped: dict[bytes, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row.id, []).append(row)
+    for index, parts in sorted(grouped.items()):
+        names = [sqlite_name(r.attname) for r in parts]
+        if sqlite_name(index) is None or any(n is None for n in names):
+            continue
+        unique = bool(parts[0].is_unique)
+        found.append(
+            TableIndex(tuple(map(str, names)), False, unique, not nullable.get(names[0], True))
+        )
+    return found

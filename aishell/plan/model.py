@@ -1,0 +1,350 @@
+"""Plans: ordered steps over the registry, validated, hashed and (de)serialised."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aishell.errors import PlanError, ToolNotFound
+from aishell.plan.references import find_references
+from aishell.registry import Capability, Registry
+from aishell.tool import params as schema
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    tool: str
+    params: dict[str, Any]
+    rationale: str = ""
+    depends_on: tuple[str, ...] = ()
+    # A reference; the step runs only when it resolves to a non-empty value.
+    condition: str | None = None
+    # Runs even when steps it refers to were denied or skipped; their outputs read as null.
+    always_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "tool": self.tool,
+            "params": self.params,
+            "rationale": self.rationale,
+        }
+        if self.depends_on:
+            data["depends_on"] = list(self.depends_on)
+        if self.condition:
+            data["condition"] = self.condition
+        if self.always_run:
+            data["always_run"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class Plan:
+    agent: str
+    target: str
+    dialect: str
+    job: dict[str, Any]
+    steps: tuple[Step, ...]
+    tool_fingerprints: dict[str, str] = field(default_factory=dict)
+    # What the plan was made from (tables, row estimates, indexes), to refuse a stale plan.
+    assumptions: dict[str, Any] = field(default_factory=dict)
+    # Who drafted the steps when it was not the agent's rules: the model, whether the
+    # draft came from the cache, and the reasons earlier drafts were rejected.
+    drafted_by: dict[str, Any] = field(default_factory=dict)
+    # The database the plan was made on (targets.database_identity), recorded when the
+    # plan is saved, so it is refused on a target that now points elsewhere.
+    target_identity: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a person should know before running the plan."""
+        found = []
+        unreadable = self.assumptions.get("unreadable_tables")
+        if unreadable:
+            found.append(
+                f"Left out, their names are not valid UTF-8: {', '.join(map(str, unreadable))}; "
+                "rename them (ALTER TABLE ... RENAME TO) to have them maintained"
+            )
+        if self.drafted_by.get("fallback_from") == "llm":
+            reasons = self.drafted_by.get("rejected") or [[]]
+            last = "; ".join(reasons[-1]) or "no reason given"
+            found.append(
+                f"The model {self.drafted_by.get('model')!r} drafted {len(reasons)} plan(s) "
+                f"that failed validation (last: {last}); this is the {self.agent} agent's "
+                "rule-based plan instead"
+            )
+        return found
+
+    @property
+    def hash(self) -> str:
+        """sha256 over what the plan does: agent, target, job, steps and tool versions."""
+        body = self.to_dict()
+        body.pop("plan_hash", None)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "format": PLAN_FORMAT,
+            "agent": self.agent,
+            "target": self.target,
+            "dialect": self.dialect,
+            "job": self.job,
+            "steps": [s.to_dict() for s in self.steps],
+            "tool_fingerprints": self.tool_fingerprints,
+            "assumptions": self.assumptions,
+        }
+        # Optional fields appear only when set, so plans stored before they existed
+        # keep their hashes (a stored run is resumed only when its hash still matches).
+        if self.drafted_by:
+            data["drafted_by"] = self.drafted_by
+        if self.target_identity is not None:
+            data["target_identity"] = self.target_identity
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps({**self.to_dict(), "plan_hash": self.hash}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        try:
+            if data.get("format") != PLAN_FORMAT:
+                raise PlanError(f"Unsupported plan format {data.get('format')!r}")
+            steps = tuple(
+                Step(
+                    id=s["id"],
+                    tool=s["tool"],
+                    params=dict(s["params"]),
+                    rationale=s.get("rationale", ""),
+                    depends_on=tuple(s.get("depends_on") or ()),
+                    condition=s.get("condition"),
+                    always_run=bool(s.get("always_run", False)),
+                )
+                for s in data["steps"]
+            )
+            plan = cls(
+                agent=data["agent"],
+                target=data["target"],
+                dialect=data["dialect"],
+                job=dict(data["job"]),
+                steps=steps,
+                tool_fingerprints=dict(data.get("tool_fingerprints") or {}),
+                assumptions=dict(data.get("assumptions") or {}),
+                drafted_by=dict(data.get("drafted_by") or {}),
+                target_identity=data.get("target_identity"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None
+        expected = data.get("plan_hash")
+        if "plan_hash" in data and expected is None:
+            raise PlanError("The plan's plan_hash is null; the plan was edited")
+        if expected is not None and expected != plan.hash:
+            raise PlanError("Plan hash does not match its contents; the plan was edited")
+        return plan
+
+
+# What a saved plan file holds: each key's JSON type and whether it must be there.
+# Anything else is refused, so a file cannot carry what the signature does not explain.
+_PLAN_FILE_KEYS: dict[str, tuple[type, bool]] = {
+    "format": (int, True),
+    "agent": (str, True),
+    "target": (str, True),
+    "dialect": (str, True),
+    "job": (dict, True),
+    "steps": (list, True),
+    "tool_fingerprints": (dict, True),
+    "assumptions": (dict, True),
+    "drafted_by": (dict, False),
+    "target_identity": (str, True),
+    "plan_hash": (str, True),
+    "signature": (dict, True),
+}
+_STEP_KEYS: dict[str, tuple[type, bool]] = {
+    "id": (str, True),
+    "tool": (str, True),
+    "params": (dict, True),
+    "rationale": (str, True),
+    "depends_on": (list, False),
+    "condition": (str, False),
+    "always_run": (bool, False),
+}
+_SIGNATURE_KEYS: dict[str, tuple[type, bool]] = {
+    "alg": (str, True),
+    "key_id": (str, True),
+    "value": (str, True),
+}
+_JSON_NAMES = {
+    int: "an integer",
+    str: "a string",
+    dict: "an object",
+    list: "a list",
+    bool: "true or false",
+}
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """A plan file as read: the plan, what was signed, and the signature still to check."""
+
+    source: str
+    plan: Plan
+    # Every field of the file but the signature: exactly what the signature covers.
+    body: dict[str, Any]
+    signature: dict[str, Any]
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> SavedPlan:
+        """Check a plan file's keys against the whitelist and read its plan."""
+        where = f"Plan file {source}"
+        if not isinstance(data, dict):
+            raise PlanError(f"{where} does not hold a plan (a JSON object)")
+        if data.get("signature") is None:
+            raise PlanError(
+                f"{where} is not signed; apply only plans saved by `aishell plan ... --out` "
+                "in this home"
+            )
+        problems = _key_problems(data, _PLAN_FILE_KEYS, "")
+        steps = data.get("steps")
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if not isinstance(step, dict):
+                problems.append(f"steps[{i}] must be an object, not {_json_type(step)}")
+                continue
+            problems += _key_problems(step, _STEP_KEYS, f"steps[{i}]: ")
+            depends = step.get("depends_on")
+            if isinstance(depends, list) and not all(isinstance(d, str) for d in depends):
+                problems.append(f"steps[{i}]: 'depends_on' must be a list of step ids")
+        if isinstance(data.get("signature"), dict):
+            problems += _key_problems(data["signature"], _SIGNATURE_KEYS, "signature: ")
+        if problems:
+            raise PlanError(f"{where}: " + "; ".join(problems))
+        plan = Plan.from_dict(data)
+        body = {k: v for k, v in data.items() if k != "signature"}
+        return cls(source=source, plan=plan, body=body, signature=dict(data["signature"]))
+
+
+def _key_problems(
+    data: Mapping[str, Any], keys: Mapping[str, tuple[type, bool]], where: str
+) -> list[str]:
+    problems = [
+        f"{where}unknown key {name!r} (expected: {', '.join(keys)})"
+        for name in sorted(set(data) - set(keys))
+    ]
+    for name, (kind, required) in keys.items():
+        if name not in data:
+            if required:
+                problems.append(f"{where}missing key {name!r}")
+            continue
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{where}{name!r} must be {_JSON_NAMES[kind]}, not {_json_type(value)}")
+    return problems
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    for kind, name in ((int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def step_id(index: int) -> str:
+    return f"step_{index}"
+
+
+def tables_with_columns(plan: Plan, registry: Registry) -> set[str]:
+    """The tables the plan's steps name literally beside a column (the catalog reads
+    their columns in one query)."""
+    tables: set[str] = set()
+    for step in plan.steps:
+        kinds = registry.get(step.tool).identifiers.values()
+        table = step.params.get("table")
+        columns = any(kind == "column" for kind, _ in kinds)
+        if columns and isinstance(table, str) and not find_references(table):
+            tables.add(table)
+    return tables
+
+
+def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -> list[str]:
+    """Every problem with a plan; an empty list means it may run.
+
+    Checks: unique ids, known tools with an implementation for the dialect, params
+    that match each tool's schema (references stand in for any value), capabilities
+    the agent has, and references and dependencies that point only backwards.
+    """
+    problems: list[str] = []
+    allowed = {Capability(c) for c in capabilities}
+    seen: set[str] = set()
+    for step in plan.steps:
+        where = f"{step.id} ({step.tool})"
+        if step.id in seen:
+            problems.append(f"{where}: duplicate step id")
+        try:
+            tool = registry.get(step.tool)
+        except ToolNotFound as exc:
+            problems.append(f"{where}: {exc}")
+            seen.add(step.id)
+            continue
+        if plan.dialect not in tool.implementations:
+            problems.append(f"{where}: the tool has no {plan.dialect} implementation")
+        missing = tool.required_capabilities - allowed
+        if missing:
+            names = ", ".join(sorted(c.value for c in missing))
+            problems.append(f"{where}: the {plan.agent} agent lacks capabilities: {names}")
+        problems += [
+            f"{where}: {p}"
+            for p in schema.validate(_placeholders(step.params, tool.params), tool.params)
+        ]
+        if step.condition is not None:
+            refs = find_references(step.condition)
+            if len(refs) != 1 or refs[0].text != step.condition:
+                problems.append(f"{where}: condition must be a single ${{...}} reference")
+        for ref in find_references([step.params, step.condition]):
+            if ref.step_id not in seen:
+                problems.append(
+                    f"{where}: {ref.text} refers to {ref.step_id}, which does not come before it"
+                )
+        for dep in step.depends_on:
+            if dep not in seen:
+                problems.append(f"{where}: depends on {dep}, which does not come before it")
+        seen.add(step.id)
+    return problems
+
+
+def _placeholders(params: Mapping[str, Any], tool_schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Params with whole-value references replaced by a sample of the declared type."""
+    samples = {
+        "string": "x",
+        "integer": 0,
+        "number": 0,
+        "boolean": False,
+        "array": [],
+        "object": {},
+    }
+    props = tool_schema.get("properties") or {}
+    result: dict[str, Any] = {}
+    for name, value in params.items():
+        refs = find_references(value) if isinstance(value, str) else []
+        if refs and len(refs) == 1 and refs[0].text == value:
+            kind = (props.get(name) or {}).get("type", "string")
+            if isinstance(kind, list):  # any of several types: the first stands in
+                kind = kind[0] if kind else "string"
+            sample = samples.get(kind, "x")
+            if kind in ("integer", "number") and "minimum" in props.get(name, {}):
+                sample = props[name]["minimum"]
+            if kind == "string" and props.get(name, {}).get("minLength"):
+                # The output it stands for is checked when the step runs.
+                sample = "x" * int(props[name]["minLength"])
+            result[name] = sample
+        else:
+            result[name] = value
+    return result

@@ -1,0 +1,104 @@
+"""Tell someone how a scheduled run ended: a command and/or a webhook, with JSON.
+
+A notifier that fails (exits non-zero, times out, cannot connect) is logged and
+recorded as an event of the run; it never changes the run's outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from aishell.config.models import NotificationsConfig
+from aishell.terminal import printable
+
+
+def summary(run: dict[str, Any], schedule: str | None, how: str) -> dict[str, Any]:
+    """What a notifier gets: the run's outcome and where to look, never its params."""
+    steps = run.get("steps") or []
+    counts: dict[str, int] = {}
+    for step in steps:
+        counts[step["status"]] = counts.get(step["status"], 0) + 1
+    waiting = [s["step_id"] for s in steps if s["status"] == "waiting_approval"]
+    return {
+        "run_id": run["run_id"],
+        "schedule": schedule,
+        "trigger": how,
+        "agent": run["agent"],
+        "target": run["target"],
+        "status": run["status"],
+        "error": run.get("error"),
+        "steps": counts,
+        "waiting_for_approval": waiting,
+        "approve_with": f"aishell approve {run['run_id']}" if waiting else None,
+    }
+
+
+def send(
+    config: NotificationsConfig, message: dict[str, Any], log: Callable[[str], None]
+) -> list[str]:
+    """Send to every configured notifier; returns the failures, one line each."""
+    if message["status"] not in config.on:
+        return []
+    # ensure_ascii (the default) keeps control and bidi characters escaped in the body.
+    body = json.dumps(message, sort_keys=True, default=str, ensure_ascii=True).encode()
+    failures: list[str] = []
+    if config.command:
+        failure = _run_command(config.command, body, config.timeout_seconds)
+        if failure:
+            failures.append(failure)
+    if config.webhook:
+        request = urllib.request.Request(
+            config.webhook,
+            data=body,
+            headers={"Content-Type": "application/json", "User-Agent": "aishell"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=config.timeout_seconds) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            failures.append(f"notify webhook failed: {exc}")
+    about = message.get("run_id") or f"schedule {message.get('schedule')}"
+    for failure in failures:
+        # The command's stderr and the error text are not ours: shown, never obeyed.
+        log(printable(f"{about}: {failure}"))
+    return failures
+
+
+def _run_command(command: str, body: bytes, timeout: float) -> str | None:
+    """Run the notify command in a process group of its own, so that at the timeout the
+    whole group ends, the children it started too; a failure as one line, else None."""
+    try:
+        child = subprocess.Popen(
+            shlex.split(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        return f"notify command failed: {exc}"
+    try:
+        _, stderr = child.communicate(body, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(child.pid)
+        child.communicate()
+        return f"notify command failed: it ran longer than {timeout:g}s and was ended"
+    if child.returncode != 0:
+        err = stderr.decode(errors="replace").strip().splitlines()
+        return f"notify command exited {child.returncode}: {err[-1] if err else ''}".strip()
+    return None
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group ended on its own meanwhile
+        os.killpg(pgid, signal.SIGKILL)

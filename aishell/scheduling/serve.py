@@ -1,0 +1,479 @@
+"""`aishell schedule serve`: APScheduler over the schedules in the state store.
+
+The schedules table (written by `aishell schedule add/remove/pause/resume`) says what
+should run; APScheduler's own job table, in the same state store and written only by
+the serving process, remembers when each schedule next fires, so a trigger missed
+while nothing served runs once on start (coalesced) if it is within the misfire grace
+time. Each schedule runs at most one instance at a time. One `serve` per state store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import make_url
+
+from aishell.config.models import Config
+from aishell.errors import TargetLocked, UsageError
+from aishell.executor.stopping import stop_all
+from aishell.scheduling import notify
+from aishell.scheduling.crontab import CrontabError, CrontabTrigger
+from aishell.state import StateStore
+from aishell.terminal import printable
+
+JOB_TABLE = "apscheduler_jobs"
+LEASE = "(scheduler)"
+# How often the serving process reads the schedules table for changes.
+RECONCILE_SECONDS = 2.0
+# After SIGTERM, how long serve waits for running steps to end resumably before it
+# exits anyway (well inside systemd's default stop timeout of 90 s); what it leaves is
+# taken back when it starts again.
+STOP_SECONDS = 20.0
+
+
+def trigger(cron: str, timezone: str) -> CrontabTrigger:
+    """A --cron as crontab(5) reads it (see aishell.scheduling.crontab), in a time zone."""
+    check_timezone(timezone)
+    return CrontabTrigger(cron, timezone)
+
+
+def next_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
+    """When the schedule next fires, at or after `after` (default: now)."""
+    fire: datetime | None = trigger(cron, timezone).get_next_fire_time(
+        None, after or datetime.now(UTC)
+    )
+    return fire
+
+
+def first_fire(cron: str, timezone: str, after: datetime | None = None) -> datetime:
+    """When a new schedule first fires; one that can never fire is refused now, not
+    found silent months later."""
+    first = next_fire(cron, timezone, after)
+    if first is None:
+        raise CrontabError(
+            f"--cron {cron!r}: the schedule {cron!r} never fires: no date matches its day "
+            "of month and month fields together (31 February, say); fix the day or month"
+        )
+    return first
+
+
+def check_timezone(timezone: str) -> None:
+    """An IANA time zone name; anything else (an empty name too) is refused."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise UsageError(
+            f"--timezone {timezone!r}: unknown time zone (use an IANA name such as "
+            "Europe/Berlin or UTC)"
+        ) from None
+
+
+Run = Callable[[Config, str, str, Callable[[str], None], threading.Event], Any]
+
+
+@dataclass
+class _Serving:
+    """What the job function needs; APScheduler stores jobs by a textual reference."""
+
+    config: Config
+    log: Callable[[str], None]
+    run: Run
+    stop: threading.Event
+    refused: set[str] = field(default_factory=set)  # schedules said to be not served
+    # One trigger at a time per target: schedules on one database run one after the other.
+    turns: dict[str, threading.Lock] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    # The triggers going on, so that a stop waits for them (at most STOP_SECONDS).
+    active: set[str] = field(default_factory=set)
+    idle: threading.Condition = field(default_factory=threading.Condition)
+
+
+_serving: _Serving | None = None
+
+
+def fire(name: str, how: str = "cron") -> None:
+    """The job APScheduler runs for a schedule (referenced as aishell.scheduling.serve:fire);
+    `recover`: take back the runs a scheduler that ended left on its target. Whatever
+    goes wrong is one line of the log: run_schedule has stored and notified it."""
+    serving = _serving
+    if serving is None:
+        raise RuntimeError("no scheduler is serving in this process")
+    with serving.idle:
+        serving.active.add(f"{name} ({how})")
+    try:
+        with _turn(serving, name) as mine:
+            if not mine:
+                return
+            serving.log(
+                f"schedule {name}: started"
+                if how == "cron"
+                else f"schedule {name}: taking back runs left behind"
+            )
+            serving.run(serving.config, name, how, serving.log, serving.stop)
+    except Exception as exc:  # an unattended trigger never ends unheard
+        serving.log(f"schedule {name}: failed: {' '.join(str(exc).split())}")
+    finally:
+        with serving.idle:
+            serving.active.discard(f"{name} ({how})")
+            serving.idle.notify_all()
+
+
+@contextmanager
+def _turn(serving: _Serving, name: str) -> Iterator[bool]:
+    """Wait for the other triggers on the schedule's target to end (at most the
+    scheduler's stuck_after_seconds; past it the run lock says who holds the database);
+    False when serve stops meanwhile."""
+    with StateStore(serving.config.state_url) as store:
+        target = store.get_schedule(name)["target"]
+    with serving.guard:
+        turn = serving.turns.setdefault(target, threading.Lock())
+    deadline = time.monotonic() + serving.config.main.scheduler.stuck_after_seconds
+    got = False
+    while not got and time.monotonic() < deadline:
+        if serving.stop.is_set():
+            yield False
+            return
+        got = turn.acquire(timeout=0.2)
+    try:
+        yield True
+    finally:
+        if got:
+            turn.release()
+
+
+def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundScheduler:
+    """Schedules in the state store's job table; one run per schedule at a time, and a
+    trigger missed by more than the grace time reported instead of run late."""
+    scheduler = BackgroundScheduler(
+        jobstores={
+            "default": SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE),
+            "internal": MemoryJobStore(),
+        },
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": config.main.scheduler.misfire_grace_seconds,
+        },
+        timezone=UTC,
+    )
+    scheduler.add_listener(
+        _logger(config, log),
+        EVENT_JOB_SUBMITTED
+        | EVENT_JOB_EXECUTED
+        | EVENT_JOB_ERROR
+        | EVENT_JOB_MISSED
+        | EVENT_JOB_MAX_INSTANCES,
+    )
+    return scheduler
+
+
+def serve(
+    config: Config,
+    run: Run,
+    log: Callable[[str], None],
+    stop: threading.Event | None = None,
+) -> list[str]:
+    """Serve until SIGTERM or SIGINT (or `stop` is set), then ask running runs to end
+    resumably, wait for them at most STOP_SECONDS and return the triggers still going
+    (their runs are taken back when serve starts again). Runs a scheduler left
+    running when it ended are taken back first."""
+    global _serving
+    stop = stop or threading.Event()
+    log = _printable_log(log)
+    with StateStore(config.state_url) as store:
+        _take_lease(store)
+        try:
+            _serving = _Serving(config, log, run, stop)
+            scheduler = _scheduler(config, log)
+            scheduler.start(paused=True)
+            reconcile(scheduler, config, log, store)
+            scheduler.add_job(
+                reconcile,
+                "interval",
+                seconds=RECONCILE_SECONDS,
+                args=[scheduler, config, log],
+                jobstore="internal",
+                id="reconcile",
+            )
+            _take_back_on_start(scheduler, store)
+            previous = _on_signals(stop, log)
+            where = make_url(config.state_url).render_as_string(hide_password=True)
+            log(f"serving {len(store.list_schedules())} schedule(s) from {where}")
+            scheduler.resume()
+            try:
+                stop.wait()
+            finally:
+                _restore(previous)
+                log(f"stopping: running steps end resumably (waiting at most {STOP_SECONDS:g}s)")
+                scheduler.pause()  # no new run from here on
+                _stop_running(store, log)
+                scheduler.shutdown(wait=False)
+                left = _wait_for_triggers(_serving, log)
+                log("stopped")
+            return left
+        finally:
+            _serving = None
+            store.release_lock(LEASE, "serve")
+
+
+def _take_back_on_start(scheduler: BackgroundScheduler, store: StateStore) -> None:
+    """A trigger now for each target that has runs a scheduler started and left running
+    when its process ended: they are marked interrupted and resumed before new work."""
+    targets = {run["target"]: run["schedule"] for run in store.orphaned_runs()}
+    for name in targets.values():
+        scheduler.add_job(
+            "aishell.scheduling.serve:fire",
+            args=[name, "recover"],
+            id=f"recover:{name}",
+            jobstore="internal",
+        )
+
+
+def _wait_for_triggers(serving: _Serving, log: Callable[[str], None]) -> list[str]:
+    deadline = time.monotonic() + STOP_SECONDS
+    with serving.idle:
+        while serving.active and time.monotonic() < deadline:
+            serving.idle.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+        left = sorted(serving.active)
+    if left:
+        log(
+            f"stopping: {', '.join(left)} still running after {STOP_SECONDS:g}s; its run is "
+            "left interrupted and resumed when serve starts again"
+        )
+    return left
+
+
+def reconcile(
+    scheduler: BackgroundScheduler,
+    config: Config,
+    log: Callable[[str], None],
+    store: StateStore | None = None,
+) -> None:
+    """Make APScheduler's jobs match the schedules table, keeping each job's next fire
+    time (a missed trigger must survive a restart); report runs that are stuck."""
+    if store is None:
+        with StateStore(config.state_url) as own:
+            reconcile(scheduler, config, log, own)
+        return
+    _report_stuck(config, store, log)
+    wanted = {s["name"]: s for s in store.list_schedules()}
+    jobs = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
+    for name in jobs:
+        if name not in wanted:
+            scheduler.remove_job(name, jobstore="default")
+            log(f"schedule {name}: removed")
+    for name, schedule in wanted.items():
+        try:
+            wanted_trigger = trigger(schedule["cron"], schedule["timezone"])
+        except UsageError as exc:
+            _not_served(scheduler, name, name in jobs, str(exc), log)
+            continue
+        job = jobs.get(name)
+        if job is None:
+            job = scheduler.add_job(
+                "aishell.scheduling.serve:fire",
+                wanted_trigger,
+                args=[name],
+                id=name,
+                name=name,
+                jobstore="default",
+            )
+            log(f"schedule {name}: added, next run {_when(job.next_run_time)}")
+        elif str(job.trigger) != str(wanted_trigger):
+            job = scheduler.reschedule_job(name, jobstore="default", trigger=wanted_trigger)
+            log(f"schedule {name}: changed, next run {_when(job.next_run_time)}")
+        if schedule["paused"] and job.next_run_time is not None:
+            scheduler.pause_job(name, jobstore="default")
+            log(f"schedule {name}: paused")
+        elif not schedule["paused"] and job.next_run_time is None:
+            job = scheduler.resume_job(name, jobstore="default")
+            log(f"schedule {name}: resumed")
+
+
+def _not_served(
+    scheduler: BackgroundScheduler, name: str, has_job: bool, why: str, log: Callable[[str], None]
+) -> None:
+    """A stored schedule whose cron is no longer taken (six fields, from before --cron
+    meant crontab) never fires with a meaning it no longer has; said once per serve."""
+    if has_job:
+        scheduler.remove_job(name, jobstore="default")
+    refused = _serving.refused if _serving is not None else set()
+    if name not in refused:
+        refused.add(name)
+        log(f"schedule {name}: not served: {why}; remove it and add it again")
+
+
+def _when(moment: datetime | None) -> str:
+    return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M %Z}"
+
+
+def _printable_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """Every line the scheduler logs, with control characters escaped: a line may
+    carry a name or an error message from the database."""
+
+    def safe(line: str) -> None:
+        log(printable(line))
+
+    return safe
+
+
+def next_runs(
+    config: Config, schedules: list[dict[str, Any]] | None = None
+) -> dict[str, datetime | None]:
+    """Each job's next fire time as the scheduler holds it (None: paused or never).
+    Only jobs whose trigger reads the cron as crontab does count (one stored before is
+    replaced when `serve` next starts), and with `schedules`, only those whose trigger
+    is still the schedule's cron and time zone."""
+    store = SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE)
+    try:
+        store.start(None, "default")
+        jobs = [job for job in store.get_all_jobs() if isinstance(job.trigger, CrontabTrigger)]
+    except Exception:  # no table yet: nothing has served this store
+        return {}
+    finally:
+        store.shutdown()
+    held = {job.id: job for job in jobs}
+    if schedules is not None:
+        current = {s["name"]: _trigger_text(s["cron"], s["timezone"]) for s in schedules}
+        held = {name: job for name, job in held.items() if str(job.trigger) == current.get(name)}
+    return {name: job.next_run_time for name, job in held.items()}
+
+
+def _trigger_text(cron: str, timezone: str) -> str | None:
+    try:
+        return str(trigger(cron, timezone))
+    except UsageError:
+        return None
+
+
+def _take_lease(store: StateStore) -> None:
+    try:
+        store.acquire_lock(LEASE, "serve")
+    except TargetLocked:
+        holder = store.lock_holder(LEASE) or {}
+        raise TargetLocked(
+            "A scheduler already serves this state store: pid "
+            f"{holder.get('pid')} on {holder.get('hostname')}, since {holder.get('acquired_at')}"
+        ) from None
+
+
+def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
+    """Stop the runs this process started: their running statements are cancelled (and
+    cut off after the target's read_timeout_seconds if the server answers neither), so
+    they end interrupted within the bound, and `aishell resume` (or the next trigger)
+    goes on."""
+    stop_all("the scheduler's stop")
+    for run in store.list_runs(status="running", limit=100):
+        if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
+            store.request_stop(run["run_id"], "aishell schedule serve (stopping)")
+            log(f"run {run['run_id']}: asked to stop")
+
+
+def _report_stuck(config: Config, store: StateStore, log: Callable[[str], None]) -> None:
+    limit = config.main.scheduler.stuck_after_seconds
+    now = datetime.now(UTC)
+    stuck = [
+        (schedule["name"], run, (now - datetime.fromisoformat(run["started_at"])).total_seconds())
+        for schedule in store.list_schedules()
+        for run in store.schedule_runs(schedule["name"], limit=5)
+        if run["status"] == "running"
+    ]
+    stuck = [found for found in stuck if found[2] > limit]
+    if not stuck:
+        return  # the usual case, every 2 s: no need to read the alerts
+    # A run whose process is gone is not stuck: it is taken back at the next trigger.
+    gone = {run["run_id"] for run in store.orphaned_runs()}
+    stuck = [found for found in stuck if found[1]["run_id"] not in gone]
+    reported = {
+        alert.get("run_id")
+        for alerts in store.schedule_alerts().values()
+        for alert in alerts
+        if alert["kind"] == "stuck"
+    }
+    for name, run, running in stuck:
+        if run["run_id"] not in reported:
+            alert(
+                config,
+                store,
+                name,
+                "stuck",
+                {"run_id": run["run_id"], "running_seconds": round(running)},
+                log,
+            )
+
+
+def alert(
+    config: Config,
+    store: StateStore,
+    name: str,
+    kind: str,
+    data: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """A missed trigger or a stuck run: kept for `schedule list`, logged, notified."""
+    store.schedule_alert(name, kind, data)
+    log(f"schedule {name}: {kind} {json.dumps(data, default=str)}")
+    notify.send(config.main.notifications, {"schedule": name, "status": kind, **data}, log)
+
+
+def _logger(config: Config, log: Callable[[str], None]) -> Callable[[JobEvent], None]:
+    def on_event(event: JobEvent) -> None:
+        if event.job_id == "reconcile":
+            if isinstance(event, JobExecutionEvent) and event.exception is not None:
+                log(f"reading schedules failed: {event.exception}")
+            return
+        name = event.job_id
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log(f"schedule {name}: still running; this trigger is skipped")
+        elif isinstance(event, JobSubmissionEvent):
+            return  # a submitted trigger may yet be missed: fire() says when it starts
+        elif event.code == EVENT_JOB_MISSED:
+            log(f"schedule {name}: missed its run at {event.scheduled_run_time:%Y-%m-%d %H:%M %Z}")
+            with StateStore(config.state_url) as store:
+                alert(config, store, name, "missed", {"due": event.scheduled_run_time}, log)
+        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
+            log(f"schedule {name}: failed: {event.exception}")
+        elif isinstance(event, JobExecutionEvent):
+            log(f"schedule {name}: finished")
+
+    return on_event
+
+
+def _on_signals(stop: threading.Event, log: Callable[[str], None]) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log(f"{signal.Signals(signum).name} received")
+        stop.set()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)

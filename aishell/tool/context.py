@@ -1,0 +1,133 @@
+"""What a tool runs with, and what every implementation of a tool offers.
+
+Below the registry (which loads tools) and the handlers (which implement them): both
+use these, and neither has to import the other for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+from aishell.files import PrivatePlaces
+from aishell.scratch.ledger import Ledger
+from aishell.tool.readings import TableReadings
+
+
+@dataclass
+class ToolContext:
+    """What a tool gets besides its params: the guarded connection and where it runs."""
+
+    conn: Connection | None
+    dialect: str
+    target: str
+    dry_run: bool = False
+    backup_dir: Path | None = None
+    # The folders aishell keeps for itself (state, key, backups): no archive goes there.
+    private: PrivatePlaces = field(default_factory=PrivatePlaces)
+    run_id: str | None = None
+    quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
+    # Long tools (batched deletes) ask between batches whether to stop resumably.
+    should_stop: Callable[[], bool] = field(default=lambda: False)
+    # What a tool measured to render a step's SQL, reused when the step runs, so the
+    # statements that run are the ones shown (and the catalog is not read twice).
+    step_cache: dict[str, Any] = field(default_factory=dict)
+    # Which attempt of the step runs (1 while it renders): a retry measures afresh what
+    # the failed attempt may have changed (see handlers.measured).
+    attempt: int = 1
+    # What a tool read once for the whole run (what the role may do to each table):
+    # a step per table must not cost a query per table for it.
+    run_cache: dict[str, Any] = field(default_factory=dict)
+    # What earlier steps measured of a table, until a step that may write runs (see
+    # aishell/tool/readings.py): the step after a measuring step need not measure again.
+    table_readings: TableReadings = field(default_factory=TableReadings)
+    # The backup catalog of this target (read-only), for the tools that choose backups.
+    backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    # Long steps: what an earlier attempt of this step got to, a durable checkpoint of
+    # where this one is, figures for the progress display, and an event for the log.
+    load_progress: Callable[[], Mapping[str, Any] | None] = field(default=lambda: None)
+    save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
+    report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
+    record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
+    # The share of a table's rows a purge may delete before a person approves it by name
+    # (the policy's purge_limits; None: no limit), and this step's approvals, oldest
+    # first (decision, how, decided_by, at), by which a purge stopped there goes on.
+    max_share: float | None = None
+    step_approvals: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    # The other runs, not finished, one of whose long steps holds key: value in its
+    # progress (run_id, status): who else archives into a file.
+    runs_progressing_with: Callable[[str, str], list[tuple[str, str]]] = field(
+        default=lambda _k, _v: []
+    )
+    # When the maintenance window closes (in the window's time zone), if one applies,
+    # and how many seconds that was away when the step started.
+    ends_at: datetime | None = None
+    seconds_left: float | None = None
+    # Another configured target, read-only (a replica whose lag a purge watches).
+    open_target: Callable[[str], Connection] | None = None
+    # Scratch files, databases and child processes, recorded before they are made so
+    # that what a killed run leaves is found and removed; and when (time.monotonic())
+    # the step's time runs out, for the child processes a tool waits on.
+    scratch: Ledger = field(default_factory=Ledger)
+    deadline: float | None = None
+    # The target's trusted_functions: user-defined functions the site vouches only read.
+    trusted_functions: tuple[str, ...] = ()
+    # The target's connect and write limits, which the client programs a tool starts
+    # get too (aishell/targets/clientlogin.py).
+    connect_timeout_seconds: float = 10
+    write_timeout_seconds: float = 60
+
+    def quote(self, name: str) -> str:
+        return self.quote_identifier(name)
+
+    @property
+    def connection(self) -> Connection:
+        if self.conn is None:
+            raise RuntimeError("this tool needs a database connection")
+        return self.conn
+
+
+class Implementation(Protocol):
+    """One dialect's way of running a tool; render_sql never touches the database's data."""
+
+    @property
+    def sql_templates(self) -> tuple[str, ...]: ...
+
+    @property
+    def changes_tables(self) -> bool:
+        """May it change its tables' rows, pages or indexes (not only statistics)?"""
+        ...
+
+    @property
+    def reads_when_it_renders_reads(self) -> bool:
+        """Does a render that only reads mean the step writes nothing, this time (a
+        rebuild with nothing over the threshold)? Then it runs as a read."""
+        ...
+
+    def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]: ...
+
+    def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]: ...
+
+    def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
+        """After a crash: is the step's effect in the database? None when it cannot tell."""
+        ...
+
+
+# An identifier in a SQL template: {name}.
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill_template(sql: str, params: Mapping[str, Any], ctx: ToolContext) -> str:
+    """Fill {name} with the quoted identifier from params, or <name> when it is not known yet."""
+
+    def quoted(match: re.Match[str]) -> str:
+        value = params.get(match.group(1))
+        return ctx.quote(value) if isinstance(value, str) else f"<{match.group(1)}>"
+
+    return PLACEHOLDER.sub(quoted, sql)
