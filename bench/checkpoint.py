@@ -36,10 +36,11 @@ from sqlalchemy.engine import Engine
 from aishell import commands
 from aishell.config.models import load_config
 from aishell.plan.model import Plan, Step
-from aishell.registry import ToolContext
-from aishell.state import StateStore, new_run_id
 from aishell.state import steps as state_steps
-from aishell.targets import open_target
+from aishell.state.store import StateStore
+from aishell.state.values import new_run_id
+from aishell.targets.engines import open_target
+from aishell.tool.context import ToolContext
 
 KINDS = {"read": "count_table_rows", "write": "update_table_statistics"}
 # How each step's end commits: before the next step begins, or riding (the default).

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from aishell import commands  # noqa: E402
 from aishell.config.models import load_config  # noqa: E402
-from aishell.state import StateStore  # noqa: E402
+from aishell.state.store import StateStore  # noqa: E402
 from aishell.targets.demo import create_demo  # noqa: E402
 from tests.fake_ollama import Script, fake_ollama  # noqa: E402
 

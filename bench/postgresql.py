@@ -33,8 +33,8 @@ from sqlalchemy.engine import Engine
 from aishell import commands
 from aishell.config.models import load_config
 from aishell.policy.approvers import PreApproved
-from aishell.registry import ToolContext
-from aishell.targets import open_target
+from aishell.targets.engines import open_target
+from aishell.tool.context import ToolContext
 
 ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from aishell import commands
 from aishell.config.models import load_config
 from aishell.policy.approvers import PreApproved
-from aishell.registry import ToolContext
-from aishell.targets import open_target
 from aishell.targets.demo import create_demo
+from aishell.targets.engines import open_target
+from aishell.tool.context import ToolContext
 
 
 def plan_of(config, kind: str):

@@ -196,7 +196,7 @@ def plan_child(home: str, trace: bool) -> None:
 
 def plan_figures(name: str) -> dict[str, Any]:
     from aishell.config.models import load_config
-    from aishell.state import StateStore
+    from aishell.state.store import StateStore
 
     with tempfile.TemporaryDirectory() as tmp:
         home = str(configure(Path(tmp), name))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aishell import commands
 from aishell.config.models import Config, load_config
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from aishell.targets.demo import create_demo
 
 REPO = Path(__file__).resolve().parent.parent

@@ -40,7 +40,7 @@ from aishell.config.models import Config
 from aishell.errors import StateError, UsageError
 from aishell.plan.model import Plan
 from aishell.policy.approvers import NonInteractive, PreApproved
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from tests.helpers import digest, use_target
 from tests.test_cli import read_until
 from tests.test_log_cleanup import _database, fill, job, rows_of

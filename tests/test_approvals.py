@@ -15,9 +15,9 @@ from aishell.cli import cli
 from aishell.errors import ConfigError, PlanError, UsageError
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import NonInteractive, PreApproved
-from aishell.registry import RiskLevel
-from aishell.state import StateStore
-from aishell.targets import open_target
+from aishell.risk import RiskLevel
+from aishell.state.store import StateStore
+from aishell.targets.engines import open_target
 from tests.helpers import corrupt_index, digest
 
 

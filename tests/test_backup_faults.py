@@ -30,7 +30,8 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.handlers.backup import take
-from aishell.state import StateStore, process_started
+from aishell.state.processes import process_started
+from aishell.state.store import StateStore
 from tests.helpers import one_step_plan, query, tmpfs, use_target
 from tests.private_servers import private_postgresql
 from tests.services import engine

@@ -34,8 +34,8 @@ from aishell.errors import StepInterrupted
 from aishell.handlers.backup.sessions import ClientSession
 from aishell.scratch.children import run_child
 from aishell.scratch.ledger import Ledger
-from aishell.targets import open_target
 from aishell.targets.deadlines import RECANCEL_SECONDS, cancel_then_sever
+from aishell.targets.engines import open_target
 from tests.helpers import SLOW_READ, use_target
 from tests.services import engine
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.handlers.mysql.corruption import corruption_check
 from aishell.policy.approvers import PreApproved
-from aishell.targets import open_target
+from aishell.targets.engines import open_target
 from aishell.tool.context import ToolContext
 from tests.helpers import one_step_plan, use_target
 from tests.services import PG_ADMIN, engine, scratch_postgresql

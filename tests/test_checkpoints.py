@@ -24,7 +24,6 @@ from aishell.config.models import Config
 from aishell.errors import StateError
 from aishell.executor import attempts
 from aishell.plan.model import Plan, Step
-from aishell.state import StateStore, new_run_id
 from aishell.state import steps as state_steps
 from aishell.state.core import EVENT, Hot
 from aishell.state.runs import _STOP_REQUESTED
@@ -36,6 +35,8 @@ from aishell.state.steps import (
     _STEP_FINISHED,
     _STEP_STARTED,
 )
+from aishell.state.store import StateStore
+from aishell.state.values import new_run_id
 
 
 @contextmanager

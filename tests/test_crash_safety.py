@@ -19,7 +19,9 @@ from aishell.config.models import load_config
 from aishell.errors import PlanError, StateError
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
-from aishell.state import SCHEMA_VERSION, StateStore, meta
+from aishell.state import SCHEMA_VERSION
+from aishell.state.schema import meta
+from aishell.state.store import StateStore
 from tests.helpers import at_once
 from tests.test_state_migrations import baseline_schema
 

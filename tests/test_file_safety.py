@@ -25,7 +25,7 @@ from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.files import KEY_LIMIT, PLAN_LIMIT
 from aishell.policy.approvers import PreApproved
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from tests.helpers import digest, one_step_plan, use_target
 from tests.test_log_cleanup import _purge_and_die, fill, rows_of
 

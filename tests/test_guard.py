@@ -26,7 +26,9 @@ from aishell.executor import RunResult
 from aishell.guard.statements import classify
 from aishell.handlers import Handler
 from aishell.policy.approvers import PreApproved, Prompting
-from aishell.registry import RiskLevel, ToolContext, load_registry
+from aishell.registry import load_registry
+from aishell.risk import RiskLevel
+from aishell.tool.context import ToolContext
 from tests.helpers import one_step_plan
 
 HANDLER_MODULE = "aishell.handlers.testguard"
@@ -455,7 +457,7 @@ DRIVER_REFUSALS = {
 
 def test_the_drivers_themselves_refuse_two_statements_in_one_call(home: Path, any_url: str) -> None:
     """A second line under the guard: no driver aishell uses runs `SELECT 1; DELETE`."""
-    from aishell.targets import open_target
+    from aishell.targets.engines import open_target
 
     make_tables(any_url)
     dialect = dialect_of(any_url)

@@ -20,7 +20,8 @@ from aishell import commands
 from aishell.handlers import Handler
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
-from aishell.registry import RiskLevel, ToolContext
+from aishell.risk import RiskLevel
+from aishell.tool.context import ToolContext
 from tests.helpers import use_target
 from tests.test_guard import (
     execute,

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from aishell.guard.lex import disagreement
 from aishell.guard.statements import classify
 from aishell.handlers import Handler
-from aishell.registry import RiskLevel
+from aishell.risk import RiskLevel
 from tests.test_guard import (
     _send,
     execute,

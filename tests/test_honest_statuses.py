@@ -28,7 +28,7 @@ from aishell.handlers.mysql import privileges as mysql_privileges
 from aishell.handlers.postgresql import privileges as postgresql_privileges
 from aishell.handlers.sqlite import privileges as sqlite_privileges
 from aishell.policy.approvers import PreApproved
-from aishell.targets import open_target
+from aishell.targets.engines import open_target
 from tests.helpers import corrupt_index, one_step_plan, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine, scratch_mysql, scratch_postgresql
 

@@ -26,9 +26,10 @@ from aishell.errors import ConfigError, PlanError, TargetError, UsageError
 from aishell.handlers.purge.cutoff import check_retention
 from aishell.plan.model import validate_plan
 from aishell.policy.approvers import ApprovalRequest
-from aishell.registry import Capability, load_registry
+from aishell.registry import load_registry
 from aishell.targets.demo import DEMO_APPLICATION_ID, create_demo, is_demo_database
 from aishell.terminal import printable
+from aishell.tool.kinds import Capability
 from aishell.tool.params import validate
 from tests.helpers import digest, one_step_plan, query, use_target
 

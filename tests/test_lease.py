@@ -27,7 +27,8 @@ from aishell.config.models import Config, load_config
 from aishell.errors import TargetLocked
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
-from aishell.targets import database_identity, open_target
+from aishell.targets.engines import open_target
+from aishell.targets.identity import database_identity
 from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.private_servers import private_postgresql
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine

@@ -26,7 +26,9 @@ from aishell.cli import cli
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.policy.approvers import PreApproved
-from aishell.targets import TargetSilent, open_target, user_tables
+from aishell.targets.catalog import user_tables
+from aishell.targets.engines import open_target
+from aishell.targets.limits import TargetSilent
 from tests.fake_ollama import Script, fake_ollama
 from tests.faultproxy import Proxy, Silent, through
 from tests.helpers import MARKER, one_step_plan, slow_read_tool, use_target
@@ -513,7 +515,7 @@ def test_a_step_session_changes_only_what_changes_in_one_round_trip(server_url):
     do; the server then refuses a write in a read-only step and allows it after."""
     from sqlalchemy import event
 
-    from aishell.targets import session_access
+    from aishell.targets.access import session_access
 
     with engine(server_url).connect() as conn:
         mariadb = bool(getattr(conn.dialect, "is_mariadb", False))

@@ -34,8 +34,9 @@ from aishell.plan.references import find_references
 from aishell.planners.prompt import offered_tools
 from aishell.planners.vet import CatalogView, Vetted, sql_in, vet_answer
 from aishell.policy.approvers import NonInteractive, PreApproved
-from aishell.registry import Registry, RiskLevel, load_registry
-from aishell.state import StateStore
+from aishell.registry import Registry, load_registry
+from aishell.risk import RiskLevel
+from aishell.state.store import StateStore
 from aishell.targets.demo import SCHEMA as DEMO_SCHEMA
 from aishell.tool import params as schema
 from tests.fake_ollama import Script, fake_ollama

@@ -37,7 +37,7 @@ from aishell.cli import cli
 from aishell.config.models import Config, load_config
 from aishell.errors import TargetError, UsageError
 from aishell.policy.approvers import PreApproved
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from tests.helpers import use_target
 
 ROWS = 3_000

@@ -26,8 +26,8 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.cli import cli
 from aishell.handlers.backup.processes import run_tool, server_env
-from aishell.targets import open_target
 from aishell.targets.clientlogin import client_env, client_login
+from aishell.targets.engines import open_target
 from aishell.tool.context import ToolContext
 from tests.faultproxy import Silent
 from tests.helpers import use_target

@@ -12,7 +12,7 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.errors import UsageError
 from aishell.policy.approvers import PreApproved, Prompting
-from aishell.registry import RiskLevel
+from aishell.risk import RiskLevel
 from tests.test_log_cleanup import SMALL, job, logs, rows_of  # noqa: F401 - the fixture
 
 PURGE = 1  # the purge is the second step of a log cleanup plan

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection, make_url
 from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
-from aishell.plan import signing
 from aishell.plan.model import Plan
+from aishell.state import signing
 from aishell.targets.identity import (
     NO_TABLES,
     birth_time_ns,

@@ -32,9 +32,10 @@ from aishell.config.models import Config, load_config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import NamedApprovalNeeded
 from aishell.policy.approvers import PreApproved, Prompting
-from aishell.registry import ToolContext, load_registry
-from aishell.targets import open_target
+from aishell.registry import load_registry
+from aishell.targets.engines import open_target
 from aishell.tool import params as schema
+from aishell.tool.context import ToolContext
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql
 from tests.test_log_cleanup import SERVER_NOW

@@ -17,7 +17,8 @@ from aishell import commands
 from aishell.config.models import Config
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
-from aishell.targets import open_target, step_deadline
+from aishell.targets.deadlines import step_deadline
+from aishell.targets.engines import open_target
 from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 

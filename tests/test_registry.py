@@ -7,7 +7,9 @@ import yaml
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import CatalogError, ToolNotFound
 from aishell.guard.sqlcheck import write_reason
-from aishell.registry import Capability, Category, RiskLevel, load_registry
+from aishell.registry import load_registry
+from aishell.risk import RiskLevel
+from aishell.tool.kinds import Capability, Category
 
 SKELETON_TOOLS = {
     "analyze_database_health": "safe",

@@ -17,7 +17,8 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config, load_config
 from aishell.errors import TargetLocked
-from aishell.targets import database_identity, open_target
+from aishell.targets.engines import open_target
+from aishell.targets.identity import database_identity
 from tests.conftest import REPO
 from tests.helpers import use_target
 from tests.services import scratch_mysql, scratch_postgresql

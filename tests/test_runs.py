@@ -11,8 +11,9 @@ from aishell.config.models import load_config
 from aishell.errors import TargetLocked
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import NonInteractive, PreApproved, Prompting
-from aishell.state import StateStore
-from aishell.targets import database_identity, open_target
+from aishell.state.store import StateStore
+from aishell.targets.engines import open_target
+from aishell.targets.identity import database_identity
 from tests.helpers import corrupt_index, digest, query
 
 LEVEL_INDEX = "idx_app_logs_level"

@@ -25,7 +25,7 @@ from aishell import commands
 from aishell.config.models import Config
 from aishell.scheduling import notify
 from aishell.scheduling import serve as scheduling
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from tests.helpers import query, use_target
 from tests.test_schedules import (
     SLOW_PURGE,

@@ -29,7 +29,7 @@ from aishell.cli.schedules import job_from_words
 from aishell.config.models import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.scheduling import serve as scheduling
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 
 SLOW_PURGE = [
     "log-cleanup",

@@ -174,7 +174,7 @@ def test_a_hostile_table_name_is_refused_and_nothing_runs(server_config, server_
 
 def test_dry_run_is_read_only_in_the_server(server_config, server_url):
     populate(server_url, tables=2, rows=100)
-    from aishell.targets import open_target
+    from aishell.targets.engines import open_target
 
     handle = open_target(server_config, None, read_only=True)
     conn = handle.connect()
@@ -190,7 +190,8 @@ def test_dry_run_is_read_only_in_the_server(server_config, server_url):
 
 
 def test_planning_reads_in_a_read_only_session_of_the_run_s_pool(server_config, server_url):
-    from aishell.targets import open_target, session_access
+    from aishell.targets.access import session_access
+    from aishell.targets.engines import open_target
 
     populate(server_url, tables=1, rows=10)
     handle = open_target(server_config, None)
@@ -216,7 +217,7 @@ def test_a_scratch_database_is_made_on_a_connection_planning_left_read_only(
     server_config, server_url
 ):
     from aishell.handlers.backup.validate import scratch_server_database
-    from aishell.targets import open_target
+    from aishell.targets.engines import open_target
     from aishell.tool.context import ToolContext
 
     handle = open_target(server_config, None)
@@ -610,7 +611,7 @@ def test_mysql_connections_share_one_tls_context_in_the_preferred_mode(home, mys
     """PyMySQL's preferred TLS mode builds a context per connection (the system's
     certificates loaded each time); a target's connections share one, and still work."""
     from aishell.config.models import load_config
-    from aishell.targets import open_target
+    from aishell.targets.engines import open_target
     from tests.helpers import use_target
 
     use_target(home, mysql_url)

@@ -20,10 +20,10 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config, load_config
 from aishell.errors import PlanError
-from aishell.plan import signing
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
-from aishell.targets import open_target
+from aishell.state import signing
+from aishell.targets.engines import open_target
 from aishell.targets.identity import plan_identity
 from tests.helpers import digest, use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql

@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 from aishell import commands
 from aishell.executor.stopping import LOCK_CHECK_SECONDS
-from aishell.targets import TargetSilent, open_target
+from aishell.targets.engines import open_target
+from aishell.targets.limits import TargetSilent
 from tests.faultproxy import Proxy, server_port, through
 from tests.helpers import fill_table
 from tests.test_limits import configure

@@ -32,8 +32,8 @@ from aishell.errors import EXIT_DENIED, ConfigError, StateError, TargetLocked
 from aishell.executor import stopping
 from aishell.policy.approvers import PreApproved
 from aishell.state.serverstore import timeouts_of
-from aishell.targets import open_target
 from aishell.targets.deadlines import interrupt
+from aishell.targets.engines import open_target
 from tests.faultproxy import Proxy, Silent, server_port, through
 from tests.helpers import one_step_plan
 from tests.services import engine, scratch_mysql, scratch_postgresql

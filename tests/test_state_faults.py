@@ -36,7 +36,7 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config, load_config
 from aishell.errors import EXIT_DENIED, ConfigError, StateError
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from tests import services
 from tests.fake_ollama import Script, fake_ollama
 from tests.helpers import tmpfs

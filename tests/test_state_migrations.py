@@ -29,7 +29,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, insert, inspect
 
 from aishell.errors import StateError
-from aishell.state import HEAD_REVISION, LEGACY_SCHEMA_VERSION, StateStore, history, schema
+from aishell.state import history, schema
+from aishell.state.history import HEAD_REVISION, LEGACY_SCHEMA_VERSION
+from aishell.state.store import StateStore
 from tests.helpers import at_once
 from tests.services import scratch_postgresql
 

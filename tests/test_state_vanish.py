@@ -34,9 +34,9 @@ from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.errors import EXIT_FAILED, StateError
 from aishell.plan.model import Plan, Step
-from aishell.state import StateStore
 from aishell.state.faults import sqlite_path
 from aishell.state.history import HEAD_REVISION
+from aishell.state.store import StateStore
 from tests.helpers import slow_read_tool, use_target
 
 # Seconds from the fault to the run's exit: the fault is seen at the next commit, which

@@ -9,12 +9,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.agents.base import PlanningContext, refuse_unknown_keys
-from aishell.config.models import MAX_RETENTION_DAYS, AgentConfig
+from aishell.config.bounds import MAX_RETENTION_DAYS
+from aishell.config.models import AgentConfig
 from aishell.errors import UsageError
 from aishell.files import PrivatePlaces
-from aishell.handlers.purge import check_archive_table, walk_key
-from aishell.handlers.purge.archive import check_archive_path
+from aishell.handlers.purge.archive import check_archive_path, check_archive_table
 from aishell.handlers.purge.cutoff import describe, indexes_of
+from aishell.handlers.purge.prepare import walk_key
 from aishell.plan.model import Step, step_id
 from aishell.targets.catalog import check_column
 

@@ -43,7 +43,7 @@ def complete_target(ctx: click.Context, _param: Any, incomplete: str) -> list[Co
 def complete_run_id(ctx: click.Context, _param: Any, incomplete: str) -> list[CompletionItem]:
     from sqlalchemy.engine import make_url
 
-    from aishell.state import StateStore
+    from aishell.state.store import StateStore
 
     try:
         url = _config(ctx).state_url

@@ -13,8 +13,8 @@ from aishell.errors import PlanError, UsageError
 from aishell.executor import Observer, RunResult
 from aishell.plan.model import Plan, Step, validate_plan
 from aishell.policy.approvers import Approver
-from aishell.state import StateStore
-from aishell.targets import open_target
+from aishell.state.store import StateStore
+from aishell.targets.engines import open_target
 
 
 def list_backups(config: Config, target: str | None = None) -> list[dict[str, Any]]:

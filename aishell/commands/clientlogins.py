@@ -9,8 +9,8 @@ import subprocess
 from typing import Any
 
 from aishell.errors import StepFailed
-from aishell.targets import Target
 from aishell.targets.clientlogin import client_env, client_login
+from aishell.targets.engines import Target
 
 # What each program is asked: the least that makes it connect and read nothing of note.
 # pg_dump writes an archive of no object, which pg_restore then loads (in a read-only

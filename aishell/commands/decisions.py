@@ -8,10 +8,10 @@ from typing import Any
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.errors import UsageError
-from aishell.executor.results import COMPLETED_WITH_DENIALS, DENIED
+from aishell.executor import COMPLETED_WITH_DENIALS, DENIED
 from aishell.policy.approvers import current_user
 from aishell.policy.rules import named_approval_needed
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 
 DECISIONS = {
     "approved": "aishell approve",

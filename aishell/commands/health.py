@@ -19,8 +19,8 @@ from aishell.errors import AishellError, ConfigError
 from aishell.files import too_open
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
-from aishell.state import StateStore
-from aishell.targets import Target, open_target
+from aishell.state.store import StateStore
+from aishell.targets.engines import Target, open_target
 
 
 def metrics(config: Config, textfile: Path | None = None) -> str:

@@ -57,7 +57,7 @@ def init_home(home: str | os.PathLike[str] | None = None, force: bool = False) -
         _write_new(path, content)
         written.append(str(path))
     from aishell.config.models import load_config
-    from aishell.state import StateStore
+    from aishell.state.store import StateStore
 
     loaded = load_config(config, home)
     with StateStore(loaded.state_url):

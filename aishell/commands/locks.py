@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from aishell.errors import TargetLocked
-from aishell.state import StateStore
-from aishell.targets import RunLock, Target, database_identity
-from aishell.targets.locks import run_lock_key
+from aishell.state.store import StateStore
+from aishell.targets.engines import Target
+from aishell.targets.identity import database_identity
+from aishell.targets.locks import RunLock, run_lock_key
 
 
 def take_run_lock(

@@ -27,9 +27,9 @@ from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.policy.approvers import Approver
 from aishell.registry import Registry
-from aishell.state import StateStore
-from aishell.targets import Target
+from aishell.state.store import StateStore
 from aishell.targets.catalog import urgency
+from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
 
 

@@ -16,12 +16,12 @@ from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
-from aishell.plan import signing
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
 from aishell.plan.references import find_references
 from aishell.planners.llm import Notice
 from aishell.registry import Registry
-from aishell.targets import Target, open_target
+from aishell.state import signing
+from aishell.targets.engines import Target, open_target
 from aishell.targets.identity import plan_identity
 from aishell.targets.tables import TableCatalog
 from aishell.tool.params import identifier_params

@@ -15,12 +15,15 @@ from aishell.executor import estimate_effect
 from aishell.plan.model import Plan, Step
 from aishell.plan.references import has_references
 from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
-from aishell.registry import Category, Registry, RiskLevel, ToolContext, ToolDefinition
+from aishell.registry import Registry, ToolDefinition
+from aishell.risk import RiskLevel
 from aishell.sqltext import display
-from aishell.state import StateStore
-from aishell.targets import Target
+from aishell.state.store import StateStore
+from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
+from aishell.tool.context import ToolContext
+from aishell.tool.kinds import Category
 from aishell.tool.locks import StepLocks
 
 

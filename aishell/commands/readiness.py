@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from aishell.commands.clientlogins import client_logins
 from aishell.config.models import Config
 from aishell.errors import AishellError, ConfigError, TargetUnreachable
-from aishell.targets import open_target
+from aishell.targets.engines import open_target
 
 # The client programs the backup agent runs, per dialect: each need is met by the first
 # of its names found on PATH.
@@ -89,7 +89,7 @@ def _client_problems(
 
 
 def _inspect(config: Config, name: str, dialect: str, conn: Connection) -> dict[str, Any]:
-    from aishell.targets import describe_server
+    from aishell.handlers.server import describe_server
 
     info = describe_server(conn)
     problems = [

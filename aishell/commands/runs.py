@@ -24,8 +24,8 @@ from aishell.plan.model import Plan, SavedPlan, validate_plan
 from aishell.policy.approvers import Approver
 from aishell.registry import Registry
 from aishell.sqltext import as_received
-from aishell.state import StateStore
-from aishell.targets import open_target
+from aishell.state.store import StateStore
+from aishell.targets.engines import open_target
 from aishell.targets.identity import check_plan_identity
 from aishell.targets.tables import TableCatalog
 

@@ -17,7 +17,7 @@ from aishell.errors import AishellError, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
 from aishell.policy.approvers import NonInteractive
 from aishell.scheduling import serve as scheduling
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Runs a schedule left unfinished (out of the window, or stopped) are resumed first.

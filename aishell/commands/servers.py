@@ -8,9 +8,9 @@ from typing import Any
 
 from aishell.config.models import Config, resolve_url
 from aishell.errors import ConfigError, UsageError
-from aishell.targets import open_target
 from aishell.targets.catalog import user_tables
 from aishell.targets.demo import create_demo
+from aishell.targets.engines import open_target
 
 
 def list_targets(config: Config) -> list[dict[str, Any]]:
@@ -35,7 +35,7 @@ def list_targets(config: Config) -> list[dict[str, Any]]:
 
 def check_target(config: Config, name: str | None = None) -> dict[str, Any]:
     """Connect to a target and report its server, privileges and extensions."""
-    from aishell.targets import describe_server
+    from aishell.handlers.server import describe_server
 
     handle = open_target(config, name, read_only=True)
     try:

@@ -22,8 +22,10 @@ from aishell.plan.references import find_references
 from aishell.policy.approvers import Approver, NonInteractive, current_user
 from aishell.policy.rules import SAFETY_LEVELS, tighter_or_equal
 from aishell.registry import Registry, ToolDefinition
-from aishell.state import StateStore, new_run_id
-from aishell.targets import RunLock, Target, open_target
+from aishell.state.store import StateStore
+from aishell.state.values import new_run_id
+from aishell.targets.engines import Target, open_target
+from aishell.targets.locks import RunLock
 
 
 def plan_and_start(

@@ -4,8 +4,8 @@ the home's signing key, so what it holds about a run is signed and checked."""
 from __future__ import annotations
 
 from aishell.config.models import Config
-from aishell.plan import signing
-from aishell.state import StateStore
+from aishell.state import signing
+from aishell.state.store import StateStore
 
 
 def signed_store(config: Config) -> StateStore:

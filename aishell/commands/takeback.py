@@ -22,7 +22,8 @@ from aishell.executor import RunResult
 from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
 from aishell.scheduling import notify
-from aishell.state import StateStore, new_run_id
+from aishell.state.store import StateStore
+from aishell.state.values import new_run_id
 
 T = TypeVar("T")
 # Statuses a taken-back run may end in that leave its database's new work waiting.

@@ -355,7 +355,13 @@ class Config:
             return url
         from aishell.config.stateurl import with_settings  # late: most commands never need it
 
-        return with_settings(url, state, self.path)
+        return with_settings(
+            url,
+            busy_timeout_ms=state.busy_timeout_ms,
+            timeouts=state.server_timeouts(),
+            password_env=state.password_env,
+            config_path=self.path,
+        )
 
     @property
     def state_location(self) -> str:

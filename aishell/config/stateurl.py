@@ -5,7 +5,6 @@ environment variable)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -13,26 +12,29 @@ from sqlalchemy.exc import ArgumentError
 from aishell.config.checks import env_password
 from aishell.errors import ConfigError
 
-if TYPE_CHECKING:
-    from aishell.config.models import StateConfig
 
-
-def with_settings(url: str, state: StateConfig, config_path: Path) -> str:
+def with_settings(
+    url: str,
+    *,
+    busy_timeout_ms: int | None,
+    timeouts: dict[str, str],
+    password_env: str | None,
+    config_path: Path,
+) -> str:
     """url with the state section's settings in it (Config.state_url calls this only when
     it has any); config_path is named in errors."""
-    timeouts = state.server_timeouts()
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise ConfigError(f"{config_path}: state.url: not a valid database URL") from None
-    if state.busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
+    if busy_timeout_ms is not None and parsed.get_backend_name() == "sqlite":
         # The SQLite driver's own busy timeout, in seconds; the store reads it back.
-        parsed = parsed.update_query_dict({"timeout": str(state.busy_timeout_ms / 1000)})
+        parsed = parsed.update_query_dict({"timeout": str(busy_timeout_ms / 1000)})
     if timeouts and parsed.get_backend_name() != "sqlite":
         # Read back, and taken out, by the store (state/serverstore.py).
         parsed = parsed.update_query_dict(timeouts)
-    if state.password_env:
+    if password_env:
         where = f"state.password_env in {config_path}"
-        password = env_password(state.password_env, "The state store's password", where)
+        password = env_password(password_env, "The state store's password", where)
         parsed = parsed.set(password=password)
     return parsed.render_as_string(hide_password=False)

@@ -22,12 +22,13 @@ from aishell.executor.resume import facts
 from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard, shapes_for
-from aishell.registry import ToolContext, ToolDefinition
-from aishell.state import dumps
+from aishell.registry import ToolDefinition
+from aishell.state.values import dumps
 from aishell.targets.access import session_access
 from aishell.targets.deadlines import step_deadline
 from aishell.targets.limits import TargetSilent
 from aishell.targets.transient import is_transient
+from aishell.tool.context import ToolContext
 from aishell.tool.params import identifier_params
 
 

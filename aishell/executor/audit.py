@@ -13,8 +13,8 @@ from sqlalchemy.engine import Connection
 from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepInterrupted
 from aishell.executor.context import RunContext
 from aishell.guard.connection import Guard
-from aishell.state import StateStore
 from aishell.state.steps import Read
+from aishell.state.store import StateStore
 
 Before = Callable[[Any, str, Any], None]
 After = Callable[[Any], None]

@@ -17,10 +17,12 @@ from aishell.guard.connection import GuardMemory
 from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
 from aishell.policy.rules import SafetyPolicy
-from aishell.registry import Category, Registry, RiskLevel
-from aishell.state import StateStore
+from aishell.registry import Registry
+from aishell.risk import RiskLevel
+from aishell.state.store import StateStore
 from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
+from aishell.tool.kinds import Category
 
 
 @dataclass

@@ -9,8 +9,9 @@ from aishell.guard.calls import vouched_for
 from aishell.guard.usercode import user_code
 from aishell.guard.usercodeactions import maintenance_actions, write_actions
 from aishell.guard.writereach import Reach, write_reach
-from aishell.registry import Implementation, ToolContext, ToolDefinition
+from aishell.registry import ToolDefinition
 from aishell.targets.tables import TableCatalog
+from aishell.tool.context import Implementation, ToolContext
 
 
 def subject(tables: tuple[str, ...]) -> str | None:

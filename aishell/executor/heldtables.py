@@ -24,8 +24,9 @@ from aishell.errors import (
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.handlers.held import GONE, is_gone
-from aishell.registry import ToolContext, ToolDefinition
+from aishell.registry import ToolDefinition
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.tool.context import ToolContext
 
 
 @dataclass(frozen=True)

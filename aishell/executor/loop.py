@@ -38,12 +38,13 @@ from aishell.files import PrivatePlaces
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import Approver
 from aishell.policy.rules import SafetyPolicy
-from aishell.registry import Registry, ToolContext
+from aishell.registry import Registry
 from aishell.scratch.ledger import Ledger
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from aishell.targets.engines import Target
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.locks import RunLock
+from aishell.tool.context import ToolContext
 
 
 def _utc_now() -> datetime:

@@ -27,11 +27,13 @@ from aishell.guard.connection import Guard
 from aishell.plan.model import Step, tables_with_columns
 from aishell.plan.references import substitute, unmet
 from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
-from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
+from aishell.registry import ToolDefinition
+from aishell.risk import RiskLevel
 from aishell.sqltext import display
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
+from aishell.tool.context import Implementation, ToolContext
 
 
 @dataclass

@@ -18,7 +18,9 @@ from aishell.executor.results import StepResult
 from aishell.guard.connection import Guard
 from aishell.plan.model import Step
 from aishell.policy.rules import Verdict
-from aishell.registry import Implementation, RiskLevel, ToolContext, ToolDefinition
+from aishell.registry import ToolDefinition
+from aishell.risk import RiskLevel
+from aishell.tool.context import Implementation, ToolContext
 
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")

@@ -17,8 +17,9 @@ from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
 from aishell.guard.writtentables import tables_named
-from aishell.registry import ToolContext, ToolDefinition
+from aishell.registry import ToolDefinition
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.tool.context import ToolContext
 
 # Tries at a new connection after the server dropped ours, with doubling waits.
 RECONNECT_ATTEMPTS = 4

@@ -17,7 +17,10 @@ from aishell.plan.model import Step
 from aishell.plan.references import find_references
 from aishell.policy.approvers import Decision
 from aishell.policy.rules import Confirmation
-from aishell.registry import Category, RiskLevel, ToolContext, ToolDefinition
+from aishell.registry import ToolDefinition
+from aishell.risk import RiskLevel
+from aishell.tool.context import ToolContext
+from aishell.tool.kinds import Category
 
 
 def run_step(

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from aishell.targets.deadlines import stop_statement
 from aishell.targets.locks import RunLock
 

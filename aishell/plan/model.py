@@ -10,8 +10,9 @@ from typing import Any
 
 from aishell.errors import PlanError, ToolNotFound
 from aishell.plan.references import find_references
-from aishell.registry import Capability, Registry
+from aishell.registry import Registry
 from aishell.tool import params as schema
+from aishell.tool.kinds import Capability
 
 PLAN_FORMAT = 1
 

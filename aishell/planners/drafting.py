@@ -18,9 +18,9 @@ from aishell.planners import Draft, DraftRequest
 from aishell.planners.llm import LlmPlanner, Notice
 from aishell.planners.prompt import CatalogSummary, summarize_catalog
 from aishell.registry import Registry
-from aishell.state import StateStore
-from aishell.targets import Target
+from aishell.state.store import StateStore
 from aishell.targets.catalog import table_columns
+from aishell.targets.engines import Target
 
 
 def draft_job(

@@ -25,7 +25,7 @@ from aishell.planners.prompt import (
 )
 from aishell.planners.vet import CatalogView, Vetted, vet_answer
 from aishell.registry import Registry
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 
 # Told what the planner is waiting for (None: nothing any more), for a spinner.
 Notice = Callable[[str | None], None]

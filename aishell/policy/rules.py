@@ -28,8 +28,10 @@ from aishell.config.models import (
     PurgeLimits,
 )
 from aishell.guard.statements import classify
-from aishell.registry import Category, Implementation, ToolDefinition
+from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
+from aishell.tool.context import Implementation
+from aishell.tool.kinds import Category
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {

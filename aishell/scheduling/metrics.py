@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from aishell.errors import UsageError
 from aishell.executor import RUN_STATUSES
 from aishell.files import write_beside
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 
 _RUN = ("target", "agent")
 # Each gauge: its name, its help, its labels.

@@ -42,7 +42,7 @@ from aishell.errors import TargetLocked, UsageError
 from aishell.executor.stopping import stop_all
 from aishell.scheduling import notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from aishell.terminal import printable
 
 JOB_TABLE = "apscheduler_jobs"

@@ -21,7 +21,7 @@ from aishell.errors import StepFailed, StepInterrupted, StepTimeout
 from aishell.scratch.ledger import Ledger
 from aishell.scratch.leftovers import PROCESS
 from aishell.scratch.pipereader import STREAM_CHUNK, PipeReader
-from aishell.state import process_started
+from aishell.state.processes import process_started
 
 if TYPE_CHECKING:
     pass

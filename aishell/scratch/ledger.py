@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from aishell.scratch.leftovers import FILE, clean, remove_file
 
 if TYPE_CHECKING:
-    from aishell.state import StateStore
+    from aishell.state.store import StateStore
 
 
 class Ledger:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aishell.sqltext import quote_identifier, text
 
 if TYPE_CHECKING:
-    from aishell.state import StateStore
+    from aishell.state.store import StateStore
 
 
 FILE = "file"  # removed whole, with SQLite's journal files beside it

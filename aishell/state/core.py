@@ -20,12 +20,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StateError
-from aishell.plan.signing import SigningKey
 from aishell.state.faults import is_fault, state_error
 from aishell.state.identity import FileIdentity
 from aishell.state.schema import events
 from aishell.state.seals import check, seal, step_seal
 from aishell.state.serverstore import Silenced, connect_timed_out
+from aishell.state.signing import SigningKey
 from aishell.state.values import dumps, now
 
 _SQLITE = sqlite.dialect()

@@ -42,8 +42,8 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StateError
-from aishell.plan.signing import SigningKey
 from aishell.state.schema import meta
+from aishell.state.signing import SigningKey
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -1,7 +1,7 @@
 """Signatures over what the state store says about a run: the run's plan, its hash, its
 tool fingerprints and what else resume trusts, every approval and every request for one.
 
-Each field of a row gets its own HMAC (the home's plan-signing key, aishell/plan/signing.py)
+Each field of a row gets its own HMAC (the home's plan-signing key, aishell/state/signing.py)
 over the run, the row's kind, the field's name and its stored text, so an edit is named
 by the field it changed, and a value copied from another run, step or field does not
 match. A store opened without the key (commands that only list) neither signs nor
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aishell.errors import StateError
-from aishell.plan.signing import SigningKey, canonical
+from aishell.state.signing import SigningKey, canonical
 
 # What resume, approve and show trust of a run row, and of the approval rows.
 RUN_FIELDS = (

@@ -27,7 +27,6 @@ from sqlalchemy.pool import StaticPool
 
 from aishell.config.models import display_url
 from aishell.errors import StateError
-from aishell.plan.signing import SigningKey
 from aishell.state import history
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.backups import BackupCatalog
@@ -54,6 +53,7 @@ from aishell.state.serverstore import (
     server_engine,
     without_timeouts,
 )
+from aishell.state.signing import SigningKey
 from aishell.state.steps import StepRepository
 
 _OPEN_ATTEMPTS = 50

@@ -50,8 +50,12 @@ def test_no_import_runs_against_the_layers() -> None:
 
 
 def test_an_import_against_the_layers_is_named_with_its_file_and_line() -> None:
-    wrong = Import("aishell.targets.x", "aishell.handlers.y", REPO / "aishell/targets/x.py", 7, (), False)
-    right = Import("aishell.handlers.y", "aishell.targets.x", REPO / "aishell/handlers/y.py", 3, (), True)
+    wrong = Import(
+        "aishell.targets.x", "aishell.handlers.y", REPO / "aishell/targets/x.py", 7, (), False
+    )
+    right = Import(
+        "aishell.handlers.y", "aishell.targets.x", REPO / "aishell/handlers/y.py", 3, (), True
+    )
     assert against_the_layers([wrong, right]) == [
         "aishell/targets/x.py:7: targets imports aishell.handlers.y"
     ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.config.models import MAX_RETENTION_DAYS
+from aishell.config.bounds import MAX_RETENTION_DAYS
 from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes

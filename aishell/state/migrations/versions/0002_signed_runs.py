@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
-from aishell.plan.signing import SigningKey
 from aishell.state.seals import seal, step_seal
+from aishell.state.signing import SigningKey
 
 revision = "0002_signed_runs"
 down_revision = "0001_baseline"

@@ -1,25 +1,24 @@
-"""What `aishell targets check` shows of a server: version, privileges, extensions."""
+"""What `aishell targets check` and `doctor` show of a server: version, privileges,
+extensions, and per agent the privileges it needs there."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.handlers.mysql import privileges as mysql_privileges
+from aishell.handlers.postgresql import privileges as postgresql_privileges
+from aishell.handlers.sqlite import privileges as sqlite_privileges
 from aishell.sqltext import text
 
 
 def describe_server(conn: Connection) -> dict[str, Any]:
     """Server version, the privileges that matter, extensions, warnings; and per agent the
     privileges it needs on this target, each with what is missing (a warning when it is)."""
-    info = _describe_server(conn)
-    if conn.dialect.name == "postgresql":
-        from aishell.handlers.postgresql.privileges import agent_needs
-    elif conn.dialect.name in ("mysql", "mariadb"):
-        from aishell.handlers.mysql.privileges import agent_needs
-    else:
-        from aishell.handlers.sqlite.privileges import agent_needs
-    info["needs"] = agent_needs(conn)
+    info = _DESCRIBE[conn.dialect.name](conn)
+    info["needs"] = _AGENT_NEEDS[conn.dialect.name](conn)
     for need in info["needs"]:
         state = f"missing: {need['missing']}" if need["missing"] else "ok"
         info["privileges"].setdefault(f"{need['agent']} needs", []).append(
@@ -31,15 +30,6 @@ def describe_server(conn: Connection) -> dict[str, Any]:
                 f"{need['missing']}"
             )
     return info
-
-
-def _describe_server(conn: Connection) -> dict[str, Any]:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return _describe_postgresql(conn)
-    if dialect in ("mysql", "mariadb"):
-        return _describe_mysql(conn)
-    return _describe_sqlite(conn)
 
 
 def _describe_postgresql(conn: Connection) -> dict[str, Any]:
@@ -133,3 +123,17 @@ def _pg_has_role(conn: Connection, role: str) -> bool:
             text("SELECT pg_catalog.count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}
         ).scalar()
     )
+
+
+_DESCRIBE: dict[str, Callable[[Connection], dict[str, Any]]] = {
+    "postgresql": _describe_postgresql,
+    "mysql": _describe_mysql,
+    "mariadb": _describe_mysql,
+    "sqlite": _describe_sqlite,
+}
+_AGENT_NEEDS: dict[str, Callable[[Connection], list[dict[str, Any]]]] = {
+    "postgresql": postgresql_privileges.agent_needs,
+    "mysql": mysql_privileges.agent_needs,
+    "mariadb": mysql_privileges.agent_needs,
+    "sqlite": sqlite_privileges.agent_needs,
+}
