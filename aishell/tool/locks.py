@@ -1,7 +1,7 @@
 """The locks a tool's statements take, per engine, as its definition declares them (the
 `locks:` of tools/*.yaml): the first thing a DBA asks of maintenance on a busy table.
 Previews, prompts and `tools show` print them with the lock wait that bounds them;
-tests/test_declared_locks.py holds each against the server's own lock views.
+tests/tool/test_declared_locks.py holds each against the server's own lock views.
 
 Modes are the engines' own names: PostgreSQL's table lock modes as its docs name them
 (pg_locks says ShareUpdateExclusiveLock for SHARE UPDATE EXCLUSIVE), MySQL/MariaDB's
