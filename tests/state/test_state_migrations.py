@@ -368,3 +368,54 @@ def test_a_failed_upgrade_leaves_the_store_as_it_was(
     monkeypatch.undo()
     with StateStore(url_of(path)) as store:
         assert store.schema_revision == HEAD_REVISION
+
+
+def test_a_schedule_job_stored_under_its_former_module_path_keeps_its_next_fire(
+    tmp_path: Path,
+) -> None:
+    """A job APScheduler stored before `fire` moved to aishell.scheduling.serve is given
+    the new path on upgrade, with its trigger and next fire time as they were."""
+    import pickle
+    from datetime import UTC, datetime
+
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from sqlalchemy import text
+
+    from aishell.scheduling.serve import JOB_TABLE, fire
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    StateStore(url).close()
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=url, tablename=JOB_TABLE)}
+    )
+    due = datetime(2031, 5, 4, 3, 2, tzinfo=UTC)
+    scheduler.add_job(
+        fire,
+        CronTrigger.from_crontab("2 3 * * *", timezone="UTC"),
+        id="n",
+        args=["n"],
+        next_run_time=due,
+    )
+    scheduler.start(paused=True)
+    scheduler.shutdown(wait=False)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        state = pickle.loads(conn.execute(text(f"SELECT job_state FROM {JOB_TABLE}")).scalar_one())
+        assert state["func"] == "aishell.scheduling.serve:fire"
+        state["func"] = "aishell.scheduling:fire"
+        conn.execute(text(f"UPDATE {JOB_TABLE} SET job_state = :s"), {"s": pickle.dumps(state)})
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003_scheduler_owner'"))
+    engine.dispose()
+
+    StateStore(url).close()
+
+    jobs = SQLAlchemyJobStore(url=url, tablename=JOB_TABLE)
+    jobs.start(BackgroundScheduler(), "default")
+    [job] = jobs.get_all_jobs()
+    assert job.func is fire and job.args == ("n",)
+    assert job.next_run_time == due and str(job.trigger) == str(
+        CronTrigger.from_crontab("2 3 * * *", timezone="UTC")
+    )
+    jobs.shutdown()
