@@ -74,6 +74,16 @@ def quote_plain_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def mysql_account(user: str, host: str) -> str:
+    """A MySQL account as GRANT names it ('user'@'host'), each part a string literal whose
+    quotes and backslashes are doubled, for text a DBA copies, never for text()."""
+
+    def literal(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    return f"{literal(user)}@{literal(host)}"
+
+
 def display(sql: str) -> str:
     """SQL as a person should read it: text()'s colon escapes removed."""
     return _UNESCAPE.sub(r"\1", sql) if "\\:" in sql else sql

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aishell.errors import UsageError
 from aishell.files import make_private_dirs, make_private_file
+from aishell.sqltext import quote_plain_identifier
 
 # Written into the header of every demo database (PRAGMA application_id, "aish"):
 # `aishell demo` replaces only a file that carries it, never someone's own database.
@@ -121,7 +122,9 @@ def create_demo(
         conn.execute("DROP TABLE import_staging")
         conn.commit()
         counts = {
-            table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            table: conn.execute(f"SELECT count(*) FROM {quote_plain_identifier(table)}").fetchone()[
+                0
+            ]
             for table in ("users", "products", "orders", "app_logs")
         }
     finally:

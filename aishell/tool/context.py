@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.files import PrivatePlaces
 from aishell.scratch.ledger import Ledger
+from aishell.sqltext import quote_plain_identifier
 from aishell.tool.readings import TableReadings
 
 
@@ -32,7 +33,7 @@ class ToolContext:
     # The folders aishell keeps for itself (state, key, backups): no archive goes there.
     private: PrivatePlaces = field(default_factory=PrivatePlaces)
     run_id: str | None = None
-    quote_identifier: Callable[[str], str] = field(default=lambda name: f'"{name}"')
+    quote_identifier: Callable[[str], str] = field(default=quote_plain_identifier)
     # Long tools (batched deletes) ask between batches whether to stop resumably.
     should_stop: Callable[[], bool] = field(default=lambda: False)
     # What a tool measured to render a step's SQL, reused when the step runs, so the

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepFailed
 from aishell.handlers import skip_table
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
-from aishell.sqltext import text
+from aishell.sqltext import display, mysql_account, quote_identifier, text
 from aishell.targets.catalog import user_tables
 
 # Errors with which the server refuses a statement for want of a privilege, or because
@@ -123,7 +123,8 @@ def refusals(
     return {
         table: (
             f"{action} of {table} skipped: {account} lacks {listed} on it "
-            f"(GRANT {listed} ON `{database}`.* TO '{user}'@'{host}')"
+            f"(GRANT {listed} ON {display(quote_identifier(conn.dialect, database))}.* TO "
+            f"{mysql_account(user, host)})"
         )
         for table, listed in lacking.items()
     }
