@@ -370,42 +370,48 @@ def test_a_failed_upgrade_leaves_the_store_as_it_was(
         assert store.schema_revision == HEAD_REVISION
 
 
-def test_a_schedule_job_stored_under_its_former_module_path_keeps_its_next_fire(
-    tmp_path: Path,
+def test_a_schedule_job_stored_under_its_former_module_paths_keeps_its_next_fire(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A job APScheduler stored before `fire` moved to aishell.scheduling.serve is given
-    the new path on upgrade, with its trigger and next fire time as they were."""
-    import pickle
+    """A job APScheduler stored before `fire` and the crontab trigger moved into
+    aishell.scheduling (its function named, its trigger's class pickled, by the former
+    paths) is given the new paths on upgrade, its trigger and next fire time kept."""
+    import sys
     from datetime import UTC, datetime
 
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
     from sqlalchemy import text
 
-    from aishell.scheduling.serve import JOB_TABLE, fire
+    from aishell import scheduling
+    from aishell.scheduling import crontab
+    from aishell.scheduling.serve import JOB_TABLE, fire, trigger
 
     url = f"sqlite:///{tmp_path / 'state.db'}"
     StateStore(url).close()
+    due = datetime(2031, 5, 4, 3, 2, tzinfo=UTC)
     scheduler = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(url=url, tablename=JOB_TABLE)}
     )
-    due = datetime(2031, 5, 4, 3, 2, tzinfo=UTC)
+    scheduler.start(paused=True)
+    # Stored as the former aishell stored it: fire named in aishell.scheduling, the
+    # trigger's class pickled from aishell.crontab.
+    monkeypatch.setitem(sys.modules, "aishell.crontab", crontab)
+    monkeypatch.setattr(crontab.CrontabTrigger, "__module__", "aishell.crontab")
+    monkeypatch.setattr(scheduling, "fire", fire, raising=False)
     scheduler.add_job(
-        fire,
-        CronTrigger.from_crontab("2 3 * * *", timezone="UTC"),
+        "aishell.scheduling:fire",
+        trigger("2 3 * * *", "UTC"),
         id="n",
         args=["n"],
         next_run_time=due,
     )
-    scheduler.start(paused=True)
     scheduler.shutdown(wait=False)
+    monkeypatch.undo()
     engine = create_engine(url)
     with engine.begin() as conn:
-        state = pickle.loads(conn.execute(text(f"SELECT job_state FROM {JOB_TABLE}")).scalar_one())
-        assert state["func"] == "aishell.scheduling.serve:fire"
-        state["func"] = "aishell.scheduling:fire"
-        conn.execute(text(f"UPDATE {JOB_TABLE} SET job_state = :s"), {"s": pickle.dumps(state)})
+        stored = conn.execute(text(f"SELECT job_state FROM {JOB_TABLE}")).scalar_one()
+        assert b"aishell.crontab" in stored and b"aishell.scheduling:fire" in stored
         conn.execute(text("UPDATE alembic_version SET version_num = '0003_scheduler_owner'"))
     engine.dispose()
 
@@ -415,7 +421,6 @@ def test_a_schedule_job_stored_under_its_former_module_path_keeps_its_next_fire(
     jobs.start(BackgroundScheduler(), "default")
     [job] = jobs.get_all_jobs()
     assert job.func is fire and job.args == ("n",)
-    assert job.next_run_time == due and str(job.trigger) == str(
-        CronTrigger.from_crontab("2 3 * * *", timezone="UTC")
-    )
+    assert type(job.trigger) is crontab.CrontabTrigger
+    assert job.next_run_time == due and str(job.trigger) == str(trigger("2 3 * * *", "UTC"))
     jobs.shutdown()

@@ -1,8 +1,9 @@
-"""The scheduler's stored jobs name the function they run by its module path; that
-function now lives in aishell.scheduling.serve. A job stored before names the old path,
-which APScheduler would fail to load and then delete, losing its next fire time (a
-trigger missed while serve was down must survive the upgrade). Each such job is given
-the new path, everything else in it kept.
+"""The scheduler's stored jobs name the function they run, and pickle their trigger's
+class, by module path; both now live in aishell.scheduling (serve.fire and
+crontab.CrontabTrigger). A job stored before names the old paths, which APScheduler
+would fail to load and then delete, losing its next fire time (a trigger missed while
+serve was down must survive the upgrade). Each such job is given the new paths,
+everything else in it kept.
 
 Revision ID: 0004_scheduler_job_home
 Revises: 0003_scheduler_owner
@@ -10,7 +11,9 @@ Revises: 0003_scheduler_owner
 
 from __future__ import annotations
 
+import io
 import pickle
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,6 +28,14 @@ depends_on = None
 JOB_TABLE = "apscheduler_jobs"
 FORMER_FIRE = "aishell.scheduling:fire"
 FIRE = "aishell.scheduling.serve:fire"
+MOVED_MODULES = {"aishell.crontab": "aishell.scheduling.crontab"}
+
+
+class _MovedClasses(pickle.Unpickler):
+    """Reads a pickle whose classes name a module by its former path."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(MOVED_MODULES.get(module, module), name)
 
 
 def upgrade() -> None:
@@ -35,7 +46,7 @@ def upgrade() -> None:
     for job_id, state in bind.execute(sa.select(jobs.c.id, jobs.c.job_state)).all():
         # The state is the dict APScheduler pickled itself; its trigger's classes are
         # APScheduler's and the timezone's, all importable here.
-        job = pickle.loads(state)
+        job = _MovedClasses(io.BytesIO(state)).load()
         if job.get("func") != FORMER_FIRE:
             continue
         job["func"] = FIRE
