@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aishell.config.files import parse_yaml, read_source
+from aishell.config.kinds import Capability, Category
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.guard.sqlcheck import write_reason
 from aishell.guard.statements import classify
@@ -31,7 +32,6 @@ from aishell.tool import params as schema
 from aishell.tool import risks as toolrisks
 from aishell.tool.context import PLACEHOLDER, Implementation, ToolContext, fill_template
 from aishell.tool.fixedsql import SqlImplementation
-from aishell.tool.kinds import Capability, Category
 from aishell.tool.report import ReportRule, check_against_result, parse_report_rules
 from aishell.tool.risks import PerDialect
 

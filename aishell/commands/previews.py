@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.config.kinds import Category
 from aishell.config.models import Config
 from aishell.errors import AishellError
 from aishell.executor import estimate_effect
@@ -23,7 +24,6 @@ from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
 from aishell.tool.context import ToolContext
-from aishell.tool.kinds import Category
 from aishell.tool.locks import StepLocks
 
 

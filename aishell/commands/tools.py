@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aishell.config.kinds import Category
 from aishell.config.models import Config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import UsageError
@@ -12,7 +13,6 @@ from aishell.registry import DIALECTS, Registry, ToolDefinition, load_registry
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
-from aishell.tool.kinds import Category
 
 
 def load_catalog(config: Config) -> Registry:

@@ -2,5 +2,5 @@
 them (files), the checks on their values (checks), editing a file as a person would
 (edit), where the home is (home), the bounds shared with the command line (bounds),
 the bundled resources, and the state store's URL. Its face stays empty so that
-`--help` loads no pydantic. May import only the vocabularies and the tool
-kinds."""
+`--help` loads no pydantic. Also how the catalog sorts tools (kinds), which the
+agents' files name. May import only the vocabularies."""

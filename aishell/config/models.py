@@ -25,9 +25,9 @@ from aishell.config.checks import (
 )
 from aishell.config.files import read_yaml, validate
 from aishell.config.home import agent_file, config_files, find_home, read_layers
+from aishell.config.kinds import Capability
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
-from aishell.tool.kinds import Capability
 
 SafetyLevel = Literal["strict", "moderate", "permissive"]
 Environment = Literal["development", "test", "staging", "production"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.config.kinds import Category
 from aishell.config.models import AgentConfig
 from aishell.executor.results import Observer, StepResult
 from aishell.executor.stopping import Stopping
@@ -22,7 +23,6 @@ from aishell.risk import RiskLevel
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
-from aishell.tool.kinds import Category
 
 
 @dataclass

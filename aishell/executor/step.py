@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aishell.config.kinds import Category
 from aishell.executor.approvals import approve, notify
 from aishell.executor.attempts import run_tool
 from aishell.executor.context import RunContext
@@ -20,7 +21,6 @@ from aishell.policy.rules import Confirmation
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import ToolContext
-from aishell.tool.kinds import Category
 
 
 def run_step(

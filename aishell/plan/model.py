@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aishell.config.kinds import Capability
 from aishell.errors import PlanError, ToolNotFound
 from aishell.plan.references import find_references
 from aishell.registry import Registry
 from aishell.tool import params as schema
-from aishell.tool.kinds import Capability
 
 PLAN_FORMAT = 1
 

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from aishell.config.kinds import Capability
 from aishell.registry import Registry, ToolDefinition
-from aishell.tool.kinds import Capability
 
 # Bump when the prompt's wording or shape changes: cached drafts then stop matching.
 PROMPT_VERSION = 2

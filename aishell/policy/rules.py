@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from aishell.config.kinds import Category
 from aishell.config.models import (
     WEEKDAYS,
     BackupRequired,
@@ -31,7 +32,6 @@ from aishell.guard.statements import classify
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation
-from aishell.tool.kinds import Category
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {

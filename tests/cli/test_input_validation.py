@@ -20,6 +20,7 @@ from aishell import commands, render
 from aishell.agents.log_cleanup import parse_archive_to
 from aishell.cli import cli
 from aishell.cli.schedules import job_from_words
+from aishell.config.kinds import Capability
 from aishell.config.models import load_config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import ConfigError, PlanError, TargetError, UsageError
@@ -29,7 +30,6 @@ from aishell.policy.approvers import ApprovalRequest
 from aishell.registry import load_registry
 from aishell.targets.demo import DEMO_APPLICATION_ID, create_demo, is_demo_database
 from aishell.terminal import printable
-from aishell.tool.kinds import Capability
 from aishell.tool.params import validate
 from tests.helpers import digest, one_step_plan, query, use_target
 

@@ -18,7 +18,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("policy", "plan"),
     ("registry",),
     ("handlers",),
-    ("tool", "guard", "targets", "state", "config", "scratch"),
+    ("tool", "guard"),
+    ("scratch",),
+    ("state",),
+    ("targets",),
+    ("config",),
     ("errors", "risk", "sqltext", "terminal", "units", "lazy", "files"),
 )
 RANK = {room: rank for rank, layer in enumerate(LAYERS) for room in layer}

@@ -4,12 +4,12 @@ from typing import Any
 import pytest
 import yaml
 
+from aishell.config.kinds import Capability, Category
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import CatalogError, ToolNotFound
 from aishell.guard.sqlcheck import write_reason
 from aishell.registry import load_registry
 from aishell.risk import RiskLevel
-from aishell.tool.kinds import Capability, Category
 
 SKELETON_TOOLS = {
     "analyze_database_health": "safe",

@@ -1,7 +1,7 @@
 """How the catalog sorts tools: by category, and by the capabilities a tool needs.
 
-Below both the config (an agent's capabilities are checked against these) and the
-registry (each tool names its own), so that neither has to import the other.
+In the config's package: an agent's file names capabilities, checked against these
+when it is read; the registry, above, gives each tool its own.
 """
 
 from __future__ import annotations
