@@ -27,9 +27,9 @@ from tests.services import scratch_mysql, scratch_postgresql
 HOLDER = """
 import sys, time
 from aishell.config.models import load_config
-from aishell.state import StateStore
+from aishell.state.store import StateStore
 from aishell.commands.locks import take_run_lock
-from aishell.targets import open_target
+from aishell.targets.engines import open_target
 config = load_config()
 handle = open_target(config, sys.argv[1])
 with StateStore(config.state_url) as store:
