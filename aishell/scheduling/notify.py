@@ -13,8 +13,6 @@ import os
 import shlex
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from typing import Any
 
 from aishell.config.models import NotificationsConfig
@@ -68,18 +66,20 @@ def send(config: NotificationsConfig, message: dict[str, Any]) -> list[str]:
 
 
 def _post(url: str, body: bytes, timeout: float) -> str | None:
-    """POST the JSON to the webhook; a failure as one line, else None."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        headers={"Content-Type": "application/json", "User-Agent": "aishell"},
-        method="POST",
-    )
+    """POST the JSON to the webhook; a failure as one line, else None. The line never
+    holds the URL, which may carry a token."""
+    # Imported here: the command line starts without the HTTP library.
+    import httpx
+
+    headers = {"Content-Type": "application/json", "User-Agent": "aishell"}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        # A redirect is followed, as browsers do: a 303 (or 301, 302) as a GET.
+        with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
+            response = client.post(url, content=body, headers=headers)
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
         return f"notify webhook failed: {exc}"
+    if not response.is_success:
+        return f"notify webhook failed: HTTP Error {response.status_code}: {response.reason_phrase}"
     return None
 
 
