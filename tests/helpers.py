@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import sqlite3
 import subprocess
@@ -14,8 +15,10 @@ from typing import Any
 import yaml
 from sqlalchemy import create_engine, text
 
+from aishell.cli.logs import ROOT, attached
 from aishell.config.models import Config, load_config
 from aishell.plan.model import Plan, Step
+from aishell.terminal import printable
 from tests.services import unavailable
 
 
@@ -185,3 +188,22 @@ def fill_table(url: str, table: str, rows: int) -> None:
                 conn.execute(text(f"INSERT INTO {table} VALUES (:i, 'row')"), {"i": i})
     finally:
         made.dispose()
+
+
+class _Lines(logging.Handler):
+    """Each message as the serve log writes it after its time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(printable(record.getMessage()))
+
+
+@contextmanager
+def logged(level: int = logging.INFO) -> Iterator[list[str]]:
+    """The lines aishell's loggers pass on while the block runs, from every thread."""
+    handler = _Lines()
+    with attached(ROOT, handler, level):
+        yield handler.lines

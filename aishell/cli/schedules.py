@@ -11,12 +11,12 @@ import click
 from aishell import commands, render
 from aishell.agents import jobs
 from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.logs import rendered_log, serve_log
 from aishell.cli.options import Duration, json_option
 from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import run
 from aishell.errors import UsageError
 from aishell.terminal import printable
-from aishell.units import stamp
 
 
 def job_from_words(
@@ -139,9 +139,8 @@ def schedule_resume(state: State, name: str) -> None:
 def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool) -> None:
     """Run a schedule's job now, exactly as its trigger would (never a prompt)."""
     console = render.console(as_json)
-    result = commands.run_schedule(
-        state.config, name, "run-now", log=lambda line: render.log_line(console, line)
-    )
+    with rendered_log(console):
+        result = commands.run_schedule(state.config, name, "run-now")
     assert result is not None  # run-now always starts or resumes a run
     finish_run(ctx, console, result, as_json)
 
@@ -156,12 +155,9 @@ def schedule_serve(state: State) -> None:
     resumed when serve starts again, as is one left by a serve that was killed).
     A second serve on the same state store refuses to start.
     """
-
-    def log(line: str) -> None:
-        # The one time format of every output (render/machine.py).
-        click.echo(f"{stamp()} {printable(line)}")
-
-    if commands.serve_schedules(state.config, log):
+    with serve_log():
+        left = commands.serve_schedules(state.config)
+    if left:
         # A step still in a statement would hold the exit past the bound: its run is
         # stored running with this pid, and taken back when serve starts again.
         sys.stdout.flush()

@@ -1,11 +1,12 @@
 """Schedules: adding, listing, pausing and removing them, running one as its trigger
-does, and the scheduler in the foreground."""
+does, and the scheduler in the foreground. A scheduled run's progress lines go to this
+module's logger (and take-back's, notify's and serve's, all under `aishell`)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,8 @@ from aishell.state.store import StateStore
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Runs a schedule left unfinished (out of the window, or stopped) are resumed first.
 UNFINISHED = ("interrupted", "out_of_window")
+
+logger = logging.getLogger(__name__)
 
 
 def add_schedule(
@@ -116,7 +119,6 @@ def run_schedule(
     config: Config,
     name: str,
     how: str = "run-now",
-    log: Callable[[str], None] = print,
     stop: threading.Event | None = None,
 ) -> RunResult | None:
     """Run a schedule's job as its trigger does: runs its scheduler left behind first,
@@ -129,29 +131,25 @@ def run_schedule(
     with StateStore(config.state_url) as store:
         schedule = store.get_schedule(name)
     try:
-        return _trigger(config, schedule, how, log, stop or threading.Event())
+        return _trigger(config, schedule, how, stop or threading.Event())
     except AishellError as exc:
         if how == "run-now":
             raise
-        failed_trigger(config, schedule, how, str(exc), log)
+        failed_trigger(config, schedule, how, str(exc))
         return None
     except Exception as exc:  # an unattended trigger never ends unheard
         if how == "run-now":
             raise
-        failed_trigger(config, schedule, how, f"{type(exc).__name__}: {exc}", log)
+        failed_trigger(config, schedule, how, f"{type(exc).__name__}: {exc}")
         return None
 
 
 def _trigger(
-    config: Config,
-    schedule: dict[str, Any],
-    how: str,
-    log: Callable[[str], None],
-    stop: threading.Event,
+    config: Config, schedule: dict[str, Any], how: str, stop: threading.Event
 ) -> RunResult | None:
     name, options = schedule["name"], schedule["options"]
     approver = NonInteractive(why=f"scheduled run of {name}")
-    left = take_back(config, schedule["target"], approver, log, stop)
+    left = take_back(config, schedule["target"], approver, stop)
     if how == "recover" or (left is not None and left.status in UNFINISHED):
         return left  # still not done: new work would meet the same wall
     with StateStore(config.state_url) as store:
@@ -159,11 +157,12 @@ def _trigger(
         unfinished = [r for r in recent if r["status"] in UNFINISHED]
     if how == "cron" and recent and recent[0]["status"] == WAITING_APPROVAL:
         waiting = show_run(config, recent[0]["run_id"])
-        log(f"schedule {name}: run {waiting['run_id']} still waits for approval; not started again")
-        notify_run(config, waiting, name, how, log)
+        still = "schedule %s: run %s still waits for approval; not started again"
+        logger.info(still, name, waiting["run_id"])
+        notify_run(config, waiting, name, how)
         return None
     for earlier in reversed(unfinished):
-        log(f"schedule {name}: resuming unfinished run {earlier['run_id']} first")
+        logger.info("schedule %s: resuming unfinished run %s first", name, earlier["run_id"])
         resumed = waiting_for_lock(
             config,
             partial(
@@ -174,10 +173,9 @@ def _trigger(
                 max_run_seconds=options.get("max_run_seconds"),
             ),
             f"schedule {name}",
-            log,
             stop,
         )
-        notify_run(config, resumed.to_dict(), name, how, log)
+        notify_run(config, resumed.to_dict(), name, how)
         if resumed.status in UNFINISHED:
             return resumed  # still not done: the new run would meet the same wall
     result = waiting_for_lock(
@@ -196,17 +194,14 @@ def _trigger(
             max_run_seconds=options.get("max_run_seconds"),
         ),
         f"schedule {name}",
-        log,
         stop,
     )
-    log(f"schedule {name}: run {result.run_id} {result.status}")
-    notify_run(config, result.to_dict(), name, how, log)
+    logger.info("schedule %s: run %s %s", name, result.run_id, result.status)
+    notify_run(config, result.to_dict(), name, how)
     return result
 
 
-def serve_schedules(
-    config: Config, log: Callable[[str], None], stop: threading.Event | None = None
-) -> list[str]:
+def serve_schedules(config: Config, stop: threading.Event | None = None) -> list[str]:
     """The scheduler in the foreground, until SIGTERM or SIGINT; the runs still going
     when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind."""
-    return scheduling.serve(config, run_schedule, log, stop)
+    return scheduling.serve(config, run_schedule, stop)

@@ -1,10 +1,11 @@
 """What a scheduler owns: the runs it started and left behind when its process died
 (taken back before new work on their database), a trigger that fails before its run
 exists (stored as a failed run and notified like any failure), and the bounded wait for
-a database another run holds."""
+a database another run holds. What it does is logged to this module's logger."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,12 +30,13 @@ T = TypeVar("T")
 # Statuses a taken-back run may end in that leave its database's new work waiting.
 STILL_UNFINISHED = ("interrupted", "out_of_window")
 
+logger = logging.getLogger(__name__)
+
 
 def take_back(
     config: Config,
     target: str | None,
     approver: Approver,
-    log: Callable[[str], None],
     stop: threading.Event,
 ) -> RunResult | None:
     """Runs a schedule started (on `target`, or any) still stored running while their
@@ -52,26 +54,29 @@ def take_back(
     last = None
     for run in left:
         name, run_id = run["schedule"], run["run_id"]
-        log(
-            f"schedule {name}: run {run_id} was left running by pid {run['pid']} on "
-            f"{run['hostname']}, which is gone; marked interrupted"
+        logger.warning(
+            "schedule %s: run %s was left running by pid %s on %s, which is gone; "
+            "marked interrupted",
+            name,
+            run_id,
+            run["pid"],
+            run["hostname"],
         )
         if run["dry_run"]:
             continue  # a preview has nothing to finish
-        log(f"schedule {name}: resuming run {run_id}")
+        logger.info("schedule %s: resuming run %s", name, run_id)
         limit = _run_limit(config, name)
         try:
             last = waiting_for_lock(
                 config,
                 partial(resume_run, config, run_id, approver=approver, max_run_seconds=limit),
                 f"schedule {name}",
-                log,
                 stop,
             )
         except AishellError as exc:
             exc.args = (f"run {run_id}, left by a scheduler that ended, was not resumed: {exc}",)
             raise
-        notify_run(config, last.to_dict(), name, "recover", log)
+        notify_run(config, last.to_dict(), name, "recover")
         if last.status in STILL_UNFINISHED:
             return last
     return last
@@ -90,7 +95,6 @@ def waiting_for_lock(
     config: Config,
     call: Callable[[], T],
     who: str,
-    log: Callable[[str], None],
     stop: threading.Event,
 ) -> T:
     """call(), again while another run holds the database's lock, for at most the
@@ -107,16 +111,14 @@ def waiting_for_lock(
             if left <= 0 or stop.is_set():
                 raise
             if not said:
-                log(f"{who}: waiting for the database, at most {bound}s: {exc}")
+                logger.info("%s: waiting for the database, at most %ss: %s", who, bound, exc)
                 said = True
             if stop.wait(min(pause, left)):
                 raise
             pause = min(pause * 2, 5.0)
 
 
-def failed_trigger(
-    config: Config, schedule: dict[str, Any], how: str, reason: str, log: Callable[[str], None]
-) -> None:
+def failed_trigger(config: Config, schedule: dict[str, Any], how: str, reason: str) -> None:
     """A trigger that failed before its run existed, stored as a run that failed (no
     steps, its reason as one line) and sent to the notifiers like any failure."""
     name, agent, target = schedule["name"], schedule["agent"], schedule["target"]
@@ -141,8 +143,8 @@ def failed_trigger(
         store.record_schedule_run(run_id, name, how)
         store.finish_run(run_id, "failed", reason)
         run = store.get_run(run_id)
-    log(f"schedule {name}: run {run_id} failed before it started: {reason}")
-    notify_run(config, run, name, how, log)
+    logger.error("schedule %s: run %s failed before it started: %s", name, run_id, reason)
+    notify_run(config, run, name, how)
 
 
 def _dialect(config: Config, target: str) -> str:
@@ -154,13 +156,11 @@ def _dialect(config: Config, target: str) -> str:
     return {"mariadb": "mysql"}.get(backend, backend)
 
 
-def notify_run(
-    config: Config, run: dict[str, Any], name: str, how: str, log: Callable[[str], None]
-) -> None:
+def notify_run(config: Config, run: dict[str, Any], name: str, how: str) -> None:
     """A scheduled run's outcome to the notifiers; a notifier's failure is an event of
     the run, never a change of its outcome."""
     message = notify.summary(run, name, how)
-    failures = notify.send(config.main.notifications, message, log)
+    failures = notify.send(config.main.notifications, message)
     if failures:
         with StateStore(config.state_url) as store:
             store.record_event(run["run_id"], None, "notify_failed", {"failures": failures})

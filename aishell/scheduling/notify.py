@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import signal
 import subprocess
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from aishell.config.models import NotificationsConfig
-from aishell.terminal import printable
+
+logger = logging.getLogger(__name__)
 
 
 def summary(run: dict[str, Any], schedule: str | None, how: str) -> dict[str, Any]:
@@ -42,10 +41,9 @@ def summary(run: dict[str, Any], schedule: str | None, how: str) -> dict[str, An
     }
 
 
-def send(
-    config: NotificationsConfig, message: dict[str, Any], log: Callable[[str], None]
-) -> list[str]:
-    """Send to every configured notifier; returns the failures, one line each."""
+def send(config: NotificationsConfig, message: dict[str, Any]) -> list[str]:
+    """Send to every configured notifier; returns the failures, one line each, and logs
+    each of them."""
     if message["status"] not in config.on:
         return []
     # ensure_ascii (the default) keeps control and bidi characters escaped in the body.
@@ -56,22 +54,33 @@ def send(
         if failure:
             failures.append(failure)
     if config.webhook:
-        request = urllib.request.Request(
-            config.webhook,
-            data=body,
-            headers={"Content-Type": "application/json", "User-Agent": "aishell"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=config.timeout_seconds) as response:
-                response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            failures.append(f"notify webhook failed: {exc}")
+        failure = _post(config.webhook, body, config.timeout_seconds)
+        if failure:
+            failures.append(failure)
     about = message.get("run_id") or f"schedule {message.get('schedule')}"
     for failure in failures:
-        # The command's stderr and the error text are not ours: shown, never obeyed.
-        log(printable(f"{about}: {failure}"))
+        # The command's stderr and the error text are not ours: the log's formatter
+        # escapes them, and they are never obeyed.
+        logger.warning("%s: %s", about, failure)
     return failures
+
+
+def _post(url: str, body: bytes, timeout: float) -> str | None:
+    """POST the JSON to the webhook; a failure as one line, else None. The line never
+    holds the URL, which may carry a token."""
+    # Imported here: the command line starts without the HTTP library.
+    import httpx
+
+    headers = {"Content-Type": "application/json", "User-Agent": "aishell"}
+    try:
+        # A redirect is followed, as browsers do: a 303 (or 301, 302) as a GET.
+        with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
+            response = client.post(url, content=body, headers=headers)
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+        return f"notify webhook failed: {exc}"
+    if not response.is_success:
+        return f"notify webhook failed: HTTP Error {response.status_code}: {response.reason_phrase}"
+    return None
 
 
 def _run_command(command: str, body: bytes, timeout: float) -> str | None:

@@ -5,11 +5,15 @@ should run; APScheduler's own job table, in the same state store and written onl
 the serving process, remembers when each schedule next fires, so a trigger missed
 while nothing served runs once on start (coalesced) if it is within the misfire grace
 time. Each schedule runs at most one instance at a time. One `serve` per state store.
+
+Every line it logs goes to this module's logger (under `aishell`); where the lines go
+and how they look, the command that serves decides.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -43,7 +47,6 @@ from aishell.executor.stopping import stop_all
 from aishell.scheduling import notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.state.store import StateStore
-from aishell.terminal import printable
 
 JOB_TABLE = "apscheduler_jobs"
 LEASE = "(scheduler)"
@@ -53,6 +56,8 @@ RECONCILE_SECONDS = 2.0
 # exits anyway (well inside systemd's default stop timeout of 90 s); what it leaves is
 # taken back when it starts again.
 STOP_SECONDS = 20.0
+
+logger = logging.getLogger(__name__)
 
 
 def trigger(cron: str, timezone: str) -> CrontabTrigger:
@@ -92,7 +97,7 @@ def check_timezone(timezone: str) -> None:
         ) from None
 
 
-Run = Callable[[Config, str, str, Callable[[str], None], threading.Event], Any]
+Run = Callable[[Config, str, str, threading.Event], Any]
 
 
 @dataclass
@@ -100,7 +105,6 @@ class _Serving:
     """What the job function needs; APScheduler stores jobs by a textual reference."""
 
     config: Config
-    log: Callable[[str], None]
     run: Run
     stop: threading.Event
     refused: set[str] = field(default_factory=set)  # schedules said to be not served
@@ -128,14 +132,13 @@ def fire(name: str, how: str = "cron") -> None:
         with _turn(serving, name) as mine:
             if not mine:
                 return
-            serving.log(
-                f"schedule {name}: started"
-                if how == "cron"
-                else f"schedule {name}: taking back runs left behind"
-            )
-            serving.run(serving.config, name, how, serving.log, serving.stop)
+            if how == "cron":
+                logger.info("schedule %s: started", name)
+            else:
+                logger.info("schedule %s: taking back runs left behind", name)
+            serving.run(serving.config, name, how, serving.stop)
     except Exception as exc:  # an unattended trigger never ends unheard
-        serving.log(f"schedule {name}: failed: {' '.join(str(exc).split())}")
+        logger.error("schedule %s: failed: %s", name, " ".join(str(exc).split()))
     finally:
         with serving.idle:
             serving.active.discard(f"{name} ({how})")
@@ -165,7 +168,7 @@ def _turn(serving: _Serving, name: str) -> Iterator[bool]:
             turn.release()
 
 
-def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundScheduler:
+def _scheduler(config: Config) -> BackgroundScheduler:
     """Schedules in the state store's job table; one run per schedule at a time, and a
     trigger missed by more than the grace time reported instead of run late."""
     scheduler = BackgroundScheduler(
@@ -181,7 +184,7 @@ def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundSchedule
         timezone=UTC,
     )
     scheduler.add_listener(
-        _logger(config, log),
+        _on_event(config),
         EVENT_JOB_SUBMITTED
         | EVENT_JOB_EXECUTED
         | EVENT_JOB_ERROR
@@ -191,49 +194,45 @@ def _scheduler(config: Config, log: Callable[[str], None]) -> BackgroundSchedule
     return scheduler
 
 
-def serve(
-    config: Config,
-    run: Run,
-    log: Callable[[str], None],
-    stop: threading.Event | None = None,
-) -> list[str]:
+def serve(config: Config, run: Run, stop: threading.Event | None = None) -> list[str]:
     """Serve until SIGTERM or SIGINT (or `stop` is set), then ask running runs to end
     resumably, wait for them at most STOP_SECONDS and return the triggers still going
     (their runs are taken back when serve starts again). Runs a scheduler left
     running when it ended are taken back first."""
     global _serving
     stop = stop or threading.Event()
-    log = _printable_log(log)
     with StateStore(config.state_url) as store:
         _take_lease(store)
         try:
-            _serving = _Serving(config, log, run, stop)
-            scheduler = _scheduler(config, log)
+            _serving = _Serving(config, run, stop)
+            scheduler = _scheduler(config)
             scheduler.start(paused=True)
-            reconcile(scheduler, config, log, store)
+            reconcile(scheduler, config, store)
             scheduler.add_job(
                 reconcile,
                 "interval",
                 seconds=RECONCILE_SECONDS,
-                args=[scheduler, config, log],
+                args=[scheduler, config],
                 jobstore="internal",
                 id="reconcile",
             )
             _take_back_on_start(scheduler, store)
-            previous = _on_signals(stop, log)
+            previous = _on_signals(stop)
             where = make_url(config.state_url).render_as_string(hide_password=True)
-            log(f"serving {len(store.list_schedules())} schedule(s) from {where}")
+            logger.info("serving %d schedule(s) from %s", len(store.list_schedules()), where)
             scheduler.resume()
             try:
                 stop.wait()
             finally:
                 _restore(previous)
-                log(f"stopping: running steps end resumably (waiting at most {STOP_SECONDS:g}s)")
+                logger.info(
+                    "stopping: running steps end resumably (waiting at most %gs)", STOP_SECONDS
+                )
                 scheduler.pause()  # no new run from here on
-                _stop_running(store, log)
+                _stop_running(store)
                 scheduler.shutdown(wait=False)
-                left = _wait_for_triggers(_serving, log)
-                log("stopped")
+                left = _wait_for_triggers(_serving)
+                logger.info("stopped")
             return left
         finally:
             _serving = None
@@ -253,44 +252,43 @@ def _take_back_on_start(scheduler: BackgroundScheduler, store: StateStore) -> No
         )
 
 
-def _wait_for_triggers(serving: _Serving, log: Callable[[str], None]) -> list[str]:
+def _wait_for_triggers(serving: _Serving) -> list[str]:
     deadline = time.monotonic() + STOP_SECONDS
     with serving.idle:
         while serving.active and time.monotonic() < deadline:
             serving.idle.wait(max(0.0, min(0.5, deadline - time.monotonic())))
         left = sorted(serving.active)
     if left:
-        log(
-            f"stopping: {', '.join(left)} still running after {STOP_SECONDS:g}s; its run is "
-            "left interrupted and resumed when serve starts again"
+        logger.warning(
+            "stopping: %s still running after %gs; its run is left interrupted and resumed "
+            "when serve starts again",
+            ", ".join(left),
+            STOP_SECONDS,
         )
     return left
 
 
 def reconcile(
-    scheduler: BackgroundScheduler,
-    config: Config,
-    log: Callable[[str], None],
-    store: StateStore | None = None,
+    scheduler: BackgroundScheduler, config: Config, store: StateStore | None = None
 ) -> None:
     """Make APScheduler's jobs match the schedules table, keeping each job's next fire
     time (a missed trigger must survive a restart); report runs that are stuck."""
     if store is None:
         with StateStore(config.state_url) as own:
-            reconcile(scheduler, config, log, own)
+            reconcile(scheduler, config, own)
         return
-    _report_stuck(config, store, log)
+    _report_stuck(config, store)
     wanted = {s["name"]: s for s in store.list_schedules()}
     jobs = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
     for name in jobs:
         if name not in wanted:
             scheduler.remove_job(name, jobstore="default")
-            log(f"schedule {name}: removed")
+            logger.info("schedule %s: removed", name)
     for name, schedule in wanted.items():
         try:
             wanted_trigger = trigger(schedule["cron"], schedule["timezone"])
         except UsageError as exc:
-            _not_served(scheduler, name, name in jobs, str(exc), log)
+            _not_served(scheduler, name, name in jobs, str(exc))
             continue
         job = jobs.get(name)
         if job is None:
@@ -302,21 +300,19 @@ def reconcile(
                 name=name,
                 jobstore="default",
             )
-            log(f"schedule {name}: added, next run {_when(job.next_run_time)}")
+            logger.info("schedule %s: added, next run %s", name, _when(job.next_run_time))
         elif str(job.trigger) != str(wanted_trigger):
             job = scheduler.reschedule_job(name, jobstore="default", trigger=wanted_trigger)
-            log(f"schedule {name}: changed, next run {_when(job.next_run_time)}")
+            logger.info("schedule %s: changed, next run %s", name, _when(job.next_run_time))
         if schedule["paused"] and job.next_run_time is not None:
             scheduler.pause_job(name, jobstore="default")
-            log(f"schedule {name}: paused")
+            logger.info("schedule %s: paused", name)
         elif not schedule["paused"] and job.next_run_time is None:
             job = scheduler.resume_job(name, jobstore="default")
-            log(f"schedule {name}: resumed")
+            logger.info("schedule %s: resumed", name)
 
 
-def _not_served(
-    scheduler: BackgroundScheduler, name: str, has_job: bool, why: str, log: Callable[[str], None]
-) -> None:
+def _not_served(scheduler: BackgroundScheduler, name: str, has_job: bool, why: str) -> None:
     """A stored schedule whose cron is no longer taken (six fields, from before --cron
     meant crontab) never fires with a meaning it no longer has; said once per serve."""
     if has_job:
@@ -324,21 +320,11 @@ def _not_served(
     refused = _serving.refused if _serving is not None else set()
     if name not in refused:
         refused.add(name)
-        log(f"schedule {name}: not served: {why}; remove it and add it again")
+        logger.warning("schedule %s: not served: %s; remove it and add it again", name, why)
 
 
 def _when(moment: datetime | None) -> str:
     return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M %Z}"
-
-
-def _printable_log(log: Callable[[str], None]) -> Callable[[str], None]:
-    """Every line the scheduler logs, with control characters escaped: a line may
-    carry a name or an error message from the database."""
-
-    def safe(line: str) -> None:
-        log(printable(line))
-
-    return safe
 
 
 def next_runs(
@@ -381,7 +367,7 @@ def _take_lease(store: StateStore) -> None:
         ) from None
 
 
-def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
+def _stop_running(store: StateStore) -> None:
     """Stop the runs this process started: their running statements are cancelled (and
     cut off after the target's read_timeout_seconds if the server answers neither), so
     they end interrupted within the bound, and `aishell resume` (or the next trigger)
@@ -390,10 +376,10 @@ def _stop_running(store: StateStore, log: Callable[[str], None]) -> None:
     for run in store.list_runs(status="running", limit=100):
         if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
             store.request_stop(run["run_id"], "aishell schedule serve (stopping)")
-            log(f"run {run['run_id']}: asked to stop")
+            logger.info("run %s: asked to stop", run["run_id"])
 
 
-def _report_stuck(config: Config, store: StateStore, log: Callable[[str], None]) -> None:
+def _report_stuck(config: Config, store: StateStore) -> None:
     limit = config.main.scheduler.stuck_after_seconds
     now = datetime.now(UTC)
     stuck = [
@@ -422,53 +408,49 @@ def _report_stuck(config: Config, store: StateStore, log: Callable[[str], None])
                 name,
                 "stuck",
                 {"run_id": run["run_id"], "running_seconds": round(running)},
-                log,
             )
 
 
-def alert(
-    config: Config,
-    store: StateStore,
-    name: str,
-    kind: str,
-    data: dict[str, Any],
-    log: Callable[[str], None],
-) -> None:
+def alert(config: Config, store: StateStore, name: str, kind: str, data: dict[str, Any]) -> None:
     """A missed trigger or a stuck run: kept for `schedule list`, logged, notified."""
     store.schedule_alert(name, kind, data)
-    log(f"schedule {name}: {kind} {json.dumps(data, default=str)}")
-    notify.send(config.main.notifications, {"schedule": name, "status": kind, **data}, log)
+    logger.warning("schedule %s: %s %s", name, kind, json.dumps(data, default=str))
+    notify.send(config.main.notifications, {"schedule": name, "status": kind, **data})
 
 
-def _logger(config: Config, log: Callable[[str], None]) -> Callable[[JobEvent], None]:
+def _on_event(config: Config) -> Callable[[JobEvent], None]:
+    """APScheduler's events about our jobs, as lines of the log (APScheduler's own log
+    lines are its logger's, which serve's command keeps to warnings)."""
+
     def on_event(event: JobEvent) -> None:
         if event.job_id == "reconcile":
             if isinstance(event, JobExecutionEvent) and event.exception is not None:
-                log(f"reading schedules failed: {event.exception}")
+                logger.error("reading schedules failed: %s", event.exception)
             return
         name = event.job_id
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log(f"schedule {name}: still running; this trigger is skipped")
+            logger.warning("schedule %s: still running; this trigger is skipped", name)
         elif isinstance(event, JobSubmissionEvent):
             return  # a submitted trigger may yet be missed: fire() says when it starts
         elif event.code == EVENT_JOB_MISSED:
-            log(f"schedule {name}: missed its run at {event.scheduled_run_time:%Y-%m-%d %H:%M %Z}")
+            due = event.scheduled_run_time
+            logger.warning("schedule %s: missed its run at %s", name, f"{due:%Y-%m-%d %H:%M %Z}")
             with StateStore(config.state_url) as store:
-                alert(config, store, name, "missed", {"due": event.scheduled_run_time}, log)
+                alert(config, store, name, "missed", {"due": due})
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
-            log(f"schedule {name}: failed: {event.exception}")
+            logger.error("schedule %s: failed: %s", name, event.exception)
         elif isinstance(event, JobExecutionEvent):
-            log(f"schedule {name}: finished")
+            logger.info("schedule %s: finished", name)
 
     return on_event
 
 
-def _on_signals(stop: threading.Event, log: Callable[[str], None]) -> dict[int, Any]:
+def _on_signals(stop: threading.Event) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def handler(signum: int, _frame: Any) -> None:
-        log(f"{signal.Signals(signum).name} received")
+        logger.info("%s received", signal.Signals(signum).name)
         stop.set()
 
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}

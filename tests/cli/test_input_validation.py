@@ -695,20 +695,26 @@ def test_the_approval_prompt_shows_everything_escaped(runner):
     assert 'VACUUM "t\\x1b' in shown and "\nANALYZE" in shown.replace("│", "").replace(" ", "")
 
 
-def test_scheduler_log_lines_are_escaped(demo_db, config):
-    from aishell.scheduling.serve import _printable_log
+def test_scheduler_log_lines_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
 
-    lines: list[str] = []
-    _printable_log(lines.append)("schedule x: failed: no table t\x1b[2J\u202e")
-    assert lines == ["schedule x: failed: no table t\\x1b[2J\\u202e"]
+    from aishell.cli.logs import serve_log
+
+    with serve_log():
+        logging.getLogger("aishell.scheduling.serve").error(
+            "schedule %s: failed: %s", "x", "no table t\x1b[2J\u202e"
+        )
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split(" ", 1)[1] == "schedule x: failed: no table t\\x1b[2J\\u202e"
 
 
-def test_a_notifier_failure_is_logged_escaped(home):
+def test_a_notifier_failure_is_logged_escaped(home, capsys: pytest.CaptureFixture[str]) -> None:
+    from aishell.cli.logs import serve_log
     from aishell.config.models import NotificationsConfig
     from aishell.scheduling.notify import send
 
-    lines: list[str] = []
     config = NotificationsConfig(command="sh -c 'printf \"bad\\033[2J\\r\" >&2; exit 3'")
-    failures = send(config, {"status": "failed", "run_id": "r\x1b"}, lines.append)
-    assert failures and lines
-    assert "\x1b" not in lines[0] and "\r" not in lines[0] and "\\x1b[2J" in lines[0]
+    with serve_log():
+        failures = send(config, {"status": "failed", "run_id": "r\x1b"})
+    (line,) = capsys.readouterr().out.splitlines()
+    assert failures and "\x1b" not in line and "\r" not in line and "\\x1b[2J" in line

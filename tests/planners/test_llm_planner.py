@@ -1045,8 +1045,8 @@ def test_a_nightly_llm_schedule_asks_the_model_once(
         llm_config, "nightly", "0 2 * * *", "UTC", list(words), agent, job, target, options
     )
     script.answers = [_answer(None, STATS)]
-    first = commands.run_schedule(llm_config, "nightly", "cron", log=lambda _line: None)
-    second = commands.run_schedule(llm_config, "nightly", "cron", log=lambda _line: None)
+    first = commands.run_schedule(llm_config, "nightly", "cron")
+    second = commands.run_schedule(llm_config, "nightly", "cron")
     assert first is not None and second is not None
     assert first.status == second.status == "completed"
     assert [s.tool for s in second.steps] == ["update_table_statistics"]

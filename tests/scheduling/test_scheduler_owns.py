@@ -26,7 +26,7 @@ from aishell.config.models import Config
 from aishell.scheduling import notify
 from aishell.scheduling import serve as scheduling
 from aishell.state.store import StateStore
-from tests.helpers import query, use_target
+from tests.helpers import logged, query, use_target
 from tests.scheduling.test_schedules import (
     SLOW_PURGE,
     add,
@@ -181,9 +181,8 @@ def test_a_notify_command_is_ended_with_its_children_at_the_timeout(home, config
     settings = config.main.notifications.model_copy(
         update={"command": f"{sys.executable} {script}", "timeout_seconds": 1.0}
     )
-    lines: list[str] = []
     started = time.monotonic()
-    failures = notify.send(settings, {"status": "failed", "run_id": "r1"}, lines.append)
+    failures = notify.send(settings, {"status": "failed", "run_id": "r1"})
     assert time.monotonic() - started < 5
     assert failures and "ran longer than 1s" in failures[0]
     child = int(pid_file.read_text())
@@ -225,23 +224,22 @@ def test_serve_does_not_wait_past_its_bound_for_a_trigger_that_ignores_stop(
         running.set()
         release.wait(60)  # a step that never looks at the stop request
 
-    stop, lines = threading.Event(), []
+    stop = threading.Event()
     left: list[list[str]] = []
-    thread = threading.Thread(
-        target=lambda: left.append(scheduling.serve(config, deaf, lines.append, stop))
-    )
-    thread.start()
-    try:
-        assert running.wait(30), lines
-        stop.set()
-        stopped = time.monotonic()
-        thread.join(10)
-        assert not thread.is_alive() and time.monotonic() - stopped < 5
-        assert left == [["quick (cron)"]], lines
-        assert any("still running after 2s" in line for line in lines), lines
-    finally:
-        release.set()
-        thread.join(10)
+    thread = threading.Thread(target=lambda: left.append(scheduling.serve(config, deaf, stop)))
+    with logged() as lines:
+        thread.start()
+        try:
+            assert running.wait(30), lines
+            stop.set()
+            stopped = time.monotonic()
+            thread.join(10)
+            assert not thread.is_alive() and time.monotonic() - stopped < 5
+            assert left == [["quick (cron)"]], lines
+            assert any("still running after 2s" in line for line in lines), lines
+        finally:
+            release.set()
+            thread.join(10)
     with StateStore(config.state_url) as store:
         assert store.lock_holder(scheduling.LEASE) is None
 
@@ -274,7 +272,7 @@ def test_a_run_whose_pid_was_reused_is_taken_as_left_behind(demo_db, config):
     that process is not the run's, so the run is left behind; with this process's own
     start time it is not."""
     add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
-    result = commands.run_schedule(config, "quick", "run-now", log=lambda _line: None)
+    result = commands.run_schedule(config, "quick", "run-now")
     assert result is not None
     mine = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
     path = make_url(config.state_url).database

@@ -30,6 +30,7 @@ from aishell.config.models import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.scheduling import serve as scheduling
 from aishell.state.store import StateStore
+from tests.helpers import logged
 
 SLOW_PURGE = [
     "log-cleanup",
@@ -53,16 +54,16 @@ def add(config: Config, name: str, cron: str, words: list[str], tz: str = "UTC")
 def serving(config: Config) -> Iterator[list[str]]:
     """`aishell schedule serve` on a thread; stopped (as by SIGTERM) on leaving."""
     stop = threading.Event()
-    lines: list[str] = []
-    thread = threading.Thread(target=commands.serve_schedules, args=(config, lines.append, stop))
-    thread.start()
-    try:
-        wait_for(lambda: any(line.startswith("serving") for line in lines), "serve to start")
-        yield lines
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive()
+    with logged() as lines:
+        thread = threading.Thread(target=commands.serve_schedules, args=(config, stop))
+        thread.start()
+        try:
+            wait_for(lambda: any(line.startswith("serving") for line in lines), "serve to start")
+            yield lines
+        finally:
+            stop.set()
+            thread.join(60)
+            assert not thread.is_alive()
 
 
 def wait_for(condition: Any, what: str, seconds: float = 30) -> None:
@@ -213,6 +214,7 @@ def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edi
     job_store_next_run(config, "nightly", datetime.now(UTC) - timedelta(hours=2))
     with serving(config) as lines:
         wait_for(lambda: any("nightly: missed its run" in line for line in lines), "missed")
+        wait_for(lambda: _Hook.received, "the notification")  # sent after the line
     assert scheduled_runs(config, "nightly") == []
     (listed,) = commands.list_schedules(config)
     assert listed["alert"]["kind"] == "missed"
@@ -229,6 +231,7 @@ def test_a_run_past_its_limit_is_reported_stuck(demo_db, edit_config, webhook):
     due_now(config, "purge")
     with serving(config) as lines:
         wait_for(lambda: any("purge: stuck" in line for line in lines), "a stuck report")
+        wait_for(lambda: _Hook.received, "the notification")  # sent after the line
         (listed,) = commands.list_schedules(config)
         assert listed["alert"]["kind"] == "stuck"
     stuck = [p for p in _Hook.received if p["status"] == "stuck"]
@@ -237,7 +240,7 @@ def test_a_run_past_its_limit_is_reported_stuck(demo_db, edit_config, webhook):
 
 def test_metrics_of_the_last_runs_and_schedules(demo_db, config, home):
     add(config, "quick", "0 2 * * *", ["maintenance", "--type", "quick"])
-    commands.run_schedule(config, "quick", log=lambda _line: None)
+    commands.run_schedule(config, "quick")
     commands.run_job(config, "log_cleanup", {"table": "app_logs", "retention_days": 100})
     text = commands.metrics(config, home / "aishell.prom")
     status = 'aishell_last_run_status{agent="maintenance",status="completed",target="demo"}'
@@ -322,7 +325,7 @@ def test_a_failing_notifier_never_fails_the_run(demo_db, edit_config):
         {"notifications": {"webhook": "http://127.0.0.1:9/nothing", "on": ["completed"]}}
     )
     add(config, "quick", "0 2 * * *", ["maintenance", "--type", "quick"])
-    result = commands.run_schedule(config, "quick", log=lambda _line: None)
+    result = commands.run_schedule(config, "quick")
     assert result.status == "completed"
     events = commands.show_run(config, result.run_id)["events"]
     (failed,) = [e for e in events if e["kind"] == "notify_failed"]
@@ -331,7 +334,7 @@ def test_a_failing_notifier_never_fails_the_run(demo_db, edit_config):
 
 def test_run_now_runs_the_same_job_as_the_trigger(demo_db, config):
     add(config, "quick", "0 2 * * *", ["maintenance", "--type", "quick"])
-    now = commands.run_schedule(config, "quick", "run-now", log=lambda _line: None)
+    now = commands.run_schedule(config, "quick", "run-now")
     due_now(config, "quick")
     with serving(config) as lines:
         wait_for(lambda: any("quick: finished" in line for line in lines), "the run")
@@ -344,7 +347,7 @@ def test_run_now_runs_the_same_job_as_the_trigger(demo_db, config):
 
 def test_a_second_scheduler_on_the_same_store_refuses_naming_the_first(demo_db, config):
     with serving(config), pytest.raises(TargetLocked, match=f"pid {os.getpid()} on"):
-        commands.serve_schedules(config, lambda _line: None, threading.Event())
+        commands.serve_schedules(config, threading.Event())
 
 
 def test_schedule_words_are_checked_when_added(demo_db, config):
@@ -390,8 +393,8 @@ def test_sigterm_stops_serve_and_the_next_trigger_resumes_the_run_first(demo_db,
     (run,) = scheduled_runs(config, "purge")
     assert run["status"] == "interrupted", output
     # The next run of the schedule finishes that one first.
-    lines: list[str] = []
-    commands.run_schedule(config, "purge", "run-now", log=lines.append)
+    with logged() as lines:
+        commands.run_schedule(config, "purge", "run-now")
     assert f"resuming unfinished run {run['run_id']} first" in lines[0]
     assert commands.show_run(config, run["run_id"])["status"] == "completed"
 
@@ -441,7 +444,7 @@ def test_a_run_waiting_for_approval_is_notified_again_not_started_again(
     assert run["status"] == "waiting_approval"
     assert [p["run_id"] for p in _Hook.received] == [run["run_id"], run["run_id"]]
     # A person's run-now still runs.
-    again = commands.run_schedule(config, "purge", "run-now", log=lambda _line: None)
+    again = commands.run_schedule(config, "purge", "run-now")
     assert again is not None and again.run_id != run["run_id"]
 
 

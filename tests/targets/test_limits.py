@@ -373,7 +373,7 @@ def test_a_schedule_keeps_its_own_run_time_limit_and_its_next_run_resumes(home, 
     blocker.execute(text("BEGIN"))
     blocker.execute(text("LOCK TABLE locked IN SHARE MODE"))
     try:
-        stopped = in_thread(lambda: commands.run_schedule(config, "nightly", log=lambda _m: None))
+        stopped = in_thread(lambda: commands.run_schedule(config, "nightly"))
     finally:
         blocker.execute(text("ROLLBACK"))
         blocker.close()
@@ -381,7 +381,7 @@ def test_a_schedule_keeps_its_own_run_time_limit_and_its_next_run_resumes(home, 
     assert stopped.error.startswith(
         "interrupted by the run-time limit of 1s (the schedule's --max-run-time); "
     )
-    again = in_thread(lambda: commands.run_schedule(config, "nightly", log=lambda _m: None))
+    again = in_thread(lambda: commands.run_schedule(config, "nightly"))
     first = commands.show_run(config, stopped.run_id)
     assert first["status"] == "completed", first["error"]
     assert again.status == "completed", again.error

@@ -1,0 +1,116 @@
+"""The serve log: every line goes through a logger under `aishell`, named after the
+module that says it; `schedule serve` writes them on stdout as `<units.stamp> <words>`,
+and APScheduler's own lines only from warnings up, on stderr; `schedule run-now` shows
+the same words on its console, without the time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aishell import commands
+from aishell.cli import cli
+from aishell.cli.logs import line_formatter, serve_log
+from aishell.config.models import Config
+from aishell.units import stamp
+from tests.scheduling.test_schedules import add, serving, wait_for
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"
+
+
+def test_a_line_is_the_stamp_of_its_time_then_its_words() -> None:
+    record = logging.LogRecord(
+        "aishell.scheduling.serve", logging.INFO, __file__, 1, "schedule %s: %s", ("x", "ok"), None
+    )
+    record.created = datetime(2026, 11, 25, 2, 0, 0, 250000, tzinfo=UTC).timestamp()
+    assert line_formatter().format(record) == "2026-11-25T02:00:00.250+00:00 schedule x: ok"
+    assert stamp(datetime.fromtimestamp(record.created, UTC)) == "2026-11-25T02:00:00.250+00:00"
+
+
+def test_serve_log_writes_ours_on_stdout_and_only_apschedulers_warnings_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serve_log():
+        logging.getLogger("aishell.scheduling.serve").info("schedule %s: added", "x")
+        logging.getLogger("aishell.scheduling.serve").debug("not a line of the log")
+        logging.getLogger("apscheduler.scheduler").info("Added job %r", "x")
+        logging.getLogger("apscheduler.scheduler").debug("Looking for jobs to run")
+        logging.getLogger("apscheduler.executors.default").warning("Run time of job was missed")
+    out, err = capsys.readouterr()
+    assert re.fullmatch(f"{STAMP} schedule x: added\n", out), out
+    assert re.fullmatch(f"{STAMP} Run time of job was missed\n", err), err
+    # Left as found: once serve ends, nothing of it stays on the loggers.
+    assert logging.getLogger("aishell").handlers == []
+    assert logging.getLogger("apscheduler").handlers == []
+    assert logging.getLogger("aishell").level == logging.NOTSET
+
+
+def test_the_lines_of_serve_go_through_the_aishell_loggers(
+    demo_db: Path, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    with caplog.at_level(logging.INFO, logger="aishell"), serving(config) as lines:
+        wait_for(lambda: "schedule quick: added" in " ".join(lines), "the schedule")
+    said = {(r.name, r.getMessage().split(" ")[0]) for r in caplog.records}
+    assert ("aishell.scheduling.serve", "serving") in said, said
+    assert ("aishell.scheduling.serve", "stopped") in said, said
+    assert all(r.name.startswith("aishell.") for r in caplog.records)
+
+
+def test_a_scheduled_runs_lines_come_from_the_commands_logger(
+    demo_db: Path, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    with caplog.at_level(logging.INFO, logger="aishell"):
+        result = commands.run_schedule(config, "quick", "cron")
+    assert result is not None
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("aishell.commands.schedules", "INFO", f"schedule quick: run {result.run_id} completed")
+    ]
+
+
+def test_run_now_shows_the_lines_on_its_console_without_the_time(
+    demo_db: Path, config: Config
+) -> None:
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    result = CliRunner().invoke(cli, ["schedule", "run-now", "quick"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^schedule quick: run \S+ completed$", result.output, re.M), result.output
+    assert logging.getLogger("aishell").handlers == []
+
+
+def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
+    demo_db: Path, config: Config, home: Path
+) -> None:
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "aishell", "schedule", "serve"],
+        env={**os.environ, "AISHELL_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert serve.stdout is not None
+    started = [serve.stdout.readline() for _ in range(2)]
+    serve.send_signal(signal.SIGTERM)
+    out, err = serve.communicate(timeout=60)
+    assert serve.returncode == 0 and err == "", err
+    lines = [*started, *out.splitlines(keepends=True)]
+    assert all(re.match(f"{STAMP} ", line) for line in lines), lines
+    words = [line.split(" ", 1)[1].rstrip("\n") for line in lines]
+    assert re.fullmatch(r"schedule quick: added, next run \d{4}-\d\d-\d\d 03:00 UTC", words[0])
+    assert words[1] == f"serving 1 schedule(s) from {config.state_url}"
+    assert words[2:] == [
+        "SIGTERM received",
+        "stopping: running steps end resumably (waiting at most 20s)",
+        "stopped",
+    ]
