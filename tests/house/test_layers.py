@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("handlers",),
     ("tool", "guard", "targets", "state", "config", "scratch"),
-    ("errors", "risk", "sqltext", "terminal", "units", "lazy", "files"),
+    ("errors", "risk", "sqltext", "terminal", "units", "lazy", "files", "retry"),
 )
 RANK = {room: rank for rank, layer in enumerate(LAYERS) for room in layer}
 
