@@ -47,10 +47,12 @@ def step_retrying(
     def record(retry: Retry) -> None:
         error = retry.error
         assert isinstance(error, DBAPIError)  # only they are tried again
-        data = {"attempt": retry.attempt, "error": db_error(error)}
-        run.record_event(
-            result.index, "step_retry", {**data, "delay_seconds": round(retry.delay, 3)}
-        )
+        data = {
+            "attempt": retry.attempt,
+            "error": db_error(error),
+            "delay_seconds": round(retry.delay, 3),
+        }
+        run.record_event(result.index, "step_retry", data)
 
     backoff = Backoff(first_wait=run.agent.defaults.retry_backoff_seconds, attempts=tries)
     return retrying(
