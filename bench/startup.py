@@ -22,7 +22,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("sqlalchemy", "ollama", "prometheus_client", "sqlglot", "pydantic", "rich", "yaml")
+HEAVY = (
+    "sqlalchemy",
+    "ollama",
+    "prometheus_client",
+    "sqlglot",
+    "pydantic",
+    "rich",
+    "yaml",
+    "tenacity",
+    "httpx",
+)
 BASELINE = [sys.executable, "-c", "pass"]
 AISHELL = [sys.executable, "-m", "aishell", "--help"]
 

@@ -19,7 +19,13 @@ from aishell.executor.heldtables import held_or_gone
 from aishell.executor.prepare import PreparedStep
 from aishell.executor.results import FINISHED, INTERRUPTED, StepResult
 from aishell.executor.resume import facts
-from aishell.executor.retry import allowed_retries, final_error, unreachable, wait_to_retry
+from aishell.executor.retry import (
+    allowed_retries,
+    final_error,
+    reconnect,
+    step_retrying,
+    unreachable,
+)
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard, shapes_for
 from aishell.registry import ToolDefinition
@@ -68,75 +74,77 @@ def _attempts(
     started: float,
     quick: bool,
 ) -> None:
-    tool = step.tool
-    for attempt in range(1, retries + 2):
-        result.attempts = attempt
-        result.status = "running"
-        # A step that may take long (large tables, or naming none) is seen running by
-        # other processes, with everything before it; a quick one's start commits
-        # with its first write, its end, or the next commit.
-        run.store.step_started(
-            run.run_id, result.index, step.params, result.sql, attempt, durable=not quick
-        )
-        try:
-            output = _attempt(run, result, step, ctx, limit, attempt, started, quick)
-        except Stop:
-            raise
-        except NamedApprovalNeeded as exc:
-            rollback(ctx.connection)
-            _waits_for_a_person(run, result, step, ctx, exc, started)
-            return
-        except StepSkipped as exc:
-            # Whatever it did is committed (each tool commits its own work); the
-            # server declined the rest, and the status says so.
-            result.output = json.loads(dumps(exc.details)) if exc.details else None
-            run.finish(result, "skipped", error=str(exc), started=started)
-            return
-        except AishellError as exc:  # StepTimeout and StepFailed among them
-            rollback(ctx.connection)
-            record_effects(run, getattr(exc, "details", None) or {})
-            if not _skipped(run, result, step, ctx, exc, attempt, started):
-                run.finish(result, "failed", error=str(exc), started=started)
-            return
-        except DBAPIError as exc:
-            if _tries_again(run, result, step, ctx, exc, attempt, retries, started):
-                continue
-            return
-        except Exception as exc:  # a defect in a tool: the step fails, the run stops
-            rollback(ctx.connection)
-            error = f"internal error in {tool.name}: {type(exc).__name__}: {exc}"
-            run.record_event(result.index, "internal_error", {"traceback": traceback.format_exc()})
+    lost: DBAPIError | None = None  # the error that lost the last attempt's connection
+    try:
+        for trying in step_retrying(run, result, retries + 1, is_transient):
+            if lost is not None and not reconnect(run, ctx, result):
+                run.finish(result, "failed", error=unreachable(run, lost), started=started)
+                return
+            with trying:
+                attempt = trying.retry_state.attempt_number
+                try:
+                    _one_attempt(run, result, step, ctx, limit, attempt, started, quick)
+                except DBAPIError as exc:
+                    rollback(ctx.connection)
+                    lost = exc if exc.connection_invalidated else None
+                    raise
+    except DBAPIError as exc:
+        # Not worth another try (or its last): the step ends skipped or failed.
+        if not _skipped(run, result, step, ctx, exc, result.attempts, started):
+            error = final_error(run, ctx, step.tool, step.params, exc, result.attempts)
             run.finish(result, "failed", error=error, started=started)
-            return
-        record_effects(run, output)
-        # Keep in memory exactly what the store holds, so later steps see the same values.
-        result.output = json.loads(dumps(output))
-        run.finish(result, "succeeded", started=started)
-        return
 
 
-def _tries_again(
+def _one_attempt(
     run: RunContext,
     result: StepResult,
     step: PreparedStep,
     ctx: ToolContext,
-    exc: DBAPIError,
+    limit: float,
     attempt: int,
-    retries: int,
     started: float,
-) -> bool:
-    """After a server error: True when the step is tried again (a transient error, the
-    wait done and the connection back); else the step has ended, skipped or failed."""
-    rollback(ctx.connection)
-    if attempt <= retries and is_transient(exc):
-        if wait_to_retry(run, ctx, result, exc, attempt):
-            return True
-        run.finish(result, "failed", error=unreachable(run, exc), started=started)
-        return False
-    if not _skipped(run, result, step, ctx, exc, attempt, started):
-        error = final_error(run, ctx, step.tool, step.params, exc, attempt)
+    quick: bool,
+) -> None:
+    """One attempt, and how it ends the step; a server error is raised for the retry
+    rule (retry.py) to judge."""
+    result.attempts = attempt
+    result.status = "running"
+    # A step that may take long (large tables, or naming none) is seen running by
+    # other processes, with everything before it; a quick one's start commits
+    # with its first write, its end, or the next commit.
+    run.store.step_started(
+        run.run_id, result.index, step.params, result.sql, attempt, durable=not quick
+    )
+    try:
+        output = _attempt(run, result, step, ctx, limit, attempt, started, quick)
+    except (Stop, DBAPIError):
+        raise
+    except NamedApprovalNeeded as exc:
+        rollback(ctx.connection)
+        _waits_for_a_person(run, result, step, ctx, exc, started)
+        return
+    except StepSkipped as exc:
+        # Whatever it did is committed (each tool commits its own work); the
+        # server declined the rest, and the status says so.
+        result.output = json.loads(dumps(exc.details)) if exc.details else None
+        run.finish(result, "skipped", error=str(exc), started=started)
+        return
+    except AishellError as exc:  # StepTimeout and StepFailed among them
+        rollback(ctx.connection)
+        record_effects(run, getattr(exc, "details", None) or {})
+        if not _skipped(run, result, step, ctx, exc, attempt, started):
+            run.finish(result, "failed", error=str(exc), started=started)
+        return
+    except Exception as exc:  # a defect in a tool: the step fails, the run stops
+        rollback(ctx.connection)
+        error = f"internal error in {step.tool.name}: {type(exc).__name__}: {exc}"
+        run.record_event(result.index, "internal_error", {"traceback": traceback.format_exc()})
         run.finish(result, "failed", error=error, started=started)
-    return False
+        return
+    record_effects(run, output)
+    # Keep in memory exactly what the store holds, so later steps see the same values.
+    result.output = json.loads(dumps(output))
+    run.finish(result, "succeeded", started=started)
 
 
 def _skipped(

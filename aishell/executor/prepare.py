@@ -6,7 +6,6 @@ that cannot run is refused before anyone says yes to it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import FAILED, StepResult
-from aishell.executor.retry import final_error, wait_to_retry
+from aishell.executor.retry import final_error, reconnect, step_retrying
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.model import Step, tables_with_columns
@@ -110,31 +109,58 @@ def prepare(
     skips held tables (heldtables.py) ends skipped, as it does for a table dropped since
     the run read it."""
     tries = run.agent.defaults.max_retries + 1
-    for attempt in itertools.count(1):
-        try:
-            return _prepare(run, step, result, tool, impl, outputs, absent, ctx)
-        except AishellError as exc:
-            if _skipped(run, result, tool, ctx, exc, attempt):
-                return None
-            run.finish(result, "failed", error=str(exc))
-            raise Stop(FAILED, str(exc)) from None
-        except DBAPIError as exc:
-            rollback(ctx.connection)
-            locked = is_lock_timeout(exc)
-            if locked and attempt < tries:
+    lost: DBAPIError | None = None  # the error that lost the last try's connection
+    attempt = 1
+    try:
+        for trying in step_retrying(run, result, tries, is_lock_timeout):
+            attempt = trying.retry_state.attempt_number
+            if lost is not None and not reconnect(run, ctx, result):
+                break
+            if attempt > 1:
                 ctx.step_cache = {}  # measured afresh
-                if wait_to_retry(run, ctx, result, exc, attempt):
-                    continue
-                raise
-            if tool.skips_held_tables and _skipped(run, result, tool, ctx, exc, attempt):
-                return None
-            if not locked:
-                raise  # the run fails on it (loop.py): resume starts the step again
-            held = final_error(run, ctx, tool, result.params or step.params, exc, attempt)
-            error = f"could not be prepared: {held}"
-            run.finish(result, "failed", error=error)
-            raise Stop(FAILED, f"{step.id} ({tool.name}) {error}") from None
-    raise AssertionError("unreachable")  # pragma: no cover
+            with trying:
+                try:
+                    return _prepare_once(
+                        run, step, result, tool, impl, outputs, absent, ctx, attempt
+                    )
+                except DBAPIError as exc:
+                    rollback(ctx.connection)
+                    lost = exc if exc.connection_invalidated else None
+                    raise
+    except DBAPIError as exc:
+        if tool.skips_held_tables and _skipped(run, result, tool, ctx, exc, attempt):
+            return None
+        if not is_lock_timeout(exc):
+            raise  # the run fails on it (loop.py): resume starts the step again
+        held = final_error(run, ctx, tool, result.params or step.params, exc, attempt)
+        error = f"could not be prepared: {held}"
+        run.finish(result, "failed", error=error)
+        raise Stop(FAILED, f"{step.id} ({tool.name}) {error}") from None
+    # The connection was lost and could not be made again: the run fails on the error
+    # that lost it, as on any other (loop.py).
+    assert lost is not None
+    raise lost
+
+
+def _prepare_once(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    tool: ToolDefinition,
+    impl: Implementation,
+    outputs: Mapping[str, Any],
+    absent: frozenset[str],
+    ctx: ToolContext,
+    attempt: int,
+) -> PreparedStep | None:
+    """One try; an error of aishell's skips or fails the step there."""
+    try:
+        return _prepare(run, step, result, tool, impl, outputs, absent, ctx)
+    except AishellError as exc:
+        if _skipped(run, result, tool, ctx, exc, attempt):
+            return None
+        run.finish(result, "failed", error=str(exc))
+        raise Stop(FAILED, str(exc)) from None
 
 
 def _skipped(

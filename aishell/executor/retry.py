@@ -1,15 +1,15 @@
 """The retry rule: a server error worth it (a lost connection, a deadlock, a lock timeout)
-runs an idempotent step again after a doubling wait, on a new connection if it was lost."""
+runs an idempotent step again after a doubling wait, on a new connection if it was lost;
+the waits are the shared retry policy's (aishell.retry)."""
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from tenacity import Retrying
 
 from aishell.config.models import AgentDefaults
 from aishell.errors import TargetUnreachable
@@ -18,10 +18,11 @@ from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
 from aishell.guard.writtentables import tables_named
 from aishell.registry import ToolDefinition
+from aishell.retry.policy import Backoff, Retry, retrying
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.tool.context import ToolContext
 
-# Tries at a new connection after the server dropped ours, with doubling waits.
+# Tries at a new connection after the server dropped ours, with doubling waits between.
 RECONNECT_ATTEMPTS = 4
 
 
@@ -36,20 +37,27 @@ def allowed_retries(tool: ToolDefinition, defaults: AgentDefaults) -> int:
     return retries
 
 
-def wait_to_retry(
-    run: RunContext, ctx: ToolContext, result: StepResult, exc: DBAPIError, attempt: int
-) -> bool:
-    """Wait before the next attempt, and reconnect if the server dropped the connection;
-    False when no new connection could be made."""
-    delay = run.agent.defaults.retry_backoff_seconds * 2 ** (attempt - 1)
-    delay *= random.uniform(0.5, 1.5)  # jitter: retries of many runs spread out
-    run.record_event(
-        result.index,
-        "step_retry",
-        {"attempt": attempt, "error": db_error(exc), "delay_seconds": round(delay, 3)},
+def step_retrying(
+    run: RunContext, result: StepResult, tries: int, worth: Callable[[DBAPIError], bool]
+) -> Retrying:
+    """The tries of a step (or of its preparation), `tries` in all: a server error
+    `worth` another try is tried again after the agent's backoff, each wait recorded as
+    a step_retry event. Out of tries, or on any other error, that error is raised."""
+
+    def record(retry: Retry) -> None:
+        error = retry.error
+        assert isinstance(error, DBAPIError)  # only they are tried again
+        data = {
+            "attempt": retry.attempt,
+            "error": db_error(error),
+            "delay_seconds": round(retry.delay, 3),
+        }
+        run.record_event(result.index, "step_retry", data)
+
+    backoff = Backoff(first_wait=run.agent.defaults.retry_backoff_seconds, attempts=tries)
+    return retrying(
+        backoff, on_error=lambda e: isinstance(e, DBAPIError) and worth(e), on_retry=record
     )
-    time.sleep(delay)
-    return not exc.connection_invalidated or reconnect(run, ctx, result)
 
 
 def unreachable(run: RunContext, exc: DBAPIError) -> str:
@@ -96,18 +104,25 @@ def lock_held_by(ctx: ToolContext, exc: DBAPIError, tables: Sequence[str] = ()) 
 
 def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
     """A new connection after the server dropped ours (a restart, a failover): tried a
-    few times with backoff, since a restarting server refuses connections a while."""
+    few times with backoff, since a restarting server refuses connections a while; each
+    refusal recorded. False when none could be made."""
     if ctx.conn is not None:
         with suppress(SQLAlchemyError):
             ctx.conn.close()
         ctx.conn = None
-    delay = run.agent.defaults.retry_backoff_seconds
-    for _ in range(RECONNECT_ATTEMPTS):
+
+    def connect() -> None:
         try:
             ctx.conn = run.target.connect()
-            return True
         except TargetUnreachable as exc:
             run.record_event(result.index, "reconnect_failed", {"error": str(exc)})
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay *= 2
-    return False
+            raise
+
+    backoff = Backoff(
+        first_wait=run.agent.defaults.retry_backoff_seconds, attempts=RECONNECT_ATTEMPTS
+    )
+    try:
+        retrying(backoff, on_error=lambda e: isinstance(e, TargetUnreachable))(connect)
+    except TargetUnreachable:
+        return False
+    return True

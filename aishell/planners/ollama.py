@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +16,8 @@ from aishell.errors import PlannerUnavailable
 DEFAULT_HOST = "http://127.0.0.1:11434"
 # Answers a server gives while it loads a model or is overloaded: worth another try.
 _RETRY_STATUS = {502, 503, 504}
+# The longest wait between tries, however many there are.
+_MAX_WAIT_SECONDS = 30.0
 
 
 def resolve_host(settings: LlmPlannerConfig) -> tuple[str, str]:
@@ -101,8 +102,14 @@ class OllamaChat:
         import httpx
         import ollama
 
-        attempts = self.settings.connect_attempts
-        for attempt in range(1, attempts + 1):
+        # Imported here as the client is: a plan by the rules never retries a model.
+        from aishell.retry.policy import Backoff, retrying
+
+        tries = 0
+
+        def attempt() -> Any:
+            nonlocal tries
+            tries += 1
             try:
                 return request()
             except httpx.ReadTimeout:
@@ -112,24 +119,30 @@ class OllamaChat:
                     f"{self.settings.timeout_seconds:g} s; raise planner.llm.timeout_seconds "
                     "or choose a smaller model"
                 ) from None
-            except (ConnectionError, httpx.TransportError) as exc:
-                why = _reason(exc)
             except ollama.ResponseError as exc:
                 if exc.status_code not in _RETRY_STATUS:
                     raise PlannerUnavailable(
                         f"The Ollama server at {shown_host(self.host)} refused the request "
                         f"(HTTP {exc.status_code}): {_first_line(exc.error)}"
                     ) from None
-                why = f"HTTP {exc.status_code}: {_first_line(exc.error)}"
-            if attempt == attempts:
-                break
-            # Exponential backoff with jitter, so several runs do not retry in step.
-            delay = self.settings.retry_backoff_seconds * 2 ** (attempt - 1)
-            self._sleep(min(delay, 30.0) * random.uniform(0.5, 1.0))
-        tries = f"after {attempt} {'try' if attempt == 1 else 'tries'}"
+                raise
+
+        backoff = Backoff(
+            first_wait=self.settings.retry_backoff_seconds,
+            max_wait=_MAX_WAIT_SECONDS,
+            attempts=self.settings.connect_attempts,
+        )
+        worth = (ConnectionError, httpx.TransportError, ollama.ResponseError)
+        try:
+            return retrying(backoff, on_error=lambda e: isinstance(e, worth), sleep=self._sleep)(
+                attempt
+            )
+        except worth as exc:
+            why = _reason(exc)
+        tries_said = f"after {tries} {'try' if tries == 1 else 'tries'}"
         raise PlannerUnavailable(
             f"No answer from an Ollama server at {shown_host(self.host)} ({self.host_from}) "
-            f"{tries}: {why}; start one with `ollama serve`, or point OLLAMA_HOST "
+            f"{tries_said}: {why}; start one with `ollama serve`, or point OLLAMA_HOST "
             "(or planner.llm.host) at one"
         )
 
@@ -145,7 +158,10 @@ def _tls_context() -> ssl.SSLContext:
 
 def _reason(exc: BaseException) -> str:
     import httpx
+    import ollama
 
+    if isinstance(exc, ollama.ResponseError):
+        return f"HTTP {exc.status_code}: {_first_line(exc.error)}"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, ConnectionError):

@@ -14,7 +14,6 @@ breaker.py, plan_cache.py).
 
 from __future__ import annotations
 
-import random
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -27,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 
 from aishell.config.models import display_url
 from aishell.errors import StateError
+from aishell.retry.policy import Backoff, retrying
 from aishell.state import history
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.backups import BackupCatalog
@@ -56,7 +56,13 @@ from aishell.state.serverstore import (
 from aishell.state.signing import SigningKey
 from aishell.state.steps import StepRepository
 
-_OPEN_ATTEMPTS = 50
+# Openers racing (see _open) look again after a short wait, up to 50 times in all;
+# the busy timeout bounds a lock's wait (_fault).
+_OPEN_BACKOFF = Backoff(first_wait=0.02, max_wait=0.1, attempts=50)
+
+
+def _raced(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and raced(exc)
 
 
 class StateStore(
@@ -153,25 +159,27 @@ class StateStore(
         # busy timeout is no race: _fault reports it.
         self._opening_until = time.monotonic() + self._busy_timeout
         try:
-            for attempt in range(_OPEN_ATTEMPTS):
-                conn = None
-                try:
-                    conn = self._conn = self.engine.connect()
-                    self._migrate()
-                    return conn
-                except (SQLAlchemyError, StateError) as exc:
-                    self._queued.clear()
-                    if conn is not None:
-                        with suppress(SQLAlchemyError, StateError):
-                            conn.close()
-                    if not (isinstance(exc, DBAPIError) and raced(exc)):
-                        raise
-                    if attempt == _OPEN_ATTEMPTS - 1:
-                        raise self._error(exc) from None
-                    time.sleep(random.uniform(0.01, 0.1))
-            raise AssertionError("unreachable")
+            return retrying(_OPEN_BACKOFF, on_error=_raced)(self._open_once)
+        except DBAPIError as exc:
+            if raced(exc):  # still racing after every attempt
+                raise self._error(exc) from None
+            raise
         finally:
             self._opening_until = None
+
+    def _open_once(self) -> Connection:
+        """One look at the store, its connection closed again when it fails."""
+        conn = None
+        try:
+            conn = self._conn = self.engine.connect()
+            self._migrate()
+            return conn
+        except (SQLAlchemyError, StateError):
+            self._queued.clear()
+            if conn is not None:
+                with suppress(SQLAlchemyError, StateError):
+                    conn.close()
+            raise
 
     def _fault(self, context: ExceptionContext) -> None:
         """The engine's error hook: a failure of the store itself becomes a StateError."""

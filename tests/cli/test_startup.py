@@ -28,6 +28,7 @@ HEAVY = (
     "pymysql",
     "apscheduler",
     "httpx",
+    "tenacity",
 )
 
 # Run in a fresh interpreter: this test process has imported everything already.

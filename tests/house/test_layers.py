@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("state",),
     ("targets",),
     ("config",),
-    ("errors", "risk", "sqltext", "terminal", "units", "lazy", "files"),
+    ("errors", "risk", "sqltext", "terminal", "units", "lazy", "files", "retry"),
 )
 RANK = {room: rank for rank, layer in enumerate(LAYERS) for room in layer}
 

@@ -22,6 +22,7 @@ from aishell.handlers.mysql.privileges import (
     privileges_on,
     session_grants,
 )
+from aishell.retry.policy import Backoff, retrying
 from aishell.sqltext import text
 from aishell.targets.lockholders import lock_holders
 from aishell.tool.context import ToolContext
@@ -37,8 +38,11 @@ def _check_table(
             "reason": f"{current_account(conn)} has no privilege on {table} "
             "(CHECK TABLE needs one, such as SELECT)",
         }
-    wait = _RETRY_WAIT_SECONDS
-    for attempt in range(1, _CHECK_ATTEMPTS + 1):
+    tries = 0
+
+    def check() -> dict[str, Any]:
+        nonlocal tries
+        tries += 1
         try:
             rows = conn.execute(text(f"CHECK TABLE {ctx.quote(table)}")).mappings().all()
         except DBAPIError as exc:
@@ -46,15 +50,13 @@ def _check_table(
             if message is None:
                 raise
             return {"table": table, "status": "not checked", "reason": message}
-        verdict = check_verdict(table, rows, _at_time_limit(ctx))
-        if not lock_waited(verdict) or attempt == _CHECK_ATTEMPTS or not _time_for(ctx, wait):
-            break
-        # Held by another session (a DDL, LOCK TABLES) past the lock timeout: this table
-        # is tried again after a while, not the whole step.
-        time.sleep(wait)
-        wait *= 2
-    if attempt > 1 and verdict["status"] == "not checked":
-        verdict["reason"] += f" (tried {attempt} times)"
+        return check_verdict(table, rows, _at_time_limit(ctx))
+
+    # Held by another session (a DDL, LOCK TABLES) past the lock timeout: this table is
+    # tried again after a while, not the whole step.
+    verdict: dict[str, Any] = retrying(_check_backoff(ctx), on_result=lock_waited)(check)
+    if tries > 1 and verdict["status"] == "not checked":
+        verdict["reason"] += f" (tried {tries} times)"
     if lock_waited(verdict):
         # Who kept it from being checked: a DBA can ask them, or check it later.
         verdict["reason"] += f"; the lock is held by {lock_holders(conn, [table])}"
@@ -63,14 +65,19 @@ def _check_table(
 
 
 # A check held off by another session's lock is tried this many times in all, waiting
-# this long before the second try and twice as long before each further one.
+# about this long before the second try and twice as long before each further one.
 _CHECK_ATTEMPTS = 3
 _RETRY_WAIT_SECONDS = 1.0
+# A wait ends this long before the step's deadline at the latest: room for a check.
+_CHECK_ROOM_SECONDS = 1.0
 
 
-def _time_for(ctx: ToolContext, wait: float) -> bool:
-    """Whether the step's time leaves room for a wait and another check."""
-    return ctx.deadline is None or time.monotonic() + wait + 1 < ctx.deadline
+def _check_backoff(ctx: ToolContext) -> Backoff:
+    """The retries of one table's check, within the step's time (room left for a check)."""
+    seconds = None
+    if ctx.deadline is not None:
+        seconds = ctx.deadline - _CHECK_ROOM_SECONDS - time.monotonic()
+    return Backoff(first_wait=_RETRY_WAIT_SECONDS, attempts=_CHECK_ATTEMPTS, seconds=seconds)
 
 
 # How close to the step's time limit a check may end and still be taken as finished:

@@ -4,7 +4,6 @@ checkpoint; a server that stays away stops the step resumably with the reason.""
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Mapping
 from contextlib import suppress
@@ -15,11 +14,13 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import Attempt, first_line, stopped_resumably
+from aishell.retry.policy import Backoff, retrying
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
 # Default of reconnect_seconds (the tool's schema and the agent's config say the same).
 RECONNECT_SECONDS = 120.0
+# The waits between tries: about this long at first, doubling up to about the longest.
 RECONNECT_FIRST_DELAY = 0.5
 RECONNECT_MAX_DELAY = 15.0
 MAX_LOST_IN_A_ROW = 5
@@ -72,33 +73,36 @@ def reconnect(
         until, limit = attempt.deadline, attempt.deadline_reason or "the step's deadline"
     cause = first_line(lost)
     ctx.record_event("connection_lost", {"error": cause})
-    delay, tries, last = RECONNECT_FIRST_DELAY, 0, cause
-    while True:
+    tries = 0
+
+    def try_session() -> str | None:
+        nonlocal tries
         tries += 1
         failed = _session_back(conn)
-        if failed is None:
-            if not ours:
-                raise lost  # another session (a replica's) failed; this one is fine
-            attempt.reconnects += 1
-            ctx.record_event(
-                "reconnected",
-                {"attempts": tries, "seconds": round(time.monotonic() - began, 1)},
-            )
-            return
-        ours, last = True, failed
-        if ctx.should_stop():
+        if failed is not None and ctx.should_stop():
             raise StepInterrupted(
                 f"stopped while reconnecting after {cause}; `aishell resume` goes on from "
                 "the last checkpoint"
             )
-        wait = delay * random.uniform(0.5, 1.0)  # jitter: many runs do not retry at once
-        if time.monotonic() + wait > until:
-            raise stopped_resumably(
-                ctx,
-                f"lost the connection to the server ({cause}) and could not reconnect "
-                f"within {time.monotonic() - began:.0f}s ({limit}; {tries} tries, last: {last})",
-                "purge.reconnect_seconds in the log_cleanup agent's config sets how long "
-                "to keep trying",
-            )
-        time.sleep(wait)
-        delay = min(delay * 2, RECONNECT_MAX_DELAY)
+        return failed
+
+    backoff = Backoff(
+        first_wait=RECONNECT_FIRST_DELAY,
+        max_wait=RECONNECT_MAX_DELAY,
+        seconds=until - time.monotonic(),
+    )
+    failed = retrying(backoff, on_result=lambda f: f is not None)(try_session)
+    if failed is not None:
+        raise stopped_resumably(
+            ctx,
+            f"lost the connection to the server ({cause}) and could not reconnect "
+            f"within {time.monotonic() - began:.0f}s ({limit}; {tries} tries, last: {failed})",
+            "purge.reconnect_seconds in the log_cleanup agent's config sets how long "
+            "to keep trying",
+        )
+    if not ours and tries == 1:
+        raise lost  # another session (a replica's) failed; this one is fine
+    attempt.reconnects += 1
+    ctx.record_event(
+        "reconnected", {"attempts": tries, "seconds": round(time.monotonic() - began, 1)}
+    )

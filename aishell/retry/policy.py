@@ -1,0 +1,125 @@
+"""The one retry policy, over tenacity: a caller says what is worth another try, how
+long the first wait is, and what bounds it (attempts, time, a longest wait); every
+retry waits exponentially longer with jitter, and each wait is reported to the caller's
+hook before it is slept.
+
+The jitter is "equal jitter": the wait before attempt n+1 is between half and all of
+first_wait * 2**(n-1) (capped at max_wait), so runs failing at the same moment do not
+retry in step, yet every wait still grows. Out of attempts or time, the last attempt's
+exception is raised, or its result returned when a result asked for the retry."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    stop_before_delay,
+    stop_never,
+    wait_exponential,
+    wait_random_exponential,
+)
+from tenacity.retry import retry_base, retry_never
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait between attempts and when to give up.
+
+    first_wait: seconds before the second attempt (at most; at least half of it);
+    max_wait: the longest single wait (its upper end; waits there are jittered too);
+    attempts: attempts in all, the first included; None for no count;
+    seconds: no wait may end this many seconds or more after the first attempt began
+    (a deadline given as its distance from now); None for no bound in time.
+    """
+
+    first_wait: float
+    max_wait: float = math.inf
+    attempts: int | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """One failed attempt about to be tried again, as the hook sees it."""
+
+    attempt: int  # the attempt that failed, counting from 1
+    delay: float  # seconds to wait before the next
+    error: BaseException | None  # what it raised; None when its result asked again
+    result: Any = None
+
+
+def wait_of(backoff: Backoff) -> wait_base:
+    """The waits: a fixed half of the exponential wait plus a random part up to the other
+    half, both halves capped at half of max_wait."""
+    half, cap = backoff.first_wait / 2, backoff.max_wait / 2
+    return wait_exponential(multiplier=half, max=cap) + wait_random_exponential(
+        multiplier=half, max=cap
+    )
+
+
+def stop_of(backoff: Backoff) -> stop_base:
+    """When to stop: the attempt count or the time bound, whichever comes first."""
+    stop: stop_base = stop_never
+    if backoff.attempts is not None:
+        stop = stop | stop_after_attempt(backoff.attempts)
+    if backoff.seconds is not None:
+        # Checked with the coming wait: no attempt is begun past the bound.
+        stop = stop | stop_before_delay(max(0.0, backoff.seconds))
+    return stop
+
+
+def retrying(
+    backoff: Backoff,
+    *,
+    on_error: Callable[[BaseException], bool] | None = None,
+    on_result: Callable[[Any], bool] | None = None,
+    on_retry: Callable[[Retry], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Retrying:
+    """A tenacity Retrying under the policy: an exception on_error accepts, or a result
+    on_result accepts, is tried again; anything else ends it at once. Call it with the
+    function to try (`retrying(...)(fn)`) or iterate over it. on_retry hears of each
+    retry before its wait (an exception it raises ends the retrying); sleep waits."""
+    retry: retry_base = retry_never
+    if on_error is not None:
+        retry = retry | retry_if_exception(on_error)
+    if on_result is not None:
+        retry = retry | retry_if_result(on_result)
+    return Retrying(
+        wait=wait_of(backoff),
+        stop=stop_of(backoff),
+        retry=retry,
+        before_sleep=_reporter(on_retry),
+        sleep=sleep,
+        retry_error_callback=_last_outcome,
+    )
+
+
+def _reporter(on_retry: Callable[[Retry], None] | None) -> Callable[[RetryCallState], None]:
+    def report(state: RetryCallState) -> None:
+        if on_retry is None or state.outcome is None:
+            return
+        outcome, delay = state.outcome, state.upcoming_sleep
+        if outcome.failed:
+            on_retry(Retry(state.attempt_number, delay, outcome.exception()))
+        else:
+            on_retry(Retry(state.attempt_number, delay, None, outcome.result()))
+
+    return report
+
+
+def _last_outcome(state: RetryCallState) -> Any:
+    """Out of attempts or time: the last attempt's exception raised, or its result."""
+    assert state.outcome is not None
+    return state.outcome.result()
