@@ -273,7 +273,8 @@ def test_a_substituted_table_is_checked_against_the_catalog(config, demo_db):
 HOLD_LOCK = """
 import sys, time
 from aishell.config.models import load_config
-from aishell.targets import database_identity, open_target
+from aishell.targets.engines import open_target
+from aishell.targets.identity import database_identity
 target = open_target(load_config(), "demo")
 with target.connect() as conn:
     identity = database_identity(conn)
