@@ -1,10 +1,14 @@
-"""The backup agent: a full backup, validated by restoring it."""
+"""The backup agent: a full backup, validated by restoring it; and the restore of a
+catalogued backup into a target."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from aishell.agents.base import PlanningContext, refuse_unknown_keys
+from sqlalchemy.engine import Connection
+
+from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
@@ -48,6 +52,12 @@ class BackupAgent:
             )
         return normalized
 
+    def check_job(self, job: dict[str, Any], conn: Connection) -> None:
+        """Nothing to check before planning: a backup takes whatever the database holds."""
+
+    def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
+        return frozenset()  # a backup takes the whole database, in no order of tables
+
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
         if job["type"] == "drill":
             return "Find the newest backup and prove it restores into a scratch database."
@@ -79,6 +89,23 @@ class BackupAgent:
             wait = {"lock_wait_seconds": job["lock_wait_seconds"]}
             work = [(tool, {**p, **wait} if tool in _DUMPS else p, why) for tool, p, why in work]
         return _steps(*work)
+
+    def plan_restore(
+        self, backup: Mapping[str, Any], into: str, *, replace: bool, lock_wait: float | None
+    ) -> tuple[dict[str, Any], list[Step]]:
+        """The restore of a catalogued backup (its catalog row) into target `into`: the
+        job its plan records, and its one step, restore_backup, which is critical and
+        so always approved first. `lock_wait`: the longest it may wait for a table lock
+        (None: the tool's default)."""
+        params: dict[str, Any] = {"backup_path": backup["path"], "replace": replace}
+        if lock_wait is not None:
+            params["lock_wait_seconds"] = lock_wait
+        if backup.get("sha256"):
+            # The step refuses a file that is not the one the catalog recorded.
+            params["sha256"] = backup["sha256"]
+        why = f"Restore backup {backup['id']} of '{backup['target']}' into '{into}'"
+        job = {"type": "restore", "backup_id": backup["id"]}
+        return job, [Step(step_id(0), "restore_backup", params, why)]
 
 
 _Work = tuple[str, dict[str, Any], str]

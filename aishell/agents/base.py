@@ -1,14 +1,22 @@
-"""What every agent provides: validate its job, and plan it as steps."""
+"""What every agent provides: validate its job, check it against the target, say which
+facts planning it reads, and plan it as steps."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from sqlalchemy.engine import Connection
 
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.errors import UsageError
 from aishell.plan.model import Step
+
+# What planning may read for a job beyond the target's tables, each at a cost:
+# "urgency", how soon each table needs work (a query of the server's catalog);
+# "skipped", the tables the last run could not lock (a read of the state store).
+CatalogFact = Literal["urgency", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,16 @@ class Agent(Protocol):
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         """The job with defaults (from the agent's config) filled in; a bad value is a
         UsageError."""
+        ...
+
+    def check_job(self, job: dict[str, Any], conn: Connection) -> None:
+        """Refuse, before anything runs, a normalized job that cannot run on this target
+        (a TargetError or UsageError saying why); nothing to check is no error."""
+        ...
+
+    def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
+        """The facts planning this normalized job reads: only those are read, so a job
+        does not pay for what another agent's plans use."""
         ...
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]: ...

@@ -4,7 +4,10 @@ said here, once, so a scheduled job is the same job the command would run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from aishell.errors import UsageError
 
 # The parameters of `aishell run`'s jobs that say how to run, not what the job is.
 RUN_OPTIONS = frozenset(
@@ -64,25 +67,44 @@ def log_cleanup_job(**flags: Any) -> dict[str, Any]:
     return {names.get(k, k): v for k, v in flags.items() if v is not None}
 
 
+def _maintenance_options(params: dict[str, Any]) -> dict[str, Any]:
+    return maintenance_job(params["kind"], params["tables"], params["no_rebuild_indexes"])
+
+
+def _backup_options(params: dict[str, Any]) -> dict[str, Any]:
+    return backup_job(
+        params["kind"],
+        params["verify"],
+        params["quick"],
+        params["cleanup"],
+        params["retention_days"],
+        params["keep_last"],
+        params.get("lock_wait"),
+    )
+
+
+def _log_cleanup_options(params: dict[str, Any]) -> dict[str, Any]:
+    return log_cleanup_job(**{k: v for k, v in params.items() if k not in RUN_OPTIONS})
+
+
+# Each agent's job from `aishell run`'s parsed parameters, by the agent's name.
+_FROM_OPTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "maintenance": _maintenance_options,
+    "backup": _backup_options,
+    "log_cleanup": _log_cleanup_options,
+}
+
+
 def job_from_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(agent, job) for `aishell run NAME` from its parsed parameters (named as the
     command's options are: kind, tables, no_rebuild_indexes, ...)."""
-    if name == "maintenance":
-        return "maintenance", maintenance_job(
-            params["kind"], params["tables"], params["no_rebuild_indexes"]
-        )
-    if name == "backup":
-        return "backup", backup_job(
-            params["kind"],
-            params["verify"],
-            params["quick"],
-            params["cleanup"],
-            params["retention_days"],
-            params["keep_last"],
-            params.get("lock_wait"),
-        )
-    flags = {k: v for k, v in params.items() if k not in RUN_OPTIONS}
-    return "log_cleanup", log_cleanup_job(**flags)
+    agent = name.replace("-", "_")  # the command `log-cleanup` runs the agent log_cleanup
+    try:
+        job_of = _FROM_OPTIONS[agent]
+    except KeyError:
+        known = sorted(a.replace("_", "-") for a in _FROM_OPTIONS)
+        raise UsageError(f"Unknown job {name!r}; jobs are: {', '.join(known)}") from None
+    return agent, job_of(params)
 
 
 def scheduled_job(

@@ -8,16 +8,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import PlanningContext, refuse_unknown_keys
+from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.bounds import MAX_RETENTION_DAYS
 from aishell.config.models import AgentConfig
 from aishell.errors import UsageError
-from aishell.files import PrivatePlaces
-from aishell.handlers.purge.archive import check_archive_path, check_archive_table
-from aishell.handlers.purge.cutoff import describe, indexes_of
-from aishell.handlers.purge.prepare import walk_key
+from aishell.handlers.purge.precheck import check_purge
 from aishell.plan.model import Step, step_id
-from aishell.targets.catalog import check_column
 
 ARCHIVE_FORMS = "file:PATH (a JSON lines file) or table:NAME (an existing table)"
 # Job keys copied to delete_old_records' params as they are.
@@ -79,18 +75,16 @@ class LogCleanupAgent:
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
         """Refuse, before anything runs, a purge that cannot work on this table."""
-        table = job["table"]
-        check_column(conn, table, job["date_column"])
-        indexes = indexes_of(conn, table)
-        describe(conn, table, job["date_column"], indexes)
-        walk_key(conn, table, indexes)
-        if job.get("archive_table"):
-            check_archive_table(conn, table, job["archive_table"])
-        if job.get("archive_file"):
-            # What stands at the path now; the run checks it again, and aishell's own
-            # folders, before it makes the file.
-            check_archive_path(Path(job["archive_file"]), PrivatePlaces())
-        conn.rollback()
+        check_purge(
+            conn,
+            job["table"],
+            job["date_column"],
+            archive_table=job.get("archive_table"),
+            archive_file=job.get("archive_file"),
+        )
+
+    def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
+        return frozenset()  # its one table's own facts, which its steps read
 
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
         archive = job.get("archive_file") or job.get("archive_table")

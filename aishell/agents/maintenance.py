@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aishell.agents.base import PlanningContext, refuse_unknown_keys
+from sqlalchemy.engine import Connection
+
+from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
@@ -39,6 +41,14 @@ class MaintenanceAgent:
             "tables": tables,
             "rebuild_indexes": bool(job.get("rebuild_indexes", True)),
         }
+
+    def check_job(self, job: dict[str, Any], conn: Connection) -> None:
+        """Nothing past the tables it names, which planning finds or refuses."""
+
+    def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
+        """Full maintenance takes the most urgent tables first; every type takes first
+        the tables the last run could not lock."""
+        return frozenset({"urgency", "skipped"} if job["type"] == "full" else {"skipped"})
 
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
         scope = f"tables {', '.join(ctx.tables)}" if job.get("tables") else "every table"

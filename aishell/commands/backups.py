@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from aishell.agents.backup import BackupAgent
 from aishell.commands.starting import circuit_breaker, start_run
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.executor import Observer, RunResult
-from aishell.plan.model import Plan, Step, validate_plan
+from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
@@ -83,19 +84,14 @@ def restore(
         dialect = handle.dialect
     finally:
         handle.close()
-    step = Step(
-        "step_0",
-        "restore_backup",
-        _restore_params(backup, replace, lock_wait),
-        f"Restore backup {backup_id} of '{backup['target']}' into '{name}'",
-    )
+    job, steps = BackupAgent().plan_restore(backup, name, replace=replace, lock_wait=lock_wait)
     plan = Plan(
         agent="backup",
         target=name,
         dialect=dialect,
-        job={"type": "restore", "backup_id": backup_id},
-        steps=(step,),
-        tool_fingerprints={"restore_backup": registry.get("restore_backup").fingerprint},
+        job=job,
+        steps=tuple(steps),
+        tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in steps},
     )
     problems = validate_plan(plan, registry, config.agent("backup").capabilities)
     if problems:
@@ -129,15 +125,3 @@ def _database_for(config: Config, name: str, backup_id: int, create: bool) -> No
             f"`aishell restore {backup_id} --to {name} --create` makes it, empty, first"
         )
     create_database(config, name)
-
-
-def _restore_params(
-    backup: dict[str, Any], replace: bool, lock_wait: float | None
-) -> dict[str, Any]:
-    params: dict[str, Any] = {"backup_path": backup["path"], "replace": replace}
-    if lock_wait is not None:
-        params["lock_wait_seconds"] = lock_wait
-    if backup.get("sha256"):
-        # The step refuses a file that is not the one the catalog recorded.
-        params["sha256"] = backup["sha256"]
-    return params

@@ -59,17 +59,16 @@ def build_plan(
             catalog = TableCatalog.read(conn)
         tables = _checked_tables(agent, job, catalog, conn, handle.name)
         assumptions = plan_assumptions(catalog, job, tables)
+        needs = agent.catalog_needs(job)
         context = PlanningContext(
             target=handle.name,
             dialect=handle.dialect,
             tables=tables,
             defaults=agent_config.defaults,
-            urgency=urgency(conn) if job.get("type") == "full" else {},
+            urgency=urgency(conn) if "urgency" in needs else {},
             sizes={t: catalog.tables[t].bytes for t in tables if t in catalog.tables},
             purge=agent_config.purge,
-            first=last_skipped(config, handle.name, agent_name)
-            if agent_name == "maintenance"
-            else (),
+            first=last_skipped(config, handle.name, agent_name) if "skipped" in needs else (),
         )
         if planner == "llm":
             found = catalog.snapshot()
@@ -106,9 +105,7 @@ def _checked_tables(
         tables = tuple(job["tables"])
     else:
         tables = tuple(catalog.names)
-    check_job = getattr(agent, "check_job", None)
-    if check_job is not None:
-        check_job(job, conn)
+    agent.check_job(job, conn)
     return tables
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from sqlalchemy.engine import Connection
 from aishell.commands.clientlogins import client_logins
 from aishell.config.models import Config
 from aishell.errors import AishellError, ConfigError, TargetUnreachable
+from aishell.handlers.mysql.catalog import database_size as mysql_size
+from aishell.handlers.postgresql.catalog import database_size as postgresql_size
+from aishell.handlers.server import describe_server
+from aishell.handlers.sqlite.catalog import database_size as sqlite_size
 from aishell.targets.engines import open_target
 
 # The client programs the backup agent runs, per dialect: each need is met by the first
@@ -89,8 +94,6 @@ def _client_problems(
 
 
 def _inspect(config: Config, name: str, dialect: str, conn: Connection) -> dict[str, Any]:
-    from aishell.handlers.server import describe_server
-
     info = describe_server(conn)
     problems = [
         _problem(
@@ -165,9 +168,14 @@ def _program_problems(
                 INSTALL[dialect],
             )
         ]
+    too_old = _TOO_OLD.get(dialect)
+    return too_old(program, server_major) if too_old else []
+
+
+def _postgresql_too_old(program: dict[str, Any], server_major: int | None) -> list[tuple[str, str]]:
     client = _major(program["version"])
     # pg_dump refuses a server newer than itself; pg_restore may not read its archives.
-    if dialect == "postgresql" and client and server_major and client < server_major:
+    if client and server_major and client < server_major:
         return [
             (
                 f"{program['name']} {client} ({program['path']}) is older than the server "
@@ -179,21 +187,31 @@ def _program_problems(
     return []
 
 
+# What is wrong with a client program older than the server, by dialect; a dialect not
+# named here has no such rule.
+_TOO_OLD: dict[str, Callable[[dict[str, Any], int | None], list[tuple[str, str]]]] = {
+    "postgresql": _postgresql_too_old,
+}
+
+
 def _major(version: str) -> int | None:
     """The major version in a version line: 15 of "pg_dump (PostgreSQL) 15.5 (Debian)"."""
     match = re.search(r"(\d+)\.\d+", version)
     return int(match.group(1)) if match else None
 
 
+# How big the database is, by the target's dialect.
+_DATABASE_SIZE: dict[str, Callable[[Connection], dict[str, Any]]] = {
+    "postgresql": postgresql_size,
+    "mysql": mysql_size,
+    "sqlite": sqlite_size,
+}
+
+
 def _database_size(dialect: str, conn: Connection) -> int | None:
-    if dialect == "postgresql":
-        from aishell.handlers.postgresql.catalog import database_size
-    elif dialect == "mysql":
-        from aishell.handlers.mysql.catalog import database_size
-    else:
-        from aishell.handlers.sqlite.catalog import database_size
+    size_of = _DATABASE_SIZE[dialect]
     try:
-        return int(database_size(conn)["size_bytes"])
+        return int(size_of(conn)["size_bytes"])
     except Exception:  # a size only sharpens the disk check; its absence is said
         return None
 

@@ -18,9 +18,8 @@ _RECENT_RUNS = 20
 
 def last_skipped(config: Config, target: str, agent: str) -> tuple[str, ...]:
     """The tables the last finished, real run of `agent` on `target` left out because
-    their lock was not granted, in the order it named them; none without a store."""
-    if agent != "maintenance":
-        return ()  # only maintenance skips held tables
+    their lock was not granted, in the order it named them; none without a store. Read
+    only for an agent that asks for it (Agent.catalog_needs)."""
     url = make_url(config.state_url)
     if url.drivername.startswith("sqlite") and not Path(url.database or "").exists():
         return ()  # no history yet: planning makes no store

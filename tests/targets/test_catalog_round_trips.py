@@ -20,12 +20,15 @@ from sqlalchemy.pool import Pool
 
 from aishell import commands
 from aishell.cli import cli
+from aishell.commands.planner import build_plan
 from aishell.config.models import Config
 from aishell.errors import TargetError
 from aishell.executor import RunResult
 from aishell.handlers import measured
 from aishell.policy.approvers import PreApproved
 from aishell.policy.rules import may_write
+from aishell.targets.catalog import urgency
+from aishell.targets.engines import open_target
 from aishell.targets.tables import TableCatalog
 from aishell.tool.context import ToolContext
 from tests.helpers import use_target
@@ -175,6 +178,38 @@ def test_after_a_step_only_its_table_is_read_again(target):
     # on SQLite only the first VACUUM has free pages to take, and ANALYZE reads its table.
     assert (expected == []) is (dialect == "mysql")
     assert any(len(r) == 1 for r in expected) is (dialect == "sqlite")
+
+
+def planning_sent(config: Config, agent: str, job: dict[str, Any]) -> list[str]:
+    """The statements planning a job sends to the target (its preview's left out)."""
+    registry = commands.load_catalog(config)
+    handle = open_target(config, None, read_only=True)
+    try:
+        with sent_to(config.target(None)[1].url) as sent:
+            build_plan(config, registry, handle, agent, job)
+    finally:
+        handle.close()
+    return [sql for sql, _ in sent]
+
+
+@pytest.mark.parametrize(
+    ("agent", "job"),
+    [("backup", {"type": "full"}), ("maintenance", {"type": "quick"})],
+)
+def test_only_full_maintenance_pays_for_the_urgency_of_the_tables(target, agent, job):
+    config, url = target
+    add_tables(url, 0, 3)
+    engine = create_engine(url)
+    try:
+        with sent_to(url) as sent, engine.connect() as conn:
+            connecting = len(sent)  # what opening the session sent, before urgency's own
+            urgency(conn)
+    finally:
+        engine.dispose()
+    asked = {sql for sql, _ in sent[connecting:]}
+    assert asked
+    assert asked <= set(planning_sent(config, "maintenance", {"type": "full"}))
+    assert asked.isdisjoint(planning_sent(config, agent, job))
 
 
 def test_a_table_a_step_made_is_found_and_one_it_dropped_is_gone(target):

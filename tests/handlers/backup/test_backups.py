@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from aishell import commands
+from aishell.agents.backup import BackupAgent
 from aishell.cli import cli
 from aishell.config.models import load_config
 from aishell.errors import UsageError
@@ -148,6 +149,26 @@ def test_restore_refuses_an_unverified_backup(config, demo_db):
     assert result.status == "completed" and listed["verified_at"] is None
     with pytest.raises(UsageError, match="never proven restorable"):
         commands.restore(config, listed["id"], "demo")
+
+
+def test_a_restore_runs_the_plan_the_backup_agent_makes(config, demo_db):
+    assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
+    [listed] = commands.list_backups(config)
+    # Critical: waiting for a person's yes, nothing restored, the plan stored.
+    result = commands.restore(config, listed["id"], "demo", replace=True, lock_wait=7.0)
+    assert result.status == "waiting_approval"
+    job, steps = BackupAgent().plan_restore(listed, "demo", replace=True, lock_wait=7.0)
+    assert [(s.tool, s.params, s.rationale) for s in result.steps] == [
+        (s.tool, s.params, s.rationale) for s in steps
+    ]
+    assert steps[0].params == {
+        "backup_path": listed["path"],
+        "replace": True,
+        "lock_wait_seconds": 7.0,
+        "sha256": listed["sha256"],
+    }
+    assert commands.show_run(config, result.run_id)["job"] == job
+    assert job == {"type": "restore", "backup_id": listed["id"]}
 
 
 def test_backups_cli(demo_db, home):

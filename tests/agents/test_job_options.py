@@ -1,0 +1,58 @@
+"""The job `aishell run` makes from its parsed options, found by the agent's name in one
+table: each command's agent and job, and a name no agent has refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from aishell.agents.jobs import job_from_options
+from aishell.errors import UsageError
+
+BACKUP = {
+    "kind": "full",
+    "verify": True,
+    "quick": False,
+    "cleanup": False,
+    "retention_days": 30,
+    "keep_last": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "params", "agent", "job"),
+    [
+        (
+            "maintenance",
+            {"kind": "full", "tables": "a,b", "no_rebuild_indexes": True, "target": "db"},
+            "maintenance",
+            {"type": "full", "tables": ["a", "b"], "rebuild_indexes": False},
+        ),
+        (
+            "backup",
+            {**BACKUP, "lock_wait": 5.0},
+            "backup",
+            {
+                "type": "full",
+                "verify": True,
+                "quick": False,
+                "cleanup": False,
+                "retention_days": 30,
+                "keep_last": 1,
+                "lock_wait_seconds": 5.0,
+            },
+        ),
+        (
+            "log-cleanup",
+            {"table": "logs", "run_time": 60, "batch_size": None, "dry_run": True},
+            "log_cleanup",
+            {"table": "logs", "run_time_seconds": 60},
+        ),
+    ],
+)
+def test_each_run_command_makes_its_agents_job(command, params, agent, job) -> None:
+    assert job_from_options(command, params) == (agent, job)
+
+
+def test_a_job_of_no_agent_is_refused_not_taken_for_a_purge() -> None:
+    with pytest.raises(UsageError, match="Unknown job 'vacuum'; jobs are: backup, log-cleanup, "):
+        job_from_options("vacuum", {"table": "logs"})
