@@ -25,20 +25,14 @@ pass it, waiting for a person's yes to that very step (share.py); its estimates
 from __future__ import annotations
 
 from aishell.handlers import Handler
-from aishell.handlers.purge.archive import check_archive_table, full_disk_named
+from aishell.handlers.purge.archive import full_disk_named
 from aishell.handlers.purge.count import count_rows, render_count
 from aishell.handlers.purge.estimate import COUNT, PG_STATISTICS_SQL, SAMPLE_SQL
-from aishell.handlers.purge.prepare import estimate_purge, render_purge, walk_key
+from aishell.handlers.purge.prepare import estimate_purge, render_purge
 from aishell.handlers.purge.resume import purge
 from aishell.risk import RiskLevel
 
-__all__ = [
-    "check_archive_table",
-    "count_table_rows",
-    "count_table_rows_postgresql",
-    "delete_old_records",
-    "walk_key",
-]
+__all__ = ["count_table_rows", "count_table_rows_postgresql", "delete_old_records"]
 
 count_table_rows = Handler(
     sql_templates=(COUNT, SAMPLE_SQL), run_fn=count_rows, render_fn=render_count
