@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aishell.config.options import LOG_CLEANUP_OPTIONS
+
 # The parameters of `aishell run`'s jobs that say how to run, not what the job is.
 RUN_OPTIONS = frozenset(
     {
@@ -60,7 +62,7 @@ def backup_job(
 
 def log_cleanup_job(**flags: Any) -> dict[str, Any]:
     """The job from the flags; flags left out take the agent's configured defaults."""
-    names = {"run_time": "run_time_seconds"}
+    names = {o.param: o.key for o in LOG_CLEANUP_OPTIONS}
     return {names.get(k, k): v for k, v in flags.items() if v is not None}
 
 
