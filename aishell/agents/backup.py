@@ -10,19 +10,18 @@ from sqlalchemy.engine import Connection
 
 from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
+from aishell.config.options import (
+    BACKUP_OPTIONS,
+    BACKUP_RETENTION_DAYS,
+    BACKUP_TYPE,
+    BACKUP_TYPES,
+    QUICK,
+    VERIFY,
+)
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
 
-BACKUP_TYPES = ("full", "incremental", "drill")
-JOB_KEYS = (
-    "type",
-    "verify",
-    "quick",
-    "cleanup",
-    "retention_days",
-    "keep_last",
-    "lock_wait_seconds",
-)
+JOB_KEYS = tuple(o.key for o in BACKUP_OPTIONS)
 # The steps that run a dump, which may wait for table locks.
 _DUMPS = ("backup_database_full", "backup_database_incremental")
 
@@ -32,22 +31,22 @@ class BackupAgent:
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         refuse_unknown_keys(self.name, job, JOB_KEYS)
-        kind = job.get("type", "full")
+        kind = job.get("type", BACKUP_TYPE.default)
         if kind not in BACKUP_TYPES:
             raise UsageError(
                 f"Unknown backup type '{kind}'; this aishell takes: {', '.join(BACKUP_TYPES)}"
             )
         normalized: dict[str, Any] = {
             "type": kind,
-            "verify": bool(job.get("verify", True)),
-            "quick": bool(job.get("quick", False)),
+            "verify": bool(job.get("verify", VERIFY.default)),
+            "quick": bool(job.get("quick", QUICK.default)),
         }
         if job.get("lock_wait_seconds") is not None:
             normalized["lock_wait_seconds"] = job["lock_wait_seconds"]
         if job.get("cleanup"):
             normalized.update(
                 cleanup=True,
-                retention_days=job.get("retention_days", 30),
+                retention_days=job.get("retention_days", BACKUP_RETENTION_DAYS.default),
                 keep_last=job.get("keep_last", 1),
             )
         return normalized

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aishell.config.options import LOG_CLEANUP_OPTIONS
 from aishell.errors import UsageError
 
 # The parameters of `aishell run`'s jobs that say how to run, not what the job is.
@@ -63,7 +64,7 @@ def backup_job(
 
 def log_cleanup_job(**flags: Any) -> dict[str, Any]:
     """The job from the flags; flags left out take the agent's configured defaults."""
-    names = {"run_time": "run_time_seconds"}
+    names = {o.param: o.key for o in LOG_CLEANUP_OPTIONS}
     return {names.get(k, k): v for k, v in flags.items() if v is not None}
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
-from aishell.config.bounds import MAX_RETENTION_DAYS
 from aishell.config.models import AgentConfig
+from aishell.config.options import LOG_CLEANUP_OPTIONS, RETENTION_DAYS, by_key
 from aishell.errors import UsageError
 from aishell.handlers.purge.precheck import check_purge
 from aishell.plan.model import Step, step_id
@@ -29,7 +29,8 @@ _PURGE_PARAMS = (
     "reconnect_seconds",
     "statistics_after_rows",
 )
-JOB_KEYS = ("table", "date_column", "retention_days", "max_rows", "archive_to", *_PURGE_PARAMS)
+_OPTIONS = by_key(LOG_CLEANUP_OPTIONS)
+JOB_KEYS = tuple(_OPTIONS)
 
 
 class LogCleanupAgent:
@@ -55,15 +56,12 @@ class LogCleanupAgent:
             # NaN passes every comparison with a limit; the schema check would catch it
             # later, but the job is refused where it is given.
             if isinstance(value, float) and not math.isfinite(value):
-                flag = {"run_time_seconds": "run_time"}.get(key, key).replace("_", "-")
-                raise UsageError(f"--{flag}: {value} is not a finite number")
-        retention = normalized["retention_days"]
-        if (
-            isinstance(retention, bool)
-            or not isinstance(retention, int | float)
-            or not 0 <= retention <= MAX_RETENTION_DAYS
-        ):
-            raise UsageError(f"--retention-days must be between 0 and {MAX_RETENTION_DAYS}")
+                raise UsageError(f"{_OPTIONS[key].cli_flag}: {value} is not a finite number")
+        if not RETENTION_DAYS.holds(normalized["retention_days"]):
+            raise UsageError(
+                f"{RETENTION_DAYS.cli_flag} must be between {RETENTION_DAYS.minimum} and "
+                f"{RETENTION_DAYS.maximum}"
+            )
         archive = job.get("archive_to")
         if archive is not None:
             kind, where = parse_archive_to(archive)

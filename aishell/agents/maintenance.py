@@ -10,11 +10,16 @@ from sqlalchemy.engine import Connection
 
 from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
+from aishell.config.options import (
+    MAINTENANCE_OPTIONS,
+    MAINTENANCE_TYPE,
+    MAINTENANCE_TYPES,
+    REBUILD_INDEXES,
+)
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
 
-MAINTENANCE_TYPES = ("quick", "standard", "full", "emergency")
-JOB_KEYS = ("type", "tables", "rebuild_indexes")
+JOB_KEYS = tuple(o.key for o in MAINTENANCE_OPTIONS)
 
 
 class MaintenanceAgent:
@@ -22,7 +27,7 @@ class MaintenanceAgent:
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         refuse_unknown_keys(self.name, job, JOB_KEYS)
-        kind = job.get("type", "standard")
+        kind = job.get("type", MAINTENANCE_TYPE.default)
         if kind not in MAINTENANCE_TYPES:
             raise UsageError(
                 f"Unknown maintenance type '{kind}'; "
@@ -39,7 +44,7 @@ class MaintenanceAgent:
         return {
             "type": kind,
             "tables": tables,
-            "rebuild_indexes": bool(job.get("rebuild_indexes", True)),
+            "rebuild_indexes": bool(job.get("rebuild_indexes", REBUILD_INDEXES.default)),
         }
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:

@@ -12,11 +12,19 @@ from typing import Any
 import click
 
 from aishell.cli.completion import target_option
-from aishell.config.bounds import (
-    MAX_BATCH_MS,
-    MAX_RETENTION_DAYS,
-    MAX_RUN_TIME_SECONDS,
-    MAX_SLEEP_MS,
+from aishell.config.bounds import MAX_RUN_TIME_SECONDS
+from aishell.config.options import (
+    APPROVE_UP_TO,
+    LOCK_WAIT,
+    LOG_CLEANUP_OPTIONS,
+    MAINTENANCE_TYPE,
+    MAX_RUN_TIME,
+    PLANNER,
+    REBUILD_INDEXES,
+    RUN_OPTIONS,
+    SAFETY_LEVEL,
+    TABLES,
+    Option,
 )
 from aishell.errors import UsageError
 
@@ -145,85 +153,59 @@ class ArchiveTo(click.ParamType[str]):
         return f"{kind}:{where}"
 
 
+def _click_type(option: Option) -> Any:
+    """The click type of an option of the table: its kind, with its bounds or choices."""
+    bounds = (option.minimum, option.maximum)
+    if option.kind == "number":
+        return FiniteFloat(*bounds)
+    if option.kind == "integer":
+        low, high = (None if b is None else int(b) for b in bounds)
+        return click.IntRange(low, high)
+    if option.kind == "choice":
+        return click.Choice(option.choices)
+    if option.kind == "duration":
+        # A duration is at least a second (Duration says so); the table's maximum.
+        return Duration(most=option.maximum or MAX_RUN_TIME_SECONDS)
+    if option.kind == "archive":
+        return ArchiveTo()
+    return None  # text
+
+
+def table_option(option: Option) -> Decorator:
+    """The click option of an option of the table (aishell.config.options): its flag,
+    type, choices or bounds, default and help, all from there."""
+    names = [option.cli_flag, *([option.dest] if option.dest else [])]
+    settings: dict[str, Any] = {"help": option.help}
+    if option.required:
+        settings["required"] = True
+    if option.kind == "flag" and "/" not in option.cli_flag:
+        settings["is_flag"] = True  # off unless given; the job's default is the agent's
+    else:  # a value, or a flag both ways (--verify/--no-verify) that shows its default
+        if option.kind != "flag":
+            settings["type"] = _click_type(option)
+        if option.shown_default and option.default is not None:
+            settings.update(default=option.default, show_default=True)
+    return click.option(*names, **settings)
+
+
 maintenance_options = stacked(
     [
-        click.option(
-            "--type",
-            "kind",
-            type=click.Choice(["quick", "standard", "full", "emergency"]),
-            default="standard",
-            show_default=True,
-            help="quick: statistics; standard: + fragmentation; full: + rebuild and "
-            "compact; emergency: corruption check and repair.",
-        ),
+        table_option(MAINTENANCE_TYPE),
         target_option,
-        click.option("--tables", help="Comma-separated tables (default: every user table)."),
-        click.option(
-            "--no-rebuild-indexes", is_flag=True, help="Leave indexes alone in a full run."
-        ),
+        table_option(TABLES),
+        table_option(REBUILD_INDEXES),
     ]
 )
 
 log_cleanup_options = stacked(
-    [
-        click.option("--table", required=True, help="Table to purge."),
-        click.option("--date-column", help="Column holding each row's date (default from config)."),
-        click.option(
-            "--retention-days",
-            type=FiniteFloat(0, MAX_RETENTION_DAYS),
-            help="Keep rows younger than this (default from config).",
-        ),
-        click.option(
-            "--batch-size", type=click.IntRange(1, 1_000_000), help="Rows in the first batch."
-        ),
-        click.option(
-            "--max-batch-size",
-            type=click.IntRange(1, 1_000_000),
-            help="Never more rows (keys) in one batch.",
-        ),
-        click.option(
-            "--max-batch-ms",
-            type=FiniteFloat(1, MAX_BATCH_MS),
-            help="Size batches to take about this long.",
-        ),
-        click.option(
-            "--sleep-ms", type=FiniteFloat(0, MAX_SLEEP_MS), help="Pause between batches."
-        ),
-        click.option(
-            "--max-rows",
-            type=click.IntRange(min=1),
-            help="Stop after this many rows; the next run goes on.",
-        ),
-        click.option("--run-time", type=Duration(), help="Stop after this long (90s, 30m, 2h)."),
-        click.option(
-            "--archive-to",
-            type=ArchiveTo(),
-            help="Copy rows here before deleting them: file:PATH (a JSON lines file) or "
-            "table:NAME (an existing table with the same columns).",
-        ),
-        target_option,
-    ]
+    [*(table_option(o) for o in LOG_CLEANUP_OPTIONS if o.flag is not None), target_option]
 )
 
-lock_wait_option = click.option(
-    "--lock-wait",
-    type=Duration(most=86400),
-    help="Longest the dump or restore may wait for another session's table lock (90s, "
-    "30m, 2h; default 60s); then the step stops and names who holds it.",
-)
+lock_wait_option = table_option(LOCK_WAIT)
 
-planner_option = click.option(
-    "--planner",
-    type=click.Choice(["rules", "llm"]),
-    help="Who drafts the plan: the agent's rules, or the model through Ollama "
-    "(default: planner.default in config). A drafted plan is validated and shown first.",
-)
+planner_option = table_option(PLANNER)
 
-safety_level_option = click.option(
-    "--safety-level",
-    type=click.Choice(["strict", "moderate", "permissive"]),
-    help="Override the agent's safety level for this run (loosening production needs --force).",
-)
+safety_level_option = table_option(SAFETY_LEVEL)
 
 force_option = click.option(
     "--force", is_flag=True, help="Allow loosening a production target's safety level."
@@ -249,11 +231,7 @@ approval_options = stacked(
         click.option(
             "--yes", "-y", is_flag=True, help="Approve steps up to high risk (not critical)."
         ),
-        click.option(
-            "--approve-up-to",
-            type=click.Choice(["safe", "low", "medium", "high"]),
-            help="Approve steps up to this risk; critical steps always need a person.",
-        ),
+        table_option(APPROVE_UP_TO),
         click.option(
             "--non-interactive",
             is_flag=True,
@@ -268,11 +246,9 @@ approval_options = stacked(
 run_options = gathered(
     "run_options",
     {
-        "planner": "planner",
+        **{o.param: o.key for o in RUN_OPTIONS},
         "dry_run": "dry_run",
-        "safety_level": "safety_level",
         "force": "force",
-        "max_run_time": "max_run_seconds",
     },
 )
 
@@ -281,13 +257,7 @@ def dry_run_option(text: str = "Read-only: run analysis, preview the rest.") -> 
     return click.option("--dry-run", is_flag=True, help=text)
 
 
-def max_run_time_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--max-run-time",
-        type=Duration(),
-        help="Stop the run after this long (90s, 30m, 2h), planning included; it ends "
-        "interrupted and `aishell resume` goes on (default: max_run_seconds in config).",
-    )(f)
+max_run_time_option = table_option(MAX_RUN_TIME)
 
 
 def start_options(dry_run_help: str = "Read-only: run analysis, preview the rest.") -> Decorator:

@@ -11,7 +11,6 @@ from aishell.agents import jobs
 from aishell.cli.completion import target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
-    FiniteFloat,
     approval_options,
     job_run_options,
     json_option,
@@ -22,9 +21,17 @@ from aishell.cli.options import (
     planner_option,
     quiet_option,
     run_options,
+    table_option,
 )
 from aishell.cli.output import run_and_render
-from aishell.config.bounds import MAX_RETENTION_DAYS
+from aishell.config.options import (
+    BACKUP_RETENTION_DAYS,
+    BACKUP_TYPE,
+    CLEANUP,
+    KEEP_LAST,
+    QUICK,
+    VERIFY,
+)
 
 
 @click.group(cls=AishellGroup)
@@ -106,39 +113,13 @@ def run_log_cleanup(
 @run.command("backup")
 @run_options
 @planner_option
-@click.option(
-    "--type",
-    "kind",
-    type=click.Choice(["full", "incremental", "drill"]),
-    default="full",
-    show_default=True,
-    help="full: back up the whole database; incremental: only the tables changed since "
-    "the newest verified backup; drill: restore the newest backup into a scratch "
-    "database and check it.",
-)
+@table_option(BACKUP_TYPE)
 @target_option
-@click.option(
-    "--verify/--no-verify",
-    default=True,
-    show_default=True,
-    help="Prove the backup restores (checksum, restore, row counts).",
-)
-@click.option("--quick", is_flag=True, help="Verify by decoding the archive, not restoring it.")
-@click.option("--cleanup", is_flag=True, help="Then delete backups past retention.")
-@click.option(
-    "--retention-days",
-    type=FiniteFloat(0, MAX_RETENTION_DAYS),
-    default=30,
-    show_default=True,
-    help="With --cleanup: keep backups younger than this.",
-)
-@click.option(
-    "--keep-last",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="With --cleanup: always keep this many newest backups.",
-)
+@table_option(VERIFY)
+@table_option(QUICK)
+@table_option(CLEANUP)
+@table_option(BACKUP_RETENTION_DAYS)
+@table_option(KEEP_LAST)
 @lock_wait_option
 @approval_options
 @max_run_time_option

@@ -12,9 +12,10 @@ from aishell import commands, render
 from aishell.agents import jobs
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.logs import rendered_log, serve_log
-from aishell.cli.options import Duration, json_option
+from aishell.cli.options import json_option, table_option
 from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import run
+from aishell.config.options import SCHEDULE_MAX_RUN_TIME
 from aishell.errors import UsageError
 from aishell.terminal import printable
 
@@ -57,12 +58,7 @@ def schedule() -> None:
     "Sunday; names jan..dec and sun..sat), or a macro such as @daily or @weekly.",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
-@click.option(
-    "--max-run-time",
-    type=Duration(),
-    help="Stop each run after this long (90s, 30m, 2h), resumably; the next trigger goes "
-    "on (default: max_run_seconds in config).",
-)
+@table_option(SCHEDULE_MAX_RUN_TIME)
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 @json_option
 @pass_state

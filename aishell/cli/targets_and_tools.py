@@ -9,6 +9,7 @@ from aishell import commands, render
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import json_option
 from aishell.cli.output import answer
+from aishell.risk import RiskLevel
 
 
 @click.group(cls=AishellGroup)
@@ -85,7 +86,7 @@ def tools() -> None:
 @click.option(
     "--category", type=click.Choice(["analysis", "maintenance", "backup", "cleanup", "ddl"])
 )
-@click.option("--risk", type=click.Choice(["safe", "low", "medium", "high", "critical"]))
+@click.option("--risk", type=click.Choice([r.value for r in RiskLevel]))
 @json_option
 @pass_state
 def tools_list(state: State, category: str | None, risk: str | None, as_json: bool) -> None:

@@ -17,11 +17,11 @@ from aishell.commands.skipped import last_skipped
 from aishell.commands.starting import plan_and_start
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
+from aishell.config.options import PLANNERS
 from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
 from aishell.plan.model import Plan, Step, validate_plan
-from aishell.planners import PLANNERS
 from aishell.planners.drafting import draft_job, draft_words
 from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host

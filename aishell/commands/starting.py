@@ -14,13 +14,14 @@ from aishell.commands.previews import Review, preview_plan
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
+from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.files import private_places
 from aishell.plan.model import Plan
 from aishell.plan.references import find_references
 from aishell.policy.approvers import Approver, NonInteractive, current_user
-from aishell.policy.rules import SAFETY_LEVELS, tighter_or_equal
+from aishell.policy.rules import tighter_or_equal
 from aishell.registry import Registry, ToolDefinition
 from aishell.state.store import StateStore
 from aishell.state.values import new_run_id

@@ -1,12 +1,12 @@
-"""Upper limits shared by config and the command line. Past them a number is a typo
-(and date arithmetic overflows), not a wish.
+"""Upper limits many settings share. Past them a number is a typo (and date arithmetic
+or a bound parameter overflows), not a wish. An option's own bounds are in its entry of
+aishell.config.options.
 
 A module of their own: the command line's options name them, and must not import the
 config's models (pydantic) to do so.
 """
 
-MAX_RETENTION_DAYS = 36_500  # a hundred years
-MAX_BATCH_MS = 3_600_000  # an hour
-MAX_SLEEP_MS = 3_600_000
 MAX_RUN_TIME_SECONDS = 30 * 86_400
 MAX_TIMEOUT_SECONDS = 86_400
+# SQLite and the servers hold 64-bit integers; a count past this would not bind.
+MAX_COUNT = 2**63 - 1

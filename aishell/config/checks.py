@@ -8,12 +8,10 @@ from __future__ import annotations
 import os
 import re
 
-from aishell.config.bounds import MAX_RETENTION_DAYS
+from aishell.config.options import MAX_RETENTION_DAYS
 from aishell.errors import ConfigError
 
-# Past these a number is a typo, and turned into a timestamp, a timedelta or a bound
-# parameter it would overflow (SQLite and the servers hold 64-bit integers).
-MAX_COUNT = 2**63 - 1
+# Past this an age is a typo, and turned into a timedelta it would overflow.
 MAX_HOURS = MAX_RETENTION_DAYS * 24
 # An environment variable's name as a shell can export it.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

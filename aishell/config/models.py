@@ -5,31 +5,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aishell.config.bounds import MAX_BATCH_MS as MAX_BATCH_MS
-from aishell.config.bounds import MAX_RETENTION_DAYS as MAX_RETENTION_DAYS
-from aishell.config.bounds import MAX_RUN_TIME_SECONDS as MAX_RUN_TIME_SECONDS
-from aishell.config.bounds import MAX_SLEEP_MS as MAX_SLEEP_MS
-from aishell.config.bounds import MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS
+from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
 from aishell.config.checks import (
-    MAX_COUNT,
     MAX_HOURS,
     check_command,
     check_env_name,
     check_http_url,
     check_url,
 )
+from aishell.config.fields import PURGE, setting
 from aishell.config.files import read_yaml, validate
 from aishell.config.home import agent_file, config_files, find_home, read_layers
 from aishell.config.kinds import Capability
+from aishell.config.options import MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
 
-SafetyLevel = Literal["strict", "moderate", "permissive"]
+if TYPE_CHECKING:
+    SafetyLevel = str
+    PlannerName = str
+else:  # the table's choices, as a Literal so that pydantic's messages name them
+    SafetyLevel = Literal[SAFETY_LEVEL.choices]
+    PlannerName = Literal[PLANNER.choices]
 Environment = Literal["development", "test", "staging", "production"]
 
 
@@ -78,7 +80,7 @@ class RunDefaults(_Strict):
     # A run stops after this long, as on SIGTERM: the running statement is cancelled, the
     # step ends interrupted, and `aishell resume` (or the schedule's next trigger) goes on.
     # An unattended night never runs into the day.
-    max_run_seconds: float = Field(4 * 3600, gt=0, le=MAX_RUN_TIME_SECONDS)
+    max_run_seconds: float = setting(MAX_RUN_TIME, ge=None, gt=0)
 
 
 class StateConfig(_Strict):
@@ -179,7 +181,7 @@ class LlmPlannerConfig(_Strict):
 
 class PlannerConfig(_Strict):
     # Who plans when a command does not say: rules (the agents' own plans) or llm.
-    default: Literal["rules", "llm"] = "rules"
+    default: PlannerName = setting(PLANNER)
     llm: LlmPlannerConfig = LlmPlannerConfig()
 
 
@@ -198,12 +200,12 @@ class MainConfig(_Strict):
 
 
 class AgentDefaults(_Strict):
-    safety_level: SafetyLevel = "strict"
+    safety_level: SafetyLevel = setting(SAFETY_LEVEL)
     max_execution_time: int = Field(
         3600, gt=0, le=MAX_RUN_TIME_SECONDS, description="cap on any one step, seconds"
     )
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
-    max_run_seconds: float | None = Field(None, gt=0, le=MAX_RUN_TIME_SECONDS)
+    max_run_seconds: float | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
@@ -267,7 +269,7 @@ class PurgeLimits(_Strict):
     would delete more than max_share of the table."""
 
     type: Literal["purge_limits"]
-    min_retention_days: float = Field(7, ge=0, le=MAX_RETENTION_DAYS)
+    min_retention_days: float = setting(RETENTION_DAYS, default=7)
     max_share: float = Field(0.5, gt=0, le=1)
     tools: list[str] = ["delete_old_records"]
 
@@ -289,28 +291,29 @@ CONSTRAINT_TYPES = (
 class PurgeSettings(_Strict):
     """How the log cleanup agent purges, unless the job says otherwise."""
 
-    date_column: str = "created_at"
-    retention_days: float = Field(30, ge=0, le=MAX_RETENTION_DAYS)
-    batch_size: int = Field(1000, ge=1, le=1_000_000, description="rows in the first batch")
-    max_batch_size: int = Field(1_000_000, ge=1, le=1_000_000)
-    max_batch_ms: float = Field(
-        100, ge=1, le=MAX_BATCH_MS, description="batches are sized to take this long"
+    date_column: str = setting(PURGE["date_column"])
+    retention_days: float = setting(RETENTION_DAYS)
+    batch_size: int = setting(PURGE["batch_size"], description="rows in the first batch")
+    max_batch_size: int = setting(PURGE["max_batch_size"])
+    max_batch_ms: float = setting(
+        PURGE["max_batch_ms"], description="batches are sized to take this long"
     )
-    sleep_ms: float = Field(0, ge=0, le=MAX_SLEEP_MS)
-    max_rows_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
-    run_time_seconds: float | None = Field(None, ge=1, le=MAX_RUN_TIME_SECONDS)
-    max_running_queries: int | None = Field(25, ge=1, le=MAX_COUNT)
-    max_replica_lag_seconds: float | None = Field(10, ge=0, le=MAX_TIMEOUT_SECONDS)
+    sleep_ms: float = setting(PURGE["sleep_ms"])
+    # --max-rows has no upper bound; a count in a config, as every count, fits 64 bits.
+    max_rows_per_run: int | None = setting(PURGE["max_rows"], le=MAX_COUNT)
+    run_time_seconds: float | None = setting(PURGE["run_time_seconds"])
+    max_running_queries: int | None = setting(PURGE["max_running_queries"])
+    max_replica_lag_seconds: float | None = setting(PURGE["max_replica_lag_seconds"])
     # The longest one wait for a busy server or a lagging replica; then the purge
     # stops resumably and says so.
-    max_throttle_wait_seconds: float = Field(1800, ge=1, le=MAX_RUN_TIME_SECONDS)
+    max_throttle_wait_seconds: float = setting(PURGE["max_throttle_wait_seconds"])
     # How long a purge keeps reconnecting after losing its server, before it stops
     # resumably.
-    reconnect_seconds: float = Field(120, ge=0, le=MAX_RUN_TIME_SECONDS)
+    reconnect_seconds: float = setting(PURGE["reconnect_seconds"])
     replicas: list[str] = []
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
-    statistics_after_rows: int | None = Field(10_000, ge=0, le=MAX_COUNT)
+    statistics_after_rows: int | None = setting(PURGE["statistics_after_rows"])
 
 
 class AgentSection(_Strict):

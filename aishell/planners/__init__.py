@@ -15,8 +15,6 @@ from typing import Any
 from aishell.plan.model import Step
 from aishell.planners.prompt import CatalogSummary
 
-PLANNERS = ("rules", "llm")
-
 
 @dataclass(frozen=True)
 class DraftRequest:
@@ -43,4 +41,4 @@ class Draft:
     drafted_by: dict[str, Any] = field(default_factory=dict)
 
 
-__all__ = ["PLANNERS", "Draft", "DraftRequest"]
+__all__ = ["Draft", "DraftRequest"]

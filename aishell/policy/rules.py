@@ -28,6 +28,7 @@ from aishell.config.models import (
     MaxTableSize,
     PurgeLimits,
 )
+from aishell.config.options import SAFETY_LEVELS
 from aishell.guard.statements import classify
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
@@ -39,8 +40,6 @@ APPROVAL_FROM: dict[str, RiskLevel] = {
     "moderate": RiskLevel.HIGH,
     "permissive": RiskLevel.CRITICAL,
 }
-# Tighter first: a run may move down this list freely, up it only with --force.
-SAFETY_LEVELS = ("strict", "moderate", "permissive")
 PRODUCTION_APPROVAL_FROM = RiskLevel.MEDIUM
 DEFAULT_PURGE_LIMITS = PurgeLimits(type="purge_limits")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.config.bounds import MAX_RETENTION_DAYS
+from aishell.config.options import RETENTION_DAYS
 from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
@@ -145,17 +145,13 @@ def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> A
 
 
 def check_retention(retention_days: Any) -> None:
-    """A retention is a finite number of days from 0 to MAX_RETENTION_DAYS; NaN would
-    make every comparison false, infinity overflows the date arithmetic."""
-    if (
-        isinstance(retention_days, bool)
-        or not isinstance(retention_days, int | float)
-        or not math.isfinite(retention_days)
-        or not 0 <= retention_days <= MAX_RETENTION_DAYS
-    ):
+    """A retention is a finite number of days within the option's bounds (the option
+    table's, as the command line and the agent check it); NaN would make every
+    comparison false, infinity overflows the date arithmetic."""
+    if not RETENTION_DAYS.holds(retention_days):
         raise UsageError(
-            f"retention_days {retention_days!r}: give a number of days from 0 to "
-            f"{MAX_RETENTION_DAYS}"
+            f"retention_days {retention_days!r}: give a number of days from "
+            f"{RETENTION_DAYS.minimum} to {RETENTION_DAYS.maximum}"
         )
 
 
