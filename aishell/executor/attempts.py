@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -38,6 +39,20 @@ from aishell.tool.context import ToolContext
 from aishell.tool.params import identifier_params
 
 
+@dataclass(frozen=True)
+class _Attempts:
+    """What every attempt of one step runs with: its time limit, when the step started,
+    and whether its start and end may ride with the next commit (quick)."""
+
+    run: RunContext
+    result: StepResult
+    step: PreparedStep
+    ctx: ToolContext
+    limit: float
+    started: float
+    quick: bool
+
+
 def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolContext) -> None:
     """Run the tool until an attempt ends the step: it succeeds, is skipped, fails, or
     (an idempotent tool, a transient server error) is tried again after a wait."""
@@ -58,22 +73,15 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
         # index's are made from); those its attempts make go with it.
         ctx.table_readings.step_starts(tables)
     try:
-        _attempts(run, result, step, ctx, limit, retries, started, _quick(run, step))
+        each = _Attempts(run, result, step, ctx, limit, started, _quick(run, step))
+        _attempts(each, retries)
     finally:
         if writes:
             ctx.table_readings.step_ended(tables, result.status == "succeeded")
 
 
-def _attempts(
-    run: RunContext,
-    result: StepResult,
-    step: PreparedStep,
-    ctx: ToolContext,
-    limit: float,
-    retries: int,
-    started: float,
-    quick: bool,
-) -> None:
+def _attempts(each: _Attempts, retries: int) -> None:
+    run, result, step, ctx, started = each.run, each.result, each.step, each.ctx, each.started
     lost: DBAPIError | None = None  # the error that lost the last attempt's connection
     try:
         for trying in step_retrying(run, result, retries + 1, is_transient):
@@ -83,7 +91,7 @@ def _attempts(
             with trying:
                 attempt = trying.retry_state.attempt_number
                 try:
-                    _one_attempt(run, result, step, ctx, limit, attempt, started, quick)
+                    _one_attempt(each, attempt)
                 except DBAPIError as exc:
                     rollback(ctx.connection)
                     lost = exc if exc.connection_invalidated else None
@@ -95,28 +103,20 @@ def _attempts(
             run.finish(result, "failed", error=error, started=started)
 
 
-def _one_attempt(
-    run: RunContext,
-    result: StepResult,
-    step: PreparedStep,
-    ctx: ToolContext,
-    limit: float,
-    attempt: int,
-    started: float,
-    quick: bool,
-) -> None:
+def _one_attempt(each: _Attempts, attempt: int) -> None:
     """One attempt, and how it ends the step; a server error is raised for the retry
     rule (retry.py) to judge."""
+    run, result, step, ctx, started = each.run, each.result, each.step, each.ctx, each.started
     result.attempts = attempt
     result.status = "running"
     # A step that may take long (large tables, or naming none) is seen running by
     # other processes, with everything before it; a quick one's start commits
     # with its first write, its end, or the next commit.
     run.store.step_started(
-        run.run_id, result.index, step.params, result.sql, attempt, durable=not quick
+        run.run_id, result.index, step.params, result.sql, attempt, durable=not each.quick
     )
     try:
-        output = _attempt(run, result, step, ctx, limit, attempt, started, quick)
+        output = _attempt(each, attempt)
     except (Stop, DBAPIError):
         raise
     except NamedApprovalNeeded as exc:
@@ -198,18 +198,10 @@ def _facts_left(result: StepResult, step: PreparedStep, ctx: ToolContext) -> dic
     return facts(result.risk_level, result.reasons, result.personal, effect)
 
 
-def _attempt(
-    run: RunContext,
-    result: StepResult,
-    step: PreparedStep,
-    ctx: ToolContext,
-    limit: float,
-    attempt: int,
-    started: float,
-    quick: bool,
-) -> dict[str, Any]:
+def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
     """One attempt of the tool. A stop that came meanwhile (a signal, the run's time
     limit, `aishell stop`) ends the step interrupted, whatever the tool raised."""
+    run, result, step, ctx, limit = each.run, each.result, each.step, each.ctx, each.limit
     tool = step.tool
     label = f"{result.step_id} ({tool.name})"
     ctx.deadline = time.monotonic() + limit
@@ -233,7 +225,7 @@ def _attempt(
         session_access(ctx.connection, not writes, run.target.read_only, limit)
         with (
             step_deadline(ctx.connection, limit, label),
-            audited(run, ctx.connection, result.index, attempt, guard, quick),
+            audited(run, ctx.connection, result.index, attempt, guard, each.quick),
         ):
             return step.impl.run(step.params, ctx)
     except Exception as exc:
@@ -245,7 +237,7 @@ def _attempt(
             silent = _silence_in(exc)
             if silent is not None:  # the server answered neither the statement nor the cancel
                 error = f"interrupted by {stopping.signal}; {silent}"
-            run.finish(result, "interrupted", error=error, started=started)
+            run.finish(result, "interrupted", error=error, started=each.started)
             raise Stop(INTERRUPTED, stopping.reason()) from exc
         raise
 

@@ -6,7 +6,7 @@ that cannot run is refused before anyone says yes to it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,14 @@ def prepare(
     the lock still held after that fails the step naming who holds it, but a tool that
     skips held tables (heldtables.py) ends skipped, as it does for a table dropped since
     the run read it."""
+    if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
+        run.finish(result, "skipped", error=unmet(step.condition))
+        return None
+    resolved = substitute(step.params, outputs, step.id, absent)
+
+    def once() -> PreparedStep | None:
+        return _prepare(run, step, result, tool, impl, ctx, resolved)
+
     tries = run.agent.defaults.max_retries + 1
     lost: DBAPIError | None = None  # the error that lost the last try's connection
     attempt = 1
@@ -120,9 +128,7 @@ def prepare(
                 ctx.step_cache = {}  # measured afresh
             with trying:
                 try:
-                    return _prepare_once(
-                        run, step, result, tool, impl, outputs, absent, ctx, attempt
-                    )
+                    return _prepare_once(run, result, tool, ctx, attempt, once)
                 except DBAPIError as exc:
                     rollback(ctx.connection)
                     lost = exc if exc.connection_invalidated else None
@@ -144,18 +150,15 @@ def prepare(
 
 def _prepare_once(
     run: RunContext,
-    step: Step,
     result: StepResult,
     tool: ToolDefinition,
-    impl: Implementation,
-    outputs: Mapping[str, Any],
-    absent: frozenset[str],
     ctx: ToolContext,
     attempt: int,
+    once: Callable[[], PreparedStep | None],
 ) -> PreparedStep | None:
     """One try; an error of aishell's skips or fails the step there."""
     try:
-        return _prepare(run, step, result, tool, impl, outputs, absent, ctx)
+        return once()
     except AishellError as exc:
         if _skipped(run, result, tool, ctx, exc, attempt):
             return None
@@ -186,15 +189,10 @@ def _prepare(
     result: StepResult,
     tool: ToolDefinition,
     impl: Implementation,
-    outputs: Mapping[str, Any],
-    absent: frozenset[str],
     ctx: ToolContext,
-) -> PreparedStep | None:
-    """One go at preparing the step (see prepare)."""
-    if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
-        run.finish(result, "skipped", error=unmet(step.condition))
-        return None
-    resolved = substitute(step.params, outputs, step.id, absent)
+    resolved: dict[str, Any],
+) -> PreparedStep:
+    """One go at preparing the step (see prepare), its params resolved."""
     params = schema.with_defaults(resolved, tool.params)
     result.params = params
     result.locks = tool.step_locks(params, run.target.name, run.target.config, ctx.dialect)
