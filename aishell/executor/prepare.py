@@ -108,12 +108,12 @@ def prepare(
     the lock still held after that fails the step naming who holds it, but a tool that
     skips held tables (heldtables.py) ends skipped, as it does for a table dropped since
     the run read it."""
-    if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
-        run.finish(result, "skipped", error=unmet(step.condition))
-        return None
-    resolved = substitute(step.params, outputs, step.id, absent)
 
     def once() -> PreparedStep | None:
+        if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
+            run.finish(result, "skipped", error=unmet(step.condition))
+            return None
+        resolved = substitute(step.params, outputs, step.id, absent)
         return _prepare(run, step, result, tool, impl, ctx, resolved)
 
     tries = run.agent.defaults.max_retries + 1
