@@ -97,18 +97,7 @@ def restore(
     if problems:
         raise PlanError("; ".join(problems))
     with signed_store(config) as store, circuit_breaker(config, store, name):
-        return start_run(
-            config,
-            store,
-            registry,
-            plan,
-            dry_run=False,
-            approver=approver,
-            observer=observer,
-            safety_level=None,
-            force=False,
-            clock=None,
-        )
+        return start_run(config, store, registry, plan, approver=approver, observer=observer)
 
 
 def _database_for(config: Config, name: str, backup_id: int, create: bool) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from typing_extensions import Unpack
 
 from aishell.agents.available import get_agent
 from aishell.agents.base import Agent, PlanningContext
 from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
 from aishell.commands.skipped import last_skipped
-from aishell.commands.starting import plan_and_start
+from aishell.commands.starting import RunHow, plan_and_start
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.config.options import PLANNERS
@@ -25,7 +26,6 @@ from aishell.plan.model import Plan, Step, validate_plan
 from aishell.planners.drafting import draft_job, draft_words
 from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host
-from aishell.policy.approvers import Approver
 from aishell.registry import Registry
 from aishell.state.store import StateStore
 from aishell.targets.catalog import urgency
@@ -142,31 +142,21 @@ def ask(
     request: str,
     target: str | None = None,
     *,
-    dry_run: bool = False,
-    approver: Approver | None = None,
-    observer: Observer | None = None,
-    safety_level: str | None = None,
-    force: bool = False,
     review: Review | None = None,
+    **how: Unpack[RunHow],
 ) -> RunResult:
     """A request in words: the model picks the agent and drafts the plan, the validator
     checks it, `review` sees its preview, then it runs like any plan, approvals and all.
 
     A request whose every draft fails validation is refused with the reasons.
     """
+    notice = planning_notice(how.get("observer"))
     return plan_and_start(
         config,
         target,
-        lambda registry, handle: _request_plan(
-            config, registry, handle, request, planning_notice(observer)
-        ),
+        lambda registry, handle: _request_plan(config, registry, handle, request, notice),
         review,
-        dry_run=dry_run,
-        approver=approver,
-        observer=observer,
-        safety_level=safety_level,
-        force=force,
-        clock=None,
+        **how,
     )
 
 

@@ -4,24 +4,30 @@ what the state store keeps of runs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from typing_extensions import Unpack
 
 from aishell.commands.assumptions import drift_since_plan, plan_assumptions, planned_tables
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.planner import build_plan, planning_notice
 from aishell.commands.plans import load_plan_file, missing_names, verified_plan
 from aishell.commands.previews import Review
-from aishell.commands.starting import circuit_breaker, make_executor, plan_and_start, start_run
+from aishell.commands.starting import (
+    ResumeHow,
+    RunHow,
+    circuit_breaker,
+    make_executor,
+    plan_and_start,
+    start_run,
+)
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
-from aishell.executor import Observer, RunResult
+from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
-from aishell.policy.approvers import Approver
 from aishell.registry import Registry
 from aishell.sqltext import as_received
 from aishell.state.store import StateStore
@@ -38,16 +44,10 @@ def run_job(
     job: dict[str, Any],
     target: str | None = None,
     *,
-    dry_run: bool = False,
-    approver: Approver | None = None,
-    observer: Observer | None = None,
-    safety_level: str | None = None,
-    force: bool = False,
-    clock: Callable[[], datetime] | None = None,
     schedule: tuple[str, str] | None = None,
     planner: str | None = None,
     review: Review | None = None,
-    max_run_seconds: float | None = None,
+    **how: Unpack[RunHow],
 ) -> RunResult:
     """Plan and run a job; every step is checkpointed in the state store.
 
@@ -55,35 +55,23 @@ def run_job(
     A dry run opens the target read-only, runs the safe analysis steps and previews
     the rest. A plan the model drafted (planner llm) is shown to `review` first.
     """
+    notice = planning_notice(how.get("observer"))
     return plan_and_start(
         config,
         target,
         lambda registry, handle: build_plan(
-            config, registry, handle, agent_name, job, planner, planning_notice(observer)
+            config, registry, handle, agent_name, job, planner, notice
         ),
         review,
-        dry_run=dry_run,
-        approver=approver,
-        observer=observer,
-        safety_level=safety_level,
-        force=force,
-        clock=clock,
         schedule=schedule,
-        max_run_seconds=max_run_seconds,
+        **how,
     )
 
 
 def apply_plan(
     config: Config,
     plan: Plan | SavedPlan | Path,
-    *,
-    dry_run: bool = False,
-    approver: Approver | None = None,
-    observer: Observer | None = None,
-    safety_level: str | None = None,
-    force: bool = False,
-    clock: Callable[[], datetime] | None = None,
-    max_run_seconds: float | None = None,
+    **how: Unpack[RunHow],
 ) -> RunResult:
     """Run exactly a saved plan, or refuse it whole before its first step.
 
@@ -111,20 +99,7 @@ def apply_plan(
     _check_tools_unchanged(registry, plan.tool_fingerprints, "the plan was made")
     with signed_store(config) as store, circuit_breaker(config, store, plan.target):
         _check_against_target(config, registry, plan)
-        return start_run(
-            config,
-            store,
-            registry,
-            plan,
-            dry_run=dry_run,
-            approver=approver,
-            observer=observer,
-            safety_level=safety_level,
-            force=force,
-            clock=clock,
-            max_run_seconds=max_run_seconds,
-            started=started,
-        )
+        return start_run(config, store, registry, plan, started=started, **how)
 
 
 def _check_against_target(config: Config, registry: Registry, plan: Plan) -> None:
@@ -160,11 +135,7 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
 def resume_run(
     config: Config,
     run_id: str,
-    *,
-    approver: Approver | None = None,
-    observer: Observer | None = None,
-    clock: Callable[[], datetime] | None = None,
-    max_run_seconds: float | None = None,
+    **how: Unpack[ResumeHow],
 ) -> RunResult:
     """Continue a run from the state store alone; succeeded steps never run again.
 
@@ -203,11 +174,8 @@ def resume_run(
                 store,
                 handle,
                 plan.agent,
-                approver,
-                observer,
                 run["safety_level"],
-                clock,
-                max_run_seconds,
+                how,
                 lock=lock,
                 started=started,
             )

@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
 
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.previews import Review, preview_plan
@@ -29,35 +31,57 @@ from aishell.targets.engines import Target, open_target
 from aishell.targets.locks import RunLock
 
 
+class ResumeHow(TypedDict, total=False):
+    """How a run goes on, as `resume_run` and every command that starts a run take it
+    (keywords): who approves, who watches, the clock, the run's time limit."""
+
+    approver: Approver | None
+    observer: Observer | None
+    clock: Callable[[], datetime] | None
+    max_run_seconds: float | None
+
+
+class RunHow(ResumeHow, total=False):
+    """How a new run goes, as run_job, apply_plan, ask and restore take it (keywords):
+    besides ResumeHow, a dry run (default no), the safety level (default the agent's)
+    and --force (default no)."""
+
+    dry_run: bool
+    safety_level: str | None
+    force: bool
+
+
 def plan_and_start(
     config: Config,
     target: str | None,
     make: Callable[[Registry, Target], Plan],
     review: Review | None,
-    **run_options: Any,
+    *,
+    schedule: tuple[str, str] | None = None,
+    **how: Unpack[RunHow],
 ) -> RunResult:
     """Plan on a read-only session, show a drafted plan to `review`, then start on the
     same target (the run takes up the connection planning used).
 
     The run's time limit counts from here: planning a large database takes its share."""
-    run_options["started"] = time.monotonic()
+    started = time.monotonic()
     registry = load_catalog(config)
     name, _ = config.target(target)
     with signed_store(config) as store, circuit_breaker(config, store, name):
-        handle = open_target(config, name, read_only=run_options["dry_run"])
+        handle = open_target(config, name, read_only=how.get("dry_run", False))
         planning = handle.reading()
         try:
             plan = make(registry, planning)
             if plan.drafted_by and review is not None:
-                level = run_options.get("safety_level") or (
-                    config.agent(plan.agent).defaults.safety_level
-                )
+                level = how.get("safety_level") or (config.agent(plan.agent).defaults.safety_level)
                 if not review(preview_plan(config, registry, planning, plan, level)):
                     raise PlanDeclined("The plan was not run")
         except BaseException:
             handle.close()
             raise
-        return start_run(config, store, registry, plan, handle=handle, **run_options)
+        return start_run(
+            config, store, registry, plan, schedule=schedule, started=started, handle=handle, **how
+        )
 
 
 @contextmanager
@@ -93,27 +117,22 @@ def start_run(
     registry: Registry,
     plan: Plan,
     *,
-    dry_run: bool,
-    approver: Approver | None,
-    observer: Observer | None,
-    safety_level: str | None,
-    force: bool,
-    clock: Callable[[], datetime] | None,
     schedule: tuple[str, str] | None = None,
-    max_run_seconds: float | None = None,
     started: float | None = None,
     handle: Target | None = None,
+    **how: Unpack[RunHow],
 ) -> RunResult:
     """Run a plan: check the safety level, take the run lock (not for a dry run), record
     the run and its steps, and execute it; the lock and the target (opened here unless
     given: it is then this call's to close) are released whatever happens."""
+    dry_run, force = how.get("dry_run", False), how.get("force", False)
     if handle is None:
         handle = open_target(config, plan.target, read_only=dry_run)
     run_id = new_run_id()
     lock = None
     try:
         configured = config.agent(plan.agent).defaults.safety_level
-        level = safety_level or configured
+        level = how.get("safety_level") or configured
         if level not in SAFETY_LEVELS:
             raise UsageError(
                 f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
@@ -133,11 +152,8 @@ def start_run(
             store,
             handle,
             plan.agent,
-            approver,
-            observer,
             level,
-            clock,
-            max_run_seconds,
+            how,
             lock=lock,
             started=started,
             limit_source="the schedule's --max-run-time" if schedule else "--max-run-time",
@@ -197,11 +213,8 @@ def make_executor(
     store: StateStore,
     handle: Target,
     agent_name: str,
-    approver: Approver | None,
-    observer: Observer | None,
     safety_level: str,
-    clock: Callable[[], datetime] | None,
-    max_run_seconds: float | None = None,
+    how: ResumeHow,
     *,
     lock: RunLock | None = None,
     started: float | None = None,
@@ -209,23 +222,23 @@ def make_executor(
 ) -> Executor:
     """The executor of a new or resumed run, with the agent's config and the run's limit."""
     extra: dict[str, Any] = {}
-    if observer is not None:
-        extra["observer"] = observer
-    if clock is not None:
-        extra["clock"] = clock
+    if how.get("observer") is not None:
+        extra["observer"] = how["observer"]
+    if how.get("clock") is not None:
+        extra["clock"] = how["clock"]
     return Executor(
         registry=registry,
         store=store,
         target=handle,
         agent=config.agent(agent_name),
-        approver=approver or NonInteractive(),
+        approver=how.get("approver") or NonInteractive(),
         backup_dir=config.backup_dir,
         private=private_places(
             config.home, config.state_home, config.backup_dir, [config.agent_dirs[0].parent]
         ),
         safety_level=safety_level,
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
-        run_limit=config.run_limit(agent_name, max_run_seconds, limit_source),
+        run_limit=config.run_limit(agent_name, how.get("max_run_seconds"), limit_source),
         run_started=started,
         run_lock=lock,
         **extra,
