@@ -10,14 +10,8 @@ import click
 
 from aishell import commands, render
 from aishell.agents import jobs
+from aishell.cli import options
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import (
-    json_option,
-    log_cleanup_options,
-    maintenance_options,
-    plan_job_options,
-    start_options,
-)
 from aishell.cli.output import emit_json, run_and_render
 
 
@@ -58,8 +52,8 @@ def plan_and_show(
 
 
 @plan.command("maintenance")
-@maintenance_options
-@plan_job_options
+@options.maintenance_options
+@options.plan_job_options
 @pass_state
 def plan_maintenance(
     state: State,
@@ -76,8 +70,8 @@ def plan_maintenance(
 
 
 @plan.command("log-cleanup")
-@log_cleanup_options
-@plan_job_options
+@options.log_cleanup_options
+@options.plan_job_options
 @pass_state
 def plan_log_cleanup(
     state: State,
@@ -93,7 +87,7 @@ def plan_log_cleanup(
 
 
 @plan.command("rotate-key")
-@json_option
+@options.json_option
 @pass_state
 def plan_rotate_key(state: State, as_json: bool) -> None:
     """Replace this home's plan-signing key; plans signed with the old one are refused."""
@@ -110,7 +104,7 @@ def plan_rotate_key(state: State, as_json: bool) -> None:
 
 @click.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
-@start_options()
+@options.start_options()
 @pass_state
 @click.pass_context
 def apply(

@@ -8,15 +8,9 @@ from typing import Any
 import click
 
 from aishell import commands, render
+from aishell.cli import options
 from aishell.cli.completion import run_id_argument
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import (
-    approval_options,
-    json_option,
-    max_run_time_option,
-    quiet_option,
-    run_options,
-)
 from aishell.cli.output import answer, emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
 from aishell.render import machine
@@ -34,7 +28,7 @@ def runs() -> None:
     help="Only runs with this status.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@json_option
+@options.json_option
 @pass_state
 def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
@@ -45,7 +39,7 @@ def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> No
 @runs.command("show")
 @run_id_argument
 @click.option("--sql", "with_sql", is_flag=True, help="Also list every statement the run sent.")
-@json_option
+@options.json_option
 @pass_state
 def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
     """Show one run: its steps, their params, outputs and errors, and approvals."""
@@ -61,11 +55,11 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
 
 @click.command()
 @run_id_argument
-@run_options
-@approval_options
-@max_run_time_option
-@quiet_option
-@json_option
+@options.run_options
+@options.approval_options
+@options.max_run_time_option
+@options.quiet_option
+@options.json_option
 @pass_state
 @click.pass_context
 def resume(
@@ -90,7 +84,7 @@ def resume(
     help="The step's effect is there (checked by you): record it as succeeded.",
 )
 @click.option("--skip", is_flag=True, help="Leave the step out of the run.")
-@json_option
+@options.json_option
 @pass_state
 def approve(
     state: State,
@@ -112,7 +106,7 @@ def approve(
 @run_id_argument
 @click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
 @click.option("--reason", help="Why; recorded with the decision.")
-@json_option
+@options.json_option
 @pass_state
 def deny(state: State, run_id: str, step: int | None, reason: str | None, as_json: bool) -> None:
     """Deny the steps of a run that wait for a person: all of them ends the run (denied);
@@ -138,7 +132,7 @@ def report_decision(result: dict[str, Any], as_json: bool) -> None:
 
 @click.command()
 @run_id_argument
-@json_option
+@options.json_option
 @pass_state
 def stop(state: State, run_id: str, as_json: bool) -> None:
     """Stop a running run after its current statement or batch; resume it later."""

@@ -11,18 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aishell.commands import PlanPreview, StepPreview
-from aishell.render.base import (
-    NAMES_SHOWN,
-    RISK_STYLE,
-    SUMMARY_FROM,
-    alike,
-    names_summary,
-    plain,
-    safe_text,
-    step_subject,
-    steps_label,
-    styled,
-)
+from aishell.render import base
 from aishell.render.catalogreads import is_catalog_read
 from aishell.terminal import printable
 
@@ -33,10 +22,10 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
     plan = preview.plan
     out.print(
         Text.assemble(
-            safe_text(f"{plan.agent} plan{_kind(plan.job)}", "bold"),
+            base.safe_text(f"{plan.agent} plan{_kind(plan.job)}", "bold"),
             " for target ",
-            safe_text(plan.target),
-            safe_text(f" [{preview.environment}, safety level {preview.safety_level}]"),
+            base.safe_text(plan.target),
+            base.safe_text(f" [{preview.environment}, safety level {preview.safety_level}]"),
         )
     )
     if plan.drafted_by.get("planner") == "llm":
@@ -61,7 +50,7 @@ def _user_code(out: Console, steps: list[StepPreview]) -> None:
     is raised, and what a DBA may allow-list or change."""
     for step in steps:
         for said in (step.estimate or {}).get("user_code") or []:
-            out.print(safe_text(f"{step.step_id} runs user code: {said}", "yellow"))
+            out.print(base.safe_text(f"{step.step_id} runs user code: {said}", "yellow"))
 
 
 def _drafted_by_model(out: Console, drafted: dict[str, Any]) -> None:
@@ -69,12 +58,12 @@ def _drafted_by_model(out: Console, drafted: dict[str, Any]) -> None:
     out.print(
         Text.assemble(
             ("Drafted by the model ", "cyan"),
-            (plain(drafted.get("model")), "bold cyan"),
+            (base.plain(drafted.get("model")), "bold cyan"),
             (f" {how}; checked by the validator, gated by the policy", "cyan"),
         )
     )
     if drafted.get("summary"):
-        out.print(safe_text(f"Model's summary: {drafted['summary']}", "dim"))
+        out.print(base.safe_text(f"Model's summary: {drafted['summary']}", "dim"))
 
 
 def _table(groups: list[list[StepPreview]], sql: list[str], every: bool, no_wrap: bool) -> Table:
@@ -90,10 +79,10 @@ def _table(groups: list[list[StepPreview]], sql: list[str], every: bool, no_wrap
     for group, statements in zip(groups, sql, strict=True):
         step = group[0]
         table.add_row(
-            Text(steps_label([s.step_id for s in group])),
-            safe_text(step.tool),
+            Text(base.steps_label([s.step_id for s in group])),
+            base.safe_text(step.tool),
             Text(_subject(group, every)),
-            styled(step.risk_level, RISK_STYLE),
+            base.styled(step.risk_level, base.RISK_STYLE),
             Text("needed", style="yellow") if step.requires_approval else Text("-"),
             Text("\n".join(_lock_cell(step))),
             Text(statements),
@@ -112,11 +101,11 @@ def _blocks(out: Console, groups: list[list[StepPreview]], sql: list[str], every
         step = group[0]
         out.print(
             Text.assemble(
-                (f"{steps_label([s.step_id for s in group]):<8} ", "bold"),
-                f"{plain(step.tool)}  ",
+                (f"{base.steps_label([s.step_id for s in group]):<8} ", "bold"),
+                f"{base.plain(step.tool)}  ",
                 (_subject(group, every), "bold"),
                 "  risk ",
-                styled(step.risk_level, RISK_STYLE),
+                base.styled(step.risk_level, base.RISK_STYLE),
                 ("  approval needed" if step.requires_approval else "", "yellow"),
             )
         )
@@ -127,7 +116,7 @@ def _blocks(out: Console, groups: list[list[StepPreview]], sql: list[str], every
 
 def plan_warnings(out: Console, warnings: list[str]) -> None:
     for warning in warnings:
-        out.print(safe_text(f"Warning: {warning}", "yellow"))
+        out.print(base.safe_text(f"Warning: {warning}", "yellow"))
 
 
 def _kind(job: dict[str, Any]) -> str:
@@ -139,15 +128,15 @@ def _kind(job: dict[str, Any]) -> str:
 
 
 def _groups(steps: list[StepPreview], every: bool) -> list[list[StepPreview]]:
-    if every or len(steps) <= SUMMARY_FROM:
+    if every or len(steps) <= base.SUMMARY_FROM:
         return [[step] for step in steps]
-    return alike(steps, lambda s: (s.tool, s.risk_level, s.requires_approval))
+    return base.alike(steps, lambda s: (s.tool, s.risk_level, s.requires_approval))
 
 
 def _subject(group: list[StepPreview], every: bool) -> str:
     if len(group) == 1:
-        return step_subject(group[0].params, every)
-    return names_summary([name for s in group if (name := step_subject(s.params))])
+        return base.step_subject(group[0].params, every)
+    return base.names_summary([name for s in group if (name := base.step_subject(s.params))])
 
 
 def _sql_cells(groups: list[list[StepPreview]], dialect: str, every: bool) -> list[str]:
@@ -187,7 +176,7 @@ def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str], every: bool
 _QUOTED = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`')
 # More statements than this of one shape (one per table) are shown as the first and a
 # line naming the others, unless --all: as many as a list names in full (NAMES_SHOWN).
-ALIKE_FROM = NAMES_SHOWN
+ALIKE_FROM = base.NAMES_SHOWN
 
 
 def _table_statements(statements: list[str], every: bool) -> list[str]:
@@ -208,5 +197,5 @@ def _table_statements(statements: list[str], every: bool) -> list[str]:
         group = [s for s, other in zip(statements, shapes, strict=True) if other == shape]
         names = [printable(found.group(0)[1:-1]) for s in group[1:] if (found := _QUOTED.search(s))]
         lines.append(printable(statement, newlines=True))
-        lines.append(f"-- and {len(group) - 1:,} more alike, one each: {names_summary(names)}")
+        lines.append(f"-- and {len(group) - 1:,} more alike, one each: {base.names_summary(names)}")
     return lines
