@@ -8,10 +8,11 @@ from typing import Any
 from aishell.config.models import Config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import UsageError
-from aishell.registry import DIALECTS, Registry, ToolDefinition, load_registry
+from aishell.registry import Registry, ToolDefinition, load_registry
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
+from aishell.tool.definition import DIALECTS
 from aishell.tool.kinds import Category
 
 
