@@ -225,7 +225,9 @@ def _sub_schema(node: dict[str, Any] | None, part: str | int) -> dict[str, Any] 
     return (node.get("properties") or {}).get(part)
 
 
-def _problem(err: Any, loc: tuple[str | int, ...], schema: dict[str, Any], where: str) -> str:
+def _problem(
+    err: ErrorDetails, loc: tuple[str | int, ...], schema: dict[str, Any], where: str
+) -> str:
     """One pydantic error as the line a DBA reads, worded from the schema at its place."""
     node, value, kind = _node(schema, loc) or {}, err["input"], err["type"]
     key = key_name(loc, where, True)
@@ -266,13 +268,13 @@ _STRICT: dict[str, Any] = {
 def _annotation(schema: dict[str, Any], name: str) -> Any:
     """The pydantic type of a value the schema describes."""
     kinds = [k for k in _kinds(schema) if k in _TYPES]
-    members = [Annotated[_one_kind(k, schema, name), Tag(k)] for k in kinds]
-    if not members:
+    if not kinds:
         annotation: Any = Any
-    elif len(members) == 1:
+    elif len(kinds) == 1:
         annotation = _one_kind(kinds[0], schema, name)
     else:  # tried by the value's own JSON type, so an error names the kinds expected
-        annotation = Annotated[Union[tuple(members)], Discriminator(_kind_picker(kinds))]  # noqa: UP007
+        members = tuple(Annotated[_one_kind(k, schema, name), Tag(k)] for k in kinds)
+        annotation = Annotated[Union[members], Discriminator(_kind_picker(kinds))]  # noqa: UP007
     if "enum" in schema:
         annotation = Annotated[annotation, AfterValidator(_enum_check(schema["enum"]))]
     return annotation
