@@ -12,10 +12,8 @@ import difflib
 import hashlib
 import importlib
 import pickle
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from enum import Enum
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,13 +29,13 @@ from aishell.tool import locks as toollocks
 from aishell.tool import params as schema
 from aishell.tool import risks as toolrisks
 from aishell.tool.context import PLACEHOLDER, Implementation, ToolContext, fill_template
+from aishell.tool.definition import CHECK_SQL_MUST, HandlerSpec, SqlSpec, ToolFile, read_tool_file
 from aishell.tool.fixedsql import SqlImplementation
 from aishell.tool.report import ReportRule, check_against_result, parse_report_rules
 from aishell.tool.risks import PerDialect
 
 # Re-exported: the rest of aishell imports the catalog's vocabulary from here.
 __all__ = [
-    "DIALECTS",
     "Capability",
     "Category",
     "Implementation",
@@ -51,8 +49,6 @@ __all__ = [
     "load_registry",
     "load_tool",
 ]
-
-DIALECTS = ("sqlite", "postgresql", "mysql")
 
 
 @dataclass(frozen=True)
@@ -200,34 +196,6 @@ class Registry:
         ]
 
 
-_REQUIRED_KEYS = {
-    "name",
-    "description",
-    "category",
-    "risk_level",
-    "required_capabilities",
-    "params",
-    "returns",
-    "max_execution_time",
-    "idempotent",
-    "examples",
-    "implementations",
-    "locks",
-}
-_TOOL_KEYS = _REQUIRED_KEYS | {
-    "requires_approval",
-    "destructive",
-    "run_report",
-    "rows_purged",
-    "skips_held_tables",
-    "notes",
-    "risks",
-    "mitigations",
-    "max_retries",
-    "report",
-}
-
-
 def load_registry(folders: Iterable[Path]) -> Registry:
     """Load every tools/*.yaml of the given folders; any problem is a CatalogError."""
     tools: dict[str, ToolDefinition] = {}
@@ -275,132 +243,63 @@ def load_tool(path: Path) -> ToolDefinition:
         raise CatalogError(str(exc)) from None
     fingerprint = hashlib.sha256(raw).hexdigest()
     data = _parsed(raw, fingerprint, path)
-    if not isinstance(data, dict):
-        raise CatalogError(f"{path}: a tool definition must be a mapping")
 
     def fail(message: str) -> CatalogError:
         return CatalogError(f"{path}: {message}")
 
-    _check_keys_and_names(data, fail)
-    category = _enum(Category, data["category"], "category", fail)
-    risk = _enum(RiskLevel, data["risk_level"], "risk_level", fail)
-    capabilities = frozenset(
-        _enum(Capability, c, "required_capabilities", fail)
-        for c in data["required_capabilities"] or []
-    )
-    _check_metadata(data, fail)
-    _check_examples(data, fail)
-    implementations = _implementations(data, risk, fail)
-    report = parse_report_rules(data["report"], fail) if "report" in data else ()
+    spec = read_tool_file(data)
+    if isinstance(spec, str):
+        raise fail(spec)
+    implementations = _implementations(spec, fail)
+    report = parse_report_rules(spec.report, fail) if "report" in data else ()
     for dialect, implementation in implementations.items():
         if isinstance(implementation, SqlImplementation):
             where = f"implementations.{dialect}"
             check_against_result(report, implementation.result, where, fail)
     return ToolDefinition(
-        name=data["name"],
-        description=data["description"].strip(),
-        category=category,
-        risk_level=risk,
-        required_capabilities=capabilities,
-        params=data["params"],
-        returns=data["returns"],
-        requires_approval=bool(data.get("requires_approval", False)),
-        destructive=bool(data.get("destructive", False)),
-        max_execution_time=data["max_execution_time"],
-        max_retries=data.get("max_retries"),
-        idempotent=data["idempotent"],
+        name=spec.name,
+        description=spec.description,
+        category=spec.category,
+        risk_level=spec.risk_level,
+        required_capabilities=spec.required_capabilities,
+        params=spec.params,
+        returns=spec.returns,
+        requires_approval=spec.requires_approval,
+        destructive=spec.destructive,
+        max_execution_time=spec.max_execution_time,
+        max_retries=spec.max_retries,
+        idempotent=spec.idempotent,
         examples=tuple(data["examples"]),
         implementations=implementations,
-        notes=str(data.get("notes") or "").strip(),
+        notes=spec.notes,
         risks=toolrisks.per_dialect(data, "risks", implementations, fail),
         mitigations=toolrisks.per_dialect(data, "mitigations", implementations, fail),
         locks=toollocks.per_dialect(data, implementations, fail),
         source=path,
         fingerprint=fingerprint,
         report=report,
-        run_report=data.get("run_report", False),
-        rows_purged=data.get("rows_purged"),
-        skips_held_tables=data.get("skips_held_tables", False),
+        run_report=spec.run_report,
+        rows_purged=spec.rows_purged,
+        skips_held_tables=spec.skips_held_tables,
     )
 
 
-def _check_keys_and_names(data: dict[str, Any], fail: Callable[[str], Exception]) -> None:
-    unknown = set(data) - _TOOL_KEYS
-    if unknown:
-        raise fail(f"unknown keys: {', '.join(sorted(unknown))}")
-    missing = _REQUIRED_KEYS - set(data)
-    if missing:
-        raise fail(f"missing required keys: {', '.join(sorted(missing))}")
-    name = data["name"]
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise fail("name must be lower_snake_case")
-    description = data["description"]
-    if not isinstance(description, str) or not description.strip():
-        raise fail("description must be a non-empty sentence")
-
-
-def _check_metadata(data: dict[str, Any], fail: Callable[[str], Exception]) -> None:
-    """The params and returns schemas, the limits, and the lists and flags."""
-    for key in ("params", "returns"):
-        problems = schema.check_schema(data[key], key)
-        if problems:
-            raise fail("; ".join(problems))
-    if data["params"].get("type") != "object":
-        raise fail("params must be a schema of type object")
-    max_time = data["max_execution_time"]
-    if not isinstance(max_time, int) or isinstance(max_time, bool) or max_time <= 0:
-        raise fail("max_execution_time must be a positive number of seconds")
-    retries = data.get("max_retries")
-    if retries is not None and (
-        not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
-    ):
-        raise fail("max_retries must be a whole number, 0 or more")
-    for key in (
-        "idempotent",
-        "requires_approval",
-        "destructive",
-        "run_report",
-        "skips_held_tables",
-    ):
-        if not isinstance(data.get(key, False), bool):
-            raise fail(f"{key} must be true or false")
-    rows_purged = data.get("rows_purged")
-    fields = data["returns"].get("properties") or {}
-    if rows_purged is not None and not (isinstance(rows_purged, str) and rows_purged in fields):
-        raise fail("rows_purged must name a field of returns")
-
-
-def _check_examples(data: dict[str, Any], fail: Callable[[str], Exception]) -> None:
-    examples = data["examples"]
-    if not isinstance(examples, list) or not examples:
-        raise fail("examples must list at least one example")
-    for i, example in enumerate(examples):
-        if not isinstance(example, dict) or "params" not in example:
-            raise fail(f"examples[{i}] must have params")
-        problems = schema.validate(example["params"], data["params"], f"examples[{i}].params")
-        if problems:
-            raise fail("; ".join(problems))
-
-
-def _implementations(
-    data: dict[str, Any], risk: RiskLevel, fail: Callable[[str], Exception]
-) -> dict[str, Implementation]:
+def _implementations(spec: ToolFile, fail: Callable[[str], Exception]) -> dict[str, Implementation]:
     """Each dialect's implementation, none riskier than the tool is tagged."""
-    identifiers = frozenset(schema.identifier_params(data["params"]))
-    impls_raw = data["implementations"]
-    if not isinstance(impls_raw, dict) or not impls_raw:
-        raise fail("implementations must map at least one dialect to sql or a handler")
+    identifiers = frozenset(schema.identifier_params(spec.params))
     implementations: dict[str, Implementation] = {}
-    for dialect, spec in impls_raw.items():
-        if dialect not in DIALECTS:
-            raise fail(f"implementations: unknown dialect '{dialect}'")
-        impl = _implementation(spec, identifiers, f"implementations.{dialect}", fail)
-        floor, why = implied_risk(impl, dialect, spec.get("handler"))
-        if floor.rank > risk.rank:
+    for dialect, form in spec.implementations.items():
+        where = f"implementations.{dialect}"
+        if isinstance(form, HandlerSpec):
+            impl = _resolve_handler(form.handler, where, fail)
+        else:
+            impl = _sql_implementation(form, identifiers, dialect, fail)
+        floor, why = implied_risk(impl, dialect, getattr(form, "handler", None))
+        if floor.rank > spec.risk_level.rank:
             # What a tool may run sets its least risk; a declaration cannot lower it.
             raise fail(
-                f"risk_level: tagged {risk.value} but its {dialect} implementation needs at "
-                f"least {floor.value}: {why}"
+                f"risk_level: tagged {spec.risk_level.value} but its {dialect} implementation "
+                f"needs at least {floor.value}: {why}"
             )
         implementations[dialect] = impl
     return implementations
@@ -423,39 +322,17 @@ def implied_risk(
     return floor, why
 
 
-def _enum(enum: type[Enum], value: Any, key: str, fail: Callable[[str], Exception]) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        allowed = ", ".join(e.value for e in enum)
-        raise fail(f"{key}: '{value}' is not one of: {allowed}") from None
-
-
-def _implementation(
-    spec: Any, identifiers: frozenset[str], where: str, fail: Callable[[str], Exception]
-) -> Implementation:
-    if not isinstance(spec, dict) or len({"sql", "handler"} & set(spec)) != 1:
-        raise fail(f"{where}: give exactly one of sql or handler")
-    if "handler" in spec:
-        if set(spec) != {"handler"}:
-            raise fail(f"{where}: a handler takes no other keys")
-        return _resolve_handler(spec["handler"], where, fail)
-    unknown = set(spec) - {"sql", "result", "check_sql"}
-    if unknown:
-        raise fail(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
-    check_sql = spec.get("check_sql")
-    if check_sql is not None:
-        dialect = where.rsplit(".", 1)[-1]
-        if not isinstance(check_sql, str) or write_reason(
-            PLACEHOLDER.sub('"x"', check_sql), dialect
-        ):
-            raise fail(f"{where}.check_sql must be one read-only query")
-    sql = spec["sql"]
-    statements = tuple([sql] if isinstance(sql, str) else sql or [])
-    if not statements or not all(isinstance(s, str) and s.strip() for s in statements):
-        raise fail(f"{where}.sql must be a statement or a list of statements")
-    for statement in statements:
-        found = classify(PLACEHOLDER.sub('"x"', statement), where.rsplit(".", 1)[-1])
+def _sql_implementation(
+    form: SqlSpec, identifiers: frozenset[str], dialect: str, fail: Callable[[str], Exception]
+) -> SqlImplementation:
+    """SQL that runs as the file gives it: one statement per call, identifiers only
+    from params marked x-identifier, and a check query that only reads."""
+    where = f"implementations.{dialect}"
+    check_sql = form.check_sql
+    if check_sql is not None and write_reason(PLACEHOLDER.sub('"x"', check_sql), dialect):
+        raise fail(f"{where}.check_sql {CHECK_SQL_MUST}")
+    for statement in form.statements:
+        found = classify(PLACEHOLDER.sub('"x"', statement), dialect)
         if found.reason in ("transaction control inside a step", "more than one statement"):
             # Each statement is one call: the executor owns transactions and the guard
             # sees every statement on its own.
@@ -466,21 +343,15 @@ def _implementation(
                     f"{where}.sql: {{{placeholder}}} is not a param marked x-identifier; "
                     "values must be bound as :name"
                 )
-    result = spec.get("result", "none")
-    if result not in ("none", "one", "all"):
-        raise fail(f"{where}.result must be none, one or all")
     return SqlImplementation(
-        sql_templates=statements, result=result, identifiers=identifiers, check_sql=check_sql
+        sql_templates=form.statements,
+        result=form.result,
+        identifiers=identifiers,
+        check_sql=check_sql,
     )
 
 
-# A module of aishell.handlers (or of a package in it: postgresql.rebuild), then the name.
-_HANDLER_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
-
-
-def _resolve_handler(name: Any, where: str, fail: Callable[[str], Exception]) -> Implementation:
-    if not isinstance(name, str) or not _HANDLER_NAME.fullmatch(name):
-        raise fail(f"{where}.handler must be 'module.name' inside aishell.handlers")
+def _resolve_handler(name: str, where: str, fail: Callable[[str], Exception]) -> Implementation:
     module_name, _, attr = name.rpartition(".")
     try:
         module = importlib.import_module(f"aishell.handlers.{module_name}")

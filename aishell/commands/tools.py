@@ -9,10 +9,11 @@ from aishell.config.kinds import Category
 from aishell.config.models import Config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import UsageError
-from aishell.registry import DIALECTS, Registry, ToolDefinition, load_registry
+from aishell.registry import Registry, ToolDefinition, load_registry
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
+from aishell.tool.definition import DIALECTS
 
 
 def load_catalog(config: Config) -> Registry:

@@ -258,7 +258,7 @@ def validate(
         loc = [str(p) for p in err["loc"] if p not in tags]
         if origin is not None:
             path = origin(loc)
-        key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+        key = key_name(loc, prefix) or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
@@ -282,6 +282,18 @@ def validate(
         expected = msg[0].lower() + msg[1:]
         shown = "" if loc and loc[-1] in _NEVER_SHOWN else _shown(got)
         raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
+
+
+def key_name(loc: Sequence[str | int], prefix: str = "", positions: bool = False) -> str:
+    """The key a message names for a pydantic location: its parts joined by dots after
+    the prefix; with positions, a list's item as [i] (params.tables[0])."""
+    name = prefix
+    for part in loc:
+        if positions and isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name = f"{name}.{part}" if name else str(part)
+    return name
 
 
 # Keys whose value may carry a password or a token: an error about them never repeats it.

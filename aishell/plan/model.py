@@ -11,6 +11,7 @@ from typing import Any
 from aishell.config.kinds import Capability
 from aishell.errors import PlanError, ToolNotFound
 from aishell.plan.references import find_references
+from aishell.plan.shapes import plan_file_problems
 from aishell.registry import Registry
 from aishell.tool import params as schema
 
@@ -150,45 +151,6 @@ class Plan:
         return plan
 
 
-# What a saved plan file holds: each key's JSON type and whether it must be there.
-# Anything else is refused, so a file cannot carry what the signature does not explain.
-_PLAN_FILE_KEYS: dict[str, tuple[type, bool]] = {
-    "format": (int, True),
-    "agent": (str, True),
-    "target": (str, True),
-    "dialect": (str, True),
-    "job": (dict, True),
-    "steps": (list, True),
-    "tool_fingerprints": (dict, True),
-    "assumptions": (dict, True),
-    "drafted_by": (dict, False),
-    "target_identity": (str, True),
-    "plan_hash": (str, True),
-    "signature": (dict, True),
-}
-_STEP_KEYS: dict[str, tuple[type, bool]] = {
-    "id": (str, True),
-    "tool": (str, True),
-    "params": (dict, True),
-    "rationale": (str, True),
-    "depends_on": (list, False),
-    "condition": (str, False),
-    "always_run": (bool, False),
-}
-_SIGNATURE_KEYS: dict[str, tuple[type, bool]] = {
-    "alg": (str, True),
-    "key_id": (str, True),
-    "value": (str, True),
-}
-_JSON_NAMES = {
-    int: "an integer",
-    str: "a string",
-    dict: "an object",
-    list: "a list",
-    bool: "true or false",
-}
-
-
 @dataclass(frozen=True)
 class SavedPlan:
     """A plan file as read: the plan, what was signed, and the signature still to check."""
@@ -201,7 +163,7 @@ class SavedPlan:
 
     @classmethod
     def parse(cls, data: Any, source: str) -> SavedPlan:
-        """Check a plan file's keys against the whitelist and read its plan."""
+        """Check a plan file's keys against its model (PlanFile) and read its plan."""
         where = f"Plan file {source}"
         if not isinstance(data, dict):
             raise PlanError(f"{where} does not hold a plan (a JSON object)")
@@ -210,52 +172,12 @@ class SavedPlan:
                 f"{where} is not signed; apply only plans saved by `aishell plan ... --out` "
                 "in this home"
             )
-        problems = _key_problems(data, _PLAN_FILE_KEYS, "")
-        steps = data.get("steps")
-        for i, step in enumerate(steps if isinstance(steps, list) else []):
-            if not isinstance(step, dict):
-                problems.append(f"steps[{i}] must be an object, not {_json_type(step)}")
-                continue
-            problems += _key_problems(step, _STEP_KEYS, f"steps[{i}]: ")
-            depends = step.get("depends_on")
-            if isinstance(depends, list) and not all(isinstance(d, str) for d in depends):
-                problems.append(f"steps[{i}]: 'depends_on' must be a list of step ids")
-        if isinstance(data.get("signature"), dict):
-            problems += _key_problems(data["signature"], _SIGNATURE_KEYS, "signature: ")
+        problems = plan_file_problems(data)
         if problems:
             raise PlanError(f"{where}: " + "; ".join(problems))
         plan = Plan.from_dict(data)
         body = {k: v for k, v in data.items() if k != "signature"}
         return cls(source=source, plan=plan, body=body, signature=dict(data["signature"]))
-
-
-def _key_problems(
-    data: Mapping[str, Any], keys: Mapping[str, tuple[type, bool]], where: str
-) -> list[str]:
-    problems = [
-        f"{where}unknown key {name!r} (expected: {', '.join(keys)})"
-        for name in sorted(set(data) - set(keys))
-    ]
-    for name, (kind, required) in keys.items():
-        if name not in data:
-            if required:
-                problems.append(f"{where}missing key {name!r}")
-            continue
-        value = data[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            problems.append(f"{where}{name!r} must be {_JSON_NAMES[kind]}, not {_json_type(value)}")
-    return problems
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true or false"
-    for kind, name in ((int, "an integer"), (float, "a number"), (str, "a string")):
-        if isinstance(value, kind):
-            return name
-    return "a list" if isinstance(value, list) else "an object"
 
 
 def step_id(index: int) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from aishell.config.kinds import Capability
+from aishell.plan.shapes import draft_schema
 from aishell.registry import Registry, ToolDefinition
 
 # Bump when the prompt's wording or shape changes: cached drafts then stop matching.
@@ -179,27 +180,10 @@ def tokens_needed(conversation: list[dict[str, str]]) -> int:
 
 
 def answer_schema(tools_by_agent: Mapping[str, list[str]]) -> dict[str, Any]:
-    """The JSON schema of an answer, passed as Ollama's structured-output format."""
-    names = sorted({name for tools in tools_by_agent.values() for name in tools})
-    step = {
-        "type": "object",
-        "properties": {
-            "tool": {"type": "string", "enum": names},
-            "params": {"type": "object"},
-            "rationale": {"type": "string"},
-            "condition": {"type": "string"},
-        },
-        "required": ["tool", "params", "rationale"],
-    }
-    properties: dict[str, Any] = {
-        "summary": {"type": "string"},
-        "steps": {"type": "array", "items": step},
-    }
-    required = ["summary", "steps"]
-    if len(tools_by_agent) > 1:
-        properties = {"agent": {"type": "string", "enum": sorted(tools_by_agent)}, **properties}
-        required.insert(0, "agent")
-    return {"type": "object", "properties": properties, "required": required}
+    """The JSON schema of an answer, passed as Ollama's structured-output format: the
+    draft model's, with the tools offered and, when there are several, the agents."""
+    names = {name for tools in tools_by_agent.values() for name in tools}
+    return draft_schema(sorted(names), sorted(tools_by_agent))
 
 
 def rejection(problems: list[str]) -> dict[str, str]:

@@ -15,14 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from aishell.errors import ToolNotFound
 from aishell.plan.model import Plan, Step, step_id, validate_plan
 from aishell.plan.references import find_references
+from aishell.plan.shapes import Draft, DraftStep
 from aishell.registry import Registry, ToolDefinition
 from aishell.tool import params as schema
 
-PLAN_KEYS = ("agent", "summary", "steps")
-STEP_KEYS = ("id", "tool", "params", "rationale", "condition", "depends_on")
+PLAN_KEYS = ("agent", *Draft.model_fields)
+STEP_KEYS = tuple(DraftStep.model_fields)
+# What a step's field of the wrong shape is told, by field.
+_STEP_MUST = {
+    "tool": "'tool' must name a tool",
+    "params": "'params' must be a JSON object, not {kind}",
+    "rationale": "'rationale' must be text",
+    "condition": "'condition' must be a ${{step_N.output.key}} reference",
+    "depends_on": "'depends_on' must be a list of step ids",
+}
 # Keys a model may add to claim what only the policy and a person decide.
 _APPROVAL_KEYS = {
     "approved",
@@ -182,29 +193,29 @@ def _step(index: int, raw: Any) -> tuple[Step | None, list[str]]:
             )
     if "id" in raw and raw["id"] != where:
         problems.append(f"{where}: id {raw['id']!r} must be {where!r} (steps count from 0)")
-    tool, params = raw.get("tool"), raw.get("params", {})
-    rationale, condition = raw.get("rationale", ""), raw.get("condition")
-    depends_on = raw.get("depends_on") or []
-    if not isinstance(tool, str) or not tool:
-        problems.append(f"{where}: 'tool' must name a tool")
-    if not isinstance(params, dict):
-        problems.append(f"{where}: 'params' must be a JSON object, not {_kind(params)}")
-    if not isinstance(rationale, str):
-        problems.append(f"{where}: 'rationale' must be text")
-    if condition is not None and not isinstance(condition, str):
-        problems.append(f"{where}: 'condition' must be a ${{step_N.output.key}} reference")
-    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
-        problems.append(f"{where}: 'depends_on' must be a list of step ids")
-    if problems or not isinstance(tool, str):
+    # A draft may leave params, rationale and depends_on out (or depends_on empty).
+    given = {k: v for k, v in raw.items() if k in STEP_KEYS}
+    given.update(params=raw.get("params", {}), rationale=raw.get("rationale", ""))
+    given["depends_on"] = raw.get("depends_on") or []
+    try:
+        step = DraftStep.model_validate(given)
+    except ValidationError as exc:
+        fields = dict.fromkeys(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+        kind = _kind(given["params"])
+        problems += [
+            f"{where}: {_STEP_MUST[f].format(kind=kind)}" for f in fields if f in _STEP_MUST
+        ]
+        return None, problems
+    if problems:
         return None, problems
     return (
         Step(
             id=where,
-            tool=tool,
-            params=params,
-            rationale=printable(rationale),
-            depends_on=tuple(depends_on),
-            condition=condition or None,
+            tool=step.tool,
+            params=step.params,
+            rationale=printable(step.rationale),
+            depends_on=tuple(step.depends_on or ()),
+            condition=step.condition or None,
         ),
         [],
     )
