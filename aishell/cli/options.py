@@ -188,14 +188,18 @@ def table_option(option: Option) -> Decorator:
     return click.option(*names, **settings)
 
 
-maintenance_options = stacked(
-    [
+def maintenance_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--type, --target, --tables and --no-rebuild-indexes; the command is handed the
+    job's three as one dict, `maintenance` (jobs.maintenance_job's arguments)."""
+    options: list[Decorator] = [
         table_option(MAINTENANCE_TYPE),
         target_option,
         table_option(TABLES),
         table_option(REBUILD_INDEXES),
     ]
-)
+    job_keys = {"kind": "kind", "tables": "tables", "no_rebuild_indexes": "no_rebuild_indexes"}
+    return stacked(options)(gathered("maintenance", job_keys)(f))
+
 
 log_cleanup_options = stacked(
     [*(table_option(o) for o in LOG_CLEANUP_OPTIONS if o.flag is not None), target_option]

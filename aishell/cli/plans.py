@@ -57,15 +57,13 @@ def plan_and_show(
 @pass_state
 def plan_maintenance(
     state: State,
-    kind: str,
     target: str | None,
-    tables: str | None,
-    no_rebuild_indexes: bool,
+    maintenance: dict[str, Any],
     as_json: bool,
     plan_options: dict[str, Any],
 ) -> None:
     """Plan maintenance: each step's tool, risk, whether it needs approval, and its SQL."""
-    job = jobs.maintenance_job(kind, tables, no_rebuild_indexes)
+    job = jobs.maintenance_job(**maintenance)
     plan_and_show(state, as_json, "maintenance", job, target, plan_options)
 
 

@@ -72,16 +72,14 @@ def start_job(
 def run_maintenance(
     ctx: click.Context,
     state: State,
-    kind: str,
     target: str | None,
-    tables: str | None,
-    no_rebuild_indexes: bool,
+    maintenance: dict[str, Any],
     as_json: bool,
     approval: dict[str, Any],
     run_options: dict[str, Any],
 ) -> None:
     """Run maintenance on a target and print a summary of every step."""
-    job = jobs.maintenance_job(kind, tables, no_rebuild_indexes)
+    job = jobs.maintenance_job(**maintenance)
     start_job(ctx, state, as_json, approval, "maintenance", job, target, run_options)
 
 

@@ -13,6 +13,7 @@ from aishell.config.kinds import Category
 from aishell.config.models import Config
 from aishell.errors import AishellError
 from aishell.executor import estimate_effect
+from aishell.executor.results import judged, named
 from aishell.plan.model import Plan, Step
 from aishell.plan.references import has_references
 from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
@@ -47,17 +48,10 @@ class StepPreview:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index,
-            "step_id": self.step_id,
-            "tool": self.tool,
+            **named(self),
             "params": self.params,
             "rationale": self.rationale,
-            "risk_level": self.risk_level,
-            "requires_approval": self.requires_approval,
-            "confirmation": self.confirmation,
-            "reasons": list(self.reasons),
-            "personal": list(self.personal),
-            "mitigations": list(self.mitigations),
+            **judged(self),
             "sql": self.sql,
             "estimate": self.estimate,
             "locks": self.locks.to_dict() if self.locks else None,

@@ -17,6 +17,7 @@ from aishell.commands.previews import Review
 from aishell.commands.starting import (
     ResumeHow,
     RunHow,
+    RunPlace,
     circuit_breaker,
     make_executor,
     plan_and_start,
@@ -168,11 +169,9 @@ def resume_run(
             raise
         try:
             store.reopen_run(run_id, f"resumed from {run['status']}")
+            place = RunPlace(config, registry, store, handle)
             executor = make_executor(
-                config,
-                registry,
-                store,
-                handle,
+                place,
                 plan.agent,
                 run["safety_level"],
                 how,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from typing_extensions import Unpack
 
@@ -146,11 +146,9 @@ def start_run(
         if level != configured:
             change = {"from": configured, "to": level, "by": current_user(), "force": force}
             store.record_event(run_id, None, "safety_level_override", change)
+        place = RunPlace(config, registry, store, handle)
         executor = make_executor(
-            config,
-            registry,
-            store,
-            handle,
+            place,
             plan.agent,
             level,
             how,
@@ -207,11 +205,18 @@ def _record_run(
         store.record_event(run_id, None, "plan_drafted", plan.drafted_by)
 
 
+class RunPlace(NamedTuple):
+    """Where a run happens: the config, the tool catalog, the state store and the
+    target it was opened on."""
+
+    config: Config
+    registry: Registry
+    store: StateStore
+    handle: Target
+
+
 def make_executor(
-    config: Config,
-    registry: Registry,
-    store: StateStore,
-    handle: Target,
+    place: RunPlace,
     agent_name: str,
     safety_level: str,
     how: ResumeHow,
@@ -221,6 +226,7 @@ def make_executor(
     limit_source: str = "--max-run-time",
 ) -> Executor:
     """The executor of a new or resumed run, with the agent's config and the run's limit."""
+    config, registry, store, handle = place
     extra: dict[str, Any] = {}
     if how.get("observer") is not None:
         extra["observer"] = how["observer"]

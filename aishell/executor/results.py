@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +30,46 @@ RUN_STATUSES = (
     ABORTED,
     INTERRUPTED,
 )
+
+
+class Judged(Protocol):
+    """A step as the policy judged it, previewed or run."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def step_id(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+    @property
+    def risk_level(self) -> str: ...
+    @property
+    def requires_approval(self) -> bool: ...
+    @property
+    def confirmation(self) -> str: ...
+    @property
+    def reasons(self) -> Sequence[str]: ...
+    @property
+    def personal(self) -> Sequence[str]: ...
+    @property
+    def mitigations(self) -> Sequence[str]: ...
+
+
+def named(step: Judged) -> dict[str, Any]:
+    """Which step it is, as --json writes it first."""
+    return {"index": step.index, "step_id": step.step_id, "tool": step.tool}
+
+
+def judged(step: Judged) -> dict[str, Any]:
+    """What the policy said of a step, as --json and the state store write it."""
+    return {
+        "risk_level": step.risk_level,
+        "requires_approval": step.requires_approval,
+        "confirmation": step.confirmation,
+        "reasons": list(step.reasons),
+        "personal": list(step.personal),
+        "mitigations": list(step.mitigations),
+    }
 
 
 @dataclass
@@ -61,17 +102,10 @@ class StepResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index,
-            "step_id": self.step_id,
-            "tool": self.tool,
+            **named(self),
             "rationale": self.rationale,
             "params": self.params,
-            "risk_level": self.risk_level,
-            "requires_approval": self.requires_approval,
-            "confirmation": self.confirmation,
-            "reasons": self.reasons,
-            "personal": self.personal,
-            "mitigations": self.mitigations,
+            **judged(self),
             "status": self.status,
             "output": self.output,
             "error": self.error,

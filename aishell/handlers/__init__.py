@@ -72,6 +72,26 @@ class Handler:
         return replace(self, run_fn=self.summarize(rules))
 
 
+def rebuilding(
+    sql_templates: tuple[str, ...],
+    run_fn: RunFn,
+    render_fn: RenderFn,
+    estimate_fn: EstimateFn,
+    effect: str = "rebuilds indexes",
+) -> Handler:
+    """rebuild_fragmented_indexes on an engine: medium risk, and a read when what it
+    renders only reads (no index over the threshold)."""
+    return Handler(
+        sql_templates=sql_templates,
+        run_fn=run_fn,
+        render_fn=render_fn,
+        estimate_fn=estimate_fn,
+        risk=RiskLevel.MEDIUM,
+        effect=effect,
+        reads_when_it_renders_reads=True,
+    )
+
+
 T = TypeVar("T")
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from aishell.errors import StepFailed, StepSkipped
+from aishell.handlers import step_tables
 from aishell.tool.context import ToolContext
 
 
@@ -64,7 +67,18 @@ def checked_or_skipped(summary: dict[str, Any]) -> dict[str, Any]:
     raise StepSkipped(reason, summary)
 
 
+Check = Callable[[Connection, ToolContext, list[str]], dict[str, Any]]
 Repair = Callable[[list[str], Mapping[str, Any], ToolContext], dict[str, Any]]
+
+
+def checking(check: Check) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:
+    """check_table_corruption's run: `check(conn, ctx, tables)` of the step's tables,
+    skipped when none could be checked at all."""
+
+    def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        return checked_or_skipped(check(ctx.connection, ctx, step_tables(params, ctx)))
+
+    return run
 
 
 def repairing(repair: Repair) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import Handler, step_tables
 from aishell.handlers.integrity import (
-    checked_or_skipped,
+    checking,
     corruption_summary,
 )
 from aishell.handlers.mysql.checkrows import check_verdict, lock_waited
@@ -106,17 +106,13 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     return corruption_summary("CHECK TABLE", results)
 
 
-def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    conn = ctx.connection
-    tables = step_tables(params, ctx)
-    return checked_or_skipped(corruption_check(conn, ctx, tables))
-
-
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     tables = step_tables(params, ctx)
     return ["SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
 
 
 check_table_corruption = Handler(
-    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"), run_fn=_check, render_fn=_check_sql
+    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"),
+    run_fn=checking(corruption_check),
+    render_fn=_check_sql,
 )

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.handlers import Handler, measured
+from aishell.handlers import measured, rebuilding
 from aishell.handlers.mysql.catalog import (
     ROW_READING,
     SIZE_READING,
@@ -25,7 +25,6 @@ from aishell.handlers.mysql.catalog import (
 )
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
-from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -147,12 +146,10 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     }
 
 
-rebuild_fragmented_indexes = Handler(
-    sql_templates=("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",),
-    run_fn=_rebuild_table,
-    render_fn=_rebuild_sql,
-    estimate_fn=_rebuild_estimate,
-    risk=RiskLevel.MEDIUM,
+rebuild_fragmented_indexes = rebuilding(
+    ("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",),
+    _rebuild_table,
+    _rebuild_sql,
+    _rebuild_estimate,
     effect="rebuilds a table",
-    reads_when_it_renders_reads=True,
 )

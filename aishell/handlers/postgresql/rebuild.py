@@ -11,10 +11,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.handlers import Handler, cached
+from aishell.handlers import cached, rebuilding
 from aishell.handlers.postgresql import estimates
 from aishell.handlers.postgresql.privileges import require_maintain
-from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.tool.context import ToolContext
@@ -243,8 +242,8 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     }
 
 
-rebuild_fragmented_indexes = Handler(
-    sql_templates=(
+rebuild_fragmented_indexes = rebuilding(
+    (
         estimates.PGSTATTUPLE_VERSION,
         estimates.INDEXES,
         estimates.PGSTATINDEX,
@@ -253,10 +252,7 @@ rebuild_fragmented_indexes = Handler(
         "REINDEX INDEX CONCURRENTLY {index}",
         _INDEX_BYTES,
     ),
-    run_fn=_rebuild,
-    render_fn=_rebuild_sql,
-    estimate_fn=_rebuild_estimate,
-    risk=RiskLevel.MEDIUM,
-    effect="rebuilds indexes",
-    reads_when_it_renders_reads=True,
+    _rebuild,
+    _rebuild_sql,
+    _rebuild_estimate,
 )

@@ -18,7 +18,7 @@ from aishell.files import make_private_dirs, make_private_file
 from aishell.handlers import Handler, each_table, step_tables
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import (
-    checked_or_skipped,
+    checking,
     corruption_summary,
     repair_each,
     repairing,
@@ -58,12 +58,6 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     return corruption_summary("integrity_check", [_check_table(conn, ctx, t) for t in tables])
 
 
-def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    conn = ctx.connection
-    tables = step_tables(params, ctx)
-    return checked_or_skipped(corruption_check(conn, ctx, tables))
-
-
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     tables = step_tables(params, ctx)
     return [
@@ -75,7 +69,7 @@ def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 check_table_corruption = Handler(
     sql_templates=("PRAGMA integrity_check({table})", "PRAGMA foreign_key_check({table})"),
-    run_fn=_check,
+    run_fn=checking(corruption_check),
     render_fn=_check_sql,
 )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.handlers import Handler, cached
+from aishell.handlers import cached, rebuilding
 from aishell.handlers.sqlite.catalog import (
     TABLE_EXISTS,
     btree_stats,
@@ -18,7 +18,6 @@ from aishell.handlers.sqlite.catalog import (
 )
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import require_writable, write
-from aishell.risk import RiskLevel
 from aishell.tool.context import ToolContext
 
 
@@ -103,16 +102,13 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     }
 
 
-rebuild_fragmented_indexes = Handler(
-    sql_templates=(
+rebuild_fragmented_indexes = rebuilding(
+    (
         TABLE_EXISTS,
         "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
         "REINDEX {index}",
     ),
-    run_fn=_rebuild,
-    render_fn=_rebuild_sql,
-    estimate_fn=_rebuild_estimate,
-    risk=RiskLevel.MEDIUM,
-    effect="rebuilds indexes",
-    reads_when_it_renders_reads=True,
+    _rebuild,
+    _rebuild_sql,
+    _rebuild_estimate,
 )
