@@ -13,7 +13,7 @@ import hashlib
 import importlib
 import pickle
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,14 @@ from aishell.tool import locks as toollocks
 from aishell.tool import params as schema
 from aishell.tool import risks as toolrisks
 from aishell.tool.context import PLACEHOLDER, Implementation, ToolContext, fill_template
-from aishell.tool.definition import CHECK_SQL_MUST, HandlerSpec, SqlSpec, ToolFile, read_tool_file
+from aishell.tool.definition import (
+    CHECK_SQL_MUST,
+    HandlerSpec,
+    Planned,
+    SqlSpec,
+    ToolFile,
+    read_tool_file,
+)
 from aishell.tool.fixedsql import SqlImplementation
 from aishell.tool.report import ReportRule, check_against_result, parse_report_rules
 from aishell.tool.risks import PerDialect
@@ -86,6 +93,8 @@ class ToolDefinition:
     # retries), or finds it dropped since the plan, ends skipped with the table named
     # (and who holds it), not failed: the run goes on with the other tables.
     skips_held_tables: bool = False
+    # By agent: where it plans this tool on the tool's own word (its `planned:`).
+    planned: Mapping[str, Planned] = field(default_factory=dict)
 
     def risks_on(self, dialect: str | None) -> tuple[str, ...]:
         """Its risks on this dialect's engine (None: on every one it implements)."""
@@ -210,6 +219,13 @@ def load_registry(folders: Iterable[Path]) -> Registry:
                     f"(already defined in {tools[tool.name].source})"
                 )
             tools[tool.name] = tool
+    for tool in tools.values():
+        for agent, where in tool.planned.items():
+            if where.after not in tools:
+                raise CatalogError(
+                    f"{tool.source}: planned.{agent}.after: no tool named '{where.after}' "
+                    "in the catalog"
+                )
     rules = {name: tool.report for name, tool in tools.items() if tool.report}
     return Registry(tools={name: tool.in_catalog(rules) for name, tool in tools.items()})
 
@@ -281,6 +297,7 @@ def load_tool(path: Path) -> ToolDefinition:
         run_report=spec.run_report,
         rows_purged=spec.rows_purged,
         skips_held_tables=spec.skips_held_tables,
+        planned=spec.planned,
     )
 
 

@@ -20,6 +20,20 @@ CatalogFact = Literal["urgency", "skipped"]
 
 
 @dataclass(frozen=True)
+class PlannedTool:
+    """A catalog tool the agent plans on the tool's own word (its `planned:`): after each
+    of the agent's steps of `after` on a table, in the job types listed."""
+
+    tool: str
+    after: str
+    types: tuple[str, ...]
+    rationale: str  # {table} stands for the table
+
+    def step_rationale(self, table: str) -> str:
+        return self.rationale.replace("{table}", table)
+
+
+@dataclass(frozen=True)
 class PlanningContext:
     """What an agent may know when planning: the target and its tables, never row data."""
 
@@ -34,6 +48,8 @@ class PlanningContext:
     purge: PurgeSettings = field(default_factory=lambda: PurgeSettings())
     # Tables the last run skipped (another session held them): planned first this time.
     first: tuple[str, ...] = ()
+    # The catalog's tools that ask this agent to plan them, implemented on this dialect.
+    planned: tuple[PlannedTool, ...] = ()
 
 
 class Agent(Protocol):

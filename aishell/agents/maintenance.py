@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
+from aishell.agents.base import CatalogFact, PlannedTool, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     MAINTENANCE_OPTIONS,
@@ -82,7 +82,9 @@ class MaintenanceAgent:
         """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]
         tables = _in_order(job, ctx)
-        work = [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)]
+        work = _with_planned(
+            [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)], kind, ctx.planned
+        )
         steps = [
             Step(
                 id=step_id(i),
@@ -105,6 +107,24 @@ class _Work:
     rationale: str
     table: str | None = None
     condition: str | None = None
+
+
+def _with_planned(work: list[_Work], kind: str, planned: tuple[PlannedTool, ...]) -> list[_Work]:
+    """After each step of a table, the catalog's tools that say they follow it in this
+    type of maintenance (their `planned:`), on that table."""
+    wanted = [p for p in planned if kind in p.types]
+    if not wanted:
+        return work
+    placed: list[_Work] = []
+    for w in work:
+        placed.append(w)
+        if w.table is not None:
+            placed += [
+                _Work(p.tool, {"table": w.table}, p.step_rationale(w.table), w.table)
+                for p in wanted
+                if p.after == w.tool
+            ]
+    return placed
 
 
 def _in_order(job: dict[str, Any], ctx: PlanningContext) -> list[str]:

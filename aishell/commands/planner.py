@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from typing_extensions import Unpack
 
 from aishell.agents.available import get_agent
-from aishell.agents.base import Agent, PlanningContext
+from aishell.agents.base import Agent, PlannedTool, PlanningContext
 from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
 from aishell.commands.skipped import last_skipped
@@ -69,6 +69,7 @@ def build_plan(
             sizes={t: catalog.tables[t].bytes for t in tables if t in catalog.tables},
             purge=agent_config.purge,
             first=last_skipped(config, handle.name, agent_name) if "skipped" in needs else (),
+            planned=planned_tools(registry, agent_name, handle.dialect),
         )
         if planner == "llm":
             found = catalog.snapshot()
@@ -81,6 +82,16 @@ def build_plan(
         conn.close()
     plan = _plan(registry, handle, agent_name, job, steps, assumptions, drafted_by)
     return _validated(plan, registry, agent_config.capabilities, f"The {agent_name} plan")
+
+
+def planned_tools(registry: Registry, agent: str, dialect: str) -> tuple[PlannedTool, ...]:
+    """The catalog's tools that ask `agent` to plan them (their `planned:`), among those
+    implemented on this dialect."""
+    return tuple(
+        PlannedTool(tool.name, where.after, tuple(where.types), where.rationale)
+        for tool in registry.find()
+        if dialect in tool.implementations and (where := tool.planned.get(agent)) is not None
+    )
 
 
 def _refuse_claimed_archive(config: Config, job: dict[str, Any]) -> None:

@@ -20,6 +20,9 @@ from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_S
 from aishell.risk import RiskLevel
 
 MAINTENANCE_TYPES = ("quick", "standard", "full", "emergency")
+# The agents that plan a catalog tool on the tool's own word (its `planned:`), and the
+# job types each may be asked to plan it in.
+PLANNED_BY = {"maintenance": MAINTENANCE_TYPES}
 BACKUP_TYPES = ("full", "incremental", "drill")
 PLANNERS = ("rules", "llm")
 # Tighter first: a run may move down this list freely, up it only with --force.

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from aishell.config.files import key_name
 from aishell.config.kinds import Capability, Category
+from aishell.config.options import PLANNED_BY
 from aishell.risk import RiskLevel
 from aishell.tool import params as schema
 
@@ -120,6 +121,20 @@ Spec = Annotated[
 ]
 
 
+class Planned(BaseModel):
+    """Where an agent plans the tool, on the tool's own word: after each of the agent's
+    steps of `after` on a table, in the job types listed, with its `table` param set
+    to that table; `rationale` says why, `{table}` standing for the table."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    after: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="must name a tool")
+    types: list[str] = Field(min_length=1, description="must list the job types it is planned in")
+    rationale: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
+        description="must say why the step runs"
+    )
+
+
 class Example(BaseModel):
     """An example call; its params are checked against the tool's params schema."""
 
@@ -168,6 +183,10 @@ class ToolFile(BaseModel):
     mitigations: Any = None
     locks: Any
     report: Any = None
+    # By agent (config.options.PLANNED_BY): where it plans this tool, if anywhere.
+    planned: dict[str, Planned] = Field(
+        default_factory=dict, description="must map agents to where they plan it"
+    )
 
     @field_validator("params")
     @classmethod
@@ -190,6 +209,26 @@ class ToolFile(BaseModel):
         if name is not None and "returns" in info.data and name not in fields:
             raise ValueError("must name a field of returns")
         return name
+
+    @field_validator("planned")
+    @classmethod
+    def _planned_by_agents(
+        cls, planned: dict[str, Planned], info: ValidationInfo
+    ) -> dict[str, Planned]:
+        for agent, where in planned.items():
+            if agent not in PLANNED_BY:
+                known = ", ".join(sorted(PLANNED_BY))
+                raise _whole(f"planned: no agent '{agent}' plans catalog tools; agents: {known}")
+            unknown = [kind for kind in where.types if kind not in PLANNED_BY[agent]]
+            if unknown:
+                raise _whole(
+                    f"planned.{agent}.types: no {agent} type {', '.join(map(repr, unknown))}; "
+                    f"types are: {', '.join(PLANNED_BY[agent])}"
+                )
+        properties = (info.data.get("params") or {}).get("properties") or {}
+        if planned and "params" in info.data and "table" not in properties:
+            raise _whole("planned: a tool an agent plans takes its table as the param 'table'")
+        return planned
 
     @field_validator("examples")
     @classmethod
@@ -259,7 +298,7 @@ def _said(key: str, text: str) -> str:
 # What an error about a field says, by the field's name (the names differ across models).
 _DESCRIPTIONS = {
     name: field.description
-    for model in (ToolFile, SqlSpec, HandlerSpec)
+    for model in (ToolFile, SqlSpec, HandlerSpec, Planned)
     for name, field in model.model_fields.items()
     if field.description
 }

@@ -1,9 +1,11 @@
-"""Adding a built-in tool by the recipe of docs/architecture.md: the YAML file, the
-handler and one plan line are the whole diff, and the tool then runs in the agent's
-plan. The recipe's code is taken from the doc itself, so the doc cannot drift."""
+"""Adding a built-in tool by the recipe of docs/architecture.md: the YAML file and the
+handler are the whole diff, and the tool then runs where its definition asks the agent
+to plan it (`planned:`). The recipe's code is taken from the doc itself, so the doc
+cannot drift."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -47,21 +49,11 @@ def _checkout(root: Path) -> Path:
 
 def _follow_the_recipe(checkout: Path) -> list[str]:
     steps = [(m.group("path"), m.group("code")) for m in STEP.finditer(SECTION)]
-    assert len(steps) == 3, steps
-    (definition, yaml_code), (handler, handler_code), (plan, plan_line) = steps
-    for path, code in ((definition, yaml_code), (handler, handler_code)):
+    assert len(steps) == 2, steps
+    for path, code in steps:
         assert not (checkout / path).exists(), f"{path} is meant to be new"
         (checkout / path).write_text(code)
-    # The plan line goes after the standard plan's `yield _statistics(t)`, as the recipe says.
-    agent = checkout / plan
-    lines = agent.read_text().splitlines(keepends=True)
-    standard = next(i for i, line in enumerate(lines) if line.startswith("def _standard("))
-    anchor = next(
-        i for i in range(standard, len(lines)) if lines[i].strip() == "yield _statistics(t)"
-    )
-    lines.insert(anchor + 1, plan_line)
-    agent.write_text("".join(lines))
-    return [definition, handler, plan]
+    return [path for path, _ in steps]
 
 
 def _aishell(checkout: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,12 +77,11 @@ def _aishell(checkout: Path, home: Path, *args: str) -> subprocess.CompletedProc
 
 def test_a_tool_added_by_the_recipe_runs_in_the_agents_plan(tmp_path: Path) -> None:
     checkout = _checkout(tmp_path)
-    definition, handler, plan = _follow_the_recipe(checkout)
+    definition, handler = _follow_the_recipe(checkout)
 
-    # The whole change: two new files and one added line.
+    # The whole change: two new files, nothing else touched.
     status = sorted(_git(checkout, "status", "--porcelain", "--untracked-files=all").splitlines())
-    assert status == sorted([f"?? {definition}", f"?? {handler}", f" M {plan}"])
-    assert _git(checkout, "diff", "--numstat").split() == ["1", "0", plan]
+    assert status == sorted([f"?? {definition}", f"?? {handler}"])
 
     home = tmp_path / "home"
     shutil.copytree(checkout / "config", home / "config")
@@ -109,6 +100,13 @@ def test_a_tool_added_by_the_recipe_runs_in_the_agents_plan(tmp_path: Path) -> N
         if s["tool"] == "count_table_indexes"
     }
     assert all(s["status"] == "succeeded" for s in result["steps"])
+    # Each right after its table's statistics step, as its definition asks.
+    steps = result["steps"]
+    for before, step in itertools.pairwise(steps):
+        if step["tool"] == "count_table_indexes":
+            assert before["tool"] == "update_table_statistics"
+            assert before["params"]["table"] == step["params"]["table"]
+            assert step["rationale"] == f"Count the indexes of {step['params']['table']}"
     with sqlite3.connect(home / "demo.db") as conn:
         expected = {
             table: count
