@@ -26,9 +26,9 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
+from aishell.handlers.purge.batchsql import BatchSql, is_integer
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
-from aishell.handlers.purge.statements import BatchSql, is_integer
 from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
 from aishell.sqltext import text

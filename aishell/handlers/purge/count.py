@@ -15,9 +15,9 @@ from aishell.errors import TargetError
 from aishell.guard.statements import driver_to_text
 from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
+from aishell.handlers.purge.batchsql import BatchSql
 from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
 from aishell.handlers.purge.prepare import date_column_of, key_span, remembered, walk_key
-from aishell.handlers.purge.statements import BatchSql
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext, fill_template
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.handlers.purge.batchsql import is_integer
 from aishell.handlers.purge.cutoff import DateColumn
-from aishell.handlers.purge.statements import is_integer
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext, fill_template
 

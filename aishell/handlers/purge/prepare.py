@@ -14,9 +14,9 @@ from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import check_archive_table
+from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.share import pending_stop
-from aishell.handlers.purge.statements import RETURNING, BatchSql, is_integer
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
 from aishell.tool.context import ToolContext

@@ -20,11 +20,11 @@ from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
 from aishell.handlers.purge.batches import run_batches
+from aishell.handlers.purge.batchsql import BatchSql
 from aishell.handlers.purge.indoubt import session_of, settle_session
 from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
-from aishell.handlers.purge.statements import BatchSql
 from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import make_throttle
 from aishell.sqltext import text
