@@ -117,7 +117,7 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
     )
     try:
         output = _attempt(each, attempt)
-    except (Stop, DBAPIError):
+    except Stop:
         raise
     except NamedApprovalNeeded as exc:
         rollback(ctx.connection)
@@ -135,6 +135,10 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
         if not _skipped(run, result, step, ctx, exc, attempt, started):
             run.finish(result, "failed", error=str(exc), started=started)
         return
+    except DBAPIError:
+        # After AishellError: a silent server (TargetSilent, both) ends the step there,
+        # saying which limit; any other server error is the retry rule's to judge.
+        raise
     except Exception as exc:  # a defect in a tool: the step fails, the run stops
         rollback(ctx.connection)
         error = f"internal error in {step.tool.name}: {type(exc).__name__}: {exc}"
