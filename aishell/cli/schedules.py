@@ -11,7 +11,6 @@ import click
 from aishell import commands, render
 from aishell.agents import jobs
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.logs import rendered_log, serve_log
 from aishell.cli.options import json_option, table_option
 from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import run
@@ -135,6 +134,8 @@ def schedule_resume(state: State, name: str) -> None:
 def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool) -> None:
     """Run a schedule's job now, exactly as its trigger would (never a prompt)."""
     console = render.console(as_json)
+    from aishell.cli.logs import rendered_log  # late: logging is for this command alone
+
     with rendered_log(console):
         result = commands.run_schedule(state.config, name, "run-now")
     assert result is not None  # run-now always starts or resumes a run
@@ -151,6 +152,8 @@ def schedule_serve(state: State) -> None:
     resumed when serve starts again, as is one left by a serve that was killed).
     A second serve on the same state store refuses to start.
     """
+    from aishell.cli.logs import serve_log  # late: logging is for this command alone
+
     with serve_log():
         left = commands.serve_schedules(state.config)
     if left:

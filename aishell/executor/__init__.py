@@ -5,7 +5,7 @@ By subject: loop (Executor: the step loop), step (one step's rules in order), pr
 retry (retries and reconnecting), resume (what a stored step state means on resume),
 stopping (signals, the run's time limit, `aishell stop`, a lost run lock), approvals,
 audit (the guard and the statement log), effects (the backup catalog), estimates,
-results (statuses, StepResult, RunResult, the run's outcome).
+statuses (how a run ends), results (StepResult, RunResult, the run's outcome).
 
 Each name's module is imported when the name is first used (aishell.lazy): the run
 statuses a command line lists cost no import of the step loop.
@@ -38,7 +38,9 @@ __all__ = [
 if TYPE_CHECKING:
     from aishell.executor.estimates import estimate_effect, subject
     from aishell.executor.loop import Executor
-    from aishell.executor.results import (
+    from aishell.executor.results import Observer, RunResult, StepResult
+    from aishell.executor.resume import FINAL_STEP_STATES
+    from aishell.executor.statuses import (
         ABORTED,
         COMPLETED,
         COMPLETED_WITH_DENIALS,
@@ -49,11 +51,7 @@ if TYPE_CHECKING:
         OUT_OF_WINDOW,
         RUN_STATUSES,
         WAITING_APPROVAL,
-        Observer,
-        RunResult,
-        StepResult,
     )
-    from aishell.executor.resume import FINAL_STEP_STATES
 else:
     __getattr__, __dir__ = exports(
         __name__,
@@ -61,7 +59,8 @@ else:
         {
             "aishell.executor.estimates": ("estimate_effect", "subject"),
             "aishell.executor.loop": ("Executor",),
-            "aishell.executor.results": (
+            "aishell.executor.results": ("Observer", "RunResult", "StepResult"),
+            "aishell.executor.statuses": (
                 "ABORTED",
                 "COMPLETED",
                 "COMPLETED_WITH_DENIALS",
@@ -72,9 +71,6 @@ else:
                 "OUT_OF_WINDOW",
                 "RUN_STATUSES",
                 "WAITING_APPROVAL",
-                "Observer",
-                "RunResult",
-                "StepResult",
             ),
             "aishell.executor.resume": ("FINAL_STEP_STATES",),
         },

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from aishell.executor.context import RunContext
-from aishell.executor.results import ABORTED, StepResult
+from aishell.executor.results import StepResult
 from aishell.executor.resume import approved_before, outgrown, verdict_facts
+from aishell.executor.statuses import ABORTED
 from aishell.executor.stopping import Stop
 from aishell.plan.model import Step
 from aishell.policy.approvers import Answer, ApprovalRequest, Decision

@@ -18,7 +18,7 @@ from aishell.executor.effects import record_effects
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.prepare import PreparedStep
-from aishell.executor.results import FINISHED, INTERRUPTED, StepResult
+from aishell.executor.results import StepResult
 from aishell.executor.resume import facts
 from aishell.executor.retry import (
     allowed_retries,
@@ -27,6 +27,7 @@ from aishell.executor.retry import (
     step_retrying,
     unreachable,
 )
+from aishell.executor.statuses import FINISHED, INTERRUPTED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard, shapes_for
 from aishell.registry import ToolDefinition

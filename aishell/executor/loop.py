@@ -20,18 +20,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from aishell.config.models import AgentConfig
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error
-from aishell.executor.results import (
-    COMPLETED,
-    FAILED,
-    INTERRUPTED,
-    Observer,
-    RunResult,
-    SilentObserver,
-    StepResult,
-    outcome,
-)
+from aishell.executor.results import Observer, RunResult, SilentObserver, StepResult, outcome
 from aishell.executor.resume import is_final, restore
 from aishell.executor.retry import lock_held_by
+from aishell.executor.statuses import COMPLETED, FAILED, INTERRUPTED
 from aishell.executor.step import run_step
 from aishell.executor.stopping import Interrupted, Stop, Stopping
 from aishell.files import PrivatePlaces

@@ -19,8 +19,9 @@ from aishell.executor.context import RunContext
 from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
-from aishell.executor.results import FAILED, StepResult
+from aishell.executor.results import StepResult
 from aishell.executor.retry import final_error, reconnect, step_retrying
+from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.model import Step, tables_with_columns

@@ -4,55 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aishell.tool.locks import StepLocks
-
-# Run outcomes.
-COMPLETED = "completed"
-COMPLETED_WITH_DENIALS = "completed_with_denials"
-DENIED = "denied"
-FAILED = "failed"
-WAITING_APPROVAL = "waiting_approval"
-OUT_OF_WINDOW = "out_of_window"
-ABORTED = "aborted"
-INTERRUPTED = "interrupted"
-# A run in one of these is over: `aishell resume` takes none of them (commands/runs.py).
-FINISHED = (COMPLETED, COMPLETED_WITH_DENIALS, DENIED)
-RUN_STATUSES = (
-    "running",
+from aishell.executor.statuses import (
     COMPLETED,
     COMPLETED_WITH_DENIALS,
     DENIED,
-    FAILED,
-    WAITING_APPROVAL,
     OUT_OF_WINDOW,
-    ABORTED,
-    INTERRUPTED,
+    WAITING_APPROVAL,
 )
+from aishell.tool.locks import StepLocks
 
+if TYPE_CHECKING:
+    # Only annotations name it: --help, which lists the run statuses, does not build it.
+    class Judged(Protocol):
+        """A step as the policy judged it, previewed or run."""
 
-class Judged(Protocol):
-    """A step as the policy judged it, previewed or run."""
-
-    @property
-    def index(self) -> int: ...
-    @property
-    def step_id(self) -> str: ...
-    @property
-    def tool(self) -> str: ...
-    @property
-    def risk_level(self) -> str: ...
-    @property
-    def requires_approval(self) -> bool: ...
-    @property
-    def confirmation(self) -> str: ...
-    @property
-    def reasons(self) -> Sequence[str]: ...
-    @property
-    def personal(self) -> Sequence[str]: ...
-    @property
-    def mitigations(self) -> Sequence[str]: ...
+        @property
+        def index(self) -> int: ...
+        @property
+        def step_id(self) -> str: ...
+        @property
+        def tool(self) -> str: ...
+        @property
+        def risk_level(self) -> str: ...
+        @property
+        def requires_approval(self) -> bool: ...
+        @property
+        def confirmation(self) -> str: ...
+        @property
+        def reasons(self) -> Sequence[str]: ...
+        @property
+        def personal(self) -> Sequence[str]: ...
+        @property
+        def mitigations(self) -> Sequence[str]: ...
 
 
 def named(step: Judged) -> dict[str, Any]:

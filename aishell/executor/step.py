@@ -11,8 +11,9 @@ from aishell.executor.approvals import approve, notify
 from aishell.executor.attempts import run_tool
 from aishell.executor.context import RunContext
 from aishell.executor.prepare import apply_verdict, prepare, preview_offline, settle_dependencies
-from aishell.executor.results import FAILED, StepResult
+from aishell.executor.results import StepResult
 from aishell.executor.resume import may_run_again
+from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.plan.model import Step
 from aishell.plan.references import find_references
