@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -152,5 +153,9 @@ def pytest_configure(config: pytest.Config) -> None:
     test that needs it."""
     if hasattr(config, "workerinput"):
         return
+    # Compiled once here, not in every `aishell` process a test starts: where
+    # PYTHONDONTWRITEBYTECODE is set, each of those would compile what it imports (about
+    # 0.8 s of a 1.6 s run).
+    compileall.compile_dir(REPO / "aishell", quiet=1)
     for problem in start_servers():
         print(f"aishell tests: {problem}")
