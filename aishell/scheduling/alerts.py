@@ -5,7 +5,8 @@ sent once through the configured notifiers when it fires and once when it resolv
 what `aishell alerts check` runs once. An occurrence is a row of the store's `alerts`
 table keyed by (rule, subject, occurrence) (rules.py says what each is); the process
 that claims a message in that row sends it, so a serve and a cron check never both do.
-A message that could not be delivered is claimed and sent again at the next evaluation.
+A message that no notifier took is claimed and sent again at the next evaluation; a
+notifier that failed while another took it is logged, and not sent it again.
 """
 
 from __future__ import annotations
@@ -105,16 +106,18 @@ def _send_unsent(config: Config, store: StateStore, evaluation: Evaluation) -> N
         if status == "firing":
             logger.warning("alert %s: %s", _name(alert), message["summary"], extra=_ids(alert))
         failures = notify.deliver(config.main.notifications, message)
-        if failures and _configured(config):
+        evaluation.failures.extend(failures)
+        if failures and len(failures) == _notifiers(config):
+            # No notifier took it: sent again next time. One that did is never sent it
+            # twice; the one that failed is logged, as for a run's notifications.
             store.release_alert(alert["id"], sending)
-            evaluation.failures.extend(failures)
         else:
             evaluation.sent.append(message)
 
 
-def _configured(config: Config) -> bool:
+def _notifiers(config: Config) -> int:
     notifications = config.main.notifications
-    return bool(notifications.command or notifications.webhook)
+    return (notifications.command is not None) + (notifications.webhook is not None)
 
 
 def _message(alert: dict[str, Any], status: str) -> dict[str, Any]:

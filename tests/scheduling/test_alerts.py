@@ -50,6 +50,7 @@ class Sinks:
 
     command_file: Path
     posts: list[dict[str, Any]] = field(default_factory=list)
+    failing: bool = False  # the webhook answers 500 and keeps nothing
 
     def commanded(self) -> list[dict[str, Any]]:
         if not self.command_file.exists():
@@ -65,8 +66,9 @@ def sinks(home: Path) -> Iterator[tuple[Sinks, str, str]]:
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            found.posts.append(json.loads(body))
-            self.send_response(204)
+            if not found.failing:
+                found.posts.append(json.loads(body))
+            self.send_response(500 if found.failing else 204)
             self.end_headers()
 
         def log_message(self, *_args: Any) -> None:
@@ -256,6 +258,25 @@ def test_each_rule_fires_once_through_both_notifiers_and_resolves_once(
     assert len(found.commanded()) == len(found.posts) == 2
     with StateStore(config.state_url) as store:
         assert TOKEN not in json.dumps(store.list_alerts(), default=str)
+
+
+def test_a_message_no_notifier_took_is_sent_at_the_next_evaluation(
+    edit_config: EditConfig, sinks: tuple[Sinks, str, str]
+) -> None:
+    config = monitoring(edit_config, sinks, {"condition": "run_failed"})
+    config = edit_config({"notifications": {"command": None}})  # the webhook alone
+    found = sinks[0]
+    with StateStore(config.state_url) as store:
+        _failed(store, datetime.now(UTC))
+    found.failing = True
+    first = commands.check_alerts(config)
+    assert first["sent"] == [] and len(first["failures"]) == 1
+    assert "HTTP Error 500" in first["failures"][0] and TOKEN not in first["failures"][0]
+    found.failing = False
+    second = commands.check_alerts(config)
+    assert [m["status"] for m in second["sent"]] == ["firing"] and second["failures"] == []
+    assert [m["status"] for m in found.posts] == ["firing"]
+    assert commands.check_alerts(config)["sent"] == []
 
 
 def test_below_its_limit_a_rule_is_quiet(
