@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.cli.logs import ROOT, attached, line_formatter
+from aishell.cli.logs import ROOT, attached, line_formatter, serve_log
 from aishell.config.models import Config
 from aishell.errors import ConfigError
 from aishell.state.store import StateStore
@@ -368,6 +368,24 @@ def test_the_log_format_comes_from_the_environment(
     monkeypatch.setenv("AISHELL_LOG_FORMAT", "xml")
     result = CliRunner().invoke(cli, ["alerts", "check"])
     assert result.exit_code == 2 and "use text or json" in result.stderr
+
+
+def test_the_schedulers_log_takes_the_same_json_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AISHELL_LOG_FORMAT", "json")
+    with serve_log():
+        logging.getLogger("aishell.scheduling.serve").info(
+            "schedule %s: run %s completed", "nightly", "abc123", extra={"run_id": "abc123"}
+        )
+    (line,) = capsys.readouterr().out.splitlines()
+    found = json.loads(line)
+    assert (found["logger"], found["level"], found["run_id"]) == (
+        "aishell.scheduling.serve",
+        "info",
+        "abc123",
+    )
+    assert found["message"] == "schedule nightly: run abc123 completed"
 
 
 def test_schedule_serve_evaluates_the_rules_on_its_interval(
