@@ -52,9 +52,16 @@ def _wanted(rule: AlertRule, target: str | None) -> bool:
 
 def run_failed(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
     """A run that ended failed with more failed steps than the limit (a run that failed
-    before any step counts one); it resolves when a resume ends it otherwise."""
+    before any step counts one); it resolves when a resume ends it otherwise, or a later
+    run of its agent on its target completes (last night's failure is over)."""
+    completed: dict[tuple[str, str], str] = {}
+    for run in facts.runs:  # oldest first: the newest completed run of each kind wins
+        if run["status"] == "completed":
+            completed[(run["agent"], run["target"])] = run["created_at"]
     for run in facts.runs:
         if run["status"] != "failed" or not _wanted(rule, run["target"]):
+            continue
+        if completed.get((run["agent"], run["target"]), "") > run["created_at"]:
             continue
         failed = [s["idx"] for s in run["steps"] if s["status"] == "failed"]
         if max(len(failed), 1) <= rule.limit:

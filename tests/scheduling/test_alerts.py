@@ -279,6 +279,22 @@ def test_a_message_no_notifier_took_is_sent_at_the_next_evaluation(
     assert commands.check_alerts(config)["sent"] == []
 
 
+def test_a_failed_run_resolves_when_a_later_run_of_its_job_completes(
+    edit_config: EditConfig, sinks: tuple[Sinks, str, str]
+) -> None:
+    config = monitoring(edit_config, sinks, {"condition": "run_failed"})
+    with StateStore(config.state_url) as store:
+        _failed(store, datetime.now(UTC))
+    assert [a["subject"] for a in commands.check_alerts(config)["firing"]] == ["runfailed01"]
+    time.sleep(0.01)  # the next night's run starts later, to the millisecond
+    with StateStore(config.state_url) as store:
+        new_run(store, "runnext0001")
+        store.finish_run("runnext0001", "completed")
+    ended = commands.check_alerts(config)
+    assert ended["firing"] == [] and [m["subject"] for m in ended["sent"]] == ["runfailed01"]
+    assert [m["status"] for m in sinks[0].posts] == ["firing", "resolved"]
+
+
 def test_below_its_limit_a_rule_is_quiet(
     edit_config: EditConfig, sinks: tuple[Sinks, str, str]
 ) -> None:
