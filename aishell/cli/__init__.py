@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from aishell.cli.alerts import alerts
 from aishell.cli.backup_catalog import backups, restore_command
 from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
 from aishell.cli.context import AishellGroup, State
@@ -76,6 +77,7 @@ SUBCOMMANDS: tuple[click.Command, ...] = (
     doctor,
     targets,
     schedule,
+    alerts,
     metrics_command,
     tools,
 )

@@ -2,13 +2,16 @@
 
 The library logs to `logging.getLogger(__name__)`, every logger under `aishell`, and sets
 up no handler: a command that runs for long attaches one here for as long as it runs.
-How a line of the serve log looks is `line_formatter()`'s alone, so that another format
-(JSON, say) is swapped in there and nowhere else.
+How a line of the serve log looks is `line_formatter()`'s alone: text (`<time> <message>`)
+or, with `--log-format json` or AISHELL_LOG_FORMAT=json, one JSON object per line (time,
+level, logger, message, and run_id and step when the line is about one).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from aishell import render
+from aishell.errors import UsageError
 from aishell.terminal import printable
 from aishell.units import stamp
 
@@ -40,9 +44,43 @@ class StampedLine(logging.Formatter):
         return line
 
 
-def line_formatter() -> logging.Formatter:
-    """The look of every line of the serve log, its own and APScheduler's."""
-    return StampedLine()
+class JsonLine(logging.Formatter):
+    """One JSON object per line: time (as units.stamp writes it), level, logger,
+    message, and the run_id and step the line is about when the logger said them
+    (`extra=`). Escaped as JSON escapes (control and non-ASCII characters too), so a
+    message can neither break the line nor hide in it."""
+
+    FIELDS = ("run_id", "step")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": stamp(datetime.fromtimestamp(record.created, UTC)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=True, default=str)
+
+
+LOG_FORMATS = ("text", "json")
+LOG_FORMAT_ENV = "AISHELL_LOG_FORMAT"
+
+
+def line_formatter(log_format: str | None = None) -> logging.Formatter:
+    """The look of every line of the serve log, its own and APScheduler's: the format
+    asked for, else AISHELL_LOG_FORMAT's, else text."""
+    chosen = log_format or os.environ.get(LOG_FORMAT_ENV) or "text"
+    if chosen not in LOG_FORMATS:
+        raise UsageError(
+            f"Log format {chosen!r} (--log-format or {LOG_FORMAT_ENV}): use text or json"
+        )
+    return JsonLine() if chosen == "json" else StampedLine()
 
 
 class Echo(logging.Handler):
@@ -90,14 +128,14 @@ def attached(name: str, handler: logging.Handler, level: int) -> Iterator[loggin
 
 
 @contextmanager
-def serve_log() -> Iterator[None]:
+def serve_log(log_format: str | None = None) -> Iterator[None]:
     """`schedule serve`'s log: aishell's lines from INFO up on stdout, one per event;
     APScheduler's own from WARNING up on stderr, where they went before any handler was
     set (its INFO and DEBUG lines repeat ours, or say every few seconds that it looked
     for jobs)."""
     ours, theirs = Echo(), Echo(err=True)
-    ours.setFormatter(line_formatter())
-    theirs.setFormatter(line_formatter())
+    ours.setFormatter(line_formatter(log_format))
+    theirs.setFormatter(line_formatter(log_format))
     with attached(ROOT, ours, logging.INFO), attached(APSCHEDULER, theirs, logging.WARNING):
         yield
 
@@ -107,4 +145,14 @@ def rendered_log(console: Console) -> Iterator[None]:
     """A scheduled run's lines from INFO up on the console, while it runs in the
     foreground (`schedule run-now`)."""
     with attached(ROOT, Rendered(console), logging.INFO):
+        yield
+
+
+@contextmanager
+def check_log(log_format: str | None = None) -> Iterator[None]:
+    """`alerts check`'s log: what it sent and what failed, on stderr (its answer is
+    stdout's), from INFO up."""
+    lines = Echo(err=True)
+    lines.setFormatter(line_formatter(log_format))
+    with attached(ROOT, lines, logging.INFO):
         yield

@@ -28,6 +28,7 @@ __all__ = [
     "backup_catalog",
     "backup_freshness",
     "backup_state",
+    "check_alerts",
     "check_planner",
     "check_target",
     "clean_leftovers",
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from aishell.commands.alerts import check_alerts
     from aishell.commands.assumptions import ROW_DRIFT_TOLERANCE
     from aishell.commands.backups import (
         backup_catalog,
@@ -119,6 +121,7 @@ else:
         __name__,
         __all__,
         {
+            "aishell.commands.alerts": ("check_alerts",),
             "aishell.commands.assumptions": ("ROW_DRIFT_TOLERANCE",),
             "aishell.commands.backups": (
                 "backup_catalog",

@@ -23,6 +23,7 @@ from aishell.state.store import StateStore
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Runs a schedule left unfinished (out of the window, or stopped) are resumed first.
 UNFINISHED = ("interrupted", "out_of_window")
+_RESUMING = "schedule %s: resuming unfinished run %s first"
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +159,11 @@ def _trigger(
     if how == "cron" and recent and recent[0]["status"] == WAITING_APPROVAL:
         waiting = show_run(config, recent[0]["run_id"])
         still = "schedule %s: run %s still waits for approval; not started again"
-        logger.info(still, name, waiting["run_id"])
+        logger.info(still, name, waiting["run_id"], extra={"run_id": waiting["run_id"]})
         notify_run(config, waiting, name, how)
         return None
     for earlier in reversed(unfinished):
-        logger.info("schedule %s: resuming unfinished run %s first", name, earlier["run_id"])
+        logger.info(_RESUMING, name, earlier["run_id"], extra={"run_id": earlier["run_id"]})
         resumed = waiting_for_lock(
             config,
             partial(
@@ -196,7 +197,8 @@ def _trigger(
         f"schedule {name}",
         stop,
     )
-    logger.info("schedule %s: run %s %s", name, result.run_id, result.status)
+    ids = {"run_id": result.run_id}
+    logger.info("schedule %s: run %s %s", name, result.run_id, result.status, extra=ids)
     notify_run(config, result.to_dict(), name, how)
     return result
 

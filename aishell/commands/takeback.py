@@ -61,10 +61,11 @@ def take_back(
             run_id,
             run["pid"],
             run["hostname"],
+            extra={"run_id": run_id},
         )
         if run["dry_run"]:
             continue  # a preview has nothing to finish
-        logger.info("schedule %s: resuming run %s", name, run_id)
+        logger.info("schedule %s: resuming run %s", name, run_id, extra={"run_id": run_id})
         limit = _run_limit(config, name)
         try:
             last = waiting_for_lock(
@@ -143,7 +144,13 @@ def failed_trigger(config: Config, schedule: dict[str, Any], how: str, reason: s
         store.record_schedule_run(run_id, name, how)
         store.finish_run(run_id, "failed", reason)
         run = store.get_run(run_id)
-    logger.error("schedule %s: run %s failed before it started: %s", name, run_id, reason)
+    logger.error(
+        "schedule %s: run %s failed before it started: %s",
+        name,
+        run_id,
+        reason,
+        extra={"run_id": run_id},
+    )
     notify_run(config, run, name, how)
 
 

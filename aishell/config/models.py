@@ -22,6 +22,7 @@ from aishell.config.fields import PURGE, setting
 from aishell.config.files import read_yaml, validate
 from aishell.config.home import agent_file, config_files, find_home, read_layers
 from aishell.config.kinds import Capability
+from aishell.config.monitoring import MonitoringConfig
 from aishell.config.options import MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
@@ -51,8 +52,7 @@ class TargetConfig(_Strict):
     # Lock waits start short and are retried with backoff, instead of one long wait
     # that queues every other session behind aishell.
     lock_timeout_ms: int = Field(1000, ge=10, le=MAX_TIMEOUT_SECONDS * 1000)
-    # Opening a connection: TCP, TLS, the server's greeting and authentication, all of it
-    # (PostgreSQL counts at least 2 s).
+    # Opening a connection: TCP, TLS, greeting and login, all of it (PostgreSQL: 2 s at least).
     connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
     # How long a server may stay silent: the answer to a statement outside a step (catalog
     # reads, checks, locks); inside a step, the time after the step's own limit
@@ -85,8 +85,7 @@ class RunDefaults(_Strict):
 
 class StateConfig(_Strict):
     url: str = "sqlite:///state.db"
-    # As for targets: the password comes from this environment variable, so the URL
-    # in a config file that is shared carries none.
+    # As for targets: the password comes from this variable, never a shared file's URL.
     password_env: str | None = None
     # How long a SQLite store waits for another process's lock before it gives up;
     # null: the URL's own `timeout` query parameter, or 10 seconds.
@@ -190,6 +189,7 @@ class MainConfig(_Strict):
     defaults: RunDefaults = RunDefaults()
     planner: PlannerConfig = PlannerConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     targets: dict[str, TargetConfig]

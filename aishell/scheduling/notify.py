@@ -46,6 +46,12 @@ def send(config: NotificationsConfig, message: dict[str, Any]) -> list[str]:
     each of them."""
     if message["status"] not in config.on:
         return []
+    return deliver(config, message)
+
+
+def deliver(config: NotificationsConfig, message: dict[str, Any]) -> list[str]:
+    """Send to every configured notifier whatever `on` says (an alert's rules chose it);
+    returns the failures, one line each, and logs each of them."""
     # ensure_ascii (the default) keeps control and bidi characters escaped in the body.
     body = json.dumps(message, sort_keys=True, default=str, ensure_ascii=True).encode()
     failures: list[str] = []
@@ -57,11 +63,16 @@ def send(config: NotificationsConfig, message: dict[str, Any]) -> list[str]:
         failure = _post(config.webhook, body, config.timeout_seconds)
         if failure:
             failures.append(failure)
-    about = message.get("run_id") or f"schedule {message.get('schedule')}"
+    about = message.get("run_id") or (
+        f"schedule {message.get('schedule')}"
+        if "schedule" in message
+        else f"alert {message.get('rule')} on {message.get('subject')}"
+    )
+    known = {key: message[key] for key in ("run_id", "step") if message.get(key) is not None}
     for failure in failures:
         # The command's stderr and the error text are not ours: the log's formatter
         # escapes them, and they are never obeyed.
-        logger.warning("%s: %s", about, failure)
+        logger.warning("%s: %s", about, failure, extra=known)
     return failures
 
 

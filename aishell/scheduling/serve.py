@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from aishell.config.models import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.executor.stopping import stop_all
-from aishell.scheduling import notify
+from aishell.scheduling import alerts, notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.state.store import StateStore
 
@@ -216,6 +216,7 @@ def serve(config: Config, run: Run, stop: threading.Event | None = None) -> list
                 jobstore="internal",
                 id="reconcile",
             )
+            _monitor(scheduler, config)
             _take_back_on_start(scheduler, store)
             previous = _on_signals(stop)
             where = make_url(config.state_url).render_as_string(hide_password=True)
@@ -237,6 +238,21 @@ def serve(config: Config, run: Run, stop: threading.Event | None = None) -> list
         finally:
             _serving = None
             store.release_lock(LEASE, "serve")
+
+
+def _monitor(scheduler: BackgroundScheduler, config: Config) -> None:
+    """The alert rules, evaluated every monitoring.interval_seconds when there are any."""
+    monitoring = config.main.monitoring
+    if monitoring.enabled and monitoring.alerts:
+        scheduler.add_job(
+            alerts.evaluate_now,
+            "interval",
+            seconds=monitoring.interval_seconds,
+            args=[config],
+            jobstore="internal",
+            id=alerts.JOB_ID,
+            next_run_time=datetime.now(UTC),
+        )
 
 
 def _take_back_on_start(scheduler: BackgroundScheduler, store: StateStore) -> None:
@@ -423,9 +439,10 @@ def _on_event(config: Config) -> Callable[[JobEvent], None]:
     lines are its logger's, which serve's command keeps to warnings)."""
 
     def on_event(event: JobEvent) -> None:
-        if event.job_id == "reconcile":
+        if event.job_id in ("reconcile", alerts.JOB_ID):
             if isinstance(event, JobExecutionEvent) and event.exception is not None:
-                logger.error("reading schedules failed: %s", event.exception)
+                what = "reading schedules" if event.job_id == "reconcile" else "checking alerts"
+                logger.error("%s failed: %s", what, event.exception)
             return
         name = event.job_id
         if event.code == EVENT_JOB_MAX_INSTANCES:

@@ -6,7 +6,7 @@ goes with a new revision there, which a test compares against these definitions.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -249,4 +249,24 @@ scratch = Table(
     Column("hostname", String(255), nullable=False),
     Column("pid_started", String(32)),
     Column("created_at", String(32), nullable=False),
+)
+
+# Each occurrence of a monitoring alert (aishell/scheduling/alerts.py), keyed by its rule,
+# its subject (a run, a step, a target, a schedule) and what makes it a new occurrence
+# (the run's end, the step's start, the newest backup, the due time): sent once when it
+# fires and once when it resolves, by whichever process claims it first.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(32), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("occurrence", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("fired_at", String(32), nullable=False),
+    Column("sent_at", String(32)),
+    Column("resolved_at", String(32), index=True),
+    Column("resolved_sent_at", String(32)),
+    UniqueConstraint("rule", "subject", "occurrence", name="uq_alerts_occurrence"),
 )

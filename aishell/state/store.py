@@ -9,7 +9,7 @@ StateStore is what every caller uses: it opens the connection, brings the schema
 the newest revision (history.py), and turns failures of the store into StateError;
 what it stores is read and written by the repositories it is made of (runs.py,
 steps.py, approvals.py, backups.py, schedules.py, locks.py, scratch_ledger.py,
-breaker.py, plan_cache.py).
+breaker.py, plan_cache.py, alerts.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from aishell.config.models import display_url
 from aishell.errors import StateError
 from aishell.retry.policy import Backoff, retrying
 from aishell.state import history
+from aishell.state.alerts import AlertRepository
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.backups import BackupCatalog
 from aishell.state.breaker import BreakerRepository
@@ -75,6 +76,7 @@ class StateStore(
     ScratchLedger,
     BreakerRepository,
     PlanCache,
+    AlertRepository,
 ):
     """All reads and writes of run state; every write is one committed transaction."""
 
