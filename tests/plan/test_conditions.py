@@ -133,7 +133,7 @@ _VALUES = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(condition=_HOSTILE, values=st.lists(_VALUES, min_size=1, max_size=4))
 def test_any_text_parses_or_raises_a_condition_error_and_never_runs_code(condition, values):
     def forbidden(*args: object, **kwargs: object) -> None:
@@ -151,6 +151,7 @@ def test_any_text_parses_or_raises_a_condition_error_and_never_runs_code(conditi
             assert parsed.holds(by_text, "s") in (True, False)
 
 
+@settings(max_examples=50)
 @given(value=_VALUES)
 def test_a_bare_reference_holds_when_its_value_is_non_empty_as_before(value):
     assert holds(ROWS, row_count=value) is bool(value)
