@@ -24,6 +24,7 @@ from aishell.executor.retry import final_error, reconnect, step_retrying
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
+from aishell.plan.conditions import parse_condition
 from aishell.plan.model import Step, tables_with_columns
 from aishell.plan.references import substitute, unmet
 from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
@@ -103,7 +104,7 @@ def prepare(
     ctx: ToolContext,
 ) -> PreparedStep | None:
     """Resolve, check, render and measure the step, then ask the policy; None when its
-    condition is empty (it is skipped). Anything wrong fails the step and stops the run.
+    condition does not hold (it is skipped). Anything wrong fails the step and stops the run.
     Preparing only reads, so a lock timeout on the way (a table another session holds)
     is tried again as the step's own would be (the agent's max_retries, with backoff);
     the lock still held after that fails the step naming who holds it, but a tool that
@@ -111,8 +112,9 @@ def prepare(
     the run read it."""
 
     def once() -> PreparedStep | None:
-        if step.condition is not None and not substitute(step.condition, outputs, step.id, absent):
-            run.finish(result, "skipped", error=unmet(step.condition))
+        why = _unmet_condition(step, outputs, absent)
+        if why is not None:
+            run.finish(result, "skipped", error=why)
             return None
         resolved = substitute(step.params, outputs, step.id, absent)
         return _prepare(run, step, result, tool, impl, ctx, resolved)
@@ -147,6 +149,22 @@ def prepare(
     # that lost it, as on any other (loop.py).
     assert lost is not None
     raise lost
+
+
+def _unmet_condition(step: Step, outputs: Mapping[str, Any], absent: frozenset[str]) -> str | None:
+    """Why the step's condition keeps it from running, in words; None when it runs.
+
+    Evaluated over the earlier outputs it names (conditions.py), never as Python; a
+    value of a type the condition cannot compare fails the step, naming the condition."""
+    if step.condition is None:
+        return None
+    condition = parse_condition(step.condition)
+    values = {
+        ref.text: substitute(ref.text, outputs, step.id, absent) for ref in condition.references
+    }
+    if condition.holds(values, f"{step.id} ({step.tool})"):
+        return None
+    return unmet(step.condition, values)
 
 
 def _prepare_once(

@@ -10,9 +10,10 @@ from typing import Any
 
 from aishell.config.kinds import Capability
 from aishell.errors import PlanError, ToolNotFound
-from aishell.plan.references import find_references
+from aishell.plan.conditions import ConditionError, parse_condition
+from aishell.plan.references import Reference, find_references
 from aishell.plan.shapes import plan_file_problems
-from aishell.registry import Registry
+from aishell.registry import Registry, ToolDefinition
 from aishell.tool import params as schema
 
 PLAN_FORMAT = 1
@@ -207,6 +208,8 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
     problems: list[str] = []
     allowed = {Capability(c) for c in capabilities}
     seen: set[str] = set()
+    # The tools of the steps so far, for what their outputs hold (conditions' types).
+    earlier: dict[str, ToolDefinition] = {}
     for step in plan.steps:
         where = f"{step.id} ({step.tool})"
         if step.id in seen:
@@ -228,9 +231,7 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
             for p in schema.validate(_placeholders(step.params, tool.params), tool.params)
         ]
         if step.condition is not None:
-            refs = find_references(step.condition)
-            if len(refs) != 1 or refs[0].text != step.condition:
-                problems.append(f"{where}: condition must be a single ${{...}} reference")
+            problems += [f"{where}: {p}" for p in condition_problems(step.condition, earlier)]
         for ref in find_references([step.params, step.condition]):
             if ref.step_id not in seen:
                 problems.append(
@@ -240,7 +241,60 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
             if dep not in seen:
                 problems.append(f"{where}: depends on {dep}, which does not come before it")
         seen.add(step.id)
+        earlier.setdefault(step.id, tool)
     return problems
+
+
+def condition_problems(text: str, earlier: Mapping[str, ToolDefinition]) -> list[str]:
+    """What is wrong with a step's condition, given the tools of the steps before it: it
+    does not parse, reads no step's output, reads a key its step's tool does not
+    return, or compares values of types that tool's `returns` rule out."""
+    try:
+        condition = parse_condition(text)
+    except ConditionError as exc:
+        return [str(exc)]
+    if not condition.references:
+        return [
+            f"condition {text!r} reads no earlier step's output; name one as ${{step_N.output.key}}"
+        ]
+    if any(ref.step_id not in earlier for ref in condition.references):
+        return []  # a reference that does not point back is said once, above
+    unknown = []
+    for ref in dict.fromkeys(condition.references):
+        returns = earlier[ref.step_id].returns.get("properties") or {}
+        if returns and ref.path and isinstance(ref.path[0], str) and ref.path[0] not in returns:
+            unknown.append(
+                f"{ref.text} reads '{ref.path[0]}', which {earlier[ref.step_id].name} does "
+                f"not return (it returns: {', '.join(sorted(returns))})"
+            )
+    return unknown or condition.type_problems(lambda ref: _returned_kinds(earlier, ref))
+
+
+# JSON schema types as a condition's kinds (conditions.kind).
+_KINDS = {
+    "integer": "number",
+    "number": "number",
+    "string": "string",
+    "boolean": "boolean",
+    "array": "list",
+    "object": "object",
+    "null": "null",
+}
+
+
+def _returned_kinds(earlier: Mapping[str, ToolDefinition], ref: Reference) -> frozenset[str] | None:
+    """What the referenced output may hold as its tool's `returns` declares it; None
+    where it does not say (a nested key, an item of a list, an undeclared type)."""
+    returns = earlier[ref.step_id].returns
+    if not ref.path:
+        declared: Any = returns.get("type", "object") if returns else None
+    elif len(ref.path) == 1 and isinstance(ref.path[0], str):
+        declared = ((returns.get("properties") or {}).get(ref.path[0]) or {}).get("type")
+    else:
+        return None
+    names = declared if isinstance(declared, list) else [declared]
+    kinds = {_KINDS.get(str(name)) for name in names}
+    return None if None in kinds or not kinds else frozenset(k for k in kinds if k)
 
 
 def _placeholders(params: Mapping[str, Any], tool_schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,15 +53,29 @@ def find_references(value: Any) -> list[Reference]:
     return found
 
 
-def unmet(condition: str) -> str:
-    """Why a step whose condition came out empty was skipped, in words a person reads:
-    `${step_1.output.corrupted_tables}` as "step_1 found no corrupted_tables"."""
+def unmet(condition: str, values: Mapping[str, Any] | None = None) -> str:
+    """Why a step whose condition did not hold was skipped, in words a person reads:
+    `${step_1.output.corrupted_tables}` as "step_1 found no corrupted_tables"; an
+    expression with each reference as `key of step_N` and, given `values` (each
+    reference's value by its text), what they were."""
     refs = find_references(condition)
     if len(refs) == 1 and refs[0].text == condition.strip():
         return f"{refs[0].step_id} found no {refs[0].key}: nothing to do"
     for ref in refs:
         condition = condition.replace(ref.text, f"{ref.key} of {ref.step_id}")
-    return f"its condition ({condition}) is empty: nothing to do"
+    condition = " ".join(condition.split())
+    shown = values or {}
+    were = "; ".join(
+        f"{ref.key} of {ref.step_id} is {_clipped(shown[text])}"
+        for text, ref in {r.text: r for r in refs}.items()
+        if text in shown
+    )
+    return f"its condition ({condition}) is false{f' ({were})' if were else ''}: nothing to do"
+
+
+def _clipped(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def has_references(value: Any) -> bool:

@@ -158,7 +158,8 @@ class DraftStep(BaseModel):
     tool: str = Field(min_length=1)
     params: dict[str, Any]
     rationale: str
-    # A ${step_N.output.key} reference; the step runs only when it resolves non-empty.
+    # A condition over earlier outputs (conditions.py): a ${step_N.output.key} reference,
+    # which holds when non-empty, or a comparison such as `len(${step_0.output.t}) > 0`.
     condition: str | SkipJsonSchema[None] = None
     depends_on: SkipJsonSchema[list[str] | None] = None
 

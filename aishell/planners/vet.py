@@ -3,7 +3,8 @@
 A model's answer is untrusted text. It becomes steps only if it has the plan's shape,
 calls registered tools the agent may use, gives params that match each tool's schema
 and name objects the target's catalog has, refers only to earlier steps and to
-outputs the tools return, and carries no SQL and no approval of its own. The safety
+outputs the tools return, has conditions that parse and compare what those outputs
+can hold (plan/conditions.py), and carries no SQL and no approval of its own. The safety
 policy then gates the steps exactly as it gates a plan written by hand.
 """
 
@@ -31,7 +32,8 @@ _STEP_MUST = {
     "tool": "'tool' must name a tool",
     "params": "'params' must be a JSON object, not {kind}",
     "rationale": "'rationale' must be text",
-    "condition": "'condition' must be a ${{step_N.output.key}} reference",
+    "condition": "'condition' must be text: a ${{step_N.output.key}} reference, or a "
+    "comparison over such references",
     "depends_on": "'depends_on' must be a list of step ids",
 }
 # Keys a model may add to claim what only the policy and a person decide.

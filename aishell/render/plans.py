@@ -41,8 +41,17 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
             f"{len(preview.steps):,} steps shown as {len(groups)} lines of alike steps "
             "(same tool, risk and approval); --all shows each step, --json every detail."
         )
+    _conditions(out, preview)
     _user_code(out, list(preview.steps))
     out.print(f"plan hash {plan.hash}")
+
+
+def _conditions(out: Console, preview: PlanPreview) -> None:
+    """The steps that run only when their condition over earlier outputs holds (checked
+    when the plan was validated, evaluated when the step's turn comes)."""
+    for step in preview.plan.steps:
+        if step.condition:
+            out.print(base.safe_text(f"{step.id} runs only if: {step.condition}", "cyan"))
 
 
 def _user_code(out: Console, steps: list[StepPreview]) -> None:

@@ -65,6 +65,9 @@ def run_summary(out: Console, result: RunResult) -> None:
             out.print(f"Database size: {human_size(size_before)} -> {human_size(size_after)}")
     if result.dry_run:
         _dry_run_steps(out, [s for s in result.steps if s.status == "previewed"])
+        # What would not run, and why: a condition that did not hold, a table gone.
+        for step in (s for s in result.steps if s.status == "skipped" and s.error):
+            out.print(safe_text(f"  {step.step_id} {step.tool}: {step.error}", "dim"))
     counts: dict[str, int] = {}
     for step in result.steps:
         counts[step.status] = counts.get(step.status, 0) + 1

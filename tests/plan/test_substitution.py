@@ -114,7 +114,7 @@ def test_an_unmet_condition_is_said_in_words():
     )
     assert unmet("${steps.check.output.rows[0]}") == "check found no rows[0]: nothing to do"
     said = unmet("${step_1.output.large_purge}${step_2.output.tables}")
-    assert said == "its condition (large_purge of step_1tables of step_2) is empty: nothing to do"
+    assert said == "its condition (large_purge of step_1tables of step_2) is false: nothing to do"
     assert "${" not in said
 
 

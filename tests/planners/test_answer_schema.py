@@ -39,5 +39,6 @@ def test_a_step_the_schema_describes_passes_the_step_check_and_others_do_not():
     _, problems = _step(0, {"tool": "count_table_rows", "params": [], "condition": 5})
     assert problems == [
         "step_0: 'params' must be a JSON object, not a list",
-        "step_0: 'condition' must be a ${step_N.output.key} reference",
+        "step_0: 'condition' must be text: a ${step_N.output.key} reference, or a "
+        "comparison over such references",
     ]

@@ -29,6 +29,7 @@ from aishell.cli.schedules import job_from_words
 from aishell.config.models import Config, load_agent_config
 from aishell.config.resources import bundled_catalog_dir, bundled_config_dir
 from aishell.errors import DraftRejected, PlanDeclined, PlannerUnavailable
+from aishell.plan.conditions import parse_condition
 from aishell.plan.model import Plan, Step, validate_plan
 from aishell.plan.references import find_references
 from aishell.planners.prompt import offered_tools
@@ -309,9 +310,9 @@ REJECTED: list[tuple[str, Any, str]] = [
         "below the minimum",
     ),
     (
-        "a condition that is not a reference",
+        "a condition that reads no step's output",
         _answer("maintenance", {**STATS, "condition": "true"}),
-        "condition must be a single ${...} reference",
+        "condition 'true' reads no earlier step's output",
     ),
     (
         "a dependency that is not there",
@@ -1623,8 +1624,16 @@ def _no_steps(c: Change) -> str:
 
 @_mutation
 def _condition_not_a_reference(c: Change) -> str:
-    c.step["condition"] = c.pick(["true", "1", "rows > 0", "${step_0.output.ok} and more"])
-    return "condition must be a single ${...} reference"
+    said = {
+        "true": "reads no earlier step's output",
+        "1": "reads no earlier step's output",
+        "rows > 0": "unknown word",
+        "${step_0.output.ok} and more": "unknown word",
+        "${step_0.output.ok} = 1": "unexpected '='",
+    }
+    condition = c.pick(sorted(said))
+    c.step["condition"] = condition
+    return said[condition]
 
 
 @_mutation
@@ -1798,7 +1807,7 @@ def _check_accepted(vetted: Vetted, dialect: str) -> None:
             if ref.path:
                 assert ref.path[0] in _returns(tools[source]), ref.text
         assert all(int(d.removeprefix("step_")) < index for d in step.depends_on)
-        assert step.condition is None or _whole_reference(step.condition)
+        assert step.condition is None or parse_condition(step.condition).references
 
 
 def _vet(answer: Any, dialect: str) -> Vetted:
