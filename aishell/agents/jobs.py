@@ -22,6 +22,8 @@ RUN_OPTIONS = frozenset(
         "non_interactive",
         "safety_level",
         "force",
+        "ignore_window",
+        "reason",
         "as_json",
     }
 )
@@ -30,12 +32,16 @@ RUN_OPTIONS = frozenset(
 _SCHEDULED_OPTIONS = ("dry_run", "safety_level", "force", "planner")
 
 
-def maintenance_job(kind: str, tables: str | None, no_rebuild_indexes: bool) -> dict[str, Any]:
-    """`--type`, `--tables` (comma-separated) and `--no-rebuild-indexes` as a job."""
+def maintenance_job(
+    kind: str, tables: str | None, no_rebuild_indexes: bool, update_stats: bool = True
+) -> dict[str, Any]:
+    """`--type`, `--tables` (comma-separated), `--no-rebuild-indexes` and
+    `--update-stats/--no-update-stats` as a job."""
     return {
         "type": kind,
         "tables": tables.split(",") if tables is not None else None,
         "rebuild_indexes": not no_rebuild_indexes,
+        "update_stats": update_stats,
     }
 
 
@@ -69,7 +75,12 @@ def log_cleanup_job(**flags: Any) -> dict[str, Any]:
 
 
 def _maintenance_options(params: dict[str, Any]) -> dict[str, Any]:
-    return maintenance_job(params["kind"], params["tables"], params["no_rebuild_indexes"])
+    return maintenance_job(
+        params["kind"],
+        params["tables"],
+        params["no_rebuild_indexes"],
+        params.get("update_stats", True),
+    )
 
 
 def _backup_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -116,10 +127,16 @@ def scheduled_job(
     # Here, not at the top: the approval rules import the policy and SQLAlchemy, which
     # the command line must not pay for at start.
     from aishell.policy.approvers import refuse_approval_in_advance
+    from aishell.policy.window import window_override
 
     refuse_approval_in_advance(bool(params.get("yes")), params.get("approve_up_to"))
+    # Nobody is there to give a reason when the schedule fires: it is given now, or the
+    # schedule is refused; who is the user the scheduler runs as, recorded at each run.
+    ignored = window_override(bool(params.get("ignore_window")), params.get("reason"), "")
     agent, job = job_from_options(name, params)
     options = {k: params[k] for k in _SCHEDULED_OPTIONS if params.get(k)}
+    if ignored is not None:
+        options.update(ignore_window=True, reason=ignored.reason)
     if params.get("max_run_time") is not None:
         options["max_run_seconds"] = params["max_run_time"]
     return agent, job, params.get("target"), options

@@ -15,6 +15,7 @@ from aishell.config.options import (
     MAINTENANCE_TYPE,
     MAINTENANCE_TYPES,
     REBUILD_INDEXES,
+    UPDATE_STATS,
 )
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
@@ -41,10 +42,20 @@ class MaintenanceAgent:
             tables = [t.strip() for t in tables if t.strip()]
             if not tables:
                 raise UsageError("--tables was given but names no table")
+        update_stats = job.get("update_stats", UPDATE_STATS.default)
+        if not isinstance(update_stats, bool):
+            raise UsageError("update_stats: give true or false")
+        if kind == "quick" and not update_stats:
+            # Quick maintenance is its statistics steps: without them it has no work.
+            raise UsageError(
+                "Quick maintenance only refreshes statistics, so --no-update-stats leaves "
+                "it nothing to do; use --type standard or full, or drop --no-update-stats"
+            )
         return {
             "type": kind,
             "tables": tables,
             "rebuild_indexes": bool(job.get("rebuild_indexes", REBUILD_INDEXES.default)),
+            "update_stats": update_stats,
         }
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
@@ -73,18 +84,20 @@ class MaintenanceAgent:
             ),
             "emergency": "check for corruption and repair corrupted tables after a backup copy",
         }[job["type"]]
+        keep_stats = "" if job.get("update_stats", True) else " Do not refresh statistics."
         return (
             f"Run {job['type']} maintenance on {scope}: check the database's health first, "
-            f"then {work}, and end with a maintenance report."
+            f"then {work}, and end with a maintenance report.{keep_stats}"
         )
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]
         tables = _in_order(job, ctx)
-        work = _with_planned(
-            [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)], kind, ctx.planned
-        )
+        work = [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)]
+        if not job.get("update_stats", True):
+            work = [w for w in work if w.tool != _STATISTICS_TOOL]
+        work = _with_planned(work, kind, ctx.planned)
         steps = [
             Step(
                 id=step_id(i),
@@ -150,8 +163,11 @@ def _health_check(kind: str, tables: list[str]) -> _Work:
     )
 
 
+_STATISTICS_TOOL = "update_table_statistics"
+
+
 def _statistics(t: str) -> _Work:
-    return _Work("update_table_statistics", {"table": t}, f"Refresh planner statistics for {t}", t)
+    return _Work(_STATISTICS_TOOL, {"table": t}, f"Refresh planner statistics for {t}", t)
 
 
 def _fragmentation(t: str, ctx: PlanningContext) -> _Work:
@@ -206,7 +222,7 @@ def _statistics_of(tables: list[str]) -> _Work:
         return _statistics(tables[0])
     shown = f"{tables[0]} to {tables[-1]}"
     return _Work(
-        "update_table_statistics",
+        _STATISTICS_TOOL,
         {"tables": tables},
         f"Refresh planner statistics for {len(tables)} tables, {shown}",
     )

@@ -15,15 +15,23 @@ from aishell.cli.completion import target_option
 from aishell.config.bounds import MAX_RUN_TIME_SECONDS
 from aishell.config.options import (
     APPROVE_UP_TO,
+    BACKUP_RETENTION_DAYS,
+    BACKUP_TYPE,
+    CLEANUP,
+    KEEP_LAST,
     LOCK_WAIT,
     LOG_CLEANUP_OPTIONS,
     MAINTENANCE_TYPE,
     MAX_RUN_TIME,
     PLANNER,
+    QUICK,
     REBUILD_INDEXES,
     RUN_OPTIONS,
     SAFETY_LEVEL,
     TABLES,
+    UPDATE_STATS,
+    VERIFY,
+    WINDOW_OPTIONS,
     Option,
 )
 from aishell.errors import UsageError
@@ -189,15 +197,17 @@ def table_option(option: Option) -> Decorator:
 
 
 def maintenance_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--type, --target, --tables and --no-rebuild-indexes; the command is handed the
-    job's three as one dict, `maintenance` (jobs.maintenance_job's arguments)."""
+    """--type, --target, --tables, --no-rebuild-indexes and --update-stats/--no-update-stats;
+    the command is handed the job's four as one dict, `maintenance` (jobs.maintenance_job's
+    arguments)."""
     options: list[Decorator] = [
         table_option(MAINTENANCE_TYPE),
         target_option,
         table_option(TABLES),
         table_option(REBUILD_INDEXES),
+        table_option(UPDATE_STATS),
     ]
-    job_keys = {"kind": "kind", "tables": "tables", "no_rebuild_indexes": "no_rebuild_indexes"}
+    job_keys = {k: k for k in ("kind", "tables", "no_rebuild_indexes", UPDATE_STATS.key)}
     return stacked(options)(gathered("maintenance", job_keys)(f))
 
 
@@ -206,6 +216,17 @@ log_cleanup_options = stacked(
 )
 
 lock_wait_option = table_option(LOCK_WAIT)
+
+
+def backup_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--type, --target, --verify/--no-verify, --quick, --cleanup, --retention-days,
+    --keep-last and --lock-wait; the command is handed the job's as one dict, `backup`
+    (jobs.backup_job's arguments)."""
+    job = [BACKUP_TYPE, VERIFY, QUICK, CLEANUP, BACKUP_RETENTION_DAYS, KEEP_LAST, LOCK_WAIT]
+    options: list[Decorator] = [table_option(BACKUP_TYPE), target_option]
+    options += [table_option(o) for o in job[1:]]
+    return stacked(options)(gathered("backup", {o.param: o.param for o in job})(f))
+
 
 planner_option = table_option(PLANNER)
 
@@ -245,16 +266,21 @@ approval_options = stacked(
 )
 
 # How a run goes, as the commands that start runs take it: a command that has any of
-# --planner, --dry-run, --safety-level, --force and --max-run-time takes them as one
-# dict, `run_options`, to pass on as keywords (commands.run_job, apply_plan, ask, ...).
+# --planner, --dry-run, --safety-level, --force, --max-run-time, --ignore-window and
+# --reason takes them as one dict, `run_options`, to pass on as keywords
+# (commands.run_job, apply_plan, ask, ...).
 run_options = gathered(
     "run_options",
     {
         **{o.param: o.key for o in RUN_OPTIONS},
         "dry_run": "dry_run",
         "force": "force",
+        **{o.param: o.key for o in WINDOW_OPTIONS},
     },
 )
+
+# --ignore-window and its --reason: into `run_options` with the others.
+window_options = stacked([table_option(o) for o in WINDOW_OPTIONS])
 
 
 def dry_run_option(text: str = "Read-only: run analysis, preview the rest.") -> Decorator:
@@ -266,7 +292,8 @@ max_run_time_option = table_option(MAX_RUN_TIME)
 
 def start_options(dry_run_help: str = "Read-only: run analysis, preview the rest.") -> Decorator:
     """How a plan runs, as `aishell apply` takes it (and `aishell run` after --planner):
-    --dry-run, the approval flags, --max-run-time, --safety-level, --force and --json;
+    --dry-run, the approval flags, --max-run-time, --safety-level, --force,
+    --ignore-window with --reason, and --json;
     the command takes them as `approval`, `run_options` and `as_json`."""
     return stacked(
         [
@@ -276,6 +303,7 @@ def start_options(dry_run_help: str = "Read-only: run analysis, preview the rest
             max_run_time_option,
             safety_level_option,
             force_option,
+            window_options,
             quiet_option,
             json_option,
         ]

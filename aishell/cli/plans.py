@@ -84,6 +84,22 @@ def plan_log_cleanup(
     plan_and_show(state, as_json, "log_cleanup", job, target, plan_options)
 
 
+@plan.command("backup")
+@options.backup_options
+@options.plan_job_options
+@pass_state
+def plan_backup(
+    state: State,
+    target: str | None,
+    backup: dict[str, Any],
+    as_json: bool,
+    plan_options: dict[str, Any],
+) -> None:
+    """Plan a backup: size, dump, validation (and cleanup), each step's risk and locks."""
+    job = jobs.backup_job(**backup)
+    plan_and_show(state, as_json, "backup", job, target, plan_options)
+
+
 @plan.command("rotate-key")
 @options.json_option
 @pass_state

@@ -58,6 +58,7 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
 @options.run_options
 @options.approval_options
 @options.max_run_time_option
+@options.window_options
 @options.quiet_option
 @options.json_option
 @pass_state

@@ -8,30 +8,22 @@ import click
 
 from aishell import commands
 from aishell.agents import jobs
-from aishell.cli.completion import target_option
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import (
     approval_options,
+    backup_options,
+    dry_run_option,
     job_run_options,
     json_option,
-    lock_wait_option,
     log_cleanup_options,
     maintenance_options,
     max_run_time_option,
     planner_option,
     quiet_option,
     run_options,
-    table_option,
+    window_options,
 )
 from aishell.cli.output import run_and_render
-from aishell.config.options import (
-    BACKUP_RETENTION_DAYS,
-    BACKUP_TYPE,
-    CLEANUP,
-    KEEP_LAST,
-    QUICK,
-    VERIFY,
-)
 
 
 @click.group(cls=AishellGroup)
@@ -108,19 +100,20 @@ def run_log_cleanup(
     start_job(ctx, state, as_json, approval, "log_cleanup", job, target, run_options)
 
 
+BACKUP_DRY_RUN = (
+    "Read-only: estimate the backup's size and show its steps; nothing is written to the "
+    "backup folder."
+)
+
+
 @run.command("backup")
 @run_options
 @planner_option
-@table_option(BACKUP_TYPE)
-@target_option
-@table_option(VERIFY)
-@table_option(QUICK)
-@table_option(CLEANUP)
-@table_option(BACKUP_RETENTION_DAYS)
-@table_option(KEEP_LAST)
-@lock_wait_option
+@backup_options
+@dry_run_option(BACKUP_DRY_RUN)
 @approval_options
 @max_run_time_option
+@window_options
 @quiet_option
 @json_option
 @pass_state
@@ -128,18 +121,12 @@ def run_log_cleanup(
 def run_backup(
     ctx: click.Context,
     state: State,
-    kind: str,
     target: str | None,
-    verify: bool,
-    quick: bool,
-    cleanup: bool,
-    retention_days: float,
-    keep_last: int,
-    lock_wait: float | None,
+    backup: dict[str, Any],
     as_json: bool,
     approval: dict[str, Any],
     run_options: dict[str, Any],
 ) -> None:
     """Back up a target into the backup folder and validate the backup."""
-    job = jobs.backup_job(kind, verify, quick, cleanup, retention_days, keep_last, lock_wait)
+    job = jobs.backup_job(**backup)
     start_job(ctx, state, as_json, approval, "backup", job, target, run_options)

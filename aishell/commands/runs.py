@@ -19,6 +19,7 @@ from aishell.commands.starting import (
     RunHow,
     RunPlace,
     circuit_breaker,
+    ignored_window,
     make_executor,
     plan_and_start,
     start_run,
@@ -29,6 +30,7 @@ from aishell.config.models import Config
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
+from aishell.policy.window import WINDOW_IGNORED
 from aishell.registry import Registry
 from aishell.sqltext import as_received
 from aishell.state.store import StateStore
@@ -142,6 +144,7 @@ def resume_run(
 
     The resumed run has its time limit anew (max_run_seconds, else from config)."""
     started = time.monotonic()
+    ignored = ignored_window(how)
     registry = load_catalog(config)
     with signed_store(config) as store:
         run = store.get_run(run_id)
@@ -169,6 +172,9 @@ def resume_run(
             raise
         try:
             store.reopen_run(run_id, f"resumed from {run['status']}")
+            if ignored is not None:
+                # This go only: a later resume meets the window again unless told anew.
+                store.record_event(run_id, None, WINDOW_IGNORED, ignored.to_event())
             place = RunPlace(config, registry, store, handle)
             executor = make_executor(
                 place,
@@ -205,6 +211,9 @@ def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, A
     statement it sent, as `statements`."""
     with signed_store(config) as store:
         run = store.get_run(run_id)
+        run["window_ignored"] = [
+            {**e["data"], "at": e["at"]} for e in run["events"] if e["kind"] == WINDOW_IGNORED
+        ]
         if with_sql:
             run["statements"] = _as_received(store.list_statements(run["run_id"]), run)
         return run

@@ -190,6 +190,8 @@ def _trigger(
             approver=approver,
             safety_level=options.get("safety_level"),
             force=bool(options.get("force")),
+            ignore_window=bool(options.get("ignore_window")),
+            reason=options.get("reason"),
             planner=options.get("planner"),
             schedule=(name, how),
             max_run_seconds=options.get("max_run_seconds"),

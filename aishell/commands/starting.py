@@ -24,6 +24,7 @@ from aishell.plan.model import Plan
 from aishell.plan.references import find_references
 from aishell.policy.approvers import Approver, NonInteractive, current_user
 from aishell.policy.rules import tighter_or_equal
+from aishell.policy.window import WINDOW_IGNORED, WindowOverride, window_override
 from aishell.registry import Registry, ToolDefinition
 from aishell.state.store import StateStore
 from aishell.state.values import new_run_id
@@ -39,6 +40,9 @@ class ResumeHow(TypedDict, total=False):
     observer: Observer | None
     clock: Callable[[], datetime] | None
     max_run_seconds: float | None
+    # --ignore-window and its --reason: this run is not held for the maintenance window.
+    ignore_window: bool
+    reason: str | None
 
 
 class RunHow(ResumeHow, total=False):
@@ -65,6 +69,7 @@ def plan_and_start(
 
     The run's time limit counts from here: planning a large database takes its share."""
     started = time.monotonic()
+    ignored_window(how)  # a missing --reason is refused before anything is planned
     registry = load_catalog(config)
     name, _ = config.target(target)
     with signed_store(config) as store, circuit_breaker(config, store, name):
@@ -126,6 +131,7 @@ def start_run(
     the run and its steps, and execute it; the lock and the target (opened here unless
     given: it is then this call's to close) are released whatever happens."""
     dry_run, force = how.get("dry_run", False), how.get("force", False)
+    ignored = ignored_window(how)
     if handle is None:
         handle = open_target(config, plan.target, read_only=dry_run)
     run_id = new_run_id()
@@ -146,6 +152,8 @@ def start_run(
         if level != configured:
             change = {"from": configured, "to": level, "by": current_user(), "force": force}
             store.record_event(run_id, None, "safety_level_override", change)
+        if ignored is not None:
+            store.record_event(run_id, None, WINDOW_IGNORED, ignored.to_event())
         place = RunPlace(config, registry, store, handle)
         executor = make_executor(
             place,
@@ -161,6 +169,12 @@ def start_run(
         if lock is not None:
             release_run_lock(store, lock, run_id)
         handle.close()
+
+
+def ignored_window(how: ResumeHow) -> WindowOverride | None:
+    """The decision --ignore-window makes for this run, by the user running aishell;
+    refused without a reason (policy/window.py)."""
+    return window_override(how.get("ignore_window", False), how.get("reason"), current_user())
 
 
 def _check_loosening(handle: Target, configured: str, level: str, force: bool) -> None:
@@ -245,6 +259,7 @@ def make_executor(
         safety_level=safety_level,
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
         run_limit=config.run_limit(agent_name, how.get("max_run_seconds"), limit_source),
+        ignore_window=how.get("ignore_window", False),
         run_started=started,
         run_lock=lock,
         **extra,

@@ -102,7 +102,15 @@ REBUILD_INDEXES = Option(
     default=True,
     flag="--no-rebuild-indexes",
 )
-MAINTENANCE_OPTIONS = (MAINTENANCE_TYPE, TABLES, REBUILD_INDEXES)
+UPDATE_STATS = Option(
+    "update_stats",
+    "flag",
+    "Refresh planner statistics (update_table_statistics steps); --no-update-stats "
+    "leaves them out (quick maintenance, which only refreshes them, is then refused).",
+    default=True,
+    flag="--update-stats/--no-update-stats",
+)
+MAINTENANCE_OPTIONS = (MAINTENANCE_TYPE, TABLES, REBUILD_INDEXES, UPDATE_STATS)
 
 # What `aishell run log-cleanup` purges and how; the defaults are the agent's config's
 # (its purge section), which the command line leaves to it.
@@ -317,6 +325,21 @@ SCHEDULE_MAX_RUN_TIME = replace(
     help="Stop each run after this long (90s, 30m, 2h), resumably; the next trigger goes "
     "on (default: max_run_seconds in config).",
 )
+# One run outside the maintenance window: a person's decision, recorded with who and
+# why (policy/window.py); every other rule of the policy stays.
+IGNORE_WINDOW = Option(
+    "ignore_window",
+    "flag",
+    "Do not hold steps for the maintenance window in this run (needs --reason; approvals, "
+    "purge limits and the safety level still apply). Recorded with who and why.",
+    default=False,
+)
+WINDOW_REASON = Option(
+    "reason",
+    "text",
+    "With --ignore-window: why this run may go outside the maintenance window.",
+)
+WINDOW_OPTIONS = (IGNORE_WINDOW, WINDOW_REASON)
 # The run options a command passes on as keywords (commands.run_job, apply_plan, ...);
 # --approve-up-to goes to the approver instead.
 RUN_OPTIONS = (PLANNER, SAFETY_LEVEL, MAX_RUN_TIME)

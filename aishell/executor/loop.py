@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from aishell.config.models import AgentConfig
+from aishell.config.models import AgentConfig, MaintenanceWindow
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error
 from aishell.executor.results import Observer, RunResult, SilentObserver, StepResult, outcome
@@ -66,6 +66,8 @@ class Executor:
     run_started: float | None = None
     # The run's lock on the target's database, watched while the run lasts.
     run_lock: RunLock | None = None
+    # --ignore-window: a person lifted the maintenance window for this run (and only it).
+    ignore_window: bool = False
     # Signals, the time limit, `aishell stop` and the run lock: what may stop the run.
     _stopping: Stopping = field(init=False)
 
@@ -78,7 +80,11 @@ class Executor:
             safety_level=self.safety_level or self.agent.defaults.safety_level,
             environment=self.target.config.environment,
             target=self.target.name,
-            constraints=self.agent.constraints,
+            constraints=[
+                c
+                for c in self.agent.constraints
+                if not (self.ignore_window and isinstance(c, MaintenanceWindow))
+            ],
         )
 
     def execute(

@@ -48,6 +48,8 @@ def summarize(
         "corruption_not_checked": [],
         "corruption_by_table": {},
         "repaired_tables": [],
+        # The reference's name for what the repair step repaired: its tables, [] for none.
+        "corruption_repaired": [],
         "skipped": [],
         "tables_gone": [],
         "fragmentation": {},

@@ -89,22 +89,21 @@ def statistics_handler(engine: Engine) -> Handler:
             skipped.update(found)
         gone = [t for t, why in skipped.items() if why == GONE]
         analyzed = [t for t in todo if t not in skipped and t not in held]
+        others = {t: why for t, why in skipped.items() if why != GONE}
+        entries: list[dict[str, str]] = [{"table": t, "reason": r} for t, r in others.items()]
+        entries += [{"table": t, "reason": r, "cause": "locked"} for t, r in held.items()]
+        # Every key the definition's `returns:` declares, on every engine, always: a
+        # reference to one (${step_N.output.tables_gone}) never depends on the engine.
         output: dict[str, Any] = {
+            "table": params.get("table"),
             "tables": tables_of(params),
             "statistics_updated": bool(analyzed),
             "tables_analyzed": len(analyzed),
             "tables_done": analyzed,
             "row_estimates": engine.estimates(conn, analyzed) if analyzed else {},
+            "skipped_tables": entries,
+            "tables_gone": gone,
         }
-        if "table" in params:
-            output["table"] = params["table"]
-        others = {t: why for t, why in skipped.items() if why != GONE}
-        entries: list[dict[str, str]] = [{"table": t, "reason": r} for t, r in others.items()]
-        entries += [{"table": t, "reason": r, "cause": "locked"} for t, r in held.items()]
-        if entries:
-            output["skipped_tables"] = entries
-        if gone:
-            output["tables_gone"] = gone
         if not analyzed:
             # The server did none of the step's work: the step says so.
             first = entries[0]["reason"] if entries else f"{gone[0]}: {GONE}"

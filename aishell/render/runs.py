@@ -168,6 +168,14 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
     out.print(safe_text(f"started {run['created_at']} by {run['started_by']}; {ended}"))
     if run["error"]:
         out.print(safe_text(run["error"], "red"))
+    for lifted in run.get("window_ignored") or []:
+        out.print(
+            safe_text(
+                f"maintenance window ignored by {lifted['by']} at {lifted['at']}: "
+                f"{lifted['reason']}",
+                "yellow",
+            )
+        )
     for step in run["steps"]:
         tries = f"  attempt {step['attempts']}" if step["attempts"] > 1 else ""
         out.print(

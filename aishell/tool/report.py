@@ -9,6 +9,7 @@ nothing but the skip.
     report: {add: statistics_updated}                      # one per step
     report: {add: tables_optimized, when: vacuumed}        # one, if the output says so
     report: {set: repaired_tables, from: repaired_tables}  # the output's list
+    report: {set: corruption_repaired, from: repaired_tables}
     report: {per_table: fragmentation, fields: [fragmentation_percent]}
     report: {per_table: dead_rows_kept, fields: [dead_rows_kept], when: kept_by}
     report: {merge: corruption_check}                      # merged per table with others
@@ -32,7 +33,7 @@ Action = Literal["add", "set", "per_table", "merge"]
 # and the checks merged per table (the corruption checks, with the run's baseline).
 SECTIONS: Mapping[Action, tuple[str, ...]] = {
     "add": ("indexes_rebuilt", "statistics_updated", "tables_optimized"),
-    "set": ("repaired_tables",),
+    "set": ("repaired_tables", "corruption_repaired"),
     "per_table": ("fragmentation", "dead_rows_kept"),
     "merge": ("corruption_check",),
 }

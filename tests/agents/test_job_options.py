@@ -25,7 +25,7 @@ BACKUP = {
             "maintenance",
             {"kind": "full", "tables": "a,b", "no_rebuild_indexes": True, "target": "db"},
             "maintenance",
-            {"type": "full", "tables": ["a", "b"], "rebuild_indexes": False},
+            {"type": "full", "tables": ["a", "b"], "rebuild_indexes": False, "update_stats": True},
         ),
         (
             "backup",

@@ -15,6 +15,7 @@ from aishell.cli import cli
 from aishell.config.models import AgentDefaults, PlannerConfig, PurgeLimits, PurgeSettings
 from aishell.config.options import (
     APPROVE_UP_TO,
+    IGNORE_WINDOW,
     JOB_OPTIONS,
     LOG_CLEANUP_OPTIONS,
     MAX_RUN_TIME,
@@ -37,6 +38,7 @@ EVERY_OPTION = (
     *RUN_OPTIONS,
     APPROVE_UP_TO,
     SCHEDULE_MAX_RUN_TIME,
+    IGNORE_WINDOW,
 )
 # Tool params that declare both the option's bounds, not only agree with those they
 # declare: the purge's retention (check_retention holds it to them at the DELETE too)

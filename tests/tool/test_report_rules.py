@@ -74,12 +74,26 @@ def test_the_report_counts_each_step_by_its_tools_rule():
     assert report["corrupted_tables"] == ["b"] and report["corruption_found"] is True
     assert report["corruption_check"] == "checked"
     assert report["repaired_tables"] == ["b"]
+    assert report["corruption_repaired"] == ["b"]  # the reference tutorial's name
     assert report["skipped"] == [
         {"tool": "update_table_statistics", "table": "f", "reason": "not the owner"},
         {"tool": "update_table_statistics", "table": "b", "reason": "not the owner"},
     ]
     assert report["steps_not_run"] == 1
     assert report["tables_processed"] == ["a", "b", "c"]
+
+
+def test_corruption_repaired_is_an_empty_list_when_nothing_was_repaired():
+    checked = {
+        "tool": "check_table_corruption",
+        "table": None,
+        "output": {"method": "integrity_check", "status_by_table": {"a": "ok"}},
+    }
+    # A repair the check's finding skipped (its condition) has no output.
+    skipped = {"tool": "repair_corrupted_tables", "table": None, "output": None}
+    report = summarize("emergency", ["a"], [checked, skipped], None, bundled_rules())
+    assert report["corruption_repaired"] == [] and report["corruption_found"] is False
+    assert summarize("quick", [], [])["corruption_repaired"] == []
 
 
 def test_a_step_that_also_analyzed_counts_its_statistics_once():

@@ -1,0 +1,54 @@
+"""`aishell plan backup` and `aishell run backup --dry-run`: a backup's steps and its
+estimated size, with nothing written to the backup folder."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from aishell import commands
+from aishell.cli import cli
+from aishell.config.models import Config
+
+STEPS = ["calculate_backup_size", "backup_database_full", "validate_backup"]
+
+
+def backup_folder_files(home: Path) -> list[Path]:
+    folder = home / "backups"
+    return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+def test_plan_backup_shows_each_step_and_saves_a_signed_plan(demo_db: Path, home: Path) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["plan", "backup", "--json"])
+    assert shown.exit_code == 0, shown.output
+    plan = json.loads(shown.stdout)
+    assert plan["agent"] == "backup" and plan["plan_hash"]
+    assert [s["tool"] for s in plan["steps"]] == STEPS
+    dump = plan["steps"][1]
+    assert dump["risk_level"] == "low" and dump["requires_approval"] is False
+    assert dump["locks"] and "sql" in dump
+    out = home / "backup-plan.json"
+    saved = runner.invoke(cli, ["plan", "backup", "--no-verify", "--out", str(out)])
+    assert saved.exit_code == 0, saved.output
+    assert "backup_database_full" in saved.output and f"aishell apply {out}" in saved.output
+    assert json.loads(out.read_text())["signature"]
+    assert backup_folder_files(home) == []
+
+
+def test_run_backup_dry_run_estimates_and_writes_nothing(
+    config: Config, demo_db: Path, home: Path
+) -> None:
+    ran = CliRunner().invoke(cli, ["run", "backup", "--dry-run", "--json"])
+    assert ran.exit_code == 0, ran.output
+    result = json.loads(ran.stdout)
+    assert result["dry_run"] is True and result["status"] == "completed"
+    statuses = [(s["tool"], s["status"]) for s in result["steps"]]
+    assert statuses == [
+        ("calculate_backup_size", "succeeded"),
+        ("backup_database_full", "previewed"),
+        ("validate_backup", "previewed"),
+    ]
+    assert result["steps"][0]["output"]["estimated_bytes"] > 0
+    assert backup_folder_files(home) == []
+    assert commands.list_backups(config) == []
