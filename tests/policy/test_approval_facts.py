@@ -403,6 +403,7 @@ def test_runs_stored_before_signing_are_signed_when_the_store_is_upgraded(home: 
         "ALTER TABLE approvals DROP COLUMN given_for",
         "DROP TABLE approval_requests",
         "ALTER TABLE runs DROP COLUMN pid_started",  # revision 0003's
+        "DROP TABLE alerts",  # revision 0005's
     ):
         conn.execute(statement)
     conn.commit()
