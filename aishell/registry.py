@@ -177,6 +177,8 @@ class ToolDefinition:
 @dataclass(frozen=True)
 class Registry:
     tools: Mapping[str, ToolDefinition]
+    # Plugins' tool files refused at load, each "file: why": left out, the rest loaded.
+    refused: tuple[str, ...] = ()
 
     def get(self, name: str) -> ToolDefinition:
         try:
@@ -205,20 +207,23 @@ class Registry:
         ]
 
 
-def load_registry(folders: Iterable[Path]) -> Registry:
-    """Load every tools/*.yaml of the given folders; any problem is a CatalogError."""
+def load_registry(folders: Iterable[Path], plugins: Iterable[Path] = ()) -> Registry:
+    """Load every tools/*.yaml of the given folders, where any problem is a CatalogError;
+    then those of plugins' folders, checked the same, where a file with a problem is
+    refused alone (Registry.refused) and every other tool still loads."""
     tools: dict[str, ToolDefinition] = {}
     for folder in folders:
         if not folder.is_dir():
             raise CatalogError(f"Tool catalog folder {folder} does not exist")
         for path in sorted(folder.glob("*.yaml")):
-            tool = load_tool(path)
-            if tool.name in tools:
-                raise CatalogError(
-                    f"{path}: duplicate tool name '{tool.name}' "
-                    f"(already defined in {tools[tool.name].source})"
-                )
-            tools[tool.name] = tool
+            _add(tools, load_tool(path))
+    refused: list[str] = []
+    for folder in plugins:
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                _add(tools, load_tool(path))
+            except CatalogError as exc:
+                refused.append(str(exc))
     for tool in tools.values():
         for agent, where in tool.planned.items():
             if where.after not in tools:
@@ -227,7 +232,19 @@ def load_registry(folders: Iterable[Path]) -> Registry:
                     "in the catalog"
                 )
     rules = {name: tool.report for name, tool in tools.items() if tool.report}
-    return Registry(tools={name: tool.in_catalog(rules) for name, tool in tools.items()})
+    return Registry(
+        tools={name: tool.in_catalog(rules) for name, tool in tools.items()},
+        refused=tuple(refused),
+    )
+
+
+def _add(tools: dict[str, ToolDefinition], tool: ToolDefinition) -> None:
+    if tool.name in tools:
+        raise CatalogError(
+            f"{tool.source}: duplicate tool name '{tool.name}' "
+            f"(already defined in {tools[tool.name].source})"
+        )
+    tools[tool.name] = tool
 
 
 # Tool files parsed before in this process, by the sha256 of their bytes: a long-lived
