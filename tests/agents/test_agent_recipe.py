@@ -182,6 +182,12 @@ def test_a_package_s_agent_and_tool_plan_and_run_on_the_demo_database(
     (step,) = ran["steps"]
     assert step["tool"] == tool and step["output"]["row_count"] > 0
 
+    words = ["--cron", "@daily", "--", agent, "--table", "app_logs"]
+    added = CliRunner().invoke(cli, ["schedule", "add", f"nightly_{agent}", *words])
+    assert added.exit_code == 0, added.output
+    (stored,) = commands.list_schedules(load_config(home=home))
+    assert (stored["agent"], stored["job"]) == (agent, {"table": "app_logs", "statistics": True})
+
 
 def test_a_required_job_key_left_out_is_refused_by_click_with_its_flag(
     demo_db: Path, site: Callable[..., str]
@@ -190,6 +196,9 @@ def test_a_required_job_key_left_out_is_refused_by_click_with_its_flag(
     result = CliRunner().invoke(cli, ["plan", agent])
     assert result.exit_code == 2
     assert "Missing option '--table'" in result.output
+    unknown = CliRunner().invoke(cli, ["run", f"no_{agent}"])
+    assert unknown.exit_code == 2
+    assert f"Error: Unknown agent 'no_{agent}'; agents are: backup, " in unknown.output
 
 
 def test_a_plugin_tool_under_declaring_its_risk_is_refused_and_the_rest_loads(
