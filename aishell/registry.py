@@ -386,12 +386,22 @@ def _sql_implementation(
 
 
 def _resolve_handler(name: str, where: str, fail: Callable[[str], Exception]) -> Implementation:
-    module_name, _, attr = name.rpartition(".")
+    """`module.name` inside aishell.handlers, or a plugin's `package.module:name`: an
+    aishell Handler either way, its statements declared and checked as any."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    else:
+        module_name, _, attr = name.rpartition(".")
+        module_name = f"aishell.handlers.{module_name}"
     try:
-        module = importlib.import_module(f"aishell.handlers.{module_name}")
-    except ModuleNotFoundError:
-        raise fail(f"{where}: handler module aishell.handlers.{module_name} not found") from None
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and not module_name.startswith(exc.name):
+            raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
+        raise fail(f"{where}: handler module {module_name} not found") from None
+    except Exception as exc:  # a plugin's module is anyone's code: its failure, named
+        raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
     handler = getattr(module, attr, None)
     if not isinstance(handler, Handler):
-        raise fail(f"{where}: aishell.handlers.{module_name} has no handler '{attr}'")
+        raise fail(f"{where}: {module_name} has no handler '{attr}'")
     return handler

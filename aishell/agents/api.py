@@ -27,7 +27,9 @@ It reaches aishell through the entry point group `aishell.agents` of its package
 or `register_agent(TidyAgent())` from a script. Its own tools come as a folder of tool
 YAML files through the group `aishell.tools` (the folder, a package whose folder it
 is, or a function returning it), checked exactly as aishell's own: a tool whose risk is
-below what its SQL or handler does is refused at load. A package that fails to load
+below what its SQL or handler does is refused at load. A tool that is more than SQL
+names its `Handler` (its statement shapes, and a function of params and `ToolContext`)
+by dotted path: `handler: tidy_pkg.handlers:count_rows`. A package that fails to load
 is skipped and named (stderr, `aishell doctor`, `aishell agents list`); nothing else
 breaks. An agent with no config file of its own runs on the defaults.
 
@@ -57,7 +59,9 @@ from aishell.config.kinds import Capability
 from aishell.config.models import AgentConfig
 from aishell.config.options import Option
 from aishell.errors import TargetError, UsageError
+from aishell.handlers import Handler
 from aishell.plan.model import Step, step_id
+from aishell.tool.context import ToolContext
 
 TaskContext = PlanningContext
 AgentCapability = Capability
@@ -69,11 +73,13 @@ __all__ = [
     "AgentSpec",
     "BaseAgent",
     "CatalogFact",
+    "Handler",
     "Option",
     "Step",
     "TargetError",
     "TaskContext",
     "TaskResult",
+    "ToolContext",
     "UsageError",
     "register_agent",
     "step_id",

@@ -319,3 +319,35 @@ def test_no_module_of_aishell_imports_the_public_api() -> None:
         if "aishell.agents.api" in p.read_text() and p.name != "api.py"
     ]
     assert inside == []
+
+
+HANDLERS = """
+from aishell.agents.api import Handler
+
+reads = Handler(sql_templates=("SELECT 1",), run_fn=lambda params, ctx: {})
+deletes = Handler(sql_templates=("DELETE FROM {table}",), run_fn=lambda params, ctx: {})
+"""
+
+
+def test_a_plugin_tool_names_its_handler_by_dotted_path_and_is_held_to_its_sql(
+    home: Path, site: Callable[..., str]
+) -> None:
+    unique = uuid.uuid4().hex[:8]
+    files = {"__init__.py": "", "handlers.py": HANDLERS}
+    for name, handler in (("reads", "reads"), ("deletes", "deletes")):
+        tool = TOOL.format(tool=f"{name}_{unique}", risk="safe", sql="x")
+        files[f"tools/{name}_{unique}.yaml"] = tool.replace(
+            "    sql: x\n    result: one\n", f"    handler: PKG.handlers:{handler}\n"
+        )
+    package = site({}, {"tidy": "PKG:tools"}, {**files, "__init__.py": "tools = 'tools'\n"})
+    info = next(p for p in sys.path if Path(p, f"{package}-0.1.dist-info").is_dir())
+    for path in [
+        Path(info, f"{package}-0.1.dist-info", "entry_points.txt"),
+        *Path(info, package, "tools").glob("*.yaml"),
+    ]:
+        path.write_text(path.read_text().replace("PKG", package))
+    catalog = commands.load_catalog(load_config(home=home))
+    assert f"reads_{unique}" in catalog.tools
+    (refused,) = catalog.refused
+    assert f"deletes_{unique}.yaml: risk_level: tagged safe" in refused
+    assert f"the handler {package}.handlers:deletes" in refused or "DELETE" in refused
