@@ -198,6 +198,9 @@ def _request_plan(
         assumptions = plan_assumptions(catalog, job, tables)
     finally:
         conn.close()
+    if draft.agent not in JOB_OPTIONS:  # a plugin's agent may be given only what it declares
+        planned = planned_tools(registry, draft.agent, handle.dialect)
+        _refuse_undeclared(get_agent(draft.agent), draft.steps, planned)
     plan = _plan(registry, handle, draft.agent, job, draft.steps, assumptions, draft.drafted_by)
     return _validated(plan, registry, config.agent(plan.agent).capabilities, "The drafted plan")
 

@@ -216,7 +216,7 @@ def test_a_plugin_tool_under_declaring_its_risk_is_refused_and_the_rest_loads(
 
 
 def test_a_plugin_that_raises_at_import_is_named_and_breaks_nothing_else(
-    demo_db: Path, site: Callable[..., str]
+    demo_db: Path, home: Path, site: Callable[..., str]
 ) -> None:
     package = site({"broken": "PKG.agent:Agent"}, {}, {"__init__.py": "", "agent.py": "1/0\n"})
     info = next(p for p in sys.path if Path(p, f"{package}-0.1.dist-info").is_dir())
@@ -230,6 +230,12 @@ def test_a_plugin_that_raises_at_import_is_named_and_breaks_nothing_else(
     assert get_agent("maintenance").name == "maintenance"
     assert "broken" not in agent_names()
     assert CliRunner().invoke(cli, ["run", "maintenance", "--help"]).exit_code == 0
+    problems = commands.plugin_problems(load_config(home=home))
+    assert [p["problem"] for p in problems] == [
+        f"plugin 'broken' (aishell.agents) of package {package} was skipped: "
+        "ZeroDivisionError: division by zero"
+    ]
+    assert f"pip uninstall {package}" in problems[0]["fix"]
 
 
 class _Stats(BaseAgent):
