@@ -177,6 +177,8 @@ class ToolDefinition:
 @dataclass(frozen=True)
 class Registry:
     tools: Mapping[str, ToolDefinition]
+    # Plugins' tool files refused at load, each "file: why": left out, the rest loaded.
+    refused: tuple[str, ...] = ()
 
     def get(self, name: str) -> ToolDefinition:
         try:
@@ -205,20 +207,23 @@ class Registry:
         ]
 
 
-def load_registry(folders: Iterable[Path]) -> Registry:
-    """Load every tools/*.yaml of the given folders; any problem is a CatalogError."""
+def load_registry(folders: Iterable[Path], plugins: Iterable[Path] = ()) -> Registry:
+    """Load every tools/*.yaml of the given folders, where any problem is a CatalogError;
+    then those of plugins' folders, checked the same, where a file with a problem is
+    refused alone (Registry.refused) and every other tool still loads."""
     tools: dict[str, ToolDefinition] = {}
     for folder in folders:
         if not folder.is_dir():
             raise CatalogError(f"Tool catalog folder {folder} does not exist")
         for path in sorted(folder.glob("*.yaml")):
-            tool = load_tool(path)
-            if tool.name in tools:
-                raise CatalogError(
-                    f"{path}: duplicate tool name '{tool.name}' "
-                    f"(already defined in {tools[tool.name].source})"
-                )
-            tools[tool.name] = tool
+            _add(tools, load_tool(path))
+    refused: list[str] = []
+    for folder in plugins:
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                _add(tools, load_tool(path))
+            except CatalogError as exc:
+                refused.append(str(exc))
     for tool in tools.values():
         for agent, where in tool.planned.items():
             if where.after not in tools:
@@ -227,7 +232,19 @@ def load_registry(folders: Iterable[Path]) -> Registry:
                     "in the catalog"
                 )
     rules = {name: tool.report for name, tool in tools.items() if tool.report}
-    return Registry(tools={name: tool.in_catalog(rules) for name, tool in tools.items()})
+    return Registry(
+        tools={name: tool.in_catalog(rules) for name, tool in tools.items()},
+        refused=tuple(refused),
+    )
+
+
+def _add(tools: dict[str, ToolDefinition], tool: ToolDefinition) -> None:
+    if tool.name in tools:
+        raise CatalogError(
+            f"{tool.source}: duplicate tool name '{tool.name}' "
+            f"(already defined in {tools[tool.name].source})"
+        )
+    tools[tool.name] = tool
 
 
 # Tool files parsed before in this process, by the sha256 of their bytes: a long-lived
@@ -369,12 +386,22 @@ def _sql_implementation(
 
 
 def _resolve_handler(name: str, where: str, fail: Callable[[str], Exception]) -> Implementation:
-    module_name, _, attr = name.rpartition(".")
+    """`module.name` inside aishell.handlers, or a plugin's `package.module:name`: an
+    aishell Handler either way, its statements declared and checked as any."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    else:
+        module_name, _, attr = name.rpartition(".")
+        module_name = f"aishell.handlers.{module_name}"
     try:
-        module = importlib.import_module(f"aishell.handlers.{module_name}")
-    except ModuleNotFoundError:
-        raise fail(f"{where}: handler module aishell.handlers.{module_name} not found") from None
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and not module_name.startswith(exc.name):
+            raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
+        raise fail(f"{where}: handler module {module_name} not found") from None
+    except Exception as exc:  # a plugin's module is anyone's code: its failure, named
+        raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
     handler = getattr(module, attr, None)
     if not isinstance(handler, Handler):
-        raise fail(f"{where}: aishell.handlers.{module_name} has no handler '{attr}'")
+        raise fail(f"{where}: {module_name} has no handler '{attr}'")
     return handler

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
+from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     BACKUP_OPTIONS,
@@ -26,8 +26,30 @@ JOB_KEYS = tuple(o.key for o in BACKUP_OPTIONS)
 _DUMPS = ("backup_database_full", "backup_database_incremental")
 
 
+SPEC = AgentSpec(
+    name="backup",
+    description="Back up a target and prove the backup restores; restore a catalogued backup.",
+    options=BACKUP_OPTIONS,
+    tools=(
+        "find_last_backup",
+        "calculate_backup_size",
+        "backup_database_full",
+        "backup_database_incremental",
+        "validate_backup",
+        "cleanup_old_backups",
+        "restore_backup",
+    ),
+    privileges={
+        "postgresql": ("SELECT on every table and sequence", "CREATEDB (to validate)"),
+        "mysql": ("SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT", "CREATE, DROP (to validate)"),
+        "sqlite": ("read access to the database file",),
+    },
+)
+
+
 class BackupAgent:
-    name = "backup"
+    name = SPEC.name
+    spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         refuse_unknown_keys(self.name, job, JOB_KEYS)

@@ -1,4 +1,5 @@
-"""What every agent provides: validate its job, check it against the target, say which
+"""What every agent provides: its declaration (`AgentSpec`: name, job options, tools,
+privileges), and the work: validate its job, check it against the target, say which
 facts planning it reads, and plan it as steps."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.engine import Connection
 
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
+from aishell.config.options import Option
 from aishell.errors import UsageError
 from aishell.plan.model import Step
 
@@ -52,8 +54,50 @@ class PlanningContext:
     planned: tuple[PlannedTool, ...] = ()
 
 
-class Agent(Protocol):
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent's declaration, in one place: its name (the `aishell run NAME` it runs
+    as), its job's keys as options of the table the built-ins use (type, bounds or
+    choices, default, help: the command line's options are made from them), the tools
+    it may plan, and the privileges it needs on each engine."""
+
     name: str
+    description: str
+    options: tuple[Option, ...] = ()
+    tools: tuple[str, ...] = ()
+    # By engine (postgresql, mysql, sqlite): each privilege in words, as a DBA grants it.
+    privileges: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "job_keys": [
+                {
+                    "key": o.key,
+                    "kind": o.kind,
+                    "flag": o.cli_flag if o.flag is not None else None,
+                    "help": o.help,
+                    **({"choices": list(o.choices)} if o.choices else {}),
+                    **{k: v for k in ("minimum", "maximum") if (v := getattr(o, k)) is not None},
+                    **({"default": o.default} if o.default is not None else {}),
+                    **({"required": True} if o.required else {}),
+                }
+                for o in self.options
+            ],
+            "tools": list(self.tools),
+            "privileges": {engine: list(p) for engine, p in self.privileges.items()},
+        }
+
+
+class Agent(Protocol):
+    @property
+    def name(self) -> str:
+        """The name a command, a schedule and a plan give it: its spec's."""
+        ...
+
+    @property
+    def spec(self) -> AgentSpec: ...
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         """The job with defaults (from the agent's config) filled in; a bad value is a
@@ -86,3 +130,40 @@ def refuse_unknown_keys(agent: str, job: Mapping[str, Any], known: Collection[st
             f"The {agent} job has no {'keys' if len(unknown) > 1 else 'key'} "
             f"{', '.join(map(repr, unknown))}; it takes: {', '.join(sorted(known))}"
         )
+
+
+def job_by_options(spec: AgentSpec, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job checked against the options the agent declares: no unknown key, each
+    required one given, each value of its kind within its bounds or choices, and the
+    default for each left out."""
+    refuse_unknown_keys(spec.name, job, [o.key for o in spec.options])
+    checked: dict[str, Any] = {}
+    for option in spec.options:
+        value = job.get(option.key)
+        if value is None:
+            if option.required:
+                raise UsageError(f"The {spec.name} job needs {option.key} ({option.cli_flag})")
+            checked[option.key] = option.default
+            continue
+        wrong = _wrong_value(option, value)
+        if wrong:
+            raise UsageError(f"{option.cli_flag}: {value!r} {wrong}")
+        checked[option.key] = value
+    return checked
+
+
+def _wrong_value(option: Option, value: object) -> str:
+    """Why a value does not fit its option ("": it fits)."""
+    if option.kind == "choice":
+        return "" if value in option.choices else f"is not one of: {', '.join(option.choices)}"
+    if option.kind == "flag":
+        return "" if isinstance(value, bool) else "is not true or false"
+    if option.kind in ("text", "archive"):
+        return "" if isinstance(value, str) and value else "is not a non-empty text"
+    if option.kind == "integer" and not isinstance(value, int):
+        return "is not a whole number"
+    if option.holds(value):
+        return ""
+    low = "" if option.minimum is None else f" from {option.minimum:g}"
+    high = "" if option.maximum is None else f" to {option.maximum:g}"
+    return f"is not a finite number{low}{high}"

@@ -5,10 +5,13 @@ said here, once, so a scheduled job is the same job the command would run."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aishell.config.options import LOG_CLEANUP_OPTIONS
 from aishell.errors import UsageError
+
+if TYPE_CHECKING:
+    from aishell.agents.base import AgentSpec
 
 # The parameters of `aishell run`'s jobs that say how to run, not what the job is.
 RUN_OPTIONS = frozenset(
@@ -107,9 +110,14 @@ _FROM_OPTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def job_from_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def job_from_options(
+    name: str, params: dict[str, Any], declared: AgentSpec | None = None
+) -> tuple[str, dict[str, Any]]:
     """(agent, job) for `aishell run NAME` from its parsed parameters (named as the
-    command's options are: kind, tables, no_rebuild_indexes, ...)."""
+    command's options are: kind, tables, no_rebuild_indexes, ...); `declared`: the
+    spec of an agent with no command of its own, whose options were made from it."""
+    if declared is not None:
+        return declared.name, declared_job(declared, params)
     agent = name.replace("-", "_")  # the command `log-cleanup` runs the agent log_cleanup
     try:
         job_of = _FROM_OPTIONS[agent]
@@ -120,7 +128,7 @@ def job_from_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, 
 
 
 def scheduled_job(
-    name: str, params: dict[str, Any]
+    name: str, params: dict[str, Any], declared: AgentSpec | None = None
 ) -> tuple[str, dict[str, Any], str | None, dict[str, Any]]:
     """What a schedule stores for `aishell run NAME` with these parsed parameters:
     (agent, job, target, options). Refused when they approve in advance."""
@@ -133,10 +141,27 @@ def scheduled_job(
     # Nobody is there to give a reason when the schedule fires: it is given now, or the
     # schedule is refused; who is the user the scheduler runs as, recorded at each run.
     ignored = window_override(bool(params.get("ignore_window")), params.get("reason"), "")
-    agent, job = job_from_options(name, params)
+    agent, job = job_from_options(name, params, declared)
     options = {k: params[k] for k in _SCHEDULED_OPTIONS if params.get(k)}
     if ignored is not None:
         options.update(ignore_window=True, reason=ignored.reason)
     if params.get("max_run_time") is not None:
         options["max_run_seconds"] = params["max_run_time"]
     return agent, job, params.get("target"), options
+
+
+def declared_job(spec: AgentSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The job of an agent with no command of its own (`aishell run NAME`), from the
+    options made from its declaration: each given value under its key; a flag given as
+    --no-KEY turns its key off; what was not given is left to the agent."""
+    job: dict[str, Any] = {}
+    for option in spec.options:
+        if option.flag is None or params.get(option.param) is None:
+            continue
+        value = params[option.param]
+        if option.kind == "flag" and "/" not in option.cli_flag:
+            if not value:
+                continue  # a one-way flag not given: the agent's default
+            value = not option.cli_flag.startswith("--no-")
+        job[option.key] = value
+    return job

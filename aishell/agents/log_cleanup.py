@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import CatalogFact, PlanningContext, refuse_unknown_keys
+from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, refuse_unknown_keys
 from aishell.config.models import AgentConfig
 from aishell.config.options import LOG_CLEANUP_OPTIONS, RETENTION_DAYS, by_key
 from aishell.errors import UsageError
@@ -33,8 +33,22 @@ _OPTIONS = by_key(LOG_CLEANUP_OPTIONS)
 JOB_KEYS = tuple(_OPTIONS)
 
 
+SPEC = AgentSpec(
+    name="log_cleanup",
+    description="Purge rows older than a retention from one table, in short throttled batches.",
+    options=LOG_CLEANUP_OPTIONS,
+    tools=("count_table_rows", "delete_old_records", "update_table_statistics", "optimize_table"),
+    privileges={
+        "postgresql": ("SELECT and DELETE on the tables it purges",),
+        "mysql": ("SELECT, DELETE on the tables it purges",),
+        "sqlite": ("write access to the database file and its folder",),
+    },
+)
+
+
 class LogCleanupAgent:
-    name = "log_cleanup"
+    name = SPEC.name
+    spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         refuse_unknown_keys(self.name, job, JOB_KEYS)

@@ -8,7 +8,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import CatalogFact, PlannedTool, PlanningContext, refuse_unknown_keys
+from aishell.agents.base import (
+    AgentSpec,
+    CatalogFact,
+    PlannedTool,
+    PlanningContext,
+    refuse_unknown_keys,
+)
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     MAINTENANCE_OPTIONS,
@@ -23,8 +29,32 @@ from aishell.plan.model import Step, step_id
 JOB_KEYS = tuple(o.key for o in MAINTENANCE_OPTIONS)
 
 
+SPEC = AgentSpec(
+    name="maintenance",
+    description="Quick, standard, full and emergency maintenance: statistics, "
+    "fragmentation, index rebuilds, compaction, corruption checks and repairs.",
+    options=MAINTENANCE_OPTIONS,
+    tools=(
+        "analyze_database_health",
+        "analyze_table_fragmentation",
+        "update_table_statistics",
+        "rebuild_fragmented_indexes",
+        "optimize_table",
+        "check_table_corruption",
+        "repair_corrupted_tables",
+        "generate_maintenance_report",
+    ),
+    privileges={
+        "postgresql": ("ownership of the tables it maintains, or of the database",),
+        "mysql": ("SELECT, INSERT, ALTER, INDEX on the tables it maintains",),
+        "sqlite": ("write access to the database file and its folder",),
+    },
+)
+
+
 class MaintenanceAgent:
-    name = "maintenance"
+    name = SPEC.name
+    spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
         refuse_unknown_keys(self.name, job, JOB_KEYS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from aishell.cli.agents import agents
 from aishell.cli.alerts import alerts
 from aishell.cli.backup_catalog import backups, restore_command
 from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
@@ -80,6 +81,7 @@ SUBCOMMANDS: tuple[click.Command, ...] = (
     alerts,
     metrics_command,
     tools,
+    agents,
 )
 for subcommand in SUBCOMMANDS:
     cli.add_command(subcommand)

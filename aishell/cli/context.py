@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -42,6 +43,22 @@ class AishellGroup(click.Group):
             message = f"internal error ({type(exc).__name__}: {printable(first)})"
             hint = "; run with --debug for the traceback"
             _report(ctx, "internal_error", message, EXIT_FAILED, hint)
+
+
+class JobGroup(AishellGroup):
+    """A group of job commands (`run`, `plan`) that also takes an agent with no command
+    of its own, as the command `declared` makes from the agent's declaration; its help
+    lists only the commands it has, so it loads no agent to show them."""
+
+    declared: Callable[[str], click.Command] | None = None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or self.declared is None or cmd_name.startswith("-"):
+            return found
+        if cmd_name.replace("_", "-") in self.commands:
+            return None  # `log_cleanup` for `log-cleanup`: click names the command it has
+        return self.declared(cmd_name)
 
 
 def error_code(exc: AishellError) -> str:

@@ -196,6 +196,12 @@ def table_option(option: Option) -> Decorator:
     return click.option(*names, **settings)
 
 
+def declared_options(options: Sequence[Option]) -> Decorator:
+    """The click options of an agent's declared job options that have a flag, then
+    --target: as `aishell run NAME` takes them for an agent with no command of its own."""
+    return stacked([*(table_option(o) for o in options if o.flag is not None), target_option])
+
+
 def maintenance_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--type, --target, --tables, --no-rebuild-indexes and --update-stats/--no-update-stats;
     the command is handed the job's four as one dict, `maintenance` (jobs.maintenance_job's

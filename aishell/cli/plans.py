@@ -11,11 +11,11 @@ import click
 from aishell import commands, render
 from aishell.agents import jobs
 from aishell.cli import options
-from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.context import JobGroup, State, pass_state
 from aishell.cli.output import emit_json, run_and_render
 
 
-@click.group(cls=AishellGroup)
+@click.group(cls=JobGroup)
 def plan() -> None:
     """Show what a job would do, step by step, without running it.
 
@@ -98,6 +98,32 @@ def plan_backup(
     """Plan a backup: size, dump, validation (and cleanup), each step's risk and locks."""
     job = jobs.backup_job(**backup)
     plan_and_show(state, as_json, "backup", job, target, plan_options)
+
+
+def declared_plan(name: str) -> click.Command:
+    """`aishell plan NAME` for an agent with no command of its own: its declared job
+    options, then what `aishell plan log-cleanup` takes after the job."""
+    spec = commands.agent_spec(name)
+
+    @click.command(name, help=f"{spec.description}\n\nPlan the {spec.name} agent's job.")
+    @options.declared_options(spec.options)
+    @options.plan_job_options
+    @pass_state
+    def command(
+        state: State,
+        /,
+        target: str | None,
+        as_json: bool,
+        plan_options: dict[str, Any],
+        **flags: Any,
+    ) -> None:
+        job = jobs.declared_job(spec, flags)
+        plan_and_show(state, as_json, spec.name, job, target, plan_options)
+
+    return command
+
+
+plan.declared = declared_plan
 
 
 @plan.command("rotate-key")

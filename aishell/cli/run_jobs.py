@@ -1,4 +1,5 @@
-"""`aishell run`: run a maintenance, log-cleanup or backup job now."""
+"""`aishell run`: run a maintenance, log-cleanup or backup job now, or the job of any
+other agent (`aishell run NAME`, its options made from its declaration)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import click
 
 from aishell import commands
 from aishell.agents import jobs
-from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.context import JobGroup, State, pass_state
 from aishell.cli.options import (
     approval_options,
     backup_options,
+    declared_options,
     dry_run_option,
     job_run_options,
     json_option,
@@ -26,7 +28,7 @@ from aishell.cli.options import (
 from aishell.cli.output import run_and_render
 
 
-@click.group(cls=AishellGroup)
+@click.group(cls=JobGroup)
 def run() -> None:
     """Run a job: plan, check each step against the policy, execute, checkpoint."""
 
@@ -130,3 +132,32 @@ def run_backup(
     """Back up a target into the backup folder and validate the backup."""
     job = jobs.backup_job(**backup)
     start_job(ctx, state, as_json, approval, "backup", job, target, run_options)
+
+
+def declared_run(name: str) -> click.Command:
+    """`aishell run NAME` for an agent with no command of its own: its declared job
+    options, then how the run goes, as `aishell run log-cleanup` takes them."""
+    spec = commands.agent_spec(name)
+
+    @click.command(name, help=f"{spec.description}\n\nThe {spec.name} agent's job, run now.")
+    @declared_options(spec.options)
+    @job_run_options("Read-only: run analysis, preview the rest.")
+    @pass_state
+    @click.pass_context
+    def command(
+        ctx: click.Context,
+        state: State,
+        /,
+        target: str | None,
+        as_json: bool,
+        approval: dict[str, Any],
+        run_options: dict[str, Any],
+        **flags: Any,
+    ) -> None:
+        job = jobs.declared_job(spec, flags)
+        start_job(ctx, state, as_json, approval, spec.name, job, target, run_options)
+
+    return command
+
+
+run.declared = declared_run

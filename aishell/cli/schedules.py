@@ -13,7 +13,7 @@ from aishell.agents import jobs
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import json_option, table_option
 from aishell.cli.output import answer, emit_json, finish_run
-from aishell.cli.run_jobs import run
+from aishell.cli.run_jobs import declared_run, run
 from aishell.config.options import SCHEDULE_MAX_RUN_TIME
 from aishell.errors import UsageError
 from aishell.terminal import printable
@@ -27,9 +27,14 @@ def job_from_words(
     if not words:
         raise UsageError("Give the job after --, as `aishell run` takes it: -- maintenance ...")
     name, rest = words[0], list(words[1:])
-    command = run.commands.get(name)
+    command, spec = run.commands.get(name), None
     if command is None:
-        raise UsageError(f"Unknown job {name!r}; jobs are: {', '.join(sorted(run.commands))}")
+        try:  # an agent with no command of its own
+            spec = commands.agent_spec(name)
+        except UsageError:
+            known = ", ".join(sorted(run.commands))
+            raise UsageError(f"Unknown job {name!r}; jobs are: {known}") from None
+        command = declared_run(name)
     try:
         # The help options `aishell` gives its commands: click keeps the first a
         # command is given, for every later help of it in the process.
@@ -40,7 +45,7 @@ def job_from_words(
         raise UsageError("The job words asked for help; give the job itself") from None
     except click.ClickException as exc:
         raise UsageError(f"Job words: {exc.format_message()}") from None
-    return jobs.scheduled_job(name, params)
+    return jobs.scheduled_job(name, params, spec)
 
 
 @click.group(cls=AishellGroup)

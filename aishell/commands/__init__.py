@@ -23,6 +23,7 @@ __all__ = [
     "StepPreview",
     "add_schedule",
     "add_target",
+    "agent_spec",
     "apply_plan",
     "ask",
     "backup_catalog",
@@ -38,6 +39,7 @@ __all__ = [
     "doctor_without_config",
     "forget_drafts",
     "init_home",
+    "list_agents",
     "list_backups",
     "list_runs",
     "list_schedules",
@@ -49,6 +51,7 @@ __all__ = [
     "metrics",
     "pause_schedule",
     "plan_job",
+    "plugin_problems",
     "remove_schedule",
     "restore",
     "resume_run",
@@ -66,6 +69,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from aishell.commands.agents import agent_spec, list_agents, plugin_problems
     from aishell.commands.alerts import check_alerts
     from aishell.commands.assumptions import ROW_DRIFT_TOLERANCE
     from aishell.commands.backups import (
@@ -121,6 +125,7 @@ else:
         __name__,
         __all__,
         {
+            "aishell.commands.agents": ("agent_spec", "list_agents", "plugin_problems"),
             "aishell.commands.alerts": ("check_alerts",),
             "aishell.commands.assumptions": ("ROW_DRIFT_TOLERANCE",),
             "aishell.commands.backups": (

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from aishell.commands.agents import plugin_problems
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
 from aishell.commands.schedules import list_schedules
@@ -72,6 +73,7 @@ def doctor(config: Config, clean: bool = False, targets: Sequence[str] = ()) -> 
     for target in checked:
         problems += target["problems"]
     problems += open_backups(config)
+    problems += plugin_problems(config)
     return {
         "clean": False,
         "home": home_report(config),

@@ -18,7 +18,7 @@ from aishell.commands.skipped import last_skipped
 from aishell.commands.starting import RunHow, plan_and_start
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
-from aishell.config.options import PLANNERS
+from aishell.config.options import JOB_OPTIONS, PLANNERS
 from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
@@ -80,6 +80,8 @@ def build_plan(
             steps, drafted_by = agent.plan_steps(job, context), {}
     finally:
         conn.close()
+    if planner != "llm" or agent_name not in JOB_OPTIONS:  # a model drafts from any tool
+        _refuse_undeclared(agent, steps, context.planned)
     plan = _plan(registry, handle, agent_name, job, steps, assumptions, drafted_by)
     return _validated(plan, registry, agent_config.capabilities, f"The {agent_name} plan")
 
@@ -104,6 +106,18 @@ def _refuse_claimed_archive(config: Config, job: dict[str, Any]) -> None:
         others = store.runs_progressing_with(ARCHIVE_PATH, archive_key(path), FINISHED, "")
     if others:
         raise UsageError(claimed(path, *others[0]))
+
+
+def _refuse_undeclared(agent: Agent, steps: Sequence[Step], planned: Sequence[PlannedTool]) -> None:
+    """An agent plans only the tools it declares, and those the catalog asks it to."""
+    allowed = {*agent.spec.tools, *(p.tool for p in planned)}
+    extra = sorted({s.tool for s in steps} - allowed)
+    if extra:
+        declared = ", ".join(agent.spec.tools) or "none"
+        raise PlanError(
+            f"The {agent.name} agent planned {', '.join(extra)}, which it does not declare "
+            f"(its AgentSpec.tools: {declared})"
+        )
 
 
 def _checked_tables(
@@ -184,6 +198,9 @@ def _request_plan(
         assumptions = plan_assumptions(catalog, job, tables)
     finally:
         conn.close()
+    if draft.agent not in JOB_OPTIONS:  # a plugin's agent may be given only what it declares
+        planned = planned_tools(registry, draft.agent, handle.dialect)
+        _refuse_undeclared(get_agent(draft.agent), draft.steps, planned)
     plan = _plan(registry, handle, draft.agent, job, draft.steps, assumptions, draft.drafted_by)
     return _validated(plan, registry, config.agent(plan.agent).capabilities, "The drafted plan")
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aishell.config.kinds import Category
 from aishell.config.models import Config
+from aishell.config.plugins import TOOLS_GROUP, PluginFailure, failure, tool_folders, warn
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import UsageError
 from aishell.registry import Registry, ToolDefinition, load_registry
@@ -17,8 +20,26 @@ from aishell.tool.definition import DIALECTS
 
 
 def load_catalog(config: Config) -> Registry:
-    """The built-in catalog plus the site's folders named in config."""
-    return load_registry([bundled_catalog_dir(), *config.catalog_paths])
+    """The built-in catalog, the site's folders named in config, then the folders of
+    installed packages' `aishell.tools` entry points; a plugin's entry point or tool file
+    that fails is left out and told on stderr (`aishell doctor` lists them)."""
+    folders, failures = tool_folders()
+    registry = load_registry(
+        [bundled_catalog_dir(), *config.catalog_paths], [folder for _, _, folder in folders]
+    )
+    warn([*failures, *refused_tools(registry, folders)])
+    return registry
+
+
+def refused_tools(registry: Registry, folders: list[tuple[str, str, Path]]) -> list[PluginFailure]:
+    """The catalog's refused files as failures of the entry points whose folders hold them."""
+    found = []
+    for refusal in registry.refused:
+        owner = next(
+            ((n, p) for n, p, f in folders if refusal.startswith(f"{f}{os.sep}")), ("?", "?")
+        )
+        found.append(failure(TOOLS_GROUP, owner[0], owner[1], refusal))
+    return found
 
 
 def list_tools(

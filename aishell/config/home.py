@@ -134,11 +134,19 @@ def read_layers(layers: Sequence[Path]) -> tuple[dict[str, Any], Origin]:
     return merged, origin
 
 
-def agent_file(agent_dirs: Sequence[Path], agent: str) -> Path:
-    """An agent's config file: the first of the folders that has it."""
+def find_agent_file(agent_dirs: Sequence[Path], agent: str) -> Path | None:
+    """An agent's config file: the first of the folders that has it (None: none has)."""
     for folder in agent_dirs:
         path = folder / f"{agent}.yaml"
         if path.is_file():
             return path
+    return None
+
+
+def agent_file(agent_dirs: Sequence[Path], agent: str) -> Path:
+    """An agent's config file: the first of the folders that has it."""
+    path = find_agent_file(agent_dirs, agent)
+    if path is not None:
+        return path
     looked = ", ".join(str(folder / f"{agent}.yaml") for folder in agent_dirs)
     raise ConfigError(f"No agent config for '{agent}' (looked for {looked})")

@@ -20,10 +20,10 @@ from aishell.config.checks import (
 )
 from aishell.config.fields import PURGE, setting
 from aishell.config.files import read_yaml, validate
-from aishell.config.home import agent_file, config_files, find_home, read_layers
+from aishell.config.home import agent_file, config_files, find_agent_file, find_home, read_layers
 from aishell.config.kinds import Capability
 from aishell.config.monitoring import MonitoringConfig
-from aishell.config.options import MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
+from aishell.config.options import JOB_OPTIONS, MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
 
@@ -370,6 +370,8 @@ class Config:
     def state_location(self) -> str:
         """Where the state store is, fit to print: a SQLite file's path, or the URL with
         its password masked."""
+        from aishell.config.stateurl import display_url  # late: it needs SQLAlchemy
+
         return display_url(resolve_url(self.main.state.url, self.state_home))
 
     @property
@@ -425,21 +427,6 @@ def resolve_url(url: str, home: Path) -> str:
     return url
 
 
-def display_url(url: str) -> str:
-    """A database URL fit to print or store: a SQLite file as its path, any other URL
-    with its password as ***; text that is no URL is not repeated."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        return "(an invalid database URL)"
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return str(parsed.database)
-    return parsed.render_as_string(hide_password=True)
-
-
 def load_config(
     config_path: str | os.PathLike[str] | None = None,
     home: str | os.PathLike[str] | None = None,
@@ -471,8 +458,13 @@ def load_config(
 
 
 def load_agent_config(agent_dirs: Path | tuple[Path, ...], agent: str) -> AgentConfig:
-    """An agent's config from the first of the folders that has its file."""
-    path = agent_file((agent_dirs,) if isinstance(agent_dirs, Path) else agent_dirs, agent)
+    """An agent's config from the first of the folders that has its file. A plugin's agent
+    with none runs on the defaults and every capability: its plans keep to the tools it
+    declares (a file of its own narrows them); aishell's own must have theirs."""
+    dirs = (agent_dirs,) if isinstance(agent_dirs, Path) else agent_dirs
+    if agent not in JOB_OPTIONS and find_agent_file(dirs, agent) is None:
+        return AgentConfig(agent, AgentDefaults(), frozenset(Capability), (), Path(agent))
+    path = agent_file(dirs, agent)
     data = read_yaml(path)
     section_key = f"{agent}_agent"
     if set(data) != {section_key}:

@@ -38,3 +38,15 @@ def with_settings(
         password = env_password(password_env, "The state store's password", where)
         parsed = parsed.set(password=password)
     return parsed.render_as_string(hide_password=False)
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to print or store: a SQLite file as its path, any other URL
+    with its password as ***; text that is no URL is not repeated."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return "(an invalid database URL)"
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)

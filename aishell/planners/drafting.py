@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.available import AGENTS, get_agent
+from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import PlanningContext
 from aishell.config.models import Config
 from aishell.errors import DraftRejected, UsageError
@@ -89,7 +89,7 @@ def draft_words(
         target=handle.name,
         environment=handle.config.environment,
         dialect=handle.dialect,
-        agents={name: config.agent(name).capabilities for name in sorted(AGENTS)},
+        agents={name: config.agent(name).capabilities for name in agent_names()},
         catalog=catalog,
         columns_of=_columns_reader(conn, catalog),
         folders=_folders(config),

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from aishell.config.models import display_url
+from aishell.config.stateurl import display_url
 from aishell.errors import StateError
 from aishell.retry.policy import Backoff, retrying
 from aishell.state import history

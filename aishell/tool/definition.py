@@ -103,10 +103,11 @@ class HandlerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    # A module of aishell.handlers (or of a package in it: postgresql.rebuild), then the name.
+    # A module of aishell.handlers (or of a package in it: postgresql.rebuild), then the
+    # name; or a plugin's own, by its dotted path: package.module:name.
     handler: str = Field(
-        pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$",
-        description="must be 'module.name' inside aishell.handlers",
+        pattern=r"^([a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+|\w+(\.\w+)*:\w+)$",
+        description="must be 'module.name' inside aishell.handlers, or 'package.module:name'",
     )
 
 

@@ -160,6 +160,21 @@ def test_the_wheel_carries_the_catalog_config_and_state_schema(installed):
     assert "aishell/state/migrations/versions/0001_baseline.py" in names  # the state schema
 
 
+def test_the_wheel_declares_its_agents_as_entry_points_and_lists_them(installed):
+    """aishell's own agents reach the installed aishell as any package's would."""
+    wheel = zipfile.ZipFile(installed.wheel)
+    points = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    declared = wheel.read(points).decode()
+    assert "[aishell.agents]" in declared
+    assert "maintenance = aishell.agents.maintenance:MaintenanceAgent" in declared
+    done = subprocess.run(
+        [installed.aishell, "agents", "list", "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    listed = {a["name"]: a["package"] for a in json.loads(done.stdout)["agents"]}
+    assert listed == {"backup": "aishell", "log_cleanup": "aishell", "maintenance": "aishell"}
+
+
 def test_the_wheel_carries_the_units_and_init_systemd_prints_them(installed, tmp_path):
     names = zipfile.ZipFile(installed.wheel).namelist()
     shipped = {Path(n).name for n in names if n.startswith("aishell/_bundled/packaging/")}

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from aishell import commands
-from aishell.agents.available import AGENTS
+from aishell.agents.available import agent_names
 from aishell.cli import cli
 from aishell.cli.schedules import job_from_words
 from aishell.config.models import Config, load_agent_config
@@ -1170,7 +1170,7 @@ def _registry() -> Registry:
 def _agent_capabilities() -> dict[str, frozenset[str]]:
     """Each agent's capabilities as the shipped config gives them."""
     folder = bundled_config_dir() / "agents"
-    return {name: load_agent_config(folder, name).capabilities for name in sorted(AGENTS)}
+    return {name: load_agent_config(folder, name).capabilities for name in agent_names()}
 
 
 @functools.cache
@@ -1672,7 +1672,7 @@ def _workable(answer: dict[str, Any]) -> bool:
     steps = answer.get("steps")
     return (
         isinstance(answer.get("agent"), str)
-        and answer["agent"] in AGENTS
+        and answer["agent"] in agent_names()
         and isinstance(steps, list)
         and bool(steps)
         and all(
@@ -1740,7 +1740,7 @@ _ANY_STEPS = st.lists(
 )
 
 _ANYTHING = _JSON | st.fixed_dictionaries(
-    {"steps": _ANY_STEPS}, optional={"agent": st.sampled_from(sorted(AGENTS)) | _JSON}
+    {"steps": _ANY_STEPS}, optional={"agent": st.sampled_from(agent_names()) | _JSON}
 )
 
 

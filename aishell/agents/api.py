@@ -1,0 +1,140 @@
+"""The agent API: the one module an agent outside aishell imports.
+
+An agent turns a job (a dict of its job keys) into a plan of steps over the tool
+catalog; aishell does the rest (checks each step against the policy, asks for
+approvals, runs, checkpoints, resumes). It declares itself in one place, its
+`AgentSpec`: its name (`aishell run NAME`, `aishell plan NAME`), its job keys as
+`Option`s (type, bounds or choices, default, help: the command line's options are made
+from them), the tools it may plan, and the privileges it needs per engine. Then it
+plans::
+
+    from aishell.agents.api import AgentSpec, BaseAgent, Option, Step, TaskContext, step_id
+
+    class TidyAgent(BaseAgent):
+        spec = AgentSpec(
+            name="tidy",
+            description="Refresh one table's statistics.",
+            options=(Option("table", "text", "Table to tidy.", required=True),),
+            tools=("update_table_statistics",),
+        )
+
+        def plan_steps(self, job, ctx: TaskContext) -> list[Step]:
+            return [Step(step_id(0), "update_table_statistics", {"table": job["table"]},
+                         f"Refresh the statistics of {job['table']}")]
+
+It reaches aishell through the entry point group `aishell.agents` of its package
+(``tidy = "tidy_pkg.agent:TidyAgent"``: an agent or a class made without arguments),
+or `register_agent(TidyAgent())` from a script. Its own tools come as a folder of tool
+YAML files through the group `aishell.tools` (the folder, a package whose folder it
+is, or a function returning it), checked exactly as aishell's own: a tool whose risk is
+below what its SQL or handler does is refused at load. A tool that is more than SQL
+names its `Handler` (its statement shapes, and a function of params and `ToolContext`)
+by dotted path: `handler: tidy_pkg.handlers:count_rows`. A package that fails to load
+is skipped and named (stderr, `aishell doctor`, `aishell agents list`); nothing else
+breaks. An agent with no config file of its own runs on the defaults.
+
+Names from the reference tutorial: `AgentConfig` (the agent's config: defaults,
+capabilities, constraints), `TaskContext` (what planning may know: target, dialect,
+tables, sizes; never row data), `TaskResult` (what a run returns), `AgentCapability`.
+The names below are this API; aishell's own modules import each from where it is
+defined, so that everything else is free to move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy.engine import Connection
+
+from aishell.agents.available import register_agent, unregister_agent
+from aishell.agents.base import (
+    Agent,
+    AgentSpec,
+    CatalogFact,
+    PlanningContext,
+    job_by_options,
+)
+from aishell.config.kinds import Capability
+from aishell.config.models import AgentConfig
+from aishell.config.options import Option
+from aishell.errors import TargetError, UsageError
+from aishell.handlers import Handler
+from aishell.plan.model import Step, step_id
+from aishell.tool.context import ToolContext
+
+TaskContext = PlanningContext
+AgentCapability = Capability
+
+__all__ = [
+    "Agent",
+    "AgentCapability",
+    "AgentConfig",
+    "AgentSpec",
+    "BaseAgent",
+    "CatalogFact",
+    "Handler",
+    "Option",
+    "Step",
+    "TargetError",
+    "TaskContext",
+    "TaskResult",
+    "ToolContext",
+    "UsageError",
+    "register_agent",
+    "step_id",
+    "unregister_agent",
+]
+
+
+@runtime_checkable
+class TaskResult(Protocol):
+    """What a run returns (`commands.run_job`, `aishell run --json`): its id, its status
+    (completed, waiting_approval, failed, ...), the agent and target, whether it was a
+    dry run, and each step with its tool, params, status, output and error."""
+
+    run_id: str
+    status: str
+    agent: str
+    target: str
+    dry_run: bool
+    error: str | None
+
+    @property
+    def steps(self) -> Sequence[Any]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class BaseAgent:
+    """An agent on its declaration alone: subclass it, set `spec`, write `plan_steps`.
+    The job is checked against the options `spec` declares (unknown keys refused, the
+    required given, values of their kind within bounds or choices, defaults filled);
+    override any method for more."""
+
+    spec: AgentSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        """The job with every declared key, defaults filled in; a bad value a UsageError."""
+        return job_by_options(self.spec, job)
+
+    def check_job(self, job: dict[str, Any], conn: Connection) -> None:
+        """Refuse (TargetError or UsageError) a job this target cannot run; by default
+        nothing to check, as planning checks the tables a job names."""
+
+    def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
+        """The costly facts planning reads ("urgency", "skipped"); by default none."""
+        return frozenset()
+
+    def describe_job(self, job: dict[str, Any], ctx: TaskContext) -> str:
+        """The job in words, as a request to a model planner."""
+        given = ", ".join(f"{k}={v!r}" for k, v in sorted(job.items()) if v is not None)
+        return f"{self.spec.description} Job: {given or 'the defaults'}."
+
+    def plan_steps(self, job: dict[str, Any], ctx: TaskContext) -> list[Step]:
+        """The steps of the normalized job, each a tool of `spec.tools`."""
+        raise NotImplementedError(f"the {self.spec.name} agent does not plan")

@@ -1,0 +1,47 @@
+"""`aishell agents`: the agents this aishell runs, aishell's own and installed packages'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from aishell import commands
+from aishell.cli.context import AishellGroup
+from aishell.cli.options import json_option
+from aishell.cli.output import emit_json
+from aishell.terminal import printable
+
+
+@click.group(cls=AishellGroup)
+def agents() -> None:
+    """The agents aishell runs: its own and installed packages'.
+
+    A package adds agents through the entry point group `aishell.agents`; any agent
+    runs as `aishell run NAME` and plans as `aishell plan NAME`."""
+
+
+@agents.command("list")
+@json_option
+def agents_list(as_json: bool) -> None:
+    """Every agent, its package, job keys and tools; and plugins that failed.
+
+    aishell's own agents come from the package aishell. A plugin that failed to load
+    is listed with why, on stderr (with --json, under "failed")."""
+    listed = commands.list_agents()
+    if as_json:
+        emit_json(listed)
+        return
+    for agent in listed["agents"]:
+        _show(agent)
+    for failed in listed["failed"]:
+        line = f"failed: {failed['name']} ({failed['package']}): {failed['error']}"
+        click.echo(printable(line), err=True)
+
+
+def _show(agent: dict[str, Any]) -> None:
+    # A plugin's words are anyone's: printed as text, never as terminal controls.
+    keys = ", ".join(k["flag"] or k["key"] for k in agent["job_keys"]) or "(none)"
+    click.echo(printable(f"{agent['name']} ({agent['package']}): {agent['description']}"))
+    click.echo(printable(f"  job keys: {keys}"))
+    click.echo(printable(f"  tools: {', '.join(agent['tools']) or '(none)'}"))

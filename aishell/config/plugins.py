@@ -1,0 +1,122 @@
+"""What installed packages offer aishell through entry points, and what failed.
+
+Two groups: `aishell.agents` (an agent, or its class) and `aishell.tools` (a folder of
+tool YAML files: the folder's path, a package whose folder it is, or a function
+returning the path). Each entry point is loaded on its own: one that raises is kept as
+a `PluginFailure` naming the entry point and its package, told once on stderr and
+listed by `aishell doctor`, and every other entry point and command goes on.
+
+Light: importlib.metadata only, loaded by the commands that need plugins, never by
+`--help`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from types import ModuleType
+
+AGENTS_GROUP = "aishell.agents"
+TOOLS_GROUP = "aishell.tools"
+# The distribution aishell itself is installed as: its own agents are listed under it.
+OWN_PACKAGE = "aishell"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry point (or a file it brought) that could not be used, and why."""
+
+    group: str
+    name: str
+    package: str
+    error: str
+
+    def line(self) -> str:
+        return (
+            f"plugin '{self.name}' ({self.group}) of package {self.package} was skipped: "
+            f"{self.error}"
+        )
+
+
+def offered(group: str) -> list[tuple[EntryPoint, str]]:
+    """The group's entry points in every installed package, each with its package's
+    name, in a stable order (by package, then name)."""
+    found = [
+        (ep, ep.dist.name if ep.dist is not None else "(unknown)")
+        for ep in entry_points(group=group)
+    ]
+    return sorted(found, key=lambda pair: (pair[1], pair[0].name))
+
+
+def load_entry(ep: EntryPoint, package: str) -> object | PluginFailure:
+    """What the entry point names, or the failure that importing it raised."""
+    try:
+        loaded: object = ep.load()
+        return loaded
+    # A plugin is anyone's code: whatever it raises is its own failure, not aishell's.
+    except Exception as exc:
+        return failure(ep.group, ep.name, package, exc)
+
+
+def failure(group: str, name: str, package: str, exc: BaseException | str) -> PluginFailure:
+    if isinstance(exc, BaseException):
+        first = (str(exc).strip().splitlines() or [""])[0]
+        exc = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return PluginFailure(group, name, package, exc)
+
+
+# Failures already told in this process: a long-lived scheduler loads the catalog for
+# every job, and one warning a process is enough.
+_TOLD: set[PluginFailure] = set()
+
+
+def warn(failures: list[PluginFailure]) -> None:
+    """Each failure as one warning line on stderr, once per process."""
+    for each in failures:
+        if each not in _TOLD:
+            _TOLD.add(each)
+            print(f"aishell: warning: {each.line()}", file=sys.stderr)
+
+
+def tool_folders() -> tuple[list[tuple[str, str, Path]], list[PluginFailure]]:
+    """The tool folders of every installed package's `aishell.tools` entry points, as
+    (name, package, folder), and the entry points that gave none."""
+    folders: list[tuple[str, str, Path]] = []
+    failures: list[PluginFailure] = []
+    for ep, package in offered(TOOLS_GROUP):
+        loaded = load_entry(ep, package)
+        if isinstance(loaded, PluginFailure):
+            failures.append(loaded)
+            continue
+        folder = _folder(ep, loaded)
+        if isinstance(folder, str):
+            failures.append(failure(TOOLS_GROUP, ep.name, package, folder))
+        else:
+            folders.append((ep.name, package, folder))
+    return folders, failures
+
+
+def _folder(ep: EntryPoint, loaded: object) -> Path | str:
+    """The folder an entry point names, or why it names none."""
+    try:
+        if isinstance(loaded, ModuleType):
+            value: object = Path(loaded.__file__ or "").parent
+        elif callable(loaded):
+            value = loaded()
+        else:
+            value = loaded
+    except Exception as exc:  # the plugin's function failed
+        return failure(TOOLS_GROUP, ep.name, "", exc).error
+    if not isinstance(value, str | os.PathLike):
+        return f"names {type(value).__name__}, not a folder of tool files"
+    folder = Path(value)
+    if not folder.is_absolute():  # relative to the module that names it
+        module = importlib.import_module(ep.module)
+        folder = Path(module.__file__ or "").parent / folder
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    return folder
