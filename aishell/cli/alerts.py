@@ -8,7 +8,7 @@ import click
 
 from aishell import commands
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import json_option
+from aishell.cli.options import json_option, log_format_option
 from aishell.cli.output import emit_json
 from aishell.errors import EXIT_FAILED, EXIT_OK
 from aishell.terminal import printable
@@ -21,12 +21,7 @@ def alerts() -> None:
 
 @alerts.command("check")
 @json_option
-@click.option(
-    "--log-format",
-    metavar="text|json",
-    help="How the lines of what was sent look on stderr: text, or one JSON object per "
-    "line (default: AISHELL_LOG_FORMAT, else text).",
-)
+@log_format_option
 @pass_state
 @click.pass_context
 def alerts_check(ctx: click.Context, state: State, as_json: bool, log_format: str | None) -> None:

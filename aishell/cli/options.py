@@ -335,3 +335,11 @@ plan_job_options = stacked(
         quiet_option,
     ]
 )
+
+
+log_format_option = click.option(
+    "--log-format",
+    metavar="text|json",
+    help="How log lines look: text, or one JSON object per line with the run and step it "
+    "is about (default: AISHELL_LOG_FORMAT, else text).",
+)

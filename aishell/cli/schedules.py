@@ -11,7 +11,7 @@ import click
 from aishell import commands, render
 from aishell.agents import jobs
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import json_option, table_option
+from aishell.cli.options import json_option, log_format_option, table_option
 from aishell.cli.output import answer, emit_json, finish_run
 from aishell.cli.run_jobs import declared_run, run
 from aishell.config.options import SCHEDULE_MAX_RUN_TIME
@@ -148,8 +148,9 @@ def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool)
 
 
 @schedule.command("serve")
+@log_format_option
 @pass_state
-def schedule_serve(state: State) -> None:
+def schedule_serve(state: State, log_format: str | None) -> None:
     """Serve the schedules in the foreground (for systemd or a container).
 
     One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
@@ -159,7 +160,7 @@ def schedule_serve(state: State) -> None:
     """
     from aishell.cli.logs import serve_log  # late: logging is for this command alone
 
-    with serve_log():
+    with serve_log(log_format):
         left = commands.serve_schedules(state.config)
     if left:
         # A step still in a statement would hold the exit past the bound: its run is

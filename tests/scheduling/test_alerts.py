@@ -426,3 +426,14 @@ def test_schedule_serve_evaluates_the_rules_on_its_interval(
         thread.join(30)
     assert [m["status"] for m in sinks[0].posts] == ["firing", "resolved"]
     assert [m["status"] for m in sinks[0].commanded()] == ["firing", "resolved"]
+
+
+def test_schedule_serve_takes_the_log_format_as_a_flag(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AISHELL_LOG_FORMAT", raising=False)
+    with serve_log("json"):
+        logging.getLogger("aishell.scheduling.serve").info("serving")
+    assert json.loads(capsys.readouterr().out)["message"] == "serving"
+    refused = CliRunner().invoke(cli, ["schedule", "serve", "--log-format", "xml"])
+    assert refused.exit_code == 2 and "use text or json" in refused.stderr
