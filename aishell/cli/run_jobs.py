@@ -3,6 +3,7 @@ other agent (`aishell run NAME`, its options made from its declaration)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -58,23 +59,31 @@ def start_job(
     )
 
 
+def start_given(
+    ctx: click.Context,
+    state: State,
+    agent: str,
+    make_job: Callable[[dict[str, Any]], dict[str, Any]],
+    given: dict[str, Any],
+) -> None:
+    """start_job with what a job command's options gave: the target, --json, the approval
+    flags and the run options; the rest makes the job."""
+    target, as_json = given.pop("target"), given.pop("as_json")
+    approval, run_options = given.pop("approval"), given.pop("run_options")
+    job = make_job(given)
+    start_job(ctx, state, as_json, approval, agent, job, target, run_options)
+
+
 @run.command("maintenance")
 @maintenance_options
 @job_run_options("Read-only: run analysis, preview the rest.")
 @pass_state
 @click.pass_context
-def run_maintenance(
-    ctx: click.Context,
-    state: State,
-    target: str | None,
-    maintenance: dict[str, Any],
-    as_json: bool,
-    approval: dict[str, Any],
-    run_options: dict[str, Any],
-) -> None:
+def run_maintenance(ctx: click.Context, state: State, /, **given: Any) -> None:
     """Run maintenance on a target and print a summary of every step."""
-    job = jobs.maintenance_job(**maintenance)
-    start_job(ctx, state, as_json, approval, "maintenance", job, target, run_options)
+    start_given(
+        ctx, state, "maintenance", lambda g: jobs.maintenance_job(**g["maintenance"]), given
+    )
 
 
 @run.command("log-cleanup")
@@ -82,24 +91,14 @@ def run_maintenance(
 @job_run_options("Read-only: count what would go, show one batch.")
 @pass_state
 @click.pass_context
-def run_log_cleanup(
-    ctx: click.Context,
-    state: State,
-    /,
-    target: str | None,
-    as_json: bool,
-    approval: dict[str, Any],
-    run_options: dict[str, Any],
-    **flags: Any,
-) -> None:
+def run_log_cleanup(ctx: click.Context, state: State, /, **given: Any) -> None:
     """Purge rows older than the retention from a table, in short throttled batches.
 
     Each batch walks the table's key and commits on its own, sized to take about
     --max-batch-ms; progress is checkpointed per batch, so `aishell stop` ends the
     purge after the current batch and `aishell resume` goes on from there.
     """
-    job = jobs.log_cleanup_job(**flags)
-    start_job(ctx, state, as_json, approval, "log_cleanup", job, target, run_options)
+    start_given(ctx, state, "log_cleanup", lambda g: jobs.log_cleanup_job(**g), given)
 
 
 BACKUP_DRY_RUN = (
@@ -120,18 +119,9 @@ BACKUP_DRY_RUN = (
 @json_option
 @pass_state
 @click.pass_context
-def run_backup(
-    ctx: click.Context,
-    state: State,
-    target: str | None,
-    backup: dict[str, Any],
-    as_json: bool,
-    approval: dict[str, Any],
-    run_options: dict[str, Any],
-) -> None:
+def run_backup(ctx: click.Context, state: State, /, **given: Any) -> None:
     """Back up a target into the backup folder and validate the backup."""
-    job = jobs.backup_job(**backup)
-    start_job(ctx, state, as_json, approval, "backup", job, target, run_options)
+    start_given(ctx, state, "backup", lambda g: jobs.backup_job(**g["backup"]), given)
 
 
 def declared_run(name: str) -> click.Command:
@@ -144,18 +134,8 @@ def declared_run(name: str) -> click.Command:
     @job_run_options("Read-only: run analysis, preview the rest.")
     @pass_state
     @click.pass_context
-    def command(
-        ctx: click.Context,
-        state: State,
-        /,
-        target: str | None,
-        as_json: bool,
-        approval: dict[str, Any],
-        run_options: dict[str, Any],
-        **flags: Any,
-    ) -> None:
-        job = jobs.declared_job(spec, flags)
-        start_job(ctx, state, as_json, approval, spec.name, job, target, run_options)
+    def command(ctx: click.Context, state: State, /, **given: Any) -> None:
+        start_given(ctx, state, spec.name, lambda g: jobs.declared_job(spec, g), given)
 
     return command
 

@@ -144,7 +144,7 @@ def resume_run(
 
     The resumed run has its time limit anew (max_run_seconds, else from config)."""
     started = time.monotonic()
-    ignored = ignored_window(how)
+    ignored_window(how)  # a missing --reason is refused before anything is read
     registry = load_catalog(config)
     with signed_store(config) as store:
         run = store.get_run(run_id)
@@ -172,15 +172,12 @@ def resume_run(
             raise
         try:
             store.reopen_run(run_id, f"resumed from {run['status']}")
-            if ignored is not None:
-                # This go only: a later resume meets the window again unless told anew.
-                store.record_event(run_id, None, WINDOW_IGNORED, ignored.to_event())
-            place = RunPlace(config, registry, store, handle)
             executor = make_executor(
-                place,
+                RunPlace(config, registry, store, handle),
                 plan.agent,
                 run["safety_level"],
                 how,
+                run_id=run_id,
                 lock=lock,
                 started=started,
             )

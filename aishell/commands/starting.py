@@ -131,7 +131,7 @@ def start_run(
     the run and its steps, and execute it; the lock and the target (opened here unless
     given: it is then this call's to close) are released whatever happens."""
     dry_run, force = how.get("dry_run", False), how.get("force", False)
-    ignored = ignored_window(how)
+    ignored_window(how)  # a missing --reason is refused before the target is opened
     if handle is None:
         handle = open_target(config, plan.target, read_only=dry_run)
     run_id = new_run_id()
@@ -152,14 +152,12 @@ def start_run(
         if level != configured:
             change = {"from": configured, "to": level, "by": current_user(), "force": force}
             store.record_event(run_id, None, "safety_level_override", change)
-        if ignored is not None:
-            store.record_event(run_id, None, WINDOW_IGNORED, ignored.to_event())
-        place = RunPlace(config, registry, store, handle)
         executor = make_executor(
-            place,
+            RunPlace(config, registry, store, handle),
             plan.agent,
             level,
             how,
+            run_id=run_id,
             lock=lock,
             started=started,
             limit_source="the schedule's --max-run-time" if schedule else "--max-run-time",
@@ -235,12 +233,18 @@ def make_executor(
     safety_level: str,
     how: ResumeHow,
     *,
+    run_id: str,
     lock: RunLock | None = None,
     started: float | None = None,
     limit_source: str = "--max-run-time",
 ) -> Executor:
-    """The executor of a new or resumed run, with the agent's config and the run's limit."""
+    """The executor of a new or resumed run, with the agent's config and the run's limit.
+    A window ignored (--ignore-window) is recorded for this go only: a later resume
+    meets the window again unless told anew."""
     config, registry, store, handle = place
+    ignored = ignored_window(how)
+    if ignored is not None:
+        store.record_event(run_id, None, WINDOW_IGNORED, ignored.to_event())
     extra: dict[str, Any] = {}
     if how.get("observer") is not None:
         extra["observer"] = how["observer"]
