@@ -60,6 +60,7 @@ from aishell.config.models import AgentConfig
 from aishell.config.options import Option
 from aishell.errors import TargetError, UsageError
 from aishell.handlers import Handler
+from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_id
 from aishell.tool.context import ToolContext
 
@@ -75,6 +76,7 @@ __all__ = [
     "CatalogFact",
     "Handler",
     "Option",
+    "Privilege",
     "Step",
     "TargetError",
     "TaskContext",

@@ -28,6 +28,7 @@ from aishell.config.plugins import (
     warn,
 )
 from aishell.errors import UsageError
+from aishell.handlers.needs import Privilege
 
 # aishell's own agents, as its package declares them (pyproject.toml); read from here
 # too, so that a checkout run from source, whose installed metadata may be older, has
@@ -46,6 +47,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Parameter names the commands running a job take for themselves (`--target`,
 # `--dry-run`, `--out`, ...): a job option may not take one of them.
 _TAKEN = RUN_OPTIONS | {"out", "every", "quiet", "json", "help", "approval", "run_options"}
+# The subcommands of `run` and `plan` that are not agents (`plan rotate-key`), with - as
+# _: an agent of one of these names could never be run, so it is refused.
+COMMAND_NAMES = frozenset({"rotate_key"})
 _METHODS = ("normalize_job", "check_job", "catalog_needs", "plan_steps", "describe_job")
 
 
@@ -101,6 +105,8 @@ def _problem(agent: object, name: str) -> str | None:
             f"its name must be lower-case letters, digits and _, and the same as its spec's "
             f"and entry point's ('{name}')"
         )
+    if name in COMMAND_NAMES:
+        return f"'{name}' is a command of `aishell run` or `aishell plan`; choose another name"
     missing = [m for m in _METHODS if not callable(getattr(agent, m, None))]
     if missing:
         return f"it has no {', '.join(missing)}"
@@ -154,6 +160,18 @@ def agent_package(name: str) -> str:
     """The package an agent came from: "aishell" for aishell's own."""
     get_agent(name)
     return _loaded().packages[name]
+
+
+def declared_privileges(dialect: str) -> dict[str, tuple[Privilege | str, ...]]:
+    """What each agent from another package declares it needs on this engine (aishell's
+    own agents are checked by each engine's own code)."""
+    engine = "mysql" if dialect == "mariadb" else dialect  # specs name MariaDB's "mysql"
+    table = _loaded()
+    return {
+        name: tuple(agent.spec.privileges.get(engine, ()))
+        for name, agent in sorted(table.agents.items())
+        if table.packages[name] != OWN_PACKAGE
+    }
 
 
 def load_failures() -> list[PluginFailure]:

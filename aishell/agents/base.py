@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.config.options import Option
 from aishell.errors import UsageError
+from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step
 
 # What planning may read for a job beyond the target's tables, each at a cost:
@@ -65,8 +66,9 @@ class AgentSpec:
     description: str
     options: tuple[Option, ...] = ()
     tools: tuple[str, ...] = ()
-    # By engine (postgresql, mysql, sqlite): each privilege in words, as a DBA grants it.
-    privileges: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # By engine (postgresql, mysql, sqlite): each privilege as a `Privilege` that
+    # `aishell doctor` checks on the target, or in words (shown, not checked).
+    privileges: Mapping[str, tuple[Privilege | str, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +88,10 @@ class AgentSpec:
                 for o in self.options
             ],
             "tools": list(self.tools),
-            "privileges": {engine: list(p) for engine, p in self.privileges.items()},
+            "privileges": {
+                engine: [p if isinstance(p, str) else p.words for p in listed]
+                for engine, listed in self.privileges.items()
+            },
         }
 
 

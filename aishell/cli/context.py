@@ -4,6 +4,7 @@ turns errors into one line and an exit code."""
 from __future__ import annotations
 
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,9 +49,43 @@ class AishellGroup(click.Group):
 class JobGroup(AishellGroup):
     """A group of job commands (`run`, `plan`) that also takes an agent with no command
     of its own, as the command `declared` makes from the agent's declaration; its help
-    lists only the commands it has, so it loads no agent to show them."""
+    and the shell's completion list every agent by name, loading none."""
 
     declared: Callable[[str], click.Command] | None = None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._agents_without_command(ctx)])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The group's own commands with their help, then every other agent by name:
+        their help is their spec's, which loading them to show would cost every `--help`."""
+        width = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        rows = [
+            (name, command.get_short_help_str(width))
+            for name, command in sorted(self.commands.items())
+            if not command.hidden
+        ]
+        rows += [
+            (name, f"The {name} agent's job (its options: {ctx.command_path} {name} --help).")
+            for name in self._agents_without_command(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def _agents_without_command(self, ctx: click.Context) -> list[str]:
+        """The agents installed packages offer (and this process registered), by name,
+        none loaded, less those with a command of their own here."""
+        if self.declared is None:
+            return []
+        from aishell.config.plugins import AGENTS_GROUP, offered
+
+        names = {ep.name for ep, _ in offered(AGENTS_GROUP)}
+        if "aishell.agents.available" in sys.modules:  # loaded: it may hold registered ones
+            from aishell.agents.available import agent_names
+
+            names.update(agent_names())
+        spelled = {name.replace("-", "_") for name in super().list_commands(ctx)}
+        return sorted(names - spelled)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         found = super().get_command(ctx, cmd_name)

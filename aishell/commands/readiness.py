@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.agents.available import declared_privileges
 from aishell.commands.clientlogins import client_logins
 from aishell.config.models import Config
 from aishell.errors import AishellError, ConfigError, TargetUnreachable
@@ -94,7 +95,7 @@ def _client_problems(
 
 
 def _inspect(config: Config, name: str, dialect: str, conn: Connection) -> dict[str, Any]:
-    info = describe_server(conn)
+    info = describe_server(conn, declared_privileges(conn.dialect.name))
     problems = [
         _problem(
             name,

@@ -35,13 +35,14 @@ def list_targets(config: Config) -> list[dict[str, Any]]:
 
 def check_target(config: Config, name: str | None = None) -> dict[str, Any]:
     """Connect to a target and report its server, privileges and extensions."""
+    from aishell.agents.available import declared_privileges
     from aishell.handlers.server import describe_server
 
     handle = open_target(config, name, read_only=True)
     try:
         conn = handle.connect()
         try:
-            info = describe_server(conn)
+            info = describe_server(conn, declared_privileges(conn.dialect.name))
             info["tables"] = len(user_tables(conn))
         finally:
             conn.close()

@@ -9,16 +9,19 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.handlers.mysql import privileges as mysql_privileges
+from aishell.handlers.needs import Declared, declared_needs
 from aishell.handlers.postgresql import privileges as postgresql_privileges
 from aishell.handlers.sqlite import privileges as sqlite_privileges
 from aishell.sqltext import text
 
 
-def describe_server(conn: Connection) -> dict[str, Any]:
+def describe_server(conn: Connection, declared: Declared | None = None) -> dict[str, Any]:
     """Server version, the privileges that matter, extensions, warnings; and per agent the
-    privileges it needs on this target, each with what is missing (a warning when it is)."""
+    privileges it needs on this target, each with what is missing (a warning when it is):
+    aishell's own agents' from each engine's checks, other agents' from what they
+    `declared` for this engine."""
     info = _DESCRIBE[conn.dialect.name](conn)
-    info["needs"] = _AGENT_NEEDS[conn.dialect.name](conn)
+    info["needs"] = _AGENT_NEEDS[conn.dialect.name](conn) + declared_needs(conn, declared or {})
     for need in info["needs"]:
         state = f"missing: {need['missing']}" if need["missing"] else "ok"
         info["privileges"].setdefault(f"{need['agent']} needs", []).append(
