@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 # The newest revision in migrations/versions (a test keeps the two equal).
-HEAD_REVISION = "0005_alerts"
+HEAD_REVISION = "0006_fleet"
 # The revision that holds the whole schema of the history before Alembic.
 BASELINE_REVISION = "0001_baseline"
 # The last meta.schema_version of the history before Alembic; the baseline keeps it

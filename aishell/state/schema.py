@@ -6,7 +6,17 @@ goes with a new revision there, which a test compares against these definitions.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -269,4 +279,31 @@ alerts = Table(
     Column("resolved_at", String(32), index=True),
     Column("resolved_sent_at", String(32)),
     UniqueConstraint("rule", "subject", "occurrence", name="uq_alerts_occurrence"),
+)
+
+# A job sent to many targets through the queue (aishell/fleet/): what it runs, how, and
+# on which targets, as `aishell fleet run` chose them.
+fleet_jobs = Table(
+    "fleet_jobs",
+    metadata,
+    Column("fleet_id", String(32), primary_key=True),
+    Column("agent", String(64), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("selector", Text, nullable=False),
+    Column("targets", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+# The one run each target of a fleet job has: recorded with the run, before its first
+# step, so that a task delivered again (its worker died) resumes it.
+fleet_runs = Table(
+    "fleet_runs",
+    metadata,
+    Column("fleet_id", String(32), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("run_id", String(32), nullable=False, unique=True),
+    Column("at", String(32), nullable=False),
+    PrimaryKeyConstraint("fleet_id", "target", name="pk_fleet_runs"),
 )

@@ -34,6 +34,7 @@ from aishell.state.backups import BackupCatalog
 from aishell.state.breaker import BreakerRepository
 from aishell.state.core import Hot
 from aishell.state.faults import busy_timeout_of, is_fault, raced, sqlite_path
+from aishell.state.fleet import FleetRepository
 from aishell.state.identity import (
     FileIdentity,
     backup_copy,
@@ -77,6 +78,7 @@ class StateStore(
     BreakerRepository,
     PlanCache,
     AlertRepository,
+    FleetRepository,
 ):
     """All reads and writes of run state; every write is one committed transaction."""
 

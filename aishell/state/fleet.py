@@ -1,0 +1,78 @@
+"""Fleet jobs and the run each of their targets has."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from aishell.state.core import StoreCore
+from aishell.state.processes import current_user
+from aishell.state.schema import fleet_jobs, fleet_runs, runs
+from aishell.state.values import dumps, loads, new_run_id, now
+
+
+class FleetRepository(StoreCore):
+    """Rows of fleet_jobs and fleet_runs."""
+
+    def create_fleet_job(
+        self,
+        agent: str,
+        job: dict[str, Any],
+        options: dict[str, Any],
+        selector: str,
+        targets: list[str],
+    ) -> str:
+        fleet_id = new_run_id()
+        with self._tx() as conn:
+            conn.execute(
+                insert(fleet_jobs).values(
+                    fleet_id=fleet_id,
+                    agent=agent,
+                    job=dumps(job),
+                    options=dumps(options),
+                    selector=selector,
+                    targets=dumps(targets),
+                    created_at=now(),
+                    created_by=current_user(),
+                )
+            )
+        return fleet_id
+
+    def get_fleet_job(self, fleet_id: str) -> dict[str, Any] | None:
+        self.flush()
+        row = self._conn.execute(
+            select(fleet_jobs).where(fleet_jobs.c.fleet_id == fleet_id)
+        ).first()
+        self._conn.rollback()
+        if row is None:
+            return None
+        found = dict(row._mapping)
+        for key in ("job", "options", "targets"):
+            found[key] = loads(found[key])
+        return found
+
+    def record_fleet_run(self, fleet_id: str, target: str, run_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(fleet_runs).values(fleet_id=fleet_id, target=target, run_id=run_id, at=now())
+            )
+
+    def fleet_runs(self, fleet_id: str) -> dict[str, dict[str, Any]]:
+        """By target: the run its task started, with the run's status and times."""
+        self.flush()
+        rows = self._conn.execute(
+            select(
+                fleet_runs.c.target,
+                fleet_runs.c.run_id,
+                runs.c.status,
+                runs.c.error,
+                runs.c.created_at.label("started_at"),
+                runs.c.finished_at,
+                runs.c.hostname,
+            )
+            .join(runs, runs.c.run_id == fleet_runs.c.run_id)
+            .where(fleet_runs.c.fleet_id == fleet_id)
+        ).all()
+        self._conn.rollback()
+        return {r.target: dict(r._mapping) for r in rows}
