@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from aishell.state.core import StoreCore
+from aishell.state.processes import recorder_alive
 from aishell.state.schema import approval_requests, approvals, runs, steps
 from aishell.state.values import dumps, loads, now
 
@@ -114,6 +115,9 @@ class ApprovalRepository(StoreCore):
                 runs.c.agent,
                 runs.c.status.label("run_status"),
                 runs.c.created_at,
+                runs.c.pid,
+                runs.c.hostname,
+                runs.c.pid_started,
                 steps.c.idx,
                 steps.c.tool,
                 steps.c.subject,
@@ -131,12 +135,16 @@ class ApprovalRepository(StoreCore):
         found = []
         for row in rows:
             request = asked.get((row.run_id, row.idx), {})
+            # A run whose process is gone is not running, as list_runs shows it too.
+            gone = row.run_status == "running" and not recorder_alive(
+                row.pid, row.hostname, row.pid_started
+            )
             found.append(
                 {
                     "run_id": row.run_id,
                     "target": row.target,
                     "agent": row.agent,
-                    "run_status": row.run_status,
+                    "run_status": "interrupted" if gone else row.run_status,
                     "run_created_at": row.created_at,
                     "index": row.idx,
                     "tool": row.tool,

@@ -10,11 +10,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
+from aishell.cli.completion import complete_selector
 from aishell.config.models import Config
 from aishell.policy.approvers import NonInteractive
 from tests.conftest import EditConfig
@@ -82,6 +84,7 @@ def test_runs_and_approvals_are_listed_across_the_selected_targets(fleet: Config
         (us, "us-1", 3, "optimize_table"),
     ]
     assert all(a["risk_level"] == "medium" and a["asked_at"] for a in waiting)
+    assert {a["run_status"] for a in waiting} == {"waiting_approval"}
     assert all("strict safety level" in a["reasons"][0] for a in waiting)
     assert as_json("approvals")["approvals"] == waiting
     assert as_json("approvals", "--targets", "demo")["approvals"] == []
@@ -151,3 +154,17 @@ def test_targets_add_writes_its_tags(home: Path):
     assert [r["name"] for r in as_json("targets", "list", "--targets", "tag:eu")["targets"]] == [
         "eu-9"
     ]
+
+
+@pytest.mark.usefixtures("fleet")
+def test_completion_offers_names_and_tags_for_the_selectors_last_part(home: Path):
+    ctx = click.Context(cli)
+    ctx.params = {"config_path": None, "home": str(home)}
+
+    def offered(incomplete: str) -> list[str]:
+        return [item.value for item in complete_selector(ctx, None, incomplete)]
+
+    assert offered("") == ["demo", "eu-1", "us-1", "tag:dev", "tag:eu", "tag:prod", "tag:us"]
+    assert offered("tag:p") == ["tag:prod"]
+    assert offered("eu-1,tag:u") == ["eu-1,tag:us"]
+    assert offered("tag:prod+u") == ["tag:prod+us-1"]
