@@ -16,7 +16,7 @@ from aishell.cli.context import AishellGroup, State
 from aishell.cli.home import demo, doctor, init, metrics_command
 from aishell.cli.model_planner import ask, planner
 from aishell.cli.plans import apply, plan
-from aishell.cli.run_control import approve, deny, resume, runs, stop
+from aishell.cli.run_control import approvals, approve, deny, resume, runs, stop
 from aishell.cli.run_jobs import run
 from aishell.cli.schedules import job_from_words, schedule
 from aishell.cli.targets_and_tools import targets, tools
@@ -72,6 +72,7 @@ SUBCOMMANDS: tuple[click.Command, ...] = (
     apply,
     runs,
     resume,
+    approvals,
     approve,
     deny,
     stop,

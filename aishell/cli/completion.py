@@ -40,6 +40,19 @@ def complete_target(ctx: click.Context, _param: Any, incomplete: str) -> list[Co
     ]
 
 
+def complete_selector(ctx: click.Context, _param: Any, incomplete: str) -> list[CompletionItem]:
+    """The last part of a target selector (after its last ',' or '+'): a name or tag:TAG."""
+    try:
+        targets = _config(ctx).main.targets
+    except Exception:  # a broken config: no suggestions
+        return []
+    cut = max(incomplete.rfind(","), incomplete.rfind("+")) + 1
+    done, part = incomplete[:cut], incomplete[cut:]
+    tags = sorted({tag for target in targets.values() for tag in target.tags})
+    words = [*sorted(targets), *(f"tag:{tag}" for tag in tags)]
+    return [CompletionItem(done + word) for word in words if word.startswith(part)]
+
+
 def complete_run_id(ctx: click.Context, _param: Any, incomplete: str) -> list[CompletionItem]:
     from sqlalchemy.engine import make_url
 

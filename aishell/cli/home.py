@@ -10,7 +10,7 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import State, pass_state
-from aishell.cli.options import json_option, quiet_option
+from aishell.cli.options import json_option, quiet_option, targets_selector
 from aishell.cli.output import emit_json
 from aishell.errors import EXIT_FAILED, ConfigError
 from aishell.terminal import printable
@@ -103,6 +103,7 @@ def init(state: State, force: bool, systemd: bool, as_json: bool) -> None:
     shell_complete=complete_target,
     help="Check only this target (repeat for more; default: every target).",
 )
+@targets_selector("selector")
 @click.option(
     "--backup-state",
     is_flag=True,
@@ -117,6 +118,7 @@ def doctor(
     state: State,
     clean: bool,
     targets: tuple[str, ...],
+    selector: str | None,
     backup_state: bool,
     as_json: bool,
 ) -> None:
@@ -142,7 +144,7 @@ def doctor(
             raise
         result = commands.doctor_without_config(state.home, state.config_path, exc)
     else:
-        result = commands.doctor(config, clean=clean, targets=targets)
+        result = commands.doctor(config, clean=clean, targets=targets, selector=selector)
     if as_json:
         emit_json(result)
     elif clean:

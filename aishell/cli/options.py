@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from aishell.cli.completion import target_option
+from aishell.cli.completion import complete_selector, target_option
 from aishell.config.bounds import MAX_RUN_TIME_SECONDS
 from aishell.config.options import (
     APPROVE_UP_TO,
@@ -343,3 +343,37 @@ log_format_option = click.option(
     help="How log lines look: text, or one JSON object per line with the run and step it "
     "is about (default: AISHELL_LOG_FORMAT, else text).",
 )
+
+
+SELECTOR_HELP = (
+    "Only these targets: a name, tag:TAG or a glob ('eu-*'), joined by ',' (either) or "
+    "'+' (both), e.g. 'tag:prod,eu-*'."
+)
+
+
+def targets_selector(into: str = "targets") -> Decorator:
+    """--targets SELECTOR and --all-targets (as --targets '*'), handed to the command as
+    one argument `into`: the selector, or None when neither was given."""
+
+    def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            selector, every = kwargs.pop("targets_selector"), kwargs.pop("all_targets")
+            if selector is not None and every:
+                raise UsageError("--targets and --all-targets exclude each other; give one")
+            kwargs[into] = "*" if every else selector
+            return f(*args, **kwargs)
+
+        options = [
+            click.option(
+                "--targets",
+                "targets_selector",
+                metavar="SELECTOR",
+                shell_complete=complete_selector,
+                help=SELECTOR_HELP,
+            ),
+            click.option("--all-targets", is_flag=True, help="Every configured target."),
+        ]
+        return stacked(options)(command)
+
+    return apply

@@ -28,11 +28,14 @@ def runs() -> None:
     help="Only runs with this status.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@options.targets_selector()
 @options.json_option
 @pass_state
-def runs_list(state: State, status: str | None, limit: int, as_json: bool) -> None:
-    """List runs, newest first."""
-    rows = commands.list_runs(state.config, status=status, limit=limit)
+def runs_list(
+    state: State, status: str | None, limit: int, targets: str | None, as_json: bool
+) -> None:
+    """List runs, newest first: of every target, or of those --targets selects."""
+    rows = commands.list_runs(state.config, status=status, limit=limit, targets=targets)
     answer(as_json, {"runs": rows}, lambda out: render.runs_table(out, rows))
 
 
@@ -73,6 +76,17 @@ def resume(
 ) -> None:
     """Continue a waiting, deferred, failed or interrupted run; done steps never rerun."""
     run_and_render(ctx, as_json, approval, commands.resume_run, state.config, run_id, **run_options)
+
+
+@click.command()
+@options.targets_selector()
+@options.json_option
+@pass_state
+def approvals(state: State, targets: str | None, as_json: bool) -> None:
+    """List the steps waiting for a person's approval, oldest run first: of every target,
+    or of those --targets selects; decide with `aishell approve` or `aishell deny`."""
+    rows = commands.list_approvals(state.config, targets=targets)
+    answer(as_json, {"approvals": rows}, lambda out: render.approvals_table(out, rows))
 
 
 @click.command()

@@ -7,8 +7,9 @@ import click
 
 from aishell import commands, render
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import json_option
+from aishell.cli.options import json_option, targets_selector
 from aishell.cli.output import answer
+from aishell.errors import EXIT_FAILED, UsageError
 from aishell.risk import RiskLevel
 
 
@@ -18,11 +19,13 @@ def targets() -> None:
 
 
 @targets.command("list")
+@targets_selector()
 @json_option
 @pass_state
-def targets_list(state: State, as_json: bool) -> None:
-    """List the configured targets (passwords are never shown)."""
-    rows = commands.list_targets(state.config)
+def targets_list(state: State, targets: str | None, as_json: bool) -> None:
+    """List the configured targets, or those --targets selects, with their tags
+    (passwords are never shown)."""
+    rows = commands.list_targets(state.config, targets=targets)
     answer(as_json, {"targets": rows}, lambda out: render.targets_table(out, rows))
 
 
@@ -39,6 +42,12 @@ def targets_list(state: State, as_json: bool) -> None:
 )
 @click.option("--password-env", help="The environment variable that holds the password.")
 @click.option("--description", default="", help="A line saying what the database is.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    help="A tag that selects it with others (--targets tag:TAG); repeat for more.",
+)
 @click.option("--no-check", is_flag=True, help="Write it without logging in first.")
 @json_option
 @pass_state
@@ -50,6 +59,7 @@ def targets_add(
     environment: str,
     password_env: str | None,
     description: str,
+    tags: tuple[str, ...],
     no_check: bool,
     as_json: bool,
 ) -> None:
@@ -62,19 +72,33 @@ def targets_add(
     """
     from aishell.commands.targetfile import NewTarget
 
-    new = NewTarget(name, location, service, environment, password_env, description)
+    new = NewTarget(name, location, service, environment, password_env, description, tags)
     added = commands.add_target(state.config, new, check=not no_check)
     answer(as_json, added, lambda out: render.target_added(out, added))
 
 
 @targets.command("check")
 @click.argument("name", required=False)
+@targets_selector()
 @json_option
 @pass_state
-def targets_check(state: State, name: str | None, as_json: bool) -> None:
-    """Connect to a target: server version, privileges that matter, extensions, warnings."""
-    info = commands.check_target(state.config, name)
-    answer(as_json, info, lambda out: render.target_check(out, info))
+@click.pass_context
+def targets_check(
+    ctx: click.Context, state: State, name: str | None, targets: str | None, as_json: bool
+) -> None:
+    """Connect to a target (NAME, the default one, or each --targets selects): server
+    version, privileges that matter, extensions, warnings. With --targets, exits 1 when
+    a target could not be checked."""
+    if targets is None:
+        info = commands.check_target(state.config, name)
+        answer(as_json, info, lambda out: render.target_check(out, info))
+        return
+    if name is not None:
+        raise UsageError("Give a target's NAME or --targets, not both")
+    checked = commands.check_targets(state.config, targets)
+    answer(as_json, {"targets": checked}, lambda out: render.targets_checked(out, checked))
+    if any("error" in info for info in checked):
+        ctx.exit(EXIT_FAILED)
 
 
 @click.group(cls=AishellGroup)

@@ -32,6 +32,7 @@ __all__ = [
     "check_alerts",
     "check_planner",
     "check_target",
+    "check_targets",
     "clean_leftovers",
     "create_demo_database",
     "decide_steps",
@@ -40,6 +41,7 @@ __all__ = [
     "forget_drafts",
     "init_home",
     "list_agents",
+    "list_approvals",
     "list_backups",
     "list_runs",
     "list_schedules",
@@ -79,7 +81,7 @@ if TYPE_CHECKING:
         restore,
         show_backup,
     )
-    from aishell.commands.decisions import DECISIONS, decide_steps, stop_run
+    from aishell.commands.decisions import DECISIONS, decide_steps, list_approvals, stop_run
     from aishell.commands.health import (
         backup_state,
         clean_leftovers,
@@ -116,7 +118,12 @@ if TYPE_CHECKING:
         run_schedule,
         serve_schedules,
     )
-    from aishell.commands.servers import check_target, create_demo_database, list_targets
+    from aishell.commands.servers import (
+        check_target,
+        check_targets,
+        create_demo_database,
+        list_targets,
+    )
     from aishell.commands.targetfile import add_target
     from aishell.commands.tools import list_tools, load_catalog, show_tool
     from aishell.executor import RunResult
@@ -138,6 +145,7 @@ else:
             "aishell.commands.decisions": (
                 "DECISIONS",
                 "decide_steps",
+                "list_approvals",
                 "stop_run",
             ),
             "aishell.commands.health": (
@@ -186,6 +194,7 @@ else:
             ),
             "aishell.commands.servers": (
                 "check_target",
+                "check_targets",
                 "create_demo_database",
                 "list_targets",
             ),

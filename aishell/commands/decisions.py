@@ -7,6 +7,7 @@ from typing import Any
 
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
+from aishell.config.selection import select_targets
 from aishell.errors import UsageError
 from aishell.executor import COMPLETED_WITH_DENIALS, DENIED
 from aishell.policy.approvers import current_user
@@ -66,6 +67,15 @@ def decide_steps(
             "decided_by": user,
             "reason": why,
         }
+
+
+def list_approvals(config: Config, targets: str | None = None) -> list[dict[str, Any]]:
+    """The steps waiting for a person's approval, oldest run first: of the targets the
+    selector `targets` picks (config/selection.py), else of every run in the store."""
+    names = None if targets is None else select_targets(config, targets)
+    # A list checks no signature: `aishell approve` does, before it decides.
+    with StateStore(config.state_url) as store:
+        return store.waiting_approvals(names)
 
 
 def _record(

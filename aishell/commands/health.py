@@ -16,7 +16,8 @@ from aishell.commands.schedules import list_schedules
 from aishell.commands.tools import load_catalog
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
-from aishell.errors import AishellError, ConfigError
+from aishell.config.selection import select_targets
+from aishell.errors import AishellError, ConfigError, UsageError
 from aishell.files import too_open
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
@@ -39,13 +40,25 @@ def metrics(config: Config, textfile: Path | None = None) -> str:
     return prometheus.exposition(gauges)
 
 
-def doctor(config: Config, clean: bool = False, targets: Sequence[str] = ()) -> dict[str, Any]:
-    """The home's files, state store and versions; per target (all, or those named) its
-    readiness; and what killed runs left behind. `problems` lists what is wrong, each
-    with its fix. With clean, only remove what killed runs left (see clean_leftovers)."""
+def doctor(
+    config: Config,
+    clean: bool = False,
+    targets: Sequence[str] = (),
+    selector: str | None = None,
+) -> dict[str, Any]:
+    """The home's files, state store and versions; per target (all, those named, or
+    those the `selector` picks: config/selection.py) its readiness; and what killed runs
+    left behind. `problems` lists what is wrong, each with its fix. With clean, only
+    remove what killed runs left (see clean_leftovers)."""
     if clean:
         return clean_leftovers(config)
-    names = list(targets) or sorted(config.main.targets)
+    if targets and selector is not None:
+        raise UsageError("--target and --targets exclude each other; give one")
+    names = (
+        select_targets(config, selector)
+        if selector is not None
+        else list(targets) or sorted(config.main.targets)
+    )
     for name in names:
         config.target(name)  # an unknown name is an error, before anything is checked
     problems: list[dict[str, Any]] = []

@@ -27,6 +27,7 @@ from aishell.commands.starting import (
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
+from aishell.config.selection import select_targets
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
@@ -197,10 +198,15 @@ def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], sin
             )
 
 
-def list_runs(config: Config, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(
+    config: Config, status: str | None = None, limit: int = 50, targets: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest runs first; only those of the targets the selector `targets` picks
+    (config/selection.py) when given, else every run the store holds."""
+    names = None if targets is None else select_targets(config, targets)
     # A list checks no signature: it needs no key (and works while the key is refused).
     with StateStore(config.state_url) as store:
-        return store.list_runs(status=status, limit=limit)
+        return store.list_runs(status=status, limit=limit, targets=names)
 
 
 def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, Any]:

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from aishell.config.models import Config, resolve_url
-from aishell.errors import ConfigError, UsageError
+from aishell.config.selection import select_targets
+from aishell.errors import AishellError, ConfigError, UsageError
 from aishell.targets.catalog import user_tables
 from aishell.targets.demo import create_demo
 from aishell.targets.engines import open_target
 
 
-def list_targets(config: Config) -> list[dict[str, Any]]:
-    """The configured targets; never their URLs' passwords."""
+def list_targets(config: Config, targets: str | None = None) -> list[dict[str, Any]]:
+    """The configured targets, by name (those the selector `targets` picks, when given:
+    config/selection.py); never their URLs' passwords."""
     from sqlalchemy.engine import make_url
 
+    chosen = set(config.main.targets if targets is None else select_targets(config, targets))
     listed = []
     for name, target in sorted(config.main.targets.items()):
+        if name not in chosen:
+            continue
         url = make_url(resolve_url(target.url, config.home))
         listed.append(
             {
@@ -27,6 +33,7 @@ def list_targets(config: Config) -> list[dict[str, Any]]:
                 "location": url.render_as_string(hide_password=True),
                 "environment": target.environment,
                 "description": target.description,
+                "tags": list(target.tags),
                 "default": name == config.main.default_target,
             }
         )
@@ -49,6 +56,22 @@ def check_target(config: Config, name: str | None = None) -> dict[str, Any]:
     finally:
         handle.close()
     return {"target": handle.name, "dialect": handle.dialect, **info}
+
+
+def check_targets(config: Config, targets: str) -> list[dict[str, Any]]:
+    """check_target on each target the selector `targets` picks, side by side; one that
+    fails is listed with its `error` (one line) and the others are still checked."""
+    names = select_targets(config, targets)
+
+    def checked(name: str) -> dict[str, Any]:
+        try:
+            return check_target(config, name)
+        except AishellError as exc:
+            return {"target": name, "error": str(exc)}
+
+    # Side by side: a target that does not answer costs its connect timeout once.
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        return list(pool.map(checked, names))
 
 
 def create_demo_database(

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from aishell.config.checks import TAG
 from aishell.config.edit import with_target
 from aishell.config.files import validate
 from aishell.config.home import read_layers
@@ -30,6 +31,7 @@ class NewTarget:
     environment: str = "development"
     password_env: str | None = None
     description: str = ""
+    tags: tuple[str, ...] = ()
 
 
 def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, Any]:
@@ -42,9 +44,18 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
             f"Target name {new.name!r} may hold letters, digits, '_', '.' and '-' only, "
             "and starts with a letter or digit"
         )
+    for tag in new.tags:
+        if not TAG.fullmatch(tag):
+            raise UsageError(
+                f"Tag {tag!r} may hold lower-case letters, digits, '-' and '_' only (at most "
+                "32), and starts with a letter or digit"
+            )
     if new.name in config.main.targets:
         raise UsageError(f"Target '{new.name}' exists in {config.path}; pick another name")
-    fields = {"url": target_url(new.location, new.service), "environment": new.environment}
+    fields: dict[str, str | list[str]] = {
+        "url": target_url(new.location, new.service),
+        "environment": new.environment,
+    }
     path = config.path
     if path.resolve().is_relative_to(bundled_config_dir().resolve()):
         raise ConfigError(
@@ -54,6 +65,8 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
         fields["password_env"] = new.password_env
     if new.description:
         fields["description"] = new.description
+    if new.tags:
+        fields["tags"] = list(dict.fromkeys(new.tags))
     text = with_target(path.read_text(encoding="utf-8"), new.name, fields)
     server: dict[str, Any] = {}
 
@@ -68,11 +81,12 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
     # the file's own mode: a crash leaves the old file or the new.
     mode = path.stat().st_mode & 0o7777
     write_beside(path, text.encode(), "The config file", ConfigError, mode=mode, check=verify)
-    shown = resolve_url(fields["url"], config.home)
+    shown = resolve_url(str(fields["url"]), config.home)
     return {
         "name": new.name,
         "file": str(path),
         "url": shown,
         "environment": new.environment,
+        "tags": list(dict.fromkeys(new.tags)),
         "checked": server or None,
     }

@@ -2,6 +2,7 @@
 them (files), the checks on their values (checks), editing a file as a person would
 (edit), where the home is (home), every option of a job or a run defined once
 (options), the upper limits many settings share (bounds),
-the bundled resources, and the state store's URL. Its face stays empty so that
+the bundled resources, the state store's URL, and which targets a selector picks
+(selection). Its face stays empty so that
 `--help` loads no pydantic. Also how the catalog sorts tools (kinds), which the
 agents' files name. May import only the vocabularies."""

@@ -15,6 +15,8 @@ from aishell.errors import ConfigError
 MAX_HOURS = MAX_RETENTION_DAYS * 24
 # An environment variable's name as a shell can export it.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A target's tag as a person types it in a selector (`tag:prod`): short, lower case.
+TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # The databases aishell opens, by the URL's backend name.
 DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
 
@@ -46,6 +48,15 @@ def database_url_problem(url: str) -> str | None:
 def check_env_name(value: str | None) -> str | None:
     if value is not None and not ENV_NAME.fullmatch(value):
         raise ValueError("not an environment variable's name (letters, digits and _)")
+    return value
+
+
+def check_tag(value: str) -> str:
+    if not TAG.fullmatch(value):
+        raise ValueError(
+            "a tag holds lower-case letters, digits, '-' and '_' (at most 32, the first a "
+            "letter or digit)"
+        )
     return value
 
 

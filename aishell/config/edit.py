@@ -14,7 +14,11 @@ _EMPTY_TARGETS = re.compile(r"^targets:[ \t]*\{[ \t]*\}[ \t]*(#.*)?$")
 _ENTRY = re.compile(r"^([ \t]+)[^\s#]")
 
 
-def with_target(text: str, name: str, fields: Mapping[str, str]) -> str:
+# A field's value: text, or a list of texts (a target's tags).
+Value = str | list[str]
+
+
+def with_target(text: str, name: str, fields: Mapping[str, Value]) -> str:
     """`text` (a config file) with target `name` added under `targets:`."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
@@ -43,8 +47,9 @@ def _indent_after(lines: list[str], at: int) -> str | None:
     return None
 
 
-def _block(name: str, fields: Mapping[str, str], indent: str) -> list[str]:
-    # JSON strings are YAML's double-quoted scalars: any name or URL is written safely.
+def _block(name: str, fields: Mapping[str, Value], indent: str) -> list[str]:
+    # JSON strings are YAML's double-quoted scalars, and JSON lists YAML's flow
+    # sequences: any name, URL or tag is written safely.
     inner = indent * 2 if indent.strip(" ") == "" else indent + "  "
     lines = [f"{indent}{json.dumps(name)}:\n"]
     lines += [f"{inner}{key}: {json.dumps(value)}\n" for key, value in fields.items()]

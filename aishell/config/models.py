@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
 from aishell.config.checks import (
@@ -16,6 +16,7 @@ from aishell.config.checks import (
     check_command,
     check_env_name,
     check_http_url,
+    check_tag,
     check_url,
 )
 from aishell.config.fields import PURGE, setting
@@ -46,6 +47,8 @@ class TargetConfig(_Strict):
     url: str = Field(description="SQLAlchemy URL; relative SQLite paths are under the home")
     environment: Environment = "development"
     description: str = ""
+    # Names that select it with others (`--targets tag:prod`): config/selection.py.
+    tags: list[Annotated[str, AfterValidator(check_tag)]] = []
     # The password comes from this environment variable (or the driver's own files,
     # ~/.pgpass or an option file); never from the URL in a file that is shared.
     password_env: str | None = None

@@ -13,6 +13,7 @@ __all__ = [
     "STATUS_STYLE",
     "StepProgress",
     "approval_prompt",
+    "approvals_table",
     "backup_detail",
     "backups_table",
     "console",
@@ -31,6 +32,7 @@ __all__ = [
     "statements",
     "target_added",
     "target_check",
+    "targets_checked",
     "targets_table",
     "tool_detail",
     "tools_table",
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
         demo_result,
         target_added,
         target_check,
+        targets_checked,
         targets_table,
         tool_detail,
         tools_table,
@@ -53,7 +56,13 @@ if TYPE_CHECKING:
     from aishell.render.plans import plan_preview, plan_warnings
     from aishell.render.progress import StepProgress, demo_progress
     from aishell.render.prompt import approval_prompt
-    from aishell.render.runs import run_detail, run_summary, runs_table, statements
+    from aishell.render.runs import (
+        approvals_table,
+        run_detail,
+        run_summary,
+        runs_table,
+        statements,
+    )
     from aishell.render.schedules import log_line, schedules_table, when
 else:
     __getattr__, __dir__ = exports(
@@ -76,6 +85,7 @@ else:
                 "demo_result",
                 "target_added",
                 "target_check",
+                "targets_checked",
                 "targets_table",
                 "tool_detail",
                 "tools_table",
@@ -90,6 +100,7 @@ else:
             ),
             "aishell.render.prompt": ("approval_prompt",),
             "aishell.render.runs": (
+                "approvals_table",
                 "run_detail",
                 "run_summary",
                 "runs_table",

@@ -98,7 +98,7 @@ def backup_detail(out: Console, row: dict[str, Any]) -> None:
 
 def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("target", "dialect", "environment", "location", "description"):
+    for column in ("target", "dialect", "environment", "tags", "location", "description"):
         table.add_column(column, overflow="fold", no_wrap=column == "target")
     for row in rows:
         name = row["name"] + (" (default)" if row["default"] else "")
@@ -109,6 +109,7 @@ def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
                     name,
                     row["dialect"],
                     row["environment"],
+                    ", ".join(row["tags"]),
                     row["location"],
                     row["description"],
                 )
@@ -139,6 +140,17 @@ def target_check(out: Console, info: dict[str, Any]) -> None:
         out.print(safe_text(f"  extensions: {', '.join(info['extensions'])}"))
     for warning in info["warnings"]:
         out.print(safe_text(f"warning: {warning}", "yellow"))
+
+
+def targets_checked(out: Console, checked: list[dict[str, Any]]) -> None:
+    """Each target `targets check --targets` checked: what it found, or why it could not."""
+    for info in checked:
+        if "error" in info:
+            out.print(
+                Text.assemble((plain(info["target"]), "bold"), (plain(f": {info['error']}"), "red"))
+            )
+        else:
+            target_check(out, info)
 
 
 # --- tools --------------------------------------------------------------------------------

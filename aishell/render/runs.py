@@ -147,6 +147,28 @@ def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
+def approvals_table(out: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("No step waits for an approval.")
+        return
+    table = Table()
+    for column in ("run id", "target", "step", "tool", "risk", "why", "asked (UTC)"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("run id", "risk"))
+    for row in rows:
+        tool = row["tool"] + (f" {row['subject']}" if row["subject"] else "")
+        table.add_row(
+            safe_text(row["run_id"]),
+            safe_text(row["target"]),
+            str(row["index"]),
+            safe_text(tool),
+            styled(row["risk_level"], RISK_STYLE),
+            safe_text("; ".join(row["reasons"])),
+            (row["asked_at"] or "")[:16].replace("T", " "),
+        )
+    out.print(table)
+    out.print("Decide with `aishell approve RUN_ID` or `aishell deny RUN_ID`.")
+
+
 def _took(started: str, finished: str | None) -> str:
     if not finished:
         return "-"

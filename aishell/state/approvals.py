@@ -3,12 +3,14 @@ one, each written before the person is asked."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
 
 from aishell.state.core import StoreCore
-from aishell.state.schema import approval_requests, approvals, steps
+from aishell.state.processes import recorder_alive
+from aishell.state.schema import approval_requests, approvals, runs, steps
 from aishell.state.values import dumps, loads, now
 
 
@@ -101,6 +103,74 @@ class ApprovalRepository(StoreCore):
             return None
         last = rows[-1]
         return {"named": bool(last.named), "given_for": loads(last.given_for), "at": last.at}
+
+    def waiting_approvals(self, targets: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every step waiting for a person's decision, oldest run first (of `targets`
+        when given), with the risk and reasons its latest request showed. A listing: it
+        checks no signature (approve and deny do, before they decide)."""
+        query = (
+            select(
+                runs.c.run_id,
+                runs.c.target,
+                runs.c.agent,
+                runs.c.status.label("run_status"),
+                runs.c.created_at,
+                runs.c.pid,
+                runs.c.hostname,
+                runs.c.pid_started,
+                steps.c.idx,
+                steps.c.tool,
+                steps.c.subject,
+                steps.c.risk_level,
+            )
+            .join(steps, steps.c.run_id == runs.c.run_id)
+            .where(steps.c.status == "waiting_approval")
+            .order_by(runs.c.created_at, runs.c.run_id, steps.c.idx)
+        )
+        if targets is not None:
+            query = query.where(runs.c.target.in_(list(targets)))
+        rows = self._conn.execute(query).all()
+        asked = self._latest_requests([row.run_id for row in rows])
+        self._conn.rollback()
+        found = []
+        for row in rows:
+            request = asked.get((row.run_id, row.idx), {})
+            # A run whose process is gone is not running, as list_runs shows it too.
+            gone = row.run_status == "running" and not recorder_alive(
+                row.pid, row.hostname, row.pid_started
+            )
+            found.append(
+                {
+                    "run_id": row.run_id,
+                    "target": row.target,
+                    "agent": row.agent,
+                    "run_status": "interrupted" if gone else row.run_status,
+                    "run_created_at": row.created_at,
+                    "index": row.idx,
+                    "tool": row.tool,
+                    "subject": row.subject,
+                    "risk_level": request.get("risk") or row.risk_level,
+                    "reasons": list(request.get("reasons") or []),
+                    "asked_at": request.get("at"),
+                }
+            )
+        return found
+
+    def _latest_requests(self, run_ids: list[str]) -> dict[tuple[str, int], dict[str, Any]]:
+        """The latest request per step of these runs: its facts and when it was made."""
+        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        if not run_ids:
+            return latest
+        rows = self._conn.execute(
+            select(approval_requests)
+            .where(approval_requests.c.run_id.in_(sorted(set(run_ids))))
+            .order_by(approval_requests.c.at, approval_requests.c.id)
+        ).all()
+        for row in rows:
+            facts = loads(row.given_for)
+            shown = facts if isinstance(facts, dict) else {}
+            latest[(row.run_id, row.step_idx)] = {**shown, "at": row.at}
+        return latest
 
     def _approvals_of(self, run_id: str) -> list[dict[str, Any]]:
         """Every decision on the run's steps, oldest first, each checked against its

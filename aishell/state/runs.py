@@ -158,8 +158,13 @@ class RunRepository(ApprovalRepository):
             conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
             self._event(conn, run_id, None, "run_resumed", {"by": current_user(), "reason": reason})
 
-    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = select(runs).order_by(runs.c.created_at.desc())
+    def list_runs(
+        self, status: str | None = None, limit: int = 50, targets: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest runs first; only those of `targets` when given (None: every run)."""
+        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id)
+        if targets is not None:
+            query = query.where(runs.c.target.in_(list(targets)))
         if status in ("running", "interrupted"):
             query = query.where(runs.c.status.in_(["running", "interrupted"]))
         elif status:
