@@ -38,6 +38,8 @@ __all__ = [
     "decide_steps",
     "doctor",
     "doctor_without_config",
+    "fleet_run",
+    "fleet_summary",
     "forget_drafts",
     "init_home",
     "list_agents",
@@ -58,6 +60,7 @@ __all__ = [
     "restore",
     "resume_run",
     "rotate_plan_key",
+    "run_fleet_target",
     "run_job",
     "run_schedule",
     "run_statements",
@@ -67,6 +70,7 @@ __all__ = [
     "show_backup",
     "show_run",
     "show_tool",
+    "start_worker",
     "stop_run",
 ]
 
@@ -82,6 +86,7 @@ if TYPE_CHECKING:
         show_backup,
     )
     from aishell.commands.decisions import DECISIONS, decide_steps, list_approvals, stop_run
+    from aishell.commands.fleet import fleet_run, fleet_summary, run_fleet_target, start_worker
     from aishell.commands.health import (
         backup_state,
         clean_leftovers,
@@ -147,6 +152,12 @@ else:
                 "decide_steps",
                 "list_approvals",
                 "stop_run",
+            ),
+            "aishell.commands.fleet": (
+                "fleet_run",
+                "fleet_summary",
+                "run_fleet_target",
+                "start_worker",
             ),
             "aishell.commands.health": (
                 "backup_state",

@@ -33,7 +33,7 @@ def take_run_lock(
             f"Target '{target}' is locked for {agent}: its database is in use by {who}"
         )
     try:
-        store.acquire_lock(identity, run_id)
+        store.acquire_lock(identity, run_id, held_by_server=True)
     except TargetLocked:
         lock.release()
         holder = store.lock_holder(identity) or {}

@@ -49,6 +49,7 @@ def run_job(
     target: str | None = None,
     *,
     schedule: tuple[str, str] | None = None,
+    fleet: tuple[str, str] | None = None,
     planner: str | None = None,
     review: Review | None = None,
     **how: Unpack[RunHow],
@@ -68,6 +69,7 @@ def run_job(
         ),
         review,
         schedule=schedule,
+        fleet=fleet,
         **how,
     )
 

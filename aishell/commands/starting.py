@@ -17,7 +17,7 @@ from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
-from aishell.errors import PlanDeclined, TargetUnreachable, UsageError
+from aishell.errors import PlanDeclined, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.files import private_places
 from aishell.plan.model import Plan
@@ -62,6 +62,7 @@ def plan_and_start(
     review: Review | None,
     *,
     schedule: tuple[str, str] | None = None,
+    fleet: tuple[str, str] | None = None,
     **how: Unpack[RunHow],
 ) -> RunResult:
     """Plan on a read-only session, show a drafted plan to `review`, then start on the
@@ -85,7 +86,15 @@ def plan_and_start(
             handle.close()
             raise
         return start_run(
-            config, store, registry, plan, schedule=schedule, started=started, handle=handle, **how
+            config,
+            store,
+            registry,
+            plan,
+            schedule=schedule,
+            fleet=fleet,
+            started=started,
+            handle=handle,
+            **how,
         )
 
 
@@ -123,13 +132,15 @@ def start_run(
     plan: Plan,
     *,
     schedule: tuple[str, str] | None = None,
+    fleet: tuple[str, str] | None = None,
     started: float | None = None,
     handle: Target | None = None,
     **how: Unpack[RunHow],
 ) -> RunResult:
     """Run a plan: check the safety level, take the run lock (not for a dry run), record
-    the run and its steps, and execute it; the lock and the target (opened here unless
-    given: it is then this call's to close) are released whatever happens."""
+    the run and its steps (and the schedule or fleet job it is of), and execute it; the
+    lock and the target (opened here unless given: it is then this call's to close) are
+    released whatever happens."""
     dry_run, force = how.get("dry_run", False), how.get("force", False)
     ignored_window(how)  # a missing --reason is refused before the target is opened
     if handle is None:
@@ -146,9 +157,15 @@ def start_run(
         _check_loosening(handle, configured, level, force)
         if not dry_run:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
+        if fleet is not None and (earlier := store.fleet_run_id(*fleet)) is not None:
+            # Asked under the run lock, which every run of this database takes: a task
+            # delivered twice starts one run, the second delivery finds it.
+            raise TargetLocked(f"Target '{plan.target}' has run {earlier} of fleet job {fleet[0]}")
         _record_run(store, registry, plan, run_id, dry_run, level)
         if schedule is not None:
             store.record_schedule_run(run_id, *schedule)
+        if fleet is not None:
+            store.record_fleet_run(*fleet, run_id)
         if level != configured:
             change = {"from": configured, "to": level, "by": current_user(), "force": force}
             store.record_event(run_id, None, "safety_level_override", change)

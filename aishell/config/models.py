@@ -21,6 +21,7 @@ from aishell.config.checks import (
 )
 from aishell.config.fields import PURGE, setting
 from aishell.config.files import read_yaml, validate
+from aishell.config.fleet import FleetConfig
 from aishell.config.home import agent_file, config_files, find_agent_file, find_home, read_layers
 from aishell.config.kinds import Capability
 from aishell.config.monitoring import MonitoringConfig
@@ -194,6 +195,7 @@ class MainConfig(_Strict):
     notifications: NotificationsConfig = NotificationsConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    fleet: FleetConfig = FleetConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     targets: dict[str, TargetConfig]
     state: StateConfig = StateConfig()

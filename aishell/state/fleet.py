@@ -58,6 +58,17 @@ class FleetRepository(StoreCore):
                 insert(fleet_runs).values(fleet_id=fleet_id, target=target, run_id=run_id, at=now())
             )
 
+    def fleet_run_id(self, fleet_id: str, target: str) -> str | None:
+        """The run the target's task recorded, if any (whatever became of it)."""
+        self.flush()
+        found = self._conn.execute(
+            select(fleet_runs.c.run_id).where(
+                (fleet_runs.c.fleet_id == fleet_id) & (fleet_runs.c.target == target)
+            )
+        ).scalar()
+        self._conn.rollback()
+        return None if found is None else str(found)
+
     def fleet_runs(self, fleet_id: str) -> dict[str, dict[str, Any]]:
         """By target: the run its task started, with the run's status and times."""
         self.flush()

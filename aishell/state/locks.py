@@ -20,8 +20,11 @@ from aishell.state.values import now
 class LockRepository(StoreCore):
     """Rows of target_locks."""
 
-    def acquire_lock(self, target: str, run_id: str) -> None:
-        """Take the target's lock for run_id; a lock whose process is gone is taken over."""
+    def acquire_lock(self, target: str, run_id: str, *, held_by_server: bool = False) -> None:
+        """Take the target's lock for run_id; a lock whose process is gone is taken over.
+        held_by_server: the caller holds the database's own run lock, which the server
+        frees when its holder dies: a row naming anyone else is then stale, even one from
+        another host (whose processes cannot be seen from here)."""
         me = {"pid": os.getpid(), "hostname": socket.gethostname()}
         for _ in range(2):
             try:
@@ -39,7 +42,7 @@ class LockRepository(StoreCore):
                 self._conn.rollback()
                 if held is None:
                     continue
-                if process_alive(held.pid, held.hostname):
+                if not held_by_server and process_alive(held.pid, held.hostname):
                     raise TargetLocked(
                         f"Target '{target}' is locked by run {held.run_id} "
                         f"(pid {held.pid} on {held.hostname}, since {held.acquired_at})"

@@ -1,0 +1,148 @@
+"""Fleet jobs: one job on many targets, one Celery task per target, run by `aishell
+worker` processes on any machine that reaches the broker and the state store.
+
+Each target's task runs the job once: the run it starts is linked to the fleet job in
+the store before its first step, so a task delivered again (its worker was killed)
+resumes that run, never starts a second, and a finished one is left as it is. A server
+at its `fleet.per_server_limit`, a database in use by another run and a run
+interrupted by a worker's shutdown all send the task back to the queue for later.
+Approvals: nobody is asked on a worker; a step that needs a person leaves its run
+waiting_approval, named in `fleet status` and `aishell approvals`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from aishell.agents.available import get_agent
+from aishell.commands.runs import resume_run, run_job
+from aishell.config.models import Config, resolve_url
+from aishell.config.selection import select_targets
+from aishell.errors import TargetLocked, UsageError
+from aishell.executor.statuses import INTERRUPTED
+from aishell.fleet.app import RUN_TARGET, make_app
+from aishell.fleet.slots import server_of, server_slot
+from aishell.fleet.worker import TryLater, serve_worker
+from aishell.policy.approvers import NonInteractive
+from aishell.state.store import StateStore
+
+# A target's task is over once its run is in none of these.
+GOING_ON = ("running", INTERRUPTED)
+# What a fleet run passes on to each target's run.
+FLEET_OPTIONS = ("dry_run", "max_run_seconds", "safety_level")
+
+
+def fleet_run(
+    config: Config,
+    agent: str,
+    job: dict[str, Any],
+    selector: str,
+    *,
+    options: dict[str, Any] | None = None,
+    wait_seconds: float | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Send the job to every selected target as one task each; with wait_seconds, watch
+    the store until every target's run is over (or the wait ends) and return where each
+    stands. The job is checked before anything is sent."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(FLEET_OPTIONS))
+    if unknown:
+        raise UsageError(f"A fleet job takes no {', '.join(unknown)}")
+    targets = select_targets(config, selector)
+    checked = get_agent(agent).normalize_job(dict(job), config.agent(agent))
+    with StateStore(config.state_url) as store:
+        fleet_id = store.create_fleet_job(agent, checked, options, selector, targets)
+    app = make_app(config)
+    with app.connection_for_write() as connection:
+        for target in targets:
+            app.send_task(
+                RUN_TARGET,
+                args=[fleet_id, target],
+                queue=config.main.fleet.queue,
+                connection=connection,
+            )
+    summary = fleet_summary(config, fleet_id)
+    if wait_seconds is None:
+        return summary
+    deadline = time.monotonic() + wait_seconds
+    while summary["going_on"] and time.monotonic() < deadline:
+        if progress is not None:
+            progress(summary)
+        time.sleep(0.5)
+        summary = fleet_summary(config, fleet_id)
+    if progress is not None:
+        progress(summary)
+    return summary
+
+
+def fleet_summary(config: Config, fleet_id: str) -> dict[str, Any]:
+    """A fleet job and, per target, its run and status ("queued" before it has one)."""
+    with StateStore(config.state_url) as store:
+        fleet = store.get_fleet_job(fleet_id)
+        if fleet is None:
+            raise UsageError(f"No fleet job {fleet_id}")
+        started = store.fleet_runs(fleet_id)
+    rows = [
+        {
+            "target": target,
+            "run_id": started.get(target, {}).get("run_id"),
+            "status": started.get(target, {}).get("status", "queued"),
+            "error": started.get(target, {}).get("error"),
+            "host": started.get(target, {}).get("hostname"),
+        }
+        for target in fleet["targets"]
+    ]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    going_on = sum(n for status, n in counts.items() if status in (*GOING_ON, "queued"))
+    return {**fleet, "runs": rows, "counts": counts, "going_on": going_on}
+
+
+def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
+    """A fleet task's work: the target's run of the job, started once, resumed when a
+    delivery before this one left it unfinished; its status. TryLater when the task
+    must wait (its server at its limit, its database in use, its run interrupted)."""
+    with StateStore(config.state_url) as store:
+        fleet = store.get_fleet_job(fleet_id)
+        earlier = store.fleet_runs(fleet_id).get(target)
+    if fleet is None or target not in fleet["targets"]:
+        raise UsageError(f"Fleet job {fleet_id} has no target '{target}'")
+    if earlier is not None and earlier["status"] not in GOING_ON:
+        return str(earlier["status"])  # done before: a delivery again changes nothing
+    settings = config.main.fleet
+    _, target_config = config.target(target)
+    server = server_of(resolve_url(target_config.url, config.home))
+    later = partial(TryLater, settings.slot_wait_seconds)
+    how: dict[str, Any] = {
+        **fleet["options"],
+        "approver": NonInteractive(why=f"fleet job {fleet_id} on a worker"),
+    }
+    with server_slot(config.state_url, server, settings.per_server_limit) as held:
+        if not held:
+            raise later(f"{server} runs {settings.per_server_limit} already")
+        try:
+            if earlier is not None:
+                how.pop("dry_run", None)
+                how.pop("safety_level", None)
+                result = resume_run(config, earlier["run_id"], **how)
+            else:
+                result = run_job(
+                    config, fleet["agent"], fleet["job"], target, fleet=(fleet_id, target), **how
+                )
+        except TargetLocked as exc:
+            raise later(str(exc)) from None
+    if result.status == INTERRUPTED:
+        raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
+    return result.status
+
+
+def start_worker(config: Config, concurrency: int = 1, name: str | None = None) -> None:
+    """Run fleet tasks from the queue until stopped."""
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    serve_worker(config, partial(run_fleet_target, config), concurrency=concurrency, name=name)

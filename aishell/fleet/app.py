@@ -1,0 +1,57 @@
+"""The Celery app of a fleet: the broker from config, tasks acknowledged late.
+
+A task is acknowledged when it has finished, and rejected back to the queue when its
+worker is lost mid-task (task_reject_on_worker_lost): a worker killed in the middle of
+a run has its task delivered to another, which resumes the run (the run lock says
+whether its first holder is gone). No result backend: what a run did is in the state
+store. One task at a time per worker process (prefetch 1), so a slow target never holds
+others queued behind it on a busy worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from aishell.config.models import Config
+from aishell.errors import ConfigError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+# The task every fleet job sends, one per target: (fleet_id, target).
+RUN_TARGET = "aishell.fleet.run_target"
+
+
+def broker_url(config: Config) -> str:
+    """The broker's URL with its password from the environment (never from a file)."""
+    fleet = config.main.fleet
+    password = None
+    if fleet.password_env:
+        password = os.environ.get(fleet.password_env)
+        if password is None:
+            raise ConfigError(f"fleet.password_env names {fleet.password_env}, which is not set")
+    return fleet.broker(password)
+
+
+def make_app(config: Config) -> Celery:
+    from celery import Celery
+
+    fleet = config.main.fleet
+    app = Celery("aishell", broker=broker_url(config), set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_default_queue=fleet.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": fleet.visibility_timeout_seconds},
+        # The broker is a queue, not a store: without it, sending fails at once
+        # instead of waiting forever.
+        broker_connection_max_retries=3,
+    )
+    return app

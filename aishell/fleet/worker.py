@@ -1,0 +1,60 @@
+"""The worker: takes fleet tasks off the queue and runs each with the runner it is
+given (the commands layer's), one task per process at a time."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+
+from aishell.config.models import Config
+from aishell.fleet.app import RUN_TARGET, make_app
+
+logger = logging.getLogger(__name__)
+
+
+class TryLater(Exception):
+    """The task cannot go on now (its server is at its limit, its database is in use,
+    its run was interrupted): the queue delivers it again after `seconds`."""
+
+    def __init__(self, seconds: float, why: str) -> None:
+        super().__init__(why)
+        self.seconds = seconds
+
+
+# A fleet task's work: (fleet_id, target) -> the run's status; TryLater to be asked again.
+RunTarget = Callable[[str, str], str]
+
+
+def serve_worker(
+    config: Config, run_target: RunTarget, *, concurrency: int, name: str | None = None
+) -> None:
+    """Consume the fleet's queue until the worker is stopped (SIGTERM: warm shutdown,
+    the running tasks finish first)."""
+    app = make_app(config)
+
+    @app.task(name=RUN_TARGET, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def fleet_task(task: object, fleet_id: str, target: str) -> str:
+        try:
+            status = run_target(fleet_id, target)
+        except TryLater as later:
+            logger.info("fleet %s: %s: again in %ss: %s", fleet_id, target, later.seconds, later)
+            raise task.retry(countdown=later.seconds) from None  # type: ignore[attr-defined]
+        logger.info("fleet %s: %s: %s", fleet_id, target, status)
+        return status
+
+    pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
+    app.worker_main(
+        argv=[
+            "worker",
+            *pool,
+            "--queues",
+            config.main.fleet.queue,
+            "--hostname",
+            name or f"aishell@{socket.gethostname()}",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

@@ -1,0 +1,249 @@
+"""A fleet job through a real broker (RabbitMQ, then Redis) with three worker processes
+and 60 targets: 20 SQLite files, 20 PostgreSQL and 20 MariaDB databases. One worker is
+SIGKILLed in the middle of a run; in the end every target has exactly one run, completed,
+no statement of a finished step was sent twice (the statement audit), and no database
+server ever had more runs at once than its limit (sampled from pg_stat_activity and the
+MariaDB processlist while the job ran)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from aishell import commands
+from aishell.config.models import load_config
+from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_mysql, scratch_postgresql
+
+EACH = 20
+LIMIT = 2
+BROKERS = {
+    "rabbitmq": "amqp://guest@127.0.0.1:5672//",
+    "redis": "redis://127.0.0.1:6379/0",
+}
+
+
+def _populate(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for table in ("orders", "events"):
+            conn.execute(text(f"CREATE TABLE {table} (id int primary key, note varchar(40))"))
+            conn.execute(
+                text(f"INSERT INTO {table} VALUES (:i, 'x')"), [{"i": i} for i in range(200)]
+            )
+    engine.dispose()
+
+
+def _sqlite(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    for table in ("orders", "events"):
+        conn.execute(f"CREATE TABLE {table} (id integer primary key, note text)")
+        conn.executemany(f"INSERT INTO {table} VALUES (?, 'x')", [(i,) for i in range(200)])
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+class _Sampler(threading.Thread):
+    """The most databases of one server that had an aishell session at once."""
+
+    def __init__(self, pg: list[str], my: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.pg, self.my = pg, my
+        self.most = {"postgresql": 0, "mariadb": 0}
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        pg = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        my = create_engine(MYSQL_ADMIN, isolation_level="AUTOCOMMIT")
+        with pg.connect() as pg_conn, my.connect() as my_conn:
+            while not self.done.is_set():
+                busy_pg = pg_conn.execute(
+                    text(
+                        "SELECT count(DISTINCT datname) FROM pg_stat_activity "
+                        "WHERE datname = ANY(:dbs)"
+                    ),
+                    {"dbs": self.pg},
+                ).scalar()
+                names = ", ".join(f"'{n}'" for n in self.my)  # our own uuid names
+                busy_my = my_conn.execute(
+                    text(
+                        "SELECT count(DISTINCT db) FROM information_schema.PROCESSLIST "
+                        f"WHERE db IN ({names})"
+                    )
+                ).scalar()
+                self.most["postgresql"] = max(self.most["postgresql"], int(busy_pg or 0))
+                self.most["mariadb"] = max(self.most["mariadb"], int(busy_my or 0))
+                self.samples += 1
+                time.sleep(0.02)
+        pg.dispose()
+        my.dispose()
+
+
+@pytest.fixture
+def fleet_home(
+    home: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    broker = request.param
+    unique = uuid.uuid4().hex[:8]
+    with ExitStack() as stack:
+        state_url = stack.enter_context(scratch_postgresql())
+        pg = [stack.enter_context(scratch_postgresql()) for _ in range(EACH)]
+        my = [stack.enter_context(scratch_mysql()) for _ in range(EACH)]
+        for url in pg + my:
+            _populate(url)
+        files = [_sqlite(tmp_path / f"t{i}.db") for i in range(EACH)]
+        tag = f"fleet-{unique}"
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["targets"] = {
+            f"{kind}-{unique}-{i}": {"url": url, "environment": "test", "tags": [tag]}
+            for kind, urls in (("pg", pg), ("my", my), ("lite", files))
+            for i, url in enumerate(urls)
+        }
+        data["default_target"] = f"lite-{unique}-0"
+        data["state"] = {"url": state_url}
+        data["fleet"] = {
+            "broker_url": BROKERS[broker],
+            "queue": f"aishell-test-{unique}",
+            "per_server_limit": LIMIT,
+            "slot_wait_seconds": 0.3,
+            "visibility_timeout_seconds": 8,
+            **({"password_env": "AISHELL_TEST_BROKER_PASSWORD"} if broker == "rabbitmq" else {}),
+        }
+        path.write_text(yaml.safe_dump(data))
+        os.environ["AISHELL_TEST_BROKER_PASSWORD"] = "guest"
+        from sqlalchemy.engine import make_url
+
+        yield {
+            "home": home,
+            "tag": tag,
+            "state_url": state_url,
+            "pg": [make_url(u).database for u in pg],
+            "my": [make_url(u).database for u in my],
+        }
+        os.environ.pop("AISHELL_TEST_BROKER_PASSWORD", None)
+
+
+def _worker(home: Path, n: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AISHELL_HOME": str(home)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "aishell", "worker", "--name", f"w{n}-{uuid.uuid4().hex[:6]}@test"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / f"worker-{n}.log", "wb"),
+    )
+
+
+@pytest.mark.parametrize("fleet_home", ["rabbitmq", "redis"], indirect=True)
+def test_a_fleet_job_ends_with_every_target_run_once_though_a_worker_was_killed(
+    fleet_home: dict[str, Any],
+) -> None:
+    home = fleet_home["home"]
+    config = load_config(home=home)
+    workers = [_worker(home, n) for n in range(3)]
+    sampler = _Sampler(fleet_home["pg"], fleet_home["my"])
+    sampler.start()
+    try:
+        sent = commands.fleet_run(
+            config, "maintenance", {"type": "quick"}, f"tag:{fleet_home['tag']}"
+        )
+        assert len(sent["runs"]) == 3 * EACH and sent["going_on"] == 3 * EACH
+        killed = _kill_one_mid_run(config, sent["fleet_id"], workers)
+        summary = _wait(config, sent["fleet_id"], 150)
+    finally:
+        sampler.done.set()
+        for worker in workers:
+            with suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            with suppress(subprocess.TimeoutExpired):
+                worker.wait(20)
+            with suppress(ProcessLookupError):
+                worker.kill()
+        sampler.join(5)
+    logs = "\n".join((home / f"worker-{n}.log").read_text()[-3000:] for n in range(3))
+    assert summary["counts"] == {"completed": 3 * EACH}, logs
+    engine = create_engine(fleet_home["state_url"])
+    with engine.connect() as conn:
+        per_target = conn.execute(text("SELECT target, count(*) FROM runs GROUP BY target")).all()
+        assert sorted(n for _, n in per_target) == [1] * (3 * EACH)  # one run each, ever
+        resumed = conn.execute(
+            text("SELECT count(*) FROM events WHERE kind = 'resumed' OR kind LIKE 'reopen%'")
+        ).scalar()
+        killed_run = conn.execute(
+            text("SELECT status FROM runs WHERE run_id = :r"), {"r": killed}
+        ).scalar()
+        # A statement that changes something (ANALYZE, VACUUM, OPTIMIZE: not a read) is
+        # sent again only in the step the kill cut short.
+        sent_twice = conn.execute(
+            text(
+                "SELECT run_id, step_idx, sql, count(*) FROM statements "
+                "WHERE error IS NULL AND finished_at IS NOT NULL "
+                "AND upper(ltrim(sql, E' \\n')) !~ '^(SELECT|SHOW|PRAGMA|SET|WITH)' "
+                "GROUP BY run_id, step_idx, sql HAVING count(*) > 1"
+            )
+        ).all()
+        writes = conn.execute(
+            text("SELECT count(*) FROM statements WHERE upper(ltrim(sql)) LIKE 'ANALYZE%'")
+        ).scalar()
+    engine.dispose()
+    assert killed_run == "completed"
+    assert writes >= 3 * EACH  # the audit holds the writes it is checked on
+    assert {r.run_id for r in sent_twice} <= {killed}, sent_twice
+    assert len({(r.run_id, r.step_idx) for r in sent_twice}) <= 1
+    assert sampler.samples > 20
+    assert 1 <= sampler.most["postgresql"] <= LIMIT, sampler.most
+    assert 1 <= sampler.most["mariadb"] <= LIMIT, sampler.most
+    del resumed
+
+
+def _kill_one_mid_run(config: Any, fleet_id: str, workers: list[subprocess.Popen[bytes]]) -> str:
+    """SIGKILL the worker of a run in progress, once some runs are done: the run's id."""
+    pids = {w.pid for w in workers}
+    engine = create_engine(config.state_url)
+    try:
+        with engine.connect() as conn:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                done, running = conn.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE r.status = 'completed'), "
+                        "array_agg(r.run_id || ':' || r.pid) FILTER (WHERE r.status = 'running') "
+                        "FROM runs r JOIN fleet_runs f ON f.run_id = r.run_id "
+                        "WHERE f.fleet_id = :f"
+                    ),
+                    {"f": fleet_id},
+                ).one()
+                conn.rollback()
+                for run_id, pid in (item.split(":") for item in running or []):
+                    if done >= 6 and int(pid) in pids:
+                        os.kill(int(pid), signal.SIGKILL)
+                        return run_id
+                time.sleep(0.01)
+    finally:
+        engine.dispose()
+    raise AssertionError("no run was seen in progress")
+
+
+def _wait(config: Any, fleet_id: str, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    summary = commands.fleet_summary(config, fleet_id)
+    while summary["going_on"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+        summary = commands.fleet_summary(config, fleet_id)
+    return summary
