@@ -71,10 +71,7 @@ def find(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 find_old_partitions = Handler(
-    sql_templates=(
-        catalog.PARENT_SQL.strip(),
-        catalog.PARTITIONS_SQL.strip(),
-    ),
+    sql_templates=(catalog.PARTITIONS_SQL.strip(),),
     run_fn=find,
     changes_tables=False,
 )
