@@ -254,8 +254,16 @@ def test_a_run_killed_while_it_detaches_resumes_with_each_partition_archived_onc
     ).scalar_one()
     assert pending == 1
 
+    for _ in range(200):  # the killed run's sessions end as the server notices
+        others = events.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one()
+        if others == 0:
+            break
+        time.sleep(0.05)
     run_id = _json(venv, "runs", "list")["runs"][0]["run_id"]
-    for _ in range(60):  # the killed run's sessions end as the server notices
+    for _ in range(60):
         resumed = _aishell(venv, "resume", run_id, "--yes", "--json")
         if resumed.returncode != 5:  # 5: its run lock is not yet released
             break
