@@ -29,7 +29,8 @@ YAML files through the group `aishell.tools` (the folder, a package whose folder
 is, or a function returning it), checked exactly as aishell's own: a tool whose risk is
 below what its SQL or handler does is refused at load. A tool that is more than SQL
 names its `Handler` (its statement shapes, and a function of params and `ToolContext`)
-by dotted path: `handler: tidy_pkg.handlers:count_rows`. A package that fails to load
+by dotted path: `handler: tidy_pkg.handlers:count_rows`; it ends a step failed with
+`StepFailed`, or skipped with `StepSkipped`, saying why. A package that fails to load
 is skipped and named (stderr, `aishell doctor`, `aishell agents list`); nothing else
 breaks. An agent with no config file of its own runs on the defaults.
 
@@ -58,7 +59,7 @@ from aishell.agents.base import (
 from aishell.config.kinds import Capability
 from aishell.config.models import AgentConfig
 from aishell.config.options import Option
-from aishell.errors import TargetError, UsageError
+from aishell.errors import StepFailed, StepSkipped, TargetError, UsageError
 from aishell.handlers import Handler
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_id
@@ -78,6 +79,8 @@ __all__ = [
     "Option",
     "Privilege",
     "Step",
+    "StepFailed",
+    "StepSkipped",
     "TargetError",
     "TaskContext",
     "TaskResult",

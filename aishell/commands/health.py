@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from aishell.commands.agents import plugin_problems
+from aishell.commands.agents import list_agents, plugin_problems
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
 from aishell.commands.schedules import list_schedules
@@ -91,6 +91,8 @@ def doctor(
         "clean": False,
         "home": home_report(config),
         "versions": versions(),
+        # Every agent `aishell run` has, by the package it came from (plugins' too).
+        "agents": {a["name"]: a["package"] for a in list_agents()["agents"]},
         "targets": checked,
         "leftovers": leftovers,
         "problems": problems,

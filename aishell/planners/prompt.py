@@ -18,7 +18,9 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from aishell.agents.available import agent_names, agent_package, get_agent
 from aishell.config.kinds import Capability
+from aishell.config.plugins import OWN_PACKAGE
 from aishell.plan.shapes import draft_schema
 from aishell.registry import Registry, ToolDefinition
 
@@ -128,15 +130,24 @@ def summarize_catalog(
 def offered_tools(
     registry: Registry, dialect: str, agents: Mapping[str, Iterable[str]]
 ) -> dict[str, list[str]]:
-    """Per agent, the tools its capabilities allow that run on this dialect."""
+    """Per agent, the tools its capabilities allow that run on this dialect; of an
+    installed package's agent, only those it declares (it plans no other, and with no
+    config file of its own it has every capability: the whole catalog would fill the
+    model's context)."""
     return {
         agent: [
             t.name
             for t in registry.find(capabilities={Capability(c) for c in capabilities})
-            if dialect in t.implementations
+            if dialect in t.implementations and _may_plan(agent, t.name)
         ]
         for agent, capabilities in agents.items()
     }
+
+
+def _may_plan(agent: str, tool: str) -> bool:
+    if agent not in agent_names() or agent_package(agent) == OWN_PACKAGE:
+        return True
+    return tool in get_agent(agent).spec.tools
 
 
 def messages(

@@ -75,6 +75,12 @@ def doctor_report(result: dict[str, Any]) -> None:
         _line(f"  state    {home['state']}")
         _line(f"  data     {home['data_dir']}")
         _line(f"  backups  {home['backup_dir']}")
+    if result.get("agents"):
+        by_package: dict[str, list[str]] = {}
+        for name, package in sorted(result["agents"].items()):
+            by_package.setdefault(package, []).append(name)
+        listed = "; ".join(f"{', '.join(n)} ({p})" for p, n in sorted(by_package.items()))
+        _line(f"agents: {listed}")
     for target in result["targets"]:
         _target(target)
     _leftovers(result["leftovers"])

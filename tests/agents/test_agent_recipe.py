@@ -230,6 +230,7 @@ def test_a_plugin_that_raises_at_import_is_named_and_breaks_nothing_else(
     assert get_agent("maintenance").name == "maintenance"
     assert "broken" not in agent_names()
     assert CliRunner().invoke(cli, ["run", "maintenance", "--help"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
     problems = commands.plugin_problems(load_config(home=home))
     assert [p["problem"] for p in problems] == [
         f"plugin 'broken' (aishell.agents) of package {package} was skipped: "
