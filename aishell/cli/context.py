@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
 
 from aishell.errors import EXIT_FAILED, AishellError
 from aishell.terminal import printable
@@ -95,24 +94,6 @@ class JobGroup(AishellGroup):
         if cmd_name.replace("_", "-") in self.commands:
             return None  # `log_cleanup` for `log-cleanup`: click names the command it has
         return self.declared(cmd_name)
-
-    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
-        """Its commands, and every other agent by name (installed packages' too)."""
-        found = super().shell_complete(ctx, incomplete)
-        if self.declared is None or incomplete.startswith("-"):
-            return found
-        try:
-            # Here, not at the top: agents load only while the shell asks for them.
-            from aishell.agents.available import agent_names, get_agent
-
-            others = [
-                CompletionItem(name, help=get_agent(name).spec.description)
-                for name in agent_names()
-                if name.startswith(incomplete) and name.replace("_", "-") not in self.commands
-            ]
-        except Exception:  # never an error in the middle of someone's typing
-            return found
-        return found + others
 
 
 def error_code(exc: AishellError) -> str:
