@@ -37,6 +37,7 @@ __all__ = [
     "decide_steps",
     "doctor",
     "doctor_without_config",
+    "fleet_status",
     "forget_drafts",
     "init_home",
     "list_agents",
@@ -62,6 +63,7 @@ __all__ = [
     "save_plan",
     "scheduler_units",
     "serve_schedules",
+    "serve_web",
     "show_backup",
     "show_run",
     "show_tool",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
         show_backup,
     )
     from aishell.commands.decisions import DECISIONS, decide_steps, stop_run
+    from aishell.commands.fleet import fleet_status, serve_web
     from aishell.commands.health import (
         backup_state,
         clean_leftovers,
@@ -140,6 +143,7 @@ else:
                 "decide_steps",
                 "stop_run",
             ),
+            "aishell.commands.fleet": ("fleet_status", "serve_web"),
             "aishell.commands.health": (
                 "backup_state",
                 "clean_leftovers",

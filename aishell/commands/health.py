@@ -18,6 +18,7 @@ from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
 from aishell.errors import AishellError, ConfigError
 from aishell.files import too_open
+from aishell.fleet.status import fleet_targets
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
 from aishell.state.store import StateStore
@@ -25,15 +26,18 @@ from aishell.targets.engines import Target, open_target
 
 
 def metrics(config: Config, textfile: Path | None = None) -> str:
-    """Prometheus text of the last run per target and agent, backups and schedules."""
+    """Prometheus text of the last run per target and agent, and per target its waiting
+    approvals, newest restore-proven backup and schedules."""
     upcoming = list_schedules(config)
     purging = {
         tool.name: tool.rows_purged
         for tool in load_catalog(config).tools.values()
         if tool.rows_purged is not None
     }
+    for schedule in upcoming:  # the target a schedule that names none runs on
+        schedule["target"] = schedule["target"] or config.main.default_target
     with StateStore(config.state_url) as store:
-        gauges = prometheus.collect(store, upcoming, purging)
+        gauges = prometheus.collect(store, upcoming, purging, fleet_targets(config))
     if textfile is not None:
         prometheus.write_textfile(gauges, textfile)
     return prometheus.exposition(gauges)

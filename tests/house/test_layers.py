@@ -13,7 +13,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "cli"),
     ("render",),
     ("commands",),
-    ("planners", "executor", "scheduling"),
+    ("planners", "executor", "scheduling", "fleet"),
     ("agents",),
     ("policy", "plan"),
     ("registry",),

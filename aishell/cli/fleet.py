@@ -1,0 +1,66 @@
+"""`aishell fleet status` and `aishell serve --http`: every configured target at once,
+in a table or in the read-only web view."""
+
+from __future__ import annotations
+
+import click
+
+from aishell import commands, render
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.options import json_option, log_format_option
+from aishell.cli.output import answer
+from aishell.errors import UsageError
+
+
+@click.group(cls=AishellGroup)
+def fleet() -> None:
+    """Every configured target at once: last run, approvals, backups, next job."""
+
+
+@fleet.command("status")
+@json_option
+@pass_state
+def fleet_status(state: State, as_json: bool) -> None:
+    """Per target: its last run (agent, status, when), the steps waiting for approval
+    (how many, the oldest's age), the age of its newest restore-proven backup, and its
+    next scheduled job. A target that never ran says so."""
+    status = commands.fleet_status(state.config)
+    answer(as_json, status, lambda out: render.fleet_table(out, status))
+
+
+@click.command("serve")
+@click.option("--http", is_flag=True, help="Serve the read-only web view over HTTP.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; other than loopback only with a token configured "
+    "(web.token_env or web.token_file).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=8765,
+    show_default=True,
+    help="Port to listen on (0: one the system picks, printed at start).",
+)
+@log_format_option
+@pass_state
+def serve(state: State, http: bool, host: str, port: int, log_format: str | None) -> None:
+    """Serve the read-only web view of the fleet: fleet status, runs, one run's steps,
+    waiting approvals and backup ages. Nothing in it changes anything.
+
+    Requests from this host are served; a request from another host must give the
+    token (web.token_env or web.token_file) as `Authorization: Bearer TOKEN` or
+    `?token=TOKEN`. In the foreground until SIGINT or SIGTERM; one line per request."""
+    if not http:
+        raise UsageError(
+            "Say what to serve: --http (the read-only web view); the scheduler is "
+            "`aishell schedule serve`"
+        )
+    from aishell.cli.logs import serve_log  # late: logging is for this command alone
+
+    with serve_log(log_format):
+        commands.serve_web(
+            state.config, host, port, lambda url: click.echo(f"Serving {url}", err=True)
+        )
