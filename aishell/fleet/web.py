@@ -99,6 +99,7 @@ def templates() -> Jinja2Templates:
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
     env.filters["age"] = age_words
+    env.filters["at"] = moment
     return Jinja2Templates(env=env, context_processors=[_links])
 
 
@@ -113,6 +114,11 @@ def _links(request: Request) -> dict[str, Any]:
         return f"{path}?{urlencode(given)}" if given else path
 
     return {"link": link}
+
+
+def moment(value: str | None) -> str:
+    """A stored time (ISO 8601, UTC) to the second, as a person reads it; "-" for none."""
+    return "-" if not value else f"{value[:19].replace('T', ' ')} UTC"
 
 
 Page = Callable[[Request], Awaitable[Response]]
