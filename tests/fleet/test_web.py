@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.errors import ConfigError, UsageError
 from aishell.fleet.access import check_binding, configured_token, is_loopback
@@ -25,6 +27,7 @@ from tests.fleet.builders import (
     fleet_config,
     row_counts,
 )
+from tests.helpers import logged
 
 TOKEN = "view-token-0123456789abcdef"
 LOCAL = ("127.0.0.1", 50000)
@@ -93,8 +96,10 @@ def test_another_host_needs_the_token(fleet: Config) -> None:
     assert view.post("/runs").status_code == 401  # refused before any route
     bearer = view.get("/runs", headers={"Authorization": f"Bearer {TOKEN}"})
     assert bearer.status_code == 200 and RUN_IDS["beta"] in bearer.text
-    by_query = view.get(f"/?token={TOKEN}")
+    with logged() as lines:
+        by_query = view.get(f"/?token={TOKEN}")
     assert by_query.status_code == 200
+    assert lines == ["GET / 200 from 203.0.113.7"]  # the query, and the token, never
     # Links on a page opened with ?token= carry it on, so the next page opens too.
     assert f'href="/approvals?token={TOKEN}"' in by_query.text
     assert view.post(f"/runs?token={TOKEN}").status_code == 405
@@ -141,3 +146,15 @@ def test_listening_beyond_loopback_needs_a_token(config: Config) -> None:
     check_binding("0.0.0.0", TOKEN.encode())
     with pytest.raises(UsageError, match=r"^Refusing to listen on 0\.0\.0\.0: .*token"):
         serve_http(config, "0.0.0.0", 0)
+
+
+def test_serve_says_what_it_refuses_in_one_line(config: Config) -> None:
+    runner = CliRunner()
+    bare = runner.invoke(cli, ["serve"])
+    assert bare.exit_code == 2 and "--http" in bare.output
+    wide = runner.invoke(cli, ["serve", "--http", "--host", "0.0.0.0"])
+    assert wide.exit_code == 2
+    assert wide.output.strip().splitlines() == [
+        "Error: Refusing to listen on 0.0.0.0: a host other than loopback needs a token "
+        "(web.token_env or web.token_file in the config)"
+    ]
