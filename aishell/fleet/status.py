@@ -47,10 +47,13 @@ def fleet_status(config: Config, store: StateStore, now: datetime) -> list[dict[
     waiting = store.waiting_approvals(names)
     backups = store.backup_summary()
     upcoming = next_jobs(config, store)
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for each in waiting:  # oldest first, and so in each target's list
+        by_target.setdefault(each["target"], []).append(each)
     rows = []
     for name in names:
         run = last.get(name)
-        theirs = [w for w in waiting if w["target"] == name]
+        theirs = by_target.get(name, [])
         proven = backups.get(name, {}).get("proven_at")
         oldest = theirs[0]["since"] if theirs else None
         rows.append(

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from aishell.config.models import Config
 from tests.conftest import REPO, EditConfig
@@ -63,7 +65,7 @@ def served(
 
 
 @pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
         unavailable(
             "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
@@ -90,10 +92,10 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]
         driver.quit()
 
 
-def _shot(driver: object, folder: Path, name: str) -> None:
+def _shot(driver: WebDriver, folder: Path, name: str) -> None:
     folder.mkdir(exist_ok=True)
     path = folder / f"{name}.png"
-    assert driver.save_screenshot(str(path)), name  # type: ignore[attr-defined]
+    assert driver.save_screenshot(str(path)), name
     wanted = os.environ.get("AISHELL_ARTIFACTS")
     if wanted:
         Path(wanted).mkdir(parents=True, exist_ok=True)
@@ -101,17 +103,15 @@ def _shot(driver: object, folder: Path, name: str) -> None:
 
 
 def test_a_browser_sees_the_fleet_a_failed_run_and_a_waiting_approval(
-    served: tuple[Config, str], browser: object, tmp_path: Path
+    served: tuple[Config, str], browser: WebDriver, tmp_path: Path
 ) -> None:
-    from selenium.webdriver.common.by import By
-
     config, url = served
-    driver = browser  # selenium's WebDriver
+    driver = browser
     shots = tmp_path / "screenshots"
     before = row_counts(config)
 
-    driver.get(url)  # type: ignore[attr-defined]
-    fleet = driver.find_element(By.ID, "fleet")  # type: ignore[attr-defined]
+    driver.get(url)
+    fleet = driver.find_element(By.ID, "fleet")
     rows = {
         row.find_element(By.TAG_NAME, "td").text: row.text
         for row in fleet.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -122,18 +122,18 @@ def test_a_browser_sees_the_fleet_a_failed_run_and_a_waiting_approval(
     _shot(driver, shots, "fleet")
 
     fleet.find_element(By.CSS_SELECTOR, f"a[href='/runs/{RUN_IDS['beta']}']").click()
-    steps = driver.find_element(By.ID, "steps")  # type: ignore[attr-defined]
+    steps = driver.find_element(By.ID, "steps")
     failed = [row.text for row in steps.find_elements(By.CSS_SELECTOR, "tbody tr")]
     assert len(failed) == 2 and "check_table_corruption" in failed[1]
     assert (
         "failed" in failed[1] and "database disk image is malformed <b>not markup</b>" in failed[1]
     )
-    error = driver.find_element(By.ID, "run-error").text  # type: ignore[attr-defined]
+    error = driver.find_element(By.ID, "run-error").text
     assert error.startswith("step_1 failed: database disk image is malformed")
     _shot(driver, shots, "failed-run")
 
-    driver.find_element(By.LINK_TEXT, "Approvals").click()  # type: ignore[attr-defined]
-    waiting = driver.find_element(By.ID, "approvals").text  # type: ignore[attr-defined]
+    driver.find_element(By.LINK_TEXT, "Approvals").click()
+    waiting = driver.find_element(By.ID, "approvals").text
     assert RUN_IDS["gamma"] in waiting and WAITING_REASON in waiting
     assert "rebuild_fragmented_indexes" in waiting
     _shot(driver, shots, "approvals")
