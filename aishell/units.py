@@ -24,3 +24,16 @@ def binary_size(n: Any, unknown: str = "-") -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def age_words(seconds: float | None) -> str:
+    """An age as a person reads it: 45 s, 12 min, 5.2 h, 3.1 d; "-" for none."""
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 120:
+        return f"{seconds:.0f} s"
+    if abs(seconds) < 7200:
+        return f"{seconds / 60:.0f} min"
+    if abs(seconds) < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

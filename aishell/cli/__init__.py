@@ -13,7 +13,8 @@ from aishell.cli.alerts import alerts
 from aishell.cli.backup_catalog import backups, restore_command
 from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
 from aishell.cli.context import AishellGroup, State
-from aishell.cli.fleet import fleet, worker
+from aishell.cli.fleet import fleet, serve
+from aishell.cli.fleet_jobs import worker
 from aishell.cli.home import demo, doctor, init, metrics_command
 from aishell.cli.model_planner import ask, planner
 from aishell.cli.plans import apply, plan
@@ -82,10 +83,11 @@ SUBCOMMANDS: tuple[click.Command, ...] = (
     schedule,
     alerts,
     metrics_command,
+    fleet,
+    serve,
+    worker,
     tools,
     agents,
-    fleet,
-    worker,
 )
 for subcommand in SUBCOMMANDS:
     cli.add_command(subcommand)

@@ -1,153 +1,74 @@
-"""`aishell fleet run` and `aishell worker`: one job on many targets through the queue,
-and the processes that run it."""
+"""`aishell fleet` and `aishell serve --http`: every configured target at once, in a
+table or in the read-only web view; and jobs on many targets (cli/fleet_jobs.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from aishell import commands
-from aishell.agents import jobs
-from aishell.cli.context import AishellGroup, JobGroup, State, pass_state
-from aishell.cli.options import (
-    declared_options,
-    json_option,
-    max_run_time_option,
-    targets_selector,
-)
-from aishell.cli.output import emit_json
-from aishell.errors import EXIT_FAILED, UsageError
-from aishell.terminal import printable
-
-# Statuses of a target's run that make `fleet run --wait` exit 1.
-_BAD = ("failed", "aborted", "denied", "out_of_window", "interrupted", "queued", "running")
+from aishell import commands, render
+from aishell.cli.context import AishellGroup, State, pass_state
+from aishell.cli.fleet_jobs import fleet_run, fleet_show
+from aishell.cli.options import json_option, log_format_option
+from aishell.cli.output import answer
+from aishell.errors import UsageError
 
 
 @click.group(cls=AishellGroup)
 def fleet() -> None:
-    """Jobs on many targets at once, through the queue (`fleet:` in config), run by
+    """Every configured target at once: its status (last run, approvals, backups, next
+    job), and jobs sent to many targets through the queue (`fleet:` in config), run by
     `aishell worker` processes on any machine that reaches the broker and the state
     store."""
 
 
-@fleet.group("run", cls=JobGroup)
-def fleet_run() -> None:
-    """Send a job to every selected target: one task per target on the queue.
-
-    Each target's run is started once: a worker killed mid-run has its task delivered
-    again and the run resumed, no step redone. Steps that need a person wait, as
-    waiting_approval (`aishell approvals`)."""
+fleet.add_command(fleet_run)
+fleet.add_command(fleet_show)
 
 
-def declared_fleet_run(name: str) -> click.Command:
-    """`aishell fleet run NAME`: the agent's job options, the targets, how to wait."""
-    spec = commands.agent_spec(name)
-
-    @click.command(
-        name, help=f"{spec.description}\n\nThe {spec.name} agent's job, on many targets."
-    )
-    @declared_options(spec.options)
-    @targets_selector("selector")
-    @max_run_time_option
-    @click.option("--dry-run", is_flag=True, help="Each run read-only: analysis, preview the rest.")
-    @click.option(
-        "--wait/--no-wait",
-        default=True,
-        help="Watch until every target's run is over (default), or only send the tasks.",
-    )
-    @click.option(
-        "--wait-seconds",
-        type=click.FloatRange(min=1),
-        default=6 * 3600.0,
-        show_default=True,
-        help="How long --wait watches.",
-    )
-    @json_option
-    @pass_state
-    def command(state: State, /, **given: Any) -> None:
-        selector = given.pop("selector")
-        if selector is None:
-            raise UsageError("Name the targets: --targets SELECTOR or --all-targets")
-        if given.pop("target", None) is not None:
-            raise UsageError("A fleet job takes --targets SELECTOR, not --target")
-        as_json, wait = given.pop("as_json"), given.pop("wait")
-        wait_seconds = given.pop("wait_seconds")
-        options = {
-            "dry_run": given.pop("dry_run") or None,
-            "max_run_seconds": given.pop("max_run_seconds", None),
-        }
-        shown = _Progress(as_json)
-        summary = commands.fleet_run(
-            state.config,
-            spec.name,
-            jobs.declared_job(spec, given),
-            selector,
-            options=options,
-            wait_seconds=wait_seconds if wait else None,
-            progress=shown,
-        )
-        _render(summary, as_json)
-        if wait and any(r["status"] in _BAD for r in summary["runs"]):
-            raise SystemExit(EXIT_FAILED)
-
-    return command
-
-
-fleet_run.declared = declared_fleet_run  # type: ignore[attr-defined]
-
-
-class _Progress:
-    """One line each time the counts change (none with --json)."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json, self.last = as_json, ""
-
-    def __call__(self, summary: dict[str, Any]) -> None:
-        line = _counts(summary)
-        if not self.as_json and line != self.last:
-            click.echo(f"fleet {summary['fleet_id']}: {line}", err=True)
-            self.last = line
-
-
-def _counts(summary: dict[str, Any]) -> str:
-    return ", ".join(f"{n} {status}" for status, n in sorted(summary["counts"].items()))
-
-
-def _render(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        emit_json(summary)
-        return
-    click.echo(
-        f"fleet job {summary['fleet_id']}: {summary['agent']} on {len(summary['runs'])} targets"
-    )
-    for row in summary["runs"]:
-        where = f" on {row['host']}" if row["host"] else ""
-        error = f": {row['error']}" if row["error"] else ""
-        run = row["run_id"] or "-"
-        click.echo(printable(f"  {row['target']}: {row['status']} (run {run}{where}){error}"))
-
-
-@fleet.command("show")
-@click.argument("fleet_id")
+@fleet.command("status")
 @json_option
 @pass_state
-def fleet_show(state: State, fleet_id: str, as_json: bool) -> None:
-    """A fleet job and where each of its targets stands."""
-    _render(commands.fleet_summary(state.config, fleet_id), as_json)
+def fleet_status(state: State, as_json: bool) -> None:
+    """Per target: its last run (agent, status, when), the steps waiting for approval
+    (how many, the oldest's age), the age of its newest restore-proven backup, and its
+    next scheduled job. A target that never ran says so."""
+    status = commands.fleet_status(state.config)
+    answer(as_json, status, lambda out: render.fleet_table(out, status))
 
 
-@click.command("worker")
+@click.command("serve")
+@click.option("--http", is_flag=True, help="Serve the read-only web view over HTTP.")
 @click.option(
-    "--concurrency",
-    type=click.IntRange(min=1, max=256),
-    default=1,
+    "--host",
+    default="127.0.0.1",
     show_default=True,
-    help="Tasks at once (processes); 1 runs them in this process.",
+    help="Address to listen on; other than loopback only with a token configured "
+    "(web.token_env or web.token_file).",
 )
-@click.option("--name", help="The worker's name on the broker (default aishell@HOST).")
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=8765,
+    show_default=True,
+    help="Port to listen on (0: one the system picks, printed at start).",
+)
+@log_format_option
 @pass_state
-def worker(state: State, concurrency: int, name: str | None) -> None:
-    """Run fleet tasks from the queue until stopped (SIGTERM: the running tasks finish,
-    or are interrupted resumably and sent back to the queue)."""
-    commands.start_worker(state.config, concurrency=concurrency, name=name)
+def serve(state: State, http: bool, host: str, port: int, log_format: str | None) -> None:
+    """Serve the read-only web view of the fleet: fleet status, runs, one run's steps,
+    waiting approvals and backup ages. Nothing in it changes anything.
+
+    Requests from this host are served; a request from another host must give the
+    token (web.token_env or web.token_file) as `Authorization: Bearer TOKEN` or
+    `?token=TOKEN`. In the foreground until SIGINT or SIGTERM; one line per request."""
+    if not http:
+        raise UsageError(
+            "Say what to serve: --http (the read-only web view); the scheduler is "
+            "`aishell schedule serve`"
+        )
+    from aishell.cli.logs import serve_log  # late: logging is for this command alone
+
+    with serve_log(log_format):
+        commands.serve_web(
+            state.config, host, port, lambda url: click.echo(f"Serving {url}", err=True)
+        )

@@ -39,6 +39,7 @@ __all__ = [
     "doctor",
     "doctor_without_config",
     "fleet_run",
+    "fleet_status",
     "fleet_summary",
     "forget_drafts",
     "init_home",
@@ -67,6 +68,7 @@ __all__ = [
     "save_plan",
     "scheduler_units",
     "serve_schedules",
+    "serve_web",
     "show_backup",
     "show_run",
     "show_tool",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
     )
     from aishell.commands.decisions import DECISIONS, decide_steps, list_approvals, stop_run
     from aishell.commands.fleet import fleet_run, fleet_summary, run_fleet_target, start_worker
+    from aishell.commands.fleetview import fleet_status, serve_web
     from aishell.commands.health import (
         backup_state,
         clean_leftovers,
@@ -159,6 +162,7 @@ else:
                 "run_fleet_target",
                 "start_worker",
             ),
+            "aishell.commands.fleetview": ("fleet_status", "serve_web"),
             "aishell.commands.health": (
                 "backup_state",
                 "clean_leftovers",

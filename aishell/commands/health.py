@@ -23,18 +23,22 @@ from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target, open_target
+from aishell.view.status import fleet_targets
 
 
 def metrics(config: Config, textfile: Path | None = None) -> str:
-    """Prometheus text of the last run per target and agent, backups and schedules."""
+    """Prometheus text of the last run per target and agent, and per target its waiting
+    approvals, newest restore-proven backup and schedules."""
     upcoming = list_schedules(config)
     purging = {
         tool.name: tool.rows_purged
         for tool in load_catalog(config).tools.values()
         if tool.rows_purged is not None
     }
+    for schedule in upcoming:  # the target a schedule that names none runs on
+        schedule["target"] = schedule["target"] or config.main.default_target
     with StateStore(config.state_url) as store:
-        gauges = prometheus.collect(store, upcoming, purging)
+        gauges = prometheus.collect(store, upcoming, purging, fleet_targets(config))
     if textfile is not None:
         prometheus.write_textfile(gauges, textfile)
     return prometheus.exposition(gauges)

@@ -71,19 +71,12 @@ def list_schedules(config: Config) -> list[dict[str, Any]]:
         held = scheduling.next_runs(config, schedules)
         for schedule in schedules:
             name = schedule["name"]
-            upcoming, cron_error = None, None
-            if name in held:
-                upcoming = held[name]
-            else:  # not served yet: what the trigger says
-                try:
-                    upcoming = scheduling.next_fire(schedule["cron"], schedule["timezone"])
-                except UsageError as exc:  # stored before --cron meant crontab
-                    cron_error = str(exc)
+            upcoming, cron_error = scheduling.upcoming(schedule, held)
             recent = store.schedule_runs(name, limit=1)
             found.append(
                 {
                     **schedule,
-                    "next_run": None if schedule["paused"] else upcoming,
+                    "next_run": upcoming,
                     "cron_error": cron_error,
                     "last_run": recent[0] if recent else None,
                     "alert": _current_alert(alerts.get(name, []), recent),

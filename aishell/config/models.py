@@ -26,6 +26,7 @@ from aishell.config.home import agent_file, config_files, find_agent_file, find_
 from aishell.config.kinds import Capability
 from aishell.config.monitoring import MonitoringConfig
 from aishell.config.options import JOB_OPTIONS, MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
+from aishell.config.web import WebConfig
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
 
@@ -202,6 +203,7 @@ class MainConfig(_Strict):
     backup_dir: str = "backups"
     files: FilesConfig = FilesConfig()
     catalog_paths: list[str] = []
+    web: WebConfig = WebConfig()
 
 
 class AgentDefaults(_Strict):

@@ -20,6 +20,7 @@ __all__ = [
     "demo_progress",
     "demo_result",
     "doctor_report",
+    "fleet_table",
     "init_result",
     "log_line",
     "plan_preview",
@@ -41,6 +42,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from aishell.render.base import RISK_STYLE, STATUS_STYLE, console
+    from aishell.render.fleet import fleet_table
     from aishell.render.home import doctor_report, init_result, scheduler_units
     from aishell.render.listings import (
         backup_detail,
@@ -74,6 +76,7 @@ else:
                 "STATUS_STYLE",
                 "console",
             ),
+            "aishell.render.fleet": ("fleet_table",),
             "aishell.render.home": (
                 "doctor_report",
                 "init_result",

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the last run per target and agent, and of backups and schedules.
+"""Prometheus metrics of the last run per target and agent, and per target of what waits
+for approval, its newest restore-proven backup and its schedules' next runs.
 
 Text exposition for `aishell metrics`, or a file written atomically for
 node_exporter's textfile collector.
@@ -6,7 +7,7 @@ node_exporter's textfile collector.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,26 +32,46 @@ _GAUGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "When the last run finished (Unix time)",
         _RUN,
     ),
+    "started": (
+        "aishell_last_run_start_time_seconds",
+        "When the last run started (Unix time)",
+        _RUN,
+    ),
     "duration": ("aishell_last_run_duration_seconds", "How long the last run took", _RUN),
     "steps": ("aishell_last_run_steps", "Steps of the last run by status", (*_RUN, "status")),
     "purged": ("aishell_last_run_rows_purged", "Rows the last run's purges deleted", _RUN),
+    "waiting": (
+        "aishell_approvals_waiting",
+        "Steps waiting for a person's approval per target",
+        ("target",),
+    ),
+    "waited": (
+        "aishell_approval_oldest_wait_seconds",
+        "How long the oldest step waiting for approval has waited, per target (absent: none)",
+        ("target",),
+    ),
     "backup_age": (
         "aishell_backup_age_seconds",
-        "Age of the newest verified backup per target",
+        "Age of the newest restore-proven backup per target (absent: it has none)",
         ("target",),
     ),
     "next_run": (
         "aishell_schedule_next_run_time_seconds",
-        "When each schedule next runs (Unix time; absent when paused)",
-        ("schedule",),
+        "When each schedule next runs, with the target it runs on (Unix time; absent when paused)",
+        ("schedule", "target"),
     ),
 }
 
 
 def collect(
-    store: StateStore, schedules: list[dict[str, Any]], rows_purged: Mapping[str, str]
+    store: StateStore,
+    schedules: list[dict[str, Any]],
+    rows_purged: Mapping[str, str],
+    targets: Sequence[str] = (),
 ) -> CollectorRegistry:
-    """`rows_purged` maps each tool that deletes rows to its output's count of them."""
+    """`rows_purged` maps each tool that deletes rows to its output's count of them;
+    `targets`, the configured ones: each has its approvals and backup series even before
+    its first run. A schedule naming no target runs on `default_target`."""
     registry = CollectorRegistry()
     gauge = {
         key: Gauge(name, about, list(labels), registry=registry)
@@ -65,6 +86,7 @@ def collect(
         for value in RUN_STATUSES:
             gauge["status"].labels(target, agent, value).set(int(full["status"] == value))
         started = datetime.fromisoformat(full["created_at"])
+        gauge["started"].labels(target, agent).set(started.timestamp())
         if full["finished_at"]:
             ended = datetime.fromisoformat(full["finished_at"])
             gauge["finished"].labels(target, agent).set(ended.timestamp())
@@ -74,14 +96,31 @@ def collect(
             gauge["steps"].labels(target, agent, value).set(count)
         if rows is not None:
             gauge["purged"].labels(target, agent).set(rows)
-    for target in sorted({t for t, _ in latest}):
-        newest = store.last_verified_backup(target)
-        if newest is not None:
-            gauge["backup_age"].labels(target).set((now - newest).total_seconds())
+    _per_target(store, gauge, sorted({*targets, *(t for t, _ in latest)}), now)
     for schedule in schedules:
         if schedule.get("next_run") is not None:
-            gauge["next_run"].labels(schedule["name"]).set(schedule["next_run"].timestamp())
+            gauge["next_run"].labels(schedule["name"], schedule["target"] or "").set(
+                schedule["next_run"].timestamp()
+            )
     return registry
+
+
+def _per_target(
+    store: StateStore, gauge: dict[str, Gauge], targets: list[str], now: datetime
+) -> None:
+    """Waiting approvals and backup ages of every target, one query each."""
+    waiting = store.waiting_approvals()
+    backups = store.backup_summary()
+    for target in targets:
+        theirs = [w for w in waiting if w["target"] == target]
+        gauge["waiting"].labels(target).set(len(theirs))
+        if theirs:  # oldest first
+            since = datetime.fromisoformat(theirs[0]["since"])
+            gauge["waited"].labels(target).set((now - since).total_seconds())
+        proven = backups.get(target, {}).get("proven_at")
+        if proven is not None:
+            age = now - datetime.fromisoformat(proven)
+            gauge["backup_age"].labels(target).set(age.total_seconds())
 
 
 def _step_figures(

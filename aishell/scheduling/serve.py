@@ -365,6 +365,22 @@ def next_runs(
     return {name: job.next_run_time for name, job in held.items()}
 
 
+def upcoming(
+    schedule: dict[str, Any], held: dict[str, datetime | None]
+) -> tuple[datetime | None, str | None]:
+    """When a schedule runs next (None: paused or never), from `held` (next_runs) when
+    the scheduler holds it, else as its trigger says; and why it never runs, if so."""
+    at, cron_error = None, None
+    if schedule["name"] in held:
+        at = held[schedule["name"]]
+    else:  # not served yet
+        try:
+            at = next_fire(schedule["cron"], schedule["timezone"])
+        except UsageError as exc:  # stored before --cron meant crontab
+            cron_error = str(exc)
+    return (None if schedule["paused"] else at), cron_error
+
+
 def _trigger_text(cron: str, timezone: str) -> str | None:
     try:
         return str(trigger(cron, timezone))

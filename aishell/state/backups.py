@@ -12,6 +12,10 @@ from aishell.state.core import StoreCore
 from aishell.state.schema import backups
 from aishell.state.values import dumps, loads, new_id, now
 
+# A backup that a restore has proven (a passing validate_backup): what `backup_required`,
+# the backup_stale alert and the backup age metric count.
+PROVEN = backups.c.verified_at.is_not(None)
+
 
 class BackupCatalog(StoreCore):
     """Rows of the backups table."""
@@ -86,7 +90,7 @@ class BackupCatalog(StoreCore):
         """When the newest verified backup of a target was taken."""
         row = self._conn.execute(
             select(backups.c.created_at)
-            .where((backups.c.target == target) & backups.c.verified_at.is_not(None))
+            .where((backups.c.target == target) & PROVEN)
             .order_by(backups.c.created_at.desc())
             .limit(1)
         ).first()

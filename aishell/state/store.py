@@ -9,7 +9,7 @@ StateStore is what every caller uses: it opens the connection, brings the schema
 the newest revision (history.py), and turns failures of the store into StateError;
 what it stores is read and written by the repositories it is made of (runs.py,
 steps.py, approvals.py, backups.py, schedules.py, locks.py, scratch_ledger.py,
-breaker.py, plan_cache.py, alerts.py).
+breaker.py, plan_cache.py, alerts.py, fleet.py, fleetreads.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from aishell.state.breaker import BreakerRepository
 from aishell.state.core import Hot
 from aishell.state.faults import busy_timeout_of, is_fault, raced, sqlite_path
 from aishell.state.fleet import FleetRepository
+from aishell.state.fleetreads import FleetReadings
 from aishell.state.identity import (
     FileIdentity,
     backup_copy,
@@ -79,6 +80,7 @@ class StateStore(
     PlanCache,
     AlertRepository,
     FleetRepository,
+    FleetReadings,
 ):
     """All reads and writes of run state; every write is one committed transaction."""
 

@@ -29,6 +29,9 @@ HEAVY = (
     "apscheduler",
     "httpx",
     "tenacity",
+    "starlette",
+    "uvicorn",
+    "jinja2",
 )
 
 # Run in a fresh interpreter: this test process has imported everything already.

@@ -13,7 +13,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "cli"),
     ("render",),
     ("commands",),
-    ("planners", "executor", "scheduling", "fleet"),
+    ("planners", "executor", "scheduling", "fleet", "view"),
     ("agents",),
     ("policy", "plan"),
     ("registry",),

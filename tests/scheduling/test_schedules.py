@@ -249,7 +249,7 @@ def test_metrics_of_the_last_runs_and_schedules(demo_db, config, home):
     assert purged and float(purged[0].split()[-1]) > 0
     # Only a run with a step that deletes rows has a count of them.
     assert all('agent="log_cleanup"' in line for line in purged)
-    assert 'aishell_schedule_next_run_time_seconds{schedule="quick"}' in text
+    assert 'aishell_schedule_next_run_time_seconds{schedule="quick",target="demo"}' in text
     assert (home / "aishell.prom").read_text() == text
     result = CliRunner().invoke(cli, ["metrics"])
     assert result.exit_code == 0 and "aishell_last_run_duration_seconds" in result.output

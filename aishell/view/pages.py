@@ -1,0 +1,60 @@
+"""What each page of the web view reads from the state store, as plain data for its
+template: the fleet, the runs, one run with its steps, the waiting approvals and the
+backups' ages. Each page opens the store for itself and reads; none writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aishell.config.models import Config
+from aishell.state.signing import load_key
+from aishell.state.store import StateStore
+from aishell.view.status import age_seconds, fleet_status, fleet_targets
+
+RUNS_SHOWN = 200
+
+
+def fleet_page(config: Config) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    with StateStore(config.state_url) as store:
+        return {"targets": fleet_status(config, store, now)}
+
+
+def runs_page(config: Config) -> dict[str, Any]:
+    with StateStore(config.state_url) as store:
+        return {"runs": store.list_runs(limit=RUNS_SHOWN), "limit": RUNS_SHOWN}
+
+
+def run_page(config: Config, run_id: str) -> dict[str, Any]:
+    """A run and its steps, checked against the home's key when there is one (as
+    `aishell runs show` checks them); no key is made for a view."""
+    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
+        return {"run": store.get_run(run_id)}
+
+
+def approvals_page(config: Config) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    with StateStore(config.state_url) as store:
+        waiting = store.waiting_approvals()
+    return {"waiting": [{**w, "age_seconds": age_seconds(now, w["since"])} for w in waiting]}
+
+
+def backups_page(config: Config) -> dict[str, Any]:
+    """Every configured target, and any other the catalog holds backups of."""
+    now = datetime.now(UTC)
+    with StateStore(config.state_url) as store:
+        summary = store.backup_summary()
+    names = sorted({*fleet_targets(config), *summary})
+    rows = []
+    for name in names:
+        found = summary.get(name, {"proven_at": None, "newest_at": None, "kept": 0})
+        rows.append(
+            {
+                "target": name,
+                **found,
+                "proven_age_seconds": age_seconds(now, found["proven_at"]),
+                "newest_age_seconds": age_seconds(now, found["newest_at"]),
+            }
+        )
+    return {"backups": rows}

@@ -1,0 +1,78 @@
+"""The status of every configured target, read in one query per aspect: the newest
+run, the steps waiting for approval, the newest restore-proven backup, and the next
+scheduled job (the schedules and the scheduler's own job table)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aishell.config.models import Config
+from aishell.scheduling import serve as scheduling
+from aishell.state.store import StateStore
+from aishell.units import stamp
+
+
+def fleet_targets(config: Config) -> list[str]:
+    """The targets the view shows: every configured one, by name."""
+    return sorted(config.main.targets)
+
+
+def age_seconds(now: datetime, when: str | None) -> float | None:
+    return None if when is None else round((now - datetime.fromisoformat(when)).total_seconds())
+
+
+def next_jobs(config: Config, store: StateStore) -> dict[str, dict[str, Any]]:
+    """Per target, the schedule that runs on it next, and when (a schedule that names no
+    target runs on the default one)."""
+    schedules = store.list_schedules()
+    held = scheduling.next_runs(config, schedules)
+    found: dict[str, dict[str, Any]] = {}
+    for schedule in schedules:
+        at, _ = scheduling.upcoming(schedule, held)
+        if at is None:
+            continue
+        target = schedule["target"] or config.main.default_target
+        if target not in found or at < found[target]["at"]:
+            found[target] = {"schedule": schedule["name"], "agent": schedule["agent"], "at": at}
+    return {
+        target: {**job, "at": stamp(job["at"].astimezone(UTC))} for target, job in found.items()
+    }
+
+
+def fleet_status(config: Config, store: StateStore, now: datetime) -> list[dict[str, Any]]:
+    """One row per target: `last_run` is None for a target that never ran."""
+    names = fleet_targets(config)
+    last = store.last_runs(names)
+    waiting = store.waiting_approvals(names)
+    backups = store.backup_summary()
+    upcoming = next_jobs(config, store)
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for each in waiting:  # oldest first, and so in each target's list
+        by_target.setdefault(each["target"], []).append(each)
+    rows = []
+    for name in names:
+        run = last.get(name)
+        theirs = by_target.get(name, [])
+        proven = backups.get(name, {}).get("proven_at")
+        oldest = theirs[0]["since"] if theirs else None
+        rows.append(
+            {
+                "target": name,
+                "environment": config.main.targets[name].environment,
+                "last_run": None if run is None else _run_row(run),
+                "approvals": {
+                    "waiting": len(theirs),
+                    "oldest_since": oldest,
+                    "oldest_age_seconds": age_seconds(now, oldest),
+                },
+                "backup": {"proven_at": proven, "age_seconds": age_seconds(now, proven)},
+                "next_job": upcoming.get(name),
+            }
+        )
+    return rows
+
+
+def _run_row(run: dict[str, Any]) -> dict[str, Any]:
+    keys = ("run_id", "agent", "status", "created_at", "finished_at", "error", "dry_run")
+    return {key: run[key] for key in keys}

@@ -1,0 +1,152 @@
+"""The web view's application: Starlette routes for GET (and HEAD) alone, so that any
+other method is answered 405 and reaches no page; every response carries headers that
+keep it out of caches and frames; every page is a Jinja2 template with autoescaping, so
+whatever a database, a config or a person wrote shows as text, never as markup."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aishell.config.models import Config
+from aishell.errors import AishellError, RunNotFound
+from aishell.units import age_words
+from aishell.view import pages
+from aishell.view.access import judge
+
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": (
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+logger = logging.getLogger(__name__)
+
+
+class Guard:
+    """Outermost: refuses a request the access rules refuse (before any route, so no
+    method of any path reaches a page), puts the security headers on every response,
+    and logs each request's method, path (never its query: it may hold the token) and
+    status."""
+
+    def __init__(self, app: ASGIApp, token: bytes | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        request = Request(scope)
+        client = scope.get("client")
+        verdict = judge(
+            client[0] if client else None,
+            list(scope["headers"]),
+            request.query_params.get("token"),
+            self.token,
+        )
+        scope.setdefault("state", {})["token_in_query"] = (
+            request.query_params.get("token") if verdict.by_query else None
+        )
+        if verdict.served:
+            await self.app(scope, receive, send_secured)
+        else:
+            refusal = PlainTextResponse(
+                verdict.reason, verdict.status, headers={"www-authenticate": "Bearer"}
+            )
+            await refusal(scope, receive, send_secured)
+        logger.info(
+            "%s %s %s from %s",
+            scope["method"],
+            scope["path"],
+            status[0] if status else "-",
+            client[0] if client else "?",
+        )
+
+
+def templates() -> Jinja2Templates:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    env.filters["age"] = age_words
+    env.filters["at"] = moment
+    return Jinja2Templates(env=env, context_processors=[_links])
+
+
+def _links(request: Request) -> dict[str, Any]:
+    """`link(path, **query)`: a link within the view, carrying a ?token= it came with."""
+    token = request.scope.get("state", {}).get("token_in_query")
+
+    def link(path: str, **query: Any) -> str:
+        given = {k: v for k, v in query.items() if v is not None}
+        if token:
+            given["token"] = token
+        return f"{path}?{urlencode(given)}" if given else path
+
+    return {"link": link}
+
+
+def moment(value: str | None) -> str:
+    """A stored time (ISO 8601, UTC) to the second, as a person reads it; "-" for none."""
+    return "-" if not value else f"{value[:19].replace('T', ' ')} UTC"
+
+
+Page = Callable[[Request], Awaitable[Response]]
+
+
+def make_app(config: Config, token: bytes | None) -> ASGIApp:
+    """The web view over `config`'s state store; `token`: what remote requests present."""
+    shown = templates()
+
+    def page(template: str, read: Callable[..., dict[str, Any]], *params: str) -> Page:
+        async def render(request: Request) -> Response:
+            values = [request.path_params[name] for name in params]
+            try:
+                data = await run_in_threadpool(read, config, *values)
+            except RunNotFound as exc:
+                return shown.TemplateResponse(request, "error.html", {"error": str(exc)}, 404)
+            except AishellError as exc:
+                return shown.TemplateResponse(request, "error.html", {"error": str(exc)}, 500)
+            return shown.TemplateResponse(request, template, {**data, "page": template})
+
+        return render
+
+    routes = [
+        Route("/", page("fleet.html", pages.fleet_page), methods=["GET"]),
+        Route("/runs", page("runs.html", pages.runs_page), methods=["GET"]),
+        Route("/runs/{run_id}", page("run.html", pages.run_page, "run_id"), methods=["GET"]),
+        Route("/approvals", page("approvals.html", pages.approvals_page), methods=["GET"]),
+        Route("/backups", page("backups.html", pages.backups_page), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Guard(Starlette(routes=routes), token)
