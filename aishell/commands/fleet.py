@@ -22,7 +22,7 @@ from aishell.commands.runs import resume_run, run_job
 from aishell.config.models import Config, resolve_url
 from aishell.config.selection import select_targets
 from aishell.errors import TargetLocked, UsageError
-from aishell.executor.statuses import INTERRUPTED
+from aishell.executor import INTERRUPTED
 from aishell.fleet.app import RUN_TARGET, make_app
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker

@@ -109,7 +109,7 @@ def _per_target(
     store: StateStore, gauge: dict[str, Gauge], targets: list[str], now: datetime
 ) -> None:
     """Waiting approvals and backup ages of every target, one query each."""
-    waiting = store.waiting_approvals()
+    waiting = store.steps_waiting()
     backups = store.backup_summary()
     for target in targets:
         theirs = [w for w in waiting if w["target"] == target]

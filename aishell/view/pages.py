@@ -36,7 +36,7 @@ def run_page(config: Config, run_id: str) -> dict[str, Any]:
 def approvals_page(config: Config) -> dict[str, Any]:
     now = datetime.now(UTC)
     with StateStore(config.state_url) as store:
-        waiting = store.waiting_approvals()
+        waiting = store.steps_waiting()
     return {"waiting": [{**w, "age_seconds": age_seconds(now, w["since"])} for w in waiting]}
 
 

@@ -44,7 +44,7 @@ def fleet_status(config: Config, store: StateStore, now: datetime) -> list[dict[
     """One row per target: `last_run` is None for a target that never ran."""
     names = fleet_targets(config)
     last = store.last_runs(names)
-    waiting = store.waiting_approvals(names)
+    waiting = store.steps_waiting(names)
     backups = store.backup_summary()
     upcoming = next_jobs(config, store)
     by_target: dict[str, list[dict[str, Any]]] = {}
