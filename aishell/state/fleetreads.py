@@ -39,8 +39,8 @@ class FleetReadings(StoreCore):
     def steps_waiting(self, targets: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every step waiting for a person's approval in a run that waits for it, oldest
         first, as the view and the metrics count them (`waiting_approvals` is the list
-        `aishell approvals` shows, with each request's reasons); `since`: when its run stopped to wait (as the approval_waiting alert
-        counts it)."""
+        `aishell approvals` shows, with each request's reasons); `since`: when its run
+        stopped to wait (as the approval_waiting alert counts it)."""
         self.flush()
         since = func.coalesce(runs.c.finished_at, runs.c.created_at)
         query = (
