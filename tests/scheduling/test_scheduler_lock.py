@@ -2,7 +2,8 @@
 scheduler's lock is the server's advisory lock, so a second `schedule serve` refuses to
 start, a `--standby` one takes over when the serving one is killed (even when its lease
 row names another host, whose processes cannot be seen), a serve whose lock session
-ends stops, and no trigger ever makes two runs."""
+ends stops, and no trigger ever makes two runs. On SQLite the lease row is the lock,
+and a standby waits for it too."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from aishell import commands
 from aishell.config.models import Config
 from aishell.scheduling.leadership import LEASE
 from aishell.state.scheduler_lock import lock_key
-from tests.scheduling.test_schedules import add, job_store_next_run, wait_for
+from aishell.state.store import StateStore
+from tests.helpers import logged
+from tests.scheduling.test_schedules import add, job_store_next_run, serving, wait_for
 
 # Never due by itself within a test: the test makes it due, each time once.
 RARELY = "0 3 29 2 *"
@@ -180,3 +184,27 @@ def test_a_scheduler_whose_lock_session_ends_stops_serving(demo_db, home, edit_c
     assert code == 2, serve.output
     assert serve.said("the scheduler's lock on the state store was lost"), serve.output
     assert "Error: The scheduler's lock on the state store was lost while serving" in serve.output
+
+
+def test_on_sqlite_a_standby_serves_once_the_serving_scheduler_ends(demo_db, config):
+    """Bound: two schedulers on threads, one after the other; about 3 s."""
+    add(config, "tick", RARELY, ["maintenance", "--type", "quick"])
+    stop = threading.Event()
+    standby = threading.Thread(
+        target=commands.serve_schedules, args=(config, stop), kwargs={"standby": True}
+    )
+    with logged() as lines:
+        try:
+            with serving(config):
+                standby.start()
+                wait_for(lambda: any("standby:" in line for line in lines), "the standby")
+                assert sum(line.startswith("serving") for line in lines) == 1
+            wait_for(lambda: sum(line.startswith("serving") for line in lines) == 2, "it to serve")
+            with StateStore(config.state_url) as store:
+                holder = store.lock_holder(LEASE)
+            assert holder is not None and holder["pid"] == os.getpid()
+        finally:
+            stop.set()
+            standby.join(30)
+    assert not standby.is_alive()
+    assert sum("standby:" in line for line in lines) == 1, lines
