@@ -3,8 +3,9 @@
 On a state store on PostgreSQL the lock is the server's (state/scheduler_lock.py): a
 session-level advisory lock that the server frees when the process or its machine
 dies, so a standby on another machine takes over; serve checks every few seconds that
-it still holds it, and stops serving when it does not. On a SQLite store (one machine)
-the lock is the lease row alone, taken over once its process is gone. Either way the
+it still holds it, and stops serving when it does not. On a SQLite store (one machine),
+and on any store not on PostgreSQL, the lock is the lease row alone, taken over once its
+process is gone. Either way the
 lease row in target_locks says who serves, where and since when.
 """
 
@@ -38,6 +39,7 @@ class Leadership:
             AdvisoryLock(store.url, store.location) if takes_advisory_lock(store.url) else None
         )
         self.lost = threading.Event()
+        self._taken = False
         self._watcher: threading.Thread | None = None
 
     def take(self, store: StateStore, standby: bool, stop: threading.Event) -> bool:
@@ -46,6 +48,7 @@ class Leadership:
         said = False
         while not stop.is_set():
             if self._take_once(store):
+                self._taken = True
                 return True
             holder = _holder_text(store.lock_holder(LEASE))
             if not standby:
@@ -107,9 +110,9 @@ class Leadership:
         return True
 
     def release(self, store: StateStore) -> None:
-        """The lease row (only while it still names this process) and the lock."""
+        """The lease row (when it was taken, and still names this process) and the lock."""
         try:
-            holder = store.lock_holder(LEASE)
+            holder = store.lock_holder(LEASE) if self._taken else None
             if holder is not None and _is_me(holder):
                 store.release_lock(LEASE, LEASE_HOLDER)
         finally:

@@ -212,9 +212,9 @@ def serve(
     try:
         with StateStore(config.state_url) as store:
             leadership = Leadership(store)
-            if not leadership.take(store, standby, stop):
-                return []
             try:
+                if not leadership.take(store, standby, stop):
+                    return []
                 left = _serve(config, run, stop, store, leadership)
             finally:
                 leadership.release(store)
