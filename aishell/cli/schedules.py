@@ -148,20 +148,29 @@ def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool)
 
 
 @schedule.command("serve")
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="When a scheduler already serves the state store, wait until it ends (its "
+    "machine too), then serve: a hot standby on a second machine.",
+)
 @log_format_option
 @pass_state
-def schedule_serve(state: State, log_format: str | None) -> None:
+def schedule_serve(state: State, standby: bool, log_format: str | None) -> None:
     """Serve the schedules in the foreground (for systemd or a container).
 
     One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
     then it exits, within 20 s whatever the steps do (a run still going then is
     resumed when serve starts again, as is one left by a serve that was killed).
-    A second serve on the same state store refuses to start.
+    A second serve on the same state store refuses to start (exit 5), or with
+    --standby waits to serve. On a state store on PostgreSQL the scheduler's lock is
+    the server's, freed when the serving process or its machine dies; a serve that
+    loses it stops (exit 2).
     """
     from aishell.cli.logs import serve_log  # late: logging is for this command alone
 
     with serve_log(log_format):
-        left = commands.serve_schedules(state.config)
+        left = commands.serve_schedules(state.config, standby=standby)
     if left:
         # A step still in a statement would hold the exit past the bound: its run is
         # stored running with this pid, and taken back when serve starts again.

@@ -12,6 +12,7 @@ from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.executor import Observer, RunResult
+from aishell.handlers.backup.elsewhere import not_here
 from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
 from aishell.state.store import StateStore
@@ -71,6 +72,9 @@ def restore(
     `create`: make the target's database first if it does not exist (empty; it stays
     if the restore is then declined)."""
     backup = show_backup(config, backup_id)
+    away = not_here(backup)
+    if away is not None:
+        raise UsageError(away)
     if not backup["verified_at"]:
         raise UsageError(
             f"Backup {backup_id} was never proven restorable; validate it first "

@@ -198,7 +198,10 @@ def _trigger(
     return result
 
 
-def serve_schedules(config: Config, stop: threading.Event | None = None) -> list[str]:
+def serve_schedules(
+    config: Config, stop: threading.Event | None = None, standby: bool = False
+) -> list[str]:
     """The scheduler in the foreground, until SIGTERM or SIGINT; the runs still going
-    when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind."""
-    return scheduling.serve(config, run_schedule, stop)
+    when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind. With
+    `standby`, it first waits for the scheduler serving the store to end."""
+    return scheduling.serve(config, run_schedule, stop, standby=standby)

@@ -48,7 +48,7 @@ def backups_table(
         else:
             out.print(safe_text(f"{target}: no backup proven restorable", "red"))
     table = Table()
-    for column in ("id", "target", "kind", "taken (UTC)", "size", "verified", "file"):
+    for column in ("id", "target", "kind", "taken (UTC)", "host", "size", "verified", "file"):
         table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))
     for row in rows:
         verified = safe_text((row["verified_at"] or "")[:16].replace("T", " ")) or Text(
@@ -59,6 +59,7 @@ def backups_table(
             safe_text(row["target"]),
             safe_text(row["kind"]),
             row["created_at"][:16].replace("T", " "),
+            safe_text(row.get("host") or "?"),
             human_size(row["size_bytes"]),
             verified,
             safe_text(row["path"]),
@@ -76,6 +77,7 @@ def backup_detail(out: Console, row: dict[str, Any]) -> None:
     out.print(
         safe_text(
             f"sha256 {row['sha256']}; {human_size(row['size_bytes'])}; taken {row['created_at']}"
+            f" on {row.get('host') or 'an unknown host'}"
         )
     )
     manifest = row["manifest"] or {}

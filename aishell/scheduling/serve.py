@@ -4,7 +4,8 @@ The schedules table (written by `aishell schedule add/remove/pause/resume`) says
 should run; APScheduler's own job table, in the same state store and written only by
 the serving process, remembers when each schedule next fires, so a trigger missed
 while nothing served runs once on start (coalesced) if it is within the misfire grace
-time. Each schedule runs at most one instance at a time. One `serve` per state store.
+time. Each schedule runs at most one instance at a time. One `serve` per state store: the
+one holding the scheduler's lock (leadership.py); a standby waits for it.
 
 Every line it logs goes to this module's logger (under `aishell`); where the lines go
 and how they look, the command that serves decides.
@@ -42,14 +43,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
 
 from aishell.config.models import Config
-from aishell.errors import TargetLocked, UsageError
+from aishell.errors import UsageError
 from aishell.executor.stopping import stop_all
 from aishell.scheduling import alerts, notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
+from aishell.scheduling.leadership import Leadership
 from aishell.state.store import StateStore
 
 JOB_TABLE = "apscheduler_jobs"
-LEASE = "(scheduler)"
 # How often the serving process reads the schedules table for changes.
 RECONCILE_SECONDS = 2.0
 # After SIGTERM, how long serve waits for running steps to end resumably before it
@@ -107,6 +108,7 @@ class _Serving:
     config: Config
     run: Run
     stop: threading.Event
+    leadership: Leadership
     refused: set[str] = field(default_factory=set)  # schedules said to be not served
     # One trigger at a time per target: schedules on one database run one after the other.
     turns: dict[str, threading.Lock] = field(default_factory=dict)
@@ -131,6 +133,9 @@ def fire(name: str, how: str = "cron") -> None:
     try:
         with _turn(serving, name) as mine:
             if not mine:
+                return
+            if not serving.leadership.holds():  # another scheduler may serve by now
+                logger.error("schedule %s: not started: the scheduler's lock is lost", name)
                 return
             if how == "cron":
                 logger.info("schedule %s: started", name)
@@ -194,50 +199,66 @@ def _scheduler(config: Config) -> BackgroundScheduler:
     return scheduler
 
 
-def serve(config: Config, run: Run, stop: threading.Event | None = None) -> list[str]:
+def serve(
+    config: Config, run: Run, stop: threading.Event | None = None, standby: bool = False
+) -> list[str]:
     """Serve until SIGTERM or SIGINT (or `stop` is set), then ask running runs to end
     resumably, wait for them at most STOP_SECONDS and return the triggers still going
     (their runs are taken back when serve starts again). Runs a scheduler left
-    running when it ended are taken back first."""
-    global _serving
+    running when it ended are taken back first. With `standby`, wait for the scheduler
+    that serves the store to end instead of refusing to start."""
     stop = stop or threading.Event()
-    with StateStore(config.state_url) as store:
-        _take_lease(store)
-        try:
-            _serving = _Serving(config, run, stop)
-            scheduler = _scheduler(config)
-            scheduler.start(paused=True)
-            reconcile(scheduler, config, store)
-            scheduler.add_job(
-                reconcile,
-                "interval",
-                seconds=RECONCILE_SECONDS,
-                args=[scheduler, config],
-                jobstore="internal",
-                id="reconcile",
-            )
-            _monitor(scheduler, config)
-            _take_back_on_start(scheduler, store)
-            previous = _on_signals(stop)
-            where = make_url(config.state_url).render_as_string(hide_password=True)
-            logger.info("serving %d schedule(s) from %s", len(store.list_schedules()), where)
-            scheduler.resume()
+    previous = _on_signals(stop)
+    try:
+        with StateStore(config.state_url) as store:
+            leadership = Leadership(store)
             try:
-                stop.wait()
+                if not leadership.take(store, standby, stop):
+                    return []
+                left = _serve(config, run, stop, store, leadership)
             finally:
-                _restore(previous)
-                logger.info(
-                    "stopping: running steps end resumably (waiting at most %gs)", STOP_SECONDS
-                )
-                scheduler.pause()  # no new run from here on
-                _stop_running(store)
-                scheduler.shutdown(wait=False)
-                left = _wait_for_triggers(_serving)
-                logger.info("stopped")
-            return left
+                leadership.release(store)
+        leadership.check_kept()
+        return left
+    finally:
+        _restore(previous)
+
+
+def _serve(
+    config: Config, run: Run, stop: threading.Event, store: StateStore, leadership: Leadership
+) -> list[str]:
+    global _serving
+    try:
+        _serving = _Serving(config, run, stop, leadership)
+        scheduler = _scheduler(config)
+        scheduler.start(paused=True)
+        reconcile(scheduler, config, store)
+        scheduler.add_job(
+            reconcile,
+            "interval",
+            seconds=RECONCILE_SECONDS,
+            args=[scheduler, config],
+            jobstore="internal",
+            id="reconcile",
+        )
+        _monitor(scheduler, config)
+        _take_back_on_start(scheduler, store)
+        where = make_url(config.state_url).render_as_string(hide_password=True)
+        logger.info("serving %d schedule(s) from %s", len(store.list_schedules()), where)
+        leadership.watch(stop)
+        scheduler.resume()
+        try:
+            stop.wait()
         finally:
-            _serving = None
-            store.release_lock(LEASE, "serve")
+            logger.info("stopping: running steps end resumably (waiting at most %gs)", STOP_SECONDS)
+            scheduler.pause()  # no new run from here on
+            _stop_running(store)
+            scheduler.shutdown(wait=False)
+            left = _wait_for_triggers(_serving)
+            logger.info("stopped")
+        return left
+    finally:
+        _serving = None
 
 
 def _monitor(scheduler: BackgroundScheduler, config: Config) -> None:
@@ -386,17 +407,6 @@ def _trigger_text(cron: str, timezone: str) -> str | None:
         return str(trigger(cron, timezone))
     except UsageError:
         return None
-
-
-def _take_lease(store: StateStore) -> None:
-    try:
-        store.acquire_lock(LEASE, "serve")
-    except TargetLocked:
-        holder = store.lock_holder(LEASE) or {}
-        raise TargetLocked(
-            "A scheduler already serves this state store: pid "
-            f"{holder.get('pid')} on {holder.get('hostname')}, since {holder.get('acquired_at')}"
-        ) from None
 
 
 def _stop_running(store: StateStore) -> None:

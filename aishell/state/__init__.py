@@ -1,4 +1,5 @@
 """The state store (state.db): runs, steps, events, approvals, backups, schedules,
-target locks and the scratch ledger, with its schema history in migrations/ and the
-key that signs plans (signing). May import targets, config and the vocabularies.
+target locks and the scratch ledger, with its schema history in migrations/, the key
+that signs plans (signing) and the scheduler's advisory lock on a store on PostgreSQL
+(scheduler_lock). May import targets, config and the vocabularies.
 """

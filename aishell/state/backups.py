@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from aishell.state.core import StoreCore
-from aishell.state.schema import backups
+from aishell.state.schema import backups, runs
 from aishell.state.values import dumps, loads, new_id, now
 
 # A backup that a restore has proven (a passing validate_backup): what `backup_required`,
@@ -68,21 +68,17 @@ class BackupCatalog(StoreCore):
             conn.execute(update(backups).where(backups.c.path == path).values(deleted_at=now()))
 
     def list_backups(self, target: str | None = None) -> list[dict[str, Any]]:
+        """Backups not deleted, newest first; each with `host`, the machine that took it
+        (its manifest says; a backup from before manifests did, its run's host)."""
         query = (
-            select(backups)
+            select(backups, runs.c.hostname.label("run_host"))
+            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
             .where(backups.c.deleted_at.is_(None))
             .order_by(backups.c.created_at.desc())
         )
         if target:
             query = query.where(backups.c.target == target)
-        rows = [
-            {
-                **{k: v for k, v in r._mapping.items() if k not in ("manifest", "verification")},
-                "manifest": loads(r.manifest),
-                "verification": loads(r.verification),
-            }
-            for r in self._conn.execute(query)
-        ]
+        rows = [_backup_row(r._mapping) for r in self._conn.execute(query)]
         self._conn.rollback()
         return rows
 
@@ -96,3 +92,15 @@ class BackupCatalog(StoreCore):
         ).first()
         self._conn.rollback()
         return datetime.fromisoformat(row[0]) if row else None
+
+
+def _backup_row(row: Any) -> dict[str, Any]:
+    found = {k: v for k, v in row.items() if k not in ("manifest", "verification", "run_host")}
+    manifest = loads(row["manifest"])
+    said = manifest.get("hostname") if isinstance(manifest, dict) else None
+    return {
+        **found,
+        "manifest": manifest,
+        "verification": loads(row["verification"]),
+        "host": said or row["run_host"],
+    }

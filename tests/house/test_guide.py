@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -201,6 +202,8 @@ class Guide:
             output = output.replace(real, shown)
         for pattern, shown in RULES:
             output = pattern.sub(shown, output)
+        # This machine's name, where a table names the host (`backups list`).
+        output = re.sub(rf"(?<=│ ){re.escape(socket.gethostname())}(?= *│)", "<host>", output)
         lines = [line.rstrip() for line in realign(output).split("\n")]
         while lines and not lines[-1]:
             lines.pop()

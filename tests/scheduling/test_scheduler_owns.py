@@ -25,6 +25,7 @@ from aishell import commands
 from aishell.config.models import Config
 from aishell.scheduling import notify
 from aishell.scheduling import serve as scheduling
+from aishell.scheduling.leadership import LEASE
 from aishell.state.store import StateStore
 from tests.helpers import logged, query, use_target
 from tests.scheduling.test_schedules import (
@@ -241,7 +242,7 @@ def test_serve_does_not_wait_past_its_bound_for_a_trigger_that_ignores_stop(
             release.set()
             thread.join(10)
     with StateStore(config.state_url) as store:
-        assert store.lock_holder(scheduling.LEASE) is None
+        assert store.lock_holder(LEASE) is None
 
 
 def test_a_missed_trigger_is_logged_and_notified_as_missed_never_started(

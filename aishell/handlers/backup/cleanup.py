@@ -16,18 +16,23 @@ from typing import Any
 
 from aishell.errors import StepFailed
 from aishell.files import kind_of
+from aishell.handlers.backup.elsewhere import not_here, taken_on, this_host
 from aishell.handlers.backup.manifest import manifest_of, remove_backup
 from aishell.tool.context import ToolContext
 
 
 def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    catalog = [b for b in ctx.backup_catalog() if Path(b["path"]).is_file()]
+    every = ctx.backup_catalog()
     if params.get("verified_only", True):
-        catalog = [b for b in catalog if b["verified_at"]]
+        every = [b for b in every if b["verified_at"]]
+    catalog = [b for b in every if Path(b["path"]).is_file()]
     if not catalog:
         which = "verified backup" if params.get("verified_only", True) else "backup"
+        away = not_here(max(every, key=lambda b: b["created_at"])) if every else None
         raise StepFailed(
-            f"Target '{ctx.target}' has no {which} on disk; "
+            f"Target '{ctx.target}' has no {which} on disk here; the newest: {away}"
+            if away
+            else f"Target '{ctx.target}' has no {which} on disk; "
             "take one with `aishell run backup --type full`"
         )
     newest = max(catalog, key=lambda b: b["created_at"])
@@ -117,6 +122,9 @@ def unproven(backup: Mapping[str, Any], ctx: ToolContext) -> str | None:
     try:
         info = os.lstat(real)
     except FileNotFoundError:
+        host = taken_on(backup)
+        if host is not None and host != this_host():
+            return f"it was taken on host {host} and is not here; its cleanup there removes it"
         return "the file is gone"
     if not stat.S_ISREG(info.st_mode):
         return f"it is {kind_of(info.st_mode)}, not a backup file"

@@ -27,6 +27,7 @@ from aishell.handlers.backup.apply import (
     server_apply,
     sqlite_apply,
 )
+from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
 from aishell.handlers.backup.measure import compare, measure_connection, measure_server
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
@@ -51,12 +52,15 @@ def _family(dialect: str) -> str:
     return "mysql" if dialect == "mariadb" else dialect
 
 
-def _links(path: Path) -> Chain:
+def _links(path: Path, catalog: list[dict[str, Any]]) -> Chain:
     """A backup and those it builds on, oldest first, from their manifests alone."""
     links: Chain = []
     current: Path | None = path
     while current is not None:
         if not current.is_file():
+            away = elsewhere(str(current), catalog)
+            if away is not None:
+                raise StepFailed(away)
             if current == path:
                 raise StepFailed(
                     f"Backup file {path} does not exist; `aishell backups list` shows the "
@@ -195,7 +199,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     """
     path = Path(params["backup_path"])
     replace = bool(params.get("replace"))
-    links = _links(path)
+    links = _links(path, ctx.backup_catalog())
     manifest = links[-1][1]
     conn = ctx.connection
     dialect = conn.dialect.name

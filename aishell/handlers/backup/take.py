@@ -20,6 +20,7 @@ from typing import Any
 from aishell.errors import StepFailed
 from aishell.handlers.backup.disk import destination, partial_file
 from aishell.handlers.backup.dumps import Taken, take_mysql, take_postgresql
+from aishell.handlers.backup.elsewhere import this_host
 from aishell.handlers.backup.manifest import (
     FROM_COPY,
     FROM_DUMP,
@@ -160,6 +161,8 @@ def _manifest(
         "checksums": taken.checksums,
         "measured_from": taken.measured_from,
         "created_at": stamp(),
+        # Which machine took it: read where it lies (backups/elsewhere.py).
+        "hostname": this_host(),
         "parent": parent["path"] if parent else None,
         "changed": taken.changed if parent else None,
         "dropped": taken.dropped if parent else None,

@@ -24,6 +24,7 @@ from aishell.errors import StepFailed
 from aishell.files import make_private_file
 from aishell.handlers.backup.apply import each_file, server_apply, sqlite_apply
 from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
+from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
 from aishell.handlers.backup.measure import (
     Measured,
@@ -220,7 +221,9 @@ def _decode_pg_archives(chain: Chain, problems: list[str], ctx: ToolContext) -> 
 def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     path = Path(params["backup_path"])
     if not path.is_file():
-        raise StepFailed(f"Backup file {path} does not exist")
+        raise StepFailed(
+            elsewhere(str(path), ctx.backup_catalog()) or f"Backup file {path} does not exist"
+        )
     manifest = read_manifest(path)
     result: dict[str, Any] = {"backup_path": str(path), "quick": bool(params.get("quick"))}
     problems: list[str] = []
