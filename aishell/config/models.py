@@ -23,7 +23,14 @@ from aishell.config.files import read_yaml, validate
 from aishell.config.home import agent_file, config_files, find_agent_file, find_home, read_layers
 from aishell.config.kinds import Capability
 from aishell.config.monitoring import MonitoringConfig
-from aishell.config.options import JOB_OPTIONS, MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
+from aishell.config.options import (
+    JOB_OPTIONS,
+    MAX_PARALLEL_STEPS,
+    MAX_RUN_TIME,
+    PLANNER,
+    RETENTION_DAYS,
+    SAFETY_LEVEL,
+)
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
 
@@ -207,6 +214,8 @@ class AgentDefaults(_Strict):
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
     max_run_seconds: float | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
+    # The steps of a parallel group that run at once, each on its own target connection.
+    max_parallel_steps: int = setting(MAX_PARALLEL_STEPS)
     retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
     min_index_pages: int = Field(8, ge=1, le=MAX_COUNT)
