@@ -214,7 +214,6 @@ class AgentDefaults(_Strict):
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
     max_run_seconds: float | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
-    # The steps of a parallel group that run at once, each on its own target connection.
     max_parallel_steps: int = setting(MAX_PARALLEL_STEPS)
     retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
