@@ -30,11 +30,12 @@ from typing import Any, cast
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from aishell.errors import AishellError
 from aishell.executor.context import RunContext
 from aishell.executor.prepare import PreparedStep
 from aishell.executor.results import Observer, StepResult
 from aishell.executor.resume import is_final, restore
-from aishell.executor.statuses import INTERRUPTED
+from aishell.executor.statuses import FAILED, INTERRUPTED
 from aishell.executor.step import ready_step, tool_step
 from aishell.executor.stopping import Stop
 from aishell.plan.model import Step
@@ -176,7 +177,12 @@ def _one(
     connect: Callable[[], Connection],
 ) -> None:
     """One step's tool, on a thread of the pool and a connection of its own."""
-    conn = connect()
+    member = item.member
+    try:
+        conn = connect()
+    except AishellError as exc:  # the target refused another connection
+        run.finish(member.result, "failed", error=str(exc))
+        raise Stop(FAILED, f"{member.step.id} ({member.step.tool}) failed: {exc}") from None
     own = replace(
         ctx,
         conn=conn,
@@ -187,7 +193,6 @@ def _one(
         backup_catalog=lambda: run.store.list_backups(run.target.name),
     )
     try:
-        member = item.member
         tool_step(run, member.step, member.result, item.prepared, own, waiting)
     finally:
         for opened in {id(c): c for c in (conn, own.conn) if c is not None}.values():

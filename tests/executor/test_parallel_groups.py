@@ -1,6 +1,7 @@
 """A parallel group's read-only steps run at the same time, each on a connection of its
 own, never more at once than max_parallel_steps, each step's start and end committed on
-its own; a run killed (SIGKILL) inside a group resumes without running again the steps
+its own; the run's time limit and SIGTERM cancel the steps running and start none of the
+rest; a run killed (SIGKILL) inside a group resumes without running again the steps
 that had ended. On SQLite, PostgreSQL and MariaDB, each step keeping its server busy
 (pg_sleep, SLEEP(), a long recursive count on SQLite)."""
 
@@ -12,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,9 @@ SLEEP_TOOL: dict[str, Any] = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def site(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Config, str]]:
-    """A home whose target `db` is a scratch database of each engine, with sleep_read
-    and max_parallel_steps 3."""
+def with_sleep_tool(home: Path, url: str) -> Config:
+    """The home's config: target `db` at url, the tool sleep_read, and three steps of a
+    group at once."""
     folder = home / "site_tools"
     folder.mkdir()
     (folder / "sleep_read.yaml").write_text(yaml.safe_dump(SLEEP_TOOL))
@@ -78,15 +78,21 @@ def site(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Config, s
     main = yaml.safe_load(path.read_text())
     main["catalog_paths"] = ["site_tools"]
     path.write_text(yaml.safe_dump(main))
+    return use_target(home, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def site(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Config, str]]:
+    """A home whose target `db` is a scratch database of each engine (with_sleep_tool)."""
     if request.param == "sqlite":
         sqlite3.connect(home / "target.db").close()
-        yield use_target(home, f"sqlite:///{home / 'target.db'}"), "sqlite"
+        yield with_sleep_tool(home, f"sqlite:///{home / 'target.db'}"), "sqlite"
         return
     from tests.services import scratch_mysql, scratch_postgresql
 
     scratch = scratch_postgresql if request.param == "postgresql" else scratch_mysql
     with scratch() as url:
-        yield use_target(home, url), request.param
+        yield with_sleep_tool(home, url), request.param
 
 
 def sleepy_plan(dialect: str, seconds: list[float]) -> Plan:
@@ -163,16 +169,7 @@ def test_a_run_killed_inside_a_group_resumes_the_rest(site: tuple[Config, str], 
     config, dialect = site
     # Two short steps end while the long one still runs: then the run is killed.
     plan = sleepy_plan(dialect, [0.05, 0.05, 1.5])
-    out = commands.save_plan(config, plan, home / "plan.json")
-    env = {k: v for k, v in os.environ.items() if k != "AISHELL_CONFIG"}
-    env["AISHELL_HOME"] = str(home)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "aishell", "apply", str(out), "--yes", "--json"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    child = apply_in_a_child(config, plan, home)
     try:
         run_id, ended = _wait_for_short_steps(home, child)
     finally:
@@ -210,27 +207,67 @@ def test_the_time_limit_ends_a_group_and_starts_none_of_the_rest(
     assert stored_steps(home, run.run_id)[6][1] == "pending"
 
 
-def _wait_for_short_steps(home: Path, child: subprocess.Popen[bytes]) -> tuple[str, list[int]]:
-    """The run's id once both short steps of the group are committed succeeded."""
+def test_sigterm_cancels_the_group_s_statements_and_starts_none_of_the_rest(
+    home: Path, pg_url: str
+) -> None:
+    config = with_sleep_tool(home, pg_url)
+    child = apply_in_a_child(config, sleepy_plan("postgresql", [30.0] * 5), home)
+    try:
+        run_id = _wait_for(home, child, lambda rows: sum(s == "running" for _, s in rows) == 3)
+        child.send_signal(signal.SIGTERM)
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert code == 4  # interrupted
+    statuses = [r[1] for r in stored_steps(home, run_id)]
+    assert statuses == ["succeeded"] + ["interrupted"] * 3 + ["pending"] * 3
+
+
+def apply_in_a_child(config: Config, plan: Plan, home: Path) -> subprocess.Popen[bytes]:
+    """`aishell apply` of the plan, saved and signed, in a process of its own."""
+    out = commands.save_plan(config, plan, home / "plan.json")
+    env = {k: v for k, v in os.environ.items() if k != "AISHELL_CONFIG"}
+    env["AISHELL_HOME"] = str(home)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aishell", "apply", str(out), "--yes", "--json"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_for(
+    home: Path, child: subprocess.Popen[bytes], ready: Callable[[list[tuple[int, str]]], bool]
+) -> str:
+    """The run's id once its group's steps (idx, status), as committed, are `ready`."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert child.poll() is None, "the run ended before it could be killed"
+        assert child.poll() is None, "the run ended before it could be stopped"
         if (home / "state.db").exists():
             try:
                 conn = sqlite3.connect(home / "state.db", timeout=30)
                 try:
-                    rows = conn.execute(
-                        "SELECT run_id, idx, status FROM steps WHERE idx IN (1, 2)"
-                    ).fetchall()
+                    rows = conn.execute("SELECT run_id, idx, status FROM steps").fetchall()
                 finally:
                     conn.close()
             except sqlite3.OperationalError:
                 rows = []  # the store is being made
-            done = [idx for _run, idx, status in rows if status == "succeeded"]
-            if len(done) == 2:
-                return rows[0][0], sorted(done)
+            if rows and ready([(idx, status) for _, idx, status in rows]):
+                return str(rows[0][0])
         time.sleep(0.02)
-    raise AssertionError("the group's short steps never ended")
+    raise AssertionError("the group never got there")
+
+
+def _wait_for_short_steps(home: Path, child: subprocess.Popen[bytes]) -> tuple[str, list[int]]:
+    """The run's id once both short steps of the group are committed succeeded."""
+
+    def ended(rows: list[tuple[int, str]]) -> bool:
+        return sum(idx in (1, 2) and status == "succeeded" for idx, status in rows) == 2
+
+    return _wait_for(home, child, ended), [1, 2]
 
 
 def _statements_by_step(home: Path, run_id: str) -> dict[int, int]:
