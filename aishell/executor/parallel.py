@@ -147,11 +147,13 @@ def _pool(
                     error = future.exception()
                     if error is not None and first is None:
                         first = error
-        except BaseException:
-            # A signal raised here, on the main thread (Interrupted, KeyboardInterrupt):
-            # the steps running are cancelled and end interrupted before it goes on.
-            run.stopping.signal = run.stopping.signal or "SIGINT"
-            run.stopping.cancel_running()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # A signal raised here, on the main thread (Interrupted,
+                # KeyboardInterrupt): the steps running are cancelled and end
+                # interrupted before it goes on.
+                run.stopping.signal = run.stopping.signal or "SIGINT"
+                run.stopping.cancel_running()
             _drain(running)
             raise
     if first is not None:

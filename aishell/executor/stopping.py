@@ -85,7 +85,9 @@ class Stopping:
     _running: list[Connection] = field(default_factory=list)
     # Those a stop is cancelling now (cancel_running), each once.
     _cancelling: list[Connection] = field(default_factory=list)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
+    # Reentrant: the signal handler reads `running` on the main thread, which may hold
+    # it at that moment (a step entering or leaving its connection).
+    _guard: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def running(self) -> Connection | None:
