@@ -47,11 +47,12 @@ def group_problems(steps: Sequence[GroupedStep]) -> list[str]:
     previous: str | None = None
     for step in steps:
         group = step.parallel_group or None
-        where = f"{step.id}"
+        where = step.id
         if previous is not None and group != previous:
             closed.add(previous)
         if group is not None:
-            if not group.strip() or len(group) > MAX_GROUP_NAME or not group.isprintable():
+            named = isinstance(group, str) and group.strip() and group.isprintable()
+            if not named or len(group) > MAX_GROUP_NAME:
                 problems.append(
                     f"{where}: parallel_group {group!r} must be a printable name of 1 to "
                     f"{MAX_GROUP_NAME} characters"

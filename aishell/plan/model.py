@@ -135,7 +135,7 @@ class Plan:
                     depends_on=tuple(s.get("depends_on") or ()),
                     condition=s.get("condition"),
                     always_run=bool(s.get("always_run", False)),
-                    parallel_group=s.get("parallel_group") or None,
+                    parallel_group=_name_or_none(s.get("parallel_group")),
                 )
                 for s in data["steps"]
             )
@@ -187,6 +187,13 @@ class SavedPlan:
         plan = Plan.from_dict(data)
         body = {k: v for k, v in data.items() if k != "signature"}
         return cls(source=source, plan=plan, body=body, signature=dict(data["signature"]))
+
+
+def _name_or_none(value: Any) -> str | None:
+    """A step's optional name (its parallel group): text, or left out."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError("parallel_group")
+    return value or None
 
 
 def step_id(index: int) -> str:

@@ -53,6 +53,20 @@ def test_an_unset_group_leaves_the_step_and_the_hash_as_they_were() -> None:
     assert plan_of(step).hash == plan_of(Step("step_0", "count_table_rows", {"table": "t0"})).hash
 
 
+def test_a_group_is_named_in_a_few_printable_characters(registry: Registry) -> None:
+    problems = validate_plan(plan_of(counting(0, "x" * 65)), registry, CAPS)
+    assert problems == [
+        f"step_0: parallel_group {'x' * 65!r} must be a printable name of 1 to 64 characters"
+    ]
+    with pytest.raises(PlanError, match="wrong field parallel_group"):
+        Plan.from_dict(
+            {
+                **plan_of(counting(0)).to_dict(),
+                "steps": [{**counting(0).to_dict(), "parallel_group": 3}],
+            }
+        )
+
+
 def test_a_group_split_by_another_step_is_refused(registry: Registry) -> None:
     plan = plan_of(counting(0), counting(1, None), counting(2))
     assert validate_plan(plan, registry, CAPS) == [
