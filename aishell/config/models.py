@@ -24,8 +24,16 @@ from aishell.config.files import read_yaml, validate
 from aishell.config.fleet import FleetConfig
 from aishell.config.home import agent_file, config_files, find_agent_file, find_home, read_layers
 from aishell.config.kinds import Capability
+from aishell.config.llm import LlmPlannerConfig
 from aishell.config.monitoring import MonitoringConfig
-from aishell.config.options import JOB_OPTIONS, MAX_RUN_TIME, PLANNER, RETENTION_DAYS, SAFETY_LEVEL
+from aishell.config.options import (
+    JOB_OPTIONS,
+    MAX_PARALLEL_STEPS,
+    MAX_RUN_TIME,
+    PLANNER,
+    RETENTION_DAYS,
+    SAFETY_LEVEL,
+)
 from aishell.config.web import WebConfig
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs, set_group_readable
@@ -160,29 +168,6 @@ class FilesConfig(_Strict):
     group_readable: bool = False
 
 
-class LlmPlannerConfig(_Strict):
-    """The model that drafts plans through Ollama; its plans pass the same validator."""
-
-    # The Ollama server; null: OLLAMA_HOST, or http://127.0.0.1:11434.
-    host: str | None = None
-    model: str = "qwen2.5-coder:7b"
-    # Drafts per request: a rejected plan goes back to the model with the reasons.
-    tries: int = Field(3, ge=1, le=10)
-    # Context window asked of the model; the prompt holds every offered tool's schema.
-    context_tokens: int = Field(8192, ge=2048, le=2**24)
-    timeout_seconds: float = Field(
-        300, gt=0, le=MAX_TIMEOUT_SECONDS, description="longest wait for one answer"
-    )
-    # Attempts to reach the server, with backoff, before giving up.
-    connect_attempts: int = Field(3, ge=1, le=20)
-    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
-    max_steps: int = Field(100, ge=1, le=1000)
-    # Accepted plans are kept in the state store by (request, catalog, model).
-    cache: bool = True
-
-    _host = field_validator("host")(check_http_url)
-
-
 class PlannerConfig(_Strict):
     # Who plans when a command does not say: rules (the agents' own plans) or llm.
     default: PlannerName = setting(PLANNER)
@@ -214,6 +199,7 @@ class AgentDefaults(_Strict):
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
     max_run_seconds: float | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
+    max_parallel_steps: int = setting(MAX_PARALLEL_STEPS)
     retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
     fragmentation_threshold: float = Field(30, ge=0, le=100)
     min_index_pages: int = Field(8, ge=1, le=MAX_COUNT)

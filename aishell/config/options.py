@@ -320,6 +320,18 @@ MAX_RUN_TIME = Option(
     shown_default=False,
     flag="--max-run-time",
 )
+# How many steps of one parallel group (plan/groups.py) run at once, each on its own
+# connection to the target: an agent's default_config, no flag.
+MAX_PARALLEL_STEPS = Option(
+    "max_parallel_steps",
+    "integer",
+    "How many read-only steps of one parallel group run at the same time, each on its "
+    "own connection to the target.",
+    minimum=1,
+    maximum=16,
+    default=4,
+    flag=None,
+)
 SCHEDULE_MAX_RUN_TIME = replace(
     MAX_RUN_TIME,
     help="Stop each run after this long (90s, 30m, 2h), resumably; the next trigger goes "

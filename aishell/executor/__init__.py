@@ -1,6 +1,7 @@
 """The step loop: policy, approval, substitution, execution with a deadline, checkpoint.
 
-By subject: loop (Executor: the step loop), step (one step's rules in order), prepare
+By subject: loop (Executor: the step loop), step (one step's rules in order), parallel
+(a parallel group's read-only steps at once, each on its own connection), prepare
 (what a step waits for, its parameters, SQL and verdict), attempts (running the tool),
 retry (retries and reconnecting), resume (what a stored step state means on resume),
 stopping (signals, the run's time limit, `aishell stop`, a lost run lock), approvals,

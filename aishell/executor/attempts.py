@@ -265,7 +265,7 @@ QUICK_STEP_BYTES = 64 * 2**20
 
 def _quick(run: RunContext, step: PreparedStep) -> bool:
     tables = step.tool.tables_in(step.params)
-    if run.catalog is None or not tables:
+    if run.catalog is None or not tables or run.durable_steps:
         return False
     sizes = [run.catalog.tables[t].bytes if t in run.catalog.tables else None for t in tables]
     return None not in sizes and sum(s or 0 for s in sizes) < QUICK_STEP_BYTES

@@ -93,7 +93,7 @@ def audited(
     hooks = _hooks(conn)
     handlers = (before, after)
     hooks.handlers.append(handlers)
-    stopping.running = conn
+    stopping.enter(conn)
     try:
         yield
     except BaseException as exc:
@@ -101,7 +101,7 @@ def audited(
             _finished(store, statement_id, None, _error_text(exc))
         raise
     finally:
-        stopping.running = None
+        stopping.leave(conn)
         hooks.handlers.remove(handlers)
     guard.raise_if_refused()
 

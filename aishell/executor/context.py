@@ -49,6 +49,10 @@ class RunContext:
     # What the guard learned (functions that may write, statements that only read),
     # for every step's guard.
     guard_memory: GuardMemory = field(default_factory=GuardMemory)
+    # While a parallel group runs (parallel.py): each step's start and end commits on
+    # its own, as it happens. (A quick step's start and end otherwise ride with the
+    # next commit, which the store tracks for one step at a time.)
+    durable_steps: bool = False
     # Where each step's result is in results, by step id.
     positions: dict[str, int] = field(init=False)
     # How far backup_before has looked, and whether a backup had succeeded by there.
@@ -103,7 +107,10 @@ class RunContext:
             error=error,
             sql=None if started_here else result.sql,
             resolved_params=None if started_here else result.params,
-            replayable=started_here and status == "succeeded" and self._replayable(result),
+            replayable=started_here
+            and status == "succeeded"
+            and not self.durable_steps
+            and self._replayable(result),
         )
         self.observer.step_finished(result, len(self.results))
 

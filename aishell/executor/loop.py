@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from aishell.config.models import AgentConfig, MaintenanceWindow
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error
+from aishell.executor.parallel import Member, run_group
 from aishell.executor.results import Observer, RunResult, SilentObserver, StepResult, outcome
 from aishell.executor.resume import is_final, restore
 from aishell.executor.retry import lock_held_by
@@ -41,6 +42,16 @@ from aishell.tool.context import ToolContext
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _keep_output(outputs: dict[str, Any], step: Step, result: StepResult) -> None:
+    """What later steps may read of the step: its output, once it succeeded."""
+    if result.status == "succeeded" or (
+        # What a step the server skipped found; only a step that runs
+        # regardless of its references (the report) ever reads it.
+        result.status == "skipped" and result.output is not None
+    ):
+        outputs[step.id] = result.output
 
 
 @dataclass
@@ -154,11 +165,26 @@ class Executor:
     def _steps(
         self, run: RunContext, ctx: ToolContext, prior: Mapping[int, Mapping[str, Any]]
     ) -> None:
-        """Each step in plan order; a stop asked for meanwhile ends the loop before the
-        next step that would run."""
+        """Each step in plan order, a parallel group's at once (parallel.py); a stop
+        asked for meanwhile ends the loop before the next step that would run."""
         outputs: dict[str, Any] = {}
         waiting: set[str] = set()
-        for step, result in zip(run.plan.steps, run.results, strict=True):
+        pairs = list(zip(run.plan.steps, run.results, strict=True))
+        at = 0
+        while at < len(pairs):
+            step, result = pairs[at]
+            if step.parallel_group:
+                end = at
+                while end < len(pairs) and pairs[end][0].parallel_group == step.parallel_group:
+                    end += 1
+                members = [Member(s, r, prior.get(r.index)) for s, r in pairs[at:end]]
+                slots = self.agent.defaults.max_parallel_steps
+                connect = self.target.connect_apart
+                run_group(run, members, outputs, waiting, ctx, connect, slots)
+                for s, r in pairs[at:end]:
+                    _keep_output(outputs, s, r)
+                at = end
+                continue
             stored = prior.get(result.index)
             if stored is not None and is_final(stored):
                 restore(result, stored)
@@ -167,12 +193,8 @@ class Executor:
                 if reason:
                     raise Stop(INTERRUPTED, reason)
                 run_step(run, step, result, outputs, waiting, ctx, stored)
-            if result.status == "succeeded" or (
-                # What a step the server skipped found; only a step that runs
-                # regardless of its references (the report) ever reads it.
-                result.status == "skipped" and result.output is not None
-            ):
-                outputs[step.id] = result.output
+            _keep_output(outputs, step, result)
+            at += 1
 
     def _context(self, plan: Plan, run_id: str, dry_run: bool) -> RunContext:
         self._stopping.run_id = run_id

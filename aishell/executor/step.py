@@ -10,7 +10,13 @@ from aishell.config.kinds import Category
 from aishell.executor.approvals import approve, notify
 from aishell.executor.attempts import run_tool
 from aishell.executor.context import RunContext
-from aishell.executor.prepare import apply_verdict, prepare, preview_offline, settle_dependencies
+from aishell.executor.prepare import (
+    PreparedStep,
+    apply_verdict,
+    prepare,
+    preview_offline,
+    settle_dependencies,
+)
 from aishell.executor.results import StepResult
 from aishell.executor.resume import may_run_again
 from aishell.executor.statuses import FAILED
@@ -35,6 +41,23 @@ def run_step(
 ) -> None:
     """Take the step as far as it goes now; `waiting` collects the steps left for later
     (and those that need them), `stored` is its state from an earlier go of the run."""
+    prepared = ready_step(run, step, result, outputs, waiting, ctx, stored)
+    if prepared is not None:
+        tool_step(run, step, result, prepared, ctx, waiting)
+
+
+def ready_step(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    outputs: Mapping[str, Any],
+    waiting: set[str],
+    ctx: ToolContext,
+    stored: Mapping[str, Any] | None,
+) -> PreparedStep | None:
+    """Every rule of the step before its tool runs; the step ready for its tool, or
+    None when it ended or waits before that (a parallel group readies its steps one
+    by one, then runs their tools at once: executor/parallel.py)."""
     tool = run.registry.get(step.tool)
     impl = tool.implementation(run.target.dialect)
     _fresh_context(run, result, ctx)
@@ -43,45 +66,57 @@ def run_step(
     earlier = run.earlier(result.index)
     absent = settle_dependencies(run, step, result, needed, earlier, waiting)
     if absent is None:
-        return
+        return None
     unresolved = [d for d in needed if d not in outputs and d not in absent and d in earlier]
     if run.dry_run and unresolved:
         # Earlier steps were only previewed, so their outputs do not exist yet.
         preview_offline(run, result, step, impl, ctx)
-        return
+        return None
     prepared = prepare(run, step, result, tool, impl, outputs, absent, ctx)
     if prepared is None:
-        return
+        return None
     verdict = prepared.verdict
     apply_verdict(result, verdict)
 
     if run.dry_run:
         if _runs_in_dry_run(tool):
-            run_tool(run, result, prepared, ctx)
-        else:
-            run.finish(result, "previewed")
-        return
+            return prepared
+        run.finish(result, "previewed")
+        return None
 
     if verdict.defer:
         waiting.add(step.id)
         run.finish(result, "deferred", error=verdict.defer)
-        return
+        return None
     if not may_run_again(run, step, result, tool, impl, prepared.params, ctx, stored):
         waiting.add(step.id)
-        return
+        return None
     if result.status == "succeeded":  # its effect was found: it ran before the crash
-        return
+        return None
     if verdict.requires_approval:
         decision = approve(run, step, result, tool, verdict, stored)
         if decision is Decision.DEFER:
             waiting.add(step.id)
-            return
+            return None
         if decision is Decision.DENY:
-            return
+            return None
     elif verdict.confirmation is Confirmation.NOTIFY:
         notify(run, result, tool, prepared.params)
+    return prepared
+
+
+def tool_step(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    prepared: PreparedStep,
+    ctx: ToolContext,
+    waiting: set[str],
+) -> None:
+    """The step's tool, readied by ready_step, and what its end means for the run."""
     run_tool(run, result, prepared, ctx)
-    _after_tool(step, result, tool, waiting)
+    if not run.dry_run:
+        _after_tool(step, result, prepared.tool, waiting)
 
 
 def _after_tool(step: Step, result: StepResult, tool: ToolDefinition, waiting: set[str]) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -78,12 +78,37 @@ class Stopping:
     run_id: str = ""
     # Set once a signal came or the run's time limit was reached: what stops the run.
     signal: str | None = None
-    # The connection a step's statements run on now; a stop cancels what runs there.
-    running: Connection | None = None
     # Set by the lease watcher once the lock's session is gone: the run stops.
     lock_lost: bool = False
-    # The connection whose statement a stop is cancelling now (cancel_running).
-    _cancelling: Connection | None = None
+    # The connections steps' statements run on now (several while a parallel group
+    # runs, executor/parallel.py); a stop cancels what runs on each.
+    _running: list[Connection] = field(default_factory=list)
+    # Those a stop is cancelling now (cancel_running), each once.
+    _cancelling: list[Connection] = field(default_factory=list)
+    # Reentrant: the signal handler reads `running` on the main thread, which may hold
+    # it at that moment (a step entering or leaving its connection).
+    _guard: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def running(self) -> Connection | None:
+        """A connection a step's statements run on now; None when no step is sending."""
+        with self._guard:
+            return self._running[-1] if self._running else None
+
+    def enter(self, conn: Connection) -> None:
+        """A step's statements run on conn from now on (audit.audited)."""
+        with self._guard:
+            self._running.append(conn)
+
+    def leave(self, conn: Connection) -> None:
+        """The step left conn: nothing of it runs there any more."""
+        with self._guard:
+            self._running = [c for c in self._running if c is not conn]
+            self._cancelling = [c for c in self._cancelling if c is not conn]
+
+    def _on(self, conn: Connection) -> bool:
+        with self._guard:
+            return any(c is conn for c in self._running)
 
     def reason(self) -> str | None:
         """Why the run must stop now, as its error says it; None to go on."""
@@ -164,16 +189,18 @@ class Stopping:
             watcher.join(LEASE_POLL_SECONDS * 4)
 
     def cancel_running(self) -> None:
-        """Cancel what runs on the step's connection and, if the server answers neither
+        """Cancel what runs on each step's connection and, if the server answers neither
         it nor the cancel within the target's read_timeout_seconds, close its socket: the
-        step then ends interrupted even on a server that stopped answering. On a thread
-        of its own: the callers (the signal, lease and time-limit watchers) never wait on
-        a server. Once per step, whichever stop came first."""
-        running = self.running
-        if running is None or running is self._cancelling:
-            return
-        self._cancelling = running
+        step then ends interrupted even on a server that stopped answering. On threads
+        of their own: the callers (the signal, lease and time-limit watchers) never wait
+        on a server. Once per step, whichever stop came first."""
+        with self._guard:
+            fresh = [c for c in self._running if not any(c is d for d in self._cancelling)]
+            self._cancelling.extend(fresh)
+        for running in fresh:
+            self._cancel(running)
 
+    def _cancel(self, running: Connection) -> None:
         def ended(seconds: float) -> bool:
             # What runs at the stop is over once the step left the connection (its
             # bookkeeping closed, see audit.audited). Not when no statement of its own
@@ -181,7 +208,7 @@ class Stopping:
             # too, unmarked, and a step still on the connection at the bound has none
             # left to send (the audit refuses every statement once a stop came).
             until = time.monotonic() + seconds
-            while self.running is running:
+            while self._on(running):
                 if time.monotonic() >= until:
                     return False
                 time.sleep(STOP_POLL_SECONDS)

@@ -11,9 +11,11 @@ from typing import Any
 from aishell.config.kinds import Capability
 from aishell.errors import PlanError, ToolNotFound
 from aishell.plan.conditions import ConditionError, parse_condition
+from aishell.plan.groups import group_problems
 from aishell.plan.references import Reference, find_references
 from aishell.plan.shapes import plan_file_problems
 from aishell.registry import Registry, ToolDefinition
+from aishell.risk import RiskLevel
 from aishell.tool import params as schema
 
 PLAN_FORMAT = 1
@@ -30,6 +32,8 @@ class Step:
     condition: str | None = None
     # Runs even when steps it refers to were denied or skipped; their outputs read as null.
     always_run: bool = False
+    # Consecutive read-only steps of one group may run at the same time (plan/groups.py).
+    parallel_group: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -44,6 +48,9 @@ class Step:
             data["condition"] = self.condition
         if self.always_run:
             data["always_run"] = True
+        # Left out when unset, so plans made before groups existed keep their hashes.
+        if self.parallel_group:
+            data["parallel_group"] = self.parallel_group
         return data
 
 
@@ -128,6 +135,7 @@ class Plan:
                     depends_on=tuple(s.get("depends_on") or ()),
                     condition=s.get("condition"),
                     always_run=bool(s.get("always_run", False)),
+                    parallel_group=_name_or_none(s.get("parallel_group")),
                 )
                 for s in data["steps"]
             )
@@ -181,6 +189,13 @@ class SavedPlan:
         return cls(source=source, plan=plan, body=body, signature=dict(data["signature"]))
 
 
+def _name_or_none(value: Any) -> str | None:
+    """A step's optional name (its parallel group): text, or left out."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError("parallel_group")
+    return value or None
+
+
 def step_id(index: int) -> str:
     return f"step_{index}"
 
@@ -203,7 +218,8 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
 
     Checks: unique ids, known tools with an implementation for the dialect, params
     that match each tool's schema (references stand in for any value), capabilities
-    the agent has, and references and dependencies that point only backwards.
+    the agent has, references and dependencies that point only backwards, and parallel
+    groups of consecutive steps whose tools only read and that need none of each other.
     """
     problems: list[str] = []
     allowed = {Capability(c) for c in capabilities}
@@ -220,6 +236,11 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
             problems.append(f"{where}: {exc}")
             seen.add(step.id)
             continue
+        if step.parallel_group and tool.risk_level is not RiskLevel.SAFE:
+            problems.append(
+                f"{where}: in parallel group {step.parallel_group!r}, but its tool's risk is "
+                f"{tool.risk_level.value}: only tools that read (risk safe) run in a group"
+            )
         if plan.dialect not in tool.implementations:
             problems.append(f"{where}: the tool has no {plan.dialect} implementation")
         missing = tool.required_capabilities - allowed
@@ -242,7 +263,7 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
                 problems.append(f"{where}: depends on {dep}, which does not come before it")
         seen.add(step.id)
         earlier.setdefault(step.id, tool)
-    return problems
+    return problems + group_problems(plan.steps)
 
 
 def condition_problems(text: str, earlier: Mapping[str, ToolDefinition]) -> list[str]:

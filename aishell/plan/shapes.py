@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ErrorDetails
 
+from aishell.plan.groups import group_problems
+
 _FILE = ConfigDict(extra="forbid", strict=True)
 
 
@@ -32,6 +34,7 @@ class FileStep(BaseModel):
     depends_on: list[str] = []
     condition: str = ""
     always_run: StrictBool = False
+    parallel_group: str = ""
 
 
 class Signature(BaseModel):
@@ -67,11 +70,11 @@ def plan_file_problems(data: dict[str, Any]) -> list[str]:
     """What in a plan file's keys is unknown, missing or of the wrong JSON type: those of
     the file, then of each step, then of the signature; an empty list means none."""
     try:
-        PlanFile.model_validate(data)
+        plan = PlanFile.model_validate(data)
     except ValidationError as exc:
         errors = sorted(exc.errors(), key=_order)
         return list(dict.fromkeys(_problem(err) for err in errors))
-    return []
+    return group_problems(plan.steps)
 
 
 def _order(err: ErrorDetails) -> tuple[Any, ...]:
@@ -162,6 +165,9 @@ class DraftStep(BaseModel):
     # which holds when non-empty, or a comparison such as `len(${step_0.output.t}) > 0`.
     condition: str | SkipJsonSchema[None] = None
     depends_on: SkipJsonSchema[list[str] | None] = None
+    # Consecutive steps that only read, run at the same time (plan/groups.py): none of
+    # a group may refer to another of it.
+    parallel_group: str | SkipJsonSchema[None] = None
 
 
 class Draft(BaseModel):

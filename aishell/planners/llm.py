@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from aishell.config.models import LlmPlannerConfig
+from aishell.config.llm import LlmPlannerConfig
 from aishell.errors import DraftRejected, PlannerUnavailable
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.ollama import OllamaChat, shown_host

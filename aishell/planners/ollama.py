@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aishell.config.models import LlmPlannerConfig
+from aishell.config.llm import LlmPlannerConfig
 from aishell.errors import PlannerUnavailable
 
 DEFAULT_HOST = "http://127.0.0.1:11434"

@@ -35,6 +35,8 @@ _STEP_MUST = {
     "condition": "'condition' must be text: a ${{step_N.output.key}} reference, or a "
     "comparison over such references",
     "depends_on": "'depends_on' must be a list of step ids",
+    "parallel_group": "'parallel_group' must be text: the name of a group of consecutive "
+    "steps that only read",
 }
 # Keys a model may add to claim what only the policy and a person decide.
 _APPROVAL_KEYS = {
@@ -218,6 +220,7 @@ def _step(index: int, raw: Any) -> tuple[Step | None, list[str]]:
             rationale=printable(step.rationale),
             depends_on=tuple(step.depends_on or ()),
             condition=step.condition or None,
+            parallel_group=step.parallel_group or None,
         ),
         [],
     )

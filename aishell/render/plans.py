@@ -42,6 +42,7 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
             "(same tool, risk and approval); --all shows each step, --json every detail."
         )
     _conditions(out, preview)
+    _parallel(out, preview)
     _user_code(out, list(preview.steps))
     out.print(f"plan hash {plan.hash}")
 
@@ -52,6 +53,24 @@ def _conditions(out: Console, preview: PlanPreview) -> None:
     for step in preview.plan.steps:
         if step.condition:
             out.print(base.safe_text(f"{step.id} runs only if: {step.condition}", "cyan"))
+
+
+def _parallel(out: Console, preview: PlanPreview) -> None:
+    """The parallel groups: consecutive steps that only read, run at the same time
+    (each on its own connection, up to the agent's max_parallel_steps at once)."""
+    members: dict[str, list[str]] = {}
+    for step in preview.plan.steps:
+        if step.parallel_group:
+            members.setdefault(step.parallel_group, []).append(step.id)
+    for group, ids in members.items():
+        shown = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]} to {ids[-1]}"
+        out.print(
+            base.safe_text(
+                f"parallel group {group!r}: {shown} run at the same time "
+                f"({len(ids)} read-only steps)",
+                "cyan",
+            )
+        )
 
 
 def _user_code(out: Console, steps: list[StepPreview]) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 
 from aishell.config.models import Config, TargetConfig, resolve_url
+from aishell.config.options import MAX_PARALLEL_STEPS
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
@@ -32,6 +34,9 @@ from aishell.targets.servermessage import server_message
 from aishell.terminal import printable
 
 APPLICATION_NAME = "aishell"
+# Connections a server's pool may open past its five: a parallel group's steps each
+# hold one (up to MAX_PARALLEL_STEPS), beside the run's own, its lock's and a replica's.
+POOL_OVERFLOW = int(MAX_PARALLEL_STEPS.maximum or 16) + 10
 
 _DIALECT_NAMES = {
     "sqlite": "sqlite",
@@ -56,6 +61,9 @@ class Target:
     session_read_only: bool = False
     # Who it logs in as and where the password came from (servers only).
     login: Login | None = None
+    # SQLite: the same file through a pool of no connections kept, for the steps of a
+    # parallel group (connect_apart).
+    apart_engine: Engine | None = None
 
     def reading(self) -> Target:
         """This target for reading only, sharing its engine: planning and then running
@@ -69,8 +77,18 @@ class Target:
         return quote_identifier(self.engine.dialect, name)
 
     def connect(self) -> Connection:
+        return self._connect(self.engine)
+
+    def connect_apart(self) -> Connection:
+        """A connection of its own, like connect()'s, for a step that runs beside others
+        (a parallel group, executor/parallel.py). A server's pool gives each its own;
+        SQLite's keeps one per thread and closes the oldest past five, so a SQLite step
+        connects outside it."""
+        return self._connect(self.apart_engine or self.engine)
+
+    def _connect(self, engine: Engine) -> Connection:
         try:
-            conn = self.engine.connect()
+            conn = engine.connect()
             if self.dialect == "sqlite":
                 # SQLite opens files lazily; read the schema so a damaged or foreign
                 # file fails here, as a connection failure, not in the middle of a step.
@@ -91,6 +109,8 @@ class Target:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.apart_engine is not None:
+            self.apart_engine.dispose()
 
     def try_lock(self, key: str) -> RunLock | None:
         """Take the server's own lock for key (the database's identity), or None if held
@@ -198,7 +218,9 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         "keepalives_count": 3,
         "tcp_user_timeout": int(target.write_timeout_seconds * 1000),
     }
-    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    engine = create_engine(
+        url, connect_args=connect_args, pool_pre_ping=True, max_overflow=POOL_OVERFLOW
+    )
     # First of all: SQLAlchemy's own first statements (current_schema()) come after it.
     event.listen(engine, "connect", pin_search_path, insert=True)
 
@@ -225,6 +247,7 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
             "program_name": APPLICATION_NAME,
         },
         pool_pre_ping=True,
+        max_overflow=POOL_OVERFLOW,
     )
     from aishell.targets import mysqltls  # PyMySQL, only for MySQL targets
 
@@ -289,18 +312,26 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
     def connect() -> sqlite3.Connection:
         return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
-    # Named parameters, bound by SQLite's own tokenizer: in the default positional
-    # style SQLAlchemy finds placeholders by a pattern over the whole text, which a
-    # table named like one ("pct%(x)s") would match.
-    engine = create_engine("sqlite://", creator=connect, paramstyle="named")
     busy_ms = target.busy_timeout_ms
 
-    @event.listens_for(engine, "connect")
-    def _guard(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-        if read_only:
-            cursor.execute("PRAGMA query_only = ON")
-        cursor.close()
+    def sqlite_engine(**pooling: Any) -> Engine:
+        # Named parameters, bound by SQLite's own tokenizer: in the default positional
+        # style SQLAlchemy finds placeholders by a pattern over the whole text, which a
+        # table named like one ("pct%(x)s") would match.
+        engine = create_engine("sqlite://", creator=connect, paramstyle="named", **pooling)
 
-    return Target(name, target, engine, "sqlite", read_only, sqlite_path=path.resolve())
+        @event.listens_for(engine, "connect")
+        def _guard(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+            if read_only:
+                cursor.execute("PRAGMA query_only = ON")
+            cursor.close()
+
+        return engine
+
+    engine = sqlite_engine()
+    apart = sqlite_engine(poolclass=NullPool)
+    return Target(
+        name, target, engine, "sqlite", read_only, sqlite_path=path.resolve(), apart_engine=apart
+    )

@@ -18,7 +18,14 @@ def _saved(tmp_path: Path) -> dict[str, object]:
     steps = (
         Step("step_0", "count_table_rows", {"table": "t"}, "count"),
         Step(
-            "step_1", "optimize_table", {"table": "t"}, "", ("step_0",), "${step_0.output.n}", True
+            "step_1",
+            "optimize_table",
+            {"table": "t"},
+            "",
+            ("step_0",),
+            "${step_0.output.n}",
+            True,
+            "g",
         ),
     )
     plan = Plan("maintenance", "demo", "sqlite", {"type": "full"}, steps, {"a": "b"})
