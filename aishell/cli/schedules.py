@@ -154,9 +154,15 @@ def schedule_run_now(ctx: click.Context, state: State, name: str, as_json: bool)
     help="When a scheduler already serves the state store, wait until it ends (its "
     "machine too), then serve: a hot standby on a second machine.",
 )
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="Send each due job to the queue (`fleet:` in config) for `aishell worker` "
+    "processes to run, instead of running it here.",
+)
 @log_format_option
 @pass_state
-def schedule_serve(state: State, standby: bool, log_format: str | None) -> None:
+def schedule_serve(state: State, standby: bool, fleet: bool, log_format: str | None) -> None:
     """Serve the schedules in the foreground (for systemd or a container).
 
     One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
@@ -170,7 +176,7 @@ def schedule_serve(state: State, standby: bool, log_format: str | None) -> None:
     from aishell.cli.logs import serve_log  # late: logging is for this command alone
 
     with serve_log(log_format):
-        left = commands.serve_schedules(state.config, standby=standby)
+        left = commands.serve_schedules(state.config, standby=standby, fleet=fleet)
     if left:
         # A step still in a statement would hold the exit past the bound: its run is
         # stored running with this pid, and taken back when serve starts again.

@@ -12,6 +12,8 @@ waiting_approval, named in `fleet status` and `aishell approvals`.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +30,8 @@ from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
 from aishell.state.store import StateStore
+
+logger = logging.getLogger(__name__)
 
 # A target's task is over once its run is in none of these.
 GOING_ON = ("running", INTERRUPTED)
@@ -139,6 +143,20 @@ def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
     if result.status == INTERRUPTED:
         raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
     return result.status
+
+
+def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -> None:
+    """A schedule's trigger under `schedule serve --fleet`: its job sent to the queue as
+    a fleet job over the schedule's target, for the workers to run; nothing runs here.
+    Runs a worker left behind are its queue's to deliver again, not the scheduler's."""
+    if how == "recover":
+        return
+    with StateStore(config.state_url) as store:
+        schedule = store.get_schedule(name)
+    target = schedule["target"] or config.main.default_target
+    options = {"max_run_seconds": schedule["options"].get("max_run_seconds")}
+    sent = fleet_run(config, schedule["agent"], schedule["job"], target, options=options)
+    logger.info("schedule %s: sent to the queue as fleet job %s", name, sent["fleet_id"])
 
 
 def start_worker(config: Config, concurrency: int = 1, name: str | None = None) -> None:

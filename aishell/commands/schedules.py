@@ -199,9 +199,16 @@ def _trigger(
 
 
 def serve_schedules(
-    config: Config, stop: threading.Event | None = None, standby: bool = False
+    config: Config,
+    stop: threading.Event | None = None,
+    standby: bool = False,
+    fleet: bool = False,
 ) -> list[str]:
     """The scheduler in the foreground, until SIGTERM or SIGINT; the runs still going
     when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind. With
-    `standby`, it first waits for the scheduler serving the store to end."""
-    return scheduling.serve(config, run_schedule, stop, standby=standby)
+    `standby`, it first waits for the scheduler serving the store to end; with `fleet`,
+    each due job goes to the queue as a fleet job instead of running here."""
+    from aishell.commands.fleet import queue_schedule  # the queue only for --fleet
+
+    run = queue_schedule if fleet else run_schedule
+    return scheduling.serve(config, run, stop, standby=standby)

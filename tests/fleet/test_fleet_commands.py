@@ -1,0 +1,164 @@
+"""The fleet's commands end to end with one worker on Redis and a SQLite state store:
+`aishell fleet run` waits and reports each target's run, a schedule served with
+--fleet sends its job to the queue instead of running it, and a task delivered again
+for a finished target changes nothing. Then the `fleet:` block's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.cli import cli
+from aishell.commands.fleet import queue_schedule
+from aishell.config.models import load_config
+from aishell.errors import ConfigError
+from aishell.fleet.app import broker_url
+from aishell.state.store import StateStore
+
+
+@pytest.fixture
+def one_worker(home: Path, demo_db: Path) -> Iterator[dict[str, Any]]:
+    """Two SQLite targets tagged alike, a queue of the test's own on Redis, one worker."""
+    unique = uuid.uuid4().hex[:8]
+    shutil.copyfile(demo_db, home / "second.db")
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["demo"]["tags"] = ["pair"]
+    data["targets"]["second"] = {"url": "sqlite:///second.db", "tags": ["pair"]}
+    data["fleet"] = {
+        "broker_url": "redis://127.0.0.1:6379/0",
+        "queue": f"aishell-test-{unique}",
+        "slot_wait_seconds": 0.2,
+    }
+    path.write_text(yaml.safe_dump(data))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "aishell", "worker", "--name", f"w-{unique}@test"],
+        env={**os.environ, "AISHELL_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield {"home": home}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            worker.wait(20)
+        with suppress(ProcessLookupError):
+            worker.kill()
+
+
+def test_fleet_run_waits_and_a_second_delivery_changes_nothing(one_worker: dict[str, Any]) -> None:
+    home = one_worker["home"]
+    out = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(home),
+            "fleet",
+            "run",
+            "maintenance",
+            "--type",
+            "quick",
+            "--targets",
+            "tag:pair",
+            "--wait-seconds",
+            "90",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert [(r["target"], r["status"]) for r in summary["runs"]] == [
+        ("demo", "completed"),
+        ("second", "completed"),
+    ]
+    config = load_config(home=home)
+    # The same task again, as a broker delivers it after a lost acknowledgement.
+    again = commands.run_fleet_target(config, summary["fleet_id"], "demo")
+    assert again == "completed"
+    with StateStore(config.state_url) as store:
+        assert len(store.list_runs(limit=10)) == 2
+    shown = CliRunner().invoke(cli, ["--home", str(home), "fleet", "show", summary["fleet_id"]])
+    assert "demo: completed" in shown.output and "second: completed" in shown.output
+
+
+def test_a_schedule_served_with_fleet_sends_its_job_to_the_queue(
+    one_worker: dict[str, Any],
+) -> None:
+    home = one_worker["home"]
+    config = load_config(home=home)
+    commands.add_schedule(
+        config,
+        "nightly",
+        "0 2 * * *",
+        "UTC",
+        ["quick"],
+        "maintenance",
+        {"type": "quick"},
+        "second",
+        {},
+    )
+    queue_schedule(config, "nightly", "cron", threading.Event())
+    queue_schedule(config, "nightly", "recover", threading.Event())  # a worker's to resume
+    with StateStore(config.state_url) as store:
+        fleet_ids = [r[0] for r in store._conn.execute(text("SELECT fleet_id FROM fleet_jobs"))]
+        store._conn.rollback()
+    assert len(fleet_ids) == 1
+    deadline = time.monotonic() + 60
+    summary = commands.fleet_summary(config, fleet_ids[0])
+    while summary["going_on"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        summary = commands.fleet_summary(config, fleet_ids[0])
+    assert [(r["target"], r["status"]) for r in summary["runs"]] == [("second", "completed")]
+
+
+def test_a_fleet_run_names_its_targets_and_checks_its_job_before_sending(
+    home: Path, demo_db: Path
+) -> None:
+    config = load_config(home=home)
+    with pytest.raises(Exception, match="no key 'colour'"):
+        commands.fleet_run(config, "maintenance", {"colour": 1}, "demo")
+    with pytest.raises(Exception, match="tag"):
+        commands.fleet_run(config, "maintenance", {"type": "quick"}, "tag:nowhere")
+    out = CliRunner().invoke(cli, ["--home", str(home), "fleet", "run", "maintenance"])
+    assert out.exit_code == 2 and "--targets SELECTOR or --all-targets" in out.output
+
+
+def test_the_broker_s_password_comes_from_its_variable_never_the_file(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["fleet"] = {"broker_url": "amqp://guest:secret@127.0.0.1:5672//"}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="holds a password"):
+        load_config(home=home)
+    data["fleet"] = {"broker_url": "amqp://guest@127.0.0.1:5672//", "password_env": "BROKER_PW"}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=home)
+    monkeypatch.delenv("BROKER_PW", raising=False)
+    with pytest.raises(ConfigError, match="BROKER_PW, which is not set"):
+        broker_url(config)
+    monkeypatch.setenv("BROKER_PW", "p@ss/word")
+    assert broker_url(config) == "amqp://guest:p%40ss%2Fword@127.0.0.1:5672//"
+    data["fleet"] = {"broker_url": "http://127.0.0.1/"}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="a broker is reached by"):
+        load_config(home=home)
