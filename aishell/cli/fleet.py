@@ -8,7 +8,7 @@ import click
 from aishell import commands, render
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.fleet_jobs import fleet_run, fleet_show
-from aishell.cli.options import json_option, log_format_option
+from aishell.cli.options import json_option, log_format_option, targets_selector
 from aishell.cli.output import answer
 from aishell.errors import UsageError
 
@@ -26,13 +26,14 @@ fleet.add_command(fleet_show)
 
 
 @fleet.command("status")
+@targets_selector("selector")
 @json_option
 @pass_state
-def fleet_status(state: State, as_json: bool) -> None:
+def fleet_status(state: State, selector: str | None, as_json: bool) -> None:
     """Per target: its last run (agent, status, when), the steps waiting for approval
     (how many, the oldest's age), the age of its newest restore-proven backup, and its
     next scheduled job. A target that never ran says so."""
-    status = commands.fleet_status(state.config)
+    status = commands.fleet_status(state.config, selector)
     answer(as_json, status, lambda out: render.fleet_table(out, status))
 
 

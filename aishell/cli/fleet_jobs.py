@@ -40,7 +40,7 @@ def declared_fleet_run(name: str) -> click.Command:
     @click.command(
         name, help=f"{spec.description}\n\nThe {spec.name} agent's job, on many targets."
     )
-    @declared_options(spec.options)
+    @declared_options(spec.options, target=False)
     @targets_selector("selector")
     @max_run_time_option
     @click.option("--dry-run", is_flag=True, help="Each run read-only: analysis, preview the rest.")
@@ -62,8 +62,6 @@ def declared_fleet_run(name: str) -> click.Command:
         selector = given.pop("selector")
         if selector is None:
             raise UsageError("Name the targets: --targets SELECTOR or --all-targets")
-        if given.pop("target", None) is not None:
-            raise UsageError("A fleet job takes --targets SELECTOR, not --target")
         as_json, wait = given.pop("as_json"), given.pop("wait")
         wait_seconds = given.pop("wait_seconds")
         options = {

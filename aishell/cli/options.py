@@ -196,10 +196,12 @@ def table_option(option: Option) -> Decorator:
     return click.option(*names, **settings)
 
 
-def declared_options(options: Sequence[Option]) -> Decorator:
+def declared_options(options: Sequence[Option], *, target: bool = True) -> Decorator:
     """The click options of an agent's declared job options that have a flag, then
-    --target: as `aishell run NAME` takes them for an agent with no command of its own."""
-    return stacked([*(table_option(o) for o in options if o.flag is not None), target_option])
+    --target: as `aishell run NAME` takes them for an agent with no command of its own
+    (`target=False`: without it, for a job on many targets)."""
+    made = [table_option(o) for o in options if o.flag is not None]
+    return stacked([*made, target_option] if target else made)
 
 
 def maintenance_options(f: Callable[..., Any]) -> Callable[..., Any]:

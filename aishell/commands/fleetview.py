@@ -13,13 +13,14 @@ from aishell.units import stamp
 from aishell.view import serve, status
 
 
-def fleet_status(config: Config) -> dict[str, Any]:
-    """Per configured target, by name: `last_run` (None: it never ran), `approvals`
-    (steps waiting, the oldest's age), `backup` (the newest restore-proven one's age)
-    and `next_job`."""
+def fleet_status(config: Config, selector: str | None = None) -> dict[str, Any]:
+    """Per configured target (of the selector's, else all), by name: `last_run` (None:
+    it never ran), `approvals` (steps waiting, the oldest's age), `backup` (the newest
+    restore-proven one's age) and `next_job`."""
     now = datetime.now(UTC)
     with StateStore(config.state_url) as store:
-        return {"at": stamp(now), "targets": status.fleet_status(config, store, now)}
+        found = status.fleet_status(config, store, now, selector)
+    return {"at": stamp(now), "targets": found}
 
 
 def serve_web(

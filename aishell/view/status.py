@@ -8,13 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aishell.config.models import Config
+from aishell.config.selection import select_targets
 from aishell.scheduling import serve as scheduling
 from aishell.state.store import StateStore
 from aishell.units import stamp
 
 
-def fleet_targets(config: Config) -> list[str]:
-    """The targets the view shows: every configured one, by name."""
+def fleet_targets(config: Config, selector: str | None = None) -> list[str]:
+    """The targets the view shows: those the selector picks (config/selection.py), else
+    every configured one, by name."""
+    if selector is not None:
+        return sorted(select_targets(config, selector))
     return sorted(config.main.targets)
 
 
@@ -40,9 +44,12 @@ def next_jobs(config: Config, store: StateStore) -> dict[str, dict[str, Any]]:
     }
 
 
-def fleet_status(config: Config, store: StateStore, now: datetime) -> list[dict[str, Any]]:
-    """One row per target: `last_run` is None for a target that never ran."""
-    names = fleet_targets(config)
+def fleet_status(
+    config: Config, store: StateStore, now: datetime, selector: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per target (of the selector's, else all): `last_run` is None for a target
+    that never ran."""
+    names = fleet_targets(config, selector)
     last = store.last_runs(names)
     waiting = store.steps_waiting(names)
     backups = store.backup_summary()
