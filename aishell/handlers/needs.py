@@ -24,14 +24,16 @@ from aishell.sqltext import text
 from aishell.targets.catalog import user_tables
 
 # What a privilege is on: every table of the target's schema (PostgreSQL: the current
-# schema; MySQL: the database), the schema or database itself, or the whole server
+# schema; MySQL: the database), the schema, the database itself (PostgreSQL's CREATE,
+# CONNECT, TEMPORARY; on MySQL the same as the schema), or the whole server
 # (PostgreSQL: a role such as pg_monitor to be a member of; MySQL: a global privilege).
-Scope = Literal["tables", "schema", "server"]
+Scope = Literal["tables", "schema", "database", "server"]
 _WORD = re.compile(r"^[A-Za-z][A-Za-z_ ]*$")
 # What each scope may hold on PostgreSQL; OWNER on tables means owning each (or the
 # database), as VACUUM, REINDEX and ALTER TABLE need.
 _PG_TABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
 _PG_SCHEMA = {"CREATE", "USAGE"}
+_PG_DATABASE = {"CREATE", "CONNECT", "TEMPORARY", "TEMP"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,12 @@ class Privilege:
 
     @property
     def words(self) -> str:
-        where = {"tables": "on its tables", "schema": "on the schema", "server": "on the server"}
+        where = {
+            "tables": "on its tables",
+            "schema": "on the schema",
+            "database": "on the database",
+            "server": "on the server",
+        }
         return f"{', '.join(self.grants)} {where[self.on]}"
 
 
@@ -99,7 +106,12 @@ def _listed(names: Sequence[str]) -> str:
 def _postgresql(conn: Connection, privilege: Privilege) -> Found:
     role, schema = conn.execute(text("SELECT current_user, current_schema()")).one()
     grants = [g.upper() for g in privilege.grants]
-    check = {"server": _pg_server, "schema": _pg_schema, "tables": _pg_tables}[privilege.on]
+    check = {
+        "server": _pg_server,
+        "schema": _pg_schema,
+        "database": _pg_database,
+        "tables": _pg_tables,
+    }[privilege.on]
     return check(conn, grants, str(role), str(schema))
 
 
@@ -134,6 +146,23 @@ def _pg_schema(conn: Connection, grants: list[str], role: str, schema: str) -> F
     ]
     fix = f"GRANT {', '.join(lacking)} ON SCHEMA {quote(schema)} TO {quote(role)}"
     return (f"{', '.join(lacking)} on schema {schema}" if lacking else None), fix
+
+
+def _pg_database(conn: Connection, grants: list[str], role: str, schema: str) -> Found:
+    quote = conn.dialect.identifier_preparer.quote
+    unknown = [g for g in grants if g not in _PG_DATABASE]
+    if unknown:
+        return f"unknown database privilege {', '.join(unknown)}", "declare CREATE or CONNECT"
+    database = str(conn.execute(text("SELECT current_database()")).scalar())
+    lacking = [
+        g
+        for g in grants
+        if not conn.execute(
+            text("SELECT has_database_privilege(current_database(), :p)"), {"p": g}
+        ).scalar()
+    ]
+    fix = f"GRANT {', '.join(lacking)} ON DATABASE {quote(database)} TO {quote(role)}"
+    return (f"{', '.join(lacking)} on database {database}" if lacking else None), fix
 
 
 def _pg_tables(conn: Connection, grants: list[str], role: str, schema: str) -> Found:

@@ -26,6 +26,7 @@ from tests.conftest import use_target
 PG_NEEDS = (
     Privilege(("SELECT", "DELETE"), "reading and purging its tables"),
     Privilege(("CREATE",), "its archive tables", on="schema"),
+    Privilege(("CREATE",), "its archive schema", on="database"),
     Privilege(("pg_monitor",), "reading other sessions", on="server", optional=True),
     "a word of advice",
 )
@@ -140,6 +141,10 @@ def test_declared_privileges_are_checked_on_postgresql_with_the_grant_to_run(
     archive = needs["its archive tables"]
     assert archive["missing"] == "CREATE on schema public"
     assert archive["fix"] == f"GRANT CREATE ON SCHEMA public TO {role}"
+    schema = needs["its archive schema"]
+    database = make_url(url).database
+    assert schema["missing"] == f"CREATE on database {database}"
+    assert schema["fix"] == f"GRANT CREATE ON DATABASE {database} TO {role}"
     monitor = needs["reading other sessions"]
     assert monitor["missing"] == "not a member of pg_monitor" and monitor["optional"]
     assert needs["declared in words: not checked"]["privilege"] == "a word of advice"
@@ -153,8 +158,8 @@ def test_declared_privileges_are_checked_on_postgresql_with_the_grant_to_run(
     assert any("DELETE not on kept, logs" in p for p in problems())
     admin = create_engine(make_url(url).set(username="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(purge["fix"]))
-        conn.execute(text(archive["fix"]))
+        for fixed in (purge, archive, schema):
+            conn.execute(text(fixed["fix"]))
     admin.dispose()
     assert problems() == []
 

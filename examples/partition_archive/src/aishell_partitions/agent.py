@@ -11,6 +11,7 @@ from aishell.agents.api import (
     AgentSpec,
     BaseAgent,
     Option,
+    Privilege,
     Step,
     TaskContext,
     UsageError,
@@ -63,8 +64,8 @@ class PartitionArchiveAgent(BaseAgent):
         ),
         privileges={
             "postgresql": (
-                "ownership of the partitioned table and its partitions",
-                "CREATE on the database (for the archive schema) or on the archive schema",
+                Privilege(("OWNER",), "detaching, copying and dropping partitions"),
+                Privilege(("CREATE",), "the archive schema (CREATE SCHEMA)", on="database"),
             )
         },
     )
