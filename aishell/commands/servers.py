@@ -11,7 +11,6 @@ from aishell.config.models import Config, resolve_url
 from aishell.config.selection import select_targets
 from aishell.errors import AishellError, ConfigError, UsageError
 from aishell.targets.catalog import user_tables
-from aishell.targets.demo import create_demo
 from aishell.targets.engines import open_target
 
 
@@ -88,5 +87,8 @@ def create_demo_database(
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"Target '{name}' is not a SQLite file; the demo only creates SQLite")
     path = Path(url[len("sqlite:///") :])
+    # Here, not at the top: it imports sqlite3, which listing targets does not need.
+    from aishell.targets.demo import create_demo
+
     counts = create_demo(path, log_rows=log_rows, progress=progress)
     return {"target": name, "path": str(path), "tables": counts, "size_bytes": path.stat().st_size}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -32,6 +31,9 @@ from aishell.targets.logins import Login, resolve_login
 from aishell.targets.searchpath import pin_search_path
 from aishell.targets.servermessage import server_message
 from aishell.terminal import printable
+
+if TYPE_CHECKING:
+    import sqlite3
 
 APPLICATION_NAME = "aishell"
 # Connections a server's pool may open past its five: a parallel group's steps each
@@ -310,6 +312,10 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
 
     def connect() -> sqlite3.Connection:
+        # The driver is imported when a SQLite target is opened, not with this module:
+        # `targets list` and the other commands that open no target import no driver.
+        import sqlite3
+
         return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
     busy_ms = target.busy_timeout_ms
