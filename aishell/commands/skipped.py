@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 
-# How many recent runs are looked through for the last real run on the target.
+# How many of the target's recent runs are looked through for the last real one.
 _RECENT_RUNS = 20
 
 
@@ -24,7 +24,8 @@ def last_skipped(config: Config, target: str, agent: str) -> tuple[str, ...]:
     if url.drivername.startswith("sqlite") and not Path(url.database or "").exists():
         return ()  # no history yet: planning makes no store
     with signed_store(config) as store:
-        for run in store.list_runs(limit=_RECENT_RUNS):
+        # The target's own runs: in a fleet, other targets' runs crowd out the newest.
+        for run in store.list_runs(limit=_RECENT_RUNS, targets=[target]):
             if run["agent"] != agent or run["target"] != target or run["dry_run"]:
                 continue
             if run["status"] == "running":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -48,6 +47,7 @@ from aishell.executor.stopping import stop_all
 from aishell.scheduling import alerts, notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.scheduling.leadership import Leadership
+from aishell.scheduling.stopsignals import restore_signals, stop_on_signals
 from aishell.state.store import StateStore
 
 JOB_TABLE = "apscheduler_jobs"
@@ -208,7 +208,7 @@ def serve(
     running when it ended are taken back first. With `standby`, wait for the scheduler
     that serves the store to end instead of refusing to start."""
     stop = stop or threading.Event()
-    previous = _on_signals(stop)
+    previous = stop_on_signals(stop)
     try:
         with StateStore(config.state_url) as store:
             leadership = Leadership(store)
@@ -221,7 +221,7 @@ def serve(
         leadership.check_kept()
         return left
     finally:
-        _restore(previous)
+        restore_signals(previous)
 
 
 def _serve(
@@ -486,19 +486,3 @@ def _on_event(config: Config) -> Callable[[JobEvent], None]:
             logger.info("schedule %s: finished", name)
 
     return on_event
-
-
-def _on_signals(stop: threading.Event) -> dict[int, Any]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        logger.info("%s received", signal.Signals(signum).name)
-        stop.set()
-
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-
-def _restore(previous: dict[int, Any]) -> None:
-    for sig, old in previous.items():
-        signal.signal(sig, old)

@@ -160,6 +160,17 @@ def test_the_next_run_plans_the_skipped_table_first(home, scratch):
         first = _run(config, "quick")
     assert first.status == "completed"
 
+    # Other targets' runs since (a fleet's) do not hide this target's last run.
+    other = home / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (id integer primary key)").connection.close()
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["other"] = {"url": f"sqlite:///{other}", "environment": "test"}
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=home)
+    for _ in range(21):
+        commands.run_job(config, "maintenance", {"type": "quick"}, "other", dry_run=True)
+
     plan = commands.plan_job(config, "maintenance", {"type": "quick"}).plan
 
     health = plan.steps[0]

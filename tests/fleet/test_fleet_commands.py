@@ -31,6 +31,7 @@ from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.fleet.app import broker_url
 from aishell.state.store import StateStore
+from tests.fleet.queues import delete_queue
 
 
 @pytest.fixture
@@ -62,6 +63,7 @@ def one_worker(home: Path, demo_db: Path) -> Iterator[dict[str, Any]]:
             worker.wait(20)
         with suppress(ProcessLookupError):
             worker.kill()
+        delete_queue(load_config(home=home))
 
 
 def test_fleet_run_waits_and_a_second_delivery_changes_nothing(one_worker: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.config.models import load_config
+from tests.fleet.queues import delete_queue
 from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_mysql, scratch_postgresql
 
 EACH = 20
@@ -136,6 +137,7 @@ def fleet_home(
             "pg": [make_url(u).database for u in pg],
             "my": [make_url(u).database for u in my],
         }
+        delete_queue(load_config(home=home))
         os.environ.pop("AISHELL_TEST_BROKER_PASSWORD", None)
 
 
