@@ -404,6 +404,8 @@ def test_runs_stored_before_signing_are_signed_when_the_store_is_upgraded(home: 
         "DROP TABLE approval_requests",
         "ALTER TABLE runs DROP COLUMN pid_started",  # revision 0003's
         "DROP TABLE alerts",  # revision 0005's
+        "DROP TABLE fleet_jobs",  # revision 0006's
+        "DROP TABLE fleet_runs",
     ):
         conn.execute(statement)
     conn.commit()
