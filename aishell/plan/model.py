@@ -213,6 +213,17 @@ def tables_with_columns(plan: Plan, registry: Registry) -> set[str]:
     return tables
 
 
+def plan_tables(plan: Plan, registry: Registry) -> list[str]:
+    """Every table the plan's steps name literally, in the order they first come (what a
+    run or a preview reads together: aishell/tool/readings.py)."""
+    tables: dict[str, None] = {}
+    for step in plan.steps:
+        for table in registry.get(step.tool).tables_in(step.params):
+            if not find_references(table):
+                tables[table] = None
+    return list(tables)
+
+
 def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -> list[str]:
     """Every problem with a plan; an empty list means it may run.
 

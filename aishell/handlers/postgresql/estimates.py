@@ -13,13 +13,15 @@ its bar is lower) or cannot be made (no statistics yet).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
+from aishell.handlers.held import rollback
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -74,6 +76,25 @@ LEFT JOIN pg_am am ON am.oid = i.relam
 WHERE t.relname = :t AND n.nspname = pg_catalog.current_schema()
 ORDER BY i.relname
 """
+# The same figures of every table named, in one query each (a plan's tables, read
+# together: aishell/tool/readings.py).
+INDEXES_EACH = INDEXES.replace(
+    "SELECT t.oid AS table_oid,", "SELECT t.relname AS tbl, t.oid AS table_oid,"
+).replace("WHERE t.relname = :t", "WHERE t.relname = ANY(CAST(:names AS text[]))")
+STATISTICS_EACH = STATISTICS.replace(
+    "SELECT c.reltuples AS reltuples,", "SELECT c.relname AS tbl, c.reltuples AS reltuples,"
+).replace(
+    "WHERE c.oid = :oid",
+    "WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()",
+)
+APPROX_EACH = """
+SELECT c.relname AS tbl, a.table_len, a.scanned_percent, a.approx_free_percent,
+       a.dead_tuple_percent
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL pgstattuple_approx(c.oid::regclass) a
+WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
+"""
 PGSTATTUPLE = (
     "SELECT table_len, tuple_percent, dead_tuple_percent, free_percent "
     "FROM pgstattuple(CAST(:oid AS oid)::regclass)"
@@ -82,7 +103,17 @@ PGSTATINDEX = (
     "SELECT leaf_pages, avg_leaf_density, leaf_fragmentation "
     "FROM pgstatindex(CAST(:oid AS oid)::regclass)"
 )
-SQL = (PGSTATTUPLE_VERSION, APPROX, STATISTICS, INDEXES, PGSTATTUPLE, PGSTATINDEX)
+SQL = (
+    PGSTATTUPLE_VERSION,
+    APPROX,
+    STATISTICS,
+    INDEXES,
+    PGSTATTUPLE,
+    PGSTATINDEX,
+    INDEXES_EACH,
+    STATISTICS_EACH,
+    APPROX_EACH,
+)
 
 # A B-tree page: its 24-byte header and 16-byte special space hold no entries; an entry
 # is an 8-byte header and its key, aligned to 8 bytes, and a 4-byte line pointer.
@@ -100,14 +131,11 @@ class Scanners:
     approx: bool
 
 
-def scanners(conn: Connection, run_id: str | None) -> Scanners:
-    """Asked once per run and connection (the steps of a run measure alike); outside
-    a run, every time."""
-    cached = conn.info.get("aishell.scanners")
-    if run_id is not None and isinstance(cached, tuple) and cached[0] == run_id:
-        return cast(Scanners, cached[1])
-    found = _scanners(conn)
-    conn.info["aishell.scanners"] = (run_id, found)
+def scanners(ctx: ToolContext) -> Scanners:
+    """Asked once per run (or preview): the steps of a run measure alike."""
+    found = ctx.run_cache.get("pgstattuple")
+    if not isinstance(found, Scanners):
+        found = ctx.run_cache["pgstattuple"] = _scanners(ctx.connection)
     return found
 
 
@@ -122,17 +150,43 @@ def _scanners(conn: Connection) -> Scanners:
 def table_estimate(conn: Connection, oid: int, scans: Scanners) -> dict[str, Any]:
     """The table's share of dead and free space, without reading all of it."""
     if scans.approx:
-        row = conn.execute(text(APPROX), {"oid": oid}).mappings().one()
-        dead, free = float(row["dead_tuple_percent"]), float(row["approx_free_percent"])
-        return {
-            "method": "pgstattuple_approx",
-            "fragmentation_percent": round(dead + free, 2),
-            "dead_tuple_percent": round(dead, 2),
-            "free_space_percent": round(free, 2),
-            "size_bytes": int(row["table_len"]),
-            "scanned_percent": round(float(row["scanned_percent"]), 2),
-        }
-    row = conn.execute(text(STATISTICS), {"oid": oid}).mappings().one()
+        return _approx(conn.execute(text(APPROX), {"oid": oid}).mappings().one())
+    return _from_statistics(conn.execute(text(STATISTICS), {"oid": oid}).mappings().one(), scans)
+
+
+def recent_table_estimate(
+    ctx: ToolContext, table: str, oid: int, scans: Scanners
+) -> dict[str, Any]:
+    """table_estimate, read with the plan's other tables (one query for them all)."""
+
+    def each(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        sql = APPROX_EACH if scans.approx else STATISTICS_EACH
+        rows = _together(ctx.connection, sql, names)
+        if scans.approx:
+            return {r["tbl"]: _approx(r) for r in rows}
+        return {r["tbl"]: _from_statistics(r, scans) for r in rows}
+
+    return ctx.table_readings.get_each(
+        table,
+        ("estimate", scans.approx),
+        lambda: table_estimate(ctx.connection, oid, scans),
+        each,
+    )
+
+
+def _approx(row: Mapping[str, Any]) -> dict[str, Any]:
+    dead, free = float(row["dead_tuple_percent"]), float(row["approx_free_percent"])
+    return {
+        "method": "pgstattuple_approx",
+        "fragmentation_percent": round(dead + free, 2),
+        "dead_tuple_percent": round(dead, 2),
+        "free_space_percent": round(free, 2),
+        "size_bytes": int(row["table_len"]),
+        "scanned_percent": round(float(row["scanned_percent"]), 2),
+    }
+
+
+def _from_statistics(row: Mapping[str, Any], scans: Scanners) -> dict[str, Any]:
     needed = max(row["reltuples"], 0) * (row["row_width"] + 24)
     bloat = 100.0 * (1 - needed / row["bytes"]) if row["bytes"] and row["row_width"] else 0.0
     total = row["live"] + row["dead"]
@@ -145,6 +199,19 @@ def table_estimate(conn: Connection, oid: int, scans: Scanners) -> dict[str, Any
         "size_bytes": int(row["bytes"]),
         "scanned_percent": 0.0,
     }
+
+
+def _together(conn: Connection, sql: str, names: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The rows of one query of many tables; none when it failed (a table held by another
+    session past the lock wait, one that cannot be measured): each table is then read
+    alone, as it would have been, and fails alone."""
+    if not names:
+        return []
+    try:
+        return list(conn.execute(text(sql), {"names": list(names)}).mappings())
+    except DBAPIError:
+        rollback(conn)
+        return []
 
 
 def full_table_scan(conn: Connection, oid: int) -> dict[str, Any]:
@@ -165,6 +232,10 @@ def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any
     rows = conn.execute(text(INDEXES), {"t": table}).mappings().all()
     if not rows:
         raise StepFailed(f"Table {table!r} is not in the current schema")
+    return _indexes_of(rows)
+
+
+def _indexes_of(rows: Sequence[Mapping[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
     indexes = [
         {
             "name": r["name"],
@@ -182,8 +253,18 @@ def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any
 
 
 def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, Any]]]:
-    """table_indexes, as an earlier step of the run read them if it just did."""
-    return ctx.table_readings.get(table, "indexes", lambda: table_indexes(ctx.connection, table))
+    """table_indexes, as an earlier step of the run read them if it just did, else read
+    with the plan's other tables (one query for them all)."""
+
+    def each(names: Sequence[str]) -> dict[str, tuple[int, list[dict[str, Any]]]]:
+        by_table: dict[str, list[Mapping[str, Any]]] = {}
+        for row in _together(ctx.connection, INDEXES_EACH, names):
+            by_table.setdefault(row["tbl"], []).append(row)
+        return {name: _indexes_of(rows) for name, rows in by_table.items()}
+
+    return ctx.table_readings.get_each(
+        table, "indexes", lambda: table_indexes(ctx.connection, table), each
+    )
 
 
 def _index_free(row: Mapping[Any, Any]) -> float | None:
