@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.handlers.held import rollback
+from aishell.handlers import read_together
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -202,16 +201,12 @@ def _from_statistics(row: Mapping[str, Any], scans: Scanners) -> dict[str, Any]:
 
 
 def _together(conn: Connection, sql: str, names: Sequence[str]) -> list[Mapping[str, Any]]:
-    """The rows of one query of many tables; none when it failed (a table held by another
-    session past the lock wait, one that cannot be measured): each table is then read
-    alone, as it would have been, and fails alone."""
+    """The rows of one query of many tables (none when it failed: each is read alone)."""
     if not names:
         return []
-    try:
-        return list(conn.execute(text(sql), {"names": list(names)}).mappings())
-    except DBAPIError:
-        rollback(conn)
-        return []
+    return read_together(
+        conn, lambda: list(conn.execute(text(sql), {"names": list(names)}).mappings())
+    )
 
 
 def full_table_scan(conn: Connection, oid: int) -> dict[str, Any]:
