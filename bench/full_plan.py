@@ -41,6 +41,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import psycopg  # noqa: E402
+
 from bench.scale import (  # noqa: E402
     add_tables,
     bare_catalog,
@@ -50,8 +52,6 @@ from bench.scale import (  # noqa: E402
     dsn,
     peak_rss_kib,
 )
-
-import psycopg  # noqa: E402
 
 
 def plan_child(home: str, name: str, kind: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aishell.handlers import Handler
-from aishell.handlers.mysql.catalog import TABLE, TABLE_EACH, free_percent, recent_table_row
+from aishell.handlers.mysql.catalog import TABLE, free_percent, recent_table_row
 from aishell.tool.context import ToolContext
 
 
@@ -33,7 +33,7 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
 
 
-analyze_table_fragmentation = Handler(sql_templates=(TABLE, TABLE_EACH), run_fn=_fragmentation)
+analyze_table_fragmentation = Handler(sql_templates=(TABLE,), run_fn=_fragmentation)
 
 
 def rebuild_reason(params: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:

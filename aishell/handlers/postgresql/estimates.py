@@ -173,7 +173,7 @@ def recent_table_estimate(
     )
 
 
-def _approx(row: Mapping[str, Any]) -> dict[str, Any]:
+def _approx(row: Mapping[Any, Any]) -> dict[str, Any]:
     dead, free = float(row["dead_tuple_percent"]), float(row["approx_free_percent"])
     return {
         "method": "pgstattuple_approx",
@@ -185,7 +185,7 @@ def _approx(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _from_statistics(row: Mapping[str, Any], scans: Scanners) -> dict[str, Any]:
+def _from_statistics(row: Mapping[Any, Any], scans: Scanners) -> dict[str, Any]:
     needed = max(row["reltuples"], 0) * (row["row_width"] + 24)
     bloat = 100.0 * (1 - needed / row["bytes"]) if row["bytes"] and row["row_width"] else 0.0
     total = row["live"] + row["dead"]
@@ -200,7 +200,7 @@ def _from_statistics(row: Mapping[str, Any], scans: Scanners) -> dict[str, Any]:
     }
 
 
-def _together(conn: Connection, sql: str, names: Sequence[str]) -> list[Mapping[str, Any]]:
+def _together(conn: Connection, sql: str, names: Sequence[str]) -> list[Mapping[Any, Any]]:
     """The rows of one query of many tables (none when it failed: each is read alone)."""
     if not names:
         return []
@@ -230,7 +230,7 @@ def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any
     return _indexes_of(rows)
 
 
-def _indexes_of(rows: Sequence[Mapping[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> tuple[int, list[dict[str, Any]]]:
     indexes = [
         {
             "name": r["name"],
@@ -252,7 +252,7 @@ def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, An
     with the plan's other tables (one query for them all)."""
 
     def each(names: Sequence[str]) -> dict[str, tuple[int, list[dict[str, Any]]]]:
-        by_table: dict[str, list[Mapping[str, Any]]] = {}
+        by_table: dict[str, list[Mapping[Any, Any]]] = {}
         for row in _together(ctx.connection, INDEXES_EACH, names):
             by_table.setdefault(row["tbl"], []).append(row)
         return {name: _indexes_of(rows) for name, rows in by_table.items()}

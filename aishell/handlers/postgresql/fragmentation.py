@@ -15,7 +15,6 @@ from aishell.tool.context import ToolContext
 
 def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The estimates, and which full scans they call for (shown before the step runs)."""
-    conn = ctx.connection
     threshold = params.get("fragmentation_threshold", 30)
     scans = estimates.scanners(ctx)
     oid, indexes = estimates.recent_indexes(ctx, params["table"])
