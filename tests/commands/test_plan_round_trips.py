@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 from sqlalchemy import create_engine, text
 
