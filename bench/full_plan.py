@@ -7,7 +7,8 @@ key, analyzed as a database in service is) and each maintenance type (default fu
 standard, emergency, quick), `aishell plan maintenance --type TYPE` runs in a child
 process (planning, every step's preview and estimate, the table drawn 200 columns
 wide): its round trips to the target (statements counted in psycopg's cursors, the
-guard's included), its time after start-up and its peak RSS (VmHWM, the interpreter
+guard's included), its time after start-up (and the CPU time it used meanwhile, which
+other processes on the machine disturb less) and its peak RSS (VmHWM, the interpreter
 and libraries included). Round trips and time are printed against the smallest size's,
 and time against one bare psycopg query of every table's name, row estimate and pages.
 Each plan is measured --repeat times (default 2): the spread is printed.
@@ -60,11 +61,11 @@ def plan_child(home: str, name: str, kind: str) -> None:
 
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     with counted(name) as sent:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         cli.main(["--home", home, "plan", "maintenance", "--type", kind], standalone_mode=False)
-        took = time.perf_counter() - started
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
     sys.stdout = sys.__stdout__
-    print(json.dumps({"seconds": took, "rss_kib": peak_rss_kib(), "sent": len(sent)}))
+    print(json.dumps({"seconds": took, "cpu": cpu, "rss_kib": peak_rss_kib(), "sent": len(sent)}))
 
 
 def dry_run_child(home: str, name: str, kind: str) -> None:
@@ -178,7 +179,8 @@ def main() -> None:
                     p = plans[kind, size]
                     print(
                         f"    plan {kind} of {size:,} tables: {p[0]['sent']} round trips, "
-                        f"{spread([r['seconds'] for r in p])}, "
+                        f"{spread([r['seconds'] for r in p])}, CPU "
+                        f"{spread([r['cpu'] for r in p])}, "
                         f"{max(r['rss_kib'] for r in p) / 1024:.0f} MiB"
                     )
             if size in dry_sizes:
@@ -195,7 +197,7 @@ def main() -> None:
                 f"plan maintenance --type {kind}, {size:,} tables ({rels[size]:,} relations): "
                 f"round trips {'/'.join(map(str, sent))} (against {base[0]['sent']} for "
                 f"{first:,} tables: {sent[-1] - base[0]['sent']:+d}); "
-                f"{spread(times)} after start-up "
+                f"{spread(times)} after start-up (CPU {spread([r['cpu'] for r in runs])}) "
                 f"({statistics.median(times) / base_time:.1f}x the {first:,}-table plan, "
                 f"{statistics.median(times) / bare[size]:.0f}x one bare catalog query of "
                 f"{bare[size] * 1000:.1f} ms); peak RSS "
