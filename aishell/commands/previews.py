@@ -14,7 +14,7 @@ from aishell.config.models import Config
 from aishell.errors import AishellError
 from aishell.executor import estimate_effect
 from aishell.executor.results import judged, named
-from aishell.plan.model import Plan, Step
+from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import has_references
 from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
 from aishell.registry import Registry, ToolDefinition
@@ -26,6 +26,7 @@ from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
 from aishell.tool.context import ToolContext
 from aishell.tool.locks import StepLocks
+from aishell.tool.readings import TableReadings
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,16 @@ def preview_plan(
     conn = handle.connect()
     history = _History(config.state_url)
     run_cache: dict[str, Any] = {}
+    # What the steps measure of their tables (indexes, bloat estimates): each aspect of
+    # every table the plan names read in one query, shared by the steps as a run's are.
+    readings = TableReadings()
+    readings.plan(plan_tables(plan, registry))
     try:
         if catalog is None:
             catalog = TableCatalog.read(conn)
         for i, step in enumerate(plan.steps):
             tool = registry.get(step.tool)
-            facts = _Facts(policy, catalog, now, history, backup_before, run_cache)
+            facts = _Facts(policy, catalog, now, history, backup_before, run_cache, readings)
             previews.append(_preview_step(i, step, tool, handle, conn, facts))
             backup_before = backup_before or tool.category is Category.BACKUP
     finally:
@@ -133,6 +138,7 @@ class _Facts:
     # What the tools learn once per run (a role's privileges on every table), shared by
     # the preview's steps as a run's steps share it.
     run_cache: dict[str, Any]
+    table_readings: TableReadings
 
 
 def _preview_step(
@@ -147,6 +153,7 @@ def _preview_step(
         dry_run=True,
         quote_identifier=handle.quote,
         run_cache=known.run_cache,
+        table_readings=known.table_readings,
         trusted_functions=tuple(handle.config.trusted_functions),
     )
     effect: dict[str, Any] | None = None

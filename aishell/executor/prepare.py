@@ -25,7 +25,7 @@ from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.conditions import parse_condition
-from aishell.plan.model import Step, tables_with_columns
+from aishell.plan.model import Step, plan_tables, tables_with_columns
 from aishell.plan.references import substitute, unmet
 from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import ToolDefinition
@@ -220,6 +220,9 @@ def _prepare(
         raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))
     catalog = run_catalog(run, ctx.connection)
     catalog.current(ctx.connection, tool.tables_in(params))
+    if ctx.table_readings.planned is None:
+        # What the steps measure of their tables is read for all of them at once.
+        ctx.table_readings.plan(plan_tables(run.plan, run.registry))
     # A table this run saw and that was dropped since is no wrong name for a tool that
     # reports it gone (heldtables.py), nor for a step that runs whatever happened
     # before it (the report names the plan's tables).

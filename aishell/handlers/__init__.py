@@ -4,9 +4,13 @@ tools (aishell/handlers/postgresql, mysql, sqlite), a module per family for the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepSkipped
 from aishell.risk import RiskLevel
@@ -100,6 +104,32 @@ def cached(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
     if key not in ctx.step_cache:
         ctx.step_cache[key] = compute()
     answer: T = ctx.step_cache[key]
+    return answer
+
+
+def read_together(conn: Connection, read: Callable[[], list[T]]) -> list[T]:
+    """The rows of one query of many tables (aishell/tool/readings.py), or none when it
+    failed (a table held by another session past the lock wait, one that cannot be
+    measured): each table is then read alone, as it would have been, and fails alone.
+    A lost server is raised."""
+    try:
+        return read()
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        with suppress(DBAPIError):
+            conn.rollback()
+        return []
+
+
+def read_once_in_dry_run(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
+    """compute() once per dry run or preview, where no step writes and what it reads of
+    the whole database stays as it was; else once per attempt, as `measured`."""
+    if not ctx.dry_run:
+        return measured(ctx, key, compute)
+    if key not in ctx.run_cache:
+        ctx.run_cache[key] = compute()
+    answer: T = ctx.run_cache[key]
     return answer
 
 

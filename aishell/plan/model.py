@@ -213,6 +213,17 @@ def tables_with_columns(plan: Plan, registry: Registry) -> set[str]:
     return tables
 
 
+def plan_tables(plan: Plan, registry: Registry) -> list[str]:
+    """Every table the plan's steps name literally, in the order they first come (what a
+    run or a preview reads together: aishell/tool/readings.py)."""
+    tables: dict[str, None] = {}
+    for step in plan.steps:
+        for table in registry.get(step.tool).tables_in(step.params):
+            if not find_references(table):
+                tables[table] = None
+    return list(tables)
+
+
 def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -> list[str]:
     """Every problem with a plan; an empty list means it may run.
 
@@ -226,6 +237,7 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
     seen: set[str] = set()
     # The tools of the steps so far, for what their outputs hold (conditions' types).
     earlier: dict[str, ToolDefinition] = {}
+    schemas: dict[str, str] = {}
     for step in plan.steps:
         where = f"{step.id} ({step.tool})"
         if step.id in seen:
@@ -247,9 +259,12 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
         if missing:
             names = ", ".join(sorted(c.value for c in missing))
             problems.append(f"{where}: the {plan.agent} agent lacks capabilities: {names}")
+        if tool.name not in schemas:  # a plan of 30,000 steps has a few tools
+            schemas[tool.name] = schema.canonical(tool.params)
+        placeheld = _placeholders(step.params, tool.params)
         problems += [
             f"{where}: {p}"
-            for p in schema.validate(_placeholders(step.params, tool.params), tool.params)
+            for p in schema.validate(placeheld, tool.params, schema_json=schemas[tool.name])
         ]
         if step.condition is not None:
             problems += [f"{where}: {p}" for p in condition_problems(step.condition, earlier)]

@@ -45,10 +45,43 @@ _CATALOG_PRAGMAS = re.compile(
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
 
 
-@lru_cache(maxsize=4096)
+# A string literal (kept) or a quoted identifier (", `): what _shape reads.
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`")
+
+
 def is_catalog_read(sql: str, dialect: str) -> bool:
     """True when the statement reads only the catalog; anything the parser cannot read,
-    and every comment a tool renders (what it decided), counts as worth showing."""
+    and every comment a tool renders (what it decided), counts as worth showing. A plan
+    of 10,000 tables shows 10,000 statements alike but for the table they name: each
+    shape is parsed once."""
+    return _shape_is_catalog_read(_shape(sql), dialect)
+
+
+def _shape(sql: str) -> str:
+    """The statement with each quoted identifier that can tell nothing (not a catalog
+    name, and not also written unquoted) replaced by one that no statement has, the same
+    identifier by the same one: a table's name does not change what is read."""
+    bare = set(re.findall(r"\w+", _QUOTED.sub(" ", sql).lower()))
+    names: dict[str, str] = {}
+
+    def neutral(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token[0] == "'":
+            return token
+        name = token[1:-1].lower()
+        if name in bare or name in _CATALOG_SCHEMAS or name in _TABLE_READERS:
+            return token
+        if _CATALOG_NAME.match(name):
+            return token
+        if name not in names:
+            names[name] = f"aishell shape {len(names)}"
+        return f"{token[0]}{names[name]}{token[-1]}"
+
+    return _QUOTED.sub(neutral, sql)
+
+
+@lru_cache(maxsize=4096)
+def _shape_is_catalog_read(sql: str, dialect: str) -> bool:
     stripped = sql.strip()
     if not stripped or stripped.startswith("--"):
         return False

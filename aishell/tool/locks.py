@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -154,11 +155,38 @@ def step_locks(
 ) -> StepLocks:
     """Each lock a step takes, on what and for how long, and the lock wait that bounds it."""
     if not locks:
-        return StepLocks(("no lock on the target's tables",), ("no table lock",), ())
+        return _NO_LOCKS
     taken = tuple(f"{lock.mode} on {_object(lock.object, tables)}, {lock.held}" for lock in locks)
+    # The same for every step of a tool, whatever its tables: made once (a plan of 10,000
+    # tables has 30,000 steps).
+    settings = tuple(params.get(lock.wait) if lock.wait else None for lock in locks)
+    timeouts = (getattr(config, "busy_timeout_ms", None), getattr(config, "lock_timeout_ms", None))
+    made = (tuple(locks), settings, target, *timeouts, dialect)
+    try:
+        brief, waits = _brief_and_waits(*made)
+    except TypeError:  # a setting that is no number (refused later): not kept
+        brief, waits = _brief_and_waits.__wrapped__(*made)
+    return StepLocks(taken, brief, waits)
+
+
+_NO_LOCKS = StepLocks(("no lock on the target's tables",), ("no table lock",), ())
+
+
+@lru_cache(maxsize=256)
+def _brief_and_waits(
+    locks: tuple[Lock, ...],
+    settings: tuple[Any, ...],
+    target: str,
+    busy_timeout_ms: Any,
+    lock_timeout_ms: Any,
+    dialect: str,
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     brief = tuple(dict.fromkeys(_brief(lock) for lock in locks))
-    waits = dict.fromkeys(_wait(lock, params, target, config, dialect) for lock in locks)
-    return StepLocks(taken, brief, tuple(wait for wait in waits if wait is not None))
+    waits = dict.fromkeys(
+        _wait(lock, setting, target, busy_timeout_ms, lock_timeout_ms, dialect)
+        for lock, setting in zip(locks, settings, strict=True)
+    )
+    return brief, tuple(wait for wait in waits if wait is not None)
 
 
 def _brief(lock: Lock) -> str:
@@ -176,17 +204,23 @@ def _object(kind: str, tables: Sequence[str]) -> str:
 
 
 def _wait(
-    lock: Lock, params: Mapping[str, Any], target: str, config: Any, dialect: str
+    lock: Lock,
+    setting: Any,
+    target: str,
+    busy_timeout_ms: Any,
+    lock_timeout_ms: Any,
+    dialect: str,
 ) -> tuple[str, str] | None:
-    """The lock wait in effect, and its setting: the step's own param, else the target's."""
+    """The lock wait in effect, and its setting: the step's own param (its value given as
+    `setting`), else the target's."""
     if lock.wait is not None:
-        seconds = params.get(lock.wait)
-        return (_seconds(seconds), lock.wait) if seconds is not None else None
+        return (_seconds(setting), lock.wait) if setting is not None else None
     if dialect == "sqlite":
-        return _seconds(config.busy_timeout_ms / 1000), f"targets.{target}.busy_timeout_ms"
-    ms = config.lock_timeout_ms
+        return _seconds(busy_timeout_ms / 1000), f"targets.{target}.busy_timeout_ms"
     # MySQL's lock_wait_timeout is whole seconds (engines.py rounds, at least 1).
-    seconds = ms / 1000 if dialect == "postgresql" else max(1, round(ms / 1000))
+    seconds = (
+        lock_timeout_ms / 1000 if dialect == "postgresql" else max(1, round(lock_timeout_ms / 1000))
+    )
     return _seconds(seconds), f"targets.{target}.lock_timeout_ms"
 
 

@@ -101,18 +101,22 @@ def check_schema(schema: Any, where: str) -> list[str]:
     return problems
 
 
-def validate(value: Any, schema: dict[str, Any], where: str = "params") -> list[str]:
+def validate(
+    value: Any, schema: dict[str, Any], where: str = "params", schema_json: str | None = None
+) -> list[str]:
     """Problems with a value against a schema; an empty list means valid.
 
     No number anywhere in the value may be NaN or infinite, whatever the schema says:
     compared with a limit, NaN is never below nor above it, so it would pass every check.
     Such a number is named where it stands, and nothing else is said about that place.
+    `schema_json`: the schema as `canonical` gives it, when the caller checks many values
+    against one schema.
     """
     if not schema and isinstance(value, str):  # nothing to check (thousands in a plan)
         return []
     errors: list[tuple[tuple[str | int, ...], ErrorDetails]] = []
     try:
-        params_adapter(json.dumps(schema, sort_keys=True, default=str)).validate_python(value)
+        params_adapter(schema_json or canonical(schema)).validate_python(value)
     except ValidationError as exc:
         errors = [(_schema_loc(err["loc"], schema), err) for err in exc.errors()]
     # What is not examined: beneath a value of the wrong type, and an unknown param.
@@ -246,6 +250,11 @@ def _problem(
     if kind in ("not_in_enum", "one_of"):
         return f"{key}: {err['msg']}"
     return f"{key}: expected {' or '.join(_kinds(node))}, got {_type_name(value)}"
+
+
+def canonical(schema: dict[str, Any]) -> str:
+    """A schema's canonical JSON: what params_adapter is made from."""
+    return json.dumps(schema, sort_keys=True, default=str)
 
 
 @functools.lru_cache(maxsize=256)

@@ -7,12 +7,19 @@ may write runs (on that table, or naming none, on any), and for at most MAX_AGE_
 what the application writes meanwhile changes a table's figures slowly, a rebuild or a
 VACUUM at once. A step that writes may leave what it read after its last write (a
 table's size after its rebuild) for the next step, once it has succeeded.
+
+Told the tables its plan names (`plan`), it reads an aspect (a table's indexes, its
+bloat estimate) of every one of them in one query, the first time a step asks for one
+(`get_each`): a plan of 10,000 tables costs one round trip per aspect, not one per
+table. A table a step wrote to since is read alone again; once the readings are older
+than MAX_AGE_SECONDS, those of the tables no step has asked for yet are read again
+together.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -27,6 +34,23 @@ class TableReadings:
         self._clock = clock
         self._by_table: dict[str, dict[Hashable, tuple[float, object]]] = {}
         self._after: list[tuple[str, Hashable, float, object]] = []
+        # The tables the plan names, in order; by aspect, those a step has asked for
+        # (or wrote to) since: the rest are read together.
+        self._planned: tuple[str, ...] | None = None
+        self._planned_set: frozenset[str] = frozenset()
+        self._taken: dict[Hashable, set[str]] = {}
+        self._written: set[str] = set()
+        self._batched: dict[Hashable, tuple[float, set[str]]] = {}
+
+    @property
+    def planned(self) -> tuple[str, ...] | None:
+        """The tables `plan` was told, None before."""
+        return self._planned
+
+    def plan(self, tables: Iterable[str]) -> None:
+        """The tables the plan's steps name: what `get_each` reads together."""
+        self._planned = tuple(dict.fromkeys(tables))
+        self._planned_set = frozenset(self._planned)
 
     def get(self, table: str, key: Hashable, compute: Callable[[], T]) -> T:
         """The reading of `key` on `table` a recent earlier step made, else compute()'s."""
@@ -37,6 +61,42 @@ class TableReadings:
         value = compute()
         self._by_table.setdefault(table, {})[key] = (now, value)
         return value
+
+    def get_each(
+        self,
+        table: str,
+        key: Hashable,
+        compute: Callable[[], T],
+        compute_all: Callable[[Sequence[str]], Mapping[str, T]],
+    ) -> T:
+        """As `get`, but a table of the plan no step has asked this of yet is read with
+        every other such table, in one go (compute_all: {table: reading}; one it leaves
+        out, or all when it could not read them, compute() reads alone)."""
+        now = self._clock()
+        kept = self._by_table.get(table, {}).get(key)
+        taken = self._taken.setdefault(key, set())
+        if (kept is None or now - kept[0] > MAX_AGE_SECONDS) and self._together(table, key, now):
+            wanted = [t for t in self._planned or () if t not in taken and t not in self._written]
+            self._batched[key] = (now, set(wanted))
+            for name, value in compute_all(wanted).items():
+                self._by_table.setdefault(name, {})[key] = (now, value)
+            kept = self._by_table.get(table, {}).get(key)
+        taken.add(table)
+        if kept is not None and now - kept[0] <= MAX_AGE_SECONDS:
+            return cast(T, kept[1])
+        value = compute()
+        self._by_table.setdefault(table, {})[key] = (now, value)
+        return value
+
+    def _together(self, table: str, key: Hashable, now: float) -> bool:
+        """Whether the table is read with the others: planned, not asked for nor written
+        to since, nor in a batch read of this aspect (or tried) within MAX_AGE_SECONDS."""
+        if table not in self._planned_set or table in self._written:
+            return False
+        if table in self._taken.get(key, ()):
+            return False
+        when, tables = self._batched.get(key, (0.0, set()))
+        return not (table in tables and now - when <= MAX_AGE_SECONDS)
 
     def after_writes(self, table: str, key: Hashable, value: object) -> None:
         """What the running step read after its last write: kept for the next steps
@@ -60,6 +120,11 @@ class TableReadings:
     def _forget(self, tables: Iterable[str]) -> None:
         names = list(tables)
         if not names:
+            # Any table may have changed: every one is read again, together.
             self._by_table.clear()
+            self._taken.clear()
+            self._written.clear()
+            self._batched.clear()
+        self._written.update(names)
         for name in names:
             self._by_table.pop(name, None)

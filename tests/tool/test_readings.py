@@ -60,3 +60,51 @@ def test_what_a_step_read_after_its_writes_is_kept_only_when_it_succeeded():
         reads.clear()
         assert read() == expected
         assert len(reads) == (0 if succeeded else 1)
+
+
+def together(readings: TableReadings, fail: bool = False):
+    """get_each of `key` on a table, recording each read: ("all", tables) or ("one", t)."""
+    reads: list[tuple[str, object]] = []
+
+    def read(table: str) -> str:
+        def alone() -> str:
+            reads.append(("one", table))
+            return f"{table} alone"
+
+        def each(names) -> dict[str, str]:
+            reads.append(("all", tuple(names)))
+            return {} if fail else {n: f"{n} together" for n in names if n != "gone"}
+
+        return readings.get_each(table, "estimate", alone, each)
+
+    return read, reads
+
+
+def test_the_plans_tables_are_read_together_once_and_a_written_one_alone():
+    clock = Clock()
+    readings = TableReadings(clock)
+    readings.plan(["a", "b", "c", "gone"])
+    read, reads = together(readings)
+    assert [read("a"), read("b"), read("a")] == ["a together", "b together", "a together"]
+    assert reads == [("all", ("a", "b", "c", "gone"))]
+    # Not in the plan, or not found by the query of them all: read alone.
+    assert read("x") == "x alone" and read("gone") == "gone alone"
+    readings.step_starts(["c"])
+    readings.step_ended(["c"], True)
+    assert read("c") == "c alone"
+    # Too old: those no step has asked for yet are read together again (none here but b,
+    # asked for already, is read alone).
+    readings.plan(["a", "b", "c", "d", "e"])
+    clock.now += MAX_AGE_SECONDS + 1
+    reads.clear()
+    assert read("d") == "d together" and read("e") == "e together"
+    assert reads == [("all", ("d", "e"))]
+    assert read("b") == "b alone"
+
+
+def test_a_query_of_them_all_that_failed_is_not_sent_again_for_each_table():
+    readings = TableReadings(Clock())
+    readings.plan(["a", "b", "c"])
+    read, reads = together(readings, fail=True)
+    assert [read("a"), read("b"), read("c")] == ["a alone", "b alone", "c alone"]
+    assert reads == [("all", ("a", "b", "c")), ("one", "a"), ("one", "b"), ("one", "c")]

@@ -7,14 +7,16 @@ DATA_LENGTH + INDEX_LENGTH + DATA_FREE, measured the same way before and after.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
+from aishell.handlers import read_together
 from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
@@ -34,6 +36,9 @@ SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_coun
 FROM information_schema.TABLES
 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t
 """
+
+# Every table a plan names, in one query (aishell/tool/readings.py).
+TABLE_EACH = TABLE.replace("AND TABLE_NAME = :t", "AND TABLE_NAME IN :names")
 
 
 def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -59,8 +64,25 @@ SIZE_READING = "table_size"
 
 
 def recent_table_row(ctx: ToolContext, table: str) -> dict[str, Any]:
-    """table_row, as an earlier step of the run read it if it just did."""
-    return ctx.table_readings.get(table, ROW_READING, lambda: table_row(ctx.connection, table))
+    """table_row, as an earlier step of the run read it if it just did, else read with
+    the plan's other tables (one query for them all)."""
+    return ctx.table_readings.get_each(
+        table,
+        ROW_READING,
+        lambda: table_row(ctx.connection, table),
+        lambda names: table_rows(ctx.connection, names),
+    )
+
+
+def table_rows(conn: Connection, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """table_row of each of these tables that is there, in one query."""
+    if not names:
+        return {}
+    statement = text(TABLE_EACH).bindparams(bindparam("names", expanding=True))
+    rows = read_together(
+        conn, lambda: list(conn.execute(statement, {"names": list(names)}).mappings())
+    )
+    return {str(r["name"]): plain(r) for r in rows}
 
 
 def is_mariadb(conn: Connection) -> bool:
@@ -131,10 +153,31 @@ def table_size(
 
 
 def recent_table_size(ctx: ToolContext, table: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    """table_size, as an earlier step of the run measured it if it just did."""
-    return ctx.table_readings.get(
-        table, SIZE_READING, lambda: table_size(ctx.connection, table, row)
+    """table_size, as an earlier step of the run measured it if it just did, else
+    measured with the plan's other tables (the database's files in one query)."""
+    return ctx.table_readings.get_each(
+        table,
+        SIZE_READING,
+        lambda: table_size(ctx.connection, table, row),
+        lambda names: _table_sizes(ctx, names),
     )
+
+
+def _table_sizes(ctx: ToolContext, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """table_size of each of these tables: the files' sizes in one query, the catalog's
+    figures of those whose file's cannot be read in one more."""
+    if not names:
+        return {}
+    conn = ctx.connection
+    files = read_together(conn, lambda: [_file_sizes(conn)])
+    if not files:  # the query failed: each table is measured alone
+        return {}
+    found = files[0] or {}
+    sizes = {n: {"bytes": found[n], "method": FILE_SIZE} for n in names if n in found}
+    rows = table_rows(conn, [n for n in names if n not in found])
+    for name, row in rows.items():
+        sizes[name] = {"bytes": _measured(row, None)[0], "method": STATISTICS}
+    return sizes
 
 
 def database_size(conn: Connection) -> dict[str, Any]:

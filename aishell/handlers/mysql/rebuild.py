@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.handlers import measured, rebuilding
+from aishell.handlers import measured, read_once_in_dry_run, rebuilding
 from aishell.handlers.mysql.catalog import (
     ROW_READING,
     SIZE_READING,
@@ -124,8 +124,9 @@ def _measured_row(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]
 
 def _orphans(ctx: ToolContext) -> list[str]:
     """The orphans as the preview and the first attempt see them; a retry looks again
-    for those its failed ALTER left."""
-    return measured(ctx, "rebuild-orphans", lambda: orphans(ctx.connection))
+    for those its failed ALTER left. They are the database's, not the table's: a dry run
+    or a preview, where nothing drops them, looks once."""
+    return read_once_in_dry_run(ctx, "rebuild-orphans", lambda: orphans(ctx.connection))
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:

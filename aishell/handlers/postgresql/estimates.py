@@ -13,13 +13,14 @@ its bar is lower) or cannot be made (no statistics yet).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
+from aishell.handlers import read_together
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -74,6 +75,73 @@ LEFT JOIN pg_am am ON am.oid = i.relam
 WHERE t.relname = :t AND n.nspname = pg_catalog.current_schema()
 ORDER BY i.relname
 """
+# The same figures of every table named, in one query each (a plan's tables, read
+# together: aishell/tool/readings.py). pg_stats is read once for them all (a lookup per
+# index or table would read it 10,000 times), and the statistics functions stand for
+# pg_stat_user_tables (whose dozen figures per table cost ten times the time).
+INDEXES_EACH = """WITH widths AS (
+  SELECT s.tablename, s.attname, pg_catalog.sum(s.avg_width) AS width FROM pg_stats s
+  WHERE s.schemaname = pg_catalog.current_schema()
+    AND s.tablename = ANY(CAST(:names AS text[]))
+  GROUP BY s.tablename, s.attname
+), keys AS (
+  SELECT x.indexrelid, k.attnum, w.width
+  FROM pg_class t
+  JOIN pg_namespace n ON n.oid = t.relnamespace
+  JOIN pg_index x ON x.indrelid = t.oid
+  CROSS JOIN LATERAL pg_catalog.unnest(CAST(x.indkey AS int2[])) k(attnum)
+  LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+  LEFT JOIN widths w ON w.tablename = t.relname AND w.attname = a.attname
+  WHERE t.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
+), per_index AS (
+  SELECT indexrelid, pg_catalog.count(*) FILTER (WHERE width IS NULL) AS unknown_columns
+  FROM keys GROUP BY indexrelid
+), key_widths AS (
+  SELECT indexrelid, pg_catalog.sum(width) AS key_width
+  FROM (SELECT DISTINCT indexrelid, attnum, width FROM keys WHERE width IS NOT NULL) d
+  GROUP BY indexrelid
+)
+SELECT t.relname AS tbl, t.oid AS table_oid, i.relname AS name, i.oid AS oid,
+       x.indisvalid AS valid, am.amname AS method,
+       pg_catalog.pg_relation_size(i.oid) AS bytes, i.reltuples AS entries,
+       pg_catalog.current_setting('block_size')::int AS block_size,
+       coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
+                   FROM pg_catalog.unnest(i.reloptions) o
+                  WHERE substring(o FROM '^fillfactor=([0-9]+)$') IS NOT NULL), 90)
+           AS fillfactor,
+       kw.key_width, p.unknown_columns
+FROM pg_class t
+JOIN pg_namespace n ON n.oid = t.relnamespace
+LEFT JOIN pg_index x ON x.indrelid = t.oid
+LEFT JOIN pg_class i ON i.oid = x.indexrelid
+LEFT JOIN pg_am am ON am.oid = i.relam
+LEFT JOIN per_index p ON p.indexrelid = x.indexrelid
+LEFT JOIN key_widths kw ON kw.indexrelid = x.indexrelid
+WHERE t.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
+ORDER BY t.relname, i.relname
+"""
+STATISTICS_EACH = """SELECT c.relname AS tbl, c.reltuples AS reltuples,
+       pg_catalog.pg_relation_size(c.oid) AS bytes,
+       pg_catalog.current_setting('block_size')::int AS block_size,
+       coalesce(w.row_width, 0) AS row_width,
+       pg_catalog.pg_stat_get_dead_tuples(c.oid) AS dead,
+       pg_catalog.pg_stat_get_live_tuples(c.oid) AS live
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN (SELECT s.tablename, pg_catalog.sum(s.avg_width) AS row_width FROM pg_stats s
+           WHERE s.schemaname = pg_catalog.current_schema()
+             AND s.tablename = ANY(CAST(:names AS text[]))
+           GROUP BY s.tablename) w ON w.tablename = c.relname
+WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
+"""
+APPROX_EACH = """
+SELECT c.relname AS tbl, a.table_len, a.scanned_percent, a.approx_free_percent,
+       a.dead_tuple_percent
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL pgstattuple_approx(c.oid::regclass) a
+WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
+"""
 PGSTATTUPLE = (
     "SELECT table_len, tuple_percent, dead_tuple_percent, free_percent "
     "FROM pgstattuple(CAST(:oid AS oid)::regclass)"
@@ -82,7 +150,17 @@ PGSTATINDEX = (
     "SELECT leaf_pages, avg_leaf_density, leaf_fragmentation "
     "FROM pgstatindex(CAST(:oid AS oid)::regclass)"
 )
-SQL = (PGSTATTUPLE_VERSION, APPROX, STATISTICS, INDEXES, PGSTATTUPLE, PGSTATINDEX)
+SQL = (
+    PGSTATTUPLE_VERSION,
+    APPROX,
+    STATISTICS,
+    INDEXES,
+    PGSTATTUPLE,
+    PGSTATINDEX,
+    INDEXES_EACH,
+    STATISTICS_EACH,
+    APPROX_EACH,
+)
 
 # A B-tree page: its 24-byte header and 16-byte special space hold no entries; an entry
 # is an 8-byte header and its key, aligned to 8 bytes, and a 4-byte line pointer.
@@ -100,14 +178,11 @@ class Scanners:
     approx: bool
 
 
-def scanners(conn: Connection, run_id: str | None) -> Scanners:
-    """Asked once per run and connection (the steps of a run measure alike); outside
-    a run, every time."""
-    cached = conn.info.get("aishell.scanners")
-    if run_id is not None and isinstance(cached, tuple) and cached[0] == run_id:
-        return cast(Scanners, cached[1])
-    found = _scanners(conn)
-    conn.info["aishell.scanners"] = (run_id, found)
+def scanners(ctx: ToolContext) -> Scanners:
+    """Asked once per run (or preview): the steps of a run measure alike."""
+    found = ctx.run_cache.get("pgstattuple")
+    if not isinstance(found, Scanners):
+        found = ctx.run_cache["pgstattuple"] = _scanners(ctx.connection)
     return found
 
 
@@ -122,17 +197,43 @@ def _scanners(conn: Connection) -> Scanners:
 def table_estimate(conn: Connection, oid: int, scans: Scanners) -> dict[str, Any]:
     """The table's share of dead and free space, without reading all of it."""
     if scans.approx:
-        row = conn.execute(text(APPROX), {"oid": oid}).mappings().one()
-        dead, free = float(row["dead_tuple_percent"]), float(row["approx_free_percent"])
-        return {
-            "method": "pgstattuple_approx",
-            "fragmentation_percent": round(dead + free, 2),
-            "dead_tuple_percent": round(dead, 2),
-            "free_space_percent": round(free, 2),
-            "size_bytes": int(row["table_len"]),
-            "scanned_percent": round(float(row["scanned_percent"]), 2),
-        }
-    row = conn.execute(text(STATISTICS), {"oid": oid}).mappings().one()
+        return _approx(conn.execute(text(APPROX), {"oid": oid}).mappings().one())
+    return _from_statistics(conn.execute(text(STATISTICS), {"oid": oid}).mappings().one(), scans)
+
+
+def recent_table_estimate(
+    ctx: ToolContext, table: str, oid: int, scans: Scanners
+) -> dict[str, Any]:
+    """table_estimate, read with the plan's other tables (one query for them all)."""
+
+    def each(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        sql = APPROX_EACH if scans.approx else STATISTICS_EACH
+        rows = _together(ctx.connection, sql, names)
+        if scans.approx:
+            return {r["tbl"]: _approx(r) for r in rows}
+        return {r["tbl"]: _from_statistics(r, scans) for r in rows}
+
+    return ctx.table_readings.get_each(
+        table,
+        ("estimate", scans.approx),
+        lambda: table_estimate(ctx.connection, oid, scans),
+        each,
+    )
+
+
+def _approx(row: Mapping[Any, Any]) -> dict[str, Any]:
+    dead, free = float(row["dead_tuple_percent"]), float(row["approx_free_percent"])
+    return {
+        "method": "pgstattuple_approx",
+        "fragmentation_percent": round(dead + free, 2),
+        "dead_tuple_percent": round(dead, 2),
+        "free_space_percent": round(free, 2),
+        "size_bytes": int(row["table_len"]),
+        "scanned_percent": round(float(row["scanned_percent"]), 2),
+    }
+
+
+def _from_statistics(row: Mapping[Any, Any], scans: Scanners) -> dict[str, Any]:
     needed = max(row["reltuples"], 0) * (row["row_width"] + 24)
     bloat = 100.0 * (1 - needed / row["bytes"]) if row["bytes"] and row["row_width"] else 0.0
     total = row["live"] + row["dead"]
@@ -145,6 +246,15 @@ def table_estimate(conn: Connection, oid: int, scans: Scanners) -> dict[str, Any
         "size_bytes": int(row["bytes"]),
         "scanned_percent": 0.0,
     }
+
+
+def _together(conn: Connection, sql: str, names: Sequence[str]) -> list[Mapping[Any, Any]]:
+    """The rows of one query of many tables (none when it failed: each is read alone)."""
+    if not names:
+        return []
+    return read_together(
+        conn, lambda: list(conn.execute(text(sql), {"names": list(names)}).mappings())
+    )
 
 
 def full_table_scan(conn: Connection, oid: int) -> dict[str, Any]:
@@ -165,6 +275,10 @@ def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any
     rows = conn.execute(text(INDEXES), {"t": table}).mappings().all()
     if not rows:
         raise StepFailed(f"Table {table!r} is not in the current schema")
+    return _indexes_of(rows)
+
+
+def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> tuple[int, list[dict[str, Any]]]:
     indexes = [
         {
             "name": r["name"],
@@ -182,8 +296,18 @@ def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any
 
 
 def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, Any]]]:
-    """table_indexes, as an earlier step of the run read them if it just did."""
-    return ctx.table_readings.get(table, "indexes", lambda: table_indexes(ctx.connection, table))
+    """table_indexes, as an earlier step of the run read them if it just did, else read
+    with the plan's other tables (one query for them all)."""
+
+    def each(names: Sequence[str]) -> dict[str, tuple[int, list[dict[str, Any]]]]:
+        by_table: dict[str, list[Mapping[Any, Any]]] = {}
+        for row in _together(ctx.connection, INDEXES_EACH, names):
+            by_table.setdefault(row["tbl"], []).append(row)
+        return {name: _indexes_of(rows) for name, rows in by_table.items()}
+
+    return ctx.table_readings.get_each(
+        table, "indexes", lambda: table_indexes(ctx.connection, table), each
+    )
 
 
 def _index_free(row: Mapping[Any, Any]) -> float | None:

@@ -15,11 +15,10 @@ from aishell.tool.context import ToolContext
 
 def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The estimates, and which full scans they call for (shown before the step runs)."""
-    conn = ctx.connection
     threshold = params.get("fragmentation_threshold", 30)
-    scans = estimates.scanners(conn, ctx.run_id)
+    scans = estimates.scanners(ctx)
     oid, indexes = estimates.recent_indexes(ctx, params["table"])
-    estimate = estimates.table_estimate(conn, oid, scans)
+    estimate = estimates.recent_table_estimate(ctx, params["table"], oid, scans)
     return {
         "oid": oid,
         "estimate": estimate,

@@ -47,7 +47,7 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
     table = params["table"]
-    scans = estimates.scanners(ctx.connection, ctx.run_id)
+    scans = estimates.scanners(ctx)
     oid, indexes = estimates.recent_indexes(ctx, table)
     # The leftovers among them, as _LEFTOVERS finds them.
     left = sorted(i["name"] for i in indexes if not i["valid"] and _LEFTOVER_NAME.search(i["name"]))

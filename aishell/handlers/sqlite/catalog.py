@@ -4,15 +4,21 @@ and unused leaf space."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import TextClause
 
 from aishell.errors import StepFailed
+from aishell.handlers import read_once_in_dry_run
 from aishell.sqltext import text
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
+from aishell.tool.context import ToolContext
 
 
 def database_pages(conn: Connection) -> dict[str, int]:
@@ -46,22 +52,25 @@ def dbstat_available(conn: Connection) -> bool:
     return True
 
 
+BTREE = "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path"
+
+
 def btree_stats(conn: Connection, name: str) -> dict[str, Any]:
     """Pages, out-of-order leaves and unused leaf space of one table or index b-tree."""
-    rows = conn.execute(
-        text(
-            "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path"
-        ),
-        {"name": name},
-    ).all()
-    leaves = [r for r in rows if r.pagetype == "leaf"]
-    out_of_order = sum(1 for prev, cur in pairwise(leaves) if cur.pageno != prev.pageno + 1)
-    leaf_bytes = sum(r.pgsize for r in leaves)
-    unused = sum(r.unused for r in leaves)
+    rows = conn.execute(text(BTREE), {"name": name}).all()
+    return _stats([(r.pageno, r.pagetype, r.unused, r.pgsize) for r in rows])
+
+
+def _stats(pages: Sequence[tuple[int, str, int, int]]) -> dict[str, Any]:
+    """btree_stats of a b-tree's pages (pageno, pagetype, unused, pgsize) in path order."""
+    leaves = [p for p in pages if p[1] == "leaf"]
+    out_of_order = sum(1 for prev, cur in pairwise(leaves) if cur[0] != prev[0] + 1)
+    leaf_bytes = sum(p[3] for p in leaves)
+    unused = sum(p[2] for p in leaves)
     return {
-        "pages": len(rows),
+        "pages": len(pages),
         "leaf_pages": len(leaves),
-        "size_bytes": sum(r.pgsize for r in rows),
+        "size_bytes": sum(p[3] for p in pages),
         "fragmentation_percent": percent(out_of_order, max(len(leaves) - 1, 0)),
         "free_space_percent": percent(unused, leaf_bytes),
         "unused_bytes": unused,
@@ -83,6 +92,96 @@ def table_indexes(conn: Connection, table: str) -> list[str]:
     with sqlite_text_as_bytes(conn):
         rows = conn.execute(text("SELECT name FROM pragma_index_list(:t)"), {"t": table}).all()
     return sorted(n for n in (sqlite_name(r.name) for r in rows) if n is not None)
+
+
+# --- in a dry run or a preview -----------------------------------------------------------
+# Nothing writes, so the file's pages are read once, and each table's b-trees with every
+# other table the plan names, in one query each (aishell/tool/readings.py). A run, whose
+# steps change the file, measures each step afresh.
+
+# Each table the plan names with its indexes (a row without one for a table with none).
+INDEXES_EACH = (
+    "SELECT m.name AS tbl, p.name AS idx FROM sqlite_schema m "
+    "LEFT JOIN pragma_index_list(m.name) p WHERE m.type = 'table' AND m.name IN :names"
+)
+# The pages of those tables' b-trees and their indexes'.
+BTREES_EACH = (
+    "SELECT name, pageno, pagetype, unused, pgsize FROM dbstat WHERE name IN "
+    "(SELECT name FROM sqlite_schema WHERE tbl_name IN :names) ORDER BY name, path"
+)
+# Bound values per query, well under SQLite's limit on them.
+_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Btrees:
+    """A table's indexes, and (with dbstat) btree_stats of it and of each of them."""
+
+    indexes: list[str]
+    stats: dict[str, dict[str, Any]]
+
+    def of(self, name: str) -> dict[str, Any]:
+        return self.stats.get(name) or _stats([])
+
+
+def pages_of(ctx: ToolContext) -> dict[str, int]:
+    """database_pages: once in a dry run or a preview, else now."""
+    return read_once_in_dry_run(ctx, "sqlite pages", lambda: database_pages(ctx.connection))
+
+
+def has_dbstat(ctx: ToolContext) -> bool:
+    return read_once_in_dry_run(ctx, "sqlite dbstat", lambda: dbstat_available(ctx.connection))
+
+
+def btrees(ctx: ToolContext, table: str) -> Btrees | None:
+    """In a dry run or a preview, the table's b-trees as read with the plan's other
+    tables (StepFailed when it is not there); else None: the caller reads them now."""
+    if not ctx.dry_run:
+        return None
+    return ctx.table_readings.get_each(
+        table, "sqlite btrees", lambda: _btrees_alone(ctx, table), lambda n: _btrees(ctx, n)
+    )
+
+
+def _btrees_alone(ctx: ToolContext, table: str) -> Btrees:
+    conn = ctx.connection
+    require_table(conn, table)
+    indexes = table_indexes(conn, table)
+    if not has_dbstat(ctx):
+        return Btrees(indexes, {})
+    return Btrees(indexes, {n: btree_stats(conn, n) for n in [table, *indexes]})
+
+
+def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
+    conn = ctx.connection
+    indexes: dict[str, list[str]] = {}
+    pages: dict[str, list[tuple[int, str, int, int]]] = {}
+    dbstat = has_dbstat(ctx)
+    with sqlite_text_as_bytes(conn):
+        for start in range(0, len(names), _CHUNK):
+            chunk = {"names": list(names[start : start + _CHUNK])}
+            for r in conn.execute(_expanding(INDEXES_EACH), chunk):
+                table, index = sqlite_name(r.tbl), sqlite_name(r.idx)
+                if table is not None:
+                    indexes.setdefault(table, [])
+                    if index is not None:
+                        indexes[table].append(index)
+            if dbstat:
+                for r in conn.execute(_expanding(BTREES_EACH), chunk):
+                    name = sqlite_name(r.name)
+                    if name is not None:
+                        kind = sqlite_name(r.pagetype) or ""
+                        pages.setdefault(name, []).append((r.pageno, kind, r.unused, r.pgsize))
+    found = {}
+    for table, of_table in indexes.items():
+        trees = [table, *of_table]
+        stats = {n: _stats(pages.get(n, [])) for n in trees} if dbstat else {}
+        found[table] = Btrees(sorted(of_table), stats)
+    return found
+
+
+def _expanding(sql: str) -> TextClause:
+    return text(sql).bindparams(bindparam("names", expanding=True))
 
 
 def percent(part: float, whole: float) -> float:

@@ -14,10 +14,12 @@ from typing import Any
 
 from aishell.handlers import Handler
 from aishell.handlers.sqlite.catalog import (
+    BTREE,
     TABLE_EXISTS,
     btree_stats,
-    database_pages,
-    dbstat_available,
+    btrees,
+    has_dbstat,
+    pages_of,
     percent,
     require_table,
     table_indexes,
@@ -40,9 +42,9 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     conn = ctx.connection
     table = params["table"]
     threshold = params.get("fragmentation_threshold", 30)
-    pages = database_pages(conn)
+    pages = pages_of(ctx)
     freelist_percent = percent(pages["freelist_count"], pages["page_count"])
-    if not dbstat_available(conn):
+    if not has_dbstat(ctx):
         return {
             "table": table,
             "method": "freelist",
@@ -56,12 +58,17 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
                 "are known" + ("; VACUUM would reclaim them" if pages["freelist_count"] else "")
             ),
         }
-    stats = btree_stats(conn, table)
-    if not stats["pages"]:
-        require_table(conn, table)
+    trees = btrees(ctx, table)
+    if trees is None:
+        stats = btree_stats(conn, table)
+        if not stats["pages"]:
+            require_table(conn, table)
+        names = table_indexes(conn, table)
+    else:
+        stats, names = trees.of(table), trees.indexes
     indexes = []
-    for index in table_indexes(conn, table):
-        index_stats = btree_stats(conn, index)
+    for index in names:
+        index_stats = btree_stats(conn, index) if trees is None else trees.of(index)
         indexes.append(
             {"index": index, **index_stats, "rebuild": needs_rebuild(index_stats, threshold, 1)}
         )
@@ -90,7 +97,7 @@ analyze_table_fragmentation = Handler(
         "PRAGMA page_count",
         "PRAGMA freelist_count",
         "SELECT name FROM pragma_index_list(:t)",
-        "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
+        BTREE,
     ),
     run_fn=_fragmentation,
 )

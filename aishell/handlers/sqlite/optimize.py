@@ -13,8 +13,10 @@ from sqlalchemy.exc import DBAPIError
 from aishell.handlers import Handler, cached
 from aishell.handlers.sqlite.catalog import (
     btree_stats,
+    btrees,
     database_pages,
-    dbstat_available,
+    has_dbstat,
+    pages_of,
     require_table,
 )
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
@@ -30,15 +32,18 @@ from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
 
-def _optimize_reason(params: Mapping[str, Any], conn: Connection) -> str | None:
+def _optimize_reason(params: Mapping[str, Any], ctx: ToolContext) -> str | None:
     # VACUUM is of the file, yet the step is of its table: one dropped since the plan is
     # reported gone (executor/heldtables.py), not compacted.
-    require_table(conn, params["table"])
-    pages = database_pages(conn)
+    conn, table = ctx.connection, params["table"]
+    trees = btrees(ctx, table)  # in a dry run: the table is there
+    if trees is None:
+        require_table(conn, table)
+    pages = pages_of(ctx)
     if pages["freelist_count"]:
         return f"{pages['freelist_count']} free pages ({pages['free_bytes']} bytes) in the file"
-    if dbstat_available(conn):
-        stats = btree_stats(conn, params["table"])
+    if has_dbstat(ctx):
+        stats = btree_stats(conn, table) if trees is None else trees.of(table)
         return needs_rebuild(stats, params.get("fragmentation_threshold", 30), 8)
     return None
 
@@ -46,7 +51,7 @@ def _optimize_reason(params: Mapping[str, Any], conn: Connection) -> str | None:
 def _reason(params: Mapping[str, Any], ctx: ToolContext) -> str | None:
     """Why to VACUUM, as the step's render found it: its run does what it showed."""
     table = params["table"]
-    return cached(ctx, f"optimize:{table}", lambda: _optimize_reason(params, ctx.connection))
+    return cached(ctx, f"optimize:{table}", lambda: _optimize_reason(params, ctx))
 
 
 def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -87,7 +92,7 @@ def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 
 def _optimize_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    pages = database_pages(ctx.connection)
+    pages = pages_of(ctx)
     return {
         "database_bytes_to_rewrite": pages["size_bytes"],
         "free_bytes_to_reclaim": pages["free_bytes"],

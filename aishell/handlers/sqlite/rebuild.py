@@ -10,9 +10,12 @@ from sqlalchemy.engine import Connection
 
 from aishell.handlers import cached, rebuilding
 from aishell.handlers.sqlite.catalog import (
+    BTREE,
     TABLE_EXISTS,
+    Btrees,
     btree_stats,
-    dbstat_available,
+    btrees,
+    has_dbstat,
     require_table,
     table_indexes,
 )
@@ -20,20 +23,31 @@ from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import require_writable, write
 from aishell.tool.context import ToolContext
 
+Chosen = tuple[list[tuple[str, dict[str, Any], str]], list[dict[str, Any]]]
 
-def _indexes_to_rebuild(
-    params: Mapping[str, Any], conn: Connection, ctx: ToolContext | None = None
-) -> tuple[list[tuple[str, dict[str, Any], str]], list[dict[str, Any]]]:
-    if ctx is not None:
-        return cached(ctx, f"rebuild:{params['table']}", lambda: _indexes_to_rebuild(params, conn))
+
+def _indexes_to_rebuild(params: Mapping[str, Any], ctx: ToolContext) -> Chosen:
+    """What to rebuild, as the step's render found it: its run does what it showed."""
+    return cached(
+        ctx,
+        f"rebuild:{params['table']}",
+        lambda: _choose(params, ctx.connection, btrees(ctx, params["table"])),
+    )
+
+
+def _choose(params: Mapping[str, Any], conn: Connection, trees: Btrees | None) -> Chosen:
+    """The indexes over the threshold (from `trees` where a dry run read them)."""
     threshold = params.get("fragmentation_threshold", 30)
     min_pages = params.get("min_pages", 8)
     chosen, skipped = [], []
-    indexes = table_indexes(conn, params["table"])
-    if not indexes:
-        require_table(conn, params["table"])
+    if trees is None:
+        indexes = table_indexes(conn, params["table"])
+        if not indexes:
+            require_table(conn, params["table"])
+    else:
+        indexes = trees.indexes
     for index in indexes:
-        stats = btree_stats(conn, index)
+        stats = btree_stats(conn, index) if trees is None else trees.of(index)
         reason = needs_rebuild(stats, threshold, min_pages)
         if reason:
             chosen.append((index, stats, reason))
@@ -50,7 +64,7 @@ def _indexes_to_rebuild(
 
 def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
-    if not dbstat_available(conn):
+    if not has_dbstat(ctx):
         return {
             "table": params["table"],
             "indexes_rebuilt": 0,
@@ -58,7 +72,7 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "skipped": [],
             "note": "This SQLite build has no dbstat table; index fragmentation is unknown",
         }
-    chosen, skipped = _indexes_to_rebuild(params, conn, ctx)
+    chosen, skipped = _indexes_to_rebuild(params, ctx)
     if chosen:
         require_writable(conn, params["table"], "REINDEX")
     rebuilt = []
@@ -86,16 +100,16 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    chosen, _ = _indexes_to_rebuild(params, ctx.connection, ctx)
+    chosen, _ = _indexes_to_rebuild(params, ctx)
     if not chosen:
         return [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
     return [f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    if not dbstat_available(ctx.connection):
+    if not has_dbstat(ctx):
         return {}
-    chosen, _ = _indexes_to_rebuild(params, ctx.connection, ctx)
+    chosen, _ = _indexes_to_rebuild(params, ctx)
     return {
         "indexes_to_rebuild": [index for index, _, _ in chosen],
         "index_bytes_to_rewrite": sum(stats["size_bytes"] for _, stats, _ in chosen),
@@ -105,7 +119,7 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
 rebuild_fragmented_indexes = rebuilding(
     (
         TABLE_EXISTS,
-        "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path",
+        BTREE,
         "REINDEX {index}",
     ),
     _rebuild,

@@ -1,0 +1,226 @@
+"""Planning maintenance of PostgreSQL databases of many tables: round trips, time and
+memory of `aishell plan maintenance --type TYPE` (and of a dry run), against the
+smallest database and against one bare catalog query, measured in the same run.
+
+For each size (default 200, 2,000 and 10,000 tables of 100 rows, each with a primary
+key, analyzed as a database in service is) and each maintenance type (default full,
+standard, emergency, quick), `aishell plan maintenance --type TYPE` runs in a child
+process (planning, every step's preview and estimate, the table drawn 200 columns
+wide): its round trips to the target (statements counted in psycopg's cursors, the
+guard's included), its time after start-up (and the CPU time it used meanwhile, which
+other processes on the machine disturb less) and its peak RSS (VmHWM, the interpreter
+and libraries included). Round trips and time are printed against the smallest size's,
+and time against one bare psycopg query of every table's name, row estimate and pages.
+Each plan is measured --repeat times (default 2): the spread is printed.
+
+`--dry-run-sizes` (default 200,1000) also runs `run maintenance --type full --dry-run`
+in a child: its round trips split into the steps' own statements (the run's statement
+audit: the corruption check reading each table is the check itself) and all the others
+(catalog, estimates, privileges, state), which must not grow with the tables.
+
+`--extensions` installs pgstattuple and amcheck in the database first (the estimates are
+then pgstattuple_approx's, the check amcheck's). Needs the local PostgreSQL
+(127.0.0.1:5432, trust auth). Creates aishell_fullplan_<pid> and drops it at the end.
+
+    python bench/full_plan.py [--sizes 200,2000,10000] [--types full,standard,emergency,quick]
+        [--dry-run-sizes 200,1000] [--repeat 2] [--extensions]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from bench.scale import (  # noqa: E402
+    add_tables,
+    bare_catalog,
+    configure,
+    counted,
+    database,
+    dsn,
+    peak_rss_kib,
+)
+
+
+def plan_child(home: str, name: str, kind: str) -> None:
+    """In the child: `aishell plan maintenance --type KIND`, its statements counted."""
+    from aishell.cli import cli
+
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    with counted(name) as sent:
+        started, cpu = time.perf_counter(), time.process_time()
+        cli.main(["--home", home, "plan", "maintenance", "--type", kind], standalone_mode=False)
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    sys.stdout = sys.__stdout__
+    print(json.dumps({"seconds": took, "cpu": cpu, "rss_kib": peak_rss_kib(), "sent": len(sent)}))
+
+
+def dry_run_child(home: str, name: str, kind: str) -> None:
+    """In the child: a dry run of KIND maintenance as `run --dry-run` makes it."""
+    from aishell import commands
+    from aishell.config.models import load_config
+    from aishell.policy.approvers import PreApproved
+
+    config = load_config(home=Path(home))
+    with counted(name) as sent:
+        started = time.perf_counter()
+        result = commands.run_job(
+            config, "maintenance", {"type": kind}, approver=PreApproved(), dry_run=True
+        )
+        took = time.perf_counter() - started
+    own = len(commands.run_statements(config, result.run_id))
+    print(
+        json.dumps(
+            {
+                "seconds": took,
+                "rss_kib": peak_rss_kib(),
+                "sent": len(sent),
+                "own": own,
+                "steps": len(result.steps),
+                "status": result.status,
+            }
+        )
+    )
+
+
+def child(mode: str, home: str, name: str, kind: str) -> dict[str, Any]:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    env.pop("AISHELL_HOME", None)
+    done = subprocess.run(
+        [sys.executable, __file__, mode, home, name, kind],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} {kind} failed:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def relations(name: str) -> int:
+    """Tables and indexes in the schema (pg_class rows; TOAST tables not counted)."""
+    with psycopg.connect(dsn(name)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'i')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
+    shown = [f"{v * scale:.2f}" for v in values]
+    return f"{statistics.median(values) * scale:.2f} {unit} ({', '.join(shown)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="200,2000,10000")
+    parser.add_argument("--types", default="full,standard,emergency,quick")
+    parser.add_argument("--dry-run-sizes", default="200,1000")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument("--extensions", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",") if n]
+    dry_sizes = [int(n) for n in args.dry_run_sizes.split(",") if n]
+    kinds = [k for k in args.types.split(",") if k]
+    print(
+        f"PostgreSQL on 127.0.0.1, tables of {args.rows} rows with a primary key, analyzed"
+        f"{', pgstattuple and amcheck installed' if args.extensions else ''}; "
+        f"Python {sys.version.split()[0]}"
+    )
+    plans: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    dries: dict[int, dict[str, Any]] = {}
+    bare: dict[int, float] = {}
+    rels: dict[int, int] = {}
+    with database(f"aishell_fullplan_{os.getpid()}") as name, tempfile.TemporaryDirectory() as tmp:
+        if args.extensions:
+            with psycopg.connect(dsn(name), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION pgstattuple")
+                conn.execute("CREATE EXTENSION amcheck")
+        home = str(configure(Path(tmp), name))
+        # A home in use has its state.db: made here, not by the plan measured.
+        from aishell.config.models import load_config
+        from aishell.state.store import StateStore
+
+        StateStore(load_config(home=Path(home)).state_url).close()
+        made = 0
+        for size in sorted(set(sizes + dry_sizes)):
+            started = time.perf_counter()
+            add_tables(name, made, size, args.rows)
+            with psycopg.connect(dsn(name), autocommit=True) as conn:
+                conn.execute("ANALYZE")
+            made = size
+            rels[size] = relations(name)
+            print(
+                f"    ({size:,} tables, {rels[size]:,} relations, made and analyzed in "
+                f"{time.perf_counter() - started:.0f} s)"
+            )
+            if size in sizes:
+                bare[size] = min(bare_catalog(name) for _ in range(3))
+                for kind in kinds:
+                    plans[kind, size] = [
+                        child("--plan-child", home, name, kind) for _ in range(args.repeat)
+                    ]
+                    p = plans[kind, size]
+                    print(
+                        f"    plan {kind} of {size:,} tables: {p[0]['sent']} round trips, "
+                        f"{spread([r['seconds'] for r in p])}, CPU "
+                        f"{spread([r['cpu'] for r in p])}, "
+                        f"{max(r['rss_kib'] for r in p) / 1024:.0f} MiB"
+                    )
+            if size in dry_sizes:
+                dries[size] = child("--dry-run-child", home, name, "full")
+    first = min(sizes)
+    for kind in kinds:
+        base = plans[kind, first]
+        base_time = statistics.median(r["seconds"] for r in base)
+        for size in sizes:
+            runs = plans[kind, size]
+            times = [r["seconds"] for r in runs]
+            sent = sorted({r["sent"] for r in runs})
+            print(
+                f"plan maintenance --type {kind}, {size:,} tables ({rels[size]:,} relations): "
+                f"round trips {'/'.join(map(str, sent))} (against {base[0]['sent']} for "
+                f"{first:,} tables: {sent[-1] - base[0]['sent']:+d}); "
+                f"{spread(times)} after start-up (CPU {spread([r['cpu'] for r in runs])}) "
+                f"({statistics.median(times) / base_time:.1f}x the {first:,}-table plan, "
+                f"{statistics.median(times) / bare[size]:.0f}x one bare catalog query of "
+                f"{bare[size] * 1000:.1f} ms); peak RSS "
+                f"{max(r['rss_kib'] for r in runs) / 1024:.0f} MiB"
+            )
+    for size, d in dries.items():
+        others = d["sent"] - d["own"]
+        print(
+            f"run maintenance --type full --dry-run, {size:,} tables ({d['steps']:,} steps, "
+            f"{d['status']}): {d['sent']:,} round trips = {d['own']:,} the steps' own "
+            f"({d['own'] / size:.2f} per table) + {others} others; {d['seconds']:.2f} s, "
+            f"{d['rss_kib'] / 1024:.0f} MiB"
+        )
+    if len(dries) > 1:
+        others = {s: d["sent"] - d["own"] for s, d in dries.items()}
+        same = "the same" if len(set(others.values())) == 1 else "NOT the same"
+        print(f"    dry run round trips besides the steps' own: {others}: {same}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--plan-child":
+        plan_child(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 5 and sys.argv[1] == "--dry-run-child":
+        dry_run_child(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        main()
