@@ -4,13 +4,12 @@ and the statements it sent."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aishell.executor import RunResult, StepResult
 from aishell.render.base import (
     RISK_STYLE,
     STATUS_STYLE,
@@ -26,6 +25,9 @@ from aishell.render.base import (
 )
 from aishell.render.figures import step_figures
 from aishell.terminal import printable
+
+if TYPE_CHECKING:  # the runs list draws stored runs: no need of the step loop's results
+    from aishell.executor import RunResult, StepResult
 
 
 def _purge_preview(step: StepResult) -> list[str]:
