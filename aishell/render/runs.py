@@ -23,7 +23,6 @@ from aishell.render.base import (
     steps_label,
     styled,
 )
-from aishell.render.figures import step_figures
 from aishell.terminal import printable
 
 if TYPE_CHECKING:  # the runs list draws stored runs: no need of the step loop's results
@@ -179,6 +178,9 @@ def _took(started: str, finished: str | None) -> str:
 
 
 def run_detail(out: Console, run: dict[str, Any]) -> None:
+    # Here, not at the top: the figures are for one run's detail, not the runs list.
+    from aishell.render.figures import step_figures
+
     out.print(
         Text.assemble(
             ("Run ", "bold"),
