@@ -126,8 +126,9 @@ def cached(path: Path, key: str) -> Any:
 
 def keep(path: Path, key: str, data: Any) -> None:
     """Keep `data` under `key` at `path`: written whole under a new name and renamed, mode
-    0600, in a folder of mode 0700. Data that JSON would not give back as it is (a date
-    in a tool's example) is not kept; nor is anything when the folder cannot be written."""
+    0600, in a folder of mode 0700 (made in a home that is there: never the home itself).
+    Data that JSON would not give back as it is (a date in a tool's example) is not kept;
+    nor is anything when the folder cannot be written."""
     try:
         text = json.dumps({"key": key, "code": code_stamp(), "data": data}, sort_keys=True)
         if json.loads(text)["data"] != data:
@@ -135,8 +136,11 @@ def keep(path: Path, key: str, data: Any) -> None:
     except (TypeError, ValueError):
         return
     # Here, not at the top: only a miss writes.
-    from aishell.files import make_private_dirs, write_beside
+    from aishell.files import write_beside
 
     with suppress(OSError, AishellError):
-        make_private_dirs(path.parent, 0o700)
+        # The cache's own folder, in a home that is there: a listing makes no home.
+        with suppress(FileExistsError):
+            os.mkdir(path.parent, 0o700)
+            os.chmod(path.parent, 0o700)
         write_beside(path, text.encode(), "The listings' cache", error=ConfigError, mode=0o600)
