@@ -6,7 +6,8 @@ The home is made once (`aishell init`, the runs stored), and each command run on
 before measuring, so the listings' cache is warm: what every listing after the first
 costs while the config and tool files stay unchanged. Runs alternate between the
 baseline and the commands; it prints the minimum and median of each, the difference
-and the ratio, and the heavy libraries a warm listing imported (none is the aim).
+and the ratio, the least CPU time (user and system) each took, and the heavy libraries a
+warm listing imported (none is the aim).
 
     python bench/listing.py [--runs N] [--bytecode] [--compare CHECKOUT]
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -60,12 +62,22 @@ def env(checkout: Path, home: Path, pycache: Path | None) -> dict[str, str]:
     return found
 
 
-def once(command: list[str], environ: dict[str, str]) -> float:
+# The CPU time (user and system) of each process measured, by command: on a machine
+# that other work keeps busy, what a start costs itself, beside the wall time it took.
+CPU: dict[str, list[float]] = {}
+
+
+def once(command: list[str], environ: dict[str, str], label: str = "") -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     # From the home: `python -m` puts the current folder first on the path, and this one
     # may be another checkout.
     subprocess.run(command, env=environ, cwd=environ["AISHELL_HOME"], stdout=DEVNULL, check=True)
-    return time.perf_counter() - started
+    took = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    CPU.setdefault(label, []).append(spent)
+    return took
 
 
 def aishell(*args: str) -> list[str]:
@@ -124,12 +136,12 @@ def heavy_imports(args: list[str], environ: dict[str, str]) -> list[str]:
     return found
 
 
-def line(label: str, times: list[float], base: float | None = None) -> str:
+def line(label: str, times: list[float], cpu: list[float], base: float | None = None) -> str:
     low, middle = min(times), statistics.median(times)
     text = f"{label:<34} min {low * 1000:7.1f} ms  median {middle * 1000:7.1f} ms"
     if base is not None:
         text += f"   +{(low - base) * 1000:6.1f} ms  ratio {low / base:5.1f}x"
-    return text
+    return text + f"   CPU min {min(cpu) * 1000:6.1f} ms"
 
 
 def main() -> None:
@@ -154,20 +166,20 @@ def main() -> None:
                 once(aishell(*words), environ)  # the cache warm, the bytecode compiled
                 times[name + suffix] = []
         for _ in range(args.runs):
-            base.append(once([sys.executable, "-c", "pass"], ours))
+            base.append(once([sys.executable, "-c", "pass"], ours, "baseline"))
             for suffix, environ in checkouts.items():
                 for name, words in COMMANDS.items():
-                    times[name + suffix].append(once(aishell(*words), environ))
+                    times[name + suffix].append(once(aishell(*words), environ, name + suffix))
         compiled = "kept (--bytecode)" if args.bytecode else "as the environment says"
         if not args.bytecode and os.environ.get("PYTHONDONTWRITEBYTECODE"):
             compiled = "none kept (PYTHONDONTWRITEBYTECODE): every start compiles aishell"
         python = sys.version.split()[0]
         print(f"{args.runs} runs each, alternating; Python {python}; bytecode {compiled}")
         print(f"runs list: a state store of {RUNS:,} runs (the newest 50 shown)")
-        print(line("baseline `python -c pass`", base))
+        print(line("baseline `python -c pass`", base, CPU["baseline"]))
         low = min(base)
         for name, measured in times.items():
-            print(line(f"`aishell {name}`", measured, low))
+            print(line(f"`aishell {name}`", measured, CPU[name], low))
         for name, words in COMMANDS.items():
             found = heavy_imports(words, ours)
             print(f"heavy libraries `{name}` imported (warm): {', '.join(found) or 'none'}")
