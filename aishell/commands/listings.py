@@ -109,14 +109,17 @@ def catalog_listing(view: ConfigView) -> list[dict[str, Any]]:
     from aishell.config.plugins import PluginFailure, warn
 
     path = cache_file(view.state_home, CATALOG_ENTRY)
-    entry = read_entry(path)
-    data = entry.get("data") if entry is not None else None
-    if isinstance(data, dict) and isinstance(data.get("plugin_folders"), list):
+    entry: dict[str, Any] = read_entry(path) or {}
+    data: Any = entry.get("data")
+    try:
         key = _catalog_key(view, data["plugin_folders"])
-        if key is not None and entry is not None and entry.get("key") == key:
-            warn([PluginFailure(*told) for told in data["refused"]])
-            tools: list[dict[str, Any]] = data["tools"]
+        if key is not None and entry["key"] == key:
+            refused = [PluginFailure(*told) for told in data["refused"]]
+            tools: list[dict[str, Any]] = list(data["tools"])
+            warn(refused)
             return tools
+    except (KeyError, TypeError, ValueError):  # no entry, or not one of this shape
+        pass
     return _load_listing(view, path)
 
 

@@ -129,17 +129,17 @@ def load_view(
     key = digest(part for path, raw in sources.items() for part in (str(path), raw))
     entry = cache_file(where.state_dir, CONFIG_ENTRY)
     data = cached(entry, key)
-    if data is not None:
-        try:
-            view = _from_data(data, where, files)
-        except (KeyError, TypeError, ValueError):
-            view = None
-        if view is not None:
-            if data["group_readable"]:  # as config_from sets it (the default is off)
-                from aishell.files import set_group_readable
+    try:
+        view = _from_data(data, where, files)
+        group_readable = data["group_readable"] is True
+    except (KeyError, TypeError, ValueError, AttributeError):  # no entry, or not of this shape
+        view = None
+    if view is not None:
+        if group_readable:  # as config_from sets it (the default is off)
+            from aishell.files import set_group_readable
 
-                set_group_readable(True)
-            return view
+            set_group_readable(True)
+        return view
     # Here, not at the top: the models (pydantic, SQLAlchemy's URL checks) are the miss.
     from aishell.config.models import config_from
 
