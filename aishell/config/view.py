@@ -49,7 +49,7 @@ class ConfigView:
     default_target: str
     targets: dict[str, TargetView]  # in the config's order
     state_url: str  # state.url as written, any password as ***
-    state_settings: bool  # state.password_env or any timeout is set
+    state_password: bool  # state.password_env is set: a password goes into its URL
     catalog_paths: tuple[str, ...]
     # The config loaded in full, for what the view cannot do (open a store on a server).
     full: Callable[[], Config] = field(compare=False, repr=False)
@@ -64,10 +64,10 @@ class ConfigView:
         return [self.home / p for p in self.catalog_paths]
 
     def state_file(self) -> Path | None:
-        """The state store's file when it is a plain SQLite file (no password variable,
-        no settings but SQLite's own busy timeout): the one a stdlib reader may open;
-        None for any other store."""
-        if self.state_settings:
+        """The state store's file when it is a plain SQLite file (no password variable, no
+        query but SQLite's own busy timeout, which the timeouts of a store on a server
+        leave alone): the one a stdlib reader may open; None for any other store."""
+        if self.state_password:
             return None
         parts = parse_url(resolve_url(self.state_url, self.state_home))
         if parts is None or parts.drivername not in ("sqlite", "sqlite+pysqlite"):
@@ -94,9 +94,7 @@ def view_of(config: Config) -> ConfigView:
             for name, t in main.targets.items()
         },
         state_url=without_password(state.url),
-        state_settings=bool(
-            state.password_env or state.busy_timeout_ms is not None or state.server_timeouts()
-        ),
+        state_password=bool(state.password_env),
         catalog_paths=tuple(main.catalog_paths),
         full=lambda: config,
     )
@@ -111,7 +109,7 @@ def _data(view: ConfigView, group_readable: bool) -> dict[str, Any]:
             name: [t.shown_url, t.environment, t.description, list(t.tags)]
             for name, t in view.targets.items()
         },
-        "state": [view.state_url, view.state_settings],
+        "state": [view.state_url, view.state_password],
         "catalog_paths": list(view.catalog_paths),
         "group_readable": group_readable,
     }
@@ -154,7 +152,7 @@ def _from_data(data: dict[str, Any], where: Home, files: ConfigFiles) -> ConfigV
         str(name): TargetView(str(url), str(env), str(text), tuple(map(str, tags)))
         for name, (url, env, text, tags) in data["targets"].items()
     }
-    state_url, state_settings = data["state"]
+    state_url, state_password = data["state"]
     return ConfigView(
         path=files.main,
         home=where.data_dir,
@@ -162,7 +160,7 @@ def _from_data(data: dict[str, Any], where: Home, files: ConfigFiles) -> ConfigV
         default_target=str(data["default_target"]),
         targets=targets,
         state_url=str(state_url),
-        state_settings=bool(state_settings),
+        state_password=bool(state_password),
         catalog_paths=tuple(map(str, data["catalog_paths"])),
         full=lambda: _full(where, files),
     )

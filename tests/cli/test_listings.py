@@ -314,3 +314,14 @@ def test_a_listing_makes_no_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for _ in range(2):
         assert "demo (default)" in aishell("--home", str(absent), "targets", "list")[0]
     assert not absent.exists()
+
+
+def test_a_sqlite_store_with_a_busy_timeout_is_read_light_one_with_a_password_is_not(
+    home: Path, edit_config: EditConfig
+) -> None:
+    from aishell.config.view import load_view
+
+    edit_config({"state": {"busy_timeout_ms": 2000}})
+    assert load_view().state_file() == home / "state.db"
+    edit_config({"state": {"url": "sqlite:///other.db", "password_env": "NOT_FOR_SQLITE"}})
+    assert load_view().state_file() is None
