@@ -18,8 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from aishell.config.files import parse_yaml, read_source
+from aishell.config.files import parse_yaml
 from aishell.config.kinds import Capability, Category
+from aishell.config.sources import read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.guard.sqlcheck import write_reason
 from aishell.guard.statements import classify

@@ -1,7 +1,8 @@
 """The command line: parse options, call one function of commands, render the result.
 
-The top-level group lives here; each subject's commands live in their own module and
-are added below. `aishell.cli:main` is the console entry point.
+The top-level group lives here; each subject's commands live in their own module, named
+below and imported when one of them is looked up. `aishell.cli:main` is the console
+entry point.
 """
 
 from __future__ import annotations
@@ -10,20 +11,39 @@ import gc
 
 import click
 
-from aishell.cli.agents import agents
-from aishell.cli.alerts import alerts
-from aishell.cli.backup_catalog import backups, restore_command
 from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
-from aishell.cli.context import AishellGroup, State
-from aishell.cli.fleet import fleet, serve
-from aishell.cli.fleet_jobs import worker
-from aishell.cli.home import demo, doctor, init, metrics_command
-from aishell.cli.model_planner import ask, planner
-from aishell.cli.plans import apply, plan
-from aishell.cli.run_control import approvals, approve, deny, resume, runs, stop
-from aishell.cli.run_jobs import run
-from aishell.cli.schedules import job_from_words, schedule
-from aishell.cli.targets_and_tools import targets, tools
+from aishell.cli.context import AishellGroup, State, Subcommands
+
+# Each subcommand by name, and where it is defined: a command imports its own module when
+# it runs (`targets list` does not pay for `run`'s), --help and docs/cli.md import them
+# all to list them (by name, whatever the order here).
+SUBCOMMANDS: dict[str, str] = {
+    "init": "aishell.cli.home:init",
+    "demo": "aishell.cli.home:demo",
+    "plan": "aishell.cli.plans:plan",
+    "ask": "aishell.cli.model_planner:ask",
+    "planner": "aishell.cli.model_planner:planner",
+    "run": "aishell.cli.run_jobs:run",
+    "restore": "aishell.cli.backup_catalog:restore_command",
+    "backups": "aishell.cli.backup_catalog:backups",
+    "apply": "aishell.cli.plans:apply",
+    "runs": "aishell.cli.run_control:runs",
+    "resume": "aishell.cli.run_control:resume",
+    "approvals": "aishell.cli.run_control:approvals",
+    "approve": "aishell.cli.run_control:approve",
+    "deny": "aishell.cli.run_control:deny",
+    "stop": "aishell.cli.run_control:stop",
+    "doctor": "aishell.cli.home:doctor",
+    "targets": "aishell.cli.targets_and_tools:targets",
+    "schedule": "aishell.cli.schedules:schedule",
+    "alerts": "aishell.cli.alerts:alerts",
+    "metrics": "aishell.cli.home:metrics_command",
+    "fleet": "aishell.cli.fleet:fleet",
+    "serve": "aishell.cli.fleet:serve",
+    "worker": "aishell.cli.fleet_jobs:worker",
+    "tools": "aishell.cli.targets_and_tools:tools",
+    "agents": "aishell.cli.agents:agents",
+}
 
 EXIT_CODES_HELP = """
 \b
@@ -39,6 +59,7 @@ Exit codes:
 
 @click.group(
     cls=AishellGroup,
+    commands=Subcommands(SUBCOMMANDS),
     epilog=EXIT_CODES_HELP,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -63,38 +84,6 @@ def cli(ctx: click.Context, config_path: str | None, home: str | None, debug: bo
     ctx.obj = State(config_path, home, debug)
 
 
-# --help and docs/cli.md list them by name, whatever the order here.
-SUBCOMMANDS: tuple[click.Command, ...] = (
-    init,
-    demo,
-    plan,
-    ask,
-    planner,
-    run,
-    restore_command,
-    backups,
-    apply,
-    runs,
-    resume,
-    approvals,
-    approve,
-    deny,
-    stop,
-    doctor,
-    targets,
-    schedule,
-    alerts,
-    metrics_command,
-    fleet,
-    serve,
-    worker,
-    tools,
-    agents,
-)
-for subcommand in SUBCOMMANDS:
-    cli.add_command(subcommand)
-
-
 def main() -> None:
     drop_output_once_its_reader_is_gone()
     try:
@@ -106,4 +95,4 @@ def main() -> None:
         gc.freeze()
 
 
-__all__ = ["cli", "job_from_words", "main"]
+__all__ = ["cli", "main"]

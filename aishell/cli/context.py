@@ -3,10 +3,11 @@ turns errors into one line and an exit code."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,6 +17,7 @@ from aishell.terminal import printable
 
 if TYPE_CHECKING:
     from aishell.config.models import Config
+    from aishell.config.view import ConfigView
 
 
 class AishellGroup(click.Group):
@@ -96,6 +98,41 @@ class JobGroup(AishellGroup):
         return self.declared(cmd_name)
 
 
+class Subcommands(MutableMapping[str, click.Command]):
+    """A group's commands by name, each imported from the module `where` names
+    ("package.module:attribute") when it is first looked up: running one imports its own
+    module alone, listing the names imports none."""
+
+    def __init__(self, where: Mapping[str, str]) -> None:
+        self._where = dict(where)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attribute = self._where[name].partition(":")  # KeyError: no such
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self._where[name]} is not a click command")
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+        self._where.pop(name, None)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._loaded and name not in self._where:
+            raise KeyError(name)
+        self._loaded.pop(name, None)
+        self._where.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted({*self._where, *self._loaded}))
+
+    def __len__(self) -> int:
+        return len({*self._where, *self._loaded})
+
+
 def error_code(exc: AishellError) -> str:
     """The kind of error, as scripts match it: TargetLocked is target_locked."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
@@ -123,6 +160,7 @@ class State:
     def __init__(self, config_path: str | None, home: str | None, debug: bool) -> None:
         self.config_path, self.home, self.debug = config_path, home, debug
         self._config: Config | None = None
+        self._view: ConfigView | None = None
 
     @property
     def config(self) -> Config:
@@ -133,6 +171,17 @@ class State:
 
             self._config = load_config(self.config_path, self.home)
         return self._config
+
+    @property
+    def view(self) -> ConfigView:
+        """What the listing commands read of the config: its view (config/view.py), from
+        the listings' cache while its files are unchanged, without the config's models."""
+        if self._view is None:
+            from aishell.config.view import load_view, view_of
+
+            loaded = self._config
+            self._view = view_of(loaded) if loaded else load_view(self.config_path, self.home)
+        return self._view
 
 
 pass_state = click.make_pass_decorator(State)

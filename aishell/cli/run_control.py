@@ -35,7 +35,7 @@ def runs_list(
     state: State, status: str | None, limit: int, targets: str | None, as_json: bool
 ) -> None:
     """List runs, newest first: of every target, or of those --targets selects."""
-    rows = commands.list_runs(state.config, status=status, limit=limit, targets=targets)
+    rows = commands.list_runs(state.view, status=status, limit=limit, targets=targets)
     answer(as_json, {"runs": rows}, lambda out: render.runs_table(out, rows))
 
 

@@ -25,7 +25,7 @@ def targets() -> None:
 def targets_list(state: State, targets: str | None, as_json: bool) -> None:
     """List the configured targets, or those --targets selects, with their tags
     (passwords are never shown)."""
-    rows = commands.list_targets(state.config, targets=targets)
+    rows = commands.list_targets(state.view, targets=targets)
     answer(as_json, {"targets": rows}, lambda out: render.targets_table(out, rows))
 
 
@@ -115,12 +115,8 @@ def tools() -> None:
 @pass_state
 def tools_list(state: State, category: str | None, risk: str | None, as_json: bool) -> None:
     """List tools, optionally of one category or risk level."""
-    found = commands.list_tools(state.config, category=category, risk=risk)
-    answer(
-        as_json,
-        {"tools": [t.metadata() for t in found]},
-        lambda out: render.tools_table(out, found),
-    )
+    found = commands.list_tools(state.view, category=category, risk=risk)
+    answer(as_json, {"tools": found}, lambda out: render.tools_table(out, found))
 
 
 @tools.command("show")

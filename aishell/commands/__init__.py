@@ -98,6 +98,7 @@ if TYPE_CHECKING:
         metrics,
     )
     from aishell.commands.home import init_home, scheduler_units
+    from aishell.commands.listings import list_runs, list_targets, list_tools
     from aishell.commands.planner import ask, check_planner, forget_drafts
     from aishell.commands.plans import (
         load_plan_file,
@@ -110,7 +111,6 @@ if TYPE_CHECKING:
     from aishell.commands.runs import (
         RESUMABLE,
         apply_plan,
-        list_runs,
         resume_run,
         run_job,
         run_statements,
@@ -130,10 +130,9 @@ if TYPE_CHECKING:
         check_target,
         check_targets,
         create_demo_database,
-        list_targets,
     )
     from aishell.commands.targetfile import add_target
-    from aishell.commands.tools import list_tools, load_catalog, show_tool
+    from aishell.commands.tools import load_catalog, show_tool
     from aishell.executor import RunResult
 else:
     __getattr__, __dir__ = exports(
@@ -171,6 +170,7 @@ else:
                 "metrics",
             ),
             "aishell.commands.home": ("init_home", "scheduler_units"),
+            "aishell.commands.listings": ("list_runs", "list_targets", "list_tools"),
             "aishell.commands.planner": (
                 "ask",
                 "check_planner",
@@ -191,7 +191,6 @@ else:
             "aishell.commands.runs": (
                 "RESUMABLE",
                 "apply_plan",
-                "list_runs",
                 "resume_run",
                 "run_job",
                 "run_statements",
@@ -211,11 +210,9 @@ else:
                 "check_target",
                 "check_targets",
                 "create_demo_database",
-                "list_targets",
             ),
             "aishell.commands.targetfile": ("add_target",),
             "aishell.commands.tools": (
-                "list_tools",
                 "load_catalog",
                 "show_tool",
             ),

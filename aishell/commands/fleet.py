@@ -21,7 +21,8 @@ from typing import Any
 
 from aishell.agents.available import get_agent
 from aishell.commands.runs import resume_run, run_job
-from aishell.config.models import Config, resolve_url
+from aishell.config.dburl import resolve_url
+from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.errors import TargetLocked, UsageError
 from aishell.executor import INTERRUPTED

@@ -27,14 +27,12 @@ from aishell.commands.starting import (
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
-from aishell.config.selection import select_targets
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
 from aishell.policy.window import WINDOW_IGNORED
 from aishell.registry import Registry
 from aishell.sqltext import as_received
-from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
 from aishell.targets.identity import check_plan_identity
 from aishell.targets.tables import TableCatalog
@@ -198,17 +196,6 @@ def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], sin
             raise PlanError(
                 f"Tool '{name}' changed since {since} ({current.source}); make a new plan"
             )
-
-
-def list_runs(
-    config: Config, status: str | None = None, limit: int = 50, targets: str | None = None
-) -> list[dict[str, Any]]:
-    """The newest runs first; only those of the targets the selector `targets` picks
-    (config/selection.py) when given, else every run the store holds."""
-    names = None if targets is None else select_targets(config, targets)
-    # A list checks no signature: it needs no key (and works while the key is refused).
-    with StateStore(config.state_url) as store:
-        return store.list_runs(status=status, limit=limit, targets=names)
 
 
 def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, Any]:

@@ -7,36 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from aishell.config.models import Config, resolve_url
+from aishell.config.dburl import resolve_url
+from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.errors import AishellError, ConfigError, UsageError
 from aishell.targets.catalog import user_tables
 from aishell.targets.engines import open_target
-
-
-def list_targets(config: Config, targets: str | None = None) -> list[dict[str, Any]]:
-    """The configured targets, by name (those the selector `targets` picks, when given:
-    config/selection.py); never their URLs' passwords."""
-    from sqlalchemy.engine import make_url
-
-    chosen = set(config.main.targets if targets is None else select_targets(config, targets))
-    listed = []
-    for name, target in sorted(config.main.targets.items()):
-        if name not in chosen:
-            continue
-        url = make_url(resolve_url(target.url, config.home))
-        listed.append(
-            {
-                "name": name,
-                "dialect": url.get_backend_name(),
-                "location": url.render_as_string(hide_password=True),
-                "environment": target.environment,
-                "description": target.description,
-                "tags": list(target.tags),
-                "default": name == config.main.default_target,
-            }
-        )
-    return listed
 
 
 def check_target(config: Config, name: str | None = None) -> dict[str, Any]:

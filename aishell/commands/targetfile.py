@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from aishell.config.checks import TAG
+from aishell.config.dburl import resolve_url
 from aishell.config.edit import with_target
 from aishell.config.files import validate
 from aishell.config.home import read_layers
-from aishell.config.models import CONSTRAINT_TYPES, Config, MainConfig, resolve_url
+from aishell.config.models import CONSTRAINT_TYPES, Config, MainConfig
 from aishell.config.resources import bundled_config_dir
 from aishell.errors import ConfigError, UsageError
 from aishell.files import write_beside

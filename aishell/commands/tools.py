@@ -7,13 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aishell.config.kinds import Category
 from aishell.config.models import Config
 from aishell.config.plugins import TOOLS_GROUP, PluginFailure, failure, tool_folders, warn
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import UsageError
-from aishell.registry import Registry, ToolDefinition, load_registry
-from aishell.risk import RiskLevel
+from aishell.registry import Registry, load_registry
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
 from aishell.tool.definition import DIALECTS
@@ -23,9 +21,17 @@ def load_catalog(config: Config) -> Registry:
     """The built-in catalog, the site's folders named in config, then the folders of
     installed packages' `aishell.tools` entry points; a plugin's entry point or tool file
     that fails is left out and told on stderr (`aishell doctor` lists them)."""
-    folders, failures = tool_folders()
+    return catalog_from(config.catalog_paths, tool_folders())
+
+
+Plugins = tuple[list[tuple[str, str, Path]], list[PluginFailure]]
+
+
+def catalog_from(catalog_paths: list[Path], plugins: Plugins) -> Registry:
+    """load_catalog, given the site's folders and what tool_folders() found."""
+    folders, failures = plugins
     registry = load_registry(
-        [bundled_catalog_dir(), *config.catalog_paths], [folder for _, _, folder in folders]
+        [bundled_catalog_dir(), *catalog_paths], [folder for _, _, folder in folders]
     )
     warn([*failures, *refused_tools(registry, folders)])
     return registry
@@ -40,16 +46,6 @@ def refused_tools(registry: Registry, folders: list[tuple[str, str, Path]]) -> l
         )
         found.append(failure(TOOLS_GROUP, owner[0], owner[1], refusal))
     return found
-
-
-def list_tools(
-    config: Config, category: str | None = None, risk: str | None = None
-) -> list[ToolDefinition]:
-    registry = load_catalog(config)
-    return registry.find(
-        category=Category(category) if category else None,
-        risk=RiskLevel(risk) if risk else None,
-    )
 
 
 def show_tool(config: Config, name: str, dialect: str | None = None) -> dict[str, Any]:

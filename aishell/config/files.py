@@ -6,8 +6,6 @@ with the same loader).
 
 from __future__ import annotations
 
-import os
-import stat
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -17,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from aishell.config.sources import read_source
 from aishell.errors import ConfigError
 from aishell.terminal import printable
 
@@ -24,8 +23,6 @@ from aishell.terminal import printable
 # block or two, while a "billion laughs" of a few hundred bytes expands to millions of
 # nodes, which every later walk of the data (checks, pickling, printing) would follow.
 MAX_ALIAS_NODES = 10_000
-# A config or tool file is a few kilobytes; anything this large is something else.
-MAX_YAML_BYTES = 4 * 1024**2
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -211,27 +208,11 @@ def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
     return f"{where}: {printable(problem)}"
 
 
-def read_source(path: Path, what: str = "config file") -> bytes:
-    """A config or tool file's bytes: a regular file of at most MAX_YAML_BYTES; a FIFO,
-    a device or a directory is refused before it is read (reading one would hang or
-    never end)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read {what} {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise ConfigError(f"{path}: not a regular file; a {what} must be one")
-        raw = file.read(MAX_YAML_BYTES + 1)
-    if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024**2} MiB; not a {what}")
-    return raw
-
-
-def read_yaml(path: Path, empty_ok: bool = False) -> dict[str, Any]:
-    """The mapping at the top of a config file; anything else is a ConfigError (a file
-    of comments alone is an empty mapping when empty_ok)."""
-    data = parse_yaml(read_source(path), path)
+def read_yaml(path: Path, empty_ok: bool = False, raw: bytes | None = None) -> dict[str, Any]:
+    """The mapping at the top of a config file (`raw`: its bytes, when already read);
+    anything else is a ConfigError (a file of comments alone is an empty mapping when
+    empty_ok)."""
+    data = parse_yaml(read_source(path) if raw is None else raw, path)
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):

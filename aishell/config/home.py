@@ -16,12 +16,11 @@ then the bundled defaults.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aishell.config.files import read_yaml
 from aishell.config.resources import bundled_config_dir
 from aishell.errors import ConfigError
 
@@ -61,6 +60,11 @@ def find_home(home: str | os.PathLike[str] | None = None) -> Home:
         Path(platformdirs.user_state_dir(APP, appauthor=False)),
         "user folders",
     )
+
+
+def named_config(config_path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """The config file named instead of the home's own: --config, else AISHELL_CONFIG."""
+    return config_path or os.environ.get("AISHELL_CONFIG") or None
 
 
 def system_dir() -> Path:
@@ -106,15 +110,22 @@ def config_files(home: Home, named: str | os.PathLike[str] | None = None) -> Con
 Origin = Callable[[Sequence[str]], Path]
 
 
-def read_layers(layers: Sequence[Path]) -> tuple[dict[str, Any], Origin]:
+def read_layers(
+    layers: Sequence[Path], sources: Mapping[Path, bytes] | None = None
+) -> tuple[dict[str, Any], Origin]:
     """The layers merged (see the module's doc), and where a key came from: the file an
-    error about it names."""
+    error about it names. `sources`: the files' bytes, already read (and hashed: the
+    listings' cache, config/cache.py), else each file is read here."""
+    # Here, not at the top: finding the home and its files needs no YAML parser.
+    from aishell.config.files import read_yaml
+
     merged: dict[str, Any] = {}
     keys: dict[str, Path] = {}
     targets: dict[str, Path] = {}
     for path in layers:
         # A user's file over the system's may set nothing yet (init writes it commented).
-        data = read_yaml(path, empty_ok=len(layers) > 1)
+        raw = None if sources is None else sources.get(path)
+        data = read_yaml(path, empty_ok=len(layers) > 1, raw=raw)
         for key, value in data.items():
             if key == "targets" and isinstance(value, dict):
                 earlier = merged.get("targets")

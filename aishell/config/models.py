@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -19,10 +20,20 @@ from aishell.config.checks import (
     check_tag,
     check_url,
 )
+from aishell.config.dburl import resolve_url
 from aishell.config.fields import PURGE, setting
 from aishell.config.files import read_yaml, validate
 from aishell.config.fleet import FleetConfig
-from aishell.config.home import agent_file, config_files, find_agent_file, find_home, read_layers
+from aishell.config.home import (
+    ConfigFiles,
+    Home,
+    agent_file,
+    config_files,
+    find_agent_file,
+    find_home,
+    named_config,
+    read_layers,
+)
 from aishell.config.kinds import Capability
 from aishell.config.llm import LlmPlannerConfig
 from aishell.config.monitoring import MonitoringConfig
@@ -36,7 +47,7 @@ from aishell.config.options import (
 )
 from aishell.config.web import WebConfig
 from aishell.errors import ConfigError
-from aishell.files import make_private_dirs, set_group_readable
+from aishell.files import set_group_readable
 
 if TYPE_CHECKING:
     SafetyLevel = str
@@ -343,16 +354,12 @@ class Config:
     def state_url(self) -> str:
         """The URL the state store is opened with, its password (state.password_env) in
         it: print state_location, never this."""
-        state = self.main.state
-        url = resolve_url(state.url, self.state_home)
-        if url != state.url:  # a file in the home's state folder: aishell's to make
-            make_private_dirs(self.state_home, 0o700)  # its own alone, whatever files say
-        if not state.password_env and state.busy_timeout_ms is None and not state.server_timeouts():
-            return url
-        from aishell.config.stateurl import with_settings  # late: most commands never need it
+        from aishell.config.stateurl import state_url  # late: most commands never need it
 
-        return with_settings(
-            url,
+        state = self.main.state
+        return state_url(
+            state.url,
+            self.state_home,
             busy_timeout_ms=state.busy_timeout_ms,
             timeouts=state.server_timeouts(),
             password_env=state.password_env,
@@ -410,16 +417,6 @@ class Config:
         return self._agents[name]
 
 
-def resolve_url(url: str, home: Path) -> str:
-    """Make a relative SQLite path absolute under the home; other URLs pass through."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        rest = url[len(prefix) :]
-        if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
-            return prefix + str((home / rest).resolve())
-    return url
-
-
 def load_config(
     config_path: str | os.PathLike[str] | None = None,
     home: str | os.PathLike[str] | None = None,
@@ -428,8 +425,15 @@ def load_config(
     the user's folders; the file named by config_path or AISHELL_CONFIG instead of the
     home's own; /etc/aishell's under either."""
     where = find_home(home)
-    files = config_files(where, config_path or os.environ.get("AISHELL_CONFIG") or None)
-    data, origin = read_layers(files.layers)
+    return config_from(where, config_files(where, named_config(config_path)))
+
+
+def config_from(
+    where: Home, files: ConfigFiles, sources: Mapping[Path, bytes] | None = None
+) -> Config:
+    """The config these files make, checked in full; `sources`: their bytes, already read
+    (what the listings' cache is keyed by: config/view.py)."""
+    data, origin = read_layers(files.layers, sources)
     main = validate(MainConfig, data, files.main, tags=CONSTRAINT_TYPES, origin=origin)
     if main.default_target not in main.targets:
         known = ", ".join(sorted(main.targets)) or "(none)"

@@ -12,13 +12,17 @@ Light: importlib.metadata only, loaded by the commands that need plugins, never 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import sys
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 AGENTS_GROUP = "aishell.agents"
 TOOLS_GROUP = "aishell.tools"
@@ -45,11 +49,50 @@ class PluginFailure:
 def offered(group: str) -> list[tuple[EntryPoint, str]]:
     """The group's entry points in every installed package, each with its package's
     name, in a stable order (by package, then name)."""
+    # Here, not at the top: importlib.metadata costs a listing more than the listing.
+    from importlib.metadata import entry_points
+
     found = [
         (ep, ep.dist.name if ep.dist is not None else "(unknown)")
         for ep in entry_points(group=group)
     ]
     return sorted(found, key=lambda pair: (pair[1], pair[0].name))
+
+
+def entry_point_stamp(group: str) -> str:
+    """A digest of what installed packages declare for `group`, read from their files
+    without importlib.metadata: each `entry_points.txt` on sys.path that names the group,
+    with its folder's identity (a reinstall makes a new one). Any change to the group's
+    entry points changes it (what the listings' cache is keyed by)."""
+    hashed = hashlib.sha256()
+    section = f"[{group}]".encode()
+    for entry in sys.path:
+        folder = entry or os.getcwd()
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:  # a zip file on the path, or a folder since gone
+            hashed.update(f"{folder}\0{_identity(folder)}\0".encode())
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            info = os.path.join(folder, name)
+            try:
+                with open(os.path.join(info, "entry_points.txt"), "rb") as file:
+                    declared = file.read()
+            except OSError:
+                continue
+            if section in declared:
+                hashed.update(f"{info}\0{_identity(info)}\0".encode() + declared)
+    return hashed.hexdigest()
+
+
+def _identity(path: str) -> str:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{found.st_ino}:{found.st_mtime_ns}:{found.st_size}"
 
 
 def load_entry(ep: EntryPoint, package: str) -> object | PluginFailure:

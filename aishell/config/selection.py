@@ -21,10 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Protocol
 
 from aishell.config.checks import TAG
-from aishell.config.models import Config, TargetConfig
 from aishell.errors import UsageError
+
+if TYPE_CHECKING:  # a listing selects from the config's view, without the models
+    from aishell.config.models import Config
+
+
+class Tagged(Protocol):
+    """A target as a selector sees it: its tags (a TargetConfig, or a listing's view)."""
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
 
 TAG_PREFIX = "tag:"
 _GLOB_CHARACTERS = frozenset("*?[")
@@ -37,7 +48,7 @@ def select_targets(config: Config, selector: str) -> list[str]:
     return select_from(config.main.targets, selector, str(config.path))
 
 
-def select_from(targets: Mapping[str, TargetConfig], selector: str, where: str) -> list[str]:
+def select_from(targets: Mapping[str, Tagged], selector: str, where: str) -> list[str]:
     """select_targets over a mapping of targets; `where` names the file in messages."""
     terms = [term.strip() for term in selector.split(",")]
     if not selector.strip() or not all(terms):
@@ -56,12 +67,12 @@ def select_from(targets: Mapping[str, TargetConfig], selector: str, where: str) 
     return [name for name in targets if name in chosen]
 
 
-def target_tags(targets: Mapping[str, TargetConfig]) -> list[str]:
+def target_tags(targets: Mapping[str, Tagged]) -> list[str]:
     """Every tag the targets carry, sorted."""
     return sorted({tag for target in targets.values() for tag in target.tags})
 
 
-def _term(targets: Mapping[str, TargetConfig], term: str, where: str) -> set[str]:
+def _term(targets: Mapping[str, Tagged], term: str, where: str) -> set[str]:
     atoms = [atom.strip() for atom in term.split("+")]
     if not all(atoms):
         raise UsageError(
@@ -73,7 +84,7 @@ def _term(targets: Mapping[str, TargetConfig], term: str, where: str) -> set[str
     return found
 
 
-def _atom(targets: Mapping[str, TargetConfig], atom: str, where: str) -> set[str]:
+def _atom(targets: Mapping[str, Tagged], atom: str, where: str) -> set[str]:
     if atom.startswith(TAG_PREFIX):
         return _tagged(targets, atom[len(TAG_PREFIX) :].strip(), where)
     if _GLOB_CHARACTERS & set(atom):
@@ -83,7 +94,7 @@ def _atom(targets: Mapping[str, TargetConfig], atom: str, where: str) -> set[str
     return {atom}
 
 
-def _tagged(targets: Mapping[str, TargetConfig], tag: str, where: str) -> set[str]:
+def _tagged(targets: Mapping[str, Tagged], tag: str, where: str) -> set[str]:
     known = target_tags(targets)
     if not TAG.fullmatch(tag):
         raise UsageError(

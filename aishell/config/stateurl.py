@@ -6,11 +6,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from aishell.config.checks import env_password
+from aishell.config.dburl import resolve_url
 from aishell.errors import ConfigError
+from aishell.files import make_private_dirs
+
+
+def state_url(
+    url: str,
+    state_home: Path,
+    *,
+    busy_timeout_ms: int | None,
+    timeouts: dict[str, str],
+    password_env: str | None,
+    config_path: Path,
+) -> str:
+    """The URL the state store is opened with (the state section's `url` and settings),
+    its password (password_env) in it: print display_url of it, never this."""
+    resolved = resolve_url(url, state_home)
+    if resolved != url:  # a file in the home's state folder: aishell's to make
+        make_private_dirs(state_home, 0o700)  # its own alone, whatever files say
+    if not password_env and busy_timeout_ms is None and not timeouts:
+        return resolved
+    return with_settings(
+        resolved,
+        busy_timeout_ms=busy_timeout_ms,
+        timeouts=timeouts,
+        password_env=password_env,
+        config_path=config_path,
+    )
 
 
 def with_settings(
@@ -23,6 +47,10 @@ def with_settings(
 ) -> str:
     """url with the state section's settings in it (Config.state_url calls this only when
     it has any); config_path is named in errors."""
+    # Here, not at the top: a SQLite store without settings needs no SQLAlchemy.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -43,6 +71,10 @@ def with_settings(
 def display_url(url: str) -> str:
     """A database URL fit to print or store: a SQLite file as its path, any other URL
     with its password as ***; text that is no URL is not repeated."""
+    # Here, not at the top: a SQLite store without settings needs no SQLAlchemy.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number

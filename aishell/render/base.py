@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.text import Text
 
-from aishell.plan.references import find_references
 from aishell.terminal import printable
 from aishell.units import binary_size
 
@@ -99,6 +98,9 @@ def step_subject(params: dict[str, Any], every: bool = False) -> str:
 def from_steps(value: str) -> str:
     """`${step_1.output.corrupted_tables}` as "from step_1: corrupted_tables": what a
     reference names before the step it names has run."""
+    # Here, not at the top: the listings render without the plan's grammar.
+    from aishell.plan.references import find_references
+
     for ref in find_references(value):
         value = value.replace(ref.text, f"from {ref.step_id}: {ref.key}")
     return value

@@ -10,7 +10,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from aishell.registry import ToolDefinition
 from aishell.render.base import RISK_STYLE, human_size, plain, safe_text, styled
 
 
@@ -158,18 +157,19 @@ def targets_checked(out: Console, checked: list[dict[str, Any]]) -> None:
 # --- tools --------------------------------------------------------------------------------
 
 
-def tools_table(out: Console, found: list[ToolDefinition]) -> None:
+def tools_table(out: Console, found: list[dict[str, Any]]) -> None:
+    """Tools as `tools list` gives them: each one's metadata (ToolDefinition.metadata)."""
     table = Table()
     for column in ("tool", "category", "risk", "approval", "dialects", "description"):
         table.add_column(column, overflow="fold", no_wrap=column == "tool")
     for tool in found:
         table.add_row(
-            safe_text(tool.name),
-            safe_text(tool.category.value),
-            styled(tool.risk_level.value, RISK_STYLE),
-            "always" if tool.requires_approval else "by policy",
-            safe_text(", ".join(sorted(tool.implementations))),
-            safe_text(tool.description),
+            safe_text(tool["name"]),
+            safe_text(tool["category"]),
+            styled(tool["risk_level"], RISK_STYLE),
+            "always" if tool["requires_approval"] else "by policy",
+            safe_text(", ".join(tool["dialects"])),
+            safe_text(tool["description"]),
         )
     out.print(table)
 

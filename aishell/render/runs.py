@@ -4,13 +4,12 @@ and the statements it sent."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aishell.executor import RunResult, StepResult
 from aishell.render.base import (
     RISK_STYLE,
     STATUS_STYLE,
@@ -24,8 +23,10 @@ from aishell.render.base import (
     steps_label,
     styled,
 )
-from aishell.render.figures import step_figures
 from aishell.terminal import printable
+
+if TYPE_CHECKING:  # the runs list draws stored runs: no need of the step loop's results
+    from aishell.executor import RunResult, StepResult
 
 
 def _purge_preview(step: StepResult) -> list[str]:
@@ -177,6 +178,9 @@ def _took(started: str, finished: str | None) -> str:
 
 
 def run_detail(out: Console, run: dict[str, Any]) -> None:
+    # Here, not at the top: the figures are for one run's detail, not the runs list.
+    from aishell.render.figures import step_figures
+
     out.print(
         Text.assemble(
             ("Run ", "bold"),

@@ -38,15 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import inspect, select, text
-from sqlalchemy.engine import Connection
-
 from aishell.errors import StateError
-from aishell.state.schema import meta
-from aishell.state.signing import SigningKey
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.engine import Connection
+
+    from aishell.state.signing import SigningKey
 
 # The newest revision in migrations/versions (a test keeps the two equal).
 HEAD_REVISION = "0006_fleet"
@@ -81,6 +79,11 @@ class FoundSchema:
 
 
 def read_schema(conn: Connection) -> FoundSchema:
+    # Here, not at the top: the runs list reads HEAD_REVISION without SQLAlchemy.
+    from sqlalchemy import inspect, select, text
+
+    from aishell.state.schema import meta
+
     names = set(inspect(conn).get_table_names())
     revision = None
     if "alembic_version" in names:
@@ -133,6 +136,8 @@ def lock_schema(conn: Connection) -> None:
         # The write lock up front: the busy timeout then covers the wait.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif dialect == "postgresql":
+        from sqlalchemy import text
+
         conn.execute(
             text("SELECT pg_catalog.pg_advisory_xact_lock(:key)"), {"key": _POSTGRESQL_LOCK}
         )

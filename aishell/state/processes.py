@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 
+def this_host() -> str:
+    """This machine's name, as the state store records it with a process."""
+    # Here, not at the top: the runs list asks only about runs still marked running.
+    import socket
+
+    return socket.gethostname()
+
+
 def process_alive(pid: int, hostname: str) -> bool:
-    if hostname != socket.gethostname():
+    if hostname != this_host():
         return True  # cannot see another host's processes: assume the holder is alive
     try:
         os.kill(pid, 0)
@@ -43,7 +50,7 @@ def process_started(pid: int) -> str | None:
 def recorder_alive(pid: int, hostname: str, started: str | None) -> bool:
     """Is the process that recorded a scratch entry still running? Another host's
     processes count as alive: they cannot be seen from here."""
-    if hostname != socket.gethostname():
+    if hostname != this_host():
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()

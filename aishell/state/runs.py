@@ -14,7 +14,8 @@ from sqlalchemy.engine import Connection
 from aishell.errors import RunNotFound
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.core import Hot
-from aishell.state.processes import current_user, process_started, recorder_alive
+from aishell.state.processes import current_user, process_started
+from aishell.state.runlist import LIVE, newest_runs, run_row
 from aishell.state.schema import events, run_controls, runs, steps
 from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
@@ -161,50 +162,20 @@ class RunRepository(ApprovalRepository):
     def list_runs(
         self, status: str | None = None, limit: int = 50, targets: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        """The newest runs first; only those of `targets` when given (None: every run)."""
+        """The newest runs first; only those of `targets` when given (None: every run).
+        runlist.read_runs reads the same of a SQLite store without SQLAlchemy."""
         query = select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id)
         if targets is not None:
             query = query.where(runs.c.target.in_(list(targets)))
-        if status in ("running", "interrupted"):
-            query = query.where(runs.c.status.in_(["running", "interrupted"]))
+        if status in LIVE:
+            query = query.where(runs.c.status.in_(list(LIVE)))
         elif status:
             query = query.where(runs.c.status == status)
-        result = []
-        for row in self._conn.execute(query):
-            run = self._run_dict(row._mapping)
-            if status is None or run["status"] == status:
-                result.append(run)
-            if len(result) >= limit:
-                break
+        result = newest_runs((row._mapping for row in self._conn.execute(query)), status, limit)
         self._conn.rollback()
         return result
 
-    @staticmethod
-    def _run_dict(row: Any) -> dict[str, Any]:
-        status = row["status"]
-        # A run whose process is gone is not running, whatever the row says.
-        if status == "running" and not recorder_alive(
-            row["pid"], row["hostname"], row["pid_started"]
-        ):
-            status = "interrupted"
-        return {
-            "run_id": row["run_id"],
-            "agent": row["agent"],
-            "target": row["target"],
-            "dialect": row["dialect"],
-            "job": loads(row["job"]),
-            "plan_hash": row["plan_hash"],
-            "tool_fingerprints": loads(row["tool_fingerprints"]),
-            "dry_run": bool(row["dry_run"]),
-            "safety_level": row["safety_level"],
-            "status": status,
-            "created_at": row["created_at"],
-            "finished_at": row["finished_at"],
-            "error": row["error"],
-            "started_by": row["started_by"],
-            "pid": row["pid"],
-            "hostname": row["hostname"],
-        }
+    _run_dict = staticmethod(run_row)
 
     # Stop requests (`aishell stop`): a row in run_controls that the loop reads between
     # steps.

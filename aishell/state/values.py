@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult
+if TYPE_CHECKING:  # the runs list reads values without SQLAlchemy (runlist.py)
+    from sqlalchemy import CursorResult
 
 from aishell.units import stamp
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from aishell.config.models import Config, resolve_url
+from aishell.config.dburl import resolve_url
+from aishell.config.models import Config
 from aishell.errors import TargetError
 from aishell.sqltext import text
 from aishell.targets.engines import open_server

@@ -12,7 +12,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
-from aishell.config.models import Config, TargetConfig, resolve_url
+from aishell.config.dburl import resolve_url
+from aishell.config.models import Config, TargetConfig
 from aishell.config.options import MAX_PARALLEL_STEPS
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
 from aishell.sqltext import quote_identifier, text

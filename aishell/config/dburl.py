@@ -1,0 +1,125 @@
+"""A database URL as text: read exactly as SQLAlchemy's `make_url` reads it (its
+pattern, its unquoting), without importing SQLAlchemy, for the commands that only show
+a URL (`targets list`) or find a SQLite file in it (`runs list`). Shown, a password is
+`***`, as SQLAlchemy's `render_as_string(hide_password=True)` shows it
+(tests/config/test_dburl.py holds the two to the same text)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
+
+# sqlalchemy.engine.url._parse_url's pattern, as it is.
+_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+        """,
+    re.X,
+)
+HIDDEN = "***"
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """The parts of a database URL, as SQLAlchemy's URL holds them."""
+
+    drivername: str
+    username: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    query: dict[str, list[str]]
+
+    @property
+    def backend(self) -> str:
+        """The engine: the drivername left of any `+driver`."""
+        return self.drivername.split("+")[0]
+
+    def shown(self) -> str:
+        """The URL fit to print: its password as ***."""
+        text = self.drivername + "://"
+        if self.username is not None:
+            text += quote(self.username, safe=" +")
+            if self.password is not None:
+                text += ":" + HIDDEN
+            text += "@"
+        if self.host is not None:
+            text += f"[{self.host}]" if ":" in self.host else self.host
+        if self.port is not None:
+            text += ":" + str(self.port)
+        if self.database is not None:
+            text += "/" + quote(self.database, safe=" +/")
+        if self.query:
+            text += "?" + "&".join(
+                f"{quote_plus(key)}={quote_plus(value)}"
+                for key in sorted(self.query)
+                for value in self.query[key]
+            )
+        return text
+
+
+def parse_url(url: str) -> DatabaseUrl | None:
+    """The URL's parts; None where make_url would refuse it."""
+    found = _URL.match(url)
+    if found is None:
+        return None
+    parts = found.groupdict()
+    query: dict[str, list[str]] = {}
+    if parts["query"] is not None:
+        for key, value in parse_qsl(parts["query"]):
+            query.setdefault(key, []).append(value)
+    port = None
+    if parts["port"]:
+        try:
+            port = int(parts["port"])
+        except ValueError:
+            return None
+    elif parts["port"] is not None:
+        return None  # `host:` with no number: int("") fails in SQLAlchemy too
+    text = {k: None if parts[k] is None else unquote(parts[k]) for k in ("username", "password")}
+    return DatabaseUrl(
+        drivername=parts["name"],
+        username=text["username"],
+        password=text["password"],
+        host=parts["ipv4host"] or parts["ipv6host"],
+        port=port,
+        database=None if parts["database"] is None else unquote(parts["database"]),
+        query=query,
+    )
+
+
+def without_password(url: str) -> str:
+    """The URL's text with its password's characters replaced by ***: what is kept where
+    a password must not be (the listings' cache); every other character as it was, so it
+    parses to the same parts but the password."""
+    found = _URL.match(url)
+    if found is None or found.group("password") is None:
+        return url
+    start, end = found.span("password")
+    return url[:start] + HIDDEN + url[end:]
+
+
+def resolve_url(url: str, home: Path) -> str:
+    """Make a relative SQLite path absolute under the home; other URLs pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
+            return prefix + str((home / rest).resolve())
+    return url

@@ -1,0 +1,124 @@
+"""The runs list: how a stored run is shown (`run_row`, which the store's own list_runs
+uses too), and the list read with the standard library's sqlite3, read-only, for
+`aishell runs list` on a SQLite store, without SQLAlchemy.
+
+The light read answers only for a store as this aishell leaves it: a file with history
+(its marker beside it), side files that may be written, at the newest schema revision.
+Anything else (no store yet, one to upgrade or from a newer aishell, a damaged or busy
+one) is None, and the caller opens the store in full (StateStore), which makes,
+upgrades, waits for or refuses it with its own one line, as it always has.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aishell.state.history import HEAD_REVISION
+from aishell.state.identity import marker_of
+from aishell.state.processes import recorder_alive
+from aishell.state.values import loads
+
+# What the list shows of a run: the columns run_row reads.
+_COLUMNS = (
+    "run_id, agent, target, dialect, job, plan_hash, tool_fingerprints, dry_run, "
+    "safety_level, status, created_at, finished_at, error, started_by, pid, hostname, "
+    "pid_started"
+)
+# A reader waits this long for a writer's lock; past it, the full open waits and
+# reports as it does for every command.
+_READ_WAIT_SECONDS = 1.0
+# The two statuses one stored "running" may show as (run_row).
+LIVE = ("running", "interrupted")
+
+
+def run_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A stored run as the lists show it: a run whose process is gone is not running,
+    whatever its row says."""
+    status = row["status"]
+    if status == "running" and not recorder_alive(row["pid"], row["hostname"], row["pid_started"]):
+        status = "interrupted"
+    return {
+        "run_id": row["run_id"],
+        "agent": row["agent"],
+        "target": row["target"],
+        "dialect": row["dialect"],
+        "job": loads(row["job"]),
+        "plan_hash": row["plan_hash"],
+        "tool_fingerprints": loads(row["tool_fingerprints"]),
+        "dry_run": bool(row["dry_run"]),
+        "safety_level": row["safety_level"],
+        "status": status,
+        "created_at": row["created_at"],
+        "finished_at": row["finished_at"],
+        "error": row["error"],
+        "started_by": row["started_by"],
+        "pid": row["pid"],
+        "hostname": row["hostname"],
+    }
+
+
+def newest_runs(
+    rows: Iterable[Mapping[Any, Any]], status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The first `limit` of rows (newest first) that show as `status` (any, for None)."""
+    result = []
+    for row in rows:
+        run = run_row(row)
+        if status is None or run["status"] == status:
+            result.append(run)
+        if len(result) >= limit:
+            break
+    return result
+
+
+def read_runs(
+    path: Path, status: str | None, limit: int, targets: Sequence[str] | None
+) -> list[dict[str, Any]] | None:
+    """StateStore.list_runs of the SQLite store at `path`, read-only with sqlite3; None
+    where the store must be opened in full (see the module's doc)."""
+    try:
+        if not path.stat().st_size or not marker_of(path).exists():
+            return None
+    except OSError:
+        return None
+    for suffix in ("-wal", "-shm"):  # as identity.check_side_files, which the full open says
+        side = path.with_name(path.name + suffix)
+        if side.exists() and not os.access(side, os.W_OK):
+            return None
+    where, values = _filters(status, targets)
+    query = f"SELECT {_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id"
+    try:
+        opened = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=ro", uri=True, timeout=_READ_WAIT_SECONDS
+        )
+        with closing(opened) as conn:
+            revisions = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+            if revisions != [HEAD_REVISION]:
+                return None
+            conn.row_factory = sqlite3.Row
+            found = newest_runs(conn.execute(query, values), status, limit)
+            conn.rollback()
+            return found
+    except sqlite3.Error:
+        return None
+
+
+def _filters(status: str | None, targets: Sequence[str] | None) -> tuple[str, list[str]]:
+    """The WHERE clause (with its bound values) of list_runs's filters."""
+    clauses, values = [], []
+    if targets is not None:
+        clauses.append(f"target IN ({', '.join('?' * len(targets))})")
+        values += list(targets)
+    if status in LIVE:
+        clauses.append("status IN (?, ?)")
+        values += list(LIVE)
+    elif status:
+        clauses.append("status = ?")
+        values.append(status)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
