@@ -1,6 +1,6 @@
-"""The SQL of one purge batch, for a table, the key it walks, a date column and an
-archive: what previews and approvals show is rendered from the same class the batches
-run."""
+"""The SQL of one purge batch, for a table, the key it walks (or its pages), a date column
+and an archive: what previews and approvals show is rendered from the same class the
+batches run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from aishell.tool.context import ToolContext
 # The dialects whose DELETE ... RETURNING * hands a batch's deleted rows (every column)
 # to an archive file; MySQL has none: it locks the rows it archives and reads them first.
 RETURNING = ("postgresql", "sqlite")
+
+
+# A batch's pages: [:low, :high) as tids '(page,0)'; a TID range scan reads just them.
+PAGE_RANGE = "ctid >= CAST(:low AS tid) AND ctid < CAST(:high AS tid) AND {date} < :cutoff"
+# The table's length in pages now (pages appended after the walk started are walked too).
+PAGES_SQL = (
+    "SELECT pg_catalog.pg_relation_size(CAST(:relation AS regclass)) / "
+    "pg_catalog.current_setting('block_size')::int"
+)
+# The id of a batch's transaction, read before it commits: after a crash the server says
+# whether that transaction committed (pg_xact_status), whatever the pages hold since.
+XACT_SQL = "SELECT CAST(pg_catalog.pg_current_xact_id() AS text)"
+XACT_STATUS_SQL = "SELECT pg_catalog.pg_xact_status(CAST(:xid AS xid8))"
 
 
 def is_integer(value: Any) -> bool:
@@ -43,10 +56,20 @@ class BatchSql:
         # Integer keys are walked in plain key ranges (unless a cap on rows needs each
         # batch's old rows counted first); see batches.py.
         self.by_range = False
+        # PostgreSQL 14+: batches over ranges of the heap's pages (pages.py), not keys.
+        self.by_pages = False
+        # Whether max_share limits the purge (the page walk then may take part of a page).
+        self.share_limited = False
 
     def range(self, first: bool) -> str:
+        if self.by_pages:
+            return PAGE_RANGE.format(date=self.date)
         lower = "" if first else f"{self.key} > :after AND "
         return f"{lower}{self.key} <= :upper AND {self.date} < :cutoff"
+
+    def any_old(self) -> str:
+        """Whether any row older than the cutoff is left (the page walk's last look)."""
+        return f"SELECT 1 FROM {self.table} WHERE {self.date} < :cutoff LIMIT 1"
 
     def upper(self, first: bool) -> str:
         lower = "" if first else f"{self.key} > :after AND "
@@ -67,7 +90,14 @@ class BatchSql:
     def bounds(self) -> str:
         return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
 
-    def delete(self, first: bool) -> str:
+    def delete(self, first: bool, part: bool = False) -> str:
+        """`part`: at most :n of the old rows of one page range (the page walk's last
+        rows under max_share)."""
+        if part:
+            return (
+                f"DELETE FROM {self.table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM "
+                f"{self.table} WHERE {self.range(first)} LIMIT :n))"
+            )
         return f"DELETE FROM {self.table} WHERE {self.range(first)}"
 
     def returning(self) -> bool:
@@ -76,12 +106,19 @@ class BatchSql:
     def statements(self, first: bool) -> list[str]:
         """What one batch sends, in order (shown in previews and approvals). Walking
         plain key ranges, the batch looks for its first old row and computes its end
-        from there; otherwise it looks up the key below which its next old rows lie."""
+        from there; otherwise it looks up the key below which its next old rows lie.
+        Walking pages, it deletes over its pages and reads its transaction's id (what a
+        resume asks the server about), and the walk reads the table's length in pages
+        and, at its end, whether any old row is left."""
+        if self.by_pages:
+            # Under max_share, the last batch before the limit may take part of a page.
+            part = self.work(first, part=True) if self.share_limited else []
+            return [PAGES_SQL, *self.work(first), *part, XACT_SQL, self.any_old()]
         return [self.first_old(first) if self.by_range else self.upper(first), *self.work(first)]
 
-    def work(self, first: bool) -> list[str]:
+    def work(self, first: bool, part: bool = False) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""
-        delete = self.delete(first)
+        delete = self.delete(first, part)
         # An archive table's copy names its columns: MariaDB's SELECT * leaves invisible
         # ones out, and a generated column takes no value.
         if self.archive_table and self.dialect == "postgresql":
