@@ -57,7 +57,9 @@ count_table_rows_postgresql = Handler(
 _RANGE = "{key} > :after AND {key} <= :upper AND {date_column} < :cutoff"
 # PostgreSQL 14+ walks the heap's pages instead (pages.py).
 _PAGES = PAGE_RANGE.format(date="{date_column}")
-# Part of one page's old rows: the last batch before max_share.
+# Part of one page's old rows: the last batch before max_share; the old rows left after
+# the pages, by key.
+_KEYS = "{key} = ANY (:keys) AND {date_column} < :cutoff"
 _PART = f"ctid = ANY (ARRAY(SELECT ctid FROM {{table}} WHERE {_PAGES} LIMIT :n))"
 _KEY_SHAPES = (
     "SELECT max(aishell_k) FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
@@ -87,7 +89,11 @@ _PAGE_SHAPES = (
     XACT_SQL,
     XACT_STATUS_SQL,
     f"SELECT 1 FROM {{table}} WHERE {_PAGES} LIMIT 1",
-    "SELECT 1 FROM {table} WHERE {date_column} < :cutoff LIMIT 1",
+    "SELECT {key} FROM {table} WHERE {date_column} < :cutoff LIMIT :n",
+    f"DELETE FROM {{table}} WHERE {_KEYS}",
+    f"DELETE FROM {{table}} WHERE {_KEYS} RETURNING *",
+    f"WITH aishell_gone AS (DELETE FROM {{table}} WHERE {_KEYS} RETURNING *) "
+    "INSERT INTO {archive_table} ({columns}) SELECT {columns} FROM aishell_gone",
 )
 delete_old_records = Handler(
     sql_templates=_KEY_SHAPES,

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import BatchSql, is_integer
+from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -374,12 +374,12 @@ def delete_batch(
     first: bool,
     archive: ArchiveFile | None,
     most: int | None = None,
-    part: bool = False,
+    form: str = RANGE,
 ) -> tuple[int, BatchBytes | None]:
     """Delete (and archive into a table) one batch, uncommitted; returns the rows and, for
     an archive file, the bytes to append to it (not yet written). More rows than `most`
     raise OverLimit."""
-    statements = batch.work(first, part)
+    statements = batch.work(first, form)
     if archive is None and not batch.archive_table:
         return _at_most(conn.execute(text(statements[0]), values).rowcount, most), None
     if batch.archive_table:

@@ -27,6 +27,10 @@ XACT_SQL = "SELECT CAST(pg_catalog.pg_current_xact_id() AS text)"
 XACT_STATUS_SQL = "SELECT pg_catalog.pg_xact_status(CAST(:xid AS xid8))"
 
 
+# What a batch deletes: a range (of keys, or pages); part of a page range; given keys.
+RANGE, PART, KEYS = "range", "part", "keys"
+
+
 def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -67,10 +71,6 @@ class BatchSql:
         lower = "" if first else f"{self.key} > :after AND "
         return f"{lower}{self.key} <= :upper AND {self.date} < :cutoff"
 
-    def any_old(self) -> str:
-        """Whether any row older than the cutoff is left (the page walk's last look)."""
-        return f"SELECT 1 FROM {self.table} WHERE {self.date} < :cutoff LIMIT 1"
-
     def upper(self, first: bool) -> str:
         lower = "" if first else f"{self.key} > :after AND "
         return (
@@ -90,15 +90,24 @@ class BatchSql:
     def bounds(self) -> str:
         return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
 
-    def delete(self, first: bool, part: bool = False) -> str:
-        """`part`: at most :n of the old rows of one page range (the page walk's last
-        rows under max_share)."""
-        if part:
+    def delete(self, first: bool, form: str = RANGE) -> str:
+        """The page walk's other forms: PART, at most :n of the old rows of one page
+        range (its last batch under max_share); KEYS, the old rows left after its pages,
+        by their keys (:keys)."""
+        if form == PART:
             return (
                 f"DELETE FROM {self.table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM "
                 f"{self.table} WHERE {self.range(first)} LIMIT :n))"
             )
+        if form == KEYS:
+            return (
+                f"DELETE FROM {self.table} WHERE {self.key} = ANY (:keys) AND {self.date} < :cutoff"
+            )
         return f"DELETE FROM {self.table} WHERE {self.range(first)}"
+
+    def old_keys(self) -> str:
+        """The keys of up to :n rows older than the cutoff (the page walk's last look)."""
+        return f"SELECT {self.key} FROM {self.table} WHERE {self.date} < :cutoff LIMIT :n"
 
     def returning(self) -> bool:
         return self.dialect in RETURNING
@@ -112,13 +121,20 @@ class BatchSql:
         and, at its end, whether any old row is left."""
         if self.by_pages:
             # Under max_share, the last batch before the limit may take part of a page.
-            part = self.work(first, part=True) if self.share_limited else []
-            return [PAGES_SQL, *self.work(first), *part, XACT_SQL, self.any_old()]
+            part = self.work(first, PART) if self.share_limited else []
+            return [
+                PAGES_SQL,
+                *self.work(first),
+                *part,
+                XACT_SQL,
+                self.old_keys(),
+                *self.work(first, KEYS),
+            ]
         return [self.first_old(first) if self.by_range else self.upper(first), *self.work(first)]
 
-    def work(self, first: bool, part: bool = False) -> list[str]:
+    def work(self, first: bool, form: str = RANGE) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""
-        delete = self.delete(first, part)
+        delete = self.delete(first, form)
         # An archive table's copy names its columns: MariaDB's SELECT * leaves invisible
         # ones out, and a generated column takes no value.
         if self.archive_table and self.dialect == "postgresql":

@@ -13,13 +13,14 @@ a row and of a page measured from the batches so far): a stretch of kept pages, 
 fast, does not size a batch for a stretch of old rows after it.
 
 Nothing older than the cutoff is left, whatever writers do meanwhile: pages appended to
-the table during the walk (new rows, and row versions an UPDATE moved) are walked too,
-up to the table's length when the walk reaches its end; then one read looks for any row
-older than the cutoff left anywhere (by the date column's index when it has one, else a
-scan). An UPDATE can move an old row into a page already done (into space a VACUUM freed
-there); such a row is found by that look, and the walk goes round the table again (at
-most MAX_ROUNDS times). A row deleted by a batch is gone; a row a batch did not see is
-seen by a later batch or by the last look: none is deleted twice or missed.
+the table during the walk (new rows, and row versions an UPDATE moved there) are walked
+too, up to the table's length when the walk reaches its end. An UPDATE can also move an
+old row into a page already done (into space a VACUUM freed there), so then a look for
+rows older than the cutoff left anywhere (by the date column's index when it has one,
+else a scan of the table) takes their keys, and a batch deletes them by key, wherever
+they have moved since; the look is repeated until it finds none (at most MAX_LOOKS
+times). A row deleted by a batch is gone; a row a batch did not see is seen by a later
+batch or by the look: none is deleted twice or missed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.handlers.purge.attempt import stopped_resumably
 from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch
-from aishell.handlers.purge.batchsql import PAGES_SQL, XACT_SQL, BatchSql
+from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, XACT_SQL, BatchSql
 from aishell.sqltext import text
 
 # A batch whose pages turn out all old takes at most about this many times the aim.
@@ -43,9 +44,11 @@ WORST_FACTOR = 2.0
 DEFAULT_ROW_SECONDS = 2e-6
 # Rows a page holds when the table's statistics do not say (8 kB pages, ~150-byte rows).
 DEFAULT_ROWS_PER_PAGE = 50.0
-# Times the walk goes round the table for old rows found after a round (rows moved into
-# pages already done, or written with old dates meanwhile) before it stops and says so.
-MAX_ROUNDS = 5
+# The most keys one look past the pages deletes in a batch, and the looks that may find
+# old rows (moved into pages already done, or written with old dates meanwhile) before
+# the step stops and says so.
+LOOK_ROWS = 10_000
+MAX_LOOKS = 20
 _SIZE_SQL = (
     "SELECT reltuples, relpages FROM pg_catalog.pg_class WHERE oid = CAST(:relation AS regclass)"
 )
@@ -53,18 +56,27 @@ _KIND_SQL = "SELECT relkind FROM pg_catalog.pg_class WHERE oid = CAST(:relation 
 
 
 def walks_pages(conn: Connection, table_sql: str, params: Mapping[str, Any]) -> bool:
-    """The rule: pages on PostgreSQL 14+ (TID range scans), for an ordinary table (a
-    partitioned table's pages are its partitions'), unless a cap on rows (max_rows) asks
-    for batches counted in rows or the job says `walk: keys`. Elsewhere, and otherwise,
-    key ranges."""
-    if params.get("walk", "pages") != "pages":
-        return False
-    if conn.dialect.name != "postgresql" or params.get("max_rows"):
-        return False
-    if (conn.dialect.server_version_info or (0,)) < (14,):
-        return False
+    """Whether the purge of this table walks its pages (page_rule)."""
+    dialect = conn.dialect.name
+    version = tuple(v for v in conn.dialect.server_version_info or (0,) if isinstance(v, int))
+    if not page_rule(dialect, version, "r", params):
+        return False  # the table's kind need not be read
     kind = conn.execute(text(_KIND_SQL), {"relation": table_sql}).scalar()
-    return kind == "r"
+    return page_rule(dialect, version, str(kind), params)
+
+
+def page_rule(dialect: str, version: tuple[int, ...], kind: str, params: Mapping[str, Any]) -> bool:
+    """Pages on PostgreSQL 14+ (TID range scans), for an ordinary table (`kind` r: a
+    partitioned table's pages are its partitions'), unless a cap on rows (max_rows)
+    asks for batches counted in rows or the job says `walk: keys`. Elsewhere, and
+    otherwise, key ranges (batches.py)."""
+    return (
+        params.get("walk", "pages") == "pages"
+        and not params.get("max_rows")
+        and dialect == "postgresql"
+        and version >= (14,)
+        and kind == "r"
+    )
 
 
 def page(number: int) -> str:
@@ -196,7 +208,7 @@ class PageWalk(Walk):
         conn, state = self.ctx.connection, self.state
         values = {"low": page(low), "high": page(low + 1), "cutoff": self.bound, "n": room}
         count, archived = delete_batch(
-            conn, self.batch, values, False, self.archive, most=room, part=True
+            conn, self.batch, values, False, self.archive, most=room, form=PART
         )
         xid = conn.execute(text(XACT_SQL)).scalar() if count else None
         archive_offset = self._commit_pending({"page": low, "rows": count, "xid": xid}, archived)
@@ -223,31 +235,50 @@ class PageWalk(Walk):
         self.pages = int(max(1, size))
 
     def _go_round(self) -> bool:
-        """At the end of the pages: walk those appended since, else look for any old
-        row left; a row found sends the walk round the table again."""
+        """At the end of the pages: walk those appended since; then look for old rows
+        left anywhere (moved by an UPDATE into a page already done) and delete them by
+        their keys, wherever they move meanwhile; False when the look finds none."""
         conn, state = self.ctx.connection, self.state
         length = table_pages(conn, self.batch)
         conn.commit()
         if length > state["stop"]:
             state["stop"] = length  # appended while the walk went on: walked too
             return True
-        left = conn.execute(text(self.batch.any_old()), {"cutoff": self.bound}).first()
+        values = {"cutoff": self.bound, "n": LOOK_ROWS}
+        keys = list(conn.execute(text(self.batch.old_keys()), values).scalars())
         conn.commit()
-        if left is None:
+        if not keys:
             self.complete = True
             return False
-        if state["round"] + 1 >= MAX_ROUNDS:
+        if state["round"] >= MAX_LOOKS:
             self.checkpoint()
             raise stopped_resumably(
                 self.ctx,
-                f"rows older than the cutoff were still found after {MAX_ROUNDS} rounds of "
-                f"{self.params['table']}'s pages (rows written with old dates, or old rows "
-                "moved by updates, while the purge runs)",
+                f"rows older than the cutoff were still found after {MAX_LOOKS} looks past "
+                f"the end of {self.params['table']}'s pages (rows written with old dates "
+                "while the purge runs?)",
                 "let the writers of old rows finish first",
             )
-        state.update(page=0, stop=length, round=state["round"] + 1)
-        self.ctx.record_event("purge_round", {"round": state["round"], "pages": length})
-        self.checkpoint()
+        state["round"] += 1
+        room = self.limit.room(state["deleted"]) if self.limit is not None else None
+        if room is not None:
+            if room == 0:
+                self._stop_at_limit()
+            keys = keys[:room]  # a key is one row at most
+        self.ctx.record_event("purge_rows_left", {"look": state["round"], "rows": len(keys)})
+        values = {"keys": keys, "cutoff": self.bound}
+        count, archived = delete_batch(conn, self.batch, values, False, self.archive, form=KEYS)
+        xid = conn.execute(text(XACT_SQL)).scalar() if count else None
+        archive_offset = self._commit_pending(
+            {"page": state["page"], "rows": count, "xid": xid}, archived
+        )
+        state.update(
+            deleted=state["deleted"] + count,
+            batches=state["batches"] + 1,
+            archive_offset=archive_offset,
+        )
+        self.attempt.deleted_here += count
+        self._report()
         return True
 
     def output(self) -> dict[str, Any]:
@@ -258,7 +289,7 @@ class PageWalk(Walk):
             last_key=None,
             last_page=state["page"],
             pages=state["stop"],
-            rounds=state["round"] + 1,
+            looks=state["round"],
             final_batch_size=self.pages,
         )
         return output
