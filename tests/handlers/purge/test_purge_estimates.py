@@ -82,7 +82,8 @@ def test_the_counts_around_a_purge_read_no_range_of_the_table(dialect, home):
         assert count.output["estimated"] and recount.output["estimated"]
         assert recount.output["row_count"] == count.output["row_count"] - gone
         assert recount.output["older_rows"] == 0
-        assert "less the" in recount.output["how"] and "whole key range" in recount.output["how"]
+        how = recount.output["how"]
+        assert "less the" in how and ("whole key range" in how or "table's pages" in how)
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
