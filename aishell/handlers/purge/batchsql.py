@@ -62,8 +62,6 @@ class BatchSql:
         self.by_range = False
         # PostgreSQL 14+: batches over ranges of the heap's pages (pages.py), not keys.
         self.by_pages = False
-        # Whether max_share limits the purge (the page walk then may take part of a page).
-        self.share_limited = False
 
     def range(self, first: bool) -> str:
         if self.by_pages:
@@ -121,11 +119,10 @@ class BatchSql:
         and, at its end, whether any old row is left."""
         if self.by_pages:
             # Under max_share, the last batch before the limit may take part of a page.
-            part = self.work(first, PART) if self.share_limited else []
             return [
                 PAGES_SQL,
                 *self.work(first),
-                *part,
+                *self.work(first, PART),
                 XACT_SQL,
                 self.old_keys(),
                 *self.work(first, KEYS),

@@ -113,7 +113,6 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         low, high = key_span(ctx, table, batch)
         batch.by_range = is_integer(high) and not params.get("max_rows")
         batch.by_pages = walks_pages(conn, batch.table, params)
-        batch.share_limited = ctx.max_share is not None and ctx.max_share < 1
         conn.commit()
         return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
 
