@@ -52,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,7 @@ def run_aishell(home: Path, url: str, rows: int, walk: str = "pages") -> dict[st
         "batches": purge.output["batches"],
         "longest_batch_ms": purge.output["longest_batch_ms"],
         "walk": purge.output.get("walk", "keys"),
+        "look_seconds": look_seconds(sent),
         "vacuum_seconds": sum(s.seconds or 0 for s in result.steps[3:]),
         "median_batch_ms": purge.output["median_batch_ms"],
         "p99_ms": writer.p99(),
@@ -295,13 +297,35 @@ def driver_statements(home: Path, run_id: str, index: int) -> list[dict[str, Any
     store = sqlite3.connect(f"{(home / 'state.db').as_uri()}?mode=ro", uri=True)
     try:
         rows = store.execute(
-            "SELECT sql, parameters FROM statements WHERE run_id = ? AND step_idx = ? "
-            "AND error IS NULL ORDER BY id",
+            "SELECT sql, parameters, started_at, finished_at FROM statements "
+            "WHERE run_id = ? AND step_idx = ? AND error IS NULL ORDER BY id",
             (run_id, index),
         ).fetchall()
     finally:
         store.close()
-    return [{"sql": sql, "parameters": json.loads(p) if p else None} for sql, p in rows]
+    return [
+        {
+            "sql": sql,
+            "parameters": json.loads(p) if p else None,
+            "seconds": _seconds(started, finished),
+        }
+        for sql, p, started, finished in rows
+    ]
+
+
+def _seconds(started: str | None, finished: str | None) -> float:
+    if not started or not finished:
+        return 0.0
+    return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+
+
+def look_seconds(statements: list[dict[str, Any]]) -> float:
+    """The page walk's look for old rows left past its pages (a read of the table)."""
+    return sum(
+        s["seconds"]
+        for s in statements
+        if s["sql"].startswith('SELECT "id" FROM "logs" WHERE "created_at"')
+    )
 
 
 def run_delete(url: str, rows: int) -> dict[str, Any]:
@@ -458,6 +482,13 @@ def pages_against_keys(
         f"  key walk's purge step (walk: keys, same run) {median_of(keyed, 'seconds'):.2f} s, "
         f"{deleted / median_of(keyed, 'seconds'):,.0f} rows/s; against the DELETE's: "
         f"{shown(keys)}"
+    )
+    looks = [a["look_seconds"] for a in ours]
+    without = [d["seconds"] / (a["seconds"] - a["look_seconds"]) for a, d in pairs]
+    print(
+        f"  the look for old rows left past the pages (a read of the table): "
+        f"{statistics.median(looks):.2f} s (each trial: {', '.join(f'{v:.2f}' for v in looks)}); "
+        f"the step without it against the DELETE's rows/s: {shown(without)}"
     )
     longest = [a["longest_batch_ms"] for a in ours]
     p99 = [a["p99_ms"] for a in ours]

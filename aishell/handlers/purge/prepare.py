@@ -179,17 +179,22 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
             f"{about}{older:,} rows are older than the cutoff; this run stops after "
             f"max_rows={max_rows:,} and the next run goes on"
         )
-    batch: BatchSql = prepared["batch"]
-    if not column.indexed and batch.by_pages:
-        estimate["warnings"].append(
+    estimate["warnings"].extend(_index_warnings(params, prepared))
+    return estimate
+
+
+def _index_warnings(params: Mapping[str, Any], prepared: Mapping[str, Any]) -> list[str]:
+    """What a date column without an index costs the purge, as the preview says it."""
+    if prepared["column"].indexed:
+        return []
+    if prepared["batch"].by_pages:
+        return [
             f"{params['date_column']} has no index: once its batches have walked the "
             "table's pages, the purge's last look for rows older than the cutoff reads "
             "the table again"
-        )
-    elif not column.indexed:
-        estimate["warnings"].append(
-            f"{params['date_column']} has no index: batches walk {prepared['key']} and test "
-            "each row's date, so where old and new rows are mixed a batch reads more rows "
-            "than it deletes"
-        )
-    return estimate
+        ]
+    return [
+        f"{params['date_column']} has no index: batches walk {prepared['key']} and test "
+        "each row's date, so where old and new rows are mixed a batch reads more rows "
+        "than it deletes"
+    ]
