@@ -19,6 +19,14 @@ copy of the table and purges the same rows:
   pt-archiver works on MySQL only: on PostgreSQL the comparison is not made, and the
   output says so.
 
+On PostgreSQL aishell's run keeps its VACUUM (ANALYZE) after the purge, and the single
+DELETE is followed by one VACUUM (ANALYZE), timed apart: the whole run is also printed
+against the two together. The purge walks the table's pages there (PostgreSQL 14+);
+each trial also runs aishell with `walk: keys`, the key walk, for its purge step's rows
+per second. Printed too: the page walk's look for old rows left past its pages (timed
+from the statement audit) and the step without it, the longest batch, and the writer's
+p99 over the whole run. --date-index indexes created_at.
+
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
 bare batch loop and the batch loop / one DELETE (rows per second), what is not the purge
@@ -33,7 +41,7 @@ them in turn; medians are printed, and beside the ratios of the medians, each tr
 own ratios (its three runs follow each other within a minute, where the server's speed
 drifts between trials) and their median.
 
-    python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql]
+    python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql] [--date-index]
 """
 
 from __future__ import annotations
@@ -92,8 +100,9 @@ def scratch(dialect: str) -> Iterator[str]:
         admin.dispose()
 
 
-def build_source(engine: Engine, rows: int) -> None:
-    """logs_src: ids in time order, the older half past the retention."""
+def build_source(engine: Engine, rows: int, date_index: bool = False) -> None:
+    """logs_src: ids in time order, the older half past the retention (with
+    `date_index`, an index on created_at, which the fresh copies take)."""
     half = rows // 2
     age = {"half": half, "step": 29 * 86_400 / half, "gap": (RETENTION_DAYS + 1) * 86_400}
     with engine.begin() as conn:
@@ -141,6 +150,10 @@ def build_source(engine: Engine, rows: int) -> None:
                         **age,
                     },
                 )
+
+    if date_index:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE INDEX logs_src_created_at ON logs_src (created_at)"))
 
 
 def fresh_copy(engine: Engine) -> None:
@@ -500,11 +513,13 @@ def pages_against_keys(
     )
 
 
-def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> None:
+def bench(
+    dialect: str, rows: int, trials: int, say: Callable[[str], None], date_index: bool = False
+) -> None:
     with scratch(dialect) as url, tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(url)
         say(f"{dialect}: building {rows:,} rows")
-        build_source(engine, rows)
+        build_source(engine, rows, date_index)
         ours: list[dict[str, Any]] = []
         keyed: list[dict[str, Any]] = []
         single: list[dict[str, Any]] = []
@@ -617,6 +632,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", choices=["postgresql", "mysql"])
+    parser.add_argument(
+        "--date-index", action="store_true", help="index created_at, as many log tables do"
+    )
     args = parser.parse_args()
 
     def say(line: str) -> None:
@@ -624,7 +642,7 @@ def main() -> None:
 
     for dialect in ("postgresql", "mysql"):
         if args.only in (None, dialect):
-            bench(dialect, args.rows, args.trials, say)
+            bench(dialect, args.rows, args.trials, say, args.date_index)
 
 
 if __name__ == "__main__":

@@ -198,7 +198,8 @@ class PageWalk(Walk):
         )
         self.attempt.deleted_here += count
         self._size(high - low, count, elapsed)
-        self.attempt.size = self.pages
+        # The rows the next batch's pages hold, for the progress report.
+        self.attempt.size = int(self.pages * self.costs.rows_per_page)
         self._report()
         return True
 
@@ -290,6 +291,6 @@ class PageWalk(Walk):
             last_page=state["page"],
             pages=state["stop"],
             looks=state["round"],
-            final_batch_size=self.pages,
+            final_batch_pages=self.pages,
         )
         return output
