@@ -237,7 +237,7 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
             "run", "log-cleanup", "--non-interactive", "--table", "events",
             "--date-column", "created_at", "--retention-days", str(RETENTION),
             "--batch-size", "10", "--max-batch-size", "60", "--max-batch-ms", "60000",
-            "--sleep-ms", "100", "--archive-to", f"file:{archive}",
+            "--sleep-ms", "50", "--archive-to", f"file:{archive}",
         ]  # fmt: skip
         with Writer(url, before) as writer:
             proc = aishell(home, *args)
