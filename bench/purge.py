@@ -19,6 +19,14 @@ copy of the table and purges the same rows:
   pt-archiver works on MySQL only: on PostgreSQL the comparison is not made, and the
   output says so.
 
+On PostgreSQL aishell's run keeps its VACUUM (ANALYZE) after the purge, and the single
+DELETE is followed by one VACUUM (ANALYZE), timed apart: the whole run is also printed
+against the two together. The purge walks the table's pages there (PostgreSQL 14+);
+each trial also runs aishell with `walk: keys`, the key walk, for its purge step's rows
+per second. Printed too: the page walk's look for old rows left past its pages (timed
+from the statement audit) and the step without it, the longest batch, and the writer's
+p99 over the whole run. --date-index indexes created_at.
+
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
 bare batch loop and the batch loop / one DELETE (rows per second), what is not the purge
@@ -33,16 +41,18 @@ them in turn; medians are printed, and beside the ratios of the medians, each tr
 own ratios (its three runs follow each other within a minute, where the server's speed
 drifts between trials) and their median.
 
-    python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql]
+    python bench/purge.py [--rows N] [--trials T] [--only postgresql|mysql] [--date-index]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,6 +60,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +100,9 @@ def scratch(dialect: str) -> Iterator[str]:
         admin.dispose()
 
 
-def build_source(engine: Engine, rows: int) -> None:
-    """logs_src: ids in time order, the older half past the retention."""
+def build_source(engine: Engine, rows: int, date_index: bool = False) -> None:
+    """logs_src: ids in time order, the older half past the retention (with
+    `date_index`, an index on created_at, which the fresh copies take)."""
     half = rows // 2
     age = {"half": half, "step": 29 * 86_400 / half, "gap": (RETENTION_DAYS + 1) * 86_400}
     with engine.begin() as conn:
@@ -138,6 +150,10 @@ def build_source(engine: Engine, rows: int) -> None:
                         **age,
                     },
                 )
+
+    if date_index:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE INDEX logs_src_created_at ON logs_src (created_at)"))
 
 
 def fresh_copy(engine: Engine) -> None:
@@ -249,30 +265,26 @@ def remaining_old(engine: Engine, limit: Any) -> int:
         )
 
 
-def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
+def run_aishell(home: Path, url: str, rows: int, walk: str = "pages") -> dict[str, Any]:
     config = configure(home, url)
+    job: dict[str, Any] = {
+        "table": "logs",
+        "date_column": "created_at",
+        "retention_days": RETENTION_DAYS,
+        "walk": walk,
+    }
+    if not url.startswith("postgresql"):
+        job["statistics_after_rows"] = 10**12  # MySQL: the purge alone
+    # PostgreSQL: the run's VACUUM (ANALYZE) after the purge too, against one DELETE
+    # and one VACUUM (ANALYZE).
     with Writer(url, rows) as writer:
         started = time.perf_counter()
-        result = commands.run_job(
-            config,
-            "log_cleanup",
-            {
-                "table": "logs",
-                "date_column": "created_at",
-                "retention_days": RETENTION_DAYS,
-                "statistics_after_rows": 10**12,
-            },
-            approver=PreApproved(how="bench"),
-        )
+        result = commands.run_job(config, "log_cleanup", job, approver=PreApproved(how="bench"))
         total = time.perf_counter() - started
     if result.status != "completed":
         raise SystemExit(f"aishell run {result.run_id} ended {result.status}: {result.error}")
     purge = result.steps[1]
-    sent = [
-        {"sql": s["sql"], "parameters": s["parameters"]}
-        for s in commands.run_statements(config, result.run_id)
-        if s["step_index"] == purge.index and s["error"] is None
-    ]
+    sent = driver_statements(home, result.run_id, purge.index)
     return {
         "statements": sent,
         "deleted": purge.output["rows_deleted"],
@@ -282,6 +294,9 @@ def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
         "how": result.steps[0].output.get("how", "counted"),
         "batches": purge.output["batches"],
         "longest_batch_ms": purge.output["longest_batch_ms"],
+        "walk": purge.output.get("walk", "keys"),
+        "look_seconds": look_seconds(sent),
+        "vacuum_seconds": sum(s.seconds or 0 for s in result.steps[3:]),
         "median_batch_ms": purge.output["median_batch_ms"],
         "p99_ms": writer.p99(),
         "worst_ms": writer.worst(),
@@ -289,9 +304,47 @@ def run_aishell(home: Path, url: str, rows: int) -> dict[str, Any]:
     }
 
 
+def driver_statements(home: Path, run_id: str, index: int) -> list[dict[str, Any]]:
+    """The step's statements as aishell handed them to the driver (`%(name)s`), with
+    their values, from the run's statement audit in the state store."""
+    store = sqlite3.connect(f"{(home / 'state.db').as_uri()}?mode=ro", uri=True)
+    try:
+        rows = store.execute(
+            "SELECT sql, parameters, started_at, finished_at FROM statements "
+            "WHERE run_id = ? AND step_idx = ? AND error IS NULL ORDER BY id",
+            (run_id, index),
+        ).fetchall()
+    finally:
+        store.close()
+    return [
+        {
+            "sql": sql,
+            "parameters": json.loads(p) if p else None,
+            "seconds": _seconds(started, finished),
+        }
+        for sql, p, started, finished in rows
+    ]
+
+
+def _seconds(started: str | None, finished: str | None) -> float:
+    if not started or not finished:
+        return 0.0
+    return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+
+
+def look_seconds(statements: list[dict[str, Any]]) -> float:
+    """The page walk's look for old rows left past its pages (a read of the table)."""
+    return sum(
+        s["seconds"]
+        for s in statements
+        if s["sql"].startswith('SELECT "id" FROM "logs" WHERE "created_at"')
+    )
+
+
 def run_delete(url: str, rows: int) -> dict[str, Any]:
     engine = create_engine(url)
     limit = cutoff(engine)
+    vacuum = 0.0
     with Writer(url, rows) as writer:
         started = time.perf_counter()
         with engine.begin() as conn:
@@ -299,10 +352,16 @@ def run_delete(url: str, rows: int) -> dict[str, Any]:
                 text("DELETE FROM logs WHERE created_at < :c"), {"c": limit}
             ).rowcount
         seconds = time.perf_counter() - started
+        if _pg(engine):
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                started = time.perf_counter()
+                conn.execute(text("VACUUM (ANALYZE) logs"))
+                vacuum = time.perf_counter() - started
     engine.dispose()
     return {
         "deleted": deleted,
         "seconds": seconds,
+        "vacuum_seconds": vacuum,
         "p99_ms": writer.p99(),
         "worst_ms": writer.worst(),
         "writes": len(writer.latencies),
@@ -327,8 +386,10 @@ def run_batch_loop(url: str, rows: int, statements: list[dict[str, Any]]) -> dic
             started = time.perf_counter()
             cursor = conn.cursor()
             for statement in statements:
+                if '"logs"' not in statement["sql"] and "`logs`" not in statement["sql"]:
+                    continue  # the catalog's (the guard's, the walk's sizes): not a batch's
                 cursor.execute(statement["sql"], statement["parameters"] or None)
-                if statement["sql"].lstrip().upper().startswith("DELETE"):
+                if statement["sql"].lstrip().upper().startswith(("DELETE", "WITH")):
                     deleted += cursor.rowcount
                     conn.commit()
             conn.commit()
@@ -405,25 +466,81 @@ def paired(
     print(f"  each trial's own: bare batch loop rows/s against the DELETE's {shown(loop)}")
 
 
-def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> None:
+def pages_against_keys(
+    ours: list[dict[str, Any]],
+    keyed: list[dict[str, Any]],
+    single: list[dict[str, Any]],
+    deleted: int,
+) -> None:
+    """PostgreSQL: the page walk against one DELETE plus one VACUUM (ANALYZE), and the key
+    walk's purge step beside it, each trial's own ratios and their medians."""
+
+    def shown(values: list[float]) -> str:
+        each = ", ".join(f"{v:.3f}x" for v in values)
+        return f"median {statistics.median(values):.3f}x ({each})"
+
+    pairs = list(zip(ours, single, strict=True))
+    base = [d["seconds"] + d["vacuum_seconds"] for d in single]
+    print(
+        f"  one DELETE + one VACUUM (ANALYZE) {statistics.median(base):8.2f} s (VACUUM "
+        f"{median_of(single, 'vacuum_seconds'):.2f} s); aishell's VACUUM (ANALYZE) step "
+        f"{median_of(ours, 'vacuum_seconds'):.2f} s"
+    )
+    whole = [a["run_seconds"] / (d["seconds"] + d["vacuum_seconds"]) for a, d in pairs]
+    print(f"  whole run against one DELETE + one VACUUM: {shown(whole)} (at most 1.3)")
+    step = [d["seconds"] / a["seconds"] for a, d in pairs]
+    print(f"  page walk's purge step rows/s against the DELETE's: {shown(step)} (at least 0.95)")
+    keys = [d["seconds"] / k["seconds"] for k, d in zip(keyed, single, strict=True)]
+    print(
+        f"  key walk's purge step (walk: keys, same run) {median_of(keyed, 'seconds'):.2f} s, "
+        f"{deleted / median_of(keyed, 'seconds'):,.0f} rows/s; against the DELETE's: "
+        f"{shown(keys)}"
+    )
+    looks = [a["look_seconds"] for a in ours]
+    without = [d["seconds"] / (a["seconds"] - a["look_seconds"]) for a, d in pairs]
+    print(
+        f"  the look for old rows left past the pages (a read of the table): "
+        f"{statistics.median(looks):.2f} s (each trial: {', '.join(f'{v:.2f}' for v in looks)}); "
+        f"the step without it against the DELETE's rows/s: {shown(without)}"
+    )
+    longest = [a["longest_batch_ms"] for a in ours]
+    p99 = [a["p99_ms"] for a in ours]
+    print(
+        f"  page walk: longest batch {max(longest):.1f} ms (each trial: "
+        f"{', '.join(f'{v:.1f}' for v in longest)}; at most 250), writers' p99 over the "
+        f"whole run {max(p99):.1f} ms (each trial: {', '.join(f'{v:.1f}' for v in p99)}; "
+        "at most 50)"
+    )
+
+
+def bench(
+    dialect: str, rows: int, trials: int, say: Callable[[str], None], date_index: bool = False
+) -> None:
     with scratch(dialect) as url, tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(url)
         say(f"{dialect}: building {rows:,} rows")
-        build_source(engine, rows)
+        build_source(engine, rows, date_index)
         ours: list[dict[str, Any]] = []
+        keyed: list[dict[str, Any]] = []
         single: list[dict[str, Any]] = []
         loops: list[dict[str, Any]] = []
         statements: list[dict[str, Any]] = []
         order = ["aishell", "batch loop", "DELETE"]
+        if dialect == "postgresql":
+            order.append("aishell keys")  # the key walk, in the same run
         for trial in range(trials):
             # Each in turn goes first: what the one before leaves the server doing
             # (flushing, purging undo) falls on each alike. A batch loop that comes
             # before aishell's run replays the statements of the one before.
-            for which in order[trial % 3 :] + order[: trial % 3]:
+            turn = trial % len(order)
+            for which in order[turn:] + order[:turn]:
                 fresh_copy(engine)
                 if which == "aishell":
                     ours.append(run_aishell(Path(tmp), url, rows))
                     statements = ours[-1].pop("statements")
+                elif which == "aishell keys":
+                    keyed.append(run_aishell(Path(tmp), url, rows, walk="keys"))
+                    keyed[-1].pop("statements")
                 elif which == "batch loop":
                     loops.append(run_batch_loop(url, rows, statements))
                 else:
@@ -458,6 +575,8 @@ def bench(dialect: str, rows: int, trials: int, say: Callable[[str], None]) -> N
             f"{run_s / single_s:.3f}x (at most 1.3)"
         )
         paired(ours, loops, single)
+        if dialect == "postgresql":
+            pages_against_keys(ours, keyed, single, deleted)
         # Within each trial (the medians of runs and of steps come from different trials).
         besides = statistics.median(a["run_seconds"] - a["seconds"] for a in ours)
         share = statistics.median((a["run_seconds"] - a["seconds"]) / a["seconds"] for a in ours)
@@ -513,6 +632,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", choices=["postgresql", "mysql"])
+    parser.add_argument(
+        "--date-index", action="store_true", help="index created_at, as many log tables do"
+    )
     args = parser.parse_args()
 
     def say(line: str) -> None:
@@ -520,7 +642,7 @@ def main() -> None:
 
     for dialect in ("postgresql", "mysql"):
         if args.only in (None, dialect):
-            bench(dialect, args.rows, args.trials, say)
+            bench(dialect, args.rows, args.trials, say, args.date_index)
 
 
 if __name__ == "__main__":

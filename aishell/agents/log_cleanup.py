@@ -28,6 +28,7 @@ _PURGE_PARAMS = (
     "max_throttle_wait_seconds",
     "reconnect_seconds",
     "statistics_after_rows",
+    "walk",
 )
 _OPTIONS = by_key(LOG_CLEANUP_OPTIONS)
 JOB_KEYS = tuple(_OPTIONS)

@@ -34,6 +34,8 @@ MAX_RETENTION_DAYS = 36_500
 
 # number: a finite float; duration: seconds, or a number with s, m, h or d; archive:
 # file:PATH or table:NAME; flag: on or off.
+# How a purge's batches walk the table (handlers/purge/pages.py).
+PURGE_WALKS = ("pages", "keys")
 Kind = Literal["number", "integer", "duration", "choice", "text", "flag", "archive"]
 
 
@@ -228,6 +230,15 @@ LOG_CLEANUP_OPTIONS = (
         0,
         MAX_RUN_TIME_SECONDS,
         default=120,
+        flag=None,
+    ),
+    Option(
+        "walk",
+        "choice",
+        "pages: on PostgreSQL 14+ batches are ranges of the table's pages, read in "
+        "physical order (key ranges elsewhere); keys: key ranges everywhere.",
+        choices=PURGE_WALKS,
+        default="pages",
         flag=None,
     ),
     Option(

@@ -63,6 +63,9 @@ READ_ONLY_VOLATILE = frozenset(
         "pg_stat_clear_snapshot",
         "txid_current_snapshot",
         "pg_current_snapshot",
+        # Whether a transaction committed, from the commit log (a purge's batch in doubt).
+        "pg_xact_status",
+        "txid_status",
         "pg_control_system",
         "pg_postmaster_start_time",
         "pg_sleep",

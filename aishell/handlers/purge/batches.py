@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import BatchSql, is_integer
+from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -53,11 +53,14 @@ def run_batches(
     attempt: Attempt,
     state: dict[str, Any],
     limit: ShareLimit | None = None,
+    walk_kind: type[Walk] | None = None,
 ) -> dict[str, Any]:
     """Batches from `state` (the checkpoint's key, rows and batches) until no old row is
     left, a limit is reached, or the step is asked to stop; the step's output. At
-    `limit` (max_share) the step stops waiting for a person (NamedApprovalNeeded)."""
-    walk = _Walk(
+    `limit` (max_share) the step stops waiting for a person (NamedApprovalNeeded).
+    `walk_kind`: the walk (pages.PageWalk on PostgreSQL 14+; by default the key's)."""
+    kind = walk_kind or Walk
+    walk = kind(
         params, ctx, batch, bound, cut, key, archive, throttle, attempt, state, bounds, limit
     )
     # Before the first batch writes anything: the archive file's length from here on is
@@ -84,7 +87,7 @@ def run_batches(
 
 
 @dataclass
-class _Walk:
+class Walk:
     """One attempt's walk up the key: what its batches need, the state its checkpoints
     save, and how it ended."""
 
@@ -253,7 +256,7 @@ class _Walk:
         values["upper"] = upper
         try:
             count, archived = delete_batch(conn, self.batch, values, first, self.archive, most=room)
-        except _OverLimit:
+        except OverLimit:
             # Rows written into the range since it was sized: undone before they count;
             # the next batch is sized from what is there now.
             conn.rollback()
@@ -277,13 +280,16 @@ class _Walk:
         return True
 
     def _commit(self, upper: Any, count: int, archived: BatchBytes | None) -> int | None:
-        """Checkpoint the batch as pending, write its archive bytes, commit; returns the
-        archive file's length with them."""
+        return self._commit_pending({"upper": upper, "rows": count}, archived)
+
+    def _commit_pending(self, where: dict[str, Any], archived: BatchBytes | None) -> int | None:
+        """Checkpoint the batch as pending (`where`: where it ends, its rows), write its
+        archive bytes, commit; returns the archive file's length with them."""
         state = self.state
         # Durable before the archive write and the commit: after a crash, a resume looks
-        # whether this batch's rows are still there to know whether it committed, and if
-        # not cuts off the archive bytes it finds to be exactly this batch's.
-        pending = {"upper": upper, "rows": count, "archive_offset": state["archive_offset"]}
+        # whether this batch committed, and if not cuts off the archive bytes it finds to
+        # be exactly this batch's.
+        pending = {**where, "archive_offset": state["archive_offset"]}
         if archived is not None:
             pending.update(archived.pending())
         self.checkpoint(pending)
@@ -351,13 +357,13 @@ class _Walk:
         return output
 
 
-class _OverLimit(Exception):
+class OverLimit(Exception):
     """A batch's DELETE reported more rows than max_share still allows (uncommitted)."""
 
 
 def _at_most(count: int, most: int | None) -> int:
     if most is not None and count > most:
-        raise _OverLimit(count)
+        raise OverLimit(count)
     return count
 
 
@@ -368,11 +374,12 @@ def delete_batch(
     first: bool,
     archive: ArchiveFile | None,
     most: int | None = None,
+    form: str = RANGE,
 ) -> tuple[int, BatchBytes | None]:
     """Delete (and archive into a table) one batch, uncommitted; returns the rows and, for
     an archive file, the bytes to append to it (not yet written). More rows than `most`
-    raise _OverLimit."""
-    statements = batch.work(first)
+    raise OverLimit."""
+    statements = batch.work(first, form)
     if archive is None and not batch.archive_table:
         return _at_most(conn.execute(text(statements[0]), values).rowcount, most), None
     if batch.archive_table:

@@ -1,6 +1,6 @@
-"""The SQL of one purge batch, for a table, the key it walks, a date column and an
-archive: what previews and approvals show is rendered from the same class the batches
-run."""
+"""The SQL of one purge batch, for a table, the key it walks (or its pages), a date column
+and an archive: what previews and approvals show is rendered from the same class the
+batches run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,23 @@ from aishell.tool.context import ToolContext
 # The dialects whose DELETE ... RETURNING * hands a batch's deleted rows (every column)
 # to an archive file; MySQL has none: it locks the rows it archives and reads them first.
 RETURNING = ("postgresql", "sqlite")
+
+
+# A batch's pages: [:low, :high) as tids '(page,0)'; a TID range scan reads just them.
+PAGE_RANGE = "ctid >= CAST(:low AS tid) AND ctid < CAST(:high AS tid) AND {date} < :cutoff"
+# The table's length in pages now (pages appended after the walk started are walked too).
+PAGES_SQL = (
+    "SELECT pg_catalog.pg_relation_size(CAST(:relation AS regclass)) / "
+    "pg_catalog.current_setting('block_size')::int"
+)
+# The id of a batch's transaction, read before it commits: after a crash the server says
+# whether that transaction committed (pg_xact_status), whatever the pages hold since.
+XACT_SQL = "SELECT CAST(pg_catalog.pg_current_xact_id() AS text)"
+XACT_STATUS_SQL = "SELECT pg_catalog.pg_xact_status(CAST(:xid AS xid8))"
+
+
+# What a batch deletes: a range (of keys, or pages); part of a page range; given keys.
+RANGE, PART, KEYS = "range", "part", "keys"
 
 
 def is_integer(value: Any) -> bool:
@@ -43,8 +60,12 @@ class BatchSql:
         # Integer keys are walked in plain key ranges (unless a cap on rows needs each
         # batch's old rows counted first); see batches.py.
         self.by_range = False
+        # PostgreSQL 14+: batches over ranges of the heap's pages (pages.py), not keys.
+        self.by_pages = False
 
     def range(self, first: bool) -> str:
+        if self.by_pages:
+            return PAGE_RANGE.format(date=self.date)
         lower = "" if first else f"{self.key} > :after AND "
         return f"{lower}{self.key} <= :upper AND {self.date} < :cutoff"
 
@@ -67,8 +88,24 @@ class BatchSql:
     def bounds(self) -> str:
         return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
 
-    def delete(self, first: bool) -> str:
+    def delete(self, first: bool, form: str = RANGE) -> str:
+        """The page walk's other forms: PART, at most :n of the old rows of one page
+        range (its last batch under max_share); KEYS, the old rows left after its pages,
+        by their keys (:keys)."""
+        if form == PART:
+            return (
+                f"DELETE FROM {self.table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM "
+                f"{self.table} WHERE {self.range(first)} LIMIT :n))"
+            )
+        if form == KEYS:
+            return (
+                f"DELETE FROM {self.table} WHERE {self.key} = ANY (:keys) AND {self.date} < :cutoff"
+            )
         return f"DELETE FROM {self.table} WHERE {self.range(first)}"
+
+    def old_keys(self) -> str:
+        """The keys of up to :n rows older than the cutoff (the page walk's last look)."""
+        return f"SELECT {self.key} FROM {self.table} WHERE {self.date} < :cutoff LIMIT :n"
 
     def returning(self) -> bool:
         return self.dialect in RETURNING
@@ -76,12 +113,25 @@ class BatchSql:
     def statements(self, first: bool) -> list[str]:
         """What one batch sends, in order (shown in previews and approvals). Walking
         plain key ranges, the batch looks for its first old row and computes its end
-        from there; otherwise it looks up the key below which its next old rows lie."""
+        from there; otherwise it looks up the key below which its next old rows lie.
+        Walking pages, it deletes over its pages and reads its transaction's id (what a
+        resume asks the server about), and the walk reads the table's length in pages
+        and, at its end, whether any old row is left."""
+        if self.by_pages:
+            # Under max_share, the last batch before the limit may take part of a page.
+            return [
+                PAGES_SQL,
+                *self.work(first),
+                *self.work(first, PART),
+                XACT_SQL,
+                self.old_keys(),
+                *self.work(first, KEYS),
+            ]
         return [self.first_old(first) if self.by_range else self.upper(first), *self.work(first)]
 
-    def work(self, first: bool) -> list[str]:
+    def work(self, first: bool, form: str = RANGE) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""
-        delete = self.delete(first)
+        delete = self.delete(first, form)
         # An archive table's copy names its columns: MariaDB's SELECT * leaves invisible
         # ones out, and a generated column takes no value.
         if self.archive_table and self.dialect == "postgresql":

@@ -112,7 +112,7 @@ def estimate_older(
 
 def _after_purge(params: Mapping[str, Any]) -> dict[str, Any]:
     """The rows after a purge: the estimate before it less the rows it deleted (its own
-    exact count); none older left when it walked the whole key range."""
+    exact count); none older left when it walked the whole key range (or the pages)."""
     before, purge = params["before"], params["after_purge"]
     missing = [k for k in ("row_count", "older_rows") if not isinstance(before.get(k), int)]
     missing += [k for k in ("rows_deleted", "complete") if k not in purge]
@@ -124,8 +124,13 @@ def _after_purge(params: Mapping[str, Any]) -> dict[str, Any]:
     deleted = int(purge["rows_deleted"])
     complete = bool(purge["complete"])
     older = 0 if complete else max(0, int(before["older_rows"]) - deleted)
+    walked = (
+        "all the table's pages and looked for old rows left"
+        if purge.get("walk") == "pages"
+        else "the whole key range"
+    )
     left = (
-        "none older left: the purge walked the whole key range"
+        f"none older left: the purge walked {walked}"
         if complete
         else "older rows left: the estimate less the rows deleted, as the purge stopped early"
     )

@@ -16,6 +16,7 @@ from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
+from aishell.handlers.purge.pages import walks_pages
 from aishell.handlers.purge.share import pending_stop
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
@@ -111,6 +112,8 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         batch = BatchSql(ctx, params, key, copied=copied, read=read)
         low, high = key_span(ctx, table, batch)
         batch.by_range = is_integer(high) and not params.get("max_rows")
+        batch.by_pages = walks_pages(conn, batch.table, params)
+        conn.commit()
         return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
 
     key = f"purge {params['table']!r} {params['date_column']!r} {params.get('archive_table')!r}"
@@ -119,9 +122,10 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     """What the batches send: the first batch's form (no lower bound), then the rest.
-    Plain key ranges start below the lowest key, so every batch has a lower bound."""
+    Plain key ranges start below the lowest key, so every batch has a lower bound, as
+    every page range has."""
     batch: BatchSql = prepare(params, ctx)["batch"]
-    if batch.by_range:
+    if batch.by_range or batch.by_pages:
         return batch.statements(first=False)
     shown = batch.statements(first=True)
     return shown + [sql for sql in batch.statements(first=False) if sql not in shown]
@@ -175,10 +179,22 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
             f"{about}{older:,} rows are older than the cutoff; this run stops after "
             f"max_rows={max_rows:,} and the next run goes on"
         )
-    if not column.indexed:
-        estimate["warnings"].append(
-            f"{params['date_column']} has no index: batches walk {prepared['key']} and test "
-            "each row's date, so where old and new rows are mixed a batch reads more rows "
-            "than it deletes"
-        )
+    estimate["warnings"].extend(_index_warnings(params, prepared))
     return estimate
+
+
+def _index_warnings(params: Mapping[str, Any], prepared: Mapping[str, Any]) -> list[str]:
+    """What a date column without an index costs the purge, as the preview says it."""
+    if prepared["column"].indexed:
+        return []
+    if prepared["batch"].by_pages:
+        return [
+            f"{params['date_column']} has no index: once its batches have walked the "
+            "table's pages, the purge's last look for rows older than the cutoff reads "
+            "the table again"
+        ]
+    return [
+        f"{params['date_column']} has no index: batches walk {prepared['key']} and test "
+        "each row's date, so where old and new rows are mixed a batch reads more rows "
+        "than it deletes"
+    ]

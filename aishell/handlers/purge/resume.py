@@ -20,8 +20,9 @@ from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
 from aishell.handlers.purge.batches import run_batches
-from aishell.handlers.purge.batchsql import BatchSql
+from aishell.handlers.purge.batchsql import XACT_STATUS_SQL, BatchSql
 from aishell.handlers.purge.indoubt import session_of, settle_session
+from aishell.handlers.purge.pages import PageWalk, page
 from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
@@ -29,6 +30,9 @@ from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import make_throttle
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+
+# What a page walk's checkpoint holds of where it is (pages.py).
+_PAGE_STATE = ("page", "stop", "round")
 
 
 def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -106,7 +110,17 @@ def _last_checkpoint(
     archive_bytes = progress.get("archive_offset")
     pending = progress.get("pending")
     doubt = None
-    if pending:
+    if pending and batch.by_pages:
+        if _page_batch_committed(conn, batch, progress, pending, bound):
+            progress["page"], deleted, batches = (
+                pending["page"],
+                deleted + pending["rows"],
+                batches + 1,
+            )
+            archive_bytes = pending.get("archive_offset", archive_bytes)
+        else:
+            doubt = pending
+    elif pending:
         # The checkpoint was written before that batch's commit: did the commit happen?
         first = after is None
         left = conn.execute(
@@ -122,6 +136,34 @@ def _last_checkpoint(
     return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress, doubt)
 
 
+def _page_batch_committed(
+    conn: Connection,
+    batch: BatchSql,
+    progress: Mapping[str, Any],
+    pending: Mapping[str, Any],
+    bound: Any,
+) -> bool:
+    """Whether a page batch checkpointed as pending committed: the server's word on its
+    transaction; without one (a batch that deleted nothing has none, a transaction too
+    old for the server to remember), whether its pages still hold old rows."""
+    if pending.get("xid"):
+        status = conn.execute(text(XACT_STATUS_SQL), {"xid": str(pending["xid"])}).scalar()
+        if status is not None:
+            return bool(status == "committed")
+    left = conn.execute(
+        text(f"SELECT 1 FROM {batch.table} WHERE {batch.range(False)} LIMIT 1"),
+        {"low": page(int(progress["page"])), "high": page(int(pending["page"])), "cutoff": bound},
+    ).first()
+    return left is None
+
+
+def _walk_of(ctx: ToolContext, batch: BatchSql, progress: Mapping[str, Any]) -> None:
+    """The walk a checkpoint was made by goes on the same way (a purge checkpointed by
+    key goes on by key); a first start walks as prepare() chose."""
+    if "batches" in progress:
+        batch.by_pages = progress.get("walk") == "pages"
+
+
 def _purge_from_checkpoint(
     params: Mapping[str, Any], ctx: ToolContext, prepared: dict[str, Any], attempt: Attempt
 ) -> dict[str, Any]:
@@ -131,6 +173,7 @@ def _purge_from_checkpoint(
     column, batch = prepared["column"], prepared["batch"]
     # This attempt's session, named in every checkpoint from here on.
     session = session_of(conn)
+    _walk_of(ctx, batch, ctx.load_progress() or {})
     point = _last_checkpoint(params, ctx, column, batch, session)
     # Counted once, at the step's first start, before its first batch's checkpoint.
     limit = share_limit(params, ctx, batch.table, point.progress)
@@ -159,9 +202,10 @@ def _purge_from_checkpoint(
                 "batches": point.batches,
                 "archive_offset": archive.offset if archive else None,
                 "session": session,
-                **({"end": point.progress["end"]} if "end" in point.progress else {}),
+                **{k: point.progress[k] for k in ("end", *_PAGE_STATE) if k in point.progress},
             },
             limit=limit,
+            walk_kind=PageWalk if batch.by_pages else None,
         )
     finally:
         _end_batches(conn)

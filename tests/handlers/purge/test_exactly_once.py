@@ -226,6 +226,19 @@ def in_doubt(site: Site, run_id: str) -> set[int]:
     pending = progress.get("pending") or {}
     assert pending.get("rows"), f"no batch in doubt: {progress}"
     cutoff = datetime.fromisoformat(progress["cutoff"])
+    if progress.get("walk") == "pages":
+        # PostgreSQL 14+ walks pages: the old rows on the batch's pages, read while its
+        # COMMIT is held (they are still there).
+        with engine(site.url).connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT id FROM events WHERE ctid >= CAST(:low AS tid) "
+                    "AND ctid < CAST(:high AS tid)"
+                ),
+                {"low": f"({progress['page']},0)", "high": f"({pending['page']},0)"},
+            )
+            on_pages = set(found.scalars())
+        return {i for i in on_pages if site.before[i] < cutoff}
     return {
         i
         for i, at in site.before.items()

@@ -58,8 +58,11 @@ def test_the_counts_around_a_purge_read_no_range_of_the_table(dialect, home):
         table = '"events"' if dialect == "postgresql" else "`events`"
         # The batches' statements, the first old row's lookup and the DELETE, walk from
         # the key :after.
-        first_batch = next(i for i, s in enumerate(sent) if "after" in (s["parameters"] or {}))
-        assert sent[first_batch]["sql"].endswith("LIMIT 1")
+        # (PostgreSQL 14+ walks pages: its first batch is the DELETE of its first pages.)
+        first_batch = next(
+            i for i, s in enumerate(sent) if {"after", "low"} & set(s["parameters"] or {})
+        )
+        assert sent[first_batch]["sql"].startswith(("SELECT", "DELETE"))
         reads = [s["sql"] for s in sent[:first_batch] if f"FROM {table}" in s["sql"]]
         # What reads rows before the purge: the key's two ends (an index lookup each),
         # and a block sample (PostgreSQL without fresh statistics) or a few key ranges
@@ -79,7 +82,8 @@ def test_the_counts_around_a_purge_read_no_range_of_the_table(dialect, home):
         assert count.output["estimated"] and recount.output["estimated"]
         assert recount.output["row_count"] == count.output["row_count"] - gone
         assert recount.output["older_rows"] == 0
-        assert "less the" in recount.output["how"] and "whole key range" in recount.output["how"]
+        how = recount.output["how"]
+        assert "less the" in how and ("whole key range" in how or "table's pages" in how)
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])

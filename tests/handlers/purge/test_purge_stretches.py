@@ -71,6 +71,8 @@ def _purge_of(
         "batch_size": 20,
         "max_batch_size": 400,
         "max_batch_ms": 60_000,
+        # The key walk's stretches (PostgreSQL 14+ would walk the pages).
+        "walk": "keys",
     }
     if archive:
         engine = create_engine(url)
