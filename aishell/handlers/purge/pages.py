@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from aishell.handlers.purge.attempt import stopped_resumably
 from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch
 from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, XACT_SQL, BatchSql
+from aishell.handlers.purge.ownership import BatchBytes
 from aishell.sqltext import text
 
 # A batch whose pages turn out all old takes at most about this many times the aim.
@@ -184,42 +185,40 @@ class PageWalk(Walk):
             if room == 0:
                 self._stop_at_limit()
             return self._part_of_page(low, room)
-        # No row deleted, no transaction id: nothing for a resume to judge.
-        xid = conn.execute(text(XACT_SQL)).scalar() if count else None
-        archive_offset = self._commit_pending({"page": high, "rows": count, "xid": xid}, archived)
+        self._committed(count, archived, high)
         elapsed = time.perf_counter() - t0
-        self.attempt.lost_in_a_row = 0
         self.attempt.durations.append(elapsed)
-        state.update(
-            page=high,
-            deleted=state["deleted"] + count,
-            batches=state["batches"] + 1,
-            archive_offset=archive_offset,
-        )
-        self.attempt.deleted_here += count
+        state["page"] = high
         self._size(high - low, count, elapsed)
         # The rows the next batch's pages hold, for the progress report.
         self.attempt.size = int(self.pages * self.costs.rows_per_page)
         self._report()
         return True
 
+    def _committed(self, count: int, archived: BatchBytes | None, resume_page: int) -> None:
+        """Commit a batch that deleted `count` rows (its archive first), checkpointing
+        its transaction id, so that a resume after a commit in doubt asks the server
+        whether it landed; `resume_page`: where the walk goes on."""
+        conn, state = self.ctx.connection, self.state
+        # No row deleted, no transaction id: nothing for a resume to judge.
+        xid = conn.execute(text(XACT_SQL)).scalar() if count else None
+        state["archive_offset"] = self._commit_pending(
+            {"page": resume_page, "rows": count, "xid": xid}, archived
+        )
+        self.attempt.lost_in_a_row = 0
+        state["deleted"] += count
+        state["batches"] += 1
+        self.attempt.deleted_here += count
+
     def _part_of_page(self, low: int, room: int) -> bool:
         """Delete `room` of the old rows of page `low` and commit; the page stays the
         resume point (its other old rows wait for a person's yes to pass max_share)."""
-        conn, state = self.ctx.connection, self.state
+        conn = self.ctx.connection
         values = {"low": page(low), "high": page(low + 1), "cutoff": self.bound, "n": room}
         count, archived = delete_batch(
             conn, self.batch, values, False, self.archive, most=room, form=PART
         )
-        xid = conn.execute(text(XACT_SQL)).scalar() if count else None
-        archive_offset = self._commit_pending({"page": low, "rows": count, "xid": xid}, archived)
-        self.attempt.lost_in_a_row = 0
-        state.update(
-            deleted=state["deleted"] + count,
-            batches=state["batches"] + 1,
-            archive_offset=archive_offset,
-        )
-        self.attempt.deleted_here += count
+        self._committed(count, archived, low)
         self._report()
         return True
 
@@ -269,16 +268,7 @@ class PageWalk(Walk):
         self.ctx.record_event("purge_rows_left", {"look": state["round"], "rows": len(keys)})
         values = {"keys": keys, "cutoff": self.bound}
         count, archived = delete_batch(conn, self.batch, values, False, self.archive, form=KEYS)
-        xid = conn.execute(text(XACT_SQL)).scalar() if count else None
-        archive_offset = self._commit_pending(
-            {"page": state["page"], "rows": count, "xid": xid}, archived
-        )
-        state.update(
-            deleted=state["deleted"] + count,
-            batches=state["batches"] + 1,
-            archive_offset=archive_offset,
-        )
-        self.attempt.deleted_here += count
+        self._committed(count, archived, state["page"])
         self._report()
         return True
 
