@@ -19,7 +19,7 @@ class LlmPlannerConfig(BaseModel):
     # Drafts per request: a rejected plan goes back to the model with the reasons.
     tries: int = Field(3, ge=1, le=10)
     # Context window asked of the model; the prompt holds every offered tool's schema.
-    context_tokens: int = Field(8192, ge=2048, le=2**24)
+    context_tokens: int = Field(16384, ge=2048, le=2**24)
     timeout_seconds: float = Field(
         300, gt=0, le=MAX_TIMEOUT_SECONDS, description="longest wait for one answer"
     )

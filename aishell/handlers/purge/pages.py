@@ -36,7 +36,7 @@ from aishell.handlers.purge.attempt import stopped_resumably
 from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch
 from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, XACT_SQL, BatchSql
 from aishell.handlers.purge.ownership import BatchBytes
-from aishell.sqltext import text
+from aishell.sqltext import display, text
 
 # A batch whose pages turn out all old takes at most about this many times the aim.
 WORST_FACTOR = 2.0
@@ -53,6 +53,8 @@ MAX_LOOKS = 20
 _SIZE_SQL = (
     "SELECT reltuples, relpages FROM pg_catalog.pg_class WHERE oid = CAST(:relation AS regclass)"
 )
+# The table goes to these as a bound value, its quoted name as SQL writes it: text()'s
+# colon escapes (sqltext.display) would be part of the value.
 _KIND_SQL = "SELECT relkind FROM pg_catalog.pg_class WHERE oid = CAST(:relation AS regclass)"
 
 
@@ -62,7 +64,7 @@ def walks_pages(conn: Connection, table_sql: str, params: Mapping[str, Any]) -> 
     version = tuple(v for v in conn.dialect.server_version_info or (0,) if isinstance(v, int))
     if not page_rule(dialect, version, "r", params):
         return False  # the table's kind need not be read
-    kind = conn.execute(text(_KIND_SQL), {"relation": table_sql}).scalar()
+    kind = conn.execute(text(_KIND_SQL), {"relation": display(table_sql)}).scalar()
     return page_rule(dialect, version, str(kind), params)
 
 
@@ -87,7 +89,7 @@ def page(number: int) -> str:
 
 def table_pages(conn: Connection, batch: BatchSql) -> int:
     """The table's length in pages now."""
-    return int(conn.execute(text(PAGES_SQL), {"relation": batch.table}).scalar_one())
+    return int(conn.execute(text(PAGES_SQL), {"relation": display(batch.table)}).scalar_one())
 
 
 @dataclass
@@ -129,7 +131,9 @@ class PageWalk(Walk):
         self.expected = params.get("expected_rows")
         self.end = None
         self.by_range = False
-        tuples, relpages = conn.execute(text(_SIZE_SQL), {"relation": self.batch.table}).one()
+        tuples, relpages = conn.execute(
+            text(_SIZE_SQL), {"relation": display(self.batch.table)}
+        ).one()
         per_page = float(tuples) / relpages if relpages and tuples and tuples > 0 else 0.0
         self.costs = _Costs(per_page if per_page >= 1 else DEFAULT_ROWS_PER_PAGE)
         if "stop" not in state:
