@@ -421,6 +421,12 @@ def test_an_archive_file_another_process_writes_is_refused(home):
     """A process holds the archive file's lock (as a run writing it does): the resume
     is refused with one line, and the file is untouched. Bound: HANG s a wait."""
     with site(home, "postgresql", "file") as s:
+        # Key ranges: batches of the size BATCH sets, so that rows are left to archive
+        # after two (a page walk's batches may take them all).
+        agents = home / "config" / "agents" / "log_cleanup.yaml"
+        data = yaml.safe_load(agents.read_text())
+        data["log_cleanup_agent"]["purge"]["walk"] = "keys"
+        agents.write_text(yaml.safe_dump(data))
         proc = aishell(home, *s.args())
         run_id = started_run(home, proc, batches=2)
         sigkill(proc)
