@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
@@ -34,6 +35,20 @@ _WORD = re.compile(r"^[A-Za-z][A-Za-z_ ]*$")
 _PG_TABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
 _PG_SCHEMA = {"CREATE", "USAGE"}
 _PG_DATABASE = {"CREATE", "CONNECT", "TEMPORARY", "TEMP"}
+# The schema and the database: what each may be granted, how its name and a grant on it
+# are read.
+_PG_OBJECTS = {
+    "schema": (
+        _PG_SCHEMA,
+        "SELECT current_schema()",
+        "SELECT has_schema_privilege(current_schema(), :p)",
+    ),
+    "database": (
+        _PG_DATABASE,
+        "SELECT current_database()",
+        "SELECT has_database_privilege(current_database(), :p)",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -106,13 +121,13 @@ def _listed(names: Sequence[str]) -> str:
 def _postgresql(conn: Connection, privilege: Privilege) -> Found:
     role, schema = conn.execute(text("SELECT current_user, current_schema()")).one()
     grants = [g.upper() for g in privilege.grants]
-    check = {
+    checks: dict[str, Callable[[Connection, list[str], str, str], Found]] = {
         "server": _pg_server,
-        "schema": _pg_schema,
-        "database": _pg_database,
+        "schema": partial(_pg_object, "schema"),
+        "database": partial(_pg_object, "database"),
         "tables": _pg_tables,
-    }[privilege.on]
-    return check(conn, grants, str(role), str(schema))
+    }
+    return checks[privilege.on](conn, grants, str(role), str(schema))
 
 
 def _pg_server(conn: Connection, grants: list[str], role: str, schema: str) -> Found:
@@ -132,37 +147,21 @@ def _pg_server(conn: Connection, grants: list[str], role: str, schema: str) -> F
     return (f"not a member of {', '.join(lacking)}" if lacking else None), fix
 
 
-def _pg_schema(conn: Connection, grants: list[str], role: str, schema: str) -> Found:
+def _pg_object(on: str, conn: Connection, grants: list[str], role: str, schema: str) -> Found:
+    """Grants on the current schema or database (`on`), tested by the server's own
+    has_schema_privilege or has_database_privilege."""
+    allowed, name_sql, test_sql = _PG_OBJECTS[on]
     quote = conn.dialect.identifier_preparer.quote
-    unknown = [g for g in grants if g not in _PG_SCHEMA]
+    unknown = [g for g in grants if g not in allowed]
     if unknown:
-        return f"unknown schema privilege {', '.join(unknown)}", "declare CREATE or USAGE"
-    lacking = [
-        g
-        for g in grants
-        if not conn.execute(
-            text("SELECT has_schema_privilege(current_schema(), :p)"), {"p": g}
-        ).scalar()
-    ]
-    fix = f"GRANT {', '.join(lacking)} ON SCHEMA {quote(schema)} TO {quote(role)}"
-    return (f"{', '.join(lacking)} on schema {schema}" if lacking else None), fix
-
-
-def _pg_database(conn: Connection, grants: list[str], role: str, schema: str) -> Found:
-    quote = conn.dialect.identifier_preparer.quote
-    unknown = [g for g in grants if g not in _PG_DATABASE]
-    if unknown:
-        return f"unknown database privilege {', '.join(unknown)}", "declare CREATE or CONNECT"
-    database = str(conn.execute(text("SELECT current_database()")).scalar())
-    lacking = [
-        g
-        for g in grants
-        if not conn.execute(
-            text("SELECT has_database_privilege(current_database(), :p)"), {"p": g}
-        ).scalar()
-    ]
-    fix = f"GRANT {', '.join(lacking)} ON DATABASE {quote(database)} TO {quote(role)}"
-    return (f"{', '.join(lacking)} on database {database}" if lacking else None), fix
+        return (
+            f"unknown {on} privilege {', '.join(unknown)}",
+            f"declare {' or '.join(sorted(allowed))}",
+        )
+    name = str(conn.execute(text(name_sql)).scalar())
+    lacking = [g for g in grants if not conn.execute(text(test_sql), {"p": g}).scalar()]
+    fix = f"GRANT {', '.join(lacking)} ON {on.upper()} {quote(name)} TO {quote(role)}"
+    return (f"{', '.join(lacking)} on {on} {name}" if lacking else None), fix
 
 
 def _pg_tables(conn: Connection, grants: list[str], role: str, schema: str) -> Found:
