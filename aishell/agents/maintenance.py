@@ -150,6 +150,8 @@ class _Work:
     rationale: str
     table: str | None = None
     condition: str | None = None
+    # A step over many tables: the tables it lists.
+    tables: tuple[str, ...] = ()
 
 
 def _with_planned(work: list[_Work], kind: str, planned: tuple[PlannedTool, ...]) -> list[_Work]:
@@ -161,12 +163,12 @@ def _with_planned(work: list[_Work], kind: str, planned: tuple[PlannedTool, ...]
     placed: list[_Work] = []
     for w in work:
         placed.append(w)
-        if w.table is not None:
-            placed += [
-                _Work(p.tool, {"table": w.table}, p.step_rationale(w.table), w.table)
-                for p in wanted
-                if p.after == w.tool
-            ]
+        placed += [
+            _Work(p.tool, {"table": t}, p.step_rationale(t), t)
+            for t in ([w.table] if w.table is not None else w.tables)
+            for p in wanted
+            if p.after == w.tool
+        ]
     return placed
 
 
@@ -196,23 +198,29 @@ def _health_check(kind: str, tables: list[str]) -> _Work:
 _STATISTICS_TOOL = "update_table_statistics"
 
 
-def _statistics(t: str) -> _Work:
-    return _Work(_STATISTICS_TOOL, {"table": t}, f"Refresh planner statistics for {t}", t)
+def _of_group(tool: str, tables: list[str], params: dict[str, Any], doing: str) -> _Work:
+    """The step of `tool` over one table, or over a group of small tables (each done in
+    turn in the one step: handlers/shared.py); `doing` says what, "of {}" its tables."""
+    if len(tables) == 1:
+        t = tables[0]
+        return _Work(tool, {"table": t, **params}, doing.format(t), t)
+    shown = f"{len(tables)} tables, {tables[0]} to {tables[-1]}"
+    return _Work(tool, {"tables": tables, **params}, doing.format(shown), tables=tuple(tables))
 
 
-def _fragmentation(t: str, ctx: PlanningContext) -> _Work:
-    return _Work(
+def _fragmentation(tables: list[str], ctx: PlanningContext) -> _Work:
+    return _of_group(
         "analyze_table_fragmentation",
-        {"table": t, "fragmentation_threshold": ctx.defaults.fragmentation_threshold},
-        f"Measure fragmentation of {t}",
-        t,
+        tables,
+        {"fragmentation_threshold": ctx.defaults.fragmentation_threshold},
+        "Measure fragmentation of {}",
     )
 
 
-# Small tables share a statistics step: a step per table would cost far more than
-# ANALYZE of a small table does. A table this large (bytes with its indexes) has a step
-# of its own, and a shared step stops growing at either bound, so that each step's
-# time (and its time limit) stays that of a few tables.
+# Small tables share a step in every type of maintenance: a step per table would cost
+# far more than ANALYZE, VACUUM or REINDEX of a small table does. A table this large
+# (bytes with its indexes) has steps of its own, and a shared step stops growing at
+# either bound, so that each step's time (and its time limit) stays that of a few tables.
 STATISTICS_ALONE_BYTES = 64 * 2**20
 STATISTICS_BATCH_TABLES = 200
 STATISTICS_BATCH_BYTES = 256 * 2**20
@@ -248,60 +256,43 @@ def _statistics_groups(tables: list[str], ctx: PlanningContext) -> Iterator[list
 
 
 def _statistics_of(tables: list[str]) -> _Work:
-    if len(tables) == 1:
-        return _statistics(tables[0])
-    shown = f"{tables[0]} to {tables[-1]}"
-    return _Work(
-        _STATISTICS_TOOL,
-        {"tables": tables},
-        f"Refresh planner statistics for {len(tables)} tables, {shown}",
-    )
+    return _of_group(_STATISTICS_TOOL, tables, {}, "Refresh planner statistics for {}")
 
 
 def _standard(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
-    """Per table: measure fragmentation, then fresh planner statistics."""
-    for t in tables:
-        yield _fragmentation(t, ctx)
-        yield _statistics(t)
+    """Per table or group of small tables: measure fragmentation, then fresh planner
+    statistics."""
+    for group in _statistics_groups(tables, ctx):
+        yield _fragmentation(group, ctx)
+        yield _statistics_of(group)
 
 
 def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
-    """Per table: measure, rebuild fragmented indexes (unless told not to) and compact;
-    fresh planner statistics after each group of tables (as quick maintenance groups
-    them: a large table alone)."""
+    """Per table or group of small tables (grouped as in quick maintenance: a large
+    table alone): measure, rebuild fragmented indexes (unless told not to), compact, and
+    fresh planner statistics."""
     # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the statistics too
     # (and its output counts them), so no ANALYZE follows.
     analyzes = ctx.dialect == "postgresql"
+    threshold = ctx.defaults.fragmentation_threshold
     for group in _statistics_groups(tables, ctx):
-        for t in group:
-            yield from _table_work(job, ctx, t, analyzes)
+        yield _fragmentation(group, ctx)
+        if job.get("rebuild_indexes", True):
+            yield _of_group(
+                "rebuild_fragmented_indexes",
+                group,
+                {"fragmentation_threshold": threshold, "min_pages": ctx.defaults.min_index_pages},
+                f"Rebuild indexes of {{}} fragmented past {threshold:g}%",
+            )
+        yield _of_group(
+            "optimize_table",
+            group,
+            {"fragmentation_threshold": threshold},
+            "Compact {} and return free pages"
+            + (", refreshing planner statistics" if analyzes else ""),
+        )
         if not analyzes:
             yield _statistics_of(group)
-
-
-def _table_work(
-    job: dict[str, Any], ctx: PlanningContext, t: str, analyzes: bool
-) -> Iterator[_Work]:
-    threshold = ctx.defaults.fragmentation_threshold
-    yield _fragmentation(t, ctx)
-    if job.get("rebuild_indexes", True):
-        yield _Work(
-            "rebuild_fragmented_indexes",
-            {
-                "table": t,
-                "fragmentation_threshold": threshold,
-                "min_pages": ctx.defaults.min_index_pages,
-            },
-            f"Rebuild indexes of {t} fragmented past {threshold:g}%",
-            t,
-        )
-    yield _Work(
-        "optimize_table",
-        {"table": t, "fragmentation_threshold": threshold},
-        f"Compact {t} and return free pages"
-        + (", refreshing its planner statistics" if analyzes else ""),
-        t,
-    )
 
 
 def _emergency(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:

@@ -216,7 +216,11 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
     writes = step.writes
     guard = Guard(
         shapes=shapes_for(
-            step.impl.sql_templates, step.rendered, ctx.connection, _identifiers(step, ctx)
+            step.impl.sql_templates,
+            step.rendered,
+            ctx.connection,
+            _identifiers(step, ctx),
+            _listed(step, ctx),
         )
         if writes
         else (),
@@ -278,6 +282,17 @@ def _identifiers(step: PreparedStep, ctx: ToolContext) -> dict[str, str]:
         name: ctx.quote(params[name])
         for name, (_kind, is_list) in identifier_params(step.tool.params).items()
         if not is_list and isinstance(params.get(name), str)
+    }
+
+
+def _listed(step: PreparedStep, ctx: ToolContext) -> dict[str, list[str]]:
+    """The names a step lists (its `tables`), quoted, by the kind its tool's templates
+    name one of them with ({table})."""
+    params = step.params
+    return {
+        kind: [ctx.quote(v) for v in params[name] if isinstance(v, str)]
+        for name, (kind, is_list) in identifier_params(step.tool.params).items()
+        if is_list and isinstance(params.get(name), list)
     }
 
 

@@ -11,7 +11,7 @@ an operator, cast or type may write, reads on a read-write session are sent read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,12 +271,25 @@ def _idle(cursor: Any, dialect: str) -> bool:
 
 
 def shapes_for(
-    templates: Iterable[str], rendered: Iterable[str], conn: Connection, known: Mapping[str, str]
+    templates: Iterable[str],
+    rendered: Iterable[str],
+    conn: Connection,
+    known: Mapping[str, str],
+    each_of: Mapping[str, Sequence[str]] | None = None,
 ) -> Shapes:
     """The statements a step may write: what it rendered, exactly, and its tool's declared
-    templates with the step's own identifiers filled in."""
+    templates with the step's own identifiers filled in. A step over many tables fills
+    a template's {table} with each of them in turn (`each_of`: placeholder -> its quoted
+    names), so that no template lets it write to a table it does not list."""
     sources: list[tuple[str, dict[str, str] | None]] = [(sql, None) for sql in rendered]
-    sources += [(sql, dict(known)) for sql in templates]
+    lists = {k: v for k, v in (each_of or {}).items() if k not in known}
+    for sql in templates:
+        used = [k for k in lists if "{" + k + "}" in sql]
+        if not used:
+            sources.append((sql, dict(known)))
+            continue
+        name = used[0]  # a template names one listed kind of object
+        sources += [(sql, {**known, name: each}) for each in lists[name]]
     return Shapes(sources, conn.dialect)
 
 

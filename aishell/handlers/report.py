@@ -73,13 +73,26 @@ def summarize(
         adds = (rules or {}).get(tool, ()) if isinstance(tool, str) else ()
         if declined and table in {s.get("table") for s in declined}:
             continue  # the server did not do this step's work
-        for rule in adds:
-            _add(rule, report, checks, table, output)
+        # A step over many tables (handlers/shared.py) counts as a step per table done.
+        for each, said in _per_table(table, output):
+            for rule in adds:
+                _add(rule, report, checks, each, said)
     processed.update(dict.fromkeys(t for t in tables if t not in processed))
     report["tables_processed"] = list(processed)
     if checks:
         _merge_checks(report, checks)
     return report
+
+
+def _per_table(
+    table: str | None, output: Mapping[str, Any]
+) -> list[tuple[str | None, Mapping[str, Any]]]:
+    """The (table, output) pairs a step's output counts as: each table it did, when it
+    was given many and says each one's outcome (by_table), else itself."""
+    by_table = output.get("by_table")
+    if not isinstance(by_table, list):
+        return [(table, output)]
+    return [(str(o.get("table")), o) for o in by_table if isinstance(o, Mapping)]
 
 
 def _note_skipped(report: dict[str, Any], tool: Any, output: Mapping[str, Any]) -> list[Any]:

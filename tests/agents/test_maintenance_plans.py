@@ -32,20 +32,21 @@ def test_standard_plan_measures_then_analyzes_each_table(config, demo_db):
     ]
 
 
-def test_full_plan_per_table_in_order(config, demo_db):
+def test_full_plan_does_small_tables_in_shared_steps_in_order(config, demo_db):
     preview = commands.plan_job(config, "maintenance", {"type": "full"})
-    per_table = ["analyze_table_fragmentation", "rebuild_fragmented_indexes", "optimize_table"]
-    # The demo's tables are small: their statistics are refreshed in one step after them.
-    assert tools_of(preview) == (
-        ["analyze_database_health"]
-        + per_table * 4
-        + ["update_table_statistics", "generate_maintenance_report"]
-    )
-    optimized = [s.params["table"] for s in preview.steps if s.tool == "optimize_table"]
-    assert preview.steps[-2].params == {"tables": optimized}
+    # The demo's tables are small: one step of each tool does them all, in turn.
+    assert tools_of(preview) == [
+        "analyze_database_health",
+        "analyze_table_fragmentation",
+        "rebuild_fragmented_indexes",
+        "optimize_table",
+        "update_table_statistics",
+        "generate_maintenance_report",
+    ]
+    order = preview.steps[3].params["tables"]
+    assert all(s.params["tables"] == order for s in preview.steps[1:5])
     assert preview.steps[0].params["check_corruption"] is True
     # The largest table (the most urgent on SQLite) comes first.
-    order = [s.params["table"] for s in preview.steps if s.tool == "optimize_table"]
     sizes = dict(
         query(
             demo_db,
@@ -54,21 +55,40 @@ def test_full_plan_per_table_in_order(config, demo_db):
         )
     )
     assert order == sorted(TABLES, key=lambda t: -sizes[t])
-    rebuild = next(
-        s
-        for s in preview.steps
-        if s.tool == "rebuild_fragmented_indexes" and s.params["table"] == "app_logs"
-    )
-    assert rebuild.params == {"table": "app_logs", "fragmentation_threshold": 30, "min_pages": 8}
-    # The preview reads the real catalog: the demo's scattered index is named.
-    assert 'REINDEX "idx_app_logs_level"' in rebuild.sql
+    rebuild = preview.steps[2]
+    assert rebuild.params == {"tables": order, "fragmentation_threshold": 30, "min_pages": 8}
+    # The preview reads the real catalog: the demo's scattered index is named, once.
+    assert rebuild.sql.count('REINDEX "idx_app_logs_level"') == 1
+    # SQLite's VACUUM is of the file: the step sends it once at most.
+    assert sum(sql == "VACUUM" for sql in preview.steps[3].sql) <= 1
     report = preview.steps[-1]
     assert report.params["baseline"] == "${step_0.output}"
     assert report.params["actions"][0] == {
         "tool": "analyze_table_fragmentation",
-        "table": order[0],
+        "table": None,
         "output": "${step_1.output}",
     }
+
+
+def test_a_large_table_keeps_steps_of_its_own_in_standard_and_full_maintenance():
+    from aishell.agents.base import PlanningContext
+    from aishell.agents.maintenance import MaintenanceAgent
+    from aishell.config.models import AgentDefaults
+
+    tables = ["a", "big", "c", "d"]
+    sizes = {"a": 2**20, "big": 2**30, "c": 2**20, "d": 2**20}
+    context = PlanningContext("db", "postgresql", tuple(tables), AgentDefaults(), sizes=sizes)
+    steps = MaintenanceAgent().plan_steps({"type": "standard", "tables": tables}, context)
+    assert [(s.tool, s.params.get("table") or s.params["tables"]) for s in steps[1:-1]] == [
+        ("analyze_table_fragmentation", ["a"][0]),
+        ("update_table_statistics", "a"),
+        ("analyze_table_fragmentation", "big"),
+        ("update_table_statistics", "big"),
+        ("analyze_table_fragmentation", ["c", "d"]),
+        ("update_table_statistics", ["c", "d"]),
+    ]
+    # Each shared step's rationale names how many tables it does, and which.
+    assert steps[5].rationale == "Measure fragmentation of 2 tables, c to d"
 
 
 def test_full_plan_without_index_rebuilds(config, demo_db):
@@ -139,10 +159,17 @@ def test_statistics_steps_group_small_tables_and_leave_a_large_one_alone():
         # large one alone, then the rest in steps of at most 200.
         assert [t for g in groups for t in g] == tables, kind
         assert [len(g) for g in groups] == [150, 1, 200, 100], kind
+        # Every step of the work is over the same groups, in the same order.
+        for tool in ("analyze_table_fragmentation", "optimize_table"):
+            of_tool = [
+                s.params.get("tables") or [s.params["table"]] for s in steps if s.tool == tool
+            ]
+            assert of_tool == ([] if kind == "quick" else groups), (kind, tool)
     # Full maintenance refreshes a group's statistics right after that group's work.
-    work = [s.params.get("table") for s in steps if s.tool == "optimize_table"]
     at = [i for i, s in enumerate(steps) if s.tool == "update_table_statistics"]
     optimize_big = next(
-        i for i, s in enumerate(steps) if s.tool == "optimize_table" and s.params["table"] == "big"
+        i
+        for i, s in enumerate(steps)
+        if s.tool == "optimize_table" and s.params.get("table") == "big"
     )
-    assert at[1] == optimize_big + 1 and work == tables
+    assert at[1] == optimize_big + 1

@@ -8,6 +8,7 @@ from typing import Any
 
 from aishell.handlers import Handler
 from aishell.handlers.mysql.catalog import TABLE, free_percent, recent_table_row
+from aishell.handlers.shared import shared_step
 from aishell.tool.context import ToolContext
 
 
@@ -33,7 +34,9 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
 
 
-analyze_table_fragmentation = Handler(sql_templates=(TABLE,), run_fn=_fragmentation)
+analyze_table_fragmentation = shared_step(
+    Handler(sql_templates=(TABLE,), run_fn=_fragmentation), "the fragmentation analysis"
+)
 
 
 def rebuild_reason(params: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:

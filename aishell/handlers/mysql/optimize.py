@@ -30,6 +30,7 @@ from aishell.handlers.mysql.privileges import (
     require_privileges,
     run_checked,
 )
+from aishell.handlers.shared import shared_step
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
@@ -99,15 +100,18 @@ def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     return sql
 
 
-optimize_table = Handler(
-    # ANALYZE TABLE first only where the file's size cannot be read: it brings the
-    # statistics the size is then measured from up to date.
-    sql_templates=("ANALYZE TABLE {table}", "OPTIMIZE TABLE {table}"),
-    run_fn=_optimize,
-    render_fn=_optimize_sql,
-    risk=RiskLevel.MEDIUM,
-    effect="rebuilds a table",
-    reads_when_it_renders_reads=True,
+optimize_table = shared_step(
+    Handler(
+        # ANALYZE TABLE first only where the file's size cannot be read: it brings the
+        # statistics the size is then measured from up to date.
+        sql_templates=("ANALYZE TABLE {table}", "OPTIMIZE TABLE {table}"),
+        run_fn=_optimize,
+        render_fn=_optimize_sql,
+        risk=RiskLevel.MEDIUM,
+        effect="rebuilds a table",
+        reads_when_it_renders_reads=True,
+    ),
+    "OPTIMIZE TABLE",
 )
 
 

@@ -25,6 +25,7 @@ from aishell.handlers.mysql.catalog import (
 )
 from aishell.handlers.mysql.fragmentation import rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
+from aishell.handlers.shared import STEP_KEY, shared_step
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -63,7 +64,7 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     table = params["table"]
     before = _measured_row(params, ctx)
     reason = rebuild_reason(params, before)
-    found = _orphans(ctx)
+    found = _orphans(ctx, table)
     if reason is None and not found:
         return _not_rebuilt(table, before, [])
     needed = REBUILD_NEEDS | ({"DROP"} if found else set())
@@ -122,16 +123,22 @@ def _measured_row(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]
     )
 
 
-def _orphans(ctx: ToolContext) -> list[str]:
+def _orphans(ctx: ToolContext, table: str) -> list[str]:
     """The orphans as the preview and the first attempt see them; a retry looks again
-    for those its failed ALTER left. They are the database's, not the table's: a dry run
-    or a preview, where nothing drops them, looks once."""
-    return read_once_in_dry_run(ctx, "rebuild-orphans", lambda: orphans(ctx.connection))
+    for those its failed ALTER left. They are the database's, not the table's: the
+    first table that looks (in a step over many tables, in a dry run or a preview,
+    where nothing drops them) drops them, the others find none."""
+    found: tuple[str, list[str]] = read_once_in_dry_run(
+        ctx, f"{STEP_KEY}rebuild-orphans", lambda: (table, orphans(ctx.connection))
+    )
+    return found[1] if found[0] == table else []
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     row = _measured_row(params, ctx)
-    sql = [f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in _orphans(ctx)]
+    sql = [
+        f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in _orphans(ctx, params["table"])
+    ]
     if rebuild_reason(params, row):
         sql.append(_rebuild_statement(ctx, params["table"], row["engine"]))
     return sql or [f"-- {ctx.quote(params['table'])} is under the threshold"]
@@ -147,10 +154,13 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     }
 
 
-rebuild_fragmented_indexes = rebuilding(
-    ("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",),
-    _rebuild_table,
-    _rebuild_sql,
-    _rebuild_estimate,
-    effect="rebuilds a table",
+rebuild_fragmented_indexes = shared_step(
+    rebuilding(
+        ("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",),
+        _rebuild_table,
+        _rebuild_sql,
+        _rebuild_estimate,
+        effect="rebuilds a table",
+    ),
+    "ALTER TABLE ... FORCE",
 )

@@ -10,6 +10,7 @@ from typing import Any
 
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
+from aishell.handlers.shared import shared_step
 from aishell.tool.context import ToolContext
 
 
@@ -125,9 +126,12 @@ def _fragmentation_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict
     return {"full_scans": [n for n, _ in scans], "bytes_to_scan": sum(b for _, b in scans)}
 
 
-analyze_table_fragmentation = Handler(
-    sql_templates=estimates.SQL,
-    run_fn=_fragmentation,
-    render_fn=_fragmentation_sql,
-    estimate_fn=_fragmentation_estimate,
+analyze_table_fragmentation = shared_step(
+    Handler(
+        sql_templates=estimates.SQL,
+        run_fn=_fragmentation,
+        render_fn=_fragmentation_sql,
+        estimate_fn=_fragmentation_estimate,
+    ),
+    "the fragmentation analysis",
 )

@@ -17,6 +17,7 @@ from aishell.handlers.postgresql.privileges import (
     server_warnings,
     skipped_by_warnings,
 )
+from aishell.handlers.shared import shared_step
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
@@ -105,11 +106,14 @@ def _vacuum(full: bool) -> Any:
     return run
 
 
-optimize_table = Handler(
-    sql_templates=("VACUUM (ANALYZE) {table}",),
-    run_fn=_vacuum(full=False),
-    risk=RiskLevel.MEDIUM,
-    effect="vacuums a table",
+optimize_table = shared_step(
+    Handler(
+        sql_templates=("VACUUM (ANALYZE) {table}",),
+        run_fn=_vacuum(full=False),
+        risk=RiskLevel.MEDIUM,
+        effect="vacuums a table",
+    ),
+    "VACUUM",
 )
 vacuum_full_table = Handler(
     sql_templates=("VACUUM (FULL, ANALYZE) {table}",),

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.handlers import cached, rebuilding
 from aishell.handlers.postgresql import estimates
 from aishell.handlers.postgresql.privileges import require_maintain
+from aishell.handlers.shared import shared_step
 from aishell.sqltext import text
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.tool.context import ToolContext
@@ -242,17 +243,20 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     }
 
 
-rebuild_fragmented_indexes = rebuilding(
-    (
-        estimates.PGSTATTUPLE_VERSION,
-        estimates.INDEXES,
-        estimates.PGSTATINDEX,
-        _LEFTOVERS,
-        _DROP_LEFTOVER,
-        "REINDEX INDEX CONCURRENTLY {index}",
-        _INDEX_BYTES,
+rebuild_fragmented_indexes = shared_step(
+    rebuilding(
+        (
+            estimates.PGSTATTUPLE_VERSION,
+            estimates.INDEXES,
+            estimates.PGSTATINDEX,
+            _LEFTOVERS,
+            _DROP_LEFTOVER,
+            "REINDEX INDEX CONCURRENTLY {index}",
+            _INDEX_BYTES,
+        ),
+        _rebuild,
+        _rebuild_sql,
+        _rebuild_estimate,
     ),
-    _rebuild,
-    _rebuild_sql,
-    _rebuild_estimate,
+    "REINDEX CONCURRENTLY",
 )

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aishell.handlers import Handler
+from aishell.handlers.shared import shared_step
 from aishell.handlers.sqlite.catalog import (
     BTREE,
     TABLE_EXISTS,
@@ -90,14 +91,17 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
 
 
-analyze_table_fragmentation = Handler(
-    sql_templates=(
-        TABLE_EXISTS,
-        "PRAGMA page_size",
-        "PRAGMA page_count",
-        "PRAGMA freelist_count",
-        "SELECT name FROM pragma_index_list(:t)",
-        BTREE,
+analyze_table_fragmentation = shared_step(
+    Handler(
+        sql_templates=(
+            TABLE_EXISTS,
+            "PRAGMA page_size",
+            "PRAGMA page_count",
+            "PRAGMA freelist_count",
+            "SELECT name FROM pragma_index_list(:t)",
+            BTREE,
+        ),
+        run_fn=_fragmentation,
     ),
-    run_fn=_fragmentation,
+    "the fragmentation analysis",
 )

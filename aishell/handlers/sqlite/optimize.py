@@ -4,13 +4,16 @@ update_table_statistics (ANALYZE) on SQLite."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, cached
+from aishell.handlers.held import GONE
 from aishell.handlers.sqlite.catalog import (
     btree_stats,
     btrees,
@@ -26,7 +29,7 @@ from aishell.handlers.sqlite.privileges import (
     require_writable,
     write,
 )
-from aishell.handlers.statistics import Engine, Refusals, statistics_handler
+from aishell.handlers.statistics import Engine, Refusals, statistics_handler, tables_of
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
@@ -48,45 +51,96 @@ def _optimize_reason(params: Mapping[str, Any], ctx: ToolContext) -> str | None:
     return None
 
 
-def _reason(params: Mapping[str, Any], ctx: ToolContext) -> str | None:
-    """Why to VACUUM, as the step's render found it: its run does what it showed."""
-    table = params["table"]
-    return cached(ctx, f"optimize:{table}", lambda: _optimize_reason(params, ctx))
+def _reason(params: Mapping[str, Any], ctx: ToolContext) -> _Why:
+    """Why to VACUUM, as the step's render found it: its run does what it showed. A step
+    over many tables asks each in turn until one calls for it: VACUUM is of the file,
+    so the step sends it once at most."""
+
+    def find() -> _Why:
+        gone: list[str] = []
+        for table in tables_of(params):
+            try:
+                why = _optimize_reason({**params, "table": table}, ctx)
+            except StepFailed:
+                if params.get("tables") is None:
+                    raise
+                gone.append(table)  # dropped since the plan: named, not compacted
+                continue
+            if why is not None:
+                return _Why(table, why, gone)
+        return _Why(None, None, gone)
+
+    return cached(ctx, "optimize", find)
+
+
+@dataclass(frozen=True)
+class _Why:
+    """The table whose state calls for the VACUUM and why (None: nothing calls for it),
+    and the step's tables found dropped since the plan."""
+
+    table: str | None
+    reason: str | None
+    gone: list[str]
 
 
 def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     before = database_pages(conn)
-    reason = _reason(params, ctx)
-    if reason is None:
-        return {
-            "table": params["table"],
-            "scope": "database",
+    why = _reason(params, ctx)
+    if why.reason is None:
+        done: dict[str, Any] = {
             "vacuumed": False,
             "reason": "the file has no free pages and the table is not fragmented",
-            "size_before": before["size_bytes"],
             "size_after": before["size_bytes"],
             "reclaimed_bytes": 0,
         }
-    require_writable(conn, params["table"], "VACUUM")
-    # VACUUM rebuilds the whole file: SQLite has no per-table equivalent.
-    write(conn, "VACUUM", params["table"], "VACUUM")
-    after = database_pages(conn)
-    return {
-        "table": params["table"],
-        "scope": "database",
-        "vacuumed": True,
-        "reason": reason,
-        "size_before": before["size_bytes"],
-        "size_after": after["size_bytes"],
-        # The same measure both sides; VACUUM never grows the file, but a writer between
-        # the two measures could.
-        "reclaimed_bytes": max(before["size_bytes"] - after["size_bytes"], 0),
+    else:
+        require_writable(conn, why.table or params["table"], "VACUUM")
+        # VACUUM rebuilds the whole file: SQLite has no per-table equivalent.
+        write(conn, "VACUUM", why.table or params["table"], "VACUUM")
+        after = database_pages(conn)
+        done = {
+            "vacuumed": True,
+            "reason": why.reason,
+            "size_after": after["size_bytes"],
+            # The same measure both sides; VACUUM never grows the file, but a writer
+            # between the two measures could.
+            "reclaimed_bytes": max(before["size_bytes"] - after["size_bytes"], 0),
+        }
+    output = {"scope": "database", "size_before": before["size_bytes"], **done}
+    if params.get("tables") is None:
+        return {"table": params["table"], **output}
+    return _of_tables(tables_of(params), why, output)
+
+
+def _of_tables(tables: list[str], why: _Why, output: dict[str, Any]) -> dict[str, Any]:
+    """A step over many tables: the one VACUUM counted once, under the table that called
+    for it; the others compacted with the file."""
+    kept = [t for t in tables if t not in why.gone]
+    by_table = [
+        {**output, "table": t}
+        if t == why.table
+        else {"table": t, "vacuumed": False, "reason": "compacted by the step's one VACUUM"}
+        if why.table is not None
+        else {"table": t, **output}
+        for t in kept
+    ]
+    result = {
+        **output,
+        "table": None,
+        "tables": tables,
+        "tables_done": kept,
+        "tables_gone": why.gone,
+        "by_table": by_table,
+        "skipped_tables": [],
     }
+    if not kept:
+        raise StepSkipped(f"{', '.join(why.gone)}: {GONE}", result)
+    return result
 
 
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    if _reason(params, ctx) is None:
+    if _reason(params, ctx).reason is None:
         return ["-- nothing to do: no free pages and the table is not fragmented"]
     return ["VACUUM"]
 
@@ -96,7 +150,7 @@ def _optimize_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
     return {
         "database_bytes_to_rewrite": pages["size_bytes"],
         "free_bytes_to_reclaim": pages["free_bytes"],
-        "will_vacuum": _reason(params, ctx) is not None,
+        "will_vacuum": _reason(params, ctx).reason is not None,
     }
 
 

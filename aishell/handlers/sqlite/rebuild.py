@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.handlers import cached, rebuilding
+from aishell.handlers.shared import shared_step
 from aishell.handlers.sqlite.catalog import (
     BTREE,
     TABLE_EXISTS,
@@ -116,13 +117,16 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
     }
 
 
-rebuild_fragmented_indexes = rebuilding(
-    (
-        TABLE_EXISTS,
-        BTREE,
-        "REINDEX {index}",
+rebuild_fragmented_indexes = shared_step(
+    rebuilding(
+        (
+            TABLE_EXISTS,
+            BTREE,
+            "REINDEX {index}",
+        ),
+        _rebuild,
+        _rebuild_sql,
+        _rebuild_estimate,
     ),
-    _rebuild,
-    _rebuild_sql,
-    _rebuild_estimate,
+    "REINDEX",
 )

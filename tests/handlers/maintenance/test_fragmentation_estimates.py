@@ -69,55 +69,54 @@ def test_with_pgstattuple_only_the_tables_the_estimate_selects_are_read_whole(ho
     job = {"type": "full", "tables": ["bloated", "tight"]}
 
     # The preview shows each full scan, what it reads and why, before anything runs.
+    # Both tables are small: one step measures them in turn.
     preview = commands.run_job(config, "maintenance", job, dry_run=True)
-    frag = {s.params["table"]: s for s in preview.steps if s.tool == "analyze_table_fragmentation"}
-    shown = "\n".join(frag["bloated"].sql)
+    frag = next(s for s in preview.steps if s.tool == "analyze_table_fragmentation")
+    assert frag.params["tables"] == ["bloated", "tight"]
+    shown = "\n".join(frag.sql)
     assert 'full scan of table "bloated"' in shown and "at or above the 30% threshold" in shown
-    assert frag["bloated"].estimate["bytes_to_scan"] > 0
-    assert "bloated" in frag["bloated"].estimate["full_scans"]
-    assert not any("full scan of" in line for line in frag["tight"].sql)
-    assert frag["tight"].estimate["full_scans"] == []
-    assert frag["tight"].estimate["bytes_to_scan"] == 0
+    assert 'full scan of table "tight"' not in shown
+    assert frag.estimate["bytes_to_scan"] > 0
+    assert "bloated" in frag.estimate["full_scans"] and "tight" not in frag.estimate["full_scans"]
 
     result = commands.run_job(config, "maintenance", job, approver=PreApproved())
     assert result.status == "completed", result.error
-    steps = {(s.tool, s.params.get("table")): s for s in result.steps}
+    steps = {s.tool: s for s in result.steps}
 
-    bloated = steps[("analyze_table_fragmentation", "bloated")]
-    out = bloated.output
+    measured_step = steps["analyze_table_fragmentation"]
+    outputs = {o["table"]: o for o in measured_step.output["by_table"]}
+    assert measured_step.output["tables_done"] == ["bloated", "tight"]
+    out = outputs["bloated"]
     assert out["method"] == "pgstattuple" and out["full_scan"] is True
     assert out["estimate"]["method"] == "pgstattuple_approx"
     # Vacuumed pages are all-visible: the estimate read the free space map, not them.
     assert out["estimate"]["scanned_percent"] < 100
     assert out["fragmentation_percent"] > 50 and out["estimate"]["fragmentation_percent"] > 50
     assert {i["method"] for i in out["indexes"]} == {"pgstatindex"}
-    assert sent(config, result.run_id, bloated.index, "FROM pgstattuple(") == 1
-    assert sent(config, result.run_id, bloated.index, "FROM pgstatindex(") == 2
+    # Only the bloated table and its two indexes were read whole.
+    assert sent(config, result.run_id, measured_step.index, "FROM pgstattuple(") == 1
+    assert sent(config, result.run_id, measured_step.index, "FROM pgstatindex(") == 2
 
-    tight = steps[("analyze_table_fragmentation", "tight")]
-    out = tight.output
+    out = outputs["tight"]
     assert out["method"] == "pgstattuple_approx" and out["full_scan"] is False
     assert out["fragmentation_percent"] < 30
     for index in out["indexes"]:
         assert index["fragmentation_percent"] is None and index["free_space_percent"] is None
         assert index["estimated_free_percent"] < 15
         assert index["method"].endswith("under half the 30% threshold, not read")
-    # The estimates of both tables were read in one query, by the first step to measure.
-    assert sent(config, result.run_id, bloated.index, "LATERAL pgstattuple_approx(") == 1
-    assert sent(config, result.run_id, tight.index, "pgstattuple_approx(") == 0
-    assert sent(config, result.run_id, tight.index, "FROM pgstattuple(") == 0
-    assert sent(config, result.run_id, tight.index, "FROM pgstatindex(") == 0
+    # The estimates of both tables were read in one query.
+    assert sent(config, result.run_id, measured_step.index, "LATERAL pgstattuple_approx(") == 1
 
-    # The rebuild step measures by the same rule: the dense indexes are not read.
-    rebuild = steps[("rebuild_fragmented_indexes", "tight")]
+    # The rebuild step measures by the same rule: the dense indexes are not read, and it
+    # chooses from what the fragmentation step just read of the bloated table's indexes,
+    # without reading them again.
+    rebuild = steps["rebuild_fragmented_indexes"]
     assert sent(config, result.run_id, rebuild.index, "FROM pgstatindex(") == 0
-    assert all(s["reason"].endswith("not read") for s in rebuild.output["skipped"])
-    # It chooses from what the fragmentation step just read of the table's indexes, and
-    # does not read them again.
-    rebuilt = steps[("rebuild_fragmented_indexes", "bloated")]
-    assert sent(config, result.run_id, rebuilt.index, "FROM pgstatindex(") == 0
-    measured = {i["index"]: i["fragmentation_percent"] for i in bloated.output["indexes"]}
-    assert {r["index"]: r["fragmentation_before"] for r in rebuilt.output["rebuilt"]} == measured
+    rebuilt = {o["table"]: o for o in rebuild.output["by_table"]}
+    assert all(s["reason"].endswith("not read") for s in rebuilt["tight"]["skipped"])
+    assert {r["index"]: r["fragmentation_before"] for r in rebuilt["bloated"]["rebuilt"]} == {
+        i["index"]: i["fragmentation_percent"] for i in outputs["bloated"]["indexes"]
+    }
 
 
 def test_without_pgstattuple_the_estimate_comes_from_statistics_and_nothing_is_scanned(
@@ -148,7 +147,7 @@ def test_full_maintenance_analyzes_each_table_once_and_counts_it(home, pg_url):
     result = commands.run_job(config, "maintenance", {"type": "full"}, approver=PreApproved())
 
     assert result.status == "completed", result.error
-    assert [s.tool for s in result.steps if s.params.get("table") == "tight"] == [
+    assert [s.tool for s in result.steps if "tight" in s.params.get("tables", [])][1:-1] == [
         "analyze_table_fragmentation",
         "rebuild_fragmented_indexes",
         "optimize_table",
@@ -162,5 +161,7 @@ def test_full_maintenance_analyzes_each_table_once_and_counts_it(home, pg_url):
     report = result.report
     assert report["statistics_updated"] == 2 and report["tables_optimized"] == 2
     assert "2 statistics update(s)" in report["summary"]
-    optimized = [s.output for s in result.steps if s.tool == "optimize_table"]
-    assert all(o["statistics_updated"] is True for o in optimized)
+    optimized = [
+        o for s in result.steps if s.tool == "optimize_table" for o in s.output["by_table"]
+    ]
+    assert len(optimized) == 2 and all(o["statistics_updated"] is True for o in optimized)

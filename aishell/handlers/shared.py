@@ -1,0 +1,215 @@
+"""One step over many small tables, for a tool written for one table.
+
+A full maintenance of thousands of small tables would otherwise pay a step (its checks,
+its verdict, its checkpoint in state.db) for each VACUUM or REINDEX that costs the
+server a few milliseconds. A step given `tables` runs its tool's one-table handler on
+each table in turn, in the order listed and on nothing else, so that the step's
+approval covers exactly the tables it names; its SQL is each table's, in that order.
+
+Each table's outcome is in the step's output (`by_table`, `tables_done`,
+`skipped_tables`, `tables_gone`). A handler that may change its tables checkpoints
+each table's output as it ends (the step's progress in state.db, durable when the
+next table starts), so that a step cut short, by a crash or a failed attempt, goes on
+at the first table not done and reports the ones done before it. One that only reads
+starts again: reading again is harmless.
+
+One table's trouble does not stop the others: a table the server skipped (not the
+owner, no privilege) or dropped since the plan is named, one held past the lock wait
+is tried again once after the others (handlers/held.py), then skipped with its holders
+named. When no table was done the step ends skipped, or raises the lock's error so
+that the executor retries it as any step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from aishell.errors import StepFailed, StepSkipped
+from aishell.handlers import Handler
+from aishell.handlers.held import GONE, Tablewise, one_at_a_time
+from aishell.targets.catalog import user_tables
+from aishell.tool.context import ToolContext
+
+
+def shared_step(handler: Handler, what: str) -> Handler:
+    """`handler` (of a step given `table`) for a step given `tables` too; `what` names
+    its work in the reasons a table is skipped ("VACUUM")."""
+
+    def render(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+        tables = _tables(params)
+        if tables is None:
+            return handler.render_sql(params, ctx)
+        sql: list[str] = []
+        for table in tables:
+            with _of_table(ctx, table):
+                sql += handler.render_sql(_one(params, table), ctx)
+        return sql
+
+    def estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        tables = _tables(params)
+        if tables is None:
+            return handler.estimate(params, ctx)
+        merged: dict[str, Any] = {}
+        for table in tables:
+            with _of_table(ctx, table):
+                _merge(merged, handler.estimate(_one(params, table), ctx))
+        return merged
+
+    def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        tables = _tables(params)
+        if tables is None:
+            return handler.run(params, ctx)
+        return _run_each(handler, what, params, tables, ctx)
+
+    return replace(
+        handler,
+        run_fn=run,
+        render_fn=render,
+        estimate_fn=estimate if handler.estimate_fn is not None else None,
+        check_fn=None,
+    )
+
+
+def _tables(params: Mapping[str, Any]) -> list[str] | None:
+    """The step's tables, each once, in order; None for a step of one `table`."""
+    tables = params.get("tables")
+    if tables is None:
+        return None
+    return list(dict.fromkeys(str(t) for t in tables))
+
+
+def _one(params: Mapping[str, Any], table: str) -> dict[str, Any]:
+    """The params of the one-table step the handler was written for."""
+    one = {k: v for k, v in params.items() if k != "tables"}
+    one["table"] = table
+    return one
+
+
+# A key of a handler's step cache that starts so is the step's, not one table's: what
+# is of the database, not of a table (MySQL's leftovers of an interrupted ALTER).
+STEP_KEY = "step:"
+
+
+class _TableCache(dict[str, Any]):
+    """One table's step cache; its STEP_KEY keys are the step's."""
+
+    def __init__(self, step: dict[str, Any]) -> None:
+        super().__init__()
+        self.step = step
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str) and key.startswith(STEP_KEY):
+            return key in self.step
+        return super().__contains__(key)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.step[key] if key.startswith(STEP_KEY) else super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith(STEP_KEY):
+            self.step[key] = value
+        else:
+            super().__setitem__(key, value)
+
+
+@contextmanager
+def _of_table(ctx: ToolContext, table: str) -> Iterator[ToolContext]:
+    """The context with a step cache of the table's own: what the handler measured of
+    one table (for its render, its estimate and its run) is kept apart from the others',
+    and across the step's attempts."""
+    outer = ctx.step_cache
+    ctx.step_cache = outer.setdefault(f"table:{table}", _TableCache(outer))
+    try:
+        yield ctx
+    finally:
+        ctx.step_cache = outer
+
+
+def _merge(merged: dict[str, Any], figures: Mapping[str, Any]) -> None:
+    """One table's estimate into the step's: lists joined, numbers summed, flags or-ed."""
+    for key, value in figures.items():
+        if isinstance(value, bool):
+            merged[key] = merged.get(key, False) or value
+        elif isinstance(value, int | float):
+            merged[key] = merged.get(key, 0) + value
+        elif isinstance(value, list):
+            merged[key] = [*merged.get(key, []), *value]
+        else:
+            merged.setdefault(key, value)
+
+
+def _run_each(
+    handler: Handler,
+    what: str,
+    params: Mapping[str, Any],
+    tables: list[str],
+    ctx: ToolContext,
+) -> dict[str, Any]:
+    conn = ctx.connection
+    keeps = handler.changes_tables
+    # What an earlier attempt of this step (in this process or before a crash) did.
+    saved = dict(ctx.load_progress() or {}) if keeps else {}
+    done: dict[str, dict[str, Any]] = dict(saved.get("by_table") or {})
+    skipped: list[dict[str, Any]] = list(saved.get("skipped_tables") or [])
+    gone: list[str] = list(saved.get("tables_gone") or [])
+    settled = {*done, *gone, *(s["table"] for s in skipped)}
+
+    def checkpoint() -> None:
+        if keeps:
+            ctx.save_progress({"by_table": done, "skipped_tables": skipped, "tables_gone": gone})
+
+    def work(table: str) -> None:
+        with _of_table(ctx, table):
+            try:
+                output = handler.run(_one(params, table), ctx)
+            except StepSkipped as exc:
+                skipped.extend(_skipped_entries(table, exc))
+            except StepFailed:
+                if table in user_tables(conn):
+                    raise
+                gone.append(table)
+            else:
+                done[table] = output
+        checkpoint()
+
+    todo = [t for t in tables if t not in settled]
+    found: Tablewise[None] = one_at_a_time(conn, todo, work, what)
+    gone += [t for t in found.gone if t not in gone]
+    skipped += [{"table": t, "reason": why, "cause": "locked"} for t, why in found.held.items()]
+    if found.held or found.gone:
+        checkpoint()
+    if not done and found.lock_error is not None and len(found.held) == len(todo):
+        raise found.lock_error
+    return _output(tables, done, skipped, gone)
+
+
+def _skipped_entries(table: str, exc: StepSkipped) -> list[dict[str, Any]]:
+    """How the handler said it skipped the table, or its reason."""
+    found = exc.details.get("skipped_tables")
+    named = [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
+    return named or [{"table": table, "reason": str(exc)}]
+
+
+def _output(
+    tables: list[str],
+    done: dict[str, dict[str, Any]],
+    skipped: list[dict[str, Any]],
+    gone: list[str],
+) -> dict[str, Any]:
+    """Each table's outcome, in the order the step lists them, and what the report adds
+    up across them (each by its table in by_table)."""
+    output: dict[str, Any] = {
+        "table": None,
+        "tables": tables,
+        "tables_done": [t for t in tables if t in done],
+        "by_table": [{**done[t], "table": t} for t in tables if t in done],
+        "skipped_tables": skipped,
+        "tables_gone": gone,
+    }
+    if not done:
+        first = skipped[0]["reason"] if skipped else f"{gone[0]}: {GONE}"
+        raise StepSkipped(first, output)
+    return output
