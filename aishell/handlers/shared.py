@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.handlers import Handler
+from aishell.handlers import Handler, cached
 from aishell.handlers.held import GONE, Tablewise, one_at_a_time
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
@@ -42,20 +42,27 @@ def shared_step(handler: Handler, what: str) -> Handler:
         tables = _tables(params)
         if tables is None:
             return handler.render_sql(params, ctx)
+        measured = _measured(handler, what, params, tables, ctx)
         sql: list[str] = []
         for table in tables:
-            with _of_table(ctx, table):
-                sql += handler.render_sql(_one(params, table), ctx)
-        return sql
+            if table in measured.sql:
+                sql += measured.sql[table]
+            else:
+                sql.append(f"-- {ctx.quote(table)}: not measured, so left out (see the output)")
+        # A read of many tables at once (the catalog's estimates) each table's render
+        # gives alike is shown once; every statement naming a table stays.
+        return list(dict.fromkeys(sql))
 
     def estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         tables = _tables(params)
         if tables is None:
             return handler.estimate(params, ctx)
+        measured = _measured(handler, what, params, tables, ctx)
         merged: dict[str, Any] = {}
         for table in tables:
-            with _of_table(ctx, table):
-                _merge(merged, handler.estimate(_one(params, table), ctx))
+            if table in measured.sql:
+                with _of_table(ctx, table):
+                    _merge(merged, handler.estimate(_one(params, table), ctx))
         return merged
 
     def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -141,6 +148,45 @@ def _merge(merged: dict[str, Any], figures: Mapping[str, Any]) -> None:
             merged.setdefault(key, value)
 
 
+@dataclass
+class _Measured:
+    """What rendering a shared step found: each table's statements, and the tables it
+    could not measure (held past the lock wait, with why; dropped since the plan)."""
+
+    sql: dict[str, list[str]] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)
+
+
+def _measured(
+    handler: Handler, what: str, params: Mapping[str, Any], tables: list[str], ctx: ToolContext
+) -> _Measured:
+    """Each table rendered (what the handler measures to decide what to send), once per
+    step: one held or dropped table leaves the others measured, and is left out of the
+    step. Every table held: the lock's error, so that the step is retried, then
+    skipped, as a step of one table would be."""
+
+    def measure() -> _Measured:
+        def render(table: str) -> list[str] | None:
+            with _of_table(ctx, table):
+                try:
+                    return handler.render_sql(_one(params, table), ctx)
+                except StepFailed:
+                    if table in user_tables(ctx.connection):
+                        raise
+                    return None  # dropped since the plan
+
+        found = one_at_a_time(ctx.connection, tables, render, what)
+        if found.lock_error is not None and len(found.held) == len(tables):
+            raise found.lock_error
+        gone = [*found.gone, *(t for t, sql in found.done.items() if sql is None)]
+        sql = {t: rendered for t, rendered in found.done.items() if rendered is not None}
+        return _Measured(sql, dict(found.held), gone)
+
+    found: _Measured = cached(ctx, "shared:measured", measure)
+    return found
+
+
 def _run_each(
     handler: Handler,
     what: str,
@@ -175,6 +221,13 @@ def _run_each(
                 done[table] = output
         checkpoint()
 
+    # What rendering found held or gone is left out, as the step showed.
+    measured = _measured(handler, what, params, tables, ctx)
+    for table, why in measured.held.items():
+        if table not in settled:
+            skipped.append({"table": table, "reason": why, "cause": "locked"})
+    gone += [t for t in measured.gone if t not in settled]
+    settled |= {*measured.held, *measured.gone}
     todo = [t for t in tables if t not in settled]
     found: Tablewise[None] = one_at_a_time(conn, todo, work, what)
     gone += [t for t in found.gone if t not in gone]
@@ -201,7 +254,14 @@ def _output(
 ) -> dict[str, Any]:
     """Each table's outcome, in the order the step lists them, and what the report adds
     up across them (each by its table in by_table)."""
+    # The tool's own keys, added up over the tables done (a count, a size, a flag), so
+    # that a reference to one means the step's.
+    summed: dict[str, Any] = {}
+    for t in tables:
+        if t in done:
+            _merge(summed, {k: v for k, v in done[t].items() if isinstance(v, int | float)})
     output: dict[str, Any] = {
+        **summed,
         "table": None,
         "tables": tables,
         "tables_done": [t for t in tables if t in done],

@@ -89,10 +89,9 @@ def test_a_write_the_step_did_not_render_is_refused(demo_db, config, monkeypatch
         conn.execute("CREATE TABLE filler AS SELECT zeroblob(200000) AS b")
         conn.execute("DROP TABLE filler")
         free_before = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    answers = iter([None])
-    monkeypatch.setattr(
-        sqlite_optimize, "_reason", lambda _p, _c: next(answers, "free pages in the file")
-    )
+    answers = iter([sqlite_optimize._Why(None, None, [])])
+    found = sqlite_optimize._Why("orders", "free pages in the file", [])
+    monkeypatch.setattr(sqlite_optimize, "_reason", lambda _p, _c: next(answers, found))
     plan = one_step_plan("maintenance", "demo", "sqlite", "optimize_table", {"table": "orders"})
     result = commands.apply_plan(config, plan)  # nobody to ask: a write would wait
     [step] = result.steps

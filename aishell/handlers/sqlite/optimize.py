@@ -11,7 +11,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import StepFailed, StepSkipped
+from aishell.errors import StepSkipped
 from aishell.handlers import Handler, cached
 from aishell.handlers.held import GONE
 from aishell.handlers.sqlite.catalog import (
@@ -32,6 +32,7 @@ from aishell.handlers.sqlite.privileges import (
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler, tables_of
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
+from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
 
 
@@ -57,17 +58,17 @@ def _reason(params: Mapping[str, Any], ctx: ToolContext) -> _Why:
     so the step sends it once at most."""
 
     def find() -> _Why:
+        tables = tables_of(params)
         gone: list[str] = []
-        for table in tables_of(params):
-            try:
+        if params.get("tables") is not None:
+            # Dropped since the plan: named, not compacted.
+            there = set(user_tables(ctx.connection))
+            gone = [t for t in tables if t not in there]
+        for table in tables:
+            if table not in gone:
                 why = _optimize_reason({**params, "table": table}, ctx)
-            except StepFailed:
-                if params.get("tables") is None:
-                    raise
-                gone.append(table)  # dropped since the plan: named, not compacted
-                continue
-            if why is not None:
-                return _Why(table, why, gone)
+                if why is not None:
+                    return _Why(table, why, gone)
         return _Why(None, None, gone)
 
     return cached(ctx, "optimize", find)
@@ -114,15 +115,16 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _of_tables(tables: list[str], why: _Why, output: dict[str, Any]) -> dict[str, Any]:
-    """A step over many tables: the one VACUUM counted once, under the table that called
-    for it; the others compacted with the file."""
+    """A step over many tables: its one VACUUM compacted the file, so each of its tables;
+    the sizes are given under the table that called for it."""
     kept = [t for t in tables if t not in why.gone]
+    with_file = {
+        "vacuumed": output["vacuumed"],
+        "scope": "database",
+        "reason": f"the step's one VACUUM of the file, for {why.table}",
+    }
     by_table = [
-        {**output, "table": t}
-        if t == why.table
-        else {"table": t, "vacuumed": False, "reason": "compacted by the step's one VACUUM"}
-        if why.table is not None
-        else {"table": t, **output}
+        {**output, "table": t} if t == why.table or why.table is None else {**with_file, "table": t}
         for t in kept
     ]
     result = {
