@@ -27,6 +27,7 @@ and dropped at the end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -64,6 +65,38 @@ DELETE_EVERY = (2, 3, 5, 10)
 
 def pg_admin() -> psycopg.Connection[Any]:
     return psycopg.connect(**PG, dbname="test", autocommit=True)
+
+
+def as_sent(sql: str, parameters: Any, names: list[str] | None = None) -> tuple[str, Any]:
+    """An audited statement as psycopg takes it. The audit keeps what the server got:
+    $1, $2 ... for the values, which `names` (the params' keys in that order) name."""
+    values = parameters if parameters is not None else {}
+    if not re.search(r"\$\d", sql):
+        return sql, values
+    names = names or list(values)
+    named = re.sub(
+        r"\$(\d+)", lambda m: f"%({names[int(m.group(1)) - 1]})s", sql.replace("%", "%%")
+    )
+    return named, values
+
+
+def pg_resolved(conn: psycopg.Connection[Any], statements: list[dict[str, Any]]) -> list[Any]:
+    """The statements ready to send, each read of several values sent once beforehand to
+    learn which value each $N stands for (the audit keeps them by name, in no order)."""
+    orders: dict[str, list[str]] = {}
+    ready = []
+    for s in statements:
+        sql, values = s["sql"], s["parameters"] or {}
+        if sql not in orders and len(values) > 1 and re.search(r"\$\d", sql):
+            for names in itertools.permutations(values):
+                try:
+                    conn.execute(*as_sent(sql, values, list(names))).fetchall()
+                except psycopg.Error:
+                    continue
+                orders[sql] = list(names)
+                break
+        ready.append(as_sent(sql, values, orders.get(sql)))
+    return ready
 
 
 def pg_connect(database: str) -> psycopg.Connection[Any]:
@@ -119,9 +152,10 @@ class Postgres:
 
     def replay(self, database: str, statements: list[dict[str, Any]]) -> float:
         with pg_connect(database) as c:
+            ready = pg_resolved(c, statements)
             started = time.perf_counter()
-            for s in statements:
-                c.execute(s["sql"], s["parameters"] if s["parameters"] is not None else {})
+            for sql, values in ready:
+                c.execute(sql, values)
             return time.perf_counter() - started
 
     def writer(self, database: str, rate: int) -> list[str]:
