@@ -305,6 +305,8 @@ def _long_step_hooks(
     ctx.load_progress = lambda: store.get_progress(run_id, index)
     ctx.save_progress = lambda progress: store.save_progress(run_id, index, progress)
     ctx.record_event = lambda kind, data: store.record_event(run_id, index, kind, data)
+    ctx.queue_event = lambda kind, data: store.queue_event(run_id, index, kind, data)
+    ctx.step_events = lambda kind: store.step_events(run_id, index, kind)
     report = getattr(run.observer, "step_progress", None)
     ctx.report = (lambda figures: report(result, figures)) if report else (lambda _f: None)
     now = run.clock()

@@ -129,7 +129,8 @@ class Guard:
                 f"it writes ({reason}): a {risk} risk, above the {self.risk} {self.label} "
                 f"was approved at (tag the tool {risk} to approve it)"
             )
-        if any(shape.matches(statement) for shape in self.shapes):
+        words = " ".join(statement.split())
+        if any(shape.matches(statement, words) for shape in self.shapes):
             return None
         return f"it writes ({reason}) and is none of the statements {self.label} was approved with"
 

@@ -303,9 +303,11 @@ class Shape:
     # Any run of whitespace matches any run, as in a pattern.
     exact: str | None = None
 
-    def matches(self, statement: str) -> bool:
+    def matches(self, statement: str, words: str | None = None) -> bool:
+        """`words`: the statement's words joined by one space, when the caller has them
+        (a step over many tables holds each write against hundreds of shapes)."""
         if self.pattern is None:
-            return " ".join(statement.split()) == self.exact
+            return (words or " ".join(statement.split())) == self.exact
         return self.pattern.fullmatch(statement.strip()) is not None
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, cached
 from aishell.handlers.held import GONE, Tablewise, one_at_a_time
+from aishell.state.schema import TABLE_DONE
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
 
@@ -196,16 +197,19 @@ def _run_each(
 ) -> dict[str, Any]:
     conn = ctx.connection
     keeps = handler.changes_tables
-    # What an earlier attempt of this step (in this process or before a crash) did.
+    # What an earlier attempt of this step (in this process or before a crash) did: the
+    # tables it settled, in its progress, and the output of each table done, in an event
+    # of its own (written once, committed with the progress that names the table).
     saved = dict(ctx.load_progress() or {}) if keeps else {}
-    done: dict[str, dict[str, Any]] = dict(saved.get("by_table") or {})
+    outputs = {e["table"]: e["output"] for e in ctx.step_events(TABLE_DONE)} if saved else {}
+    done: dict[str, dict[str, Any]] = {t: outputs[t] for t in saved.get("done") or []}
     skipped: list[dict[str, Any]] = list(saved.get("skipped_tables") or [])
     gone: list[str] = list(saved.get("tables_gone") or [])
     settled = {*done, *gone, *(s["table"] for s in skipped)}
 
     def checkpoint() -> None:
         if keeps:
-            ctx.save_progress({"by_table": done, "skipped_tables": skipped, "tables_gone": gone})
+            ctx.save_progress({"done": list(done), "skipped_tables": skipped, "tables_gone": gone})
 
     def work(table: str) -> None:
         with _of_table(ctx, table):
@@ -219,6 +223,8 @@ def _run_each(
                 gone.append(table)
             else:
                 done[table] = output
+                if keeps:
+                    ctx.queue_event(TABLE_DONE, {"table": table, "output": output})
         checkpoint()
 
     # What rendering found held or gone is left out, as the step showed.

@@ -16,7 +16,7 @@ from aishell.state.approvals import ApprovalRepository
 from aishell.state.core import Hot
 from aishell.state.processes import current_user, process_started
 from aishell.state.runlist import LIVE, newest_runs, run_row
-from aishell.state.schema import events, run_controls, runs, steps
+from aishell.state.schema import TABLE_DONE, events, run_controls, runs, steps
 from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
 
@@ -125,7 +125,10 @@ class RunRepository(ApprovalRepository):
         run["events"] = [
             {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
             for r in self._conn.execute(
-                select(events).where(events.c.run_id == full_id).order_by(events.c.id)
+                # Each table's outcome in a shared step is in that step's output too.
+                select(events)
+                .where((events.c.run_id == full_id) & (events.c.kind != TABLE_DONE))
+                .order_by(events.c.id)
             )
         ]
         self._conn.rollback()

@@ -82,6 +82,10 @@ steps = Table(
     Column("output_seal", Text),
 )
 
+# The event a step over many tables records of each table it did (its output), read
+# back when the step goes on after a crash; the step's output holds them all.
+TABLE_DONE = "table_done"
+
 events = Table(
     "events",
     metadata,

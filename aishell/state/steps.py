@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 
 from aishell.state.core import EVENT, Hot, StoreCore
-from aishell.state.schema import runs, statements, step_progress, steps
+from aishell.state.schema import events, runs, statements, step_progress, steps
 from aishell.state.values import dumps, loads, new_id, now
 
 # How long the end of a replayable step may wait for the next commit: what another
@@ -323,6 +323,19 @@ class StepRepository(StoreCore):
         ).first()
         self._conn.rollback()
         return loads(row[0]) if row else None
+
+    def step_events(self, run_id: str, index: int, kind: str) -> list[Any]:
+        """The data of a step's events of one kind, oldest first (what a step over many
+        tables recorded of each table it did)."""
+        self.flush()
+        rows = self._conn.execute(
+            select(events.c.data)
+            .where((events.c.run_id == run_id) & (events.c.step_idx == index))
+            .where(events.c.kind == kind)
+            .order_by(events.c.id)
+        ).all()
+        self._conn.rollback()
+        return [loads(r.data) for r in rows]
 
     def runs_progressing_with(
         self, key: str, value: str, finished: Collection[str], besides: str

@@ -56,6 +56,11 @@ class ToolContext:
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
     report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
     record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
+    # An event that commits with the step's next durable write (its progress), and the
+    # events of a kind this step recorded before: a step over many tables records each
+    # table's outcome so, once, rather than all of them with every table.
+    queue_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
+    step_events: Callable[[str], list[Any]] = field(default=lambda _k: [])
     # The share of a table's rows a purge may delete before a person approves it by name
     # (the policy's purge_limits; None: no limit), and this step's approvals, oldest
     # first (decision, how, decided_by, at), by which a purge stopped there goes on.
