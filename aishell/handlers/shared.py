@@ -261,11 +261,18 @@ def _output(
     """Each table's outcome, in the order the step lists them, and what the report adds
     up across them (each by its table in by_table)."""
     # The tool's own keys, added up over the tables done (a count, a size, a flag), so
-    # that a reference to one means the step's.
+    # that a reference to one means the step's; a share of one table is no sum.
     summed: dict[str, Any] = {}
     for t in tables:
         if t in done:
-            _merge(summed, {k: v for k, v in done[t].items() if isinstance(v, int | float)})
+            _merge(
+                summed,
+                {
+                    k: v
+                    for k, v in done[t].items()
+                    if isinstance(v, int | float) and "percent" not in k
+                },
+            )
     output: dict[str, Any] = {
         **summed,
         "table": None,

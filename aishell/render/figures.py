@@ -144,6 +144,17 @@ _MAINTENANCE: tuple[tuple[str, Callable[[Any], str]], ...] = (
 
 def _maintenance(out: Mapping[str, Any]) -> str:
     parts = []
+    if isinstance(out.get("by_table"), list) and isinstance(out.get("tables"), list):
+        # A step over many tables (handlers/shared.py): how many it did, then its sums.
+        parts.append(
+            f"{len(out.get('tables_done') or []):,} of {len(out['tables']):,} table(s) done"
+        )
+        measured = [
+            o for o in out["by_table"] if isinstance(o.get("fragmentation_percent"), int | float)
+        ]
+        if measured:
+            worst = max(measured, key=lambda o: o["fragmentation_percent"])
+            parts.append(f"most fragmented {worst['table']}: {worst['fragmentation_percent']}%")
     for key, shown in _MAINTENANCE:
         if key in out and out[key] is not None:
             try:
