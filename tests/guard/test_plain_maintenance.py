@@ -8,7 +8,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aishell.guard.statements import _plain_maintenance, classify, parsed
+from aishell.guard.statements import (
+    _PLAIN_COUNTS,
+    READS,
+    _plain_maintenance,
+    classify,
+    parsed,
+)
 
 QUOTE = {"postgresql": '"', "sqlite": '"', "mysql": "`"}
 # Commands that take a list of names.
@@ -113,3 +119,24 @@ def test_anything_more_than_names_goes_to_the_parser() -> None:
         assert _plain_maintenance(sql, dialect) is None, sql
     # Which the parser then classifies as before: two statements are a high-risk write.
     assert classify('ANALYZE "a"; DROP TABLE "b"', "postgresql").risk.value == "high"
+
+
+@settings(max_examples=200, deadline=None)
+@given(dialect=st.sampled_from(("postgresql", "sqlite")), name=NAMES)
+def test_a_count_of_one_quoted_table_is_a_read_as_the_parser_finds(dialect: str, name: str) -> None:
+    count = "pg_catalog.count(*)" if dialect == "postgresql" else "count(*)"
+    sql = f"SELECT {count} FROM {quoted(name, dialect)}"
+    assert parsed(sql, dialect) == READS, sql
+    assert classify(sql, dialect) == READS
+
+
+def test_a_count_with_anything_more_goes_to_the_parser() -> None:
+    for sql in [
+        'SELECT pg_catalog.count(*) FROM "a"; DELETE FROM "b"',
+        'SELECT pg_catalog.count(*) FROM "a" WHERE pg_catalog.pg_terminate_backend(1)',
+        'SELECT pg_catalog.count(*) FROM "a", "b"',
+        "SELECT pg_catalog.count(*) FROM a",
+    ]:
+        assert _PLAIN_COUNTS["postgresql"].fullmatch(sql) is None, sql
+    terminating = 'SELECT pg_catalog.count(*) FROM "a" WHERE pg_catalog.pg_terminate_backend(1)'
+    assert classify(terminating, "postgresql").writes
