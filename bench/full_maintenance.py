@@ -27,7 +27,6 @@ and dropped at the end.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import shutil
@@ -48,9 +47,12 @@ import psycopg
 import pymysql
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from aishell import commands
 from aishell.config.models import load_config
 from aishell.policy.approvers import PreApproved
+from bench.audited import pg_resolved
 
 T = TypeVar("T")
 PREFIX = f"aishell_full_{os.getpid()}"
@@ -65,38 +67,6 @@ DELETE_EVERY = (2, 3, 5, 10)
 
 def pg_admin() -> psycopg.Connection[Any]:
     return psycopg.connect(**PG, dbname="test", autocommit=True)
-
-
-def as_sent(sql: str, parameters: Any, names: list[str] | None = None) -> tuple[str, Any]:
-    """An audited statement as psycopg takes it. The audit keeps what the server got:
-    $1, $2 ... for the values, which `names` (the params' keys in that order) name."""
-    values = parameters if parameters is not None else {}
-    if not re.search(r"\$\d", sql):
-        return sql, values
-    names = names or list(values)
-    named = re.sub(
-        r"\$(\d+)", lambda m: f"%({names[int(m.group(1)) - 1]})s", sql.replace("%", "%%")
-    )
-    return named, values
-
-
-def pg_resolved(conn: psycopg.Connection[Any], statements: list[dict[str, Any]]) -> list[Any]:
-    """The statements ready to send, each read of several values sent once beforehand to
-    learn which value each $N stands for (the audit keeps them by name, in no order)."""
-    orders: dict[str, list[str]] = {}
-    ready = []
-    for s in statements:
-        sql, values = s["sql"], s["parameters"] or {}
-        if sql not in orders and len(values) > 1 and re.search(r"\$\d", sql):
-            for names in itertools.permutations(values):
-                try:
-                    conn.execute(*as_sent(sql, values, list(names))).fetchall()
-                except psycopg.Error:
-                    continue
-                orders[sql] = list(names)
-                break
-        ready.append(as_sent(sql, values, orders.get(sql)))
-    return ready
 
 
 def pg_connect(database: str) -> psycopg.Connection[Any]:

@@ -44,6 +44,8 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.audited import pg_resolved  # noqa: E402
+
 ADMIN = "host=127.0.0.1 user=postgres dbname=test"
 BATCH = 250  # tables per DO block: each CREATE TABLE holds a few locks to its commit
 
@@ -143,9 +145,10 @@ def run_quick(name: str) -> tuple[float, list[dict[str, Any]], list[str], int, f
 def replay(name: str, statements: list[dict[str, Any]]) -> float:
     """The same statements, in the same order, through psycopg with nothing around them."""
     with psycopg.connect(dsn(name), autocommit=True) as conn:
+        ready = pg_resolved(conn, statements)
         started = time.perf_counter()
-        for statement in statements:
-            conn.execute(statement["sql"], statement["parameters"] or None)
+        for sql, values in ready:
+            conn.execute(sql, values)
         return time.perf_counter() - started
 
 
