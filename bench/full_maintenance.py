@@ -195,7 +195,8 @@ class Mariadb:
         with my_connect(database) as c, c.cursor() as cur:
             started = time.perf_counter()
             for s in statements:
-                cur.execute(s["sql"], s["parameters"] if s["parameters"] is not None else {})
+                # No values: the statement as it is (a % in it is no placeholder).
+                cur.execute(s["sql"], s["parameters"] or None)
                 cur.fetchall()
             return time.perf_counter() - started
 
