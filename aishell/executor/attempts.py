@@ -272,7 +272,13 @@ def _quick(run: RunContext, step: PreparedStep) -> bool:
     if run.catalog is None or not tables or run.durable_steps:
         return False
     sizes = [run.catalog.tables[t].bytes if t in run.catalog.tables else None for t in tables]
-    return None not in sizes and sum(s or 0 for s in sizes) < QUICK_STEP_BYTES
+    if None in sizes:
+        return False
+    if getattr(step.impl, "checkpoints_each_table", False) and "tables" in step.params:
+        # A shared step commits each table's outcome as the table ends
+        # (handlers/shared.py): what rides, rides with that, so each table is judged.
+        return max(s or 0 for s in sizes) < QUICK_STEP_BYTES
+    return sum(s or 0 for s in sizes) < QUICK_STEP_BYTES
 
 
 def _identifiers(step: PreparedStep, ctx: ToolContext) -> dict[str, str]:

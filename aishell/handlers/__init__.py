@@ -52,6 +52,10 @@ class Handler:
     # what its tool contributes (the `report:` of the tool's definition): the registry
     # makes its run_fn from the rules of the catalog it is loaded into.
     summarize: SummarizeFn | None = None
+    # Whether a step given many tables commits each table's outcome as the table ends
+    # (a shared step: handlers/shared.py), so that its statements' audit may ride with
+    # that commit as a step of one small table's does.
+    checkpoints_each_table: bool = False
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:

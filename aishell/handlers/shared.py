@@ -78,6 +78,7 @@ def shared_step(handler: Handler, what: str) -> Handler:
         render_fn=render,
         estimate_fn=estimate if handler.estimate_fn is not None else None,
         check_fn=None,
+        checkpoints_each_table=handler.changes_tables,
     )
 
 
