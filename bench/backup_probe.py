@@ -32,7 +32,7 @@ CALLS = (
     ("aishell.commands.starting", "open_target", "open target"),
     ("aishell.commands.runs", "build_plan", "plan"),
     ("aishell.commands.starting", "start_run", "run"),
-    ("aishell.handlers.backup.take", "backup_size", "size estimate (in the dump step)"),
+    ("aishell.handlers.backup.take", "_space", "size estimate (in the dump step)"),
     ("aishell.handlers.backup.take", "take_postgresql", "dump step's work"),
     ("aishell.handlers.backup.take", "take_mysql", "dump step's work"),
     ("aishell.handlers.backup.take", "write_manifest", "manifest"),
