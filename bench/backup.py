@@ -402,8 +402,9 @@ def run_engine(engine: str, args: argparse.Namespace) -> list[str]:
             print("\n".join(lines[-2:]), flush=True)
         if args.probes:
             wall, least = probe(aishell, tmp, args.probes)
-            lines += phase_lines(engine, wall, least, statistics.median(theirs))
-            print("\n".join(lines[-len(PHASES) - 2 :]), flush=True)
+            phases = phase_lines(engine, wall, least, statistics.median(theirs))
+            lines += phases
+            print("\n".join(phases), flush=True)
     return lines
 
 
