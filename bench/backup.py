@@ -32,8 +32,12 @@ imports) unless --bytecode-cache: then each process reads and writes a bytecode 
 of its own (PYTHONPYCACHEPREFIX in a temporary folder), as an installed wheel's
 compiled modules are read.
 
+With --before DIR (a checkout of an earlier commit, e.g. `git archive COMMIT | tar -x
+-C DIR`), that code's `run backup --no-verify` is timed in the same pairs too (each
+member first in turn), on a home of its own.
+
     python bench/backup.py [--megabytes 300] [--pairs 5] [--verified 2] [--probes 2]
-                           [--engines postgresql,mariadb] [--bytecode-cache]
+                           [--engines postgresql,mariadb] [--bytecode-cache] [--before DIR]
 """
 
 from __future__ import annotations
@@ -138,9 +142,10 @@ def configure(home: Path, url: str) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-def child_env(cache: Path | None) -> dict[str, str]:
-    """This checkout's aishell, whatever is installed; with `cache`, a bytecode cache."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+def child_env(cache: Path | None, code: Path = REPO) -> dict[str, str]:
+    """The aishell of the checkout at `code` (this one by default), whatever is
+    installed; with `cache`, a bytecode cache."""
+    path = os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p)
     found = {**os.environ, "PYTHONPATH": path}
     if cache is not None:
         found.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -152,8 +157,8 @@ class Aishell:
     """`aishell run backup` as a new process on one home; each backup it makes is
     deleted after it is timed."""
 
-    def __init__(self, home: Path, cache: Path | None) -> None:
-        self.home, self.env = home, child_env(cache)
+    def __init__(self, home: Path, cache: Path | None, code: Path = REPO) -> None:
+        self.home, self.env = home, child_env(cache, code)
 
     def argv(self, verify: bool) -> list[str]:
         args = ["--home", str(self.home), "run", "backup", "--target", "db", "--json"]
@@ -207,21 +212,31 @@ def ratios(ours: list[float], theirs: list[float]) -> str:
 
 
 def pairs(
-    engine: str, aishell: Aishell, baseline: Callable[[Path], float], tmp: Path, count: int
-) -> tuple[list[float], list[float], list[float], list[dict[str, float]]]:
-    """Alternating pairs of `run backup --no-verify` and the baseline; the baseline's
-    times with its file synced, and without (the bare tool's alone)."""
+    engine: str,
+    aishell: Aishell,
+    baseline: Callable[[Path], float],
+    tmp: Path,
+    count: int,
+    before: Aishell | None = None,
+) -> tuple[list[float], list[float], list[float], list[dict[str, float]], list[float]]:
+    """Alternating pairs of `run backup --no-verify` and the baseline (with `before`,
+    triples: another checkout's aishell too, each first in turn); the baseline's times
+    with its file synced, and without (the bare tool's alone); `before`'s times."""
     ours: list[float] = []
     theirs: list[float] = []
     unsynced: list[float] = []
     steps: list[dict[str, float]] = []
+    earlier: list[float] = []
+    members = ["aishell", "baseline"] + (["before"] if before else [])
     for i in range(count):
-        order = ("aishell", "baseline") if i % 2 == 0 else ("baseline", "aishell")
+        order = members[i % len(members) :] + members[: i % len(members)]
         for which in order:
             if which == "aishell":
                 seconds, took = aishell.run(verify=False)
                 ours.append(seconds)
                 steps.append(took)
+            elif which == "before" and before is not None:
+                earlier.append(before.run(verify=False)[0])
             else:
                 synced, alone = timed_baseline(baseline, tmp / "plain")
                 theirs.append(synced)
@@ -231,12 +246,17 @@ def pairs(
             if engine != "postgresql"
             else ""
         )
+        then = (
+            f"   before {earlier[-1]:7.3f} s, ratio {earlier[-1] / theirs[-1]:.3f}x"
+            if earlier
+            else ""
+        )
         print(
             f"  {engine} pair {i + 1} ({order[0]} first): aishell {ours[-1]:7.3f} s   "
-            f"baseline {theirs[-1]:7.3f} s   ratio {ours[-1] / theirs[-1]:.3f}x{bare_tool}",
+            f"baseline {theirs[-1]:7.3f} s   ratio {ours[-1] / theirs[-1]:.3f}x{bare_tool}{then}",
             flush=True,
         )
-    return ours, theirs, unsynced, steps
+    return ours, theirs, unsynced, steps, earlier
 
 
 def restore_seconds(admin: str, pg: bool, dump: Path) -> float:
@@ -383,7 +403,15 @@ def run_engine(engine: str, args: argparse.Namespace) -> list[str]:
 
         timed_baseline(baseline, tmp / "warm")  # the caches warm, for both alike
         aishell.run(verify=False)  # the state store made, as after a first run
-        ours, theirs, unsynced, steps = pairs(engine, aishell, baseline, tmp, args.pairs)
+        before = None
+        if args.before:
+            configure(tmp / "home-before", url)
+            cache = tmp / "pycache-before" if args.bytecode_cache else None
+            before = Aishell(tmp / "home-before", cache, Path(args.before).resolve())
+            before.run(verify=False)
+        ours, theirs, unsynced, steps, earlier = pairs(
+            engine, aishell, baseline, tmp, args.pairs, before
+        )
         dump_step = statistics.median(s["step_1 backup_database_full"] for s in steps)
         lines.append(
             f"{engine}: {size / 2**20:.0f} MiB of data; run backup --no-verify as a new "
@@ -391,6 +419,11 @@ def run_engine(engine: str, args: argparse.Namespace) -> list[str]:
             f"{dump_step:.2f} s), {tool} {statistics.median(theirs):.2f} s (medians of "
             f"{args.pairs}); " + ratios(ours, theirs)
         )
+        if earlier:
+            lines.append(
+                f"{engine}: the code at {args.before}, in the same pairs: "
+                f"{statistics.median(earlier):.2f} s; " + ratios(earlier, theirs)
+            )
         if not pg:
             lines.append(
                 f"{engine}: against the bare mariadb-dump, its file not synced "
@@ -416,6 +449,10 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=2)
     parser.add_argument("--engines", default="postgresql,mariadb")
     parser.add_argument("--bytecode-cache", action="store_true")
+    parser.add_argument(
+        "--before",
+        help="another checkout (an earlier commit's files): its aishell in the same pairs",
+    )
     args = parser.parse_args()
     load = os.getloadavg()
     print(
