@@ -23,7 +23,7 @@ Then --verified pairs of the command as a user gets it by default (verification 
 its file into a new database (pg_restore; the mariadb client).
 
 Then --probes runs of bench/backup_probe.py: the same command with a clock around the
-calls it makes; the least time of each phase is printed (start-up and imports, config,
+calls it makes; the phases of the quickest run are printed (start-up and imports, config,
 catalog, state store, plan, the size estimates, the dump, the sync, the manifest, the
 state writes, the exit), and what is outside the dump tool's own stream.
 
@@ -343,9 +343,9 @@ PHASES = (
 
 
 def probe(aishell: Aishell, tmp: Path, count: int) -> tuple[float, dict[str, float]]:
-    """The least wall time of `count` probe runs, and the least time of each phase."""
-    least: dict[str, float] = {}
-    walls: list[float] = []
+    """The wall time and the phases of the quickest of `count` probe runs (the phases of
+    one run, so that they add up)."""
+    runs: list[tuple[float, dict[str, float]]] = []
     for i in range(count):
         marks_file = tmp / f"marks-{i}.json"
         spawned = time.time()
@@ -358,21 +358,19 @@ def probe(aishell: Aishell, tmp: Path, count: int) -> tuple[float, dict[str, flo
         phases["exit (after the command returned)"] = ended - found["ended"]
         for label, start, end in found["marks"]:
             phases[label] = phases.get(label, 0.0) + end - start
-        walls.append(wall)
-        for label, seconds in phases.items():
-            least[label] = min(least.get(label, seconds), seconds)
-    return min(walls), least
+        runs.append((wall, phases))
+    return min(runs, key=lambda run: run[0])
 
 
-def phase_lines(engine: str, wall: float, least: dict[str, float], baseline: float) -> list[str]:
+def phase_lines(engine: str, wall: float, phases: dict[str, float], baseline: float) -> list[str]:
     lines = [
-        f"{engine}: where the time goes, least of each phase over the probe runs "
-        f"(probe wall {wall:.3f} s; the baseline's median {baseline:.3f} s):"
+        f"{engine}: where the time goes, the quickest probe run "
+        f"(its wall {wall:.3f} s; the baseline's median {baseline:.3f} s):"
     ]
     for label in PHASES:
-        if label in least:
-            lines.append(f"    {label:<44}{least[label]:8.3f} s")
-    streamed = least.get("dump streamed (tool, file, sha256)")
+        if label in phases:
+            lines.append(f"    {label:<44}{phases[label]:8.3f} s")
+    streamed = phases.get("dump streamed (tool, file, sha256)")
     if streamed is not None:
         lines.append(
             f"    {'outside the dump tool stream':<44}{wall - streamed:8.3f} s  "
@@ -434,8 +432,8 @@ def run_engine(engine: str, args: argparse.Namespace) -> list[str]:
             lines += verified(engine, aishell, baseline, admin, tmp, args.verified)
             print("\n".join(lines[-2:]), flush=True)
         if args.probes:
-            wall, least = probe(aishell, tmp, args.probes)
-            phases = phase_lines(engine, wall, least, statistics.median(theirs))
+            wall, quickest = probe(aishell, tmp, args.probes)
+            phases = phase_lines(engine, wall, quickest, statistics.median(theirs))
             lines += phases
             print("\n".join(phases), flush=True)
     return lines

@@ -185,6 +185,9 @@ def take_postgresql(
         # counts while it streams, small tables' checksums after it) waits for a table
         # lock as long as the dump may.
         snap.execute(text(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'"))
+        # The counts run beside pg_dump on one core, not on the server's parallel
+        # workers, which would take the cores pg_dump and its COPYs need.
+        snap.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
         snapshot = str(snap.execute(text("SELECT pg_catalog.pg_export_snapshot()")).scalar())
         trees = _table_trees(snap)
         sums, changed, dropped = _pg_changes(snap, trees, parent)
