@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -153,12 +154,20 @@ def child_env(cache: Path | None, code: Path = REPO) -> dict[str, str]:
     return found
 
 
+def children_cpu() -> float:
+    """The CPU seconds (user and system) of every child process waited for so far, and
+    of theirs: a run's pg_dump or mariadb-dump counts with it."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 class Aishell:
     """`aishell run backup` as a new process on one home; each backup it makes is
     deleted after it is timed."""
 
     def __init__(self, home: Path, cache: Path | None, code: Path = REPO) -> None:
         self.home, self.env = home, child_env(cache, code)
+        self.cpu = 0.0  # the last run's, its dump tool's included
 
     def argv(self, verify: bool) -> list[str]:
         args = ["--home", str(self.home), "run", "backup", "--target", "db", "--json"]
@@ -171,9 +180,14 @@ class Aishell:
         else:
             script = str(REPO / "bench" / "backup_probe.py")
             command = [sys.executable, script, str(probe), "--", *self.argv(verify)]
-        started = time.perf_counter()
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True, check=False)
+        cpu, started = children_cpu(), time.perf_counter()
+        # Run from the home: `python -m` looks in its working folder first, where
+        # another checkout's aishell would be found before the one on its path.
+        done = subprocess.run(
+            command, env=self.env, cwd=self.home, capture_output=True, text=True, check=False
+        )
         took = time.perf_counter() - started
+        self.cpu = children_cpu() - cpu
         if done.returncode != 0:
             raise SystemExit(f"aishell run backup failed: {done.stderr[-3000:]}")
         steps = json.loads(done.stdout)["steps"]
@@ -193,13 +207,13 @@ def bare(argv: list[str], out: Path | None = None) -> float:
         return time.perf_counter() - started
 
 
-def timed_baseline(baseline: Callable[[Path], float], out: Path) -> tuple[float, float]:
-    """The baseline's time, and its time without the fsync of its file."""
-    started = time.perf_counter()
+def timed_baseline(baseline: Callable[[Path], float], out: Path) -> tuple[float, float, float]:
+    """The baseline's time, its time without the fsync of its file, and its CPU."""
+    cpu, started = children_cpu(), time.perf_counter()
     synced = baseline(out)
     took = time.perf_counter() - started
     out.unlink(missing_ok=True)
-    return took, took - synced
+    return took, took - synced, children_cpu() - cpu
 
 
 def ratios(ours: list[float], theirs: list[float]) -> str:
@@ -221,7 +235,8 @@ def pairs(
 ) -> tuple[list[float], list[float], list[float], list[dict[str, float]], list[float]]:
     """Alternating pairs of `run backup --no-verify` and the baseline (with `before`,
     triples: another checkout's aishell too, each first in turn); the baseline's times
-    with its file synced, and without (the bare tool's alone); `before`'s times."""
+    with its file synced, and without (the bare tool's alone); `before`'s times. Each
+    one's CPU (its tool's included) is kept in CPU, by member."""
     ours: list[float] = []
     theirs: list[float] = []
     unsynced: list[float] = []
@@ -235,12 +250,15 @@ def pairs(
                 seconds, took = aishell.run(verify=False)
                 ours.append(seconds)
                 steps.append(took)
+                CPU.setdefault("aishell", []).append(aishell.cpu)
             elif which == "before" and before is not None:
                 earlier.append(before.run(verify=False)[0])
+                CPU.setdefault("before", []).append(before.cpu)
             else:
-                synced, alone = timed_baseline(baseline, tmp / "plain")
+                synced, alone, cpu = timed_baseline(baseline, tmp / "plain")
                 theirs.append(synced)
                 unsynced.append(alone)
+                CPU.setdefault("baseline", []).append(cpu)
         bare_tool = (
             f"   (bare tool {unsynced[-1]:.3f} s, ratio {ours[-1] / unsynced[-1]:.3f}x)"
             if engine != "postgresql"
@@ -257,6 +275,10 @@ def pairs(
             flush=True,
         )
     return ours, theirs, unsynced, steps, earlier
+
+
+# The CPU of each member's runs in the pairs, by member; emptied for each engine.
+CPU: dict[str, list[float]] = {}
 
 
 def restore_seconds(admin: str, pg: bool, dump: Path) -> float:
@@ -417,6 +439,11 @@ def run_engine(engine: str, args: argparse.Namespace) -> list[str]:
             f"{dump_step:.2f} s), {tool} {statistics.median(theirs):.2f} s (medians of "
             f"{args.pairs}); " + ratios(ours, theirs)
         )
+        lines.append(
+            f"{engine}: CPU, user and system, the dump tool's included (medians): "
+            + ", ".join(f"{who} {statistics.median(cpu):.2f} s" for who, cpu in CPU.items())
+        )
+        CPU.clear()
         if earlier:
             lines.append(
                 f"{engine}: the code at {args.before}, in the same pairs: "
