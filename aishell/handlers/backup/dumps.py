@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from aishell.errors import StepFailed
+from aishell.errors import StepFailed, StepInterrupted, StepTimeout
 from aishell.handlers.backup.disk import partial_file, writing
 from aishell.handlers.backup.lockwait import SILENCE_SECONDS, LockWatch
 from aishell.handlers.backup.manifest import FROM_DUMP, FROM_SNAPSHOT, changed_tables
@@ -138,13 +138,21 @@ def _pg_counts(trees: dict[str, list[_Relation]], own: dict[int, int]) -> dict[s
     return {table: sum(own[rel.oid] for rel in tree) for table, tree in trees.items()}
 
 
+# How often the wait for the counts after the dump looks whether the run must stop.
+COUNT_WAIT_SECONDS = 0.1
+
+
 @contextmanager
 def _counting(
-    snap: Connection, trees: dict[str, list[_Relation]], sums: dict[str, tuple[int, str]]
+    snap: Connection,
+    trees: dict[str, list[_Relation]],
+    sums: dict[str, tuple[int, str]],
+    ctx: ToolContext,
 ) -> Iterator[dict[int, int]]:
     """The rows of each relation, counted in the snapshot on a thread of its own while
     the block runs (the dump), and filled in when it ends. The snapshot's session is
-    the thread's until then. A block that fails cancels the count."""
+    the thread's until then. A block that fails cancels the count; so does a stop of
+    the run, or the step's time limit, while the count goes on after the block."""
     own: dict[int, int] = {}
     failed: list[BaseException] = []
 
@@ -154,18 +162,28 @@ def _counting(
         except BaseException as exc:  # raised again in the step's thread
             failed.append(exc)
 
-    counter = threading.Thread(target=count, name="aishell-row-counts", daemon=True)
-    counter.start()
-    try:
-        yield own
-    except BaseException:
+    def cancel() -> None:
         driver = snap.connection.driver_connection
         if counter.is_alive() and driver is not None:
             with suppress(Exception):
                 driver.cancel()
         counter.join()
+
+    counter = threading.Thread(target=count, name="aishell-row-counts", daemon=True)
+    counter.start()
+    try:
+        yield own
+    except BaseException:
+        cancel()
         raise
-    counter.join()
+    while counter.is_alive():
+        counter.join(COUNT_WAIT_SECONDS)
+        if ctx.should_stop():
+            cancel()
+            raise StepInterrupted("counting the rows was stopped: the run was asked to stop")
+        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+            cancel()
+            raise StepTimeout("counting the rows ran past the step's time limit and was stopped")
     if failed:
         raise failed[0]
 
@@ -200,7 +218,7 @@ def take_postgresql(
             else:
                 only = changed if parent else None
                 expected = _pg_data_size(snap, only)
-                with _counting(snap, trees, sums) as own:
+                with _counting(snap, trees, sums, ctx) as own:
                     archive, sha = _pg_dump(partial, snapshot, only, ctx, lock_wait, expected)
         counts = _pg_counts(trees, own)
         checksums = {t: checksum for t, (_rows, checksum) in sums.items()}

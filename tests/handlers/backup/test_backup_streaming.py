@@ -10,12 +10,17 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
 
 from aishell import commands
+from aishell.errors import StepInterrupted
 from aishell.handlers.backup import dumps
 from tests.helpers import use_target
 from tests.services import engine
@@ -41,10 +46,12 @@ def test_a_server_backup_s_streamed_sha256_is_the_sha256_of_its_file(server_conf
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
 
 
-def test_a_count_in_the_snapshot_is_cancelled_when_the_dump_fails(pg_url):
+@contextmanager
+def count_held_back(pg_url: str) -> Iterator[tuple[Connection, dict, int]]:
+    """A snapshot's session whose count of a table waits behind another session's lock:
+    the session, its tables' trees and its backend's pid."""
     with engine(pg_url).connect() as setup:
         setup.execute(text("CREATE TABLE held (id integer)"))
-        setup.commit()
     # In transactions, as the snapshot's session is.
     holder = create_engine(pg_url).connect()
     snap = create_engine(pg_url).connect()
@@ -53,27 +60,61 @@ def test_a_count_in_the_snapshot_is_cancelled_when_the_dump_fails(pg_url):
         holder.execute(text("LOCK TABLE held IN ACCESS EXCLUSIVE MODE"))
         snap.begin()
         pid = snap.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        trees = dumps._table_trees(snap)
-        with pytest.raises(RuntimeError, match="the dump failed"), dumps._counting(snap, trees, {}):
-            # The count waits for the held table's lock (no lock_timeout here).
-            with engine(pg_url).connect() as look:
-                while not look.execute(
-                    text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"),
-                    {"p": pid},
-                ).scalar_one():
-                    look.execute(text("SELECT pg_sleep(0.05)"))
-            raise RuntimeError("the dump failed")
-        assert not any(t.name == "aishell-row-counts" for t in threading.enumerate())
-        snap.rollback()
-        with engine(pg_url).connect() as look:
-            waiting = look.execute(
-                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-            ).scalar_one()
-        assert waiting != "Lock"
+        yield snap, dumps._table_trees(snap), pid
     finally:
         holder.rollback()
         holder.close()
         snap.close()
+
+
+def wait_until_it_waits(pg_url: str, pid: int) -> None:
+    with engine(pg_url).connect() as look:
+        while not look.execute(
+            text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"),
+            {"p": pid},
+        ).scalar_one():
+            look.execute(text("SELECT pg_sleep(0.05)"))
+
+
+def waits_for_a_lock(pg_url: str, pid: int) -> bool:
+    with engine(pg_url).connect() as look:
+        return (
+            look.execute(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+            ).scalar_one()
+            == "Lock"
+        )
+
+
+def counters_left() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "aishell-row-counts"]
+
+
+def test_a_count_in_the_snapshot_is_cancelled_when_the_dump_fails(pg_url):
+    ctx = SimpleNamespace(should_stop=lambda: False, deadline=None)
+    with count_held_back(pg_url) as (snap, trees, pid):
+        with (
+            pytest.raises(RuntimeError, match="the dump failed"),
+            dumps._counting(snap, trees, {}, ctx),
+        ):
+            wait_until_it_waits(pg_url, pid)  # no lock_timeout here: it would wait on
+            raise RuntimeError("the dump failed")
+        assert counters_left() == []
+        snap.rollback()
+        assert not waits_for_a_lock(pg_url, pid)
+
+
+def test_a_count_still_going_after_the_dump_stops_with_the_run(pg_url):
+    stop = threading.Event()
+    ctx = SimpleNamespace(should_stop=stop.is_set, deadline=None)
+    with count_held_back(pg_url) as (snap, trees, pid):
+        stopped = pytest.raises(StepInterrupted, match="the run was asked to stop")
+        with stopped, dumps._counting(snap, trees, {}, ctx):
+            wait_until_it_waits(pg_url, pid)
+            stop.set()  # the dump is done; the count is not
+        assert counters_left() == []
+        snap.rollback()
+        assert not waits_for_a_lock(pg_url, pid)
 
 
 def test_a_postgresql_dump_that_fails_leaves_no_file_and_no_record(home, pg_url, monkeypatch):
