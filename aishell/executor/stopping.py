@@ -165,11 +165,13 @@ class Stopping:
             yield
             return
         stop = threading.Event()
+        # Written to when the run ends: the watcher's wait ends then, not a poll later.
+        woken, wake = socket.socketpair()
 
         def watch() -> None:
             checked = time.monotonic()
             while not stop.is_set():
-                seen = stirred(LEASE_POLL_SECONDS)
+                seen = stirred(LEASE_POLL_SECONDS, woken.fileno())
                 if stop.is_set():
                     return
                 if seen or time.monotonic() - checked >= LOCK_CHECK_SECONDS:
@@ -186,7 +188,10 @@ class Stopping:
             yield
         finally:
             stop.set()
+            wake.send(b"x")
             watcher.join(LEASE_POLL_SECONDS * 4)
+            wake.close()
+            woken.close()
 
     def cancel_running(self) -> None:
         """Cancel what runs on each step's connection and, if the server answers neither

@@ -34,10 +34,11 @@ class RunLock:
     # meanwhile). Once False, always False.
     holds: Callable[[], bool] = lambda: True
     # Waits up to the given seconds for a sign that the lock's session ended: its idle
-    # socket turned readable (the server's goodbye, or EOF), seen without a round trip.
-    # True: look with holds(). None: nothing to watch (SQLite's file lock, which no
-    # other process can end).
-    stirred: Callable[[float], bool] | None = None
+    # socket turned readable (the server's goodbye, or EOF), seen without a round trip;
+    # or until the file descriptor given (if any) turns readable, which ends the wait at
+    # once with False. True: look with holds(). None: nothing to watch (SQLite's file
+    # lock, which no other process can end).
+    stirred: Callable[[float, int | None], bool] | None = None
     # The lease row's key in the state store: the database's identity.
     lease: str = ""
 
@@ -218,7 +219,7 @@ class _Lease:
         conn.close()
         return None
 
-    def stirred(self, seconds: float) -> bool:
+    def stirred(self, seconds: float, wake: int | None = None) -> bool:
         with self.using:
             if self.lost or self.released:
                 return self.lost
@@ -227,8 +228,11 @@ class _Lease:
                 return True
             poll = select.poll()
             poll.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+            if wake is not None:
+                # The run is over: its end need not wait out the poll (nor release it).
+                poll.register(wake, select.POLLIN)
             # The session is idle: nothing arrives unless the server ends it.
-            return bool(poll.poll(int(seconds * 1000)))
+            return any(ready == fd for ready, _event in poll.poll(int(seconds * 1000)))
 
     def release(self) -> None:
         with self.using:

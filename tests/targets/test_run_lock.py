@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,23 @@ def test_the_sqlite_lock_file_is_gone_after_a_run_and_still_excludes(home, demo_
     finally:
         handle.close()
         other.close()
+
+
+def test_the_lease_s_wait_ends_at_once_when_the_run_wakes_it(home, pg_url):
+    config = use_target(home, pg_url)
+    handle = open_target(config, "db")
+    lock = handle.try_lock(f"lease-wake-{os.getpid()}-{id(handle)}")
+    woken, wake = socket.socketpair()
+    try:
+        assert lock is not None and lock.stirred is not None
+        wake.send(b"x")
+        # Woken, the wait ends with False: nothing was seen on the lock's session (a wait
+        # of ten minutes would otherwise outlast the test's time).
+        assert lock.stirred(600, woken.fileno()) is False
+        assert lock.holds()
+    finally:
+        woken.close()
+        wake.close()
+        if lock is not None:
+            lock.release()
+        handle.close()

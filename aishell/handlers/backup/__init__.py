@@ -5,8 +5,9 @@ validation, restore and retention: the handlers the backup tools name
 A backup is written under a temporary name, synced, and renamed only when whole; its
 manifest (sha256, size, server and tool versions, tables with row counts and content
 checksums) is written beside it the same way (take.py, manifest.py, disk.py). A server's
-dump is read once, as it streams into the file: hashed, and its rows counted, in the
-same pass (dumps.py, stream.py, pgarchive.py, aishell/handlers/backup/mysql_dump.py). Validation
+dump is read once, as it streams into the file: hashed in the same pass; MySQL/MariaDB's
+rows are counted in it too, PostgreSQL's in the dump's snapshot meanwhile (dumps.py,
+stream.py, pgarchive.py, aishell/handlers/backup/mysql_dump.py). Validation
 checks the sha256, then restores into a scratch database (or file) and compares every
 table's rows and contents with the manifest (validate.py, apply.py, measure.py).
 

@@ -72,7 +72,10 @@ def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
 def _fsync(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
-    directory = os.open(path.parent, os.O_RDONLY)
+
+
+def _fsync_folder(folder: Path) -> None:
+    directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
@@ -82,7 +85,9 @@ def _fsync(path: Path) -> None:
 @contextmanager
 def partial_file(final: Path, ctx: ToolContext, doing: str = "writing") -> Iterator[Path]:
     """A temporary name that becomes `final` only when the block succeeds; recorded
-    before it exists, removed (with any journal SQLite left beside it) if it fails."""
+    before it exists, removed (with any journal SQLite left beside it) if it fails.
+    Durable when the block ends: the file synced, renamed, then its folder synced (the
+    rename is on disk before anyone is told the file is there)."""
     partial = final.with_name(final.name + ".partial")
     check_replaceable(final, "Backup file", StepFailed)
     check_replaceable(partial, "Backup file", StepFailed)
@@ -93,3 +98,4 @@ def partial_file(final: Path, ctx: ToolContext, doing: str = "writing") -> Itera
         # Renamed only over a regular file (or nothing): never over a link or a device.
         check_replaceable(final, "Backup file", StepFailed)
         partial.replace(final)
+        _fsync_folder(final.parent)

@@ -2,30 +2,35 @@
 written to the backup file, hashed, and read for each table's rows as it streams.
 
 PostgreSQL: pg_dump dumps under a snapshot exported from a REPEATABLE READ transaction
-that stays open until it is done. The rows of each table are counted in the archive as
-it streams (pgarchive.py); what the archive cannot say (tables whose data pg_dump does
-not dump, a parent's inherited rows) is read in that same snapshot, as are the checksums
-of small tables. MySQL/MariaDB: counts and checksums are read from the dump itself as it
-streams (aishell/handlers/backup/mysql_dump.py).
+that stays open until it is done. The rows of each table are counted in that snapshot
+(count(*) of each, which sees exactly the rows pg_dump copies), on a thread of their
+own while the dump streams: the server's count costs a small part of the CPU that
+inflating the archive's rows in aishell did (pgarchive.py). The archive's header names
+the pg_dump. The checksums of small tables are read in the same snapshot afterwards.
+MySQL/MariaDB: counts and checksums are read from the dump itself as it streams
+(aishell/handlers/backup/mysql_dump.py).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
-from aishell.errors import StepFailed
+from aishell.errors import StepFailed, StepInterrupted, StepTimeout
 from aishell.handlers.backup.disk import partial_file, writing
 from aishell.handlers.backup.lockwait import SILENCE_SECONDS, LockWatch
 from aishell.handlers.backup.manifest import FROM_DUMP, FROM_SNAPSHOT, changed_tables
 from aishell.handlers.backup.measure import (
     CHECKSUM_ROWS,
     table_checksums,
-    table_counts,
     table_sums,
 )
 from aishell.handlers.backup.mysql_dump import (
@@ -35,7 +40,7 @@ from aishell.handlers.backup.mysql_dump import (
     read_dump,
     write_tables,
 )
-from aishell.handlers.backup.pgarchive import Archive, ArchiveUnreadable, read_archive
+from aishell.handlers.backup.pgarchive import Archive, ArchiveUnreadable, read_header
 from aishell.handlers.backup.processes import (
     mysql_dump_argv,
     pg_args,
@@ -45,11 +50,15 @@ from aishell.handlers.backup.processes import (
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.tool.context import ToolContext
 
-# How a PostgreSQL manifest's row counts were made.
+# How a PostgreSQL manifest's row counts were made (backups made before counted the
+# archive's rows as it was written: COUNTED_IN_ARCHIVE).
 COUNTED_IN_ARCHIVE = "the rows of each table in the archive, counted as it was written"
 COUNTED_IN_SNAPSHOT = "count(*) of each table in the dump's snapshot"
+# Relations counted by one statement.
+COUNT_BATCH = 100
 
 
 @dataclass
@@ -102,35 +111,81 @@ def _table_trees(conn: Connection) -> dict[str, list[_Relation]]:
     return trees
 
 
-def _pg_counts(
-    conn: Connection,
+def _relation_rows(
+    snap: Connection, trees: dict[str, list[_Relation]], sums: dict[str, tuple[int, str]]
+) -> dict[int, int]:
+    """count(*) of each relation's own rows (ONLY: not those of the tables inheriting
+    from it), COUNT_BATCH relations to a statement; a partitioned table holds none, and
+    a table with no other in its tree whose rows an increment's checksum read has them."""
+    own = {rel.oid: 0 for tree in trees.values() for rel in tree if rel.kind == "p"}
+    own.update(
+        (tree[0].oid, sums[t][0]) for t, tree in trees.items() if len(tree) == 1 and t in sums
+    )
+    relations = {rel.oid: rel for tree in trees.values() for rel in tree if rel.oid not in own}
+    listed = list(relations.values())
+    for start in range(0, len(listed), COUNT_BATCH):
+        batch = listed[start : start + COUNT_BATCH]
+        union = " UNION ALL ".join(
+            f"SELECT {rel.oid}::oid, count(*) FROM ONLY {rel.quoted}" for rel in batch
+        )
+        own.update((int(oid), int(rows)) for oid, rows in snap.execute(text(union)))
+    return own
+
+
+def _pg_counts(trees: dict[str, list[_Relation]], own: dict[int, int]) -> dict[str, int]:
+    """Each table's count(*) in the snapshot: its own rows and those of every table
+    inheriting from it."""
+    return {table: sum(own[rel.oid] for rel in tree) for table, tree in trees.items()}
+
+
+# How often the wait for the counts after the dump looks whether the run must stop.
+COUNT_WAIT_SECONDS = 0.1
+
+
+@contextmanager
+def _counting(
+    snap: Connection,
     trees: dict[str, list[_Relation]],
-    archived: dict[int, int],
     sums: dict[str, tuple[int, str]],
-) -> dict[str, int]:
-    """Each table's pg_catalog.count(*) in the snapshot, from the rows the archive holds of it and
-    of the tables inheriting from it; the rows of a table the archive does not hold
-    (an increment leaves unchanged ones out; pg_dump leaves out those of extensions)
-    are known from its checksum, or counted in the snapshot."""
-    own: dict[int, int] = dict(archived)
-    for table, tree in trees.items():
-        if len(tree) == 1 and table in sums:
-            own.setdefault(tree[0].oid, sums[table][0])
-    counts: dict[str, int] = {}
-    for table, tree in trees.items():
-        total = 0
-        for rel in tree:
-            if rel.oid not in own:
-                own[rel.oid] = (
-                    0  # a partitioned table holds no rows of its own
-                    if rel.kind == "p"
-                    else int(
-                        conn.execute(text(f"SELECT count(*) FROM ONLY {rel.quoted}")).scalar_one()
-                    )
-                )
-            total += own[rel.oid]
-        counts[table] = total
-    return counts
+    ctx: ToolContext,
+) -> Iterator[dict[int, int]]:
+    """The rows of each relation, counted in the snapshot on a thread of its own while
+    the block runs (the dump), and filled in when it ends. The snapshot's session is
+    the thread's until then. A block that fails cancels the count; so does a stop of
+    the run, or the step's time limit, while the count goes on after the block."""
+    own: dict[int, int] = {}
+    failed: list[BaseException] = []
+
+    def count() -> None:
+        try:
+            own.update(_relation_rows(snap, trees, sums))
+        except BaseException as exc:  # raised again in the step's thread
+            failed.append(exc)
+
+    def cancel() -> None:
+        driver = snap.connection.driver_connection
+        if counter.is_alive() and driver is not None:
+            with suppress(Exception):
+                driver.cancel()
+        counter.join()
+
+    counter = threading.Thread(target=count, name="aishell-row-counts", daemon=True)
+    counter.start()
+    try:
+        yield own
+    except BaseException:
+        cancel()
+        raise
+    while counter.is_alive():
+        counter.join(COUNT_WAIT_SECONDS)
+        if ctx.should_stop():
+            cancel()
+            raise StepInterrupted("counting the rows was stopped: the run was asked to stop")
+        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+            cancel()
+            raise StepTimeout("counting the rows ran past the step's time limit and was stopped")
+    if failed:
+        raise failed[0]
 
 
 def take_postgresql(
@@ -145,8 +200,12 @@ def take_postgresql(
     try:
         snap.begin()
         # What is read in the snapshot (an increment's checksums before the dump, the
-        # counts and checksums after it) waits for a table lock as long as the dump may.
+        # counts while it streams, small tables' checksums after it) waits for a table
+        # lock as long as the dump may.
         snap.execute(text(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'"))
+        # The counts run beside pg_dump on one core, not on the server's parallel
+        # workers, which would take the cores pg_dump and its COPYs need.
+        snap.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
         snapshot = str(snap.execute(text("SELECT pg_catalog.pg_export_snapshot()")).scalar())
         trees = _table_trees(snap)
         sums, changed, dropped = _pg_changes(snap, trees, parent)
@@ -155,13 +214,13 @@ def take_postgresql(
         with partial_file(final, ctx) as partial:
             if parent and not changed:
                 partial.write_bytes(b"")  # nothing changed: an empty increment
+                own = _relation_rows(snap, trees, sums)
             else:
                 only = changed if parent else None
-                archive, sha = _pg_dump(partial, snap, snapshot, only, ctx, lock_wait)
-        if archive is None:
-            counts = table_counts(snap, list(trees))
-        else:
-            counts = _pg_counts(snap, trees, archive.rows, sums)
+                expected = _pg_data_size(snap, only)
+                with _counting(snap, trees, sums, ctx) as own:
+                    archive, sha = _pg_dump(partial, snapshot, only, ctx, lock_wait, expected)
+        counts = _pg_counts(trees, own)
         checksums = {t: checksum for t, (_rows, checksum) in sums.items()}
         small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
         checksums.update(table_checksums(snap, small))
@@ -171,38 +230,84 @@ def take_postgresql(
     # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
     # on Debian: a tenth of a second).
     tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")
-    how = {"counted": COUNTED_IN_SNAPSHOT if archive is None else COUNTED_IN_ARCHIVE}
+    how = {"counted": COUNTED_IN_SNAPSHOT}
     checksums = dict(sorted(checksums.items()))
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
 
 
 def _pg_dump(
     partial: Path,
-    snap: Connection,
     snapshot: str,
     only: list[str] | None,
     ctx: ToolContext,
     lock_wait: float,
+    expected: int,
 ) -> tuple[Archive | None, str]:
     """pg_dump of the snapshot (only the tables named, if any) streamed into partial: its
-    archive as read on the way, and its sha256; stopped if it waits lock_wait seconds
-    for a table lock."""
+    archive's header as read on the way, and its sha256; stopped if it waits lock_wait
+    seconds for a table lock. `expected`: the bytes of table data it should copy."""
     url = ctx.connection.engine.url
     # Double quotes make a pg_dump pattern match exactly that one table.
     tables = [f"--table={quote_plain_identifier(t)}" for t in only or []]
     argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *tables, *pg_args(url), str(url.database)]
-    progress = ByteProgress(ctx.report, _pg_data_size(snap, only))
     watch = LockWatch.for_postgresql(ctx.connection, "pg_dump", lock_wait)
+    progress = CopyProgress(ctx, watch.name, expected)
     found = stream_into(
         partial,
         argv,
         server_env(url) | {"PGAPPNAME": watch.name},
         ctx,
-        lambda chunks: _archive(chunks, progress),
+        _header,
+        progress,
         quiet=(SILENCE_SECONDS, watch),
     )
     progress.finish()
     return found
+
+
+# The bytes of table data each COPY of the named session has sent (PostgreSQL 14 on).
+_PG_COPIED = """
+SELECT p.relid, p.bytes_processed
+FROM pg_catalog.pg_stat_progress_copy p JOIN pg_catalog.pg_stat_activity a ON a.pid = p.pid
+WHERE a.application_name = :name
+"""
+# How often the server is asked how far the dump's COPYs got.
+COPY_POLL_SECONDS = 1.0
+
+
+class CopyProgress(ByteProgress):
+    """The progress display of a pg_dump: the bytes of table data its COPYs sent, as
+    the server counts them (pg_stat_progress_copy), asked at most every
+    COPY_POLL_SECONDS as the archive streams; each table's last figure seen stays
+    counted once its COPY is done. Before PostgreSQL 14 the figures come at the end."""
+
+    def __init__(self, ctx: ToolContext, name: str, expected: int) -> None:
+        super().__init__(ctx.report, expected)
+        conn = ctx.connection
+        self._conn = conn if (conn.dialect.server_version_info or (0,)) >= (14,) else None
+        self._name = name
+        self._copied: dict[int, int] = {}
+        self._asked = time.monotonic()
+
+    def add(self, count: int) -> None:
+        """The archive streamed `count` more (compressed) bytes: ask the server now and
+        then."""
+        if self._conn is None or time.monotonic() - self._asked < COPY_POLL_SECONDS:
+            return
+        self._asked = time.monotonic()
+        look = {OUTSIDE_STEPS_OPTION: True}
+        try:
+            self._conn.execute(
+                text("SELECT pg_catalog.pg_stat_clear_snapshot()"), execution_options=look
+            )
+            for relid, sent in self._conn.execute(
+                text(_PG_COPIED), {"name": self._name}, execution_options=look
+            ):
+                self._copied[int(relid)] = max(self._copied.get(int(relid), 0), int(sent))
+        except SQLAlchemyError:
+            self._conn = None  # the display goes without; the dump does not
+            return
+        self.reached(sum(self._copied.values()))
 
 
 def _pg_changes(
@@ -222,12 +327,11 @@ def _pg_changes(
     return sums, changed, dropped
 
 
-def _archive(chunks: Iterator[bytes], progress: ByteProgress) -> Archive | None:
-    """The archive's rows per table; None if the archive is not one pgarchive reads
-    (the rows are then counted in the snapshot). The progress display counts the
-    table data as pg_dump wrote it, before compression."""
+def _header(chunks: Iterator[bytes]) -> Archive | None:
+    """The archive's header (which pg_dump wrote it); None if the archive is not one
+    pgarchive reads."""
     try:
-        return read_archive(chunks, progress.add)
+        return read_header(chunks)
     except ArchiveUnreadable:
         return None
 

@@ -46,6 +46,12 @@ from aishell.units import stamp
 
 
 def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    return {**_space(ctx), "tables": len(user_tables(ctx.connection))}
+
+
+def _space(ctx: ToolContext) -> dict[str, Any]:
+    """The database's size, the backup folder's free space, and whether it has room
+    for about 1.2 times the size."""
     conn = ctx.connection
     dialect = conn.dialect.name
     if dialect == "postgresql":
@@ -70,12 +76,7 @@ def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         else None
     )
     enough = free is None or free > size * 1.2
-    return {
-        "estimated_bytes": size,
-        "free_bytes": free,
-        "enough_space": enough,
-        "tables": len(user_tables(conn)),
-    }
+    return {"estimated_bytes": size, "free_bytes": free, "enough_space": enough}
 
 
 # --- backup_database_full / backup_database_incremental -------------------------------------
@@ -111,7 +112,9 @@ def _take(
     params: Mapping[str, Any], ctx: ToolContext, parent: dict[str, Any] | None
 ) -> dict[str, Any]:
     dialect = ctx.connection.dialect.name
-    size = backup_size(params, ctx)
+    # Checked again as the dump starts (an increment has no step before to check it),
+    # without the count of tables the step before reports.
+    size = _space(ctx)
     if not size["enough_space"]:
         raise StepFailed(
             f"Not enough free space in {ctx.backup_dir}: about {size['estimated_bytes']:,} bytes "

@@ -1,5 +1,6 @@
 """Backups of servers in one pass over the data: the manifest's sha256 is the file's, the
-row counts come from the dump as it streams and equal count(*) of each table (partitions,
+row counts are those of the dump (PostgreSQL: counted in its snapshot while it streams;
+MySQL/MariaDB: read from the dump) and equal count(*) of each table (partitions,
 inheritance, large objects and odd names included), and a MySQL/MariaDB dump's
 checksums do not depend on how the dump splits its rows into statements. Backups made
 before, whose checksums sum each row's sha256, still validate."""
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from aishell import commands
-from aishell.handlers.backup.dumps import COUNTED_IN_ARCHIVE
+from aishell.handlers.backup.dumps import COUNTED_IN_SNAPSHOT
 from aishell.handlers.backup.mysql_dump import (
     IN_ORDER,
     ROW_SUM,
@@ -25,7 +26,7 @@ from aishell.handlers.backup.mysql_dump import (
     read_chunks,
     read_dump,
 )
-from aishell.handlers.backup.pgarchive import ArchiveUnreadable, read_archive
+from aishell.handlers.backup.pgarchive import ArchiveUnreadable, read_archive, read_header
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine
 
@@ -84,11 +85,11 @@ PG_SHAPES = [
 ]
 
 
-def test_postgresql_counts_come_from_the_archive_and_equal_count_star(home, pg_url):
+def test_postgresql_counts_come_from_the_snapshot_and_equal_count_star(home, pg_url):
     run(pg_url, *PG_SHAPES)
     config = use_target(home, pg_url)
     _path, manifest = backup(config)
-    assert manifest["counted"] == COUNTED_IN_ARCHIVE
+    assert manifest["counted"] == COUNTED_IN_SNAPSHOT
     # The archive names the pg_dump that wrote it.
     version = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=True)
     assert manifest["tool"] == version.stdout.strip()
@@ -140,6 +141,17 @@ def test_the_archive_reader_counts_compressed_and_plain_archives_and_refuses_oth
     for damaged in (archive[: len(archive) // 2], b"not an archive at all", b""):
         with pytest.raises(ArchiveUnreadable):
             read_archive(iter([damaged]))
+    # The header alone names the pg_dump, in any chunks, and reads no further than it.
+    version = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=True)
+    for size in (1, 4096, len(archive)):
+        chunks = iter([archive[i : i + size] for i in range(0, len(archive), size)])
+        header = read_header(chunks)
+        assert header.pg_dump == version.stdout.strip() and header.rows == {}
+        if size == 1:  # the table data is left to its reader
+            assert len(list(chunks)) > 5000
+    for damaged in (b"not an archive at all", b""):
+        with pytest.raises(ArchiveUnreadable):
+            read_header(iter([damaged]))
     # A byte changed in a table's compressed rows.
     flipped = bytearray(pg_archive(pg_url, "--table=plain"))
     flipped[len(flipped) // 2] ^= 0xFF
