@@ -21,11 +21,12 @@ copy of the table and purges the same rows:
 
 On PostgreSQL aishell's run keeps its VACUUM (ANALYZE) after the purge, and the single
 DELETE is followed by one VACUUM (ANALYZE), timed apart: the whole run is also printed
-against the two together. The purge walks the table's pages there (PostgreSQL 14+);
-each trial also runs aishell with `walk: keys`, the key walk, for its purge step's rows
-per second. Printed too: the page walk's look for old rows left past its pages (timed
-from the statement audit) and the step without it, the longest batch, and the writer's
-p99 over the whole run. --date-index indexes created_at.
+against the two together. aishell runs with the job's default walk (`walk: auto`: key
+ranges there, the ids following the pages' order); each trial also runs it with `walk:
+pages`, the page walk (PostgreSQL 14+), for its purge step's rows per second. Printed
+too: the page walk's look for old rows left past its pages (timed from the statement
+audit) and its step without it, the longest batch, and the writer's p99 over the whole
+run. --date-index indexes created_at.
 
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
@@ -265,14 +266,16 @@ def remaining_old(engine: Engine, limit: Any) -> int:
         )
 
 
-def run_aishell(home: Path, url: str, rows: int, walk: str = "pages") -> dict[str, Any]:
+def run_aishell(home: Path, url: str, rows: int, walk: str | None = None) -> dict[str, Any]:
+    """`walk`: the job's walk; None: its default."""
     config = configure(home, url)
     job: dict[str, Any] = {
         "table": "logs",
         "date_column": "created_at",
         "retention_days": RETENTION_DAYS,
-        "walk": walk,
     }
+    if walk is not None:
+        job["walk"] = walk
     if not url.startswith("postgresql"):
         job["statistics_after_rows"] = 10**12  # MySQL: the purge alone
     # PostgreSQL: the run's VACUUM (ANALYZE) after the purge too, against one DELETE
@@ -466,14 +469,14 @@ def paired(
     print(f"  each trial's own: bare batch loop rows/s against the DELETE's {shown(loop)}")
 
 
-def pages_against_keys(
+def walks_compared(
     ours: list[dict[str, Any]],
-    keyed: list[dict[str, Any]],
+    paged: list[dict[str, Any]],
     single: list[dict[str, Any]],
     deleted: int,
 ) -> None:
-    """PostgreSQL: the page walk against one DELETE plus one VACUUM (ANALYZE), and the key
-    walk's purge step beside it, each trial's own ratios and their medians."""
+    """PostgreSQL: the default walk against one DELETE plus one VACUUM (ANALYZE), and the
+    page walk's purge step beside it, each trial's own ratios and their medians."""
 
     def shown(values: list[float]) -> str:
         each = ", ".join(f"{v:.3f}x" for v in values)
@@ -489,24 +492,29 @@ def pages_against_keys(
     whole = [a["run_seconds"] / (d["seconds"] + d["vacuum_seconds"]) for a, d in pairs]
     print(f"  whole run against one DELETE + one VACUUM: {shown(whole)} (at most 1.3)")
     step = [d["seconds"] / a["seconds"] for a, d in pairs]
-    print(f"  page walk's purge step rows/s against the DELETE's: {shown(step)} (at least 0.95)")
-    keys = [d["seconds"] / k["seconds"] for k, d in zip(keyed, single, strict=True)]
+    walked = "/".join(sorted({a["walk"] for a in ours}))
     print(
-        f"  key walk's purge step (walk: keys, same run) {median_of(keyed, 'seconds'):.2f} s, "
-        f"{deleted / median_of(keyed, 'seconds'):,.0f} rows/s; against the DELETE's: "
-        f"{shown(keys)}"
+        f"  the default walk's ({walked}) purge step rows/s against the DELETE's: {shown(step)} "
+        "(at least 0.95)"
     )
-    looks = [a["look_seconds"] for a in ours]
-    without = [d["seconds"] / (a["seconds"] - a["look_seconds"]) for a, d in pairs]
+    on_pages = list(zip(paged, single, strict=True))
+    pages = [d["seconds"] / p["seconds"] for p, d in on_pages]
+    print(
+        f"  page walk's purge step (walk: pages, same run) {median_of(paged, 'seconds'):.2f} s, "
+        f"{deleted / median_of(paged, 'seconds'):,.0f} rows/s; against the DELETE's: "
+        f"{shown(pages)}; longest batch {max(p['longest_batch_ms'] for p in paged):.1f} ms"
+    )
+    looks = [p["look_seconds"] for p in paged]
+    without = [d["seconds"] / (p["seconds"] - p["look_seconds"]) for p, d in on_pages]
     print(
         f"  the look for old rows left past the pages (a read of the table): "
         f"{statistics.median(looks):.2f} s (each trial: {', '.join(f'{v:.2f}' for v in looks)}); "
-        f"the step without it against the DELETE's rows/s: {shown(without)}"
+        f"the page walk's step without it against the DELETE's rows/s: {shown(without)}"
     )
     longest = [a["longest_batch_ms"] for a in ours]
     p99 = [a["p99_ms"] for a in ours]
     print(
-        f"  page walk: longest batch {max(longest):.1f} ms (each trial: "
+        f"  default walk: longest batch {max(longest):.1f} ms (each trial: "
         f"{', '.join(f'{v:.1f}' for v in longest)}; at most 250), writers' p99 over the "
         f"whole run {max(p99):.1f} ms (each trial: {', '.join(f'{v:.1f}' for v in p99)}; "
         "at most 50)"
@@ -521,13 +529,13 @@ def bench(
         say(f"{dialect}: building {rows:,} rows")
         build_source(engine, rows, date_index)
         ours: list[dict[str, Any]] = []
-        keyed: list[dict[str, Any]] = []
+        paged: list[dict[str, Any]] = []
         single: list[dict[str, Any]] = []
         loops: list[dict[str, Any]] = []
         statements: list[dict[str, Any]] = []
         order = ["aishell", "batch loop", "DELETE"]
         if dialect == "postgresql":
-            order.append("aishell keys")  # the key walk, in the same run
+            order.append("aishell pages")  # the page walk, in the same run
         for trial in range(trials):
             # Each in turn goes first: what the one before leaves the server doing
             # (flushing, purging undo) falls on each alike. A batch loop that comes
@@ -538,9 +546,9 @@ def bench(
                 if which == "aishell":
                     ours.append(run_aishell(Path(tmp), url, rows))
                     statements = ours[-1].pop("statements")
-                elif which == "aishell keys":
-                    keyed.append(run_aishell(Path(tmp), url, rows, walk="keys"))
-                    keyed[-1].pop("statements")
+                elif which == "aishell pages":
+                    paged.append(run_aishell(Path(tmp), url, rows, walk="pages"))
+                    paged[-1].pop("statements")
                 elif which == "batch loop":
                     loops.append(run_batch_loop(url, rows, statements))
                 else:
@@ -576,7 +584,7 @@ def bench(
         )
         paired(ours, loops, single)
         if dialect == "postgresql":
-            pages_against_keys(ours, keyed, single, deleted)
+            walks_compared(ours, paged, single, deleted)
         # Within each trial (the medians of runs and of steps come from different trials).
         besides = statistics.median(a["run_seconds"] - a["seconds"] for a in ours)
         share = statistics.median((a["run_seconds"] - a["seconds"]) / a["seconds"] for a in ours)

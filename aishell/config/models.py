@@ -316,7 +316,7 @@ class PurgeSettings(_Strict):
     reconnect_seconds: float = setting(PURGE["reconnect_seconds"])
     replicas: list[str] = []
     # pages: on PostgreSQL 14+ batches over ranges of the table's pages; keys: key ranges.
-    walk: Literal["pages", "keys"] = setting(PURGE["walk"])
+    walk: Literal["auto", "pages", "keys"] = setting(PURGE["walk"])
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
     statistics_after_rows: int | None = setting(PURGE["statistics_after_rows"])
