@@ -1,6 +1,10 @@
 """The page walk: on PostgreSQL 14+ a purge deletes over ranges of the heap's pages
 (TID range scans), reading the table once in its physical order as one DELETE does,
-where a key range's batch reads its rows through the key's index.
+where a key range's batch reads its rows through the key's index. By default (`walk:
+auto`) a table whose integer key follows the heap's order (pg_stats.correlation, as
+ANALYZE measured it) walks the key instead: its index reads the heap in that same
+order, and a key walk needs no look past its end (below), a row keeping its key when
+an UPDATE moves it.
 
 Each batch deletes the old rows of pages [low, high) (`ctid >= '(low,0)' AND ctid <
 '(high,0)'`), reads its transaction's id, checkpoints itself as pending with that id,
