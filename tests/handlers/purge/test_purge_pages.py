@@ -271,6 +271,53 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
         assert purge["rows_deleted"] == len(old) and purge["resumed"]
 
 
+def test_walk_auto_on_a_key_in_the_pages_order_walks_the_key_and_resumes_exactly(home):
+    """`walk: auto` (the default) on events, whose ids follow its pages: key ranges.
+    SIGKILLed mid-purge while another session writes; then an old row the walk has not
+    reached is moved by an UPDATE that outgrows its page (into free space a VACUUM left
+    near the start, behind the walk, or the table's end); `aishell resume`: every row old
+    at the start is deleted and archived once, the moved one too, and no other row goes."""
+    from tests.services import scratch_postgresql
+
+    with scratch_postgresql() as url, events(url) as before:
+        point_at(home, url)
+        archive = home / "archive" / "events.jsonl"
+        args = [
+            "run", "log-cleanup", "--non-interactive", "--table", "events",
+            "--date-column", "created_at", "--retention-days", str(RETENTION),
+            "--batch-size", "10", "--max-batch-size", "60", "--max-batch-ms", "60000",
+            "--sleep-ms", "50", "--archive-to", f"file:{archive}",
+        ]  # fmt: skip
+        with Writer(url, before) as writer:
+            proc = aishell(home, *args)
+            run_id = started_run(home, proc, batches=8)
+            progress = StateLook(home).progress(run_id)[0] or {}
+            assert progress.get("walk") != "pages" and progress.get("last_key"), progress
+            sigkill(proc)
+        ahead = max(i for i in _expect(before, progress["cutoff"]) if i > progress["last_key"])
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            moved = conn.execute(
+                text("UPDATE events SET payload = repeat('m', 400) WHERE id = :id RETURNING ctid"),
+                {"id": ahead},
+            ).scalar_one()
+        engine.dispose()
+        assert moved, "the old row ahead of the walk was not moved"
+        resumed = aishell(home, "resume", run_id, "--non-interactive")
+        assert resumed.wait(HANG) == 0
+        run = commands.show_run(load_config(home=home), run_id)
+        assert run["status"] == "completed", run["status"]
+        purge = run["steps"][1]["output"]
+        old = _expect(before, run["steps"][0]["output"]["cutoff"])
+        after = ids_of(url)
+        assert not old & set(after), "an old row was left"
+        assert set(after) == (set(before) - old) | set(writer.inserted)
+        archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
+        assert sorted(archived) == sorted(old), "a row archived twice, or not at all"
+        assert purge["rows_deleted"] == len(old) and purge["resumed"]
+        assert purge.get("walk") != "pages"
+
+
 @pytest.mark.parametrize(
     ("dialect", "version", "kind", "params", "pages"),
     [
