@@ -315,7 +315,8 @@ class PurgeSettings(_Strict):
     # resumably.
     reconnect_seconds: float = setting(PURGE["reconnect_seconds"])
     replicas: list[str] = []
-    # pages: on PostgreSQL 14+ batches over ranges of the table's pages; keys: key ranges.
+    # pages: on PostgreSQL 14+ batches over ranges of the table's pages; keys: key ranges;
+    # auto: key ranges where an integer key follows the pages' order, else pages.
     walk: Literal["auto", "pages", "keys"] = setting(PURGE["walk"])
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
