@@ -12,10 +12,9 @@ copy of the table and purges the same rows:
   statement audit with their parameters, replayed by the driver (psycopg, PyMySQL) in
   one session at the isolation level aishell's batches run (READ COMMITTED; on MySQL
   again at REPEATABLE READ, as the loop ran before the twentieth boot), committing
-  after each DELETE as aishell's batches do. Against it,
-  aishell's step shows its own cost (checkpoints, sizing, progress, the guard and the
-  audit); against the single DELETE, the batch loop shows what deleting in committed
-  key-range batches costs the server;
+  after each DELETE as aishell's batches do. Against it, aishell's step shows its own
+  cost (checkpoints, sizing, progress, the guard and the audit); against the single
+  DELETE, the batch loop shows what deleting in committed batches costs the server;
 - on MariaDB, pt-archiver --purge --bulk-delete --commit-each, with --limit equal to
   aishell's mean batch (the same batch size), and again with --limit 1000.
   pt-archiver works on MySQL only: on PostgreSQL the comparison is not made, and the
@@ -33,7 +32,8 @@ run. --date-index indexes created_at.
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
 bare batch loop and the batch loop / one DELETE (rows per second), what is not the purge
-(start-up, planning, estimates, report) as a share of the purge step, and pt-archiver
+(start-up, planning, estimates, report; on PostgreSQL its VACUUM too) as a share of the
+purge step, and pt-archiver
 / aishell (time). The scratch database is aishell_purge_<pid>, dropped at the end.
 
 During aishell's purge, the batch loop and the single DELETE a second session, in a
