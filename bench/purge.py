@@ -10,10 +10,11 @@ copy of the table and purges the same rows:
 - a single `DELETE FROM logs WHERE created_at < cutoff`;
 - a bare batch loop: the statements aishell's purge step sent, read back from its
   statement audit with their parameters, replayed by the driver (psycopg, PyMySQL) in
-  one session, committing after each DELETE as aishell's batches do. Against it,
-  aishell's step shows its own cost (checkpoints, sizing, progress, the guard and the
-  audit); against the single DELETE, the batch loop shows what deleting in committed
-  key-range batches costs the server;
+  one session at the isolation level aishell's batches run (READ COMMITTED; on MySQL
+  again at REPEATABLE READ, as the loop ran before the twentieth boot), committing
+  after each DELETE as aishell's batches do. Against it, aishell's step shows its own
+  cost (checkpoints, sizing, progress, the guard and the audit); against the single
+  DELETE, the batch loop shows what deleting in committed batches costs the server;
 - on MariaDB, pt-archiver --purge --bulk-delete --commit-each, with --limit equal to
   aishell's mean batch (the same batch size), and again with --limit 1000.
   pt-archiver works on MySQL only: on PostgreSQL the comparison is not made, and the
@@ -21,16 +22,18 @@ copy of the table and purges the same rows:
 
 On PostgreSQL aishell's run keeps its VACUUM (ANALYZE) after the purge, and the single
 DELETE is followed by one VACUUM (ANALYZE), timed apart: the whole run is also printed
-against the two together. The purge walks the table's pages there (PostgreSQL 14+);
-each trial also runs aishell with `walk: keys`, the key walk, for its purge step's rows
-per second. Printed too: the page walk's look for old rows left past its pages (timed
-from the statement audit) and the step without it, the longest batch, and the writer's
-p99 over the whole run. --date-index indexes created_at.
+against the two together. aishell runs with the job's default walk (`walk: auto`: key
+ranges there, the ids following the pages' order); each trial also runs it with `walk:
+pages`, the page walk (PostgreSQL 14+), for its purge step's rows per second. Printed
+too: the page walk's look for old rows left past its pages (timed from the statement
+audit) and its step without it, the longest batch, and the writer's p99 over the whole
+run. --date-index indexes created_at.
 
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
 bare batch loop and the batch loop / one DELETE (rows per second), what is not the purge
-(start-up, planning, estimates, report) as a share of the purge step, and pt-archiver
+(start-up, planning, estimates, report; on PostgreSQL its VACUUM too) as a share of the
+purge step, and pt-archiver
 / aishell (time). The scratch database is aishell_purge_<pid>, dropped at the end.
 
 During aishell's purge, the batch loop and the single DELETE a second session, in a
@@ -265,14 +268,16 @@ def remaining_old(engine: Engine, limit: Any) -> int:
         )
 
 
-def run_aishell(home: Path, url: str, rows: int, walk: str = "pages") -> dict[str, Any]:
+def run_aishell(home: Path, url: str, rows: int, walk: str | None = None) -> dict[str, Any]:
+    """`walk`: the job's walk; None: its default."""
     config = configure(home, url)
     job: dict[str, Any] = {
         "table": "logs",
         "date_column": "created_at",
         "retention_days": RETENTION_DAYS,
-        "walk": walk,
     }
+    if walk is not None:
+        job["walk"] = walk
     if not url.startswith("postgresql"):
         job["statistics_after_rows"] = 10**12  # MySQL: the purge alone
     # PostgreSQL: the run's VACUUM (ANALYZE) after the purge too, against one DELETE
@@ -376,15 +381,21 @@ def _driver_connection(url: str) -> Any:
     return pymysql.connect(host="127.0.0.1", port=3306, user="root", database=database)
 
 
-def run_batch_loop(url: str, rows: int, statements: list[dict[str, Any]]) -> dict[str, Any]:
-    """aishell's purge step's statements, replayed in one session: a commit after each
-    DELETE, as each of aishell's batches commits."""
+def run_batch_loop(
+    url: str, rows: int, statements: list[dict[str, Any]], isolation: str = "READ COMMITTED"
+) -> dict[str, Any]:
+    """aishell's purge step's statements, replayed in one session at the isolation level
+    its batches run (READ COMMITTED; on MySQL also REPEATABLE READ, the driver's default,
+    which the loop ran before the twentieth boot): a commit after each DELETE, as each of
+    aishell's batches commits."""
     conn = _driver_connection(url)
     deleted = 0
     try:
+        cursor = conn.cursor()
+        if url.startswith("mysql"):
+            cursor.execute(f"SET SESSION TRANSACTION ISOLATION LEVEL {isolation}")
         with Writer(url, rows) as writer:
             started = time.perf_counter()
-            cursor = conn.cursor()
             for statement in statements:
                 if '"logs"' not in statement["sql"] and "`logs`" not in statement["sql"]:
                     continue  # the catalog's (the guard's, the walk's sizes): not a batch's
@@ -466,14 +477,14 @@ def paired(
     print(f"  each trial's own: bare batch loop rows/s against the DELETE's {shown(loop)}")
 
 
-def pages_against_keys(
+def walks_compared(
     ours: list[dict[str, Any]],
-    keyed: list[dict[str, Any]],
+    paged: list[dict[str, Any]],
     single: list[dict[str, Any]],
     deleted: int,
 ) -> None:
-    """PostgreSQL: the page walk against one DELETE plus one VACUUM (ANALYZE), and the key
-    walk's purge step beside it, each trial's own ratios and their medians."""
+    """PostgreSQL: the default walk against one DELETE plus one VACUUM (ANALYZE), and the
+    page walk's purge step beside it, each trial's own ratios and their medians."""
 
     def shown(values: list[float]) -> str:
         each = ", ".join(f"{v:.3f}x" for v in values)
@@ -489,24 +500,29 @@ def pages_against_keys(
     whole = [a["run_seconds"] / (d["seconds"] + d["vacuum_seconds"]) for a, d in pairs]
     print(f"  whole run against one DELETE + one VACUUM: {shown(whole)} (at most 1.3)")
     step = [d["seconds"] / a["seconds"] for a, d in pairs]
-    print(f"  page walk's purge step rows/s against the DELETE's: {shown(step)} (at least 0.95)")
-    keys = [d["seconds"] / k["seconds"] for k, d in zip(keyed, single, strict=True)]
+    walked = "/".join(sorted({a["walk"] for a in ours}))
     print(
-        f"  key walk's purge step (walk: keys, same run) {median_of(keyed, 'seconds'):.2f} s, "
-        f"{deleted / median_of(keyed, 'seconds'):,.0f} rows/s; against the DELETE's: "
-        f"{shown(keys)}"
+        f"  the default walk's ({walked}) purge step rows/s against the DELETE's: {shown(step)} "
+        "(at least 0.95)"
     )
-    looks = [a["look_seconds"] for a in ours]
-    without = [d["seconds"] / (a["seconds"] - a["look_seconds"]) for a, d in pairs]
+    on_pages = list(zip(paged, single, strict=True))
+    pages = [d["seconds"] / p["seconds"] for p, d in on_pages]
+    print(
+        f"  page walk's purge step (walk: pages, same run) {median_of(paged, 'seconds'):.2f} s, "
+        f"{deleted / median_of(paged, 'seconds'):,.0f} rows/s; against the DELETE's: "
+        f"{shown(pages)}; longest batch {max(p['longest_batch_ms'] for p in paged):.1f} ms"
+    )
+    looks = [p["look_seconds"] for p in paged]
+    without = [d["seconds"] / (p["seconds"] - p["look_seconds"]) for p, d in on_pages]
     print(
         f"  the look for old rows left past the pages (a read of the table): "
         f"{statistics.median(looks):.2f} s (each trial: {', '.join(f'{v:.2f}' for v in looks)}); "
-        f"the step without it against the DELETE's rows/s: {shown(without)}"
+        f"the page walk's step without it against the DELETE's rows/s: {shown(without)}"
     )
     longest = [a["longest_batch_ms"] for a in ours]
     p99 = [a["p99_ms"] for a in ours]
     print(
-        f"  page walk: longest batch {max(longest):.1f} ms (each trial: "
+        f"  default walk: longest batch {max(longest):.1f} ms (each trial: "
         f"{', '.join(f'{v:.1f}' for v in longest)}; at most 250), writers' p99 over the "
         f"whole run {max(p99):.1f} ms (each trial: {', '.join(f'{v:.1f}' for v in p99)}; "
         "at most 50)"
@@ -521,13 +537,16 @@ def bench(
         say(f"{dialect}: building {rows:,} rows")
         build_source(engine, rows, date_index)
         ours: list[dict[str, Any]] = []
-        keyed: list[dict[str, Any]] = []
+        paged: list[dict[str, Any]] = []
         single: list[dict[str, Any]] = []
         loops: list[dict[str, Any]] = []
         statements: list[dict[str, Any]] = []
+        repeatable: list[dict[str, Any]] = []
         order = ["aishell", "batch loop", "DELETE"]
+        if dialect == "mysql":
+            order.append("batch loop RR")  # the loop at REPEATABLE READ, as before
         if dialect == "postgresql":
-            order.append("aishell keys")  # the key walk, in the same run
+            order.append("aishell pages")  # the page walk, in the same run
         for trial in range(trials):
             # Each in turn goes first: what the one before leaves the server doing
             # (flushing, purging undo) falls on each alike. A batch loop that comes
@@ -538,11 +557,13 @@ def bench(
                 if which == "aishell":
                     ours.append(run_aishell(Path(tmp), url, rows))
                     statements = ours[-1].pop("statements")
-                elif which == "aishell keys":
-                    keyed.append(run_aishell(Path(tmp), url, rows, walk="keys"))
-                    keyed[-1].pop("statements")
+                elif which == "aishell pages":
+                    paged.append(run_aishell(Path(tmp), url, rows, walk="pages"))
+                    paged[-1].pop("statements")
                 elif which == "batch loop":
                     loops.append(run_batch_loop(url, rows, statements))
+                elif which == "batch loop RR":
+                    repeatable.append(run_batch_loop(url, rows, statements, "REPEATABLE READ"))
                 else:
                     single.append(run_delete(url, rows))
             say(
@@ -575,8 +596,22 @@ def bench(
             f"{run_s / single_s:.3f}x (at most 1.3)"
         )
         paired(ours, loops, single)
+        if repeatable:
+            rr_s = median_of(repeatable, "seconds")
+            each = [b["seconds"] / a["seconds"] for a, b in zip(ours, repeatable, strict=True)]
+            print(
+                f"  bare batch loop at REPEATABLE READ (the loop before the twentieth boot) "
+                f"{rr_s:.2f} s, {deleted / rr_s:,.0f} rows/s, against the DELETE "
+                f"{single_s / rr_s:.3f}x; aishell's step against it {rr_s / ours_s:.3f}x "
+                f"(each trial: {', '.join(f'{v:.3f}x' for v in each)})"
+            )
+        each = [b["seconds"] / a["seconds"] for a, b in zip(ours, loops, strict=True)]
+        print(
+            f"  each trial's own: aishell's step against the bare batch loop "
+            f"{', '.join(f'{v:.3f}x' for v in each)} (at least 0.95)"
+        )
         if dialect == "postgresql":
-            pages_against_keys(ours, keyed, single, deleted)
+            walks_compared(ours, paged, single, deleted)
         # Within each trial (the medians of runs and of steps come from different trials).
         besides = statistics.median(a["run_seconds"] - a["seconds"] for a in ours)
         share = statistics.median((a["run_seconds"] - a["seconds"]) / a["seconds"] for a in ours)

@@ -315,8 +315,9 @@ class PurgeSettings(_Strict):
     # resumably.
     reconnect_seconds: float = setting(PURGE["reconnect_seconds"])
     replicas: list[str] = []
-    # pages: on PostgreSQL 14+ batches over ranges of the table's pages; keys: key ranges.
-    walk: Literal["pages", "keys"] = setting(PURGE["walk"])
+    # pages: on PostgreSQL 14+ batches over ranges of the table's pages; keys: key ranges;
+    # auto: key ranges where an integer key follows the pages' order, else pages.
+    walk: Literal["auto", "pages", "keys"] = setting(PURGE["walk"])
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
     statistics_after_rows: int | None = setting(PURGE["statistics_after_rows"])

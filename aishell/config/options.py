@@ -35,7 +35,7 @@ MAX_RETENTION_DAYS = 36_500
 # number: a finite float; duration: seconds, or a number with s, m, h or d; archive:
 # file:PATH or table:NAME; flag: on or off.
 # How a purge's batches walk the table (handlers/purge/pages.py).
-PURGE_WALKS = ("pages", "keys")
+PURGE_WALKS = ("auto", "pages", "keys")
 Kind = Literal["number", "integer", "duration", "choice", "text", "flag", "archive"]
 
 
@@ -236,9 +236,10 @@ LOG_CLEANUP_OPTIONS = (
         "walk",
         "choice",
         "pages: on PostgreSQL 14+ batches are ranges of the table's pages, read in "
-        "physical order (key ranges elsewhere); keys: key ranges everywhere.",
+        "physical order (key ranges elsewhere); keys: key ranges everywhere; auto: key "
+        "ranges where an integer key follows the pages' order (pg_stats), else pages.",
         choices=PURGE_WALKS,
-        default="pages",
+        default="auto",
         flag=None,
     ),
     Option(

@@ -198,12 +198,15 @@ class Walk:
             text(self.batch.first_old(False)),
             {"after": after, "upper": upper, "cutoff": self.bound},
         ).scalar()
-        # Its own transaction: on SQLite a read that went on into the batch's write
-        # could not take the write lock once another session had written.
-        conn.commit()
         if found is not None:
             state["after"] = found - 1  # keys between had no old row
+            # The batch's write follows in the same transaction (one round trip less);
+            # on SQLite in one of its own: a read that went on into the write could not
+            # take the write lock once another session had written.
+            if self.ctx.dialect == "sqlite":
+                conn.commit()
             return True
+        conn.commit()
         state["after"] = upper
         elapsed = time.perf_counter() - t0
         ideal = (upper - after) * self.target / elapsed if elapsed > 0 else self.largest

@@ -1,6 +1,10 @@
 """The page walk: on PostgreSQL 14+ a purge deletes over ranges of the heap's pages
 (TID range scans), reading the table once in its physical order as one DELETE does,
-where a key range's batch reads its rows through the key's index.
+where a key range's batch reads its rows through the key's index. By default (`walk:
+auto`) a table whose integer key follows the heap's order (pg_stats.correlation, as
+ANALYZE measured it) walks the key instead: its index reads the heap in that same
+order, and a key walk needs no look past its end (below), a row keeping its key when
+an UPDATE moves it.
 
 Each batch deletes the old rows of pages [low, high) (`ctid >= '(low,0)' AND ctid <
 '(high,0)'`), reads its transaction's id, checkpoints itself as pending with that id,
@@ -56,25 +60,54 @@ _SIZE_SQL = (
 # The table goes to these as a bound value, its quoted name as SQL writes it: text()'s
 # colon escapes (sqltext.display) would be part of the value.
 _KIND_SQL = "SELECT relkind FROM pg_catalog.pg_class WHERE oid = CAST(:relation AS regclass)"
+# How closely the key's order follows the heap's, as ANALYZE last measured it.
+_CORRELATION_SQL = (
+    "SELECT s.correlation FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+    "n.oid = c.relnamespace JOIN pg_catalog.pg_stats s ON s.schemaname = n.nspname AND "
+    "s.tablename = c.relname WHERE c.oid = CAST(:relation AS regclass) AND s.attname = :key "
+    "AND NOT s.inherited"
+)
+# `walk: auto` walks an integer key whose order follows the heap's at least this closely
+# (pg_stats.correlation; 1: the same order). Its batches' index range scans then read
+# the heap in order, as the page walk does, and, a row keeping its key when an UPDATE
+# moves it, the walk needs no look for old rows left past its end: the page walk's
+# second read of the table (docs/performance.md). Without statistics: pages.
+KEY_ORDER_CORRELATION = 0.9
 
 
-def walks_pages(conn: Connection, table_sql: str, params: Mapping[str, Any]) -> bool:
-    """Whether the purge of this table walks its pages (page_rule)."""
+def walks_pages(
+    conn: Connection, table_sql: str, params: Mapping[str, Any], key: str, integer_key: bool
+) -> bool:
+    """Whether the purge of this table walks its pages (page_rule); `key`: the key it
+    would walk otherwise, unquoted; `integer_key`: walked in plain key ranges."""
     dialect = conn.dialect.name
     version = tuple(v for v in conn.dialect.server_version_info or (0,) if isinstance(v, int))
     if not page_rule(dialect, version, "r", params):
         return False  # the table's kind need not be read
-    kind = conn.execute(text(_KIND_SQL), {"relation": display(table_sql)}).scalar()
-    return page_rule(dialect, version, str(kind), params)
+    relation = {"relation": display(table_sql)}
+    kind = conn.execute(text(_KIND_SQL), relation).scalar()
+    in_order = False
+    if params.get("walk", "auto") == "auto" and integer_key:
+        correlation = conn.execute(text(_CORRELATION_SQL), {**relation, "key": key}).scalar()
+        in_order = correlation is not None and float(correlation) >= KEY_ORDER_CORRELATION
+    return page_rule(dialect, version, str(kind), params, key_in_order=in_order)
 
 
-def page_rule(dialect: str, version: tuple[int, ...], kind: str, params: Mapping[str, Any]) -> bool:
+def page_rule(
+    dialect: str,
+    version: tuple[int, ...],
+    kind: str,
+    params: Mapping[str, Any],
+    key_in_order: bool = False,
+) -> bool:
     """Pages on PostgreSQL 14+ (TID range scans), for an ordinary table (`kind` r: a
     partitioned table's pages are its partitions'), unless a cap on rows (max_rows)
-    asks for batches counted in rows or the job says `walk: keys`. Elsewhere, and
-    otherwise, key ranges (batches.py)."""
+    asks for batches counted in rows, the job says `walk: keys`, or it says `walk: auto`
+    (the default) and an integer key follows the heap's order (`key_in_order`). Elsewhere,
+    and otherwise, key ranges (batches.py)."""
+    walk = params.get("walk", "auto")
     return (
-        params.get("walk", "pages") == "pages"
+        (walk == "pages" or (walk == "auto" and not key_in_order))
         and not params.get("max_rows")
         and dialect == "postgresql"
         and version >= (14,)

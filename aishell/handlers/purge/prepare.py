@@ -112,7 +112,13 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         batch = BatchSql(ctx, params, key, copied=copied, read=read)
         low, high = key_span(ctx, table, batch)
         batch.by_range = is_integer(high) and not params.get("max_rows")
-        batch.by_pages = walks_pages(conn, batch.table, params)
+        progress = ctx.load_progress() or {}
+        if "batches" in progress:
+            # A walk under way goes on (and previews) as it began, whatever the
+            # statistics `walk: auto` read say since.
+            batch.by_pages = progress.get("walk") == "pages"
+        else:
+            batch.by_pages = walks_pages(conn, batch.table, params, key, batch.by_range)
         conn.commit()
         return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
 

@@ -15,14 +15,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.config.models import load_config
-from aishell.handlers.purge.pages import page_rule
+from aishell.handlers.purge.pages import page_rule, walks_pages
 from tests.handlers.purge.test_exactly_once import point_at, sigkill, started_run
 from tests.handlers.purge.test_purge_faults import (
     StateLook,
@@ -38,8 +40,9 @@ ROWS = 61 * 40
 # free space map has room there and nowhere else, so an UPDATE that outgrows its page
 # puts the new version there.
 FREED = 61 * 5
-# One page a batch (about 60 rows a page), however long it takes.
-SMALL = {"batch_size": 10, "max_batch_size": 60, "max_batch_ms": 60_000}
+# One page a batch (about 60 rows a page), however long it takes; the page walk, which
+# `walk: auto` would not take here (the ids follow the pages' order).
+SMALL = {"batch_size": 10, "max_batch_size": 60, "max_batch_ms": 60_000, "walk": "pages"}
 
 
 @contextmanager
@@ -69,6 +72,14 @@ def events(url: str) -> Iterator[dict[int, datetime]]:
     engine.dispose()
     assert last == "(39,61)", last  # full pages, as the free space map's room needs
     yield before
+
+
+def walk_in_config(home: Path, walk: str) -> None:
+    """The log_cleanup agent's purge walks this way (a run from the command line)."""
+    agents = home / "config" / "agents" / "log_cleanup.yaml"
+    data = yaml.safe_load(agents.read_text())
+    data["log_cleanup_agent"]["purge"]["walk"] = walk
+    agents.write_text(yaml.safe_dump(data))
 
 
 def ids_of(url: str) -> dict[int, datetime]:
@@ -232,6 +243,7 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
 
     with scratch_postgresql() as url, events(url) as before:
         point_at(home, url)
+        walk_in_config(home, "pages")
         archive = home / "archive" / "events.jsonl"
         args = [
             "run", "log-cleanup", "--non-interactive", "--table", "events",
@@ -259,6 +271,53 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
         assert purge["rows_deleted"] == len(old) and purge["resumed"]
 
 
+def test_walk_auto_on_a_key_in_the_pages_order_walks_the_key_and_resumes_exactly(home):
+    """`walk: auto` (the default) on events, whose ids follow its pages: key ranges.
+    SIGKILLed mid-purge while another session writes; then an old row the walk has not
+    reached is moved by an UPDATE that outgrows its page (into free space a VACUUM left
+    near the start, behind the walk, or the table's end); `aishell resume`: every row old
+    at the start is deleted and archived once, the moved one too, and no other row goes."""
+    from tests.services import scratch_postgresql
+
+    with scratch_postgresql() as url, events(url) as before:
+        point_at(home, url)
+        archive = home / "archive" / "events.jsonl"
+        args = [
+            "run", "log-cleanup", "--non-interactive", "--table", "events",
+            "--date-column", "created_at", "--retention-days", str(RETENTION),
+            "--batch-size", "10", "--max-batch-size", "60", "--max-batch-ms", "60000",
+            "--sleep-ms", "50", "--archive-to", f"file:{archive}",
+        ]  # fmt: skip
+        with Writer(url, before) as writer:
+            proc = aishell(home, *args)
+            run_id = started_run(home, proc, batches=8)
+            progress = StateLook(home).progress(run_id)[0] or {}
+            assert progress.get("walk") != "pages" and progress.get("last_key"), progress
+            sigkill(proc)
+        ahead = max(i for i in _expect(before, progress["cutoff"]) if i > progress["last_key"])
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            moved = conn.execute(
+                text("UPDATE events SET payload = repeat('m', 400) WHERE id = :id RETURNING ctid"),
+                {"id": ahead},
+            ).scalar_one()
+        engine.dispose()
+        assert moved, "the old row ahead of the walk was not moved"
+        resumed = aishell(home, "resume", run_id, "--non-interactive")
+        assert resumed.wait(HANG) == 0
+        run = commands.show_run(load_config(home=home), run_id)
+        assert run["status"] == "completed", run["status"]
+        purge = run["steps"][1]["output"]
+        old = _expect(before, run["steps"][0]["output"]["cutoff"])
+        after = ids_of(url)
+        assert not old & set(after), "an old row was left"
+        assert set(after) == (set(before) - old) | set(writer.inserted)
+        archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
+        assert sorted(archived) == sorted(old), "a row archived twice, or not at all"
+        assert purge["rows_deleted"] == len(old) and purge["resumed"]
+        assert purge.get("walk") != "pages"
+
+
 @pytest.mark.parametrize(
     ("dialect", "version", "kind", "params", "pages"),
     [
@@ -276,6 +335,43 @@ def test_pages_or_keys(dialect, version, kind, params, pages):
     assert page_rule(dialect, version, kind, params) is pages
 
 
+@pytest.mark.parametrize(
+    ("params", "pages"),
+    [({}, False), ({"walk": "auto"}, False), ({"walk": "pages"}, True), ({"walk": "keys"}, False)],
+)
+def test_a_key_in_the_pages_order_is_walked_unless_the_job_says_pages(params, pages):
+    assert page_rule("postgresql", (15, 2), "r", params, key_in_order=True) is pages
+
+
+def test_walk_auto_reads_whether_the_key_follows_the_pages_order():
+    """On a real server: ids inserted in order are walked by key; ids shuffled along the
+    pages, or a table never analyzed (no statistics), by pages."""
+    from tests.services import scratch_postgresql
+
+    with scratch_postgresql() as url:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            tables = (("in_order", "g"), ("shuffled", "(g * 7919) % 5003"), ("bare", "g"))
+            for name, order in tables:
+                conn.execute(text(f'CREATE TABLE "{name}" (id bigint PRIMARY KEY, at timestamp)'))
+                conn.execute(
+                    text(
+                        f'INSERT INTO "{name}" SELECT {order}, localtimestamp '
+                        f"FROM generate_series(1, 5003) g"
+                    )
+                )
+            conn.execute(text('ANALYZE "in_order", "shuffled"'))
+            chosen = {
+                name: walks_pages(conn, f'"{name}"', {}, "id", integer_key=True)
+                for name in ("in_order", "shuffled", "bare")
+            }
+            # A text key is walked by pages: its key walk looks up each batch's end.
+            text_key = walks_pages(conn, '"in_order"', {}, "id", integer_key=False)
+        engine.dispose()
+    assert chosen == {"in_order": False, "shuffled": True, "bare": True}
+    assert text_key is True
+
+
 def test_the_preview_shows_the_statements_the_page_walk_sends(home):
     """What is checked is what runs: the preview's statements are the page walk's, and
     every statement the purge then sends is one of them."""
@@ -284,7 +380,12 @@ def test_the_preview_shows_the_statements_the_page_walk_sends(home):
     with scratch_postgresql() as url, events(url):
         point_at(home, url)
         config = load_config(home=home)
-        job = {"table": "events", "date_column": "created_at", "retention_days": RETENTION}
+        job = {
+            "table": "events",
+            "date_column": "created_at",
+            "retention_days": RETENTION,
+            "walk": "pages",
+        }
         dry = commands.run_job(config, "log_cleanup", job, dry_run=True)
         shown = dry.steps[1].sql
         assert shown[0].startswith("SELECT pg_catalog.pg_relation_size(")
