@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import StepSkipped
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
 
 T = TypeVar("T")
@@ -102,4 +103,15 @@ def tablewise_output(found: Tablewise[Any]) -> dict[str, Any]:
         ]
     if found.gone:
         output["tables_gone"] = list(found.gone)
+    return output
+
+
+def unless_none_done(
+    done: bool, skipped: list[dict[str, Any]], gone: list[str], output: dict[str, Any]
+) -> dict[str, Any]:
+    """A step over many tables' output; when it did none of them, the step ends skipped
+    with the first reason (a table skipped, else one gone) and that output."""
+    if not done:
+        first = skipped[0]["reason"] if skipped else f"{gone[0]}: {GONE}"
+        raise StepSkipped(first, output)
     return output

@@ -29,7 +29,7 @@ from typing import Any
 
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler, cached
-from aishell.handlers.held import GONE, Tablewise, one_at_a_time
+from aishell.handlers.held import Tablewise, one_at_a_time, unless_none_done
 from aishell.state.schema import TABLE_DONE
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
@@ -283,7 +283,4 @@ def _output(
         "skipped_tables": skipped,
         "tables_gone": gone,
     }
-    if not done:
-        first = skipped[0]["reason"] if skipped else f"{gone[0]}: {GONE}"
-        raise StepSkipped(first, output)
-    return output
+    return unless_none_done(bool(done), skipped, gone, output)

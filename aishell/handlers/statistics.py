@@ -28,9 +28,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import StepSkipped
 from aishell.handlers import Handler, cached
-from aishell.handlers.held import GONE, one_at_a_time, rollback, worth_one_at_a_time
+from aishell.handlers.held import (
+    GONE,
+    one_at_a_time,
+    rollback,
+    unless_none_done,
+    worth_one_at_a_time,
+)
 from aishell.risk import RiskLevel
 from aishell.tool.context import ToolContext
 
@@ -104,11 +109,8 @@ def statistics_handler(engine: Engine) -> Handler:
             "skipped_tables": entries,
             "tables_gone": gone,
         }
-        if not analyzed:
-            # The server did none of the step's work: the step says so.
-            first = entries[0]["reason"] if entries else f"{gone[0]}: {GONE}"
-            raise StepSkipped(first, output)
-        return output
+        # The server did none of the step's work: the step says so.
+        return unless_none_done(bool(analyzed), entries, gone, output)
 
     return Handler(
         sql_templates=engine.templates,

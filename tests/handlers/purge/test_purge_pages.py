@@ -235,6 +235,35 @@ def test_page_batches_delete_exactly_the_old_rows_while_another_session_writes(h
         assert writer.updates > 0
 
 
+def killable_purge(archive: Path) -> list[str]:
+    """A log cleanup of events in small batches with a pause between them, archived to
+    `archive`: slow enough to be killed mid-purge."""
+    return [
+        "run", "log-cleanup", "--non-interactive", "--table", "events",
+        "--date-column", "created_at", "--retention-days", str(RETENTION),
+        "--batch-size", "10", "--max-batch-size", "60", "--max-batch-ms", "60000",
+        "--sleep-ms", "50", "--archive-to", f"file:{archive}",
+    ]  # fmt: skip
+
+
+def assert_resumed_purge_exact(
+    home: Path, url: str, run_id: str, before: Any, writer: Any, archive: Path
+) -> dict[str, Any]:
+    """The resumed run completed; every row old at the start was deleted and archived
+    once, no other row went; the purge step's output."""
+    run = commands.show_run(load_config(home=home), run_id)
+    assert run["status"] == "completed", run["status"]
+    purge: dict[str, Any] = run["steps"][1]["output"]
+    old = _expect(before, run["steps"][0]["output"]["cutoff"])
+    after = ids_of(url)
+    assert not old & set(after), "an old row was left"
+    assert set(after) == (set(before) - old) | set(writer.inserted)
+    archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
+    assert sorted(archived) == sorted(old), "a row archived twice, or not at all"
+    assert purge["rows_deleted"] == len(old) and purge["resumed"]
+    return purge
+
+
 def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_once(home):
     """`aishell run log-cleanup` SIGKILLed mid-purge while another session writes, then
     `aishell resume`: every row old at the start is deleted and archived once, the run
@@ -245,12 +274,7 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
         point_at(home, url)
         walk_in_config(home, "pages")
         archive = home / "archive" / "events.jsonl"
-        args = [
-            "run", "log-cleanup", "--non-interactive", "--table", "events",
-            "--date-column", "created_at", "--retention-days", str(RETENTION),
-            "--batch-size", "10", "--max-batch-size", "60", "--max-batch-ms", "60000",
-            "--sleep-ms", "50", "--archive-to", f"file:{archive}",
-        ]  # fmt: skip
+        args = killable_purge(archive)
         with Writer(url, before) as writer:
             proc = aishell(home, *args)
             run_id = started_run(home, proc, batches=8)
@@ -259,16 +283,7 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
             sigkill(proc)
             resumed = aishell(home, "resume", run_id, "--non-interactive")
             assert resumed.wait(HANG) == 0
-        run = commands.show_run(load_config(home=home), run_id)
-        assert run["status"] == "completed", run["status"]
-        purge = run["steps"][1]["output"]
-        old = _expect(before, run["steps"][0]["output"]["cutoff"])
-        after = ids_of(url)
-        assert not old & set(after), "an old row was left"
-        assert set(after) == (set(before) - old) | set(writer.inserted)
-        archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
-        assert sorted(archived) == sorted(old), "a row archived twice, or not at all"
-        assert purge["rows_deleted"] == len(old) and purge["resumed"]
+        assert_resumed_purge_exact(home, url, run_id, before, writer, archive)
 
 
 def test_walk_auto_on_a_key_in_the_pages_order_walks_the_key_and_resumes_exactly(home):
@@ -282,12 +297,7 @@ def test_walk_auto_on_a_key_in_the_pages_order_walks_the_key_and_resumes_exactly
     with scratch_postgresql() as url, events(url) as before:
         point_at(home, url)
         archive = home / "archive" / "events.jsonl"
-        args = [
-            "run", "log-cleanup", "--non-interactive", "--table", "events",
-            "--date-column", "created_at", "--retention-days", str(RETENTION),
-            "--batch-size", "10", "--max-batch-size", "60", "--max-batch-ms", "60000",
-            "--sleep-ms", "50", "--archive-to", f"file:{archive}",
-        ]  # fmt: skip
+        args = killable_purge(archive)
         with Writer(url, before) as writer:
             proc = aishell(home, *args)
             run_id = started_run(home, proc, batches=8)
@@ -305,16 +315,7 @@ def test_walk_auto_on_a_key_in_the_pages_order_walks_the_key_and_resumes_exactly
         assert moved, "the old row ahead of the walk was not moved"
         resumed = aishell(home, "resume", run_id, "--non-interactive")
         assert resumed.wait(HANG) == 0
-        run = commands.show_run(load_config(home=home), run_id)
-        assert run["status"] == "completed", run["status"]
-        purge = run["steps"][1]["output"]
-        old = _expect(before, run["steps"][0]["output"]["cutoff"])
-        after = ids_of(url)
-        assert not old & set(after), "an old row was left"
-        assert set(after) == (set(before) - old) | set(writer.inserted)
-        archived = [json.loads(line)["id"] for line in archive.read_text().splitlines()]
-        assert sorted(archived) == sorted(old), "a row archived twice, or not at all"
-        assert purge["rows_deleted"] == len(old) and purge["resumed"]
+        purge = assert_resumed_purge_exact(home, url, run_id, before, writer, archive)
         assert purge.get("walk") != "pages"
 
 
