@@ -309,6 +309,13 @@ class CopyProgress(ByteProgress):
             return
         self.reached(sum(self._copied.values()))
 
+    def finish(self) -> None:
+        """The dump ended well: every table's data was copied, however few of its
+        figures the server was asked for (a dump shorter than COPY_POLL_SECONDS, or
+        before PostgreSQL 14)."""
+        self.reached(max(self.done, self.total or 0))
+        super().finish()
+
 
 def _pg_changes(
     snap: Connection, trees: dict[str, list[_Relation]], parent: dict[str, Any] | None

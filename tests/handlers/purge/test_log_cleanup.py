@@ -230,7 +230,9 @@ def test_sigkill_mid_purge_then_resume_leaves_what_an_uninterrupted_run_would(lo
     archive = home / "archive" / "events.jsonl"
     job_ = job(archive_to=f"file:{archive}", **SMALL)
     if where == "anywhere":
-        job_["sleep_ms"] = 5
+        # A pause between batches long enough that the kill after the fifth comes while
+        # the purge still has batches to go, however fast its walk is.
+        job_["sleep_ms"] = 40
     fork = multiprocessing.get_context("fork")
     child = fork.Process(target=_purge_and_die, args=(home, job_, where, 7))
     child.start()
