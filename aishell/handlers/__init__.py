@@ -114,8 +114,14 @@ def cached(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:
 def read_together(conn: Connection, read: Callable[[], list[T]]) -> list[T]:
     """The rows of one query of many tables (aishell/tool/readings.py), or none when it
     failed (a table held by another session past the lock wait, one that cannot be
-    measured): each table is then read alone, as it would have been, and fails alone.
-    A lost server is raised."""
+    measured): each table is then read alone, as it would have been, and fails alone."""
+    return rows_or_none(conn, read)
+
+
+def rows_or_none(conn: Connection, read: Callable[[], list[T]]) -> list[T]:
+    """read()'s rows, or none when the server refused the query (the transaction is
+    rolled back, so that the next statement runs). A lost server is raised: it is the
+    step's failure, never an empty answer."""
     try:
         return read()
     except DBAPIError as exc:

@@ -174,9 +174,9 @@ def _measured(
                 try:
                     return handler.render_sql(_one(params, table), ctx)
                 except StepFailed:
-                    if table in user_tables(ctx.connection):
+                    if not _dropped(ctx, table):
                         raise
-                    return None  # dropped since the plan
+                    return None
 
         found = one_at_a_time(ctx.connection, tables, render, what)
         if found.lock_error is not None and len(found.held) == len(tables):
@@ -219,7 +219,7 @@ def _run_each(
             except StepSkipped as exc:
                 skipped.extend(_skipped_entries(table, exc))
             except StepFailed:
-                if table in user_tables(conn):
+                if not _dropped(ctx, table):
                     raise
                 gone.append(table)
             else:
@@ -244,6 +244,12 @@ def _run_each(
     if not done and found.lock_error is not None and len(found.held) == len(todo):
         raise found.lock_error
     return _output(tables, done, skipped, gone)
+
+
+def _dropped(ctx: ToolContext, table: str) -> bool:
+    """After a StepFailed of `table`: whether it was dropped since the plan (reported
+    gone); otherwise the failure is the step's."""
+    return table not in user_tables(ctx.connection)
 
 
 def _skipped_entries(table: str, exc: StepSkipped) -> list[dict[str, Any]]:

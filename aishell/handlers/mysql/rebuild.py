@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
-from aishell.handlers import measured, read_once_in_dry_run, rebuilding
+from aishell.handlers import measured, read_once_in_dry_run, rebuilding, rows_or_none
 from aishell.handlers.mysql.catalog import (
     ROW_READING,
     SIZE_READING,
@@ -40,16 +38,9 @@ _ORPHANS_MYSQL = (
 
 def orphans(conn: Connection) -> list[str]:
     """Tables an interrupted ALTER left behind (InnoDB names them #sql-...)."""
-    try:
-        rows = conn.execute(text(_ORPHANS_MARIADB if is_mariadb(conn) else _ORPHANS_MYSQL))
-    except DBAPIError as exc:
-        # A lost server is the step's failure, never "no leftovers"; a catalog this
-        # account may not read is.
-        if exc.connection_invalidated:
-            raise
-        with suppress(DBAPIError):
-            conn.rollback()
-        return []
+    # A catalog this account may not read is "no leftovers".
+    sql = text(_ORPHANS_MARIADB if is_mariadb(conn) else _ORPHANS_MYSQL)
+    rows = rows_or_none(conn, lambda: list(conn.execute(sql)))
     return [str(r[0]).split("/", 1)[1] for r in rows]
 
 
