@@ -361,9 +361,12 @@ def kill_at(site: Site, args: list[str], fraction: float, seconds: float, why: s
     """Start the job, SIGKILL it `fraction` of `seconds` after its run began."""
     known = run_ids(site)
     before = scratch_databases(site)
-    proc, _ = start(site.home, args, uuid.uuid4().hex[:8])
+    proc, output = start(site.home, args, uuid.uuid4().hex[:8])
     run_id = wait_for_new_run(site, known, proc)
-    assert run_id, f"{why}: the job made no run: {proc.wait()}"
+    if not run_id:
+        code = proc.wait()
+        said = output.with_suffix(".err").read_text(errors="replace")
+        raise AssertionError(f"{why}: the job made no run (exit {code}): {said}")
     time.sleep(fraction * seconds)
     killed = Killed(run_id, proc.pid, why, finished=proc.poll() is not None)
     if not killed.finished:
@@ -448,7 +451,14 @@ MAINTAINED = 4
 
 
 def fresh_demo(site: Site) -> None:
-    shutil.copyfile(site.template, site.home / "demo.db")  # type: ignore[arg-type]
+    """The template's demo in place of the last one, whole: a copy renamed over it, with
+    no journal a killed run left beside the old file to be rolled into the new one."""
+    demo = site.home / "demo.db"
+    for suffix in ("-journal", "-wal", "-shm"):
+        demo.with_name(demo.name + suffix).unlink(missing_ok=True)
+    fresh = demo.with_name("demo.db.fresh")
+    shutil.copyfile(site.template, fresh)  # type: ignore[arg-type]
+    os.replace(fresh, demo)
 
 
 def fragmented_tables(site: Site, tables: int = MAINTAINED, rows: int = 20_000) -> None:
