@@ -31,9 +31,15 @@ APPROX = (
 )
 # Without pgstattuple_approx: the bytes the live rows need (from pg_stats' average widths
 # and a 24-byte tuple header) against the table's size.
+# A relation's size is pg_class's page count where nothing changed its table since the
+# last ANALYZE counted them (the count is then exact), else measured: pg_relation_size
+# opens the relation, which costs a new session a cache entry for each of 10,000
+# relations and waits behind a lock held on it.
 STATISTICS = """
 SELECT c.reltuples AS reltuples,
-       pg_catalog.pg_relation_size(c.oid) AS bytes,
+       CASE WHEN c.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
+            THEN c.relpages * pg_catalog.current_setting('block_size')::bigint
+            ELSE pg_catalog.pg_relation_size(c.oid) END AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        (SELECT coalesce(pg_catalog.sum(s.avg_width), 0) FROM pg_stats s
          WHERE s.schemaname = n.nspname AND s.tablename = c.relname) AS row_width,
@@ -50,7 +56,10 @@ WHERE c.oid = :oid
 # estimate unknown. A table without indexes is one row without an index.
 INDEXES = """
 SELECT t.oid AS table_oid, i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
-       am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes, i.reltuples AS entries,
+       am.amname AS method, i.reltuples AS entries,
+       CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
+            THEN i.relpages * pg_catalog.current_setting('block_size')::bigint
+            ELSE pg_catalog.pg_relation_size(i.oid) END AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                    FROM pg_catalog.unnest(i.reloptions) o
@@ -103,7 +112,10 @@ INDEXES_EACH = """WITH widths AS (
 )
 SELECT t.relname AS tbl, t.oid AS table_oid, i.relname AS name, i.oid AS oid,
        x.indisvalid AS valid, am.amname AS method,
-       pg_catalog.pg_relation_size(i.oid) AS bytes, i.reltuples AS entries,
+       i.reltuples AS entries,
+       CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
+            THEN i.relpages * pg_catalog.current_setting('block_size')::bigint
+            ELSE pg_catalog.pg_relation_size(i.oid) END AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                    FROM pg_catalog.unnest(i.reloptions) o
@@ -121,7 +133,9 @@ WHERE t.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current
 ORDER BY t.relname, i.relname
 """
 STATISTICS_EACH = """SELECT c.relname AS tbl, c.reltuples AS reltuples,
-       pg_catalog.pg_relation_size(c.oid) AS bytes,
+       CASE WHEN c.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
+            THEN c.relpages * pg_catalog.current_setting('block_size')::bigint
+            ELSE pg_catalog.pg_relation_size(c.oid) END AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce(w.row_width, 0) AS row_width,
        pg_catalog.pg_stat_get_dead_tuples(c.oid) AS dead,

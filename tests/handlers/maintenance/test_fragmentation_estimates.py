@@ -6,6 +6,7 @@ its VACUUM (ANALYZE), and the report counts those statistics."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from sqlalchemy import text
@@ -165,3 +166,70 @@ def test_full_maintenance_analyzes_each_table_once_and_counts_it(home, pg_url):
         o for s in result.steps if s.tool == "optimize_table" for o in s.output["by_table"]
     ]
     assert len(optimized) == 2 and all(o["statistics_updated"] is True for o in optimized)
+
+
+def measured_sizes(url: str, table: str) -> dict[str, int]:
+    """pg_relation_size of the table and each of its indexes, by name."""
+    with engine(url).connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+                "WHERE c.oid = CAST(:t AS regclass) OR c.oid IN "
+                "(SELECT indexrelid FROM pg_index WHERE indrelid = CAST(:t AS regclass))"
+            ),
+            {"t": table},
+        ).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def changes_counted(url: str, table: str) -> None:
+    """Wait until the statistics count the table's changes since its ANALYZE (a session
+    reports them up to a second after it commits)."""
+    with engine(url).connect() as conn:
+        for _ in range(200):
+            found = conn.execute(
+                text("SELECT pg_stat_get_mod_since_analyze(CAST(:t AS regclass))"), {"t": table}
+            ).scalar_one()
+            if found:
+                return
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            conn.rollback()
+            time.sleep(0.05)
+    raise AssertionError(f"the changes to {table} were never counted")
+
+
+def test_a_table_changed_since_its_analyze_is_measured_as_it_is_now(home, pg_url):
+    """The estimate's sizes are the catalog's page counts only where nothing changed the
+    table since ANALYZE counted them; a table that grew since is measured, so neither its
+    size nor its indexes' is the stale count."""
+    two_tables(pg_url, pgstattuple=False)
+    with engine(pg_url).connect() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tight SELECT g, g, repeat('y', 100) "
+                f"FROM generate_series({ROWS + 1}, {3 * ROWS}) g"
+            )
+        )
+        conn.commit()
+        stale = conn.execute(
+            text("SELECT relpages FROM pg_class WHERE relname = 'tight'")
+        ).scalar_one()
+    changes_counted(pg_url, "tight")
+    config = use_target(home, pg_url)
+    plan = one_step_plan(
+        "maintenance",
+        "db",
+        "postgresql",
+        "analyze_table_fragmentation",
+        {"tables": ["bloated", "tight"]},
+    )
+    result = commands.apply_plan(config, plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    outputs = {t["table"]: t for t in result.steps[0].output["by_table"]}
+    for table in ("bloated", "tight"):  # bloated is as its ANALYZE left it
+        sizes = measured_sizes(pg_url, table)
+        assert outputs[table]["size_bytes"] == sizes[table], table
+        assert {i["index"]: i["bytes"] for i in outputs[table]["indexes"]} == {
+            name: size for name, size in sizes.items() if name != table
+        }, table
+    assert outputs["tight"]["size_bytes"] > stale * 8192
