@@ -22,8 +22,6 @@ from aishell.config.files import parse_yaml
 from aishell.config.kinds import Capability, Category
 from aishell.config.sources import read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
-from aishell.guard.sqlcheck import write_reason
-from aishell.guard.statements import classify
 from aishell.handlers import Handler
 from aishell.risk import RiskLevel
 from aishell.tool import locks as toollocks
@@ -41,6 +39,7 @@ from aishell.tool.definition import (
 from aishell.tool.fixedsql import SqlImplementation
 from aishell.tool.report import ReportRule, check_against_result, parse_report_rules
 from aishell.tool.risks import PerDialect
+from aishell.tool.verdicts import CatalogVerdicts
 
 # Re-exported: the rest of aishell imports the catalog's vocabulary from here.
 __all__ = [
@@ -208,23 +207,30 @@ class Registry:
         ]
 
 
-def load_registry(folders: Iterable[Path], plugins: Iterable[Path] = ()) -> Registry:
+def load_registry(
+    folders: Iterable[Path],
+    plugins: Iterable[Path] = (),
+    verdicts: CatalogVerdicts | None = None,
+) -> Registry:
     """Load every tools/*.yaml of the given folders, where any problem is a CatalogError;
     then those of plugins' folders, checked the same, where a file with a problem is
-    refused alone (Registry.refused) and every other tool still loads."""
+    refused alone (Registry.refused) and every other tool still loads. `verdicts`: the
+    parser's verdicts kept by earlier loads (tool/verdicts.py)."""
+    verdicts = verdicts or CatalogVerdicts()
     tools: dict[str, ToolDefinition] = {}
     for folder in folders:
         if not folder.is_dir():
             raise CatalogError(f"Tool catalog folder {folder} does not exist")
         for path in sorted(folder.glob("*.yaml")):
-            _add(tools, load_tool(path))
+            _add(tools, load_tool(path, verdicts))
     refused: list[str] = []
     for folder in plugins:
         for path in sorted(folder.glob("*.yaml")):
             try:
-                _add(tools, load_tool(path))
+                _add(tools, load_tool(path, verdicts))
             except CatalogError as exc:
                 refused.append(str(exc))
+    verdicts.keep()
     for tool in tools.values():
         for agent, where in tool.planned.items():
             if where.after not in tools:
@@ -269,8 +275,9 @@ def _parsed(raw: bytes, digest: str, path: Path) -> Any:
     return data
 
 
-def load_tool(path: Path) -> ToolDefinition:
+def load_tool(path: Path, verdicts: CatalogVerdicts | None = None) -> ToolDefinition:
     """One tool definition, checked in full; any problem is a CatalogError naming the file."""
+    verdicts = verdicts or CatalogVerdicts()
     try:
         raw = read_source(path, "tool file")
     except ConfigError as exc:
@@ -284,7 +291,7 @@ def load_tool(path: Path) -> ToolDefinition:
     spec = read_tool_file(data)
     if isinstance(spec, str):
         raise fail(spec)
-    implementations = _implementations(spec, fail)
+    implementations = _implementations(spec, fail, verdicts)
     report = parse_report_rules(spec.report, fail) if "report" in data else ()
     for dialect, implementation in implementations.items():
         if isinstance(implementation, SqlImplementation):
@@ -319,7 +326,9 @@ def load_tool(path: Path) -> ToolDefinition:
     )
 
 
-def _implementations(spec: ToolFile, fail: Callable[[str], Exception]) -> dict[str, Implementation]:
+def _implementations(
+    spec: ToolFile, fail: Callable[[str], Exception], verdicts: CatalogVerdicts
+) -> dict[str, Implementation]:
     """Each dialect's implementation, none riskier than the tool is tagged."""
     identifiers = frozenset(schema.identifier_params(spec.params))
     implementations: dict[str, Implementation] = {}
@@ -328,8 +337,8 @@ def _implementations(spec: ToolFile, fail: Callable[[str], Exception]) -> dict[s
         if isinstance(form, HandlerSpec):
             impl = _resolve_handler(form.handler, where, fail)
         else:
-            impl = _sql_implementation(form, identifiers, dialect, fail)
-        floor, why = implied_risk(impl, dialect, getattr(form, "handler", None))
+            impl = _sql_implementation(form, identifiers, dialect, fail, verdicts)
+        floor, why = implied_risk(impl, dialect, getattr(form, "handler", None), verdicts)
         if floor.rank > spec.risk_level.rank:
             # What a tool may run sets its least risk; a declaration cannot lower it.
             raise fail(
@@ -341,7 +350,10 @@ def _implementations(spec: ToolFile, fail: Callable[[str], Exception]) -> dict[s
 
 
 def implied_risk(
-    impl: Implementation, dialect: str, handler: str | None = None
+    impl: Implementation,
+    dialect: str,
+    handler: str | None = None,
+    verdicts: CatalogVerdicts | None = None,
 ) -> tuple[RiskLevel, str]:
     """The least risk an implementation implies, and why: the riskiest of its statements
     as the parser classifies them, and for a handler what the handler itself does."""
@@ -350,28 +362,33 @@ def implied_risk(
     if isinstance(handler_risk, RiskLevel) and handler_risk.rank > floor.rank:
         floor = handler_risk
         why = f"the handler {handler} {getattr(impl, 'effect', '') or 'is of that risk'}"
+    verdicts = verdicts or CatalogVerdicts()
     for sql in impl.sql_templates:
-        found = classify(PLACEHOLDER.sub('"x"', sql), dialect)
-        if found.risk.rank > floor.rank:
-            floor, why = found.risk, f"{found.reason}: {sql.strip()}"
+        risk, reason = verdicts.classify(PLACEHOLDER.sub('"x"', sql), dialect)
+        if risk.rank > floor.rank:
+            floor, why = risk, f"{reason}: {sql.strip()}"
     return floor, why
 
 
 def _sql_implementation(
-    form: SqlSpec, identifiers: frozenset[str], dialect: str, fail: Callable[[str], Exception]
+    form: SqlSpec,
+    identifiers: frozenset[str],
+    dialect: str,
+    fail: Callable[[str], Exception],
+    verdicts: CatalogVerdicts,
 ) -> SqlImplementation:
     """SQL that runs as the file gives it: one statement per call, identifiers only
     from params marked x-identifier, and a check query that only reads."""
     where = f"implementations.{dialect}"
     check_sql = form.check_sql
-    if check_sql is not None and write_reason(PLACEHOLDER.sub('"x"', check_sql), dialect):
+    if check_sql is not None and verdicts.write_reason(PLACEHOLDER.sub('"x"', check_sql), dialect):
         raise fail(f"{where}.check_sql {CHECK_SQL_MUST}")
     for statement in form.statements:
-        found = classify(PLACEHOLDER.sub('"x"', statement), dialect)
-        if found.reason in ("transaction control inside a step", "more than one statement"):
+        _, reason = verdicts.classify(PLACEHOLDER.sub('"x"', statement), dialect)
+        if reason in ("transaction control inside a step", "more than one statement"):
             # Each statement is one call: the executor owns transactions and the guard
             # sees every statement on its own.
-            raise fail(f"{where}.sql: {found.reason} is not allowed: {statement.strip()}")
+            raise fail(f"{where}.sql: {reason} is not allowed: {statement.strip()}")
         for placeholder in PLACEHOLDER.findall(statement):
             if placeholder not in identifiers:
                 raise fail(

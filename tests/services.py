@@ -181,3 +181,19 @@ def scratch_mysql(admin_url: str = MYSQL_ADMIN, name: str | None = None) -> Iter
 
 def engine(url: str) -> Engine:
     return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def changes_counted(url: str, table: str) -> None:
+    """Wait until the statistics count the table's changes since its ANALYZE (a session
+    reports them up to a second after it commits)."""
+    with engine(url).connect() as conn:
+        for _ in range(200):
+            found = conn.execute(
+                text("SELECT pg_stat_get_mod_since_analyze(CAST(:t AS regclass))"), {"t": table}
+            ).scalar_one()
+            if found:
+                return
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            conn.rollback()
+            time.sleep(0.05)
+    raise AssertionError(f"the changes to {table} were never counted")

@@ -133,7 +133,7 @@ def _load_listing(view: ConfigView, path: Path) -> list[dict[str, Any]]:
     folders, failures = tool_folders()
     plugin_folders = [str(folder) for _, _, folder in folders]
     before = _catalog_key(view, plugin_folders)
-    registry = catalog_from(view.catalog_folders, (folders, failures))
+    registry = catalog_from(view.catalog_folders, (folders, failures), view.state_home)
     tools = [tool.metadata() for tool in registry.find()]
     if not failures and before is not None and before == _catalog_key(view, plugin_folders):
         refused = [[f.group, f.name, f.package, f.error] for f in refused_tools(registry, folders)]

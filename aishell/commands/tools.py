@@ -15,23 +15,29 @@ from aishell.registry import Registry, load_registry
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
 from aishell.tool.definition import DIALECTS
+from aishell.tool.verdicts import CatalogVerdicts
 
 
 def load_catalog(config: Config) -> Registry:
     """The built-in catalog, the site's folders named in config, then the folders of
     installed packages' `aishell.tools` entry points; a plugin's entry point or tool file
     that fails is left out and told on stderr (`aishell doctor` lists them)."""
-    return catalog_from(config.catalog_paths, tool_folders())
+    return catalog_from(config.catalog_paths, tool_folders(), config.state_home)
 
 
 Plugins = tuple[list[tuple[str, str, Path]], list[PluginFailure]]
 
 
-def catalog_from(catalog_paths: list[Path], plugins: Plugins) -> Registry:
-    """load_catalog, given the site's folders and what tool_folders() found."""
+def catalog_from(
+    catalog_paths: list[Path], plugins: Plugins, state_home: Path | None = None
+) -> Registry:
+    """load_catalog, given the site's folders and what tool_folders() found; the parser's
+    verdicts on the catalog's SQL kept in `state_home`'s cache (tool/verdicts.py)."""
     folders, failures = plugins
     registry = load_registry(
-        [bundled_catalog_dir(), *catalog_paths], [folder for _, _, folder in folders]
+        [bundled_catalog_dir(), *catalog_paths],
+        [folder for _, _, folder in folders],
+        CatalogVerdicts(state_home),
     )
     warn([*failures, *refused_tools(registry, folders)])
     return registry

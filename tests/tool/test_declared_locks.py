@@ -32,7 +32,7 @@ from aishell.render.prompt import approval_prompt
 from tests.handlers.backup.test_restore_prechecks import Recorder
 from tests.helpers import one_step_plan
 from tests.private_servers import private_mariadb
-from tests.services import MYSQL_ADMIN, engine, scratch_mysql
+from tests.services import MYSQL_ADMIN, changes_counted, engine, scratch_mysql
 
 HANG = 120  # seconds: a hang detector, never a timing assertion
 TABLE = "locks_probe"
@@ -70,6 +70,8 @@ class Case:
     extensions: tuple[str, ...] = ()
     # SQL that makes the table worth the step's work (a bloated index to rebuild).
     setup: tuple[str, ...] = ()
+    # Wait until the statistics count the setup's changes since the table's ANALYZE.
+    changed: bool = False
 
 
 PURGE = {"table": TABLE, "date_column": "created_at", "retention_days": 30}
@@ -89,7 +91,15 @@ PG_CASES = [
     ),
     Case("count_table_rows", "maintenance", {"table": TABLE}, "ACCESS SHARE"),
     Case("delete_old_records", "maintenance", PURGE, "ROW EXCLUSIVE"),
-    Case("analyze_table_fragmentation", "maintenance", {"table": TABLE}, "ACCESS SHARE"),
+    # Its estimate measures a table changed since its ANALYZE (else pg_class's pages do).
+    Case(
+        "analyze_table_fragmentation",
+        "maintenance",
+        {"table": TABLE},
+        "ACCESS SHARE",
+        setup=(f"UPDATE {TABLE} SET v = v WHERE id = 1",),
+        changed=True,
+    ),
     Case("backup_database_full", "backup", {"lock_wait_seconds": 60}, "ACCESS SHARE"),
     Case(
         "analyze_database_health",
@@ -250,6 +260,8 @@ def pg_observe(conn: Connection, others: list[int]) -> set[tuple[str, bool]]:
 @pytest.mark.parametrize("case", PG_CASES, ids=lambda c: c.tool)
 def test_postgresql_steps_take_the_locks_their_tools_declare(home, pg_url, case):
     make_table(pg_url, case.extensions, case.setup)
+    if case.changed:
+        changes_counted(pg_url, TABLE)
     config = configure(home, pg_url)
     mode = case.waits_for
     assert mode in declared(case.tool, "postgresql")

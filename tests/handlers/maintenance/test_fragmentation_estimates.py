@@ -6,7 +6,6 @@ its VACUUM (ANALYZE), and the report counts those statistics."""
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from sqlalchemy import text
@@ -15,7 +14,7 @@ from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, use_target
-from tests.services import engine
+from tests.services import changes_counted, engine
 
 ROWS = 20_000
 
@@ -180,22 +179,6 @@ def measured_sizes(url: str, table: str) -> dict[str, int]:
             {"t": table},
         ).all()
     return {r[0]: int(r[1]) for r in rows}
-
-
-def changes_counted(url: str, table: str) -> None:
-    """Wait until the statistics count the table's changes since its ANALYZE (a session
-    reports them up to a second after it commits)."""
-    with engine(url).connect() as conn:
-        for _ in range(200):
-            found = conn.execute(
-                text("SELECT pg_stat_get_mod_since_analyze(CAST(:t AS regclass))"), {"t": table}
-            ).scalar_one()
-            if found:
-                return
-            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-            conn.rollback()
-            time.sleep(0.05)
-    raise AssertionError(f"the changes to {table} were never counted")
 
 
 def test_a_table_changed_since_its_analyze_is_measured_as_it_is_now(home, pg_url):
