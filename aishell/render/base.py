@@ -3,7 +3,7 @@ and risks, and how untrusted text is made safe to print."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -86,7 +86,7 @@ def step_subject(params: dict[str, Any], every: bool = False) -> str:
     tables = params.get("tables")
     if isinstance(tables, list):
         return (
-            names_summary([printable(from_steps(str(t))) for t in tables], every)
+            names_summary(tables, every, show=lambda t: printable(from_steps(str(t))))
             if tables
             else "(all)"
         )
@@ -106,12 +106,19 @@ def from_steps(value: str) -> str:
     return value
 
 
-def names_summary(names: list[str], every: bool = False, noun: str = "tables") -> str:
-    """Names (already printable) joined; more than NAMES_SHOWN as their count, the first
-    three and the last, unless `every`."""
+def names_summary(
+    names: Sequence[T],
+    every: bool = False,
+    noun: str = "tables",
+    show: Callable[[T], str] = str,
+) -> str:
+    """Names, each as `show` prints it (by default already printable), joined; more than
+    NAMES_SHOWN as their count, the first three and the last, unless `every`. Only the
+    names shown are printed: a step of 10,000 tables prints four."""
     if every or len(names) <= NAMES_SHOWN:
-        return ", ".join(names)
-    return f"{len(names):,} {noun}: {', '.join(names[:3])}, ..., {names[-1]}"
+        return ", ".join(map(show, names))
+    first = ", ".join(map(show, names[:3]))
+    return f"{len(names):,} {noun}: {first}, ..., {show(names[-1])}"
 
 
 def alike(steps: list[T], key: Callable[[T], Hashable]) -> list[list[T]]:

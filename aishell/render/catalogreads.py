@@ -54,6 +54,8 @@ def is_catalog_read(sql: str, dialect: str) -> bool:
     and every comment a tool renders (what it decided), counts as worth showing. A plan
     of 10,000 tables shows 10,000 statements alike but for the table they name: each
     shape is parsed once."""
+    if all(line.lstrip().startswith("--") for line in sql.strip().splitlines()):
+        return False  # a comment, or nothing: no shape to find
     return _shape_is_catalog_read(_shape(sql), dialect)
 
 

@@ -183,7 +183,8 @@ def _sql_cells(groups: list[list[StepPreview]], dialect: str, every: bool) -> li
 
 
 def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str], every: bool) -> str:
-    catalog = [s for s in step.sql if is_catalog_read(s, dialect)]
+    reads = [is_catalog_read(s, dialect) for s in step.sql]
+    catalog = [s for s, read in zip(step.sql, reads, strict=True) if read]
     repeated = list(dict.fromkeys(seen[s] for s in catalog if s in seen))
     fresh = [s for s in dict.fromkeys(catalog) if s not in seen]
     lines: list[str] = []
@@ -196,7 +197,9 @@ def _sql_cell(step: StepPreview, dialect: str, seen: dict[str, str], every: bool
     else:
         lines += [printable(s, newlines=True).strip() for s in fresh]
     seen.update(dict.fromkeys(fresh, step.step_id))
-    lines += _table_statements([s for s in step.sql if not is_catalog_read(s, dialect)], every)
+    lines += _table_statements(
+        [s for s, read in zip(step.sql, reads, strict=True) if not read], every
+    )
     return "\n".join(lines)
 
 
@@ -223,7 +226,15 @@ def _table_statements(statements: list[str], every: bool) -> list[str]:
             continue
         shown.add(shape)
         group = [s for s, other in zip(statements, shapes, strict=True) if other == shape]
-        names = [printable(found.group(0)[1:-1]) for s in group[1:] if (found := _QUOTED.search(s))]
+        # One shape: all of them name a quoted identifier, or none does.
+        others = group[1:] if _QUOTED.search(statement) else []
+        names = base.names_summary(others, show=_named)
         lines.append(printable(statement, newlines=True))
-        lines.append(f"-- and {len(group) - 1:,} more alike, one each: {base.names_summary(names)}")
+        lines.append(f"-- and {len(group) - 1:,} more alike, one each: {names}")
     return lines
+
+
+def _named(statement: str) -> str:
+    """The first quoted identifier of a statement, printable."""
+    found = _QUOTED.search(statement)
+    return printable(found.group(0)[1:-1]) if found else ""

@@ -88,6 +88,17 @@ class TableReadings:
         self._by_table.setdefault(table, {})[key] = (now, value)
         return value
 
+    def keep_each(self, key: Hashable, readings: Mapping[str, object]) -> None:
+        """Readings of another aspect that one query of the plan's tables gave with the
+        aspect asked for (a table's statistics estimate, with its indexes): kept as if
+        `get_each` had read them together just now."""
+        now = self._clock()
+        taken = self._taken.get(key, set())
+        fresh = {t: v for t, v in readings.items() if t not in taken and t not in self._written}
+        for name, value in fresh.items():
+            self._by_table.setdefault(name, {})[key] = (now, value)
+        self._batched[key] = (now, set(fresh))
+
     def _together(self, table: str, key: Hashable, now: float) -> bool:
         """Whether the table is read with the others: planned, not asked for nor written
         to since, nor in a batch read of this aspect (or tried) within MAX_AGE_SECONDS."""

@@ -87,7 +87,9 @@ ORDER BY i.relname
 # The same figures of every table named, in one query each (a plan's tables, read
 # together: aishell/tool/readings.py). pg_stats is read once for them all (a lookup per
 # index or table would read it 10,000 times), and the statistics functions stand for
-# pg_stat_user_tables (whose dozen figures per table cost ten times the time).
+# pg_stat_user_tables (whose dozen figures per table cost ten times the time). The
+# indexes' query also gives each table's STATISTICS_EACH figures: pg_stats, the costliest
+# part of both, is then read once for a plan's estimates (recent_indexes).
 INDEXES_EACH = """WITH widths AS (
   SELECT s.tablename, s.attname, pg_catalog.sum(s.avg_width) AS width FROM pg_stats s
   WHERE s.schemaname = pg_catalog.current_schema()
@@ -109,8 +111,17 @@ INDEXES_EACH = """WITH widths AS (
   SELECT indexrelid, pg_catalog.sum(width) AS key_width
   FROM (SELECT DISTINCT indexrelid, attnum, width FROM keys WHERE width IS NOT NULL) d
   GROUP BY indexrelid
+), row_widths AS (
+  SELECT tablename, pg_catalog.sum(width) AS row_width FROM widths GROUP BY tablename
 )
 SELECT t.relname AS tbl, t.oid AS table_oid, i.relname AS name, i.oid AS oid,
+       t.reltuples AS reltuples,
+       CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
+            THEN t.relpages * pg_catalog.current_setting('block_size')::bigint
+            ELSE pg_catalog.pg_relation_size(t.oid) END AS table_bytes,
+       coalesce(rw.row_width, 0)::bigint AS row_width,
+       pg_catalog.pg_stat_get_dead_tuples(t.oid) AS dead,
+       pg_catalog.pg_stat_get_live_tuples(t.oid) AS live,
        x.indisvalid AS valid, am.amname AS method,
        i.reltuples AS entries,
        CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
@@ -129,6 +140,7 @@ LEFT JOIN pg_class i ON i.oid = x.indexrelid
 LEFT JOIN pg_am am ON am.oid = i.relam
 LEFT JOIN per_index p ON p.indexrelid = x.indexrelid
 LEFT JOIN key_widths kw ON kw.indexrelid = x.indexrelid
+LEFT JOIN row_widths rw ON rw.tablename = t.relname
 WHERE t.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
 ORDER BY t.relname, i.relname
 """
@@ -267,7 +279,7 @@ def _together(conn: Connection, sql: str, names: Sequence[str]) -> list[Mapping[
     if not names:
         return []
     return read_together(
-        conn, lambda: list(conn.execute(text(sql), {"names": list(names)}).mappings())
+        conn, lambda: list(conn.execute(text(sql), {"names": list(names)}).mappings().all())
     )
 
 
@@ -317,6 +329,16 @@ def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, An
         by_table: dict[str, list[Mapping[Any, Any]]] = {}
         for row in _together(ctx.connection, INDEXES_EACH, names):
             by_table.setdefault(row["tbl"], []).append(row)
+        scans = scanners(ctx)
+        if not scans.approx:
+            # The statistics estimate of each table came with its indexes.
+            ctx.table_readings.keep_each(
+                ("estimate", False),
+                {
+                    name: _from_statistics({**rows[0], "bytes": rows[0]["table_bytes"]}, scans)
+                    for name, rows in by_table.items()
+                },
+            )
         return {name: _indexes_of(rows) for name, rows in by_table.items()}
 
     return ctx.table_readings.get_each(

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from aishell import commands
 from aishell.config.models import Config
+from aishell.handlers.postgresql import estimates
 from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, use_target
 from tests.services import changes_counted, engine
@@ -216,3 +217,32 @@ def test_a_table_changed_since_its_analyze_is_measured_as_it_is_now(home, pg_url
             name: size for name, size in sizes.items() if name != table
         }, table
     assert outputs["tight"]["size_bytes"] > stale * 8192
+
+
+def test_a_plans_statistics_estimates_come_with_its_indexes_and_match_one_table_read_alone(
+    home, pg_url
+):
+    """Without pgstattuple, the query of every planned table's indexes also gives each
+    table's statistics estimate (pg_stats is read once), and it is the estimate one
+    table's own query gives."""
+    two_tables(pg_url, pgstattuple=False)
+    config = use_target(home, pg_url)
+    plan = one_step_plan(
+        "maintenance",
+        "db",
+        "postgresql",
+        "analyze_table_fragmentation",
+        {"tables": ["bloated", "tight"]},
+    )
+    result = commands.apply_plan(config, plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    sql = [s["sql"] for s in statements(config, result.run_id)]
+    assert sum("pg_stats" in s for s in sql) == 1, sql
+    outputs = {t["table"]: t for t in result.steps[0].output["by_table"]}
+    with engine(pg_url).connect() as conn:
+        for table in ("bloated", "tight"):
+            oid = conn.execute(text("SELECT CAST(:t AS regclass)::oid"), {"t": table}).scalar()
+            alone = estimates.table_estimate(conn, int(oid), estimates.Scanners(False, False))
+            got = {k: outputs[table][k] for k in alone if k in outputs[table]}
+            assert got == {k: alone[k] for k in got}, table
+            assert alone["fragmentation_percent"] == outputs[table]["fragmentation_percent"]
