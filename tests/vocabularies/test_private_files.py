@@ -144,15 +144,20 @@ def test_group_readable_opens_backups_plans_and_archives_to_the_group_only(
     aishell("plan", "maintenance", "--type", "full", "--out", str(out / "plan.json"))
     aishell("metrics", "--textfile", str(out / "metrics.prom"))
     made = made_since(before, home, out)
+    cache = home / "cache"
     assert_private(
-        {p: m for p, m in made.items() if p.parent != home},
+        {p: m for p, m in made.items() if p.parent != home and not p.is_relative_to(cache)},
         folder=0o750,
         file=0o640,
     )
-    # The state store and the plan-signing key beside it stay their owner's alone.
+    # The state store, the plan-signing key beside it, and the cache of what the catalog's
+    # load judged (used only from a file no one else can write) stay their owner's alone.
     state = {p: m for p, m in made.items() if p.parent == home and p.is_file()}
     assert home / "state.db" in state, sorted(map(str, state))
     assert_private(state)
+    kept = {p: m for p, m in made.items() if p.is_relative_to(cache)}
+    assert cache / "verdicts.json" in kept, sorted(map(str, made))
+    assert_private(kept)
     # Under the usual umask the group gets what config says, no more.
     before = everything(home)
     aishell("run", "backup", "--type", "full", "--yes", umask=0o022)
