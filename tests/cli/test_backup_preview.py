@@ -4,11 +4,14 @@ estimated size, with nothing written to the backup folder."""
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
+from aishell.handlers.backup import SIZE_SQL
+from tests.helpers import use_target
 
 STEPS = ["calculate_backup_size", "backup_database_full", "validate_backup"]
 
@@ -52,3 +55,30 @@ def test_run_backup_dry_run_estimates_and_writes_nothing(
     assert result["steps"][0]["output"]["estimated_bytes"] > 0
     assert backup_folder_files(home) == []
     assert commands.list_backups(config) == []
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_demo", "pg_url", "mysql_url"])
+def test_the_size_step_shows_and_sends_its_own_engines_statement(
+    home: Path, url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """Each engine's size step shows the statement it sends there: a PostgreSQL plan
+    shows pg_database_size, never SQLite's page count, and the run's audit agrees."""
+    if url_fixture == "sqlite_demo":
+        request.getfixturevalue("demo_db")
+        config = request.getfixturevalue("config")
+    else:
+        config = use_target(home, request.getfixturevalue(url_fixture))
+    plan = commands.plan_job(config, "backup", {"type": "full"})
+    dialect = plan.plan.dialect
+    wanted = SIZE_SQL["mysql" if dialect == "mariadb" else dialect]
+    assert plan.steps[0].tool == "calculate_backup_size"
+    assert [s.strip() for s in plan.steps[0].sql] == [wanted]
+    result = commands.run_job(config, "backup", {"type": "full"}, dry_run=True)
+    assert result.status == "completed", result.error
+    sent = [
+        s["sql"].strip()
+        for s in commands.run_statements(config, result.run_id)
+        if s["step_index"] == 0
+    ]
+    assert wanted in sent
+    assert not [s for s in sent if "pragma_page" in s and dialect != "sqlite"]

@@ -48,6 +48,7 @@ from aishell.handlers.backup.restore import (
     restore_estimate,
 )
 from aishell.handlers.backup.take import (
+    SIZE_SQL,
     backup_full,
     backup_incremental,
     backup_size,
@@ -68,6 +69,8 @@ __all__ = [
     "backup_database_full",
     "backup_database_incremental",
     "calculate_backup_size",
+    "calculate_backup_size_mysql",
+    "calculate_backup_size_postgresql",
     "chain_of",
     "changed_tables",
     "checksum_rows",
@@ -87,10 +90,12 @@ __all__ = [
     "validate_backup",
 ]
 
-calculate_backup_size = Handler(
-    sql_templates=("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",),
-    run_fn=backup_size,
+# One per engine: each shows, and is judged by, the size statement it sends there.
+calculate_backup_size = Handler(sql_templates=(SIZE_SQL["sqlite"],), run_fn=backup_size)
+calculate_backup_size_postgresql = Handler(
+    sql_templates=(SIZE_SQL["postgresql"],), run_fn=backup_size
 )
+calculate_backup_size_mysql = Handler(sql_templates=(SIZE_SQL["mysql"],), run_fn=backup_size)
 
 backup_database_full = Handler(
     sql_templates=("VACUUM INTO :path",),

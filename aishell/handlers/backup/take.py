@@ -45,6 +45,22 @@ from aishell.units import stamp
 # --- calculate_backup_size ---------------------------------------------------------------
 
 
+# The database's size, as each engine tells it.
+SIZE_SQL = {
+    "postgresql": "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",
+    "mysql": (
+        "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
+        "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+    ),
+    "sqlite": "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+}
+
+
+def size_sql(dialect: str) -> str:
+    """SIZE_SQL of a dialect (MariaDB's is MySQL's)."""
+    return SIZE_SQL["mysql" if dialect == "mariadb" else dialect]
+
+
 def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {**_space(ctx), "tables": len(user_tables(ctx.connection))}
 
@@ -53,23 +69,7 @@ def _space(ctx: ToolContext) -> dict[str, Any]:
     """The database's size, the backup folder's free space, and whether it has room
     for about 1.2 times the size."""
     conn = ctx.connection
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        size = conn.execute(
-            text("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())")
-        ).scalar()
-    elif dialect in ("mysql", "mariadb"):
-        size = conn.execute(
-            text(
-                "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
-                "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
-            )
-        ).scalar()
-    else:
-        size = conn.execute(
-            text("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size")
-        ).scalar()
-    size = int(size or 0)
+    size = int(conn.execute(text(size_sql(conn.dialect.name))).scalar() or 0)
     free = (
         shutil.disk_usage(ctx.backup_dir).free
         if ctx.backup_dir and ctx.backup_dir.exists()
