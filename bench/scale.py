@@ -185,7 +185,7 @@ def peak_rss_kib() -> int:
 
 def plan_child(home: str, trace: bool) -> None:
     """In the child: plan and draw, as `aishell plan maintenance --type quick` does."""
-    from aishell.cli import cli
+    from aishell.cli import main
 
     before = peak_rss_kib()
     out = open(os.devnull, "w")  # noqa: SIM115
@@ -194,8 +194,14 @@ def plan_child(home: str, trace: bool) -> None:
         import tracemalloc
 
         tracemalloc.start()
+    # The entry point the `aishell` command calls, with its process-wide settings.
+    sys.argv = ["aishell", "--home", home, "plan", "maintenance", "--type", "quick"]
     started = time.perf_counter()
-    cli.main(["--home", home, "plan", "maintenance", "--type", "quick"], standalone_mode=False)
+    try:
+        main()
+    except SystemExit as done:
+        if done.code:
+            raise
     took = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1] if trace else None
     sys.stdout = sys.__stdout__

@@ -84,8 +84,17 @@ def cli(ctx: click.Context, config_path: str | None, home: str | None, debug: bo
     ctx.obj = State(config_path, home, debug)
 
 
+# Allocations between the cyclic collector's passes (Python's default: 700). A command
+# holds what it read of every table until it ends, and a plan of 10,000 tables makes
+# millions of objects that live that long: at the default, the collector walked them
+# again and again for nothing (0.3 s of a 2 s plan). Its cycles are still collected,
+# a pass in about 10,000 allocations (the plan's peak memory the same, within 4 MiB).
+ALLOCATIONS_PER_COLLECTION = 10_000
+
+
 def main() -> None:
     drop_output_once_its_reader_is_gone()
+    gc.set_threshold(ALLOCATIONS_PER_COLLECTION, *gc.get_threshold()[1:])
     try:
         cli(prog_name="aishell")
     finally:
