@@ -182,6 +182,21 @@ def measured_sizes(url: str, table: str) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
+def measured_together(config: Config) -> tuple[str, dict[str, dict[str, Any]]]:
+    """One fragmentation step over both tables (read together, as a plan's are): its
+    run, and each table's output."""
+    plan = one_step_plan(
+        "maintenance",
+        "db",
+        "postgresql",
+        "analyze_table_fragmentation",
+        {"tables": ["bloated", "tight"]},
+    )
+    result = commands.apply_plan(config, plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    return result.run_id, {t["table"]: t for t in result.steps[0].output["by_table"]}
+
+
 def test_a_table_changed_since_its_analyze_is_measured_as_it_is_now(home, pg_url):
     """The estimate's sizes are the catalog's page counts only where nothing changed the
     table since ANALYZE counted them; a table that grew since is measured, so neither its
@@ -199,17 +214,7 @@ def test_a_table_changed_since_its_analyze_is_measured_as_it_is_now(home, pg_url
             text("SELECT relpages FROM pg_class WHERE relname = 'tight'")
         ).scalar_one()
     changes_counted(pg_url, "tight")
-    config = use_target(home, pg_url)
-    plan = one_step_plan(
-        "maintenance",
-        "db",
-        "postgresql",
-        "analyze_table_fragmentation",
-        {"tables": ["bloated", "tight"]},
-    )
-    result = commands.apply_plan(config, plan, approver=PreApproved())
-    assert result.status == "completed", result.error
-    outputs = {t["table"]: t for t in result.steps[0].output["by_table"]}
+    _, outputs = measured_together(use_target(home, pg_url))
     for table in ("bloated", "tight"):  # bloated is as its ANALYZE left it
         sizes = measured_sizes(pg_url, table)
         assert outputs[table]["size_bytes"] == sizes[table], table
@@ -227,18 +232,9 @@ def test_a_plans_statistics_estimates_come_with_its_indexes_and_match_one_table_
     table's own query gives."""
     two_tables(pg_url, pgstattuple=False)
     config = use_target(home, pg_url)
-    plan = one_step_plan(
-        "maintenance",
-        "db",
-        "postgresql",
-        "analyze_table_fragmentation",
-        {"tables": ["bloated", "tight"]},
-    )
-    result = commands.apply_plan(config, plan, approver=PreApproved())
-    assert result.status == "completed", result.error
-    sql = [s["sql"] for s in statements(config, result.run_id)]
+    run_id, outputs = measured_together(config)
+    sql = [s["sql"] for s in statements(config, run_id)]
     assert sum("pg_stats" in s for s in sql) == 1, sql
-    outputs = {t["table"]: t for t in result.steps[0].output["by_table"]}
     with engine(pg_url).connect() as conn:
         for table in ("bloated", "tight"):
             oid = conn.execute(text("SELECT CAST(:t AS regclass)::oid"), {"t": table}).scalar()
