@@ -1,5 +1,5 @@
 """A fleet job through a real broker (RabbitMQ, then Redis) with three worker processes
-and 60 targets: 20 SQLite files, 20 PostgreSQL and 20 MariaDB databases. One worker is
+and 30 targets: 10 SQLite files, 10 PostgreSQL and 10 MariaDB databases. One worker is
 SIGKILLed in the middle of a run; in the end every target has exactly one run, completed,
 no statement of a finished step was sent twice (the statement audit), and no database
 server ever had more runs at once than its limit (sampled from pg_stat_activity and the
@@ -29,7 +29,8 @@ from aishell.config.models import load_config
 from tests.fleet.queues import delete_queue
 from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_mysql, scratch_postgresql
 
-EACH = 20
+# Per engine: five times a server's limit, so that every server's runs queue for it.
+EACH = 10
 LIMIT = 2
 BROKERS = {
     "rabbitmq": "amqp://guest@127.0.0.1:5672//",
