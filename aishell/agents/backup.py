@@ -15,6 +15,7 @@ from aishell.config.options import (
     BACKUP_RETENTION_DAYS,
     BACKUP_TYPE,
     BACKUP_TYPES,
+    KEEP_LAST,
     QUICK,
     VERIFY,
 )
@@ -69,7 +70,7 @@ class BackupAgent:
             normalized.update(
                 cleanup=True,
                 retention_days=job.get("retention_days", BACKUP_RETENTION_DAYS.default),
-                keep_last=job.get("keep_last", 1),
+                keep_last=job.get("keep_last", KEEP_LAST.default),
             )
         return normalized
 

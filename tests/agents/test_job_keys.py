@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from aishell import commands
+from aishell.config.options import BACKUP_RETENTION_DAYS, KEEP_LAST
 from aishell.errors import UsageError
 from aishell.policy.approvers import PreApproved
 from tests.helpers import digest, query
@@ -93,3 +94,12 @@ def test_the_keys_the_command_line_gives_are_taken(demo_db, config, tmp_path):
         ).status
         == "completed"
     )
+
+
+def test_a_backup_cleanup_given_no_keep_last_keeps_what_the_command_line_keeps(demo_db, config):
+    """A job from the API, a schedule or a plan that leaves keep_last out keeps as many
+    newest backups as `run backup --cleanup` does by default, never fewer."""
+    plan = commands.make_plan(config, "backup", {"type": "full", "cleanup": True})
+    cleanup = next(s for s in plan.steps if s.tool == "cleanup_old_backups")
+    assert cleanup.params["keep_last"] == KEEP_LAST.default == 3
+    assert cleanup.params["retention_days"] == BACKUP_RETENTION_DAYS.default
