@@ -247,7 +247,7 @@ def test_postgresql_an_increment_reads_its_checksums_behind_a_lock_as_long_as_it
     assert commands.run_job(config, "backup", {"type": "full"}).status == "completed"
 
     with holding(pg_url) as (_holder, conn):
-        release = threading.Timer(2.5, conn.commit)
+        release = threading.Thread(target=_release_once_waited, args=(pg_url, conn, WAITED))
         release.start()
         try:
             result = commands.run_job(
@@ -258,7 +258,32 @@ def test_postgresql_an_increment_reads_its_checksums_behind_a_lock_as_long_as_it
 
     assert result.status == "completed", result.error
     step = next(s for s in result.steps if s.tool == "backup_database_incremental")
-    assert step.attempts == 1 and step.seconds >= 2
+    # It was seen waiting, and the lock came WAITED seconds later: one attempt that long.
+    assert step.attempts == 1 and step.seconds >= WAITED
+
+
+# How long the holder keeps table `held` once aishell's session waits for it: past the
+# session's one-second lock timeout. HANG: a hang detector, never a timing assertion.
+WAITED = 2.0
+HANG = 120
+
+
+def _release_once_waited(url: str, holder: Any, seconds: float) -> None:
+    """Commit the holder's transaction `seconds` after a session of this database is
+    first seen waiting for table `held` (or after HANG, if none ever waits)."""
+    with _pg(url) as conn:
+        deadline = time.monotonic() + HANG
+        while time.monotonic() < deadline:
+            found = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                "AND relation = 'held'::regclass AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+            if found and found[0]:
+                break
+            time.sleep(0.01)
+    time.sleep(seconds)
+    holder.commit()
 
 
 def test_postgresql_an_increment_held_off_throughout_names_who_holds_the_table(
