@@ -31,8 +31,8 @@ def last_skipped(config: Config, target: str, agent: str) -> tuple[str, ...]:
             if run["status"] == "running":
                 continue
             found: dict[str, None] = {}
-            for step in store.get_run(run["run_id"])["steps"]:
-                for entry in _held_entries(step.get("output") or {}):
+            for output in store.step_outputs(run["run_id"]):
+                for entry in _held_entries(output if isinstance(output, dict) else {}):
                     if entry.get("cause") == "locked" and entry.get("table"):
                         found.setdefault(str(entry["table"]))
             return tuple(found)

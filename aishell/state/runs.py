@@ -162,6 +162,28 @@ class RunRepository(ApprovalRepository):
             conn.execute(delete(run_controls).where(run_controls.c.run_id == run_id))
             self._event(conn, run_id, None, "run_resumed", {"by": current_user(), "reason": reason})
 
+    def step_outputs(self, run_id: str) -> list[Any]:
+        """The outputs of a run's steps (its full id), in order, each checked against its
+        signature as get_run checks it: what planning reads of an earlier run, without
+        the params, SQL, approvals and events get_run reads besides."""
+        self.flush()
+        found = self._conn.execute(
+            select(
+                steps.c.idx,
+                steps.c.status,
+                steps.c.status_seal,
+                steps.c.output,
+                steps.c.output_seal,
+            )
+            .where(steps.c.run_id == run_id)
+            .order_by(steps.c.idx)
+        ).all()
+        self._conn.rollback()
+        if self._key is not None:
+            for r in found:
+                check_step(self._key, run_id, r.idx, r._mapping, f"run {run_id}'s step {r.idx}")
+        return [loads(r.output) for r in found]
+
     def list_runs(
         self, status: str | None = None, limit: int = 50, targets: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
