@@ -134,6 +134,12 @@ class ToolDefinition:
         return replace(self, implementations=bound)
 
     @cached_property
+    def params_json(self) -> str:
+        """Its params schema's canonical JSON, which its validator is found by: made once,
+        as every step of the tool is checked against it."""
+        return schema.canonical(self.params)
+
+    @cached_property
     def identifiers(self) -> dict[str, tuple[str, bool]]:
         """Its params that name database objects: name -> (kind, is_list); worked out once,
         as every step of the tool asks."""

@@ -215,7 +215,7 @@ def _prepare(
     params = schema.with_defaults(resolved, tool.params)
     result.params = params
     result.locks = tool.step_locks(params, run.target.name, run.target.config, ctx.dialect)
-    problems = schema.validate(params, tool.params)
+    problems = schema.validate(params, tool.params, schema_json=tool.params_json)
     if problems:
         raise TargetError(f"{step.id} ({tool.name}): " + "; ".join(problems))
     catalog = run_catalog(run, ctx.connection)

@@ -237,7 +237,6 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
     seen: set[str] = set()
     # The tools of the steps so far, for what their outputs hold (conditions' types).
     earlier: dict[str, ToolDefinition] = {}
-    schemas: dict[str, str] = {}
     for step in plan.steps:
         where = f"{step.id} ({step.tool})"
         if step.id in seen:
@@ -259,12 +258,10 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
         if missing:
             names = ", ".join(sorted(c.value for c in missing))
             problems.append(f"{where}: the {plan.agent} agent lacks capabilities: {names}")
-        if tool.name not in schemas:  # a plan of 30,000 steps has a few tools
-            schemas[tool.name] = schema.canonical(tool.params)
         placeheld = _placeholders(step.params, tool.params)
         problems += [
             f"{where}: {p}"
-            for p in schema.validate(placeheld, tool.params, schema_json=schemas[tool.name])
+            for p in schema.validate(placeheld, tool.params, schema_json=tool.params_json)
         ]
         if step.condition is not None:
             problems += [f"{where}: {p}" for p in condition_problems(step.condition, earlier)]
