@@ -29,17 +29,27 @@ APPROX = (
     "SELECT table_len, scanned_percent, approx_free_percent, dead_tuple_percent "
     "FROM pgstattuple_approx(CAST(:oid AS oid)::regclass)"
 )
+
+
+def _size(table: str, relation: str) -> str:
+    """A relation's size (the table aliased `table`, or one of its indexes): pg_class's
+    page count where nothing changed the table since the last ANALYZE counted them (the
+    count is then exact), else measured. pg_relation_size opens the relation, which
+    costs a new session a cache entry for each of 10,000 relations and waits behind a
+    lock held on it."""
+    return (
+        f"CASE WHEN {table}.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze("
+        f"{table}.oid) = 0\n"
+        f"            THEN {relation}.relpages * pg_catalog.current_setting('block_size')::bigint\n"
+        f"            ELSE pg_catalog.pg_relation_size({relation}.oid) END"
+    )
+
+
 # Without pgstattuple_approx: the bytes the live rows need (from pg_stats' average widths
 # and a 24-byte tuple header) against the table's size.
-# A relation's size is pg_class's page count where nothing changed its table since the
-# last ANALYZE counted them (the count is then exact), else measured: pg_relation_size
-# opens the relation, which costs a new session a cache entry for each of 10,000
-# relations and waits behind a lock held on it.
-STATISTICS = """
+STATISTICS = f"""
 SELECT c.reltuples AS reltuples,
-       CASE WHEN c.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
-            THEN c.relpages * pg_catalog.current_setting('block_size')::bigint
-            ELSE pg_catalog.pg_relation_size(c.oid) END AS bytes,
+       {_size("c", "c")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        (SELECT coalesce(pg_catalog.sum(s.avg_width), 0) FROM pg_stats s
          WHERE s.schemaname = n.nspname AND s.tablename = c.relname) AS row_width,
@@ -54,12 +64,10 @@ WHERE c.oid = :oid
 # entries (reltuples, kept by VACUUM and ANALYZE), its fill factor, and the average width
 # of its key columns; a key column without statistics (or an expression) makes the
 # estimate unknown. A table without indexes is one row without an index.
-INDEXES = """
+INDEXES = f"""
 SELECT t.oid AS table_oid, i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
        am.amname AS method, i.reltuples AS entries,
-       CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
-            THEN i.relpages * pg_catalog.current_setting('block_size')::bigint
-            ELSE pg_catalog.pg_relation_size(i.oid) END AS bytes,
+       {_size("t", "i")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                    FROM pg_catalog.unnest(i.reloptions) o
@@ -90,7 +98,7 @@ ORDER BY i.relname
 # pg_stat_user_tables (whose dozen figures per table cost ten times the time). The
 # indexes' query also gives each table's STATISTICS_EACH figures: pg_stats, the costliest
 # part of both, is then read once for a plan's estimates (recent_indexes).
-INDEXES_EACH = """WITH widths AS (
+INDEXES_EACH = f"""WITH widths AS (
   SELECT s.tablename, s.attname, pg_catalog.sum(s.avg_width) AS width FROM pg_stats s
   WHERE s.schemaname = pg_catalog.current_schema()
     AND s.tablename = ANY(CAST(:names AS text[]))
@@ -116,17 +124,13 @@ INDEXES_EACH = """WITH widths AS (
 )
 SELECT t.relname AS tbl, t.oid AS table_oid, i.relname AS name, i.oid AS oid,
        t.reltuples AS reltuples,
-       CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
-            THEN t.relpages * pg_catalog.current_setting('block_size')::bigint
-            ELSE pg_catalog.pg_relation_size(t.oid) END AS table_bytes,
+       {_size("t", "t")} AS table_bytes,
        coalesce(rw.row_width, 0)::bigint AS row_width,
        pg_catalog.pg_stat_get_dead_tuples(t.oid) AS dead,
        pg_catalog.pg_stat_get_live_tuples(t.oid) AS live,
        x.indisvalid AS valid, am.amname AS method,
        i.reltuples AS entries,
-       CASE WHEN t.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(t.oid) = 0
-            THEN i.relpages * pg_catalog.current_setting('block_size')::bigint
-            ELSE pg_catalog.pg_relation_size(i.oid) END AS bytes,
+       {_size("t", "i")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                    FROM pg_catalog.unnest(i.reloptions) o
@@ -144,10 +148,8 @@ LEFT JOIN row_widths rw ON rw.tablename = t.relname
 WHERE t.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
 ORDER BY t.relname, i.relname
 """
-STATISTICS_EACH = """SELECT c.relname AS tbl, c.reltuples AS reltuples,
-       CASE WHEN c.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze(c.oid) = 0
-            THEN c.relpages * pg_catalog.current_setting('block_size')::bigint
-            ELSE pg_catalog.pg_relation_size(c.oid) END AS bytes,
+STATISTICS_EACH = f"""SELECT c.relname AS tbl, c.reltuples AS reltuples,
+       {_size("c", "c")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce(w.row_width, 0) AS row_width,
        pg_catalog.pg_stat_get_dead_tuples(c.oid) AS dead,
