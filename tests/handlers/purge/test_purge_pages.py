@@ -264,6 +264,16 @@ def assert_resumed_purge_exact(
     return purge
 
 
+def killed_mid_purge(home: Path, args: list[str]) -> tuple[str, dict[str, Any]]:
+    """The purge `args` start, SIGKILLed once 8 batches are done: its run, and its
+    progress as the kill left it."""
+    proc = aishell(home, *args)
+    run_id = started_run(home, proc, batches=8)
+    progress = StateLook(home).progress(run_id)[0] or {}
+    sigkill(proc)
+    return run_id, progress
+
+
 def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_once(home):
     """`aishell run log-cleanup` SIGKILLed mid-purge while another session writes, then
     `aishell resume`: every row old at the start is deleted and archived once, the run
@@ -276,11 +286,8 @@ def test_a_page_walk_killed_mid_purge_resumes_deleting_and_archiving_each_row_on
         archive = home / "archive" / "events.jsonl"
         args = killable_purge(archive)
         with Writer(url, before) as writer:
-            proc = aishell(home, *args)
-            run_id = started_run(home, proc, batches=8)
-            progress = StateLook(home).progress(run_id)[0] or {}
+            run_id, progress = killed_mid_purge(home, args)
             assert progress.get("walk") == "pages", progress
-            sigkill(proc)
             resumed = aishell(home, "resume", run_id, "--non-interactive")
             assert resumed.wait(HANG) == 0
         assert_resumed_purge_exact(home, url, run_id, before, writer, archive)
@@ -299,11 +306,8 @@ def test_walk_auto_on_a_key_in_the_pages_order_walks_the_key_and_resumes_exactly
         archive = home / "archive" / "events.jsonl"
         args = killable_purge(archive)
         with Writer(url, before) as writer:
-            proc = aishell(home, *args)
-            run_id = started_run(home, proc, batches=8)
-            progress = StateLook(home).progress(run_id)[0] or {}
+            run_id, progress = killed_mid_purge(home, args)
             assert progress.get("walk") != "pages" and progress.get("last_key"), progress
-            sigkill(proc)
         ahead = max(i for i in _expect(before, progress["cutoff"]) if i > progress["last_key"])
         engine = create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
