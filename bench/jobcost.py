@@ -50,6 +50,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.backup import child_env  # noqa: E402
+
 PHASES = ("imports", "config", "catalog", "state store", "connect", "plan", "run", "report")
 FREEZE = "\nimport gc\ngc.freeze()\n"
 
@@ -94,16 +98,6 @@ print(json.dumps([b - a for a, b in zip(clock, clock[1:])]), file=sys.stderr)
 """
 
 
-def env(cache: Path | None) -> dict[str, str]:
-    """This checkout's aishell, whatever is installed; with `cache`, a bytecode cache."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    found = {**os.environ, "PYTHONPATH": path}
-    if cache is not None:
-        found.pop("PYTHONDONTWRITEBYTECODE", None)
-        found["PYTHONPYCACHEPREFIX"] = str(cache)
-    return found
-
-
 def tiny_home(root: Path) -> tuple[Path, str]:
     """A home with the shipped config and one SQLite target of two 200-row tables."""
     home = root / "home"
@@ -125,7 +119,9 @@ def tiny_home(root: Path) -> tuple[Path, str]:
 
 def wall(command: list[str], cache: Path | None) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, env=env(cache), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, env=child_env(cache), capture_output=True, text=True, check=False
+    )
     took = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:6])}... failed: {done.stderr[-2000:]}")
