@@ -90,7 +90,7 @@ def _attempts(each: _Attempts, retries: int) -> None:
                 run.finish(result, "failed", error=unreachable(run, lost), started=started)
                 return
             with trying:
-                attempt = trying.retry_state.attempt_number
+                attempt = trying.attempt
                 try:
                     _one_attempt(each, attempt)
                 except DBAPIError as exc:

@@ -124,7 +124,7 @@ def prepare(
     attempt = 1
     try:
         for trying in step_retrying(run, result, tries, is_lock_timeout):
-            attempt = trying.retry_state.attempt_number
+            attempt = trying.attempt
             if lost is not None and not reconnect(run, ctx, result):
                 break
             if attempt > 1:

@@ -4,12 +4,11 @@ the waits are the shared retry policy's (aishell.retry)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from tenacity import Retrying
 
 from aishell.config.models import AgentDefaults
 from aishell.errors import TargetUnreachable
@@ -18,7 +17,7 @@ from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
 from aishell.guard.writtentables import tables_named
 from aishell.registry import ToolDefinition
-from aishell.retry.policy import Backoff, Retry, retrying
+from aishell.retry.policy import Backoff, Retry, Try, retrying, tries
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.tool.context import ToolContext
 
@@ -38,9 +37,9 @@ def allowed_retries(tool: ToolDefinition, defaults: AgentDefaults) -> int:
 
 
 def step_retrying(
-    run: RunContext, result: StepResult, tries: int, worth: Callable[[DBAPIError], bool]
-) -> Retrying:
-    """The tries of a step (or of its preparation), `tries` in all: a server error
+    run: RunContext, result: StepResult, count: int, worth: Callable[[DBAPIError], bool]
+) -> Iterator[Try]:
+    """The tries of a step (or of its preparation), `count` in all: a server error
     `worth` another try is tried again after the agent's backoff, each wait recorded as
     a step_retry event. Out of tries, or on any other error, that error is raised."""
 
@@ -54,8 +53,8 @@ def step_retrying(
         }
         run.record_event(result.index, "step_retry", data)
 
-    backoff = Backoff(first_wait=run.agent.defaults.retry_backoff_seconds, attempts=tries)
-    return retrying(
+    backoff = Backoff(first_wait=run.agent.defaults.retry_backoff_seconds, attempts=count)
+    return tries(
         backoff, on_error=lambda e: isinstance(e, DBAPIError) and worth(e), on_retry=record
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,3 +123,63 @@ def _last_outcome(state: RetryCallState) -> Any:
     """Out of attempts or time: the last attempt's exception raised, or its result."""
     assert state.outcome is not None
     return state.outcome.result()
+
+
+class Try:
+    """One attempt of `tries`: `with` it around the work; an Exception it raises is kept
+    for the loop to judge, anything else (KeyboardInterrupt, SystemExit) goes on up."""
+
+    __slots__ = ("attempt", "error")
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt  # counting from 1
+        self.error: Exception | None = None
+
+    def __enter__(self) -> Try:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any
+    ) -> bool:
+        if isinstance(error, Exception):
+            self.error = error
+            return True
+        return False
+
+
+def tries(
+    backoff: Backoff,
+    *,
+    on_error: Callable[[BaseException], bool],
+    on_retry: Callable[[Retry], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Try]:
+    """The attempts of a block, under the same policy as `retrying` (its waits, its
+    bounds, its hook), for callers that iterate:
+
+        for trying in tries(backoff, on_error=worth):
+            with trying:
+                work(trying.attempt)
+
+    The loop ends after an attempt that raised nothing. An error on_error refuses, or
+    the last one allowed, is raised from the loop. Made for the executor's every step:
+    no tenacity state is built unless an attempt fails."""
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        trying = Try(attempt)
+        yield trying
+        error = trying.error
+        if error is None:
+            return
+        if not on_error(error) or (backoff.attempts is not None and attempt >= backoff.attempts):
+            raise error
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        delay = wait_of(backoff)(state)
+        if backoff.seconds is not None and time.monotonic() - started + delay >= backoff.seconds:
+            raise error
+        if on_retry is not None:
+            on_retry(Retry(attempt, delay, error))
+        sleep(delay)
+        attempt += 1

@@ -1,15 +1,18 @@
 """The one retry policy: waits grow and are jittered within their bounds, attempts and
 time both end the retrying, each retry reaches the caller's hook before its wait, and
-what is not worth another try ends it at once."""
+what is not worth another try ends it at once; the same through `retrying` (a call)
+and through `tries` (a loop of attempts, the executor's)."""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from aishell.retry.policy import Backoff, Retry, retrying
+from aishell.retry.policy import Backoff, Retry, retrying, tries
 
 
 class Flaky:
@@ -25,12 +28,29 @@ class Flaky:
         return "ok"
 
 
-def test_waits_grow_and_are_jittered_within_half_and_all_of_the_exponential_wait() -> None:
+def looped(backoff: Backoff, **options: Any) -> Callable[[Callable[[], Any]], Any]:
+    """`tries` as a call: the function tried in a loop of attempts, as the executor does."""
+
+    def call(fn: Callable[[], Any]) -> Any:
+        for trying in tries(backoff, **options):
+            with trying:
+                return fn()
+        raise AssertionError("the loop ended without an answer or an error")
+
+    return call
+
+
+# Each policy test runs through both ways in.
+WAYS = pytest.mark.parametrize("way", [retrying, looped], ids=["retrying", "tries"])
+
+
+@WAYS
+def test_waits_grow_and_are_jittered_within_half_and_all_of_the_exponential_wait(way: Any) -> None:
     random.seed(7)
     slept: list[float] = []
     heard: list[Retry] = []
     backoff = Backoff(first_wait=1.0, attempts=6)
-    answer = retrying(
+    answer = way(
         backoff,
         on_error=lambda e: isinstance(e, OSError),
         on_retry=heard.append,
@@ -48,45 +68,50 @@ def test_waits_grow_and_are_jittered_within_half_and_all_of_the_exponential_wait
     assert [str(r.error) for r in heard] == [f"failure {n}" for n in range(1, 6)]
 
 
-def test_the_longest_wait_caps_every_wait_and_keeps_its_jitter() -> None:
+@WAYS
+def test_the_longest_wait_caps_every_wait_and_keeps_its_jitter(way: Any) -> None:
     slept: list[float] = []
     backoff = Backoff(first_wait=1.0, max_wait=3.0, attempts=8)
-    retrying(backoff, on_error=lambda e: True, sleep=slept.append)(Flaky(7))
+    way(backoff, on_error=lambda e: True, sleep=slept.append)(Flaky(7))
     assert all(1.5 <= wait <= 3.0 for wait in slept[2:])
     assert max(slept) <= 3.0
 
 
-def test_out_of_attempts_the_last_error_is_raised() -> None:
+@WAYS
+def test_out_of_attempts_the_last_error_is_raised(way: Any) -> None:
     flaky = Flaky(10)
     with pytest.raises(OSError, match="failure 3"):
-        retrying(Backoff(0.0, attempts=3), on_error=lambda e: True, sleep=lambda _s: None)(flaky)
+        way(Backoff(0.0, attempts=3), on_error=lambda e: True, sleep=lambda _s: None)(flaky)
     assert flaky.calls == 3
 
 
-def test_the_time_bound_ends_retries_before_a_wait_would_pass_it() -> None:
+@WAYS
+def test_the_time_bound_ends_retries_before_a_wait_would_pass_it(way: Any) -> None:
     flaky = Flaky(1000)
     began = time.monotonic()
     with pytest.raises(OSError):
-        retrying(Backoff(0.02, max_wait=0.08, seconds=0.3), on_error=lambda e: True)(flaky)
+        way(Backoff(0.02, max_wait=0.08, seconds=0.3), on_error=lambda e: True)(flaky)
     took = time.monotonic() - began
     assert took < 0.3  # no wait was begun that would end past the bound
     assert 3 <= flaky.calls < 20
 
 
-def test_a_bound_already_past_allows_the_first_attempt_only() -> None:
+@WAYS
+def test_a_bound_already_past_allows_the_first_attempt_only(way: Any) -> None:
     flaky = Flaky(5)
     with pytest.raises(OSError, match="failure 1"):
-        retrying(Backoff(1.0, seconds=-5.0), on_error=lambda e: True)(flaky)
+        way(Backoff(1.0, seconds=-5.0), on_error=lambda e: True)(flaky)
     assert flaky.calls == 1
 
 
-def test_an_error_not_worth_another_try_ends_it_at_once() -> None:
+@WAYS
+def test_an_error_not_worth_another_try_ends_it_at_once(way: Any) -> None:
     def refuses() -> None:
         raise ValueError("no")
 
     heard: list[Retry] = []
     with pytest.raises(ValueError, match="no"):
-        retrying(
+        way(
             Backoff(1.0, attempts=5),
             on_error=lambda e: isinstance(e, OSError),
             on_retry=heard.append,
@@ -107,11 +132,33 @@ def test_a_result_may_ask_for_another_try_and_the_last_is_returned() -> None:
     assert [(r.attempt, r.error, r.result) for r in heard] == [(1, None, "busy"), (2, None, "busy")]
 
 
-def test_the_hook_can_end_the_retrying() -> None:
+@WAYS
+def test_the_hook_can_end_the_retrying(way: Any) -> None:
     def stop(_retry: Retry) -> None:
         raise KeyboardInterrupt
 
     flaky = Flaky(5)
     with pytest.raises(KeyboardInterrupt):
-        retrying(Backoff(0.0, attempts=5), on_error=lambda e: True, on_retry=stop)(flaky)
+        way(Backoff(0.0, attempts=5), on_error=lambda e: True, on_retry=stop)(flaky)
     assert flaky.calls == 1
+
+
+def test_a_loop_of_tries_numbers_its_attempts_and_ends_after_one_that_raised_nothing() -> None:
+    flaky = Flaky(2)
+    seen: list[int] = []
+    for trying in tries(Backoff(0.0, attempts=5), on_error=lambda e: True, sleep=lambda _s: None):
+        with trying:
+            seen.append(trying.attempt)
+            flaky()
+    assert seen == [1, 2, 3]
+    assert flaky.calls == 3
+
+
+def test_a_loop_of_tries_lets_an_interrupt_through_at_once() -> None:
+    seen: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        for trying in tries(Backoff(0.0, attempts=5), on_error=lambda e: True):
+            with trying:
+                seen.append(trying.attempt)
+                raise KeyboardInterrupt
+    assert seen == [1]
