@@ -18,9 +18,12 @@ measured in the same run.
 
 A 20-table run first warms this process up (imports, compiled statements); it is not
 counted. Needs the local PostgreSQL (127.0.0.1:5432, trust auth). Creates aishell_scale_<pid>
-(and copies of it) and drops them at the end.
+(and copies of it) and drops them at the end. With --pairs N, each run size is run N
+times, each on fresh copies, the bare loop first in every second pair, and the median
+ratio is printed.
 
     python bench/scale.py [--run-sizes 5000,20000] [--plan-sizes 10000,20000] [--rows 100]
+                          [--pairs 1]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,10 +159,17 @@ def replay(name: str, statements: list[dict[str, Any]]) -> float:
         return time.perf_counter() - started
 
 
-def running(original: str, tables: int) -> dict[str, Any]:
+def running(original: str, tables: int, bare_first: bool = False) -> dict[str, Any]:
+    """One pair: aishell's run on one copy, the bare loop of its statements on another;
+    with bare_first, the loop of the pair before's statements runs first (on a fresh copy,
+    the same statements: each run of quick maintenance plans the same steps)."""
     with database(f"{original}_ours", original) as ours, database(f"{original}_bare", original):
+        if bare_first:
+            baseline = replay(f"{original}_bare", PAIRED[tables])
         took, audited, sent, steps, in_steps = run_quick(ours)
-        baseline = replay(f"{original}_bare", audited)
+        if not bare_first:
+            baseline = replay(f"{original}_bare", audited)
+        PAIRED[tables] = audited
     return {
         "tables": tables,
         "steps": steps,
@@ -172,6 +183,10 @@ def running(original: str, tables: int) -> dict[str, Any]:
         # they follow the run's duration, not its tables.
         "alive": sum(s.strip() == "SELECT 1" for s in sent),
     }
+
+
+# The statements of the last run of each size, for a pair whose bare loop goes first.
+PAIRED: dict[int, list[dict[str, Any]]] = {}
 
 
 def peak_rss_kib() -> int:
@@ -288,11 +303,27 @@ def report_run(r: dict[str, Any]) -> None:
     )
 
 
+def report_pairs(pairs: list[dict[str, Any]]) -> None:
+    ratios = [p["aishell"] / p["baseline"] for p in pairs]
+    each = ", ".join(f"{r:.2f}x" for r in ratios)
+    outside = [p["aishell"] - p["in_steps"] for p in pairs]
+    print(
+        f"    {pairs[0]['tables']:,} tables, {len(pairs)} pairs (alternating which goes first): "
+        f"median ratio {statistics.median(ratios):.2f}x ({each}); "
+        f"bare loop median {statistics.median(p['baseline'] for p in pairs):.2f} s, aishell "
+        f"{statistics.median(p['aishell'] for p in pairs):.2f} s; outside its steps, median "
+        f"{statistics.median(outside):.3f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-sizes", default="5000,20000")
     parser.add_argument("--plan-sizes", default="10000,20000")
     parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="runs of each run size, alternating which goes first"
+    )
     args = parser.parse_args()
     run_sizes = [int(n) for n in args.run_sizes.split(",") if n]
     plan_sizes = [int(n) for n in args.plan_sizes.split(",") if n]
@@ -318,8 +349,12 @@ def main() -> None:
                 figures = plan_figures(original)
                 plans.append((size, figures, bare_catalog(original)))
             if size in run_sizes:
-                runs.append(running(original, size))
-                report_run(runs[-1])
+                pairs = [running(original, size, bare_first=i % 2 == 1) for i in range(args.pairs)]
+                for pair in pairs:
+                    report_run(pair)
+                runs.append(pairs[0])
+                if len(pairs) > 1:
+                    report_pairs(pairs)
     for size, p, bare in plans:
         print(
             f"(2) plan of {size:,} tables: {p['seconds']:.2f} s after start-up "
