@@ -14,7 +14,8 @@ reads (count_table_rows on a small table) and for one that writes
 and prints the per-step overhead in milliseconds and the ratio, and the store's
 commits per step (counted); the runs alternate. It also times a run of one step (what
 a run costs whatever its length) and the store's commits alone, so the fsync cost of
-this disk is visible.
+this disk is visible. The process's cyclic collector is set as the `aishell` command
+sets it (aishell.cli.collect_less).
 
     python bench/checkpoint.py [--steps N] [--repeat N]
 """
@@ -34,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from aishell import commands
+from aishell.cli import collect_less
 from aishell.config.models import load_config
 from aishell.plan.model import Plan, Step
 from aishell.state import steps as state_steps
@@ -153,6 +155,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    # The collector as the `aishell` command sets it, for the runs made in this process.
+    collect_less()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         os.environ["AISHELL_HOME"] = tmp

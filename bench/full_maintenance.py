@@ -17,6 +17,8 @@ transactions at a fixed rate, and its rate during each run is printed.
 
 A three-table run first warms this process up (imports, caches) and makes the home
 every run of the engine then uses (its state store, its cache); it is not counted.
+The process's cyclic collector is set as the `aishell` command sets it
+(aishell.cli.collect_less).
 Needs the local servers (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306), pgbench
 and sysbench (`apt-get install sysbench`). Databases are named aishell_full_<pid>_*
 and dropped at the end.
@@ -52,6 +54,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aishell import commands
+from aishell.cli import collect_less
 from aishell.config.models import load_config
 from aishell.policy.approvers import PreApproved
 from bench.audited import pg_resolved
@@ -396,6 +399,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--rate", type=int, default=200, help="the writer's transactions/s")
     args = parser.parse_args()
+    # The collector as the `aishell` command sets it, for the runs made in this process.
+    collect_less()
     os.environ.pop("AISHELL_HOME", None)
     print(f"Python {sys.version.split()[0]}; writers at {args.rate} transactions/s")
     engines: list[Callable[[], Postgres | Mariadb]] = []

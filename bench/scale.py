@@ -17,7 +17,8 @@ measured in the same run.
     same command's wall time with start-up is printed too.
 
 A 20-table run first warms this process up (imports, compiled statements); it is not
-counted. Needs the local PostgreSQL (127.0.0.1:5432, trust auth). Creates aishell_scale_<pid>
+counted. The process's cyclic collector is set as the `aishell` command sets it
+(aishell.cli.collect_less). Needs the local PostgreSQL (127.0.0.1:5432, trust auth). Creates aishell_scale_<pid>
 (and copies of it) and drops them at the end. With --pairs N, each run size is run N
 times, each on fresh copies, the bare loop first in every second pair, and the median
 ratio is printed.
@@ -50,6 +51,7 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 
+from aishell.cli import collect_less  # noqa: E402
 from bench.audited import pg_resolved  # noqa: E402
 
 ADMIN = "host=127.0.0.1 user=postgres dbname=test"
@@ -325,6 +327,8 @@ def main() -> None:
         "--pairs", type=int, default=1, help="runs of each run size, alternating which goes first"
     )
     args = parser.parse_args()
+    # The collector as the `aishell` command sets it, for the runs made in this process.
+    collect_less()
     run_sizes = [int(n) for n in args.run_sizes.split(",") if n]
     plan_sizes = [int(n) for n in args.plan_sizes.split(",") if n]
     print(
