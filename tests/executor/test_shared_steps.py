@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from aishell.cli import cli
 from aishell.guard.connection import Guard, shapes_for
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
+from aishell.state.store import StateStore
 from tests.helpers import use_target
 from tests.services import engine
 
@@ -212,3 +214,36 @@ def test_mariadb_small_tables_share_each_step(home: Path, mysql_url: str, kind: 
         for a in audit
         if a["step_index"] == frag.index and t in str(a["parameters"])
     } == set(TABLES[:4])
+
+
+def test_a_tool_that_only_reads_keeps_no_progress_of_each_table(config: Any) -> None:
+    """A shared step checkpoints each table so that a resumed step skips the tables it
+    changed; a tool that only reads (risk safe) changes none, so it would write a durable
+    commit per table for nothing: none of them does."""
+    registry = commands.load_catalog(config)
+    for tool in registry.find(risk=RiskLevel.SAFE):
+        for dialect, impl in tool.implementations.items():
+            assert not getattr(impl, "checkpoints_each_table", False), (tool.name, dialect)
+
+
+def test_a_shared_read_keeps_no_progress_and_a_shared_write_keeps_each_table(
+    server_config: Any, server_url: str
+) -> None:
+    tables = TABLES[:4]
+    with engine(server_url).begin() as conn:
+        for t in tables:
+            conn.execute(text(f"CREATE TABLE {t} (id int PRIMARY KEY, note varchar(40))"))
+            conn.execute(text(f"INSERT INTO {t} VALUES (1, 'a'), (2, 'b'), (3, 'c')"))
+            conn.execute(text(f"DELETE FROM {t} WHERE id = 2"))
+    result = commands.run_job(
+        server_config, "maintenance", {"type": "full", "tables": tables}, approver=PreApproved()
+    )
+    assert result.status == "completed", result.error
+    frag = next(s for s in result.steps if s.tool == "analyze_table_fragmentation")
+    optimize = next(s for s in result.steps if s.tool == "optimize_table")
+    assert frag.params["tables"] == tables and optimize.params["tables"] == tables
+    assert [t["table"] for t in frag.output["by_table"]] == tables
+    with StateStore(server_config.state_url) as store:
+        assert store.get_progress(result.run_id, frag.index) is None
+        kept = store.get_progress(result.run_id, optimize.index)
+    assert kept is not None and kept["done"] == tables

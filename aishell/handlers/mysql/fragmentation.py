@@ -35,7 +35,9 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
 
 
 analyze_table_fragmentation = shared_step(
-    Handler(sql_templates=(TABLE,), run_fn=_fragmentation), "the fragmentation analysis"
+    # It reads: a resumed step reads its tables again.
+    Handler(sql_templates=(TABLE,), run_fn=_fragmentation, changes_tables=False),
+    "the fragmentation analysis",
 )
 
 

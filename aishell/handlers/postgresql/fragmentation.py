@@ -132,6 +132,7 @@ analyze_table_fragmentation = shared_step(
         run_fn=_fragmentation,
         render_fn=_fragmentation_sql,
         estimate_fn=_fragmentation_estimate,
+        changes_tables=False,  # it reads: a resumed step reads its tables again
     ),
     "the fragmentation analysis",
 )

@@ -102,6 +102,7 @@ analyze_table_fragmentation = shared_step(
             BTREE,
         ),
         run_fn=_fragmentation,
+        changes_tables=False,  # it reads: a resumed step reads its tables again
     ),
     "the fragmentation analysis",
 )
