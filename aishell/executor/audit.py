@@ -15,6 +15,7 @@ from aishell.executor.context import RunContext
 from aishell.guard.connection import Guard
 from aishell.state.steps import Read
 from aishell.state.store import StateStore
+from aishell.tool.context import ToolContext
 
 Before = Callable[[Any, str, Any], None]
 After = Callable[[Any], None]
@@ -53,11 +54,18 @@ def _hooks(conn: Connection) -> _Hooks:
 
 @contextmanager
 def audited(
-    run: RunContext, conn: Connection, index: int, attempt: int, guard: Guard, quick: bool = False
+    run: RunContext,
+    conn: Connection,
+    index: int,
+    attempt: int,
+    guard: Guard,
+    quick: bool = False,
+    counted: ToolContext | None = None,
 ) -> Iterator[None]:
     """Every statement the tool sends passes the guard, is recorded before it runs and
     completed after; a refused one is recorded with why, and never sent. `quick`: the
-    step is short (small tables), so its repeatable writes need no durable row first."""
+    step is short (small tables), so its repeatable writes need no durable row first.
+    `counted`: the tool's context, whose writes_sent counts each write sent."""
     # A write's audit row is durable before the write is sent: the server may commit it
     # after aishell died, and its row is what says so. A read changes nothing, and a
     # repeatable write (ANALYZE, a plain VACUUM) is recovered by sending it again, so
@@ -78,6 +86,8 @@ def audited(
             refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
             store.statement_finished(refused, None, f"{REFUSED_BY_GUARD}: {why}")
             raise StatementRefused(f"{guard.label}: statement refused: {why}")
+        if found.writes and counted is not None:
+            counted.writes_sent += 1
         if found.writes and not (quick and found.repeatable):
             open_ids.append(
                 store.statement_started(run.run_id, index, attempt, statement, parameters)

@@ -9,9 +9,11 @@ approval covers exactly the tables it names; its SQL is each table's, in that or
 Each table's outcome is in the step's output (`by_table`, `tables_done`,
 `skipped_tables`, `tables_gone`). A handler that may change its tables checkpoints
 each table's output as it ends (the step's progress in state.db, durable when the
-next table starts), so that a step cut short, by a crash or a failed attempt, goes on
-at the first table not done and reports the ones done before it. One that only reads
-starts again: reading again is harmless.
+next table starts) if the table wrote, so that a step cut short, by a crash or a failed
+attempt, goes on at the first table not written and reports the ones done before it.
+A table that only read this time (its rebuild found nothing over the threshold) is
+read again after a crash, as is every table of a step that only reads: reading again
+is harmless.
 
 One table's trouble does not stop the others: a table the server skipped (not the
 owner, no privilege) or dropped since the plan is named, one held past the lock wait
@@ -213,6 +215,7 @@ def _run_each(
             ctx.save_progress({"done": list(done), "skipped_tables": skipped, "tables_gone": gone})
 
     def work(table: str) -> None:
+        wrote = ctx.writes_sent
         with _of_table(ctx, table):
             try:
                 output = handler.run(_one(params, table), ctx)
@@ -226,7 +229,11 @@ def _run_each(
                 done[table] = output
                 if keeps:
                     ctx.queue_event(TABLE_DONE, {"table": table, "output": output})
-        checkpoint()
+        # A table that only read this time (nothing to rebuild, nothing to compact) is
+        # read again after a crash, harmlessly: its outcome commits with the next
+        # table's that wrote, or with the step's end.
+        if ctx.writes_sent > wrote:
+            checkpoint()
 
     # What rendering found held or gone is left out, as the step showed.
     measured = _measured(handler, what, params, tables, ctx)

@@ -88,6 +88,9 @@ class ToolContext:
     # get too (aishell/targets/clientlogin.py).
     connect_timeout_seconds: float = 10
     write_timeout_seconds: float = 60
+    # The writes the step's statements have sent so far, as its audit counts them: a step
+    # over many tables commits a table's outcome once a table wrote (handlers/shared.py).
+    writes_sent: int = 0
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)
