@@ -68,10 +68,11 @@ def all_logs(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[Confi
 def _take_terminal(ignore_hangup: bool) -> None:
     """In the child: the pty on stdin becomes its controlling terminal; with
     `ignore_hangup`, SIGHUP is ignored (as under nohup), so a closed terminal is an
-    error of the read instead."""
+    error of the read instead. Without it, SIGHUP ends the process as in a terminal
+    session, whatever the tests themselves were started under (an ignored signal is
+    inherited: the suite run under nohup would otherwise test the nohup case twice)."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    if ignore_hangup:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hangup else signal.SIG_DFL)
 
 
 @contextmanager
