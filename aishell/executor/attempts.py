@@ -234,7 +234,7 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
         session_access(ctx.connection, not writes, run.target.read_only, limit)
         with (
             step_deadline(ctx.connection, limit, label),
-            audited(run, ctx.connection, result.index, attempt, guard, each.quick, ctx),
+            audited(run, ctx, result.index, attempt, guard, each.quick),
         ):
             return step.impl.run(step.params, ctx)
     except Exception as exc:

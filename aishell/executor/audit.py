@@ -54,18 +54,12 @@ def _hooks(conn: Connection) -> _Hooks:
 
 @contextmanager
 def audited(
-    run: RunContext,
-    conn: Connection,
-    index: int,
-    attempt: int,
-    guard: Guard,
-    quick: bool = False,
-    counted: ToolContext | None = None,
+    run: RunContext, ctx: ToolContext, index: int, attempt: int, guard: Guard, quick: bool = False
 ) -> Iterator[None]:
-    """Every statement the tool sends passes the guard, is recorded before it runs and
-    completed after; a refused one is recorded with why, and never sent. `quick`: the
-    step is short (small tables), so its repeatable writes need no durable row first.
-    `counted`: the tool's context, whose writes_sent counts each write sent."""
+    """Every statement the tool sends on its connection passes the guard, is recorded
+    before it runs and completed after, each write counted (ctx.writes_sent); a refused
+    one is recorded with why, and never sent. `quick`: the step is short (small
+    tables), so its repeatable writes need no durable row first."""
     # A write's audit row is durable before the write is sent: the server may commit it
     # after aishell died, and its row is what says so. A read changes nothing, and a
     # repeatable write (ANALYZE, a plain VACUUM) is recovered by sending it again, so
@@ -73,6 +67,7 @@ def audited(
     # commit: such a step commits once, at its end. (In a long one, the durable row also
     # tells other processes the step is running.)
     open_ids: list[int | Read] = []
+    conn = ctx.connection
     dialect, paramstyle = run.target.dialect, conn.dialect.paramstyle
     guard.connection = conn
     store, stopping = run.store, run.stopping
@@ -86,8 +81,8 @@ def audited(
             refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
             store.statement_finished(refused, None, f"{REFUSED_BY_GUARD}: {why}")
             raise StatementRefused(f"{guard.label}: statement refused: {why}")
-        if found.writes and counted is not None:
-            counted.writes_sent += 1
+        if found.writes:
+            ctx.writes_sent += 1
         if found.writes and not (quick and found.repeatable):
             open_ids.append(
                 store.statement_started(run.run_id, index, attempt, statement, parameters)

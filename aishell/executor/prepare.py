@@ -232,7 +232,7 @@ def _prepare(
     # they are audited as attempt 0 of the step, and may only read.
     label = f"{step.id} ({tool.name})"
     guard = Guard(label=label, memory=run.guard_memory)
-    with audited(run, ctx.connection, result.index, 0, guard):
+    with audited(run, ctx, result.index, 0, guard):
         rendered = impl.render_sql(params, ctx)
         result.sql = [display(sql) for sql in rendered]
         if run.dry_run or tool.risk_level is not RiskLevel.SAFE:

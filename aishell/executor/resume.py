@@ -132,9 +132,7 @@ def may_run_again(
     if stored is None or stored["status"] not in IN_DOUBT_STATES:
         return True
     was = stored["status"]
-    with audited(
-        run, ctx.connection, result.index, 0, Guard(label=step.id, memory=run.guard_memory)
-    ):
+    with audited(run, ctx, result.index, 0, Guard(label=step.id, memory=run.guard_memory)):
         done = impl.check_done(params, ctx)
     run.record_event(result.index, "in_doubt", {"was": was, "effect_found": done})
     if done:
