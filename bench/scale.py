@@ -18,10 +18,10 @@ measured in the same run.
 
 A 20-table run first warms this process up (imports, compiled statements); it is not
 counted. The process's cyclic collector is set as the `aishell` command sets it
-(aishell.cli.collect_less). Needs the local PostgreSQL (127.0.0.1:5432, trust auth). Creates aishell_scale_<pid>
-(and copies of it) and drops them at the end. With --pairs N, each run size is run N
-times, each on fresh copies, the bare loop first in every second pair, and the median
-ratio is printed.
+(aishell.cli.collect_less). Needs the local PostgreSQL (127.0.0.1:5432, trust auth).
+Creates aishell_scale_<pid> (and copies of it) and drops them at the end. With
+--pairs N, each run size is run N times, each on fresh copies, the bare loop first in
+every second pair, and the median ratio is printed.
 
     python bench/scale.py [--run-sizes 5000,20000] [--plan-sizes 10000,20000] [--rows 100]
                           [--pairs 1]
