@@ -172,12 +172,14 @@ def tries(
         error = trying.error
         if error is None:
             return
-        if not on_error(error) or (backoff.attempts is not None and attempt >= backoff.attempts):
+        if not on_error(error):
             raise error
+        # The state tenacity would hold here, for the policy's own wait and stop.
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.start_time, state.outcome_timestamp = started, time.monotonic()
         state.attempt_number = attempt
-        delay = wait_of(backoff)(state)
-        if backoff.seconds is not None and time.monotonic() - started + delay >= backoff.seconds:
+        state.upcoming_sleep = delay = wait_of(backoff)(state)
+        if stop_of(backoff)(state):
             raise error
         if on_retry is not None:
             on_retry(Retry(attempt, delay, error))
