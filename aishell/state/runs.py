@@ -100,9 +100,7 @@ class RunRepository(ApprovalRepository):
         found = self._conn.execute(
             select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
         ).all()
-        if self._key is not None:
-            for r in found:
-                check_step(self._key, full_id, r.idx, r._mapping, f"run {full_id}'s step {r.idx}")
+        self._check_steps(full_id, found)
         run["steps"] = [
             {
                 "index": r.idx,
@@ -179,10 +177,14 @@ class RunRepository(ApprovalRepository):
             .order_by(steps.c.idx)
         ).all()
         self._conn.rollback()
-        if self._key is not None:
-            for r in found:
-                check_step(self._key, run_id, r.idx, r._mapping, f"run {run_id}'s step {r.idx}")
+        self._check_steps(run_id, found)
         return [loads(r.output) for r in found]
+
+    def _check_steps(self, run_id: str, rows: Sequence[Any]) -> None:
+        """Refuse a step row whose status or output this home's key did not sign."""
+        if self._key is not None:
+            for r in rows:
+                check_step(self._key, run_id, r.idx, r._mapping, f"run {run_id}'s step {r.idx}")
 
     def list_runs(
         self, status: str | None = None, limit: int = 50, targets: Sequence[str] | None = None
