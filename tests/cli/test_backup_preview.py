@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
-from aishell.handlers.backup import SIZE_SQL
+from aishell.handlers.backup.take import size_sql
 from tests.helpers import use_target
 
 STEPS = ["calculate_backup_size", "backup_database_full", "validate_backup"]
@@ -70,7 +70,7 @@ def test_the_size_step_shows_and_sends_its_own_engines_statement(
         config = use_target(home, request.getfixturevalue(url_fixture))
     plan = commands.plan_job(config, "backup", {"type": "full"})
     dialect = plan.plan.dialect
-    wanted = SIZE_SQL["mysql" if dialect == "mariadb" else dialect]
+    wanted = size_sql(dialect)
     assert plan.steps[0].tool == "calculate_backup_size"
     assert [s.strip() for s in plan.steps[0].sql] == [wanted]
     result = commands.run_job(config, "backup", {"type": "full"}, dry_run=True)
