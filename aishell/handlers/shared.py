@@ -8,11 +8,9 @@ approval covers exactly the tables it names; its SQL is each table's, in that or
 
 Each table's outcome is in the step's output (`by_table`, `tables_done`,
 `skipped_tables`, `tables_gone`). A handler that may change its tables checkpoints
-each table's output as it ends (the step's progress in state.db, there before the next
-table starts, and on the disk within a second) if the table wrote, so that a step cut
-short, by aishell's death or a failed attempt, goes on at the first table not written and
-reports the ones done before it; after the machine's crash, at most a second's tables
-are done again, harmlessly (the tools that share steps are idempotent).
+each table's output as it ends (the step's progress in state.db, durable when the
+next table starts) if the table wrote, so that a step cut short, by a crash or a failed
+attempt, goes on at the first table not written and reports the ones done before it.
 A table that only read this time (its rebuild found nothing over the threshold) is
 read again after a crash, as is every table of a step that only reads: reading again
 is harmless.
@@ -214,10 +212,7 @@ def _run_each(
 
     def checkpoint() -> None:
         if keeps:
-            # Kept rather than synced: the tool is idempotent, so a table whose outcome a
-            # machine's crash loses is done again harmlessly (its VACUUM, or its rebuild,
-            # which finds its indexes under the threshold now).
-            ctx.keep_progress({"done": list(done), "skipped_tables": skipped, "tables_gone": gone})
+            ctx.save_progress({"done": list(done), "skipped_tables": skipped, "tables_gone": gone})
 
     def work(table: str) -> None:
         wrote = ctx.writes_sent

@@ -79,9 +79,9 @@ class StoreCore:
     # Writes that need not be durable on their own: they commit with the next
     # transaction, which always comes before anything that depends on them.
     _queued: list[tuple[Hot, dict[str, Any]]]
-    # When the last commit that waited for the disk ended (time.monotonic()), and the
-    # step whose start is queued but not committed yet: nothing of it is in the store.
-    _synced_at: float
+    # When the last commit ended (time.monotonic()), and the step whose start is queued
+    # but not committed yet: nothing of it is in the store.
+    _committed_at: float
     _unsaved_start: tuple[str, int] | None
     # A SQLite store's file as it was opened; None elsewhere, and while it opens.
     _identity: FileIdentity | None
@@ -118,23 +118,15 @@ class StoreCore:
         return self._silenced.error
 
     @contextmanager
-    def _hot_tx(self, synced: bool = True) -> Iterator[None]:
+    def _hot_tx(self) -> Iterator[None]:
         """A transaction of hot statements only (_send). On SQLite, the driver's own:
-        begun by its first write and committed here, without SQLAlchemy's bookkeeping.
-
-        `synced=False`: the commit need not wait for the disk. It is in the store for
-        every process as soon as it returns, and outlives aishell's death (SIGKILL
-        included); only the machine's crash before the next synced commit loses it.
-        Honoured on a SQLite store in WAL mode (synchronous=NORMAL for this commit)."""
+        begun by its first write and committed here, without SQLAlchemy's bookkeeping."""
         driver = self._sqlite()
         if driver is None or self._conn.in_transaction():
             with self._tx():
                 yield
             return
-        unsynced = not synced and _in_wal_mode(driver)
         try:
-            if unsynced:
-                driver.execute("PRAGMA synchronous = NORMAL")
             for statement, params in self._queued:
                 self._send(statement, params)
             yield
@@ -147,10 +139,7 @@ class StoreCore:
             with suppress(sqlite3.Error):
                 driver.rollback()
             raise
-        finally:
-            if unsynced:
-                driver.execute("PRAGMA synchronous = FULL")
-        self._committed(synced=not unsynced)
+        self._committed()
 
     def _same_file(self) -> None:
         """Before a commit: the store's file is still the one opened (identity.py), or
@@ -158,11 +147,10 @@ class StoreCore:
         if self._identity is not None:
             self._identity.check()
 
-    def _committed(self, synced: bool = True) -> None:
+    def _committed(self) -> None:
         self._queued.clear()
         self._unsaved_start = None
-        if synced:
-            self._synced_at = time.monotonic()
+        self._committed_at = time.monotonic()
 
     def _send(self, statement: Hot, params: Mapping[str, Any]) -> Any:
         """Run a hot statement; what it gives: the sqlite3 cursor, or SQLAlchemy's result.
@@ -222,13 +210,6 @@ class StoreCore:
     ) -> None:
         """Inside a transaction (_tx)."""
         self._send(EVENT, _event_row(run_id, index, kind, data))
-
-
-def _in_wal_mode(driver: sqlite3.Connection) -> bool:
-    """Whether the store journals to a WAL: there a commit that does not wait for the disk
-    can be lost in a machine's crash, but never corrupts the file."""
-    row = driver.execute("PRAGMA journal_mode").fetchone()
-    return bool(row) and str(row[0]).lower() == "wal"
 
 
 def _event_row(run_id: str, index: int | None, kind: str, data: Any) -> dict[str, Any]:

@@ -15,10 +15,9 @@ from aishell.state.core import EVENT, Hot, StoreCore
 from aishell.state.schema import events, runs, statements, step_progress, steps
 from aishell.state.values import dumps, loads, new_id, now
 
-# How long the end of a replayable step may wait for the next commit, and an idempotent
-# step's progress for the next commit that waits for the disk: what another process
-# sees of a run lags at most this much, and a crash loses at most this much of work
-# that a resume then does again.
+# How long the end of a replayable step may wait for the next commit: what another
+# process sees of a run lags at most this much, and a crash loses at most this much of
+# steps that a resume then runs again.
 RIDE_SECONDS = 1.0
 
 # Statements on the hot path of every step, built once (see core.Hot).
@@ -232,7 +231,7 @@ class StepRepository(StoreCore):
         rides = (
             replayable
             and self._unsaved_start == (run_id, index)
-            and time.monotonic() - self._synced_at < RIDE_SECONDS
+            and time.monotonic() - self._committed_at < RIDE_SECONDS
         )
         if not rides:
             self.flush()
@@ -307,20 +306,10 @@ class StepRepository(StoreCore):
 
     # Where a long step has got to (a purge's last key and rows deleted).
 
-    def save_progress(
-        self, run_id: str, index: int, progress: dict[str, Any], *, synced: bool = True
-    ) -> None:
-        """Durable when it returns: a purge writes it before its batch commits.
-
-        `synced=False`, for a step whose work is idempotent (a VACUUM, a rebuild of the
-        indexes still past their threshold): in the store when it returns, and through
-        aishell's death, but on the disk only with the next commit that waits for it,
-        which comes within RIDE_SECONDS (this one waits when none came for that long).
-        A machine's crash meanwhile loses at most that much progress, whose work a resume
-        then does again, harmlessly."""
+    def save_progress(self, run_id: str, index: int, progress: dict[str, Any]) -> None:
+        """Durable when it returns: a purge writes it before its batch commits."""
         values = {"progress": dumps(progress), "updated_at": now()}
-        unsynced = not synced and time.monotonic() - self._synced_at < RIDE_SECONDS
-        with self._hot_tx(synced=not unsynced):
+        with self._hot_tx():
             if self._send(_PROGRESS_SAVED, {"b_run": run_id, "b_idx": index, **values}).rowcount:
                 return
             self._send(_PROGRESS_FIRST, {"run_id": run_id, "step_idx": index, **values})

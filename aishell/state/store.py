@@ -113,7 +113,7 @@ class StateStore(
         # met it.
         event.listen(self.engine, "handle_error", self._fault)
         self._queued: list[tuple[Hot, dict[str, Any]]] = []
-        self._synced_at, self._unsaved_start = time.monotonic(), None
+        self._committed_at, self._unsaved_start = time.monotonic(), None
         # A SQLite file's identity, checked at every commit (identity.py).
         self._path, self._identity = sqlite_path(url), None
         try:

@@ -54,10 +54,6 @@ class ToolContext:
     # where this one is, figures for the progress display, and an event for the log.
     load_progress: Callable[[], Mapping[str, Any] | None] = field(default=lambda: None)
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
-    # The same checkpoint for work a resume may do again harmlessly (an idempotent tool's
-    # tables in a shared step): in the store at once, and through aishell's death, but on
-    # the disk with the next commit that waits for it, within a second.
-    keep_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
     report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
     record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
     # An event that commits with the step's next durable write (its progress), and the
