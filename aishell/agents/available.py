@@ -27,6 +27,7 @@ from aishell.config.plugins import (
     offered,
     warn,
 )
+from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.handlers.needs import Privilege
 
@@ -165,7 +166,7 @@ def agent_package(name: str) -> str:
 def declared_privileges(dialect: str) -> dict[str, tuple[Privilege | str, ...]]:
     """What each agent from another package declares it needs on this engine (aishell's
     own agents are checked by each engine's own code)."""
-    engine = "mysql" if dialect == "mariadb" else dialect  # specs name MariaDB's "mysql"
+    engine = family(dialect)
     table = _loaded()
     return {
         name: tuple(agent.spec.privileges.get(engine, ()))

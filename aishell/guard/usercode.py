@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.usercodeactions import Action
 from aishell.sqltext import text
@@ -98,7 +99,7 @@ def user_code(
     actions = list(dict.fromkeys(actions))
     if not actions:
         return []
-    dialect = "mysql" if conn.dialect.name in ("mysql", "mariadb") else conn.dialect.name
+    dialect = family(conn.dialect.name)
     runs = _RUNS.get(dialect, {})
     if "user code" not in run_cache:
         run_cache["user code"] = _read(conn, dialect)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, limit_setting, statement_limit
 from aishell.targets.searchpath import SEARCH_PATH_KEY
@@ -35,7 +36,7 @@ def session_access(
     wanted = read_only or target_read_only
     access = _current_access(conn, target_read_only) != wanted
     dialect = conn.dialect
-    name = "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
+    name = family(dialect.name)
     mariadb = bool(getattr(dialect, "is_mariadb", False))
     limit = None
     if limit_seconds is not None:

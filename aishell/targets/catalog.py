@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import text
 
@@ -95,7 +96,7 @@ def table_columns(conn: Connection, table: str, *, stored_only: bool = False) ->
     """The table's columns in order; `stored_only`: those a row is inserted with, all
     but the generated ones."""
     dialect = conn.dialect.name
-    sql, stored = _COLUMNS["mysql" if dialect == "mariadb" else dialect]
+    sql, stored = _COLUMNS[family(dialect)]
     query = sql.replace("{stored}", stored if stored_only else "")
     return [r[0] for r in conn.execute(text(query), {"t": table})]
 

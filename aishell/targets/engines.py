@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config, TargetConfig
 from aishell.config.options import MAX_PARALLEL_STEPS
+from aishell.dialects import FAMILIES
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
@@ -40,13 +41,6 @@ APPLICATION_NAME = "aishell"
 # Connections a server's pool may open past its five: a parallel group's steps each
 # hold one (up to MAX_PARALLEL_STEPS), beside the run's own, its lock's and a replica's.
 POOL_OVERFLOW = int(MAX_PARALLEL_STEPS.maximum or 16) + 10
-
-_DIALECT_NAMES = {
-    "sqlite": "sqlite",
-    "postgresql": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-}
 
 
 @dataclass
@@ -138,7 +132,7 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
         raise ConfigError(
             f"{config.path}: targets.{target_name}.url: not a valid database URL"
         ) from None
-    dialect = _DIALECT_NAMES.get(url.get_backend_name())
+    dialect = FAMILIES.get(url.get_backend_name())
     if dialect is None:
         raise ConfigError(
             f"{config.path}: targets.{target_name}.url: unsupported database "
@@ -164,7 +158,7 @@ def open_server(config: Config, name: str) -> tuple[Target, str | None]:
     database `postgres` on PostgreSQL, from none on MySQL/MariaDB)."""
     target_name, target_config = config.target(name)
     url = make_url(resolve_url(target_config.url, config.home))
-    dialect = _DIALECT_NAMES.get(url.get_backend_name())
+    dialect = FAMILIES.get(url.get_backend_name())
     if dialect not in ("postgresql", "mysql"):
         raise ConfigError(f"Target '{target_name}' is not on a database server")
     login = resolve_login(url, target_config, target_name)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.handlers import cached
 from aishell.handlers.backup.apply import (
@@ -46,10 +47,6 @@ class _Prechecked:
     chain: Chain
     lines: list[str]
     estimate: dict[str, Any]
-
-
-def _family(dialect: str) -> str:
-    return "mysql" if dialect == "mariadb" else dialect
 
 
 def _links(path: Path, catalog: list[dict[str, Any]]) -> Chain:
@@ -203,7 +200,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     manifest = links[-1][1]
     conn = ctx.connection
     dialect = conn.dialect.name
-    if _family(manifest["dialect"]) != _family(dialect):
+    if family(manifest["dialect"]) != family(dialect):
         raise StepFailed(
             f"Backup {path.name} is a {manifest['dialect']} backup and target '{ctx.target}' "
             f"is {dialect}; restore it into a {manifest['dialect']} target"

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.handlers.backup.disk import destination, partial_file
 from aishell.handlers.backup.dumps import Taken, take_mysql, take_postgresql
@@ -58,7 +59,7 @@ SIZE_SQL = {
 
 def size_sql(dialect: str) -> str:
     """SIZE_SQL of a dialect (MariaDB's is MySQL's)."""
-    return SIZE_SQL["mysql" if dialect == "mariadb" else dialect]
+    return SIZE_SQL[family(dialect)]
 
 
 def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
