@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("state",),
     ("targets",),
     ("config",),
-    ("errors", "risk", "sqltext", "terminal", "units", "lazy", "files", "retry"),
+    ("errors", "risk", "sqltext", "dialects", "terminal", "units", "lazy", "files", "retry"),
 )
 RANK = {room: rank for rank, layer in enumerate(LAYERS) for room in layer}
 
