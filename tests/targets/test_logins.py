@@ -163,7 +163,11 @@ def watched(handle: Any, argv: list[str]) -> dict[str, bytes]:
     def watch(pid: int) -> None:
         for what in ("cmdline", "environ"):
             with contextlib.suppress(OSError):  # ended between two looks
-                seen[what] = Path(f"/proc/{pid}/{what}").read_bytes()
+                shown = Path(f"/proc/{pid}/{what}").read_bytes()
+                # A program that has just ended (a zombie) shows both empty: a look
+                # then keeps what the looks while it ran saw.
+                if shown:
+                    seen[what] = shown
 
     with handle.connect() as conn:
         ctx = ToolContext(conn=conn, dialect=handle.dialect, target=handle.name)
