@@ -1537,11 +1537,19 @@ def _param_of_the_wrong_type(c: Change) -> str:
         step = c.append("update_table_statistics", {"table": "users"})
         props = _registry().get(step["tool"]).params["properties"]
     name = c.pick(sorted(props))
-    value = c.pick([v for v in (42, "high", True, [], {}) if schema.validate(v, props[name])])
+    # A value of another type, or a word where the param takes one of a few words (of
+    # the right type but not one of them: the validator says so instead of naming the
+    # type it expected). Not a word too short for a param of a minimum length: that is
+    # the right type.
+    wrong = [
+        (v, problems[0])
+        for v in (42, "high", True, [], {})
+        if (problems := schema.validate(v, props[name]))
+        and ("expected" in problems[0] or "is not one of" in problems[0])
+    ]
+    value, problem = c.pick(wrong)
     step["params"][name] = value
-    # A word where the param takes one of a few words is of the right type but not one
-    # of them: the validator says so instead of naming the type it expected.
-    return "expected" if "expected" in schema.validate(value, props[name])[0] else "is not one of"
+    return "expected" if "expected" in problem else "is not one of"
 
 
 @_mutation
