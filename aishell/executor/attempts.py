@@ -223,7 +223,7 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
             _listed(step, ctx),
         )
         if writes
-        else (),
+        else None,
         writes=writes,
         risk=tool.risk_level,
         label=label,

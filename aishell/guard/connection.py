@@ -11,7 +11,7 @@ an operator, cast or type may write, reads on a read-write session are sent read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +51,10 @@ class GuardMemory:
 
 @dataclass
 class Guard:
-    """What one step may send: reads, and writes of the approved shapes (none when the
+    """What one step may send: reads, and writes of the approved shapes (None when the
     step only reads)."""
 
-    shapes: Iterable[Shape] = ()
+    shapes: Shapes | None = None
     writes: bool = False
     # The risk the step was approved at (its tool's): a write only the server's catalog
     # shows (a function, a view that writes) is high, and passes no step approved lower,
@@ -130,11 +130,7 @@ class Guard:
                 f"was approved at (tag the tool {risk} to approve it)"
             )
         words = " ".join(statement.split())
-        shapes = self.shapes
-        if isinstance(shapes, Shapes):
-            if shapes.allows(statement, words):
-                return None
-        elif any(shape.matches(statement, words) for shape in shapes):
+        if self.shapes is not None and self.shapes.allows(statement, words):
             return None
         return f"it writes ({reason}) and is none of the statements {self.label} was approved with"
 
@@ -310,12 +306,6 @@ class Shapes:
         self._compiled: list[Shape] = []
         self._exact: set[str] = set()
         self._patterns: list[Shape] = []
-
-    def __iter__(self) -> Iterator[Shape]:
-        for i in range(len(self._sources)):
-            if i == len(self._compiled):
-                self._compile_next()
-            yield self._compiled[i]
 
     def allows(self, statement: str, words: str) -> bool:
         """Whether `statement` (its words joined by one space) has one of the shapes."""
