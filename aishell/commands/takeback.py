@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 from aishell.commands.runs import resume_run
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
+from aishell.dialects import family
 from aishell.errors import AishellError, TargetLocked
 from aishell.executor import RunResult
 from aishell.plan.model import Plan
@@ -160,7 +161,7 @@ def _dialect(config: Config, target: str) -> str:
         backend = make_url(config.main.targets[target].url).get_backend_name()
     except (KeyError, ArgumentError, ValueError):
         return "unknown"
-    return {"mariadb": "mysql"}.get(backend, backend)
+    return family(backend)
 
 
 def notify_run(config: Config, run: dict[str, Any], name: str, how: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.guard.eventtriggers import Fired, fired_event_triggers
 from aishell.guard.writtentables import Write, view_bases, written
 from aishell.sqltext import text
@@ -99,7 +100,7 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
                     "it writes through to are not known"
                 )
         # InnoDB runs no trigger for the rows a foreign key's action writes.
-        if not (cascaded and dialect in ("mysql", "mariadb")):
+        if not (cascaded and family(dialect) == "mysql"):
             reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, write))
     return reach
 
@@ -299,7 +300,7 @@ class _Relations:
                     )
                 )
             return _Found(keys, bases)
-        if self.dialect in ("mysql", "mariadb"):
+        if family(self.dialect) == "mysql":
             return self._mysql(names)
         return _Found(self._sqlite_keys(table), [])
 
@@ -431,7 +432,7 @@ def _fires(conn: Connection, write: Write) -> list[str]:
         return [str(r[0]) for r in conn.execute(text(_PG_FIRES), values)]
     if event not in _SQLITE_EVENTS:
         return []
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         rows = conn.execute(text(_MYSQL_FIRES), {**names, "event": event})
         return [f"trigger {name} ({timing} {event})" for name, timing in rows]
     return [

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.handlers.mysql import privileges as mysql_privileges
 from aishell.handlers.sqlite.privileges import read_only_reason
 from aishell.sqltext import text
@@ -84,7 +85,7 @@ Found = tuple[str | None, str]
 def declared_needs(conn: Connection, declared: Declared) -> list[dict[str, Any]]:
     """Per agent and declared privilege on this engine: what is missing and the fix, in
     the shape of the engines' own `agent_needs`."""
-    check = _CHECKS[conn.dialect.name]
+    check = _CHECKS[family(conn.dialect.name)]
     needs = []
     for agent, privileges in declared.items():
         for privilege in privileges:
@@ -243,6 +244,5 @@ def _sqlite(conn: Connection, privilege: Privilege) -> Found:
 _CHECKS: dict[str, Callable[[Connection, Privilege], tuple[str | None, str]]] = {
     "postgresql": _postgresql,
     "mysql": _mysql,
-    "mariadb": _mysql,
     "sqlite": _sqlite,
 }

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.handlers import Handler, RunFn
 from aishell.handlers.mysql.catalog import database_size as mysql_size
 from aishell.handlers.postgresql.catalog import database_size as postgresql_size
@@ -166,7 +167,7 @@ def database_size(conn: Connection) -> dict[str, Any]:
     name = conn.dialect.name
     if name == "postgresql":
         return postgresql_size(conn)
-    if name in ("mysql", "mariadb"):
+    if family(name) == "mysql":
         return mysql_size(conn)
     return sqlite_size(conn)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.handlers.mysql import privileges as mysql_privileges
 from aishell.handlers.needs import Declared, declared_needs
 from aishell.handlers.postgresql import privileges as postgresql_privileges
@@ -20,8 +21,9 @@ def describe_server(conn: Connection, declared: Declared | None = None) -> dict[
     privileges it needs on this target, each with what is missing (a warning when it is):
     aishell's own agents' from each engine's checks, other agents' from what they
     `declared` for this engine."""
-    info = _DESCRIBE[conn.dialect.name](conn)
-    info["needs"] = _AGENT_NEEDS[conn.dialect.name](conn) + declared_needs(conn, declared or {})
+    dialect = family(conn.dialect.name)
+    info = _DESCRIBE[dialect](conn)
+    info["needs"] = _AGENT_NEEDS[dialect](conn) + declared_needs(conn, declared or {})
     for need in info["needs"]:
         state = f"missing: {need['missing']}" if need["missing"] else "ok"
         info["privileges"].setdefault(f"{need['agent']} needs", []).append(
@@ -131,12 +133,10 @@ def _pg_has_role(conn: Connection, role: str) -> bool:
 _DESCRIBE: dict[str, Callable[[Connection], dict[str, Any]]] = {
     "postgresql": _describe_postgresql,
     "mysql": _describe_mysql,
-    "mariadb": _describe_mysql,
     "sqlite": _describe_sqlite,
 }
 _AGENT_NEEDS: dict[str, Callable[[Connection], list[dict[str, Any]]]] = {
     "postgresql": postgresql_privileges.agent_needs,
     "mysql": mysql_privileges.agent_needs,
-    "mariadb": mysql_privileges.agent_needs,
     "sqlite": sqlite_privileges.agent_needs,
 }

@@ -106,7 +106,7 @@ def session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None
         pinned = conn.info.get(SEARCH_PATH_KEY)
         path = _second_cursor(cursor, "SELECT pg_catalog.current_setting('search_path')")
         return None if pinned is None or path == pinned else f"search_path is now {path}"
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         if not thorough:
             return None
         value = _second_cursor(cursor, "SELECT @@session.tx_read_only")

@@ -54,7 +54,7 @@ def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[s
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() ORDER BY 1"
         )
-    elif dialect in ("mysql", "mariadb"):
+    elif family(dialect) == "mysql":
         sql = (
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
             "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"
@@ -157,7 +157,7 @@ def urgency(conn: Connection) -> dict[str, float]:
     if dialect == "postgresql":
         for r in conn.execute(text(_PG_URGENCY)).mappings():
             scores[r["name"]] = pg_urgency(r["xid_age"], r["live"], r["dead"], r["total_bytes"])
-    elif dialect in ("mysql", "mariadb"):
+    elif family(dialect) == "mysql":
         for r in conn.execute(text(_MYSQL_URGENCY)).mappings():
             scores[r["name"]] = mysql_urgency(int(r["bytes"]), int(r["free_bytes"]))
     else:

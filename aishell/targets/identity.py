@@ -10,6 +10,7 @@ import os
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.errors import PlanError
 from aishell.sqltext import text
 
@@ -43,7 +44,7 @@ def database_identity(conn: Connection) -> str:
                 )
             ).scalar()
         return f"postgresql:{system}/{name}/{oid}"
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         try:
             server = conn.execute(text("SELECT @@server_uuid")).scalar()
         except DBAPIError:
@@ -97,7 +98,7 @@ def database_instance(conn: Connection) -> str:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         return "oid"
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         return _mysql_instance(conn)
     for _seq, schema_name, file in conn.execute(text("PRAGMA database_list")):
         if schema_name == "main" and file:

@@ -24,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.errors import TargetUnreachable
 
 # Where a connection's Limits are kept (the pool record's info, seen as Connection.info).
@@ -319,7 +320,7 @@ def limit_setting(dialect: str, mariadb: bool, seconds: float) -> tuple[str, str
     SQLite). Never zero, which the servers read as no limit."""
     if dialect == "postgresql":
         return "statement_timeout", str(max(int(seconds * 1000), 1))
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         if mariadb:
             return "max_statement_time", str(max(float(seconds), 0.001))
         return "max_execution_time", str(max(int(seconds * 1000), 1))

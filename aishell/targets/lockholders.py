@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.locks import run_lock_name
 
@@ -82,7 +83,7 @@ def blocking_sessions(
         if dialect == "postgresql":
             rows = conn.execute(text(_PG_HOLDING), {"t": list(tables)}).mappings()
             return [_pg_session(r) for r in rows]
-        if dialect in ("mysql", "mariadb"):
+        if family(dialect) == "mysql":
             found = conn.execute(text(_MY_CANDIDATES), {"besides": besides, "run_lock": run_lock})
             return [_mysql_session(r) for r in found.mappings()]
     except DBAPIError:

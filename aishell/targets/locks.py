@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from aishell.dialects import family
 from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
@@ -88,7 +89,7 @@ def mysql_lock_name(key: str) -> str:
 def run_lock_name(conn: Connection) -> str:
     """MySQL/MariaDB: the GET_LOCK name of the run lock of conn's database, so that the
     session holding it is known as aishell's own; elsewhere ''."""
-    if conn.dialect.name not in ("mysql", "mariadb"):
+    if family(conn.dialect.name) != "mysql":
         return ""
     return mysql_lock_name(run_lock_key(database_identity(conn)))
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
+from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import require_column, sqlite_name, sqlite_text_as_bytes
@@ -282,7 +283,7 @@ def _read(
     dialect = conn.dialect.name
     if dialect == "postgresql":
         return _read_postgresql(conn, names)
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         return _read_mysql(conn, names)
     with sqlite_text_as_bytes(conn):
         return _read_sqlite(conn, names, [] if unreadable is None else unreadable)
@@ -407,7 +408,7 @@ def _columns(conn: Connection, names: list[str]) -> dict[str, list[str]]:
     if dialect == "postgresql":
         statement = text(_PG_COLUMNS)
     else:
-        sql = _MYSQL_COLUMNS if dialect in ("mysql", "mariadb") else _SQLITE_COLUMNS
+        sql = _MYSQL_COLUMNS if family(dialect) == "mysql" else _SQLITE_COLUMNS
         statement = text(sql).bindparams(bindparam("names", expanding=True))
     found: dict[str, list[str]] = {}
     if dialect == "sqlite":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.handlers.backup.manifest import Chain
 from aishell.handlers.backup.processes import run_tool, server_env
 from aishell.sqltext import text
@@ -60,7 +61,7 @@ class _Catalog:
 
 def restore_replaces(chain: Chain, conn: Connection, ctx: ToolContext) -> Replaced:
     """Every object of the target the restore of `chain` drops or overwrites."""
-    return _BY_DIALECT.get(conn.dialect.name, _mysql)(chain, conn, ctx)
+    return _BY_DIALECT.get(family(conn.dialect.name), _mysql)(chain, conn, ctx)
 
 
 # --- SQLite ---------------------------------------------------------------------------------
@@ -341,5 +342,4 @@ _BY_DIALECT: dict[str, Callable[[Chain, Connection, ToolContext], Replaced]] = {
     "sqlite": _sqlite,
     "postgresql": _postgresql,
     "mysql": _mysql,
-    "mariadb": _mysql,
 }

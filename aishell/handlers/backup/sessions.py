@@ -36,6 +36,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, statement_limit
 from aishell.tool.context import ToolContext
@@ -86,7 +87,7 @@ class ClientSession:
 
     def watching(self, also: Callable[[int], None] | None) -> Callable[[int], None] | None:
         """A `watch` for run_child that also notes the MySQL client's TCP ports."""
-        if self.dialect not in ("mysql", "mariadb"):
+        if family(self.dialect) != "mysql":
             return also
 
         def watch(pid: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.errors import StepFailed, TargetError, UsageError
 from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
 from aishell.handlers.purge.archivefile import ArchiveFile
@@ -81,7 +82,7 @@ def _same_table(conn: Connection, table: str, other: str) -> bool:
         # NOCASE folds ASCII letters only, exactly as SQLite matches table names.
         same = conn.execute(text("SELECT :a = :b COLLATE NOCASE"), {"a": table, "b": other})
         return bool(same.scalar())
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         folding = int(conn.execute(text("SELECT @@lower_case_table_names")).scalar() or 0)
         return folding != 0 and table.lower() == other.lower()
     if dialect == "postgresql":

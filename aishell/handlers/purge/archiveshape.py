@@ -19,6 +19,7 @@ import re
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import text
 
@@ -125,7 +126,7 @@ def check_plain_archive(conn: Connection, table: str, archive: str) -> None:
     names = {"t": table, "a": archive}
     if dialect == "postgresql":
         problems = [_said(*row) for row in conn.execute(text(_PG_PROBLEMS), names)]
-    elif dialect in ("mysql", "mariadb"):
+    elif family(dialect) == "mysql":
         problems = _mysql(conn, names)
     else:
         problems = _sqlite(conn, table, archive)

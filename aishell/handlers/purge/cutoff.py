@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.config.options import RETENTION_DAYS
+from aishell.dialects import family
 from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
@@ -102,7 +103,7 @@ def describe(
             {"t": table, "c": column},
         ).scalar()
         kind = _PG_KINDS.get(str(data_type))
-    elif dialect in ("mysql", "mariadb"):
+    elif family(dialect) == "mysql":
         data_type = conn.execute(
             text(
                 "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
@@ -166,7 +167,7 @@ def server_now(conn: Connection, column: DateColumn) -> datetime:
         else:
             now = conn.execute(text("SELECT now()")).scalar_one()
         return now
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         if column.kind in ("epoch", "epoch_ms"):
             seconds = conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar_one()
             return datetime.fromtimestamp(float(seconds), UTC)
@@ -262,7 +263,7 @@ def indexes_of(conn: Connection, table: str) -> list[TableIndex]:
     expression, or a partial one, is neither unique over the rows nor a plain column's
     index, and is left out."""
     dialect = conn.dialect.name
-    if dialect not in ("postgresql", "mysql", "mariadb"):
+    if family(dialect) not in ("postgresql", "mysql"):
         return _reflected_indexes(conn, table)
     sql = _PG_INDEXES if dialect == "postgresql" else _MYSQL_INDEXES
     grouped: dict[Any, list[Any]] = {}

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
 from aishell.handlers.purge.batchsql import is_integer
 from aishell.handlers.purge.cutoff import DateColumn
 from aishell.sqltext import text
@@ -133,7 +134,7 @@ def estimate_rows(
         if found is not None:
             return found
         return _pg_sample(conn, stats, names, bound)
-    if conn.dialect.name not in ("mysql", "mariadb"):
+    if family(conn.dialect.name) != "mysql":
         return None  # SQLite keeps no estimate worth the name: it is counted
     rows = int(
         remember("table_rows", lambda: conn.execute(text(_MYSQL_ROWS), {"t": table}).scalar()) or 0

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
 from aishell.sqltext import text
@@ -74,7 +75,7 @@ def session_of(conn: Connection) -> dict[str, Any] | None:
     if dialect == "postgresql":
         pid, start = conn.execute(text(_PG_SELF)).one()
         return {"pid": int(pid), "start": str(start)}
-    if dialect in ("mysql", "mariadb"):
+    if family(dialect) == "mysql":
         session, user = conn.execute(text(_MY_SELF)).one()
         boot = float(conn.execute(text(_MY_BOOT)).scalar_one())
         return {"id": int(session), "boot": boot, "user": str(user)}
@@ -89,7 +90,7 @@ def settle_session(
     if not recorded or dict(recorded) == dict(current or {}):
         return
     conn = ctx.connection
-    if conn.dialect.name not in ("postgresql", "mysql", "mariadb"):
+    if family(conn.dialect.name) not in ("postgresql", "mysql"):
         return
     # A session of its own: ending another session is no statement of the step's, and
     # the step's connection is in the middle of the purge's transaction handling.
