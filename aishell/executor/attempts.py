@@ -127,8 +127,8 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
     except StepSkipped as exc:
         # Whatever it did is committed (each tool commits its own work); the
         # server declined the rest, and the status says so.
-        result.output = json.loads(dumps(exc.details)) if exc.details else None
-        run.finish(result, "skipped", error=str(exc), started=started)
+        text = _kept_output(result, exc.details or None)
+        run.finish(result, "skipped", error=str(exc), started=started, output_text=text)
         return
     except AishellError as exc:  # StepTimeout and StepFailed among them
         rollback(ctx.connection)
@@ -147,9 +147,8 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
         run.finish(result, "failed", error=error, started=started)
         return
     record_effects(run, output)
-    # Keep in memory exactly what the store holds, so later steps see the same values.
-    result.output = json.loads(dumps(output))
-    run.finish(result, "succeeded", started=started)
+    text = _kept_output(result, output)
+    run.finish(result, "succeeded", started=started, output_text=text)
 
 
 def _skipped(
@@ -167,8 +166,8 @@ def _skipped(
     skip = held_or_gone(run, step.tool, step.params, ctx, exc, attempt)
     if skip is None:
         return False
-    result.output = json.loads(dumps(skip.output))
-    run.finish(result, "skipped", error=skip.error, started=started)
+    text = _kept_output(result, skip.output)
+    run.finish(result, "skipped", error=skip.error, started=started, output_text=text)
     return True
 
 
@@ -184,12 +183,12 @@ def _waits_for_a_person(
     person's yes to that very step, which no flag gives. What that yes is given for is
     what is left, measured now: resume judges the step again against it."""
     record_effects(run, exc.details)
-    result.output = json.loads(dumps(exc.details)) if exc.details else None
+    text = _kept_output(result, exc.details or None)
     result.personal = list(exc.reasons)
     result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
     run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
     run.store.record_request(run.run_id, result.index, True, _facts_left(result, step, ctx))
-    run.finish(result, "waiting_approval", error=str(exc), started=started)
+    run.finish(result, "waiting_approval", error=str(exc), started=started, output_text=text)
 
 
 def _facts_left(result: StepResult, step: PreparedStep, ctx: ToolContext) -> dict[str, Any]:
@@ -325,3 +324,15 @@ def _long_step_hooks(
     ctx.runs_progressing_with = lambda key, value: store.runs_progressing_with(
         key, value, FINISHED, run_id
     )
+
+
+def _kept_output(result: StepResult, output: Any) -> str | None:
+    """Keep in memory exactly what the store holds, so that later steps see the same
+    values: the output through its JSON text, which is returned for the store to keep
+    as it is (encoded once; None for no output)."""
+    if output is None:
+        result.output = None
+        return None
+    text = dumps(output)
+    result.output = json.loads(text)
+    return text

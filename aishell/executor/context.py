@@ -91,8 +91,10 @@ class RunContext:
         *,
         error: str | None = None,
         started: float | None = None,
+        output_text: str | None = None,
     ) -> None:
-        """A step's end: committed to the store before anything else happens."""
+        """A step's end: committed to the store before anything else happens.
+        `output_text`: result.output as dumps() wrote it, not encoded again."""
         # A step that started wrote its params and SQL then: they are not written twice
         # (for a step of thousands of tables, or one reading a whole health report).
         started_here = result.status == "running"
@@ -104,6 +106,7 @@ class RunContext:
             result.index,
             status,
             output=result.output,
+            output_text=output_text,
             error=error,
             sql=None if started_here else result.sql,
             resolved_params=None if started_here else result.params,

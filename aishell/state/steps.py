@@ -191,15 +191,17 @@ class StepRepository(StoreCore):
         sql: list[str] | None = None,
         resolved_params: Any = None,
         replayable: bool = False,
+        output_text: str | None = None,
     ) -> None:
-        """Record a step's end; its output and status commit together.
+        """Record a step's end; its output and status commit together. `output_text`:
+        the output as dumps() already wrote it, stored as it is.
 
         `replayable`: running the step again does what it did (it only read, or made
         quick repeatable writes). While nothing of the step is committed yet, its end
         then rides with the next commit, as its start did, within RIDE_SECONDS: lost
         in a crash, the store shows the step not begun, and a resume runs it."""
         at = now()
-        stored = None if output is None else dumps(output)
+        stored = output_text if output_text is not None or output is None else dumps(output)
         writes: list[tuple[Hot, dict[str, Any]]] = [
             (
                 _STEP_FINISHED,
