@@ -191,7 +191,15 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
     """
     is_pg = engine.dialect.name == "postgresql"
 
-    @event.listens_for(engine, "before_cursor_execute")
+    # Armed first on each connection: a connection's own listeners run before the
+    # engine's, and the guard's among them sends its catalog lookups (the functions a
+    # statement calls, what may make a read write) on a second cursor before the
+    # statement. The statement's bound covers them too; armed by the engine, after them,
+    # they waited for ever on a PostgreSQL server that stopped answering.
+    @event.listens_for(engine, "engine_connect")
+    def _arm_first(conn: Connection) -> None:
+        event.listen(conn, "before_cursor_execute", _arm, insert=True)
+
     def _arm(conn: Connection, cursor: Any, _s: Any, _p: Any, ctx: Any, _many: Any) -> None:
         dbapi = cursor.connection
         outside = ctx is not None and ctx.execution_options.get(OUTSIDE_STEPS_OPTION)

@@ -1,0 +1,78 @@
+"""The guard's own lookups are bounded like the statement they judge.
+
+Before a statement is sent, the guard may ask the server's catalog on a second cursor
+of the same connection: what the functions it calls are (volatile, user-defined), and
+what may make a read write without naming a function. On PostgreSQL (libpq has no read
+timeout) those asks waited for ever on a server that stopped answering: a dump's look
+at the server, or any step's first read, then hung until the run lock's look found the
+server gone (10 s and more), and without a run lock for good. They now end at the
+statement's own bound, the read timeout, in one line naming the setting.
+
+The server's port is behind a proxy the test owns, frozen before the statement.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from aishell.guard.connection import Guard
+from aishell.targets.engines import open_target
+from aishell.targets.limits import TargetSilent
+from tests.faultproxy import Proxy, server_port, through
+from tests.targets.test_limits import configure
+
+READ_TIMEOUT = 2
+
+
+def _guarded(conn: Any, guard: Guard) -> None:
+    """The guard on the connection's cursor events, as a step's audit puts it."""
+
+    def before(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
+        why = guard.check(statement, cursor, "postgresql", conn.dialect.paramstyle)
+        assert why is None, why
+
+    event.listen(conn, "before_cursor_execute", before)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # Its function is looked up: volatile, and known to only read?
+        "SELECT pg_catalog.pg_stat_clear_snapshot()",
+        # A read on a read-write session: what may make a read write is looked up.
+        "SELECT count(*) FROM pg_catalog.pg_class",
+    ],
+)
+def test_a_guards_lookup_on_a_frozen_server_ends_at_the_read_timeout(
+    home: Path, pg_url: str, statement: str
+):
+    proxy = Proxy(server_port(pg_url))
+    try:
+        config = configure(
+            home,
+            through(proxy.port, pg_url),
+            read_timeout_seconds=READ_TIMEOUT,
+            connect_timeout_seconds=READ_TIMEOUT,
+        )
+        target = open_target(config, "db")
+        try:
+            conn = target.connect()
+            conn.execute(text("SELECT 1")).scalar()  # connected before the freeze
+            _guarded(conn, Guard(label="a read", connection=conn))
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(TargetSilent) as raised:
+                conn.execute(text(statement))
+            took = time.monotonic() - started
+        finally:
+            target.close()
+    finally:
+        proxy.close()
+    assert took < READ_TIMEOUT + 5, took
+    assert "read_timeout_seconds" in str(raised.value), raised.value
+    assert "\n" not in str(raised.value)
