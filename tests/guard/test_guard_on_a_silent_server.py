@@ -23,10 +23,8 @@ from sqlalchemy import event, text
 from aishell.guard.connection import Guard
 from aishell.targets.engines import open_target
 from aishell.targets.limits import TargetSilent
-from tests.faultproxy import Proxy, server_port, through
-from tests.targets.test_limits import configure
-
-READ_TIMEOUT = 2
+from tests.faultproxy import Proxy, server_port
+from tests.handlers.backup.test_silent_dump import READ_TIMEOUT, through_proxy
 
 
 def _guarded(conn: Any, guard: Guard) -> None:
@@ -53,13 +51,7 @@ def test_a_guards_lookup_on_a_frozen_server_ends_at_the_read_timeout(
 ):
     proxy = Proxy(server_port(pg_url))
     try:
-        config = configure(
-            home,
-            through(proxy.port, pg_url),
-            read_timeout_seconds=READ_TIMEOUT,
-            connect_timeout_seconds=READ_TIMEOUT,
-        )
-        target = open_target(config, "db")
+        target = open_target(through_proxy(home, proxy, pg_url), "db")
         try:
             conn = target.connect()
             conn.execute(text("SELECT 1")).scalar()  # connected before the freeze

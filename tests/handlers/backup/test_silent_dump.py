@@ -41,7 +41,7 @@ DATA_READ = {"postgresql": b"COPY ", "mysql": b"SQL_NO_CACHE"}
 pytestmark = pytest.mark.slow
 
 
-def _through(home: Path, proxy: Proxy, url: str) -> Any:
+def through_proxy(home: Path, proxy: Proxy, url: str) -> Any:
     """The config with target `db` at url through the proxy, silent after READ_TIMEOUT."""
     return configure(
         home,
@@ -56,7 +56,7 @@ def test_a_dump_whose_server_goes_silent_ends_within_the_read_timeout(home: Path
     fill_table(server_url, "dumped", 20)
     proxy = Proxy(server_port(server_url))
     try:
-        config = _through(home, proxy, server_url)
+        config = through_proxy(home, proxy, server_url)
         proxy.hold(DATA_READ[dialect])
 
         def freeze_once_held() -> None:
@@ -95,7 +95,7 @@ def test_a_transactions_end_on_a_silent_postgresql_waits_the_read_timeout(
     read_timeout_seconds, in one line naming the setting."""
     proxy = Proxy(server_port(pg_url))
     try:
-        handle = open_target(_through(home, proxy, pg_url), "db")
+        handle = open_target(through_proxy(home, proxy, pg_url), "db")
         try:
             conn = handle.engine.connect()
             conn.execute(text("SELECT 1")).scalar()  # a transaction is open
