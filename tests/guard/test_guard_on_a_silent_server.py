@@ -13,7 +13,6 @@ The server's port is behind a proxy the test owns, frozen before the statement.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,7 @@ import pytest
 from sqlalchemy import event, text
 
 from aishell.guard.connection import Guard
-from aishell.targets.engines import open_target
-from aishell.targets.limits import TargetSilent
-from tests.faultproxy import Proxy, server_port
-from tests.handlers.backup.test_silent_dump import READ_TIMEOUT, through_proxy
+from tests.handlers.backup.test_silent_dump import ends_at_the_read_timeout, frozen_target
 
 
 def _guarded(conn: Any, guard: Guard) -> None:
@@ -49,22 +45,8 @@ def _guarded(conn: Any, guard: Guard) -> None:
 def test_a_guards_lookup_on_a_frozen_server_ends_at_the_read_timeout(
     home: Path, pg_url: str, statement: str
 ):
-    proxy = Proxy(server_port(pg_url))
-    try:
-        target = open_target(through_proxy(home, proxy, pg_url), "db")
-        try:
-            conn = target.connect()
-            conn.execute(text("SELECT 1")).scalar()  # connected before the freeze
-            _guarded(conn, Guard(label="a read", connection=conn))
-            proxy.freeze()
-            started = time.monotonic()
-            with pytest.raises(TargetSilent) as raised:
-                conn.execute(text(statement))
-            took = time.monotonic() - started
-        finally:
-            target.close()
-    finally:
-        proxy.close()
-    assert took < READ_TIMEOUT + 5, took
-    assert "read_timeout_seconds" in str(raised.value), raised.value
-    assert "\n" not in str(raised.value)
+    with frozen_target(home, pg_url) as (target, proxy):
+        conn = target.connect()
+        conn.execute(text("SELECT 1")).scalar()  # connected before the freeze
+        _guarded(conn, Guard(label="a read", connection=conn))
+        ends_at_the_read_timeout(proxy, lambda: conn.execute(text(statement)))

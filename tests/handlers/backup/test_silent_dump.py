@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from sqlalchemy import text
 
 from aishell import commands
 from aishell.executor.stopping import LOCK_CHECK_SECONDS
-from aishell.targets.engines import open_target
+from aishell.targets.engines import Target, open_target
 from aishell.targets.limits import TargetSilent
 from tests.faultproxy import Proxy, server_port, through
 from tests.helpers import fill_table
@@ -93,20 +95,34 @@ def test_a_transactions_end_on_a_silent_postgresql_waits_the_read_timeout(
     """A COMMIT or ROLLBACK goes past the cursor events (libpq has no read timeout):
     on a server that stopped answering it waited for ever. It now ends after
     read_timeout_seconds, in one line naming the setting."""
-    proxy = Proxy(server_port(pg_url))
+    with frozen_target(home, pg_url) as (target, proxy):
+        conn = target.engine.connect()
+        conn.execute(text("SELECT 1")).scalar()  # a transaction is open
+        ends_at_the_read_timeout(proxy, getattr(conn, end))
+
+
+@contextmanager
+def frozen_target(home: Path, url: str) -> Iterator[tuple[Target, Proxy]]:
+    """Target `db` at url through a proxy the test freezes; both closed after."""
+    proxy = Proxy(server_port(url))
     try:
-        handle = open_target(through_proxy(home, proxy, pg_url), "db")
+        target = open_target(through_proxy(home, proxy, url), "db")
         try:
-            conn = handle.engine.connect()
-            conn.execute(text("SELECT 1")).scalar()  # a transaction is open
-            proxy.freeze()
-            started = time.monotonic()
-            with pytest.raises(TargetSilent) as raised:
-                getattr(conn, end)()
-            took = time.monotonic() - started
+            yield target, proxy
         finally:
-            handle.close()
+            target.close()
     finally:
         proxy.close()
+
+
+def ends_at_the_read_timeout(proxy: Proxy, call: Callable[[], Any]) -> None:
+    """`call`, sent once the proxy froze, ends within the read timeout (and a margin for
+    a loaded machine), in one line naming the setting."""
+    proxy.freeze()
+    started = time.monotonic()
+    with pytest.raises(TargetSilent) as raised:
+        call()
+    took = time.monotonic() - started
     assert took < READ_TIMEOUT + 5, took
     assert "read_timeout_seconds" in str(raised.value), raised.value
+    assert "\n" not in str(raised.value)
