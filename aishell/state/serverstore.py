@@ -80,7 +80,12 @@ def server_engine(url: str, location: str, silenced: Silenced) -> Engine:
     """The engine of a store on a server, every wait on the server bounded (see the
     module); once silenced, it connects no more."""
     # Late: a SQLite store, the usual one, never needs the targets' machinery.
-    from aishell.targets.limits import Limits, mysql_read_timeout, watch_statements
+    from aishell.targets.limits import (
+        Limits,
+        bound_setup,
+        mysql_read_timeout,
+        watch_statements,
+    )
 
     connect, read = timeouts_of(url)
     parsed = make_url(url).difference_update_query([CONNECT_PARAM, READ_PARAM])
@@ -102,21 +107,21 @@ def server_engine(url: str, location: str, silenced: Silenced) -> Engine:
         def _reads(dbapi_conn: Any, _record: Any) -> None:
             mysql_read_timeout(dbapi_conn, read)
 
-    watch_statements(
-        engine,
-        Limits(
-            "state",
-            read,
-            who=f"The state store {location}",
-            setting="state.read_timeout_seconds",
-            on_silence=silenced,
-        ),
+    limits = Limits(
+        "state",
+        read,
+        who=f"The state store {location}",
+        setting="state.read_timeout_seconds",
+        on_silence=silenced,
     )
+    watch_statements(engine, limits)
 
     @event.listens_for(engine, "do_connect")
     def _refuse(*_: Any) -> None:
         silenced.check()
 
+    if postgresql:
+        bound_setup(engine, limits, float(connect), "state.connect_timeout_seconds")
     return engine
 
 

@@ -23,6 +23,7 @@ from aishell.targets.limits import (
     LIMITS_KEY,
     Limits,
     TargetSilent,
+    bound_setup,
     inherit_step_limit,
     mysql_read_timeout,
     pymysql_timed_out,
@@ -226,6 +227,9 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         record.info[LIMITS_KEY] = limits
         inherit_step_limit(dbapi_conn, record, limits, "postgresql")
 
+    # Last: the set-up above is held to the connect's own bound.
+    seconds = float(target.connect_timeout_seconds)
+    bound_setup(engine, limits, seconds, f"targets.{limits.target}.connect_timeout_seconds")
     return engine
 
 

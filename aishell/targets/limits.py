@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -149,6 +150,9 @@ class Limits:
     # lost): from then on no statement waits past read_timeout_seconds, whatever is
     # left of the step's limit.
     stopping: bool = False
+    # Per thread whose new connection's set-up was cut off (bound_setup): what its
+    # connect's error says, and that DBAPI connection's id (its key in `fired`).
+    setup_cut: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     def bound(self) -> float:
         """How long a statement sent now may wait for its answer."""
@@ -222,27 +226,78 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
         if not is_pg:
             mysql_read_timeout(cursor.connection, limits.read_timeout)
 
-    @event.listens_for(engine, "handle_error")
-    def _silent(ctx: Any) -> None:
-        conn = ctx.connection
-        if conn is None or ctx.is_pre_ping:
-            return
-        _stop_watch(conn.info, limits)
-        dbapi = conn.connection.dbapi_connection if not conn.invalidated else None
-        orig = ctx.original_exception
-        said = limits.fired.pop(id(dbapi), None) if dbapi is not None else None
-        if said is None and not is_pg and pymysql_timed_out(orig):
-            said = limits.silence(getattr(dbapi, "_read_timeout", None) or limits.read_timeout)
-        if not is_pg and dbapi is not None:
-            mysql_read_timeout(dbapi, limits.read_timeout)
-        if said is not None:
-            ctx.is_disconnect = True
-            if limits.on_silence is not None:
-                raise limits.on_silence(said)
-            raise TargetSilent(said, ctx.statement, ctx.parameters, orig)
-
+    event.listen(engine, "handle_error", partial(_said_silent, limits, is_pg))
     if is_pg:
         _bound_pings(engine, limits)
+
+
+def _said_silent(limits: Limits, is_pg: bool, ctx: Any) -> None:
+    """The engine's error hook: a statement (or a new connection's set-up) whose socket
+    the watch closed, or PyMySQL's own read timeout, ends in one line naming the limit."""
+    conn = ctx.connection
+    if conn is None:
+        # Connecting: a set-up bound_setup cut off is said as such.
+        cut = limits.setup_cut.pop(threading.get_ident(), None)
+        if cut is None:
+            return
+        message, dbapi_id = cut
+        limits.fired.pop(dbapi_id, None)
+        if limits.on_silence is not None:
+            raise limits.on_silence(message)
+        raise TargetSilent(message, None, None, ctx.original_exception)
+    if ctx.is_pre_ping:
+        return
+    limits.setup_cut.pop(threading.get_ident(), None)  # said here, if it was cut
+    _stop_watch(_info_of(conn), limits)
+    dbapi = conn.connection.dbapi_connection if not conn.invalidated else None
+    orig = ctx.original_exception
+    said = limits.fired.pop(id(dbapi), None) if dbapi is not None else None
+    if said is None and not is_pg and pymysql_timed_out(orig):
+        said = limits.silence(getattr(dbapi, "_read_timeout", None) or limits.read_timeout)
+    if not is_pg and dbapi is not None:
+        mysql_read_timeout(dbapi, limits.read_timeout)
+    if said is not None:
+        ctx.is_disconnect = True
+        if limits.on_silence is not None:
+            raise limits.on_silence(said)
+        raise TargetSilent(said, ctx.statement, ctx.parameters, orig)
+
+
+_SETUP_WATCH_KEY = "aishell_setup_watch"
+
+
+def bound_setup(engine: Engine, limits: Limits, seconds: float, setting: str) -> None:
+    """What a new PostgreSQL connection sends before it is handed out (SQLAlchemy's first
+    statements, the search path's pin, a step's limit) waits `seconds` at most, as the
+    connect before it does: libpq's connect_timeout ends at the login, and the set-up
+    goes past the cursor events, so the watchdog holds it from the connect on. Call it
+    after the engine's other `connect` listeners: the last one ends the watch. `setting`:
+    what the message names."""
+    who = limits.who or f"Target '{limits.target}'"
+    said = f"{who} did not answer within {seconds:g}s of connecting ({setting})"
+
+    @event.listens_for(engine, "do_connect")
+    def _watched(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        dbapi = dialect.connect(*cargs, **cparams)
+        connecting = threading.get_ident()
+
+        def expire() -> None:
+            from psycopg import pq
+
+            with suppress(Exception):
+                if dbapi.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                    # Said by handle_error: for a statement SQLAlchemy's first ones sent
+                    # on a Connection, as for any statement; for the rest, as a connect's.
+                    limits.fired[id(dbapi)] = said
+                    limits.setup_cut[connecting] = (said, id(dbapi))
+                    sever(dbapi)
+
+        record.info[_SETUP_WATCH_KEY] = limits.watchdog.arm(seconds, expire)
+        return dbapi
+
+    @event.listens_for(engine, "connect")
+    def _set_up(_dbapi: Any, record: Any) -> None:
+        limits.watchdog.disarm(record.info.pop(_SETUP_WATCH_KEY, None))
 
 
 def _bound_pings(engine: Engine, limits: Limits) -> None:
@@ -278,6 +333,15 @@ def _bound_pings(engine: Engine, limits: Limits) -> None:
     dialect.do_ping = bounded(dialect.do_ping, named=False)  # type: ignore[method-assign]
     dialect.do_commit = bounded(dialect.do_commit, named=True)  # type: ignore[method-assign]
     dialect.do_rollback = bounded(dialect.do_rollback, named=True)  # type: ignore[method-assign]
+
+
+def _info_of(conn: Connection) -> dict[str, Any]:
+    """The connection's info; none for the one SQLAlchemy's first statements on a new
+    connection are sent on (no pool entry behind it yet)."""
+    try:
+        return conn.info
+    except NotImplementedError:
+        return {}
 
 
 def _stop_watch(info: dict[str, Any], limits: Limits) -> None:
