@@ -201,7 +201,9 @@ class StepRepository(StoreCore):
         then rides with the next commit, as its start did, within RIDE_SECONDS: lost
         in a crash, the store shows the step not begun, and a resume runs it."""
         at = now()
-        stored = output_text if output_text is not None or output is None else dumps(output)
+        stored = output_text
+        if stored is None and output is not None:
+            stored = dumps(output)
         writes: list[tuple[Hot, dict[str, Any]]] = [
             (
                 _STEP_FINISHED,
