@@ -41,6 +41,7 @@ from aishell.state.identity import (
     backup_copy,
     check_side_files,
     keep_marker,
+    marker_of,
     new_private_file,
     refuse_lost_history,
 )
@@ -211,9 +212,13 @@ class StateStore(
 
     def _migrate(self) -> None:
         """Bring the schema to the newest revision (see history.py)."""
+        # The marker is looked at before the schema: an opener writes it only after its
+        # tables have committed, so a marker seen first means tables this read must see.
+        # Seen after, it may be another opener's that made the store since this read.
+        marked = self._path is not None and marker_of(self._path).exists()
         found = history.read_schema(self._conn)
         self._conn.rollback()
-        if self._path is not None:
+        if marked and self._path is not None:
             ours = found.revision is not None or found.legacy_version > 0
             refuse_lost_history(self._path, (found.has_tables, ours))
         history.refuse_newer(found, self.location)

@@ -7,7 +7,8 @@
 - Where a store with history was (its `.has-history` marker beside it), an empty,
   missing or foreign state.db is refused with what is missing and the copy to put back,
   instead of becoming a new, empty store; the copy put back is the store again, and
-  with the marker removed too a new store is made on purpose.
+  with the marker removed too a new store is made on purpose. A new store that another
+  process made (and marked) while this one was opening it is no lost store.
 - `aishell doctor --backup-state` writes a consistent copy (mode 0600) beside the store
   that opens with the runs in it.
 - An unwritable -shm file is one line naming it, before any step runs (not SIGBUS).
@@ -23,8 +24,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -34,6 +36,7 @@ from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.errors import EXIT_FAILED, StateError
 from aishell.plan.model import Plan, Step
+from aishell.state import history
 from aishell.state.faults import sqlite_path
 from aishell.state.history import HEAD_REVISION
 from aishell.state.store import StateStore
@@ -195,6 +198,36 @@ def test_a_new_store_is_made_once_the_marker_is_removed_too(home: Path, demo_db:
     result = CliRunner().invoke(cli, ["runs", "list", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["runs"] == []
+
+
+def test_a_new_store_another_opener_makes_meanwhile_is_not_taken_for_a_lost_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes open one new store: this one finds no tables; before it looks for
+    # the marker, the other has made the tables and written the marker.
+    path = tmp_path / "state.db"
+    real_read, others = history.read_schema, []
+
+    def read_then_another_opens(conn: Any) -> Any:
+        found = real_read(conn)
+        if not others:
+            others.append(path)
+            StateStore(f"sqlite:///{path}").close()
+            assert path.with_name(path.name + ".has-history").exists()
+        return found
+
+    monkeypatch.setattr(history, "read_schema", read_then_another_opens)
+    with StateStore(f"sqlite:///{path}") as store:
+        assert store.schema_revision == HEAD_REVISION
+    monkeypatch.undo()
+    # A store that lost its tables where the marker was is still refused.
+    with closing(sqlite3.connect(path)) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        for (name,) in tables:
+            conn.execute(f'DROP TABLE "{name}"')
+        conn.commit()
+    with pytest.raises(StateError, match="holds no tables, but a store with history"):
+        StateStore(f"sqlite:///{path}")
 
 
 def commands_ready(home: Path) -> Config:
