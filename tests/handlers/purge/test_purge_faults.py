@@ -628,8 +628,12 @@ def test_a_terminated_backend_is_reconnected_and_the_purge_goes_on(home, dialect
         cut = _sessions_cut(purge)
         first = _after_batches(purge, 10, cut)
         second = _after_batches(purge, 30, cut)
-        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows).
-        result = commands.run_job(purge.config, "log_cleanup", purge.job(walk="keys"))
+        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows), a
+        # pause between them long enough that both cuts come while the purge still has
+        # batches to go, however fast the server is (a cut after it ends hits the next
+        # step, and the purge has nothing to reconnect).
+        job = purge.job(walk="keys", sleep_ms=20)
+        result = commands.run_job(purge.config, "log_cleanup", job)
         first.join(5)
         second.join(5)
         assert_exactly_once(purge, result)
