@@ -51,6 +51,12 @@ class TargetUnreachable(TargetError):
     exit_code = EXIT_FAILED
 
 
+class BrokerUnreachable(AishellError):
+    """The fleet's broker refused, failed or stopped answering while tasks were sent."""
+
+    exit_code = EXIT_FAILED
+
+
 class PlanError(AishellError):
     """A plan failed validation: unknown tool, bad params, a reference that points forward."""
 

@@ -3,6 +3,7 @@ through the queue, and the processes that run it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -44,18 +45,7 @@ def declared_fleet_run(name: str) -> click.Command:
     @targets_selector("selector")
     @max_run_time_option
     @click.option("--dry-run", is_flag=True, help="Each run read-only: analysis, preview the rest.")
-    @click.option(
-        "--wait/--no-wait",
-        default=True,
-        help="Watch until every target's run is over (default), or only send the tasks.",
-    )
-    @click.option(
-        "--wait-seconds",
-        type=click.FloatRange(min=1),
-        default=6 * 3600.0,
-        show_default=True,
-        help="How long --wait watches.",
-    )
+    @wait_options
     @json_option
     @pass_state
     def command(state: State, /, **given: Any) -> None:
@@ -79,10 +69,30 @@ def declared_fleet_run(name: str) -> click.Command:
             progress=shown,
         )
         _render(summary, as_json)
-        if wait and any(r["status"] in _BAD for r in summary["runs"]):
-            raise SystemExit(EXIT_FAILED)
+        _exit_if_bad(summary, wait)
 
     return command
+
+
+def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--wait/--no-wait and --wait-seconds: whether and how long to watch the runs."""
+    command = click.option(
+        "--wait-seconds",
+        type=click.FloatRange(min=1),
+        default=6 * 3600.0,
+        show_default=True,
+        help="How long --wait watches.",
+    )(command)
+    return click.option(
+        "--wait/--no-wait",
+        default=True,
+        help="Watch until every target's run is over (default), or only send the tasks.",
+    )(command)
+
+
+def _exit_if_bad(summary: dict[str, Any], waited: bool) -> None:
+    if waited and any(r["status"] in _BAD for r in summary["runs"]):
+        raise SystemExit(EXIT_FAILED)
 
 
 fleet_run.declared = declared_fleet_run
@@ -126,6 +136,30 @@ def _render(summary: dict[str, Any], as_json: bool) -> None:
 def fleet_show(state: State, fleet_id: str, as_json: bool) -> None:
     """A fleet job and where each of its targets stands."""
     _render(commands.fleet_summary(state.config, fleet_id), as_json)
+
+
+@click.command("resend")
+@click.argument("fleet_id")
+@wait_options
+@json_option
+@pass_state
+def fleet_resend(
+    state: State, fleet_id: str, wait: bool, wait_seconds: float, as_json: bool
+) -> None:
+    """Send again the task of each target of a fleet job whose run is not over: after a
+    send failed midway, or the broker lost its queue (a Redis restarted without its
+    data). A target's run starts once however often its task comes."""
+    summary = commands.fleet_resend(
+        state.config,
+        fleet_id,
+        wait_seconds=wait_seconds if wait else None,
+        progress=_Progress(as_json),
+    )
+    if not as_json:
+        sent = ", ".join(summary["resent"]) or "none: every target's run is over"
+        click.echo(printable(f"sent again: {sent}"), err=True)
+    _render(summary, as_json)
+    _exit_if_bad(summary, wait)
 
 
 @click.command("worker")

@@ -38,6 +38,7 @@ __all__ = [
     "decide_steps",
     "doctor",
     "doctor_without_config",
+    "fleet_resend",
     "fleet_run",
     "fleet_status",
     "fleet_summary",
@@ -88,7 +89,13 @@ if TYPE_CHECKING:
         show_backup,
     )
     from aishell.commands.decisions import DECISIONS, decide_steps, list_approvals, stop_run
-    from aishell.commands.fleet import fleet_run, fleet_summary, run_fleet_target, start_worker
+    from aishell.commands.fleet import (
+        fleet_resend,
+        fleet_run,
+        fleet_summary,
+        run_fleet_target,
+        start_worker,
+    )
     from aishell.commands.fleetview import fleet_status, serve_web
     from aishell.commands.health import (
         backup_state,
@@ -156,6 +163,7 @@ else:
                 "stop_run",
             ),
             "aishell.commands.fleet": (
+                "fleet_resend",
                 "fleet_run",
                 "fleet_summary",
                 "run_fleet_target",

@@ -26,7 +26,7 @@ from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.errors import TargetLocked, UsageError
 from aishell.executor import INTERRUPTED
-from aishell.fleet.app import RUN_TARGET, make_app
+from aishell.fleet.sending import broker
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
@@ -59,17 +59,43 @@ def fleet_run(
         raise UsageError(f"A fleet job takes no {', '.join(unknown)}")
     targets = select_targets(config, selector)
     checked = get_agent(agent).normalize_job(dict(job), config.agent(agent))
-    with StateStore(config.state_url) as store:
-        fleet_id = store.create_fleet_job(agent, checked, options, selector, targets)
-    app = make_app(config)
-    with app.connection_for_write() as connection:
-        for target in targets:
-            app.send_task(
-                RUN_TARGET,
-                args=[fleet_id, target],
-                queue=config.main.fleet.queue,
-                connection=connection,
-            )
+    with broker(config) as sender:
+        with StateStore(config.state_url) as store:
+            fleet_id = store.create_fleet_job(agent, checked, options, selector, targets)
+        sender.send(fleet_id, targets)
+    return watch_fleet(config, fleet_id, wait_seconds, progress)
+
+
+def fleet_resend(
+    config: Config,
+    fleet_id: str,
+    *,
+    wait_seconds: float | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Send again the task of each target of a fleet job whose run is not over (queued,
+    running, interrupted): after a send failed midway, or a broker lost its queue. A
+    target's run starts once whatever is delivered, so a task still queued is harmless.
+    With wait_seconds, watch as fleet_run does."""
+    pending = [
+        row["target"]
+        for row in fleet_summary(config, fleet_id)["runs"]
+        if row["status"] in (*GOING_ON, "queued")
+    ]
+    if pending:
+        with broker(config) as sender:
+            sender.send(fleet_id, pending)
+    return {**watch_fleet(config, fleet_id, wait_seconds, progress), "resent": pending}
+
+
+def watch_fleet(
+    config: Config,
+    fleet_id: str,
+    wait_seconds: float | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """Where a fleet job stands; with wait_seconds, once every target's run is over or
+    the wait has ended."""
     summary = fleet_summary(config, fleet_id)
     if wait_seconds is None:
         return summary

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aishell.config.bounds import MAX_RUN_TIME_SECONDS
+from aishell.config.bounds import MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
 from aishell.config.checks import check_env_name
 
 BROKER_SCHEMES = ("amqp", "pyamqp", "redis", "rediss")
@@ -55,6 +55,11 @@ class FleetConfig(BaseModel):
     # taken for dead); longer than the longest run, since a run in progress then meets its
     # own run lock in the second delivery and waits for it.
     visibility_timeout_seconds: int = Field(6 * 3600, ge=5, le=MAX_RUN_TIME_SECONDS)
+    # How long the broker may take to accept a connection, and to answer once connected:
+    # a broker that stopped answering ends `fleet run` (and a schedule's send) in this
+    # long, with nothing sent or the tasks not sent named, instead of holding it for good.
+    connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: float = Field(30, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _broker = field_validator("broker_url")(check_broker_url)
     _password_env = field_validator("password_env")(check_env_name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from aishell.config.fleet import FleetConfig
 from aishell.config.models import Config
 from aishell.errors import ConfigError
 
@@ -34,15 +35,24 @@ def broker_url(config: Config) -> str:
     return fleet.broker(password)
 
 
-def transport_options(visibility_timeout: int) -> dict[str, int]:
+def transport_options(fleet: FleetConfig) -> dict[str, float]:
     """Redis: a task not acknowledged for `visibility_timeout` goes back to the queue,
     found by a sweep each worker makes. kombu sweeps every tenth time it is asked, every
     10 s: a killed worker's task would wait 100 s more; here every worker sweeps at most
-    a quarter of the timeout apart (a cheap sorted-set read). RabbitMQ ignores these."""
+    a quarter of the timeout apart (a cheap sorted-set read). RabbitMQ ignores these.
+
+    The timeouts: without them a broker that accepts a connection and never answers
+    holds a send (and a worker) for good. Redis takes socket_*; RabbitMQ's connection
+    read_ and write_timeout (its connect timeout is broker_connection_timeout)."""
+    visibility = fleet.visibility_timeout_seconds
     return {
-        "visibility_timeout": visibility_timeout,
-        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": max(1, min(10, visibility // 4)),
         "unacked_restore_throttle": 1,
+        "socket_connect_timeout": fleet.connect_timeout_seconds,
+        "socket_timeout": fleet.read_timeout_seconds,
+        "read_timeout": fleet.read_timeout_seconds,
+        "write_timeout": fleet.read_timeout_seconds,
     }
 
 
@@ -61,9 +71,18 @@ def make_app(config: Config) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options=transport_options(fleet.visibility_timeout_seconds),
+        broker_transport_options=transport_options(fleet),
+        broker_connection_timeout=fleet.connect_timeout_seconds,
         # The broker is a queue, not a store: without it, sending fails at once
         # instead of waiting forever.
         broker_connection_max_retries=3,
+        # A send the broker failed is tried twice more, not three times each waiting
+        # out the read timeout.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
     )
     return app

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from sqlalchemy import func, select
 
+from aishell import commands
 from aishell.config.models import Config
 from aishell.state.schema import metadata
 from aishell.state.signing import load_key
@@ -117,3 +118,18 @@ def row_counts(config: Config) -> dict[str, int]:
             table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
             for table in metadata.sorted_tables
         }
+
+
+def add_nightly_quick(config: Config, target: str) -> None:
+    """A schedule `nightly`: quick maintenance of `target` at 02:00 UTC."""
+    commands.add_schedule(
+        config,
+        "nightly",
+        "0 2 * * *",
+        "UTC",
+        ["quick"],
+        "maintenance",
+        {"type": "quick"},
+        target,
+        {},
+    )

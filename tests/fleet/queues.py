@@ -1,8 +1,16 @@
-"""The broker's queue a test made, deleted when it ends: brokers are shared."""
+"""The broker's queue a test made, deleted when it ends (brokers are shared), and a
+worker on it."""
 
 from __future__ import annotations
 
-from contextlib import suppress
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from aishell.config.models import Config
 from aishell.fleet.app import broker_url
@@ -19,3 +27,24 @@ def delete_queue(config: Config) -> None:
             channel.queue_delete(name)
         with suppress(Exception):
             channel.exchange_delete(name)
+
+
+@contextmanager
+def running_worker(home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`aishell worker` on the home's fleet for the block's length, then stopped."""
+    with open(home / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "aishell", "worker", "--name", f"w-{uuid.uuid4().hex[:8]}@test"],
+            env={**os.environ, "AISHELL_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            worker.wait(20)
+        with suppress(ProcessLookupError):
+            worker.kill()
+        worker.wait()

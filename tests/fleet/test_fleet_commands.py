@@ -6,16 +6,11 @@ for a finished target changes nothing. Then the `fleet:` block's refusals."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +26,8 @@ from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.fleet.app import broker_url
 from aishell.state.store import StateStore
-from tests.fleet.queues import delete_queue
+from tests.fleet.builders import add_nightly_quick
+from tests.fleet.queues import delete_queue, running_worker
 
 
 @pytest.fixture
@@ -49,20 +45,10 @@ def one_worker(home: Path, demo_db: Path) -> Iterator[dict[str, Any]]:
         "slot_wait_seconds": 0.2,
     }
     path.write_text(yaml.safe_dump(data))
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "aishell", "worker", "--name", f"w-{unique}@test"],
-        env={**os.environ, "AISHELL_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        yield {"home": home}
+        with running_worker(home):
+            yield {"home": home}
     finally:
-        worker.send_signal(signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            worker.wait(20)
-        with suppress(ProcessLookupError):
-            worker.kill()
         delete_queue(load_config(home=home))
 
 
@@ -106,17 +92,7 @@ def test_a_schedule_served_with_fleet_sends_its_job_to_the_queue(
 ) -> None:
     home = one_worker["home"]
     config = load_config(home=home)
-    commands.add_schedule(
-        config,
-        "nightly",
-        "0 2 * * *",
-        "UTC",
-        ["quick"],
-        "maintenance",
-        {"type": "quick"},
-        "second",
-        {},
-    )
+    add_nightly_quick(config, "second")
     queue_schedule(config, "nightly", "cron", threading.Event())
     queue_schedule(config, "nightly", "recover", threading.Event())  # a worker's to resume
     with StateStore(config.state_url) as store:

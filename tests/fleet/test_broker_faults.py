@@ -1,0 +1,221 @@
+"""A fleet's broker that refuses, never answers, or fails midway, and workers left idle.
+
+- A broker that refuses the connection, or accepts it and never answers (RabbitMQ,
+  Redis): `aishell fleet run` ends within the fleet's timeouts in one line naming the
+  broker and what bounded the wait, exit code 1, nothing sent and no fleet job recorded.
+- A broker that stops answering after a task of three went: the line names the fleet
+  job and how many were sent; `aishell fleet resend` sends the tasks of the targets
+  whose runs are not over, and each target is then run once, the task sent twice too.
+- A schedule served with --fleet whose broker never answers ends its trigger so too.
+- A worker left idle past the read timeout still takes its tasks (RabbitMQ, Redis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from aishell import commands
+from aishell.cli import cli
+from aishell.commands.fleet import queue_schedule
+from aishell.config.models import Config
+from aishell.errors import EXIT_FAILED, BrokerUnreachable
+from aishell.state.faults import sqlite_path
+from aishell.state.store import StateStore
+from tests.conftest import EditConfig
+from tests.faultproxy import Proxy, Silent
+from tests.fleet.builders import add_nightly_quick
+from tests.fleet.queues import delete_queue, running_worker
+
+BROKERS = {"rabbitmq": ("amqp", 5672), "redis": ("redis", 6379)}
+# The fleet's timeouts in these tests, and how long past them a send may take to end
+# (a busy two-core machine, the interpreter's own start).
+TIMEOUT = 1
+SLACK = 8.0
+
+
+def broker_at(kind: str, port: int) -> str:
+    scheme, _ = BROKERS[kind]
+    return f"amqp://guest@127.0.0.1:{port}//" if scheme == "amqp" else f"redis://127.0.0.1:{port}/0"
+
+
+def fleet_home(edit_config: EditConfig, home: Path, demo_db: Path, url: str) -> Config:
+    """Three SQLite demo targets tagged `trio`, the fleet on `url` with short timeouts and
+    a queue of the test's own."""
+    for name in ("second", "third"):
+        shutil.copyfile(demo_db, home / f"{name}.db")
+    return edit_config(
+        {
+            "targets": {
+                "demo": {"tags": ["trio"]},
+                "second": {"url": "sqlite:///second.db", "tags": ["trio"]},
+                "third": {"url": "sqlite:///third.db", "tags": ["trio"]},
+            },
+            "fleet": {
+                "broker_url": url,
+                "queue": f"aishell-test-{uuid.uuid4().hex[:8]}",
+                "connect_timeout_seconds": TIMEOUT,
+                "read_timeout_seconds": TIMEOUT,
+                "slot_wait_seconds": 0.2,
+            },
+        }
+    )
+
+
+def fleet_jobs_in(config: Config) -> int:
+    StateStore(config.state_url).close()  # made, if no command has yet
+    path = sqlite_path(config.state_url)
+    assert path is not None
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM fleet_jobs").fetchone()[0])
+
+
+def closed_port() -> int:
+    """A port nothing listens on (one the kernel just gave and this test let go)."""
+    with closing(socket.create_server(("127.0.0.1", 0))) as sock:
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", sorted(BROKERS))
+@pytest.mark.parametrize("fault", ["refused", "silent"])
+def test_a_broker_that_refuses_or_never_answers_ends_the_send_with_nothing_sent(
+    edit_config: EditConfig, home: Path, demo_db: Path, kind: str, fault: str
+) -> None:
+    silent = Silent()
+    try:
+        port = silent.port if fault == "silent" else closed_port()
+        config = fleet_home(edit_config, home, demo_db, broker_at(kind, port))
+        started = time.monotonic()
+        out = CliRunner().invoke(
+            cli, ["fleet", "run", "maintenance", "--type", "quick", "--targets", "tag:trio"]
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert out.exit_code == EXIT_FAILED, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.output, out.output
+    assert f"The fleet's broker {broker_at(kind, port)}" in lines[0]
+    assert lines[0].endswith("nothing was sent")
+    if fault == "silent":
+        # RabbitMQ's handshake is bounded by the connect timeout, Redis's first command
+        # by the read timeout.
+        setting = "connect" if kind == "rabbitmq" else "read"
+        assert f"did not answer within 1s (fleet.{setting}_timeout_seconds)" in lines[0]
+    else:
+        assert "refused" in lines[0].lower()
+    assert took < TIMEOUT + SLACK
+    assert fleet_jobs_in(config) == 0
+
+
+def test_a_schedule_sent_to_a_silent_broker_ends_within_the_timeouts(
+    edit_config: EditConfig, home: Path, demo_db: Path
+) -> None:
+    # Before the timeouts, a schedule served with --fleet hung here for good, and with
+    # it every later trigger on its target.
+    silent = Silent()
+    try:
+        config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
+        add_nightly_quick(config, "second")
+        started = time.monotonic()
+        with pytest.raises(BrokerUnreachable, match="did not answer within 1s"):
+            queue_schedule(config, "nightly", "cron", threading.Event())
+        assert time.monotonic() - started < TIMEOUT + SLACK
+    finally:
+        silent.close()
+    assert fleet_jobs_in(config) == 0
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[Proxy]:
+    proxy = Proxy(BROKERS["redis"][1])
+    yield proxy
+    proxy.close()
+
+
+def test_a_send_failed_midway_names_what_went_and_resend_sends_the_rest(
+    edit_config: EditConfig,
+    home: Path,
+    demo_db: Path,
+    redis_proxy: Proxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kombu.messaging import Producer
+
+    config = fleet_home(edit_config, home, demo_db, broker_at("redis", redis_proxy.port))
+    publish, published = Producer.publish, []
+
+    def freeze_before_the_second(producer: Producer, *args: Any, **kwargs: Any) -> Any:
+        # The broker stops answering once one task has gone: the network's fault, made
+        # by the proxy, at the moment the test picks.
+        published.append(1)
+        if len(published) == 2:
+            redis_proxy.freeze()
+        return publish(producer, *args, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", freeze_before_the_second)
+    with pytest.raises(BrokerUnreachable) as failed:
+        commands.fleet_run(config, "maintenance", {"type": "quick"}, "tag:trio")
+    monkeypatch.setattr(Producer, "publish", publish)
+    line = str(failed.value)
+    assert "did not answer within 1s (fleet.read_timeout_seconds) while sending" in line
+    fleet_id = line.split("tasks of fleet job ")[1].split(" ")[0]
+    assert f"1 of the 3 tasks of fleet job {fleet_id} were sent" in line
+    assert f"`aishell fleet resend {fleet_id}` sends the rest" in line
+
+    config = edit_config({"fleet": {"broker_url": broker_at("redis", BROKERS["redis"][1])}})
+    try:
+        resent = CliRunner().invoke(cli, ["fleet", "resend", fleet_id, "--no-wait", "--json"])
+        assert resent.exit_code == 0, resent.output
+        assert json.loads(resent.stdout)["resent"] == ["demo", "second", "third"]
+        with running_worker(home):
+            summary = commands.fleet_resend(config, fleet_id, wait_seconds=90)
+        # The first target's task came three times (sent, sent again twice): one run.
+        assert [(r["target"], r["status"]) for r in summary["runs"]] == [
+            ("demo", "completed"),
+            ("second", "completed"),
+            ("third", "completed"),
+        ]
+        with StateStore(config.state_url) as store:
+            assert sorted(r["target"] for r in store.list_runs(limit=10)) == [
+                "demo",
+                "second",
+                "third",
+            ]
+        again = CliRunner().invoke(cli, ["fleet", "resend", fleet_id, "--no-wait"])
+        assert again.exit_code == 0 and "none: every target's run is over" in again.output
+    finally:
+        delete_queue(config)
+
+
+@pytest.mark.parametrize("kind", sorted(BROKERS))
+def test_a_worker_idle_past_the_read_timeout_still_takes_its_tasks(
+    edit_config: EditConfig, home: Path, demo_db: Path, kind: str
+) -> None:
+    config = fleet_home(edit_config, home, demo_db, broker_at(kind, BROKERS[kind][1]))
+    os.environ["AISHELL_TEST_BROKER_PASSWORD"] = "guest"
+    if kind == "rabbitmq":
+        config = edit_config({"fleet": {"password_env": "AISHELL_TEST_BROKER_PASSWORD"}})
+    try:
+        with running_worker(home):
+            time.sleep(4 * TIMEOUT + 2)  # idle, past the read timeout several times
+            summary = commands.fleet_run(
+                config, "maintenance", {"type": "quick"}, "demo", wait_seconds=90
+            )
+        assert [(r["target"], r["status"]) for r in summary["runs"]] == [("demo", "completed")]
+    finally:
+        delete_queue(config)
+        os.environ.pop("AISHELL_TEST_BROKER_PASSWORD", None)
