@@ -24,6 +24,8 @@ class Script:
     chat_failures: list[int] = field(default_factory=list)
     # Seconds to think before each chat answer.
     delay: float = 0.0
+    # Seconds between the bytes of each chat answer's body (0: all at once).
+    drip: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -38,14 +40,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_: Any) -> None:  # quiet test output
         pass
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], drip: float = 0.0) -> None:
         data = json.dumps(body).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if not drip:
+                self.wfile.write(data)
+            for at in range(len(data) if drip else 0):
+                self.wfile.write(data[at : at + 1])
+                self.wfile.flush()
+                time.sleep(drip)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting (a timeout test)
 
@@ -106,6 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "done": True,
                 "done_reason": "stop",
             },
+            self.script.drip,
         )
 
 

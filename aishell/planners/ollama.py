@@ -103,6 +103,7 @@ class OllamaChat:
         import ollama
 
         # Imported here as the client is: a plan by the rules never retries a model.
+        from aishell.retry.deadline import Late, within
         from aishell.retry.policy import Backoff, retrying
 
         tries = 0
@@ -111,8 +112,10 @@ class OllamaChat:
             nonlocal tries
             tries += 1
             try:
-                return request()
-            except httpx.ReadTimeout:
+                # The timeout bounds the whole answer, not only each wait for a byte: a
+                # server (or a proxy) that drips it would hold the command for good.
+                return within(self.settings.timeout_seconds, request, self.close)
+            except (httpx.ReadTimeout, Late):
                 # The server is there but the model is slow: asking again would not help.
                 raise PlannerUnavailable(
                     f"The model {self.model} at {shown_host(self.host)} gave no answer within "

@@ -82,13 +82,24 @@ def _post(url: str, body: bytes, timeout: float) -> str | None:
     # Imported here: the command line starts without the HTTP library.
     import httpx
 
+    from aishell.retry.deadline import Late, within
+
     headers = {"Content-Type": "application/json", "User-Agent": "aishell"}
+    late = f"notify webhook failed: no answer within {timeout:g}s (notifications.timeout_seconds)"
+    # A redirect is followed, as browsers do: a 303 (or 301, 302) as a GET.
+    client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
     try:
-        # A redirect is followed, as browsers do: a 303 (or 301, 302) as a GET.
-        with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
-            response = client.post(url, content=body, headers=headers)
+        # The timeout bounds the whole POST: a hook that drips its answer a byte at a
+        # time would hold the scheduler's trigger past every wait for a byte.
+        response = within(
+            timeout, lambda: client.post(url, content=body, headers=headers), client.close
+        )
+    except (Late, httpx.TimeoutException):
+        return late
     except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
         return f"notify webhook failed: {exc}"
+    finally:
+        client.close()
     if not response.is_success:
         return f"notify webhook failed: HTTP Error {response.status_code}: {response.reason_phrase}"
     return None

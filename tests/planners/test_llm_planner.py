@@ -904,14 +904,27 @@ def test_a_busy_server_is_asked_again(llm_config: Config, demo_db: Path, script:
     assert len(script.chats) == 3
 
 
-def test_a_slow_model_is_one_line_naming_the_timeout(
-    edit_config: Any, demo_db: Path, ollama_host: str, script: Script
+@pytest.mark.parametrize(
+    "slowness",
+    [
+        {"delay": 1.0},
+        # A byte every 0.1 s: no wait for a byte reaches the timeout; the whole answer
+        # (some 300 bytes, 30 s) is far past it.
+        {"drip": 0.1},
+    ],
+    ids=["thinks", "drips"],
+)
+def test_a_slow_model_is_one_line_at_the_timeout(
+    edit_config: Any, demo_db: Path, ollama_host: str, script: Script, slowness: dict[str, float]
 ) -> None:
-    config = edit_config(_llm_settings(ollama_host, timeout_seconds=0.3))
-    script.delay = 1.0
+    config = edit_config(_llm_settings(ollama_host, timeout_seconds=0.5))
+    for name, value in slowness.items():
+        setattr(script, name, value)
     script.answers = [_answer("maintenance", STATS)]
-    with pytest.raises(PlannerUnavailable, match=r"gave no answer within 0.3 s; raise planner"):
+    started = time.monotonic()
+    with pytest.raises(PlannerUnavailable, match=r"gave no answer within 0.5 s; raise planner"):
         _ask(config, "refresh statistics of users")
+    assert time.monotonic() - started < 5
     assert len(script.chats) == 1  # not asked again
     assert _runs(config) == []
 

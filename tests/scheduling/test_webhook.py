@@ -1,7 +1,7 @@
 """The webhook notifier, against a real HTTP server on 127.0.0.1: what it is sent (the
 JSON body and its headers), and how each way of failing (an error status, a refused
-connection, no answer within the timeout) becomes one line, logged and returned, that
-never holds the webhook's URL."""
+connection, no answer within the timeout, an answer dripped past it) becomes one line,
+logged and returned, that never holds the webhook's URL."""
 
 from __future__ import annotations
 
@@ -121,9 +121,40 @@ def test_no_answer_within_the_timeout_fails_at_the_timeout(hook: tuple[str, Rece
     started = time.monotonic()
     failures, lines = send(f"{base}/slow/{TOKEN}", timeout=1.0)
     assert time.monotonic() - started < 2.5
-    assert failures == ["notify webhook failed: timed out"]
-    assert lines == ["r1: notify webhook failed: timed out"]
+    said = "notify webhook failed: no answer within 1s (notifications.timeout_seconds)"
+    assert failures == [said]
+    assert lines == [f"r1: {said}"]
     assert len(received.requests) == 1
+
+
+def test_an_answer_dripped_past_the_timeout_fails_at_the_timeout() -> None:
+    """A server that answers a byte every 0.2 s, never waiting as long as the timeout
+    between two: each wait for a byte is short, the whole POST is not. Bound: the
+    timeout is 1 s, its answer would take 200 s; send returns in 2.5 s."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        client, _ = server.accept()
+        with client:
+            client.recv(65536)
+            client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    client.sendall(b"x")
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        started = time.monotonic()
+        failures, lines = send(f"http://127.0.0.1:{server.getsockname()[1]}/{TOKEN}", 1.0)
+        assert time.monotonic() - started < 2.5
+    finally:
+        stop.set()
+        server.close()
+    said = "notify webhook failed: no answer within 1s (notifications.timeout_seconds)"
+    assert (failures, lines) == ([said], [f"r1: {said}"])
 
 
 def test_a_failure_is_a_warning_of_the_notify_logger(
