@@ -24,7 +24,7 @@ from aishell.commands.runs import resume_run, run_job
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
-from aishell.errors import TargetLocked, UsageError
+from aishell.errors import AishellError, TargetLocked, UsageError
 from aishell.executor import INTERRUPTED
 from aishell.fleet.sending import broker
 from aishell.fleet.slots import server_of, server_slot
@@ -190,4 +190,10 @@ def start_worker(config: Config, concurrency: int = 1, name: str | None = None) 
     """Run fleet tasks from the queue until stopped."""
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    serve_worker(config, partial(run_fleet_target, config), concurrency=concurrency, name=name)
+    code = serve_worker(
+        config, partial(run_fleet_target, config), concurrency=concurrency, name=name
+    )
+    if code:
+        raise AishellError(
+            f"The worker stopped on an error (Celery's exit code {code}); its log above says which"
+        )

@@ -47,17 +47,15 @@ class Sender:
 
 
 @contextmanager
-def broker(config: Config) -> Iterator[Sender]:
-    """A Sender on a connection the broker has answered; BrokerUnreachable, nothing
-    sent, when it did not."""
+def broker(config: Config, unanswered: str = "nothing was sent") -> Iterator[Sender]:
+    """A Sender on a connection the broker has answered; BrokerUnreachable when it did
+    not, its line ending with `unanswered` (what did not happen)."""
     app = make_app(config)
     with app.connection_for_write() as connection:
         try:
             connection.ensure_connection(max_retries=0)
         except broker_errors(connection) as exc:
-            raise BrokerUnreachable(
-                said(config, exc, "connecting") + "; nothing was sent"
-            ) from None
+            raise BrokerUnreachable(f"{said(config, exc, 'connecting')}; {unanswered}") from None
         yield Sender(config, app, connection)
 
 

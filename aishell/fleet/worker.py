@@ -6,9 +6,14 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aishell.config.models import Config
 from aishell.fleet.app import RUN_TARGET, make_app
+from aishell.fleet.sending import broker
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +33,12 @@ RunTarget = Callable[[str, str], str]
 
 def serve_worker(
     config: Config, run_target: RunTarget, *, concurrency: int, name: str | None = None
-) -> None:
+) -> int:
     """Consume the fleet's queue until the worker is stopped (SIGTERM: warm shutdown,
-    the running tasks finish first)."""
+    the running tasks finish first); the worker's exit code. The broker is asked first:
+    one that refuses or does not answer is one line (BrokerUnreachable), no worker."""
+    with broker(config, unanswered="the worker did not start"):
+        pass
     app = make_app(config)
 
     @app.task(name=RUN_TARGET, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
@@ -44,8 +52,9 @@ def serve_worker(
         return status
 
     pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
-    app.worker_main(
-        argv=[
+    return _celery_main(
+        app,
+        [
             "worker",
             *pool,
             "--queues",
@@ -56,5 +65,17 @@ def serve_worker(
             "INFO",
             "--without-gossip",
             "--without-mingle",
-        ]
+        ],
     )
+
+
+def _celery_main(app: Celery, argv: list[str]) -> int:
+    """`celery worker` as app.worker_main runs it, with the exit code it drops: a worker
+    that gave up on its broker ends 1, so that a service manager restarts it."""
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = app  # as app.start sets it: the --app option's default
+    try:
+        return int(command.main(args=argv, standalone_mode=False) or 0)
+    finally:
+        command.params[0].default = None

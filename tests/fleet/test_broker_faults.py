@@ -7,6 +7,8 @@
   job and how many were sent; `aishell fleet resend` sends the tasks of the targets
   whose runs are not over, and each target is then run once, the task sent twice too.
 - A schedule served with --fleet whose broker never answers ends its trigger so too.
+- A worker whose broker never answers is one line, exit 1; one that loses its broker
+  for good ends 1 once Celery gives up, for its service manager to restart it.
 - A worker left idle past the read timeout still takes its tasks (RabbitMQ, Redis).
 """
 
@@ -17,6 +19,8 @@ import os
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -199,6 +203,57 @@ def test_a_send_failed_midway_names_what_went_and_resend_sends_the_rest(
         assert again.exit_code == 0 and "none: every target's run is over" in again.output
     finally:
         delete_queue(config)
+
+
+@pytest.mark.parametrize("kind", sorted(BROKERS))
+def test_a_worker_whose_broker_never_answers_is_one_line_and_exit_1(
+    edit_config: EditConfig, home: Path, demo_db: Path, kind: str
+) -> None:
+    silent = Silent()
+    try:
+        fleet_home(edit_config, home, demo_db, broker_at(kind, silent.port))
+        started = time.monotonic()
+        worker = subprocess.run(
+            [sys.executable, "-m", "aishell", "worker"],
+            env={**os.environ, "AISHELL_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert worker.returncode == EXIT_FAILED, worker.stderr
+    lines = worker.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer within 1s" in lines[0], worker.stderr
+    assert lines[0].endswith("the worker did not start")
+    assert took < TIMEOUT + SLACK
+
+
+def test_a_worker_that_loses_its_broker_ends_1_for_its_service_manager_to_restart(
+    edit_config: EditConfig, home: Path, demo_db: Path, redis_proxy: Proxy
+) -> None:
+    # Celery gives up after its retries; its exit code was dropped, so a worker that
+    # had lost its broker for good ended 0 and a service restarted on failure stayed
+    # down.
+    fleet_home(edit_config, home, demo_db, broker_at("redis", redis_proxy.port))
+    try:
+        with running_worker(home) as worker:
+            wait_until_ready(home)
+            redis_proxy.freeze()
+            redis_proxy.cut()
+            assert worker.wait(90) == EXIT_FAILED
+        log = (home / "worker.log").read_text()
+        assert "The worker stopped on an error (Celery's exit code 1)" in log
+    finally:
+        delete_queue(edit_config({"fleet": {"broker_url": broker_at("redis", 6379)}}))
+
+
+def wait_until_ready(home: Path) -> None:
+    deadline = time.monotonic() + 60
+    while "ready." not in (home / "worker.log").read_text():
+        assert time.monotonic() < deadline, (home / "worker.log").read_text()
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("kind", sorted(BROKERS))
