@@ -24,13 +24,14 @@ from aishell.commands.runs import resume_run, run_job
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
-from aishell.errors import AishellError, TargetLocked, UsageError
+from aishell.errors import AishellError, BrokerUnreachable, TargetLocked, UsageError
 from aishell.executor import INTERRUPTED
 from aishell.fleet.sending import broker
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
 from aishell.state.store import StateStore
+from aishell.state.values import now
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,15 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
         schedule = store.get_schedule(name)
     target = schedule["target"] or config.main.default_target
     options = {"max_run_seconds": schedule["options"].get("max_run_seconds")}
-    sent = fleet_run(config, schedule["agent"], schedule["job"], target, options=options)
+    try:
+        sent = fleet_run(config, schedule["agent"], schedule["job"], target, options=options)
+    except BrokerUnreachable as exc:
+        # No run holds this failure: kept, logged and notified as a missed trigger.
+        from aishell.scheduling.serve import alert
+
+        with StateStore(config.state_url) as store:
+            alert(config, store, name, "missed", {"due": now(), "error": str(exc)})
+        raise
     logger.info("schedule %s: sent to the queue as fleet job %s", name, sent["fleet_id"])
 
 

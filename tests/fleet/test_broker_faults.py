@@ -6,7 +6,8 @@
 - A broker that stops answering after a task of three went: the line names the fleet
   job and how many were sent; `aishell fleet resend` sends the tasks of the targets
   whose runs are not over, and each target is then run once, the task sent twice too.
-- A schedule served with --fleet whose broker never answers ends its trigger so too.
+- A schedule served with --fleet whose broker never answers ends its trigger so too,
+  kept as a missed trigger with why.
 - A worker whose broker never answers is one line, exit 1; one that loses its broker
   for good ends 1 once Celery gives up, for its service manager to restart it.
 - A worker left idle past the read timeout still takes its tasks (RabbitMQ, Redis).
@@ -141,6 +142,10 @@ def test_a_schedule_sent_to_a_silent_broker_ends_within_the_timeouts(
     finally:
         silent.close()
     assert fleet_jobs_in(config) == 0
+    # Kept as a missed trigger, with why: `schedule list` shows it, notifiers hear it.
+    with StateStore(config.state_url) as store:
+        (missed,) = store.schedule_alerts()["nightly"]
+    assert missed["kind"] == "missed" and "did not answer within 1s" in missed["error"]
 
 
 @pytest.fixture
