@@ -17,10 +17,8 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from aishell.sqltext import text
 from aishell.state.faults import sqlite_path
@@ -50,7 +48,7 @@ def server_slot(state_url: str, server: str, limit: int) -> Iterator[bool]:
         with _file_slot(folder.parent / "fleet-slots", digest, limit) as held:
             yield held
         return
-    engine = create_engine(state_url, poolclass=NullPool)
+    engine = _slot_engine(state_url)
     try:
         conn = engine.connect()
         try:
@@ -68,6 +66,16 @@ def server_slot(state_url: str, server: str, limit: int) -> Iterator[bool]:
                 conn.close()
     finally:
         engine.dispose()
+
+
+def _slot_engine(state_url: str) -> Engine:
+    """An engine on the state store's server as the store makes one: the timeouts the
+    URL carries taken out of it (the driver knows no read_timeout) and put to work, so a
+    server that stopped answering ends the slot's take instead of holding the worker."""
+    from aishell.config.stateurl import display_url
+    from aishell.state.serverstore import Silenced, server_engine, without_timeouts
+
+    return server_engine(state_url, display_url(without_timeouts(state_url)), Silenced())
 
 
 def _server_lock(conn: Connection, digest: str, limit: int) -> Callable[[], None] | None:

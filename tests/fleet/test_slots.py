@@ -1,0 +1,57 @@
+"""The fleet's per-server slots on a state store's server.
+
+- A state URL that carries its timeouts (`state.connect_timeout_seconds` and
+  `read_timeout_seconds`, or the URL's own query) takes slots up to the limit and frees
+  them, on PostgreSQL and MariaDB: the driver is never handed a read_timeout it does
+  not know.
+- A state server that stops answering while a slot is taken ends the take within the
+  read timeout, in one line naming the setting, instead of holding the worker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from aishell.errors import StateError
+from aishell.fleet.slots import server_slot
+from tests.faultproxy import Proxy, server_port, through
+from tests.services import MYSQL_ADMIN, PG_ADMIN
+
+TIMEOUTS = "connect_timeout=5&read_timeout=2"
+
+
+@pytest.mark.parametrize("url", [PG_ADMIN, MYSQL_ADMIN], ids=["postgresql", "mysql"])
+def test_slots_on_a_state_url_with_its_timeouts_are_taken_to_the_limit_and_freed(
+    url: str,
+) -> None:
+    state_url = f"{url}?{TIMEOUTS}"
+    server = f"postgresql:slots-{uuid.uuid4().hex}:5432"  # a server of this test's own
+    with (
+        server_slot(state_url, server, 2) as first,
+        server_slot(state_url, server, 2) as second,
+        server_slot(state_url, server, 2) as third,
+    ):
+        assert (first, second, third) == (True, True, False)
+    with server_slot(state_url, server, 1) as again:
+        assert again
+
+
+@pytest.mark.parametrize("url", [PG_ADMIN, MYSQL_ADMIN], ids=["postgresql", "mysql"])
+def test_a_state_server_that_stops_answering_ends_the_take_at_the_read_timeout(
+    url: str,
+) -> None:
+    proxy = Proxy(server_port(url))
+    try:
+        state_url = f"{through(proxy.port, url)}?{TIMEOUTS}"
+        marker = b"pg_try_advisory_lock" if url.startswith("postgresql") else b"GET_LOCK"
+        proxy.hold(marker)
+        started = time.monotonic()
+        said = r"did not answer within 2s \(state.read_timeout_seconds\)"
+        with pytest.raises(StateError, match=said), server_slot(state_url, "x", 1):
+            pass
+        assert time.monotonic() - started < 2 + 6  # the read timeout, and a busy machine's
+    finally:
+        proxy.close()
