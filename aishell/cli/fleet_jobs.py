@@ -22,7 +22,16 @@ from aishell.errors import EXIT_FAILED, UsageError
 from aishell.terminal import printable
 
 # Statuses of a target's run that make `fleet run --wait` exit 1.
-_BAD = ("failed", "aborted", "denied", "out_of_window", "interrupted", "queued", "running")
+_BAD = (
+    "failed",
+    "aborted",
+    "denied",
+    "out_of_window",
+    "interrupted",
+    "queued",
+    "running",
+    "not_started",
+)
 
 
 @click.group("run", cls=JobGroup)

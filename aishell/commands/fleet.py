@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # A target's task is over once its run is in none of these.
 GOING_ON = ("running", INTERRUPTED)
+# A target whose task ended before its run began: its error says why.
+NOT_STARTED = "not_started"
 # What a fleet run passes on to each target's run.
 FLEET_OPTIONS = ("dry_run", "max_run_seconds", "safety_level")
 
@@ -75,13 +77,14 @@ def fleet_resend(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Send again the task of each target of a fleet job whose run is not over (queued,
-    running, interrupted): after a send failed midway, or a broker lost its queue. A
+    running, interrupted) or never began (not_started, once what stopped it is mended):
+    after a send failed midway, or a broker lost its queue. A
     target's run starts once whatever is delivered, so a task still queued is harmless.
     With wait_seconds, watch as fleet_run does."""
     pending = [
         row["target"]
         for row in fleet_summary(config, fleet_id)["runs"]
-        if row["status"] in (*GOING_ON, "queued")
+        if row["status"] in (*GOING_ON, "queued", NOT_STARTED)
     ]
     if pending:
         with broker(config) as sender:
@@ -112,22 +115,29 @@ def watch_fleet(
 
 
 def fleet_summary(config: Config, fleet_id: str) -> dict[str, Any]:
-    """A fleet job and, per target, its run and status ("queued" before it has one)."""
+    """A fleet job and, per target, its run and status: "queued" before it has one,
+    "not_started" when its task ended before a run began (its error says why)."""
     with StateStore(config.state_url) as store:
         fleet = store.get_fleet_job(fleet_id)
         if fleet is None:
             raise UsageError(f"No fleet job {fleet_id}")
         started = store.fleet_runs(fleet_id)
-    rows = [
-        {
-            "target": target,
-            "run_id": started.get(target, {}).get("run_id"),
-            "status": started.get(target, {}).get("status", "queued"),
-            "error": started.get(target, {}).get("error"),
-            "host": started.get(target, {}).get("hostname"),
-        }
-        for target in fleet["targets"]
-    ]
+        not_started = store.fleet_not_started(fleet_id)
+    rows = []
+    for target in fleet["targets"]:
+        # A run, once begun, says where its target stands; before, the last reason its
+        # task ended without one.
+        run, refused = started.get(target), not_started.get(target, {})
+        status = run["status"] if run else (NOT_STARTED if refused else "queued")
+        rows.append(
+            {
+                "target": target,
+                "run_id": run["run_id"] if run else None,
+                "status": status,
+                "error": run["error"] if run else refused.get("error"),
+                "host": run["hostname"] if run else refused.get("hostname"),
+            }
+        )
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -168,9 +178,22 @@ def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
                 )
         except TargetLocked as exc:
             raise later(str(exc)) from None
+        except AishellError as exc:
+            if earlier is not None or _run_begun(config, fleet_id, target):
+                raise  # its run holds what became of it
+            # Ended before a run began (the target unreachable, the job refused there):
+            # said in `fleet show`, not lost in a worker's log.
+            with StateStore(config.state_url) as store:
+                store.record_not_started(fleet_id, target, str(exc))
+            return NOT_STARTED
     if result.status == INTERRUPTED:
         raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
     return result.status
+
+
+def _run_begun(config: Config, fleet_id: str, target: str) -> bool:
+    with StateStore(config.state_url) as store:
+        return store.fleet_run_id(fleet_id, target) is not None
 
 
 def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -> None:

@@ -7,9 +7,12 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from aishell.state.core import StoreCore
-from aishell.state.processes import current_user
-from aishell.state.schema import fleet_jobs, fleet_runs, runs
+from aishell.state.processes import current_user, this_host
+from aishell.state.schema import events, fleet_jobs, fleet_runs, runs
 from aishell.state.values import dumps, loads, new_run_id, now
+
+# The event a target's task leaves when it ended before its run began.
+NOT_STARTED = "fleet_target_not_started"
 
 
 class FleetRepository(StoreCore):
@@ -87,3 +90,34 @@ class FleetRepository(StoreCore):
         ).all()
         self._conn.rollback()
         return {r.target: dict(r._mapping) for r in rows}
+
+    def record_not_started(self, fleet_id: str, target: str, error: str) -> None:
+        """A target's task that ended before its run began (the target unreachable, the
+        job refused there): kept, with why, for `fleet show` until a later delivery
+        starts its run."""
+        self.record_event(
+            "-",
+            None,
+            NOT_STARTED,
+            {"fleet_id": fleet_id, "target": target, "error": error, "hostname": this_host()},
+        )
+
+    def fleet_not_started(self, fleet_id: str) -> dict[str, dict[str, Any]]:
+        """By target: the newest reason its task ended before a run began."""
+        self.flush()
+        rows = self._conn.execute(
+            select(events.c.at, events.c.data)
+            .where(
+                (events.c.run_id == "-")
+                & (events.c.kind == NOT_STARTED)
+                & events.c.data.contains(fleet_id, autoescape=True)
+            )
+            .order_by(events.c.id)
+        ).all()
+        self._conn.rollback()
+        found: dict[str, dict[str, Any]] = {}
+        for at, data in rows:
+            details = loads(data)
+            if details.get("fleet_id") == fleet_id:
+                found[details["target"]] = {"at": at, **details}
+        return found

@@ -8,6 +8,8 @@
   whose runs are not over, and each target is then run once, the task sent twice too.
 - A schedule served with --fleet whose broker never answers ends its trigger so too,
   kept as a missed trigger with why.
+- A target whose run cannot begin (its server refuses) is `not_started` with why, not
+  left `queued` for `fleet run` to wait on; `fleet resend` tries it again.
 - A worker whose broker never answers is one line, exit 1; one that loses its broker
   for good ends 1 once Celery gives up, for its service manager to restart it.
 - A worker left idle past the read timeout still takes its tasks (RabbitMQ, Redis).
@@ -206,6 +208,40 @@ def test_a_send_failed_midway_names_what_went_and_resend_sends_the_rest(
             ]
         again = CliRunner().invoke(cli, ["fleet", "resend", fleet_id, "--no-wait"])
         assert again.exit_code == 0 and "none: every target's run is over" in again.output
+    finally:
+        delete_queue(config)
+
+
+def test_a_target_whose_run_cannot_begin_is_not_started_with_why_and_resent(
+    edit_config: EditConfig, home: Path, demo_db: Path
+) -> None:
+    # Its task used to fail in the worker's log alone: the target stayed "queued" and
+    # `fleet run` waited for it the whole of --wait-seconds.
+    fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/nowhere"
+    config = edit_config({"targets": {"down": {"url": down, "tags": ["trio"]}}})
+    try:
+        with running_worker(home):
+            started = time.monotonic()
+            out = CliRunner().invoke(
+                cli,
+                [
+                    *("fleet", "run", "maintenance", "--type", "quick", "--targets", "tag:trio"),
+                    *("--wait-seconds", "60"),
+                ],
+            )
+            assert time.monotonic() - started < 50
+            assert out.exit_code == EXIT_FAILED, out.output
+            assert "down: not_started (run - on " in out.output
+            assert "Cannot connect to target 'down'" in out.output
+            fleet_id = out.output.split("fleet job ")[1].split(":")[0]
+            summary = commands.fleet_summary(config, fleet_id)
+            assert summary["counts"] == {"completed": 3, "not_started": 1}
+            assert summary["going_on"] == 0
+            again = commands.fleet_resend(config, fleet_id, wait_seconds=60)
+        assert again["resent"] == ["down"]  # tried again; still down, still said so
+        (row,) = [r for r in again["runs"] if r["target"] == "down"]
+        assert row["status"] == "not_started" and row["run_id"] is None
     finally:
         delete_queue(config)
 
