@@ -155,9 +155,10 @@ def fleet_show(state: State, fleet_id: str, as_json: bool) -> None:
 def fleet_resend(
     state: State, fleet_id: str, wait: bool, wait_seconds: float, as_json: bool
 ) -> None:
-    """Send again the task of each target of a fleet job whose run is not over: after a
-    send failed midway, or the broker lost its queue (a Redis restarted without its
-    data). A target's run starts once however often its task comes."""
+    """Send again the task of each target of a fleet job whose run is not over, or never
+    began (not_started, once what stopped it is mended): after a send failed midway, or
+    the broker lost its queue (a Redis restarted without its data). A target's run
+    starts once however often its task comes."""
     summary = commands.fleet_resend(
         state.config,
         fleet_id,

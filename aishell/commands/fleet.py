@@ -78,9 +78,9 @@ def fleet_resend(
 ) -> dict[str, Any]:
     """Send again the task of each target of a fleet job whose run is not over (queued,
     running, interrupted) or never began (not_started, once what stopped it is mended):
-    after a send failed midway, or a broker lost its queue. A
-    target's run starts once whatever is delivered, so a task still queued is harmless.
-    With wait_seconds, watch as fleet_run does."""
+    after a send failed midway, or a broker lost its queue. A target's run starts once
+    whatever is delivered, so a task still queued is harmless. With wait_seconds, watch
+    as fleet_run does."""
     pending = [
         row["target"]
         for row in fleet_summary(config, fleet_id)["runs"]
