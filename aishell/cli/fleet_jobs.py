@@ -12,6 +12,7 @@ from aishell import commands
 from aishell.agents import jobs
 from aishell.cli.context import JobGroup, State, pass_state
 from aishell.cli.options import (
+    FiniteFloat,
     declared_options,
     json_option,
     max_run_time_option,
@@ -87,7 +88,7 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--wait/--no-wait and --wait-seconds: whether and how long to watch the runs."""
     command = click.option(
         "--wait-seconds",
-        type=click.FloatRange(min=1),
+        type=FiniteFloat(min=1),
         default=6 * 3600.0,
         show_default=True,
         help="How long --wait watches.",

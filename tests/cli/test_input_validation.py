@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, text
 from aishell import commands, render
 from aishell.agents.log_cleanup import parse_archive_to
 from aishell.cli import cli
+from aishell.cli.options import FiniteFloat
 from aishell.cli.schedules import job_from_words
 from aishell.config.kinds import Capability
 from aishell.config.models import load_config
@@ -718,3 +720,26 @@ def test_a_notifier_failure_is_logged_escaped(home, capsys: pytest.CaptureFixtur
         failures = send(config, {"status": "failed", "run_id": "r\x1b"})
     (line,) = capsys.readouterr().out.splitlines()
     assert failures and "\x1b" not in line and "\r" not in line and "\\x1b[2J" in line
+
+
+def test_no_command_takes_a_float_that_may_be_nan_or_infinite() -> None:
+    """Every float a command takes is a FiniteFloat (or a Duration): NaN compares false
+    with every limit, so a plain range lets it through."""
+    ctx = click.Context(cli)
+    loose: list[str] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        for param in command.params:
+            kind = param.type
+            if kind is click.FLOAT or (
+                isinstance(kind, click.FloatRange) and not isinstance(kind, FiniteFloat)
+            ):
+                loose.append(f"{' '.join(path)} {param.name}")
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, [*path, name])
+
+    walk(cli, ["aishell"])
+    assert loose == []

@@ -117,6 +117,10 @@ def test_a_fleet_run_names_its_targets_and_checks_its_job_before_sending(
         commands.fleet_run(config, "maintenance", {"type": "quick"}, "tag:nowhere")
     out = CliRunner().invoke(cli, ["--home", str(home), "fleet", "run", "maintenance"])
     assert out.exit_code == 2 and "--targets SELECTOR or --all-targets" in out.output
+    for endless in ("nan", "inf"):
+        args = ["fleet", "run", "maintenance", "--all-targets", "--wait-seconds", endless]
+        out = CliRunner().invoke(cli, ["--home", str(home), *args])
+        assert out.exit_code == 2 and "is not a finite number" in out.output, out.output
 
 
 def test_the_broker_s_password_comes_from_its_variable_never_the_file(
