@@ -17,7 +17,7 @@ from aishell.commands.tools import load_catalog
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
-from aishell.errors import AishellError, ConfigError, UsageError
+from aishell.errors import AishellError, BrokerUnreachable, ConfigError, UsageError
 from aishell.files import too_open
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
@@ -85,10 +85,12 @@ def doctor(
         )
     # Targets are checked side by side: one that does not answer costs its connect
     # timeout once, not once per target after it.
-    with ThreadPoolExecutor(max_workers=min(8, len(names) or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, len(names) or 1) + 1) as pool:
+        broker = pool.submit(broker_problems, config)
         checked = list(pool.map(lambda name: target_readiness(config, name), names))
     for target in checked:
         problems += target["problems"]
+    problems += broker.result()
     problems += open_backups(config)
     problems += plugin_problems(config)
     return {
@@ -101,6 +103,23 @@ def doctor(
         "leftovers": leftovers,
         "problems": problems,
     }
+
+
+def broker_problems(config: Config) -> list[dict[str, Any]]:
+    """Where the config has a `fleet:` block, that its broker answers (within the fleet's
+    timeouts), as the problem `fleet run` would meet."""
+    if "fleet" not in config.main.model_fields_set:
+        return []
+    # Late: Celery and kombu load only for a home with a fleet.
+    from aishell.fleet.sending import broker
+
+    try:
+        with broker(config, unanswered="fleet jobs cannot be sent or run"):
+            pass
+    except (BrokerUnreachable, ConfigError) as exc:
+        fix = f"start the broker, or correct fleet.broker_url and password_env in {config.path}"
+        return [_home_problem(str(exc), fix)]
+    return []
 
 
 # At most this many files or folders are named one by one; the rest are counted.

@@ -12,6 +12,7 @@
   left `queued` for `fleet run` to wait on; `fleet resend` tries it again.
 - A worker whose broker never answers is one line, exit 1; one that loses its broker
   for good ends 1 once Celery gives up, for its service manager to restart it.
+- `aishell doctor` names a broker that does not answer, with the fix.
 - A worker left idle past the read timeout still takes its tasks (RabbitMQ, Redis).
 """
 
@@ -148,6 +149,25 @@ def test_a_schedule_sent_to_a_silent_broker_ends_within_the_timeouts(
     with StateStore(config.state_url) as store:
         (missed,) = store.schedule_alerts()["nightly"]
     assert missed["kind"] == "missed" and "did not answer within 1s" in missed["error"]
+
+
+def test_doctor_names_a_broker_that_does_not_answer_and_passes_one_that_does(
+    edit_config: EditConfig, home: Path, demo_db: Path
+) -> None:
+    silent = Silent()
+    try:
+        config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
+        report = commands.doctor(config, targets=["demo"])
+    finally:
+        silent.close()
+    said = [p for p in report["problems"] if "broker" in p["problem"]]
+    assert len(said) == 1, report["problems"]
+    assert "did not answer within 1s (fleet.read_timeout_seconds)" in said[0]["problem"]
+    assert said[0]["problem"].endswith("fleet jobs cannot be sent or run")
+    assert "fleet.broker_url" in said[0]["fix"]
+    config = edit_config({"fleet": {"broker_url": broker_at("redis", BROKERS["redis"][1])}})
+    report = commands.doctor(config, targets=["demo"])
+    assert [p for p in report["problems"] if "broker" in p["problem"]] == []
 
 
 @pytest.fixture
