@@ -100,19 +100,15 @@ def closed_port() -> int:
 @pytest.mark.parametrize("kind", sorted(BROKERS))
 @pytest.mark.parametrize("fault", ["refused", "silent"])
 def test_a_broker_that_refuses_or_never_answers_ends_the_send_with_nothing_sent(
-    edit_config: EditConfig, home: Path, demo_db: Path, kind: str, fault: str
+    edit_config: EditConfig, home: Path, demo_db: Path, silent: Silent, kind: str, fault: str
 ) -> None:
-    silent = Silent()
-    try:
-        port = silent.port if fault == "silent" else closed_port()
-        config = fleet_home(edit_config, home, demo_db, broker_at(kind, port))
-        started = time.monotonic()
-        out = CliRunner().invoke(
-            cli, ["fleet", "run", "maintenance", "--type", "quick", "--targets", "tag:trio"]
-        )
-        took = time.monotonic() - started
-    finally:
-        silent.close()
+    port = silent.port if fault == "silent" else closed_port()
+    config = fleet_home(edit_config, home, demo_db, broker_at(kind, port))
+    started = time.monotonic()
+    out = CliRunner().invoke(
+        cli, ["fleet", "run", "maintenance", "--type", "quick", "--targets", "tag:trio"]
+    )
+    took = time.monotonic() - started
     assert out.exit_code == EXIT_FAILED, out.output
     lines = out.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.output, out.output
@@ -130,20 +126,16 @@ def test_a_broker_that_refuses_or_never_answers_ends_the_send_with_nothing_sent(
 
 
 def test_a_schedule_sent_to_a_silent_broker_ends_within_the_timeouts(
-    edit_config: EditConfig, home: Path, demo_db: Path
+    edit_config: EditConfig, home: Path, demo_db: Path, silent: Silent
 ) -> None:
     # Before the timeouts, a schedule served with --fleet hung here for good, and with
     # it every later trigger on its target.
-    silent = Silent()
-    try:
-        config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
-        add_nightly_quick(config, "second")
-        started = time.monotonic()
-        with pytest.raises(BrokerUnreachable, match="did not answer within 1s"):
-            queue_schedule(config, "nightly", "cron", threading.Event())
-        assert time.monotonic() - started < TIMEOUT + SLACK
-    finally:
-        silent.close()
+    config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
+    add_nightly_quick(config, "second")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnreachable, match="did not answer within 1s"):
+        queue_schedule(config, "nightly", "cron", threading.Event())
+    assert time.monotonic() - started < TIMEOUT + SLACK
     assert fleet_jobs_in(config) == 0
     # Kept as a missed trigger, with why: `schedule list` shows it, notifiers hear it.
     with StateStore(config.state_url) as store:
@@ -152,14 +144,10 @@ def test_a_schedule_sent_to_a_silent_broker_ends_within_the_timeouts(
 
 
 def test_doctor_names_a_broker_that_does_not_answer_and_passes_one_that_does(
-    edit_config: EditConfig, home: Path, demo_db: Path
+    edit_config: EditConfig, home: Path, demo_db: Path, silent: Silent
 ) -> None:
-    silent = Silent()
-    try:
-        config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
-        report = commands.doctor(config, targets=["demo"])
-    finally:
-        silent.close()
+    config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
+    report = commands.doctor(config, targets=["demo"])
     said = [p for p in report["problems"] if "broker" in p["problem"]]
     assert len(said) == 1, report["problems"]
     assert "did not answer within 1s (fleet.read_timeout_seconds)" in said[0]["problem"]
@@ -168,6 +156,14 @@ def test_doctor_names_a_broker_that_does_not_answer_and_passes_one_that_does(
     config = edit_config({"fleet": {"broker_url": broker_at("redis", BROKERS["redis"][1])}})
     report = commands.doctor(config, targets=["demo"])
     assert [p for p in report["problems"] if "broker" in p["problem"]] == []
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    """A listener that accepts connections and never answers: a broker gone silent."""
+    listener = Silent()
+    yield listener
+    listener.close()
 
 
 @pytest.fixture
@@ -268,22 +264,18 @@ def test_a_target_whose_run_cannot_begin_is_not_started_with_why_and_resent(
 
 @pytest.mark.parametrize("kind", sorted(BROKERS))
 def test_a_worker_whose_broker_never_answers_is_one_line_and_exit_1(
-    edit_config: EditConfig, home: Path, demo_db: Path, kind: str
+    edit_config: EditConfig, home: Path, demo_db: Path, silent: Silent, kind: str
 ) -> None:
-    silent = Silent()
-    try:
-        fleet_home(edit_config, home, demo_db, broker_at(kind, silent.port))
-        started = time.monotonic()
-        worker = subprocess.run(
-            [sys.executable, "-m", "aishell", "worker"],
-            env={**os.environ, "AISHELL_HOME": str(home)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        took = time.monotonic() - started
-    finally:
-        silent.close()
+    fleet_home(edit_config, home, demo_db, broker_at(kind, silent.port))
+    started = time.monotonic()
+    worker = subprocess.run(
+        [sys.executable, "-m", "aishell", "worker"],
+        env={**os.environ, "AISHELL_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    took = time.monotonic() - started
     assert worker.returncode == EXIT_FAILED, worker.stderr
     lines = worker.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not answer within 1s" in lines[0], worker.stderr
