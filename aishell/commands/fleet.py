@@ -156,7 +156,24 @@ def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
         raise UsageError(f"Fleet job {fleet_id} has no target '{target}'")
     if earlier is not None and earlier["status"] not in GOING_ON:
         return str(earlier["status"])  # done before: a delivery again changes nothing
-    settings = config.main.fleet
+    try:
+        return _take_turn(config, fleet, target, earlier)
+    except AishellError as exc:
+        if earlier is not None or _run_begun(config, fleet_id, target):
+            raise  # its run holds what became of it
+        # Ended before a run began (the target unknown or unreachable on this worker,
+        # the job refused there): said in `fleet show`, not lost in a worker's log.
+        with StateStore(config.state_url) as store:
+            store.record_not_started(fleet_id, target, str(exc))
+        return NOT_STARTED
+
+
+def _take_turn(
+    config: Config, fleet: dict[str, Any], target: str, earlier: dict[str, Any] | None
+) -> str:
+    """The target's run of the fleet job, started or resumed in one of its server's
+    slots; its status, or TryLater."""
+    fleet_id, settings = fleet["fleet_id"], config.main.fleet
     _, target_config = config.target(target)
     server = server_of(resolve_url(target_config.url, config.home))
     later = partial(TryLater, settings.slot_wait_seconds)
@@ -178,14 +195,6 @@ def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
                 )
         except TargetLocked as exc:
             raise later(str(exc)) from None
-        except AishellError as exc:
-            if earlier is not None or _run_begun(config, fleet_id, target):
-                raise  # its run holds what became of it
-            # Ended before a run began (the target unreachable, the job refused there):
-            # said in `fleet show`, not lost in a worker's log.
-            with StateStore(config.state_url) as store:
-                store.record_not_started(fleet_id, target, str(exc))
-            return NOT_STARTED
     if result.status == INTERRUPTED:
         raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
     return result.status

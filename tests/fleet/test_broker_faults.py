@@ -8,8 +8,9 @@
   whose runs are not over, and each target is then run once, the task sent twice too.
 - A schedule served with --fleet whose broker never answers ends its trigger so too,
   kept as a missed trigger with why.
-- A target whose run cannot begin (its server refuses) is `not_started` with why, not
-  left `queued` for `fleet run` to wait on; `fleet resend` tries it again.
+- A target whose run cannot begin (its server refuses, the worker's config has it no
+  more) is `not_started` with why, not left `queued` for `fleet run` to wait on; `fleet
+  resend` tries it again.
 - A worker whose broker never answers is one line, exit 1; one that loses its broker
   for good ends 1 once Celery gives up, for its service manager to restart it.
 - `aishell doctor` names a broker that does not answer, with the fix.
@@ -34,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.commands.fleet import queue_schedule
+from aishell.commands.fleet import queue_schedule, watch_fleet
 from aishell.config.models import Config
 from aishell.errors import EXIT_FAILED, BrokerUnreachable
 from aishell.state.faults import sqlite_path
@@ -258,6 +260,26 @@ def test_a_target_whose_run_cannot_begin_is_not_started_with_why_and_resent(
         assert again["resent"] == ["down"]  # tried again; still down, still said so
         (row,) = [r for r in again["runs"] if r["target"] == "down"]
         assert row["status"] == "not_started" and row["run_id"] is None
+    finally:
+        delete_queue(config)
+
+
+def test_a_target_the_worker_does_not_know_is_not_started_with_why(
+    edit_config: EditConfig, home: Path, demo_db: Path
+) -> None:
+    # The job was sent from a config that has the target; the worker's has it no more.
+    config = fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
+    try:
+        sent = commands.fleet_run(config, "maintenance", {"type": "quick"}, "tag:trio")
+        path = home / "config" / "aishell.yaml"
+        data = yaml.safe_load(path.read_text())
+        del data["targets"]["third"]
+        path.write_text(yaml.safe_dump(data))
+        with running_worker(home):
+            summary = watch_fleet(config, sent["fleet_id"], 60, None)
+        rows = {r["target"]: (r["status"], r["error"]) for r in summary["runs"]}
+        assert rows["demo"] == rows["second"] == ("completed", None)
+        assert rows["third"][0] == "not_started" and "third" in rows["third"][1]
     finally:
         delete_queue(config)
 
