@@ -341,7 +341,7 @@ def test_a_worker_idle_past_the_read_timeout_still_takes_its_tasks(
         config = edit_config({"fleet": {"password_env": "AISHELL_TEST_BROKER_PASSWORD"}})
     try:
         with running_worker(home):
-            time.sleep(4 * TIMEOUT + 2)  # idle, past the read timeout several times
+            time.sleep(3 * TIMEOUT + 0.5)  # idle, past the read timeout three times
             summary = commands.fleet_run(
                 config, "maintenance", {"type": "quick"}, "demo", wait_seconds=90
             )
