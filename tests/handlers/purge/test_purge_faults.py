@@ -654,8 +654,10 @@ def test_a_server_restart_mid_purge_is_waited_out(home):
             start()
 
         fault = _after_batches(purge, 10, restart)
-        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows).
-        result = commands.run_job(purge.config, "log_cleanup", purge.job(walk="keys"))
+        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows), a
+        # pause between them so that the restart comes while the purge has batches to go.
+        job = purge.job(walk="keys", sleep_ms=20)
+        result = commands.run_job(purge.config, "log_cleanup", job)
         fault.join(30)
         assert_exactly_once(purge, result)
         assert result.steps[1].output["reconnects"] >= 1
@@ -667,8 +669,10 @@ def test_a_server_gone_past_reconnect_seconds_stops_resumably(home):
         _point_at(home, url, reconnect_seconds=2)
         purge = Purge(home, url, "postgresql", "file", before)
         fault = _after_batches(purge, 10, stop)
-        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows).
-        result = commands.run_job(purge.config, "log_cleanup", purge.job(walk="keys"))
+        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows), a
+        # pause between them so that the stop comes while the purge has batches to go.
+        job = purge.job(walk="keys", sleep_ms=20)
+        result = commands.run_job(purge.config, "log_cleanup", job)
         fault.join(30)
 
         assert result.status == "failed"
