@@ -5,7 +5,8 @@
   broker and what bounded the wait, exit code 1, nothing sent and no fleet job recorded.
 - A broker that stops answering after a task of three went: the line names the fleet
   job and how many were sent; `aishell fleet resend` sends the tasks of the targets
-  whose runs are not over, and each target is then run once, the task sent twice too.
+  whose runs are not over, and each target is then run once, though its task came
+  more than once.
 - A schedule served with --fleet whose broker never answers ends its trigger so too,
   kept as a missed trigger with why.
 - A target whose run cannot begin (its server refuses, the worker's config has it no
@@ -93,6 +94,14 @@ def fleet_jobs_in(config: Config) -> int:
         return int(conn.execute("SELECT count(*) FROM fleet_jobs").fetchone()[0])
 
 
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    """A listener that accepts connections and never answers: a broker gone silent."""
+    listener = Silent()
+    yield listener
+    listener.close()
+
+
 def closed_port() -> int:
     """A port nothing listens on (one the kernel just gave and this test let go)."""
     with closing(socket.create_server(("127.0.0.1", 0))) as sock:
@@ -158,14 +167,6 @@ def test_doctor_names_a_broker_that_does_not_answer_and_passes_one_that_does(
     config = edit_config({"fleet": {"broker_url": broker_at("redis", BROKERS["redis"][1])}})
     report = commands.doctor(config, targets=["demo"])
     assert [p for p in report["problems"] if "broker" in p["problem"]] == []
-
-
-@pytest.fixture
-def silent() -> Iterator[Silent]:
-    """A listener that accepts connections and never answers: a broker gone silent."""
-    listener = Silent()
-    yield listener
-    listener.close()
 
 
 @pytest.fixture
