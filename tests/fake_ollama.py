@@ -49,7 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if not drip:
                 self.wfile.write(data)
-            for at in range(len(data) if drip else 0):
+                return
+            for at in range(len(data)):
                 self.wfile.write(data[at : at + 1])
                 self.wfile.flush()
                 time.sleep(drip)
