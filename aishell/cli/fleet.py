@@ -7,7 +7,7 @@ import click
 
 from aishell import commands, render
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.fleet_jobs import fleet_resend, fleet_run, fleet_show
+from aishell.cli.fleet_jobs import fleet_jobs, fleet_resend, fleet_run, fleet_show
 from aishell.cli.options import json_option, log_format_option, targets_selector
 from aishell.cli.output import answer
 from aishell.errors import UsageError
@@ -24,6 +24,7 @@ def fleet() -> None:
 fleet.add_command(fleet_run)
 fleet.add_command(fleet_show)
 fleet.add_command(fleet_resend)
+fleet.add_command(fleet_jobs)
 
 
 @fleet.command("status")

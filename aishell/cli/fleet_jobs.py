@@ -148,6 +148,27 @@ def fleet_show(state: State, fleet_id: str, as_json: bool) -> None:
     _render(commands.fleet_summary(state.config, fleet_id), as_json)
 
 
+@click.command("jobs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@pass_state
+def fleet_jobs(state: State, limit: int, as_json: bool) -> None:
+    """The newest fleet jobs: when, what, on which targets, and where their runs stand."""
+    listing = commands.list_fleet_jobs(state.config, limit)
+    if as_json:
+        emit_json(listing)
+        return
+    if not listing["fleet_jobs"]:
+        click.echo("No fleet jobs yet: `aishell fleet run` sends one")
+    for job in listing["fleet_jobs"]:
+        click.echo(
+            printable(
+                f"{job['fleet_id']}  {job['created_at']}  {job['agent']} on "
+                f"{len(job['targets'])} targets ({job['selector']}): {_counts(job)}"
+            )
+        )
+
+
 @click.command("resend")
 @click.argument("fleet_id")
 @wait_options

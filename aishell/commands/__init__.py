@@ -47,6 +47,7 @@ __all__ = [
     "list_agents",
     "list_approvals",
     "list_backups",
+    "list_fleet_jobs",
     "list_runs",
     "list_schedules",
     "list_targets",
@@ -93,6 +94,7 @@ if TYPE_CHECKING:
         fleet_resend,
         fleet_run,
         fleet_summary,
+        list_fleet_jobs,
         run_fleet_target,
         start_worker,
     )
@@ -166,6 +168,7 @@ else:
                 "fleet_resend",
                 "fleet_run",
                 "fleet_summary",
+                "list_fleet_jobs",
                 "run_fleet_target",
                 "start_worker",
             ),

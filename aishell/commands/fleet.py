@@ -121,8 +121,19 @@ def fleet_summary(config: Config, fleet_id: str) -> dict[str, Any]:
         fleet = store.get_fleet_job(fleet_id)
         if fleet is None:
             raise UsageError(f"No fleet job {fleet_id}")
-        started = store.fleet_runs(fleet_id)
-        not_started = store.fleet_not_started(fleet_id)
+        return _summary(store, fleet)
+
+
+def list_fleet_jobs(config: Config, limit: int = 20) -> dict[str, Any]:
+    """The newest fleet jobs, each with how many of its targets stand where."""
+    with StateStore(config.state_url) as store:
+        found = [_summary(store, fleet) for fleet in store.list_fleet_jobs(limit)]
+    return {"fleet_jobs": [{k: v for k, v in job.items() if k != "runs"} for job in found]}
+
+
+def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
+    started = store.fleet_runs(fleet["fleet_id"])
+    not_started = store.fleet_not_started(fleet["fleet_id"])
     rows = []
     for target in fleet["targets"]:
         # A run, once begun, says where its target stands; before, the last reason its

@@ -42,18 +42,22 @@ class FleetRepository(StoreCore):
             )
         return fleet_id
 
+    def list_fleet_jobs(self, limit: int) -> list[dict[str, Any]]:
+        """The newest fleet jobs first, at most `limit`, each as get_fleet_job gives it."""
+        self.flush()
+        rows = self._conn.execute(
+            select(fleet_jobs).order_by(fleet_jobs.c.created_at.desc()).limit(limit)
+        ).all()
+        self._conn.rollback()
+        return [_decoded(dict(row._mapping)) for row in rows]
+
     def get_fleet_job(self, fleet_id: str) -> dict[str, Any] | None:
         self.flush()
         row = self._conn.execute(
             select(fleet_jobs).where(fleet_jobs.c.fleet_id == fleet_id)
         ).first()
         self._conn.rollback()
-        if row is None:
-            return None
-        found = dict(row._mapping)
-        for key in ("job", "options", "targets"):
-            found[key] = loads(found[key])
-        return found
+        return None if row is None else _decoded(dict(row._mapping))
 
     def record_fleet_run(self, fleet_id: str, target: str, run_id: str) -> None:
         with self._tx() as conn:
@@ -121,3 +125,9 @@ class FleetRepository(StoreCore):
             if details.get("fleet_id") == fleet_id:
                 found[details["target"]] = {"at": at, **details}
         return found
+
+
+def _decoded(found: dict[str, Any]) -> dict[str, Any]:
+    for key in ("job", "options", "targets"):
+        found[key] = loads(found[key])
+    return found

@@ -14,6 +14,7 @@
   resend` tries it again.
 - A worker whose broker never answers is one line, exit 1; one that loses its broker
   for good ends 1 once Celery gives up, for its service manager to restart it.
+- `aishell fleet jobs` lists the newest fleet jobs with where their targets stand.
 - `aishell doctor` names a broker that does not answer, with the fix.
 - A worker left idle past the read timeout still takes its tasks (RabbitMQ, Redis).
 """
@@ -257,6 +258,12 @@ def test_a_target_whose_run_cannot_begin_is_not_started_with_why_and_resent(
             summary = commands.fleet_summary(config, fleet_id)
             assert summary["counts"] == {"completed": 3, "not_started": 1}
             assert summary["going_on"] == 0
+            # Listed with the newest fleet jobs, as it stands.
+            (listed,) = commands.list_fleet_jobs(config)["fleet_jobs"]
+            assert (listed["fleet_id"], listed["counts"]) == (fleet_id, summary["counts"])
+            shown = CliRunner().invoke(cli, ["fleet", "jobs"])
+            assert f"{fleet_id}  " in shown.output
+            assert "maintenance on 4 targets (tag:trio): 3 completed, 1 not_started" in shown.output
             again = commands.fleet_resend(config, fleet_id, wait_seconds=60)
         assert again["resent"] == ["down"]  # tried again; still down, still said so
         (row,) = [r for r in again["runs"] if r["target"] == "down"]
