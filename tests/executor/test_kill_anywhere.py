@@ -365,7 +365,11 @@ def kill_at(site: Site, args: list[str], fraction: float, seconds: float, why: s
     run_id = wait_for_new_run(site, known, proc)
     if not run_id:
         code = proc.wait()
-        said = output.with_suffix(".err").read_text(errors="replace")
+        # With --json a refusal is on stdout, anything else on stderr: both are said.
+        said = " ".join(
+            output.with_suffix(kind).read_text(errors="replace").strip()
+            for kind in (".out", ".err")
+        )
         raise AssertionError(f"{why}: the job made no run (exit {code}): {said}")
     time.sleep(fraction * seconds)
     killed = Killed(run_id, proc.pid, why, finished=proc.poll() is not None)

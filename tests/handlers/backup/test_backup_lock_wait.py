@@ -27,11 +27,20 @@ from aishell.executor import RunResult
 from aishell.policy.approvers import Prompting
 from tests.helpers import use_target
 
+# The application_name of the tests' own sessions: a closed one may still be listed for
+# a moment while its backend exits, and is never a program's that outlived its run.
+TEST_LOOK = "aishell-test-look"
+
 
 def _pg(url: str, autocommit: bool = True) -> psycopg.Connection[Any]:
     u = make_url(url)
     return psycopg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=autocommit
+        host=u.host,
+        port=u.port or 5432,
+        user=u.username,
+        dbname=u.database,
+        autocommit=autocommit,
+        application_name=TEST_LOOK,
     )
 
 

@@ -22,6 +22,7 @@ import pytest
 from aishell import commands
 from tests.handlers.backup.test_backup_faults import start, wait_for
 from tests.handlers.backup.test_backup_lock_wait import (
+    TEST_LOOK,
     _my,
     _pg,
     _tables,
@@ -43,8 +44,9 @@ def _program_sessions(url: str, holder: int) -> list[str]:
         with _pg(url) as conn:
             rows = conn.execute(
                 "SELECT pid, application_name, query FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)",
-                (holder,),
+                "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s) "
+                "AND application_name <> %s",
+                (holder, TEST_LOOK),
             ).fetchall()
     else:
         with _my(url) as conn, conn.cursor() as cur:
