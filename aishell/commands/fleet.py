@@ -24,7 +24,13 @@ from aishell.commands.runs import resume_run, run_job
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
-from aishell.errors import AishellError, BrokerUnreachable, TargetLocked, UsageError
+from aishell.errors import (
+    AishellError,
+    BrokerUnreachable,
+    StateError,
+    TargetLocked,
+    UsageError,
+)
 from aishell.executor import INTERRUPTED
 from aishell.fleet.sending import broker
 from aishell.fleet.slots import server_of, server_slot
@@ -159,7 +165,16 @@ def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
 def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
     """A fleet task's work: the target's run of the job, started once, resumed when a
     delivery before this one left it unfinished; its status. TryLater when the task
-    must wait (its server at its limit, its database in use, its run interrupted)."""
+    must wait (its server at its limit, its database in use, its run interrupted, the
+    state store failing: nothing of the task can be kept without it)."""
+    try:
+        return _target_task(config, fleet_id, target)
+    except StateError as exc:
+        raise TryLater(config.main.fleet.slot_wait_seconds, f"the state store: {exc}") from None
+
+
+def _target_task(config: Config, fleet_id: str, target: str) -> str:
+    """run_fleet_target's work, the state store's failures left to it."""
     with StateStore(config.state_url) as store:
         fleet = store.get_fleet_job(fleet_id)
         earlier = store.fleet_runs(fleet_id).get(target)
@@ -169,6 +184,8 @@ def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
         return _take_turn(config, fleet, target, earlier)
+    except StateError:
+        raise
     except AishellError as exc:
         if earlier is not None or _run_begun(config, fleet_id, target):
             raise  # its run holds what became of it

@@ -6,19 +6,26 @@
   not know.
 - A state server that stops answering while a slot is taken ends the take within the
   read timeout, in one line naming the setting, instead of holding the worker.
+- A fleet task whose state server stops answering goes back to the queue (TryLater),
+  not failed and dropped with its target left `queued` for good.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from aishell import commands
 from aishell.errors import StateError
 from aishell.fleet.slots import server_slot
+from aishell.fleet.worker import TryLater
+from aishell.state.store import StateStore
+from tests.conftest import EditConfig
 from tests.faultproxy import Proxy, server_port, through
-from tests.services import MYSQL_ADMIN, PG_ADMIN
+from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_postgresql
 
 TIMEOUTS = "connect_timeout=5&read_timeout=2"
 
@@ -55,3 +62,24 @@ def test_a_state_server_that_stops_answering_ends_the_take_at_the_read_timeout(
         assert time.monotonic() - started < 2 + 6  # the read timeout, and a busy machine's
     finally:
         proxy.close()
+
+
+def test_a_task_whose_state_server_stops_answering_is_tried_again_later(
+    home: Path, demo_db: Path, edit_config: EditConfig
+) -> None:
+    with scratch_postgresql() as store_url:
+        proxy = Proxy(server_port(store_url))
+        try:
+            config = edit_config({"state": {"url": f"{through(proxy.port, store_url)}?{TIMEOUTS}"}})
+            with StateStore(config.state_url) as store:
+                fleet_id = store.create_fleet_job(
+                    "maintenance", {"type": "quick"}, {}, "demo", ["demo"]
+                )
+            proxy.freeze()
+            started = time.monotonic()
+            said = r"^the state store: .* did not answer within 5s \(state.connect_timeout"
+            with pytest.raises(TryLater, match=said):
+                commands.run_fleet_target(config, fleet_id, "demo")
+            assert time.monotonic() - started < 5 + 6  # the connect timeout, a busy machine
+        finally:
+            proxy.close()
