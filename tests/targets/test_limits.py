@@ -322,7 +322,9 @@ def test_a_run_past_its_time_limit_stops_resumably_and_resume_completes_it(home,
     configure(home, pg_url, lock_timeout_ms=60_000)
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
-    data["defaults"] = {"max_run_seconds": 2}
+    # The limit counts planning too: long enough that a loaded machine has begun the
+    # step, waiting on the held lock, when it comes.
+    data["defaults"] = {"max_run_seconds": 5}
     path.write_text(yaml.safe_dump(data))
     config = load_config(home=home)
     held = HeldLock(pg_url)
@@ -332,7 +334,7 @@ def test_a_run_past_its_time_limit_stops_resumably_and_resume_completes_it(home,
         held.release()
     assert result.status == "interrupted"
     assert result.error == (
-        f"interrupted by the run-time limit of 2s (defaults.max_run_seconds in {path}); "
+        f"interrupted by the run-time limit of 5s (defaults.max_run_seconds in {path}); "
         f"continue with `aishell resume {result.run_id}`"
     )
     assert result.steps[0].status == "interrupted"
