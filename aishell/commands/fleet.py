@@ -94,6 +94,10 @@ def fleet_resend(
     ]
     if pending:
         with broker(config) as sender:
+            # Recorded first: a task that ends before its run begins, even at once,
+            # says so after it.
+            with StateStore(config.state_url) as store:
+                store.record_resent(fleet_id, pending)
             sender.send(fleet_id, pending)
     return {**watch_fleet(config, fleet_id, wait_seconds, progress), "resent": pending}
 

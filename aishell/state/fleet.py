@@ -11,8 +11,10 @@ from aishell.state.processes import current_user, this_host
 from aishell.state.schema import events, fleet_jobs, fleet_runs, runs
 from aishell.state.values import dumps, loads, new_run_id, now
 
-# The event a target's task leaves when it ended before its run began.
+# The event a target's task leaves when it ended before its run began; and the event
+# of its task sent again, after which that reason is no longer where it stands.
 NOT_STARTED = "fleet_target_not_started"
+RESENT = "fleet_targets_resent"
 
 
 class FleetRepository(StoreCore):
@@ -106,23 +108,34 @@ class FleetRepository(StoreCore):
             {"fleet_id": fleet_id, "target": target, "error": error, "hostname": this_host()},
         )
 
+    def record_resent(self, fleet_id: str, targets: list[str]) -> None:
+        """The targets whose tasks are sent again: until their tasks end anew, they are
+        queued, whatever an earlier delivery said."""
+        self.record_event("-", None, RESENT, {"fleet_id": fleet_id, "targets": targets})
+
     def fleet_not_started(self, fleet_id: str) -> dict[str, dict[str, Any]]:
-        """By target: the newest reason its task ended before a run began."""
+        """By target: the reason its task ended before a run began, unless its task
+        was sent again since."""
         self.flush()
         rows = self._conn.execute(
-            select(events.c.at, events.c.data)
+            select(events.c.at, events.c.kind, events.c.data)
             .where(
                 (events.c.run_id == "-")
-                & (events.c.kind == NOT_STARTED)
+                & events.c.kind.in_([NOT_STARTED, RESENT])
                 & events.c.data.contains(fleet_id, autoescape=True)
             )
             .order_by(events.c.id)
         ).all()
         self._conn.rollback()
         found: dict[str, dict[str, Any]] = {}
-        for at, data in rows:
+        for at, kind, data in rows:
             details = loads(data)
-            if details.get("fleet_id") == fleet_id:
+            if details.get("fleet_id") != fleet_id:
+                continue
+            if kind == RESENT:
+                for target in details["targets"]:
+                    found.pop(target, None)
+            else:
                 found[details["target"]] = {"at": at, **details}
         return found
 

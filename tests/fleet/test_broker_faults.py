@@ -264,8 +264,13 @@ def test_a_target_whose_run_cannot_begin_is_not_started_with_why_and_resent(
             shown = CliRunner().invoke(cli, ["fleet", "jobs"])
             assert f"{fleet_id}  " in shown.output
             assert "maintenance on 4 targets (tag:trio): 3 completed, 1 not_started" in shown.output
-            again = commands.fleet_resend(config, fleet_id, wait_seconds=60)
-        assert again["resent"] == ["down"]  # tried again; still down, still said so
+        # Sent again with no worker to take it: queued, not the earlier delivery's word.
+        sent = commands.fleet_resend(config, fleet_id)
+        assert sent["resent"] == ["down"]
+        assert (sent["counts"], sent["going_on"]) == ({"completed": 3, "queued": 1}, 1)
+        with running_worker(home):
+            again = watch_fleet(config, fleet_id, 60, None)
+        # Tried again: still down, and said so by this delivery.
         (row,) = [r for r in again["runs"] if r["target"] == "down"]
         assert row["status"] == "not_started" and row["run_id"] is None
     finally:
