@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import socket
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -207,3 +208,10 @@ def logged(level: int = logging.INFO) -> Iterator[list[str]]:
     handler = _Lines()
     with attached(ROOT, handler, level):
         yield handler.lines
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (one the kernel just gave, let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

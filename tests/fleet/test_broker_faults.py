@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from tests.conftest import EditConfig
 from tests.faultproxy import Proxy, Silent
 from tests.fleet.builders import add_nightly_quick
 from tests.fleet.queues import delete_queue, running_worker
+from tests.helpers import closed_port
 
 BROKERS = {"rabbitmq": ("amqp", 5672), "redis": ("redis", 6379)}
 # The fleet's timeouts in these tests, and how long past them a send may take to end
@@ -101,12 +101,6 @@ def silent() -> Iterator[Silent]:
     listener = Silent()
     yield listener
     listener.close()
-
-
-def closed_port() -> int:
-    """A port nothing listens on (one the kernel just gave and this test let go)."""
-    with closing(socket.create_server(("127.0.0.1", 0))) as sock:
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("kind", sorted(BROKERS))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from aishell.scheduling import notify
 from aishell.scheduling import serve as scheduling
 from aishell.scheduling.leadership import LEASE
 from aishell.state.store import StateStore
-from tests.helpers import logged, query, use_target
+from tests.helpers import closed_port, logged, query, use_target
 from tests.scheduling.test_schedules import (
     SLOW_PURGE,
     add,
@@ -121,12 +120,6 @@ def test_a_run_left_by_a_killed_serve_is_taken_back_before_new_work(demo_db, con
     assert old == 0
     newest = scheduled_runs(config, "purge")[0]
     assert newest["run_id"] != run_id and newest["started_at"] >= taken["finished_at"]
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_trigger_that_cannot_reach_its_target_is_a_failed_run_notified(

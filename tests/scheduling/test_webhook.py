@@ -19,7 +19,7 @@ import pytest
 
 from aishell.config.models import NotificationsConfig
 from aishell.scheduling import notify
-from tests.helpers import logged
+from tests.helpers import closed_port, logged
 
 MESSAGE = {"run_id": "r1", "schedule": "nightly", "status": "failed", "error": "t\x1b[2J"}
 TOKEN = "s3cret-token"
@@ -107,10 +107,7 @@ def test_an_error_status_is_one_line_logged_and_returned(
 
 
 def test_a_refused_connection_is_one_line_without_the_url() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    failures, lines = send(f"http://127.0.0.1:{port}/hook/{TOKEN}")
+    failures, lines = send(f"http://127.0.0.1:{closed_port()}/hook/{TOKEN}")
     assert failures == ["notify webhook failed: [Errno 111] Connection refused"]
     assert lines == ["r1: notify webhook failed: [Errno 111] Connection refused"]
 

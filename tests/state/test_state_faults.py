@@ -40,7 +40,7 @@ from aishell.state.store import StateStore
 from tests import services
 from tests.cli.test_cli import in_terminal, read_until
 from tests.fake_ollama import Script, fake_ollama
-from tests.helpers import tmpfs
+from tests.helpers import closed_port, tmpfs
 
 BUSY_TIMEOUT_MS = 200
 
@@ -435,14 +435,6 @@ def test_a_failing_state_store_with_password_env_masks_it(
 
 
 # --- tests/services.py: only an unreachable server skips -------------------------------------
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("scratch", [services.scratch_postgresql, services.scratch_mysql])

@@ -3,7 +3,6 @@ never a driver's raw tuple, never libpq's advice cut off."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from aishell.cli import cli
-from tests.helpers import use_target
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import closed_port, use_target
 
 
 def failure(home: Path, url: str) -> str:
