@@ -9,11 +9,12 @@ and a check cut short by max_statement_time or KILL QUERY comes back "OK"."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import pymysql
@@ -388,26 +389,15 @@ def _quick_maintenance(config, tables: list[str]):
 
 
 @contextmanager
-def _released_after_the_first_wait(
-    url: str, holder: Any, statement: str, release: str = "UNLOCK TABLES"
-) -> Iterator[None]:
-    """Let go of the table (`release` on the holder's session) once `statement` has
-    waited for its lock and given up: the step's first attempt timed out, and the next
-    finds the table free. On leaving, the watch is waited for and the holder closed."""
-
-    def waiting(cur: Any) -> bool:
-        cur.execute(
-            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO = %s", (statement,)
-        )
-        return bool(cur.fetchone()[0])
+def _released_once(holder: Any, seen: Callable[[], bool], release: str) -> Iterator[None]:
+    """Let go of the table (`release` on the holder's session) once `seen()` says the
+    first try gave up, so the next try finds the table free. On leaving, the watch is
+    waited for and the holder closed."""
 
     def watch() -> None:
-        with _session(url) as conn, conn.cursor() as cur:
-            deadline = time.monotonic() + 60
-            while not waiting(cur) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            while waiting(cur) and time.monotonic() < deadline:
-                time.sleep(0.01)
+        deadline = time.monotonic() + 60
+        while not seen() and time.monotonic() < deadline:
+            time.sleep(0.01)
         with holder.cursor() as held:
             held.execute(release)
 
@@ -418,6 +408,53 @@ def _released_after_the_first_wait(
     finally:
         thread.join(60)
         holder.close()
+
+
+@contextmanager
+def _released_after_the_first_wait(url: str, holder: Any, statement: str) -> Iterator[None]:
+    """Released once `statement` was seen waiting for its lock and then no longer: a
+    check's first try of one table, inside one attempt of its step."""
+    with _session(url) as conn:
+
+        def waiting() -> bool:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO = %s",
+                    (statement,),
+                )
+                return bool(cur.fetchone()[0])
+
+        was_waiting = False
+
+        def waited() -> bool:
+            nonlocal was_waiting
+            if was_waiting:
+                return not waiting()
+            was_waiting = waiting()
+            return False
+
+        with _released_once(holder, waited, "UNLOCK TABLES"):
+            yield
+
+
+@contextmanager
+def _released_after_the_first_attempt(
+    config: Any, holder: Any, release: str = "UNLOCK TABLES"
+) -> Iterator[None]:
+    """Released once the state store holds the step's first retry: its first attempt
+    gave up on the lock, and the next waits out the backoff before it begins."""
+    store = make_url(config.state_url).database
+
+    def tried_again() -> bool:
+        try:
+            with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as conn:
+                row = conn.execute("SELECT count(*) FROM events WHERE kind = 'step_retry'")
+                return bool(row.fetchone()[0])
+        except sqlite3.OperationalError:  # the run has not made its store yet
+            return False
+
+    with _released_once(holder, tried_again, release):
+        yield
 
 
 # The steps' retry backoff: their first wait between tries is half of it to all of it
@@ -447,7 +484,7 @@ def test_mariadb_analyze_of_a_held_table_waits_and_tries_again(home, mysql_url, 
     """ANALYZE TABLE answers a lock timeout in a row: the step is tried again after a
     wait, as for a lock timeout the server raises, and succeeds once the lock goes."""
     config, holder = _held(home, mysql_url, edit_config, "LOCK TABLES `held` WRITE")
-    with _released_after_the_first_wait(mysql_url, holder, "ANALYZE TABLE `held`"):
+    with _released_after_the_first_attempt(config, holder):
         result = _quick_maintenance(config, ["held"])
 
     step = next(s for s in result.steps if s.tool == "update_table_statistics")
@@ -498,7 +535,7 @@ def test_mariadb_a_repair_tried_again_after_a_lock_timeout_copies_once(
     plan = one_step_plan(
         "maintenance", "db", "mysql", "repair_corrupted_tables", {"tables": ["held"]}
     )
-    with _released_after_the_first_wait(mysql_url, holder, "ALTER TABLE `held` FORCE", "COMMIT"):
+    with _released_after_the_first_attempt(config, holder, "COMMIT"):
         result = commands.apply_plan(config, plan, approver=PreApproved())
 
     step = result.steps[0]
