@@ -47,7 +47,7 @@ from aishell.executor.stopping import stop_all
 from aishell.scheduling import alerts, notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.scheduling.leadership import Leadership
-from aishell.scheduling.stopsignals import restore_signals, stop_on_signals
+from aishell.scheduling.stopsignals import stopped_by_signals
 from aishell.state.store import StateStore
 
 JOB_TABLE = "apscheduler_jobs"
@@ -208,20 +208,16 @@ def serve(
     running when it ended are taken back first. With `standby`, wait for the scheduler
     that serves the store to end instead of refusing to start."""
     stop = stop or threading.Event()
-    previous = stop_on_signals(stop)
-    try:
-        with StateStore(config.state_url) as store:
-            leadership = Leadership(store)
-            try:
-                if not leadership.take(store, standby, stop):
-                    return []
-                left = _serve(config, run, stop, store, leadership)
-            finally:
-                leadership.release(store)
-        leadership.check_kept()
-        return left
-    finally:
-        restore_signals(previous)
+    with stopped_by_signals(stop), StateStore(config.state_url) as store:
+        leadership = Leadership(store)
+        try:
+            if not leadership.take(store, standby, stop):
+                return []
+            left = _serve(config, run, stop, store, leadership)
+        finally:
+            leadership.release(store)
+    leadership.check_kept()
+    return left
 
 
 def _serve(

@@ -5,12 +5,14 @@ the same words on its console, without the time."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from aishell.cli.logs import line_formatter, serve_log
 from aishell.config.models import Config
 from aishell.units import stamp
 from tests.scheduling.test_schedules import add, serving, wait_for
+
+# tgkill(2) and futex(2) on x86_64 and aarch64.
+SYS_TGKILL, SYS_FUTEX = {"x86_64": (234, 202), "aarch64": (131, 98)}[os.uname().machine]
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"
 
@@ -114,3 +119,57 @@ def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
         "stopping: running steps end resumably (waiting at most 20s)",
         "stopped",
     ]
+
+
+def _thread_ids(pid: int) -> list[int]:
+    """The ids of the process's threads; its main one's is the pid."""
+    return sorted(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())
+
+
+def _waits_on_a_lock(pid: int, tid: int) -> bool:
+    """Whether that thread sleeps in futex(2), as a thread blocked on a lock does."""
+    call = (Path(f"/proc/{pid}/task/{tid}/syscall")).read_text().split()
+    return call[0] == str(SYS_FUTEX)
+
+
+def _signal_thread(pid: int, tid: int, signum: int) -> None:
+    """The signal to that one thread of another process (tgkill(2)): the kernel's own
+    choice when a process has threads that do not block it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tgkill(2) is Linux's")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_when_the_signal_lands_on_a_thread_that_is_not_the_main_one(
+    demo_db: Path, config: Config, home: Path, signum: int
+) -> None:
+    """The main thread sleeps waiting for its stop; a signal the kernel gives to another
+    of serve's threads must still stop serve, as SIGTERM from a service manager does."""
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "aishell", "schedule", "serve"],
+        env={**os.environ, "AISHELL_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None
+        started = [serve.stdout.readline() for _ in range(2)]
+        assert "serving 1 schedule(s)" in started[1], started
+        # Asleep for good: a signal that lands on the main thread while it still runs
+        # Python is handled there at once, whichever thread took it.
+        deadline = time.monotonic() + 20
+        while not _waits_on_a_lock(serve.pid, serve.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        others = [tid for tid in _thread_ids(serve.pid) if tid != serve.pid]
+        assert others, "serve has threads besides its main one (the scheduler's at least)"
+        _signal_thread(serve.pid, others[0], signum)
+        out, err = serve.communicate(timeout=30)
+    finally:
+        serve.kill()
+    assert serve.returncode == 0 and err == "", err
+    assert f"{signal.Signals(signum).name} received" in out
+    assert out.rstrip("\n").endswith("stopped"), out
