@@ -173,10 +173,32 @@ def scratch_mysql(admin_url: str = MYSQL_ADMIN, name: str | None = None) -> Iter
         try:
             yield str(make_url(admin_url).set(database=name).render_as_string(False))
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            _drop_mysql(admin, name)
     finally:
         admin.dispose()
+
+
+def _drop_mysql(admin: Engine, name: str) -> None:
+    """Drop the test's database. A session of the test's left holding a lock in it (a
+    test that failed half-way) would hold the DROP for good: past a lock wait, the
+    sessions in that database, the test's own as it is the test's alone, are ended."""
+    with admin.connect() as conn:
+        conn.execute(text("SET SESSION lock_wait_timeout = 15"))
+        try:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            return
+        except OperationalError:
+            pass
+        held = conn.execute(
+            text(
+                "SELECT ID FROM information_schema.PROCESSLIST "
+                "WHERE DB = :db AND ID <> CONNECTION_ID()"
+            ),
+            {"db": name},
+        ).scalars()
+        for session in list(held):
+            conn.execute(text(f"KILL {int(session)}"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 def engine(url: str) -> Engine:
