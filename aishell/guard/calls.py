@@ -155,7 +155,7 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
         if token.token_type is not TokenType.L_PAREN or i == 0:
             continue
         name = tokens[i - 1]
-        if name.token_type in NOT_NAMES or not _is_word(name.text):
+        if not may_name(name, sql, dialect) or not _is_word(name.text):
             continue
         if i >= 2 and tokens[i - 2].text.upper() == "TABLESAMPLE":
             continue  # a sampling method (SYSTEM, BERNOULLI), not a call
@@ -198,9 +198,29 @@ def _is_word(text: str) -> bool:
     return bool(text) and not any(ch in text for ch in "()")
 
 
+def may_name(token: Any, sql: str, dialect: str) -> bool:
+    """Whether the token may name an object: not a number or a parameter, nor a string,
+    except MySQL's double-quoted one, which names what it quotes under the sql_mode
+    ANSI_QUOTES (`SELECT * FROM "v"`, `db."f"()`), a mode the server may be in."""
+    if token.token_type not in NOT_NAMES:
+        return True
+    return (
+        dialect == "mysql"
+        and token.token_type is TokenType.STRING
+        and sql[token.start : token.start + 1] == '"'
+    )
+
+
+# PostgreSQL folds only the ASCII letters of an unquoted name (in UTF-8 databases): `Äw`
+# names the function "Äw", which Python's lower() would have looked up as "äw".
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def folded(token: Any, dialect: str) -> str:
-    if dialect == "postgresql" and token.token_type is TokenType.IDENTIFIER:
-        return str(token.text)  # a quoted name keeps its case
+    if dialect == "postgresql":
+        if token.token_type is TokenType.IDENTIFIER:
+            return str(token.text)  # a quoted name keeps its case
+        return str(token.text).translate(_ASCII_LOWER)
     return str(token.text).lower()
 
 
@@ -323,25 +343,44 @@ def _postgresql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> l
 
 def _mysql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
     # MariaDB does not hold a stored function to its READS SQL DATA: any may write.
-    names = sorted({name for _, name in calls})
-    marks = ", ".join(["%s"] * len(names))
-    lookup.execute(
-        "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME), LOWER(DATABASE()) "
-        "FROM information_schema.ROUTINES "
-        f"WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN ({marks})",
-        tuple(names),
-    )
-    found = lookup.fetchall()
-    stored = {(schema, name) for schema, name, _ in found}
-    current = found[0][2] if found else None
+    stored, current = mysql_stored(lookup, {name for _, name in calls})
     # A loadable function belongs to no database: its name alone calls it.
-    udfs = mysql_udfs(lookup) & set(names)
+    udfs = mysql_udfs(lookup) & {name for _, name in calls}
     return [
         (schema, name)
         for schema, name in calls
-        if ((schema or current, name) in stored or (schema is None and name in udfs))
-        and not vouched_for(schema or current, name, trusted, fold=True)
+        if any(
+            home == (schema or current) and not vouched_for(home, real, trusted, fold=True)
+            for home, real in stored.get(name, ())
+        )
+        or (schema is None and name in udfs and not vouched_for(current, name, trusted, fold=True))
     ]
+
+
+def mysql_stored(
+    lookup: Any, names: Iterable[str]
+) -> tuple[dict[str, list[tuple[str, str]]], str | None]:
+    """({called name: [(schema, routine name), ...]}, the current database), lower case:
+    the stored functions each name calls, matched as the server matches them. It looks a
+    routine up by a name compared without case or accents (utf8mb3_general_ci: `evíl()`
+    calls evil()), which Python's comparison of names would not match."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}, None
+    called = " UNION ALL ".join(["SELECT %s AS n"] * len(wanted))
+    lookup.execute(
+        "SELECT c.n, LOWER(r.ROUTINE_SCHEMA), LOWER(r.ROUTINE_NAME), LOWER(DATABASE()) "
+        f"FROM ({called}) c JOIN information_schema.ROUTINES r "
+        "ON r.ROUTINE_TYPE = 'FUNCTION' "
+        "AND r.ROUTINE_NAME = CONVERT(c.n USING utf8mb3) COLLATE utf8mb3_general_ci",
+        tuple(wanted),
+    )
+    found: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for name, schema, routine, database in lookup.fetchall():
+        found.setdefault(str(name), []).append((str(schema), str(routine)))
+        current = database
+    return found, current  # no current database needed where no name matched
 
 
 def mysql_udfs(lookup: Any) -> set[str]:

@@ -25,13 +25,14 @@ from typing import Any
 import sqlglot
 
 from aishell.guard.calls import (
-    NOT_NAMES,
     PG_MAY_WRITE,
     PG_TRUSTED,
     READ_ONLY_EXTENSIONS,
     READ_ONLY_VOLATILE,
     called_functions,
     folded,
+    may_name,
+    mysql_stored,
     mysql_udfs,
     trust_parameters,
     vouched_for,
@@ -89,7 +90,7 @@ def names_in(sql: str, dialect: str) -> tuple[str, ...]:
         tokens = sqlglot.Dialect.get_or_raise(SQLGLOT_DIALECT[dialect]).tokenize(sql)
     except sqlglot.errors.TokenError:
         return ()
-    names = [folded(token, dialect) for token in tokens if token.token_type not in NOT_NAMES]
+    names = [folded(token, dialect) for token in tokens if may_name(token, sql, dialect)]
     return tuple(dict.fromkeys(names))
 
 
@@ -121,9 +122,11 @@ WITH RECURSIVE run AS (
   UNION SELECT c.castfunc FROM pg_catalog.pg_cast c WHERE c.oid >= 16384
   UNION SELECT unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[])
   FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND t.typtype = 'b' AND t.typcategory <> 'A'
+  UNION SELECT a.amproc FROM pg_catalog.pg_amproc a WHERE a.oid >= 16384
   UNION SELECT d.refobjid FROM pg_catalog.pg_depend d
   WHERE d.classid IN ('pg_catalog.pg_rewrite'::regclass, 'pg_catalog.pg_policy'::regclass,
-                      'pg_catalog.pg_constraint'::regclass)
+                      'pg_catalog.pg_constraint'::regclass, 'pg_catalog.pg_class'::regclass,
+                      'pg_catalog.pg_statistic_ext'::regclass)
     AND d.objid >= 16384 AND d.refclassid = 'pg_catalog.pg_proc'::regclass
 ), writing AS (
   SELECT p.oid FROM pg_catalog.pg_proc p
@@ -134,9 +137,42 @@ WITH RECURSIVE run AS (
   SELECT o.oid, o.oprnamespace, o.oprname, p.proname FROM pg_catalog.pg_operator o
   JOIN pg_catalog.pg_proc p ON p.oid IN (o.oprcode::oid, o.oprrest::oid, o.oprjoin::oid)
   WHERE o.oid >= 16384 AND p.oid IN (SELECT oid FROM writing)
+), planned(oid, what) AS (
+  -- Only a call of constants: the planner folds it, reading the table's definition for
+  -- any statement that names the table (a call over a column runs only as rows are
+  -- written, which usercode.py names).
+  SELECT x.oid, x.what FROM (
+    SELECT coalesce(i.indrelid, d.objid) AS oid, d.refobjid AS fn,
+      CASE WHEN i.indrelid IS NULL THEN 'its partition key' ELSE 'its index ' || k.relname END
+      AS what,
+      coalesce(i.indexprs::text, '') || coalesce(i.indpred::text, '')
+      || coalesce(pt.partexprs::text, '') AS tree
+    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class k ON k.oid = d.objid
+    LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
+    LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid >= 16384
+      AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+    UNION ALL SELECT s.stxrelid, d.refobjid, 'its statistics ' || s.stxname, s.stxexprs::text
+    FROM pg_catalog.pg_statistic_ext s
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_statistic_ext'::regclass
+      AND d.objid = s.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+    UNION ALL SELECT con.conrelid, d.refobjid, 'its check ' || con.conname, con.conbin::text
+    FROM pg_catalog.pg_constraint con
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass
+      AND d.objid = con.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+    WHERE con.conrelid <> 0
+  ) x
+  WHERE x.fn IN (SELECT oid FROM writing) AND x.tree OPERATOR(pg_catalog.~) (
+    '[{{](FUNCEXPR :funcid|OPEXPR :opno [0-9]+ :opfuncid) ' || x.fn::text
+    || ' [^{{]*:args (<>|[(]([{{]CONST [^{{}}]*[}}] ?)+[)])')
+), ancestors(oid, what) AS (
+  SELECT oid, what FROM planned
+  UNION SELECT i.inhparent, 'its partition or child ' || i.inhrelid::regclass::text
+  FROM ancestors a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.oid
 ), reached AS (
   SELECT 'pg_catalog.pg_proc'::regclass AS classid, oid AS objid FROM writing
   UNION ALL SELECT 'pg_catalog.pg_operator'::regclass, oid FROM operators
+  UNION ALL SELECT 'pg_catalog.pg_class'::regclass, oid FROM ancestors
 ), views AS (
   SELECT r.ev_class AS oid FROM pg_catalog.pg_depend d
   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
@@ -162,6 +198,17 @@ WHERE c.relrowsecurity AND (d.refclassid, d.refobjid) IN (SELECT classid, objid 
   AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
            WHERE r.rolname = current_user)
   AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
+UNION ALL
+SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (' || a.what
+  || ', which the planner may evaluate in any read of it)'
+FROM ancestors a JOIN pg_catalog.pg_class c ON c.oid = a.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+UNION ALL
+SELECT 'operator class', t.typname, f.opfname || ' for ' || t.oid::regtype::text
+  || ' (support function ' || a.amproc::regproc::text || ')'
+FROM pg_catalog.pg_amproc a JOIN pg_catalog.pg_opfamily f ON f.oid = a.amprocfamily
+JOIN pg_catalog.pg_type t ON t.oid = a.amproclefttype
+WHERE a.oid >= 16384 AND a.amproc IN (SELECT oid FROM writing)
 UNION ALL
 SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
 FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
@@ -206,7 +253,7 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         if kind == "operator":
             operators[name] = f"operator {shown} runs a function that may write"
             anywhere.append(f"{kind} {shown}")
-        elif kind in ("cast", "domain"):
+        elif kind in ("cast", "domain", "operator class"):
             # Named where a statement casts to the type, and may act where it does not.
             types.setdefault(name, f"{kind} {shown} runs a function that may write")
             anywhere.append(f"{kind} {shown}")
@@ -233,18 +280,9 @@ _MYSQL_REMOTE_ENGINES = ("FEDERATED", "CONNECT", "SPIDER")
 
 def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
     """Views that call a stored or loadable function, or a built-in one that reaches
-    outside the session (LOAD_FILE, GET_LOCK), or read such a view; a view whose
-    definition the account cannot read counts as one; tables another server holds."""
-    lookup.execute(
-        "SELECT LOWER(ROUTINE_SCHEMA), LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES "
-        "WHERE ROUTINE_TYPE = 'FUNCTION'"
-    )
-    functions = {
-        str(name)
-        for schema, name in lookup.fetchall()
-        if not vouched_for(schema, name, trusted, fold=True)
-    }
-    functions |= mysql_udfs(lookup) | REACHING_FUNCTIONS
+    outside the session (LOAD_FILE, GET_LOCK) or advances a sequence, or read such a
+    view; a view whose definition the account cannot read counts as one; tables another
+    server holds."""
     relations: dict[str, str] = {}
     lookup.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
@@ -262,11 +300,15 @@ def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         str(name).lower(): (f"{schema}.{name}", str(body or ""))
         for schema, name, body in lookup.fetchall()
     }
+    called = {
+        name: [c for _, c in called_functions(body, "mysql")] for name, (_, body) in views.items()
+    }
+    functions = _mysql_writers(lookup, {c for calls in called.values() for c in calls}, trusted)
     for name, (shown, body) in views.items():
         if not body:
             relations[name] = f"view {shown}, whose definition this account cannot read"
             continue
-        calls = sorted(c for _, c in called_functions(body, "mysql") if c in functions)
+        calls = sorted(c for c in called[name] if c in functions)
         if calls:
             relations[name] = f"view {shown} calls {calls[0]}(), which may write"
     # Views over those, until no more are found.
@@ -281,3 +323,21 @@ def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         if not found:
             return HiddenWriters(relations)
         relations.update(found)
+
+
+# What a view may call that writes without being a stored or loadable function: a
+# sequence's next value (NEXT VALUE FOR s is stored as nextval(s)), or a value set.
+_MYSQL_SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
+
+
+def _mysql_writers(lookup: Any, names: set[str], trusted: Sequence[str]) -> set[str]:
+    """Which of the names views call may write: a stored function the name calls as the
+    server matches names (calls.mysql_stored), unless the site trusts it; a loadable
+    function; a built-in function that reaches beyond the session or writes."""
+    stored, _ = mysql_stored(lookup, names)
+    writers = {
+        name
+        for name, routines in stored.items()
+        if any(not vouched_for(schema, real, trusted, fold=True) for schema, real in routines)
+    }
+    return writers | mysql_udfs(lookup) | REACHING_FUNCTIONS | _MYSQL_SEQUENCE_WRITERS

@@ -104,6 +104,9 @@ def _postgresql(sql: str, i: int) -> tuple[str, int | None] | None:
         )
         return "literal", _quoted_end(sql, i, "'", escaped)
     if ch == '"':
+        if i >= 2 and sql[i - 2 : i] in ("U&", "u&") and not _starts_within_a_name(sql, i - 2):
+            # U&"\0077" is the name w: the parser reads the escapes as the name itself.
+            return "unicode name", None
         return "literal", _quoted_end(sql, i, '"', False)
     if ch == "$" and (i == 0 or not _IDENTIFIER_CHAR.match(sql[i - 1])):
         tag = _DOLLAR_TAG.match(sql, i)
@@ -111,6 +114,10 @@ def _postgresql(sql: str, i: int) -> tuple[str, int | None] | None:
             close = sql.find(tag.group(), tag.end())
             return "literal", None if close < 0 else close + len(tag.group())
     return None
+
+
+def _starts_within_a_name(sql: str, i: int) -> bool:
+    return i >= 1 and _IDENTIFIER_CHAR.match(sql[i - 1]) is not None
 
 
 def _mysql(sql: str, i: int, backslash: bool) -> tuple[str, int | None] | None:
@@ -177,6 +184,11 @@ def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
         kind, end = found
         if kind == "executable":
             return Reading(problem="the server runs the code in its /*! ... */ comment")
+        if kind == "unicode name":
+            return Reading(
+                problem='a name written with Unicode escapes (U&"...") names what '
+                "the parser does not read"
+            )
         if end is None:
             return Reading(problem=f"a {kind} that is not closed")
         (comments if kind == "comment" else literals).append((i, end))

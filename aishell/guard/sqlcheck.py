@@ -38,6 +38,21 @@ _READ_PRAGMAS = frozenset(
         "auto_vacuum",
     }
 )
+# The read-only pragmas whose argument names what they report on (a table, an index) or
+# bounds it; any other's argument is a value it sets, as `PRAGMA auto_vacuum(1)` or
+# `PRAGMA page_size(1024)` set what the next VACUUM makes of the file.
+_ARGUMENT_PRAGMAS = frozenset(
+    {
+        "integrity_check",
+        "quick_check",
+        "foreign_key_check",
+        "table_info",
+        "table_xinfo",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+    }
+)
 _PRAGMA = re.compile(r"^\s*PRAGMA\s+(?:\"?\w+\"?\s*\.\s*)?(\w+)\s*(?P<arg>\(|=)?", re.IGNORECASE)
 _WRITE_NODES: tuple[type[exp.Expression], ...] = (
     exp.Insert,
@@ -54,7 +69,10 @@ _WRITE_NODES: tuple[type[exp.Expression], ...] = (
 SQLGLOT_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
 # Statements that are not queries but only read, per dialect.
 _READ_COMMANDS = {
-    "mysql": re.compile(r"^\s*(CHECK\s+TABLE|SHOW)\b", re.IGNORECASE),
+    # CHECK TABLE ... FOR UPGRADE marks the table upgraded: not only a check.
+    "mysql": re.compile(
+        r"^\s*(CHECK\s+TABLE(?!.*\bFOR\s+UPGRADE\b)|SHOW)\b", re.IGNORECASE | re.DOTALL
+    ),
     "postgresql": re.compile(r"^\s*SHOW\s+\w+\s*;?\s*$", re.IGNORECASE),
 }
 # Functions a SELECT can call that change something: a query that calls one writes.
@@ -159,6 +177,26 @@ REACHING_FUNCTIONS = frozenset(
         "source_pos_wait",
         "sys_exec",
         "sys_eval",
+        # SQLite: loads a library's code; reads or sets the address of a tokenizer's C
+        # code, which a later query of an FTS table then calls (allowed in query_only).
+        "load_extension",
+        "fts3_tokenizer",
+    }
+)
+# Functions that read the relations (views too) a text argument names: what those run is
+# out of the statement's sight. query_to_xml() and the cursor ones are VOLATILE, which the
+# catalog's check counts; these are STABLE.
+_READING_BY_NAME = frozenset(
+    {
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
     }
 )
 # A MySQL/MariaDB SELECT that writes a file on the server.
@@ -178,7 +216,8 @@ def write_reason(sql: str, dialect: str) -> str | None:
         name = pragma.group(1).lower()
         if name not in _READ_PRAGMAS:
             return f"PRAGMA {name} is not a known read-only pragma"
-        if pragma.group("arg") == "=" or (name == "journal_mode" and pragma.group("arg")):
+        arg = pragma.group("arg")
+        if arg == "=" or (arg == "(" and name not in _ARGUMENT_PRAGMAS):
             return f"PRAGMA {name} with a value changes a setting"
         return None
     command = _READ_COMMANDS.get(dialect)
@@ -209,6 +248,11 @@ def write_reason(sql: str, dialect: str) -> str | None:
                     return f"it calls {name}(), {REACHES}"
                 if name in _WRITING_FUNCTIONS:
                     return f"it calls {name}(), which changes server state"
+                if name in _READING_BY_NAME:
+                    return (
+                        f"it calls {name}(), which reads tables and views it names only as "
+                        "text, running what they run"
+                    )
     return None
 
 
