@@ -22,6 +22,7 @@ from aishell.handlers.mysql.catalog import database_size as mysql_size
 from aishell.handlers.postgresql.catalog import database_size as postgresql_size
 from aishell.handlers.server import describe_server
 from aishell.handlers.sqlite.catalog import database_size as sqlite_size
+from aishell.targets.clientlogin import client_env
 from aishell.targets.engines import open_target
 
 # The client programs the backup agent runs, per dialect: each need is met by the first
@@ -149,7 +150,12 @@ def _program(dialect: str, names: tuple[str, ...], needed_for: str) -> dict[str,
             continue
         try:
             done = subprocess.run(
-                [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+                [path, "--version"],
+                env=client_env(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
             version = (done.stdout.strip().splitlines() or [""])[0]
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -51,6 +51,21 @@ def check_env_name(value: str | None) -> str | None:
     return value
 
 
+# Every variable a setting of the config read names as holding a secret (password_env,
+# token_env). A client program aishell starts is given none of them: one started for a
+# target needs no password through its environment (its login comes in a private file),
+# and must not hold another target's, nor the state store's.
+SECRET_VARIABLES: set[str] = set()
+
+
+def check_secret_env_name(value: str | None) -> str | None:
+    """check_env_name, the variable then kept among SECRET_VARIABLES."""
+    value = check_env_name(value)
+    if value is not None:
+        SECRET_VARIABLES.add(value)
+    return value
+
+
 def check_tag(value: str) -> str:
     if not TAG.fullmatch(value):
         raise ValueError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, quote_plus, unquote
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus
 
 # sqlalchemy.engine.url._parse_url's pattern, as it is.
 _URL = re.compile(
@@ -32,6 +32,14 @@ _URL = re.compile(
     re.X,
 )
 HIDDEN = "***"
+# Query keys a driver takes a secret from: libpq's password and sslpassword (the client
+# key's passphrase), PyMySQL's password and passwd. Shown and kept as ***, like the
+# password before the @.
+SECRET_KEYS = frozenset({"password", "passwd", "sslpassword"})
+
+
+def is_secret_key(key: str) -> bool:
+    return key.lower() in SECRET_KEYS
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class DatabaseUrl:
             text += "/" + quote(self.database, safe=" +/")
         if self.query:
             text += "?" + "&".join(
-                f"{quote_plus(key)}={quote_plus(value)}"
+                f"{quote_plus(key)}={HIDDEN if is_secret_key(key) else quote_plus(value)}"
                 for key in sorted(self.query)
                 for value in self.query[key]
             )
@@ -109,10 +117,25 @@ def without_password(url: str) -> str:
     a password must not be (the listings' cache); every other character as it was, so it
     parses to the same parts but the password."""
     found = _URL.match(url)
-    if found is None or found.group("password") is None:
+    if found is None:
+        return url
+    if found.group("query") is not None:
+        start, end = found.span("query")
+        url = url[:start] + _query_without_secrets(found.group("query")) + url[end:]
+    if found.group("password") is None:
         return url
     start, end = found.span("password")
     return url[:start] + HIDDEN + url[end:]
+
+
+def _query_without_secrets(query: str) -> str:
+    """The query's text with each secret key's value as ***, every other pair as it was."""
+    pairs = query.split("&")
+    for at, pair in enumerate(pairs):
+        key, equals, _ = pair.partition("=")
+        if equals and is_secret_key(unquote_plus(key)):
+            pairs[at] = f"{key}={HIDDEN}"
+    return "&".join(pairs)
 
 
 def resolve_url(url: str, home: Path) -> str:

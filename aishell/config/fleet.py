@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aishell.config.bounds import MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
-from aishell.config.checks import check_env_name
+from aishell.config.checks import check_secret_env_name
 
 BROKER_SCHEMES = ("amqp", "pyamqp", "redis", "rediss")
 
@@ -62,7 +62,7 @@ class FleetConfig(BaseModel):
     read_timeout_seconds: float = Field(30, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _broker = field_validator("broker_url")(check_broker_url)
-    _password_env = field_validator("password_env")(check_env_name)
+    _password_env = field_validator("password_env")(check_secret_env_name)
 
     def broker(self, password: str | None) -> str:
         """The URL a worker connects with, the password put in (never shown or stored)."""

@@ -15,8 +15,8 @@ from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_S
 from aishell.config.checks import (
     MAX_HOURS,
     check_command,
-    check_env_name,
     check_http_url,
+    check_secret_env_name,
     check_tag,
     check_url,
 )
@@ -95,7 +95,7 @@ class TargetConfig(_Strict):
     trusted_functions: list[str] = []
 
     _url = field_validator("url")(check_url)
-    _password_env = field_validator("password_env")(check_env_name)
+    _password_env = field_validator("password_env")(check_secret_env_name)
 
 
 class RunDefaults(_Strict):
@@ -122,7 +122,7 @@ class StateConfig(_Strict):
     read_timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _url = field_validator("url")(check_url)
-    _password_env = field_validator("password_env")(check_env_name)
+    _password_env = field_validator("password_env")(check_secret_env_name)
 
     def server_timeouts(self) -> dict[str, str]:
         """The timeouts set here, as a server store's URL carries them (its query)."""

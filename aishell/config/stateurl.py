@@ -5,9 +5,10 @@ environment variable)."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote_plus
 
 from aishell.config.checks import env_password
-from aishell.config.dburl import resolve_url
+from aishell.config.dburl import HIDDEN, is_secret_key, resolve_url
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs
 
@@ -81,4 +82,7 @@ def display_url(url: str) -> str:
         return "(an invalid database URL)"
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return str(parsed.database)
-    return parsed.render_as_string(hide_password=True)
+    # A password in the query (libpq's ?password=) is hidden as the URL's own is.
+    hidden = {key: HIDDEN for key in parsed.query if is_secret_key(key)}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace(f"={quote_plus(HIDDEN)}", f"={HIDDEN}")  # as dburl shows it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from aishell.config.checks import check_env_name
+from aishell.config.checks import check_secret_env_name
 
 
 class WebConfig(BaseModel):
@@ -23,7 +23,7 @@ class WebConfig(BaseModel):
     # owner alone.
     token_file: str | None = None
 
-    _token_env = field_validator("token_env")(check_env_name)
+    _token_env = field_validator("token_env")(check_secret_env_name)
 
     @model_validator(mode="after")
     def _one_source(self) -> WebConfig:

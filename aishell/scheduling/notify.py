@@ -15,6 +15,7 @@ import signal
 import subprocess
 from typing import Any
 
+from aishell.config.checks import SECRET_VARIABLES
 from aishell.config.models import NotificationsConfig
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ def _run_command(command: str, body: bytes, timeout: float) -> str | None:
     try:
         child = subprocess.Popen(
             shlex.split(command),
+            # Not the variables the config names as holding a password or token.
+            env={k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -39,7 +39,6 @@ from apscheduler.events import (
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy.engine import make_url
 
 from aishell.config.models import Config
 from aishell.errors import UsageError
@@ -239,7 +238,7 @@ def _serve(
         )
         _monitor(scheduler, config)
         _take_back_on_start(scheduler, store)
-        where = make_url(config.state_url).render_as_string(hide_password=True)
+        where = config.state_location  # its password hidden, in the query too
         logger.info("serving %d schedule(s) from %s", len(store.list_schedules()), where)
         leadership.watch(stop)
         scheduler.resume()

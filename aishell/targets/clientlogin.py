@@ -21,12 +21,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from aishell.config.checks import SECRET_VARIABLES
 from aishell.errors import StepFailed
 
 MYSQL_PROGRAMS = {"mariadb", "mysql", "mariadb-dump", "mysqldump"}
@@ -59,8 +60,14 @@ _PG_ENV = (
 
 def client_env() -> dict[str, str]:
     """The environment every client program starts from: aishell's, without the
-    variables through which it would find a login aishell did not use."""
-    return {k: v for k, v in os.environ.items() if k not in _MYSQL_ENV + _PG_ENV}
+    variables through which it would find a login aishell did not use, nor those the
+    config names as holding a secret."""
+    return _without_logins(os.environ)
+
+
+def _without_logins(env: Mapping[str, str]) -> dict[str, str]:
+    left_out = {*_MYSQL_ENV, *_PG_ENV, *SECRET_VARIABLES}
+    return {k: v for k, v in env.items() if k not in left_out}
 
 
 @contextmanager
@@ -107,7 +114,7 @@ def _handed(
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """The program's argv and env, its login written into folder by `write`."""
     connect_timeout, write_timeout = timeouts
-    env = {k: v for k, v in env.items() if k not in _MYSQL_ENV + _PG_ENV}
+    env = _without_logins(env)
     if program in MYSQL_PROGRAMS:
         options = write(folder / "my.cnf", _my_cnf(url, program, connect_timeout))
         env["MYSQL_TEST_LOGIN_FILE"] = str(folder / "no-login-path")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from aishell.config.dburl import is_secret_key
 from aishell.errors import UsageError
 
 # Each engine's driver, by the names a URL may give the engine.
@@ -47,8 +48,9 @@ def target_url(location: str | None, service: str | None) -> str:
         return _from_url(location)
     if "=" in location:
         return _from_dsn(location)
+    # Never repeated: what was typed may hold a password (app:secret@db1/shop).
     raise UsageError(
-        f"{location!r} is neither a URL (postgresql://user@host/db, mysql://user@host/db, "
+        "The location is neither a URL (postgresql://user@host/db, mysql://user@host/db, "
         "sqlite:///path.db) nor a libpq DSN (host=... dbname=... user=...)"
     )
 
@@ -56,13 +58,14 @@ def target_url(location: str | None, service: str | None) -> str:
 def _from_url(location: str) -> str:
     try:
         url = make_url(location)
-    except ArgumentError:
-        raise UsageError(f"{location!r} is not a database URL") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # Not repeated: the URL may hold a password.
+        raise UsageError("The location is not a database URL (is its port a number?)") from None
     engine = url.get_backend_name()
     if engine not in DRIVERS:
         known = ", ".join(sorted({"postgresql", "mysql", "mariadb", "sqlite"}))
         raise UsageError(f"Unknown engine {engine!r} in the URL; aishell knows {known}")
-    if url.password is not None:
+    if url.password is not None or any(is_secret_key(key) for key in url.query):
         raise UsageError(f"The URL has a password: {_NO_PASSWORD}")
     return _render(url.set(drivername=DRIVERS[engine]))
 
@@ -73,9 +76,12 @@ def _from_dsn(location: str) -> str:
     try:
         words = conninfo.conninfo_to_dict(location)
     except Exception as exc:  # psycopg.ProgrammingError: libpq's own words on the DSN
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "it cannot be read"
-        raise UsageError(f"{location!r} is not a libpq DSN: {first}") from None
-    if "password" in words:
+        said = str(exc).strip().splitlines()
+        # libpq's words quote what it stumbled on, which may be the password: kept only
+        # when they quote nothing; the DSN itself is never repeated.
+        first = said[0] if said and '"' not in said[0] else "libpq cannot read it"
+        raise UsageError(f"The DSN is not one libpq reads: {first}") from None
+    if any(is_secret_key(key) for key in words):
         raise UsageError(f"The DSN has a password: {_NO_PASSWORD}")
     port = str(words.get("port") or "")
     if port and not port.isdigit():

@@ -90,7 +90,7 @@ def test_a_pg_service_is_added_by_name(home: Path, user_home: Path, pg_url: str)
         (["a", "oracle://app@db1/shop"], "Unknown engine 'oracle'"),
         (["a", "db1.example.com"], "neither a URL"),
         (["a", "host=db1 port=five"], "port"),
-        (["a", "host='unclosed"], "not a libpq DSN"),
+        (["a", "host='unclosed"], "not one libpq reads"),
         (["a"], "Give where the target is"),
         (["a", "sqlite:///x.db", "--service", "s"], "not both"),
         (["a", "postgresql://postgres@127.0.0.1:1/test"], "Cannot connect to target 'a'"),

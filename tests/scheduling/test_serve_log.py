@@ -113,7 +113,7 @@ def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
     assert all(re.match(f"{STAMP} ", line) for line in lines), lines
     words = [line.split(" ", 1)[1].rstrip("\n") for line in lines]
     assert re.fullmatch(r"schedule quick: added, next run \d{4}-\d\d-\d\d 03:00 UTC", words[0])
-    assert words[1] == f"serving 1 schedule(s) from {config.state_url}"
+    assert words[1] == f"serving 1 schedule(s) from {config.state_location}"
     assert words[2:] == [
         "SIGTERM received",
         "stopping: running steps end resumably (waiting at most 20s)",

@@ -125,7 +125,9 @@ def _succeeded(
 
 def tool_version(command: str) -> str:
     try:
-        out = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [command, "--version"], env=client_env(), capture_output=True, text=True, timeout=30
+        )
     except FileNotFoundError:
         raise StepFailed(
             f"{command} is not installed; install the database's client tools"
