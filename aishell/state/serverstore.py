@@ -102,6 +102,9 @@ def server_engine(url: str, location: str, silenced: Silenced) -> Engine:
         parsed, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
     )
     if not postgresql:
+        from aishell.targets.mysqltls import send_utf8_password
+
+        send_utf8_password(engine)
 
         @event.listens_for(engine, "connect")
         def _reads(dbapi_conn: Any, _record: Any) -> None:

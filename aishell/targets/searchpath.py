@@ -65,10 +65,15 @@ def pin_search_path(dbapi_conn: Any, record: Any) -> None:
 
 def pinned_engine(url: Any, **options: Any) -> Any:
     """create_engine(url, **options) whose PostgreSQL sessions are pinned (a session
-    aishell opens outside a target: a restore's drops, a copy's measurements)."""
+    aishell opens outside a target: a restore's drops, a copy's measurements), and whose
+    MySQL sessions send their password as a target's do."""
     from sqlalchemy import create_engine, event
 
     engine = create_engine(url, **options)
     if engine.dialect.name == "postgresql":
         event.listen(engine, "connect", pin_search_path, insert=True)
+    elif engine.dialect.name == "mysql":
+        from aishell.targets.mysqltls import send_utf8_password
+
+        send_utf8_password(engine)
     return engine

@@ -4,17 +4,19 @@ this test's own with a password of awkward characters, given both ways aishell t
 (in the URL, and through password_env), while every process of the run is watched.
 
 The shared PostgreSQL trusts every login from 127.0.0.1, so there a password can only be
-shown to travel, not to be checked; MariaDB checks it (a wrong one is refused). MariaDB's
-password has no character beyond latin-1: PyMySQL sends a password in latin-1.
+shown to travel, not to be checked; MariaDB checks it (a wrong one is refused), sent as
+UTF-8 bytes by aishell as by the clients.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -37,8 +39,8 @@ CLIENT_PROGRAMS = {"pg_dump", "pg_restore", "psql", "mariadb", "mariadb-dump", "
 
 
 def awkward_password(dialect: str) -> str:
-    tail = " @:/%'" + ("é☃" if dialect == "postgresql" else "")
-    return f"S3cr3t-{uuid.uuid4().hex}{tail}"
+    """Beyond latin-1 on both: PyMySQL's own encoding of a password would refuse it."""
+    return f"S3cr3t-{uuid.uuid4().hex} @:/%'é☃"
 
 
 def spellings(password: str) -> list[bytes]:
@@ -116,16 +118,40 @@ def _fill(conn: object, old: str) -> None:
 
 class Watch:
     """Every process of this home's commands, seen while they run: a password on any
-    command line, or in a client program's environment, is a leak; so is a login file
-    anyone but its owner may read."""
+    command line, or in a client program's environment, is a leak. The client programs
+    are started through wrappers first on PATH that write down their command line and
+    environment before they become the program: a program that lives a few milliseconds
+    is seen however busy the machine, where a look at /proc could miss it."""
 
-    def __init__(self, home: Path, password: str) -> None:
+    def __init__(self, home: Path, password: str, monkeypatch: pytest.MonkeyPatch) -> None:
         self.mark = f"AISHELL_HOME={home}".encode()
         self.secrets = spellings(password)
         self.leaks: set[str] = set()
         self.clients: set[str] = set()
+        # Outside the home, whose files are searched for the password.
+        self._base = Path(tempfile.mkdtemp(prefix="aishell-clients-"))
+        self._records = self._base / "records"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
+        wrappers = self._wrappers(self._base / "bin")
+        monkeypatch.setenv("PATH", f"{wrappers}:{os.environ['PATH']}")
+
+    def _wrappers(self, folder: Path) -> Path:
+        folder.mkdir()
+        self._records.mkdir()
+        for program in CLIENT_PROGRAMS:
+            real = shutil.which(program)
+            if real is None:
+                continue
+            wrapper = folder / program
+            wrapper.write_text(
+                "#!/bin/sh\n"
+                f'printf "%s\\0" "$0" "$@" > "{self._records}/{program}.$$.argv"\n'
+                f'env -0 > "{self._records}/{program}.$$.env"\n'
+                f'exec "{real}" "$@"\n'
+            )
+            wrapper.chmod(0o700)
+        return folder
 
     def __enter__(self) -> Watch:
         self._thread.start()
@@ -134,6 +160,20 @@ class Watch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        for record in self._records.glob("*.env"):
+            program = record.name.split(".")[0]
+            self.clients.add(program)
+            argv = record.with_suffix(".argv").read_bytes()
+            self._judge(program, argv.split(b"\0"), record.read_bytes())
+        shutil.rmtree(self._base)
+
+    def _judge(self, program: str, argv: list[bytes], environ: bytes) -> None:
+        if any(s in b" ".join(argv) for s in self.secrets):
+            self.leaks.add(f"command line of {program}")
+        if program in CLIENT_PROGRAMS:
+            for variable in environ.split(b"\0"):
+                if any(s in variable for s in self.secrets):
+                    self.leaks.add(f"environment of {program}: {variable.split(b'=')[0]!r}")
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -150,14 +190,7 @@ class Watch:
             return
         if self.mark not in environ.split(b"\0"):
             return
-        program = os.path.basename(argv[0].decode(errors="replace"))
-        if any(s in b" ".join(argv) for s in self.secrets):
-            self.leaks.add(f"command line of {program}")
-        if program in CLIENT_PROGRAMS:
-            self.clients.add(program)
-            for variable in environ.split(b"\0"):
-                if any(s in variable for s in self.secrets):
-                    self.leaks.add(f"environment of {program}: {variable.split(b'=')[0]!r}")
+        self._judge(os.path.basename(argv[0].decode(errors="replace")), argv, environ)
 
 
 def aishell(*argv: str) -> tuple[int, str]:
@@ -218,7 +251,7 @@ def test_no_command_writes_or_passes_on_the_password(
     out = tmp_path_factory.mktemp("out")
     login = pg_login if dialect == "postgresql" else my_login
     outputs: list[str] = []
-    with login(password) as url, Watch(home, password) as watch:
+    with login(password) as url, Watch(home, password, monkeypatch) as watch:
         targets = {
             "in_url": {"url": with_password(url, password)},
             "in_env": {"url": url, "password_env": ENV_NAME},
@@ -345,7 +378,7 @@ def test_a_client_program_gets_no_other_targets_password(
 ) -> None:
     password = awkward_password("mysql")
     monkeypatch.setenv(ENV_NAME, password)
-    with my_login(password) as url, Watch(home, password) as watch:
+    with my_login(password) as url, Watch(home, password, monkeypatch) as watch:
         other = with_password(url, "not-" + uuid.uuid4().hex)
         set_targets(home, {"other": {"url": other}, "db": {"url": url, "password_env": ENV_NAME}})
         aishell("doctor", "--json")  # starts mariadb-dump and mariadb for each target
