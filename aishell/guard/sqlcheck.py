@@ -242,6 +242,12 @@ def write_reason(sql: str, dialect: str) -> str | None:
         for node in statement.walk():
             if isinstance(node, _WRITE_NODES):
                 return f"it contains a {type(node).__name__.upper()}"
+            if dialect == "mysql" and isinstance(node, exp.Lock) and not node.args.get("update"):
+                # MariaDB refuses FOR UPDATE in a read-only transaction, not this.
+                return (
+                    "it takes shared row locks (LOCK IN SHARE MODE), which hold off writers "
+                    "and which a read-only transaction does not stop"
+                )
             if isinstance(node, exp.Func):
                 name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
                 if name in REACHING_FUNCTIONS:
