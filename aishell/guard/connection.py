@@ -159,6 +159,13 @@ class Guard:
             reason = f"it uses the operator {symbol}: {hidden.operators[symbol]}"
         elif cast is not None:
             reason = f"it names the type {cast}: {hidden.types[cast]}"
+        elif hidden.anywhere and hidden.elsewhere:
+            reason = (
+                f"the {hidden.anywhere[0]} runs a function that may write in any read, and "
+                f"through the extension {hidden.elsewhere} in a session of its own, which no "
+                "read-only session stops (list the function in the target's "
+                "trusted_functions if it only reads)"
+            )
         elif conn.info.get(ACCESS_KEY):
             return None, READS  # the database refuses what it would write
         elif not hidden.anywhere:

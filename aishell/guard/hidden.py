@@ -55,6 +55,10 @@ class HiddenWriters:
     # {type name: why} of the types a cast to which (or a domain check of which) may
     # write: a statement that names the type, likewise.
     types: dict[str, str] = field(default_factory=dict)
+    # The extension through which a function may open a session of its own (dblink,
+    # postgres_fdw), when the database has one and anything may act in any statement:
+    # what such a function writes there, no read-only session of ours stops.
+    elsewhere: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.anywhere)
@@ -268,7 +272,23 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             )
         else:
             anywhere.append(f"{kind} {shown}")
-    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators, types)
+    elsewhere = _session_opener(lookup) if anywhere else ""
+    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators, types, elsewhere)
+
+
+# The extensions whose functions open a session of their own, on this server or another.
+_SESSION_OPENERS = ("dblink", "postgres_fdw")
+
+
+def _session_opener(lookup: Any) -> str:
+    """The first such extension the database has, or ""."""
+    lookup.execute(
+        "SELECT extname FROM pg_catalog.pg_extension WHERE extname = ANY(%(names)s) "
+        "ORDER BY extname",
+        {"names": list(_SESSION_OPENERS)},
+    )
+    found = lookup.fetchone()
+    return str(found[0]) if found else ""
 
 
 _SYSTEM_SCHEMAS = ("mysql", "sys", "information_schema", "performance_schema")

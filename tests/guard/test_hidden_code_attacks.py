@@ -185,6 +185,45 @@ def test_postgresql_an_operator_class_support_function_runs_read_only(
         assert "read-only transaction" in (run.steps[0].error or ""), run.steps[0].error
 
 
+@pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
+def test_postgresql_an_operator_class_that_writes_through_dblink_stops_every_read(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
+) -> None:
+    """What a support function writes through a session of its own, no read-only session
+    stops: while the database has dblink, a read is refused, naming the way out."""
+    with scratch_database("postgresql", tmp_path) as url:
+        parts = make_url(url)
+        conninfo = (
+            f"host={parts.host or '127.0.0.1'} port={parts.port or 5432} "
+            f"dbname={parts.database} user={parts.username}"
+        )
+        make_tables(url)
+        execute(
+            url,
+            "CREATE EXTENSION dblink",
+            "CREATE FUNCTION icmp(a int, b int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN btint4cmp(a, b); END $$",
+            "CREATE OPERATOR CLASS my_int_ops FOR TYPE int4 USING btree AS OPERATOR 1 <, "
+            "OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+            "FUNCTION 1 icmp(int4, int4)",
+            "CREATE TABLE io (id int, v int)",
+            "INSERT INTO io SELECT g, g FROM generate_series(1, 5000) g",
+            "CREATE INDEX io_v ON io (v my_int_ops)",
+            "ANALYZE io",
+            # Only now does it write: the index was built with the harmless one.
+            "CREATE OR REPLACE FUNCTION icmp(a int, b int) RETURNS int IMMUTABLE "
+            "LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM dblink_exec('{conninfo}', 'DELETE FROM other'); "
+            "RETURN btint4cmp(a, b); END $$",
+        )
+        config = _tool(home, url, handlers, read_only_step)
+
+        run = run_one(config, url, "caller", _params("SELECT count(*) FROM io WHERE v = 5"))
+
+        assert_refused(url, run)
+        assert "through the extension dblink" in (run.steps[0].error or "")
+
+
 # --- PostgreSQL: names the parser reads apart from the server ---------------------------
 
 PG_NAMES = [
