@@ -143,7 +143,9 @@ def check_side_files(path: Path) -> None:
     lock this process holds on it, SQLite's own among them."""
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
-        if not side.exists() or os.access(side, os.W_OK):
+        # Looked for again when access(2) says no: another process's last close of the
+        # store removes its -wal meanwhile, and a file gone is no file we cannot write.
+        if not side.exists() or os.access(side, os.W_OK) or not side.exists():
             continue
         raise StateError(
             f"The state store's file {side} cannot be written; make it writable for this "

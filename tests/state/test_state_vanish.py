@@ -36,7 +36,7 @@ from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.errors import EXIT_FAILED, StateError
 from aishell.plan.model import Plan, Step
-from aishell.state import history
+from aishell.state import history, identity
 from aishell.state.faults import sqlite_path
 from aishell.state.history import HEAD_REVISION
 from aishell.state.store import StateStore
@@ -227,6 +227,33 @@ def test_a_new_store_another_opener_makes_meanwhile_is_not_taken_for_a_lost_one(
             conn.execute(f'DROP TABLE "{name}"')
         conn.commit()
     with pytest.raises(StateError, match="holds no tables, but a store with history"):
+        StateStore(f"sqlite:///{path}")
+
+
+def test_a_wal_file_another_process_removes_meanwhile_is_not_taken_for_an_unwritable_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process killed with the store open leaves its -wal; another's last close of the
+    # store removes it between this one's look for the file and its access(2) on it,
+    # which then says no.
+    path = tmp_path / "state.db"
+    StateStore(f"sqlite:///{path}").close()
+    wal = path.with_name(path.name + "-wal")
+    wal.touch(mode=0o600)
+    real_access = os.access
+
+    def access_after_the_other_closes(file: Any, mode: int) -> bool:
+        if Path(file) == wal:
+            wal.unlink(missing_ok=True)
+        return real_access(file, mode)
+
+    monkeypatch.setattr(identity.os, "access", access_after_the_other_closes)
+    with StateStore(f"sqlite:///{path}") as store:
+        assert store.schema_revision == HEAD_REVISION
+    # A -wal that is there and cannot be written is still refused.
+    wal.touch(mode=0o600)
+    monkeypatch.setattr(identity.os, "access", lambda file, mode: Path(file) != wal)
+    with pytest.raises(StateError, match="-wal cannot be written"):
         StateStore(f"sqlite:///{path}")
 
 
