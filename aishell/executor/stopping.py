@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.signalrelay import relayed
 from aishell.state.store import StateStore
 from aishell.targets.deadlines import stop_statement
 from aishell.targets.locks import RunLock
@@ -228,9 +229,9 @@ class Stopping:
         """SIGINT and SIGTERM: no new step starts; a running statement is cancelled.
 
         Python runs a signal handler only between bytecodes of the main thread, never
-        while a driver's C call blocks it. The C-level handler still writes the signal
-        number to the wakeup fd at once, so a watcher thread reads it there and cancels
-        the running statement; the Python handler then sees the cancelled step.
+        while a driver's C call blocks it. The signal reaches a thread of its own at
+        once through the wakeup fd (signalrelay), which cancels the running statement;
+        the Python handler then sees the cancelled step.
         """
         if threading.current_thread() is not threading.main_thread():
             yield
@@ -248,38 +249,16 @@ class Stopping:
             if first and self.running is None:
                 raise Interrupted(self.signal)
 
-        reader, writer = socket.socketpair()
-        writer.setblocking(False)
-        stop = threading.Event()
         main = threading.main_thread().ident
 
-        def watch() -> None:
-            while not stop.is_set():
-                try:
-                    data = reader.recv(16)
-                except OSError:
-                    return
-                if not data or stop.is_set():
-                    return
-                self.signal = self.signal or signal.Signals(data[-1]).name
-                self.cancel_running()
-                if not handled.wait(HANDLER_WAIT_SECONDS) and not stop.is_set() and main:
-                    signal.pthread_kill(main, data[-1])
+        def cancel(signum: int, leaving: threading.Event) -> None:
+            self.signal = self.signal or signal.Signals(signum).name
+            self.cancel_running()
+            if not handled.wait(HANDLER_WAIT_SECONDS) and not leaving.is_set() and main:
+                signal.pthread_kill(main, signum)
 
-        watcher = threading.Thread(target=watch, name="aishell-signals", daemon=True)
-        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        watcher.start()
-        try:
+        with relayed((signal.SIGINT, signal.SIGTERM), handler, cancel, "aishell-signals"):
             yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            signal.set_wakeup_fd(previous_fd)
-            stop.set()
-            writer.close()
-            reader.close()
-            watcher.join(1)
 
     @contextmanager
     def time_limit(

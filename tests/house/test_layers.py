@@ -23,7 +23,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("state",),
     ("targets",),
     ("config",),
-    ("errors", "risk", "sqltext", "dialects", "terminal", "units", "lazy", "files", "retry"),
+    (
+        "errors",
+        "risk",
+        "sqltext",
+        "dialects",
+        "terminal",
+        "units",
+        "lazy",
+        "files",
+        "retry",
+        "signalrelay",
+    ),
 )
 RANK = {room: rank for rank, layer in enumerate(LAYERS) for room in layer}
 
