@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_a_home_aishell_makes_is_private_from_its_first_folder(
                 open_ones.update(too_open(home))
             except OSError:  # a file gone between listing and looking
                 continue
+            time.sleep(0.01)  # a store stays open for far longer
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
