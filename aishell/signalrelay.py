@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 Handler = Callable[[int, Any], None]
@@ -60,6 +60,7 @@ def relayed(
         signal.set_wakeup_fd(previous_fd)
         leaving.set()
         writer.close()
-        reader.shutdown(socket.SHUT_RDWR)
+        with suppress(OSError):  # wakes the relay's read, whatever state the pair is in
+            reader.shutdown(socket.SHUT_RDWR)
         relaying.join(1)
         reader.close()
