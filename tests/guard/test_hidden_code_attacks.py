@@ -80,6 +80,22 @@ PG_PLANNED = {
         ["CREATE TABLE h (id int, v int)", "CREATE INDEX h_p ON h (v) WHERE imm(1) = 1"],
         "SELECT count(*) FROM h",
     ),
+    # Folded first, then the call over them: constants too, to the planner.
+    "index-expression-of-folded-constants": (
+        ["CREATE TABLE h (id int, v int)", "CREATE INDEX h_e ON h ((v + imm(1 + 1)))"],
+        "SELECT count(*) FROM h",
+    ),
+    "partial-index-of-a-call-of-constants": (
+        ["CREATE TABLE h (id int, v int)", "CREATE INDEX h_p ON h (v) WHERE imm(abs(-1)) = 1"],
+        "SELECT count(*) FROM h",
+    ),
+    "check-of-a-cast-constant": (
+        [
+            "CREATE TABLE h (id int, v bigint CHECK (v < imm(int4(100::bigint))))",
+            "CREATE TABLE h_child (extra int) INHERITS (h)",
+        ],
+        "SELECT count(*) FROM h WHERE v > 500",
+    ),
     "statistics": (
         ["CREATE TABLE h (id int, v int)", "CREATE STATISTICS h_s ON (v + imm(1)), id FROM h"],
         "SELECT count(*) FROM h",
