@@ -18,26 +18,6 @@ from aishell.guard.lex import disagreement, without_comments
 # classifies itself; its warning about that is not for the person running aishell.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
-# Pragmas that only report; any other pragma, or any pragma with `=`, may change state.
-_READ_PRAGMAS = frozenset(
-    {
-        "page_count",
-        "page_size",
-        "freelist_count",
-        "integrity_check",
-        "quick_check",
-        "foreign_key_check",
-        "table_info",
-        "table_xinfo",
-        "index_list",
-        "index_info",
-        "index_xinfo",
-        "journal_mode",
-        "compile_options",
-        "database_list",
-        "auto_vacuum",
-    }
-)
 # The read-only pragmas whose argument names what they report on (a table, an index) or
 # bounds it; any other's argument is a value it sets, as `PRAGMA auto_vacuum(1)` or
 # `PRAGMA page_size(1024)` set what the next VACUUM makes of the file.
@@ -53,6 +33,16 @@ _ARGUMENT_PRAGMAS = frozenset(
         "index_xinfo",
     }
 )
+# Pragmas that only report; any other pragma, or any pragma with `=`, may change state.
+_READ_PRAGMAS = _ARGUMENT_PRAGMAS | {
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "journal_mode",
+    "compile_options",
+    "database_list",
+    "auto_vacuum",
+}
 _PRAGMA = re.compile(r"^\s*PRAGMA\s+(?:\"?\w+\"?\s*\.\s*)?(\w+)\s*(?P<arg>\(|=)?", re.IGNORECASE)
 _WRITE_NODES: tuple[type[exp.Expression], ...] = (
     exp.Insert,

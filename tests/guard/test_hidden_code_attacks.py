@@ -148,17 +148,22 @@ def test_postgresql_code_the_planner_runs_for_a_read_is_refused(
         assert "it reads h:" in (run.steps[0].error or "")
 
 
+def _conninfo(url: str) -> str:
+    """libpq's keywords for the test's database, as dblink takes them."""
+    parts = make_url(url)
+    return (
+        f"host={parts.host or '127.0.0.1'} port={parts.port or 5432} "
+        f"dbname={parts.database} user={parts.username}"
+    )
+
+
 def test_postgresql_a_read_only_step_cannot_write_elsewhere_through_an_index_expression(
     home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """The read-only session stops what the function writes itself, not what it writes
     through a session of its own (dblink): only the guard stands in the way."""
     with scratch_database("postgresql", tmp_path) as url:
-        parts = make_url(url)
-        conninfo = (
-            f"host={parts.host or '127.0.0.1'} port={parts.port or 5432} "
-            f"dbname={parts.database} user={parts.username}"
-        )
+        conninfo = _conninfo(url)
         far = (
             "CREATE OR REPLACE FUNCTION imm(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
             f"$$ BEGIN PERFORM dblink_exec('{conninfo}', 'DELETE FROM other'); RETURN x; END $$"
@@ -208,11 +213,7 @@ def test_postgresql_an_operator_class_that_writes_through_dblink_stops_every_rea
     """What a support function writes through a session of its own, no read-only session
     stops: while the database has dblink, a read is refused, naming the way out."""
     with scratch_database("postgresql", tmp_path) as url:
-        parts = make_url(url)
-        conninfo = (
-            f"host={parts.host or '127.0.0.1'} port={parts.port or 5432} "
-            f"dbname={parts.database} user={parts.username}"
-        )
+        conninfo = _conninfo(url)
         make_tables(url)
         execute(
             url,

@@ -93,9 +93,9 @@ def test_run_now_shows_the_lines_on_its_console_without_the_time(
     assert logging.getLogger("aishell").handlers == []
 
 
-def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
-    demo_db: Path, config: Config, home: Path
-) -> None:
+def _serving_one_schedule(config: Config, home: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    """`schedule serve` of one schedule, as a process, and its first two lines (the
+    schedule added, then serving)."""
     add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
     serve = subprocess.Popen(
         [sys.executable, "-m", "aishell", "schedule", "serve"],
@@ -105,7 +105,13 @@ def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
         text=True,
     )
     assert serve.stdout is not None
-    started = [serve.stdout.readline() for _ in range(2)]
+    return serve, [serve.stdout.readline() for _ in range(2)]
+
+
+def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
+    demo_db: Path, config: Config, home: Path
+) -> None:
+    serve, started = _serving_one_schedule(config, home)
     serve.send_signal(signal.SIGTERM)
     out, err = serve.communicate(timeout=60)
     assert serve.returncode == 0 and err == "", err
@@ -147,17 +153,8 @@ def test_serve_stops_when_the_signal_lands_on_a_thread_that_is_not_the_main_one(
 ) -> None:
     """The main thread sleeps waiting for its stop; a signal the kernel gives to another
     of serve's threads must still stop serve, as SIGTERM from a service manager does."""
-    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "aishell", "schedule", "serve"],
-        env={**os.environ, "AISHELL_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve, started = _serving_one_schedule(config, home)
     try:
-        assert serve.stdout is not None
-        started = [serve.stdout.readline() for _ in range(2)]
         assert "serving 1 schedule(s)" in started[1], started
         # Asleep for good: a signal that lands on the main thread while it still runs
         # Python is handled there at once, whichever thread took it.
