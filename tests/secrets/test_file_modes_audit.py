@@ -109,7 +109,7 @@ def test_a_server_backup_under_a_password_is_private_and_so_are_its_login_files(
 ) -> None:
     """The pg_service.conf and pgpass a client program is handed hold the password: each
     is 0600 in a folder of 0700 while it exists, under umask 000."""
-    password = awkward_password("postgresql")
+    password = awkward_password()
     monkeypatch.setenv(ENV_NAME, password)
     seen: dict[str, str] = {}
     stop = threading.Event()

@@ -38,7 +38,7 @@ ENV_NAME = "AISHELL_AUDIT_PW"
 CLIENT_PROGRAMS = {"pg_dump", "pg_restore", "psql", "mariadb", "mariadb-dump", "mysql", "mysqldump"}
 
 
-def awkward_password(dialect: str) -> str:
+def awkward_password() -> str:
     """Beyond latin-1 on both: PyMySQL's own encoding of a password would refuse it."""
     return f"S3cr3t-{uuid.uuid4().hex} @:/%'é☃"
 
@@ -256,7 +256,7 @@ def failures(url: str, password: str) -> dict[str, dict[str, str]]:
 def test_no_command_writes_or_passes_on_the_password(
     dialect: str, home: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
 ) -> None:
-    password = awkward_password(dialect)
+    password = awkward_password()
     monkeypatch.setenv(ENV_NAME, password)
     out = tmp_path_factory.mktemp("out")
     login = pg_login if dialect == "postgresql" else my_login
@@ -359,7 +359,7 @@ def test_a_password_in_the_urls_query_is_never_shown(
 ) -> None:
     """libpq takes `?password=` from a URL (as PyMySQL takes `?passwd=`): it is a password
     like the URL's own, hidden wherever the target's URL is shown or kept."""
-    password = awkward_password("postgresql")
+    password = awkward_password()
     with pg_login(password) as url:
         query = {"password": password, "sslmode": "disable"}
         with_query = make_url(url).update_query_dict(query).render_as_string(False)
@@ -387,7 +387,7 @@ def test_a_password_in_the_urls_query_is_never_shown(
 def test_a_client_program_gets_no_other_targets_password(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    password = awkward_password("mysql")
+    password = awkward_password()
     monkeypatch.setenv(ENV_NAME, password)
     with my_login(password) as url, Watch(home, password, monkeypatch) as watch:
         other = with_password(url, "not-" + uuid.uuid4().hex)
