@@ -59,7 +59,11 @@ _WRITE_NODES: tuple[type[exp.Expression], ...] = (
 SQLGLOT_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
 # Statements that are not queries but only read, per dialect.
 _READ_COMMANDS = {
-    # CHECK TABLE ... FOR UPGRADE marks the table upgraded: not only a check.
+    # CHECK TABLE ... FOR UPGRADE marks the table upgraded: not only a check. A plain
+    # CHECK TABLE only reads on InnoDB; on MyISAM and Aria it writes the table's check
+    # time, and other engines hold writers off meanwhile. Text alone does not tell the
+    # engine, so the check's handler (handlers/mysql/corruption.py) sends a dry run's
+    # CHECK TABLE to InnoDB tables only, and the tools declare the lock elsewhere.
     "mysql": re.compile(
         r"^\s*(CHECK\s+TABLE(?!.*\bFOR\s+UPGRADE\b)|SHOW)\b", re.IGNORECASE | re.DOTALL
     ),

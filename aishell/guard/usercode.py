@@ -17,6 +17,15 @@ functions in generated columns, defaults and checks); SQLite keeps no function i
 file, so only its triggers. Plain VACUUM evaluates no expression, and PostgreSQL's
 DELETE maintains no index: neither counts an index's code.
 
+A corruption check is a read, yet on PostgreSQL it runs an index's code too: amcheck's
+bt_index_check and bt_index_parent_check with heapallindexed build each of the table's
+rows into the entry the index should hold, evaluating its expressions and partial-index
+predicate row by row (verify_heapam and the structure check without heapallindexed
+evaluate none). A read-only session does not stop what such a function does beyond
+writing rows (an advisory lock, a statistics reset), so the check asks here (CHECK) and
+leaves an index with untrusted code to the structure check (handlers/postgresql/
+corruption.py).
+
 The database's code is read once per run (one catalog query, cached in the run's
 cache), and matched to each step's statements here without another.
 """
@@ -62,6 +71,8 @@ _RUNS: dict[str, dict[str, frozenset[str]]] = {
     "postgresql": {
         "ANALYZE": frozenset({"index", "statistics"}),
         "REBUILD": frozenset({"index"}),
+        # amcheck's heapallindexed: every row's index entry, expressions and predicate.
+        "CHECK": frozenset({"index"}),
         "ALTER": frozenset({"index", "check", "default", "generated", "domain"}),
         "INSERT": frozenset(
             {"trigger", "rule", "index", "default", "generated", "check", "domain", "policy"}
@@ -115,12 +126,36 @@ def user_code(
             if piece.events and action not in piece.events:
                 continue
             if table is None or _reaches(piece, schema, table, dialect):
-                verb = {"REBUILD": "a rebuild", "ALTER": "ALTER TABLE"}.get(action, action)
+                verb = _VERBS.get(action, action)
                 found.setdefault(_said(piece, dialect), []).append(verb)
     return [
         f"{said} ({' and '.join(dict.fromkeys(verbs))} run{'s' if len(set(verbs)) == 1 else ''} it)"
         for said, verbs in found.items()
     ]
+
+
+# How an action is named in a sentence of user_code (others by their own word).
+_VERBS = {"REBUILD": "a rebuild", "ALTER": "ALTER TABLE", "CHECK": "amcheck's heapallindexed"}
+
+
+def index_code(
+    conn: Connection,
+    table: str,
+    index: str,
+    trusted: Iterable[str],
+    run_cache: dict[str, Any],
+) -> list[str]:
+    """What user_code says of the untrusted code a corruption check of one index would
+    run (`table` as the search path finds it); [] when none. The run's one lookup."""
+    return user_code(conn, [Action("CHECK", None, table, index)], trusted, run_cache)
+
+
+def tables_with_index_code(
+    conn: Connection, tables: Iterable[str], trusted: Iterable[str], run_cache: dict[str, Any]
+) -> set[str]:
+    """Which of these tables (as the search path finds them) have an index whose check
+    would run untrusted code: a preview names the check it gets instead."""
+    return {t for t in tables if user_code(conn, [Action("CHECK", None, t)], trusted, run_cache)}
 
 
 def _untrusted(piece: Code, trusted: Iterable[str], dialect: str) -> bool:

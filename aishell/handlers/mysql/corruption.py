@@ -1,5 +1,14 @@
 """check_table_corruption on MySQL and MariaDB: CHECK TABLE per table (checked, or why
-not; checkrows.py reads its rows). The repair is in repair.py."""
+not; checkrows.py reads its rows). The repair is in repair.py.
+
+CHECK TABLE is a plain read on InnoDB only. On MyISAM and Aria it writes the table's
+check time into the table's file (information_schema's CHECK_TIME; Aria its UPDATE_TIME
+too), a read-only session notwithstanding; on every engine that takes the server's table
+locks (those two, CSV, ARCHIVE, ...) it holds the table with a read lock that writers
+wait behind until the check ends, however long that is. A dry run changes nothing and
+holds off no writer, so there such a table is reported not checked, with why; the real
+run checks it, under the lock its tool declares.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -95,24 +105,70 @@ def check_one(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any]:
     return _check_table(conn, ctx, table, None)
 
 
+# The engines whose CHECK TABLE only reads and lets writers on (InnoDB checks under its
+# own row versions, and takes the server's table lock only as a plain read).
+_READ_ONLY_CHECK_ENGINES = frozenset({"innodb"})
+# The engine of each of the step's tables (a dry run's, in one query).
+ENGINES = (
+    "SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
+)
+
+
+def _engines(conn: Connection, tables: list[str]) -> dict[str, str | None]:
+    """Each table's engine (None: the server does not say); a table not there is left out."""
+    if not tables:
+        return {}
+    statement = text(ENGINES).bindparams(bindparam("names", expanding=True))
+    return {str(r.name): r.engine for r in conn.execute(statement, {"names": tables})}
+
+
+def _not_checked_in_dry_run(table: str, engine: str | None) -> dict[str, Any]:
+    what = (
+        "writes the table's check time into its file and holds off writers until it ends"
+        if (engine or "").lower() in ("myisam", "aria")
+        else "holds the table with the engine's read lock, which writers wait behind until it ends"
+    )
+    return {
+        "table": table,
+        "status": "not checked",
+        "reason": f"{engine or 'unknown engine'}: CHECK TABLE {what}, so a dry run, which "
+        "changes nothing and blocks no writer, checks only InnoDB tables; run the real "
+        "maintenance to check it",
+    }
+
+
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
-    """CHECK TABLE of each table; per table, checked or why not."""
+    """CHECK TABLE of each table; per table, checked or why not. A dry run checks only
+    the tables whose engine's check only reads."""
     granted, database = session_grants(conn, ctx.run_cache)
 
     def have(table: str) -> set[str] | None:
         return None if granted is None else privileges_on(granted, database, table)
 
-    results = [_check_table(conn, ctx, t, have(t)) for t in tables]
+    engines = _engines(conn, tables) if ctx.dry_run else {}
+    results = [
+        _not_checked_in_dry_run(t, engines[t])
+        if t in engines and (engines[t] or "").lower() not in _READ_ONLY_CHECK_ENGINES
+        else _check_table(conn, ctx, t, have(t))
+        for t in tables
+    ]
     return corruption_summary("CHECK TABLE", results)
 
 
+def check_statements(ctx: ToolContext, tables: list[str]) -> list[str]:
+    """What the check sends: the session's grants, in a dry run the tables' engines, and
+    a CHECK TABLE per table, each named (a dry run's only of InnoDB tables)."""
+    engines = [ENGINES] if ctx.dry_run else []
+    return ["SHOW GRANTS", *engines, *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+
+
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = step_tables(params, ctx)
-    return ["SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+    return check_statements(ctx, step_tables(params, ctx))
 
 
 check_table_corruption = Handler(
-    sql_templates=("SHOW GRANTS", "CHECK TABLE {table}"),
+    sql_templates=("SHOW GRANTS", ENGINES, "CHECK TABLE {table}"),
     run_fn=checking(corruption_check),
     render_fn=_check_sql,
 )

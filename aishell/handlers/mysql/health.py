@@ -19,7 +19,7 @@ from aishell.handlers.mysql.catalog import (
     is_mariadb,
     plain,
 )
-from aishell.handlers.mysql.corruption import corruption_check
+from aishell.handlers.mysql.corruption import ENGINES, check_statements, corruption_check
 from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text
 from aishell.targets.catalog import mysql_urgency
@@ -126,12 +126,11 @@ def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     """Its catalog reads, then (with check_corruption) a CHECK TABLE per table, each named."""
     if not params.get("check_corruption"):
         return list(_CATALOG_READS)
-    tables = step_tables(params, ctx)
-    return [*_CATALOG_READS, "SHOW GRANTS", *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+    return [*_CATALOG_READS, *check_statements(ctx, step_tables(params, ctx))]
 
 
 analyze_database_health = Handler(
-    sql_templates=(*_CATALOG_READS, "SHOW GRANTS", "CHECK TABLE {table}"),
+    sql_templates=(*_CATALOG_READS, "SHOW GRANTS", ENGINES, "CHECK TABLE {table}"),
     run_fn=_health,
     render_fn=_health_sql,
 )

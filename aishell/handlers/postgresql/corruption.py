@@ -4,17 +4,26 @@ Corruption checks use amcheck when it is installed and the role may run it; othe
 table is reported not checked, with the reason (aishell never installs the extension:
 CREATE EXTENSION amcheck needs a superuser and changes the database). A repair is
 REINDEX TABLE CONCURRENTLY, checked again after.
+
+The check is a read, and a read runs no user code unseen: bt_index_check's
+heapallindexed evaluates an index's expressions and partial-index predicate for every
+row, so an index whose code calls a function the site does not trust (guard/usercode.py)
+gets the structure check alone, which evaluates neither, and its table is reported not
+checked, naming the function. A read-only session would not stop what that function does
+besides writing rows (take an advisory lock, reset statistics).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.guard.usercode import index_code, tables_with_index_code
 from aishell.handlers import Handler, cached, each_table, step_tables
 from aishell.handlers.held import rollback
 from aishell.handlers.integrity import (
@@ -40,6 +49,8 @@ from aishell.tool.context import ToolContext
 
 # The extension's schema is quoted in by the dialect; it comes from pg_extension.
 _BT_CHECK = "SELECT {schema}.bt_index_check(CAST(:oid AS oid)::regclass, true)"
+# Without heapallindexed: the B-tree's own order and links, no row of the table read.
+_BT_STRUCTURE = "SELECT {schema}.bt_index_check(CAST(:oid AS oid)::regclass, false)"
 _HEAP_CHECK = (
     "SELECT blkno, offnum, msg FROM {schema}.verify_heapam(CAST(:oid AS oid)::regclass) LIMIT 20"
 )
@@ -88,18 +99,46 @@ def _indexes(conn: Connection, oids: list[int]) -> dict[int, list[dict[str, Any]
 
 
 def _check_tables(
-    conn: Connection, ctx: ToolContext, tables: list[str], tool: Amcheck
+    conn: Connection,
+    ctx: ToolContext,
+    tables: list[str],
+    tool: Amcheck,
+    code_approved: bool = False,
 ) -> list[dict[str, Any]]:
     """Each table checked; the tables' oids and indexes are read in one query each. A
-    table no longer there was dropped since the plan: it is gone, not unchecked."""
+    table no longer there was dropped since the plan: it is gone, not unchecked.
+    `code_approved`: the step was approved with the indexes' code named (a repair's
+    REINDEX runs it), so the check after it may run that code too."""
     oids = table_oids(conn, tables, missing_ok=True)
     indexes = _indexes(conn, list(oids.values())) if tool.reason is None else {}
     return [
-        _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool)
+        _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool, code_approved)
         if t in oids
         else {"table": t, "status": "gone"}
         for t in tables
     ]
+
+
+def _without_amcheck(conn: Connection, ctx: ToolContext, table: str, reason: str) -> dict[str, Any]:
+    """What can be done without amcheck: read every row, so that an unreadable page (or,
+    with data checksums on, a bad checksum) shows. It is not a check of the indexes or
+    of the rows' consistency, so the table stays "not checked"."""
+    _, damage, why = _read_check(conn, _FULL_READ.replace("{table}", ctx.quote(table)), {}, table)
+    if damage:
+        return {"table": table, "status": "corrupted", "issues": [f"full read: {damage}"]}
+    read = f"could not read it either: {why}" if why else "a full read found no unreadable page"
+    return _not_checked(table, f"{reason}; {read}", why)
+
+
+@dataclass
+class _Findings:
+    """One table's check so far: damage found, notes, what was left unchecked and why
+    (the index's code), and why the check could not go on (a lock, a privilege)."""
+
+    issues: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    why: str | None = None
 
 
 def _check_table(
@@ -109,56 +148,72 @@ def _check_table(
     oid: int,
     indexes: list[dict[str, Any]],
     tool: Amcheck,
+    code_approved: bool = False,
 ) -> dict[str, Any]:
-    issues: list[str] = []
-    notes: list[str] = []
     if tool.reason is not None:
-        # What can be done without amcheck: read every row, so that an unreadable page
-        # (or, with data checksums on, a bad checksum) shows. It is not a check of the
-        # indexes or of the rows' consistency, so the table stays "not checked".
-        _, damage, why = _read_check(
-            conn, _FULL_READ.replace("{table}", ctx.quote(table)), {}, table
-        )
-        if damage:
-            return {"table": table, "status": "corrupted", "issues": [f"full read: {damage}"]}
-        read = f"could not read it either: {why}" if why else "a full read found no unreadable page"
-        return _not_checked(table, f"{tool.reason}; {read}", why)
+        return _without_amcheck(conn, ctx, table, tool.reason)
     schema = ctx.quote(str(tool.schema))
+    found = _Findings()
     if tool.heap:
         rows, damage, why = _read_check(
             conn, _HEAP_CHECK.replace("{schema}", schema), {"oid": oid}, table
         )
         if why:
             return _not_checked(table, f"verify_heapam: {why}", why)
-        issues += [f"verify_heapam: {damage}"] if damage else []
-        issues += [f"block {r.blkno}, item {r.offnum}: {r.msg}" for r in rows]
+        found.issues += [f"verify_heapam: {damage}"] if damage else []
+        found.issues += [f"block {r.blkno}, item {r.offnum}: {r.msg}" for r in rows]
     else:
-        notes.append("the table's rows were not checked (verify_heapam needs amcheck 1.3+)")
+        found.notes.append("the table's rows were not checked (verify_heapam needs amcheck 1.3+)")
     for index in indexes:
-        if index["method"] != "btree":
-            notes.append(f"index {index['name']} ({index['method']}): amcheck checks B-trees only")
-            continue
-        if not index["valid"]:
-            if re.search(r"_cc(new|old)[0-9]*$", index["name"]):
-                notes.append(f"index {index['name']} is an invalid leftover of a REINDEX")
-            else:
-                issues.append(f"index {index['name']} is invalid; REINDEX it")
-            continue
-        _, damage, why = _read_check(
-            conn, _BT_CHECK.replace("{schema}", schema), {"oid": index["oid"]}, table
-        )
-        if why:
-            return _not_checked(table, f"bt_index_check: {why}", why)
-        if damage:
-            issues.append(f"index {index['name']}: {damage}")
-    result: dict[str, Any] = {
-        "table": table,
-        "status": "corrupted" if issues else "ok",
-        "issues": issues,
-    }
-    if notes:
-        result["notes"] = notes
+        _check_index(conn, ctx, table, index, schema, found, code_approved)
+        if found.why:
+            return _not_checked(table, f"bt_index_check: {found.why}", found.why)
+    result: dict[str, Any] = {"table": table, "status": "ok", "issues": found.issues}
+    if found.issues:
+        result["status"] = "corrupted"
+    elif found.unchecked:
+        result = _not_checked(table, "; ".join(found.unchecked), None)
+    if found.notes:
+        result["notes"] = found.notes
     return result
+
+
+def _check_index(
+    conn: Connection,
+    ctx: ToolContext,
+    table: str,
+    index: dict[str, Any],
+    schema: str,
+    found: _Findings,
+    code_approved: bool,
+) -> None:
+    """One index's check, into `found`: with heapallindexed, or, where that would run
+    user code not trusted, its structure alone (and the index counts as unchecked)."""
+    name = index["name"]
+    if index["method"] != "btree":
+        found.notes.append(f"index {name} ({index['method']}): amcheck checks B-trees only")
+        return
+    if not index["valid"]:
+        if re.search(r"_cc(new|old)[0-9]*$", name):
+            found.notes.append(f"index {name} is an invalid leftover of a REINDEX")
+        else:
+            found.issues.append(f"index {name} is invalid; REINDEX it")
+        return
+    code = (
+        [] if code_approved else index_code(conn, table, name, ctx.trusted_functions, ctx.run_cache)
+    )
+    sql = _BT_STRUCTURE if code else _BT_CHECK
+    _, damage, found.why = _read_check(
+        conn, sql.replace("{schema}", schema), {"oid": index["oid"]}, table
+    )
+    if damage:
+        found.issues.append(f"index {name}: {damage}")
+    elif code:
+        found.unchecked.append(
+            f"{'; '.join(code)}: only the index's structure was checked, not its entries "
+            "against the table's rows (list a function that only reads in the target's "
+            "trusted_functions to check it in full)"
+        )
 
 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
@@ -182,10 +237,17 @@ def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> l
     schema = ctx.quote(str(tool.schema))
     heap = _HEAP_CHECK.replace("{schema}", schema)
     index = _BT_CHECK.replace("{schema}", schema)
+    structure = _BT_STRUCTURE.replace("{schema}", schema)
+    with_code = tables_with_index_code(conn, tables, ctx.trusted_functions, ctx.run_cache)
     statements = []
     for t in tables:
         statements += [f"{heap} -- {ctx.quote(t)}"] if tool.heap else []
         statements.append(f"{index} -- each B-tree index of {ctx.quote(t)}")
+        if t in with_code:
+            statements.append(
+                f"{structure} -- instead, each index of {ctx.quote(t)} whose code is not "
+                "trusted (heapallindexed would run it)"
+            )
     return statements
 
 
@@ -208,6 +270,7 @@ check_table_corruption = Handler(
         AMCHECK_AVAILABLE,
         _HEAP_CHECK,
         _BT_CHECK,
+        _BT_STRUCTURE,
         _FULL_READ,
     ),
     run_fn=_check,
@@ -225,7 +288,8 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
 
     def repair(table: str) -> Mapping[str, Any]:
         conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
-        return _check_tables(conn, ctx, [table], tool)[0]
+        # Its REINDEX, approved with the indexes' code named, ran that code already.
+        return _check_tables(conn, ctx, [table], tool, code_approved=True)[0]
 
     why = " (the table's own data is damaged; restore it from a backup)"
     repaired = repair_each(tables, repair, "REINDEX did not repair", why)
