@@ -23,10 +23,13 @@ from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
 
-# Values above this in an integer date column are milliseconds since 1970, not seconds
-# (10^11 seconds is the year 5138; 10^11 milliseconds is 1973).
+# Values from this on in a Unix-time column are milliseconds since 1970, not seconds
+# (10^11 seconds is the year 5138; 10^11 milliseconds is 1973); nonzero values nearer 0
+# are seconds. Values from _NOT_A_TIME on (the year 318,857 in milliseconds) are neither,
+# nor are 0 and special values (NaN, infinity): no cutoff in either unit reaches them.
 _MILLISECONDS_FROM = 10**11
-# Rows an unindexed Unix-time column is sampled in to tell seconds from milliseconds.
+_NOT_A_TIME = 10**16
+# Rows an unindexed Unix-time column is sampled in for milliseconds.
 _SAMPLE_ROWS = 1000
 
 _PG_KINDS = {
@@ -122,8 +125,8 @@ def describe(
     if indexes is None:
         indexes = indexes_of(conn, table)
     indexed = any(i.columns[0] == column for i in indexes)
-    if kind == "epoch" and _largest(conn, table, column, indexed) >= _MILLISECONDS_FROM:
-        kind = "epoch_ms"
+    if kind == "epoch":
+        kind = _epoch_unit(conn, table, column, indexed)
     return DateColumn(table, column, kind, indexed)
 
 
@@ -210,19 +213,48 @@ def _sqlite_kind(conn: Connection, table: str, column: str) -> tuple[str, str | 
     return kind, None
 
 
-def _largest(conn: Connection, table: str, column: str, indexed: bool) -> float:
-    """The largest value of an indexed column, else of the first SAMPLE_ROWS rows found:
-    seconds and milliseconds differ a hundredfold, and a scan of the whole column
-    (before every step of a purge) would cost what the purge is meant to avoid."""
+def _epoch_unit(conn: Connection, table: str, column: str, indexed: bool) -> str:
+    """epoch (seconds) or epoch_ms. Milliseconds only where no value reads as seconds:
+    a column of both has no one cutoff (the seconds' rows would all be older than a
+    cutoff in milliseconds, and be deleted), and is refused, naming a value of each."""
+    millis = _a_millisecond_value(conn, table, column, indexed)
+    if millis is None:
+        # Seconds: a milliseconds' row, if any went unsampled, is never older than a
+        # cutoff in seconds, and stays.
+        return "epoch"
     quoted = _quoter(conn)
+    seconds = conn.execute(
+        text(
+            f"SELECT {quoted(column)} FROM {quoted(table)} WHERE {quoted(column)} <> 0 AND "
+            f"{quoted(column)} > :low AND {quoted(column)} < :high LIMIT 1"
+        ),
+        {"low": -_MILLISECONDS_FROM, "high": _MILLISECONDS_FROM},
+    ).scalar()
+    if seconds is not None:
+        raise TargetError(
+            f"column {table}.{column} holds Unix times in seconds and in milliseconds "
+            f"(for example {seconds} and {millis}): no one cutoff is older than the "
+            "retention in both, so nothing is deleted; make the column one unit"
+        )
+    return "epoch_ms"
+
+
+def _a_millisecond_value(conn: Connection, table: str, column: str, indexed: bool) -> Any:
+    """A value in milliseconds' range: the largest, of an indexed column; else one of the
+    first SAMPLE_ROWS rows found, as a scan of the whole column (before every step of a
+    purge) would cost what the purge is meant to avoid."""
+    quoted = _quoter(conn)
+    in_range = f"{quoted(column)} >= :low AND {quoted(column)} < :high"
     values = (
-        quoted(table)
+        f"{quoted(table)} WHERE {in_range}"
         if indexed
         else f"(SELECT {quoted(column)} FROM {quoted(table)} WHERE {quoted(column)} IS NOT "
-        f"NULL LIMIT {_SAMPLE_ROWS}) AS aishell_sample"
+        f"NULL LIMIT {_SAMPLE_ROWS}) AS aishell_sample WHERE {in_range}"
     )
-    value = conn.execute(text(f"SELECT max({quoted(column)}) FROM {values}")).scalar()
-    return float(value or 0)
+    return conn.execute(
+        text(f"SELECT max({quoted(column)}) FROM {values}"),
+        {"low": _MILLISECONDS_FROM, "high": _NOT_A_TIME},
+    ).scalar()
 
 
 def _quoter(conn: Connection) -> Any:
