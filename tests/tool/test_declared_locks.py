@@ -271,8 +271,13 @@ def test_postgresql_steps_take_the_locks_their_tools_declare(home, pg_url, case)
     # Seen waiting: the step asked for the lock the tool declares, and it conflicts with
     # the weakest mode that should hold it off.
     assert (mode, True) in watched.seen, (case.tool, watched.seen)
-    # Every lock it took on the table is one the tool declares.
-    assert {m for m, _ in watched.seen} <= declared(case.tool, "postgresql"), watched.seen
+    # Every lock it took on the table is one the tool declares, or any other once it holds
+    # ACCESS EXCLUSIVE, which conflicts with every mode: VACUUM FULL's rebuild of the
+    # indexes opens the table again in SHARE mode, seen now and then.
+    taken = {m for m, _ in watched.seen}
+    if ("ACCESS EXCLUSIVE", False) in watched.seen:
+        taken = {"ACCESS EXCLUSIVE"}
+    assert taken <= declared(case.tool, "postgresql"), watched.seen
     assert watched.result.steps[0].status != "failed" or case.tool == "repair_corrupted_tables", (
         watched.result.steps[0].error
     )
