@@ -262,13 +262,23 @@ def _approx(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _from_statistics(row: Mapping[Any, Any], scans: Scanners) -> dict[str, Any]:
-    needed = max(row["reltuples"], 0) * (row["row_width"] + 24)
-    bloat = 100.0 * (1 - needed / row["bytes"]) if row["bytes"] and row["row_width"] else 0.0
+    """The share of the file that rows do not fill, from the planner's statistics: the
+    row count times the average width. A table with no row count (reltuples -1: never
+    vacuumed or analyzed, or truncated since) or no widths (never analyzed) has no
+    estimate: None, not 100% (no rows) nor 0% (no width)."""
     total = row["live"] + row["dead"]
     why = "pgstattuple is not installed" if not scans.pgstattuple else "pgstattuple before 1.3"
+    fragmentation: float | None = 0.0
+    method = f"statistics estimate ({why})"
+    if row["bytes"] and (row["reltuples"] < 0 or not row["row_width"]):
+        fragmentation = None
+        method = f"not measured: the table has no statistics (ANALYZE it), and {why}"
+    elif row["bytes"]:
+        needed = row["reltuples"] * (row["row_width"] + 24)
+        fragmentation = round(max(100.0 * (1 - needed / row["bytes"]), 0.0), 2)
     return {
-        "method": f"statistics estimate ({why})",
-        "fragmentation_percent": round(max(bloat, 0.0), 2),
+        "method": method,
+        "fragmentation_percent": fragmentation,
         "dead_tuple_percent": round(100.0 * row["dead"] / total, 2) if total else 0.0,
         "free_space_percent": None,
         "size_bytes": int(row["bytes"]),
@@ -363,7 +373,11 @@ def _index_free(row: Mapping[Any, Any]) -> float | None:
 
 def table_scan_reason(estimate: Mapping[str, Any], threshold: float, scans: Scanners) -> str | None:
     """Why the table is read whole with pgstattuple; None when its estimate is enough."""
-    if not scans.pgstattuple or estimate["fragmentation_percent"] < threshold:
+    if not scans.pgstattuple:
+        return None
+    if estimate["fragmentation_percent"] is None:
+        return "no statistics to estimate it from (never analyzed, or truncated since)"
+    if estimate["fragmentation_percent"] < threshold:
         return None
     if estimate["scanned_percent"] >= 100:
         return None  # the estimate read every page (none all-visible): it measured them

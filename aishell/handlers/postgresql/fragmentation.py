@@ -86,7 +86,9 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     advice = []
     if to_rebuild:
         advice.append(f"REINDEX CONCURRENTLY {', '.join(to_rebuild)}")
-    if result["fragmentation_percent"] >= threshold:
+    if result["fragmentation_percent"] is None:
+        advice.append("not measured: ANALYZE the table (or install pgstattuple) to measure it")
+    elif result["fragmentation_percent"] >= threshold:
         advice.append("VACUUM to make dead rows' space reusable (VACUUM FULL to shrink the file)")
     return {
         "table": table,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from aishell import commands
@@ -242,3 +243,51 @@ def test_a_plans_statistics_estimates_come_with_its_indexes_and_match_one_table_
             got = {k: outputs[table][k] for k in alone if k in outputs[table]}
             assert got == {k: alone[k] for k in got}, table
             assert alone["fragmentation_percent"] == outputs[table]["fragmentation_percent"]
+
+
+def _no_statistics(url: str, truncated: bool) -> None:
+    """`fresh`: filled and never analyzed (no widths), or analyzed, then truncated and
+    filled again (reltuples -1, the old widths kept). Either way no estimate."""
+    with engine(url).connect() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE fresh (id int PRIMARY KEY, pad text NOT NULL) "
+                "WITH (autovacuum_enabled = false)"
+            )
+        )
+        fill = "INSERT INTO fresh SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g"
+        conn.execute(text(fill))
+        if truncated:
+            conn.execute(text("ANALYZE fresh"))
+            conn.execute(text("TRUNCATE fresh"))
+            conn.execute(text(fill))
+
+
+@pytest.mark.parametrize("truncated", [False, True], ids=["never analyzed", "truncated since"])
+@pytest.mark.parametrize("pgstattuple", [False, True], ids=["statistics", "pgstattuple"])
+def test_a_table_without_statistics_is_not_called_empty_or_full(
+    home, pg_url, truncated, pgstattuple
+):
+    """No row count or no widths: not 0% (nothing to do), not 100% (a rebuild); without
+    pgstattuple it is not measured, saying why; with it, it is read whole."""
+    if pgstattuple:
+        with engine(pg_url).connect() as conn:
+            conn.execute(text("CREATE EXTENSION pgstattuple"))
+    _no_statistics(pg_url, truncated)
+    config = use_target(home, pg_url)
+    plan = one_step_plan(
+        "maintenance", "db", "postgresql", "analyze_table_fragmentation", {"table": "fresh"}
+    )
+    result = commands.apply_plan(config, plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    out = result.steps[0].output
+    if pgstattuple and out["full_scan"]:
+        assert out["fragmentation_percent"] < 30, out
+        return
+    if pgstattuple:
+        # pgstattuple_approx measured it: a figure, whatever the statistics say.
+        assert out["fragmentation_percent"] is not None and out["fragmentation_percent"] < 30
+        return
+    assert out["fragmentation_percent"] is None, out
+    assert out["method"].startswith("not measured: the table has no statistics"), out
+    assert out["recommendation"].startswith("not measured: ANALYZE the table"), out
