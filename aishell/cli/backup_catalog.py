@@ -10,12 +10,18 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import AishellGroup, State, pass_state
-from aishell.cli.options import approval_options, json_option, lock_wait_option, quiet_option
+from aishell.cli.options import (
+    WholeNumber,
+    approval_options,
+    json_option,
+    lock_wait_option,
+    quiet_option,
+)
 from aishell.cli.output import answer, run_and_render
 
 
 @click.command("restore")
-@click.argument("backup_id", type=int)
+@click.argument("backup_id", type=WholeNumber(min=1))
 @click.option("--to", "to", required=True, help="Target to restore into.")
 @click.option("--replace", is_flag=True, help="Replace what the target holds.")
 @click.option(
@@ -73,7 +79,7 @@ def backups_list(state: State, target: str | None, as_json: bool) -> None:
 
 
 @backups.command("show")
-@click.argument("backup_id", type=int)
+@click.argument("backup_id", type=WholeNumber(min=1))
 @json_option
 @pass_state
 def backups_show(state: State, backup_id: int, as_json: bool) -> None:

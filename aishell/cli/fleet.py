@@ -8,7 +8,7 @@ import click
 from aishell import commands, render
 from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.fleet_jobs import fleet_jobs, fleet_resend, fleet_run, fleet_show
-from aishell.cli.options import json_option, log_format_option, targets_selector
+from aishell.cli.options import WholeNumber, json_option, log_format_option, targets_selector
 from aishell.cli.output import answer
 from aishell.errors import UsageError
 
@@ -50,7 +50,7 @@ def fleet_status(state: State, selector: str | None, as_json: bool) -> None:
 )
 @click.option(
     "--port",
-    type=click.IntRange(min=0, max=65535),
+    type=WholeNumber(min=0, max=65535),
     default=8765,
     show_default=True,
     help="Port to listen on (0: one the system picks, printed at start).",

@@ -12,13 +12,16 @@ from aishell import commands
 from aishell.agents import jobs
 from aishell.cli.context import JobGroup, State, pass_state
 from aishell.cli.options import (
+    MOST_LISTED,
     FiniteFloat,
+    WholeNumber,
     declared_options,
     json_option,
     max_run_time_option,
     targets_selector,
 )
 from aishell.cli.output import emit_json
+from aishell.config.bounds import MAX_RUN_TIME_SECONDS
 from aishell.errors import EXIT_FAILED, UsageError
 from aishell.terminal import printable
 
@@ -88,7 +91,7 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--wait/--no-wait and --wait-seconds: whether and how long to watch the runs."""
     command = click.option(
         "--wait-seconds",
-        type=FiniteFloat(min=1),
+        type=FiniteFloat(min=1, max=MAX_RUN_TIME_SECONDS),
         default=6 * 3600.0,
         show_default=True,
         help="How long --wait watches.",
@@ -149,7 +152,7 @@ def fleet_show(state: State, fleet_id: str, as_json: bool) -> None:
 
 
 @click.command("jobs")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=WholeNumber(min=1, max=MOST_LISTED), default=20, show_default=True)
 @json_option
 @pass_state
 def fleet_jobs(state: State, limit: int, as_json: bool) -> None:
@@ -197,7 +200,7 @@ def fleet_resend(
 @click.command("worker")
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1, max=256),
+    type=WholeNumber(min=1, max=256),
     default=1,
     show_default=True,
     help="Tasks at once (processes); 1 runs them in this process.",

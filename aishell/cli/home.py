@@ -10,10 +10,13 @@ import click
 from aishell import commands, render
 from aishell.cli.completion import complete_target
 from aishell.cli.context import State, pass_state
-from aishell.cli.options import json_option, quiet_option, targets_selector
+from aishell.cli.options import WholeNumber, json_option, quiet_option, targets_selector
 from aishell.cli.output import emit_json
 from aishell.errors import EXIT_FAILED, ConfigError
 from aishell.terminal import printable
+
+# A demo's log table is for trying a purge: ten million rows is some gigabytes already.
+MOST_DEMO_ROWS = 10_000_000
 
 
 @click.command()
@@ -24,7 +27,7 @@ from aishell.terminal import printable
 )
 @click.option(
     "--log-rows",
-    type=click.IntRange(min=1),
+    type=WholeNumber(min=1, max=MOST_DEMO_ROWS),
     default=200_000,
     show_default=True,
     help="Rows of app_logs to generate.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import click
 
 from aishell.cli.completion import complete_selector, target_option
-from aishell.config.bounds import MAX_RUN_TIME_SECONDS
+from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS
+from aishell.config.numbers import AMOUNT, DECIMAL_NUMBER, WHOLE_NUMBER
 from aishell.config.options import (
     APPROVE_UP_TO,
     BACKUP_RETENTION_DAYS,
@@ -37,6 +39,9 @@ from aishell.config.options import (
 from aishell.errors import UsageError
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+# The most rows a listing's --limit asks for: more than a store holds in practice, few
+# enough to print.
+MOST_LISTED = 1_000_000
 
 
 def stacked(options: Sequence[Decorator]) -> Decorator:
@@ -99,11 +104,47 @@ quiet_option = click.option(
 )
 
 
-class FiniteFloat(click.FloatRange):
-    """A float range that refuses NaN and infinity (NaN compares false with every
-    limit, so a range alone lets it through)."""
+# What a number on the command line may be written as (aishell.config.numbers): the
+# config's numbers, so the two agree. click's own INT and FLOAT take what int() and
+# float() take: "1_000", " 5 " and Arabic-Indic or fullwidth digits.
+_DIGITS_ONLY = "write it in the digits 0-9, with no leading zero, space or underscore"
+# NaN and infinity in words, as float() reads them: named as not finite, not as a typo.
+_NOT_FINITE = re.compile(r"[-+]?(?:nan|inf(?:inity)?)", re.IGNORECASE)
+
+
+class WholeNumber(click.IntRange):
+    """An integer in the digits 0-9, within the range, and within 64 bits whatever the
+    range: every integer given ends in SQLite or a server, which hold no more."""
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            if not WHOLE_NUMBER.fullmatch(value):
+                self.fail(f"{value!r} is not a valid integer: {_DIGITS_ONLY}", param, ctx)
+            value = int(value)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{value!r} is not a valid integer", param, ctx)
+        number = super().convert(value, param, ctx)
+        if abs(number) > MAX_COUNT:
+            self.fail(f"{number} is past {MAX_COUNT}, the largest integer stored", param, ctx)
+        return number
+
+    def _describe_range(self) -> str:
+        # No bounds of its own: nothing to show in --help (click would say "x<=None").
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range, in the digits 0-9, that refuses NaN and infinity (NaN compares
+    false with every limit, so a range alone lets it through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            if _NOT_FINITE.fullmatch(value):
+                self.fail(f"{value!r} is not a finite number", param, ctx)
+            if not DECIMAL_NUMBER.fullmatch(value):
+                self.fail(f"{value!r} is not a valid number: {_DIGITS_ONLY}", param, ctx)
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
@@ -111,10 +152,12 @@ class FiniteFloat(click.FloatRange):
 
 
 class Duration(click.ParamType[float]):
-    """Seconds, or a number with s, m, h or d (as pt-archiver's --run-time)."""
+    """Seconds, or a number with s, m, h or d (as pt-archiver's --run-time). The units
+    are lower case only: 1M may mean a month as well as a minute, so it is refused."""
 
     name = "duration"
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    _WRITTEN = re.compile(rf"(?P<amount>{AMOUNT.pattern})(?P<unit>[smhd]?)")
 
     def __init__(self, most: float = MAX_RUN_TIME_SECONDS) -> None:
         self.most = most
@@ -123,13 +166,7 @@ class Duration(click.ParamType[float]):
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value)
         else:
-            text = str(value).strip().lower()
-            unit = self._UNITS.get(text[-1:], None)
-            number = text[:-1].strip() if unit else text
-            try:
-                seconds = float(number) * (unit or 1)
-            except ValueError:
-                self.fail(f"{value!r} is not a duration such as 90, 90s, 30m, 2h or 1d", param, ctx)
+            seconds = self._seconds(str(value), param, ctx)
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a finite duration", param, ctx)
         if seconds < 1:
@@ -137,6 +174,26 @@ class Duration(click.ParamType[float]):
         if seconds > self.most:
             self.fail(f"{value!r} is over the limit of {self.most / 86400:g} days", param, ctx)
         return seconds
+
+    def _seconds(self, text: str, param: Any, ctx: Any) -> float:
+        found = self._WRITTEN.fullmatch(text)
+        if found is None:
+            if _infinite(text.strip().rstrip("smhd").strip()):
+                self.fail(f"{text!r} is not a finite duration", param, ctx)
+            self.fail(
+                f"{text!r} is not a duration such as 90, 90s, 30m, 2h or 1d: the digits 0-9, "
+                "then s, m, h or d in lower case, with no space",
+                param,
+                ctx,
+            )
+        return float(found["amount"]) * self._UNITS[found["unit"] or "s"]
+
+
+def _infinite(amount: str) -> bool:
+    """NaN or infinity, in words ("nan", "inf") or past a float's range ("1e400")."""
+    if _NOT_FINITE.fullmatch(amount):
+        return True
+    return DECIMAL_NUMBER.fullmatch(amount) is not None and not math.isfinite(float(amount))
 
 
 class ArchiveTo(click.ParamType[str]):
@@ -168,7 +225,7 @@ def _click_type(option: Option) -> Any:
         return FiniteFloat(*bounds)
     if option.kind == "integer":
         low, high = (None if b is None else int(b) for b in bounds)
-        return click.IntRange(low, high)
+        return WholeNumber(low, high)
     if option.kind == "choice":
         return click.Choice(option.choices)
     if option.kind == "duration":

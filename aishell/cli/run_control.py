@@ -27,7 +27,12 @@ def runs() -> None:
     type=click.Choice(RUN_STATUSES),
     help="Only runs with this status.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=options.WholeNumber(min=1, max=options.MOST_LISTED),
+    default=50,
+    show_default=True,
+)
 @options.targets_selector()
 @options.json_option
 @pass_state
@@ -91,7 +96,11 @@ def approvals(state: State, targets: str | None, as_json: bool) -> None:
 
 @click.command()
 @run_id_argument
-@click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
+@click.option(
+    "--step",
+    type=options.WholeNumber(min=1),
+    help="Only this step (its index); default: every waiting step.",
+)
 @click.option("--reason", help="Why; recorded with the decision.")
 @click.option(
     "--mark-done",
@@ -119,7 +128,11 @@ def approve(
 
 @click.command()
 @run_id_argument
-@click.option("--step", type=int, help="Only this step (its index); default: every waiting step.")
+@click.option(
+    "--step",
+    type=options.WholeNumber(min=1),
+    help="Only this step (its index); default: every waiting step.",
+)
 @click.option("--reason", help="Why; recorded with the decision.")
 @options.json_option
 @pass_state

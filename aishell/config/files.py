@@ -6,6 +6,7 @@ with the same loader).
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -99,6 +100,30 @@ def _scalar_or_refusal(construct: Callable[[Any, Any], Any]) -> Callable[[Any, A
 for _scalar in ("int", "float", "timestamp"):
     _tag = f"tag:yaml.org,2002:{_scalar}"
     YAML_LOADER.add_constructor(_tag, _scalar_or_refusal(YAML_LOADER.yaml_constructors[_tag]))
+
+# Booleans and numbers as YAML 1.2 reads them, not 1.1: `on`, `yes`, `y` are words, not
+# true (`retention_days: on` was a retention of 1 day); `010` is not octal 8, `1:30` not
+# 90, `1_000` not 1000, `0x10` not 16. Each of those is now a string, which a number's
+# field refuses, and the message shows it as written.
+_PLAIN_SCALARS = {
+    "bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    "int": (r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
+    "float": (
+        r"^(?:[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
+}
+YAML_LOADER.yaml_implicit_resolvers = {
+    first: [
+        (tag, pattern) for tag, pattern in resolvers if tag.rsplit(":", 1)[-1] not in _PLAIN_SCALARS
+    ]
+    for first, resolvers in YAML_LOADER.yaml_implicit_resolvers.items()
+}
+for _scalar, (_pattern, _first) in _PLAIN_SCALARS.items():
+    YAML_LOADER.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_scalar}", re.compile(_pattern), list(_first)
+    )
 
 
 def printable_key(key: Any) -> str:

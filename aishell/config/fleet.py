@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aishell.config.bounds import MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
 from aishell.config.checks import check_secret_env_name
+from aishell.config.fields import Integer, Number
 
 BROKER_SCHEMES = ("amqp", "pyamqp", "redis", "rediss")
 
@@ -48,18 +49,18 @@ class FleetConfig(BaseModel):
     queue: str = Field("aishell", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Runs at once on one database server (host and port), whatever their databases: a
     # host of fifty databases is not vacuumed fifty at a time. SQLite files count per file.
-    per_server_limit: int = Field(2, ge=1, le=256)
+    per_server_limit: Integer = Field(2, ge=1, le=256)
     # How long a worker waits before it asks again for a server at its limit.
-    slot_wait_seconds: float = Field(2.0, gt=0, le=600)
+    slot_wait_seconds: Number = Field(2.0, gt=0, le=600)
     # Redis only: a task not acknowledged for this long is delivered again (its worker is
     # taken for dead); longer than the longest run, since a run in progress then meets its
     # own run lock in the second delivery and waits for it.
-    visibility_timeout_seconds: int = Field(6 * 3600, ge=5, le=MAX_RUN_TIME_SECONDS)
+    visibility_timeout_seconds: Integer = Field(6 * 3600, ge=5, le=MAX_RUN_TIME_SECONDS)
     # How long the broker may take to accept a connection, and to answer once connected:
     # a broker that stopped answering ends `fleet run` (and a schedule's send) in this
     # long, with nothing sent or the tasks not sent named, instead of holding it for good.
-    connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
-    read_timeout_seconds: float = Field(30, gt=0, le=MAX_TIMEOUT_SECONDS)
+    connect_timeout_seconds: Integer = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: Number = Field(30, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _broker = field_validator("broker_url")(check_broker_url)
     _password_env = field_validator("password_env")(check_secret_env_name)

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aishell.config.bounds import MAX_TIMEOUT_SECONDS
 from aishell.config.checks import check_http_url
+from aishell.config.fields import Integer, Number
 
 
 class LlmPlannerConfig(BaseModel):
@@ -17,16 +18,16 @@ class LlmPlannerConfig(BaseModel):
     host: str | None = None
     model: str = "qwen2.5-coder:7b"
     # Drafts per request: a rejected plan goes back to the model with the reasons.
-    tries: int = Field(3, ge=1, le=10)
+    tries: Integer = Field(3, ge=1, le=10)
     # Context window asked of the model; the prompt holds every offered tool's schema.
-    context_tokens: int = Field(16384, ge=2048, le=2**24)
-    timeout_seconds: float = Field(
+    context_tokens: Integer = Field(16384, ge=2048, le=2**24)
+    timeout_seconds: Number = Field(
         300, gt=0, le=MAX_TIMEOUT_SECONDS, description="longest wait for one answer"
     )
     # Attempts to reach the server, with backoff, before giving up.
-    connect_attempts: int = Field(3, ge=1, le=20)
-    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
-    max_steps: int = Field(100, ge=1, le=1000)
+    connect_attempts: Integer = Field(3, ge=1, le=20)
+    retry_backoff_seconds: Number = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
+    max_steps: Integer = Field(100, ge=1, le=1000)
     # Accepted plans are kept in the state store by (request, catalog, model).
     cache: bool = True
 

@@ -21,7 +21,7 @@ from aishell.config.checks import (
     check_url,
 )
 from aishell.config.dburl import resolve_url
-from aishell.config.fields import PURGE, setting
+from aishell.config.fields import PURGE, Integer, Number, setting
 from aishell.config.files import read_yaml, validate
 from aishell.config.fleet import FleetConfig
 from aishell.config.home import (
@@ -75,19 +75,19 @@ class TargetConfig(_Strict):
     password_env: str | None = None
     # Lock waits start short and are retried with backoff, instead of one long wait
     # that queues every other session behind aishell.
-    lock_timeout_ms: int = Field(1000, ge=10, le=MAX_TIMEOUT_SECONDS * 1000)
+    lock_timeout_ms: Integer = Field(1000, ge=10, le=MAX_TIMEOUT_SECONDS * 1000)
     # Opening a connection: TCP, TLS, greeting and login, all of it (PostgreSQL: 2 s at least).
-    connect_timeout_seconds: int = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
+    connect_timeout_seconds: Integer = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
     # How long a server may stay silent: the answer to a statement outside a step (catalog
     # reads, checks, locks); inside a step, the time after the step's own limit
     # (max_execution_time) for the server to answer the cancel. Then the connection is
     # closed: a hung server or a lost network ends a run instead of holding it forever.
-    read_timeout_seconds: float = Field(600, gt=0, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: Number = Field(600, gt=0, le=MAX_TIMEOUT_SECONDS)
     # How long sent data may go unacknowledged (PyMySQL write_timeout, libpq
     # tcp_user_timeout): a dead network shows up in this long.
-    write_timeout_seconds: float = Field(60, gt=0, le=MAX_TIMEOUT_SECONDS)
+    write_timeout_seconds: Number = Field(60, gt=0, le=MAX_TIMEOUT_SECONDS)
     # SQLite: how long a statement waits for another process's lock on the file.
-    busy_timeout_ms: int = Field(5000, ge=1, le=MAX_TIMEOUT_SECONDS * 1000)
+    busy_timeout_ms: Integer = Field(5000, ge=1, le=MAX_TIMEOUT_SECONDS * 1000)
     # Functions defined in this database (`schema.name`, or `name` on MySQL/MariaDB and
     # for every schema) that the site vouches only read: a user-defined function counts
     # as a possible write whatever volatility it declares, unless named here. The site's
@@ -104,7 +104,7 @@ class RunDefaults(_Strict):
     # A run stops after this long, as on SIGTERM: the running statement is cancelled, the
     # step ends interrupted, and `aishell resume` (or the schedule's next trigger) goes on.
     # An unattended night never runs into the day.
-    max_run_seconds: float = setting(MAX_RUN_TIME, ge=None, gt=0)
+    max_run_seconds: Number = setting(MAX_RUN_TIME, ge=None, gt=0)
 
 
 class StateConfig(_Strict):
@@ -113,13 +113,13 @@ class StateConfig(_Strict):
     password_env: str | None = None
     # How long a SQLite store waits for another process's lock before it gives up;
     # null: the URL's own `timeout` query parameter, or 10 seconds.
-    busy_timeout_ms: int | None = Field(None, ge=1, le=3_600_000)
+    busy_timeout_ms: Integer | None = Field(None, ge=1, le=3_600_000)
     # A store on a server, as for targets: how long connecting may take, and how long a
     # statement waits for the server's answer before the store fails with one line
     # (see state/serverstore.py); null: the URL's own `connect_timeout` and
     # `read_timeout` query parameters, or 10 and 600 seconds.
-    connect_timeout_seconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
-    read_timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
+    connect_timeout_seconds: Integer | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: Number | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _url = field_validator("url")(check_url)
     _password_env = field_validator("password_env")(check_secret_env_name)
@@ -132,10 +132,10 @@ class StateConfig(_Strict):
 
 
 class CircuitBreakerConfig(_Strict):
-    failures: int = Field(
+    failures: Integer = Field(
         3, ge=1, le=1000, description="consecutive connection failures that open it"
     )
-    cool_down_seconds: float = Field(300, gt=0, le=MAX_TIMEOUT_SECONDS)
+    cool_down_seconds: Number = Field(300, gt=0, le=MAX_TIMEOUT_SECONDS)
 
 
 NotifyOn = Literal[
@@ -158,7 +158,7 @@ class NotificationsConfig(_Strict):
         "missed",
         "stuck",
     ]
-    timeout_seconds: float = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
+    timeout_seconds: Number = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _command = field_validator("command")(check_command)
     _webhook = field_validator("webhook")(check_http_url)
@@ -167,9 +167,9 @@ class NotificationsConfig(_Strict):
 class SchedulerConfig(_Strict):
     # A trigger missed (the scheduler was down) runs late if at most this late; missed
     # triggers of one schedule run once.
-    misfire_grace_seconds: int = Field(3600, ge=1, le=MAX_RUN_TIME_SECONDS)
+    misfire_grace_seconds: Integer = Field(3600, ge=1, le=MAX_RUN_TIME_SECONDS)
     # A scheduled run still running after this long is reported as stuck.
-    stuck_after_seconds: int = Field(6 * 3600, ge=1, le=MAX_RUN_TIME_SECONDS)
+    stuck_after_seconds: Integer = Field(6 * 3600, ge=1, le=MAX_RUN_TIME_SECONDS)
 
 
 class FilesConfig(_Strict):
@@ -204,21 +204,21 @@ class MainConfig(_Strict):
 
 class AgentDefaults(_Strict):
     safety_level: SafetyLevel = setting(SAFETY_LEVEL)
-    max_execution_time: int = Field(
+    max_execution_time: Integer = Field(
         3600, gt=0, le=MAX_RUN_TIME_SECONDS, description="cap on any one step, seconds"
     )
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
-    max_run_seconds: float | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
-    max_retries: int = Field(3, ge=0, le=20)
-    max_parallel_steps: int = setting(MAX_PARALLEL_STEPS)
-    retry_backoff_seconds: float = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
-    fragmentation_threshold: float = Field(30, ge=0, le=100)
-    min_index_pages: int = Field(8, ge=1, le=MAX_COUNT)
+    max_run_seconds: Number | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
+    max_retries: Integer = Field(3, ge=0, le=20)
+    max_parallel_steps: Integer = setting(MAX_PARALLEL_STEPS)
+    retry_backoff_seconds: Number = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)
+    fragmentation_threshold: Number = Field(30, ge=0, le=100)
+    min_index_pages: Integer = Field(8, ge=1, le=MAX_COUNT)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Hour = Annotated[int, Field(ge=0, le=23)]
+Hour = Annotated[Integer, Field(ge=0, le=23)]
 
 
 class _TimeZoned(_Strict):
@@ -240,7 +240,7 @@ class MaxTableSize(_Strict):
     """Steps on a table with more rows than this (the catalog's estimate) need approval."""
 
     type: Literal["max_table_size"]
-    max_rows: int = Field(gt=0, le=MAX_COUNT)
+    max_rows: Integer = Field(gt=0, le=MAX_COUNT)
     tools: list[str] | None = None
 
 
@@ -257,7 +257,7 @@ class BackupRequired(_Strict):
 
     type: Literal["backup_required"]
     before_operations: list[str] = Field(min_length=1)
-    max_age_hours: float = Field(24, gt=0, le=MAX_HOURS)
+    max_age_hours: Number = Field(24, gt=0, le=MAX_HOURS)
 
 
 class BusinessHours(_TimeZoned):
@@ -273,8 +273,8 @@ class PurgeLimits(_Strict):
     would delete more than max_share of the table."""
 
     type: Literal["purge_limits"]
-    min_retention_days: float = setting(RETENTION_DAYS, default=7)
-    max_share: float = Field(0.5, gt=0, le=1)
+    min_retention_days: Number = setting(RETENTION_DAYS, default=7)
+    max_share: Number = Field(0.5, gt=0, le=1)
     tools: list[str] = ["delete_old_records"]
 
 
@@ -296,31 +296,31 @@ class PurgeSettings(_Strict):
     """How the log cleanup agent purges, unless the job says otherwise."""
 
     date_column: str = setting(PURGE["date_column"])
-    retention_days: float = setting(RETENTION_DAYS)
-    batch_size: int = setting(PURGE["batch_size"], description="rows in the first batch")
-    max_batch_size: int = setting(PURGE["max_batch_size"])
-    max_batch_ms: float = setting(
+    retention_days: Number = setting(RETENTION_DAYS)
+    batch_size: Integer = setting(PURGE["batch_size"], description="rows in the first batch")
+    max_batch_size: Integer = setting(PURGE["max_batch_size"])
+    max_batch_ms: Number = setting(
         PURGE["max_batch_ms"], description="batches are sized to take this long"
     )
-    sleep_ms: float = setting(PURGE["sleep_ms"])
+    sleep_ms: Number = setting(PURGE["sleep_ms"])
     # --max-rows has no upper bound; a count in a config, as every count, fits 64 bits.
-    max_rows_per_run: int | None = setting(PURGE["max_rows"], le=MAX_COUNT)
-    run_time_seconds: float | None = setting(PURGE["run_time_seconds"])
-    max_running_queries: int | None = setting(PURGE["max_running_queries"])
-    max_replica_lag_seconds: float | None = setting(PURGE["max_replica_lag_seconds"])
+    max_rows_per_run: Integer | None = setting(PURGE["max_rows"], le=MAX_COUNT)
+    run_time_seconds: Number | None = setting(PURGE["run_time_seconds"])
+    max_running_queries: Integer | None = setting(PURGE["max_running_queries"])
+    max_replica_lag_seconds: Number | None = setting(PURGE["max_replica_lag_seconds"])
     # The longest one wait for a busy server or a lagging replica; then the purge
     # stops resumably and says so.
-    max_throttle_wait_seconds: float = setting(PURGE["max_throttle_wait_seconds"])
+    max_throttle_wait_seconds: Number = setting(PURGE["max_throttle_wait_seconds"])
     # How long a purge keeps reconnecting after losing its server, before it stops
     # resumably.
-    reconnect_seconds: float = setting(PURGE["reconnect_seconds"])
+    reconnect_seconds: Number = setting(PURGE["reconnect_seconds"])
     replicas: list[str] = []
     # pages: on PostgreSQL 14+ batches over ranges of the table's pages; keys: key ranges;
     # auto: key ranges where an integer key follows the pages' order, else pages.
     walk: Literal["auto", "pages", "keys"] = setting(PURGE["walk"])
     # Refresh statistics (and VACUUM on PostgreSQL) after a purge of at least this many
     # rows; null: never.
-    statistics_after_rows: int | None = setting(PURGE["statistics_after_rows"])
+    statistics_after_rows: Integer | None = setting(PURGE["statistics_after_rows"])
 
 
 class AgentSection(_Strict):

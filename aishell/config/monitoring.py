@@ -8,13 +8,16 @@ limit counts, is `RULES` below: the one place a condition's words are read.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aishell.config.bounds import MAX_RUN_TIME_SECONDS
+from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS
+from aishell.config.fields import Number
+from aishell.config.options import MAX_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,25 @@ def parse_condition(text: str) -> tuple[RuleKind, float]:
         if kind.bare_limit is None:
             raise ValueError(f"condition {text!r} needs a limit: {found.group(1)} > N")
         return kind, kind.bare_limit
-    limit = float(found.group(2))
-    if kind.unit == "seconds" and limit > MAX_RUN_TIME_SECONDS:
-        raise ValueError(f"condition {text!r}: at most {MAX_RUN_TIME_SECONDS} seconds")
+    measure, written = found.group(1), found.group(2)
+    limit = float(written)
+    # Some 310 digits make an infinite float, which no measure ever passes: a typo. Not
+    # echoed whole: the line would be the digits.
+    if not math.isfinite(limit):
+        raise ValueError(
+            f"condition on {measure}: a limit of {len(written)} digits is not a finite number"
+        )
+    # A count is whole: 0.5 failed steps is a typo, as a config's integer refuses 1.0.
+    if kind.unit == "":
+        if "." in written or int(written) > MAX_COUNT:
+            raise ValueError(
+                f"condition {text!r}: {measure} counts, so its limit is a whole number "
+                f"from 0 to {MAX_COUNT}"
+            )
+        return kind, int(written)
+    most = {"seconds": MAX_RUN_TIME_SECONDS, "hours": MAX_RETENTION_DAYS * 24}.get(kind.unit)
+    if most is not None and limit > most:
+        raise ValueError(f"condition {text!r}: at most {most} {kind.unit}")
     return kind, limit
 
 
@@ -107,7 +126,7 @@ class MonitoringConfig(BaseModel):
     metrics: list[Metric] = []
     alerts: list[AlertRule] = []
     # How often `schedule serve` evaluates the rules.
-    interval_seconds: float = Field(30, ge=1, le=3600)
+    interval_seconds: Number = Field(30, ge=1, le=3600)
     # Runs older than this are not looked at (an alert already firing is followed to its
     # end whatever its age): turning monitoring on does not page for last year's runs.
-    lookback_hours: float = Field(24, gt=0, le=24 * 366)
+    lookback_hours: Number = Field(24, gt=0, le=24 * 366)

@@ -4,6 +4,7 @@ choices and defaults from it. A second definition that drifts from it fails here
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, get_args
 
 import annotated_types
@@ -12,6 +13,7 @@ import pytest
 from pydantic.fields import FieldInfo
 
 from aishell.cli import cli
+from aishell.config.bounds import MAX_COUNT
 from aishell.config.models import AgentDefaults, PlannerConfig, PurgeLimits, PurgeSettings
 from aishell.config.options import (
     APPROVE_UP_TO,
@@ -41,12 +43,13 @@ EVERY_OPTION = (
     IGNORE_WINDOW,
 )
 # Tool params that declare both the option's bounds, not only agree with those they
-# declare: the purge's retention (check_retention holds it to them at the DELETE too)
-# and the waits for a table lock. cleanup_old_backups' retention declares the minimum
-# only: a job through the Python API may keep backups longer, and still does.
+# declare: the retentions (check_retention holds a purge's to them at the DELETE too)
+# and the waits for a table lock. (Every numeric param declares a maximum:
+# test_every_numeric_param_of_the_catalog_has_a_maximum.)
 BOUNDED_IN_THE_CATALOG = {
     ("count_table_rows", "retention_days"),
     ("delete_old_records", "retention_days"),
+    ("cleanup_old_backups", "retention_days"),
     ("backup_database_full", "lock_wait_seconds"),
     ("backup_database_incremental", "lock_wait_seconds"),
     ("restore_backup", "lock_wait_seconds"),
@@ -174,11 +177,16 @@ def _shared_params() -> list[tuple[str, str, dict[str, Any], Option]]:
 def test_a_tool_param_that_is_an_option_declares_its_bounds(
     tool: str, name: str, schema: dict[str, Any], option: Option
 ) -> None:
-    """The catalog may leave a bound out (the command line and the config hold a job to
-    it), but a bound it declares is the option's, and so is a default."""
+    """The catalog may leave a minimum out (the command line and the config hold a job
+    to it), but a bound it declares is the option's, and so is a default. An option with
+    no maximum of its own is a count, which the command line holds to 64 bits: the
+    catalog's maximum is that."""
     for bound in ("minimum", "maximum"):
         if bound in schema or (tool, name) in BOUNDED_IN_THE_CATALOG:
-            assert schema.get(bound) == getattr(option, bound), f"{tool}.{name}.{bound}"
+            declared = getattr(option, bound)
+            if bound == "maximum" and declared is None:
+                declared = MAX_COUNT
+            assert schema.get(bound) == declared, f"{tool}.{name}.{bound}"
     if "default" in schema:
         assert schema["default"] == option.default, f"{tool}.{name}.default"
 
@@ -187,6 +195,31 @@ def test_the_catalog_s_retention_params_are_checked() -> None:
     names = {(tool, name) for tool, name, _schema, _option in _shared_params()}
     assert names >= BOUNDED_IN_THE_CATALOG
     assert ("cleanup_old_backups", "retention_days") in names
+
+
+def _numeric_params(schema: dict[str, Any], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every param, at any depth, that may be a number, with where it is."""
+    kinds = schema.get("type")
+    if {"integer", "number"} & set(kinds if isinstance(kinds, list) else [kinds]):
+        yield where, schema
+    for name, sub in (schema.get("properties") or {}).items():
+        yield from _numeric_params(sub, f"{where}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from _numeric_params(schema["items"], f"{where}[]")
+
+
+def test_every_numeric_param_of_the_catalog_has_a_maximum() -> None:
+    """Without one a plan (re-signed, or drafted by a model) may carry a number that
+    overflows where it is used: a sleep past time_t, a count past SQLite's 64 bits."""
+    tools = load_registry([bundled_catalog_dir()]).tools.values()
+    found = [
+        (where, schema)
+        for tool in tools
+        for where, schema in _numeric_params(tool.params, tool.name)
+    ]
+    assert len(found) > 20
+    assert [where for where, schema in found if "maximum" not in schema] == []
+    assert all(schema["maximum"] <= MAX_COUNT for _where, schema in found)
 
 
 def test_durations_start_at_a_second() -> None:

@@ -323,7 +323,7 @@ def test_a_state_url_that_cannot_be_opened_is_one_line_without_its_password(home
         ("password_env", "MY PASSWORD", "not an environment variable's name"),
         ("password_env", "A=B", "not an environment variable's name"),
         ("lock_timeout_ms", 10**30, "less than or equal to 86400000"),
-        ("lock_timeout_ms", "ten", "valid integer"),
+        ("lock_timeout_ms", "ten", "a number in the digits 0-9"),
         ("read_timeout_seconds", "1e400", "finite number"),
         ("busy_timeout_ms", -1, "greater than or equal to 1"),
     ],
