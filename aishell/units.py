@@ -5,6 +5,7 @@ and the scheduler's log alike."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,3 +38,15 @@ def age_words(seconds: float | None) -> str:
     if abs(seconds) < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def percent(share: float) -> str:
+    """A share (0.5) as a percent as exact as it was given: 50%, 0.5%, 12.25%."""
+    shown = f"{share * 100:.2f}".rstrip("0").rstrip(".")
+    return f"{shown}%"
+
+
+def percent_up(share: float) -> str:
+    """A share a person is asked to approve, in whole percent rounded up: never less
+    than it is, and what the approval of it allows (purge/share.py's shown percent)."""
+    return f"{min(100, math.ceil(round(share * 100, 9)))}%"

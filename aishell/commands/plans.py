@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.commands.assumptions import planned_tables
 from aishell.commands.planner import build_plan
 from aishell.commands.previews import PlanPreview, preview_plan
 from aishell.commands.tools import load_catalog
@@ -22,6 +23,7 @@ from aishell.planners.llm import Notice
 from aishell.registry import Registry
 from aishell.state import signing
 from aishell.targets.engines import Target, open_target
+from aishell.targets.fingerprints import table_identities
 from aishell.targets.identity import plan_identity
 from aishell.targets.tables import TableCatalog
 from aishell.tool.params import identifier_params
@@ -55,7 +57,7 @@ def plan_job(
             conn.close()
         plan = build_plan(config, registry, handle, agent_name, job, planner, notice, catalog)
         if out is not None:
-            plan = replace(plan, target_identity=_identity(handle))
+            plan = _pinned(handle, plan)
         level = safety_level or config.agent(agent_name).defaults.safety_level
         preview = preview_plan(config, registry, handle, plan, level, catalog)
     finally:
@@ -87,7 +89,7 @@ def save_plan(config: Config, plan: Plan, out: Path) -> Path:
     if plan.target_identity is None:
         handle = open_target(config, plan.target, read_only=True)
         try:
-            plan = replace(plan, target_identity=_identity(handle))
+            plan = _pinned(handle, plan)
         finally:
             handle.close()
     key = signing.load_key(config.home)
@@ -109,12 +111,14 @@ def load_plan_file(path: Path) -> SavedPlan:
         data = json.loads(read_regular(path, PLAN_LIMIT, "Plan file", PlanError))
     except FileNotFoundError:
         raise UsageError(f"Plan file {path} does not exist") from None
-    except (UnicodeDecodeError, RecursionError):
-        raise PlanError(f"Plan file {path} is not a plan's JSON text") from None
     except json.JSONDecodeError as exc:
         raise PlanError(
             f"Plan file {path} is not valid JSON: {exc.msg} (line {exc.lineno})"
         ) from None
+    # Any other ValueError: bytes that are not UTF-8, or an integer longer than int()
+    # reads (4300 digits); a RecursionError: arrays nested past the stack.
+    except (ValueError, RecursionError):
+        raise PlanError(f"Plan file {path} is not a plan's JSON text") from None
     return SavedPlan.parse(data, str(path))
 
 
@@ -136,12 +140,17 @@ def verified_plan(config: Config, saved: SavedPlan) -> Plan:
     return saved.plan
 
 
-def _identity(handle: Target) -> str:
+def _pinned(handle: Target, plan: Plan) -> Plan:
+    """The plan with the database it was made on, and which table each of its table
+    names reaches (a table renamed into a name since is not the one planned for)."""
     conn = handle.connect()
     try:
-        return plan_identity(conn)
+        identity = plan_identity(conn)
+        tables = table_identities(conn, planned_tables(plan))
     finally:
         conn.close()
+    assumptions = {**plan.assumptions, "table_ids": tables}
+    return replace(plan, target_identity=identity, assumptions=assumptions)
 
 
 def missing_names(

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from typing_extensions import Unpack
 
 from aishell.commands.assumptions import drift_since_plan, plan_assumptions, planned_tables
@@ -30,11 +31,14 @@ from aishell.config.models import Config
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
+from aishell.policy.rules import tighter_or_equal
 from aishell.policy.window import WINDOW_IGNORED
 from aishell.registry import Registry
 from aishell.sqltext import as_received
+from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
-from aishell.targets.identity import check_plan_identity
+from aishell.targets.fingerprints import table_identities
+from aishell.targets.identity import INSTANCE_MARK, check_plan_identity
 from aishell.targets.tables import TableCatalog
 
 RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
@@ -126,7 +130,7 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
                     f"{'; '.join(missing)}; nothing was run"
                 )
             now = plan_assumptions(catalog, plan.job, planned_tables(plan))
-            drift = drift_since_plan(plan, now)
+            drift = drift_since_plan(plan, now) + _tables_replaced(conn, plan)
     finally:
         handle.close()
     if drift:
@@ -134,6 +138,20 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
             f"Target '{plan.target}' changed since the plan was made ({'; '.join(drift)}); "
             "make a new plan"
         )
+
+
+def _tables_replaced(conn: Connection, plan: Plan) -> list[str]:
+    """The plan's tables whose names reach another table than when it was saved."""
+    then = plan.assumptions.get("table_ids")
+    if not isinstance(then, dict):
+        return []  # a plan saved before aishell recorded them
+    now = table_identities(conn, then)
+    return [
+        f"'{table}' is not the table the plan was made for (dropped and created again, "
+        "rebuilt, or another renamed to its name)"
+        for table, identity in sorted(then.items())
+        if table in now and now[table] != identity
+    ]
 
 
 def resume_run(
@@ -172,11 +190,13 @@ def resume_run(
             handle.close()
             raise
         try:
+            _check_same_database(plan, lock.lease, run_id)
+            level = _resumed_level(config, store, run)
             store.reopen_run(run_id, f"resumed from {run['status']}")
             executor = make_executor(
                 RunPlace(config, registry, store, handle),
                 plan.agent,
-                run["safety_level"],
+                level,
                 how,
                 run_id=run_id,
                 lock=lock,
@@ -187,6 +207,35 @@ def resume_run(
         finally:
             release_run_lock(store, lock, run_id)
             handle.close()
+
+
+def _check_same_database(plan: Plan, reached: str, run_id: str) -> None:
+    """A run's approvals and checks were given for the database it started on: a resume
+    that reaches another one (the target's URL points elsewhere now, or its database was
+    dropped and created again) is refused before anything runs."""
+    recorded = (plan.target_identity or "").partition(INSTANCE_MARK)[0]
+    if not recorded:
+        raise PlanError(
+            f"Run {run_id} does not record which database it ran on (it started before "
+            "aishell recorded it), so it cannot be resumed safely; run its job again"
+        )
+    if recorded != reached:
+        raise PlanError(
+            f"Run {run_id} ran on database {recorded}, but target '{plan.target}' now "
+            f"reaches {reached}; its approvals and checks were for the other one: run its "
+            "job again on this one"
+        )
+
+
+def _resumed_level(config: Config, store: StateStore, run: dict[str, Any]) -> str:
+    """The run's safety level, or the agent's configured one where that is stricter now:
+    a level tightened since the run started holds for the steps still to run."""
+    configured = config.agent(run["agent"]).defaults.safety_level
+    if tighter_or_equal(run["safety_level"], configured):
+        return str(run["safety_level"])
+    change = {"from": run["safety_level"], "to": configured, "why": "configured since"}
+    store.record_event(run["run_id"], None, "safety_level_tightened", change)
+    return configured
 
 
 def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], since: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple, TypedDict
 
@@ -157,6 +158,7 @@ def start_run(
         _check_loosening(handle, configured, level, force)
         if not dry_run:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
+            plan = _on_database(plan, lock)
         if fleet is not None and (earlier := store.fleet_run_id(*fleet)) is not None:
             # Asked under the run lock, which every run of this database takes: a task
             # delivered twice starts one run, the second delivery finds it.
@@ -200,6 +202,14 @@ def _check_loosening(handle: Target, configured: str, level: str, force: bool) -
             f"Target '{handle.name}' is production: loosening the safety level from "
             f"{configured} to {level} needs --force"
         )
+
+
+def _on_database(plan: Plan, lock: RunLock) -> Plan:
+    """The plan with the database the run acts on (the run lock's identity of it), kept
+    with the run: a resume that reaches another database is refused."""
+    if plan.target_identity is not None:
+        return plan  # a saved plan's, checked against the target already
+    return replace(plan, target_identity=lock.lease)
 
 
 def _record_run(

@@ -84,6 +84,9 @@ class StepResult:
     # The locks it takes on the target and the lock wait that bounds them (shown by a
     # dry run and the prompt; not stored: the catalog says it again on resume).
     locks: StepLocks | None = None
+    # What it acts on, measured when it is asked about (executor/covered.py; not stored:
+    # an approval keeps it with the facts it was given for).
+    subject: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

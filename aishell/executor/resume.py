@@ -14,6 +14,7 @@ from typing import Any
 
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
+from aishell.executor.covered import subject_changes
 from aishell.executor.results import StepResult
 from aishell.guard.connection import Guard
 from aishell.plan.model import Step
@@ -21,6 +22,7 @@ from aishell.policy.rules import Verdict
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation, ToolContext
+from aishell.units import percent_up
 
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
@@ -57,9 +59,13 @@ def approved_before(stored: Mapping[str, Any] | None) -> bool:
 
 
 def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
-    """What an approval is given for: the verdict's risk and reasons, and the rows and
-    share of the table the step would delete, as measured now."""
-    return facts(verdict.risk.value, verdict.reasons, verdict.personal, result.estimate)
+    """What an approval is given for: the verdict's risk and reasons, the rows and share
+    of the table the step would delete, and what it acts on (its tables and their code),
+    as measured now."""
+    found = facts(verdict.risk.value, verdict.reasons, verdict.personal, result.estimate)
+    if result.subject is not None:
+        found["subject"] = result.subject
+    return found
 
 
 def facts(
@@ -98,14 +104,14 @@ def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list
         return grew  # approved before verdicts were kept (or in doubt): by name or not
     if RiskLevel(now["risk"]).rank > RiskLevel(then.get("risk") or "safe").rank:
         grew.append(f"risk {then.get('risk')} -> {now['risk']}")
-    for key, shown in (("rows", "{:,}"), ("share", "{:.0%}")):
+    for key, shown in (("rows", "{:,}".format), ("share", percent_up)):
         before, after = then.get(key), now[key]
         if after is not None and (before is None or after > _SLACK[key](before)):
-            was = "unmeasured" if before is None else shown.format(before)
-            grew.append(f"{key} {was} -> {shown.format(after)}")
+            was = "unmeasured" if before is None else shown(before)
+            grew.append(f"{key} {was} -> {shown(after)}")
     known = {_kind_of(r) for r in then.get("reasons") or []}
     grew += [f"a new reason: {r}" for r in now["reasons"] if _kind_of(r) not in known]
-    return grew
+    return grew + subject_changes(then.get("subject"), now.get("subject"))
 
 
 def _kind_of(reason: str) -> str:

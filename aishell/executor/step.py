@@ -3,13 +3,15 @@ run's preview, the maintenance window, the resume rule, approval, then its tool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from aishell.config.kinds import Category
 from aishell.executor.approvals import approve, notify
 from aishell.executor.attempts import run_tool
 from aishell.executor.context import RunContext
+from aishell.executor.covered import measure_subject
 from aishell.executor.prepare import (
     PreparedStep,
     apply_verdict,
@@ -18,7 +20,7 @@ from aishell.executor.prepare import (
     settle_dependencies,
 )
 from aishell.executor.results import StepResult
-from aishell.executor.resume import may_run_again
+from aishell.executor.resume import may_run_again, outgrown, verdict_facts
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.plan.model import Step
@@ -94,15 +96,65 @@ def ready_step(
     if result.status == "succeeded":  # its effect was found: it ran before the crash
         return None
     if verdict.requires_approval:
-        decision = approve(run, step, result, tool, verdict, stored)
-        if decision is Decision.DEFER:
-            waiting.add(step.id)
-            return None
-        if decision is Decision.DENY:
-            return None
-    elif verdict.confirmation is Confirmation.NOTIFY:
+        again = partial(prepare, run, step, result, tool, impl, outputs, absent, ctx)
+        return _approved(run, step, result, prepared, ctx, stored, waiting, again)
+    if verdict.confirmation is Confirmation.NOTIFY:
         notify(run, result, tool, prepared.params)
     return prepared
+
+
+# A person may answer minutes after the question, while the table is written or the
+# window closes: the step is measured and judged again after a yes at the prompt, and
+# asked about again when what it acts on grew meanwhile, at most this many times.
+_ASKED_AT_MOST = 3
+
+
+def _approved(
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    prepared: PreparedStep,
+    ctx: ToolContext,
+    stored: Mapping[str, Any] | None,
+    waiting: set[str],
+    measure: Callable[[], PreparedStep | None],
+) -> PreparedStep | None:
+    """The step as approved now, or None when it does not run now (denied, deferred,
+    waiting, or skipped on its second measure)."""
+    for _ in range(_ASKED_AT_MOST):
+        result.subject = measure_subject(run, result, prepared.tool, ctx)
+        decision = approve(run, step, result, prepared.tool, prepared.verdict, stored)
+        if decision is Decision.DEFER:
+            waiting.add(step.id)
+        if decision is not Decision.APPROVE:
+            return None
+        if (result.approval or {}).get("how") != "prompt":
+            return prepared  # given before the question (a flag, an earlier approval)
+        ctx.step_cache = {}
+        again = measure()
+        if again is None:
+            return None
+        apply_verdict(result, again.verdict)
+        if again.verdict.defer:
+            waiting.add(step.id)
+            run.finish(result, "deferred", error=again.verdict.defer)
+            return None
+        result.subject = measure_subject(run, result, again.tool, ctx)
+        given = run.store.last_approval(run.run_id, result.index)
+        grew = outgrown(given, verdict_facts(result, again.verdict))
+        if not again.verdict.requires_approval or not grew:
+            return again
+        run.record_event(result.index, "approval_outgrown", {"grew": grew, "while": "asked"})
+        result.reasons.insert(0, "changed while the question waited: " + ", ".join(grew))
+        prepared, stored = again, None
+    waiting.add(step.id)
+    run.finish(
+        result,
+        "waiting_approval",
+        error="what it acts on kept changing while it was asked about; `aishell resume "
+        f"{run.run_id}` asks again",
+    )
+    return None
 
 
 def tool_step(

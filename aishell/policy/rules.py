@@ -33,6 +33,7 @@ from aishell.guard.statements import classify
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation
+from aishell.units import percent, percent_up
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {
@@ -349,8 +350,8 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
         if share > constraint.max_share:
             about = "about " if effect.get("estimated") else ""
             reasons.append(
-                f"would delete {about}{going:,} of {about}{total:,} rows ({share:.0%}), over "
-                f"max_share ({constraint.max_share:.0%})"
+                f"would delete {about}{going:,} of {about}{total:,} rows "
+                f"({percent_up(share)}), over max_share ({percent(constraint.max_share)})"
             )
     # The estimate above only warns ahead; the purge itself stops at max_share by its
     # own count of what it deleted, and then only a person's yes lets it go on.

@@ -312,3 +312,38 @@ def test_resume_without_a_decision_keeps_waiting(edit_config, demo_db):
     again = commands.resume_run(config, first.run_id, approver=NonInteractive())
     assert again.status == "waiting_approval"
     assert [s.attempts for s in again.steps][:2] == [1, 1]
+
+
+class _LateYes:
+    """A person who answers yes at the prompt once the clock has passed `later`."""
+
+    def __init__(self, now: list[datetime], later: datetime) -> None:
+        self.now, self.later = now, later
+
+    def decide(self, request):
+        from aishell.policy.approvers import Answer, Decision
+
+        self.now[0] = self.later
+        return Answer(Decision.APPROVE, "dba", "prompt", "approved at the prompt")
+
+
+def test_a_yes_given_after_the_window_closed_defers_the_step(edit_config, demo_db):
+    """Asked at 02:50 in a window that ends at 03:00, answered at 03:10: the step waits
+    for the next window instead of running outside this one."""
+    config = with_constraints(
+        edit_config,
+        {"type": "maintenance_window", "allowed_hours": [1, 2], "timezone": "UTC"},
+        {"type": "max_table_size", "max_rows": 10},
+    )
+    now = [datetime(2026, 11, 17, 2, 50, tzinfo=UTC)]
+    result = commands.run_job(
+        config,
+        "maintenance",
+        {"type": "full", "tables": ["orders"]},
+        clock=lambda: now[0],
+        approver=_LateYes(now, datetime(2026, 11, 17, 3, 10, tzinfo=UTC)),
+    )
+    asked = [s for s in result.steps if s.approval is not None]
+    assert asked, statuses(result)
+    assert asked[0].status == "deferred", (asked[0].tool, asked[0].status, asked[0].error)
+    assert "outside the maintenance window" in str(asked[0].error)

@@ -33,6 +33,7 @@ from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+from aishell.units import percent
 
 MAX_BATCH = 1_000_000
 # Batches grow at most this much at a time, so one slow stretch of the table cannot
@@ -313,7 +314,7 @@ class Walk:
             "rows_deleted": deleted,
             "approvals": len(self.ctx.step_approvals()),
         }
-        self.stopped_by = f"max_share ({self.limit.max_share:.0%}) reached"
+        self.stopped_by = f"max_share ({percent(self.limit.max_share)}) reached"
         self.checkpoint()
         raise stop_at_limit(self.ctx, self.limit, deleted, self.output())
 

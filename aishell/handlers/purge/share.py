@@ -31,6 +31,7 @@ from typing import Any
 from aishell.errors import NamedApprovalNeeded
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+from aishell.units import percent
 
 # The answers that are a person's yes to the step by its number: `aishell approve RUN
 # --step N`, or "yes" at a prompt that showed why (a flag or "all" never reaches a step
@@ -84,11 +85,10 @@ class ShareLimit:
         }
 
     def reason(self, deleted: int) -> str:
-        limit = f"max_share ({self.max_share:.0%})"
+        limit = f"max_share ({percent(self.max_share)})"
         if self.approved_percent > self.max_share * 100:
-            limit = (
-                f"the {self.approved_percent}% a person approved (max_share {self.max_share:.0%})"
-            )
+            ceiling = percent(self.max_share)
+            limit = f"the {self.approved_percent}% a person approved (max_share {ceiling})"
         return (
             f"the purge stopped at {limit}: it deleted {deleted:,} of the "
             f"{self.rows_at_start:,} rows {self.table} held when it started, and its next "

@@ -417,11 +417,11 @@ def test_postgresql_stale_histogram_stops_at_the_limit(home, pg_url, how):
 # --- a prompt answered yes while old rows came in, and the archive after a resume ---------
 
 
-def test_sqlite_rows_that_came_after_the_prompt_stop_at_the_limit_archived_once(home):
+def test_sqlite_rows_that_came_while_the_prompt_waited_are_asked_about_again(home):
     """The estimate (exact on SQLite) said 40%, and a person said yes to that; while the
-    prompt waited, another session made more rows old. The purge stops at 50% of the rows
-    it counted at its start; after the approval by number the resume finishes: every old
-    row deleted and archived once."""
+    prompt waited, another session made more rows old (80%, over max_share). The yes
+    was not for them: the purge is measured again and asked about again, showing 80%;
+    a yes to that deletes them, each archived once."""
     url = f"sqlite:///{home / 'prompted.db'}"
     data = {
         "keys": list(range(1, 201)),
@@ -432,28 +432,29 @@ def test_sqlite_rows_that_came_after_the_prompt_stop_at_the_limit_archived_once(
     build(url, "events", data)
     config = _share_config(home, url, 0.5)
     archive = home / "archive" / "events.jsonl"
+    asked: list[tuple[str, ...]] = []
 
     def answer(request: Any) -> str:
         if request.tool == "delete_old_records":
-            # Another session, meanwhile: 80 more rows are old (160 of 200).
-            _execute(url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 160")
+            asked.append(request.reasons)
+            if len(asked) == 1:
+                # Another session, meanwhile: 80 more rows are old (160 of 200).
+                _execute(
+                    url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 160"
+                )
         return "yes"
 
     everything = ids_in(url, "events")
-    run = commands.run_job(
+    done = commands.run_job(
         config,
         "log_cleanup",
         _job("events", archive_to=f"file:{archive}"),
         approver=Prompting(ask=answer),
         safety_level="strict",  # so that the purge asks
     )
-    purge = run.steps[PURGE]
-    assert purge.status == "waiting_approval", purge.error
-    assert len(everything - ids_in(url, "events")) == 100
-    again = commands.resume_run(config, run.run_id, approver=PreApproved())
-    assert again.steps[PURGE].status == "waiting_approval"
-    commands.decide_steps(config, run.run_id, "approved", step=PURGE)
-    done = commands.resume_run(config, run.run_id, approver=PreApproved())
+    assert len(asked) == 2, asked
+    assert any("changed while the question waited" in r for r in asked[1]), asked[1]
+    assert any("would delete 160 of 200 rows (80%)" in r for r in asked[1]), asked[1]
     assert done.status == "completed", done.error
     gone = everything - ids_in(url, "events")
     assert gone == set(range(1, 161))
@@ -462,10 +463,10 @@ def test_sqlite_rows_that_came_after_the_prompt_stop_at_the_limit_archived_once(
     assert done.steps[PURGE].output["rows_deleted"] == 160
 
 
-def test_sqlite_a_yes_by_name_covers_the_share_it_was_shown_and_no_more(home):
+def test_sqlite_a_no_to_the_share_that_grew_while_asked_deletes_nothing(home):
     """The prompt showed 60%, over max_share, and a person said yes to it; while it
-    waited, more rows became old (90%). The purge stops at 60% of the rows it counted,
-    not at max_share (that yes covered it) and not at 90% (nobody said yes to that)."""
+    waited, more rows became old (90%). Asked again with 90%, the person says no:
+    nothing is deleted, though a yes to 60% was given."""
     url = f"sqlite:///{home / 'shown.db'}"
     data = {
         "keys": list(range(1, 201)),
@@ -478,19 +479,17 @@ def test_sqlite_a_yes_by_name_covers_the_share_it_was_shown_and_no_more(home):
     shown: list[tuple[str, ...]] = []
 
     def answer(request: Any) -> str:
-        if request.tool == "delete_old_records":
-            shown.append(request.personal)
+        if request.tool != "delete_old_records":
+            return "yes"
+        shown.append(request.personal)
+        if len(shown) == 1:
             _execute(url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 180")
-        return "yes"
+            return "yes"
+        return "no"
 
     everything = ids_in(url, "events")
     run = commands.run_job(config, "log_cleanup", _job("events"), approver=Prompting(ask=answer))
-    assert any("would delete 120 of 200 rows (60%)" in r for [r] in shown)
-    purge = run.steps[PURGE]
-    assert purge.status == "waiting_approval", purge.error
-    assert any("the 60% a person approved" in r for r in purge.personal)
-    assert len(everything - ids_in(url, "events")) == 120
-    commands.decide_steps(config, run.run_id, "approved", step=PURGE)
-    done = commands.resume_run(config, run.run_id, approver=PreApproved())
-    assert done.status == "completed", done.error
-    assert everything - ids_in(url, "events") == set(range(1, 181))
+    assert any("would delete 120 of 200 rows (60%)" in r for r in shown[0])
+    assert any("would delete 180 of 200 rows (90%)" in r for r in shown[1]), shown
+    assert run.steps[PURGE].status == "denied"
+    assert ids_in(url, "events") == everything

@@ -1,0 +1,153 @@
+"""What a step acts on, as facts an approval is given for: which table each name reaches
+now, and the code the server may run on those tables' behalf.
+
+A name is not a table: `ALTER TABLE logs RENAME TO logs_old; ALTER TABLE invoices
+RENAME TO logs` keeps the name and changes what a purge of `logs` deletes. Each table's
+identity is what such a swap (or a drop and create) changes: PostgreSQL's oid, InnoDB's
+table id (a rebuild makes a new one too; then the step is asked about again, the safe
+side), else MariaDB's creation time, SQLite's root page. Code is fingerprinted by its
+definition: the triggers and rules on the tables and every user-defined routine of the
+database (a trigger's function may call any of them), each as a short digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import bindparam
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.dialects import family
+from aishell.sqltext import text
+from aishell.targets.identity import _innodb_file_name
+
+# More routines than this are kept as one digest of them all: a change is still seen,
+# though not named.
+MAX_NAMED_ROUTINES = 200
+
+_PG_TABLES = (
+    "SELECT c.relname AS name, c.oid::text AS id FROM pg_catalog.pg_class c "
+    "WHERE c.relname IN :names AND c.relnamespace = "
+    "pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid"
+)
+_PG_ROUTINES = (
+    "SELECT p.oid::regprocedure::text AS name, pg_catalog.md5(pg_catalog.pg_get_functiondef("
+    "p.oid)) AS digest FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON "
+    "n.oid = p.pronamespace WHERE p.prokind IN ('f', 'p', 'w') AND n.nspname NOT IN "
+    "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND NOT "
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+    "'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')"
+)
+_PG_TABLE_CODE = (
+    "SELECT 'trigger ' || t.tgname || ' on ' || c.relname AS name, pg_catalog.md5("
+    "pg_catalog.pg_get_triggerdef(t.oid) || t.tgenabled::text) AS digest FROM "
+    "pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+    "WHERE NOT t.tgisinternal AND c.relname "
+    "IN :names AND c.relnamespace = pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid "
+    "UNION ALL SELECT 'rule ' || r.rulename || ' on ' || r.tablename, pg_catalog.md5("
+    "r.definition) FROM pg_catalog.pg_rules r WHERE r.schemaname = pg_catalog.current_schema() "
+    "AND r.tablename IN :names "
+    "UNION ALL SELECT 'policy ' || p.policyname || ' on ' || p.tablename, pg_catalog.md5("
+    "coalesce(p.qual, '') || '/' || coalesce(p.with_check, '') || p.cmd) FROM "
+    "pg_catalog.pg_policies p WHERE p.schemaname = pg_catalog.current_schema() AND "
+    "p.tablename IN :names"
+)
+_MYSQL_CREATED = (
+    "SELECT TABLE_NAME AS name, coalesce(CREATE_TIME, '') AS id FROM information_schema.TABLES "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
+)
+_MYSQL_INNODB_IDS = (
+    "SELECT NAME AS name, TABLE_ID AS id FROM information_schema.INNODB_SYS_TABLES "
+    "WHERE NAME IN :names"
+)
+_MYSQL_ROUTINES = (
+    "SELECT concat(ROUTINE_TYPE, ' ', ROUTINE_NAME) AS name, md5(concat_ws('/', "
+    "ROUTINE_DEFINITION, CREATED, LAST_ALTERED, SQL_MODE, SECURITY_TYPE, DEFINER)) AS digest "
+    "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"
+)
+_MYSQL_TABLE_CODE = (
+    "SELECT concat('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE) AS name, md5(concat_ws("
+    "'/', ACTION_STATEMENT, ACTION_TIMING, EVENT_MANIPULATION, CREATED, SQL_MODE, DEFINER)) "
+    "AS digest FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND "
+    "EVENT_OBJECT_TABLE IN :names"
+)
+_SQLITE_TABLES = (
+    "SELECT name, CAST(rootpage AS TEXT) AS id FROM sqlite_schema WHERE type = 'table' "
+    "AND name IN :names"
+)
+_SQLITE_TABLE_CODE = (
+    "SELECT 'trigger ' || name || ' on ' || tbl_name AS name, sql AS digest FROM sqlite_schema "
+    "WHERE type = 'trigger' AND tbl_name IN :names"
+)
+
+
+def table_identities(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
+    """Each named table's identity now; a name that reaches no table is left out."""
+    names = sorted(set(tables))
+    if not names:
+        return {}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return _rows(conn, _PG_TABLES, names)
+    if family(dialect) == "mysql":
+        return _mysql_identities(conn, names)
+    return _rows(conn, _SQLITE_TABLES, names)
+
+
+def code_digests(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
+    """The code that may run when the tables are written or read: their triggers (and
+    PostgreSQL's rules and row policies), and the database's own routines, each by a
+    digest of its definition (all routines as one digest past MAX_NAMED_ROUTINES)."""
+    names = sorted(set(tables))
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        on_tables, routines = _PG_TABLE_CODE, _PG_ROUTINES
+    elif family(dialect) == "mysql":
+        on_tables, routines = _MYSQL_TABLE_CODE, _MYSQL_ROUTINES
+    else:
+        on_tables, routines = _SQLITE_TABLE_CODE, None
+    found = _digested(_rows(conn, on_tables, names)) if names else {}
+    if routines is not None:
+        every = _digested(_rows(conn, routines, None))
+        if len(every) > MAX_NAMED_ROUTINES:
+            joined = "\n".join(f"{k}={v}" for k, v in sorted(every.items()))
+            every = {f"{len(every)} routines": _digest(joined)}
+        found.update(every)
+    return found
+
+
+def _mysql_identities(conn: Connection, names: list[str]) -> dict[str, str]:
+    """InnoDB's table id where this login may read it (PROCESS), else the creation time."""
+    found = {name: f"created {at}" for name, at in _rows(conn, _MYSQL_CREATED, names).items()}
+    schema = conn.execute(text("SELECT DATABASE()")).scalar()
+    prefix = f"{_innodb_file_name(str(schema))}/"
+    spelled = {prefix + _innodb_file_name(name): name for name in found}
+    try:
+        ids = _rows(conn, _MYSQL_INNODB_IDS, sorted(spelled))
+    except DBAPIError:
+        if conn.in_transaction():
+            conn.rollback()
+        return found
+    for innodb_name, table_id in ids.items():
+        found[spelled[innodb_name]] = f"innodb {table_id}"
+    return found
+
+
+def _rows(conn: Connection, sql: str, names: list[str] | None) -> dict[str, str]:
+    """name -> id or digest, of a statement whose rows are (name, id) or (name, digest)."""
+    statement = text(sql)
+    if names is None:
+        return {str(name): str(value) for name, value in conn.execute(statement)}
+    expanded = statement.bindparams(bindparam("names", expanding=True))
+    return {str(name): str(value) for name, value in conn.execute(expanded, {"names": names})}
+
+
+def _digested(found: dict[str, str]) -> dict[str, str]:
+    return {name: _digest(value) for name, value in found.items()}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()[:16]
