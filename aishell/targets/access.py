@@ -9,7 +9,12 @@ from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
 from aishell.sqltext import text
-from aishell.targets.limits import STATEMENT_LIMIT_KEY, limit_setting, statement_limit
+from aishell.targets.limits import (
+    STATEMENT_LIMIT_KEY,
+    limit_setting,
+    set_statement_limit,
+    statement_limit,
+)
 from aishell.targets.searchpath import SEARCH_PATH_KEY
 
 SESSION_ACCESS = {
@@ -48,8 +53,8 @@ def session_access(
     elif access:
         on, off = SESSION_ACCESS[name]
         conn.execute(text(on if wanted else off))
-    elif limit is not None:
-        conn.execute(text(limit))
+    elif limit is not None and limit_seconds is not None:
+        set_statement_limit(conn, limit_seconds)
     if access:
         conn.info[ACCESS_KEY] = wanted
     if limit is not None:
@@ -80,12 +85,15 @@ def _both(conn: Connection, name: str, mariadb: bool, read_only: bool, seconds: 
                 "SELECT set_config('default_transaction_read_only', :access, false), "
                 "set_config(:variable, :value, false)"
             ),
-            {"access": "on" if read_only else "off", "variable": variable, "value": value},
+            {"access": "on" if read_only else "off", "variable": variable, "value": str(value)},
         )
         return
-    # Both values are aishell's own (a flag, a number of seconds); neither is user text.
+    # Both names are aishell's own; the values are bound.
     access = _MYSQL_READ_ONLY[mariadb]
-    conn.execute(text(f"SET SESSION {access} = {int(read_only)}, SESSION {variable} = {value}"))
+    conn.execute(
+        text(f"SET SESSION {access} = :access, SESSION {variable} = :value"),
+        {"access": int(read_only), "value": value},
+    )
 
 
 def session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None:

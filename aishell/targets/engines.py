@@ -25,6 +25,7 @@ from aishell.targets.limits import (
     TargetSilent,
     bound_setup,
     inherit_step_limit,
+    mysql_lock_wait_seconds,
     mysql_read_timeout,
     pymysql_timed_out,
     watch_statements,
@@ -62,6 +63,8 @@ class Target:
     # SQLite: the same file through a pool of no connections kept, for the steps of a
     # parallel group (connect_apart).
     apart_engine: Engine | None = None
+    # SQLite opened read-only: the WAL files its reads may make, removed at close().
+    wal_files: WalFiles | None = None
 
     def reading(self) -> Target:
         """This target for reading only, sharing its engine: planning and then running
@@ -109,6 +112,8 @@ class Target:
         self.engine.dispose()
         if self.apart_engine is not None:
             self.apart_engine.dispose()
+        if self.wal_files is not None:
+            self.wal_files.remove_made()
 
     def try_lock(self, key: str) -> RunLock | None:
         """Take the server's own lock for key (the database's identity), or None if held
@@ -234,7 +239,7 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
 
 
 def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limits) -> Engine:
-    lock_seconds = max(1, round(target.lock_timeout_ms / 1000))
+    lock_seconds = mysql_lock_wait_seconds(target.lock_timeout_ms)
     engine = create_engine(
         url,
         connect_args={
@@ -260,8 +265,9 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
         # The server's messages in English, whatever its lc_messages: the text of an
         # error row (CHECK TABLE's, a refusal's) is what aishell reads it by.
         cursor.execute(
-            f"SET SESSION lock_wait_timeout = {lock_seconds}, "
-            f"SESSION innodb_lock_wait_timeout = {lock_seconds}, SESSION lc_messages = 'en_US'"
+            "SET SESSION lock_wait_timeout = %(wait)s, "
+            "SESSION innodb_lock_wait_timeout = %(wait)s, SESSION lc_messages = 'en_US'",
+            {"wait": lock_seconds},
         )
         if read_only:
             cursor.execute("SET SESSION TRANSACTION READ ONLY")
@@ -309,15 +315,15 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
     # mode=ro makes a dry run read-only in the SQLite library itself; mode=rw refuses
     # to create a new, empty database where a file was expected.
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
+    busy_seconds = target.busy_timeout_ms / 1000
 
     def connect() -> sqlite3.Connection:
         # The driver is imported when a SQLite target is opened, not with this module:
         # `targets list` and the other commands that open no target import no driver.
         import sqlite3
 
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
-
-    busy_ms = target.busy_timeout_ms
+        # timeout: SQLite's busy timeout, set by the driver (no number in a PRAGMA's text).
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=busy_seconds)
 
     def sqlite_engine(**pooling: Any) -> Engine:
         # Named parameters, bound by SQLite's own tokenizer: in the default positional
@@ -327,16 +333,80 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
 
         @event.listens_for(engine, "connect")
         def _guard(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
             if read_only:
+                cursor = dbapi_conn.cursor()
                 cursor.execute("PRAGMA query_only = ON")
-            cursor.close()
+                cursor.close()
 
         return engine
 
     engine = sqlite_engine()
     apart = sqlite_engine(poolclass=NullPool)
+    wal = WalFiles.noted(path.resolve(), busy_seconds) if read_only else None
     return Target(
-        name, target, engine, "sqlite", read_only, sqlite_path=path.resolve(), apart_engine=apart
+        name,
+        target,
+        engine,
+        "sqlite",
+        read_only,
+        sqlite_path=path.resolve(),
+        apart_engine=apart,
+        wal_files=wal,
     )
+
+
+@dataclass
+class WalFiles:
+    """The -wal and -shm files beside a SQLite database in WAL mode, which a read-only
+    connection makes when they are missing: SQLite cannot read a WAL database without
+    them (short of immutable=1, which reads wrong pages while another process writes,
+    or a folder it cannot write to), and, read-only, cannot remove them when it closes
+    as a last connection otherwise does. Files made by aishell's user beside another
+    user's database can keep that user's application from opening it.
+
+    So the files missing when a read-only target opens are removed when it closes, by
+    SQLite itself: a connection that may write (and sends nothing but a read) is opened
+    and closed, and SQLite's close of a last connection removes them, only when it gets
+    the database's exclusive lock, that is when no other connection in any process has
+    the database open (nor one of this process). A WAL that holds anything was written
+    by another connection since: then the files are that connection's, and stay."""
+
+    path: Path
+    busy_seconds: float
+    missing_at_open: bool
+
+    @classmethod
+    def noted(cls, path: Path, busy_seconds: float) -> WalFiles:
+        return cls(path, busy_seconds, not any(f.exists() for f in cls._files(path)))
+
+    @staticmethod
+    def _files(path: Path) -> tuple[Path, Path]:
+        return Path(f"{path}-wal"), Path(f"{path}-shm")
+
+    def remove_made(self) -> None:
+        """Remove the files if this target's reads made them and nobody uses them."""
+        if not self.missing_at_open:
+            return
+        wal, _shm = self._files(self.path)
+        try:
+            if wal.stat().st_size != 0:
+                return
+        except OSError:  # none made (not a WAL database), or already removed
+            return
+        import sqlite3
+
+        try:
+            last = sqlite3.connect(
+                f"{self.path.as_uri()}?mode=rw", uri=True, timeout=self.busy_seconds
+            )
+        except sqlite3.Error:
+            return
+        try:
+            last.execute("PRAGMA query_only = ON")
+            # A read opens the WAL, so that the close ends it; an empty WAL copies
+            # nothing into the database.
+            last.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error:
+            pass
+        finally:
+            last.close()

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import TargetUnreachable
+from aishell.sqltext import text
 
 # Where a connection's Limits are kept (the pool record's info, seen as Connection.info).
 LIMITS_KEY = "aishell_limits"
@@ -387,25 +388,62 @@ def pymysql_timed_out(exc: BaseException) -> bool:
     return len(args) == 2 and args[0] in (2013, 2003) and "timed out" in str(args[1])
 
 
-def limit_setting(dialect: str, mariadb: bool, seconds: float) -> tuple[str, str] | None:
+def mysql_lock_wait_seconds(lock_timeout_ms: float) -> int:
+    """MySQL/MariaDB's lock_wait_timeout (and innodb_lock_wait_timeout) for a target's
+    lock_timeout_ms: both take whole seconds only (a fraction is refused), so the wait
+    is rounded up, never down: 10 ms waits 1 s, 2500 ms waits 3 s."""
+    return max(1, math.ceil(lock_timeout_ms / 1000))
+
+
+def limit_setting(dialect: str, mariadb: bool, seconds: float) -> tuple[str, int | float] | None:
     """The server's statement limit as a session variable and its value (none for
     SQLite). Never zero, which the servers read as no limit."""
     if dialect == "postgresql":
-        return "statement_timeout", str(max(int(seconds * 1000), 1))
+        return "statement_timeout", max(int(seconds * 1000), 1)
     if family(dialect) == "mysql":
         if mariadb:
-            return "max_statement_time", str(max(float(seconds), 0.001))
-        return "max_execution_time", str(max(int(seconds * 1000), 1))
+            return "max_statement_time", max(float(seconds), 0.001)
+        return "max_execution_time", max(int(seconds * 1000), 1)
     return None
 
 
 def statement_limit(dialect: str, mariadb: bool, seconds: float) -> str | None:
-    """The statement that sets the server's statement limit (none for SQLite)."""
+    """The server's statement limit, written as the statement that would set it (none
+    for SQLite): what a connection keeps under STATEMENT_LIMIT_KEY to know the limit it
+    has. It is sent with its value bound (set_statement_limit)."""
     setting = limit_setting(dialect, mariadb, seconds)
     if setting is None:
         return None
     scope = "" if dialect == "postgresql" else "SESSION "
     return f"SET {scope}{setting[0]} = {setting[1]}"
+
+
+def limit_sql(dialect: str, variable: str) -> str:
+    """The statement that sets session variable `variable` (one of aishell's own names,
+    never user text) to the bound value :value. PostgreSQL's SET takes no bound value:
+    set_config does, for the session (as SET does), named by schema."""
+    if dialect == "postgresql":
+        return f"SELECT pg_catalog.set_config('{variable}', :value, false)"
+    return f"SET SESSION {variable} = :value"
+
+
+def limit_value(dialect: str, value: int | float) -> int | float | str:
+    """A setting's value as it is bound: set_config takes text."""
+    return str(value) if dialect == "postgresql" else value
+
+
+def set_statement_limit(conn: Connection, seconds: float) -> str | None:
+    """Set the server's statement limit on `conn`, its value bound; the limit as
+    statement_limit writes it (None for SQLite, where nothing is sent)."""
+    dialect = conn.dialect
+    mariadb = bool(getattr(dialect, "is_mariadb", False))
+    setting = limit_setting(dialect.name, mariadb, seconds)
+    if setting is None:
+        return None
+    variable, value = setting
+    name = "postgresql" if dialect.name == "postgresql" else "mysql"
+    conn.execute(text(limit_sql(name, variable)), {"value": limit_value(name, value)})
+    return statement_limit(dialect.name, mariadb, seconds)
 
 
 def inherit_step_limit(dbapi_conn: Any, record: Any, limits: Limits, dialect: str) -> None:
@@ -415,11 +453,16 @@ def inherit_step_limit(dbapi_conn: Any, record: Any, limits: Limits, dialect: st
     if limits.step_ends is None:
         return
     mariadb = "mariadb" in str(getattr(dbapi_conn, "get_server_info", str)()).lower()
-    statement = statement_limit(dialect, mariadb, limits.step_ends - time.monotonic())
-    if statement is None:
+    seconds = limits.step_ends - time.monotonic()
+    statement = statement_limit(dialect, mariadb, seconds)
+    setting = limit_setting(dialect, mariadb, seconds)
+    if statement is None or setting is None:
         return
+    variable, value = setting
+    # The driver's own placeholder (both take pyformat): no SQLAlchemy at this level.
+    sql = limit_sql(dialect, variable).replace(":value", "%(value)s")
     cursor = dbapi_conn.cursor()
-    cursor.execute(statement)
+    cursor.execute(sql, {"value": limit_value(dialect, value)})
     cursor.close()
     dbapi_conn.commit()  # a SET in a transaction rolled back would be undone
     record.info[STATEMENT_LIMIT_KEY] = statement

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.engine import URL, Connection, Dialect
 
 from aishell.errors import StepFailed
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
@@ -197,12 +197,20 @@ def _drop_dropped(url: URL, manifest: Mapping[str, Any], lock_wait: float | None
     try:
         with engine.connect() as conn:
             if lock_wait is not None:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text(f"SET lock_timeout = '{round(lock_wait * 1000)}ms'"))
-                else:
-                    seconds = math.ceil(lock_wait)
-                    conn.execute(text(f"SET SESSION lock_wait_timeout = {seconds}"))
+                _wait_at_most(conn, lock_wait)
             for statement in dropped_statements(conn.dialect, manifest):
                 conn.execute(text(statement))
     finally:
         engine.dispose()
+
+
+def _wait_at_most(conn: Connection, lock_wait: float) -> None:
+    """This session waits at most lock_wait for a lock, never less (MySQL counts whole
+    seconds); the value bound."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_catalog.set_config('lock_timeout', :wait, false)"),
+            {"wait": f"{math.ceil(lock_wait * 1000)}ms"},
+        )
+    else:
+        conn.execute(text("SET SESSION lock_wait_timeout = :wait"), {"wait": math.ceil(lock_wait)})

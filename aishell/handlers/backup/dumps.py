@@ -13,6 +13,7 @@ MySQL/MariaDB: counts and checksums are read from the dump itself as it streams
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -202,7 +203,10 @@ def take_postgresql(
         # What is read in the snapshot (an increment's checksums before the dump, the
         # counts while it streams, small tables' checksums after it) waits for a table
         # lock as long as the dump may.
-        snap.execute(text(f"SET LOCAL lock_timeout = '{round(lock_wait * 1000)}ms'"))
+        snap.execute(
+            text("SELECT pg_catalog.set_config('lock_timeout', :wait, true)"),
+            {"wait": f"{math.ceil(lock_wait * 1000)}ms"},
+        )
         # The counts run beside pg_dump on one core, not on the server's parallel
         # workers, which would take the cores pg_dump and its COPYs need.
         snap.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))

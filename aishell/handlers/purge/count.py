@@ -5,13 +5,14 @@ derived from the estimate before it and the purge's own count of what it deleted
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import TargetError
+from aishell.errors import StepFailed, TargetError
 from aishell.guard.statements import driver_to_text
 from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
@@ -19,6 +20,8 @@ from aishell.handlers.purge.batchsql import BatchSql
 from aishell.handlers.purge.estimate import COUNT, count_older, estimate_rows
 from aishell.handlers.purge.prepare import date_column_of, key_span, remembered, walk_key
 from aishell.sqltext import text
+from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.targets.servermessage import server_message
 from aishell.tool.context import ToolContext, fill_template
 
 
@@ -36,7 +39,28 @@ def render_count(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     if params.get("cutoff") is None and params.get("retention_days") is None:
         # Before the run the cutoff is an earlier step's output: nothing to estimate yet.
         return ["-- estimated once the cutoff is known, from an earlier step"]
-    return _counted(params, ctx)[1]
+    with holders_named(ctx, "count_table_rows", params["table"]):
+        return _counted(params, ctx)[1]
+
+
+@contextmanager
+def holders_named(ctx: ToolContext, tool: str, table: str) -> Iterator[None]:
+    """A lock wait that ran out while a plan is previewed, as one line naming the table
+    and the sessions holding it (as a dry run names them). Within a run (ctx.run_id) the
+    error passes unchanged: the executor tries the step again, then names them itself."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if ctx.run_id is not None or not is_lock_timeout(exc):
+            raise
+        conn = ctx.connection
+        with suppress(DBAPIError):
+            conn.rollback()  # PostgreSQL answers nothing else in the failed transaction
+        raise StepFailed(
+            f"{tool} could not read {table} for the preview: {server_message(exc)}; the "
+            f"lock was still held by {lock_holders(conn, [table])}; plan again once it is "
+            "released"
+        ) from None
 
 
 def _estimates(params: Mapping[str, Any], ctx: ToolContext) -> bool:
