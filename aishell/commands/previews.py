@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.config.kinds import Category
 from aishell.config.models import Config
@@ -22,6 +24,8 @@ from aishell.risk import RiskLevel
 from aishell.sqltext import display
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
+from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.targets.servermessage import server_message
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
 from aishell.tool.context import ToolContext
@@ -157,17 +161,24 @@ def _preview_step(
         trusted_functions=tuple(handle.config.trusted_functions),
     )
     effect: dict[str, Any] | None = None
-    rendered = impl.render_sql(params, ctx)
-    if live and tool.risk_level is not RiskLevel.SAFE:
-        try:
-            effect = estimate_effect(tool, impl, params, ctx, known.catalog, rendered)
-        except AishellError as exc:
-            # The run fails this step before any prompt; the preview says why.
-            effect = {"refused": str(exc)}
-    # Offline, what it would render is not known: it is judged by its tool's risk.
+    held: str | None = None
+    try:
+        rendered = impl.render_sql(params, ctx)
+        if live and tool.risk_level is not RiskLevel.SAFE:
+            try:
+                effect = estimate_effect(tool, impl, params, ctx, known.catalog, rendered)
+            except AishellError as exc:
+                # The run fails this step before any prompt; the preview says why.
+                effect = {"refused": str(exc)}
+    except DBAPIError as exc:
+        if not is_lock_timeout(exc):
+            raise
+        held = _held(conn, tool.tables_in(params), exc)
+        rendered, effect = [f"-- {held}"], {"refused": held}
+    # Offline (or held), what it would render is not known: it is judged by its tool's risk.
     writes = (
         may_write(tool, impl, rendered, handle.dialect)
-        if live
+        if live and held is None
         else tool.risk_level is not RiskLevel.SAFE
     )
     facts = gather_facts(
@@ -199,6 +210,18 @@ def _preview_step(
         personal=verdict.personal,
         estimate=effect,
         locks=tool.step_locks(params, handle.name, handle.config, handle.dialect),
+    )
+
+
+def _held(conn: Connection, tables: tuple[str, ...], exc: DBAPIError) -> str:
+    """A table the preview could not measure for a lock another session holds, in words
+    naming the holder (as a run's step names it); the read's transaction ended."""
+    with suppress(DBAPIError):
+        conn.rollback()  # PostgreSQL answers nothing else in the failed transaction
+    which = ", ".join(tables) or "a table"
+    return (
+        f"not measured: {which} held ({server_message(exc)}), by "
+        f"{lock_holders(conn, list(tables))}; plan again once it is released"
     )
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from aishell.errors import StepTimeout
-from aishell.sqltext import text
 from aishell.targets.limits import (
     IN_FLIGHT_KEY,
     LIMITS_KEY,
@@ -21,6 +20,7 @@ from aishell.targets.limits import (
     Limits,
     TargetSilent,
     Watchdog,
+    set_statement_limit,
     sever,
     statement_limit,
 )
@@ -100,8 +100,7 @@ def _server_timeout(conn: Connection, seconds: float) -> None:
     dialect = conn.dialect
     statement = statement_limit(dialect.name, getattr(dialect, "is_mariadb", False), seconds)
     if statement is not None and conn.info.get(STATEMENT_LIMIT_KEY) != statement:
-        conn.execute(text(statement))
-        conn.info[STATEMENT_LIMIT_KEY] = statement
+        conn.info[STATEMENT_LIMIT_KEY] = set_statement_limit(conn, seconds)
 
 
 def _is_server_timeout(exc: BaseException) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy.pool import NullPool
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config, TargetConfig
 from aishell.config.options import MAX_PARALLEL_STEPS
-from aishell.dialects import FAMILIES
+from aishell.dialects import FAMILIES, mysql_lock_wait_seconds
 from aishell.errors import ConfigError, TargetError, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
@@ -25,7 +25,6 @@ from aishell.targets.limits import (
     TargetSilent,
     bound_setup,
     inherit_step_limit,
-    mysql_lock_wait_seconds,
     mysql_read_timeout,
     pymysql_timed_out,
     watch_statements,

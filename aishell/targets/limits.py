@@ -388,13 +388,6 @@ def pymysql_timed_out(exc: BaseException) -> bool:
     return len(args) == 2 and args[0] in (2013, 2003) and "timed out" in str(args[1])
 
 
-def mysql_lock_wait_seconds(lock_timeout_ms: float) -> int:
-    """MySQL/MariaDB's lock_wait_timeout (and innodb_lock_wait_timeout) for a target's
-    lock_timeout_ms: both take whole seconds only (a fraction is refused), so the wait
-    is rounded up, never down: 10 ms waits 1 s, 2500 ms waits 3 s."""
-    return max(1, math.ceil(lock_timeout_ms / 1000))
-
-
 def limit_setting(dialect: str, mariadb: bool, seconds: float) -> tuple[str, int | float] | None:
     """The server's statement limit as a session variable and its value (none for
     SQLite). Never zero, which the servers read as no limit."""

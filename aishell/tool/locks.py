@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from aishell.dialects import mysql_lock_wait_seconds
+
 if TYPE_CHECKING:
     from aishell.config.models import TargetConfig
 
@@ -217,9 +219,11 @@ def _wait(
         return (_seconds(setting), lock.wait) if setting is not None else None
     if dialect == "sqlite":
         return _seconds(busy_timeout_ms / 1000), f"targets.{target}.busy_timeout_ms"
-    # MySQL's lock_wait_timeout is whole seconds (engines.py rounds, at least 1).
+    # MySQL's lock_wait_timeout is whole seconds, rounded up as engines.py sets it.
     seconds = (
-        lock_timeout_ms / 1000 if dialect == "postgresql" else max(1, round(lock_timeout_ms / 1000))
+        lock_timeout_ms / 1000
+        if dialect == "postgresql"
+        else mysql_lock_wait_seconds(lock_timeout_ms)
     )
     return _seconds(seconds), f"targets.{target}.lock_timeout_ms"
 

@@ -17,10 +17,11 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 
 from aishell.config.models import load_config
+from aishell.dialects import mysql_lock_wait_seconds
 from aishell.handlers.backup.apply import _wait_at_most
 from aishell.targets.access import session_access
 from aishell.targets.engines import Target, open_target
-from aishell.targets.limits import Limits, inherit_step_limit, mysql_lock_wait_seconds
+from aishell.targets.limits import Limits, inherit_step_limit
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,17 @@ def test_a_restores_lock_wait_is_bound_and_rounded_up(home, server_url):
     finally:
         handle.close()
     assert not [s for s in said if "1500" in s or "= 2" in s], said
+
+
+@pytest.mark.parametrize(("ms", "shown"), [(10, "1 s"), (2500, "3 s"), (3000, "3 s")])
+def test_the_preview_shows_the_mysql_wait_the_session_gets(ms, shown):
+    """The plan's and the prompt's lock wait is the one the session is given."""
+    from types import SimpleNamespace
+
+    from aishell.config.resources import bundled_catalog_dir
+    from aishell.registry import load_registry
+
+    tool = load_registry([bundled_catalog_dir()]).get("optimize_table")
+    config = SimpleNamespace(lock_timeout_ms=ms, busy_timeout_ms=5000)
+    locks = tool.step_locks({"table": "t"}, "db", config, "mysql")
+    assert locks.waits and locks.waits[0][0] == shown, locks.waits

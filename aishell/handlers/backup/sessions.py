@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.dialects import family
 from aishell.sqltext import text
-from aishell.targets.limits import STATEMENT_LIMIT_KEY, statement_limit
+from aishell.targets.limits import STATEMENT_LIMIT_KEY, set_statement_limit
 from aishell.tool.context import ToolContext
 
 # How long ending a PostgreSQL backend is waited for (pg_terminate_backend's timeout).
@@ -149,12 +149,8 @@ def _wait_gone(conn: Connection, ids: list[int]) -> None:
 def _own_limit(conn: Connection) -> None:
     """A limit of its own: a connection opened while a step runs inherits what is left
     of the step's, nothing when the step's time ran out (which is why it stops)."""
-    dialect = conn.dialect
-    statement = statement_limit(
-        dialect.name, getattr(dialect, "is_mariadb", False), END_WAIT_MS / 1000 * 2
-    )
+    statement = set_statement_limit(conn, END_WAIT_MS / 1000 * 2)
     if statement is not None:
-        conn.execute(text(statement))
         # The pool's next user sets the limit it needs, knowing this one is set.
         conn.info[STATEMENT_LIMIT_KEY] = statement
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -85,3 +86,29 @@ def test_the_plan_is_shown_once_the_table_is_free(home, server_url):
     done = CliRunner().invoke(cli, PLAN)
     assert done.exit_code == 0, done.output
     assert "count_table_rows" in done.output
+
+
+@pytest.mark.parametrize("kind", ["quick", "standard", "full", "emergency"])
+def test_a_maintenance_plan_over_a_held_table_shows_the_rest_and_names_the_holder(
+    home, server_url, kind
+):
+    """A step the plan cannot measure for the lock says so in its place, naming the
+    session holding it; the plan is shown, never an internal error."""
+    orders(server_url)
+    use_target(home, server_url)
+    with held(server_url) as holder:
+        holder_id = holder.execute(
+            text(
+                "SELECT pg_backend_pid()"
+                if holder.dialect.name == "postgresql"
+                else "SELECT CONNECTION_ID()"
+            )
+        ).scalar_one()
+        done = CliRunner().invoke(
+            cli, ["plan", "maintenance", "--type", kind, "--tables", "orders", "--target", "db"]
+        )
+    said = done.output
+    assert "internal error" not in said, said
+    assert done.exit_code in (0, 1), said
+    if "not measured: orders held" in said or done.exit_code == 1:
+        assert f"pid {holder_id}" in said or f"connection {holder_id}" in said, said
