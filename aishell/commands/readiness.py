@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from aishell.agents.available import declared_privileges
 from aishell.commands.clientlogins import client_logins
 from aishell.config.models import Config
-from aishell.errors import AishellError, ConfigError, TargetUnreachable
+from aishell.errors import AishellError, ConfigError, TargetLocked, TargetUnreachable
 from aishell.handlers.mysql.catalog import database_size as mysql_size
 from aishell.handlers.postgresql.catalog import database_size as postgresql_size
 from aishell.handlers.server import describe_server
@@ -58,6 +58,10 @@ def target_readiness(config: Config, name: str) -> dict[str, Any]:
     found["dialect"] = handle.dialect
     try:
         conn = handle.connect()
+    except TargetLocked as exc:
+        handle.close()
+        problems.append(_problem(name, str(exc), "look again once the other connection ends"))
+        return found
     except TargetUnreachable as exc:
         handle.close()
         fix = (

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aishell.config.models import AgentDefaults
-from aishell.errors import TargetUnreachable
+from aishell.errors import TargetLocked, TargetUnreachable
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
@@ -113,7 +113,7 @@ def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
     def connect() -> None:
         try:
             ctx.conn = run.target.connect()
-        except TargetUnreachable as exc:
+        except (TargetUnreachable, TargetLocked) as exc:
             run.record_event(result.index, "reconnect_failed", {"error": str(exc)})
             raise
 
@@ -121,7 +121,9 @@ def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
         first_wait=run.agent.defaults.retry_backoff_seconds, attempts=RECONNECT_ATTEMPTS
     )
     try:
-        retrying(backoff, on_error=lambda e: isinstance(e, TargetUnreachable))(connect)
-    except TargetUnreachable:
+        retrying(backoff, on_error=lambda e: isinstance(e, TargetUnreachable | TargetLocked))(
+            connect
+        )
+    except (TargetUnreachable, TargetLocked):
         return False
     return True

@@ -16,7 +16,7 @@ from aishell.config.dburl import resolve_url
 from aishell.config.models import Config, TargetConfig
 from aishell.config.options import MAX_PARALLEL_STEPS
 from aishell.dialects import FAMILIES, mysql_lock_wait_seconds
-from aishell.errors import ConfigError, TargetError, TargetUnreachable
+from aishell.errors import ConfigError, TargetError, TargetLocked, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
 from aishell.targets.limits import (
@@ -97,6 +97,15 @@ class Target:
         except TargetSilent:
             raise
         except DBAPIError as exc:
+            if _file_held(self, exc):
+                # Another connection holds the file: the target answered, and is busy. Not
+                # a failure to connect, which the circuit breaker counts (three of them
+                # would keep every run, a scheduled one too, away for minutes).
+                raise TargetLocked(
+                    f"Target '{self.name}' is locked: another connection held its database "
+                    f"file past busy_timeout_ms ({self.config.busy_timeout_ms} ms); try "
+                    "again once it is released"
+                ) from None
             raise TargetUnreachable(
                 f"Cannot connect to target '{self.name}': {_connect_failure(self, exc)}"
             ) from None
@@ -409,3 +418,13 @@ class WalFiles:
             pass
         finally:
             last.close()
+
+
+# SQLite's result codes for a file another connection holds: SQLITE_BUSY, SQLITE_LOCKED.
+_SQLITE_HELD = (5, 6)
+
+
+def _file_held(target: Target, exc: DBAPIError) -> bool:
+    return target.dialect == "sqlite" and getattr(exc.orig, "sqlite_errorcode", None) in (
+        _SQLITE_HELD
+    )

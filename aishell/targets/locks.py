@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.dialects import family
-from aishell.errors import TargetUnreachable
+from aishell.errors import TargetLocked, TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
@@ -193,10 +193,11 @@ class _Lease:
                     self.gone_since = time.monotonic()
             try:
                 fresh = self.take_after_restart()
-            except (TargetUnreachable, SQLAlchemyError):
-                # The server is down: nothing of the run reaches it; look again. A server
-                # silent past the patience may be a network that froze with the run's
-                # statement still running on it, without the lock: lost.
+            except (TargetUnreachable, TargetLocked, SQLAlchemyError):
+                # The server is down (or, SQLite, its file held): nothing of the run
+                # reaches it; look again. A server silent past the patience may be a
+                # network that froze with the run's statement still running on it,
+                # without the lock: lost.
                 gone = self.gone_since if self.gone_since is not None else time.monotonic()
                 self.lost = time.monotonic() - gone >= self.patience
                 return not self.lost
