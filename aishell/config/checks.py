@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 
+from aishell.config.dburl import parse_url
 from aishell.config.options import MAX_RETENTION_DAYS
 from aishell.errors import ConfigError
 
@@ -33,6 +34,8 @@ def database_url_problem(url: str) -> str | None:
         return "not a valid database URL; expected dialect://user@host:port/database"
     except ValueError:  # SQLAlchemy reads the port with int()
         return "the URL's port is not a number"
+    if parsed.port is not None and parse_url(url) is None:
+        return "the URL's port is not a number in the digits 0-9"
     backend = parsed.get_backend_name()
     if backend not in DATABASE_BACKENDS:
         return f"unsupported database '{backend[:40]}'; use sqlite, postgresql or mysql"

@@ -94,10 +94,10 @@ def parse_url(url: str) -> DatabaseUrl | None:
             query.setdefault(key, []).append(value)
     port = None
     if parts["port"]:
-        try:
-            port = int(parts["port"])
-        except ValueError:
+        # ASCII digits only: int() (and so make_url) also reads fullwidth digits and "5_432".
+        if not (parts["port"].isascii() and parts["port"].isdigit()):
             return None
+        port = int(parts["port"])
     elif parts["port"] is not None:
         return None  # `host:` with no number: int("") fails in SQLAlchemy too
     text = {k: None if parts[k] is None else unquote(parts[k]) for k in ("username", "password")}

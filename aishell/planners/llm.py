@@ -166,6 +166,8 @@ class LlmPlanner:
                     f"column {exc.colno})"
                 ],
             )
+        except (ValueError, RecursionError):  # an integer past int()'s digits, deep nesting
+            return None, Vetted(None, problems=["the answer is not JSON a plan can be read from"])
         return answer, self._vet(answer, request)
 
     def _vet(self, answer: Any, request: DraftRequest) -> Vetted:

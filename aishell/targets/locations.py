@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from aishell.config.dburl import is_secret_key
+from aishell.config.dburl import is_secret_key, parse_url
 from aishell.errors import UsageError
 
 # Each engine's driver, by the names a URL may give the engine.
@@ -61,6 +61,9 @@ def _from_url(location: str) -> str:
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # Not repeated: the URL may hold a password.
         raise UsageError("The location is not a database URL (is its port a number?)") from None
+    if url.port is not None and parse_url(location) is None:
+        # make_url reads the port with int(), which takes fullwidth digits and "5_432".
+        raise UsageError("The location's port is not a number in the digits 0-9")
     engine = url.get_backend_name()
     if engine not in DRIVERS:
         known = ", ".join(sorted({"postgresql", "mysql", "mariadb", "sqlite"}))

@@ -143,3 +143,25 @@ def test_a_maintenance_window_of_yes_and_no_is_refused(home):
         load_config(home=home).agent("maintenance")
     message = str(refused.value)
     assert "allowed_hours.0: input should be a number in the digits 0-9 (got 'yes')" in message
+
+
+@pytest.mark.parametrize("port", ["\uff15\uff14\uff13\uff12", "5_432", "\u0665\u0664\u0663\u0662"])
+def test_a_url_port_in_other_digits_is_refused(home, port):
+    from click.testing import CliRunner
+
+    from aishell.cli import cli
+
+    url = f"postgresql://postgres@127.0.0.1:{port}/test"
+    done = CliRunner().invoke(cli, ["targets", "add", "odd", url])
+    assert done.exit_code == 2, done.output
+    assert "port is not a number in the digits 0-9" in done.output, done.output
+    assert port not in done.output
+
+
+def test_a_config_url_port_in_other_digits_is_refused(home):
+    config_file = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(config_file.read_text())
+    data["targets"]["odd"] = {"url": "postgresql://postgres@127.0.0.1:\uff15\uff14\uff13\uff12/t"}
+    config_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="port is not a number in the digits 0-9"):
+        load_config(home=home)

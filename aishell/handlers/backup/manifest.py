@@ -59,7 +59,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         ) from None
     try:
         manifest = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, an integer past int()'s digits
         raise StepFailed(f"The manifest beside {path} is not a manifest's JSON") from None
     if not isinstance(manifest, dict):
         raise StepFailed(f"The manifest beside {path} is not a manifest's JSON")
