@@ -215,3 +215,32 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def run_sql(url: str, *statements: str) -> None:
+    """Each statement on the database at url, in autocommit, as another session would."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for sql in statements:
+            conn.execute(text(sql))
+    engine.dispose()
+
+
+def config_written(home: Path, file: str, path: list[Any], written: str) -> str:
+    """The error of loading the config (and the agent of an agents/ file) once the value
+    at `path` in `file` is the YAML text `written`; the test fails if it loads."""
+    import pytest
+
+    from aishell.errors import ConfigError
+
+    config_file = home / "config" / file
+    data = yaml.safe_load(config_file.read_text())
+    holder = data
+    for part in path[:-1]:
+        holder = holder[part] if isinstance(part, int) else holder.setdefault(part, {})
+    holder[path[-1]] = "PLACEHOLDER"
+    config_file.write_text(yaml.safe_dump(data).replace("PLACEHOLDER", written))
+    with pytest.raises(ConfigError) as refused:
+        config = load_config(home=home)
+        config.agent(file.removeprefix("agents/").removesuffix(".yaml"))
+    return str(refused.value)

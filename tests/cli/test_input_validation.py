@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 import pytest
-import yaml
 from click.testing import CliRunner
 from rich.console import Console
 from sqlalchemy import create_engine, text
@@ -33,7 +32,7 @@ from aishell.registry import load_registry
 from aishell.targets.demo import DEMO_APPLICATION_ID, create_demo, is_demo_database
 from aishell.terminal import printable
 from aishell.tool.params import validate
-from tests.helpers import digest, one_step_plan, query, use_target
+from tests.helpers import config_written, digest, one_step_plan, query, use_target
 
 NOT_FINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"]
 
@@ -272,17 +271,8 @@ def test_a_retention_is_a_finite_number_of_days_in_range(value):
 def test_a_config_number_that_is_not_finite_is_refused_with_file_and_key(
     home, file, path, value, key
 ):
+    message = config_written(home, file, path, value)
     config_file = home / "config" / file
-    data = yaml.safe_load(config_file.read_text())
-    holder = data
-    for part in path[:-1]:
-        holder = holder[part] if isinstance(part, int) else holder.setdefault(part, {})
-    holder[path[-1]] = "PLACEHOLDER"
-    config_file.write_text(yaml.safe_dump(data).replace("PLACEHOLDER", value))
-    with pytest.raises(ConfigError) as refused:
-        config = load_config(home=home)
-        config.agent(file.removeprefix("agents/").removesuffix(".yaml"))
-    message = str(refused.value)
     assert message.startswith(f"{config_file}: {key}: input should be a finite number")
     assert "\n" not in message
 

@@ -17,6 +17,7 @@ import aishell.config
 from aishell.config.fields import _plain_number
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
+from tests.helpers import config_written
 
 
 def _config_models() -> list[type[BaseModel]]:
@@ -58,21 +59,6 @@ def test_every_number_of_every_config_model_is_a_plain_number():
     assert not bare, bare
 
 
-def _with(home, file: str, path: list[Any], written: str) -> str:
-    """The config with the value at `path` written as YAML text; its load's error."""
-    config_file = home / "config" / file
-    data = yaml.safe_load(config_file.read_text())
-    holder = data
-    for part in path[:-1]:
-        holder = holder[part] if isinstance(part, int) else holder.setdefault(part, {})
-    holder[path[-1]] = "PLACEHOLDER"
-    config_file.write_text(yaml.safe_dump(data).replace("PLACEHOLDER", written))
-    with pytest.raises(ConfigError) as refused:
-        config = load_config(home=home)
-        config.agent(file.removeprefix("agents/").removesuffix(".yaml"))
-    return str(refused.value)
-
-
 PURGE = ["log_cleanup_agent", "purge"]
 
 
@@ -93,7 +79,7 @@ PURGE = ["log_cleanup_agent", "purge"]
     ],
 )
 def test_a_batch_size_that_is_no_plain_integer_is_refused(home, written, expected):
-    message = _with(home, "agents/log_cleanup.yaml", [*PURGE, "batch_size"], written)
+    message = config_written(home, "agents/log_cleanup.yaml", [*PURGE, "batch_size"], written)
     assert f"log_cleanup_agent.purge.batch_size: {expected}" in message, message
     assert "\n" not in message
 
@@ -114,7 +100,7 @@ def test_a_batch_size_that_is_no_plain_integer_is_refused(home, written, expecte
     ],
 )
 def test_words_and_other_forms_are_no_number_anywhere(home, file, path, written, key):
-    message = _with(home, file, path, written)
+    message = config_written(home, file, path, written)
     assert f"{key}: input should be a number" in message, message
     assert "\n" not in message
 

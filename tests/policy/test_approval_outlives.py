@@ -15,7 +15,7 @@ from aishell import commands
 from aishell.errors import PlanError
 from aishell.policy.approvers import NonInteractive, PreApproved
 from tests.handlers.purge.test_log_cleanup import _database, fill, job, rows_of
-from tests.helpers import use_target
+from tests.helpers import run_sql, use_target
 
 ROWS = 600
 
@@ -128,16 +128,6 @@ def _recreate(url: str) -> None:
 # --- what the step acts on: the table a name reaches, its size, its code --------------
 
 
-def _execute(url: str, *statements: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for sql in statements:
-            conn.execute(text(sql))
-    engine.dispose()
-
-
 def _resumed_waits(config, run_id: str, expected: str) -> None:
     resumed = commands.resume_run(config, run_id, approver=NonInteractive())
     purge = resumed.steps[1]
@@ -155,7 +145,7 @@ def test_a_table_renamed_into_the_approved_name_is_asked_about_again(dialect, ho
         fill(url, table="invoices", rows=ROWS)
         run_id, config = _waiting_purge(home, url)
         rename = "RENAME TABLE {} TO {}" if dialect == "mysql" else "ALTER TABLE {} RENAME TO {}"
-        _execute(url, rename.format("events", "events_kept"), rename.format("invoices", "events"))
+        run_sql(url, rename.format("events", "events_kept"), rename.format("invoices", "events"))
         _resumed_waits(config, run_id, "table events is not the table it was approved for")
         assert len(rows_of(url)) == ROWS and len(rows_of(url, "events_kept")) == ROWS
 
@@ -167,7 +157,7 @@ def test_a_table_that_grew_past_what_was_approved_is_asked_about_again(dialect, 
     with _database(dialect, home) as url:
         fill(url, rows=ROWS)
         run_id, config = _waiting_purge(home, url)
-        _execute(
+        run_sql(
             url,
             "INSERT INTO events (id, created_at, payload) SELECT e.id + 1000 * g.n, "
             "e.created_at, e.payload FROM events e CROSS JOIN ("
@@ -228,9 +218,9 @@ def test_code_redefined_after_the_approval_is_asked_about_again(dialect, home):
     before, after, expected = CODE_CHANGES[dialect]
     with _database(dialect, home) as url:
         fill(url, rows=ROWS)
-        _execute(url, *before)
+        run_sql(url, *before)
         run_id, config = _waiting_purge(home, url)
-        _execute(url, *after)
+        run_sql(url, *after)
         _resumed_waits(config, run_id, expected)
         assert len(rows_of(url)) == ROWS
 
@@ -288,7 +278,7 @@ def test_a_saved_plan_whose_table_was_swapped_under_its_name_is_refused(dialect,
         out = home / "purge.json"
         commands.plan_job(config, "log_cleanup", job(), out=out)
         rename = "RENAME TABLE {} TO {}" if dialect == "mysql" else "ALTER TABLE {} RENAME TO {}"
-        _execute(url, rename.format("events", "events_kept"), rename.format("invoices", "events"))
+        run_sql(url, rename.format("events", "events_kept"), rename.format("invoices", "events"))
         # (MariaDB's database instance, a digest over its tables, already differs.)
         refused = "'events' is not the table the plan was made for|not the one the plan was made on"
         with pytest.raises(PlanError, match=refused):
@@ -297,6 +287,6 @@ def test_a_saved_plan_whose_table_was_swapped_under_its_name_is_refused(dialect,
         if dialect == "mysql":
             return  # a rename is a new instance of a MariaDB database for good
         # Renamed back, the plan applies.
-        _execute(url, rename.format("events", "invoices"), rename.format("events_kept", "events"))
+        run_sql(url, rename.format("events", "invoices"), rename.format("events_kept", "events"))
         done = commands.apply_plan(config, commands.load_plan_file(out), approver=PreApproved())
         assert done.status == "completed", done.error

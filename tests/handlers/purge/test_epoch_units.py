@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import TargetError
-from tests.helpers import use_target
+from tests.helpers import run_sql, use_target
 from tests.services import scratch_mysql, scratch_postgresql
 
 RETENTION = 30
@@ -36,14 +36,6 @@ def _target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
         yield use_target(home, url), url
 
 
-def _execute(url: str, *statements: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for sql in statements:
-            conn.execute(text(sql))
-    engine.dispose()
-
-
 def _kept(url: str) -> set[int]:
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -56,11 +48,11 @@ def _stamps(url: str, unit: int, column_type: str, indexed: bool) -> dict[int, f
     """ROWS rows aged 0.5 to 59.5 days, in `unit` (1: seconds, 1000: milliseconds)."""
     ages = {i: (i % 60) + 0.5 for i in range(1, ROWS + 1)}
     now = time.time()
-    _execute(url, f"CREATE TABLE stamps (id bigint PRIMARY KEY, at {column_type} NOT NULL)")
+    run_sql(url, f"CREATE TABLE stamps (id bigint PRIMARY KEY, at {column_type} NOT NULL)")
     if indexed:
-        _execute(url, "CREATE INDEX stamps_at ON stamps (at)")
+        run_sql(url, "CREATE INDEX stamps_at ON stamps (at)")
     values = ", ".join(f"({i}, {int((now - age * 86_400) * unit)})" for i, age in ages.items())
-    _execute(url, f"INSERT INTO stamps VALUES {values}")
+    run_sql(url, f"INSERT INTO stamps VALUES {values}")
     return ages
 
 
@@ -87,7 +79,7 @@ def test_one_value_in_milliseconds_among_seconds_deletes_nothing(dialect, indexe
     value of each unit, and every row stays."""
     with _target(dialect, home) as (config, url):
         _stamps(url, 1, "bigint", indexed)
-        _execute(url, f"INSERT INTO stamps VALUES (0, {outlier})")
+        run_sql(url, f"INSERT INTO stamps VALUES (0, {outlier})")
         before = _kept(url)
         if indexed:
             error = _refused(config)
@@ -116,7 +108,7 @@ def test_seconds_beyond_the_sample_of_a_milliseconds_column_are_not_deleted(dial
     with _target(dialect, home) as (config, url):
         _stamps(url, 1000, "bigint", indexed)
         recent = int(time.time() - 3600)
-        _execute(url, f"INSERT INTO stamps VALUES (100000, {recent})")
+        run_sql(url, f"INSERT INTO stamps VALUES (100000, {recent})")
         error = _refused(config)
         assert "in seconds and in milliseconds" in error, error
         assert str(recent) in error, error
@@ -131,7 +123,7 @@ def test_special_and_placeholder_values_do_not_decide_the_unit(dialect, home):
     with _target(dialect, home) as (config, url):
         ages = _stamps(url, 1, "numeric" if dialect == "postgresql" else "decimal(30,3)", True)
         special = "'Infinity'" if dialect == "postgresql" else "99999999999999999999"
-        _execute(url, f"INSERT INTO stamps VALUES (0, 0), (-1, {special})")
+        run_sql(url, f"INSERT INTO stamps VALUES (0, 0), (-1, {special})")
         result = _purge(config)
         assert result.status == "completed", result.error
         assert result.steps[0].output["date_kind"] == "epoch"
@@ -142,7 +134,7 @@ def test_special_and_placeholder_values_do_not_decide_the_unit(dialect, home):
 def test_milliseconds_with_a_zero_placeholder_are_milliseconds(dialect, home):
     with _target(dialect, home) as (config, url):
         ages = _stamps(url, 1000, "bigint", True)
-        _execute(url, "INSERT INTO stamps VALUES (0, 0)")
+        run_sql(url, "INSERT INTO stamps VALUES (0, 0)")
         result = _purge(config)
         assert result.status == "completed", result.error
         assert result.steps[0].output["date_kind"] == "epoch_ms"

@@ -60,17 +60,18 @@ def held(url: str) -> Iterator[Connection]:
         conn.close()
 
 
+def session_id(conn: Connection) -> int:
+    query = (
+        "SELECT pg_backend_pid()" if conn.dialect.name == "postgresql" else "SELECT CONNECTION_ID()"
+    )
+    return int(conn.execute(text(query)).scalar_one())
+
+
 def test_a_plan_over_a_held_table_names_it_and_its_holder(home, server_url):
     orders(server_url)
     use_target(home, server_url)
     with held(server_url) as holder:
-        holder_id = holder.execute(
-            text(
-                "SELECT pg_backend_pid()"
-                if holder.dialect.name == "postgresql"
-                else "SELECT CONNECTION_ID()"
-            )
-        ).scalar_one()
+        holder_id = session_id(holder)
         done = CliRunner().invoke(cli, PLAN)
     said = done.output.strip()
     assert "internal error" not in said, said
@@ -97,13 +98,7 @@ def test_a_maintenance_plan_over_a_held_table_shows_the_rest_and_names_the_holde
     orders(server_url)
     use_target(home, server_url)
     with held(server_url) as holder:
-        holder_id = holder.execute(
-            text(
-                "SELECT pg_backend_pid()"
-                if holder.dialect.name == "postgresql"
-                else "SELECT CONNECTION_ID()"
-            )
-        ).scalar_one()
+        holder_id = session_id(holder)
         done = CliRunner().invoke(
             cli, ["plan", "maintenance", "--type", kind, "--tables", "orders", "--target", "db"]
         )

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.config.models import Config
 from tests.handlers.purge.test_log_cleanup import fill, job, rows_of
-from tests.helpers import use_target
+from tests.helpers import run_sql, use_target
 from tests.services import scratch_mysql, scratch_postgresql
 
 ROWS = 20_000
@@ -30,17 +30,9 @@ def _target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
         yield use_target(home, url), url
 
 
-def _execute(url: str, *statements: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for sql in statements:
-            conn.execute(text(sql))
-    engine.dispose()
-
-
 def _analyze(url: str, table: str) -> None:
     if not url.startswith("postgresql"):
-        _execute(url, f"ANALYZE TABLE {table}")
+        run_sql(url, f"ANALYZE TABLE {table}")
         return
     # The filling session's row counts reach the statistics when its backend flushes
     # them (at its exit, which its client does not wait for): until its inserts are
@@ -134,7 +126,7 @@ def _time_ordered(url: str, rows: int) -> None:
     half, gap = rows // 2, (RETENTION + 1) * 86_400
     step = 29 * 86_400 / half
     if url.startswith("postgresql"):
-        _execute(
+        run_sql(
             url,
             "CREATE TABLE logs (id bigint PRIMARY KEY, created_at timestamp NOT NULL) "
             # Analyzed when the test says, not when autovacuum comes by.
@@ -144,7 +136,7 @@ def _time_ordered(url: str, rows: int) -> None:
             f"END) FROM generate_series(1, {rows}) g",
         )
     else:
-        _execute(
+        run_sql(
             url,
             "CREATE TABLE logs (id bigint PRIMARY KEY, created_at datetime(6) NOT NULL)",
             "SET SESSION max_recursive_iterations = 1000000",
@@ -189,7 +181,7 @@ def test_a_key_with_gaps_is_not_mistaken_for_a_dense_one(dialect, home):
     with _target(dialect, home) as (config, url):
         _time_ordered(url, ROWS)
         # Move the newer half far up the key: ids n/2+1.. become 10^9+...
-        _execute(url, f"UPDATE logs SET id = id + 1000000000 WHERE id > {ROWS // 2}")
+        run_sql(url, f"UPDATE logs SET id = id + 1000000000 WHERE id > {ROWS // 2}")
         found = _estimate(config)
         if dialect == "postgresql":
             assert found["estimated"] and found["how"].startswith("a block sample")
@@ -208,9 +200,9 @@ def test_unix_time_in_seconds_or_milliseconds_is_told_apart(dialect, unit, kind,
     with _target(dialect, home) as (config, url):
         now = time.time()
         ages = {i: (i % 60) + 0.5 for i in range(1, 2001)}  # days, never on the cutoff
-        _execute(url, "CREATE TABLE stamps (id bigint PRIMARY KEY, at bigint NOT NULL)")
+        run_sql(url, "CREATE TABLE stamps (id bigint PRIMARY KEY, at bigint NOT NULL)")
         values = ", ".join(f"({i}, {int((now - age * 86_400) * unit)})" for i, age in ages.items())
-        _execute(url, f"INSERT INTO stamps VALUES {values}")
+        run_sql(url, f"INSERT INTO stamps VALUES {values}")
         step = {"table": "stamps", "date_column": "at", "retention_days": RETENTION}
         result = commands.run_job(config, "log_cleanup", {**step, "batch_size": 100})
         assert result.status == "completed", result.error

@@ -37,7 +37,7 @@ from aishell.targets.engines import open_target
 from aishell.tool import params as schema
 from aishell.tool.context import ToolContext
 from tests.handlers.purge.test_log_cleanup import SERVER_NOW
-from tests.helpers import use_target
+from tests.helpers import run_sql, use_target
 from tests.services import scratch_mysql, scratch_postgresql
 
 RETENTION = 30
@@ -238,14 +238,6 @@ def _job(table: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _execute(url: str, *statements: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for sql in statements:
-            conn.execute(text(sql))
-    engine.dispose()
-
-
 def with_statistics(url: str, name: str, data: dict[str, Any], how: str) -> None:
     """The table, and statistics that may no longer describe it: none gathered, gathered
     after the load, or (stale) gathered before the old rows came, with PostgreSQL's
@@ -253,17 +245,17 @@ def with_statistics(url: str, name: str, data: dict[str, Any], how: str) -> None
     if how != "stale":
         build(url, name, data)
         if how == "analyze":
-            _execute(
+            run_sql(
                 url, f"ANALYZE {name}" if url.startswith("postgresql") else f"ANALYZE TABLE {name}"
             )
         return
     build(url, name, data, rows="kept")
     if url.startswith("postgresql"):
-        _execute(url, f"ALTER TABLE {name} SET (autovacuum_enabled = false)", f"ANALYZE {name}")
+        run_sql(url, f"ALTER TABLE {name} SET (autovacuum_enabled = false)", f"ANALYZE {name}")
         build(url, name, data, rows="old")
-        _execute(url, f"SELECT pg_stat_reset_single_table_counters('{name}'::regclass)")
+        run_sql(url, f"SELECT pg_stat_reset_single_table_counters('{name}'::regclass)")
     else:
-        _execute(url, f"ANALYZE TABLE {name}")
+        run_sql(url, f"ANALYZE TABLE {name}")
         build(url, name, data, rows="old")
 
 
@@ -382,7 +374,7 @@ def _check_stop_and_resume(
 def test_mariadb_keys_skewed_past_the_32_samples_stop_at_the_limit(home, mysql_url):
     data = _skewed_for_32_samples()
     build(mysql_url, "skewed", data)
-    _execute(mysql_url, "ANALYZE TABLE skewed")
+    run_sql(mysql_url, "ANALYZE TABLE skewed")
     _check_stop_and_resume(home, mysql_url, "skewed", data, home / "archive" / "skewed.jsonl")
 
 
@@ -398,12 +390,12 @@ def test_postgresql_stale_histogram_stops_at_the_limit(home, pg_url, how):
         "max_share": 0.5,
     }
     build(pg_url, "stale", data, rows="kept")
-    _execute(pg_url, "ALTER TABLE stale SET (autovacuum_enabled = false)", "ANALYZE stale")
+    run_sql(pg_url, "ALTER TABLE stale SET (autovacuum_enabled = false)", "ANALYZE stale")
     build(pg_url, "stale", data, rows="old")
     if how == "reset":
-        _execute(pg_url, "SELECT pg_stat_reset_single_table_counters('stale'::regclass)")
+        run_sql(pg_url, "SELECT pg_stat_reset_single_table_counters('stale'::regclass)")
     else:
-        _execute(pg_url, "SELECT pg_stat_reset()")
+        run_sql(pg_url, "SELECT pg_stat_reset()")
     engine = create_engine(pg_url)
     with engine.connect() as conn:
         changed = conn.execute(
@@ -439,9 +431,7 @@ def test_sqlite_rows_that_came_while_the_prompt_waited_are_asked_about_again(hom
             asked.append(request.reasons)
             if len(asked) == 1:
                 # Another session, meanwhile: 80 more rows are old (160 of 200).
-                _execute(
-                    url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 160"
-                )
+                run_sql(url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 160")
         return "yes"
 
     everything = ids_in(url, "events")
@@ -483,7 +473,7 @@ def test_sqlite_a_no_to_the_share_that_grew_while_asked_deletes_nothing(home):
             return "yes"
         shown.append(request.personal)
         if len(shown) == 1:
-            _execute(url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 180")
+            run_sql(url, "UPDATE events SET created_at = '2000-01-01 00:00:00' WHERE id <= 180")
             return "yes"
         return "no"
 
