@@ -16,9 +16,20 @@ TABLE_OIDS = (
     "WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()"
 )
 # The indexes of several tables (by oid), in one query.
+# With each index, the user-defined support functions of its operator classes (a B-tree's
+# comparison function, which every check of its order calls), schema-qualified.
 INDEXES = """
 SELECT x.indrelid::bigint AS table_oid, i.relname AS name, i.oid AS oid,
-       x.indisvalid AS valid, am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes
+       x.indisvalid AS valid, am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes,
+       ARRAY(SELECT DISTINCT pn.nspname || '.' || p.proname
+             FROM pg_catalog.pg_opclass oc
+             JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
+             JOIN pg_catalog.pg_proc p ON p.oid = ap.amproc
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+             WHERE oc.oid = ANY(x.indclass) AND p.oid >= 16384
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                               WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                                 AND d.objid = p.oid AND d.deptype = 'e')) AS support
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_am am ON am.oid = i.relam

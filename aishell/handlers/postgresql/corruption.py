@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.guard.calls import vouched_for
 from aishell.guard.usercode import index_code, tables_with_index_code
 from aishell.handlers import Handler, cached, each_table, step_tables
 from aishell.handlers.held import rollback
@@ -199,6 +200,15 @@ def _check_index(
         else:
             found.issues.append(f"index {name} is invalid; REINDEX it")
         return
+    support = [] if code_approved else _untrusted_support(index, ctx.trusted_functions)
+    if support:
+        # Every check of a B-tree's order calls its comparison function: none is run.
+        found.unchecked.append(
+            f"index {name} orders its entries with {', '.join(support)}, a user-defined "
+            "function that may write, which any check of the index runs: it was not checked "
+            "(list a function that only reads in the target's trusted_functions to check it)"
+        )
+        return
     code = (
         [] if code_approved else index_code(conn, table, name, ctx.trusted_functions, ctx.run_cache)
     )
@@ -214,6 +224,16 @@ def _check_index(
             "against the table's rows (list a function that only reads in the target's "
             "trusted_functions to check it in full)"
         )
+
+
+def _untrusted_support(index: Mapping[str, Any], trusted: tuple[str, ...]) -> list[str]:
+    """The index's user-defined support functions that trusted_functions does not name."""
+    found = []
+    for qualified in index.get("support") or []:
+        schema, name = qualified.split(".", 1)
+        if not vouched_for(schema, name, trusted, False):
+            found.append(f"{qualified}()")
+    return found
 
 
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
