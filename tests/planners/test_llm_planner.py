@@ -1267,8 +1267,10 @@ def _value(
     if kind == "integer":
         return draw(st.integers(low, high))
     if kind == "number":
+        # A float bound past 2**53 is no float exactly: floats are drawn below it.
+        top = min(high, 2**53)
         return draw(
-            st.integers(low, high) | st.floats(low, high, allow_nan=False, allow_infinity=False)
+            st.integers(low, high) | st.floats(low, top, allow_nan=False, allow_infinity=False)
         )
     if kind == "string" and prop.get("minLength", 0) > 1:  # a digest: hex of that length
         return draw(st.text("0123456789abcdef", min_size=prop["minLength"], max_size=80))
