@@ -28,7 +28,7 @@ from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.targets.servermessage import server_message
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
-from aishell.tool.context import ToolContext
+from aishell.tool.context import Implementation, ToolContext
 from aishell.tool.locks import StepLocks
 from aishell.tool.readings import TableReadings
 
@@ -160,25 +160,11 @@ def _preview_step(
         table_readings=known.table_readings,
         trusted_functions=tuple(handle.config.trusted_functions),
     )
-    effect: dict[str, Any] | None = None
-    held: str | None = None
-    try:
-        rendered = impl.render_sql(params, ctx)
-        if live and tool.risk_level is not RiskLevel.SAFE:
-            try:
-                effect = estimate_effect(tool, impl, params, ctx, known.catalog, rendered)
-            except AishellError as exc:
-                # The run fails this step before any prompt; the preview says why.
-                effect = {"refused": str(exc)}
-    except DBAPIError as exc:
-        if not is_lock_timeout(exc):
-            raise
-        held = _held(conn, tool.tables_in(params), exc)
-        rendered, effect = [f"-- {held}"], {"refused": held}
+    rendered, effect, measured = _measured(tool, impl, params, ctx, known.catalog, live)
     # Offline (or held), what it would render is not known: it is judged by its tool's risk.
     writes = (
         may_write(tool, impl, rendered, handle.dialect)
-        if live and held is None
+        if measured
         else tool.risk_level is not RiskLevel.SAFE
     )
     facts = gather_facts(
@@ -211,6 +197,33 @@ def _preview_step(
         estimate=effect,
         locks=tool.step_locks(params, handle.name, handle.config, handle.dialect),
     )
+
+
+def _measured(
+    tool: ToolDefinition,
+    impl: Implementation,
+    params: dict[str, Any],
+    ctx: ToolContext,
+    catalog: TableCatalog,
+    live: bool,
+) -> tuple[list[str], dict[str, Any] | None, bool]:
+    """The step's SQL and estimated effect, and whether both were read from the target
+    (not offline, nor held by another session's lock)."""
+    effect: dict[str, Any] | None = None
+    try:
+        rendered = impl.render_sql(params, ctx)
+        if live and tool.risk_level is not RiskLevel.SAFE:
+            try:
+                effect = estimate_effect(tool, impl, params, ctx, catalog, rendered)
+            except AishellError as exc:
+                # The run fails this step before any prompt; the preview says why.
+                effect = {"refused": str(exc)}
+    except DBAPIError as exc:
+        if not is_lock_timeout(exc) or ctx.conn is None:
+            raise
+        held = _held(ctx.conn, tool.tables_in(params), exc)
+        return [f"-- {held}"], {"refused": held}, False
+    return rendered, effect, live
 
 
 def _held(conn: Connection, tables: tuple[str, ...], exc: DBAPIError) -> str:
