@@ -18,11 +18,10 @@ from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.sqltext import text
-from aishell.targets.identity import _innodb_file_name
+from aishell.targets.identity import _innodb_file_name, _innodb_table_ids
 
 # More routines than this are kept as one digest of them all: a change is still seen,
 # though not named.
@@ -58,10 +57,6 @@ _PG_TABLE_CODE = (
 _MYSQL_CREATED = (
     "SELECT TABLE_NAME AS name, coalesce(CREATE_TIME, '') AS id FROM information_schema.TABLES "
     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
-)
-_MYSQL_INNODB_IDS = (
-    "SELECT NAME AS name, TABLE_ID AS id FROM information_schema.INNODB_SYS_TABLES "
-    "WHERE NAME IN :names"
 )
 _MYSQL_ROUTINES = (
     "SELECT concat(ROUTINE_TYPE, ' ', ROUTINE_NAME) AS name, md5(concat_ws('/', "
@@ -120,19 +115,13 @@ def code_digests(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
 
 
 def _mysql_identities(conn: Connection, names: list[str]) -> dict[str, str]:
-    """InnoDB's table id where this login may read it (PROCESS), else the creation time."""
-    found = {name: f"created {at}" for name, at in _rows(conn, _MYSQL_CREATED, names).items()}
-    schema = conn.execute(text("SELECT DATABASE()")).scalar()
-    prefix = f"{_innodb_file_name(str(schema))}/"
-    spelled = {prefix + _innodb_file_name(name): name for name in found}
-    try:
-        ids = _rows(conn, _MYSQL_INNODB_IDS, sorted(spelled))
-    except DBAPIError:
-        if conn.in_transaction():
-            conn.rollback()
-        return found
-    for innodb_name, table_id in ids.items():
-        found[spelled[innodb_name]] = f"innodb {table_id}"
+    """InnoDB's table ids (a partitioned table's, of each partition) where this login may
+    read them (PROCESS), else the creation time (identity.py reads both the same way)."""
+    ids = _innodb_table_ids(conn) or {}
+    found = {}
+    for name, created in _rows(conn, _MYSQL_CREATED, names).items():
+        table_ids = ids.get(_innodb_file_name(name))
+        found[name] = f"innodb {table_ids}" if table_ids else f"created {created}"
     return found
 
 
