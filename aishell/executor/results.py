@@ -10,6 +10,7 @@ from aishell.executor.statuses import (
     COMPLETED,
     COMPLETED_WITH_DENIALS,
     DENIED,
+    FAILED,
     OUT_OF_WINDOW,
     WAITING_APPROVAL,
 )
@@ -161,6 +162,10 @@ class SilentObserver:
 def outcome(results: list[StepResult]) -> tuple[str, str | None]:
     """The run's status from its steps, once the loop went through all of them."""
     statuses = [r.status for r in results]
+    # A dry run previews every step past a failed read; the failure is still its end.
+    failed = next((r for r in results if r.status == "failed"), None)
+    if failed is not None:
+        return FAILED, f"{failed.step_id} ({failed.tool}) failed: {failed.error}"
     if "waiting_approval" in statuses:
         left = [r.step_id for r in results if r.status in ("waiting_approval", "pending")]
         return WAITING_APPROVAL, f"waiting for approval: {', '.join(left)}"
