@@ -57,7 +57,7 @@ class LlmPlanner:
             self.registry,
         )
         about = {"planner": "llm", "model": self.settings.model, "request": request.text}
-        cached = self._cached(key, request, about)
+        cached = self._cached(key, request, about, tools_by_agent)
         if cached is not None:
             return cached
         chat = self._chat_factory(self.settings)
@@ -98,7 +98,7 @@ class LlmPlanner:
             if not self._fits(conversation, first=not rejected):
                 break  # no room to send the reasons back: the drafts so far stand
             content = chat.chat(conversation, schema)
-            answer, vetted = self._read(content, request)
+            answer, vetted = self._read(content, request, tools_by_agent)
             if vetted.accepted and vetted.agent is not None:
                 self._keep(key, answer, vetted.agent, request)
                 facts = {**about, "cached": False, "summary": vetted.summary}
@@ -127,13 +127,19 @@ class LlmPlanner:
             catalog_fingerprint=request.catalog.fingerprint,
         )
 
-    def _cached(self, key: str, request: DraftRequest, about: dict[str, Any]) -> Draft | None:
+    def _cached(
+        self,
+        key: str,
+        request: DraftRequest,
+        about: dict[str, Any],
+        tools_by_agent: dict[str, list[str]],
+    ) -> Draft | None:
         """A plan drafted before for the same request, catalog and tools, if it still
         passes every check."""
         cached = self.store.cached_plan(key) if self.store is not None else None
         if cached is None:
             return None
-        vetted = self._vet(cached, request)
+        vetted = self._vet(cached, request, tools_by_agent)
         if not vetted.accepted or vetted.agent is None:
             return None
         facts = {**about, "cached": True, "summary": vetted.summary, "drafts": 0}
@@ -153,7 +159,9 @@ class LlmPlanner:
             "it (the model must support it) or name fewer tables"
         )
 
-    def _read(self, content: str, request: DraftRequest) -> tuple[Any, Vetted]:
+    def _read(
+        self, content: str, request: DraftRequest, tools_by_agent: dict[str, list[str]]
+    ) -> tuple[Any, Vetted]:
         if not content.strip():
             return None, Vetted(None, problems=["the answer is empty"])
         try:
@@ -168,10 +176,12 @@ class LlmPlanner:
             )
         except (ValueError, RecursionError):  # an integer past int()'s digits, deep nesting
             return None, Vetted(None, problems=["the answer is not JSON a plan can be read from"])
-        return answer, self._vet(answer, request)
+        return answer, self._vet(answer, request, tools_by_agent)
 
-    def _vet(self, answer: Any, request: DraftRequest) -> Vetted:
-        return vet_answer(
+    def _vet(
+        self, answer: Any, request: DraftRequest, tools_by_agent: dict[str, list[str]]
+    ) -> Vetted:
+        vetted = vet_answer(
             answer,
             agents=request.agents,
             registry=self.registry,
@@ -185,3 +195,13 @@ class LlmPlanner:
             ),
             max_steps=self.settings.max_steps,
         )
+        # The agent then plans only what it was offered (commands/planner.py refuses the
+        # rest): a draft refused there must go back to the model, and never be cached.
+        offered = tools_by_agent.get(vetted.agent or "", [])
+        beyond = sorted({s.tool for s in vetted.steps} - set(offered)) if vetted.agent else []
+        if beyond:
+            vetted.problems.append(
+                f"the {vetted.agent} agent may plan only: {', '.join(offered) or 'no tool'}; "
+                f"not {', '.join(beyond)}"
+            )
+        return vetted
