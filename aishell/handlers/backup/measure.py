@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL, Connection
 
-from aishell.handlers.backup.disk import writing
 from aishell.handlers.backup.manifest import FROM_DUMP
 from aishell.handlers.backup.mysql_dump import ROW_SUM, read_chunks
 from aishell.handlers.backup.processes import mysql_dump_argv, server_env
-from aishell.handlers.backup.stream import stream_into
+from aishell.handlers.backup.stream import stream_read
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.catalog import sqlite_name, user_tables
 from aishell.targets.searchpath import pinned_engine
@@ -149,12 +146,10 @@ def measure_server(
     database: str,
     manifest: Mapping[str, Any],
     ctx: ToolContext,
-    beside: Path,
-    after: str = "",
 ) -> Measured:
     """Tables, rows and checksums of a database on the target's server, measured as the
-    manifest's were; a MySQL/MariaDB copy is dumped again (to a scratch file beside the
-    backup) and its rows read from the dump."""
+    manifest's were; a MySQL/MariaDB copy is dumped again and its rows read from the
+    dump as it streams (written nowhere: a validation needs no disk of its own)."""
     from_dump = manifest.get("measured_from") == FROM_DUMP
     engine = pinned_engine(url.set(database=database))
     try:
@@ -165,13 +160,9 @@ def measure_server(
     if not from_dump:
         return measured
     wanted = checksummed(manifest, list(measured.tables))
-    again = beside.with_name(f"{beside.name}.verify-{uuid.uuid4().hex[:6]}.sql")
     # Checksums made the way the manifest's were: older backups sum each row's sha256.
     method = manifest.get("checksum_method", ROW_SUM)
-    with ctx.scratch.file(again), writing(again, "writing the dump of the restored copy", after):
-        argv = mysql_dump_argv(url, database, list(measured.counts))
-        dump, _sha = stream_into(
-            again, argv, server_env(url), ctx, lambda chunks: read_chunks(chunks, method)
-        )
+    argv = mysql_dump_argv(url, database, list(measured.counts))
+    dump = stream_read(argv, server_env(url), ctx, lambda chunks: read_chunks(chunks, method))
     measured.checksums = {t: r.checksum for t, r in dump.tables.items() if t in wanted}
     return measured

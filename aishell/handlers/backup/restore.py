@@ -333,7 +333,7 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if dialect == "sqlite":
         measured = measure_connection(conn, manifest)
     else:
-        measured = measure_server(url, str(url.database), manifest, ctx, path)
+        measured = measure_server(url, str(url.database), manifest, ctx)
     # Tables the backup does not hold may stay in a target restored with --replace.
     measured.tables &= set(manifest["tables"])
     problems = compare(manifest, measured)

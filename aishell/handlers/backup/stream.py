@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from aishell.files import open_private
+from aishell.errors import StepFailed
+from aishell.files import mount_point, open_private
 from aishell.handlers.backup.processes import tool_output
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.tool.context import ToolContext
@@ -27,6 +29,21 @@ T = TypeVar("T")
 
 # Bytes written between two requests to start writing them to disk.
 WRITEBACK_BYTES = 8 << 20
+# Bytes written between two looks at the free space left: an estimate of a backup's size
+# (table statistics) can be far short of what the dump writes.
+SPACE_CHECK_BYTES = 1 << 20
+
+
+def space_reserve(total: int) -> int:
+    """What a dump leaves free on its file system, of `total` bytes: it stops before the
+    last byte, which the database's files, state.db or the system may need."""
+    return min(64 << 20, total // 20)
+
+
+class _LowSpace(Exception):
+    def __init__(self, free: int, total: int) -> None:
+        super().__init__(free, total)
+        self.free, self.total = free, total
 _SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -58,6 +75,7 @@ class Tee:
         self._hash = hashlib.sha256()
         self.size = 0
         self._flushed = 0
+        self._looked = 0
         self._progress = progress
 
     def __iter__(self) -> Iterator[bytes]:
@@ -68,6 +86,8 @@ class Tee:
         self._out.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
+        if self.size - self._looked >= SPACE_CHECK_BYTES:
+            self._look_at_space()
         if self.size - self._flushed >= WRITEBACK_BYTES:
             self._start_writeback()
         if self._progress is not None:
@@ -83,6 +103,14 @@ class Tee:
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    def _look_at_space(self) -> None:
+        self._looked = self.size
+        self._out.flush()
+        found = os.fstatvfs(self._out.fileno())
+        free, total = found.f_bavail * found.f_frsize, found.f_blocks * found.f_frsize
+        if free < space_reserve(total):
+            raise _LowSpace(free, total)
 
     def _start_writeback(self) -> None:
         self._out.flush()
@@ -108,8 +136,28 @@ def stream_into(
     `quiet` as for processes.tool_output. Returns what `read` returned, and the sha256."""
     source = tool_output(argv, env, ctx, quiet)
     # On any failure the tool is killed first, then the file closed.
-    with open_private(path) as out, closing(source):
-        tee = Tee(source, out, progress)
-        found = read(tee)
-        tee.drain()
+    try:
+        with open_private(path) as out, closing(source):
+            tee = Tee(source, out, progress)
+            found = read(tee)
+            tee.drain()
+    except _LowSpace as low:
+        raise StepFailed(
+            f"Stopped writing {path}: the file system at {mount_point(path)} had "
+            f"{low.free:,} of {low.total:,} bytes left, under the "
+            f"{space_reserve(low.total):,} a backup leaves free for other writers; free "
+            "space there, or set backup_dir to a larger disk, and retry"
+        ) from None
     return found, tee.sha256
+
+
+def stream_read(
+    argv: list[str], env: dict[str, str], ctx: ToolContext, read: Callable[[Iterator[bytes]], T]
+) -> T:
+    """Run a dump tool and read its output as it streams, writing it nowhere."""
+    source = tool_output(argv, env, ctx)
+    with closing(source):
+        found = read(source)
+        for _chunk in source:  # what `read` left, so that the tool ends as it should
+            pass
+    return found

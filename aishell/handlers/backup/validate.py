@@ -188,7 +188,7 @@ def _validate_server(
                     raise failure from None
                 problems.append(f"the backup does not restore: {exc}")
                 return None
-            measured = measure_server(url, name, chain[-1][1], ctx, path, NOT_JUDGED)
+            measured = measure_server(url, name, chain[-1][1], ctx)
             if dialect == "postgresql" and len(chain) == 1:
                 problems += _pg_schema_problems(path, url, name, ctx)
             return measured

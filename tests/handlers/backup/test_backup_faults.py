@@ -610,12 +610,22 @@ def test_a_disk_full_during_sqlite_validation_is_not_blamed_on_the_backup(
     assert ".verify-" in error
 
 
-def test_a_disk_full_during_mysql_validation_is_not_blamed_on_the_backup(
-    home, tmp_path, edit_config, mysql_url
-):
+def test_a_mysql_validation_needs_no_disk_of_its_own(home, tmp_path, edit_config, mysql_url):
+    """The restored copy is dumped again to be measured: read as it streams, written
+    nowhere, so a full backup disk does not keep a backup from being validated."""
     populate(mysql_url)
     use_target(home, mysql_url)
-    _validate_on_a_full_disk(home, tmp_path, edit_config, "mysql", "the dump of the restored copy")
+    with small_disk(tmp_path, 2) as disk:
+        config = edit_config({"backup_dir": str(disk)})
+        taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
+        assert taken.status == "completed", taken.error
+        path = taken.steps[1].output["backup_path"]
+        fill(disk)
+        plan = one_step_plan("backup", "db", "mysql", "validate_backup", {"backup_path": path})
+        checked = commands.apply_plan(config, plan)
+        assert checked.status == "completed", checked.steps[0].error
+        assert checked.steps[0].output["verified_backup"]["ok"] is True
+        assert debris(disk) == [] and scratch_entries(home) == []
 
 
 def test_a_server_disk_full_during_postgresql_validation_is_not_blamed_on_the_backup(
