@@ -194,6 +194,18 @@ class Registry:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ToolNotFound(f"No tool named '{name}' in the catalog{hint}") from None
 
+    def joining_plans(self, built_in: Path) -> list[str]:
+        """The tools from outside the built-in catalog (a site's folders) that join a
+        built-in agent's plans by their `planned:`, each in words: what `aishell doctor`
+        lists, so that a change to nightly maintenance is never silent."""
+        return [
+            f"tool {tool.name} ({tool.source}) joins the {agent} agent's plans after "
+            f"{where.after} in {', '.join(where.types)} runs"
+            for tool in sorted(self.tools.values(), key=lambda t: t.name)
+            if tool.source.parent.resolve() != built_in.resolve()
+            for agent, where in sorted(tool.planned.items())
+        ]
+
     def find(
         self,
         category: Category | None = None,
@@ -233,7 +245,7 @@ def load_registry(
     for folder in plugins:
         for path in sorted(folder.glob("*.yaml")):
             try:
-                _add(tools, load_tool(path, verdicts))
+                _add(tools, load_tool(path, verdicts, from_package=True))
             except CatalogError as exc:
                 refused.append(str(exc))
     verdicts.keep()
@@ -260,6 +272,12 @@ def _add(tools: dict[str, ToolDefinition], tool: ToolDefinition) -> None:
     tools[tool.name] = tool
 
 
+PACKAGE_PLANNED = (
+    "planned: a tool from an installed package may not ask aishell's agents to plan it; "
+    "only the built-in catalog and the folders of catalog_paths may (copy the file into "
+    "one of those to have it planned)"
+)
+
 # Tool files parsed before in this process, by the sha256 of their bytes: a long-lived
 # process (the scheduler) runs many jobs, each loading the whole catalog. The parse is
 # kept pickled, so each load gets objects of its own; the checks below run every time.
@@ -281,8 +299,12 @@ def _parsed(raw: bytes, digest: str, path: Path) -> Any:
     return data
 
 
-def load_tool(path: Path, verdicts: CatalogVerdicts | None = None) -> ToolDefinition:
-    """One tool definition, checked in full; any problem is a CatalogError naming the file."""
+def load_tool(
+    path: Path, verdicts: CatalogVerdicts | None = None, *, from_package: bool = False
+) -> ToolDefinition:
+    """One tool definition, checked in full; any problem is a CatalogError naming the file.
+    `from_package`: it came with an installed package (an `aishell.tools` entry point),
+    whose tools may not ask aishell's own agents to plan them."""
     verdicts = verdicts or CatalogVerdicts()
     try:
         raw = read_source(path, "tool file")
@@ -297,6 +319,10 @@ def load_tool(path: Path, verdicts: CatalogVerdicts | None = None) -> ToolDefini
     spec = read_tool_file(data)
     if isinstance(spec, str):
         raise fail(spec)
+    if from_package and spec.planned:
+        # A package's tool would otherwise join the built-in agents' plans (nightly
+        # maintenance) unasked: only the catalog the admin keeps may do that.
+        raise fail(PACKAGE_PLANNED)
     implementations = _implementations(spec, fail, verdicts)
     report = parse_report_rules(spec.report, fail) if "report" in data else ()
     for dialect, implementation in implementations.items():
@@ -422,10 +448,21 @@ def _resolve_handler(name: str, where: str, fail: Callable[[str], Exception]) ->
     except ModuleNotFoundError as exc:
         if exc.name is not None and not module_name.startswith(exc.name):
             raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
-        raise fail(f"{where}: handler module {module_name} not found") from None
+        hint = "" if ":" in name else f"; a package's own handler is named {_COLON_FORM}"
+        raise fail(f"{where}: handler module {module_name} not found{hint}") from None
     except Exception as exc:  # a plugin's module is anyone's code: its failure, named
         raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
     handler = getattr(module, attr, None)
+    if callable(handler) and not isinstance(handler, Handler):
+        raise fail(
+            f"{where}: {module_name}.{attr} is a {type(handler).__name__}, not a Handler; "
+            f"make the name a Handler(sql_templates=(its statements,), run_fn={attr}_function) "
+            "(the agent API's Handler), so that its statements are declared and checked"
+        )
     if not isinstance(handler, Handler):
         raise fail(f"{where}: {module_name} has no handler '{attr}'")
     return handler
+
+
+# How a package names its own handler in a tool file.
+_COLON_FORM = "'package.module:name' (a colon before the name)"

@@ -29,10 +29,29 @@ YAML files through the group `aishell.tools` (the folder, a package whose folder
 is, or a function returning it), checked exactly as aishell's own: a tool whose risk is
 below what its SQL or handler does is refused at load. A tool that is more than SQL
 names its `Handler` (its statement shapes, and a function of params and `ToolContext`)
-by dotted path: `handler: tidy_pkg.handlers:count_rows`; it ends a step failed with
-`StepFailed`, or skipped with `StepSkipped`, saying why. A package that fails to load
-is skipped and named (stderr, `aishell doctor`, `aishell agents list`); nothing else
-breaks. An agent with no config file of its own runs on the defaults.
+by dotted path, a colon before the name: `handler: tidy_pkg.handlers:count_rows`, where
+`count_rows = Handler(sql_templates=(...), run_fn=a_function)` (a plain function is
+refused); it ends a step failed with `StepFailed`, or skipped with `StepSkipped`,
+saying why. A package's tool may not ask aishell's own agents to plan it (`planned:`
+is refused in it: only the built-in catalog and the site's `catalog_paths` folders
+change what nightly maintenance runs).
+
+A package that fails to load is skipped and named (stderr, `aishell doctor`, `aishell
+agents list`); nothing else breaks. So is an agent whose spec cannot work: options not
+a tuple of `Option`, tools not a tuple of names, an option of an unknown kind, a choice
+without choices, a default outside its own choices or bounds, a required option with a
+default, a key or flag given twice, or one the commands running it take themselves
+(`--target`, `--dry-run`, `-y`, `--wait`, `--targets`, ...). What `normalize_job`,
+`check_job`, `catalog_needs`, `plan_steps` or `describe_job` raises (other than
+aishell's own errors, `UsageError`, `TargetError`) or returns in the wrong shape is
+told as the agent's failure, naming it and its package. An agent with no config file
+of its own runs on the defaults.
+
+A plugin is Python code you install and trust as you would any package: aishell checks
+what it declares, not what its code does. The guard and the statement audit cover the
+statements a handler sends through `ctx.connection`'s SQLAlchemy API; code that reaches
+under it (the DBAPI connection, `driver_connection`) or opens an engine of its own
+bypasses both, with the target's privileges.
 
 Names from the reference tutorial: `AgentConfig` (the agent's config: defaults,
 capabilities, constraints), `TaskContext` (what planning may know: target, dialect,

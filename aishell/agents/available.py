@@ -4,8 +4,10 @@ One loader for all of them: aishell's own three are entry points of the group
 `aishell.agents` as much as any installed package's, loaded by the same code on first
 use (a command that names no agent loads none), and `register_agent` adds one from a
 script or a test. An entry point that fails to import, or whose agent does not hold to
-the protocol, is skipped and reported by name (`load_failures`, a line on stderr,
-`aishell doctor`); every other agent and command goes on.
+the protocol (its spec and job options checked here), is skipped and reported by name
+(`load_failures`, a line on stderr, `aishell doctor`); every other agent and command
+goes on. Another package's agent is called through `PluginAgent`, which tells what its
+code raises as its own failure.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from functools import cache
 from importlib.metadata import EntryPoint
 from typing import cast
 
-from aishell.agents.base import Agent, AgentSpec
+from aishell.agents.base import Agent, AgentSpec, PluginAgent, spec_problem
 from aishell.agents.jobs import RUN_OPTIONS
 from aishell.config.plugins import (
     AGENTS_GROUP,
+    OWN_AGENTS,
     OWN_PACKAGE,
     PluginFailure,
+    discovering,
     failure,
     load_entry,
     offered,
@@ -31,23 +35,67 @@ from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.handlers.needs import Privilege
 
-# aishell's own agents, as its package declares them (pyproject.toml); read from here
-# too, so that a checkout run from source, whose installed metadata may be older, has
-# them all the same.
-BUILT_IN = tuple(
-    EntryPoint(name, value, AGENTS_GROUP)
-    for name, value in (
-        ("backup", "aishell.agents.backup:BackupAgent"),
-        ("log_cleanup", "aishell.agents.log_cleanup:LogCleanupAgent"),
-        ("maintenance", "aishell.agents.maintenance:MaintenanceAgent"),
-    )
-)
+# aishell's own agents, as entry points (config.plugins.OWN_AGENTS).
+BUILT_IN = tuple(EntryPoint(name, value, AGENTS_GROUP) for name, value in OWN_AGENTS)
 # The package a registered agent is listed under when its script names none.
 REGISTERED = "(registered)"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# Parameter names the commands running a job take for themselves (`--target`,
-# `--dry-run`, `--out`, ...): a job option may not take one of them.
-_TAKEN = RUN_OPTIONS | {"out", "every", "quiet", "json", "help", "approval", "run_options"}
+# What the commands that take a declared agent's job (`run NAME`, `plan NAME`, `fleet run
+# NAME`, `schedule add ... -- NAME`) take for themselves: a job option may not be named
+# or typed as one of them. Written out, as the agents may not import the command line;
+# tests/agents/test_plugin_guards.py holds it to those commands' own parameters.
+TAKEN_NAMES = RUN_OPTIONS | {
+    # their click parameters besides the run options
+    "quiet",
+    "every",
+    "out",
+    "wait",
+    "wait_seconds",
+    "targets_selector",
+    "all_targets",
+    "cron",
+    "timezone",
+    "name",
+    "words",
+    "help",
+    # what their code gathers the parameters into, or calls them
+    "json",
+    "targets",
+    "selector",
+    "approval",
+    "run_options",
+    "plan_options",
+}
+TAKEN_FLAGS = frozenset(
+    {
+        "--approve-up-to",
+        "--json",
+        "--dry-run",
+        "--force",
+        "--ignore-window",
+        "--max-run-time",
+        "--non-interactive",
+        "--planner",
+        "--quiet",
+        "-q",
+        "--reason",
+        "--safety-level",
+        "--target",
+        "--yes",
+        "-y",
+        "--all",
+        "--out",
+        "--targets",
+        "--all-targets",
+        "--wait",
+        "--no-wait",
+        "--wait-seconds",
+        "--cron",
+        "--timezone",
+        "--help",
+        "-h",
+    }
+)
 # The subcommands of `run` and `plan` that are not agents (`plan rotate-key`), with - as
 # _: an agent of one of these names could never be run, so it is refused.
 COMMAND_NAMES = frozenset({"rotate_key"})
@@ -61,13 +109,27 @@ class _Loaded:
     failures: list[PluginFailure] = field(default_factory=list)
 
 
-@cache
 def _loaded() -> _Loaded:
-    """Every agent's entry point, loaded once per process (`reload_agents` forgets it)."""
-    table = _Loaded()
+    """Every agent's entry point, loaded once per process (`reload_agents` forgets it);
+    aishell's own alone while packages are not looked for (`built_ins_only`)."""
+    return _every() if discovering() else _own()
+
+
+@cache
+def _own() -> _Loaded:
+    return _table([(ep, OWN_PACKAGE) for ep in BUILT_IN])
+
+
+@cache
+def _every() -> _Loaded:
     own = [(ep, OWN_PACKAGE) for ep in BUILT_IN]
     theirs = [(ep, p) for ep, p in offered(AGENTS_GROUP) if p != OWN_PACKAGE]
-    for ep, package in [*own, *theirs]:
+    return _table([*own, *theirs])
+
+
+def _table(entries: list[tuple[EntryPoint, str]]) -> _Loaded:
+    table = _Loaded()
+    for ep, package in entries:
         found = _agent_of(ep, package)
         if not isinstance(found, PluginFailure) and ep.name in table.agents:
             already = f"an agent named '{ep.name}' comes from {table.packages[ep.name]} already"
@@ -86,14 +148,17 @@ def _agent_of(ep: EntryPoint, package: str) -> Agent | PluginFailure:
     loaded = load_entry(ep, package)
     if isinstance(loaded, PluginFailure):
         return loaded
+    # A plugin is anyone's code: whatever making it or reading its spec raises is its own
+    # failure, reported by name, and every other agent goes on.
     try:
         agent = loaded() if isinstance(loaded, type) else loaded
-    except Exception as exc:  # the plugin's own failure, reported by name
+        problem = _problem(agent, ep.name)
+    except Exception as exc:
         return failure(AGENTS_GROUP, ep.name, package, exc)
-    problem = _problem(agent, ep.name)
     if problem is not None:
         return failure(AGENTS_GROUP, ep.name, package, problem)
-    return cast(Agent, agent)  # _problem checked what it offers
+    checked = cast(Agent, agent)  # _problem checked what it offers
+    return checked if package == OWN_PACKAGE else PluginAgent(checked, package)
 
 
 def _problem(agent: object, name: str) -> str | None:
@@ -111,9 +176,19 @@ def _problem(agent: object, name: str) -> str | None:
     missing = [m for m in _METHODS if not callable(getattr(agent, m, None))]
     if missing:
         return f"it has no {', '.join(missing)}"
-    taken = [o.key for o in spec.options if o.param in _TAKEN or o.key in _TAKEN]
-    if taken:
-        return f"job option {', '.join(taken)} is named as an option of the run itself"
+    return spec_problem(spec) or _taken(spec)
+
+
+def _taken(spec: AgentSpec) -> str | None:
+    """A job option named or typed as what the commands running it take for themselves."""
+    for option in spec.options:
+        names = {option.key, *([option.param] if option.flag is not None else [])}
+        clash = sorted(names & TAKEN_NAMES) + sorted(set(option.flags) & TAKEN_FLAGS)
+        if clash:
+            return (
+                f"job option {option.key} is named as an option of the run itself "
+                f"({', '.join(clash)}); choose another name or flag"
+            )
     return None
 
 
@@ -121,13 +196,23 @@ def register_agent(agent: Agent, package: str = REGISTERED) -> None:
     """Add an agent for this process, as an entry point would; refused (UsageError)
     when it does not hold to the protocol or its name is taken."""
     table = _loaded()
-    problem = _problem(agent, getattr(getattr(agent, "spec", None), "name", ""))
+    try:
+        problem = _problem(agent, getattr(getattr(agent, "spec", None), "name", ""))
+    except Exception as exc:  # its own code raised: refused, saying what it raised
+        problem = failure(AGENTS_GROUP, "", package, exc).error
     if problem is None and agent.name in table.agents:
         problem = f"an agent named '{agent.name}' comes from {table.packages[agent.name]} already"
     if problem is not None:
-        raise UsageError(f"Agent {getattr(agent, 'name', agent)!r} is refused: {problem}")
-    table.agents[agent.name] = agent
+        raise UsageError(f"Agent {_named(agent)} is refused: {problem}")
+    table.agents[agent.name] = agent if package == OWN_PACKAGE else PluginAgent(agent, package)
     table.packages[agent.name] = package
+
+
+def _named(agent: object) -> str:
+    try:
+        return repr(agent.name)  # type: ignore[attr-defined]
+    except Exception:  # no name, or one that raises: the object stands for itself
+        return type(agent).__name__
 
 
 def unregister_agent(name: str) -> None:
@@ -140,7 +225,8 @@ def unregister_agent(name: str) -> None:
 def reload_agents() -> None:
     """Forget every agent, registered ones too; the next use reads the entry points anew
     (after a package was installed in a running process, or between tests)."""
-    _loaded.cache_clear()
+    _every.cache_clear()
+    _own.cache_clear()
 
 
 def get_agent(name: str) -> Agent:

@@ -4,15 +4,18 @@ facts planning it reads, and plan it as steps."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import math
+import re
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Connection
 
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
-from aishell.config.options import Option
-from aishell.errors import UsageError
+from aishell.config.options import KINDS, NUMERIC_KINDS, Option
+from aishell.config.plugins import failure
+from aishell.errors import AishellError, PlanError, UsageError
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step
 
@@ -20,6 +23,7 @@ from aishell.plan.model import Step
 # "urgency", how soon each table needs work (a query of the server's catalog);
 # "skipped", the tables the last run could not lock (a read of the state store).
 CatalogFact = Literal["urgency", "skipped"]
+_FACTS = {"urgency", "skipped"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,71 @@ class Agent(Protocol):
         ...
 
 
+class PluginAgent:
+    """An agent of another package, as aishell calls it: what its code raises (other than
+    aishell's own errors, which say what the user did), or a result not of the shape the
+    protocol says, is a PlanError naming the agent and its package, not a defect of
+    aishell's; its spec is the one read when it was loaded."""
+
+    def __init__(self, agent: Agent, package: str) -> None:
+        self.agent, self.package = agent, package
+        self._spec = agent.spec
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def spec(self) -> AgentSpec:
+        return self._spec
+
+    def _call(self, doing: str, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self.agent, method)(*args)
+        except AishellError:
+            raise
+        except Exception as exc:  # the plugin's code: its failure, named as its own
+            said = failure("", self.name, self.package, exc).error
+            raise PlanError(f"{self._who} failed to {doing}: {said}") from exc
+
+    @property
+    def _who(self) -> str:
+        return f"agent {self.name} (package {self.package})"
+
+    def _wrong(self, method: str, found: object, expected: str) -> PlanError:
+        held = {type(each).__name__ for each in found} if isinstance(found, list | tuple) else ()
+        shape = type(found).__name__ + (f" of {', '.join(sorted(held))}" if held else "")
+        return PlanError(f"{self._who} returned {shape} from {method}, not {expected}")
+
+    def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
+        found = self._call("check its job", "normalize_job", job, config)
+        if not isinstance(found, dict):
+            raise self._wrong("normalize_job", found, "the job as a dict")
+        return found
+
+    def check_job(self, job: dict[str, Any], conn: Connection) -> None:
+        self._call("check its job on the target", "check_job", job, conn)
+
+    def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
+        found = self._call("say what planning reads", "catalog_needs", job)
+        facts = set(found) if isinstance(found, Collection) and not isinstance(found, str) else None
+        if facts is None or not facts <= _FACTS:
+            raise self._wrong("catalog_needs", found, 'a set of "urgency" and "skipped"')
+        return frozenset(found)
+
+    def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
+        found = self._call("plan", "plan_steps", job, ctx)
+        if not isinstance(found, list | tuple) or not all(isinstance(s, Step) for s in found):
+            raise self._wrong("plan_steps", found, "a list of Step")
+        return list(found)
+
+    def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
+        found = self._call("describe its job", "describe_job", job, ctx)
+        if not isinstance(found, str):
+            raise self._wrong("describe_job", found, "a sentence")
+        return found
+
+
 def refuse_unknown_keys(agent: str, job: Mapping[str, Any], known: Collection[str]) -> None:
     """A job key the agent does not know is refused, not ignored: `archive_table` for
     `archive_to` would otherwise purge without archiving."""
@@ -172,3 +241,104 @@ def _wrong_value(option: Option, value: object) -> str:
     low = "" if option.minimum is None else f" from {option.minimum:g}"
     high = "" if option.maximum is None else f" to {option.maximum:g}"
     return f"is not a finite number{low}{high}"
+
+
+# A job key, an option's `dest`: what a job and click name it by.
+_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+# A flag as typed: -y, or --lower-case-words.
+_FLAG = re.compile(r"^(-[A-Za-z]|--[a-z0-9][a-z0-9-]*)$")
+
+
+def spec_problem(spec: AgentSpec) -> str | None:
+    """Why an agent's declaration cannot make its commands and check its jobs (None: it
+    can): its fields of their types, each option sound, no key, name or flag twice."""
+    if not isinstance(spec.description, str) or not spec.description.strip():
+        return "its spec's description must be a sentence"
+    if not isinstance(spec.options, tuple) or not all(isinstance(o, Option) for o in spec.options):
+        return "its spec's options must be a tuple of Option (one option is (Option(...),))"
+    if not isinstance(spec.tools, tuple) or not all(isinstance(t, str) for t in spec.tools):
+        return "its spec's tools must be a tuple of tool names"
+    if not _privileges_hold(spec.privileges):
+        return "its spec's privileges must map each engine to a tuple of Privilege or words"
+    for option in spec.options:
+        wrong = option_problem(option)
+        if wrong:
+            return f"job option {option.key!r} {wrong}"
+    for what, names in (
+        ("key", [o.key for o in spec.options]),
+        ("name", [o.param for o in spec.options if o.flag is not None]),
+        ("flag", [f for o in spec.options for f in o.flags]),
+    ):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            return f"its job options repeat the {what} {', '.join(twice)}"
+    return None
+
+
+def _privileges_hold(privileges: object) -> bool:
+    return isinstance(privileges, Mapping) and all(
+        isinstance(engine, str)
+        and isinstance(listed, tuple)
+        and all(isinstance(p, Privilege | str) for p in listed)
+        for engine, listed in privileges.items()
+    )
+
+
+def option_problem(option: Option) -> str:
+    """What is wrong with one declared option ("": nothing), as the end of a sentence
+    that names it: each field of its type, its flag typed as click takes it, its bounds
+    and choices fitting its kind, its default one of its own values."""
+    return next(_option_problems(option), "")
+
+
+def _option_problems(option: Option) -> Iterator[str]:
+    if not isinstance(option.key, str) or not _KEY.match(option.key):
+        yield "must be named in lower-case letters, digits and _"
+    if option.kind not in KINDS:
+        yield f"has kind {option.kind!r}; kinds are: {', '.join(KINDS)}"
+    if not isinstance(option.help, str) or not option.help.strip():
+        yield "must have a help sentence"
+    yield from _flag_problems(option)
+    yield from _bound_problems(option)
+    if option.kind == "choice" and (
+        not isinstance(option.choices, tuple)
+        or not option.choices
+        or not all(isinstance(c, str) and c for c in option.choices)
+    ):
+        yield "is a choice: its choices must be a non-empty tuple of words"
+    if option.kind != "choice" and option.choices:
+        yield "has choices but is not of kind choice"
+    if not isinstance(option.required, bool) or not isinstance(option.shown_default, bool):
+        yield "must have required and shown_default true or false"
+    if option.required and option.default is not None:
+        yield "is required and has a default: give one or the other"
+    if option.default is not None:
+        wrong = _wrong_value(option, option.default)
+        if wrong:
+            yield f"has the default {option.default!r}, which {wrong}"
+
+
+def _flag_problems(option: Option) -> Iterator[str]:
+    if option.flag is not None and not isinstance(option.flag, str):
+        yield "must have a flag of text (or None: no flag)"
+        return
+    if option.dest and (not isinstance(option.dest, str) or not _KEY.match(option.dest)):
+        yield "must have a dest in lower-case letters, digits and _"
+    flags = option.flags
+    if any(not _FLAG.match(f) for f in flags):
+        yield f"has the flag {option.flag!r}; a flag is -x or --words (--x/--no-x for a flag)"
+    if len(flags) > (2 if option.kind == "flag" else 1):
+        yield f"has the flag {option.flag!r}: only a flag option has an off switch (--x/--no-x)"
+
+
+def _bound_problems(option: Option) -> Iterator[str]:
+    bounds = [b for b in (option.minimum, option.maximum) if b is not None]
+    if bounds and option.kind not in NUMERIC_KINDS:
+        yield f"has bounds, which only {', '.join(NUMERIC_KINDS)} options take"
+    if any(
+        isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b)
+        for b in bounds
+    ):
+        yield "must have finite numbers as its bounds"
+    elif len(bounds) == 2 and bounds[0] > bounds[1]:
+        yield "has a minimum above its maximum"

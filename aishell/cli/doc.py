@@ -10,9 +10,17 @@ from __future__ import annotations
 import click
 
 from aishell.cli import cli
+from aishell.config.plugins import built_ins_only
 
 
 def render() -> str:
+    """The reference of aishell's own commands and agents: no installed package's agent
+    is listed, so that it reads the same wherever it is made."""
+    with built_ins_only():
+        return _render()
+
+
+def _render() -> str:
     parts = [
         "# Command reference\n",
         "Generated from `aishell --help` by `python -m aishell.cli.doc > docs/cli.md`.\n",

@@ -16,6 +16,7 @@ from aishell.commands.schedules import list_schedules
 from aishell.commands.tools import load_catalog
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
+from aishell.config.resources import bundled_catalog_dir
 from aishell.config.selection import select_targets
 from aishell.errors import AishellError, BrokerUnreachable, ConfigError, UsageError
 from aishell.files import too_open
@@ -99,10 +100,21 @@ def doctor(
         "versions": versions(),
         # Every agent `aishell run` has, by the package it came from (plugins' too).
         "agents": {a["name"]: a["package"] for a in list_agents()["agents"]},
+        # A site's tools that join a built-in agent's plans: never a silent change.
+        "joining_plans": _joining_plans(config),
         "targets": checked,
         "leftovers": leftovers,
         "problems": problems,
     }
+
+
+def _joining_plans(config: Config) -> list[str]:
+    """The site's tools that join a built-in agent's plans, in words (a catalog that does
+    not load is the problem every other command names)."""
+    try:
+        return load_catalog(config).joining_plans(bundled_catalog_dir())
+    except AishellError:
+        return []
 
 
 def broker_problems(config: Config) -> list[dict[str, Any]]:

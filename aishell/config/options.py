@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
 from aishell.risk import RiskLevel
@@ -37,6 +37,9 @@ MAX_RETENTION_DAYS = 36_500
 # How a purge's batches walk the table (handlers/purge/pages.py).
 PURGE_WALKS = ("auto", "pages", "keys")
 Kind = Literal["number", "integer", "duration", "choice", "text", "flag", "archive"]
+KINDS: tuple[str, ...] = get_args(Kind)
+# The kinds whose values are numbers, which alone take bounds.
+NUMERIC_KINDS = ("number", "integer", "duration")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,13 @@ class Option:
     def cli_flag(self) -> str:
         """The flag a message names: --max-batch-ms, --run-time."""
         return self.flag or "--" + self.key.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Every string it is typed as (--verify and --no-verify); none without a flag."""
+        if self.flag is None:
+            return ()
+        return tuple(part.strip() for part in self.cli_flag.split("/"))
 
     @property
     def param(self) -> str:

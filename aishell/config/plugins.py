@@ -16,6 +16,8 @@ import hashlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +30,14 @@ AGENTS_GROUP = "aishell.agents"
 TOOLS_GROUP = "aishell.tools"
 # The distribution aishell itself is installed as: its own agents are listed under it.
 OWN_PACKAGE = "aishell"
+# aishell's own agents, as its package declares them (pyproject.toml); read from here
+# too, so that a checkout run from source, whose installed metadata may be older, has
+# them all the same.
+OWN_AGENTS = (
+    ("backup", "aishell.agents.backup:BackupAgent"),
+    ("log_cleanup", "aishell.agents.log_cleanup:LogCleanupAgent"),
+    ("maintenance", "aishell.agents.maintenance:MaintenanceAgent"),
+)
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,36 @@ class PluginFailure:
         )
 
 
+# Whether installed packages' entry points are looked for: off, aishell has its own
+# agents and tools only (docs/cli.md is rendered so, whatever is installed).
+_DISCOVERING = [True]
+
+
+def discovering() -> bool:
+    return _DISCOVERING[-1]
+
+
+@contextmanager
+def built_ins_only() -> Iterator[None]:
+    """Within it, no other package's entry point is found: `offered` finds aishell's
+    own, and the agents are aishell's own."""
+    _DISCOVERING.append(False)
+    try:
+        yield
+    finally:
+        _DISCOVERING.pop()
+
+
 def offered(group: str) -> list[tuple[EntryPoint, str]]:
     """The group's entry points in every installed package, each with its package's
-    name, in a stable order (by package, then name)."""
+    name, in a stable order (by package, then name); aishell's own alone within
+    `built_ins_only`."""
     # Here, not at the top: importlib.metadata costs a listing more than the listing.
-    from importlib.metadata import entry_points
+    from importlib.metadata import EntryPoint, entry_points
+
+    if not discovering():
+        own = OWN_AGENTS if group == AGENTS_GROUP else ()
+        return [(EntryPoint(name, value, group), OWN_PACKAGE) for name, value in own]
 
     found = [
         (ep, ep.dist.name if ep.dist is not None else "(unknown)")

@@ -81,6 +81,8 @@ def doctor_report(result: dict[str, Any]) -> None:
             by_package.setdefault(package, []).append(name)
         listed = "; ".join(f"{', '.join(n)} ({p})" for p, n in sorted(by_package.items()))
         _line(f"agents: {listed}")
+    for joining in result.get("joining_plans") or []:
+        _line(f"  {joining}")
     for target in result["targets"]:
         _target(target)
     _leftovers(result["leftovers"])
