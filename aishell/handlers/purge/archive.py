@@ -19,7 +19,7 @@ from aishell.dialects import family
 from aishell.errors import StepFailed, TargetError, UsageError
 from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
 from aishell.handlers.purge.archivefile import ArchiveFile
-from aishell.handlers.purge.archiveshape import check_plain_archive
+from aishell.handlers.purge.archiveshape import check_durable, check_plain_archive
 from aishell.handlers.purge.ownership import (
     ARCHIVE_PATH,
     archive_key,
@@ -32,8 +32,9 @@ from aishell.tool.context import ToolContext
 
 
 def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]:
-    """Refuse an archive table that is the purged table itself, not shaped like it, or
-    that runs code on insert (archiveshape.py); the columns its copies name."""
+    """Refuse an archive table that is the purged table itself, not shaped like it, that
+    runs code on insert, or that would not keep a batch's copies as its transaction
+    does, nor the purged table's either (archiveshape.py); the columns its copies name."""
     if _same_table(conn, table, archive):
         # Rows copied into the table they are deleted from would be counted as
         # archived and deleted while the table kept them all.
@@ -55,6 +56,8 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
     check_plain_archive(conn, table, archive)
+    # The purged table's engine too, in the same query (prepare.py checks it alone).
+    check_durable(conn, table, archive)
     return table_columns(conn, archive, stored_only=True)
 
 
@@ -102,6 +105,9 @@ def _same_table(conn: Connection, table: str, other: str) -> bool:
 
 # The checkpoint's record of the archive file the run made: its device and inode.
 ARCHIVE_ID = "archive_file_id"
+# And of the last bytes it wrote for its committed batches (ArchiveFile.tail_of): a
+# file put in its place may have the same inode number and length.
+ARCHIVE_TAIL = "archive_tail"
 
 
 def check_archive_path(path: Path, private: PrivatePlaces, error: ErrorKind = UsageError) -> None:
@@ -137,7 +143,7 @@ def open_archive(
     made = progress.get(ARCHIVE_ID)
     fix = f"put back the file this purge made, then `aishell resume {ctx.run_id}`"
     if isinstance(made, Mapping):
-        archive = ArchiveFile.reopen(path, made, keep or 0, fix)
+        archive = ArchiveFile.reopen(path, made, keep or 0, fix, _known_bytes(progress, keep))
         try:
             cut_back(archive, keep or 0, doubt, ctx.run_id)
         except BaseException:
@@ -160,12 +166,38 @@ def open_archive(
         archive = ArchiveFile.create(path)
         ctx.save_progress({**progress, ARCHIVE_PATH: key, ARCHIVE_ID: archive.identity})
     identity = archive.identity
+    tails: dict[int, list[Any]] = {}
 
     def save_progress(checkpoint: dict[str, Any]) -> None:
-        ctx.save_progress({**checkpoint, ARCHIVE_ID: identity, ARCHIVE_PATH: key})
+        end = checkpoint.get("archive_offset")
+        if isinstance(end, int) and end not in tails:
+            # Read back once a length: the bytes of the batches committed so far.
+            tails.clear()
+            tails[end] = archive.tail_of(end)
+        tail = tails.get(end) if isinstance(end, int) else None
+        ctx.save_progress(
+            {**checkpoint, ARCHIVE_ID: identity, ARCHIVE_PATH: key, ARCHIVE_TAIL: tail}
+        )
 
-    # Every checkpoint of the walk carries the file's identity with its length.
+    # Every checkpoint of the walk carries the file's identity with its length and the
+    # digest of its last bytes.
     return archive, replace(ctx, save_progress=save_progress)
+
+
+def _known_bytes(progress: Mapping[str, Any], keep: int | None) -> list[list[Any]]:
+    """The stretches of the file whose digest the checkpoint holds, to be found again on
+    reopen: the tail of its committed batches, and the batch it judged committed since
+    (its pending bytes, which end at `keep`)."""
+    known = []
+    tail = progress.get(ARCHIVE_TAIL)
+    if isinstance(tail, list) and len(tail) == 3:
+        known.append(tail)
+    pending = progress.get("pending")
+    if isinstance(pending, Mapping) and pending.get("archive_digest") is not None:
+        start, end = pending.get("archive_from"), pending.get("archive_offset")
+        if isinstance(start, int) and isinstance(end, int) and end == keep and start < end:
+            known.append([start, end, pending["archive_digest"]])
+    return known
 
 
 def full_disk_named(

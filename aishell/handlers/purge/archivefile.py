@@ -1,18 +1,22 @@
 """The JSON lines file a purge copies rows into before it deletes them.
 
 Each batch's bytes are checkpointed (where they start, how long, their digest) before
-they are appended, flushed and fsynced, and all before the batch's delete commits. A
+they are appended and fsynced, and all before the batch's delete commits; they are
+written without a buffer, so a write the disk refused halfway is cut back at once. A
 resumed purge cuts the file back only by the bytes of its own batch in doubt, known by
 that digest, and never cuts bytes it did not write (handlers/purge/ownership.py). The
 file is new, made by the purge (O_EXCL, mode 0600); only the run that made it writes to
-it again, while it is still that regular file (same device and inode) and at least as
-long as checkpointed; and a run holds an exclusive lock (flock) on it while it writes.
+it again, while it is still that regular file (same device and inode, the digest of the
+last bytes it checkpointed) and at least as long as checkpointed; and a run holds an
+exclusive lock (flock) on it while it writes.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import stat
@@ -29,6 +33,9 @@ from aishell.files import file_mode, fsync_dir, kind_of, make_private_dirs
 # Appending (and reading back a batch in doubt), never following a symbolic link at
 # the file's own name.
 _APPEND = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+# How many of the last bytes the run wrote a checkpoint keeps the digest of (tail_of):
+# read back from the page cache once a batch, and on reopen.
+TAIL = 64 * 1024
 
 
 class ArchiveFile:
@@ -45,7 +52,9 @@ class ArchiveFile:
                 f"archive file {path} is being written by another process (it holds the "
                 "file's lock): let that run end first"
             ) from None
-        self._file = os.fdopen(fd, "ab")  # held open across batches
+        # Held open across batches, and written without a buffer: bytes a full disk
+        # refused are never left to be flushed later (by the cut meant to undo them).
+        self._fd = fd
         info = os.fstat(fd)
         self.identity = {"device": info.st_dev, "inode": info.st_ino}
 
@@ -65,10 +74,18 @@ class ArchiveFile:
         return cls(path, fd)
 
     @classmethod
-    def reopen(cls, path: Path, identity: Mapping[str, Any], keep: int, fix: str) -> ArchiveFile:
+    def reopen(
+        cls,
+        path: Path,
+        identity: Mapping[str, Any],
+        keep: int,
+        fix: str,
+        known: Sequence[Sequence[Any]] = (),
+    ) -> ArchiveFile:
         """The file this purge made (same device and inode), still a regular file holding at
-        least the `keep` bytes checkpointed; anything else is refused with `fix`, the way
-        to go on. Bytes after `keep` are left for the caller to judge (cut_to)."""
+        least the `keep` bytes checkpointed, and the bytes whose digests it checkpointed
+        (`known`: tail_of's records); anything else is refused with `fix`, the way to go
+        on. Bytes after `keep` are left for the caller to judge (cut_to)."""
         try:
             # O_NONBLOCK: a FIFO put in its place must not hold the purge waiting.
             fd = os.open(path, _APPEND | os.O_NONBLOCK)
@@ -86,6 +103,8 @@ class ArchiveFile:
             ) from None
         info = os.fstat(fd)
         problem = _not_made_here(info, identity, keep)
+        for stretch in known if problem is None else ():
+            problem = problem or _not_its_bytes(fd, stretch)
         if problem is not None:
             os.close(fd)
             raise StepFailed(f"archive file {path} {problem}; {fix}")
@@ -95,28 +114,40 @@ class ArchiveFile:
     def offset(self) -> int:
         # The file's length, not the write position: after a truncation the position
         # stays at the old end until the next write.
-        self._file.flush()
-        return os.fstat(self._file.fileno()).st_size
+        return os.fstat(self._fd).st_size
 
     def write(self, data: bytes) -> int:
-        """Append bytes (encode_rows') and make them durable; returns the new length."""
+        """Append bytes (encode_rows') and make them durable; returns the new length. A
+        write the disk took only part of raises, its part left for the caller to cut."""
+        view = memoryview(data)
+        while view:
+            # A short write (the disk filled up) goes on: the next write says why not.
+            done = os.write(self._fd, view)
+            if done == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[done:]
         if data:
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
         return self.offset
 
     def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self._file.fileno(), length, offset)
+        return os.pread(self._fd, length, offset)
+
+    def tail_of(self, end: int) -> list[Any]:
+        """What a checkpoint keeps of the bytes before `end` the run wrote, to know the
+        file again on reopen: where its last TAIL bytes start, end, and their SHA-256."""
+        start = max(0, end - TAIL)
+        return [start, end, hashlib.sha256(self.read(start, end - start)).hexdigest()]
 
     def cut_to(self, length: int) -> None:
         """Cut the file back to `length` bytes, durably."""
-        self._file.flush()
-        os.ftruncate(self._file.fileno(), length)
-        os.fsync(self._file.fileno())
+        os.ftruncate(self._fd, length)
+        os.fsync(self._fd)
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
@@ -140,6 +171,19 @@ def _not_made_here(info: os.stat_result, identity: Mapping[str, Any], keep: int)
             "checkpointed: rows archived by its earlier batches are missing"
         )
     return None
+
+
+def _not_its_bytes(fd: int, stretch: Sequence[Any]) -> str | None:
+    """Why the file's bytes in a checkpointed stretch (start, end, SHA-256) are not those
+    the run wrote, if they are not: a file put in its place can have the same inode
+    number (ext4 reuses them) and length."""
+    start, end, digest = int(stretch[0]), int(stretch[1]), str(stretch[2])
+    if hashlib.sha256(os.pread(fd, end - start, start)).hexdigest() == digest:
+        return None
+    return (
+        f"was replaced or changed: its bytes {start:,} to {end:,} are not those this purge "
+        "wrote and checkpointed"
+    )
 
 
 def _exists(path: Path) -> str:

@@ -10,6 +10,13 @@ naming each thing that would run, unless it has none: no generated column, no de
 but a plain constant, no trigger or rule, no check or domain constraint that calls a
 user-defined function, no row security, and each column of the purged table's type
 (SQLite: of its type affinity).
+
+And each table a batch writes keeps what it wrote only when the batch commits
+(check_durable): on MariaDB a purged or archive table whose engine keeps no
+transactions (MyISAM, Aria, MEMORY) is refused, since a rolled-back batch's DELETE or
+copy would stand there; on PostgreSQL an unlogged or temporary archive table, which a
+server crash empties after the purge deleted what it held. An unlogged purged table is
+purged: the rows a crash empties it of were not the purge's to keep.
 """
 
 from __future__ import annotations
@@ -115,6 +122,21 @@ _SQLITE_PROBLEMS = (
     "UNION ALL SELECT 'trigger', name, NULL FROM sqlite_master WHERE type = 'trigger' "
     "AND tbl_name = :a COLLATE NOCASE ORDER BY 1, 2"
 )
+# The purged and archive tables whose engine keeps no transactions (the engine a view
+# or a table of no engine has none).
+_MYSQL_NOT_TRANSACTIONAL = (
+    "SELECT t.TABLE_NAME = :a, t.ENGINE FROM information_schema.TABLES t "
+    "LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+    "WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME IN (:t, :a) "
+    "AND t.ENGINE IS NOT NULL AND COALESCE(e.TRANSACTIONS, 'NO') <> 'YES' ORDER BY 1"
+)
+_PG_PERSISTENCE = (
+    f"SELECT k.relpersistence FROM pg_catalog.pg_class k WHERE k.oid = {_PG_REL.format(name='a')}"
+)
+_PERSISTENCE = {
+    "u": "is unlogged: a server crash empties it",
+    "t": "is temporary: it goes with the session that made it",
+}
 _BOOLS = ("TRUE", "FALSE")
 _SQLITE_TYPES = "SELECT name, type FROM pragma_table_info(:t) ORDER BY cid"
 
@@ -136,6 +158,44 @@ def check_plain_archive(conn: Connection, table: str, archive: str) -> None:
             f"it: {'; '.join(dict.fromkeys(problems))}. An archive table holds only plain "
             f"stored columns of {table}'s types: create it so, or archive to a file"
         )
+
+
+def check_durable(conn: Connection, table: str, archive: str | None) -> None:
+    """Refuse, in one line, a purged or archive table (`archive`: None for none) that
+    would keep a rolled-back batch's writes, or lose a committed batch's copies in a
+    crash. One catalog query on MariaDB, one on PostgreSQL with an archive table, none
+    otherwise (SQLite's tables are all transactional)."""
+    names = {"t": table, "a": archive}
+    problems = []
+    if family(conn.dialect.name) == "mysql":
+        for is_archive, engine in conn.execute(text(_MYSQL_NOT_TRANSACTIONAL), names):
+            problems.append(_not_transactional(table, archive if is_archive else None, engine))
+    elif conn.dialect.name == "postgresql" and archive is not None:
+        kept = conn.execute(text(_PG_PERSISTENCE), names).scalar()
+        if kept in _PERSISTENCE:
+            problems.append(
+                f"archive table {archive} {_PERSISTENCE[kept]}, and with it rows the purge "
+                f"deleted from {table}; archive into a logged table (ALTER TABLE {archive} "
+                "SET LOGGED), or to a file"
+            )
+    if problems:
+        raise TargetError("; ".join(problems))
+
+
+def _not_transactional(table: str, archive: str | None, engine: str) -> str:
+    if archive is None:
+        return (
+            f"table {table} cannot be purged: its engine {engine} keeps no transactions, so "
+            "a batch's DELETE stands even where the batch rolls back (a crash, a lost "
+            "connection, the max_share limit) and its rows go uncounted and unarchived; "
+            f"convert it first (ALTER TABLE {table} ENGINE=InnoDB)"
+        )
+    return (
+        f"archive table {archive} cannot hold a purge's copies: its engine {engine} keeps "
+        "no transactions, so rows a batch copied stay there when the batch rolls back, "
+        f"and are copied again when it is redone; convert it (ALTER TABLE {archive} "
+        "ENGINE=InnoDB), or archive to a file"
+    )
 
 
 # PostgreSQL's relkind, as said.

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.files import PrivatePlaces
 from aishell.handlers.purge.archive import check_archive_path, check_archive_table
+from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.cutoff import describe, indexes_of
 from aishell.handlers.purge.prepare import walk_key
 from aishell.targets.catalog import check_column
@@ -31,6 +32,8 @@ def check_purge(
     walk_key(conn, table, indexes)
     if archive_table:
         check_archive_table(conn, table, archive_table)
+    else:
+        check_durable(conn, table, None)
     if archive_file:
         # What stands at the path now; the run checks it again, and aishell's own
         # folders, before it makes the file.

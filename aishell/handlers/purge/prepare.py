@@ -14,6 +14,7 @@ from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import check_archive_table
+from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
@@ -95,7 +96,7 @@ def _without_rowid(conn: Connection, table: str) -> bool:
 
 def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Read once per step: the date column, the key and its range, the archive table's
-    shape."""
+    shape, and that the tables it writes keep a batch's writes as its transaction does."""
 
     def compute() -> dict[str, Any]:
         conn = ctx.connection
@@ -103,8 +104,12 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         indexes, column = date_column_of(ctx, table, params["date_column"])
         key = walk_key(conn, table, indexes)
         copied: list[str] = []
+        # At every start, as when the job was planned: a table altered since to an
+        # engine without transactions would keep a rolled-back batch's writes.
         if params.get("archive_table"):
             copied = check_archive_table(conn, table, params["archive_table"])
+        else:
+            check_durable(conn, table, None)
         # Rows archived to a file without RETURNING are read by name (MySQL's SELECT *
         # leaves invisible columns out).
         by_name = params.get("archive_file") and ctx.dialect not in RETURNING
