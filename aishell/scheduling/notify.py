@@ -15,8 +15,8 @@ import signal
 import subprocess
 from typing import Any
 
-from aishell.config.checks import SECRET_VARIABLES
 from aishell.config.models import NotificationsConfig
+from aishell.targets.clientlogin import client_env
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,10 @@ def _run_command(command: str, body: bytes, timeout: float) -> str | None:
     try:
         child = subprocess.Popen(
             shlex.split(command),
-            # Not the variables the config names as holding a password or token.
-            env={k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES},
+            # No password source: neither the variables the config names as holding a
+            # password or token, nor those the client libraries read one from
+            # (PGPASSWORD, MYSQL_PWD, PGPASSFILE, ...).
+            env=client_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -6,7 +6,11 @@ file, mode 0600 in a folder of mode 0700, removed when the child ends; never thr
 command line. The program reads no login of its own on top:
 - MariaDB/MySQL programs get `--defaults-file=FILE` as their first option, so they read
   that file alone (not ~/.my.cnf, not /etc/mysql); MYSQL_PWD and friends are removed
-  from their environment, and MySQL's login-path file pointed at nothing. The mariadb
+  from their environment, and MySQL's login-path file pointed at nothing. The file
+  holds the URL's TLS as aishell's session reads it (mysqltls.tls_of): `skip-ssl` when
+  it is off; when it is required, its files and `ssl-verify-server-cert`, the one way
+  these programs refuse a server without TLS (it checks the server's certificate and
+  name too); a key's passphrase, which no program takes, is refused. The mariadb
   client also gets the target's connect timeout (mariadb-dump has no such option, and
   neither has a read timeout: the run's deadline and the dump's silence watch bound them).
 - libpq programs get a service file of their own (PGSERVICEFILE, PGSERVICE) holding
@@ -146,10 +150,41 @@ def _my_cnf(url: URL, program: str, connect_timeout: float) -> list[str]:
     if url.password is not None:
         lines.append(f"password={_my_quoted(str(url.password))}")
     lines += [f"host={_my_quoted(url.host or 'localhost')}", f"port={url.port or 3306}"]
+    socket = url.query.get("unix_socket")
+    if isinstance(socket, str):
+        # PyMySQL connects through the socket whatever the host says; the clients do
+        # so only when told.
+        lines += [f"socket={_my_quoted(socket)}", "protocol=socket"]
+    lines += _my_tls(url)
     if program in _MYSQL_CONNECTING:
         # [mysql]: the group both the mariadb and the mysql client read.
         lines += ["[mysql]", f"connect-timeout={max(1, round(connect_timeout))}"]
     return lines
+
+
+def _my_tls(url: URL) -> list[str]:
+    """The client options of the URL's TLS, as aishell's session reads it."""
+    from aishell.targets.mysqltls import tls_of  # PyMySQL: MySQL programs only
+
+    try:
+        tls = tls_of(url.query)
+    except ValueError:
+        raise StepFailed(
+            "the target's URL gives a TLS setting that is neither true nor false"
+        ) from None
+    if tls.disabled:
+        return ["skip-ssl"]
+    if not tls.required:
+        return []  # the programs' default, as the session's: TLS when the server offers it
+    if tls.key_password is not None:
+        raise StepFailed(
+            "the target's URL gives ssl_key_password, which no MariaDB client program "
+            "takes: give them a client key without a passphrase"
+        )
+    files = {"ssl-ca": tls.ca, "ssl-capath": tls.capath, "ssl-cert": tls.cert}
+    files |= {"ssl-key": tls.key, "ssl-cipher": tls.cipher}
+    given = [f"{key}={_my_quoted(value)}" for key, value in files.items() if value]
+    return [*given, "ssl-verify-server-cert"]
 
 
 def _my_quoted(value: str) -> str:

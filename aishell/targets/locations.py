@@ -70,6 +70,12 @@ def _from_url(location: str) -> str:
         raise UsageError(f"Unknown engine {engine!r} in the URL; aishell knows {known}")
     if url.password is not None or any(is_secret_key(key) for key in url.query):
         raise UsageError(f"The URL has a password: {_NO_PASSWORD}")
+    if DRIVERS[engine] == DRIVERS["mysql"]:
+        from aishell.targets.mysqltls import query_problem  # PyMySQL: MySQL URLs only
+
+        problem = query_problem(url.query)
+        if problem is not None:
+            raise UsageError(f"The location is not one aishell can use: {problem}")
     return _render(url.set(drivername=DRIVERS[engine]))
 
 

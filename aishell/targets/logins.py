@@ -10,7 +10,8 @@ The order is the clients' own, as their manuals give it:
   PGSYSCONFDIR/pg_service.conf; the PGHOST, PGPORT, PGUSER, PGDATABASE and PGPASSWORD
   variables; then the password file (the service's passfile, PGPASSFILE, or ~/.pgpass,
   read only when no other group or other user may read it, as libpq does).
-- MySQL/MariaDB: the URL; password_env; ~/.my.cnf, its [client], [client-server] and
+- MySQL/MariaDB: the URL (its user part, else its query's `password`, else `passwd`,
+  as PyMySQL takes them); password_env; ~/.my.cnf, its [client], [client-server] and
   [client-mariadb] groups (the groups every client reads; a program's own group such
   as [mysqldump] is not read, so every program logs in alike); then MYSQL_PWD.
   MySQL's encrypted login paths (~/.mylogin.cnf) are not read.
@@ -36,6 +37,8 @@ from aishell.errors import ConfigError
 
 MY_CNF = "~/.my.cnf"
 MY_CNF_GROUPS = ("client", "client-server", "client-mariadb")
+# A MySQL URL's query keys that hold its password (PyMySQL's `passwd` is an old name).
+PASSWORD_KEYS = ("password", "passwd")
 PGPASS = "~/.pgpass"
 PG_SERVICE_FILE = "~/.pg_service.conf"
 # What a service may set besides the login; the driver gets them as connection keywords.
@@ -60,8 +63,10 @@ class Login:
     settings: dict[str, str] = field(default_factory=dict)
 
     def applied(self, url: URL) -> URL:
-        """url with this login in it: what the driver connects with."""
-        query = {k: v for k, v in url.query.items() if k != "service"} | self.settings
+        """url with this login in it: what the driver connects with. A MySQL query's
+        password is this login's, so the query holds it no more."""
+        dropped = {"service"} if self.dialect == "postgresql" else set(PASSWORD_KEYS)
+        query = {k: v for k, v in url.query.items() if k not in dropped} | self.settings
         return url.set(
             username=self.user,
             password=self.password,
@@ -84,15 +89,33 @@ class Login:
 
 def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
     """The login of a PostgreSQL or MySQL/MariaDB target, as its clients would find it."""
+    postgresql = url.get_backend_name() == "postgresql"
+    if not postgresql:
+        from aishell.targets.mysqltls import query_problem  # PyMySQL: MySQL targets only
+
+        problem = query_problem(url.query)
+        if problem is not None:
+            raise ConfigError(f"Target '{name}': url: {problem}")
     given: tuple[str, str] | None = None
-    if url.password is not None:
-        given = (str(url.password), "URL")
+    password = url.password if postgresql else _mysql_url_password(url)
+    if password is not None:
+        given = (str(password), "URL")
     elif target.password_env:
         value = env_password(target.password_env, f"Target '{name}'", "password_env")
         given = (value, f"password_env {target.password_env}")
-    if url.get_backend_name() == "postgresql":
+    if postgresql:
         return _postgresql(url, given, name)
     return _mysql(url, given)
+
+
+def _mysql_url_password(url: URL) -> str | None:
+    """A MySQL URL's password as the driver took it: the first one not empty of its
+    query's `password` (SQLAlchemy lets it override the user part's), its user part's
+    and its query's `passwd` (PyMySQL's, taken when `password` is empty); else an empty
+    one given; else None."""
+    given = [url.query.get("password"), url.password, url.query.get("passwd")]
+    found = [str(value) for value in given if value is not None]
+    return next((value for value in found if value), found[0] if found else None)
 
 
 # --- MySQL / MariaDB ----------------------------------------------------------------------
