@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.agents.available import agent_names, agent_package, get_agent
 from aishell.config.kinds import Capability
-from aishell.config.plugins import OWN_PACKAGE
+from aishell.config.plugins import OWN_PACKAGE, tool_folders
 from aishell.plan.shapes import draft_schema
 from aishell.registry import Registry, ToolDefinition
 
@@ -133,20 +133,32 @@ def offered_tools(
     """Per agent, the tools its capabilities allow that run on this dialect; of an
     installed package's agent, only those it declares (it plans no other, and with no
     config file of its own it has every capability: the whole catalog would fill the
-    model's context)."""
+    model's context); of aishell's own agents, none an installed package brought (its
+    tools are for its own agents, judged at their safety level, not at aishell's)."""
+    packaged = _packaged(registry)
     return {
         agent: [
             t.name
             for t in registry.find(capabilities={Capability(c) for c in capabilities})
-            if dialect in t.implementations and _may_plan(agent, t.name)
+            if dialect in t.implementations and _may_plan(agent, t.name, packaged)
         ]
         for agent, capabilities in agents.items()
     }
 
 
-def _may_plan(agent: str, tool: str) -> bool:
+def _packaged(registry: Registry) -> frozenset[str]:
+    """The catalog's tools that came with an installed package."""
+    folders = {folder.resolve() for _, _, folder in tool_folders()[0]}
+    if not folders:
+        return frozenset()
+    return frozenset(
+        t.name for t in registry.tools.values() if t.source.parent.resolve() in folders
+    )
+
+
+def _may_plan(agent: str, tool: str, packaged: frozenset[str]) -> bool:
     if agent not in agent_names() or agent_package(agent) == OWN_PACKAGE:
-        return True
+        return tool not in packaged
     return tool in get_agent(agent).spec.tools
 
 

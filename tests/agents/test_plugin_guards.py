@@ -443,3 +443,30 @@ def test_a_handler_named_the_wrong_way_says_the_right_way(
     catalog = commands.load_catalog(load_config(home=home))
     (refused,) = catalog.refused
     assert said.replace("PKG", package) in refused, refused
+
+
+# -- aishell's own agents do not plan a package's tools ----------------------------------
+
+
+def test_aishell_s_agents_are_never_offered_nor_given_a_package_s_tool(
+    home: Path, pg_rows: str, site: Install, edit_config: Any
+) -> None:
+    """A package's tools are for its own agents, judged at their safety level: a model
+    drafting for maintenance is not offered one, and a draft naming one is refused."""
+    from tests.fake_ollama import Script, fake_ollama
+
+    tool = f"tidy_{uuid.uuid4().hex[:8]}"
+    unplanned = {k: v for k, v in _deleting_tool(tool).items() if k != "planned"}
+    files = {"__init__.py": TOOLS, "tools/tool.yaml": yaml.safe_dump(unplanned)}
+    site(files, tools={"tidy": "PKG:tools"})
+    step = {"tool": tool, "params": {"table": "kept_rows"}, "rationale": "as asked"}
+    script = Script(answers=[{"agent": "maintenance", "summary": "tidy", "steps": [step]}])
+    with fake_ollama(script) as host:
+        llm = {"host": host, "model": "planner-test", "tries": 1, "retry_backoff_seconds": 0.01}
+        edit_config({"planner": {"llm": llm}})
+        asked = _invoke(["ask", "tidy kept_rows", "--yes", "--non-interactive", "--json"])
+    assert asked.exit_code != 0, asked.output
+    offered = json.loads(script.chats[0]["messages"][1]["content"])["AGENTS"]
+    assert all(tool not in agent["tools"] for agent in offered.values())
+    assert "count_table_rows" in offered["maintenance"]["tools"]
+    assert _rows(pg_rows) == 50
