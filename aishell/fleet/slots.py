@@ -78,6 +78,17 @@ def _slot_engine(state_url: str) -> Engine:
     return server_engine(state_url, display_url(without_timeouts(state_url)), Silenced())
 
 
+# Named in pg_catalog and bound as int4: a number binds as the smallest integer type that
+# holds it, and a database's own function taking exactly that type would be chosen.
+_PG_TAKE = (
+    "SELECT pg_catalog.pg_try_advisory_lock("
+    "CAST(:k AS pg_catalog.int4), CAST(:s AS pg_catalog.int4))"
+)
+_PG_RELEASE = (
+    "SELECT pg_catalog.pg_advisory_unlock(CAST(:k AS pg_catalog.int4), CAST(:s AS pg_catalog.int4))"
+)
+
+
 def _server_lock(conn: Connection, digest: str, limit: int) -> Callable[[], None] | None:
     """Take the first free slot on the state store's server; its release, or None."""
     postgres = conn.dialect.name == "postgresql"
@@ -86,8 +97,8 @@ def _server_lock(conn: Connection, digest: str, limit: int) -> Callable[[], None
         params: dict[str, object]
         if postgres:
             params = {"k": key, "s": slot}
-            taken = conn.execute(text("SELECT pg_try_advisory_lock(:k, :s)"), params).scalar()
-            release = "SELECT pg_advisory_unlock(:k, :s)"
+            taken = conn.execute(text(_PG_TAKE), params).scalar()
+            release = _PG_RELEASE
         else:
             params = {"k": f"aishell-slot:{digest[:40]}:{slot}"}
             taken = conn.execute(text("SELECT GET_LOCK(:k, 0)"), params).scalar()

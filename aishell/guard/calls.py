@@ -279,7 +279,8 @@ def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
 PG_USER_DEFINED = (
     "(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
     " SELECT 1 FROM pg_catalog.pg_depend x"
-    " WHERE x.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND x.objid = p.oid"
+    " WHERE x.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass"
+    " AND x.objid = p.oid"
     " AND x.deptype = 'e'))"
 )
 PG_TRUSTED_BY_SITE = (
@@ -290,17 +291,19 @@ PG_TRUSTED_BY_SITE = (
 )
 PG_MAY_WRITE = (
     "((p.provolatile = 'v' OR EXISTS ("
-    " SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s ON s.oid IN ("
+    " SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc s"
+    " ON s.oid OPERATOR(pg_catalog.=) ANY(ARRAY["
     " a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,"
-    " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)"
-    f" WHERE a.aggfnoid = p.oid AND s.provolatile = 'v') OR {PG_USER_DEFINED})"
+    " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn]::pg_catalog.oid[])"
+    f" WHERE a.aggfnoid::pg_catalog.oid = p.oid AND s.provolatile = 'v') OR {PG_USER_DEFINED})"
     f" AND NOT ({PG_USER_DEFINED} AND {PG_TRUSTED_BY_SITE}))"
 )
 PG_TRUSTED = (
     "(n.nspname = 'pg_catalog' OR EXISTS ("
     " SELECT 1 FROM pg_catalog.pg_depend d"
     " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
-    " WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid"
+    " WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass"
+    " AND d.objid = p.oid"
     " AND d.deptype = 'e' AND e.extname = ANY(%(extensions)s)))"
 )
 

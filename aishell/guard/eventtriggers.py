@@ -55,8 +55,9 @@ _ONLY_ON = {"sql_drop": ("DROP", "ALTER"), "table_rewrite": ("ALTER",)}
 _ENABLED = (
     "SELECT e.evtname, e.evtevent, e.evtfoid::pg_catalog.regproc::text, e.evttags, n.nspname, "
     "p.proname, n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
-    "SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::"
-    "pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e') "
+    "SELECT 1 FROM pg_catalog.pg_depend d "
+    "WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass "
+    "AND d.objid = p.oid AND d.deptype = 'e') "
     "FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE e.evtenabled IN ('O', 'A') ORDER BY 1"

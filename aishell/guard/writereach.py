@@ -151,12 +151,16 @@ def _acting(keys: list[_Key], write: Write) -> Iterator[tuple[_Key, str, Write]]
 
 # The relation a statement names, found as the statement finds it: an unqualified name
 # through the whole search_path, not only its first schema.
-_PG_TABLE = "(SELECT to_regclass(coalesce(quote_ident(:s) || '.', '') || quote_ident(:t))::oid)"
+_PG_TABLE = (
+    "(SELECT pg_catalog.to_regclass(coalesce(pg_catalog.quote_ident(:s) || '.', '') "
+    "|| pg_catalog.quote_ident(:t))::pg_catalog.oid)"
+)
 
 
 def _pg_columns(relation: str, numbers: str) -> str:
     return (
-        f"ARRAY(SELECT a.attname::text FROM unnest(c.{numbers}) WITH ORDINALITY u(num, i) "
+        f"ARRAY(SELECT a.attname::text "
+        f"FROM pg_catalog.unnest(c.{numbers}) WITH ORDINALITY u(num, i) "
         f"JOIN pg_catalog.pg_attribute a ON a.attrelid = c.{relation} AND a.attnum = u.num "
         "ORDER BY u.i)"
     )
@@ -187,8 +191,10 @@ _PG_KEYS = (
     f"pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid {_IN_FAMILY}) "
     "UNION ALL SELECT DISTINCT 'base', n.nspname, b.relname, NULL, NULL, NULL, "
     "NULL::text[], NULL::text[], b.oid::regclass::text FROM pg_catalog.pg_rewrite r "
-    "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass "
-    "AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass "
+    "JOIN pg_catalog.pg_depend d"
+    " ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass "
+    "AND d.objid = r.oid"
+    " AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass "
     "JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> r.ev_class "
     "JOIN pg_catalog.pg_namespace n ON n.oid = b.relnamespace "
     f"WHERE r.ev_class = {_PG_TABLE} AND r.rulename = '_RETURN' "
@@ -392,13 +398,14 @@ class _Relations:
 _PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
 # A partition's copy of a trigger of a table in the family is that trigger.
 _PG_FIRES = (
-    f"{_PG_FAMILY}SELECT 'trigger ' || t.tgname || ' (runs ' || t.tgfoid::regproc::text || ')' "
+    f"{_PG_FAMILY}SELECT 'trigger ' || t.tgname::pg_catalog.text || ' (runs ' "
+    "|| t.tgfoid::pg_catalog.regproc::pg_catalog.text || ')' "
     f"|| CASE WHEN t.tgrelid <> {_PG_TABLE} THEN ' on ' || t.tgrelid::regclass::text ELSE '' "
     f"END FROM pg_catalog.pg_trigger t WHERE t.tgrelid {_IN_FAMILY} AND NOT t.tgisinternal "
     f"AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger p WHERE p.oid = t.tgparentid "
     f"AND p.tgrelid {_IN_FAMILY}) "
-    "AND t.tgenabled <> 'D' AND t.tgtype::int & :bit <> 0 "
-    "UNION ALL SELECT 'rule ' || r.rulename || CASE WHEN r.is_instead "
+    "AND t.tgenabled <> 'D' AND t.tgtype::pg_catalog.int4 & CAST(:bit AS pg_catalog.int4) <> 0 "
+    "UNION ALL SELECT 'rule ' || r.rulename::pg_catalog.text || CASE WHEN r.is_instead "
     "THEN ' (DO INSTEAD: the statement does what the rule says)' ELSE ' (DO ALSO)' END "
     f"FROM pg_catalog.pg_rewrite r WHERE r.ev_class = {_PG_TABLE} AND r.ev_type = :ev "
     "AND r.ev_enabled <> 'D' ORDER BY 1"

@@ -41,13 +41,13 @@ _PG_DATABASE = {"CREATE", "CONNECT", "TEMPORARY", "TEMP"}
 _PG_OBJECTS = {
     "schema": (
         _PG_SCHEMA,
-        "SELECT current_schema()",
-        "SELECT has_schema_privilege(current_schema(), :p)",
+        "SELECT pg_catalog.current_schema()",
+        "SELECT pg_catalog.has_schema_privilege(pg_catalog.current_schema(), :p)",
     ),
     "database": (
         _PG_DATABASE,
-        "SELECT current_database()",
-        "SELECT has_database_privilege(current_database(), :p)",
+        "SELECT pg_catalog.current_database()",
+        "SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), :p)",
     ),
 }
 
@@ -120,7 +120,7 @@ def _listed(names: Sequence[str]) -> str:
 
 
 def _postgresql(conn: Connection, privilege: Privilege) -> Found:
-    role, schema = conn.execute(text("SELECT current_user, current_schema()")).one()
+    role, schema = conn.execute(text("SELECT current_user, pg_catalog.current_schema()")).one()
     grants = [g.upper() for g in privilege.grants]
     checks: dict[str, Callable[[Connection, list[str], str, str], Found]] = {
         "server": _pg_server,
@@ -139,7 +139,7 @@ def _pg_server(conn: Connection, grants: list[str], role: str, schema: str) -> F
         if not conn.execute(
             text(
                 "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :r) "
-                "AND pg_has_role(current_user, :r, 'MEMBER')"
+                "AND pg_catalog.pg_has_role(current_user, :r, 'MEMBER')"
             ),
             {"r": g.lower()},
         ).scalar()
@@ -172,15 +172,15 @@ def _pg_tables(conn: Connection, grants: list[str], role: str, schema: str) -> F
         return f"unknown table privilege {', '.join(unknown)}", "declare table privileges"
     rows = conn.execute(
         text(
-            "SELECT c.relname, pg_get_userbyid(c.relowner), "
-            "pg_has_role(current_user, c.relowner, 'USAGE') "
-            "  OR pg_has_role(current_user, d.datdba, 'USAGE'), "
-            "ARRAY(SELECT p FROM unnest(CAST(:grants AS text[])) AS p "
-            "      WHERE p <> 'OWNER' AND NOT has_table_privilege(c.oid, p)) "
+            "SELECT c.relname, pg_catalog.pg_get_userbyid(c.relowner), "
+            "pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') "
+            "  OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE'), "
+            "ARRAY(SELECT p FROM pg_catalog.unnest(CAST(:grants AS pg_catalog.text[])) AS p "
+            "      WHERE p <> 'OWNER' AND NOT pg_catalog.has_table_privilege(c.oid, p)) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "CROSS JOIN pg_database d "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() "
-            "  AND d.datname = current_database() ORDER BY 1"
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema() "
+            "  AND d.datname = pg_catalog.current_database() ORDER BY 1"
         ),
         {"grants": grants},
     ).all()

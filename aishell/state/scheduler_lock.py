@@ -41,9 +41,9 @@ CLIENT_KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
 }
-_TAKE = text("SELECT pg_try_advisory_lock(:key)")
+_TAKE = text("SELECT pg_catalog.pg_try_advisory_lock(CAST(:key AS pg_catalog.int8))")
 _PROBE = text("SELECT 1")
-_RELEASE = text("SELECT pg_advisory_unlock(:key)")
+_RELEASE = text("SELECT pg_catalog.pg_advisory_unlock(CAST(:key AS pg_catalog.int8))")
 
 
 def lock_key(name: str = LOCK_NAME) -> int:

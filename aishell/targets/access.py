@@ -82,8 +82,8 @@ def _both(conn: Connection, name: str, mariadb: bool, read_only: bool, seconds: 
     if name == "postgresql":
         conn.execute(
             text(
-                "SELECT set_config('default_transaction_read_only', :access, false), "
-                "set_config(:variable, :value, false)"
+                "SELECT pg_catalog.set_config('default_transaction_read_only', :access, false), "
+                "pg_catalog.set_config(:variable, :value, false)"
             ),
             {"access": "on" if read_only else "off", "variable": variable, "value": str(value)},
         )

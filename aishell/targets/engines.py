@@ -31,7 +31,7 @@ from aishell.targets.limits import (
 )
 from aishell.targets.locks import RunLock, try_lock
 from aishell.targets.logins import Login, resolve_login
-from aishell.targets.searchpath import pin_search_path
+from aishell.targets.searchpath import NATIVE_HSTORE, pin_search_path
 from aishell.targets.servermessage import server_message
 from aishell.terminal import printable
 
@@ -230,7 +230,11 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         "tcp_user_timeout": int(target.write_timeout_seconds * 1000),
     }
     engine = create_engine(
-        url, connect_args=connect_args, pool_pre_ping=True, max_overflow=POOL_OVERFLOW
+        url,
+        connect_args=connect_args,
+        pool_pre_ping=True,
+        max_overflow=POOL_OVERFLOW,
+        use_native_hstore=NATIVE_HSTORE,
     )
     # First of all: SQLAlchemy's own first statements (current_schema()) come after it.
     event.listen(engine, "connect", pin_search_path, insert=True)

@@ -27,11 +27,14 @@ def database_identity(conn: Connection) -> str:
     dialect = conn.dialect.name
     if dialect == "postgresql":
         name, oid = conn.execute(
-            text("SELECT datname, oid FROM pg_database WHERE datname = current_database()")
+            text(
+                "SELECT datname, oid FROM pg_catalog.pg_database"
+                " WHERE datname = pg_catalog.current_database()"
+            )
         ).one()
         try:
             system = conn.execute(
-                text("SELECT system_identifier FROM pg_control_system()")
+                text("SELECT system_identifier FROM pg_catalog.pg_control_system()")
             ).scalar()
         except DBAPIError:
             # A server that keeps pg_control_system() from this role: the address then.
@@ -39,8 +42,8 @@ def database_identity(conn: Connection) -> str:
                 conn.rollback()
             system = conn.execute(
                 text(
-                    "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || "
-                    "coalesce(inet_server_port()::text, '')"
+                    "SELECT coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), 'local') "
+                    "|| ':' || coalesce(pg_catalog.inet_server_port()::pg_catalog.text, '')"
                 )
             ).scalar()
         return f"postgresql:{system}/{name}/{oid}"

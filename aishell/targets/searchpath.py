@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# SQLAlchemy's psycopg dialect looks hstore up on a first connection with psycopg's query
+# `t.oid = %(name)s::regtype`, an operator a database's own `=(oid, regtype)` would
+# take; aishell sends no hstore value.
+NATIVE_HSTORE = False
 # The pinned path, in the pool record's info (the Connection's info).
 SEARCH_PATH_KEY = "aishell_search_path"
 _SYSTEM = {"pg_catalog", "pg_temp"}
@@ -63,12 +67,21 @@ def pin_search_path(dbapi_conn: Any, record: Any) -> None:
     record.info[SEARCH_PATH_KEY] = path
 
 
+def url_dialect(url: Any) -> str:
+    """The dialect a URL (a string or a sqlalchemy URL) names: postgresql for postgresql+psycopg."""
+    from sqlalchemy.engine import make_url
+
+    return str(make_url(url).get_backend_name())
+
+
 def pinned_engine(url: Any, **options: Any) -> Any:
     """create_engine(url, **options) whose PostgreSQL sessions are pinned (a session
     aishell opens outside a target: a restore's drops, a copy's measurements), and whose
     MySQL sessions send their password as a target's do."""
     from sqlalchemy import create_engine, event
 
+    if url_dialect(url) == "postgresql":
+        options.setdefault("use_native_hstore", NATIVE_HSTORE)
     engine = create_engine(url, **options)
     if engine.dialect.name == "postgresql":
         event.listen(engine, "connect", pin_search_path, insert=True)

@@ -30,7 +30,7 @@ from aishell.targets.catalog import require_column, sqlite_name, sqlite_text_as_
 # shows, as PostgreSQL before 14 (no primary key on pg_class) requires.
 _PG_TABLES = """
 /* aishell catalog */ SELECT c.relname AS name,
-       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
+       CASE WHEN c.reltuples >= '0'::pg_catalog.float4 THEN c.reltuples::bigint
             ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END AS rows,
        (c.relpages + coalesce(pg_catalog.sum(i.relpages), 0))::bigint
            * pg_catalog.current_setting('block_size')::bigint AS bytes,

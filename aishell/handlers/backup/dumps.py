@@ -359,7 +359,8 @@ SELECT coalesce(pg_catalog.sum(c.relpages + coalesce(t.relpages, 0)), 0)::bigint
        * pg_catalog.current_setting('block_size')::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
-WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+WHERE c.relkind = 'r' AND n.nspname <> 'information_schema'
+  AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_%'
 """
 
 

@@ -204,7 +204,12 @@ _PG_RELATIONS = {
 }
 _PG_ROUTINES = {"f": "function", "w": "function", "p": "procedure", "a": "aggregate"}
 # The schemas of the system, which no archive of a database restores into.
-_PG_USER = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+# A name matched by LIKE as text: the catalog has no LIKE of name against name, which a
+# database could define.
+_PG_USER = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_%'"
+)
 
 
 def _name(ident: str) -> str:
@@ -227,7 +232,8 @@ def _pg_drops(link: Path, conn: Connection, ctx: ToolContext) -> list[re.Match[s
 
 def _pg_catalog(conn: Connection) -> _Catalog:
     not_extension = (
-        "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = {cls}::regclass "
+        "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
+        "WHERE d.classid OPERATOR(pg_catalog.=) {cls}::pg_catalog.regclass "
         "AND d.objid = {oid} AND d.deptype = 'e')"
     )
     objects: dict[tuple[str, str], str] = {}

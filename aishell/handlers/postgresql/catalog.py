@@ -21,14 +21,16 @@ TABLE_OIDS = (
 INDEXES = """
 SELECT x.indrelid::bigint AS table_oid, i.relname AS name, i.oid AS oid,
        x.indisvalid AS valid, am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes,
-       ARRAY(SELECT DISTINCT pn.nspname || '.' || p.proname
+       ARRAY(SELECT DISTINCT pn.nspname::pg_catalog.text || '.' || p.proname::pg_catalog.text
              FROM pg_catalog.pg_opclass oc
              JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
-             JOIN pg_catalog.pg_proc p ON p.oid = ap.amproc
+             JOIN pg_catalog.pg_proc p ON p.oid = ap.amproc::pg_catalog.oid
              JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
-             WHERE oc.oid = ANY(x.indclass) AND p.oid >= 16384
+             WHERE oc.oid = ANY(x.indclass)
+               AND p.oid OPERATOR(pg_catalog.>=) '16384'::pg_catalog.oid
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                               WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                               WHERE d.classid OPERATOR(pg_catalog.=)
+                                     'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid
                                  AND d.objid = p.oid AND d.deptype = 'e')) AS support
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid

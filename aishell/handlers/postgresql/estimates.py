@@ -38,8 +38,8 @@ def _size(table: str, relation: str) -> str:
     costs a new session a cache entry for each of 10,000 relations and waits behind a
     lock held on it."""
     return (
-        f"CASE WHEN {table}.reltuples >= 0 AND pg_catalog.pg_stat_get_mod_since_analyze("
-        f"{table}.oid) = 0\n"
+        f"CASE WHEN {table}.reltuples >= '0'::pg_catalog.float4\n"
+        f"                 AND pg_catalog.pg_stat_get_mod_since_analyze({table}.oid) = 0\n"
         f"            THEN {relation}.relpages * pg_catalog.current_setting('block_size')::bigint\n"
         f"            ELSE pg_catalog.pg_relation_size({relation}.oid) END"
     )
@@ -58,7 +58,7 @@ SELECT c.reltuples AS reltuples,
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
-WHERE c.oid = :oid
+WHERE c.oid = CAST(:oid AS pg_catalog.oid)
 """
 # The table's oid and each of its indexes with what an index's estimate needs: its
 # entries (reltuples, kept by VACUUM and ANALYZE), its fill factor, and the average width

@@ -48,7 +48,8 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 _DATABASE = """
 SELECT pg_catalog.pg_database_size(pg_catalog.current_database()) AS bytes,
        CASE WHEN blks_hit + blks_read > 0
-            THEN pg_catalog.round(100.0 * blks_hit / (blks_hit + blks_read), 2)
+            THEN pg_catalog.round(100.0 * blks_hit::pg_catalog.numeric
+                                 / (blks_hit + blks_read)::pg_catalog.numeric, 2)
        END AS cache_hit_percent,
        (SELECT pg_catalog.count(*) FROM pg_stat_activity
          WHERE datname = pg_catalog.current_database())

@@ -29,7 +29,7 @@ _SIZE = """
 SELECT pg_catalog.pg_total_relation_size(c.oid) AS bytes,
        coalesce(s.n_dead_tup, 0) AS dead_rows{also}
 FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = :oid
+WHERE c.oid = CAST(:oid AS pg_catalog.oid)
 """
 _BEFORE = _SIZE.replace("{also}", ", pg_catalog.clock_timestamp() AS at")
 # After: the dead rows VACUUM had to leave (n_dead_tup is what it could not remove), and

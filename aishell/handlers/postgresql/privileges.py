@@ -41,7 +41,7 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 ORDER BY c.relname
 """
 _PRIVILEGES_17 = _PRIVILEGES.replace(
-    "false AS maintain", "has_table_privilege(c.oid, 'MAINTAIN') AS maintain"
+    "false AS maintain", "pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') AS maintain"
 )
 
 
@@ -147,10 +147,12 @@ def raise_if_skipped(
 # --- what each agent needs of the role (aishell targets check) --------------------------------
 
 _UNREADABLE = """
-SELECT n.nspname || '.' || c.relname AS name, n.nspname AS schema
+SELECT n.nspname::pg_catalog.text || '.' || c.relname::pg_catalog.text AS name,
+       n.nspname AS schema
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'S', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') 
+  AND n.nspname::pg_catalog.text !~ '^pg_(toast|temp)'
   AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
 ORDER BY 1
 """

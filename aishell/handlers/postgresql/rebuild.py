@@ -22,7 +22,8 @@ from aishell.tool.context import ToolContext
 _LEFTOVERS = """
 SELECT i.relname AS name
 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-WHERE x.indrelid = :oid AND NOT x.indisvalid AND i.relname ~ '_cc(new|old)[0-9]*$'
+WHERE x.indrelid = CAST(:oid AS pg_catalog.oid) AND NOT x.indisvalid
+  AND i.relname::pg_catalog.text ~ '_cc(new|old)[0-9]*$'
 ORDER BY i.relname
 """
 _DROP_LEFTOVER = "DROP INDEX CONCURRENTLY IF EXISTS {index}"

@@ -92,8 +92,9 @@ def _same_table(conn: Connection, table: str, other: str) -> bool:
         oids = [
             conn.execute(
                 text(
-                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relname = :t AND n.nspname = current_schema()"
+                    "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = c.relnamespace "
+                    "WHERE c.relname = :t AND n.nspname = pg_catalog.current_schema()"
                 ),
                 {"t": name},
             ).scalar()

@@ -39,14 +39,17 @@ _PG_REL = (
 # or through an operator.
 _PG_CALLS_USER_CODE = (
     "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
-    "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = d.refobjid "
+    "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid "
+    "AND o.oid = d.refobjid "
     "JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN d.refclassid = "
-    "'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid ELSE o.oprcode::oid END "
+    "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid THEN d.refobjid "
+    "ELSE o.oprcode::pg_catalog.oid END "
     "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
-    "WHERE d.classid = '{classid}'::pg_catalog.regclass AND d.objid = {objid} "
+    "WHERE d.classid = '{classid}'::pg_catalog.regclass::pg_catalog.oid AND d.objid = {objid} "
     "AND pn.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
     "SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
-    "'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e'))"
+    "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid AND e.objid = p.oid "
+    "AND e.deptype = 'e'))"
 )
 _PG_PROBLEMS = (
     f"WITH RECURSIVE arc AS (SELECT {_PG_REL.format(name='a')} AS oid), "

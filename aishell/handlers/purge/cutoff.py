@@ -100,8 +100,12 @@ def describe(
     if dialect == "postgresql":
         data_type = conn.execute(
             text(
-                "SELECT data_type FROM information_schema.columns WHERE table_schema = "
-                "current_schema() AND table_name = :t AND column_name = :c"
+                # The view's names are a domain over name: compared as text, no operator
+                # a database defines over that domain is chosen over the catalog's.
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_schema::pg_catalog.text "
+                "= pg_catalog.current_schema()::pg_catalog.text "
+                "AND table_name::pg_catalog.text = :t AND column_name::pg_catalog.text = :c"
             ),
             {"t": table, "c": column},
         ).scalar()

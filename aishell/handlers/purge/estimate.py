@@ -39,12 +39,12 @@ COUNT = "SELECT count(*), sum(CASE WHEN {date_column} < :cutoff THEN 1 ELSE 0 EN
 # What an estimate may send ({array}: the type a histogram of the date column is read
 # back as); a sample of key ranges sends one range per stretch of the key.
 _PG_TABLE = (
-    "SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / "
-    "current_setting('block_size')::int AS pages, s.n_mod_since_analyze, "
+    "SELECT c.reltuples, c.relpages, pg_catalog.pg_relation_size(c.oid) / "
+    "pg_catalog.current_setting('block_size')::pg_catalog.int4 AS pages, s.n_mod_since_analyze, "
     "greatest(s.last_analyze, s.last_autoanalyze) AS analyzed "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
-    "WHERE c.relname = :t AND n.nspname = current_schema()"
+    "WHERE c.relname = :t AND n.nspname = pg_catalog.current_schema()"
 )
 # The engine's own row estimate, made from its pages.
 _MYSQL_ROWS = (
@@ -54,7 +54,7 @@ _MYSQL_ROWS = (
 _PG_HISTOGRAM = (
     "SELECT null_frac, most_common_vals::text::{array} AS mcv, most_common_freqs, "
     "histogram_bounds::text::{array} AS bounds FROM pg_stats "
-    "WHERE schemaname = current_schema() AND tablename = :t AND attname = :c"
+    "WHERE schemaname = pg_catalog.current_schema() AND tablename = :t AND attname = :c"
 )
 _PG_SAMPLE = (
     "SELECT count(*), coalesce(sum(CASE WHEN {date_column} < :cutoff THEN 1 ELSE 0 END), 0) "
