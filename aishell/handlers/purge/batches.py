@@ -9,9 +9,9 @@ every row it reads, old or not, and its range scan of kept rows cost 1.5 times t
 
 Before a batch commits, a durable checkpoint records where it ends, how many rows it
 deleted, the session that sends it, and where its archive bytes start and end and their
-digest; only then are those bytes written, and then the batch commits. After a crash the
-resume (resume.py) makes sure that session is over, then looks whether the batch's rows
-are still there to know whether it committed."""
+digest (on PostgreSQL its transaction's id); only then are those bytes written, and then
+the batch commits. After a crash the resume (resume.py) makes sure that session is over,
+then asks a witness of that transaction whether it committed (indoubt.KeyBatch)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer
+from aishell.handlers.purge.batchsql import RANGE, XACT_SQL, BatchSql, is_integer
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -284,7 +284,12 @@ class Walk:
         return True
 
     def _commit(self, upper: Any, count: int, archived: BatchBytes | None) -> int | None:
-        return self._commit_pending({"upper": upper, "rows": count}, archived)
+        where: dict[str, Any] = {"upper": upper, "rows": count}
+        if count and self.ctx.dialect == "postgresql":
+            # After a crash the server says whether this transaction committed
+            # (pg_xact_status), whatever its key range holds by then.
+            where["xid"] = self.ctx.connection.execute(text(XACT_SQL)).scalar()
+        return self._commit_pending(where, archived)
 
     def _commit_pending(self, where: dict[str, Any], archived: BatchBytes | None) -> int | None:
         """Checkpoint the batch as pending (`where`: where it ends, its rows), write its

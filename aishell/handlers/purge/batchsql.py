@@ -52,6 +52,8 @@ class BatchSql:
         q = ctx.quote
         self.dialect = ctx.dialect
         self.table, self.key = q(params["table"]), q(key) if key != "rowid" else "rowid"
+        # The key as an archived row names it (a resume reads a batch's keys there).
+        self.key_name = key
         self.date = q(params["date_column"])
         self.archive_table = q(params["archive_table"]) if params.get("archive_table") else None
         self.archive_file = bool(params.get("archive_file"))
@@ -84,6 +86,18 @@ class BatchSql:
             f"SELECT {self.key} FROM {self.table} WHERE {self.range(first)} "
             f"ORDER BY {self.key} LIMIT 1"
         )
+
+    def keys_present(self) -> str:
+        """How many of the given keys (:keys, expanding) the table holds, whatever their
+        dates: a batch in doubt's own rows looked for after a crash."""
+        return f"SELECT count(*) FROM {self.table} WHERE {self.key} IN :keys"
+
+    def archived_in_range(self, first: bool) -> str:
+        """The archive table's rows in a batch's key range: its copy commits with its
+        delete, so they are at least the rows it deleted if, and only if, it committed
+        (fewer: only rows an earlier purge archived there)."""
+        lower = "" if first else f"{self.key} > :after AND "
+        return f"SELECT count(*) FROM {self.archive_table} WHERE {lower}{self.key} <= :upper"
 
     def bounds(self) -> str:
         return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"

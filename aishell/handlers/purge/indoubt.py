@@ -18,17 +18,24 @@ is committed (resume.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
+from aishell.handlers.purge.batchsql import XACT_STATUS_SQL, BatchSql
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -55,7 +62,8 @@ _PG_END = (
     f"SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE {_PG_THAT}"
 )
 _PG_LOCK_WAIT = (
-    "SELECT setting::float / 1000 FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'"
+    "SELECT setting::pg_catalog.float8 / '1000'::pg_catalog.float8 "
+    "FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'"
 )
 _MY_BOOT = (
     "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
@@ -193,7 +201,7 @@ class _Settle:
 
     def _give_up(self, wait: float, refused: str | None) -> None:
         how = (
-            f"SELECT pg_terminate_backend({int(self.recorded['pid'])})"
+            f"SELECT pg_catalog.pg_terminate_backend({int(self.recorded['pid'])})"
             if self.postgresql
             else f"KILL {int(self.recorded['id'])}"
         )
@@ -205,3 +213,132 @@ class _Settle:
             f"yet{why}",
             f"end that session first ({how}, as a user that may), or let its transaction end",
         )
+
+
+# --- whether a key walk's batch in doubt committed --------------------------------------
+
+# Keys a look at the table names at once (SQLite's oldest builds bind 999 at most).
+KEYS_A_LOOK = 500
+
+
+@dataclass
+class KeyBatch:
+    """A key walk's batch checkpointed as pending, judged once its session is over by a
+    witness of its own transaction, never by whether old rows are in its key range now:
+    another session may write an old row there after it committed, or make its rows
+    young after its COMMIT was lost."""
+
+    ctx: ToolContext
+    batch: BatchSql
+    pending: Mapping[str, Any]
+    after: Any
+    bound: Any
+    archive_file: str | None
+
+    def committed(self) -> bool:
+        pending = self.pending
+        if not pending.get("rows"):
+            # It deleted nothing: done again, it deletes and archives what is old now.
+            return False
+        if pending.get("xid"):
+            status = self._conn.execute(
+                text(XACT_STATUS_SQL), {"xid": str(pending["xid"])}
+            ).scalar()
+            if status is not None:
+                return bool(status == "committed")
+        if self.archive_file:
+            keys = archived_keys(Path(self.archive_file), pending, self.batch.key_name)
+            if keys is not None:
+                # No bytes of its own in the file: written before its COMMIT was sent,
+                # so it never was.
+                return bool(keys) and self._keys_gone(keys)
+        if self.batch.archive_table and self.batch.key != "rowid":
+            # Copied in the same transaction as the delete: in the archive table if,
+            # and only if, it committed.
+            sql = text(self.batch.archived_in_range(self._first))
+            archived = int(self._conn.execute(sql, self._range).scalar() or 0)
+            return archived >= int(pending["rows"])
+        return self._by_old_rows()
+
+    @property
+    def _conn(self) -> Connection:
+        return self.ctx.connection
+
+    @property
+    def _first(self) -> bool:
+        return self.after is None
+
+    @property
+    def _range(self) -> dict[str, Any]:
+        return {"after": self.after, "upper": self.pending["upper"], "cutoff": self.bound}
+
+    def _keys_gone(self, keys: list[Any]) -> bool:
+        """The batch's own keys, read from its archived bytes, looked for in the table
+        whatever their dates: none left, it committed; all left, it did not."""
+        keys = list(dict.fromkeys(keys))
+        sql = text(self.batch.keys_present()).bindparams(bindparam("keys", expanding=True))
+        left = sum(
+            int(self._conn.execute(sql, {"keys": keys[i : i + KEYS_A_LOOK]}).scalar() or 0)
+            for i in range(0, len(keys), KEYS_A_LOOK)
+        )
+        if left in (0, len(keys)):
+            return left == 0
+        self._undecided(f"{left:,} of the {len(keys):,} rows it archived are still in the table")
+
+    def _by_old_rows(self) -> bool:
+        """No witness of the transaction's own (no archive, or SQLite's rowid, which no
+        archived row holds): the old rows in its key range against the rows it deleted.
+        None left, it committed; at least as many, it did not."""
+        sql = f"SELECT count(*) FROM {self.batch.table} WHERE {self.batch.range(self._first)}"
+        left = int(self._conn.execute(text(sql), self._range).scalar() or 0)
+        rows = int(self.pending["rows"])
+        if left == 0 or left >= rows:
+            return left == 0
+        if self.archive_file:
+            # Cutting its bytes when it committed would lose archived rows for good.
+            self._undecided(
+                f"{left:,} rows older than the cutoff are in its key range, fewer than the "
+                f"{rows:,} it deleted"
+            )
+        return False  # done again: it deletes what is old in its range now
+
+    def _undecided(self, seen: str) -> NoReturn:
+        raise stopped_resumably(
+            self.ctx,
+            f"whether the purge's last batch (keys after {self.after!r} up to "
+            f"{self.pending['upper']!r}, {int(self.pending['rows']):,} rows) committed is not "
+            f"known: {seen}, so another session changed them since",
+            "compare its rows in the archive with the table, delete from the table those "
+            "of its rows still there if it is to count as done, then resume",
+        )
+
+
+def archived_keys(path: Path, pending: Mapping[str, Any], key: str) -> list[Any] | None:
+    """The keys of the rows a batch in doubt archived, read from its bytes in the archive
+    file (known by the length and digest checkpointed before they were written); [] when
+    its bytes are not there (they are written before the COMMIT is sent, so it did not
+    commit); None when its rows do not hold the key (SQLite's rowid) or the checkpoint
+    does not say what its bytes are."""
+    start, end = pending.get("archive_from"), pending.get("archive_offset")
+    digest = pending.get("archive_digest")
+    if start is None or end is None or digest is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []  # the archive file's own checks say what is wrong with it
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        data = os.pread(fd, int(end) - int(start), int(start))
+    finally:
+        os.close(fd)
+    if hashlib.sha256(data).hexdigest() != str(digest) or len(data) != int(end) - int(start):
+        return []
+    keys = []
+    for line in data.splitlines():
+        row = json.loads(line)
+        if key not in row:
+            return None
+        keys.append(row[key])
+    return keys

@@ -1,7 +1,8 @@
 """delete_old_records' run: the purge from its last durable checkpoint. A first start, a
 resume after a crash and a retry after a lost connection all begin there: the session
 the checkpoint names is made sure to be over (indoubt.py), then a batch checkpointed but
-not known to have committed is looked for in the table, and the archive file is cut
+not known to have committed is judged by a witness of its own transaction (indoubt.py,
+pages.py), never by what its key range holds since, and the archive file is cut
 back to the length of the last committed batch (by that batch's own bytes only:
 ownership.py), so no row is counted (or archived) twice and none is skipped."""
 
@@ -21,7 +22,7 @@ from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
 from aishell.handlers.purge.batches import run_batches
 from aishell.handlers.purge.batchsql import XACT_STATUS_SQL, BatchSql
-from aishell.handlers.purge.indoubt import session_of, settle_session
+from aishell.handlers.purge.indoubt import KeyBatch, session_of, settle_session
 from aishell.handlers.purge.pages import PageWalk, page
 from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
@@ -90,8 +91,9 @@ def _last_checkpoint(
     session: dict[str, Any] | None,
 ) -> _Checkpoint:
     """The checkpoint's cutoff, key, rows, batches and archive length; a batch it holds as
-    pending counts as done when its rows are gone from the table, looked for once the
-    session that sent it is over."""
+    pending counts as done when a witness of its own transaction says it committed (the
+    server's word on it, its archived keys gone from the table, its copy in the archive
+    table; indoubt.KeyBatch), asked once the session that sent it is over."""
     conn = ctx.connection
     progress: dict[str, Any] = dict(ctx.load_progress() or {})
     # Before anything is read: the old session may hold the batch's locks, and its
@@ -122,12 +124,8 @@ def _last_checkpoint(
             doubt = pending
     elif pending:
         # The checkpoint was written before that batch's commit: did the commit happen?
-        first = after is None
-        left = conn.execute(
-            text(f"SELECT 1 FROM {batch.table} WHERE {batch.range(first)} LIMIT 1"),
-            {"after": after, "upper": pending["upper"], "cutoff": bound},
-        ).first()
-        if left is None:
+        judged = KeyBatch(ctx, batch, pending, after, bound, params.get("archive_file"))
+        if judged.committed():
             after, deleted, batches = pending["upper"], deleted + pending["rows"], batches + 1
             archive_bytes = pending.get("archive_offset", archive_bytes)
         else:
