@@ -487,7 +487,10 @@ def test_a_session_the_resume_may_not_end_is_waited_for_then_named(home):
             f"the session that sent this purge's last batch (PostgreSQL backend {old}) is "
             "still in its transaction after 3s" in said
         ), out
-        assert f"end that session first (SELECT pg_catalog.pg_terminate_backend({old}), as a user" in said, out
+        assert (
+            f"end that session first (SELECT pg_catalog.pg_terminate_backend({old}), as a user"
+            in said
+        ), out
         assert s.archive_file.read_bytes() == kept
         with engine(s.url).connect() as conn:  # the DBA does as the line says
             conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": old})
