@@ -113,110 +113,175 @@ def hidden_writers(dialect: str, cursor: Any, trusted: Sequence[str] = ()) -> Hi
         lookup.close()
 
 
+# The operators the catalog queries write, each as pg_catalog's own with its exact
+# name: OPERATOR(pg_catalog.=) is looked up among pg_catalog's operators alone.
+_OPERATORS = ("=", "<>", ">=", ">", "<=", "<", "+", "||", "&&", "~")
+
+
+def exact_operators(sql: str) -> str:
+    """The query with each operator written ` op ` (spaces around) as pg_catalog's."""
+    for operator in _OPERATORS:
+        sql = sql.replace(f" {operator} ", f" OPERATOR(pg_catalog.{operator}) ")
+    return sql
+
+
 # Objects a user made (an oid from 16384 on, FirstNormalObjectId: what initdb made is
 # below) run these functions; those that may write (guardcalls.PG_MAY_WRITE), the
 # operators that run one, and the views that run either, directly or through another
 # view. Only user objects are read, so the lookup stays small whatever the catalog holds.
 # A table's policies count only where they apply to the session's role: not to a
 # superuser or a BYPASSRLS role, nor to the owner unless the table forces them.
-# The definition's node tree (x.tree) with what the planner folds to a constant written
-# as one, but for calls of the function looked for (x.fn): a call of constants (imm(1))
-# and its casts, the calls of those in turn, four deep (imm(1 + 1), imm(abs(-1)),
-# imm(1::bigint)). Any call of no column counts, a volatile one too: a read refused
-# that runs nothing is the side to err on.
-_FOLDABLE = (
-    "'[{]((FUNCEXPR :funcid (?!' || x.fn::text || ' )[0-9]+|OPEXPR :opno [0-9]+ "
-    ":opfuncid (?!' || x.fn::text || ' )[0-9]+) [^{}]*:args (<>|[(]([{]CONST [^{}]*[}] ?)+[)])"
-    "|(RELABELTYPE|COERCEVIAIO) :arg [{]CONST [^{}]*[}])[^{}]*[}]'"
-)
-_FOLDED_TREE = "x.tree"
-for _ in range(4):
-    _FOLDED_TREE = (
-        f"pg_catalog.regexp_replace({_FOLDED_TREE}, {_FOLDABLE}, '{{CONST :folded}}', 'g')"
-    )
+# Every operator is the catalog's own, written exactly (exact_operators): an operator
+# the database defines with an exact signature would otherwise beat pg_catalog's where
+# that one needs an implicit cast (CVE-2018-1058), pg_catalog first on the path or not.
+_USER = "'16384'::pg_catalog.oid"
+
+
+def _rel(name: str) -> str:
+    return f"'pg_catalog.{name}'::pg_catalog.regclass::pg_catalog.oid"
+
+
+# What the planner may evaluate of a table's definition (an index's expressions and
+# predicate, a partition key, a statistics object's expressions, a check constraint for
+# constraint exclusion) as it reads it for any statement naming the table: a call whose
+# arguments hold no column, which it folds to a constant however they are wrapped
+# (arrays, rows, CASE, named arguments, casts, other calls), and a SQL-language function
+# wherever it is called, which it may inline and then fold what its body calls. The node
+# tree is reduced from its innermost nodes out: a column (VAR) and every node holding
+# one become a tab (which no node's text holds: outfuncs escapes whitespace in names),
+# a node without one is dropped once looked at; a call of the function looked at, met
+# while no tab is inside it, counts. A call that takes columns only, of a function in
+# another language (lower_unaccent(name)), runs only as rows are written (usercode.py).
+_TREE_PATTERNS = {
+    "escaped": r"\\.",
+    "var": r"[{]VAR [^{}]*[}]",
+    "tab": "\t",
+    "with_var": "[{][^{}]*\t[^{}]*[}]",
+    "without_var": "[{][^{}\t]*[}]",
+    "call_head": "[{][A-Z]+ [^{}\t]*:(op)?funcid ",
+    "call_tail": " [^{}\t]*[}]",
+    "node": "[{]",
+}
+_CALL_OF_FN = "(%(call_head)s || x.fn::pg_catalog.text || %(call_tail)s)"
 
 _PG_HIDDEN = f"""
 WITH RECURSIVE run AS (
-  SELECT unnest(ARRAY[o.oprcode, o.oprrest, o.oprjoin]::oid[]) AS fn
-  FROM pg_catalog.pg_operator o WHERE o.oid >= 16384
-  UNION SELECT c.castfunc FROM pg_catalog.pg_cast c WHERE c.oid >= 16384
-  UNION SELECT unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[])
-  FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND t.typtype = 'b' AND t.typcategory <> 'A'
-  UNION SELECT a.amproc FROM pg_catalog.pg_amproc a WHERE a.oid >= 16384
+  SELECT pg_catalog.unnest(ARRAY[o.oprcode, o.oprrest, o.oprjoin]::pg_catalog.oid[]) AS fn
+  FROM pg_catalog.pg_operator o WHERE o.oid >= {_USER}
+  UNION SELECT c.castfunc FROM pg_catalog.pg_cast c WHERE c.oid >= {_USER}
+  UNION SELECT pg_catalog.unnest(
+    ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::pg_catalog.oid[])
+  FROM pg_catalog.pg_type t
+  WHERE t.oid >= {_USER} AND t.typtype = 'b'::pg_catalog.char
+    AND t.typcategory <> 'A'::pg_catalog.char
+  UNION SELECT pg_catalog.unnest(ARRAY[r.rngcanonical, r.rngsubdiff]::pg_catalog.oid[])
+  FROM pg_catalog.pg_range r WHERE r.rngtypid >= {_USER}
+  UNION SELECT a.amproc FROM pg_catalog.pg_amproc a WHERE a.oid >= {_USER}
   UNION SELECT d.refobjid FROM pg_catalog.pg_depend d
-  WHERE d.classid IN ('pg_catalog.pg_rewrite'::regclass, 'pg_catalog.pg_policy'::regclass,
-                      'pg_catalog.pg_constraint'::regclass, 'pg_catalog.pg_class'::regclass,
-                      'pg_catalog.pg_statistic_ext'::regclass)
-    AND d.objid >= 16384 AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+  WHERE d.classid = ANY (ARRAY[{_rel("pg_rewrite")}, {_rel("pg_policy")},
+                              {_rel("pg_constraint")}, {_rel("pg_class")},
+                              {_rel("pg_statistic_ext")}])
+    AND d.objid >= {_USER} AND d.refclassid = {_rel("pg_proc")}
 ), writing AS (
   SELECT p.oid FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-  WHERE p.oid IN (SELECT fn FROM run)
-    AND {PG_MAY_WRITE} AND NOT (p.proname = ANY(%(read_only)s) AND {PG_TRUSTED})
+  WHERE p.oid = ANY (SELECT fn FROM run)
+    AND {PG_MAY_WRITE}
+    AND NOT (p.proname = ANY(%(read_only)s::pg_catalog.name[]) AND {PG_TRUSTED})
+    -- A range type's constructors, which CREATE TYPE makes of the server's own code.
+    AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = {_rel("pg_proc")}
+        AND e.objid = p.oid AND e.refclassid = {_rel("pg_type")}
+        AND e.deptype = 'i'::pg_catalog.char)
 ), operators AS (
   SELECT o.oid, o.oprnamespace, o.oprname, p.proname FROM pg_catalog.pg_operator o
-  JOIN pg_catalog.pg_proc p ON p.oid IN (o.oprcode::oid, o.oprrest::oid, o.oprjoin::oid)
-  WHERE o.oid >= 16384 AND p.oid IN (SELECT oid FROM writing)
-), planned(oid, what) AS (
-  -- Only a call of constants: the planner folds it, reading the table's definition for
-  -- any statement that names the table (a call over a column runs only as rows are
-  -- written, which usercode.py names).
-  SELECT x.oid, x.what FROM (
-    SELECT coalesce(i.indrelid, d.objid) AS oid, d.refobjid AS fn,
+  JOIN pg_catalog.pg_proc p
+    ON p.oid = ANY (ARRAY[o.oprcode, o.oprrest, o.oprjoin]::pg_catalog.oid[])
+  WHERE o.oid >= {_USER} AND p.oid = ANY (SELECT oid FROM writing)
+), candidate(oid, what, fn, tree) AS (
+  SELECT x.oid, x.what, x.fn, x.tree FROM (
+    SELECT COALESCE(i.indrelid, d.objid) AS oid, d.refobjid AS fn,
       CASE WHEN i.indrelid IS NULL THEN 'its partition key' ELSE 'its index ' || k.relname END
       AS what,
-      coalesce(i.indexprs::text, '') || coalesce(i.indpred::text, '')
-      || coalesce(pt.partexprs::text, '') AS tree
+      COALESCE(i.indexprs::pg_catalog.text, '')
+      || COALESCE(i.indpred::pg_catalog.text, '')
+      || COALESCE(pt.partexprs::pg_catalog.text, '') AS tree
     FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class k ON k.oid = d.objid
     LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
     LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = d.objid
-    WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid >= 16384
-      AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-    UNION ALL SELECT s.stxrelid, d.refobjid, 'its statistics ' || s.stxname, s.stxexprs::text
+    WHERE d.classid = {_rel("pg_class")} AND d.objid >= {_USER}
+      AND d.refclassid = {_rel("pg_proc")}
+    UNION ALL SELECT s.stxrelid, d.refobjid, 'its statistics ' || s.stxname,
+      s.stxexprs::pg_catalog.text
     FROM pg_catalog.pg_statistic_ext s
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_statistic_ext'::regclass
-      AND d.objid = s.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-    UNION ALL SELECT con.conrelid, d.refobjid, 'its check ' || con.conname, con.conbin::text
+    JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_statistic_ext")}
+      AND d.objid = s.oid AND d.refclassid = {_rel("pg_proc")}
+    UNION ALL SELECT con.conrelid, d.refobjid, 'its check ' || con.conname,
+      con.conbin::pg_catalog.text
     FROM pg_catalog.pg_constraint con
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass
-      AND d.objid = con.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-    WHERE con.conrelid <> 0
+    JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_constraint")}
+      AND d.objid = con.oid AND d.refclassid = {_rel("pg_proc")}
+    WHERE con.conrelid <> '0'::pg_catalog.oid
   ) x
-  WHERE x.fn IN (SELECT oid FROM writing) AND {_FOLDED_TREE} OPERATOR(pg_catalog.~) (
-    '[{{](FUNCEXPR :funcid|OPEXPR :opno [0-9]+ :opfuncid) ' || x.fn::text
-    || ' [^{{]*:args (<>|[(]([{{]CONST [^{{}}]*[}}] ?)+[)])')
+  WHERE x.fn = ANY (SELECT oid FROM writing)
+), fold(oid, what, fn, t, hit, depth) AS (
+  SELECT x.oid, x.what, x.fn, s.t, EXISTS (
+      SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+      WHERE p.oid = x.fn AND l.lanname = 'sql'::pg_catalog.name)
+    OR s.t ~ {_CALL_OF_FN}, 0
+  FROM candidate x, LATERAL (SELECT pg_catalog.regexp_replace(pg_catalog.regexp_replace(
+    x.tree, %(escaped)s, '_', 'g'), %(var)s, %(tab)s, 'g') AS t) s
+  UNION ALL
+  SELECT x.oid, x.what, x.fn, s.t, s.t ~ {_CALL_OF_FN}, x.depth + 1
+  FROM fold x, LATERAL (SELECT pg_catalog.regexp_replace(pg_catalog.regexp_replace(
+    x.t, %(with_var)s, %(tab)s, 'g'), %(without_var)s, '', 'g') AS t) s
+  WHERE NOT x.hit AND x.t ~ %(node)s AND x.depth < 10000
+), planned(oid, what) AS (
+  SELECT DISTINCT oid, what FROM fold WHERE hit
 ), ancestors(oid, what) AS (
   SELECT oid, what FROM planned
-  UNION SELECT i.inhparent, 'its partition or child ' || i.inhrelid::regclass::text
+  UNION SELECT i.inhparent,
+    'its partition or child ' || i.inhrelid::pg_catalog.regclass::pg_catalog.text
   FROM ancestors a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.oid
+), remote(oid, what) AS (
+  -- A foreign table, and every table a read of which reads it: its partitioned and
+  -- inherited parents.
+  SELECT c.oid, ''::pg_catalog.text FROM pg_catalog.pg_class c
+  WHERE c.relkind = 'f'::pg_catalog.char
+  UNION SELECT i.inhparent,
+    ' (its partition or child ' || i.inhrelid::pg_catalog.regclass::pg_catalog.text
+    || ' is a foreign table)'
+  FROM remote r JOIN pg_catalog.pg_inherits i ON i.inhrelid = r.oid
 ), reached AS (
-  SELECT 'pg_catalog.pg_proc'::regclass AS classid, oid AS objid FROM writing
-  UNION ALL SELECT 'pg_catalog.pg_operator'::regclass, oid FROM operators
-  UNION ALL SELECT 'pg_catalog.pg_class'::regclass, oid FROM ancestors
-), views AS (
-  SELECT r.ev_class AS oid FROM pg_catalog.pg_depend d
+  SELECT {_rel("pg_proc")} AS classid, oid AS objid, false AS away FROM writing
+  UNION ALL SELECT {_rel("pg_operator")}, oid, false FROM operators
+  UNION ALL SELECT {_rel("pg_class")}, oid, false FROM ancestors
+  UNION ALL SELECT {_rel("pg_class")}, oid, true FROM remote
+), views(oid, away) AS (
+  SELECT r.ev_class, x.away FROM pg_catalog.pg_depend d
   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-  WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid >= 16384
-    AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+  JOIN reached x ON x.classid = d.refclassid AND x.objid = d.refobjid
+  WHERE d.classid = {_rel("pg_rewrite")} AND d.objid >= {_USER}
   UNION
-  SELECT r.ev_class FROM views v
-  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass
-    AND d.refobjid = v.oid AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+  SELECT r.ev_class, v.away FROM views v
+  JOIN pg_catalog.pg_depend d ON d.refclassid = {_rel("pg_class")}
+    AND d.refobjid = v.oid AND d.classid = {_rel("pg_rewrite")}
   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
 )
-SELECT 'view', c.relname, n.nspname || '.' || c.relname FROM views v
+SELECT DISTINCT CASE WHEN v.away THEN 'remote view' ELSE 'view' END, c.relname,
+  n.nspname || '.' || c.relname FROM views v
 JOIN pg_catalog.pg_class c ON c.oid = v.oid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 UNION ALL
 SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (policy ' || pol.polname || ')'
 FROM pg_catalog.pg_policy pol
-JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::regclass
-  AND d.objid = pol.oid
+JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_policy")} AND d.objid = pol.oid
 JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relrowsecurity AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+WHERE c.relrowsecurity AND EXISTS (
+    SELECT 1 FROM reached x WHERE x.classid = d.refclassid AND x.objid = d.refobjid)
   AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
-           WHERE r.rolname = current_user)
+           WHERE r.rolname = CURRENT_USER)
   AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
 UNION ALL
 SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (' || a.what
@@ -224,36 +289,46 @@ SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (' || a.what
 FROM ancestors a JOIN pg_catalog.pg_class c ON c.oid = a.oid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 UNION ALL
-SELECT 'operator class', t.typname, f.opfname || ' for ' || t.oid::regtype::text
-  || ' (support function ' || a.amproc::regproc::text || ')'
+SELECT 'operator class', t.typname, f.opfname || ' for '
+  || t.oid::pg_catalog.regtype::pg_catalog.text
+  || ' (support function ' || a.amproc::pg_catalog.regproc::pg_catalog.text || ')'
 FROM pg_catalog.pg_amproc a JOIN pg_catalog.pg_opfamily f ON f.oid = a.amprocfamily
 JOIN pg_catalog.pg_type t ON t.oid = a.amproclefttype
-WHERE a.oid >= 16384 AND a.amproc IN (SELECT oid FROM writing)
+WHERE a.oid >= {_USER} AND a.amproc = ANY (SELECT oid FROM writing)
+UNION ALL
+SELECT 'range type', t.typname, t.oid::pg_catalog.regtype::pg_catalog.text
+FROM pg_catalog.pg_range r
+JOIN pg_catalog.pg_type t ON t.oid = r.rngtypid
+WHERE r.rngtypid >= {_USER}
+  AND ARRAY[r.rngcanonical, r.rngsubdiff]::pg_catalog.oid[] && ARRAY(SELECT oid FROM writing)
 UNION ALL
 SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
 FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
 UNION ALL
 SELECT 'cast', (SELECT ct.typname FROM pg_catalog.pg_type ct WHERE ct.oid = c.casttarget),
-  c.castsource::regtype::text || ' to ' || c.casttarget::regtype::text
-FROM pg_catalog.pg_cast c WHERE c.oid >= 16384 AND c.castfunc IN (SELECT oid FROM writing)
+  c.castsource::pg_catalog.regtype::pg_catalog.text || ' to '
+  || c.casttarget::pg_catalog.regtype::pg_catalog.text
+FROM pg_catalog.pg_cast c WHERE c.oid >= {_USER} AND c.castfunc = ANY (SELECT oid FROM writing)
 UNION ALL
-SELECT 'type', NULL, t.oid::regtype::text FROM pg_catalog.pg_type t
-WHERE t.oid >= 16384 AND t.typtype = 'b'
-  AND ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[]
+SELECT 'type', NULL, t.oid::pg_catalog.regtype::pg_catalog.text FROM pg_catalog.pg_type t
+WHERE t.oid >= {_USER} AND t.typtype = 'b'::pg_catalog.char
+  AND ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::pg_catalog.oid[]
       && ARRAY(SELECT oid FROM writing)
 UNION ALL
-SELECT 'domain', t.typname, t.oid::regtype::text || ' (check ' || con.conname || ')'
+SELECT 'domain', t.typname, t.oid::pg_catalog.regtype::pg_catalog.text
+  || ' (check ' || con.conname || ')'
 FROM pg_catalog.pg_constraint con
-JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass
-  AND d.objid = con.oid
+JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_constraint")} AND d.objid = con.oid
 JOIN pg_catalog.pg_type t ON t.oid = con.contypid
-WHERE con.oid >= 16384 AND (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM reached)
+WHERE con.oid >= {_USER} AND EXISTS (
+    SELECT 1 FROM reached x WHERE x.classid = d.refclassid AND x.objid = d.refobjid)
 UNION ALL
-SELECT 'foreign table', c.relname, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'
+SELECT CASE WHEN r.what = '' THEN 'foreign table' ELSE 'foreign partition' END, c.relname,
+  n.nspname || '.' || c.relname || r.what FROM remote r
+JOIN pg_catalog.pg_class c ON c.oid = r.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
-# The catalog's own concatenation, whatever operators the database defines.
-_PG_HIDDEN = _PG_HIDDEN.replace(" || ", " OPERATOR(pg_catalog.||) ")
+_PG_HIDDEN = exact_operators(_PG_HIDDEN)
 
 
 def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
@@ -263,6 +338,7 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             "read_only": sorted(READ_ONLY_VOLATILE),
             "extensions": list(READ_ONLY_EXTENSIONS),
             **trust_parameters(trusted),
+            **_TREE_PATTERNS,
         },
     )
     relations: dict[str, str] = {}
@@ -273,12 +349,13 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         if kind == "operator":
             operators[name] = f"operator {shown} runs a function that may write"
             anywhere.append(f"{kind} {shown}")
-        elif kind in ("cast", "domain", "operator class"):
+        elif kind in ("cast", "domain", "operator class", "range type"):
             # Named where a statement casts to the type, and may act where it does not.
             types.setdefault(name, f"{kind} {shown} runs a function that may write")
             anywhere.append(f"{kind} {shown}")
-        elif kind == "foreign table":
-            relations.setdefault(name, f"foreign table {shown} is read from another server")
+        elif kind in ("foreign table", "foreign partition", "remote view"):
+            word = {"foreign partition": "table", "remote view": "view"}.get(kind, kind)
+            relations.setdefault(name, f"{word} {shown} is read from another server")
         elif name is not None:
             relations.setdefault(
                 name,
@@ -299,8 +376,8 @@ _SESSION_OPENERS = ("dblink", "postgres_fdw")
 def _session_opener(lookup: Any) -> str:
     """The first such extension the database has, or ""."""
     lookup.execute(
-        "SELECT extname FROM pg_catalog.pg_extension WHERE extname = ANY(%(names)s) "
-        "ORDER BY extname",
+        "SELECT extname FROM pg_catalog.pg_extension "
+        "WHERE extname OPERATOR(pg_catalog.=) ANY(%(names)s::pg_catalog.name[]) ORDER BY extname",
         {"names": list(_SESSION_OPENERS)},
     )
     found = lookup.fetchone()
