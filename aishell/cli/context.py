@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import importlib
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from aishell.errors import EXIT_FAILED, AishellError
+from aishell.errors import EXIT_DENIED, EXIT_FAILED, AishellError
 from aishell.terminal import printable
 
 if TYPE_CHECKING:
@@ -29,8 +31,22 @@ class AishellGroup(click.Group):
         if "--json" in ctx.args:
             # Also for an error in parsing the options, before --json itself is read.
             ctx.meta["aishell.json"] = True
+
+        def interrupted(_signum: int, _frame: Any) -> None:
+            # Outside a run's step (which has its own stop): a statement waiting on a
+            # server is dropped at once, not cancelled (psycopg's way, ten seconds on a
+            # server that stopped answering). Only once the targets' module is loaded.
+            limits = sys.modules.get("aishell.targets.limits")
+            if limits is not None:
+                limits.drop_waiting()
+            raise KeyboardInterrupt
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, interrupted) if main else None
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _report(ctx, "interrupted", "interrupted by SIGINT", EXIT_DENIED)
         except AishellError as exc:
             _debug(ctx)
             _report(ctx, error_code(exc), printable(exc), exc.exit_code)
@@ -46,6 +62,9 @@ class AishellGroup(click.Group):
             message = f"internal error ({type(exc).__name__}: {printable(first)})"
             hint = "; run with --debug for the traceback"
             _report(ctx, "internal_error", message, EXIT_FAILED, hint)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 class JobGroup(AishellGroup):

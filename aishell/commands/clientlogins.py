@@ -83,8 +83,10 @@ def _checks(handle: Target) -> list[list[str]]:
 
 def _run(argv: list[str], stdin: bytes | None, handle: Target) -> tuple[str | None, bytes]:
     """What the program said when it failed (None when it logged in and ended well),
-    and what it wrote."""
-    limit = handle.config.connect_timeout_seconds + 30
+    and what it wrote. It has the target's own bounds: connect_timeout_seconds to log
+    in, then read_timeout_seconds for what it asks (the least that makes it log in)."""
+    config = handle.config
+    limit = config.connect_timeout_seconds + config.read_timeout_seconds
     with client_login(
         argv,
         client_env(),
@@ -100,7 +102,10 @@ def _run(argv: list[str], stdin: bytes | None, handle: Target) -> tuple[str | No
         try:
             done = _started(started, env, stdin, limit, session)
         except StepTimeout:
-            return f"did not end within {limit}s", b""
+            return (
+                f"the server stopped answering: {argv[0]} did not end within {limit:g}s "
+                f"(targets.{handle.name}.connect_timeout_seconds + read_timeout_seconds)"
+            ), b""
     said = done.stderr.decode(errors="replace").strip().splitlines()
     if done.returncode == 0:
         return None, done.stdout

@@ -20,6 +20,7 @@ from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanDeclined, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
+from aishell.executor.stopping import planning_limit
 from aishell.files import private_places
 from aishell.plan.model import Plan
 from aishell.plan.references import find_references
@@ -78,11 +79,13 @@ def plan_and_start(
         handle = open_target(config, name, read_only=how.get("dry_run", False))
         planning = handle.reading()
         try:
-            plan = make(registry, planning)
-            if plan.drafted_by and review is not None:
-                level = how.get("safety_level") or (config.agent(plan.agent).defaults.safety_level)
-                if not review(preview_plan(config, registry, planning, plan, level)):
-                    raise PlanDeclined("The plan was not run")
+            with planning_limit(handle.engine, _planning_limit(config, how, schedule), started):
+                plan = make(registry, planning)
+                if plan.drafted_by and review is not None:
+                    agent = config.agent(plan.agent)
+                    level = how.get("safety_level") or agent.defaults.safety_level
+                    if not review(preview_plan(config, registry, planning, plan, level)):
+                        raise PlanDeclined("The plan was not run")
         except BaseException:
             handle.close()
             raise
@@ -97,6 +100,22 @@ def plan_and_start(
             handle=handle,
             **how,
         )
+
+
+def _planning_limit(
+    config: Config, how: RunHow, schedule: tuple[str, str] | None
+) -> tuple[float, str] | None:
+    """The run's time limit while it is planned: the one given (--max-run-time, a
+    schedule's), else aishell.yaml's defaults.max_run_seconds. An agent's own
+    max_run_seconds is known once the plan names its agent: the run then keeps it."""
+    given = how.get("max_run_seconds")
+    if given is not None:
+        return given, _limit_source(schedule)
+    return config.main.defaults.max_run_seconds, f"defaults.max_run_seconds in {config.path}"
+
+
+def _limit_source(schedule: tuple[str, str] | None) -> str:
+    return "the schedule's --max-run-time" if schedule else "--max-run-time"
 
 
 @contextmanager
@@ -179,7 +198,7 @@ def start_run(
             run_id=run_id,
             lock=lock,
             started=started,
-            limit_source="the schedule's --max-run-time" if schedule else "--max-run-time",
+            limit_source=_limit_source(schedule),
         )
         return executor.execute(plan, run_id, dry_run=dry_run)
     finally:

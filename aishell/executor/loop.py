@@ -36,7 +36,7 @@ from aishell.scratch.ledger import Ledger
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
 from aishell.targets.lockholders import is_lock_timeout
-from aishell.targets.locks import RunLock
+from aishell.targets.locks import RunLock, heartbeat
 from aishell.tool.context import ToolContext
 
 
@@ -119,6 +119,7 @@ class Executor:
             steps=run.results,
         )
         ctx = self._tool_context(run_id, dry_run)
+        watch = self._liveness()
         try:
             with (
                 self._stopping.known(),
@@ -136,13 +137,20 @@ class Executor:
                 if result.status == "running":
                     run.finish(result, "interrupted", error=f"interrupted by {who}")
         except DBAPIError as exc:
-            run_result.status, run_result.error = FAILED, self._between(exc, ctx, run_id)
+            if (stopped := self._stopping.reason()) is not None:
+                # The server's error came of the stop (a cancel, a closed connection).
+                run_result.status, run_result.error = INTERRUPTED, stopped
+            else:
+                run_result.status, run_result.error = FAILED, self._between(exc, ctx, run_id)
         except Exception as exc:
             run_result.status = FAILED
             run_result.error = f"internal error: {type(exc).__name__}: {exc}"
             self.store.finish_run(run_id, run_result.status, run_result.error)
             raise
         finally:
+            if watch is not None:
+                watch.release()
+                self._stopping.run_lock = self.run_lock
             if ctx.conn is not None:
                 with suppress(SQLAlchemyError):
                     ctx.conn.close()
@@ -150,6 +158,16 @@ class Executor:
             run_result.status, run_result.error = outcome(run.results)
         self.store.finish_run(run_id, run_result.status, run_result.error)
         return run_result
+
+    def _liveness(self) -> RunLock | None:
+        """A run without the run lock (a dry run) on a server is watched all the same:
+        a server that stops answering stops it within read_timeout_seconds, as a lost
+        lock's silence does, instead of each statement waiting out its step's limit."""
+        if self.run_lock is not None or self.target.dialect == "sqlite":
+            return None
+        watch = heartbeat(self.target.connect, float(self.target.config.read_timeout_seconds))
+        self._stopping.run_lock = watch
+        return watch
 
     def _between(self, exc: DBAPIError, ctx: ToolContext, run_id: str) -> str:
         """The run's error when the server failed between a step's statements (its

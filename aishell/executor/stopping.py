@@ -13,13 +13,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import EXIT_DENIED, AishellError
 from aishell.signalrelay import relayed
 from aishell.state.store import StateStore
-from aishell.targets.deadlines import stop_statement
+from aishell.targets.deadlines import cut_if_unanswered, in_flight, stop_statement
 from aishell.targets.locks import RunLock
 
 # How often a run asks the server whether its lock's session lives, by a round trip:
@@ -53,6 +57,8 @@ def stop_all(why: str) -> None:
 
 # What a lost run lock stops a run as, where a signal's name would be.
 LOCK_LOST = "the loss of the run lock"
+# What a run without a lock (a dry run) stops as once its server stopped answering.
+SERVER_SILENT = "the server's silence"
 
 
 class Interrupted(BaseException):
@@ -115,14 +121,8 @@ class Stopping:
         """Why the run must stop now, as its error says it; None to go on."""
         # The first cause is the run's: a lock lost after the time limit or a signal
         # came (a frozen server fails the lease too) does not take its place.
-        if self.lock_lost and self.signal in (None, LOCK_LOST):
-            return (
-                f"lost the run lock on target '{self.target}': the server ended the "
-                "session that held it (a terminated backend, a KILL, an idle timeout) or "
-                "another process took it after a restart, so the run stopped before another "
-                "run could share the database; "
-                f"continue with `aishell resume {self.run_id}`"
-            )
+        if self.lock_lost and self.signal in (None, LOCK_LOST, SERVER_SILENT):
+            return self._lost()
         if self.signal:
             return f"interrupted by {self.signal}; continue with `aishell resume {self.run_id}`"
         who = self.store.stop_requested(self.run_id)
@@ -133,11 +133,35 @@ class Stopping:
             )
         return None
 
+    def _lost(self) -> str:
+        """Why the run stopped once its lock (or liveness watch) said it was lost."""
+        lock = self.run_lock
+        silence = lock.silence() if lock is not None else None
+        if lock is not None and not lock.held:
+            return (
+                f"target '{self.target}': {silence or 'the server stopped answering'}, so "
+                f"the run stopped; continue with `aishell resume {self.run_id}`"
+            )
+        if silence:
+            return (
+                f"lost the run lock on target '{self.target}': {silence}, so the run stopped "
+                "before another run could share the database; "
+                f"continue with `aishell resume {self.run_id}`"
+            )
+        return (
+            f"lost the run lock on target '{self.target}': the server ended the "
+            "session that held it (a terminated backend, a KILL, an idle timeout) or "
+            "another process took it after a restart, so the run stopped before another "
+            "run could share the database; "
+            f"continue with `aishell resume {self.run_id}`"
+        )
+
     def lose_lock(self) -> None:
         """The run lock is gone: no new statement is sent, the running one is cancelled."""
         self.lock_lost = True
         # What every statement's audit and a step's end look at (see audit.audited).
-        self.signal = self.signal or LOCK_LOST
+        held = self.run_lock is None or self.run_lock.held
+        self.signal = self.signal or (LOCK_LOST if held else SERVER_SILENT)
         self.cancel_running()
 
     @contextmanager
@@ -287,3 +311,75 @@ class Stopping:
             yield
         finally:
             timer.cancel()
+
+
+class PlanningStopped(AishellError):
+    """The run's time limit came while planning waited on the server: no run began."""
+
+    exit_code = EXIT_DENIED
+
+
+@contextmanager
+def planning_limit(
+    engine: Engine, run_limit: tuple[float, str] | None, run_started: float
+) -> Iterator[None]:
+    """The run's time limit over its planning, which counts towards it: a catalog read
+    still waiting on the server at the limit is given read_timeout_seconds more, then
+    cut off (cut_if_unanswered); planning then ends with PlanningStopped. A read the
+    server answers, or none waiting, and planning goes on: the run it starts stops
+    before its first step, resumably.
+
+    run_limit: the limit in seconds and the setting it comes from; run_started: when
+    the run began (time.monotonic())."""
+    if run_limit is None:
+        yield
+        return
+    seconds, setting = run_limit
+    opened: list[Connection] = []
+    # What waited on the server at the limit: an error planning ends with is its.
+    waited: list[Connection] = []
+
+    def track(conn: Connection) -> None:
+        opened.append(conn)
+
+    def reached() -> None:
+        for conn in list(opened):
+            mark = in_flight(conn)
+            if mark is None:
+                continue
+            waited.append(conn)
+            threading.Thread(
+                target=cut_if_unanswered,
+                args=(conn, partial(_answered, conn, mark)),
+                name="aishell-stop",
+                daemon=True,
+            ).start()
+
+    event.listen(engine, "engine_connect", track)
+    timer = threading.Timer(max(seconds - (time.monotonic() - run_started), 0.0), reached)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception as exc:
+        if not waited or not isinstance(exc, DBAPIError):
+            raise
+        # The server's error for what waited at the limit (its socket closed): this is why.
+        why = f"; {exc}" if isinstance(exc, AishellError) else ""
+        raise PlanningStopped(
+            f"interrupted by the run-time limit of {seconds:g}s ({setting}) while planning, "
+            f"before any run was recorded: nothing was changed{why}"
+        ) from None
+    finally:
+        timer.cancel()
+        event.remove(engine, "engine_connect", track)
+
+
+def _answered(conn: Connection, mark: object, seconds: float) -> bool:
+    """Waits up to seconds for the statement marked `mark` on conn to end; whether it did."""
+    until = time.monotonic() + seconds
+    while in_flight(conn) is mark:
+        if time.monotonic() >= until:
+            return False
+        time.sleep(STOP_POLL_SECONDS)
+    return True

@@ -182,6 +182,20 @@ def stop_statement(conn: Connection, ended: Callable[[float], bool]) -> None:
     cancel_then_sever(conn, ended, time.monotonic(), Limits.unanswered_cancel)
 
 
+def cut_if_unanswered(conn: Connection, ended: Callable[[float], bool]) -> None:
+    """What runs on conn is given the target's read_timeout_seconds more to end, then its
+    connection's socket is closed under it: a wait that a limit reached (planning's,
+    see stopping.planning_limit) ends within that bound, also on a server that stopped
+    answering, and an answering server's statement is left to end (no cancel)."""
+    found = _driver(conn)
+    if found is None:
+        return
+    dbapi, limits = found
+    if limits is not None and not ended(limits.read_timeout):
+        limits.fired[id(dbapi)] = limits.silence(limits.read_timeout)
+        sever(dbapi)
+
+
 def in_flight(conn: Connection) -> object | None:
     """A mark of the statement waiting for its answer on conn now; None: none is."""
     if conn.closed or conn.invalidated:  # see _driver

@@ -112,6 +112,29 @@ class Watchdog:
 
 
 _WATCHDOGS: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+# The psycopg connections of this process that sent a statement: what drop_waiting()
+# looks through.
+_PG_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def drop_waiting() -> None:
+    """Close every PostgreSQL connection of this process whose statement still waits
+    for its answer, at once: SIGINT outside a run's step ends the command (a run's step
+    has its own stop, executor/stopping.py). psycopg's own answer to Ctrl-C, a cancel
+    request and a wait for its effect (five seconds each, with a warning for each on a
+    server that stopped answering), is then skipped: it cancels only on a connection
+    still open. Called from the main thread's signal handler, where psycopg waits."""
+    import logging
+
+    from psycopg import pq
+
+    # The command is ending: what psycopg says of the connections it finds closed
+    # meanwhile is not the user's concern.
+    logging.getLogger("psycopg").disabled = True
+    for dbapi in list(_PG_CONNECTIONS):
+        with suppress(Exception):
+            if dbapi.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                dbapi.pgconn.finish()
 
 
 def _reset_in_child() -> None:
@@ -217,6 +240,7 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
         if not is_pg:
             mysql_read_timeout(dbapi, bound)
             return
+        _PG_CONNECTIONS.add(dbapi)
         info["aishell_watchdog"] = limits.watchdog.arm(
             bound, lambda: _expire(info, mark, dbapi, limits, bound)
         )
@@ -388,15 +412,28 @@ def pymysql_timed_out(exc: BaseException) -> bool:
     return len(args) == 2 and args[0] in (2013, 2003) and "timed out" in str(args[1])
 
 
+# The largest statement limit each server takes: PostgreSQL's statement_timeout is a
+# 32-bit count of milliseconds (24.8 days), MariaDB's max_statement_time at most a
+# year, MySQL's max_execution_time an unsigned 32-bit count of milliseconds. A step's
+# limit past it is capped there: the client-side deadline (deadlines.step_deadline)
+# keeps the rest.
+PG_MAX_STATEMENT_MS = 2_147_483_647
+MARIADB_MAX_STATEMENT_SECONDS = 31_536_000.0
+MYSQL_MAX_EXECUTION_MS = 4_294_967_295
+
+
 def limit_setting(dialect: str, mariadb: bool, seconds: float) -> tuple[str, int | float] | None:
     """The server's statement limit as a session variable and its value (none for
-    SQLite). Never zero, which the servers read as no limit."""
+    SQLite). Never zero, which the servers read as no limit; never past what the
+    server takes."""
     if dialect == "postgresql":
-        return "statement_timeout", max(int(seconds * 1000), 1)
+        return "statement_timeout", min(max(int(seconds * 1000), 1), PG_MAX_STATEMENT_MS)
     if family(dialect) == "mysql":
         if mariadb:
-            return "max_statement_time", max(float(seconds), 0.001)
-        return "max_execution_time", max(int(seconds * 1000), 1)
+            return "max_statement_time", min(
+                max(float(seconds), 0.001), MARIADB_MAX_STATEMENT_SECONDS
+            )
+        return "max_execution_time", min(max(int(seconds * 1000), 1), MYSQL_MAX_EXECUTION_MS)
     return None
 
 

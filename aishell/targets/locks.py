@@ -42,6 +42,12 @@ class RunLock:
     stirred: Callable[[float, int | None], bool] | None = None
     # The lease row's key in the state store: the database's identity.
     lease: str = ""
+    # Once holds() said False because the server stopped answering: for how long and
+    # what the last wait said (its setting named); None for any other loss.
+    silence: Callable[[], str | None] = lambda: None
+    # False for a liveness watch (heartbeat()): no lock is held, holds() is False only
+    # once the server stopped answering.
+    held: bool = True
 
 
 def try_lock(
@@ -134,7 +140,9 @@ def _session_lock(lease: _Lease) -> RunLock | None:
     if conn is None:
         return None
     lease.conn, lease.started = conn, _server_started(conn)
-    return RunLock(release=lease.release, holds=lease.holds, stirred=lease.stirred)
+    return RunLock(
+        release=lease.release, holds=lease.holds, stirred=lease.stirred, silence=lease.said
+    )
 
 
 class _Lease:
@@ -159,6 +167,11 @@ class _Lease:
         self.started = 0.0
         self.lost = self.released = False
         self.using = threading.Lock()
+        # Why the lock counts as lost, when it is the server's silence (said()).
+        self.silent: str | None = None
+
+    def said(self) -> str | None:
+        return self.silent
 
     def take(self) -> Connection | None:
         # Its round trips wait read_timeout_seconds at most, whatever step runs: the
@@ -183,6 +196,9 @@ class _Lease:
             if self.lost or self.released:
                 return not self.lost
             if self.conn is not None:
+                # A check the server leaves unanswered ends read_timeout_seconds later:
+                # the silence counts from its start, not from its end.
+                asked = time.monotonic()
                 try:
                     self.conn.execute(text("SELECT 1")).scalar()
                     return True
@@ -190,16 +206,18 @@ class _Lease:
                     with suppress(SQLAlchemyError):
                         self.conn.close()
                     self.conn = None
-                    self.gone_since = time.monotonic()
+                    self.gone_since = asked
             try:
                 fresh = self.take_after_restart()
-            except (TargetUnreachable, TargetLocked, SQLAlchemyError):
+            except (TargetUnreachable, TargetLocked, SQLAlchemyError) as exc:
                 # The server is down (or, SQLite, its file held): nothing of the run
                 # reaches it; look again. A server silent past the patience may be a
                 # network that froze with the run's statement still running on it,
                 # without the lock: lost.
                 gone = self.gone_since if self.gone_since is not None else time.monotonic()
                 self.lost = time.monotonic() - gone >= self.patience
+                if self.lost:
+                    self.silent = _silent_for(time.monotonic() - gone, exc)
                 return not self.lost
             if fresh is None:
                 self.lost = True
@@ -225,16 +243,7 @@ class _Lease:
         with self.using:
             if self.lost or self.released:
                 return self.lost
-            fd = _socket_of(self.conn) if self.conn is not None else None
-            if fd is None:
-                return True
-            poll = select.poll()
-            poll.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
-            if wake is not None:
-                # The run is over: its end need not wait out the poll (nor release it).
-                poll.register(wake, select.POLLIN)
-            # The session is idle: nothing arrives unless the server ends it.
-            return any(ready == fd for ready, _event in poll.poll(int(seconds * 1000)))
+            return _stirred(self.conn, seconds, wake)
 
     def release(self) -> None:
         with self.using:
@@ -277,3 +286,89 @@ def _socket_of(conn: Connection) -> int | None:
     except Exception:  # closed: psycopg raises for a closed connection's socket
         return None
     return fd if fd >= 0 else None
+
+
+def _stirred(conn: Connection | None, seconds: float, wake: int | None) -> bool:
+    """Waits up to seconds for conn's idle socket to turn readable (see RunLock.stirred)."""
+    fd = _socket_of(conn) if conn is not None else None
+    if fd is None:
+        return True
+    poll = select.poll()
+    poll.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+    if wake is not None:
+        # The run is over: its end need not wait out the poll (nor release it).
+        poll.register(wake, select.POLLIN)
+    # The session is idle: nothing arrives unless the server ends it.
+    return any(ready == fd for ready, _event in poll.poll(int(seconds * 1000)))
+
+
+def _silent_for(seconds: float, last: BaseException) -> str:
+    """The server's silence as a loss says it: for how long, and what the last wait
+    said (which names its setting)."""
+    said = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
+    return f"the server stopped answering for {seconds:.0f}s (last: {said})"
+
+
+def heartbeat(connect: Callable[[], Connection], patience: float) -> RunLock:
+    """A liveness watch for a run that holds no lock (a dry run): RunLock's holds() by a
+    round trip on a session of its own, False only once the server has answered
+    nothing, neither that round trip nor a new connection, for `patience` seconds (the
+    target's read_timeout_seconds). A session the server ended is opened again."""
+    beat = _Heartbeat(connect, patience)
+    return RunLock(
+        release=beat.release, holds=beat.holds, stirred=beat.stirred, silence=beat.said, held=False
+    )
+
+
+class _Heartbeat:
+    """The session of a liveness watch; used one call at a time, as _Lease's is."""
+
+    def __init__(self, connect: Callable[[], Connection], patience: float) -> None:
+        self.connect, self.patience = connect, patience
+        self.conn: Connection | None = None
+        # Since when (time.monotonic()) nothing the server was asked was answered.
+        self.silent_since: float | None = None
+        self.silent: str | None = None
+        self.released = False
+        self.using = threading.Lock()
+
+    def said(self) -> str | None:
+        return self.silent
+
+    def holds(self) -> bool:
+        with self.using:
+            if self.silent is not None or self.released:
+                return self.silent is None
+            asked = time.monotonic()
+            try:
+                if self.conn is None:
+                    self.conn = self.connect().execution_options(**{OUTSIDE_STEPS_OPTION: True})
+                self.conn.execute(text("SELECT 1")).scalar()
+            except (TargetUnreachable, SQLAlchemyError) as exc:
+                self._close()
+                if not isinstance(exc, TargetUnreachable):
+                    self.silent_since = None  # an answer (an error, a session ended)
+                    return True
+                since = self.silent_since = self.silent_since or asked
+                if time.monotonic() - since >= self.patience:
+                    self.silent = _silent_for(time.monotonic() - since, exc)
+                return self.silent is None
+            self.silent_since = None
+            return True
+
+    def stirred(self, seconds: float, wake: int | None = None) -> bool:
+        with self.using:
+            if self.silent is not None or self.released:
+                return self.silent is not None
+            return _stirred(self.conn, seconds, wake)
+
+    def release(self) -> None:
+        with self.using:
+            self.released = True
+            self._close()
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with suppress(SQLAlchemyError):
+                self.conn.close()
+            self.conn = None

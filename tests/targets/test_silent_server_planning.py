@@ -1,0 +1,140 @@
+"""The run's time limit covers its planning, also on a server that stopped answering.
+
+A proxy the test owns forwards to the real server until planning's catalog read of the
+tables' statistics reaches it, then keeps it from the server and freezes: nothing more
+reaches either side, a cancel request included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.errors import EXIT_DENIED, AishellError
+from aishell.policy.approvers import PreApproved
+from tests.faultproxy import Proxy, server_port, through
+from tests.services import engine, scratch_postgresql
+from tests.targets.test_limits import HANG, configure, in_thread
+
+# The run's limit comes while planning waits on the frozen server: after planning
+# reached its read (seconds in, on a loaded machine) and before that read's own wait
+# for an answer ran out.
+RUN_LIMIT = 12
+READ_TIMEOUT = 15
+# A loaded machine's start-up and bookkeeping.
+SLACK = 15
+# From SIGINT to the command's end: psycopg's own cancel took ten seconds.
+INTERRUPT_BOUND = 4
+
+
+@pytest.fixture
+def fixsil_pg() -> Iterator[str]:
+    with scratch_postgresql(name=f"fixsil_{uuid.uuid4().hex[:10]}") as url:
+        made = engine(url)
+        with made.begin() as conn:
+            conn.execute(text("CREATE TABLE fixsil_t (id int PRIMARY KEY, v text)"))
+            conn.execute(text("INSERT INTO fixsil_t SELECT g, 'x' FROM generate_series(1, 50) g"))
+        made.dispose()
+        yield url
+
+
+def test_the_run_time_limit_ends_planning_on_a_frozen_server(home, fixsil_pg):
+    """Planning's read of pg_stat_user_tables never gets its answer. At the run's limit
+    the read is cancelled and cut off within read_timeout_seconds; the command ends
+    interrupted (exit 4) naming --max-run-time, and no run was recorded."""
+    proxy = Proxy(server_port(fixsil_pg))
+    try:
+        config = configure(
+            home,
+            through(proxy.port, fixsil_pg),
+            read_timeout_seconds=READ_TIMEOUT,
+            connect_timeout_seconds=2,
+        )
+        proxy.hold(b"pg_stat_user_tables")
+        started = time.monotonic()
+        with pytest.raises(AishellError) as err:
+            in_thread(
+                lambda: commands.run_job(
+                    config,
+                    "maintenance",
+                    {"type": "full"},
+                    approver=PreApproved(),
+                    max_run_seconds=RUN_LIMIT,
+                )
+            )
+        took = time.monotonic() - started
+        assert proxy.held_once.is_set(), "planning never read pg_stat_user_tables"
+    finally:
+        proxy.close()
+    message = str(err.value)
+    assert message.startswith(
+        f"interrupted by the run-time limit of {RUN_LIMIT}s (--max-run-time) while planning, "
+        "before any run was recorded: nothing was changed"
+    ), message
+    assert err.value.exit_code == EXIT_DENIED
+    assert took < RUN_LIMIT + READ_TIMEOUT + SLACK, took
+    assert commands.list_runs(config, limit=5) == []
+
+
+def test_a_limit_past_planning_leaves_planning_alone(home, fixsil_pg):
+    """A limit that comes after planning read what it needed starts the run as before
+    (it then completes, well within its limit)."""
+    config = configure(home, fixsil_pg, read_timeout_seconds=READ_TIMEOUT)
+    result = in_thread(
+        lambda: commands.run_job(
+            config,
+            "maintenance",
+            {"type": "quick", "tables": ["fixsil_t"]},
+            approver=PreApproved(),
+            max_run_seconds=HANG,
+        )
+    )
+    assert result.status == "completed", result.error
+
+
+def test_ctrl_c_while_planning_waits_on_a_frozen_server_ends_at_once(home, fixsil_pg):
+    """`aishell plan` waits on planning's catalog read when SIGINT comes: the command
+    ends within seconds, interrupted (exit 4), in one line, without psycopg's own
+    cancel (and its warnings) on the frozen server."""
+    proxy = Proxy(server_port(fixsil_pg))
+    try:
+        configure(
+            home,
+            through(proxy.port, fixsil_pg),
+            read_timeout_seconds=HANG,
+            connect_timeout_seconds=2,
+        )
+        proxy.hold(b"pg_stat_user_tables")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "aishell", "plan", "maintenance", "--type", "full"],
+            env={**os.environ, "AISHELL_HOME": str(home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proxy.held_once.wait(HANG), child.communicate(timeout=HANG)
+            proxy.freeze()
+            time.sleep(0.5)  # the read waits on the frozen proxy
+            child.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            _out, err = child.communicate(timeout=HANG)
+            took = time.monotonic() - sent
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    finally:
+        proxy.close()
+    assert took < INTERRUPT_BOUND, (took, err)
+    assert child.returncode == EXIT_DENIED, (child.returncode, err)
+    assert err.strip().splitlines() == ["Error: interrupted by SIGINT"], err
