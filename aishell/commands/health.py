@@ -100,7 +100,6 @@ def doctor(
         "versions": versions(),
         # Every agent `aishell run` has, by the package it came from (plugins' too).
         "agents": {a["name"]: a["package"] for a in list_agents()["agents"]},
-        # A site's tools that join a built-in agent's plans: never a silent change.
         "joining_plans": _joining_plans(config),
         "targets": checked,
         "leftovers": leftovers,
@@ -109,8 +108,9 @@ def doctor(
 
 
 def _joining_plans(config: Config) -> list[str]:
-    """The site's tools that join a built-in agent's plans, in words (a catalog that does
-    not load is the problem every other command names)."""
+    """The site's tools that join a built-in agent's plans, in words: a change to nightly
+    maintenance is never silent (a catalog that does not load is the problem every
+    other command names)."""
     try:
         return load_catalog(config).joining_plans(bundled_catalog_dir())
     except AishellError:

@@ -18,6 +18,7 @@ from aishell.executor import estimate_effect
 from aishell.executor.results import judged, named
 from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import has_references
+from aishell.policy.measured import connection_measure
 from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
 from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
@@ -178,6 +179,11 @@ def _preview_step(
         backup_in_run=known.backup_before,
         dialect=ctx.dialect,
         writes=writes,
+        measure=connection_measure(
+            conn, known.catalog, known.table_readings, known.run_cache, ctx.trusted_functions
+        )
+        if live
+        else None,
     )
     verdict = known.policy.check(facts)
     return StepPreview(

@@ -10,7 +10,12 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from typing_extensions import Unpack
 
-from aishell.commands.assumptions import drift_since_plan, plan_assumptions, planned_tables
+from aishell.commands.assumptions import (
+    ROW_DRIFT_TOLERANCE,
+    drift_since_plan,
+    plan_assumptions,
+    planned_tables,
+)
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.planner import build_plan, planning_notice
 from aishell.commands.plans import load_plan_file, missing_names, verified_plan
@@ -31,6 +36,7 @@ from aishell.config.models import Config
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
+from aishell.policy.measured import grown_past
 from aishell.policy.rules import tighter_or_equal
 from aishell.policy.window import WINDOW_IGNORED
 from aishell.registry import Registry
@@ -131,6 +137,15 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
                 )
             now = plan_assumptions(catalog, plan.job, planned_tables(plan))
             drift = drift_since_plan(plan, now) + _tables_replaced(conn, plan)
+            # The catalog's estimates are as old as each table's last ANALYZE: a table
+            # they show unchanged is measured (its size, its rows counted up to the
+            # tolerance) before the plan is taken to still fit it.
+            assumed = {
+                t: facts["rows"]
+                for t, facts in (plan.assumptions.get("tables") or {}).items()
+                if isinstance(facts, dict) and not any(f"'{t}'" in d for d in drift)
+            }
+            drift += grown_past(conn, catalog, assumed, ROW_DRIFT_TOLERANCE)
     finally:
         handle.close()
     if drift:

@@ -1,23 +1,66 @@
 """What a step that needs approval acts on, measured when it is asked about (and again
 when a resume or a late answer would use that approval): each table's identity, its
-rows and bytes, and the code the server may run for it. resume.outgrown compares two
-such measures; anything new is a fact a person has not seen."""
+rows and bytes as measured (measured.py: its files' size, its rows counted up to a
+bound where the size does not bound them), and the code the server may run for it.
+resume.outgrown compares two such measures; anything new is a fact a person has not
+seen."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection
 
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.results import StepResult
 from aishell.guard.connection import Guard
+from aishell.policy.measured import (
+    CatalogSizes,
+    GuardedRead,
+    Measure,
+    measure_rows,
+    measurer,
+    read_sizes,
+)
 from aishell.registry import ToolDefinition
 from aishell.targets.fingerprints import code_digests, table_identities
 from aishell.tool.context import ToolContext
 
+_T = TypeVar("_T")
+
 # How much a table may grow past what was approved and still be the table approved:
-# two estimates of one table differ a little, and tables keep being written.
+# tables keep being written.
 _TABLE_SLACK = {"rows": (1.1, 1_000), "bytes": (1.1, 8 * 1024 * 1024)}
+# Rows counted, where a table's size does not bound them, when it is first asked about
+# without a row limit: a figure a later measure compares with, at a bounded cost.
+_SUBJECT_ROWS = 100_000
+
+
+def step_reads(run: RunContext, ctx: ToolContext, index: int, label: str) -> GuardedRead:
+    """Reads on the step's connection, each audited as the step's measuring (attempt 0)
+    and passed by a guard that lets no write through."""
+    return _StepReads(run, ctx, index, label)
+
+
+class _StepReads:
+    def __init__(self, run: RunContext, ctx: ToolContext, index: int, label: str) -> None:
+        self.run, self.ctx, self.index, self.label = run, ctx, index, label
+
+    def __call__(self, read: Callable[[Connection], _T]) -> _T:
+        guard = Guard(label=self.label, memory=self.run.guard_memory)
+        with audited(self.run, self.ctx, self.index, 0, guard):
+            return read(self.ctx.connection)
+
+
+def step_measure(
+    run: RunContext, ctx: ToolContext, index: int, tool: ToolDefinition, catalog: CatalogSizes
+) -> Measure:
+    """The step's tables measured for a row limit (policy.gather_facts), their sizes
+    read with the plan's other tables (ctx.table_readings)."""
+    read = step_reads(run, ctx, index, f"step {index} ({tool.name})")
+    return measurer(run.target.dialect, read, catalog, ctx.table_readings)
 
 
 def measure_subject(
@@ -34,15 +77,48 @@ def measure_subject(
             catalog.current(ctx.connection, tables)
         identities = table_identities(ctx.connection, tables)
         code = code_digests(ctx.connection, tables)
-    measured = {
-        name: {
-            "id": identities.get(name),
-            "rows": catalog.rows(name) if catalog is not None else None,
-            "bytes": catalog.size(name) if catalog is not None else None,
-        }
-        for name in tables
-    }
+        sizes = read_sizes(ctx.connection, tables, catalog) if catalog is not None else {}
+    measured: dict[str, Any] = {}
+    read = step_reads(run, ctx, result.index, guard.label)
+    for name in tables:
+        found: dict[str, Any] = {"rows": None, "bytes": None}
+        if catalog is not None:
+            cap = _rows_cap(run, result, name)
+            rows = measure_rows(run.target.dialect, read, catalog, name, sizes.get(name), cap)
+            found = rows.to_dict()
+        measured[name] = {"id": identities.get(name), **found}
     return {"tables": measured, "code": code}
+
+
+def _rows_cap(run: RunContext, result: StepResult, table: str) -> int:
+    """How far the table's rows are counted: one past the growth the step's earlier
+    approval (or question) allows, so that the count decides it; asked about for the
+    first time, far enough for a later measure to compare with."""
+    factor, plus = _TABLE_SLACK["rows"]
+    for earlier in (
+        run.store.last_approval(run.run_id, result.index),
+        run.store.last_request(run.run_id, result.index),
+    ):
+        most = _most_rows(_subject_table(earlier, table))
+        if most is not None:
+            return int(most * factor + plus)
+    return _SUBJECT_ROWS
+
+
+def _subject_table(earlier: Mapping[str, Any] | None, table: str) -> Mapping[str, Any]:
+    given = (earlier or {}).get("given_for")
+    subject = given.get("subject") if isinstance(given, Mapping) else None
+    tables = subject.get("tables") if isinstance(subject, Mapping) else None
+    found = tables.get(table) if isinstance(tables, Mapping) else None
+    return found if isinstance(found, Mapping) else {}
+
+
+def _most_rows(table: Mapping[str, Any]) -> int | None:
+    """The most rows a subject's table was measured to have (None: no bound)."""
+    rows, most = table.get("rows"), table.get("rows_at_most")
+    if isinstance(rows, int) and not table.get("rows_at_least"):
+        return rows
+    return most if isinstance(most, int) else None
 
 
 def subject_changes(then: Any, now: Any) -> list[str]:
@@ -73,10 +149,29 @@ def subject_changes(then: Any, now: Any) -> list[str]:
 
 
 def _grown(name: str, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A table's rows or bytes past the slack over what was approved: the most it was
+    measured to have then against the fewest it is measured to have now (an exact
+    count, or at least the count that stopped at its bound)."""
     grown = []
+    figures = {
+        "rows": (_most_rows(before), after.get("rows"), _shown_rows),
+        "bytes": (before.get("bytes"), after.get("bytes"), _shown_bytes),
+    }
     for key, (factor, plus) in _TABLE_SLACK.items():
-        was, is_now = before.get(key), after.get(key)
+        was, is_now, shown = figures[key]
         if isinstance(was, int) and isinstance(is_now, int) and is_now > was * factor + plus:
-            shown = f"{was:,} -> {is_now:,}"
-            grown.append(f"table {name}: {key} {shown}")
+            grown.append(f"table {name}: {key} {shown(before)} -> {shown(after)}")
     return grown
+
+
+def _shown_rows(table: Mapping[str, Any]) -> str:
+    rows, most = table.get("rows"), table.get("rows_at_most")
+    if isinstance(rows, int):
+        return f"{'at least ' if table.get('rows_at_least') else ''}{rows:,}"
+    return f"at most {most:,}" if isinstance(most, int) else "unmeasured"
+
+
+def _shown_bytes(table: Mapping[str, Any]) -> str:
+    size = table.get("bytes")
+    about = "about " if table.get("bytes_estimated") else ""
+    return f"{about}{size:,}" if isinstance(size, int) else "unmeasured"

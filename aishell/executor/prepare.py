@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import AishellError, TargetError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
+from aishell.executor.covered import step_measure
 from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
@@ -285,6 +286,7 @@ def _facts(
         backup_in_run=run.backup_before(index),
         dialect=run.target.dialect,
         writes=writes,
+        measure=step_measure(run, ctx, index, tool, catalog),
     )
 
 

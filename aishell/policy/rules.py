@@ -12,7 +12,7 @@ approvers all ask this module; none decides on its own.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 
 from aishell.config.kinds import Category
 from aishell.config.models import (
-    WEEKDAYS,
     BackupRequired,
     BusinessHours,
     MaintenanceWindow,
@@ -30,6 +29,8 @@ from aishell.config.models import (
 )
 from aishell.config.options import SAFETY_LEVELS
 from aishell.guard.statements import classify
+from aishell.policy.hours import allowed_at, duration_text, hours_text, window_end
+from aishell.policy.measured import Measure, TableMeasure
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation
@@ -59,6 +60,9 @@ class StepFacts:
     tool: ToolDefinition
     tables: tuple[str, ...] = ()
     rows: Mapping[str, int] | None = None
+    # Rows and bytes as measured (measured.py) for a limit the step is judged on; the
+    # catalog's estimates (`rows`) only where nothing could measure (a preview offline).
+    measures: Mapping[str, TableMeasure] | None = None
     now: datetime | None = None
     last_backup: datetime | None = None
     backup_in_run: bool = False
@@ -208,7 +212,7 @@ class SafetyPolicy:
             if isinstance(constraint, MaintenanceWindow):
                 local = now.astimezone(ZoneInfo(constraint.timezone))
                 hours, days = set(constraint.allowed_hours), set(constraint.days)
-                if _allowed(local, hours, days):
+                if allowed_at(local, hours, days):
                     end = window_end(local, hours, days)
                     if end is not None:
                         closes.append(end)
@@ -247,13 +251,20 @@ def gather_facts(
     backup_in_run: bool = False,
     dialect: str | None = None,
     writes: bool = True,
+    measure: Measure | None = None,
 ) -> StepFacts:
     """What the policy needs to know of one step, read the same way for a run, a dry
-    run and a plan's preview, so that all three give the same verdict."""
+    run and a plan's preview, so that all three give the same verdict. `measure`: the
+    tables' rows and bytes as they are (measured.py), for a step that a row limit
+    judges; without it (offline), the catalog's estimates."""
     tables = tool.tables_in(params)
     rows: dict[str, int] = {}
+    measures = None
     if tool.risk_level is not RiskLevel.SAFE and policy.constraints:
         rows = {t: n for t in tables if (n := catalog.rows(t)) is not None}
+        limit = row_limit(policy, tool) if writes else None
+        if limit is not None and tables and measure is not None:
+            measures = measure(tables, limit)
     expected, basis = None, ""
     has_window = any(isinstance(c, MaintenanceWindow) for c in policy.constraints)
     if has_window and tool.risk_level.rank > RiskLevel.LOW.rank:
@@ -266,6 +277,7 @@ def gather_facts(
         tool=tool,
         tables=tables,
         rows=rows,
+        measures=measures,
         now=now,
         last_backup=last_backup,
         backup_in_run=needs_backup and backup_in_run,
@@ -317,19 +329,40 @@ def tighter_or_equal(level: str, than: str) -> bool:
 # --- constraints -----------------------------------------------------------------------
 
 
+def row_limit(policy: SafetyPolicy, tool: ToolDefinition) -> int | None:
+    """The highest max_table_size that judges this tool's steps, if any does: a count
+    up to one row past it decides every lower one too."""
+    limits = [
+        c.max_rows
+        for c in policy.constraints
+        if isinstance(c, MaxTableSize) and (c.tools is None or tool.name in c.tools)
+    ]
+    return max(limits) if limits else None
+
+
 def _max_table_size(constraint: MaxTableSize, facts: StepFacts) -> list[str]:
     if constraint.tools is not None and facts.tool.name not in constraint.tools:
         return []
     if facts.tool.risk_level is RiskLevel.SAFE:
         return []
+    limit = f"max_table_size ({constraint.max_rows:,} rows)"
     reasons = []
     for table in facts.tables:
+        measured = (facts.measures or {}).get(table)
+        if measured is not None:
+            over = measured.over(constraint.max_rows)
+            if over:
+                reasons.append(f"table '{table}' has {measured.shown}, over {limit}")
+            elif over is None:
+                # What could not be measured is judged as over: a person says yes.
+                why = measured.unknown or "its size does not bound them"
+                reasons.append(
+                    f"table '{table}': its rows could not be counted against {limit} ({why})"
+                )
+            continue
         rows = (facts.rows or {}).get(table)
         if rows is not None and rows > constraint.max_rows:
-            reasons.append(
-                f"table '{table}' has about {rows:,} rows, over max_table_size "
-                f"({constraint.max_rows:,} rows)"
-            )
+            reasons.append(f"table '{table}' has about {rows:,} rows, over {limit}")
     return reasons
 
 
@@ -427,8 +460,8 @@ def _window(constraint: MaintenanceWindow, facts: StepFacts) -> str | None:
     zone = ZoneInfo(constraint.timezone)
     local = facts.now.astimezone(zone)
     hours, days = set(constraint.allowed_hours), set(constraint.days)
-    described = f"hours {_hours_text(constraint.allowed_hours)} {constraint.timezone}"
-    if not _allowed(local, hours, days):
+    described = f"hours {hours_text(constraint.allowed_hours)} {constraint.timezone}"
+    if not allowed_at(local, hours, days):
         return (
             f"outside the maintenance window ({described}; it is {local:%a %H:%M}): "
             f"{facts.tool.risk_level.value}-risk steps wait for the window"
@@ -439,9 +472,9 @@ def _window(constraint: MaintenanceWindow, facts: StepFacts) -> str | None:
     left = (closes - local).total_seconds()
     if facts.expected_seconds > left:
         return (
-            f"expected to take {_duration(facts.expected_seconds)} ({facts.expected_basis}), "
+            f"expected to take {duration_text(facts.expected_seconds)} ({facts.expected_basis}), "
             f"but the maintenance window closes at {closes:%H:%M} {constraint.timezone} "
-            f"(in {_duration(left)})"
+            f"(in {duration_text(left)})"
         )
     return None
 
@@ -450,44 +483,10 @@ def _business_hours(constraint: BusinessHours, facts: StepFacts) -> str | None:
     if facts.tool.risk_level is not RiskLevel.CRITICAL or facts.now is None:
         return None
     local = facts.now.astimezone(ZoneInfo(constraint.timezone))
-    if _allowed(local, set(constraint.hours), set(constraint.days)):
+    if allowed_at(local, set(constraint.hours), set(constraint.days)):
         return (
-            f"it is business hours ({_hours_text(constraint.hours)} "
+            f"it is business hours ({hours_text(constraint.hours)} "
             f"{','.join(constraint.days)} {constraint.timezone}; it is {local:%a %H:%M}): "
             "critical steps wait until after"
         )
     return None
-
-
-def _allowed(local: datetime, hours: set[int], days: Collection[str]) -> bool:
-    return local.hour in hours and WEEKDAYS[local.weekday()] in days
-
-
-def window_end(local: datetime, hours: set[int], days: Collection[str]) -> datetime | None:
-    """When the allowed period that contains `local` ends; None if it never does."""
-    moment = local.replace(minute=0, second=0, microsecond=0)
-    for _ in range(24 * 7 + 1):
-        moment += timedelta(hours=1)
-        if not _allowed(moment, hours, days):
-            return moment
-    return None
-
-
-def _hours_text(hours: Sequence[int]) -> str:
-    """[0, 1, 2, 22, 23] -> '00-03,22-24'."""
-    spans: list[list[int]] = []
-    for hour in sorted(set(hours)):
-        if spans and hour == spans[-1][1]:
-            spans[-1][1] = hour + 1
-        else:
-            spans.append([hour, hour + 1])
-    return ",".join(f"{a:02d}-{b:02d}" for a, b in spans)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes = seconds / 60
-    if minutes < 120:
-        return f"{minutes:.0f} min"
-    return f"{minutes / 60:.1f} h"

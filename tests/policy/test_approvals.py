@@ -63,7 +63,7 @@ def test_max_table_size_holds_a_big_table_for_approval(edit_config, demo_db):
     rebuild = result.steps[2]
     assert rebuild.status == "waiting_approval"
     assert rebuild.reasons == [
-        "table 'app_logs' has about 5,400 rows, over max_table_size (2,000 rows)"
+        "table 'app_logs' has 5,400 rows, over max_table_size (2,000 rows)"
     ]
 
 

@@ -11,7 +11,8 @@ from aishell.config.models import (
     MaintenanceWindow,
     MaxTableSize,
 )
-from aishell.policy.rules import Confirmation, SafetyPolicy, StepFacts, window_end
+from aishell.policy.hours import window_end
+from aishell.policy.rules import Confirmation, SafetyPolicy, StepFacts
 from aishell.registry import load_tool
 
 RISKS = ["safe", "low", "medium", "high", "critical"]

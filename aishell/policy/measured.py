@@ -1,0 +1,444 @@
+"""What a limit or an approval is judged on: a table's bytes and rows as measured, not
+as the planner's statistics last saw them.
+
+A table's statistics (PostgreSQL's reltuples, InnoDB's TABLE_ROWS) are as old as its
+last ANALYZE, and a table written since, or never analyzed, can hold any number of rows
+the catalog does not show. So:
+
+- bytes are the table's files as they are now: PostgreSQL's pg_total_relation_size
+  (table, indexes and TOAST); on MariaDB the file-per-table tablespace's file
+  (INNODB_SYS_TABLESPACES), else DATA_LENGTH + INDEX_LENGTH, an estimate and said so;
+  on SQLite dbstat's pages, which the catalog reads already.
+- rows are bounded by the size where the size proves it: a PostgreSQL heap page holds at
+  most (block size - 24) / 28 rows (MaxHeapTuplesPerPage, 291 for 8 kB pages), an
+  InnoDB record takes at least 18 bytes of its file (a 5-byte header, the transaction
+  id and the roll pointer). Where that bound is over the figure asked about, the rows
+  are counted, and the count stops one row past it:
+  `SELECT count(*) FROM (SELECT 1 FROM t LIMIT :n) s` reads at most n rows, so it
+  says "exactly N" under the figure and "at least N" past it, at a cost the figure
+  bounds. SQLite's dbstat rows are counted already.
+
+Every statement is a read sent through the guard (the caller's `GuardedRead`): a read
+the guard refuses (the table's row policy may run code that writes) leaves the rows
+unknown, and an unknown figure is judged as over the limit: a person says yes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from sqlalchemy import bindparam, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from aishell.dialects import family
+from aishell.errors import StatementRefused
+from aishell.guard.connection import Guard, GuardMemory
+from aishell.sqltext import quote_identifier, text
+from aishell.targets.lockholders import is_lock_timeout
+
+if TYPE_CHECKING:
+    from aishell.tool.readings import TableReadings
+
+_T = TypeVar("_T")
+
+# A PostgreSQL heap page: a 24-byte header, then per row a line pointer (4 bytes) and
+# at least a 24-byte tuple header (MaxHeapTuplesPerPage in htup_details.h).
+_PG_PAGE_HEADER = 24
+_PG_LEAST_PER_ROW = 28
+# An InnoDB clustered index record takes at least its 5-byte header, the 6-byte
+# transaction id and the 7-byte roll pointer of its file's bytes.
+_INNODB_LEAST_PER_ROW = 18
+
+_PG_SIZES = """
+/* aishell measure */ SELECT c.relname AS name, c.relkind AS kind,
+       pg_catalog.pg_relation_size(c.oid) AS heap,
+       pg_catalog.pg_total_relation_size(c.oid) AS total,
+       pg_catalog.current_setting('block_size')::bigint AS block
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
+  AND c.relname = ANY(CAST(:names AS text[]))
+"""
+# A table of its own tablespace (file-per-table) is named schema/table there; one whose
+# name InnoDB encodes (@0024 ...), or in the system tablespace, has only the estimate.
+_MYSQL_SIZES = """
+/* aishell measure */ SELECT t.TABLE_NAME AS name, t.ENGINE AS engine,
+       coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated,
+       s.FILE_SIZE AS file_size, s.ALLOCATED_SIZE AS allocated
+FROM information_schema.TABLES t
+LEFT JOIN information_schema.{tablespaces} s
+       ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME)
+WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_NAME IN :names
+"""
+_MYSQL_CATALOG_SIZES = """
+/* aishell measure */ SELECT t.TABLE_NAME AS name, t.ENGINE AS engine,
+       coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated,
+       NULL AS file_size, NULL AS allocated
+FROM information_schema.TABLES t
+WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_NAME IN :names
+"""
+_COUNT = "/* aishell measure */ SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :n) s"
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """A table's bytes now, and the most rows they can hold (None: no bound)."""
+
+    bytes: int | None
+    estimated: bool = False
+    most_rows: int | None = None
+    # Rows the size reading counted (SQLite's dbstat), when it did.
+    rows: int | None = None
+
+
+# What a table's size reading gives when another session holds the table.
+_HELD = TableSize(None)
+
+
+@dataclass(frozen=True)
+class TableMeasure:
+    """A table's rows and bytes as measured: `rows` exact, or at least that many when
+    `at_least`; at most `most_rows` where only its size bounds them; `unknown` says
+    why neither could be read."""
+
+    rows: int | None = None
+    at_least: bool = False
+    most_rows: int | None = None
+    bytes: int | None = None
+    bytes_estimated: bool = False
+    unknown: str = ""
+
+    def over(self, limit: int) -> bool | None:
+        """Whether the table has more rows than `limit`; None when not known."""
+        if self.rows is not None and self.rows > limit:
+            return True
+        if self.rows is not None and not self.at_least:
+            return False
+        if self.most_rows is not None and self.most_rows <= limit:
+            return False
+        return None
+
+    @property
+    def shown(self) -> str:
+        """'N rows', 'at least N rows', 'at most N rows', as measured."""
+        if self.rows is not None:
+            return f"{'at least ' if self.at_least else ''}{self.rows:,} rows"
+        if self.most_rows is not None:
+            return f"at most {self.most_rows:,} rows"
+        return "an unmeasured number of rows"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As an approval's subject keeps it (covered.py)."""
+        found: dict[str, Any] = {"rows": self.rows, "bytes": self.bytes}
+        if self.at_least:
+            found["rows_at_least"] = True
+        if self.most_rows is not None:
+            found["rows_at_most"] = self.most_rows
+        if self.bytes_estimated:
+            found["bytes_estimated"] = True
+        if self.unknown:
+            found["unknown"] = self.unknown
+        return found
+
+
+class GuardedRead(Protocol):
+    """Runs a read on the target's connection under the guard; raises StatementRefused
+    when the guard refuses one of its statements."""
+
+    def __call__(self, read: Callable[[Connection], _T]) -> _T: ...
+
+
+class CatalogSizes(Protocol):
+    """What the target's catalog (tables.py) holds of a table: its figures as read."""
+
+    def rows(self, table: str) -> int | None: ...
+
+    def size(self, table: str) -> int | None: ...
+
+    def __contains__(self, table: object) -> bool: ...
+
+
+# {table: measure} of the tables named, each counted up to one row past the limit.
+Measure = Callable[[Sequence[str], int], dict[str, TableMeasure]]
+
+
+def measurer(
+    dialect: str,
+    read: GuardedRead,
+    catalog: CatalogSizes,
+    readings: TableReadings | None = None,
+) -> Measure:
+    """A measure of tables for a limit: sizes of every table the plan names in one
+    read (`readings`: shared by the run's steps; kept while no step writes to a table
+    and for a minute), a count only for a table whose size does not settle it."""
+
+    def measure(tables: Sequence[str], limit: int) -> dict[str, TableMeasure]:
+        sizes = _sizes(dialect, read, catalog, tables, readings)
+        # A table held by another session past the lock wait is left to the catalog's
+        # estimate: the step cannot reach it either (it is left out, named with its
+        # holder), and its other tables are measured.
+        return {
+            t: measure_rows(dialect, read, catalog, t, sizes.get(t), limit)
+            for t in tables
+            if sizes.get(t) is not _HELD
+        }
+
+    return measure
+
+
+def measure_rows(
+    dialect: str,
+    read: GuardedRead,
+    catalog: CatalogSizes,
+    table: str,
+    size: TableSize | None,
+    limit: int,
+) -> TableMeasure:
+    """The table's rows against `limit`: proved under by its size, else counted up to one
+    row past the limit (a read the guard refuses: unknown)."""
+    if size is None:
+        return TableMeasure(unknown=f"table {table!r} is not in the catalog")
+    known = TableMeasure(bytes=size.bytes, bytes_estimated=size.estimated, most_rows=size.most_rows)
+    if size.rows is not None:
+        return TableMeasure(rows=size.rows, bytes=size.bytes, bytes_estimated=size.estimated)
+    if size.most_rows is not None and size.most_rows <= limit:
+        return known
+    if table not in catalog:  # only a name the catalog holds is quoted into a count
+        return TableMeasure(unknown=f"table {table!r} is not in the catalog")
+    try:
+        counted = read(lambda conn: bounded_count(conn, table, limit + 1))
+    except StatementRefused as exc:
+        return TableMeasure(
+            bytes=size.bytes, bytes_estimated=size.estimated, unknown=str(exc).strip()
+        )
+    at_least = counted > limit
+    return TableMeasure(
+        rows=counted,
+        at_least=at_least,
+        most_rows=None if at_least else size.most_rows,
+        bytes=size.bytes,
+        bytes_estimated=size.estimated,
+    )
+
+
+def bounded_count(conn: Connection, table: str, most: int) -> int:
+    """The table's rows, reading at most `most` of them (the name is one the caller
+    checked against the catalog, quoted by the dialect; the bound is a bound value)."""
+    sql = _COUNT.replace("{table}", quote_identifier(conn.dialect, table))
+    return int(conn.execute(text(sql), {"n": max(most, 0)}).scalar_one())
+
+
+def read_sizes(
+    conn: Connection, tables: Sequence[str], catalog: CatalogSizes
+) -> dict[str, TableSize]:
+    """The tables' sizes as they are now, in one query (SQLite: the catalog's dbstat)."""
+    if not tables:
+        return {}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        rows = conn.execute(text(_PG_SIZES), {"names": list(tables)})
+        return {r.name: _pg_size(r) for r in rows}
+    if family(dialect) == "mysql":
+        space = (
+            "INNODB_SYS_TABLESPACES"
+            if getattr(conn.dialect, "is_mariadb", False)
+            else "INNODB_TABLESPACES"
+        )
+        return {r.name: _mysql_size(r) for r in _mysql_rows(conn, space, tables)}
+    return _sqlite_sizes(tables, catalog)
+
+
+# The tablespaces' view needs the PROCESS privilege (MariaDB: error 1227).
+_NO_PROCESS = 1227
+
+
+def _mysql_rows(conn: Connection, space: str, tables: Sequence[str]) -> Any:
+    """The tables' catalog sizes and, where the account may read them, their files'."""
+    names = {"names": list(tables)}
+    joined = text(_MYSQL_SIZES.replace("{tablespaces}", space))
+    try:
+        return conn.execute(joined.bindparams(bindparam("names", expanding=True)), names).all()
+    except DBAPIError as exc:
+        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        if exc.connection_invalidated or code != _NO_PROCESS:
+            raise
+    # Without PROCESS: DATA_LENGTH + INDEX_LENGTH alone, an estimate (its rows counted).
+    alone = text(_MYSQL_CATALOG_SIZES).bindparams(bindparam("names", expanding=True))
+    return conn.execute(alone, names).all()
+
+
+def _pg_size(r: Any) -> TableSize:
+    if r.kind != "r":  # a partitioned table's rows are in its partitions: no bound
+        return TableSize(int(r.total or 0))
+    per_page = (int(r.block) - _PG_PAGE_HEADER) // _PG_LEAST_PER_ROW
+    return TableSize(int(r.total), most_rows=int(r.heap) // int(r.block) * per_page)
+
+
+def _mysql_size(r: Any) -> TableSize:
+    if r.file_size is None or str(r.engine).lower() != "innodb":
+        return TableSize(int(r.estimated), estimated=True)
+    file_bytes = max(int(r.file_size), int(r.allocated or 0))
+    return TableSize(file_bytes, most_rows=file_bytes // _INNODB_LEAST_PER_ROW)
+
+
+def _sqlite_sizes(tables: Sequence[str], catalog: CatalogSizes) -> dict[str, TableSize]:
+    """dbstat's pages and leaf cells, as the catalog read them; without dbstat (bytes
+    None) the rows are sqlite_stat1's estimate, so they are counted."""
+    sizes: dict[str, TableSize] = {}
+    for table in tables:
+        if table not in catalog:
+            continue
+        size = catalog.size(table)
+        sizes[table] = TableSize(size, rows=catalog.rows(table) if size is not None else None)
+    return sizes
+
+
+def _sizes(
+    dialect: str,
+    read: GuardedRead,
+    catalog: CatalogSizes,
+    tables: Sequence[str],
+    readings: TableReadings | None,
+) -> dict[str, TableSize]:
+    if dialect == "sqlite":
+        return _sqlite_sizes(tables, catalog)
+    if readings is None:
+        return read(lambda conn: read_sizes(conn, tables, catalog))
+
+    def together(names: Sequence[str]) -> dict[str, TableSize]:
+        return read(lambda conn: _sizes_or_none(conn, names, catalog))
+
+    found: dict[str, TableSize] = {}
+    for table in tables:
+        alone = partial(_one_size, read, catalog, table)
+        size = readings.get_each(table, "measured_size", alone, together)
+        if size is not None:
+            found[table] = size
+    return found
+
+
+def _sizes_or_none(
+    conn: Connection, names: Sequence[str], catalog: CatalogSizes
+) -> dict[str, TableSize]:
+    """The sizes of many tables in one query, or none when the server refused it (a table
+    held by another session past the lock wait): each is then read alone, and is held
+    alone. A lost server is raised: the step's failure, never an empty answer."""
+    try:
+        return read_sizes(conn, names, catalog)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        with suppress(DBAPIError):
+            conn.rollback()
+        return {}
+
+
+def _one_size(read: GuardedRead, catalog: CatalogSizes, table: str) -> TableSize | None:
+    """The table's size alone; _HELD when another session holds it past the lock wait."""
+    try:
+        return read(lambda conn: read_sizes(conn, [table], catalog)).get(table)
+    except DBAPIError as exc:
+        if exc.connection_invalidated or not is_lock_timeout(exc):
+            raise
+        return _HELD
+
+
+# A table grown by fewer rows than this past what a plan assumed is not counted for it:
+# the catalog's own estimates show such drift where they are current, and small tables
+# (whose size bounds their rows) cost no count.
+PLAN_SLACK_ROWS = 1_000
+
+
+def grown_past(
+    conn: Connection, catalog: CatalogSizes, assumed: Mapping[str, Any], tolerance: float
+) -> list[str]:
+    """The tables measured to hold more rows than a plan assumed (`assumed`: {table:
+    rows}), by more than `tolerance` of them and PLAN_SLACK_ROWS: their sizes in one
+    query, a count up to that bound only where the size does not settle it."""
+    tables = [t for t, rows in assumed.items() if isinstance(rows, int) and t in catalog]
+    if not tables:
+        return []
+    read = connection_reads(conn, "checking the plan's tables")
+    sizes = read(lambda c: read_sizes(c, tables, catalog))
+    found = []
+    for table in tables:
+        then = int(assumed[table])
+        bound = then + max(int(tolerance * max(then, 1)), PLAN_SLACK_ROWS)
+        measured = measure_rows(conn.dialect.name, read, catalog, table, sizes.get(table), bound)
+        over = measured.over(bound)
+        if over:
+            found.append(f"'{table}' has {measured.shown}, the plan assumed {then:,}")
+        elif over is None:
+            found.append(
+                f"the rows of '{table}' could not be counted against the plan's {then:,} "
+                f"({measured.unknown or 'its size does not bound them'})"
+            )
+    return found
+
+
+# --- the guard on a connection that runs no step ---------------------------------------
+
+# Where connection_measure keeps what its guards learned, in the cache a preview's steps
+# share: the server's catalog is asked what may make a read write once, not per step.
+_GUARD_MEMORY = "measured.guard_memory"
+
+
+def connection_measure(
+    conn: Connection,
+    catalog: CatalogSizes,
+    readings: TableReadings | None,
+    shared: dict[str, Any],
+    trusted: tuple[str, ...] = (),
+) -> Measure:
+    """A measure on a connection outside any run (a plan's preview): `shared` is the
+    cache the preview's steps share; `trusted`, the target's trusted_functions, which
+    the guard takes here as in a run."""
+    memory = shared.setdefault(_GUARD_MEMORY, GuardMemory(trusted=trusted))
+    read = connection_reads(conn, "measuring a table for its row limit", memory)
+    return measurer(conn.dialect.name, read, catalog, readings)
+
+
+def connection_reads(
+    conn: Connection, label: str, memory: GuardMemory | None = None
+) -> GuardedRead:
+    """Reads on a connection outside any step (a preview, `apply`'s check of its plan),
+    each statement passed by a guard of its own that lets no write through."""
+    return _ConnectionReads(conn, label, memory or GuardMemory())
+
+
+class _ConnectionReads:
+    def __init__(self, conn: Connection, label: str, memory: GuardMemory) -> None:
+        self.conn, self.label, self.memory = conn, label, memory
+
+    def __call__(self, read: Callable[[Connection], _T]) -> _T:
+        with _guarded(self.conn, Guard(label=self.label, memory=self.memory)):
+            return read(self.conn)
+
+
+@contextmanager
+def _guarded(conn: Connection, guard: Guard) -> Iterator[None]:
+    dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
+    guard.connection = conn
+
+    def before(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
+        why = guard.check(statement, cursor, dialect, paramstyle)
+        if why is not None:
+            guard.refused.append(why)
+            raise StatementRefused(f"{guard.label}: statement refused: {why}")
+
+    def after(_c: Any, cursor: Any, *_: Any) -> None:
+        guard.sent(cursor)
+
+    event.listen(conn, "before_cursor_execute", before)
+    event.listen(conn, "after_cursor_execute", after)
+    try:
+        yield
+    finally:
+        event.remove(conn, "before_cursor_execute", before)
+        event.remove(conn, "after_cursor_execute", after)
+    guard.raise_if_refused()
