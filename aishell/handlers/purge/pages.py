@@ -14,7 +14,12 @@ batch is never judged by what its pages hold since (resume.py). Batches are size
 pages by the time they take, as the key walk sizes its batches, and no larger than the
 pages a batch could delete in twice the aim if every row on them were old (the cost of
 a row and of a page measured from the batches so far): a stretch of kept pages, read
-fast, does not size a batch for a stretch of old rows after it.
+fast, does not size a batch for a stretch of old rows after it. Nor larger than the
+pages max_batch_size rows fill at the most old rows a page has held so far; before a
+batch has measured that, at the statistics' rows per page while the table has not
+outgrown them since ANALYZE, else at the most rows a page can hold. A batch whose DELETE
+finds more than max_batch_size rows all the same is undone and its pages walked again in
+fewer pages: no batch commits more.
 
 Nothing older than the cutoff is left, whatever writers do meanwhile: pages appended to
 the table during the walk (new rows, and row versions an UPDATE moved there) are walked
@@ -47,24 +52,39 @@ WORST_FACTOR = 2.0
 # What deleting a row costs until a batch has measured it (a fast server's figure:
 # batches start small and are sized from what they measure).
 DEFAULT_ROW_SECONDS = 2e-6
-# Rows a page holds when the table's statistics do not say (8 kB pages, ~150-byte rows).
-DEFAULT_ROWS_PER_PAGE = 50.0
+# The most rows a page can hold (an 8 kB page of tuples without a column: PostgreSQL's
+# MaxHeapTuplesPerPage). A batch's first pages are sized by it where the statistics do
+# not describe the table as it is now, so that the batch holds at most batch_size rows
+# however narrow they are.
+MOST_ROWS_PER_PAGE = 291.0
+# The statistics' rows per page (reltuples / relpages) are taken while the table has
+# grown no more than this since they were made (relpages against its length now): rows
+# added since (with autovacuum off, or between its runs) may be much narrower.
+STATS_GROWTH = 1.2
 # The most keys one look past the pages deletes in a batch, and the looks that may find
 # old rows (moved into pages already done, or written with old dates meanwhile) before
 # the step stops and says so.
 LOOK_ROWS = 10_000
 MAX_LOOKS = 20
+# The oid is compared with the regclass by pg_catalog's own operator: an operator a
+# database defines over (oid, regclass) exactly would be chosen over it.
 _SIZE_SQL = (
-    "SELECT reltuples, relpages FROM pg_catalog.pg_class WHERE oid = CAST(:relation AS regclass)"
+    "SELECT reltuples, relpages FROM pg_catalog.pg_class "
+    "WHERE oid OPERATOR(pg_catalog.=) CAST(:relation AS pg_catalog.regclass)"
 )
 # The table goes to these as a bound value, its quoted name as SQL writes it: text()'s
 # colon escapes (sqltext.display) would be part of the value.
-_KIND_SQL = "SELECT relkind FROM pg_catalog.pg_class WHERE oid = CAST(:relation AS regclass)"
+_KIND_SQL = (
+    "SELECT relkind FROM pg_catalog.pg_class "
+    "WHERE oid OPERATOR(pg_catalog.=) CAST(:relation AS pg_catalog.regclass)"
+)
 # How closely the key's order follows the heap's, as ANALYZE last measured it.
 _CORRELATION_SQL = (
     "SELECT s.correlation FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
     "n.oid = c.relnamespace JOIN pg_catalog.pg_stats s ON s.schemaname = n.nspname AND "
-    "s.tablename = c.relname WHERE c.oid = CAST(:relation AS regclass) AND s.attname = :key "
+    "s.tablename = c.relname "
+    "WHERE c.oid OPERATOR(pg_catalog.=) CAST(:relation AS pg_catalog.regclass) "
+    "AND s.attname = :key "
     "AND NOT s.inherited"
 )
 # `walk: auto` walks an integer key whose order follows the heap's at least this closely
@@ -127,9 +147,12 @@ def table_pages(conn: Connection, batch: BatchSql) -> int:
 
 @dataclass
 class _Costs:
-    """What a page and a row cost a batch, measured; rows a page holds."""
+    """What a page and a row cost a batch, measured; the most old rows a page has held.
+    Until a batch has measured that, the statistics' rows per page or, `guessed`, the
+    most a page can hold: the first measure replaces a guess."""
 
     rows_per_page: float
+    guessed: bool = False
     page_seconds: float | None = None
     row_seconds: float | None = None
 
@@ -139,7 +162,14 @@ class _Costs:
             return
         reading = (self.page_seconds or 0.0) * pages
         self.row_seconds = max(elapsed - reading, elapsed / 4) / rows
-        self.rows_per_page = max(self.rows_per_page, rows / pages)
+        self.crowded(pages, rows)
+
+    def crowded(self, pages: int, rows: int) -> None:
+        """`rows` old rows were found on `pages` pages (a batch committed, or one undone
+        for holding too many)."""
+        found = rows / pages
+        self.rows_per_page = found if self.guessed else max(self.rows_per_page, found)
+        self.guessed = False
 
     def worst_page(self) -> float:
         """A page's cost if every row on it is old."""
@@ -153,7 +183,8 @@ class PageWalk(Walk):
 
     costs: _Costs = field(init=False)
     pages: int = field(init=False)
-    most_pages: int = field(init=False)
+    # The keys a look past the pages found that batches have yet to delete.
+    left: list[Any] = field(init=False, default_factory=list)
 
     def __post_init__(self, bounds: tuple[Any, Any]) -> None:
         params, state, conn = self.params, self.state, self.ctx.connection
@@ -167,14 +198,24 @@ class PageWalk(Walk):
         tuples, relpages = conn.execute(
             text(_SIZE_SQL), {"relation": display(self.batch.table)}
         ).one()
-        per_page = float(tuples) / relpages if relpages and tuples and tuples > 0 else 0.0
-        self.costs = _Costs(per_page if per_page >= 1 else DEFAULT_ROWS_PER_PAGE)
         if "stop" not in state:
             state.update(page=0, stop=table_pages(conn, self.batch), round=0)
         conn.commit()
-        per = self.costs.rows_per_page
-        self.pages = max(1, int(int(params["batch_size"]) / per))
-        self.most_pages = max(1, int(self.largest / per))
+        # The table's length when the walk started, against the pages ANALYZE counted.
+        current = bool(relpages and tuples and tuples > 0)
+        current = current and state["stop"] <= relpages * STATS_GROWTH
+        per_page = float(tuples) / relpages if current else 0.0
+        if per_page >= 1:
+            self.costs = _Costs(per_page)
+        else:
+            self.costs = _Costs(MOST_ROWS_PER_PAGE, guessed=True)
+        first = int(int(params["batch_size"]) / self.costs.rows_per_page)
+        self.pages = max(1, min(first, self.most_pages))
+
+    @property
+    def most_pages(self) -> int:
+        """The pages of max_batch_size rows, at the most old rows a page has held."""
+        return max(1, int(self.largest / self.costs.rows_per_page))
 
     def checkpoint(self, pending: dict[str, Any] | None = None) -> None:
         state = self.state
@@ -206,22 +247,29 @@ class PageWalk(Walk):
         low = state["page"]
         high = min(low + self.pages, state["stop"])
         room = self.limit.room(state["deleted"]) if self.limit is not None else None
+        # A batch holds at most max_batch_size rows, whatever its pages turn out to hold.
+        most = self.largest if room is None else min(room, self.largest)
+        if high - low == 1 and 0 < most < self.costs.rows_per_page and not self.costs.guessed:
+            # Pages have held more old rows than a batch may take: part of one at a time,
+            # without first deleting (and undoing) the whole page.
+            return self._part_of_page(low, most)
         values = {"low": page(low), "high": page(high), "cutoff": self.bound}
         t0 = time.perf_counter()
         try:
-            count, archived = delete_batch(conn, self.batch, values, False, self.archive, most=room)
+            count, archived = delete_batch(conn, self.batch, values, False, self.archive, most=most)
         except OverLimit as over:
-            # More old rows than max_share still allows: undone; fewer pages, down to
-            # one, of which the rows still allowed; with none allowed, the step stops
-            # for a person's yes.
+            # More old rows than max_batch_size, or than max_share still allows: undone;
+            # fewer pages, down to one, of which the rows allowed; with none allowed
+            # (max_share), the step stops for a person's yes.
             conn.rollback()
-            assert room is not None
+            found = int(over.args[0])
+            self.costs.crowded(high - low, found)
             if high - low > 1:
-                self.pages = max(1, (high - low) * room // int(over.args[0]))
+                self.pages = max(1, (high - low) * most // found)
                 return True
-            if room == 0:
+            if most == 0:
                 self._stop_at_limit()
-            return self._part_of_page(low, room)
+            return self._part_of_page(low, most)
         self._committed(count, archived, high)
         elapsed = time.perf_counter() - t0
         self.attempt.durations.append(elapsed)
@@ -249,13 +297,16 @@ class PageWalk(Walk):
 
     def _part_of_page(self, low: int, room: int) -> bool:
         """Delete `room` of the old rows of page `low` and commit; the page stays the
-        resume point (its other old rows wait for a person's yes to pass max_share)."""
+        resume point (its other old rows go in the batches after, or wait for a
+        person's yes to pass max_share), unless it held fewer: then it is done."""
         conn = self.ctx.connection
         values = {"low": page(low), "high": page(low + 1), "cutoff": self.bound, "n": room}
         count, archived = delete_batch(
             conn, self.batch, values, False, self.archive, most=room, form=PART
         )
-        self._committed(count, archived, low)
+        resume = low + 1 if count < room else low
+        self._committed(count, archived, resume)
+        self.state["page"] = resume
         self._report()
         return True
 
@@ -268,6 +319,7 @@ class PageWalk(Walk):
         self.costs.measure(pages, rows, elapsed)
         ideal = pages * self.target / elapsed
         worst = WORST_FACTOR * self.target / self.costs.worst_page()
+        # most_pages follows the rows per page just measured, not the statistics.
         size = min(ideal, pages * MAX_GROWTH, worst, self.most_pages)
         self.pages = int(max(1, size))
 
@@ -281,6 +333,8 @@ class PageWalk(Walk):
         if length > state["stop"]:
             state["stop"] = length  # appended while the walk went on: walked too
             return True
+        if self.left:
+            return self._delete_left()
         values = {"cutoff": self.bound, "n": LOOK_ROWS}
         keys = list(conn.execute(text(self.batch.old_keys()), values).scalars())
         conn.commit()
@@ -303,9 +357,17 @@ class PageWalk(Walk):
                 self._stop_at_limit()
             keys = keys[:room]  # a key is one row at most
         self.ctx.record_event("purge_rows_left", {"look": state["round"], "rows": len(keys)})
+        self.left = keys
+        return self._delete_left()
+
+    def _delete_left(self) -> bool:
+        """Delete the old rows of the next max_batch_size keys a look found and commit
+        (a key is one row at most); the look's other keys go in the batches after."""
+        keys, self.left = self.left[: self.largest], self.left[self.largest :]
         values = {"keys": keys, "cutoff": self.bound}
+        conn = self.ctx.connection
         count, archived = delete_batch(conn, self.batch, values, False, self.archive, form=KEYS)
-        self._committed(count, archived, state["page"])
+        self._committed(count, archived, self.state["page"])
         self._report()
         return True
 

@@ -235,7 +235,11 @@ def in_doubt(site: Site, run_id: str) -> set[int]:
                     "SELECT id FROM events WHERE ctid >= CAST(:low AS tid) "
                     "AND ctid < CAST(:high AS tid)"
                 ),
-                {"low": f"({progress['page']},0)", "high": f"({pending['page']},0)"},
+                # A batch of part of a page (its rows past max_batch_size) ends on it.
+                {
+                    "low": f"({progress['page']},0)",
+                    "high": f"({max(pending['page'], progress['page'] + 1)},0)",
+                },
             )
             on_pages = set(found.scalars())
         return {i for i in on_pages if site.before[i] < cutoff}
