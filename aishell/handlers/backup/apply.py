@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy.engine import URL, Connection, Dialect
 
 from aishell.errors import StepFailed
+from aishell.handlers.backup.dumpevents import Feeder
+from aishell.handlers.backup.inert import LeftOut
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
 from aishell.handlers.backup.manifest import Chain
 from aishell.handlers.backup.processes import (
@@ -149,14 +151,19 @@ def server_apply(
     progress: ByteProgress | None = None,
     before: int = 0,
     lock_wait: float | None = None,
+    inert: LeftOut | None = None,
 ) -> None:
     """Load one server backup file into `database`; `progress` counts the bytes the
     client program has read of it (after `before` bytes of the files loaded before).
     `lock_wait`: the longest it may wait for another session's table lock; None for a
-    scratch database of aishell's own, which nobody else holds."""
+    scratch database of aishell's own, which nobody else holds. `inert`: a validation's
+    scratch copy, loaded without running the database's code (inert.py), noting there
+    what it leaves out."""
     env = server_env(url)
     command = restore_argv(dialect, url, database, path, manifest, replace, lock_wait)
-    if command is not None:
+    if command is not None and inert is not None:
+        _inert_load(command, path, env, ctx, inert, progress, before)
+    elif command is not None:
         argv, stdin = command
         watch = progress.reading(path, before) if progress is not None else None
         if lock_wait is not None and dialect == "postgresql":
@@ -184,6 +191,37 @@ def server_apply(
         progress.reached(before + path.stat().st_size)
     if manifest["kind"] == "incremental" and manifest["dropped"]:
         _drop_dropped(url.set(database=database), manifest, lock_wait)
+
+
+def _inert_load(
+    command: tuple[list[str], Path | None],
+    path: Path,
+    env: dict[str, str],
+    ctx: ToolContext,
+    inert: LeftOut,
+    progress: ByteProgress | None,
+    before: int,
+) -> None:
+    """Load one backup file into a validation's scratch database, leaving out what would
+    run the database's code: pg_restore restores a TOC list without it; the mariadb
+    client reads the dump without its events from a pipe (no copy on disk)."""
+    argv, stdin = command
+    if stdin is None:
+        argv = [*argv[:-1], "-L", str(inert.pg_list(path)), argv[-1]]
+        watch = progress.reading(path, before) if progress is not None else None
+        run_tool(argv, env, ctx, watch=watch)
+        return
+    with Feeder(stdin) as feeder:
+        watch = feeder.watch(before, progress.reached) if progress is not None else None
+        try:
+            run_tool(argv, env, ctx, stdin=feeder.reader, watch=watch)
+        finally:
+            feeder.reader.close()
+    if feeder.error is not None:
+        raise feeder.error
+    if feeder.filter.unended:
+        raise ToolFailed(argv[0], "ERROR: the dump ends inside its block of events", 1)
+    inert.events(feeder.filter.events)
 
 
 # The MySQL client's words for a lock wait that ran out (MDL or InnoDB).

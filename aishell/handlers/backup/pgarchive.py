@@ -45,6 +45,20 @@ class Archive:
     pg_dump: str = ""
 
 
+@dataclass
+class TocEntry:
+    """One item of an archive's table of contents, as pg_restore -l lists it: its dump
+    id, kind (`desc`: TABLE, INDEX, TABLE DATA ...), schema, name, the SQL that creates
+    it, and the dump ids it depends on."""
+
+    dump_id: int
+    desc: str
+    namespace: str
+    tag: str
+    defn: str
+    deps: list[int] = field(default_factory=list)
+
+
 class _Source:
     """Exact reads over a stream of chunks."""
 
@@ -80,6 +94,9 @@ class _Reader:
         self.off_size = 8
         self.version = 0
         self.dump_version = ""
+        self.entries: list[TocEntry] = []
+        # Reading only the table of contents, which is never compressed.
+        self.toc_only = False
 
     def read_byte(self) -> int:
         return self.source.read(1)[0]
@@ -108,7 +125,7 @@ class _Reader:
             raise ArchiveUnreadable("not a custom-format archive")
         if self.version >= _V1_15:
             algorithm = self.read_byte()
-            if algorithm not in (0, _ZLIB_ALGORITHM):
+            if algorithm not in (0, _ZLIB_ALGORITHM) and not self.toc_only:
                 raise ArchiveUnreadable("the archive is compressed with other than zlib")
             compressed = algorithm == _ZLIB_ALGORITHM
         else:
@@ -127,23 +144,23 @@ class _Reader:
             self.read_int()  # had a data dumper
             self.read_str()  # the catalog the object is in (0 for table data)
             oid = self.read_str()  # the object's oid; for table data, the table's
-            self.read_str()  # tag: the object's name
-            desc = self.read_str()
+            tag = self.read_str() or ""  # the object's name
+            desc = self.read_str() or ""
             self.read_int()  # section
-            (
-                self.read_str(),
-                self.read_str(),
-                self.read_str(),
-            )  # definition, drop and copy statements
-            self.read_str(), self.read_str()  # schema, tablespace
+            defn = self.read_str() or ""
+            self.read_str(), self.read_str()  # drop and copy statements
+            namespace = self.read_str() or ""
+            self.read_str()  # tablespace
             if self.version >= _V1_14:
                 self.read_str()  # table access method
             if self.version >= _V1_16:
                 self.read_int()  # relkind
             self.read_str(), self.read_str()  # owner, "with oids"
-            while self.read_str() is not None:  # dependencies
-                pass
+            deps = []
+            while (dep := self.read_str()) is not None:
+                deps.append(int(dep) if dep.isdigit() else -1)
             self.read_byte(), self.source.read(self.off_size)  # where its data is, if known
+            self.entries.append(TocEntry(dump_id, desc, namespace, tag, defn, deps))
             if desc == "TABLE DATA" and oid and oid.isdigit():
                 entries[dump_id] = int(oid)
         return entries
@@ -193,6 +210,18 @@ def read_header(chunks: Iterator[bytes]) -> Archive:
     reader.header()
     reader.toc()
     return Archive(pg_dump=f"pg_dump (PostgreSQL) {reader.dump_version}")
+
+
+def read_toc(chunks: Iterator[bytes]) -> list[TocEntry]:
+    """The table of contents of a custom-format archive, in its order (the order
+    pg_restore restores it in); the data after it is left unread.
+
+    Raises ArchiveUnreadable for anything but a custom-format archive this module reads."""
+    reader = _Reader(_Source(chunks))
+    reader.toc_only = True
+    reader.header()
+    reader.toc()
+    return reader.entries
 
 
 def read_archive(

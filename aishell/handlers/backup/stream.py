@@ -44,6 +44,8 @@ class _LowSpace(Exception):
     def __init__(self, free: int, total: int) -> None:
         super().__init__(free, total)
         self.free, self.total = free, total
+
+
 _SYNC_FILE_RANGE_WRITE = 2
 
 

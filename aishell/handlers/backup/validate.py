@@ -25,6 +25,7 @@ from aishell.files import make_private_file
 from aishell.handlers.backup.apply import each_file, server_apply, sqlite_apply
 from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
 from aishell.handlers.backup.elsewhere import elsewhere
+from aishell.handlers.backup.inert import LeftOut
 from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
 from aishell.handlers.backup.measure import (
     Measured,
@@ -98,11 +99,25 @@ def schema_lines(sql: str) -> list[str]:
     ]
 
 
-def _pg_schema_problems(path: Path, url: URL, database: str, ctx: ToolContext) -> list[str]:
-    """The archive's schema against the schema of what it restored into."""
+def _pg_schema_problems(
+    path: Path, url: URL, database: str, ctx: ToolContext, left: LeftOut
+) -> list[str]:
+    """The archive's schema, less what the validation left out (the same TOC list),
+    against the schema of what it restored into."""
     env = server_env(url)
     archived = run_tool(
-        ["pg_restore", "--schema-only", "--no-owner", "-f", "-", str(path)], env, ctx
+        [
+            "pg_restore",
+            "--schema-only",
+            "--no-owner",
+            "-L",
+            str(left.list_file),
+            "-f",
+            "-",
+            str(path),
+        ],
+        env,
+        ctx,
     )
     restored = run_tool(
         ["pg_dump", "--schema-only", "--no-owner", *pg_args(url), database], env, ctx
@@ -167,10 +182,11 @@ def _server_at_fault(exc: ToolFailed, ctx: ToolContext, name: str) -> StepFailed
 
 
 def _validate_server(
-    path: Path, chain: Chain, problems: list[str], ctx: ToolContext
+    path: Path, chain: Chain, problems: list[str], ctx: ToolContext, left: LeftOut
 ) -> Measured | None:
-    """Restore the chain into a scratch database on the target's server and measure it.
-    A restore that fails because of the server (its disk, the network) says nothing
+    """Restore the chain into a scratch database on the target's server, inert (what
+    would run the database's code is left out and noted in `left`), and measure it. A
+    restore that fails because of the server (its disk, the network) says nothing
     about the backup: the step fails without judging it."""
     conn = ctx.connection
     dialect = chain[-1][1]["dialect"]
@@ -180,7 +196,16 @@ def _validate_server(
             try:
                 for link, link_manifest, progress, before in each_file(chain, ctx):
                     server_apply(
-                        dialect, url, name, link, link_manifest, False, ctx, progress, before
+                        dialect,
+                        url,
+                        name,
+                        link,
+                        link_manifest,
+                        False,
+                        ctx,
+                        progress,
+                        before,
+                        inert=left,
                     )
             except ToolFailed as exc:
                 failure = _server_at_fault(exc, ctx, name)
@@ -188,9 +213,10 @@ def _validate_server(
                     raise failure from None
                 problems.append(f"the backup does not restore: {exc}")
                 return None
-            measured = measure_server(url, name, chain[-1][1], ctx)
+            measured = measure_server(url, name, comparable(chain[-1][1], left), ctx)
+            measured.tables -= left.tables
             if dialect == "postgresql" and len(chain) == 1:
-                problems += _pg_schema_problems(path, url, name, ctx)
+                problems += _pg_schema_problems(path, url, name, ctx, left)
             return measured
     except DBAPIError as exc:
         if not says_no_space(exc, SERVER_NO_SPACE):
@@ -200,6 +226,18 @@ def _validate_server(
             f"The server of target '{ctx.target}' ran out of disk space during the validation "
             f"({said[0] if said else exc}); free space on the server and retry; {NOT_JUDGED}"
         ) from None
+
+
+def comparable(manifest: Mapping[str, Any], left: LeftOut) -> dict[str, Any]:
+    """The manifest without the tables whose data the validation left out: those are
+    neither measured (their stored values would run user code) nor compared."""
+    trimmed = dict(manifest)
+    trimmed["tables"] = {t: n for t, n in manifest["tables"].items() if t not in left.tables}
+    if manifest.get("checksums"):
+        trimmed["checksums"] = {
+            t: c for t, c in manifest["checksums"].items() if t not in left.tables
+        }
+    return trimmed
 
 
 def _decode_pg_archives(chain: Chain, problems: list[str], ctx: ToolContext) -> None:
@@ -234,15 +272,17 @@ def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         problems.append(str(exc))
     dialect = manifest["dialect"]
     measured: Measured | None = None
+    left = LeftOut(path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}.list"))
     if chain and dialect == "sqlite":
         measured = _validate_sqlite(path, chain, problems, ctx)
     elif chain and params.get("quick"):
         if dialect == "postgresql":
             _decode_pg_archives(chain, problems, ctx)
     elif chain:
-        measured = _validate_server(path, chain, problems, ctx)
+        with ctx.scratch.file(left.list_file):
+            measured = _validate_server(path, chain, problems, ctx, left)
     if measured is not None:
-        problems += compare(manifest, measured)
+        problems += compare(comparable(manifest, left), measured)
     ok = not problems
     result.update(
         {
@@ -251,6 +291,9 @@ def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "chain": [link.name for link, _ in chain],
             "tables_compared": len(measured.counts) if measured else 0,
             "checksums_compared": len(measured.checksums) if measured else 0,
+            # What the scratch copy left out so as to run none of the database's code.
+            "not_restored": left.not_restored,
+            "not_validated": sorted(left.tables),
         }
     )
     result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems}

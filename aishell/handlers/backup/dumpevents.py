@@ -1,0 +1,172 @@
+"""A MariaDB dump streamed to the client without its events: a validation's scratch copy
+must run none of the database's code, and the event scheduler would run them there.
+Triggers come after each table's data and routines are only created, so the rest of a
+dump runs no code. Fed through a pipe by a thread: a validation needs no disk."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+# --- MariaDB: a dump without its events ----------------------------------------------
+
+_EVENTS_HEADER = b"\n--\n-- Dumping events for database "
+_NEXT_SECTION = b"\n--\n-- "
+_BLOCK_START = b"\nDELIMITER ;;\n"
+_EVENT_NAME = re.compile(rb"/\*!50106 EVENT `((?:[^`]|``)+)`")
+_QUOTES = b"'\"`"
+
+
+def _quoted_end(data: bytes, at: int) -> int:
+    """The offset past the quoted string or name opening at data[at]; -1 if it does not
+    end in data. Strings take backslash escapes and doubled quotes, names doubled ones."""
+    quote = data[at : at + 1]
+    i = at + 1
+    while True:
+        end = data.find(quote, i)
+        back = data.find(b"\\", i) if quote != b"`" else -1
+        if end < 0:
+            return -1
+        if 0 <= back < end:
+            i = back + 2
+        elif data[end + 1 : end + 2] == quote:
+            i = end + 2
+        else:
+            return end + 1
+
+
+def block_end(data: bytes, start: int) -> int:
+    """Where the client's `DELIMITER ;` ends a block of `;;`-delimited statements that
+    starts at data[start]: the offset past that line, -1 if data does not hold it yet.
+    Read as the client reads it: the command counts only between statements, never
+    inside a string, a quoted name or a comment, so no text inside an event's body can
+    end the block early."""
+    i, between = start, True
+    while i < len(data):
+        if between and (i == 0 or data[i - 1 : i] == b"\n"):
+            line_end = data.find(b"\n", i)
+            if line_end < 0:
+                return -1
+            if data[i:line_end].strip() == b"DELIMITER ;":
+                return line_end + 1
+        char = data[i : i + 1]
+        if char in _QUOTES and char:
+            i = _quoted_end(data, i)
+            if i < 0:
+                return -1
+            between = False
+        elif data.startswith(b"/*", i) and data[i + 2 : i + 3] not in (b"!", b"M"):
+            end = data.find(b"*/", i + 2)
+            if end < 0:
+                return -1
+            i = end + 2
+        elif data.startswith(b";;", i):
+            i, between = i + 2, True
+        else:
+            between = between and char.isspace()
+            i += 1
+    return -1
+
+
+class WithoutEvents:
+    """A mariadb-dump stream with the statements that create its events taken out; the
+    events' names in `events`."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.unended = False
+        self._held = b""
+        self._state = "normal"
+
+    def feed(self, chunk: bytes, final: bool = False) -> bytes:
+        """What of the stream so far goes on to the client."""
+        self._held += chunk
+        out: list[bytes] = []
+        while True:
+            piece = self._step(final)
+            if piece is None:
+                break
+            out.append(piece)
+        if final:
+            # A block of events the stream never ends is not passed on: the copy
+            # lacks what follows it, which the caller reports.
+            self.unended = self._state == "block"
+            out.append(b"" if self.unended else self._held)
+            self._held = b""
+        return b"".join(out)
+
+    def _step(self, final: bool) -> bytes | None:
+        """One move of the state machine: the bytes it lets through, None when it needs
+        more of the stream."""
+        held = self._held
+        if self._state == "normal":
+            at = held.find(_EVENTS_HEADER)
+            if at < 0:
+                keep = max(0, len(held) - len(_EVENTS_HEADER))
+                self._held = held[keep:]
+                return held[:keep] or None
+            cut = at + len(_EVENTS_HEADER)
+            self._held, self._state = held[cut:], "header"
+            return held[:cut]
+        if self._state == "header":
+            block = held.find(_BLOCK_START)
+            section = held.find(_NEXT_SECTION)
+            if block < 0 and section < 0 and not final:
+                return None
+            if block < 0 or 0 <= section < block:
+                self._state = "normal"  # the header holds no event
+                return b""
+            self._held, self._state = held[block + 1 :], "block"
+            return held[: block + 1]
+        end = block_end(held, len(b"DELIMITER ;;\n"))
+        if end < 0:
+            return None
+        self.events += [_name(m.group(1)) for m in _EVENT_NAME.finditer(held[:end])]
+        self._held, self._state = held[end:], "normal"
+        return b""
+
+
+def _name(raw: bytes) -> str:
+    return raw.replace(b"``", b"`").decode("utf-8", errors="replace")
+
+
+class Feeder:
+    """A thread that writes a dump file, without its events, into a pipe whose other
+    end the client reads; `done` is how far it has read the file."""
+
+    def __init__(self, path: Path, chunk: int = 1 << 20) -> None:
+        self.path, self.chunk = path, chunk
+        self.filter = WithoutEvents()
+        self.done = 0
+        self.error: BaseException | None = None
+        read_end, self._write_end = os.pipe()
+        self.reader: IO[bytes] = os.fdopen(read_end, "rb")
+        self._thread = threading.Thread(target=self._run, name="dump-feeder", daemon=True)
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        # The client has ended: a write into the closed pipe ends the thread.
+        self.reader.close()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            with self.path.open("rb") as dump, os.fdopen(self._write_end, "wb") as out:
+                for piece in iter(lambda: dump.read(self.chunk), b""):
+                    self.done += len(piece)
+                    out.write(self.filter.feed(piece))
+                out.write(self.filter.feed(b"", final=True))
+        except BrokenPipeError:
+            pass
+        except BaseException as exc:  # handed to the caller's thread
+            self.error = exc
+
+    def watch(self, before: int, reached: Callable[[int], None]) -> Callable[[int], None]:
+        return lambda _pid: reached(before + self.done)
