@@ -62,9 +62,7 @@ def test_max_table_size_holds_a_big_table_for_approval(edit_config, demo_db):
     assert result.status == "waiting_approval"
     rebuild = result.steps[2]
     assert rebuild.status == "waiting_approval"
-    assert rebuild.reasons == [
-        "table 'app_logs' has 5,400 rows, over max_table_size (2,000 rows)"
-    ]
+    assert rebuild.reasons == ["table 'app_logs' has 5,400 rows, over max_table_size (2,000 rows)"]
 
 
 def test_outside_the_window_risky_steps_wait_and_resume_inside_it(edit_config, demo_db):
