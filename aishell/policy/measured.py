@@ -216,6 +216,15 @@ def measure_rows(
         return TableMeasure(
             bytes=size.bytes, bytes_estimated=size.estimated, unknown=str(exc).strip()
         )
+    except DBAPIError as exc:
+        # A table the server cannot read (a discarded tablespace, a damaged page): its
+        # rows are unknown, so the step needs a person's yes; a lost server or a table
+        # held past the lock wait is the step's, as any read's.
+        if exc.connection_invalidated or is_lock_timeout(exc):
+            raise
+        said = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        unknown = f"the server could not count them ({said[0] if said else 'no reason given'})"
+        return TableMeasure(bytes=size.bytes, bytes_estimated=size.estimated, unknown=unknown)
     at_least = counted > limit
     return TableMeasure(
         rows=counted,

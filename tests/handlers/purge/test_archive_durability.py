@@ -136,7 +136,7 @@ def test_a_purged_table_without_transactions_is_refused_without_an_archive(mysql
     try:
         result = commands.run_job(config, "log_cleanup", job(**SMALL))
     except TargetError as refused:
-        said = str(refused.value)
+        said = str(refused)
     else:
         assert result.status == "failed"
         said = _purge_step(result).error or ""
