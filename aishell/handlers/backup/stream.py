@@ -29,8 +29,9 @@ T = TypeVar("T")
 
 # Bytes written between two requests to start writing them to disk.
 WRITEBACK_BYTES = 8 << 20
-# Bytes written between two looks at the free space left: an estimate of a backup's size
-# (table statistics) can be far short of what the dump writes.
+# Most bytes written between two looks at the free space left: an estimate of a backup's
+# size (table statistics) can be far short of what the dump writes. Nearer the reserve the
+# looks come sooner, so that no write ever takes the file system under it.
 SPACE_CHECK_BYTES = 1 << 20
 
 
@@ -78,6 +79,8 @@ class Tee:
         self.size = 0
         self._flushed = 0
         self._looked = 0
+        # Bytes that may follow the last look before the next one: none before the first.
+        self._budget = 0
         self._progress = progress
 
     def __iter__(self) -> Iterator[bytes]:
@@ -85,11 +88,11 @@ class Tee:
 
     def __next__(self) -> bytes:
         chunk = next(self._chunks)
+        if self.size + len(chunk) - self._looked > self._budget:
+            self._look_at_space(len(chunk))
         self._out.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
-        if self.size - self._looked >= SPACE_CHECK_BYTES:
-            self._look_at_space()
         if self.size - self._flushed >= WRITEBACK_BYTES:
             self._start_writeback()
         if self._progress is not None:
@@ -106,13 +109,18 @@ class Tee:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def _look_at_space(self) -> None:
-        self._looked = self.size
+    def _look_at_space(self, coming: int) -> None:
+        """Before `coming` bytes are written: stop if they would leave less than the
+        reserve free, else set how far the writes may go before the next look."""
         self._out.flush()
         found = os.fstatvfs(self._out.fileno())
         free, total = found.f_bavail * found.f_frsize, found.f_blocks * found.f_frsize
-        if free < space_reserve(total):
+        # One block more: the file system allocates whole blocks.
+        headroom = free - space_reserve(total) - found.f_frsize
+        if headroom < coming:
             raise _LowSpace(free, total)
+        self._looked = self.size
+        self._budget = min(SPACE_CHECK_BYTES, headroom)
 
     def _start_writeback(self) -> None:
         self._out.flush()

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.handlers.backup.stream import space_reserve
+from aishell.handlers.backup.stream import Tee, _LowSpace, space_reserve
 from tests.helpers import tmpfs, use_target
 from tests.services import MYSQL_ADMIN, admin_engine, engine
 
@@ -64,3 +64,20 @@ def test_a_dump_past_its_estimate_stops_before_the_disk_is_full(
         assert [p.name for p in disk.rglob("*") if p.is_file()] == []
         assert usage.free >= space_reserve(usage.total)
         assert commands.list_backups(config) == []
+
+
+@pytest.mark.parametrize("size, chunk", [("1m", 64 << 10), ("3m", 200_000), ("40m", 1 << 20)])
+def test_no_write_ever_takes_the_disk_under_its_reserve(
+    tmp_path: Path, size: str, chunk: int
+) -> None:
+    """Whatever the disk's size against the bytes between two looks, and however the
+    chunks fall, the dump stops before a write would leave less than the reserve free."""
+    with tmpfs(tmp_path / "small", size) as disk:
+        endless = iter(lambda: b"z" * chunk, b"")
+        with (disk / "dump.partial").open("wb") as out, pytest.raises(_LowSpace):
+            for _chunk in Tee(endless, out):
+                pass
+        usage = shutil.disk_usage(disk)
+        assert usage.free >= space_reserve(usage.total)
+        # It stopped near the reserve, not far from it.
+        assert usage.free < space_reserve(usage.total) + 2 * chunk + 8192
