@@ -8,8 +8,6 @@ agent that plans a tool it does not declare, a job option named as a run option.
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -104,42 +102,6 @@ implementations:
 COUNT = "SELECT count(*) AS row_count FROM {table}"
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
-    """`install(package, agents, tools, files)`: a package in a site folder on sys.path, as
-    pip would leave it; agents and tools are entry points. Forgotten after the test."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    modules: list[str] = []
-
-    def install(agents: dict[str, str], tools: dict[str, str], files: dict[str, str]) -> str:
-        package = f"tidy_{uuid.uuid4().hex[:10]}"
-        for name, text in files.items():
-            path = folder / package / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        info = folder / f"{package}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
-        groups = {"aishell.agents": agents, "aishell.tools": tools}
-        (info / "entry_points.txt").write_text(
-            "".join(
-                f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in found.items())
-                for group, found in groups.items()
-                if found
-            )
-        )
-        modules.append(package)
-        reload_agents()
-        return package
-
-    yield install
-    reload_agents()
-    for name in [m for m in sys.modules if m.split(".")[0] in modules]:
-        del sys.modules[name]
-
-
 def _tidy(install: Callable[..., str], risk: str = "safe", sql: str = COUNT) -> tuple[str, str]:
     """A package with the agent and its tool; (agent, tool) names unique to the test."""
     unique = uuid.uuid4().hex[:8]
@@ -150,10 +112,7 @@ def _tidy(install: Callable[..., str], risk: str = "safe", sql: str = COUNT) -> 
         "agent.py": AGENT_MODULE.format(agent=agent, tool=tool),
         f"tools/{tool}.yaml": TOOL.format(tool=tool, risk=risk, sql=sql),
     }
-    made = install({agent: "PKG.agent:TidyAgent"}, {package: "PKG.agent:tool_folder"}, files)
-    info = next(p for p in sys.path if Path(p, f"{made}-0.1.dist-info").is_dir())
-    entry = Path(info, f"{made}-0.1.dist-info", "entry_points.txt")
-    entry.write_text(entry.read_text().replace("PKG", made))
+    install(files, agents={agent: "PKG.agent:TidyAgent"}, tools={package: "PKG.agent:tool_folder"})
     return agent, tool
 
 
@@ -169,7 +128,7 @@ def test_a_package_s_agent_and_tool_plan_and_run_on_the_demo_database(
 ) -> None:
     agent, tool = _tidy(site)
     listed = {a["name"]: a for a in _json(["agents", "list", "--json"])["agents"]}
-    assert listed[agent]["package"].startswith("tidy_")
+    assert listed[agent]["package"].startswith("plugin_")
     assert listed[agent]["tools"] == [tool, "update_table_statistics"]
     assert [k["key"] for k in listed[agent]["job_keys"]] == ["table", "statistics"]
 
@@ -218,11 +177,7 @@ def test_a_plugin_tool_under_declaring_its_risk_is_refused_and_the_rest_loads(
 def test_a_plugin_that_raises_at_import_is_named_and_breaks_nothing_else(
     demo_db: Path, home: Path, site: Callable[..., str]
 ) -> None:
-    package = site({"broken": "PKG.agent:Agent"}, {}, {"__init__.py": "", "agent.py": "1/0\n"})
-    info = next(p for p in sys.path if Path(p, f"{package}-0.1.dist-info").is_dir())
-    entry = Path(info, f"{package}-0.1.dist-info", "entry_points.txt")
-    entry.write_text(entry.read_text().replace("PKG", package))
-    reload_agents()
+    package = site({"agent.py": "1/0\n"}, agents={"broken": "PKG.agent:Agent"})
     result = CliRunner().invoke(cli, ["agents", "list"])
     assert result.exit_code == 0, result.output
     assert f"failed: broken ({package}): ZeroDivisionError" in result.stderr
@@ -346,13 +301,7 @@ def test_a_plugin_tool_names_its_handler_by_dotted_path_and_is_held_to_its_sql(
         files[f"tools/{name}_{unique}.yaml"] = tool.replace(
             "    sql: x\n    result: one\n", f"    handler: PKG.handlers:{handler}\n"
         )
-    package = site({}, {"tidy": "PKG:tools"}, {**files, "__init__.py": "tools = 'tools'\n"})
-    info = next(p for p in sys.path if Path(p, f"{package}-0.1.dist-info").is_dir())
-    for path in [
-        Path(info, f"{package}-0.1.dist-info", "entry_points.txt"),
-        *Path(info, package, "tools").glob("*.yaml"),
-    ]:
-        path.write_text(path.read_text().replace("PKG", package))
+    package = site({**files, "__init__.py": "tools = 'tools'\n"}, tools={"tidy": "PKG:tools"})
     catalog = commands.load_catalog(load_config(home=home))
     assert f"reads_{unique}" in catalog.tools
     (refused,) = catalog.refused

@@ -9,10 +9,9 @@ dist-info, as pip leaves one."""
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,59 +21,17 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, text
 
 from aishell import commands
-from aishell.agents.available import TAKEN_FLAGS, TAKEN_NAMES, reload_agents
+from aishell.agents.available import TAKEN_FLAGS, TAKEN_NAMES
 from aishell.cli import cli
 from aishell.cli.doc import render
 from aishell.config.models import load_config
 from aishell.config.resources import bundled_catalog_dir
+from tests.agents.conftest import Install
 from tests.conftest import REPO
 from tests.helpers import use_target
 
-Install = Callable[..., str]
 # A package's __init__.py naming its folder of tools (the `aishell.tools` entry point).
 TOOLS = "tools = 'tools'\n"
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
-    """`install(files, agents={name: "module:attr"}, tools={name: "module:attr"})`: a
-    package of a name of its own in a site folder on sys.path, its entry points in its
-    dist-info; `PKG` in any file or entry point stands for the package's name."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    made: list[str] = []
-
-    def install(
-        files: dict[str, str],
-        agents: dict[str, str] | None = None,
-        tools: dict[str, str] | None = None,
-    ) -> str:
-        package = f"guard_{uuid.uuid4().hex[:10]}"
-        for name, body in {"__init__.py": "", **files}.items():
-            path = folder / package / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(body).replace("PKG", package))
-        info = folder / f"{package}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
-        groups = {"aishell.agents": agents or {}, "aishell.tools": tools or {}}
-        (info / "entry_points.txt").write_text(
-            "".join(
-                f"[{group}]\n"
-                + "".join(f"{k} = {v.replace('PKG', package)}\n" for k, v in found.items())
-                for group, found in groups.items()
-                if found
-            )
-        )
-        made.append(package)
-        reload_agents()
-        return package
-
-    yield install
-    reload_agents()
-    for name in [m for m in sys.modules if m.split(".")[0] in made]:
-        del sys.modules[name]
 
 
 def _invoke(args: list[str]) -> Result:
