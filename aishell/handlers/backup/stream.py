@@ -11,6 +11,7 @@ goes on writing while this one writes, hashes and reads what it wrote before.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import sys
@@ -115,6 +116,9 @@ class Tee:
         self._out.flush()
         found = os.fstatvfs(self._out.fileno())
         free, total = found.f_bavail * found.f_frsize, found.f_blocks * found.f_frsize
+        if free <= found.f_frsize:
+            # Another writer took all the space: the write would fail, and is said so.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         # One block more: the file system allocates whole blocks.
         headroom = free - space_reserve(total) - found.f_frsize
         if headroom < coming:

@@ -26,7 +26,8 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import RANGE, XACT_SQL, BatchSql, is_integer
+from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer
+from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -288,7 +289,7 @@ class Walk:
         if count and self.ctx.dialect == "postgresql":
             # After a crash the server says whether this transaction committed
             # (pg_xact_status), whatever its key range holds by then.
-            where["xid"] = self.ctx.connection.execute(text(XACT_SQL)).scalar()
+            where.update(transaction_of(self.ctx.connection))
         return self._commit_pending(where, archived)
 
     def _commit_pending(self, where: dict[str, Any], archived: BatchBytes | None) -> int | None:

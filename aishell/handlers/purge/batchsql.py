@@ -21,10 +21,26 @@ PAGES_SQL = (
     "SELECT pg_catalog.pg_relation_size(CAST(:relation AS regclass)) / "
     "pg_catalog.current_setting('block_size')::int"
 )
-# The id of a batch's transaction, read before it commits: after a crash the server says
-# whether that transaction committed (pg_xact_status), whatever the pages hold since.
-XACT_SQL = "SELECT CAST(pg_catalog.pg_current_xact_id() AS text)"
-XACT_STATUS_SQL = "SELECT pg_catalog.pg_xact_status(CAST(:xid AS xid8))"
+# The server's life: its start, and when its statistics were last begun anew, which a
+# crash's recovery does too (the postmaster lives on through a backend's crash).
+_SERVER_LIFE = (
+    "CAST(extract(epoch FROM pg_catalog.pg_postmaster_start_time()) AS text) "
+    "OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) "
+    "CAST(extract(epoch FROM pg_catalog.pg_stat_get_bgwriter_stat_reset_time()) AS text)"
+)
+# The id of a batch's transaction, read before it commits, with the server's life: after
+# a crash the server says whether that transaction committed (pg_xact_status), whatever
+# the pages hold since, as long as it has not given the id out again (see indoubt.py).
+XACT_SQL = f"SELECT CAST(pg_catalog.pg_current_xact_id() AS text), {_SERVER_LIFE}"
+# An id at or past the next one to be given out is in the future (pg_xact_status would
+# raise): it was never made durable, and neither was its COMMIT.
+XACT_FUTURE = "in the future"
+XACT_STATUS_SQL = (
+    "SELECT CASE WHEN CAST(:xid AS pg_catalog.xid8) OPERATOR(pg_catalog.<) "
+    "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) "
+    "THEN pg_catalog.pg_xact_status(CAST(:xid AS pg_catalog.xid8)) "
+    f"ELSE '{XACT_FUTURE}' END, {_SERVER_LIFE}"
+)
 
 
 # What a batch deletes: a range (of keys, or pages); part of a page range; given keys.

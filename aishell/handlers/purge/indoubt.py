@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
-from aishell.handlers.purge.batchsql import XACT_STATUS_SQL, BatchSql
+from aishell.handlers.purge.batchsql import XACT_FUTURE, XACT_SQL, XACT_STATUS_SQL, BatchSql
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -215,6 +215,33 @@ class _Settle:
         )
 
 
+# --- the server's word on a batch's transaction (PostgreSQL) -----------------------------
+
+
+def transaction_of(conn: Connection) -> dict[str, str]:
+    """The id of the transaction a batch runs in, and the server's life, for its
+    checkpoint: after a crash, `server_word` asks about it."""
+    xid, life = conn.execute(text(XACT_SQL)).one()
+    return {"xid": str(xid), "life": str(life)}
+
+
+def server_word(conn: Connection, pending: Mapping[str, Any]) -> bool | None:
+    """Whether the batch's transaction committed, by the server's word on its id; None
+    where that word settles nothing (no id; an id too old to be remembered; a server
+    restarted or recovered from a crash since, which gives out again the ids it had not
+    made durable, so its word may be of another transaction)."""
+    if not pending.get("xid"):
+        return None
+    status, life = conn.execute(text(XACT_STATUS_SQL), {"xid": str(pending["xid"])}).one()
+    if status == XACT_FUTURE:
+        # The id was lost with a crash: nothing of its transaction, COMMIT included,
+        # had reached the disk.
+        return False
+    if status is None or str(life) != str(pending.get("life", life)):
+        return None
+    return bool(status == "committed")
+
+
 # --- whether a key walk's batch in doubt committed --------------------------------------
 
 # Keys a look at the table names at once (SQLite's oldest builds bind 999 at most).
@@ -240,12 +267,9 @@ class KeyBatch:
         if not pending.get("rows"):
             # It deleted nothing: done again, it deletes and archives what is old now.
             return False
-        if pending.get("xid"):
-            status = self._conn.execute(
-                text(XACT_STATUS_SQL), {"xid": str(pending["xid"])}
-            ).scalar()
-            if status is not None:
-                return bool(status == "committed")
+        word = server_word(self._conn, pending)
+        if word is not None:
+            return word
         if self.archive_file:
             keys = archived_keys(Path(self.archive_file), pending, self.batch.key_name)
             if keys is not None:

@@ -43,7 +43,8 @@ from sqlalchemy.engine import Connection
 
 from aishell.handlers.purge.attempt import stopped_resumably
 from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch
-from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, XACT_SQL, BatchSql
+from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, BatchSql
+from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.ownership import BatchBytes
 from aishell.sqltext import display, text
 
@@ -286,10 +287,10 @@ class PageWalk(Walk):
         whether it landed; `resume_page`: where the walk goes on."""
         conn, state = self.ctx.connection, self.state
         # No row deleted, no transaction id: nothing for a resume to judge.
-        xid = conn.execute(text(XACT_SQL)).scalar() if count else None
-        state["archive_offset"] = self._commit_pending(
-            {"page": resume_page, "rows": count, "xid": xid}, archived
-        )
+        where: dict[str, Any] = {"page": resume_page, "rows": count}
+        if count:
+            where.update(transaction_of(conn))
+        state["archive_offset"] = self._commit_pending(where, archived)
         self.attempt.lost_in_a_row = 0
         state["deleted"] += count
         state["batches"] += 1

@@ -21,8 +21,8 @@ from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
 from aishell.handlers.purge.batches import run_batches
-from aishell.handlers.purge.batchsql import XACT_STATUS_SQL, BatchSql
-from aishell.handlers.purge.indoubt import KeyBatch, session_of, settle_session
+from aishell.handlers.purge.batchsql import BatchSql
+from aishell.handlers.purge.indoubt import KeyBatch, server_word, session_of, settle_session
 from aishell.handlers.purge.pages import PageWalk, page
 from aishell.handlers.purge.prepare import prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
@@ -142,12 +142,11 @@ def _page_batch_committed(
     bound: Any,
 ) -> bool:
     """Whether a page batch checkpointed as pending committed: the server's word on its
-    transaction; without one (a batch that deleted nothing has none, a transaction too
-    old for the server to remember), whether its pages still hold old rows."""
-    if pending.get("xid"):
-        status = conn.execute(text(XACT_STATUS_SQL), {"xid": str(pending["xid"])}).scalar()
-        if status is not None:
-            return bool(status == "committed")
+    transaction; where that settles nothing (see indoubt.server_word), whether its
+    pages still hold old rows."""
+    word = server_word(conn, pending)
+    if word is not None:
+        return word
     left = conn.execute(
         text(f"SELECT 1 FROM {batch.table} WHERE {batch.range(False)} LIMIT 1"),
         {"low": page(int(progress["page"])), "high": page(int(pending["page"])), "cutoff": bound},
