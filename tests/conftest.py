@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import compileall
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from tests.helpers import use_target
 from tests.services import start_servers
 
 REPO = Path(__file__).resolve().parent.parent
+# The test modules as pytest rewrites them (for its asserts) are kept in __pycache__
+# even where PYTHONDONTWRITEBYTECODE is set: else every worker rewrites every one of them
+# again, about 8 s of CPU each. The processes the tests start keep the variable.
+sys.dont_write_bytecode = False
 SMALL_LOG_ROWS = 6_000
 
 
