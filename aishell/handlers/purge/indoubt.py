@@ -225,20 +225,27 @@ def transaction_of(conn: Connection) -> dict[str, str]:
     return {"xid": str(xid), "life": str(life)}
 
 
-def server_word(conn: Connection, pending: Mapping[str, Any]) -> bool | None:
+def server_word(
+    conn: Connection, pending: Mapping[str, Any], unsure: bool | None = None
+) -> bool | None:
     """Whether the batch's transaction committed, by the server's word on its id; None
-    where that word settles nothing (no id; an id too old to be remembered; a server
-    restarted or recovered from a crash since, which gives out again the ids it had not
-    made durable, so its word may be of another transaction)."""
+    where that word settles nothing: no id, or an id too old to be remembered.
+
+    A server restarted or recovered from a crash since gives out again the ids it had
+    not made durable. A batch whose id was lost did not commit, and the server says so
+    (in the future) until the id is given to another transaction: then "committed" may
+    be that one's, and stands for `unsure` (None: settled by the batch's own rows);
+    "aborted" is true of the batch either way."""
     if not pending.get("xid"):
         return None
     status, life = conn.execute(text(XACT_STATUS_SQL), {"xid": str(pending["xid"])}).one()
     if status == XACT_FUTURE:
-        # The id was lost with a crash: nothing of its transaction, COMMIT included,
-        # had reached the disk.
+        # Nothing of its transaction, COMMIT included, had reached the disk.
         return False
-    if status is None or str(life) != str(pending.get("life", life)):
+    if status is None:
         return None
+    if status == "committed" and str(life) != str(pending.get("life", life)):
+        return unsure
     return bool(status == "committed")
 
 

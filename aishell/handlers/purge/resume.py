@@ -144,7 +144,11 @@ def _page_batch_committed(
     """Whether a page batch checkpointed as pending committed: the server's word on its
     transaction; where that settles nothing (see indoubt.server_word), whether its
     pages still hold old rows."""
-    word = server_word(conn, pending)
+    # With an archive, a batch the server may have seen commit counts as committed: its
+    # pages may hold old rows either way, and cutting the archived copy of a batch that
+    # did commit would lose its rows for good, a worse harm than a row archived twice.
+    archived = bool(batch.archive_table or batch.archive_file)
+    word = server_word(conn, pending, unsure=True if archived else None)
     if word is not None:
         return word
     left = conn.execute(

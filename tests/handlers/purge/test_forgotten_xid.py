@@ -19,6 +19,8 @@ from sqlalchemy.engine import Connection, Engine
 from aishell.handlers.purge.indoubt import server_word, transaction_of
 from tests.private_servers import private_postgresql
 
+_STATS_BEGAN = "SELECT pg_stat_get_bgwriter_stat_reset_time()"
+
 
 def _connect(engine: Engine) -> Connection:
     """A connection once the server accepts them again (it is recovering)."""
@@ -31,8 +33,23 @@ def _connect(engine: Engine) -> Connection:
 
 
 def _kill_backend(conn: Connection, stop: Callable[[], None], start: Callable[[], None]) -> None:
+    """SIGKILL the connection's backend: the postmaster ends every session, recovers
+    from the WAL and lives on. Returns once the recovery is over (the statistics are
+    begun anew then)."""
+    engine = conn.engine
+    with engine.connect() as other:
+        began = other.execute(text(_STATS_BEGAN)).scalar()
     pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-    os.kill(int(pid), signal.SIGKILL)  # the postmaster recovers, and lives on
+    os.kill(int(pid), signal.SIGKILL)
+    for _ in range(300):
+        time.sleep(0.05)
+        try:
+            with engine.connect() as other:
+                if other.execute(text(_STATS_BEGAN)).scalar() != began:
+                    return
+        except Exception:  # the server is recovering: look again
+            continue
+    raise AssertionError("the server did not recover")
 
 
 def _stop_at_once(conn: Connection, stop: Callable[[], None], start: Callable[[], None]) -> None:
@@ -98,3 +115,25 @@ def test_without_a_crash_the_server_s_word_stands(server) -> None:
         assert server_word(conn, pending) is True
         assert server_word(conn, aborted) is False
         assert server_word(conn, {"rows": 10}) is None
+
+
+@pytest.mark.parametrize("crash", [_kill_backend, _stop_at_once])
+def test_after_a_crash_a_durable_id_keeps_its_word_as_far_as_it_can(server, crash) -> None:
+    """A batch that committed before the crash: "committed" may be another transaction's
+    once the server has recovered, so it is what the caller's `unsure` says; one that
+    never committed but whose id reached the disk is aborted, which holds either way."""
+    engine, stop, start = server
+    landed, sending = _batch_in_doubt(engine)
+    sending.commit()
+    # Written to the WAL, then cut off: its id is durable, its COMMIT never sent.
+    lost, cut = _batch_in_doubt(engine)
+    cut.execute(text("DELETE FROM logs WHERE id BETWEEN 50 AND 60"))
+    cut.execute(text("SELECT pg_switch_wal()"))
+    crash(cut, stop, start)
+    cut.invalidate()
+    engine.dispose()
+    with _connect(engine) as conn:
+        assert server_word(conn, landed) is None
+        assert server_word(conn, landed, unsure=True) is True
+        assert server_word(conn, lost) is False
+        assert conn.execute(text("SELECT count(*) FROM logs WHERE id <= 60")).scalar() == 50
