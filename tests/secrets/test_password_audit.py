@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +28,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from aishell.cli import cli
 from tests.helpers import closed_port
 from tests.services import MYSQL_ADMIN, PG_ADMIN, admin_engine
 
@@ -68,7 +71,7 @@ def pg_login(password: str) -> Iterator[str]:
                 url.set(username="postgres").render_as_string(False), "PG"
             ).begin() as c:
                 c.execute(text(f'SET ROLE "{name}"'))
-                _fill(c, "now() - interval '100 days'")
+                _fill(c, "now() - interval '100 days'", "generate_series(1, 500) AS s(i)")
                 c.execute(text("ANALYZE"))  # a plan's row counts, settled before it is made
             yield url.render_as_string(hide_password=False)
         finally:
@@ -93,7 +96,7 @@ def my_login(password: str) -> Iterator[str]:
             conn.execute(text(f"GRANT ALL ON `{name}`.* TO {user}"))
             conn.execute(text(f"GRANT ALL ON `aishell\\_verify\\_%`.* TO {user}"))
             conn.execute(text(f"USE `{name}`"))
-            _fill(conn, "now() - interval 100 day")
+            _fill(conn, "now() - interval 100 day", "(SELECT seq AS i FROM seq_1_to_500) AS s")
         try:
             url = make_url(MYSQL_ADMIN).set(username=name, database=name)
             yield url.render_as_string(hide_password=False)
@@ -105,15 +108,15 @@ def my_login(password: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _fill(conn: object, old: str) -> None:
-    """app_logs with 50 of its 500 rows old enough to purge, and a table to maintain."""
+def _fill(conn: object, old: str, numbers: str) -> None:
+    """app_logs with 50 of its 500 rows old enough to purge, and a table to maintain;
+    `numbers` is the dialect's rows 1..500 as `i`, so each table is one INSERT."""
     run = conn.execute  # type: ignore[attr-defined]
     run(text("CREATE TABLE app_logs (id INTEGER PRIMARY KEY, created_at TIMESTAMP, msg TEXT)"))
     run(text("CREATE TABLE t (a INTEGER PRIMARY KEY)"))
-    for i in range(1, 501):
-        when = old if i <= 50 else "now()"
-        run(text(f"INSERT INTO app_logs VALUES ({i}, {when}, 'x')"))
-        run(text(f"INSERT INTO t VALUES ({i})"))
+    when = f"CASE WHEN i <= 50 THEN {old} ELSE now() END"
+    run(text(f"INSERT INTO app_logs SELECT i, {when}, 'x' FROM {numbers}"))
+    run(text(f"INSERT INTO t SELECT i FROM {numbers}"))
 
 
 class Watch:
@@ -176,21 +179,37 @@ class Watch:
                     self.leaks.add(f"environment of {program}: {variable.split(b'=')[0]!r}")
 
     def _poll(self) -> None:
+        """Each pass looks at the processes new since the last pass, and again at those
+        it keeps watching: the marked ones (an exec may change their command line) and
+        this process's own children (a command between fork and exec does not carry
+        the mark yet). Any other process it has seen cannot come to carry the mark:
+        /proc/PID/environ changes only at an exec, and only a marked process's child
+        (marked itself from its fork) or this process's starts one with AISHELL_HOME."""
+        me = os.getpid()
+        listed: set[str] = set()
+        watched: set[str] = set()
         while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    self._look(Path("/proc", pid))
+            now = {pid for pid in os.listdir("/proc") if pid.isdigit()}
+            for pid in (now - listed) | (watched & now):
+                if self._look(Path("/proc", pid), me):
+                    watched.add(pid)
+                else:
+                    watched.discard(pid)
+            listed = now
             time.sleep(0.05)  # aishell lives long: the client programs have wrappers
 
-    def _look(self, proc: Path) -> None:
+    def _look(self, proc: Path, me: int) -> bool:
+        """Judge the process if it carries the mark; whether to look at it again."""
         try:
             environ = (proc / "environ").read_bytes()
+            if self.mark not in environ.split(b"\0"):
+                # The parent's pid is the second field after the command's name.
+                return (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[1] == b"%d" % me
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
-            return
-        if self.mark not in environ.split(b"\0"):
-            return
+            return False  # gone
         self._judge(os.path.basename(argv[0].decode(errors="replace")), argv, environ)
+        return True
 
 
 def aishell(*argv: str) -> tuple[int, str]:
@@ -202,6 +221,17 @@ def aishell(*argv: str) -> tuple[int, str]:
         env=os.environ.copy(),
     )
     return done.returncode, done.stdout + done.stderr
+
+
+def in_process(*argv: str) -> tuple[int, str]:
+    """A command run in this process, where its own process adds nothing to what is
+    watched (one of its kind runs as a process too, or it starts no program): its exit
+    code and output, with the traceback of whatever it raised, as a process prints it."""
+    result = CliRunner().invoke(cli, list(argv))
+    said = result.output
+    if result.exc_info is not None and not isinstance(result.exc_info[1], SystemExit):
+        said += "".join(traceback.format_exception(*result.exc_info))
+    return result.exit_code, said
 
 
 def set_targets(home: Path, targets: dict[str, dict[str, str]]) -> None:
@@ -273,7 +303,9 @@ def test_no_command_writes_or_passes_on_the_password(
             code, said = aishell(*argv)
             assert code == 0, (argv, said)
             outputs.append(said)
-        outputs += [aishell("doctor")[1], aishell("doctor", "--json")[1]]
+        # The text report in this process: its client programs are watched as well, and
+        # the failures' `doctor` below is a text report's process.
+        outputs += [in_process("doctor")[1], aishell("doctor", "--json")[1]]
         # The failures, the variable unset as well (a failure of its own).
         set_targets(home, {**targets, **failures(url, password)})
         monkeypatch.delenv(ENV_NAME)
@@ -285,16 +317,17 @@ def test_no_command_writes_or_passes_on_the_password(
             ["run", "backup", "--yes", "--target", "wrong"],
             ["doctor"],
             ["targets", "list", "--json"],
-            ["runs", "list", "--json", "--limit", "500"],
             ["fleet", "status", "--json"],
             ["backups", "list", "--json"],
             ["metrics"],
         ):
             outputs.append(aishell(*argv)[1])
-        runs = json.loads(aishell("runs", "list", "--json", "--limit", "500")[1])["runs"]
-        for run in runs:  # the text view shows what the JSON holds
-            outputs.append(aishell("runs", "show", run["run_id"], "--json")[1])
-        outputs.append(aishell("runs", "show", runs[0]["run_id"])[1])
+        outputs.append(aishell("runs", "list", "--json", "--limit", "500")[1])
+        first, *rest = json.loads(outputs[-1])["runs"]
+        # Every run shown; a process shows one, and the text view (what the JSON holds).
+        outputs.append(aishell("runs", "show", first["run_id"], "--json")[1])
+        outputs += [in_process("runs", "show", run["run_id"], "--json")[1] for run in rest]
+        outputs.append(aishell("runs", "show", first["run_id"])[1])
     programs = {"pg_dump", "pg_restore"} if dialect == "postgresql" else {"mariadb-dump", "mariadb"}
     assert watch.clients >= programs, watch.clients
     assert sum("completed" in o for o in outputs) > 10, outputs
@@ -347,7 +380,7 @@ def test_targets_add_neither_echoes_nor_keeps_a_password(home: Path, at: int) ->
     config = home / "config" / "aishell.yaml"
     before = config.read_bytes()
     for extra in ([], ["--json"]):
-        code, said = aishell("targets", "add", "shop", location, "--no-check", *extra)
+        code, said = in_process("targets", "add", "shop", location, "--no-check", *extra)
         assert code == 2, said
         assert secret not in said, said
         assert "internal error" not in said, said
@@ -373,7 +406,7 @@ def test_a_password_in_the_urls_query_is_never_shown(
         assert code == 0, said
         outputs = [said]
         for argv in (["targets", "list"], ["targets", "list", "--json"], ["doctor", "--json"]):
-            outputs.append(aishell(*argv)[1])
+            outputs.append(in_process(*argv)[1])
     listed = json.loads(outputs[2])["targets"]
     assert "sslmode=disable" in listed[0]["location"], listed
     secrets = spellings(password)

@@ -15,10 +15,11 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from aishell import commands
+from aishell import commands, files
 from aishell.config.models import load_config
 from tests.helpers import use_target
 from tests.services import engine
+from tests.vocabularies.test_file_safety import in_process
 
 # Each command is a child process under this umask: the modes are aishell's, not its.
 OPEN_UMASK = 0o000
@@ -191,7 +192,9 @@ def test_a_server_backup_with_its_validation_is_private_under_an_open_umask(
 def test_doctor_names_a_backup_file_left_open_and_the_chmod_that_closes_it(
     demo_db: Path, home: Path
 ) -> None:
-    aishell("run", "backup", "--type", "full", "--yes")
+    # The backup is made here; the modes doctor judges are the ones this test sets.
+    made = in_process("run", "backup", "--type", "full", "--yes")
+    assert made.returncode == 0, made.stderr
     [dump] = [p for p in (home / "backups" / "demo").iterdir() if p.suffix == ".sqlite"]
     dump.chmod(0o644)
     (home / "backups" / "demo").chmod(0o755)
@@ -209,26 +212,24 @@ def test_doctor_names_a_backup_file_left_open_and_the_chmod_that_closes_it(
     # The fix it gives is the fix: run it, and doctor no longer names them.
     os.chmod(dump, 0o600)
     os.chmod(home / "backups" / "demo", 0o700)
-    again = subprocess.run(
-        [sys.executable, "-m", "aishell", "doctor"], capture_output=True, text=True, timeout=TIMEOUT
-    )
+    again = in_process("doctor")
     assert str(dump) not in again.stdout + again.stderr
 
 
 def test_doctor_allows_the_group_what_config_gives_it_and_no_more(
-    demo_db: Path, home: Path
+    demo_db: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The commands run here, and loading this config makes files group-readable for
+    # the rest of the process: as it was, for the tests after this one.
+    monkeypatch.setattr(files, "_group_readable", files._group_readable)
     set_files(home, group_readable=True)
-    aishell("run", "backup", "--type", "full", "--yes")
+    made = in_process("run", "backup", "--type", "full", "--yes")
+    assert made.returncode == 0, made.stderr
     [dump] = [p for p in (home / "backups" / "demo").iterdir() if p.suffix == ".sqlite"]
-    ok = subprocess.run(
-        [sys.executable, "-m", "aishell", "doctor"], capture_output=True, text=True, timeout=TIMEOUT
-    )
+    ok = in_process("doctor")
     assert str(dump) not in ok.stdout + ok.stderr
     dump.chmod(0o664)  # the group may write: more than read
-    done = subprocess.run(
-        [sys.executable, "-m", "aishell", "doctor"], capture_output=True, text=True, timeout=TIMEOUT
-    )
+    done = in_process("doctor")
     assert f"fix: chmod 640 {dump}" in done.stdout + done.stderr, done.stdout + done.stderr
 
 
@@ -237,12 +238,7 @@ def test_group_readable_must_be_true_or_false(home: Path) -> None:
     data = yaml.safe_load(path.read_text())
     data["files"] = {"group_readable": "sometimes"}
     path.write_text(yaml.safe_dump(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "aishell", "backups", "list"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    done = in_process("backups", "list")
     assert done.returncode != 0
     assert "files.group_readable" in done.stderr or "group_readable" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
