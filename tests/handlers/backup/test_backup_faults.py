@@ -80,7 +80,20 @@ def children(pid: int) -> dict[int, str]:
     return {child: name for child, name in found.items() if running(child)}
 
 
-def wait_for(what: str, ready: Callable[[], Any], proc: subprocess.Popen[str] | None = None) -> Any:
+# Between two looks at what a test waits for: a moment that may pass in milliseconds
+# (a file seen before it is renamed, a dump caught as it streams) is looked for every
+# 2 ms; a state that lasts until the test ends it (a program waiting on a held lock, a
+# process that has ended) every 20 ms: a tenth of the looks, each of which reads /proc,
+# the backup folder or the state store.
+FLEETING, STEADY = 0.002, 0.02
+
+
+def wait_for(
+    what: str,
+    ready: Callable[[], Any],
+    proc: subprocess.Popen[str] | None = None,
+    every: float = FLEETING,
+) -> Any:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         value = ready()
@@ -88,7 +101,7 @@ def wait_for(what: str, ready: Callable[[], Any], proc: subprocess.Popen[str] | 
             return value
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"aishell ended before {what}: {proc.communicate()}")
-        time.sleep(0.002)
+        time.sleep(every)
     raise AssertionError(f"{what} never happened")
 
 
@@ -201,8 +214,9 @@ def mysql_dump_waits(url: str, table: str = "a") -> Iterator[None]:
 def populate(url: str) -> None:
     with engine(url).connect() as conn:
         conn.execute(text("CREATE TABLE a (id INTEGER PRIMARY KEY, v VARCHAR(40))"))
-        for i in range(50):
-            conn.execute(text("INSERT INTO a VALUES (:i, :v)"), {"i": i, "v": f"value {i}"})
+        # One executemany for the 50 rows, not 50 round trips.
+        rows = [{"i": i, "v": f"value {i}"} for i in range(50)]
+        conn.execute(text("INSERT INTO a VALUES (:i, :v)"), rows)
 
 
 def slow_pg_restore(url: str) -> None:
@@ -290,10 +304,15 @@ def test_server_dump_killed_midway_dies_with_aishell_and_doctor_cleans(dialect, 
                 else None
             ),
             proc,
+            every=STEADY,
         )
         kill(proc)
         # The kernel kills the dump with aishell: it does not go on writing.
-        wait_for(f"{program} ending with aishell", lambda: not any(running(p) for p in dump))
+        wait_for(
+            f"{program} ending with aishell",
+            lambda: not any(running(p) for p in dump),
+            every=STEADY,
+        )
     recorded = [d["pid"] for kind, _, d in scratch_entries(home) if kind == "process"]
     assert recorded == dump
     assert len(debris(home / "backups")) == 1
@@ -308,16 +327,18 @@ def test_server_dump_killed_midway_dies_with_aishell_and_doctor_cleans(dialect, 
 
 
 def fill_for_a_long_dump(url: str) -> None:
-    """A table whose dump takes a second or more, and one dumped after it."""
+    """A table whose dump takes a moment, and one dumped after it. On PostgreSQL the
+    dump is caught while it streams a_big: 150,000 rows (19 MB) keep pg_dump writing
+    for a second or so, hundreds of the test's looks. On MariaDB the dump waits for
+    b_held once a_big is written: a_big need only be well past the pipe's and the
+    client's buffers (20,000 rows, 2.7 MB) to be seen in the file."""
     if url.startswith("postgresql"):
         sql = (
             "CREATE TABLE a_big AS SELECT g AS id, repeat(md5(g::text), 4) AS v "
-            "FROM generate_series(1, 400000) g"
+            "FROM generate_series(1, 150000) g"
         )
     else:
-        sql = (
-            "CREATE TABLE a_big AS SELECT seq AS id, REPEAT(MD5(seq), 4) AS v FROM seq_1_to_400000"
-        )
+        sql = "CREATE TABLE a_big AS SELECT seq AS id, REPEAT(MD5(seq), 4) AS v FROM seq_1_to_20000"
     with engine(url).connect() as conn:
         conn.execute(text(sql))
         conn.execute(text("CREATE TABLE b_held (id INTEGER)"))
@@ -409,11 +430,16 @@ def test_server_validation_killed_midway_leaves_nothing_after_the_next_run(diale
             f"{program} restoring into the scratch database",
             lambda: [p for p, name in children(proc.pid).items() if name in (program, "mysql")],
             proc,
+            every=STEADY,
         )
         [scratch_db] = [name for kind, name, _ in scratch_entries(home) if kind == "database"]
         assert server_database_exists(url, scratch_db)
         kill(proc)
-        wait_for(f"{program} ending with aishell", lambda: not any(running(p) for p in restore))
+        wait_for(
+            f"{program} ending with aishell",
+            lambda: not any(running(p) for p in restore),
+            every=STEADY,
+        )
         if release is not None:
             release()
         assert server_database_exists(url, scratch_db)
@@ -435,6 +461,7 @@ def test_sigterm_while_pg_dump_waits_stops_it_and_leaves_nothing(home, pg_url):
             "pg_dump waiting on the held lock",
             lambda: [p for p, name in children(proc.pid).items() if name == "pg_dump"],
             proc,
+            every=STEADY,
         )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -446,7 +473,8 @@ def test_sigterm_while_pg_dump_waits_stops_it_and_leaves_nothing(home, pg_url):
 def test_a_dump_past_the_step_time_limit_is_killed(home, mysql_url, edit_config):
     populate(mysql_url)
     use_target(home, mysql_url)
-    config = edit_config(backup={"default_config": {"max_execution_time": 3}})
+    # Two seconds: the dump starts and is seen waiting well within them.
+    config = edit_config(backup={"default_config": {"max_execution_time": 2}})
     outcome: dict[str, Any] = {}
     with mysql_dump_waits(mysql_url):
         thread = threading.Thread(
@@ -462,6 +490,7 @@ def test_a_dump_past_the_step_time_limit_is_killed(home, mysql_url, edit_config)
                 for p, name in children(os.getpid()).items()
                 if name in ("mariadb-dump", "mysqldump")
             ],
+            every=STEADY,
         )
         thread.join()
     step = outcome["result"].steps[1]
@@ -492,6 +521,7 @@ def test_a_postgresql_restart_mid_backup_is_named_and_resume_completes(home, edi
         dump = wait_for(
             "pg_dump waiting on the held lock",
             lambda: [p for p, name in children(os.getpid()).items() if name == "pg_dump"],
+            every=STEADY,
         )
         stop_server()  # an immediate shutdown: what a crash looks like to its clients
         thread.join(120)
@@ -561,7 +591,7 @@ def test_a_disk_filling_during_a_dump_is_named(dialect, home, tmp_path, edit_con
             )
             thread.start()
             # The dump has opened its file and waits on the lock: the disk fills now.
-            wait_for("the dump's file", lambda: debris(disk))
+            wait_for("the dump's file", lambda: debris(disk), every=STEADY)
             fill(disk)
         thread.join()
         step = outcome["result"].steps[1]
@@ -736,7 +766,7 @@ def test_doctor_kills_an_orphaned_child_process_group(home, tmp_path):
         code, cleaned = doctor("--clean")
         assert code == 0, cleaned
         assert cleaned["removed"][0]["done"] == f"killed process group {orphan}"
-        wait_for("the orphan ending", lambda: not running(orphan))
+        wait_for("the orphan ending", lambda: not running(orphan), every=STEADY)
         assert scratch_entries(home) == []
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -85,7 +85,7 @@ def _release(url: str, conn: Any) -> None:
 def test_a_stopped_restore_leaves_no_session_and_its_queued_drop_never_runs(
     home, server_url, edit_config, stopped_by
 ):
-    config, backup_id = backed_up(home, server_url)
+    config, backup_id = backed_up(home, server_url, validated=False)
     lock_wait = 2.0
     if stopped_by == "step limit":
         # The lock wait is long; the step's own time limit stops the client first.
@@ -140,6 +140,8 @@ def test_sigterm_while_a_dump_waits_ends_its_session(home, server_url):
                 f"{program} waiting on the held lock",
                 lambda: _waiting(server_url, "pg_dump" if program == "pg_dump" else "dump"),
                 proc,
+                # Each look is a new session on the server: not 500 of them a second.
+                every=0.05,
             )
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=BOUND_SECONDS)
