@@ -27,8 +27,7 @@ from tests.handlers.purge.test_exactly_once import (
     SECOND_BATCH,
     Site,
     held,
-    output_of,
-    resume,
+    resumed_in_full,
     sigkill,
     site,
 )
@@ -91,9 +90,25 @@ def _killed_after_a_commit(purge: Purge) -> tuple[str, dict[str, Any]]:
 
     look.wait(pending, proc, "a batch that deleted rows checkpointed")
     with state_lock(purge.home):
-        time.sleep(1.0)  # its commit, and the next batch up to its checkpoint
+        # The checkpoints stand still now: the pending batch is the last one's. Its
+        # commit (its old rows gone), then a moment for the next batch to go as far as
+        # it can (up to its checkpoint); the test asserts the commit after the kill.
+        progress = look.progress(run_id)[0] or {}
+        has_rows = (progress.get("pending") or {}).get("rows")
+        doubt = _pending_rows(purge.before, progress) if has_rows else []
+        deadline = time.monotonic() + 30
+        while set(doubt) & set(rows_of(purge.url)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
         _kill(proc)
     return run_id, look.progress(run_id)[0] or {}
+
+
+def _pending_rows(before: dict[int, Any], progress: dict[str, Any]) -> list[int]:
+    """The old rows of the batch the checkpoint holds as pending."""
+    low, high = progress["last_key"], progress["pending"]["upper"]
+    cutoff = datetime.fromisoformat(progress["cutoff"])
+    return [i for i, at in before.items() if low < i <= high and at < cutoff]
 
 
 @pytest.mark.parametrize(
@@ -142,9 +157,7 @@ def keys_walk(home: Path) -> None:
 
 def _made_young(url: str, before: dict[int, Any], progress: dict[str, Any]) -> list[int]:
     """The pending batch's old rows, made young by another session."""
-    low, high = progress["last_key"], progress["pending"]["upper"]
-    cutoff = datetime.fromisoformat(progress["cutoff"])
-    doubt = [i for i, at in before.items() if low < i <= high and at < cutoff]
+    doubt = _pending_rows(before, progress)
     assert doubt and set(doubt) <= set(rows_of(url)), "the batch in doubt committed"
     young = datetime.now()
     _dated(url, doubt, young)
@@ -163,19 +176,13 @@ def test_a_lost_commit_whose_rows_are_made_young_is_undone(
         s.proxy.cut()  # the held COMMIT never lands: the server rolls the batch back
         progress = StateLook(home).progress(run_id)[0] or {}
         deadline = time.monotonic() + 30
-        while not set(_pending_old(s, progress)) <= set(rows_of(s.url)):
+        while not set(_pending_rows(s.before, progress)) <= set(rows_of(s.url)):
             assert time.monotonic() < deadline, "the batch was not rolled back"
             time.sleep(0.1)
         young = _made_young(s.url, s.before, progress)
-        assert resume(s, run_id).wait(90) == 0, output_of(home)[-2000:]
+        resumed_in_full(s, run_id)
         gone = _checked(_config(s), s.url, s.before, s.archived(), run_id)
         assert not gone & set(young)
-
-
-def _pending_old(s: Site, progress: dict[str, Any]) -> list[int]:
-    low, high = progress["last_key"], progress["pending"]["upper"]
-    cutoff = datetime.fromisoformat(progress["cutoff"])
-    return [i for i, at in s.before.items() if low < i <= high and at < cutoff]
 
 
 def _config(s: Site) -> Any:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from aishell import commands
 from aishell.config.models import load_config
@@ -70,6 +71,7 @@ class Site:
     archive: str
     before: dict[int, Any]
     proxy: Proxy
+    db: Engine  # every look of the test's (an engine each poll costs both sides CPU)
 
     @property
     def database(self) -> str:
@@ -92,7 +94,7 @@ class Site:
             path = self.archive_file
             lines = path.read_text().splitlines() if path.exists() else []
             return [json.loads(line)["id"] for line in lines]
-        with engine(self.url).connect() as conn:
+        with self.db.connect() as conn:
             return list(conn.execute(text("SELECT id FROM events_archive")).scalars())
 
 
@@ -115,10 +117,12 @@ def site(home: Path, dialect: str, archive: str) -> Iterator[Site]:
     with (scratch_postgresql if dialect == "postgresql" else scratch_mysql)() as url:
         before = fill(url)
         proxy = Proxy(server_port(url))
+        db = engine(url)
         try:
             point_at(home, through(proxy.port, url))
-            yield Site(home, url, dialect, archive, before, proxy)
+            yield Site(home, url, dialect, archive, before, proxy, db)
         finally:
+            db.dispose()
             proxy.close()  # its held sessions end before the database is dropped
 
 
@@ -179,14 +183,48 @@ def assert_exactly_once(site: Site, run_id: str) -> None:
     assert purge["rows_deleted"] == len(gone), f"counted {purge['rows_deleted']}, {len(gone)} went"
 
 
-def resume(site: Site, run_id: str) -> subprocess.Popen[bytes]:
+def run_in_process(home: Path, *args: str) -> tuple[int, str]:
+    """An aishell command through its CLI in this process: (exit code, its output, and
+    the traceback of an exception it did not handle)."""
+    from click.testing import CliRunner
+
+    from aishell.cli import cli
+
+    done = CliRunner().invoke(cli, list(args), env={"AISHELL_HOME": str(home)})
+    died = done.exception is not None and not isinstance(done.exception, SystemExit)
+    crash = "".join(traceback.format_exception(done.exception)) if died else ""
+    return done.exit_code, done.output + crash
+
+
+class Resumed(threading.Thread):
+    """`aishell resume` through its CLI in a thread of this process (what is tested is
+    what the kill left: a process would add only its imports' CPU); wait(): exit code."""
+
+    def __init__(self, home: Path, run_id: str) -> None:
+        super().__init__(daemon=True)
+        self.home, self.run_id, self.code, self.output = home, run_id, -1, ""
+        self.start()
+
+    def run(self) -> None:
+        args = ("resume", self.run_id, "--non-interactive")
+        self.code, self.output = run_in_process(self.home, *args)
+
+    def wait(self, timeout: float = HANG) -> int:
+        self.join(timeout)
+        assert not self.is_alive(), f"the resume did not end within {timeout}s"
+        return self.code
+
+
+def resume(site: Site, run_id: str) -> Resumed:
     """`aishell resume` straight at the server (not through the proxy)."""
     point_at(site.home, site.url)
-    return aishell(site.home, "resume", run_id, "--non-interactive")
+    return Resumed(site.home, run_id)
 
 
-def finish(proc: subprocess.Popen[bytes]) -> int:
-    return proc.wait(HANG)
+def resumed_in_full(site: Site, run_id: str) -> None:
+    """A resume straight at the server, to its end: exit code 0."""
+    resumed = resume(site, run_id)
+    assert resumed.wait() == 0, resumed.output[-3000:]
 
 
 # --- the server's view of the killed run's session ------------------------------------------
@@ -195,7 +233,7 @@ def finish(proc: subprocess.Popen[bytes]) -> int:
 def sessions_in_transaction(site: Site) -> set[int]:
     """The sessions on the scratch database that are inside a transaction (the test's
     own connections are never: they autocommit)."""
-    with engine(site.url).connect() as conn:
+    with site.db.connect() as conn:
         if site.dialect == "postgresql":
             found = conn.execute(
                 text(
@@ -229,7 +267,7 @@ def in_doubt(site: Site, run_id: str) -> set[int]:
     if progress.get("walk") == "pages":
         # PostgreSQL 14+ walks pages: the old rows on the batch's pages, read while its
         # COMMIT is held (they are still there).
-        with engine(site.url).connect() as conn:
+        with site.db.connect() as conn:
             found = conn.execute(
                 text(
                     "SELECT id FROM events WHERE ctid >= CAST(:low AS tid) "
@@ -309,23 +347,23 @@ def test_a_run_killed_at_each_point_of_a_batch_deletes_archives_and_counts_each_
         if at.lands:
             _once_under_way(s, resumed, holders)
             s.proxy.release()
-        assert finish(resumed) == 0, output_of(home)[-3000:]
+        assert resumed.wait() == 0, resumed.output[-3000:]
         s.proxy.release()  # never: now, to a session that is gone
         assert_exactly_once(s, run_id)
 
 
-def _once_under_way(s: Site, resumed: subprocess.Popen[bytes], holders: set[int]) -> None:
+def _once_under_way(s: Site, resumed: Resumed, holders: set[int]) -> None:
     """Until the resume has ended a session of the killed run's, or waits on its locks,
     or has ended (an older aishell waited on the locks; this one ends the session)."""
     deadline = time.monotonic() + HANG
-    while resumed.poll() is None and time.monotonic() < deadline:
+    while resumed.is_alive() and time.monotonic() < deadline:
         if not holders <= sessions_in_transaction(s) or _waiting_for_a_lock(s):
             return
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 def _waiting_for_a_lock(site: Site) -> bool:
-    with engine(site.url).connect() as conn:
+    with site.db.connect() as conn:
         if site.dialect == "postgresql":
             sql = (
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
@@ -350,44 +388,37 @@ def killed_with_a_batch_in_doubt(s: Site) -> str:
     return run_id
 
 
-def run_in_process(home: Path, *args: str) -> tuple[int, str]:
-    """An aishell command through its CLI in this process: (exit code, its output)."""
-    from click.testing import CliRunner
-
-    from aishell.cli import cli
-
-    done = CliRunner().invoke(cli, list(args), env={"AISHELL_HOME": str(home)})
-    return done.exit_code, done.output
-
-
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-@pytest.mark.parametrize("file_left", [True, False])
-def test_a_second_run_on_the_archive_file_of_an_unfinished_run_is_refused(home, dialect, file_left):
-    """Run A is killed with a batch in doubt; run B names A's archive file (there, or
-    moved away by someone): B is refused with a line naming A and how to finish it, and
-    writes nothing; A's resume then archives each row once. Bound: HANG s a wait."""
+def test_a_second_run_on_the_archive_file_of_an_unfinished_run_is_refused(home, dialect):
+    """Run A is killed with a batch in doubt; run B names A's archive file, there and
+    then moved away by someone: B is refused both times with a line naming A and how to
+    finish it, and writes nothing (no run, no byte: so both are tried on one killed A);
+    A's resume then archives each row once. Bound: HANG s a wait."""
     with site(home, dialect, "file") as s:
         first = killed_with_a_batch_in_doubt(s)
         s.proxy.release()
         point_at(home, s.url)
         kept = s.archive_file.read_bytes()
         moved = s.archive_file.with_suffix(".moved")
-        if not file_left:
-            s.archive_file.rename(moved)
-        code, out = run_in_process(home, *s.args())
-        assert code == 2, out  # refused before anything runs
-        assert f"archive file {s.archive_file} belongs to run {first} (" in out, out
-        finish_it = (
-            f"which has not finished: finish it first (`aishell resume {first}`), or "
-            "archive to another file"
-        )
-        assert finish_it in " ".join(out.split()), out
-        if file_left:
-            assert s.archive_file.read_bytes() == kept
-        else:
-            assert not s.archive_file.exists()
-            moved.rename(s.archive_file)
-        assert finish(resume(s, first)) == 0, output_of(home)[-3000:]
+        for file_left in (True, False):
+            if not file_left:
+                s.archive_file.rename(moved)
+            code, out = run_in_process(home, *s.args())
+            assert code == 2, out  # refused before anything runs
+            assert f"archive file {s.archive_file} belongs to run {first} (" in out, out
+            finish_it = (
+                f"which has not finished: finish it first (`aishell resume {first}`), or "
+                "archive to another file"
+            )
+            assert finish_it in " ".join(out.split()), out
+            runs = commands.list_runs(load_config(home=home))
+            assert [r["run_id"] for r in runs] == [first], "the refused run was recorded"
+            if file_left:
+                assert s.archive_file.read_bytes() == kept
+            else:
+                assert not s.archive_file.exists()
+                moved.rename(s.archive_file)
+        resumed_in_full(s, first)
         assert_exactly_once(s, first)
 
 
@@ -417,7 +448,7 @@ def test_bytes_someone_appended_to_the_archive_file_are_never_cut(home, dialect,
         assert f"then `aishell resume {run_id}`" in said, out
         assert s.archive_file.read_bytes() == ours + theirs, "bytes were cut"
         os.truncate(s.archive_file, len(ours))  # the person moves them out
-        assert finish(resume(s, run_id)) == 0, output_of(home)[-3000:]
+        resumed_in_full(s, run_id)
         assert_exactly_once(s, run_id)
 
 
@@ -442,7 +473,7 @@ def test_an_archive_file_another_process_writes_is_refused(home):
         assert code == 1, out
         assert f"archive file {s.archive_file} is being written by another process" in out
         assert s.archive_file.read_bytes() == kept
-        assert finish(resume(s, run_id)) == 0, output_of(home)[-3000:]
+        resumed_in_full(s, run_id)
         assert_exactly_once(s, run_id)
 
 
@@ -469,7 +500,7 @@ def a_role_of_its_own(s: Site) -> Iterator[str]:
 
 def test_a_session_the_resume_may_not_end_is_waited_for_then_named(home):
     """The killed run's session is a superuser's, its COMMIT held; the resume runs as a
-    role that may neither read nor end it. It waits the lock wait (3 s; the COMMIT lands
+    role that may neither read nor end it. It waits the lock wait (2 s; the COMMIT lands
     meanwhile, unseen by it), then stops with one line naming the session and how to end
     it, the archive untouched; ended as said, the next resume counts the batch that
     committed once. Bound: HANG s a wait."""
@@ -479,9 +510,9 @@ def test_a_session_the_resume_may_not_end_is_waited_for_then_named(home):
         kept = s.archive_file.read_bytes()
         point_at(home, url)
         data = yaml.safe_load((home / "config" / "aishell.yaml").read_text())
-        data["targets"]["db"]["lock_timeout_ms"] = 3000
+        data["targets"]["db"]["lock_timeout_ms"] = 2000
         (home / "config" / "aishell.yaml").write_text(yaml.safe_dump(data))
-        landing = threading.Timer(1.0, s.proxy.release)
+        landing = threading.Timer(0.5, s.proxy.release)
         landing.start()
         code, out = run_in_process(home, "resume", run_id, "--non-interactive")
         landing.join(HANG)
@@ -489,14 +520,14 @@ def test_a_session_the_resume_may_not_end_is_waited_for_then_named(home):
         assert code == 1, out
         assert (
             f"the session that sent this purge's last batch (PostgreSQL backend {old}) is "
-            "still in its transaction after 3s" in said
+            "still in its transaction after 2s" in said
         ), out
         assert (
             f"end that session first (SELECT pg_catalog.pg_terminate_backend({old}), as a user"
             in said
         ), out
         assert s.archive_file.read_bytes() == kept
-        with engine(s.url).connect() as conn:  # the DBA does as the line says
+        with s.db.connect() as conn:  # the DBA does as the line says
             conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": old})
         code, out = run_in_process(home, "resume", run_id, "--non-interactive")
         assert code == 0, out

@@ -53,8 +53,8 @@ ROWS = 600
 DAYS = 45
 RETENTION = 30
 FIRST_OLD_ROW = 1
-# Ten keys a batch (from its first old row), however long a batch takes: about 50
-# batches, each a kill point.
+# Ten keys a batch (from its first old row), however long a batch takes: 28 batches
+# (two in each run of 15 old ids), each a kill point.
 BATCHES = {"batch_size": 10, "max_batch_size": 10, "max_batch_ms": 60_000}
 SERVER_NOW = {
     "postgresql": "SELECT localtimestamp",
@@ -627,11 +627,12 @@ def test_a_terminated_backend_is_reconnected_and_the_purge_goes_on(home, dialect
     with purge_on(dialect, archive, home) as purge:
         cut = _sessions_cut(purge)
         first = _after_batches(purge, 10, cut)
-        second = _after_batches(purge, 30, cut)
-        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows), a
-        # pause between them long enough that both cuts come while the purge still has
-        # batches to go, however fast the server is (a cut after it ends hits the next
-        # step, and the purge has nothing to reconnect).
+        second = _after_batches(purge, 16, cut)
+        # The key walk's 28 batches (ten keys from each run of 15 old ids; PostgreSQL's
+        # page walk has a few on 600 rows), a pause between them long enough that both
+        # cuts come while the purge still has batches to go, however fast the server is
+        # (a cut after it ends hits the next step, and the purge has nothing to
+        # reconnect). A cut after batch 30, which never came, left the join waiting 5 s.
         job = purge.job(walk="keys", sleep_ms=20)
         result = commands.run_job(purge.config, "log_cleanup", job)
         first.join(5)
@@ -669,7 +670,7 @@ def test_a_server_gone_past_reconnect_seconds_stops_resumably(home):
         _point_at(home, url, reconnect_seconds=2)
         purge = Purge(home, url, "postgresql", "file", before)
         fault = _after_batches(purge, 10, stop)
-        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows), a
+        # The key walk's 28 batches (PostgreSQL's page walk has a few on 600 rows), a
         # pause between them so that the stop comes while the purge has batches to go.
         job = purge.job(walk="keys", sleep_ms=20)
         result = commands.run_job(purge.config, "log_cleanup", job)
@@ -738,7 +739,7 @@ def _busy_then_resume(purge: Purge, sessions: int) -> None:
     with busy_server(purge.url, purge.dialect, sessions) as begin:
         fault = _after_batches(purge, 10, begin)
         # 50 ms between batches: the purge is still going at the throttle's next check.
-        # The key walk's 50 batches (PostgreSQL's page walk has a few on 600 rows).
+        # The key walk's 28 batches (PostgreSQL's page walk has a few on 600 rows).
         job = purge.job(sleep_ms=50, walk="keys")
         result = commands.run_job(purge.config, "log_cleanup", job)
         fault.join(5)
@@ -747,7 +748,7 @@ def _busy_then_resume(purge: Purge, sessions: int) -> None:
         assert "\n" not in error
         assert error.startswith("the server stayed busy for "), error
         assert "queries running (limit" in error
-        assert "the longest a purge waits (max_throttle_wait_seconds: 2)" in error
+        assert "the longest a purge waits (max_throttle_wait_seconds: 1)" in error
         assert f"`aishell resume {result.run_id}` goes on from there" in error
         assert "raise purge.max_throttle_wait_seconds" in error
         events = commands.show_run(purge.config, result.run_id)["events"]
@@ -761,7 +762,7 @@ def test_a_busy_server_is_waited_for_at_most_the_bound_postgresql(home):
     # A server of its own: on the shared one, other processes' queries count too.
     with private_postgresql() as (url, _stop, _start):
         before = fill(url)
-        _point_at(home, url, max_running_queries=2, max_throttle_wait_seconds=2)
+        _point_at(home, url, max_running_queries=2, max_throttle_wait_seconds=1)
         _busy_then_resume(Purge(home, url, "postgresql", None, before), sessions=4)
 
 
@@ -770,5 +771,5 @@ def test_a_busy_server_is_waited_for_at_most_the_bound_mysql(home):
     # could keep the resume waiting as well.
     with private_mariadb() as (url, _stop, _start):
         before = fill(url)
-        _point_at(home, url, max_running_queries=2, max_throttle_wait_seconds=2)
+        _point_at(home, url, max_running_queries=2, max_throttle_wait_seconds=1)
         _busy_then_resume(Purge(home, url, "mysql", None, before), sessions=4)
