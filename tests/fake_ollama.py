@@ -123,7 +123,8 @@ def fake_ollama(script: Script, port: int = 0) -> Iterator[str]:
     """Serve the script on 127.0.0.1; yields the server's address."""
     handler = type("Handler", (_Handler,), {"script": script})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # Polled often: the shutdown at the end waits one poll.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -151,6 +151,7 @@ class OllamaChat:
 
 
 @functools.cache
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """httpx's default TLS context, built once per process: loading the CA bundle takes
     about 25 ms, which every client would otherwise pay (a scheduler drafts every run)."""

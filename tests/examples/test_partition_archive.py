@@ -7,7 +7,6 @@ partition lost and none archived twice."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,13 +14,14 @@ import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 
+from aishell import commands
+from aishell.config.models import load_config
 from tests.conftest import REPO
 from tests.fake_ollama import Script, fake_ollama
 from tests.helpers import use_target
@@ -83,48 +83,86 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
-def _aishell(
-    venv: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`aishell ARGS` in the venv, with no stdin (no person to ask)."""
+def _python(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The venv's Python with ARGS, with no stdin (no person to ask)."""
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "aishell", *args],
+        [str(venv / "bin" / "python"), *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
         timeout=120,
     )
 
 
-def _json(venv: Path, *args: str) -> dict[str, Any]:
-    done = _aishell(venv, *args, "--json")
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
+def _aishell(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`aishell ARGS` in the venv, a process of its own."""
+    return _python(venv, "-m", "aishell", *args)
+
+
+# Commands one after another in one interpreter of the venv, each as its command line
+# runs it (click's CliRunner on aishell's: arguments, environment, exit code, output,
+# no stdin), so that Python and aishell's imports start once, not once per command. A
+# command is run again, 0.1 s apart and up to 60 times, while it exits with its `again`.
+BATCH = """
+import json, sys, time, traceback
+from click.testing import CliRunner
+from aishell.cli import cli
+
+done = []
+for args, env, again in json.loads(sys.argv[1]):
+    for _ in range(60):
+        result = CliRunner().invoke(cli, args, env=env, prog_name="aishell")
+        if result.exit_code != again:
+            break
+        time.sleep(0.1)
+    crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+    trace = "".join(traceback.format_exception(result.exception)) if crashed else ""
+    done.append([result.exit_code, result.stdout, result.stderr + trace])
+print(json.dumps(done))
+"""
+Command = list[str] | tuple[list[str], dict[str, str], int | None]
+
+
+def _batch(venv: Path, *commands: Command) -> list[subprocess.CompletedProcess[str]]:
+    """Each command (its arguments; or its arguments, environment and an exit code to
+    run it again on) in one process of the venv, as BATCH runs them: how each ended."""
+    given = [c if isinstance(c, tuple) else (c, {}, None) for c in commands]
+    done = _python(venv, "-c", BATCH, json.dumps(given))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [
+        subprocess.CompletedProcess(args, code, out, err)
+        for (args, _, _), (code, out, err) in zip(given, json.loads(done.stdout), strict=True)
+    ]
 
 
 def test_pip_installs_the_plugin_and_every_command_sees_it(venv: Path, home: Path) -> None:
-    listed = {a["name"]: a for a in _json(venv, "agents", "list")["agents"]}
-    assert listed[AGENT]["package"] == "aishell-partitions"
-    assert listed[AGENT]["tools"] == [
+    asked = {"_AISHELL_COMPLETE": "bash_complete", "COMP_WORDS": "aishell run part"}
+    listed, doctor_json, doctor, helped, completed, tools = _batch(
+        venv,
+        ["agents", "list", "--json"],
+        ["doctor", "--json"],
+        ["doctor"],
+        ["run", AGENT, "--help"],
+        ([], {**asked, "COMP_CWORD": "2"}, None),
+        ["tools", "show", "detach_partitions"],
+    )
+    agents = {a["name"]: a for a in json.loads(listed.stdout)["agents"]}
+    assert agents[AGENT]["package"] == "aishell-partitions"
+    assert agents[AGENT]["tools"] == [
         "find_old_partitions",
         "detach_partitions",
         "archive_partitions",
         "drop_archived_partitions",
     ]
-    assert _json(venv, "doctor")["agents"][AGENT] == "aishell-partitions"
-    assert "partition_archive (aishell-partitions)" in _aishell(venv, "doctor").stdout
+    assert json.loads(doctor_json.stdout)["agents"][AGENT] == "aishell-partitions"
+    assert "partition_archive (aishell-partitions)" in doctor.stdout
 
-    helped = _aishell(venv, "run", AGENT, "--help")
     assert helped.returncode == 0, helped.stderr
     for flag in ("--table", "--older-than-days", "--keep", "--archive-schema"):
         assert flag in helped.stdout
 
-    asked = {"_AISHELL_COMPLETE": "bash_complete", "COMP_WORDS": "aishell run part"}
-    completed = _aishell(venv, env={**asked, "COMP_CWORD": "2"})
     assert completed.stdout.splitlines() == [f"plain,{AGENT}"]
 
-    tools = _aishell(venv, "tools", "show", "detach_partitions")
     assert "SHARE UPDATE EXCLUSIVE" in tools.stdout and "ACCESS EXCLUSIVE" in tools.stdout
 
 
@@ -195,9 +233,12 @@ def test_plan_shows_the_locks_and_a_run_waits_for_each_approval(
     assert run["steps"][0]["output"]["partitions"] == old
     assert _partitions(events) == before
 
-    for _ in range(3):  # detach, archive, drop: each approved as it comes
-        assert _aishell(venv, "approve", run["run_id"]).returncode == 0
-        resumed = _aishell(venv, "resume", run["run_id"], "--json")
+    # Detach, archive, drop: each approved as it comes.
+    approve, resume = ["approve", run["run_id"]], ["resume", run["run_id"], "--json"]
+    done = _batch(venv, approve, resume, approve, resume, approve, resume)
+    for approved in done[::2]:
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+    resumed = done[-1]
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "completed"
     _assert_archived_once(events, before, old)
@@ -262,17 +303,19 @@ def test_a_run_killed_while_it_detaches_resumes_with_each_partition_archived_onc
         if others == 0:
             break
         time.sleep(0.05)
-    run_id = _json(venv, "runs", "list")["runs"][0]["run_id"]
-    for _ in range(60):
-        resumed = _aishell(venv, "resume", run_id, "--yes", "--json")
-        if resumed.returncode != 5:  # 5: its run lock is not yet released
-            break
-        time.sleep(0.1)
+    (run,) = commands.list_runs(load_config(home=home))
+    run_id = run["run_id"]
+    resumed, approved, done = _batch(
+        venv,
+        # Again while it exits 5: its run lock is not yet released.
+        (["resume", run_id, "--yes", "--json"], {}, 5),
+        ["approve", run_id],
+        ["resume", run_id, "--json"],
+    )
     assert resumed.returncode == 3, resumed.stdout + resumed.stderr  # the drop is critical
     detached = json.loads(resumed.stdout)["steps"][1]["output"]
     assert detached["finalized"] == [old[0]]
-    assert _aishell(venv, "approve", run_id).returncode == 0
-    done = _aishell(venv, "resume", run_id, "--json")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
     assert json.loads(done.stdout)["status"] == "completed", done.stdout + done.stderr
     _assert_archived_once(events, before, old)
 

@@ -348,7 +348,10 @@ def test_a_worker_idle_past_the_read_timeout_still_takes_its_tasks(
         config = edit_config({"fleet": {"password_env": "AISHELL_TEST_BROKER_PASSWORD"}})
     try:
         with running_worker(home):
-            time.sleep(3 * TIMEOUT + 0.5)  # idle, past the read timeout three times
+            # Idle, past the read timeout three times, from when it took its queue (its
+            # start alone, on a busy machine, may take longer than the sleep).
+            wait_until_ready(home)
+            time.sleep(3 * TIMEOUT + 0.5)
             summary = commands.fleet_run(
                 config, "maintenance", {"type": "quick"}, "demo", wait_seconds=90
             )

@@ -1,9 +1,9 @@
-"""A fleet job through a real broker (RabbitMQ, then Redis) with three worker processes
+"""A fleet job through a real broker (RabbitMQ, then Redis) with four worker processes
 and 30 targets: 10 SQLite files, 10 PostgreSQL and 10 MariaDB databases. One worker is
 SIGKILLed in the middle of a run; in the end every target has exactly one run, completed,
 no statement of a finished step was sent twice (the statement audit), and no database
 server ever had more runs at once than its limit (sampled from pg_stat_activity and the
-MariaDB processlist while the job ran)."""
+MariaDB processlist while the job ran), though runs had to wait for it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,20 @@ from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_mysql, scratch_postgre
 # Per engine: five times a server's limit, so that every server's runs queue for it.
 EACH = 10
 LIMIT = 2
+# One more than the limit still at work once one is killed. The targets are taken in
+# their order (SQLite files, MariaDB, PostgreSQL) and the kill comes among the first:
+# with three workers, two were left for the servers, never more than their limit.
+WORKERS = LIMIT + 2
 BROKERS = {
     "rabbitmq": "amqp://guest@127.0.0.1:5672//",
     "redis": "redis://127.0.0.1:6379/0",
+}
+
+
+# 200 rows in one statement: row by row, each was a commit of its own on MariaDB.
+ROWS = {
+    "postgresql": "SELECT g, 'x' FROM generate_series(0, 199) AS g",
+    "mysql": "SELECT seq, 'x' FROM seq_0_to_199",
 }
 
 
@@ -43,9 +55,7 @@ def _populate(url: str) -> None:
     with engine.connect() as conn:
         for table in ("orders", "events"):
             conn.execute(text(f"CREATE TABLE {table} (id int primary key, note varchar(40))"))
-            conn.execute(
-                text(f"INSERT INTO {table} VALUES (:i, 'x')"), [{"i": i} for i in range(200)]
-            )
+            conn.execute(text(f"INSERT INTO {table} {ROWS[engine.dialect.name]}"))
     engine.dispose()
 
 
@@ -57,6 +67,36 @@ def _sqlite(path: Path) -> str:
     conn.commit()
     conn.close()
     return f"sqlite:///{path}"
+
+
+# Databases made or dropped at once: CREATE and DROP DATABASE wait on the server's disk
+# (a second each on PostgreSQL), hardly on its CPU or this one's.
+AT_ONCE = 8
+
+
+def _made_at_once(stack: ExitStack, scratches: list[AbstractContextManager[str]]) -> list[str]:
+    """Each scratch database made (the first for the state store; the others populated)
+    AT_ONCE at a time; its URL. Those made are dropped, at once too, when `stack` closes,
+    a failure to make another included."""
+    made: list[AbstractContextManager[str]] = []
+
+    def make(index: int, scratch: AbstractContextManager[str]) -> str:
+        url = scratch.__enter__()
+        made.append(scratch)
+        if index:
+            _populate(url)
+        return url
+
+    stack.callback(_dropped_at_once, made)
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        return list(pool.map(make, range(len(scratches)), scratches))
+
+
+def _dropped_at_once(made: list[AbstractContextManager[str]]) -> None:
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        ended = [pool.submit(scratch.__exit__, None, None, None) for scratch in made]
+    for end in ended:
+        end.result()  # the first failure to drop one is the test's error
 
 
 class _Sampler(threading.Thread):
@@ -91,7 +131,9 @@ class _Sampler(threading.Thread):
                 self.most["postgresql"] = max(self.most["postgresql"], int(busy_pg or 0))
                 self.most["mariadb"] = max(self.most["mariadb"], int(busy_my or 0))
                 self.samples += 1
-                time.sleep(0.02)
+                # A run holds its database far longer than this: one past the limit
+                # would be seen in many samples.
+                time.sleep(0.05)
         pg.dispose()
         my.dispose()
 
@@ -103,11 +145,10 @@ def fleet_home(
     broker = request.param
     unique = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
-        state_url = stack.enter_context(scratch_postgresql())
-        pg = [stack.enter_context(scratch_postgresql()) for _ in range(EACH)]
-        my = [stack.enter_context(scratch_mysql()) for _ in range(EACH)]
-        for url in pg + my:
-            _populate(url)
+        scratches = [scratch_postgresql() for _ in range(1 + EACH)]
+        scratches += [scratch_mysql() for _ in range(EACH)]
+        state_url, *urls = _made_at_once(stack, scratches)
+        pg, my = urls[:EACH], urls[EACH:]
         files = [_sqlite(tmp_path / f"t{i}.db") for i in range(EACH)]
         tag = f"fleet-{unique}"
         path = home / "config" / "aishell.yaml"
@@ -158,7 +199,7 @@ def test_a_fleet_job_ends_with_every_target_run_once_though_a_worker_was_killed(
 ) -> None:
     home = fleet_home["home"]
     config = load_config(home=home)
-    workers = [_worker(home, n) for n in range(3)]
+    workers = [_worker(home, n) for n in range(WORKERS)]
     sampler = _Sampler(fleet_home["pg"], fleet_home["my"])
     sampler.start()
     try:
@@ -179,7 +220,8 @@ def test_a_fleet_job_ends_with_every_target_run_once_though_a_worker_was_killed(
             with suppress(ProcessLookupError):
                 worker.kill()
         sampler.join(5)
-    logs = "\n".join((home / f"worker-{n}.log").read_text()[-3000:] for n in range(3))
+    every_log = [(home / f"worker-{n}.log").read_text() for n in range(WORKERS)]
+    logs = "\n".join(log[-3000:] for log in every_log)
     assert summary["counts"] == {"completed": 3 * EACH}, logs
     engine = create_engine(fleet_home["state_url"])
     with engine.connect() as conn:
@@ -212,6 +254,8 @@ def test_a_fleet_job_ends_with_every_target_run_once_though_a_worker_was_killed(
     assert sampler.samples > 20
     assert 1 <= sampler.most["postgresql"] <= LIMIT, sampler.most
     assert 1 <= sampler.most["mariadb"] <= LIMIT, sampler.most
+    # The limit was reached, not only never passed: a run waited for its server's slot.
+    assert any(f"runs {LIMIT} already" in log for log in every_log), logs
     del resumed
 
 
@@ -237,7 +281,7 @@ def _kill_one_mid_run(config: Any, fleet_id: str, workers: list[subprocess.Popen
                     if done >= 6 and int(pid) in pids:
                         os.kill(int(pid), signal.SIGKILL)
                         return run_id
-                time.sleep(0.01)
+                time.sleep(0.05)  # a run lasts far longer: it is seen in progress
     finally:
         engine.dispose()
     raise AssertionError("no run was seen in progress")

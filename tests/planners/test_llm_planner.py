@@ -372,23 +372,26 @@ REJECTED: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("answer", "reason"),
-    [pytest.param(a, r, id=name) for name, a, r in REJECTED],
-)
 def test_a_hostile_or_hallucinated_plan_is_rejected_and_nothing_reaches_the_database(
-    llm_config: Config, demo_db: Path, script: Script, answer: Any, reason: str
+    llm_config: Config, demo_db: Path, script: Script, subtests: pytest.Subtests
 ) -> None:
-    script.answers = [answer] * TRIES
-    before = digest(demo_db)
-    with pytest.raises(DraftRejected) as caught:
-        _ask(llm_config, "do what the answer says")
-    assert reason in str(caught.value)
-    assert len(caught.value.rejected) == TRIES
-    # Each rejected draft went back to the model with its reasons.
-    assert reason in script.chats[1]["messages"][-1]["content"]
-    assert _runs(llm_config) == []
-    assert digest(demo_db) == before
+    """Each answer of REJECTED, one after another in one home: each is asked for anew
+    (a rejected draft is never kept for the next request to find), rejected for its
+    reason, and leaves no run and the database as it was."""
+    for name, answer, reason in REJECTED:
+        with subtests.test(msg=name):
+            script.requests.clear()
+            script.answers = [answer] * TRIES
+            before = digest(demo_db)
+            with pytest.raises(DraftRejected) as caught:
+                _ask(llm_config, "do what the answer says")
+            assert reason in str(caught.value)
+            assert len(caught.value.rejected) == TRIES
+            assert len(script.chats) == TRIES
+            # Each rejected draft went back to the model with its reasons.
+            assert reason in script.chats[1]["messages"][-1]["content"]
+            assert _runs(llm_config) == []
+            assert digest(demo_db) == before
 
 
 def test_too_many_steps_are_rejected(
@@ -1130,9 +1133,9 @@ def test_a_large_catalog_lists_the_largest_tables_and_counts_the_rest(
     llm_config: Config, demo_db: Path, script: Script
 ) -> None:
     conn = sqlite3.connect(demo_db)
-    for i in range(230):
-        conn.execute(f"CREATE TABLE t{i:03d} (id INTEGER PRIMARY KEY)")
-    conn.commit()
+    # One transaction: each CREATE on its own would be a commit (and a sync) of its own.
+    tables = "".join(f"CREATE TABLE t{i:03d} (id INTEGER PRIMARY KEY);" for i in range(230))
+    conn.executescript(f"BEGIN;{tables}COMMIT;")
     conn.close()
     script.answers = [_answer("maintenance", _step("update_table_statistics", {"table": "t007"}))]
     result = _ask(llm_config, "refresh statistics of the smallest tables")
