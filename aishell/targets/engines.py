@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,7 @@ class Target:
         return self._connect(self.apart_engine or self.engine)
 
     def _connect(self, engine: Engine) -> Connection:
+        conn: Connection | None = None
         try:
             conn = engine.connect()
             if self.dialect == "sqlite":
@@ -94,9 +96,21 @@ class Target:
                 # file fails here, as a connection failure, not in the middle of a step.
                 conn.execute(text("SELECT count(*) FROM sqlite_schema")).scalar_one()
                 conn.rollback()
+            # Maintenance statements (VACUUM, REINDEX, ANALYZE) run outside a
+            # transaction; each tool commits its own work. Inside the try: a server
+            # silent from here on fails the connection like one silent at its start.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self.session_read_only:
+                session_access(conn, read_only=True, target_read_only=False)
         except TargetSilent:
             raise
-        except DBAPIError as exc:
+        except Exception as raised:
+            exc = _as_dbapi_error(engine, raised)
+            if exc is None:
+                raise
+            if conn is not None:
+                with suppress(Exception):
+                    conn.invalidate()
             if _file_held(self, exc):
                 # Another connection holds the file: the target answered, and is busy. Not
                 # a failure to connect, which the circuit breaker counts (three of them
@@ -109,11 +123,6 @@ class Target:
             raise TargetUnreachable(
                 f"Cannot connect to target '{self.name}': {_connect_failure(self, exc)}"
             ) from None
-        # Maintenance statements (VACUUM, REINDEX, ANALYZE) run outside a transaction;
-        # each tool commits its own work.
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        if self.session_read_only:
-            session_access(conn, read_only=True, target_read_only=False)
         return conn
 
     def close(self) -> None:
@@ -289,6 +298,18 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
         inherit_step_limit(dbapi_conn, record, limits, "mysql")
 
     return engine
+
+
+def _as_dbapi_error(engine: Engine, raised: BaseException) -> DBAPIError | None:
+    """A driver's error as SQLAlchemy wraps one: setting a new session's isolation level
+    raises the driver's own (PyMySQL's, when the server stops answering then)."""
+    if isinstance(raised, DBAPIError):
+        return raised
+    dbapi = engine.dialect.loaded_dbapi
+    if isinstance(raised, dbapi.Error):
+        wrapped = DBAPIError.instance("", None, raised, dbapi.Error)
+        return wrapped if isinstance(wrapped, DBAPIError) else None
+    return None
 
 
 def _connect_failure(target: Target, exc: DBAPIError) -> str:
