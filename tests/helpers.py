@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import socket
 import sqlite3
 import subprocess
@@ -138,16 +139,24 @@ def slow_read_tool(home: Path, *, idempotent: bool = True, scale: int = 1) -> Co
     return load_config(home=home)
 
 
-def at_once(count: int, work: Callable[..., Any], rounds: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """work(*args) in `count` spawned processes at once, for each args of `rounds` in
-    turn (a barrier lines them up before each); each round's results, in no order.
+def at_once(
+    count: int,
+    work: Callable[..., Any],
+    rounds: list[tuple[Any, ...]],
+    context: Any = None,
+) -> list[list[Any]]:
+    """work(*args) in `count` processes at once, for each args of `rounds` in turn (a
+    barrier lines them up before each); each round's results, in no order.
 
-    Spawned, not forked: a fork of the test process, with its threads, can hang in the
-    child. Each process is started once for all the rounds (a start imports aishell)."""
-    spawn = multiprocessing.get_context("spawn")
-    barrier, results = spawn.Barrier(count), spawn.SimpleQueue()
+    Spawned unless another multiprocessing context is given (tests/executor/prewarmed.py
+    gives its fork server's), never forked from the test process: a fork of it, with its
+    threads, can hang in the child. Each process is started once for all the rounds (a
+    start imports aishell), in the test's environment and working directory."""
+    made = context or multiprocessing.get_context("spawn")
+    barrier, results = made.Barrier(count), made.SimpleQueue()
+    settle = (dict(os.environ), os.getcwd())
     children = [
-        spawn.Process(target=_at_once_child, args=(work, rounds, barrier, results))
+        made.Process(target=_at_once_child, args=(work, rounds, barrier, results, settle))
         for _ in range(count)
     ]
     for child in children:
@@ -169,8 +178,17 @@ def at_once(count: int, work: Callable[..., Any], rounds: list[tuple[Any, ...]])
 
 
 def _at_once_child(
-    work: Callable[..., Any], rounds: list[tuple[Any, ...]], barrier: Any, results: Any
+    work: Callable[..., Any],
+    rounds: list[tuple[Any, ...]],
+    barrier: Any,
+    results: Any,
+    settle: tuple[dict[str, str], str],
 ) -> None:
+    # A fork server's child starts with the server's environment, not the test's.
+    env, cwd = settle
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
     for index, args in enumerate(rounds):
         barrier.wait(60)
         try:

@@ -2,19 +2,22 @@
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from sqlalchemy import MetaData, create_engine, insert
 
 from aishell import commands
+from aishell.cli import cli
 from aishell.config.models import load_config
 from aishell.errors import PlanError, StateError
 from aishell.plan.model import Plan, Step
@@ -22,11 +25,33 @@ from aishell.policy.approvers import PreApproved
 from aishell.state.history import LEGACY_SCHEMA_VERSION as SCHEMA_VERSION
 from aishell.state.schema import meta
 from aishell.state.store import StateStore
-from tests.helpers import at_once
+from tests.executor.prewarmed import Child, at_once, schema_version, start_aishell
 from tests.state.test_state_migrations import baseline_schema
 
 SITE_TOOLS = Path(__file__).parents[1] / "site_tools"
 LEDGER_STEPS = 16
+
+
+# A tmpfs, and the room a test's folder may take there at most.
+MEMORY = Path("/dev/shm")
+MEMORY_ROOM = 1 << 30
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The test's folder (its home: the state store, the ledger) in memory, where the
+    machine has a tmpfs with room. The processes here are killed at checkpoints set in
+    their code, or signalled, never the machine: what they wrote stays in the page cache
+    all the same, and the fsync of every commit (the store is synchronous=FULL, for a
+    power cut) cost most of these tests' time on a disk the other tests keep busy."""
+    if not (os.access(MEMORY, os.W_OK) and shutil.disk_usage(MEMORY).free > MEMORY_ROOM):
+        yield tmp_path_factory.mktemp("crash")
+        return
+    path = Path(tempfile.mkdtemp(prefix="aishell-crash-", dir=MEMORY))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -211,15 +236,18 @@ def slow_plan(tag, spins):
     )
 
 
-def _run_plan_file(home, plan_file):
+def _run_plan_file(home: Path, plan_file: Path) -> Child:
+    """`aishell apply plan_file --json` in a process of its own (forked from a server
+    that has imported aishell: tests/executor/prewarmed.py); its stderr in home/apply.err."""
     env = {**os.environ, "AISHELL_HOME": str(home)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "aishell", "apply", str(plan_file), "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = ["apply", str(plan_file), "--json"]
+    return start_aishell(args, env, home / "apply.out", home / "apply.err")
+
+
+def _ended(proc: Child, home: Path, timeout: float) -> str:
+    """What the process said on stderr, once it has ended."""
+    proc.wait(timeout)
+    return (home / "apply.err").read_text(errors="replace")
 
 
 def wait_for_step_running(config, index, timeout=30):
@@ -240,39 +268,42 @@ def save(plan, path):
     return path
 
 
+# A slow step's count: a few seconds of a core (about 2.5 million a second), long enough
+# that the signal or the stop the test sends once the step is seen running lands inside
+# it many times over, and no longer: a resume counts it all again.
+SPINS = 6_000_000
+
+
 def test_sigterm_cancels_the_statement_and_resume_finishes(ledger_config, home):
-    plan_file = save(slow_plan("term", 20_000_000), home / "slow.json")
+    plan_file = save(slow_plan("term", SPINS), home / "slow.json")
     proc = _run_plan_file(home, plan_file)
     run_id = wait_for_step_running(ledger_config, 1)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    err = _ended(proc, home, timeout=30)
     assert proc.returncode == 4, err
     run = commands.show_run(ledger_config, run_id)
     assert run["status"] == "interrupted"
     assert "interrupted by SIGTERM" in run["error"]
     assert [s["status"] for s in run["steps"]] == ["succeeded", "interrupted", "pending"]
     assert ledger_tokens(home) == ["term-0"]  # the cancelled statement left nothing
-    # Resume with a quicker count: the plan is the stored one, so patch nothing; the
-    # slow step is idempotent and runs again to the end.
+    # The plan is the stored one, so patch nothing; the slow step is idempotent and runs
+    # again to the end.
     result = commands.resume_run(ledger_config, run_id)
     assert result.status == "completed"
     assert sorted(ledger_tokens(home)) == ["term-0", "term-1", "term-2"]
 
 
 def test_stop_lets_the_current_step_finish_then_stops_resumably(ledger_config, home):
-    plan_file = save(slow_plan("stop", 30_000_000), home / "slow.json")
+    plan_file = save(slow_plan("stop", SPINS), home / "slow.json")
     proc = _run_plan_file(home, plan_file)
     run_id = wait_for_step_running(ledger_config, 1)
-    stopped = subprocess.run(
-        [sys.executable, "-m", "aishell", "stop", run_id],
-        env={**os.environ, "AISHELL_HOME": str(home)},
-        capture_output=True,
-        text=True,
-    )
-    assert stopped.returncode == 0, stopped.stderr
-    # A hang detector: the step it lets finish reads for about 10 s, several times
+    # `aishell stop` only records the request in the state store, which the run reads:
+    # in this process it asks the same (the run it stops is the process under test).
+    stopped = CliRunner().invoke(cli, ["stop", run_id])
+    assert stopped.exit_code == 0, stopped.output
+    # A hang detector: the step it lets finish counts for a few seconds, several times
     # that on a loaded two-core machine.
-    _, err = proc.communicate(timeout=180)
+    err = _ended(proc, home, timeout=180)
     assert proc.returncode == 4, err
     run = commands.show_run(ledger_config, run_id)
     assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded", "pending"]
@@ -324,12 +355,10 @@ def test_circuit_breaker_opens_after_repeated_connection_failures(edit_config, h
         commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
 
 
-def _schema_version(path):
-    with StateStore(f"sqlite:///{path}") as store:
-        return store.schema_version
-
-
-def test_processes_opening_a_new_state_store_at_once_all_get_it(tmp_path):
+def test_processes_opening_a_new_state_store_at_once_all_get_it(tmp_path_factory):
     """The slower of two first opens finds the tables the other created."""
-    rounds = [(tmp_path / f"state{round_}.db",) for round_ in range(5)]
-    assert at_once(8, _schema_version, rounds) == [[SCHEMA_VERSION] * 8] * 5
+    # On the disk, as a state store is (not the tmpfs of this module's other tests): the
+    # race is of the first opens' writes, and they take as long as they take there.
+    folder = tmp_path_factory.mktemp("stores")
+    rounds = [(folder / f"state{round_}.db",) for round_ in range(5)]
+    assert at_once(8, schema_version, rounds) == [[SCHEMA_VERSION] * 8] * 5

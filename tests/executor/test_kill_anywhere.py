@@ -20,11 +20,9 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -41,6 +39,7 @@ import yaml
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select, text
 from sqlalchemy.engine import make_url
 
+from tests.executor.prewarmed import Child, start_aishell
 from tests.helpers import use_target
 from tests.services import engine
 
@@ -49,7 +48,6 @@ pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("AISHELL_KILL_SEED", "16"))
 KILLS = 2
-AISHELL = [sys.executable, "-m", "aishell"]
 # How long a process that lost its parent may take to be gone: the kernel's
 # parent-death signal is immediate, a process without one would outlive this.
 ORPHAN_GRACE = 5.0
@@ -130,18 +128,12 @@ def aishell(home: Path, *args: str) -> tuple[int, str, str]:
     return done.exit_code, done.stdout, done.stderr
 
 
-def start(home: Path, args: list[str], tag: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """A run in the background; its output goes to files (a pipe nobody reads blocks)."""
+def start(home: Path, args: list[str], tag: str) -> tuple[Child, Path]:
+    """A run in the background, in a process of its own (forked from a server that has
+    imported aishell: tests/executor/prewarmed.py); its output goes to files."""
     out = home / "_out"
     out.mkdir(exist_ok=True)
-    with (out / f"{tag}.out").open("wb") as stdout, (out / f"{tag}.err").open("wb") as stderr:
-        proc = subprocess.Popen(
-            [*AISHELL, *args],
-            env=_env(home),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-        )
+    proc = start_aishell(args, _env(home), out / f"{tag}.out", out / f"{tag}.err")
     return proc, out / f"{tag}"
 
 
@@ -162,7 +154,7 @@ def run_ids(site: Site) -> set[str]:
         return set()  # the first run is creating the state store right now
 
 
-def wait_for_new_run(site: Site, known: set[str], proc: subprocess.Popen[bytes]) -> str | None:
+def wait_for_new_run(site: Site, known: set[str], proc: Child) -> str | None:
     """The run the process started, once its row is in the state store."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -376,7 +368,10 @@ def kill_at(site: Site, args: list[str], fraction: float, seconds: float, why: s
     if not killed.finished:
         killed.children = children_of(proc.pid)
         killed.scratch_databases = scratch_databases(site) - before
-        os.kill(proc.pid, signal.SIGKILL)
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            killed.finished = True  # it ended since the look above
     proc.wait(120)
     # A CREATE DATABASE the server was running when its client died still completes.
     killed.scratch_databases |= scratch_databases(site) - before
@@ -725,7 +720,7 @@ def test_log_cleanup_killed_anywhere_purges_each_row_once(site, request, archive
 # --- the server dies under a run ----------------------------------------------------------
 
 
-def wait_for_step(site: Site, run_id: str, at_least: int, proc: subprocess.Popen[bytes]) -> int:
+def wait_for_step(site: Site, run_id: str, at_least: int, proc: Child) -> int:
     """The index of the step the run has got to once it is past its first `at_least`
     steps (a step on small tables says it ran only when it ends)."""
     deadline = time.monotonic() + 120
@@ -742,7 +737,7 @@ def wait_for_step(site: Site, run_id: str, at_least: int, proc: subprocess.Popen
     raise AssertionError(f"run {run_id} never got to step {at_least} (exit {proc.poll()})")
 
 
-def wait_for_lock_wait(url: str, proc: subprocess.Popen[bytes]) -> str:
+def wait_for_lock_wait(url: str, proc: Child) -> str:
     """The statement of another session that waits for a table lock on the server (not
     the health check's CHECK TABLE, which gives up on a locked table soon)."""
     deadline = time.monotonic() + 120
@@ -767,14 +762,19 @@ def test_mariadb_killed_under_maintenance_fails_honestly_then_resumes(home, edit
     with private_mariadb() as (url, kill_server, start_server):
         site = Site("mysql", home, url, "db", make_url(url).database)
         use_target(home, url)
-        # Quick retries: the run's limits, not the test, decide when it gives up.
-        edit_config(maintenance={"default_config": {"retry_backoff_seconds": 0.1}})
-        fragmented_tables(site, tables=6, rows=30_000)
+        # Quick retries: the run's limits, not the test, decide when it gives up. Every
+        # table past the thresholds: each is rebuilt and compacted, whatever its size.
+        defaults = {"retry_backoff_seconds": 0.1, "fragmentation_threshold": 0}
+        edit_config(maintenance={"default_config": {**defaults, "min_index_pages": 1}})
+        fragmented_tables(site, tables=6, rows=3_000)
         # The run's work on the last table waits for this lock: the server is killed
         # while that step waits, after the work on the tables before it, wherever the
-        # store's record of the run has got to.
+        # store's record of the run has got to. The metadata lock of an open transaction
+        # that read the table keeps off its rebuild, not the health check's CHECK TABLE
+        # (which would wait out the lock three times, seconds apart, before the work).
         holder = engine(url).connect()
-        holder.execute(text("LOCK TABLES m5 WRITE"))
+        holder.execute(text("BEGIN"))
+        holder.execute(text("SELECT id FROM m5 LIMIT 1")).all()
         proc, out = start(home, MAINTENANCE, "server-killed")
         run_id = wait_for_new_run(site, set(), proc)
         assert run_id
@@ -836,11 +836,11 @@ def test_a_scratch_database_the_server_creates_after_its_run_died_is_not_left(ho
         holder.execute(text("BEGIN"))
         # Any CREATE DATABASE copying template0 waits for this transaction to end.
         holder.execute(text("COMMENT ON DATABASE template0 IS 'held by a test'"))
-        resume: subprocess.Popen[bytes] | None = None
+        resume: Child | None = None
         try:
             proc, _ = start(home, BACKUP, "held")
             name = _waiting_create_database(admin, proc)
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait(60)
             [run_id] = run_ids(site)
             resume, _ = start(home, ["resume", run_id, "--yes", "--json"], "resume")
@@ -896,7 +896,7 @@ def _waiting_creates(admin: Any) -> set[str]:
         return {str(q).split('"')[1] for q in queries}
 
 
-def _waiting_create_database(admin: Any, proc: subprocess.Popen[bytes]) -> str:
+def _waiting_create_database(admin: Any, proc: Child) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         waiting = _waiting_creates(admin)

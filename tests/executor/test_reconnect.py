@@ -6,21 +6,71 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from aishell import commands
-from aishell.config.models import Config
+from aishell.config.models import Config, load_config
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
 from aishell.targets.deadlines import step_deadline
 from aishell.targets.engines import open_target
 from tests.helpers import MARKER, slow_read_tool, use_target
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
+
+# The slow read of tests.helpers (its MARKER, its size) with the size of its inner loop
+# read from a table: the read the test kills lasts seconds, and once the kill is sent the
+# test shrinks it, so that the retry or the resume that reads again does not read as
+# long a second time (the server's seconds of CPU that proved nothing more).
+KNOB_READ = {
+    "postgresql": (
+        "SELECT count(*) AS n FROM read_size k, generate_series(1, 40000) a, "
+        "generate_series(1, k.pairs) b WHERE a + b > CAST(:floor AS integer)"
+    ),
+    "mysql": (
+        "SELECT count(*) AS n FROM read_size k JOIN seq_1_to_3000 b ON b.seq <= k.pairs, "
+        "seq_1_to_40000 a WHERE a.seq + b.seq > :floor"
+    ),
+}
+LONG_PAIRS = {"postgresql": 2000, "mysql": 3000}
+
+
+def _read_tool(home: Path, url: str, *, idempotent: bool) -> Config:
+    """The home's config with the slow read `long_count` of KNOB_READ, its size at full;
+    a step tried again 0.1 s after a lost connection (the backoff is only a wait here)."""
+    dialect = _dialect(url)
+    slow_read_tool(home, idempotent=idempotent)
+    path = home / "site_tools" / "long_count.yaml"
+    tool = yaml.safe_load(path.read_text())
+    tool["implementations"] = {d: {"sql": sql} for d, sql in KNOB_READ.items()}
+    path.write_text(yaml.safe_dump(tool))
+    agent = home / "config" / "agents" / "maintenance.yaml"
+    agents = yaml.safe_load(agent.read_text())
+    agents["maintenance_agent"].setdefault("default_config", {})["retry_backoff_seconds"] = 0.1
+    agent.write_text(yaml.safe_dump(agents))
+    own = engine(url)
+    with own.connect() as conn:
+        conn.execute(text("CREATE TABLE read_size (pairs INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO read_size VALUES (:n)"), {"n": LONG_PAIRS[dialect]})
+    own.dispose()
+    return load_config(home=home)
+
+
+def _shrink_read(url: str) -> None:
+    own = engine(url)
+    with own.connect() as conn:
+        conn.execute(text("UPDATE read_size SET pairs = 1"))
+    own.dispose()
+
+
+def _dialect(url: str) -> str:
+    return "postgresql" if url.startswith("postgresql") else "mysql"
 
 
 def _slow_read_session(url: str) -> int | None:
@@ -50,6 +100,8 @@ def _terminate_when_busy(url: str, stop: threading.Event) -> list[int]:
     while not stop.is_set():
         session = _slow_read_session(url)
         if session is not None:
+            # Before the kill: whatever reads next (the retry, the resume) reads briefly.
+            _shrink_read(url)
             _kill_session(url, session)
             return [session]
         time.sleep(0.05)
@@ -75,7 +127,7 @@ def _run_with_a_kill(config: Config, url: str) -> tuple[commands.RunResult, list
 
 def test_a_terminated_backend_is_retried_on_a_new_connection(home, server_url):
     use_target(home, server_url)
-    config = slow_read_tool(home, idempotent=True)
+    config = _read_tool(home, server_url, idempotent=True)
     result, killed = _run_with_a_kill(config, server_url)
     assert killed, "the slow read was never seen running"
     assert result.status == "completed", result.error
@@ -89,7 +141,7 @@ def test_a_step_that_may_not_be_retried_fails_resumably_naming_the_lost_connecti
     home, server_url
 ):
     use_target(home, server_url)
-    config = slow_read_tool(home, idempotent=False)
+    config = _read_tool(home, server_url, idempotent=False)
     result, killed = _run_with_a_kill(config, server_url)
     assert killed
     assert result.status == "failed"

@@ -3,9 +3,11 @@ and a tool's risk is at least what its SQL or handler does."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
+import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -111,15 +113,76 @@ def table_names(url: str) -> set[str]:
         engine.dispose()
 
 
+ROWS = (
+    "INSERT INTO t (id, v) VALUES " + ", ".join(f"({i}, {i})" for i in range(1, 11)),
+    "INSERT INTO other (id, v) VALUES " + ", ".join(f"({i}, {i})" for i in range(1, 6)),
+)
+
+
 def make_tables(url: str) -> None:
     """`t` with ten rows and `other` with five, on any engine."""
     execute(
         url,
         "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)",
         "CREATE TABLE other (id INTEGER PRIMARY KEY, v INTEGER)",
-        "INSERT INTO t (id, v) VALUES " + ", ".join(f"({i}, {i})" for i in range(1, 11)),
-        "INSERT INTO other (id, v) VALUES " + ", ".join(f"({i}, {i})" for i in range(1, 6)),
+        *ROWS,
     )
+
+
+def refill(url: str) -> None:
+    """make_tables' rows again: a case that shares its test's database starts from them."""
+    execute(url, "DELETE FROM t", "DELETE FROM other", *ROWS)
+
+
+def fresh_public(url: str) -> None:
+    """A PostgreSQL database's schema public dropped, with everything a case made in it,
+    and made again as initdb makes it (its owner, rights and comment), the catalogs
+    vacuumed of the rows dropped: the next case starts as in a new database (for cases
+    that make nothing elsewhere), for a fraction of a new database's cost. (Left in the
+    catalogs, those rows change the plans of aishell's catalog queries: one went from
+    20 ms to half a second of JIT compiling.)"""
+    execute(
+        url,
+        "DROP SCHEMA public CASCADE",
+        "CREATE SCHEMA public AUTHORIZATION pg_database_owner",
+        "GRANT USAGE ON SCHEMA public TO PUBLIC",
+        "COMMENT ON SCHEMA public IS 'standard public schema'",
+        "VACUUM",
+    )
+
+
+class Cases:
+    """The cases of one test that share its database and home (a scratch database and a
+    fresh home cost more than a case): every case runs, and the test fails naming each
+    case that failed and how.
+
+        with Cases() as case:
+            for sql in STATEMENTS:
+                with case(sql):
+                    ...
+    """
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except (AssertionError, pytest.fail.Exception) as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = [f for f in frames if "site-packages" not in f.filename][-1]
+            self.failed.append(f"[{name}] at {Path(where.filename).name}:{where.lineno}: {exc}")
+        except Exception as exc:
+            exc.add_note("\n".join([f"in the case [{name}], after:", *self.failed]))
+            raise
+
+    def __enter__(self) -> Cases:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None and self.failed:
+            pytest.fail("\n\n".join(self.failed), pytrace=False)
 
 
 def fingerprint(url: str, table: str = "t") -> tuple[int, int]:
@@ -238,29 +301,43 @@ def _declared_then(undeclared: str, swallow: bool) -> Callable[..., dict[str, An
     return run
 
 
-@pytest.mark.parametrize("swallow", [False, True], ids=["raises", "swallows"])
-@pytest.mark.parametrize("undeclared", sorted(UNDECLARED))
 def test_an_undeclared_write_of_a_handler_is_refused_after_its_declared_one_ran(
-    home: Path, any_url: str, handlers: types.ModuleType, undeclared: str, swallow: bool
+    home: Path, any_url: str, handlers: types.ModuleType
 ) -> None:
-    make_tables(any_url)
+    """Each undeclared statement, raised or swallowed by the handler, on one database of
+    the engine: its rows made anew for each case (its tables, where one is gone)."""
+    with Cases() as case:
+        for undeclared in sorted(UNDECLARED):
+            for swallow in (False, True):
+                with case(f"{undeclared}-{'swallows' if swallow else 'raises'}"):
+                    _undeclared_case(home, any_url, handlers, undeclared, swallow)
+
+
+def _undeclared_case(
+    home: Path, url: str, handlers: types.ModuleType, undeclared: str, swallow: bool
+) -> None:
+    if table_names(url) >= {"t", "other"}:
+        refill(url)
+    else:  # the first case, or one after a case that dropped a table
+        execute(url, "DROP TABLE IF EXISTS t", "DROP TABLE IF EXISTS other")
+        make_tables(url)
     handler = Handler(
         sql_templates=("DELETE FROM {table} WHERE id < :n",),
         run_fn=_declared_then(UNDECLARED[undeclared], swallow),
         risk=RiskLevel.MEDIUM,
     )
-    config = handler_tool(home, any_url, handlers, "sneaky_delete", handler, "medium")
+    config = handler_tool(home, url, handlers, "sneaky_delete", handler, "medium")
 
-    run = run_one(config, any_url, "sneaky_delete", {"table": "t", "n": 4})
+    run = run_one(config, url, "sneaky_delete", {"table": "t", "n": 4})
 
     step = run.steps[0]
     assert run.status == "failed"
     assert step.status == "failed"
     assert "statement refused" in (step.error or "")
     # The declared DELETE ran first (ids 1-3 gone); the undeclared statement never did.
-    assert fingerprint(any_url) == (7, sum(range(4, 11)))
-    assert "other" in table_names(any_url)
-    assert fingerprint(any_url, "other") == (5, 15)
+    assert fingerprint(url) == (7, sum(range(4, 11)))
+    assert "other" in table_names(url)
+    assert fingerprint(url, "other") == (5, 15)
     audit = [s for s in commands.run_statements(config, run.run_id) if s["attempt"] == 1]
     assert [s["error"] is None for s in audit] == [True, False]
     assert audit[0]["sql"].lstrip().upper().startswith("DELETE")
@@ -396,56 +473,62 @@ def _send(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"rows": len(rows)}
 
 
-def _runtime_cases() -> list[Any]:
-    cases = [
-        pytest.param(sql, dialect, id=f"{dialect}-{sql[:30]}")
-        for sql, dialects, _ in GATE_BREAKERS
-        for dialect in dialects
-    ]
-    return cases + [pytest.param(sql, "postgresql", id=f"pg-{sql}") for sql in VOLATILE_CALLS]
+def _runtime_cases(dialect: str) -> list[str]:
+    found = [sql for sql, dialects, _ in GATE_BREAKERS if dialect in dialects]
+    return found + (VOLATILE_CALLS if dialect == "postgresql" else [])
 
 
-@pytest.mark.parametrize(("sql", "dialect"), _runtime_cases())
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
 def test_a_read_only_handler_sending_a_writing_statement_is_refused_at_run_time(
-    home: Path, handlers: types.ModuleType, tmp_path: Path, sql: str, dialect: str
+    home: Path, handlers: types.ModuleType, tmp_path: Path, dialect: str
 ) -> None:
-    with scratch_database(dialect, tmp_path) as url:
+    """Each gate breaker of the engine, and each call of a volatile function, on one
+    database: its rows made anew for each case."""
+    with scratch_database(dialect, tmp_path) as url, Cases() as case:
         make_tables(url)
         _server_objects(url)
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_send)
         config = handler_tool(home, url, handlers, "runtime_sender", handler, "safe")
+        for sql in _runtime_cases(dialect):
+            with case(sql):
+                execute(url, "DROP TABLE IF EXISTS newt")
+                refill(url)
 
-        run = run_one(config, url, "runtime_sender", {"table": "t", "statement": sql})
+                run = run_one(config, url, "runtime_sender", {"table": "t", "statement": sql})
 
-        step = run.steps[0]
-        assert step.status == "failed"
-        assert "statement refused" in (step.error or ""), step.error
-        assert fingerprint(url) == (10, 55)
-        assert "newt" not in table_names(url)
-        refused = refusals(config, run.run_id)
-        assert len(refused) == 1, refused
-        assert "only reads" in refused[0]["error"]
+                step = run.steps[0]
+                assert step.status == "failed"
+                assert "statement refused" in (step.error or ""), step.error
+                assert fingerprint(url) == (10, 55)
+                assert "newt" not in table_names(url)
+                refused = refusals(config, run.run_id)
+                assert len(refused) == 1, refused
+                assert "only reads" in refused[0]["error"]
 
 
-@pytest.mark.parametrize("sql", VOLATILE_CALLS)
 def test_a_read_only_sql_tool_calling_a_volatile_function_is_refused_when_it_runs(
-    home: Path, pg_url: str, sql: str
+    home: Path, pg_url: str
 ) -> None:
     """The catalog cannot know what f() does; the server can, and the guard asks it."""
     make_tables(pg_url)
     _server_objects(pg_url)
-    folder = home / "site_volatile"
-    write_tool(folder, tool_yaml("volatile_reader", "safe", {"postgresql": {"sql": sql}}))
-    config = site_config(home, pg_url, folder)
+    with Cases() as case:
+        for sql in VOLATILE_CALLS:
+            with case(sql):
+                refill(pg_url)
+                folder = home / "site_volatile"
+                tool = tool_yaml("volatile_reader", "safe", {"postgresql": {"sql": sql}})
+                write_tool(folder, tool)
+                config = site_config(home, pg_url, folder)
 
-    run = run_one(config, pg_url, "volatile_reader", {"table": "t"})
+                run = run_one(config, pg_url, "volatile_reader", {"table": "t"})
 
-    assert run.steps[0].status == "failed"
-    assert "it calls f(), volatile or user-defined and not known to only read" in (
-        run.steps[0].error or ""
-    )
-    assert fingerprint(pg_url) == (10, 55)
-    assert len(refusals(config, run.run_id)) == 1
+                assert run.steps[0].status == "failed"
+                assert "it calls f(), volatile or user-defined and not known to only read" in (
+                    run.steps[0].error or ""
+                )
+                assert fingerprint(pg_url) == (10, 55)
+                assert len(refusals(config, run.run_id)) == 1
 
 
 DRIVER_REFUSALS = {
@@ -498,17 +581,21 @@ WRITING_FUNCTIONS = {
         "BEGIN INSERT INTO other (id, v) VALUES (101, 0); RETURN 1; END",
     ],
 }
-WRITING_CALLS = [
-    pytest.param("postgresql", "SELECT f2()", id="pg-volatile"),
-    pytest.param("postgresql", 'SELECT "F"()', id="pg-quoted-name"),
-    pytest.param("postgresql", "SELECT public.random()", id="pg-shadowing-name"),
-    pytest.param("postgresql", "SELECT x FROM (SELECT PUBLIC.f2 ( ) AS x) s", id="pg-spaced"),
-    pytest.param("postgresql", "-- count\nSELECT count(*), f2() FROM other", id="pg-commented"),
-    pytest.param("mysql", "SELECT g()", id="mysql-stored-function"),
-    pytest.param("mysql", "SELECT `G` (), 1", id="mysql-quoted-spaced"),
-    pytest.param("mysql", "SELECT count(*) FROM other WHERE v < {db}.g()", id="mysql-qualified"),
-    pytest.param("mysql", "SELECT reader()", id="mysql-declared-reads"),
-]
+WRITING_CALLS = {
+    "postgresql": {
+        "pg-volatile": "SELECT f2()",
+        "pg-quoted-name": 'SELECT "F"()',
+        "pg-shadowing-name": "SELECT public.random()",
+        "pg-spaced": "SELECT x FROM (SELECT PUBLIC.f2 ( ) AS x) s",
+        "pg-commented": "-- count\nSELECT count(*), f2() FROM other",
+    },
+    "mysql": {
+        "mysql-stored-function": "SELECT g()",
+        "mysql-quoted-spaced": "SELECT `G` (), 1",
+        "mysql-qualified": "SELECT count(*) FROM other WHERE v < {db}.g()",
+        "mysql-declared-reads": "SELECT reader()",
+    },
+}
 
 
 def _declared_then_read(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -519,48 +606,59 @@ def _declared_then_read(params: Mapping[str, Any], ctx: ToolContext) -> dict[str
     return {}
 
 
-@pytest.mark.parametrize(("dialect", "call"), WRITING_CALLS)
-def test_a_writing_step_may_not_call_an_undeclared_function_that_writes(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str, call: str
-) -> None:
-    """The session of a writing step is read-write: the guard alone stands in the way."""
+@contextmanager
+def writing_functions(dialect: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A database with make_tables' tables and WRITING_FUNCTIONS, and the engine's calls
+    of them (by case) as sent there."""
     with scratch_database(dialect, tmp_path) as url:
         make_tables(url)
         execute(url, *WRITING_FUNCTIONS[dialect])
+        database = make_url(url).database or ""
+        yield url, {k: c.replace("{db}", database) for k, c in WRITING_CALLS[dialect].items()}
+
+
+@pytest.mark.parametrize("dialect", sorted(WRITING_CALLS))
+def test_a_writing_step_may_not_call_an_undeclared_function_that_writes(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str
+) -> None:
+    """The session of a writing step is read-write: the guard alone stands in the way.
+    Each call of the engine on one database, its rows made anew for each."""
+    with writing_functions(dialect, tmp_path) as (url, calls), Cases() as case:
         handler = Handler(
             sql_templates=("DELETE FROM {table} WHERE id < :n",),
             run_fn=_declared_then_read,
             risk=RiskLevel.MEDIUM,
         )
         config = handler_tool(home, url, handlers, "delete_then_call", handler, "medium")
-        call = call.replace("{db}", make_url(url).database or "")
+        for name, call in calls.items():
+            with case(name):
+                refill(url)
+                params = {"table": "t", "n": 4, "statement": call}
 
-        run = run_one(config, url, "delete_then_call", {"table": "t", "n": 4, "statement": call})
+                run = run_one(config, url, "delete_then_call", params)
 
-        assert fingerprint(url, "other") == (5, 15)
-        assert run.steps[0].status == "failed"
-        assert "statement refused" in (run.steps[0].error or "")
-        assert len(refusals(config, run.run_id)) == 1
+                assert fingerprint(url, "other") == (5, 15)
+                assert run.steps[0].status == "failed"
+                assert "statement refused" in (run.steps[0].error or "")
+                assert len(refusals(config, run.run_id)) == 1
 
 
-@pytest.mark.parametrize(
-    ("dialect", "call"), [pytest.param(*p.values, id=p.id) for p in WRITING_CALLS]
-)
+@pytest.mark.parametrize("dialect", sorted(WRITING_CALLS))
 def test_a_read_only_step_calling_a_function_that_writes_changes_nothing(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str, call: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str
 ) -> None:
     """Whatever the guard makes of the call, the read-only session refuses the write."""
-    with scratch_database(dialect, tmp_path) as url:
-        make_tables(url)
-        execute(url, *WRITING_FUNCTIONS[dialect])
+    with writing_functions(dialect, tmp_path) as (url, calls), Cases() as case:
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_send)
         config = handler_tool(home, url, handlers, "read_then_call", handler, "safe")
-        call = call.replace("{db}", make_url(url).database or "")
+        for name, call in calls.items():
+            with case(name):
+                refill(url)
 
-        run = run_one(config, url, "read_then_call", {"table": "t", "statement": call})
+                run = run_one(config, url, "read_then_call", {"table": "t", "statement": call})
 
-        assert run.steps[0].status == "failed"
-        assert fingerprint(url, "other") == (5, 15)
+                assert run.steps[0].status == "failed"
+                assert fingerprint(url, "other") == (5, 15)
 
 
 @pytest.mark.parametrize(
@@ -695,14 +793,22 @@ ODD_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).fil
 )
 
 
+# A file system in memory, where the machine has one: what the examples write (the
+# state store's commits, the tool and database files) then waits for no disk.
+MEMORY = Path("/dev/shm")
+
+
 @pytest.fixture(scope="module")
-def property_home() -> Iterator[Path]:
-    """One aishell home for every example; each example gets a fresh database file."""
+def property_home() -> Iterator[tuple[Path, Config]]:
+    """One aishell home, and its config, for every example (the site's folder and the
+    database file are the same paths each time); each example gets a fresh database
+    file and its own tool in the folder."""
     from tests.conftest import REPO
 
-    root = Path(tempfile.mkdtemp(prefix="aishell-guard-"))
+    memory = MEMORY if MEMORY.is_dir() and os.access(MEMORY, os.W_OK) else None
+    root = Path(tempfile.mkdtemp(prefix="aishell-guard-", dir=memory))
     shutil.copytree(REPO / "config", root / "config")
-    yield root
+    yield root, site_config(root, f"sqlite:///{root / 'guard.db'}", root / "site")
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -719,15 +825,16 @@ def property_home() -> Iterator[Path]:
     s=ODD_TEXT,
 )
 def test_what_a_step_sends_is_never_riskier_than_the_policy_saw(
-    property_home: Path,
+    property_home: tuple[Path, Config],
     monkeypatch: pytest.MonkeyPatch,
     statements: list[str],
     declared: str,
     v: int,
     s: str,
 ) -> None:
-    monkeypatch.setenv("AISHELL_HOME", str(property_home))
-    folder = property_home / "site"
+    home, config = property_home
+    monkeypatch.setenv("AISHELL_HOME", str(home))
+    folder = home / "site"
     shutil.rmtree(folder, ignore_errors=True)
     params = {
         "type": "object",
@@ -756,15 +863,13 @@ def test_what_a_step_sends_is_never_riskier_than_the_policy_saw(
         event("refused at load")
         return
 
-    db = property_home / "guard.db"
+    db = home / "guard.db"
     db.unlink(missing_ok=True)
-    url = f"sqlite:///{db}"
     execute(
-        url,
+        f"sqlite:///{db}",
         "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, s TEXT)",
         "INSERT INTO t (a, s) VALUES (1, 'one'), (2, 'two'), (3, 'three')",
     )
-    config = site_config(property_home, url, folder)
     approver = (
         Prompting(ask=lambda _r: "yes")
         if declared == RiskLevel.CRITICAL.value
@@ -777,37 +882,33 @@ def test_what_a_step_sends_is_never_riskier_than_the_policy_saw(
     seen = RiskLevel(step["risk_level"])
     assert seen is RiskLevel(declared)
     assert step["status"] in ("succeeded", "failed"), step
-    sent = [
-        s
-        for s in commands.run_statements(config, run.run_id)
-        if not (s["error"] or "").startswith(REFUSED)
-    ]
+    audit = commands.run_statements(config, run.run_id)
+    refused = [a for a in audit if (a["error"] or "").startswith(REFUSED)]
+    sent = [a for a in audit if not (a["error"] or "").startswith(REFUSED)]
     for statement in sent:
         found = classify(statement["sql"], "sqlite")
         assert found.risk.rank <= seen.rank, (statement["sql"], found, seen)
-    refused = refusals(config, run.run_id)
     event(f"{declared} step {step['status']}" + (" with a refusal" if refused else ""))
     if step["status"] == "succeeded":
         # Every statement of the tool ran, none was refused.
         assert not refused
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "SELECT count(*) FROM t TABLESAMPLE SYSTEM (50) REPEATABLE (0)",
-        "SELECT count(*) FROM t TABLESAMPLE BERNOULLI (10)",
-        "SELECT pg_relation_size('t'), now(), count(*) FROM t",
-    ],
-)
-def test_reads_that_only_look_like_writing_calls_pass(tmp_path: Path, sql: str) -> None:
+def test_reads_that_only_look_like_writing_calls_pass(tmp_path: Path) -> None:
     """A sampling method is no call, and PostgreSQL's own functions that only read pass."""
     from aishell.guard.connection import Guard
 
-    with postgresql_cursor(tmp_path) as cursor:
-        guard = Guard(label="a read")
-        assert guard.check(sql, cursor, "postgresql", "pyformat") is None
-        cursor.execute(sql)  # and the server runs it as the read it is
+    reads = [
+        "SELECT count(*) FROM t TABLESAMPLE SYSTEM (50) REPEATABLE (0)",
+        "SELECT count(*) FROM t TABLESAMPLE BERNOULLI (10)",
+        "SELECT pg_relation_size('t'), now(), count(*) FROM t",
+    ]
+    with postgresql_cursor(tmp_path) as cursor, Cases() as case:
+        for sql in reads:
+            with case(sql):
+                guard = Guard(label="a read")
+                assert guard.check(sql, cursor, "postgresql", "pyformat") is None
+                cursor.execute(sql)  # and the server runs it as the read it is
 
 
 @contextmanager

@@ -23,12 +23,15 @@ from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
 from aishell.tool.context import ToolContext
 from tests.guard.test_guard import (
+    Cases,
     execute,
     fingerprint,
+    fresh_public,
     handler_tool,
     handlers,
     make_tables,
     raw_engine,
+    refill,
     refusals,
     run_one,
     scratch_database,
@@ -195,48 +198,72 @@ def as_role(url: str, *statements: str) -> Iterator[str]:
 
 
 @contextmanager
-def pg_hidden(kind: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A database with what PG_HIDDEN[kind] makes, and the URL its reads are sent as: a
-    role the table's policy applies to for the policy, else the superuser."""
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
-        reader: AbstractContextManager[str] = as_role(url) if kind == "policy" else nullcontext(url)
-        with reader as read_as:
-            yield url, read_as
+def pg_hidden(url: str, kind: str) -> Iterator[str]:
+    """The database's schema public made anew (fresh_public) with the tables and what
+    PG_HIDDEN[kind] makes, and the URL its reads are sent as: a role the table's policy
+    applies to for the policy, else the superuser."""
+    fresh_public(url)
+    make_tables(url)
+    execute(url, *PG_WRITERS, *PG_HIDDEN[kind])
+    reader: AbstractContextManager[str] = as_role(url) if kind == "policy" else nullcontext(url)
+    with reader as read_as:
+        yield read_as
 
 
-@pytest.mark.parametrize("kind", sorted(PG_HIDDEN))
 def test_a_writing_step_may_not_read_through_what_writes_on_postgresql(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
-    with pg_hidden(kind, tmp_path) as (url, read_as):
-        config = writing_tool(home, read_as, handlers, "delete_then_read", _delete_then_read)
-
-        params = {"table": "t", "statement": PG_READS[kind]}
-        run = run_one(config, read_as, "delete_then_read", params)
-
-        step = run.steps[0]
-        assert step.status == "failed"
-        assert fingerprint(url, "other") == (5, 15)
-        if kind in PG_NAMED:
-            assert "statement refused" in (step.error or "")
-            assert len(refusals(config, run.run_id)) == 1
-        else:  # sent in a read-only session: the server refused what it would write
-            assert "read-only transaction" in (step.error or "")
+    """In a step that writes, the guard refuses the read. And in a step that only
+    reads (its rows made anew), whatever the guard makes of the read, the read-only
+    session refuses its write. Each kind on one database, made anew for each."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
+        for kind in sorted(PG_HIDDEN):
+            with pg_hidden(url, kind) as read_as:
+                with case(f"{kind}-write-step"):
+                    _writing_step_is_refused(home, handlers, url, read_as, kind)
+                with case(f"{kind}-read-step"):
+                    refill(url)
+                    _read_only_step_changes_nothing(home, handlers, url, read_as, kind)
 
 
-@pytest.mark.parametrize("kind", sorted(MY_HIDDEN))
-def test_a_writing_step_may_not_read_through_a_view_that_writes_on_mariadb(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+def _writing_step_is_refused(
+    home: Path, handlers: types.ModuleType, url: str, read_as: str, kind: str
 ) -> None:
-    with database_with("mysql", tmp_path, MY_WRITER, *MY_HIDDEN[kind]) as url:
-        config = writing_tool(home, url, handlers, "delete_then_read", _delete_then_read)
+    config = writing_tool(home, read_as, handlers, "delete_then_read", _delete_then_read)
 
-        run = run_one(config, url, "delete_then_read", {"table": "t", "statement": MY_READS[kind]})
+    params = {"table": "t", "statement": PG_READS[kind]}
+    run = run_one(config, read_as, "delete_then_read", params)
 
-        assert run.steps[0].status == "failed"
-        assert "which may write" in (run.steps[0].error or "")
-        assert fingerprint(url, "other") == (5, 15)
+    step = run.steps[0]
+    assert step.status == "failed"
+    assert fingerprint(url, "other") == (5, 15)
+    if kind in PG_NAMED:
+        assert "statement refused" in (step.error or "")
         assert len(refusals(config, run.run_id)) == 1
+    else:  # sent in a read-only session: the server refused what it would write
+        assert "read-only transaction" in (step.error or "")
+
+
+def test_a_writing_step_may_not_read_through_a_view_that_writes_on_mariadb(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    """Each read on one database: the view-over-view kind's views, of which the view
+    kind's is one; its rows made anew for each."""
+    assert set(MY_HIDDEN["view"]) <= set(MY_HIDDEN["view-over-view"])
+    views = MY_HIDDEN["view-over-view"]
+    with database_with("mysql", tmp_path, MY_WRITER, *views) as url, Cases() as case:
+        config = writing_tool(home, url, handlers, "delete_then_read", _delete_then_read)
+        for kind in sorted(MY_HIDDEN):
+            with case(kind):
+                refill(url)
+                params = {"table": "t", "statement": MY_READS[kind]}
+
+                run = run_one(config, url, "delete_then_read", params)
+
+                assert run.steps[0].status == "failed"
+                assert "which may write" in (run.steps[0].error or "")
+                assert fingerprint(url, "other") == (5, 15)
+                assert len(refusals(config, run.run_id)) == 1
 
 
 TWICE = [
@@ -249,11 +276,13 @@ TWICE_READ = "SELECT count(*) FROM recent JOIN doubled ON doubled.d = recent.id"
 
 
 @pytest.mark.parametrize(
-    ("dialect", "objects", "read", "trusted"),
+    ("dialect", "objects", "read", "trusts"),
     [
-        # twice() is a user's: it counts as a possible write unless the site trusts it.
-        pytest.param("postgresql", TWICE, TWICE_READ, ("public.twice",), id="postgresql"),
-        pytest.param("postgresql", TWICE, TWICE_READ, ("twice",), id="postgresql-any-schema"),
+        # twice() is a user's: it counts as a possible write unless the site trusts it,
+        # by its schema's name or in any schema (each a case on the same database).
+        pytest.param(
+            "postgresql", TWICE, TWICE_READ, [("public.twice",), ("twice",)], id="postgresql"
+        ),
         pytest.param(
             "postgresql",
             [
@@ -262,14 +291,14 @@ TWICE_READ = "SELECT count(*) FROM recent JOIN doubled ON doubled.d = recent.id"
                 "CREATE EXTENSION pgstattuple",
             ],
             "SELECT count(*) FROM pg_buffercache JOIN t ON t.id = pg_buffercache.bufferid",
-            (),
+            [()],
             id="postgresql-extensions",
         ),
         pytest.param(
             "mysql",
             ["CREATE VIEW recent AS SELECT id, now() AS at FROM t WHERE id > 2"],
             "SELECT count(*) FROM recent",
-            (),
+            [()],
             id="mysql",
         ),
     ],
@@ -281,79 +310,100 @@ def test_views_and_operators_that_only_read_pass_in_a_writing_step(
     dialect: str,
     objects: list[str],
     read: str,
-    trusted: tuple[str, ...],
+    trusts: list[tuple[str, ...]],
 ) -> None:
-    with database_with(dialect, tmp_path, *objects) as url:
-        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete, trusted)
+    with database_with(dialect, tmp_path, *objects) as url, Cases() as case:
+        for trusted in trusts:
+            with case(f"trusted: {', '.join(trusted) or 'none'}"):
+                refill(url)
+                fn = _read_then_delete
+                config = writing_tool(home, url, handlers, "read_then_delete", fn, trusted)
 
-        run = run_one(config, url, "read_then_delete", {"table": "t", "statement": read})
+                run = run_one(config, url, "read_then_delete", {"table": "t", "statement": read})
 
-        assert run.steps[0].status == "succeeded", run.steps[0].error
-        assert fingerprint(url) == (8, 52)
+                assert run.steps[0].status == "succeeded", run.steps[0].error
+                assert fingerprint(url) == (8, 52)
 
 
-@pytest.mark.parametrize("kind", ["operator", "domain", "cast"])
 def test_where_any_read_may_write_reads_go_read_only_and_writes_still_run(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """A read, then the step's approved DELETE, then a second writing step: the session
-    goes read-only for the read and back for each write."""
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN[kind]) as url:
-        config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete)
-        params = {"table": "t", "statement": "SELECT count(*) FROM t"}
-        plan = Plan(
-            "maintenance",
-            "db",
-            "postgresql",
-            {"type": "read_then_delete"},
-            (
-                Step("step_0", "read_then_delete", params),
-                Step("step_1", "read_then_delete", {**params, "table": "other"}),
-            ),
-        )
-
-        run = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.HIGH))
-
-        assert [s.status for s in run.steps] == ["succeeded", "succeeded"], run.steps[0].error
-        assert fingerprint(url) == (8, 52)
-        assert fingerprint(url, "other") == (3, 12)
+    goes read-only for the read and back for each write. For an operator, a domain and
+    a cast that write, each on one database made anew (fresh_public)."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
+        for kind in ("operator", "domain", "cast"):
+            with case(kind), pg_hidden(url, kind):
+                _reads_go_read_only(home, handlers, url)
 
 
-@pytest.mark.parametrize("n", [2, 3], ids=["after-a-write", "first"])
+def _reads_go_read_only(home: Path, handlers: types.ModuleType, url: str) -> None:
+    config = writing_tool(home, url, handlers, "read_then_delete", _read_then_delete)
+    params = {"table": "t", "statement": "SELECT count(*) FROM t"}
+    plan = Plan(
+        "maintenance",
+        "db",
+        "postgresql",
+        {"type": "read_then_delete"},
+        (
+            Step("step_0", "read_then_delete", params),
+            Step("step_1", "read_then_delete", {**params, "table": "other"}),
+        ),
+    )
+
+    run = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.HIGH))
+
+    assert [s.status for s in run.steps] == ["succeeded", "succeeded"], run.steps[0].error
+    assert fingerprint(url) == (8, 52)
+    assert fingerprint(url, "other") == (3, 12)
+
+
+# Where the read stands in the transaction: after its DELETE (2), or first (3).
+IN_TRANSACTION = {"after-a-write": 2, "first": 3}
+
+
 def test_where_any_read_may_write_a_read_inside_a_transaction_is_sent_read_only(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """Inside a transaction the session's default cannot make one statement read-only
     (and a read that begins one would make the step's writes read-only with it): the
-    read runs in a read-only savepoint, and the transaction's writes around it run."""
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["operator"]) as url:
+    read runs in a read-only savepoint, and the transaction's writes around it run.
+    Each place of the read, on one database, its rows made anew for each."""
+    hazard = [*PG_WRITERS, *PG_HIDDEN["operator"]]
+    with database_with("postgresql", tmp_path, *hazard) as url, Cases() as case:
         config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
         read = "SELECT count(*) FROM t WHERE id > 0"
+        for name, n in IN_TRANSACTION.items():
+            with case(name):
+                refill(url)
 
-        run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
+                run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
 
-        assert run.steps[0].status == "succeeded", run.steps[0].error
-        assert run.steps[0].output == {"rows": 1}
-        assert fingerprint(url) == ((9, 54) if n == 2 else (8, 52))
+                assert run.steps[0].status == "succeeded", run.steps[0].error
+                assert run.steps[0].output == {"rows": 1}
+                assert fingerprint(url) == ((9, 54) if n == 2 else (8, 52))
 
 
-@pytest.mark.parametrize("n", [2, 3], ids=["after-a-write", "first"])
 def test_where_any_read_may_write_a_read_inside_a_transaction_cannot_write(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, n: int
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     # A domain over the checked one: the read names neither the check's domain nor its
     # function, and only the savepoint made read-only stands in the way.
     over = "CREATE DOMAIN h_dom_over AS h_dom"
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["domain"], over) as url:
+    hazard = [*PG_WRITERS, *PG_HIDDEN["domain"], over]
+    with database_with("postgresql", tmp_path, *hazard) as url, Cases() as case:
         config = writing_tool(home, url, handlers, "read_in_tx", _read_in_transaction)
         read = "SELECT CAST(5 AS h_dom_over)"
+        for name, n in IN_TRANSACTION.items():
+            with case(name):
+                refill(url)
 
-        run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
+                run = run_one(config, url, "read_in_tx", {"table": "t", "statement": read, "n": n})
 
-        assert run.steps[0].status == "failed"
-        assert "read-only transaction" in (run.steps[0].error or "")
-        assert fingerprint(url, "other") == (5, 15)
-        assert fingerprint(url) == (10, 55)  # the DELETE before it was rolled back
+                assert run.steps[0].status == "failed"
+                assert "read-only transaction" in (run.steps[0].error or "")
+                assert fingerprint(url, "other") == (5, 15)
+                assert fingerprint(url) == (10, 55)  # the DELETE before it was rolled back
 
 
 def _stream_in_transaction(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -447,34 +497,38 @@ def _read(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"rows": len(ctx.connection.execute(text(params["statement"])).all())}
 
 
-@pytest.mark.parametrize("kind", sorted(PG_HIDDEN))
-def test_a_read_only_step_reading_through_what_writes_changes_nothing(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
+def _read_only_step_changes_nothing(
+    home: Path, handlers: types.ModuleType, url: str, read_as: str, kind: str
 ) -> None:
     """Whatever the guard makes of the read, the read-only session refuses its write."""
-    with pg_hidden(kind, tmp_path) as (url, read_as):
-        handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_read)
-        config = handler_tool(home, read_as, handlers, "read_only", handler, "safe")
+    handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_read)
+    config = handler_tool(home, read_as, handlers, "read_only", handler, "safe")
 
-        run = run_one(config, read_as, "read_only", {"table": "t", "statement": PG_READS[kind]})
+    run = run_one(config, read_as, "read_only", {"table": "t", "statement": PG_READS[kind]})
 
-        assert fingerprint(url, "other") == (5, 15)
-        assert run.steps[0].status == "failed"
+    assert fingerprint(url, "other") == (5, 15)
+    assert run.steps[0].status == "failed"
 
 
-@pytest.mark.parametrize("who", ["superuser", "owner", "owner-forced"])
 def test_a_policy_counts_only_where_it_applies_to_the_sessions_role(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, who: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """A superuser and the table's owner read past its policies (unless the table forces
-    them on its owner): nothing of the policy runs, and the read passes."""
+    them on its owner): nothing of the policy runs, and the read passes. Each on one
+    database, its policy's table and the rows made anew for each."""
+    with database_with("postgresql", tmp_path, *PG_WRITERS) as url, Cases() as case:
+        for who in ("superuser", "owner", "owner-forced"):
+            with case(who):
+                execute(url, "DROP TABLE IF EXISTS guarded", *PG_HIDDEN["policy"])
+                refill(url)
+                _policy_case(home, handlers, url, who)
+
+
+def _policy_case(home: Path, handlers: types.ModuleType, url: str, who: str) -> None:
     owner = ["ALTER TABLE guarded OWNER TO {role}"]
     if who == "owner-forced":
         owner.append("ALTER TABLE guarded FORCE ROW LEVEL SECURITY")
-    with (
-        database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["policy"]) as url,
-        nullcontext(url) if who == "superuser" else as_role(url, *owner) as read_as,
-    ):
+    with nullcontext(url) if who == "superuser" else as_role(url, *owner) as read_as:
         config = writing_tool(home, read_as, handlers, "delete_then_read", _delete_then_read)
 
         params = {"table": "t", "statement": PG_READS["policy"]}
@@ -591,33 +645,42 @@ def _delete_then_declared_read(params: Mapping[str, Any], ctx: ToolContext) -> d
     return {}
 
 
-@pytest.mark.parametrize("kind", sorted(DECLARED_READS))
-@pytest.mark.parametrize("tagged", ["medium", "high"])
 def test_a_declared_read_that_writes_through_the_catalog_runs_only_in_a_tool_tagged_high(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str, tagged: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """The parser takes the declared statement for a read, so its shape alone would let
     it through a writing step approved at the tool's risk: the catalog's verdict (a
     volatile function, a view that runs one) is a high risk, and only a tool tagged that
-    high was approved for it."""
-    with database_with("postgresql", tmp_path, *PG_WRITERS, *PG_HIDDEN["view"]) as url:
-        risk = RiskLevel(tagged)
-        handler = Handler(
-            sql_templates=(*DELETES, DECLARED_READS[kind]),
-            run_fn=_delete_then_declared_read,
-            risk=risk,
-        )
-        config = handler_tool(home, url, handlers, "declared_read", handler, tagged)
+    high was approved for it. Each kind and tag on one database, its rows made anew."""
+    hazard = [*PG_WRITERS, *PG_HIDDEN["view"]]
+    with database_with("postgresql", tmp_path, *hazard) as url, Cases() as case:
+        for tagged in ("medium", "high"):
+            for kind in sorted(DECLARED_READS):
+                with case(f"{tagged}-{kind}"):
+                    refill(url)
+                    _declared_read_case(home, handlers, url, kind, tagged)
 
-        run = run_one(config, url, "declared_read", {"table": "t", "statement": kind})
 
-        step = run.steps[0]
-        if risk is RiskLevel.HIGH:
-            assert step.status == "succeeded", step.error
-            assert fingerprint(url, "other")[0] > 5  # what the function wrote
-        else:
-            assert step.status == "failed"
-            assert f"a high risk, above the {tagged} " in (step.error or "")
-            assert "(tag the tool high to approve it)" in (step.error or "")
-            assert fingerprint(url, "other") == (5, 15)
-            assert len(refusals(config, run.run_id)) == 1
+def _declared_read_case(
+    home: Path, handlers: types.ModuleType, url: str, kind: str, tagged: str
+) -> None:
+    risk = RiskLevel(tagged)
+    handler = Handler(
+        sql_templates=(*DELETES, DECLARED_READS[kind]),
+        run_fn=_delete_then_declared_read,
+        risk=risk,
+    )
+    config = handler_tool(home, url, handlers, "declared_read", handler, tagged)
+
+    run = run_one(config, url, "declared_read", {"table": "t", "statement": kind})
+
+    step = run.steps[0]
+    if risk is RiskLevel.HIGH:
+        assert step.status == "succeeded", step.error
+        assert fingerprint(url, "other")[0] > 5  # what the function wrote
+    else:
+        assert step.status == "failed"
+        assert f"a high risk, above the {tagged} " in (step.error or "")
+        assert "(tag the tool high to approve it)" in (step.error or "")
+        assert fingerprint(url, "other") == (5, 15)
+        assert len(refusals(config, run.run_id)) == 1

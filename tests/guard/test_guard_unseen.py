@@ -13,17 +13,20 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
+from aishell.config.models import Config
 from aishell.guard.lex import disagreement
 from aishell.guard.statements import classify
 from aishell.handlers import Handler
 from aishell.risk import RiskLevel
 from tests.guard.test_guard import (
+    Cases,
     _send,
     execute,
     fingerprint,
     handler_tool,
     handlers,
     make_tables,
+    refill,
     refusals,
     run_one,
     scalar,
@@ -151,39 +154,48 @@ PG_ZAP = [
     "CREATE CAST (int AS zmood) WITH FUNCTION zap_mood(int)",
     "CREATE DOMAIN zdom AS int CHECK (zapi(VALUE) = 1)",
 ]
-PG_CALLS = [
-    pytest.param("SELECT zapi(1)", id="by-name-stable"),
-    pytest.param("SELECT v.zap FROM victim v", id="attribute"),
-    pytest.param("SELECT (v).zap FROM victim v", id="attribute-parenthesised"),
-    pytest.param("SELECT victim.zap FROM victim", id="attribute-table-name"),
-    pytest.param("SELECT zap(v) FROM victim v", id="composite-argument"),
-    pytest.param("SELECT (id).zapi FROM victim", id="attribute-of-a-scalar"),
-    pytest.param("SELECT count(*) FROM zapped", id="view"),
-    pytest.param("SELECT count(*) FROM victim WHERE id <~> 1", id="operator"),
-    pytest.param("SELECT 1::zmood", id="cast"),
-    pytest.param("SELECT CAST(id AS zmood) FROM victim", id="cast-function-form"),
-    pytest.param("SELECT CAST(5 AS zdom)", id="domain-check"),
-    pytest.param("SELECT count(*) FROM zapped JOIN victim ON true", id="view-joined"),
-]
+PG_CALLS = {
+    "by-name-stable": "SELECT zapi(1)",
+    "attribute": "SELECT v.zap FROM victim v",
+    "attribute-parenthesised": "SELECT (v).zap FROM victim v",
+    "attribute-table-name": "SELECT victim.zap FROM victim",
+    "composite-argument": "SELECT zap(v) FROM victim v",
+    "attribute-of-a-scalar": "SELECT (id).zapi FROM victim",
+    "view": "SELECT count(*) FROM zapped",
+    "operator": "SELECT count(*) FROM victim WHERE id <~> 1",
+    "cast": "SELECT 1::zmood",
+    "cast-function-form": "SELECT CAST(id AS zmood) FROM victim",
+    "domain-check": "SELECT CAST(5 AS zdom)",
+    "view-joined": "SELECT count(*) FROM zapped JOIN victim ON true",
+}
 
 
 @pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
-@pytest.mark.parametrize("sql", PG_CALLS)
 def test_each_way_postgresql_calls_a_users_function_is_refused(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
 ) -> None:
     """A user's function may write whatever volatility it declares: refused in a step
-    that only reads and in one that writes (whose session is read-write)."""
-    with scratch_database("postgresql", tmp_path) as url:
+    that only reads and in one that writes (whose session is read-write). Every way, on
+    one database, its rows made anew for each."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
         make_tables(url)
         execute(url, *PG_ZAP)
         config = _tool(home, url, handlers, read_only_step)
+        for name, sql in PG_CALLS.items():
+            with case(name):
+                _refused_leaving_other_whole(config, url, sql)
 
-        run = run_one(config, url, "caller", _params(sql))
 
-        assert fingerprint(url, "other") == (5, 15)
-        assert run.steps[0].status == "failed"
-        assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
+def _refused_leaving_other_whole(config: Config, url: str, sql: str) -> Any:
+    """The caller step running sql, on `other` filled anew: refused, `other` untouched."""
+    refill(url)
+
+    run = run_one(config, url, "caller", _params(sql))
+
+    assert fingerprint(url, "other") == (5, 15)
+    assert run.steps[0].status == "failed"
+    assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
+    return run
 
 
 def test_a_function_the_site_trusts_runs_in_a_read(
@@ -212,32 +224,28 @@ MYSQL_EVIL = [
     "BEGIN DELETE FROM other; RETURN 1; END",
     "CREATE VIEW locked AS SELECT GET_LOCK('aishell-test-view-lock', 0) AS l",
 ]
-MYSQL_CALLS = [
-    pytest.param("SELECT 1 /*!, evil() */", id="executable-comment"),
-    pytest.param("SELECT 1 /*M!100000 , evil() */", id="mariadb-comment"),
-    pytest.param("SELECT 1 --evil()", id="double-dash-without-space"),
-    pytest.param("SELECT evil()", id="by-name-no-sql"),
-    pytest.param("SELECT count(*) FROM locked", id="view-taking-a-lock"),
-]
+MYSQL_CALLS = {
+    "executable-comment": "SELECT 1 /*!, evil() */",
+    "mariadb-comment": "SELECT 1 /*M!100000 , evil() */",
+    "double-dash-without-space": "SELECT 1 --evil()",
+    "by-name-no-sql": "SELECT evil()",
+    "view-taking-a-lock": "SELECT count(*) FROM locked",
+}
 
 
 @pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
-@pytest.mark.parametrize("sql", MYSQL_CALLS)
 def test_each_way_mariadb_runs_hidden_code_is_refused(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
 ) -> None:
-    with scratch_database("mysql", tmp_path) as url:
+    with scratch_database("mysql", tmp_path) as url, Cases() as case:
         make_tables(url)
         execute(url, *MYSQL_EVIL)
         config = _tool(home, url, handlers, read_only_step)
-
-        run = run_one(config, url, "caller", _params(sql))
-
-        assert fingerprint(url, "other") == (5, 15)
-        assert run.steps[0].status == "failed"
-        assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
-        assert refusals(config, run.run_id)
-        assert scalar(url, "SELECT IS_USED_LOCK('aishell-test-view-lock')") is None
+        for name, sql in MYSQL_CALLS.items():
+            with case(name):
+                run = _refused_leaving_other_whole(config, url, sql)
+                assert refusals(config, run.run_id)
+                assert scalar(url, "SELECT IS_USED_LOCK('aishell-test-view-lock')") is None
 
 
 def test_an_executable_comment_writes_no_server_file(
@@ -284,23 +292,28 @@ def _flip_then_delete(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("dialect", "function"),
-    [("postgresql", "flip"), ("postgresql", "repath"), ("mysql", "flip")],
+    ("dialect", "fns"),
+    [("postgresql", ("flip", "repath")), ("mysql", ("flip",))],
+    ids=["postgresql", "mysql"],
 )
 def test_a_step_that_switches_its_read_only_session_fails_as_tampering(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str, function: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str, fns: tuple[str, ...]
 ) -> None:
-    with scratch_database(dialect, tmp_path) as url:
+    with scratch_database(dialect, tmp_path) as url, Cases() as case:
         make_tables(url)
         execute(url, *(PG_TAMPER if dialect == "postgresql" else MYSQL_TAMPER))
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_flip_then_delete)
-        config = handler_tool(home, url, handlers, "flipper", handler, "safe", trusted=(function,))
+        for function in fns:
+            with case(function):
+                refill(url)
+                trusted = (function,)
+                config = handler_tool(home, url, handlers, "flipper", handler, "safe", trusted)
 
-        run = run_one(config, url, "flipper", _params(f"SELECT {function}()"))
+                run = run_one(config, url, "flipper", _params(f"SELECT {function}()"))
 
-        assert run.steps[0].status == "failed"
-        assert "changed its own read-only session" in (run.steps[0].error or "")
-        assert fingerprint(url, "other") == (5, 15)
+                assert run.steps[0].status == "failed"
+                assert "changed its own read-only session" in (run.steps[0].error or "")
+                assert fingerprint(url, "other") == (5, 15)
 
 
 @pytest.mark.parametrize("kind", ["quick", "standard", "full"])
@@ -438,52 +451,50 @@ def _foreign_objects(url: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        pytest.param("SELECT count(*) FROM far_other", id="foreign-table"),
-        pytest.param(
-            "SELECT * FROM dblink('dbname={db}', 'DELETE FROM other RETURNING 1') AS r(x int)",
-            id="dblink",
-        ),
-        pytest.param("SELECT dblink_exec('dbname={db}', 'DELETE FROM other')", id="dblink-exec"),
-    ],
-)
+ELSEWHERE = {
+    "foreign-table": "SELECT count(*) FROM far_other",
+    "dblink": "SELECT * FROM dblink('dbname={db}', 'DELETE FROM other RETURNING 1') AS r(x int)",
+    "dblink-exec": "SELECT dblink_exec('dbname={db}', 'DELETE FROM other')",
+}
+
+
 @pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
 def test_a_read_never_opens_a_session_elsewhere(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
 ) -> None:
-    with scratch_database("postgresql", tmp_path) as url:
+    """Each way out, on one database, its rows made anew for each."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
         make_tables(url)
         execute(url, *_foreign_objects(url))
         config = _tool(home, url, handlers, read_only_step)
-        statement = sql.replace("{db}", make_url(url).database or "")
+        for name, sql in ELSEWHERE.items():
+            with case(name):
+                refill(url)
+                statement = sql.replace("{db}", make_url(url).database or "")
 
-        run = run_one(config, url, "caller", _params(statement))
+                run = run_one(config, url, "caller", _params(statement))
 
-        assert run.steps[0].status == "failed"
-        assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
-        assert fingerprint(url, "other") == (5, 15)
+                assert run.steps[0].status == "failed"
+                assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
+                assert fingerprint(url, "other") == (5, 15)
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
+def test_a_sqlite_pragma_hiding_its_value_behind_a_comment_changes_nothing(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    """The finding: a read-only step sent it and the file went to WAL for good."""
+    pragmas = [
         "PRAGMA journal_mode/**/=WAL",
         "PRAGMA journal_mode /* x */ = WAL",
         "PRAGMA --\njournal_mode=WAL",
-    ],
-)
-def test_a_sqlite_pragma_hiding_its_value_behind_a_comment_changes_nothing(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str
-) -> None:
-    """The finding: a read-only step sent it and the file went to WAL for good."""
-    with scratch_database("sqlite", tmp_path) as url:
+    ]
+    with scratch_database("sqlite", tmp_path) as url, Cases() as case:
         make_tables(url)
         config = _tool(home, url, handlers, True)
+        for sql in pragmas:
+            with case(sql):
+                run = run_one(config, url, "caller", _params(sql))
 
-        run = run_one(config, url, "caller", _params(sql))
-
-        assert run.steps[0].status == "failed"
-        assert "statement refused" in (run.steps[0].error or "")
-        assert scalar(url, "PRAGMA journal_mode") == "delete"
+                assert run.steps[0].status == "failed"
+                assert "statement refused" in (run.steps[0].error or "")
+                assert scalar(url, "PRAGMA journal_mode") == "delete"

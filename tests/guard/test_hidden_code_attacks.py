@@ -23,10 +23,12 @@ from aishell.guard.connection import Guard
 from aishell.guard.statements import classify
 from aishell.risk import RiskLevel
 from tests.guard.test_guard import (
+    Cases,
     execute,
     fingerprint,
     handlers,
     make_tables,
+    refill,
     refusals,
     run_one,
     scalar,
@@ -37,6 +39,7 @@ from tests.guard.test_guard_unseen import _params, _tool
 __all__ = ["handlers"]  # the fixture, found by pytest in this module
 
 STEPS = pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
+BOTH_STEPS = {"read-step": True, "write-step": False}  # as cases sharing a database
 
 
 @contextmanager
@@ -133,19 +136,26 @@ PG_PLANNED = {
 }
 
 
-@STEPS
 @pytest.mark.parametrize("kind", sorted(PG_PLANNED))
 def test_postgresql_code_the_planner_runs_for_a_read_is_refused(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
 ) -> None:
+    """In a step that only reads and in one that writes, on one database. (A database
+    a kind: remade in one, the kinds' child tables left plans JIT-compiled for seconds.)"""
     objects, read = PG_PLANNED[kind]
-    with database("postgresql", tmp_path, *PG_IMM, *objects, PG_IMM_ARMED) as url:
-        config = _tool(home, url, handlers, read_only_step)
+    with (
+        database("postgresql", tmp_path, *PG_IMM, *objects, PG_IMM_ARMED) as url,
+        Cases() as case,
+    ):
+        for step, read_only_step in BOTH_STEPS.items():
+            with case(step):
+                refill(url)
+                config = _tool(home, url, handlers, read_only_step)
 
-        run = run_one(config, url, "caller", _params(read))
+                run = run_one(config, url, "caller", _params(read))
 
-        assert_refused(url, run)
-        assert "it reads h:" in (run.steps[0].error or "")
+                assert_refused(url, run)
+                assert "it reads h:" in (run.steps[0].error or "")
 
 
 def _conninfo(url: str) -> str:
@@ -210,13 +220,13 @@ def test_postgresql_an_operator_class_support_function_runs_read_only(
         assert refused or "read-only transaction" in error, error
 
 
-@pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
 def test_postgresql_an_operator_class_that_writes_through_dblink_stops_every_read(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """What a support function writes through a session of its own, no read-only session
-    stops: while the database has dblink, a read is refused, naming the way out."""
-    with scratch_database("postgresql", tmp_path) as url:
+    stops: while the database has dblink, a read is refused, naming the way out (in a
+    step that only reads and in one that writes, on one database)."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
         conninfo = _conninfo(url)
         make_tables(url)
         execute(
@@ -237,12 +247,15 @@ def test_postgresql_an_operator_class_that_writes_through_dblink_stops_every_rea
             f"$$ BEGIN PERFORM dblink_exec('{conninfo}', 'DELETE FROM other'); "
             "RETURN btint4cmp(a, b); END $$",
         )
-        config = _tool(home, url, handlers, read_only_step)
+        for step, read_only_step in BOTH_STEPS.items():
+            with case(step):
+                refill(url)
+                config = _tool(home, url, handlers, read_only_step)
 
-        run = run_one(config, url, "caller", _params("SELECT count(*) FROM io WHERE v = 5"))
+                run = run_one(config, url, "caller", _params("SELECT count(*) FROM io WHERE v = 5"))
 
-        assert_refused(url, run)
-        assert "through the extension dblink" in (run.steps[0].error or "")
+                assert_refused(url, run)
+                assert "through the extension dblink" in (run.steps[0].error or "")
 
 
 # --- PostgreSQL: names the parser reads apart from the server ---------------------------
@@ -256,59 +269,66 @@ PG_NAMES = [
     "CREATE VIEW hv AS SELECT zap(1) AS z",
     "CREATE VIEW Ähv AS SELECT zap(1) AS z",
 ]
+MISNAMED = {
+    "non-ascii-function": "SELECT Äzap(1)",
+    "non-ascii-view": "SELECT * FROM Ähv",
+    "unicode-escaped-function": 'SELECT U&"\\007Aap"(1)',
+    "unicode-escaped-view": 'SELECT * FROM U&"\\0068v"',
+    "table-to-xml": "SELECT table_to_xml('hv', true, false, '')",
+    "schema-to-xml": "SELECT schema_to_xml('public', true, false, '')",
+    "database-to-xml": "SELECT database_to_xml(true, false, '')",
+}
 
 
 @STEPS
-@pytest.mark.parametrize(
-    "sql",
-    [
-        pytest.param("SELECT Äzap(1)", id="non-ascii-function"),
-        pytest.param("SELECT * FROM Ähv", id="non-ascii-view"),
-        pytest.param('SELECT U&"\\007Aap"(1)', id="unicode-escaped-function"),
-        pytest.param('SELECT * FROM U&"\\0068v"', id="unicode-escaped-view"),
-        pytest.param("SELECT table_to_xml('hv', true, false, '')", id="table-to-xml"),
-        pytest.param("SELECT schema_to_xml('public', true, false, '')", id="schema-to-xml"),
-        pytest.param("SELECT database_to_xml(true, false, '')", id="database-to-xml"),
-    ],
-)
 def test_postgresql_a_call_the_parser_misnames_is_refused(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
 ) -> None:
-    with database("postgresql", tmp_path, *PG_NAMES) as url:
+    """Each misnamed call on one database, its rows made anew for each."""
+    with database("postgresql", tmp_path, *PG_NAMES) as url, Cases() as case:
         config = _tool(home, url, handlers, read_only_step)
+        for name, sql in MISNAMED.items():
+            with case(name):
+                refill(url)
 
-        run = run_one(config, url, "caller", _params(sql))
+                run = run_one(config, url, "caller", _params(sql))
 
-        assert_refused(url, run)
-        assert refusals(config, run.run_id)
+                assert_refused(url, run)
+                assert refusals(config, run.run_id)
 
 
 # --- row locks: a read that locks is stopped by the read-only session ------------------
 
 
-@pytest.mark.parametrize(
-    ("dialect", "sql"),
-    [
-        ("postgresql", "SELECT * FROM other FOR UPDATE"),
-        ("postgresql", "SELECT * FROM other FOR UPDATE SKIP LOCKED"),
-        ("postgresql", "SELECT * FROM other FOR KEY SHARE"),
-        ("mysql", "SELECT * FROM other FOR UPDATE"),
-        # MariaDB takes these in a READ ONLY transaction: the guard stops it.
-        ("mysql", "SELECT * FROM other LOCK IN SHARE MODE"),
-        ("mysql", "SELECT * FROM (SELECT * FROM other LOCK IN SHARE MODE) x"),
+ROW_LOCKS = {
+    "postgresql": [
+        "SELECT * FROM other FOR UPDATE",
+        "SELECT * FROM other FOR UPDATE SKIP LOCKED",
+        "SELECT * FROM other FOR KEY SHARE",
     ],
-)
+    "mysql": [
+        "SELECT * FROM other FOR UPDATE",
+        # MariaDB takes these in a READ ONLY transaction: the guard stops it.
+        "SELECT * FROM other LOCK IN SHARE MODE",
+        "SELECT * FROM (SELECT * FROM other LOCK IN SHARE MODE) x",
+    ],
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(ROW_LOCKS))
 def test_a_read_only_step_cannot_take_row_locks(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str, sql: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str
 ) -> None:
-    with database(dialect, tmp_path) as url:
+    """Each locking read of the engine, on one database."""
+    with database(dialect, tmp_path) as url, Cases() as case:
         config = _tool(home, url, handlers, True)
+        for sql in ROW_LOCKS[dialect]:
+            with case(sql):
+                run = run_one(config, url, "caller", _params(sql))
 
-        run = run_one(config, url, "caller", _params(sql))
-
-        assert run.steps[0].status == "failed"
-        assert "read" in (run.steps[0].error or "").lower()
-        assert "only" in (run.steps[0].error or "").lower()
+                assert run.steps[0].status == "failed"
+                assert "read" in (run.steps[0].error or "").lower()
+                assert "only" in (run.steps[0].error or "").lower()
 
 
 # --- MariaDB ---------------------------------------------------------------------------
@@ -320,24 +340,27 @@ MY_EVIL = [
 ]
 
 
-@STEPS
-@pytest.mark.parametrize(
-    "sql",
-    [
-        pytest.param("SELECT evíl()", id="accented-call"),
-        pytest.param("SELECT ÉVÎL()", id="accented-capital-call"),
-        pytest.param("SELECT count(*) FROM accented", id="view-with-an-accented-call"),
-    ],
-)
+ACCENTED = {
+    "accented-call": "SELECT evíl()",
+    "accented-capital-call": "SELECT ÉVÎL()",
+    "view-with-an-accented-call": "SELECT count(*) FROM accented",
+}
+
+
 def test_mariadb_a_stored_function_named_with_accents_is_refused(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str, read_only_step: bool
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
-    with database("mysql", tmp_path, *MY_EVIL) as url:
-        config = _tool(home, url, handlers, read_only_step)
+    """Each call, in a step that only reads and in one that writes, on one database."""
+    with database("mysql", tmp_path, *MY_EVIL) as url, Cases() as case:
+        for step, read_only_step in BOTH_STEPS.items():
+            config = _tool(home, url, handlers, read_only_step)
+            for name, sql in ACCENTED.items():
+                with case(f"{name}-{step}"):
+                    refill(url)
 
-        run = run_one(config, url, "caller", _params(sql))
+                    run = run_one(config, url, "caller", _params(sql))
 
-        assert_refused(url, run)
+                    assert_refused(url, run)
 
 
 def test_mariadb_a_view_that_advances_a_sequence_is_refused_in_a_writing_step(
@@ -383,29 +406,32 @@ def test_mariadb_under_ansi_quotes_a_double_quoted_name_is_a_name(tmp_path: Path
 # --- SQLite ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        pytest.param("PRAGMA auto_vacuum(2)", id="auto-vacuum"),
-        pytest.param("PRAGMA main.page_size(1024)", id="page-size"),
-        pytest.param("SELECT fts3_tokenizer('aishell', fts3_tokenizer('simple'))", id="fts3"),
-        pytest.param("SELECT hex(fts3_tokenizer('simple'))", id="fts3-address"),
-        pytest.param("SELECT load_extension('aishell_none')", id="load-extension"),
-    ],
-)
+SETS_LATER = {
+    "auto-vacuum": "PRAGMA auto_vacuum(2)",
+    "page-size": "PRAGMA main.page_size(1024)",
+    "fts3": "SELECT fts3_tokenizer('aishell', fts3_tokenizer('simple'))",
+    "fts3-address": "SELECT hex(fts3_tokenizer('simple'))",
+    "load-extension": "SELECT load_extension('aishell_none')",
+}
+
+
 def test_sqlite_a_read_only_step_may_not_set_what_a_later_step_runs(
-    home: Path, tmp_path: Path, handlers: types.ModuleType, sql: str
+    home: Path, tmp_path: Path, handlers: types.ModuleType
 ) -> None:
     """A pragma's argument sets what the next VACUUM makes of the file; fts3_tokenizer
     sets (or shows) the address of C code a later query of an FTS table calls. Both in a
-    query_only session: only the guard stands in the way."""
-    with database("sqlite", tmp_path) as url:
-        config = _tool(home, url, handlers, True)
+    query_only session: only the guard stands in the way. Each case on a file of its
+    own."""
+    with Cases() as case:
+        for name, sql in SETS_LATER.items():
+            (tmp_path / name).mkdir()
+            with case(name), database("sqlite", tmp_path / name) as url:
+                config = _tool(home, url, handlers, True)
 
-        run = run_one(config, url, "caller", _params(sql))
+                run = run_one(config, url, "caller", _params(sql))
 
-        assert run.steps[0].status == "failed"
-        assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
+                assert run.steps[0].status == "failed"
+                assert "statement refused" in (run.steps[0].error or ""), run.steps[0].error
 
 
 def test_sqlite_a_read_only_step_attaches_no_file(

@@ -20,6 +20,7 @@ from aishell.guard.writereach import Reach, write_reach
 from aishell.guard.writtentables import Write, view_bases, written
 from aishell.policy.approvers import PreApproved
 from tests.guard.test_guard import (
+    Cases,
     dialect_of,
     execute,
     fingerprint,
@@ -53,35 +54,44 @@ def sql_tool(home: Path, url: str, name: str, risk: str, sql: str) -> Config:
     return site_config(home, url, folder)
 
 
-@pytest.mark.parametrize(
-    ("dialect", "delete", "action"),
-    [
-        ("postgresql", "plain", "CASCADE"),
-        ("postgresql", "cte", "SET NULL"),
-        ("mysql", "plain", "CASCADE"),
-        ("mysql", "plain", "SET NULL"),
-    ],
-)
+# The deletes and the keys' actions each engine is tried with.
+CASCADES = {
+    "postgresql": [("plain", "CASCADE"), ("cte", "SET NULL")],
+    "mysql": [("plain", "CASCADE"), ("plain", "SET NULL")],
+}
+
+
+def fresh_tables(url: str, *statements: str) -> None:
+    """make_tables' tables and `statements` anew (for the next case on one database):
+    what a case made of them, and whatever references them, dropped first."""
+    execute(url, "DROP TABLE IF EXISTS grandchild", "DROP TABLE IF EXISTS child")
+    execute(url, "DROP TABLE IF EXISTS t", "DROP TABLE IF EXISTS other")
+    make_tables(url)
+    execute(url, *statements)
+
+
+@pytest.mark.parametrize("dialect", sorted(CASCADES))
 def test_a_delete_that_cascades_waits_for_a_yes_to_that_very_step(
-    home: Path, tmp_path: Path, dialect: str, delete: str, action: str
+    home: Path, tmp_path: Path, dialect: str
 ) -> None:
-    with scratch_database(dialect, tmp_path) as url:
-        make_tables(url)
-        execute(
-            url, CHILD[dialect].format(action=action), "INSERT INTO child VALUES (1, 1), (2, 2)"
-        )
-        config = sql_tool(home, url, "trim_t", "high", DELETES[delete])
+    """Each delete and action of the engine, on one database, its tables made anew."""
+    with scratch_database(dialect, tmp_path) as url, Cases() as case:
+        for delete, action in CASCADES[dialect]:
+            with case(f"{delete}-{action}"):
+                child = CHILD[dialect].format(action=action)
+                fresh_tables(url, child, "INSERT INTO child VALUES (1, 1), (2, 2)")
+                config = sql_tool(home, url, "trim_t", "high", DELETES[delete])
 
-        run = run_one(config, url, "trim_t", {"table": "t"})
+                run = run_one(config, url, "trim_t", {"table": "t"})
 
-        step = run.steps[0]
-        assert run.status == "waiting_approval" and step.status == "waiting_approval"
-        said = " ".join(step.personal)
-        assert "deleting from t also acts on " in said
-        assert f"child.t_id (ON DELETE {action}, " in said
-        assert "though no statement of the step names them" in said
-        assert fingerprint(url) == (10, 55)
-        assert fingerprint(url, "child") == (2, 3)
+                step = run.steps[0]
+                assert run.status == "waiting_approval" and step.status == "waiting_approval"
+                said = " ".join(step.personal)
+                assert "deleting from t also acts on " in said
+                assert f"child.t_id (ON DELETE {action}, " in said
+                assert "though no statement of the step names them" in said
+                assert fingerprint(url) == (10, 55)
+                assert fingerprint(url, "child") == (2, 3)
 
 
 UPDATE_TRIGGER = {
@@ -146,30 +156,34 @@ def approved_and_resumed(config: Config, run_id: str) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-@pytest.mark.parametrize("sets", ["id = id + 100", "v = v + 1"])
 def test_an_update_of_a_referenced_key_that_cascades_waits_for_that_very_step(
-    home: Path, tmp_path: Path, dialect: str, sets: str
+    home: Path, tmp_path: Path, dialect: str
 ) -> None:
     """Only an UPDATE that sets a column the key references cascades: setting another
-    column names no key and runs."""
-    with scratch_database(dialect, tmp_path) as url:
-        make_tables(url)
-        execute(url, ON_UPDATE[dialect], "INSERT INTO child VALUES (1, 1), (2, 2)")
-        config = sql_tool(home, url, "set_t", "medium", f"UPDATE {{table}} SET {sets} WHERE id < 3")
+    column names no key and runs. Each on one database, its tables made anew."""
+    with scratch_database(dialect, tmp_path) as url, Cases() as case:
+        for sets in ("id = id + 100", "v = v + 1"):
+            with case(sets):
+                fresh_tables(url, ON_UPDATE[dialect], "INSERT INTO child VALUES (1, 1), (2, 2)")
+                sql = f"UPDATE {{table}} SET {sets} WHERE id < 3"
+                config = sql_tool(home, url, "set_t", "medium", sql)
+                _update_case(config, url, sets)
 
-        run = run_one(config, url, "set_t", {"table": "t"})
 
-        if sets.startswith("v"):
-            assert run.status == "completed", run.error
-            assert run.steps[0].estimate["cascades"] == []
-            assert scalar(url, "SELECT sum(v) FROM t") == 57
-            return
-        said = " ".join(run.steps[0].personal)
-        assert run.status == "waiting_approval", run.error
-        assert "updating t also acts on " in said and "child.t_id (ON UPDATE CASCADE" in said
-        assert fingerprint(url) == (10, 55) and fingerprint(url, "child") == (2, 3)
-        approved_and_resumed(config, run.run_id)
-        assert scalar(url, "SELECT sum(t_id) FROM child") == 203  # what the cascade wrote
+def _update_case(config: Config, url: str, sets: str) -> None:
+    run = run_one(config, url, "set_t", {"table": "t"})
+
+    if sets.startswith("v"):
+        assert run.status == "completed", run.error
+        assert run.steps[0].estimate["cascades"] == []
+        assert scalar(url, "SELECT sum(v) FROM t") == 57
+        return
+    said = " ".join(run.steps[0].personal)
+    assert run.status == "waiting_approval", run.error
+    assert "updating t also acts on " in said and "child.t_id (ON UPDATE CASCADE" in said
+    assert fingerprint(url) == (10, 55) and fingerprint(url, "child") == (2, 3)
+    approved_and_resumed(config, run.run_id)
+    assert scalar(url, "SELECT sum(t_id) FROM child") == 203  # what the cascade wrote
 
 
 def gone_trigger(dialect: str, table: str) -> list[str]:
@@ -642,45 +656,46 @@ EVENT_TRIGGERS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("sql", "fires"),
-    [
-        (
-            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_v ON {table} (v)",
-            ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
-        ),
-        (
-            "-- a comment first\nCREATE INDEX t_w ON {table} (v)",
-            ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
-        ),
-        (
-            "DROP INDEX IF EXISTS t_nothing",
-            ["DROP INDEX fires event trigger on_drop (sql_drop, runs quiet)"],
-        ),
-        ("ANALYZE {table}", []),
-        ("REINDEX TABLE {table}", []),  # PostgreSQL 15 fires none on REINDEX
-    ],
-)
-def test_ddl_names_the_event_triggers_it_fires(
-    home: Path, tmp_path: Path, sql: str, fires: list[str]
-) -> None:
+DDL_FIRES = [
+    (
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_v ON {table} (v)",
+        ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
+    ),
+    (
+        "-- a comment first\nCREATE INDEX t_w ON {table} (v)",
+        ["CREATE INDEX fires event trigger on_index (ddl_command_end, runs log_ddl)"],
+    ),
+    (
+        "DROP INDEX IF EXISTS t_nothing",
+        ["DROP INDEX fires event trigger on_drop (sql_drop, runs quiet)"],
+    ),
+    ("ANALYZE {table}", []),
+    ("REINDEX TABLE {table}", []),  # PostgreSQL 15 fires none on REINDEX
+]
+
+
+def test_ddl_names_the_event_triggers_it_fires(home: Path, tmp_path: Path) -> None:
     """Only an enabled event trigger whose tags and event take the command is named; the
-    one named runs once the step is approved."""
-    with scratch_database("postgresql", tmp_path) as url:
+    one named runs once the step is approved. Each command on one database: the
+    indexes a case made are dropped, and the log emptied, before the next."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
         make_tables(url)
         execute(url, *EVENT_TRIGGERS)
-        config = sql_tool(home, url, "ddl_t", "medium", sql)
         plan = one_step_plan("maintenance", "db", "postgresql", "ddl_t", {"table": "t"})
+        for sql, fires in DDL_FIRES:
+            with case(sql):
+                execute(url, "DROP INDEX IF EXISTS t_v, t_w", "DELETE FROM ddl_log")
+                config = sql_tool(home, url, "ddl_t", "medium", sql)
 
-        dry = commands.apply_plan(config, plan, dry_run=True)
-        run = run_one(config, url, "ddl_t", {"table": "t"})
+                dry = commands.apply_plan(config, plan, dry_run=True)
+                run = run_one(config, url, "ddl_t", {"table": "t"})
 
-        estimate = dry.steps[0].estimate
-        assert (estimate or {}).get("fires", []) == fires
-        assert all(f in dry.steps[0].reasons for f in fires)
-        assert run.status == "completed", run.error
-        logged = scalar(url, "SELECT string_agg(tag, ',') FROM ddl_log")
-        assert logged == ("CREATE INDEX" if "on_index" in " ".join(fires) else None)
+                estimate = dry.steps[0].estimate
+                assert (estimate or {}).get("fires", []) == fires
+                assert all(f in dry.steps[0].reasons for f in fires)
+                assert run.status == "completed", run.error
+                logged = scalar(url, "SELECT string_agg(tag, ',') FROM ddl_log")
+                assert logged == ("CREATE INDEX" if "on_index" in " ".join(fires) else None)
 
 
 def test_an_unqualified_table_is_found_through_the_whole_search_path(

@@ -29,7 +29,7 @@ from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import PreApproved
 from aishell.targets.engines import open_target
 from aishell.targets.identity import database_identity
-from tests.helpers import MARKER, slow_read_tool, use_target
+from tests.helpers import slow_read_tool, use_target
 from tests.private_servers import private_postgresql
 from tests.services import MYSQL_ADMIN, PG_ADMIN, engine
 
@@ -42,6 +42,10 @@ STOP_BOUND_SECONDS = 8.0
 
 def _postgresql(url: str) -> bool:
     return url.startswith("postgresql")
+
+
+def _dialect(url: str) -> str:
+    return "postgresql" if _postgresql(url) else "mysql"
 
 
 def _lock_key(config: Config) -> str:
@@ -143,30 +147,72 @@ def _kill_lock_when(
 
 
 def _plan(url: str, tool: str, count: int) -> Plan:
-    dialect = "postgresql" if _postgresql(url) else "mysql"
+    dialect = _dialect(url)
     steps = tuple(Step(f"s{i}", tool, {"floor": i}) for i in range(count))
     return Plan("maintenance", "db", dialect, {"type": "custom"}, steps)
 
 
-def _short_read_tool(home: Path) -> Config:
-    """`short_count`: a read of a few tenths of a second, beside slow_read_tool's."""
+# Reads whose length the test sets: rows of a one-row table `pace` (its `n`) scale them,
+# so that the run's read lasts while the resume's reads end at once (a tool may not
+# change between a run and its resume). PACED_MARKER: what each holds, for _busy.
+PACED = {
+    "long_count": {
+        "postgresql": "SELECT count(*) AS n FROM generate_series(1, 20 * (SELECT n FROM pace)) a, "
+        "generate_series(1, (SELECT n FROM pace)) b WHERE a + b > CAST(:floor AS integer)",
+        "mysql": "SELECT count(*) AS n FROM seq_1_to_40000 a, seq_1_to_3000 b, pace p "
+        "WHERE b.seq <= p.n AND a.seq + b.seq > :floor",
+    },
+    "short_count": {
+        "postgresql": "SELECT count(*) AS n FROM generate_series(1, 3 * (SELECT n FROM pace)) a, "
+        "generate_series(1, (SELECT n FROM pace)) b WHERE a + b > CAST(:floor AS integer)",
+        "mysql": "SELECT count(*) AS n FROM seq_1_to_3000 a, seq_1_to_300 b, pace p "
+        "WHERE b.seq <= p.n AND a.seq + b.seq > :floor",
+    },
+}
+PACED_MARKER = {
+    "long_count": {"postgresql": "generate_series(1, 20 *", "mysql": "seq_1_to_3000 b"},
+    "short_count": {"postgresql": "generate_series(1, 3 *", "mysql": "seq_1_to_300 b"},
+}
+# pace.n for the run's reads: seconds for long_count (longer on a loaded machine: the
+# lock's loss is acted on within a second of the kill, so the read is cut short whatever
+# the load), a few tenths of a second for short_count; 0 makes either end at once.
+PACE = {
+    "long_count": {"postgresql": 2000, "mysql": 3000},
+    "short_count": {"postgresql": 1000, "mysql": 300},
+}
+
+
+def _paced_tool(home: Path, url: str, name: str) -> Config:
+    """The site tool `name` of PACED, and the table `pace` set for the run's reads."""
+    dialect = _dialect(url)
     slow_read_tool(home)
     folder = home / "site_tools"
     tool = yaml.safe_load((folder / "long_count.yaml").read_text())
-    tool["name"] = "short_count"
-    tool["locks"] = {"postgresql": [], "mysql": []}
-    tool["implementations"] = {
-        "postgresql": {
-            "sql": "SELECT count(*) AS n FROM generate_series(1, 3000) a, "
-            "generate_series(1, 1000) b WHERE a + b > CAST(:floor AS integer)"
-        },
-        "mysql": {
-            "sql": "SELECT count(*) AS n FROM seq_1_to_3000 a, seq_1_to_300 b "
-            "WHERE a.seq + b.seq > :floor"
-        },
+    tool["name"] = name
+    tool["implementations"] = {d: {"sql": sql} for d, sql in PACED[name].items()}
+    tool["locks"] = {
+        "postgresql": [{"lock": "ACCESS SHARE", "object": "table", "held": "while counted"}],
+        "mysql": [{"lock": "SHARED_READ", "object": "table", "held": "while counted"}],
     }
-    (folder / "short_count.yaml").write_text(yaml.safe_dump(tool))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(tool))
+    made = engine(url)
+    try:
+        with made.begin() as conn:
+            conn.execute(text("CREATE TABLE pace (id int PRIMARY KEY, n int NOT NULL)"))
+            conn.execute(text("INSERT INTO pace VALUES (1, :n)"), {"n": PACE[name][dialect]})
+    finally:
+        made.dispose()
     return load_config(home=home)
+
+
+def _pace_off(url: str) -> None:
+    """The paced reads end at once from now on: a resume need not read them whole."""
+    made = engine(url)
+    try:
+        with made.begin() as conn:
+            conn.execute(text("UPDATE pace SET n = 0"))
+    finally:
+        made.dispose()
 
 
 def _applied_while_killed(
@@ -196,14 +242,12 @@ def _assert_lost(result: commands.RunResult) -> None:
 
 def test_a_long_statement_is_cancelled_when_the_lock_session_is_ended(home, server_url):
     use_target(home, server_url)
-    # Reads for seconds, longer on a loaded machine: the lock's loss is acted on within
-    # a second of the kill (a cancel that reached the server before the read did is sent
-    # again: test_cancel_race), so the read is cut short whatever the load. Resume then
-    # reads it twice whole: each second here is two in the suite.
-    config = slow_read_tool(home)
+    # Reads for seconds: the lock's loss is acted on within a second of the kill (a
+    # cancel that reached the server before the read did is sent again:
+    # test_cancel_race), so the read is cut short whatever the load.
+    config = _paced_tool(home, server_url, "long_count")
     key = _lock_key(config)
-    # What the scaled read holds whatever its scale (MariaDB's first sequence grows).
-    marker = MARKER["postgresql"] if _postgresql(server_url) else "seq_1_to_3000"
+    marker = PACED_MARKER["long_count"][_dialect(server_url)]
     stop, killed, killer = _kill_lock_when(server_url, key, marker)
     result = _applied_while_killed(config, _plan(server_url, "long_count", 2), stop, killed, killer)
     assert [s.status for s in result.steps] == ["interrupted", "pending"]
@@ -219,6 +263,7 @@ def test_a_long_statement_is_cancelled_when_the_lock_session_is_ended(home, serv
         other.release()
     finally:
         handle.close()
+    _pace_off(server_url)
     resumed = commands.resume_run(config, result.run_id, approver=PreApproved())
     assert resumed.status == "completed", resumed.error
     assert [s.status for s in resumed.steps] == ["succeeded", "succeeded"]
@@ -226,9 +271,9 @@ def test_a_long_statement_is_cancelled_when_the_lock_session_is_ended(home, serv
 
 def test_no_statement_is_sent_after_the_lock_session_is_ended(home, server_url):
     use_target(home, server_url)
-    config = _short_read_tool(home)
+    config = _paced_tool(home, server_url, "short_count")
     key = _lock_key(config)
-    marker = "generate_series(1, 3000)" if _postgresql(server_url) else "seq_1_to_300 b"
+    marker = PACED_MARKER["short_count"][_dialect(server_url)]
 
     def two_done() -> bool:
         # Two steps of the run succeeded: the kill falls in the middle of the plan.
@@ -247,6 +292,7 @@ def test_no_statement_is_sent_after_the_lock_session_is_ended(home, server_url):
     # the kill fell between two), and none after it started.
     assert done >= 2, [(s.status, s.error) for s in result.steps[:3]]
     assert set(statuses[done + 1 :]) == {"pending"}, statuses
+    _pace_off(server_url)
     resumed = commands.resume_run(config, result.run_id, approver=PreApproved())
     assert resumed.status == "completed", resumed.error
     assert [s.attempts for s in resumed.steps[:done]] == [1] * done

@@ -232,7 +232,7 @@ def test_a_server_silent_between_steps_is_cut_off_after_the_read_timeout(home, s
     real = 5432 if server_url.startswith("postgresql") else 3306
     proxy = Proxy(real)
     try:
-        config = configure(home, through(proxy.port, server_url), read_timeout_seconds=2)
+        config = configure(home, through(proxy.port, server_url), read_timeout_seconds=1)
         target = open_target(config, "db")
         conn = target.connect()
         assert user_tables(conn) == []
@@ -240,7 +240,7 @@ def test_a_server_silent_between_steps_is_cut_off_after_the_read_timeout(home, s
         with pytest.raises(TargetSilent) as err:
             in_thread(lambda: user_tables(conn))
         assert str(err.value) == (
-            "Target 'db' did not answer within 2s (targets.db.read_timeout_seconds)"
+            "Target 'db' did not answer within 1s (targets.db.read_timeout_seconds)"
         )
         assert err.value.exit_code == 1
         conn.close()
@@ -570,7 +570,7 @@ def test_statements_in_a_forked_child_are_still_bounded(home, pg_url):
     while the parent's was running has none of its threads, and starts its own."""
     import multiprocessing
 
-    config = configure(home, pg_url, read_timeout_seconds=2)
+    config = configure(home, pg_url, read_timeout_seconds=1)
     target = open_target(config, "db")
     with target.connect() as conn:  # the parent's watchdog thread is running now
         conn.execute(text("SELECT 1"))

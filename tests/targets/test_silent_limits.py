@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from threading import Event, Thread
 from typing import Any
 
 import pytest
@@ -40,16 +41,20 @@ from tests.services import engine, scratch_mysql, scratch_postgresql
 from tests.targets.test_lease import _kill, _lock_key, _lock_session
 from tests.targets.test_limits import HANG, configure, dialect_of, in_thread, silence_when
 
-# The step's statement: seconds of sleep on the server; once the proxy froze its answer
-# never comes, so it need only outlast the freeze. Resume then sleeps it whole.
-SLEEP = 3
+# The step's sleep (seconds): behind the frozen proxy it never reaches the server
+# (freeze_at_the_sleep); resume then sleeps it whole.
+SLEEP = 0.5
+# The sleep a state store freezes during: the test's poll (0.05 s) must see it run.
+STORE_SLEEP = 2
 READ_TIMEOUT = 1
-# Long enough for a run (a child's start-up included) to reach its step on a loaded
-# machine (a load of 12 on two cores was seen to take 8 s): the limit must come while
-# the statement waits on the frozen proxy.
-RUN_LIMIT = 15
-# In process there is no start-up to wait for: the run reaches its step within a second
-# or two even on a loaded machine.
+# Counted from commands.apply_plan's start (after a child's imports), which reached the
+# step's statement up to 5.9 s later at a load of 9 on two cores; the limit must come
+# while it waits on the frozen proxy, and no later than the lease's first round trip
+# (stopping.LOCK_CHECK_SECONDS after the run's start), which would meet the frozen
+# server: only the limit then stops the run.
+RUN_LIMIT = 10
+# In process: a worker's first run reached its step 6.7 s in at a load of 13 (a later
+# one within 3 s).
 IN_PROCESS_RUN_LIMIT = 8
 # From the stop to the run's end: the cancel's wait (read_timeout_seconds), the socket
 # closed, the run lock's release (read_timeout_seconds more on a silent server), the
@@ -61,8 +66,8 @@ def _sleep_of(url: str) -> str:
     return "SELECT pg_sleep" if url.startswith("postgresql") else "SELECT SLEEP"
 
 
-def _sleep_plan(url: str) -> Any:
-    return one_step_plan("maintenance", "db", dialect_of(url), "sleep_read", {"seconds": SLEEP})
+def _sleep_plan(url: str, seconds: float = SLEEP) -> Any:
+    return one_step_plan("maintenance", "db", dialect_of(url), "sleep_read", {"seconds": seconds})
 
 
 @contextmanager
@@ -83,15 +88,15 @@ def frozen_midway(home: Path, url: str) -> Iterator[tuple[Config, Proxy, threadi
         proxy.close()
 
 
-def freeze_at_the_sleep(url: str, proxy: Proxy) -> threading.Thread:
-    """Keep the step's sleep from the server and freeze the proxy then: the statement
-    waits for an answer that never comes, whatever the load (a freeze on seeing the
-    sleep run could come after it ended, and the run's next round trip be the one
-    frozen instead)."""
+def freeze_at_the_sleep(url: str, proxy: Proxy, ready: Event | None = None) -> Thread:
+    """Keep the step's sleep from the server and freeze the proxy then (and once `ready`
+    is set, if given): the statement waits for an answer that never comes, whatever the
+    load (a freeze on seeing the sleep run could come after it ended, and the run's
+    next round trip be the one frozen instead)."""
     proxy.hold(b"pg_sleep(" if url.startswith("postgresql") else b"SLEEP(")
 
     def watch() -> None:
-        if proxy.held_once.wait(HANG):
+        if proxy.held_once.wait(HANG) and (ready is None or ready.wait(HANG)):
             proxy.freeze()
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -140,7 +145,7 @@ def resume_on_the_real_server(home: Path, url: str, run_id: str) -> None:
             break
         except TargetLocked:
             assert time.monotonic() < deadline, "the frozen run's lock was never let go"
-            time.sleep(0.5)
+            time.sleep(0.1)
     assert resumed.status == "completed", resumed.error
     assert resumed.steps[0].status == "succeeded"
 
@@ -215,22 +220,15 @@ def test_a_child_run_on_a_frozen_server_ends_at_a_signal_or_its_time_limit(home,
     assert took < bound, (took, err)
     assert child.returncode == EXIT_DENIED, (child.returncode, out, err)
     (run,) = commands.list_runs(config, limit=1)
-    if stop == "--max-run-time" and "lost the run lock" in (run["error"] or ""):
-        # The lease's round trip (every LOCK_CHECK_SECONDS) met the frozen server before
-        # the limit on a slow start-up: the run stops as well, as a lost lock.
-        assert_stopped(
-            config,
-            run["run_id"],
-            "interrupted by the loss of the run lock",
-            "lost the run lock on target 'db': ",
-        )
-    else:
-        why = (
-            f"interrupted by the run-time limit of {RUN_LIMIT}s (--max-run-time)"
-            if stop == "--max-run-time"
-            else f"interrupted by {stop}"
-        )
-        assert_stopped(config, run["run_id"], why)
+    # RUN_LIMIT comes before the lease's first round trip could meet the frozen server:
+    # a run stopped as a lost lock here is a limit that did not stop it.
+    assert RUN_LIMIT <= stopping.LOCK_CHECK_SECONDS
+    why = (
+        f"interrupted by the run-time limit of {RUN_LIMIT}s (--max-run-time)"
+        if stop == "--max-run-time"
+        else f"interrupted by {stop}"
+    )
+    assert_stopped(config, run["run_id"], why)
     resume_on_the_real_server(home, server_url, run["run_id"])
 
 
@@ -357,12 +355,12 @@ def test_a_state_store_server_that_never_answers_is_one_line_naming_the_setting(
 
 def test_a_state_store_server_silent_mid_run_ends_the_run_with_one_line(home, server_url):
     """The run's target answers; its state store's server freezes while the step runs,
-    so the step's end cannot be written. Bound, from the freeze: the step (SLEEP) + the
-    read timeout (2 s) + SLACK, within HANG."""
+    so the step's end cannot be written. Bound, from the freeze: the step (STORE_SLEEP)
+    + the read timeout (2 s) + SLACK, within HANG."""
     scratch = scratch_postgresql if server_url.startswith("postgresql") else scratch_mysql
     with scratch() as store_url:
         lines, took = _run_with_store_frozen_mid_step(home, server_url, store_url)
-    assert took < SLEEP + 2 + SLACK, (took, "\n".join(lines))
+    assert took < STORE_SLEEP + 2 + SLACK, (took, "\n".join(lines))
     assert len(lines) == 1, lines
     assert lines[0].startswith("Error: The state store "), lines[0]
     # Which wait ran out first depends on where the run was: a statement's answer, or
@@ -386,7 +384,7 @@ def _run_with_store_frozen_mid_step(
         _store_through(home, store_url, proxy.port)
         config = load_config(home=home)
         plan_file = home / "sleep.plan.json"
-        commands.save_plan(config, _sleep_plan(server_url), plan_file)
+        commands.save_plan(config, _sleep_plan(server_url, STORE_SLEEP), plan_file)
         watcher = silence_when(server_url, _sleep_of(server_url), proxy)
         froze = when_frozen(proxy)
         done = _aishell(home, "apply", str(plan_file), "--non-interactive")
@@ -435,10 +433,10 @@ def test_the_state_store_timeouts_reach_a_server_url_only(home):
 
 
 # Serve's run on the frozen server: a statement waits this long before the timeout
-# fails its step, longer than the SIGTERM takes to come (else the run ends failed, by
-# the timeout, before the stop); a stop's cut and the lock's release fit twice in
-# scheduling.STOP_SECONDS.
-SERVE_READ_TIMEOUT = 4
+# fails its step, longer than the SIGTERM takes to come (sent within a 0.05 s poll of
+# the hold; else the run ends failed, by the timeout, before the stop); a stop's cut
+# and the lock's release fit five times in scheduling.STOP_SECONDS.
+SERVE_READ_TIMEOUT = 2
 
 
 def test_sigterm_ends_serve_within_its_bound_with_a_run_on_a_frozen_server(home, pg_url):

@@ -18,6 +18,7 @@ import pytest
 from aishell import commands
 from aishell.executor import stopping
 from aishell.policy.approvers import PreApproved
+from aishell.targets import locks
 from aishell.targets.engines import open_target
 from tests.faultproxy import Proxy, server_port, through
 from tests.helpers import one_step_plan
@@ -25,7 +26,9 @@ from tests.services import scratch_mysql, scratch_postgresql
 from tests.targets.test_limits import HANG, configure, dialect_of, in_thread
 from tests.targets.test_silent_limits import freeze_at_the_sleep
 
-READ_TIMEOUT = 4
+# The lock's and the liveness watch's patience too: the check the frozen server leaves
+# unanswered runs out after it, and finds the silence.
+READ_TIMEOUT = 2
 # libpq waits at least 2 s for a connection, whatever it is told.
 CONNECT_TIMEOUT = 2
 # A loaded machine's scheduling and bookkeeping.
@@ -106,6 +109,20 @@ def test_a_dry_run_on_a_frozen_server_stops_within_its_read_timeouts(home, fixsi
     naming the server's silence and the setting. Bound, from the freeze: a check's
     interval, its read timeout, the cancel's read timeout, slack."""
     monkeypatch.setattr(stopping, "LOCK_CHECK_SECONDS", 1.0)
+    # The watch opens its session on a thread of its own as the run starts: the freeze
+    # waits for its first answer, else a loaded machine may freeze the proxy before that
+    # session is up, and the silence is then found by its connect (the error naming
+    # connect_timeout_seconds), not by a check on a live session.
+    watching = threading.Event()
+    holds = locks._Heartbeat.holds
+
+    def watched(beat: locks._Heartbeat) -> bool:
+        alive = holds(beat)
+        if alive:
+            watching.set()
+        return alive
+
+    monkeypatch.setattr(locks._Heartbeat, "holds", watched)
     proxy = Proxy(server_port(fixsil_url))
     froze: list[float] = []
     try:
@@ -116,7 +133,7 @@ def test_a_dry_run_on_a_frozen_server_stops_within_its_read_timeouts(home, fixsi
             read_timeout_seconds=READ_TIMEOUT,
             connect_timeout_seconds=CONNECT_TIMEOUT,
         )
-        watcher = freeze_at_the_sleep(fixsil_url, proxy)
+        watcher = freeze_at_the_sleep(fixsil_url, proxy, watching)
         plan = one_step_plan(
             "maintenance", "db", dialect_of(fixsil_url), "sleep_read", {"seconds": 3}
         )

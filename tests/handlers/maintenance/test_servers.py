@@ -23,37 +23,40 @@ TABLES = 12
 
 
 def populate(url: str, tables: int = TABLES, rows: int = 3000) -> None:
-    """Tables with indexes, written in random key order, then half deleted."""
+    """Tables with indexes, written in random key order, then half deleted. Their rows
+    are written in one transaction (on PostgreSQL the tables made in it too): one
+    commit waits for the disk, not one a statement."""
     eng = engine(url)
     pg = url.startswith("postgresql")
+    names = [f"t{i:03d}" for i in range(tables)]
+    columns = "id INTEGER PRIMARY KEY, k INTEGER NOT NULL, note VARCHAR(200) NOT NULL"
     with eng.connect() as conn:
-        if not pg:
-            conn.execute(text("SET SESSION max_recursive_iterations = 10000000"))
-        for i in range(tables):
-            name = f"t{i:03d}"
-            conn.execute(
-                text(
-                    f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, k INTEGER NOT NULL, "
-                    "note VARCHAR(200) NOT NULL)"
-                )
-            )
-            conn.execute(text(f"CREATE INDEX {name}_k ON {name} (k)"))
-            if pg:
+        if pg:
+            conn.execute(text("BEGIN"))
+            for name in names:
+                conn.execute(text(f"CREATE TABLE {name} ({columns})"))
+                conn.execute(text(f"CREATE INDEX {name}_k ON {name} (k)"))
                 conn.execute(
                     text(
                         f"INSERT INTO {name} SELECT g, (g * 7919) % {rows}, repeat('x', 150) "
                         f"FROM generate_series(1, {rows}) g"
                     )
                 )
-            else:
+                conn.execute(text(f"DELETE FROM {name} WHERE id % 2 = 0"))
+        else:
+            # Each CREATE TABLE commits on its own: the index is made with the table.
+            for name in names:
+                conn.execute(text(f"CREATE TABLE {name} ({columns}, INDEX {name}_k (k))"))
+            conn.execute(text("BEGIN"))
+            for name in names:
                 conn.execute(
                     text(
-                        f"INSERT INTO {name} WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL "
-                        f"SELECT n + 1 FROM g WHERE n < {rows}) "
-                        f"SELECT n, (n * 7919) % {rows}, REPEAT('x', 150) FROM g"
+                        f"INSERT INTO {name} SELECT seq, (seq * 7919) % {rows}, "
+                        f"REPEAT('x', 150) FROM seq_1_to_{rows}"
                     )
                 )
-            conn.execute(text(f"DELETE FROM {name} WHERE id % 2 = 0"))
+                conn.execute(text(f"DELETE FROM {name} WHERE id % 2 = 0"))
+        conn.execute(text("COMMIT"))
     eng.dispose()
 
 
@@ -493,9 +496,13 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
     import time
 
     populate(pg_url, tables=1, rows=10)
+    with engine(pg_url).connect() as conn:
+        conn.execute(text("CREATE TABLE kill_me AS SELECT 1 AS x"))
 
-    # Long enough for the killer to find it on a loaded machine.
-    slow = "SELECT pg_sleep(3), count(*) AS n FROM t000"
+    # Sleeps while kill_me has its row: the first attempt for as long as the killer could
+    # need on a loaded machine. The killer waits for it to sleep (past its count of
+    # kill_me), empties kill_me, then ends the session: the retry does not sleep.
+    slow = "SELECT pg_sleep(30 * (SELECT count(*) FROM kill_me)), count(*) AS n FROM t000"
     site = pg_config.home / "site_tools"
     site.mkdir()
     (site / "slow_read.yaml").write_text(
@@ -519,18 +526,21 @@ def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_
     def kill_it():
         admin = engine(pg_url).connect()
         for _ in range(300):
-            killed = (
+            found = (
                 admin.execute(
                     text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'aishell' AND query LIKE 'SELECT pg_sleep%' "
-                        "AND state = 'active'"
+                        # This test's database only: never another process's session.
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND application_name = 'aishell' AND query LIKE 'SELECT pg_sleep%' "
+                        "AND state = 'active' AND wait_event = 'PgSleep'"
                     )
                 )
                 .scalars()
                 .all()
             )
-            if killed:
+            if found:
+                admin.execute(text("DELETE FROM kill_me"))
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": found[0]})
                 break
             time.sleep(0.05)
         admin.close()
