@@ -87,6 +87,9 @@ class Stopping:
     signal: str | None = None
     # Set by the lease watcher once the lock's session is gone: the run stops.
     lock_lost: bool = False
+    # What ended the lease watcher when it failed in a way it does not expect: the run
+    # stops then too, as no one is left to watch its lock.
+    watch_failed: str | None = None
     # The connections steps' statements run on now (several while a parallel group
     # runs, executor/parallel.py); a stop cancels what runs on each.
     _running: list[Connection] = field(default_factory=list)
@@ -136,6 +139,12 @@ class Stopping:
     def _lost(self) -> str:
         """Why the run stopped once its lock (or liveness watch) said it was lost."""
         lock = self.run_lock
+        if self.watch_failed is not None:
+            return (
+                f"target '{self.target}': the watch on the run's session failed "
+                f"({self.watch_failed}), so the run stopped rather than go on unwatched; "
+                f"continue with `aishell resume {self.run_id}`"
+            )
         silence = lock.silence() if lock is not None else None
         if lock is not None and not lock.held:
             return (
@@ -207,7 +216,18 @@ class Stopping:
                     if seen:  # a message the server may send an idle session: read
                         stop.wait(LEASE_POLL_SECONDS)
 
-        watcher = threading.Thread(target=watch, name="aishell-lease", daemon=True)
+        def watch_or_stop() -> None:
+            # Fail closed: a watcher ended by an error would leave the run going on with
+            # nobody looking at its lock.
+            try:
+                watch()
+            except Exception as exc:
+                said = str(exc).strip().splitlines()
+                name = type(exc).__name__
+                self.watch_failed = f"{name}: {said[0]}" if said else name
+                self.lose_lock()
+
+        watcher = threading.Thread(target=watch_or_stop, name="aishell-lease", daemon=True)
         watcher.start()
         try:
             yield

@@ -208,7 +208,7 @@ class _Lease:
                     self.conn = None
                     self.gone_since = asked
             try:
-                fresh = self.take_after_restart()
+                taken = self.take_after_restart()
             except (TargetUnreachable, TargetLocked, SQLAlchemyError) as exc:
                 # The server is down (or, SQLite, its file held): nothing of the run
                 # reaches it; look again. A server silent past the patience may be a
@@ -219,25 +219,36 @@ class _Lease:
                 if self.lost:
                     self.silent = _silent_for(time.monotonic() - gone, exc)
                 return not self.lost
-            if fresh is None:
+            if taken is None:
                 self.lost = True
                 return False
-            self.conn, self.started, self.gone_since = fresh, _server_started(fresh), None
+            self.conn, self.started = taken
+            self.gone_since = None
             return True
 
-    def take_after_restart(self) -> Connection | None:
+    def take_after_restart(self) -> tuple[Connection, float] | None:
+        """The lock taken again on a new session, with the server's start time, if the
+        server restarted since it was taken (a restart ended every session, so nobody
+        held it); None if it did not, and the session that held it is simply gone."""
         conn = self.connect().execution_options(**{OUTSIDE_STEPS_OPTION: True})
         try:
             # MariaDB's start time is derived from its uptime, to within a second.
             slack = 0.0 if conn.dialect.name == "postgresql" else 1.5
-            if _server_started(conn) > self.started + slack:
-                conn.close()
-                return self.take()
-        except BaseException:
+            restarted = _server_started(conn) > self.started + slack
+        finally:
             conn.close()
+        if not restarted:
+            return None
+        fresh = self.take()
+        if fresh is None:
+            return None
+        try:
+            # Asked on the session that holds the lock: the server it reaches now.
+            return fresh, _server_started(fresh)
+        except BaseException:
+            # Silent again before it answered: the lock goes with the session.
+            fresh.close()
             raise
-        conn.close()
-        return None
 
     def stirred(self, seconds: float, wake: int | None = None) -> bool:
         with self.using:
