@@ -148,7 +148,7 @@ class Guard:
         if not hidden:
             return None, READS
         sql = driver_to_text(statement, paramstyle)
-        named = hidden.named_in(sql, dialect)
+        named = hidden.named_in(sql, dialect, lambda: session_database(cursor))
         symbol = hidden.operator_in(sql, dialect)
         cast = hidden.type_in(sql, dialect)
         if named is not None:
@@ -333,3 +333,14 @@ class Shapes:
         else:
             self._patterns.append(shape)
         return shape
+
+
+def session_database(cursor: Any) -> str | None:
+    """The database a MariaDB session is in now (a USE moves it), on a second cursor."""
+    lookup = cursor.connection.cursor()
+    try:
+        lookup.execute("SELECT DATABASE()")
+        found = lookup.fetchone()
+    finally:
+        lookup.close()
+    return str(found[0]) if found and found[0] is not None else None

@@ -17,7 +17,7 @@ with none of them (the usual case) costs that one lookup.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -44,7 +44,8 @@ from aishell.guard.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
 @dataclass(frozen=True)
 class HiddenWriters:
     """relations: {name: why} of the views and tables whose reading may write (names
-    folded as the dialect compares them); anywhere: what may act in any statement."""
+    folded as the dialect compares them; MariaDB's as schema.name, see `schemas`);
+    anywhere: what may act in any statement."""
 
     relations: dict[str, str] = field(default_factory=dict)
     anywhere: tuple[str, ...] = ()
@@ -59,6 +60,10 @@ class HiddenWriters:
     # postgres_fdw), when the database has one and anything may act in any statement:
     # what such a function writes there, no read-only session of ours stops.
     elsewhere: str = ""
+    # MariaDB: {name: the schemas holding a relation of that name}. A statement reads
+    # one where it names the schema too, or names it alone in the session's database:
+    # a view of the same name in another database of the server is not read.
+    schemas: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.anywhere)
@@ -76,14 +81,34 @@ class HiddenWriters:
         code = without_comments(sql, dialect)
         return next((symbol for symbol in sorted(self.operators) if symbol in code), None)
 
-    def named_in(self, sql: str, dialect: str) -> str | None:
-        """The first relation of these that the statement names, if any."""
+    def named_in(
+        self, sql: str, dialect: str, home: Callable[[], str | None] = lambda: None
+    ) -> str | None:
+        """The first relation of these that the statement names, if any (its key in
+        `relations`). `home`: the session's database now, asked only when needed."""
         if not self.relations:
             return None
-        for name in names_in(sql, dialect):
-            if name in self.relations:
-                return name
-        return None
+        words = names_in(sql, dialect)
+        if not self.schemas:
+            return next((name for name in words if name in self.relations), None)
+        return _in_schemas(self.schemas, words, home)
+
+
+def _in_schemas(
+    schemas: dict[str, frozenset[str]], words: Sequence[str], home: Callable[[], str | None]
+) -> str | None:
+    """schema.name of the first relation the words may name: its schema among them too
+    (a wrong match refuses, never lets by), or the home schema's."""
+    said = set(words)
+    session: list[str | None] = []
+    for name in words:
+        for schema in sorted(schemas.get(name, ())):
+            if schema not in said and not session:
+                here = home()
+                session.append(here.lower() if here else None)
+            if schema in said or schema == session[0]:
+                return f"{schema}.{name}"
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -403,39 +428,57 @@ def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
         _MYSQL_REMOTE_ENGINES,
     )
     for schema, name, engine in lookup.fetchall():
-        relations[str(name).lower()] = f"{engine} table {schema}.{name} is read from another server"
+        relations[f"{schema}.{name}".lower()] = (
+            f"{engine} table {schema}.{name} is read from another server"
+        )
     lookup.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
         f"WHERE TABLE_SCHEMA NOT IN ({', '.join(['%s'] * len(_SYSTEM_SCHEMAS))})",
         _SYSTEM_SCHEMAS,
     )
+    # {schema.name: (as shown, its definition, its schema)}
     views = {
-        str(name).lower(): (f"{schema}.{name}", str(body or ""))
+        f"{schema}.{name}".lower(): (f"{schema}.{name}", str(body or ""), str(schema).lower())
         for schema, name, body in lookup.fetchall()
     }
     called = {
-        name: [c for _, c in called_functions(body, "mysql")] for name, (_, body) in views.items()
+        key: [c for _, c in called_functions(body, "mysql")] for key, (_, body, _) in views.items()
     }
     functions = _mysql_writers(lookup, {c for calls in called.values() for c in calls}, trusted)
-    for name, (shown, body) in views.items():
+    for key, (shown, body, _) in views.items():
         if not body:
-            relations[name] = f"view {shown}, whose definition this account cannot read"
+            relations[key] = f"view {shown}, whose definition this account cannot read"
             continue
-        calls = sorted(c for c in called[name] if c in functions)
+        calls = sorted(c for c in called[key] if c in functions)
         if calls:
-            relations[name] = f"view {shown} calls {calls[0]}(), which may write"
-    # Views over those, until no more are found.
+            relations[key] = f"view {shown} calls {calls[0]}(), which may write"
+    # Views over those, until no more are found. A name alone in a view's definition
+    # is of the view's own database (the server writes them qualified).
     while True:
-        found = {
-            name: f"view {shown} reads view {views[over][0]}, which may write"
-            for name, (shown, body) in views.items()
-            if name not in relations
-            for over in names_in(body, "mysql")
-            if over in relations
-        }
+        schemas = _schemas_of(relations)
+        found = {}
+        for key, (shown, body, schema) in views.items():
+            if key in relations:
+                continue
+            over = _in_schemas(schemas, names_in(body, "mysql"), _always(schema))
+            if over is not None:
+                found[key] = f"view {shown} reads {over}, which may write"
         if not found:
-            return HiddenWriters(relations)
+            return HiddenWriters(relations, schemas=schemas)
         relations.update(found)
+
+
+def _always(schema: str) -> Callable[[], str | None]:
+    return lambda: schema
+
+
+def _schemas_of(relations: dict[str, str]) -> dict[str, frozenset[str]]:
+    """{name: its schemas} of relations keyed schema.name (MariaDB's names hold no dot)."""
+    schemas: dict[str, set[str]] = {}
+    for key in relations:
+        schema, _, name = key.partition(".")
+        schemas.setdefault(name, set()).add(schema)
+    return {name: frozenset(found) for name, found in schemas.items()}
 
 
 # What a view may call that writes without being a stored or loadable function: a
