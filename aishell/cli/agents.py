@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from aishell import commands
-from aishell.cli.context import AishellGroup
+from aishell import commands, render
+from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.options import json_option
-from aishell.cli.output import emit_json
+from aishell.cli.output import answer, emit_json
 from aishell.terminal import printable
 
 
@@ -37,6 +37,17 @@ def agents_list(as_json: bool) -> None:
     for failed in listed["failed"]:
         line = f"failed: {failed['name']} ({failed['package']}): {failed['error']}"
         click.echo(printable(line), err=True)
+
+
+@agents.command("show")
+@click.argument("name")
+@json_option
+@pass_state
+def agents_show(state: State, name: str, as_json: bool) -> None:
+    """One agent whole: its job keys, what this home's config sets for it, the tools it
+    may plan with their risk, and the schedules that run it."""
+    data = commands.show_agent(state.config, name)
+    answer(as_json, data, lambda out: render.agent_detail(out, data))
 
 
 def _show(agent: dict[str, Any]) -> None:

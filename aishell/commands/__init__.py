@@ -71,6 +71,7 @@ __all__ = [
     "scheduler_units",
     "serve_schedules",
     "serve_web",
+    "show_agent",
     "show_backup",
     "show_run",
     "show_tool",
@@ -79,7 +80,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from aishell.commands.agents import agent_spec, list_agents, plugin_problems
+    from aishell.commands.agents import agent_spec, list_agents, plugin_problems, show_agent
     from aishell.commands.alerts import check_alerts
     from aishell.commands.assumptions import ROW_DRIFT_TOLERANCE
     from aishell.commands.backups import (
@@ -148,7 +149,12 @@ else:
         __name__,
         __all__,
         {
-            "aishell.commands.agents": ("agent_spec", "list_agents", "plugin_problems"),
+            "aishell.commands.agents": (
+                "agent_spec",
+                "list_agents",
+                "plugin_problems",
+                "show_agent",
+            ),
             "aishell.commands.alerts": ("check_alerts",),
             "aishell.commands.assumptions": ("ROW_DRIFT_TOLERANCE",),
             "aishell.commands.backups": (

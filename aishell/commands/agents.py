@@ -7,7 +7,8 @@ from typing import Any
 
 from aishell.agents.available import agent_names, agent_package, get_agent, load_failures
 from aishell.agents.base import AgentSpec
-from aishell.commands.tools import refused_tools
+from aishell.commands.schedules import list_schedules
+from aishell.commands.tools import load_catalog, refused_tools
 from aishell.config.models import Config
 from aishell.config.plugins import PluginFailure, tool_folders
 from aishell.registry import load_registry
@@ -26,6 +27,56 @@ def agent_spec(name: str) -> AgentSpec:
     """The declaration of the agent `aishell run NAME` names (`-` for `_`); an unknown
     name is a UsageError listing the agents."""
     return get_agent(name.replace("-", "_")).spec
+
+
+def show_agent(config: Config, name: str) -> dict[str, Any]:
+    """One agent whole: its declaration and package (as list_agents gives them); what
+    this home's config sets for it (its file, the defaults in force, its capabilities and
+    safety constraints); each tool it may plan with the catalog's risk, and those another
+    folder's tools add to its plans (`planned:`); and the schedules that run it."""
+    spec = agent_spec(name)
+    own = config.agent(spec.name)
+    catalog = load_catalog(config)
+    tools = [_tool(catalog.tools.get(tool), tool) for tool in spec.tools]
+    joining = [
+        {**_tool(tool, tool.name), "after": where.after, "types": list(where.types)}
+        for tool in sorted(catalog.tools.values(), key=lambda t: t.name)
+        for agent, where in tool.planned.items()
+        if agent == spec.name and tool.name not in spec.tools
+    ]
+    schedules = [
+        {
+            key: each[key]
+            for key in ("name", "cron", "timezone", "target", "job", "paused", "next_run")
+        }
+        for each in list_schedules(config)
+        if each["agent"] == spec.name
+    ]
+    return {
+        **spec.to_dict(),
+        "package": agent_package(spec.name),
+        "config": {
+            "file": str(own.path) if own.path.is_file() else None,
+            "default_config": own.defaults.model_dump(mode="json"),
+            "capabilities": sorted(own.capabilities),
+            "safety_constraints": [c.model_dump(mode="json") for c in own.constraints],
+        },
+        "tools": tools,
+        "joining_tools": joining,
+        "schedules": schedules,
+    }
+
+
+def _tool(tool: Any, name: str) -> dict[str, Any]:
+    """A tool as an agent's listing shows it; one the catalog lacks says so."""
+    if tool is None:
+        return {"name": name, "missing": True}
+    return {
+        "name": tool.name,
+        "risk_level": tool.risk_level.value,
+        "category": tool.category.value,
+        "description": tool.description,
+    }
 
 
 def plugin_problems(config: Config) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ __all__ = [
     "RISK_STYLE",
     "STATUS_STYLE",
     "StepProgress",
+    "agent_detail",
     "approval_prompt",
     "approvals_table",
     "backup_detail",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from aishell.render.fleet import fleet_table
     from aishell.render.home import doctor_report, init_result, scheduler_units
     from aishell.render.listings import (
+        agent_detail,
         backup_detail,
         backups_table,
         demo_result,
@@ -83,6 +85,7 @@ else:
                 "scheduler_units",
             ),
             "aishell.render.listings": (
+                "agent_detail",
                 "backup_detail",
                 "backups_table",
                 "demo_result",

@@ -235,3 +235,69 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
         out.print(safe_text(f"-- {dialect}", "bold"))
         for sql in statements:
             out.print(safe_text(sql, newlines=True))
+
+
+# --- agents -------------------------------------------------------------------------------
+
+
+def agent_detail(out: Console, data: dict[str, Any]) -> None:
+    """An agent whole (commands.show_agent): a plugin's words are anyone's, printed as
+    text, never as terminal controls."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("package", safe_text(data["package"]))
+    for key in data["job_keys"]:
+        grid.add_row(safe_text(f"job {key['flag'] or key['key']}"), safe_text(_job_key(key)))
+    own = data["config"]
+    grid.add_row("config", safe_text(own["file"] or "none: the defaults, every capability"))
+    defaults = ", ".join(f"{k} {v}" for k, v in own["default_config"].items() if v is not None)
+    grid.add_row("defaults", safe_text(defaults))
+    grid.add_row("capabilities", safe_text(", ".join(own["capabilities"])))
+    for constraint in own["safety_constraints"]:
+        grid.add_row("constraint", safe_text(json.dumps(constraint, sort_keys=True)))
+    for engine, privileges in sorted(data["privileges"].items()):
+        grid.add_row(safe_text(f"needs on {engine}"), safe_text("; ".join(privileges)))
+    out.print(
+        Panel(
+            grid,
+            title=safe_text(f"{data['name']}: {data['description']}"),
+            title_align="left",
+            expand=False,
+        )
+    )
+    tools = Table("tool", "risk", "category", "description", title="Tools it may plan")
+    for tool in [*data["tools"], *data["joining_tools"]]:
+        if tool.get("missing"):
+            tools.add_row(safe_text(tool["name"]), "", "", "not in the catalog")
+            continue
+        joins = f" (joins after {tool['after']})" if "after" in tool else ""
+        tools.add_row(
+            safe_text(tool["name"] + joins),
+            styled(tool["risk_level"], RISK_STYLE),
+            safe_text(tool["category"]),
+            safe_text(_first_sentence(tool["description"])),
+        )
+    out.print(tools)
+    if not data["schedules"]:
+        out.print(safe_text(f"No schedule runs {data['name']}."))
+    for each in data["schedules"]:
+        state = "paused" if each["paused"] else f"next {each['next_run'] or '-'}"
+        line = f"schedule {each['name']}: {each['cron']} ({each['timezone']}), {state}"
+        out.print(safe_text(line))
+
+
+def _first_sentence(words: str, width: int = 90) -> str:
+    """The start of a tool's description, as a line of a table (`tools show` says it all)."""
+    first = words.split(". ")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 1].rstrip() + "…"
+
+
+def _job_key(key: dict[str, Any]) -> str:
+    bounds = [
+        f"one of {', '.join(map(str, key['choices']))}" if "choices" in key else "",
+        f"from {key['minimum']}" if "minimum" in key else "",
+        f"to {key['maximum']}" if "maximum" in key else "",
+        f"default {key['default']}" if "default" in key else "",
+        "required" if key.get("required") else "",
+    ]
+    said = ", ".join(b for b in bounds if b)
+    return f"{key['kind']}{f' ({said})' if said else ''}: {key['help']}"

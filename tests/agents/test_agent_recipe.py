@@ -147,6 +147,17 @@ def test_a_package_s_agent_and_tool_plan_and_run_on_the_demo_database(
     (stored,) = commands.list_schedules(load_config(home=home))
     assert (stored["agent"], stored["job"]) == (agent, {"table": "app_logs", "statistics": True})
 
+    shown = _json(["agents", "show", agent, "--json"])
+    assert shown["package"] == listed[agent]["package"]
+    assert shown["config"]["file"] is None  # no file of its own: the defaults
+    assert [(t["name"], t["risk_level"]) for t in shown["tools"]] == [
+        (tool, "safe"),
+        ("update_table_statistics", "low"),
+    ]
+    assert [(s["name"], s["job"]) for s in shown["schedules"]] == [
+        (f"nightly_{agent}", {"table": "app_logs", "statistics": True})
+    ]
+
 
 def test_a_required_job_key_left_out_is_refused_by_click_with_its_flag(
     demo_db: Path, site: Callable[..., str]
