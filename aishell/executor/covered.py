@@ -27,6 +27,7 @@ from aishell.policy.measured import (
 from aishell.registry import ToolDefinition
 from aishell.targets.fingerprints import code_digests, table_identities
 from aishell.tool.context import ToolContext
+from aishell.tool.unmeasured import UNMEASURED_KEY
 
 _T = TypeVar("_T")
 
@@ -60,7 +61,9 @@ def step_measure(
     """The step's tables measured for a row limit (policy.gather_facts), their sizes
     read with the plan's other tables (ctx.table_readings)."""
     read = step_reads(run, ctx, index, f"step {index} ({tool.name})")
-    return measurer(run.target.dialect, read, catalog, ctx.table_readings)
+    held: dict[str, Any] = {}
+    ctx.step_cache[UNMEASURED_KEY] = held  # what the step may then not do: prepare.py
+    return measurer(run.target.dialect, read, catalog, ctx.table_readings, held)
 
 
 def measure_subject(

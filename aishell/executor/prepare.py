@@ -36,6 +36,7 @@ from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
 from aishell.tool.context import Implementation, ToolContext
+from aishell.tool.unmeasured import held_when_measured, unmeasured_tables
 
 
 @dataclass
@@ -242,8 +243,29 @@ def _prepare(
             result.estimate = estimate_effect(tool, impl, params, ctx, catalog, rendered)
     writes = may_write(tool, impl, rendered, run.target.dialect)
     facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
+    _held_when_measured(impl, params, ctx)
     verdict = run.policy.check(facts)
     return PreparedStep(tool, impl, params, rendered, verdict, writes)
+
+
+def _held_when_measured(impl: Any, params: Mapping[str, Any], ctx: ToolContext) -> None:
+    """A table another session held when the step was measured against a row limit was
+    never counted against it, so the step may not do it: a shared step leaves it out
+    (handlers/shared.py); any other step, or one whose every table was held, meets the
+    lock's error here, tried again as a lock wait is, then skipped or failed naming who
+    holds it."""
+    held = unmeasured_tables(ctx)
+    if not held:
+        return
+    tables = params.get("tables")
+    shared = getattr(impl, "shares_tables", False) and isinstance(tables, list)
+    if shared and len(held) < len(set(tables or ())):
+        return
+    error = next((e for e in held.values() if e is not None), None)
+    if error is None:
+        table = next(iter(held))
+        raise TargetError(held_when_measured(ctx.connection, table))
+    raise error
 
 
 def apply_verdict(result: StepResult, verdict: Verdict) -> None:

@@ -56,6 +56,9 @@ class Handler:
     # (a shared step: handlers/shared.py), so that its statements' audit may ride with
     # that commit as a step of one small table's does.
     checkpoints_each_table: bool = False
+    # Whether a step given `tables` does each alone and leaves out one it cannot do (a
+    # shared step: handlers/shared.py), such as one held when it was measured.
+    shares_tables: bool = False
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:

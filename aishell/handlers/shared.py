@@ -35,6 +35,7 @@ from aishell.handlers.held import Tablewise, one_at_a_time, unless_none_done
 from aishell.state.schema import TABLE_DONE
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
+from aishell.tool.unmeasured import held_when_measured, unmeasured_tables
 
 
 def shared_step(handler: Handler, what: str) -> Handler:
@@ -81,6 +82,7 @@ def shared_step(handler: Handler, what: str) -> Handler:
         estimate_fn=estimate if handler.estimate_fn is not None else None,
         check_fn=None,
         checkpoints_each_table=handler.changes_tables,
+        shares_tables=True,
     )
 
 
@@ -235,13 +237,12 @@ def _run_each(
         if ctx.writes_sent > wrote:
             checkpoint()
 
-    # What rendering found held or gone is left out, as the step showed.
-    measured = _measured(handler, what, params, tables, ctx)
-    for table, why in measured.held.items():
+    held, dropped = _left_out(handler, what, params, tables, ctx)
+    for table, why in held.items():
         if table not in settled:
             skipped.append({"table": table, "reason": why, "cause": "locked"})
-    gone += [t for t in measured.gone if t not in settled]
-    settled |= {*measured.held, *measured.gone}
+    gone += [t for t in dropped if t not in settled]
+    settled |= {*held, *dropped}
     todo = [t for t in tables if t not in settled]
     found: Tablewise[None] = one_at_a_time(conn, todo, work, what)
     gone += [t for t in found.gone if t not in gone]
@@ -251,6 +252,17 @@ def _run_each(
     if not done and found.lock_error is not None and len(found.held) == len(todo):
         raise found.lock_error
     return _output(tables, done, skipped, gone)
+
+
+def _left_out(
+    handler: Handler, what: str, params: Mapping[str, Any], tables: list[str], ctx: ToolContext
+) -> tuple[dict[str, str], list[str]]:
+    """What the step leaves out: the tables rendering found held (with why) or gone, as
+    the step showed; and those another session held when the step was measured against
+    a row limit, whose rows were not counted (tool/unmeasured.py)."""
+    measured = _measured(handler, what, params, tables, ctx)
+    unmeasured = {t: held_when_measured(ctx.connection, t) for t in unmeasured_tables(ctx)}
+    return {**measured.held, **unmeasured}, measured.gone
 
 
 def _dropped(ctx: ToolContext, table: str) -> bool:

@@ -38,6 +38,7 @@ from aishell.handlers.held import (
 )
 from aishell.risk import RiskLevel
 from aishell.tool.context import ToolContext
+from aishell.tool.unmeasured import held_when_measured, unmeasured_tables
 
 # Tables the role may not analyze, and why: table -> reason.
 Refusals = dict[str, str]
@@ -88,10 +89,15 @@ def statistics_handler(engine: Engine) -> Handler:
         conn = ctx.connection
         todo, refused = split(params, ctx)
         skipped = dict(refused)
-        held: Refusals = {}
+        unmeasured = unmeasured_tables(ctx)  # held when measured: left out
+        held: Refusals = {t: held_when_measured(conn, t) for t in todo if t in unmeasured}
+        todo = [t for t in todo if t not in held]
         if todo:
-            found, held = _send_each(engine, conn, todo, ctx)
+            # Without a table left out, the statement approved for all of them; with one,
+            # each table's own, as after a lock wait.
+            found, still_held = _send_each(engine, conn, todo, ctx, together=not held)
             skipped.update(found)
+            held.update(still_held)
         gone = [t for t, why in skipped.items() if why == GONE]
         analyzed = [t for t in todo if t not in skipped and t not in held]
         others = {t: why for t, why in skipped.items() if why != GONE}
@@ -119,21 +125,24 @@ def statistics_handler(engine: Engine) -> Handler:
         risk=RiskLevel.LOW,
         effect="updates statistics",
         changes_tables=False,
+        shares_tables=True,
     )
 
 
 def _send_each(
-    engine: Engine, conn: Connection, todo: list[str], ctx: ToolContext
+    engine: Engine, conn: Connection, todo: list[str], ctx: ToolContext, together: bool = True
 ) -> tuple[Refusals, Refusals]:
-    """The tables sent together; after a lock timeout or a dropped table, one at a time.
-    The server's refusals, and the tables still held after a second try with who holds
-    them. Every table held: the lock's error, for the executor's retry."""
-    try:
-        return engine.send(conn, engine.statements(todo, ctx), todo), {}
-    except DBAPIError as exc:
-        if len(todo) == 1 or not worth_one_at_a_time(exc):
-            raise
-        rollback(conn)
+    """The tables sent together (unless not `together`); after a lock timeout or a
+    dropped table, one at a time. The server's refusals, and the tables still held after
+    a second try with who holds them. Every table held: the lock's error, for the
+    executor's retry."""
+    if together or len(todo) == 1:
+        try:
+            return engine.send(conn, engine.statements(todo, ctx), todo), {}
+        except DBAPIError as exc:
+            if len(todo) == 1 or not worth_one_at_a_time(exc):
+                raise
+            rollback(conn)
     found = one_at_a_time(
         conn, todo, lambda t: engine.send(conn, engine.statements([t], ctx), [t]), "ANALYZE"
     )

@@ -96,8 +96,12 @@ class TableSize:
     rows: int | None = None
 
 
-# What a table's size reading gives when another session holds the table.
-_HELD = TableSize(None)
+@dataclass(frozen=True)
+class _Held(TableSize):
+    """What a table's size reading gives when another session holds the table past the
+    lock wait: no size, and the lock's error."""
+
+    error: DBAPIError | None = None
 
 
 @dataclass(frozen=True)
@@ -172,23 +176,36 @@ def measurer(
     read: GuardedRead,
     catalog: CatalogSizes,
     readings: TableReadings | None = None,
+    held: dict[str, DBAPIError | None] | None = None,
 ) -> Measure:
     """A measure of tables for a limit: sizes of every table the plan names in one
     read (`readings`: shared by the run's steps; kept while no step writes to a table
-    and for a minute), a count only for a table whose size does not settle it."""
+    and for a minute), a count only for a table whose size does not settle it.
+
+    A table another session holds past the lock wait is not measured: it goes into
+    `held` with the lock's error, and the step may not do it (executor/prepare.py
+    leaves it out of a shared step, or fails the step on that error, retried as a lock
+    wait is), as its rows were never counted against the limit."""
 
     def measure(tables: Sequence[str], limit: int) -> dict[str, TableMeasure]:
         sizes = _sizes(dialect, read, catalog, tables, readings)
-        # A table held by another session past the lock wait is left to the catalog's
-        # estimate: the step cannot reach it either (it is left out, named with its
-        # holder), and its other tables are measured.
-        return {
-            t: measure_rows(dialect, read, catalog, t, sizes.get(t), limit)
-            for t in tables
-            if sizes.get(t) is not _HELD
-        }
+        measured = {}
+        for table in tables:
+            size = sizes.get(table)
+            if isinstance(size, _Held):
+                if held is not None:
+                    held[table] = size.error
+                if readings is not None:
+                    readings.drop(table, MEASURED_SIZE)  # a retry looks again
+                continue
+            measured[table] = measure_rows(dialect, read, catalog, table, size, limit)
+        return measured
 
     return measure
+
+
+# The key of a table's size in the run's readings (tool/readings.py).
+MEASURED_SIZE = "measured_size"
 
 
 def measure_rows(
@@ -325,7 +342,7 @@ def _sizes(
     found: dict[str, TableSize] = {}
     for table in tables:
         alone = partial(_one_size, read, catalog, table)
-        size = readings.get_each(table, "measured_size", alone, together)
+        size = readings.get_each(table, MEASURED_SIZE, alone, together)
         if size is not None:
             found[table] = size
     return found
@@ -348,13 +365,13 @@ def _sizes_or_none(
 
 
 def _one_size(read: GuardedRead, catalog: CatalogSizes, table: str) -> TableSize | None:
-    """The table's size alone; _HELD when another session holds it past the lock wait."""
+    """The table's size alone; _Held when another session holds it past the lock wait."""
     try:
         return read(lambda conn: read_sizes(conn, [table], catalog)).get(table)
     except DBAPIError as exc:
         if exc.connection_invalidated or not is_lock_timeout(exc):
             raise
-        return _HELD
+        return _Held(None, error=exc)
 
 
 # A table grown by fewer rows than this past what a plan assumed is not counted for it:

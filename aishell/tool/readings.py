@@ -88,6 +88,11 @@ class TableReadings:
         self._by_table.setdefault(table, {})[key] = (now, value)
         return value
 
+    def drop(self, table: str, key: Hashable) -> None:
+        """A reading that holds nothing lasting (the table was held past the lock wait):
+        the next step to ask reads it again."""
+        self._by_table.get(table, {}).pop(key, None)
+
     def keep_each(self, key: Hashable, readings: Mapping[str, object]) -> None:
         """Readings of another aspect that one query of the plan's tables gave with the
         aspect asked for (a table's statistics estimate, with its indexes): kept as if
