@@ -45,6 +45,22 @@ _RUNNING: set[Stopping] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
+# By thread: the event that stops the runs the thread starts, and why (stops_with).
+_THREAD = threading.local()
+
+
+@contextmanager
+def stops_with(stop: threading.Event, why: str) -> Iterator[None]:
+    """The runs this thread starts meanwhile stop before their next step, as `why`, once
+    `stop` is set: one that was still planning when stop_all() came (no run to reach
+    yet) stops as it begins, resumably, instead of running its steps."""
+    _THREAD.stop = (stop, why)
+    try:
+        yield
+    finally:
+        _THREAD.stop = None
+
+
 def stop_all(why: str) -> None:
     """Stop every run of this process as a signal would: no new statement, the running
     one cancelled, its socket closed if the server answers neither (cancel_running)."""
@@ -178,6 +194,9 @@ class Stopping:
         """While the run lasts, stop_all() reaches it."""
         with _RUNNING_LOCK:
             _RUNNING.add(self)
+        stop = getattr(_THREAD, "stop", None)
+        if stop is not None and stop[0].is_set():
+            self.signal = self.signal or stop[1]
         try:
             yield
         finally:

@@ -42,7 +42,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from aishell.config.models import Config
 from aishell.errors import UsageError
-from aishell.executor.stopping import stop_all
+from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts, notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.scheduling.leadership import Leadership
@@ -56,6 +56,8 @@ RECONCILE_SECONDS = 2.0
 # exits anyway (well inside systemd's default stop timeout of 90 s); what it leaves is
 # taken back when it starts again.
 STOP_SECONDS = 20.0
+# What a scheduled run stopped by serve's own stop is interrupted by.
+SCHEDULER_STOP = "the scheduler's stop"
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,8 @@ def fire(name: str, how: str = "cron") -> None:
                 logger.info("schedule %s: started", name)
             else:
                 logger.info("schedule %s: taking back runs left behind", name)
-            serving.run(serving.config, name, how, serving.stop)
+            with stops_with(serving.stop, SCHEDULER_STOP):
+                serving.run(serving.config, name, how, serving.stop)
     except Exception as exc:  # an unattended trigger never ends unheard
         logger.error("schedule %s: failed: %s", name, " ".join(str(exc).split()))
     finally:
@@ -409,7 +412,7 @@ def _stop_running(store: StateStore) -> None:
     cut off after the target's read_timeout_seconds if the server answers neither), so
     they end interrupted within the bound, and `aishell resume` (or the next trigger)
     goes on."""
-    stop_all("the scheduler's stop")
+    stop_all(SCHEDULER_STOP)
     for run in store.list_runs(status="running", limit=100):
         if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
             store.request_stop(run["run_id"], "aishell schedule serve (stopping)")
