@@ -12,7 +12,7 @@ from typing import Any
 from aishell.commands.agents import list_agents, plugin_problems
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
-from aishell.commands.schedules import list_schedules
+from aishell.commands.schedules import agent_missing, list_schedules
 from aishell.commands.tools import load_catalog
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
@@ -75,6 +75,7 @@ def doctor(
     try:
         with StateStore(config.state_url) as store:
             leftovers = scratch.leftovers(store)
+            problems += _schedule_problems(store)
     except AishellError as exc:
         leftovers = []
         problems.append(
@@ -195,6 +196,20 @@ def doctor_without_config(
         "leftovers": [],
         "problems": [_home_problem(str(error), fix)],
     }
+
+
+def _schedule_problems(store: StateStore) -> list[dict[str, Any]]:
+    """Each schedule whose agent is not installed, as a problem of the home."""
+    problems = []
+    for schedule in store.list_schedules():
+        missing = agent_missing(schedule)
+        if missing is not None:
+            fix = (
+                f"install the package that provides '{schedule['agent']}' again, or "
+                f"remove the schedule (aishell schedule remove {schedule['name']})"
+            )
+            problems.append(_home_problem(missing, fix))
+    return problems
 
 
 def _home_problem(problem: str, fix: str) -> dict[str, Any]:

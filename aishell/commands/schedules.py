@@ -10,7 +10,7 @@ import threading
 from functools import partial
 from typing import Any
 
-from aishell.agents.available import get_agent
+from aishell.agents.available import agent_names, get_agent
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
 from aishell.config.models import Config
@@ -78,11 +78,24 @@ def list_schedules(config: Config) -> list[dict[str, Any]]:
                     **schedule,
                     "next_run": upcoming,
                     "cron_error": cron_error,
+                    "agent_error": agent_missing(schedule),
                     "last_run": recent[0] if recent else None,
                     "alert": _current_alert(alerts.get(name, []), recent),
                 }
             )
     return found
+
+
+def agent_missing(schedule: dict[str, Any]) -> str | None:
+    """Why a schedule's agent cannot run: none of that name is installed (a package's,
+    uninstalled since), so each trigger fails; None when it is there."""
+    names = agent_names()
+    if schedule["agent"] in names:
+        return None
+    return (
+        f"schedule {schedule['name']} runs the agent '{schedule['agent']}', which is not "
+        f"installed (agents are: {', '.join(names)}): each of its triggers fails"
+    )
 
 
 def _current_alert(
