@@ -145,7 +145,8 @@ def _check_against_target(config: Config, registry: Registry, plan: Plan) -> Non
                 for t, facts in (plan.assumptions.get("tables") or {}).items()
                 if isinstance(facts, dict) and not any(f"'{t}'" in d for d in drift)
             }
-            drift += grown_past(conn, catalog, assumed, ROW_DRIFT_TOLERANCE)
+            trusted = tuple(handle.config.trusted_functions)
+            drift += grown_past(conn, catalog, assumed, ROW_DRIFT_TOLERANCE, trusted)
     finally:
         handle.close()
     if drift:
