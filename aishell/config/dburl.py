@@ -33,9 +33,9 @@ _URL = re.compile(
 )
 HIDDEN = "***"
 # Query keys a driver takes a secret from: libpq's password and sslpassword (the client
-# key's passphrase), PyMySQL's password and passwd. Shown and kept as ***, like the
-# password before the @.
-SECRET_KEYS = frozenset({"password", "passwd", "sslpassword"})
+# key's passphrase), PyMySQL's password, passwd and ssl_key_password (its client key's
+# passphrase). Shown and kept as ***, like the password before the @.
+SECRET_KEYS = frozenset({"password", "passwd", "sslpassword", "ssl_key_password"})
 
 
 def is_secret_key(key: str) -> bool:

@@ -368,6 +368,7 @@ def _locations(secret: str) -> list[str]:
         f"postgresql://app@127.0.0.1/shop?password={secret}",
         f"mysql://app@127.0.0.1/shop?passwd={secret}",
         f"host=127.0.0.1 dbname=shop user=app sslpassword={secret}",
+        f"mysql://app@127.0.0.1/shop?ssl_key_password={secret}",
     ]
 
 
