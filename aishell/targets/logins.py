@@ -63,9 +63,9 @@ class Login:
     settings: dict[str, str] = field(default_factory=dict)
 
     def applied(self, url: URL) -> URL:
-        """url with this login in it: what the driver connects with. A MySQL query's
-        password is this login's, so the query holds it no more."""
-        dropped = {"service"} if self.dialect == "postgresql" else set(PASSWORD_KEYS)
+        """url with this login in it: what the driver connects with. A query's password
+        is this login's, so the query holds it no more."""
+        dropped = {"service", "password"} if self.dialect == "postgresql" else set(PASSWORD_KEYS)
         query = {k: v for k, v in url.query.items() if k not in dropped} | self.settings
         return url.set(
             username=self.user,
@@ -97,7 +97,7 @@ def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
         if problem is not None:
             raise ConfigError(f"Target '{name}': url: {problem}")
     given: tuple[str, str] | None = None
-    password = url.password if postgresql else _mysql_url_password(url)
+    password = _pg_url_password(url) if postgresql else _mysql_url_password(url)
     if password is not None:
         given = (str(password), "URL")
     elif target.password_env:
@@ -106,6 +106,18 @@ def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
     if postgresql:
         return _postgresql(url, given, name)
     return _mysql(url, given)
+
+
+def _pg_url_password(url: URL) -> str | None:
+    """A PostgreSQL URL's password as the driver takes it: its query's `password` (the
+    last, if given twice), which SQLAlchemy lets override the user part's; else the
+    user part's; else None."""
+    query = url.query.get("password")
+    if isinstance(query, tuple):
+        query = query[-1] if query else None
+    if query is not None:
+        return str(query)
+    return None if url.password is None else str(url.password)
 
 
 def _mysql_url_password(url: URL) -> str | None:

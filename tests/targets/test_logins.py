@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from aishell import commands
 from aishell.cli import cli
+from aishell.config.models import load_config
 from aishell.handlers.backup.processes import run_tool, server_env
 from aishell.targets.clientlogin import client_env, client_login
 from aishell.targets.engines import open_target
@@ -214,6 +215,39 @@ def test_a_pgpass_password_reaches_pg_programs_through_their_own_passfile(pg_url
     assert secret.encode() not in seen["environ"]
     assert Path(env[b"PGPASSFILE"].decode()).parent.name.startswith("aishell-login-")
     assert env[b"PGSERVICE"] == b"aishell_login" and b"PGCONNECT_TIMEOUT" in env
+
+
+def test_a_password_in_a_postgresql_urls_query_is_the_one_named_and_used(
+    pg_url, home, user_home, monkeypatch
+):
+    """The query's password is the one the driver takes (SQLAlchemy lets it override
+    the user part's, the environment's and ~/.pgpass's): doctor names the URL as its
+    source, and the session and the client programs use that one."""
+    in_query = f"q-{uuid.uuid4().hex[:8]}"
+    pgpass = user_home / ".pgpass"
+    pgpass.write_text("127.0.0.1:5432:*:postgres:from-pgpass\n")
+    pgpass.chmod(0o600)
+    monkeypatch.setenv("FIXQUERY_PASSWORD", "from-env")
+    url = make_url(pg_url).update_query_dict({"password": in_query})
+    use_target(home, url.render_as_string(hide_password=False))
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["db"]["password_env"] = "FIXQUERY_PASSWORD"
+    path.write_text(yaml.safe_dump(data))
+    handle = open_target(load_config(home=home), "db")
+    try:
+        assert handle.login is not None and handle.login.password_from == "URL"
+        connects = handle.engine.dialect.create_connect_args(handle.engine.url)[1]
+        assert connects["password"] == in_query
+        assert "password" not in handle.engine.url.query
+        seen = watched(handle, ["psql", "-c", "SELECT pg_sleep(1)"])
+    finally:
+        handle.close()
+    env = dict(item.split(b"=", 1) for item in seen["environ"].split(b"\0") if b"=" in item)
+    passfile = Path(env[b"PGPASSFILE"].decode())
+    assert passfile.parent.name.startswith("aishell-login-")
+    assert in_query.encode() not in seen["cmdline"] and in_query.encode() not in seen["environ"]
+    assert doctor()["login"]["password_from"] == "URL"
 
 
 def test_a_world_readable_pgpass_is_ignored_as_libpq_ignores_it(pg_url, home, user_home):
