@@ -28,6 +28,7 @@ from aishell.guard.connection import Guard
 from aishell.plan.conditions import parse_condition
 from aishell.plan.model import Step, plan_tables, tables_with_columns
 from aishell.plan.references import substitute, unmet
+from aishell.policy.measured import MEASURED_SIZE
 from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
@@ -261,6 +262,8 @@ def _held_when_measured(impl: Any, params: Mapping[str, Any], ctx: ToolContext) 
     shared = getattr(impl, "shares_tables", False) and isinstance(tables, list)
     if shared and len(held) < len(set(tables or ())):
         return
+    for table in held:
+        ctx.table_readings.drop(table, MEASURED_SIZE)  # the step's next try looks again
     error = next((e for e in held.values() if e is not None), None)
     if error is None:
         table = next(iter(held))

@@ -195,10 +195,16 @@ def measurer(
             if isinstance(size, _Held):
                 if held is not None:
                     held[table] = size.error
-                if readings is not None:
-                    readings.drop(table, MEASURED_SIZE)  # a retry looks again
                 continue
-            measured[table] = measure_rows(dialect, read, catalog, table, size, limit)
+            try:
+                measured[table] = measure_rows(dialect, read, catalog, table, size, limit)
+            except DBAPIError as exc:
+                # Its size was read (from the catalog, or a partitioned table's own), but
+                # its rows, to be counted, are held: as held as a size that was.
+                if exc.connection_invalidated or not is_lock_timeout(exc):
+                    raise
+                if held is not None:
+                    held[table] = exc
         return measured
 
     return measure

@@ -31,15 +31,22 @@ SELECT a.pid, a.usename, a.application_name, a.state,
            AS in_transaction
 FROM pg_catalog.pg_stat_activity a
 """
+# A statement on a table reads its partitions and the tables inheriting from it: a lock
+# on any of them keeps it waiting too.
 _PG_HOLDING = (
-    _PG_SESSION
+    """
+WITH RECURSIVE named(oid) AS (
+    SELECT c.oid FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = pg_catalog.current_schema() AND c.relname = ANY(CAST(:t AS text[]))
+  UNION
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN named ON i.inhparent = named.oid
+)"""
+    + _PG_SESSION
     + """
 WHERE a.pid IN (
     SELECT l.pid FROM pg_catalog.pg_locks l
-    JOIN pg_catalog.pg_class c ON c.oid = l.relation
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE l.granted AND n.nspname = pg_catalog.current_schema()
-      AND c.relname = ANY(CAST(:t AS text[])))
+    WHERE l.granted AND l.relation IN (SELECT oid FROM named))
   AND a.pid <> pg_catalog.pg_backend_pid()
 ORDER BY a.pid
 """
