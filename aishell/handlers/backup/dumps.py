@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aishell.errors import StepFailed, StepInterrupted, StepTimeout
 from aishell.handlers.backup.disk import partial_file, writing
@@ -52,6 +52,8 @@ from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
+from aishell.targets.lockholders import is_lock_timeout
+from aishell.targets.servermessage import server_message
 from aishell.tool.context import ToolContext
 
 # How a PostgreSQL manifest's row counts were made (backups made before counted the
@@ -102,6 +104,32 @@ FROM tree JOIN pg_class t ON t.oid = tree.top JOIN pg_class r ON r.oid = tree.re
 JOIN pg_namespace n ON n.oid = r.relnamespace
 ORDER BY 1
 """
+
+
+# The tables and sequences pg_dump reads that this login may not read: pg_dump stops at
+# the first (and the rows counted in its snapshot, where the table comes first, end the
+# snapshot's transaction, so that pg_dump says only that the snapshot is gone).
+_UNREADABLE = """
+SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname <> 'information_schema'
+  AND n.nspname NOT LIKE 'pg\\_%' AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
+ORDER BY 1, 2 LIMIT 6
+"""
+
+
+def _refuse_unreadable(conn: Connection) -> None:
+    """Before anything is written: the tables and sequences this login may not read."""
+    found = [f"{schema}.{name}" for schema, name in conn.execute(text(_UNREADABLE))]
+    if not found:
+        return
+    user = str(conn.execute(text("SELECT current_user")).scalar())
+    shown = ", ".join(found[:5]) + (" and more" if len(found) > 5 else "")
+    raise StepFailed(
+        f"The login {user} may not read {shown} (no SELECT privilege): a backup reads every "
+        f"table and sequence; grant it (GRANT SELECT ON ... TO {user}) or back up as a "
+        "role that may read them; nothing was written"
+    )
 
 
 def _table_trees(conn: Connection) -> dict[str, list[_Relation]]:
@@ -174,8 +202,20 @@ def _counting(
     counter.start()
     try:
         yield own
-    except BaseException:
+    except BaseException as exc:
+        # A count that failed first ended the snapshot's transaction: that is why the
+        # dump failed (pg_dump says only that the snapshot is gone).
+        first = failed[0] if failed else None
         cancel()
+        # A lock wait is the dump's own to say, naming who holds the table (lockwait.py).
+        said_by_dump = isinstance(exc, StepInterrupted) or (
+            isinstance(first, DBAPIError) and is_lock_timeout(first)
+        )
+        if isinstance(first, SQLAlchemyError) and not said_by_dump:
+            raise StepFailed(
+                f"counting the rows in the dump's snapshot failed ({server_message(first)}), "
+                "which ended the snapshot pg_dump reads"
+            ) from None
         raise
     while counter.is_alive():
         counter.join(COUNT_WAIT_SECONDS)
@@ -210,6 +250,7 @@ def take_postgresql(
         # The counts run beside pg_dump on one core, not on the server's parallel
         # workers, which would take the cores pg_dump and its COPYs need.
         snap.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        _refuse_unreadable(snap)
         snapshot = str(snap.execute(text("SELECT pg_catalog.pg_export_snapshot()")).scalar())
         trees = _table_trees(snap)
         sums, changed, dropped = _pg_changes(snap, trees, parent)
