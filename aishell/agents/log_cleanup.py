@@ -47,6 +47,29 @@ SPEC = AgentSpec(
 )
 
 
+def _first_batch(job: dict[str, Any], normalized: dict[str, Any], config: AgentConfig) -> int:
+    """The first batch's rows, never over max_batch_size: a cap given on the command
+    line lowers the config's first batch to it; a first batch given over a cap, or a
+    config whose first batch is over its own cap, is refused, naming where each is."""
+    first, most = int(normalized["batch_size"]), int(normalized["max_batch_size"])
+    if first <= most:
+        return first
+    given_first, given_most = job.get("batch_size") is not None, job.get("max_batch_size")
+    if given_most is not None and not given_first:
+        return most
+    where = {
+        key: _OPTIONS[key].cli_flag
+        if job.get(key) is not None
+        else f"log_cleanup_agent.purge.{key} in {config.path}"
+        for key in ("batch_size", "max_batch_size")
+    }
+    raise UsageError(
+        f"The first batch, {first:,} rows ({where['batch_size']}), is over the largest batch "
+        f"allowed, {most:,} rows ({where['max_batch_size']}): no batch may hold more; lower "
+        "the one or raise the other"
+    )
+
+
 class LogCleanupAgent:
     name = SPEC.name
     spec = SPEC
@@ -77,6 +100,7 @@ class LogCleanupAgent:
                 f"{RETENTION_DAYS.cli_flag} must be between {RETENTION_DAYS.minimum} and "
                 f"{RETENTION_DAYS.maximum}"
             )
+        normalized["batch_size"] = _first_batch(job, normalized, config)
         archive = job.get("archive_to")
         if archive is not None:
             kind, where = parse_archive_to(archive)

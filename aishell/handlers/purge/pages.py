@@ -210,7 +210,7 @@ class PageWalk(Walk):
             self.costs = _Costs(per_page)
         else:
             self.costs = _Costs(MOST_ROWS_PER_PAGE, guessed=True)
-        first = int(int(params["batch_size"]) / self.costs.rows_per_page)
+        first = int(min(int(params["batch_size"]), self.largest) / self.costs.rows_per_page)
         self.pages = max(1, min(first, self.most_pages))
 
     @property
