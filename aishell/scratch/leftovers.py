@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.sqltext import quote_identifier, text
+from aishell.targets.clientlogin import LOGIN_FOLDER_PREFIX
 
 if TYPE_CHECKING:
     from aishell.state.store import StateStore
@@ -140,6 +141,10 @@ def _remove(entry: dict[str, Any], engine_for: Callable[[str], Engine | None]) -
     if kind in (FILE, BACKUP):
         if not remove_file(Path(name)):
             raise _Kept(f"cannot delete {name}; delete it by hand")
+        folder = Path(name).parent
+        if folder.name.startswith(LOGIN_FOLDER_PREFIX):
+            with suppress(OSError):  # another of its files is still there: its turn
+                folder.rmdir()  # the login file's private folder, once empty
         return "deleted"
     if kind == DATABASE:
         return _drop_database(name, entry["target"], engine_for)

@@ -38,6 +38,8 @@ MYSQL_PROGRAMS = {"mariadb", "mysql", "mariadb-dump", "mysqldump"}
 PG_PROGRAMS = {"pg_dump", "pg_restore", "psql", "pg_dumpall"}
 _MYSQL_CONNECTING = {"mariadb", "mysql"}  # the programs that take --connect-timeout
 SERVICE = "aishell_login"
+# The private folder each client program's login files are in (mode 0700).
+LOGIN_FOLDER_PREFIX = "aishell-login-"
 # Set by the caller through the environment (PGAPPNAME names the session aishell
 # watches; PGOPTIONS a session's settings): a service file would win over it.
 _FROM_ENVIRONMENT = {"application_name", "fallback_application_name", "options"}
@@ -91,7 +93,7 @@ def client_login(
     if program not in MYSQL_PROGRAMS | PG_PROGRAMS:
         yield argv, env
         return
-    folder = Path(tempfile.mkdtemp(prefix="aishell-login-"))  # mode 0700
+    folder = Path(tempfile.mkdtemp(prefix=LOGIN_FOLDER_PREFIX))  # mode 0700
     try:
         with ExitStack() as files:
 

@@ -323,6 +323,7 @@ def test_server_dump_killed_midway_dies_with_aishell_and_doctor_cleans(dialect, 
     assert [e["kind"] for e in cleaned["removed"]] == ["file", "file"]
     login_files = [Path(e["name"]) for e in cleaned["removed"] if "aishell-login-" in e["name"]]
     assert len(login_files) == 1 and not login_files[0].exists()
+    assert not login_files[0].parent.exists()  # its private folder too
     assert_nothing_left(home, url, [], dump)
 
 
