@@ -4,6 +4,7 @@ doctor: the files, versions and targets of the home, and what killed runs left b
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,10 +19,12 @@ from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.config.selection import select_targets
+from aishell.config.view import view_of
 from aishell.errors import AishellError, BrokerUnreachable, ConfigError, UsageError
 from aishell.files import too_open
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
+from aishell.state.signing import key_path
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target, open_target
 from aishell.view.status import fleet_targets
@@ -94,6 +97,7 @@ def doctor(
         problems += target["problems"]
     problems += broker.result()
     problems += open_backups(config)
+    problems += open_home_files(config)
     problems += plugin_problems(config)
     return {
         "clean": False,
@@ -137,6 +141,41 @@ def broker_problems(config: Config) -> list[dict[str, Any]]:
 
 # At most this many files or folders are named one by one; the rest are counted.
 OPEN_NAMED = 20
+
+
+def open_home_files(config: Config) -> list[dict[str, Any]]:
+    """The home's own files more open than they may be: the home or its config folder
+    writable by others (who could put a config or a plan-signing key of their own in
+    place), the state store's file or the plan-signing key readable by them (the runs'
+    records; a key that signs plans `apply` takes)."""
+    problems = []
+    for folder in (config.home, config.home / "config"):
+        mode = _mode(folder)
+        if mode is not None and mode & 0o022:
+            said = "others may replace what it holds (the config, the plan-signing key)"
+            problems.append(
+                _home_problem(f"{folder} is mode {mode:04o}: {said}", f"chmod go-w {folder}")
+            )
+    state = view_of(config).state_file()
+    files = [(key_path(config.home), "sign a plan `aishell apply` takes")]
+    if state is not None:
+        for each in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
+            files.append((each, "read the runs' records"))
+    for path, harm in files:
+        mode = _mode(path)
+        if mode is not None and mode & 0o077:
+            said = f"{path} is mode {mode:04o}: another user may {harm}"
+            problems.append(_home_problem(said, f"chmod 600 {path}"))
+    return problems
+
+
+def _mode(path: Path) -> int | None:
+    """The permission bits of path itself (a symbolic link: None, as a missing file)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISLNK(info.st_mode) else stat.S_IMODE(info.st_mode)
 
 
 def open_backups(config: Config) -> list[dict[str, Any]]:

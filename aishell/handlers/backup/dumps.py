@@ -113,7 +113,8 @@ _UNREADABLE = """
 SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname <> 'information_schema'
-  AND n.nspname NOT LIKE 'pg\\_%' AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
+  AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_%'
+  AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
 ORDER BY 1, 2 LIMIT 6
 """
 
