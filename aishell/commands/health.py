@@ -96,9 +96,7 @@ def doctor(
     for target in checked:
         problems += target["problems"]
     problems += broker.result()
-    problems += open_backups(config)
-    problems += open_home_files(config)
-    problems += plugin_problems(config)
+    problems += _files_and_plugins(config)
     return {
         "clean": False,
         "home": home_report(config),
@@ -141,6 +139,11 @@ def broker_problems(config: Config) -> list[dict[str, Any]]:
 
 # At most this many files or folders are named one by one; the rest are counted.
 OPEN_NAMED = 20
+
+
+def _files_and_plugins(config: Config) -> list[dict[str, Any]]:
+    """The home's files and backups more open than they may be; plugins that failed."""
+    return [*open_backups(config), *open_home_files(config), *plugin_problems(config)]
 
 
 def open_home_files(config: Config) -> list[dict[str, Any]]:
