@@ -196,6 +196,12 @@ def _locks(by_dialect: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _named_panel(grid: Table, data: dict[str, Any]) -> Panel:
+    """A tool's or an agent's facts, titled with its name and description."""
+    title = safe_text(f"{data['name']}: {data['description']}")
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
 def tool_detail(out: Console, data: dict[str, Any]) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_row("category", safe_text(data["category"]))
@@ -222,14 +228,7 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
     grid.add_row("locks", safe_text("\n".join(_locks(data["locks"])), newlines=True))
     if data["notes"]:
         grid.add_row("notes", safe_text(data["notes"], newlines=True))
-    out.print(
-        Panel(
-            grid,
-            title=safe_text(f"{data['name']}: {data['description']}"),
-            title_align="left",
-            expand=False,
-        )
-    )
+    out.print(_named_panel(grid, data))
     out.print(safe_text(f"SQL for example params {json.dumps(data['example_params'])}:"))
     for dialect, statements in data["sql"].items():
         out.print(safe_text(f"-- {dialect}", "bold"))
@@ -256,14 +255,7 @@ def agent_detail(out: Console, data: dict[str, Any]) -> None:
         grid.add_row("constraint", safe_text(json.dumps(constraint, sort_keys=True)))
     for engine, privileges in sorted(data["privileges"].items()):
         grid.add_row(safe_text(f"needs on {engine}"), safe_text("; ".join(privileges)))
-    out.print(
-        Panel(
-            grid,
-            title=safe_text(f"{data['name']}: {data['description']}"),
-            title_align="left",
-            expand=False,
-        )
-    )
+    out.print(_named_panel(grid, data))
     tools = Table("tool", "risk", "category", "description", title="Tools it may plan")
     for tool in [*data["tools"], *data["joining_tools"]]:
         if tool.get("missing"):
