@@ -229,6 +229,16 @@ class TooOpen:
     fix: str
 
 
+def own_mode(path: Path) -> int | None:
+    """The permission bits of path itself: None for a symbolic link (whose own bits
+    mean nothing) or a path that cannot be read, as for a missing file."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISLNK(info.st_mode) else stat.S_IMODE(info.st_mode)
+
+
 def too_open(tree: Path, limit: int = 10_000) -> Iterator[TooOpen]:
     """What under `tree` (not itself: it may be a mount point or a folder the user
     chose; symbolic links not followed; at most `limit` entries looked at) has group or
@@ -240,14 +250,10 @@ def too_open(tree: Path, limit: int = 10_000) -> Iterator[TooOpen]:
             seen += 1
             if seen > limit:
                 return
-            try:
-                info = os.lstat(path)
-            except OSError:
+            mode = own_mode(path)
+            if mode is None:
                 continue
-            if stat.S_ISLNK(info.st_mode):
-                continue
-            wanted = dir_mode() if stat.S_ISDIR(info.st_mode) else file_mode()
-            mode = stat.S_IMODE(info.st_mode)
+            wanted = dir_mode() if path.is_dir() else file_mode()
             if mode & 0o077 & ~wanted:
                 closed = mode & ~(0o077 & ~wanted)
                 yield TooOpen(path, mode, f"chmod {closed:o} {path}")

@@ -4,7 +4,6 @@ doctor: the files, versions and targets of the home, and what killed runs left b
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from aishell.config.resources import bundled_catalog_dir
 from aishell.config.selection import select_targets
 from aishell.config.view import view_of
 from aishell.errors import AishellError, BrokerUnreachable, ConfigError, UsageError
-from aishell.files import too_open
+from aishell.files import own_mode, too_open
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
 from aishell.state.signing import key_path
@@ -153,7 +152,7 @@ def open_home_files(config: Config) -> list[dict[str, Any]]:
     records; a key that signs plans `apply` takes)."""
     problems = []
     for folder in (config.home, config.home / "config"):
-        mode = _mode(folder)
+        mode = own_mode(folder)
         if mode is not None and mode & 0o022:
             said = "others may replace what it holds (the config, the plan-signing key)"
             problems.append(
@@ -165,20 +164,11 @@ def open_home_files(config: Config) -> list[dict[str, Any]]:
         for each in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
             files.append((each, "read the runs' records"))
     for path, harm in files:
-        mode = _mode(path)
+        mode = own_mode(path)
         if mode is not None and mode & 0o077:
             said = f"{path} is mode {mode:04o}: another user may {harm}"
             problems.append(_home_problem(said, f"chmod 600 {path}"))
     return problems
-
-
-def _mode(path: Path) -> int | None:
-    """The permission bits of path itself (a symbolic link: None, as a missing file)."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return None if stat.S_ISLNK(info.st_mode) else stat.S_IMODE(info.st_mode)
 
 
 def open_backups(config: Config) -> list[dict[str, Any]]:

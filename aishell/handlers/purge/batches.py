@@ -37,6 +37,19 @@ from aishell.tool.context import ToolContext
 from aishell.units import percent
 
 MAX_BATCH = 1_000_000
+
+
+def largest_batch(params: Mapping[str, Any]) -> int:
+    """The most rows one batch may hold: the job's max_batch_size, else MAX_BATCH."""
+    return int(params.get("max_batch_size") or MAX_BATCH)
+
+
+def first_batch(params: Mapping[str, Any]) -> int:
+    """The first batch's rows: batch_size, never over largest_batch, whoever made the
+    params (a plan file, an LLM)."""
+    return min(int(params["batch_size"]), largest_batch(params))
+
+
 # Batches grow at most this much at a time, so one slow stretch of the table cannot
 # meet a batch sized for a fast one.
 MAX_GROWTH = 2.0
@@ -120,7 +133,7 @@ class Walk:
 
     def __post_init__(self, bounds: tuple[Any, Any]) -> None:
         params, state = self.params, self.state
-        self.largest = int(params.get("max_batch_size", MAX_BATCH))
+        self.largest = largest_batch(params)
         self.target = params["max_batch_ms"] / 1000
         self.sleep = params.get("sleep_ms", 0) / 1000
         self.max_rows = params.get("max_rows")

@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.handlers.purge.attempt import stopped_resumably
-from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch
+from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch, largest_batch
 from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, BatchSql
 from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.ownership import BatchBytes
@@ -189,7 +189,7 @@ class PageWalk(Walk):
 
     def __post_init__(self, bounds: tuple[Any, Any]) -> None:
         params, state, conn = self.params, self.state, self.ctx.connection
-        self.largest = int(params.get("max_batch_size", 1_000_000))
+        self.largest = largest_batch(params)
         self.target = params["max_batch_ms"] / 1000
         self.sleep = params.get("sleep_ms", 0) / 1000
         self.max_rows = None

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
-from aishell.handlers.purge.batches import MAX_BATCH, run_batches
+from aishell.handlers.purge.batches import first_batch, run_batches
 from aishell.handlers.purge.batchsql import BatchSql
 from aishell.handlers.purge.indoubt import KeyBatch, server_word, session_of, settle_session
 from aishell.handlers.purge.pages import PageWalk, page
@@ -41,14 +41,14 @@ def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     prepared = prepare(params, ctx)
     started = time.monotonic()
     deadline, deadline_reason = deadline_of(params, ctx, started)
+    first = first_batch(params)
     attempt = Attempt(
         started,
         deadline,
         deadline_reason,
         resumed=bool(ctx.load_progress()),
-        # Never over max_batch_size, whoever made the params (a plan file, an LLM).
-        size=_first_batch(params),
-        stretch=_first_batch(params),
+        size=first,
+        stretch=first,
     )
     while True:
         try:
@@ -67,10 +67,6 @@ def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             # What the lost session had not committed went with it; the checkpoint
             # says how far the purge got, exactly as after a crash.
             reconnect(params, ctx, exc, attempt)
-
-
-def _first_batch(params: Mapping[str, Any]) -> int:
-    return min(int(params["batch_size"]), int(params.get("max_batch_size") or MAX_BATCH))
 
 
 @dataclass
