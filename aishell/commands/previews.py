@@ -6,7 +6,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -113,7 +113,7 @@ def preview_plan(
     run_cache: dict[str, Any] = {}
     # What the steps measure of their tables (indexes, bloat estimates): each aspect of
     # every table the plan names read in one query, shared by the steps as a run's are.
-    readings = TableReadings()
+    readings = TableReadings(keeps_held=True)
     readings.plan(plan_tables(plan, registry))
     try:
         if catalog is None:
@@ -216,6 +216,12 @@ def _measured(
     """The step's SQL and estimated effect, and whether both were read from the target
     (not offline, nor held by another session's lock)."""
     effect: dict[str, Any] | None = None
+    tables = tool.tables_in(params)
+    known = [ctx.table_readings.held(t) for t in tables]
+    if live and tables and all(isinstance(e, DBAPIError) for e in known):
+        # An earlier step found them held: the preview does not wait on them again.
+        held = _held(ctx.connection, tables, cast(DBAPIError, known[0]))
+        return [f"-- {held}"], {"refused": held}, False
     try:
         rendered = impl.render_sql(params, ctx)
         if live and tool.risk_level is not RiskLevel.SAFE:
@@ -227,7 +233,9 @@ def _measured(
     except DBAPIError as exc:
         if not is_lock_timeout(exc) or ctx.conn is None:
             raise
-        held = _held(ctx.conn, tool.tables_in(params), exc)
+        if len(tables) == 1:  # else which table the lock held is not known
+            ctx.table_readings.found_held(tables[0], exc)
+        held = _held(ctx.conn, tables, exc)
         return [f"-- {held}"], {"refused": held}, False
     return rendered, effect, live
 

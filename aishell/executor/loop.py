@@ -38,6 +38,7 @@ from aishell.targets.engines import Target
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.locks import RunLock, heartbeat
 from aishell.tool.context import ToolContext
+from aishell.tool.readings import TableReadings
 
 
 def _utc_now() -> datetime:
@@ -248,6 +249,8 @@ class Executor:
             trusted_functions=tuple(self.target.config.trusted_functions),
             connect_timeout_seconds=self.target.config.connect_timeout_seconds,
             write_timeout_seconds=self.target.config.write_timeout_seconds,
+            # A dry run is a preview: a table found held is not waited on again.
+            table_readings=TableReadings(keeps_held=dry_run),
         )
         ctx.should_stop = lambda: self._stopping.reason() is not None
         ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)

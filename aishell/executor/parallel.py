@@ -190,7 +190,7 @@ def _one(
         conn=conn,
         step_cache=item.step_cache,
         # What a step reads of its tables is its own while others read at once.
-        table_readings=TableReadings(),
+        table_readings=TableReadings(keeps_held=ctx.dry_run),
         scratch=Ledger(run.store, run.run_id, run.target.name),
         backup_catalog=lambda: run.store.list_backups(run.target.name),
     )

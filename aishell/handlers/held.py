@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepSkipped
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.tool.readings import TableReadings
 
 T = TypeVar("T")
 
@@ -52,13 +53,19 @@ def worth_one_at_a_time(exc: DBAPIError) -> bool:
 
 
 def one_at_a_time(
-    conn: Connection, tables: Sequence[str], work: Callable[[str], T], what: str
+    conn: Connection,
+    tables: Sequence[str],
+    work: Callable[[str], T],
+    what: str,
+    known: TableReadings | None = None,
 ) -> Tablewise[T]:
     """`work` for each table alone; a held table gets its second try after the others,
-    since the holder may be done by then. `what` names the work in the reasons."""
+    since the holder may be done by then. `what` names the work in the reasons. A table
+    a preview already found held (`known`, tool/readings.py) is not waited on again."""
     found: Tablewise[T] = Tablewise()
-    waits = _each(conn, list(tables), work, found)
-    waits = _each(conn, waits, work, found)
+    known = known or TableReadings()
+    waits = _each(conn, list(tables), work, found, known)
+    waits = _each(conn, waits, work, found, known)
     for table in waits:
         found.held[table] = (
             f"{what} of {table} skipped: its lock was not granted within the lock wait "
@@ -68,11 +75,20 @@ def one_at_a_time(
 
 
 def _each(
-    conn: Connection, tables: list[str], work: Callable[[str], T], found: Tablewise[T]
+    conn: Connection,
+    tables: list[str],
+    work: Callable[[str], T],
+    found: Tablewise[T],
+    known: TableReadings,
 ) -> list[str]:
     """One pass: each table's work into `found`; the tables whose lock timed out."""
     waits: list[str] = []
     for table in tables:
+        held = known.held(table)
+        if isinstance(held, DBAPIError):
+            waits.append(table)
+            found.lock_error = held
+            continue
         try:
             found.done[table] = work(table)
         except DBAPIError as exc:
@@ -82,6 +98,7 @@ def _each(
             elif is_lock_timeout(exc):
                 waits.append(table)
                 found.lock_error = exc
+                known.found_held(table, exc)
             else:
                 raise
     return waits

@@ -182,7 +182,7 @@ def _measured(
                         raise
                     return None
 
-        found = one_at_a_time(ctx.connection, tables, render, what)
+        found = one_at_a_time(ctx.connection, tables, render, what, ctx.table_readings)
         if found.lock_error is not None and len(found.held) == len(tables):
             raise found.lock_error
         gone = [*found.gone, *(t for t, sql in found.done.items() if sql is None)]
@@ -244,7 +244,7 @@ def _run_each(
     gone += [t for t in dropped if t not in settled]
     settled |= {*held, *dropped}
     todo = [t for t in tables if t not in settled]
-    found: Tablewise[None] = one_at_a_time(conn, todo, work, what)
+    found: Tablewise[None] = one_at_a_time(conn, todo, work, what, ctx.table_readings)
     gone += [t for t in found.gone if t not in gone]
     skipped += [{"table": t, "reason": why, "cause": "locked"} for t, why in found.held.items()]
     if found.held or found.gone:

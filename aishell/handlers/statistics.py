@@ -144,7 +144,11 @@ def _send_each(
                 raise
             rollback(conn)
     found = one_at_a_time(
-        conn, todo, lambda t: engine.send(conn, engine.statements([t], ctx), [t]), "ANALYZE"
+        conn,
+        todo,
+        lambda t: engine.send(conn, engine.statements([t], ctx), [t]),
+        "ANALYZE",
+        ctx.table_readings,
     )
     if found.lock_error is not None and len(found.held) == len(todo):
         raise found.lock_error

@@ -347,7 +347,7 @@ def _sizes(
 
     found: dict[str, TableSize] = {}
     for table in tables:
-        alone = partial(_one_size, read, catalog, table)
+        alone = partial(_one_size, read, catalog, table, readings)
         size = readings.get_each(table, MEASURED_SIZE, alone, together)
         if size is not None:
             found[table] = size
@@ -370,13 +370,20 @@ def _sizes_or_none(
         return {}
 
 
-def _one_size(read: GuardedRead, catalog: CatalogSizes, table: str) -> TableSize | None:
-    """The table's size alone; _Held when another session holds it past the lock wait."""
+def _one_size(
+    read: GuardedRead, catalog: CatalogSizes, table: str, readings: TableReadings
+) -> TableSize | None:
+    """The table's size alone; _Held when another session holds it past the lock wait
+    (or a preview found it held before: tool/readings.py)."""
+    known = readings.held(table)
+    if isinstance(known, DBAPIError):
+        return _Held(None, error=known)
     try:
         return read(lambda conn: read_sizes(conn, [table], catalog)).get(table)
     except DBAPIError as exc:
         if exc.connection_invalidated or not is_lock_timeout(exc):
             raise
+        readings.found_held(table, exc)
         return _Held(None, error=exc)
 
 

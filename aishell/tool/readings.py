@@ -14,6 +14,11 @@ bloat estimate) of every one of them in one query, the first time a step asks fo
 table. A table a step wrote to since is read alone again; once the readings are older
 than MAX_AGE_SECONDS, those of the tables no step has asked for yet are read again
 together.
+
+A preview's readings (`keeps_held`) also keep the tables found held by another session
+past the lock wait: what a preview reports is the moment it looked, so no later step of
+it waits on such a table again, nor does a read of many tables include it. A run's
+readings do not: its next step tries again, since the holder may be done by then.
 """
 
 from __future__ import annotations
@@ -30,8 +35,13 @@ MAX_AGE_SECONDS = 60.0
 class TableReadings:
     """Readings by table and key, each with when (time.monotonic()) it was made."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, keeps_held: bool = False
+    ) -> None:
         self._clock = clock
+        self.keeps_held = keeps_held
+        # The tables found held past the lock wait, each with the lock's error.
+        self._held: dict[str, BaseException] = {}
         self._by_table: dict[str, dict[Hashable, tuple[float, object]]] = {}
         self._after: list[tuple[str, Hashable, float, object]] = []
         # The tables the plan names, in order; by aspect, those a step has asked for
@@ -76,7 +86,11 @@ class TableReadings:
         kept = self._by_table.get(table, {}).get(key)
         taken = self._taken.setdefault(key, set())
         if (kept is None or now - kept[0] > MAX_AGE_SECONDS) and self._together(table, key, now):
-            wanted = [t for t in self._planned or () if t not in taken and t not in self._written]
+            wanted = [
+                t
+                for t in self._planned or ()
+                if t not in taken and t not in self._written and t not in self._held
+            ]
             self._batched[key] = (now, set(wanted))
             for name, value in compute_all(wanted).items():
                 self._by_table.setdefault(name, {})[key] = (now, value)
@@ -87,6 +101,15 @@ class TableReadings:
         value = compute()
         self._by_table.setdefault(table, {})[key] = (now, value)
         return value
+
+    def held(self, table: str) -> BaseException | None:
+        """The lock's error of a table a preview found held, else None."""
+        return self._held.get(table)
+
+    def found_held(self, table: str, error: BaseException) -> None:
+        """Another session held `table` past the lock wait (kept by a preview only)."""
+        if self.keeps_held:
+            self._held.setdefault(table, error)
 
     def drop(self, table: str, key: Hashable) -> None:
         """A reading that holds nothing lasting (the table was held past the lock wait):

@@ -22,6 +22,7 @@ from aishell.handlers.postgresql.corruption import check_statements, corruption_
 from aishell.sqltext import text
 from aishell.targets.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.tool.context import ToolContext
+from aishell.tool.readings import TableReadings
 
 # Transaction-ID wraparound is at 2^31.
 WRAPAROUND = 2**31
@@ -116,7 +117,7 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
     return recommendations
 
 
-def _table_rows(conn: Connection, tables: list[str]) -> Tablewise[list[Any]]:
+def _table_rows(conn: Connection, tables: list[str], known: TableReadings) -> Tablewise[list[Any]]:
     """Every table's figures in one query; after a lock timeout (sizing takes a table's
     lightest lock, which an ACCESS EXCLUSIVE holder or one queued for it holds off),
     one table at a time, so that one held table leaves only itself out."""
@@ -135,6 +136,7 @@ def _table_rows(conn: Connection, tables: list[str]) -> Tablewise[list[Any]]:
         tables or user_tables(conn),
         lambda t: list(conn.execute(text(_TABLE_STATS), {"tables": [t]}).mappings()),
         "Sizing",
+        known,
     )
     found.gone += [t for t, rows in found.done.items() if not rows]  # dropped meanwhile
     return found
@@ -144,7 +146,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     tables = list(params.get("tables") or [])
     database = conn.execute(text(_DATABASE)).mappings().one()
-    found = _table_rows(conn, tables)
+    found = _table_rows(conn, tables, ctx.table_readings)
     rows = [r for done in found.done.values() for r in done]
     report = sorted((_table_health(r) for r in rows), key=lambda t: (-t["urgency"], t["table"]))
     long_running = [dict(r) for r in conn.execute(text(_LONG_TRANSACTIONS)).mappings()]
