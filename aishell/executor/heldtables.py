@@ -25,7 +25,8 @@ from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.handlers.held import GONE, is_gone
 from aishell.registry import ToolDefinition
-from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.targets.lockholders import blocking_sessions, is_lock_timeout, named_holders
+from aishell.targets.locks import run_lock_name
 from aishell.tool.context import ToolContext
 
 
@@ -57,20 +58,28 @@ def held_or_gone(
         return _gone(run, params, tables, ctx, exc)
     conn = ctx.connection
     rollback(conn)  # the failed statement's transaction ends before anything is read
-    # Its every table: a step over many tables goes on past one held table itself
-    # (handlers/held.py), and fails on the lock only when all of them were held.
-    cause = db_error(exc)
+    # A step over many tables that goes on past one held table itself (handlers/held.py)
+    # fails on the lock only when all of them were held; another (a site's tool) may
+    # have waited on one: those another session holds now are named with their holders,
+    # the others as left with them (all are named held when the server cannot say).
+    run_lock = run_lock_name(conn)
+    holders = {t: blocking_sessions(conn, [t], run_lock=run_lock) for t in tables}
+    held = [t for t in tables if holders[t]] or tables
+    tried = f"tried {tries} time{'s' if tries > 1 else ''}: {db_error(exc)}"
     entries = [
         {
             "table": t,
             "reason": (
                 f"{tool.name} of {t} skipped: its lock was not granted within the lock "
-                f"wait{during} (tried {tries} time{'s' if tries > 1 else ''}: {cause}), "
-                f"held by {lock_holders(conn, [t])}"
+                f"wait{during} ({tried}), held by {named_holders(holders[t])}"
+                if t in held
+                else f"{tool.name} of {t} skipped: the step's statements wait on "
+                f"{', '.join(held)} as well, whose lock was not granted within the lock "
+                f"wait{during} ({tried})"
             ),
             "cause": "locked",
         }
-        for t in tables
+        for t in [*held, *(t for t in tables if t not in held)]
     ]
     output = _named(params, tables)
     output["skipped_tables"] = entries
