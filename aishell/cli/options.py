@@ -14,7 +14,7 @@ import click
 
 from aishell.cli.completion import complete_selector, target_option
 from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS
-from aishell.config.numbers import AMOUNT, DECIMAL_NUMBER, WHOLE_NUMBER
+from aishell.config.numbers import AMOUNT, DECIMAL_NUMBER, WHOLE_NUMBER, float_range_lost
 from aishell.config.options import (
     APPROVE_UP_TO,
     BACKUP_RETENTION_DAYS,
@@ -148,6 +148,9 @@ class FiniteFloat(click.FloatRange):
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        lost = float_range_lost(str(value), number)
+        if lost:
+            self.fail(lost, param, ctx)
         return super().convert(number, param, ctx)
 
 

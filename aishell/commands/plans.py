@@ -15,6 +15,7 @@ from aishell.commands.planner import build_plan
 from aishell.commands.previews import PlanPreview, preview_plan
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
+from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import PlanError, UsageError
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
@@ -108,9 +109,12 @@ def load_plan_file(path: Path) -> SavedPlan:
     its signature against the home's key."""
     try:
         # Only a regular file, read with a bound: a FIFO or /dev/zero must not hang apply.
-        data = json.loads(read_regular(path, PLAN_LIMIT, "Plan file", PlanError))
+        text = read_regular(path, PLAN_LIMIT, "Plan file", PlanError)
+        data = json.loads(text, parse_float=json_float)
     except FileNotFoundError:
         raise UsageError(f"Plan file {path} does not exist") from None
+    except FloatRangeLost as exc:
+        raise PlanError(f"Plan file {path} holds a number no float holds: {exc}") from None
     except json.JSONDecodeError as exc:
         raise PlanError(
             f"Plan file {path} is not valid JSON: {exc.msg} (line {exc.lineno})"

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, Strict
 from pydantic_core import PydanticCustomError
 
-from aishell.config.numbers import DECIMAL_NUMBER, WHOLE_NUMBER
+from aishell.config.numbers import DECIMAL_NUMBER, WHOLE_NUMBER, float_range_lost
 from aishell.config.options import LOG_CLEANUP_OPTIONS, Option, by_key
 
 # The log cleanup's options by key: the agent config's purge section is made of them.
@@ -34,7 +34,13 @@ def _plain_number(value: Any) -> Any:
         if WHOLE_NUMBER.fullmatch(value):
             return int(value)
         if DECIMAL_NUMBER.fullmatch(value):
-            return float(value)
+            number = float(value)
+            lost = float_range_lost(value, number)
+            if lost and math.isfinite(number):
+                raise PydanticCustomError(
+                    "float_range", "input should be a number: {lost}", {"lost": lost}
+                )
+            return number
         raise PydanticCustomError("number_type", "input should be a number in the digits 0-9")
     if isinstance(value, float) and not math.isfinite(value):
         raise PydanticCustomError("finite_number", "input should be a finite number")

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from aishell.config.numbers import float_range_lost
 from aishell.config.sources import read_source
 from aishell.errors import ConfigError
 from aishell.terminal import printable
@@ -84,7 +85,7 @@ def _scalar_or_refusal(construct: Callable[[Any, Any], Any]) -> Callable[[Any, A
 
     def checked(loader: Any, node: Any) -> Any:
         try:
-            return construct(loader, node)
+            value = construct(loader, node)
         except (ValueError, OverflowError) as exc:
             problem = str(exc).split(":")[0]
             raise yaml.constructor.ConstructorError(
@@ -93,6 +94,12 @@ def _scalar_or_refusal(construct: Callable[[Any, Any], Any]) -> Callable[[Any, A
                 f"not a usable {node.tag.rsplit(':', 1)[-1]}: {problem}",
                 node.start_mark,
             ) from None
+        unusable = float_range_lost(node.value, value) if isinstance(value, float) else None
+        if unusable:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a usable float: {unusable}", node.start_mark
+            )
+        return value
 
     return checked
 

@@ -104,7 +104,7 @@ class RunDefaults(_Strict):
     # A run stops after this long, as on SIGTERM: the running statement is cancelled, the
     # step ends interrupted, and `aishell resume` (or the schedule's next trigger) goes on.
     # An unattended night never runs into the day.
-    max_run_seconds: Number = setting(MAX_RUN_TIME, ge=None, gt=0)
+    max_run_seconds: Number = setting(MAX_RUN_TIME)
 
 
 class StateConfig(_Strict):
@@ -208,7 +208,7 @@ class AgentDefaults(_Strict):
         3600, gt=0, le=MAX_RUN_TIME_SECONDS, description="cap on any one step, seconds"
     )
     # This agent's runs stop after this long; null: defaults.max_run_seconds in aishell.yaml.
-    max_run_seconds: Number | None = setting(MAX_RUN_TIME, default=None, ge=None, gt=0)
+    max_run_seconds: Number | None = setting(MAX_RUN_TIME, default=None)
     max_retries: Integer = Field(3, ge=0, le=20)
     max_parallel_steps: Integer = setting(MAX_PARALLEL_STEPS)
     retry_backoff_seconds: Number = Field(1.0, ge=0, le=MAX_TIMEOUT_SECONDS)

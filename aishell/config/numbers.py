@@ -11,6 +11,7 @@ nothing but re.
 
 from __future__ import annotations
 
+import math
 import re
 
 # No leading zero: YAML 1.1 reads 010 as eight, and a person means ten.
@@ -19,3 +20,32 @@ _DIGITS = r"(?:0|[1-9][0-9]{0,30})"
 AMOUNT = re.compile(rf"(?:\.[0-9]{{1,30}}|{_DIGITS}(?:\.[0-9]{{0,30}})?)")
 WHOLE_NUMBER = re.compile(rf"[-+]?{_DIGITS}")
 DECIMAL_NUMBER = re.compile(rf"[-+]?{AMOUNT.pattern}(?:[eE][-+]?[0-9]{{1,3}})?")
+
+
+def float_range_lost(written: str, value: float) -> str | None:
+    """Why a number written in digits lost its value as a float (`value`): beyond the
+    largest (it became infinite: `1e400`) or nearer to 0 than the smallest (it became 0:
+    `1e-400`, which a retention or a share would read as none). None when it kept it, or
+    when it was written as no number (.inf, nan: each reader refuses those itself)."""
+    digits = written.strip().lower().lstrip("+-").split("e")[0]
+    if not digits or not all(c.isdigit() or c == "." for c in digits):
+        return None
+    if math.isinf(value):
+        return f"{written} is beyond the largest number a float holds"
+    if value == 0.0 and any(c in "123456789" for c in digits):
+        return f"{written} is too near 0 for a float to tell it from 0"
+    return None
+
+
+class FloatRangeLost(ValueError):
+    """A number in JSON text that a float cannot hold (float_range_lost says why)."""
+
+
+def json_float(written: str) -> float:
+    """A JSON number with a fraction or an exponent, as json.loads' parse_float: refused
+    (FloatRangeLost) where a float would hold it as 0 or infinity."""
+    value = float(written)
+    lost = float_range_lost(written, value)
+    if lost:
+        raise FloatRangeLost(lost)
+    return value

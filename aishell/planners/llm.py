@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aishell.config.llm import LlmPlannerConfig
+from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import DraftRejected, PlannerUnavailable
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.ollama import OllamaChat, shown_host
@@ -165,7 +166,9 @@ class LlmPlanner:
         if not content.strip():
             return None, Vetted(None, problems=["the answer is empty"])
         try:
-            answer = json.loads(content)
+            answer = json.loads(content, parse_float=json_float)
+        except FloatRangeLost as exc:
+            return None, Vetted(None, problems=[f"the answer holds a number no float holds: {exc}"])
         except json.JSONDecodeError as exc:
             return None, Vetted(
                 None,

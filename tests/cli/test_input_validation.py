@@ -78,6 +78,28 @@ def test_a_number_that_is_not_finite_is_refused_naming_the_option(
     assert f"Invalid value for '{words[-1]}'" in line and "finite" in line
     assert digest(demo_db) == before
     assert commands.list_runs(config) == []
+
+
+@pytest.mark.parametrize("value", ["1e-400", "-2.5E-999", "0.0000001e-330"])
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["run", "log-cleanup", "--table", "app_logs", "--sleep-ms"],
+        ["run", "log-cleanup", "--table", "app_logs", "--retention-days"],
+    ],
+)
+def test_a_number_too_near_0_for_a_float_is_refused_not_read_as_0(
+    runner, demo_db, config, words, value
+):
+    """A float would hold it as 0 (no pause, a retention of none): refused as written."""
+    before = digest(demo_db)
+    result = invoke(runner, *words, value)
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert f"Invalid value for '{words[-1]}'" in line, line
+    assert f"{value} is too near 0 for a float to tell it from 0" in line, line
+    assert digest(demo_db) == before
+    assert commands.list_runs(config) == []
     assert not config.backup_dir.exists()
 
 

@@ -285,6 +285,24 @@ def test_a_plan_file_with_an_integer_of_thousands_of_digits_is_refused(
     assert digest(demo_db) == before and commands.list_runs(config) == []
 
 
+@pytest.mark.parametrize(("written", "said"), [("1e-400", "too near 0"), ("1e400", "beyond")])
+def test_a_plan_file_with_a_number_no_float_holds_is_refused(
+    demo_db: Path, config: Config, home: Path, written: str, said: str
+) -> None:
+    """Read as 0 (or infinity), a retention of 1e-400 days would be one of none."""
+    path = home / "tiny.json"
+    text = json.dumps(_saved_purge(config, path), indent=2)
+    assert '"sleep_ms": 0.0' in text
+    path.write_text(text.replace('"sleep_ms": 0.0', f'"sleep_ms": {written}', 1))
+    before = digest(demo_db)
+    line = one_error_line(invoke("apply", str(path), "--dry-run"))
+    assert line.startswith(f"Error: Plan file {path} holds a number no float holds: {written} "), (
+        line
+    )
+    assert said in line
+    assert digest(demo_db) == before and commands.list_runs(config) == []
+
+
 @pytest.mark.parametrize(
     ("param", "value", "most"),
     [

@@ -324,7 +324,9 @@ def test_a_state_url_that_cannot_be_opened_is_one_line_without_its_password(home
         ("password_env", "A=B", "not an environment variable's name"),
         ("lock_timeout_ms", 10**30, "less than or equal to 86400000"),
         ("lock_timeout_ms", "ten", "a number in the digits 0-9"),
-        ("read_timeout_seconds", "1e400", "finite number"),
+        # Text (quoted), as the number it spells: one a float cannot hold is refused.
+        ("read_timeout_seconds", "1.0e+400", "finite number"),
+        ("read_timeout_seconds", "1.0e-400", "1.0e-400 is too near 0 for a float"),
         ("busy_timeout_ms", -1, "greater than or equal to 1"),
     ],
 )
@@ -456,6 +458,12 @@ def test_a_server_address_without_a_scheme_is_still_an_address(home):
         ("9" * 5000, "not a usable int: Exceeds the limit (4300 digits)"),
         ("2020-13-45", "not a usable timestamp: month must be in 1..12"),
         ("!!float ten", "not a usable float: could not convert string to float"),
+        # Numbers a float cannot hold: 0 or infinity, which a retention or a share
+        # would then read as none or as no bound.
+        ("1e-400", "not a usable float: 1e-400 is too near 0 for a float to tell it from 0"),
+        ("-0.5E-999", "not a usable float: -0.5E-999 is too near 0"),
+        ("1e400", "not a usable float: 1e400 is beyond the largest number a float holds"),
+        ("!!float 1e-400", "not a usable float: 1e-400 is too near 0"),
     ],
 )
 def test_a_scalar_yaml_cannot_make_is_refused_at_its_line(home, value, expected):
@@ -464,6 +472,15 @@ def test_a_scalar_yaml_cannot_make_is_refused_at_its_line(home, value, expected)
     line = one_line(invoke("targets", "list"))
     lines = text.count("\n") + 2
     assert line.startswith(f"Error: {config_file(home)}:{lines}: {expected}")
+
+
+@pytest.mark.parametrize("value", ["0.0", "0e-400", "-0.0", "1e-300", ".inf"])
+def test_a_float_yaml_holds_is_read_as_written(tmp_path, value):
+    """0 written as 0, a small number a float holds, and .inf (written so: the fields
+    that take numbers refuse it with their own message) are no float overflow."""
+    path = tmp_path / "numbers.yaml"
+    path.write_text(f"n: {value}\n")
+    assert parse_yaml(path.read_bytes(), path)["n"] == float(value.replace(".inf", "inf"))
 
 
 def test_nesting_deeper_than_the_reader_goes_is_one_line(home):

@@ -261,6 +261,12 @@ REJECTED: list[tuple[str, Any, str]] = [
     ("no agent named", _answer(None, STATS), "the plan names no agent"),
     ("malformed JSON", '{"agent": "maintenance", "steps": [', "the answer is not valid JSON"),
     (
+        "a number a float holds as 0",
+        '{"agent": "log_cleanup", "steps": [{"tool": "purge_old_records", '
+        '"params": {"table": "app_logs", "retention_days": 1e-400}}]}',
+        "the answer holds a number no float holds: 1e-400 is too near 0",
+    ),
+    (
         "JSON inside a markdown fence",
         "```json\n" + json.dumps(_answer("maintenance", STATS)) + "\n```",
         "the answer is not valid JSON",
