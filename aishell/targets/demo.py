@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aishell.errors import UsageError
-from aishell.files import make_private_dirs, make_private_file
+from aishell.files import fsync_dir, make_private_dirs, make_private_file
 from aishell.sqltext import quote_plain_identifier
 
 # Written into the header of every demo database (PRAGMA application_id, "aish"):
@@ -94,13 +94,18 @@ def create_demo(
     """
     check_replaceable(path)
     rng = random.Random(seed)
-    now = datetime.now(UTC).replace(microsecond=0)
+    # Naive, in UTC: its isoformat(" ") is the stored text, at a third of strftime's cost.
+    now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     make_private_dirs(path.parent)
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     conn = sqlite3.connect(make_private_file(partial))
     try:
         conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+        # A file no one reads until it is whole and renamed: no journal, no sync per
+        # commit; it is synced once, before the rename.
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
         conn.executescript(SCHEMA)
         tell = progress or (lambda _label, _n: None)
 
@@ -129,8 +134,14 @@ def create_demo(
         }
     finally:
         conn.close()
+    fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     check_replaceable(path)  # again: the file may have appeared while rows were made
     os.replace(partial, path)
+    fsync_dir(path.parent)
     return counts
 
 
@@ -241,4 +252,5 @@ def _log_rows(
 
 
 def _ts(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    """YYYY-MM-DD HH:MM:SS: SQLite's datetime() text, which the demo's queries compare."""
+    return moment.isoformat(" ")
