@@ -42,9 +42,9 @@ from aishell.policy.window import WINDOW_IGNORED
 from aishell.registry import Registry
 from aishell.sqltext import as_received
 from aishell.state.store import StateStore
-from aishell.targets.engines import open_target
-from aishell.targets.fingerprints import table_identities
-from aishell.targets.identity import INSTANCE_MARK, check_plan_identity
+from aishell.targets.engines import Target, open_target
+from aishell.targets.fingerprints import identity_change, table_identities
+from aishell.targets.identity import INSTANCE_MARK, check_plan_identity, database_instance
 from aishell.targets.tables import TableCatalog
 
 RESUMABLE = ("waiting_approval", "out_of_window", "failed", "interrupted", "aborted", "running")
@@ -163,8 +163,7 @@ def _tables_replaced(conn: Connection, plan: Plan) -> list[str]:
         return []  # a plan saved before aishell recorded them
     now = table_identities(conn, then)
     return [
-        f"'{table}' is not the table the plan was made for (dropped and created again, "
-        "rebuilt, or another renamed to its name)"
+        f"'{table}' {identity_change(identity, now[table], 'the plan was made')}"
         for table, identity in sorted(then.items())
         if table in now and now[table] != identity
     ]
@@ -207,6 +206,7 @@ def resume_run(
             raise
         try:
             _check_same_database(plan, lock.lease, run_id)
+            _check_same_sqlite_file(plan, handle, run_id)
             level = _resumed_level(config, store, run)
             store.reopen_run(run_id, f"resumed from {run['status']}")
             executor = make_executor(
@@ -240,6 +240,25 @@ def _check_same_database(plan: Plan, reached: str, run_id: str) -> None:
             f"Run {run_id} ran on database {recorded}, but target '{plan.target}' now "
             f"reaches {reached}; its approvals and checks were for the other one: run its "
             "job again on this one"
+        )
+
+
+def _check_same_sqlite_file(plan: Plan, handle: Target, run_id: str) -> None:
+    """A SQLite file made again at its path may have the old one's inode, which is its
+    identity; its birth time tells it from the file the run started on. (PostgreSQL's
+    instance is the oid in its identity; MariaDB's, its tables' ids, moves with the run's
+    own rebuilds, so a resume does not compare it.)"""
+    born = (plan.target_identity or "").partition(INSTANCE_MARK)[2]
+    if plan.dialect != "sqlite" or not born:
+        return
+    with handle.connect() as conn:
+        now = database_instance(conn)
+    if now != born:
+        raise PlanError(
+            f"Run {run_id} ran on a file made at {born.removeprefix('born:')} (ns), but the "
+            f"file target '{plan.target}' reaches now was made at "
+            f"{now.removeprefix('born:')}: another file under its path; its approvals and "
+            "checks were for the other one: run its job again on this one"
         )
 
 

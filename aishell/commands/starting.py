@@ -31,6 +31,7 @@ from aishell.registry import Registry, ToolDefinition
 from aishell.state.store import StateStore
 from aishell.state.values import new_run_id
 from aishell.targets.engines import Target, open_target
+from aishell.targets.identity import INSTANCE_MARK, database_instance
 from aishell.targets.locks import RunLock
 
 
@@ -177,7 +178,7 @@ def start_run(
         _check_loosening(handle, configured, level, force)
         if not dry_run:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
-            plan = _on_database(plan, lock)
+            plan = _on_database(plan, lock, handle)
         if fleet is not None and (earlier := store.fleet_run_id(*fleet)) is not None:
             # Asked under the run lock, which every run of this database takes: a task
             # delivered twice starts one run, the second delivery finds it.
@@ -223,12 +224,17 @@ def _check_loosening(handle: Target, configured: str, level: str, force: bool) -
         )
 
 
-def _on_database(plan: Plan, lock: RunLock) -> Plan:
+def _on_database(plan: Plan, lock: RunLock, handle: Target) -> Plan:
     """The plan with the database the run acts on (the run lock's identity of it), kept
-    with the run: a resume that reaches another database is refused."""
+    with the run: a resume that reaches another database is refused. A SQLite file's
+    birth time too (its instance): a file made again at its path may reuse its inode."""
     if plan.target_identity is not None:
         return plan  # a saved plan's, checked against the target already
-    return replace(plan, target_identity=lock.lease)
+    if plan.dialect != "sqlite":
+        return replace(plan, target_identity=lock.lease)
+    with handle.connect() as conn:
+        born = database_instance(conn)
+    return replace(plan, target_identity=f"{lock.lease}{INSTANCE_MARK}{born}")
 
 
 def _record_run(

@@ -25,7 +25,7 @@ from aishell.policy.measured import (
     read_sizes,
 )
 from aishell.registry import ToolDefinition
-from aishell.targets.fingerprints import code_digests, table_identities
+from aishell.targets.fingerprints import code_digests, identity_change, table_identities
 from aishell.tool.context import ToolContext
 from aishell.tool.unmeasured import UNMEASURED_KEY
 
@@ -135,10 +135,8 @@ def subject_changes(then: Any, now: Any) -> list[str]:
         if not isinstance(before, dict):
             continue
         if before.get("id") != after.get("id"):
-            changes.append(
-                f"table {name} is not the table it was approved for (dropped and created "
-                "again, rebuilt, or another renamed to its name since)"
-            )
+            change = identity_change(before.get("id"), after.get("id"), "it was approved")
+            changes.append(f"table {name} {change}")
             continue
         changes += _grown(name, before, after)
     before_code, after_code = then.get("code") or {}, now.get("code") or {}

@@ -63,9 +63,17 @@ def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
     of the table the step would delete, and what it acts on (its tables and their code),
     as measured now."""
     found = facts(verdict.risk.value, verdict.reasons, verdict.personal, result.estimate)
+    found["sql"] = statements_shown(result.sql)
     if result.subject is not None:
         found["subject"] = result.subject
     return found
+
+
+def statements_shown(sql: Sequence[str]) -> list[str]:
+    """The statements a step shows, each with its whitespace made single spaces; its
+    comments (`-- a table left out`) say what it does not send, and are left out."""
+    shown = (" ".join(each.split()) for each in sql)
+    return [each for each in shown if each and not each.startswith("--")]
 
 
 def facts(
@@ -111,7 +119,19 @@ def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list
             grew.append(f"{key} {was} -> {shown(after)}")
     known = {_kind_of(r) for r in then.get("reasons") or []}
     grew += [f"a new reason: {r}" for r in now["reasons"] if _kind_of(r) not in known]
+    grew += _statements_added(then.get("sql"), now.get("sql"))
     return grew + subject_changes(then.get("subject"), now.get("subject"))
+
+
+def _statements_added(then: Any, now: Any) -> list[str]:
+    """The statements the step would send now that were not shown when it was approved
+    (a rebuild's list of indexes grows with the index found bloated or invalid since);
+    fewer than shown is covered."""
+    if not isinstance(then, list) or not isinstance(now, list):
+        return []  # approved before the statements were kept
+    shown = set(then)
+    added = [each for each in now if each not in shown]
+    return [f"a statement not shown when it was approved: {each[:120]}" for each in added]
 
 
 def _kind_of(reason: str) -> str:

@@ -5,9 +5,12 @@ A name is not a table: `ALTER TABLE logs RENAME TO logs_old; ALTER TABLE invoice
 RENAME TO logs` keeps the name and changes what a purge of `logs` deletes. Each table's
 identity is what such a swap (or a drop and create) changes: PostgreSQL's oid, InnoDB's
 table id (a rebuild makes a new one too; then the step is asked about again, the safe
-side), else MariaDB's creation time, SQLite's root page. Code is fingerprinted by its
-definition: the triggers and rules on the tables and every user-defined routine of the
-database (a trigger's function may call any of them), each as a short digest.
+side), else MariaDB's creation time, SQLite's root page with its row in the schema.
+PostgreSQL's lists after the table's own oid those of the partitions and inheriting
+tables a statement on it reaches: one attached since is a table no one approved. Code is
+fingerprinted by its definition: the triggers, rules and row policies on the tables and
+on those they reach, and every user-defined routine of the database (a trigger's
+function may call any of them), each as a short digest.
 """
 
 from __future__ import annotations
@@ -27,10 +30,20 @@ from aishell.targets.identity import _innodb_file_name, _innodb_table_ids
 # though not named.
 MAX_NAMED_ROUTINES = 200
 
-_PG_TABLES = (
-    "SELECT c.relname AS name, c.oid::text AS id FROM pg_catalog.pg_class c "
+# Each named table with every table a statement on it reaches: its partitions and the
+# tables inheriting from it, at any depth (a DELETE on the parent deletes their rows).
+_PG_TREE = (
+    "WITH RECURSIVE tree(name, oid) AS (SELECT c.relname, c.oid FROM pg_catalog.pg_class c "
     "WHERE c.relname IN :names AND c.relnamespace = "
-    "pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid"
+    "pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid "
+    "UNION SELECT tree.name, i.inhrelid FROM pg_catalog.pg_inherits i "
+    "JOIN tree ON i.inhparent = tree.oid) "
+)
+_PG_TABLES = (
+    _PG_TREE + "SELECT tree.name AS name, pg_catalog.string_agg(tree.oid::text, ' ' "
+    "ORDER BY tree.oid = c.oid DESC, tree.oid) AS id FROM tree JOIN pg_catalog.pg_class c "
+    "ON c.relname = tree.name AND c.relnamespace = "
+    "pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid GROUP BY tree.name"
 )
 _PG_ROUTINES = (
     "SELECT p.oid::regprocedure::text AS name, pg_catalog.md5(pg_catalog.pg_get_functiondef("
@@ -42,22 +55,25 @@ _PG_ROUTINES = (
     "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid "
     "AND d.objid = p.oid AND d.deptype = 'e')"
 )
+# The code on the named tables and on every table they reach (_PG_TREE): a row deleted
+# through the parent fires its partition's triggers and meets its policies.
 _PG_TABLE_CODE = (
-    "SELECT 'trigger ' || t.tgname::pg_catalog.text || ' on ' "
-    "|| c.relname::pg_catalog.text AS name, pg_catalog.md5("
+    _PG_TREE + "SELECT 'trigger ' || t.tgname::pg_catalog.text || ' on ' "
+    "|| c.oid::pg_catalog.regclass::pg_catalog.text AS name, pg_catalog.md5("
     "pg_catalog.pg_get_triggerdef(t.oid) || t.tgenabled::text) AS digest FROM "
     "pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
-    "WHERE NOT t.tgisinternal AND c.relname "
-    "IN :names AND c.relnamespace = pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid "
-    "UNION ALL SELECT 'rule ' || r.rulename::pg_catalog.text || ' on ' "
-    "|| r.tablename::pg_catalog.text, pg_catalog.md5("
-    "r.definition) FROM pg_catalog.pg_rules r WHERE r.schemaname = pg_catalog.current_schema() "
-    "AND r.tablename IN :names "
-    "UNION ALL SELECT 'policy ' || p.policyname::pg_catalog.text || ' on ' "
-    "|| p.tablename::pg_catalog.text, pg_catalog.md5("
-    "coalesce(p.qual, '') || '/' || coalesce(p.with_check, '') || p.cmd) FROM "
-    "pg_catalog.pg_policies p WHERE p.schemaname = pg_catalog.current_schema() AND "
-    "p.tablename IN :names"
+    "WHERE NOT t.tgisinternal AND c.oid IN (SELECT oid FROM tree) "
+    "UNION ALL SELECT 'rule ' || w.rulename::pg_catalog.text || ' on ' "
+    "|| w.ev_class::pg_catalog.regclass::pg_catalog.text, pg_catalog.md5("
+    "pg_catalog.pg_get_ruledef(w.oid)) FROM pg_catalog.pg_rewrite w "
+    "WHERE w.rulename <> '_RETURN'::pg_catalog.name AND w.ev_class IN (SELECT oid FROM tree) "
+    "UNION ALL SELECT 'policy ' || p.polname::pg_catalog.text || ' on ' "
+    "|| p.polrelid::pg_catalog.regclass::pg_catalog.text, pg_catalog.md5("
+    "coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') || '/' || "
+    "coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '') || "
+    "p.polcmd::pg_catalog.text || p.polpermissive::pg_catalog.text || "
+    "p.polroles::pg_catalog.text) FROM pg_catalog.pg_policy p "
+    "WHERE p.polrelid IN (SELECT oid FROM tree)"
 )
 _MYSQL_CREATED = (
     "SELECT TABLE_NAME AS name, coalesce(CREATE_TIME, '') AS id FROM information_schema.TABLES "
@@ -74,9 +90,13 @@ _MYSQL_TABLE_CODE = (
     "AS digest FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND "
     "EVENT_OBJECT_TABLE IN :names"
 )
+# A table dropped and created again often gets the root page it had (SQLite reuses the
+# freed page); its row in the schema is a new one unless the table and its indexes were
+# the schema's newest rows (SQLite gives a new row the number after the largest). Both
+# together tell a table from one made again in its place, short of that case.
 _SQLITE_TABLES = (
-    "SELECT name, CAST(rootpage AS TEXT) AS id FROM sqlite_schema WHERE type = 'table' "
-    "AND name IN :names"
+    "SELECT name, 'root ' || rootpage || ' row ' || rowid AS id FROM sqlite_schema "
+    "WHERE type = 'table' AND name IN :names"
 )
 _SQLITE_TABLE_CODE = (
     "SELECT 'trigger ' || name || ' on ' || tbl_name AS name, sql AS digest FROM sqlite_schema "
@@ -95,6 +115,29 @@ def table_identities(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
     if family(dialect) == "mysql":
         return _mysql_identities(conn, names)
     return _rows(conn, _SQLITE_TABLES, names)
+
+
+def reaches_others(then: Any, now: Any) -> bool:
+    """Two identities of one table whose reach differs (PostgreSQL: the table's own oid
+    first, then those of the partitions and inheriting tables a statement reaches)."""
+    if not isinstance(then, str) or not isinstance(now, str) or then == now:
+        return False
+    first = then.split()[:1]
+    return bool(first) and first[0].isdigit() and first == now.split()[:1]
+
+
+def identity_change(then: Any, now: Any, when: str) -> str:
+    """How a table whose identity changed from `then` to `now` differs, in words that
+    follow its name; `when` says since what ("it was approved", "the plan was made")."""
+    if reaches_others(then, now):
+        return (
+            f"reaches other tables than when {when} (a partition or an inheriting table "
+            "attached, detached or replaced since)"
+        )
+    return (
+        f"is not the table {when} for (dropped and created again, rebuilt, or another "
+        "renamed to its name since)"
+    )
 
 
 def code_digests(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
