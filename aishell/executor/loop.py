@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from aishell.config.models import AgentConfig, MaintenanceWindow
 from aishell.executor.context import RunContext
@@ -174,6 +174,9 @@ class Executor:
         """The run's error when the server failed between a step's statements (its
         checks, its measuring): nothing of that step ran, and resume starts it again."""
         when = "once the server answers"
+        if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+            # The server answered, refusing a statement: waiting for it changes nothing.
+            when = "once what the server refused is put right"
         if is_lock_timeout(exc):
             when = "once the lock is released"
             held = lock_held_by(ctx, exc) if ctx.conn is not None else ""

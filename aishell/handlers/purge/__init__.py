@@ -62,8 +62,9 @@ _PAGES = PAGE_RANGE.format(date="{date_column}")
 _KEYS = "{key} = ANY (:keys) AND {date_column} < :cutoff"
 _PART = f"ctid = ANY (ARRAY(SELECT ctid FROM {{table}} WHERE {_PAGES} LIMIT :n))"
 _KEY_SHAPES = (
-    "SELECT max(aishell_k) FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
-    "AND {date_column} < :cutoff ORDER BY {key} LIMIT :n) aishell_batch",
+    "SELECT aishell_k FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
+    "AND {date_column} < :cutoff ORDER BY {key} LIMIT :n) aishell_batch "
+    "ORDER BY aishell_k DESC LIMIT 1",
     f"SELECT {{key}} FROM {{table}} WHERE {_RANGE} ORDER BY {{key}} LIMIT 1",
     f"DELETE FROM {{table}} WHERE {_RANGE}",
     f"DELETE FROM {{table}} WHERE {_RANGE} RETURNING *",

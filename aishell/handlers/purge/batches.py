@@ -26,8 +26,9 @@ from sqlalchemy.engine import Connection
 from aishell.errors import StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer
+from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, plain_key
 from aishell.handlers.purge.indoubt import transaction_of
+from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -236,7 +237,7 @@ class Walk:
             return None
         if self.by_range:
             return min(after + n, self.end)
-        upper = conn.execute(text(self.batch.upper(first)), values).scalar()
+        upper = plain_key(conn.execute(text(self.batch.upper(first)), values).scalar())
         if upper is not None and (isinstance(upper, bool) or not isinstance(upper, int | str)):
             conn.rollback()
             raise TargetError(
@@ -415,6 +416,7 @@ def delete_batch(
             )
         return _at_most(counts[0], most), None
     assert archive is not None
+    read_infinite_dates(conn)  # a row dated -infinity is archived as such
     result = conn.execute(text(statements[0]), values)
     columns, rows = list(result.keys()), result.fetchall()
     if len(statements) == 2:  # MySQL: the rows were selected FOR UPDATE; now delete them

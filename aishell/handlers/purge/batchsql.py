@@ -4,6 +4,7 @@ batches run."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,12 @@ XACT_STATUS_SQL = (
 
 # What a batch deletes: a range (of keys, or pages); part of a page range; given keys.
 RANGE, PART, KEYS = "range", "part", "keys"
+
+
+def plain_key(value: Any) -> Any:
+    """A key as the checkpoint keeps it (JSON) and a statement takes it back: a uuid as
+    its text, which the server reads as the key's type again."""
+    return str(value) if isinstance(value, uuid.UUID) else value
 
 
 def is_integer(value: Any) -> bool:
@@ -89,9 +96,12 @@ class BatchSql:
 
     def upper(self, first: bool) -> str:
         lower = "" if first else f"{self.key} > :after AND "
+        # The last of the next n old rows' keys: by order, not max(), which some key
+        # types lack (PostgreSQL's uuid).
         return (
-            f"SELECT max(aishell_k) FROM (SELECT {self.key} AS aishell_k FROM {self.table} "
-            f"WHERE {lower}{self.date} < :cutoff ORDER BY {self.key} LIMIT :n) aishell_batch"
+            f"SELECT aishell_k FROM (SELECT {self.key} AS aishell_k FROM {self.table} "
+            f"WHERE {lower}{self.date} < :cutoff ORDER BY {self.key} LIMIT :n) aishell_batch "
+            "ORDER BY aishell_k DESC LIMIT 1"
         )
 
     def first_old(self, first: bool) -> str:
@@ -116,7 +126,12 @@ class BatchSql:
         return f"SELECT count(*) FROM {self.archive_table} WHERE {lower}{self.key} <= :upper"
 
     def bounds(self) -> str:
-        return f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
+        """The least and greatest key, each the first row of the key's order: an index's
+        ends, and a key type without min() and max() (PostgreSQL's uuid) has them too."""
+        return (
+            f"SELECT (SELECT {self.key} FROM {self.table} ORDER BY {self.key} LIMIT 1), "
+            f"(SELECT {self.key} FROM {self.table} ORDER BY {self.key} DESC LIMIT 1)"
+        )
 
     def delete(self, first: bool, form: str = RANGE) -> str:
         """The page walk's other forms: PART, at most :n of the old rows of one page

@@ -15,7 +15,7 @@ from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.archiveshape import check_durable
-from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer
+from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, plain_key
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
 from aishell.handlers.purge.share import pending_stop
@@ -71,7 +71,7 @@ def key_span(ctx: ToolContext, table: str, batch: BatchSql) -> tuple[Any, Any]:
 
     def read() -> tuple[Any, Any]:
         low, high = ctx.connection.execute(text(batch.bounds())).one()
-        return low, high
+        return plain_key(low), plain_key(high)
 
     return cast(tuple[Any, Any], remembered(ctx, table)(("bounds", batch.key), read))
 
