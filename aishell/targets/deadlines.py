@@ -20,6 +20,7 @@ from aishell.targets.limits import (
     Limits,
     TargetSilent,
     Watchdog,
+    hold_to_read_timeout,
     set_statement_limit,
     sever,
     statement_limit,
@@ -179,6 +180,7 @@ def stop_statement(conn: Connection, ended: Callable[[float], bool]) -> None:
     found = _driver(conn)
     if found is not None and found[1] is not None:
         found[1].stopping = True
+        hold_to_read_timeout(found[1], besides=found[0])
     cancel_then_sever(conn, ended, time.monotonic(), Limits.unanswered_cancel)
 
 

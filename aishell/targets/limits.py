@@ -177,6 +177,10 @@ class Limits:
     # Per thread whose new connection's set-up was cut off (bound_setup): what its
     # connect's error says, and that DBAPI connection's id (its key in `fired`).
     setup_cut: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # Per DBAPI connection with a statement waiting for its answer: (the connection,
+    # its info, the statement's mark). A stop holds every one of them to
+    # read_timeout_seconds (hold_to_read_timeout), not only the step's own.
+    waiting: dict[int, tuple[Any, dict[str, Any], object]] = field(default_factory=dict)
 
     def bound(self) -> float:
         """How long a statement sent now may wait for its answer."""
@@ -237,6 +241,7 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
         # stop's cancel waits to see end (deadlines.cancel_then_sever).
         info, mark = conn.info, object()
         info[IN_FLIGHT_KEY] = mark
+        limits.waiting[id(dbapi)] = (dbapi, info, mark)
         if not is_pg:
             mysql_read_timeout(dbapi, bound)
             return
@@ -247,6 +252,7 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
 
     @event.listens_for(engine, "after_cursor_execute")
     def _disarm(conn: Connection, cursor: Any, *_: Any) -> None:
+        limits.waiting.pop(id(cursor.connection), None)
         _stop_watch(conn.info, limits)
         if not is_pg:
             mysql_read_timeout(cursor.connection, limits.read_timeout)
@@ -273,7 +279,11 @@ def _said_silent(limits: Limits, is_pg: bool, ctx: Any) -> None:
     if ctx.is_pre_ping:
         return
     limits.setup_cut.pop(threading.get_ident(), None)  # said here, if it was cut
-    _stop_watch(_info_of(conn), limits)
+    info = _info_of(conn)
+    _stop_watch(info, limits)
+    for key, (_dbapi, its_info, _mark) in list(limits.waiting.items()):
+        if its_info is info:
+            limits.waiting.pop(key, None)
     dbapi = conn.connection.dbapi_connection if not conn.invalidated else None
     orig = ctx.original_exception
     said = limits.fired.pop(id(dbapi), None) if dbapi is not None else None
@@ -372,6 +382,38 @@ def _info_of(conn: Connection) -> dict[str, Any]:
 def _stop_watch(info: dict[str, Any], limits: Limits) -> None:
     info.pop(IN_FLIGHT_KEY, None)
     limits.watchdog.disarm(info.pop("aishell_watchdog", None))
+
+
+def hold_to_read_timeout(limits: Limits, besides: Any = None) -> None:
+    """A run stops: every statement of the target still waiting for its answer (a
+    backup's second session's, not only the step's own connection's, `besides`, which
+    the stop cancels itself) is cancelled where the driver can, and its socket closed if
+    it still waits read_timeout_seconds from now, whatever its step's limit left it."""
+    for dbapi, info, mark in list(limits.waiting.values()):
+        if dbapi is besides:
+            continue
+        cancel = getattr(dbapi, "cancel_safe", None)
+        if callable(cancel):  # psycopg: a cancel request, on a thread of its own
+            threading.Thread(
+                target=partial(_quietly, cancel, timeout=limits.read_timeout),
+                name="aishell-cancel",
+                daemon=True,
+            ).start()
+        expire = partial(_expire_waiting, info, mark, dbapi, limits)
+        limits.watchdog.arm(limits.read_timeout, expire)
+
+
+def _quietly(call: Callable[..., Any], **kwargs: Any) -> None:
+    with suppress(Exception):
+        call(**kwargs)
+
+
+def _expire_waiting(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits) -> None:
+    """A stopped run's statement still waiting read_timeout_seconds after the stop."""
+    if info.get(IN_FLIGHT_KEY) is not mark:
+        return
+    limits.fired[id(dbapi)] = limits.unanswered_cancel()
+    sever(dbapi)
 
 
 def _expire(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits, waited: float) -> None:
