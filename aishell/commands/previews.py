@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.config.kinds import Category
 from aishell.config.models import Config
-from aishell.errors import AishellError
+from aishell.errors import AishellError, TargetUnreachable
 from aishell.executor import estimate_effect
 from aishell.executor.results import judged, named
 from aishell.plan.model import Plan, Step, plan_tables
@@ -227,6 +227,8 @@ def _measured(
         if live and tool.risk_level is not RiskLevel.SAFE:
             try:
                 effect = estimate_effect(tool, impl, params, ctx, catalog, rendered)
+            except TargetUnreachable:
+                raise  # the server stopped answering: nothing more can be read
             except AishellError as exc:
                 # The run fails this step before any prompt; the preview says why.
                 effect = {"refused": str(exc)}

@@ -118,6 +118,10 @@ def server_engine(url: str, location: str, silenced: Silenced) -> Engine:
         on_silence=silenced,
     )
     watch_statements(engine, limits)
+    if not postgresql:
+        from aishell.targets.isolationreset import name_isolation_silence
+
+        name_isolation_silence(engine, limits)
 
     @event.listens_for(engine, "do_connect")
     def _refuse(*_: Any) -> None:

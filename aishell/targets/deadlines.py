@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -19,12 +20,11 @@ from aishell.targets.limits import (
     STATEMENT_LIMIT_KEY,
     Limits,
     TargetSilent,
-    Watchdog,
-    hold_to_read_timeout,
     set_statement_limit,
     sever,
     statement_limit,
 )
+from aishell.targets.watchdog import Watchdog
 
 # How often a stop sends its cancel again while the statement it cancels still runs.
 RECANCEL_SECONDS = 1.0
@@ -254,3 +254,35 @@ def _kill_query(engine: Engine, thread_id: int) -> None:
         cursor.close()
     finally:
         other.close()
+
+
+def hold_to_read_timeout(limits: Limits, besides: Any = None) -> None:
+    """A run stops: every statement of the target still waiting for its answer (a
+    backup's second session's, not only the step's own connection's, `besides`, which
+    the stop cancels itself) is cancelled where the driver can, and its socket closed if
+    it still waits read_timeout_seconds from now, whatever its step's limit left it."""
+    for dbapi, info, mark in list(limits.waiting.values()):
+        if dbapi is besides:
+            continue
+        cancel = getattr(dbapi, "cancel_safe", None)
+        if callable(cancel):  # psycopg: a cancel request, on a thread of its own
+            threading.Thread(
+                target=partial(_quietly, cancel, timeout=limits.read_timeout),
+                name="aishell-cancel",
+                daemon=True,
+            ).start()
+        expire = partial(_expire_waiting, info, mark, dbapi, limits)
+        limits.watchdog.arm(limits.read_timeout, expire)
+
+
+def _quietly(call: Callable[..., Any], **kwargs: Any) -> None:
+    with suppress(Exception):
+        call(**kwargs)
+
+
+def _expire_waiting(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits) -> None:
+    """A stopped run's statement still waiting read_timeout_seconds after the stop."""
+    if info.get(IN_FLIGHT_KEY) is not mark:
+        return
+    limits.fired[id(dbapi)] = limits.unanswered_cancel()
+    sever(dbapi)

@@ -134,6 +134,12 @@ def create_demo(
         }
     finally:
         conn.close()
+    _put_in_place(partial, path)
+    return counts
+
+
+def _put_in_place(partial: Path, path: Path) -> None:
+    """The whole file made durable, then renamed to `path` (the rename durable too)."""
     fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -142,7 +148,6 @@ def create_demo(
     check_replaceable(path)  # again: the file may have appeared while rows were made
     os.replace(partial, path)
     fsync_dir(path.parent)
-    return counts
 
 
 def is_demo_database(path: Path) -> bool:

@@ -20,6 +20,7 @@ from aishell.dialects import FAMILIES, mysql_lock_wait_seconds
 from aishell.errors import ConfigError, TargetError, TargetLocked, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.access import session_access
+from aishell.targets.isolationreset import name_isolation_silence
 from aishell.targets.limits import (
     LIMITS_KEY,
     Limits,
@@ -210,6 +211,7 @@ def _server_engine(
         engine = _postgresql_engine(url, target, read_only, limits)
     else:
         engine = _mysql_engine(url, target, read_only, limits)
+        name_isolation_silence(engine, limits)
     watch_statements(engine, limits)
     return engine
 

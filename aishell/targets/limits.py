@@ -8,8 +8,6 @@ step runs, also one opened meanwhile (a reconnect, a backup's second session).
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import socket
 import threading
@@ -28,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
+from aishell.targets.watchdog import STATEMENTS, Watchdog
 
 # Where a connection's Limits are kept (the pool record's info, seen as Connection.info).
 LIMITS_KEY = "aishell_limits"
@@ -55,63 +54,6 @@ class TargetSilent(TargetUnreachable, DBAPIError):
         return self.message
 
 
-class Watchdog:
-    """One thread that calls each watch's callback unless it is disarmed by its deadline:
-    a thread per statement would cost about a millisecond each, several times the round
-    trip of a short statement. The thread ends when idle; the next watch starts another."""
-
-    def __init__(self) -> None:
-        self._reset()
-        _WATCHDOGS.add(self)
-
-    def _reset(self) -> None:
-        # Also in a forked child, which has none of its parent's threads (this one's
-        # said it was running) and may have inherited the lock held.
-        self._cond = threading.Condition()
-        self._armed: dict[int, tuple[float, Callable[[], None]]] = {}
-        self._tokens = itertools.count(1)
-        self._wakes_at = math.inf
-        self._running = False
-
-    def arm(self, seconds: float, expire: Callable[[], None]) -> int:
-        deadline = time.monotonic() + seconds
-        with self._cond:
-            token = next(self._tokens)
-            self._armed[token] = (deadline, expire)
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="aishell-watchdog", daemon=True).start()
-            elif deadline < self._wakes_at:
-                self._cond.notify()
-        return token
-
-    def disarm(self, token: int | None) -> None:
-        with self._cond:
-            self._armed.pop(token or 0, None)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [token for token, (deadline, _) in self._armed.items() if deadline <= now]
-                expired = [self._armed.pop(token)[1] for token in due]
-                if not expired:
-                    if not self._armed:
-                        self._wakes_at = math.inf
-                        self._cond.wait(30)
-                        if not self._armed:
-                            self._running = False
-                            return
-                        continue
-                    self._wakes_at = min(deadline for deadline, _ in self._armed.values())
-                    self._cond.wait(self._wakes_at - now)
-                    continue
-            for expire in expired:
-                with suppress(Exception):
-                    expire()
-
-
-_WATCHDOGS: weakref.WeakSet[Watchdog] = weakref.WeakSet()
 # The psycopg connections of this process that sent a statement: what drop_waiting()
 # looks through.
 _PG_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -135,18 +77,6 @@ def drop_waiting() -> None:
         with suppress(Exception):
             if dbapi.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
                 dbapi.pgconn.finish()
-
-
-def _reset_in_child() -> None:
-    for watchdog in list(_WATCHDOGS):
-        watchdog._reset()
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
-
-# Every target's statements are watched by one thread: one per target would leave a
-# thread behind for every target a long-lived process (the scheduler) has used lately.
-STATEMENTS = Watchdog()
 
 
 @dataclass
@@ -241,7 +171,8 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
         # stop's cancel waits to see end (deadlines.cancel_then_sever).
         info, mark = conn.info, object()
         info[IN_FLIGHT_KEY] = mark
-        limits.waiting[id(dbapi)] = (dbapi, info, mark)
+        if not outside:  # the run lock's session keeps its own bound, and its watch
+            limits.waiting[id(dbapi)] = (dbapi, info, mark)
         if not is_pg:
             mysql_read_timeout(dbapi, bound)
             return
@@ -382,38 +313,6 @@ def _info_of(conn: Connection) -> dict[str, Any]:
 def _stop_watch(info: dict[str, Any], limits: Limits) -> None:
     info.pop(IN_FLIGHT_KEY, None)
     limits.watchdog.disarm(info.pop("aishell_watchdog", None))
-
-
-def hold_to_read_timeout(limits: Limits, besides: Any = None) -> None:
-    """A run stops: every statement of the target still waiting for its answer (a
-    backup's second session's, not only the step's own connection's, `besides`, which
-    the stop cancels itself) is cancelled where the driver can, and its socket closed if
-    it still waits read_timeout_seconds from now, whatever its step's limit left it."""
-    for dbapi, info, mark in list(limits.waiting.values()):
-        if dbapi is besides:
-            continue
-        cancel = getattr(dbapi, "cancel_safe", None)
-        if callable(cancel):  # psycopg: a cancel request, on a thread of its own
-            threading.Thread(
-                target=partial(_quietly, cancel, timeout=limits.read_timeout),
-                name="aishell-cancel",
-                daemon=True,
-            ).start()
-        expire = partial(_expire_waiting, info, mark, dbapi, limits)
-        limits.watchdog.arm(limits.read_timeout, expire)
-
-
-def _quietly(call: Callable[..., Any], **kwargs: Any) -> None:
-    with suppress(Exception):
-        call(**kwargs)
-
-
-def _expire_waiting(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits) -> None:
-    """A stopped run's statement still waiting read_timeout_seconds after the stop."""
-    if info.get(IN_FLIGHT_KEY) is not mark:
-        return
-    limits.fired[id(dbapi)] = limits.unanswered_cancel()
-    sever(dbapi)
 
 
 def _expire(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits, waited: float) -> None:

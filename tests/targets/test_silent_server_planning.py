@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -140,3 +141,65 @@ def test_ctrl_c_while_planning_waits_on_a_frozen_server_ends_at_once(home, fixsi
     assert took < INTERRUPT_BOUND, (took, err)
     assert child.returncode == EXIT_DENIED, (child.returncode, err)
     assert err.strip().splitlines() == ["Error: interrupted by SIGINT"], err
+
+
+@pytest.mark.parametrize("marker", [b"aishell_fn", b"pg_catalog.pg_trigger"])
+def test_a_plan_whose_measure_meets_a_silent_server_ends_in_one_line(home, fixsil_pg, marker):
+    """The preview's look for code the server would run (the functions a statement
+    calls, a table's triggers) gets no answer: the plan ends naming read_timeout_seconds.
+    Before, the preview took the lost connection's error for the step's refusal and read
+    on over it: an internal error (PendingRollbackError)."""
+    proxy = Proxy(server_port(fixsil_pg))
+    try:
+        config = configure(
+            home,
+            through(proxy.port, fixsil_pg),
+            read_timeout_seconds=2,
+            connect_timeout_seconds=2,
+        )
+        proxy.hold(marker)
+
+        def freeze_once_held() -> None:
+            if proxy.held_once.wait(60):
+                proxy.freeze()
+
+        threading.Thread(target=freeze_once_held, daemon=True).start()
+        with pytest.raises(AishellError) as raised:
+            in_thread(lambda: commands.plan_job(config, "maintenance", {"type": "full"}))
+        assert proxy.held_once.is_set(), f"planning never sent {marker!r}"
+    finally:
+        proxy.close()
+    said = str(raised.value)
+    assert "read_timeout_seconds" in said and "\n" not in said, said
+
+
+def test_a_mariadb_plan_whose_connection_reset_meets_a_silent_server_ends_in_one_line(home):
+    """The pool's reset of planning's read-only connection once the catalog is read (its
+    isolation level set back, past the statements' error hook) gets no answer: the plan
+    ends naming read_timeout_seconds, not in the driver's own error (an internal error)."""
+    from tests.services import scratch_mysql
+
+    with scratch_mysql() as url:
+        made = engine(url)
+        with made.begin() as conn:
+            conn.execute(text("CREATE TABLE fixsil_t (id int PRIMARY KEY, v text)"))
+        made.dispose()
+        proxy = Proxy(server_port(url))
+        try:
+            config = configure(
+                home, through(proxy.port, url), read_timeout_seconds=2, connect_timeout_seconds=2
+            )
+            proxy.hold(b"AUTOCOMMIT = 0", after=(b"information_schema.TABLES",))
+
+            def freeze_once_held() -> None:
+                if proxy.held_once.wait(60):
+                    proxy.freeze()
+
+            threading.Thread(target=freeze_once_held, daemon=True).start()
+            with pytest.raises(AishellError) as raised:
+                in_thread(lambda: commands.plan_job(config, "maintenance", {"type": "quick"}))
+            assert proxy.held_once.is_set(), "the connection was never reset"
+        finally:
+            proxy.close()
+    said = str(raised.value)
+    assert "read_timeout_seconds" in said and "\n" not in said, said

@@ -161,6 +161,7 @@ class Walk:
                 "batches": self.state["batches"],
                 "archive_offset": self.state["archive_offset"],
                 "session": self.state.get("session"),
+                "archive_overlaps": self.state.get("archive_overlaps"),
                 "pending": pending,
                 **(self.limit.progress() if self.limit is not None else {}),
             }
@@ -280,7 +281,7 @@ class Walk:
             # the next batch is sized from what is there now.
             conn.rollback()
             return True
-        archive_offset = self._commit(upper, count, archived)
+        archive_offset = self._commit(upper, count, archived, first, values)
         attempt.lost_in_a_row = 0
         elapsed = time.perf_counter() - t0
         attempt.durations.append(elapsed)
@@ -298,12 +299,26 @@ class Walk:
         self._report()
         return True
 
-    def _commit(self, upper: Any, count: int, archived: BatchBytes | None) -> int | None:
+    def _commit(
+        self,
+        upper: Any,
+        count: int,
+        archived: BatchBytes | None,
+        first: bool = False,
+        values: dict[str, Any] | None = None,
+    ) -> int | None:
         where: dict[str, Any] = {"upper": upper, "rows": count}
+        conn = self.ctx.connection
         if count and self.ctx.dialect == "postgresql":
             # After a crash the server says whether this transaction committed
             # (pg_xact_status), whatever its key range holds by then.
-            where.update(transaction_of(self.ctx.connection))
+            where.update(transaction_of(conn))
+        elif count and self.state.get("archive_overlaps") and values is not None:
+            # Earlier purges' rows share the batch's key range in the archive table: the
+            # rows there with its copy (seen inside its transaction) are what a resume
+            # finds if, and only if, it committed (indoubt.KeyBatch).
+            sql = text(self.batch.archived_in_range(first))
+            where["archived"] = int(conn.execute(sql, values).scalar() or 0)
         return self._commit_pending(where, archived)
 
     def _commit_pending(self, where: dict[str, Any], archived: BatchBytes | None) -> int | None:

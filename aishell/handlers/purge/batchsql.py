@@ -125,6 +125,11 @@ class BatchSql:
         lower = "" if first else f"{self.key} > :after AND "
         return f"SELECT count(*) FROM {self.archive_table} WHERE {lower}{self.key} <= :upper"
 
+    def archived_from(self) -> str:
+        """Whether the archive table holds a row at or past the walk's first key (:low):
+        rows an earlier purge archived where this one's batches will archive theirs."""
+        return f"SELECT 1 FROM {self.archive_table} WHERE {self.key} >= :low LIMIT 1"
+
     def bounds(self) -> str:
         """The least and greatest key, each the first row of the key's order: an index's
         ends, and a key type without min() and max() (PostgreSQL's uuid) has them too."""

@@ -204,6 +204,7 @@ def _purge_from_checkpoint(
                 "batches": point.batches,
                 "archive_offset": archive.offset if archive else None,
                 "session": session,
+                "archive_overlaps": _archive_overlaps(ctx, batch, prepared["bounds"], point),
                 **{k: point.progress[k] for k in ("end", *_PAGE_STATE) if k in point.progress},
             },
             limit=limit,
@@ -215,6 +216,28 @@ def _purge_from_checkpoint(
             archive.close()
         for _name, replica in throttle.replicas if throttle else ():
             replica.close()
+
+
+def _archive_overlaps(
+    ctx: ToolContext, batch: BatchSql, bounds: tuple[Any, Any], point: _Checkpoint
+) -> bool | None:
+    """Whether an earlier purge's rows lie in the archive table where this purge's
+    batches archive theirs (one archive table, day after day, keys interleaved with the
+    rows kept): then a batch in doubt's own copy cannot be told from them by its rows in
+    the archive's key range alone, and each batch counts them as it goes. Asked at the
+    step's first start, kept in its checkpoints; None where a batch in doubt has another
+    witness (PostgreSQL's server, an archive file) or no archive table."""
+    if ctx.dialect == "postgresql" or not batch.archive_table or batch.key == "rowid":
+        return None
+    if point.progress:
+        found = point.progress.get("archive_overlaps")
+        return found if isinstance(found, bool) else None
+    low = bounds[0]
+    if low is None:
+        return False
+    row = ctx.connection.execute(text(batch.archived_from()), {"low": low}).first()
+    ctx.connection.rollback()
+    return row is not None
 
 
 def _end_batches(conn: Connection) -> None:
