@@ -105,6 +105,21 @@ class Proxy(Silent):
                 with suppress(OSError):
                     link.server.sendall(bytes(kept))
 
+    def freeze_once_held(
+        self, marker: bytes, after: tuple[bytes, ...] = (), wait: float = 60
+    ) -> threading.Thread:
+        """Hold the next message holding marker (see hold), and freeze the proxy once it
+        is held: the server never gets it, and nothing more reaches either side."""
+        self.hold(marker, after=after)
+
+        def freeze() -> None:
+            if self.held_once.wait(wait):
+                self.freeze()
+
+        freezer = threading.Thread(target=freeze, name="freezer", daemon=True)
+        freezer.start()
+        return freezer
+
     @contextmanager
     def holding(self, marker: bytes = b"COMMIT") -> Iterator[Proxy]:
         self.hold(marker)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -157,13 +156,7 @@ def test_a_plan_whose_measure_meets_a_silent_server_ends_in_one_line(home, fixsi
             read_timeout_seconds=2,
             connect_timeout_seconds=2,
         )
-        proxy.hold(marker)
-
-        def freeze_once_held() -> None:
-            if proxy.held_once.wait(60):
-                proxy.freeze()
-
-        threading.Thread(target=freeze_once_held, daemon=True).start()
+        proxy.freeze_once_held(marker)
         with pytest.raises(AishellError) as raised:
             in_thread(lambda: commands.plan_job(config, "maintenance", {"type": "full"}))
         assert proxy.held_once.is_set(), f"planning never sent {marker!r}"
@@ -189,13 +182,7 @@ def test_a_mariadb_plan_whose_connection_reset_meets_a_silent_server_ends_in_one
             config = configure(
                 home, through(proxy.port, url), read_timeout_seconds=2, connect_timeout_seconds=2
             )
-            proxy.hold(b"AUTOCOMMIT = 0", after=(b"information_schema.TABLES",))
-
-            def freeze_once_held() -> None:
-                if proxy.held_once.wait(60):
-                    proxy.freeze()
-
-            threading.Thread(target=freeze_once_held, daemon=True).start()
+            proxy.freeze_once_held(b"AUTOCOMMIT = 0", after=(b"information_schema.TABLES",))
             with pytest.raises(AishellError) as raised:
                 in_thread(lambda: commands.plan_job(config, "maintenance", {"type": "quick"}))
             assert proxy.held_once.is_set(), "the connection was never reset"

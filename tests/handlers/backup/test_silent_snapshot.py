@@ -38,17 +38,11 @@ def test_a_snapshot_read_on_a_silent_server_ends_the_run(
     found: dict[str, Any] = {}
     try:
         config = through_proxy(home, proxy, pg_url)
-        proxy.hold(marker)
-
-        def freeze_once_held() -> None:
-            if proxy.held_once.wait(60):
-                proxy.freeze()
+        proxy.freeze_once_held(marker)
 
         def backup() -> None:
             found["result"] = commands.run_job(config, "backup", {"type": "full", "verify": False})
 
-        freezer = threading.Thread(target=freeze_once_held, daemon=True)
-        freezer.start()
         worker = threading.Thread(target=backup, daemon=True)
         worker.start()
         worker.join(HANG_SECONDS)
