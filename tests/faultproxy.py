@@ -44,6 +44,11 @@ class Silent:
     def close(self) -> None:
         self.sock.close()
         for conn in self.held:
+            # Shut down first: a close alone leaves the connection open while a thread
+            # of the proxy still waits in recv() on it, and the server's session (in a
+            # transaction, holding back every VACUUM of the server) lives on.
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
             with suppress(OSError):
                 conn.close()
 
