@@ -233,15 +233,21 @@ def interrupt(conn: Connection) -> None:
     if isinstance(dbapi, sqlite3.Connection):
         dbapi.interrupt()
         return
-    wait = limits.read_timeout if limits is not None else 30.0
+    cancel_on_server(dbapi, limits.read_timeout if limits is not None else 30.0, conn.engine)
+
+
+def cancel_on_server(dbapi: Any, wait: float, engine: Engine | None = None) -> None:
+    """Ask the server to cancel what runs on a DBAPI connection, waiting `wait` seconds
+    at most: psycopg's cancel request; MySQL's KILL QUERY over a new connection of
+    `engine` (none given: not asked)."""
     cancel_safe = getattr(dbapi, "cancel_safe", None)
     with suppress(Exception):  # psycopg.CancellationTimeout, a refused connection ...
         if callable(cancel_safe):  # psycopg 3.2+
             cancel_safe(timeout=wait)
         elif dbapi is not None and callable(getattr(dbapi, "cancel", None)):
             dbapi.cancel()
-        elif dbapi is not None and callable(getattr(dbapi, "thread_id", None)):
-            _kill_query(conn.engine, int(dbapi.thread_id()))
+        elif engine is not None and callable(getattr(dbapi, "thread_id", None)):
+            _kill_query(engine, int(dbapi.thread_id()))
 
 
 def _kill_query(engine: Engine, thread_id: int) -> None:
@@ -264,20 +270,16 @@ def hold_to_read_timeout(limits: Limits, besides: Any = None) -> None:
     for dbapi, info, mark in list(limits.waiting.values()):
         if dbapi is besides:
             continue
-        cancel = getattr(dbapi, "cancel_safe", None)
-        if callable(cancel):  # psycopg: a cancel request, on a thread of its own
-            threading.Thread(
-                target=partial(_quietly, cancel, timeout=limits.read_timeout),
-                name="aishell-cancel",
-                daemon=True,
-            ).start()
+        # A cancel request on a thread of its own (psycopg's; a MySQL statement is cut
+        # by its socket only, which a cancel over a new connection would not beat).
+        threading.Thread(
+            target=cancel_on_server,
+            args=(dbapi, limits.read_timeout),
+            name="aishell-cancel",
+            daemon=True,
+        ).start()
         expire = partial(_expire_waiting, info, mark, dbapi, limits)
         limits.watchdog.arm(limits.read_timeout, expire)
-
-
-def _quietly(call: Callable[..., Any], **kwargs: Any) -> None:
-    with suppress(Exception):
-        call(**kwargs)
 
 
 def _expire_waiting(info: dict[str, Any], mark: object, dbapi: Any, limits: Limits) -> None:
