@@ -10,7 +10,8 @@ PostgreSQL's lists after the table's own oid those of the partitions and inherit
 tables a statement on it reaches: one attached since is a table no one approved. Code is
 fingerprinted by its definition: the triggers, rules and row policies on the tables and
 on those they reach, and every user-defined routine of the database (a trigger's
-function may call any of them), each as a short digest.
+function may call any of them) with, on PostgreSQL, the aggregates, operators and casts
+that call routines, each as a short digest.
 """
 
 from __future__ import annotations
@@ -45,15 +46,53 @@ _PG_TABLES = (
     "ON c.relname = tree.name AND c.relnamespace = "
     "pg_catalog.to_regnamespace(pg_catalog.current_schema())::oid GROUP BY tree.name"
 )
+# Each user-defined object of the schema's code outside an extension: its routines by
+# their definition; its aggregates, operators and casts by the functions they call (a
+# trigger's `sum_of(x)`, `a %% b` or `x::money` runs what they name now).
+_PG_NOT_EXTENSION = (
+    "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+    "'pg_catalog.{catalog}'::pg_catalog.regclass::pg_catalog.oid "
+    "AND d.objid = {alias}.oid AND d.deptype = 'e')"
+)
+_PG_USER_SCHEMA = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_toast%'"
+)
 _PG_ROUTINES = (
     "SELECT p.oid::regprocedure::text AS name, pg_catalog.md5(pg_catalog.pg_get_functiondef("
     "p.oid)) AS digest FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON "
-    "n.oid = p.pronamespace WHERE p.prokind IN ('f', 'p', 'w') AND n.nspname NOT IN "
-    "('pg_catalog', 'information_schema') "
-    "AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_toast%' AND NOT "
-    "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
-    "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid "
-    "AND d.objid = p.oid AND d.deptype = 'e')"
+    "n.oid = p.pronamespace WHERE p.prokind IN ('f', 'p', 'w') AND "
+    + _PG_USER_SCHEMA
+    + " AND "
+    + _PG_NOT_EXTENSION.format(catalog="pg_proc", alias="p")
+    + " UNION ALL SELECT 'aggregate ' || p.oid::regprocedure::text, "
+    "pg_catalog.md5(pg_catalog.concat_ws('/', a.aggkind, a.aggtransfn::oid::regprocedure, "
+    "a.aggfinalfn::oid::regprocedure, "
+    "a.aggcombinefn::oid::regprocedure, a.aggserialfn::oid::regprocedure, "
+    "a.aggdeserialfn::oid::regprocedure, a.aggmtransfn::oid::regprocedure, "
+    "a.aggminvtransfn::oid::regprocedure, a.aggmfinalfn::oid::regprocedure, "
+    "a.aggtranstype::regtype, a.agginitval, a.aggmtranstype::regtype, a.aggminitval, "
+    "a.aggfinalextra, a.aggfinalmodify, a.aggsortop::regoperator)) "
+    "FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE "
+    + _PG_USER_SCHEMA
+    + " AND "
+    + _PG_NOT_EXTENSION.format(catalog="pg_proc", alias="p")
+    + " UNION ALL SELECT 'operator ' || o.oid::regoperator::text, "
+    "pg_catalog.md5(pg_catalog.concat_ws('/', o.oprcode::oid::regprocedure, "
+    "o.oprrest::oid::regprocedure, "
+    "o.oprjoin::oid::regprocedure, o.oprresult::regtype)) FROM pg_catalog.pg_operator o "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE "
+    + _PG_USER_SCHEMA
+    + " AND "
+    + _PG_NOT_EXTENSION.format(catalog="pg_operator", alias="o")
+    # A cast has no schema: a user's is one made after initdb (its oid past the last
+    # of the system's) outside an extension.
+    + " UNION ALL SELECT 'cast ' || pg_catalog.format_type(c.castsource, NULL) || ' as ' "
+    "|| pg_catalog.format_type(c.casttarget, NULL), pg_catalog.md5(pg_catalog.concat_ws('/', "
+    "c.castfunc::regprocedure, c.castcontext, c.castmethod)) FROM pg_catalog.pg_cast c "
+    "WHERE c.oid >= '16384'::pg_catalog.oid AND "
+    + _PG_NOT_EXTENSION.format(catalog="pg_cast", alias="c")
 )
 # The code on the named tables and on every table they reach (_PG_TREE): a row deleted
 # through the parent fires its partition's triggers and meets its policies.
