@@ -376,6 +376,24 @@ ARCHIVES = {
             "CREATE TABLE arch (id integer, created_at timestamp, n bigint)",
             "column n is bigint, not integer as in the purged table",
         ),
+        "index expression": (
+            "CREATE TABLE arch (id integer, created_at timestamp, n integer)\n"
+            "CREATE INDEX arch_zap ON arch (zap(n))",
+            "index arch_zap calls a user-defined function or operator class",
+        ),
+        "partial index": (
+            "CREATE TABLE arch (id integer, created_at timestamp, n integer)\n"
+            "CREATE INDEX arch_some ON arch (id) WHERE zap(n) > 0",
+            "index arch_some calls a user-defined function or operator class",
+        ),
+        "operator class": (
+            "CREATE TABLE arch (id integer, created_at timestamp, n integer)\n"
+            "DROP OPERATOR CLASS IF EXISTS zap_ops USING hash\n"
+            "CREATE OPERATOR CLASS zap_ops FOR TYPE integer USING hash AS "
+            "OPERATOR 1 = , FUNCTION 1 zap(integer)\n"
+            "CREATE INDEX arch_hash ON arch USING hash (n zap_ops)",
+            "index arch_hash calls a user-defined function or operator class",
+        ),
     },
     "mysql": {
         "generated": (

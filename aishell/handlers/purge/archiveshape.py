@@ -7,7 +7,8 @@ check and domain constraints and row-security policies: a function behind any of
 them runs once per archived row, and may write to any table (it did: 50 rows of
 another table went during a purge). So the archive table is refused, with one line
 naming each thing that would run, unless it has none: no generated column, no default
-but a plain constant, no trigger or rule, no check or domain constraint that calls a
+but a plain constant, no trigger or rule, no check or domain constraint, nor index (its
+expressions, predicate or operator class: an INSERT evaluates them), that calls a
 user-defined function, no row security, and each column of the purged table's type
 (SQLite: of its type affinity).
 
@@ -79,7 +80,17 @@ _PG_PROBLEMS = (
     "UNION ALL SELECT DISTINCT 'domain', d.col::text, d.typ::pg_catalog.regtype::text "
     "FROM domains d JOIN pg_catalog.pg_constraint k ON k.contypid = d.typ WHERE "
     + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_constraint", objid="k.oid")
-    + " UNION ALL SELECT 'type', c.attname::text, pg_catalog.format_type(c.atttypid, "
+    + " UNION ALL SELECT 'index', i.indexrelid::pg_catalog.regclass::text, "
+    "pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i JOIN arc "
+    "ON i.indrelid = arc.oid WHERE "
+    + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_class", objid="i.indexrelid")
+    + " OR EXISTS (SELECT 1 FROM pg_catalog.pg_opclass oc JOIN pg_catalog.pg_namespace "
+    "ocn ON ocn.oid = oc.opcnamespace WHERE oc.oid = ANY (i.indclass::pg_catalog.oid[]) "
+    "AND ocn.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    "SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
+    "'pg_catalog.pg_opclass'::pg_catalog.regclass::pg_catalog.oid AND e.objid = oc.oid "
+    "AND e.deptype = 'e'))"
+    " UNION ALL SELECT 'type', c.attname::text, pg_catalog.format_type(c.atttypid, "
     "c.atttypmod) || ', not ' || pg_catalog.format_type(s.atttypid, s.atttypmod) FROM ("
     "SELECT c.*, pg_catalog.row_number() OVER (ORDER BY c.attnum) AS i FROM cols c) c JOIN ("
     "SELECT a.*, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS i "
@@ -215,6 +226,7 @@ def _said(kind: str, name: str | None, what: str | None) -> str:
         "rule": f"rule {name}",
         "check": f"check constraint {name} calls a user-defined function ({what})",
         "domain": f"column {name} is of domain {what}, whose check calls a user-defined function",
+        "index": f"index {name} calls a user-defined function or operator class ({what})",
         "type": f"column {name} is {what} as in the purged table",
     }[kind]
 
