@@ -81,6 +81,10 @@ _RUNS: dict[str, dict[str, frozenset[str]]] = {
         "UPDATE": frozenset({"trigger", "rule", "index", "generated", "check", "domain", "policy"}),
         "DELETE": frozenset({"trigger", "rule", "policy"}),
         "TRUNCATE": frozenset({"trigger"}),
+        # A foreign key's ON DELETE / ON UPDATE SET DEFAULT sets its columns to their
+        # defaults: the child's defaults are evaluated (MariaDB's InnoDB has no such
+        # action; SQLite's defaults call no function of the file's).
+        "SET DEFAULT": frozenset({"default"}),
     },
     "mysql": {
         "ANALYZE": frozenset({"generated"}),
@@ -136,7 +140,12 @@ def user_code(
 
 
 # How an action is named in a sentence of user_code (others by their own word).
-_VERBS = {"REBUILD": "a rebuild", "ALTER": "ALTER TABLE", "CHECK": "amcheck's heapallindexed"}
+_VERBS = {
+    "REBUILD": "a rebuild",
+    "ALTER": "ALTER TABLE",
+    "CHECK": "amcheck's heapallindexed",
+    "SET DEFAULT": "a foreign key's SET DEFAULT",
+}
 
 
 def index_code(

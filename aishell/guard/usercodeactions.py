@@ -154,6 +154,9 @@ def _unquoted(token: str, dialect: str) -> str:
 
 
 def write_actions(writes: Iterable[Any]) -> Iterator[Action]:
-    """The row writes (writtentables.Write) as actions."""
+    """The row writes (writtentables.Write) as actions; a foreign key's SET DEFAULT is
+    also one that evaluates the columns' defaults."""
     for write in writes:
         yield Action(write.event, write.schema, write.table)
+        if getattr(write, "defaults", False):
+            yield Action("SET DEFAULT", write.schema, write.table)

@@ -145,7 +145,7 @@ def _acting(keys: list[_Key], write: Write) -> Iterator[tuple[_Key, str, Write]]
         if action == "CASCADE" and write.event == "DELETE":
             then = Write("DELETE", key.schema, key.table)
         else:
-            then = Write("UPDATE", key.schema, key.table, key.own)
+            then = Write("UPDATE", key.schema, key.table, key.own, defaults=action == "SET DEFAULT")
         yield key, f"{on} {action}{named}", then
 
 

@@ -20,13 +20,16 @@ from aishell.guard.sqlcheck import SQLGLOT_DIALECT
 class Write(NamedTuple):
     """One table a statement (or a cascade) writes: DELETE, UPDATE, INSERT or TRUNCATE.
     columns: the columns an UPDATE sets, as the catalog names them (None: any of them,
-    when the statement does not say); cascade: a TRUNCATE ... CASCADE."""
+    when the statement does not say); cascade: a TRUNCATE ... CASCADE; defaults: an
+    UPDATE that sets its columns to their defaults (a foreign key's SET DEFAULT), which
+    evaluates them."""
 
     event: str
     schema: str | None
     table: str
     columns: frozenset[str] | None = None
     cascade: bool = False
+    defaults: bool = False
 
 
 # Only a statement with one of these words can write rows: the others (VACUUM, ANALYZE,
