@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.hidden import exact_operators
-from aishell.guard.usercodeactions import Action
+from aishell.guard.usercodeactions import RUNS, VERBS, Action
 from aishell.sqltext import text
 
 
@@ -66,42 +66,6 @@ class Code:
     detail: str = ""
 
 
-# Which kinds of code each action runs, per engine; an action is a row write's event or
-# what a maintenance statement does to the table.
-_RUNS: dict[str, dict[str, frozenset[str]]] = {
-    "postgresql": {
-        "ANALYZE": frozenset({"index", "statistics", "column type"}),
-        "REBUILD": frozenset({"index"}),
-        # amcheck's heapallindexed: every row's index entry, expressions and predicate.
-        "CHECK": frozenset({"index"}),
-        "ALTER": frozenset({"index", "check", "default", "generated", "domain"}),
-        "INSERT": frozenset(
-            {"trigger", "rule", "index", "default", "generated", "check", "domain", "policy"}
-        ),
-        "UPDATE": frozenset({"trigger", "rule", "index", "generated", "check", "domain", "policy"}),
-        "DELETE": frozenset({"trigger", "rule", "policy"}),
-        "TRUNCATE": frozenset({"trigger"}),
-        # A foreign key's ON DELETE / ON UPDATE SET DEFAULT sets its columns to their
-        # defaults: the child's defaults are evaluated (MariaDB's InnoDB has no such
-        # action; SQLite's defaults call no function of the file's).
-        "SET DEFAULT": frozenset({"default"}),
-    },
-    "mysql": {
-        "ANALYZE": frozenset({"generated"}),
-        "REBUILD": frozenset({"generated", "check"}),
-        "ALTER": frozenset({"generated", "check", "default"}),
-        "INSERT": frozenset({"trigger", "generated", "default", "check"}),
-        "UPDATE": frozenset({"trigger", "generated", "check"}),
-        "DELETE": frozenset({"trigger"}),
-    },
-    "sqlite": {
-        "INSERT": frozenset({"trigger"}),
-        "UPDATE": frozenset({"trigger"}),
-        "DELETE": frozenset({"trigger"}),
-    },
-}
-
-
 def user_code(
     conn: Connection,
     actions: Iterable[Action],
@@ -116,7 +80,7 @@ def user_code(
     if not actions:
         return []
     dialect = family(conn.dialect.name)
-    runs = _RUNS.get(dialect, {})
+    runs = RUNS.get(dialect, {})
     if "user code" not in run_cache:
         run_cache["user code"] = _read(conn, dialect)
     found: dict[str, list[str]] = {}
@@ -131,21 +95,12 @@ def user_code(
             if piece.events and action not in piece.events:
                 continue
             if table is None or _reaches(piece, schema, table, dialect):
-                verb = _VERBS.get(action, action)
+                verb = VERBS.get(action, action)
                 found.setdefault(_said(piece, dialect), []).append(verb)
     return [
         f"{said} ({' and '.join(dict.fromkeys(verbs))} run{'s' if len(set(verbs)) == 1 else ''} it)"
         for said, verbs in found.items()
     ]
-
-
-# How an action is named in a sentence of user_code (others by their own word).
-_VERBS = {
-    "REBUILD": "a rebuild",
-    "ALTER": "ALTER TABLE",
-    "CHECK": "amcheck's heapallindexed",
-    "SET DEFAULT": "a foreign key's SET DEFAULT",
-}
 
 
 def index_code(

@@ -1,8 +1,9 @@
 """What a step's statements do to their tables, as the code of a table they run
 (usercode.py) is keyed: ANALYZE, a rebuild (REINDEX, VACUUM FULL, CLUSTER, OPTIMIZE,
-REPAIR), ALTER TABLE, and the row writes' events (writtentables.py). Read from the
-statement's words: maintenance statements are not parsed by sqlglot, as a step per
-table sends thousands of them.
+REPAIR), ALTER TABLE, and the row writes' events (writtentables.py), with which kinds
+of a table's code each action runs on each engine. Read from the statement's words:
+maintenance statements are not parsed by sqlglot, as a step per table sends thousands
+of them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,51 @@ class Action(NamedTuple):
     schema: str | None
     table: str | None
     only_index: str | None = None
+
+
+# Which kinds of code each action runs, per engine; an action is a row write's event or
+# what a maintenance statement does to the table.
+RUNS: dict[str, dict[str, frozenset[str]]] = {
+    "postgresql": {
+        "ANALYZE": frozenset({"index", "statistics", "column type"}),
+        "REBUILD": frozenset({"index"}),
+        # amcheck's heapallindexed: every row's index entry, expressions and predicate.
+        "CHECK": frozenset({"index"}),
+        "ALTER": frozenset({"index", "check", "default", "generated", "domain"}),
+        "INSERT": frozenset(
+            {"trigger", "rule", "index", "default", "generated", "check", "domain", "policy"}
+        ),
+        "UPDATE": frozenset({"trigger", "rule", "index", "generated", "check", "domain", "policy"}),
+        "DELETE": frozenset({"trigger", "rule", "policy"}),
+        "TRUNCATE": frozenset({"trigger"}),
+        # A foreign key's ON DELETE / ON UPDATE SET DEFAULT sets its columns to their
+        # defaults: the child's defaults are evaluated (MariaDB's InnoDB has no such
+        # action; SQLite's defaults call no function of the file's).
+        "SET DEFAULT": frozenset({"default"}),
+    },
+    "mysql": {
+        "ANALYZE": frozenset({"generated"}),
+        "REBUILD": frozenset({"generated", "check"}),
+        "ALTER": frozenset({"generated", "check", "default"}),
+        "INSERT": frozenset({"trigger", "generated", "default", "check"}),
+        "UPDATE": frozenset({"trigger", "generated", "check"}),
+        "DELETE": frozenset({"trigger"}),
+    },
+    "sqlite": {
+        "INSERT": frozenset({"trigger"}),
+        "UPDATE": frozenset({"trigger"}),
+        "DELETE": frozenset({"trigger"}),
+    },
+}
+
+
+# How an action is named in a sentence of user_code (others by their own word).
+VERBS = {
+    "REBUILD": "a rebuild",
+    "ALTER": "ALTER TABLE",
+    "CHECK": "amcheck's heapallindexed",
+    "SET DEFAULT": "a foreign key's SET DEFAULT",
+}
 
 
 _TOKEN = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|\w+|\S')
