@@ -27,6 +27,7 @@ from aishell.risk import RiskLevel
 from aishell.tool import locks as toollocks
 from aishell.tool import params as schema
 from aishell.tool import risks as toolrisks
+from aishell.tool.capabilityfloor import capability_problem
 from aishell.tool.context import PLACEHOLDER, Implementation, ToolContext, fill_template
 from aishell.tool.definition import (
     CHECK_SQL_MUST,
@@ -376,6 +377,12 @@ def _implementations(
             raise fail(
                 f"risk_level: tagged {spec.risk_level.value} but its {dialect} implementation "
                 f"needs at least {floor.value}: {why}"
+            )
+        short = capability_problem(spec.required_capabilities, impl, PLACEHOLDER, dialect, verdicts)
+        if short is not None:
+            declared = ", ".join(sorted(c.value for c in spec.required_capabilities))
+            raise fail(
+                f"required_capabilities: [{declared}] but its {dialect} implementation {short}"
             )
         implementations[dialect] = impl
     return implementations

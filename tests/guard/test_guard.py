@@ -209,7 +209,8 @@ def tool_yaml(
         "description": "A site tool made by a test.",
         "category": "maintenance",
         "risk_level": risk,
-        "required_capabilities": ["database_read"],
+        # What a tool that may write must declare (tool/capabilityfloor.py).
+        "required_capabilities": ["database_read", *(["database_write"] * (risk != "safe"))],
         "max_execution_time": 60,
         "idempotent": False,
         "params": dict(params or TABLE_PARAMS),

@@ -25,12 +25,14 @@ SKELETON_TOOLS = {
 
 
 def tool(**overrides: Any) -> dict[str, Any]:
+    writes = overrides.get("risk_level", "safe") != "safe"
     base = {
         "name": "count_rows_here",
         "description": "Count rows.",
         "category": "analysis",
         "risk_level": "safe",
-        "required_capabilities": ["database_read"],
+        # What a tool that may write must declare (tool/capabilityfloor.py).
+        "required_capabilities": ["database_read", *(["database_write"] * writes)],
         "max_execution_time": 10,
         "idempotent": True,
         "params": {
@@ -202,6 +204,49 @@ def test_a_write_is_accepted_at_its_least_risk_and_refused_below(tmp_path, sql, 
     under = tool(risk_level=below, implementations={"sqlite": {"sql": sql}})
     with pytest.raises(CatalogError, match=f"tagged {below} but .* needs at least {least}"):
         load_registry([catalog(tmp_path, under, folder="under")])
+
+
+@pytest.mark.parametrize(
+    ("risk", "implementation", "declared", "needs"),
+    [
+        ("high", {"sql": "DELETE FROM {table}"}, ["database_read"], "needs database_write"),
+        ("high", {"sql": "DELETE FROM {table}"}, ["index_manage"], "needs database_write"),
+        ("high", {"sql": "UPDATE {table} SET a = 1"}, [], "needs database_write"),
+        ("low", {"sql": "ANALYZE {table}"}, ["database_read"], "needs one of backup_restore"),
+        (
+            "low",
+            {"handler": "sqlite_maintenance.update_table_statistics"},
+            ["database_read", "schema_analyze"],
+            "needs one of backup_create, backup_restore",
+        ),
+    ],
+)
+def test_a_tool_declaring_less_than_it_does_is_refused(
+    tmp_path, risk, implementation, declared, needs
+):
+    """An agent's capabilities are held to what its tools declare: a declaration below
+    what the tool runs would let an agent allowed to read delete rows."""
+    under = tool(
+        risk_level=risk, required_capabilities=declared, implementations={"sqlite": implementation}
+    )
+    with pytest.raises(CatalogError, match=f"required_capabilities: .* {needs}"):
+        load_registry([catalog(tmp_path, under)])
+
+
+@pytest.mark.parametrize(
+    ("sql", "declared"),
+    [
+        ("ANALYZE {table}", ["index_manage"]),
+        ("DELETE FROM {table}", ["database_read", "database_write"]),
+        ("SELECT count(*) AS n FROM {table}", []),
+    ],
+)
+def test_a_tool_declaring_what_it_does_loads(tmp_path, sql, declared):
+    risk = "safe" if sql.startswith("SELECT") else "high"
+    fits = tool(
+        risk_level=risk, required_capabilities=declared, implementations={"sqlite": {"sql": sql}}
+    )
+    assert load_registry([catalog(tmp_path, fits)]).get("count_rows_here")
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
