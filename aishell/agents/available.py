@@ -24,6 +24,7 @@ from aishell.config.plugins import (
     AGENTS_GROUP,
     OWN_AGENTS,
     OWN_PACKAGE,
+    PLUGIN_FAILURES,
     PluginFailure,
     discovering,
     failure,
@@ -153,7 +154,7 @@ def _agent_of(ep: EntryPoint, package: str) -> Agent | PluginFailure:
     try:
         agent = loaded() if isinstance(loaded, type) else loaded
         problem = _problem(agent, ep.name)
-    except Exception as exc:
+    except PLUGIN_FAILURES as exc:
         return failure(AGENTS_GROUP, ep.name, package, exc)
     if problem is not None:
         return failure(AGENTS_GROUP, ep.name, package, problem)
@@ -198,7 +199,7 @@ def register_agent(agent: Agent, package: str = REGISTERED) -> None:
     table = _loaded()
     try:
         problem = _problem(agent, getattr(getattr(agent, "spec", None), "name", ""))
-    except Exception as exc:  # its own code raised: refused, saying what it raised
+    except PLUGIN_FAILURES as exc:  # its own code raised: refused, saying what it raised
         problem = failure(AGENTS_GROUP, "", package, exc).error
     if problem is None and agent.name in table.agents:
         problem = f"an agent named '{agent.name}' comes from {table.packages[agent.name]} already"
@@ -211,7 +212,7 @@ def register_agent(agent: Agent, package: str = REGISTERED) -> None:
 def _named(agent: object) -> str:
     try:
         return repr(agent.name)  # type: ignore[attr-defined]
-    except Exception:  # no name, or one that raises: the object stands for itself
+    except PLUGIN_FAILURES:  # no name, or one that raises: the object stands for itself
         return type(agent).__name__
 
 

@@ -4,20 +4,22 @@ facts planning it reads, and plan it as steps."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy.engine import Connection
 
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.config.options import KINDS, NUMERIC_KINDS, Option
-from aishell.config.plugins import failure
+from aishell.config.plugins import PLUGIN_FAILURES, failure
 from aishell.errors import AishellError, PlanError, UsageError
+from aishell.guard.connection import Guard, guarded
 from aishell.handlers.needs import Privilege
-from aishell.plan.model import Step
+from aishell.plan.model import Step, step_from_dict
 
 # What planning may read for a job beyond the target's tables, each at a cost:
 # "urgency", how soon each table needs work (a query of the server's catalog);
@@ -153,7 +155,7 @@ class PluginAgent:
             return getattr(self.agent, method)(*args)
         except AishellError:
             raise
-        except Exception as exc:  # the plugin's code: its failure, named as its own
+        except PLUGIN_FAILURES as exc:  # the plugin's code: its failure, named as its own
             said = failure("", self.name, self.package, exc).error
             raise PlanError(f"{self._who} failed to {doing}: {said}") from exc
 
@@ -170,10 +172,14 @@ class PluginAgent:
         found = self._call("check its job", "normalize_job", job, config)
         if not isinstance(found, dict):
             raise self._wrong("normalize_job", found, "the job as a dict")
-        return found
+        return cast(dict[str, Any], self._detached("normalize_job", found))
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
-        self._call("check its job on the target", "check_job", job, conn)
+        # Planning only reads: what its check sends through the connection is guarded as
+        # a read-only step's statements are (a SET that turns the session read-write, a
+        # DELETE, is refused before the server sees it).
+        with guarded(conn, Guard(label=f"{self._who}'s check of its job")):
+            self._call("check its job on the target", "check_job", job, conn)
 
     def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
         found = self._call("say what planning reads", "catalog_needs", job)
@@ -186,7 +192,19 @@ class PluginAgent:
         found = self._call("plan", "plan_steps", job, ctx)
         if not isinstance(found, list | tuple) or not all(isinstance(s, Step) for s in found):
             raise self._wrong("plan_steps", found, "a list of Step")
-        return list(found)
+        return [step_from_dict(self._detached("plan_steps", s.to_dict())) for s in found]
+
+    def _detached(self, method: str, found: object) -> Any:
+        """What the plugin returned, as plain data of aishell's own (a JSON copy): what
+        is validated and hashed is what runs, whatever the plugin later does to the
+        objects it handed over (a thread of its own that changes a step's table)."""
+        try:
+            return json.loads(json.dumps(found, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise PlanError(
+                f"{self._who} returned from {method} what is not plain data (strings, "
+                f"numbers, booleans, lists and mappings): {exc}"
+            ) from None
 
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
         found = self._call("describe its job", "describe_job", job, ctx)

@@ -130,13 +130,19 @@ def _identity(path: str) -> str:
     return f"{found.st_ino}:{found.st_mtime_ns}:{found.st_size}"
 
 
+# What a plugin's own code may raise as its failure: any error, and a sys.exit() (which
+# would otherwise end the command, with the plugin's exit status and nothing said). A
+# KeyboardInterrupt is the person's, and still ends the command.
+PLUGIN_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
+
 def load_entry(ep: EntryPoint, package: str) -> object | PluginFailure:
     """What the entry point names, or the failure that importing it raised."""
     try:
         loaded: object = ep.load()
         return loaded
     # A plugin is anyone's code: whatever it raises is its own failure, not aishell's.
-    except Exception as exc:
+    except PLUGIN_FAILURES as exc:
         return failure(ep.group, ep.name, package, exc)
 
 
@@ -187,7 +193,7 @@ def _folder(ep: EntryPoint, loaded: object) -> Path | str:
             value = loaded()
         else:
             value = loaded
-    except Exception as exc:  # the plugin's function failed
+    except PLUGIN_FAILURES as exc:  # the plugin's function failed
         return failure(TOOLS_GROUP, ep.name, "", exc).error
     if not isinstance(value, str | os.PathLike):
         return f"names {type(value).__name__}, not a folder of tool files"

@@ -140,7 +140,9 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
         # After AishellError: a silent server (TargetSilent, both) ends the step there,
         # saying which limit; any other server error is the retry rule's to judge.
         raise
-    except Exception as exc:  # a defect in a tool: the step fails, the run stops
+    # A defect in a tool, or a tool's sys.exit() (a plugin's, which would end the
+    # command with its status and nothing said): the step fails, the run stops.
+    except (Exception, SystemExit) as exc:
         rollback(ctx.connection)
         error = f"internal error in {step.tool.name}: {type(exc).__name__}: {exc}"
         run.record_event(result.index, "internal_error", {"traceback": traceback.format_exc()})

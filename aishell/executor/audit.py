@@ -109,6 +109,7 @@ def audited(
         stopping.leave(conn)
         hooks.handlers.remove(handlers)
     guard.raise_if_refused()
+    guard.ended()
 
 
 def _finished(store: StateStore, sent: int | Read, rows: int | None, error: str | None) -> None:

@@ -11,10 +11,12 @@ an operator, cast or type may write, reads on a read-write session are sent read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 
 from aishell.errors import SessionTampered, StatementRefused
@@ -209,6 +211,29 @@ class Guard:
                 "a function it ran switched it, and the step is failed"
             )
 
+    def ended(self) -> None:
+        """At the step's end: a step that only reads finds its session read-only still.
+        Code of the tool's own may have reached under the guard (the DBAPI connection)
+        and switched it; PostgreSQL reports the setting with every answer, so it is
+        known without a round trip (elsewhere it is not looked at here)."""
+        conn = self.connection
+        if self.writes or conn is None or conn.dialect.name != "postgresql":
+            return
+        if conn.closed or conn.invalidated or not conn.info.get(ACCESS_KEY):
+            return
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is None:
+            return
+        changed = session_changed(conn, dbapi.cursor(), thorough=False)
+        if changed is not None:
+            conn.info[ACCESS_KEY] = None
+            self.refused.append(changed)
+            raise SessionTampered(
+                f"{self.label}: the step's read-only session was switched under the guard "
+                f"({changed}); what it sent that way was neither checked nor recorded, and "
+                "the step is failed"
+            )
+
     def _begin_read_only_savepoint(self, cursor: Any) -> None:
         """Inside a transaction (or beginning one) the session's default no longer
         applies, and a transaction, once read-only, cannot be made read-write again. A
@@ -344,3 +369,29 @@ def session_database(cursor: Any) -> str | None:
     finally:
         lookup.close()
     return str(found[0]) if found and found[0] is not None else None
+
+
+@contextmanager
+def guarded(conn: Connection, guard: Guard) -> Iterator[None]:
+    """Every statement sent on `conn` meanwhile checked by `guard` (a refusal raises
+    StatementRefused, and is raised again at the end if the code swallowed it)."""
+    dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
+    guard.connection = conn
+
+    def before(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
+        why = guard.check(statement, cursor, dialect, paramstyle)
+        if why is not None:
+            guard.refused.append(why)
+            raise StatementRefused(f"{guard.label}: statement refused: {why}")
+
+    def after(_c: Any, cursor: Any, *_: Any) -> None:
+        guard.sent(cursor)
+
+    event.listen(conn, "before_cursor_execute", before)
+    event.listen(conn, "after_cursor_execute", after)
+    try:
+        yield
+    finally:
+        event.remove(conn, "before_cursor_execute", before)
+        event.remove(conn, "after_cursor_execute", after)
+    guard.raise_if_refused()

@@ -54,6 +54,20 @@ class Step:
         return data
 
 
+def step_from_dict(data: Mapping[str, Any]) -> Step:
+    """A step as Step.to_dict() wrote it (KeyError or TypeError when it is not one)."""
+    return Step(
+        id=data["id"],
+        tool=data["tool"],
+        params=dict(data["params"]),
+        rationale=data.get("rationale", ""),
+        depends_on=tuple(data.get("depends_on") or ()),
+        condition=data.get("condition"),
+        always_run=bool(data.get("always_run", False)),
+        parallel_group=_name_or_none(data.get("parallel_group")),
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     agent: str
@@ -126,19 +140,7 @@ class Plan:
         try:
             if data.get("format") != PLAN_FORMAT:
                 raise PlanError(f"Unsupported plan format {data.get('format')!r}")
-            steps = tuple(
-                Step(
-                    id=s["id"],
-                    tool=s["tool"],
-                    params=dict(s["params"]),
-                    rationale=s.get("rationale", ""),
-                    depends_on=tuple(s.get("depends_on") or ()),
-                    condition=s.get("condition"),
-                    always_run=bool(s.get("always_run", False)),
-                    parallel_group=_name_or_none(s.get("parallel_group")),
-                )
-                for s in data["steps"]
-            )
+            steps = tuple(step_from_dict(s) for s in data["steps"])
             plan = cls(
                 agent=data["agent"],
                 target=data["target"],

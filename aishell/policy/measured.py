@@ -25,19 +25,19 @@ unknown, and an unknown figure is judged as over the limit: a person says yes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import bindparam, event
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import StatementRefused
-from aishell.guard.connection import Guard, GuardMemory
+from aishell.guard.connection import Guard, GuardMemory, guarded
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.lockholders import is_lock_timeout
 
@@ -460,29 +460,5 @@ class _ConnectionReads:
         self.conn, self.label, self.memory = conn, label, memory
 
     def __call__(self, read: Callable[[Connection], _T]) -> _T:
-        with _guarded(self.conn, Guard(label=self.label, memory=self.memory)):
+        with guarded(self.conn, Guard(label=self.label, memory=self.memory)):
             return read(self.conn)
-
-
-@contextmanager
-def _guarded(conn: Connection, guard: Guard) -> Iterator[None]:
-    dialect, paramstyle = conn.dialect.name, conn.dialect.paramstyle
-    guard.connection = conn
-
-    def before(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
-        why = guard.check(statement, cursor, dialect, paramstyle)
-        if why is not None:
-            guard.refused.append(why)
-            raise StatementRefused(f"{guard.label}: statement refused: {why}")
-
-    def after(_c: Any, cursor: Any, *_: Any) -> None:
-        guard.sent(cursor)
-
-    event.listen(conn, "before_cursor_execute", before)
-    event.listen(conn, "after_cursor_execute", after)
-    try:
-        yield
-    finally:
-        event.remove(conn, "before_cursor_execute", before)
-        event.remove(conn, "after_cursor_execute", after)
-    guard.raise_if_refused()

@@ -19,7 +19,7 @@ from aishell.config.options import MAX_PARALLEL_STEPS
 from aishell.dialects import FAMILIES, mysql_lock_wait_seconds
 from aishell.errors import ConfigError, TargetError, TargetLocked, TargetUnreachable
 from aishell.sqltext import quote_identifier, text
-from aishell.targets.access import session_access
+from aishell.targets.access import ACCESS_KEY, session_access
 from aishell.targets.isolationreset import name_isolation_silence
 from aishell.targets.limits import (
     LIMITS_KEY,
@@ -103,6 +103,10 @@ class Target:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             if self.session_read_only:
                 session_access(conn, read_only=True, target_read_only=False)
+            elif self.read_only and self.dialect == "postgresql":
+                # Read-only from its start (default_transaction_read_only=on): as the
+                # server reports it with each answer, what the guard holds it to.
+                conn.info.setdefault(ACCESS_KEY, True)
         except TargetSilent:
             raise
         except Exception as raised:

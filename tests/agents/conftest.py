@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from aishell.agents.available import reload_agents
+from tests.helpers import use_target
 
 Install = Callable[..., str]
 
@@ -55,3 +57,15 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
     reload_agents()
     for name in [m for m in sys.modules if m.split(".")[0] in made]:
         del sys.modules[name]
+
+
+@pytest.fixture
+def pg_rows(home: Path, pg_url: str) -> Iterator[str]:
+    """The scratch PostgreSQL database as the default target, with a table of 50 rows."""
+    use_target(home, pg_url)
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE kept_rows (id int PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO kept_rows SELECT generate_series(1, 50)"))
+    yield pg_url
+    engine.dispose()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from aishell.config.models import load_config
 from aishell.config.resources import bundled_catalog_dir
 from tests.agents.conftest import Install
 from tests.conftest import REPO
-from tests.helpers import use_target
 
 # A package's __init__.py naming its folder of tools (the `aishell.tools` entry point).
 TOOLS = "tools = 'tools'\n"
@@ -82,18 +80,6 @@ def _deleting_tool(name: str) -> dict[str, Any]:
             }
         },
     }
-
-
-@pytest.fixture
-def pg_rows(home: Path, pg_url: str) -> Iterator[str]:
-    """The scratch PostgreSQL database as the default target, with a table of 50 rows."""
-    use_target(home, pg_url)
-    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("CREATE TABLE kept_rows (id int PRIMARY KEY)"))
-        conn.execute(text("INSERT INTO kept_rows SELECT generate_series(1, 50)"))
-    yield pg_url
-    engine.dispose()
 
 
 def _rows(url: str) -> int:

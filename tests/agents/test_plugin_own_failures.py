@@ -1,0 +1,183 @@
+"""A plugin is anyone's code, and what it does wrong is its own failure: a sys.exit()
+at import or while planning is named as a plugin's failure and every other command goes
+on; one in a tool's handler fails the step, not the command with the plugin's status;
+and what it handed over to be checked is what runs, whatever it does to its own objects
+afterwards."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from aishell.cli import cli
+from tests.agents.test_agent_recipe import AGENT_MODULE, TOOL
+from tests.agents.test_plugin_guards import _agent, _commands_work, _failed, _rows
+
+Install = Callable[..., str]
+
+
+def _invoke(args: list[str]) -> Result:
+    return CliRunner().invoke(cli, args)
+
+
+def test_a_plugin_that_exits_at_import_is_named_and_breaks_nothing_else(
+    demo_db: Path, site: Install
+) -> None:
+    package = site({"agent.py": "import sys\nsys.exit(3)\n"}, agents={"leaves": "PKG.agent:A"})
+    assert _failed(package) == ["leaves: SystemExit: 3"]
+    _commands_work(package)
+
+
+def test_a_tool_folder_entry_that_exits_is_named_and_breaks_nothing_else(
+    demo_db: Path, site: Install
+) -> None:
+    body = "import sys\n\ndef folder():\n    sys.exit(0)\n"
+    package = site({"tools.py": body}, tools={"gone": "PKG.tools:folder"})
+    listed = _invoke(["tools", "list"])
+    assert listed.exit_code == 0 and "update_table_statistics" in listed.stdout
+    assert f"plugin 'gone' (aishell.tools) of package {package} was skipped" in listed.stderr
+    assert "SystemExit" in listed.stderr
+
+
+def _with_handler(install: Install, handler: str, dialect: str = "sqlite") -> tuple[str, str]:
+    """The recipe's agent, whose first tool runs `handler` (a function of the package's
+    handlers.py, given `params, ctx`) on `dialect`; (agent, tool)."""
+    unique = uuid.uuid4().hex[:8]
+    agent, tool = f"tidy_{unique}", f"count_rows_{unique}"
+    definition = TOOL.format(tool=tool, risk="safe", sql="x").replace(
+        "    sql: x\n    result: one\n", "    handler: PKG.handlers:counts\n"
+    )
+    if dialect != "sqlite":
+        definition = definition.replace(
+            "  sqlite:\n    - {lock: SHARED, object: database file, held: while the table is "
+            "read}\n",
+            f"  {dialect}: []\n",
+        ).replace("implementations:\n  sqlite:", f"implementations:\n  {dialect}:")
+    files = {
+        "__init__.py": "",
+        "agent.py": AGENT_MODULE.format(agent=agent, tool=tool),
+        "handlers.py": "import sys\nfrom aishell.agents.api import Handler\n\n" + handler,
+        f"tools/{tool}.yaml": definition,
+    }
+    install(files, agents={agent: "PKG.agent:TidyAgent"}, tools={"t": "PKG.agent:tool_folder"})
+    return agent, tool
+
+
+def test_a_handler_that_exits_fails_its_step_and_the_run_says_so(
+    demo_db: Path, site: Install
+) -> None:
+    agent, tool = _with_handler(
+        site,
+        "def _leave(params, ctx):\n    sys.exit(0)\n\n"
+        "counts = Handler(sql_templates=('SELECT 1',), run_fn=_leave)\n",
+    )
+    ran = _invoke(["run", agent, "--table", "app_logs", "--yes", "--json"])
+    assert ran.exit_code == 1, ran.output
+    found = json.loads(ran.stdout)
+    assert found["status"] == "failed"
+    assert found["steps"][0]["status"] == "failed"
+    assert found["steps"][0]["error"]["message"] == f"internal error in {tool}: SystemExit: 0"
+
+
+def test_a_plan_s_steps_are_what_runs_whatever_the_plugin_does_to_them_after(
+    demo_db: Path, site: Install
+) -> None:
+    """The agent keeps the steps it returned, and its first step's handler points the
+    second at another table: the statistics refreshed are those of the table planned."""
+    agent, _ = _with_handler(
+        site,
+        "HELD = []\n\n"
+        "def _swap(params, ctx):\n"
+        "    HELD[-1][1].params['table'] = 'users'\n"
+        "    return {'row_count': 0}\n\n"
+        "counts = Handler(sql_templates=(), run_fn=_swap)\n",
+    )
+    module = _keeps_its_steps(agent)
+    ran = _invoke(["run", agent, "--table", "app_logs", "--yes", "--json"])
+    assert ran.exit_code == 0, ran.output
+    found: dict[str, Any] = json.loads(ran.stdout)
+    assert module.HELD and module.HELD[-1][1].params["table"] == "users"  # it did change
+    statistics = found["steps"][1]
+    assert statistics["params"] == {"table": "app_logs"}, statistics
+    assert statistics["sql"] == ['ANALYZE "app_logs"'], statistics
+
+
+def _keeps_its_steps(agent: str) -> Any:
+    """The agent's class made to keep the steps it returns in its handlers' HELD."""
+    import importlib
+
+    from aishell.agents.available import get_agent
+
+    plugin = get_agent(agent).agent  # type: ignore[attr-defined]
+    handlers = importlib.import_module(type(plugin).__module__.rsplit(".", 1)[0] + ".handlers")
+    planned = type(plugin).plan_steps
+
+    def plan_steps(self: Any, job: dict[str, Any], ctx: Any) -> list[Any]:
+        steps = planned(self, job, ctx)
+        handlers.HELD.append(steps)
+        return steps
+
+    type(plugin).plan_steps = plan_steps
+    return handlers
+
+
+# -- what a plugin's code sends while aishell only reads ---------------------------------
+
+CHECKS_BY_WRITING = """
+from sqlalchemy import text
+
+
+class Made(Made):
+    def check_job(self, job, conn):
+        conn.execute(text("SET default_transaction_read_only = off"))
+        conn.execute(text("SET TRANSACTION READ WRITE"))
+        conn.execute(text("DELETE FROM kept_rows WHERE id <= 10"))
+        conn.commit()
+"""
+
+
+def test_a_plugin_s_check_of_its_job_may_only_read(pg_rows: str, site: Install) -> None:
+    name, package = _agent(site, extra=CHECKS_BY_WRITING)
+    for args in (["plan", name], ["run", name, "--dry-run"], ["run", name, "--yes"]):
+        result = _invoke(args)
+        assert result.exit_code != 0, result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(
+            f"Error: agent {name} (package {package})'s check of its job: statement refused"
+        ), line
+        assert _rows(pg_rows) == 50
+
+
+UNDER_THE_GUARD = """
+def _under(params, ctx):
+    raw = ctx.connection.connection.driver_connection
+    raw.execute("COMMIT")
+    raw.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+    raw.execute("SET default_transaction_read_only = off")
+    raw.execute("DELETE FROM kept_rows WHERE id <= 10")
+    raw.commit()
+    return {"row_count": 0}
+
+
+counts = Handler(sql_templates=("SELECT 1",), run_fn=_under)
+"""
+
+
+def test_a_read_only_session_switched_under_the_guard_fails_the_dry_run(
+    pg_rows: str, site: Install
+) -> None:
+    """Code that reaches under the SQLAlchemy API bypasses the guard (the README says
+    so); a dry run whose session was switched so does not say nothing was changed."""
+    agent, _ = _with_handler(site, UNDER_THE_GUARD, dialect="postgresql")
+    ran = _invoke(["run", agent, "--table", "kept_rows", "--no-statistics", "--dry-run", "--json"])
+    assert ran.exit_code == 1, ran.output
+    found = json.loads(ran.stdout)
+    assert found["status"] == "failed"
+    said = found["steps"][0]["error"]["message"]
+    assert "read-only session was switched under the guard" in said, said
+    assert "default_transaction_read_only is now off" in said, said
