@@ -159,13 +159,16 @@ def test_a_sqlite_file_made_again_on_the_same_inode_is_another_database(home: Pa
     inode = path.stat().st_ino
     path.unlink()
     os.sync()  # ext4 hands an inode freed by a committed transaction to a new file
-    for _ in range(200):
+    for _ in range(500):
         path.write_bytes(kept)
         if path.stat().st_ino == inode:
             break
         spare = path.with_name(f"spare-{path.stat().st_ino}")
         path.rename(spare)  # kept, so that its inode is not the one handed out next
-    assert path.stat().st_ino == inode, "the file system gave the copy another inode"
+    else:
+        # Another process's file took the freed inode first (a busy machine): the case
+        # this test is about could not be made.
+        pytest.skip("the file system handed the freed inode to another process's file")
     with pytest.raises(PlanError, match=f"Run {run_id} ran on a file made at .* another file"):
         commands.resume_run(config, run_id, approver=NonInteractive())
     assert len(rows_of(url)) == ROWS
