@@ -98,8 +98,8 @@ def approvals(state: State, targets: str | None, as_json: bool) -> None:
 @run_id_argument
 @click.option(
     "--step",
-    type=options.WholeNumber(min=1),
-    help="Only this step (its index); default: every waiting step.",
+    type=options.WholeNumber(min=0),
+    help="Only this step (its index, from 0); default: every waiting step.",
 )
 @click.option("--reason", help="Why; recorded with the decision.")
 @click.option(
@@ -130,8 +130,8 @@ def approve(
 @run_id_argument
 @click.option(
     "--step",
-    type=options.WholeNumber(min=1),
-    help="Only this step (its index); default: every waiting step.",
+    type=options.WholeNumber(min=0),
+    help="Only this step (its index, from 0); default: every waiting step.",
 )
 @click.option("--reason", help="Why; recorded with the decision.")
 @options.json_option

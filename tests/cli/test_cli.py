@@ -232,6 +232,24 @@ def test_deny_then_resume_ends_with_the_steps_denied(runner, demo_db, home):
     assert final["status"] == "completed_with_denials"
 
 
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_the_first_step_is_decided_by_its_index_zero(runner, demo_db, home, decision):
+    """Steps are named by their index from 0, as `runs show` and the approval hint say:
+    a run waiting at its first step is decided with --step 0."""
+    from aishell import commands
+    from aishell.config.models import load_config
+    from aishell.policy.approvers import NonInteractive
+    from tests.helpers import one_step_plan
+
+    strict(home)
+    plan = one_step_plan("maintenance", "demo", "sqlite", "optimize_table", {"table": "orders"})
+    waiting = commands.apply_plan(load_config(home=home), plan, approver=NonInteractive())
+    assert waiting.status == "waiting_approval" and waiting.steps[0].index == 0
+    decided = invoke(runner, decision, waiting.run_id, "--step", "0")
+    assert decided.exit_code == 0, decided.output
+    assert f"step(s) 0 optimize_table of run {waiting.run_id}" in decided.output
+
+
 def test_deny_of_every_waiting_step_ends_the_run(runner, demo_db, home):
     # The purge waits for a person (it would delete most of the table); the count after
     # it and its statistics wait on it.
