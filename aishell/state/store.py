@@ -178,7 +178,7 @@ class StateStore(
         """One look at the store, its connection closed again when it fails."""
         conn = None
         try:
-            conn = self._conn = self.engine.connect()
+            conn = self._conn = self._connect()
             self._migrate()
             return conn
         except (SQLAlchemyError, StateError):
@@ -187,6 +187,18 @@ class StateStore(
                 with suppress(SQLAlchemyError, StateError):
                     conn.close()
             raise
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except TypeError as exc:
+            if self._path is not None:
+                raise
+            # PyMySQL takes the URL's options as keyword arguments.
+            raise StateError(
+                f"Cannot use the state store {self.location}: its driver does not take an "
+                f"option state.url gives ({exc}); fix state.url in the config"
+            ) from None
 
     def _fault(self, context: ExceptionContext) -> None:
         """The engine's error hook: a failure of the store itself becomes a StateError."""
@@ -199,6 +211,11 @@ class StateStore(
             if silent is not None:
                 self._silenced.error = silent
                 raise silent
+        if context.connection is None and isinstance(exc, DBAPIError) and self._path is None:
+            # A server store not connected to: the store, not a defect, whatever the
+            # driver raised (an option of state.url psycopg does not know is a
+            # ProgrammingError; PyMySQL's TypeError is met in _open_once).
+            raise self._error(exc)
         if context.is_pre_ping or not isinstance(exc, DBAPIError) or not is_fault(exc):
             # The pool reconnects after a failed ping; a defect, or an IntegrityError
             # that acquire_lock reads, stays what it is.

@@ -418,6 +418,26 @@ def test_a_failing_state_store_url_masks_its_password(home: Path) -> None:
     assert password not in line and "Connection refused" in line
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test?bogus_option=1",
+        "mysql+pymysql://root@127.0.0.1:3306/test?bogus_option=1",
+    ],
+)
+def test_a_state_store_url_with_an_option_the_driver_lacks_is_one_line(
+    home: Path, url: str
+) -> None:
+    """An option of state.url the driver does not know fails the connect (psycopg's
+    ProgrammingError, PyMySQL's TypeError): the store's fault, said in one line."""
+    edit_main(home, state={"url": url})
+    result = invoke("runs", "list")
+    assert result.exit_code == StateError.exit_code, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ") and "internal error" not in line, line
+    assert "bogus_option" in line and "state.url" in line, line
+
+
 def test_a_failing_state_store_with_password_env_masks_it(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
