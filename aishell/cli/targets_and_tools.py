@@ -35,7 +35,7 @@ def targets_list(state: State, targets: str | None, as_json: bool) -> None:
 @click.option("--service", help="A pg_service.conf service instead of a URL or DSN.")
 @click.option(
     "--environment",
-    type=click.Choice(["development", "staging", "production"]),
+    type=click.Choice(["development", "test", "staging", "production"]),
     default="development",
     show_default=True,
     help="production: risky steps need a person's yes, as the policy says.",

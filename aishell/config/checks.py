@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 
-from aishell.config.dburl import parse_url
+from aishell.config.dburl import parse_url, with_driver
 from aishell.config.options import MAX_RETENTION_DAYS
 from aishell.errors import ConfigError
 
@@ -29,7 +29,7 @@ def database_url_problem(url: str) -> str | None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        parsed = make_url(url)
+        parsed = make_url(with_driver(url))
     except ArgumentError:
         return "not a valid database URL; expected dialect://user@host:port/database"
     except ValueError:  # SQLAlchemy reads the port with int()

@@ -138,11 +138,33 @@ def _query_without_secrets(query: str) -> str:
     return "&".join(pairs)
 
 
+# Each engine's driver, by the names a URL may give the engine.
+DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "sqlite": "sqlite",
+}
+
+
 def resolve_url(url: str, home: Path) -> str:
-    """Make a relative SQLite path absolute under the home; other URLs pass through."""
+    """Make a relative SQLite path absolute under the home, and give a server's URL that
+    names no driver aishell's (`mysql://` would be SQLAlchemy's MySQLdb, not installed;
+    `targets add` writes the driver, a URL written by hand may not); others pass
+    through."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
         rest = url[len(prefix) :]
         if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
             return prefix + str((home / rest).resolve())
+    return with_driver(url)
+
+
+def with_driver(url: str) -> str:
+    """A server's URL that names its engine alone (`mysql://`, `postgres://`) with
+    aishell's driver for it; any other URL as it is."""
+    scheme, found, rest = url.partition("://")
+    if found and scheme in DRIVERS and scheme != "sqlite":
+        return f"{DRIVERS[scheme]}://{rest}"
     return url

@@ -13,17 +13,9 @@ from __future__ import annotations
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from aishell.config.dburl import is_secret_key, parse_url
+from aishell.config.dburl import DRIVERS, is_secret_key, parse_url
 from aishell.errors import UsageError
 
-# Each engine's driver, by the names a URL may give the engine.
-DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-    "sqlite": "sqlite",
-}
 # libpq's keywords for the login; the others (sslmode, ...) ride in the URL's query.
 _LOGIN = {"host", "port", "dbname", "user"}
 _NO_PASSWORD = (

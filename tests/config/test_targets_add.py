@@ -154,3 +154,13 @@ def test_a_config_file_that_is_a_link_is_left_alone(home: Path, tmp_path: Path):
     assert done.exit_code == 2, done.output
     assert "symbolic link" in done.output and done.output.strip().count("\n") == 0
     assert path.is_symlink() and kept.read_text() == before
+
+
+def test_targets_add_takes_every_environment_the_config_takes() -> None:
+    from typing import get_args
+
+    from aishell.config.models import Environment
+
+    (add,) = [c for name, c in cli.commands["targets"].commands.items() if name == "add"]  # type: ignore[attr-defined]
+    (option,) = [p for p in add.params if p.name == "environment"]
+    assert list(option.type.choices) == list(get_args(Environment))  # type: ignore[attr-defined]
