@@ -86,4 +86,4 @@ def _masked(url: URL) -> URL:
 def test_a_relative_sqlite_path_is_under_the_home(tmp_path: Path) -> None:
     assert resolve_url("sqlite:///demo.db", tmp_path) == f"sqlite:///{tmp_path / 'demo.db'}"
     assert resolve_url("sqlite:////abs.db", tmp_path) == "sqlite:////abs.db"
-    assert resolve_url("postgresql://h/d", tmp_path) == "postgresql://h/d"
+    assert resolve_url("postgresql+psycopg://h/d", tmp_path) == "postgresql+psycopg://h/d"
