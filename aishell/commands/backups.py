@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aishell.agents.backup import BackupAgent
-from aishell.commands.starting import circuit_breaker, start_run
+from aishell.commands.breaker import circuit_breaker
+from aishell.commands.starting import start_run
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config

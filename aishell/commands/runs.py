@@ -16,6 +16,7 @@ from aishell.commands.assumptions import (
     plan_assumptions,
     planned_tables,
 )
+from aishell.commands.breaker import circuit_breaker
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.planner import build_plan, planning_notice
 from aishell.commands.plans import load_plan_file, missing_names, verified_plan
@@ -24,7 +25,6 @@ from aishell.commands.starting import (
     ResumeHow,
     RunHow,
     RunPlace,
-    circuit_breaker,
     ignored_window,
     make_executor,
     plan_and_start,

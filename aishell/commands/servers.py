@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from aishell.commands.breaker import close_breakers
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
@@ -30,6 +31,7 @@ def check_target(config: Config, name: str | None = None) -> dict[str, Any]:
             conn.close()
     finally:
         handle.close()
+    close_breakers(config, [handle.name])
     return {"target": handle.name, "dialect": handle.dialect, **info}
 
 

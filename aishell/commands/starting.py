@@ -4,21 +4,21 @@ executor, with the circuit breaker, the safety level's checks and the run lock."
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple, TypedDict
 
 from typing_extensions import Unpack
 
+from aishell.commands.breaker import circuit_breaker
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.previews import Review, preview_plan
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
-from aishell.errors import PlanDeclined, TargetLocked, TargetUnreachable, UsageError
+from aishell.errors import PlanDeclined, TargetLocked, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.executor.stopping import planning_limit
 from aishell.files import private_places
@@ -117,33 +117,6 @@ def _planning_limit(
 
 def _limit_source(schedule: tuple[str, str] | None) -> str:
     return "the schedule's --max-run-time" if schedule else "--max-run-time"
-
-
-@contextmanager
-def circuit_breaker(config: Config, store: StateStore, target: str) -> Iterator[None]:
-    """The circuit breaker: a target that keeps failing to connect is left alone a while."""
-    opened = store.breaker_open_until(target)
-    if opened is not None:
-        until, failures, error = opened
-        raise TargetUnreachable(
-            f"Target '{target}' failed to connect {failures} times in a row (last: {error}); "
-            f"aishell leaves it alone until {until:%H:%M:%S} UTC"
-        )
-    settings = config.main.circuit_breaker
-    try:
-        yield
-    except TargetUnreachable as exc:
-        count = store.connection_failed(
-            target, str(exc), settings.failures, settings.cool_down_seconds
-        )
-        if count >= settings.failures:
-            raise TargetUnreachable(
-                f"{exc}; {count} failures in a row, so aishell leaves '{target}' alone for "
-                f"{settings.cool_down_seconds:g}s"
-            ) from None
-        raise
-    else:
-        store.connection_succeeded(target)
 
 
 def start_run(

@@ -355,6 +355,39 @@ def test_circuit_breaker_opens_after_repeated_connection_failures(edit_config, h
         commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
 
 
+def test_an_open_breaker_closes_once_a_check_connects_or_the_target_moves(edit_config, home):
+    """The login fixed (here: the file made good) while the breaker is open: `targets
+    check` connecting closes it, as the refusal says. A target pointed elsewhere since,
+    or another home's target of the same name, starts closed."""
+    import sqlite3
+
+    from aishell.errors import TargetUnreachable
+
+    broken = home / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    settings = {"circuit_breaker": {"failures": 1, "cool_down_seconds": 600}}
+    config = edit_config({"targets": {"broken": {"url": "sqlite:///broken.db"}}, **settings})
+    with pytest.raises(TargetUnreachable, match="1 failures in a row"):
+        commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
+    with pytest.raises(TargetUnreachable, match="or until `aishell targets check broken`"):
+        commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
+
+    # Pointed at another file: another target, whose breaker is closed.
+    sqlite3.connect(home / "good.db").execute("CREATE TABLE t (id integer)").connection.close()
+    moved = edit_config({"targets": {"broken": {"url": "sqlite:///good.db"}}, **settings})
+    assert commands.run_job(moved, "maintenance", {"type": "quick"}, "broken").status == "completed"
+
+    # Back at the first file, made good: still open until a check connects.
+    broken.unlink()
+    sqlite3.connect(broken).execute("CREATE TABLE t (id integer)").connection.close()
+    with pytest.raises(TargetUnreachable, match="failed to connect 1 times in a row"):
+        commands.run_job(config, "maintenance", {"type": "quick"}, "broken")
+    assert commands.check_target(config, "broken")["target"] == "broken"
+    assert (
+        commands.run_job(config, "maintenance", {"type": "quick"}, "broken").status == "completed"
+    )
+
+
 def test_processes_opening_a_new_state_store_at_once_all_get_it(tmp_path_factory):
     """The slower of two first opens finds the tables the other created."""
     # On the disk, as a state store is (not the tmpfs of this module's other tests): the
