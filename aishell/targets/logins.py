@@ -13,7 +13,8 @@ The order is the clients' own, as their manuals give it:
 - MySQL/MariaDB: the URL (its user part, else its query's `password`, else `passwd`,
   as PyMySQL takes them); password_env; ~/.my.cnf, its [client], [client-server] and
   [client-mariadb] groups (the groups every client reads; a program's own group such
-  as [mysqldump] is not read, so every program logs in alike); then MYSQL_PWD.
+  as [mysqldump] is not read, so every program logs in alike), read as the clients
+  read it and ignored, as they ignore it, when others may write to it; then MYSQL_PWD.
   MySQL's encrypted login paths (~/.mylogin.cnf) are not read.
 
 aishell reads these files itself rather than leaving them to the driver: PyMySQL reads
@@ -56,7 +57,8 @@ class Login:
     database: str | None
     password: str | None = field(repr=False)
     # Where the password came from: "URL", "password_env NAME", "~/.my.cnf [client]",
-    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass", or "none".
+    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass", or "none"; for MySQL, the
+    # mode of an ignored ~/.my.cnf follows in brackets ("none (~/.my.cnf is mode ...)").
     password_from: str = "none"
     # A PostgreSQL service's name and its other keywords (sslmode, ...), or {}.
     service: str | None = None
@@ -134,8 +136,7 @@ def _mysql_url_password(url: URL) -> str | None:
 
 
 def _mysql(url: URL, given: tuple[str, str] | None) -> Login:
-    path = Path(MY_CNF).expanduser()
-    options = read_option_groups(path, MY_CNF_GROUPS) if path.is_file() else {}
+    options, ignored = _my_cnf()
     port = url.port or _number(options.get("port"), f"{MY_CNF} port")
     password, source = given or (None, "none")
     if password is None and "password" in options:
@@ -149,47 +150,96 @@ def _mysql(url: URL, given: tuple[str, str] | None) -> Login:
         port,
         url.database,
         password,
-        source,
+        source + ignored,
     )
 
 
+def _my_cnf() -> tuple[dict[str, str], str]:
+    """~/.my.cnf's options in the clients' groups, and the note that follows where the
+    password came from when the file is ignored (else ""). The clients
+    (mysys/my_default.c) ignore a regular file others may write to ("Warning:
+    World-writable config file '...' is ignored"), since anyone could have put a login
+    of their own in it; that bit alone counts, so one its group may write to is read."""
+    path = Path(MY_CNF).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return {}, ""
+    if not stat.S_ISREG(mode):
+        return {}, ""
+    if mode & stat.S_IWOTH:
+        return {}, (
+            f" ({MY_CNF} is mode {stat.S_IMODE(mode):04o}, world-writable: ignored, as the "
+            f"clients ignore it; chmod o-w {MY_CNF})"
+        )
+    return read_option_groups(path, MY_CNF_GROUPS), ""
+
+
+# What the clients take for white space around names and values (my_isspace, latin1).
+_SPACE = " \t\n\v\f\r"
+
+
 def read_option_groups(path: Path, groups: tuple[str, ...]) -> dict[str, str]:
-    """The options of a MySQL option file's groups, a later line winning as in the
-    clients; `KEY@` names the group a key came from. !include lines are not followed."""
+    """The options of a MySQL option file's groups, read line by line as the clients
+    read them (mysys/my_default.c), a later line winning; `KEY@` names the group a key
+    came from. !include lines are not followed."""
     found: dict[str, str] = {}
     group = None
-    for raw in path.read_text(errors="replace").splitlines():
-        line = raw.strip()
+    # Lines end at "\n" alone, as fgets() ends them (splitlines() would also break at
+    # \v, \f and others that a quoted password may hold).
+    for raw in path.read_text(errors="replace").split("\n"):
+        line = raw.lstrip(_SPACE)
         if not line or line[0] in "#;!":
             continue
         if line.startswith("["):
-            group = line[1 : line.find("]")].strip().lower() if "]" in line else None
+            # The name's trailing spaces go, its leading ones stay: "[ client]" is not
+            # [client] to the clients. Group names match whatever their case.
+            group = line[1 : line.find("]")].rstrip(_SPACE).lower() if "]" in line else None
             continue
         if group not in groups:
             continue
-        key, _, value = line.partition("=")
-        key = key.strip().replace("_", "-").lower()
-        found[key] = _option_value(value.strip())
+        key, _, value = line[: _comment_start(line)].partition("=")
+        key = key.rstrip(_SPACE).replace("_", "-").lower()
+        found[key] = _option_value(value.strip(_SPACE))
         found[f"{key}@"] = group
     return found
 
 
-_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "s": " ", "\\": "\\"}
+def _comment_start(line: str) -> int:
+    """Where a line's comment starts (its length if none): at the first `#` outside
+    single or double quotes, wherever in the line it is, as remove_end_comment() finds
+    it. A backslash keeps a quote from closing only inside quotes."""
+    quote = ""
+    escaped = False
+    for i, char in enumerate(line):
+        if char in "'\"" and not escaped:
+            if not quote:
+                quote = char
+            elif quote == char:
+                quote = ""
+        if not quote and char == "#":
+            return i
+        escaped = bool(quote) and char == "\\" and not escaped
+    return len(line)
+
+
+_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "s": " ", "\\": "\\", '"': '"', "'": "'"}
 
 
 def _option_value(value: str) -> str:
-    """A value as the clients read it: quoted (escapes kept inside) or up to a comment."""
-    if value[:1] in ("'", '"') and value.rfind(value[0]) > 0:
-        inner = value[1 : value.rfind(value[0])]
-    else:
-        inner = value.split(" #")[0].split("\t#")[0].strip()
+    """A value, its comment and surrounding spaces gone, as the clients take it: one
+    pair of the same quotes around all of it removed, then its escapes replaced; an
+    unknown escape and a last lone backslash are kept as they are."""
+    if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]:
+        value = value[1:-1]
     out, i = [], 0
-    while i < len(inner):
-        if inner[i] == "\\" and i + 1 < len(inner):
-            out.append(_ESCAPES.get(inner[i + 1], inner[i + 1]))
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            pair = value[i : i + 2]
+            out.append(_ESCAPES.get(value[i + 1], pair))
             i += 2
         else:
-            out.append(inner[i])
+            out.append(value[i])
             i += 1
     return "".join(out)
 
