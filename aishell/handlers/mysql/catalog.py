@@ -46,9 +46,29 @@ def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: int(v) if isinstance(v, Decimal) else v for k, v in row.items()}
 
 
-def free_percent(row: Mapping[str, Any]) -> float:
-    total = row["data_bytes"] + row["index_bytes"] + row["free_bytes"]
+def free_percent(row: Mapping[str, Any], total: int | None = None) -> float:
+    """DATA_FREE's share of the table's bytes: `total`, its file's size where it was
+    read, else DATA_LENGTH + INDEX_LENGTH + DATA_FREE."""
+    if total is None:
+        total = row["data_bytes"] + row["index_bytes"] + row["free_bytes"]
     return round(100.0 * row["free_bytes"] / total, 2) if total else 0.0
+
+
+def on_disk(row: Mapping[str, Any], size: Mapping[str, Any] | None) -> int | None:
+    """The table's file size, where the catalog's figures are too old to measure it by
+    (else None: DATA_LENGTH + INDEX_LENGTH + DATA_FREE are). InnoDB's DATA_FREE (its
+    free extents) is counted from the file as it is, while DATA_LENGTH and INDEX_LENGTH
+    are the persistent statistics' as of the last recalculation: a table filled a
+    thousandfold since still shows its old size, and DATA_FREE against that would call
+    it 99% free. Fresh figures account for most of the file (the rest: the unused pages
+    of its extents); figures that account for under half of it are taken for old, and
+    DATA_FREE is measured against the file, which understates the free share (the
+    unused pages are not counted) rather than inventing one."""
+    if size is None or size.get("method") != FILE_SIZE:
+        return None
+    counted = row["data_bytes"] + row["index_bytes"] + row["free_bytes"]
+    file_bytes = int(size["bytes"])
+    return file_bytes if counted * 2 < file_bytes else None
 
 
 def table_row(conn: Connection, table: str) -> dict[str, Any]:
@@ -180,10 +200,18 @@ def _table_sizes(ctx: ToolContext, names: Sequence[str]) -> dict[str, dict[str, 
     return sizes
 
 
-def database_size(conn: Connection) -> dict[str, Any]:
-    """Every table of the database, each measured as table_size measures it."""
+def database_size(conn: Connection, ctx: ToolContext | None = None) -> dict[str, Any]:
+    """Every table of the database, each measured as table_size measures it; with the
+    step's `ctx`, each table's size is kept for the steps after it (readings), which
+    then need not read the files again."""
     files = _file_sizes(conn)
-    measured = [_measured(plain(r), files) for r in conn.execute(text(TABLES)).mappings()]
+    rows = [plain(r) for r in conn.execute(text(TABLES)).mappings()]
+    measured = [_measured(r, files) for r in rows]
+    if ctx is not None:
+        sizes = {
+            r["name"]: {"bytes": b, "method": m} for r, (b, m) in zip(rows, measured, strict=True)
+        }
+        ctx.table_readings.keep_each(SIZE_READING, sizes)
     methods = {m for _, m in measured} or {STATISTICS}
     method = (
         methods.pop() if len(methods) == 1 else f"{FILE_SIZE} where readable, else {STATISTICS}"

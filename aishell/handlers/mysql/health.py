@@ -107,7 +107,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("check_corruption")
         else None
     )
-    size = database_size(conn)
+    size = database_size(conn, ctx)
     return {
         "database_size_bytes": size["size_bytes"],
         "size_method": size["method"],

@@ -16,13 +16,13 @@ from aishell.handlers import Handler, measured
 from aishell.handlers.held import GONE
 from aishell.handlers.mysql.catalog import (
     FILE_SIZE,
-    free_percent,
+    on_disk,
     recent_table_row,
     recent_table_size,
     table_size,
 )
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
-from aishell.handlers.mysql.fragmentation import rebuild_reason
+from aishell.handlers.mysql.fragmentation import not_rebuilt_because, rebuild_reason
 from aishell.handlers.mysql.privileges import (
     OPTIMIZE_NEEDS,
     denied,
@@ -53,11 +53,12 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
     row, size = _measured(params, ctx)
-    if rebuild_reason({**params, "min_pages": 1}, row) is None:
+    always = {**params, "min_pages": 1}
+    if rebuild_reason(always, row, on_disk(row, size)) is None:
         return {
             "table": table,
             "vacuumed": False,
-            "reason": f"{free_percent(row)}% free: under the threshold",
+            "reason": not_rebuilt_because(always, row, on_disk(row, size)),
             "size_before": size["bytes"],
             "size_after": size["bytes"],
             "size_method": size["method"],
@@ -92,7 +93,7 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     table = params["table"]
     row, size = _measured(params, ctx)
-    if rebuild_reason({**params, "min_pages": 1}, row) is None:
+    if rebuild_reason({**params, "min_pages": 1}, row, on_disk(row, size)) is None:
         return [f"-- {ctx.quote(table)} is under the threshold"]
     sql = [f"OPTIMIZE TABLE {ctx.quote(table)}"]
     if size["method"] != FILE_SIZE:

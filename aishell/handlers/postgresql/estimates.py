@@ -48,7 +48,7 @@ def _size(table: str, relation: str) -> str:
 # Without pgstattuple_approx: the bytes the live rows need (from pg_stats' average widths
 # and a 24-byte tuple header) against the table's size.
 STATISTICS = f"""
-SELECT c.reltuples AS reltuples,
+SELECT c.reltuples AS reltuples, c.relpages AS relpages,
        {_size("c", "c")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        (SELECT coalesce(pg_catalog.sum(s.avg_width), 0) FROM pg_stats s
@@ -68,6 +68,7 @@ INDEXES = f"""
 SELECT t.oid AS table_oid, i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
        am.amname AS method, i.reltuples AS entries,
        {_size("t", "i")} AS bytes,
+       {_size("t", "t")} AS table_bytes, t.relpages AS table_pages,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                    FROM pg_catalog.unnest(i.reloptions) o
@@ -123,7 +124,7 @@ INDEXES_EACH = f"""WITH widths AS (
   SELECT tablename, pg_catalog.sum(width) AS row_width FROM widths GROUP BY tablename
 )
 SELECT t.relname AS tbl, t.oid AS table_oid, i.relname AS name, i.oid AS oid,
-       t.reltuples AS reltuples,
+       t.reltuples AS reltuples, t.relpages AS table_pages,
        {_size("t", "t")} AS table_bytes,
        coalesce(rw.row_width, 0)::bigint AS row_width,
        pg_catalog.pg_stat_get_dead_tuples(t.oid) AS dead,
@@ -149,6 +150,7 @@ WHERE t.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current
 ORDER BY t.relname, i.relname
 """
 STATISTICS_EACH = f"""SELECT c.relname AS tbl, c.reltuples AS reltuples,
+       c.relpages AS relpages,
        {_size("c", "c")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
        coalesce(w.row_width, 0) AS row_width,
@@ -274,7 +276,8 @@ def _from_statistics(row: Mapping[Any, Any], scans: Scanners) -> dict[str, Any]:
         fragmentation = None
         method = f"not measured: the table has no statistics (ANALYZE it), and {why}"
     elif row["bytes"]:
-        needed = row["reltuples"] * (row["row_width"] + 24)
+        rows = row["reltuples"] * grown(row["relpages"], row["bytes"], row["block_size"])
+        needed = rows * (row["row_width"] + 24)
         fragmentation = round(max(100.0 * (1 - needed / row["bytes"]), 0.0), 2)
     return {
         "method": method,
@@ -347,7 +350,14 @@ def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, An
             ctx.table_readings.keep_each(
                 ("estimate", False),
                 {
-                    name: _from_statistics({**rows[0], "bytes": rows[0]["table_bytes"]}, scans)
+                    name: _from_statistics(
+                        {
+                            **rows[0],
+                            "bytes": rows[0]["table_bytes"],
+                            "relpages": rows[0]["table_pages"],
+                        },
+                        scans,
+                    )
                     for name, rows in by_table.items()
                 },
             )
@@ -358,6 +368,16 @@ def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, An
     )
 
 
+def grown(pages: Any, now_bytes: Any, block: Any) -> float:
+    """How many times over the table's file is what it was when VACUUM or ANALYZE last
+    counted its rows (relpages): the planner reads reltuples so, as rows per page times
+    the pages there are now. Without it a table filled a thousandfold since would have
+    its rows counted as one thousandth of its file, and be called 99.9% free."""
+    if not pages or not now_bytes:
+        return 1.0
+    return float(now_bytes) / (int(pages) * int(block))
+
+
 def _index_free(row: Mapping[Any, Any]) -> float | None:
     if row["method"] != "btree" or row["unknown_columns"] or row["entries"] < 0:
         return None
@@ -366,7 +386,8 @@ def _index_free(row: Mapping[Any, Any]) -> float | None:
     block = int(row["block_size"])
     entry = math.ceil((_ENTRY_HEADER + float(row["key_width"] or 0)) / 8) * 8 + _LINE_POINTER
     usable = (block - _PAGE_OVERHEAD) * int(row["fillfactor"]) / 100.0
-    needed = math.ceil(float(row["entries"]) * entry / usable) + 1  # and the metapage
+    entries = float(row["entries"]) * grown(row["table_pages"], row["table_bytes"], block)
+    needed = math.ceil(entries * entry / usable) + 1  # and the metapage
     actual = int(row["bytes"]) / block
     return round(max(100.0 * (1 - needed / actual), 0.0), 2)
 
