@@ -23,20 +23,28 @@ def agents() -> None:
 
 @agents.command("list")
 @json_option
-def agents_list(as_json: bool) -> None:
+@pass_state
+def agents_list(state: State, as_json: bool) -> None:
     """Every agent, its package, job keys and tools; and plugins that failed.
 
     aishell's own agents come from the package aishell. A plugin that failed to load
     is listed with why, on stderr (with --json, under "failed")."""
-    listed = commands.list_agents()
+    listed = commands.list_agents(state.config)
     if as_json:
         emit_json(listed)
         return
     for agent in listed["agents"]:
         _show(agent)
     for failed in listed["failed"]:
-        line = f"failed: {failed['name']} ({failed['package']}): {failed['error']}"
-        click.echo(printable(line), err=True)
+        click.echo(printable(_failure(failed)), err=True)
+
+
+def _failure(failed: dict[str, Any]) -> str:
+    """A plugin skipped, or one tool file of its folder refused while the others loaded."""
+    named = f"{failed['name']} ({failed['package']})"
+    if failed["file"] is not None:
+        return f"refused: a tool file of {named}, its other tools loaded: {failed['error']}"
+    return f"failed: {named}: {failed['error']}"
 
 
 @agents.command("show")
@@ -55,4 +63,6 @@ def _show(agent: dict[str, Any]) -> None:
     keys = ", ".join(k["flag"] or k["key"] for k in agent["job_keys"]) or "(none)"
     click.echo(printable(f"{agent['name']} ({agent['package']}): {agent['description']}"))
     click.echo(printable(f"  job keys: {keys}"))
-    click.echo(printable(f"  tools: {', '.join(agent['tools']) or '(none)'}"))
+    missing = agent.get("missing_tools", [])
+    tools = [f"{t} (not in the catalog)" if t in missing else t for t in agent["tools"]]
+    click.echo(printable(f"  tools: {', '.join(tools) or '(none)'}"))

@@ -8,19 +8,48 @@ from typing import Any
 from aishell.agents.available import agent_names, agent_package, get_agent, load_failures
 from aishell.agents.base import AgentSpec
 from aishell.commands.schedules import list_schedules
-from aishell.commands.tools import load_catalog, refused_tools
+from aishell.commands.tools import Plugins, catalog_from, load_catalog, refused_tools
 from aishell.config.models import Config
 from aishell.config.plugins import PluginFailure, tool_folders
-from aishell.registry import load_registry
+from aishell.errors import CatalogError
+from aishell.registry import Registry, load_registry
 
 
-def list_agents() -> dict[str, Any]:
+def list_agents(config: Config | None = None) -> dict[str, Any]:
     """Every agent with the package it came from ("aishell" for aishell's own), its job
-    keys, tools and privileges; and `failed`: the plugins skipped, each with why."""
-    agents = [
-        {**get_agent(name).spec.to_dict(), "package": agent_package(name)} for name in agent_names()
-    ]
-    return {"agents": agents, "failed": [_failed(f) for f in load_failures()]}
+    keys, tools and privileges; and `failed`: each plugin entry point skipped, of either
+    group (`aishell.agents`, `aishell.tools`), and each plugin tool file refused (`file`
+    names it, None for an entry point; the plugin's other tools loaded), with why. Given
+    `config`, each agent has `missing_tools` too: those it declares that the catalog
+    (built-in, the site's folders, the plugins') lacks, as show_agent marks them; not
+    when the site's catalog does not load (every command that plans names that)."""
+    folders, failures = tool_folders()
+    catalog = _catalog(config, (folders, failures))
+    if catalog is None:  # the plugins' folders alone, for their refused files
+        plugins = load_registry([], [folder for _, _, folder in folders])
+    else:
+        plugins = catalog
+    agents = []
+    for name in agent_names():
+        spec = get_agent(name).spec
+        listed = {**spec.to_dict(), "package": agent_package(name)}
+        if catalog is not None:
+            listed["missing_tools"] = [tool for tool in spec.tools if tool not in catalog.tools]
+        agents.append(listed)
+    failed = [_failed(each) for each in [*load_failures(), *failures]]
+    refused = [_failed(each) for each in refused_tools(plugins, folders)]
+    return {"agents": agents, "failed": failed + refused}
+
+
+def _catalog(config: Config | None, plugins: Plugins) -> Registry | None:
+    """The catalog agents plan from, as load_catalog gives it; None without a config, or
+    when the site's folders do not load."""
+    if config is None:
+        return None
+    try:
+        return catalog_from(config.catalog_paths, plugins, config.state_home)
+    except CatalogError:
+        return None
 
 
 def agent_spec(name: str) -> AgentSpec:
@@ -97,4 +126,12 @@ def plugin_problems(config: Config) -> list[dict[str, Any]]:
 
 
 def _failed(each: PluginFailure) -> dict[str, Any]:
-    return {"name": each.name, "group": each.group, "package": each.package, "error": each.error}
+    """A failure as the listing gives it; a refused tool file's `error` is "file: why"."""
+    file = each.error.partition(".yaml: ")[0] + ".yaml" if each.refused_file else None
+    return {
+        "name": each.name,
+        "group": each.group,
+        "package": each.package,
+        "error": each.error,
+        "file": file,
+    }

@@ -136,7 +136,10 @@ def _load_listing(view: ConfigView, path: Path) -> list[dict[str, Any]]:
     registry = catalog_from(view.catalog_folders, (folders, failures), view.state_home)
     tools = [tool.metadata() for tool in registry.find()]
     if not failures and before is not None and before == _catalog_key(view, plugin_folders):
-        refused = [[f.group, f.name, f.package, f.error] for f in refused_tools(registry, folders)]
+        refused = [
+            [f.group, f.name, f.package, f.error, f.refused_file]
+            for f in refused_tools(registry, folders)
+        ]
         data = {"plugin_folders": plugin_folders, "refused": refused, "tools": tools}
         keep(path, before, data)
     return tools

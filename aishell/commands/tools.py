@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def refused_tools(registry: Registry, folders: list[tuple[str, str, Path]]) -> l
         owner = next(
             ((n, p) for n, p, f in folders if refusal.startswith(f"{f}{os.sep}")), ("?", "?")
         )
-        found.append(failure(TOOLS_GROUP, owner[0], owner[1], refusal))
+        found.append(replace(failure(TOOLS_GROUP, owner[0], owner[1], refusal), refused_file=True))
     return found
 
 

@@ -48,12 +48,14 @@ class PluginFailure:
     name: str
     package: str
     error: str
+    # One tool file of the plugin's folder, refused alone: its other tools loaded.
+    refused_file: bool = False
 
     def line(self) -> str:
-        return (
-            f"plugin '{self.name}' ({self.group}) of package {self.package} was skipped: "
-            f"{self.error}"
-        )
+        plugin = f"plugin '{self.name}' ({self.group}) of package {self.package}"
+        if self.refused_file:
+            return f"a tool file of {plugin} was refused; its other tools loaded: {self.error}"
+        return f"{plugin} was skipped: {self.error}"
 
 
 # Whether installed packages' entry points are looked for: off, aishell has its own

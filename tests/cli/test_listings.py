@@ -304,7 +304,9 @@ def test_a_plugin_installed_or_changed_is_listed_and_its_refusal_told_again(
         told.append(aishell("tools", "list", "--json"))
     assert told[0] == told[1]
     assert '"count_plugin_rows"' not in told[0][0]
-    assert "plugin 'fake' (aishell.tools) of package fakeplug was skipped" in told[0][1]
+    assert (
+        "a tool file of plugin 'fake' (aishell.tools) of package fakeplug was refused" in told[0][1]
+    )
 
 
 def test_a_listing_makes_no_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
