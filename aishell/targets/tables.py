@@ -18,6 +18,7 @@ from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import require_column, sqlite_name, sqlite_text_as_bytes
+from aishell.targets.identity import _innodb_file_name
 
 # Each query says what it is (/* aishell catalog */), for a DBA reading the server's
 # log or pg_stat_statements, and for the tests that count them.
@@ -28,12 +29,25 @@ from aishell.targets.catalog import require_column, sqlite_name, sqlite_text_as_
 # The indexes joined and grouped by table, not looked up by two subqueries a table: a
 # third less of the server's time for a thousand tables. Grouped by every column it
 # shows, as PostgreSQL before 14 (no primary key on pg_class) requires.
+# A table's bytes: its and its indexes' pages as VACUUM or ANALYZE last counted them,
+# times how many more rows the statistics counters see now than were counted then (a
+# table filled a hundredfold since is not the size it was: the planner reads it so too).
+# One never counted (no pages) that has rows is measured; the rest are read from the
+# catalog alone, since measuring opens the relation, and waits behind a lock held on it.
 _PG_TABLES = """
 /* aishell catalog */ SELECT c.relname AS name,
        CASE WHEN c.reltuples >= '0'::pg_catalog.float4 THEN c.reltuples::bigint
             ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END AS rows,
-       (c.relpages + coalesce(pg_catalog.sum(i.relpages), 0))::bigint
-           * pg_catalog.current_setting('block_size')::bigint AS bytes,
+       CASE WHEN c.relpages = 0 AND pg_catalog.pg_stat_get_live_tuples(c.oid) > 0
+            THEN pg_catalog.pg_total_relation_size(c.oid)
+            ELSE ((c.relpages + coalesce(pg_catalog.sum(i.relpages), 0))::pg_catalog.float8
+                  * pg_catalog.current_setting('block_size')::pg_catalog.float8
+                  * GREATEST('1'::pg_catalog.float8,
+                             CASE WHEN c.reltuples > '0'::pg_catalog.float4
+                                  THEN pg_catalog.pg_stat_get_live_tuples(c.oid)::pg_catalog.float8
+                                       / c.reltuples::pg_catalog.float8
+                                  ELSE '1'::pg_catalog.float8 END))::bigint
+       END AS bytes,
        coalesce(pg_catalog.array_agg(i.relname::text ORDER BY i.relname)
                 FILTER (WHERE i.oid IS NOT NULL), '{}') AS indexes
 FROM pg_class c
@@ -67,6 +81,15 @@ FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = DATABASE() {only}
 """
 _MYSQL_ONLY = "AND TABLE_NAME IN :names"
+# Each file-per-table tablespace's size, by InnoDB's name for it (database/table), where
+# the login may read them (PROCESS). DATA_LENGTH and INDEX_LENGTH are the persistent
+# statistics' as of their last recalculation: a table filled a thousandfold since still
+# shows its old size there, its file does not.
+_MYSQL_FILES = (
+    "SELECT NAME AS name, FILE_SIZE AS bytes FROM information_schema."
+    "{table} WHERE NAME LIKE CONCAT(DATABASE(), '/%')"
+)
+_NOT_ALLOWED = (1044, 1142, 1227)
 _MYSQL_COLUMNS = """
 /* aishell catalog */ SELECT TABLE_NAME AS tbl, COLUMN_NAME AS name FROM information_schema.COLUMNS
 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names
@@ -320,7 +343,31 @@ def _read_mysql(conn: Connection, names: Sequence[str] | None) -> dict[str, Tabl
     for table, index in sorted(indexes):
         if table in tables:
             tables[table].indexes.append(index)
+    # With every table (planning's read); one looked up again after a step of aishell's
+    # own, which leaves its statistics fresh, costs one query, not two.
+    files = _mysql_files(conn) if tables and names is None else {}
+    for name, facts in tables.items():
+        found = files.get(_innodb_file_name(name))
+        if found is not None and facts.bytes is not None and found > facts.bytes:
+            facts.bytes = found
     return tables
+
+
+def _mysql_files(conn: Connection) -> dict[str, int]:
+    """The database's tablespace files' sizes by InnoDB's table name; {} where the login
+    may not read them."""
+    table = (
+        "INNODB_SYS_TABLESPACES"
+        if getattr(conn.dialect, "is_mariadb", False)
+        else ("INNODB_TABLESPACES")
+    )
+    try:
+        rows = conn.execute(text(_MYSQL_FILES.replace("{table}", table))).all()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "args", (None,))[0] in _NOT_ALLOWED:
+            return {}
+        raise
+    return {str(name).split("/", 1)[1]: int(size) for name, size in rows if "/" in str(name)}
 
 
 def _read_sqlite(
