@@ -74,3 +74,25 @@ def test_a_table_filled_since_its_statistics_is_sized_as_it_is(home: Path, diale
             if s.tool == "update_table_statistics"
         ]
         assert ["big"] in statistics, statistics
+
+
+def test_a_mariadb_backup_is_sized_by_what_its_tables_hold_now(home: Path) -> None:
+    """The backup's space check estimates from the tables' files, not from statistics
+    counted before a table was filled."""
+    from aishell.policy.approvers import PreApproved
+    from tests.helpers import one_step_plan
+
+    made, fill, measure = FILLED["mysql"]
+    with scratch_mysql() as url:
+        with engine(url).connect() as conn:
+            for sql in made:
+                conn.execute(text(sql.format(t="big")))
+            conn.execute(text(fill))
+            conn.commit()
+            real = int(conn.execute(text(measure)).scalar_one())
+        config = use_target(home, url)
+        plan = one_step_plan("backup", "db", "mysql", "calculate_backup_size", {})
+        run = commands.apply_plan(config, plan, approver=PreApproved())
+        assert run.status == "completed", run.error
+        estimated = run.steps[0].output["estimated_bytes"]
+        assert real * 0.6 <= estimated <= real, (estimated, real)

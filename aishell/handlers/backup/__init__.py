@@ -48,11 +48,13 @@ from aishell.handlers.backup.restore import (
     restore_estimate,
 )
 from aishell.handlers.backup.take import (
+    MYSQL_SIZE_READS,
     SIZE_SQL,
     backup_full,
     backup_incremental,
     backup_size,
     render_backup,
+    render_size,
 )
 from aishell.handlers.backup.validate import NOT_JUDGED, schema_lines, validate
 from aishell.risk import RiskLevel
@@ -95,7 +97,9 @@ calculate_backup_size = Handler(sql_templates=(SIZE_SQL["sqlite"],), run_fn=back
 calculate_backup_size_postgresql = Handler(
     sql_templates=(SIZE_SQL["postgresql"],), run_fn=backup_size
 )
-calculate_backup_size_mysql = Handler(sql_templates=(SIZE_SQL["mysql"],), run_fn=backup_size)
+calculate_backup_size_mysql = Handler(
+    sql_templates=MYSQL_SIZE_READS, run_fn=backup_size, render_fn=render_size
+)
 
 backup_database_full = Handler(
     sql_templates=("VACUUM INTO :path",),

@@ -37,6 +37,13 @@ from aishell.handlers.backup.measure import (
     sqlite_tables,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.handlers.mysql.catalog import (
+    FILES_MARIADB,
+    FILES_MYSQL,
+    TABLES,
+    is_mariadb,
+    used_bytes,
+)
 from aishell.scratch.leftovers import BACKUP
 from aishell.sqltext import quote_plain_identifier, text
 from aishell.targets.catalog import user_tables
@@ -47,19 +54,25 @@ from aishell.units import stamp
 
 
 # The database's size, as each engine tells it.
+# What catalog.used_bytes reads: the tablespace files (MariaDB's or MySQL's), the tables.
+MYSQL_SIZE_READS = (FILES_MARIADB, FILES_MYSQL, "SELECT DATABASE()", TABLES)
 SIZE_SQL = {
     "postgresql": "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",
-    "mysql": (
-        "SELECT coalesce(sum(DATA_LENGTH + INDEX_LENGTH), 0) "
-        "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
-    ),
     "sqlite": "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
 }
 
 
-def size_sql(dialect: str) -> str:
-    """SIZE_SQL of a dialect (MariaDB's is MySQL's)."""
-    return SIZE_SQL[family(dialect)]
+def size_statements(dialect: str, mariadb: bool = True) -> list[str]:
+    """What the size step sends on an engine: SIZE_SQL's statement, or on MySQL and
+    MariaDB catalog.used_bytes's reads (the server's own table of files)."""
+    if family(dialect) == "mysql":
+        return [FILES_MARIADB if mariadb else FILES_MYSQL, "SELECT DATABASE()", TABLES]
+    return [SIZE_SQL[family(dialect)]]
+
+
+def render_size(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    conn = ctx.connection
+    return size_statements(ctx.dialect, conn is None or is_mariadb(conn))
 
 
 def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -70,7 +83,10 @@ def _space(ctx: ToolContext) -> dict[str, Any]:
     """The database's size, the backup folder's free space, and whether it has room
     for about 1.2 times the size."""
     conn = ctx.connection
-    size = int(conn.execute(text(size_sql(conn.dialect.name))).scalar() or 0)
+    if family(conn.dialect.name) == "mysql":
+        size = used_bytes(conn)
+    else:
+        size = int(conn.execute(text(SIZE_SQL[family(conn.dialect.name)])).scalar() or 0)
     free = (
         shutil.disk_usage(ctx.backup_dir).free
         if ctx.backup_dir and ctx.backup_dir.exists()

@@ -217,3 +217,17 @@ def database_size(conn: Connection, ctx: ToolContext | None = None) -> dict[str,
         methods.pop() if len(methods) == 1 else f"{FILE_SIZE} where readable, else {STATISTICS}"
     )
     return {"size_bytes": sum(b for b, _ in measured), "method": method}
+
+
+def used_bytes(conn: Connection) -> int:
+    """What the database's tables hold now: each one's file less its free extents where
+    the files can be read (DATA_LENGTH and INDEX_LENGTH lag a table filled since its
+    statistics were counted), else DATA_LENGTH + INDEX_LENGTH."""
+    files = _file_sizes(conn) or {}
+    total = 0
+    for found in conn.execute(text(TABLES)).mappings():
+        row = plain(found)
+        counted = int(row["data_bytes"] + row["index_bytes"])
+        file = files.get(row["name"])
+        total += counted if file is None else max(counted, file - int(row["free_bytes"]))
+    return total

@@ -22,11 +22,20 @@ from tests.services import MYSQL_ADMIN, admin_engine, engine
 @pytest.fixture
 def stale_mysql() -> Iterator[str]:
     """A MariaDB database whose one table holds about 12 MB while its statistics, frozen
-    after one row, say 16 KiB."""
+    after one row, say 16 KiB; the URL of a login that may dump it but not read the
+    tablespace files' sizes (no PROCESS), so the estimate has only the statistics."""
     name = f"aishell_space_{uuid.uuid4().hex[:10]}"
+    user = f"u_{uuid.uuid4().hex[:12]}"
     admin = admin_engine(MYSQL_ADMIN, "MariaDB")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}`"))
+        conn.execute(text(f"CREATE USER '{user}'@'127.0.0.1'"))
+        conn.execute(
+            text(
+                f"GRANT SELECT, LOCK TABLES, SHOW VIEW, EVENT, TRIGGER ON `{name}`.* "
+                f"TO '{user}'@'127.0.0.1'"
+            )
+        )
     url = make_url(MYSQL_ADMIN).set(database=name).render_as_string(False)
     try:
         with engine(url).connect() as conn:
@@ -39,10 +48,11 @@ def stale_mysql() -> Iterator[str]:
             conn.execute(text("INSERT INTO big (v) VALUES ('x')"))
             conn.execute(text("ANALYZE TABLE big"))
             conn.execute(text("INSERT INTO big (v) SELECT repeat('y', 500) FROM seq_1_to_24000"))
-        yield url
+        yield make_url(url).set(username=user).render_as_string(False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            conn.execute(text(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'"))
         admin.dispose()
 
 
