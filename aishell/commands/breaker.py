@@ -24,7 +24,8 @@ def breaker_key(config: Config, target: str) -> str:
     """The key of `target`'s breaker in the state store (no password in it)."""
     name, settings = config.target(target)
     where = f"{display_url(resolve_url(settings.url, config.home))}\0{settings.password_env}"
-    return f"{name} {hashlib.sha256(where.encode()).hexdigest()[:12]}"
+    # A path not valid UTF-8 keeps its bytes (surrogateescape), as the file system gave them.
+    return f"{name} {hashlib.sha256(where.encode(errors='surrogateescape')).hexdigest()[:12]}"
 
 
 @contextmanager
