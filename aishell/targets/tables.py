@@ -32,14 +32,18 @@ from aishell.targets.identity import _innodb_file_name
 # A table's bytes: its and its indexes' pages as VACUUM or ANALYZE last counted them,
 # times how many more rows the statistics counters see now than were counted then (a
 # table filled a hundredfold since is not the size it was: the planner reads it so too).
-# One never counted (no pages) that has rows is measured; the rest are read from the
-# catalog alone, since measuring opens the relation, and waits behind a lock held on it.
+# One never counted (no pages) that has rows is its rows times their columns' widths
+# (a variable one taken for 32 bytes). The catalog alone: measuring a file opens the
+# relation, and waits behind a lock another session holds on it.
 _PG_TABLES = """
 /* aishell catalog */ SELECT c.relname AS name,
        CASE WHEN c.reltuples >= '0'::pg_catalog.float4 THEN c.reltuples::bigint
             ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END AS rows,
        CASE WHEN c.relpages = 0 AND pg_catalog.pg_stat_get_live_tuples(c.oid) > 0
-            THEN pg_catalog.pg_total_relation_size(c.oid)
+            THEN pg_catalog.pg_stat_get_live_tuples(c.oid) * (SELECT 28 + pg_catalog.sum(
+                     CASE WHEN a.attlen > 0 THEN a.attlen ELSE 32 END)::bigint
+                 FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
             ELSE ((c.relpages + coalesce(pg_catalog.sum(i.relpages), 0))::pg_catalog.float8
                   * pg_catalog.current_setting('block_size')::pg_catalog.float8
                   * GREATEST('1'::pg_catalog.float8,
