@@ -116,6 +116,7 @@ def preview_plan(
     readings = TableReadings(keeps_held=True)
     readings.plan(plan_tables(plan, registry))
     try:
+        readings.look_for_held(conn)
         if catalog is None:
             catalog = TableCatalog.read(conn)
         for i, step in enumerate(plan.steps):

@@ -224,8 +224,10 @@ def _prepare(
     catalog = run_catalog(run, ctx.connection)
     catalog.current(ctx.connection, tool.tables_in(params))
     if ctx.table_readings.planned is None:
-        # What the steps measure of their tables is read for all of them at once.
+        # What the steps measure of their tables is read for all of them at once; a dry
+        # run's tables held now are known held before any step waits on one.
         ctx.table_readings.plan(plan_tables(run.plan, run.registry))
+        ctx.table_readings.look_for_held(ctx.connection)
     # A table this run saw and that was dropped since is no wrong name for a tool that
     # reports it gone (heldtables.py), nor for a step that runs whatever happened
     # before it (the report names the plan's tables).

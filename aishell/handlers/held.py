@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepSkipped
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.targets.servermessage import server_message
 from aishell.tool.readings import TableReadings
 
 T = TypeVar("T")
@@ -67,9 +68,14 @@ def one_at_a_time(
     waits = _each(conn, list(tables), work, found, known)
     waits = _each(conn, waits, work, found, known)
     for table in waits:
+        seen = known.held(table)
+        how = (
+            "its lock was not granted within the lock wait (tried twice)"
+            if seen is None
+            else f"held when the preview looked ({server_message(seen)})"
+        )
         found.held[table] = (
-            f"{what} of {table} skipped: its lock was not granted within the lock wait "
-            f"(tried twice), held by {lock_holders(conn, [table])}"
+            f"{what} of {table} skipped: {how}, held by {lock_holders(conn, [table])}"
         )
     return found
 

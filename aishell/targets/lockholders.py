@@ -51,6 +51,22 @@ WHERE a.pid IN (
 ORDER BY a.pid
 """
 )
+# The named tables (with their partitions and inheriting tables) that another session
+# holds, or waits to hold, ACCESS EXCLUSIVE: the one mode a read's ACCESS SHARE waits
+# behind (and a waiting request is queued ahead of it).
+_PG_HELD_EXCLUSIVE = """
+WITH RECURSIVE named(name, oid) AS (
+    SELECT c.relname::text, c.oid FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = pg_catalog.current_schema() AND c.relname = ANY(CAST(:t AS text[]))
+  UNION
+    SELECT named.name, i.inhrelid FROM pg_catalog.pg_inherits i
+    JOIN named ON i.inhparent = named.oid
+)
+SELECT DISTINCT named.name FROM pg_catalog.pg_locks l JOIN named ON l.relation = named.oid
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+  AND l.pid <> pg_catalog.pg_backend_pid()
+"""
 _PG_BLOCKING = _PG_SESSION + "WHERE a.pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY a.pid"
 # Table locks (LOCK TABLES) and metadata locks are held by sessions that may look idle:
 # every other session on this database is a candidate, those in a transaction first.
@@ -133,3 +149,13 @@ def _mysql_session(r: RowMapping) -> str:
     if held is not None:
         doing += f", in a transaction for {held}s"
     return f"connection {r['id']} ({r['user']}@{r['host']}, {doing}: {r['query']!r})"
+
+
+def held_exclusive(conn: Connection, tables: Sequence[str]) -> list[str]:
+    """PostgreSQL: which of these tables a read would wait on now (another session holds
+    or waits for ACCESS EXCLUSIVE on it or on a partition), in one look at pg_locks;
+    elsewhere (MySQL's metadata locks are not shown so) none."""
+    if conn.dialect.name != "postgresql" or not tables:
+        return []
+    found = conn.execute(text(_PG_HELD_EXCLUSIVE), {"t": list(tables)}).scalars()
+    return sorted(str(name) for name in found)

@@ -27,6 +27,11 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar, cast
 
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from aishell.targets.lockholders import held_exclusive
+
 T = TypeVar("T")
 
 MAX_AGE_SECONDS = 60.0
@@ -111,6 +116,16 @@ class TableReadings:
         if self.keeps_held:
             self._held.setdefault(table, error)
 
+    def look_for_held(self, conn: Connection) -> None:
+        """A preview's look before any wait: the planned tables a read would wait on now
+        (lockholders.held_exclusive) are found held at once, as if a lock wait had ended
+        on each, so that no step waits on one (a run's readings look at none: its steps
+        wait, and the holder may be done by then)."""
+        if not self.keeps_held or not self._planned:
+            return
+        for table in held_exclusive(conn, self._planned):
+            self.found_held(table, seen_held(table))
+
     def drop(self, table: str, key: Hashable) -> None:
         """A reading that holds nothing lasting (the table was held past the lock wait):
         the next step to ask reads it again."""
@@ -167,3 +182,18 @@ class TableReadings:
         self._written.update(names)
         for name in names:
             self._by_table.pop(name, None)
+
+
+class _SeenHeld(Exception):
+    """What a preview's look at the server's locks saw, as a lock wait's error reads
+    (lockholders.is_lock_timeout): PostgreSQL's lock_not_available."""
+
+    sqlstate = "55P03"
+
+
+def seen_held(table: str) -> DBAPIError:
+    return OperationalError(
+        "(a look at pg_locks)",
+        None,
+        _SeenHeld(f"{table} is held ACCESS EXCLUSIVE by another session: not waited for"),
+    )

@@ -120,7 +120,22 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
 def _table_rows(conn: Connection, tables: list[str], known: TableReadings) -> Tablewise[list[Any]]:
     """Every table's figures in one query; after a lock timeout (sizing takes a table's
     lightest lock, which an ACCESS EXCLUSIVE holder or one queued for it holds off),
-    one table at a time, so that one held table leaves only itself out."""
+    one table at a time, so that one held table leaves only itself out. The tables a
+    preview already knows held are left out of the query, and named held."""
+    seen = [t for t in tables if isinstance(known.held(t), DBAPIError)]
+    if not seen:
+        return _every_table_row(conn, tables, known)
+    rest = [t for t in tables if t not in seen]
+    found = _every_table_row(conn, rest, known) if rest else Tablewise()
+    held: Tablewise[list[Any]] = one_at_a_time(conn, seen, lambda t: [], "Sizing", known)
+    found.held.update(held.held)
+    found.lock_error = found.lock_error or held.lock_error
+    return found
+
+
+def _every_table_row(
+    conn: Connection, tables: list[str], known: TableReadings
+) -> Tablewise[list[Any]]:
     try:
         rows = list(conn.execute(text(_TABLE_STATS), {"tables": tables}).mappings())
     except DBAPIError as exc:
