@@ -8,10 +8,11 @@ table id (a rebuild makes a new one too; then the step is asked about again, the
 side), else MariaDB's creation time, SQLite's root page with its row in the schema.
 PostgreSQL's lists after the table's own oid those of the partitions and inheriting
 tables a statement on it reaches: one attached since is a table no one approved. Code is
-fingerprinted by its definition: the triggers, rules and row policies on the tables and
-on those they reach, and every user-defined routine of the database (a trigger's
-function may call any of them) with, on PostgreSQL, the aggregates, operators and casts
-that call routines, each as a short digest.
+fingerprinted by its definition: the triggers, rules and row policies of every table of
+the database (a trigger writes to other tables, whose own triggers then run), and every
+user-defined routine of the database (a trigger's function may call any of them) with,
+on PostgreSQL, the aggregates, operators and casts that call routines, and on MariaDB
+the routines of other databases its triggers and routines name, each as a short digest.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.identity import _innodb_file_name, _innodb_table_ids
 
-# More routines than this are kept as one digest of them all: a change is still seen,
-# though not named.
+# More routines (or triggers, rules and policies) than this are kept as one digest of
+# them all: a change is still seen, though not named.
 MAX_NAMED_ROUTINES = 200
 
 # Each named table with every table a statement on it reaches: its partitions and the
@@ -94,25 +95,30 @@ _PG_ROUTINES = (
     "WHERE c.oid >= '16384'::pg_catalog.oid AND "
     + _PG_NOT_EXTENSION.format(catalog="pg_cast", alias="c")
 )
-# The code on the named tables and on every table they reach (_PG_TREE): a row deleted
-# through the parent fires its partition's triggers and meets its policies.
+# The code of every table of the database, not only of those a step names: a row deleted
+# through the parent fires its partition's triggers, and a trigger's function writes to
+# other tables, whose own triggers, rules and policies then run (at any depth).
+_PG_USER_TABLE = (
+    "{rel} IN (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE " + _PG_USER_SCHEMA + ")"
+)
 _PG_TABLE_CODE = (
-    _PG_TREE + "SELECT 'trigger ' || t.tgname::pg_catalog.text || ' on ' "
-    "|| c.oid::pg_catalog.regclass::pg_catalog.text AS name, pg_catalog.md5("
+    "SELECT 'trigger ' || t.tgname::pg_catalog.text || ' on ' "
+    "|| t.tgrelid::pg_catalog.regclass::pg_catalog.text AS name, pg_catalog.md5("
     "pg_catalog.pg_get_triggerdef(t.oid) || t.tgenabled::text) AS digest FROM "
-    "pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
-    "WHERE NOT t.tgisinternal AND c.oid IN (SELECT oid FROM tree) "
-    "UNION ALL SELECT 'rule ' || w.rulename::pg_catalog.text || ' on ' "
+    "pg_catalog.pg_trigger t WHERE NOT t.tgisinternal AND "
+    + _PG_USER_TABLE.format(rel="t.tgrelid")
+    + " UNION ALL SELECT 'rule ' || w.rulename::pg_catalog.text || ' on ' "
     "|| w.ev_class::pg_catalog.regclass::pg_catalog.text, pg_catalog.md5("
     "pg_catalog.pg_get_ruledef(w.oid)) FROM pg_catalog.pg_rewrite w "
-    "WHERE w.rulename <> '_RETURN'::pg_catalog.name AND w.ev_class IN (SELECT oid FROM tree) "
-    "UNION ALL SELECT 'policy ' || p.polname::pg_catalog.text || ' on ' "
+    "WHERE w.rulename <> '_RETURN'::pg_catalog.name AND "
+    + _PG_USER_TABLE.format(rel="w.ev_class")
+    + " UNION ALL SELECT 'policy ' || p.polname::pg_catalog.text || ' on ' "
     "|| p.polrelid::pg_catalog.regclass::pg_catalog.text, pg_catalog.md5("
     "coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') || '/' || "
     "coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '') || "
     "p.polcmd::pg_catalog.text || p.polpermissive::pg_catalog.text || "
-    "p.polroles::pg_catalog.text) FROM pg_catalog.pg_policy p "
-    "WHERE p.polrelid IN (SELECT oid FROM tree)"
+    "p.polroles::pg_catalog.text) FROM pg_catalog.pg_policy p"
 )
 _MYSQL_CREATED = (
     "SELECT TABLE_NAME AS name, coalesce(CREATE_TIME, '') AS id FROM information_schema.TABLES "
@@ -123,11 +129,25 @@ _MYSQL_ROUTINES = (
     "ROUTINE_DEFINITION, CREATED, LAST_ALTERED, SQL_MODE, SECURITY_TYPE, DEFINER)) AS digest "
     "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"
 )
+# A routine of another database that this database's triggers or routines name
+# (`other_db.fn(...)`): replaced there, it changes what they run. Found by its two names
+# in their text, loosely (a routine named in a comment counts too: the safe side).
+_MYSQL_CALLED_ELSEWHERE = (
+    "SELECT concat(r.ROUTINE_TYPE, ' ', r.ROUTINE_SCHEMA, '.', r.ROUTINE_NAME) AS name, "
+    "md5(concat_ws('/', r.ROUTINE_DEFINITION, r.CREATED, r.LAST_ALTERED, r.SQL_MODE, "
+    "r.SECURITY_TYPE, r.DEFINER)) AS digest FROM information_schema.ROUTINES r "
+    "WHERE r.ROUTINE_SCHEMA <> DATABASE() AND (EXISTS (SELECT 1 FROM "
+    "information_schema.TRIGGERS t WHERE t.TRIGGER_SCHEMA = DATABASE() AND "
+    "locate(lower(r.ROUTINE_SCHEMA), lower(t.ACTION_STATEMENT)) > 0 AND "
+    "locate(lower(r.ROUTINE_NAME), lower(t.ACTION_STATEMENT)) > 0) OR EXISTS (SELECT 1 "
+    "FROM information_schema.ROUTINES o WHERE o.ROUTINE_SCHEMA = DATABASE() AND "
+    "locate(lower(r.ROUTINE_SCHEMA), lower(o.ROUTINE_DEFINITION)) > 0 AND "
+    "locate(lower(r.ROUTINE_NAME), lower(o.ROUTINE_DEFINITION)) > 0))"
+)
 _MYSQL_TABLE_CODE = (
     "SELECT concat('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE) AS name, md5(concat_ws("
     "'/', ACTION_STATEMENT, ACTION_TIMING, EVENT_MANIPULATION, CREATED, SQL_MODE, DEFINER)) "
-    "AS digest FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND "
-    "EVENT_OBJECT_TABLE IN :names"
+    "AS digest FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
 )
 # A table dropped and created again often gets the root page it had (SQLite reuses the
 # freed page); its row in the schema is a new one unless the table and its indexes were
@@ -139,7 +159,7 @@ _SQLITE_TABLES = (
 )
 _SQLITE_TABLE_CODE = (
     "SELECT 'trigger ' || name || ' on ' || tbl_name AS name, sql AS digest FROM sqlite_schema "
-    "WHERE type = 'trigger' AND tbl_name IN :names"
+    "WHERE type = 'trigger'"
 )
 
 
@@ -180,10 +200,13 @@ def identity_change(then: Any, now: Any, when: str) -> str:
 
 
 def code_digests(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
-    """The code that may run when the tables are written or read: their triggers (and
-    PostgreSQL's rules and row policies), and the database's own routines, each by a
-    digest of its definition (all routines as one digest past MAX_NAMED_ROUTINES)."""
-    names = sorted(set(tables))
+    """The code that may run when the tables are written or read: the triggers of the
+    database's tables (and PostgreSQL's rules and row policies), those the tables named
+    and those their triggers may write to alike, and the database's own routines, each by
+    a digest of its definition (each kind as one digest past MAX_NAMED_ROUTINES). A
+    table's code runs for its rows whichever table a step names, so `tables` says only
+    that the step writes or reads some."""
+    del tables  # every table's code counts (see the docstring)
     dialect = conn.dialect.name
     if dialect == "postgresql":
         on_tables, routines = _PG_TABLE_CODE, _PG_ROUTINES
@@ -191,14 +214,21 @@ def code_digests(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
         on_tables, routines = _MYSQL_TABLE_CODE, _MYSQL_ROUTINES
     else:
         on_tables, routines = _SQLITE_TABLE_CODE, None
-    found = _digested(_rows(conn, on_tables, names)) if names else {}
+    found = _at_most(_digested(_rows(conn, on_tables, None)), "triggers, rules and policies")
     if routines is not None:
-        every = _digested(_rows(conn, routines, None))
-        if len(every) > MAX_NAMED_ROUTINES:
-            joined = "\n".join(f"{k}={v}" for k, v in sorted(every.items()))
-            every = {f"{len(every)} routines": _digest(joined)}
-        found.update(every)
+        found.update(_at_most(_digested(_rows(conn, routines, None)), "routines"))
+    if family(dialect) == "mysql":
+        found.update(_digested(_rows(conn, _MYSQL_CALLED_ELSEWHERE, None)))
     return found
+
+
+def _at_most(found: dict[str, str], kind: str) -> dict[str, str]:
+    """Each piece by name, or past MAX_NAMED_ROUTINES all as one digest: a change is
+    still seen, though not named."""
+    if len(found) <= MAX_NAMED_ROUTINES:
+        return found
+    joined = "\n".join(f"{k}={v}" for k, v in sorted(found.items()))
+    return {f"{len(found)} {kind}": _digest(joined)}
 
 
 def _mysql_identities(conn: Connection, names: list[str]) -> dict[str, str]:

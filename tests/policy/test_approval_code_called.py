@@ -77,3 +77,92 @@ def test_code_a_trigger_calls_pointed_elsewhere_is_asked_about_again(called, hom
         run_sql(url, *after)
         _resumed_waits(config, run_id, expected)
         assert len(rows_of(url)) == ROWS
+
+
+# -- the code of the tables a trigger writes to -------------------------------------------
+
+CHAINED = {
+    "postgresql": (
+        [
+            "CREATE TABLE audit (n int)",
+            "CREATE TABLE audit2 (n int)",
+            "CREATE FUNCTION note_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO audit VALUES (old.id); RETURN old; END $$",
+            "CREATE TRIGGER events_gone AFTER DELETE ON events FOR EACH ROW "
+            "EXECUTE FUNCTION note_delete()",
+            "CREATE FUNCTION forward() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO audit2 VALUES (new.n); RETURN new; END $$",
+            "CREATE TRIGGER audit_fwd AFTER INSERT ON audit FOR EACH ROW "
+            "EXECUTE FUNCTION forward()",
+        ],
+        ["ALTER TABLE audit DISABLE TRIGGER audit_fwd"],
+    ),
+    "mysql": (
+        [
+            "CREATE TABLE audit (n int)",
+            "CREATE TABLE audit2 (n int)",
+            "CREATE TRIGGER events_gone AFTER DELETE ON events FOR EACH ROW "
+            "INSERT INTO audit VALUES (old.id)",
+            "CREATE TRIGGER audit_fwd AFTER INSERT ON audit FOR EACH ROW "
+            "INSERT INTO audit2 VALUES (new.n)",
+        ],
+        [
+            "DROP TRIGGER audit_fwd",
+            "CREATE TRIGGER audit_fwd AFTER INSERT ON audit FOR EACH ROW DELETE FROM audit2",
+        ],
+    ),
+    "sqlite": (
+        [
+            "CREATE TABLE audit (n int)",
+            "CREATE TABLE audit2 (n int)",
+            "CREATE TRIGGER events_gone AFTER DELETE ON events BEGIN "
+            "INSERT INTO audit VALUES (old.id); END",
+            "CREATE TRIGGER audit_fwd AFTER INSERT ON audit BEGIN "
+            "INSERT INTO audit2 VALUES (new.n); END",
+        ],
+        [
+            "DROP TRIGGER audit_fwd",
+            "CREATE TRIGGER audit_fwd AFTER INSERT ON audit BEGIN DELETE FROM audit2; END",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(CHAINED))
+def test_a_trigger_on_a_table_the_approved_trigger_writes_is_covered(dialect, home):
+    """The purged table's trigger writes to `audit`, whose own trigger is redefined after
+    the approval: that is code the purge runs, asked about again."""
+    before, after = CHAINED[dialect]
+    with _database(dialect, home) as url:
+        fill(url, rows=ROWS)
+        run_sql(url, *before)
+        run_id, config = _waiting_purge(home, url)
+        run_sql(url, *after)
+        _resumed_waits(config, run_id, "trigger audit_fwd on audit changed since it was approved")
+        assert len(rows_of(url)) == ROWS
+
+
+def test_a_mariadb_routine_of_another_database_a_trigger_calls_is_covered(home):
+    from sqlalchemy.engine import make_url
+
+    from tests.services import scratch_mysql
+
+    with _database("mysql", home) as url, scratch_mysql() as other_url:
+        other = make_url(other_url).database
+        fill(url, rows=ROWS)
+        run_sql(
+            other_url,
+            "CREATE FUNCTION tally(x int) RETURNS int DETERMINISTIC RETURN x",
+        )
+        run_sql(
+            url,
+            "CREATE TRIGGER events_gone AFTER DELETE ON events FOR EACH ROW "
+            f"SET @n = `{other}`.tally(old.id)",
+        )
+        run_id, config = _waiting_purge(home, url)
+        run_sql(
+            other_url,
+            "CREATE OR REPLACE FUNCTION tally(x int) RETURNS int DETERMINISTIC RETURN x + 1",
+        )
+        _resumed_waits(config, run_id, f"FUNCTION {other}.tally changed since it was approved")
+        assert len(rows_of(url)) == ROWS
