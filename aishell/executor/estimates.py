@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.usercode import user_code
 from aishell.guard.usercodeactions import maintenance_actions, write_actions
@@ -56,7 +57,9 @@ def _user_code(ctx: ToolContext, rendered: Sequence[str], reach: Reach | None) -
     maintain, and the event triggers their DDL fires."""
     actions = list(maintenance_actions(rendered, ctx.dialect))
     if reach is not None:
-        actions += write_actions(reach.writes)
+        # InnoDB runs no trigger for the rows a foreign key's action writes.
+        unfired = reach.by_keys if family(ctx.dialect) == "mysql" else []
+        actions += write_actions(w for w in reach.writes if w not in unfired)
     trusted = ctx.trusted_functions
     code = user_code(ctx.connection, actions, trusted, ctx.run_cache)
     for fired in reach.event_triggers if reach is not None else []:

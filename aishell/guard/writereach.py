@@ -45,6 +45,9 @@ class Reach:
     # is usercode.py's part), and the event triggers its DDL fires.
     writes: list[Write] = field(default_factory=list)
     event_triggers: list[Fired] = field(default_factory=list)
+    # Those of `writes` only a foreign key's action makes (InnoDB fires no trigger for
+    # them; PostgreSQL and SQLite do).
+    by_keys: list[Write] = field(default_factory=list)
 
 
 _DOING = {
@@ -84,6 +87,8 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             break
         seen.add(write)
         reach.writes.append(write)
+        if cascaded:
+            reach.by_keys.append(write)
         doing = f"{_DOING[write.event]} {write.table}" + (f" ({how})" if how else "")
         found = relations.on(write)
         for key, action, then in _acting(found.keys, write):

@@ -61,3 +61,34 @@ def test_a_set_default_of_a_constant_or_a_set_null_names_no_code(home: Path) -> 
 
             purge = next(s for s in preview.steps if s.tool == "delete_old_records")
             assert not (purge.estimate or {}).get("user_code"), (action, purge.estimate)
+
+
+def test_innodb_runs_no_trigger_for_a_cascade_and_none_is_named(home: Path, tmp_path: Path):
+    """MariaDB's InnoDB fires no trigger for the rows a foreign key's action deletes: a
+    purge of the parent names the child's trigger in no estimate, and the trigger does
+    not run. A trigger of the purged table itself is still named."""
+    from tests.guard.test_guard import scratch_database
+    from tests.guard.test_user_code import LOGS
+    from tests.helpers import use_target
+
+    with scratch_database("mysql", tmp_path) as url:
+        execute(
+            url,
+            *LOGS["mysql"],
+            "CREATE TABLE chi (id int PRIMARY KEY, log_id int, "
+            "FOREIGN KEY (log_id) REFERENCES logs (id) ON DELETE CASCADE)",
+            "INSERT INTO chi SELECT seq, seq FROM seq_1_to_60",
+            "CREATE TRIGGER chi_gone AFTER DELETE ON chi FOR EACH ROW DELETE FROM victim",
+        )
+        config = use_target(home, url)
+
+        preview = commands.plan_job(config, "log_cleanup", PURGE)
+
+        purge = next(s for s in preview.steps if s.tool == "delete_old_records")
+        said = (purge.estimate or {}).get("user_code") or []
+        assert not any("chi_gone" in line for line in said), said
+        assert any("chi" in line for line in (purge.estimate or {}).get("cascades", [])), purge
+        execute(url, "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW SET @x = 1")
+        preview = commands.plan_job(config, "log_cleanup", PURGE)
+        purge = next(s for s in preview.steps if s.tool == "delete_old_records")
+        assert any("logs_gone" in line for line in purge.estimate["user_code"]), purge.estimate
