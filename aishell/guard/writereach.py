@@ -94,6 +94,13 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
         for key, action, then in _acting(found.keys, write):
             reach.cascades.append(f"{doing} also acts on {key.shown} ({action})")
             queue.append((then, f"by the cascade from {write.table}", True))
+        if write.event in ("DELETE", "TRUNCATE"):
+            reach.cascades.extend(
+                f"{doing} leaves rows of {key.shown} pointing at rows it removes: their "
+                f"foreign key (ON DELETE {key.on_delete}) is not acted on, as SQLite's "
+                "foreign_keys is off in aishell's session"
+                for key in found.unenforced
+            )
         if write.event != "TRUNCATE":
             # Which of a view's columns map to which base column is not read: any.
             for schema, base in found.bases:
@@ -264,6 +271,9 @@ class _Found(NamedTuple):
     keys: list[_Key]
     bases: list[tuple[str | None, str]]
     unread_view: bool = False  # a view whose base tables could not be told
+    # SQLite's keys that reference it where the session does not act on foreign keys:
+    # rows of theirs are left pointing at rows a DELETE removes.
+    unenforced: tuple[_Key, ...] = ()
 
 
 class _Relations:
@@ -313,7 +323,10 @@ class _Relations:
             return _Found(keys, bases)
         if family(self.dialect) == "mysql":
             return self._mysql(names)
-        return _Found(self._sqlite_keys(table), [])
+        keys = self._sqlite_keys(table)
+        if self._enforced:
+            return _Found(keys, [])
+        return _Found([], [], unenforced=tuple(keys))
 
     def _mysql(self, names: dict[str, str | None]) -> _Found:
         rows = self._mariadb_rows(names) if self._innodb else None
@@ -369,8 +382,6 @@ class _Relations:
         if self._enforced is None:
             pragma = text("SELECT foreign_keys FROM pragma_foreign_keys")
             self._enforced = bool(self.conn.execute(pragma).scalar())
-        if not self._enforced:
-            return []
         grouped: dict[tuple[Any, ...], list[tuple[str, str | None]]] = {}
         for child, number, own, ref, d, u in self.conn.execute(text(_SQLITE_KEYS), {"t": table}):
             grouped.setdefault((child, number, d, u), []).append((own, ref))

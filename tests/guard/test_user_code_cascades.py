@@ -92,3 +92,38 @@ def test_innodb_runs_no_trigger_for_a_cascade_and_none_is_named(home: Path, tmp_
         preview = commands.plan_job(config, "log_cleanup", PURGE)
         purge = next(s for s in preview.steps if s.tool == "delete_old_records")
         assert any("logs_gone" in line for line in purge.estimate["user_code"]), purge.estimate
+
+
+def test_a_sqlite_purge_says_which_rows_it_leaves_pointing_at_nothing(home: Path, tmp_path: Path):
+    """aishell's SQLite sessions leave foreign keys off: a purge of a table other tables
+    reference would leave their rows pointing at deleted ones. The estimate says so,
+    naming the key, and the step waits for a person's yes to it."""
+    from aishell.policy.approvers import PreApproved
+    from aishell.risk import RiskLevel
+    from tests.helpers import use_target
+
+    url = f"sqlite:///{tmp_path / 'refs.db'}"
+    execute(
+        url,
+        "CREATE TABLE logs (id integer PRIMARY KEY, created_at timestamp NOT NULL, n integer)",
+        "INSERT INTO logs WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g "
+        "WHERE i < 60) SELECT i, datetime('now', '-' || i || ' days'), i FROM g",
+        "CREATE TABLE child (id integer PRIMARY KEY, log_id integer "
+        "REFERENCES logs (id) ON DELETE CASCADE)",
+        "INSERT INTO child SELECT id, id FROM logs",
+    )
+    config = use_target(home, url)
+
+    preview = commands.plan_job(config, "log_cleanup", PURGE)
+    purge = next(s for s in preview.steps if s.tool == "delete_old_records")
+    said = (purge.estimate or {}).get("cascades") or []
+    assert any(
+        "deleting from logs leaves rows of child.log_id pointing at rows it removes" in line
+        and "ON DELETE CASCADE" in line
+        for line in said
+    ), said
+    run = commands.run_job(
+        config, "log_cleanup", PURGE, approver=PreApproved(up_to=RiskLevel.HIGH)
+    )
+    assert run.status == "waiting_approval", run.error
+    assert scalar(url, "SELECT count(*) FROM logs") == 60
