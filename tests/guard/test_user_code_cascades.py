@@ -122,8 +122,6 @@ def test_a_sqlite_purge_says_which_rows_it_leaves_pointing_at_nothing(home: Path
         and "ON DELETE CASCADE" in line
         for line in said
     ), said
-    run = commands.run_job(
-        config, "log_cleanup", PURGE, approver=PreApproved(up_to=RiskLevel.HIGH)
-    )
+    run = commands.run_job(config, "log_cleanup", PURGE, approver=PreApproved(up_to=RiskLevel.HIGH))
     assert run.status == "waiting_approval", run.error
     assert scalar(url, "SELECT count(*) FROM logs") == 60
