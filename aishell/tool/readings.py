@@ -120,8 +120,9 @@ class TableReadings:
         """A preview's look before any wait: the planned tables a read would wait on now
         (lockholders.held_exclusive) are found held at once, as if a lock wait had ended
         on each, so that no step waits on one (a run's readings look at none: its steps
-        wait, and the holder may be done by then)."""
-        if not self.keeps_held or not self._planned:
+        wait, and the holder may be done by then). A plan of one table waits on it once
+        instead, and its steps say what that wait met (a purge's count, in one line)."""
+        if not self.keeps_held or len(self._planned or ()) < 2:
             return
         for table in held_exclusive(conn, self._planned):
             self.found_held(table, seen_held(table))
