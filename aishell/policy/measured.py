@@ -73,14 +73,16 @@ _MYSQL_SIZES = """
 FROM information_schema.TABLES t
 LEFT JOIN information_schema.{tablespaces} s
        ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME)
-WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_NAME IN :names
+WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
+  AND t.TABLE_NAME IN :names
 """
 _MYSQL_CATALOG_SIZES = """
 /* aishell measure */ SELECT t.TABLE_NAME AS name, t.ENGINE AS engine,
        coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated,
        NULL AS file_size, NULL AS allocated
 FROM information_schema.TABLES t
-WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_NAME IN :names
+WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
+  AND t.TABLE_NAME IN :names
 """
 _COUNT = "/* aishell measure */ SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :n) s"
 

@@ -57,7 +57,7 @@ def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[s
     elif family(dialect) == "mysql":
         sql = (
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"
+            "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY 1"
         )
     else:
         sql = (
@@ -125,7 +125,8 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 _MYSQL_URGENCY = """
 SELECT TABLE_NAME AS name, coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes,
        coalesce(DATA_FREE, 0) AS free_bytes
-FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
+FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
 """
 # Autovacuum forces a freeze at 200 million transactions.
 FREEZE_MAX_AGE = 200_000_000

@@ -461,7 +461,8 @@ def _my_data_size(conn: Connection) -> int:
         conn.execute(
             text(
                 "SELECT coalesce(sum(DATA_LENGTH), 0) FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"
+                "WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')"
             )
         ).scalar_one()
     )

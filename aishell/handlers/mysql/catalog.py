@@ -26,7 +26,7 @@ SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_coun
        coalesce(DATA_LENGTH, 0) AS data_bytes, coalesce(INDEX_LENGTH, 0) AS index_bytes,
        coalesce(DATA_FREE, 0) AS free_bytes, UPDATE_TIME AS updated
 FROM information_schema.TABLES
-WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
+WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
 ORDER BY TABLE_NAME
 """
 TABLE = """

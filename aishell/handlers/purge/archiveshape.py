@@ -14,7 +14,8 @@ user-defined function, no row security, and each column of the purged table's ty
 
 And each table a batch writes keeps what it wrote only when the batch commits
 (check_durable): on MariaDB a purged or archive table whose engine keeps no
-transactions (MyISAM, Aria, MEMORY) is refused, since a rolled-back batch's DELETE or
+transactions (MyISAM, Aria, MEMORY) is refused, and so is a system-versioned purged
+table (its DELETE keeps every row as history), since a rolled-back batch's DELETE or
 copy would stand there; on PostgreSQL an unlogged or temporary archive table, which a
 server crash empties after the purge deleted what it held. An unlogged purged table is
 purged: the rows a crash empties it of were not the purge's to keep.
@@ -144,6 +145,11 @@ _MYSQL_NOT_TRANSACTIONAL = (
     "WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME IN (:t, :a) "
     "AND t.ENGINE IS NOT NULL AND COALESCE(e.TRANSACTIONS, 'NO') <> 'YES' ORDER BY 1"
 )
+# A system-versioned table keeps every row a DELETE removes, as history.
+_MYSQL_VERSIONED = (
+    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+    "AND TABLE_NAME = :t AND TABLE_TYPE = 'SYSTEM VERSIONED'"
+)
 _PG_PERSISTENCE = (
     f"SELECT k.relpersistence FROM pg_catalog.pg_class k WHERE k.oid = {_PG_REL.format(name='a')}"
 )
@@ -184,6 +190,13 @@ def check_durable(conn: Connection, table: str, archive: str | None) -> None:
     if family(conn.dialect.name) == "mysql":
         for is_archive, engine in conn.execute(text(_MYSQL_NOT_TRANSACTIONAL), names):
             problems.append(_not_transactional(table, archive if is_archive else None, engine))
+        if conn.execute(text(_MYSQL_VERSIONED), names).first() is not None:
+            problems.append(
+                f"table {table} cannot be purged: it is system-versioned, so a DELETE keeps "
+                "each row it removes as history and frees nothing (DELETE HISTORY FROM "
+                f"{table} BEFORE SYSTEM_TIME ... removes history; or ALTER TABLE {table} "
+                "DROP SYSTEM VERSIONING)"
+            )
     elif conn.dialect.name == "postgresql" and archive is not None:
         kept = conn.execute(text(_PG_PERSISTENCE), names).scalar()
         if kept in _PERSISTENCE:
