@@ -122,9 +122,10 @@ class TableReadings:
         on each, so that no step waits on one (a run's readings look at none: its steps
         wait, and the holder may be done by then). A plan of one table waits on it once
         instead, and its steps say what that wait met (a purge's count, in one line)."""
-        if not self.keeps_held or len(self._planned or ()) < 2:
+        planned = self._planned or ()
+        if not self.keeps_held or len(planned) < 2:
             return
-        for table in held_exclusive(conn, self._planned):
+        for table in held_exclusive(conn, planned):
             self.found_held(table, seen_held(table))
 
     def drop(self, table: str, key: Hashable) -> None:
