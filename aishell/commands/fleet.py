@@ -67,10 +67,12 @@ def fleet_run(
     if unknown:
         raise UsageError(f"A fleet job takes no {', '.join(unknown)}")
     targets = select_targets(config, selector)
-    checked = get_agent(agent).normalize_job(dict(job), config.agent(agent))
+    # Checked here, kept as given: each worker's run checks it again, as `aishell run`
+    # does (a job's checked form is no job an agent takes twice).
+    get_agent(agent).normalize_job(dict(job), config.agent(agent))
     with broker(config) as sender:
         with StateStore(config.state_url) as store:
-            fleet_id = store.create_fleet_job(agent, checked, options, selector, targets)
+            fleet_id = store.create_fleet_job(agent, dict(job), options, selector, targets)
         sender.send(fleet_id, targets)
     return watch_fleet(config, fleet_id, wait_seconds, progress)
 
@@ -217,7 +219,10 @@ def _take_turn(
         if not held:
             raise later(f"{server} runs {settings.per_server_limit} already")
         try:
-            if earlier is not None:
+            # A dry run changes nothing and is not resumed: one whose worker stopped (or
+            # that a delivery again finds going) is run anew, and the fleet job keeps
+            # the new one.
+            if earlier is not None and not fleet["options"].get("dry_run"):
                 how.pop("dry_run", None)
                 how.pop("safety_level", None)
                 result = resume_run(config, earlier["run_id"], **how)

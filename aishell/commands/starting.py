@@ -152,7 +152,7 @@ def start_run(
         if not dry_run:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
             plan = _on_database(plan, lock, handle)
-        if fleet is not None and (earlier := store.fleet_run_id(*fleet)) is not None:
+        if not dry_run and fleet is not None and (earlier := store.fleet_run_id(*fleet)):
             # Asked under the run lock, which every run of this database takes: a task
             # delivered twice starts one run, the second delivery finds it.
             raise TargetLocked(f"Target '{plan.target}' has run {earlier} of fleet job {fleet[0]}")

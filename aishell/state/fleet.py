@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, this_host
@@ -62,7 +62,11 @@ class FleetRepository(StoreCore):
         return None if row is None else _decoded(dict(row._mapping))
 
     def record_fleet_run(self, fleet_id: str, target: str, run_id: str) -> None:
+        """The target's run of the fleet job; one that replaces an earlier (a dry run
+        started anew) is kept instead of it."""
+        which = (fleet_runs.c.fleet_id == fleet_id) & (fleet_runs.c.target == target)
         with self._tx() as conn:
+            conn.execute(delete(fleet_runs).where(which))
             conn.execute(
                 insert(fleet_runs).values(fleet_id=fleet_id, target=target, run_id=run_id, at=now())
             )

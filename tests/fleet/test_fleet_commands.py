@@ -144,3 +144,42 @@ def test_the_broker_s_password_comes_from_its_variable_never_the_file(
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="a broker is reached by"):
         load_config(home=home)
+
+
+def test_a_fleet_log_cleanup_runs_its_job_as_given(one_worker: dict[str, Any]) -> None:
+    """The job is checked before it is sent and kept as given: the worker's run checks it
+    as `aishell run` does, once."""
+    home = one_worker["home"]
+    out = CliRunner().invoke(
+        cli,
+        [
+            "--home", str(home), "fleet", "run", "log_cleanup", "--table", "app_logs",
+            "--retention-days", "80", "--targets", "demo", "--wait-seconds", "90", "--json",
+        ],
+    )  # fmt: skip
+    assert out.exit_code in (0, 3), out.output
+    summary = json.loads(out.stdout)
+    ((target, status),) = [(r["target"], r["status"]) for r in summary["runs"]]
+    assert (target, status) in (("demo", "completed"), ("demo", "waiting_approval")), summary
+
+
+def test_a_dry_run_whose_worker_stopped_is_run_anew(home: Path, demo_db: Path) -> None:
+    """A dry run is not resumed: delivered again while its run shows going (its worker
+    killed), the target's dry run starts anew, and the fleet job keeps the new one."""
+    import sqlite3
+
+    config = load_config(home=home)
+    with StateStore(config.state_url) as store:
+        fleet_id = store.create_fleet_job(
+            "maintenance", {"type": "quick"}, {"dry_run": True}, "demo", ["demo"]
+        )
+    first = commands.run_job(
+        config, "maintenance", {"type": "quick"}, "demo", fleet=(fleet_id, "demo"), dry_run=True
+    )
+    with sqlite3.connect(home / "state.db") as db:  # as its killed worker left it
+        db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (first.run_id,))
+
+    assert commands.run_fleet_target(config, fleet_id, "demo") == "completed"
+    with StateStore(config.state_url) as store:
+        kept = store.fleet_run_id(fleet_id, "demo")
+    assert kept is not None and kept != first.run_id
