@@ -35,7 +35,7 @@ def broker_url(config: Config) -> str:
     return fleet.broker(password)
 
 
-def transport_options(fleet: FleetConfig) -> dict[str, float]:
+def transport_options(fleet: FleetConfig) -> dict[str, float | str]:
     """Redis: a task not acknowledged for `visibility_timeout` goes back to the queue,
     found by a sweep each worker makes. kombu sweeps every tenth time it is asked, every
     10 s: a killed worker's task would wait 100 s more; here every worker sweeps at most
@@ -43,9 +43,16 @@ def transport_options(fleet: FleetConfig) -> dict[str, float]:
 
     The timeouts: without them a broker that accepts a connection and never answers
     holds a send (and a worker) for good. Redis takes socket_*; RabbitMQ's connection
-    read_ and write_timeout (its connect timeout is broker_connection_timeout)."""
+    read_ and write_timeout (its connect timeout is broker_connection_timeout).
+
+    A Redis database keeps the tasks not yet acknowledged under keys of its own, which
+    every fleet on it would share: a fleet of a shorter visibility timeout would put
+    back another's tasks still running. Each queue has its own (fleet.queue)."""
     visibility = fleet.visibility_timeout_seconds
     return {
+        "unacked_key": f"{fleet.queue}.unacked",
+        "unacked_index_key": f"{fleet.queue}.unacked_index",
+        "unacked_mutex_key": f"{fleet.queue}.unacked_mutex",
         "visibility_timeout": visibility,
         "unacked_restore_interval": max(1, min(10, visibility // 4)),
         "unacked_restore_throttle": 1,
