@@ -7,13 +7,14 @@ import os
 import socket
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from aishell.errors import TargetLocked
 from aishell.state.core import StoreCore
 from aishell.state.processes import process_alive
-from aishell.state.schema import target_locks
+from aishell.state.schema import runs, target_locks
 from aishell.state.values import now
 
 
@@ -57,7 +58,25 @@ class LockRepository(StoreCore):
                     self._event(
                         conn, run_id, None, "stale_lock_taken_over", {"previous_run": held.run_id}
                     )
+                    if held.run_id != run_id:
+                        self._ended_elsewhere(conn, held)
         raise TargetLocked(f"Target '{target}' lock is contended; try again")
+
+    def _ended_elsewhere(self, conn: Connection, held: Any) -> None:
+        """The run whose lock was taken over, still stored running, is interrupted: its
+        process is gone (or on another host, its server session), so every machine
+        lists it so, not only the one that could see the process was gone."""
+        reason = (
+            f"its process (pid {held.pid} on {held.hostname}) is gone: its target's lock was "
+            "taken over"
+        )
+        changed = conn.execute(
+            update(runs)
+            .where((runs.c.run_id == held.run_id) & (runs.c.status == "running"))
+            .values(status="interrupted", finished_at=now(), error=reason)
+        ).rowcount
+        if changed:
+            self._event(conn, held.run_id, None, "run_interrupted", {"reason": reason})
 
     def lock_holder(self, target: str) -> dict[str, Any] | None:
         row = self._conn.execute(

@@ -328,6 +328,35 @@ def test_a_stale_lease_of_a_dead_process_is_taken_over(config, demo_db):
     assert any(e["kind"] == "stale_lock_taken_over" for e in events)
 
 
+def test_a_run_of_another_host_whose_lock_is_taken_over_is_interrupted_for_all(config, demo_db):
+    """A run killed on another machine shows running on every machine but its own (no
+    process of another host can be looked at); once its target's lock is taken over (the
+    server let go of it), it is stored interrupted, and every machine lists it so."""
+    sqlalchemy = __import__("sqlalchemy")
+    first = commands.run_job(config, "maintenance", {"type": "quick"})
+    with StateStore(config.state_url) as store:
+        target = open_target(config, "demo")
+        with target.connect() as conn:
+            store.acquire_lock(database_identity(conn), first.run_id)
+        target.close()
+        for sql in (
+            "UPDATE target_locks SET pid = 4242, hostname = 'host-elsewhere'",
+            "UPDATE runs SET status = 'running', pid = 4242, hostname = 'host-elsewhere' "
+            "WHERE run_id = :r",
+        ):
+            store._conn.execute(sqlalchemy.text(sql), {"r": first.run_id})
+        store._conn.commit()
+    assert commands.show_run(config, first.run_id)["status"] == "running"
+
+    second = commands.run_job(config, "maintenance", {"type": "quick"})
+
+    assert second.status == "completed"
+    shown = commands.show_run(config, first.run_id)
+    assert shown["status"] == "interrupted", shown["status"]
+    assert "host-elsewhere" in shown["error"] and "taken over" in shown["error"]
+    assert commands.resume_run(config, first.run_id).status == "completed"
+
+
 def test_state_store_is_wal_with_full_sync(config, demo_db):
     commands.run_job(config, "maintenance", {"type": "quick"})
     conn = sqlite3.connect(config.home / "state.db")
