@@ -13,6 +13,8 @@ waiting_approval, named in `fleet status` and `aishell approvals`.
 from __future__ import annotations
 
 import logging
+import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -233,8 +235,18 @@ def _take_turn(
         except TargetLocked as exc:
             raise later(str(exc)) from None
     if result.status == INTERRUPTED:
-        raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
+        why = f"run {result.run_id} was interrupted ({result.error}); resumed next"
+        signalled = _SIGNALLED.search(result.error or "")
+        raise TryLater(
+            settings.slot_wait_seconds,
+            why,
+            stop_worker=getattr(signal, signalled[1]) if signalled else None,
+        )
     return result.status
+
+
+# How an interrupted run says the signal that stopped it (executor/attempts.py).
+_SIGNALLED = re.compile(r"interrupted by (SIGTERM|SIGINT)\b")
 
 
 def _run_begun(config: Config, fleet_id: str, target: str) -> bool:

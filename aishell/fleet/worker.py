@@ -4,7 +4,10 @@ given (the commands layer's), one task per process at a time."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,9 +25,12 @@ class TryLater(Exception):
     """The task cannot go on now (its server is at its limit, its database is in use,
     its run was interrupted): the queue delivers it again after `seconds`."""
 
-    def __init__(self, seconds: float, why: str) -> None:
+    def __init__(self, seconds: float, why: str, *, stop_worker: int | None = None) -> None:
         super().__init__(why)
         self.seconds = seconds
+        # The signal that interrupted the task's run (SIGTERM, SIGINT): it was meant for
+        # the worker, whose own handler the run's had taken meanwhile.
+        self.stop_worker = stop_worker
 
 
 # A fleet task's work: (fleet_id, target) -> the run's status; TryLater to be asked again.
@@ -47,6 +53,10 @@ def serve_worker(
             status = run_target(fleet_id, target)
         except TryLater as later:
             logger.info("fleet %s: %s: again in %ss: %s", fleet_id, target, later.seconds, later)
+            if later.stop_worker is not None and _in_the_worker_itself():
+                # The run took the signal to stop; the worker's own handler (back in
+                # place) now takes it too: it ends once this task is sent back.
+                os.kill(os.getpid(), later.stop_worker)
             raise task.retry(countdown=later.seconds) from None  # type: ignore[attr-defined]
         logger.info("fleet %s: %s: %s", fleet_id, target, status)
         return status
@@ -66,6 +76,14 @@ def serve_worker(
             "--without-gossip",
             "--without-mingle",
         ],
+    )
+
+
+def _in_the_worker_itself() -> bool:
+    """Whether the task runs in the worker's main process (the solo pool), where the
+    worker's own signal handlers are; a pool's child is stopped by its parent."""
+    return multiprocessing.parent_process() is None and (
+        threading.current_thread() is threading.main_thread()
     )
 
 

@@ -183,3 +183,39 @@ def test_a_dry_run_whose_worker_stopped_is_run_anew(home: Path, demo_db: Path) -
     with StateStore(config.state_url) as store:
         kept = store.fleet_run_id(fleet_id, "demo")
     assert kept is not None and kept != first.run_id
+
+
+def test_a_worker_stopped_mid_run_sends_its_task_back_and_ends(home: Path, demo_db: Path) -> None:
+    """SIGTERM to a worker (one process, the solo pool) while its run goes: the run is
+    interrupted, its task goes back to the queue, and the worker ends (a service
+    manager's stop), rather than taking the task again itself and serving on."""
+    import signal
+
+    from tests.fleet.queues import running_worker
+
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["fleet"] = {
+        "broker_url": "redis://127.0.0.1:6379/0",
+        "queue": f"aishell-test-{uuid.uuid4().hex[:8]}",
+        "slot_wait_seconds": 0.2,
+    }
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(home=home)
+    try:
+        with running_worker(home) as worker:
+            summary = commands.fleet_run(config, "maintenance", {"type": "full"}, "demo")
+            fleet_id = summary["fleet_id"]
+            deadline = time.monotonic() + 60
+            while not commands.fleet_summary(config, fleet_id)["runs"][0].get("run_id"):
+                assert time.monotonic() < deadline, "the worker never began the run"
+                time.sleep(0.05)
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)  # ended, not serving on
+            (run,) = commands.fleet_summary(config, fleet_id)["runs"]
+            assert run["status"] in ("interrupted", "completed"), run
+            log = (home / "worker.log").read_text()
+            if run["status"] == "interrupted":  # the signal met the run, not its end
+                assert "resumed next" in log, log[-2000:]
+    finally:
+        delete_queue(config)
