@@ -335,16 +335,22 @@ def reconcile(
                 name=name,
                 jobstore="default",
             )
-            logger.info("schedule %s: added, next run %s", name, _when(job.next_run_time))
+            logger.info("schedule %s: added, next run %s", name, _when(_next_run(job)))
         elif str(job.trigger) != str(wanted_trigger):
             job = scheduler.reschedule_job(name, jobstore="default", trigger=wanted_trigger)
-            logger.info("schedule %s: changed, next run %s", name, _when(job.next_run_time))
-        if schedule["paused"] and job.next_run_time is not None:
+            logger.info("schedule %s: changed, next run %s", name, _when(_next_run(job)))
+        if schedule["paused"] and _next_run(job) is not None:
             scheduler.pause_job(name, jobstore="default")
             logger.info("schedule %s: paused", name)
-        elif not schedule["paused"] and job.next_run_time is None:
+        elif not schedule["paused"] and _next_run(job) is None:
             job = scheduler.resume_job(name, jobstore="default")
             logger.info("schedule %s: resumed", name)
+
+
+def _next_run(job: Any) -> Any:
+    """A job's next fire time; None for one added while the scheduler stops (APScheduler
+    leaves such a pending job without it)."""
+    return getattr(job, "next_run_time", None)
 
 
 def _not_served(scheduler: BackgroundScheduler, name: str, has_job: bool, why: str) -> None:
