@@ -15,19 +15,17 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell.cli import cli
 from aishell.config.models import TargetConfig
 from aishell.targets.logins import MY_CNF_GROUPS, read_option_groups, resolve_login
 from tests.helpers import use_target
-from tests.services import MYSQL_ADMIN, engine, unavailable
+from tests.services import unavailable
 
 HANG = 60  # seconds: a hang detector, never a timing assertion
 
@@ -169,26 +167,6 @@ def test_the_mariadb_client_ignores_the_same_my_cnf_as_aishell(mode, user_home, 
     assert (theirs == marker) == (ours == marker)
     ignored = f"Warning: World-writable config file '{path}' is ignored" in said
     assert ignored == (ours is None)
-
-
-@pytest.fixture
-def mysql_user(mysql_url: str) -> Iterator[tuple[str, str, str]]:
-    """A MariaDB user of its own with a password; yields (user, password, the scratch
-    database's URL without a password)."""
-    user = f"aishell_c{uuid.uuid4().hex[:8]}"
-    password = f"pw#{uuid.uuid4().hex[:8]}"
-    database = make_url(mysql_url).database
-    admin = engine(MYSQL_ADMIN)
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY :pw"), {"pw": password})
-        conn.execute(text(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'"))
-    try:
-        url = make_url(mysql_url).set(username=user, password=None)
-        yield user, password, url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
-        admin.dispose()
 
 
 def test_doctor_logs_in_past_a_planted_my_cnf_and_says_it_was_ignored(
