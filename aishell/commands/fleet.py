@@ -217,7 +217,8 @@ def _take_turn(
         **fleet["options"],
         "approver": NonInteractive(why=f"fleet job {fleet_id} on a worker"),
     }
-    with server_slot(config.state_url, server, settings.per_server_limit) as held:
+    lost = partial(_slot_lost, config, fleet_id, target, server)
+    with server_slot(config.state_url, server, settings.per_server_limit, lost) as held:
         if not held:
             raise later(f"{server} runs {settings.per_server_limit} already")
         try:
@@ -243,6 +244,17 @@ def _take_turn(
             stop_worker=getattr(signal, signalled[1]) if signalled else None,
         )
     return result.status
+
+
+def _slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
+    """The run's slot on its server was let go under it (its session to the state store
+    cut): another worker may take it, so the run stops as `aishell stop` stops it, and
+    its task comes back once a slot is free."""
+    with StateStore(config.state_url) as store:
+        run_id = store.fleet_run_id(fleet_id, target)
+        if run_id is not None:
+            store.request_stop(run_id, f"fleet: its slot on {server} was lost")
+    logger.warning("fleet %s: %s: its slot on %s was lost; its run stops", fleet_id, target, server)
 
 
 # How an interrupted run says the signal that stopped it (executor/attempts.py).

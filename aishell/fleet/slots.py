@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -38,10 +39,24 @@ def server_of(url: str) -> str:
     return f"{dialect}:{host}:{port}"
 
 
+# How often a slot held on a server is looked at: its session may be cut (a terminated
+# backend, an idle timeout, a restart of the state store's server), and the server then
+# let go of the slot, which another worker may take.
+WATCH_SECONDS = 5.0
+
+
 @contextmanager
-def server_slot(state_url: str, server: str, limit: int) -> Iterator[bool]:
+def server_slot(
+    state_url: str,
+    server: str,
+    limit: int,
+    on_lost: Callable[[], None] | None = None,
+    every: float = WATCH_SECONDS,
+) -> Iterator[bool]:
     """Hold one of the server's `limit` slots while the block runs (True), or none when
-    all are taken (False: the caller asks again later)."""
+    all are taken (False: the caller asks again later). A slot whose session is found
+    gone while the block runs calls `on_lost` once (from a thread of its own): the slot
+    is no longer held, and the work it was for should stop."""
     digest = hashlib.sha256(server.encode()).hexdigest()
     folder = sqlite_path(state_url)
     if folder is not None:
@@ -56,16 +71,57 @@ def server_slot(state_url: str, server: str, limit: int) -> Iterator[bool]:
             if slot is None:
                 yield False
                 return
+            watch = _Watch(conn, on_lost, every)
             try:
                 yield True
             finally:
-                with suppress(SQLAlchemyError):
-                    slot()
+                if watch.stop():
+                    with suppress(SQLAlchemyError):
+                        slot()
         finally:
             with suppress(SQLAlchemyError):
                 conn.close()
     finally:
         engine.dispose()
+
+
+class _Watch:
+    """A round trip on the slot's session every `every` seconds while it is held; the
+    session gone, `on_lost` is called and the watch ends. One at a time with the slot's
+    release (the connection is not shared between threads at once)."""
+
+    def __init__(self, conn: Connection, on_lost: Callable[[], None] | None, every: float):
+        self.conn, self.on_lost, self.every = conn, on_lost, every
+        self.ended = threading.Event()
+        self.using = threading.Lock()
+        self.lost = False
+        self.thread = threading.Thread(target=self._run, name="aishell-slot-watch", daemon=True)
+        if on_lost is not None:
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self.ended.wait(self.every):
+            with self.using:
+                if self.ended.is_set():
+                    return
+                try:
+                    self.conn.execute(text("SELECT 1")).scalar()
+                    self.conn.commit()
+                    continue
+                except SQLAlchemyError:
+                    self.lost = True
+            if self.on_lost is not None:
+                self.on_lost()
+            return
+
+    def stop(self) -> bool:
+        """Ends the watch; whether the slot is still held (to be let go)."""
+        self.ended.set()
+        with self.using:
+            pass
+        if self.thread.is_alive():
+            self.thread.join(timeout=self.every + 1)
+        return not self.lost
 
 
 def _slot_engine(state_url: str) -> Engine:

@@ -83,3 +83,40 @@ def test_a_task_whose_state_server_stops_answering_is_tried_again_later(
             assert time.monotonic() - started < 5 + 6  # the connect timeout, a busy machine
         finally:
             proxy.close()
+
+
+def test_a_slot_whose_session_is_cut_is_reported_lost() -> None:
+    """The slot's session to the state store's server is ended (a terminated backend):
+    the server let go of the slot, another worker may take it, and the holder is told,
+    so that its run stops (commands/fleet.py: `aishell stop` of the run)."""
+    import threading
+
+    from sqlalchemy import text
+
+    from tests.services import engine
+
+    server = f"postgresql:slots-{uuid.uuid4().hex}:5432"
+    told = threading.Event()
+    with (
+        scratch_postgresql() as state_url,
+        server_slot(state_url, server, 1, told.set, every=0.2) as held,
+    ):
+        assert held
+        with engine(state_url).connect() as admin:
+            pids = (
+                admin.execute(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            assert len(pids) == 1, pids
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pids[0]})
+            admin.commit()
+        assert told.wait(10), "the lost slot was not reported"
+        with server_slot(state_url, server, 1) as again:
+            assert again  # the server let go of it: another may take it
