@@ -250,11 +250,14 @@ def _slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
     """The run's slot on its server was let go under it (its session to the state store
     cut): another worker may take it, so the run stops as `aishell stop` stops it, and
     its task comes back once a slot is free."""
-    with StateStore(config.state_url) as store:
-        run_id = store.fleet_run_id(fleet_id, target)
-        if run_id is not None:
-            store.request_stop(run_id, f"fleet: its slot on {server} was lost")
     logger.warning("fleet %s: %s: its slot on %s was lost; its run stops", fleet_id, target, server)
+    try:
+        with StateStore(config.state_url) as store:
+            run_id = store.fleet_run_id(fleet_id, target)
+            if run_id is not None:
+                store.request_stop(run_id, f"fleet: its slot on {server} was lost")
+    except StateError as exc:  # the store is gone too: the run meets that itself
+        logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)
 
 
 # How an interrupted run says the signal that stopped it (executor/attempts.py).
