@@ -17,6 +17,7 @@ from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import PlanError, UsageError
+from aishell.executor.resume import statements_shown
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
 from aishell.plan.references import find_references
@@ -64,7 +65,8 @@ def plan_job(
     finally:
         handle.close()
     if out is not None:
-        save_plan(config, plan, out)
+        shown = {s.step_id: statements_shown(s.sql) for s in preview.steps}
+        save_plan(config, replace(plan, reviewed={"safety_level": level, "statements": shown}), out)
     return preview
 
 

@@ -33,6 +33,7 @@ from aishell.commands.starting import (
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
+from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
 from aishell.plan.model import Plan, SavedPlan, validate_plan
@@ -111,9 +112,23 @@ def apply_plan(
     if problems:
         raise PlanError("The plan is no longer valid: " + "; ".join(problems))
     _check_tools_unchanged(registry, plan.tool_fingerprints, "the plan was made")
+    level = _reviewed_level(config, plan, how.get("safety_level"))
+    if level is not None:
+        how["safety_level"] = level
     with signed_store(config) as store, circuit_breaker(config, store, plan.target):
         _check_against_target(config, registry, plan)
         return start_run(config, store, registry, plan, started=started, **how)
+
+
+def _reviewed_level(config: Config, plan: Plan, given: str | None) -> str | None:
+    """The safety level a saved plan was judged at when its preview was shown, where it
+    is stricter than the one given (or configured): the steps a person saw needing a
+    yes still need one. None: the run's own level stands."""
+    reviewed = plan.reviewed.get("safety_level")
+    now = given or config.agent(plan.agent).defaults.safety_level
+    if not isinstance(reviewed, str) or reviewed not in SAFETY_LEVELS:
+        return None
+    return None if tighter_or_equal(now, reviewed) else reviewed
 
 
 def _check_against_target(config: Config, registry: Registry, plan: Plan) -> None:

@@ -6,8 +6,8 @@ that cannot run is refused before anyone says yes to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -21,15 +21,16 @@ from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
+from aishell.executor.resume import statements_shown
 from aishell.executor.retry import final_error, reconnect, step_retrying
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.conditions import parse_condition
-from aishell.plan.model import Step, plan_tables, tables_with_columns
+from aishell.plan.model import Plan, Step, plan_tables, tables_with_columns
 from aishell.plan.references import substitute, unmet
 from aishell.policy.measured import MEASURED_SIZE
-from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
+from aishell.policy.rules import Confirmation, StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.sqltext import display
@@ -247,8 +248,31 @@ def _prepare(
     writes = may_write(tool, impl, rendered, run.target.dialect)
     facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
     _held_when_measured(impl, params, ctx)
-    verdict = run.policy.check(facts)
+    verdict = _not_shown(run.plan, step.id, result.sql, writes, run.policy.check(facts))
     return PreparedStep(tool, impl, params, rendered, verdict, writes)
+
+
+def _not_shown(
+    plan: Plan, step_id: str, sql: Sequence[str], writes: bool, verdict: Verdict
+) -> Verdict:
+    """A saved plan's step (`apply`) that would send a statement its preview did not show
+    when the plan was saved (a rebuild found nothing to do then, a table bloated since):
+    a person's yes to this very step, naming the statement."""
+    reviewed = plan.reviewed.get("statements")
+    shown = reviewed.get(step_id) if isinstance(reviewed, dict) else None
+    if not writes or not isinstance(shown, list):
+        return verdict
+    added = [each for each in statements_shown(sql) if each not in set(shown)]
+    if not added:
+        return verdict
+    why = f"a statement the saved plan did not show: {added[0][:120]}"
+    needs = verdict.confirmation if verdict.requires_approval else Confirmation.CONFIRM
+    return replace(
+        verdict,
+        confirmation=needs,
+        reasons=(*verdict.reasons, why),
+        personal=(*verdict.personal, why),
+    )
 
 
 def _held_when_measured(impl: Any, params: Mapping[str, Any], ctx: ToolContext) -> None:

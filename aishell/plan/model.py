@@ -84,6 +84,10 @@ class Plan:
     # The database the plan was made on (targets.database_identity), recorded when the
     # plan is saved, so it is refused on a target that now points elsewhere.
     target_identity: str | None = None
+    # What a saved plan's preview showed the person who saved it: the safety level it
+    # was judged at, and each step's statements ({"safety_level", "statements": {step
+    # id: [statement]}}); `apply` holds the run to both.
+    reviewed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
@@ -130,6 +134,8 @@ class Plan:
             data["drafted_by"] = self.drafted_by
         if self.target_identity is not None:
             data["target_identity"] = self.target_identity
+        if self.reviewed:
+            data["reviewed"] = self.reviewed
         return data
 
     def to_json(self) -> str:
@@ -151,6 +157,7 @@ class Plan:
                 assumptions=dict(data.get("assumptions") or {}),
                 drafted_by=dict(data.get("drafted_by") or {}),
                 target_identity=data.get("target_identity"),
+                reviewed=dict(data.get("reviewed") or {}),
             )
         except (KeyError, TypeError) as exc:
             raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None

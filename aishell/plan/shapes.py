@@ -62,6 +62,7 @@ class PlanFile(BaseModel):
     assumptions: dict[str, Any]
     drafted_by: dict[str, Any] = {}
     target_identity: str
+    reviewed: dict[str, Any] = {}
     plan_hash: str
     signature: Signature
 

@@ -41,7 +41,7 @@ def test_every_key_a_saved_plan_writes_is_a_field_of_the_model(tmp_path):
     assert plan_file_problems(data) == []
     assert list(PlanFile.model_fields) == [
         "format", "agent", "target", "dialect", "job", "steps", "tool_fingerprints",
-        "assumptions", "drafted_by", "target_identity", "plan_hash", "signature",
+        "assumptions", "drafted_by", "target_identity", "reviewed", "plan_hash", "signature",
     ]  # fmt: skip
     steps = data["steps"]
     assert isinstance(steps, list)
