@@ -45,6 +45,18 @@ def test_a_write_the_saved_plan_did_not_show_waits_for_a_yes(
     sent = [s["sql"] for s in commands.run_statements(config, run.run_id)]
     assert not any(s.lstrip().upper().startswith("REINDEX") for s in sent), sent
 
+    # A yes to that very step runs it (each later step whose writes were not shown
+    # waits for its own).
+    commands.decide_steps(config, run.run_id, "approved", step=step.index)
+    resumed = commands.resume_run(config, run.run_id)
+    while resumed.status == "waiting_approval":
+        for waiting in (s for s in resumed.steps if s.status == "waiting_approval"):
+            commands.decide_steps(config, run.run_id, "approved", step=waiting.index)
+        resumed = commands.resume_run(config, run.run_id)
+    assert resumed.status == "completed", resumed.error
+    sent = [s["sql"] for s in commands.run_statements(config, run.run_id)]
+    assert any(s.lstrip().upper().startswith("REINDEX") for s in sent), sent
+
 
 def test_a_plan_saved_at_a_stricter_level_runs_at_it(
     config: Config, demo_db: Path, tmp_path: Path
