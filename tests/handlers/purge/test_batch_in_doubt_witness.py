@@ -95,9 +95,9 @@ def _killed_after_a_commit(purge: Purge) -> tuple[str, dict[str, Any]]:
             # commit (its old rows gone), then a moment for the next batch to go as far
             # as it can (up to its checkpoint); the test asserts the commit after the kill.
             progress = look.progress(run_id)[0] or {}
-            if not (progress.get("pending") or {}).get("rows"):
+            if not (progress.get("pending") or {}).get("rows") or not _kept_in(purge, progress):
                 # The run checkpointed past that batch before the lock was held (a busy
-                # machine): the next batch with rows, then.
+                # machine), to one with no kept row in its range: the next one, then.
                 continue
             doubt = _pending_rows(purge.before, progress)
             deadline = time.monotonic() + 30
@@ -106,6 +106,13 @@ def _killed_after_a_commit(purge: Purge) -> tuple[str, dict[str, Any]]:
             time.sleep(0.2)
             _kill(proc)
             return run_id, look.progress(run_id)[0] or {}
+
+
+def _kept_in(purge: Purge, progress: dict[str, Any]) -> bool:
+    """Whether the pending batch's key range holds a row the purge keeps (young)."""
+    low, high = progress["last_key"], progress["pending"]["upper"]
+    cutoff = datetime.fromisoformat(progress["cutoff"])
+    return any(low < i <= high and at >= cutoff for i, at in purge.before.items())
 
 
 def _pending_rows(before: dict[int, Any], progress: dict[str, Any]) -> list[int]:
