@@ -18,6 +18,10 @@ from typing import Any
 
 Handler = Callable[[int, Any], None]
 
+# Every signal a `relayed` block took, in order: what a process whose own handler the
+# block replaced (a fleet worker's) looks at afterwards, to act on it in its turn.
+TAKEN: list[int] = []
+
 
 @contextmanager
 def relayed(
@@ -50,7 +54,12 @@ def relayed(
 
     relaying = threading.Thread(target=relay, name=name, daemon=True)
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+
+    def noted(signum: int, frame: Any) -> None:
+        TAKEN.append(signum)
+        handler(signum, frame)
+
+    previous = {sig: signal.signal(sig, noted) for sig in signals}
     relaying.start()
     try:
         yield

@@ -13,8 +13,6 @@ waiting_approval, named in `fleet status` and `aishell approvals`.
 from __future__ import annotations
 
 import logging
-import re
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -236,13 +234,7 @@ def _take_turn(
         except TargetLocked as exc:
             raise later(str(exc)) from None
     if result.status == INTERRUPTED:
-        why = f"run {result.run_id} was interrupted ({result.error}); resumed next"
-        signalled = _SIGNALLED.search(result.error or "")
-        raise TryLater(
-            settings.slot_wait_seconds,
-            why,
-            stop_worker=getattr(signal, signalled[1]) if signalled else None,
-        )
+        raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
     return result.status
 
 
@@ -258,10 +250,6 @@ def _slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
                 store.request_stop(run_id, f"fleet: its slot on {server} was lost")
     except StateError as exc:  # the store is gone too: the run meets that itself
         logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)
-
-
-# How an interrupted run says the signal that stopped it (executor/attempts.py).
-_SIGNALLED = re.compile(r"interrupted by (SIGTERM|SIGINT)\b")
 
 
 def _run_begun(config: Config, fleet_id: str, target: str) -> bool:

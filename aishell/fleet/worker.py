@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from aishell import signalrelay
 from aishell.config.models import Config
 from aishell.fleet.app import RUN_TARGET, make_app
 from aishell.fleet.sending import broker
@@ -25,12 +27,9 @@ class TryLater(Exception):
     """The task cannot go on now (its server is at its limit, its database is in use,
     its run was interrupted): the queue delivers it again after `seconds`."""
 
-    def __init__(self, seconds: float, why: str, *, stop_worker: int | None = None) -> None:
+    def __init__(self, seconds: float, why: str) -> None:
         super().__init__(why)
         self.seconds = seconds
-        # The signal that interrupted the task's run (SIGTERM, SIGINT): it was meant for
-        # the worker, whose own handler the run's had taken meanwhile.
-        self.stop_worker = stop_worker
 
 
 # A fleet task's work: (fleet_id, target) -> the run's status; TryLater to be asked again.
@@ -49,16 +48,18 @@ def serve_worker(
 
     @app.task(name=RUN_TARGET, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def fleet_task(task: object, fleet_id: str, target: str) -> str:
+        taken = len(signalrelay.TAKEN)
         try:
             status = run_target(fleet_id, target)
         except TryLater as later:
             logger.info("fleet %s: %s: again in %ss: %s", fleet_id, target, later.seconds, later)
-            if later.stop_worker is not None and _in_the_worker_itself():
-                # The run took the signal to stop; the worker's own handler (back in
-                # place) now takes it too: it ends once this task is sent back.
-                os.kill(os.getpid(), later.stop_worker)
+            _pass_on(signalrelay.TAKEN[taken:])
             raise task.retry(countdown=later.seconds) from None  # type: ignore[attr-defined]
+        except BaseException:
+            _pass_on(signalrelay.TAKEN[taken:])
+            raise
         logger.info("fleet %s: %s: %s", fleet_id, target, status)
+        _pass_on(signalrelay.TAKEN[taken:])
         return status
 
     pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
@@ -77,6 +78,15 @@ def serve_worker(
             "--without-mingle",
         ],
     )
+
+
+def _pass_on(taken: list[int]) -> None:
+    """A stop signal the task's run took (its handler in place of the worker's): the
+    worker's own handler, back in place, takes it too, and the worker ends once this
+    task is done or sent back."""
+    stops = [s for s in taken if s in (signal.SIGTERM, signal.SIGINT)]
+    if stops and _in_the_worker_itself():
+        os.kill(os.getpid(), stops[-1])
 
 
 def _in_the_worker_itself() -> bool:
