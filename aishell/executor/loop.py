@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from aishell.config.models import AgentConfig, MaintenanceWindow
+from aishell.errors import AishellError
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error
 from aishell.executor.parallel import Member, run_group
@@ -35,6 +36,7 @@ from aishell.registry import Registry
 from aishell.scratch.ledger import Ledger
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
+from aishell.targets.limits import TargetSilent
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.locks import RunLock, heartbeat
 from aishell.tool.context import ToolContext
@@ -119,8 +121,7 @@ class Executor:
             safety_level=run.policy.safety_level,
             steps=run.results,
         )
-        ctx = self._tool_context(run_id, dry_run)
-        watch = self._liveness()
+        ctx, watch = self._opened(run_id, dry_run)
         try:
             with (
                 self._stopping.known(),
@@ -159,6 +160,28 @@ class Executor:
             run_result.status, run_result.error = outcome(run.results)
         self.store.finish_run(run_id, run_result.status, run_result.error)
         return run_result
+
+    def _opened(self, run_id: str, dry_run: bool) -> tuple[ToolContext, RunLock | None]:
+        """The tools' connection and the liveness watch; a target that fails them (no
+        answer, refused) ends the run, already in the store, before any step: failed,
+        saying how to go on, rather than left `running` for good."""
+        ctx: ToolContext | None = None
+        try:
+            ctx = self._tool_context(run_id, dry_run)
+            return ctx, self._liveness()
+        except BaseException as exc:
+            if ctx is not None and ctx.conn is not None:
+                with suppress(SQLAlchemyError):
+                    ctx.conn.close()
+            status = INTERRUPTED if isinstance(exc, KeyboardInterrupt | Interrupted) else FAILED
+            said = str(exc) or type(exc).__name__
+            error = f"{said}; no step ran: `aishell resume {run_id}` once the target answers"
+            self.store.finish_run(run_id, status, error)
+            if isinstance(exc, TargetSilent):
+                exc.message = error
+            elif isinstance(exc, AishellError):
+                exc.args = (error,)
+            raise
 
     def _liveness(self) -> RunLock | None:
         """A run without the run lock (a dry run) on a server is watched all the same:
