@@ -49,9 +49,11 @@ of its own runs on the defaults.
 
 A plugin is Python code you install and trust as you would any package: aishell checks
 what it declares, not what its code does. The guard and the statement audit cover the
-statements a handler sends through `ctx.connection`'s SQLAlchemy API; code that reaches
-under it (the DBAPI connection, `driver_connection`) or opens an engine of its own
-bypasses both, with the target's privileges.
+statements a handler sends through `ctx.connection`'s SQLAlchemy API, and through a
+second session it opens with `ctx.side_session(Side(purpose, writes=...))` (reads,
+and only the writes it declares there); code that reaches under them (the DBAPI
+connection, `driver_connection`) or opens an engine of its own bypasses both, with the
+target's privileges.
 
 Names from the reference tutorial: `AgentConfig` (the agent's config: defaults,
 capabilities, constraints), `TaskContext` (what planning may know: target, dialect,
@@ -83,6 +85,7 @@ from aishell.handlers import Handler
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_id
 from aishell.tool.context import ToolContext
+from aishell.tool.side import Side
 
 TaskContext = PlanningContext
 AgentCapability = Capability
@@ -97,6 +100,7 @@ __all__ = [
     "Handler",
     "Option",
     "Privilege",
+    "Side",
     "Step",
     "StepFailed",
     "StepSkipped",

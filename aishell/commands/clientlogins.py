@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from aishell.errors import StepFailed, StepTimeout
-from aishell.handlers.backup.sessions import ClientSession
+from aishell.handlers.backup.sessions import ClientSession, engine_opener
 from aishell.scratch.children import run_child
 from aishell.scratch.ledger import Ledger
 from aishell.targets.clientlogin import client_env, client_login
@@ -94,7 +94,7 @@ def _run(argv: list[str], stdin: bytes | None, handle: Target) -> tuple[str | No
         handle.config.connect_timeout_seconds,
         handle.config.write_timeout_seconds,
     ) as (started, env):
-        session = ClientSession(handle.engine, handle.dialect, argv[0])
+        session = ClientSession(engine_opener(handle.engine), handle.dialect, argv[0])
         if handle.dialect == "postgresql":
             session.name = f"aishell doctor {argv[0]} {secrets.token_hex(6)}"
             given = env.get("PGOPTIONS", "")

@@ -11,6 +11,7 @@ from typing import Any
 from aishell.config.models import Config
 from aishell.config.plugins import TOOLS_GROUP, PluginFailure, failure, tool_folders, warn
 from aishell.config.resources import bundled_catalog_dir
+from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.registry import Registry, load_registry
 from aishell.sqltext import quote_identifier
@@ -68,7 +69,16 @@ def show_tool(config: Config, name: str, dialect: str | None = None) -> dict[str
         offline = ToolContext(conn=None, dialect=name_, target="(example)", dry_run=True)
         offline.quote_identifier = _quoter(name_)
         sql[name_] = impl.render_sql(example, offline)
-    data = {**tool.metadata(), "example_params": example, "sql": sql}
+    second = {
+        d: list(getattr(tool.implementation(d), "second_session", {}).get(family(d), ()))
+        for d in dialects
+    }
+    data = {
+        **tool.metadata(),
+        "example_params": example,
+        "sql": sql,
+        "second_session": {d: found for d, found in second.items() if found},
+    }
     for key in ("risks", "mitigations"):  # as for the SQL: those of the dialects shown
         data[key] = {d: lists for d, lists in data[key].items() if d in dialects}
     return data

@@ -71,10 +71,10 @@ def measure_subject(
 ) -> dict[str, Any]:
     """The step's tables (identity, rows, bytes) and code, read now (audited as the
     step's measuring, read-only)."""
-    tables = tool.tables_in(result.params)
     catalog = run.catalog
     guard = Guard(label=f"{result.step_id} ({tool.name})", memory=run.guard_memory)
     with audited(run, ctx, result.index, 0, guard):
+        tables = tool.tables_in(result.params) + _besides(tool, result, ctx)
         if catalog is not None and tables:
             catalog.changed(tables)  # the answer may have come long after the catalog
             catalog.current(ctx.connection, tables)
@@ -91,6 +91,13 @@ def measure_subject(
             found = rows.to_dict()
         measured[name] = {"id": identities.get(name), **found}
     return {"tables": measured, "code": code}
+
+
+def _besides(tool: ToolDefinition, result: StepResult, ctx: ToolContext) -> tuple[str, ...]:
+    """The tables the step acts on besides its params' (a restore's replaced tables)."""
+    impl = tool.implementation(ctx.dialect)
+    subject = getattr(impl, "subject_tables", None)
+    return tuple(subject(result.params, ctx)) if callable(subject) else ()
 
 
 def _rows_cap(run: RunContext, result: StepResult, table: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
 
@@ -59,6 +59,12 @@ class Handler:
     # Whether a step given `tables` does each alone and leaves out one it cannot do (a
     # shared step: handlers/shared.py), such as one held when it was measured.
     shares_tables: bool = False
+    # What the step's second sessions may write besides its SQL (tool/side.py), by
+    # engine family: shown with the tool's SQL (`aishell tools show`).
+    second_session: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The tables a step acts on besides those its params name (a restore's, which its
+    # backup decides), measured with them for its approval.
+    subject_fn: Callable[[Mapping[str, Any], ToolContext], tuple[str, ...]] | None = None
 
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if self.render_fn is not None and ctx.conn is not None:
@@ -71,6 +77,10 @@ class Handler:
     def estimate(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         """The tool's own figures for what it would do (read-only)."""
         return self.estimate_fn(params, ctx) if self.estimate_fn is not None else {}
+
+    def subject_tables(self, params: Mapping[str, Any], ctx: ToolContext) -> tuple[str, ...]:
+        """The tables the step acts on besides those its params name."""
+        return self.subject_fn(params, ctx) if self.subject_fn is not None else ()
 
     def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
         """After a crash: is the step's effect in the database? None when it cannot tell."""

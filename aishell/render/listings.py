@@ -234,6 +234,10 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
         out.print(safe_text(f"-- {dialect}", "bold"))
         for sql in statements:
             out.print(safe_text(sql, newlines=True))
+    for dialect, statements in data.get("second_session", {}).items():
+        out.print(safe_text(f"-- {dialect}, in a second session of the step", "bold"))
+        for sql in statements:
+            out.print(safe_text(" ".join(sql.split()), newlines=True))
 
 
 # --- agents -------------------------------------------------------------------------------

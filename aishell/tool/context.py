@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from aishell.files import PrivatePlaces
 from aishell.scratch.ledger import Ledger
 from aishell.sqltext import quote_plain_identifier
 from aishell.tool.readings import TableReadings
+from aishell.tool.side import Side
 
 
 @dataclass
@@ -91,6 +93,9 @@ class ToolContext:
     # The writes the step's statements have sent so far, as its audit counts them: a step
     # over many tables commits a table's outcome once a table wrote (handlers/shared.py).
     writes_sent: int = 0
+    # Opens a second session of the step under its audit (aishell/tool/side.py); set
+    # while a step's statements are audited, None elsewhere.
+    open_side: Callable[[Side], AbstractContextManager[Connection]] | None = None
 
     def quote(self, name: str) -> str:
         return self.quote_identifier(name)
@@ -100,6 +105,13 @@ class ToolContext:
         if self.conn is None:
             raise RuntimeError("this tool needs a database connection")
         return self.conn
+
+    def side_session(self, side: Side) -> AbstractContextManager[Connection]:
+        """A second session on the target, audited as the step's (see tool/side.py).
+        Outside an audited step there is none: nothing reaches the target unaudited."""
+        if self.open_side is None:
+            raise RuntimeError(f"a second session ({side.purpose}) is opened only inside a step")
+        return self.open_side(side)
 
 
 class Implementation(Protocol):

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.config.models import load_config
 from aishell.errors import StepInterrupted
-from aishell.handlers.backup.sessions import ClientSession
+from aishell.handlers.backup.sessions import ClientSession, engine_opener
 from aishell.scratch.children import run_child
 from aishell.scratch.ledger import Ledger
 from aishell.targets.deadlines import RECANCEL_SECONDS, cancel_then_sever
@@ -125,7 +125,7 @@ def test_a_client_stopped_just_after_it_connected_has_its_session_ended(mysql_ur
         f"SELECT SLEEP(60) AS {marker}",
     ]
     admin = create_engine(mysql_url)
-    session = ClientSession(admin, "mysql", "mariadb")
+    session = ClientSession(engine_opener(admin), "mysql", "mariadb")
     try:
         started = time.monotonic()
         # The stop comes as soon as the session is on the server.

@@ -46,7 +46,9 @@ from aishell.handlers.backup.restore import (
     render_restore,
     restore,
     restore_estimate,
+    restore_subject,
 )
+from aishell.handlers.backup.sessions import ENDING_SQL
 from aishell.handlers.backup.take import (
     MYSQL_SIZE_READS,
     SIZE_SQL,
@@ -56,7 +58,12 @@ from aishell.handlers.backup.take import (
     render_backup,
     render_size,
 )
-from aishell.handlers.backup.validate import NOT_JUDGED, schema_lines, validate
+from aishell.handlers.backup.validate import (
+    NOT_JUDGED,
+    SCRATCH_DATABASE_SQL,
+    schema_lines,
+    validate,
+)
 from aishell.risk import RiskLevel
 
 __all__ = [
@@ -107,6 +114,7 @@ backup_database_full = Handler(
     render_fn=render_backup,
     risk=RiskLevel.LOW,
     effect="writes a backup file",
+    second_session=ENDING_SQL,
 )
 
 backup_database_incremental = Handler(
@@ -115,6 +123,7 @@ backup_database_incremental = Handler(
     render_fn=render_backup,
     risk=RiskLevel.LOW,
     effect="writes a backup file",
+    second_session=ENDING_SQL,
 )
 
 validate_backup = Handler(
@@ -122,6 +131,9 @@ validate_backup = Handler(
     run_fn=validate,
     risk=RiskLevel.LOW,
     effect="restores into a scratch database it makes and drops",
+    second_session={
+        family: SCRATCH_DATABASE_SQL[family] + ENDING_SQL[family] for family in ENDING_SQL
+    },
 )
 
 restore_backup = Handler(
@@ -134,6 +146,8 @@ restore_backup = Handler(
     estimate_fn=restore_estimate,
     risk=RiskLevel.CRITICAL,
     effect="replaces the target's tables with a backup's",
+    second_session=ENDING_SQL,
+    subject_fn=restore_subject,
 )
 
 find_last_backup = Handler(sql_templates=("SELECT 1",), run_fn=last_backup)

@@ -51,6 +51,7 @@ from aishell.handlers.backup.processes import (
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.backup.stream import stream_into
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.access import session_access
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.servermessage import server_message
@@ -240,6 +241,11 @@ def take_postgresql(
     # application writes.
     snap = conn.engine.connect().execution_options(isolation_level="REPEATABLE READ")
     try:
+        # Read-only, so that the database refuses what user code run by a read (a row
+        # security policy, a check the planner evaluates) would write.
+        session_access(snap, True, False)
+        if snap.in_transaction():
+            snap.commit()
         snap.begin()
         # What is read in the snapshot (an increment's checksums before the dump, the
         # counts while it streams, small tables' checksums after it) waits for a table

@@ -36,6 +36,9 @@ class Replaced:
 
     objects: list[str] = field(default_factory=list)
     data: list[str] = field(default_factory=list)
+    # The tables among them, by name as the target's catalog spells it (PostgreSQL:
+    # schema.name), whose identity and size an approval of the restore covers.
+    tables: list[str] = field(default_factory=list)
     # Objects the restore would meet in its way, each with why.
     clashes: list[str] = field(default_factory=list)
 
@@ -55,6 +58,8 @@ class _Catalog:
                 self.done.objects.append(label)
                 if kind in DATA_KINDS:
                     self.done.data.append(label)
+                if kind == "table":
+                    self.done.tables.append(shown)
                 return True
         return False
 
@@ -85,6 +90,7 @@ def _sqlite(chain: Chain, conn: Connection, ctx: ToolContext) -> Replaced:
             done.objects.append(label)
             if kind == "table":
                 done.data.append(label)
+                done.tables.append(name)
     return done
 
 

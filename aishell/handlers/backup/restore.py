@@ -42,11 +42,13 @@ RESTORE_MARGIN = 1.2
 
 @dataclass(frozen=True)
 class _Prechecked:
-    """A restore that passed every precheck: its chain, what it shows, and its estimate."""
+    """A restore that passed every precheck: its chain, what it shows, its estimate, and
+    the target's tables it replaces (by the catalog's names)."""
 
     chain: Chain
     lines: list[str]
     estimate: dict[str, Any]
+    tables: tuple[str, ...] = ()
 
 
 def _links(path: Path, catalog: list[dict[str, Any]]) -> Chain:
@@ -233,7 +235,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
         )
     else:
         lines.append(f"-- replaces nothing in '{ctx.target}'")
-    return _Prechecked(chain=links, lines=lines, estimate=estimate)
+    return _Prechecked(chain=links, lines=lines, estimate=estimate, tables=tuple(replaced.tables))
 
 
 def _replaced(links: Chain, ctx: ToolContext, replace: bool) -> Replaced:
@@ -292,6 +294,21 @@ def _prechecked(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
 
 def restore_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return dict(_prechecked(params, ctx).estimate)
+
+
+def restore_subject(params: Mapping[str, Any], ctx: ToolContext) -> tuple[str, ...]:
+    """The target's tables the restore replaces, whose identity, rows and bytes its
+    approval covers (a table grown since is asked about again). On PostgreSQL those of
+    the session's schema, as the approval's measure names tables."""
+    try:
+        names = _prechecked(params, ctx).tables
+    except StepFailed:
+        return ()  # the step fails on it before anyone is asked
+    conn = ctx.connection
+    if conn.dialect.name != "postgresql":
+        return tuple(names)
+    schema = str(conn.execute(text("SELECT pg_catalog.current_schema()")).scalar())
+    return tuple(n[len(schema) + 1 :] for n in names if n.startswith(f"{schema}."))
 
 
 def render_restore(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:

@@ -27,8 +27,8 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +37,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.dialects import family
+from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.targets.limits import STATEMENT_LIMIT_KEY, set_statement_limit
 from aishell.tool.context import ToolContext
+from aishell.tool.side import Side
 
 # How long ending a PostgreSQL backend is waited for (pg_terminate_backend's timeout).
 END_WAIT_MS = 5000
@@ -54,16 +56,50 @@ SELECT p.ID AS id, p.HOST AS host
 FROM information_schema.PROCESSLIST p
 WHERE p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND p.ID <> CONNECTION_ID()
 """
+_PG_END_UNWAITED = _PG_END.replace(", :wait)", ")")  # before PostgreSQL 14
+_MY_END = "KILL CONNECTION :id"
 _SOCKET = re.compile(r"socket:\[(\d+)\]")
+
+
+# What ending a client program's session sends, by engine family.
+ENDING_SQL = {"postgresql": (_PG_END, _PG_END_UNWAITED), "mysql": (_MY_END,)}
+
+# Ending a client program's session, aishell's own (found by its application name or its
+# port): a high write by the catalog's word (pg_terminate_backend), declared exactly; sent
+# after a stop too, since a stop is when a program's session is left behind.
+ENDING = Side(
+    "ending its client program's server session",
+    writes=(_PG_END, _PG_END_UNWAITED, _MY_END),
+    risk=RiskLevel.HIGH,
+    isolation_level="AUTOCOMMIT",
+    after_stop=True,
+    limit_seconds=END_WAIT_MS / 1000 * 2,
+)
+
+# A session of its own to end the program's from (the step's may be in the middle of a
+# statement, or closed to new ones after a signal).
+Opener = Callable[[], AbstractContextManager[Connection]]
+
+
+def engine_opener(engine: Engine) -> Opener:
+    """Outside a step (a command's own check of a client program), a connection of the
+    engine's, with a limit of its own."""
+
+    @contextmanager
+    def opened() -> Iterator[Connection]:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            _own_limit(conn)
+            yield conn
+
+    return opened
 
 
 @dataclass
 class ClientSession:
-    """How one run of a client program is found on the server, and ended. `engine`:
-    the target's, for a connection of its own (the step's may be in the middle of a
-    statement, or closed to new ones after a signal)."""
+    """How one run of a client program is found on the server, and ended. `opener`: a
+    session of its own to end it from; in a step, the step's second session (audited)."""
 
-    engine: Engine | None
+    opener: Opener | None
     dialect: str
     program: str
     name: str = ""
@@ -78,8 +114,8 @@ class ClientSession:
         """The session's marks, and the environment the program runs with: on
         PostgreSQL the application name it is given (PGAPPNAME), unless the caller gave
         one already (a dump's lock watch looks for it)."""
-        engine = ctx.conn.engine if ctx.conn is not None else None
-        session = cls(engine, ctx.dialect, program, record_event=ctx.record_event)
+        opener = (lambda: ctx.side_session(ENDING)) if ctx.conn is not None else None
+        session = cls(opener, ctx.dialect, program, record_event=ctx.record_event)
         if ctx.dialect == "postgresql":
             session.name = env.get("PGAPPNAME") or f"aishell {program} {secrets.token_hex(6)}"
             env = env | {"PGAPPNAME": session.name}
@@ -101,22 +137,21 @@ class ClientSession:
         """End the program's session if it is still on the server (after the program is
         killed); the ids of those ended. A session that cannot be ended is recorded as
         an event, with how to end it by hand."""
-        if self.engine is None or not (self.name or self.ports):
+        if self.opener is None or not (self.name or self.ports):
             return []
         try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                _own_limit(conn)
+            with self.opener() as conn:
                 if self.dialect == "postgresql":
                     # Waiting for the backend to be gone needs PostgreSQL 14.
                     waits = (conn.dialect.server_version_info or (0,)) >= (14,)
-                    end = _PG_END if waits else _PG_END.replace(", :wait)", ")")
+                    end = _PG_END if waits else _PG_END_UNWAITED
                     found = conn.execute(text(end), {"name": self.name, "wait": END_WAIT_MS})
                     return [int(r.pid) for r in found if r.ended]
                 ended = []
                 for row in conn.execute(text(_MY_SESSIONS)):
                     if _is_ours(str(row.host), self.ports):
                         with suppress(SQLAlchemyError):  # it may have ended meanwhile
-                            conn.execute(text("KILL CONNECTION :id"), {"id": int(row.id)})
+                            conn.execute(text(_MY_END), {"id": int(row.id)})
                             ended.append(int(row.id))
                 _wait_gone(conn, ended)
                 return ended

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.files import make_private_file
 from aishell.handlers.backup.apply import each_file, server_apply, sqlite_apply
@@ -39,8 +40,8 @@ from aishell.handlers.backup.measure import (
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
 from aishell.scratch.leftovers import DATABASE
 from aishell.sqltext import quote_identifier, text
-from aishell.targets.access import session_access
 from aishell.tool.context import ToolContext
+from aishell.tool.side import Side
 
 NOT_JUDGED = "this says nothing about the backup, which stays unverified"
 
@@ -48,43 +49,55 @@ NOT_JUDGED = "this says nothing about the backup, which stays unverified"
 _UNREACHABLE = ("could not connect", "connection to server", "can't connect", "lost connection")
 
 
+# What a validation's second session sends besides reads: its scratch database made
+# and dropped. From template0 on PostgreSQL: what a site keeps in template1 is not the
+# backup's, and would come back in the restored copy as extra tables.
+SCRATCH_DATABASE_SQL = {
+    "postgresql": (
+        "CREATE DATABASE {database} TEMPLATE template0",
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+    ),
+    "mysql": ("CREATE DATABASE {database}", "DROP DATABASE IF EXISTS {database}"),
+}
+
+
 @contextmanager
 def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tuple[URL, str]]:
     """A scratch database on the same server, recorded before it is created, dropped
-    afterwards."""
+    afterwards; both by a second session of the step's, which may send nothing else."""
     name = f"aishell_verify_{uuid.uuid4().hex[:10]}"
     dialect = conn.dialect.name
+    create, drop = SCRATCH_DATABASE_SQL[family(dialect)]
     entry = ctx.scratch.record(DATABASE, name, dialect=dialect)
-    admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    # A connection planning left read-only in the pool (Target.reading) writes again.
-    session_access(admin, read_only=False, target_read_only=False)
+    side = Side(
+        "its scratch database",
+        writes=(create, drop),
+        names={"database": name},
+        isolation_level="AUTOCOMMIT",
+        after_stop=True,  # a stopped validation drops what it made
+    )
     quoted = quote_identifier(conn.dialect, name)
-    failed = False
-    try:
-        # From template0 on PostgreSQL: what a site keeps in template1 is not the
-        # backup's, and would come back in the restored copy as extra tables.
-        template = " TEMPLATE template0" if dialect == "postgresql" else ""
-        admin.execute(text(f"CREATE DATABASE {quoted}{template}"))
-        yield conn.engine.url.set(database=name), name
-    except BaseException:
-        failed = True
-        raise
-    finally:
+    with ctx.side_session(side) as admin:
+        failed = False
         try:
-            suffix = " WITH (FORCE)" if dialect == "postgresql" else ""
-            admin.execute(text(f"DROP DATABASE IF EXISTS {quoted}{suffix}"))
-        except DBAPIError as exc:
-            # A server whose disk is full may fail any statement, DROP included (it
-            # must evict a page of the scratch database it cannot write): the ledger
-            # keeps the name, and the next run on this target drops it.
-            ctx.scratch.abandon(entry)
-            ctx.record_event("scratch_kept", {"database": name, "why": str(exc.orig)[:300]})
-            if not failed:
-                raise
-        else:
-            ctx.scratch.forget(entry)
+            admin.execute(text(create.format(database=quoted)))
+            yield conn.engine.url.set(database=name), name
+        except BaseException:
+            failed = True
+            raise
         finally:
-            admin.close()
+            try:
+                admin.execute(text(drop.format(database=quoted)))
+            except DBAPIError as exc:
+                # A server whose disk is full may fail any statement, DROP included (it
+                # must evict a page of the scratch database it cannot write): the ledger
+                # keeps the name, and the next run on this target drops it.
+                ctx.scratch.abandon(entry)
+                ctx.record_event("scratch_kept", {"database": name, "why": str(exc.orig)[:300]})
+                if not failed:
+                    raise
+            else:
+                ctx.scratch.forget(entry)
 
 
 def schema_lines(sql: str) -> list[str]:

@@ -31,6 +31,7 @@ from aishell.handlers.purge.archive import full_disk_named
 from aishell.handlers.purge.batchsql import PAGE_RANGE, PAGES_SQL, XACT_SQL, XACT_STATUS_SQL
 from aishell.handlers.purge.count import count_rows, render_count
 from aishell.handlers.purge.estimate import COUNT, PG_STATISTICS_SQL, SAMPLE_SQL
+from aishell.handlers.purge.indoubt import SETTLING_SQL
 from aishell.handlers.purge.prepare import estimate_purge, render_purge
 from aishell.handlers.purge.resume import purge
 from aishell.risk import RiskLevel
@@ -103,6 +104,7 @@ delete_old_records = Handler(
     run_fn=full_disk_named(purge),
     render_fn=render_purge,
     estimate_fn=estimate_purge,
+    second_session=SETTLING_SQL,
 )
 delete_old_records_postgresql = Handler(
     sql_templates=_KEY_SHAPES + _PAGE_SHAPES,
@@ -111,4 +113,5 @@ delete_old_records_postgresql = Handler(
     run_fn=full_disk_named(purge),
     render_fn=render_purge,
     estimate_fn=estimate_purge,
+    second_session=SETTLING_SQL,
 )

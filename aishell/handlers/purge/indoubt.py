@@ -36,8 +36,10 @@ from aishell.dialects import family
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
 from aishell.handlers.purge.batchsql import XACT_FUTURE, XACT_SQL, XACT_STATUS_SQL, BatchSql
+from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+from aishell.tool.side import Side
 
 POLL_SECONDS = 0.1
 # Without a lock wait set (0: none), a resume waits this long for the old session.
@@ -74,6 +76,17 @@ _MY_LOOK = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = :id"
 _MY_USER = "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
 _MY_TRX = "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = :id"
 _MY_LOCK_WAIT = "SELECT @@SESSION.innodb_lock_wait_timeout"
+_MY_END = "KILL CONNECTION :id"
+
+# Ending the recorded session, aishell's own (its pid and start, or its id, bound): a
+# high write by the catalog's word (pg_terminate_backend), declared here exactly.
+SETTLING_SQL = {"postgresql": (_PG_END,), "mysql": (_MY_END,)}
+SETTLING = Side(
+    "ending the session of a batch in doubt",
+    writes=(_PG_END, _MY_END),
+    risk=RiskLevel.HIGH,
+    isolation_level="AUTOCOMMIT",
+)
 
 
 def session_of(conn: Connection) -> dict[str, Any] | None:
@@ -100,13 +113,9 @@ def settle_session(
     conn = ctx.connection
     if family(conn.dialect.name) not in ("postgresql", "mysql"):
         return
-    # A session of its own: ending another session is no statement of the step's, and
-    # the step's connection is in the middle of the purge's transaction handling.
-    admin = conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    try:
+    # A second session: the step's is in the middle of the purge's transaction handling.
+    with ctx.side_session(SETTLING) as admin:
         _Settle(ctx, admin, recorded).run()
-    finally:
-        admin.close()
 
 
 @dataclass
@@ -189,7 +198,7 @@ class _Settle:
                     # Its start unreadable: not proved aishell's own, so not ended.
                     return "it is another role's session, which this one may not read"
             else:
-                self.admin.execute(text("KILL CONNECTION :id"), {"id": int(self.recorded["id"])})
+                self.admin.execute(text(_MY_END), {"id": int(self.recorded["id"])})
         except DBAPIError as exc:
             if self._look() is None:
                 return None  # it ended by itself meanwhile

@@ -1,0 +1,33 @@
+"""A step's second session (a validation's scratch database, a dump's snapshot, ending
+aishell's own sessions) is the step's: what it sends is audited with the step, and it
+may write only what it declares. Before, such sessions were opened on the engine and
+sent CREATE DATABASE, DROP DATABASE ... WITH (FORCE) and pg_terminate_backend unseen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aishell import commands
+from aishell.policy.approvers import PreApproved
+from aishell.state.store import StateStore
+from tests.helpers import use_target
+
+
+def test_a_validation_s_scratch_database_is_made_and_dropped_in_the_step_s_audit(
+    home: Path, pg_url: str
+) -> None:
+    config = use_target(home, pg_url)
+    result = commands.run_job(config, "backup", {"type": "full"}, approver=PreApproved())
+    assert result.status == "completed", result.error
+    validate = next(s for s in result.steps if s.tool == "validate_backup")
+    with StateStore(config.state_url) as store:
+        sent = [
+            s["sql"]
+            for s in store.list_statements(result.run_id)
+            if s["step_index"] == validate.index
+        ]
+    made = [s for s in sent if s.startswith('CREATE DATABASE "aishell_verify_')]
+    dropped = [s for s in sent if s.startswith('DROP DATABASE IF EXISTS "aishell_verify_')]
+    assert len(made) == 1 and made[0].endswith(" TEMPLATE template0"), sent
+    assert len(dropped) == 1 and dropped[0].endswith(" WITH (FORCE)"), sent
+    assert made[0].split()[2] == dropped[0].split()[4]  # the one it made
