@@ -25,8 +25,16 @@ RUN_TARGET = "aishell.fleet.run_target"
 
 
 def broker_url(config: Config) -> str:
-    """The broker's URL with its password from the environment (never from a file)."""
+    """The broker's URL with its password from the environment (never from a file). A
+    config that names none has no fleet: a default broker on this machine would be
+    whatever RabbitMQ answers there, shared with anyone's fleet on its queue."""
     fleet = config.main.fleet
+    if "broker_url" not in fleet.model_fields_set:
+        raise ConfigError(
+            f"{config.path}: no fleet broker is configured; add "
+            "`fleet: {broker_url: amqp://USER@HOST:5672//, queue: NAME}` (or redis://...) "
+            "naming the broker and a queue of this fleet's own"
+        )
     password = None
     if fleet.password_env:
         password = os.environ.get(fleet.password_env)
