@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,11 +14,13 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepInterrupted
 from aishell.executor.context import RunContext
-from aishell.guard.connection import Guard, shapes_for
+from aishell.guard.connection import Guard, GuardMemory, shapes_for
+from aishell.guard.hidden import HiddenWriters
 from aishell.sqltext import quote_identifier
 from aishell.state.steps import Read
 from aishell.state.store import StateStore
 from aishell.targets.access import session_access
+from aishell.targets.searchpath import pinned_engine
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
 
@@ -68,33 +71,33 @@ def audited(
 ) -> Iterator[None]:
     """Every statement the tool sends on its connection passes the guard, is recorded
     before it runs and completed after, each write counted (ctx.writes_sent); a refused
-    one is recorded with why, and never sent. `quick`: the step is short (small
-    tables), so its repeatable writes need no durable row first. `side`: a second
-    session of the step's (tool/side.py) and what it is for, audited the same way; the
-    tool opens one meanwhile through ctx.side_session."""
-    # A write's audit row is durable before the write is sent: the server may commit it
-    # after aishell died, and its row says so. A read changes nothing, and a repeatable
-    # write (ANALYZE, a plain VACUUM) is recovered by sending it again, so in a quick
-    # step their rows ride with the step's next commit, once, at its end.
+    one is recorded with why, and never sent. `quick`: a short step (small tables).
+    `side`: a second session of the step's (tool/side.py), which the tool opens
+    meanwhile through ctx.side_session, and what it is for."""
+    # A write's audit row is durable before the write is sent (the server may commit it
+    # after aishell died); a read's, and in a quick step a repeatable write's (sent
+    # again if lost), rides with the step's next commit.
     open_ids: list[int | Read] = []
     conn = side[0] if side is not None else ctx.connection
     after_stop = side is not None and side[1].after_stop
-    dialect, paramstyle = run.target.dialect, conn.dialect.paramstyle
-    guard.connection = conn
-    store, stopping = run.store, run.stopping
+    dialect, paramstyle, guard.connection = run.target.dialect, conn.dialect.paramstyle, conn
+    store, stopping, records = run.store, run.stopping, _Records()
 
     def before(cursor: Any, statement: str, parameters: Any) -> None:
         if stopping.signal and not after_stop:  # no new statement once a signal came
             raise StepInterrupted(f"interrupted by {stopping.signal}")
         why, found = guard.verdict(statement, cursor, dialect, paramstyle)
+        if why is None and found.writes and not records.here():
+            why = "it writes, from a thread whose statements cannot be recorded before they run"
         if why is not None:
             guard.refused.append(why)
-            refused = store.statement_started(run.run_id, index, attempt, statement, parameters)
-            store.statement_finished(refused, None, f"{REFUSED_BY_GUARD}: {why}")
+            key = (run.run_id, index, attempt, statement, parameters)
+            records.write(partial(_refused, store, key, why))
             raise StatementRefused(f"{guard.label}: statement refused: {why}")
         if found.writes:
             ctx.writes_sent += 1
         if found.writes and not (quick and found.repeatable):
+            records.flush()
             open_ids.append(
                 store.statement_started(run.run_id, index, attempt, statement, parameters)
             )
@@ -104,18 +107,53 @@ def audited(
     def after(cursor: Any) -> None:
         guard.sent(cursor)
         rows = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
-        _finished(store, open_ids.pop(), rows, None)
+        records.write(partial(_finished, store, open_ids.pop(), rows, None))
 
     opens = None if side else partial(_side_session, run, ctx, index, attempt, guard)
     with _listening(conn, (before, after), run, not after_stop), _offering(ctx, opens):
         try:
             yield
         except BaseException as exc:
-            for statement_id in open_ids:
-                _finished(store, statement_id, None, _error_text(exc))
+            records.failed(store, open_ids, exc)
             raise
+        finally:
+            records.flush()
     guard.raise_if_refused()
     guard.ended()
+
+
+class _Records:
+    """The audit's rows, written by the run's thread (the state store is its own). What
+    another thread sends on the connection (a count beside a dump, on the session that
+    holds its snapshot) is kept until the run's thread writes it: so it may only read."""
+
+    def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.kept: list[Callable[[], None]] = []  # append and pop(0) are atomic
+
+    def here(self) -> bool:
+        return threading.get_ident() == self.owner
+
+    def write(self, record: Callable[[], None]) -> None:
+        if self.here():
+            self.flush()
+            record()
+        else:
+            self.kept.append(record)
+
+    def flush(self) -> None:
+        while self.kept:
+            self.kept.pop(0)()
+
+    def failed(self, store: StateStore, sent: list[int | Read], exc: BaseException) -> None:
+        """The statements still open when the block failed, completed with its error."""
+        for statement in sent:
+            self.write(partial(_finished, store, statement, None, _error_text(exc)))
+
+
+def _refused(store: StateStore, key: tuple[str, int, int, str, Any], why: str) -> None:
+    refused = store.statement_started(*key)
+    store.statement_finished(refused, None, f"{REFUSED_BY_GUARD}: {why}")
 
 
 @contextmanager
@@ -156,29 +194,36 @@ def _side_session(
 ) -> Iterator[Connection]:
     """A second session of the step on the target (tool/side.py): reads, and the
     writes `side` declares with its own names filled in; audited with the step."""
-    conn = ctx.connection.engine.connect()
+    engine = own = None
+    if side.database is not None:
+        engine = own = pinned_engine(ctx.connection.engine.url.set(database=side.database))
+    conn = (engine or ctx.connection.engine).connect()
     try:
         if side.isolation_level is not None:
             conn = conn.execution_options(isolation_level=side.isolation_level)
-        writes = bool(side.writes)
+        writes = bool(side.writes or side.exact)
         # A pooled session planning left read-only writes again, or the reverse.
         read_only = side.read_only or not writes
         session_access(conn, read_only, run.target.read_only, side.limit_seconds)
         if conn.in_transaction():  # the tool begins its own (a snapshot's)
             conn.commit()
         names = {k: quote_identifier(conn.dialect, v) for k, v in side.names.items()}
-        risk = max(step_guard.risk, side.risk, key=lambda r: r.rank)
+        memory = run.guard_memory
+        if not side.reads_checked:
+            memory = GuardMemory(hidden=HiddenWriters(), trusted=memory.trusted)
         guard = Guard(
-            shapes=shapes_for(side.writes, (), conn, names) if writes else None,
+            shapes=shapes_for(side.writes, side.exact, conn, names) if writes else None,
             writes=writes,
-            risk=risk,
+            risk=max(step_guard.risk, side.risk, key=lambda r: r.rank),
             label=f"{step_guard.label}, its session for {side.purpose}",
-            memory=run.guard_memory,
+            memory=memory,
         )
         with audited(run, ctx, index, attempt, guard, side=(conn, side)):
             yield conn
     finally:
         conn.close()
+        if own is not None:
+            own.dispose()
 
 
 def _finished(store: StateStore, sent: int | Read, rows: int | None, error: str | None) -> None:

@@ -39,3 +39,14 @@ class Side:
     after_stop: bool = False
     read_only: bool = False
     limit_seconds: float | None = None
+    # Writes it may send exactly as given (statements aishell built from a backup's own
+    # names), besides the shapes of `writes`.
+    exact: tuple[str, ...] = ()
+    # Another database of the target's server (a validation's scratch copy).
+    database: str | None = None
+    # Whether its reads are held to the catalog's word on the code reading may run
+    # (user functions behind views, checks, policies, operators). False only for a
+    # read-only session that reads every table as a dump does (a backup's counts and
+    # checksums): held so, a backup of any database with such code would be refused,
+    # while pg_dump reads the same tables; the read-only session is the last word.
+    reads_checked: bool = True

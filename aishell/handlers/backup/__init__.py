@@ -21,7 +21,7 @@ never their command line (processes.py).
 from __future__ import annotations
 
 from aishell.handlers import Handler
-from aishell.handlers.backup.apply import dropped_statements, restore_argv
+from aishell.handlers.backup.apply import DROPPING_SQL, dropped_statements, restore_argv
 from aishell.handlers.backup.cleanup import (
     choose_deletions,
     cleanup,
@@ -49,6 +49,7 @@ from aishell.handlers.backup.restore import (
     restore_subject,
 )
 from aishell.handlers.backup.sessions import ENDING_SQL
+from aishell.handlers.backup.snapshot import SNAPSHOT
 from aishell.handlers.backup.take import (
     MYSQL_SIZE_READS,
     SIZE_SQL,
@@ -99,6 +100,12 @@ __all__ = [
     "validate_backup",
 ]
 
+# A backup's second sessions: the dump's snapshot (PostgreSQL), ending a client's session.
+_DUMPING_SQL = {
+    "postgresql": SNAPSHOT.writes + ENDING_SQL["postgresql"],
+    "mysql": ENDING_SQL["mysql"],
+}
+
 # One per engine: each shows, and is judged by, the size statement it sends there.
 calculate_backup_size = Handler(sql_templates=(SIZE_SQL["sqlite"],), run_fn=backup_size)
 calculate_backup_size_postgresql = Handler(
@@ -114,7 +121,7 @@ backup_database_full = Handler(
     render_fn=render_backup,
     risk=RiskLevel.LOW,
     effect="writes a backup file",
-    second_session=ENDING_SQL,
+    second_session=_DUMPING_SQL,
 )
 
 backup_database_incremental = Handler(
@@ -123,7 +130,7 @@ backup_database_incremental = Handler(
     render_fn=render_backup,
     risk=RiskLevel.LOW,
     effect="writes a backup file",
-    second_session=ENDING_SQL,
+    second_session=_DUMPING_SQL,
 )
 
 validate_backup = Handler(
@@ -146,7 +153,7 @@ restore_backup = Handler(
     estimate_fn=restore_estimate,
     risk=RiskLevel.CRITICAL,
     effect="replaces the target's tables with a backup's",
-    second_session=ENDING_SQL,
+    second_session={family: DROPPING_SQL[family] + ENDING_SQL[family] for family in ENDING_SQL},
     subject_fn=restore_subject,
 )
 

@@ -28,10 +28,11 @@ from aishell.handlers.backup.processes import (
     server_env,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.lockholders import lock_holders
-from aishell.targets.searchpath import pinned_engine
 from aishell.tool.context import ToolContext
+from aishell.tool.side import Side
 
 
 def each_file(
@@ -190,7 +191,7 @@ def server_apply(
     if progress is not None:
         progress.reached(before + path.stat().st_size)
     if manifest["kind"] == "incremental" and manifest["dropped"]:
-        _drop_dropped(url.set(database=database), manifest, lock_wait)
+        _drop_dropped(database, manifest, lock_wait, ctx)
 
 
 def _inert_load(
@@ -235,18 +236,33 @@ SCRATCH_COMMITS = "-c synchronous_commit=off"
 _MY_LOCK_WAIT = re.compile(r"ERROR 1205 \(HY000\)")
 
 
-def _drop_dropped(url: URL, manifest: Mapping[str, Any], lock_wait: float | None) -> None:
-    """The tables an increment records as dropped since its parent, dropped; waiting at
-    most lock_wait for each."""
-    engine = pinned_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            if lock_wait is not None:
-                _wait_at_most(conn, lock_wait)
-            for statement in dropped_statements(conn.dialect, manifest):
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
+# A session's lock wait, set as it begins: a volatile call on PostgreSQL (a high write
+# by the catalog's word), a SET on MySQL.
+_PG_SESSION_WAIT = "SELECT pg_catalog.set_config('lock_timeout', :wait, false)"
+_MY_SESSION_WAIT = "SET SESSION lock_wait_timeout = :wait"
+# What a restore's second session sends besides the drops its preview shows, by family.
+DROPPING_SQL = {"postgresql": (_PG_SESSION_WAIT,), "mysql": (_MY_SESSION_WAIT,)}
+
+
+def _drop_dropped(
+    database: str, manifest: Mapping[str, Any], lock_wait: float | None, ctx: ToolContext
+) -> None:
+    """The tables an increment records as dropped since its parent, dropped in a second
+    session of the step's that may send nothing else; waiting at most lock_wait for each."""
+    dialect = ctx.connection.dialect
+    dropping = Side(
+        "dropping the tables the increment dropped",
+        writes=(_PG_SESSION_WAIT if dialect.name == "postgresql" else _MY_SESSION_WAIT,),
+        exact=tuple(dropped_statements(dialect, manifest)),
+        risk=RiskLevel.HIGH,
+        isolation_level="AUTOCOMMIT",
+        database=database,
+    )
+    with ctx.side_session(dropping) as conn:
+        if lock_wait is not None:
+            _wait_at_most(conn, lock_wait)
+        for statement in dropping.exact:
+            conn.execute(text(statement))
 
 
 def _wait_at_most(conn: Connection, lock_wait: float) -> None:
@@ -254,8 +270,8 @@ def _wait_at_most(conn: Connection, lock_wait: float) -> None:
     seconds); the value bound."""
     if conn.dialect.name == "postgresql":
         conn.execute(
-            text("SELECT pg_catalog.set_config('lock_timeout', :wait, false)"),
+            text(_PG_SESSION_WAIT),
             {"wait": f"{math.ceil(lock_wait * 1000)}ms"},
         )
     else:
-        conn.execute(text("SET SESSION lock_wait_timeout = :wait"), {"wait": math.ceil(lock_wait)})
+        conn.execute(text(_MY_SESSION_WAIT), {"wait": math.ceil(lock_wait)})

@@ -49,9 +49,14 @@ from aishell.handlers.backup.processes import (
     tool_version,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.handlers.backup.snapshot import (
+    SNAPSHOT,
+    SNAPSHOT_EXPORT,
+    SNAPSHOT_LOCK_WAIT,
+    SNAPSHOT_ONE_CORE,
+)
 from aishell.handlers.backup.stream import stream_into
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
-from aishell.targets.access import session_access
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.servermessage import server_message
@@ -239,46 +244,41 @@ def take_postgresql(
     # One snapshot for the dump, the checksums and whatever is counted over SQL: held
     # open until pg_dump is done, so they describe the same data however the
     # application writes.
-    snap = conn.engine.connect().execution_options(isolation_level="REPEATABLE READ")
-    try:
-        # Read-only, so that the database refuses what user code run by a read (a row
-        # security policy, a check the planner evaluates) would write.
-        session_access(snap, True, False)
-        if snap.in_transaction():
-            snap.commit()
-        snap.begin()
-        # What is read in the snapshot (an increment's checksums before the dump, the
-        # counts while it streams, small tables' checksums after it) waits for a table
-        # lock as long as the dump may.
-        snap.execute(
-            text("SELECT pg_catalog.set_config('lock_timeout', :wait, true)"),
-            {"wait": f"{math.ceil(lock_wait * 1000)}ms"},
-        )
-        # The counts run beside pg_dump on one core, not on the server's parallel
-        # workers, which would take the cores pg_dump and its COPYs need.
-        snap.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-        _refuse_unreadable(snap)
-        snapshot = str(snap.execute(text("SELECT pg_catalog.pg_export_snapshot()")).scalar())
-        trees = _table_trees(snap)
-        sums, changed, dropped = _pg_changes(snap, trees, parent)
-        archive: Archive | None = Archive()
-        sha: str | None = None
-        with partial_file(final, ctx) as partial:
-            if parent and not changed:
-                partial.write_bytes(b"")  # nothing changed: an empty increment
-                own = _relation_rows(snap, trees, sums)
-            else:
-                only = changed if parent else None
-                expected = _pg_data_size(snap, only)
-                with _counting(snap, trees, sums, ctx) as own:
-                    archive, sha = _pg_dump(partial, snapshot, only, ctx, lock_wait, expected)
-        counts = _pg_counts(trees, own)
-        checksums = {t: checksum for t, (_rows, checksum) in sums.items()}
-        small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
-        checksums.update(table_checksums(snap, small))
-    finally:
-        snap.rollback()
-        snap.close()
+    with ctx.side_session(SNAPSHOT) as snap:
+        try:
+            snap.begin()
+            # What is read in the snapshot (an increment's checksums before the dump, the
+            # counts while it streams, small tables' checksums after it) waits for a table
+            # lock as long as the dump may.
+            snap.execute(
+                text(SNAPSHOT_LOCK_WAIT),
+                {"wait": f"{math.ceil(lock_wait * 1000)}ms"},
+            )
+            # The counts run beside pg_dump on one core, not on the server's parallel
+            # workers, which would take the cores pg_dump and its COPYs need.
+            snap.execute(text(SNAPSHOT_ONE_CORE))
+            _refuse_unreadable(snap)
+            snapshot = str(snap.execute(text(SNAPSHOT_EXPORT)).scalar())
+            trees = _table_trees(snap)
+            sums, changed, dropped = _pg_changes(snap, trees, parent)
+            archive: Archive | None = Archive()
+            sha: str | None = None
+            with partial_file(final, ctx) as partial:
+                if parent and not changed:
+                    partial.write_bytes(b"")  # nothing changed: an empty increment
+                    own = _relation_rows(snap, trees, sums)
+                else:
+                    only = changed if parent else None
+                    expected = _pg_data_size(snap, only)
+                    with _counting(snap, trees, sums, ctx) as own:
+                        archive, sha = _pg_dump(partial, snapshot, only, ctx, lock_wait, expected)
+            counts = _pg_counts(trees, own)
+            checksums = {t: checksum for t, (_rows, checksum) in sums.items()}
+            small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
+            checksums.update(table_checksums(snap, small))
+        finally:
+            snap.rollback()
+
     # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
     # on Debian: a tenth of a second).
     tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")

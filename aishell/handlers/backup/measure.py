@@ -18,8 +18,8 @@ from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_read
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.catalog import sqlite_name, user_tables
-from aishell.targets.searchpath import pinned_engine
 from aishell.tool.context import ToolContext
+from aishell.tool.side import Side
 
 # Tables up to this many rows also get a checksum of their contents in the manifest
 # (MySQL/MariaDB: every table, since the dump is read whole anyway).
@@ -151,12 +151,10 @@ def measure_server(
     manifest's were; a MySQL/MariaDB copy is dumped again and its rows read from the
     dump as it streams (written nowhere: a validation needs no disk of its own)."""
     from_dump = manifest.get("measured_from") == FROM_DUMP
-    engine = pinned_engine(url.set(database=database))
-    try:
-        with engine.connect() as conn:
-            measured = measure_connection(conn, manifest, checksums=not from_dump)
-    finally:
-        engine.dispose()
+    # A second session of the step's, read-only, reading every table of the copy.
+    measuring = Side(f"measuring database {database}", database=database, reads_checked=False)
+    with ctx.side_session(measuring) as conn:
+        measured = measure_connection(conn, manifest, checksums=not from_dump)
     if not from_dump:
         return measured
     wanted = checksummed(manifest, list(measured.tables))
