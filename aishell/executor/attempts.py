@@ -30,6 +30,7 @@ from aishell.executor.retry import (
 from aishell.executor.statuses import FINISHED, INTERRUPTED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard, shapes_for
+from aishell.policy.hours import seconds_between
 from aishell.registry import ToolDefinition
 from aishell.state.values import dumps
 from aishell.targets.access import session_access
@@ -318,7 +319,7 @@ def _long_step_hooks(
     ctx.report = (lambda figures: report(result, figures)) if report else (lambda _f: None)
     now = run.clock()
     ctx.ends_at = run.policy.window_closes(tool, now)
-    ctx.seconds_left = None if ctx.ends_at is None else (ctx.ends_at - now).total_seconds()
+    ctx.seconds_left = None if ctx.ends_at is None else seconds_between(now, ctx.ends_at)
     ctx.open_target = run.open_target
     limits = run.policy.purge_limits(tool.name)
     ctx.max_share = limits.max_share if limits is not None else None

@@ -4,7 +4,7 @@ allowed period around it ends, and hours and durations as a reason says them."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from aishell.config.models import WEEKDAYS
 
@@ -14,13 +14,24 @@ def allowed_at(local: datetime, hours: set[int], days: Collection[str]) -> bool:
 
 
 def window_end(local: datetime, hours: set[int], days: Collection[str]) -> datetime | None:
-    """When the allowed period that contains `local` ends; None if it never does."""
+    """When the allowed period that contains `local` ends; None if it never does. Hours
+    are stepped in real time (UTC), read on the local clock: a night the clocks change
+    has an hour less or more, and arithmetic on a local time would count wall hours."""
+    zone = local.tzinfo
     moment = local.replace(minute=0, second=0, microsecond=0)
-    for _ in range(24 * 7 + 1):
+    if zone is not None:
+        moment = moment.astimezone(UTC)
+    for _ in range(24 * 7 + 2):
         moment += timedelta(hours=1)
-        if not allowed_at(moment, hours, days):
-            return moment
+        seen = moment.astimezone(zone) if zone is not None else moment
+        if not allowed_at(seen, hours, days):
+            return seen
     return None
+
+
+def seconds_between(earlier: datetime, later: datetime) -> float:
+    """Real seconds between two aware times (of one zone, Python subtracts wall clocks)."""
+    return (later.astimezone(UTC) - earlier.astimezone(UTC)).total_seconds()
 
 
 def hours_text(hours: Sequence[int]) -> str:

@@ -29,7 +29,13 @@ from aishell.config.models import (
 )
 from aishell.config.options import SAFETY_LEVELS
 from aishell.guard.statements import classify
-from aishell.policy.hours import allowed_at, duration_text, hours_text, window_end
+from aishell.policy.hours import (
+    allowed_at,
+    duration_text,
+    hours_text,
+    seconds_between,
+    window_end,
+)
 from aishell.policy.measured import Measure, TableMeasure
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
@@ -469,7 +475,7 @@ def _window(constraint: MaintenanceWindow, facts: StepFacts) -> str | None:
     closes = window_end(local, hours, days)
     if closes is None or facts.expected_seconds is None:
         return None
-    left = (closes - local).total_seconds()
+    left = seconds_between(local, closes)
     if facts.expected_seconds > left:
         return (
             f"expected to take {duration_text(facts.expected_seconds)} ({facts.expected_basis}), "

@@ -205,3 +205,34 @@ def test_critical_steps_wait_out_business_hours(tools):
     assert policy.check(facts(tools["plain_critical"], now=at(20))).defer is None
     assert policy.check(facts(tools["plain_critical"], now=at(10, day=15))).defer is None  # Sunday
     assert policy.check(facts(tools["plain_high"], now=at(10))).defer is None
+
+
+# Europe/Berlin's clocks: 2027-03-28 02:00 CET -> 03:00 CEST; 2027-10-31 03:00 CEST -> 02:00 CET.
+NIGHT = MaintenanceWindow(type="maintenance_window", allowed_hours=[1, 2], timezone="Europe/Berlin")
+
+
+def test_a_window_on_the_night_the_clocks_go_forward_is_an_hour_shorter(tools):
+    """01:30 CET (00:30 UTC): the window [01, 03) closes at 03:00 CEST, 30 real minutes
+    later; a step expected to take 60 min does not start."""
+    policy = SafetyPolicy("permissive", "development", "db1", [NIGHT])
+    now = datetime(2027, 3, 28, 0, 30, tzinfo=UTC)
+    late = facts(tools["plain_medium"], now=now, expected_seconds=3600, expected_basis="x")
+    assert policy.check(late).defer == (
+        "expected to take 60 min (x), but the maintenance window closes at 03:00 "
+        "Europe/Berlin (in 30 min)"
+    )
+    fits = facts(tools["plain_medium"], now=now, expected_seconds=25 * 60, expected_basis="x")
+    assert policy.check(fits).defer is None
+
+
+def test_a_window_on_the_night_the_clocks_go_back_is_an_hour_longer(tools):
+    """01:30 CEST (23:30 UTC): the window runs through 02:00-03:00 CEST and again through
+    02:00-03:00 CET, 150 real minutes; a step of 120 min starts."""
+    policy = SafetyPolicy("permissive", "development", "db1", [NIGHT])
+    now = datetime(2027, 10, 30, 23, 30, tzinfo=UTC)
+    fits = facts(tools["plain_medium"], now=now, expected_seconds=120 * 60, expected_basis="x")
+    assert policy.check(fits).defer is None
+    late = facts(tools["plain_medium"], now=now, expected_seconds=160 * 60, expected_basis="x")
+    assert "closes at 03:00 Europe/Berlin (in 2.5 h)" in (policy.check(late).defer or "")
+    closes = policy.window_closes(tools["plain_medium"], now)
+    assert closes is not None and closes.astimezone(UTC) == datetime(2027, 10, 31, 2, 0, tzinfo=UTC)
