@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from aishell.config.checks import check_http_url
 from aishell.config.llm import LlmPlannerConfig
-from aishell.errors import PlannerUnavailable
+from aishell.errors import ConfigError, PlannerUnavailable
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 # Answers a server gives while it loads a model or is overloaded: worth another try.
@@ -25,7 +26,12 @@ def resolve_host(settings: LlmPlannerConfig) -> tuple[str, str]:
     if settings.host:
         return settings.host, "planner.llm.host"
     if os.environ.get("OLLAMA_HOST"):
-        return os.environ["OLLAMA_HOST"], "OLLAMA_HOST"
+        # Checked as planner.llm.host is: a value the client cannot take is the
+        # variable's to fix, in one line that does not repeat it (it may hold a token).
+        try:
+            return str(check_http_url(os.environ["OLLAMA_HOST"])), "OLLAMA_HOST"
+        except ValueError as exc:
+            raise ConfigError(f"OLLAMA_HOST: {exc}") from None
     return DEFAULT_HOST, "the default; set OLLAMA_HOST"
 
 

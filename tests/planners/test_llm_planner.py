@@ -868,6 +868,32 @@ def test_no_server_is_one_line_naming_ollama_host(
     assert f"http://127.0.0.1:{port} (OLLAMA_HOST) after 3 tries" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("::::", "not a valid URL (expected http://host:port)"),
+        ("http://127.0.0.1:99999", "not a valid URL (expected http://host:port)"),
+        ("ftp://127.0.0.1:11434", "not an http or https URL with a host"),
+    ],
+)
+@pytest.mark.parametrize("args", [["planner", "check"], ["ask", "refresh statistics of users"]])
+def test_a_malformed_ollama_host_is_a_config_error_naming_it(
+    edit_config: Any,
+    demo_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    why: str,
+    args: list[str],
+) -> None:
+    """As planner.llm.host is checked: one line naming the variable, exit 2, and never
+    an internal error from the client."""
+    monkeypatch.setenv("OLLAMA_HOST", value)
+    edit_config({"planner": {"llm": {"model": "m"}}})
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"Error: OLLAMA_HOST: {why}"
+
+
 def test_a_server_that_comes_up_late_is_reached_by_retrying(
     edit_config: Any, demo_db: Path, script: Script
 ) -> None:
