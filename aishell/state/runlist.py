@@ -37,12 +37,18 @@ _READ_WAIT_SECONDS = 1.0
 LIVE = ("running", "interrupted")
 
 
+def shown_status(status: str, pid: Any, hostname: Any, pid_started: Any) -> str:
+    """A stored status as the lists show it: "running" whose process is gone is
+    "interrupted"."""
+    if status == "running" and not recorder_alive(pid, hostname, pid_started):
+        return "interrupted"
+    return status
+
+
 def run_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     """A stored run as the lists show it: a run whose process is gone is not running,
     whatever its row says."""
-    status = row["status"]
-    if status == "running" and not recorder_alive(row["pid"], row["hostname"], row["pid_started"]):
-        status = "interrupted"
+    status = shown_status(row["status"], row["pid"], row["hostname"], row["pid_started"])
     return {
         "run_id": row["run_id"],
         "agent": row["agent"],

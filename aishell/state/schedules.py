@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from aishell.errors import UsageError
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, recorder_alive
+from aishell.state.runlist import shown_status
 from aishell.state.schema import events, runs, schedule_runs, schedules
 from aishell.state.values import dumps, loads, now
 
@@ -83,6 +84,9 @@ class ScheduleRepository(StoreCore):
                 runs.c.status,
                 runs.c.created_at.label("started_at"),
                 runs.c.finished_at,
+                runs.c.pid,
+                runs.c.hostname,
+                runs.c.pid_started,
             )
             .join(runs, runs.c.run_id == schedule_runs.c.run_id)
             .where(schedule_runs.c.schedule == schedule)
@@ -90,7 +94,17 @@ class ScheduleRepository(StoreCore):
             .limit(limit)
         ).all()
         self._conn.rollback()
-        return [dict(r._mapping) for r in rows]
+        # As every list shows a run: one whose process is gone is not running.
+        return [
+            {
+                "run_id": r.run_id,
+                "how": r.how,
+                "status": shown_status(r.status, r.pid, r.hostname, r.pid_started),
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            }
+            for r in rows
+        ]
 
     def orphaned_runs(self, target: str | None = None) -> list[dict[str, Any]]:
         """Runs a schedule started (on `target`, or any) that are stored running while

@@ -65,8 +65,10 @@ def start_serve(home: Path) -> subprocess.Popen[str]:
 def stored_status(config: Config, run_id: str) -> str:
     """The status as stored, not as shown (a shown run whose process is gone is
     interrupted whatever its row says)."""
-    (run,) = [r for r in scheduled_runs(config, "purge") if r["run_id"] == run_id]
-    return str(run["status"])
+    path = make_url(config.state_url).database
+    assert path is not None
+    ((status,),) = query(Path(path), "SELECT status FROM runs WHERE run_id = ?", run_id)
+    return str(status)
 
 
 def test_a_run_left_by_a_killed_serve_is_taken_back_before_new_work(demo_db, config, home):
@@ -280,3 +282,25 @@ def test_a_run_whose_pid_was_reused_is_taken_as_left_behind(demo_db, config):
         raw.close()
         with StateStore(config.state_url) as store:
             assert [run["run_id"] for run in store.orphaned_runs()] == left
+
+
+def test_schedule_list_shows_a_run_whose_process_is_gone_as_interrupted(demo_db, config):
+    """As `runs list` shows it: a run stored running by a process that is gone (a
+    killed serve) is interrupted in `schedule list` too, and one whose process lives
+    is running."""
+    add(config, "quick", "0 3 * * *", ["maintenance", "--type", "quick"])
+    result = commands.run_schedule(config, "quick", "run-now")
+    assert result is not None
+    mine = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    path = make_url(config.state_url).database
+    assert path is not None
+    for started, shown in ((mine, "running"), ("1", "interrupted")):
+        with sqlite3.connect(path) as raw:  # as a killed process would have left the row
+            raw.execute(
+                "UPDATE runs SET status = 'running', pid = ?, pid_started = ? WHERE run_id = ?",
+                (os.getpid(), started, result.run_id),
+            )
+        raw.close()
+        [listed] = commands.list_schedules(config)
+        assert listed["last_run"]["run_id"] == result.run_id
+        assert listed["last_run"]["status"] == shown
