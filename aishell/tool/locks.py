@@ -45,8 +45,10 @@ MODES: dict[str, tuple[str, ...]] = {
     "sqlite": ("SHARED", "RESERVED", "EXCLUSIVE"),
 }
 # What a lock is on: the tables the step names (every one when it names none), the
-# indexes it rebuilds, every table of the database, or (SQLite) the database file.
-OBJECTS = ("table", "index", "every table", "database file")
+# indexes it rebuilds, every table of the database, (SQLite) the database file, or the
+# table a step archives into (its archive_table param; no lock when it has none).
+OBJECTS = ("table", "index", "every table", "database file", "archive table")
+ARCHIVE_PARAM = "archive_table"
 _ENTRY_KEYS = {"lock", "object", "held", "wait"}
 
 
@@ -156,9 +158,13 @@ def step_locks(
     dialect: str,
 ) -> StepLocks:
     """Each lock a step takes, on what and for how long, and the lock wait that bounds it."""
+    archive = params.get(ARCHIVE_PARAM)
+    locks = [lock for lock in locks if lock.object != "archive table" or archive]
     if not locks:
         return _NO_LOCKS
-    taken = tuple(f"{lock.mode} on {_object(lock.object, tables)}, {lock.held}" for lock in locks)
+    taken = tuple(
+        f"{lock.mode} on {_object(lock.object, tables, archive)}, {lock.held}" for lock in locks
+    )
     # The same for every step of a tool, whatever its tables: made once (a plan of 10,000
     # tables has 30,000 steps).
     settings = tuple(params.get(lock.wait) if lock.wait else None for lock in locks)
@@ -196,12 +202,14 @@ def _brief(lock: Lock) -> str:
     return f"{lock.mode}{on}{', briefly' if lock.held.startswith('briefly') else ''}"
 
 
-def _object(kind: str, tables: Sequence[str]) -> str:
+def _object(kind: str, tables: Sequence[str], archive: Any = None) -> str:
     if kind == "table":
         if not tables:
             return "each table"
         more = f" and {len(tables) - 3} more" if len(tables) > 3 else ""
         return ", ".join(tables[:3]) + more
+    if kind == "archive table":
+        return str(archive) if archive else "the archive table (archive_table)"
     return {"index": "each index rebuilt", "database file": "the database file"}.get(kind, kind)
 
 
