@@ -191,6 +191,12 @@ class State:
             self._config = load_config(self.config_path, self.home)
         return self._config
 
+    def read_config_again(self) -> Config:
+        """The config as its files hold it now, read as this command read it."""
+        from aishell.config.models import load_config
+
+        return load_config(self.config_path, self.home)
+
     @property
     def view(self) -> ConfigView:
         """What the listing commands read of the config: its view (config/view.py), from

@@ -168,7 +168,9 @@ def schedule_serve(state: State, standby: bool, fleet: bool, log_format: str | N
     One line per event on stdout. SIGTERM or SIGINT: running steps end resumably,
     then it exits, within 20 s whatever the steps do (a run still going then is
     resumed when serve starts again, as is one left by a serve that was killed).
-    A second serve on the same state store refuses to start (exit 5), or with
+    Each trigger runs on the config as its files hold it then (a target or window
+    added meanwhile needs no restart). A second serve on the same state store refuses
+    to start (exit 5), or with
     --standby waits to serve. On a state store on PostgreSQL the scheduler's lock is
     the server's, freed when the serving process or its machine dies; a serve that
     loses it stops (exit 2).
@@ -176,7 +178,9 @@ def schedule_serve(state: State, standby: bool, fleet: bool, log_format: str | N
     from aishell.cli.logs import serve_log  # late: logging is for this command alone
 
     with serve_log(log_format):
-        left = commands.serve_schedules(state.config, standby=standby, fleet=fleet)
+        left = commands.serve_schedules(
+            state.config, standby=standby, fleet=fleet, reload=state.read_config_again
+        )
     if left:
         # A step still in a statement would hold the exit past the bound: its run is
         # stored running with this pid, and taken back when serve starts again.

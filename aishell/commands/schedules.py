@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -216,12 +217,14 @@ def serve_schedules(
     stop: threading.Event | None = None,
     standby: bool = False,
     fleet: bool = False,
+    reload: Callable[[], Config] | None = None,
 ) -> list[str]:
     """The scheduler in the foreground, until SIGTERM or SIGINT; the runs still going
     when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind. With
     `standby`, it first waits for the scheduler serving the store to end; with `fleet`,
-    each due job goes to the queue as a fleet job instead of running here."""
+    each due job goes to the queue as a fleet job instead of running here. `reload`
+    reads the config again: each trigger runs on what its files hold then."""
     from aishell.commands.fleet import queue_schedule  # the queue only for --fleet
 
     run = queue_schedule if fleet else run_schedule
-    return scheduling.serve(config, run, stop, standby=standby)
+    return scheduling.serve(config, run, stop, standby=standby, reload=reload)

@@ -41,7 +41,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aishell.config.models import Config
-from aishell.errors import UsageError
+from aishell.errors import AishellError, UsageError
 from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts, notify
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
@@ -117,6 +117,40 @@ class _Serving:
     # The triggers going on, so that a stop waits for them (at most STOP_SECONDS).
     active: set[str] = field(default_factory=set)
     idle: threading.Condition = field(default_factory=threading.Condition)
+    # Reads the config again (as the command read it); what its files were when read:
+    # a trigger after they changed runs on the config they hold now (a target, a
+    # window or an agent's settings added meanwhile).
+    reload: Callable[[], Config] | None = None
+    stamp: tuple[tuple[str, int, int], ...] = ()
+
+    def current(self) -> Config:
+        """The config as its files say now; one that no longer loads is logged and the
+        one read before stays."""
+        stamp = config_stamp(self.config)
+        if self.reload is None or stamp == self.stamp:
+            return self.config
+        self.stamp = stamp
+        try:
+            self.config = self.reload()
+        except AishellError as exc:
+            logger.error("config: not read again: %s; serving with the config read before", exc)
+            return self.config
+        self.stamp = config_stamp(self.config)
+        logger.info("config: read again, as its files changed")
+        return self.config
+
+
+def config_stamp(config: Config) -> tuple[tuple[str, int, int], ...]:
+    """Each config file's path, size and change time: its main files and its agents'."""
+    paths = [*config.files, *(p for d in config.agent_dirs if d.is_dir() for p in d.glob("*.y*ml"))]
+    stamp = []
+    for path in sorted(set(paths)):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamp.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
 
 
 _serving: _Serving | None = None
@@ -143,7 +177,7 @@ def fire(name: str, how: str = "cron") -> None:
             else:
                 logger.info("schedule %s: taking back runs left behind", name)
             with stops_with(serving.stop, SCHEDULER_STOP):
-                serving.run(serving.config, name, how, serving.stop)
+                serving.run(serving.current(), name, how, serving.stop)
     except Exception as exc:  # an unattended trigger never ends unheard
         logger.error("schedule %s: failed: %s", name, " ".join(str(exc).split()))
     finally:
@@ -202,20 +236,25 @@ def _scheduler(config: Config) -> BackgroundScheduler:
 
 
 def serve(
-    config: Config, run: Run, stop: threading.Event | None = None, standby: bool = False
+    config: Config,
+    run: Run,
+    stop: threading.Event | None = None,
+    standby: bool = False,
+    reload: Callable[[], Config] | None = None,
 ) -> list[str]:
     """Serve until SIGTERM or SIGINT (or `stop` is set), then ask running runs to end
     resumably, wait for them at most STOP_SECONDS and return the triggers still going
     (their runs are taken back when serve starts again). Runs a scheduler left
     running when it ended are taken back first. With `standby`, wait for the scheduler
-    that serves the store to end instead of refusing to start."""
+    that serves the store to end instead of refusing to start. `reload` reads the
+    config again: each trigger runs on what its files hold then."""
     stop = stop or threading.Event()
     with stopped_by_signals(stop), StateStore(config.state_url) as store:
         leadership = Leadership(store)
         try:
             if not leadership.take(store, standby, stop):
                 return []
-            left = _serve(config, run, stop, store, leadership)
+            left = _serve(config, run, stop, store, leadership, reload)
         finally:
             leadership.release(store)
     leadership.check_kept()
@@ -223,11 +262,17 @@ def serve(
 
 
 def _serve(
-    config: Config, run: Run, stop: threading.Event, store: StateStore, leadership: Leadership
+    config: Config,
+    run: Run,
+    stop: threading.Event,
+    store: StateStore,
+    leadership: Leadership,
+    reload: Callable[[], Config] | None = None,
 ) -> list[str]:
     global _serving
     try:
-        _serving = _Serving(config, run, stop, leadership)
+        _serving = _Serving(config, run, stop, leadership, reload=reload)
+        _serving.stamp = config_stamp(config)
         scheduler = _scheduler(config)
         scheduler.start(paused=True)
         reconcile(scheduler, config, store)
