@@ -121,12 +121,16 @@ class Crontab:
         # A wall-clock time up to a clock change before `start` may still come after
         # it, and one that long after the best found so far can no longer come before.
         earliest = start.astimezone(zone).replace(tzinfo=None) - CLOCK_CHANGE
+        # Compared in UTC: two times of one zone compare as wall clocks, fold ignored, and
+        # the second 02:40 of the night the clocks go back would not come after the first.
+        after = start.astimezone(UTC)
         best: datetime | None = None
         for wall in self._walls(earliest):
             if best is not None and wall > best.replace(tzinfo=None) + CLOCK_CHANGE:
                 break
             for when in _resolve(wall, zone, self.fixed_time):
-                if when >= start and (best is None or when < best):
+                real = when.astimezone(UTC)
+                if real >= after and (best is None or real < best.astimezone(UTC)):
                     best = when
         return best
 
@@ -291,8 +295,12 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
     ) -> datetime | None:
         # As APScheduler's own triggers: just after the previous fire time when there is
         # one (so that times missed while nothing ran are seen), else from now.
+        # In UTC: a time of the zone plus a microsecond loses its fold (the second 02:40
+        # of the night the clocks go back would become the first, and fire again).
         start = (
-            now if previous_fire_time is None else previous_fire_time + timedelta(microseconds=1)
+            now
+            if previous_fire_time is None
+            else previous_fire_time.astimezone(UTC) + timedelta(microseconds=1)
         )
         return self.crontab.next_fire(start, self.timezone)
 

@@ -350,3 +350,31 @@ def test_any_expression_fires_as_crontab_reads_it(fields, after):
         ), cron
         return
     assert fire == _reference(list(fields), after), cron
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        # Europe/Berlin, 2027-10-31: 03:00 CEST becomes 02:00 CET; cron runs a wildcard
+        # job at each of the repeated hour's times again.
+        ("*/20 * * * *", ["00:00", "00:20", "00:40", "01:00", "01:20", "01:40", "02:00"]),
+        ("0 * * * *", ["00:00", "01:00", "02:00"]),
+        ("30 2 * * *", ["00:30"]),  # a fixed time in the repeated hour: once
+    ],
+)
+def test_a_trigger_fires_through_the_repeated_hour_as_cron_does(cron, expected):
+    """Chained as the scheduler chains them, each fire from the one before (a time of
+    the schedule's zone): none of the repeated hour is skipped, and none fired twice."""
+    from aishell.scheduling.crontab import CrontabTrigger
+
+    trigger = CrontabTrigger(cron, "Europe/Berlin")
+    now = datetime(2027, 10, 30, 23, 59, tzinfo=UTC)
+    fired, previous = [], None
+    while True:
+        fire = trigger.get_next_fire_time(previous, now)
+        assert fire is not None
+        if fire.astimezone(UTC) >= datetime(2027, 10, 31, 2, 1, tzinfo=UTC):
+            break
+        fired.append(fire.astimezone(UTC).strftime("%H:%M"))
+        previous = fire
+    assert fired == expected
