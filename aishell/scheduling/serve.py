@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -379,6 +379,7 @@ def reconcile(
                 id=name,
                 name=name,
                 jobstore="default",
+                **_first_run(schedule, wanted_trigger, config),
             )
             logger.info("schedule %s: added, next run %s", name, _when(_next_run(job)))
         elif str(job.trigger) != str(wanted_trigger):
@@ -390,6 +391,23 @@ def reconcile(
         elif not schedule["paused"] and _next_run(job) is None:
             job = scheduler.resume_job(name, jobstore="default")
             logger.info("schedule %s: resumed", name)
+
+
+def _first_run(schedule: dict[str, Any], wanted: Any, config: Config) -> dict[str, Any]:
+    """A new job's first fire: counted from when the schedule was added, so that one
+    added while nothing served and due since, within the misfire grace, runs now, as a
+    trigger missed while serve was down does (never one due longer ago). A paused
+    schedule's job is added paused: a fire in the past would run before the pause."""
+    if schedule["paused"]:
+        return {"next_run_time": None}
+    now = datetime.now(UTC)
+    grace = config.main.scheduler.misfire_grace_seconds
+    try:
+        added = datetime.fromisoformat(str(schedule["created_at"])).astimezone(UTC)
+    except ValueError:
+        added = now
+    first = wanted.get_next_fire_time(None, max(added, now - timedelta(seconds=grace)))
+    return {} if first is None else {"next_run_time": first}
 
 
 def _next_run(job: Any) -> Any:
