@@ -31,8 +31,8 @@ def approve(
     committed before the question, so it holds however the prompt ends."""
     facts = verdict_facts(result, verdict)
     grew: list[str] = []
-    if approved_before(stored):
-        earlier = run.store.last_approval(run.run_id, result.index)
+    earlier = run.store.last_approval(run.run_id, result.index) if stored else None
+    if approved_before(stored, earlier):
         grew = outgrown(earlier, facts)
         if not grew and earlier is not None:
             result.approval = _shown(earlier["decision"], earlier)

@@ -53,9 +53,19 @@ def restore(result: StepResult, stored: Mapping[str, Any]) -> None:
     result.attempts = stored["attempts"]
 
 
-def approved_before(stored: Mapping[str, Any] | None) -> bool:
-    """Approved in an earlier go of the run: asked again only if its verdict grew."""
-    return stored is not None and stored["status"] == "approved"
+def approved_before(
+    stored: Mapping[str, Any] | None, earlier: Mapping[str, Any] | None = None
+) -> bool:
+    """Approved in an earlier go of the run: asked again only if its verdict grew. A
+    step approved (`earlier`: its last answer, a yes) that began and was stopped midway
+    (a signal, the window's end) is approved still, as a purge goes on from its last
+    batch."""
+    if stored is None:
+        return False
+    if stored["status"] == "approved":
+        return True
+    said_yes = earlier is not None and earlier.get("decision") == "approved"
+    return said_yes and stored["status"] in ("interrupted", "running")
 
 
 def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
