@@ -44,7 +44,10 @@ def fleet_table(out: Console, status: dict[str, Any]) -> None:
 def _run(run: dict[str, Any] | None) -> Text:
     if run is None:
         return Text("never ran", style="dim")
-    return Text.assemble(safe_text(f"{run['agent']} "), styled(run["status"], STATUS_STYLE))
+    shown = Text.assemble(safe_text(f"{run['agent']} "), styled(run["status"], STATUS_STYLE))
+    if run.get("dry_run"):
+        shown.append(" (dry run)")  # it changed nothing: not the last time the agent ran
+    return shown
 
 
 def _waiting(waiting: dict[str, Any]) -> Text:

@@ -79,7 +79,8 @@ def collect(
     }
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for run in store.list_runs(limit=1000):  # newest first
-        latest.setdefault((run["target"], run["agent"]), run)
+        if not run["dry_run"]:  # a preview changed nothing: not the agent's last run
+            latest.setdefault((run["target"], run["agent"]), run)
     now = datetime.now(UTC)
     for (target, agent), run in sorted(latest.items()):
         full = store.get_run(run["run_id"])

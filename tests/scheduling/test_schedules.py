@@ -256,6 +256,28 @@ def test_metrics_of_the_last_runs_and_schedules(demo_db, config, home):
     assert result.exit_code == 0 and "aishell_last_run_duration_seconds" in result.output
 
 
+def test_a_dry_run_is_not_the_agent_s_last_run(demo_db, config, home):
+    """A preview changed nothing: the metrics' last backup run is the real one, and the
+    fleet's status says a dry run is one."""
+    commands.run_job(config, "backup", {"type": "full"}, dry_run=True)
+    text = commands.metrics(config, home / "aishell.prom")
+    assert 'agent="backup"' not in text
+    done = commands.run_job(config, "backup", {"type": "full"})
+    commands.run_job(config, "backup", {"type": "full"}, dry_run=True)
+    text = commands.metrics(config, home / "aishell.prom")
+    started = [
+        line
+        for line in text.splitlines()
+        if line.startswith('aishell_last_run_start_time_seconds{agent="backup"')
+    ]
+    [line] = started
+    full = commands.show_run(config, done.run_id)
+    assert float(line.split()[-1]) == datetime.fromisoformat(full["created_at"]).timestamp()
+    shown = CliRunner().invoke(cli, ["fleet", "status"])
+    assert shown.exit_code == 0, shown.output
+    assert "(dry run)" in shown.output
+
+
 def test_overlapping_triggers_of_one_schedule_give_one_run(demo_db, config, monkeypatch):
     add(config, "purge", "* * * * *", SLOW_PURGE)
     # A trigger every second (crontab's finest is a minute), so that the next trigger
