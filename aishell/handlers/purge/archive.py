@@ -8,6 +8,7 @@ and which other run it refuses, is ownership.py's."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -159,11 +160,13 @@ def open_archive(
         )
     else:
         refuse_if_claimed(ctx, path)
+        if progress.get(ARCHIVE_PATH) == key:
+            _drop_own_empty(path)
         check_archive_path(path, ctx.private, StepFailed)
         # Named as this run's before it is made: another run asking for it is refused.
         ctx.save_progress({**progress, ARCHIVE_PATH: key})
-        # A run stopped before the file's identity is checkpointed finds it "already
-        # exists", empty, and says so.
+        # A run stopped before the file's identity is checkpointed leaves it empty,
+        # made again on resume (_drop_own_empty).
         archive = ArchiveFile.create(path)
         ctx.save_progress({**progress, ARCHIVE_PATH: key, ARCHIVE_ID: archive.identity})
     identity = archive.identity
@@ -183,6 +186,19 @@ def open_archive(
     # Every checkpoint of the walk carries the file's identity with its length and the
     # digest of its last bytes.
     return archive, replace(ctx, save_progress=save_progress)
+
+
+def _drop_own_empty(path: Path) -> None:
+    """A run stopped after it named the file as its own and made it, before it could
+    checkpoint the file's identity, left it empty: nothing was archived (no batch commits
+    without that checkpoint), and it is removed to be made again. Anything else there (a
+    link, a file with bytes, another user's) is left, and refused as any file is."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(found.st_mode) and found.st_size == 0 and found.st_uid == os.geteuid():
+        path.unlink()
 
 
 def _known_bytes(progress: Mapping[str, Any], keep: int | None) -> list[list[Any]]:
