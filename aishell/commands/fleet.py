@@ -271,7 +271,7 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
         sent = fleet_run(config, schedule["agent"], schedule["job"], target, options=options)
     except BrokerUnreachable as exc:
         # No run holds this failure: kept, logged and notified as a missed trigger.
-        from aishell.scheduling.serve import alert
+        from aishell.scheduling.stuck import alert
 
         with StateStore(config.state_url) as store:
             alert(config, store, name, "missed", {"due": now(), "error": str(exc)})

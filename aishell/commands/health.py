@@ -12,7 +12,7 @@ from typing import Any
 from aishell.commands.agents import list_agents, plugin_problems
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
-from aishell.commands.schedules import agent_missing, list_schedules
+from aishell.commands.schedules import agent_missing, list_schedules, target_missing
 from aishell.commands.tools import load_catalog
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
@@ -77,7 +77,7 @@ def doctor(
     try:
         with StateStore(config.state_url) as store:
             leftovers = scratch.leftovers(store)
-            problems += _schedule_problems(store)
+            problems += _schedule_problems(store, config)
     except AishellError as exc:
         leftovers = []
         problems.append(
@@ -230,17 +230,20 @@ def doctor_without_config(
     }
 
 
-def _schedule_problems(store: StateStore) -> list[dict[str, Any]]:
-    """Each schedule whose agent is not installed, as a problem of the home."""
+def _schedule_problems(store: StateStore, config: Config) -> list[dict[str, Any]]:
+    """Each schedule whose agent is not installed, or whose target is not configured,
+    as a problem of the home."""
     problems = []
     for schedule in store.list_schedules():
+        remove = f"remove the schedule (aishell schedule remove {schedule['name']})"
         missing = agent_missing(schedule)
         if missing is not None:
-            fix = (
-                f"install the package that provides '{schedule['agent']}' again, or "
-                f"remove the schedule (aishell schedule remove {schedule['name']})"
-            )
+            fix = f"install the package that provides '{schedule['agent']}' again, or {remove}"
             problems.append(_home_problem(missing, fix))
+        gone = target_missing(schedule, config)
+        if gone is not None:
+            fix = f"add target '{schedule['target']}' to the config again, or {remove}"
+            problems.append(_home_problem(gone, fix))
     return problems
 
 

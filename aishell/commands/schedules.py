@@ -80,6 +80,7 @@ def list_schedules(config: Config) -> list[dict[str, Any]]:
                     "next_run": upcoming,
                     "cron_error": cron_error,
                     "agent_error": agent_missing(schedule),
+                    "target_error": target_missing(schedule, config),
                     "last_run": recent[0] if recent else None,
                     "alert": _current_alert(alerts.get(name, []), recent),
                 }
@@ -96,6 +97,19 @@ def agent_missing(schedule: dict[str, Any]) -> str | None:
     return (
         f"schedule {schedule['name']} runs the agent '{schedule['agent']}', which is not "
         f"installed (agents are: {', '.join(names)}): each of its triggers fails"
+    )
+
+
+def target_missing(schedule: dict[str, Any], config: Config) -> str | None:
+    """Why a schedule's target cannot be reached: it is not in the config (removed or
+    renamed since), so each trigger fails; None when it is there (or the schedule runs
+    on the default target)."""
+    target = schedule.get("target")
+    if target is None or target in config.main.targets:
+        return None
+    return (
+        f"schedule {schedule['name']} runs on target '{target}', which is not configured "
+        f"(targets are: {', '.join(sorted(config.main.targets))}): each of its triggers fails"
     )
 
 

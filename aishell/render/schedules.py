@@ -45,6 +45,8 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             upcoming = Text(f"overdue since {when(due)}", style="yellow")
         if schedule.get("cron_error"):
             upcoming = Text("never: its cron is not crontab's", style="red")
+        if schedule.get("target_error"):
+            upcoming = Text("fails: its target is not configured", style="red")
         if schedule.get("agent_error"):
             upcoming = Text("fails: its agent is not installed", style="red")
         alert = schedule.get("alert")

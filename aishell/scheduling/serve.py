@@ -13,7 +13,6 @@ and how they look, the command that serves decides.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -41,12 +40,14 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aishell.config.models import Config
-from aishell.errors import AishellError, UsageError
+from aishell.errors import UsageError
 from aishell.executor.stopping import stop_all, stops_with
-from aishell.scheduling import alerts, notify
+from aishell.scheduling import alerts
+from aishell.scheduling.configwatch import ConfigWatch
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.scheduling.leadership import Leadership
 from aishell.scheduling.stopsignals import stopped_by_signals
+from aishell.scheduling.stuck import alert, report_stuck
 from aishell.state.store import StateStore
 
 JOB_TABLE = "apscheduler_jobs"
@@ -117,40 +118,8 @@ class _Serving:
     # The triggers going on, so that a stop waits for them (at most STOP_SECONDS).
     active: set[str] = field(default_factory=set)
     idle: threading.Condition = field(default_factory=threading.Condition)
-    # Reads the config again (as the command read it); what its files were when read:
-    # a trigger after they changed runs on the config they hold now (a target, a
-    # window or an agent's settings added meanwhile).
-    reload: Callable[[], Config] | None = None
-    stamp: tuple[tuple[str, int, int], ...] = ()
-
-    def current(self) -> Config:
-        """The config as its files say now; one that no longer loads is logged and the
-        one read before stays."""
-        stamp = config_stamp(self.config)
-        if self.reload is None or stamp == self.stamp:
-            return self.config
-        self.stamp = stamp
-        try:
-            self.config = self.reload()
-        except AishellError as exc:
-            logger.error("config: not read again: %s; serving with the config read before", exc)
-            return self.config
-        self.stamp = config_stamp(self.config)
-        logger.info("config: read again, as its files changed")
-        return self.config
-
-
-def config_stamp(config: Config) -> tuple[tuple[str, int, int], ...]:
-    """Each config file's path, size and change time: its main files and its agents'."""
-    paths = [*config.files, *(p for d in config.agent_dirs if d.is_dir() for p in d.glob("*.y*ml"))]
-    stamp = []
-    for path in sorted(set(paths)):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        stamp.append((str(path), st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
+    # Reads the config again when its files change (configwatch.py).
+    watch: ConfigWatch | None = None
 
 
 _serving: _Serving | None = None
@@ -176,8 +145,10 @@ def fire(name: str, how: str = "cron") -> None:
                 logger.info("schedule %s: started", name)
             else:
                 logger.info("schedule %s: taking back runs left behind", name)
+            if serving.watch is not None:
+                serving.config = serving.watch.current()
             with stops_with(serving.stop, SCHEDULER_STOP):
-                serving.run(serving.current(), name, how, serving.stop)
+                serving.run(serving.config, name, how, serving.stop)
     except Exception as exc:  # an unattended trigger never ends unheard
         logger.error("schedule %s: failed: %s", name, " ".join(str(exc).split()))
     finally:
@@ -271,8 +242,8 @@ def _serve(
 ) -> list[str]:
     global _serving
     try:
-        _serving = _Serving(config, run, stop, leadership, reload=reload)
-        _serving.stamp = config_stamp(config)
+        watch = ConfigWatch(config, reload) if reload is not None else None
+        _serving = _Serving(config, run, stop, leadership, watch=watch)
         scheduler = _scheduler(config)
         scheduler.start(paused=True)
         reconcile(scheduler, config, store)
@@ -357,7 +328,7 @@ def reconcile(
         with StateStore(config.state_url) as own:
             reconcile(scheduler, config, own)
         return
-    _report_stuck(config, store)
+    report_stuck(config, store)
     wanted = {s["name"]: s for s in store.list_schedules()}
     jobs = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
     for name in jobs:
@@ -486,45 +457,6 @@ def _stop_running(store: StateStore) -> None:
         if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
             store.request_stop(run["run_id"], "aishell schedule serve (stopping)")
             logger.info("run %s: asked to stop", run["run_id"])
-
-
-def _report_stuck(config: Config, store: StateStore) -> None:
-    limit = config.main.scheduler.stuck_after_seconds
-    now = datetime.now(UTC)
-    stuck = [
-        (schedule["name"], run, (now - datetime.fromisoformat(run["started_at"])).total_seconds())
-        for schedule in store.list_schedules()
-        for run in store.schedule_runs(schedule["name"], limit=5)
-        if run["status"] == "running"
-    ]
-    stuck = [found for found in stuck if found[2] > limit]
-    if not stuck:
-        return  # the usual case, every 2 s: no need to read the alerts
-    # A run whose process is gone is not stuck: it is taken back at the next trigger.
-    gone = {run["run_id"] for run in store.orphaned_runs()}
-    stuck = [found for found in stuck if found[1]["run_id"] not in gone]
-    reported = {
-        alert.get("run_id")
-        for alerts in store.schedule_alerts().values()
-        for alert in alerts
-        if alert["kind"] == "stuck"
-    }
-    for name, run, running in stuck:
-        if run["run_id"] not in reported:
-            alert(
-                config,
-                store,
-                name,
-                "stuck",
-                {"run_id": run["run_id"], "running_seconds": round(running)},
-            )
-
-
-def alert(config: Config, store: StateStore, name: str, kind: str, data: dict[str, Any]) -> None:
-    """A missed trigger or a stuck run: kept for `schedule list`, logged, notified."""
-    store.schedule_alert(name, kind, data)
-    logger.warning("schedule %s: %s %s", name, kind, json.dumps(data, default=str))
-    notify.send(config.main.notifications, {"schedule": name, "status": kind, **data})
 
 
 def _on_event(config: Config) -> Callable[[JobEvent], None]:

@@ -56,3 +56,34 @@ def test_a_schedule_whose_agent_is_gone_is_flagged_in_the_list_and_by_doctor(
     assert problem["problem"] == said
     assert "aishell schedule remove tidy_nightly" in problem["fix"]
     assert doctor.exit_code != 0
+
+
+def test_a_schedule_whose_target_is_gone_is_flagged_in_the_list_and_by_doctor(
+    demo_db: Path, home: Path
+) -> None:
+    """Its target removed from the config since: every trigger would fail with
+    "Unknown target"; the list and doctor say so before 2 a.m."""
+    import yaml
+
+    from aishell.config.models import load_config
+
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["spare"] = dict(data["targets"][data["default_target"]])
+    path.write_text(yaml.safe_dump(data))
+    add(load_config(home=home), "spare_nightly", "0 4 * * *", ["maintenance", "--target", "spare"])
+    del data["targets"]["spare"]
+    path.write_text(yaml.safe_dump(data))
+
+    listed = CliRunner().invoke(cli, ["schedule", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [schedule] = json.loads(listed.stdout)["schedules"]
+    said = schedule["target_error"]
+    assert said.startswith("schedule spare_nightly runs on target 'spare', which is not configured")
+    shown = CliRunner().invoke(cli, ["schedule", "list"], env={"COLUMNS": "200"})
+    assert "fails: its target is not configured" in shown.output
+    doctor = CliRunner().invoke(cli, ["doctor", "--json"])
+    (problem,) = [p for p in json.loads(doctor.stdout)["problems"] if "'spare'" in p["problem"]]
+    assert problem["problem"] == said
+    assert "aishell schedule remove spare_nightly" in problem["fix"]
+    assert doctor.exit_code != 0
