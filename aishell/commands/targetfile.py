@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,13 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
 
     def verify(candidate: Path) -> None:
         layers = tuple(candidate if p == path else p for p in config.files)
-        data, origin = read_layers(layers)
+        data, read_from = read_layers(layers)
+
+        def origin(location: Sequence[str]) -> Path:
+            # An error names the config file, not the copy it is checked in.
+            found = read_from(location)
+            return path if found == candidate else found
+
         main = validate(MainConfig, data, path, tags=CONSTRAINT_TYPES, origin=origin)
         if check:
             server.update(check_target(dataclasses.replace(config, main=main), new.name))

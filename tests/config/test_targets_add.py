@@ -164,3 +164,26 @@ def test_targets_add_takes_every_environment_the_config_takes() -> None:
     (add,) = [c for name, c in cli.commands["targets"].commands.items() if name == "add"]  # type: ignore[attr-defined]
     (option,) = [p for p in add.params if p.name == "environment"]
     assert list(option.type.choices) == list(get_args(Environment))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["zq", "postgresql://postgres@127.0.0.1:99999/x"],
+            "targets.zq.url: the URL's port 99999 is not between 1 and 65535",
+        ),
+        (
+            ["zq", "postgresql://postgres@127.0.0.1/x", "--password-env", "lower-case bad"],
+            "targets.zq.password_env: not an environment variable's name",
+        ),
+    ],
+)
+def test_a_refused_target_names_the_config_file_not_its_checked_copy(
+    home: Path, args: list[str], said: str
+):
+    before = _config_text(home)
+    out = _add(*args, code=2)
+    assert out.startswith(f"Error: {home / CONFIG}: {said}"), out
+    assert ".partial" not in out
+    assert _config_text(home) == before
