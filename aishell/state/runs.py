@@ -85,6 +85,8 @@ class RunRepository(ApprovalRepository):
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run with its steps, approvals and events; a unique id prefix is enough."""
+        if not run_id.strip():
+            raise RunNotFound("The run id is empty; give a run's id (`aishell runs list`)")
         self.flush()
         rows = self._conn.execute(
             select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))

@@ -755,3 +755,12 @@ def test_no_command_takes_a_float_that_may_be_nan_or_infinite() -> None:
 
     walk(cli, ["aishell"])
     assert loose == []
+
+
+@pytest.mark.parametrize("command", [["approve"], ["deny"], ["resume"], ["runs", "show"], ["stop"]])
+@pytest.mark.parametrize("given", ["", "   "])
+def test_an_empty_run_id_is_said_to_be_empty(runner, demo_db, config, command, given):
+    """Not "ambiguous" (every id starts with the empty string)."""
+    result = runner.invoke(cli, [*command, given])
+    assert result.exit_code == 2, result.output
+    assert "The run id is empty" in result.output, result.output
