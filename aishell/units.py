@@ -50,3 +50,15 @@ def percent_up(share: float) -> str:
     """A share a person is asked to approve, in whole percent rounded up: never less
     than it is, and what the approval of it allows (purge/share.py's shown percent)."""
     return f"{min(100, math.ceil(round(share * 100, 9)))}%"
+
+
+def plain_zeros(value: Any) -> Any:
+    """`value` with every -0.0 in it made 0.0 (a job given `-0` says 0 in its plan, its
+    JSON and its reasons)."""
+    if type(value) is float:
+        return value + 0.0
+    if isinstance(value, dict):
+        return {key: plain_zeros(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_zeros(item) for item in value]
+    return value

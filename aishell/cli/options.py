@@ -151,7 +151,8 @@ class FiniteFloat(click.FloatRange):
         lost = float_range_lost(str(value), number)
         if lost:
             self.fail(lost, param, ctx)
-        return super().convert(number, param, ctx)
+        # -0 is 0: a job, a plan and its JSON say 0 (adding 0.0 makes -0.0 plain 0.0).
+        return super().convert(number + 0.0, param, ctx)
 
 
 class Duration(click.ParamType[float]):

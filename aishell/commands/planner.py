@@ -31,6 +31,7 @@ from aishell.state.store import StateStore
 from aishell.targets.catalog import urgency
 from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
+from aishell.units import plain_zeros
 
 
 def build_plan(
@@ -51,7 +52,7 @@ def build_plan(
         raise UsageError(f"Unknown planner '{planner}'; expected one of: {', '.join(PLANNERS)}")
     agent = get_agent(agent_name)
     agent_config = config.agent(agent_name)
-    job = agent.normalize_job(job, agent_config)
+    job = plain_zeros(agent.normalize_job(plain_zeros(job), agent_config))
     _refuse_claimed_archive(config, job)
     conn = handle.connect()
     try:

@@ -39,7 +39,8 @@ def demo_progress(
         TimeElapsedColumn(),
         console=out,
         transient=True,
-        disable=quiet,
+        # Not on a terminal (a script, --json) it would leave an empty line behind.
+        disable=quiet or not out.is_terminal,
     ) as progress:
         tasks: dict[str, Any] = {}
         totals = {"app_logs": log_rows}

@@ -445,3 +445,18 @@ def test_a_critical_step_runs_only_once_its_target_is_named(demo_db, home, typed
         assert proc.wait(timeout=60) == exit_code
     tables = {r[0] for r in sqlite3.connect(copy).execute("SELECT name FROM sqlite_master")}
     assert ("app_logs" in tables) == (exit_code == 0)
+
+
+def test_demo_json_writes_nothing_but_its_json(home):
+    """--json: one JSON object on stdout, and nothing on stderr (the progress display
+    is for a terminal)."""
+    import json as json_module
+
+    from click.testing import CliRunner
+
+    from aishell.cli import cli as aishell_cli
+
+    done = CliRunner().invoke(aishell_cli, ["demo", "--log-rows", "1000", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json_module.loads(done.stdout)
+    assert done.stderr == ""

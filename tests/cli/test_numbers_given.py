@@ -332,3 +332,34 @@ def test_a_signed_plan_with_a_number_past_its_param_s_maximum_is_refused(
     line = one_error_line(invoke("apply", str(path), "--yes"))
     assert param in line and f"above the maximum {most}" in line, line
     assert digest(demo_db) == before and commands.list_runs(config) == []
+
+
+def test_minus_zero_is_zero_in_the_job_and_the_plan(demo_db: Path) -> None:
+    """`-0` is 0: no -0.0 in a plan's job, its steps' params or its JSON."""
+    done = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            "log-cleanup",
+            "--table",
+            "app_logs",
+            "--retention-days",
+            "-0",
+            "--sleep-ms",
+            "-0",
+            "--json",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "-0.0" not in done.stdout
+    plan = json.loads(done.stdout)
+    assert plan["job"]["retention_days"] == 0 and plan["job"]["sleep_ms"] == 0
+
+
+def test_minus_zero_given_through_the_api_is_zero(demo_db: Path) -> None:
+    from aishell.config.models import load_config
+
+    preview = commands.plan_job(
+        load_config(), "log_cleanup", {"table": "app_logs", "retention_days": -0.0}
+    )
+    assert "-0.0" not in json.dumps(preview.to_dict())
