@@ -127,18 +127,31 @@ plan.declared = declared_plan
 
 
 @plan.command("rotate-key")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace it though runs are not over: they can no longer be approved or resumed.",
+)
 @options.json_option
 @pass_state
-def plan_rotate_key(state: State, as_json: bool) -> None:
-    """Replace this home's plan-signing key; plans signed with the old one are refused."""
-    rotated = commands.rotate_plan_key(state.config)
+def plan_rotate_key(state: State, force: bool, as_json: bool) -> None:
+    """Replace this home's plan-signing key; plans signed with the old one are refused,
+    and so are the runs stored before (their history is no longer shown). Refused while
+    a run is not over, unless --force."""
+    rotated = commands.rotate_plan_key(state.config, force)
     if as_json:
         emit_json(rotated)
         return
     previous = rotated["previous_key_id"]
     click.echo(
         f"New plan-signing key {rotated['key_id']} in {rotated['path']}"
-        + (f"; plans signed with {previous} are refused from now on." if previous else ".")
+        + (f"; plans signed with {previous} are refused from now on" if previous else "")
+        + (
+            f", and the {rotated['runs_no_longer_readable']} run(s) stored before are no "
+            "longer shown."
+            if rotated["runs_no_longer_readable"]
+            else "."
+        )
     )
 
 

@@ -18,12 +18,14 @@ from aishell.config.models import Config
 from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import PlanError, UsageError
 from aishell.executor.resume import statements_shown
+from aishell.executor.statuses import FINISHED
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
 from aishell.plan.references import find_references
 from aishell.planners.llm import Notice
 from aishell.registry import Registry
 from aishell.state import signing
+from aishell.state.store import StateStore
 from aishell.targets.engines import Target, open_target
 from aishell.targets.fingerprints import table_identities
 from aishell.targets.identity import plan_identity
@@ -128,10 +130,27 @@ def load_plan_file(path: Path) -> SavedPlan:
     return SavedPlan.parse(data, str(path))
 
 
-def rotate_plan_key(config: Config) -> dict[str, Any]:
-    """A new signing key for this home; plans signed with the old one are refused."""
+def rotate_plan_key(config: Config, force: bool = False) -> dict[str, Any]:
+    """A new signing key for this home; plans signed with the old one are refused, and
+    so are the runs the state store holds (signed with it too). Refused while a run is
+    not over (without `force`): it could no longer be approved or resumed."""
+    with StateStore(config.state_url) as store:
+        runs = store.list_runs(limit=100_000)
+    open_runs = [r["run_id"] for r in runs if r["status"] not in FINISHED]
+    if open_runs and not force:
+        shown = ", ".join(open_runs[:5]) + (", ..." if len(open_runs) > 5 else "")
+        raise UsageError(
+            f"{len(open_runs)} run(s) are not over ({shown}): signed with the current key, "
+            "they could no longer be approved, resumed or shown once it is replaced; "
+            "finish or deny them first, or pass --force"
+        )
     key, previous = signing.rotate_key(config.home)
-    return {"key_id": key.key_id, "previous_key_id": previous, "path": str(key.path)}
+    return {
+        "key_id": key.key_id,
+        "previous_key_id": previous,
+        "path": str(key.path),
+        "runs_no_longer_readable": len(runs),
+    }
 
 
 def verified_plan(config: Config, saved: SavedPlan) -> Plan:

@@ -502,3 +502,20 @@ def rows(url: str, name: str) -> int:
         count = int(conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one())
     eng.dispose()
     return count
+
+
+def test_rotate_key_is_refused_while_a_run_is_not_over(config: Config, demo_db: Path) -> None:
+    """A run waiting for approval, signed with the current key, could no longer be
+    approved or resumed once it is replaced: refused, naming it, unless --force; and
+    the runs stored before are said to be no longer shown."""
+    from aishell import commands
+
+    waiting = commands.run_job(config, "log_cleanup", {"table": "app_logs", "retention_days": 3})
+    assert waiting.status == "waiting_approval", waiting.error
+    refused = CliRunner().invoke(cli, ["plan", "rotate-key"])
+    assert refused.exit_code == 2, refused.output
+    assert f"1 run(s) are not over ({waiting.run_id})" in refused.output
+    assert "pass --force" in refused.output
+    forced = CliRunner().invoke(cli, ["plan", "rotate-key", "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["runs_no_longer_readable"] == 1
