@@ -27,7 +27,11 @@ def step_figures(output: Any, with_summary: bool = True) -> str:
 
 
 def _purge(out: Mapping[str, Any]) -> str:
-    line = f"{out['rows_deleted']:,} rows deleted in {out['batches']:,} batches"
+    rows, batches = out["rows_deleted"], out["batches"]
+    line = (
+        f"{rows:,} row{'' if rows == 1 else 's'} deleted in "
+        f"{batches:,} batch{'' if batches == 1 else 'es'}"
+    )
     where = out.get("archive_table") or out.get("archive_file")
     if where:
         line += f", each archived to {where}"

@@ -51,3 +51,12 @@ def test_a_purge_says_rows_deleted_and_where_they_were_archived(home: Path, demo
         assert f"each archived to {archive}" in out
         assert " older than " in out
     assert archived == 700
+
+
+def test_one_batch_and_one_row_are_said_in_the_singular():
+    from aishell.render.figures import step_figures as figures
+
+    one = figures({"rows_deleted": 1, "batches": 1, "rows_per_second": 1, "longest_batch_ms": 2})
+    assert one.startswith("1 row deleted in 1 batch, "), one
+    many = figures({"rows_deleted": 0, "batches": 0, "rows_per_second": 0, "longest_batch_ms": 0})
+    assert many.startswith("0 rows deleted in 0 batches, "), many

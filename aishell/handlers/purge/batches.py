@@ -86,7 +86,8 @@ def run_batches(
         if ctx.should_stop():
             walk.checkpoint()
             raise StepInterrupted(
-                f"stopped after {state['batches']} batches and {state['deleted']:,} rows; "
+                f"stopped after {state['batches']} batch{'' if state['batches'] == 1 else 'es'} "
+                f"and {state['deleted']:,} row{'' if state['deleted'] == 1 else 's'}; "
                 "`aishell resume` goes on from there"
             )
         now = time.monotonic()
