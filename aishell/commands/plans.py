@@ -17,8 +17,8 @@ from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import PlanError, UsageError
+from aishell.executor import FINISHED
 from aishell.executor.resume import statements_shown
-from aishell.executor.statuses import FINISHED
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
 from aishell.plan.references import find_references

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,7 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
     def verify(candidate: Path) -> None:
         layers = tuple(candidate if p == path else p for p in config.files)
         data, read_from = read_layers(layers)
-
-        def origin(location: Sequence[str]) -> Path:
-            # An error names the config file, not the copy it is checked in.
-            found = read_from(location)
-            return path if found == candidate else found
-
+        origin = _named_as(read_from, candidate, path)
         main = validate(MainConfig, data, path, tags=CONSTRAINT_TYPES, origin=origin)
         if check:
             server.update(check_target(dataclasses.replace(config, main=main), new.name))
@@ -98,3 +93,16 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
         "tags": list(dict.fromkeys(new.tags)),
         "checked": server or None,
     }
+
+
+def _named_as(
+    read_from: Callable[[Sequence[str]], Path], copy: Path, path: Path
+) -> Callable[[Sequence[str]], Path]:
+    """Where a key came from, the checked copy named as the config file it becomes: an
+    error names the file a person edits."""
+
+    def origin(location: Sequence[str]) -> Path:
+        found = read_from(location)
+        return path if found == copy else found
+
+    return origin

@@ -224,26 +224,23 @@ def test_planning_reads_in_a_read_only_session_of_the_run_s_pool(server_config, 
 def test_a_scratch_database_is_made_on_a_connection_planning_left_read_only(
     server_config, server_url
 ):
-    from aishell.handlers.backup.validate import scratch_server_database
-    from aishell.targets.engines import open_target
-    from aishell.tool.context import ToolContext
+    """Planning leaves read-only sessions in the pool; the validation's second session,
+    which makes and drops its scratch database, takes one and writes all the same."""
+    from aishell import commands
+    from aishell.state.store import StateStore
 
-    handle = open_target(server_config, None)
-    try:
-        planning = handle.reading().connect()
-        step = handle.connect()
-        planning.close()  # the pool now holds a read-only session
-        ctx = ToolContext(conn=step, dialect=handle.dialect, target="db")
-        with scratch_server_database(step, ctx) as (_url, name):
-            listed = (
-                "SELECT count(*) FROM pg_database WHERE datname = :n"
-                if handle.dialect == "postgresql"
-                else "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"
-            )
-            assert step.execute(text(listed), {"n": name}).scalar() == 1
-        step.close()
-    finally:
-        handle.close()
+    result = commands.run_job(server_config, "backup", {"type": "full"})
+    assert result.status == "completed", result.error
+    validate = next(s for s in result.steps if s.tool == "validate_backup")
+    assert validate.status == "succeeded", validate.error
+    with StateStore(server_config.state_url) as store:
+        sent = [
+            s["sql"]
+            for s in store.list_statements(result.run_id)
+            if s["step_index"] == validate.index and s["error"] is None
+        ]
+    assert any(sql.startswith("CREATE DATABASE ") for sql in sent), sent
+    assert any(sql.startswith("DROP DATABASE IF EXISTS ") for sql in sent), sent
 
 
 @contextmanager
