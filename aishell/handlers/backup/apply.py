@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Connection, Dialect
 
+from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.handlers.backup.dumpevents import Feeder
 from aishell.handlers.backup.inert import LeftOut
@@ -252,7 +253,7 @@ def _drop_dropped(
     dialect = ctx.connection.dialect
     dropping = Side(
         "dropping the tables the increment dropped",
-        writes=(_PG_SESSION_WAIT if dialect.name == "postgresql" else _MY_SESSION_WAIT,),
+        writes=DROPPING_SQL[family(dialect.name)],  # what tools show lists
         exact=tuple(dropped_statements(dialect, manifest)),
         risk=RiskLevel.HIGH,
         isolation_level="AUTOCOMMIT",

@@ -69,7 +69,7 @@ ENDING_SQL = {"postgresql": (_PG_END, _PG_END_UNWAITED), "mysql": (_MY_END,)}
 # after a stop too, since a stop is when a program's session is left behind.
 ENDING = Side(
     "ending its client program's server session",
-    writes=(_PG_END, _PG_END_UNWAITED, _MY_END),
+    writes=ENDING_SQL["postgresql"] + ENDING_SQL["mysql"],  # what tools show lists
     risk=RiskLevel.HIGH,
     isolation_level="AUTOCOMMIT",
     after_stop=True,

@@ -83,7 +83,7 @@ _MY_END = "KILL CONNECTION :id"
 SETTLING_SQL = {"postgresql": (_PG_END,), "mysql": (_MY_END,)}
 SETTLING = Side(
     "ending the session of a batch in doubt",
-    writes=(_PG_END, _MY_END),
+    writes=SETTLING_SQL["postgresql"] + SETTLING_SQL["mysql"],  # what tools show lists
     risk=RiskLevel.HIGH,
     isolation_level="AUTOCOMMIT",
 )
