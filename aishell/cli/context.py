@@ -32,21 +32,32 @@ class AishellGroup(click.Group):
             # Also for an error in parsing the options, before --json itself is read.
             ctx.meta["aishell.json"] = True
 
-        def interrupted(_signum: int, _frame: Any) -> None:
+        taken: list[int] = []
+
+        def interrupted(signum: int, _frame: Any) -> None:
             # Outside a run's step (which has its own stop): a statement waiting on a
             # server is dropped at once, not cancelled (psycopg's way, ten seconds on a
             # server that stopped answering). Only once the targets' module is loaded.
+            taken.append(signum)
             limits = sys.modules.get("aishell.targets.limits")
             if limits is not None:
                 limits.drop_waiting()
             raise KeyboardInterrupt
 
+        # SIGTERM as SIGINT: a command stopped before its run began (while it plans,
+        # say) ends in one line and exit 4, as a run stopped by either does, rather
+        # than silently by the signal's default.
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, interrupted) if main else None
+        previous = (
+            {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+            if main
+            else {}
+        )
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            _report(ctx, "interrupted", "interrupted by SIGINT", EXIT_DENIED)
+            by = signal.Signals(taken[-1]).name if taken else "SIGINT"
+            _report(ctx, "interrupted", f"interrupted by {by}", EXIT_DENIED)
         except AishellError as exc:
             _debug(ctx)
             _report(ctx, error_code(exc), printable(exc), exc.exit_code)
@@ -63,8 +74,8 @@ class AishellGroup(click.Group):
             hint = "; run with --debug for the traceback"
             _report(ctx, "internal_error", message, EXIT_FAILED, hint)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class JobGroup(AishellGroup):

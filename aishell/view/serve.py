@@ -6,8 +6,12 @@ token): web.Guard logs each request without it."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -63,6 +67,35 @@ def serve_http(
         listening(url)
     logger.info("serving the read-only web view at %s", url)
     try:
-        uvicorn.Server(settings).run(sockets=[sock])
+        with _stops_end_serving():
+            uvicorn.Server(settings).run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
         sock.close()
+    logger.info("stopped serving the web view")
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM ended serving."""
+
+
+@contextmanager
+def _stops_end_serving() -> Iterator[None]:
+    """SIGINT and SIGTERM end serving as its normal end (exit 0). uvicorn takes them
+    while it serves and, once it has shut down, raises them again for the handlers it
+    found: these, which end the serving (as one before uvicorn took them does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def served(_signum: int, _frame: Any) -> None:
+        raise _Stopped
+
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, served) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

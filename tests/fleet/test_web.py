@@ -6,6 +6,10 @@ served: this host always; another host only with the configured token."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -158,3 +162,34 @@ def test_serve_says_what_it_refuses_in_one_line(config: Config) -> None:
         "Error: Refusing to listen on 0.0.0.0: a host other than loopback needs a token "
         "(web.token_env or web.token_file in the config)"
     ]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stopped_by_a_signal_ends_as_its_normal_end(config: Config, stop) -> None:
+    """The web view stopped by its operator (a service manager's SIGTERM, a Ctrl-C)
+    ends with exit 0 and no error line: uvicorn raises the signal again once it has
+    shut down, which ended the command as "interrupted" (SIGINT) or silently by the
+    signal's default (SIGTERM)."""
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "aishell", "serve", "--http", "--port", "0"],
+        env={**os.environ, "AISHELL_HOME": str(config.home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stderr is not None
+        first = serve.stderr.readline()
+        assert first.startswith("Serving http://127.0.0.1:"), first + serve.stderr.read()
+        url = first.split()[1]
+        with urllib.request.urlopen(url, timeout=30) as answer:  # serving, signals taken
+            assert answer.status == 200
+        serve.send_signal(stop)
+        rest = serve.stderr.read()
+        code = serve.wait(timeout=30)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert code == 0, (code, rest)
+    assert "Error" not in rest, rest
