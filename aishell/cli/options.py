@@ -182,22 +182,18 @@ class Duration(click.ParamType[float]):
     def _seconds(self, text: str, param: Any, ctx: Any) -> float:
         found = self._WRITTEN.fullmatch(text)
         if found is None:
-            if _infinite(text.strip().rstrip("smhd").strip()):
+            # NaN or infinity in words; a number past a float's range ("1e400") is
+            # written with an exponent, which no duration has: the message below.
+            if _NOT_FINITE.fullmatch(text.strip().rstrip("smhd").strip()):
                 self.fail(f"{text!r} is not a finite duration", param, ctx)
             self.fail(
-                f"{text!r} is not a duration such as 90, 90s, 30m, 2h or 1d: the digits 0-9, "
-                "then s, m, h or d in lower case, with no space",
+                f"{text!r} is not a duration such as 90, 90s, 1.5h, 30m or 1d: the digits 0-9 "
+                "with at most one decimal point (no exponent), then s, m, h or d in lower "
+                "case, with no space",
                 param,
                 ctx,
             )
         return float(found["amount"]) * self._UNITS[found["unit"] or "s"]
-
-
-def _infinite(amount: str) -> bool:
-    """NaN or infinity, in words ("nan", "inf") or past a float's range ("1e400")."""
-    if _NOT_FINITE.fullmatch(amount):
-        return True
-    return DECIMAL_NUMBER.fullmatch(amount) is not None and not math.isfinite(float(amount))
 
 
 class ArchiveTo(click.ParamType[str]):

@@ -161,6 +161,9 @@ def test_a_number_in_the_digits_is_taken(kind, value, number) -> None:
         ("--run-time", "\u0661\u0662\u0663s", "is not a duration"),
         ("--run-time", "1_0m", "is not a duration"),
         ("--run-time", "1e3s", "is not a duration"),
+        # Past a float's range or not, an exponent is refused for the same reason.
+        ("--run-time", "1e308", "(no exponent)"),
+        ("--run-time", "1e400s", "(no exponent)"),
         ("--run-time", " 2 H ", "is not a duration"),
         ("--max-run-time", "1M", "is not a duration"),
     ],
