@@ -197,6 +197,8 @@ def _trigger(
             f"schedule {name}",
             stop,
         )
+        ids = {"run_id": earlier["run_id"]}
+        logger.info("schedule %s: run %s %s", name, earlier["run_id"], resumed.status, extra=ids)
         notify_run(config, resumed.to_dict(), name, how)
         if resumed.status in UNFINISHED:
             return resumed  # still not done: the new run would meet the same wall

@@ -78,6 +78,7 @@ def take_back(
         except AishellError as exc:
             exc.args = (f"run {run_id}, left by a scheduler that ended, was not resumed: {exc}",)
             raise
+        logger.info("schedule %s: run %s %s", name, run_id, last.status, extra={"run_id": run_id})
         notify_run(config, last.to_dict(), name, "recover")
         if last.status in STILL_UNFINISHED:
             return last

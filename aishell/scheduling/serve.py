@@ -49,8 +49,11 @@ from aishell.scheduling.leadership import Leadership
 from aishell.scheduling.stopsignals import stopped_by_signals
 from aishell.scheduling.stuck import alert, report_stuck
 from aishell.state.store import StateStore
+from aishell.units import stamp
 
 JOB_TABLE = "apscheduler_jobs"
+# The job that takes back a schedule's runs its scheduler left behind: RECOVER_PREFIX + name.
+RECOVER_PREFIX = "recover:"
 # How often the serving process reads the schedules table for changes.
 RECONCILE_SECONDS = 2.0
 # After SIGTERM, how long serve waits for running steps to end resumably before it
@@ -298,7 +301,7 @@ def _take_back_on_start(scheduler: BackgroundScheduler, store: StateStore) -> No
         scheduler.add_job(
             "aishell.scheduling.serve:fire",
             args=[name, "recover"],
-            id=f"recover:{name}",
+            id=f"{RECOVER_PREFIX}{name}",
             jobstore="internal",
         )
 
@@ -469,7 +472,9 @@ def _on_event(config: Config) -> Callable[[JobEvent], None]:
                 what = "reading schedules" if event.job_id == "reconcile" else "checking alerts"
                 logger.error("%s failed: %s", what, event.exception)
             return
-        name = event.job_id
+        # A take-back's job is `recover:NAME`: the log names the schedule, as fire() does.
+        recovering = event.job_id.startswith(RECOVER_PREFIX)
+        name = event.job_id.removeprefix(RECOVER_PREFIX)
         if event.code == EVENT_JOB_MAX_INSTANCES:
             logger.warning("schedule %s: still running; this trigger is skipped", name)
         elif isinstance(event, JobSubmissionEvent):
@@ -478,10 +483,11 @@ def _on_event(config: Config) -> Callable[[JobEvent], None]:
             due = event.scheduled_run_time
             logger.warning("schedule %s: missed its run at %s", name, f"{due:%Y-%m-%d %H:%M %Z}")
             with StateStore(config.state_url) as store:
-                alert(config, store, name, "missed", {"due": due})
+                alert(config, store, name, "missed", {"due": stamp(due.astimezone(UTC))})
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             logger.error("schedule %s: failed: %s", name, event.exception)
         elif isinstance(event, JobExecutionEvent):
-            logger.info("schedule %s: finished", name)
+            ended = "taking back finished" if recovering else "finished"
+            logger.info("schedule %s: %s", name, ended)
 
     return on_event

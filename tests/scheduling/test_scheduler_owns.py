@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -101,6 +102,9 @@ def test_a_run_left_by_a_killed_serve_is_taken_back_before_new_work(demo_db, con
         serve.send_signal(signal.SIGTERM)
         output, _ = serve.communicate(timeout=scheduling.STOP_SECONDS + 10)
     assert f"run {run_id} was left running by pid" in output, output
+    # The resumed run's outcome is logged, and the take-back's job by the schedule's name.
+    assert f"schedule purge: run {run_id} completed" in output, output
+    assert "recover:" not in output, output
     taken = commands.show_run(config, run_id)
     assert taken["status"] == "completed", output
     kinds = [e["kind"] for e in taken["events"]]
@@ -260,6 +264,8 @@ def test_a_missed_trigger_is_logged_and_notified_as_missed_never_started(
     assert not any("nightly: started" in line for line in lines), lines
     (message,) = [json.loads(line) for line in received.read_text().splitlines()]
     assert message["schedule"] == "nightly" and message["status"] == "missed"
+    # When it was due, in UTC, as aishell writes every time (not Python's str()).
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", message["due"]), message
     assert scheduled_runs(config, "nightly") == []
 
 
