@@ -23,7 +23,7 @@ from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
 from aishell.executor.resume import statements_shown
 from aishell.executor.retry import final_error, reconnect, step_retrying
-from aishell.executor.statuses import FAILED
+from aishell.executor.statuses import FAILED, INTERRUPTED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.conditions import parse_condition
@@ -141,6 +141,7 @@ def prepare(
                     lost = exc if exc.connection_invalidated else None
                     raise
     except DBAPIError as exc:
+        _stopped_meanwhile(run, result, ctx, exc)
         if tool.skips_held_tables and _skipped(run, result, tool, ctx, exc, attempt):
             return None
         if not is_lock_timeout(exc):
@@ -183,10 +184,28 @@ def _prepare_once(
     try:
         return once()
     except AishellError as exc:
+        _stopped_meanwhile(run, result, ctx, exc)
         if _skipped(run, result, tool, ctx, exc, attempt):
             return None
         run.finish(result, "failed", error=str(exc))
         raise Stop(FAILED, str(exc)) from None
+
+
+def _stopped_meanwhile(
+    run: RunContext, result: StepResult, ctx: ToolContext, exc: Exception
+) -> None:
+    """A stop (a signal, the run's time limit, `aishell stop`) that came while the step
+    was prepared is why it ended, whatever its reads then raised (a cancelled read, a
+    statement refused once the stop came): nothing of it ran, so it ends interrupted and
+    `aishell resume` prepares it again, as a step stopped while it runs does."""
+    stopping = run.stopping
+    if stopping.reason() is None:
+        return
+    rollback(ctx.connection)
+    run.finish(
+        result, "interrupted", error=f"interrupted by {stopping.signal or stopping.reason()}"
+    )
+    raise Stop(INTERRUPTED, stopping.reason()) from exc
 
 
 def _skipped(

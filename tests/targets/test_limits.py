@@ -379,7 +379,7 @@ def test_a_schedule_keeps_its_own_run_time_limit_and_its_next_run_resumes(home, 
     finally:
         blocker.execute(text("ROLLBACK"))
         blocker.close()
-    assert stopped.status == "interrupted"
+    assert stopped.status == "interrupted", stopped.error
     assert stopped.error.startswith(
         "interrupted by the run-time limit of 1s (the schedule's --max-run-time); "
     )
