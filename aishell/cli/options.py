@@ -187,7 +187,7 @@ class Duration(click.ParamType[float]):
             if _NOT_FINITE.fullmatch(text.strip().rstrip("smhd").strip()):
                 self.fail(f"{text!r} is not a finite duration", param, ctx)
             self.fail(
-                f"{text!r} is not a duration such as 90, 90s, 1.5h, 30m or 1d: the digits 0-9 "
+                f"{text!r} is not a duration such as 90, 90s, 30m, 1.5h or 1d: the digits 0-9 "
                 "with at most one decimal point (no exponent), then s, m, h or d in lower "
                 "case, with no space",
                 param,

@@ -162,6 +162,8 @@ def _preview_step(
         table_readings=known.table_readings,
         trusted_functions=tuple(handle.config.trusted_functions),
     )
+    limits = known.policy.purge_limits(tool.name)
+    ctx.max_share = limits.max_share if limits is not None else None
     rendered, effect, measured = _measured(tool, impl, params, ctx, known.catalog, live)
     # Offline (or held), what it would render is not known: it is judged by its tool's risk.
     writes = (

@@ -177,7 +177,10 @@ class BatchSql:
                 self.old_keys(),
                 *self.work(first, KEYS),
             ]
-        return [self.first_old(first) if self.by_range else self.upper(first), *self.work(first)]
+        looks = self.first_old(first) if self.by_range else self.upper(first)
+        # PostgreSQL: the id of each batch's transaction, kept in its checkpoint.
+        own_id = [XACT_SQL] if self.dialect == "postgresql" else []
+        return [looks, *self.work(first), *own_id]
 
     def work(self, first: bool, form: str = RANGE) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""

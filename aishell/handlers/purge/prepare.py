@@ -18,7 +18,7 @@ from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, plain_key
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
-from aishell.handlers.purge.share import pending_stop
+from aishell.handlers.purge.share import COUNT_AT_START, pending_stop
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
 from aishell.tool.context import ToolContext
@@ -132,14 +132,28 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    """What the batches send: the first batch's form (no lower bound), then the rest.
-    Plain key ranges start below the lowest key, so every batch has a lower bound, as
-    every page range has."""
+    """What the step sends of the table: the reads at its start, then what the batches
+    send: the first batch's form (no lower bound), then the rest. Plain key ranges start
+    below the lowest key, so every batch has a lower bound, as every page range has."""
     batch: BatchSql = prepare(params, ctx)["batch"]
+    start = _start_reads(ctx, batch)
     if batch.by_range or batch.by_pages:
-        return batch.statements(first=False)
+        return start + batch.statements(first=False)
     shown = batch.statements(first=True)
-    return shown + [sql for sql in batch.statements(first=False) if sql not in shown]
+    return start + shown + [sql for sql in batch.statements(first=False) if sql not in shown]
+
+
+def _start_reads(ctx: ToolContext, batch: BatchSql) -> list[str]:
+    """The reads of the table itself a purge sends before its batches: the key's ends
+    (where the walk ends; sent while the step is prepared), and, held to max_share with
+    no count in its checkpoint yet, the count of the rows the share is of (a full read
+    of the table, which a DBA weighs as any other)."""
+    reads = [batch.bounds()]
+    progress = ctx.load_progress() or {}
+    limited = ctx.max_share is not None and ctx.max_share < 1
+    if limited and not isinstance(progress.get("rows_at_start"), int):
+        reads.append(COUNT_AT_START.format(table=batch.table))
+    return reads
 
 
 def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

@@ -329,12 +329,18 @@ def test_a_dry_run_estimates_and_shows_each_batch_statement(logs):
         "how": purge.estimate.get("how"),
     }
     assert_counted_or_estimated(url, figures, len(before), len(gone))
-    # An integer key is walked in plain key ranges: a batch reads where its first old
-    # row is, then deletes from there; both are shown, and nothing else may run.
-    look, delete = purge.sql
+    # At its start it reads the key's ends and counts the rows max_share is of. An
+    # integer key is walked in plain key ranges: a batch reads where its first old row
+    # is, then deletes from there (and on PostgreSQL reads its transaction's id); all
+    # are shown, and nothing else may write.
+    ends, count_all, look, delete, *own_id = purge.sql
+    assert ends.startswith("SELECT (SELECT ") and ends.endswith(" DESC LIMIT 1)"), ends
+    assert count_all.startswith("SELECT count(*) FROM "), count_all
     assert look.startswith("SELECT ") and look.endswith(" LIMIT 1")
     assert delete.startswith("DELETE FROM ")
-    assert all(":after" in sql and ":upper" in sql and ":cutoff" in sql for sql in purge.sql)
+    assert all(":after" in sql and ":upper" in sql and ":cutoff" in sql for sql in (look, delete))
+    on_postgresql = url.startswith("postgresql")
+    assert [("pg_current_xact_id" in sql) for sql in own_id] == ([True] if on_postgresql else [])
     # created_at has no index: the preview says what that costs.
     assert any("has no index" in w for w in purge.estimate["warnings"])
     assert rows_of(url) == before
@@ -559,7 +565,8 @@ def test_a_text_key_is_walked_by_looking_up_each_batch_end(logs):
     # The key walk (PostgreSQL 14+ would walk the pages).
     keys = {"walk": "keys"}
     dry = commands.run_job(config, "log_cleanup", job(table="tagged", **keys), dry_run=True)
-    assert dry.steps[1].sql[0].startswith("SELECT aishell_k FROM (SELECT ")
+    # After its start's reads (the key's ends, the count max_share is of), the lookup.
+    assert dry.steps[1].sql[2].startswith("SELECT aishell_k FROM (SELECT ")
     result = commands.run_job(config, "log_cleanup", job(table="tagged", **SMALL, **keys))
     assert result.status == "completed", result.error
     limit = datetime.fromisoformat(result.steps[0].output["cutoff"])

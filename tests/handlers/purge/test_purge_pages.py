@@ -392,7 +392,10 @@ def test_the_preview_shows_the_statements_the_page_walk_sends(home):
             "walk": "pages",
         }
         dry = commands.run_job(config, "log_cleanup", job, dry_run=True)
-        shown = dry.steps[1].sql
+        # The reads at its start (the key's ends, the count max_share is of), then the walk's.
+        ends, count_all, *shown = dry.steps[1].sql
+        assert ends.startswith('SELECT (SELECT "id" FROM "events"'), ends
+        assert count_all == 'SELECT count(*) FROM "events"'
         assert shown[0].startswith("SELECT pg_catalog.pg_relation_size(")
         assert shown[1] == (
             'DELETE FROM "events" WHERE ctid >= CAST(:low AS tid) AND ctid < CAST(:high AS '
