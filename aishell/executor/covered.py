@@ -79,7 +79,7 @@ def measure_subject(
             catalog.changed(tables)  # the answer may have come long after the catalog
             catalog.current(ctx.connection, tables)
         identities = table_identities(ctx.connection, tables)
-        code = code_digests(ctx.connection, tables)
+        code = code_digests(ctx.connection)
         sizes = read_sizes(ctx.connection, tables, catalog) if catalog is not None else {}
     measured: dict[str, Any] = {}
     read = step_reads(run, ctx, result.index, guard.label)

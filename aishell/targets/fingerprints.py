@@ -199,14 +199,12 @@ def identity_change(then: Any, now: Any, when: str) -> str:
     )
 
 
-def code_digests(conn: Connection, tables: Iterable[str]) -> dict[str, str]:
-    """The code that may run when the tables are written or read: the triggers of the
-    database's tables (and PostgreSQL's rules and row policies), those the tables named
-    and those their triggers may write to alike, and the database's own routines, each by
-    a digest of its definition (each kind as one digest past MAX_NAMED_ROUTINES). A
-    table's code runs for its rows whichever table a step names, so `tables` says only
-    that the step writes or reads some."""
-    del tables  # every table's code counts (see the docstring)
+def code_digests(conn: Connection) -> dict[str, str]:
+    """The code that may run when a step writes or reads tables: the triggers of every
+    table of the database (and PostgreSQL's rules and row policies), not only of those
+    the step names (a trigger of one writes others, whose own run for those rows), and
+    the database's own routines, each by a digest of its definition (each kind as one
+    digest past MAX_NAMED_ROUTINES)."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         on_tables, routines = _PG_TABLE_CODE, _PG_ROUTINES
