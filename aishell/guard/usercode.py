@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.hidden import exact_operators
+from aishell.guard.sqlitetriggers import trigger_events
 from aishell.guard.usercodeactions import RUNS, VERBS, Action
 from aishell.sqltext import text
 
@@ -444,17 +445,11 @@ def _mysql(conn: Connection) -> list[Code]:
 # --- SQLite --------------------------------------------------------------------------
 
 _SQLITE_TRIGGERS = "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY 1"
-_SQLITE_EVENTS = {
-    event: re.compile(rf"\b{event}\s+(?:OF\s+[^;]*?\s+)?ON\b", re.IGNORECASE)
-    for event in ("INSERT", "DELETE", "UPDATE")
-}
-_BODY = re.compile(r"\bBEGIN\b", re.IGNORECASE)
 
 
 def _sqlite(conn: Connection) -> Iterator[Code]:
     for name, table, sql in conn.execute(text(_SQLITE_TRIGGERS)):
-        header = _BODY.split(sql or "", maxsplit=1)[0]
-        events = frozenset(e for e, found in _SQLITE_EVENTS.items() if found.search(header))
+        events = trigger_events(sql)
         shown = "/".join(sorted(events))
         yield Code(
             "trigger", (None, table), name, events, (), ((None, table, True),), f" ({shown})"

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.guard.eventtriggers import Fired, fired_event_triggers
+from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write, view_bases, written
 from aishell.sqltext import text
 
@@ -435,13 +436,6 @@ _SQLITE_FIRES = (
     "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
     "COLLATE NOCASE ORDER BY 1"
 )
-# A trigger's header (before its body) names its event: "... DELETE ON table", "UPDATE OF
-# columns ON table".
-_SQLITE_EVENTS = {
-    event: re.compile(rf"\b{event}\s+(?:OF\s+[^;]*?\s+)?ON\b", re.IGNORECASE)
-    for event in ("INSERT", "DELETE", "UPDATE")
-}
-_BODY = re.compile(r"\bBEGIN\b", re.IGNORECASE)
 
 
 def _fires(conn: Connection, write: Write) -> list[str]:
@@ -453,7 +447,7 @@ def _fires(conn: Connection, write: Write) -> list[str]:
         bit, ev = _PG_EVENTS[event]
         values = {**names, "bit": bit, "ev": ev, "inherited": event != "INSERT"}
         return [str(r[0]) for r in conn.execute(text(_PG_FIRES), values)]
-    if event not in _SQLITE_EVENTS:
+    if event not in EVENTS:
         return []
     if family(dialect) == "mysql":
         rows = conn.execute(text(_MYSQL_FIRES), {**names, "event": event})
@@ -461,5 +455,5 @@ def _fires(conn: Connection, write: Write) -> list[str]:
     return [
         f"trigger {name}"
         for name, sql in conn.execute(text(_SQLITE_FIRES), {"t": write.table})
-        if _SQLITE_EVENTS[event].search(_BODY.split(sql or "", maxsplit=1)[0])
+        if event in trigger_events(sql)
     ]

@@ -1,0 +1,46 @@
+"""The event an SQLite trigger runs on, read from its definition as SQLite reads it.
+
+sqlite_schema keeps a trigger's text as it was written: comments, string literals and
+quoted names may hold words that look like its event (`AFTER DELETE /* */ ON t WHEN 'x
+INSERT ON' ...`, a trigger named "begin"). Its event is the first of INSERT, DELETE or
+UPDATE in its code before its body, once comments and literals are set aside as SQLite
+sets them aside; a definition that cannot be read so is taken to run on every event.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aishell.guard.lex import read
+
+EVENTS = frozenset({"INSERT", "DELETE", "UPDATE"})
+_EVENT = re.compile(r"\b(INSERT|DELETE|UPDATE)\b", re.IGNORECASE)
+_TRIGGER = re.compile(r"\bTRIGGER\b", re.IGNORECASE)
+_BODY = re.compile(r"\bBEGIN\b", re.IGNORECASE)
+
+
+def trigger_events(sql: str | None) -> frozenset[str]:
+    """The event the trigger defined by `sql` runs on (every event when unreadable)."""
+    code = _code(sql or "")
+    if code is None:
+        return EVENTS
+    header = _BODY.split(code, maxsplit=1)[0]
+    named = _TRIGGER.search(header)
+    found = _EVENT.search(header, named.end()) if named is not None else None
+    return frozenset({found.group(1).upper()}) if found is not None else EVENTS
+
+
+def _code(sql: str) -> str | None:
+    """`sql` with each comment and each literal (a string, a quoted name) as one space;
+    None when SQLite would not read it to its end (one left open)."""
+    reading = read(sql, "sqlite")
+    if reading.problem is not None:
+        return None
+    spans = sorted(reading.comments + reading.literals)
+    out, last = [], 0
+    for start, end in spans:
+        out.append(sql[last:start])
+        out.append(" ")
+        last = end
+    out.append(sql[last:])
+    return "".join(out)
