@@ -115,7 +115,13 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
     # other processes, with everything before it; a quick one's start commits
     # with its first write, its end, or the next commit.
     run.store.step_started(
-        run.run_id, result.index, step.params, result.sql, attempt, durable=not each.quick
+        run.run_id,
+        result.index,
+        step.params,
+        result.sql,
+        attempt,
+        durable=not each.quick,
+        risk_level=result.risk_level,
     )
     try:
         output = _attempt(each, attempt)

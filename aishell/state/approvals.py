@@ -76,6 +76,8 @@ class ApprovalRepository(StoreCore):
                     status="waiting_approval",
                     status_seal=self._step_seal(run_id, index, "status", "waiting_approval"),
                     error="asked for approval; not answered",
+                    # The risk the person is shown (raised where the server runs user code).
+                    risk_level=given_for.get("risk") or steps.c.risk_level,
                 )
             )
             self._event(conn, run_id, index, "approval_requested", {"named": named})

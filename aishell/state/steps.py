@@ -32,6 +32,7 @@ _STEP_STARTED = Hot(
         attempts=bindparam("attempts"),
         started_at=bindparam("started_at"),
         error=None,
+        risk_level=func.coalesce(bindparam("risk_level"), steps.c.risk_level),
     )
 )
 _STEP_FINISHED = Hot(
@@ -146,9 +147,12 @@ class StepRepository(StoreCore):
         attempt: int,
         *,
         durable: bool = True,
+        risk_level: str | None = None,
     ) -> None:
         """Mark a step running. Not durable: it commits with the step's first statement's
-        audit row, before that statement runs, or with the step's end."""
+        audit row, before that statement runs, or with the step's end. `risk_level`: the
+        step's risk as judged now (raised from its tool's where the server runs user
+        code for it), as runs show it."""
         at = now()
         writes: list[tuple[Hot, dict[str, Any]]] = [
             (
@@ -161,6 +165,7 @@ class StepRepository(StoreCore):
                     "sql": dumps(sql),
                     "attempts": attempt,
                     "started_at": at,
+                    "risk_level": risk_level,
                 },
             ),
             (

@@ -300,6 +300,7 @@ HOT: list[tuple[Hot, dict[str, Any]]] = [
             "sql": "[]",
             "attempts": 2,
             "started_at": "t",
+            "risk_level": "high",
         },
     ),
     (
