@@ -44,6 +44,8 @@ PGPASS = "~/.pgpass"
 PG_SERVICE_FILE = "~/.pg_service.conf"
 # What a service may set besides the login; the driver gets them as connection keywords.
 _PG_LOGIN_KEYS = {"host", "port", "user", "dbname", "password", "passfile", "service"}
+# A URL's query keywords that say where and as whom to log in (the Login holds them).
+_PG_QUERY_LOGIN = ("host", "port", "user", "dbname")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,11 @@ class Login:
     def applied(self, url: URL) -> URL:
         """url with this login in it: what the driver connects with. A query's password
         is this login's, so the query holds it no more."""
-        dropped = {"service", "password"} if self.dialect == "postgresql" else set(PASSWORD_KEYS)
+        dropped = (
+            {"service", "password", *_PG_QUERY_LOGIN}
+            if self.dialect == "postgresql"
+            else set(PASSWORD_KEYS)
+        )
         query = {k: v for k, v in url.query.items() if k not in dropped} | self.settings
         return url.set(
             username=self.user,
@@ -108,6 +114,13 @@ def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
     if postgresql:
         return _postgresql(url, given, name)
     return _mysql(url, given)
+
+
+def _last(value: object) -> str | None:
+    """A query keyword's value as the driver takes it: the last, if given twice."""
+    if isinstance(value, tuple):
+        value = value[-1] if value else None
+    return None if value is None else str(value)
 
 
 def _pg_url_password(url: URL) -> str | None:
@@ -256,15 +269,20 @@ def _number(value: str | None, what: str) -> int | None:
 
 
 def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
-    service_name = url.query.get("service") or os.environ.get("PGSERVICE")
-    if isinstance(service_name, tuple):
-        service_name = service_name[-1]
+    service_name = _last(url.query.get("service")) or os.environ.get("PGSERVICE")
     service = _service(service_name, name) if service_name else {}
     env = os.environ
-    host = url.host or service.get("host") or env.get("PGHOST") or None
-    port = url.port or _number(service.get("port") or env.get("PGPORT"), "port")
-    user = url.username or service.get("user") or env.get("PGUSER") or getpass.getuser()
-    database = url.database or service.get("dbname") or env.get("PGDATABASE") or None
+    # The query's keywords are the driver's last word (SQLAlchemy hands them to psycopg
+    # over the URL's own parts): `?host=/var/run/postgresql` for a socket, say. The
+    # programs aishell starts must log in where and as whom its own connection does.
+    asked = {key: _last(url.query.get(key)) for key in _PG_QUERY_LOGIN}
+    host = asked["host"] or url.host or service.get("host") or env.get("PGHOST") or None
+    port = _number(asked["port"], "the URL's ?port=") or url.port
+    port = port or _number(service.get("port") or env.get("PGPORT"), "port")
+    user = asked["user"] or url.username or service.get("user") or env.get("PGUSER")
+    user = user or getpass.getuser()
+    database = asked["dbname"] or url.database or service.get("dbname") or env.get("PGDATABASE")
+    database = database or None
     password, source = given or (None, "none")
     if password is None and "password" in service:
         password, source = service["password"], f"service {service_name}"

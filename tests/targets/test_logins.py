@@ -353,3 +353,31 @@ def run_watched(handle: Any) -> str:
         argv = ["mariadb", "--batch", "--skip-column-names", "-e", "SELECT CURRENT_USER()"]
         done = run_tool(argv, server_env(conn.engine.url), ctx)
     return done.stdout.decode().strip()
+
+
+def test_a_postgresql_urls_query_login_serves_the_driver_and_pg_dump_alike(pg_url, home, user_home):
+    """Where and as whom to log in given in the URL's query (`?host=...&user=...`, as
+    libpq and psycopg take them, a socket folder's usual form) is the login of every
+    program too. Before, pg_dump and pg_restore got the OS user and no host: another
+    login, over the local socket, to whatever server answered there."""
+    given = make_url(pg_url)
+    populate(pg_url)
+    url = (
+        f"postgresql+psycopg:///?host={given.host}&port={given.port}"
+        f"&dbname={given.database}&user={given.username}"
+    )
+    config = use_target(home, url)
+    found = doctor()
+    assert found["login"] | {"password_from": None} == {
+        "user": given.username,
+        "host": given.host,
+        "port": given.port,
+        "database": given.database,
+        "service": None,
+        "password_from": None,
+    }
+    logged_in = {c["program"]: c["logged_in"] for c in found["client_logins"]}
+    assert logged_in == {"pg_dump": True, "pg_restore": True}, found["client_logins"]
+    backup = commands.run_job(config, "backup", {"type": "full"})
+    assert backup.status == "completed", backup.error
+    assert backup.steps[2].output["tables_compared"] == 1
