@@ -293,7 +293,7 @@ def validate(
             ) from None
         msg = err["msg"].removeprefix("Value error, ")
         expected = msg[0].lower() + msg[1:]
-        shown = "" if loc and loc[-1] in _NEVER_SHOWN else _shown(got)
+        shown = "" if loc and _never_shown(loc[-1]) else _shown(got)
         raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
 
 
@@ -310,7 +310,14 @@ def key_name(loc: Sequence[str | int], prefix: str = "", positions: bool = False
 
 
 # Keys whose value may carry a password or a token: an error about them never repeats it.
+# A key that names where a secret is (password_env, token_file) may hold the secret
+# itself, typed there by mistake: the very value a wrong one is.
 _NEVER_SHOWN = frozenset({"url", "webhook", "command", "host"})
+
+
+def _never_shown(key: str | int) -> bool:
+    name = str(key)
+    return name in _NEVER_SHOWN or name.endswith(("_env", "_file"))
 
 
 def _kind(value: Any) -> str:

@@ -336,6 +336,18 @@ def test_a_target_setting_that_cannot_be_used_is_refused_at_load(home, key, valu
     assert f"targets.db.{key}: " in line and expected in line
 
 
+@pytest.mark.parametrize("command", [["targets", "list"], ["doctor"]])
+def test_a_password_typed_where_its_variable_s_name_belongs_is_never_repeated(home, command):
+    """password_env holding the password itself (the likely slip) is refused without
+    repeating it: on a terminal, in a scheduler's log or a pasted doctor output."""
+    typed = "Zq8-secret-Probe-77"
+    with_target(home, {"url": "postgresql://u@127.0.0.1/db", "password_env": typed})
+    done = invoke(*command)
+    assert done.exit_code != 0, done.output
+    assert "targets.db.password_env: not an environment variable's name" in done.output
+    assert typed not in done.output
+
+
 def test_a_number_given_as_a_string_is_read_as_the_number(home, demo_db):
     with_target(home, {"url": "sqlite:///demo.db", "lock_timeout_ms": "2000"})
     done = invoke("targets", "list")
