@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -13,9 +13,10 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.config.kinds import Category
 from aishell.config.models import Config
-from aishell.errors import AishellError, TargetUnreachable
+from aishell.errors import AishellError, StepFailed, TargetUnreachable
 from aishell.executor import estimate_effect
 from aishell.executor.results import judged, named
+from aishell.guard.connection import Guard, GuardMemory, guarded
 from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import has_references
 from aishell.policy.measured import connection_measure
@@ -115,13 +116,16 @@ def preview_plan(
     # every table the plan names read in one query, shared by the steps as a run's are.
     readings = TableReadings(keeps_held=True)
     readings.plan(plan_tables(plan, registry))
+    memory = GuardMemory()
     try:
         readings.look_for_held(conn)
         if catalog is None:
             catalog = TableCatalog.read(conn)
         for i, step in enumerate(plan.steps):
             tool = registry.get(step.tool)
-            facts = _Facts(policy, catalog, now, history, backup_before, run_cache, readings)
+            facts = _Facts(
+                policy, catalog, now, history, backup_before, run_cache, readings, memory
+            )
             previews.append(_preview_step(i, step, tool, handle, conn, facts))
             backup_before = backup_before or tool.category is Category.BACKUP
     finally:
@@ -145,6 +149,8 @@ class _Facts:
     # the preview's steps as a run's steps share it.
     run_cache: dict[str, Any]
     table_readings: TableReadings
+    # What the guard learned of the target's functions, shared by the steps' previews.
+    guard_memory: GuardMemory
 
 
 def _preview_step(
@@ -164,7 +170,8 @@ def _preview_step(
     )
     limits = known.policy.purge_limits(tool.name)
     ctx.max_share = limits.max_share if limits is not None else None
-    rendered, effect, measured = _measured(tool, impl, params, ctx, known.catalog, live)
+    with _tool_code(f"{step.id} ({tool.name})", conn if live else None, known.guard_memory):
+        rendered, effect, measured = _measured(tool, impl, params, ctx, known.catalog, live)
     # Offline (or held), what it would render is not known: it is judged by its tool's risk.
     writes = (
         may_write(tool, impl, rendered, handle.dialect)
@@ -206,6 +213,24 @@ def _preview_step(
         estimate=effect,
         locks=tool.step_locks(params, handle.name, handle.config, handle.dialect),
     )
+
+
+@contextmanager
+def _tool_code(label: str, conn: Connection | None, memory: GuardMemory) -> Iterator[None]:
+    """A tool's own code run for a preview (its rendering, its estimate: a plugin's
+    too) may only read, as it may while a run prepares the step: what it sends is
+    guarded as a read-only step's statements are. What it raises besides aishell's
+    errors ends the preview naming the step and its tool."""
+    try:
+        if conn is None:
+            yield
+        else:
+            with guarded(conn, Guard(label=f"{label}'s preview", memory=memory)):
+                yield
+    except (AishellError, DBAPIError):
+        raise
+    except Exception as exc:
+        raise StepFailed(f"{label} could not be previewed: {type(exc).__name__}: {exc}") from exc
 
 
 def _measured(
