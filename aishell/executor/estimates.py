@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aishell.dialects import family
-from aishell.guard.calls import vouched_for
+from aishell.errors import StepFailed
+from aishell.guard.calls import called_functions, shown, vouched_for, writing_calls
+from aishell.guard.statements import classify
 from aishell.guard.usercode import user_code
 from aishell.guard.usercodeactions import maintenance_actions, write_actions
 from aishell.guard.writereach import Reach, write_reach
 from aishell.registry import ToolDefinition
+from aishell.risk import RiskLevel
 from aishell.targets.tables import TableCatalog
 from aishell.tool.context import Implementation, ToolContext
 
@@ -44,7 +47,7 @@ def estimate_effect(
         reach = write_reach(ctx.connection, rendered)
         if reach is not None:
             estimate["cascades"], estimate["fires"] = reach.cascades, reach.fires
-        code = _user_code(ctx, rendered, reach)
+        code = _user_code(ctx, rendered, reach) + _functions_called(tool, ctx, rendered)
         if code:
             estimate["user_code"] = code
         ctx.step_cache["estimate"] = estimate
@@ -67,3 +70,37 @@ def _user_code(ctx: ToolContext, rendered: Sequence[str], reach: Reach | None) -
             schema, name = fired.function
             code.append(f"{fired.said}: {schema}.{name}(), a user-defined function that may write")
     return code
+
+
+def _functions_called(tool: ToolDefinition, ctx: ToolContext, rendered: Sequence[str]) -> list[str]:
+    """The user-defined functions (not trusted) the statements themselves call, which
+    may write whatever they do (`DELETE ... WHERE id = f()`): each names what the step
+    runs unseen, as a trigger does. The guard passes such a call only in a step of a
+    tool tagged high or critical, so a lower one is refused here, before any yes."""
+    dialect = family(ctx.dialect)
+    if dialect not in ("postgresql", "mysql"):
+        return []
+    # Writes only: a read that calls one is refused by the guard as it is sent, and
+    # recorded so (its own call's lookup is the guard's).
+    writes = [sql for sql in rendered if classify(sql, dialect).writes]
+    calls = list(dict.fromkeys(c for sql in writes for c in called_functions(sql, dialect)))
+    if not calls:
+        return []
+    # Asked of the catalog on a cursor of its own, as the guard asks it.
+    cursor = ctx.connection.connection.cursor()
+    try:
+        found = writing_calls(calls, dialect, cursor, ctx.trusted_functions, users_only=True)
+    finally:
+        cursor.close()
+    if not found:
+        return []
+    names = ", ".join(f"{shown(call)}()" for call in found)
+    if tool.risk_level.rank < RiskLevel.HIGH.rank:
+        raise StepFailed(
+            f"its statements call {names}, user-defined and not known to only read: a high "
+            f"risk, above the {tool.risk_level} of its tool (tag the tool high to approve it, "
+            "or list the function in the target's trusted_functions if it only reads)"
+        )
+    return [
+        f"its statements call {shown(c)}(), a user-defined function that may write" for c in found
+    ]

@@ -225,17 +225,23 @@ def folded(token: Any, dialect: str) -> str:
 
 
 def writing_calls(
-    calls: Sequence[Call], dialect: str, cursor: Any, trusted: Sequence[str] = ()
+    calls: Sequence[Call],
+    dialect: str,
+    cursor: Any,
+    trusted: Sequence[str] = (),
+    users_only: bool = False,
 ) -> list[Call]:
     """The calls that may write, named as in the statement; asked of the server's
     catalog on a second cursor of the same connection (so not through the guard).
-    `trusted`: the user-defined functions the site vouches only read."""
+    `trusted`: the user-defined functions the site vouches only read; `users_only`: of
+    those, only the ones a user defined (PostgreSQL's own volatile functions left out;
+    MySQL's that may write are all a user's)."""
     if not calls:
         return []
     lookup = cursor.connection.cursor()
     try:
         if dialect == "postgresql":
-            return _postgresql(calls, lookup, trusted)
+            return _postgresql(calls, lookup, trusted, users_only)
         if dialect == "mysql":
             return _mysql(calls, lookup, trusted)
         return []
@@ -308,7 +314,9 @@ PG_TRUSTED = (
 )
 
 
-def _postgresql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
+def _postgresql(
+    calls: Sequence[Call], lookup: Any, trusted: Sequence[str], users_only: bool = False
+) -> list[Call]:
     # Every function the name could resolve to: in the schema it names, or in any schema
     # of the search path. Overloads are not told apart: one that may write is enough.
     # A call in attribute notation takes one argument.
@@ -332,7 +340,7 @@ def _postgresql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> l
     writing = []
     for schema, name in calls:
         for home, proname, volatile, trusted_home, on_path, one_argument in found:
-            if proname != name or not volatile:
+            if proname != name or not volatile or (users_only and trusted_home):
                 continue
             if schema == ATTRIBUTE:
                 resolves_here = on_path and one_argument

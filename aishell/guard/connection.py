@@ -43,6 +43,8 @@ class GuardMemory:
     run: a step per table sends the same reads with other values."""
 
     volatile: dict[Call, bool] = field(default_factory=dict)
+    # Per function a write calls: whether it is a user's (not trusted), which may write.
+    user_written: dict[Call, bool] = field(default_factory=dict)
     reads: set[str] = field(default_factory=set)
     # What may make a read write without naming a function, looked up once per run.
     hidden: HiddenWriters | None = None
@@ -109,6 +111,21 @@ class Guard:
         if not found.writes:
             self.memory.reads.add(statement)
             return self._read(statement, cursor, dialect, paramstyle)
+        if self.writes and dialect in ("postgresql", "mysql") and cursor is not None:
+            # A write may call a user's function too (`DELETE ... WHERE id = f()`): its
+            # own writes are what no statement shows, so the step must be high risk.
+            called = self._user_calls(sql, dialect, cursor)
+            if called:
+                reason = (
+                    f"{found.reason}; it calls {', '.join(called)}(), a user-defined "
+                    "function that may write (one the site knows only reads can be listed "
+                    "in the target's trusted_functions)"
+                )
+                found = Classification(True, RiskLevel.HIGH, reason)
+                why = self._refuse_write(statement, reason, found.risk)
+                if why is None:
+                    self._read_write_again(cursor, dialect)
+                return why, found
         why = self._refuse_write(statement, found.reason)
         if why is None:
             self._read_write_again(cursor, dialect)
@@ -258,6 +275,19 @@ class Guard:
         # session_access finds the session as it is, and sets it for the next step.
         self.connection.info[ACCESS_KEY] = read_only
         self._made_read_only = read_only
+
+    def _user_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
+        """The user-defined functions, not trusted, a statement calls (each looked up
+        once per run)."""
+        calls = called_functions(sql, dialect)
+        if not calls:
+            return []
+        users = self.memory.user_written
+        unknown = [c for c in calls if c not in users]
+        if unknown:
+            found = writing_calls(unknown, dialect, cursor, self.memory.trusted, users_only=True)
+            users.update({c: c in found for c in unknown})
+        return [shown(c) for c in calls if users[c]]
 
     def _writing_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
         calls = called_functions(sql, dialect)
