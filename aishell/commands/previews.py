@@ -116,7 +116,7 @@ def preview_plan(
     # every table the plan names read in one query, shared by the steps as a run's are.
     readings = TableReadings(keeps_held=True)
     readings.plan(plan_tables(plan, registry))
-    memory = GuardMemory()
+    memory = GuardMemory(trusted=tuple(handle.config.trusted_functions))
     try:
         readings.look_for_held(conn)
         if catalog is None:
