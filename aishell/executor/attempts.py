@@ -60,7 +60,8 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
     (an idempotent tool, a transient server error) is tried again after a wait."""
     tool = step.tool
     limit = min(tool.max_execution_time, run.agent.defaults.max_execution_time)
-    retries = allowed_retries(tool, run.agent.defaults)
+    # A dry run's reads look once, as its preparation does (prepare.py).
+    retries = 0 if run.dry_run else allowed_retries(tool, run.agent.defaults)
     _long_step_hooks(run, result, tool, ctx)
     run.observer.step_started(result, len(run.results))
     started = time.monotonic()

@@ -123,7 +123,9 @@ def prepare(
         resolved = substitute(step.params, outputs, step.id, absent)
         return _prepare(run, step, result, tool, impl, ctx, resolved)
 
-    tries = run.agent.defaults.max_retries + 1
+    # A dry run is a preview: it looks once, as `plan` does, and waits on a held table
+    # no more than that (a run tries again with backoff: the table may be released).
+    tries = 1 if run.dry_run else run.agent.defaults.max_retries + 1
     lost: DBAPIError | None = None  # the error that lost the last try's connection
     attempt = 1
     try:

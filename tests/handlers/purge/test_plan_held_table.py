@@ -4,6 +4,7 @@ never an internal error."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -107,3 +108,19 @@ def test_a_maintenance_plan_over_a_held_table_shows_the_rest_and_names_the_holde
     assert done.exit_code in (0, 1), said
     if "not measured: orders held" in said or done.exit_code == 1:
         assert f"pid {holder_id}" in said or f"connection {holder_id}" in said, said
+
+
+def test_a_dry_run_over_a_held_table_looks_once_as_the_plan_does(home, server_url):
+    """A dry run is a preview: it waits on a held table once, as `plan` does, and says
+    who holds it. Before, it tried again with the run's backoff (four waits of the lock
+    timeout, each one more lock request queued on the held table)."""
+    orders(server_url)
+    use_target(home, server_url)
+    with held(server_url) as holder:
+        holder_id = session_id(holder)
+        done = CliRunner().invoke(cli, ["run", *PLAN[1:], "--dry-run", "--json"])
+    found = json.loads(done.stdout)
+    assert done.exit_code == 1, done.output
+    message = found["error"]["message"]
+    assert str(holder_id) in message, message
+    assert "after 1 attempt(s)" in message, message
