@@ -196,6 +196,22 @@ def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
     return Reading(tuple(comments), tuple(literals))
 
 
+def code_only(sql: str, dialect: str) -> str | None:
+    """`sql` with each comment and each literal (a string, a quoted name) as one space:
+    the words the server reads as code. None when it would not read the text to its end
+    (a comment or literal left open, code inside a comment)."""
+    reading = read(sql, dialect)
+    if reading.problem is not None:
+        return None
+    out, last = [], 0
+    for start, end in sorted(reading.comments + reading.literals):
+        out.append(sql[last:start])
+        out.append(" ")
+        last = end
+    out.append(sql[last:])
+    return "".join(out)
+
+
 def without_comments(sql: str, dialect: str) -> str:
     """`sql` with each comment (as the server reads them) replaced by one space."""
     reading = read(sql, dialect)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from aishell.guard.lex import read
+from aishell.guard.lex import code_only
 
 EVENTS = frozenset({"INSERT", "DELETE", "UPDATE"})
 _EVENT = re.compile(r"\b(INSERT|DELETE|UPDATE)\b", re.IGNORECASE)
@@ -21,26 +21,10 @@ _BODY = re.compile(r"\bBEGIN\b", re.IGNORECASE)
 
 def trigger_events(sql: str | None) -> frozenset[str]:
     """The event the trigger defined by `sql` runs on (every event when unreadable)."""
-    code = _code(sql or "")
+    code = code_only(sql or "", "sqlite")
     if code is None:
         return EVENTS
     header = _BODY.split(code, maxsplit=1)[0]
     named = _TRIGGER.search(header)
     found = _EVENT.search(header, named.end()) if named is not None else None
     return frozenset({found.group(1).upper()}) if found is not None else EVENTS
-
-
-def _code(sql: str) -> str | None:
-    """`sql` with each comment and each literal (a string, a quoted name) as one space;
-    None when SQLite would not read it to its end (one left open)."""
-    reading = read(sql, "sqlite")
-    if reading.problem is not None:
-        return None
-    spans = sorted(reading.comments + reading.literals)
-    out, last = [], 0
-    for start, end in spans:
-        out.append(sql[last:start])
-        out.append(" ")
-        last = end
-    out.append(sql[last:])
-    return "".join(out)

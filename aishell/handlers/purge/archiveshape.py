@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import TargetError
+from aishell.guard.lex import code_only
 from aishell.sqltext import text
 
 _PG_REL = (
@@ -137,6 +138,11 @@ _SQLITE_PROBLEMS = (
     "UNION ALL SELECT 'trigger', name, NULL FROM sqlite_master WHERE type = 'trigger' "
     "AND tbl_name = :a COLLATE NOCASE ORDER BY 1, 2"
 )
+_SQLITE_DEFINITION = (
+    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :a COLLATE NOCASE"
+)
+# A conflict clause that does not fail the statement (SQLite's default, ABORT, does).
+_CONFLICT = re.compile(r"\bON\s+CONFLICT\s+(REPLACE|IGNORE)\b", re.IGNORECASE)
 # The purged and archive tables whose engine keeps no transactions (the engine a view
 # or a table of no engine has none).
 _MYSQL_NOT_TRANSACTIONAL = (
@@ -297,6 +303,8 @@ def _sqlite(conn: Connection, table: str, archive: str) -> list[str]:
         if kind == "default" and (_plain_default(str(what)) or str(what).upper() in _BOOLS):
             continue
         problems.append(_said(kind, name, what))
+    defined = conn.execute(text(_SQLITE_DEFINITION), {"a": archive}).scalar()
+    problems += _sqlite_conflicts(str(defined or ""))
     source = list(conn.execute(text(_SQLITE_TYPES), {"t": table}))
     copy = list(conn.execute(text(_SQLITE_TYPES), {"t": archive}))
     for (_, wanted), (name, found) in zip(source, copy, strict=False):
@@ -305,6 +313,24 @@ def _sqlite(conn: Connection, table: str, archive: str) -> list[str]:
                 _said("type", name, f"of {_affinity(found)} affinity, not {_affinity(wanted)}")
             )
     return problems
+
+
+def _sqlite_conflicts(defined: str) -> list[str]:
+    """A constraint of the archive table's that settles a conflict otherwise than by
+    failing the batch: ON CONFLICT REPLACE deletes the row it already held (a copy an
+    earlier purge archived) to make room, IGNORE drops the new copy."""
+    code = code_only(defined, "sqlite")
+    if code is None:
+        return ["its definition cannot be read to its end"]
+    return [
+        f"a constraint of it is ON CONFLICT {found.upper()}, which "
+        + (
+            "deletes the copy it already holds"
+            if found.upper() == "REPLACE"
+            else "drops the new copy"
+        )
+        for found in dict.fromkeys(m.group(1).upper() for m in _CONFLICT.finditer(code))
+    ]
 
 
 def _affinity(declared: str | None) -> str:

@@ -749,3 +749,26 @@ def test_a_trigger_on_insert_into_the_archive_table_is_refused(logs):
     said = str(refused.value)
     assert "trigger archived_in" in said and "\n" not in said
     assert rows_of(url) == before
+
+
+@pytest.mark.parametrize("clause", ["REPLACE", "IGNORE"])
+def test_an_sqlite_archive_table_that_settles_a_conflict_itself_is_refused(home, tmp_path, clause):
+    """ON CONFLICT REPLACE on the archive table's key deletes the copy it already held
+    to make room for the new one (IGNORE drops the new one): the job is refused when it
+    is planned, naming the clause. Before, REPLACE ran at medium risk and the run said
+    every row was archived while an earlier copy was gone."""
+    path = tmp_path / "logs.db"
+    url = f"sqlite:///{path}"
+    fill(url)
+    _execute(
+        url,
+        "CREATE TABLE events_archive (id INTEGER PRIMARY KEY ON CONFLICT "
+        f"{clause}, created_at TIMESTAMP, payload VARCHAR(200))",
+        "INSERT INTO events_archive VALUES (1, '2019-01-01', 'archived before')",
+    )
+    config = use_target(home, url)
+    before = rows_of(url)
+    with pytest.raises(TargetError, match=f"ON CONFLICT {clause}") as refused:
+        commands.run_job(config, "log_cleanup", job(archive_to="table:events_archive"))
+    assert "\n" not in str(refused.value)
+    assert rows_of(url) == before
