@@ -421,7 +421,10 @@ def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
     of what is approved)."""
     effect = facts.effect or {}
     cascades = [
-        f"{c}: those rows go or change with it, though no statement of the step names them"
+        # A key SQLite leaves unenforced says so itself: its rows stay, pointing at none.
+        c
+        if "is not acted on" in c
+        else f"{c}: those rows go or change with it, though no statement of the step names them"
         for c in effect.get("cascades") or []
     ]
     return cascades, list(effect.get("fires") or [])

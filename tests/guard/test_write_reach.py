@@ -5,6 +5,7 @@ are in test_log_cleanup.py."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from tests.guard.test_guard import (
     tool_yaml,
     write_tool,
 )
-from tests.helpers import one_step_plan
+from tests.helpers import one_step_plan, use_target
 from tests.services import scratch_mysql
 
 CHILD = {
@@ -730,3 +731,25 @@ def test_a_view_definition_the_parser_cannot_read_names_no_table_and_says_so() -
     which only a person's yes covers."""
     assert view_bases("select `d`.`t`.`id` AS `id` from `d`.`t`") == [("d", "t")]
     assert view_bases("select ((( not a view") is None
+
+
+def test_an_sqlite_key_left_unenforced_is_said_once_without_a_contrary_reason(
+    home: Path, tmp_path: Path
+) -> None:
+    """A child's ON DELETE CASCADE that aishell's session (foreign_keys off) does not act
+    on is one reason saying its rows stay; before, the reason went on "those rows go or
+    change with it", the opposite."""
+    path = tmp_path / "fk.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+            "log_id INTEGER REFERENCES logs ON DELETE CASCADE)"
+        )
+        db.executemany("INSERT INTO logs VALUES (?, '2020-01-01')", [(i,) for i in range(1, 5)])
+    config = use_target(home, f"sqlite:///{path}")
+    job = {"table": "logs", "date_column": "created_at", "retention_days": 30}
+    steps = commands.plan_job(config, "log_cleanup", job).to_dict()["steps"]
+    (purge,) = [s for s in steps if s["tool"] == "delete_old_records"]
+    (said,) = [r for r in purge["personal"] if "notes" in r]
+    assert "is not acted on" in said and "go or change with it" not in said, said
