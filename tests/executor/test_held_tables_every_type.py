@@ -343,3 +343,25 @@ def test_runs_show_and_json_name_the_held_table_and_its_holder(home, lock):
     assert shown.exit_code == 0, shown.output
     flat = " ".join(shown.output.split())
     assert "skipped, held" in flat and str(holder) in flat, shown.output
+
+
+def test_an_emergency_dry_run_does_not_wait_again_on_a_table_found_held(home):
+    """The corruption check of a dry run leaves out a table the preview already found
+    held, naming its holder, instead of waiting on it once more (the health step found
+    it held first)."""
+    with _three_tables("postgresql") as url:
+        config = _configure(home, url)
+        with _holding(url, "access_exclusive") as holder:
+            result = _within_bound(lambda: _run(config, "emergency", dry_run=True))
+        checks = [
+            entry
+            for step in result.steps
+            if step.tool == "check_table_corruption" and step.output
+            for entry in step.output.get("unchecked_tables") or []
+            if entry.get("table") == "held"
+        ]
+    assert checks, [(s.tool, s.status, s.error) for s in result.steps]
+    for entry in checks:
+        assert entry.get("cause") == "locked", entry
+        assert "held when the preview looked" in entry["reason"], entry
+        assert f"pid {holder} " in entry["reason"], entry

@@ -46,6 +46,7 @@ from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
+from aishell.targets.servermessage import server_message
 from aishell.tool.context import ToolContext
 
 # The extension's schema is quoted in by the dialect; it comes from pg_extension.
@@ -113,11 +114,25 @@ def _check_tables(
     oids = table_oids(conn, tables, missing_ok=True)
     indexes = _indexes(conn, list(oids.values())) if tool.reason is None else {}
     return [
-        _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool, code_approved)
-        if t in oids
-        else {"table": t, "status": "gone"}
+        _held_when_looked(conn, ctx, t)
+        or (
+            _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool, code_approved)
+            if t in oids
+            else {"table": t, "status": "gone"}
+        )
         for t in tables
     ]
+
+
+def _held_when_looked(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any] | None:
+    """A table a preview (a dry run) already found held is not waited on again: not
+    checked, saying so and who holds it (None: check it)."""
+    seen = ctx.table_readings.held(table)
+    if not isinstance(seen, DBAPIError):
+        return None
+    why = f"held when the preview looked ({server_message(seen)}){_HELD_BY}"
+    why += lock_holders(conn, [table])
+    return _not_checked(table, f"not waited on again: {why}", why)
 
 
 def _without_amcheck(conn: Connection, ctx: ToolContext, table: str, reason: str) -> dict[str, Any]:
