@@ -110,7 +110,10 @@ def _target(target: dict[str, Any]) -> None:
     login = target.get("login")
     if login:
         _line(
-            f"  login: {login['user']}@{login['host'] or 'localhost'}:{login['port'] or ''}, "
+            f"  login: {login['user']}@{login['host'] or 'localhost'}"
+            # No port given: the client's default, which is said so rather than left blank.
+            + (f":{login['port']}" if login["port"] else " (default port)")
+            + ", "
             f"password from {login['password_from']}"
             + (f" (service {login['service']})" if login.get("service") else "")
         )

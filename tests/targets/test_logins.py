@@ -381,3 +381,13 @@ def test_a_postgresql_urls_query_login_serves_the_driver_and_pg_dump_alike(pg_ur
     backup = commands.run_job(config, "backup", {"type": "full"})
     assert backup.status == "completed", backup.error
     assert backup.steps[2].output["tables_compared"] == 1
+
+
+def test_doctor_says_a_login_without_a_port_uses_the_default(pg_url, home, user_home):
+    """A URL without a port logs in at the client's default port: doctor says so,
+    instead of a line ending in a bare colon (`postgres@127.0.0.1:`)."""
+    given = make_url(pg_url)
+    use_target(home, f"postgresql+psycopg://{given.username}@{given.host}/{given.database}")
+    done = CliRunner().invoke(cli, ["doctor", "--target", "db"])
+    (line,) = [line for line in done.output.splitlines() if line.strip().startswith("login:")]
+    assert f"login: {given.username}@{given.host} (default port), password from" in line, line
