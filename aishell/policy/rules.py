@@ -420,13 +420,9 @@ def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
     says yes to that very step), and triggers and rules that fire (their writes are part
     of what is approved)."""
     effect = facts.effect or {}
-    cascades = [
-        # A key SQLite leaves unenforced says so itself: its rows stay, pointing at none.
-        c
-        if "is not acted on" in c
-        else f"{c}: those rows go or change with it, though no statement of the step names them"
-        for c in effect.get("cascades") or []
-    ]
+    goes = ": those rows go or change with it, though no statement of the step names them"
+    # A key SQLite leaves unenforced says itself that its rows stay.
+    cascades = [c if "is not acted on" in c else c + goes for c in effect.get("cascades") or []]
     return cascades, list(effect.get("fires") or [])
 
 
