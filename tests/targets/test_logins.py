@@ -135,7 +135,8 @@ def test_a_wrong_password_env_is_reported_and_no_client_file_is_read(
 
 def watched(handle: Any, argv: list[str]) -> dict[str, bytes]:
     """Run argv as a backup runs a client program; its command line and environment
-    as /proc shows them while it runs."""
+    as /proc shows them while it runs (looked at every quarter second: the programs
+    given here run two seconds, so a busy machine still sees them)."""
     seen: dict[str, bytes] = {}
 
     def watch(pid: int) -> None:
@@ -161,7 +162,7 @@ def test_a_mariadb_client_gets_the_login_in_a_private_file_never_on_its_command_
     config = use_target(home, url)
     handle = open_target(config, "db")
     try:
-        seen = watched(handle, ["mariadb", "-e", "SELECT SLEEP(1)"])
+        seen = watched(handle, ["mariadb", "-e", "SELECT SLEEP(2)"])
     finally:
         handle.close()
     argv = seen["cmdline"].split(b"\0")
@@ -184,7 +185,7 @@ def test_a_pgpass_password_reaches_pg_programs_through_their_own_passfile(pg_url
         assert handle.login is not None
         assert handle.login.password_from == "~/.pgpass"
         assert handle.engine.url.password == secret
-        seen = watched(handle, ["psql", "-c", "SELECT pg_sleep(1)"])
+        seen = watched(handle, ["psql", "-c", "SELECT pg_sleep(2)"])
     finally:
         handle.close()
     env = dict(item.split(b"=", 1) for item in seen["environ"].split(b"\0") if b"=" in item)
@@ -217,7 +218,7 @@ def test_a_password_in_a_postgresql_urls_query_is_the_one_named_and_used(
         connects = handle.engine.dialect.create_connect_args(handle.engine.url)[1]
         assert connects["password"] == in_query
         assert "password" not in handle.engine.url.query
-        seen = watched(handle, ["psql", "-c", "SELECT pg_sleep(1)"])
+        seen = watched(handle, ["psql", "-c", "SELECT pg_sleep(2)"])
     finally:
         handle.close()
     env = dict(item.split(b"=", 1) for item in seen["environ"].split(b"\0") if b"=" in item)
