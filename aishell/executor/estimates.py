@@ -7,7 +7,7 @@ from typing import Any
 
 from aishell.dialects import family
 from aishell.errors import StepFailed
-from aishell.guard.calls import called_functions, shown, vouched_for, writing_calls
+from aishell.guard.calls import shown, user_written_calls, vouched_for
 from aishell.guard.statements import classify
 from aishell.guard.usercode import user_code
 from aishell.guard.usercodeactions import maintenance_actions, write_actions
@@ -83,13 +83,10 @@ def _functions_called(tool: ToolDefinition, ctx: ToolContext, rendered: Sequence
     # Writes only: a read that calls one is refused by the guard as it is sent, and
     # recorded so (its own call's lookup is the guard's).
     writes = [sql for sql in rendered if classify(sql, dialect).writes]
-    calls = list(dict.fromkeys(c for sql in writes for c in called_functions(sql, dialect)))
-    if not calls:
-        return []
     # Asked of the catalog on a cursor of its own, as the guard asks it.
     cursor = ctx.connection.connection.cursor()
     try:
-        found = writing_calls(calls, dialect, cursor, ctx.trusted_functions, users_only=True)
+        found = user_written_calls(writes, dialect, cursor, ctx.trusted_functions)
     finally:
         cursor.close()
     if not found:

@@ -249,6 +249,25 @@ def writing_calls(
         lookup.close()
 
 
+def user_written_calls(
+    statements: Iterable[str],
+    dialect: str,
+    cursor: Any,
+    trusted: Sequence[str],
+    known: dict[Call, bool] | None = None,
+) -> list[Call]:
+    """The user-defined functions, not trusted, the statements call (each once, in the
+    order first called): code the server runs that no parser sees. `known` keeps each
+    answer, so a run looks a function up once."""
+    calls = list(dict.fromkeys(c for sql in statements for c in called_functions(sql, dialect)))
+    known = {} if known is None else known
+    unknown = [c for c in calls if c not in known]
+    if unknown:
+        found = writing_calls(unknown, dialect, cursor, trusted, users_only=True)
+        known.update({c: c in found for c in unknown})
+    return [c for c in calls if known[c]]
+
+
 def shown(call: Call) -> str:
     if call[0] == ATTRIBUTE:
         return f"{call[1]} (called as x.{call[1]})"

@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 
 from aishell.errors import SessionTampered, StatementRefused
-from aishell.guard.calls import Call, called_functions, shown, writing_calls
+from aishell.guard.calls import Call, called_functions, shown, user_written_calls, writing_calls
 from aishell.guard.hidden import HiddenWriters, hidden_writers
 from aishell.guard.statements import (
     READS,
@@ -279,15 +279,9 @@ class Guard:
     def _user_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
         """The user-defined functions, not trusted, a statement calls (each looked up
         once per run)."""
-        calls = called_functions(sql, dialect)
-        if not calls:
-            return []
-        users = self.memory.user_written
-        unknown = [c for c in calls if c not in users]
-        if unknown:
-            found = writing_calls(unknown, dialect, cursor, self.memory.trusted, users_only=True)
-            users.update({c: c in found for c in unknown})
-        return [shown(c) for c in calls if users[c]]
+        memory = self.memory
+        called = user_written_calls([sql], dialect, cursor, memory.trusted, memory.user_written)
+        return [shown(c) for c in called]
 
     def _writing_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
         calls = called_functions(sql, dialect)
