@@ -27,7 +27,7 @@ from aishell.executor.retry import (
     step_retrying,
     unreachable,
 )
-from aishell.executor.statuses import FINISHED, INTERRUPTED
+from aishell.executor.statuses import FINISHED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard, shapes_for
 from aishell.policy.hours import seconds_between
@@ -250,13 +250,11 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
         stopping = run.stopping
         stopped = isinstance(exc, StepInterrupted) and stopping.reason()
         if stopping.signal or stopped:  # whatever the tool raised, this is why
-            rollback(ctx.connection)
             error = str(exc) if stopped else f"interrupted by {stopping.signal}"
             silent = _silence_in(exc)
             if silent is not None:  # the server answered neither the statement nor the cancel
                 error = f"interrupted by {stopping.signal}; {silent}"
-            run.finish(result, "interrupted", error=error, started=each.started)
-            raise Stop(INTERRUPTED, stopping.reason()) from exc
+            raise run.interrupted(result, ctx.connection, error, each.started) from exc
         raise
 
 
@@ -328,8 +326,8 @@ def _long_step_hooks(
     ctx.ends_at = run.policy.window_closes(tool, now)
     ctx.seconds_left = None if ctx.ends_at is None else seconds_between(now, ctx.ends_at)
     ctx.open_target = run.open_target
-    limits = run.policy.purge_limits(tool.name)
-    ctx.max_share = limits.max_share if limits is not None else None
+    # Again here: a parallel group readies all its steps on one context first.
+    ctx.max_share = run.max_share(tool.name)
     ctx.step_approvals = lambda: store.step_approvals(run_id, index)
     ctx.runs_progressing_with = lambda key, value: store.runs_progressing_with(
         key, value, FINISHED, run_id

@@ -12,8 +12,10 @@ from sqlalchemy.engine import Connection
 
 from aishell.config.kinds import Category
 from aishell.config.models import AgentConfig
+from aishell.executor.failures import rollback
 from aishell.executor.results import Observer, StepResult
-from aishell.executor.stopping import Stopping
+from aishell.executor.statuses import INTERRUPTED
+from aishell.executor.stopping import Stop, Stopping
 from aishell.guard.connection import GuardMemory
 from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
@@ -80,6 +82,21 @@ class RunContext:
             )
         self._backups_seen = (index, found)
         return found
+
+    def max_share(self, tool: str) -> float | None:
+        """The share of its table a purge by `tool` may take; None when not held to one."""
+        limits = self.policy.purge_limits(tool)
+        return limits.max_share if limits is not None else None
+
+    def interrupted(
+        self, result: StepResult, conn: Connection, error: str, started: float | None = None
+    ) -> Stop:
+        """A step a stop ended (a signal, the time limit, `aishell stop`): what it began
+        is rolled back and it ends interrupted, for `aishell resume` to take it again.
+        Returns the Stop that ends the run, for the caller to raise."""
+        rollback(conn)
+        self.finish(result, "interrupted", error=error, started=started)
+        return Stop(INTERRUPTED, self.stopping.reason())
 
     def record_event(self, index: int, kind: str, data: dict[str, Any]) -> None:
         self.store.record_event(self.run_id, index, kind, data)

@@ -23,7 +23,7 @@ from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
 from aishell.executor.resume import statements_shown
 from aishell.executor.retry import final_error, reconnect, step_retrying
-from aishell.executor.statuses import FAILED, INTERRUPTED
+from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.conditions import parse_condition
@@ -203,11 +203,8 @@ def _stopped_meanwhile(
     stopping = run.stopping
     if stopping.reason() is None:
         return
-    rollback(ctx.connection)
-    run.finish(
-        result, "interrupted", error=f"interrupted by {stopping.signal or stopping.reason()}"
-    )
-    raise Stop(INTERRUPTED, stopping.reason()) from exc
+    error = f"interrupted by {stopping.signal or stopping.reason()}"
+    raise run.interrupted(result, ctx.connection, error) from exc
 
 
 def _skipped(

@@ -186,8 +186,7 @@ def _fresh_context(run: RunContext, result: StepResult, ctx: ToolContext) -> Non
     ctx.attempt = 1
     ctx.load_progress = lambda: run.store.get_progress(run.run_id, result.index)
     # Before the step is rendered: a purge held to it shows the count it reads for it.
-    limits = run.policy.purge_limits(result.tool)
-    ctx.max_share = limits.max_share if limits is not None else None
+    ctx.max_share = run.max_share(result.tool)
 
 
 def _runs_in_dry_run(tool: ToolDefinition) -> bool:
