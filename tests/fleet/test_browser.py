@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from aishell.config.models import Config
-from tests.conftest import REPO, EditConfig
+from tests.conftest import EditConfig
 from tests.fleet.builders import (
     RUN_IDS,
     WAITING_REASON,
@@ -30,6 +27,7 @@ from tests.fleet.builders import (
     fleet_config,
     row_counts,
 )
+from tests.fleet.served import serving
 from tests.services import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,25 +41,8 @@ def served(
     """The fleet's home served on a port the system picks; its URL."""
     config = fleet_config(edit_config, home, demo_template)
     build_fleet(config)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "aishell", "serve", "--http", "--port", "0"],
-        env={**os.environ, "AISHELL_HOME": str(home), "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert serve.stderr is not None
-        first = serve.stderr.readline()
-        assert first.startswith("Serving http://127.0.0.1:"), first + serve.stderr.read()
-        yield config, first.split()[1]
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+    with serving(home) as (_serve, url):
+        yield config, url
 
 
 @pytest.fixture

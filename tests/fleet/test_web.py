@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from tests.fleet.builders import (
     fleet_config,
     row_counts,
 )
+from tests.fleet.served import serving
 from tests.helpers import logged
 
 TOKEN = "view-token-0123456789abcdef"
@@ -170,26 +169,12 @@ def test_serve_stopped_by_a_signal_ends_as_its_normal_end(config: Config, stop) 
     ends with exit 0 and no error line: uvicorn raises the signal again once it has
     shut down, which ended the command as "interrupted" (SIGINT) or silently by the
     signal's default (SIGTERM)."""
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "aishell", "serve", "--http", "--port", "0"],
-        env={**os.environ, "AISHELL_HOME": str(config.home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with serving(config.home) as (serve, url):
         assert serve.stderr is not None
-        first = serve.stderr.readline()
-        assert first.startswith("Serving http://127.0.0.1:"), first + serve.stderr.read()
-        url = first.split()[1]
         with urllib.request.urlopen(url, timeout=30) as answer:  # serving, signals taken
             assert answer.status == 200
         serve.send_signal(stop)
         rest = serve.stderr.read()
         code = serve.wait(timeout=30)
-    finally:
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait()
     assert code == 0, (code, rest)
     assert "Error" not in rest, rest
