@@ -28,14 +28,16 @@ def test_an_approved_purge_stopped_midway_goes_on_without_asking(demo_db: Path, 
         dict(SLOW),
         approver=PreApproved(),
         safety_level="strict",
-        max_run_seconds=3,
+        # Past the time a first run in a new home takes to reach the purge on a busy
+        # machine (the store made, the tools' catalog loaded), well short of its end.
+        max_run_seconds=8,
     )
     purge = next(s for s in stopped.steps if s.tool == "delete_old_records")
     assert purge.status == "interrupted", purge.error
     midway = query(demo_db, "SELECT count(*) FROM app_logs")[0][0]
     assert midway < before
     # Resumed without anyone to ask: the purge's approval still covers it.
-    resumed = commands.resume_run(config, stopped.run_id, max_run_seconds=3)
+    resumed = commands.resume_run(config, stopped.run_id, max_run_seconds=5)
     purge = next(s for s in resumed.steps if s.tool == "delete_old_records")
     assert purge.status != "waiting_approval", (purge.status, purge.error)
     assert query(demo_db, "SELECT count(*) FROM app_logs")[0][0] < midway
