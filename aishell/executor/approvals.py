@@ -36,6 +36,7 @@ def approve(
         grew = outgrown(earlier, facts)
         if not grew and earlier is not None:
             result.approval = _shown(earlier["decision"], earlier)
+            result.answered_now = False
             return Decision.APPROVE
         run.record_event(result.index, "approval_outgrown", {"grew": grew})
     run.store.record_request(run.run_id, result.index, bool(result.personal), facts)
@@ -53,6 +54,7 @@ def approve(
         given_for=facts,
     )
     result.approval = _shown(answer.decision.value, decided)
+    result.answered_now = answer.waited
     _settle(run, step, result, answer, grew)
     return answer.decision
 

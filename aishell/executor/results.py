@@ -88,6 +88,9 @@ class StepResult:
     # What it acts on, measured when it is asked about (executor/covered.py; not stored:
     # an approval keeps it with the facts it was given for).
     subject: dict[str, Any] | None = None
+    # Its yes was a person's answer to its question just now (not a flag, not an
+    # earlier one): step.py measures and judges it again before it runs.
+    answered_now: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {

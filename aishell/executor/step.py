@@ -128,7 +128,7 @@ def _approved(
             waiting.add(step.id)
         if decision is not Decision.APPROVE:
             return None
-        if (result.approval or {}).get("how") != "prompt":
+        if not result.answered_now:
             return prepared  # given before the question (a flag, an earlier approval)
         ctx.step_cache = {}
         again = measure()

@@ -58,6 +58,9 @@ class Answer:
     decided_by: str
     how: str
     reason: str
+    # A person answered this very question: what the step acts on may have changed
+    # while it waited, so it is measured and judged again before it runs.
+    waited: bool = False
 
 
 class Approver(Protocol):
@@ -128,10 +131,18 @@ class Prompting:
     approved_risks: set[str] = field(default_factory=set)
     # Once the input has ended nobody is left to answer: every later step is a no too.
     ended: bool = False
+    # The steps "all" was the answer to: one asked again (it changed while its question
+    # waited) is asked, not covered by the "all" given for what it was before.
+    answered_all: set[tuple[str, int]] = field(default_factory=set)
 
     def decide(self, request: ApprovalRequest) -> Answer:
         user = current_user()
-        if request.risk in self.approved_risks and not request.personal:
+        step = (request.run_id, request.step_index)
+        if (
+            request.risk in self.approved_risks
+            and not request.personal
+            and step not in self.answered_all
+        ):
             return Answer(
                 Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
             )
@@ -142,16 +153,14 @@ class Prompting:
         except EOFError:
             self.ended = True
             return Answer(Decision.STOP, user, "prompt", END_OF_INPUT)
-        if choice == "yes":
-            return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
-        if choice == "all" and request.personal:
+        if choice == "yes" or (choice == "all" and request.personal):
             # "all" covers the rest of a risk level, never a step only a person may pass.
-            return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt")
+            return Answer(Decision.APPROVE, user, "prompt", "approved at the prompt", True)
         if choice == "all":
             self.approved_risks.add(request.risk)
-            return Answer(
-                Decision.APPROVE, user, "prompt:all", f"all {request.risk} steps approved"
-            )
+            self.answered_all.add(step)
+            reason = f"all {request.risk} steps approved"
+            return Answer(Decision.APPROVE, user, "prompt:all", reason, True)
         if choice == "quit":
             return Answer(Decision.QUIT, user, "prompt", "run stopped at the prompt")
         return Answer(Decision.DENY, user, "prompt", "denied at the prompt")

@@ -239,10 +239,12 @@ def test_an_approval_whose_facts_held_still_covers_the_step(dialect, home):
 # --- a yes given after the facts changed -----------------------------------------------
 
 
-def test_a_yes_after_the_rows_grew_while_asked_asks_again(home):
+@pytest.mark.parametrize("answer", [b"y\n", b"a\n", b"ALL\n"], ids=["yes", "a", "all"])
+def test_a_yes_after_the_rows_grew_while_asked_asks_again(home, answer):
     """The question shows about a third of the table; while it waits every row grows
-    old. The yes was for the third: the step is measured again and asked about again,
-    saying what changed; a no then leaves every row."""
+    old. The yes (or "all", which is this step's yes too) was for the third: the step is
+    measured again and asked about again, saying what changed; a no then leaves every
+    row."""
     import os
 
     from tests.cli.test_cli import read_until
@@ -255,7 +257,7 @@ def test_a_yes_after_the_rows_grew_while_asked_asks_again(home):
         with at_terminal(*args) as (proc, terminal):
             read_until(terminal["fd"], "Run this step?")
             _age_every_row(url, 60)
-            os.write(terminal["fd"], b"y\n")
+            os.write(terminal["fd"], answer)
             shown = read_until(terminal["fd"], "Run this step?")
             assert "changed while the question waited" in shown, shown
             os.write(terminal["fd"], b"n\n")
@@ -290,3 +292,39 @@ def test_a_saved_plan_whose_table_was_swapped_under_its_name_is_refused(dialect,
         run_sql(url, rename.format("events", "invoices"), rename.format("events_kept", "events"))
         done = commands.apply_plan(config, commands.load_plan_file(out), approver=PreApproved())
         assert done.status == "completed", done.error
+
+
+def test_all_given_for_a_step_that_changed_while_asked_does_not_cover_it(home):
+    """ "all" answered for a purge whose rows all grew old while its question waited
+    (held to no share, so its growth needs no named yes): the step is asked again, not
+    covered by the "all" given for what it was before; a no then leaves every row."""
+    from aishell.policy.approvers import Prompting
+    from tests.policy.test_approval_facts import _age_every_row
+
+    with _database("sqlite", home) as url:
+        fill(url, rows=ROWS)
+        path = home / "config" / "agents" / "log_cleanup.yaml"
+        data = yaml.safe_load(path.read_text())
+        for constraint in data["log_cleanup_agent"]["safety_constraints"]:
+            if constraint["type"] == "purge_limits":
+                constraint["max_share"] = 1.0
+        path.write_text(yaml.safe_dump(data))
+        config = use_target(home, url)
+        asked: list[str] = []
+
+        def answer(request) -> str:
+            asked.append(request.tool)
+            if request.tool != "delete_old_records":
+                return "yes"
+            if asked.count("delete_old_records") == 1:
+                _age_every_row(url, 60)
+                return "all"
+            return "no"
+
+        run = commands.run_job(
+            config, "log_cleanup", job(), approver=Prompting(ask=answer), safety_level="strict"
+        )
+        assert asked.count("delete_old_records") == 2, asked
+        purge = next(s for s in run.steps if s.tool == "delete_old_records")
+        assert purge.status == "denied", (purge.status, purge.error)
+        assert len(rows_of(url)) == ROWS
