@@ -17,7 +17,7 @@ from aishell.executor.context import RunContext
 from aishell.executor.covered import subject_changes
 from aishell.executor.results import StepResult
 from aishell.guard.connection import Guard
-from aishell.plan.model import Step
+from aishell.plan.model import Plan, Step
 from aishell.policy.rules import Verdict
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
@@ -35,8 +35,10 @@ _SLACK: dict[str, Callable[[float], float]] = {
     "rows": lambda rows: rows * 1.05 + 10,
     "share": lambda share: share + 0.02,
 }
-# Figures inside a reason ("22%", "1,000 rows", "30 days").
-_FIGURES = re.compile(r"\d[\d,.]*")
+# Figures inside a reason ("22%", "1,000 rows", "30 days", "2.5s"): a number that
+# begins a word, never digits inside a name (notes1, notes2_ibfk_1) or a quoted one,
+# which are kept as they are (the first alternatives).
+_FIGURES = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`|\'(?:[^\']|\'\')*\'|(?<![\w$])\d[\d,.]*')
 
 
 def is_final(stored: Mapping[str, Any]) -> bool:
@@ -74,6 +76,8 @@ def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
     as measured now."""
     found = facts(verdict.risk.value, verdict.reasons, verdict.personal, result.estimate)
     found["sql"] = statements_shown(result.sql)
+    # What the tool said it would do (the backups a cleanup deletes), which it holds to.
+    found["effect"] = estimate_shown(result.estimate)
     if result.subject is not None:
         found["subject"] = result.subject
     return found
@@ -84,6 +88,22 @@ def statements_shown(sql: Sequence[str]) -> list[str]:
     comments (`-- a table left out`) say what it does not send, and are left out."""
     shown = (" ".join(each.split()) for each in sql)
     return [each for each in shown if each and not each.startswith("--")]
+
+
+def estimate_shown(estimate: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A step's estimate as a review keeps it: without its tables' sizes, which the
+    approval's subject measures (and which a step over many tables has many of)."""
+    return {k: v for k, v in (estimate or {}).items() if k != "tables"}
+
+
+def reviewed_estimate(plan: Plan, step_id: str) -> dict[str, Any] | None:
+    """What a saved plan's preview showed of a step's effect (empty where it showed none:
+    a plan saved before previews kept it); None for a plan saved without a preview."""
+    if "statements" not in plan.reviewed:
+        return None
+    estimates = plan.reviewed.get("estimates")
+    shown = estimates.get(step_id) if isinstance(estimates, dict) else None
+    return dict(shown) if isinstance(shown, dict) else {}
 
 
 def facts(
@@ -147,7 +167,7 @@ def _statements_added(then: Any, now: Any) -> list[str]:
 def _kind_of(reason: str) -> str:
     """A reason without its figures: the same reason with other numbers is not new (the
     figures themselves are compared as rows and share)."""
-    return _FIGURES.sub("#", reason)
+    return _FIGURES.sub(lambda found: "#" if found[0][0].isdigit() else found[0], reason)
 
 
 def may_run_again(

@@ -18,7 +18,7 @@ from aishell import commands
 from aishell.config.models import load_config
 from aishell.errors import PlanError
 from aishell.policy.approvers import NonInteractive
-from tests.handlers.purge.test_log_cleanup import _database, fill, rows_of
+from tests.handlers.purge.test_log_cleanup import _database, fill, job, rows_of
 from tests.helpers import run_sql, use_target
 from tests.policy.test_approval_outlives import ROWS, _resumed_waits, _waiting_purge
 
@@ -172,3 +172,33 @@ def test_a_sqlite_file_made_again_on_the_same_inode_is_another_database(home: Pa
     with pytest.raises(PlanError, match=f"Run {run_id} ran on a file made at .* another file"):
         commands.resume_run(config, run_id, approver=NonInteractive())
     assert len(rows_of(url)) == ROWS
+
+
+def _child(name: str) -> list[str]:
+    """A table whose rows go with the events they name (ON DELETE CASCADE)."""
+    return [
+        f"CREATE TABLE {name} (id INT PRIMARY KEY, log_id INT, "
+        "FOREIGN KEY (log_id) REFERENCES events (id) ON DELETE CASCADE)",
+        f"INSERT INTO {name} (id, log_id) SELECT id, id FROM events",
+    ]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
+def test_a_cascade_into_a_table_named_like_the_approved_ones_is_asked_about_again(
+    dialect: str, home: Path
+) -> None:
+    """A purge approved by its number for its cascade into notes1; notes2 (another table,
+    whose name and key's name differ only by a digit) cascades from `events` since: that
+    is a new reason, not the approved one with other figures."""
+    with _database(dialect, home) as url:
+        fill(url, rows=ROWS)
+        run_sql(url, *_child("notes1"))
+        config = use_target(home, url)
+        waiting = commands.run_job(
+            config, "log_cleanup", job(), approver=NonInteractive(), safety_level="strict"
+        )
+        assert waiting.status == "waiting_approval", waiting.error
+        commands.decide_steps(config, waiting.run_id, "approved", step=1)
+        run_sql(url, *_child("notes2"))
+        _resumed_waits(config, waiting.run_id, "a new reason")
+        assert query(url, "SELECT count(*) FROM notes2") == [(ROWS,)]

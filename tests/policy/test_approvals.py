@@ -322,7 +322,7 @@ class _LateYes:
         from aishell.policy.approvers import Answer, Decision
 
         self.now[0] = self.later
-        return Answer(Decision.APPROVE, "dba", "prompt", "approved at the prompt")
+        return Answer(Decision.APPROVE, "dba", "prompt", "approved at the prompt", waited=True)
 
 
 def test_a_yes_given_after_the_window_closed_defers_the_step(edit_config, demo_db):
