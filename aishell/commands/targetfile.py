@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aishell.config.checks import TAG
+from aishell.config.checks import TAG, check_target_name
 from aishell.config.dburl import resolve_url
 from aishell.config.edit import with_target
 from aishell.config.files import validate
@@ -18,9 +17,6 @@ from aishell.config.resources import bundled_config_dir
 from aishell.errors import ConfigError, UsageError
 from aishell.files import write_beside
 from aishell.targets.locations import target_url
-
-# A name a person types on every command line: no quoting, no spaces.
-TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +37,10 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
     in to it (unless not `check`); nothing is written when either fails."""
     from aishell.commands.servers import check_target
 
-    if not TARGET_NAME.match(new.name):
-        raise UsageError(
-            f"Target name {new.name!r} may hold letters, digits, '_', '.' and '-' only, "
-            "and starts with a letter or digit"
-        )
+    try:
+        check_target_name(new.name)
+    except ValueError as exc:
+        raise UsageError(f"T{str(exc)[1:]}") from None
     for tag in new.tags:
         if not TAG.fullmatch(tag):
             raise UsageError(

@@ -11,6 +11,7 @@ import re
 from aishell.config.dburl import parse_url, with_driver
 from aishell.config.options import MAX_RETENTION_DAYS
 from aishell.errors import ConfigError
+from aishell.terminal import printable
 
 # Past this an age is a typo, and turned into a timedelta it would overflow.
 MAX_HOURS = MAX_RETENTION_DAYS * 24
@@ -20,6 +21,14 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # The databases aishell opens, by the URL's backend name.
 DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+# A target's name: a person types it on every command line, and it becomes part of the
+# paths of its backups (`backups/<target>/<target>-full-...`), so it holds nothing that
+# a path or a shell reads: no separator, no leading dot, no space, no line break.
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+TARGET_NAME_RULE = (
+    "may hold letters, digits, '_', '.' and '-' only (at most 63), and starts with a "
+    "letter or digit"
+)
 
 
 def database_url_problem(url: str) -> str | None:
@@ -75,6 +84,14 @@ def check_tag(value: str) -> str:
             "a tag holds lower-case letters, digits, '-' and '_' (at most 32, the first a "
             "letter or digit)"
         )
+    return value
+
+
+def check_target_name(value: str) -> str:
+    """A target's name as every config file and `targets add` must give it."""
+    if not TARGET_NAME.fullmatch(value):
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise ValueError(f"target name {printable(repr(shown))} {TARGET_NAME_RULE}")
     return value
 
 

@@ -271,6 +271,11 @@ def validate(
         loc = [str(p) for p in err["loc"] if p not in tags]
         if origin is not None:
             path = origin(loc)
+        # A mapping's own key refused (a target's name): the message names the key, so
+        # the error is about the mapping that holds it.
+        key_refused = loc[-1:] == ["[key]"]
+        if key_refused:
+            loc = loc[:-2]
         key = key_name(loc, prefix) or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
@@ -293,7 +298,7 @@ def validate(
             ) from None
         msg = err["msg"].removeprefix("Value error, ")
         expected = msg[0].lower() + msg[1:]
-        shown = "" if loc and _never_shown(loc[-1]) else _shown(got)
+        shown = "" if key_refused or (loc and _never_shown(loc[-1])) else _shown(got)
         raise ConfigError(f"{path}: {key}: {expected}{shown}") from None
 
 

@@ -16,6 +16,7 @@ then the bundled defaults.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from typing import Any
 
 from aishell.config.resources import bundled_config_dir
 from aishell.errors import ConfigError
+from aishell.terminal import printable
 
 APP = "aishell"
 CONFIG_NAME = "aishell.yaml"
 # The system-wide layer; AISHELL_SYSTEM_DIR names another (packagers, tests).
 SYSTEM_DIR = Path("/etc/aishell")
+AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,12 @@ def read_layers(
 
 def find_agent_file(agent_dirs: Sequence[Path], agent: str) -> Path | None:
     """An agent's config file: the first of the folders that has it (None: none has)."""
+    # The name (a plugin's entry point) becomes the file's name: none that leads out.
+    if not AGENT_NAME.fullmatch(agent):
+        raise ConfigError(
+            f"Agent name {printable(repr(agent[:80]))} may hold letters, digits, '_', '.' "
+            "and '-' only, and starts with a letter or digit"
+        )
     for folder in agent_dirs:
         path = folder / f"{agent}.yaml"
         if path.is_file():

@@ -18,6 +18,7 @@ from aishell.config.checks import (
     check_http_url,
     check_secret_env_name,
     check_tag,
+    check_target_name,
     check_url,
 )
 from aishell.config.dburl import resolve_url
@@ -194,7 +195,8 @@ class MainConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     fleet: FleetConfig = FleetConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
-    targets: dict[str, TargetConfig]
+    # A target's name becomes part of its backups' paths: held to `targets add`'s rule.
+    targets: dict[Annotated[str, AfterValidator(check_target_name)], TargetConfig]
     state: StateConfig = StateConfig()
     backup_dir: str = "backups"
     files: FilesConfig = FilesConfig()
