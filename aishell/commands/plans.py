@@ -67,9 +67,20 @@ def plan_job(
     finally:
         handle.close()
     if out is not None:
-        shown = {s.step_id: statements_shown(s.sql) for s in preview.steps}
-        save_plan(config, replace(plan, reviewed={"safety_level": level, "statements": shown}), out)
+        save_plan(config, replace(plan, reviewed=_reviewed(preview, level)), out)
     return preview
+
+
+def _reviewed(preview: PlanPreview, level: str) -> dict[str, Any]:
+    """What the person saw of each step when the plan was saved, which `apply` holds its
+    steps to: the statements, and the risk and reasons each was judged at."""
+    return {
+        "safety_level": level,
+        "statements": {s.step_id: statements_shown(s.sql) for s in preview.steps},
+        "judged": {
+            s.step_id: {"risk": s.risk_level, "reasons": list(s.reasons)} for s in preview.steps
+        },
+    }
 
 
 def make_plan(

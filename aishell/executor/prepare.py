@@ -21,7 +21,7 @@ from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
-from aishell.executor.resume import statements_shown
+from aishell.executor.resume import reason_kind, statements_shown
 from aishell.executor.retry import final_error, reconnect, step_retrying
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
@@ -273,24 +273,51 @@ def _prepare(
 def _not_shown(
     plan: Plan, step_id: str, sql: Sequence[str], writes: bool, verdict: Verdict
 ) -> Verdict:
-    """A saved plan's step (`apply`) that would send a statement its preview did not show
-    when the plan was saved (a rebuild found nothing to do then, a table bloated since):
-    a person's yes to this very step, naming the statement."""
-    reviewed = plan.reviewed.get("statements")
-    shown = reviewed.get(step_id) if isinstance(reviewed, dict) else None
-    if not writes or not isinstance(shown, list):
+    """A saved plan's step (`apply`) that would now do more than its preview showed when
+    the plan was saved: a statement it did not show (a rebuild found nothing to do then,
+    a table bloated since), a higher risk or a new reason (a trigger, a cascade added
+    since). The yes given for the plan was for what was shown: this needs a person's
+    yes to this very step, naming what is new."""
+    if not writes:
         return verdict
-    added = [each for each in statements_shown(sql) if each not in set(shown)]
-    if not added:
+    new = _statements_not_shown(plan, step_id, sql) + _judged_higher(plan, step_id, verdict)
+    if not new:
         return verdict
-    why = f"a statement the saved plan did not show: {added[0][:120]}"
     needs = verdict.confirmation if verdict.requires_approval else Confirmation.CONFIRM
     return replace(
         verdict,
         confirmation=needs,
-        reasons=(*verdict.reasons, why),
-        personal=(*verdict.personal, why),
+        reasons=(*verdict.reasons, *new),
+        personal=(*verdict.personal, *new),
     )
+
+
+def _statements_not_shown(plan: Plan, step_id: str, sql: Sequence[str]) -> list[str]:
+    reviewed = plan.reviewed.get("statements")
+    shown = reviewed.get(step_id) if isinstance(reviewed, dict) else None
+    if not isinstance(shown, list):
+        return []
+    added = [each for each in statements_shown(sql) if each not in set(shown)]
+    return [f"a statement the saved plan did not show: {added[0][:120]}"] if added else []
+
+
+def _judged_higher(plan: Plan, step_id: str, verdict: Verdict) -> list[str]:
+    """The step's risk above, and its reasons besides, those the saved plan showed."""
+    judged = plan.reviewed.get("judged")
+    then = judged.get(step_id) if isinstance(judged, dict) else None
+    if not isinstance(then, dict):
+        return []  # a plan saved before its steps' judgements were kept
+    found: list[str] = []
+    risk = then.get("risk")
+    if risk in set(RiskLevel) and verdict.risk.rank > RiskLevel(risk).rank:
+        found.append(f"judged {verdict.risk} now; the saved plan showed it {risk}")
+    known = {reason_kind(r) for r in then.get("reasons") or [] if isinstance(r, str)}
+    found += [
+        f"a reason the saved plan did not show: {r}"
+        for r in verdict.reasons
+        if reason_kind(r) not in known
+    ]
+    return found
 
 
 def _held_when_measured(impl: Any, params: Mapping[str, Any], ctx: ToolContext) -> None:

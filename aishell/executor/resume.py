@@ -147,8 +147,8 @@ def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list
         if after is not None and (before is None or after > _SLACK[key](before)):
             was = "unmeasured" if before is None else shown(before)
             grew.append(f"{key} {was} -> {shown(after)}")
-    known = {_kind_of(r) for r in then.get("reasons") or []}
-    grew += [f"a new reason: {r}" for r in now["reasons"] if _kind_of(r) not in known]
+    known = {reason_kind(r) for r in then.get("reasons") or []}
+    grew += [f"a new reason: {r}" for r in now["reasons"] if reason_kind(r) not in known]
     grew += _statements_added(then.get("sql"), now.get("sql"))
     return grew + subject_changes(then.get("subject"), now.get("subject"))
 
@@ -164,7 +164,7 @@ def _statements_added(then: Any, now: Any) -> list[str]:
     return [f"a statement not shown when it was approved: {each[:120]}" for each in added]
 
 
-def _kind_of(reason: str) -> str:
+def reason_kind(reason: str) -> str:
     """A reason without its figures: the same reason with other numbers is not new (the
     figures themselves are compared as rows and share)."""
     return _FIGURES.sub(lambda found: "#" if found[0][0].isdigit() else found[0], reason)

@@ -9,10 +9,15 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine, text
+
 from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
+from tests.handlers.purge.test_log_cleanup import ROWS, _database, fill, job, rows_of
+from tests.helpers import run_sql, use_target
 
 
 def _bloat(path: Path) -> None:
@@ -72,3 +77,58 @@ def test_a_plan_saved_at_a_stricter_level_runs_at_it(
     other = tmp_path / "other.json"
     commands.plan_job(config, "maintenance", {"type": "quick"}, out=other)
     assert commands.apply_plan(config, other, safety_level="strict").safety_level == "strict"
+
+
+AUDIT_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER audit_gone BEFORE DELETE ON events "
+        "BEGIN INSERT INTO audit VALUES (old.id); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION audit_it() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO audit VALUES (old.id); RETURN old; END $$",
+        "CREATE TRIGGER audit_gone BEFORE DELETE ON events FOR EACH ROW "
+        "EXECUTE FUNCTION audit_it()",
+    ],
+    "mysql": [
+        "CREATE TRIGGER audit_gone BEFORE DELETE ON events FOR EACH ROW "
+        "INSERT INTO audit VALUES (OLD.id)"
+    ],
+}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
+def test_a_step_judged_higher_than_the_saved_plan_showed_waits_for_a_yes(
+    dialect: str, home: Path
+) -> None:
+    """A purge saved as a plan at medium risk, needing no yes; a trigger that writes on
+    each deleted row is added since: `apply --yes` covers what the plan showed, not the
+    trigger, so the step waits for a person's yes to it, naming the new risk and reason.
+    Nothing is deleted, nothing audited."""
+    with _database(dialect, home) as url:
+        fill(url, rows=ROWS)
+        run_sql(url, "CREATE TABLE audit (id INT)")
+        config = use_target(home, url)
+        saved = home / "purge.json"
+        preview = commands.plan_job(config, "log_cleanup", job(), out=saved)
+        purge = next(s for s in preview.steps if s.tool == "delete_old_records")
+        assert purge.risk_level == "medium" and not purge.requires_approval, purge
+        run_sql(url, *AUDIT_TRIGGER[dialect])
+
+        run = commands.apply_plan(config, saved, approver=PreApproved())
+
+        step = next(s for s in run.steps if s.tool == "delete_old_records")
+        assert step.status == "waiting_approval", (step.status, step.error)
+        said = " ".join(step.personal)
+        assert "the saved plan showed it medium" in said, step.personal
+        assert "a reason the saved plan did not show" in said, step.personal
+        assert len(rows_of(url)) == ROWS
+        assert _count(url) == 0
+
+
+def _count(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        found = int(conn.execute(text("SELECT count(*) FROM audit")).scalar_one())
+    engine.dispose()
+    return found
