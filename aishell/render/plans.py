@@ -43,7 +43,7 @@ def plan_preview(out: Console, preview: PlanPreview, every: bool = False) -> Non
         )
     _conditions(out, preview)
     _parallel(out, preview)
-    _user_code(out, list(preview.steps))
+    _reach(out, list(preview.steps))
     out.print(f"plan hash {plan.hash}")
 
 
@@ -73,11 +73,15 @@ def _parallel(out: Console, preview: PlanPreview) -> None:
         )
 
 
-def _user_code(out: Console, steps: list[StepPreview]) -> None:
-    """The code of the database's own each step would run (usercode.py): why its risk
-    is raised, and what a DBA may allow-list or change."""
+def _reach(out: Console, steps: list[StepPreview]) -> None:
+    """What each step's writes do beyond the rows it names: the rows foreign keys take
+    with them, the triggers they fire, and the database's own code they run
+    (usercode.py), which raise its risk and which a DBA may change or allow-list."""
     for step in steps:
-        for said in (step.estimate or {}).get("user_code") or []:
+        estimate = step.estimate or {}
+        for said in [*(estimate.get("cascades") or []), *(estimate.get("fires") or [])]:
+            out.print(base.safe_text(f"{step.step_id} reaches further: {said}", "yellow"))
+        for said in estimate.get("user_code") or []:
             out.print(base.safe_text(f"{step.step_id} runs user code: {said}", "yellow"))
 
 
