@@ -51,36 +51,58 @@ _UNREACHABLE = ("could not connect", "connection to server", "can't connect", "l
 
 # What a validation's second session sends besides reads: its scratch database made
 # and dropped. From template0 on PostgreSQL: what a site keeps in template1 is not the
-# backup's, and would come back in the restored copy as extra tables.
+# backup's, and would come back in the restored copy as extra tables. With the source's
+# encoding and locale, so that the copy's schema and rows read as the source's do (the
+# values written as quoted names: CREATE DATABASE takes no bound parameters).
 SCRATCH_DATABASE_SQL = {
     "postgresql": (
-        "CREATE DATABASE {database} TEMPLATE template0",
+        "CREATE DATABASE {database} TEMPLATE template0 "
+        "ENCODING {encoding} LC_COLLATE {collate} LC_CTYPE {ctype}",
         "DROP DATABASE IF EXISTS {database} WITH (FORCE)",
     ),
     "mysql": ("CREATE DATABASE {database}", "DROP DATABASE IF EXISTS {database}"),
 }
 
 
+# The source database's encoding, collation and character classes.
+_PG_DATABASE_LOCALE = """
+SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype
+FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()
+"""
+
+
+def _made_like(conn: Connection) -> dict[str, str]:
+    """What the scratch database is made with besides its name: on PostgreSQL the source's
+    encoding and locale."""
+    if conn.dialect.name != "postgresql":
+        return {}
+    encoding, collate, ctype = conn.execute(text(_PG_DATABASE_LOCALE)).one()
+    return {"encoding": str(encoding), "collate": str(collate), "ctype": str(ctype)}
+
+
 @contextmanager
 def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tuple[URL, str]]:
-    """A scratch database on the same server, recorded before it is created, dropped
-    afterwards; both by a second session of the step's, which may send nothing else."""
+    """A scratch database on the same server, made like the source (its encoding and
+    locale), recorded before it is created, dropped afterwards; both by a second
+    session of the step's, which may send nothing else."""
     name = f"aishell_verify_{uuid.uuid4().hex[:10]}"
     dialect = conn.dialect.name
     create, drop = SCRATCH_DATABASE_SQL[family(dialect)]
+    like = _made_like(conn)
     entry = ctx.scratch.record(DATABASE, name, dialect=dialect)
     side = Side(
         "its scratch database",
         writes=(create, drop),
-        names={"database": name},
+        names={"database": name, **like},
         isolation_level="AUTOCOMMIT",
         after_stop=True,  # a stopped validation drops what it made
     )
     quoted = quote_identifier(conn.dialect, name)
+    settings = {key: quote_identifier(conn.dialect, value) for key, value in like.items()}
     with ctx.side_session(side) as admin:
         failed = False
         try:
-            admin.execute(text(create.format(database=quoted)))
+            admin.execute(text(create.format(database=quoted, **settings)))
             yield conn.engine.url.set(database=name), name
         except BaseException:
             failed = True
