@@ -308,7 +308,8 @@ class Stopping:
         def handler(signum: int, _frame: Any) -> None:
             first = not handled.is_set()
             handled.set()
-            self.signal = signal.Signals(signum).name
+            # The first cause stays the run's (a time limit reached before the signal).
+            self.signal = self.signal or signal.Signals(signum).name
             if first and self.running is None:
                 raise Interrupted(self.signal)
 
