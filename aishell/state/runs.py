@@ -20,6 +20,9 @@ from aishell.state.schema import TABLE_DONE, events, run_controls, runs, steps
 from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
 
+# Longer than any run id a store makes (values.new_run_id: 12 characters), with room.
+LONGEST_RUN_ID = 64
+
 # Read between every two steps: built once, like the statements in steps.py.
 _STOP_REQUESTED = Hot(
     select(run_controls.c.requested_by).where(run_controls.c.run_id == bindparam("b_run"))
@@ -87,6 +90,8 @@ class RunRepository(ApprovalRepository):
         """A run with its steps, approvals and events; a unique id prefix is enough."""
         if not run_id.strip():
             raise RunNotFound("The run id is empty; give a run's id (`aishell runs list`)")
+        if len(run_id) > LONGEST_RUN_ID:  # no run has one (and SQLite's LIKE refuses it)
+            raise RunNotFound(f"No run with id '{run_id[:LONGEST_RUN_ID]}…' in {self.location}")
         self.flush()
         rows = self._conn.execute(
             select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))

@@ -766,3 +766,14 @@ def test_an_empty_run_id_is_said_to_be_empty(runner, demo_db, config, command, g
     result = runner.invoke(cli, [*command, given])
     assert result.exit_code == 2, result.output
     assert "The run id is empty" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [["approve"], ["resume"], ["runs", "show"], ["stop"]])
+def test_a_run_id_longer_than_any_is_not_found_in_one_short_line(runner, demo_db, config, command):
+    """Not a state store error blaming the disk (SQLite refuses so long a LIKE pattern)."""
+    done = commands.run_job(config, "maintenance", {"type": "quick"})
+    given = done.run_id + "f" * 100_000
+    result = runner.invoke(cli, [*command, given])
+    assert result.exit_code == 2, result.output
+    assert "No run with id" in result.output, result.output
+    assert len(result.output) < 300, len(result.output)
