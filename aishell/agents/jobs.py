@@ -42,7 +42,8 @@ def maintenance_job(
     `--update-stats/--no-update-stats` as a job."""
     return {
         "type": kind,
-        "tables": tables.split(",") if tables is not None else None,
+        # Each table once, in the order given: a name repeated is the same table.
+        "tables": list(dict.fromkeys(tables.split(","))) if tables is not None else None,
         "rebuild_indexes": not no_rebuild_indexes,
         "update_stats": update_stats,
     }

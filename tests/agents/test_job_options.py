@@ -56,3 +56,21 @@ def test_each_run_command_makes_its_agents_job(command, params, agent, job) -> N
 def test_a_job_of_no_agent_is_refused_not_taken_for_a_purge() -> None:
     with pytest.raises(UsageError, match="Unknown job 'vacuum'; jobs are: backup, log-cleanup, "):
         job_from_options("vacuum", {"table": "logs"})
+
+
+def test_a_table_named_twice_in_tables_is_maintained_once(demo_db) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from aishell.cli import cli
+
+    args = ["plan", "maintenance", "--type", "full", "--tables", "users,orders,users", "--json"]
+    shown = CliRunner().invoke(cli, args)
+    assert shown.exit_code == 0, shown.output
+    steps = json.loads(shown.stdout)["steps"]
+    for step in steps:
+        tables = step["params"].get("tables") or []
+        assert len(tables) == len(set(tables)), step
+    on_users = [s["tool"] for s in steps if s["params"].get("table") == "users"]
+    assert len(on_users) == len(set(on_users)), on_users
