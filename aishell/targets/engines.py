@@ -33,6 +33,7 @@ from aishell.targets.limits import (
 )
 from aishell.targets.locks import RunLock, try_lock
 from aishell.targets.logins import Login, resolve_login
+from aishell.targets.ownsessions import keep_track
 from aishell.targets.searchpath import NATIVE_HSTORE, pin_search_path
 from aishell.targets.servermessage import server_message
 from aishell.terminal import printable
@@ -289,6 +290,7 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
     from aishell.targets import mysqltls  # PyMySQL, only for MySQL targets
 
     event.listen(engine, "do_connect", mysqltls.connect)
+    keep_track(engine)
 
     @event.listens_for(engine, "connect")
     def _guard(dbapi_conn: Any, record: Any) -> None:

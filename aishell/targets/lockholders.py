@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.locks import run_lock_name
+from aishell.targets.ownsessions import own_sessions
 
 # What each holder's description shows of its statement.
 QUERY_CHARS = 80
@@ -78,6 +80,7 @@ SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.COMMAND AS command,
 FROM information_schema.PROCESSLIST p
 LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID
 WHERE p.ID NOT IN (CONNECTION_ID(), :besides, COALESCE(IS_USED_LOCK(:run_lock), 0))
+  AND p.ID NOT IN :own
   AND p.DB = DATABASE()
 ORDER BY t.trx_started IS NULL, p.TIME DESC
 LIMIT {MYSQL_CANDIDATES}
@@ -100,14 +103,17 @@ def blocking_sessions(
     """Other sessions holding locks on these tables, described. MySQL/MariaDB, which
     cannot say who holds a metadata lock: the sessions on the database (those in a
     transaction first) but this one, the one holding the GET_LOCK `run_lock` (aishell's
-    own run lock) and the session `besides`. Empty when the server cannot be asked."""
+    own run lock), the session `besides` and this process's other sessions there
+    (ownsessions.py). Empty when the server cannot be asked."""
     dialect = conn.dialect.name
     try:
         if dialect == "postgresql":
             rows = conn.execute(text(_PG_HOLDING), {"t": list(tables)}).mappings()
             return [_pg_session(r) for r in rows]
         if family(dialect) == "mysql":
-            found = conn.execute(text(_MY_CANDIDATES), {"besides": besides, "run_lock": run_lock})
+            candidates = text(_MY_CANDIDATES).bindparams(bindparam("own", expanding=True))
+            values = {"besides": besides, "run_lock": run_lock, "own": own_sessions(conn)}
+            found = conn.execute(candidates, values)
             return [_mysql_session(r) for r in found.mappings()]
     except DBAPIError:
         return []

@@ -1,0 +1,48 @@
+"""The sessions this process has open on each MySQL/MariaDB server, so that a message
+naming who holds a lock never names aishell's own: MariaDB cannot say who holds a
+metadata lock, so every other session on the database is a candidate (lockholders.py),
+and a run has several of its own (a side session, the catalog's reads, a parallel
+step's). Its connection ids only grow, so an id kept a moment past its close names no
+other session. (PostgreSQL says who holds each lock; its pids are reused, so none is
+left out there.)"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+_LOCK = threading.Lock()
+# host:port -> the connection ids this process holds there.
+_OPEN: dict[str, set[int]] = {}
+_KEY = "aishell_own_session"
+
+
+def _server(engine: Engine) -> str:
+    return f"{engine.url.host}:{engine.url.port}"
+
+
+def keep_track(engine: Engine) -> None:
+    """Each connection the engine opens is this process's own until it is closed."""
+    server = _server(engine)
+
+    @event.listens_for(engine, "connect")
+    def _opened(dbapi_conn: Any, record: Any) -> None:
+        session = int(dbapi_conn.thread_id())  # from the handshake: no round trip
+        record.info[_KEY] = session
+        with _LOCK:
+            _OPEN.setdefault(server, set()).add(session)
+
+    @event.listens_for(engine, "close")
+    def _closed(_dbapi_conn: Any, record: Any) -> None:
+        session = record.info.pop(_KEY, None)
+        with _LOCK:
+            _OPEN.get(server, set()).discard(session)
+
+
+def own_sessions(conn: Connection) -> list[int]:
+    """The connection ids this process holds on conn's server (0 when none is known)."""
+    with _LOCK:
+        return sorted(_OPEN.get(_server(conn.engine), ())) or [0]
