@@ -365,3 +365,28 @@ def test_an_emergency_dry_run_does_not_wait_again_on_a_table_found_held(home):
         assert entry.get("cause") == "locked", entry
         assert "held when the preview looked" in entry["reason"], entry
         assert f"pid {holder} " in entry["reason"], entry
+
+
+@pytest.mark.parametrize("kind", ["full", "emergency"])
+def test_a_mariadb_dry_run_checks_a_held_table_once_and_then_knows_it_held(home, kind):
+    """A dry run's CHECK TABLE of a table another session holds waits out the lock once,
+    not three times with pauses between (a preview reports the moment it looked), names
+    the holder, and its later steps do not wait on it again."""
+    with _three_tables("mysql") as url:
+        config = _configure(home, url)
+        with _holding(url, "lock_tables_write") as holder:
+            result = _within_bound(lambda: _run(config, kind, dry_run=True))
+        checks = [
+            entry
+            for step in result.steps
+            for entry in _corruption(step).get("unchecked_tables") or []
+            if entry.get("table") == "held"
+        ]
+    assert checks, [(s.tool, s.status, s.error) for s in result.steps]
+    for entry in checks:
+        assert entry.get("cause") == "locked", entry
+        assert "tried" not in entry["reason"], entry
+        assert f"connection {holder} " in entry["reason"], entry
+    if kind == "full":  # the rebuild's preview, after it, does not measure it again
+        rebuild = next(s for s in result.steps if s.tool == "rebuild_fragmented_indexes")
+        assert any("`held`: not measured" in sql for sql in rebuild.sql), rebuild.sql

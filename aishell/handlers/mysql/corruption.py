@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from aishell.handlers import Handler, step_tables
 from aishell.handlers.integrity import (
@@ -48,6 +48,9 @@ def _check_table(
             "reason": f"{current_account(conn)} has no privilege on {table} "
             "(CHECK TABLE needs one, such as SELECT)",
         }
+    seen = ctx.table_readings.held(table)
+    if isinstance(seen, DBAPIError):  # a preview already found it held: not waited on again
+        return _locked(conn, table, "not waited on again: held when the preview looked")
     tries = 0
 
     def check() -> dict[str, Any]:
@@ -68,10 +71,32 @@ def _check_table(
     if tries > 1 and verdict["status"] == "not checked":
         verdict["reason"] += f" (tried {tries} times)"
     if lock_waited(verdict):
-        # Who kept it from being checked: a DBA can ask them, or check it later.
-        verdict["reason"] += f"; the lock is held by {lock_holders(conn, [table])}"
-        verdict["cause"] = "locked"
+        # A preview's later steps do not wait on it again (tool/readings.py).
+        ctx.table_readings.found_held(table, _held_error(verdict["reason"]))
+        return _locked(conn, table, verdict["reason"])
     return verdict
+
+
+def _locked(conn: Connection, table: str, reason: str) -> dict[str, Any]:
+    """Not checked for another session's lock, naming who holds it: a DBA can ask them,
+    or check it later."""
+    holders = lock_holders(conn, [table])
+    return {
+        "table": table,
+        "status": "not checked",
+        "reason": f"{reason}; the lock is held by {holders}",
+        "cause": "locked",
+    }
+
+
+class _CheckLockWait(Exception):
+    """A CHECK TABLE that said, in its rows, that it waited past the lock wait."""
+
+
+def _held_error(reason: str) -> DBAPIError:
+    """The check's lock wait as a lock wait's error reads (lockholders.is_lock_timeout:
+    MySQL's error 1205), for the steps after it in a preview."""
+    return OperationalError("CHECK TABLE", None, _CheckLockWait(1205, reason))
 
 
 # A check held off by another session's lock is tried this many times in all, waiting
@@ -87,7 +112,9 @@ def _check_backoff(ctx: ToolContext) -> Backoff:
     seconds = None
     if ctx.deadline is not None:
         seconds = ctx.deadline - _CHECK_ROOM_SECONDS - time.monotonic()
-    return Backoff(first_wait=_RETRY_WAIT_SECONDS, attempts=_CHECK_ATTEMPTS, seconds=seconds)
+    # A preview reports the moment it looked: it waits once (as its other reads do).
+    attempts = 1 if ctx.dry_run else _CHECK_ATTEMPTS
+    return Backoff(first_wait=_RETRY_WAIT_SECONDS, attempts=attempts, seconds=seconds)
 
 
 # How close to the step's time limit a check may end and still be taken as finished:
