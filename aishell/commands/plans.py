@@ -18,7 +18,7 @@ from aishell.config.models import Config
 from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED
-from aishell.executor.resume import statements_shown
+from aishell.executor.resume import estimate_shown, statements_shown
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
 from aishell.plan.references import find_references
@@ -80,6 +80,8 @@ def _reviewed(preview: PlanPreview, level: str) -> dict[str, Any]:
         "judged": {
             s.step_id: {"risk": s.risk_level, "reasons": list(s.reasons)} for s in preview.steps
         },
+        # What each step said it would do (the backups a cleanup deletes), which it holds to.
+        "estimates": {s.step_id: estimate_shown(s.estimate) for s in preview.steps if s.estimate},
     }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy.engine import Connection
@@ -126,7 +127,9 @@ def preview_plan(
             facts = _Facts(
                 policy, catalog, now, history, backup_before, run_cache, readings, memory
             )
-            previews.append(_preview_step(i, step, tool, handle, conn, facts))
+            # The backups a backup step chooses among, as a run's steps see them.
+            backups = _Backups(config.backup_dir, history, tuple(s.tool for s in plan.steps[:i]))
+            previews.append(_preview_step(i, step, tool, handle, conn, facts, backups))
             backup_before = backup_before or tool.category is Category.BACKUP
     finally:
         conn.close()
@@ -153,8 +156,24 @@ class _Facts:
     guard_memory: GuardMemory
 
 
+@dataclass(frozen=True)
+class _Backups:
+    """The backup folder and catalog a step's preview reads, and the tools of the steps
+    before it, whose backups are not in the catalog yet."""
+
+    folder: Path
+    history: _History
+    tools_before: tuple[str, ...]
+
+
 def _preview_step(
-    index: int, step: Step, tool: ToolDefinition, handle: Target, conn: Connection, known: _Facts
+    index: int,
+    step: Step,
+    tool: ToolDefinition,
+    handle: Target,
+    conn: Connection,
+    known: _Facts,
+    backups: _Backups,
 ) -> StepPreview:
     impl = tool.implementation(handle.dialect)
     params, live = _previewable(step, tool)
@@ -163,9 +182,12 @@ def _preview_step(
         dialect=handle.dialect,
         target=handle.name,
         dry_run=True,
+        backup_dir=backups.folder,
         quote_identifier=handle.quote,
         run_cache=known.run_cache,
         table_readings=known.table_readings,
+        backup_catalog=lambda: backups.history.list_backups(handle.name),
+        tools_previewed_before=backups.tools_before,
         trusted_functions=tuple(handle.config.trusted_functions),
     )
     limits = known.policy.purge_limits(tool.name)
@@ -301,6 +323,9 @@ class _History:
 
     def last_verified_backup(self, target: str) -> datetime | None:
         return self._open().last_verified_backup(target)
+
+    def list_backups(self, target: str) -> list[dict[str, Any]]:
+        return self._open().list_backups(target)
 
     def close(self) -> None:
         if self._store is not None:

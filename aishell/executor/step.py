@@ -20,7 +20,12 @@ from aishell.executor.prepare import (
     settle_dependencies,
 )
 from aishell.executor.results import StepResult
-from aishell.executor.resume import may_run_again, outgrown, verdict_facts
+from aishell.executor.resume import (
+    may_run_again,
+    outgrown,
+    reviewed_estimate,
+    verdict_facts,
+)
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.plan.model import Step
@@ -185,6 +190,10 @@ def _fresh_context(run: RunContext, result: StepResult, ctx: ToolContext) -> Non
     ctx.step_cache = {}
     ctx.attempt = 1
     ctx.load_progress = lambda: run.store.get_progress(run.run_id, result.index)
+    ctx.reviewed_estimate = reviewed_estimate(run.plan, result.step_id)
+    # A dry run only previews what its earlier steps make (a backup a cleanup counts).
+    before = run.plan.steps[: result.index] if run.dry_run else ()
+    ctx.tools_previewed_before = tuple(s.tool for s in before)
     # Before the step is rendered: a purge held to it shows the count it reads for it.
     ctx.max_share = run.max_share(result.tool)
 

@@ -52,6 +52,12 @@ class ToolContext:
     table_readings: TableReadings = field(default_factory=TableReadings)
     # The backup catalog of this target (read-only), for the tools that choose backups.
     backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    # The tools of the steps before this one that a preview or a dry run only previewed:
+    # what they would make (the backup a retention step counts) is in no catalog yet.
+    tools_previewed_before: tuple[str, ...] = ()
+    # What a saved plan's preview showed of this step's effect, which `apply` runs it
+    # under (empty where it showed none); None for a plan saved without a preview.
+    reviewed_estimate: Mapping[str, Any] | None = None
     # Long steps: what an earlier attempt of this step got to, a durable checkpoint of
     # where this one is, figures for the progress display, and an event for the log.
     load_progress: Callable[[], Mapping[str, Any] | None] = field(default=lambda: None)

@@ -10,6 +10,7 @@ import os
 import stat
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,10 @@ def _taken_at(created_at: str) -> float:
 
 def choose_deletions(
     catalog: list[dict[str, Any]], retention_days: float, keep_last: int, now: float
-) -> tuple[list[dict[str, Any]], dict[int, str]]:
+) -> tuple[list[dict[str, Any]], dict[Any, str]]:
     """What retention deletes, and why each other backup stays."""
     newest_first = sorted(catalog, key=lambda b: b["created_at"], reverse=True)
-    keep: dict[int, str] = {}
+    keep: dict[Any, str] = {}
     for b in newest_first[:keep_last]:
         keep[b["id"]] = f"one of the newest {keep_last}"
     verified = [b for b in newest_first if b["verified_at"]]
@@ -80,31 +81,155 @@ def choose_deletions(
     return [b for b in newest_first if b["id"] not in keep], keep
 
 
+# The tools whose step takes a backup of the target, by the kind it takes, and the tool
+# whose passing step marks that backup verified (a failing one stops the run before any
+# cleanup): a preview counts the backup its run takes before the cleanup.
+_TAKES = {"backup_database_full": "full", "backup_database_incremental": "incremental"}
+_PROVES = "validate_backup"
+# How a preview names the backup its run takes first (it has no id nor path yet).
+THIS_RUNS_BACKUP = "this run's new backup"
+# Where a step's render and estimate keep the choice they show, for its run to hold to.
+_CHOSEN = "cleanup_choice"
+
+
+def planned_backup(
+    catalog: list[dict[str, Any]], previewed_before: tuple[str, ...], now: float
+) -> dict[str, Any] | None:
+    """The catalog row of the backup that steps previewed before a cleanup would add: the
+    newest of all, verified when a validation follows it, and an incremental chained
+    to the newest verified backup on disk (the one find_last_backup gives it)."""
+    taken = [i for i, tool in enumerate(previewed_before) if tool in _TAKES]
+    if not taken:
+        return None
+    kind = _TAKES[previewed_before[taken[-1]]]
+    proven = _PROVES in previewed_before[taken[-1] + 1 :]
+    parent = None
+    if kind == "incremental":
+        chained = [b for b in catalog if b["verified_at"] and Path(b["path"]).is_file()]
+        parent = max(chained, key=lambda b: b["created_at"])["path"] if chained else None
+    # Later than every row: it is taken after the preview.
+    latest = max((_taken_at(b["created_at"]) for b in catalog), default=now)
+    moment = datetime.fromtimestamp(max(now, latest + 0.001), UTC).isoformat(
+        timespec="milliseconds"
+    )
+    return {
+        "id": THIS_RUNS_BACKUP,
+        "path": THIS_RUNS_BACKUP,
+        "kind": kind,
+        "created_at": moment,
+        "verified_at": moment if proven else None,
+        "manifest": {"parent": parent},
+    }
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What retention deletes now: the backups proven this home's, those left alone
+    with why, and why each other backup stays."""
+
+    delete: list[dict[str, Any]]
+    skipped: list[tuple[dict[str, Any], str]]
+    keep: dict[Any, str]
+
+
+def _choose(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
+    now = time.time()
+    catalog = ctx.backup_catalog()
+    planned = planned_backup(catalog, ctx.tools_previewed_before, now)
+    delete, keep = choose_deletions(
+        catalog + ([planned] if planned else []),
+        params.get("retention_days", 30),
+        params.get("keep_last", 3),
+        now,
+    )
+    proven, skipped = [], []
+    for b in delete:
+        why = unproven(b, ctx)
+        if why is None:
+            proven.append(b)
+        else:
+            skipped.append((b, why))
+    return _Choice(proven, skipped, keep)
+
+
+def _chosen(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
+    """The choice this step shows and is judged on, made once for its render and its
+    estimate: the run holds what it finds then against it."""
+    if _CHOSEN not in ctx.step_cache:
+        ctx.step_cache[_CHOSEN] = _choose(params, ctx)
+    chosen: _Choice = ctx.step_cache[_CHOSEN]
+    return chosen
+
+
 def cleanup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Delete what retention chose, each only once proven a backup aishell made under
     backup_dir; any other path is left alone and reported as skipped, with the reason.
+
+    What it deletes was named before it runs: by the list the step was judged on, a
+    saved plan's preview (`apply`) and the approval it runs under. A backup none of
+    them named (one taken since) fails the step before any file goes.
 
     A skip does not fail the step: the backups that are proven are still cleaned, and a
     row that names another path (another home's backup, any file) is not this home's to
     remove. Its catalog row stays, so the skip is reported again on every run until a
     person looks at it."""
-    catalog = ctx.backup_catalog()
-    delete, keep = choose_deletions(
-        catalog, params.get("retention_days", 30), params.get("keep_last", 3), time.time()
-    )
-    deleted, skipped = [], []
-    for b in delete:
-        why = unproven(b, ctx)
-        if why is not None:
-            skipped.append({"backup_id": b["id"], "path": b["path"], "why": why})
-            continue
-        remove_backup(Path(b["path"]))
-        deleted.append(b["path"])
+    chosen = _choose(params, ctx)
+    going = [b["path"] for b in chosen.delete]
+    _as_reviewed(going, ctx)
+    deleted = []
+    for path in going:
+        remove_backup(Path(path))
+        deleted.append(path)
     return {
         "deleted_backups": deleted,
-        "skipped": skipped,
-        "kept": [{"backup_id": i, "why": why} for i, why in sorted(keep.items())],
+        "skipped": [
+            {"backup_id": b["id"], "path": b["path"], "why": why} for b, why in chosen.skipped
+        ],
+        # Catalog ids in order; a preview's new backup (named, not numbered) after them.
+        "kept": [
+            {"backup_id": i, "why": why}
+            for i, why in sorted(
+                chosen.keep.items(), key=lambda kept: (str(type(kept[0])), kept[0])
+            )
+        ],
     }
+
+
+def _as_reviewed(going: list[str], ctx: ToolContext) -> None:
+    """Refuse, before the first file goes, a deletion that what the step was judged on,
+    the saved plan's preview or its approval did not name. Fewer is covered: a backup
+    named but gone since (an earlier attempt deleted it) is no new deletion."""
+    for who, named in _reviews(ctx):
+        extra = [path for path in going if path not in named]
+        if extra:
+            more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+            raise StepFailed(
+                f"cleanup_old_backups would delete {extra[0]}{more}, which {who} did not "
+                "name; nothing was deleted: preview the cleanup again to review what it "
+                "deletes now"
+            )
+
+
+def _reviews(ctx: ToolContext) -> list[tuple[str, set[str]]]:
+    """Each list of backups to delete that was shown before the step runs, and by whom."""
+    found = []
+    chosen = ctx.step_cache.get(_CHOSEN)
+    if isinstance(chosen, _Choice):
+        found.append(("the list it was judged on", {b["path"] for b in chosen.delete}))
+    if ctx.reviewed_estimate is not None:
+        found.append(("the saved plan", _named(ctx.reviewed_estimate)))
+    approved = [a for a in ctx.step_approvals() if a.get("decision") == "approved"]
+    if approved:
+        given = approved[-1].get("given_for")
+        effect = given.get("effect") if isinstance(given, Mapping) else None
+        # An approval that kept no list of what it was given for names none.
+        found.append(("its approval", _named(effect if isinstance(effect, Mapping) else {})))
+    return found
+
+
+def _named(estimate: Mapping[str, Any]) -> set[str]:
+    listed = estimate.get("backups_to_delete")
+    return {str(p) for p in listed} if isinstance(listed, list) else set()
 
 
 def unproven(backup: Mapping[str, Any], ctx: ToolContext) -> str | None:
@@ -140,29 +265,17 @@ def unproven(backup: Mapping[str, Any], ctx: ToolContext) -> str | None:
 
 
 def cleanup_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    delete, keep = choose_deletions(
-        ctx.backup_catalog(),
-        params.get("retention_days", 30),
-        params.get("keep_last", 3),
-        time.time(),
-    )
-    proven, skipped = [], {}
-    for b in delete:
-        why = unproven(b, ctx)
-        if why is None:
-            proven.append(b)
-        else:
-            skipped[b["path"]] = why
+    chosen = _chosen(params, ctx)
     return {
-        "backups_to_delete": [b["path"] for b in proven],
-        "bytes_to_free": sum(b["size_bytes"] or 0 for b in proven),
-        "kept": {str(i): why for i, why in keep.items()},
-        "skipped": skipped,
+        "backups_to_delete": [b["path"] for b in chosen.delete],
+        "bytes_to_free": sum(b["size_bytes"] or 0 for b in chosen.delete),
+        "kept": {str(i): why for i, why in chosen.keep.items()},
+        "skipped": {b["path"]: why for b, why in chosen.skipped},
     }
 
 
 def render_cleanup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    estimate = cleanup_estimate(params, ctx)
-    lines = [f"-- delete {p}" for p in estimate["backups_to_delete"]]
-    lines += [f"-- leave {p}: {why}" for p, why in estimate["skipped"].items()]
+    chosen = _chosen(params, ctx)
+    lines = [f"-- delete {b['path']}" for b in chosen.delete]
+    lines += [f"-- leave {b['path']}: {why}" for b, why in chosen.skipped]
     return lines or ["-- nothing to delete"]
