@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,35 @@ def table_checksums(conn: Connection, counts: dict[str, int]) -> dict[str, str]:
 
 def table_sums(conn: Connection, tables: list[str]) -> dict[str, tuple[int, str]]:
     """Each table's rows and checksum, from one read of it."""
-    return {
-        t: _rows_and_checksum(
-            conn.execute(text(f"SELECT * FROM {quote_identifier(conn.dialect, t)}"))
-        )
-        for t in tables
-    }
+    with _text_as_stored(conn):
+        return {
+            t: _rows_and_checksum(
+                conn.execute(text(f"SELECT * FROM {quote_identifier(conn.dialect, t)}"))
+            )
+            for t in tables
+        }
+
+
+def sqlite_text(stored: bytes) -> str:
+    """A SQLite TEXT value as rows are checksummed: UTF-8 decoded, and bytes that are not
+    UTF-8 (SQLite keeps whatever it was given) kept as they are, each as its own escape,
+    so that two different values never read alike and no read of them fails."""
+    return stored.decode("utf-8", "surrogateescape")
+
+
+@contextmanager
+def _text_as_stored(conn: Connection) -> Iterator[None]:
+    """A SQLite connection's TEXT read by sqlite_text while the block runs; other
+    engines' drivers decode by the database's own encoding."""
+    raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+    if not isinstance(raw, sqlite3.Connection):
+        yield
+        return
+    before, raw.text_factory = raw.text_factory, sqlite_text
+    try:
+        yield
+    finally:
+        raw.text_factory = before
 
 
 # The same, on a SQLite file opened with sqlite3 itself (a backup's copy, a scratch copy).
@@ -87,11 +111,15 @@ def sqlite_counts(copy: sqlite3.Connection, tables: list[str]) -> dict[str, int]
 
 
 def sqlite_checksums(copy: sqlite3.Connection, counts: dict[str, int]) -> dict[str, str]:
-    return {
-        t: checksum_rows(copy.execute(f"SELECT * FROM {quote_plain_identifier(t)}"))
-        for t, n in counts.items()
-        if n <= CHECKSUM_ROWS
-    }
+    before, copy.text_factory = copy.text_factory, sqlite_text
+    try:
+        return {
+            t: checksum_rows(copy.execute(f"SELECT * FROM {quote_plain_identifier(t)}"))
+            for t, n in counts.items()
+            if n <= CHECKSUM_ROWS
+        }
+    finally:
+        copy.text_factory = before
 
 
 @dataclass
