@@ -7,7 +7,9 @@ space, never as a fault of the backup.
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import sqlite3
 import time
 import uuid
@@ -50,13 +52,80 @@ def disk_full(path: Path, doing: str, after: str = "") -> StepFailed:
 
 @contextmanager
 def writing(path: Path, doing: str, after: str = "") -> Iterator[None]:
-    """A full disk while path is written ends the step with disk_full's line."""
+    """A full disk while path is written ends the step with disk_full's line; a file
+    size limit reached, or a folder that refuses the file, with cannot_write's."""
     try:
         yield
     except (OSError, sqlite3.Error, DBAPIError, ToolFailed) as exc:
         if says_no_space(exc):
             raise disk_full(path, doing, after) from None
+        refused = cannot_write(path, exc, doing)
+        if refused is not None:
+            raise refused from None
         raise
+
+
+# The largest single write SQLite makes (its largest page): a write that failed within
+# this much of the process's file size limit failed at the limit.
+_LARGEST_WRITE = 65536
+# What stops aishell writing a file or making a folder, and what the person can do.
+_REFUSALS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "not permitted (its mode, owner or an immutable flag)",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def cannot_write(path: Path, exc: BaseException, doing: str) -> StepFailed | None:
+    """The one line for a backup's file or folder it cannot write, naming it and the
+    cause: the process's file size limit, a folder that is not one, no permission. None
+    for any other error, or an OSError about another file (a program it starts)."""
+    named = Path(exc.filename) if isinstance(exc, OSError) and exc.filename else path
+    if named != path and named not in path.parents:
+        return None
+    elsewhere = "or set backup_dir (config/aishell.yaml) to a folder aishell may write in"
+    limit = _size_limit()
+    if limit is not None and _at_limit(path, exc, limit):
+        return StepFailed(
+            f"File size limit reached while {doing} {path}: this process may write files "
+            f"of at most {limit:,} bytes (`ulimit -f`, a service's LimitFSIZE); raise the "
+            "limit and retry"
+        )
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocking = next((p for p in (path, *path.parents) if p.exists()), path)
+        if not blocking.is_dir():
+            return StepFailed(
+                f"{blocking} is not a folder, so {doing} {path} failed; move it away, "
+                f"{elsewhere}, and retry"
+            )
+    cause = _REFUSALS.get(exc.errno or 0)
+    if cause is None:
+        return None
+    return StepFailed(
+        f"Cannot write {named} while {doing} {path}: {cause}; let aishell's user write "
+        f"there, {elsewhere}, and retry"
+    )
+
+
+def _size_limit() -> int | None:
+    """The most bytes this process may write into one file (None: no limit)."""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _at_limit(path: Path, exc: BaseException, limit: int) -> bool:
+    """Whether the write failed for the size limit: the system says so (EFBIG), or
+    SQLite, which says only "disk I/O error", stopped with its file at the limit."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.EFBIG
+    if not isinstance(exc, sqlite3.Error | DBAPIError):
+        return False
+    try:
+        return path.stat().st_size + _LARGEST_WRITE > limit
+    except OSError:
+        return False
 
 
 def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
@@ -64,7 +133,10 @@ def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
     if ctx.backup_dir is None:
         raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
     folder = ctx.backup_dir / ctx.target
-    make_private_dirs(folder)
+    with writing(folder, "making the backup folder"):
+        make_private_dirs(folder)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return folder / f"{ctx.target}-{kind}-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
 
@@ -89,8 +161,9 @@ def partial_file(final: Path, ctx: ToolContext, doing: str = "writing") -> Itera
     Durable when the block ends: the file synced, renamed, then its folder synced (the
     rename is on disk before anyone is told the file is there)."""
     partial = final.with_name(final.name + ".partial")
-    check_replaceable(final, "Backup file", StepFailed)
-    check_replaceable(partial, "Backup file", StepFailed)
+    with writing(partial, doing):
+        check_replaceable(final, "Backup file", StepFailed)
+        check_replaceable(partial, "Backup file", StepFailed)
     with ctx.scratch.file(partial), writing(partial, doing):
         make_private_file(partial)  # the mode it keeps when a program writes into it
         yield partial
