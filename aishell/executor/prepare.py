@@ -359,7 +359,17 @@ def run_catalog(run: RunContext, conn: Connection) -> TableCatalog:
     if run.catalog is None:
         run.catalog = TableCatalog.read(conn)
         run.catalog.want_columns(tables_with_columns(run.plan, run.registry))
+        # A resumed run's plan was made on tables read then: one dropped since is gone,
+        # as one dropped while the run went on is, not a wrong name.
+        run.catalog.held_before(_tables_when_planned(run.plan))
     return run.catalog
+
+
+def _tables_when_planned(plan: Plan) -> list[str]:
+    """The tables the plan's assumptions say were there when it was made."""
+    described, listed = plan.assumptions.get("tables"), plan.assumptions.get("all_tables")
+    there = [t for t, info in described.items() if info] if isinstance(described, dict) else []
+    return there + ([str(t) for t in listed] if isinstance(listed, list) else [])
 
 
 def _facts(

@@ -251,6 +251,11 @@ class TableCatalog:
                     f"tables are: {listing or '(none)'}"
                 )
 
+    def held_before(self, names: Iterable[str]) -> None:
+        """Tables an earlier read held (the plan's, made by another process): those this
+        catalog lacks were dropped since, as if it had read them itself."""
+        self.dropped.update(t for t in names if t not in self.tables)
+
     def gone(self, conn: Connection, tables: Sequence[str]) -> list[str]:
         """Those of these tables the catalog held and the server no longer has, looked
         up now (after a step's failure): dropped since the run read them. A name it

@@ -390,3 +390,34 @@ def test_a_mariadb_dry_run_checks_a_held_table_once_and_then_knows_it_held(home,
     if kind == "full":  # the rebuild's preview, after it, does not measure it again
         rebuild = next(s for s in result.steps if s.tool == "rebuild_fragmented_indexes")
         assert any("`held`: not measured" in sql for sql in rebuild.sql), rebuild.sql
+
+
+def test_a_table_dropped_while_the_run_waited_is_reported_gone_on_resume(home, droppable):
+    """The run waits for a yes (strict, nobody to ask); `omega` is dropped; the resumed
+    run (another process, whose catalog never held it) reports it gone, as one dropped
+    while the run went on, and does the other tables: not "not found" failing the run."""
+    from aishell.policy.approvers import NonInteractive
+
+    url, dialect = droppable
+    _configure(home, url)
+    agent = home / "config" / "agents" / "maintenance.yaml"
+    agents = yaml.safe_load(agent.read_text())
+    # Every table past the limit: each step that writes waits for a yes.
+    limit = {"type": "max_table_size", "max_rows": 10}
+    agents["maintenance_agent"].setdefault("safety_constraints", []).append(limit)
+    agent.write_text(yaml.safe_dump(agents))
+    config = load_config(home=home)
+    job = {"type": "full"}
+    waiting = commands.run_job(config, "maintenance", job, approver=NonInteractive())
+    assert waiting.status == "waiting_approval", waiting.error
+    _DropAfterHealth(url, dialect).step_finished(waiting.steps[0], len(waiting.steps))
+    commands.decide_steps(config, waiting.run_id, "approved")
+    resumed = _within_bound(lambda: commands.resume_run(config, waiting.run_id))
+    while resumed.status == "waiting_approval":
+        commands.decide_steps(config, waiting.run_id, "approved")
+        resumed = commands.resume_run(config, waiting.run_id)
+    assert resumed.status == "completed", (
+        resumed.error,
+        [(s.tool, s.status, s.error) for s in resumed.steps],
+    )
+    assert resumed.steps[-1].output["tables_gone"] == ["omega"]
