@@ -40,6 +40,7 @@ from aishell.handlers.backup.manifest import (
     sha256_of,
 )
 from aishell.handlers.backup.measure import CHECKSUM_ROWS, Measured, checksum_rows, compare
+from aishell.handlers.backup.pgincrement import schema_lines
 from aishell.handlers.backup.processes import ToolFailed, mysql_client, mysql_dump_program
 from aishell.handlers.backup.restore import (
     RESTORE_MARGIN,
@@ -59,12 +60,7 @@ from aishell.handlers.backup.take import (
     render_backup,
     render_size,
 )
-from aishell.handlers.backup.validate import (
-    NOT_JUDGED,
-    SCRATCH_DATABASE_SQL,
-    schema_lines,
-    validate,
-)
+from aishell.handlers.backup.validate import NOT_JUDGED, SCRATCH_DATABASE_SQL, validate
 from aishell.risk import RiskLevel
 
 __all__ = [

@@ -20,6 +20,7 @@ from aishell.handlers.backup.dumpevents import Feeder
 from aishell.handlers.backup.inert import LeftOut
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
 from aishell.handlers.backup.manifest import Chain
+from aishell.handlers.backup.pgincrement import SEQUENCES
 from aishell.handlers.backup.processes import (
     ToolFailed,
     my_args,
@@ -133,13 +134,21 @@ def restore_argv(
 
 
 def dropped_statements(dialect: Dialect, manifest: Mapping[str, Any]) -> list[str]:
-    """What an incremental backup runs for the tables dropped since its parent."""
+    """What an incremental backup runs once its file is loaded: the drops of the tables
+    dropped since its parent, and on PostgreSQL each sequence set to the value it had
+    (a sequence moves on without any row changing)."""
     if manifest["kind"] != "incremental":
         return []
-    return [
+    drops = [
         f"DROP TABLE IF EXISTS {quote_identifier(dialect, table)}"
         for table in manifest.get("dropped") or []
     ]
+    sets = []
+    for schema, name, last, called in manifest.get(SEQUENCES) or []:
+        qualified = f"{quote_identifier(dialect, schema)}.{quote_identifier(dialect, name)}"
+        regclass = "'" + qualified.replace("'", "''") + "'"
+        sets.append(f"SELECT pg_catalog.setval({regclass}, {int(last)}, {bool(called)})")
+    return drops + sets
 
 
 def server_apply(
@@ -191,7 +200,7 @@ def server_apply(
             ) from None
     if progress is not None:
         progress.reached(before + path.stat().st_size)
-    if manifest["kind"] == "incremental" and manifest["dropped"]:
+    if dropped_statements(ctx.connection.dialect, manifest):
         _drop_dropped(database, manifest, lock_wait, ctx)
 
 
@@ -248,11 +257,12 @@ DROPPING_SQL = {"postgresql": (_PG_SESSION_WAIT,), "mysql": (_MY_SESSION_WAIT,)}
 def _drop_dropped(
     database: str, manifest: Mapping[str, Any], lock_wait: float | None, ctx: ToolContext
 ) -> None:
-    """The tables an increment records as dropped since its parent, dropped in a second
-    session of the step's that may send nothing else; waiting at most lock_wait for each."""
+    """The tables an increment records as dropped since its parent, dropped (and its
+    sequences set) in a second session of the step's that may send nothing else;
+    waiting at most lock_wait for each."""
     dialect = ctx.connection.dialect
     dropping = Side(
-        "dropping the tables the increment dropped",
+        "dropping the tables the increment dropped, setting its sequences",
         writes=DROPPING_SQL[family(dialect.name)],  # what tools show lists
         exact=tuple(dropped_statements(dialect, manifest)),
         risk=RiskLevel.HIGH,

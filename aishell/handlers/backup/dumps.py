@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aishell.errors import StepFailed, StepInterrupted, StepTimeout
+from aishell.handlers.backup import pgincrement
 from aishell.handlers.backup.disk import partial_file, writing
 from aishell.handlers.backup.lockwait import SILENCE_SECONDS, LockWatch
 from aishell.handlers.backup.manifest import FROM_DUMP, FROM_SNAPSHOT, changed_tables
@@ -56,7 +57,7 @@ from aishell.handlers.backup.snapshot import (
     SNAPSHOT_ONE_CORE,
 )
 from aishell.handlers.backup.stream import stream_into
-from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.sqltext import quote_identifier, text
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.servermessage import server_message
@@ -261,6 +262,10 @@ def take_postgresql(
             snapshot = str(snap.execute(text(SNAPSHOT_EXPORT)).scalar())
             trees = _table_trees(snap)
             sums, changed, dropped = _pg_changes(snap, trees, parent)
+            tops = {table: tree[0].oid for table, tree in trees.items()}
+            held = pgincrement.holds(snap, snapshot, tops, parent, changed, ctx, lock_wait)
+            if held.whole is not None:
+                parent, changed, dropped = None, list(trees), []
             archive: Archive | None = Archive()
             sha: str | None = None
             with partial_file(final, ctx) as partial:
@@ -268,21 +273,23 @@ def take_postgresql(
                     partial.write_bytes(b"")  # nothing changed: an empty increment
                     own = _relation_rows(snap, trees, sums)
                 else:
-                    only = changed if parent else None
-                    expected = _pg_data_size(snap, only)
+                    only = held.relations if parent else None
+                    expected = _pg_data_size(snap, changed if parent else None)
                     with _counting(snap, trees, sums, ctx) as own:
                         archive, sha = _pg_dump(partial, snapshot, only, ctx, lock_wait, expected)
+                    changed = held.tables if parent else changed
             counts = _pg_counts(trees, own)
             checksums = {t: checksum for t, (_rows, checksum) in sums.items()}
             small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
             checksums.update(table_checksums(snap, small))
+            held.notes = held.notes or pgincrement.recorded(snap, snapshot, ctx, lock_wait)
         finally:
             snap.rollback()
 
     # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
     # on Debian: a tenth of a second).
     tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")
-    how = {"counted": COUNTED_IN_SNAPSHOT}
+    how = {"counted": COUNTED_IN_SNAPSHOT, **held.notes}
     checksums = dict(sorted(checksums.items()))
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
 
@@ -295,12 +302,13 @@ def _pg_dump(
     lock_wait: float,
     expected: int,
 ) -> tuple[Archive | None, str]:
-    """pg_dump of the snapshot (only the tables named, if any) streamed into partial: its
-    archive's header as read on the way, and its sha256; stopped if it waits lock_wait
-    seconds for a table lock. `expected`: the bytes of table data it should copy."""
+    """pg_dump of the snapshot (only the relations named, quoted and qualified, if any)
+    streamed into partial: its archive's header as read on the way, and its sha256;
+    stopped if it waits lock_wait seconds for a table lock. `expected`: the bytes of
+    table data it should copy."""
     url = ctx.connection.engine.url
-    # Double quotes make a pg_dump pattern match exactly that one table.
-    tables = [f"--table={quote_plain_identifier(t)}" for t in only or []]
+    # Double quotes make a pg_dump pattern match exactly that one relation.
+    tables = [f"--table={relation}" for relation in only or []]
     argv = ["pg_dump", "-Fc", "--snapshot", snapshot, *tables, *pg_args(url), str(url.database)]
     watch = LockWatch.for_postgresql(ctx.connection, "pg_dump", lock_wait)
     progress = CopyProgress(ctx, watch.name, expected)

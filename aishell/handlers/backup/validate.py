@@ -37,6 +37,7 @@ from aishell.handlers.backup.measure import (
     sqlite_counts,
     sqlite_tables,
 )
+from aishell.handlers.backup.pgincrement import SCHEMA_SHA256, schema_lines
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
 from aishell.scratch.leftovers import DATABASE
 from aishell.sqltext import quote_identifier, text
@@ -122,18 +123,6 @@ def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tupl
                 ctx.scratch.forget(entry)
 
 
-def schema_lines(sql: str) -> list[str]:
-    """A schema dump's lines that describe the schema: without comments, blank lines and
-    the random \\restrict / \\unrestrict tokens current pg_dump writes."""
-    return [
-        line
-        for line in sql.splitlines()
-        if line.strip()
-        and not line.startswith("--")
-        and not line.startswith(("\\restrict ", "\\unrestrict "))
-    ]
-
-
 def _pg_schema_problems(
     path: Path, url: URL, database: str, ctx: ToolContext, left: LeftOut
 ) -> list[str]:
@@ -163,6 +152,33 @@ def _pg_schema_problems(
         missing = [line for line in expected if line not in actual][:3]
         return [f"the restored schema differs from the archive's: {missing or 'order'}"]
     return []
+
+
+def _pg_chain_schema_problems(
+    chain: Chain, url: URL, database: str, ctx: ToolContext, left: LeftOut
+) -> list[str]:
+    """The restored schema against the one the chain's newest backup was taken with. An
+    increment holds the schema of its parent (the run takes a whole backup when it
+    changed: pgincrement.py), so the chain's must be its full backup's: each manifest
+    must say so, and the copy must hold the full backup's schema."""
+    base = chain[0][0]
+    if len(chain) > 1:
+        digests = [manifest.get(SCHEMA_SHA256) for _, manifest in chain]
+        if None in digests:
+            return [
+                "the chain's manifests do not record the schema each backup was taken with "
+                "(taken before aishell compared it), so the chain's schema cannot be proven; "
+                "take a full backup"
+            ]
+        if len(set(digests)) > 1:
+            changed = next(link.name for link, m in chain if m[SCHEMA_SHA256] != digests[0])
+            return [
+                f"the schema {changed} was taken with differs from that of {base.name}, "
+                "which the chain restores: the chain does not restore the database as it "
+                "was; take a full backup"
+            ]
+        left.pg_list(base)  # the full backup's TOC, less what the validation left out
+    return _pg_schema_problems(base, url, database, ctx, left)
 
 
 def _validate_sqlite(
@@ -250,8 +266,8 @@ def _validate_server(
                 return None
             measured = measure_server(url, name, comparable(chain[-1][1], left), ctx)
             measured.tables -= left.tables
-            if dialect == "postgresql" and len(chain) == 1:
-                problems += _pg_schema_problems(path, url, name, ctx, left)
+            if dialect == "postgresql":
+                problems += _pg_chain_schema_problems(chain, url, name, ctx, left)
             return measured
     except DBAPIError as exc:
         if not says_no_space(exc, SERVER_NO_SPACE):
