@@ -215,6 +215,12 @@ class Executor:
         outputs: dict[str, Any] = {}
         waiting: set[str] = set()
         pairs = list(zip(run.plan.steps, run.results, strict=True))
+        # What an earlier go finished is the run's whatever this go reaches: a go that
+        # stops (a failure, a stop) before a step done earlier reports it as stored.
+        for result in run.results:
+            done = prior.get(result.index)
+            if done is not None and is_final(done):
+                restore(result, done)
         at = 0
         while at < len(pairs):
             step, result = pairs[at]
