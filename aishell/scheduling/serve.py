@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -45,6 +45,7 @@ from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts
 from aishell.scheduling.configwatch import ConfigWatch
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
+from aishell.scheduling.due import first_run
 from aishell.scheduling.leadership import Leadership
 from aishell.scheduling.stopsignals import stopped_by_signals
 from aishell.scheduling.stuck import alert, report_stuck
@@ -353,9 +354,9 @@ def reconcile(
                 id=name,
                 name=name,
                 jobstore="default",
-                **_first_run(schedule, wanted_trigger, config),
+                **first_run(schedule, wanted_trigger, config.main.scheduler.misfire_grace_seconds),
             )
-            logger.info("schedule %s: added, next run %s", name, _when(_next_run(job)))
+            logger.info("schedule %s: added, %s", name, _first_said(_next_run(job)))
         elif str(job.trigger) != str(wanted_trigger):
             job = scheduler.reschedule_job(name, jobstore="default", trigger=wanted_trigger)
             logger.info("schedule %s: changed, next run %s", name, _when(_next_run(job)))
@@ -367,21 +368,11 @@ def reconcile(
             logger.info("schedule %s: resumed", name)
 
 
-def _first_run(schedule: dict[str, Any], wanted: Any, config: Config) -> dict[str, Any]:
-    """A new job's first fire: counted from when the schedule was added, so that one
-    added while nothing served and due since, within the misfire grace, runs now, as a
-    trigger missed while serve was down does (never one due longer ago). A paused
-    schedule's job is added paused: a fire in the past would run before the pause."""
-    if schedule["paused"]:
-        return {"next_run_time": None}
-    now = datetime.now(UTC)
-    grace = config.main.scheduler.misfire_grace_seconds
-    try:
-        added = datetime.fromisoformat(str(schedule["created_at"])).astimezone(UTC)
-    except ValueError:
-        added = now
-    first = wanted.get_next_fire_time(None, max(added, now - timedelta(seconds=grace)))
-    return {} if first is None else {"next_run_time": first}
+def _first_said(first: datetime | None) -> str:
+    """A new job's first fire as its line says it: one in the past is due now."""
+    if first is not None and first <= datetime.now(UTC):
+        return f"due since {_when(first)}"
+    return f"next run {_when(first)}"
 
 
 def _next_run(job: Any) -> Any:
