@@ -14,7 +14,10 @@ will write (then written); after a crash the purge makes sure that session is ov
 committed, and cuts off the archive bytes of a batch that did not commit, and nothing
 else (ownership.py), so no row is counted (or archived) twice and none is skipped
 (resume.py, archive.py).
-An archive table gets its copy in the batch's own transaction. A lost connection (a
+An archive table gets its copy in the batch's own transaction. Each batch reads again,
+after its DELETE and before its COMMIT, what that DELETE sets off beyond its rows
+(triggers, cascading keys: reach.py); changed since the step was judged, the batch is
+rolled back and the step stops for its resume to judge it again. A lost connection (a
 server restart, a terminated backend) is rolled back and reconnected with backoff, and
 the purge goes on from its checkpoint the same way; a server that stays away, or stays
 busy past the throttle's longest wait, stops the step resumably with the reason

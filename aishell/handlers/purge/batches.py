@@ -30,6 +30,7 @@ from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, plain_k
 from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
+from aishell.handlers.purge.reach import TableReach, changed_since
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, wait_while_busy
@@ -70,14 +71,29 @@ def run_batches(
     state: dict[str, Any],
     limit: ShareLimit | None = None,
     walk_kind: type[Walk] | None = None,
+    reach: TableReach | None = None,
 ) -> dict[str, Any]:
     """Batches from `state` (the checkpoint's key, rows and batches) until no old row is
     left, a limit is reached, or the step is asked to stop; the step's output. At
     `limit` (max_share) the step stops waiting for a person (NamedApprovalNeeded).
-    `walk_kind`: the walk (pages.PageWalk on PostgreSQL 14+; by default the key's)."""
+    `walk_kind`: the walk (pages.PageWalk on PostgreSQL 14+; by default the key's).
+    `reach`: what a DELETE from the table set off when the step was judged, which every
+    batch holds to (reach.py)."""
     kind = walk_kind or Walk
     walk = kind(
-        params, ctx, batch, bound, cut, key, archive, throttle, attempt, state, bounds, limit
+        params,
+        ctx,
+        batch,
+        bound,
+        cut,
+        key,
+        archive,
+        throttle,
+        attempt,
+        state,
+        bounds,
+        limit,
+        reach,
     )
     # Before the first batch writes anything: the archive file's length from here on is
     # what a resume cuts it back to, whenever the process dies.
@@ -120,6 +136,7 @@ class Walk:
     state: dict[str, Any]
     bounds: InitVar[tuple[Any, Any]]
     limit: ShareLimit | None = None
+    reach: TableReach | None = None
     last_check: float = 0.0
     stopped_by: str | None = None
     complete: bool = False
@@ -326,6 +343,7 @@ class Walk:
         """Checkpoint the batch as pending (`where`: where it ends, its rows), write its
         archive bytes, commit; returns the archive file's length with them."""
         state = self.state
+        self._hold_to_reach()
         # Durable before the archive write and the commit: after a crash, a resume looks
         # whether this batch committed, and if not cuts off the archive bytes it finds to
         # be exactly this batch's.
@@ -339,6 +357,26 @@ class Walk:
             archive_offset = write_batch(self.archive, archived)
         self.ctx.connection.commit()
         return archive_offset
+
+    def _hold_to_reach(self) -> None:
+        """After the batch's DELETE, before anything of it is durable: what the DELETE
+        sets off is still what the step was judged with, or the batch is rolled back
+        (its archive copy in a table with it; its bytes for a file not yet written) and
+        the step stops, for its resume to judge it again."""
+        if self.reach is None:
+            return
+        self.reach, changed = changed_since(self.ctx.connection, self.reach)
+        if changed is None:
+            return
+        self.ctx.connection.rollback()
+        self.checkpoint()
+        raise stopped_resumably(
+            self.ctx,
+            f"the triggers or foreign keys a DELETE from {self.params['table']} sets off "
+            f"changed while the purge ran ({changed}), and the batch that found it was "
+            "rolled back",
+            "it judges the step again first, asking for the approval they need now",
+        )
 
     def _stop_at_limit(self) -> NoReturn:
         """Stop before the batch that would pass max_share: checkpointed, waiting for a

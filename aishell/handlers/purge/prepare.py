@@ -18,6 +18,7 @@ from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, plain_key
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
+from aishell.handlers.purge.reach import read_reach
 from aishell.handlers.purge.share import COUNT_AT_START, pending_stop
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
@@ -96,7 +97,8 @@ def _without_rowid(conn: Connection, table: str) -> bool:
 
 def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Read once per step: the date column, the key and its range, the archive table's
-    shape, and that the tables it writes keep a batch's writes as its transaction does."""
+    shape, that the tables it writes keep a batch's writes as its transaction does, and
+    what a DELETE from the table sets off beyond its rows."""
 
     def compute() -> dict[str, Any]:
         conn = ctx.connection
@@ -124,8 +126,16 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             batch.by_pages = progress.get("walk") == "pages"
         else:
             batch.by_pages = walks_pages(conn, batch.table, params, key, batch.by_range)
+        # With what the step is judged with: its batches hold to it (reach.py).
+        reach = read_reach(conn, batch.table, table)
         conn.commit()
-        return {"column": column, "key": key, "batch": batch, "bounds": (low, high)}
+        return {
+            "column": column,
+            "key": key,
+            "batch": batch,
+            "bounds": (low, high),
+            "reach": reach,
+        }
 
     key = f"purge {params['table']!r} {params['date_column']!r} {params.get('archive_table')!r}"
     return cached(ctx, key, compute)

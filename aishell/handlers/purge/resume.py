@@ -209,6 +209,7 @@ def _purge_from_checkpoint(
             },
             limit=limit,
             walk_kind=PageWalk if batch.by_pages else None,
+            reach=prepared["reach"],
         )
     finally:
         _end_batches(conn)
