@@ -1,11 +1,117 @@
-"""Triggers that came due while nothing served: a new schedule's too (first_run), as
-a trigger of a schedule serve already knew is, runs on start when its newest is within
-scheduler.misfire_grace_seconds and is reported missed otherwise."""
+"""Triggers that came due and whose run has not begun: none is lost in silence.
+
+APScheduler moves a job's next fire time on as it hands the trigger to a thread, before
+the trigger waits for its turn on the target or for the database's run lock. So the
+same write of the job's row also says when that trigger was due (`due` among the job's
+keyword arguments, MarkingExecutor), and the trigger clears it once its run began or it
+was reported missed (settle). A trigger serve's stop caught before its run began, or a
+serve killed meanwhile, leaves the mark: when serve starts again the trigger is due
+again (take_up), and runs if it is within scheduler.misfire_grace_seconds of when it was
+due, or is reported missed, as a trigger missed while nothing served is. So is a new
+schedule's trigger that came due while nothing served (first_run).
+
+Its lines are serve's (the `aishell.scheduling.serve` logger).
+"""
 
 from __future__ import annotations
 
+import logging
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+
+from aishell.errors import AishellError
+from aishell.state.store import StateStore
+
+# The job store of the schedules' jobs; serve's own jobs are in memory.
+SCHEDULES = "default"
+
+logger = logging.getLogger("aishell.scheduling.serve")
+
+
+class StoppedBeforeStart(AishellError):
+    """serve stopped while a trigger waited to begin its run: not the run's failure."""
+
+
+class MarkingExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool, marking a schedule's trigger due in its job before a
+    thread takes it: the scheduler stores the job right after, with its next fire time
+    moved on, so one write of the row says both. A trigger past its grace is not marked:
+    it is reported missed, never run."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        due = run_times[-1]
+        if job._jobstore_alias == SCHEDULES and not _past_grace(job, due):
+            job._modify(kwargs={**job.kwargs, "due": due})
+        super()._do_submit_job(job, run_times)
+
+
+def _past_grace(job: Any, due: datetime) -> bool:
+    grace = job.misfire_grace_time
+    return grace is not None and datetime.now(UTC) - due > timedelta(seconds=grace)
+
+
+def _unmarked(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in kwargs.items() if key != "due"}
+
+
+def settle(scheduler: Any, name: str, due: datetime) -> None:
+    """The schedule's trigger due at `due` began its run or was reported missed: its mark
+    goes (a later trigger's mark stays)."""
+    job = scheduler.get_job(name, SCHEDULES)  # None: removed since, or the scheduler shut
+    marked = None if job is None else job.kwargs.get("due")
+    if marked is not None and marked <= due:
+        # Its schedule removed meanwhile: nothing is left to mark.
+        with suppress(JobLookupError):
+            scheduler.modify_job(name, SCHEDULES, kwargs=_unmarked(job.kwargs))
+
+
+def take_up(scheduler: Any, store: StateStore) -> None:
+    """On start, before the scheduler runs: each trigger the last serve marked due and
+    never began (stopped, or killed) is due again at its time; one whose schedule ran
+    since (its run is taken back as any left behind) or was paused is let go."""
+    for job in scheduler.get_jobs(jobstore=SCHEDULES):
+        due = job.kwargs.get("due")
+        if due is None:
+            continue
+        rest = _unmarked(job.kwargs)
+        if job.next_run_time is None or _began_since(store, job.id, due):
+            scheduler.modify_job(job.id, SCHEDULES, kwargs=rest)
+            continue
+        again = min(due, job.next_run_time)
+        scheduler.modify_job(job.id, SCHEDULES, kwargs=rest, next_run_time=again)
+        logger.info(
+            "schedule %s: its trigger due %s had not begun its run when serve ended; due again",
+            job.id,
+            f"{due.astimezone(UTC):%Y-%m-%d %H:%M %Z}",
+        )
+
+
+def _began_since(store: StateStore, name: str, due: datetime) -> bool:
+    return any(
+        datetime.fromisoformat(run["started_at"]) >= due
+        for run in store.schedule_runs(name, limit=5)
+    )
+
+
+def stopped_before_start(name: str, how: str) -> None:
+    """The line of a trigger serve's stop caught before its run began."""
+    if how == "recover":
+        logger.info(
+            "schedule %s: stopped before taking back the runs left behind (serve is "
+            "stopping); serve takes them back when it starts again, or the next trigger does",
+            name,
+        )
+        return
+    logger.info(
+        "schedule %s: stopped before its run began (serve is stopping); it runs when serve "
+        "starts again within scheduler.misfire_grace_seconds of when it was due, and is "
+        "reported missed after that",
+        name,
+    )
 
 
 def first_run(schedule: dict[str, Any], wanted: Any, grace_seconds: int) -> dict[str, Any]:

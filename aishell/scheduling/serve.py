@@ -4,8 +4,9 @@ The schedules table (written by `aishell schedule add/remove/pause/resume`) says
 should run; APScheduler's own job table, in the same state store and written only by
 the serving process, remembers when each schedule next fires, so a trigger missed
 while nothing served runs once on start (coalesced) if it is within the misfire grace
-time. Each schedule runs at most one instance at a time. One `serve` per state store: the
-one holding the scheduler's lock (leadership.py); a standby waits for it.
+time, and is reported missed otherwise; so does a trigger whose run had not begun when
+serve ended (due.py). Each schedule runs at most one instance at a time. One `serve` per
+state store: the one holding the scheduler's lock (leadership.py); a standby waits for it.
 
 Every line it logs goes to this module's logger (under `aishell`); where the lines go
 and how they look, the command that serves decides.
@@ -25,16 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    EVENT_JOB_SUBMITTED,
-    JobEvent,
-    JobExecutionEvent,
-    JobSubmissionEvent,
-)
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -45,16 +36,21 @@ from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts
 from aishell.scheduling.configwatch import ConfigWatch
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
-from aishell.scheduling.due import first_run
+from aishell.scheduling.due import (
+    MarkingExecutor,
+    StoppedBeforeStart,
+    first_run,
+    settle,
+    stopped_before_start,
+    take_up,
+)
+from aishell.scheduling.events import HEARD, RECONCILE, RECOVER_PREFIX, listener
 from aishell.scheduling.leadership import Leadership
 from aishell.scheduling.stopsignals import stopped_by_signals
-from aishell.scheduling.stuck import alert, report_stuck
+from aishell.scheduling.stuck import report_stuck
 from aishell.state.store import StateStore
-from aishell.units import stamp
 
 JOB_TABLE = "apscheduler_jobs"
-# The job that takes back a schedule's runs its scheduler left behind: RECOVER_PREFIX + name.
-RECOVER_PREFIX = "recover:"
 # How often the serving process reads the schedules table for changes.
 RECONCILE_SECONDS = 2.0
 # After SIGTERM, how long serve waits for running steps to end resumably before it
@@ -115,6 +111,7 @@ class _Serving:
     run: Run
     stop: threading.Event
     leadership: Leadership
+    scheduler: BackgroundScheduler
     refused: set[str] = field(default_factory=set)  # schedules said to be not served
     # One trigger at a time per target: schedules on one database run one after the other.
     turns: dict[str, threading.Lock] = field(default_factory=dict)
@@ -129,22 +126,36 @@ class _Serving:
 _serving: _Serving | None = None
 
 
-def fire(name: str, how: str = "cron") -> None:
+def fire(name: str, how: str = "cron", due: datetime | None = None) -> bool:
     """The job APScheduler runs for a schedule (referenced as aishell.scheduling.serve:fire);
-    `recover`: take back the runs a scheduler that ended left on its target. Whatever
-    goes wrong is one line of the log: run_schedule has stored and notified it."""
+    `recover`: take back the runs a scheduler that ended left on its target; `due`: when
+    the trigger was due (due.py). Whatever goes wrong is one line of the log: run_schedule
+    has stored and notified it. False when the trigger did not begin its run (serve
+    stopped first, or lost its lock): it stays marked due, for serve's next start."""
     serving = _serving
     if serving is None:
         raise RuntimeError("no scheduler is serving in this process")
     with serving.idle:
         serving.active.add(f"{name} ({how})")
     try:
+        began = _fire(serving, name, how)
+        if began and due is not None:
+            settle(serving.scheduler, name, due)
+        return began
+    finally:
+        with serving.idle:
+            serving.active.discard(f"{name} ({how})")
+            serving.idle.notify_all()
+
+
+def _fire(serving: _Serving, name: str, how: str) -> bool:
+    try:
         with _turn(serving, name) as mine:
             if not mine:
-                return
+                raise StoppedBeforeStart("serve stopped while the trigger waited for its turn")
             if not serving.leadership.holds():  # another scheduler may serve by now
                 logger.error("schedule %s: not started: the scheduler's lock is lost", name)
-                return
+                return False
             if how == "cron":
                 logger.info("schedule %s: started", name)
             else:
@@ -153,12 +164,12 @@ def fire(name: str, how: str = "cron") -> None:
                 serving.config = serving.watch.current()
             with stops_with(serving.stop, SCHEDULER_STOP):
                 serving.run(serving.config, name, how, serving.stop)
+    except StoppedBeforeStart:
+        stopped_before_start(name, how)
+        return False
     except Exception as exc:  # an unattended trigger never ends unheard
         logger.error("schedule %s: failed: %s", name, " ".join(str(exc).split()))
-    finally:
-        with serving.idle:
-            serving.active.discard(f"{name} ({how})")
-            serving.idle.notify_all()
+    return True
 
 
 @contextmanager
@@ -192,6 +203,7 @@ def _scheduler(config: Config) -> BackgroundScheduler:
             "default": SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE),
             "internal": MemoryJobStore(),
         },
+        executors={"default": MarkingExecutor()},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -199,14 +211,7 @@ def _scheduler(config: Config) -> BackgroundScheduler:
         },
         timezone=UTC,
     )
-    scheduler.add_listener(
-        _on_event(config),
-        EVENT_JOB_SUBMITTED
-        | EVENT_JOB_EXECUTED
-        | EVENT_JOB_ERROR
-        | EVENT_JOB_MISSED
-        | EVENT_JOB_MAX_INSTANCES,
-    )
+    scheduler.add_listener(listener(config, scheduler), HEARD)
     return scheduler
 
 
@@ -247,17 +252,18 @@ def _serve(
     global _serving
     try:
         watch = ConfigWatch(config, reload) if reload is not None else None
-        _serving = _Serving(config, run, stop, leadership, watch=watch)
         scheduler = _scheduler(config)
+        _serving = _Serving(config, run, stop, leadership, scheduler, watch=watch)
         scheduler.start(paused=True)
         reconcile(scheduler, config, store)
+        take_up(scheduler, store)
         scheduler.add_job(
             reconcile,
             "interval",
             seconds=RECONCILE_SECONDS,
             args=[scheduler, config],
             jobstore="internal",
-            id="reconcile",
+            id=RECONCILE,
         )
         _monitor(scheduler, config)
         _take_back_on_start(scheduler, store)
@@ -271,8 +277,8 @@ def _serve(
             logger.info("stopping: running steps end resumably (waiting at most %gs)", STOP_SECONDS)
             scheduler.pause()  # no new run from here on
             _stop_running(store)
+            left = _wait_for_triggers(_serving)  # a trigger ending settles its job's mark
             scheduler.shutdown(wait=False)
-            left = _wait_for_triggers(_serving)
             logger.info("stopped")
         return left
     finally:
@@ -451,34 +457,3 @@ def _stop_running(store: StateStore) -> None:
         if run["pid"] == os.getpid() and run["hostname"] == socket.gethostname():
             store.request_stop(run["run_id"], "aishell schedule serve (stopping)")
             logger.info("run %s: asked to stop", run["run_id"])
-
-
-def _on_event(config: Config) -> Callable[[JobEvent], None]:
-    """APScheduler's events about our jobs, as lines of the log (APScheduler's own log
-    lines are its logger's, which serve's command keeps to warnings)."""
-
-    def on_event(event: JobEvent) -> None:
-        if event.job_id in ("reconcile", alerts.JOB_ID):
-            if isinstance(event, JobExecutionEvent) and event.exception is not None:
-                what = "reading schedules" if event.job_id == "reconcile" else "checking alerts"
-                logger.error("%s failed: %s", what, event.exception)
-            return
-        # A take-back's job is `recover:NAME`: the log names the schedule, as fire() does.
-        recovering = event.job_id.startswith(RECOVER_PREFIX)
-        name = event.job_id.removeprefix(RECOVER_PREFIX)
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            logger.warning("schedule %s: still running; this trigger is skipped", name)
-        elif isinstance(event, JobSubmissionEvent):
-            return  # a submitted trigger may yet be missed: fire() says when it starts
-        elif event.code == EVENT_JOB_MISSED:
-            due = event.scheduled_run_time
-            logger.warning("schedule %s: missed its run at %s", name, f"{due:%Y-%m-%d %H:%M %Z}")
-            with StateStore(config.state_url) as store:
-                alert(config, store, name, "missed", {"due": stamp(due.astimezone(UTC))})
-        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
-            logger.error("schedule %s: failed: %s", name, event.exception)
-        elif isinstance(event, JobExecutionEvent):
-            ended = "taking back finished" if recovering else "finished"
-            logger.info("schedule %s: %s", name, ended)
-
-    return on_event
