@@ -19,6 +19,7 @@ from aishell.errors import AishellError, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
 from aishell.policy.approvers import NonInteractive
 from aishell.scheduling import serve as scheduling
+from aishell.scheduling.due import StoppedBeforeStart
 from aishell.state.store import StateStore
 
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -148,12 +149,15 @@ def run_schedule(
     notifiers. A trigger whose previous run still waits for approval starts nothing (the
     waiting run is notified again), so unapproved runs do not pile up night after night;
     `run-now` always runs. A run-now that cannot start raises; a trigger that cannot is
-    stored as a failed run and notified, as any failure is. How `recover` only takes
-    back what was left; it starts nothing new."""
+    stored as a failed run and notified, as any failure is, unless `stop` (the scheduler's
+    own) ended its wait first: that raises StoppedBeforeStart, no failure of the run. How
+    `recover` only takes back what was left; it starts nothing new."""
     with StateStore(config.state_url) as store:
         schedule = store.get_schedule(name)
     try:
         return _trigger(config, schedule, how, stop or threading.Event())
+    except StoppedBeforeStart:
+        raise  # serve is stopping: the trigger is due again when it starts
     except AishellError as exc:
         if how == "run-now":
             raise

@@ -1,7 +1,8 @@
 """What a scheduler owns: the runs it started and left behind when its process died
 (taken back before new work on their database), a trigger that fails before its run
 exists (stored as a failed run and notified like any failure), and the bounded wait for
-a database another run holds. What it does is logged to this module's logger."""
+a database another run holds, which the scheduler's stop ends as no failure of the run.
+What it does is logged to this module's logger."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from aishell.executor import RunResult
 from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
 from aishell.scheduling import notify
+from aishell.scheduling.due import StoppedBeforeStart
 from aishell.state.store import StateStore
 from aishell.state.values import new_run_id
 
@@ -75,6 +77,8 @@ def take_back(
                 f"schedule {name}",
                 stop,
             )
+        except StoppedBeforeStart:
+            raise
         except AishellError as exc:
             exc.args = (f"run {run_id}, left by a scheduler that ended, was not resumed: {exc}",)
             raise
@@ -101,8 +105,9 @@ def waiting_for_lock(
     stop: threading.Event,
 ) -> T:
     """call(), again while another run holds the database's lock, for at most the
-    scheduler's stuck_after_seconds (a run holding it longer is reported stuck anyway)
-    and never past `stop`; then the lock's error is raised."""
+    scheduler's stuck_after_seconds (a run holding it longer is reported stuck anyway);
+    then the lock's error is raised. `stop` set (the scheduler stopping) ends the wait
+    with StoppedBeforeStart: the run never began, and nothing of it failed."""
     bound = config.main.scheduler.stuck_after_seconds
     deadline = time.monotonic() + bound
     pause, said = 0.2, False
@@ -111,13 +116,14 @@ def waiting_for_lock(
             return call()
         except TargetLocked as exc:
             left = deadline - time.monotonic()
-            if left <= 0 or stop.is_set():
+            if left <= 0 and not stop.is_set():
                 raise
-            if not said:
+            if not said and not stop.is_set():
                 logger.info("%s: waiting for the database, at most %ss: %s", who, bound, exc)
                 said = True
-            if stop.wait(min(pause, left)):
-                raise
+            if stop.is_set() or stop.wait(min(pause, left)):
+                stopped = f"{who}: serve stopped while it waited for the database"
+                raise StoppedBeforeStart(stopped) from exc
             pause = min(pause * 2, 5.0)
 
 
