@@ -12,7 +12,8 @@ from aishell.errors import StepFailed
 from aishell.sqltext import text
 
 TABLE_OIDS = (
-    "SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "SELECT c.relname, c.oid, c.relkind FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()"
 )
 # The indexes of several tables (by oid), in one query.
@@ -48,11 +49,95 @@ def extensions(conn: Connection) -> set[str]:
 def table_oids(conn: Connection, tables: list[str], *, missing_ok: bool = False) -> dict[str, int]:
     """Each table's oid, in one query; a table not in the current schema fails the step
     (`missing_ok`: is left out)."""
-    found = {str(name): int(oid) for name, oid in conn.execute(text(TABLE_OIDS), {"names": tables})}
+    return _found(conn, tables, missing_ok)[0]
+
+
+def _found(
+    conn: Connection, tables: list[str], missing_ok: bool
+) -> tuple[dict[str, int], list[str]]:
+    """Each table's oid, and the partitioned ones among them."""
+    rows = conn.execute(text(TABLE_OIDS), {"names": tables}).all()
+    found = {str(name): int(oid) for name, oid, _ in rows}
     for table in tables:
         if table not in found and not missing_ok:
             raise StepFailed(f"Table {table!r} is not in the current schema")
-    return found
+    return found, [str(name) for name, _, kind in rows if kind == "p"]
+
+
+def oids_and_partitioned(
+    conn: Connection, tables: list[str]
+) -> tuple[dict[str, int], dict[str, Partitioned]]:
+    """table_oids (a table not there left out), and the partitioned tables among them
+    with their partitions (read only when there is one)."""
+    oids, parents = _found(conn, tables, True)
+    return oids, partitioned(conn, parents)
+
+
+# Each partitioned table named (relkind p: no storage of its own, so nothing that reads a
+# relation's pages can be given it) with its leaf partitions, the tables that hold its
+# rows: those of the current schema by name and oid, and how many others there are (a
+# foreign table, or a table of another schema, which the target does not maintain).
+PARTITIONED = """
+WITH RECURSIVE parents AS (
+  SELECT p.oid, p.relname, p.relnamespace FROM pg_class p
+  JOIN pg_namespace n ON n.oid = p.relnamespace
+  WHERE p.relkind = 'p' AND n.nspname = pg_catalog.current_schema()
+    AND p.relname = ANY(CAST(:names AS text[]))
+), tree AS (
+  SELECT x.oid AS root, i.inhrelid AS relid FROM parents x
+  JOIN pg_inherits i ON i.inhparent = x.oid
+  UNION ALL
+  SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
+)
+SELECT x.relname AS name,
+       coalesce(pg_catalog.array_agg(c.relname::pg_catalog.text ORDER BY c.relname)
+                FILTER (WHERE c.relkind = 'r' AND c.relnamespace = x.relnamespace), '{}')
+           AS leaves,
+       coalesce(pg_catalog.array_agg(c.oid::bigint ORDER BY c.relname)
+                FILTER (WHERE c.relkind = 'r' AND c.relnamespace = x.relnamespace), '{}')
+           AS leaf_oids,
+       pg_catalog.count(c.oid) FILTER (WHERE c.relkind <> 'p' AND NOT (c.relkind = 'r'
+                                       AND c.relnamespace = x.relnamespace)) AS elsewhere
+FROM parents x
+LEFT JOIN tree t ON t.root = x.oid
+LEFT JOIN pg_class c ON c.oid = t.relid
+GROUP BY x.oid, x.relname
+"""
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """A partitioned table: its leaf partitions in the current schema (name: oid), and
+    how many leaves are not among them (foreign, or in another schema)."""
+
+    leaves: dict[str, int]
+    elsewhere: int
+
+    def described(self, what: str) -> str:
+        """What is said of the parent: it is partitioned, and where its rows are `what`
+        ("checked", "measured")."""
+        line = "partitioned, with no storage of its own"
+        if self.leaves:
+            line += f"; its partitions ({', '.join(self.leaves)}) are {what} as tables"
+        if self.elsewhere:
+            line += (
+                f"; {self.elsewhere} partition(s) outside this schema or foreign are not "
+                f"{what} here"
+            )
+        return line
+
+
+def partitioned(conn: Connection, tables: list[str]) -> dict[str, Partitioned]:
+    """The partitioned tables among `tables`, in one query (none: no query)."""
+    if not tables:
+        return {}
+    return {
+        str(r["name"]): Partitioned(
+            dict(zip(r["leaves"], (int(o) for o in r["leaf_oids"]), strict=True)),
+            int(r["elsewhere"]),
+        )
+        for r in conn.execute(text(PARTITIONED), {"names": tables}).mappings()
+    }
 
 
 def database_size(conn: Connection) -> dict[str, Any]:

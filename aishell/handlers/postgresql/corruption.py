@@ -37,10 +37,13 @@ from aishell.handlers.postgresql.catalog import (
     AMCHECK,
     AMCHECK_AVAILABLE,
     INDEXES,
+    PARTITIONED,
     TABLE_OIDS,
     Amcheck,
+    Partitioned,
     amcheck,
-    table_oids,
+    oids_and_partitioned,
+    partitioned,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
@@ -108,20 +111,51 @@ def _check_tables(
     code_approved: bool = False,
 ) -> list[dict[str, Any]]:
     """Each table checked; the tables' oids and indexes are read in one query each. A
-    table no longer there was dropped since the plan: it is gone, not unchecked.
-    `code_approved`: the step was approved with the indexes' code named (a repair's
-    REINDEX runs it), so the check after it may run that code too."""
-    oids = table_oids(conn, tables, missing_ok=True)
-    indexes = _indexes(conn, list(oids.values())) if tool.reason is None else {}
-    return [
-        _held_when_looked(conn, ctx, t)
-        or (
-            _check_table(conn, ctx, t, oids[t], indexes.get(oids[t], []), tool, code_approved)
-            if t in oids
-            else {"table": t, "status": "gone"}
-        )
-        for t in tables
-    ]
+    table no longer there was dropped since the plan: it is gone, not unchecked. A
+    partitioned table has no storage of its own: its partitions are checked as tables,
+    those not named among `tables` after them. `code_approved`: the step was approved
+    with the indexes' code named (a repair's REINDEX runs it), so the check after it may
+    run that code too."""
+    oids, parents = oids_and_partitioned(conn, tables)
+    leaves = _unnamed_partitions(tables, parents)
+    oids.update(leaves)
+    stored = [oid for t, oid in oids.items() if t not in parents]
+    indexes = _indexes(conn, stored) if tool.reason is None else {}
+    results = []
+    for t in [*tables, *leaves]:
+        if t in parents:
+            results.append(_partitioned(t, parents[t]))
+        elif t not in oids:
+            results.append({"table": t, "status": "gone"})
+        else:
+            own = indexes.get(oids[t], [])
+            results.append(
+                _held_when_looked(conn, ctx, t)
+                or _check_table(conn, ctx, t, oids[t], own, tool, code_approved)
+            )
+    return results
+
+
+def _unnamed_partitions(tables: list[str], parents: Mapping[str, Partitioned]) -> dict[str, int]:
+    """The partitions of the partitioned tables named that are not named themselves."""
+    named = set(tables)
+    return {
+        leaf: oid
+        for parent in parents.values()
+        for leaf, oid in parent.leaves.items()
+        if leaf not in named
+    }
+
+
+def _partitioned(table: str, parent: Partitioned) -> dict[str, Any]:
+    """What the check says of a partitioned table: that it is one, and where its rows
+    are checked; nothing that reads a relation's pages is given it."""
+    return {
+        "table": table,
+        "status": "partitioned",
+        "partitions": list(parent.leaves),
+        "notes": [parent.described("checked")],
+    }
 
 
 def _held_when_looked(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any] | None:
@@ -265,17 +299,21 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
 
 def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> list[str]:
     """What the check sends per table, as a preview shows it: each statement that reads a
-    table is named, never summed up (amcheck's, or without it the full read)."""
+    table is named, never summed up (amcheck's, or without it the full read). A
+    partitioned table is said to be one, and its partitions not named are checked after."""
     tool = cached(ctx, "amcheck", lambda: amcheck(conn))
+    parents = partitioned(conn, tables)
+    stored = [t for t in [*tables, *_unnamed_partitions(tables, parents)] if t not in parents]
+    said = [f"-- {ctx.quote(t)}: {p.described('checked')}" for t, p in parents.items()]
     if tool.reason is not None:
-        return [_FULL_READ.replace("{table}", ctx.quote(t)) for t in tables]
+        return [*said, *(_FULL_READ.replace("{table}", ctx.quote(t)) for t in stored)]
     schema = ctx.quote(str(tool.schema))
     heap = _HEAP_CHECK.replace("{schema}", schema)
     index = _BT_CHECK.replace("{schema}", schema)
     structure = _BT_STRUCTURE.replace("{schema}", schema)
-    with_code = tables_with_index_code(conn, tables, ctx.trusted_functions, ctx.run_cache)
-    statements = []
-    for t in tables:
+    with_code = tables_with_index_code(conn, stored, ctx.trusted_functions, ctx.run_cache)
+    statements = said
+    for t in stored:
         statements += [f"{heap} -- {ctx.quote(t)}"] if tool.heap else []
         statements.append(f"{index} -- each B-tree index of {ctx.quote(t)}")
         if t in with_code:
@@ -288,7 +326,8 @@ def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> l
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     tables = step_tables(params, ctx)
-    return [TABLE_OIDS, INDEXES, AMCHECK, *check_statements(ctx.connection, ctx, tables)]
+    statements = check_statements(ctx.connection, ctx, tables)
+    return [TABLE_OIDS, PARTITIONED, INDEXES, AMCHECK, *statements]
 
 
 def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -300,6 +339,7 @@ def _check(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 check_table_corruption = Handler(
     sql_templates=(
         TABLE_OIDS,
+        PARTITIONED,
         INDEXES,
         AMCHECK,
         AMCHECK_AVAILABLE,
@@ -324,7 +364,7 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
     def repair(table: str) -> Mapping[str, Any]:
         conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
         # Its REINDEX, approved with the indexes' code named, ran that code already.
-        return _check_tables(conn, ctx, [table], tool, code_approved=True)[0]
+        return _as_one(_check_tables(conn, ctx, [table], tool, code_approved=True))
 
     why = " (the table's own data is damaged; restore it from a backup)"
     repaired = repair_each(tables, repair, "REINDEX did not repair", why)
@@ -334,6 +374,21 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
         "note": "REINDEX rebuilds indexes from the table's rows and changes no data, "
         "so no copy was taken",
     }
+
+
+def _as_one(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The check of one table named: a partitioned table's is its partitions' (REINDEX
+    TABLE of it rebuilds theirs), the worst of them first."""
+    first, partitions = results[0], results[1:]
+    if first["status"] != "partitioned":
+        return first
+    issues = [f"{r['table']}: {i}" for r in partitions for i in r.get("issues") or []]
+    unchecked = [f"{r['table']}: {r['reason']}" for r in partitions if r.get("reason")]
+    if issues:
+        return {**first, "status": "corrupted", "issues": issues}
+    if unchecked:
+        return {**first, "status": "not checked", "reason": "; ".join(unchecked)}
+    return {**first, "status": "ok"}
 
 
 repair_corrupted_tables = Handler(

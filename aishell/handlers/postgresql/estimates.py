@@ -65,7 +65,9 @@ WHERE c.oid = CAST(:oid AS pg_catalog.oid)
 # of its key columns; a key column without statistics (or an expression) makes the
 # estimate unknown. A table without indexes is one row without an index.
 INDEXES = f"""
-SELECT t.oid AS table_oid, i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
+SELECT t.oid AS table_oid, t.relkind = 'p' AS partitioned,
+       i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
+       i.relkind = 'I' AS index_partitioned,
        am.amname AS method, i.reltuples AS entries,
        {_size("t", "i")} AS bytes,
        {_size("t", "t")} AS table_bytes, t.relpages AS table_pages,
@@ -123,7 +125,8 @@ INDEXES_EACH = f"""WITH widths AS (
 ), row_widths AS (
   SELECT tablename, pg_catalog.sum(width) AS row_width FROM widths GROUP BY tablename
 )
-SELECT t.relname AS tbl, t.oid AS table_oid, i.relname AS name, i.oid AS oid,
+SELECT t.relname AS tbl, t.oid AS table_oid, t.relkind = 'p' AS partitioned,
+       i.relname AS name, i.oid AS oid, i.relkind = 'I' AS index_partitioned,
        t.reltuples AS reltuples, t.relpages AS table_pages,
        {_size("t", "t")} AS table_bytes,
        coalesce(rw.row_width, 0)::bigint AS row_width,
@@ -171,6 +174,7 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL pgstattuple_approx(c.oid::regclass) a
 WHERE c.relname = ANY(CAST(:names AS text[])) AND n.nspname = pg_catalog.current_schema()
+  AND c.relkind = 'r'
 """
 PGSTATTUPLE = (
     "SELECT table_len, tuple_percent, dead_tuple_percent, free_percent "
@@ -310,22 +314,33 @@ def full_table_scan(conn: Connection, oid: int) -> dict[str, Any]:
     }
 
 
-def table_indexes(conn: Connection, table: str) -> tuple[int, list[dict[str, Any]]]:
-    """The table's oid, and each of its indexes with its estimated free share (None:
-    no statistics to estimate it from)."""
+@dataclass(frozen=True)
+class TableIndexes:
+    """A table's oid, whether it is partitioned (no storage of its own), and each of its
+    indexes with its estimated free share (None: no statistics to estimate it from)."""
+
+    oid: int
+    partitioned: bool
+    indexes: list[dict[str, Any]]
+
+
+def table_indexes(conn: Connection, table: str) -> TableIndexes:
+    """The table's oid and indexes."""
     rows = conn.execute(text(INDEXES), {"t": table}).mappings().all()
     if not rows:
         raise StepFailed(f"Table {table!r} is not in the current schema")
     return _indexes_of(rows)
 
 
-def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> tuple[int, list[dict[str, Any]]]:
+def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> TableIndexes:
     indexes = [
         {
             "name": r["name"],
             "oid": r["oid"],
             "valid": r["valid"],
             "method": r["method"],
+            # A partitioned index (of a partitioned table) has no storage of its own.
+            "partitioned": bool(r["index_partitioned"]),
             "bytes": int(r["bytes"]),
             "pages": int(r["bytes"]) // int(r["block_size"]),
             "estimated_free_percent": _index_free(r),
@@ -333,14 +348,14 @@ def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> tuple[int, list[dict[str, 
         for r in rows
         if r["name"] is not None
     ]
-    return int(rows[0]["table_oid"]), indexes
+    return TableIndexes(int(rows[0]["table_oid"]), bool(rows[0]["partitioned"]), indexes)
 
 
-def recent_indexes(ctx: ToolContext, table: str) -> tuple[int, list[dict[str, Any]]]:
+def recent_indexes(ctx: ToolContext, table: str) -> TableIndexes:
     """table_indexes, as an earlier step of the run read them if it just did, else read
     with the plan's other tables (one query for them all)."""
 
-    def each(names: Sequence[str]) -> dict[str, tuple[int, list[dict[str, Any]]]]:
+    def each(names: Sequence[str]) -> dict[str, TableIndexes]:
         by_table: dict[str, list[Mapping[Any, Any]]] = {}
         for row in _together(ctx.connection, INDEXES_EACH, names):
             by_table.setdefault(row["tbl"], []).append(row)
@@ -410,8 +425,11 @@ def table_scan_reason(estimate: Mapping[str, Any], threshold: float, scans: Scan
 
 def index_scan_reason(index: Mapping[str, Any], threshold: float, scans: Scanners) -> str | None:
     """Why the index is read whole with pgstatindex; None when its estimate is enough
-    (or nothing can measure it: pgstattuple missing, not a valid B-tree)."""
+    (or nothing can measure it: pgstattuple missing, not a valid B-tree, a partitioned
+    index, which has no pages of its own)."""
     if not scans.pgstattuple or index["method"] != "btree" or not index["valid"]:
+        return None
+    if index.get("partitioned"):
         return None
     estimate = index["estimated_free_percent"]
     if estimate is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
+from aishell.handlers.postgresql.catalog import PARTITIONED, partitioned
 from aishell.handlers.shared import shared_step
 from aishell.tool.context import ToolContext
 
@@ -18,7 +19,12 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The estimates, and which full scans they call for (shown before the step runs)."""
     threshold = params.get("fragmentation_threshold", 30)
     scans = estimates.scanners(ctx)
-    oid, indexes = estimates.recent_indexes(ctx, params["table"])
+    table = estimates.recent_indexes(ctx, params["table"])
+    oid, indexes = table.oid, table.indexes
+    if table.partitioned:
+        # Nothing to read: its rows are its partitions', measured as tables.
+        parent = partitioned(ctx.connection, [params["table"]])[params["table"]]
+        return {"oid": oid, "partitioned": parent.described("measured"), "indexes": indexes}
     estimate = estimates.recent_table_estimate(ctx, params["table"], oid, scans)
     return {
         "oid": oid,
@@ -67,6 +73,8 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     table = params["table"]
     threshold = params.get("fragmentation_threshold", 30)
     plan = _plan(params, ctx)
+    if "partitioned" in plan:
+        return _partitioned(table, plan)
     estimate = plan["estimate"]
     # scanned_percent: the share of the table's pages read.
     result: dict[str, Any] = {**estimate, "full_scan": False}
@@ -98,9 +106,47 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
 
 
+def _partitioned(table: str, plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A partitioned table's output: it is one, and nothing of it was measured."""
+    said = plan["partitioned"]
+    return {
+        "table": table,
+        "partitioned": True,
+        "method": f"not measured: {said}",
+        "fragmentation_percent": None,
+        "dead_tuple_percent": None,
+        "free_space_percent": None,
+        "size_bytes": 0,
+        "scanned_percent": 0.0,
+        "full_scan": False,
+        "indexes": [
+            {
+                "index": i["name"],
+                "bytes": 0,
+                "valid": i["valid"],
+                "partitioned": True,
+                "method": f"not measured: {_PARTITIONED_INDEX}",
+                "fragmentation_percent": None,
+                "free_space_percent": None,
+            }
+            for i in plan["indexes"]
+        ],
+        "recommendation": f"No optimization of {table} itself: {said}",
+    }
+
+
+# What is said of a partitioned table's index.
+_PARTITIONED_INDEX = (
+    "a partitioned index, with no storage of its own: its partitions' indexes are "
+    "measured with their tables"
+)
+
+
 def _fragmentation_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     """The estimate, then each full scan it calls for, with what it reads and why."""
     plan = _plan(params, ctx)
+    if "partitioned" in plan:
+        return [PARTITIONED, f"-- {ctx.quote(params['table'])}: {plan['partitioned']}"]
     estimate = plan["estimate"]
     sql = [estimates.APPROX if estimate["method"] == "pgstattuple_approx" else estimates.STATISTICS]
     if plan["table_scan"] is not None:
@@ -122,6 +168,8 @@ def _fragmentation_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]
 def _fragmentation_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """What the step will read whole: the cost of its full scans."""
     plan = _plan(params, ctx)
+    if "partitioned" in plan:
+        return {"full_scans": [], "bytes_to_scan": 0}
     scans = [(i["name"], i["bytes"]) for i, why in plan["indexes"] if why is not None]
     if plan["table_scan"] is not None:
         scans.insert(0, (params["table"], plan["estimate"]["size_bytes"]))
@@ -130,7 +178,7 @@ def _fragmentation_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict
 
 analyze_table_fragmentation = shared_step(
     Handler(
-        sql_templates=estimates.SQL,
+        sql_templates=(*estimates.SQL, PARTITIONED),
         run_fn=_fragmentation,
         render_fn=_fragmentation_sql,
         estimate_fn=_fragmentation_estimate,

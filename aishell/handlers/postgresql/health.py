@@ -30,6 +30,7 @@ WRAPAROUND = 2**31
 _TABLE_STATS = """
 SELECT c.relname AS name,
        c.oid AS oid,
+       c.relkind = 'p' AS partitioned,
        coalesce(s.n_live_tup, 0) AS live,
        coalesce(s.n_dead_tup, 0) AS dead,
        greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
@@ -77,6 +78,8 @@ def _table_health(row: Mapping[Any, Any]) -> dict[str, Any]:
     total = row["live"] + row["dead"]
     return {
         "table": row["name"],
+        # Partitioned: no storage of its own; its partitions are listed as tables.
+        "partitioned": bool(row["partitioned"]),
         "rows": row["live"],
         "dead_rows": row["dead"],
         "dead_percent": round(100.0 * row["dead"] / total, 2) if total else 0.0,

@@ -50,7 +50,8 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     min_pages = params.get("min_pages", 8)
     table = params["table"]
     scans = estimates.scanners(ctx)
-    oid, indexes = estimates.recent_indexes(ctx, table)
+    found = estimates.recent_indexes(ctx, table)
+    oid, indexes = found.oid, found.indexes
     # The leftovers among them, as _LEFTOVERS finds them.
     left = sorted(i["name"] for i in indexes if not i["valid"] and _LEFTOVER_NAME.search(i["name"]))
     chosen, skipped = [], []
@@ -58,7 +59,9 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         name = index["name"]
         if name in left:
             continue
-        if not index["valid"]:
+        if index["partitioned"]:
+            skipped.append({"index": name, "reason": _partitioned_index(index)})
+        elif not index["valid"]:
             chosen.append(
                 (name, {"bytes": index["bytes"], "fragmentation_percent": None}, "invalid index")
             )
@@ -77,6 +80,20 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             else:
                 skipped.append({"index": name, "reason": f"{frag}% fragmented: under {threshold}%"})
     return {"oid": oid, "leftovers": left, "chosen": chosen, "skipped": skipped}
+
+
+def _partitioned_index(index: Mapping[str, Any]) -> str:
+    """Why a partitioned index (of a partitioned table) is not rebuilt: it has no storage
+    of its own; an invalid one lacks an index of some partition, which a rebuild does not
+    give it."""
+    said = "partitioned index, with no storage of its own: its partitions' indexes are "
+    said += "rebuilt with their tables"
+    if not index["valid"]:
+        said += (
+            "; it is invalid: some partition has no index attached to it (made with CREATE "
+            "INDEX ... ON ONLY); ALTER INDEX ... ATTACH PARTITION each partition's index"
+        )
+    return said
 
 
 def _drop_leftovers(
