@@ -177,19 +177,7 @@ def _preview_step(
 ) -> StepPreview:
     impl = tool.implementation(handle.dialect)
     params, live = _previewable(step, tool)
-    ctx = ToolContext(
-        conn=conn if live else None,
-        dialect=handle.dialect,
-        target=handle.name,
-        dry_run=True,
-        backup_dir=backups.folder,
-        quote_identifier=handle.quote,
-        run_cache=known.run_cache,
-        table_readings=known.table_readings,
-        backup_catalog=lambda: backups.history.list_backups(handle.name),
-        tools_previewed_before=backups.tools_before,
-        trusted_functions=tuple(handle.config.trusted_functions),
-    )
+    ctx = _preview_context(handle, conn if live else None, known, backups)
     limits = known.policy.purge_limits(tool.name)
     ctx.max_share = limits.max_share if limits is not None else None
     with _tool_code(f"{step.id} ({tool.name})", conn if live else None, known.guard_memory):
@@ -234,6 +222,26 @@ def _preview_step(
         personal=verdict.personal,
         estimate=effect,
         locks=tool.step_locks(params, handle.name, handle.config, handle.dialect),
+    )
+
+
+def _preview_context(
+    handle: Target, conn: Connection | None, known: _Facts, backups: _Backups
+) -> ToolContext:
+    """What a step's tool previews with: the target read-only, what the plan's steps
+    share, and the backups a run's steps would see."""
+    return ToolContext(
+        conn=conn,
+        dialect=handle.dialect,
+        target=handle.name,
+        dry_run=True,
+        backup_dir=backups.folder,
+        quote_identifier=handle.quote,
+        run_cache=known.run_cache,
+        table_readings=known.table_readings,
+        backup_catalog=lambda: backups.history.list_backups(handle.name),
+        tools_previewed_before=backups.tools_before,
+        trusted_functions=tuple(handle.config.trusted_functions),
     )
 
 
