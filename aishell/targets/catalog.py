@@ -113,8 +113,10 @@ def require_column(table: str, column: str, columns: Sequence[str]) -> None:
         )
 
 
+# A partitioned table's relfrozenxid is 0 (no rows of its own): no age, not age(0)'s 2^31 - 1.
 _PG_URGENCY = """
-SELECT c.relname AS name, pg_catalog.age(c.relfrozenxid) AS xid_age,
+SELECT c.relname AS name,
+       CASE WHEN c.relfrozenxid <> '0'::xid THEN pg_catalog.age(c.relfrozenxid) END AS xid_age,
        coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
        c.relpages::bigint * pg_catalog.current_setting('block_size')::bigint AS total_bytes
 FROM pg_class c

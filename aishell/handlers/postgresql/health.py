@@ -24,7 +24,8 @@ from aishell.targets.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.tool.context import ToolContext
 from aishell.tool.readings import TableReadings
 
-# Transaction-ID wraparound is at 2^31.
+# Transaction-ID wraparound is at 2^31. A relation without a relfrozenxid of its own (a
+# partitioned table: 0, whose age() is 2^31 - 1) has no age: its partitions have theirs.
 WRAPAROUND = 2**31
 
 _TABLE_STATS = """
@@ -35,7 +36,7 @@ SELECT c.relname AS name,
        coalesce(s.n_dead_tup, 0) AS dead,
        greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
        greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze,
-       pg_catalog.age(c.relfrozenxid) AS xid_age,
+       CASE WHEN c.relfrozenxid <> '0'::xid THEN pg_catalog.age(c.relfrozenxid) END AS xid_age,
        pg_catalog.pg_total_relation_size(c.oid) AS total_bytes,
        pg_catalog.pg_relation_size(c.oid) AS table_bytes,
        pg_catalog.pg_indexes_size(c.oid) AS index_bytes,
@@ -84,7 +85,9 @@ def _table_health(row: Mapping[Any, Any]) -> dict[str, Any]:
         "dead_rows": row["dead"],
         "dead_percent": round(100.0 * row["dead"] / total, 2) if total else 0.0,
         "xid_age": row["xid_age"],
-        "wraparound_percent": round(100.0 * (row["xid_age"] or 0) / WRAPAROUND, 2),
+        "wraparound_percent": (
+            None if row["xid_age"] is None else round(100.0 * row["xid_age"] / WRAPAROUND, 2)
+        ),
         "table_bytes": row["table_bytes"],
         "index_bytes": row["index_bytes"],
         "indexes": row["indexes"],
