@@ -12,7 +12,7 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 
-from aishell.guard.lex import disagreement, without_comments
+from aishell.guard.lex import code_only, disagreement, without_comments
 
 # The parser reads statements it has no grammar for as commands, which this module
 # classifies itself; its warning about that is not for the person running aishell.
@@ -197,6 +197,18 @@ _READING_BY_NAME = frozenset(
 _MYSQL_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
 
 
+def _a_read_command(sql: str, dialect: str) -> bool:
+    """Whether `sql` is one statement of _READ_COMMANDS, judged on its code alone, as the
+    server reads it: a quoted name or a string holding `;` or FOR UPGRADE (`x FOR
+    UPGRADE`) is a name, not a second statement or an upgrade. Text the server would not
+    read to its end is not one (the parser judges it)."""
+    command = _READ_COMMANDS.get(dialect)
+    if command is None:
+        return False
+    code = code_only(sql, dialect)
+    return code is not None and bool(command.match(code)) and ";" not in code.strip().rstrip(";")
+
+
 @lru_cache(maxsize=4096)
 def write_reason(sql: str, dialect: str) -> str | None:
     """None when every statement in `sql` only reads; otherwise why it may write."""
@@ -214,8 +226,7 @@ def write_reason(sql: str, dialect: str) -> str | None:
         if arg == "=" or (arg == "(" and name not in _ARGUMENT_PRAGMAS):
             return f"PRAGMA {name} with a value changes a setting"
         return None
-    command = _READ_COMMANDS.get(dialect)
-    if command is not None and command.match(sql) and ";" not in sql.strip().rstrip(";"):
+    if _a_read_command(sql, dialect):
         return None
     # Placeholders for quoted identifiers are rendered before parsing by the caller.
     try:
