@@ -41,7 +41,10 @@ _PG_REACH = (
     "UNION ALL SELECT 'trigger', CAST(t.tgname AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     "CAST(t.tgenabled AS pg_catalog.text) || CAST(t.tgfoid AS pg_catalog.text) "
-    "FROM pg_catalog.pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM aishell_family) "
+    # The function's body too: CREATE OR REPLACE keeps its oid and changes what it does.
+    "|| pg_catalog.md5(coalesce(f.prosrc, '')) FROM pg_catalog.pg_trigger t "
+    "LEFT JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid "
+    "WHERE t.tgrelid IN (SELECT oid FROM aishell_family) "
     "AND NOT t.tgisinternal "
     "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(8 AS pg_catalog.int4) <> 0 "
     "UNION ALL SELECT 'rule', CAST(r.rulename AS pg_catalog.text) || ' on ' || "

@@ -215,3 +215,42 @@ def test_a_table_that_comes_to_inherit_the_purged_one_stops_it(pg_logs, home, wa
     finished = commands.resume_run(config, result.run_id)
     assert finished.status == "completed", finished.error
     assert _count(url, "events_more") == 0
+
+
+def test_a_trigger_function_replaced_while_the_purge_runs_stops_it(pg_logs, home):
+    """A trigger approved as it was (its function writing nothing) whose function is
+    replaced by one that writes, with CREATE OR REPLACE (the same trigger, the same
+    function's oid): the batch that would run the new body is rolled back."""
+    from aishell.policy.approvers import PreApproved
+
+    _config, url = pg_logs
+    _execute(
+        url,
+        "CREATE TABLE audit (id integer)",
+        "CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RETURN OLD; END$$",
+        "CREATE TRIGGER events_audit BEFORE DELETE ON events FOR EACH ROW "
+        "EXECUTE FUNCTION audit_delete()",
+    )
+    done: dict[str, Any] = {}
+
+    def purge() -> None:
+        done["result"] = commands.run_job(
+            load_config(home=home), "log_cleanup", job(**SLOW), approver=PreApproved()
+        )
+
+    worker = threading.Thread(target=purge)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while _batches_done(home) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.is_alive(), "the purge ended before the function could change"
+    _execute(
+        url,
+        "CREATE OR REPLACE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO audit VALUES (OLD.id); RETURN OLD; END$$",
+    )
+    worker.join(120)
+
+    _assert_stopped(done["result"], "events_audit")
+    assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
