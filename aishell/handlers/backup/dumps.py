@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,8 @@ from aishell.handlers.backup.snapshot import (
 )
 from aishell.handlers.backup.stream import stream_into
 from aishell.sqltext import quote_identifier, text
-from aishell.targets.limits import OUTSIDE_STEPS_OPTION
+from aishell.targets.deadlines import cancel_then_sever
+from aishell.targets.limits import OUTSIDE_STEPS_OPTION, Limits
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.servermessage import server_message
 from aishell.tool.context import ToolContext
@@ -199,11 +200,15 @@ def _counting(
         except BaseException as exc:  # raised again in the step's thread
             failed.append(exc)
 
+    def ended(seconds: float) -> bool:
+        counter.join(seconds)
+        return not counter.is_alive()
+
     def cancel() -> None:
-        driver = snap.connection.driver_connection
-        if counter.is_alive() and driver is not None:
-            with suppress(Exception):
-                driver.cancel()
+        # Bounded as every stop's cancel is: on a server that answers neither the count
+        # nor the cancel, the snapshot's socket is closed read_timeout_seconds on.
+        if counter.is_alive():
+            cancel_then_sever(snap, ended, time.monotonic(), Limits.unanswered_cancel)
         counter.join()
 
     counter = threading.Thread(target=count, name="aishell-row-counts", daemon=True)

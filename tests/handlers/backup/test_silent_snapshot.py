@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize(
     "marker",
-    [b"pg_export_snapshot", b"tree(top, rel)"],
-    ids=["export", "tables"],
+    [b"pg_export_snapshot", b"tree(top, rel)", b"count(*) FROM ONLY"],
+    ids=["export", "tables", "counts"],
 )
 def test_a_snapshot_read_on_a_silent_server_ends_the_run(
     home: Path, pg_url: str, marker: bytes
