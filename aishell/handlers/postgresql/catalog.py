@@ -3,6 +3,7 @@ the extensions installed, whether amcheck can run for this role, the database's 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,8 @@ TABLE_OIDS = (
 # comparison function, which every check of its order calls), schema-qualified.
 INDEXES = """
 SELECT x.indrelid::bigint AS table_oid, i.relname AS name, i.oid AS oid,
-       x.indisvalid AS valid, am.amname AS method, pg_catalog.pg_relation_size(i.oid) AS bytes,
+       x.indisvalid AS valid, x.indisready AS ready, am.amname AS method,
+       pg_catalog.pg_relation_size(i.oid) AS bytes,
        ARRAY(SELECT DISTINCT pn.nspname::pg_catalog.text || '.' || p.proname::pg_catalog.text
              FROM pg_catalog.pg_opclass oc
              JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
@@ -138,6 +140,28 @@ def partitioned(conn: Connection, tables: list[str]) -> dict[str, Partitioned]:
         )
         for r in conn.execute(text(PARTITIONED), {"names": tables}).mappings()
     }
+
+
+# The invalid copy an interrupted REINDEX CONCURRENTLY leaves (rebuild drops them).
+REINDEX_LEFTOVER = re.compile(r"_cc(new|old)[0-9]*$")
+
+
+def invalid_index(name: str, ready: bool) -> str:
+    """What is said of an invalid index (pg_index.indisvalid false): what it is, and
+    that it is no sign of damage. indisready: whether writes maintain it."""
+    if REINDEX_LEFTOVER.search(name):
+        return (
+            f"index {name} is an invalid leftover of an interrupted REINDEX CONCURRENTLY "
+            "(full maintenance drops it)"
+        )
+    upkeep = "writes still maintain it" if ready else "writes do not maintain it"
+    return (
+        f"index {name} is invalid, as a CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY "
+        f"that failed leaves one: it is not used by queries, and {upkeep}; it is no sign "
+        "of corruption; once what made it fail is put right (a unique index: its duplicate "
+        "values), REINDEX INDEX CONCURRENTLY makes it valid, or DROP INDEX CONCURRENTLY "
+        "removes it"
+    )
 
 
 def database_size(conn: Connection) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from aishell.handlers.postgresql.catalog import (
     Amcheck,
     Partitioned,
     amcheck,
+    invalid_index,
     oids_and_partitioned,
     partitioned,
 )
@@ -244,10 +245,8 @@ def _check_index(
         found.notes.append(f"index {name} ({index['method']}): amcheck checks B-trees only")
         return
     if not index["valid"]:
-        if re.search(r"_cc(new|old)[0-9]*$", name):
-            found.notes.append(f"index {name} is an invalid leftover of a REINDEX")
-        else:
-            found.issues.append(f"index {name} is invalid; REINDEX it")
+        # Not used by queries, so not checked (amcheck refuses it): what it is is said.
+        found.notes.append(invalid_index(name, bool(index["ready"])))
         return
     support = [] if code_approved else _untrusted_support(index, ctx.trusted_functions)
     if support:
@@ -364,16 +363,32 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
     def repair(table: str) -> Mapping[str, Any]:
         conn.execute(text(f"REINDEX TABLE CONCURRENTLY {ctx.quote(table)}"))
         # Its REINDEX, approved with the indexes' code named, ran that code already.
-        return _as_one(_check_tables(conn, ctx, [table], tool, code_approved=True))
+        after = _as_one(_check_tables(conn, ctx, [table], tool, code_approved=True))
+        if after["status"] == "corrupted":
+            after = {**after, "issues": [_still_damaged(after["issues"])]}
+        return after
 
-    why = " (the table's own data is damaged; restore it from a backup)"
-    repaired = repair_each(tables, repair, "REINDEX did not repair", why)
+    repaired = repair_each(tables, repair, "REINDEX did not repair")
     return {
         "repaired_tables": repaired,
         "backup_path": None,
         "note": "REINDEX rebuilds indexes from the table's rows and changes no data, "
         "so no copy was taken",
     }
+
+
+# An issue found in the table's rows rather than in an index (verify_heapam's, or
+# without amcheck the full read's), a partition's named first.
+_ROWS_DAMAGED = re.compile(r"(^|: )(verify_heapam|block [0-9]+, item|full read)")
+
+
+def _still_damaged(issues: list[str]) -> str:
+    """The first damage a check still finds after REINDEX, and what it means: only damage
+    in the table's rows, which REINDEX rebuilds the indexes from, calls for a backup."""
+    rows = [i for i in issues if _ROWS_DAMAGED.search(i)]
+    if rows:
+        return f"{rows[0]} (the table's own data is damaged; restore it from a backup)"
+    return f"{issues[0]} (an index is still damaged after REINDEX)"
 
 
 def _as_one(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from aishell.handlers.held import (
     worth_one_at_a_time,
 )
 from aishell.handlers.integrity import health_integrity
+from aishell.handlers.postgresql.catalog import invalid_index
 from aishell.handlers.postgresql.corruption import check_statements, corruption_check
 from aishell.sqltext import text
 from aishell.targets.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
@@ -40,7 +41,14 @@ SELECT c.relname AS name,
        pg_catalog.pg_total_relation_size(c.oid) AS total_bytes,
        pg_catalog.pg_relation_size(c.oid) AS table_bytes,
        pg_catalog.pg_indexes_size(c.oid) AS index_bytes,
-       (SELECT pg_catalog.count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes
+       (SELECT pg_catalog.count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes,
+       ARRAY(SELECT i.relname::pg_catalog.text FROM pg_index x
+             JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = c.oid AND NOT x.indisvalid AND i.relkind = 'i'
+             ORDER BY i.relname) AS invalid_indexes,
+       ARRAY(SELECT i.relname::pg_catalog.text FROM pg_index x
+             JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = c.oid AND NOT x.indisready AND i.relkind = 'i') AS unready_indexes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -91,6 +99,9 @@ def _table_health(row: Mapping[Any, Any]) -> dict[str, Any]:
         "table_bytes": row["table_bytes"],
         "index_bytes": row["index_bytes"],
         "indexes": row["indexes"],
+        # Not used by queries; no sign of corruption (what each is: _recommendations).
+        "invalid_indexes": list(row["invalid_indexes"]),
+        "unready_indexes": list(row["unready_indexes"]),
         "last_vacuum": row["last_vacuum"],
         "last_analyze": row["last_analyze"],
         "statistics": "present" if row["last_analyze"] else "missing",
@@ -99,7 +110,8 @@ def _table_health(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, Any]]) -> list[str]:
-    """Wraparound first, dead rows, missing statistics, then the long transactions."""
+    """Wraparound first, invalid indexes, dead rows, missing statistics, then the long
+    transactions."""
     recommendations = []
     for t in report:
         if (t["xid_age"] or 0) > FREEZE_MAX_AGE // 2:
@@ -107,6 +119,10 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
                 f"{t['table']}: transaction-ID age {t['xid_age']:,} is "
                 f"{t['wraparound_percent']}% of the way to wraparound; VACUUM it first"
             )
+        recommendations += [
+            f"{t['table']}: {invalid_index(i, i not in t['unready_indexes'])}"
+            for i in t["invalid_indexes"]
+        ]
         if t["dead_percent"] >= 20 and t["dead_rows"] >= 1000:
             recommendations.append(
                 f"{t['table']}: {t['dead_percent']}% dead rows; optimize_table (VACUUM) "

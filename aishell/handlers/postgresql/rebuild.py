@@ -4,19 +4,21 @@ earlier rebuild left (every write still maintains them)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import StepSkipped
 from aishell.handlers import cached, rebuilding
 from aishell.handlers.postgresql import estimates
+from aishell.handlers.postgresql.catalog import REINDEX_LEFTOVER
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.handlers.shared import shared_step
 from aishell.sqltext import text
 from aishell.targets.lockholders import is_lock_timeout
+from aishell.targets.servermessage import server_message
 from aishell.tool.context import ToolContext
 
 _LEFTOVERS = """
@@ -27,9 +29,6 @@ WHERE x.indrelid = CAST(:oid AS pg_catalog.oid) AND NOT x.indisvalid
 ORDER BY i.relname
 """
 _DROP_LEFTOVER = "DROP INDEX CONCURRENTLY IF EXISTS {index}"
-
-
-_LEFTOVER_NAME = re.compile(r"_cc(new|old)[0-9]*$")
 
 
 def leftovers(conn: Connection, oid: int) -> list[str]:
@@ -53,7 +52,9 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     found = estimates.recent_indexes(ctx, table)
     oid, indexes = found.oid, found.indexes
     # The leftovers among them, as _LEFTOVERS finds them.
-    left = sorted(i["name"] for i in indexes if not i["valid"] and _LEFTOVER_NAME.search(i["name"]))
+    left = sorted(
+        i["name"] for i in indexes if not i["valid"] and REINDEX_LEFTOVER.search(i["name"])
+    )
     chosen, skipped = [], []
     for index in indexes:
         name = index["name"]
@@ -131,7 +132,8 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     progress = ctx.step_cache.setdefault(
         f"rebuild-progress:{table}", {"rebuilt": [], "dropped": [], "kept": [], "story": []}
     )
-    done = {r["index"] for r in progress["rebuilt"]}
+    failed = progress.setdefault("failed", [])
+    done = {r["index"] for r in progress["rebuilt"]} | {f["index"] for f in failed}
     todo = [c for c in plan["chosen"] if c[0] not in done]
     # A retry looks afresh: the failed attempt may have left some. The first attempt,
     # like a step that rebuilds nothing, holds to the plan's, read as the step rendered.
@@ -140,20 +142,7 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         require_maintain(conn, table, "REINDEX CONCURRENTLY", reindex=True, run_cache=ctx.run_cache)
     _drop_before_rebuild(conn, ctx, table, left, progress)
     for index, before, reason in todo:
-        try:
-            conn.execute(text(f"REINDEX INDEX CONCURRENTLY {ctx.quote(index)}"))
-        except DBAPIError as exc:
-            if not _after_failed_reindex(conn, ctx, table, oid, index, exc, progress):
-                raise
-        progress["rebuilt"].append(
-            {
-                "index": index,
-                "reason": reason,
-                "fragmentation_before": before["fragmentation_percent"],
-                "bytes_before": before["bytes"],
-                "bytes_after": None,
-            }
-        )
+        _reindex(conn, ctx, table, oid, (index, before, reason), progress)
     unsized = [r["index"] for r in progress["rebuilt"] if r["bytes_after"] is None]
     if unsized:
         found = conn.execute(text(_INDEX_BYTES), {"names": unsized})
@@ -169,7 +158,60 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     }
     if progress["story"]:
         result["notes"] = progress["story"]
+    if failed:
+        _raise_failed(table, failed, result)
     return result
+
+
+# What the server refuses of one index for a reason of its own, after which the others
+# are rebuilt still: its data (22: an expression's error), its constraint (23: a unique
+# index over duplicate values), damage (XX). A lock wait, a cancel or a lost connection
+# is the step's, retried or failed as any step's.
+_INDEX_OWN_TROUBLE = ("22", "23", "XX")
+
+
+def _reindex(
+    conn: Connection,
+    ctx: ToolContext,
+    table: str,
+    oid: int,
+    chosen: tuple[str, dict[str, Any], str],
+    progress: dict[str, Any],
+) -> None:
+    """REINDEX INDEX CONCURRENTLY one chosen index, into `progress`: rebuilt, or failed
+    with the server's reason when the trouble is the index's own."""
+    index, before, reason = chosen
+    try:
+        conn.execute(text(f"REINDEX INDEX CONCURRENTLY {ctx.quote(index)}"))
+    except DBAPIError as exc:
+        if not _after_failed_reindex(conn, ctx, table, oid, index, exc, progress):
+            state = str(getattr(exc.orig, "sqlstate", "") or "")
+            if is_lock_timeout(exc) or not state.startswith(_INDEX_OWN_TROUBLE):
+                raise
+            progress["failed"].append({"index": index, "error": server_message(exc)})
+            return
+    progress["rebuilt"].append(
+        {
+            "index": index,
+            "reason": reason,
+            "fragmentation_before": before["fragmentation_percent"],
+            "bytes_before": before["bytes"],
+            "bytes_after": None,
+        }
+    )
+
+
+def _raise_failed(table: str, failed: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    """The table's rebuild ends skipped, with each index the server refused and why: the
+    step goes on with its other tables, and the report names it."""
+    why = "; ".join(
+        f"REINDEX INDEX CONCURRENTLY {f['index']} on table {table} failed: {f['error']}"
+        for f in failed
+    )
+    if result["rebuilt"]:
+        why += f" ({', '.join(r['index'] for r in result['rebuilt'])} rebuilt)"
+    result["failed"] = failed
+    raise StepSkipped(why, {**result, "skipped_tables": [{"table": table, "reason": why}]})
 
 
 def _drop_before_rebuild(
