@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,8 +27,26 @@ class AishellGroup(click.Group):
     With --json the error is one JSON object on stdout instead: {"error": {"code",
     "message", "exit_code"}}, the code a stable name of the kind of error."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        words = list(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # the group's help, as --help shows it
+        except click.ClickException as exc:
+            # An error in the group's own options (`aishell --bogus`), before any
+            # command has read --json: one line, or the error object.
+            _say(asks_json(words), "usage_error", printable(exc.format_message()), exc.exit_code)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
     def invoke(self, ctx: click.Context) -> Any:
-        if "--json" in ctx.args:
+        if asks_json(ctx.args):
             # Also for an error in parsing the options, before --json itself is read.
             ctx.meta["aishell.json"] = True
 
@@ -61,9 +79,10 @@ class AishellGroup(click.Group):
         except AishellError as exc:
             _debug(ctx)
             _report(ctx, error_code(exc), printable(exc), exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a group given no command shows its help
         except click.ClickException as exc:
-            if not ctx.meta.get("aishell.json"):
-                raise
+            # One line, not click's usage and hint lines: `--help` has them.
             _report(ctx, "usage_error", printable(exc.format_message()), exc.exit_code)
         except (click.exceptions.Exit, click.Abort):
             raise
@@ -173,15 +192,26 @@ def _debug(ctx: click.Context) -> None:
         traceback.print_exc()
 
 
+def asks_json(args: Sequence[str]) -> bool:
+    """Whether --json is among a command's words; those after `--` are another's (a
+    schedule's job)."""
+    words = list(args)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
+
+
 def _report(ctx: click.Context, code: str, message: str, exit_code: int, hint: str = "") -> None:
-    if ctx.meta.get("aishell.json"):
+    _say(bool(ctx.meta.get("aishell.json")), code, message, exit_code, hint)
+    ctx.exit(exit_code)
+
+
+def _say(as_json: bool, code: str, message: str, exit_code: int, hint: str = "") -> None:
+    if as_json:
         # Here, not at the top: the module is for errors, which most commands never have.
         from aishell.render.machine import dumps, error_object
 
         click.echo(dumps({"error": error_object(code, message, exit_code)}))
     else:
         click.echo(f"Error: {message}{hint}", err=True)
-    ctx.exit(exit_code)
 
 
 class State:
