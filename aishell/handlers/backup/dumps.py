@@ -14,18 +14,16 @@ MySQL/MariaDB: counts and checksums are read from the dump itself as it streams
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from aishell.errors import StepFailed, StepInterrupted, StepTimeout
+from aishell.errors import StepFailed
 from aishell.handlers.backup import pgincrement
 from aishell.handlers.backup.disk import partial_file, writing
 from aishell.handlers.backup.lockwait import SILENCE_SECONDS, LockWatch
@@ -50,6 +48,14 @@ from aishell.handlers.backup.processes import (
     tool_version,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.handlers.backup.snapcounts import (
+    Relation,
+    counting,
+    pg_counts,
+    refuse_unreadable,
+    relation_rows,
+    table_trees,
+)
 from aishell.handlers.backup.snapshot import (
     SNAPSHOT,
     SNAPSHOT_EXPORT,
@@ -57,19 +63,14 @@ from aishell.handlers.backup.snapshot import (
     SNAPSHOT_ONE_CORE,
 )
 from aishell.handlers.backup.stream import stream_into
-from aishell.sqltext import quote_identifier, text
-from aishell.targets.deadlines import cancel_then_sever
-from aishell.targets.limits import OUTSIDE_STEPS_OPTION, Limits
-from aishell.targets.lockholders import is_lock_timeout
-from aishell.targets.servermessage import server_message
+from aishell.sqltext import text
+from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.tool.context import ToolContext
 
 # How a PostgreSQL manifest's row counts were made (backups made before counted the
 # archive's rows as it was written: COUNTED_IN_ARCHIVE).
 COUNTED_IN_ARCHIVE = "the rows of each table in the archive, counted as it was written"
 COUNTED_IN_SNAPSHOT = "count(*) of each table in the dump's snapshot"
-# Relations counted by one statement.
-COUNT_BATCH = 100
 
 
 @dataclass
@@ -89,157 +90,6 @@ class Taken:
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Relation:
-    oid: int
-    kind: str
-    quoted: str  # schema-qualified, quoted
-
-
-# Each user table (as aishell.targets.catalog.user_tables lists them), with itself and every
-# table that inherits from it, at any depth: count(*) of a table counts their rows too.
-_TABLE_TREES = """
-WITH RECURSIVE tree(top, rel) AS (
-    SELECT c.oid, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
-  UNION
-    SELECT tree.top, i.inhrelid FROM tree JOIN pg_inherits i ON i.inhparent = tree.rel
-)
-SELECT t.relname, r.oid, r.relkind, n.nspname, r.relname
-FROM tree JOIN pg_class t ON t.oid = tree.top JOIN pg_class r ON r.oid = tree.rel
-JOIN pg_namespace n ON n.oid = r.relnamespace
-ORDER BY 1
-"""
-
-
-# The tables and sequences pg_dump reads that this login may not read: pg_dump stops at
-# the first (and the rows counted in its snapshot, where the table comes first, end the
-# snapshot's transaction, so that pg_dump says only that the snapshot is gone).
-_UNREADABLE = """
-SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname <> 'information_schema'
-  AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_%'
-  AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
-ORDER BY 1, 2 LIMIT 6
-"""
-
-
-def _refuse_unreadable(conn: Connection) -> None:
-    """Before anything is written: the tables and sequences this login may not read."""
-    found = [f"{schema}.{name}" for schema, name in conn.execute(text(_UNREADABLE))]
-    if not found:
-        return
-    user = str(conn.execute(text("SELECT current_user")).scalar())
-    shown = ", ".join(found[:5]) + (" and more" if len(found) > 5 else "")
-    raise StepFailed(
-        f"The login {user} may not read {shown} (no SELECT privilege): a backup reads every "
-        f"table and sequence; grant it (GRANT SELECT ON ... TO {user}) or back up as a "
-        "role that may read them; nothing was written"
-    )
-
-
-def _table_trees(conn: Connection) -> dict[str, list[_Relation]]:
-    trees: dict[str, list[_Relation]] = {}
-    for table, oid, kind, schema, name in conn.execute(text(_TABLE_TREES)):
-        quoted = f"{quote_identifier(conn.dialect, schema)}.{quote_identifier(conn.dialect, name)}"
-        trees.setdefault(table, []).append(_Relation(int(oid), str(kind), quoted))
-    return trees
-
-
-def _relation_rows(
-    snap: Connection, trees: dict[str, list[_Relation]], sums: dict[str, tuple[int, str]]
-) -> dict[int, int]:
-    """count(*) of each relation's own rows (ONLY: not those of the tables inheriting
-    from it), COUNT_BATCH relations to a statement; a partitioned table holds none, and
-    a table with no other in its tree whose rows an increment's checksum read has them."""
-    own = {rel.oid: 0 for tree in trees.values() for rel in tree if rel.kind == "p"}
-    own.update(
-        (tree[0].oid, sums[t][0]) for t, tree in trees.items() if len(tree) == 1 and t in sums
-    )
-    relations = {rel.oid: rel for tree in trees.values() for rel in tree if rel.oid not in own}
-    listed = list(relations.values())
-    for start in range(0, len(listed), COUNT_BATCH):
-        batch = listed[start : start + COUNT_BATCH]
-        union = " UNION ALL ".join(
-            f"SELECT {rel.oid}::oid, count(*) FROM ONLY {rel.quoted}" for rel in batch
-        )
-        own.update((int(oid), int(rows)) for oid, rows in snap.execute(text(union)))
-    return own
-
-
-def _pg_counts(trees: dict[str, list[_Relation]], own: dict[int, int]) -> dict[str, int]:
-    """Each table's count(*) in the snapshot: its own rows and those of every table
-    inheriting from it."""
-    return {table: sum(own[rel.oid] for rel in tree) for table, tree in trees.items()}
-
-
-# How often the wait for the counts after the dump looks whether the run must stop.
-COUNT_WAIT_SECONDS = 0.1
-
-
-@contextmanager
-def _counting(
-    snap: Connection,
-    trees: dict[str, list[_Relation]],
-    sums: dict[str, tuple[int, str]],
-    ctx: ToolContext,
-) -> Iterator[dict[int, int]]:
-    """The rows of each relation, counted in the snapshot on a thread of its own while
-    the block runs (the dump), and filled in when it ends. The snapshot's session is
-    the thread's until then. A block that fails cancels the count; so does a stop of
-    the run, or the step's time limit, while the count goes on after the block."""
-    own: dict[int, int] = {}
-    failed: list[BaseException] = []
-
-    def count() -> None:
-        try:
-            own.update(_relation_rows(snap, trees, sums))
-        except BaseException as exc:  # raised again in the step's thread
-            failed.append(exc)
-
-    def ended(seconds: float) -> bool:
-        counter.join(seconds)
-        return not counter.is_alive()
-
-    def cancel() -> None:
-        # Bounded as every stop's cancel is: on a server that answers neither the count
-        # nor the cancel, the snapshot's socket is closed read_timeout_seconds on.
-        if counter.is_alive():
-            cancel_then_sever(snap, ended, time.monotonic(), Limits.unanswered_cancel)
-        counter.join()
-
-    counter = threading.Thread(target=count, name="aishell-row-counts", daemon=True)
-    counter.start()
-    try:
-        yield own
-    except BaseException as exc:
-        # A count that failed first ended the snapshot's transaction: that is why the
-        # dump failed (pg_dump says only that the snapshot is gone).
-        first = failed[0] if failed else None
-        cancel()
-        # A lock wait is the dump's own to say, naming who holds the table (lockwait.py).
-        said_by_dump = isinstance(exc, StepInterrupted) or (
-            isinstance(first, DBAPIError) and is_lock_timeout(first)
-        )
-        if isinstance(first, SQLAlchemyError) and not said_by_dump:
-            raise StepFailed(
-                f"counting the rows in the dump's snapshot failed ({server_message(first)}), "
-                "which ended the snapshot pg_dump reads"
-            ) from None
-        raise
-    while counter.is_alive():
-        counter.join(COUNT_WAIT_SECONDS)
-        if ctx.should_stop():
-            cancel()
-            raise StepInterrupted("counting the rows was stopped: the run was asked to stop")
-        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
-            cancel()
-            raise StepTimeout("counting the rows ran past the step's time limit and was stopped")
-    if failed:
-        raise failed[0]
 
 
 def take_postgresql(
@@ -263,9 +113,9 @@ def take_postgresql(
             # The counts run beside pg_dump on one core, not on the server's parallel
             # workers, which would take the cores pg_dump and its COPYs need.
             snap.execute(text(SNAPSHOT_ONE_CORE))
-            _refuse_unreadable(snap)
+            refuse_unreadable(snap)
             snapshot = str(snap.execute(text(SNAPSHOT_EXPORT)).scalar())
-            trees = _table_trees(snap)
+            trees = table_trees(snap)
             sums, changed, dropped = _pg_changes(snap, trees, parent)
             tops = {table: tree[0].oid for table, tree in trees.items()}
             held = pgincrement.holds(snap, snapshot, tops, parent, changed, ctx, lock_wait)
@@ -276,14 +126,14 @@ def take_postgresql(
             with partial_file(final, ctx) as partial:
                 if parent and not changed:
                     partial.write_bytes(b"")  # nothing changed: an empty increment
-                    own = _relation_rows(snap, trees, sums)
+                    own = relation_rows(snap, trees, sums)
                 else:
                     only = held.relations if parent else None
                     expected = _pg_data_size(snap, changed if parent else None)
-                    with _counting(snap, trees, sums, ctx) as own:
+                    with counting(snap, trees, sums, ctx) as own:
                         archive, sha = _pg_dump(partial, snapshot, only, ctx, lock_wait, expected)
                     changed = held.tables if parent else changed
-            counts = _pg_counts(trees, own)
+            counts = pg_counts(trees, own)
             checksums = {t: checksum for t, (_rows, checksum) in sums.items()}
             small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
             checksums.update(table_checksums(snap, small))
@@ -383,7 +233,7 @@ class CopyProgress(ByteProgress):
 
 
 def _pg_changes(
-    snap: Connection, trees: dict[str, list[_Relation]], parent: dict[str, Any] | None
+    snap: Connection, trees: dict[str, list[Relation]], parent: dict[str, Any] | None
 ) -> tuple[dict[str, tuple[int, str]], list[str], list[str]]:
     """For an increment: the rows and checksum of each table the parent has a checksum
     of, the tables that differ from the parent (a table the parent has no checksum of

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from aishell import commands
 from aishell.errors import StepInterrupted
-from aishell.handlers.backup import dumps
+from aishell.handlers.backup import dumps, snapcounts
 from tests.helpers import use_target
 from tests.services import engine
 
@@ -60,7 +60,7 @@ def count_held_back(pg_url: str) -> Iterator[tuple[Connection, dict, int]]:
         holder.execute(text("LOCK TABLE held IN ACCESS EXCLUSIVE MODE"))
         snap.begin()
         pid = snap.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        yield snap, dumps._table_trees(snap), pid
+        yield snap, snapcounts.table_trees(snap), pid
     finally:
         holder.rollback()
         holder.close()
@@ -95,7 +95,7 @@ def test_a_count_in_the_snapshot_is_cancelled_when_the_dump_fails(pg_url):
     with count_held_back(pg_url) as (snap, trees, pid):
         with (
             pytest.raises(RuntimeError, match="the dump failed"),
-            dumps._counting(snap, trees, {}, ctx),
+            snapcounts.counting(snap, trees, {}, ctx),
         ):
             wait_until_it_waits(pg_url, pid)  # no lock_timeout here: it would wait on
             raise RuntimeError("the dump failed")
@@ -109,7 +109,7 @@ def test_a_count_still_going_after_the_dump_stops_with_the_run(pg_url):
     ctx = SimpleNamespace(should_stop=stop.is_set, deadline=None)
     with count_held_back(pg_url) as (snap, trees, pid):
         stopped = pytest.raises(StepInterrupted, match="the run was asked to stop")
-        with stopped, dumps._counting(snap, trees, {}, ctx):
+        with stopped, snapcounts.counting(snap, trees, {}, ctx):
             wait_until_it_waits(pg_url, pid)
             stop.set()  # the dump is done; the count is not
         assert counters_left() == []
