@@ -16,13 +16,10 @@ from aishell.handlers.mysql.catalog import (
     ROW_READING,
     SIZE_READING,
     is_mariadb,
-    on_disk,
-    recent_table_row,
-    recent_table_size,
     table_row,
     table_size,
 )
-from aishell.handlers.mysql.fragmentation import not_rebuilt_because, rebuild_reason
+from aishell.handlers.mysql.fragmentation import measure, not_rebuilt_because, rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
 from aishell.handlers.shared import STEP_KEY, shared_step
 from aishell.sqltext import text
@@ -54,11 +51,11 @@ def _rebuild_statement(ctx: ToolContext, table: str, engine: str | None) -> str:
 def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
-    before, total = _measured_row(params, ctx)
-    reason = rebuild_reason(params, before, total)
+    before, total, space = _measured_row(params, ctx)
+    reason = rebuild_reason(params, before, total, space)
     found = _orphans(ctx, table)
     if reason is None and not found:
-        return _not_rebuilt(table, not_rebuilt_because(params, before, total), [])
+        return _not_rebuilt(table, not_rebuilt_because(params, before, total, space), [])
     needed = REBUILD_NEEDS | ({"DROP"} if found else set())
     require_privileges(conn, table, needed, "Rebuild", ctx.run_cache)
     dropped = []
@@ -67,7 +64,7 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
         conn.execute(text(f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + orphan)}"))
         dropped.append(orphan)
     if reason is None:
-        return _not_rebuilt(table, not_rebuilt_because(params, before, total), dropped)
+        return _not_rebuilt(table, not_rebuilt_because(params, before, total, space), dropped)
     size_before = table_size(conn, table, before)
     started = time.monotonic()
     run_checked(conn, _rebuild_statement(ctx, table, before["engine"]), table, "Rebuild")
@@ -107,17 +104,14 @@ def _not_rebuilt(table: str, why: str, dropped: list[str]) -> dict[str, Any]:
     }
 
 
-def _measured_row(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], int | None]:
-    """The table's row, and its bytes on disk where its file can be read (on_disk), as
-    the preview, the estimate and the first attempt see them (as
-    analyze_table_fragmentation just read them, if it did)."""
+def _measured_row(
+    params: Mapping[str, Any], ctx: ToolContext
+) -> tuple[dict[str, Any], int | None, dict[str, Any]]:
+    """The table's row, its bytes on disk where its file can be read (on_disk), and
+    what a rebuild would give back, as the preview, the estimate and the first attempt
+    see them (as analyze_table_fragmentation just read them, if it did)."""
     table = params["table"]
-
-    def measure() -> tuple[dict[str, Any], int | None]:
-        row = recent_table_row(ctx, table)
-        return row, on_disk(row, recent_table_size(ctx, table, row))
-
-    return measured(ctx, f"rebuild:{table}", measure)
+    return measured(ctx, f"rebuild:{table}", lambda: measure(ctx, table))
 
 
 def _orphans(ctx: ToolContext, table: str) -> list[str]:
@@ -132,22 +126,22 @@ def _orphans(ctx: ToolContext, table: str) -> list[str]:
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    row, total = _measured_row(params, ctx)
+    row, total, space = _measured_row(params, ctx)
     sql = [
         f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in _orphans(ctx, params["table"])
     ]
-    if rebuild_reason(params, row, total):
+    if rebuild_reason(params, row, total, space):
         sql.append(_rebuild_statement(ctx, params["table"], row["engine"]))
     return sql or [f"-- {ctx.quote(params['table'])} is under the threshold"]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    row, total = _measured_row(params, ctx)
-    will = rebuild_reason(params, row, total) is not None
+    row, total, space = _measured_row(params, ctx)
+    will = rebuild_reason(params, row, total, space) is not None
     return {
         "tables_to_rebuild": [params["table"]] if will else [],
         "bytes_to_rewrite": row["data_bytes"] + row["index_bytes"] if will else 0,
-        "free_bytes_to_reclaim": row["free_bytes"] if will else 0,
+        "free_bytes_to_reclaim": space["bytes"] if will else 0,
     }
 
 

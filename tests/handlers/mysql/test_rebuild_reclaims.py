@@ -1,0 +1,114 @@
+"""On MariaDB a table whose rows were mostly deleted keeps its half-empty pages, which
+DATA_FREE does not count: the fragmentation analysis estimates the pages' fill from
+what the rows need, and its figure is held against what a rebuild of the table gives
+back on the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from aishell import commands
+from aishell.config.models import Config
+from aishell.policy.approvers import PreApproved
+from tests.helpers import one_step_plan, run_sql, use_target
+from tests.services import engine, scratch_mysql
+
+ROWS = 60_000
+
+
+def _table(name: str, *, key: bool, index: bool, keep_every: int) -> list[str]:
+    """`name` of ROWS rows of about 400 bytes in key order, all but each keep_every-th
+    deleted; its statistics brought up to date."""
+    columns = "id INT NOT NULL" + (" PRIMARY KEY" if key else "") + ", k INT, pad VARCHAR(400)"
+    sql = [
+        f"CREATE TABLE {name} ({columns}) ENGINE=InnoDB",
+        f"INSERT INTO {name} SELECT seq, seq, REPEAT('x', 400) FROM seq_1_to_{ROWS}",
+    ]
+    if index:
+        sql.append(f"CREATE INDEX {name}_k ON {name} (k)")
+    if keep_every > 1:
+        sql.append(f"DELETE FROM {name} WHERE id % {keep_every} <> 0")
+    return [*sql, f"ANALYZE TABLE {name}"]
+
+
+@pytest.fixture
+def database(home: Path) -> Iterator[tuple[Config, str]]:
+    with scratch_mysql() as url:
+        run_sql(
+            url,
+            *_table("frag", key=True, index=True, keep_every=5),
+            *_table("nopk", key=False, index=False, keep_every=4),
+            *_table("tight", key=True, index=True, keep_every=1),
+        )
+        yield use_target(home, url), url
+
+
+def file_bytes(url: str, table: str) -> int:
+    with engine(url).connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT FILE_SIZE FROM information_schema.INNODB_SYS_TABLESPACES "
+                    "WHERE NAME = CONCAT(DATABASE(), '/', :t)"
+                ),
+                {"t": table},
+            ).scalar_one()
+        )
+
+
+def catalog(url: str, table: str) -> dict[str, Any]:
+    with engine(url).connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT DATA_LENGTH, INDEX_LENGTH, DATA_FREE FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"
+            ),
+            {"t": table},
+        ).one()
+    return {"data": int(row[0]), "index": int(row[1]), "free": int(row[2])}
+
+
+def analyzed(config: Config, table: str) -> dict[str, Any]:
+    plan = one_step_plan(
+        "maintenance", "db", "mysql", "analyze_table_fragmentation", {"table": table}
+    )
+    result = commands.apply_plan(config, plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    return dict(result.steps[0].output)
+
+
+def given_back_percent(url: str, table: str) -> float:
+    """The share of the table's file a rebuild on the server gives back."""
+    before = file_bytes(url, table)
+    run_sql(url, f"ALTER TABLE {table} FORCE")
+    return 100.0 * (before - file_bytes(url, table)) / before
+
+
+@pytest.mark.parametrize("table", ["frag", "nopk"])
+def test_half_empty_pages_count_as_fragmentation(database: tuple[Config, str], table: str) -> None:
+    config, url = database
+    out = analyzed(config, table)
+    figures = catalog(url, table)
+    # The size is the percentage's denominator: data, indexes and free extents.
+    assert out["size_bytes"] == figures["data"] + figures["index"] + figures["free"], out
+    assert out["method"].startswith("page fill"), out
+    assert out["estimated_benefit_bytes"] > figures["free"], out
+    assert out["recommendation"].startswith("rebuild"), out
+    actual = given_back_percent(url, table)
+    assert actual > 50
+    assert abs(out["fragmentation_percent"] - actual) < 15, (out, actual)
+
+
+def test_a_table_a_rebuild_would_not_shrink_is_not_fragmented(
+    database: tuple[Config, str],
+) -> None:
+    config, url = database
+    out = analyzed(config, "tight")
+    assert out["fragmentation_percent"] < 15, out
+    assert out["recommendation"] == "No optimization needed"
+    assert given_back_percent(url, "tight") < 15
