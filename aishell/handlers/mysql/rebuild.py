@@ -66,6 +66,7 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     if reason is None:
         return _not_rebuilt(table, not_rebuilt_because(params, before, total, space), dropped)
     size_before = table_size(conn, table, before)
+    indexes = _index_count(conn, table)
     started = time.monotonic()
     run_checked(conn, _rebuild_statement(ctx, table, before["engine"]), table, "Rebuild")
     after = table_row(conn, table)
@@ -75,7 +76,9 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     ctx.table_readings.after_writes(table, SIZE_READING, size_after)
     return {
         "table": table,
-        "indexes_rebuilt": 1,
+        # The table is rewritten whole: its rows and every one of its indexes.
+        "tables_rebuilt": 1,
+        "indexes_rebuilt": indexes,
         "rebuilt": [
             {
                 "table": table,
@@ -97,6 +100,7 @@ def _not_rebuilt(table: str, why: str, dropped: list[str]) -> dict[str, Any]:
     """A table under the threshold is not rebuilt; the orphans it had are dropped."""
     return {
         "table": table,
+        "tables_rebuilt": 0,
         "indexes_rebuilt": 0,
         "rebuilt": [],
         "skipped": [{"table": table, "reason": why}],
@@ -112,6 +116,17 @@ def _measured_row(
     see them (as analyze_table_fragmentation just read them, if it did)."""
     table = params["table"]
     return measured(ctx, f"rebuild:{table}", lambda: measure(ctx, table))
+
+
+_INDEXES = (
+    "SELECT count(DISTINCT INDEX_NAME) FROM information_schema.STATISTICS "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"
+)
+
+
+def _index_count(conn: Connection, table: str) -> int:
+    """The table's indexes (its primary key among them), each rebuilt with it."""
+    return int(conn.execute(text(_INDEXES), {"t": table}).scalar() or 0)
 
 
 def _orphans(ctx: ToolContext, table: str) -> list[str]:

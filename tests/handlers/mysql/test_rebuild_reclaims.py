@@ -1,7 +1,7 @@
 """On MariaDB a table whose rows were mostly deleted keeps its half-empty pages, which
 DATA_FREE does not count: the fragmentation analysis estimates the pages' fill from
 what the rows need, and its figure is held against what a rebuild of the table gives
-back on the server."""
+back on the server. The rebuild step counts the tables it rebuilt and their indexes."""
 
 from __future__ import annotations
 
@@ -112,3 +112,18 @@ def test_a_table_a_rebuild_would_not_shrink_is_not_fragmented(
     assert out["fragmentation_percent"] < 15, out
     assert out["recommendation"] == "No optimization needed"
     assert given_back_percent(url, "tight") < 15
+
+
+def test_the_rebuild_counts_tables_and_their_indexes(database: tuple[Config, str]) -> None:
+    config, _ = database
+    job = {"type": "full", "tables": ["frag", "nopk", "tight"]}
+    result = commands.run_job(config, "maintenance", job, approver=PreApproved())
+    assert result.status == "completed", result.error
+    rebuild = next(s for s in result.steps if s.tool == "rebuild_fragmented_indexes")
+    by_table = {o["table"]: o for o in rebuild.output["by_table"]}
+    # frag: its primary key and k; nopk has no index; tight is not rebuilt.
+    counts = {t: (o["tables_rebuilt"], o["indexes_rebuilt"]) for t, o in by_table.items()}
+    assert counts == {"frag": (1, 2), "nopk": (1, 0), "tight": (0, 0)}, by_table
+    report = result.report
+    assert report["indexes_rebuilt"] == 2 and report["tables_optimized"] == 2, report
+    assert "2 index(es) rebuilt" in report["summary"], report["summary"]
