@@ -12,7 +12,7 @@ import gc
 import click
 
 from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
-from aishell.cli.context import AishellGroup, State, Subcommands
+from aishell.cli.context import AishellGroup, NonEmpty, State, Subcommands
 
 # Each subcommand by name, and where it is defined: a command imports its own module when
 # it runs (`targets list` does not pay for `run`'s), --help and docs/cli.md import them
@@ -66,13 +66,13 @@ Exit codes:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=NonEmpty(click.Path(dir_okay=False)),
     help="Config file to use instead of the home's own (default: AISHELL_CONFIG); "
     "/etc/aishell/aishell.yaml is read under either.",
 )
 @click.option(
     "--home",
-    type=click.Path(file_okay=False),
+    type=NonEmpty(click.Path(file_okay=False)),
     help="The aishell home: DIR/config/aishell.yaml, state.db and relative paths under DIR "
     "(default: AISHELL_HOME, else your user folders; `aishell doctor` shows them).",
 )

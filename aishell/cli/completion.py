@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.shell_completion import CompletionItem
 
+from aishell.cli.context import NonEmpty
+
 if TYPE_CHECKING:
     from aishell.config.models import Config
 
@@ -76,6 +78,7 @@ def complete_run_id(ctx: click.Context, _param: Any, incomplete: str) -> list[Co
 
 target_option = click.option(
     "--target",
+    type=NonEmpty(click.STRING),
     shell_complete=complete_target,
     help="Target from config (default: the default target).",
 )

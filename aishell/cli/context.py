@@ -18,14 +18,56 @@ from aishell.errors import EXIT_DENIED, EXIT_FAILED, AishellError
 from aishell.terminal import printable
 
 if TYPE_CHECKING:
+    from click.types import ParamTypeInfoDict
+
     from aishell.config.models import Config
     from aishell.config.view import ConfigView
+
+
+class NonEmpty(click.ParamType[Any]):
+    """The values of another type less the empty one: `--target "$T"` with T unset is
+    refused, never taken for the option left out (which means the default). The types it
+    wraps (text, a path) take one value each, as it does."""
+
+    def __init__(self, inner: click.ParamType[Any]) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("the value is empty" if not value else "the value is only spaces", param, ctx)
+        return self.inner.convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
+        return self.inner.get_metavar(param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
+        return self.inner.shell_complete(ctx, param, incomplete)
+
+    def to_info_dict(self) -> ParamTypeInfoDict:
+        return self.inner.to_info_dict()
+
+
+def refuse_empty(command: click.Command) -> click.Command:
+    """The command with every text or path value it takes refused when empty, but where
+    its own default is the empty string (a description: none)."""
+    for param in command.params:
+        if isinstance(param.type, click.types.StringParamType | click.Path) and param.default != "":
+            param.type = NonEmpty(param.type)
+    return command
 
 
 class AishellGroup(click.Group):
     """Turns domain errors into one line and an exit code; tracebacks only with --debug.
     With --json the error is one JSON object on stdout instead: {"error": {"code",
     "message", "exit_code"}}, the code a stable name of the kind of error."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(refuse_empty(cmd), name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        return None if found is None else refuse_empty(found)
 
     def make_context(
         self,
@@ -144,7 +186,7 @@ class JobGroup(AishellGroup):
             return found
         if cmd_name.replace("_", "-") in self.commands:
             return None  # `log_cleanup` for `log-cleanup`: click names the command it has
-        return self.declared(cmd_name)
+        return refuse_empty(self.declared(cmd_name))
 
 
 class Subcommands(MutableMapping[str, click.Command]):

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from aishell.cli.completion import complete_selector, target_option
+from aishell.cli.context import NonEmpty
 from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS
 from aishell.config.numbers import AMOUNT, DECIMAL_NUMBER, WHOLE_NUMBER, float_range_lost
 from aishell.config.options import (
@@ -233,7 +234,8 @@ def _click_type(option: Option) -> Any:
         return Duration(most=option.maximum or MAX_RUN_TIME_SECONDS)
     if option.kind == "archive":
         return ArchiveTo()
-    return None  # text
+    # Text, never empty: also where no group's lookup checks it (`schedule add`'s words).
+    return NonEmpty(click.STRING)
 
 
 def table_option(option: Option) -> Decorator:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aishell.config.resources import bundled_config_dir
-from aishell.errors import ConfigError
+from aishell.errors import ConfigError, UsageError
 from aishell.terminal import printable
 
 APP = "aishell"
@@ -50,7 +50,9 @@ class Home:
 def find_home(home: str | os.PathLike[str] | None = None) -> Home:
     """The home: the given folder, AISHELL_HOME, or the user's platform folders."""
     given, chosen_by = home, "--home"
-    if not given:
+    if given is not None and not str(given).strip():
+        raise UsageError("The home's folder given (--home) is empty; give a folder or leave it out")
+    if given is None:
         given, chosen_by = os.environ.get("AISHELL_HOME"), "AISHELL_HOME"
     if given:
         root = Path(given).expanduser().resolve()
@@ -67,7 +69,11 @@ def find_home(home: str | os.PathLike[str] | None = None) -> Home:
 
 def named_config(config_path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
     """The config file named instead of the home's own: --config, else AISHELL_CONFIG."""
-    return config_path or os.environ.get("AISHELL_CONFIG") or None
+    if config_path is None:
+        return os.environ.get("AISHELL_CONFIG") or None  # set but empty: as unset
+    if not str(config_path).strip():
+        raise UsageError("The config file given (--config) is empty; give a file or leave it out")
+    return config_path
 
 
 def system_dir() -> Path:

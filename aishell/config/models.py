@@ -392,8 +392,10 @@ class Config:
         return [self.home / p for p in self.main.catalog_paths]
 
     def target(self, name: str | None) -> tuple[str, TargetConfig]:
-        """The named target, or the default one; an unknown name is a ConfigError."""
-        name = name or self.main.default_target
+        """The named target, or the default one (name None); an unknown name, the empty
+        one too, is a ConfigError."""
+        if name is None:
+            name = self.main.default_target
         try:
             return name, self.main.targets[name]
         except KeyError:
