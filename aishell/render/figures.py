@@ -158,7 +158,10 @@ def _maintenance(out: Mapping[str, Any]) -> str:
         ]
         if measured:
             worst = max(measured, key=lambda o: o["fragmentation_percent"])
-            parts.append(f"most fragmented {worst['table']}: {worst['fragmentation_percent']}%")
+            if worst["fragmentation_percent"] > 0:
+                parts.append(f"most fragmented {worst['table']}: {worst['fragmentation_percent']}%")
+            else:
+                parts.append("none fragmented")
     for key, shown in _MAINTENANCE:
         if key in out and out[key] is not None:
             try:

@@ -4,7 +4,10 @@ Fragmentation comes from the dbstat virtual table: a b-tree's leaf pages read in
 order should sit at consecutive page numbers; every leaf that does not is a seek (the
 share of such leaves is the "logical fragmentation" SQL Server and Ola Hallengren's
 scripts act on). Unused bytes in leaf pages are the free space a rebuild would give
-back. Without dbstat only database-wide free pages are known.
+back. Without dbstat only database-wide free pages are known. The file's free pages
+(its freelist) are the database's: each table's estimated_benefit_bytes is its own
+b-trees' unused bytes, and the freelist is given apart (database_freelist), so that the
+tables' sum and the freelist add up to what VACUUM gives back.
 """
 
 from __future__ import annotations
@@ -45,20 +48,15 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     threshold = params.get("fragmentation_threshold", 30)
     pages = pages_of(ctx)
     freelist_percent = percent(pages["freelist_count"], pages["page_count"])
+    # The file's free pages are the database's, not the table's: they are said once,
+    # apart from the table's own figures (a step over many tables sums those).
+    freelist = {
+        "pages": pages["freelist_count"],
+        "bytes": pages["free_bytes"],
+        "percent": freelist_percent,
+    }
     if not has_dbstat(ctx):
-        return {
-            "table": table,
-            "method": "freelist",
-            "fragmentation_percent": freelist_percent,
-            "free_space_percent": None,
-            "database_freelist_percent": freelist_percent,
-            "indexes": [],
-            "estimated_benefit_bytes": pages["free_bytes"],
-            "recommendation": (
-                "This SQLite build has no dbstat table, so only database-wide free pages "
-                "are known" + ("; VACUUM would reclaim them" if pages["freelist_count"] else "")
-            ),
-        }
+        return _freelist_only(table, freelist)
     trees = btrees(ctx, table)
     if trees is None:
         stats = btree_stats(conn, table)
@@ -74,7 +72,7 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
             {"index": index, **index_stats, "rebuild": needs_rebuild(index_stats, threshold, 1)}
         )
     to_rebuild = [i["index"] for i in indexes if i["rebuild"]]
-    benefit = pages["free_bytes"] + stats["unused_bytes"] + sum(i["unused_bytes"] for i in indexes)
+    benefit = stats["unused_bytes"] + sum(i["unused_bytes"] for i in indexes)
     advice = []
     if to_rebuild:
         advice.append(f"REINDEX {', '.join(to_rebuild)}")
@@ -85,9 +83,28 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
         "method": "dbstat",
         **stats,
         "database_freelist_percent": freelist_percent,
+        "database_freelist": freelist,
         "indexes": indexes,
         "estimated_benefit_bytes": benefit,
         "recommendation": "; ".join(advice) or "No optimization needed",
+    }
+
+
+def _freelist_only(table: str, freelist: Mapping[str, Any]) -> dict[str, Any]:
+    """Without dbstat: the database's free pages, the table's own figures unknown."""
+    return {
+        "table": table,
+        "method": "freelist",
+        "fragmentation_percent": freelist["percent"],
+        "free_space_percent": None,
+        "database_freelist_percent": freelist["percent"],
+        "database_freelist": freelist,
+        "indexes": [],
+        "estimated_benefit_bytes": None,
+        "recommendation": (
+            "This SQLite build has no dbstat table, so only database-wide free pages "
+            "are known" + ("; VACUUM would reclaim them" if freelist["pages"] else "")
+        ),
     }
 
 
