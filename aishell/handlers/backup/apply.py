@@ -30,6 +30,7 @@ from aishell.handlers.backup.processes import (
     server_env,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.handlers.backup.sqliteincrement import carry_sequences
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.lockholders import lock_holders
@@ -97,6 +98,7 @@ def _sqlite_increment(conn: sqlite3.Connection, path: Path, manifest: dict[str, 
                 conn.execute(sql)
                 if kind == "table":
                     conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM inc.{quoted}")
+        carry_sequences(conn, manifest)
         conn.commit()
     finally:
         conn.execute("DETACH DATABASE inc")

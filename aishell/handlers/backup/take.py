@@ -19,6 +19,7 @@ from typing import Any
 
 from aishell.dialects import family
 from aishell.errors import StepFailed
+from aishell.handlers.backup import sqliteincrement
 from aishell.handlers.backup.disk import destination, partial_file
 from aishell.handlers.backup.dumps import Taken, take_mysql, take_postgresql
 from aishell.handlers.backup.elsewhere import this_host
@@ -45,7 +46,7 @@ from aishell.handlers.mysql.catalog import (
     used_bytes,
 )
 from aishell.scratch.leftovers import BACKUP
-from aishell.sqltext import quote_plain_identifier, text
+from aishell.sqltext import text
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
 from aishell.units import stamp
@@ -268,20 +269,24 @@ def _take_sqlite(
             # Counted in the copy: exactly the rows the file holds.
             counts = sqlite_counts(copy, sqlite_tables(copy))
             checksums = sqlite_checksums(copy, counts)
+            notes = sqliteincrement.recorded(copy)
             changed, dropped = (
                 changed_tables(parent, counts, checksums) if parent else (list(counts), [])
             )
-            if parent:
+            whole = (
+                sqliteincrement.taken_whole(parent, notes, changed, dropped, ctx)
+                if parent
+                else None
+            )
+            if whole is not None:
+                notes |= whole  # the copy stays whole; its manifest names no parent
+            elif parent:
                 # The copy keeps only what changed since the parent.
-                for t in counts:
-                    if t not in changed:
-                        copy.execute(f"DROP TABLE {quote_plain_identifier(t)}")
-                copy.commit()
-                copy.execute("VACUUM")
+                sqliteincrement.cut(copy, list(counts), changed)
         finally:
             copy.close()
         if result != "ok":
             raise StepFailed(f"The copy failed its integrity check: {result}")
     version = f"SQLite {sqlite3.sqlite_version}"
     tool = f"{version} VACUUM INTO"
-    return Taken(counts, checksums, changed, dropped, tool, version, FROM_COPY)
+    return Taken(counts, checksums, changed, dropped, tool, version, FROM_COPY, None, notes)

@@ -39,6 +39,7 @@ from aishell.handlers.backup.measure import (
 )
 from aishell.handlers.backup.pgincrement import SCHEMA_SHA256, schema_lines
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
+from aishell.handlers.backup.sqliteincrement import schema_problems
 from aishell.scratch.leftovers import DATABASE
 from aishell.sqltext import quote_identifier, text
 from aishell.tool.context import ToolContext
@@ -201,6 +202,7 @@ def _validate_sqlite(
             if check != "ok":
                 problems.append(f"integrity_check: {check}")
                 return None
+            problems += schema_problems(copy, chain)
             present = sqlite_tables(copy)
             counts = sqlite_counts(copy, [t for t in manifest["tables"] if t in present])
             wanted = checksummed(manifest, present)
