@@ -132,7 +132,8 @@ class AishellGroup(click.Group):
             _debug(ctx)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             message = f"internal error ({type(exc).__name__}: {printable(first)})"
-            hint = "; run with --debug for the traceback"
+            debug = ctx.find_root().params.get("debug")
+            hint = "; the traceback is above" if debug else "; run with --debug for the traceback"
             _report(ctx, "internal_error", message, EXIT_FAILED, hint)
         finally:
             for sig, handler in previous.items():

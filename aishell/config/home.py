@@ -56,15 +56,37 @@ def find_home(home: str | os.PathLike[str] | None = None) -> Home:
         given, chosen_by = os.environ.get("AISHELL_HOME"), "AISHELL_HOME"
     if given:
         root = Path(given).expanduser().resolve()
-        return Home(root / "config", root, root, chosen_by)
+        return _made_of_folders(Home(root / "config", root, root, chosen_by))
     import platformdirs  # late: only a home without AISHELL_HOME needs it
 
-    return Home(
-        Path(platformdirs.user_config_dir(APP, appauthor=False)),
-        Path(platformdirs.user_data_dir(APP, appauthor=False)),
-        Path(platformdirs.user_state_dir(APP, appauthor=False)),
-        "user folders",
+    return _made_of_folders(
+        Home(
+            Path(platformdirs.user_config_dir(APP, appauthor=False)),
+            Path(platformdirs.user_data_dir(APP, appauthor=False)),
+            Path(platformdirs.user_state_dir(APP, appauthor=False)),
+            "user folders",
+        )
     )
+
+
+def _made_of_folders(home: Home) -> Home:
+    """The home, once each of its folders is a folder or can be made one: a file where
+    one of them is, or on the way to it, is one line here rather than an error from
+    whichever command first makes a file there."""
+    for folder in dict.fromkeys((home.data_dir, home.state_dir, home.config_dir)):
+        there = folder
+        try:
+            while not there.exists() and there != there.parent:
+                there = there.parent
+            a_file = not there.is_dir()
+        except OSError:  # not ours to look into: making the folder says so (init)
+            continue
+        if a_file:
+            raise UsageError(
+                f"The home's folder {folder} cannot be made: {there} is a file, not a "
+                "folder; choose another home with --home or AISHELL_HOME"
+            )
+    return home
 
 
 def named_config(config_path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
