@@ -28,6 +28,7 @@ from aishell.config.fleet import FleetConfig
 from aishell.config.home import (
     ConfigFiles,
     Home,
+    Origin,
     agent_file,
     config_files,
     find_agent_file,
@@ -49,6 +50,7 @@ from aishell.config.options import (
 from aishell.config.web import WebConfig
 from aishell.errors import ConfigError
 from aishell.files import set_group_readable
+from aishell.terminal import printable
 
 if TYPE_CHECKING:
     SafetyLevel = str
@@ -420,8 +422,21 @@ class Config:
 
     def agent(self, name: str) -> AgentConfig:
         if name not in self._agents:
-            self._agents[name] = load_agent_config(self.agent_dirs, name)
+            loaded = load_agent_config(self.agent_dirs, name)
+            self._check_targets_named(loaded)
+            self._agents[name] = loaded
         return self._agents[name]
+
+    def _check_targets_named(self, agent: AgentConfig) -> None:
+        """A target an agent's file names (a purge's replicas) is one of this config's: a
+        typo is refused when the file is read, not half-way through a run."""
+        for i, replica in enumerate(agent.purge.replicas):
+            if replica not in self.main.targets:
+                known = ", ".join(sorted(self.main.targets))
+                raise ConfigError(
+                    f"{agent.path}: {agent.name}_agent.purge.replicas.{i}: "
+                    f"{printable(repr(replica))} is not a target; targets are: {known}"
+                )
 
 
 def load_config(
@@ -442,12 +457,7 @@ def config_from(
     (what the listings' cache is keyed by: config/view.py)."""
     data, origin = read_layers(files.layers, sources)
     main = validate(MainConfig, data, files.main, tags=CONSTRAINT_TYPES, origin=origin)
-    if main.default_target not in main.targets:
-        known = ", ".join(sorted(main.targets)) or "(none)"
-        raise ConfigError(
-            f"{origin(['default_target'])}: default_target: '{main.default_target}' is not a "
-            f"target; targets are: {known}"
-        )
+    _check_targets_named(main, origin)
     # Every file and folder made from here on has the modes this home asks for.
     set_group_readable(main.files.group_readable)
     return Config(
@@ -459,6 +469,24 @@ def config_from(
         files=files.layers,
         chosen_by=where.chosen_by,
     )
+
+
+def _check_targets_named(main: MainConfig, origin: Origin) -> None:
+    """Every target the file names elsewhere (the default, an alert's) is one of its
+    targets: a typo is refused at load, not found when an alert never fires."""
+    known = ", ".join(sorted(main.targets)) or "(none)"
+    if main.default_target not in main.targets:
+        raise ConfigError(
+            f"{origin(['default_target'])}: default_target: '{main.default_target}' is not a "
+            f"target; targets are: {known}"
+        )
+    for i, alert in enumerate(main.monitoring.alerts):
+        for j, name in enumerate(alert.targets or ()):
+            if name not in main.targets:
+                raise ConfigError(
+                    f"{origin(['monitoring'])}: monitoring.alerts.{i}.targets.{j}: "
+                    f"{printable(repr(name))} is not a target; targets are: {known}"
+                )
 
 
 def load_agent_config(agent_dirs: Path | tuple[Path, ...], agent: str) -> AgentConfig:
