@@ -21,6 +21,7 @@ name only: keep the class at that path, or stored jobs cannot be read back.
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import re
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "o
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 FIVE = "five fields: minute hour day-of-month month day-of-week"
 FORMS = "as *, n, a-b, */n, a-b/n or a comma list of these"
+# The most days each month has (February in a leap year).
+LONGEST = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # cron's special handling of clock changes covers changes shorter than this.
 CLOCK_CHANGE = timedelta(hours=3)
 # Every weekday of every month-day recurs within this many years (the calendar's cycle).
@@ -108,16 +111,33 @@ class Crontab:
         month of the expression has any of its days (31 February)."""
         if self.either_day:
             return False
-        longest = {
-            month: 29 if month == 2 else calendar.monthrange(2001, month)[1]
-            for month in self.months
-        }
-        return not any(day <= longest[month] for month in self.months for day in self.days)
+        return not any(day <= LONGEST[month - 1] for month in self.months for day in self.days)
 
     def next_fire(self, start: datetime, zone: ZoneInfo) -> datetime | None:
         """The first instant at or after `start` (aware) at which cron would run it."""
         if self.never_fires():
             return None
+        steady = self._steady_next(start, zone)
+        return steady if steady is not None else self._next_near_change(start, zone)
+
+    def _steady_next(self, start: datetime, zone: ZoneInfo) -> datetime | None:
+        """The next fire found field by field, when the clock changes neither near `start`
+        nor near that fire: then wall time and instant go together and it is the first
+        wall time it names from `start`'s on. None: a clock change is near, or none is
+        found within the search years."""
+        if not _steady(start, zone):
+            return None
+        wall = start.astimezone(zone).replace(tzinfo=None)
+        if wall.second or wall.microsecond:
+            wall = wall.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        first = next(self._walls(wall), None)
+        if first is None:
+            return None
+        when = first.replace(tzinfo=zone)
+        return when if _steady(when, zone) else None
+
+    def _next_near_change(self, start: datetime, zone: ZoneInfo) -> datetime | None:
+        """As next_fire, each wall time within a clock change of `start` weighed."""
         # A wall-clock time up to a clock change before `start` may still come after
         # it, and one that long after the best found so far can no longer come before.
         earliest = start.astimezone(zone).replace(tzinfo=None) - CLOCK_CHANGE
@@ -135,7 +155,8 @@ class Crontab:
         return best
 
     def _walls(self, earliest: datetime) -> Iterator[datetime]:
-        """The wall-clock times it names, in order, from `earliest` on."""
+        """The wall-clock times it names, in order, from `earliest` on: each field
+        jumps to its next value, so no time it does not name is looked at."""
         first = earliest.date()
         for year in range(first.year, first.year + SEARCH_YEARS + 1):
             for month in sorted(self.months):
@@ -143,13 +164,30 @@ class Crontab:
                     continue
                 start = first.day if (year, month) == (first.year, first.month) else 1
                 for number in range(start, calendar.monthrange(year, month)[1] + 1):
-                    if not self.matches(day := date(year, month, number)):
-                        continue
-                    for hour in self.hours:
-                        for minute in self.minutes:
-                            wall = datetime.combine(day, time(hour, minute))
-                            if wall >= earliest:
-                                yield wall
+                    if self.matches(day := date(year, month, number)):
+                        yield from self._times(day, earliest)
+
+    def _times(self, day: date, earliest: datetime) -> Iterator[datetime]:
+        """The day's wall-clock times it names, from `earliest` on."""
+        hours: tuple[int, ...] = self.hours
+        if day == earliest.date():
+            hours = hours[bisect.bisect_left(hours, earliest.hour) :]
+        for hour in hours:
+            minutes: tuple[int, ...] = self.minutes
+            if (day, hour) == (earliest.date(), earliest.hour):
+                minutes = minutes[bisect.bisect_left(minutes, earliest.minute) :]
+            for minute in minutes:
+                wall = datetime.combine(day, time(hour, minute))
+                if wall >= earliest:
+                    yield wall
+
+
+def _steady(instant: datetime, zone: ZoneInfo) -> bool:
+    """The zone's offset from UTC stays the same from a clock change's span before
+    `instant` to one after (looked at hourly: clock changes are months apart)."""
+    at = instant.astimezone(UTC)
+    offsets = {(at + timedelta(hours=hours)).astimezone(zone).utcoffset() for hours in range(-3, 4)}
+    return len(offsets) == 1
 
 
 def _resolve(wall: datetime, zone: ZoneInfo, fixed_time: bool) -> list[datetime]:
@@ -297,12 +335,32 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
         # one (so that times missed while nothing ran are seen), else from now.
         # In UTC: a time of the zone plus a microsecond loses its fold (the second 02:40
         # of the night the clocks go back would become the first, and fire again).
-        start = (
-            now
-            if previous_fire_time is None
-            else previous_fire_time.astimezone(UTC) + timedelta(microseconds=1)
+        if previous_fire_time is None:
+            return self.crontab.next_fire(now, self.timezone)
+        following = self.crontab.next_fire(
+            previous_fire_time.astimezone(UTC) + timedelta(microseconds=1), self.timezone
         )
-        return self.crontab.next_fire(start, self.timezone)
+        if following is None or following.astimezone(UTC) >= now.astimezone(UTC):
+            return following
+        # Missed fire times (serve was down): APScheduler asks for each in turn up to
+        # `now`, and the jobs coalesce them into the newest. Straight to that one, so a
+        # minutely schedule down for a month takes a few steps, not one per minute.
+        return self._newest_by(following, now)
+
+    def _newest_by(self, missed: datetime, now: datetime) -> datetime:
+        """The newest fire time at or before `now`, given `missed`, one such: halving
+        the time between, never stepping through each fire time."""
+        newest, low = missed, missed.astimezone(UTC)
+        high = now.astimezone(UTC) + timedelta(microseconds=1)
+        # `low` is a fire time, and none comes from `high` to `now`.
+        while high - low > timedelta(microseconds=1):
+            middle = low + (high - low) / 2
+            fire = self.crontab.next_fire(middle, self.timezone)
+            if fire is not None and fire.astimezone(UTC) <= now.astimezone(UTC):
+                newest, low = fire, fire.astimezone(UTC)
+            else:
+                high = middle
+        return newest
 
     def __getstate__(self) -> dict[str, Any]:
         return {"version": 1, "expression": self.crontab.text, "timezone": self.timezone.key}
