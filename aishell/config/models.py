@@ -47,10 +47,11 @@ from aishell.config.options import (
     RETENTION_DAYS,
     SAFETY_LEVEL,
 )
+from aishell.config.stateurl import StateConfig, display_url, state_url
+from aishell.config.targetnames import check_named
 from aishell.config.web import WebConfig
 from aishell.errors import ConfigError
 from aishell.files import set_group_readable
-from aishell.terminal import printable
 
 if TYPE_CHECKING:
     SafetyLevel = str
@@ -108,30 +109,6 @@ class RunDefaults(_Strict):
     # step ends interrupted, and `aishell resume` (or the schedule's next trigger) goes on.
     # An unattended night never runs into the day.
     max_run_seconds: Number = setting(MAX_RUN_TIME)
-
-
-class StateConfig(_Strict):
-    url: str = "sqlite:///state.db"
-    # As for targets: the password comes from this variable, never a shared file's URL.
-    password_env: str | None = None
-    # How long a SQLite store waits for another process's lock before it gives up;
-    # null: the URL's own `timeout` query parameter, or 10 seconds.
-    busy_timeout_ms: Integer | None = Field(None, ge=1, le=3_600_000)
-    # A store on a server, as for targets: how long connecting may take, and how long a
-    # statement waits for the server's answer before the store fails with one line
-    # (see state/serverstore.py); null: the URL's own `connect_timeout` and
-    # `read_timeout` query parameters, or 10 and 600 seconds.
-    connect_timeout_seconds: Integer | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
-    read_timeout_seconds: Number | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
-
-    _url = field_validator("url")(check_url)
-    _password_env = field_validator("password_env")(check_secret_env_name)
-
-    def server_timeouts(self) -> dict[str, str]:
-        """The timeouts set here, as a server store's URL carries them (its query)."""
-        found = {"connect_timeout": self.connect_timeout_seconds}
-        found["read_timeout"] = self.read_timeout_seconds  # type: ignore[assignment]
-        return {name: str(value) for name, value in found.items() if value is not None}
 
 
 class CircuitBreakerConfig(_Strict):
@@ -361,8 +338,6 @@ class Config:
     def state_url(self) -> str:
         """The URL the state store is opened with, its password (state.password_env) in
         it: print state_location, never this."""
-        from aishell.config.stateurl import state_url  # late: most commands never need it
-
         state = self.main.state
         return state_url(
             state.url,
@@ -377,8 +352,6 @@ class Config:
     def state_location(self) -> str:
         """Where the state store is, fit to print: a SQLite file's path, or the URL with
         its password masked."""
-        from aishell.config.stateurl import display_url  # late: it needs SQLAlchemy
-
         return display_url(resolve_url(self.main.state.url, self.state_home))
 
     @property
@@ -423,20 +396,11 @@ class Config:
     def agent(self, name: str) -> AgentConfig:
         if name not in self._agents:
             loaded = load_agent_config(self.agent_dirs, name)
-            self._check_targets_named(loaded)
+            replicas = enumerate(loaded.purge.replicas)
+            key = f"{name}_agent.purge.replicas"
+            check_named(self.main.targets, ((loaded.path, f"{key}.{i}", r) for i, r in replicas))
             self._agents[name] = loaded
         return self._agents[name]
-
-    def _check_targets_named(self, agent: AgentConfig) -> None:
-        """A target an agent's file names (a purge's replicas) is one of this config's: a
-        typo is refused when the file is read, not half-way through a run."""
-        for i, replica in enumerate(agent.purge.replicas):
-            if replica not in self.main.targets:
-                known = ", ".join(sorted(self.main.targets))
-                raise ConfigError(
-                    f"{agent.path}: {agent.name}_agent.purge.replicas.{i}: "
-                    f"{printable(repr(replica))} is not a target; targets are: {known}"
-                )
 
 
 def load_config(
@@ -472,21 +436,14 @@ def config_from(
 
 
 def _check_targets_named(main: MainConfig, origin: Origin) -> None:
-    """Every target the file names elsewhere (the default, an alert's) is one of its
-    targets: a typo is refused at load, not found when an alert never fires."""
-    known = ", ".join(sorted(main.targets)) or "(none)"
-    if main.default_target not in main.targets:
-        raise ConfigError(
-            f"{origin(['default_target'])}: default_target: '{main.default_target}' is not a "
-            f"target; targets are: {known}"
-        )
+    """Every target the file names elsewhere (the default, an alert's) is one of its own."""
+    named = [(origin(["default_target"]), "default_target", main.default_target)]
     for i, alert in enumerate(main.monitoring.alerts):
-        for j, name in enumerate(alert.targets or ()):
-            if name not in main.targets:
-                raise ConfigError(
-                    f"{origin(['monitoring'])}: monitoring.alerts.{i}.targets.{j}: "
-                    f"{printable(repr(name))} is not a target; targets are: {known}"
-                )
+        key = f"monitoring.alerts.{i}.targets"
+        named += [
+            (origin(["monitoring"]), f"{key}.{j}", t) for j, t in enumerate(alert.targets or ())
+        ]
+    check_named(main.targets, named)
 
 
 def load_agent_config(agent_dirs: Path | tuple[Path, ...], agent: str) -> AgentConfig:

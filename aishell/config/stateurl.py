@@ -1,16 +1,48 @@
-"""The URL the state store is opened with: the state section's settings put in it (a
-SQLite store's busy timeout, a server store's timeouts, the password from its
-environment variable)."""
+"""The `state:` section of aishell.yaml, and the URL the state store is opened with: the
+section's settings put in it (a SQLite store's busy timeout, a server store's timeouts,
+the password from its environment variable)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import quote_plus
 
-from aishell.config.checks import env_password
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aishell.config.bounds import MAX_TIMEOUT_SECONDS
+from aishell.config.checks import check_secret_env_name, check_url, env_password
 from aishell.config.dburl import HIDDEN, is_secret_key, resolve_url
+from aishell.config.fields import Integer, Number
 from aishell.errors import ConfigError
 from aishell.files import make_private_dirs
+
+
+class StateConfig(BaseModel):
+    """The `state:` block of aishell.yaml: where the state store is, and its timeouts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    url: str = "sqlite:///state.db"
+    # As for targets: the password comes from this variable, never a shared file's URL.
+    password_env: str | None = None
+    # How long a SQLite store waits for another process's lock before it gives up;
+    # null: the URL's own `timeout` query parameter, or 10 seconds.
+    busy_timeout_ms: Integer | None = Field(None, ge=1, le=3_600_000)
+    # A store on a server, as for targets: how long connecting may take, and how long a
+    # statement waits for the server's answer before the store fails with one line
+    # (see state/serverstore.py); null: the URL's own `connect_timeout` and
+    # `read_timeout` query parameters, or 10 and 600 seconds.
+    connect_timeout_seconds: Integer | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: Number | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+    _url = field_validator("url")(check_url)
+    _password_env = field_validator("password_env")(check_secret_env_name)
+
+    def server_timeouts(self) -> dict[str, str]:
+        """The timeouts set here, as a server store's URL carries them (its query)."""
+        found = {"connect_timeout": self.connect_timeout_seconds}
+        found["read_timeout"] = self.read_timeout_seconds  # type: ignore[assignment]
+        return {name: str(value) for name, value in found.items() if value is not None}
 
 
 def state_url(
