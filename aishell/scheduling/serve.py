@@ -189,7 +189,9 @@ def _turn(serving: _Serving, name: str) -> Iterator[bool]:
             return
         got = turn.acquire(timeout=0.2)
     try:
-        yield True
+        # The turn may come because serve's stop just ended the run before it: a stopping
+        # serve starts nothing new.
+        yield not serving.stop.is_set()
     finally:
         if got:
             turn.release()

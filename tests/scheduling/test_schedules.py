@@ -413,7 +413,9 @@ def test_sigterm_stops_serve_and_the_next_trigger_resumes_the_run_first(demo_db,
     output, _ = serve.communicate(timeout=60)
     assert serve.returncode == 0, output
     assert "SIGTERM received" in output and "stopped" in output
-    (run,) = scheduled_runs(config, "purge")
+    runs = scheduled_runs(config, "purge")
+    assert len(runs) == 1, (runs, output)
+    (run,) = runs
     assert run["status"] == "interrupted", output
     # The next run of the schedule finishes that one first.
     with logged() as lines:
