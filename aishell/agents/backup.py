@@ -8,21 +8,19 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, refuse_unknown_keys
+from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, given_options
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     BACKUP_OPTIONS,
     BACKUP_RETENTION_DAYS,
     BACKUP_TYPE,
-    BACKUP_TYPES,
+    CLEANUP,
     KEEP_LAST,
     QUICK,
     VERIFY,
 )
-from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
 
-JOB_KEYS = tuple(o.key for o in BACKUP_OPTIONS)
 # The steps that run a dump, which may wait for table locks.
 _DUMPS = ("backup_database_full", "backup_database_incremental")
 
@@ -53,24 +51,21 @@ class BackupAgent:
     spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
-        refuse_unknown_keys(self.name, job, JOB_KEYS)
-        kind = job.get("type", BACKUP_TYPE.default)
-        if kind not in BACKUP_TYPES:
-            raise UsageError(
-                f"Unknown backup type '{kind}'; this aishell takes: {', '.join(BACKUP_TYPES)}"
-            )
+        # A value given is checked as given ("no" is not a flag, keep_last 0 is not the
+        # default); only a key left out takes the command line's default.
+        given = given_options(SPEC, job)
         normalized: dict[str, Any] = {
-            "type": kind,
-            "verify": bool(job.get("verify", VERIFY.default)),
-            "quick": bool(job.get("quick", QUICK.default)),
+            "type": given.get("type", BACKUP_TYPE.default),
+            "verify": given.get("verify", VERIFY.default),
+            "quick": given.get("quick", QUICK.default),
         }
-        if job.get("lock_wait_seconds") is not None:
-            normalized["lock_wait_seconds"] = job["lock_wait_seconds"]
-        if job.get("cleanup"):
+        if "lock_wait_seconds" in given:
+            normalized["lock_wait_seconds"] = given["lock_wait_seconds"]
+        if given.get("cleanup", CLEANUP.default):
             normalized.update(
                 cleanup=True,
-                retention_days=job.get("retention_days", BACKUP_RETENTION_DAYS.default),
-                keep_last=job.get("keep_last", KEEP_LAST.default),
+                retention_days=given.get("retention_days", BACKUP_RETENTION_DAYS.default),
+                keep_last=given.get("keep_last", KEEP_LAST.default),
             )
         return normalized
 

@@ -224,24 +224,32 @@ def refuse_unknown_keys(agent: str, job: Mapping[str, Any], known: Collection[st
         )
 
 
-def job_by_options(spec: AgentSpec, job: Mapping[str, Any]) -> dict[str, Any]:
-    """The job checked against the options the agent declares: no unknown key, each
-    required one given, each value of its kind within its bounds or choices, and the
-    default for each left out."""
+def given_options(spec: AgentSpec, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The values the job gives (a key left out, or None, is not given), each checked
+    against the option the agent declares: no unknown key, and a value given empty, out
+    of its bounds or choices, or of another type is refused in one line naming its flag,
+    never read as absent and replaced by a default (`--max-rows 0` is not "no limit")."""
     refuse_unknown_keys(spec.name, job, [o.key for o in spec.options])
-    checked: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for option in spec.options:
         value = job.get(option.key)
         if value is None:
-            if option.required:
-                raise UsageError(f"The {spec.name} job needs {option.key} ({option.cli_flag})")
-            checked[option.key] = option.default
             continue
         wrong = _wrong_value(option, value)
         if wrong:
             raise UsageError(f"{option.cli_flag}: {value!r} {wrong}")
-        checked[option.key] = value
-    return checked
+        given[option.key] = value
+    return given
+
+
+def job_by_options(spec: AgentSpec, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job checked against the options the agent declares (`given_options`), each
+    required one given, and the default for each left out."""
+    given = given_options(spec, job)
+    for option in spec.options:
+        if option.key not in given and option.required:
+            raise UsageError(f"The {spec.name} job needs {option.key} ({option.cli_flag})")
+    return {o.key: given.get(o.key, o.default) for o in spec.options}
 
 
 def _wrong_value(option: Option, value: object) -> str:
@@ -252,13 +260,17 @@ def _wrong_value(option: Option, value: object) -> str:
         return "" if isinstance(value, bool) else "is not true or false"
     if option.kind in ("text", "archive"):
         return "" if isinstance(value, str) and value else "is not a non-empty text"
-    if option.kind == "integer" and not isinstance(value, int):
-        return "is not a whole number"
-    if option.holds(value):
+    if option.holds(value) and (option.kind != "integer" or isinstance(value, int)):
         return ""
-    low = "" if option.minimum is None else f" from {option.minimum:g}"
-    high = "" if option.maximum is None else f" to {option.maximum:g}"
-    return f"is not a finite number{low}{high}"
+    low = "" if option.minimum is None else f" from {_bound(option.minimum)}"
+    high = "" if option.maximum is None else f" to {_bound(option.maximum)}"
+    number = "whole number" if option.kind == "integer" else "finite number"
+    return f"is not a {number}{low}{high}"
+
+
+def _bound(limit: float) -> str:
+    """A bound as a person reads it: 1,000,000, not 1e+06."""
+    return f"{int(limit):,}" if float(limit).is_integer() else f"{limit:g}"
 
 
 # A job key, an option's `dest`: what a job and click name it by.

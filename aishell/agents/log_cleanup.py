@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, refuse_unknown_keys
+from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, given_options
 from aishell.config.models import AgentConfig
-from aishell.config.options import LOG_CLEANUP_OPTIONS, RETENTION_DAYS, by_key
+from aishell.config.options import LOG_CLEANUP_OPTIONS, by_key
 from aishell.errors import UsageError
 from aishell.handlers.purge.precheck import check_purge
 from aishell.plan.model import Step, step_id
@@ -31,7 +30,6 @@ _PURGE_PARAMS = (
     "walk",
 )
 _OPTIONS = by_key(LOG_CLEANUP_OPTIONS)
-JOB_KEYS = tuple(_OPTIONS)
 
 
 SPEC = AgentSpec(
@@ -75,35 +73,28 @@ class LogCleanupAgent:
     spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
-        refuse_unknown_keys(self.name, job, JOB_KEYS)
+        # An archive is read first: its refusal names the forms it takes.
+        archive = job.get("archive_to")
+        kept = parse_archive_to(archive) if archive is not None else None
+        # Each key the job gives is checked where it is given; only a key left out takes
+        # the config's value (an empty date column or max_rows 0 is refused, not replaced).
+        given = given_options(SPEC, job)
         settings = config.purge
-        table = job.get("table")
-        if not isinstance(table, str) or not table:
+        table = given.get("table")
+        if table is None:
             raise UsageError("log cleanup needs the table to purge (--table)")
         normalized: dict[str, Any] = {
             "table": table,
             "tables": [table],
-            "date_column": job.get("date_column") or settings.date_column,
-            "max_rows": job.get("max_rows") or settings.max_rows_per_run,
+            "date_column": given.get("date_column", settings.date_column),
+            "max_rows": given.get("max_rows", settings.max_rows_per_run),
             "replicas": list(settings.replicas),
         }
         for key in ("retention_days", *_PURGE_PARAMS):
-            value = job.get(key)
-            normalized[key] = value if value is not None else getattr(settings, key)
-        for key, value in normalized.items():
-            # NaN passes every comparison with a limit; the schema check would catch it
-            # later, but the job is refused where it is given.
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UsageError(f"{_OPTIONS[key].cli_flag}: {value} is not a finite number")
-        if not RETENTION_DAYS.holds(normalized["retention_days"]):
-            raise UsageError(
-                f"{RETENTION_DAYS.cli_flag} must be between {RETENTION_DAYS.minimum} and "
-                f"{RETENTION_DAYS.maximum}"
-            )
+            normalized[key] = given.get(key, getattr(settings, key))
         normalized["batch_size"] = _first_batch(job, normalized, config)
-        archive = job.get("archive_to")
-        if archive is not None:
-            kind, where = parse_archive_to(archive)
+        if kept is not None:
+            kind, where = kept
             if kind == "file":
                 normalized["archive_file"] = where
             else:

@@ -244,7 +244,7 @@ def test_the_base_agent_checks_a_job_against_its_declared_options(registered: No
     for job, message in [
         ({}, "needs table"),
         ({"table": "t", "colour": 1}, "no key 'colour'"),
-        ({"table": "t", "rows": 11}, "--rows: 11 is not a finite number from 1 to 10"),
+        ({"table": "t", "rows": 11}, "--rows: 11 is not a whole number from 1 to 10"),
         ({"table": "t", "rows": 2.5}, "not a whole number"),
         ({"table": "t", "mode": "c"}, "not one of: a, b"),
     ]:

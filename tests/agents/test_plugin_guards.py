@@ -227,7 +227,7 @@ def test_a_spec_whose_tools_are_not_names_is_skipped(demo_db: Path, site: Instal
         ),
         (
             'Option("x", "integer", "h", minimum=1, maximum=5, default=9)',
-            "has the default 9, which is not a finite number from 1 to 5",
+            "has the default 9, which is not a whole number from 1 to 5",
         ),
         ('Option("x", "integer", "h", default=2.5)', "has the default 2.5, which is not a whole"),
         ('Option("x", "text", "h", required=True, default="a")', "is required and has a default"),
