@@ -3,16 +3,16 @@ whole, and which of them are worth a full scan (pgstattuple, pgstatindex).
 
 A table: pgstattuple_approx where pgstattuple 1.3 or later is installed (it reads only
 the pages the visibility map does not vouch for, and the free space map for the rest),
-else the catalog's statistics. An index: the bytes its entries need (pg_stats' average
-key widths, the index's fill factor) against its size. A full scan reads every page, so
-a table is scanned only when its estimate reaches the threshold, and an index only when
-its estimate reaches half of it (the order of its leaf pages can only be measured, so
-its bar is lower) or cannot be made (no statistics yet).
+else the catalog's statistics. An index: the pages a rebuild would make of its entries
+(pg_stats' average key widths and distinct values, posting lists where it deduplicates,
+its fill factor: aishell/handlers/postgresql/btree.py) against its size. A full scan
+reads every page, so a table is scanned only when its estimate reaches the threshold,
+and an index only when its estimate reaches half of it (the order of its leaf pages can
+only be measured, so its bar is lower) or cannot be made (no statistics yet).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 from aishell.handlers import read_together
+from aishell.handlers.postgresql import btree
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -81,6 +82,12 @@ SELECT t.oid AS table_oid, t.relkind = 'p' AS partitioned,
                          AND s.attname = a.attname
          WHERE a.attrelid = t.oid AND a.attnum = ANY(CAST(x.indkey AS int2[])))
            AS key_width,
+       ARRAY(SELECT s.n_distinct FROM pg_attribute a
+               JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname
+                              AND s.attname = a.attname AND NOT s.inherited
+              WHERE a.attrelid = t.oid AND a.attnum = ANY(CAST(x.indkey AS int2[])))
+           AS distincts,
+       {btree.DEDUPLICATES} AS deduplicates,
        (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(CAST(x.indkey AS int2[])) k
          WHERE NOT EXISTS (
                SELECT 1 FROM pg_attribute a
@@ -102,12 +109,14 @@ ORDER BY i.relname
 # indexes' query also gives each table's STATISTICS_EACH figures: pg_stats, the costliest
 # part of both, is then read once for a plan's estimates (recent_indexes).
 INDEXES_EACH = f"""WITH widths AS (
-  SELECT s.tablename, s.attname, pg_catalog.sum(s.avg_width) AS width FROM pg_stats s
+  SELECT s.tablename, s.attname, pg_catalog.sum(s.avg_width) AS width,
+         pg_catalog.max(s.n_distinct) FILTER (WHERE NOT s.inherited) AS distinct_values
+  FROM pg_stats s
   WHERE s.schemaname = pg_catalog.current_schema()
     AND s.tablename = ANY(CAST(:names AS text[]))
   GROUP BY s.tablename, s.attname
 ), keys AS (
-  SELECT x.indexrelid, k.attnum, w.width
+  SELECT x.indexrelid, k.attnum, w.width, w.distinct_values
   FROM pg_class t
   JOIN pg_namespace n ON n.oid = t.relnamespace
   JOIN pg_index x ON x.indrelid = t.oid
@@ -119,8 +128,10 @@ INDEXES_EACH = f"""WITH widths AS (
   SELECT indexrelid, pg_catalog.count(*) FILTER (WHERE width IS NULL) AS unknown_columns
   FROM keys GROUP BY indexrelid
 ), key_widths AS (
-  SELECT indexrelid, pg_catalog.sum(width) AS key_width
-  FROM (SELECT DISTINCT indexrelid, attnum, width FROM keys WHERE width IS NOT NULL) d
+  SELECT indexrelid, pg_catalog.sum(width) AS key_width,
+         pg_catalog.array_agg(distinct_values) AS distincts
+  FROM (SELECT DISTINCT indexrelid, attnum, width, distinct_values FROM keys
+        WHERE width IS NOT NULL) d
   GROUP BY indexrelid
 ), row_widths AS (
   SELECT tablename, pg_catalog.sum(width) AS row_width FROM widths GROUP BY tablename
@@ -140,7 +151,7 @@ SELECT t.relname AS tbl, t.oid AS table_oid, t.relkind = 'p' AS partitioned,
                    FROM pg_catalog.unnest(i.reloptions) o
                   WHERE substring(o FROM '^fillfactor=([0-9]+)$') IS NOT NULL), 90)
            AS fillfactor,
-       kw.key_width, p.unknown_columns
+       kw.key_width, kw.distincts, {btree.DEDUPLICATES} AS deduplicates, p.unknown_columns
 FROM pg_class t
 JOIN pg_namespace n ON n.oid = t.relnamespace
 LEFT JOIN pg_index x ON x.indrelid = t.oid
@@ -181,7 +192,7 @@ PGSTATTUPLE = (
     "FROM pgstattuple(CAST(:oid AS oid)::regclass)"
 )
 PGSTATINDEX = (
-    "SELECT leaf_pages, avg_leaf_density, leaf_fragmentation "
+    "SELECT index_size, internal_pages, leaf_pages, avg_leaf_density, leaf_fragmentation "
     "FROM pgstatindex(CAST(:oid AS oid)::regclass)"
 )
 SQL = (
@@ -195,12 +206,6 @@ SQL = (
     STATISTICS_EACH,
     APPROX_EACH,
 )
-
-# A B-tree page: its 24-byte header and 16-byte special space hold no entries; an entry
-# is an 8-byte header and its key, aligned to 8 bytes, and a 4-byte line pointer.
-_PAGE_OVERHEAD = 24 + 16
-_ENTRY_HEADER = 8
-_LINE_POINTER = 4
 
 
 @dataclass(frozen=True)
@@ -343,6 +348,8 @@ def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> TableIndexes:
             "partitioned": bool(r["index_partitioned"]),
             "bytes": int(r["bytes"]),
             "pages": int(r["bytes"]) // int(r["block_size"]),
+            "block_size": int(r["block_size"]),
+            "fillfactor": int(r["fillfactor"]),
             "estimated_free_percent": _index_free(r),
         }
         for r in rows
@@ -394,17 +401,11 @@ def grown(pages: Any, now_bytes: Any, block: Any) -> float:
 
 
 def _index_free(row: Mapping[Any, Any]) -> float | None:
-    if row["method"] != "btree" or row["unknown_columns"] or row["entries"] < 0:
+    """The index's estimated free share, its entries counted as the table has grown."""
+    if row["entries"] < 0:
         return None
-    if not row["bytes"]:
-        return 0.0
-    block = int(row["block_size"])
-    entry = math.ceil((_ENTRY_HEADER + float(row["key_width"] or 0)) / 8) * 8 + _LINE_POINTER
-    usable = (block - _PAGE_OVERHEAD) * int(row["fillfactor"]) / 100.0
-    entries = float(row["entries"]) * grown(row["table_pages"], row["table_bytes"], block)
-    needed = math.ceil(entries * entry / usable) + 1  # and the metapage
-    actual = int(row["bytes"]) / block
-    return round(max(100.0 * (1 - needed / actual), 0.0), 2)
+    grew = grown(row["table_pages"], row["table_bytes"], row["block_size"])
+    return btree.estimated_free(row, float(row["entries"]) * grew)
 
 
 def table_scan_reason(estimate: Mapping[str, Any], threshold: float, scans: Scanners) -> str | None:
@@ -450,12 +451,11 @@ def not_scanned(index: Mapping[str, Any], threshold: float) -> str:
 def full_index_scan(conn: Connection, index: Mapping[str, Any]) -> dict[str, Any]:
     """pgstatindex of one index: its leaf pages, their order and their fill."""
     row = conn.execute(text(PGSTATINDEX), {"oid": index["oid"]}).mappings().one()
-    density = float(row["avg_leaf_density"] or 0)
     return {
         "leaf_pages": row["leaf_pages"],
         "fragmentation_percent": float(row["leaf_fragmentation"] or 0),
-        # Default fillfactor leaves 10% free; only space beyond that is waste.
-        "free_space_percent": round(max(90.0 - density, 0.0), 2) if density else 0.0,
+        # What a rebuild at the index's fill factor gives back, as its estimate says it.
+        "free_space_percent": btree.measured_free(row, index["block_size"], index["fillfactor"]),
     }
 
 
