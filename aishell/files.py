@@ -83,14 +83,30 @@ def _too_large(what: str, path: Path, size: int, limit: int) -> str:
     return f"{what} {path} is {size:,} bytes or more, over the limit of {limit:,}"
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest thing above `path` that is there, when it is not a folder (a regular
+    file where a folder must be, the cause of ENOTDIR); None when it is a folder."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return None if parent.is_dir() else parent
+    return None
+
+
 def check_replaceable(path: Path, what: str, error: ErrorKind = UsageError) -> None:
     """Refuse a target that is there and is not a regular file (a directory, a device, a
-    FIFO, a socket, or a symbolic link to anything)."""
+    FIFO, a socket, or a symbolic link to anything), or that a file above it keeps from
+    being one (a path under a regular file)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return
     except OSError as exc:
+        blocking = file_in_the_way(path) if exc.errno == errno.ENOTDIR else None
+        if blocking is not None:
+            raise error(
+                f"{what} {path} cannot be written: {blocking} is a file, not a folder; move "
+                "it away, or give a path in a folder"
+            ) from None
         raise error(f"{what} {path} cannot be checked: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise error(
@@ -315,6 +331,7 @@ __all__ = [
     "TooOpen",
     "check_replaceable",
     "dir_mode",
+    "file_in_the_way",
     "file_mode",
     "fsync_dir",
     "kind_of",

@@ -17,7 +17,7 @@ from sqlalchemy.exc import (
 )
 
 from aishell.errors import StateError
-from aishell.files import disk_space
+from aishell.files import disk_space, file_in_the_way
 
 # Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
 # (state.busy_timeout_ms) says otherwise.
@@ -111,6 +111,12 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
         return StateError(
             f"The disk holding the state store {location} is full: {disk_space(path)} "
             f"({message}); free space there, or point state.url at another disk"
+        )
+    blocking = file_in_the_way(path)
+    if "unable to open" in lower and blocking is not None:
+        return StateError(
+            f"{where} cannot be opened: {blocking} is a file, not a folder; move it away, "
+            "or point state.url elsewhere"
         )
     if "unable to open" in lower and not path.parent.is_dir():
         return StateError(

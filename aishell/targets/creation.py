@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.errors import TargetError
+from aishell.files import file_in_the_way
 from aishell.sqltext import text
 from aishell.targets.engines import open_server
 
@@ -40,6 +41,12 @@ def create_database(config: Config, name: str) -> str:
     PostgreSQL, as a restore of pg_dump's archive needs; a SQLite file private (0600)."""
     sqlite = _sqlite_path(config, name)
     if sqlite is not None:
+        blocking = file_in_the_way(sqlite)
+        if blocking is not None:
+            raise TargetError(
+                f"Target '{name}': its file {sqlite} cannot be made: {blocking} is a file, "
+                "not a folder; move it away, or give the target a url in a folder"
+            )
         if not sqlite.parent.is_dir():
             raise TargetError(f"Target '{name}': the folder {sqlite.parent} does not exist")
         # An empty file is an empty SQLite database; O_EXCL: never one someone made since.

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aishell.errors import UsageError
-from aishell.files import fsync_dir, make_private_dirs, make_private_file
+from aishell.files import file_in_the_way, fsync_dir, make_private_dirs, make_private_file
 from aishell.sqltext import quote_plain_identifier
 
 # Written into the header of every demo database (PRAGMA application_id, "aish"):
@@ -166,7 +166,14 @@ def is_demo_database(path: Path) -> bool:
 
 
 def check_replaceable(path: Path) -> None:
-    """Refuse to replace anything but nothing, an empty file, or a demo database."""
+    """Refuse to replace anything but nothing, an empty file, or a demo database; and a
+    path no file can be made at, under a regular file."""
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise UsageError(
+            f"The demo database {path} cannot be made: {blocking} is a file, not a folder; "
+            "move it away, or give the target a url in a folder"
+        )
     if not path.exists() and not path.is_symlink():
         return
     if path.is_file() and path.stat().st_size == 0:

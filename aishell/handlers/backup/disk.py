@@ -128,15 +128,21 @@ def _at_limit(path: Path, exc: BaseException, limit: int) -> bool:
         return False
 
 
-def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
-    """A new backup's path: in the target's folder, named by kind and time."""
-    if ctx.backup_dir is None:
-        raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
-    folder = ctx.backup_dir / ctx.target
+def made_folder(folder: Path) -> Path:
+    """A backup folder, made private where missing; a file in its way (it, or a folder
+    above it) ends the step with cannot_write's line naming that file."""
     with writing(folder, "making the backup folder"):
         make_private_dirs(folder)
         if not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+    return folder
+
+
+def destination(ctx: ToolContext, suffix: str, kind: str = "full") -> Path:
+    """A new backup's path: in the target's folder, named by kind and time."""
+    if ctx.backup_dir is None:
+        raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
+    folder = made_folder(ctx.backup_dir / ctx.target)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return folder / f"{ctx.target}-{kind}-{stamp}-{uuid.uuid4().hex[:6]}{suffix}"
 

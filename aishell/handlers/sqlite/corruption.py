@@ -14,8 +14,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.files import make_private_dirs, make_private_file
 from aishell.handlers import Handler, each_table, step_tables
+from aishell.handlers.backup.disk import made_folder, partial_file
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import (
     checking,
@@ -75,21 +75,20 @@ check_table_corruption = Handler(
 
 
 def _backup_copy(ctx: ToolContext, label: str) -> Path:
-    """Copy the whole database with SQLite's backup API; the copy is checked before use."""
+    """Copy the whole database with SQLite's backup API into the backup folder, whole or
+    not at all: a folder it cannot make, or a copy that fails, leaves no file behind."""
     if ctx.backup_dir is None:
         raise StepFailed("No backup folder configured (backup_dir in config/aishell.yaml)")
-    make_private_dirs(ctx.backup_dir)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    final = ctx.backup_dir / f"{ctx.target}-{label}-{stamp}.sqlite"
-    partial = final.with_suffix(".sqlite.partial")
+    final = made_folder(ctx.backup_dir) / f"{ctx.target}-{label}-{stamp}.sqlite"
     source = ctx.connection.connection.driver_connection
     assert isinstance(source, sqlite3.Connection)
-    dest = sqlite3.connect(make_private_file(partial))
-    try:
-        source.backup(dest)
-    finally:
-        dest.close()
-    partial.rename(final)
+    with partial_file(final, ctx, "copying the database before its repair to") as partial:
+        dest = sqlite3.connect(partial)
+        try:
+            source.backup(dest)
+        finally:
+            dest.close()
     return final
 
 
