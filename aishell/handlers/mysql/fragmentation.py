@@ -140,17 +140,33 @@ def reclaimable(
 
 def measure(ctx: ToolContext, table: str) -> tuple[dict[str, Any], int | None, dict[str, Any]]:
     """The table's row, its file's size where its statistics are older (on_disk), and
-    what a rebuild would give back (reclaimable)."""
+    what a rebuild would give back (reclaimable), as earlier steps of the run just read
+    them if they did (readings) and kept for the steps after."""
     row = recent_table_row(ctx, table)
-    total = on_disk(row, recent_table_size(ctx, table, row))
+    total, space = space_of(ctx, row, recent_table_size(ctx, table, row), keep=True)
+    return row, total, space
+
+
+def space_of(
+    ctx: ToolContext, row: Mapping[str, Any], size: Mapping[str, Any] | None, *, keep: bool
+) -> tuple[int | None, dict[str, Any]]:
+    """The one measure of a table's free space that the health report, this step, the
+    rebuild and optimize_table give and decide by: its file's size where its statistics
+    are older (on_disk), and what a rebuild would give back (reclaimable, its pages' fill
+    from a sample where the statistics are fresh). `keep`: the sample is kept for the
+    steps after (a report over every table keeps none: a table dropped or changed before
+    a later step is then read again)."""
+    table = str(row["name"])
+    total = on_disk(row, size)
     record = None
     if total is None:
-        # As an earlier step of the run sampled it, if it just did (kept in a tuple: a
-        # None is a reading too).
-        record = ctx.table_readings.get(
-            table, RECORD_READING, lambda: (record_bytes(ctx, table, row),)
-        )[0]
-    return row, total, reclaimable(row, total, record)
+        if keep:  # kept in a tuple: a None is a reading too
+            record = ctx.table_readings.get(
+                table, RECORD_READING, lambda: (record_bytes(ctx, table, row),)
+            )[0]
+        else:
+            record = record_bytes(ctx, table, row)
+    return total, reclaimable(row, total, record)
 
 
 def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -194,7 +210,8 @@ def rebuild_reason(
 ) -> str | None:
     """Why the table is worth rebuilding, None when it is not (see not_rebuilt_because);
     `total`: its bytes on disk where its file was read (catalog.on_disk); `space`: what
-    measure found a rebuild would give back (else its DATA_FREE alone)."""
+    measure found a rebuild would give back (else reclaimable without a sample: its
+    DATA_FREE alone)."""
     if _pages(row, total) < params.get("min_pages", 8):
         return None
     space = space or reclaimable(row, total)

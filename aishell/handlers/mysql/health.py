@@ -1,5 +1,6 @@
-"""analyze_database_health on MySQL and MariaDB: sizes and free space per table, the
-buffer pool's hit rate, long transactions, and the corruption check when asked."""
+"""analyze_database_health on MySQL and MariaDB: sizes and free space per table (what a
+rebuild would give back, measured as the fragmentation step measures it), the buffer
+pool's hit rate, long transactions, and the corruption check when asked."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.handlers import Handler, step_tables
+from aishell.handlers.held import Tablewise, one_at_a_time, tablewise_output
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
+    SIZE_READING,
+    TABLE,
     TABLES,
     database_size,
-    free_percent,
     is_mariadb,
     plain,
+    table_size,
 )
 from aishell.handlers.mysql.corruption import ENGINES, check_statements, corruption_check
+from aishell.handlers.mysql.fragmentation import COLUMNS, SAMPLE, space_of
 from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text
 from aishell.targets.catalog import mysql_urgency
@@ -54,7 +59,9 @@ def _status(conn: Connection) -> dict[str, int]:
     return {str(r.name).lower(): int(r.value) for r in rows}
 
 
-def _table_health(row: Mapping[str, Any]) -> dict[str, Any]:
+def _table_health(row: Mapping[str, Any], space: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A table's figures; its free space as the fragmentation step measures it (None
+    where the table was held: not measured)."""
     return {
         "table": row["name"],
         "engine": row["engine"],
@@ -62,9 +69,27 @@ def _table_health(row: Mapping[str, Any]) -> dict[str, Any]:
         "table_bytes": row["data_bytes"],
         "index_bytes": row["index_bytes"],
         "data_free_bytes": row["free_bytes"],
-        "free_percent": free_percent(row),
+        "free_bytes": None if space is None else space["bytes"],
+        "free_percent": None if space is None else space["percent"],
+        "free_method": "not measured: held" if space is None else space["method"],
         "urgency": urgency(row),
     }
+
+
+def _free_space(ctx: ToolContext, rows: list[dict[str, Any]]) -> Tablewise[dict[str, Any]]:
+    """What a rebuild would give back of each table (fragmentation.space_of: DATA_FREE
+    and the room of half-empty pages), read one table at a time: a table another
+    session holds is named held, and the others are measured. Each size as
+    database_size just kept it."""
+    conn = ctx.connection
+    by_name = {r["name"]: r for r in rows}
+
+    def one(table: str) -> dict[str, Any]:
+        row = by_name[table]
+        size = ctx.table_readings.get(table, SIZE_READING, lambda: table_size(conn, table, row))
+        return space_of(ctx, row, size, keep=False)[1]
+
+    return one_at_a_time(conn, list(by_name), one, "Measuring the free space", ctx.table_readings)
 
 
 def _long_transactions(conn: Connection) -> list[dict[str, Any]] | None:
@@ -85,12 +110,17 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     status = _status(conn)
     requests = status.get("innodb_buffer_pool_read_requests", 0)
     misses = status.get("innodb_buffer_pool_reads", 0)
-    report = sorted((_table_health(r) for r in rows), key=lambda t: (-t["urgency"], t["table"]))
+    size = database_size(conn, ctx)  # first: it keeps each table's size for _free_space
+    found = _free_space(ctx, rows)
+    report = sorted(
+        (_table_health(r, found.done.get(r["name"])) for r in rows if r["name"] not in found.gone),
+        key=lambda t: (-t["urgency"], t["table"]),
+    )
     recommendations = [
-        f"{t['table']}: {t['free_percent']}% of its space is free (data_free); a rebuild "
-        "would return it"
+        f"{t['table']}: about {t['free_percent']}% of its space ({t['free_bytes']:,} bytes) "
+        f"would be given back by a rebuild ({t['free_method']})"
         for t in report
-        if t["free_percent"] >= 20 and t["data_free_bytes"] >= 4 * 2**20
+        if (t["free_percent"] or 0) >= 20 and (t["free_bytes"] or 0) >= 4 * 2**20
     ]
     long_running = _long_transactions(conn)
     if long_running is None:
@@ -107,8 +137,8 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         if params.get("check_corruption")
         else None
     )
-    size = database_size(conn, ctx)
     return {
+        **tablewise_output(found),
         "database_size_bytes": size["size_bytes"],
         "size_method": size["method"],
         "connections": status.get("threads_connected"),
@@ -130,7 +160,15 @@ def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 
 analyze_database_health = Handler(
-    sql_templates=(*_CATALOG_READS, "SHOW GRANTS", ENGINES, "CHECK TABLE {table}"),
+    sql_templates=(
+        *_CATALOG_READS,
+        TABLE,
+        COLUMNS,
+        SAMPLE,
+        "SHOW GRANTS",
+        ENGINES,
+        "CHECK TABLE {table}",
+    ),
     run_fn=_health,
     render_fn=_health_sql,
 )
