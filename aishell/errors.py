@@ -119,6 +119,13 @@ class TargetLocked(AishellError):
     exit_code = EXIT_LOCKED
 
 
+class PlanningStopped(AishellError):
+    """The run's time limit came while it was planned (planning waited on the server, or
+    an agent's own code was still planning): no run began."""
+
+    exit_code = EXIT_DENIED
+
+
 class RunNotFound(AishellError):
     exit_code = EXIT_USAGE
 

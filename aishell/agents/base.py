@@ -9,10 +9,12 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy.engine import Connection
 
+from aishell.agents.bounded import within_deadline
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.config.options import KINDS, NUMERIC_KINDS, Option
 from aishell.config.plugins import PLUGIN_FAILURES, failure
@@ -152,7 +154,7 @@ class PluginAgent:
 
     def _call(self, doing: str, method: str, *args: Any) -> Any:
         try:
-            return getattr(self.agent, method)(*args)
+            return within_deadline(partial(getattr(self.agent, method), *args), self._who)
         except AishellError:
             raise
         except PLUGIN_FAILURES as exc:  # the plugin's code: its failure, named as its own

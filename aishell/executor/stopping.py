@@ -20,7 +20,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import EXIT_DENIED, AishellError
+from aishell.agents.bounded import planning_deadline
+from aishell.errors import AishellError, PlanningStopped
 from aishell.signalrelay import relayed
 from aishell.state.store import StateStore
 from aishell.targets.deadlines import cut_if_unanswered, in_flight, stop_statement
@@ -353,12 +354,6 @@ class Stopping:
             timer.cancel()
 
 
-class PlanningStopped(AishellError):
-    """The run's time limit came while planning waited on the server: no run began."""
-
-    exit_code = EXIT_DENIED
-
-
 @contextmanager
 def planning_limit(
     engine: Engine, run_limit: tuple[float, str] | None, run_started: float
@@ -399,16 +394,17 @@ def planning_limit(
     timer = threading.Timer(max(seconds - (time.monotonic() - run_started), 0.0), reached)
     timer.daemon = True
     timer.start()
+    stopped = f"interrupted by the run-time limit of {seconds:g}s ({setting}) while planning"
     try:
-        yield
+        with planning_deadline(run_started + seconds, stopped):
+            yield
     except Exception as exc:
         if not waited or not isinstance(exc, DBAPIError):
             raise
         # The server's error for what waited at the limit (its socket closed): this is why.
         why = f"; {exc}" if isinstance(exc, AishellError) else ""
         raise PlanningStopped(
-            f"interrupted by the run-time limit of {seconds:g}s ({setting}) while planning, "
-            f"before any run was recorded: nothing was changed{why}"
+            f"{stopped}, before any run was recorded: nothing was changed{why}"
         ) from None
     finally:
         timer.cancel()
