@@ -59,8 +59,10 @@ def _backup(out: Mapping[str, Any]) -> str:
         f"{out['tables']:,} tables, {out.get('rows') or 0:,} rows, sha256 {out['sha256'][:12]}"
     )
     changed = out.get("changed_tables")
-    if changed is not None:
-        line += f", {len(changed):,} changed since its parent"
+    if out.get("taken_whole"):
+        line += f"; {out['taken_whole']}"
+    elif changed is not None:
+        line += f", {len(changed):,} tables changed since its parent"
     return line
 
 

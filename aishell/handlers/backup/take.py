@@ -37,6 +37,7 @@ from aishell.handlers.backup.measure import (
     sqlite_counts,
     sqlite_tables,
 )
+from aishell.handlers.backup.pgincrement import TAKEN_WHOLE
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
@@ -215,7 +216,9 @@ def _outcome(
         "tables": len(counts),
         "rows": sum(counts.values()),
         "seconds": round(time.monotonic() - started, 3),
+        # Taken whole, an increment names every table it holds, and says why.
         "changed_tables": taken.changed if parent else None,
+        **({TAKEN_WHOLE: manifest[TAKEN_WHOLE]} if manifest.get(TAKEN_WHOLE) else {}),
         "backup_record": {
             "kind": manifest["kind"],
             "path": str(final),
@@ -280,6 +283,8 @@ def _take_sqlite(
             )
             if whole is not None:
                 notes |= whole  # the copy stays whole; its manifest names no parent
+                # and it holds every table, as PostgreSQL's whole increment says.
+                changed, dropped = list(counts), []
             elif parent:
                 # The copy keeps only what changed since the parent.
                 sqliteincrement.cut(copy, list(counts), changed)

@@ -63,6 +63,9 @@ def test_pg_a_changed_schema_sequence_and_large_object_come_back(home):
         assert (
             newest["kind"] == "full" and "the schema changed" in newest["manifest"]["taken_whole"]
         )
+        # Taken whole, it names every table it holds, as SQLite's does.
+        assert sorted(inc.steps[1].output["changed_tables"]) == sorted(newest["manifest"]["tables"])
+        assert inc.steps[1].output["taken_whole"] == newest["manifest"]["taken_whole"]
         assert inc.steps[2].output["ok"] is True
         _restore_newest(config, "copy")
         with engine(other).connect() as conn:

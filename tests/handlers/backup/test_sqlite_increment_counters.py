@@ -11,6 +11,7 @@ from typing import Any
 
 from aishell import commands
 from aishell.policy.approvers import Prompting
+from aishell.render.figures import step_figures
 from tests.helpers import use_target
 
 YES = Prompting(ask=lambda request: "yes")
@@ -80,9 +81,20 @@ def test_sqlite_a_changed_schema_is_taken_whole_and_says_why(home, demo_db):
     _take(config, "full")
     _sqlite_run(demo_db, "CREATE TRIGGER stamp AFTER INSERT ON orders BEGIN SELECT 1; END")
     inc = _take(config, "incremental")
-    assert inc.steps[1].output["changed_tables"] == []
     newest = commands.list_backups(config, "db")[0]
     assert newest["kind"] == "full" and newest["manifest"]["parent"] is None
+    # Taken whole, it holds every table, and says so: none changed, all of them taken.
+    out = inc.steps[1].output
+    assert out["changed_tables"] == list(newest["manifest"]["tables"])
+    assert out["taken_whole"] == newest["manifest"]["taken_whole"]
+    shown = step_figures(out)
+    assert "taken as a full backup" in shown and "tables changed since" not in shown
+    assert sorted(out["changed_tables"]) == [
+        "app_logs",
+        "orders",
+        "products",
+        "users",
+    ]
     assert "the schema changed since its parent" in newest["manifest"]["taken_whole"]
 
 
@@ -102,3 +114,20 @@ def test_sqlite_validation_fails_a_chain_that_misses_a_schema_change(home, demo_
     done = commands.run_job(config, "backup", {"type": "incremental"})
     assert done.status == "failed"
     assert "the restored schema differs from the one" in done.steps[2].error
+
+
+def test_sqlite_an_increment_taken_whole_names_every_table_not_only_the_changed(home, demo_db):
+    """A table changed and the schema with it: the backup holds every table, not the one."""
+    config = use_target(home, f"sqlite:///{demo_db}")
+    _take(config, "full")
+    _sqlite_run(
+        demo_db,
+        "UPDATE users SET name = 'changed' WHERE id = 1",
+        "CREATE INDEX users_name ON users (name)",
+    )
+    _sqlite_run(demo_db, "PRAGMA user_version = 7")
+    inc = _take(config, "incremental")
+    newest = commands.list_backups(config, "db")[0]
+    assert "PRAGMA user_version" in newest["manifest"]["taken_whole"]
+    assert sorted(inc.steps[1].output["changed_tables"]) == sorted(newest["manifest"]["tables"])
+    assert len(newest["manifest"]["tables"]) == 4
