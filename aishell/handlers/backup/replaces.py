@@ -71,6 +71,8 @@ def restore_replaces(chain: Chain, conn: Connection, ctx: ToolContext) -> Replac
 
 # --- SQLite ---------------------------------------------------------------------------------
 
+_HAS_SEQUENCES = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'"
+
 
 def _sqlite(chain: Chain, conn: Connection, ctx: ToolContext) -> Replaced:
     """A full backup replaces the whole file; an increment its changed and dropped tables,
@@ -91,7 +93,24 @@ def _sqlite(chain: Chain, conn: Connection, ctx: ToolContext) -> Replaced:
             if kind == "table":
                 done.data.append(label)
                 done.tables.append(name)
+    counters = _sqlite_counters(conn, full, reached)
+    if counters:
+        # State a restore loses (the next id each table hands out), so named as data.
+        label = f"AUTOINCREMENT counters (sqlite_sequence) of {', '.join(counters)}"
+        done.objects.append(label)
+        done.data.append(label)
     return done
+
+
+def _sqlite_counters(conn: Connection, full: bool, reached: set[str]) -> list[str]:
+    """The tables whose AUTOINCREMENT counter in the target the restore puts back as the
+    backup has it: every one when the chain copies a whole file (a chain starts with
+    one), else those of the tables it reloads or drops."""
+    if conn.execute(text(_HAS_SEQUENCES)).first() is None:
+        return []
+    found = conn.execute(text("SELECT name FROM sqlite_sequence ORDER BY name"))
+    names = [str(name) for (name,) in found]
+    return names if full else [n for n in names if n in reached]
 
 
 # --- MariaDB / MySQL -----------------------------------------------------------------------
