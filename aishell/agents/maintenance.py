@@ -23,6 +23,7 @@ from aishell.config.options import (
     REBUILD_INDEXES,
     UPDATE_STATS,
 )
+from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
 
@@ -104,13 +105,14 @@ class MaintenanceAgent:
             if job.get("rebuild_indexes", True)
             else ""
         )
+        stats = " and refresh planner statistics" if job.get("update_stats", True) else ""
         work = {
             "quick": "refresh planner statistics",
-            "standard": "measure fragmentation and refresh planner statistics",
+            "standard": f"measure fragmentation{stats}",
             "full": (
                 "check every table for corruption before anything changes, "
                 f"measure fragmentation, {rebuild}compact tables fragmented past "
-                f"{threshold} and refresh planner statistics, most urgent tables first"
+                f"{threshold}{stats}, most urgent tables first"
             ),
             "emergency": "check for corruption and repair corrupted tables after a backup copy",
         }[job["type"]]
@@ -123,6 +125,14 @@ class MaintenanceAgent:
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]
+        if kind == "full" and not job.get("update_stats", True) and family(ctx.dialect) == "mysql":
+            # Its index rebuilds and compaction rebuild tables, and every rebuild
+            # recalculates the table's statistics: none of its work could be done.
+            raise UsageError(
+                "On MySQL and MariaDB a table's rebuild (OPTIMIZE TABLE, ALTER TABLE ... FORCE) "
+                "recalculates its statistics, so full maintenance cannot leave them as they are; "
+                "use --type standard, or drop --no-update-stats"
+            )
         tables = _in_order(job, ctx)
         work = [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)]
         if not job.get("update_stats", True):
@@ -272,9 +282,14 @@ def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Itera
     table alone): measure, rebuild fragmented indexes (unless told not to), compact, and
     fresh planner statistics."""
     # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the statistics too
-    # (and its output counts them), so no ANALYZE follows.
+    # (and its output counts them), so no ANALYZE follows. Told to leave them, it is a
+    # plain VACUUM.
     analyzes = ctx.dialect == "postgresql"
+    update_stats = bool(job.get("update_stats", True))
     threshold = ctx.defaults.fragmentation_threshold
+    compact: dict[str, Any] = {"fragmentation_threshold": threshold}
+    if not update_stats:
+        compact["update_stats"] = False
     for group in _statistics_groups(tables, ctx):
         yield _fragmentation(group, ctx)
         if job.get("rebuild_indexes", True):
@@ -287,11 +302,11 @@ def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Itera
         yield _of_group(
             "optimize_table",
             group,
-            {"fragmentation_threshold": threshold},
+            compact,
             "Compact {} and return free pages"
-            + (", refreshing planner statistics" if analyzes else ""),
+            + (", refreshing planner statistics" if analyzes and update_stats else ""),
         )
-        if not analyzes:
+        if not analyzes and update_stats:
             yield _statistics_of(group)
 
 

@@ -117,8 +117,9 @@ REBUILD_INDEXES = Option(
 UPDATE_STATS = Option(
     "update_stats",
     "flag",
-    "Refresh planner statistics (update_table_statistics steps); --no-update-stats "
-    "leaves them out (quick maintenance, which only refreshes them, is then refused).",
+    "Refresh planner statistics; --no-update-stats runs no step that does (PostgreSQL "
+    "compacts with a plain VACUUM; quick maintenance, and full maintenance on "
+    "MySQL/MariaDB, whose rebuilds refresh them, are then refused).",
     default=True,
     flag="--update-stats/--no-update-stats",
 )

@@ -67,6 +67,17 @@ _AFTER = _SIZE.replace(
 )
 
 
+def _vacuum_statement(params: Mapping[str, Any], ctx: ToolContext, full: bool) -> str:
+    """The VACUUM the step sends: with ANALYZE unless told to leave the statistics."""
+    options = (["FULL"] if full else []) + (["ANALYZE"] if _analyzes(params) else [])
+    quoted = ctx.quote(params["table"])
+    return f"VACUUM ({', '.join(options)}) {quoted}" if options else f"VACUUM {quoted}"
+
+
+def _analyzes(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("update_stats", True))
+
+
 def _vacuum(full: bool) -> Any:
     def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         conn = ctx.connection
@@ -74,9 +85,8 @@ def _vacuum(full: bool) -> Any:
         action = "VACUUM FULL" if full else "VACUUM"
         oid = require_maintain(conn, table, action, run_cache=ctx.run_cache)["oid"]
         before = conn.execute(text(_BEFORE), {"oid": oid}).mappings().one()
-        options = "FULL, ANALYZE" if full else "ANALYZE"
         with server_warnings(conn) as warnings:
-            conn.execute(text(f"VACUUM ({options}) {ctx.quote(table)}"))
+            conn.execute(text(_vacuum_statement(params, ctx, full)))
         after = conn.execute(text(_AFTER), {"oid": oid, "since": before["at"]}).mappings().one()
         grew = after["bytes"] - before["bytes"]
         result: dict[str, Any] = {
@@ -88,8 +98,8 @@ def _vacuum(full: bool) -> Any:
             "reclaimed_bytes": max(-grew, 0),
             "dead_rows_before": before["dead_rows"],
             "dead_rows_after": after["dead_rows"],
-            # ANALYZE is one of its options: the planner statistics are fresh too.
-            "statistics_updated": True,
+            # ANALYZE is one of its options unless update_stats is false.
+            "statistics_updated": _analyzes(params),
         }
         if after["dead_rows"] and after["kept_by"]:
             # Not an error: VACUUM did what it could. The report says who kept the rest.
@@ -106,10 +116,16 @@ def _vacuum(full: bool) -> Any:
     return run
 
 
+def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    return [_vacuum_statement(params, ctx, False)]
+
+
 optimize_table = shared_step(
     Handler(
-        sql_templates=("VACUUM (ANALYZE) {table}",),
+        # VACUUM (ANALYZE), or without ANALYZE when update_stats is false.
+        sql_templates=("VACUUM (ANALYZE) {table}", "VACUUM {table}"),
         run_fn=_vacuum(full=False),
+        render_fn=_optimize_sql,
         risk=RiskLevel.MEDIUM,
         effect="vacuums a table",
     ),
