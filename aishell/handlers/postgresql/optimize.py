@@ -1,5 +1,6 @@
-"""optimize_table (VACUUM), vacuum_full_table and update_table_statistics (ANALYZE) on
-PostgreSQL: ownership checked first, the server's warnings heard, sizes measured."""
+"""optimize_table (VACUUM; of a partitioned table, its ANALYZE), vacuum_full_table and
+update_table_statistics (ANALYZE) on PostgreSQL: ownership checked first, the server's
+warnings heard, sizes measured."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.handlers import Handler
+from aishell.handlers import Handler, cached
 from aishell.handlers.held import GONE
+from aishell.handlers.postgresql.catalog import Partitioned, partitioned
 from aishell.handlers.postgresql.privileges import (
     raise_if_skipped,
     require_maintain,
@@ -82,6 +84,8 @@ def _vacuum(full: bool) -> Any:
     def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         conn = ctx.connection
         table = params["table"]
+        if not full and (parent := _partitioned(params, ctx)) is not None:
+            return _of_partitioned(params, ctx, parent)
         action = "VACUUM FULL" if full else "VACUUM"
         oid = require_maintain(conn, table, action, run_cache=ctx.run_cache)["oid"]
         before = conn.execute(text(_BEFORE), {"oid": oid}).mappings().one()
@@ -116,14 +120,67 @@ def _vacuum(full: bool) -> Any:
     return run
 
 
+def _partitioned(params: Mapping[str, Any], ctx: ToolContext) -> Partitioned | None:
+    """The table as a partitioned one (relkind p), or None: read once for the step's
+    render and run, so that what runs is what was shown."""
+    table = params["table"]
+    found = cached(ctx, f"partitioned:{table}", lambda: partitioned(ctx.connection, [table]))
+    return found.get(table)
+
+
+def _of_partitioned(
+    params: Mapping[str, Any], ctx: ToolContext, parent: Partitioned
+) -> dict[str, Any]:
+    """A partitioned table has no storage of its own, and its VACUUM would vacuum each
+    partition again, which is a table with a step of its own: no VACUUM. Only ANALYZE
+    gathers the statistics of the table as a whole (autovacuum never does), unless
+    update_stats is false."""
+    conn, table = ctx.connection, params["table"]
+    result: dict[str, Any] = {
+        "table": table,
+        "vacuumed": False,
+        "partitioned": True,
+        "partitions": list(parent.leaves),
+        "reclaimed_bytes": 0,
+        "statistics_updated": _analyzes(params),
+        "reason": _partitioned_reason(parent, _analyzes(params)),
+    }
+    if not _analyzes(params):
+        return result
+    require_maintain(conn, table, "ANALYZE", run_cache=ctx.run_cache)
+    with server_warnings(conn) as warnings:
+        conn.execute(text(f"ANALYZE {ctx.quote(table)}"))
+    return raise_if_skipped(table, "ANALYZE", warnings, result)
+
+
+def _partitioned_reason(parent: Partitioned, analyzes: bool) -> str:
+    said = parent.described("vacuumed") + (
+        ", each by its own step where the run maintains it; no VACUUM of it, which would "
+        "vacuum them again"
+    )
+    if not analyzes:
+        return said + ", and no ANALYZE (update_stats is false)"
+    # A partitioned table's ANALYZE also analyzes each partition (only PostgreSQL 18's
+    # ANALYZE ONLY does not): said, as that is work their own steps did.
+    return said + (
+        "; ANALYZE gathered its statistics as a whole, and analyzed each partition again"
+    )
+
+
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    return [_vacuum_statement(params, ctx, False)]
+    parent = _partitioned(params, ctx)
+    if parent is None:
+        return [_vacuum_statement(params, ctx, False)]
+    if _analyzes(params):
+        return [f"ANALYZE {ctx.quote(params['table'])}"]
+    return [f"-- {ctx.quote(params['table'])} is partitioned: no VACUUM of it, no ANALYZE"]
 
 
 optimize_table = shared_step(
     Handler(
-        # VACUUM (ANALYZE), or without ANALYZE when update_stats is false.
-        sql_templates=("VACUUM (ANALYZE) {table}", "VACUUM {table}"),
+        # VACUUM (ANALYZE), or without ANALYZE when update_stats is false; a partitioned
+        # table's: only its ANALYZE (_of_partitioned).
+        sql_templates=("VACUUM (ANALYZE) {table}", "VACUUM {table}", "ANALYZE {table}"),
         run_fn=_vacuum(full=False),
         render_fn=_optimize_sql,
         risk=RiskLevel.MEDIUM,
