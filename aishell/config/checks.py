@@ -142,3 +142,23 @@ def check_url(value: str) -> str:
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+# A PostgreSQL target's sessions set their own settings, and every one of them (the
+# catalog reads that check a step, the step's statements, a second session, pg_dump)
+# must search the schemas the catalog was read in: a URL's `options` (-c search_path=...)
+# that some sessions took and others not would check one schema and work on another.
+PG_OPTIONS_REFUSED = (
+    "a PostgreSQL target's URL may not set options (-c search_path=... or any server "
+    "setting): aishell's sessions set their own, and a search_path some of them took and "
+    "others not would check one schema and work on another; remove options from the URL"
+)
+
+
+def check_target_url(value: str) -> str:
+    """check_url, and no session settings in a PostgreSQL target's URL."""
+    value = check_url(value)
+    parsed = parse_url(value)
+    if parsed is not None and parsed.backend == "postgresql" and "options" in parsed.query:
+        raise ValueError(PG_OPTIONS_REFUSED)
+    return value

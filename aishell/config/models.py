@@ -19,7 +19,7 @@ from aishell.config.checks import (
     check_secret_env_name,
     check_tag,
     check_target_name,
-    check_url,
+    check_target_url,
 )
 from aishell.config.dburl import resolve_url
 from aishell.config.fields import PURGE, Integer, Number, setting
@@ -98,7 +98,7 @@ class TargetConfig(_Strict):
     # word: aishell does not check it.
     trusted_functions: list[str] = []
 
-    _url = field_validator("url")(check_url)
+    _url = field_validator("url")(check_target_url)
     _password_env = field_validator("password_env")(check_secret_env_name)
 
 
