@@ -29,18 +29,52 @@ from aishell.tool.readings import TableReadings
 # partitioned table: 0, whose age() is 2^31 - 1) has no age: its partitions have theirs.
 WRAPAROUND = 2**31
 
+# A partitioned table (relkind p) has no storage or rows of its own: its figures are
+# its leaf partitions' totals (through every level: a partition may be partitioned
+# again), each leaf also listed as a table of its own. Its partitions are its direct
+# children; its leaves, the tables holding its rows (foreign ones hold none here).
 _TABLE_STATS = """
+WITH RECURSIVE named AS (
+  SELECT c.oid, c.relname, c.relkind, c.relfrozenxid FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
+    AND (pg_catalog.cardinality(CAST(:tables AS text[])) = 0
+         OR c.relname = ANY(CAST(:tables AS text[])))
+), tree AS (
+  SELECT x.oid AS root, i.inhrelid AS relid FROM named x
+  JOIN pg_inherits i ON i.inhparent = x.oid WHERE x.relkind = 'p'
+  UNION ALL
+  SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
+), leaves AS (
+  SELECT t.root,
+         pg_catalog.count(*) AS leaves,
+         pg_catalog.sum(coalesce(s.n_live_tup, 0)) AS live,
+         pg_catalog.sum(coalesce(s.n_dead_tup, 0)) AS dead,
+         pg_catalog.sum(pg_catalog.pg_total_relation_size(l.oid)) AS total_bytes,
+         pg_catalog.sum(pg_catalog.pg_relation_size(l.oid)) AS table_bytes,
+         pg_catalog.sum(pg_catalog.pg_indexes_size(l.oid)) AS index_bytes
+  FROM tree t JOIN pg_class l ON l.oid = t.relid AND l.relkind = 'r'
+  LEFT JOIN pg_stat_user_tables s ON s.relid = l.oid
+  GROUP BY t.root
+)
 SELECT c.relname AS name,
        c.oid AS oid,
        c.relkind = 'p' AS partitioned,
-       coalesce(s.n_live_tup, 0) AS live,
-       coalesce(s.n_dead_tup, 0) AS dead,
+       (SELECT pg_catalog.count(*) FROM pg_inherits i WHERE i.inhparent = c.oid) AS partitions,
+       coalesce(f.leaves, 0) AS leaf_partitions,
+       CASE WHEN c.relkind = 'p' THEN coalesce(f.live, 0)
+            ELSE coalesce(s.n_live_tup, 0) END::bigint AS live,
+       CASE WHEN c.relkind = 'p' THEN coalesce(f.dead, 0)
+            ELSE coalesce(s.n_dead_tup, 0) END::bigint AS dead,
        greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
        greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze,
        CASE WHEN c.relfrozenxid <> '0'::xid THEN pg_catalog.age(c.relfrozenxid) END AS xid_age,
-       pg_catalog.pg_total_relation_size(c.oid) AS total_bytes,
-       pg_catalog.pg_relation_size(c.oid) AS table_bytes,
-       pg_catalog.pg_indexes_size(c.oid) AS index_bytes,
+       CASE WHEN c.relkind = 'p' THEN coalesce(f.total_bytes, 0)
+            ELSE pg_catalog.pg_total_relation_size(c.oid) END::bigint AS total_bytes,
+       CASE WHEN c.relkind = 'p' THEN coalesce(f.table_bytes, 0)
+            ELSE pg_catalog.pg_relation_size(c.oid) END::bigint AS table_bytes,
+       CASE WHEN c.relkind = 'p' THEN coalesce(f.index_bytes, 0)
+            ELSE pg_catalog.pg_indexes_size(c.oid) END::bigint AS index_bytes,
        (SELECT pg_catalog.count(*) FROM pg_index x WHERE x.indrelid = c.oid) AS indexes,
        ARRAY(SELECT i.relname::pg_catalog.text FROM pg_index x
              JOIN pg_class i ON i.oid = x.indexrelid
@@ -49,12 +83,9 @@ SELECT c.relname AS name,
        ARRAY(SELECT i.relname::pg_catalog.text FROM pg_index x
              JOIN pg_class i ON i.oid = x.indexrelid
              WHERE x.indrelid = c.oid AND NOT x.indisready AND i.relkind = 'i') AS unready_indexes
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
+FROM named c
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
-  AND (pg_catalog.cardinality(CAST(:tables AS text[])) = 0
-       OR c.relname = ANY(CAST(:tables AS text[])))
+LEFT JOIN leaves f ON f.root = c.oid
 """
 _DATABASE = """
 SELECT pg_catalog.pg_database_size(pg_catalog.current_database()) AS bytes,
@@ -79,7 +110,10 @@ ORDER BY xact_start
 
 
 def urgency(row: Mapping[str, Any]) -> float:
-    """How soon a table needs work (the same ranking the planner uses)."""
+    """How soon a table needs work (the same ranking the planner uses); a partitioned
+    table's none: its figures are its partitions', which are ranked themselves."""
+    if row["partitioned"]:
+        return 0.0
     return pg_urgency(row["xid_age"], row["live"], row["dead"], row["total_bytes"])
 
 
@@ -87,8 +121,11 @@ def _table_health(row: Mapping[Any, Any]) -> dict[str, Any]:
     total = row["live"] + row["dead"]
     return {
         "table": row["name"],
-        # Partitioned: no storage of its own; its partitions are listed as tables.
+        # Partitioned: no storage of its own; its figures are its leaf partitions'
+        # totals, and each partition is listed as a table too.
         "partitioned": bool(row["partitioned"]),
+        "partitions": row["partitions"],
+        "leaf_partitions": row["leaf_partitions"],
         "rows": row["live"],
         "dead_rows": row["dead"],
         "dead_percent": round(100.0 * row["dead"] / total, 2) if total else 0.0,
@@ -123,7 +160,8 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
             f"{t['table']}: {invalid_index(i, i not in t['unready_indexes'])}"
             for i in t["invalid_indexes"]
         ]
-        if t["dead_percent"] >= 20 and t["dead_rows"] >= 1000:
+        # A parent's dead rows are its partitions', advised each by name.
+        if t["dead_percent"] >= 20 and t["dead_rows"] >= 1000 and not t["partitioned"]:
             recommendations.append(
                 f"{t['table']}: {t['dead_percent']}% dead rows; optimize_table (VACUUM) "
                 "would make their space reusable"
