@@ -220,7 +220,22 @@ def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
     # One statement for them all. The target's connection autocommits, so the server
     # analyzes each table in a transaction of its own: no table's lock is held while
     # the others are analyzed.
-    return [f"ANALYZE {', '.join(ctx.quote(t) for t in tables)}"]
+    named = [t for t in tables if t not in _analyzed_with_parent(tables, ctx)]
+    return [f"ANALYZE {', '.join(ctx.quote(t) for t in named)}"]
+
+
+def _analyzed_with_parent(tables: list[str], ctx: ToolContext) -> set[str]:
+    """The partitions among `tables` whose partitioned table is among them too: its
+    ANALYZE analyzes each of its partitions, so naming them as well would analyze them
+    twice. Read once per list, for the render and the run alike."""
+    if len(tables) < 2:
+        return set()
+    parents = cached(
+        ctx,
+        f"statistics_partitioned:{tables!r}",
+        lambda: partitioned(ctx.connection, tables),
+    )
+    return {leaf for parent in parents.values() for leaf in parent.leaves} & set(tables)
 
 
 def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusals:

@@ -93,3 +93,21 @@ def test_without_statistics_the_parent_is_left_alone(home: Path, pg_url: str) ->
     parent = _outputs(result, "optimize_table")["ev"]
     assert parent["vacuumed"] is False and parent["statistics_updated"] is False
     assert "no ANALYZE" in parent["reason"]
+
+
+def test_standard_maintenance_analyzes_each_partition_once(home: Path, pg_url: str) -> None:
+    _partitioned(pg_url)
+    config = use_target(home, pg_url)
+    job = {"type": "standard"}
+    preview = commands.plan_job(config, "maintenance", job)
+    sql = [s for step in preview.steps if step.tool == "update_table_statistics" for s in step.sql]
+    # The partitioned table's ANALYZE analyzes its partitions: they are not named again.
+    assert sql == ['ANALYZE "ev"']
+    before = _counts(pg_url)
+    result = commands.run_job(config, "maintenance", job, approver=PreApproved())
+    assert result.status == "completed", result.error
+    after = _counts(pg_url)
+    for t in ("ev", *PARTITIONS):
+        assert after[t][1] - before[t][1] == 1, (t, before, after)
+    [stats] = [s.output for s in result.steps if s.tool == "update_table_statistics"]
+    assert sorted(stats["tables_done"]) == ["ev", *PARTITIONS]
