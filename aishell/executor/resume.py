@@ -28,6 +28,10 @@ from aishell.units import percent_up
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
 # Step states whose effect on the database is unknown after the run stopped.
 IN_DOUBT_STATES = ("running", "interrupted", "failed")
+# Step states in which a yes on record still stands (see approved_before). Not
+# waiting_approval: a step there waits for a person's new answer (a purge at its share
+# limit, a step whose effect is unknown, a question left unanswered).
+_APPROVAL_KEPT_STATES = (*IN_DOUBT_STATES, "deferred")
 # How much more than it was approved for a step may find and still be covered: two
 # estimates of one table differ a little, and on a table still being written rows keep
 # passing the cutoff; anything beyond is a new fact that a person has to see.
@@ -59,15 +63,16 @@ def approved_before(
     stored: Mapping[str, Any] | None, earlier: Mapping[str, Any] | None = None
 ) -> bool:
     """Approved in an earlier go of the run: asked again only if its verdict grew. A
-    step approved (`earlier`: its last answer, a yes) that began and was stopped midway
-    (a signal, the window's end) is approved still, as a purge goes on from its last
-    batch."""
+    step approved (`earlier`: its last answer, a yes) that then began and was stopped
+    midway (a signal, the time limit), failed (a lost connection, a lock timeout) or was
+    held for the window is approved still: how its last go ended is no fact it was
+    approved on, and a purge goes on from its last batch."""
     if stored is None:
         return False
     if stored["status"] == "approved":
         return True
     said_yes = earlier is not None and earlier.get("decision") == "approved"
-    return said_yes and stored["status"] in ("interrupted", "running")
+    return said_yes and stored["status"] in _APPROVAL_KEPT_STATES
 
 
 def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
