@@ -5,8 +5,9 @@ lockholders.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -124,11 +125,67 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 """
-_MYSQL_URGENCY = """
-SELECT TABLE_NAME AS name, coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes,
-       coalesce(DATA_FREE, 0) AS free_bytes
-FROM information_schema.TABLES
-WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
+# What an InnoDB record takes of its page, by column type, in bytes: its header (5),
+# transaction ID (6) and roll pointer (7); a value of these types, stored whole; a byte of
+# length for a variable one, a bit for a nullable one, and the row ID InnoDB adds to a
+# table without a primary key (6).
+RECORD_HEADER = 18
+FIXED_BYTES = {
+    "tinyint": 1,
+    "smallint": 2,
+    "mediumint": 3,
+    "int": 4,
+    "bigint": 8,
+    "float": 4,
+    "double": 8,
+    "date": 3,
+    "time": 3,
+    "year": 1,
+    "datetime": 5,
+    "timestamp": 4,
+}
+VARIABLE_TYPES = frozenset(
+    {"varchar", "varbinary", "text", "tinytext", "mediumtext", "longtext", "blob"}
+    | {"tinyblob", "mediumblob", "longblob", "json"}
+)
+ROW_ID_BYTES = 6
+# The share of a rebuilt page its records fill: InnoDB keeps 1/16 of each free for
+# updates, and a tenth more is allowed for what the estimate leaves out (the pages'
+# headers and directories, TABLE_ROWS' own error), so that a table as full as a rebuild
+# leaves it shows no room to give back.
+REBUILT_FILL = 15 / 16 * 0.9
+# InnoDB moves a record's long values off its page until the record fits in half of one.
+_IN_PAGE_AT_MOST = 8126
+
+
+def _declared_bytes() -> str:
+    """SQL for a column's bytes from its declared type (of COLUMNS): FIXED_BYTES, else its
+    declared length in characters (a string's bytes where its text is single-byte), else
+    its digits, capped at what InnoDB keeps in the page."""
+    fixed = " ".join(f"WHEN '{t}' THEN {n}" for t, n in FIXED_BYTES.items())
+    length = "coalesce(CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, 8)"
+    return f"CASE DATA_TYPE {fixed} ELSE least({length}, {_IN_PAGE_AT_MOST}) END"
+
+
+# Every table's sizes and row count, with its record's bytes as its columns declare them
+# (one query for all tables: no row is read). The fragmentation step samples the rows
+# instead (handlers/mysql/fragmentation.py), which planning cannot do in one query.
+_MYSQL_URGENCY = f"""
+SELECT t.TABLE_NAME AS name, t.ENGINE AS engine, coalesce(t.TABLE_ROWS, 0) AS row_count,
+       coalesce(t.DATA_LENGTH, 0) AS data_bytes, coalesce(t.INDEX_LENGTH, 0) AS index_bytes,
+       coalesce(t.DATA_FREE, 0) AS free_bytes, r.declared AS declared_bytes
+FROM information_schema.TABLES t
+LEFT JOIN (
+  SELECT TABLE_NAME,
+         least(sum({_declared_bytes()}), {_IN_PAGE_AT_MOST}) + {RECORD_HEADER}
+         + sum(DATA_TYPE IN ({", ".join(f"'{t}'" for t in sorted(VARIABLE_TYPES))}))
+         + (sum(IS_NULLABLE = 'YES') + 7) DIV 8
+         + CASE WHEN max(COLUMN_KEY = 'PRI') THEN 0 ELSE {ROW_ID_BYTES} END AS declared
+  FROM information_schema.COLUMNS
+  WHERE TABLE_SCHEMA = DATABASE() AND upper(EXTRA) NOT LIKE '%VIRTUAL%'
+  GROUP BY TABLE_NAME
+) r ON r.TABLE_NAME = t.TABLE_NAME
+WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
 """
 # Autovacuum forces a freeze at 200 million transactions.
 FREEZE_MAX_AGE = 200_000_000
@@ -142,18 +199,47 @@ def pg_urgency(xid_age: int | None, live: int, dead: int, total_bytes: int) -> f
     return round(3 * xid + 2 * dead_share + min((total_bytes or 0) / 2**30, 1.0), 4)
 
 
-def mysql_urgency(used_bytes: int, free_bytes: int) -> float:
-    """The share of free space, then size."""
-    total = used_bytes + free_bytes
-    free = free_bytes / total if total else 0.0
-    return round(2 * free + min(used_bytes / 2**30, 1.0), 4)
+def mysql_urgency(size_bytes: int, free_bytes: int) -> float:
+    """The share of a table's bytes a rebuild would give back, then the bytes in use."""
+    free = free_bytes / size_bytes if size_bytes else 0.0
+    return round(2 * free + min((size_bytes - free_bytes) / 2**30, 1.0), 4)
+
+
+def mysql_reclaimable(row: Mapping[str, Any], record: float | None) -> int:
+    """What a rebuild gives back of an InnoDB table: its free extents (DATA_FREE) and the
+    unused room of its pages, their fill being what its rows need (TABLE_ROWS times
+    `record`, an average record's bytes) against DATA_LENGTH as a rebuild fills it; the
+    indexes taken to be as full as the table's pages (deletes empty both). DATA_FREE
+    alone where `record` is unknown or the table has no pages."""
+    pages = row["data_bytes"] + row["index_bytes"]
+    if record is None or not row["data_bytes"]:
+        return int(row["free_bytes"])
+    fill = min(1.0, row["row_count"] * record / REBUILT_FILL / row["data_bytes"])
+    return int(row["free_bytes"] + round(pages * (1 - fill)))
+
+
+def mysql_estimates(conn: Connection) -> dict[str, dict[str, int]]:
+    """Every table's {size_bytes, free_bytes}, in one query: mysql_reclaimable with each
+    InnoDB table's record as its columns declare it (a value shorter than its declared
+    length makes the figure lower than the fragmentation step's, never higher)."""
+    found = {}
+    for r in conn.execute(text(_MYSQL_URGENCY)).mappings():
+        row = {k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}
+        innodb = str(row["engine"] or "").lower() == "innodb" and row["row_count"]
+        record = row["declared_bytes"] if innodb else None
+        found[str(row["name"])] = {
+            "size_bytes": row["data_bytes"] + row["index_bytes"] + row["free_bytes"],
+            "free_bytes": mysql_reclaimable(row, None if record is None else float(record)),
+        }
+    return found
 
 
 def urgency(conn: Connection) -> dict[str, float]:
     """How soon each table needs maintenance, higher first, in one query.
 
     PostgreSQL: transaction-ID age toward a forced freeze, then the share of dead
-    rows, then size; MySQL/MariaDB: the share of free space, then size; SQLite: size.
+    rows, then size; MySQL/MariaDB: the share a rebuild would give back (mysql_estimates),
+    then size; SQLite: size.
     """
     dialect = conn.dialect.name
     scores: dict[str, float] = {}
@@ -161,8 +247,8 @@ def urgency(conn: Connection) -> dict[str, float]:
         for r in conn.execute(text(_PG_URGENCY)).mappings():
             scores[r["name"]] = pg_urgency(r["xid_age"], r["live"], r["dead"], r["total_bytes"])
     elif family(dialect) == "mysql":
-        for r in conn.execute(text(_MYSQL_URGENCY)).mappings():
-            scores[r["name"]] = mysql_urgency(int(r["bytes"]), int(r["free_bytes"]))
+        for name, found in mysql_estimates(conn).items():
+            scores[name] = mysql_urgency(found["size_bytes"], found["free_bytes"])
     else:
         try:
             rows = conn.execute(

@@ -5,8 +5,9 @@ unused room in its half-empty pages, which DATA_FREE does not see: a table whose
 were mostly deleted keeps its pages. The pages' fill is estimated from what the rows
 need, TABLE_ROWS times the average length of a sample of them (the first rows by the
 table's key, each with InnoDB's per-record header), against DATA_LENGTH as a rebuild
-would fill its pages (REBUILT_FILL). Where the statistics are older than the table's file
-(catalog.on_disk), or the engine keeps no such pages, DATA_FREE alone is measured.
+would fill its pages (targets/catalog.py's mysql_reclaimable, which planning's urgency
+uses too). Where the statistics are older than the table's file (catalog.on_disk), or
+the engine keeps no such pages, DATA_FREE alone is measured.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from aishell.handlers.mysql.catalog import (
 )
 from aishell.handlers.shared import shared_step
 from aishell.sqltext import text
+from aishell.targets.catalog import (
+    FIXED_BYTES,
+    RECORD_HEADER,
+    ROW_ID_BYTES,
+    VARIABLE_TYPES,
+    mysql_reclaimable,
+)
 from aishell.tool.context import ToolContext
 
 PAGE_BYTES = 16384
@@ -34,13 +42,6 @@ STALE_METHOD = (
 SAMPLE_ROWS = 1000
 # The key of the sampled record length among a table's readings (tool/readings.py).
 RECORD_READING = "record_bytes"
-# The share of a rebuilt page its records fill: InnoDB keeps 1/16 of each free for
-# updates, and a tenth more is allowed for what the estimate leaves out (the pages'
-# headers and directories, TABLE_ROWS' own error), so that a table as full as a rebuild
-# leaves it shows no room to give back.
-REBUILT_FILL = 15 / 16 * 0.9
-# An InnoDB record's header (5), transaction ID (6) and roll pointer (7), in bytes.
-RECORD_HEADER = 18
 FILL_METHOD = (
     f"page fill: data_free, and the unused room of the pages, from TABLE_ROWS times the "
     f"average length of the first {SAMPLE_ROWS:,} rows against DATA_LENGTH + INDEX_LENGTH"
@@ -56,29 +57,13 @@ WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION
 SAMPLE = (
     f"SELECT avg(length(column_name)) FROM (SELECT * FROM {{table}} LIMIT {SAMPLE_ROWS}) AS sampled"
 )
-# The bytes InnoDB stores for a value of these types; other values are stored as their
-# LENGTH() (strings and binaries exactly; numbers as text, a little over).
-_FIXED_BYTES = {
-    "tinyint": 1,
-    "smallint": 2,
-    "mediumint": 3,
-    "int": 4,
-    "bigint": 8,
-    "float": 4,
-    "double": 8,
-    "date": 3,
-    "time": 3,
-    "year": 1,
-    "datetime": 5,
-    "timestamp": 4,
-}
-_VARIABLE = {"varchar", "varbinary", "text", "tinytext", "mediumtext", "longtext", "blob"}
-_VARIABLE |= {"tinyblob", "mediumblob", "longblob", "json"}
 
 
 def record_bytes(ctx: ToolContext, table: str, row: Mapping[str, Any]) -> float | None:
     """The bytes an average record of this InnoDB table takes, from a sample of its
-    first rows; None for other engines and for an empty table."""
+    first rows; None for other engines and for an empty table. A value of the types in
+    FIXED_BYTES takes those bytes; another, its LENGTH() (strings and binaries exactly;
+    numbers as text, a little over)."""
     if (row.get("engine") or "").lower() != "innodb" or not row["row_count"]:
         return None
     conn = ctx.connection
@@ -90,8 +75,8 @@ def record_bytes(ctx: ToolContext, table: str, row: Mapping[str, Any]) -> float 
     if not stored:
         return None
     parts = [
-        f"{_FIXED_BYTES[str(c['type']).lower()]}"
-        if str(c["type"]).lower() in _FIXED_BYTES
+        f"{FIXED_BYTES[str(c['type']).lower()]}"
+        if str(c["type"]).lower() in FIXED_BYTES
         else f"coalesce(length({ctx.quote(str(c['name']))}), 0)"
         for c in stored
     ]
@@ -102,10 +87,10 @@ def record_bytes(ctx: ToolContext, table: str, row: Mapping[str, Any]) -> float 
     average = conn.execute(text(sample)).scalar()
     if average is None:
         return None
-    overhead = RECORD_HEADER + sum(1 for c in stored if str(c["type"]).lower() in _VARIABLE)
+    overhead = RECORD_HEADER + sum(1 for c in stored if str(c["type"]).lower() in VARIABLE_TYPES)
     overhead += (sum(1 for c in stored if c["nullable"] == "YES") + 7) // 8
     if not any(c["col_key"] == "PRI" for c in stored):
-        overhead += 6  # the row ID InnoDB adds to a table without a primary key
+        overhead += ROW_ID_BYTES
     return float(average) + overhead
 
 
@@ -123,7 +108,6 @@ def reclaimable(
             "method": STALE_METHOD,
         }
     size = row["data_bytes"] + row["index_bytes"] + row["free_bytes"]
-    pages = row["data_bytes"] + row["index_bytes"]
     if record is None or not row["data_bytes"]:
         return {
             "bytes": row["free_bytes"],
@@ -131,9 +115,7 @@ def reclaimable(
             "percent": free_percent(row),
             "method": "data_free",
         }
-    # The indexes are taken to be as full as the table's pages: deletes empty both.
-    fill = min(1.0, row["row_count"] * record / REBUILT_FILL / row["data_bytes"])
-    free = row["free_bytes"] + round(pages * (1 - fill))
+    free = mysql_reclaimable(row, record)
     percent = round(100.0 * free / size, 2) if size else 0.0
     return {"bytes": free, "size_bytes": size, "percent": percent, "method": FILL_METHOD}
 

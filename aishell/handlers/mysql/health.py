@@ -49,9 +49,13 @@ ORDER BY trx_started
 """
 
 
-def urgency(row: Mapping[str, Any]) -> float:
-    """How soon a table needs work (the same ranking the planner uses)."""
-    return mysql_urgency(row["data_bytes"] + row["index_bytes"], row["free_bytes"])
+def urgency(row: Mapping[str, Any], space: Mapping[str, Any] | None) -> float:
+    """How soon a table needs work, ranked as the planner ranks it (mysql_urgency) by
+    the free space measured here (DATA_FREE alone where the table was held)."""
+    if space is None:
+        size = row["data_bytes"] + row["index_bytes"] + row["free_bytes"]
+        return mysql_urgency(size, row["free_bytes"])
+    return mysql_urgency(space["size_bytes"], space["bytes"])
 
 
 def _status(conn: Connection) -> dict[str, int]:
@@ -72,7 +76,7 @@ def _table_health(row: Mapping[str, Any], space: Mapping[str, Any] | None) -> di
         "free_bytes": None if space is None else space["bytes"],
         "free_percent": None if space is None else space["percent"],
         "free_method": "not measured: held" if space is None else space["method"],
-        "urgency": urgency(row),
+        "urgency": urgency(row, space),
     }
 
 
