@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ SCRATCH_DATABASE_SQL = {
         "CREATE DATABASE {database} TEMPLATE template0 "
         "ENCODING {encoding} LC_COLLATE {collate} LC_CTYPE {ctype}",
         "DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+        "ALTER DATABASE {database} SET {setting} FROM CURRENT",
     ),
     "mysql": ("CREATE DATABASE {database}", "DROP DATABASE IF EXISTS {database}"),
 }
@@ -73,6 +74,39 @@ FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()
 """
 
 
+# The settings the source database gives its sessions (ALTER DATABASE ... SET, and ALTER
+# ROLE ... IN DATABASE ... SET for aishell's role) that any session may change: its
+# search_path, whose first schema holds the tables the manifest names, and what the
+# rows read as (TimeZone, DateStyle, extra_float_digits...). A role's own settings
+# reach the scratch database by themselves; the database's do not.
+_PG_DATABASE_SETTINGS = """
+SELECT DISTINCT s.name
+FROM pg_catalog.pg_db_role_setting d
+CROSS JOIN LATERAL pg_catalog.unnest(d.setconfig) AS c(entry)
+JOIN pg_catalog.pg_settings s
+  ON pg_catalog.lower(s.name) = pg_catalog.lower(pg_catalog.split_part(c.entry, '=', 1))
+WHERE d.setdatabase = (
+    SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()
+  )
+  AND d.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))
+  AND s.context = 'user'
+ORDER BY 1
+"""
+
+
+def _settings_carried(conn: Connection, quoted_database: str) -> tuple[str, ...]:
+    """The statements that give the scratch database the source's settings, each as
+    aishell's session on the source runs with it (FROM CURRENT: no value is written
+    into the statement): its sessions then search and read as the source's did."""
+    if conn.dialect.name != "postgresql":
+        return ()
+    carry = SCRATCH_DATABASE_SQL["postgresql"][2]
+    return tuple(
+        carry.format(database=quoted_database, setting=quote_identifier(conn.dialect, name))
+        for (name,) in conn.execute(text(_PG_DATABASE_SETTINGS))
+    )
+
+
 def _made_like(conn: Connection) -> dict[str, str]:
     """What the scratch database is made with besides its name: on PostgreSQL the source's
     encoding and locale."""
@@ -83,14 +117,20 @@ def _made_like(conn: Connection) -> dict[str, str]:
 
 
 @contextmanager
-def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tuple[URL, str]]:
+def scratch_server_database(
+    conn: Connection, ctx: ToolContext
+) -> Iterator[tuple[str, Callable[[], None]]]:
     """A scratch database on the same server, made like the source (its encoding and
     locale), recorded before it is created, dropped afterwards; both by a second
-    session of the step's, which may send nothing else."""
+    session of the step's, which may send nothing else. Its name, and what gives it the
+    source's settings once restored into (a restore must not run under them: a
+    database's default_transaction_read_only would refuse it)."""
     name = f"aishell_verify_{uuid.uuid4().hex[:10]}"
     dialect = conn.dialect.name
-    create, drop = SCRATCH_DATABASE_SQL[family(dialect)]
+    create, drop = SCRATCH_DATABASE_SQL[family(dialect)][:2]
     like = _made_like(conn)
+    quoted = quote_identifier(conn.dialect, name)
+    carried = _settings_carried(conn, quoted)
     entry = ctx.scratch.record(DATABASE, name, dialect=dialect)
     side = Side(
         "its scratch database",
@@ -98,14 +138,19 @@ def scratch_server_database(conn: Connection, ctx: ToolContext) -> Iterator[tupl
         names={"database": name, **like},
         isolation_level="AUTOCOMMIT",
         after_stop=True,  # a stopped validation drops what it made
+        exact=carried,
     )
-    quoted = quote_identifier(conn.dialect, name)
     settings = {key: quote_identifier(conn.dialect, value) for key, value in like.items()}
     with ctx.side_session(side) as admin:
+
+        def carry_settings() -> None:
+            for sql in carried:
+                admin.execute(text(sql))
+
         failed = False
         try:
             admin.execute(text(create.format(database=quoted, **settings)))
-            yield conn.engine.url.set(database=name), name
+            yield name, carry_settings
         except BaseException:
             failed = True
             raise
@@ -245,7 +290,7 @@ def _validate_server(
     dialect = chain[-1][1]["dialect"]
     url = conn.engine.url
     try:
-        with scratch_server_database(conn, ctx) as (_scratch_url, name):
+        with scratch_server_database(conn, ctx) as (name, carry_settings):
             try:
                 for link, link_manifest, progress, before in each_file(chain, ctx):
                     server_apply(
@@ -266,6 +311,7 @@ def _validate_server(
                     raise failure from None
                 problems.append(f"the backup does not restore: {exc}")
                 return None
+            carry_settings()
             measured = measure_server(url, name, comparable(chain[-1][1], left), ctx)
             measured.tables -= left.tables
             if dialect == "postgresql":
