@@ -9,6 +9,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import AishellError, NamedApprovalNeeded, StepInterrupted, StepSkipped
@@ -151,6 +152,9 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
     # A defect in a tool, or a tool's sys.exit() (a plugin's, which would end the
     # command with its status and nothing said): the step fails, the run stops.
     except (Exception, SystemExit) as exc:
+        lost = _lost_under(exc, ctx.connection)
+        if lost is not None:
+            raise lost from exc  # the retry rule's, as the loss is: reconnect, or resume
         rollback(ctx.connection)
         error = f"internal error in {step.tool.name}: {type(exc).__name__}: {exc}"
         run.record_event(result.index, "internal_error", {"traceback": traceback.format_exc()})
@@ -159,6 +163,21 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
     record_effects(run, output)
     text = _kept_output(result, output)
     run.finish(result, "succeeded", started=started, output_text=text)
+
+
+def _lost_under(exc: BaseException, conn: Connection) -> DBAPIError | None:
+    """The server error that lost the step's session, when what the tool raised came of
+    going on with that session after it (SQLAlchemy's PendingRollbackError on a
+    connection the loss invalidated, while handling the loss): the step lost its
+    connection; its code did not fail."""
+    if not conn.invalidated:
+        return None
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _skipped(

@@ -258,6 +258,16 @@ def _after_failed_reindex(
     """Drop what a failed REINDEX CONCURRENTLY left, and say so on its error. True when
     the new index had already replaced the old one (only dropping the old copy failed),
     so the rebuild is done."""
+    if conn.invalidated:
+        # The session itself is gone (ended by the server, the network): nothing more can
+        # be read on it; the executor reconnects for a retry or fails the step with it.
+        _tell(
+            progress,
+            f"REINDEX INDEX CONCURRENTLY {index} on table {table} lost its session "
+            f"({_first(exc)}); what it left is dropped first when {table} is rebuilt again",
+        )
+        exc.add_note("; ".join(progress["story"]))
+        return False
     waited = is_lock_timeout(exc)
     left = leftovers(conn, oid)
     ours = [n for n in left if n.startswith(index[:50])]
