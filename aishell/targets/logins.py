@@ -46,6 +46,14 @@ PG_SERVICE_FILE = "~/.pg_service.conf"
 _PG_LOGIN_KEYS = {"host", "port", "user", "dbname", "password", "passfile", "service"}
 # A URL's query keywords that say where and as whom to log in (the Login holds them).
 _PG_QUERY_LOGIN = ("host", "port", "user", "dbname")
+# Why session options from outside the target are refused, as the URL's are
+# (config/checks.py): aishell's own sessions set theirs and override these, while its
+# second sessions and client programs took them, so a run searched one schema (or ran
+# under one setting) where it checked and another where it worked.
+_OUTSIDE_OPTIONS = (
+    "aishell's sessions set their own, and settings some of them took and others not "
+    "would check one schema (or setting) and work under another"
+)
 
 
 @dataclass(frozen=True)
@@ -272,6 +280,16 @@ def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
     service_name = _last(url.query.get("service")) or os.environ.get("PGSERVICE")
     service = _service(service_name, name) if service_name else {}
     env = os.environ
+    if service.get("options", "").strip():
+        raise ConfigError(
+            f"Target '{name}': PostgreSQL service '{service_name}' sets options: "
+            f"{_OUTSIDE_OPTIONS}; remove options from the service"
+        )
+    if env.get("PGOPTIONS", "").strip():
+        raise ConfigError(
+            f"Target '{name}': PGOPTIONS is set in the environment: {_OUTSIDE_OPTIONS}; "
+            "unset PGOPTIONS for aishell"
+        )
     # The query's keywords are the driver's last word (SQLAlchemy hands them to psycopg
     # over the URL's own parts): `?host=/var/run/postgresql` for a socket, say. The
     # programs aishell starts must log in where and as whom its own connection does.
