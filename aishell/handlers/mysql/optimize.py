@@ -14,15 +14,15 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepFailed
 from aishell.handlers import Handler, measured
 from aishell.handlers.held import GONE
-from aishell.handlers.mysql.catalog import (
-    FILE_SIZE,
-    on_disk,
-    recent_table_row,
-    recent_table_size,
-    table_size,
-)
+from aishell.handlers.mysql.catalog import FILE_SIZE, TABLE, recent_table_size, table_size
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
-from aishell.handlers.mysql.fragmentation import not_rebuilt_because, rebuild_reason
+from aishell.handlers.mysql.fragmentation import (
+    COLUMNS,
+    SAMPLE,
+    measure,
+    not_rebuilt_because,
+    rebuild_reason,
+)
 from aishell.handlers.mysql.privileges import (
     OPTIMIZE_NEEDS,
     denied,
@@ -37,28 +37,48 @@ from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
 
-def _measured(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The table's row and size as the preview and the first attempt see them (as a
-    rebuild of the table just left them, if one did)."""
+def _measured(
+    params: Mapping[str, Any], ctx: ToolContext
+) -> tuple[dict[str, Any], dict[str, Any], str | None, str]:
+    """The table's size, why it is worth a rebuild (None: it is not) and why not, as the
+    preview and the first attempt see them (as a rebuild of the table just left them, if
+    one did): its free space measured as the fragmentation step measures it, half-empty
+    pages counted, not its DATA_FREE alone."""
     table = params["table"]
+    always = {**params, "min_pages": 1}
 
-    def measure() -> tuple[dict[str, Any], dict[str, Any]]:
-        row = recent_table_row(ctx, table)
-        return row, recent_table_size(ctx, table, row)
+    def read() -> tuple[dict[str, Any], dict[str, Any], str | None, str]:
+        row, total, space = measure(ctx, table)
+        size = recent_table_size(ctx, table, row)
+        why_not = not_rebuilt_because(always, row, total, space)
+        return row, size, rebuild_reason(always, row, total, space), why_not
 
-    return measured(ctx, f"optimize:{table}", measure)
+    return measured(ctx, f"optimize:{table}", read)
+
+
+# A rebuild recalculates the table's statistics (InnoDB's persistent ones whatever its
+# STATS_AUTO_RECALC; MyISAM's and Aria's key statistics): no OPTIMIZE leaves them.
+_KEEPS_STATISTICS = (
+    "not optimized: OPTIMIZE TABLE would recalculate its statistics (update_stats is false)"
+)
 
 
 def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     table = params["table"]
-    row, size = _measured(params, ctx)
-    always = {**params, "min_pages": 1}
-    if rebuild_reason(always, row, on_disk(row, size)) is None:
+    if not params.get("update_stats", True):
         return {
             "table": table,
             "vacuumed": False,
-            "reason": not_rebuilt_because(always, row, on_disk(row, size)),
+            "reason": _KEEPS_STATISTICS,
+            "reclaimed_bytes": 0,
+        }
+    _, size, reason, why_not = _measured(params, ctx)
+    if reason is None:
+        return {
+            "table": table,
+            "vacuumed": False,
+            "reason": why_not,
             "size_before": size["bytes"],
             "size_after": size["bytes"],
             "size_method": size["method"],
@@ -92,9 +112,11 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     table = params["table"]
-    row, size = _measured(params, ctx)
-    if rebuild_reason({**params, "min_pages": 1}, row, on_disk(row, size)) is None:
-        return [f"-- {ctx.quote(table)} is under the threshold"]
+    if not params.get("update_stats", True):
+        return [f"-- {ctx.quote(table)} {_KEEPS_STATISTICS}"]
+    _, size, reason, why_not = _measured(params, ctx)
+    if reason is None:
+        return [f"-- {ctx.quote(table)} is under the threshold: {why_not}"]
     sql = [f"OPTIMIZE TABLE {ctx.quote(table)}"]
     if size["method"] != FILE_SIZE:
         sql.insert(0, f"ANALYZE TABLE {ctx.quote(table)}")
@@ -105,7 +127,7 @@ optimize_table = shared_step(
     Handler(
         # ANALYZE TABLE first only where the file's size cannot be read: it brings the
         # statistics the size is then measured from up to date.
-        sql_templates=("ANALYZE TABLE {table}", "OPTIMIZE TABLE {table}"),
+        sql_templates=("ANALYZE TABLE {table}", "OPTIMIZE TABLE {table}", TABLE, COLUMNS, SAMPLE),
         run_fn=_optimize,
         render_fn=_optimize_sql,
         risk=RiskLevel.MEDIUM,
