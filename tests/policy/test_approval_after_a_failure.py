@@ -29,7 +29,7 @@ from tests.handlers.purge.test_log_cleanup import _database, fill, job, rows_of
 from tests.helpers import run_sql, use_target
 from tests.policy.test_approval_facts import _age_every_row
 from tests.policy.test_approval_outlives import CODE_CHANGES, ROWS, _resumed_waits
-from tests.policy.test_approval_reach import _full_rebuild
+from tests.policy.test_approval_reach import _full_rebuild, events_to_rebuild
 
 PURGE = 1  # the purge is the second step of a log cleanup plan
 
@@ -286,12 +286,7 @@ def test_a_failed_index_rebuild_is_asked_about_again_only_when_it_changed(
     """PostgreSQL: the rebuild whose statements are those approved runs on resume, nobody
     asked; one that would now rebuild an index added since waits, naming it."""
     with _database("postgresql", home) as url:
-        fill(url, rows=ROWS)
-        run_sql(
-            url,
-            "CREATE EXTENSION IF NOT EXISTS pgstattuple",
-            "CREATE INDEX events_payload ON events (payload)",
-        )
+        events_to_rebuild(url)
         run_id, config, index = _rebuild_failed(home, url)
         if changed:
             run_sql(url, "CREATE INDEX events_late ON events (created_at, payload)")

@@ -106,6 +106,16 @@ def query(url: str, sql: str) -> list[tuple]:
     return found
 
 
+def events_to_rebuild(url: str) -> None:
+    """`events` filled, with a second index, and pgstattuple to measure its indexes."""
+    fill(url, rows=ROWS)
+    run_sql(
+        url,
+        "CREATE EXTENSION IF NOT EXISTS pgstattuple",
+        "CREATE INDEX events_payload ON events (payload)",
+    )
+
+
 def _full_rebuild(home: Path, url: str):
     """`db` at url; full maintenance rebuilding every index (threshold 0)."""
     use_target(home, url)
@@ -123,12 +133,7 @@ def test_a_statement_not_shown_when_approved_is_asked_about_again(home: Path) ->
     each index; MariaDB the whole table, whatever its indexes); an index is added since:
     its rebuild was never shown, so the resumed step asks again, naming it."""
     with _database("postgresql", home) as url:
-        fill(url, rows=ROWS)
-        run_sql(
-            url,
-            "CREATE EXTENSION IF NOT EXISTS pgstattuple",
-            "CREATE INDEX events_payload ON events (payload)",
-        )
+        events_to_rebuild(url)
         config = _full_rebuild(home, url)
         job = {"type": "full", "tables": ["events"]}
         waiting = commands.run_job(

@@ -10,21 +10,16 @@ from pathlib import Path
 from aishell import commands
 from aishell.policy.approvers import NonInteractive
 from tests.guard.test_guard import scalar
-from tests.handlers.purge.test_log_cleanup import ROWS, _database, fill
-from tests.helpers import run_sql
+from tests.handlers.purge.test_log_cleanup import _database
 from tests.policy.test_approval_after_a_failure import _rebuild_failed
+from tests.policy.test_approval_reach import events_to_rebuild
 
 
 def test_a_rebuild_whose_session_is_ended_fails_with_the_server_s_word_and_resumes(
     home: Path,
 ) -> None:
     with _database("postgresql", home) as url:
-        fill(url, rows=ROWS)
-        run_sql(
-            url,
-            "CREATE EXTENSION IF NOT EXISTS pgstattuple",
-            "CREATE INDEX events_payload ON events (payload)",
-        )
+        events_to_rebuild(url)
         run_id, config, index = _rebuild_failed(home, url)
         shown = commands.show_run(config, run_id)
         error = str(shown["steps"][index]["error"])
