@@ -13,22 +13,19 @@ from aishell.agents.base import (
     CatalogFact,
     PlannedTool,
     PlanningContext,
-    refuse_unknown_keys,
+    given_options,
 )
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     MAINTENANCE_OPTIONS,
     MAINTENANCE_TYPE,
-    MAINTENANCE_TYPES,
     REBUILD_INDEXES,
+    TABLES,
     UPDATE_STATS,
 )
 from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
-
-JOB_KEYS = tuple(o.key for o in MAINTENANCE_OPTIONS)
-
 
 SPEC = AgentSpec(
     name="maintenance",
@@ -58,24 +55,12 @@ class MaintenanceAgent:
     spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
-        refuse_unknown_keys(self.name, job, JOB_KEYS)
-        kind = job.get("type", MAINTENANCE_TYPE.default)
-        if kind not in MAINTENANCE_TYPES:
-            raise UsageError(
-                f"Unknown maintenance type '{kind}'; "
-                f"expected one of: {', '.join(MAINTENANCE_TYPES)}"
-            )
-        tables = job.get("tables")
-        if tables is not None:
-            # A bare string would be taken a letter at a time.
-            if isinstance(tables, str) or not all(isinstance(t, str) for t in tables):
-                raise UsageError("tables: give a list of table names")
-            tables = [t.strip() for t in tables if t.strip()]
-            if not tables:
-                raise UsageError("--tables was given but names no table")
-        update_stats = job.get("update_stats", UPDATE_STATS.default)
-        if not isinstance(update_stats, bool):
-            raise UsageError("update_stats: give true or false")
+        # A value given is checked as given ("no" is not a flag, None is no type but
+        # the default's); only a key left out, or None, takes the command line's default.
+        # The tables are a list, which no option kind is: they are checked on their own.
+        given = given_options(SPEC, {**job, "tables": None})
+        kind = given.get("type", MAINTENANCE_TYPE.default)
+        update_stats = given.get("update_stats", UPDATE_STATS.default)
         if kind == "quick" and not update_stats:
             # Quick maintenance is its statistics steps: without them it has no work.
             raise UsageError(
@@ -84,8 +69,8 @@ class MaintenanceAgent:
             )
         return {
             "type": kind,
-            "tables": tables,
-            "rebuild_indexes": bool(job.get("rebuild_indexes", REBUILD_INDEXES.default)),
+            "tables": _named_tables(job.get("tables")),
+            "rebuild_indexes": given.get("rebuild_indexes", REBUILD_INDEXES.default),
             "update_stats": update_stats,
         }
 
@@ -149,6 +134,19 @@ class MaintenanceAgent:
             for i, w in enumerate(work)
         ]
         return [*steps, _report(kind, tables, work)]
+
+
+def _named_tables(tables: object) -> list[str] | None:
+    """The tables a job names, each once and in its order (None: every table)."""
+    if tables is None:
+        return None
+    # A bare string would be taken a letter at a time.
+    if not isinstance(tables, list | tuple) or not all(isinstance(t, str) for t in tables):
+        raise UsageError(f"{TABLES.cli_flag}: {tables!r} is not a list of table names")
+    named = [t.strip() for t in tables if t.strip()]
+    if not named:
+        raise UsageError(f"{TABLES.cli_flag} was given but names no table")
+    return list(dict.fromkeys(named))
 
 
 @dataclass(frozen=True)

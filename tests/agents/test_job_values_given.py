@@ -14,7 +14,7 @@ from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.policy.approvers import PreApproved
-from tests.helpers import digest, query
+from tests.helpers import digest, query, run_sql
 
 PURGE = {"table": "app_logs", "retention_days": 30}
 
@@ -88,3 +88,57 @@ def test_a_backup_key_left_out_or_none_takes_the_default(demo_db: Path, config: 
     for job in ({}, {"type": None, "verify": None}):
         plan = commands.make_plan(config, "backup", job)
         assert [s.tool for s in plan.steps][-1] == "validate_backup"
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"rebuild_indexes": "no"}, "--no-rebuild-indexes: 'no' is not true or false"),
+        ({"rebuild_indexes": 0}, "--no-rebuild-indexes: 0 is not true or false"),
+        ({"update_stats": "false"}, "--update-stats/--no-update-stats: 'false' is not true or"),
+        ({"type": ""}, "--type: '' is not one of: quick, standard, full, emergency"),
+        ({"type": "weekly"}, "--type: 'weekly' is not one of: quick, standard, full, emergency"),
+        ({"tables": "orders"}, "--tables: 'orders' is not a list of table names"),
+        ({"tables": ["orders", 3]}, "--tables: ['orders', 3] is not a list of table names"),
+        ({"tables": [" "]}, "--tables was given but names no table"),
+    ],
+)
+def test_a_maintenance_value_given_but_invalid_is_refused(
+    demo_db: Path, config: Config, given: dict[str, Any], said: str
+) -> None:
+    """ "no" for --no-rebuild-indexes was read as true, and the run rebuilt the indexes."""
+    before = digest(demo_db)
+    for make in (commands.make_plan, commands.run_job):
+        with pytest.raises(UsageError) as refused:
+            make(config, "maintenance", {"type": "full", **given})
+        assert str(refused.value).startswith(said), refused.value
+        assert "\n" not in str(refused.value)
+    assert digest(demo_db) == before and commands.list_runs(config) == []
+
+
+def test_a_maintenance_key_left_out_or_none_takes_the_default(
+    demo_db: Path, config: Config
+) -> None:
+    """`type: None` was refused as an unknown type, not read as left out."""
+    given = {"type": None, "tables": None, "rebuild_indexes": None, "update_stats": None}
+    for job in ({}, given):
+        plan = commands.make_plan(config, "maintenance", job)
+        assert plan.job == {
+            "type": "standard",
+            "tables": None,
+            "rebuild_indexes": True,
+            "update_stats": True,
+        }
+    full = commands.make_plan(config, "maintenance", {"type": "full", "rebuild_indexes": None})
+    assert "rebuild_fragmented_indexes" in [s.tool for s in full.steps]
+
+
+def test_a_maintenance_value_from_a_server_job_is_refused_before_it_runs(
+    server_config: Config, server_url: str
+) -> None:
+    """On PostgreSQL and MariaDB too: "no" does not rebuild, and nothing runs."""
+    run_sql(server_url, "CREATE TABLE kept (id int PRIMARY KEY)")
+    job = {"type": "full", "tables": ["kept"], "rebuild_indexes": "no"}
+    with pytest.raises(UsageError, match="^--no-rebuild-indexes: 'no' is not true or false$"):
+        commands.run_job(server_config, "maintenance", job, approver=PreApproved())
+    assert commands.list_runs(server_config) == []
