@@ -52,29 +52,61 @@ def dbstat_available(conn: Connection) -> bool:
     return True
 
 
-BTREE = "SELECT pageno, pagetype, unused, pgsize FROM dbstat WHERE name = :name ORDER BY path"
+BTREE = (
+    "SELECT pageno, pagetype, unused, pgsize, ncell FROM dbstat WHERE name = :name ORDER BY path"
+)
+# A b-tree leaf page's header, in bytes: what no cell may use.
+_LEAF_HEADER = 8
+# A page of dbstat: (pageno, pagetype, unused, pgsize, ncell).
+Page = tuple[int, str, int, int, int]
 
 
 def btree_stats(conn: Connection, name: str) -> dict[str, Any]:
     """Pages, out-of-order leaves and unused leaf space of one table or index b-tree."""
     rows = conn.execute(text(BTREE), {"name": name}).all()
-    return _stats([(r.pageno, r.pagetype, r.unused, r.pgsize) for r in rows])
+    return _stats([(r.pageno, r.pagetype, r.unused, r.pgsize, r.ncell) for r in rows])
 
 
-def _stats(pages: Sequence[tuple[int, str, int, int]]) -> dict[str, Any]:
-    """btree_stats of a b-tree's pages (pageno, pagetype, unused, pgsize) in path order."""
+def _stats(pages: Sequence[Page]) -> dict[str, Any]:
+    """btree_stats of a b-tree's pages in path order. A leaf out of order is one that
+    does not follow the one before (_next); its free space, what VACUUM gives back of its
+    leaves (reclaimable_leaves); unused_bytes, all its leaves' unused room, which a page
+    of rows too large to share it keeps however it is packed."""
     leaves = [p for p in pages if p[1] == "leaf"]
-    out_of_order = sum(1 for prev, cur in pairwise(leaves) if cur[0] != prev[0] + 1)
+    between = {p[0] for p in pages if p[1] != "leaf"}
+    out_of_order = sum(1 for prev, cur in pairwise(leaves) if not _next(prev[0], cur[0], between))
     leaf_bytes = sum(p[3] for p in leaves)
-    unused = sum(p[2] for p in leaves)
+    reclaimable = reclaimable_leaves(leaves) * (leaves[0][3] if leaves else 0)
     return {
         "pages": len(pages),
         "leaf_pages": len(leaves),
         "size_bytes": sum(p[3] for p in pages),
         "fragmentation_percent": percent(out_of_order, max(len(leaves) - 1, 0)),
-        "free_space_percent": percent(unused, leaf_bytes),
-        "unused_bytes": unused,
+        "free_space_percent": percent(reclaimable, leaf_bytes),
+        "unused_bytes": sum(p[2] for p in leaves),
+        "reclaimable_bytes": reclaimable,
     }
+
+
+def _next(before: int, leaf: int, between: set[int]) -> bool:
+    """Whether a leaf follows the one before it in the file, past only the b-tree's own
+    other pages (its overflow and interior pages, which VACUUM writes between them)."""
+    if leaf <= before or leaf - before - 1 > len(between):
+        return False
+    return all(n in between for n in range(before + 1, leaf))
+
+
+def reclaimable_leaves(leaves: Sequence[Page]) -> int:
+    """The leaf pages a repacking (VACUUM, REINDEX) saves: the leaves' cells, at their
+    average size with its cell pointer, as many to a page as fit whole, against the
+    leaves there are. Room a cell does not fit in stays unused in every packing, so it
+    is not counted; a b-tree keeps one page however empty."""
+    cells = sum(p[4] for p in leaves)
+    used = sum(p[3] - p[2] - _LEAF_HEADER for p in leaves)
+    if not cells or used <= 0:
+        return max(len(leaves) - 1, 0)
+    per_page = max(1, int((leaves[0][3] - _LEAF_HEADER) // (used / cells)))
+    return max(len(leaves) - -(-cells // per_page), 0)
 
 
 TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"
@@ -106,7 +138,7 @@ INDEXES_EACH = (
 )
 # The pages of those tables' b-trees and their indexes'.
 BTREES_EACH = (
-    "SELECT name, pageno, pagetype, unused, pgsize FROM dbstat WHERE name IN "
+    "SELECT name, pageno, pagetype, unused, pgsize, ncell FROM dbstat WHERE name IN "
     "(SELECT name FROM sqlite_schema WHERE tbl_name IN :names) ORDER BY name, path"
 )
 # Bound values per query, well under SQLite's limit on them.
@@ -155,7 +187,7 @@ def _btrees_alone(ctx: ToolContext, table: str) -> Btrees:
 def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
     conn = ctx.connection
     indexes: dict[str, list[str]] = {}
-    pages: dict[str, list[tuple[int, str, int, int]]] = {}
+    pages: dict[str, list[Page]] = {}
     dbstat = has_dbstat(ctx)
     with sqlite_text_as_bytes(conn):
         for start in range(0, len(names), _CHUNK):
@@ -171,7 +203,8 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
                     name = sqlite_name(r.name)
                     if name is not None:
                         kind = sqlite_name(r.pagetype) or ""
-                        pages.setdefault(name, []).append((r.pageno, kind, r.unused, r.pgsize))
+                        page = (r.pageno, kind, r.unused, r.pgsize, r.ncell)
+                        pages.setdefault(name, []).append(page)
     found = {}
     for table, of_table in indexes.items():
         trees = [table, *of_table]

@@ -1,13 +1,16 @@
 """analyze_table_fragmentation on SQLite, and when a b-tree is worth rebuilding.
 
 Fragmentation comes from the dbstat virtual table: a b-tree's leaf pages read in key
-order should sit at consecutive page numbers; every leaf that does not is a seek (the
-share of such leaves is the "logical fragmentation" SQL Server and Ola Hallengren's
-scripts act on). Unused bytes in leaf pages are the free space a rebuild would give
-back. Without dbstat only database-wide free pages are known. The file's free pages
-(its freelist) are the database's: each table's estimated_benefit_bytes is its own
-b-trees' unused bytes, and the freelist is given apart (database_freelist), so that the
-tables' sum and the freelist add up to what VACUUM gives back.
+order should sit at consecutive page numbers, past only the b-tree's own overflow and
+interior pages, which VACUUM writes between them; every leaf that does not is a seek
+(the share of such leaves is the "logical fragmentation" SQL Server and Ola
+Hallengren's scripts act on). The free space a rebuild gives back is the leaf pages a
+repacking saves (catalog.reclaimable_leaves), not every unused byte: room too small for
+a row stays unused however the rows are packed. Without dbstat only database-wide free
+pages are known. The file's free pages (its freelist) are the database's: each table's
+estimated_benefit_bytes is what its own b-trees give back, and the freelist is given
+apart (database_freelist), so that the tables' sum and the freelist add up to what
+VACUUM gives back.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def needs_rebuild(stats: Mapping[str, Any], threshold: float, min_pages: int) ->
     if stats["fragmentation_percent"] >= threshold:
         return f"{stats['fragmentation_percent']}% of leaf pages out of order"
     if stats["free_space_percent"] >= threshold:
-        return f"{stats['free_space_percent']}% of leaf space unused"
+        return f"{stats['free_space_percent']}% of leaf space would be given back"
     return None
 
 
@@ -72,7 +75,7 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
             {"index": index, **index_stats, "rebuild": needs_rebuild(index_stats, threshold, 1)}
         )
     to_rebuild = [i["index"] for i in indexes if i["rebuild"]]
-    benefit = stats["unused_bytes"] + sum(i["unused_bytes"] for i in indexes)
+    benefit = stats["reclaimable_bytes"] + sum(i["reclaimable_bytes"] for i in indexes)
     advice = []
     if to_rebuild:
         advice.append(f"REINDEX {', '.join(to_rebuild)}")
