@@ -207,7 +207,7 @@ def _pg_tables(conn: Connection, grants: list[str], role: str, schema: str) -> F
 def _mysql(conn: Connection, privilege: Privilege) -> Found:
     account = mysql_privileges.current_account(conn)
     granted = mysql_privileges.grants(conn)
-    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    database = mysql_privileges.current_database(conn)
     grants = [g.upper() for g in privilege.grants]
     user, _, host = account.rpartition("@")
     quoted = conn.dialect.identifier_preparer.quote_identifier(database)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
 from aishell.handlers import read_together
-from aishell.handlers.mysql.privileges import denied
+from aishell.handlers.mysql.privileges import current_database, denied
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 
@@ -140,8 +140,7 @@ def _file_sizes(conn: Connection) -> dict[str, int] | None:
         if denied(exc) is None:
             raise
         return None
-    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
-    prefix = f"{database}/"
+    prefix = f"{current_database(conn)}/"
     return {r.name[len(prefix) :]: int(r.bytes) for r in rows if r.name.startswith(prefix)}
 
 
@@ -200,12 +199,18 @@ def _table_sizes(ctx: ToolContext, names: Sequence[str]) -> dict[str, dict[str, 
     return sizes
 
 
-def database_size(conn: Connection, ctx: ToolContext | None = None) -> dict[str, Any]:
+def database_size(
+    conn: Connection,
+    ctx: ToolContext | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Every table of the database, each measured as table_size measures it; with the
     step's `ctx`, each table's size is kept for the steps after it (readings), which
-    then need not read the files again."""
+    then need not read the files again. `rows`: every table's row of TABLES, when the
+    caller read them just now."""
     files = _file_sizes(conn)
-    rows = [plain(r) for r in conn.execute(text(TABLES)).mappings()]
+    if rows is None:
+        rows = [plain(r) for r in conn.execute(text(TABLES)).mappings()]
     measured = [_measured(r, files) for r in rows]
     if ctx is not None:
         sizes = {

@@ -109,12 +109,13 @@ def _long_transactions(conn: Connection) -> list[dict[str, Any]] | None:
 def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     wanted = set(params.get("tables") or [])
-    rows = [plain(r) for r in conn.execute(text(TABLES)).mappings()]
-    rows = [r for r in rows if not wanted or r["name"] in wanted]
+    every = [plain(r) for r in conn.execute(text(TABLES)).mappings()]
+    rows = [r for r in every if not wanted or r["name"] in wanted]
     status = _status(conn)
     requests = status.get("innodb_buffer_pool_read_requests", 0)
     misses = status.get("innodb_buffer_pool_reads", 0)
-    size = database_size(conn, ctx)  # first: it keeps each table's size for _free_space
+    # First: it keeps each table's size for _free_space.
+    size = database_size(conn, ctx, every)
     found = _free_space(ctx, rows)
     report = sorted(
         (_table_health(r, found.done.get(r["name"])) for r in rows if r["name"] not in found.gone),

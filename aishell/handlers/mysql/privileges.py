@@ -140,10 +140,21 @@ def session_grants(
         known: tuple[list[tuple[str, str, set[str]]] | None, str] = run_cache["mysql_grants"]
         return known
     granted = grants(conn)
-    database = "" if granted is None else str(conn.execute(text("SELECT DATABASE()")).scalar())
+    database = "" if granted is None else current_database(conn)
     if run_cache is not None:
         run_cache["mysql_grants"] = (granted, database)
     return granted, database
+
+
+def current_database(conn: Connection) -> str:
+    """The session's database, read once per connection: aishell's sessions never
+    change it (no tool sends USE), and steps that each need it then share one read."""
+    known = conn.info.get("aishell_mysql_database")
+    if known is None:
+        known = conn.info["aishell_mysql_database"] = str(
+            conn.execute(text("SELECT DATABASE()")).scalar()
+        )
+    return str(known)
 
 
 def current_account(conn: Connection) -> str:
@@ -238,7 +249,7 @@ def agent_needs(conn: Connection) -> list[dict[str, Any]]:
     """The privileges each agent needs on this database and, per need, what is missing."""
     account = current_account(conn)
     granted = grants(conn)
-    database = str(conn.execute(text("SELECT DATABASE()")).scalar())
+    database = current_database(conn)
     tables = user_tables(conn)
     needs = []
     for agent, privileges, needed_for, optional in _NEEDS:
