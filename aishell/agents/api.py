@@ -155,7 +155,8 @@ class BaseAgent:
         nothing to check, as planning checks the tables a job names."""
 
     def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
-        """The costly facts planning reads ("urgency", "skipped"); by default none."""
+        """The costly facts planning reads ("urgency", "skipped", "partitions"); by
+        default none."""
         return frozenset()
 
     def describe_job(self, job: dict[str, Any], ctx: TaskContext) -> str:

@@ -22,12 +22,14 @@ from aishell.errors import AishellError, PlanError, UsageError
 from aishell.guard.connection import Guard, guarded
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_from_dict
+from aishell.targets.catalog import PartitionTree
 
 # What planning may read for a job beyond the target's tables, each at a cost:
 # "urgency", how soon each table needs work (a query of the server's catalog);
-# "skipped", the tables the last run could not lock (a read of the state store).
-CatalogFact = Literal["urgency", "skipped"]
-_FACTS = {"urgency", "skipped"}
+# "skipped", the tables the last run could not lock (a read of the state store);
+# "partitions", the partitions of its partitioned tables (one query, PostgreSQL only).
+CatalogFact = Literal["urgency", "skipped", "partitions"]
+_FACTS = {"urgency", "skipped", "partitions"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class PlanningContext:
     first: tuple[str, ...] = ()
     # The catalog's tools that ask this agent to plan them, implemented on this dialect.
     planned: tuple[PlannedTool, ...] = ()
+    # The partitioned tables among `tables` (every table when the job names none), each
+    # with the tables under it at every depth; sizes hold theirs too.
+    partitions: Mapping[str, PartitionTree] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,9 @@ class PluginAgent:
         found = self._call("say what planning reads", "catalog_needs", job)
         facts = set(found) if isinstance(found, Collection) and not isinstance(found, str) else None
         if facts is None or not facts <= _FACTS:
-            raise self._wrong("catalog_needs", found, 'a set of "urgency" and "skipped"')
+            raise self._wrong(
+                "catalog_needs", found, 'a set of "urgency", "skipped" and "partitions"'
+            )
         return frozenset(found)
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:

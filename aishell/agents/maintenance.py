@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from aishell.config.options import (
 from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
+from aishell.targets.catalog import PartitionTree
 
 SPEC = AgentSpec(
     name="maintenance",
@@ -79,11 +80,14 @@ class MaintenanceAgent:
 
     def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
         """Full maintenance takes the most urgent tables first; every type takes first
-        the tables the last run could not lock."""
-        return frozenset({"urgency", "skipped"} if job["type"] == "full" else {"skipped"})
+        the tables the last run could not lock, and a partitioned table with its
+        partitions."""
+        facts: set[CatalogFact] = {"skipped", "partitions"}
+        return frozenset({"urgency", *facts} if job["type"] == "full" else facts)
 
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
-        scope = f"tables {', '.join(ctx.tables)}" if job.get("tables") else "every table"
+        named = _scope(job, ctx).tables
+        scope = f"tables {', '.join(named)}" if job.get("tables") else "every table"
         threshold = f"{ctx.defaults.fragmentation_threshold:g}%"
         rebuild = (
             f"rebuild indexes fragmented past {threshold}, "
@@ -118,8 +122,9 @@ class MaintenanceAgent:
                 "recalculates its statistics, so full maintenance cannot leave them as they are; "
                 "use --type standard, or drop --no-update-stats"
             )
-        tables = _in_order(job, ctx)
-        work = [_health_check(kind, tables), *_WORK[kind](job, ctx, tables)]
+        scope = _scope(job, ctx)
+        tables = scope.tables
+        work = [_health_check(kind, scope), *_WORK[kind](job, ctx, scope)]
         if not job.get("update_stats", True):
             work = [w for w in work if w.tool != _STATISTICS_TOOL]
         work = _with_planned(work, kind, ctx.planned)
@@ -191,15 +196,81 @@ def _in_order(job: dict[str, Any], ctx: PlanningContext) -> list[str]:
     return [*first, *(t for t in tables if t not in set(first))]
 
 
-def _health_check(kind: str, tables: list[str]) -> _Work:
+@dataclass(frozen=True)
+class _Scope:
+    """The tables a plan works on, in order, and what PostgreSQL's partitioning asks of
+    it: a partitioned table named is named with its partitions, and comes after them."""
+
+    tables: list[str]
+    # Each partition of the plan whose statistics the ANALYZE of a partitioned table of
+    # the plan refreshes (PostgreSQL's ANALYZE of a partitioned table analyzes every
+    # partition under it too, before 18's ANALYZE ONLY): by that table. None has an
+    # ANALYZE of its own, which would analyze it twice.
+    covered: Mapping[str, str]
+    # The partitioned tables of the plan (not one under another), each a step alone.
+    parents: frozenset[str]
+    # What the plan says of them.
+    notes: tuple[str, ...]
+    # Bytes by table for grouping: a partitioned table's are its partitions' (its ANALYZE
+    # reads them all).
+    sizes: Mapping[str, int]
+
+
+def _scope(job: dict[str, Any], ctx: PlanningContext) -> _Scope:
+    """The job's tables in order, with each partitioned table's partitions at every
+    depth (those of its schema) before it; a partitioned table under another one of the
+    plan has no step of its own: the top one's ANALYZE analyzes it."""
+    tables, trees = _in_order(job, ctx), ctx.partitions
+    under = {m for p, tree in trees.items() if p in tables for m in tree.members}
+    parents = [t for t in tables if t in trees and t not in under]
+    order: dict[str, None] = {}
+    for t in tables:
+        if t in trees and t in under:
+            continue  # partitioned, within a parent of the plan
+        if t in parents:
+            order.update(dict.fromkeys(trees[t].leaves))
+        order.setdefault(t)
+    stats = job.get("update_stats", True)
+    covered = {leaf: p for p in parents for leaf in trees[p].leaves} if stats else {}
+    sizes = {t: ctx.sizes.get(t) or 0 for t in order}
+    for p in parents:
+        sizes[p] += sum(sizes.get(leaf, 0) for leaf in trees[p].leaves)
+    notes = tuple(_partitions_note(p, trees[p], tables) for p in parents)
+    return _Scope(list(order), covered, frozenset(parents), notes, sizes)
+
+
+def _partitions_note(parent: str, tree: PartitionTree, named: list[str]) -> str:
+    added = [leaf for leaf in tree.leaves if leaf not in named]
+    said = f"{parent} (partitioned): " + (
+        f"its partitions {_names(added)} included" if added else "its partitions are in the plan"
+    )
+    if tree.partitioned:
+        said += f", through {_names(list(tree.partitioned))}, partitioned in turn"
+    return said
+
+
+def _names(tables: list[str], most: int = 8) -> str:
+    if len(tables) <= most:
+        return ", ".join(tables)
+    return f"{', '.join(tables[: most - 1])} ... {tables[-1]} ({len(tables)})"
+
+
+def maintained_tables(job: dict[str, Any], ctx: PlanningContext) -> list[str]:
+    """The tables a maintenance job works on: those it names (or every one), each
+    partitioned table with its partitions."""
+    return _scope(job, ctx).tables
+
+
+def _health_check(kind: str, scope: _Scope) -> _Work:
     # Full maintenance checks for corruption in its first step, before a REINDEX could
     # hide a damaged index or a VACUUM touch a damaged page; the report says per table
     # whether it was checked. Emergency maintenance has a check step of its own.
     return _Work(
         "analyze_database_health",
-        {"tables": tables, "check_corruption": kind == "full"},
+        {"tables": scope.tables, "check_corruption": kind == "full"},
         "Assess the database's health before changing anything"
-        + (", and check every table for corruption" if kind == "full" else ""),
+        + (", and check every table for corruption" if kind == "full" else "")
+        + "".join(f"; {note}" for note in scope.notes),
     )
 
 
@@ -234,19 +305,20 @@ STATISTICS_BATCH_TABLES = 200
 STATISTICS_BATCH_BYTES = 256 * 2**20
 
 
-def _quick(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+def _quick(job: dict[str, Any], ctx: PlanningContext, scope: _Scope) -> Iterator[_Work]:
     """Fresh planner statistics: a step per large table, small tables in batches."""
-    for group in _statistics_groups(tables, ctx):
-        yield _statistics_of(group)
+    for group in _statistics_groups(scope):
+        yield from _statistics_of(group, scope)
 
 
-def _statistics_groups(tables: list[str], ctx: PlanningContext) -> Iterator[list[str]]:
-    """The tables in order, in the groups whose statistics one step refreshes."""
+def _statistics_groups(scope: _Scope) -> Iterator[list[str]]:
+    """The tables in order, in the groups whose statistics one step refreshes; a
+    partitioned table alone, as its step's rationale says what it does."""
     batch: list[str] = []
     held = 0
-    for t in tables:
-        size = ctx.sizes.get(t) or 0
-        if size >= STATISTICS_ALONE_BYTES:
+    for t in scope.tables:
+        size = scope.sizes.get(t, 0)
+        if size >= STATISTICS_ALONE_BYTES or t in scope.parents:
             if batch:
                 yield batch
                 batch, held = [], 0
@@ -263,32 +335,54 @@ def _statistics_groups(tables: list[str], ctx: PlanningContext) -> Iterator[list
         yield batch
 
 
-def _statistics_of(tables: list[str]) -> _Work:
-    return _of_group(_STATISTICS_TOOL, tables, {}, "Refresh planner statistics for {}")
+def _statistics_of(tables: list[str], scope: _Scope) -> Iterator[_Work]:
+    """The statistics step of a group, but for its partitions that their partitioned
+    table's ANALYZE refreshes later."""
+    own = [t for t in tables if t not in scope.covered]
+    if len(own) == 1 and own[0] in scope.parents:
+        # Named with its partitions, the step sends the ANALYZE of the partitioned table
+        # alone and says of each partition that its statistics were refreshed.
+        parent = own[0]
+        with_it = [*(t for t, p in scope.covered.items() if p == parent), parent]
+        said = _parent_analyze(parent, scope)
+        if len(with_it) == 1:
+            yield _Work(_STATISTICS_TOOL, {"table": parent}, said, parent)
+        else:
+            yield _Work(_STATISTICS_TOOL, {"tables": with_it}, said, tables=tuple(with_it))
+    elif own:
+        yield _of_group(_STATISTICS_TOOL, own, {}, "Refresh planner statistics for {}")
 
 
-def _standard(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+def _parent_analyze(parent: str, scope: _Scope) -> str:
+    leaves = [t for t, p in scope.covered.items() if p == parent]
+    return (
+        f"ANALYZE {parent}, after its partitions' steps: the statistics of the table as "
+        "a whole, which queries on it are planned from and autovacuum never gathers; it "
+        "analyzes every partition under it too (PostgreSQL has no ANALYZE ONLY before "
+        "18)" + (f", so {_names(leaves)} have no ANALYZE of their own" if leaves else "")
+    )
+
+
+def _standard(job: dict[str, Any], ctx: PlanningContext, scope: _Scope) -> Iterator[_Work]:
     """Per table or group of small tables: measure fragmentation, then fresh planner
     statistics."""
-    for group in _statistics_groups(tables, ctx):
-        yield _fragmentation(group, ctx)
-        yield _statistics_of(group)
+    for group in _statistics_groups(scope):
+        if group[0] not in scope.parents:  # a partitioned table's rows are its partitions'
+            yield _fragmentation(group, ctx)
+        yield from _statistics_of(group, scope)
 
 
-def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+def _full(job: dict[str, Any], ctx: PlanningContext, scope: _Scope) -> Iterator[_Work]:
     """Per table or group of small tables (grouped as in quick maintenance: a large
     table alone): measure, rebuild fragmented indexes (unless told not to), compact, and
     fresh planner statistics."""
-    # On PostgreSQL optimize_table is VACUUM (ANALYZE): it refreshes the statistics too
-    # (and its output counts them), so no ANALYZE follows. Told to leave them, it is a
-    # plain VACUUM.
-    analyzes = ctx.dialect == "postgresql"
     update_stats = bool(job.get("update_stats", True))
     threshold = ctx.defaults.fragmentation_threshold
-    compact: dict[str, Any] = {"fragmentation_threshold": threshold}
-    if not update_stats:
-        compact["update_stats"] = False
-    for group in _statistics_groups(tables, ctx):
+    for group in _statistics_groups(scope):
+        if group[0] in scope.parents:
+            # Its rows and indexes are its partitions', measured and rebuilt as tables.
+            yield _parent_compaction(group[0], ctx, scope, update_stats)
+            continue
         yield _fragmentation(group, ctx)
         if job.get("rebuild_indexes", True):
             yield _of_group(
@@ -297,21 +391,62 @@ def _full(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Itera
                 {"fragmentation_threshold": threshold, "min_pages": ctx.defaults.min_index_pages},
                 f"Rebuild indexes of {{}} fragmented past {threshold:g}%",
             )
-        yield _of_group(
-            "optimize_table",
-            group,
-            compact,
-            "Compact {} and return free pages"
-            + (", refreshing planner statistics" if analyzes and update_stats else ""),
+        yield from _compaction(group, ctx, scope, update_stats)
+        if ctx.dialect != "postgresql" and update_stats:
+            yield from _statistics_of(group, scope)
+
+
+def _compaction(
+    group: list[str], ctx: PlanningContext, scope: _Scope, update_stats: bool
+) -> Iterator[_Work]:
+    """The group's compaction: on PostgreSQL optimize_table is VACUUM (ANALYZE), which
+    refreshes the statistics too (its output counts them), so no ANALYZE follows; told
+    to leave them, or for a partition its partitioned table's ANALYZE refreshes later,
+    a plain VACUUM."""
+    analyzes = ctx.dialect == "postgresql"
+    compact: dict[str, Any] = {"fragmentation_threshold": ctx.defaults.fragmentation_threshold}
+    doing = "Compact {} and return free pages"
+    by_parent: dict[str | None, list[str]] = {}
+    for t in group:
+        by_parent.setdefault(scope.covered.get(t), []).append(t)
+    for parent, tables in by_parent.items():
+        if parent is not None:
+            # A name is text, not a format: its braces are kept as they are.
+            shown = parent.replace("{", "{{").replace("}", "}}")
+            later = f"; {shown}'s ANALYZE after them refreshes their statistics"
+            yield _of_group(
+                "optimize_table", tables, {**compact, "update_stats": False}, doing + later
+            )
+        elif not update_stats:
+            yield _of_group("optimize_table", tables, {**compact, "update_stats": False}, doing)
+        else:
+            refreshing = ", refreshing planner statistics" if analyzes else ""
+            yield _of_group("optimize_table", tables, compact, doing + refreshing)
+
+
+def _parent_compaction(
+    parent: str, ctx: PlanningContext, scope: _Scope, update_stats: bool
+) -> _Work:
+    """A partitioned table's compaction: its ANALYZE alone (no VACUUM, which would
+    vacuum each partition again), or with --no-update-stats nothing, as it says."""
+    compact: dict[str, Any] = {"fragmentation_threshold": ctx.defaults.fragmentation_threshold}
+    if update_stats:
+        return _Work(
+            "optimize_table", {"table": parent, **compact}, _parent_analyze(parent, scope), parent
         )
-        if not analyzes and update_stats:
-            yield _statistics_of(group)
+    return _Work(
+        "optimize_table",
+        {"table": parent, **compact, "update_stats": False},
+        f"{parent} is partitioned: no VACUUM of it, which would vacuum its partitions "
+        "again after their own steps, and no ANALYZE (--no-update-stats)",
+        parent,
+    )
 
 
-def _emergency(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> Iterator[_Work]:
+def _emergency(job: dict[str, Any], ctx: PlanningContext, scope: _Scope) -> Iterator[_Work]:
     """Check every table for corruption, then repair what the check found."""
     yield _Work(
-        "check_table_corruption", {"tables": tables}, "Look for corrupted tables and indexes"
+        "check_table_corruption", {"tables": scope.tables}, "Look for corrupted tables and indexes"
     )
     yield _Work(
         "repair_corrupted_tables",
@@ -322,7 +457,7 @@ def _emergency(job: dict[str, Any], ctx: PlanningContext, tables: list[str]) -> 
     )
 
 
-_WORK: dict[str, Callable[[dict[str, Any], PlanningContext, list[str]], Iterator[_Work]]] = {
+_WORK: dict[str, Callable[[dict[str, Any], PlanningContext, _Scope], Iterator[_Work]]] = {
     "quick": _quick,
     "standard": _standard,
     "full": _full,

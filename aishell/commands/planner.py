@@ -28,7 +28,7 @@ from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.registry import Registry
 from aishell.state.store import StateStore
-from aishell.targets.catalog import urgency
+from aishell.targets.catalog import partition_trees, urgency
 from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
 from aishell.units import plain_zeros
@@ -59,19 +59,10 @@ def build_plan(
         if catalog is None:
             catalog = TableCatalog.read(conn)
         tables = _checked_tables(agent, job, catalog, conn, handle.name)
-        assumptions = plan_assumptions(catalog, job, tables)
-        needs = agent.catalog_needs(job)
-        context = PlanningContext(
-            target=handle.name,
-            dialect=handle.dialect,
-            tables=tables,
-            defaults=agent_config.defaults,
-            urgency=urgency(conn) if "urgency" in needs else {},
-            sizes={t: catalog.tables[t].bytes for t in tables if t in catalog.tables},
-            purge=agent_config.purge,
-            first=last_skipped(config, handle.name, agent_name) if "skipped" in needs else (),
-            planned=planned_tools(registry, agent_name, handle.dialect),
-        )
+        context = _planning_context(config, registry, handle, conn, agent, job, catalog, tables)
+        # What the plan assumes covers the partitions it works on as well as the tables.
+        under = [t for p in context.partitions.values() for t in p.members if t not in tables]
+        assumptions = plan_assumptions(catalog, job, (*tables, *dict.fromkeys(under)))
         if planner == "llm":
             found = catalog.snapshot()
             steps, drafted_by = draft_job(
@@ -85,6 +76,40 @@ def build_plan(
         _refuse_undeclared(agent, steps, context.planned)
     plan = _plan(registry, handle, agent_name, job, steps, assumptions, drafted_by)
     return _validated(plan, registry, agent_config.capabilities, f"The {agent_name} plan")
+
+
+def _planning_context(
+    config: Config,
+    registry: Registry,
+    handle: Target,
+    conn: Connection,
+    agent: Agent,
+    job: dict[str, Any],
+    catalog: TableCatalog,
+    tables: tuple[str, ...],
+) -> PlanningContext:
+    """What the agent plans from: the tables and the facts it says it reads, each read
+    in one query whatever the number of tables."""
+    needs = agent.catalog_needs(job)
+    agent_config = config.agent(agent.name)
+    partitions = (
+        partition_trees(conn, tables if job.get("tables") else None)
+        if "partitions" in needs
+        else {}
+    )
+    sized = {*tables, *(t for p in partitions.values() for t in p.members)}
+    return PlanningContext(
+        target=handle.name,
+        dialect=handle.dialect,
+        tables=tables,
+        defaults=agent_config.defaults,
+        urgency=urgency(conn) if "urgency" in needs else {},
+        sizes={t: catalog.tables[t].bytes for t in sized if t in catalog.tables},
+        purge=agent_config.purge,
+        first=last_skipped(config, handle.name, agent.name) if "skipped" in needs else (),
+        planned=planned_tools(registry, agent.name, handle.dialect),
+        partitions=partitions,
+    )
 
 
 def planned_tools(registry: Registry, agent: str, dialect: str) -> tuple[PlannedTool, ...]:

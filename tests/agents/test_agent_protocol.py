@@ -34,11 +34,15 @@ def test_every_agent_has_every_member_of_the_protocol(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "job", "needs"),
     [
-        ("maintenance", {"type": "full"}, {"urgency", "skipped"}),
-        ("maintenance", {"type": "full", "tables": ["orders"]}, {"urgency", "skipped"}),
-        ("maintenance", {"type": "quick"}, {"skipped"}),
-        ("maintenance", {"type": "standard"}, {"skipped"}),
-        ("maintenance", {"type": "emergency"}, {"skipped"}),
+        ("maintenance", {"type": "full"}, {"urgency", "skipped", "partitions"}),
+        (
+            "maintenance",
+            {"type": "full", "tables": ["orders"]},
+            {"urgency", "skipped", "partitions"},
+        ),
+        ("maintenance", {"type": "quick"}, {"skipped", "partitions"}),
+        ("maintenance", {"type": "standard"}, {"skipped", "partitions"}),
+        ("maintenance", {"type": "emergency"}, {"skipped", "partitions"}),
         ("backup", {"type": "full"}, set()),
         ("backup", {"type": "incremental"}, set()),
         ("backup", {"type": "drill"}, set()),
