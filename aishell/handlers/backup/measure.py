@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL, Connection
@@ -18,6 +19,13 @@ from aishell.handlers.backup.mysql_dump import ROW_SUM, read_chunks
 from aishell.handlers.backup.processes import mysql_dump_argv, server_env
 from aishell.handlers.backup.stream import stream_read
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
+from aishell.targets.appcode import (
+    AppCode,
+    file_app_code,
+    readable_columns,
+    stops_check,
+    tripwires,
+)
 from aishell.targets.catalog import sqlite_name, user_tables
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
@@ -110,16 +118,61 @@ def sqlite_counts(copy: sqlite3.Connection, tables: list[str]) -> dict[str, int]
     }
 
 
-def sqlite_checksums(copy: sqlite3.Connection, counts: dict[str, int]) -> dict[str, str]:
+def sqlite_checksums(
+    copy: sqlite3.Connection, counts: dict[str, int], code: AppCode | None = None
+) -> dict[str, str]:
+    """Each table's checksum (up to CHECKSUM_ROWS rows); a virtual column computed by
+    the application's function is left out of it, as it is of every checksum of it."""
     before, copy.text_factory = copy.text_factory, sqlite_text
+    code = code or AppCode()
     try:
         return {
-            t: checksum_rows(copy.execute(f"SELECT * FROM {quote_plain_identifier(t)}"))
+            t: checksum_rows(
+                copy.execute(
+                    f"SELECT {readable_columns(copy, t, code)} FROM {quote_plain_identifier(t)}"
+                )
+            )
             for t, n in counts.items()
             if n <= CHECKSUM_ROWS
         }
     finally:
         copy.text_factory = before
+
+
+def sqlite_armed(copy: sqlite3.Connection) -> tuple[AppCode, Callable[[], None]]:
+    """The copy's uses of the application's code, with tripwires in their place before
+    any row is read (targets/appcode.py); call the check after the reads."""
+    code = file_app_code(copy)
+    return code, tripwires(copy, code)
+
+
+def sqlite_integrity(copy: sqlite3.Connection, code: AppCode) -> str:
+    """integrity_check of the copy: "ok" or its first finding. Tables whose check would
+    evaluate the application's code are left out (each table's b-trees checked alone)."""
+    if not code.tables(stops_check):
+        return str(copy.execute("PRAGMA integrity_check").fetchone()[0])
+    for table in sqlite_tables(copy):
+        if not code.of(table, stops_check):
+            sql = f"PRAGMA integrity_check({quote_plain_identifier(table)})"
+            found = str(copy.execute(sql).fetchone()[0])
+            if found != "ok":
+                return found
+    return "ok"
+
+
+def measure_sqlite_file(path: Path, manifest: Mapping[str, Any]) -> Measured:
+    """The manifest's tables in a SQLite file, read on a read-only connection of its own
+    (tripwires in place of the application's code: never the target's own connection)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        code, check = sqlite_armed(conn)
+        present = sqlite_tables(conn)
+        counts = sqlite_counts(conn, [t for t in manifest["tables"] if t in present])
+        sums = sqlite_checksums(conn, checksummed(manifest, present), code)
+        check()
+        return Measured(set(present), counts, sums)
+    finally:
+        conn.close()
 
 
 @dataclass

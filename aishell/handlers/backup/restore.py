@@ -30,9 +30,16 @@ from aishell.handlers.backup.apply import (
 )
 from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
-from aishell.handlers.backup.measure import compare, measure_connection, measure_server
+from aishell.handlers.backup.measure import (
+    Measured,
+    compare,
+    measure_connection,
+    measure_server,
+    measure_sqlite_file,
+)
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
 from aishell.sqltext import text
+from aishell.targets.appcode import read_app_code
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
 
@@ -121,6 +128,16 @@ def _sqlite_file(conn: Connection) -> Path | None:
         if name == "main" and file:
             return Path(file)
     return None
+
+
+def _measure_sqlite(conn: Connection, manifest: dict[str, Any]) -> Measured:
+    """The restored file measured as its manifest was; one whose schema names the
+    application's code is read on a connection of its own, read-only, with tripwires in
+    place of that code (never on the target's, which later steps write through)."""
+    file = _sqlite_file(conn)
+    if file is not None and read_app_code(conn).uses:
+        return measure_sqlite_file(file, manifest)
+    return measure_connection(conn, manifest)
 
 
 def _disk(chain: Chain, conn: Connection) -> dict[str, Any] | str:
@@ -348,7 +365,7 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     # The sha256 only says the file is the one the manifest describes; the restored
     # rows and contents must be the ones it describes too.
     if dialect == "sqlite":
-        measured = measure_connection(conn, manifest)
+        measured = _measure_sqlite(conn, manifest)
     else:
         measured = measure_server(url, str(url.database), manifest, ctx)
     # Tables the backup does not hold may stay in a target restored with --replace.

@@ -104,10 +104,12 @@ def taken_whole(
     changed: list[str],
     dropped: list[str],
     ctx: ToolContext,
+    because: str | None = None,
 ) -> dict[str, Any] | None:
     """What the manifest of an increment taken as a full backup says instead of naming
-    its parent, the event recorded; None when the increment can be cut."""
-    why = taken_whole_because(parent, schema, changed, dropped)
+    its parent (`because`, or the schema's reason), the event recorded; None when the
+    increment can be cut."""
+    why = because or taken_whole_because(parent, schema, changed, dropped)
     if why is None:
         return None
     said = f"taken as a full backup, not an increment of {Path(parent['path']).name}: {why}"

@@ -33,8 +33,10 @@ from aishell.handlers.backup.manifest import (
 )
 from aishell.handlers.backup.measure import (
     CHECKSUM_ROWS,
+    sqlite_armed,
     sqlite_checksums,
     sqlite_counts,
+    sqlite_integrity,
     sqlite_tables,
 )
 from aishell.handlers.backup.pgincrement import TAKEN_WHOLE
@@ -46,8 +48,10 @@ from aishell.handlers.mysql.catalog import (
     is_mariadb,
     used_bytes,
 )
+from aishell.handlers.sqlite.appcode import app_code
 from aishell.scratch.leftovers import BACKUP
 from aishell.sqltext import text
+from aishell.targets.appcode import stops_rewrite
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
 from aishell.units import stamp
@@ -121,7 +125,10 @@ def backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
 def render_backup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     dialect = ctx.dialect
     if dialect == "sqlite":
-        return ["VACUUM INTO '<backup folder>/<target>-full-<time>.sqlite.partial'"]
+        by_pages = page_copy_reason(ctx)
+        if by_pages is not None:
+            return [f"-- {PAGE_COPY} {SQLITE_PARTIAL}: {by_pages}"]
+        return [f"VACUUM INTO {SQLITE_PARTIAL}"]
     if dialect == "postgresql":
         return ["-- pg_dump -Fc --snapshot <exported snapshot> <database>"]
     return ["-- mariadb-dump --single-transaction --routines --triggers --events <database>"]
@@ -258,26 +265,60 @@ def _copy_watched(ctx: ToolContext, partial: Path, expected: int) -> Iterator[No
     progress.finish()
 
 
+SQLITE_PARTIAL = "'<backup folder>/<target>-full-<time>.sqlite.partial'"
+PAGE_COPY = "SQLite online backup API (sqlite3_backup_step of every page at once) into"
+
+
+def page_copy_reason(ctx: ToolContext) -> str | None:
+    """Why the copy is taken page by page, not with VACUUM INTO: that makes every table
+    and index again, and some need the application's functions or collations."""
+    code = app_code(ctx)
+    if not code.tables(stops_rewrite):
+        return None
+    return f"not VACUUM INTO, which makes every table again, and {code.said(stops_rewrite)}"
+
+
+def _copy_pages(ctx: ToolContext, partial: Path) -> None:
+    source = ctx.connection.connection.driver_connection
+    if not isinstance(source, sqlite3.Connection):
+        raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
+    copy = sqlite3.connect(partial)
+    try:
+        # Every page in one step: one read transaction, so a writer cannot restart it.
+        source.backup(copy, pages=-1)
+    finally:
+        copy.close()
+
+
 def _take_sqlite(
     final: Path, ctx: ToolContext, parent: dict[str, Any] | None, expected: int
 ) -> Taken:
+    by_pages = page_copy_reason(ctx)
     with partial_file(final, ctx, "copying the database to") as partial:
         # VACUUM INTO copies in one read transaction (the page-by-page backup
         # API restarts for ever while another connection keeps writing).
         with _copy_watched(ctx, partial, expected):
-            ctx.connection.execute(text("VACUUM INTO :path"), {"path": str(partial)})
+            if by_pages is None:
+                ctx.connection.execute(text("VACUUM INTO :path"), {"path": str(partial)})
+            else:
+                _copy_pages(ctx, partial)
         copy = sqlite3.connect(partial)
         try:
-            result = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            code, check = sqlite_armed(copy)
+            result = sqlite_integrity(copy, code)
             # Counted in the copy: exactly the rows the file holds.
             counts = sqlite_counts(copy, sqlite_tables(copy))
-            checksums = sqlite_checksums(copy, counts)
+            checksums = sqlite_checksums(copy, counts, code)
+            check()
             notes = sqliteincrement.recorded(copy)
             changed, dropped = (
                 changed_tables(parent, counts, checksums) if parent else (list(counts), [])
             )
+            # An increment is cut with VACUUM and restored by reloading its tables,
+            # which would need the application's code as much as VACUUM INTO.
+            because = by_pages and f"its copy was taken page by page, {by_pages}"
             whole = (
-                sqliteincrement.taken_whole(parent, notes, changed, dropped, ctx)
+                sqliteincrement.taken_whole(parent, notes, changed, dropped, ctx, because)
                 if parent
                 else None
             )
@@ -293,5 +334,5 @@ def _take_sqlite(
         if result != "ok":
             raise StepFailed(f"The copy failed its integrity check: {result}")
     version = f"SQLite {sqlite3.sqlite_version}"
-    tool = f"{version} VACUUM INTO"
+    tool = f"{version} {'VACUUM INTO' if by_pages is None else 'online backup API'}"
     return Taken(counts, checksums, changed, dropped, tool, version, FROM_COPY, None, notes)

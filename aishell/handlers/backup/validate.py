@@ -33,8 +33,10 @@ from aishell.handlers.backup.measure import (
     checksummed,
     compare,
     measure_server,
+    sqlite_armed,
     sqlite_checksums,
     sqlite_counts,
+    sqlite_integrity,
     sqlite_tables,
 )
 from aishell.handlers.backup.pgincrement import SCHEMA_SHA256, schema_lines
@@ -243,15 +245,17 @@ def _validate_sqlite(
         try:
             for link, link_manifest, progress, before in each_file(chain, ctx):
                 sqlite_apply(copy, link, link_manifest, progress, before)
-            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            code, tripped = sqlite_armed(copy)
+            check = sqlite_integrity(copy, code)
             if check != "ok":
                 problems.append(f"integrity_check: {check}")
                 return None
             problems += schema_problems(copy, chain)
             present = sqlite_tables(copy)
             counts = sqlite_counts(copy, [t for t in manifest["tables"] if t in present])
-            wanted = checksummed(manifest, present)
-            return Measured(set(present), counts, sqlite_checksums(copy, wanted))
+            sums = sqlite_checksums(copy, checksummed(manifest, present), code)
+            tripped()
+            return Measured(set(present), counts, sums)
         except (sqlite3.Error, OSError) as exc:
             if says_no_space(exc):
                 raise disk_full(scratch, "writing the scratch copy", NOT_JUDGED) from None

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.handlers import Handler, each_table, step_tables
+from aishell.handlers import Handler, step_tables
 from aishell.handlers.backup.disk import made_folder, partial_file
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import (
@@ -23,10 +23,15 @@ from aishell.handlers.integrity import (
     repair_each,
     repairing,
 )
+from aishell.handlers.sqlite.appcode import app_code, needs_app_code
 from aishell.handlers.sqlite.privileges import read_only_reason, write
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier, text
+from aishell.targets.appcode import stops_check
 from aishell.tool.context import ToolContext
+
+# What a table whose integrity_check needs the application's code is.
+NOT_CHECKED = "not checked"
 
 
 def integrity_messages(conn: Connection, table: str) -> list[str]:
@@ -38,13 +43,22 @@ def integrity_messages(conn: Connection, table: str) -> list[str]:
 
 
 def _check_table(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any]:
+    unchecked = app_code(ctx).reason(table, NOT_CHECKED, stops_check)
+    if unchecked is not None:
+        # integrity_check would evaluate the application's code: only the foreign keys.
+        found = _foreign_key_issues(conn, ctx, table)
+        if found:
+            return {"table": table, "status": "corrupted", "issues": found}
+        return {"table": table, "status": "not checked", "reason": unchecked}
     try:
         issues = integrity_messages(conn, table)
-        for row in conn.execute(text(f"PRAGMA foreign_key_check({ctx.quote(table)})")):
-            issues.append(f"row {row[1]} references a missing row in {row[2]}")
+        issues += _foreign_key_issues(conn, ctx, table)
     except DBAPIError as exc:
         if is_gone(exc):
             return {"table": table, "status": "gone"}  # dropped since the plan
+        needs = needs_app_code(exc, table, NOT_CHECKED)
+        if needs is not None:
+            return {"table": table, "status": "not checked", "reason": needs}
         # A file damaged past reading fails the check itself: that is its finding.
         name = str(getattr(exc.orig, "sqlite_errorname", ""))
         if name not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
@@ -53,18 +67,31 @@ def _check_table(conn: Connection, ctx: ToolContext, table: str) -> dict[str, An
     return {"table": table, "status": "corrupted" if issues else "ok", "issues": issues}
 
 
+def _foreign_key_issues(conn: Connection, ctx: ToolContext, table: str) -> list[str]:
+    return [
+        f"row {row[1]} references a missing row in {row[2]}"
+        for row in conn.execute(text(f"PRAGMA foreign_key_check({ctx.quote(table)})"))
+    ]
+
+
 def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, Any]:
     """integrity_check and foreign_key_check of each table: SQLite can always check."""
     return corruption_summary("integrity_check", [_check_table(conn, ctx, t) for t in tables])
 
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    tables = step_tables(params, ctx)
-    return [
-        f"PRAGMA {pragma}({ctx.quote(t)})"
-        for t in tables
-        for pragma in ("integrity_check", "foreign_key_check")
-    ]
+    """Each table's two checks; of a table whose check needs the application's code,
+    why not, and its foreign keys' check alone."""
+    shown = []
+    for table in step_tables(params, ctx):
+        quoted = ctx.quote(table)
+        unchecked = app_code(ctx).reason(table, NOT_CHECKED, stops_check)
+        if unchecked is None:
+            shown.append(f"PRAGMA integrity_check({quoted})")
+        else:
+            shown.append(f"-- {unchecked}")
+        shown.append(f"PRAGMA foreign_key_check({quoted})")
+    return shown
 
 
 check_table_corruption = Handler(
@@ -92,8 +119,20 @@ def _backup_copy(ctx: ToolContext, label: str) -> Path:
     return final
 
 
+def _not_rebuilt(tables: list[str], ctx: ToolContext) -> dict[str, str]:
+    """The tables whose REINDEX would evaluate the application's code, and why."""
+    code = app_code(ctx)
+    found = {t: code.reason(t, "not rebuilt", stops_check) for t in tables}
+    return {t: why for t, why in found.items() if why is not None}
+
+
 def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
+    refused = _not_rebuilt(tables, ctx)
+    left_out = [{"table": t, "reason": why} for t, why in refused.items()]
+    tables = [t for t in tables if t not in refused]
+    if not tables:
+        raise StepSkipped("; ".join(refused.values()), {"skipped_tables": left_out})
     read_only = read_only_reason(conn)
     if read_only is not None:
         reason = f"REINDEX of {', '.join(tables)} skipped: {read_only}"
@@ -112,13 +151,21 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
     such_as = f" such as {backup}" if backup else ""
     why = f" (the table b-tree itself is damaged; restore from a backup{such_as})"
     repaired = repair_each(tables, repair, "REINDEX did not repair", why)
-    return {"repaired_tables": repaired, "backup_path": backup}
+    return {"repaired_tables": repaired, "backup_path": backup, "skipped_tables": left_out}
+
+
+def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    tables = params.get("tables")
+    if not isinstance(tables, list) or not tables:
+        return ["-- nothing to repair"]
+    refused = _not_rebuilt(tables, ctx)
+    return [f"-- {refused[t]}" if t in refused else f"REINDEX {ctx.quote(t)}" for t in tables]
 
 
 repair_corrupted_tables = Handler(
     sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
     run_fn=repairing(_repair),
-    render_fn=each_table("REINDEX {table}"),
+    render_fn=_repair_sql,
     risk=RiskLevel.HIGH,
     effect="rebuilds damaged tables and indexes",
 )

@@ -12,14 +12,42 @@ from sqlalchemy.exc import DBAPIError
 from aishell.handlers import Handler, step_tables
 from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import health_integrity
+from aishell.handlers.sqlite.appcode import app_code, count_statement, needs_app_code
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
-from aishell.handlers.sqlite.corruption import corruption_check
+from aishell.handlers.sqlite.corruption import NOT_CHECKED, corruption_check
 from aishell.sqltext import text
+from aishell.targets.appcode import SCHEMA as APP_SCHEMA
+from aishell.targets.appcode import stops_check
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
 from aishell.tool.context import ToolContext
 
 # Indexes with their tables, and the tables (to name those whose names are not UTF-8).
 _SCHEMA = "SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('index', 'table')"
+
+
+# A table dropped since the plan, as _rows says.
+_GONE = -1
+
+
+def _rows(
+    conn: Connection, ctx: ToolContext, table: str, skipped: list[dict[str, str]]
+) -> int | None:
+    """The table's rows; None (the table added to `skipped`, with why) when only the
+    application's code could count them; _GONE when it was dropped since the plan."""
+    count, not_counted = count_statement(ctx, table)
+    try:
+        if count is not None:
+            return int(conn.execute(text(count)).scalar_one())
+    except DBAPIError as exc:
+        # SQLite locks the file, not a table: only a table dropped since the plan is
+        # one table's trouble; a lock is every table's and fails the step.
+        not_counted = needs_app_code(exc, table, "rows not counted")
+        if not_counted is None and not is_gone(exc):
+            raise
+        if not_counted is None:
+            return _GONE
+    skipped.append({"table": table, "reason": str(not_counted)})
+    return None
 
 
 def _table_health(
@@ -29,6 +57,7 @@ def _table_health(
     has_dbstat: bool,
     unreadable: list[str],
     gone: list[str],
+    skipped: list[dict[str, str]],
 ) -> list[dict[str, Any]]:
     """Per table its rows, indexes, sizes (with dbstat) and whether it has statistics;
     most urgent first: the largest share of the file, then missing statistics."""
@@ -57,16 +86,10 @@ def _table_health(
         index, table = sqlite_name(row.name), sqlite_name(row.tbl_name)
         if index is not None and table is not None:
             indexes_of.setdefault(table, []).append(index)
-    report = []
+    report: list[dict[str, Any]] = []
     for table in tables:
-        quoted = ctx.quote(table)
-        try:
-            rows = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()
-        except DBAPIError as exc:
-            # SQLite locks the file, not a table: only a table dropped since the plan is
-            # one table's trouble; a lock is every table's and fails the step.
-            if not is_gone(exc):
-                raise
+        rows = _rows(conn, ctx, table, skipped)
+        if rows == _GONE:
             gone.append(table)
             continue
         index_bytes = sum(sizes.get(i, 0) for i in indexes_of.get(table, []))
@@ -91,7 +114,8 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     has_dbstat = dbstat_available(conn)
     unreadable: list[str] = []
     gone: list[str] = []
-    report = _table_health(conn, ctx, tables, has_dbstat, unreadable, gone)
+    skipped: list[dict[str, str]] = []
+    report = _table_health(conn, ctx, tables, has_dbstat, unreadable, gone, skipped)
     tables = [t for t in tables if t not in gone]
     check = corruption_check(conn, ctx, tables) if params.get("check_corruption") else None
     freelist_percent = percent(pages["freelist_count"], pages["page_count"])
@@ -121,6 +145,8 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "journal_mode": conn.execute(text("PRAGMA journal_mode")).scalar_one(),
         "dbstat": has_dbstat,
         **({"tables_gone": gone} if gone else {}),
+        # A table whose rows only the application's code can count (its key's collation).
+        **({"skipped_tables": skipped} if skipped else {}),
         **health_integrity(report, check, recommendations, "integrity_check"),
     }
 
@@ -132,23 +158,36 @@ _CATALOG_READS = (
     "SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name",
     _SCHEMA,
     "SELECT DISTINCT tbl FROM sqlite_stat1",
+    APP_SCHEMA,
 )
 _PER_TABLE = ("PRAGMA integrity_check({table})", "PRAGMA foreign_key_check({table})")
 
 
 def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    """Its catalog reads, then each table's count and (with check_corruption) checks."""
-    tables = step_tables(params, ctx)
-    per_table = ["SELECT count(*) FROM {table}"]
-    per_table += list(_PER_TABLE) if params.get("check_corruption") else []
-    return [
-        *_CATALOG_READS,
-        *(s.replace("{table}", ctx.quote(t)) for t in tables for s in per_table),
-    ]
+    """Its catalog reads, then each table's count and (with check_corruption) checks;
+    where one needs the application's code, why it is left out."""
+    shown = list(_CATALOG_READS)
+    for table in step_tables(params, ctx):
+        count, not_counted = count_statement(ctx, table)
+        shown.append(count or f"-- {not_counted}")
+        if params.get("check_corruption"):
+            unchecked = app_code(ctx).reason(table, NOT_CHECKED, stops_check)
+            shown.append(
+                f"-- {unchecked}"
+                if unchecked
+                else _PER_TABLE[0].replace("{table}", ctx.quote(table))
+            )
+            shown.append(_PER_TABLE[1].replace("{table}", ctx.quote(table)))
+    return shown
 
 
 analyze_database_health = Handler(
-    sql_templates=(*_CATALOG_READS, "SELECT count(*) FROM {table}", *_PER_TABLE),
+    sql_templates=(
+        *_CATALOG_READS,
+        "SELECT count(*) FROM {table}",
+        "SELECT count(*) FROM {table} NOT INDEXED",
+        *_PER_TABLE,
+    ),
     run_fn=_health,
     render_fn=_health_sql,
 )

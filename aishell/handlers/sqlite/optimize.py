@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepSkipped
 from aishell.handlers import Handler, cached
 from aishell.handlers.held import GONE
+from aishell.handlers.sqlite.appcode import app_code
 from aishell.handlers.sqlite.catalog import (
     btree_stats,
     btrees,
@@ -32,6 +33,7 @@ from aishell.handlers.sqlite.privileges import (
 from aishell.handlers.statistics import Engine, Refusals, statistics_handler, tables_of
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
+from aishell.targets.appcode import stops_analyze, stops_rewrite
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
 
@@ -60,6 +62,9 @@ def _reason(params: Mapping[str, Any], ctx: ToolContext) -> _Why:
     def find() -> _Why:
         tables = tables_of(params)
         gone: list[str] = []
+        blocked = _not_rewritable(ctx)
+        if blocked is not None:
+            return _Why(None, None, [], blocked)
         if params.get("tables") is not None:
             # Dropped since the plan: named, not compacted.
             there = set(user_tables(ctx.connection))
@@ -82,12 +87,26 @@ class _Why:
     table: str | None
     reason: str | None
     gone: list[str]
+    # Why VACUUM cannot be run at all: it would need the application's code.
+    blocked: str | None = None
+
+
+def _not_rewritable(ctx: ToolContext) -> str | None:
+    """Why VACUUM cannot run: it makes every table and index of the file again, and
+    some need the application's functions or collations to be made."""
+    code = app_code(ctx)
+    tables = code.tables(stops_rewrite)
+    if not tables:
+        return None
+    return f"VACUUM not run: it makes every table of the file again, and {code.said(stops_rewrite)}"
 
 
 def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     before = database_pages(conn)
     why = _reason(params, ctx)
+    if why.blocked is not None:
+        _vacuum_blocked(params, why.blocked)
     if why.reason is None:
         done: dict[str, Any] = {
             "vacuumed": False,
@@ -112,6 +131,23 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if params.get("tables") is None:
         return {"table": params["table"], **output}
     return _of_tables(tables_of(params), why, output)
+
+
+def _vacuum_blocked(params: Mapping[str, Any], reason: str) -> NoReturn:
+    """The step ends skipped, each of its tables named with why: the file was left as
+    it was."""
+    tables = tables_of(params)
+    raise StepSkipped(
+        reason,
+        {
+            "table": params.get("table"),
+            "vacuumed": False,
+            "scope": "database",
+            "reason": reason,
+            "tables_done": [],
+            "skipped_tables": [{"table": t, "reason": reason} for t in tables],
+        },
+    )
 
 
 def _of_tables(tables: list[str], why: _Why, output: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +178,10 @@ def _of_tables(tables: list[str], why: _Why, output: dict[str, Any]) -> dict[str
 
 
 def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    if _reason(params, ctx).reason is None:
+    why = _reason(params, ctx)
+    if why.blocked is not None:
+        return [f"-- {why.blocked}"]
+    if why.reason is None:
         return ["-- nothing to do: no free pages and the table is not fragmented"]
     return ["VACUUM"]
 
@@ -176,9 +215,13 @@ _ROW_ESTIMATES = "SELECT tbl, stat FROM sqlite_stat1 WHERE tbl IN :tables"
 
 def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
     reason = read_only_reason(conn, ctx.run_cache)
-    if reason is None:
-        return {}
-    return {t: f"ANALYZE of {t} skipped: {reason}" for t in tables}
+    if reason is not None:
+        return {t: f"ANALYZE of {t} skipped: {reason}" for t in tables}
+    # ANALYZE compares each index's keys: one sorted by the application's collation
+    # cannot be read by any other connection.
+    code = app_code(ctx)
+    found = {t: code.reason(t, "not analyzed", stops_analyze) for t in tables}
+    return {t: why for t, why in found.items() if why is not None}
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:

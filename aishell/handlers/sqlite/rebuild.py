@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from aishell.handlers import cached, rebuilding
 from aishell.handlers.shared import shared_step
+from aishell.handlers.sqlite.appcode import app_code
 from aishell.handlers.sqlite.catalog import (
     BTREE,
     TABLE_EXISTS,
@@ -22,6 +23,7 @@ from aishell.handlers.sqlite.catalog import (
 )
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import require_writable, write
+from aishell.targets.appcode import Use
 from aishell.tool.context import ToolContext
 
 Chosen = tuple[list[tuple[str, dict[str, Any], str]], list[dict[str, Any]]]
@@ -29,11 +31,47 @@ Chosen = tuple[list[tuple[str, dict[str, Any], str]], list[dict[str, Any]]]
 
 def _indexes_to_rebuild(params: Mapping[str, Any], ctx: ToolContext) -> Chosen:
     """What to rebuild, as the step's render found it: its run does what it showed."""
-    return cached(
-        ctx,
-        f"rebuild:{params['table']}",
-        lambda: _choose(params, ctx.connection, btrees(ctx, params["table"])),
-    )
+
+    def choose() -> Chosen:
+        chosen, skipped = _choose(params, ctx.connection, btrees(ctx, params["table"]))
+        return _without_app_code(params["table"], chosen, skipped, ctx)
+
+    return cached(ctx, f"rebuild:{params['table']}", choose)
+
+
+# The cause of an index left out because its REINDEX needs the application's code.
+APP_CODE = "application code"
+
+
+def _without_app_code(
+    table: str,
+    chosen: list[tuple[str, dict[str, Any], str]],
+    skipped: list[dict[str, Any]],
+    ctx: ToolContext,
+) -> Chosen:
+    """The chosen indexes but those whose REINDEX would evaluate the application's
+    functions or collations, which are skipped, each named with why."""
+    code = app_code(ctx)
+    kept = []
+    for index, stats, reason in chosen:
+        why = code.reason(table, f"index {index} not rebuilt", _of_index(index))
+        if why is None:
+            kept.append((index, stats, reason))
+        else:
+            skipped.append({"index": index, "reason": why, "cause": APP_CODE})
+    return kept, skipped
+
+
+def _of_index(index: str) -> Callable[[Use], bool]:
+    """The uses a REINDEX of this index evaluates: its own, or (for the automatic index
+    of a key) the key's."""
+
+    def stops(use: Use) -> bool:
+        if use.kind == "primary key":
+            return index.startswith("sqlite_autoindex_")
+        return use.kind == "index" and use.name == index
+
+    return stops
 
 
 def _choose(params: Mapping[str, Any], conn: Connection, trees: Btrees | None) -> Chosen:
@@ -101,10 +139,15 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    chosen, _ = _indexes_to_rebuild(params, ctx)
+    chosen, skipped = _indexes_to_rebuild(params, ctx)
+    left_out = [f"-- {s['reason']}" for s in skipped if s.get("cause") == APP_CODE]
     if not chosen:
-        return [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
-    return [f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen]
+        other = " other" if left_out else ""
+        return [
+            *left_out,
+            f"-- no{other} index of {ctx.quote(params['table'])} is over the threshold",
+        ]
+    return [*left_out, *(f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen)]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
