@@ -77,8 +77,8 @@ def run_batches(
     left, a limit is reached, or the step is asked to stop; the step's output. At
     `limit` (max_share) the step stops waiting for a person (NamedApprovalNeeded).
     `walk_kind`: the walk (pages.PageWalk on PostgreSQL 14+; by default the key's).
-    `reach`: what a DELETE from the table set off when the step was judged, which every
-    batch holds to (reach.py)."""
+    `reach`: what a batch set off when the step was judged, its archive copy and the
+    keys that act included, which every batch holds to (reach.py)."""
     kind = walk_kind or Walk
     walk = kind(
         params,
@@ -372,9 +372,9 @@ class Walk:
         self.checkpoint()
         raise stopped_resumably(
             self.ctx,
-            f"the triggers or foreign keys a DELETE from {self.params['table']} sets off "
-            f"changed while the purge ran ({changed}), and the batch that found it was "
-            "rolled back",
+            f"the code and foreign keys a batch of {self.params['table']} sets off beyond "
+            f"its own rows changed while the purge ran ({changed}), and the batch that "
+            "found it was rolled back",
             "it judges the step again first, asking for the approval they need now",
         )
 

@@ -127,7 +127,9 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         else:
             batch.by_pages = walks_pages(conn, batch.table, params, key, batch.by_range)
         # With what the step is judged with: its batches hold to it (reach.py).
-        reach = read_reach(conn, batch.table, table)
+        reach = read_reach(
+            conn, batch.table, table, batch.archive_table, params.get("archive_table")
+        )
         conn.commit()
         return {
             "column": column,

@@ -1,18 +1,28 @@
-"""What a purge's DELETE sets off beyond its own rows, held to what the step was judged
-with: the triggers on the purged table, on PostgreSQL its DELETE rules, row security
-and policies, and its partitions and inheriting tables (and theirs), and the foreign keys
-of other tables that act when its rows go (ON DELETE CASCADE, SET NULL, SET DEFAULT;
-on SQLite, whose aishell sessions act on none, every key that references it).
+"""What a purge's batch sets off beyond its own rows, held to what the step was judged
+with. The tables it writes: the purged table, the archive table its rows are copied
+into, on PostgreSQL their partitions and (but for the copy) inheriting tables, and the
+tables whose foreign keys act when rows go (ON DELETE CASCADE, SET NULL, SET DEFAULT),
+followed through the keys that act on those in turn. On each, what the write runs: the
+triggers of its event and the functions and routines they call (their bodies too: a
+function replaced keeps its name), and on PostgreSQL the event's rules, row security
+and policies, and for an INSERT or UPDATE (the archive's copy, a SET NULL) its
+defaults, checks, columns' types and index expressions. InnoDB's key actions fire no
+trigger, and SQLite's aishell sessions act on no key (every key that references the
+table is named, and what it would write is not followed).
 
 The step's approval (or the policy's judgement that it needs none) was given for these
 as they were when the step was prepared: read then (read_reach), with the estimate the
 policy weighs. Every batch reads them again in its own transaction, after its DELETE
-and before its COMMIT (changed_since), one small catalog query: then the answer is
-exact. On PostgreSQL and MariaDB the DDL that adds a trigger or a foreign key waits
-for the locks the batch's DELETE holds, or committed before it and is seen; on SQLite
-nothing changes the schema while the batch holds the write lock, and its schema
-version, unchanged, answers alone. A batch that finds them changed is rolled back
-(batches.py) and the step ends, resumably: the resume judges the step again.
+and before its COMMIT (changed_since), one catalog query: then the answer is exact. On
+PostgreSQL and MariaDB the DDL that adds a trigger or a foreign key, or replaces a
+routine a trigger ran, waits for the locks the batch holds, or committed before it and
+is seen; on SQLite nothing changes the schema while the batch holds the write lock, and
+its schema version, unchanged, answers alone. A batch that finds them changed is rolled
+back (batches.py) and the step ends, resumably: the resume judges the step again.
+
+A function's calls are not in any catalog: a routine counts as called where its name is
+a word of the caller's body (a name a body builds at run time, as dynamic SQL may, is
+not seen).
 """
 
 from __future__ import annotations
@@ -27,71 +37,230 @@ from aishell.dialects import family
 from aishell.guard.sqlitetriggers import trigger_events
 from aishell.sqltext import display, text
 
-# The table and every table whose rows its DELETE reaches: its partitions and inheriting
-# tables, and theirs. Each row: what it is, its name, and its state (compared, not
-# shown). The table goes in as its quoted name, bound, read as a regclass.
+# A catalog read per row of the few the query found, by the catalog's index: the
+# planner, which cannot know how few a recursive query finds, would otherwise read the
+# whole catalog table (OFFSET 0 keeps the subquery as it is written).
+_BY_KEY = "OFFSET 0"
+# What a function does: its body and the settings it runs with.
+_PG_BODY = (
+    "pg_catalog.md5(coalesce({f}.prosrc, '') || coalesce(CAST({f}.proconfig AS "
+    "pg_catalog.text), '') || CAST({f}.prosecdef AS pg_catalog.text))"
+)
+# The tables a batch writes, each with the event it sets off there (the tgtype bit: 8
+# DELETE, 4 INSERT, 16 UPDATE): the table, the archive table, their partitions and (but
+# for an INSERT) inheriting tables, and the tables the keys that act on them write in
+# turn (ON DELETE CASCADE deletes, SET NULL and SET DEFAULT update, and an update's
+# ON UPDATE actions go on from there). Tables go in as their quoted names, bound.
+_PG_WRITTEN = (
+    "WITH RECURSIVE aishell_written(oid, ev) AS (SELECT CAST(CAST(:relation AS "
+    "pg_catalog.regclass) AS pg_catalog.oid), 8 "
+    "UNION SELECT CAST(CAST(CAST(:archive AS pg_catalog.text) AS pg_catalog.regclass) AS "
+    "pg_catalog.oid), 4 WHERE CAST(:archive AS pg_catalog.text) IS NOT NULL "
+    "UNION SELECT x.oid, x.ev FROM aishell_written w CROSS JOIN LATERAL ("
+    "SELECT i.inhrelid, w.ev FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class k "
+    "ON k.oid = i.inhrelid WHERE i.inhparent = w.oid AND (w.ev <> 4 OR k.relispartition) "
+    "UNION ALL SELECT k.conrelid, CASE WHEN w.ev = 8 AND k.confdeltype = 'c' THEN 8 "
+    "ELSE 16 END FROM pg_catalog.pg_constraint k WHERE k.contype = 'f' "
+    "AND k.confrelid = w.oid AND CASE w.ev WHEN 8 THEN k.confdeltype WHEN 16 THEN "
+    "k.confupdtype END IN ('c', 'n', 'd')) x(oid, ev)), "
+    "aishell_trigger AS (SELECT DISTINCT t.oid, t.tgname, t.tgrelid, t.tgenabled, t.tgfoid "
+    "FROM pg_catalog.pg_trigger t JOIN aishell_written w ON t.tgrelid = w.oid "
+    "WHERE NOT t.tgisinternal "
+    "AND CAST(t.tgtype AS pg_catalog.int4) & w.ev <> 0), "
+    # The functions each trigger runs: its own, and those whose names its body (and
+    # theirs, in turn) holds as a word; pg_depend records no call a body makes. Each
+    # with its body, read on the way: CREATE OR REPLACE keeps a function's oid and
+    # changes what it does.
+    "aishell_runs(trigger, fn, src, state) AS (SELECT t.oid, t.tgfoid, f.prosrc, f.state "
+    "FROM aishell_trigger t CROSS JOIN LATERAL (SELECT f.prosrc, "
+    f"{_PG_BODY.format(f='f')} FROM pg_catalog.pg_proc f WHERE f.oid = t.tgfoid "
+    f"{_BY_KEY}) f(prosrc, state) "
+    f"UNION SELECT r.trigger, p.oid, p.prosrc, {_PG_BODY.format(f='p')} "
+    "FROM aishell_runs r JOIN pg_catalog.pg_proc p ON p.proname = ANY (CAST("
+    "pg_catalog.regexp_split_to_array(r.src || ' ' || pg_catalog.lower(r.src), '\\W+') "
+    "AS pg_catalog.name[])) JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
+)
+# What each of them sets off. Each row: what it is, its name, and its state (compared,
+# not shown).
 _PG_REACH = (
-    "WITH RECURSIVE aishell_family(oid) AS (SELECT CAST(CAST(:relation AS "
-    "pg_catalog.regclass) AS pg_catalog.oid) UNION SELECT i.inhrelid FROM "
-    "pg_catalog.pg_inherits i JOIN aishell_family f ON i.inhparent = f.oid) "
+    f"{_PG_WRITTEN}"
     "SELECT 'table', CAST(CAST(c.oid AS pg_catalog.regclass) AS pg_catalog.text), "
     "CAST(c.relrowsecurity AS pg_catalog.text) || CAST(c.relforcerowsecurity AS "
     "pg_catalog.text) FROM pg_catalog.pg_class c WHERE c.oid IN (SELECT oid FROM "
-    "aishell_family) "
+    "aishell_written) "
     "UNION ALL SELECT 'trigger', CAST(t.tgname AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     "CAST(t.tgenabled AS pg_catalog.text) || CAST(t.tgfoid AS pg_catalog.text) "
-    # The function's body too: CREATE OR REPLACE keeps its oid and changes what it does.
-    "|| pg_catalog.md5(coalesce(f.prosrc, '')) FROM pg_catalog.pg_trigger t "
-    "LEFT JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid "
-    "WHERE t.tgrelid IN (SELECT oid FROM aishell_family) "
-    "AND NOT t.tgisinternal "
-    "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(8 AS pg_catalog.int4) <> 0 "
+    "FROM aishell_trigger t "
+    "UNION ALL SELECT 'function', CAST(CAST(r.fn AS pg_catalog.regprocedure) AS "
+    "pg_catalog.text) || ' (run by trigger ' || CAST(t.tgname AS pg_catalog.text) || "
+    "' on ' || CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text) || ')', "
+    "r.state FROM aishell_runs r JOIN aishell_trigger t ON t.oid = r.trigger "
     "UNION ALL SELECT 'rule', CAST(r.rulename AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
     "CAST(r.ev_enabled AS pg_catalog.text) || CAST(r.is_instead AS pg_catalog.text) "
-    "FROM pg_catalog.pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM aishell_family) "
-    "AND r.ev_type = '4' "
+    "|| pg_catalog.md5(CAST(r.ev_action AS pg_catalog.text)) "
+    "FROM pg_catalog.pg_rewrite r JOIN aishell_written w ON r.ev_class = w.oid "
+    "AND r.ev_type = CASE w.ev WHEN 8 THEN '4' WHEN 4 THEN '3' ELSE '2' END "
     "UNION ALL SELECT 'policy', CAST(p.polname AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(p.polrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     "CAST(p.polcmd AS pg_catalog.text) || CAST(p.polpermissive AS pg_catalog.text) "
-    "FROM pg_catalog.pg_policy p WHERE p.polrelid IN (SELECT oid FROM aishell_family) "
+    "|| pg_catalog.md5(coalesce(CAST(p.polqual AS pg_catalog.text), '') || "
+    "coalesce(CAST(p.polwithcheck AS pg_catalog.text), '')) "
+    "FROM pg_catalog.pg_policy p WHERE p.polrelid IN (SELECT oid FROM aishell_written) "
     "UNION ALL SELECT 'foreign key', CAST(k.conname AS pg_catalog.text) || ' of ' || "
     "CAST(CAST(k.conrelid AS pg_catalog.regclass) AS pg_catalog.text), "
-    "CAST(k.confdeltype AS pg_catalog.text) FROM pg_catalog.pg_constraint k "
-    "WHERE k.contype = 'f' AND k.confrelid IN (SELECT oid FROM aishell_family) "
-    "AND k.confdeltype IN ('c', 'n', 'd') ORDER BY 1, 2, 3"
+    "CAST(k.confdeltype AS pg_catalog.text) || CAST(k.confupdtype AS pg_catalog.text) "
+    "FROM pg_catalog.pg_constraint k JOIN aishell_written w ON k.confrelid = w.oid "
+    "WHERE k.contype = 'f' AND CASE w.ev WHEN 8 THEN k.confdeltype WHEN 16 THEN "
+    "k.confupdtype END IN ('c', 'n', 'd') "
+    # What an INSERT or UPDATE of a table evaluates: its defaults, generated columns,
+    # check constraints, columns' types (a domain's checks) and indexes' expressions.
+    "UNION ALL SELECT 'default', CAST(CAST(d.adrelid AS pg_catalog.regclass) AS "
+    "pg_catalog.text) || '.' || CAST(a.attname AS pg_catalog.text), "
+    "pg_catalog.md5(CAST(d.adbin AS pg_catalog.text)) FROM pg_catalog.pg_attrdef d "
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+    "WHERE d.adrelid IN (SELECT oid FROM aishell_written WHERE ev <> 8) "
+    "UNION ALL SELECT 'check', CAST(k.conname AS pg_catalog.text) || ' on ' || "
+    "CAST(CAST(k.conrelid AS pg_catalog.regclass) AS pg_catalog.text), "
+    "pg_catalog.md5(CAST(k.conbin AS pg_catalog.text)) FROM pg_catalog.pg_constraint k "
+    "WHERE k.contype = 'c' AND k.conrelid IN (SELECT oid FROM aishell_written WHERE ev <> 8) "
+    "UNION ALL SELECT 'column', CAST(CAST(w.oid AS pg_catalog.regclass) AS "
+    "pg_catalog.text) || '.' || a.name, a.state FROM aishell_written w "
+    "CROSS JOIN LATERAL (SELECT CAST(a.attname AS pg_catalog.text), "
+    "CAST(a.atttypid AS pg_catalog.text) FROM pg_catalog.pg_attribute a "
+    f"WHERE a.attrelid = w.oid AND a.attnum > 0 AND NOT a.attisdropped {_BY_KEY}) "
+    "a(name, state) WHERE w.ev <> 8 "
+    "UNION ALL SELECT 'index', CAST(CAST(i.oid AS pg_catalog.regclass) AS "
+    "pg_catalog.text) || ' on ' || CAST(CAST(w.oid AS pg_catalog.regclass) AS "
+    "pg_catalog.text), i.state FROM aishell_written w CROSS JOIN LATERAL (SELECT "
+    "i.indexrelid, pg_catalog.md5(coalesce(CAST(i.indexprs AS pg_catalog.text), '') "
+    "|| coalesce(CAST(i.indpred AS pg_catalog.text), '') || CAST(i.indclass AS "
+    f"pg_catalog.text)) FROM pg_catalog.pg_index i WHERE i.indrelid = w.oid {_BY_KEY}) "
+    "i(oid, state) WHERE w.ev <> 8 "
+    "ORDER BY 1, 2, 3"
 )
+# MySQL: the DELETE triggers of the table and the INSERT triggers of the archive table
+# (InnoDB's foreign keys fire none).
 _MYSQL_TRIGGERS = (
-    "SELECT 'trigger', TRIGGER_NAME, CONCAT(ACTION_TIMING, ' ', ACTION_STATEMENT) "
+    "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, ACTION_STATEMENT "
     "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
-    "AND EVENT_OBJECT_TABLE = :t AND EVENT_MANIPULATION = 'DELETE'"
+    "AND EVENT_OBJECT_TABLE = :{table} AND EVENT_MANIPULATION = '{event}'"
 )
-_MYSQL_REACH = (
-    f"{_MYSQL_TRIGGERS} UNION ALL SELECT 'foreign key', CONCAT(CONSTRAINT_NAME, ' of ', "
-    "TABLE_NAME), DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS "
-    "WHERE UNIQUE_CONSTRAINT_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME = :t "
-    "AND DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT') ORDER BY 1, 2, 3"
+# And the stored routines each runs: those whose names its body holds, and theirs in
+# turn, each with what it does. Each routine source: where, its key columns (schema,
+# name, type), what it does, and whether its body is hidden from the role (then it may
+# call any routine the role sees). The recursion holds the keys only: a text column
+# would put its work table on disk.
+_Routines = tuple[str, tuple[str, str, str], str, str]
+_MYSQL_ROUTINES: _Routines = (
+    "information_schema.ROUTINES",
+    ("ROUTINE_SCHEMA", "ROUTINE_NAME", "ROUTINE_TYPE"),
+    "CONCAT_WS(' ', {r}.CREATED, {r}.LAST_ALTERED, {r}.SQL_MODE, {r}.SECURITY_TYPE, "
+    "{r}.ROUTINE_DEFINITION)",
+    "{r}.ROUTINE_DEFINITION IS NULL",
+)
+# MariaDB's information_schema.ROUTINES checks each routine's privileges as it reads it
+# (some 2 ms for 200 routines); mysql.proc, where the role may read it, answers in a
+# fraction of that. Its body is bytes: as text, a name is found in it whatever its case.
+_MARIADB_ROUTINES: _Routines = (
+    "mysql.proc",
+    ("db", "name", "type"),
+    "CONVERT(CONCAT_WS(' ', {r}.created, {r}.modified, {r}.sql_mode, {r}.security_type, "
+    "{r}.param_list, {r}.returns, {r}.body) USING utf8mb4)",
+    "FALSE",
+)
+# The tables the keys that act write, and theirs in turn (D: deleted, U: updated).
+_MYSQL_KEYS = (
+    "aishell_written(s, t, ev) AS (SELECT CAST(DATABASE() AS CHAR(64)), "
+    "CAST(:t AS CHAR(64)), 'D' UNION SELECT r.CONSTRAINT_SCHEMA, r.TABLE_NAME, "
+    "IF(w.ev = 'D' AND r.DELETE_RULE = 'CASCADE', 'D', 'U') FROM aishell_written w "
+    "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.UNIQUE_CONSTRAINT_SCHEMA = w.s "
+    "AND r.REFERENCED_TABLE_NAME = w.t WHERE IF(w.ev = 'D', r.DELETE_RULE, r.UPDATE_RULE) "
+    "IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))"
+)
+_MYSQL_KEY = (
+    "SELECT 'foreign key', CONCAT(r.CONSTRAINT_NAME, ' of ', r.TABLE_NAME), "
+    "CONCAT(r.DELETE_RULE, ' ', r.UPDATE_RULE) FROM aishell_written w "
+    "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.UNIQUE_CONSTRAINT_SCHEMA = w.s "
+    "AND r.REFERENCED_TABLE_NAME = w.t WHERE IF(w.ev = 'D', r.DELETE_RULE, r.UPDATE_RULE) "
+    "IN ('CASCADE', 'SET NULL', 'SET DEFAULT')"
 )
 # MariaDB reads REFERENTIAL_CONSTRAINTS by opening every table on the server; InnoDB's
 # own dictionary of foreign keys answers without (it needs PROCESS, and names a table as
-# its file: database/table, plain names only). TYPE: 1 ON DELETE CASCADE, 2 SET NULL.
-_MARIADB_REACH = (
-    f"{_MYSQL_TRIGGERS} UNION ALL SELECT 'foreign key', CONCAT(SUBSTRING_INDEX(f.ID, "
-    "'/', -1), ' of ', SUBSTRING_INDEX(f.FOR_NAME, '/', -1)), CAST(f.TYPE & 3 AS CHAR) "
-    "FROM information_schema.INNODB_SYS_FOREIGN f "
-    "WHERE IF(@@lower_case_table_names = 0, "
-    "BINARY f.REF_NAME = CONCAT(DATABASE(), '/', :t), "
-    "f.REF_NAME = LOWER(CONCAT(DATABASE(), '/', :t))) AND f.TYPE & 3 <> 0 "
-    "ORDER BY 1, 2, 3"
+# its file: database/table, plain names only). TYPE: 1 ON DELETE CASCADE, 2 SET NULL,
+# 4 ON UPDATE CASCADE, 8 SET NULL.
+_MARIADB_MATCH = (
+    "IF(@@lower_case_table_names = 0, BINARY f.REF_NAME = w.name, f.REF_NAME = w.name) "
+    "AND f.TYPE & IF(w.ev = 'D', 3, 12) <> 0"
 )
+_MARIADB_KEYS = (
+    "aishell_written(name, ev) AS (SELECT CAST(IF(@@lower_case_table_names = 0, "
+    "CONCAT(DATABASE(), '/', :t), LOWER(CONCAT(DATABASE(), '/', :t))) AS CHAR(400)), 'D' "
+    "UNION SELECT f.FOR_NAME, IF(w.ev = 'D' AND f.TYPE & 1, 'D', 'U') "
+    "FROM aishell_written w JOIN information_schema.INNODB_SYS_FOREIGN f "
+    f"ON {_MARIADB_MATCH})"
+)
+_MARIADB_KEY = (
+    "SELECT 'foreign key', CONCAT(SUBSTRING_INDEX(f.ID, '/', -1), ' of ', "
+    "SUBSTRING_INDEX(f.FOR_NAME, '/', -1)), CAST(f.TYPE & 15 AS CHAR) "
+    "FROM aishell_written w JOIN information_schema.INNODB_SYS_FOREIGN f "
+    f"ON {_MARIADB_MATCH}"
+)
+
+
+def _mysql_reach(
+    routines: _Routines | None,
+    keys: tuple[str, str],
+    archive: str | None,
+) -> str:
+    """The query that reads the reach on MySQL, from `routines` (see _MYSQL_ROUTINES;
+    None: no routine, where no trigger runs one) and `keys` (the tables the keys write,
+    the keys)."""
+    triggers = _MYSQL_TRIGGERS.format(table="t", event="DELETE")
+    if archive is not None:  # a lookup of no table would read every table's triggers
+        triggers += " UNION ALL " + _MYSQL_TRIGGERS.format(table="a", event="INSERT")
+    trigger = (
+        "SELECT 'trigger', CONCAT(TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE), "
+        "CONCAT(ACTION_TIMING, ' ', ACTION_STATEMENT) FROM aishell_trigger"
+    )
+    if routines is None:
+        return (
+            f"WITH RECURSIVE aishell_trigger AS ({triggers}), {keys[0]} {trigger} "
+            f"UNION ALL {keys[1]} ORDER BY 1, 2, 3"
+        )
+    where, (s, n, k), code, hidden = routines
+    runs = (
+        f"aishell_runs(trig, s, n, k) AS (SELECT t.TRIGGER_NAME, r.{s}, r.{n}, r.{k} "
+        f"FROM aishell_trigger t JOIN {where} r ON LOCATE(r.{n}, t.ACTION_STATEMENT) > 0 "
+        f"UNION SELECT a.trig, r.{s}, r.{n}, r.{k} FROM aishell_runs a JOIN {where} c "
+        f"ON c.{s} = a.s AND c.{n} = a.n AND c.{k} = a.k "
+        f"JOIN {where} r ON LOCATE(r.{n}, {code.format(r='c')}) > 0 "
+        f"OR {hidden.format(r='c')})"
+    )
+    run = (
+        f"{trigger} UNION ALL SELECT 'routine', CONCAT(LOWER(a.k), ' ', a.s, '.', a.n, "
+        f"' (run by trigger ', a.trig, ')'), MD5({code.format(r='r')}) FROM aishell_runs a "
+        f"JOIN {where} r ON r.{s} = a.s AND r.{n} = a.n AND r.{k} = a.k"
+    )
+    return (
+        f"WITH RECURSIVE aishell_trigger AS ({triggers}), {runs}, {keys[0]} {run} "
+        f"UNION ALL {keys[1]} ORDER BY 1, 2, 3"
+    )
+
+
 _FILE_NAME = re.compile(r"[A-Za-z0-9_]+")
-# A column of a key that references the table is one row.
+# The DELETE triggers of the table, the INSERT triggers of the archive table (the event
+# each must run on comes fourth), and the keys that reference the table, a column of a
+# key one row.
 _SQLITE_REACH = (
-    "SELECT 'trigger', name, sql FROM sqlite_master WHERE type = 'trigger' "
-    "AND tbl_name = :t COLLATE NOCASE "
+    "SELECT 'trigger', name || ' on ' || tbl_name, sql, 'DELETE' FROM sqlite_master "
+    "WHERE type = 'trigger' AND tbl_name = :t COLLATE NOCASE "
+    "UNION ALL SELECT 'trigger', name || ' on ' || tbl_name, sql, 'INSERT' "
+    "FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :a COLLATE NOCASE "
     "UNION ALL SELECT 'foreign key', m.name || ' (' || f.id || ')', "
-    "f.\"from\" || ' ' || coalesce(f.\"to\", '') || ' ' || f.on_delete "
+    "f.\"from\" || ' ' || coalesce(f.\"to\", '') || ' ' || f.on_delete, NULL "
     "FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f "
     "WHERE m.type = 'table' AND f.\"table\" = :t COLLATE NOCASE ORDER BY 1, 2, 3"
 )
@@ -103,33 +272,60 @@ Found = tuple[tuple[str, str, str], ...]
 
 @dataclass(frozen=True)
 class TableReach:
-    """What a DELETE from the table sets off, as read (`found`: what, its name, its
-    state), the query that reads it again and its values, and SQLite's schema version
-    at the reading."""
+    """What a batch of the purge sets off, as read (`found`: what, its name, its state),
+    the query that reads it again and its values, and SQLite's schema version at the
+    reading."""
 
     sql: str
-    values: dict[str, str]
+    values: dict[str, str | None]
     found: Found
     version: int | None = None
 
 
-def read_reach(conn: Connection, table_sql: str, table: str) -> TableReach:
-    """What a DELETE from the table (`table_sql`: its name quoted; `table`: as given)
-    sets off now."""
+def read_reach(
+    conn: Connection,
+    table_sql: str,
+    table: str,
+    archive_sql: str | None = None,
+    archive: str | None = None,
+) -> TableReach:
+    """What a batch's DELETE from the table (`table_sql`: its name quoted; `table`: as
+    given), and its copy into the archive table if any (likewise), set off now."""
     dialect = family(conn.dialect.name)
     if dialect == "postgresql":
-        values = {"relation": display(table_sql)}
+        values = {
+            "relation": display(table_sql),
+            "archive": display(archive_sql) if archive_sql else None,
+        }
         return TableReach(_PG_REACH, values, _read(conn, _PG_REACH, values))
-    values = {"t": table}
+    values = {"t": table, "a": archive}
     if dialect == "sqlite":
         version = int(conn.execute(text(_SQLITE_VERSION)).scalar_one())
         return TableReach(_SQLITE_REACH, values, _read(conn, _SQLITE_REACH, values), version)
+    tried: list[tuple[_Routines, tuple[str, str]]] = [(_MYSQL_ROUTINES, (_MYSQL_KEYS, _MYSQL_KEY))]
     if getattr(conn.dialect, "is_mariadb", False) and _in_file_names(conn, table):
+        # The first the role may read: mysql.proc, InnoDB's dictionary (PROCESS).
+        innodb = (_MARIADB_KEYS, _MARIADB_KEY)
+        tried[:0] = [(_MARIADB_ROUTINES, innodb), (_MYSQL_ROUTINES, innodb)]
+    for routines, keys in tried[:-1]:
         try:
-            return TableReach(_MARIADB_REACH, values, _read(conn, _MARIADB_REACH, values))
+            return _mysql_read(conn, routines, keys, values)
         except DBAPIError:
-            conn.rollback()  # no PROCESS privilege: the catalog's view
-    return TableReach(_MYSQL_REACH, values, _read(conn, _MYSQL_REACH, values))
+            conn.rollback()
+    return _mysql_read(conn, *tried[-1], values)
+
+
+def _mysql_read(
+    conn: Connection, routines: _Routines, keys: tuple[str, str], values: dict[str, str | None]
+) -> TableReach:
+    sql = _mysql_reach(routines, keys, values["a"])
+    found = _read(conn, sql, values)
+    if not any(kind == "routine" for kind, _, _ in found):
+        # No routine a trigger runs: the batches read none (the reading costs about a
+        # millisecond a batch), and a trigger added, or a body changed to call one, is
+        # a change all the same.
+        sql = _mysql_reach(None, keys, values["a"])
+    return TableReach(sql, values, found)
 
 
 def changed_since(conn: Connection, start: TableReach) -> tuple[TableReach, str | None]:
@@ -151,14 +347,13 @@ def _in_file_names(conn: Connection, table: str) -> bool:
     return all(_FILE_NAME.fullmatch(name or "") for name in (table, database))
 
 
-def _read(conn: Connection, sql: str, values: dict[str, str]) -> Found:
-    rows = [
-        (str(kind), str(name), str(state)) for kind, name, state in conn.execute(text(sql), values)
-    ]
+def _read(conn: Connection, sql: str, values: dict[str, str | None]) -> Found:
+    rows = list(conn.execute(text(sql), values))
     if conn.dialect.name == "sqlite":
-        # A trigger on another event is no part of what the DELETE sets off.
-        rows = [r for r in rows if r[0] != "trigger" or "DELETE" in trigger_events(r[2])]
-    return tuple(rows)
+        # A trigger on another event than the one the batch sets off there is no part
+        # of what it sets off.
+        rows = [r for r in rows if r[0] != "trigger" or r[3] in trigger_events(r[2])]
+    return tuple((str(r[0]), str(r[1]), str(r[2])) for r in rows)
 
 
 def _difference(then: Found, now: Found) -> str | None:
