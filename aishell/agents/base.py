@@ -69,6 +69,24 @@ class PlanningContext:
 
 
 @dataclass(frozen=True)
+class DraftLimits:
+    """What a job holds a model's drafted plan to, beyond what every plan is checked
+    for: the rules an agent's own plan keeps for that job (an agent says so with a
+    `draft_limits(job, ctx)` method). Each limit carries the reason a rejected draft is
+    given."""
+
+    # The tables its steps may name (None: any of the target's).
+    tables: frozenset[str] | None = None
+    # The tools that change the database it may plan (None: any), and why no other.
+    changes: frozenset[str] | None = None
+    changes_why: str = ""
+    # Tools it may not plan, each with why.
+    refused: Mapping[str, str] = field(default_factory=dict)
+    # By tool: a param its steps must give, the value, and why.
+    required: Mapping[str, tuple[str, object, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """An agent's declaration, in one place: its name (the `aishell run NAME` it runs
     as), its job's keys as options of the table the built-ins use (type, bounds or

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aishell.config.options import LOG_CLEANUP_OPTIONS
+from aishell.config.options import LOG_CLEANUP_OPTIONS, TABLES
 from aishell.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,6 +47,19 @@ def maintenance_job(
         "rebuild_indexes": not no_rebuild_indexes,
         "update_stats": update_stats,
     }
+
+
+def named_tables(tables: object) -> list[str] | None:
+    """The tables a job names, each once and in its order (None: every table)."""
+    if tables is None:
+        return None
+    # A bare string would be taken a letter at a time.
+    if not isinstance(tables, list | tuple) or not all(isinstance(t, str) for t in tables):
+        raise UsageError(f"{TABLES.cli_flag}: {tables!r} is not a list of table names")
+    named = [t.strip() for t in tables if t.strip()]
+    if not named:
+        raise UsageError(f"{TABLES.cli_flag} was given but names no table")
+    return list(dict.fromkeys(named))
 
 
 def backup_job(

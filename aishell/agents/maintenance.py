@@ -11,16 +11,17 @@ from sqlalchemy.engine import Connection
 from aishell.agents.base import (
     AgentSpec,
     CatalogFact,
+    DraftLimits,
     PlannedTool,
     PlanningContext,
     given_options,
 )
+from aishell.agents.jobs import named_tables
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     MAINTENANCE_OPTIONS,
     MAINTENANCE_TYPE,
     REBUILD_INDEXES,
-    TABLES,
     UPDATE_STATS,
 )
 from aishell.dialects import family
@@ -70,7 +71,7 @@ class MaintenanceAgent:
             )
         return {
             "type": kind,
-            "tables": _named_tables(job.get("tables")),
+            "tables": named_tables(job.get("tables")),
             "rebuild_indexes": given.get("rebuild_indexes", REBUILD_INDEXES.default),
             "update_stats": update_stats,
         }
@@ -111,6 +112,27 @@ class MaintenanceAgent:
             f"then {work}, and end with a maintenance report.{keep_stats}"
         )
 
+    def draft_limits(self, job: dict[str, Any], ctx: PlanningContext) -> DraftLimits:
+        """What a model's draft of the job must keep to, as plan_steps does: its tables
+        (a partitioned one with its partitions), its type's changes, no statistics
+        refreshed with --no-update-stats, no index rebuilt with --no-rebuild-indexes."""
+        kind = job["type"]
+        changes = {*_CHANGES[kind], *(p.tool for p in ctx.planned if kind in p.types)}
+        refused: dict[str, str] = {}
+        required: dict[str, tuple[str, object, str]] = {}
+        if not job.get("rebuild_indexes", True):
+            refused[_REBUILD] = "the job says --no-rebuild-indexes: no step may rebuild indexes"
+        if not job.get("update_stats", True):
+            no_stats = "the job says --no-update-stats: no step may refresh planner statistics"
+            refused[_STATISTICS_TOOL] = no_stats
+            if family(ctx.dialect) == "mysql":  # ALTER TABLE ... FORCE recalculates them
+                refused[_REBUILD] = f"{no_stats}, which a rebuild on MySQL/MariaDB does"
+            give = "the job says --no-update-stats: give optimize_table update_stats false"
+            required["optimize_table"] = ("update_stats", False, give)
+        tables = frozenset(_scope(job, ctx).tables) if job.get("tables") else None
+        only = f"{kind} maintenance changes the database only by {', '.join(sorted(changes))}"
+        return DraftLimits(tables, frozenset(changes), only, refused, required)
+
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """Health first, then the work of the maintenance type per table, a report last."""
         kind = job["type"]
@@ -123,35 +145,15 @@ class MaintenanceAgent:
                 "use --type standard, or drop --no-update-stats"
             )
         scope = _scope(job, ctx)
-        tables = scope.tables
         work = [_health_check(kind, scope), *_WORK[kind](job, ctx, scope)]
         if not job.get("update_stats", True):
             work = [w for w in work if w.tool != _STATISTICS_TOOL]
         work = _with_planned(work, kind, ctx.planned)
         steps = [
-            Step(
-                id=step_id(i),
-                tool=w.tool,
-                params=w.params,
-                rationale=w.rationale,
-                condition=w.condition,
-            )
+            Step(step_id(i), w.tool, w.params, w.rationale, condition=w.condition)
             for i, w in enumerate(work)
         ]
-        return [*steps, _report(kind, tables, work)]
-
-
-def _named_tables(tables: object) -> list[str] | None:
-    """The tables a job names, each once and in its order (None: every table)."""
-    if tables is None:
-        return None
-    # A bare string would be taken a letter at a time.
-    if not isinstance(tables, list | tuple) or not all(isinstance(t, str) for t in tables):
-        raise UsageError(f"{TABLES.cli_flag}: {tables!r} is not a list of table names")
-    named = [t.strip() for t in tables if t.strip()]
-    if not named:
-        raise UsageError(f"{TABLES.cli_flag} was given but names no table")
-    return list(dict.fromkeys(named))
+        return [*steps, _report(kind, scope.tables, work)]
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,14 @@ def _health_check(kind: str, scope: _Scope) -> _Work:
 
 
 _STATISTICS_TOOL = "update_table_statistics"
+_REBUILD = "rebuild_fragmented_indexes"
+# The tools by which each type of maintenance changes the database.
+_CHANGES = {
+    "quick": (_STATISTICS_TOOL,),
+    "standard": (_STATISTICS_TOOL,),
+    "full": (_REBUILD, "optimize_table", _STATISTICS_TOOL),
+    "emergency": ("repair_corrupted_tables",),
+}
 
 
 def _of_group(tool: str, tables: list[str], params: dict[str, Any], doing: str) -> _Work:

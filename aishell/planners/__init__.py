@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aishell.agents.base import DraftLimits
 from aishell.plan.model import Step
 from aishell.planners.prompt import CatalogSummary
 
@@ -32,6 +33,8 @@ class DraftRequest:
     scope: frozenset[str] | None = None
     # Folders the plan's files must lie in.
     folders: tuple[Path, ...] = ()
+    # What the job holds the plan to (its agent's rules for it).
+    limits: DraftLimits = field(default_factory=DraftLimits)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.agents.available import agent_names, get_agent
-from aishell.agents.base import PlanningContext
+from aishell.agents.base import Agent, DraftLimits, PlanningContext
 from aishell.config.models import Config
 from aishell.errors import DraftRejected, UsageError
 from aishell.plan.model import Step
@@ -40,8 +40,9 @@ def draft_job(
     agent = get_agent(agent_name)
     text = agent.describe_job(job, context)
     named = list(job.get("tables") or [])
-    scope = None
-    if named:
+    limits = _job_limits(agent, job, context)
+    scope = limits.tables
+    if named and scope is None:
         scope = frozenset(named + [t for t in [job.get("archive_table")] if t])
     catalog = summarize_catalog(conn, found, text, named, context.urgency)
     request = DraftRequest(
@@ -54,6 +55,7 @@ def draft_job(
         columns_of=_columns_reader(conn, catalog),
         scope=scope,
         folders=_folders(config),
+        limits=limits,
     )
     settings = config.main.planner.llm
     with StateStore(config.state_url) as store:
@@ -68,6 +70,13 @@ def draft_job(
                 "rejected": exc.rejected,
             }
     return draft.steps, draft.drafted_by
+
+
+def _job_limits(agent: Agent, job: dict[str, Any], context: PlanningContext) -> DraftLimits:
+    """What the job holds a draft to, where its agent says (the agent's own plan keeps
+    to it: --no-update-stats, --no-rebuild-indexes, its type, its tables)."""
+    limits_of = getattr(agent, "draft_limits", None)
+    return limits_of(job, context) if callable(limits_of) else DraftLimits()
 
 
 def draft_words(

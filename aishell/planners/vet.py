@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from aishell.agents.base import DraftLimits
 from aishell.errors import ToolNotFound
 from aishell.plan.model import Plan, Step, step_id, validate_plan
 from aishell.plan.references import find_references
 from aishell.plan.shapes import Draft, DraftStep
 from aishell.registry import Registry, ToolDefinition
+from aishell.risk import RiskLevel
 from aishell.tool import params as schema
 
 PLAN_KEYS = ("agent", *Draft.model_fields)
@@ -93,6 +95,8 @@ class CatalogView:
     scope: frozenset[str] | None = None
     # Folders a drafted plan's files must lie in (the aishell home, the backup folder).
     folders: tuple[Path, ...] = ()
+    # What the job holds the plan to: --no-update-stats, --no-rebuild-indexes, its type.
+    limits: DraftLimits = field(default_factory=DraftLimits)
 
 
 def printable(text: str, width: int = 500) -> str:
@@ -237,6 +241,7 @@ def _step_content(
         return []  # already reported
     return [
         *_sql_in_params(step, where),
+        *_outside_job(step, tool, catalog.limits, where),
         *_names_not_in_catalog(step, tool, catalog, where),
         *_paths_outside(step, tool, catalog, where),
         *_unknown_outputs(step, steps, registry, where),
@@ -254,6 +259,28 @@ def _sql_in_params(step: Step, where: str) -> list[str]:
                 f"{where}: parameter '{name}' holds SQL ({why}): {_clip(text)}; "
                 "tools take names and values, never statements"
             )
+    return problems
+
+
+def _outside_job(step: Step, tool: ToolDefinition, limits: DraftLimits, where: str) -> list[str]:
+    """What the step does that its job says not to: a tool it refuses, a change its type
+    does not make, a param it must give otherwise (a plan drafted for --no-update-stats
+    that refreshes statistics)."""
+    problems = []
+    if step.tool in limits.refused:
+        problems.append(f"{where}: {limits.refused[step.tool]}")
+    elif (
+        limits.changes is not None
+        and tool.risk_level is not RiskLevel.SAFE
+        and step.tool not in limits.changes
+    ):
+        problems.append(f"{where}: not part of the job: {limits.changes_why}")
+    if step.tool in limits.required:
+        param, value, why = limits.required[step.tool]
+        given = step.params.get(param)
+        # A bool is compared as a bool: 0 is not false here.
+        if type(given) is not type(value) or given != value:
+            problems.append(f"{where}: {why}")
     return problems
 
 
