@@ -234,12 +234,15 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
     ]
     if read_only:
         options.append("-c default_transaction_read_only=on")
+    # In the URL, not the connect arguments: a second session of a step on another of
+    # the server's databases (a validation's scratch copy) is opened from this engine's
+    # URL, and must run with the settings every other session of the run has.
+    url = url.update_query_dict({"options": " ".join(options)})
     connect_args: dict[str, Any] = {
         "application_name": APPLICATION_NAME,
         # libpq and psycopg count it for the whole connect: TCP, TLS, the startup
         # and authentication exchange.
         "connect_timeout": target.connect_timeout_seconds,
-        "options": " ".join(options),
         # A lost network is noticed through keepalives, and data sent but never
         # acknowledged through tcp_user_timeout; a server that is up but silent only
         # through the watch on each statement (libpq has no read timeout).
