@@ -274,11 +274,13 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
 
 
 def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limits) -> Engine:
+    from aishell.targets import mysqltls  # PyMySQL, only for MySQL targets
+
     lock_seconds = mysql_lock_wait_seconds(target.lock_timeout_ms)
     engine = create_engine(
         url,
         connect_args={
-            "charset": "utf8mb4",
+            "charset": mysqltls.SESSION_CHARSET,
             # PyMySQL's connect_timeout covers the TCP connect only; the greeting and
             # authentication are reads, so the read timeout stands in for it until the
             # connection is made.
@@ -290,8 +292,6 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
         pool_pre_ping=True,
         max_overflow=POOL_OVERFLOW,
     )
-    from aishell.targets import mysqltls  # PyMySQL, only for MySQL targets
-
     event.listen(engine, "do_connect", mysqltls.connect)
     keep_track(engine)
 

@@ -81,6 +81,10 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 # Connect arguments a URL's query must not give, and why.
 _IN_URL = "give it in the URL itself (mysql://USER@HOST:PORT/DATABASE)"
+# The character set of every session aishell opens to a MySQL/MariaDB target. A URL's
+# other one reached only the sessions opened from its URL (a validation's scratch
+# copy), which then read a table named outside it as `t_?` while the step's read `t_ж`.
+SESSION_CHARSET = "utf8mb4"
 _REFUSED = {
     "user": _IN_URL,
     "host": _IN_URL,
@@ -184,6 +188,11 @@ def query_problem(query: Mapping[str, Any]) -> str | None:
             return f"the URL's query gives {key!r} more than once"
         if key in _REFUSED:
             return f"the URL's query sets {key!r}, {_REFUSED[key]}"
+        if key == "charset" and str(value).lower() != SESSION_CHARSET:
+            return (
+                f"the URL's query sets 'charset' to other than {SESSION_CHARSET}, which "
+                "every session of aishell's uses; remove it"
+            )
         if key not in known:
             return (
                 f"the URL's query has {key!r}, which is no PyMySQL connect argument "
