@@ -84,7 +84,7 @@ WITH RECURSIVE parents AS (
   SELECT p.oid, p.relname, p.relnamespace FROM pg_class p
   JOIN pg_namespace n ON n.oid = p.relnamespace
   WHERE p.relkind = 'p' AND n.nspname = pg_catalog.current_schema()
-    AND p.relname = ANY(CAST(:names AS text[]))
+    AND (CAST(:names AS text[]) IS NULL OR p.relname = ANY(CAST(:names AS text[])))
 ), tree AS (
   SELECT x.oid AS root, i.inhrelid AS relid FROM parents x
   JOIN pg_inherits i ON i.inhparent = x.oid
@@ -129,9 +129,10 @@ class Partitioned:
         return line
 
 
-def partitioned(conn: Connection, tables: list[str]) -> dict[str, Partitioned]:
-    """The partitioned tables among `tables`, in one query (none: no query)."""
-    if not tables:
+def partitioned(conn: Connection, tables: list[str] | None) -> dict[str, Partitioned]:
+    """The partitioned tables among `tables` (None: every one of the current schema), in
+    one query (no tables: no query)."""
+    if tables is not None and not tables:
         return {}
     return {
         str(r["name"]): Partitioned(

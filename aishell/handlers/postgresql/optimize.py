@@ -5,12 +5,12 @@ warnings heard, sizes measured."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.handlers import Handler, cached
+from aishell.handlers import Handler
 from aishell.handlers.held import GONE
 from aishell.handlers.postgresql.catalog import Partitioned, partitioned
 from aishell.handlers.postgresql.privileges import (
@@ -120,12 +120,21 @@ def _vacuum(full: bool) -> Any:
     return run
 
 
+def _schema_partitioned(ctx: ToolContext) -> dict[str, Partitioned]:
+    """Every partitioned table of the schema, read once a run for all its steps (one
+    query, however many steps and tables: no query per table)."""
+    found = ctx.run_cache.get("pg_partitioned")
+    if found is None:
+        found = ctx.run_cache["pg_partitioned"] = partitioned(ctx.connection, None)
+    return cast(dict[str, Partitioned], found)
+
+
 def _partitioned(params: Mapping[str, Any], ctx: ToolContext) -> Partitioned | None:
-    """The table as a partitioned one (relkind p), or None: read once for the step's
-    render and run, so that what runs is what was shown."""
-    table = params["table"]
-    found = cached(ctx, f"partitioned:{table}", lambda: partitioned(ctx.connection, [table]))
-    return found.get(table)
+    """The table as a partitioned one (relkind p), or None: the same answer for the
+    step's render and run, so that what runs is what was shown. (A table made
+    partitioned since the run read them is another table: its approval's identity
+    check catches it.)"""
+    return _schema_partitioned(ctx).get(params["table"])
 
 
 def _of_partitioned(
@@ -230,12 +239,9 @@ def _analyzed_with_parent(tables: list[str], ctx: ToolContext) -> set[str]:
     twice. Read once per list, for the render and the run alike."""
     if len(tables) < 2:
         return set()
-    parents = cached(
-        ctx,
-        f"statistics_partitioned:{tables!r}",
-        lambda: partitioned(ctx.connection, tables),
-    )
-    return {leaf for parent in parents.values() for leaf in parent.leaves} & set(tables)
+    named = set(tables)
+    parents = _schema_partitioned(ctx)
+    return {leaf for name in named & parents.keys() for leaf in parents[name].leaves} & named
 
 
 def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusals:
