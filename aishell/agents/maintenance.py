@@ -216,6 +216,9 @@ class _Scope:
     # Bytes by table for grouping: a partitioned table's are its partitions' (its ANALYZE
     # reads them all).
     sizes: Mapping[str, int]
+    # Every table the plan covers, in order, a partitioned table under another of the
+    # plan too (no step of its own): what the health analysis reports on.
+    covers: list[str]
 
 
 def _scope(job: dict[str, Any], ctx: PlanningContext) -> _Scope:
@@ -238,7 +241,8 @@ def _scope(job: dict[str, Any], ctx: PlanningContext) -> _Scope:
     for p in parents:
         sizes[p] += sum(sizes.get(leaf, 0) for leaf in trees[p].leaves)
     notes = tuple(_partitions_note(p, trees[p], tables) for p in parents)
-    return _Scope(list(order), covered, frozenset(parents), notes, sizes)
+    within = [m for p in parents for m in trees[p].partitioned if m not in order]
+    return _Scope(list(order), covered, frozenset(parents), notes, sizes, [*order, *within])
 
 
 def _partitions_note(parent: str, tree: PartitionTree, named: list[str]) -> str:
@@ -269,7 +273,7 @@ def _health_check(kind: str, scope: _Scope) -> _Work:
     # whether it was checked. Emergency maintenance has a check step of its own.
     return _Work(
         "analyze_database_health",
-        {"tables": scope.tables, "check_corruption": kind == "full"},
+        {"tables": scope.covers, "check_corruption": kind == "full"},
         "Assess the database's health before changing anything"
         + (", and check every table for corruption" if kind == "full" else "")
         + "".join(f"; {note}" for note in scope.notes),
@@ -456,7 +460,7 @@ def _parent_compaction(
 def _emergency(job: dict[str, Any], ctx: PlanningContext, scope: _Scope) -> Iterator[_Work]:
     """Check every table for corruption, then repair what the check found."""
     yield _Work(
-        "check_table_corruption", {"tables": scope.tables}, "Look for corrupted tables and indexes"
+        "check_table_corruption", {"tables": scope.covers}, "Look for corrupted tables and indexes"
     )
     yield _Work(
         "repair_corrupted_tables",

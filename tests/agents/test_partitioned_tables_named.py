@@ -75,12 +75,13 @@ def test_a_partitioned_table_named_is_planned_with_its_partitions(
     plan = commands.make_plan(config, "maintenance", {"type": kind, "tables": ["ev"]})
     health = plan.steps[0]
     # The partitions at every depth, before their partitioned table; ev_2, partitioned
-    # in turn, is analyzed within ev and has no step of its own.
-    assert health.params["tables"] == [*LEAVES, "ev"]
+    # in turn, is analyzed within ev and has no step of its own, but is reported on.
+    assert health.params["tables"] == [*LEAVES, "ev", "ev_2"]
     assert "ev (partitioned): its partitions ev_1, ev_2a, ev_2b included" in health.rationale
     assert "through ev_2, partitioned in turn" in health.rationale
     worked = {t for s in plan.steps[1:-1] for t in _tables_of(s)}
-    assert worked == {"ev", *LEAVES}
+    # Emergency's corruption check reports on the whole tree, as the health step does.
+    assert worked == {"ev", *LEAVES, *(["ev_2"] if kind == "emergency" else [])}
     preview = commands.plan_job(config, "maintenance", {"type": kind, "tables": ["ev"]})
     analyzed = [q for s in preview.steps if s.tool == "update_table_statistics" for q in s.sql]
     # ev's ANALYZE alone, which analyzes every partition under it.
