@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, Field, Strict
 from pydantic_core import PydanticCustomError
 
 from aishell.config.numbers import DECIMAL_NUMBER, WHOLE_NUMBER, float_range_lost
@@ -50,3 +50,14 @@ def _plain_number(value: Any) -> Any:
 # The config's numbers: an integer refuses 1.5 and 1000.0 alike, as a plan's parameter does.
 Integer = Annotated[int, BeforeValidator(_plain_number), Strict()]
 Number = Annotated[float, BeforeValidator(_plain_number), Strict()]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank_text", "input is blank; give a value or leave it out")
+    return value
+
+
+# A config's text that names something (a column, a tool, a target): never blank, which
+# no such thing is called and which would fail only when a run came to use it.
+Text = Annotated[str, AfterValidator(_not_blank)]

@@ -22,7 +22,7 @@ from aishell.config.checks import (
     check_target_url,
 )
 from aishell.config.dburl import resolve_url
-from aishell.config.fields import PURGE, Integer, Number, setting
+from aishell.config.fields import PURGE, Integer, Number, Text, setting
 from aishell.config.files import read_yaml, validate
 from aishell.config.fleet import FleetConfig
 from aishell.config.home import (
@@ -222,7 +222,7 @@ class MaxTableSize(_Strict):
 
     type: Literal["max_table_size"]
     max_rows: Integer = Field(gt=0, le=MAX_COUNT)
-    tools: list[str] | None = None
+    tools: list[Text] | None = None
 
 
 class MaintenanceWindow(_TimeZoned):
@@ -237,7 +237,7 @@ class BackupRequired(_Strict):
     """Listed tools need a verified backup of the target newer than max_age_hours."""
 
     type: Literal["backup_required"]
-    before_operations: list[str] = Field(min_length=1)
+    before_operations: list[Text] = Field(min_length=1)
     max_age_hours: Number = Field(24, gt=0, le=MAX_HOURS)
 
 
@@ -256,7 +256,7 @@ class PurgeLimits(_Strict):
     type: Literal["purge_limits"]
     min_retention_days: Number = setting(RETENTION_DAYS, default=7)
     max_share: Number = Field(0.5, gt=0, le=1)
-    tools: list[str] = ["delete_old_records"]
+    tools: list[Text] = ["delete_old_records"]
 
 
 Constraint = Annotated[
@@ -276,7 +276,7 @@ CONSTRAINT_TYPES = (
 class PurgeSettings(_Strict):
     """How the log cleanup agent purges, unless the job says otherwise."""
 
-    date_column: str = setting(PURGE["date_column"])
+    date_column: Text = setting(PURGE["date_column"])
     retention_days: Number = setting(RETENTION_DAYS)
     batch_size: Integer = setting(PURGE["batch_size"], description="rows in the first batch")
     max_batch_size: Integer = setting(PURGE["max_batch_size"])
