@@ -82,8 +82,9 @@ class DraftLimits:
     changes_why: str = ""
     # Tools it may not plan, each with why.
     refused: Mapping[str, str] = field(default_factory=dict)
-    # By tool: a param its steps must give, the value, and why.
-    required: Mapping[str, tuple[str, object, str]] = field(default_factory=dict)
+    # By tool: each param its steps must give, the value (None: not given at all), and
+    # why. Numbers are held by value (90 and 90.0 alike), a bool as a bool.
+    required: Mapping[str, tuple[tuple[str, object, str], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

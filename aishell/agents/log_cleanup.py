@@ -7,7 +7,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, given_options
+from aishell.agents.base import (
+    AgentSpec,
+    CatalogFact,
+    DraftLimits,
+    PlanningContext,
+    given_options,
+)
 from aishell.config.models import AgentConfig
 from aishell.config.options import LOG_CLEANUP_OPTIONS, by_key
 from aishell.errors import UsageError
@@ -126,6 +132,22 @@ class LogCleanupAgent:
             "after a large purge."
         )
 
+    def draft_limits(self, job: dict[str, Any], ctx: PlanningContext) -> DraftLimits:
+        """What a model's draft of the purge must keep to, as plan_steps does: the job's
+        table (and archive table), and its purge given exactly the job's word on which
+        rows go, where they are kept, and how many at most (each left out where the job
+        gives none: no limit raised, no archive dropped or added)."""
+        table = job["table"]
+        held = tuple(
+            (key, job.get(key) or None, _held_why(key, job.get(key) or None)) for key in _HELD
+        )
+        return DraftLimits(
+            tables=frozenset(t for t in (table, job.get("archive_table")) if t),
+            changes=frozenset(SPEC.tools) - {"count_table_rows"},
+            changes_why=f"a log cleanup of {table} changes it only by its purge and statistics",
+            required={"delete_old_records": held},
+        )
+
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """count_table_rows (an estimate) -> delete_old_records -> count_table_rows
         (derived from the purge's count), then after a large purge
@@ -155,6 +177,18 @@ class LogCleanupAgent:
         if job.get("statistics_after_rows") is not None:
             steps.append(_statistics_after(table, ctx.dialect))
         return steps
+
+
+# The purge's params a model's draft must give as the job does: which rows go, where
+# they are kept, how many at most.
+_HELD = ("table", "date_column", "retention_days", "max_rows", "archive_file", "archive_table")
+
+
+def _held_why(key: str, value: object) -> str:
+    if value is None:
+        return f"the job gives no {key}: a drafted purge may not give one"
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"the job says {key} {shown}: a drafted purge must give the same"
 
 
 def _purge_params(job: dict[str, Any]) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class MaintenanceAgent:
         kind = job["type"]
         changes = {*_CHANGES[kind], *(p.tool for p in ctx.planned if kind in p.types)}
         refused: dict[str, str] = {}
-        required: dict[str, tuple[str, object, str]] = {}
+        required: dict[str, tuple[tuple[str, object, str], ...]] = {}
         if not job.get("rebuild_indexes", True):
             refused[_REBUILD] = "the job says --no-rebuild-indexes: no step may rebuild indexes"
         if not job.get("update_stats", True):
@@ -128,7 +128,7 @@ class MaintenanceAgent:
             if family(ctx.dialect) == "mysql":  # ALTER TABLE ... FORCE recalculates them
                 refused[_REBUILD] = f"{no_stats}, which a rebuild on MySQL/MariaDB does"
             give = "the job says --no-update-stats: give optimize_table update_stats false"
-            required["optimize_table"] = ("update_stats", False, give)
+            required["optimize_table"] = (("update_stats", False, give),)
         tables = frozenset(_scope(job, ctx).tables) if job.get("tables") else None
         only = f"{kind} maintenance changes the database only by {', '.join(sorted(changes))}"
         return DraftLimits(tables, frozenset(changes), only, refused, required)

@@ -275,13 +275,20 @@ def _outside_job(step: Step, tool: ToolDefinition, limits: DraftLimits, where: s
         and step.tool not in limits.changes
     ):
         problems.append(f"{where}: not part of the job: {limits.changes_why}")
-    if step.tool in limits.required:
-        param, value, why = limits.required[step.tool]
-        given = step.params.get(param)
-        # A bool is compared as a bool: 0 is not false here.
-        if type(given) is not type(value) or given != value:
+    for param, value, why in limits.required.get(step.tool, ()):
+        if not _same(step.params.get(param), value):
             problems.append(f"{where}: {why}")
     return problems
+
+
+def _same(given: object, value: object) -> bool:
+    """A param as the job holds it: a bool as a bool (0 is not false here), a number by
+    its value (the job's 90 is the draft's 90.0), anything else equal."""
+    if isinstance(value, bool) or isinstance(given, bool):
+        return type(given) is type(value) and given == value
+    if isinstance(value, int | float) and isinstance(given, int | float):
+        return float(given) == float(value)
+    return type(given) is type(value) and given == value
 
 
 def _names_not_in_catalog(
