@@ -20,7 +20,6 @@ from aishell.sqltext import quote_identifier
 from aishell.state.steps import Read
 from aishell.state.store import StateStore
 from aishell.targets.access import session_access
-from aishell.targets.searchpath import pinned_engine
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
 
@@ -196,7 +195,7 @@ def _side_session(
     writes `side` declares with its own names filled in; audited with the step."""
     engine = own = None
     if side.database is not None:
-        engine = own = pinned_engine(ctx.connection.engine.url.set(database=side.database))
+        engine = own = run.target.engine_on(side.database)
     conn = (engine or ctx.connection.engine).connect()
     try:
         if side.isolation_level is not None:

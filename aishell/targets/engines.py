@@ -79,6 +79,15 @@ class Target:
     def quote(self, name: str) -> str:
         return quote_identifier(self.engine.dialect, name)
 
+    def engine_on(self, database: str) -> Engine:
+        """An engine on another database of the target's server (a validation's scratch
+        copy), whose sessions have every setting and limit this target's have: the same
+        login, timeouts, lock waits, messages' language and search path. Dispose of it."""
+        if self.dialect == "sqlite":
+            raise ValueError("a SQLite target has no other database on its server")
+        url = self.engine.url.set(database=database)
+        return _server_engine(url, self.dialect, self.config, self.read_only, self.name)
+
     def connect(self) -> Connection:
         return self._connect(self.engine)
 
