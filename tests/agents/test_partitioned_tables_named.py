@@ -18,6 +18,7 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
+from tests.handlers.postgresql.test_partitioned_vacuum import _counts
 from tests.helpers import run_sql, use_target
 from tests.services import engine
 from tests.targets.test_catalog_round_trips import sent_to
@@ -40,15 +41,6 @@ def _events(url: str) -> None:
         "CREATE TABLE other (id int PRIMARY KEY)",
         "INSERT INTO other SELECT generate_series(1, 50)",
     )
-
-
-def _counts(url: str) -> dict[str, tuple[int, int]]:
-    """Each table's (vacuum_count, analyze_count), as the server counts them now."""
-    with engine(url).connect() as conn:
-        rows = conn.execute(
-            text("SELECT relname, vacuum_count, analyze_count FROM pg_stat_user_tables")
-        ).all()
-    return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
 
 def _run(config: Config, url: str, job: dict[str, Any]) -> dict[str, tuple[int, int]]:

@@ -8,35 +8,22 @@ nothing of it runs. Against a local server speaking the Ollama API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
 
 from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
 from aishell.state.store import StateStore
-from tests.fake_ollama import Script, fake_ollama
+from tests.agents.test_update_stats_honoured import _pg_counts
+from tests.fake_ollama import Script
 from tests.helpers import query, run_sql, use_target
-from tests.services import engine
 
 TRIES = 2
-
-
-@pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def ollama_host(script: Script) -> Iterator[str]:
-    with fake_ollama(script) as host:
-        yield host
 
 
 def _settings(host: str) -> dict[str, Any]:
@@ -69,15 +56,6 @@ def _stat1(path: Path) -> list[tuple] | None:
     if not query(path, "SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_stat1'"):
         return None
     return query(path, "SELECT * FROM sqlite_stat1 ORDER BY 1, 2")
-
-
-def _pg_counts(url: str, table: str) -> tuple[int, int]:
-    with engine(url).connect() as conn:
-        row = conn.execute(
-            text("SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = :t"),
-            {"t": table},
-        ).one()
-    return int(row[0]), int(row[1])
 
 
 @pytest.fixture

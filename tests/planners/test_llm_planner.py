@@ -46,17 +46,6 @@ from tests.helpers import digest, query, use_target
 TRIES = 2
 
 
-@pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def ollama_host(script: Script) -> Iterator[str]:
-    with fake_ollama(script) as host:
-        yield host
-
-
 def _llm_settings(host: str, **more: Any) -> dict[str, Any]:
     return {
         "planner": {

@@ -8,7 +8,6 @@ API, on the demo database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
-from tests.fake_ollama import Script, fake_ollama
+from tests.fake_ollama import Script
 from tests.helpers import query
 from tests.planners.test_llm_job_limits import _answer, _drafted, _settings, _step
 
@@ -28,16 +27,10 @@ OLDER = "SELECT count(*) FROM app_logs WHERE created_at < datetime('now', :days)
 
 
 @pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def llm_config(demo_db: Path, edit_config: Any, script: Script) -> Iterator[Config]:
-    with fake_ollama(script) as host:
-        settings = _settings(host)
-        settings["planner"]["llm"]["tries"] = 1
-        yield edit_config(settings)
+def llm_config(demo_db: Path, edit_config: Any, ollama_host: str) -> Config:
+    settings = _settings(ollama_host)
+    settings["planner"]["llm"]["tries"] = 1
+    return edit_config(settings)
 
 
 def _rows(demo_db: Path, days: int) -> int:

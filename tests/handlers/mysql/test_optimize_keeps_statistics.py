@@ -5,25 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import text
-
 from aishell import commands
 from aishell.policy.approvers import PreApproved
+from tests.agents.test_update_stats_honoured import _innodb_rows
 from tests.helpers import one_step_plan, run_sql, use_target
-from tests.services import engine
-
-
-def _innodb_rows(url: str, table: str) -> int:
-    with engine(url).connect() as conn:
-        return int(
-            conn.execute(
-                text(
-                    "SELECT n_rows FROM mysql.innodb_table_stats "
-                    "WHERE database_name = DATABASE() AND table_name = :t"
-                ),
-                {"t": table},
-            ).scalar_one()
-        )
 
 
 def test_mariadb_optimize_table_told_to_leave_statistics_rebuilds_nothing(

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from aishell import commands
 from aishell.config.models import Config
-from aishell.policy.approvers import PreApproved
 from aishell.targets import catalog as target_catalog
+from tests.handlers.mysql.test_free_space_one_measure import _step
 from tests.handlers.mysql.test_rebuild_reclaims import ROWS, _table, catalog
-from tests.helpers import one_step_plan, run_sql, use_target
+from tests.helpers import run_sql, use_target
 from tests.services import engine, scratch_mysql
 
 
@@ -40,13 +39,6 @@ def database(home: Path) -> Iterator[tuple[Config, str]]:
             "ANALYZE TABLE wide",
         )
         yield use_target(home, url), url
-
-
-def _step(config: Config, tool: str, params: dict[str, Any]) -> dict[str, Any]:
-    plan = one_step_plan("maintenance", "db", "mysql", tool, params)
-    result = commands.apply_plan(config, plan, approver=PreApproved())
-    assert result.status == "completed", result.error
-    return dict(result.steps[0].output)
 
 
 def test_urgency_ranks_half_empty_pages_as_the_fragmentation_step_measures_them(
