@@ -8,7 +8,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import AgentSpec, CatalogFact, PlanningContext, given_options
+from aishell.agents.base import (
+    AgentSpec,
+    CatalogFact,
+    DraftLimits,
+    PlanningContext,
+    given_options,
+)
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     BACKUP_OPTIONS,
@@ -91,6 +97,37 @@ class BackupAgent:
         )
         return f"Take a {job['type']} backup of the target{verify}{cleanup}."
 
+    def draft_limits(self, job: dict[str, Any], ctx: PlanningContext) -> DraftLimits:
+        """What a model's draft of the job must keep to, as plan_steps does: its type's
+        backup and no other, chained as the rules chain it; with verification, a
+        validation of that backup, as quick as the job says, and none without; the
+        cleanup of old backups only with --cleanup, with its settings; never a restore."""
+        kind = job["type"]
+        taken = _TAKEN.get(kind)
+        verify = kind == "drill" or bool(job.get("verify", True))
+        refused = {"restore_backup": "a backup job never restores: `aishell restore` does"}
+        refused.update({dump: _no_dump(kind) for dump in _DUMPS if dump != taken})
+        required, fed = _held_params(job, taken)
+        needed: dict[str, str] = {}
+        if verify:
+            needed[_VALIDATE] = f"the {kind} backup job proves its backup restores"
+        else:
+            refused[_VALIDATE] = "the job says --no-verify: no step may validate a backup"
+        cleanup = _cleanup_limits(job)
+        if cleanup is None:
+            refused[_CLEANUP] = "the job does not say --cleanup: no step may delete backups"
+        else:
+            required[_CLEANUP] = cleanup
+        changes = {t for t in (taken, verify and _VALIDATE, cleanup and _CLEANUP) if t}
+        return DraftLimits(
+            changes=frozenset(changes),
+            changes_why=f"the {kind} backup job changes only by {', '.join(sorted(changes))}",
+            refused=refused,
+            required=required,
+            needed=needed,
+            fed=fed,
+        )
+
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         """full: calculate_backup_size -> backup_database_full -> validate_backup;
         incremental: find_last_backup -> backup_database_incremental -> validate_backup
@@ -160,6 +197,88 @@ _FULL: tuple[_Work, ...] = (
         "Take a full backup with a manifest of every table's row count",
     ),
 )
+
+
+_VALIDATE = "validate_backup"
+_CLEANUP = "cleanup_old_backups"
+# The dump each type of backup takes (a drill takes none).
+_TAKEN = {"full": "backup_database_full", "incremental": "backup_database_incremental"}
+_Held = tuple[tuple[str, object, str], ...]
+
+
+def _no_dump(kind: str) -> str:
+    if kind == "drill":
+        return "the job says --type drill: it proves the newest backup, it takes none"
+    return f"the job says --type {kind}: it takes a {kind} backup and no other"
+
+
+def _held_params(
+    job: dict[str, Any], taken: str | None
+) -> tuple[dict[str, _Held], dict[str, tuple[str, frozenset[str], str, str]]]:
+    """The params a draft's steps must give as the job does, and those that must come
+    from the steps before them: the backup validated is the one taken (a drill's, the
+    newest found), an incremental one chains from the newest verified backup."""
+    quick = bool(job.get("quick")) and job["type"] != "drill"
+    shown = "--quick" if quick else "no --quick"
+    required: dict[str, _Held] = {
+        _VALIDATE: (
+            (
+                "quick",
+                quick,
+                f"the job says {shown}: give validate_backup quick {str(quick).lower()}",
+            ),
+        ),
+    }
+    verified = job["type"] != "drill"  # a drill proves the newest backup, verified or not
+    required["find_last_backup"] = (
+        (
+            "verified_only",
+            verified,
+            f"the {job['type']} backup job finds the newest "
+            f"{'verified ' if verified else ''}backup: give verified_only {str(verified).lower()}",
+        ),
+    )
+    source = frozenset({taken} if taken else {"find_last_backup"})
+    fed = {
+        _VALIDATE: (
+            "backup_path",
+            source,
+            "backup_path",
+            f"the validation must check the backup of {' or '.join(sorted(source))} before it: "
+            "give backup_path as that step's ${step_N.output.backup_path}",
+        ),
+    }
+    if taken == "backup_database_incremental":
+        fed[taken] = (
+            "parent",
+            frozenset({"find_last_backup"}),
+            "backup_path",
+            "an incremental backup chains from the newest verified backup: give parent as "
+            "find_last_backup's ${step_N.output.backup_path}",
+        )
+    if taken:
+        wait = job.get("lock_wait_seconds")
+        why = (
+            f"the job says --lock-wait {wait:g}: give {taken} lock_wait_seconds {wait:g}"
+            if wait is not None
+            else "the job gives no --lock-wait: a drafted backup may not give lock_wait_seconds"
+        )
+        required[taken] = (("lock_wait_seconds", wait, why),)
+    return required, fed
+
+
+def _cleanup_limits(job: dict[str, Any]) -> _Held | None:
+    """The cleanup's settings a draft must give as the job does (None: no cleanup)."""
+    if not job.get("cleanup"):
+        return None
+    return tuple(
+        (
+            key,
+            job[key],
+            f"the job says {flag} {job[key]:g}: give cleanup_old_backups {key} {job[key]:g}",
+        )
+        for key, flag in (("retention_days", "--retention-days"), ("keep_last", "--keep-last"))
+    )
 
 
 def _validate(quick: bool) -> _Work:

@@ -83,8 +83,15 @@ class DraftLimits:
     # Tools it may not plan, each with why.
     refused: Mapping[str, str] = field(default_factory=dict)
     # By tool: each param its steps must give, the value (None: not given at all), and
-    # why. Numbers are held by value (90 and 90.0 alike), a bool as a bool.
+    # why; a param left out is held as the tool's default. Numbers are held by value (90
+    # and 90.0 alike), a bool as a bool.
     required: Mapping[str, tuple[tuple[str, object, str], ...]] = field(default_factory=dict)
+    # Tools it must plan a step of, each with why (a backup job's --verify: a validation).
+    needed: Mapping[str, str] = field(default_factory=dict)
+    # By tool: a param that must be one whole ${...} reference to an output key of an
+    # earlier step of one of the tools named (the backup a validation checks is the one
+    # the plan takes), and why: (param, tools, key, why).
+    fed: Mapping[str, tuple[str, frozenset[str], str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -174,8 +174,8 @@ def vet_answer(
         return Vetted(agent, summary=summary, problems=problems)
     plan = Plan(agent=agent or "-", target=target, dialect=dialect, job={}, steps=tuple(steps))
     problems += validate_plan(plan, registry, capabilities)
-    for step in steps:
-        problems += _step_content(step, steps, registry, catalog)
+    problems += [p for step in steps for p in _step_content(step, steps, registry, catalog)]
+    problems += _missing_from_job(steps, catalog.limits)
     return Vetted(agent, steps=steps, summary=summary, problems=_unique(problems))
 
 
@@ -242,6 +242,7 @@ def _step_content(
     return [
         *_sql_in_params(step, where),
         *_outside_job(step, tool, catalog.limits, where),
+        *_not_fed(step, steps, catalog.limits, where),
         *_names_not_in_catalog(step, tool, catalog, where),
         *_paths_outside(step, tool, catalog, where),
         *_unknown_outputs(step, steps, registry, where),
@@ -275,10 +276,42 @@ def _outside_job(step: Step, tool: ToolDefinition, limits: DraftLimits, where: s
         and step.tool not in limits.changes
     ):
         problems.append(f"{where}: not part of the job: {limits.changes_why}")
+    # A param left out runs with the tool's default, and is held as that.
+    runs = schema.with_defaults(step.params, tool.params)
     for param, value, why in limits.required.get(step.tool, ()):
-        if not _same(step.params.get(param), value):
+        given = step.params.get(param) if value is None else runs.get(param)
+        if not _same(given, value):
             problems.append(f"{where}: {why}")
     return problems
+
+
+def _not_fed(step: Step, steps: list[Step], limits: DraftLimits, where: str) -> list[str]:
+    """A param the job says must come from an earlier step of certain tools that does
+    not (a validation of some other file than the backup the plan takes)."""
+    if step.tool not in limits.fed:
+        return []
+    param, tools, key, why = limits.fed[step.tool]
+    given = step.params.get(param)
+    found = find_references(given) if isinstance(given, str) else []
+    earlier = {s.id: s.tool for s in steps[: steps.index(step)]}
+    if (
+        len(found) == 1
+        and found[0].text == given
+        and found[0].path == (key,)
+        and earlier.get(found[0].step_id) in tools
+    ):
+        return []
+    return [f"{where}: {why}"]
+
+
+def _missing_from_job(steps: list[Step], limits: DraftLimits) -> list[str]:
+    """The steps the job needs that the plan leaves out (--verify with no validation)."""
+    planned = {step.tool for step in steps}
+    return [
+        f"the plan leaves out {tool}: {why}"
+        for tool, why in limits.needed.items()
+        if tool not in planned
+    ]
 
 
 def _same(given: object, value: object) -> bool:
