@@ -114,6 +114,9 @@ def take_postgresql(
             # workers, which would take the cores pg_dump and its COPYs need.
             snap.execute(text(SNAPSHOT_ONE_CORE))
             refuse_unreadable(snap)
+            # The schema whose tables the manifest names: a restore checks that its
+            # target's sessions search it (pg_restore makes each table in its own schema).
+            schema = snap.execute(text("SELECT pg_catalog.current_schema()")).scalar()
             snapshot = str(snap.execute(text(SNAPSHOT_EXPORT)).scalar())
             trees = table_trees(snap)
             sums, changed, dropped = _pg_changes(snap, trees, parent)
@@ -144,7 +147,7 @@ def take_postgresql(
     # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
     # on Debian: a tenth of a second).
     tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")
-    how = {"counted": COUNTED_IN_SNAPSHOT, **held.notes}
+    how = {"counted": COUNTED_IN_SNAPSHOT, "schema": schema, **held.notes}
     checksums = dict(sorted(checksums.items()))
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
 

@@ -38,6 +38,7 @@ from aishell.handlers.backup.measure import (
     measure_sqlite_file,
 )
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
+from aishell.handlers.backup.searched import first_searched
 from aishell.sqltext import text
 from aishell.targets.appcode import read_app_code
 from aishell.targets.catalog import user_tables
@@ -224,6 +225,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
             f"Backup {path.name} is a {manifest['dialect']} backup and target '{ctx.target}' "
             f"is {dialect}; restore it into a {manifest['dialect']} target"
         )
+    _refuse_other_schema(links, ctx)
     existing = user_tables(conn)
     if existing and not replace:
         names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
@@ -253,6 +255,27 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     else:
         lines.append(f"-- replaces nothing in '{ctx.target}'")
     return _Prechecked(chain=links, lines=lines, estimate=estimate, tables=tuple(replaced.tables))
+
+
+def _refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
+    """A PostgreSQL backup's tables come back in the schema they were read from
+    (pg_restore makes each in its own), and the restore, its measure and every later
+    step see those of the schema the target's sessions search first: the two must be
+    one. A manifest that names no schema (taken before they did) is not checked."""
+    schema = links[-1][1].get("schema")
+    conn = ctx.connection
+    if conn.dialect.name != "postgresql" or not isinstance(schema, str):
+        return
+    searched = first_searched(conn, schema)
+    if searched == schema:
+        return
+    shown = f"'{searched}'" if searched is not None else "no schema"
+    raise StepFailed(
+        f"Backup {links[-1][0].name} holds tables of schema '{schema}' and the sessions of "
+        f"target '{ctx.target}' search {shown} first; set the target database's or role's "
+        f"search_path to start with {schema} (ALTER DATABASE ... SET search_path = ..., see "
+        "docs/targets.md) and retry"
+    )
 
 
 def _replaced(links: Chain, ctx: ToolContext, replace: bool) -> Replaced:
