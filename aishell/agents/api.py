@@ -36,15 +36,21 @@ saying why. A package's tool may not ask aishell's own agents to plan it (`plann
 is refused in it: only the built-in catalog and the site's `catalog_paths` folders
 change what nightly maintenance runs).
 
+An agent may hold a model's draft of its job (`--planner llm`) to what its own plan
+keeps to with `draft_limits(job, ctx)`, returning a `DraftLimits` (the tables its steps
+may name, the tools that change the database, params given as the job says, each with
+the reason a rejected draft is sent back with); without it a draft is checked only as
+every plan is.
+
 A package that fails to load is skipped and named (stderr, `aishell doctor`, `aishell
 agents list`); nothing else breaks. So is an agent whose spec cannot work: options not
 a tuple of `Option`, tools not a tuple of names, an option of an unknown kind, a choice
 without choices, a default outside its own choices or bounds, a required option with a
 default, a key or flag given twice, or one the commands running it take themselves
 (`--target`, `--dry-run`, `-y`, `--wait`, `--targets`, ...). What `normalize_job`,
-`check_job`, `catalog_needs`, `plan_steps` or `describe_job` raises (other than
-aishell's own errors, `UsageError`, `TargetError`) or returns in the wrong shape is
-told as the agent's failure, naming it and its package. An agent with no config file
+`check_job`, `catalog_needs`, `plan_steps`, `describe_job` or `draft_limits` raises
+(other than aishell's own errors, `UsageError`, `TargetError`) or returns in the wrong
+shape is told as the agent's failure, naming it and its package. An agent with no config file
 of its own runs on the defaults.
 
 A plugin is Python code you install and trust as you would any package: aishell checks
@@ -74,6 +80,7 @@ from aishell.agents.base import (
     Agent,
     AgentSpec,
     CatalogFact,
+    DraftLimits,
     PlanningContext,
     job_by_options,
 )
@@ -97,6 +104,7 @@ __all__ = [
     "AgentSpec",
     "BaseAgent",
     "CatalogFact",
+    "DraftLimits",
     "Handler",
     "Option",
     "Privilege",

@@ -229,6 +229,16 @@ class PluginAgent:
             raise self._wrong("plan_steps", found, "a list of Step")
         return [step_from_dict(self._detached("plan_steps", s.to_dict())) for s in found]
 
+    def draft_limits(self, job: dict[str, Any], ctx: PlanningContext) -> DraftLimits:
+        """What the agent holds a model's draft of its job to (none where it says nothing)."""
+        if not callable(getattr(self.agent, "draft_limits", None)):
+            return DraftLimits()
+        found = self._call("say what a drafted plan keeps to", "draft_limits", job, ctx)
+        limits = _limits_copy(found) if isinstance(found, DraftLimits) else None
+        if limits is None:
+            raise self._wrong("draft_limits", found, _LIMITS_SHAPE)
+        return limits
+
     def _detached(self, method: str, found: object) -> Any:
         """What the plugin returned, as plain data of aishell's own (a JSON copy): what
         is validated and hashed is what runs, whatever the plugin later does to the
@@ -246,6 +256,57 @@ class PluginAgent:
         if not isinstance(found, str):
             raise self._wrong("describe_job", found, "a sentence")
         return found
+
+
+_LIMITS_SHAPE = (
+    "a DraftLimits of its fields' types (tables and changes sets of names or None, each "
+    "reason a text, each required value plain data)"
+)
+
+
+def _limits_copy(found: DraftLimits) -> DraftLimits | None:
+    """A copy of aishell's own of the limits an agent of another package returned, so
+    that what the draft is checked against cannot change under it; None: a field is not
+    of its type."""
+    try:
+        required = {
+            tool: tuple((p, json.loads(json.dumps(v, allow_nan=False)), why) for p, v, why in held)
+            for tool, held in found.required.items()
+        }
+        fed = {
+            tool: (p, _names(tools), key, why) for tool, (p, tools, key, why) in found.fed.items()
+        }
+        copy = DraftLimits(
+            tables=None if found.tables is None else _names(found.tables),
+            changes=None if found.changes is None else _names(found.changes),
+            changes_why=found.changes_why,
+            refused=dict(found.refused),
+            required=required,
+            needed=dict(found.needed),
+            fed=fed,
+        )
+    except (TypeError, ValueError, AttributeError):
+        return None
+    texts = [
+        *(copy.tables or ()),
+        *(copy.changes or ()),
+        copy.changes_why,
+        *(w for pair in (copy.refused, copy.needed) for item in pair.items() for w in item),
+        *(w for tool, held in copy.required.items() for p, _, why in held for w in (tool, p, why)),
+        *(
+            w
+            for tool, (p, tools, key, why) in copy.fed.items()
+            for w in (tool, p, *tools, key, why)
+        ),
+    ]
+    return copy if all(isinstance(t, str) for t in texts) else None
+
+
+def _names(value: object) -> frozenset[str]:
+    """A set of names as given (a bare text is not a set of its letters)."""
+    if isinstance(value, str) or not isinstance(value, Collection):
+        raise TypeError(f"{type(value).__name__} is not a set of names")
+    return frozenset(value)
 
 
 def refuse_unknown_keys(agent: str, job: Mapping[str, Any], known: Collection[str]) -> None:
