@@ -305,8 +305,9 @@ def _not_fed(step: Step, steps: list[Step], limits: DraftLimits, where: str) -> 
 
 
 def _missing_from_job(steps: list[Step], limits: DraftLimits) -> list[str]:
-    """The steps the job needs that the plan leaves out (--verify with no validation)."""
-    planned = {step.tool for step in steps}
+    """The steps the job needs that the plan leaves out (--verify with no validation);
+    a step under a condition may never run, so it is not what the job needs."""
+    planned = {step.tool for step in steps if not step.condition}
     return [
         f"the plan leaves out {tool}: {why}"
         for tool, why in limits.needed.items()

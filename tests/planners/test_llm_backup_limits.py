@@ -9,7 +9,6 @@ speaking the Ollama API, on the demo database, and on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,10 @@ CLEANUP = _step("cleanup_old_backups", {"retention_days": 0, "keep_last": 1})
 
 
 @pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def llm_config(demo_db: Path, edit_config: Any, script: Script) -> Iterator[Config]:
-    with fake_ollama(script) as host:
-        settings = _settings(host)
-        settings["planner"]["llm"]["tries"] = 1
-        yield edit_config(settings)
+def llm_config(demo_db: Path, edit_config: Any, ollama_host: str) -> Config:
+    settings = _settings(ollama_host)
+    settings["planner"]["llm"]["tries"] = 1
+    return edit_config(settings)
 
 
 def _backups(config: Config) -> list[tuple[str, str]]:
@@ -143,6 +136,11 @@ def test_a_cleanup_drafted_for_a_job_without_cleanup_deletes_no_backup(
             [_step("backup_database_full", {"lock_wait_seconds": 86400}), VALIDATE],
             "step_0 (backup_database_full): the job says --lock-wait 30",
         ),
+        (
+            {"type": "full"},
+            [FULL, {**VALIDATE, "condition": "${step_0.output.size_bytes} < 0"}],
+            "the plan leaves out validate_backup: the full backup job proves its backup",
+        ),
     ],
     ids=[
         "no validation",
@@ -153,6 +151,7 @@ def test_a_cleanup_drafted_for_a_job_without_cleanup_deletes_no_backup(
         "another backup validated",
         "chained from an unverified backup",
         "a lock wait raised",
+        "a validation that never runs",
     ],
 )
 def test_a_draft_outside_the_backup_job_is_rejected(
