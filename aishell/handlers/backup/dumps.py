@@ -298,7 +298,9 @@ def take_mysql(
     tool = tool_version(argv[0])
     server = str(conn.execute(text("SELECT VERSION()")).scalar())
     env = server_env(url)
-    notes = {"checksum_method": IN_ORDER}
+    # The dumped database: a restore into another checks that the dump's triggers,
+    # routines, events and views do not name it (restore.py).
+    notes = {"checksum_method": IN_ORDER, "database": str(url.database)}
     # The dump's text comes close to the tables' data (without their indexes).
     progress = ByteProgress(ctx.report, _my_data_size(conn))
     quiet = (SILENCE_SECONDS, LockWatch.for_mysql(conn, argv[0], lock_wait))

@@ -37,6 +37,7 @@ from aishell.handlers.backup.measure import (
     measure_server,
     measure_sqlite_file,
 )
+from aishell.handlers.backup.qualified import naming_database
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
 from aishell.handlers.backup.searched import first_searched
 from aishell.sqltext import text
@@ -226,6 +227,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
             f"is {dialect}; restore it into a {manifest['dialect']} target"
         )
     _refuse_other_schema(links, ctx)
+    _refuse_named_database(links, ctx)
     existing = user_tables(conn)
     if existing and not replace:
         names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
@@ -275,6 +277,30 @@ def _refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
         f"target '{ctx.target}' search {shown} first; set the target database's or role's "
         f"search_path to start with {schema} (ALTER DATABASE ... SET search_path = ..., see "
         "docs/targets.md) and retry"
+    )
+
+
+def _refuse_named_database(links: Chain, ctx: ToolContext) -> None:
+    """A MariaDB dump keeps a trigger's, routine's, event's or view's SQL as it was
+    written: where that names the dumped database, a restore into a database of another
+    name would make or read those objects there, or stop part way. The manifest names
+    the dumped database; one taken before it did is not checked."""
+    source = links[-1][1].get("database")
+    url = ctx.connection.engine.url
+    if family(ctx.connection.dialect.name) != "mysql" or not isinstance(source, str):
+        return
+    if source == url.database:
+        return
+    named = [each for link, _ in links for each in naming_database(link, source)]
+    if not named:
+        return
+    shown = ", ".join(dict.fromkeys(named))
+    raise StepFailed(
+        f"Backup {links[-1][0].name} was taken of database '{source}' and its SQL for "
+        f"{shown} names '{source}', so a restore into '{url.database}' would make or read "
+        f"them in '{source}'; recreate them in '{source}' without the database name "
+        f"before their own or their tables' names and take a new backup, or restore into "
+        f"a database named '{source}'"
     )
 
 

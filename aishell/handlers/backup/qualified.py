@@ -1,0 +1,98 @@
+"""The triggers, stored programs and views of a MariaDB dump whose SQL names the dumped
+database (`CREATE TRIGGER src.tr ... ON src.t`, `DELETE FROM src.t` in an event): the
+dump keeps what was written, so restored into a database of another name they would be
+made in, or read from, the source database, or stop the restore part way.
+
+Only the dump's DDL is read: the statements between `DELIMITER ;;` and `DELIMITER ;`
+(triggers, events, routines) and the views' `/*!50001 CREATE` statements. Rows are never
+looked into: each sits on a line that starts with "(" or "INSERT", and a string in the
+dump cannot hold a line break, so no row's text starts one of those lines. The file is
+read once, a line at a time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+_GZIP = b"\x1f\x8b"
+_NAME = rb"(?:`(?:[^`]|``)+`|[0-9A-Za-z_$\x80-\xff]+)"
+# The object a CREATE makes: its kind, and its name (perhaps qualified).
+_MADE = re.compile(
+    rb"\b(TRIGGER|EVENT|PROCEDURE|FUNCTION|VIEW)\s+(" + _NAME + rb"(?:\s*\.\s*" + _NAME + rb")?)",
+    re.I,
+)
+# A string literal: the name inside one is text, not a qualifier.
+_STRING = re.compile(rb"'(?:[^'\\]|\\.|'')*'", re.S)
+_VIEW = b"/*!50001 CREATE"
+
+
+def _opened(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        gzipped = handle.read(2) == _GZIP
+    with gzip.open(path, "rb") if gzipped else path.open("rb") as lines:
+        yield from lines
+
+
+def _statements(path: Path) -> Iterator[bytes]:
+    """Each DDL statement of the dump whole, without the lines around it."""
+    held: list[bytes] = []
+    in_program = False
+    for raw in _opened(path):
+        line = raw.rstrip(b"\r\n")
+        if held:
+            held.append(line)
+            if line.endswith(b";;" if in_program else b";"):
+                yield b"\n".join(held)
+                held = []
+        elif in_program:
+            if line == b"DELIMITER ;":
+                in_program = False
+            elif line.endswith(b";;"):
+                yield line
+            else:
+                held.append(line)
+        elif line == b"DELIMITER ;;":
+            in_program = True
+        elif line.startswith(_VIEW):
+            if line.endswith(b";"):
+                yield line
+            else:
+                held.append(line)
+
+
+def _qualifier(database: str) -> re.Pattern[bytes]:
+    """The database's name before a dot, backquoted or (when it may be) bare."""
+    encoded = database.encode("utf-8", errors="surrogateescape")
+    forms = [re.escape(b"`" + encoded.replace(b"`", b"``") + b"`")]
+    if re.fullmatch(rb"[0-9A-Za-z_$\x80-\xff]+", encoded):
+        forms.append(re.escape(encoded))
+    return re.compile(
+        rb"(?<![0-9A-Za-z_$\x80-\xff.`])(?:"
+        + b"|".join(forms)
+        + rb")\s*\.\s*[`0-9A-Za-z_$\x80-\xff]"
+    )
+
+
+def _shown(name: bytes) -> str:
+    last: bytes = re.findall(_NAME, name)[-1]
+    if last.startswith(b"`"):
+        last = last[1:-1].replace(b"``", b"`")
+    return last.decode("utf-8", errors="replace")
+
+
+def naming_database(path: Path, database: str) -> list[str]:
+    """The objects of the dump whose SQL names `database` ("trigger tr"), in the dump's
+    order, each once."""
+    qualified = _qualifier(database)
+    found: list[str] = []
+    for statement in _statements(path):
+        made = _MADE.search(statement)
+        if made is None or not qualified.search(_STRING.sub(b"''", statement)):
+            continue
+        shown = f"{made.group(1).decode().lower()} {_shown(made.group(2))}"
+        if shown not in found:
+            found.append(shown)
+    return found
