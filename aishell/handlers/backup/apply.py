@@ -175,7 +175,7 @@ def server_apply(
     env = server_env(url)
     command = restore_argv(dialect, url, database, path, manifest, replace, lock_wait)
     if command is not None and inert is not None:
-        _inert_load(command, path, env, ctx, inert, progress, before)
+        _inert_load(command, path, manifest, env, ctx, inert, progress, before)
     elif command is not None:
         argv, stdin = command
         watch = progress.reading(path, before) if progress is not None else None
@@ -209,6 +209,7 @@ def server_apply(
 def _inert_load(
     command: tuple[list[str], Path | None],
     path: Path,
+    manifest: Mapping[str, Any],
     env: dict[str, str],
     ctx: ToolContext,
     inert: LeftOut,
@@ -217,7 +218,9 @@ def _inert_load(
 ) -> None:
     """Load one backup file into a validation's scratch database, leaving out what would
     run the database's code: pg_restore restores a TOC list without it; the mariadb
-    client reads the dump without its events from a pipe (no copy on disk)."""
+    client reads the dump from a pipe (no copy on disk) without its events, nor the
+    triggers and routines whose SQL names the database it was taken of (the manifest's
+    "database"): those would reach the source database from the scratch copy."""
     argv, stdin = command
     if stdin is None:
         argv = [*argv[:-1], "-L", str(inert.pg_list(path)), argv[-1]]
@@ -228,7 +231,8 @@ def _inert_load(
         watch = progress.reading(path, before) if progress is not None else None
         run_tool(argv, env, ctx, watch=watch)
         return
-    with Feeder(stdin) as feeder:
+    database = manifest.get("database")
+    with Feeder(stdin, database if isinstance(database, str) else None) as feeder:
         watch = feeder.watch(before, progress.reached) if progress is not None else None
         try:
             run_tool(argv, env, ctx, stdin=feeder.reader, watch=watch)
@@ -237,8 +241,11 @@ def _inert_load(
     if feeder.error is not None:
         raise feeder.error
     if feeder.filter.unended:
-        raise ToolFailed(argv[0], "ERROR: the dump ends inside its block of events", 1)
+        raise ToolFailed(
+            argv[0], "ERROR: the dump ends inside a block of its events, triggers or routines", 1
+        )
     inert.events(feeder.filter.events)
+    inert.naming(feeder.filter.naming, database)
 
 
 # The session setting a validation's pg_restore runs with (see _inert_load).

@@ -1,7 +1,9 @@
 """A MariaDB dump streamed to the client without its events: a validation's scratch copy
 must run none of the database's code, and the event scheduler would run them there.
 Triggers come after each table's data and routines are only created, so the rest of a
-dump runs no code. Fed through a pipe by a thread: a validation needs no disk."""
+dump runs no code. Without, too, each trigger or routine whose SQL names the dumped
+database: restored into a scratch database of another name it would be made in, or act
+on, the source database. Fed through a pipe by a thread: a validation needs no disk."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from aishell.handlers.backup.qualified import made_naming
 
 # --- MariaDB: a dump without its events ----------------------------------------------
 
@@ -74,10 +78,14 @@ def block_end(data: bytes, start: int) -> int:
 
 class WithoutEvents:
     """A mariadb-dump stream with the statements that create its events taken out; the
-    events' names in `events`."""
+    events' names in `events`. Given the dumped database's name, each other block of
+    `;;`-delimited statements (a trigger, a routine) whose SQL names it is taken out
+    too, the object it makes in `naming`."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: str | None = None) -> None:
+        self.database = database
         self.events: list[str] = []
+        self.naming: list[str] = []
         self.unended = False
         self._held = b""
         self._state = "normal"
@@ -94,7 +102,7 @@ class WithoutEvents:
         if final:
             # A block of events the stream never ends is not passed on: the copy
             # lacks what follows it, which the caller reports.
-            self.unended = self._state == "block"
+            self.unended = self._state in ("block", "code")
             out.append(b"" if self.unended else self._held)
             self._held = b""
         return b"".join(out)
@@ -105,6 +113,10 @@ class WithoutEvents:
         held = self._held
         if self._state == "normal":
             at = held.find(_EVENTS_HEADER)
+            code = held.find(_BLOCK_START) if self.database is not None else -1
+            if code >= 0 and not 0 <= at < code:
+                self._held, self._state = held[code + 1 :], "code"
+                return held[: code + 1]
             if at < 0:
                 keep = max(0, len(held) - len(_EVENTS_HEADER))
                 self._held = held[keep:]
@@ -125,8 +137,20 @@ class WithoutEvents:
         end = block_end(held, len(b"DELIMITER ;;\n"))
         if end < 0:
             return None
+        if self._state == "code":
+            return self._code_block(held[:end])
         self.events += [_name(m.group(1)) for m in _EVENT_NAME.finditer(held[:end])]
         self._held, self._state = held[end:], "normal"
+        return b""
+
+    def _code_block(self, block: bytes) -> bytes:
+        """A trigger's or routine's block as it goes on: whole, or nothing if its SQL
+        names the dumped database."""
+        self._held, self._state = self._held[len(block) :], "normal"
+        shown = made_naming(block, self.database or "")
+        if shown is None:
+            return block
+        self.naming.append(shown)
         return b""
 
 
@@ -138,9 +162,9 @@ class Feeder:
     """A thread that writes a dump file, without its events, into a pipe whose other
     end the client reads; `done` is how far it has read the file."""
 
-    def __init__(self, path: Path, chunk: int = 1 << 20) -> None:
+    def __init__(self, path: Path, database: str | None = None, chunk: int = 1 << 20) -> None:
         self.path, self.chunk = path, chunk
-        self.filter = WithoutEvents()
+        self.filter = WithoutEvents(database)
         self.done = 0
         self.error: BaseException | None = None
         read_end, self._write_end = os.pipe()

@@ -12,6 +12,7 @@ read once, a line at a time.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ def _statements(path: Path) -> Iterator[bytes]:
                 held.append(line)
 
 
+@functools.lru_cache(maxsize=8)
 def _qualifier(database: str) -> re.Pattern[bytes]:
     """The database's name before a dot, backquoted or (when it may be) bare."""
     encoded = database.encode("utf-8", errors="surrogateescape")
@@ -83,16 +85,21 @@ def _shown(name: bytes) -> str:
     return last.decode("utf-8", errors="replace")
 
 
+def made_naming(statement: bytes, database: str) -> str | None:
+    """The object a statement of the dump makes ("trigger tr") if its SQL names
+    `database`; None if it does not."""
+    made = _MADE.search(statement)
+    if made is None or not _qualifier(database).search(_STRING.sub(b"''", statement)):
+        return None
+    return f"{made.group(1).decode().lower()} {_shown(made.group(2))}"
+
+
 def naming_database(path: Path, database: str) -> list[str]:
     """The objects of the dump whose SQL names `database` ("trigger tr"), in the dump's
     order, each once."""
-    qualified = _qualifier(database)
     found: list[str] = []
     for statement in _statements(path):
-        made = _MADE.search(statement)
-        if made is None or not qualified.search(_STRING.sub(b"''", statement)):
-            continue
-        shown = f"{made.group(1).decode().lower()} {_shown(made.group(2))}"
-        if shown not in found:
+        shown = made_naming(statement, database)
+        if shown is not None and shown not in found:
             found.append(shown)
     return found
