@@ -5,26 +5,16 @@ whole sqlite_sequence; a target without counters hears nothing of them."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from aishell import commands
 from aishell.config.models import Config
 from tests.handlers.backup.test_restore_prechecks import Recorder
+from tests.handlers.backup.test_sqlite_increment_schema import _sqlite_run
 from tests.helpers import digest, one_step_plan, use_target
 
 COUNTERS = "AUTOINCREMENT counters (sqlite_sequence) of notes, tickets"
-
-
-def _sqlite_run(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        for sql in statements:
-            conn.execute(sql)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def _with_counters(path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from aishell import commands
 from aishell.policy.approvers import Prompting
 from aishell.render.figures import step_figures
+from tests.handlers.backup.test_sqlite_increment_schema import _sqlite_run
 from tests.helpers import use_target
 
 YES = Prompting(ask=lambda request: "yes")
@@ -21,16 +22,6 @@ def _take(config: Any, kind: str) -> Any:
     done = commands.run_job(config, "backup", {"type": kind})
     assert done.status == "completed", done.error
     return done
-
-
-def _sqlite_run(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        for sql in statements:
-            conn.execute(sql)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def _sqlite_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
