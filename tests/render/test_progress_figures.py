@@ -115,14 +115,14 @@ def test_a_slow_restore_reports_while_pg_restore_reads(pg_url: str, home: Path) 
     file, reported while it runs, not only at its end."""
     config = use_target(home, pg_url)
     with engine(pg_url).connect() as conn:
-        # Rows enough for the validation's restore to take a second or more (a check
-        # calling a function of the database's own would not slow it: a validation
-        # leaves out what runs the database's code).
+        # Rows enough for the validation's restore to take seconds, on a quiet machine
+        # too (a check calling a function of the database's own would not slow it: a
+        # validation leaves out what runs the database's code).
         conn.execute(text("CREATE TABLE slow (id integer PRIMARY KEY, v text)"))
         conn.execute(
             text(
                 "INSERT INTO slow SELECT g, repeat(md5(g::text), 4) "
-                "FROM generate_series(1, 300000) g"
+                "FROM generate_series(1, 1000000) g"
             )
         )
     seen = Figures()
