@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import select
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from aishell.dialects import family
-from aishell.errors import TargetLocked, TargetUnreachable
+from aishell.errors import TargetError, TargetLocked, TargetUnreachable
+from aishell.files import kind_of
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
@@ -105,8 +107,7 @@ def _file_lock(path: Path) -> RunLock | None:
     the file it locked is still the one at `path`: a holder removes it as it lets go,
     and a lock on the removed file would be no lock at all."""
     while True:
-        # Its owner's alone, whatever the umask.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = _open_lock_file(path)
         handle = os.fdopen(fd, "a+")  # held until release
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,6 +132,32 @@ def _file_lock(path: Path) -> RunLock | None:
         handle.close()
 
     return RunLock(release=release)
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, its owner's alone whatever the umask. Never through a link put in
+    its place, nor anything but a regular file: the folder may be others' to write in,
+    and a link would have aishell make (or lock) whatever file it names."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise TargetError(f"Run lock file {path}: {_lock_file_problem(path, exc)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise TargetError(f"Run lock file {path} is {kind_of(mode)}, not a file; remove it")
+    return fd
+
+
+def _lock_file_problem(path: Path, exc: OSError) -> str:
+    try:
+        what = kind_of(os.lstat(path).st_mode)
+    except OSError:
+        return f"cannot be made: {exc.strerror}"
+    if what == "a symbolic link":
+        return "is a symbolic link, which aishell does not follow there; remove it"
+    return f"is {what} and cannot be opened ({exc.strerror}); remove it"
 
 
 def _session_lock(lease: _Lease) -> RunLock | None:
