@@ -375,6 +375,8 @@ def pgpass_lookup(
 
 
 def _pgpass_fields(line: str) -> list[str]:
+    """A password file line's fields, unescaped. As in libpq, the password too ends at
+    its first unescaped colon: `*:*:*:*:a:b` logs in with `a` there, and so here."""
     fields: list[str] = []
     current: list[str] = []
     i = 0
@@ -383,9 +385,11 @@ def _pgpass_fields(line: str) -> list[str]:
             current.append(line[i + 1])
             i += 2
             continue
-        if line[i] == ":" and len(fields) < 4:
+        if line[i] == ":":
             fields.append("".join(current))
             current = []
+            if len(fields) == 5:
+                return fields
         else:
             current.append(line[i])
         i += 1
