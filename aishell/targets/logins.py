@@ -345,8 +345,10 @@ def _service_in(path: Path, service: str) -> dict[str, str] | None:
                 return found
             found = {} if line[1 : line.find("]")] == service else None
         elif found is not None and "=" in line:
+            # As libpq: the line's own ends are trimmed, not the value's (a password may
+            # begin with a space).
             key, _, value = line.partition("=")
-            found[key.strip()] = value.strip()
+            found[key.strip()] = value
     return found
 
 

@@ -53,3 +53,28 @@ def test_aishell_logs_in_with_the_password_libpq_takes_from_the_file(
     finally:
         handle.close()
     assert used == libpq
+
+
+@pytest.mark.parametrize("value", [" lead#x", "  two spaces first", "tab\tinside"])
+def test_a_service_files_password_is_the_one_libpq_takes(
+    value: str, pg_url: str, home: Path, user_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_url(pg_url)
+    service = user_home / ".pg_service.conf"
+    service.write_text(
+        f"[shop]\nhost={url.host}\nport={url.port}\ndbname={url.database}\n"
+        f"user={url.username}\npassword={value}  \n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(service))
+    with psycopg.connect(service="shop") as conn:
+        libpq = conn.info.password
+    assert libpq == value  # the line's trailing blanks trimmed, the value's first kept
+
+    handle = open_target(use_target(home, "postgresql+psycopg:///?service=shop"), "db")
+    try:
+        assert handle.login is not None and handle.login.password_from == "service shop"
+        with handle.connect() as conn:
+            used = conn.connection.driver_connection.info.password  # type: ignore[union-attr]
+    finally:
+        handle.close()
+    assert used == libpq
