@@ -86,6 +86,14 @@ ORDER BY t.trx_started IS NULL, p.TIME DESC
 LIMIT {MYSQL_CANDIDATES}
 """
 
+# Whether this login has the PROCESS privilege, without which the process list holds
+# only its own sessions.
+_MY_PROCESS = "SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS'"
+UNSEEN_HOLDER = (
+    "a session this login cannot see (without the PROCESS privilege the server shows it "
+    "only its own sessions)"
+)
+
 
 def is_lock_timeout(exc: DBAPIError) -> bool:
     """The server gave up waiting for a lock (PostgreSQL lock_timeout, MySQL's
@@ -113,11 +121,23 @@ def blocking_sessions(
         if family(dialect) == "mysql":
             candidates = text(_MY_CANDIDATES).bindparams(bindparam("own", expanding=True))
             values = {"besides": besides, "run_lock": run_lock, "own": own_sessions(conn)}
-            found = conn.execute(candidates, values)
-            return [_mysql_session(r) for r in found.mappings()]
+            try:
+                rows = conn.execute(candidates, values).mappings()
+                found = [_mysql_session(r) for r in rows]
+            except DBAPIError:  # INNODB_TRX, like other sessions, needs PROCESS
+                found = []
+            return found or _unseen(conn)
     except DBAPIError:
         return []
     return []
+
+
+def _unseen(conn: Connection) -> list[str]:
+    """MySQL/MariaDB, where no other session was found: a login without PROCESS sees only
+    its own sessions, so the holder is one it cannot see, not one that has gone."""
+    if conn.execute(text(_MY_PROCESS)).first() is not None:
+        return []
+    return [UNSEEN_HOLDER]
 
 
 def lock_holders(conn: Connection, tables: Sequence[str], *, besides: int = 0) -> str:
