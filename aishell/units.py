@@ -41,8 +41,14 @@ def age_words(seconds: float | None) -> str:
 
 
 def percent(share: float) -> str:
-    """A share (0.5) as a percent as exact as it was given: 50%, 0.5%, 12.25%."""
-    shown = f"{share * 100:.2f}".rstrip("0").rstrip(".")
+    """A share (0.5) as a percent as exact as it was given: 50%, 0.5%, 12.25%. Two
+    decimals, or as many more as keep a share that is not none or all from reading as
+    0% or 100% (0.001%, 99.999%)."""
+    value = share * 100
+    places = 2
+    while places < 12 and float(f"{value:.{places}f}") in (0, 100) and value not in (0, 100):
+        places += 1
+    shown = f"{value:.{places}f}".rstrip("0").rstrip(".")
     return f"{shown}%"
 
 
