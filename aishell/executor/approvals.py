@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aishell.executor.asked import figures_when_asked
 from aishell.executor.context import RunContext
 from aishell.executor.results import StepResult
 from aishell.executor.resume import approved_before, outgrown, verdict_facts
@@ -14,6 +15,7 @@ from aishell.plan.model import Step
 from aishell.policy.approvers import Answer, ApprovalRequest, Decision
 from aishell.policy.rules import Verdict
 from aishell.registry import ToolDefinition
+from aishell.tool.context import ToolContext
 
 
 def approve(
@@ -23,12 +25,14 @@ def approve(
     tool: ToolDefinition,
     verdict: Verdict,
     stored: Mapping[str, Any] | None,
+    ctx: ToolContext | None = None,
 ) -> Decision:
     """Ask the approver, unless an approval from an earlier go of the run still covers
     the step as judged now; the answer is recorded, and a deny, defer or quit ends it.
 
     The request (the verdict shown, and whether only a named approval may cover it) is
-    committed before the question, so it holds however the prompt ends."""
+    committed before the question, so it holds however the prompt ends. Given the step's
+    context, the figures the question shows are read as it is asked (asked.py)."""
     facts = verdict_facts(result, verdict)
     grew: list[str] = []
     earlier = run.store.last_approval(run.run_id, result.index) if stored else None
@@ -40,7 +44,8 @@ def approve(
             return Decision.APPROVE
         run.record_event(result.index, "approval_outgrown", {"grew": grew})
     run.store.record_request(run.run_id, result.index, bool(result.personal), facts)
-    answer = run.approver.decide(_request(run, step, result, tool))
+    estimate = figures_when_asked(run, result, ctx) if ctx is not None else result.estimate
+    answer = run.approver.decide(_request(run, step, result, tool, estimate or {}))
     decided = {"decided_by": answer.decided_by, "how": answer.how, "reason": answer.reason}
     run.store.record_approval(
         run.run_id,
@@ -107,7 +112,11 @@ def notify(
 
 
 def _request(
-    run: RunContext, step: Step, result: StepResult, tool: ToolDefinition
+    run: RunContext,
+    step: Step,
+    result: StepResult,
+    tool: ToolDefinition,
+    estimate: dict[str, Any],
 ) -> ApprovalRequest:
     """All an approver is shown: the step, its SQL, its risk and the whole plan."""
     return ApprovalRequest(
@@ -127,7 +136,7 @@ def _request(
         mitigations=tuple(result.mitigations),
         personal=tuple(result.personal),
         locks=result.locks,
-        estimate=result.estimate or {},
+        estimate=estimate,
         rationale=step.rationale,
         plan=tuple(
             (s.id, s.tool, _subject_of(s.params), run.registry.get(s.tool).risk_level.value)

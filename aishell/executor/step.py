@@ -128,7 +128,7 @@ def _approved(
     waiting, or skipped on its second measure)."""
     for _ in range(_ASKED_AT_MOST):
         result.subject = measure_subject(run, result, prepared.tool, ctx)
-        decision = approve(run, step, result, prepared.tool, prepared.verdict, stored)
+        decision = approve(run, step, result, prepared.tool, prepared.verdict, stored, ctx)
         if decision is Decision.DEFER:
             waiting.add(step.id)
         if decision is not Decision.APPROVE:

@@ -97,7 +97,7 @@ def _lines(items: Any) -> Text:
 def _effect_text(estimate: dict[str, Any]) -> str:
     lines = []
     for table, figures in (estimate.get("tables") or {}).items():
-        lines.append(f"{table}: about {figures['rows']:,} rows, {human_size(figures['bytes'])}")
+        lines += _table_figures(table, figures)
     labels = {
         "indexes_to_rebuild": "indexes to rebuild",
         "index_bytes_to_rewrite": "index bytes to rewrite",
@@ -110,3 +110,22 @@ def _effect_text(estimate: dict[str, Any]) -> str:
             shown = ", ".join(value) if isinstance(value, list) else human_size(value)
             lines.append(f"{label}: {shown or 'none'}")
     return "\n".join(lines)
+
+
+def _table_figures(table: str, figures: dict[str, Any]) -> list[str]:
+    """A table's rows and bytes, saying which were read as the question is asked and
+    what earlier steps of the run did to it (executor/asked.py)."""
+    rows = figures.get("rows")
+    if rows is None:
+        counted = "rows not known"
+    elif figures.get("counted"):
+        counted = f"{'at least ' if figures.get('at_least') else ''}{rows:,} rows counted now"
+    else:
+        counted = f"about {rows:,} rows"
+    said = f"{table}: {counted}, {human_size(figures.get('bytes'))}"
+    changed = figures.get("changed_since") or []
+    if not changed:
+        return [said]
+    if not figures.get("counted"):
+        said += " (rows as of its statistics, before the changes below)"
+    return [said, *(f"  earlier in this run: {each}" for each in changed)]

@@ -1,0 +1,126 @@
+"""A step's approval shows figures read when it is asked: a VACUUM asked about after a
+purge shows the rows the purge left, counted then, and what the purge did, not the
+planner's statistics from before it (which only an ANALYZE or a VACUUM brings up to
+date). A table no earlier step wrote keeps the catalog's figures."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+from sqlalchemy import create_engine, text
+
+from aishell import commands
+from aishell.plan.model import Plan, Step
+from aishell.policy.approvers import ApprovalRequest, Prompting
+from aishell.render.prompt import approval_prompt
+from tests.cli.test_cli import read_until
+from tests.handlers.purge.test_log_cleanup import _database, fill, rows_of
+from tests.helpers import use_target
+from tests.policy.test_approval_facts import at_terminal
+
+ROWS = 3_000
+
+
+def _analyzed(url: str) -> None:
+    """The planner's statistics count every row before the purge."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        statement = "ANALYZE TABLE events" if engine.dialect.name == "mysql" else "ANALYZE events"
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+def test_the_vacuum_after_a_purge_is_asked_about_with_the_rows_left(home, edit_config) -> None:
+    """`aishell run log-cleanup` at a terminal (PostgreSQL): the purge's question, then
+    the VACUUM's, whose effect shows the rows left, counted as it is asked, and the
+    purge's deletions; the statistics' 3,000 rows are not shown as what it acts on."""
+    with _database("postgresql", home) as url:
+        fill(url, rows=ROWS)
+        _analyzed(url)
+        use_target(home, url)
+        edit_config(log_cleanup={"purge": {"statistics_after_rows": 100}})
+        args = ("run", "log-cleanup", "--table", "events", "--retention-days", "10")
+        with at_terminal(*args, "--safety-level", "strict") as (proc, terminal):
+            purge = read_until(terminal["fd"], "Run this step?", timeout=60)
+            assert "delete_old_records" in purge and "about 3,000 rows" in purge
+            os.write(terminal["fd"], b"y\n")
+            vacuum = read_until(terminal["fd"], "Run this step?", timeout=60)
+            left = len(rows_of(url))
+            deleted = ROWS - left
+            os.write(terminal["fd"], b"n\n")
+            assert proc.wait(60) == 4
+    shown = vacuum[vacuum.index("optimize_table") :]
+    assert f"events: {left:,} rows counted now" in shown, shown
+    assert f"step_1 delete_old_records deleted {deleted:,} rows" in shown, shown
+    assert "3,000 rows" not in shown, shown
+
+
+def _purge_then(tool: str, dialect: str) -> Plan:
+    purge = {"table": "events", "date_column": "created_at", "retention_days": 10}
+    steps = (
+        Step("step_0", "delete_old_records", purge),
+        Step("step_1", tool, {"table": "events"}),
+        # Another table, which no step of the run wrote: the catalog's figures.
+        Step("step_2", tool, {"table": "others"}),
+    )
+    return Plan("log_cleanup", "db", dialect, {}, steps)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "tool"),
+    [
+        ("sqlite", "optimize_table"),
+        ("postgresql", "optimize_table"),
+        ("mysql", "optimize_table"),
+        ("postgresql", "vacuum_full_table"),
+    ],
+)
+def test_every_step_after_a_write_is_asked_about_with_figures_of_then(
+    home: Path, dialect: str, tool: str
+) -> None:
+    """On each engine, the maintenance step after a purge of its table: the prompt (as
+    rendered) shows the rows left and the purge's count; a table nothing wrote shows
+    the catalog's estimate, with no note."""
+    with _database(dialect, home) as url:
+        fill(url, rows=ROWS)
+        fill(url, table="others", rows=500)
+        if dialect != "sqlite":
+            _analyzed(url)
+        config = use_target(home, url)
+        asked: list[tuple[ApprovalRequest, str]] = []
+
+        def ask(request: ApprovalRequest) -> str:
+            asked.append((request, _rendered(request)))
+            return "yes"
+
+        result = commands.apply_plan(
+            config, _purge_then(tool, dialect), approver=Prompting(ask), safety_level="strict"
+        )
+        assert result.status == "completed", result.error
+        left = len(rows_of(url))
+    deleted = result.steps[0].output["rows_deleted"]
+    assert deleted == ROWS - left > 0
+    by_step = {request.step_id: (request, shown) for request, shown in asked}
+    request, shown = by_step["step_1"]
+    figures = request.estimate["tables"]["events"]
+    assert figures["rows"] == left and figures["counted"] is True
+    assert figures["changed_since"] == [f"step_0 delete_old_records deleted {deleted:,} rows"]
+    assert f"events: {left:,} rows counted now" in shown
+    if dialect == "sqlite" and tool == "optimize_table":
+        return  # one VACUUM compacts the whole file: step_2 finds nothing to do, unasked
+    others, shown = by_step["step_2"]
+    assert "changed_since" not in others.estimate["tables"]["others"]
+    assert "earlier in this run" not in shown and "counted now" not in shown
+
+
+def _rendered(request: ApprovalRequest) -> str:
+    """The prompt as a person sees it (its own answer, on empty input, is no)."""
+    out = io.StringIO()
+    with CliRunner().isolation(input="\n"):
+        approval_prompt(Console(file=out, width=300, highlight=False), request)
+    return out.getvalue()
