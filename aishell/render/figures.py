@@ -28,9 +28,12 @@ def step_figures(output: Any, with_summary: bool = True) -> str:
 
 def _purge(out: Mapping[str, Any]) -> str:
     rows, batches = out["rows_deleted"], out["batches"]
+    # The cutoff as the purge compared its rows with it, as stored: never reformatted
+    # (a timestamp keeps its microseconds, a Unix time its digits).
+    older = f" (older than {out['cutoff']})" if out.get("cutoff") is not None else ""
     line = (
         f"{rows:,} row{'' if rows == 1 else 's'} deleted in "
-        f"{batches:,} batch{'' if batches == 1 else 'es'}"
+        f"{batches:,} batch{'' if batches == 1 else 'es'}{older}"
     )
     where = out.get("archive_table") or out.get("archive_file")
     if where:

@@ -3,6 +3,7 @@ and the statements it sent."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -244,5 +245,27 @@ def statements(out: Console, rows: list[dict[str, Any]]) -> None:
                 (f"step {row['step_index']} try {row['attempt']} ", "bold"),
                 plain(f"{row['started_at'][11:23]} {took}{rows_text}{error}  "),
                 (sql, "dim"),
+                plain(_values_apart(row)),
             )
         )
+
+
+# A placeholder left in the text as the server received it: PostgreSQL's $1, SQLite's
+# :name (MySQL's values are in the text already, quoted as the driver sent them).
+_PLACEHOLDER = re.compile(r"\$\d+|(?<![:\w]):[A-Za-z_]\w*")
+
+
+def _values_apart(row: dict[str, Any]) -> str:
+    """The values a statement was sent with apart from its text, each exactly as it was
+    recorded (a cutoff with its microseconds): what the statement ran with."""
+    values = row.get("parameters")
+    if not isinstance(values, dict) or not values or not _PLACEHOLDER.search(row["sql"]):
+        return ""
+    return "  with " + ", ".join(f"{name}={_value(values[name])}" for name in sorted(values))
+
+
+def _value(value: Any) -> str:
+    """A bound value as recorded; a batch's list of keys as how many it holds."""
+    if isinstance(value, list) and len(value) > 10:
+        return f"[{len(value):,} values]"
+    return str(value)
