@@ -23,8 +23,17 @@ def read_source(path: Path, what: str = "config file") -> bytes:
     except OSError as exc:
         raise ConfigError(f"Cannot read {what} {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
             raise ConfigError(f"{path}: not a regular file; a {what} must be one")
+        if mode & stat.S_IWOTH:
+            # Any user could choose what aishell runs, and as whom: a target, a notify
+            # command, a safety level, a tool's SQL. Refused, as the MariaDB clients
+            # refuse a world-writable option file.
+            raise ConfigError(
+                f"{path}: mode {stat.S_IMODE(mode):04o}, any user may write to this {what} "
+                f"and so choose what aishell runs; close it with `chmod o-w {path}`"
+            )
         raw = file.read(MAX_YAML_BYTES + 1)
     if len(raw) > MAX_YAML_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024**2} MiB; not a {what}")
