@@ -164,3 +164,12 @@ def pytest_configure(config: pytest.Config) -> None:
     compileall.compile_dir(REPO / "aishell", quiet=1)
     for problem in start_servers():
         print(f"aishell tests: {problem}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The scratch databases whose drops were left to a thread are gone before the
+    process ends (tests.services.LaterDrops)."""
+    from tests.services import LATER_DROPS
+
+    for failure in LATER_DROPS.drain():
+        print(f"aishell tests: a scratch database was not dropped: {failure}")
