@@ -20,6 +20,8 @@ never their command line (processes.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aishell.handlers import Handler
 from aishell.handlers.backup.apply import DROPPING_SQL, dropped_statements, restore_argv
 from aishell.handlers.backup.cleanup import (
@@ -52,6 +54,7 @@ from aishell.handlers.backup.restore import (
 from aishell.handlers.backup.sessions import ENDING_SQL
 from aishell.handlers.backup.snapshot import SNAPSHOT
 from aishell.handlers.backup.take import (
+    DUMP_LINES,
     MYSQL_SIZE_READS,
     SIZE_SQL,
     backup_full,
@@ -73,7 +76,11 @@ __all__ = [
     "Measured",
     "ToolFailed",
     "backup_database_full",
+    "backup_database_full_mysql",
+    "backup_database_full_postgresql",
     "backup_database_incremental",
+    "backup_database_incremental_mysql",
+    "backup_database_incremental_postgresql",
     "calculate_backup_size",
     "calculate_backup_size_mysql",
     "calculate_backup_size_postgresql",
@@ -127,6 +134,19 @@ backup_database_incremental = Handler(
     risk=RiskLevel.LOW,
     effect="writes a backup file",
     second_session=_DUMPING_SQL,
+)
+
+# A server's backup, its SQL shown as the dump it runs wherever no session renders it
+# (`aishell tools show`, a dry run's step whose parent was only previewed).
+backup_database_full_postgresql = replace(
+    backup_database_full, sql_templates=(DUMP_LINES["postgresql"],)
+)
+backup_database_full_mysql = replace(backup_database_full, sql_templates=(DUMP_LINES["mysql"],))
+backup_database_incremental_postgresql = replace(
+    backup_database_incremental, sql_templates=(DUMP_LINES["postgresql"],)
+)
+backup_database_incremental_mysql = replace(
+    backup_database_incremental, sql_templates=(DUMP_LINES["mysql"],)
 )
 
 validate_backup = Handler(

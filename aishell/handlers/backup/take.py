@@ -122,6 +122,13 @@ def backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
     return _take(params, ctx, parent=read_manifest(parent_path) | {"path": str(parent_path)})
 
 
+# What a server's backup shows for its SQL: the dump program it starts, as run.
+DUMP_LINES = {
+    "postgresql": "-- pg_dump -Fc --snapshot <exported snapshot> <database>",
+    "mysql": "-- mariadb-dump --single-transaction --routines --triggers --events <database>",
+}
+
+
 def render_backup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     dialect = ctx.dialect
     if dialect == "sqlite":
@@ -129,9 +136,7 @@ def render_backup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         if by_pages is not None:
             return [f"-- {PAGE_COPY} {SQLITE_PARTIAL}: {by_pages}"]
         return [f"VACUUM INTO {SQLITE_PARTIAL}"]
-    if dialect == "postgresql":
-        return ["-- pg_dump -Fc --snapshot <exported snapshot> <database>"]
-    return ["-- mariadb-dump --single-transaction --routines --triggers --events <database>"]
+    return [DUMP_LINES["postgresql" if dialect == "postgresql" else "mysql"]]
 
 
 def _take(
