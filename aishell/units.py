@@ -20,8 +20,11 @@ def binary_size(n: Any, unknown: str = "-") -> str:
     if not isinstance(n, int | float) or isinstance(n, bool):
         return unknown
     value = float(n)
+    if not math.isfinite(value):
+        return unknown
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
+        # Judged as shown: 1,048,575 bytes is 1.0 MiB, never "1024.0 KiB".
+        if abs(round(value, 0 if unit == "B" else 1)) < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
