@@ -22,7 +22,7 @@ from aishell.errors import AishellError, PlanError, UsageError
 from aishell.guard.connection import Guard, guarded
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_from_dict
-from aishell.targets.catalog import PartitionTree
+from aishell.targets.partitions import PartitionTree
 
 # What planning may read for a job beyond the target's tables, each at a cost:
 # "urgency", how soon each table needs work (a query of the server's catalog);

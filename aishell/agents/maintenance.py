@@ -27,7 +27,7 @@ from aishell.config.options import (
 from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
-from aishell.targets.catalog import PartitionTree
+from aishell.targets.partitions import PartitionTree
 
 SPEC = AgentSpec(
     name="maintenance",

@@ -28,8 +28,9 @@ from aishell.planners.llm import Notice
 from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.registry import Registry
 from aishell.state.store import StateStore
-from aishell.targets.catalog import partition_trees, urgency
+from aishell.targets.catalog import urgency
 from aishell.targets.engines import Target
+from aishell.targets.partitions import partition_trees
 from aishell.targets.tables import TableCatalog
 from aishell.units import plain_zeros
 

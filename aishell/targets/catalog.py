@@ -1,13 +1,12 @@
 """What the handlers and commands read of a target's catalog: its tables, one table's
-columns, how soon each table needs maintenance, the partitions of its partitioned
-tables. The tables with their figures, as planning and a run keep them, are in
-tablecatalog.py; who holds a lock, in lockholders.py."""
+columns, how soon each table needs maintenance. The partitions of its partitioned
+tables are in partitions.py; the tables with their figures, as planning and a run keep
+them, in tablecatalog.py; who holds a lock, in lockholders.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -262,56 +261,3 @@ def urgency(conn: Connection) -> dict[str, float]:
         except DBAPIError:
             scores = {}
     return scores
-
-
-# Each partitioned table of the current schema (those named, or every one) with every
-# table under it at any depth in the same schema: its leaf partitions, which hold its
-# rows, and the partitioned tables between. One query however many there are.
-_PG_PARTITIONS = """
-WITH RECURSIVE parents AS (
-  SELECT p.oid, p.relname, p.relnamespace FROM pg_catalog.pg_class p
-  JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
-  WHERE p.relkind = 'p' AND n.nspname = pg_catalog.current_schema() {only}
-), tree AS (
-  SELECT x.oid AS root, i.inhrelid AS relid FROM parents x
-  JOIN pg_catalog.pg_inherits i ON i.inhparent = x.oid
-  UNION ALL
-  SELECT t.root, i.inhrelid FROM tree t JOIN pg_catalog.pg_inherits i ON i.inhparent = t.relid
-)
-SELECT x.relname AS parent, c.relname AS partition, c.relkind = 'p' AS partitioned
-FROM parents x
-LEFT JOIN tree t ON t.root = x.oid
-LEFT JOIN pg_catalog.pg_class c
-  ON c.oid = t.relid AND c.relnamespace = x.relnamespace AND c.relkind IN ('r', 'p')
-ORDER BY x.relname, c.relname
-"""
-
-
-@dataclass(frozen=True)
-class PartitionTree:
-    """A partitioned table's tables in its schema, at every depth: `leaves`, the
-    partitions that hold its rows, and `partitioned`, those partitioned in turn."""
-
-    leaves: tuple[str, ...] = ()
-    partitioned: tuple[str, ...] = ()
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        return (*self.partitioned, *self.leaves)
-
-
-def partition_trees(conn: Connection, names: Sequence[str] | None) -> dict[str, PartitionTree]:
-    """The partitioned tables among `names` (None: all) with their partitions, in one
-    query; {} on an engine whose partitions are not tables of their own."""
-    if conn.dialect.name != "postgresql":
-        return {}
-    only = "" if names is None else "AND p.relname = ANY(CAST(:names AS text[]))"
-    params = {} if names is None else {"names": list(names)}
-    found: dict[str, tuple[list[str], list[str]]] = {}
-    for parent, partition, is_partitioned in conn.execute(
-        text(_PG_PARTITIONS.replace("{only}", only)), params
-    ):
-        leaves, between = found.setdefault(str(parent), ([], []))
-        if partition is not None:
-            (between if is_partitioned else leaves).append(str(partition))
-    return {p: PartitionTree(tuple(leaves), tuple(mid)) for p, (leaves, mid) in found.items()}

@@ -1,16 +1,19 @@
 """What the PostgreSQL handlers read of the server's catalogs: a table's oid and indexes,
+the partitions of the partitioned tables (the run's one read of targets/partitions.py),
 the extensions installed, whether amcheck can run for this role, the database's size."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 from aishell.sqltext import text
+from aishell.targets.partitions import PARTITION_TREE, PartitionTree, partition_trees
+from aishell.tool.context import ToolContext
 
 TABLE_OIDS = (
     "SELECT c.relname, c.oid, c.relkind FROM pg_class c "
@@ -77,34 +80,8 @@ def oids_and_partitioned(
 
 # Each partitioned table named (relkind p: no storage of its own, so nothing that reads a
 # relation's pages can be given it) with its leaf partitions, the tables that hold its
-# rows: those of the current schema by name and oid, and how many others there are (a
-# foreign table, or a table of another schema, which the target does not maintain).
-PARTITIONED = """
-WITH RECURSIVE parents AS (
-  SELECT p.oid, p.relname, p.relnamespace FROM pg_class p
-  JOIN pg_namespace n ON n.oid = p.relnamespace
-  WHERE p.relkind = 'p' AND n.nspname = pg_catalog.current_schema()
-    AND (CAST(:names AS text[]) IS NULL OR p.relname = ANY(CAST(:names AS text[])))
-), tree AS (
-  SELECT x.oid AS root, i.inhrelid AS relid FROM parents x
-  JOIN pg_inherits i ON i.inhparent = x.oid
-  UNION ALL
-  SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
-)
-SELECT x.relname AS name,
-       coalesce(pg_catalog.array_agg(c.relname::pg_catalog.text ORDER BY c.relname)
-                FILTER (WHERE c.relkind = 'r' AND c.relnamespace = x.relnamespace), '{}')
-           AS leaves,
-       coalesce(pg_catalog.array_agg(c.oid::bigint ORDER BY c.relname)
-                FILTER (WHERE c.relkind = 'r' AND c.relnamespace = x.relnamespace), '{}')
-           AS leaf_oids,
-       pg_catalog.count(c.oid) FILTER (WHERE c.relkind <> 'p' AND NOT (c.relkind = 'r'
-                                       AND c.relnamespace = x.relnamespace)) AS elsewhere
-FROM parents x
-LEFT JOIN tree t ON t.root = x.oid
-LEFT JOIN pg_class c ON c.oid = t.relid
-GROUP BY x.oid, x.relname
-"""
+# rows: the query planning reads them with (targets/partitions.py).
+PARTITIONED = PARTITION_TREE
 
 
 @dataclass(frozen=True)
@@ -114,6 +91,10 @@ class Partitioned:
 
     leaves: dict[str, int]
     elsewhere: int
+
+    @classmethod
+    def of(cls, tree: PartitionTree) -> Partitioned:
+        return cls(tree.leaf_oids, tree.elsewhere)
 
     def described(self, what: str) -> str:
         """What is said of the parent: it is partitioned, and where its rows are `what`
@@ -132,15 +113,17 @@ class Partitioned:
 def partitioned(conn: Connection, tables: list[str] | None) -> dict[str, Partitioned]:
     """The partitioned tables among `tables` (None: every one of the current schema), in
     one query (no tables: no query)."""
-    if tables is not None and not tables:
-        return {}
-    return {
-        str(r["name"]): Partitioned(
-            dict(zip(r["leaves"], (int(o) for o in r["leaf_oids"]), strict=True)),
-            int(r["elsewhere"]),
-        )
-        for r in conn.execute(text(PARTITIONED), {"names": tables}).mappings()
-    }
+    return {name: Partitioned.of(tree) for name, tree in partition_trees(conn, tables).items()}
+
+
+def schema_partitions(ctx: ToolContext) -> dict[str, PartitionTree]:
+    """Every partitioned table of the schema with its tree, read once a run for all its
+    steps (one query, however many steps and tables: no query per table). A run's steps
+    vacuum, analyze and rebuild: none of them attaches or detaches a partition."""
+    found = ctx.run_cache.get("pg_partition_trees")
+    if found is None:
+        found = ctx.run_cache["pg_partition_trees"] = partition_trees(ctx.connection, None)
+    return cast(dict[str, PartitionTree], found)
 
 
 # The invalid copy an interrupted REINDEX CONCURRENTLY leaves (rebuild drops them).

@@ -18,10 +18,11 @@ from aishell.handlers.held import (
     worth_one_at_a_time,
 )
 from aishell.handlers.integrity import health_integrity
-from aishell.handlers.postgresql.catalog import invalid_index
+from aishell.handlers.postgresql.catalog import invalid_index, schema_partitions
 from aishell.handlers.postgresql.corruption import check_statements, corruption_check
 from aishell.sqltext import text
 from aishell.targets.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
+from aishell.targets.partitions import PARTITION_TREE, PartitionTree
 from aishell.tool.context import ToolContext
 from aishell.tool.readings import TableReadings
 
@@ -32,19 +33,21 @@ WRAPAROUND = 2**31
 # A partitioned table (relkind p) has no storage or rows of its own: its figures are
 # its leaf partitions' totals (through every level: a partition may be partitioned
 # again), each leaf also listed as a table of its own. Its partitions are its direct
-# children; its leaves, the tables holding its rows (foreign ones hold none here).
+# children; its leaves, the tables holding its rows (foreign ones hold none here). Which
+# they are is the run's read of the partition trees (targets/partitions.py), given as
+# (partitioned table, member, whether its own partition) triples: the tables planning
+# and the maintenance steps take for its partitions are those summed here.
 _TABLE_STATS = """
-WITH RECURSIVE named AS (
+WITH named AS (
   SELECT c.oid, c.relname, c.relkind, c.relfrozenxid FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
     AND (pg_catalog.cardinality(CAST(:tables AS text[])) = 0
          OR c.relname = ANY(CAST(:tables AS text[])))
 ), tree AS (
-  SELECT x.oid AS root, i.inhrelid AS relid FROM named x
-  JOIN pg_inherits i ON i.inhparent = x.oid WHERE x.relkind = 'p'
-  UNION ALL
-  SELECT t.root, i.inhrelid FROM tree t JOIN pg_inherits i ON i.inhparent = t.relid
+  SELECT pg_catalog.unnest(CAST(CAST(:roots AS bigint[]) AS pg_catalog.oid[])) AS root,
+         pg_catalog.unnest(CAST(CAST(:members AS bigint[]) AS pg_catalog.oid[])) AS relid,
+         pg_catalog.unnest(CAST(:direct AS boolean[])) AS direct
 ), leaves AS (
   SELECT t.root,
          pg_catalog.count(*) AS leaves,
@@ -60,7 +63,8 @@ WITH RECURSIVE named AS (
 SELECT c.relname AS name,
        c.oid AS oid,
        c.relkind = 'p' AS partitioned,
-       (SELECT pg_catalog.count(*) FROM pg_inherits i WHERE i.inhparent = c.oid) AS partitions,
+       (SELECT pg_catalog.count(*) FROM tree t JOIN pg_class p ON p.oid = t.relid
+        WHERE t.root = c.oid AND t.direct) AS partitions,
        coalesce(f.leaves, 0) AS leaf_partitions,
        CASE WHEN c.relkind = 'p' THEN coalesce(f.live, 0)
             ELSE coalesce(s.n_live_tup, 0) END::bigint AS live,
@@ -177,27 +181,51 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
     return recommendations
 
 
-def _table_rows(conn: Connection, tables: list[str], known: TableReadings) -> Tablewise[list[Any]]:
+def _table_rows(
+    conn: Connection, tables: list[str], known: TableReadings, trees: Mapping[str, PartitionTree]
+) -> Tablewise[list[Any]]:
     """Every table's figures in one query; after a lock timeout (sizing takes a table's
     lightest lock, which an ACCESS EXCLUSIVE holder or one queued for it holds off),
     one table at a time, so that one held table leaves only itself out. The tables a
     preview already knows held are left out of the query, and named held."""
     seen = [t for t in tables if isinstance(known.held(t), DBAPIError)]
     if not seen:
-        return _every_table_row(conn, tables, known)
+        return _every_table_row(conn, tables, known, trees)
     rest = [t for t in tables if t not in seen]
-    found = _every_table_row(conn, rest, known) if rest else Tablewise()
+    found = _every_table_row(conn, rest, known, trees) if rest else Tablewise()
     held: Tablewise[list[Any]] = one_at_a_time(conn, seen, lambda t: [], "Sizing", known)
     found.held.update(held.held)
     found.lock_error = found.lock_error or held.lock_error
     return found
 
 
+def _tree_params(trees: Mapping[str, PartitionTree], tables: list[str]) -> dict[str, list[Any]]:
+    """The partition trees of the tables named (none named: of all) as _TABLE_STATS takes
+    them: each partitioned table's own partitions and the tables holding its rows."""
+    named = set(tables)
+    pairs = [
+        (tree.oid, m.oid, m.direct)
+        for name, tree in trees.items()
+        if not named or name in named
+        for m in tree.under
+        if m.direct or m.kind == "r"
+    ]
+    return {
+        "roots": [p[0] for p in pairs],
+        "members": [p[1] for p in pairs],
+        "direct": [p[2] for p in pairs],
+    }
+
+
 def _every_table_row(
-    conn: Connection, tables: list[str], known: TableReadings
+    conn: Connection, tables: list[str], known: TableReadings, trees: Mapping[str, PartitionTree]
 ) -> Tablewise[list[Any]]:
+    def read(named: list[str]) -> list[Any]:
+        params = {"tables": named, **_tree_params(trees, named)}
+        return list(conn.execute(text(_TABLE_STATS), params).mappings())
+
     try:
-        rows = list(conn.execute(text(_TABLE_STATS), {"tables": tables}).mappings())
+        rows = read(tables)
     except DBAPIError as exc:
         if not worth_one_at_a_time(exc):
             raise
@@ -209,7 +237,7 @@ def _every_table_row(
     found = one_at_a_time(
         conn,
         tables or user_tables(conn),
-        lambda t: list(conn.execute(text(_TABLE_STATS), {"tables": [t]}).mappings()),
+        lambda t: read([t]),
         "Sizing",
         known,
     )
@@ -221,7 +249,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     tables = list(params.get("tables") or [])
     database = conn.execute(text(_DATABASE)).mappings().one()
-    found = _table_rows(conn, tables, ctx.table_readings)
+    found = _table_rows(conn, tables, ctx.table_readings, schema_partitions(ctx))
     rows = [r for done in found.done.values() for r in done]
     report = sorted((_table_health(r) for r in rows), key=lambda t: (-t["urgency"], t["table"]))
     long_running = [dict(r) for r in conn.execute(text(_LONG_TRANSACTIONS)).mappings()]
@@ -244,7 +272,8 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    """Its catalog reads, then (with check_corruption) each table's check."""
+    """Its catalog reads, then (with check_corruption) each table's check. (The partition
+    trees are the run's one read, shared by its steps, as optimize_table shows none.)"""
     statements = [_DATABASE, _TABLE_STATS, _LONG_TRANSACTIONS]
     if params.get("check_corruption"):
         tables = step_tables(params, ctx)
@@ -253,7 +282,9 @@ def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 
 analyze_database_health = Handler(
-    sql_templates=(_DATABASE, _TABLE_STATS, _LONG_TRANSACTIONS),
+    # PARTITION_TREE: the run's read of the partition trees (handlers/postgresql/catalog.py's
+    # schema_partitions), which this step makes where no step before it has.
+    sql_templates=(_DATABASE, PARTITION_TREE, _TABLE_STATS, _LONG_TRANSACTIONS),
     run_fn=_health,
     render_fn=_health_sql,
 )

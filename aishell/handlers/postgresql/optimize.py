@@ -5,14 +5,14 @@ warnings heard, sizes measured."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed, StepSkipped
 from aishell.handlers import Handler
 from aishell.handlers.held import GONE
-from aishell.handlers.postgresql.catalog import Partitioned, partitioned
+from aishell.handlers.postgresql.catalog import Partitioned, schema_partitions
 from aishell.handlers.postgresql.privileges import (
     raise_if_skipped,
     require_maintain,
@@ -120,21 +120,14 @@ def _vacuum(full: bool) -> Any:
     return run
 
 
-def _schema_partitioned(ctx: ToolContext) -> dict[str, Partitioned]:
-    """Every partitioned table of the schema, read once a run for all its steps (one
-    query, however many steps and tables: no query per table)."""
-    found = ctx.run_cache.get("pg_partitioned")
-    if found is None:
-        found = ctx.run_cache["pg_partitioned"] = partitioned(ctx.connection, None)
-    return cast(dict[str, Partitioned], found)
-
-
 def _partitioned(params: Mapping[str, Any], ctx: ToolContext) -> Partitioned | None:
     """The table as a partitioned one (relkind p), or None: the same answer for the
     step's render and run, so that what runs is what was shown. (A table made
     partitioned since the run read them is another table: its approval's identity
-    check catches it.)"""
-    return _schema_partitioned(ctx).get(params["table"])
+    check catches it.) Every partitioned table of the schema is read once a run, for
+    all its steps: no query per table."""
+    tree = schema_partitions(ctx).get(params["table"])
+    return None if tree is None else Partitioned.of(tree)
 
 
 def _of_partitioned(
@@ -240,7 +233,7 @@ def _analyzed_with_parent(tables: list[str], ctx: ToolContext) -> set[str]:
     if len(tables) < 2:
         return set()
     named = set(tables)
-    parents = _schema_partitioned(ctx)
+    parents = schema_partitions(ctx)
     return {leaf for name in named & parents.keys() for leaf in parents[name].leaves} & named
 
 
