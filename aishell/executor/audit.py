@@ -118,7 +118,7 @@ def audited(
         finally:
             records.flush()
     guard.raise_if_refused()
-    guard.ended()
+    guard.ended(ask=attempt > 0)  # a preparation (attempt 0) is asked at its run's end
 
 
 class _Records:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect
 
+from aishell.dialects import family
 from aishell.errors import SessionTampered, StatementRefused
 from aishell.guard.calls import Call, called_functions, shown, user_written_calls, writing_calls
 from aishell.guard.hidden import HiddenWriters, hidden_writers
@@ -51,6 +52,21 @@ class GuardMemory:
     # The user-defined functions the site vouches only read (the target's
     # trusted_functions): the site's word, which the guard takes.
     trusted: tuple[str, ...] = ()
+
+
+def _read_write_again(dialect: Dialect, cursor: Any) -> str | None:
+    """Whether a session set read-only is read-write now, asked of the server in one
+    round trip (MariaDB's name for the variable, or MySQL's since 5.7.20; SQLite's
+    query_only); None while it is read-only still."""
+    if family(dialect.name) == "mysql":
+        name = "tx_read_only" if getattr(dialect, "is_mariadb", False) else "transaction_read_only"
+        cursor.execute(f"SELECT @@session.{name}")
+        said = f"@@session.{name} is now 0: the session is read-write again"
+    else:
+        cursor.execute("PRAGMA query_only")
+        said = "query_only is now off"
+    row = cursor.fetchone()
+    return None if row is not None and str(row[0]) == "1" else said
 
 
 @dataclass
@@ -228,20 +244,30 @@ class Guard:
                 "a function it ran switched it, and the step is failed"
             )
 
-    def ended(self) -> None:
+    def ended(self, ask: bool = True) -> None:
         """At the step's end: a step that only reads finds its session read-only still.
         Code of the tool's own may have reached under the guard (the DBAPI connection)
-        and switched it; PostgreSQL reports the setting with every answer, so it is
-        known without a round trip (elsewhere it is not looked at here)."""
+        and switched it. PostgreSQL reports the setting with every answer, so it is
+        known without a round trip; MariaDB (@@session.tx_read_only) and SQLite (PRAGMA
+        query_only) are asked, with `ask`: one round trip at the end of a step that only
+        reads (a step that writes costs none: its session is read-write anyway; what a
+        step's preparation switched is found at the end of its run)."""
         conn = self.connection
-        if self.writes or conn is None or conn.dialect.name != "postgresql":
+        if self.writes or conn is None or not (ask or conn.dialect.name == "postgresql"):
             return
         if conn.closed or conn.invalidated or not conn.info.get(ACCESS_KEY):
             return
         dbapi = conn.connection.dbapi_connection
         if dbapi is None:
             return
-        changed = session_changed(conn, dbapi.cursor(), thorough=False)
+        cursor = dbapi.cursor()
+        try:
+            if conn.dialect.name == "postgresql":
+                changed = session_changed(conn, cursor, thorough=False)
+            else:
+                changed = _read_write_again(conn.dialect, cursor)
+        finally:
+            cursor.close()
         if changed is not None:
             conn.info[ACCESS_KEY] = None
             self.refused.append(changed)

@@ -113,9 +113,11 @@ class Target:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             if self.session_read_only:
                 session_access(conn, read_only=True, target_read_only=False)
-            elif self.read_only and self.dialect == "postgresql":
-                # Read-only from its start (default_transaction_read_only=on): as the
-                # server reports it with each answer, what the guard holds it to.
+            elif self.read_only:
+                # Read-only from its start (PostgreSQL's default_transaction_read_only,
+                # MariaDB's SET SESSION TRANSACTION READ ONLY, SQLite's query_only, each
+                # set as it connects): what the guard holds it to, and checks at the
+                # end of a step that only reads (guard/connection.py, Guard.ended).
                 conn.info.setdefault(ACCESS_KEY, True)
         except TargetSilent:
             raise
