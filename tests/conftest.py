@@ -167,9 +167,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The scratch databases whose drops were left to a thread are gone before the
-    process ends (tests.services.LaterDrops)."""
-    from tests.services import LATER_DROPS
+    """The scratch databases made ahead or whose drops were left to a thread are gone
+    before the process ends (tests.services.ReadyDatabases, LaterDrops)."""
+    from tests.services import LATER_DROPS, READY_DATABASES
 
+    READY_DATABASES.release()
     for failure in LATER_DROPS.drain():
         print(f"aishell tests: a scratch database was not dropped: {failure}")

@@ -22,13 +22,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -150,21 +151,42 @@ def start_servers() -> list[str]:
 @contextmanager
 def scratch_postgresql(admin_url: str = PG_ADMIN, name: str | None = None) -> Iterator[str]:
     """A new database on the local PostgreSQL, dropped afterwards; yields its URL."""
-    name = name or f"aishell_{uuid.uuid4().hex[:10]}"
     admin = admin_engine(admin_url, "PostgreSQL")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        if name is None and admin_url == PG_ADMIN:
+            name = READY_DATABASES.take()
+        else:
+            name = name or f"aishell_{uuid.uuid4().hex[:10]}"
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             yield str(make_url(admin_url).set(database=name).render_as_string(False))
         finally:
-            if admin_url == PG_ADMIN:
-                LATER_DROPS.add(name)
-            else:
-                with admin.connect() as conn:
+            with admin.connect() as conn:
+                if admin_url == PG_ADMIN and not _roles_depend_on(conn, name):
+                    LATER_DROPS.add(name)
+                else:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def _roles_depend_on(conn: Connection, database: str) -> bool:
+    """Whether a role other than the server's admin owns something in the database or was
+    granted something on it: a test that made such a role drops it after the database,
+    so that database goes at once."""
+    return bool(
+        conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_shdepend s JOIN pg_database d "
+                "ON d.datname = :name AND (s.dbid = d.oid OR (s.dbid = 0 "
+                "AND s.classid = CAST('pg_database' AS regclass) AND s.objid = d.oid)) "
+                "WHERE s.refclassid = CAST('pg_authid' AS regclass) "
+                "AND s.refobjid <> (SELECT oid FROM pg_roles WHERE rolname = current_user))"
+            ),
+            {"name": database},
+        ).scalar_one()
+    )
 
 
 class LaterDrops:
@@ -209,6 +231,44 @@ class LaterDrops:
 
 
 LATER_DROPS = LaterDrops()
+
+
+class ReadyDatabases:
+    """Creates the shared server's next scratch database while the test before runs (a
+    CREATE DATABASE writes its template's pages to the log and waits for the disk). A
+    name nobody took when the session ends is dropped with the rest."""
+
+    def __init__(self) -> None:
+        self._creator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-database")
+        self._next: Future[str] | None = None
+
+    def take(self) -> str:
+        made = self._next or self._creator.submit(_create_scratch)
+        self._next = self._creator.submit(_create_scratch)
+        return made.result()
+
+    def release(self) -> None:
+        """Hand the one made ahead to LATER_DROPS (a failed creation left nothing)."""
+        if self._next is not None:
+            with suppress(Exception):
+                LATER_DROPS.add(self._next.result())
+            self._next = None
+
+
+def _create_scratch() -> str:
+    name = f"aishell_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10}
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return name
+
+
+READY_DATABASES = ReadyDatabases()
 
 
 @contextmanager
