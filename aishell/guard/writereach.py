@@ -7,13 +7,16 @@ PostgreSQL's TRUNCATE ... CASCADE empties every table whose foreign key referenc
 one truncated. What such an action writes may act on further tables in turn, and it
 fires that table's triggers (on PostgreSQL and SQLite; InnoDB's cascades fire none). A
 trigger (and on PostgreSQL a rule) on the statement's own table runs whatever its code
-writes. None of these are rows a statement of the step names, and a purge neither
-counts nor archives them. The statements the approval shows are the step's own; these
-are part of what they run, so the step's estimate names them (executor/estimates.py),
-its preview shows them and the policy asks for them (policy._reaches_beyond): a cascade
-only by a person's yes for that very step. The other code each write runs on its table
-(defaults, generated columns, constraints, policies, index expressions) is named by
-usercode.py, for every write found here, the cascades' too.
+writes: the tables its body, and the routines it calls, write (bodywrites.py) are
+followed as the statement's own are, their triggers, keys and bodies in turn (each write
+once, so a cycle ends). None of these are rows a statement of the step names, and a
+purge neither counts nor archives them. The statements the approval shows are the step's
+own; these are part of what they run, so the step's estimate names them
+(executor/estimates.py), its preview shows them and the policy asks for them
+(policy._reaches_beyond): a cascade only by a person's yes for that very step. The other
+code each write runs on its table (defaults, generated columns, constraints, policies,
+index expressions) is named by usercode.py, for every write found here, the cascades'
+too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
+from aishell.guard.bodywrites import IN_FAMILY, PG_EVENTS, PG_FAMILY, PG_TABLE, body_writes
 from aishell.guard.eventtriggers import Fired, fired_event_triggers
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write, view_bases, written
@@ -47,8 +51,10 @@ class Reach:
     writes: list[Write] = field(default_factory=list)
     event_triggers: list[Fired] = field(default_factory=list)
     # Those of `writes` only a foreign key's action makes (InnoDB fires no trigger for
-    # them; PostgreSQL and SQLite do).
+    # them; PostgreSQL and SQLite do), and those the bodies of the triggers, rules and
+    # routines the writes set off make (bodywrites.py).
     by_keys: list[Write] = field(default_factory=list)
+    by_bodies: list[Write] = field(default_factory=list)
 
 
 _DOING = {
@@ -71,13 +77,20 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
     if not writes and not ddl_fires:
         return None
     reach = Reach(fires=[f.said for f in ddl_fires], event_triggers=ddl_fires)
-    relations = _Relations(conn)
-    # Each write with how it came about (None for a statement's own), and whether a
-    # foreign key's action makes it.
-    queue: deque[tuple[Write, str | None, bool]] = deque((w, None, False) for w in writes)
+    return follow_writes(conn, writes, reach)
+
+
+def follow_writes(conn: Connection, writes: Iterable[Write], reach: Reach) -> Reach:
+    """`reach` with what the writes do, followed through the tables their cascades and
+    the bodies of the code they set off write (bodywrites.py)."""
+    dialect, relations = conn.dialect.name, _Relations(conn)
+    # Each write with how it came about (None for a statement's own), and what makes it:
+    # the statement (""), a foreign key's action ("key") or a body ("body").
+    queue: deque[tuple[Write, str | None, str]] = deque((w, None, "") for w in writes)
     seen: set[Write] = set()
     while queue:
-        write, how, cascaded = queue.popleft()
+        write, how, by = queue.popleft()
+        cascaded = by == "key"
         if write in seen:
             continue
         if len(seen) == MAX_TABLES:
@@ -88,13 +101,13 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             break
         seen.add(write)
         reach.writes.append(write)
-        if cascaded:
-            reach.by_keys.append(write)
+        if by:
+            (reach.by_keys if cascaded else reach.by_bodies).append(write)
         doing = f"{_DOING[write.event]} {write.table}" + (f" ({how})" if how else "")
         found = relations.on(write)
         for key, action, then in _acting(found.keys, write):
             reach.cascades.append(f"{doing} also acts on {key.shown} ({action})")
-            queue.append((then, f"by the cascade from {write.table}", True))
+            queue.append((then, f"by the cascade from {write.table}", "key"))
         if write.event in ("DELETE", "TRUNCATE"):
             reach.cascades.extend(
                 f"{doing} leaves rows of {key.shown} pointing at rows it removes: their "
@@ -106,7 +119,7 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
             # Which of a view's columns map to which base column is not read: any.
             for schema, base in found.bases:
                 through = f"through the view {write.table}"
-                queue.append((Write(write.event, schema, base), through, False))
+                queue.append((Write(write.event, schema, base), through, by))
             if found.unread_view:
                 reach.cascades.append(
                     f"{doing}: a view whose definition the parser cannot read, so the tables "
@@ -115,6 +128,9 @@ def write_reach(conn: Connection, statements: Iterable[str]) -> Reach | None:
         # InnoDB runs no trigger for the rows a foreign key's action writes.
         if not (cascaded and family(dialect) == "mysql"):
             reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, write))
+            bodies = body_writes(conn, write)
+            reach.cascades.extend(f"{doing}: {said}" for said in bodies.unread)
+            queue.extend((then, f"by {who}", "body") for who, then in bodies.writes)
     return reach
 
 
@@ -162,14 +178,6 @@ def _acting(keys: list[_Key], write: Write) -> Iterator[tuple[_Key, str, Write]]
         yield key, f"{on} {action}{named}", then
 
 
-# The relation a statement names, found as the statement finds it: an unqualified name
-# through the whole search_path, not only its first schema.
-_PG_TABLE = (
-    "(SELECT pg_catalog.to_regclass(coalesce(pg_catalog.quote_ident(:s) || '.', '') "
-    "|| pg_catalog.quote_ident(:t))::pg_catalog.oid)"
-)
-
-
 def _pg_columns(relation: str, numbers: str) -> str:
     return (
         f"ARRAY(SELECT a.attname::text "
@@ -179,29 +187,19 @@ def _pg_columns(relation: str, numbers: str) -> str:
     )
 
 
-# The table and the tables whose rows a write of it writes too: its partitions (an
-# INSERT routes rows to them), and for the other events its inheritance children (a
-# write without ONLY; with ONLY they are counted all the same).
-_PG_FAMILY = (
-    "WITH RECURSIVE aishell_family(oid) AS ("
-    f"SELECT {_PG_TABLE} UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
-    "JOIN aishell_family f ON i.inhparent = f.oid "
-    "JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid WHERE k.relispartition OR :inherited) "
-)
-_IN_FAMILY = "IN (SELECT oid FROM aishell_family)"
 # A partition's copy of a key of its parent's, or of a key that references its parent,
 # is that key, named once.
 # A view's rows are its base relations' (those its _RETURN rule depends on: the one an
 # auto-updatable view writes, and any a subquery of it reads), in the same round trip.
 _PG_KEYS = (
-    f"{_PG_FAMILY}SELECT 'key', n.nspname, k.relname, c.conname, c.confdeltype::text, "
+    f"{PG_FAMILY}SELECT 'key', n.nspname, k.relname, c.conname, c.confdeltype::text, "
     "c.confupdtype::text, "
     f"{_pg_columns('conrelid', 'conkey')}, {_pg_columns('confrelid', 'confkey')}, "
     "c.conrelid::regclass::text "
     "FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class k ON k.oid = c.conrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace "
-    f"WHERE c.contype = 'f' AND c.confrelid {_IN_FAMILY} AND NOT EXISTS (SELECT 1 FROM "
-    f"pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid {_IN_FAMILY}) "
+    f"WHERE c.contype = 'f' AND c.confrelid {IN_FAMILY} AND NOT EXISTS (SELECT 1 FROM "
+    f"pg_catalog.pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid {IN_FAMILY}) "
     "UNION ALL SELECT DISTINCT 'base', n.nspname, b.relname, NULL, NULL, NULL, "
     "NULL::text[], NULL::text[], b.oid::regclass::text FROM pg_catalog.pg_rewrite r "
     "JOIN pg_catalog.pg_depend d"
@@ -210,7 +208,7 @@ _PG_KEYS = (
     " AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass "
     "JOIN pg_catalog.pg_class b ON b.oid = d.refobjid AND b.oid <> r.ev_class "
     "JOIN pg_catalog.pg_namespace n ON n.oid = b.relnamespace "
-    f"WHERE r.ev_class = {_PG_TABLE} AND r.rulename = '_RETURN' "
+    f"WHERE r.ev_class = {PG_TABLE} AND r.rulename = '_RETURN' "
     "AND b.relkind IN ('r', 'p', 'v', 'f') ORDER BY 1, 9, 4"
 )
 _PG_ACTIONS = {
@@ -411,20 +409,18 @@ class _Relations:
         return keys
 
 
-# A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
-_PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
 # A partition's copy of a trigger of a table in the family is that trigger.
 _PG_FIRES = (
-    f"{_PG_FAMILY}SELECT 'trigger ' || t.tgname::pg_catalog.text || ' (runs ' "
+    f"{PG_FAMILY}SELECT 'trigger ' || t.tgname::pg_catalog.text || ' (runs ' "
     "|| t.tgfoid::pg_catalog.regproc::pg_catalog.text || ')' "
-    f"|| CASE WHEN t.tgrelid <> {_PG_TABLE} THEN ' on ' || t.tgrelid::regclass::text ELSE '' "
-    f"END FROM pg_catalog.pg_trigger t WHERE t.tgrelid {_IN_FAMILY} AND NOT t.tgisinternal "
+    f"|| CASE WHEN t.tgrelid <> {PG_TABLE} THEN ' on ' || t.tgrelid::regclass::text ELSE '' "
+    f"END FROM pg_catalog.pg_trigger t WHERE t.tgrelid {IN_FAMILY} AND NOT t.tgisinternal "
     f"AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger p WHERE p.oid = t.tgparentid "
-    f"AND p.tgrelid {_IN_FAMILY}) "
+    f"AND p.tgrelid {IN_FAMILY}) "
     "AND t.tgenabled <> 'D' AND t.tgtype::pg_catalog.int4 & CAST(:bit AS pg_catalog.int4) <> 0 "
     "UNION ALL SELECT 'rule ' || r.rulename::pg_catalog.text || CASE WHEN r.is_instead "
     "THEN ' (DO INSTEAD: the statement does what the rule says)' ELSE ' (DO ALSO)' END "
-    f"FROM pg_catalog.pg_rewrite r WHERE r.ev_class = {_PG_TABLE} AND r.ev_type = :ev "
+    f"FROM pg_catalog.pg_rewrite r WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev "
     "AND r.ev_enabled <> 'D' ORDER BY 1"
 )
 _MYSQL_FIRES = (
@@ -444,7 +440,7 @@ def _fires(conn: Connection, write: Write) -> list[str]:
     dialect, names = conn.dialect.name, {"t": write.table, "s": write.schema}
     event = write.event
     if dialect == "postgresql":
-        bit, ev = _PG_EVENTS[event]
+        bit, ev = PG_EVENTS[event]
         values = {**names, "bit": bit, "ev": ev, "inherited": event != "INSERT"}
         return [str(r[0]) for r in conn.execute(text(_PG_FIRES), values)]
     if event not in EVENTS:

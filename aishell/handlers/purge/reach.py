@@ -2,13 +2,16 @@
 with. The tables it writes: the purged table, the archive table its rows are copied
 into, on PostgreSQL their partitions and (but for the copy) inheriting tables, and the
 tables whose foreign keys act when rows go (ON DELETE CASCADE, SET NULL, SET DEFAULT),
-followed through the keys that act on those in turn. On each, what the write runs: the
-triggers of its event and the functions and routines they call (their bodies too: a
-function replaced keeps its name), and on PostgreSQL the event's rules, row security
-and policies, and for an INSERT or UPDATE (the archive's copy, a SET NULL) its
-defaults, checks, columns' types and index expressions. InnoDB's key actions fire no
-trigger, and SQLite's aishell sessions act on no key (every key that references the
-table is named, and what it would write is not followed).
+followed through the keys that act on those in turn, and the tables the bodies of the
+triggers, rules and routines those writes run write (bodywrites.py: found when the step
+is prepared, as its estimate finds them, each looked up by name again every batch), and
+theirs in turn. On each, what the write runs: the triggers of its event and the
+functions and routines they call (their bodies too: a function replaced keeps its name),
+and on PostgreSQL the event's rules, row security and policies, and for an INSERT or
+UPDATE (the archive's copy, a SET NULL) its defaults, checks, columns' types and index
+expressions. InnoDB's key actions fire no trigger, and SQLite's aishell sessions act on
+no key (every key that references the table is named, and what it would write is not
+followed).
 
 The step's approval (or the policy's judgement that it needs none) was given for these
 as they were when the step was prepared: read then (read_reach), with the estimate the
@@ -27,6 +30,7 @@ not seen).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -34,7 +38,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
-from aishell.guard.sqlitetriggers import trigger_events
+from aishell.guard.bodywrites import PG_EVENTS
+from aishell.guard.sqlitetriggers import EVENTS, trigger_events
+from aishell.guard.writereach import Reach, follow_writes
+from aishell.guard.writtentables import Write, written
 from aishell.sqltext import display, text
 
 # A catalog read per row of the few the query found, by the catalog's index: the
@@ -56,6 +63,13 @@ _PG_WRITTEN = (
     "pg_catalog.regclass) AS pg_catalog.oid), 8 "
     "UNION SELECT CAST(CAST(CAST(:archive AS pg_catalog.text) AS pg_catalog.regclass) AS "
     "pg_catalog.oid), 4 WHERE CAST(:archive AS pg_catalog.text) IS NOT NULL "
+    # And the tables the bodies of the code they set off write, as found when the step
+    # was prepared (bodies, as JSON: schema, table, event's bit): found by name now.
+    "UNION SELECT o.oid, e.ev FROM pg_catalog.json_to_recordset(CAST(:bodies AS "
+    "pg_catalog.json)) AS e(s pg_catalog.text, t pg_catalog.text, ev pg_catalog.int4) "
+    "CROSS JOIN LATERAL (SELECT CAST(pg_catalog.to_regclass(coalesce(pg_catalog.quote_ident("
+    "e.s) || '.', '') || pg_catalog.quote_ident(e.t)) AS pg_catalog.oid)) o(oid) "
+    "WHERE o.oid IS NOT NULL "
     "UNION SELECT x.oid, x.ev FROM aishell_written w CROSS JOIN LATERAL ("
     "SELECT i.inhrelid, w.ev FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class k "
     "ON k.oid = i.inhrelid WHERE i.inhparent = w.oid AND (w.ev <> 4 OR k.relispartition) "
@@ -102,7 +116,7 @@ _PG_REACH = (
     "CAST(r.ev_enabled AS pg_catalog.text) || CAST(r.is_instead AS pg_catalog.text) "
     "|| pg_catalog.md5(CAST(r.ev_action AS pg_catalog.text)) "
     "FROM pg_catalog.pg_rewrite r JOIN aishell_written w ON r.ev_class = w.oid "
-    "AND r.ev_type = CASE w.ev WHEN 8 THEN '4' WHEN 4 THEN '3' ELSE '2' END "
+    "AND r.ev_type = CASE w.ev WHEN 8 THEN '4' WHEN 4 THEN '3' WHEN 16 THEN '2' END "
     "UNION ALL SELECT 'policy', CAST(p.polname AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(p.polrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     "CAST(p.polcmd AS pg_catalog.text) || CAST(p.polpermissive AS pg_catalog.text) "
@@ -148,6 +162,13 @@ _MYSQL_TRIGGERS = (
     "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
     "AND EVENT_OBJECT_TABLE = :{table} AND EVENT_MANIPULATION = '{event}'"
 )
+# And the triggers of the tables the bodies of those write (bodywrites.py), one per
+# table and event, all bound.
+_MYSQL_BODY_TRIGGERS = (
+    "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, ACTION_STATEMENT "
+    "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = coalesce(:bs{i}, DATABASE()) "
+    "AND EVENT_OBJECT_TABLE = :bt{i} AND EVENT_MANIPULATION = :be{i}"
+)
 # And the stored routines each runs: those whose names its body holds, and theirs in
 # turn, each with what it does. Each routine source: where, its key columns (schema,
 # name, type), what it does, and whether its body is hidden from the role (then it may
@@ -172,13 +193,17 @@ _MARIADB_ROUTINES: _Routines = (
     "FALSE",
 )
 # The tables the keys that act write, and theirs in turn (D: deleted, U: updated).
+# Each: the recursion, and a table a body deletes from or updates, as one more start of
+# it (put before its first UNION).
 _MYSQL_KEYS = (
     "aishell_written(s, t, ev) AS (SELECT CAST(DATABASE() AS CHAR(64)), "
     "CAST(:t AS CHAR(64)), 'D' UNION SELECT r.CONSTRAINT_SCHEMA, r.TABLE_NAME, "
     "IF(w.ev = 'D' AND r.DELETE_RULE = 'CASCADE', 'D', 'U') FROM aishell_written w "
     "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.UNIQUE_CONSTRAINT_SCHEMA = w.s "
     "AND r.REFERENCED_TABLE_NAME = w.t WHERE IF(w.ev = 'D', r.DELETE_RULE, r.UPDATE_RULE) "
-    "IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))"
+    "IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))",
+    " UNION SELECT CAST(coalesce(:bs{i}, DATABASE()) AS CHAR(64)), CAST(:bt{i} AS CHAR(64)), "
+    "'{ev}'",
 )
 _MYSQL_KEY = (
     "SELECT 'foreign key', CONCAT(r.CONSTRAINT_NAME, ' of ', r.TABLE_NAME), "
@@ -200,7 +225,10 @@ _MARIADB_KEYS = (
     "CONCAT(DATABASE(), '/', :t), LOWER(CONCAT(DATABASE(), '/', :t))) AS CHAR(400)), 'D' "
     "UNION SELECT f.FOR_NAME, IF(w.ev = 'D' AND f.TYPE & 1, 'D', 'U') "
     "FROM aishell_written w JOIN information_schema.INNODB_SYS_FOREIGN f "
-    f"ON {_MARIADB_MATCH})"
+    f"ON {_MARIADB_MATCH})",
+    " UNION SELECT CAST(IF(@@lower_case_table_names = 0, CONCAT(coalesce(:bs{i}, DATABASE()), "
+    "'/', :bt{i}), LOWER(CONCAT(coalesce(:bs{i}, DATABASE()), '/', :bt{i}))) AS CHAR(400)), "
+    "'{ev}'",
 )
 _MARIADB_KEY = (
     "SELECT 'foreign key', CONCAT(SUBSTRING_INDEX(f.ID, '/', -1), ' of ', "
@@ -210,17 +238,27 @@ _MARIADB_KEY = (
 )
 
 
+_Keys = tuple[str, str, str]
+
+
 def _mysql_reach(
-    routines: _Routines | None,
-    keys: tuple[str, str],
-    archive: str | None,
+    routines: _Routines | None, keys: _Keys, archive: str | None, bodies: list[Write]
 ) -> str:
     """The query that reads the reach on MySQL, from `routines` (see _MYSQL_ROUTINES;
-    None: no routine, where no trigger runs one) and `keys` (the tables the keys write,
-    the keys)."""
+    None: no routine, where no trigger runs one), `keys` (the tables the keys write,
+    the keys, another start of them) and the tables the bodies write (bound as
+    bs0/bt0/be0, ...: see _bound)."""
     triggers = _MYSQL_TRIGGERS.format(table="t", event="DELETE")
     if archive is not None:  # a lookup of no table would read every table's triggers
         triggers += " UNION ALL " + _MYSQL_TRIGGERS.format(table="a", event="INSERT")
+    starts = ""
+    for i, write in enumerate(bodies):
+        if write.event in EVENTS:
+            triggers += " UNION ALL " + _MYSQL_BODY_TRIGGERS.format(i=i)
+        if write.event in ("DELETE", "UPDATE"):
+            starts += keys[2].format(i=i, ev=write.event[0])
+    first, union, rest = keys[0].partition(" UNION SELECT ")
+    keys = (first + starts + union + rest, keys[1], keys[2])
     trigger = (
         "SELECT 'trigger', CONCAT(TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE), "
         "CONCAT(ACTION_TIMING, ' ', ACTION_STATEMENT) FROM aishell_trigger"
@@ -254,12 +292,12 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_]+")
 # The DELETE triggers of the table, the INSERT triggers of the archive table (the event
 # each must run on comes fourth), and the keys that reference the table, a column of a
 # key one row.
-_SQLITE_REACH = (
-    "SELECT 'trigger', name || ' on ' || tbl_name, sql, 'DELETE' FROM sqlite_master "
-    "WHERE type = 'trigger' AND tbl_name = :t COLLATE NOCASE "
-    "UNION ALL SELECT 'trigger', name || ' on ' || tbl_name, sql, 'INSERT' "
-    "FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :a COLLATE NOCASE "
-    "UNION ALL SELECT 'foreign key', m.name || ' (' || f.id || ')', "
+_SQLITE_TRIGGERS = (
+    "SELECT 'trigger', name || ' on ' || tbl_name, sql, {event} FROM sqlite_master "
+    "WHERE type = 'trigger' AND tbl_name = {table} COLLATE NOCASE UNION ALL "
+)
+_SQLITE_KEYS = (
+    "SELECT 'foreign key', m.name || ' (' || f.id || ')', "
     "f.\"from\" || ' ' || coalesce(f.\"to\", '') || ' ' || f.on_delete, NULL "
     "FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f "
     "WHERE m.type = 'table' AND f.\"table\" = :t COLLATE NOCASE ORDER BY 1, 2, 3"
@@ -268,6 +306,38 @@ _SQLITE_REACH = (
 _SQLITE_VERSION = "SELECT schema_version FROM pragma_schema_version"
 
 Found = tuple[tuple[str, str, str], ...]
+
+
+def _sqlite_reach(bodies: list[Write]) -> str:
+    """The query that reads the reach on SQLite: the triggers of the table, the archive
+    table and the tables the bodies write (see _bound), each with its event, and the
+    keys."""
+    triggers = _SQLITE_TRIGGERS.format(event="'DELETE'", table=":t")
+    triggers += _SQLITE_TRIGGERS.format(event="'INSERT'", table=":a")
+    for i, write in enumerate(bodies):
+        if write.event in EVENTS:
+            triggers += _SQLITE_TRIGGERS.format(event=f":be{i}", table=f":bt{i}")
+    return triggers + _SQLITE_KEYS
+
+
+def _bodies(conn: Connection, table_sql: str, archive_sql: str | None) -> list[Write]:
+    """The tables the bodies of the code a batch sets off write (bodywrites.py), and
+    those of the code writing them sets off in turn, as the step's estimate follows
+    them: read when the step is prepared; each batch reads what they set off."""
+    dialect = conn.dialect.name
+    writes = list(written(f"DELETE FROM {display(table_sql)}", dialect))
+    if archive_sql:
+        writes += written(f"INSERT INTO {display(archive_sql)} SELECT 1", dialect)
+    return list(dict.fromkeys(follow_writes(conn, writes, Reach()).by_bodies))
+
+
+def _bound(bodies: list[Write]) -> dict[str, str | None]:
+    """The bodies' tables as the queries bind them: bs0, bt0, be0 (schema, table,
+    event) and so on."""
+    values: dict[str, str | None] = {}
+    for i, write in enumerate(bodies):
+        values.update({f"bs{i}": write.schema, f"bt{i}": write.table, f"be{i}": write.event})
+    return values
 
 
 @dataclass(frozen=True)
@@ -292,39 +362,50 @@ def read_reach(
     """What a batch's DELETE from the table (`table_sql`: its name quoted; `table`: as
     given), and its copy into the archive table if any (likewise), set off now."""
     dialect = family(conn.dialect.name)
+    bodies = _bodies(conn, table_sql, archive_sql)
     if dialect == "postgresql":
         values = {
             "relation": display(table_sql),
             "archive": display(archive_sql) if archive_sql else None,
+            "bodies": json.dumps(
+                [{"s": w.schema, "t": w.table, "ev": PG_EVENTS[w.event][0]} for w in bodies]
+            ),
         }
         return TableReach(_PG_REACH, values, _read(conn, _PG_REACH, values))
-    values = {"t": table, "a": archive}
+    values = {"t": table, "a": archive, **_bound(bodies)}
     if dialect == "sqlite":
         version = int(conn.execute(text(_SQLITE_VERSION)).scalar_one())
-        return TableReach(_SQLITE_REACH, values, _read(conn, _SQLITE_REACH, values), version)
-    tried: list[tuple[_Routines, tuple[str, str]]] = [(_MYSQL_ROUTINES, (_MYSQL_KEYS, _MYSQL_KEY))]
-    if getattr(conn.dialect, "is_mariadb", False) and _in_file_names(conn, table):
+        sql = _sqlite_reach(bodies)
+        return TableReach(sql, values, _read(conn, sql, values), version)
+    tried: list[tuple[_Routines, _Keys]] = [
+        (_MYSQL_ROUTINES, (_MYSQL_KEYS[0], _MYSQL_KEY, _MYSQL_KEYS[1]))
+    ]
+    if getattr(conn.dialect, "is_mariadb", False) and _in_file_names(conn, table, bodies):
         # The first the role may read: mysql.proc, InnoDB's dictionary (PROCESS).
-        innodb = (_MARIADB_KEYS, _MARIADB_KEY)
+        innodb = (_MARIADB_KEYS[0], _MARIADB_KEY, _MARIADB_KEYS[1])
         tried[:0] = [(_MARIADB_ROUTINES, innodb), (_MYSQL_ROUTINES, innodb)]
     for routines, keys in tried[:-1]:
         try:
-            return _mysql_read(conn, routines, keys, values)
+            return _mysql_read(conn, routines, keys, values, bodies)
         except DBAPIError:
             conn.rollback()
-    return _mysql_read(conn, *tried[-1], values)
+    return _mysql_read(conn, *tried[-1], values, bodies)
 
 
 def _mysql_read(
-    conn: Connection, routines: _Routines, keys: tuple[str, str], values: dict[str, str | None]
+    conn: Connection,
+    routines: _Routines,
+    keys: _Keys,
+    values: dict[str, str | None],
+    bodies: list[Write],
 ) -> TableReach:
-    sql = _mysql_reach(routines, keys, values["a"])
+    sql = _mysql_reach(routines, keys, values["a"], bodies)
     found = _read(conn, sql, values)
     if not any(kind == "routine" for kind, _, _ in found):
         # No routine a trigger runs: the batches read none (the reading costs about a
         # millisecond a batch), and a trigger added, or a body changed to call one, is
         # a change all the same.
-        sql = _mysql_reach(None, keys, values["a"])
+        sql = _mysql_reach(None, keys, values["a"], bodies)
     return TableReach(sql, values, found)
 
 
@@ -341,10 +422,12 @@ def changed_since(conn: Connection, start: TableReach) -> tuple[TableReach, str 
     return now, _difference(start.found, now.found)
 
 
-def _in_file_names(conn: Connection, table: str) -> bool:
-    """Whether InnoDB's dictionary names the table as it is (no @-encoded characters)."""
+def _in_file_names(conn: Connection, table: str, bodies: list[Write]) -> bool:
+    """Whether InnoDB's dictionary names the table, and those the bodies write, as they
+    are (no @-encoded characters)."""
     database = conn.execute(text("SELECT DATABASE()")).scalar()
-    return all(_FILE_NAME.fullmatch(name or "") for name in (table, database))
+    named = [w.table for w in bodies] + [w.schema for w in bodies if w.schema]
+    return all(_FILE_NAME.fullmatch(name or "") for name in (table, database, *named))
 
 
 def _read(conn: Connection, sql: str, values: dict[str, str | None]) -> Found:

@@ -1,0 +1,291 @@
+"""The tables the code a write sets off writes in its turn.
+
+A write runs the triggers of its event on its table (and on PostgreSQL the rules), and
+they the routines they call; what their bodies write is a write of the step's too, and
+sets off that table's triggers, keys and code in turn (writereach.py follows it). No
+catalog records what a body writes, so it is read from the body's text:
+
+- a table counts as written by a body where its name stands where a statement names
+  the table it writes: after INSERT [INTO], REPLACE [INTO], MERGE INTO, TRUNCATE
+  [TABLE], after UPDATE (and after each JOIN or comma before its SET: MySQL's
+  multi-table UPDATE), after DELETE FROM (each of its comma list before USING; in
+  MySQL's `DELETE t1, t2 FROM ...` every table the statement names up to its WHERE);
+  an INSERT with ON DUPLICATE KEY UPDATE or DO UPDATE also updates, a REPLACE (and
+  SQLite's INSERT OR REPLACE) also deletes, a MERGE does all three;
+- a string literal of the body is read as a body too (dynamic SQL: EXECUTE 'DELETE
+  FROM audit ...'); a name a body builds at run time is not seen;
+- the routines a body runs are those whose names are a word of it (PostgreSQL) or
+  appear in it (MariaDB), as handlers/purge/reach.py reads them, followed in turn;
+- a verb after FOR, ON, OF, OR, BEFORE, AFTER, DO or KEY is not a statement's
+  (SELECT ... FOR UPDATE, ON DELETE CASCADE, a trigger's own header).
+
+A name is taken as the body writes it (unquoted PostgreSQL names folded), and where it
+names no table nothing follows from it. A body aishell may not read (a MariaDB routine
+whose definition the role cannot see) is said to write tables not known.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from itertools import pairwise
+from typing import NamedTuple
+
+from sqlalchemy.engine import Connection
+
+from aishell.dialects import family
+from aishell.guard.sqlitetriggers import EVENTS, trigger_events
+from aishell.guard.writtentables import Write
+from aishell.sqltext import text
+
+# The relation a statement names, found as the statement finds it: an unqualified name
+# through the whole search_path, not only its first schema.
+PG_TABLE = (
+    "(SELECT pg_catalog.to_regclass(coalesce(pg_catalog.quote_ident(:s) || '.', '') "
+    "|| pg_catalog.quote_ident(:t))::pg_catalog.oid)"
+)
+# The table and the tables whose rows a write of it writes too: its partitions (an
+# INSERT routes rows to them), and for the other events its inheritance children (a
+# write without ONLY; with ONLY they are counted all the same).
+PG_FAMILY = (
+    "WITH RECURSIVE aishell_family(oid) AS ("
+    f"SELECT {PG_TABLE} UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
+    "JOIN aishell_family f ON i.inhparent = f.oid "
+    "JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid WHERE k.relispartition OR :inherited) "
+)
+IN_FAMILY = "IN (SELECT oid FROM aishell_family)"
+
+# A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
+PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
+# Each body the write runs, with what runs it: its triggers' functions and its rules'
+# actions, then every function of the database's whose name is a word of a body.
+_PG_BODIES = (
+    f"{PG_FAMILY}, aishell_body(who, src) AS ("
+    "SELECT 'trigger ' || CAST(t.tgname AS pg_catalog.text) || ' on ' || "
+    "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), p.prosrc "
+    "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
+    f"WHERE t.tgrelid {IN_FAMILY} AND NOT t.tgisinternal AND t.tgenabled <> 'D' "
+    "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(:bit AS pg_catalog.int4) <> 0 "
+    "UNION SELECT 'rule ' || CAST(r.rulename AS pg_catalog.text) || ' on ' || "
+    "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
+    "pg_catalog.pg_get_ruledef(r.oid) FROM pg_catalog.pg_rewrite r "
+    f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
+    "UNION SELECT b.who, p.prosrc FROM aishell_body b JOIN pg_catalog.pg_proc p "
+    "ON p.proname = ANY (CAST(pg_catalog.regexp_split_to_array(b.src || ' ' || "
+    "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
+    "SELECT who, src FROM aishell_body ORDER BY 1, 2"
+)
+# The triggers of the table's event, and the routines they run (the recursion holds the
+# routines' keys only), each with its body (NULL: one the role may not read).
+_MYSQL_BODIES = (
+    "WITH RECURSIVE aishell_trigger AS (SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, "
+    "ACTION_STATEMENT FROM information_schema.TRIGGERS "
+    "WHERE EVENT_OBJECT_SCHEMA = coalesce(:s, DATABASE()) AND EVENT_OBJECT_TABLE = :t "
+    "AND EVENT_MANIPULATION = :event), "
+    "aishell_runs(trig, tab, s, n, k) AS (SELECT t.TRIGGER_NAME, t.EVENT_OBJECT_TABLE, "
+    "r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE FROM aishell_trigger t "
+    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, t.ACTION_STATEMENT) > 0 "
+    "UNION SELECT a.trig, a.tab, r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE "
+    "FROM aishell_runs a JOIN information_schema.ROUTINES c ON c.ROUTINE_SCHEMA = a.s "
+    "AND c.ROUTINE_NAME = a.n AND c.ROUTINE_TYPE = a.k "
+    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, c.ROUTINE_DEFINITION) > 0) "
+    "SELECT CONCAT('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE), ACTION_STATEMENT "
+    "FROM aishell_trigger UNION ALL SELECT CONCAT(LOWER(a.k), ' ', a.s, '.', a.n, "
+    "' run by trigger ', a.trig, ' on ', a.tab), r.ROUTINE_DEFINITION FROM aishell_runs a "
+    "JOIN information_schema.ROUTINES r ON r.ROUTINE_SCHEMA = a.s AND r.ROUTINE_NAME = a.n "
+    "AND r.ROUTINE_TYPE = a.k ORDER BY 1"
+)
+_SQLITE_BODIES = (
+    "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
+    "COLLATE NOCASE ORDER BY 1"
+)
+
+
+class BodyWrites(NamedTuple):
+    """What the code a write sets off writes: (what writes it, the write), and a
+    sentence for each body that could not be read."""
+
+    writes: list[tuple[str, Write]]
+    unread: list[str]
+
+
+def body_writes(conn: Connection, write: Write) -> BodyWrites:
+    """The tables the triggers (and PostgreSQL rules) of the write's event on its table
+    write, and those the routines they call write, as their bodies say (the module's
+    docstring); one catalog query."""
+    dialect = family(conn.dialect.name)
+    found: list[tuple[str, Write]] = []
+    unread: list[str] = []
+    for who, body in _bodies(conn, write, dialect):
+        if body is None:
+            unread.append(f"{who} has a body aishell may not read: what it writes is not known")
+            continue
+        found.extend((who, then) for then in dict.fromkeys(written_by_body(body, dialect)))
+    return BodyWrites(list(dict.fromkeys(found)), unread)
+
+
+def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[tuple[str, str | None]]:
+    names = {"s": write.schema, "t": write.table}
+    if dialect == "postgresql":
+        bit, ev = PG_EVENTS[write.event]
+        values = {**names, "bit": bit, "ev": ev, "inherited": write.event != "INSERT"}
+        for who, src in conn.execute(text(_PG_BODIES), values):
+            yield str(who), None if src is None else str(src)
+        return
+    if write.event not in EVENTS:  # MySQL runs no trigger on TRUNCATE; SQLite has none
+        return
+    if dialect == "mysql":
+        for who, src in conn.execute(text(_MYSQL_BODIES), {**names, "event": write.event}):
+            yield str(who), None if src is None else str(src)
+        return
+    for name, table, sql in conn.execute(text(_SQLITE_BODIES), {"t": write.table}):
+        if write.event in trigger_events(sql):
+            yield f"trigger {name} on {table}", _BEGIN.split(str(sql), maxsplit=1)[-1]
+
+
+_BEGIN = re.compile(r"\bBEGIN\b", re.IGNORECASE)
+_TOKEN = re.compile(
+    r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|`(?:[^`]|``)*`?|--[^\n]*|/\*.*?(?:\*/|$)"
+    r"|[^\W\d][\w$]*|\d\w*|\S",
+    re.DOTALL,
+)
+# Words before a verb that make it no statement's.
+_NOT_A_STATEMENT = frozenset({"FOR", "ON", "OF", "OR", "BEFORE", "AFTER", "DO", "KEY"})
+# Words between a verb and its table that say how, not what.
+_MODIFIERS = frozenset(
+    {"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "QUICK", "ONLY", "INTO", "TABLE"}
+)
+_LATER_NOT_NAMES = frozenset(
+    {"SELECT", "VALUES", "DEFAULT", "SET", "LATERAL", "AS", "ON", "WHERE", "USING", "FROM"}
+    | {"JOIN", "INNER", "LEFT", "RIGHT", "OUTER", "CROSS", "NATURAL", "STRAIGHT_JOIN"}
+)
+# Where a DELETE's or UPDATE's list of tables ends.
+_DELETE_ENDS = frozenset({"WHERE", "RETURNING", "ORDER", "LIMIT", ";"})
+_UPDATE_ENDS = frozenset({"SET", ";"})
+# Words after which a table is named, in a multi-table DELETE or UPDATE.
+_TABLE_FOLLOWS = frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", ",", "USING", "UPDATE", "DELETE"})
+
+
+def written_by_body(body: str, dialect: str) -> Iterator[Write]:
+    """Each table the body writes, by the rule of the module's docstring (its string
+    literals read as bodies too)."""
+    tokens = [t for t in _TOKEN.findall(body) if not t.startswith(("--", "/*"))]
+    for token in tokens:
+        if token.startswith("'") and len(token) > 2:
+            yield from written_by_body(token[1:-1].replace("''", "'"), dialect)
+    words = [t.upper() if _plain(t) else t for t in tokens]
+    for i, word in enumerate(words):
+        if word not in ("INSERT", "REPLACE", "MERGE", "TRUNCATE", "UPDATE", "DELETE"):
+            continue
+        if i and words[i - 1] in _NOT_A_STATEMENT:
+            continue
+        cascade = word == "TRUNCATE" and "CASCADE" in words[i : _end(words, i, {";"})]
+        for event, at in _targets(words, i):
+            named = _name(tokens, at, dialect)
+            if named is not None:
+                yield Write(event, *named, cascade=cascade)
+
+
+def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
+    """(event, index of a table's name) of the statement whose verb is words[i]."""
+    verb, j = words[i], _past_modifiers(words, i + 1)
+    statement = words[i : _end(words, i, {";"})]
+    if verb in ("INSERT", "REPLACE"):
+        replaces = verb == "REPLACE" or "REPLACE" in words[i + 1 : j]
+        upserts = "DUPLICATE" in statement or any(
+            a == "DO" and b == "UPDATE" for a, b in pairwise(statement)
+        )
+        yield "INSERT", j
+        if replaces:
+            yield "DELETE", j
+        if upserts:
+            yield "UPDATE", j
+    elif verb == "MERGE":
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            yield event, j
+    elif verb == "TRUNCATE":
+        yield from (("TRUNCATE", k) for k in _listed(words, j, {";"}))
+    elif verb == "UPDATE":
+        end = _end(words, i, _UPDATE_ENDS)
+        yield "UPDATE", j
+        yield from (
+            ("UPDATE", k) for k in _following(words, j + 1, end, {"JOIN", "STRAIGHT_JOIN", ","})
+        )
+    elif j < len(words) and words[j] == "FROM":
+        first = _past_modifiers(words, j + 1)
+        ends = _DELETE_ENDS | {"USING", "JOIN"}
+        yield from (("DELETE", k) for k in _listed(words, first, ends))
+    else:  # MySQL's DELETE t1, t2 FROM t1 JOIN t2 ...: each table it names
+        end = _end(words, i, _DELETE_ENDS)
+        yield from (("DELETE", k) for k in _following(words, i, end, _TABLE_FOLLOWS))
+
+
+def _past_modifiers(words: list[str], j: int) -> int:
+    while j < len(words) and (words[j] in _MODIFIERS or words[j] == "OR"):
+        j += 2 if words[j] == "OR" else 1  # SQLite's OR REPLACE, OR IGNORE
+    return j
+
+
+def _end(words: list[str], i: int, ends: set[str] | frozenset[str]) -> int:
+    """Where the statement's clause ends: at one of `ends` or a closing parenthesis."""
+    depth = 0
+    for k in range(i + 1, len(words)):
+        depth += {"(": 1, ")": -1}.get(words[k], 0)
+        if depth < 0 or (depth == 0 and words[k] in ends):
+            return k
+    return len(words)
+
+
+def _listed(words: list[str], j: int, ends: set[str] | frozenset[str]) -> Iterator[int]:
+    """The names of a comma list that starts at j (each maybe aliased)."""
+    yield j
+    yield from _following(words, j + 1, _end(words, j - 1, ends), {","})
+
+
+def _following(
+    words: list[str], start: int, end: int, after: set[str] | frozenset[str]
+) -> Iterator[int]:
+    """Each name between start and end that follows one of `after` (past ONLY)."""
+    depth = 0
+    for k in range(start, end):
+        depth += {"(": 1, ")": -1}.get(words[k], 0)
+        if depth == 0 and words[k] in after:
+            yield _past_modifiers(words, k + 1)
+
+
+def _plain(token: str) -> bool:
+    return bool(token) and (token[0].isalpha() or token[0] == "_")
+
+
+def _name(tokens: list[str], at: int, dialect: str) -> tuple[str | None, str] | None:
+    """(schema, table) of the name at tokens[at] (maybe qualified); None for no name."""
+    parts: list[str] = []
+    k = at
+    while k < len(tokens) and len(parts) < 3:
+        part = _part(tokens[k], dialect)
+        if part is None or (not parts and tokens[k].upper() in _LATER_NOT_NAMES):
+            break
+        parts.append(part)
+        if k + 2 < len(tokens) and tokens[k + 1] == ".":
+            k += 2
+            continue
+        break
+    if not parts:
+        return None
+    return (parts[-2] if len(parts) > 1 else None), parts[-1]
+
+
+def _part(token: str, dialect: str) -> str | None:
+    quote = token[:1]
+    if quote in ('"', "`") and len(token) > 2 and token.endswith(quote):
+        return token[1:-1].replace(quote * 2, quote)
+    if not _plain(token):
+        return None
+    if dialect == "postgresql":
+        return token.translate(_ASCII_LOWER)
+    return token
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -1,0 +1,198 @@
+"""What a trigger's body writes sets off in its turn, named where the step is judged: a
+purge of `logs` whose trigger inserts into `audit` runs audit's triggers too, so the
+preview names them and the policy asks for them; a routine the trigger calls that writes
+a third table is followed as well; a cycle (audit's trigger writes logs) ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+from aishell import commands
+from aishell.guard.bodywrites import written_by_body
+from aishell.guard.writtentables import Write
+from aishell.handlers.purge.reach import read_reach
+from tests.guard.test_guard import execute, scalar, scratch_database
+from tests.guard.test_user_code import PURGE
+from tests.helpers import use_target
+
+LOGS = {
+    "postgresql": (
+        "CREATE TABLE logs (id integer PRIMARY KEY, created_at timestamp NOT NULL, n integer)",
+        "INSERT INTO logs SELECT g, localtimestamp - make_interval(days => g), g "
+        "FROM generate_series(1, 60) g",
+        "CREATE TABLE audit (id integer)",
+        "CREATE TABLE ledger (id integer)",
+        "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO audit VALUES (OLD.id); RETURN OLD; END$$",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW EXECUTE FUNCTION logs_gone()",
+    ),
+    "mysql": (
+        "CREATE TABLE logs (id integer PRIMARY KEY, created_at datetime NOT NULL, n integer)",
+        "INSERT INTO logs SELECT seq, NOW() - INTERVAL seq DAY, seq FROM seq_1_to_60",
+        "CREATE TABLE audit (id integer)",
+        "CREATE TABLE ledger (id integer)",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+        "INSERT INTO audit VALUES (OLD.id)",
+    ),
+    "sqlite": (
+        "CREATE TABLE logs (id integer PRIMARY KEY, created_at timestamp NOT NULL, n integer)",
+        "INSERT INTO logs WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g "
+        "WHERE i < 60) SELECT i, datetime('now', '-' || i || ' days'), i FROM g",
+        "CREATE TABLE audit (id integer)",
+        "CREATE TABLE ledger (id integer)",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs "
+        "BEGIN INSERT INTO audit VALUES (OLD.id); END",
+    ),
+}
+
+
+def audit_trigger(dialect: str, body: str) -> tuple[str, ...]:
+    """A trigger audit_in after an INSERT into audit that runs `body` (NEW.id its row's)."""
+    if dialect == "postgresql":
+        return (
+            "CREATE FUNCTION audit_in() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN {body}; RETURN NEW; END$$",
+            "CREATE TRIGGER audit_in AFTER INSERT ON audit FOR EACH ROW "
+            "EXECUTE FUNCTION audit_in()",
+        )
+    if dialect == "mysql":
+        return (f"CREATE TRIGGER audit_in AFTER INSERT ON audit FOR EACH ROW {body}",)
+    return (f"CREATE TRIGGER audit_in AFTER INSERT ON audit BEGIN {body}; END",)
+
+
+def _purge_preview(home: Path, url: str) -> Any:
+    config = use_target(home, url)
+    preview = commands.plan_job(config, "log_cleanup", PURGE)
+    return next(s for s in preview.steps if s.tool == "delete_old_records"), config
+
+
+ENGINES = ["postgresql", "mysql", "sqlite"]
+
+
+@pytest.mark.parametrize("dialect", ENGINES)
+def test_a_trigger_on_a_table_a_trigger_writes_is_named_and_asked_for(
+    home: Path, tmp_path: Path, dialect: str
+) -> None:
+    with scratch_database(dialect, tmp_path) as url:
+        execute(url, *LOGS[dialect], *audit_trigger(dialect, "INSERT INTO ledger VALUES (NEW.id)"))
+
+        purge, config = _purge_preview(home, url)
+        run = commands.run_job(config, "log_cleanup", PURGE)
+
+        said = "inserting into audit (by trigger logs_gone on logs) fires trigger audit_in"
+        fires = (purge.estimate or {}).get("fires") or []
+        assert any(f.startswith(said) for f in fires), fires
+        assert purge.requires_approval and any(r.startswith(said) for r in purge.reasons)
+        assert any("audit_in" in line for line in purge.estimate.get("user_code", []))
+        step = next(s for s in run.steps if s.tool == "delete_old_records")
+        assert step.status == "waiting_approval" and any(r.startswith(said) for r in step.reasons)
+        assert scalar(url, "SELECT count(*) FROM logs") == 60
+
+
+@pytest.mark.parametrize("dialect", ENGINES)
+def test_a_cycle_of_triggers_ends_and_names_each_once(
+    home: Path, tmp_path: Path, dialect: str
+) -> None:
+    """audit's trigger deletes from logs, whose trigger inserts into audit: the preview
+    and the purge's reading of its reach end, each trigger named once."""
+    with scratch_database(dialect, tmp_path) as url:
+        execute(url, *LOGS[dialect], *audit_trigger(dialect, "DELETE FROM logs WHERE id < 0"))
+
+        purge, _config = _purge_preview(home, url)
+
+        fires = (purge.estimate or {}).get("fires") or []
+        assert [f for f in fires if "audit_in" in f] and len(fires) == 2, fires
+        engine = create_engine(url)
+        quoted = engine.dialect.identifier_preparer.quote("logs")
+        with engine.connect() as conn:
+            found = read_reach(conn, quoted, "logs").found
+        engine.dispose()
+        triggers = sorted(name for kind, name, _ in found if kind == "trigger")
+        assert triggers == ["audit_in on audit", "logs_gone on logs"], found
+
+
+CALLED = {
+    # A function the trigger's function calls (its name a word of the body) writes ledger.
+    "postgresql": (
+        "CREATE FUNCTION note(i integer) RETURNS void LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO ledger VALUES (i); END$$",
+        "CREATE OR REPLACE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN PERFORM note(OLD.id); RETURN OLD; END$$",
+        "CREATE FUNCTION ledger_in() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$",
+        "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION ledger_in()",
+    ),
+    # A procedure the trigger calls writes ledger.
+    "mysql": (
+        "CREATE PROCEDURE note(i integer) INSERT INTO ledger VALUES (i)",
+        "DROP TRIGGER logs_gone",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW CALL note(OLD.id)",
+        "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW SET @x = NEW.id",
+    ),
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(CALLED))
+def test_a_trigger_on_a_table_a_called_routine_writes_is_named(
+    home: Path, tmp_path: Path, dialect: str
+) -> None:
+    with scratch_database(dialect, tmp_path) as url:
+        execute(url, *LOGS[dialect], *CALLED[dialect])
+
+        purge, _config = _purge_preview(home, url)
+
+        fires = (purge.estimate or {}).get("fires") or []
+        assert any(
+            f.startswith("inserting into ledger (by ")
+            and "logs_gone on logs" in f
+            and "fires trigger ledger_in" in f
+            for f in fires
+        ), fires
+        assert any("ledger_in" in r for r in purge.reasons), purge.reasons
+
+
+W = Write
+BODIES = [
+    (
+        "BEGIN INSERT INTO audit VALUES (OLD.id); RETURN OLD; END",
+        "postgresql",
+        [W("INSERT", None, "audit")],
+    ),
+    # A verb in a literal is read as a body of its own; SELECT ... FOR UPDATE writes none.
+    (
+        "IF TG_OP = 'UPDATE' THEN UPDATE public.\"Audit\" SET x = 1; END IF; "
+        "PERFORM 1 FROM t FOR UPDATE; EXECUTE 'DELETE FROM dyn WHERE a = ''x'''",
+        "postgresql",
+        [W("DELETE", None, "dyn"), W("UPDATE", "public", "Audit")],
+    ),
+    (
+        "DELETE a, b FROM a JOIN b ON a.id = b.id WHERE a.x = 1",
+        "mysql",
+        [W("DELETE", None, "a"), W("DELETE", None, "b")],
+    ),
+    (
+        "UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = 1",
+        "mysql",
+        [W("UPDATE", None, "t1"), W("UPDATE", None, "t2")],
+    ),
+    (
+        "INSERT INTO x VALUES (1) ON DUPLICATE KEY UPDATE a = 2",
+        "mysql",
+        [W("INSERT", None, "x"), W("UPDATE", None, "x")],
+    ),
+    (
+        "INSERT OR REPLACE INTO s VALUES (1)",
+        "sqlite",
+        [W("INSERT", None, "s"), W("DELETE", None, "s")],
+    ),
+    ("DELETE FROM ONLY t1 USING t3 WHERE t1.id = t3.id", "postgresql", [W("DELETE", None, "t1")]),
+    ("TRUNCATE TABLE a CASCADE", "postgresql", [W("TRUNCATE", None, "a", cascade=True)]),
+]
+
+
+@pytest.mark.parametrize(("body", "dialect", "expected"), BODIES)
+def test_the_tables_a_body_writes(body: str, dialect: str, expected: list[Write]) -> None:
+    assert list(dict.fromkeys(written_by_body(body, dialect))) == expected
