@@ -70,12 +70,15 @@ def _found(
 
 
 def oids_and_partitioned(
-    conn: Connection, tables: list[str]
+    ctx: ToolContext, tables: list[str]
 ) -> tuple[dict[str, int], dict[str, Partitioned]]:
     """table_oids (a table not there left out), and the partitioned tables among them
-    with their partitions (read only when there is one)."""
-    oids, parents = _found(conn, tables, True)
-    return oids, partitioned(conn, parents)
+    with their partitions (as the run read them: run_partitioned)."""
+    oids, parents = _found(ctx.connection, tables, True)
+    found = run_partitioned(ctx, parents)
+    # Made partitioned since the run read the trees: read now, never checked as a table.
+    unread = [p for p in parents if p not in found]
+    return oids, {**found, **partitioned(ctx.connection, unread)}
 
 
 # Each partitioned table named (relkind p: no storage of its own, so nothing that reads a
@@ -124,6 +127,12 @@ def schema_partitions(ctx: ToolContext) -> dict[str, PartitionTree]:
     if found is None:
         found = ctx.run_cache["pg_partition_trees"] = partition_trees(ctx.connection, None)
     return cast(dict[str, PartitionTree], found)
+
+
+def run_partitioned(ctx: ToolContext, tables: list[str]) -> dict[str, Partitioned]:
+    """The partitioned tables among `tables`, from the run's one read of the trees."""
+    trees = schema_partitions(ctx)
+    return {t: Partitioned.of(trees[t]) for t in tables if t in trees}
 
 
 # The invalid copy an interrupted REINDEX CONCURRENTLY leaves (rebuild drops them).

@@ -44,7 +44,7 @@ from aishell.handlers.postgresql.catalog import (
     amcheck,
     invalid_index,
     oids_and_partitioned,
-    partitioned,
+    run_partitioned,
 )
 from aishell.handlers.postgresql.privileges import require_maintain
 from aishell.risk import RiskLevel
@@ -117,7 +117,7 @@ def _check_tables(
     those not named among `tables` after them. `code_approved`: the step was approved
     with the indexes' code named (a repair's REINDEX runs it), so the check after it may
     run that code too."""
-    oids, parents = oids_and_partitioned(conn, tables)
+    oids, parents = oids_and_partitioned(ctx, tables)
     leaves = _unnamed_partitions(tables, parents)
     oids.update(leaves)
     stored = [oid for t, oid in oids.items() if t not in parents]
@@ -301,7 +301,7 @@ def check_statements(conn: Connection, ctx: ToolContext, tables: list[str]) -> l
     table is named, never summed up (amcheck's, or without it the full read). A
     partitioned table is said to be one, and its partitions not named are checked after."""
     tool = cached(ctx, "amcheck", lambda: amcheck(conn))
-    parents = partitioned(conn, tables)
+    parents = run_partitioned(ctx, tables)
     stored = [t for t in [*tables, *_unnamed_partitions(tables, parents)] if t not in parents]
     said = [f"-- {ctx.quote(t)}: {p.described('checked')}" for t, p in parents.items()]
     if tool.reason is not None:
