@@ -43,6 +43,17 @@ def age_words(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def took(seconds: float, places: int = 2) -> str:
+    """How long a step or run took: 0.12s with `places` decimals, 12.5m from two
+    minutes; a time those decimals would round to nothing in milliseconds (3.2ms), so a
+    step that took any time never reads as 0.00s."""
+    if 0 < seconds < 0.5 * 10**-places:
+        return f"{seconds * 1000:.1f}ms" if seconds >= 0.00005 else "<0.1ms"
+    if seconds < 120:
+        return f"{seconds:.{places}f}s"
+    return f"{seconds / 60:.1f}m"
+
+
 def percent(share: float) -> str:
     """A share (0.5) as a percent as exact as it was given: 50%, 0.5%, 12.25%. Two
     decimals, or as many more as keep a share that is not none or all from reading as

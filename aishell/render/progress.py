@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.status import Status
 from rich.text import Text
 
+from aishell import units
 from aishell.executor import StepResult
 from aishell.render.base import STATUS_STYLE, human_size, plain, safe_text, step_subject
 from aishell.render.figures import step_figures
@@ -237,7 +238,7 @@ class StepProgress:
             "deferred": "…",
         }.get(step.status, "✗")
         style = STATUS_STYLE.get(step.status, "")
-        took = f" {step.seconds:.2f}s" if step.seconds is not None else ""
+        took = f" {units.took(step.seconds)}" if step.seconds is not None else ""
         figures = step_figures(step.output, with_summary=False)
         note = f"  {plain(step.error)}" if step.error else (f"  {figures}" if figures else "")
         self.out.print(

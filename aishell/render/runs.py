@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aishell import units
 from aishell.render.base import (
     RISK_STYLE,
     STATUS_STYLE,
@@ -175,7 +176,7 @@ def _took(started: str, finished: str | None) -> str:
     if not finished:
         return "-"
     seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
-    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+    return units.took(seconds, places=1)
 
 
 def run_detail(out: Console, run: dict[str, Any]) -> None:
