@@ -10,7 +10,7 @@ from typing import Any
 
 from aishell.handlers import Handler, cached
 from aishell.handlers.postgresql import estimates
-from aishell.handlers.postgresql.catalog import PARTITIONED, partitioned
+from aishell.handlers.postgresql.catalog import PARTITIONED, run_partitioned
 from aishell.handlers.shared import shared_step
 from aishell.tool.context import ToolContext
 
@@ -23,7 +23,7 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     oid, indexes = table.oid, table.indexes
     if table.partitioned:
         # Nothing to read: its rows are its partitions', measured as tables.
-        parent = partitioned(ctx.connection, [params["table"]])[params["table"]]
+        parent = run_partitioned(ctx, [params["table"]])[params["table"]]
         return {"oid": oid, "partitioned": parent.described("measured"), "indexes": indexes}
     estimate = estimates.recent_table_estimate(ctx, params["table"], oid, scans)
     return {

@@ -17,7 +17,7 @@ from aishell.handlers.postgresql.catalog import partitioned
 from aishell.policy.approvers import PreApproved
 from aishell.targets.partitions import PARTITION_TREE, partition_trees
 from tests.handlers.postgresql.test_partitioned_vacuum import _counts, _outputs
-from tests.helpers import run_sql, use_target
+from tests.helpers import one_step_plan, run_sql, use_target
 from tests.services import engine
 from tests.targets.test_catalog_round_trips import sent_to
 
@@ -101,3 +101,19 @@ def _health_agrees(health: dict[str, Any], apart_bytes: int) -> None:
     assert apart_bytes > 0
     assert ev["table_bytes"] == sum(tables[t]["table_bytes"] for t in HERE) + apart_bytes
     assert ev_2["table_bytes"] == tables["ev_2a"]["table_bytes"] + apart_bytes
+
+
+def test_partitioned_tables_measured_share_the_runs_one_read(home: Path, pg_url: str) -> None:
+    """A fragmentation step given partitioned tables (ev, ev_2) says each has nothing
+    of its own to read, its partitions taken from the run's one read of the trees, not
+    from a read per partitioned table."""
+    run_sql(pg_url, *TREE)
+    tool = "analyze_table_fragmentation"
+    plan = one_step_plan("maintenance", "db", "postgresql", tool, {"tables": ["ev", "ev_2"]})
+    with sent_to(pg_url) as sent:
+        result = commands.apply_plan(use_target(home, pg_url), plan, approver=PreApproved())
+    assert result.status == "completed", result.error
+    measured = {t["table"]: t for t in result.steps[0].output["by_table"]}
+    assert measured["ev"]["partitioned"] and measured["ev_2"]["partitioned"], measured
+    reads = [params["names"] for sql, params in sent if _TREE_READ in sql]
+    assert reads == [None], reads
