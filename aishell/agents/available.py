@@ -41,6 +41,9 @@ BUILT_IN = tuple(EntryPoint(name, value, AGENTS_GROUP) for name, value in OWN_AG
 # The package a registered agent is listed under when its script names none.
 REGISTERED = "(registered)"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# The module BaseAgent is defined in, named, not imported: it imports this one, and
+# nothing inside aishell imports the agent API.
+_API = __name__.rpartition(".")[0] + ".api"
 # What the commands that take a declared agent's job (`run NAME`, `plan NAME`, `fleet run
 # NAME`, `schedule add ... -- NAME`) take for themselves: a job option may not be named
 # or typed as one of them. Written out, as the agents may not import the command line;
@@ -153,7 +156,7 @@ def _agent_of(ep: EntryPoint, package: str) -> Agent | PluginFailure:
     # failure, reported by name, and every other agent goes on.
     try:
         agent = loaded() if isinstance(loaded, type) else loaded
-        problem = _problem(agent, ep.name)
+        problem = _problem(agent, ep.name) or _plans_nothing(agent)
     except PLUGIN_FAILURES as exc:
         return failure(AGENTS_GROUP, ep.name, package, exc)
     if problem is not None:
@@ -167,17 +170,36 @@ def _problem(agent: object, name: str) -> str | None:
     spec = getattr(agent, "spec", None)
     if not isinstance(spec, AgentSpec):
         return "it has no `spec` (an AgentSpec declaring its name, job options and tools)"
-    if not _NAME.match(name) or spec.name != name or getattr(agent, "name", None) != name:
-        return (
-            f"its name must be lower-case letters, digits and _, and the same as its spec's "
-            f"and entry point's ('{name}')"
-        )
+    named = _name_problem(agent, spec, name)
+    if named is not None:
+        return named
     if name in COMMAND_NAMES:
         return f"'{name}' is a command of `aishell run` or `aishell plan`; choose another name"
     missing = [m for m in _METHODS if not callable(getattr(agent, m, None))]
     if missing:
         return f"it has no {', '.join(missing)}"
     return spec_problem(spec) or _taken(spec)
+
+
+def _plans_nothing(agent: object) -> str | None:
+    """An installed agent whose class keeps BaseAgent's plan_steps, which only raises:
+    refused at load, not found out at the first plan of its job."""
+    if getattr(getattr(type(agent), "plan_steps", None), "__module__", "") == _API:
+        return "it does not define plan_steps(self, job, ctx), which plans its job"
+    return None
+
+
+def _name_problem(agent: object, spec: AgentSpec, name: str) -> str | None:
+    """Why the names of an agent disagree: its entry point's, its spec's and its own."""
+    if not _NAME.match(name):
+        return f"its name '{name}' must be lower-case letters, digits and _"
+    own = getattr(agent, "name", None)
+    if spec.name != name or own != name:
+        said = f"its spec names it {spec.name!r}" + (
+            f" and its `name` is {own!r}" if own != spec.name else ""
+        )
+        return f"{said}, but its entry point {name!r}: they must be the same"
+    return None
 
 
 def _taken(spec: AgentSpec) -> str | None:
