@@ -48,6 +48,7 @@ from aishell.handlers.backup.processes import (
     tool_version,
 )
 from aishell.handlers.backup.reporting import ByteProgress
+from aishell.handlers.backup.searched import dumped_schemas
 from aishell.handlers.backup.snapcounts import (
     Relation,
     counting,
@@ -117,6 +118,8 @@ def take_postgresql(
             # The schema whose tables the manifest names: a restore checks that its
             # target's sessions search it (pg_restore makes each table in its own schema).
             schema = snap.execute(text("SELECT pg_catalog.current_schema()")).scalar()
+            # And the dump's schemas, in the order its names are found by (searched.py).
+            names = dumped_schemas(snap)
             snapshot = str(snap.execute(text(SNAPSHOT_EXPORT)).scalar())
             trees = table_trees(snap)
             sums, changed, dropped = _pg_changes(snap, trees, parent)
@@ -147,7 +150,7 @@ def take_postgresql(
     # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
     # on Debian: a tenth of a second).
     tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")
-    how = {"counted": COUNTED_IN_SNAPSHOT, "schema": schema, **held.notes}
+    how = {"counted": COUNTED_IN_SNAPSHOT, "schema": schema, **names, **held.notes}
     checksums = dict(sorted(checksums.items()))
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
 

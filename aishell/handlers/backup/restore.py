@@ -39,7 +39,7 @@ from aishell.handlers.backup.measure import (
 )
 from aishell.handlers.backup.qualified import naming_database
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
-from aishell.handlers.backup.searched import first_searched
+from aishell.handlers.backup.searched import order_of, searched_schemas, shown_path
 from aishell.sqltext import text
 from aishell.targets.appcode import read_app_code
 from aishell.targets.catalog import user_tables
@@ -263,20 +263,46 @@ def _refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
     """A PostgreSQL backup's tables come back in the schema they were read from
     (pg_restore makes each in its own), and the restore, its measure and every later
     step see those of the schema the target's sessions search first: the two must be
-    one. A manifest that names no schema (taken before they did) is not checked."""
+    one. A manifest that names no schema (taken before they did) is not checked; one
+    that names no other schemas (taken before it did) only so."""
     schema = links[-1][1].get("schema")
     conn = ctx.connection
     if conn.dialect.name != "postgresql" or not isinstance(schema, str):
         return
-    searched = first_searched(conn, schema)
-    if searched == schema:
+    held = {s for _, m in links for s in m.get("schemas") or () if isinstance(s, str)}
+    path = searched_schemas(conn, held | {schema})
+    source = links[-1][1].get("search_path")
+    order = order_of(source, held) if isinstance(source, list) and held else None
+    first = path[0] if path else None
+    if first != schema:
+        shown = f"'{first}'" if first is not None else "no schema"
+        wanted = shown_path(conn.dialect, order or [schema])
+        raise StepFailed(
+            f"Backup {links[-1][0].name} holds tables of schema '{schema}' and the sessions "
+            f"of target '{ctx.target}' search {shown} first; set the target database's or "
+            f"role's search_path to start with {wanted} (ALTER DATABASE ... SET "
+            "search_path = ..., see docs/targets.md) and retry"
+        )
+    if order is not None:
+        _refuse_other_order(links, order, order_of(path, held), ctx)
+
+
+def _refuse_other_order(
+    links: Chain, source: list[str], target: list[str], ctx: ToolContext
+) -> None:
+    """The schemas the dump holds must be searched by the target's sessions in the order
+    its source searched them (others the source did not search may follow): else a name
+    the source found in one schema would be found in another."""
+    if target[: len(source)] == source:
         return
-    shown = f"'{searched}'" if searched is not None else "no schema"
+    dialect = ctx.connection.dialect
+    wanted, found = shown_path(dialect, source), shown_path(dialect, target) or "(none)"
     raise StepFailed(
-        f"Backup {links[-1][0].name} holds tables of schema '{schema}' and the sessions of "
-        f"target '{ctx.target}' search {shown} first; set the target database's or role's "
-        f"search_path to start with {schema} (ALTER DATABASE ... SET search_path = ..., see "
-        "docs/targets.md) and retry"
+        f"Backup {links[-1][0].name} holds schemas its source searched in the order "
+        f"{wanted} and the sessions of target '{ctx.target}' would search them in the "
+        f"order {found}, so the backup's names would resolve to other objects; set the "
+        f"target database's or role's search_path to {wanted} (ALTER DATABASE ... SET "
+        "search_path = ..., see docs/targets.md) and retry"
     )
 
 

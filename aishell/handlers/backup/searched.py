@@ -1,17 +1,27 @@
-"""The schema a PostgreSQL session searches first (its current schema) once a restore has
-made the schema a backup's tables live in: read from the session's search_path as the
-server reads it, since current_schema() passes over a schema not made yet.
+"""The schemas a PostgreSQL session searches, in order, once a restore has made the
+schemas a backup holds: read from the session's search_path as the server reads it,
+since current_schema() passes over a schema not made yet. A backup's manifest records
+the schemas its dump holds and the order its source searched them; a restore's target
+must search them in that order, or the dump's names would resolve to other objects.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Connection
+from collections.abc import Collection
 
-from aishell.sqltext import text
+from sqlalchemy.engine import Connection, Dialect
+
+from aishell.sqltext import quote_identifier, text
 
 # The path, and the role its "$user" entry stands for.
 _PATH = "SELECT pg_catalog.current_setting('search_path'), current_user"
 _EXISTING = "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:names)"
+# The schemas pg_dump dumps: all but the server's own (pg_catalog, pg_toast, a session's
+# temporary ones, information_schema).
+_DUMPED = (
+    "SELECT nspname FROM pg_catalog.pg_namespace "
+    "WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1"
+)
 
 
 def path_entries(setting: str) -> list[str]:
@@ -37,12 +47,32 @@ def path_entries(setting: str) -> list[str]:
     return entries
 
 
-def first_searched(conn: Connection, made: str) -> str | None:
-    """The first schema of the session's search_path that exists or is `made` (which the
-    restore makes); None when there is none. A temporary schema holds no restored table
+def searched_schemas(conn: Connection, made: Collection[str] = ()) -> list[str]:
+    """The schemas the session's search_path names that exist or are `made` (which the
+    restore makes), in its order, each once. A temporary schema holds no restored table
     and is passed over."""
     setting, user = conn.execute(text(_PATH)).one()
     names = [str(user) if e == "$user" else e for e in path_entries(str(setting))]
     names = [n for n in names if n != "pg_temp"]
     existing = {r[0] for r in conn.execute(text(_EXISTING), {"names": names})}
-    return next((n for n in names if n == made or n in existing), None)
+    return list(dict.fromkeys(n for n in names if n in made or n in existing))
+
+
+def shown_path(dialect: Dialect, names: list[str]) -> str:
+    """Schema names as a search_path setting writes them: quoted where the server would
+    otherwise fold or split them."""
+    return ", ".join(quote_identifier(dialect, name) for name in names)
+
+
+def dumped_schemas(conn: Connection) -> dict[str, list[str]]:
+    """What a backup's manifest records of the names its dump resolves by: the schemas
+    the dump holds, and the schemas the session searches (its search_path), in order."""
+    return {
+        "schemas": [r[0] for r in conn.execute(text(_DUMPED))],
+        "search_path": searched_schemas(conn),
+    }
+
+
+def order_of(path: list[str], schemas: Collection[str]) -> list[str]:
+    """The schemas of `schemas` in the order `path` searches them."""
+    return [name for name in path if name in schemas]
