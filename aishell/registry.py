@@ -28,7 +28,13 @@ from aishell.tool import locks as toollocks
 from aishell.tool import params as schema
 from aishell.tool import risks as toolrisks
 from aishell.tool.capabilityfloor import capability_problem
-from aishell.tool.context import PLACEHOLDER, Implementation, ToolContext, fill_template
+from aishell.tool.context import (
+    GLUED_PLACEHOLDER,
+    PLACEHOLDER,
+    Implementation,
+    ToolContext,
+    fill_template,
+)
 from aishell.tool.definition import (
     CHECK_SQL_MUST,
     HandlerSpec,
@@ -428,6 +434,13 @@ def _sql_implementation(
             # Each statement is one call: the executor owns transactions and the guard
             # sees every statement on its own.
             raise fail(f"{where}.sql: {reason} is not allowed: {statement.strip()}")
+        glued = GLUED_PLACEHOLDER.search(statement + " " + (check_sql or ""))
+        if glued is not None:
+            raise fail(
+                f"{where}: {glued.group()!r}: a placeholder is filled with a whole quoted "
+                "name, so it may not touch other name characters; give the whole name as "
+                "a param marked x-identifier"
+            )
         for placeholder in PLACEHOLDER.findall(statement):
             if placeholder not in identifiers:
                 raise fail(

@@ -148,6 +148,9 @@ class Implementation(Protocol):
 
 # An identifier in a SQL template: {name}.
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# A placeholder touching a name's characters or quotes ("x_{table}", "{table}s"): it is
+# filled with a whole quoted name, so what it touches would make no name the server knows.
+GLUED_PLACEHOLDER = re.compile(r"[\w\"`$}]\{\w+\}|\{\w+\}[\w\"`${]")
 
 
 def fill_template(sql: str, params: Mapping[str, Any], ctx: ToolContext) -> str:
