@@ -219,8 +219,9 @@ def _inert_load(
     """Load one backup file into a validation's scratch database, leaving out what would
     run the database's code: pg_restore restores a TOC list without it; the mariadb
     client reads the dump from a pipe (no copy on disk) without its events, nor the
-    triggers and routines whose SQL names the database it was taken of (the manifest's
-    "database"): those would reach the source database from the scratch copy."""
+    triggers, routines and views whose SQL names the database it was taken of (the
+    manifest's "database"): those would reach the source database from the scratch copy.
+    A manifest that names no database (taken before they did): only the events."""
     argv, stdin = command
     if stdin is None:
         argv = [*argv[:-1], "-L", str(inert.pg_list(path)), argv[-1]]

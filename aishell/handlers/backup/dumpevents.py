@@ -1,9 +1,11 @@
 """A MariaDB dump streamed to the client without its events: a validation's scratch copy
 must run none of the database's code, and the event scheduler would run them there.
 Triggers come after each table's data and routines are only created, so the rest of a
-dump runs no code. Without, too, each trigger or routine whose SQL names the dumped
+dump runs no code. Without, too, each trigger, routine or view whose SQL names the dumped
 database: restored into a scratch database of another name it would be made in, or act
-on, the source database. Fed through a pipe by a thread: a validation needs no disk."""
+on, the source database. (mariadb-dump writes a view's tables of its own database without
+the name, but a function or sequence named with it keeps it: `src`.`f`(),
+nextval(`src`.`s`).) Fed through a pipe by a thread: a validation needs no disk."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from aishell.handlers.backup.qualified import made_naming
 _EVENTS_HEADER = b"\n--\n-- Dumping events for database "
 _NEXT_SECTION = b"\n--\n-- "
 _BLOCK_START = b"\nDELIMITER ;;\n"
+# Where a view's final definition starts, and its DROP VIEW (the placeholder's).
+_FINAL_VIEW = b"\n--\n-- Final view structure for view "
+_DROP_VIEW = re.compile(rb"^/\*!50001 DROP VIEW IF EXISTS [^\n]*\n", re.M)
 _EVENT_NAME = re.compile(rb"/\*!50106 EVENT `((?:[^`]|``)+)`")
 _QUOTES = b"'\"`"
 
@@ -112,18 +117,9 @@ class WithoutEvents:
         more of the stream."""
         held = self._held
         if self._state == "normal":
-            at = held.find(_EVENTS_HEADER)
-            code = held.find(_BLOCK_START) if self.database is not None else -1
-            if code >= 0 and not 0 <= at < code:
-                self._held, self._state = held[code + 1 :], "code"
-                return held[: code + 1]
-            if at < 0:
-                keep = max(0, len(held) - len(_EVENTS_HEADER))
-                self._held = held[keep:]
-                return held[:keep] or None
-            cut = at + len(_EVENTS_HEADER)
-            self._held, self._state = held[cut:], "header"
-            return held[:cut]
+            return self._normal()
+        if self._state == "view":
+            return self._view(final)
         if self._state == "header":
             block = held.find(_BLOCK_START)
             section = held.find(_NEXT_SECTION)
@@ -142,6 +138,50 @@ class WithoutEvents:
         self.events += [_name(m.group(1)) for m in _EVENT_NAME.finditer(held[:end])]
         self._held, self._state = held[end:], "normal"
         return b""
+
+    def _normal(self) -> bytes | None:
+        """Up to the next place the filter looks into (the events' header; given the
+        database, a block of `;;` statements or a view's final definition), from which
+        the state that reads it goes on; None when the stream holds none of them yet."""
+        held = self._held
+        marks = {"header": held.find(_EVENTS_HEADER)}
+        if self.database is not None:
+            marks |= {"code": held.find(_BLOCK_START), "view": held.find(_FINAL_VIEW)}
+        found = {state: at for state, at in marks.items() if at >= 0}
+        if not found:
+            keep = max(0, len(held) - len(_FINAL_VIEW))  # a mark may start in the tail
+            self._held = held[keep:]
+            return held[:keep] or None
+        state = min(found, key=found.__getitem__)
+        cut = found[state] + (len(_EVENTS_HEADER) if state == "header" else 1)
+        self._held, self._state = held[cut:], state
+        return held[:cut]
+
+    def _view(self, final: bool) -> bytes | None:
+        """A view's final definition as it goes on: whole, or, if its SQL names the
+        dumped database, without its DROP VIEW and CREATE, so the placeholder the dump
+        made earlier (its columns as NULLs, reading nothing) stands in its place and a
+        view over it is still made. mariadb-dump writes the statement on lines of its
+        own, a string's line break as \\n."""
+        held = self._held
+        create = held.find(b"\n/*!50001 CREATE")
+        section = held.find(_NEXT_SECTION)
+        if section >= 0 and not 0 <= create < section:
+            # The section holds no definition (another dump tool's shape): passed on.
+            self._held, self._state = held[section:], "normal"
+            return held[:section]
+        end = held.find(b";\n", create) if create >= 0 else -1
+        if end < 0:
+            if not final:
+                return None
+            self._held, self._state = b"", "normal"
+            return held
+        self._held, self._state = held[end + 2 :], "normal"
+        shown = made_naming(held[create + 1 : end + 1], self.database or "")
+        if shown is None:
+            return held[: end + 2]
+        self.naming.append(shown)
+        return _DROP_VIEW.sub(b"", held[: create + 1])
 
     def _code_block(self, block: bytes) -> bytes:
         """A trigger's or routine's block as it goes on: whole, or nothing if its SQL

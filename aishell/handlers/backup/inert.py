@@ -10,8 +10,9 @@ is left out and named; a table whose data is left out is not compared.
 
 MariaDB: the dump's events are left out (the event scheduler would run them). Triggers
 come after each table's data and routines are only created, so the rest runs no code;
-but a trigger or routine whose SQL names the source database is left out too, as it
-would be made in, or act on, that database from the copy (dumpevents.py).
+but a trigger, routine or view whose SQL names the source database is left out too, as
+it would be made in, or act on, that database from the copy (dumpevents.py; a view's
+placeholder, its columns as NULLs, stands in its place).
 
 PostgreSQL: a TOC list for pg_restore -L leaves out every materialized view's data (its
 REFRESH runs the query), event triggers and subscriptions; every index or constraint
@@ -360,7 +361,8 @@ class LeftOut:
             self.note([f"events {shown}: not restored in the validation (they would run there)"])
 
     def naming(self, objects: list[str], database: object) -> None:
-        """Triggers and routines left out because their SQL names the source database."""
+        """Triggers, routines and views left out because their SQL names the source
+        database."""
         self.note(
             [
                 f"{shown}: not restored in the validation (its SQL names the database "
