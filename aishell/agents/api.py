@@ -160,7 +160,7 @@ class BaseAgent:
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
         """Refuse (TargetError or UsageError) a job this target cannot run; by default
-        nothing to check, as planning checks the tables a job names."""
+        nothing to check, as planning checks the tables and columns its steps name."""
 
     def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
         """The costly facts planning reads ("urgency", "skipped", "partitions"); by

@@ -71,6 +71,7 @@ def build_plan(
             )
         else:
             steps, drafted_by = agent.plan_steps(job, context), {}
+            _check_named(registry, steps, catalog, conn, handle.name)
     finally:
         conn.close()
     if planner != "llm" or agent_name not in JOB_OPTIONS:  # a model drafts from any tool
@@ -159,6 +160,29 @@ def _checked_tables(
         tables = tuple(catalog.names)
     agent.check_job(job, conn)
     return tables
+
+
+def _check_named(
+    registry: Registry, steps: Sequence[Step], catalog: TableCatalog, conn: Connection, target: str
+) -> None:
+    """The tables and columns a plan's steps name (their x-identifier params given as
+    names, not ${...} references) are the target's, before the plan is shown or run:
+    a job naming a table the target lacks is refused as maintenance's is, whichever
+    agent planned it."""
+    for step in steps:
+        if not isinstance(step, Step) or step.tool not in registry.tools:
+            continue  # the plan's validation names what is wrong with it
+        tool = registry.get(step.tool)
+        named = [t for t in tool.tables_in(step.params) if "${" not in t]
+        catalog.check_tables(conn, target, named)
+        table = step.params.get("table")
+        for param, (kind, is_list) in tool.identifiers.items():
+            given = step.params.get(param)
+            values = given if is_list and isinstance(given, list) else [given]
+            if kind == "column" and isinstance(table, str) and "${" not in table:
+                for column in values:
+                    if isinstance(column, str) and "${" not in column:
+                        catalog.check_column(conn, table, column)
 
 
 def _plan(
