@@ -32,9 +32,9 @@ def relayed(
 ) -> Iterator[None]:
     """While inside: `handler` is each signal's Python handler, and `on_signal(signum,
     leaving)` runs in a thread called `name` as soon as signals come (the last of those
-    read together); `leaving` is set once the handlers are being put back, after which
-    nothing should be sent on to the main thread. Only in the main thread, where Python
-    takes handlers; elsewhere nothing is set."""
+    read together); `leaving` is set once the block closes, before the handlers are put
+    back: nothing should be sent on to the main thread after it. Only in the main thread,
+    where Python takes handlers; elsewhere nothing is set."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -57,19 +57,45 @@ def relayed(
 
     def noted(signum: int, frame: Any) -> None:
         TAKEN.append(signum)
-        handler(signum, frame)
+        # Closing, the block is over: a signal is noted for the process's own handler
+        # (TAKEN), not acted on. A handler raising here, in the middle of putting things
+        # back, would leave the block's handlers and its closed wakeup fd in place for good.
+        if not leaving.is_set():
+            handler(signum, frame)
 
-    previous = {sig: signal.signal(sig, noted) for sig in signals}
-    relaying.start()
+    # Set up inside the try: a signal may come while the relay's thread starts (a wait,
+    # long on a loaded machine) or as a handler is set, and the handler raise there.
+    previous: dict[int, Any] = {}
     try:
+        relaying.start()
+        for sig in signals:
+            previous[sig] = signal.signal(sig, noted)
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        signal.set_wakeup_fd(previous_fd)
         leaving.set()
-        writer.close()
-        with suppress(OSError):  # wakes the relay's read, whatever state the pair is in
-            reader.shutdown(socket.SHUT_RDWR)
-        relaying.join(1)
-        reader.close()
+        try:
+            _put_back(previous, previous_fd)
+        finally:
+            writer.close()
+            with suppress(OSError):  # wakes the relay's read, whatever state the pair is in
+                reader.shutdown(socket.SHUT_RDWR)
+            if relaying.ident is not None:
+                relaying.join(1)
+            reader.close()
+
+
+def _put_back(previous: dict[int, Any], previous_fd: int) -> None:
+    """Every handler and the wakeup fd as they were before the block. signal.signal()
+    first runs the handler of a signal still pending, which may raise (one put back
+    already, as SIGINT's KeyboardInterrupt): each is put back all the same, then the
+    first such error is raised."""
+    raised: BaseException | None = None
+    for sig, old in previous.items():
+        try:
+            signal.signal(sig, old)
+        except BaseException as exc:  # the pending signal was taken: the next call sets
+            raised = raised or exc
+            signal.signal(sig, old)
+    signal.set_wakeup_fd(previous_fd)
+    if raised is not None:
+        raise raised
