@@ -5,6 +5,17 @@ The cutoff is taken from the database server's clock, in the column's own terms
 SQLite the text format the column is written in), so that "older than 30 days"
 means what the application that wrote the rows meant by it. It is kept as a JSON
 value and bound as a parameter, never formatted into SQL.
+
+A cutoff a plan supplies itself (a saved plan edited, a model's draft, the tool's params
+given directly) is the value shown, approved and recorded, so it must be the value the
+DELETE compares with: DateColumn.bind refuses, in one line, what binding would change,
+rather than adjust it: digits past the microsecond (the drivers round or cut them); no
+offset on a timestamptz (the session's TimeZone would supply one); an offset on a
+column without a zone (PostgreSQL timestamp, MySQL DATETIME and TIMESTAMP, which compare
+in the session's time_zone: it would be dropped); a time of day on a DATE column; on
+SQLite, where text is compared as text, a zone or a time after another separator than
+the column's; a Unix time that is not a number, or a float past 2^53. bind runs in
+the preview and the estimate the approval sees, and again before the first batch.
 """
 
 from __future__ import annotations
@@ -64,23 +75,32 @@ class DateColumn:
     # timestamptz, timestamp, date, epoch, epoch_ms, text, text_t or text_date
     kind: str
     indexed: bool
+    # SQLite: no row holds a date, so none is compared and no format is the column's.
+    empty: bool = False
 
     def bind(self, cutoff: Any) -> Any:
-        """The stored cutoff as the value to compare the column with."""
+        """The stored cutoff as the value to compare the column with: exactly the value
+        stored, or refused (exact_cutoff), never rounded, truncated or given a zone."""
         try:
             if self.kind in ("timestamptz", "timestamp"):
-                moment = datetime.fromisoformat(str(cutoff))
-                if self.kind == "timestamp":
-                    return moment.replace(tzinfo=None)
-                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                return _moment(self, cutoff)
             if self.kind == "date":
-                return date.fromisoformat(str(cutoff)[:10])
+                if not isinstance(cutoff, str) or not _DATE.match(cutoff):
+                    raise _Inexact("a date column is compared with a date, as 2026-01-31")
+                return date.fromisoformat(cutoff)
             if self.kind in ("epoch", "epoch_ms"):
                 if isinstance(cutoff, bool) or not isinstance(cutoff, int | float):
                     raise ValueError(cutoff)
                 if not math.isfinite(cutoff):
                     raise ValueError(cutoff)  # NaN: no row is older, nor younger
+                if isinstance(cutoff, float) and abs(cutoff) >= _EXACT_FLOAT:
+                    raise _Inexact("give a whole number: a float this large is not exact")
                 return cutoff
+        except _Inexact as why:
+            raise TargetError(
+                f"cutoff {cutoff!r} is not exactly comparable with {self.table}.{self.column} "
+                f"({self.kind}): {why}"
+            ) from None
         except ValueError:
             raise TargetError(
                 f"cutoff {cutoff!r} is not a valid value for {self.table}.{self.column} "
@@ -88,7 +108,60 @@ class DateColumn:
             ) from None
         if not isinstance(cutoff, str):
             raise TargetError(f"cutoff {cutoff!r} for {self.table}.{self.column} must be text")
+        formats = _SQLITE_CUTOFF.values() if self.empty else [_SQLITE_CUTOFF[self.kind]]
+        if not any(f.match(cutoff) for f in formats):
+            raise TargetError(
+                f"cutoff {cutoff!r} is not exactly comparable with {self.table}.{self.column}"
+                f" ({self.kind}): its text is compared as text, so give it in the column's "
+                f"own format ({_SQLITE_EXAMPLE[self.kind]}), with no time zone"
+            )
         return cutoff
+
+
+class _Inexact(ValueError):
+    """A cutoff the column's comparison would not take exactly as it is written."""
+
+
+# A date, and a moment's text: its fraction of a second, its offset.
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FRACTION = re.compile(r":\d{2}[.,](\d+)")
+_MICROSECOND_DIGITS = 6
+# Floats from here on are whole numbers apart by 2 or more: a value written with more
+# digits than a float holds was rounded when read.
+_EXACT_FLOAT = 2**53
+# SQLite's text cutoffs, compared as text: a date alone compares as its midnight with
+# either format (a prefix sorts first), a time only after the column's own separator
+# ('T' sorts after ' ', so another would misplace every row of the cutoff's day).
+_SQLITE_CUTOFF = {
+    "text": re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2}(\.\d+)?)?$"),
+    "text_t": re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?)?$"),
+    "text_date": re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}:\d{2}(\.\d+)?)?$"),
+}
+_SQLITE_EXAMPLE = {
+    "text": "2026-01-31 00:00:00",
+    "text_t": "2026-01-31T00:00:00",
+    "text_date": "2026-01-31",
+}
+
+
+def _moment(column: DateColumn, cutoff: Any) -> datetime:
+    """A timestamp cutoff as bound: refused where binding would change it (digits past
+    the microsecond, which the driver cuts off), or where the column would read it in a
+    zone it does not say (no offset for a timestamptz, which the session's TimeZone
+    would supply; an offset for a column without a zone, which would be dropped)."""
+    if not isinstance(cutoff, str):
+        raise ValueError(cutoff)
+    fraction = _FRACTION.search(cutoff)
+    if fraction and len(fraction.group(1)) > _MICROSECOND_DIGITS:
+        raise _Inexact("the column holds microseconds: give at most 6 decimals")
+    moment = datetime.fromisoformat(cutoff)
+    if column.kind == "timestamptz" and moment.tzinfo is None:
+        raise _Inexact("the column holds moments: give the offset, as +00:00")
+    if column.kind == "timestamp" and moment.tzinfo is not None:
+        raise _Inexact(
+            "the column holds local times with no zone: give the cutoff without an offset"
+        )
+    return moment
 
 
 def describe(
@@ -131,7 +204,7 @@ def describe(
     indexed = any(i.columns[0] == column for i in indexes)
     if kind == "epoch":
         kind = _epoch_unit(conn, table, column, indexed)
-    return DateColumn(table, column, kind, indexed)
+    return DateColumn(table, column, kind, indexed, empty=data_type == "empty")
 
 
 def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:
