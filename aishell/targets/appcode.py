@@ -39,6 +39,7 @@ _MISSING = (
     (re.compile(r"unknown function: (.+)\(\)$"), False),
     (re.compile(r"no such collation sequence: (.+)$"), True),
 )
+_NO_MODULE = re.compile(r"no such module: (.+)$")
 _TOKEN = re.compile(
     r"'(?:[^']|'')*'|--[^\n]*|/\*.*?(?:\*/|$)|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|\w+|\S",
     re.S,
@@ -46,6 +47,11 @@ _TOKEN = re.compile(
 _TABLE_CONSTRAINT = {"CONSTRAINT", "CHECK", "PRIMARY", "UNIQUE", "FOREIGN"}
 # The kinds of use that live in a table's own definition (not a trigger's, a view's).
 KEYS = ("index", "primary key")
+# A virtual table whose module the application registers (sqlite3_create_module): the
+# file holds its CREATE VIRTUAL TABLE, and any statement that opens it fails with
+# "no such module" on every other connection.
+VIRTUAL = "virtual table"
+_VIRTUAL = re.compile(r"\s*CREATE\s+VIRTUAL\b", re.I)
 # Tries per object to make it in memory: each names one more function or collation.
 _TRIES = 32
 
@@ -55,7 +61,9 @@ class Use:
     """One object of `table` naming a function or collation the application defines."""
 
     table: str
-    kind: str  # index, primary key, column, CHECK constraint, generated column, ...
+    # index, primary key, column, CHECK constraint, generated column, ..., or virtual
+    # table (a table whose module, `code`, the application defines)
+    kind: str
     name: str  # the index's, column's, constraint's, trigger's or view's name
     code: str  # the function's or collation's name
     collation: bool
@@ -63,6 +71,11 @@ class Use:
     event: str = ""  # a trigger's: DELETE, INSERT or UPDATE
 
     def says(self) -> str:
+        if self.kind == "virtual table":
+            return (
+                f"it is a virtual table of module {self.code}, which the application "
+                "defines, not SQLite"
+            )
         what = f"its {self.kind} {self.name}".rstrip()
         if self.collation and self.column:
             return (
@@ -106,7 +119,12 @@ class AppCode:
 def stops_check(use: Use) -> bool:
     """integrity_check, quick_check and REINDEX of the table evaluate its index keys
     and expressions, CHECK constraints and virtual generated columns."""
-    return use.kind in (*KEYS, "CHECK constraint", "generated column", "table")
+    return use.kind in (*KEYS, "CHECK constraint", "generated column", "table", VIRTUAL)
+
+
+def stops_reading(use: Use) -> bool:
+    """Any read of the table's rows (a count, a copy) opens its module."""
+    return use.kind == VIRTUAL
 
 
 def stops_analyze(use: Use) -> bool:
@@ -126,9 +144,20 @@ def stops_delete(columns: Sequence[str]) -> Callable[[Use], bool]:
     def stops(use: Use) -> bool:
         if use.kind == "column":
             return use.name in columns
-        return use.kind in (*KEYS, "table") or (use.kind == "trigger" and use.event == "DELETE")
+        if use.kind == "trigger":
+            return use.event == "DELETE"
+        return use.kind in (*KEYS, "table", VIRTUAL)
 
     return stops
+
+
+def stops_insert(use: Use) -> bool:
+    """An INSERT (of a purge's rows into an archive table) updates every index, checks
+    every CHECK constraint, computes generated columns and the defaults of the columns
+    it leaves out, and fires INSERT triggers."""
+    if use.kind == "trigger":
+        return use.event == "INSERT"
+    return use.kind not in ("column", "view")
 
 
 def missing_code(exc: BaseException) -> tuple[str, bool] | None:
@@ -177,9 +206,10 @@ def find_app_code(objects: Sequence[tuple[str, str, str, str]]) -> AppCode:
     made = sqlite3.connect(":memory:")
     try:
         located = _make_again(made, objects)
+        modules = _app_modules(made, objects)
         names = {(code.lower(), collation) for _, code, collation in located}
         if not names:
-            return AppCode()
+            return AppCode(tuple(modules))
         uses: list[Use] = []
         for obj in objects:
             found = _uses_in_text(obj, names)
@@ -191,7 +221,7 @@ def find_app_code(objects: Sequence[tuple[str, str, str, str]]) -> AppCode:
         # An index's own COLLATE is said with the column it sorts, once.
         sorted_by = {(u.table, u.name, u.code) for u in keys}
         uses = [u for u in uses if not (u.collation and (u.table, u.name, u.code) in sorted_by)]
-        uses += keys
+        uses += keys + modules
         return AppCode(tuple(dict.fromkeys(uses)))
     finally:
         made.close()
@@ -207,11 +237,29 @@ def _make_again(made: sqlite3.Connection, objects: Sequence[tuple[str, str, str,
     located: Located = []
     for obj in objects:
         kind, name, table, sql = obj
-        if name.startswith("sqlite_") or re.match(r"\s*CREATE\s+VIRTUAL\b", sql, re.I):
+        if name.startswith("sqlite_") or _VIRTUAL.match(sql):
             continue  # SQLite's own; a virtual table's module is not ours to make
         for statement in [sql, *_exercises(made, kind, name, table, sql)]:
             located += [(obj, *found) for found in _prepared(made, statement)]
     return located
+
+
+def _app_modules(
+    made: sqlite3.Connection, objects: Sequence[tuple[str, str, str, str]]
+) -> list[Use]:
+    """Each virtual table whose module this process's SQLite lacks (fts5, rtree and the
+    like it has): SQLite names the module when the table is made again in memory."""
+    found = []
+    for kind, name, _table, sql in objects:
+        if kind != "table" or not _VIRTUAL.match(sql):
+            continue
+        try:
+            made.execute(sql)
+        except sqlite3.Error as exc:
+            module = _NO_MODULE.search(str(exc))
+            if module:
+                found.append(Use(name, VIRTUAL, name, module.group(1), False))
+    return found
 
 
 def _prepared(made: sqlite3.Connection, statement: str) -> list[tuple[str, bool]]:
@@ -403,6 +451,8 @@ def tripwires(conn: sqlite3.Connection, code: AppCode) -> Callable[[], None]:
     so no result read on the connection depends on a stand-in."""
     compared: list[str] = []
     for use in code.uses:
+        if use.kind == VIRTUAL:
+            continue  # a module: nothing of it can be registered as a tripwire
         if use.collation:
             conn.create_collation(use.code, _watched(use.code, compared))
         else:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from aishell.errors import TargetError
 from aishell.files import PrivatePlaces
 from aishell.handlers.purge.archive import check_archive_path, check_archive_table
 from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.cutoff import describe, indexes_of
 from aishell.handlers.purge.prepare import walk_key
-from aishell.targets.appcode import read_app_code, stops_delete
+from aishell.handlers.sqlite.appcode import refuse_purge_app_code
 from aishell.targets.catalog import check_column
 
 
@@ -28,9 +27,10 @@ def check_purge(
     """Refuse, in one line, a purge of `table` by `date_column` that cannot work here: a
     column that is missing or holds no dates, no key to walk in batches, an archive table
     of another shape, an archive file that is already there."""
-    check_column(conn, table, date_column)
     if conn.dialect.name == "sqlite":
-        _refuse_app_code(conn, table, date_column)
+        # First: a virtual table of the application's module cannot even list its columns.
+        refuse_purge_app_code(conn, table, date_column, archive_table)
+    check_column(conn, table, date_column)
     indexes = indexes_of(conn, table)
     describe(conn, table, date_column, indexes)
     walk_key(conn, table, indexes)
@@ -45,17 +45,3 @@ def check_purge(
     # The checks read the table in a transaction the caller did not ask for: ended here,
     # so that it holds no snapshot or table lock while planning goes on.
     conn.rollback()
-
-
-def _refuse_app_code(conn: Connection, table: str, date_column: str) -> None:
-    """A DELETE from the table evaluates its indexes' keys and expressions, its DELETE
-    triggers and the date column's collation: where one is the application's own
-    function or collation, every batch would fail, so the purge is refused now."""
-    code = read_app_code(conn)
-    uses = code.of(table, stops_delete([date_column]))
-    if uses:
-        said = "; ".join(dict.fromkeys(u.says() for u in uses))
-        raise TargetError(
-            f"Cannot purge {table}: a DELETE from it needs the application's own code, "
-            f"which aishell does not have: {said}"
-        )

@@ -20,6 +20,7 @@ from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
 from aishell.handlers.purge.reach import read_reach
 from aishell.handlers.purge.share import COUNT_AT_START, pending_stop
+from aishell.handlers.sqlite.appcode import refuse_purge_app_code
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
 from aishell.tool.context import ToolContext
@@ -103,6 +104,10 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
         conn = ctx.connection
         table = params["table"]
+        if ctx.dialect == "sqlite":
+            # Again at every start: a saved plan may run after the table (or its
+            # archive table) gained an index or trigger that calls the application's code.
+            refuse_purge_app_code(conn, table, params["date_column"], params.get("archive_table"))
         indexes, column = date_column_of(ctx, table, params["date_column"])
         key = walk_key(conn, table, indexes)
         copied: list[str] = []

@@ -1,13 +1,24 @@
 """What the SQLite handlers leave out because it needs the application's own functions
 or collations (aishell/targets/appcode.py): the database's uses read once per dry run
-or preview, else once per attempt, so that a step's render and its run agree."""
+or preview, else once per attempt, so that a step's render and its run agree; and the
+refusal of a purge that needs it, read again as each of its steps starts."""
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import TargetError
 from aishell.handlers import read_once_in_dry_run
-from aishell.targets.appcode import AppCode, Use, missing_code, read_app_code
+from aishell.targets.appcode import (
+    AppCode,
+    Use,
+    missing_code,
+    read_app_code,
+    stops_delete,
+    stops_insert,
+    stops_reading,
+)
 from aishell.tool.context import ToolContext
 
 
@@ -43,9 +54,37 @@ def count_statement(ctx: ToolContext, table: str) -> tuple[str | None, str | Non
     table sorted by one has no other."""
     code = app_code(ctx)
     quoted = ctx.quote(table)
-    why = code.reason(table, "rows not counted", _counts_by_key)
+    why = code.reason(table, "rows not counted", lambda u: _counts_by_key(u) or stops_reading(u))
     if why is not None:
         return None, why
     if code.of(table, _sorts_an_index):
         return f"SELECT count(*) FROM {quoted} NOT INDEXED", None
     return f"SELECT count(*) FROM {quoted}", None
+
+
+def refuse_purge_app_code(
+    conn: Connection, table: str, date_column: str, archive_table: str | None = None
+) -> None:
+    """Refuse, naming the table and why, a purge whose DELETE (its indexes' keys and
+    expressions, its DELETE triggers, the date column's collation, a virtual table's
+    module) or whose archive table's INSERT (its indexes, CHECK constraints, generated
+    columns, defaults, INSERT triggers) needs the application's own code: every batch
+    would fail, or one part way through. Read from the schema as it is now, when the
+    job is planned and again when each step starts, before its first batch: a saved
+    plan applied after a trigger or index was added is refused, not failed mid-way."""
+    code = read_app_code(conn)
+    uses = code.of(table, stops_delete([date_column]))
+    if uses:
+        said = "; ".join(dict.fromkeys(u.says() for u in uses))
+        raise TargetError(
+            f"Cannot purge {table}: a DELETE from it needs the application's own code, "
+            f"which aishell does not have: {said}"
+        )
+    if archive_table:
+        uses = code.of(archive_table, stops_insert)
+        if uses:
+            said = "; ".join(dict.fromkeys(u.says() for u in uses))
+            raise TargetError(
+                f"Cannot purge {table} into archive table {archive_table}: an INSERT into "
+                f"it needs the application's own code, which aishell does not have: {said}"
+            )
