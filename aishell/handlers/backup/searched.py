@@ -17,10 +17,13 @@ from aishell.sqltext import quote_identifier, text
 _PATH = "SELECT pg_catalog.current_setting('search_path'), current_user"
 _EXISTING = "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:names)"
 # The schemas pg_dump dumps: all but the server's own (pg_catalog, pg_toast, a session's
-# temporary ones, information_schema).
+# temporary ones, information_schema). Each operator named in pg_catalog, its operands
+# of its exact types: an operator of the database's own over other types is never picked.
 _DUMPED = (
     "SELECT nspname FROM pg_catalog.pg_namespace "
-    "WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1"
+    "WHERE nspname OPERATOR(pg_catalog.!~) CAST('^pg_' AS pg_catalog.text) "
+    "AND nspname OPERATOR(pg_catalog.<>) CAST('information_schema' AS pg_catalog.name) "
+    "ORDER BY 1"
 )
 
 
