@@ -27,6 +27,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -199,35 +200,32 @@ class LaterDrops:
     def __init__(self) -> None:
         self._names: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
         self.failures: list[str] = []
 
     def add(self, name: str) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._drop_each, daemon=True)
-            self._thread.start()
-        self._names.put(name)
+        with self._starting:  # one thread, though tests end their databases from several
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drop_each, daemon=True)
+                self._thread.start()
+            self._names.put(name)
 
     def drain(self) -> list[str]:
         """Wait for every queued drop; returns the drops that failed, each with why."""
-        if self._thread is not None:
-            self._names.put(None)
-            self._thread.join()
-            self._thread = None
+        with self._starting:
+            dropping, self._thread = self._thread, None
+            if dropping is not None:
+                self._names.put(None)
+        if dropping is not None:
+            dropping.join()
         return self.failures
 
     def _drop_each(self) -> None:
-        admin = create_engine(
-            PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10}
-        )
-        try:
-            while (name := self._names.get()) is not None:
-                try:
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                except Exception as exc:  # reported when the session ends
-                    self.failures.append(f"{name}: {str(exc).splitlines()[0]}")
-        finally:
-            admin.dispose()
+        while (name := self._names.get()) is not None:
+            try:
+                _on_admin_session(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception as exc:  # reported when the session ends
+                self.failures.append(f"{name}: {str(exc).splitlines()[0]}")
 
 
 LATER_DROPS = LaterDrops()
@@ -241,31 +239,44 @@ class ReadyDatabases:
     def __init__(self) -> None:
         self._creator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ready-database")
         self._next: Future[str] | None = None
+        # Tests make several at once from threads of their own: each name goes to one.
+        self._taking = threading.Lock()
 
     def take(self) -> str:
-        made = self._next or self._creator.submit(_create_scratch)
-        self._next = self._creator.submit(_create_scratch)
+        with self._taking:
+            made = self._next or self._creator.submit(_create_scratch)
+            self._next = self._creator.submit(_create_scratch)
         return made.result()
 
     def release(self) -> None:
         """Hand the one made ahead to LATER_DROPS (a failed creation left nothing)."""
-        if self._next is not None:
+        with self._taking:
+            ahead, self._next = self._next, None
+        if ahead is not None:
             with suppress(Exception):
-                LATER_DROPS.add(self._next.result())
-            self._next = None
+                LATER_DROPS.add(ahead.result())
 
 
 def _create_scratch() -> str:
     name = f"aishell_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 10}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+    _on_admin_session(f'CREATE DATABASE "{name}"')
     return name
+
+
+def _on_admin_session(statement: str) -> None:
+    """One statement on a session of the shared server's admin, through the driver
+    alone: the threads that make and drop databases meanwhile open no SQLAlchemy pool,
+    whose events tests count (the connections a command opens and closes)."""
+    admin = make_url(PG_ADMIN)
+    with psycopg.connect(
+        host=admin.host,
+        port=admin.port,
+        user=admin.username,
+        dbname=admin.database,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+    ) as conn:
+        conn.execute(statement.encode())
 
 
 READY_DATABASES = ReadyDatabases()
