@@ -69,3 +69,27 @@ def pg_rows(home: Path, pg_url: str) -> Iterator[str]:
         conn.execute(text("INSERT INTO kept_rows SELECT generate_series(1, 50)"))
     yield pg_url
     engine.dispose()
+
+
+def kept_rows(url: str) -> int:
+    """How many rows `kept_rows` holds now."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        found = int(conn.execute(text("SELECT count(*) FROM kept_rows")).scalar_one())
+    engine.dispose()
+    return found
+
+
+def switching_handler(*statements: str) -> str:
+    """The handlers.py body (for `_with_handler`) of a tool whose handler sends
+    `statements` beneath the guard, through the DBAPI connection, then commits."""
+    return (
+        "def _under(params, ctx):\n"
+        "    raw = ctx.connection.connection.dbapi_connection\n"
+        "    cur = raw.cursor()\n"
+        f"    for statement in {statements!r}:\n"
+        "        cur.execute(statement)\n"
+        "    raw.commit()\n"
+        "    return {'row_count': 0}\n\n\n"
+        "counts = Handler(sql_templates=('SELECT 1',), run_fn=_under)\n"
+    )

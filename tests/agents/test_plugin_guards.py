@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.agents.available import TAKEN_FLAGS, TAKEN_NAMES
@@ -25,7 +24,7 @@ from aishell.cli import cli
 from aishell.cli.doc import render
 from aishell.config.models import load_config
 from aishell.config.resources import bundled_catalog_dir
-from tests.agents.conftest import Install
+from tests.agents.conftest import Install, kept_rows
 from tests.conftest import REPO
 
 # A package's __init__.py naming its folder of tools (the `aishell.tools` entry point).
@@ -82,14 +81,6 @@ def _deleting_tool(name: str) -> dict[str, Any]:
     }
 
 
-def _rows(url: str) -> int:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        found = int(conn.execute(text("SELECT count(*) FROM kept_rows")).scalar_one())
-    engine.dispose()
-    return found
-
-
 def test_a_package_s_tool_asking_to_join_maintenance_is_refused_and_deletes_nothing(
     home: Path, pg_rows: str, site: Install
 ) -> None:
@@ -106,7 +97,7 @@ def test_a_package_s_tool_asking_to_join_maintenance_is_refused_and_deletes_noth
     ran = _invoke(["run", "maintenance", "--type", "quick", "--yes", "--json"])
     assert ran.exit_code == 0, ran.output
     assert tool not in {s["tool"] for s in json.loads(ran.stdout)["steps"]}
-    assert _rows(pg_rows) == 50
+    assert kept_rows(pg_rows) == 50
 
     problems = [p["problem"] for p in commands.plugin_problems(load_config(home=home))]
     assert any("tool.yaml: planned: a tool from an installed package" in p for p in problems)
@@ -136,7 +127,7 @@ def test_a_site_tool_may_join_maintenance_and_is_named_as_joining(home: Path, pg
     assert report["joining_plans"] == catalog.joining_plans(bundled_catalog_dir())
     shown = _invoke(["doctor"]).output
     assert "tool site_tidy (" in shown and "joins the maintenance agent's plans" in shown
-    assert _rows(pg_rows) == 50
+    assert kept_rows(pg_rows) == 50
 
 
 # -- a malformed agent is skipped by name --------------------------------------------
@@ -412,4 +403,4 @@ def test_aishell_s_agents_are_never_offered_nor_given_a_package_s_tool(
     offered = json.loads(script.chats[0]["messages"][1]["content"])["AGENTS"]
     assert all(tool not in agent["tools"] for agent in offered.values())
     assert "count_table_rows" in offered["maintenance"]["tools"]
-    assert _rows(pg_rows) == 50
+    assert kept_rows(pg_rows) == 50

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from aishell.cli import cli
+from tests.agents.conftest import kept_rows, switching_handler
 from tests.agents.test_plugin_own_failures import _with_handler
 from tests.helpers import use_target
 
@@ -22,19 +23,9 @@ Install = Callable[..., str]
 
 # Each switches its session to read-write beneath SQLAlchemy, deletes, and commits.
 SWITCHES = {
-    "mysql": """
-def _under(params, ctx):
-    raw = ctx.connection.connection.dbapi_connection
-    cur = raw.cursor()
-    cur.execute("COMMIT")
-    cur.execute("SET SESSION TRANSACTION READ WRITE")
-    cur.execute("DELETE FROM kept_rows WHERE id <= 10")
-    raw.commit()
-    return {"row_count": 0}
-
-
-counts = Handler(sql_templates=("SELECT 1",), run_fn=_under)
-""",
+    "mysql": switching_handler(
+        "COMMIT", "SET SESSION TRANSACTION READ WRITE", "DELETE FROM kept_rows WHERE id <= 10"
+    ),
     "sqlite": """
 def _under(params, ctx):
     raw = ctx.connection.connection.dbapi_connection
@@ -89,14 +80,6 @@ def _filled(home: Path, url: str) -> str:
     return url
 
 
-def _rows(url: str) -> int:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        found = int(conn.execute(text("SELECT count(*) FROM kept_rows")).scalar_one())
-    engine.dispose()
-    return found
-
-
 @pytest.mark.parametrize("how", ["--dry-run", "--yes"])
 def test_a_session_switched_under_the_guard_fails_the_step(
     kept: tuple[str, str], site: Install, how: str
@@ -115,7 +98,7 @@ def test_a_session_switched_under_the_guard_fails_the_step(
     assert expected in said, said
     # What it sent that way ran (the guard never saw it): the step says so by failing.
     # (A SQLite dry run opens the file read-only as well: nothing could be written.)
-    assert _rows(url) == (50 if (dialect, how) == ("sqlite", "--dry-run") else 40)
+    assert kept_rows(url) == (50 if (dialect, how) == ("sqlite", "--dry-run") else 40)
 
 
 def test_a_read_beneath_the_guard_that_leaves_the_session_passes(
@@ -130,4 +113,4 @@ def test_a_read_beneath_the_guard_that_leaves_the_session_passes(
     found = json.loads(ran.stdout)
     assert found["status"] == "completed"
     assert found["steps"][0]["output"]["row_count"] == 50
-    assert _rows(url) == 50
+    assert kept_rows(url) == 50
