@@ -11,10 +11,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from aishell.agents.available import agent_names, get_agent
+from aishell.agents.base import Agent
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
+from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
+from aishell.dialects import family
 from aishell.errors import AishellError, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
 from aishell.policy.approvers import NonInteractive
@@ -48,8 +53,10 @@ def add_schedule(
         )
     scheduling.check_timezone(timezone)
     first = scheduling.first_fire(cron, timezone)
-    target_name, _ = config.target(target)
-    get_agent(agent_name).normalize_job(job, config.agent(agent_name))
+    target_name, target_config = config.target(target)
+    agent = get_agent(agent_name)
+    normalized = agent.normalize_job(job, config.agent(agent_name))
+    _check_names(config, agent, normalized, make_url(target_config.url).get_backend_name())
     with StateStore(config.state_url) as store:
         store.add_schedule(
             name=name,
@@ -62,6 +69,51 @@ def add_schedule(
             options=options,
         )
     return {"name": name, "cron": cron, "timezone": timezone, "next_run": first}
+
+
+def _check_names(config: Config, agent: Agent, job: dict[str, Any], dialect: str) -> None:
+    """Each value of the job that names a table, column or index (a job key named as an
+    `x-identifier` param of a tool the agent declares) is a name the target's engine can
+    hold: refused now, in one line. Whether it exists is the run's to check (the target
+    may be unreachable now, the table made before the schedule fires)."""
+    registry = load_catalog(config)
+    kinds: dict[str, str] = {}
+    for tool in agent.spec.tools:
+        if tool in registry.tools:
+            for param, (kind, _) in registry.get(tool).identifiers.items():
+                kinds.setdefault(param, kind)
+    flags = {o.key: o.cli_flag for o in agent.spec.options}
+    for key, value in job.items():
+        names = value if isinstance(value, list | tuple) else [value]
+        for name in names if key in kinds else ():
+            wrong = name_problem(name, dialect) if isinstance(name, str) else ""
+            if wrong:
+                raise UsageError(
+                    f"{flags.get(key, key)}: {name!r} {wrong}, so no {kinds[key]} has it"
+                )
+
+
+def name_problem(name: str, dialect: str) -> str:
+    """Why no table, column or index of the engine can be named `name` ("": one may be):
+    PostgreSQL cuts a name to 63 bytes (NAMEDATALEN - 1), so a longer one names another
+    object; MySQL and MariaDB refuse over 64 characters, a trailing space, or a
+    character past U+FFFF; no engine takes a NUL."""
+    if "\x00" in name:
+        return "holds a NUL character"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    engine = family(dialect)
+    if engine == "postgresql" and size > 63:
+        return f"is {size} bytes long, and PostgreSQL names are at most 63"
+    if engine == "mysql" and len(name) > 64:
+        return f"is {len(name)} characters long, and MySQL names are at most 64"
+    if engine == "mysql" and name.endswith(" "):
+        return "ends with a space, which MySQL names may not"
+    if engine == "mysql" and any(ord(c) > 0xFFFF for c in name):
+        return "holds a character past U+FFFF, which MySQL names may not"
+    return ""
 
 
 def list_schedules(config: Config) -> list[dict[str, Any]]:
