@@ -31,6 +31,7 @@ from aishell.handlers.backup.apply import (
 from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
 from aishell.handlers.backup.measure import (
+    NOT_COUNTED,
     Measured,
     compare,
     measure_connection,
@@ -444,7 +445,9 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     else:
         measured = measure_server(url, str(url.database), manifest, ctx)
     # Tables the backup does not hold may stay in a target restored with --replace.
-    measured.tables &= set(manifest["tables"])
+    # Those it holds but could not count must be there too.
+    unread = manifest.get(NOT_COUNTED) or {}
+    measured.tables &= set(manifest["tables"]) | set(unread)
     problems = compare(manifest, measured)
     if problems:
         raise StepFailed(
@@ -457,4 +460,5 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "checksums_compared": len(measured.checksums),
         "backup_path": str(path),
         "chain": [link.name for link, _ in chain],
+        **({NOT_COUNTED: unread} if unread else {}),
     }

@@ -33,11 +33,13 @@ from aishell.handlers.backup.manifest import (
 )
 from aishell.handlers.backup.measure import (
     CHECKSUM_ROWS,
+    NOT_COUNTED,
     sqlite_armed,
     sqlite_checksums,
     sqlite_counts,
     sqlite_integrity,
     sqlite_tables,
+    sqlite_unread,
 )
 from aishell.handlers.backup.pgincrement import TAKEN_WHOLE
 from aishell.handlers.backup.reporting import ByteProgress
@@ -231,6 +233,7 @@ def _outcome(
         # Taken whole, an increment names every table it holds, and says why.
         "changed_tables": taken.changed if parent else None,
         **({TAKEN_WHOLE: manifest[TAKEN_WHOLE]} if manifest.get(TAKEN_WHOLE) else {}),
+        **({NOT_COUNTED: manifest[NOT_COUNTED]} if manifest.get(NOT_COUNTED) else {}),
         "backup_record": {
             "kind": manifest["kind"],
             "path": str(final),
@@ -311,11 +314,13 @@ def _take_sqlite(
         try:
             code, check = sqlite_armed(copy)
             result = sqlite_integrity(copy, code)
-            # Counted in the copy: exactly the rows the file holds.
-            counts = sqlite_counts(copy, sqlite_tables(copy))
+            # Counted in the copy: exactly the rows the file holds; a table no read of
+            # ours can open is copied whole all the same, and named.
+            unread = sqlite_unread(code)
+            counts = sqlite_counts(copy, [t for t in sqlite_tables(copy) if t not in unread])
             checksums = sqlite_checksums(copy, counts, code)
             check()
-            notes = sqliteincrement.recorded(copy)
+            notes = sqliteincrement.recorded(copy) | ({NOT_COUNTED: unread} if unread else {})
             changed, dropped = (
                 changed_tables(parent, counts, checksums) if parent else (list(counts), [])
             )

@@ -29,6 +29,7 @@ from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.inert import LeftOut
 from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
 from aishell.handlers.backup.measure import (
+    NOT_COUNTED,
     Measured,
     checksummed,
     compare,
@@ -397,6 +398,8 @@ def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             # What the scratch copy left out so as to run none of the database's code.
             "not_restored": left.not_restored,
             "not_validated": sorted(left.tables),
+            # What no read of aishell's can open: checked present, never counted.
+            **({NOT_COUNTED: manifest[NOT_COUNTED]} if manifest.get(NOT_COUNTED) else {}),
         }
     )
     result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems}
