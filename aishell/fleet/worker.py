@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aishell import signalrelay
 from aishell.config.models import Config
+from aishell.executor.stopping import stop_all, stops_with
 from aishell.fleet.app import RUN_TARGET, make_app
 from aishell.fleet.sending import broker
 
@@ -35,6 +36,9 @@ class TryLater(Exception):
 # A fleet task's work: (fleet_id, target) -> the run's status; TryLater to be asked again.
 RunTarget = Callable[[str, str], str]
 
+# What a run the worker's shutdown stopped was interrupted by, where a signal's name would be.
+WORKER_SHUTDOWN = "the worker's shutdown"
+
 
 def serve_worker(
     config: Config, run_target: RunTarget, *, concurrency: int, name: str | None = None
@@ -45,12 +49,16 @@ def serve_worker(
     with broker(config, unanswered="the worker did not start"):
         pass
     app = make_app(config)
+    shutdown = _stopped_by_shutdown()
 
     @app.task(name=RUN_TARGET, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def fleet_task(task: object, fleet_id: str, target: str) -> str:
         taken = len(signalrelay.TAKEN)
         try:
-            status = run_target(fleet_id, target)
+            # A shutdown before the run's own signal handling is in place (planning, its
+            # recording) reaches Celery's handler alone: the run stops at its start.
+            with stops_with(shutdown, WORKER_SHUTDOWN):
+                status = run_target(fleet_id, target)
         except TryLater as later:
             logger.info("fleet %s: %s: again in %ss: %s", fleet_id, target, later.seconds, later)
             _pass_on(signalrelay.TAKEN[taken:])
@@ -78,6 +86,29 @@ def serve_worker(
             "--without-mingle",
         ],
     )
+
+
+def _stopped_by_shutdown() -> threading.Event:
+    """An event set once Celery begins the worker's shutdown (its worker_shutting_down,
+    sent from its SIGTERM or SIGINT handler in the worker's main process), which also stops
+    every run of the process as a signal would: a run still planning stops as it begins,
+    resumably, instead of running its steps while the warm shutdown waits for it. The
+    solo pool's task runs in that process; a pool's children are not reached here."""
+    from celery.signals import worker_shutting_down
+
+    shutdown = threading.Event()
+
+    def stop_runs() -> None:
+        shutdown.set()
+        stop_all(WORKER_SHUTDOWN)
+
+    def shutting_down(**_: object) -> None:
+        # Called inside the signal handler, on the main thread in the middle of a task
+        # that may hold the locks a stop takes: the stop runs on a thread of its own.
+        threading.Thread(target=stop_runs, name="aishell-worker-stop", daemon=True).start()
+
+    worker_shutting_down.connect(shutting_down, weak=False)
+    return shutdown
 
 
 def _pass_on(taken: list[int]) -> None:

@@ -1,0 +1,114 @@
+"""A worker's SIGTERM that comes before its task's run has its own signal handling in
+place stops the run all the same, at its start, resumably: Celery's warm shutdown does
+not wait for the whole run.
+
+The task is held where the run cannot yet have its handlers: the state store is busy
+(another process holds its write transaction) when the run is to be recorded, and,
+on PostgreSQL, a table the planning reads is locked by another session. The SIGTERM
+comes there; once released, the run ends interrupted (not completed) and its task goes
+back to the queue.
+
+Before, Celery's handler alone took that SIGTERM: the warm shutdown waited while the
+whole run went on, and the run ended completed."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from aishell import commands
+from aishell.config.models import Config
+from aishell.state.faults import sqlite_path
+from aishell.state.store import StateStore
+from tests.conftest import EditConfig
+from tests.fleet.queues import delete_queue, running_worker
+from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
+
+
+def _received(home: Path, worker: subprocess.Popen[bytes]) -> None:
+    """Waits until the worker has taken the task off the queue."""
+    deadline = time.monotonic() + 60
+    log = home / "worker.log"
+    while "run_target[" not in log.read_text() or " received" not in log.read_text():
+        assert worker.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+@contextmanager
+def _state_store_busy(config: Config) -> Iterator[None]:
+    """Another process's write transaction on state.db for the block's length."""
+    StateStore(config.state_url).close()
+    path = sqlite_path(config.state_url)
+    assert path is not None
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
+
+def _stopped_before_its_run(
+    home: Path, config: Config, hold: AbstractContextManager[None], target: str
+) -> None:
+    sent = commands.fleet_run(config, "maintenance", {"type": "quick"}, target)
+    try:
+        with running_worker(home) as worker:
+            with hold:
+                _received(home, worker)
+                time.sleep(1.0)  # in the task, held before its run's signal block
+                worker.send_signal(signal.SIGTERM)
+                time.sleep(1.0)  # Celery's handler runs as soon as Python runs again
+            assert worker.wait(60) == 0, (home / "worker.log").read_text()
+        (row,) = commands.fleet_summary(config, sent["fleet_id"])["runs"]
+        log = (home / "worker.log").read_text()
+        assert row["status"] == "interrupted", (row, log)
+        assert "the worker's shutdown" in row["error"]
+        assert f"aishell resume {row['run_id']}" in row["error"]
+        # Sent back to the queue: the next worker resumes it.
+        assert "again in" in log
+    finally:
+        delete_queue(config)
+
+
+def test_a_sigterm_while_the_run_is_recorded_stops_it_at_its_start(
+    edit_config: EditConfig, home: Path, demo_db: Path
+) -> None:
+    fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
+    config = edit_config({"state": {"busy_timeout_ms": 120_000}})
+    _stopped_before_its_run(home, config, _state_store_busy(config), "demo")
+
+
+@contextmanager
+def _table_locked(url: str) -> Iterator[None]:
+    """An ACCESS EXCLUSIVE lock on the table `orders` for the block's length: planning's
+    reads of it wait for it."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_sigterm_while_the_run_is_planned_stops_it_at_its_start(
+    edit_config: EditConfig, home: Path, demo_db: Path, pg_url: str
+) -> None:
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE orders (id int PRIMARY KEY, note text)"))
+        conn.execute(text("INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 100) g"))
+    engine.dispose()
+    fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
+    config = edit_config({"targets": {"pg": {"url": pg_url}}})
+    _stopped_before_its_run(home, config, _table_locked(pg_url), "pg")
