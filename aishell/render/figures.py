@@ -30,7 +30,7 @@ def _purge(out: Mapping[str, Any]) -> str:
     rows, batches = out["rows_deleted"], out["batches"]
     # The cutoff as the purge compared its rows with it, as stored: never reformatted
     # (a timestamp keeps its microseconds, a Unix time its digits).
-    older = f" (older than {out['cutoff']})" if out.get("cutoff") is not None else ""
+    older = f" (older than {out['cutoff']}{_zone(out)})" if out.get("cutoff") is not None else ""
     line = (
         f"{rows:,} row{'' if rows == 1 else 's'} deleted in "
         f"{batches:,} batch{'' if batches == 1 else 'es'}{older}"
@@ -52,8 +52,14 @@ def _estimate(out: Mapping[str, Any]) -> str:
     how = f" (estimated from {out['how']})" if out.get("how") else ""
     return (
         f"{about}{out['row_count']:,} rows, {about}{out['older_rows']:,} older than "
-        f"{out['cutoff']}{how}"
+        f"{out['cutoff']}{_zone(out)}{how}"
     )
+
+
+def _zone(out: Mapping[str, Any]) -> str:
+    """The time zone the server read the cutoff in, where it read it in one (MySQL's
+    TIMESTAMP: the session's)."""
+    return f" in time zone {out['cutoff_zone']}" if out.get("cutoff_zone") else ""
 
 
 def _backup(out: Mapping[str, Any]) -> str:

@@ -36,9 +36,11 @@ def _purge_preview(step: StepResult) -> list[str]:
     if "rows_to_delete" not in estimate:
         return []
     about = "about " if estimate.get("estimated") else ""
+    zone = estimate.get("cutoff_zone")
+    zoned = f" in time zone {zone}" if zone else ""
     lines = [
         f"    would delete {about}{estimate['rows_this_run']:,} of {about}"
-        f"{estimate['table_rows']:,} rows (older than {estimate['cutoff']}), walking "
+        f"{estimate['table_rows']:,} rows (older than {estimate['cutoff']}{zoned}), walking "
         f"{estimate['key']}"
     ]
     if estimate.get("how"):

@@ -23,10 +23,11 @@ from typing import Any, NoReturn
 
 from sqlalchemy.engine import Connection
 
-from aishell.errors import StepInterrupted, TargetError
+from aishell.errors import StepFailed, StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
 from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, plain_key
+from aishell.handlers.purge.cutoff import zone_moved
 from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
@@ -179,6 +180,7 @@ class Walk:
                 "batches": self.state["batches"],
                 "archive_offset": self.state["archive_offset"],
                 "session": self.state.get("session"),
+                "cutoff_zone": self.state.get("cutoff_zone"),
                 "archive_overlaps": self.state.get("archive_overlaps"),
                 "pending": pending,
                 **(self.limit.progress() if self.limit is not None else {}),
@@ -362,7 +364,17 @@ class Walk:
         """After the batch's DELETE, before anything of it is durable: what the DELETE
         sets off is still what the step was judged with, or the batch is rolled back
         (its archive copy in a table with it; its bytes for a file not yet written) and
-        the step stops, for its resume to judge it again."""
+        the step stops, for its resume to judge it again. A session whose time zone
+        moved (code the DELETE ran set it) has its batch rolled back, and the step fails."""
+        moved = zone_moved(self.ctx.connection, self.state.get("cutoff_zone"))
+        if moved is not None:
+            self.ctx.connection.rollback()
+            self.checkpoint()
+            raise StepFailed(
+                f"the session's time zone became {moved} during a batch of "
+                f"{self.params['table']}; its cutoff {self.cut} was shown in "
+                f"{self.state['cutoff_zone']}, and the batch was rolled back"
+            )
         if self.reach is None:
             return
         self.reach, changed = changed_since(self.ctx.connection, self.reach)
@@ -414,6 +426,7 @@ class Walk:
             "rows_deleted_this_attempt": attempt.deleted_here,
             "batches": state["batches"],
             "cutoff": self.cut,
+            **({"cutoff_zone": state["cutoff_zone"]} if state.get("cutoff_zone") else {}),
             "key": self.key,
             "last_key": state["after"],
             "complete": self.complete,

@@ -95,6 +95,7 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any],
                     "count_table_rows needs retention_days or cutoff with date_column"
                 )
             cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
+        zone = cutoffs.compared_in(conn, column)
         figures: dict[str, Any] | None = None
         if _estimates(params, ctx):
             key = walk_key(conn, params["table"], indexes)
@@ -108,6 +109,8 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any],
         "date_column": params["date_column"],
         "date_kind": column.kind,
     }
+    if zone is not None:
+        output["cutoff_zone"] = zone  # the zone the server read the cutoff in
     return output, sent
 
 
@@ -165,6 +168,7 @@ def _after_purge(params: Mapping[str, Any]) -> dict[str, Any]:
         "how": f"the estimate before the purge less the {deleted:,} rows it deleted; {left}",
         "cutoff": params["cutoff"],
         "date_column": params["date_column"],
+        **({"cutoff_zone": before["cutoff_zone"]} if before.get("cutoff_zone") else {}),
     }
 
 

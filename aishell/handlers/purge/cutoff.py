@@ -16,6 +16,11 @@ in the session's time_zone: it would be dropped); a time of day on a DATE column
 SQLite, where text is compared as text, a zone or a time after another separator than
 the column's; a Unix time that is not a number, or a float past 2^53. bind runs in
 the preview and the estimate the approval sees, and again before the first batch.
+
+On MySQL a TIMESTAMP column is compared with the cutoff as the session's time_zone
+reads it (a cutoff from the server's clock is that zone's wall time too): the zone is
+shown beside the cutoff (compared_in), and the purge holds its session to the zone its
+preview, saved plan or approval showed (resume.py), batch after batch (batches.py).
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class DateColumn:
     indexed: bool
     # SQLite: no row holds a date, so none is compared and no format is the column's.
     empty: bool = False
+    # MySQL's TIMESTAMP: the cutoff, without an offset, is read in the session's
+    # time_zone before it is compared (compared_in names that zone).
+    zoned: bool = False
 
     def bind(self, cutoff: Any) -> Any:
         """The stored cutoff as the value to compare the column with: exactly the value
@@ -170,6 +178,7 @@ def describe(
     """What the date column holds; a column that holds no dates is refused. `indexes`:
     the table's (indexes_of), when the caller has them already."""
     dialect = conn.dialect.name
+    zoned = False
     if dialect == "postgresql":
         data_type = conn.execute(
             text(
@@ -192,6 +201,7 @@ def describe(
             {"t": table, "c": column},
         ).scalar()
         kind = _MYSQL_KINDS.get(str(data_type).lower())
+        zoned = str(data_type).lower() == "timestamp"
     else:
         data_type, kind = _sqlite_kind(conn, table, column)
     if kind is None:
@@ -204,7 +214,35 @@ def describe(
     indexed = any(i.columns[0] == column for i in indexes)
     if kind == "epoch":
         kind = _epoch_unit(conn, table, column, indexed)
-    return DateColumn(table, column, kind, indexed, empty=data_type == "empty")
+    return DateColumn(table, column, kind, indexed, empty=data_type == "empty", zoned=zoned)
+
+
+# The session's time zone; SYSTEM is the server's own, which it names apart.
+_ZONE_SQL = "SELECT @@session.time_zone, @@system_time_zone"
+# step_cache: the zone the step's estimate showed beside its cutoff.
+ZONE_SHOWN = "purge cutoff zone"
+
+
+def compared_in(conn: Connection, column: DateColumn) -> str | None:
+    """The time zone the server reads the cutoff in before comparing it with the column
+    (the session's time_zone, SYSTEM resolved to the server's zone): shown beside the
+    cutoff, and held to while the purge runs. None where no zone is read: a zone is part
+    of the value (timestamptz), or the value is compared as written."""
+    return _session_zone(conn) if column.zoned else None
+
+
+def zone_moved(conn: Connection, shown: str | None) -> str | None:
+    """The zone the session compares the cutoff in now, where it is not the one `shown`
+    (None: the same, or no zone was shown)."""
+    if shown is None:
+        return None
+    now = _session_zone(conn)
+    return None if now == shown else now
+
+
+def _session_zone(conn: Connection) -> str:
+    zone, system = conn.execute(text(_ZONE_SQL)).one()
+    return str(system) if str(zone).upper() == "SYSTEM" else str(zone)
 
 
 def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:

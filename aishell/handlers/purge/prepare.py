@@ -211,6 +211,10 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
     if found is not None:
         estimate["how"] = found.how
+    zone = cutoffs.compared_in(conn, column)
+    if zone is not None:
+        estimate["cutoff_zone"] = zone
+        ctx.step_cache[cutoffs.ZONE_SHOWN] = zone
     stopped = pending_stop(ctx.load_progress())
     if stopped is not None:
         # It stopped at max_share in an earlier go: going on needs a person's yes.

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from aishell.errors import StepFailed
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
@@ -82,6 +83,8 @@ class _Checkpoint:
     progress: dict[str, Any]
     # The pending checkpoint of a batch that did not commit (its archive bytes are cut).
     doubt: dict[str, Any] | None = None
+    # The time zone the session reads the cutoff in, where it reads it in one.
+    zone: str | None = None
 
 
 def _last_checkpoint(
@@ -107,6 +110,8 @@ def _last_checkpoint(
     else:
         cutoffs.no_newer_than(conn, column, cut, retention)
     bound = column.bind(cut)
+    zone = cutoffs.compared_in(conn, column)
+    _hold_to_shown_zone(ctx, column, cut, zone, progress)
     after = progress.get("last_key")
     deleted = int(progress.get("rows_deleted", 0))
     batches = int(progress.get("batches", 0))
@@ -132,7 +137,45 @@ def _last_checkpoint(
         else:
             doubt = pending
     conn.commit()
-    return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress, doubt)
+    return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress, doubt, zone)
+
+
+def _hold_to_shown_zone(
+    ctx: ToolContext,
+    column: cutoffs.DateColumn,
+    cut: Any,
+    zone: str | None,
+    progress: Mapping[str, Any],
+) -> None:
+    """Refuse, before any batch of this session, a cutoff this session would read in
+    another time zone than the one shown beside it (its checkpoint's, the estimate the
+    step was judged on, the saved plan's preview, its approval): the same text would
+    be another moment, and other rows would go."""
+    if zone is None:
+        return
+    for who, shown in _zones_shown(ctx, progress):
+        if shown is not None and shown != zone:
+            raise StepFailed(
+                f"the cutoff {cut} of {column.table}.{column.column} was shown read in time "
+                f"zone {shown} ({who}), but this session reads it in time zone {zone}, "
+                "where it is another moment; no batch was sent in this session: set the "
+                f"session's time_zone to {shown} for this target, or preview the purge again"
+            )
+
+
+def _zones_shown(ctx: ToolContext, progress: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = [
+        ("its checkpoint", progress.get("cutoff_zone")),
+        ("the estimate it was judged on", ctx.step_cache.get(cutoffs.ZONE_SHOWN)),
+    ]
+    if ctx.reviewed_estimate is not None:
+        found.append(("the saved plan's preview", ctx.reviewed_estimate.get("cutoff_zone")))
+    approved = [a for a in ctx.step_approvals() if a.get("decision") == "approved"]
+    given = approved[-1].get("given_for") if approved else None
+    effect = given.get("effect") if isinstance(given, Mapping) else None
+    if isinstance(effect, Mapping):
+        found.append(("its approval", effect.get("cutoff_zone")))
+    return found
 
 
 def _page_batch_committed(
@@ -204,6 +247,7 @@ def _purge_from_checkpoint(
                 "batches": point.batches,
                 "archive_offset": archive.offset if archive else None,
                 "session": session,
+                "cutoff_zone": point.zone,
                 "archive_overlaps": _archive_overlaps(ctx, batch, prepared["bounds"], point),
                 **{k: point.progress[k] for k in ("end", *_PAGE_STATE) if k in point.progress},
             },
