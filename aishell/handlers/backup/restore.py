@@ -284,8 +284,9 @@ def _refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
             f"role's search_path to start with {wanted} (ALTER DATABASE ... SET "
             "search_path = ..., see docs/targets.md) and retry"
         )
-    if order is not None:
+    if order is not None and isinstance(source, list):
         _refuse_other_order(links, order, order_of(path, held), ctx)
+        _refuse_searched_between(links, order, [*source, *held], path, ctx)
 
 
 def _refuse_other_order(
@@ -304,6 +305,29 @@ def _refuse_other_order(
         f"order {found}, so the backup's names would resolve to other objects; set the "
         f"target database's or role's search_path to {wanted} (ALTER DATABASE ... SET "
         "search_path = ..., see docs/targets.md) and retry"
+    )
+
+
+def _refuse_searched_between(
+    links: Chain, order: list[str], known: list[str], path: list[str], ctx: ToolContext
+) -> None:
+    """A schema the dump does not hold and its source did not search, searched by the
+    target's sessions before the last of the dump's schemas: a name the source found in
+    a later one of those would be found among that schema's objects, the target's own."""
+    if not order or order[-1] not in path:
+        return
+    between = [s for s in path[: path.index(order[-1])] if s not in known]
+    if not between:
+        return
+    dialect = ctx.connection.dialect
+    wanted, found = shown_path(dialect, order), shown_path(dialect, path)
+    raise StepFailed(
+        f"Backup {links[-1][0].name} holds schemas its source searched in the order "
+        f"{wanted} and the sessions of target '{ctx.target}' would search schema "
+        f"'{between[0]}', which the backup does not hold, between them ({found}), so the "
+        f"backup's names could resolve to its objects; set the target database's or "
+        f"role's search_path to {wanted} (ALTER DATABASE ... SET search_path = ..., see "
+        "docs/targets.md) and retry"
     )
 
 
