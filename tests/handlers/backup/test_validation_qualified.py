@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import text
 
 from aishell import commands
+from tests.handlers.backup.conftest import Source
 from tests.helpers import run_sql, use_target
-from tests.services import engine, scratch_mysql
+from tests.services import engine
 
 # Every trigger, routine, event and table of a database with what a change would move.
 _OBJECTS = (
@@ -41,9 +42,10 @@ def _state(url: str, database: str) -> tuple[list[Any], list[Any]]:
         eng.dispose()
 
 
-def _validated(home: Path, url: str, src: str, *statements: str) -> dict[str, Any]:
-    """The validation's output of a verified full backup taken after the statements;
-    the source's objects and rows the same after it as before."""
+def _validated(home: Path, source: Source, *statements: str) -> dict[str, Any]:
+    """The validation's output of a verified full backup of the source taken after the
+    statements; the source's objects and rows the same after it as before."""
+    url, src = source.url, source.name
     run_sql(url, "CREATE TABLE t (id INT PRIMARY KEY, note VARCHAR(200))", *statements)
     before = _state(url, src)
     done = commands.run_job(use_target(home, url), "backup", {"type": "full"})
@@ -52,39 +54,39 @@ def _validated(home: Path, url: str, src: str, *statements: str) -> dict[str, An
     return next(s.output for s in done.steps if "not_restored" in (s.output or {}))
 
 
-def test_a_trigger_naming_its_database_is_left_out_of_the_copy(home: Path) -> None:
-    with scratch_mysql() as url:
-        src = url.rsplit("/", 1)[1].split("?")[0]
-        out = _validated(
-            home,
-            url,
-            src,
-            f"CREATE TRIGGER `{src}`.tr BEFORE INSERT ON `{src}`.t "
-            "FOR EACH ROW SET NEW.note = 'from tr'",
-            "INSERT INTO t VALUES (1, 'one'), (2, 'two')",
-        )
-        assert _state(url, src)[1] == [(1, "from tr"), (2, "from tr")]
-        assert out["ok"] is True and out["tables_compared"] == 1, out
-        (line,) = [s for s in out["not_restored"] if "trigger tr" in s]
-        assert f"'{src}'" in line, out
+def test_a_trigger_naming_its_database_is_left_out_of_the_copy(
+    home: Path, mariadb_source: Source
+) -> None:
+    src = mariadb_source.name
+    out = _validated(
+        home,
+        mariadb_source,
+        f"CREATE TRIGGER `{src}`.tr BEFORE INSERT ON `{src}`.t "
+        "FOR EACH ROW SET NEW.note = 'from tr'",
+        "INSERT INTO t VALUES (1, 'one'), (2, 'two')",
+    )
+    assert _state(mariadb_source.url, src)[1] == [(1, "from tr"), (2, "from tr")]
+    assert out["ok"] is True and out["tables_compared"] == 1, out
+    (line,) = [s for s in out["not_restored"] if "trigger tr" in s]
+    assert f"'{src}'" in line, out
 
 
-def test_routines_naming_it_are_left_out_and_the_rest_restored(home: Path) -> None:
+def test_routines_naming_it_are_left_out_and_the_rest_restored(
+    home: Path, mariadb_source: Source
+) -> None:
     """A function made as `src`.f and a procedure whose body reads src.t are left out; a
     trigger and a procedure that name no database are restored and named nowhere."""
-    with scratch_mysql() as url:
-        src = url.rsplit("/", 1)[1].split("?")[0]
-        out = _validated(
-            home,
-            url,
-            src,
-            f"CREATE FUNCTION `{src}`.f() RETURNS INT RETURN (SELECT count(*) FROM `{src}` . t)",
-            f"CREATE PROCEDURE p() BEGIN DELETE FROM {src}.t; END",
-            "CREATE PROCEDURE clean() BEGIN SELECT count(*), 'a.b' FROM t; END",
-            "CREATE TRIGGER plain BEFORE INSERT ON t FOR EACH ROW SET NEW.note = NEW.note",
-            "INSERT INTO t VALUES (1, 'one')",
-        )
-        assert out["ok"] is True and out["tables_compared"] == 1, out
-        left = " ".join(out["not_restored"])
-        assert "function f" in left and "procedure p" in left, out
-        assert "clean" not in left and "plain" not in left, out
+    src = mariadb_source.name
+    out = _validated(
+        home,
+        mariadb_source,
+        f"CREATE FUNCTION `{src}`.f() RETURNS INT RETURN (SELECT count(*) FROM `{src}` . t)",
+        f"CREATE PROCEDURE p() BEGIN DELETE FROM {src}.t; END",
+        "CREATE PROCEDURE clean() BEGIN SELECT count(*), 'a.b' FROM t; END",
+        "CREATE TRIGGER plain BEFORE INSERT ON t FOR EACH ROW SET NEW.note = NEW.note",
+        "INSERT INTO t VALUES (1, 'one')",
+    )
+    assert out["ok"] is True and out["tables_compared"] == 1, out
+    left = " ".join(out["not_restored"])
+    assert "function f" in left and "procedure p" in left, out
+    assert "clean" not in left and "plain" not in left, out
