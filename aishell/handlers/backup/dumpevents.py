@@ -5,7 +5,9 @@ dump runs no code. Without, too, each trigger, routine or view whose SQL names t
 database: restored into a scratch database of another name it would be made in, or act
 on, the source database. (mariadb-dump writes a view's tables of its own database without
 the name, but a function or sequence named with it keeps it: `src`.`f`(),
-nextval(`src`.`s`).) Fed through a pipe by a thread: a validation needs no disk."""
+nextval(`src`.`s`).) A view's placeholder an older dump program made as a table goes
+on as the view of NULLs mariadb-dump makes, so that one left in a view's place is a view
+still. Fed through a pipe by a thread: a validation needs no disk."""
 
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ _BLOCK_START = b"\nDELIMITER ;;\n"
 _FINAL_VIEW = b"\n--\n-- Final view structure for view "
 _DROP_VIEW = re.compile(rb"^/\*!50001 DROP VIEW IF EXISTS [^\n]*\n", re.M)
 _EVENT_NAME = re.compile(rb"/\*!50106 EVENT `((?:[^`]|``)+)`")
+# A view's placeholder made as a table, as older dump programs write it (`/*!50001 CREATE
+# TABLE v (...) ENGINE=MyISAM */;`, dropped with `DROP TABLE` before the view is made).
+_PLACEHOLDER_TABLE = b"\n/*!50001 CREATE TABLE "
+_PLACEHOLDER = re.compile(rb"/\*!50001 CREATE TABLE (`(?:[^`]|``)+`) \((.*)\)[^()]*\*/;\n", re.S)
+_PLACEHOLDER_COLUMN = re.compile(rb"(?:\A|,\n)\s*(`(?:[^`]|``)+`)")
 _QUOTES = b"'\"`"
 
 
@@ -120,6 +127,8 @@ class WithoutEvents:
             return self._normal()
         if self._state == "view":
             return self._view(final)
+        if self._state == "placeholder":
+            return self._placeholder(final)
         if self._state == "header":
             block = held.find(_BLOCK_START)
             section = held.find(_NEXT_SECTION)
@@ -147,6 +156,7 @@ class WithoutEvents:
         marks = {"header": held.find(_EVENTS_HEADER)}
         if self.database is not None:
             marks |= {"code": held.find(_BLOCK_START), "view": held.find(_FINAL_VIEW)}
+            marks["placeholder"] = held.find(_PLACEHOLDER_TABLE)
         found = {state: at for state, at in marks.items() if at >= 0}
         if not found:
             keep = max(0, len(held) - len(_FINAL_VIEW))  # a mark may start in the tail
@@ -182,6 +192,24 @@ class WithoutEvents:
             return held[: end + 2]
         self.naming.append(shown)
         return _DROP_VIEW.sub(b"", held[: create + 1])
+
+    def _placeholder(self, final: bool) -> bytes | None:
+        """A view's placeholder made as a table goes on as the view of NULLs mariadb-dump
+        writes now: where the view is left out, it stands in its place as a view still
+        (the DROP TABLE before the view's definition leaves a view be), never a table
+        the backup does not hold."""
+        held = self._held
+        end = held.find(b"*/;\n")
+        if end < 0 and not final:
+            return None
+        end = len(held) if end < 0 else end + len(b"*/;\n")
+        statement, self._held, self._state = held[:end], held[end:], "normal"
+        made = _PLACEHOLDER.fullmatch(statement)
+        columns = _PLACEHOLDER_COLUMN.findall(made.group(2)) if made else []
+        if made is None or not columns:
+            return statement  # not the shape older dump programs write: passed on
+        nulls = b",\n ".join(b"NULL AS " + column for column in columns)
+        return b"/*!50001 CREATE VIEW " + made.group(1) + b" AS SELECT\n " + nulls + b" */;\n"
 
     def _code_block(self, block: bytes) -> bytes:
         """A trigger's or routine's block as it goes on: whole, or nothing if its SQL
