@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 
 from aishell.files import PrivatePlaces
+from aishell.handlers.purge.appreach import refuse_reached_app_code
 from aishell.handlers.purge.archive import check_archive_path, check_archive_table
 from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.cutoff import describe, indexes_of
@@ -30,6 +31,7 @@ def check_purge(
     if conn.dialect.name == "sqlite":
         # First: a virtual table of the application's module cannot even list its columns.
         refuse_purge_app_code(conn, table, date_column, archive_table)
+        refuse_reached_app_code(conn, table, archive_table)
     check_column(conn, table, date_column)
     indexes = indexes_of(conn, table)
     describe(conn, table, date_column, indexes)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from aishell.errors import TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
+from aishell.handlers.purge.appreach import refuse_reached_app_code
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.archiveshape import check_durable
 from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, plain_key
@@ -108,6 +109,7 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             # Again at every start: a saved plan may run after the table (or its
             # archive table) gained an index or trigger that calls the application's code.
             refuse_purge_app_code(conn, table, params["date_column"], params.get("archive_table"))
+            refuse_reached_app_code(conn, table, params.get("archive_table"))
         indexes, column = date_column_of(ctx, table, params["date_column"])
         key = walk_key(conn, table, indexes)
         copied: list[str] = []
