@@ -21,18 +21,20 @@ from typing import Any
 
 from aishell.agents.available import get_agent
 from aishell.commands.runs import resume_run, run_job
+from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.errors import (
     AishellError,
     BrokerUnreachable,
+    ConfigError,
     StateError,
     TargetLocked,
     UsageError,
 )
 from aishell.executor import INTERRUPTED
-from aishell.fleet.sending import broker
+from aishell.fleet.sending import broker, sent_with, unlike
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
@@ -70,10 +72,11 @@ def fleet_run(
     # Checked here, kept as given: each worker's run checks it again, as `aishell run`
     # does (a job's checked form is no job an agent takes twice).
     get_agent(agent).normalize_job(dict(job), config.agent(agent))
+    carried = sent_with(load_catalog(config), config.agent(agent))
     with broker(config) as sender:
         with StateStore(config.state_url) as store:
             fleet_id = store.create_fleet_job(agent, dict(job), options, selector, targets)
-        sender.send(fleet_id, targets)
+        sender.send(fleet_id, targets, carried)
     return watch_fleet(config, fleet_id, wait_seconds, progress)
 
 
@@ -89,18 +92,20 @@ def fleet_resend(
     after a send failed midway, or a broker lost its queue. A target's run starts once
     whatever is delivered, so a task still queued is harmless. With wait_seconds, watch
     as fleet_run does."""
+    summary = fleet_summary(config, fleet_id)
     pending = [
         row["target"]
-        for row in fleet_summary(config, fleet_id)["runs"]
+        for row in summary["runs"]
         if row["status"] in (*GOING_ON, "queued", NOT_STARTED)
     ]
     if pending:
+        carried = sent_with(load_catalog(config), config.agent(summary["agent"]))
         with broker(config) as sender:
             # Recorded first: a task that ends before its run begins, even at once,
             # says so after it.
             with StateStore(config.state_url) as store:
                 store.record_resent(fleet_id, pending)
-            sender.send(fleet_id, pending)
+            sender.send(fleet_id, pending, carried)
     return {**watch_fleet(config, fleet_id, wait_seconds, progress), "resent": pending}
 
 
@@ -168,18 +173,20 @@ def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
     return {**fleet, "runs": rows, "counts": counts, "going_on": going_on}
 
 
-def run_fleet_target(config: Config, fleet_id: str, target: str) -> str:
+def run_fleet_target(config: Config, fleet_id: str, target: str, carried: Any = None) -> str:
     """A fleet task's work: the target's run of the job, started once, resumed when a
     delivery before this one left it unfinished; its status. TryLater when the task
     must wait (its server at its limit, its database in use, its run interrupted, the
-    state store failing: nothing of the task can be kept without it)."""
+    state store failing: nothing of the task can be kept without it). `carried`: the
+    tools and agent config the task was sent with (sent_with); a worker whose own
+    differ runs nothing of it."""
     try:
-        return _target_task(config, fleet_id, target)
+        return _target_task(config, fleet_id, target, carried)
     except StateError as exc:
         raise TryLater(config.main.fleet.slot_wait_seconds, f"the state store: {exc}") from None
 
 
-def _target_task(config: Config, fleet_id: str, target: str) -> str:
+def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> str:
     """run_fleet_target's work, the state store's failures left to it."""
     with StateStore(config.state_url) as store:
         fleet = store.get_fleet_job(fleet_id)
@@ -189,6 +196,7 @@ def _target_task(config: Config, fleet_id: str, target: str) -> str:
     if earlier is not None and earlier["status"] not in GOING_ON:
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
+        _check_sent_with(config, fleet, carried)
         return _take_turn(config, fleet, target, earlier)
     except StateError:
         raise
@@ -200,6 +208,20 @@ def _target_task(config: Config, fleet_id: str, target: str) -> str:
         with StateStore(config.state_url) as store:
             store.record_not_started(fleet_id, target, str(exc))
         return NOT_STARTED
+
+
+def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> None:
+    """ConfigError when this worker's tools or agent config are not those the task was
+    sent with: a job is run with what it was checked and sent with, or not at all."""
+    agent = fleet["agent"]
+    found = unlike(carried, sent_with(load_catalog(config), config.agent(agent)), agent)
+    if found:
+        shown = "; ".join(found[:4]) + (f"; {len(found) - 4} more" if len(found) > 4 else "")
+        raise ConfigError(
+            f"Not run: this worker's tools or agent config differ from those fleet job "
+            f"{fleet['fleet_id']} was sent with ({shown}); give this worker the sender's "
+            f"tools and config, then `aishell fleet resend {fleet['fleet_id']}`"
+        )
 
 
 def _take_turn(

@@ -5,18 +5,24 @@ does not answer within the fleet's timeouts ends the send in one line, nothing s
 and nothing recorded. A failure midway names the fleet job and how many of its tasks
 went; `aishell fleet resend` sends them again, which is safe because a target's run of
 a fleet job starts once however often its task is delivered.
+
+Each task carries what it was sent with (`sent_with`): every tool's fingerprint and a
+digest of the agent's config. A worker whose own differ runs none of it (`unlike`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from aishell.config.models import Config
+from aishell.config.models import AgentConfig, Config
 from aishell.config.stateurl import display_url
 from aishell.errors import BrokerUnreachable
 from aishell.fleet.app import RUN_TARGET, make_app
+from aishell.registry import Registry
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -28,13 +34,15 @@ class Sender:
     def __init__(self, config: Config, app: Celery, connection: Any) -> None:
         self.config, self.app, self.connection = config, app, connection
 
-    def send(self, fleet_id: str, targets: list[str]) -> None:
-        """One task per target, in order; BrokerUnreachable naming how many went."""
+    def send(self, fleet_id: str, targets: list[str], carried: dict[str, Any]) -> None:
+        """One task per target, in order, each carrying `carried` (sent_with); raises
+        BrokerUnreachable naming how many went."""
         for sent, target in enumerate(targets):
             try:
                 self.app.send_task(
                     RUN_TARGET,
                     args=[fleet_id, target],
+                    kwargs={"sent_with": carried},
                     queue=self.config.main.fleet.queue,
                     connection=self.connection,
                 )
@@ -81,3 +89,37 @@ def said(config: Config, exc: BaseException, doing: str) -> str:
     else:
         waited = f"{fleet.read_timeout_seconds:g}s (fleet.read_timeout_seconds)"
     return f"{broker_at} did not answer within {waited} while {doing}"
+
+
+def sent_with(registry: Registry, agent: AgentConfig) -> dict[str, Any]:
+    """What a fleet task carries of the tools and config it was sent with, for the worker
+    to hold its own against: each tool's fingerprint (its definition file's digest) and
+    a digest of the agent's config as loaded (defaults, capabilities, constraints, purge
+    settings; not its comments nor where its file is)."""
+    config = {
+        "defaults": agent.defaults.model_dump(mode="json"),
+        "capabilities": sorted(agent.capabilities),
+        "constraints": [c.model_dump(mode="json") for c in agent.constraints],
+        "purge": agent.purge.model_dump(mode="json"),
+    }
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return {"tools": {n: t.fingerprint for n, t in sorted(registry.tools.items())}, "agent": digest}
+
+
+def unlike(carried: Any, own: dict[str, Any], agent: str) -> list[str]:
+    """How a worker's own tools and agent config (sent_with) differ from what its task
+    carried, each a phrase; [] when they are the same. A task that carries none (sent
+    by an aishell before it did) is unlike any: nothing says what it was sent with."""
+    if not isinstance(carried, dict) or not isinstance(carried.get("tools"), dict):
+        return ["the task carries no fingerprint of them (an older aishell sent it)"]
+    theirs, mine = carried["tools"], own["tools"]
+    found = [f"tool '{name}' is missing here" for name in sorted(set(theirs) - set(mine))]
+    found += [
+        f"tool '{name}' differs"
+        for name in sorted(set(theirs) & set(mine))
+        if theirs[name] != mine[name]
+    ]
+    found += [f"tool '{name}' is here alone" for name in sorted(set(mine) - set(theirs))]
+    if carried.get("agent") != own["agent"]:
+        found.append(f"the {agent} agent's config differs")
+    return found

@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aishell import signalrelay
 from aishell.config.models import Config
@@ -33,8 +33,9 @@ class TryLater(Exception):
         self.seconds = seconds
 
 
-# A fleet task's work: (fleet_id, target) -> the run's status; TryLater to be asked again.
-RunTarget = Callable[[str, str], str]
+# A fleet task's work: (fleet_id, target, what the task was sent with) -> the run's
+# status; TryLater to be asked again.
+RunTarget = Callable[[str, str, Any], str]
 
 # What a run the worker's shutdown stopped was interrupted by, where a signal's name would be.
 WORKER_SHUTDOWN = "the worker's shutdown"
@@ -52,13 +53,13 @@ def serve_worker(
     shutdown = _stopped_by_shutdown()
 
     @app.task(name=RUN_TARGET, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def fleet_task(task: object, fleet_id: str, target: str) -> str:
+    def fleet_task(task: object, fleet_id: str, target: str, sent_with: Any = None) -> str:
         taken = len(signalrelay.TAKEN)
         try:
             # A shutdown before the run's own signal handling is in place (planning, its
             # recording) reaches Celery's handler alone: the run stops at its start.
             with stops_with(shutdown, WORKER_SHUTDOWN):
-                status = run_target(fleet_id, target)
+                status = run_target(fleet_id, target, sent_with)
         except TryLater as later:
             logger.info("fleet %s: %s: again in %ss: %s", fleet_id, target, later.seconds, later)
             _pass_on(signalrelay.TAKEN[taken:])

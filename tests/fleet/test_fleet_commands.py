@@ -22,9 +22,11 @@ from sqlalchemy import text
 from aishell import commands
 from aishell.cli import cli
 from aishell.commands.fleet import queue_schedule
+from aishell.commands.tools import load_catalog
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.fleet.app import broker_url
+from aishell.fleet.sending import sent_with
 from aishell.state.store import StateStore
 from tests.fleet.builders import add_nightly_quick
 from tests.fleet.queues import delete_queue, running_worker
@@ -179,7 +181,8 @@ def test_a_dry_run_whose_worker_stopped_is_run_anew(home: Path, demo_db: Path) -
     with sqlite3.connect(home / "state.db") as db:  # as its killed worker left it
         db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (first.run_id,))
 
-    assert commands.run_fleet_target(config, fleet_id, "demo") == "completed"
+    carried = sent_with(load_catalog(config), config.agent("maintenance"))
+    assert commands.run_fleet_target(config, fleet_id, "demo", carried) == "completed"
     with StateStore(config.state_url) as store:
         kept = store.fleet_run_id(fleet_id, "demo")
     assert kept is not None and kept != first.run_id
