@@ -6,11 +6,14 @@ counted nor checksummed, the manifest and the step saying so by its name."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from aishell import commands
+from aishell.handlers.backup.manifest import sha256_of
+from aishell.handlers.backup.sqliteincrement import recorded
 from aishell.policy.approvers import PreApproved
 from tests.handlers.backup.test_restore_prechecks import Recorder
 from tests.helpers import query, use_target
@@ -117,3 +120,29 @@ def test_an_increment_is_taken_whole_names_it_and_restores(home: Path) -> None:
     assert done.status == "completed", done.error
     assert _schema(db) == schema
     assert query(db, "SELECT count(*) FROM events") == [(31,)]
+
+
+def test_a_copy_without_it_fails_validation(home: Path) -> None:
+    """Never counted, it must still come back: a copy that lost it is no backup."""
+    db = _database(home / "app.db")
+    config = use_target(home, f"sqlite:///{db}")
+    taken = commands.run_job(config, "backup", {"type": "full", "verify": False})
+    assert taken.status == "completed", [s.error for s in taken.steps]
+    [backup] = commands.list_backups(config, "db")
+    path = Path(backup["path"])
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("DELETE FROM sqlite_schema WHERE name = 'vt'")
+    conn.commit()
+    conn.close()
+    # Its manifest made to match the file in all else, its schema's hashes too.
+    manifest_file = path.with_name(path.name + ".manifest.json")
+    copy = sqlite3.connect(path)
+    manifest = json.loads(manifest_file.read_text()) | recorded(copy)
+    copy.close()
+    manifest["sha256"], manifest["size_bytes"] = sha256_of(path), path.stat().st_size
+    manifest_file.write_text(json.dumps(manifest))
+    drill = commands.run_job(config, "backup", {"type": "drill"})
+    assert drill.status == "failed"
+    [validated] = [s for s in drill.steps if s.tool == "validate_backup"]
+    assert "tables the manifest lists did not come back: vt" in str(validated.error)
