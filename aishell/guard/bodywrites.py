@@ -8,12 +8,18 @@ catalog records what a body writes, so it is read from the body's text:
 - a table counts as written by a body where its name stands where a statement names
   the table it writes: after INSERT [INTO], REPLACE [INTO], MERGE INTO, TRUNCATE
   [TABLE], after UPDATE (and after each JOIN or comma before its SET: MySQL's
-  multi-table UPDATE), after DELETE FROM (each of its comma list before USING; in
+  multi-table UPDATE, which writes only the tables whose columns its SET assigns, or
+  every one where an assignment names no table), after DELETE FROM (each of its comma
+  list before USING; in
   MySQL's `DELETE t1, t2 FROM ...` every table the statement names up to its WHERE);
   an INSERT with ON DUPLICATE KEY UPDATE or DO UPDATE also updates, a REPLACE (and
   SQLite's INSERT OR REPLACE) also deletes, a MERGE does all three;
 - a string literal of the body is read as a body too (dynamic SQL: EXECUTE 'DELETE
-  FROM audit ...'); a name a body builds at run time is not seen;
+  FROM audit ...'), but for a message the body raises (PostgreSQL's RAISE format and
+  USING MESSAGE, DETAIL, HINT; MySQL's SIGNAL ... SET MESSAGE_TEXT; SQLite's RAISE(ABORT,
+  '...')), which no server runs; a name a body builds at run time is not seen;
+- comments are not read (MySQL's `#` ones too), but MySQL's executable comments
+  (/*! ... */, /*M! ... */) are code;
 - the routines a body runs are those whose names are a word of it (PostgreSQL) or
   appear in it (MariaDB), as handlers/purge/reach.py reads them, followed in turn;
 - a verb after FOR, ON, OF, OR, BEFORE, AFTER, DO or KEY is not a statement's
@@ -151,6 +157,13 @@ _TOKEN = re.compile(
     r"|[^\W\d][\w$]*|\d\w*|\S",
     re.DOTALL,
 )
+# MySQL also ends a line with a `#` comment, and runs the code of /*! ... */.
+_MYSQL_TOKEN = re.compile(r"#[^\n]*|" + _TOKEN.pattern, re.DOTALL)
+_EXECUTABLE = re.compile(r"/\*M?!(?:\d{5,6})?(.*?)(?:\*/)?$", re.DOTALL)
+# A message's place in PostgreSQL's RAISE (its level, its USING items) and MySQL's
+# SIGNAL ... SET items.
+_LEVELS = frozenset({"DEBUG", "LOG", "INFO", "NOTICE", "WARNING", "EXCEPTION"})
+_MESSAGE_ITEMS = frozenset({"MESSAGE", "DETAIL", "HINT", "MESSAGE_TEXT"})
 # Words before a verb that make it no statement's.
 _NOT_A_STATEMENT = frozenset({"FOR", "ON", "OF", "OR", "BEFORE", "AFTER", "DO", "KEY"})
 # Words between a verb and its table that say how, not what.
@@ -164,16 +177,19 @@ _LATER_NOT_NAMES = frozenset(
 # Where a DELETE's or UPDATE's list of tables ends.
 _DELETE_ENDS = frozenset({"WHERE", "RETURNING", "ORDER", "LIMIT", ";"})
 _UPDATE_ENDS = frozenset({"SET", ";"})
+_SET_ENDS = frozenset({"WHERE", "ORDER", "LIMIT", "FROM", "RETURNING", ";"})
+# Words after a joined table's name that are no alias of it.
+_NOT_ALIASES = _LATER_NOT_NAMES | {"SET", "ON", "USING", "PARTITION", "FORCE", "IGNORE"}
 # Words after which a table is named, in a multi-table DELETE or UPDATE.
 _TABLE_FOLLOWS = frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", ",", "USING", "UPDATE", "DELETE"})
 
 
 def written_by_body(body: str, dialect: str) -> Iterator[Write]:
     """Each table the body writes, by the rule of the module's docstring (its string
-    literals read as bodies too)."""
-    tokens = [t for t in _TOKEN.findall(body) if not t.startswith(("--", "/*"))]
-    for token in tokens:
-        if token.startswith("'") and len(token) > 2:
+    literals read as bodies too, but for a message a body only raises)."""
+    tokens = _code_tokens(body, dialect)
+    for n, token in enumerate(tokens):
+        if token.startswith("'") and len(token) > 2 and not _a_message(tokens, n):
             yield from written_by_body(token[1:-1].replace("''", "'"), dialect)
     words = [t.upper() if _plain(t) else t for t in tokens]
     for i, word in enumerate(words):
@@ -186,6 +202,42 @@ def written_by_body(body: str, dialect: str) -> Iterator[Write]:
             named = _name(tokens, at, dialect)
             if named is not None:
                 yield Write(event, *named, cascade=cascade)
+
+
+def _code_tokens(body: str, dialect: str) -> list[str]:
+    """The body's tokens but its comments; MySQL's `#` comments too, and the code of
+    its executable comments (/*! ... */, /*M! ... */), which the server runs."""
+    tokens: list[str] = []
+    for token in (_MYSQL_TOKEN if family(dialect) == "mysql" else _TOKEN).findall(body):
+        executable = _EXECUTABLE.match(token) if family(dialect) == "mysql" else None
+        if executable is not None:
+            tokens.extend(_code_tokens(executable.group(1), dialect))
+        elif not token.startswith(("--", "/*", "#")):
+            tokens.append(token)
+    return tokens
+
+
+def _a_message(tokens: list[str], n: int) -> bool:
+    """Whether the literal tokens[n] is a message a body raises, which no server runs as
+    SQL: PostgreSQL's RAISE format (and its USING MESSAGE, DETAIL, HINT), MySQL's SIGNAL
+    ... SET MESSAGE_TEXT, SQLite's RAISE(ABORT, '...'). A literal anywhere else (an
+    argument of a call, a value assigned) may be run as dynamic SQL, and is read."""
+    before = [t.upper() for t in tokens[max(0, n - 4) : n]]
+    if before[-1:] == ["RAISE"] or (before[-2:-1] == ["RAISE"] and before[-1] in _LEVELS):
+        return True
+    if before[-4:] == ["RAISE", "(", *before[-2:]] and before[-1] == ",":
+        return before[-2] in ("ABORT", "FAIL", "ROLLBACK")
+    if len(before) < 2 or before[-1] not in ("=", ":=") or before[-2] not in _MESSAGE_ITEMS:
+        return False
+    depth = 0
+    for token in reversed(tokens[:n]):
+        word = token.upper()
+        depth += {")": 1, "(": -1}.get(word, 0)
+        if word == ";" or depth < 0:
+            return False
+        if depth == 0 and word in ("RAISE", "SIGNAL", "RESIGNAL"):
+            return True
+    return False
 
 
 def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
@@ -209,10 +261,15 @@ def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
         yield from (("TRUNCATE", k) for k in _listed(words, j, {";"}))
     elif verb == "UPDATE":
         end = _end(words, i, _UPDATE_ENDS)
-        yield "UPDATE", j
-        yield from (
-            ("UPDATE", k) for k in _following(words, j + 1, end, {"JOIN", "STRAIGHT_JOIN", ","})
-        )
+        joined = list(_following(words, j + 1, end, {"JOIN", "STRAIGHT_JOIN", ","}))
+        if not joined:
+            yield "UPDATE", j
+            return
+        # MySQL's multi-table UPDATE writes only the tables its SET assigns.
+        assigned = _assigned_tables(words, end)
+        for k in (j, *joined):
+            if assigned is None or _called(words, k) & assigned:
+                yield "UPDATE", k
     elif j < len(words) and words[j] == "FROM":
         first = _past_modifiers(words, j + 1)
         ends = _DELETE_ENDS | {"USING", "JOIN"}
@@ -220,6 +277,48 @@ def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
     else:  # MySQL's DELETE t1, t2 FROM t1 JOIN t2 ...: each table it names
         end = _end(words, i, _DELETE_ENDS)
         yield from (("DELETE", k) for k in _following(words, i, end, _TABLE_FOLLOWS))
+
+
+def _assigned_tables(words: list[str], at: int) -> set[str] | None:
+    """The tables (names or aliases, upper-cased) whose columns the SET clause at
+    words[at] assigns in a multi-table UPDATE: only those are written (MySQL). None
+    where an assignment names no table, or its target cannot be read: any is."""
+    if at >= len(words) or words[at] != "SET":
+        return None
+    tables: set[str] = set()
+    starts = [at + 1, *_following(words, at + 1, _end(words, at, _SET_ENDS), {","})]
+    for k in starts:
+        # table.column = or schema.table.column =
+        target = next((words[k:e] for e in (k + 3, k + 5) if words[e : e + 1] == ["="]), [])
+        if not target or any(w != "." for w in target[1::2]) or not _named_word(target[-3]):
+            return None
+        tables.add(_unquoted(target[-3]))
+    return tables
+
+
+def _called(words: list[str], k: int) -> set[str]:
+    """The names a joined table at words[k] goes by (upper-cased): its own (the last
+    part of a qualified name) and the alias after it, if any."""
+    while k + 2 < len(words) and words[k + 1] == ".":
+        k += 2
+    names = {_unquoted(words[k])}
+    alias = k + 1
+    if alias < len(words) and words[alias] == "AS":
+        alias += 1
+    if alias < len(words) and words[alias] not in _NOT_ALIASES and _named_word(words[alias]):
+        names.add(_unquoted(words[alias]))
+    return names
+
+
+def _named_word(word: str) -> bool:
+    return _plain(word) or word[:1] in ('"', "`")
+
+
+def _unquoted(word: str) -> str:
+    quote = word[:1]
+    if quote in ('"', "`") and len(word) > 1:
+        word = word[1:-1].replace(quote * 2, quote)
+    return word.upper()
 
 
 def _past_modifiers(words: list[str], j: int) -> int:

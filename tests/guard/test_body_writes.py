@@ -176,7 +176,7 @@ BODIES = [
     (
         "UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = 1",
         "mysql",
-        [W("UPDATE", None, "t1"), W("UPDATE", None, "t2")],
+        [W("UPDATE", None, "t1")],
     ),
     (
         "INSERT INTO x VALUES (1) ON DUPLICATE KEY UPDATE a = 2",

@@ -1,0 +1,179 @@
+"""Words of a trigger's body that write nothing are no written table: a table joined in
+a multi-table UPDATE whose SET assigns none of its columns, SELECT ... FOR UPDATE (INTO,
+OF), a message the body raises, a comment (MariaDB's `#` too). A false written table
+blocks a legitimate purge (its triggers and code are asked for); the real writes beside
+them are still found: UPDATE ... FROM, MariaDB's multi-table UPDATE and DELETE, INSERT
+... SELECT, MERGE, a writable CTE, dynamic SQL, MariaDB's executable comments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from aishell import commands
+from aishell.guard.bodywrites import written_by_body
+from aishell.guard.writereach import write_reach
+from aishell.guard.writtentables import Write
+from aishell.policy.approvers import PreApproved
+from aishell.risk import RiskLevel
+from tests.guard.test_guard import execute, scratch_database
+from tests.handlers.maintenance.test_sqlite_app_code import app_database, application
+from tests.helpers import query, use_target
+
+TABLES = ("audit", "ledger", "kept", "gone", "copied", "merged", "dyn", "other")
+BODIES = {
+    "postgresql": (
+        "DECLARE v integer; BEGIN "
+        "-- DELETE FROM audit WHERE id = OLD.id\n"
+        "SELECT id INTO v FROM ledger WHERE id = OLD.id FOR UPDATE OF ledger; "
+        "SELECT id FROM ledger WHERE id = OLD.id FOR UPDATE INTO v; "
+        "RAISE NOTICE 'DELETE FROM audit for %', OLD.id; "
+        "IF v < 0 THEN RAISE EXCEPTION USING MESSAGE = 'cannot DELETE FROM audit', "
+        "HINT = 'UPDATE audit first'; END IF; "
+        "UPDATE kept SET id = ledger.id FROM ledger WHERE kept.id = ledger.id; "
+        "WITH d AS (DELETE FROM gone WHERE id = OLD.id RETURNING id) "
+        "INSERT INTO copied SELECT id FROM d; "
+        "MERGE INTO merged m USING ledger l ON m.id = l.id "
+        "WHEN MATCHED THEN UPDATE SET id = l.id; "
+        "EXECUTE 'DELETE FROM dyn WHERE id = $1' USING OLD.id; "
+        "RETURN OLD; END"
+    ),
+    "mysql": (
+        "BEGIN DECLARE v INT; "
+        "# DELETE FROM audit WHERE id = OLD.id\n"
+        "SELECT id FROM ledger WHERE id = OLD.id FOR UPDATE INTO v; "
+        "IF v < 0 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'cannot DELETE FROM audit'; "
+        "END IF; "
+        "UPDATE kept JOIN ledger ON ledger.id = kept.id SET kept.id = ledger.id; "
+        "UPDATE ledger l JOIN other o ON o.id = l.id SET o.id = l.id; "
+        "DELETE gone, dyn FROM gone JOIN dyn ON gone.id = dyn.id WHERE gone.id = OLD.id; "
+        "INSERT INTO copied SELECT id FROM ledger WHERE id = OLD.id; "
+        "END"
+    ),
+    "sqlite": (
+        "BEGIN "
+        "SELECT RAISE(ABORT, 'cannot DELETE FROM audit') WHERE OLD.id < 0; "
+        "-- DELETE FROM audit\n"
+        "INSERT INTO copied SELECT id FROM ledger WHERE id = OLD.id; "
+        "UPDATE kept SET id = OLD.id WHERE id = OLD.id; "
+        "DELETE FROM gone WHERE id = OLD.id; "
+        "END"
+    ),
+}
+WRITTEN = {
+    "postgresql": {
+        ("UPDATE", "kept"),
+        ("DELETE", "gone"),
+        ("INSERT", "copied"),
+        ("INSERT", "merged"),
+        ("UPDATE", "merged"),
+        ("DELETE", "merged"),
+        ("DELETE", "dyn"),
+    },
+    "mysql": {
+        ("UPDATE", "kept"),
+        ("UPDATE", "other"),
+        ("DELETE", "gone"),
+        ("DELETE", "dyn"),
+        ("INSERT", "copied"),
+    },
+    "sqlite": {("INSERT", "copied"), ("UPDATE", "kept"), ("DELETE", "gone")},
+}
+
+
+def _trigger(dialect: str) -> tuple[str, ...]:
+    body = BODIES[dialect]
+    if dialect == "postgresql":
+        return (
+            f"CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS $${body}$$",
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION logs_gone()",
+        )
+    return (f"CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW {body}",)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite"])
+def test_what_a_trigger_reads_is_not_written(tmp_path: Path, dialect: str) -> None:
+    with scratch_database(dialect, tmp_path) as url:
+        execute(
+            url,
+            "CREATE TABLE logs (id integer PRIMARY KEY)",
+            *(f"CREATE TABLE {t} (id integer)" for t in TABLES),
+            *_trigger(dialect),
+        )
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                reach = write_reach(conn, ["DELETE FROM logs WHERE id = 1"])
+        finally:
+            engine.dispose()
+    assert reach is not None
+    found = {(w.event, w.table) for w in reach.by_bodies}
+    assert found == WRITTEN[dialect]
+
+
+W = Write
+READ_ONLY = [
+    ("UPDATE a JOIN b ON b.x = a.y SET a.z = 1", "mysql", [W("UPDATE", None, "a")]),
+    ("UPDATE a x JOIN b y ON y.x = x.y SET y.z = 1", "mysql", [W("UPDATE", None, "b")]),
+    ("UPDATE a, b SET a.z = b.z WHERE a.id = b.id", "mysql", [W("UPDATE", None, "a")]),
+    (
+        "UPDATE d.a JOIN d.b AS bb ON bb.x = a.y SET a.z = 1, bb.q = f(1, 2)",
+        "mysql",
+        [W("UPDATE", "d", "a"), W("UPDATE", "d", "b")],
+    ),
+    # A SET whose column names no table: either may be the one written.
+    (
+        "UPDATE a LEFT JOIN b ON b.x = a.y SET z = 1",
+        "mysql",
+        [W("UPDATE", None, "a"), W("UPDATE", None, "b")],
+    ),
+    ("SELECT x INTO v FROM t FOR UPDATE OF t, u", "postgresql", []),
+    ("RAISE NOTICE 'DELETE FROM audit %', 1", "postgresql", []),
+    ("RAISE 'TRUNCATE audit'", "postgresql", []),
+    # A literal passed to a call may be run: it is read.
+    (
+        "RAISE NOTICE '%', run_it('DELETE FROM audit')",
+        "postgresql",
+        [W("DELETE", None, "audit")],
+    ),
+    ("message := 'DELETE FROM audit'; EXECUTE message", "postgresql", [W("DELETE", None, "audit")]),
+    ("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'DELETE FROM audit'", "mysql", []),
+    ("SET @s = 'DELETE FROM audit'; PREPARE st FROM @s", "mysql", [W("DELETE", None, "audit")]),
+    ("# UPDATE audit SET x = 1\nSELECT 1", "mysql", []),
+    ("/*!50000 DELETE FROM audit */ SELECT 1", "mysql", [W("DELETE", None, "audit")]),
+    ("/*M! UPDATE audit SET x = 1 */ SELECT 1", "mysql", [W("UPDATE", None, "audit")]),
+    ("SELECT RAISE(FAIL, 'DELETE FROM audit')", "sqlite", []),
+    ("ALTER TABLE c ADD FOREIGN KEY (p) REFERENCES p ON UPDATE CASCADE", "postgresql", []),
+]
+
+
+@pytest.mark.parametrize(("body", "dialect", "expected"), READ_ONLY)
+def test_read_only_words(body: str, dialect: str, expected: list[Write]) -> None:
+    assert list(dict.fromkeys(written_by_body(body, dialect))) == expected
+
+
+def test_a_message_naming_a_table_does_not_block_a_purge(home: Path) -> None:
+    """A trigger on people whose message says 'cannot delete from audit' writes nothing
+    to audit: its purge is not refused for the code audit's DELETE trigger needs."""
+    db = app_database(
+        home / "app.db",
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, created TEXT)",
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, name TEXT)",
+        "CREATE TRIGGER people_guard BEFORE DELETE ON people "
+        "BEGIN SELECT RAISE(ABORT, 'cannot delete from audit') WHERE OLD.id < 0; END",
+        "CREATE TRIGGER audit_gone AFTER DELETE ON audit BEGIN SELECT norm(old.name); END",
+    )
+    app = application(db)
+    app.execute("UPDATE people SET created = datetime('now') WHERE id > 100")
+    app.commit()
+    app.close()
+    config = use_target(home, f"sqlite:///{db}")
+    job = {"table": "people", "date_column": "created", "retention_days": 30}
+    result = commands.run_job(
+        config, "log_cleanup", job, approver=PreApproved(up_to=RiskLevel.HIGH)
+    )
+    assert result.status == "completed", result.error
+    assert query(db, "SELECT count(*) FROM people") == [(200,)]
