@@ -3,8 +3,8 @@ place stops the run all the same, at its start, resumably: Celery's warm shutdow
 not wait for the whole run.
 
 The task is held where the run cannot yet have its handlers: the state store is busy
-(another process holds its write transaction) when the run is to be recorded, and,
-on PostgreSQL, a table the planning reads is locked by another session. The SIGTERM
+(another process holds its write transaction) when the run is to be recorded, or the
+target's file is locked by another process when the run is planned. The SIGTERM
 comes there; once released, the run ends interrupted (not completed) and its task goes
 back to the queue.
 
@@ -18,10 +18,8 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from pathlib import Path
-
-from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.config.models import Config
@@ -61,13 +59,16 @@ def _stopped_before_its_run(
 ) -> None:
     sent = commands.fleet_run(config, "maintenance", {"type": "quick"}, target)
     try:
-        with running_worker(home) as worker:
-            with hold:
+        with ExitStack() as holding:
+            # Held before the worker starts: its task cannot reach its run's signal block.
+            holding.enter_context(hold)
+            with running_worker(home) as worker:
                 _received(home, worker)
                 time.sleep(1.0)  # in the task, held before its run's signal block
                 worker.send_signal(signal.SIGTERM)
                 time.sleep(1.0)  # Celery's handler runs as soon as Python runs again
-            assert worker.wait(60) == 0, (home / "worker.log").read_text()
+                holding.close()
+                assert worker.wait(60) == 0, (home / "worker.log").read_text()
         (row,) = commands.fleet_summary(config, sent["fleet_id"])["runs"]
         log = (home / "worker.log").read_text()
         assert row["status"] == "interrupted", (row, log)
@@ -88,27 +89,20 @@ def test_a_sigterm_while_the_run_is_recorded_stops_it_at_its_start(
 
 
 @contextmanager
-def _table_locked(url: str) -> Iterator[None]:
-    """An ACCESS EXCLUSIVE lock on the table `orders` for the block's length: planning's
-    reads of it wait for it."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
+def _target_locked(path: Path) -> Iterator[None]:
+    """Another process's exclusive lock on the target's file: planning's first read of
+    it waits for the block's end (the target's busy timeout is longer)."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
             yield
-            conn.rollback()
-    finally:
-        engine.dispose()
+        finally:
+            conn.execute("ROLLBACK")
 
 
 def test_a_sigterm_while_the_run_is_planned_stops_it_at_its_start(
-    edit_config: EditConfig, home: Path, demo_db: Path, pg_url: str
+    edit_config: EditConfig, home: Path, demo_db: Path
 ) -> None:
-    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("CREATE TABLE orders (id int PRIMARY KEY, note text)"))
-        conn.execute(text("INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 100) g"))
-    engine.dispose()
     fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
-    config = edit_config({"targets": {"pg": {"url": pg_url}}})
-    _stopped_before_its_run(home, config, _table_locked(pg_url), "pg")
+    config = edit_config({"targets": {"demo": {"busy_timeout_ms": 120_000}}})
+    _stopped_before_its_run(home, config, _target_locked(demo_db), "demo")
