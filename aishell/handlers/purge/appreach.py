@@ -17,29 +17,24 @@ from aishell.errors import TargetError
 from aishell.guard.writereach import write_reach
 from aishell.guard.writtentables import Write
 from aishell.sqltext import quote_identifier
-from aishell.targets.appcode import Use, read_app_code, stops_insert
+from aishell.targets.appcode import AppCode, Use, read_app_code, stops_insert
 
 _DOING = {"DELETE": "a DELETE from", "UPDATE": "an UPDATE of", "INSERT": "an INSERT into"}
 
 
-def refuse_reached_app_code(conn: Connection, table: str, archive_table: str | None = None) -> None:
-    """Refuse a purge of `table` whose DELETE (or its archive table's INSERT) reaches,
-    through triggers or foreign keys, a write that needs the application's code; one
-    schema read more only where they reach another write."""
-    quoted = quote_identifier(conn.dialect, table)
-    statements = [f"DELETE FROM {quoted}"]
-    if archive_table:
-        archive = quote_identifier(conn.dialect, archive_table)
-        statements.append(f"INSERT INTO {archive} SELECT * FROM {quoted}")
-    reach = write_reach(conn, statements)
+def refuse_reached_app_code(conn: Connection, table: str) -> None:
+    """Refuse a purge of `table` whose DELETE reaches, through triggers or foreign keys,
+    a write that needs the application's code; one schema read more only where it
+    reaches another write. (An archive table runs no code: archive.py refuses one that
+    does.)"""
+    reach = write_reach(conn, [f"DELETE FROM {quote_identifier(conn.dialect, table)}"])
     if reach is None:
         return
     beyond = [(w, "a trigger's body") for w in reach.by_bodies]
     beyond += [(w, "a foreign key's action") for w in reach.by_keys]
-    if not beyond:
-        return
-    code = read_app_code(conn)
+    code: AppCode | None = None
     for write, how in beyond:
+        code = code or read_app_code(conn)
         uses = code.of(write.table, _stops(write))
         if uses:
             said = "; ".join(dict.fromkeys(u.says() for u in uses))

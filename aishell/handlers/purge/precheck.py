@@ -31,7 +31,7 @@ def check_purge(
     if conn.dialect.name == "sqlite":
         # First: a virtual table of the application's module cannot even list its columns.
         refuse_purge_app_code(conn, table, date_column, archive_table)
-        refuse_reached_app_code(conn, table, archive_table)
+        refuse_reached_app_code(conn, table)
     check_column(conn, table, date_column)
     indexes = indexes_of(conn, table)
     describe(conn, table, date_column, indexes)

@@ -109,7 +109,7 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             # Again at every start: a saved plan may run after the table (or its
             # archive table) gained an index or trigger that calls the application's code.
             refuse_purge_app_code(conn, table, params["date_column"], params.get("archive_table"))
-            refuse_reached_app_code(conn, table, params.get("archive_table"))
+            refuse_reached_app_code(conn, table)
         indexes, column = date_column_of(ctx, table, params["date_column"])
         key = walk_key(conn, table, indexes)
         copied: list[str] = []
