@@ -119,7 +119,7 @@ def unlike(carried: Any, own: dict[str, Any], agent: str) -> list[str]:
         for name in sorted(set(theirs) & set(mine))
         if theirs[name] != mine[name]
     ]
-    found += [f"tool '{name}' is here alone" for name in sorted(set(mine) - set(theirs))]
+    found += [f"tool '{name}' is only here" for name in sorted(set(mine) - set(theirs))]
     if carried.get("agent") != own["agent"]:
         found.append(f"the {agent} agent's config differs")
     return found

@@ -54,19 +54,24 @@ def _edit_yaml(path: Path, change: dict[str, object]) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-@pytest.mark.parametrize("differs", ["tool catalog", "agent config"])
+@pytest.mark.parametrize("differs", ["tool missing", "tool added", "agent config"])
 def test_a_worker_with_other_tools_or_agent_config_refuses_the_task_in_one_line(
     edit_config: EditConfig, home: Path, demo_db: Path, differs: str
 ) -> None:
     fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
     config = _with_site_tool(home, edit_config)
+    if differs == "tool added":
+        config = edit_config({"catalog_paths": []})
     before = demo_db.stat().st_mtime_ns
     sent = commands.fleet_run(config, "maintenance", {"type": "quick"}, "demo")
     fleet_id = sent["fleet_id"]
     # The worker's machine has another config than the sender's.
-    if differs == "tool catalog":
+    if differs == "tool missing":
         _edit_yaml(home / "config" / "aishell.yaml", {"catalog_paths": []})
         expected = "tool 'count_site_rows' is missing here"
+    elif differs == "tool added":
+        _edit_yaml(home / "config" / "aishell.yaml", {"catalog_paths": ["site_tools"]})
+        expected = "tool 'count_site_rows' is only here"
     else:
         agent_file = home / "config" / "agents" / "maintenance.yaml"
         _edit_yaml(agent_file, {"maintenance_agent.default_config.max_retries": 1})
