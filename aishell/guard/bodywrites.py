@@ -21,7 +21,9 @@ catalog records what a body writes, so it is read from the body's text:
 - comments are not read (MySQL's `#` ones too), but MySQL's executable comments
   (/*! ... */, /*M! ... */) are code;
 - the routines a body runs are those whose names are a word of it (PostgreSQL) or
-  appear in it (MariaDB), as handlers/purge/reach.py reads them, followed in turn;
+  appear in it (MariaDB: a routine of the body's own database, or of one whose name
+  the body holds too, as a call names it), as handlers/purge/reach.py reads them,
+  followed in turn;
 - a verb after FOR, ON, OF, OR, BEFORE, AFTER, DO or KEY is not a statement's
   (SELECT ... FOR UPDATE, ON DELETE CASCADE, a trigger's own header).
 
@@ -86,17 +88,21 @@ _PG_BODIES = (
 # The triggers of the table's event, and the routines they run (the recursion holds the
 # routines' keys only), each with its body (NULL: one the role may not read).
 _MYSQL_BODIES = (
-    "WITH RECURSIVE aishell_trigger AS (SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, "
-    "ACTION_STATEMENT FROM information_schema.TRIGGERS "
+    "WITH RECURSIVE aishell_trigger AS (SELECT TRIGGER_NAME, EVENT_OBJECT_SCHEMA, "
+    "EVENT_OBJECT_TABLE, ACTION_STATEMENT FROM information_schema.TRIGGERS "
     "WHERE EVENT_OBJECT_SCHEMA = coalesce(:s, DATABASE()) AND EVENT_OBJECT_TABLE = :t "
     "AND EVENT_MANIPULATION = :event), "
     "aishell_runs(trig, tab, s, n, k) AS (SELECT t.TRIGGER_NAME, t.EVENT_OBJECT_TABLE, "
     "r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE FROM aishell_trigger t "
     "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, t.ACTION_STATEMENT) > 0 "
+    "AND (r.ROUTINE_SCHEMA = t.EVENT_OBJECT_SCHEMA "
+    "OR LOCATE(r.ROUTINE_SCHEMA, t.ACTION_STATEMENT) > 0) "
     "UNION SELECT a.trig, a.tab, r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE "
     "FROM aishell_runs a JOIN information_schema.ROUTINES c ON c.ROUTINE_SCHEMA = a.s "
     "AND c.ROUTINE_NAME = a.n AND c.ROUTINE_TYPE = a.k "
-    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, c.ROUTINE_DEFINITION) > 0) "
+    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, c.ROUTINE_DEFINITION) > 0 "
+    "AND (r.ROUTINE_SCHEMA = c.ROUTINE_SCHEMA "
+    "OR LOCATE(r.ROUTINE_SCHEMA, c.ROUTINE_DEFINITION) > 0)) "
     "SELECT CONCAT('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE), ACTION_STATEMENT "
     "FROM aishell_trigger UNION ALL SELECT CONCAT(LOWER(a.k), ' ', a.s, '.', a.n, "
     "' run by trigger ', a.trig, ' on ', a.tab), r.ROUTINE_DEFINITION FROM aishell_runs a "

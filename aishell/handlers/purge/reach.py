@@ -158,18 +158,20 @@ _PG_REACH = (
 # MySQL: the DELETE triggers of the table and the INSERT triggers of the archive table
 # (InnoDB's foreign keys fire none).
 _MYSQL_TRIGGERS = (
-    "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, ACTION_STATEMENT "
-    "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
+    "SELECT TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, "
+    "ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() "
     "AND EVENT_OBJECT_TABLE = :{table} AND EVENT_MANIPULATION = '{event}'"
 )
 # And the triggers of the tables the bodies of those write (bodywrites.py), one per
 # table and event, all bound.
 _MYSQL_BODY_TRIGGERS = (
-    "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, ACTION_STATEMENT "
-    "FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = coalesce(:bs{i}, DATABASE()) "
+    "SELECT TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, "
+    "ACTION_STATEMENT FROM information_schema.TRIGGERS "
+    "WHERE EVENT_OBJECT_SCHEMA = coalesce(:bs{i}, DATABASE()) "
     "AND EVENT_OBJECT_TABLE = :bt{i} AND EVENT_MANIPULATION = :be{i}"
 )
-# And the stored routines each runs: those whose names its body holds, and theirs in
+# And the stored routines each runs: those whose names its body holds (of its own
+# database, or of one whose name it holds too, as a call names it), and theirs in
 # turn, each with what it does. Each routine source: where, its key columns (schema,
 # name, type), what it does, and whether its body is hidden from the role (then it may
 # call any routine the role sees). The recursion holds the keys only: a text column
@@ -272,9 +274,11 @@ def _mysql_reach(
     runs = (
         f"aishell_runs(trig, s, n, k) AS (SELECT t.TRIGGER_NAME, r.{s}, r.{n}, r.{k} "
         f"FROM aishell_trigger t JOIN {where} r ON LOCATE(r.{n}, t.ACTION_STATEMENT) > 0 "
+        f"AND (r.{s} = t.EVENT_OBJECT_SCHEMA OR LOCATE(r.{s}, t.ACTION_STATEMENT) > 0) "
         f"UNION SELECT a.trig, r.{s}, r.{n}, r.{k} FROM aishell_runs a JOIN {where} c "
         f"ON c.{s} = a.s AND c.{n} = a.n AND c.{k} = a.k "
         f"JOIN {where} r ON LOCATE(r.{n}, {code.format(r='c')}) > 0 "
+        f"AND (r.{s} = c.{s} OR LOCATE(r.{s}, {code.format(r='c')}) > 0) "
         f"OR {hidden.format(r='c')})"
     )
     run = (
