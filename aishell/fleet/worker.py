@@ -9,7 +9,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from aishell import signalrelay
@@ -50,7 +51,7 @@ def serve_worker(
     with broker(config, unanswered="the worker did not start"):
         pass
     app = make_app(config)
-    shutdown = _stopped_by_shutdown()
+    shutdown, told = _stopped_by_shutdown()
 
     @app.task(name=RUN_TARGET, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def fleet_task(task: object, fleet_id: str, target: str, sent_with: Any = None) -> str:
@@ -58,7 +59,7 @@ def serve_worker(
         try:
             # A shutdown before the run's own signal handling is in place (planning, its
             # recording) reaches Celery's handler alone: the run stops at its start.
-            with stops_with(shutdown, WORKER_SHUTDOWN):
+            with stops_with(shutdown, WORKER_SHUTDOWN), _told(told, shutdown):
                 status = run_target(fleet_id, target, sent_with)
         except TryLater as later:
             logger.info("fleet %s: %s: again in %ss: %s", fleet_id, target, later.seconds, later)
@@ -89,17 +90,19 @@ def serve_worker(
     )
 
 
-def _stopped_by_shutdown() -> threading.Event:
+def _stopped_by_shutdown() -> tuple[threading.Event, Any]:
     """An event set once Celery begins the worker's shutdown (its worker_shutting_down,
     sent from its SIGTERM or SIGINT handler in the worker's main process), which also stops
     every run of the process as a signal would: a run still planning stops as it begins,
-    resumably, instead of running its steps while the warm shutdown waits for it. The
-    solo pool's task runs in that process; a pool's children are not reached here."""
+    resumably, instead of running its steps while the warm shutdown waits for it. And
+    the same told to a pool's children (made before they are forked): see _told."""
     from celery.signals import worker_shutting_down
 
     shutdown = threading.Event()
+    told = multiprocessing.get_context("fork").Event()
 
     def stop_runs() -> None:
+        told.set()
         shutdown.set()
         stop_all(WORKER_SHUTDOWN)
 
@@ -109,7 +112,37 @@ def _stopped_by_shutdown() -> threading.Event:
         threading.Thread(target=stop_runs, name="aishell-worker-stop", daemon=True).start()
 
     worker_shutting_down.connect(shutting_down, weak=False)
-    return shutdown
+    return shutdown, told
+
+
+# How often a task in a pool's child looks whether its worker is shutting down.
+TOLD_POLL_SECONDS = 0.5
+
+
+@contextmanager
+def _told(told: Any, shutdown: threading.Event) -> Iterator[None]:
+    """While a task runs in a pool's child, where neither the worker's signal nor its
+    worker_shutting_down comes (the warm shutdown would wait for the whole run): once
+    the worker says it is shutting down (`told`), the child's runs stop as in the
+    worker's own process. Nothing to do where the worker's main process sets it."""
+    if told.is_set():
+        shutdown.set()  # told before this task began: its run stops as it begins
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if told.wait(TOLD_POLL_SECONDS) and not shutdown.is_set():
+                shutdown.set()
+                stop_all(WORKER_SHUTDOWN)
+                return
+
+    watcher = threading.Thread(target=watch, name="aishell-worker-told", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(TOLD_POLL_SECONDS * 2)
 
 
 def _pass_on(taken: list[int]) -> None:

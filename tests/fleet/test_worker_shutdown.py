@@ -8,26 +8,58 @@ target's file is locked by another process when the run is planned. The SIGTERM
 comes there; once released, the run ends interrupted (not completed) and its task goes
 back to the queue.
 
+With `--concurrency 2` the run is in a pool's child, which a SIGTERM to the worker's
+main process (`kill PID`) does not reach: the worker tells it, and it stops so too.
+
 Before, Celery's handler alone took that SIGTERM: the warm shutdown waited while the
 whole run went on, and the run ended completed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
 from pathlib import Path
+
+import pytest
 
 from aishell import commands
 from aishell.config.models import Config
 from aishell.state.faults import sqlite_path
 from aishell.state.store import StateStore
 from tests.conftest import EditConfig
-from tests.fleet.queues import delete_queue, running_worker
+from tests.fleet.queues import delete_queue
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
+
+
+@contextmanager
+def _worker(home: Path, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`aishell worker --concurrency N` on the home's fleet, its log in worker.log;
+    stopped (SIGTERM to its main process alone, as `kill PID` does) at the end."""
+    name = f"w-{uuid.uuid4().hex[:8]}@test"
+    argv = ["worker", "--concurrency", str(concurrency), "--name", name]
+    with open(home / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "aishell", *argv],
+            env={**os.environ, "AISHELL_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            worker.wait(30)
+        with suppress(ProcessLookupError):
+            worker.kill()
+        worker.wait()
 
 
 def _received(home: Path, worker: subprocess.Popen[bytes]) -> None:
@@ -55,14 +87,18 @@ def _state_store_busy(config: Config) -> Iterator[None]:
 
 
 def _stopped_before_its_run(
-    home: Path, config: Config, hold: AbstractContextManager[None], target: str
+    home: Path,
+    config: Config,
+    hold: AbstractContextManager[None],
+    target: str,
+    concurrency: int = 1,
 ) -> None:
     sent = commands.fleet_run(config, "maintenance", {"type": "quick"}, target)
     try:
         with ExitStack() as holding:
             # Held before the worker starts: its task cannot reach its run's signal block.
             holding.enter_context(hold)
-            with running_worker(home) as worker:
+            with _worker(home, concurrency) as worker:
                 _received(home, worker)
                 time.sleep(1.0)  # in the task, held before its run's signal block
                 worker.send_signal(signal.SIGTERM)
@@ -80,12 +116,13 @@ def _stopped_before_its_run(
         delete_queue(config)
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
 def test_a_sigterm_while_the_run_is_recorded_stops_it_at_its_start(
-    edit_config: EditConfig, home: Path, demo_db: Path
+    edit_config: EditConfig, home: Path, demo_db: Path, concurrency: int
 ) -> None:
     fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
     config = edit_config({"state": {"busy_timeout_ms": 120_000}})
-    _stopped_before_its_run(home, config, _state_store_busy(config), "demo")
+    _stopped_before_its_run(home, config, _state_store_busy(config), "demo", concurrency)
 
 
 @contextmanager
