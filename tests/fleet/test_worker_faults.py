@@ -121,7 +121,8 @@ def test_two_workers_taking_tasks_for_the_same_target_at_once_run_one_after_the_
         assert row["status"] == "completed", (row, _logs(home, other))
     # They met: the one that found the database taken said so plainly and came back.
     waited = [line for line in _logs(home, other).splitlines() if ": again in " in line]
-    assert any("its database is in use by run" in line for line in waited), waited
+    said = "is locked for maintenance: its database is in use by"
+    assert any(said in line for line in waited), waited
     path = sqlite_path(config.state_url)
     assert path is not None
     with closing(sqlite3.connect(path)) as conn:
