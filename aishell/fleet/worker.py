@@ -46,7 +46,8 @@ def serve_worker(
     config: Config, run_target: RunTarget, *, concurrency: int, name: str | None = None
 ) -> int:
     """Consume the fleet's queue until the worker is stopped (SIGTERM: warm shutdown,
-    the running tasks finish first); the worker's exit code. The broker is asked first:
+    each running task's run stops resumably and its task goes back to the queue); the
+    worker's exit code. The broker is asked first:
     one that refuses or does not answer is one line (BrokerUnreachable), no worker."""
     with broker(config, unanswered="the worker did not start"):
         pass
