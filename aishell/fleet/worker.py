@@ -132,9 +132,12 @@ def _told(told: Any, shutdown: threading.Event) -> Iterator[None]:
 
     def watch() -> None:
         while not done.is_set():
-            if told.wait(TOLD_POLL_SECONDS) and not shutdown.is_set():
-                shutdown.set()
-                stop_all(WORKER_SHUTDOWN)
+            if told.wait(TOLD_POLL_SECONDS):
+                # Once told, the watch is over: in the worker's own process the stop
+                # was made already, and a told event stays set (no wait would block).
+                if not shutdown.is_set():
+                    shutdown.set()
+                    stop_all(WORKER_SHUTDOWN)
                 return
 
     watcher = threading.Thread(target=watch, name="aishell-worker-told", daemon=True)
