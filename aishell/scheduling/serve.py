@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import create_engine, inspect
 
 from aishell.config.models import Config
 from aishell.errors import UsageError
@@ -411,7 +412,17 @@ def next_runs(
     Only jobs whose trigger reads the cron as crontab does count (one stored before is
     replaced when `serve` next starts), and with `schedules`, only those whose trigger
     is still the schedule's cron and time zone."""
-    store = SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE)
+    engine = create_engine(config.state_url)
+    try:
+        # A store nothing has served has no job table, and the job store's start would
+        # make it: a write, which waits out another process's write transaction.
+        served = inspect(engine).has_table(JOB_TABLE)
+    except Exception:  # an unreadable store: the schedules' own triggers say when
+        served = False
+    if not served:
+        engine.dispose()
+        return {}
+    store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
     try:
         store.start(None, "default")
         jobs = [job for job in store.get_all_jobs() if isinstance(job.trigger, CrontabTrigger)]
