@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
 from aishell.sqltext import text
-from aishell.targets.identity import _innodb_file_name, _innodb_table_ids
+from aishell.targets.identity import _innodb_file_name, _innodb_table_ids, mysql_instant
 
 # More routines (or triggers, rules and policies) than this are kept as one digest of
 # them all: a change is still seen, though not named.
@@ -120,13 +120,16 @@ _PG_TABLE_CODE = (
     "p.polcmd::pg_catalog.text || p.polpermissive::pg_catalog.text || "
     "p.polroles::pg_catalog.text) FROM pg_catalog.pg_policy p"
 )
+# MariaDB's times are read as instants (identity.mysql_instant): the session's time_zone
+# changes how the server shows them, not which table or routine they tell.
 _MYSQL_CREATED = (
-    "SELECT TABLE_NAME AS name, coalesce(CREATE_TIME, '') AS id FROM information_schema.TABLES "
-    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
+    f"SELECT TABLE_NAME AS name, coalesce({mysql_instant('CREATE_TIME')}, '') AS id "
+    "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
 )
 _MYSQL_ROUTINES = (
     "SELECT concat(ROUTINE_TYPE, ' ', ROUTINE_NAME) AS name, md5(concat_ws('/', "
-    "ROUTINE_DEFINITION, CREATED, LAST_ALTERED, SQL_MODE, SECURITY_TYPE, DEFINER)) AS digest "
+    f"ROUTINE_DEFINITION, {mysql_instant('CREATED')}, {mysql_instant('LAST_ALTERED')}, "
+    "SQL_MODE, SECURITY_TYPE, DEFINER)) AS digest "
     "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()"
 )
 # A routine of another database that this database's triggers or routines name
@@ -134,8 +137,9 @@ _MYSQL_ROUTINES = (
 # in their text, loosely (a routine named in a comment counts too: the safe side).
 _MYSQL_CALLED_ELSEWHERE = (
     "SELECT concat(r.ROUTINE_TYPE, ' ', r.ROUTINE_SCHEMA, '.', r.ROUTINE_NAME) AS name, "
-    "md5(concat_ws('/', r.ROUTINE_DEFINITION, r.CREATED, r.LAST_ALTERED, r.SQL_MODE, "
-    "r.SECURITY_TYPE, r.DEFINER)) AS digest FROM information_schema.ROUTINES r "
+    f"md5(concat_ws('/', r.ROUTINE_DEFINITION, {mysql_instant('r.CREATED')}, "
+    f"{mysql_instant('r.LAST_ALTERED')}, r.SQL_MODE, r.SECURITY_TYPE, r.DEFINER)) AS digest "
+    "FROM information_schema.ROUTINES r "
     "WHERE r.ROUTINE_SCHEMA <> DATABASE() AND (EXISTS (SELECT 1 FROM "
     "information_schema.TRIGGERS t WHERE t.TRIGGER_SCHEMA = DATABASE() AND "
     "locate(lower(r.ROUTINE_SCHEMA), lower(t.ACTION_STATEMENT)) > 0 AND "
@@ -146,7 +150,8 @@ _MYSQL_CALLED_ELSEWHERE = (
 )
 _MYSQL_TABLE_CODE = (
     "SELECT concat('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE) AS name, md5(concat_ws("
-    "'/', ACTION_STATEMENT, ACTION_TIMING, EVENT_MANIPULATION, CREATED, SQL_MODE, DEFINER)) "
+    f"'/', ACTION_STATEMENT, ACTION_TIMING, EVENT_MANIPULATION, {mysql_instant('CREATED')}, "
+    "SQL_MODE, DEFINER)) "
     "AS digest FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
 )
 # A table dropped and created again often gets the root page it had (SQLite reuses the

@@ -110,10 +110,26 @@ def database_instance(conn: Connection) -> str:
     return "memory"
 
 
+# information_schema shows its times in the session's time_zone, which a target's URL
+# (init_command) or the server's default may set otherwise from one session to the next.
+# Every such time aishell compares (here and in fingerprints.py) is read through
+# mysql_instant, as the instant it names, so the same table or routine reads the same in
+# any session zone, and a re-created one differently.
+def mysql_instant(column: str) -> str:
+    """SQL reading an information_schema time column as seconds since the epoch:
+    UNIX_TIMESTAMP converts the session zone's reading back (NULL stays NULL). Only in
+    the hour a daylight-saving zone repeats is the reading ambiguous; the server then
+    takes one of the two instants, always the same one, so a session in such a zone may
+    read a time of that hour an hour off another zone's reading (a plan refused once:
+    the safe side)."""
+    return f"UNIX_TIMESTAMP({column})"
+
+
 def _mysql_instance(conn: Connection) -> str:
     tables = conn.execute(
         text(
-            "SELECT TABLE_NAME, TABLE_TYPE, ENGINE, CREATE_TIME FROM information_schema.TABLES "
+            f"SELECT TABLE_NAME, TABLE_TYPE, ENGINE, {mysql_instant('CREATE_TIME')} "
+            "FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE <> 'VIEW'"
         )
     ).all()
