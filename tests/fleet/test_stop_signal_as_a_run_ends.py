@@ -38,10 +38,14 @@ def test_a_signal_pending_as_the_block_closes_leaves_the_worker_s_handlers_in_pl
                 # SIGTERM is still pending when the block puts the handlers back. Sent
                 # to this thread, which blocks them: sent to the process, another thread
                 # of it (the suite's own) could take SIGINT before SIGTERM is sent.
+                # Unblocked whatever happens: a mask left in place is inherited by
+                # every process the suite starts after, which then never ends on them.
                 signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+                try:
+                    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         except Stopped as exc:
             stopped.append(exc.args[0])
         in_place = {sig: signal.getsignal(sig) for sig in stops}
