@@ -26,7 +26,10 @@ from aishell.targets.catalog import table_columns
 from aishell.targets.transient import is_transient
 from aishell.tool.context import ToolContext
 
-# A table's copy is named after it and the step's start, within MySQL's 64 characters.
+# A table's copy is named after it and its run, within MySQL's 64 characters: the same
+# name whenever the step is shown (asked, approved, resumed in a later second or day),
+# so the statements approved are the ones sent. Outside a run (a plan's preview), the
+# time it was shown.
 _COPY_SUFFIX = "_aishell_bak_{stamp}"
 _NAME_LIMIT = 64
 
@@ -61,7 +64,7 @@ def _plan(params: Mapping[str, Any], ctx: ToolContext) -> list[_Repair]:
 
     def make() -> list[_Repair]:
         conn = ctx.connection
-        suffix = _COPY_SUFFIX.format(stamp=time.strftime("%Y%m%d%H%M%S"))
+        suffix = _COPY_SUFFIX.format(stamp=ctx.run_id or time.strftime("%Y%m%d%H%M%S"))
         backup = params.get("create_backup", True)
         plan = []
         for table in params.get("tables") or []:

@@ -283,7 +283,7 @@ def test_mariadb_a_long_table_name_gets_a_copy_within_the_name_limit(home, mysql
     step = result.steps[0]
     assert step.status == "succeeded", step.error
     (copy,) = step.output["backup_tables"]
-    assert len(copy) == 64 and copy.startswith("t" * 37 + "_aishell_bak_")
+    assert copy == "t" * 39 + "_aishell_bak_" + result.run_id and len(copy) == 64
     assert step.sql[-1] == f"ALTER TABLE `{long_name}` FORCE"
 
 
