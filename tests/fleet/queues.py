@@ -30,11 +30,16 @@ def delete_queue(config: Config) -> None:
 
 
 @contextmanager
-def running_worker(home: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`aishell worker` on the home's fleet for the block's length, then stopped."""
-    with open(home / "worker.log", "wb") as log:
+def running_worker(
+    home: Path, *options: str, log_folder: Path | None = None, stop_wait: float = 20
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`aishell worker [options]` on the home's fleet for the block's length, its log in
+    worker.log (of `log_folder`, else of the home); then stopped as `kill PID` stops it
+    (SIGTERM to its main process alone), killed past `stop_wait` seconds."""
+    name = f"w-{uuid.uuid4().hex[:8]}@test"
+    with open((log_folder or home) / "worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "aishell", "worker", "--name", f"w-{uuid.uuid4().hex[:8]}@test"],
+            [sys.executable, "-m", "aishell", "worker", *options, "--name", name],
             env={**os.environ, "AISHELL_HOME": str(home)},
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -44,7 +49,7 @@ def running_worker(home: Path) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         worker.send_signal(signal.SIGTERM)
         with suppress(subprocess.TimeoutExpired):
-            worker.wait(20)
+            worker.wait(stop_wait)
         with suppress(ProcessLookupError):
             worker.kill()
         worker.wait()

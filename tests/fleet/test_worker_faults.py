@@ -107,7 +107,7 @@ def test_two_workers_taking_tasks_for_the_same_target_at_once_run_one_after_the_
     other = tmp_path / "other"
     other.mkdir()
     try:
-        with running_worker(home), _second_worker(home, other):
+        with running_worker(home), running_worker(home, log_folder=other):
             # Both held at the state store until both have their task, then let go at once.
             with state_store_busy(config):
                 _received(home, "worker.log", 1)
@@ -133,27 +133,6 @@ def test_two_workers_taking_tasks_for_the_same_target_at_once_run_one_after_the_
 
 def _logs(home: Path, other: Path) -> str:
     return (home / "worker.log").read_text() + (other / "worker.log").read_text()
-
-
-@contextmanager
-def _second_worker(home: Path, log_folder: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A second `aishell worker` on the same home, its log in `log_folder`."""
-    with open(log_folder / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "aishell", "worker", "--name", f"second-{os.getpid()}@test"],
-            env={**os.environ, "AISHELL_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        yield worker
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 @pytest.mark.parametrize("busy_ms", [10_000, 1_000])

@@ -16,15 +16,12 @@ whole run went on, and the run ended completed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,32 +31,8 @@ from aishell.config.models import Config
 from aishell.state.faults import sqlite_path
 from aishell.state.store import StateStore
 from tests.conftest import EditConfig
-from tests.fleet.queues import delete_queue
+from tests.fleet.queues import delete_queue, running_worker
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
-
-
-@contextmanager
-def _worker(home: Path, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`aishell worker --concurrency N` on the home's fleet, its log in worker.log;
-    stopped (SIGTERM to its main process alone, as `kill PID` does) at the end."""
-    name = f"w-{uuid.uuid4().hex[:8]}@test"
-    argv = ["worker", "--concurrency", str(concurrency), "--name", name]
-    with open(home / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "aishell", *argv],
-            env={**os.environ, "AISHELL_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        yield worker
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            worker.wait(30)
-        with suppress(ProcessLookupError):
-            worker.kill()
-        worker.wait()
 
 
 def _received(home: Path, worker: subprocess.Popen[bytes]) -> None:
@@ -98,7 +71,7 @@ def _stopped_before_its_run(
         with ExitStack() as holding:
             # Held before the worker starts: its task cannot reach its run's signal block.
             holding.enter_context(hold)
-            with _worker(home, concurrency) as worker:
+            with running_worker(home, "--concurrency", str(concurrency), stop_wait=30) as worker:
                 _received(home, worker)
                 time.sleep(1.0)  # in the task, held before its run's signal block
                 worker.send_signal(signal.SIGTERM)
