@@ -19,7 +19,7 @@ from aishell.guard.writtentables import Write
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
 from tests.guard.test_guard import execute, scratch_database
-from tests.handlers.maintenance.test_sqlite_app_code import app_database, application
+from tests.handlers.maintenance.test_sqlite_app_code import app_database, keep_recent
 from tests.helpers import query, use_target
 
 TABLES = ("audit", "ledger", "kept", "gone", "copied", "merged", "dyn", "other")
@@ -166,10 +166,7 @@ def test_a_message_naming_a_table_does_not_block_a_purge(home: Path) -> None:
         "BEGIN SELECT RAISE(ABORT, 'cannot delete from audit') WHERE OLD.id < 0; END",
         "CREATE TRIGGER audit_gone AFTER DELETE ON audit BEGIN SELECT norm(old.name); END",
     )
-    app = application(db)
-    app.execute("UPDATE people SET created = datetime('now') WHERE id > 100")
-    app.commit()
-    app.close()
+    keep_recent(db)
     config = use_target(home, f"sqlite:///{db}")
     job = {"table": "people", "date_column": "created", "retention_days": 30}
     result = commands.run_job(

@@ -16,6 +16,7 @@ from aishell.handlers.backup.manifest import sha256_of
 from aishell.handlers.backup.sqliteincrement import recorded
 from aishell.policy.approvers import PreApproved
 from tests.handlers.backup.test_restore_prechecks import Recorder
+from tests.handlers.purge.test_purge_app_code_later import with_app_module
 from tests.helpers import query, use_target
 
 NOT_COUNTED = (
@@ -35,13 +36,8 @@ def _database(path: Path) -> Path:
     conn.execute("CREATE TABLE vt_data (id INTEGER PRIMARY KEY, body BLOB)")
     conn.execute("INSERT INTO vt_data VALUES (1, x'0102')")
     conn.commit()
-    conn.execute("PRAGMA writable_schema = ON")
-    conn.execute(
-        "INSERT INTO sqlite_schema (type, name, tbl_name, rootpage, sql) VALUES "
-        "('table', 'vt', 'vt', 0, 'CREATE VIRTUAL TABLE vt USING app_module(at, note)')"
-    )
-    conn.commit()
     conn.close()
+    with_app_module(path)
     return path
 
 

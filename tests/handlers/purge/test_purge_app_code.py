@@ -13,7 +13,11 @@ import pytest
 from aishell import commands
 from aishell.errors import TargetError
 from aishell.policy.approvers import PreApproved
-from tests.handlers.maintenance.test_sqlite_app_code import SCHEMAS, app_database, application
+from tests.handlers.maintenance.test_sqlite_app_code import (
+    SCHEMAS,
+    app_database,
+    keep_recent,
+)
 from tests.helpers import query, use_target
 
 PLAIN_PEOPLE = "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, created TEXT)"
@@ -74,10 +78,7 @@ def test_what_needs_none_of_it_is_purged(home: Path) -> None:
         "CREATE TABLE events (id INTEGER PRIMARY KEY, created TEXT)",
         "CREATE INDEX events_norm ON events (norm(created))",
     )
-    conn = application(db)
-    conn.execute("UPDATE people SET created = datetime('now') WHERE id > 100")
-    conn.commit()
-    conn.close()
+    keep_recent(db)
     config = use_target(home, f"sqlite:///{db}")
     result = commands.run_job(config, "log_cleanup", JOB, approver=PreApproved())
     assert result.status == "completed", result.error

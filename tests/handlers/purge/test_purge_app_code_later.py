@@ -150,7 +150,7 @@ def test_an_archive_table_given_app_code_after_the_plan_is_refused_whole(home):
     assert _rows(path, "events_archive") == 0
 
 
-def _with_app_module(path: Path) -> None:
+def with_app_module(path: Path) -> None:
     """A virtual table of a module only the application registers (a sqlite3 module
     cannot be made from Python: its CREATE VIRTUAL TABLE is written into the schema as
     the application's connection would have stored it)."""
@@ -167,7 +167,7 @@ def _with_app_module(path: Path) -> None:
 def test_a_virtual_table_of_an_app_module_is_refused_or_left_out(home):
     path = home / "events.db"
     _events(path)
-    _with_app_module(path)
+    with_app_module(path)
     config = _config(home, path)
     job = {"table": "vt", "date_column": "at", "retention_days": 30}
     with pytest.raises(Exception) as refused:

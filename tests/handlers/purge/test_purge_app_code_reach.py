@@ -16,7 +16,7 @@ from aishell.errors import TargetError
 from aishell.handlers.purge.appreach import refuse_reached_app_code
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
-from tests.handlers.maintenance.test_sqlite_app_code import app_database, application
+from tests.handlers.maintenance.test_sqlite_app_code import app_database, application, keep_recent
 from tests.helpers import query, use_target
 
 PEOPLE = "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, created TEXT)"
@@ -73,10 +73,7 @@ def test_a_trigger_writing_a_table_that_needs_no_app_code_is_purged(home: Path) 
         "CREATE TRIGGER audit_upper AFTER INSERT ON audit "
         "BEGIN INSERT INTO seen VALUES (upper(new.name)); END",
     )
-    app = application(db)
-    app.execute("UPDATE people SET created = datetime('now') WHERE id > 100")
-    app.commit()
-    app.close()
+    keep_recent(db)
     config = use_target(home, f"sqlite:///{db}")
     result = commands.run_job(
         config, "log_cleanup", JOB, approver=PreApproved(up_to=RiskLevel.HIGH)
