@@ -51,6 +51,12 @@ def each_file(
     progress.finish()
 
 
+def data_version(conn: sqlite3.Connection) -> int:
+    """The SQLite file's data version as `conn` sees it: it moves when another
+    connection commits to the file, never for `conn`'s own writes (a restore's)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 # Pages the SQLite backup API copies between two reports of how far it got.
 BACKUP_PAGES = 1024
 

@@ -22,6 +22,7 @@ from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.handlers import cached
 from aishell.handlers.backup.apply import (
+    data_version,
     dropped_statements,
     each_file,
     restore_argv,
@@ -443,11 +444,12 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     conn = ctx.connection
     dialect = conn.dialect.name
     url = conn.engine.url
+    raw = conn.connection.driver_connection
+    if dialect == "sqlite" and not isinstance(raw, sqlite3.Connection):
+        raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
+    version = data_version(raw) if isinstance(raw, sqlite3.Connection) else None
     for link, link_manifest, progress, before in each_file(chain, ctx):
-        if dialect == "sqlite":
-            raw = conn.connection.driver_connection
-            if not isinstance(raw, sqlite3.Connection):
-                raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
+        if isinstance(raw, sqlite3.Connection):
             sqlite_apply(raw, link, link_manifest, progress, before)
         else:
             server_apply(
@@ -473,6 +475,12 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     unread = manifest.get(NOT_COUNTED) or {}
     measured.tables &= set(manifest["tables"]) | set(unread)
     problems = compare(manifest, measured)
+    if problems and version is not None and data_version(raw) != version:
+        raise StepFailed(
+            f"Another process wrote to '{ctx.target}' while {path.name} was restored into "
+            f"it, so what it holds is not the file's alone ({'; '.join(problems[:3])}); "
+            "stop what writes to it, then restore again"
+        )
     if problems:
         raise StepFailed(
             f"The restore of {path.name} does not match its manifest: {'; '.join(problems[:3])}; "
