@@ -151,26 +151,46 @@ def list_fleet_jobs(config: Config, limit: int = 20) -> dict[str, Any]:
 def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
     started = store.fleet_runs(fleet["fleet_id"])
     not_started = store.fleet_not_started(fleet["fleet_id"])
-    rows = []
-    for target in fleet["targets"]:
-        # A run, once begun, says where its target stands; before, the last reason its
-        # task ended without one.
-        run, refused = started.get(target), not_started.get(target, {})
-        status = run["status"] if run else (NOT_STARTED if refused else "queued")
-        rows.append(
-            {
-                "target": target,
-                "run_id": run["run_id"] if run else None,
-                "status": status,
-                "error": run["error"] if run else refused.get("error"),
-                "host": run["hostname"] if run else refused.get("hostname"),
-            }
-        )
+    rows = [_row(t, started.get(t), not_started.get(t)) for t in fleet["targets"]]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    going_on = sum(n for status, n in counts.items() if status in (*GOING_ON, "queued"))
+    # A run whose last delivery was refused waits for nothing the queue holds: its
+    # task is over until it is sent again.
+    going_on = sum(
+        1 for r in rows if r["status"] in (*GOING_ON, "queued") and not r["delivery_refused"]
+    )
     return {**fleet, "runs": rows, "counts": counts, "going_on": going_on}
+
+
+def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None) -> dict[str, Any]:
+    """Where a target stands. A run, once begun, says so; before, the last reason its
+    task ended without one (not_started). A run not over whose last delivery was refused
+    since its last change keeps its status, the refusal in place of its error."""
+    if run is None:
+        status = NOT_STARTED if refused else "queued"
+        found = refused or {}
+        return {
+            "target": target,
+            "run_id": None,
+            "status": status,
+            "error": found.get("error"),
+            "host": found.get("hostname"),
+            "delivery_refused": None,
+        }
+    shown, error = None, run["error"]
+    if refused and refused["event"] > (run["changed"] or 0) and run["status"] in GOING_ON:
+        shown = {k: refused[k] for k in ("at", "error", "hostname")}
+        error = f"its last delivery was refused on {shown['hostname']} at {shown['at']}: "
+        error += shown["error"]
+    return {
+        "target": target,
+        "run_id": run["run_id"],
+        "status": run["status"],
+        "error": error,
+        "host": run["hostname"],
+        "delivery_refused": shown,
+    }
 
 
 def run_fleet_target(config: Config, fleet_id: str, target: str, carried: Any = None) -> str:
@@ -197,6 +217,15 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
         _check_sent_with(config, fleet, carried)
+    except ConfigError as exc:
+        # Kept whether or not the target has a run: an interrupted one that its workers
+        # refuse to resume says why in `fleet show`, not in a worker's log alone.
+        with StateStore(config.state_url) as store:
+            store.record_not_started(fleet_id, target, str(exc))
+        if earlier is not None:
+            raise
+        return NOT_STARTED
+    try:
         return _take_turn(config, fleet, target, earlier)
     except StateError:
         raise

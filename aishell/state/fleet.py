@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, this_host
@@ -83,8 +83,15 @@ class FleetRepository(StoreCore):
         return None if found is None else str(found)
 
     def fleet_runs(self, fleet_id: str) -> dict[str, dict[str, Any]]:
-        """By target: the run its task started, with the run's status and times."""
+        """By target: the run its task started, with the run's status and times, and
+        `changed`: the id of the run's last event (its last change, as an event id, the
+        order fleet_not_started's reasons are kept in)."""
         self.flush()
+        last_event = (
+            select(func.max(events.c.id))
+            .where(events.c.run_id == fleet_runs.c.run_id)
+            .scalar_subquery()
+        )
         rows = self._conn.execute(
             select(
                 fleet_runs.c.target,
@@ -94,6 +101,7 @@ class FleetRepository(StoreCore):
                 runs.c.created_at.label("started_at"),
                 runs.c.finished_at,
                 runs.c.hostname,
+                last_event.label("changed"),
             )
             .join(runs, runs.c.run_id == fleet_runs.c.run_id)
             .where(fleet_runs.c.fleet_id == fleet_id)
@@ -102,9 +110,9 @@ class FleetRepository(StoreCore):
         return {r.target: dict(r._mapping) for r in rows}
 
     def record_not_started(self, fleet_id: str, target: str, error: str) -> None:
-        """A target's task that ended before its run began (the target unreachable, the
-        job refused there): kept, with why, for `fleet show` until a later delivery
-        starts its run."""
+        """A target's task that ended before its run began or went on (the target
+        unreachable, the job refused there): kept, with why and when, for `fleet show`
+        until a later delivery starts or resumes its run, or its task is sent again."""
         self.record_event(
             "-",
             None,
@@ -118,11 +126,11 @@ class FleetRepository(StoreCore):
         self.record_event("-", None, RESENT, {"fleet_id": fleet_id, "targets": targets})
 
     def fleet_not_started(self, fleet_id: str) -> dict[str, dict[str, Any]]:
-        """By target: the reason its task ended before a run began, unless its task
-        was sent again since."""
+        """By target: the last reason its task ended before a run began or went on
+        (with `at`, and `event`: its event's id), unless its task was sent again since."""
         self.flush()
         rows = self._conn.execute(
-            select(events.c.at, events.c.kind, events.c.data)
+            select(events.c.id, events.c.at, events.c.kind, events.c.data)
             .where(
                 (events.c.run_id == "-")
                 & events.c.kind.in_([NOT_STARTED, RESENT])
@@ -132,7 +140,7 @@ class FleetRepository(StoreCore):
         ).all()
         self._conn.rollback()
         found: dict[str, dict[str, Any]] = {}
-        for at, kind, data in rows:
+        for event, at, kind, data in rows:
             details = loads(data)
             if details.get("fleet_id") != fleet_id:
                 continue
@@ -140,7 +148,7 @@ class FleetRepository(StoreCore):
                 for target in details["targets"]:
                     found.pop(target, None)
             else:
-                found[details["target"]] = {"at": at, **details}
+                found[details["target"]] = {"at": at, "event": event, **details}
         return found
 
 
