@@ -475,7 +475,7 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     unread = manifest.get(NOT_COUNTED) or {}
     measured.tables &= set(manifest["tables"]) | set(unread)
     problems = compare(manifest, measured)
-    if problems and version is not None and data_version(raw) != version:
+    if problems and isinstance(raw, sqlite3.Connection) and data_version(raw) != version:
         raise StepFailed(
             f"Another process wrote to '{ctx.target}' while {path.name} was restored into "
             f"it, so what it holds is not the file's alone ({'; '.join(problems[:3])}); "
