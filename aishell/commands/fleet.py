@@ -165,8 +165,8 @@ def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
 
 def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None) -> dict[str, Any]:
     """Where a target stands. A run, once begun, says so; before, the last reason its
-    task ended without one (not_started). A run not over whose last delivery was refused
-    since its last change keeps its status, the refusal in place of its error."""
+    task ended without one (not_started). An interrupted run whose last delivery was
+    refused since its last change keeps its status, the refusal in place of its error."""
     if run is None:
         status = NOT_STARTED if refused else "queued"
         found = refused or {}
@@ -179,7 +179,9 @@ def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None
             "delivery_refused": None,
         }
     shown, error = None, run["error"]
-    if refused and refused["event"] > (run["changed"] or 0) and run["status"] in GOING_ON:
+    # Only an interrupted run waits on a delivery: one running goes on, whatever a
+    # duplicate delivery elsewhere was told.
+    if refused and refused["event"] > (run["changed"] or 0) and run["status"] == INTERRUPTED:
         shown = {k: refused[k] for k in ("at", "error", "hostname")}
         error = f"its last delivery was refused on {shown['hostname']} at {shown['at']}: "
         error += shown["error"]

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.commands.fleet import watch_fleet
+from aishell.commands.fleet import _row, watch_fleet
 from tests.conftest import EditConfig
 from tests.fleet.queues import delete_queue, running_worker
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
@@ -89,3 +89,14 @@ def test_a_refused_delivery_of_an_interrupted_run_is_said_until_its_task_is_sent
         assert done["delivery_refused"] is None and done["error"] is None
     finally:
         delete_queue(config)
+
+
+def test_a_refused_duplicate_delivery_of_a_running_run_changes_nothing_shown() -> None:
+    """A run another worker is running goes on whatever a duplicate delivery of its task
+    was told elsewhere: it is not shown refused, and `fleet run --wait` waits for it."""
+    run = {"run_id": "r1", "status": "running", "error": None, "hostname": "a", "changed": 5}
+    refused = {"event": 9, "at": "2026-11-28 10:00:00", "error": REFUSED, "hostname": "b"}
+    row = _row("demo", run, refused)
+    assert row["delivery_refused"] is None and row["error"] is None, row
+    interrupted = _row("demo", {**run, "status": "interrupted"}, refused)
+    assert interrupted["delivery_refused"] is not None, interrupted
