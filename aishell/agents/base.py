@@ -10,6 +10,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy.engine import Connection
@@ -354,14 +355,28 @@ def _wrong_value(option: Option, value: object) -> str:
         return "" if value in option.choices else f"is not one of: {', '.join(option.choices)}"
     if option.kind == "flag":
         return "" if isinstance(value, bool) else "is not true or false"
-    if option.kind in ("text", "archive"):
+    if option.kind == "archive":
+        return archive_problem(value)
+    if option.kind == "text":
         return "" if isinstance(value, str) and value else "is not a non-empty text"
     if option.holds(value) and (option.kind != "integer" or isinstance(value, int)):
         return ""
-    low = "" if option.minimum is None else f" from {_bound(option.minimum)}"
-    high = "" if option.maximum is None else f" to {_bound(option.maximum)}"
+    least, most = option.bounds
+    low = "" if least is None else f" from {_bound(least)}"
+    high = "" if most is None else f" to {_bound(most)}"
     number = "whole number" if option.kind == "integer" else "finite number"
     return f"is not a {number}{low}{high}"
+
+
+def archive_problem(value: object) -> str:
+    """Why a value is not an archive as the command line takes it ("": it is one):
+    `file:PATH` naming a file, or `table:NAME`; the kind is said, never guessed."""
+    kind, sep, where = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or kind not in ("file", "table") or not where:
+        return "is not file:PATH or table:NAME"
+    if kind == "file" and Path(where).expanduser().absolute().name in ("", ".", ".."):
+        return "names a folder, not a file"
+    return ""
 
 
 def _bound(limit: float) -> str:

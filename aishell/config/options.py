@@ -53,7 +53,8 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
-    # Where the job leaves it out: the agent's config supplies it (see shown_default).
+    # Where the job leaves it out, `normalize_job` gives this (None: the key is there, as
+    # None); aishell's own log cleanup alone takes a purge setting of its config instead.
     default: object = None
     # True: the command line shows and passes the default; False: it leaves the value
     # unset, so that the agent's config (or the tool) decides.
@@ -63,6 +64,10 @@ class Option:
     # The command's name for the value, where it is not the flag's (--type is `kind`).
     dest: str = ""
     required: bool = False
+    # For aishell's own log cleanup: its config's purge setting of this option, where not
+    # `key` (max_rows: max_rows_per_run), which tests/config/test_options.py holds to the
+    # option's bounds and default. No code reads it; an agent of a package sets it for
+    # nothing (its config supplies no job value: `default` does).
     config_key: str = ""
 
     @property
@@ -84,6 +89,16 @@ class Option:
             return self.dest
         return self.cli_flag.split("/")[0].lstrip("-").replace("-", "_")
 
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The least and greatest value it takes (None: no bound). A duration's are the
+        command line's wherever it is given: at least a second, and at most its maximum
+        or, without one, MAX_RUN_TIME_SECONDS."""
+        if self.kind != "duration":
+            return self.minimum, self.maximum
+        least = 1.0 if self.minimum is None else max(1.0, self.minimum)
+        return least, MAX_RUN_TIME_SECONDS if self.maximum is None else self.maximum
+
     def holds(self, value: object) -> bool:
         """A finite number within the bounds (a bool is not a number here): NaN compares
         false with every limit, infinity overflows date arithmetic."""
@@ -91,9 +106,8 @@ class Option:
             return False
         if not math.isfinite(value):
             return False
-        return (self.minimum is None or value >= self.minimum) and (
-            self.maximum is None or value <= self.maximum
-        )
+        least, most = self.bounds
+        return (least is None or value >= least) and (most is None or value <= most)
 
 
 # What `aishell run maintenance` does.
