@@ -262,3 +262,24 @@ def config_written(home: Path, file: str, path: list[Any], written: str) -> str:
         config = load_config(home=home)
         config.agent(file.removeprefix("agents/").removesuffix(".yaml"))
     return str(refused.value)
+
+
+@contextmanager
+def state_store_busy(config: Config) -> Iterator[sqlite3.Connection]:
+    """Another process's write transaction on state.db (a row written) for the block."""
+    from aishell.state.faults import sqlite_path
+    from aishell.state.store import StateStore
+
+    StateStore(config.state_url).close()
+    path = sqlite_path(config.state_url)
+    assert path is not None
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE fleet_jobs SET selector = selector")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()

@@ -24,7 +24,8 @@ from tests.conftest import EditConfig
 from tests.fleet.queues import delete_queue, running_worker
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
 from tests.fleet.test_sent_with import _edit_yaml, _with_site_tool
-from tests.fleet.test_worker_shutdown import _received, _state_store_busy
+from tests.fleet.test_worker_shutdown import _received
+from tests.helpers import state_store_busy
 
 REFUSED = "this worker's tools or agent config differ from those"
 
@@ -40,7 +41,7 @@ def test_a_refused_delivery_of_an_interrupted_run_is_said_until_its_task_is_sent
     try:
         # Its first worker is stopped by SIGTERM as the run is recorded: interrupted.
         with ExitStack() as holding:
-            holding.enter_context(_state_store_busy(config))
+            holding.enter_context(state_store_busy(config))
             with running_worker(home) as worker:
                 _received(home, worker)
                 time.sleep(1.0)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,13 +28,12 @@ from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.commands.fleet import watch_fleet
-from aishell.config.models import Config
 from aishell.state.faults import sqlite_path
-from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 from tests.faultproxy import Proxy, Silent, server_port, through
 from tests.fleet.queues import delete_queue, running_worker
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
+from tests.helpers import state_store_busy
 
 SILENT_URLS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere",
@@ -72,21 +71,6 @@ def test_a_target_server_that_never_answers_ends_the_task_within_its_connect_tim
     assert row["status"] == "not_started", (row, log)
     assert "'mute'" in row["error"] and len(row["error"].splitlines()) == 1, row
     assert "Traceback" not in log
-
-
-@contextmanager
-def state_store_busy(config: Config) -> Iterator[sqlite3.Connection]:
-    """Another process's write transaction on state.db (a row written) for the block."""
-    StateStore(config.state_url).close()
-    path = sqlite_path(config.state_url)
-    assert path is not None
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE fleet_jobs SET selector = selector")
-        try:
-            yield conn
-        finally:
-            conn.execute("ROLLBACK")
 
 
 def _received(home: Path, name: str, count: int) -> None:

@@ -28,11 +28,10 @@ import pytest
 
 from aishell import commands
 from aishell.config.models import Config
-from aishell.state.faults import sqlite_path
-from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 from tests.fleet.queues import delete_queue, running_worker
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
+from tests.helpers import state_store_busy
 
 
 def _received(home: Path, worker: subprocess.Popen[bytes]) -> None:
@@ -43,20 +42,6 @@ def _received(home: Path, worker: subprocess.Popen[bytes]) -> None:
         assert worker.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-
-
-@contextmanager
-def _state_store_busy(config: Config) -> Iterator[None]:
-    """Another process's write transaction on state.db for the block's length."""
-    StateStore(config.state_url).close()
-    path = sqlite_path(config.state_url)
-    assert path is not None
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
 
 
 def _stopped_before_its_run(
@@ -95,7 +80,7 @@ def test_a_sigterm_while_the_run_is_recorded_stops_it_at_its_start(
 ) -> None:
     fleet_home(edit_config, home, demo_db, broker_at("redis", BROKERS["redis"][1]))
     config = edit_config({"state": {"busy_timeout_ms": 120_000}})
-    _stopped_before_its_run(home, config, _state_store_busy(config), "demo", concurrency)
+    _stopped_before_its_run(home, config, state_store_busy(config), "demo", concurrency)
 
 
 @contextmanager
