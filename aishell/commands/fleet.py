@@ -38,6 +38,7 @@ from aishell.fleet.sending import broker, sent_with, unlike
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
+from aishell.registry import Registry
 from aishell.state.store import StateStore
 from aishell.state.values import now
 
@@ -218,7 +219,7 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
     if earlier is not None and earlier["status"] not in GOING_ON:
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
-        _check_sent_with(config, fleet, carried)
+        catalog = _check_sent_with(config, fleet, carried)
     except ConfigError as exc:
         # Kept whether or not the target has a run: an interrupted one that its workers
         # refuse to resume says why in `fleet show`, not in a worker's log alone.
@@ -228,7 +229,7 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
             raise
         return NOT_STARTED
     try:
-        return _take_turn(config, fleet, target, earlier)
+        return _take_turn(config, fleet, target, earlier, catalog)
     except StateError:
         raise
     except AishellError as exc:
@@ -241,11 +242,13 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
         return NOT_STARTED
 
 
-def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> None:
-    """ConfigError when this worker's tools or agent config are not those the task was
-    sent with: a job is run with what it was checked and sent with, or not at all."""
+def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Registry:
+    """This worker's tool catalog, which the task's run is given; ConfigError when its
+    tools or agent config are not those the task was sent with: a job is run with what
+    it was checked and sent with, or not at all."""
     agent = fleet["agent"]
-    found = unlike(carried, sent_with(load_catalog(config), config.agent(agent)), agent)
+    catalog = load_catalog(config)
+    found = unlike(carried, sent_with(catalog, config.agent(agent)), agent)
     if found:
         shown = "; ".join(found[:4]) + (f"; {len(found) - 4} more" if len(found) > 4 else "")
         raise ConfigError(
@@ -253,13 +256,18 @@ def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Non
             f"{fleet['fleet_id']} was sent with ({shown}); give this worker the sender's "
             f"tools and config, then `aishell fleet resend {fleet['fleet_id']}`"
         )
+    return catalog
 
 
 def _take_turn(
-    config: Config, fleet: dict[str, Any], target: str, earlier: dict[str, Any] | None
+    config: Config,
+    fleet: dict[str, Any],
+    target: str,
+    earlier: dict[str, Any] | None,
+    catalog: Registry,
 ) -> str:
     """The target's run of the fleet job, started or resumed in one of its server's
-    slots; its status, or TryLater."""
+    slots with the catalog its task was checked against; its status, or TryLater."""
     fleet_id, settings = fleet["fleet_id"], config.main.fleet
     _, target_config = config.target(target)
     server = server_of(resolve_url(target_config.url, config.home))
@@ -267,6 +275,7 @@ def _take_turn(
     how: dict[str, Any] = {
         **fleet["options"],
         "approver": NonInteractive(why=f"fleet job {fleet_id} on a worker"),
+        "catalog": catalog,
     }
     lost = partial(_slot_lost, config, fleet_id, target, server)
     with server_slot(config.state_url, server, settings.per_server_limit, lost) as held:

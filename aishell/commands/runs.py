@@ -25,13 +25,13 @@ from aishell.commands.starting import (
     ResumeHow,
     RunHow,
     RunPlace,
+    given_catalog,
     ignored_window,
     make_executor,
     plan_and_start,
     start_run,
 )
 from aishell.commands.stores import signed_store
-from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
@@ -107,7 +107,7 @@ def apply_plan(
             f"The plan is for target '{plan.target}', which is not in {config.path} "
             f"(targets: {known})"
         )
-    registry = load_catalog(config)
+    registry = given_catalog(config, how)
     problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
     if problems:
         raise PlanError("The plan is no longer valid: " + "; ".join(problems))
@@ -194,7 +194,7 @@ def resume_run(
     The resumed run has its time limit anew (max_run_seconds, else from config)."""
     started = time.monotonic()
     ignored_window(how)  # a missing --reason is refused before anything is read
-    registry = load_catalog(config)
+    registry = given_catalog(config, how)
     with signed_store(config) as store:
         run = store.get_run(run_id)
         run_id = run["run_id"]

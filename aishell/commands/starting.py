@@ -46,6 +46,10 @@ class ResumeHow(TypedDict, total=False):
     # --ignore-window and its --reason: this run is not held for the maintenance window.
     ignore_window: bool
     reason: str | None
+    # The tool catalog the run plans and runs with; loaded from the home when not given.
+    # A fleet worker gives the one it held its task's fingerprints against, so a tool
+    # file changed after that check is not what runs.
+    catalog: Registry | None
 
 
 class RunHow(ResumeHow, total=False):
@@ -74,7 +78,7 @@ def plan_and_start(
     The run's time limit counts from here: planning a large database takes its share."""
     started = time.monotonic()
     ignored_window(how)  # a missing --reason is refused before anything is planned
-    registry = load_catalog(config)
+    registry = given_catalog(config, how)
     name, _ = config.target(target)
     with signed_store(config) as store, circuit_breaker(config, store, name):
         handle = open_target(config, name, read_only=how.get("dry_run", False))
@@ -101,6 +105,12 @@ def plan_and_start(
             handle=handle,
             **how,
         )
+
+
+def given_catalog(config: Config, how: ResumeHow) -> Registry:
+    """The catalog `how` gives (taken out of it), else the home's, loaded now."""
+    given = how.pop("catalog", None)
+    return load_catalog(config) if given is None else given
 
 
 def _planning_limit(
