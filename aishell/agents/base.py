@@ -10,11 +10,11 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy.engine import Connection
 
+from aishell.agents.archive import archive_problem
 from aishell.agents.bounded import within_deadline
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.config.options import KINDS, NUMERIC_KINDS, Option
@@ -366,17 +366,6 @@ def _wrong_value(option: Option, value: object) -> str:
     high = "" if most is None else f" to {_bound(most)}"
     number = "whole number" if option.kind == "integer" else "finite number"
     return f"is not a {number}{low}{high}"
-
-
-def archive_problem(value: object) -> str:
-    """Why a value is not an archive as the command line takes it ("": it is one):
-    `file:PATH` naming a file, or `table:NAME`; the kind is said, never guessed."""
-    kind, sep, where = value.partition(":") if isinstance(value, str) else ("", "", "")
-    if not sep or kind not in ("file", "table") or not where:
-        return "is not file:PATH or table:NAME"
-    if kind == "file" and Path(where).expanduser().absolute().name in ("", ".", ".."):
-        return "names a folder, not a file"
-    return ""
 
 
 def _bound(limit: float) -> str:

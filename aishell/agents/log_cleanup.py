@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from aishell.agents.archive import archive_parts
 from aishell.agents.base import (
     AgentSpec,
     CatalogFact,
@@ -20,7 +20,6 @@ from aishell.errors import UsageError
 from aishell.handlers.purge.precheck import check_purge
 from aishell.plan.model import Step, step_id
 
-ARCHIVE_FORMS = "file:PATH (a JSON lines file) or table:NAME (an existing table)"
 # Job keys copied to delete_old_records' params as they are.
 _PURGE_PARAMS = (
     "batch_size",
@@ -79,9 +78,6 @@ class LogCleanupAgent:
     spec = SPEC
 
     def normalize_job(self, job: dict[str, Any], config: AgentConfig) -> dict[str, Any]:
-        # An archive is read first: its refusal names the forms it takes.
-        archive = job.get("archive_to")
-        kept = parse_archive_to(archive) if archive is not None else None
         # Each key the job gives is checked where it is given; only a key left out takes
         # the config's value (an empty date column or max_rows 0 is refused, not replaced).
         given = given_options(SPEC, job)
@@ -99,12 +95,10 @@ class LogCleanupAgent:
         for key in ("retention_days", *_PURGE_PARAMS):
             normalized[key] = given.get(key, getattr(settings, key))
         normalized["batch_size"] = _first_batch(job, normalized, config)
-        if kept is not None:
-            kind, where = kept
-            if kind == "file":
-                normalized["archive_file"] = where
-            else:
-                normalized["archive_table"] = where
+        if given.get("archive_to") is not None:
+            # Checked and made absolute by given_options, with every agent's archive.
+            kind, where = archive_parts(given["archive_to"])
+            normalized["archive_file" if kind == "file" else "archive_table"] = where
         return normalized
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
@@ -243,23 +237,3 @@ def _statistics_after(table: str, dialect: str) -> Step:
         f"{why} after a large purge",
         condition="${step_1.output.large_purge}",
     )
-
-
-def parse_archive_to(archive: object) -> tuple[str, str]:
-    """`file:PATH` -> ("file", the absolute path); `table:NAME` -> ("table", NAME).
-
-    The kind is always said, never guessed from the text: a table named like a file
-    (or a file named like a table) must not receive the rows meant for the other.
-    """
-    text = archive if isinstance(archive, str) else ""
-    kind, sep, where = text.partition(":")
-    if not sep or kind not in ("file", "table") or not where:
-        raise UsageError(f"--archive-to {archive!r}: give {ARCHIVE_FORMS}")
-    if kind == "file":
-        given = Path(where).expanduser().absolute()
-        if given.name in ("", ".", ".."):
-            raise UsageError(f"--archive-to {archive!r}: name a file, not a folder")
-        # Relative to where the job was given, not where a scheduler later runs it; the
-        # file's own name is not followed (a link there is refused, not written through).
-        return kind, str(given.parent.resolve() / given.name)
-    return kind, where

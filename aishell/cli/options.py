@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from aishell.agents.archive import absolute_archive, archive_problem
 from aishell.cli.completion import complete_selector, target_option
 from aishell.cli.context import NonEmpty
 from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS
@@ -206,17 +207,12 @@ class ArchiveTo(click.ParamType[str]):
         return "file:PATH|table:NAME"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        # Here, not at the top: the purge agent imports SQLAlchemy, which --help must
-        # not pay for.
-        from aishell.agents.log_cleanup import ARCHIVE_FORMS, parse_archive_to
-
-        try:
-            kind, where = parse_archive_to(value)
-        except UsageError:
-            self.fail(f"{value!r}: give {ARCHIVE_FORMS}", param, ctx)
+        wrong = archive_problem(value)
+        if wrong:
+            self.fail(f"{value!r} {wrong}", param, ctx)
         # A file is fixed relative to where the command was typed, not where a
         # scheduler later runs it.
-        return f"{kind}:{where}"
+        return absolute_archive(value)
 
 
 def _click_type(option: Option) -> Any:

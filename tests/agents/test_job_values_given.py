@@ -31,7 +31,7 @@ PURGE = {"table": "app_logs", "retention_days": 30}
         ({"retention_days": "30"}, "--retention-days: '30' is not a finite number from 0"),
         ({"sleep_ms": True}, "--sleep-ms: True is not a finite number from 0"),
         ({"walk": ""}, "--walk: '' is not one of: auto, pages, keys"),
-        ({"archive_to": ""}, "--archive-to '': give file:PATH"),
+        ({"archive_to": ""}, "--archive-to: '' is not file:PATH or table:NAME"),
         ({"table": ""}, "--table: '' is not a non-empty text"),
         ({"run_time_seconds": 0}, "--run-time: 0 is not a finite number from 1"),
     ],

@@ -17,7 +17,7 @@ from rich.console import Console
 from sqlalchemy import create_engine, text
 
 from aishell import commands, render
-from aishell.agents.log_cleanup import parse_archive_to
+from aishell.agents.archive import archive_parts
 from aishell.cli import cli
 from aishell.cli.options import FiniteFloat
 from aishell.cli.schedules import job_from_words
@@ -446,16 +446,16 @@ def test_an_archive_target_without_its_kind_is_refused(runner, demo_db, config, 
     line = one_error_line(result)
     assert "'--archive-to'" in line and "file:PATH" in line and "table:NAME" in line
     assert digest(demo_db) == before and commands.list_runs(config) == []
-    with pytest.raises(UsageError, match=r"--archive-to .*file:PATH .*table:NAME"):
+    with pytest.raises(UsageError, match=r"^--archive-to: .* is not file:PATH or table:NAME$"):
         commands.run_job(config, "log_cleanup", {"table": "app_logs", "archive_to": value})
 
 
 def test_the_archive_kinds_parse_to_the_purge_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert parse_archive_to("file:old/a.jsonl") == ("file", str(tmp_path / "old" / "a.jsonl"))
-    assert parse_archive_to("file:archive") == ("file", str(tmp_path / "archive"))
-    assert parse_archive_to("table:a/b.json") == ("table", "a/b.json")
-    assert parse_archive_to("table:app_logs_old") == ("table", "app_logs_old")
+    assert archive_parts("file:old/a.jsonl") == ("file", str(tmp_path / "old" / "a.jsonl"))
+    assert archive_parts("file:archive") == ("file", str(tmp_path / "archive"))
+    assert archive_parts("table:a/b.json") == ("table", "a/b.json")
+    assert archive_parts("table:app_logs_old") == ("table", "app_logs_old")
 
 
 def test_a_table_named_like_a_file_is_archived_into_as_a_table(runner, demo_db, config):

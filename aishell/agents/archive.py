@@ -1,0 +1,50 @@
+"""The one rule of an archive a job names (an option of kind `archive`): `file:PATH` or
+`table:NAME`, the kind said, never guessed from the text, and a file's path made
+absolute where the job is given, not where a scheduler or a worker later runs it.
+
+The command line, `normalize_job` (aishell's log cleanup and every agent on its
+declared options) and `schedule add` all read an archive here, so each refuses the
+same values in the same words."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aishell.errors import UsageError
+
+ARCHIVE_FORMS = "file:PATH or table:NAME"
+
+
+def archive_problem(value: object) -> str:
+    """Why a value is not an archive, as the end of a sentence naming it ("": it is one):
+    a table named like a file (or a file named like a table) must not receive the rows
+    meant for the other, so the kind is always said."""
+    kind, sep, where = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or kind not in ("file", "table") or not where:
+        return f"is not {ARCHIVE_FORMS}"
+    # As typed, before pathlib drops a trailing "/" or ".": `old/` and `.` are folders.
+    if kind == "file" and os.path.basename(os.path.expanduser(where)) in ("", ".", ".."):
+        return "names a folder, not a file"
+    return ""
+
+
+def archive_parts(value: object, flag: str = "--archive-to") -> tuple[str, str]:
+    """`file:PATH` -> ("file", the absolute path); `table:NAME` -> ("table", NAME); any
+    other value a UsageError naming `flag`. A file's path is taken relative to the
+    working folder now; its folder's links are followed, its own name is not (a link
+    there is refused by the purge, not written through)."""
+    wrong = archive_problem(value)
+    if wrong:
+        raise UsageError(f"{flag}: {value!r} {wrong}")
+    kind, _, where = str(value).partition(":")
+    if kind == "table":
+        return kind, where
+    given = Path(where).expanduser().absolute()
+    return kind, str(given.parent.resolve() / given.name)
+
+
+def absolute_archive(value: object, flag: str = "--archive-to") -> str:
+    """The archive as a job keeps it: `file:` and an absolute path, or `table:NAME`."""
+    kind, where = archive_parts(value, flag)
+    return f"{kind}:{where}"
