@@ -366,18 +366,20 @@ class Walk:
         (its archive copy in a table with it; its bytes for a file not yet written) and
         the step stops, for its resume to judge it again. A session whose time zone
         moved (code the DELETE ran set it) has its batch rolled back, and the step fails."""
-        moved = zone_moved(self.ctx.connection, self.state.get("cutoff_zone"))
+        conn, shown = self.ctx.connection, self.state.get("cutoff_zone")
+        changed = None
+        if self.reach is not None:
+            # The session's zone is read in the reach's own statement: no round trip more.
+            self.reach, changed = changed_since(conn, self.reach, zone=shown is not None)
+        moved = zone_moved(conn, shown, self.reach.zone if self.reach else None)
         if moved is not None:
-            self.ctx.connection.rollback()
+            conn.rollback()
             self.checkpoint()
             raise StepFailed(
                 f"the session's time zone became {moved} during a batch of "
                 f"{self.params['table']}; its cutoff {self.cut} was shown in "
-                f"{self.state['cutoff_zone']}, and the batch was rolled back"
+                f"{shown}, and the batch was rolled back"
             )
-        if self.reach is None:
-            return
-        self.reach, changed = changed_since(self.ctx.connection, self.reach)
         if changed is None:
             return
         self.ctx.connection.rollback()

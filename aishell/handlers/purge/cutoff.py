@@ -20,7 +20,9 @@ the preview and the estimate the approval sees, and again before the first batch
 On MySQL a TIMESTAMP column is compared with the cutoff as the session's time_zone
 reads it (a cutoff from the server's clock is that zone's wall time too): the zone is
 shown beside the cutoff (compared_in), and the purge holds its session to the zone its
-preview, saved plan or approval showed (resume.py), batch after batch (batches.py).
+preview, saved plan or approval showed (resume.py), batch after batch (batches.py: read
+after each DELETE in the statement that reads what it set off, reach.py, so a batch of
+a TIMESTAMP column costs no round trip more than one of a DATETIME column).
 """
 
 from __future__ import annotations
@@ -217,8 +219,10 @@ def describe(
     return DateColumn(table, column, kind, indexed, empty=data_type == "empty", zoned=zoned)
 
 
-# The session's time zone; SYSTEM is the server's own, which it names apart.
-_ZONE_SQL = "SELECT @@session.time_zone, @@system_time_zone"
+# The session's time zone; SYSTEM is the server's own, which it names apart. A query
+# the purge sends anyway may read them too (reach.py, after each batch's DELETE).
+ZONE_COLUMNS = "@@session.time_zone, @@system_time_zone"
+_ZONE_SQL = f"SELECT {ZONE_COLUMNS}"
 # step_cache: the zone the step's estimate showed beside its cutoff.
 ZONE_SHOWN = "purge cutoff zone"
 
@@ -231,18 +235,24 @@ def compared_in(conn: Connection, column: DateColumn) -> str | None:
     return _session_zone(conn) if column.zoned else None
 
 
-def zone_moved(conn: Connection, shown: str | None) -> str | None:
+def zone_moved(conn: Connection, shown: str | None, now: str | None = None) -> str | None:
     """The zone the session compares the cutoff in now, where it is not the one `shown`
-    (None: the same, or no zone was shown)."""
+    (None: the same, or no zone was shown). `now`: the zone as a statement the caller
+    sent anyway read it (ZONE_COLUMNS, through zone_named); else it is read here."""
     if shown is None:
         return None
-    now = _session_zone(conn)
+    if now is None:
+        now = _session_zone(conn)
     return None if now == shown else now
 
 
-def _session_zone(conn: Connection) -> str:
-    zone, system = conn.execute(text(_ZONE_SQL)).one()
+def zone_named(zone: Any, system: Any) -> str:
+    """The zone ZONE_COLUMNS read, by name: SYSTEM as the server's own zone."""
     return str(system) if str(zone).upper() == "SYSTEM" else str(zone)
+
+
+def _session_zone(conn: Connection) -> str:
+    return zone_named(*conn.execute(text(_ZONE_SQL)).one())
 
 
 def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> Any:

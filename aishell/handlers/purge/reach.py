@@ -16,12 +16,14 @@ followed).
 The step's approval (or the policy's judgement that it needs none) was given for these
 as they were when the step was prepared: read then (read_reach), with the estimate the
 policy weighs. Every batch reads them again in its own transaction, after its DELETE
-and before its COMMIT (changed_since), one catalog query: then the answer is exact. On
-PostgreSQL and MariaDB the DDL that adds a trigger or a foreign key, or replaces a
-routine a trigger ran, waits for the locks the batch holds, or committed before it and
-is seen; on SQLite nothing changes the schema while the batch holds the write lock, and
-its schema version, unchanged, answers alone. A batch that finds them changed is rolled
-back (batches.py) and the step ends, resumably: the resume judges the step again.
+and before its COMMIT (changed_since), one catalog query (on MySQL, for a cutoff the
+session's time zone reads, with that zone as one row more: batches.py holds the batch to
+it): then the answer is exact. On PostgreSQL and MariaDB the DDL that adds a trigger or
+a foreign key, or replaces a routine a trigger ran, waits for the locks the batch
+holds, or committed before it and is seen; on SQLite nothing changes the schema while
+the batch holds the write lock, and its schema version, unchanged, answers alone. A
+batch that finds them changed is rolled back (batches.py) and the step ends, resumably:
+the resume judges the step again.
 
 A function's calls are not in any catalog: a routine counts as called where its name is
 a word of the caller's body (a name a body builds at run time, as dynamic SQL may, is
@@ -42,6 +44,7 @@ from aishell.guard.bodywrites import PG_EVENTS
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writereach import Reach, follow_writes
 from aishell.guard.writtentables import Write, written
+from aishell.handlers.purge.cutoff import ZONE_COLUMNS, zone_named
 from aishell.sqltext import display, text
 
 # A catalog read per row of the few the query found, by the catalog's index: the
@@ -241,6 +244,11 @@ _MARIADB_KEY = (
 
 
 _Keys = tuple[str, str, str]
+_ORDER = " ORDER BY 1, 2, 3"
+# A purge whose cutoff the session's time zone reads (MariaDB's TIMESTAMP) reads that
+# zone after each batch's DELETE: in the reach's own statement, as one row more (set
+# apart from what the reach found), so that it costs the batch no round trip.
+_ZONE_ROW = "session time zone"
 
 
 def _mysql_reach(
@@ -268,7 +276,7 @@ def _mysql_reach(
     if routines is None:
         return (
             f"WITH RECURSIVE aishell_trigger AS ({triggers}), {keys[0]} {trigger} "
-            f"UNION ALL {keys[1]} ORDER BY 1, 2, 3"
+            f"UNION ALL {keys[1]}{_ORDER}"
         )
     where, (s, n, k), code, hidden = routines
     runs = (
@@ -288,7 +296,7 @@ def _mysql_reach(
     )
     return (
         f"WITH RECURSIVE aishell_trigger AS ({triggers}), {runs}, {keys[0]} {run} "
-        f"UNION ALL {keys[1]} ORDER BY 1, 2, 3"
+        f"UNION ALL {keys[1]}{_ORDER}"
     )
 
 
@@ -354,6 +362,8 @@ class TableReach:
     values: dict[str, str | None]
     found: Found
     version: int | None = None
+    # The session's time zone at the reading, where it was asked for (changed_since).
+    zone: str | None = None
 
 
 def read_reach(
@@ -413,17 +423,31 @@ def _mysql_read(
     return TableReach(sql, values, found)
 
 
-def changed_since(conn: Connection, start: TableReach) -> tuple[TableReach, str | None]:
+def changed_since(
+    conn: Connection, start: TableReach, zone: bool = False
+) -> tuple[TableReach, str | None]:
     """The reach now, read in the caller's transaction, and what changed since `start`
     (None: nothing); unchanged, SQLite's reach comes back with its schema version now,
-    so that the next batch's first test is that version again."""
+    so that the next batch's first test is that version again. With `zone` (MySQL), the
+    reach now holds the session's time zone too, read in the same statement."""
     version = None
     if start.version is not None:
         version = int(conn.execute(text(_SQLITE_VERSION)).scalar_one())
         if version == start.version:
             return start, None
-    now = TableReach(start.sql, start.values, _read(conn, start.sql, start.values), version)
+    rows = _read(conn, _with_zone(start.sql) if zone else start.sql, start.values)
+    found = tuple(r for r in rows if r[0] != _ZONE_ROW)
+    read = next((zone_named(r[1], r[2]) for r in rows if r[0] == _ZONE_ROW), None)
+    now = TableReach(start.sql, start.values, found, version, read)
     return now, _difference(start.found, now.found)
+
+
+def _with_zone(sql: str) -> str:
+    """MySQL's reach query with the session's time zone as one row more."""
+    if not sql.endswith(_ORDER):
+        raise ValueError("the session's time zone is read with MySQL's reach only")
+    zone = f"SELECT '{_ZONE_ROW}', {ZONE_COLUMNS}"
+    return f"{sql.removesuffix(_ORDER)} UNION ALL {zone}{_ORDER}"
 
 
 def _in_file_names(conn: Connection, table: str, bodies: list[Write]) -> bool:
