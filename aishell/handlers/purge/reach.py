@@ -46,6 +46,7 @@ from aishell.guard.writereach import Reach, follow_writes
 from aishell.guard.writtentables import Write, written
 from aishell.handlers.purge.cutoff import ZONE_COLUMNS, zone_named
 from aishell.sqltext import display, text
+from aishell.targets.identity import mysql_instant
 
 # A catalog read per row of the few the query found, by the catalog's index: the
 # planner, which cannot know how few a recursive query finds, would otherwise read the
@@ -179,12 +180,15 @@ _MYSQL_BODY_TRIGGERS = (
 # name, type), what it does, and whether its body is hidden from the role (then it may
 # call any routine the role sees). The recursion holds the keys only: a text column
 # would put its work table on disk.
+# A routine's times are read as the instants they name (identity.mysql_instant): shown,
+# they are in the session's time_zone, and the batches' sessions may read them in
+# another zone than the one that judged the step (a reconnect, a resume).
 _Routines = tuple[str, tuple[str, str, str], str, str]
 _MYSQL_ROUTINES: _Routines = (
     "information_schema.ROUTINES",
     ("ROUTINE_SCHEMA", "ROUTINE_NAME", "ROUTINE_TYPE"),
-    "CONCAT_WS(' ', {r}.CREATED, {r}.LAST_ALTERED, {r}.SQL_MODE, {r}.SECURITY_TYPE, "
-    "{r}.ROUTINE_DEFINITION)",
+    f"CONCAT_WS(' ', {mysql_instant('{r}.CREATED')}, {mysql_instant('{r}.LAST_ALTERED')}, "
+    "{r}.SQL_MODE, {r}.SECURITY_TYPE, {r}.ROUTINE_DEFINITION)",
     "{r}.ROUTINE_DEFINITION IS NULL",
 )
 # MariaDB's information_schema.ROUTINES checks each routine's privileges as it reads it
@@ -193,8 +197,8 @@ _MYSQL_ROUTINES: _Routines = (
 _MARIADB_ROUTINES: _Routines = (
     "mysql.proc",
     ("db", "name", "type"),
-    "CONVERT(CONCAT_WS(' ', {r}.created, {r}.modified, {r}.sql_mode, {r}.security_type, "
-    "{r}.param_list, {r}.returns, {r}.body) USING utf8mb4)",
+    f"CONVERT(CONCAT_WS(' ', {mysql_instant('{r}.created')}, {mysql_instant('{r}.modified')}, "
+    "{r}.sql_mode, {r}.security_type, {r}.param_list, {r}.returns, {r}.body) USING utf8mb4)",
     "FALSE",
 )
 # The tables the keys that act write, and theirs in turn (D: deleted, U: updated).
