@@ -9,8 +9,11 @@ same values in the same words."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+from aishell.config.options import Option
 from aishell.errors import UsageError
 
 ARCHIVE_FORMS = "file:PATH or table:NAME"
@@ -48,3 +51,29 @@ def absolute_archive(value: object, flag: str = "--archive-to") -> str:
     """The archive as a job keeps it: `file:` and an absolute path, or `table:NAME`."""
     kind, where = archive_parts(value, flag)
     return f"{kind}:{where}"
+
+
+def archives_fixed(options: Iterable[Option], job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job with each archive option's `file:` path made absolute here and now (where
+    a schedule is added, a job sent), values of no archive's form left for the agent's
+    own check to refuse in its words."""
+    fixed = dict(job)
+    for option in options:
+        value = job.get(option.key)
+        if option.kind == "archive" and value is not None and not archive_problem(value):
+            fixed[option.key] = absolute_archive(value, option.cli_flag)
+    return fixed
+
+
+def relative_archives(options: Iterable[Option], job: Mapping[str, Any]) -> list[str]:
+    """The archive options of a job whose `file:` path is relative (a job stored before
+    paths were made absolute when it was given): each as `--flag 'file:PATH'`."""
+    found = []
+    for option in options:
+        value = job.get(option.key)
+        if option.kind != "archive" or not isinstance(value, str) or archive_problem(value):
+            continue
+        kind, _, where = value.partition(":")
+        if kind == "file" and not Path(where).expanduser().is_absolute():
+            found.append(f"{option.cli_flag} {value!r}")
+    return found

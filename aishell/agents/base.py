@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.archive import archive_problem
+from aishell.agents.archive import absolute_archive, archive_problem
 from aishell.agents.bounded import within_deadline
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
 from aishell.config.options import KINDS, NUMERIC_KINDS, Option
@@ -335,7 +335,8 @@ def given_options(spec: AgentSpec, job: Mapping[str, Any]) -> dict[str, Any]:
         wrong = _wrong_value(option, value)
         if wrong:
             raise UsageError(f"{option.cli_flag}: {value!r} {wrong}")
-        given[option.key] = value
+        # A file is fixed where the job is given, not where a scheduler later runs it.
+        given[option.key] = absolute_archive(value) if option.kind == "archive" else value
     return given
 
 

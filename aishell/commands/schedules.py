@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from aishell.agents.archive import archives_fixed, relative_archives
 from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import Agent
 from aishell.commands.runs import resume_run, run_job, show_run
@@ -55,7 +56,10 @@ def add_schedule(
     first = scheduling.first_fire(cron, timezone)
     target_name, target_config = config.target(target)
     agent = get_agent(agent_name)
-    normalized = agent.normalize_job(job, config.agent(agent_name))
+    # Stored as the run will read it: a file archive fixed where the schedule is added,
+    # not where the scheduler (another folder, another user) later runs it.
+    job = archives_fixed(agent.spec.options, job)
+    normalized = agent.normalize_job(dict(job), config.agent(agent_name))
     _check_names(config, agent, normalized, make_url(target_config.url).get_backend_name())
     with StateStore(config.state_url) as store:
         store.add_schedule(
@@ -263,7 +267,7 @@ def _trigger(
         lambda: run_job(
             config,
             schedule["agent"],
-            schedule["job"],
+            _stored_job(schedule),
             schedule["target"],
             dry_run=bool(options.get("dry_run")),
             approver=approver,
@@ -282,6 +286,20 @@ def _trigger(
     logger.info("schedule %s: run %s %s", name, result.run_id, result.status, extra=ids)
     notify_run(config, result.to_dict(), name, how)
     return result
+
+
+def _stored_job(schedule: dict[str, Any]) -> dict[str, Any]:
+    """The schedule's job, refused where it holds a relative file archive (stored before
+    `schedule add` made it absolute): it names no one file, the scheduler's folder not
+    being the one it was added in, so it is not written where the scheduler runs."""
+    relative = relative_archives(get_agent(schedule["agent"]).spec.options, schedule["job"])
+    if relative:
+        raise UsageError(
+            f"schedule {schedule['name']} archives to {', '.join(relative)}, a path relative "
+            "to no known folder: remove the schedule and add it again (its path is then "
+            "fixed where it is added), or give an absolute path"
+        )
+    return dict(schedule["job"])
 
 
 def serve_schedules(

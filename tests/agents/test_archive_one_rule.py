@@ -78,3 +78,35 @@ def test_every_agent_refuses_an_archive_in_the_same_words(
         assert line == f"Error: Invalid value for '--archive-to': {value!r} {wrong}", line
     assert commands.list_schedules(config) == [] and commands.list_runs(config) == []
     assert digest(demo_db) == before
+
+
+def test_a_relative_archive_file_is_fixed_where_the_job_is_given(
+    demo_db: Path,
+    home: Path,
+    site: Callable[..., str],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A package's agent's `file:` archive given through the API or `schedule add` is
+    made absolute in the folder it is given in, as the command line makes it: the plan
+    (which a resume in another folder runs) and the stored schedule hold that path."""
+    agent = f"keep_{uuid.uuid4().hex[:8]}"
+    site({"agent.py": AGENT.format(agent=agent)}, agents={agent: "PKG.agent:KeepAgent"})
+    config = load_config(home=home)
+    given, elsewhere = tmp_path_factory.mktemp("given"), tmp_path_factory.mktemp("elsewhere")
+    for relative, made in (
+        ("file:old/rows.jsonl", given / "old" / "rows.jsonl"),
+        ("file:rows.jsonl", given / "rows.jsonl"),
+        ("file:./a/../rows.jsonl", given / "rows.jsonl"),
+    ):
+        monkeypatch.chdir(given)
+        job = {"table": "app_logs", "archive_to": relative}
+        plan = commands.make_plan(config, agent, dict(job))
+        assert plan.job["archive_to"] == f"file:{made}", plan.job
+        name = f"s_{uuid.uuid4().hex[:6]}"
+        commands.add_schedule(config, name, "@daily", "UTC", [], agent, job, None, {})
+        monkeypatch.chdir(elsewhere)
+        stored = {s["name"]: s["job"] for s in commands.list_schedules(config)}[name]
+        assert stored == {**job, "archive_to": f"file:{made}"}, stored
+    kept = {"table": "app_logs", "archive_to": "table:rows"}
+    assert commands.make_plan(config, agent, dict(kept)).job == kept

@@ -89,13 +89,26 @@ def test_a_value_the_command_line_refuses_is_refused_from_the_api_and_a_schedule
 
 
 def test_values_the_command_line_takes_are_taken_as_before(
-    demo_db: Path, home: Path, site: Callable[..., str]
+    demo_db: Path,
+    home: Path,
+    site: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """As the command line does, a job's `file:` archive is made absolute where the job
+    is given."""
     agent = _agent(site)
     config = load_config(home=home)
-    for pause, dest in ((1, "table:app_logs_old"), (30 * 86400, "file:old/a.jsonl"), (None, None)):
+    monkeypatch.chdir(tmp_path)
+    absolute = f"file:{tmp_path / 'old' / 'a.jsonl'}"
+    for pause, dest, held in (
+        (1, "table:app_logs_old", "table:app_logs_old"),
+        (30 * 86400, "file:old/a.jsonl", absolute),
+        (30 * 86400, absolute, absolute),
+        (None, None, None),
+    ):
         job = {"table": "app_logs", "pause": pause, "dest": dest}
         plan = commands.make_plan(config, agent, job)
-        assert plan.job == job, plan.job
+        assert plan.job == {**job, "dest": held}, plan.job
     typed = ["plan", agent, "--table", "app_logs", "--pause", "1s", "--dest", "table:old"]
     assert CliRunner().invoke(cli, typed).exit_code == 0
