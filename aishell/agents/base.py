@@ -10,7 +10,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Connection
 
@@ -206,7 +206,27 @@ class PluginAgent:
         found = self._call("check its job", "normalize_job", job, config)
         if not isinstance(found, dict):
             raise self._wrong("normalize_job", found, "the job as a dict")
-        return cast(dict[str, Any], self._detached("normalize_job", found))
+        return self._held_to_options(job, self._detached("normalize_job", found))
+
+    def _held_to_options(self, job: Mapping[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+        """The job its own normalize_job made, held to the options its spec declares (an
+        agent not built on BaseAgent checks what it likes): a value of another kind, out
+        of its bounds or choices is refused in one line naming the option, the job's as
+        the user's mistake, one the agent made up as its failure; an archive's file is
+        fixed here, where the job is given."""
+        for option in self._spec.options:
+            value = found.get(option.key)
+            wrong = "" if value is None else _wrong_value(option, value)
+            if wrong and job.get(option.key) == value:
+                raise UsageError(f"{option.cli_flag}: {value!r} {wrong}")
+            if wrong:
+                raise PlanError(
+                    f"{self._who} returned from normalize_job {option.key} {value!r}, "
+                    f"which {wrong} ({option.cli_flag})"
+                )
+            if option.kind == "archive" and value is not None:
+                found[option.key] = absolute_archive(value, option.cli_flag)
+        return found
 
     def check_job(self, job: dict[str, Any], conn: Connection) -> None:
         # Planning only reads: what its check sends through the connection is guarded as
