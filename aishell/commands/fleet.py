@@ -39,6 +39,7 @@ from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
 from aishell.registry import Registry
+from aishell.state.fleet import standing_refusal
 from aishell.state.store import StateStore
 from aishell.state.values import now
 
@@ -179,11 +180,9 @@ def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None
             "host": found.get("hostname"),
             "delivery_refused": None,
         }
-    shown, error = None, run["error"]
-    # Only an interrupted run waits on a delivery: one running goes on, whatever a
-    # duplicate delivery elsewhere was told.
-    if refused and refused["event"] > (run["changed"] or 0) and run["status"] == INTERRUPTED:
-        shown = {k: refused[k] for k in ("at", "error", "hostname")}
+    error = run["error"]
+    shown = standing_refusal(run, refused)
+    if shown is not None:
         error = f"its last delivery was refused on {shown['hostname']} at {shown['at']}: "
         error += shown["error"]
     return {
@@ -220,26 +219,40 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
         catalog = _check_sent_with(config, fleet, carried)
-    except ConfigError as exc:
-        # Kept whether or not the target has a run: an interrupted one that its workers
-        # refuse to resume says why in `fleet show`, not in a worker's log alone.
-        with StateStore(config.state_url) as store:
-            store.record_not_started(fleet_id, target, str(exc))
-        if earlier is not None:
-            raise
-        return NOT_STARTED
-    try:
         return _take_turn(config, fleet, target, earlier, catalog)
     except StateError:
         raise
     except AishellError as exc:
-        if earlier is not None or _run_begun(config, fleet_id, target):
-            raise  # its run holds what became of it
-        # Ended before a run began (the target unknown or unreachable on this worker,
-        # the job refused there): said in `fleet show`, not lost in a worker's log.
-        with StateStore(config.state_url) as store:
-            store.record_not_started(fleet_id, target, str(exc))
-        return NOT_STARTED
+        return _refused(config, fleet_id, target, earlier, exc)
+
+
+def _refused(
+    config: Config,
+    fleet_id: str,
+    target: str,
+    earlier: dict[str, Any] | None,
+    exc: AishellError,
+) -> str:
+    """A delivery that failed before the target's run began, or before its run went on
+    (resumed, or a dry run started anew): the refusal is kept for `fleet show` and
+    `fleet status`, not left in a worker's log alone (the target unknown or its SQLite
+    file gone on this worker, the job refused there, a resume refused before it reopens
+    the run). Past that, the run's own row says what became of it: raised, not doubled.
+    NOT_STARTED for a target with no run; a refused resume is raised, after it is kept."""
+    with StateStore(config.state_url) as store:
+        if earlier is None:
+            went_on = store.fleet_run_id(fleet_id, target) is not None
+        else:
+            went_on = store.fleet_run_went_on(
+                fleet_id, target, earlier["run_id"], earlier["changed"]
+            )
+    if went_on:
+        raise exc
+    with StateStore(config.state_url) as store:
+        store.record_not_started(fleet_id, target, str(exc))
+    if earlier is not None:
+        raise exc
+    return NOT_STARTED
 
 
 def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Registry:
@@ -312,11 +325,6 @@ def _slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
                 store.request_stop(run_id, f"fleet: its slot on {server} was lost")
     except StateError as exc:  # the store is gone too: the run meets that itself
         logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)
-
-
-def _run_begun(config: Config, fleet_id: str, target: str) -> bool:
-    with StateStore(config.state_url) as store:
-        return store.fleet_run_id(fleet_id, target) is not None
 
 
 def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, this_host
@@ -15,6 +16,9 @@ from aishell.state.values import dumps, loads, new_run_id, now
 # of its task sent again, after which that reason is no longer where it stands.
 NOT_STARTED = "fleet_target_not_started"
 RESENT = "fleet_targets_resent"
+# The event a run's resume leaves as it reopens the run (StateStore.reopen_run): past it,
+# what becomes of a delivery is the run's to record.
+RESUMED = "run_resumed"
 
 
 class FleetRepository(StoreCore):
@@ -129,27 +133,74 @@ class FleetRepository(StoreCore):
         """By target: the last reason its task ended before a run began or went on
         (with `at`, and `event`: its event's id), unless its task was sent again since."""
         self.flush()
-        rows = self._conn.execute(
-            select(events.c.id, events.c.at, events.c.kind, events.c.data)
-            .where(
-                (events.c.run_id == "-")
-                & events.c.kind.in_([NOT_STARTED, RESENT])
-                & events.c.data.contains(fleet_id, autoescape=True)
-            )
-            .order_by(events.c.id)
-        ).all()
+        found = reasons_kept(self._conn, [fleet_id]).get(fleet_id, {})
         self._conn.rollback()
-        found: dict[str, dict[str, Any]] = {}
-        for event, at, kind, data in rows:
-            details = loads(data)
-            if details.get("fleet_id") != fleet_id:
-                continue
-            if kind == RESENT:
-                for target in details["targets"]:
-                    found.pop(target, None)
-            else:
-                found[details["target"]] = {"at": at, "event": event, **details}
         return found
+
+    def fleet_run_went_on(self, fleet_id: str, target: str, run_id: str, since: int | None) -> bool:
+        """Whether the target's run of the fleet job went on after event `since`: another
+        run replaced `run_id` (a dry run started anew), or `run_id` was resumed. A
+        delivery that failed after that left its run's row to say what became of it."""
+        if self.fleet_run_id(fleet_id, target) != run_id:
+            return True
+        resumed = self._conn.execute(
+            select(func.count())
+            .select_from(events)
+            .where(
+                (events.c.run_id == run_id)
+                & (events.c.kind == RESUMED)
+                & (events.c.id > (since or 0))
+            )
+        ).scalar()
+        self._conn.rollback()
+        return bool(resumed)
+
+
+def reasons_kept(
+    conn: Connection, fleet_ids: Iterable[str], after: int = 0
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """fleet_not_started of each fleet job given, by fleet id, in one statement; only
+    what was kept after event `after` (a reason older than a run's last change is no
+    longer where that run stands, nor a task sent again before it)."""
+    wanted = sorted(set(fleet_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(events.c.id, events.c.at, events.c.kind, events.c.data)
+        .where(
+            (events.c.run_id == "-")
+            & (events.c.id > after)
+            & events.c.kind.in_([NOT_STARTED, RESENT])
+            & or_(*(events.c.data.contains(f, autoescape=True) for f in wanted))
+        )
+        .order_by(events.c.id)
+    ).all()
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for event, at, kind, data in rows:
+        details = loads(data)
+        if details.get("fleet_id") not in wanted:
+            continue
+        theirs = found.setdefault(details["fleet_id"], {})
+        if kind == RESENT:
+            for target in details["targets"]:
+                theirs.pop(target, None)
+        else:
+            theirs[details["target"]] = {"at": at, "event": event, **details}
+    return found
+
+
+def standing_refusal(
+    run: Mapping[str, Any], refused: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The refusal of a fleet run's last delivery that still stands (`at`, `hostname`,
+    `error`), as `fleet show` and `fleet status` give it; None when there is none. It
+    stands while newer than the run's last change (`changed`, an event id) and the run
+    is interrupted: one running goes on, whatever a duplicate delivery elsewhere was told."""
+    if refused is None or run["status"] != "interrupted":
+        return None
+    if refused["event"] <= (run["changed"] or 0):
+        return None
+    return {key: refused[key] for key in ("at", "hostname", "error")}
 
 
 def _decoded(found: dict[str, Any]) -> dict[str, Any]:
