@@ -47,6 +47,11 @@ def _run(run: dict[str, Any] | None) -> Text:
     shown = Text.assemble(safe_text(f"{run['agent']} "), styled(run["status"], STATUS_STYLE))
     if run.get("dry_run"):
         shown.append(" (dry run)")  # it changed nothing: not the last time the agent ran
+    refused = run.get("delivery_refused")
+    if refused:
+        # Nothing in the queue resumes it: said where its status is, as `fleet show` says it.
+        said = f"its last delivery was refused on {refused['hostname']} at {refused['at']}: "
+        shown.append("\n").append(safe_text(said + refused["error"], style="red"))
     return shown
 
 

@@ -1,25 +1,58 @@
-"""What the store says about every target at once: the newest run of each, the steps
-waiting for a person's approval, and the backups each has. One query per aspect for
-all targets (never one per target), so a view of a hundred databases costs as much
-as a view of one. Nothing here writes."""
+"""What the store says about every target at once: the newest run of each, the refusal of
+its fleet task's last delivery, the steps waiting for a person's approval, and the
+backups each has. One query per aspect for all targets (never one per target), so a
+view of a hundred databases costs as much as a view of one. Nothing here writes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import case, func, select
 
 from aishell.state.backups import PROVEN
 from aishell.state.core import StoreCore
+from aishell.state.fleet import reasons_kept, standing_refusal
 from aishell.state.runs import RunRepository
-from aishell.state.schema import backups, runs, steps
+from aishell.state.schema import backups, events, fleet_runs, runs, steps
 
 WAITING = "waiting_approval"
 
 
 class FleetReadings(StoreCore):
     """Reads across targets, each one statement."""
+
+    def delivery_refusals(self, found: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """By run id, of the runs given (as last_runs gives them): the refusal of its
+        fleet task's last delivery that still stands, as `fleet show` gives it
+        (standing_refusal). Only an interrupted run can have one, so only those are read:
+        their fleet jobs in one statement, those jobs' refusals in another."""
+        interrupted = {r["run_id"] for r in found if r["status"] == "interrupted"}
+        if not interrupted:
+            return {}
+        self.flush()
+        changed = (
+            select(func.max(events.c.id)).where(events.c.run_id == fleet_runs.c.run_id)
+        ).scalar_subquery()
+        linked = self._conn.execute(
+            select(fleet_runs.c.fleet_id, fleet_runs.c.target, fleet_runs.c.run_id, changed).where(
+                fleet_runs.c.run_id.in_(sorted(interrupted))
+            )
+        ).all()
+        if not linked:
+            self._conn.rollback()
+            return {}
+        oldest = min(row[3] or 0 for row in linked)
+        # A reason kept before every run's last change stands for none of them.
+        reasons = reasons_kept(self._conn, (row[0] for row in linked), oldest)
+        self._conn.rollback()
+        shown: dict[str, dict[str, Any]] = {}
+        for fleet_id, target, run_id, last in linked:
+            run = {"status": "interrupted", "changed": last}
+            refused = standing_refusal(run, reasons.get(fleet_id, {}).get(target))
+            if refused is not None:
+                shown[run_id] = refused
+        return shown
 
     def last_runs(self, targets: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """The newest run of each target (of `targets`, or every one), as list_runs shows

@@ -48,9 +48,11 @@ def fleet_status(
     config: Config, store: StateStore, now: datetime, selector: str | None = None
 ) -> list[dict[str, Any]]:
     """One row per target (of the selector's, else all): `last_run` is None for a target
-    that never ran."""
+    that never ran; its `delivery_refused`, the refusal of its fleet task's last
+    delivery that still stands, as `fleet show` gives it (None: none)."""
     names = fleet_targets(config, selector)
     last = store.last_runs(names)
+    refused = store.delivery_refusals(last.values())
     waiting = store.steps_waiting(names)
     backups = store.backup_summary()
     upcoming = next_jobs(config, store)
@@ -67,7 +69,7 @@ def fleet_status(
             {
                 "target": name,
                 "environment": config.main.targets[name].environment,
-                "last_run": None if run is None else _run_row(run),
+                "last_run": None if run is None else _run_row(run, refused),
                 "approvals": {
                     "waiting": len(theirs),
                     "oldest_since": oldest,
@@ -80,6 +82,6 @@ def fleet_status(
     return rows
 
 
-def _run_row(run: dict[str, Any]) -> dict[str, Any]:
+def _run_row(run: dict[str, Any], refused: dict[str, dict[str, Any]]) -> dict[str, Any]:
     keys = ("run_id", "agent", "status", "created_at", "finished_at", "error", "dry_run")
-    return {key: run[key] for key in keys}
+    return {**{key: run[key] for key in keys}, "delivery_refused": refused.get(run["run_id"])}
