@@ -4,8 +4,9 @@ worker` processes on any machine that reaches the broker and the state store.
 Each target's task runs the job once: the run it starts is linked to the fleet job in
 the store before its first step, so a task delivered again (its worker was killed)
 resumes that run, never starts a second, and a finished one is left as it is. A server
-at its `fleet.per_server_limit`, a database in use by another run and a run
-interrupted by a worker's shutdown all send the task back to the queue for later.
+at its `fleet.per_server_limit`, a database in use by another run, a run interrupted by
+a worker's shutdown and a resume whose server does not answer (while the target's
+circuit breaker lets it try) all send the task back to the queue for later.
 Approvals: nobody is asked on a worker; a step that needs a person leaves its run
 waiting_approval, named in `fleet status` and `aishell approvals`.
 """
@@ -16,10 +17,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from aishell.agents.available import get_agent
+from aishell.commands.breaker import breaker_key
 from aishell.commands.runs import resume_run, run_job
 from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
@@ -31,6 +34,7 @@ from aishell.errors import (
     ConfigError,
     StateError,
     TargetLocked,
+    TargetUnreachable,
     UsageError,
 )
 from aishell.executor import INTERRUPTED
@@ -198,10 +202,10 @@ def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None
 def run_fleet_target(config: Config, fleet_id: str, target: str, carried: Any = None) -> str:
     """A fleet task's work: the target's run of the job, started once, resumed when a
     delivery before this one left it unfinished; its status. TryLater when the task
-    must wait (its server at its limit, its database in use, its run interrupted, the
-    state store failing: nothing of the task can be kept without it). `carried`: the
-    tools and agent config the task was sent with (sent_with); a worker whose own
-    differ runs nothing of it."""
+    must wait (its server at its limit, its database in use, its run interrupted, its
+    resume's server not answering, the state store failing: nothing of the task can be
+    kept without it). `carried`: the tools and agent config the task was sent with
+    (sent_with); a worker whose own differ runs nothing of it."""
     try:
         return _target_task(config, fleet_id, target, carried)
     except StateError as exc:
@@ -248,11 +252,35 @@ def _refused(
             )
     if went_on:
         raise exc
+    if earlier is not None and isinstance(exc, TargetUnreachable):
+        exc = _unreached(config, fleet_id, target, earlier["run_id"], exc)
     with StateStore(config.state_url) as store:
         store.record_not_started(fleet_id, target, str(exc))
     if earlier is not None:
         raise exc
     return NOT_STARTED
+
+
+def _unreached(
+    config: Config, fleet_id: str, target: str, run_id: str, exc: TargetUnreachable
+) -> TargetUnreachable:
+    """A resume that could not reach its target's server (restarting, failing over,
+    gone): it comes back (TryLater) every `slot_wait_seconds` while the target's circuit
+    breaker is closed, and once more when it closes again after it opened; the error to
+    keep once the breaker has counted more failed connections in a row than its
+    `failures`, the run left interrupted for `fleet resend`."""
+    with StateStore(config.state_url) as store:
+        opened = store.breaker_open_until(breaker_key(config, target))
+    wait = config.main.fleet.slot_wait_seconds
+    if opened is not None:
+        until, failures, _ = opened
+        if failures > config.main.circuit_breaker.failures:
+            return TargetUnreachable(
+                f"{exc}; run {run_id} stays interrupted: `aishell fleet resend {fleet_id}` "
+                "once the server answers"
+            )
+        wait = max((until - datetime.now(UTC)).total_seconds(), 0.0) + wait
+    raise TryLater(wait, f"run {run_id} waits for its server: {exc}") from None
 
 
 def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Registry:

@@ -178,10 +178,12 @@ def test_a_target_server_that_stops_answering_mid_run_ends_the_task_within_its_l
 
 
 def _task_ended(home: Path, seconds: float) -> None:
-    """Waits until the worker says a task ended on an error (its run left unfinished
-    on a server that answers nothing, the task cannot go on)."""
+    """Waits until the worker says a task ended: on an error, or sent back to the queue
+    for later (its run left unfinished on a server that answers nothing, to be resumed
+    once it answers)."""
     deadline = time.monotonic() + seconds
     log = home / "worker.log"
-    while " raised " not in log.read_text() and " succeeded in " not in log.read_text():
+    ends = (" raised ", " succeeded in ", " retry: Retry in ")
+    while not any(end in log.read_text() for end in ends):
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
