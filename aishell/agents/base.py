@@ -24,6 +24,7 @@ from aishell.guard.connection import Guard, guarded
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_from_dict
 from aishell.targets.partitions import PartitionTree
+from aishell.tool.params import IDENTIFIER_KINDS
 
 # What planning may read for a job beyond the target's tables, each at a cost:
 # "urgency", how soon each table needs work (a query of the server's catalog);
@@ -209,11 +210,9 @@ class PluginAgent:
         return self._held_to_options(job, self._detached("normalize_job", found))
 
     def _held_to_options(self, job: Mapping[str, Any], found: dict[str, Any]) -> dict[str, Any]:
-        """The job its own normalize_job made, held to the options its spec declares (an
-        agent not built on BaseAgent checks what it likes): a value of another kind, out
-        of its bounds or choices is refused in one line naming the option, the job's as
-        the user's mistake, one the agent made up as its failure; an archive's file is
-        fixed here, where the job is given."""
+        """The job its own normalize_job made, held to the options its spec declares: a
+        value they refuse is the user's mistake where the job gave it, else the agent's
+        failure; an archive's file is fixed here, where the job is given."""
         for option in self._spec.options:
             value = found.get(option.key)
             wrong = "" if value is None else _wrong_value(option, value)
@@ -459,6 +458,10 @@ def _option_problems(option: Option) -> Iterator[str]:
         yield "is a choice: its choices must be a non-empty tuple of words"
     if option.kind != "choice" and option.choices:
         yield "has choices but is not of kind choice"
+    if option.identifier and option.identifier not in IDENTIFIER_KINDS:
+        yield f"has identifier {option.identifier!r}; it is one of: {', '.join(IDENTIFIER_KINDS)}"
+    elif option.identifier and option.kind != "text":
+        yield f"names a {option.identifier} (identifier) but is not of kind text"
     if not isinstance(option.required, bool) or not isinstance(option.shown_default, bool):
         yield "must have required and shown_default true or false"
     if option.required and option.default is not None:

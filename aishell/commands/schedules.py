@@ -76,12 +76,14 @@ def add_schedule(
 
 
 def _check_names(config: Config, agent: Agent, job: dict[str, Any], dialect: str) -> None:
-    """Each value of the job that names a table, column or index (a job key named as an
-    `x-identifier` param of a tool the agent declares) is a name the target's engine can
-    hold: refused now, in one line. Whether it exists is the run's to check (the target
-    may be unreachable now, the table made before the schedule fires)."""
+    """Each value of the job that names a table, column or index (an option declared
+    with an `identifier`, or a job key named as an `x-identifier` param of a tool the
+    agent declares) is a name the target's engine can hold: refused now, in one line.
+    Whether it exists is the run's to check (the target may be unreachable now, the
+    table made before the schedule fires)."""
     registry = load_catalog(config)
-    kinds: dict[str, str] = {}
+    # The option's own word first: a package's option may feed a param of another name.
+    kinds = {o.key: o.identifier for o in agent.spec.options if o.identifier}
     for tool in agent.spec.tools:
         if tool in registry.tools:
             for param, (kind, _) in registry.get(tool).identifiers.items():

@@ -69,6 +69,10 @@ class Option:
     # option's bounds and default. No code reads it; an agent of a package sets it for
     # nothing (its config supplies no job value: `default` does).
     config_key: str = ""
+    # What the value names in the target's database: "table", "column" or "index" (""
+    # nothing); a text option only. `schedule add` refuses a name no object of the
+    # target's engine can have (a NUL, past its length), as for a tool's x-identifier.
+    identifier: str = ""
 
     @property
     def cli_flag(self) -> str:
