@@ -77,3 +77,16 @@ def relative_archives(options: Iterable[Option], job: Mapping[str, Any]) -> list
         if kind == "file" and not Path(where).expanduser().is_absolute():
             found.append(f"{option.cli_flag} {value!r}")
     return found
+
+
+def refuse_relative_archives(schedule: Mapping[str, Any], options: Iterable[Option]) -> None:
+    """A stored schedule's job is refused where it holds a relative file archive (stored
+    before `schedule add` made it absolute): it names no one file, the scheduler's folder
+    not being the one it was added in, so it is written nowhere."""
+    relative = relative_archives(options, schedule["job"])
+    if relative:
+        raise UsageError(
+            f"schedule {schedule['name']} archives to {', '.join(relative)}, a path relative "
+            "to no known folder: remove the schedule and add it again (its path is then "
+            "fixed where it is added), or give an absolute path"
+        )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from aishell.agents.archive import archives_fixed, refuse_relative_archives
 from aishell.agents.available import get_agent
 from aishell.commands.breaker import breaker_key
 from aishell.commands.runs import resume_run, run_job
@@ -77,7 +78,11 @@ def fleet_run(
     targets = select_targets(config, selector)
     # Checked here, kept as given: each worker's run checks it again, as `aishell run`
     # does (a job's checked form is no job an agent takes twice).
-    get_agent(agent).normalize_job(dict(job), config.agent(agent))
+    taker = get_agent(agent)
+    taker.normalize_job(dict(job), config.agent(agent))
+    # A file archive's path is fixed here, where the job is given, not in each worker's
+    # folder.
+    job = archives_fixed(taker.spec.options, job)
     carried = sent_with(load_catalog(config), config.agent(agent))
     with broker(config) as sender:
         with StateStore(config.state_url) as store:
@@ -366,8 +371,9 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
     target = schedule["target"] or config.main.default_target
     options = {"max_run_seconds": schedule["options"].get("max_run_seconds")}
     try:
+        refuse_relative_archives(schedule, get_agent(schedule["agent"]).spec.options)
         sent = fleet_run(config, schedule["agent"], schedule["job"], target, options=options)
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, UsageError) as exc:
         # No run holds this failure: kept, logged and notified as a missed trigger.
         from aishell.scheduling.stuck import alert
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from aishell.agents.archive import archives_fixed, relative_archives
+from aishell.agents.archive import archives_fixed, refuse_relative_archives
 from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import Agent
 from aishell.commands.runs import resume_run, run_job, show_run
@@ -291,16 +291,8 @@ def _trigger(
 
 
 def _stored_job(schedule: dict[str, Any]) -> dict[str, Any]:
-    """The schedule's job, refused where it holds a relative file archive (stored before
-    `schedule add` made it absolute): it names no one file, the scheduler's folder not
-    being the one it was added in, so it is not written where the scheduler runs."""
-    relative = relative_archives(get_agent(schedule["agent"]).spec.options, schedule["job"])
-    if relative:
-        raise UsageError(
-            f"schedule {schedule['name']} archives to {', '.join(relative)}, a path relative "
-            "to no known folder: remove the schedule and add it again (its path is then "
-            "fixed where it is added), or give an absolute path"
-        )
+    """The schedule's job, refused where it holds a relative file archive."""
+    refuse_relative_archives(schedule, get_agent(schedule["agent"]).spec.options)
     return dict(schedule["job"])
 
 
