@@ -195,6 +195,9 @@ def _purge_params(job: dict[str, Any]) -> dict[str, Any]:
         # a resumed run deletes exactly what the first attempt would have.
         "cutoff": "${step_0.output.cutoff}",
         "expected_rows": "${step_0.output.older_rows}",
+        # And the session's time zone it was read in (a MariaDB TIMESTAMP's): a purge
+        # resumed in a session of another zone would read it as another moment.
+        "counted": "${step_0.output}",
     }
     purge.update({k: job[k] for k in _PURGE_PARAMS if job.get(k) is not None})
     for key in ("max_rows", "archive_file", "archive_table"):

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from aishell.errors import TargetError
+from aishell.errors import StepFailed, TargetError
 from aishell.handlers import cached
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.appreach import refuse_reached_app_code
@@ -184,9 +184,13 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     prepared = prepare(params, ctx)
     column = prepared["column"]
     cut = params.get("cutoff")
+    zone = cutoffs.compared_in(conn, column)
     if cut is None:
         cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
     else:
+        # Before anyone is asked: read in another zone than its count's, the cutoff is
+        # another moment (and maybe younger than the retention allows: said first).
+        hold_to_zone(column, cut, zone, counted_zone(params), COUNTED)
         cutoffs.no_newer_than(conn, column, cut, params["retention_days"])
     found = None
     if ctx.dialect != "sqlite":
@@ -213,7 +217,6 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     }
     if found is not None:
         estimate["how"] = found.how
-    zone = cutoffs.compared_in(conn, column)
     if zone is not None:
         estimate["cutoff_zone"] = zone
         ctx.step_cache[cutoffs.ZONE_SHOWN] = zone
@@ -246,3 +249,30 @@ def _index_warnings(params: Mapping[str, Any], prepared: Mapping[str, Any]) -> l
         "each row's date, so where old and new rows are mixed a batch reads more rows "
         "than it deletes"
     ]
+
+
+def hold_to_zone(
+    column: cutoffs.DateColumn, cut: Any, zone: str | None, shown: Any, who: str
+) -> None:
+    """Refuse, before any batch, a cutoff this session reads in time zone `zone` where
+    it was shown read in `shown` (by `who`): the same text is another moment there, and
+    other rows would go (or younger ones: said before the retention's own refusal)."""
+    if zone is None or shown is None or shown == zone:
+        return
+    raise StepFailed(
+        f"the cutoff {cut} of {column.table}.{column.column} was shown read in time zone "
+        f"{shown} ({who}), but this session reads it in time zone {zone}, where it is "
+        "another moment; no batch was sent in this session: set the session's time_zone "
+        f"to {shown} for this target, or preview the purge again"
+    )
+
+
+# Who showed the zone a count step's output (`counted`, a purge's param) names.
+COUNTED = "the count that made it"
+
+
+def counted_zone(params: Mapping[str, Any]) -> Any:
+    """The time zone the count that made the purge's cutoff read it in (its output, the
+    purge's `counted`: a log cleanup's first step, in its own session); None: none."""
+    counted = params.get("counted")
+    return counted.get("cutoff_zone") if isinstance(counted, Mapping) else None

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import StepFailed
 from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.archive import open_archive
 from aishell.handlers.purge.attempt import Attempt, deadline_of, first_line, stopped_resumably
@@ -25,7 +24,7 @@ from aishell.handlers.purge.batches import first_batch, run_batches
 from aishell.handlers.purge.batchsql import BatchSql
 from aishell.handlers.purge.indoubt import KeyBatch, server_word, session_of, settle_session
 from aishell.handlers.purge.pages import PageWalk, page
-from aishell.handlers.purge.prepare import prepare
+from aishell.handlers.purge.prepare import COUNTED, counted_zone, hold_to_zone, prepare
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -105,13 +104,14 @@ def _last_checkpoint(
     settle_session(ctx, progress.get("session"), session)
     retention = params["retention_days"]
     cut = progress.get("cutoff", params.get("cutoff"))
-    if cut is None:
+    given = cut is not None
+    if not given:
         cut = cutoffs.cutoff_for(conn, column, retention)
-    else:
+    zone = cutoffs.compared_in(conn, column)
+    _hold_to_shown_zone(ctx, column, cut, zone, progress, counted_zone(params))
+    if given:
         cutoffs.no_newer_than(conn, column, cut, retention)
     bound = column.bind(cut)
-    zone = cutoffs.compared_in(conn, column)
-    _hold_to_shown_zone(ctx, column, cut, zone, progress)
     after = progress.get("last_key")
     deleted = int(progress.get("rows_deleted", 0))
     batches = int(progress.get("batches", 0))
@@ -146,26 +146,24 @@ def _hold_to_shown_zone(
     cut: Any,
     zone: str | None,
     progress: Mapping[str, Any],
+    counted: Any,
 ) -> None:
     """Refuse, before any batch of this session, a cutoff this session would read in
-    another time zone than the one shown beside it (its checkpoint's, the estimate the
-    step was judged on, the saved plan's preview, its approval): the same text would
-    be another moment, and other rows would go."""
-    if zone is None:
-        return
-    for who, shown in _zones_shown(ctx, progress):
-        if shown is not None and shown != zone:
-            raise StepFailed(
-                f"the cutoff {cut} of {column.table}.{column.column} was shown read in time "
-                f"zone {shown} ({who}), but this session reads it in time zone {zone}, "
-                "where it is another moment; no batch was sent in this session: set the "
-                f"session's time_zone to {shown} for this target, or preview the purge again"
-            )
+    another time zone than the one shown beside it (its checkpoint's, the count that
+    made it, the estimate the step was judged on, the saved plan's preview, its
+    approval): the same text would be another moment, and other rows would go."""
+    for who, shown in _zones_shown(ctx, progress, counted):
+        hold_to_zone(column, cut, zone, shown, who)
 
 
-def _zones_shown(ctx: ToolContext, progress: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def _zones_shown(
+    ctx: ToolContext, progress: Mapping[str, Any], counted: Any
+) -> list[tuple[str, Any]]:
+    # `counted`: the zone of the count that made the cutoff (a log cleanup's first step),
+    # read in its own session; the purge may run in another (a resume).
     found: list[tuple[str, Any]] = [
         ("its checkpoint", progress.get("cutoff_zone")),
+        (COUNTED, counted),
         ("the estimate it was judged on", ctx.step_cache.get(cutoffs.ZONE_SHOWN)),
     ]
     if ctx.reviewed_estimate is not None:
