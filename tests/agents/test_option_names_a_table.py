@@ -12,14 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect, text
 
 from aishell import commands
 from aishell.agents.available import load_failures
-from aishell.cli import cli
 from aishell.config.models import load_config
 from aishell.errors import UsageError
+from tests.agents.test_schedule_plugin_job import _add, _refused
 from tests.helpers import use_target
 
 AGENT = """
@@ -45,16 +44,6 @@ def _agent(site: Callable[..., str], kind: str = "text", identifier: str = "tabl
     body = AGENT.format(agent=agent, kind=repr(kind), identifier=f"identifier={identifier!r}")
     site({"agent.py": body}, agents={agent: "PKG.agent:SourceAgent"})
     return agent
-
-
-def _add(name: str, *words: str) -> Result:
-    return CliRunner().invoke(cli, ["schedule", "add", name, "--cron", "@daily", "--", *words])
-
-
-def _refused(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
-    return line
 
 
 def test_a_name_no_table_can_have_is_refused_for_an_option_of_another_name(

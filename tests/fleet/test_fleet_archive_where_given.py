@@ -22,8 +22,7 @@ from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 from tests.fleet.queues import delete_queue
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home, fleet_jobs_in
-
-JOB = {"table": "app_logs", "retention_days": 100, "archive_to": "file:old/app_logs.jsonl"}
+from tests.scheduling.test_schedule_archive_where_added import JOB, stored_with_relative_archive
 
 
 def _fleet(edit_config: EditConfig, home: Path, demo_db: Path) -> Config:
@@ -67,17 +66,7 @@ def test_a_stored_schedule_with_a_relative_archive_is_not_sent_to_the_queue(
     edit_config: EditConfig, home: Path, demo_db: Path
 ) -> None:
     config = _fleet(edit_config, home, demo_db)
-    with StateStore(config.state_url) as store:  # as `schedule add` stored it before
-        store.add_schedule(
-            name="purge",
-            cron="@daily",
-            timezone="UTC",
-            words=[],
-            agent="log_cleanup",
-            job=dict(JOB),
-            target="demo",
-            options={},
-        )
+    stored_with_relative_archive(config, "demo")
     try:
         with pytest.raises(UsageError) as refused:
             queue_schedule(config, "purge", "cron", threading.Event())

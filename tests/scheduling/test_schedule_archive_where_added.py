@@ -21,6 +21,22 @@ OLD = "SELECT count(*) FROM app_logs WHERE created_at < datetime('now', '-100 da
 JOB = {"table": "app_logs", "retention_days": 100, "archive_to": "file:old/app_logs.jsonl"}
 
 
+def stored_with_relative_archive(config: Config, target: str | None) -> None:
+    """The schedule `purge` of JOB, its archive's path relative, as `schedule add`
+    stored it before it made paths absolute."""
+    with StateStore(config.state_url) as store:
+        store.add_schedule(
+            name="purge",
+            cron="@daily",
+            timezone="UTC",
+            words=[],
+            agent="log_cleanup",
+            job=dict(JOB),
+            target=target,
+            options={},
+        )
+
+
 def _folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two working folders, each with an `old` folder the archive could go into."""
     added, elsewhere = tmp_path_factory.mktemp("added"), tmp_path_factory.mktemp("elsewhere")
@@ -68,17 +84,7 @@ def test_a_schedule_stored_with_a_relative_archive_is_refused_not_run_in_another
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, elsewhere = _folders(tmp_path_factory)
-    with StateStore(config.state_url) as store:  # as `schedule add` stored it before
-        store.add_schedule(
-            name="purge",
-            cron="@daily",
-            timezone="UTC",
-            words=[],
-            agent="log_cleanup",
-            job=dict(JOB),
-            target=config.main.default_target,
-            options={},
-        )
+    stored_with_relative_archive(config, config.main.default_target)
     monkeypatch.chdir(elsewhere)
     before = digest(demo_db)
     with pytest.raises(UsageError) as refused:
