@@ -9,6 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, this_host
+from aishell.state.runlist import shown_status
 from aishell.state.schema import events, fleet_jobs, fleet_runs, runs
 from aishell.state.values import dumps, loads, new_run_id, now
 
@@ -87,7 +88,8 @@ class FleetRepository(StoreCore):
         return None if found is None else str(found)
 
     def fleet_runs(self, fleet_id: str) -> dict[str, dict[str, Any]]:
-        """By target: the run its task started, with the run's status and times, and
+        """By target: the run its task started, with the run's status (as the lists show
+        it: interrupted when it is stored running and its process is gone) and times, and
         `changed`: the id of the run's last event (its last change, as an event id, the
         order fleet_not_started's reasons are kept in)."""
         self.flush()
@@ -105,13 +107,15 @@ class FleetRepository(StoreCore):
                 runs.c.created_at.label("started_at"),
                 runs.c.finished_at,
                 runs.c.hostname,
+                runs.c.pid,
+                runs.c.pid_started,
                 last_event.label("changed"),
             )
             .join(runs, runs.c.run_id == fleet_runs.c.run_id)
             .where(fleet_runs.c.fleet_id == fleet_id)
         ).all()
         self._conn.rollback()
-        return {r.target: dict(r._mapping) for r in rows}
+        return {r.target: _as_shown(r._mapping) for r in rows}
 
     def record_not_started(self, fleet_id: str, target: str, error: str) -> None:
         """A target's task that ended before its run began or went on (the target
@@ -186,6 +190,14 @@ def reasons_kept(
                 theirs.pop(target, None)
         else:
             theirs[details["target"]] = {"at": at, "event": event, **details}
+    return found
+
+
+def _as_shown(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A fleet run as every list shows it: one stored running whose process is gone (its
+    worker killed) is interrupted, as `fleet status` and `runs list` read it."""
+    found = {k: v for k, v in row.items() if k not in ("pid", "pid_started")}
+    found["status"] = shown_status(row["status"], row["pid"], row["hostname"], row["pid_started"])
     return found
 
 
