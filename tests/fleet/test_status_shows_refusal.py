@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
+from starlette.testclient import TestClient
 
 from aishell import commands
 from aishell.cli import cli
 from aishell.commands.fleet import run_fleet_target
 from aishell.errors import AishellError
+from aishell.view.web import make_app
 from tests.conftest import EditConfig
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
 from tests.fleet.test_refused_before_resume import carried, interrupted_fleet_run, worker_config
@@ -46,6 +49,10 @@ def test_fleet_status_shows_the_standing_refusal_of_a_target_s_last_run(
     flat = " ".join(table.output.replace("│", " ").split())
     assert "its last delivery was refused on" in flat, table.output
     assert "Unknown target" in flat and flat.count("its last delivery was refused") == 1
+    # The web view's fleet page says it under the run's status too.
+    page = TestClient(make_app(config, None), client=("127.0.0.1", 50000)).get("/").text
+    assert page.count("its last delivery was refused on") == 1, page
+    assert str(escape(shown["delivery_refused"]["error"])) in page
 
     # Resumed where it is known: the refusal no longer stands.
     assert run_fleet_target(config, fleet_id, "second", carried(config)) == "completed"
