@@ -27,7 +27,8 @@ ranges there, the ids following the pages' order); each trial also runs it with 
 pages`, the page walk (PostgreSQL 14+), for its purge step's rows per second. Printed
 too: the page walk's look for old rows left past its pages (timed from the statement
 audit) and its step without it, the longest batch, and the writer's p99 over the whole
-run. --date-index indexes created_at.
+run. --date-index indexes created_at; --timestamp makes it a TIMESTAMP on MySQL (the
+cutoff then read in the session's time zone, which each batch reads again).
 
 Printed, each against its baseline measured in the same run: the whole run / one
 DELETE (time), the purge step / one DELETE (rows per second), the purge step / the
@@ -103,9 +104,12 @@ def scratch(dialect: str) -> Iterator[str]:
         admin.dispose()
 
 
-def build_source(engine: Engine, rows: int, date_index: bool = False) -> None:
+def build_source(
+    engine: Engine, rows: int, date_index: bool = False, timestamp: bool = False
+) -> None:
     """logs_src: ids in time order, the older half past the retention (with
-    `date_index`, an index on created_at, which the fresh copies take)."""
+    `date_index`, an index on created_at, which the fresh copies take; with `timestamp`,
+    on MySQL created_at is a TIMESTAMP, read in the session's time zone, not a DATETIME)."""
     half = rows // 2
     age = {"half": half, "step": 29 * 86_400 / half, "gap": (RETENTION_DAYS + 1) * 86_400}
     with engine.begin() as conn:
@@ -129,8 +133,9 @@ def build_source(engine: Engine, rows: int, date_index: bool = False) -> None:
         else:
             conn.execute(
                 text(
-                    "CREATE TABLE logs_src (id bigint PRIMARY KEY, created_at datetime(6) "
-                    "NOT NULL, level varchar(8) NOT NULL, message varchar(200) NOT NULL) "
+                    "CREATE TABLE logs_src (id bigint PRIMARY KEY, created_at "
+                    + ("timestamp(6)" if timestamp else "datetime(6)")
+                    + " NOT NULL, level varchar(8) NOT NULL, message varchar(200) NOT NULL) "
                     "ENGINE=InnoDB"
                 )
             )
@@ -298,6 +303,8 @@ def run_aishell(home: Path, url: str, rows: int, walk: str | None = None) -> dic
         "estimated": result.steps[0].output["older_rows"],
         "how": result.steps[0].output.get("how", "counted"),
         "batches": purge.output["batches"],
+        # The step's statements a batch, as its audit holds them (no COMMIT).
+        "sent_per_batch": len(sent) / max(purge.output["batches"], 1),
         "longest_batch_ms": purge.output["longest_batch_ms"],
         "walk": purge.output.get("walk", "keys"),
         "look_seconds": look_seconds(sent),
@@ -530,12 +537,17 @@ def walks_compared(
 
 
 def bench(
-    dialect: str, rows: int, trials: int, say: Callable[[str], None], date_index: bool = False
+    dialect: str,
+    rows: int,
+    trials: int,
+    say: Callable[[str], None],
+    date_index: bool = False,
+    timestamp: bool = False,
 ) -> None:
     with scratch(dialect) as url, tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(url)
         say(f"{dialect}: building {rows:,} rows")
-        build_source(engine, rows, date_index)
+        build_source(engine, rows, date_index, timestamp)
         ours: list[dict[str, Any]] = []
         paged: list[dict[str, Any]] = []
         single: list[dict[str, Any]] = []
@@ -580,7 +592,11 @@ def bench(
         ours_s, single_s = median_of(ours, "seconds"), median_of(single, "seconds")
         run_s = median_of(ours, "run_seconds")
         loop_s = median_of(loops, "seconds")
-        print(f"\n{dialect}: purge {deleted:,} of {rows:,} rows, median of {trials}")
+        column = "TIMESTAMP" if timestamp and dialect == "mysql" else "a date without zone"
+        print(
+            f"\n{dialect}: purge {deleted:,} of {rows:,} rows (created_at {column}), "
+            f"median of {trials}"
+        )
         print(f"  single DELETE        {single_s:8.2f} s  {deleted / single_s:12,.0f} rows/s")
         print(
             f"  aishell purge step   {ours_s:8.2f} s  {deleted / ours_s:12,.0f} rows/s  "
@@ -626,7 +642,8 @@ def bench(
         print(
             f"  batches {median_of(ours, 'batches'):,.0f}, median batch "
             f"{median_of(ours, 'median_batch_ms'):.1f} ms, longest batch (worst of "
-            f"{trials}) {max(t['longest_batch_ms'] for t in ours):.1f} ms"
+            f"{trials}) {max(t['longest_batch_ms'] for t in ours):.1f} ms, "
+            f"{median_of(ours, 'sent_per_batch'):.2f} statements a batch in the step's audit"
         )
         print(
             f"  concurrent writes p99: during aishell {median_of(ours, 'p99_ms'):.1f} ms "
@@ -670,6 +687,11 @@ def main() -> None:
     parser.add_argument(
         "--date-index", action="store_true", help="index created_at, as many log tables do"
     )
+    parser.add_argument(
+        "--timestamp",
+        action="store_true",
+        help="MySQL: created_at a TIMESTAMP (its cutoff read in the session's time zone)",
+    )
     args = parser.parse_args()
 
     def say(line: str) -> None:
@@ -677,7 +699,7 @@ def main() -> None:
 
     for dialect in ("postgresql", "mysql"):
         if args.only in (None, dialect):
-            bench(dialect, args.rows, args.trials, say, args.date_index)
+            bench(dialect, args.rows, args.trials, say, args.date_index, args.timestamp)
 
 
 if __name__ == "__main__":
