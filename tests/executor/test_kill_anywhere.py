@@ -286,7 +286,9 @@ def _stat(pid: int) -> tuple[int, str, str] | None:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        # Another process's arguments need not be UTF-8 (a test passing undecodable bytes).
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 
