@@ -190,6 +190,7 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     else:
         # Before anyone is asked: read in another zone than its count's, the cutoff is
         # another moment (and maybe younger than the retention allows: said first).
+        require_counted(column, cut, params)
         hold_to_zone(column, cut, zone, counted_zone(params), COUNTED)
         cutoffs.no_newer_than(conn, column, cut, params["retention_days"])
     found = None
@@ -264,6 +265,22 @@ def hold_to_zone(
         f"{shown} ({who}), but this session reads it in time zone {zone}, where it is "
         "another moment; no batch was sent in this session: set the session's time_zone "
         f"to {shown} for this target, or preview the purge again"
+    )
+
+
+def require_counted(column: cutoffs.DateColumn, cut: Any, params: Mapping[str, Any]) -> None:
+    """A cutoff given to the purge of a column the session's time zone reads (MariaDB's
+    TIMESTAMP) comes with the count that read it (`counted`, its output): without it the
+    zone it was read in is unknown, and a session of another zone would delete by
+    another moment (a plan drafted or written without it). Refused before any batch."""
+    if not column.zoned or counted_zone(params) is not None:
+        return
+    raise StepFailed(
+        f"the cutoff {cut} of {column.table}.{column.column} is given without the count "
+        "that read it (the purge's `counted`: that count_table_rows step's output), and "
+        "this column's cutoff is read in the session's time zone, so the zone it was "
+        "read in is unknown; give `counted` with the cutoff, or leave the cutoff out "
+        "(the purge then reads its own); no batch was sent"
     )
 
 

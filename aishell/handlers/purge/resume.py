@@ -24,7 +24,13 @@ from aishell.handlers.purge.batches import first_batch, run_batches
 from aishell.handlers.purge.batchsql import BatchSql
 from aishell.handlers.purge.indoubt import KeyBatch, server_word, session_of, settle_session
 from aishell.handlers.purge.pages import PageWalk, page
-from aishell.handlers.purge.prepare import COUNTED, counted_zone, hold_to_zone, prepare
+from aishell.handlers.purge.prepare import (
+    COUNTED,
+    counted_zone,
+    hold_to_zone,
+    prepare,
+    require_counted,
+)
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
 from aishell.handlers.purge.throttle import Throttle
@@ -107,6 +113,8 @@ def _last_checkpoint(
     given = cut is not None
     if not given:
         cut = cutoffs.cutoff_for(conn, column, retention)
+    elif "cutoff" not in progress:
+        require_counted(column, cut, params)
     zone = cutoffs.compared_in(conn, column)
     _hold_to_shown_zone(ctx, column, cut, zone, progress, counted_zone(params))
     if given:
