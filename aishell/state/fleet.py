@@ -93,11 +93,6 @@ class FleetRepository(StoreCore):
         `changed`: the id of the run's last event (its last change, as an event id, the
         order fleet_not_started's reasons are kept in)."""
         self.flush()
-        last_event = (
-            select(func.max(events.c.id))
-            .where(events.c.run_id == fleet_runs.c.run_id)
-            .scalar_subquery()
-        )
         rows = self._conn.execute(
             select(
                 fleet_runs.c.target,
@@ -109,7 +104,7 @@ class FleetRepository(StoreCore):
                 runs.c.hostname,
                 runs.c.pid,
                 runs.c.pid_started,
-                last_event.label("changed"),
+                last_change().label("changed"),
             )
             .join(runs, runs.c.run_id == fleet_runs.c.run_id)
             .where(fleet_runs.c.fleet_id == fleet_id)
@@ -158,6 +153,16 @@ class FleetRepository(StoreCore):
         ).scalar()
         self._conn.rollback()
         return bool(resumed)
+
+
+def last_change() -> Any:
+    """The id of the last event of each fleet run's run (fleet_runs.run_id), as a column:
+    its last change, in the order fleet_not_started's reasons are kept in."""
+    return (
+        select(func.max(events.c.id))
+        .where(events.c.run_id == fleet_runs.c.run_id)
+        .scalar_subquery()
+    )
 
 
 def reasons_kept(

@@ -12,9 +12,9 @@ from sqlalchemy import case, func, select
 
 from aishell.state.backups import PROVEN
 from aishell.state.core import StoreCore
-from aishell.state.fleet import reasons_kept, standing_refusal
+from aishell.state.fleet import last_change, reasons_kept, standing_refusal
 from aishell.state.runs import RunRepository
-from aishell.state.schema import backups, events, fleet_runs, runs, steps
+from aishell.state.schema import backups, fleet_runs, runs, steps
 
 WAITING = "waiting_approval"
 
@@ -31,13 +31,10 @@ class FleetReadings(StoreCore):
         if not interrupted:
             return {}
         self.flush()
-        changed = (
-            select(func.max(events.c.id)).where(events.c.run_id == fleet_runs.c.run_id)
-        ).scalar_subquery()
         linked = self._conn.execute(
-            select(fleet_runs.c.fleet_id, fleet_runs.c.target, fleet_runs.c.run_id, changed).where(
-                fleet_runs.c.run_id.in_(sorted(interrupted))
-            )
+            select(
+                fleet_runs.c.fleet_id, fleet_runs.c.target, fleet_runs.c.run_id, last_change()
+            ).where(fleet_runs.c.run_id.in_(sorted(interrupted)))
         ).all()
         if not linked:
             self._conn.rollback()
