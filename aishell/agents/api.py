@@ -80,10 +80,10 @@ from aishell.agents.base import (
     Agent,
     AgentSpec,
     CatalogFact,
-    DraftLimits,
     PlanningContext,
     job_by_options,
 )
+from aishell.agents.limits import DraftLimits
 from aishell.config.kinds import Capability
 from aishell.config.models import AgentConfig
 from aishell.config.options import Option

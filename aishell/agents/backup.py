@@ -11,10 +11,10 @@ from sqlalchemy.engine import Connection
 from aishell.agents.base import (
     AgentSpec,
     CatalogFact,
-    DraftLimits,
     PlanningContext,
     given_options,
 )
+from aishell.agents.limits import DraftLimits
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     BACKUP_OPTIONS,

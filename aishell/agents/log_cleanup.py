@@ -10,10 +10,10 @@ from aishell.agents.archive import archive_parts
 from aishell.agents.base import (
     AgentSpec,
     CatalogFact,
-    DraftLimits,
     PlanningContext,
     given_options,
 )
+from aishell.agents.limits import DraftLimits
 from aishell.config.models import AgentConfig
 from aishell.config.options import LOG_CLEANUP_OPTIONS, by_key
 from aishell.errors import UsageError
@@ -130,7 +130,8 @@ class LogCleanupAgent:
         """What a model's draft of the purge must keep to, as plan_steps does: the job's
         table (and archive table), and its purge given exactly the job's word on which
         rows go, where they are kept, and how many at most (each left out where the job
-        gives none: no limit raised, no archive dropped or added)."""
+        gives none: no limit raised, no archive dropped or added), its cutoff, if it
+        gives one, an earlier count's given with that count's output (`counted`)."""
         table = job["table"]
         held = tuple(
             (key, job.get(key) or None, _held_why(key, job.get(key) or None)) for key in _HELD
@@ -140,6 +141,9 @@ class LogCleanupAgent:
             changes=frozenset(SPEC.tools) - {"count_table_rows"},
             changes_why=f"a log cleanup of {table} changes it only by its purge and statistics",
             required={"delete_old_records": held},
+            together={
+                "delete_old_records": (_COUNTED, frozenset({"count_table_rows"}), _COUNTED_WHY)
+            },
         )
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
@@ -176,6 +180,16 @@ class LogCleanupAgent:
 # The purge's params a model's draft must give as the job does: which rows go, where
 # they are kept, how many at most.
 _HELD = ("table", "date_column", "retention_days", "max_rows", "archive_file", "archive_table")
+
+
+# A drafted purge's cutoff, if it gives one, is a count's, with that count's output: the
+# time zone the cutoff was read in (a MariaDB TIMESTAMP's) goes with it.
+_COUNTED = {"cutoff": "cutoff", "counted": ""}
+_COUNTED_WHY = (
+    "a drafted purge gives a cutoff only as an earlier count_table_rows step's, with that "
+    "same step's whole output as `counted` (cutoff: ${step_N.output.cutoff}, counted: "
+    "${step_N.output}), or leaves both out and reads its own"
+)
 
 
 def _held_why(key: str, value: object) -> str:

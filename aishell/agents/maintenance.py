@@ -11,12 +11,12 @@ from sqlalchemy.engine import Connection
 from aishell.agents.base import (
     AgentSpec,
     CatalogFact,
-    DraftLimits,
     PlannedTool,
     PlanningContext,
     given_options,
 )
 from aishell.agents.jobs import named_tables
+from aishell.agents.limits import DraftLimits
 from aishell.config.models import AgentConfig
 from aishell.config.options import (
     MAINTENANCE_OPTIONS,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aishell.agents.base import DraftLimits
+from aishell.agents.limits import DraftLimits
 from aishell.plan.model import Step
 from aishell.planners.prompt import CatalogSummary
 

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.agents.available import agent_names, get_agent
-from aishell.agents.base import Agent, DraftLimits, PlanningContext
+from aishell.agents.base import Agent, PlanningContext
+from aishell.agents.limits import DraftLimits
 from aishell.config.models import Config
 from aishell.errors import DraftRejected, UsageError
 from aishell.plan.model import Step

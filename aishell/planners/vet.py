@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aishell.agents.base import DraftLimits
+from aishell.agents.limits import DraftLimits
 from aishell.errors import ToolNotFound
 from aishell.plan.model import Plan, Step, step_id, validate_plan
 from aishell.plan.references import find_references
@@ -243,6 +243,7 @@ def _step_content(
         *_sql_in_params(step, where),
         *_outside_job(step, tool, catalog.limits, where),
         *_not_fed(step, steps, catalog.limits, where),
+        *_not_together(step, steps, catalog.limits, where),
         *_names_not_in_catalog(step, tool, catalog, where),
         *_paths_outside(step, tool, catalog, where),
         *_unknown_outputs(step, steps, registry, where),
@@ -302,6 +303,30 @@ def _not_fed(step: Step, steps: list[Step], limits: DraftLimits, where: str) -> 
     ):
         return []
     return [f"{where}: {why}"]
+
+
+def _not_together(step: Step, steps: list[Step], limits: DraftLimits, where: str) -> list[str]:
+    """Params the job says come together from one earlier step that do not: a purge's
+    cutoff without the count that read it, or from another count than its own."""
+    if step.tool not in limits.together:
+        return []
+    keys, tools, why = limits.together[step.tool]
+    if not any(param in step.params for param in keys):
+        return []
+    earlier = {s.id: s.tool for s in steps[: steps.index(step)]}
+    sources = set()
+    for param, key in keys.items():
+        given = step.params.get(param)
+        found = find_references(given) if isinstance(given, str) else []
+        if not (
+            len(found) == 1
+            and found[0].text == given
+            and found[0].path == ((key,) if key else ())
+            and earlier.get(found[0].step_id) in tools
+        ):
+            return [f"{where}: {why}"]
+        sources.add(found[0].step_id)
+    return [] if len(sources) == 1 else [f"{where}: {why}"]
 
 
 def _missing_from_job(steps: list[Step], limits: DraftLimits) -> list[str]:

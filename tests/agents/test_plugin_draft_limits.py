@@ -113,6 +113,23 @@ def test_a_draft_within_a_plugin_agent_s_limits_runs(
     assert _drafted(llm_config, result)["planner"] == "llm"
 
 
+def test_a_plugin_agent_s_params_given_together_are_held(
+    llm_config: Config, demo_db: Path, site: Install, script: Script
+) -> None:
+    """`together`: the table only as an earlier count's, which this draft does not give."""
+    together = (
+        'DraftLimits(together={"update_table_statistics": '
+        '({"table": "table"}, {"count_table_rows"}, why)})'
+    )
+    agent, _ = _agent(site, together)
+    script.answers = [_answer(_step("update_table_statistics", {"table": "users"}))]
+    result = _run(llm_config, agent)
+    assert result.status == "completed", result.error
+    drafted = _drafted(llm_config, result)
+    assert drafted["fallback_from"] == "llm", drafted
+    assert f"the {agent} job refreshes users alone" in " ".join(drafted["rejected"][0])
+
+
 @pytest.mark.parametrize(
     ("limits", "said"),
     [
@@ -120,8 +137,19 @@ def test_a_draft_within_a_plugin_agent_s_limits_runs(
         ("DraftLimits(tables='users')", "returned DraftLimits from draft_limits, not a Draft"),
         ("DraftLimits(refused={'update_table_statistics': 7})", "returned DraftLimits from"),
         ("[][3]", "failed to say what a drafted plan keeps to: IndexError"),
+        ("DraftLimits(together={'x': (['table'], {'y'}, 'why')})", "returned DraftLimits from"),
+        ("DraftLimits(together={'x': ({'table': 3}, {'y'}, 'why')})", "returned DraftLimits"),
+        ("DraftLimits(together={'x': ({'table': ''}, 'y', 'why')})", "returned DraftLimits"),
     ],
-    ids=["a dict", "a text for a set", "a number for a reason", "an error"],
+    ids=[
+        "a dict",
+        "a text for a set",
+        "a number for a reason",
+        "an error",
+        "a list for params and keys",
+        "a number for a key",
+        "a text for tools",
+    ],
 )
 def test_a_plugin_agent_s_limits_amiss_are_its_failure_named(
     llm_config: Config, site: Install, script: Script, limits: str, said: str

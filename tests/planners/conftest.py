@@ -4,9 +4,12 @@ each test's script says."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aishell.config.models import Config
 from tests.fake_ollama import Script, fake_ollama
 
 
@@ -19,3 +22,15 @@ def script() -> Script:
 def ollama_host(script: Script) -> Iterator[str]:
     with fake_ollama(script) as host:
         yield host
+
+
+def one_try(host: str) -> dict[str, Any]:
+    """The model planner's settings for the server at `host`, asked once a run."""
+    llm = {"host": host, "model": "planner-test", "tries": 1, "retry_backoff_seconds": 0.01}
+    return {"planner": {"llm": llm}}
+
+
+@pytest.fixture
+def llm_config(demo_db: Path, edit_config: Any, ollama_host: str) -> Config:
+    """The demo target, its model planner asked once a run."""
+    return edit_config(one_try(ollama_host))

@@ -27,13 +27,6 @@ VALIDATE = _step("validate_backup", {"backup_path": "${step_0.output.backup_path
 CLEANUP = _step("cleanup_old_backups", {"retention_days": 0, "keep_last": 1})
 
 
-@pytest.fixture
-def llm_config(demo_db: Path, edit_config: Any, ollama_host: str) -> Config:
-    settings = _settings(ollama_host)
-    settings["planner"]["llm"]["tries"] = 1
-    return edit_config(settings)
-
-
 def _backups(config: Config) -> list[tuple[str, str]]:
     """Each catalogued backup's type and file, the file still there."""
     rows = commands.list_backups(config)

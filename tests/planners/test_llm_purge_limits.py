@@ -18,19 +18,12 @@ from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
 from tests.fake_ollama import Script
 from tests.helpers import query
-from tests.planners.test_llm_job_limits import _answer, _drafted, _settings, _step
+from tests.planners.test_llm_job_limits import _answer, _drafted, _step
 
 JOB = {"table": "app_logs", "retention_days": 90}
 # The job's purge as a draft gives it, the retention as a float as a model may write it.
 PURGE = {"table": "app_logs", "date_column": "created_at", "retention_days": 90.0}
 OLDER = "SELECT count(*) FROM app_logs WHERE created_at < datetime('now', :days)"
-
-
-@pytest.fixture
-def llm_config(demo_db: Path, edit_config: Any, ollama_host: str) -> Config:
-    settings = _settings(ollama_host)
-    settings["planner"]["llm"]["tries"] = 1
-    return edit_config(settings)
 
 
 def _rows(demo_db: Path, days: int) -> int:
