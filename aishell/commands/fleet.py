@@ -255,11 +255,10 @@ def _refused(
             went_on = store.fleet_run_went_on(
                 fleet_id, target, earlier["run_id"], earlier["changed"]
             )
-    if went_on:
-        raise exc
-    if earlier is not None and isinstance(exc, TargetUnreachable):
-        exc = _unreached(config, fleet_id, target, earlier["run_id"], exc)
-    with StateStore(config.state_url) as store:
+        if went_on:
+            raise exc
+        if earlier is not None and isinstance(exc, TargetUnreachable):
+            exc = _unreached(store, config, fleet_id, target, earlier["run_id"], exc)
         store.record_not_started(fleet_id, target, str(exc))
     if earlier is not None:
         raise exc
@@ -267,15 +266,19 @@ def _refused(
 
 
 def _unreached(
-    config: Config, fleet_id: str, target: str, run_id: str, exc: TargetUnreachable
+    store: StateStore,
+    config: Config,
+    fleet_id: str,
+    target: str,
+    run_id: str,
+    exc: TargetUnreachable,
 ) -> TargetUnreachable:
     """A resume that could not reach its target's server (restarting, failing over,
     gone): it comes back (TryLater) every `slot_wait_seconds` while the target's circuit
     breaker is closed, and once more when it closes again after it opened; the error to
     keep once the breaker has counted more failed connections in a row than its
     `failures`, the run left interrupted for `fleet resend`."""
-    with StateStore(config.state_url) as store:
-        opened = store.breaker_open_until(breaker_key(config, target))
+    opened = store.breaker_open_until(breaker_key(config, target))
     wait = config.main.fleet.slot_wait_seconds
     if opened is not None:
         until, failures, _ = opened
