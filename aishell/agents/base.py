@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.archive import absolute_archive, archive_problem
+from aishell.agents.archive import absolute_archive, archive_problem, archives_fixed
 from aishell.agents.bounded import within_deadline
 from aishell.agents.limits import LIMITS_SHAPE, DraftLimits, limits_copy
 from aishell.config.models import AgentConfig, AgentDefaults, PurgeSettings
@@ -291,6 +291,17 @@ def job_by_options(spec: AgentSpec, job: Mapping[str, Any]) -> dict[str, Any]:
         if option.key not in given and option.required:
             raise UsageError(f"The {spec.name} job needs {option.key} ({option.cli_flag})")
     return {o.key: given.get(o.key, o.default) for o in spec.options}
+
+
+def job_as_given(
+    agent: Agent, job: Mapping[str, Any], settings: AgentConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job given now to run later or elsewhere (a schedule added, a fleet job sent): as
+    it is kept, each archive's `file:` path made absolute here and now, not in the
+    folder a scheduler or a worker later runs it from; and as the agent checks it
+    (normalize_job: a bad value refused now, not at 2 a.m.)."""
+    kept = archives_fixed(agent.spec.options, job)
+    return kept, agent.normalize_job(dict(kept), settings)
 
 
 def _wrong_value(option: Option, value: object) -> str:

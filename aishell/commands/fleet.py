@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from aishell.agents.archive import archives_fixed, refuse_relative_archives
+from aishell.agents.archive import refuse_relative_archives
 from aishell.agents.available import get_agent
+from aishell.agents.base import job_as_given
 from aishell.commands.breaker import breaker_key
 from aishell.commands.runs import resume_run, run_job
 from aishell.commands.tools import load_catalog
@@ -78,11 +79,7 @@ def fleet_run(
     targets = select_targets(config, selector)
     # Checked here, kept as given: each worker's run checks it again, as `aishell run`
     # does (a job's checked form is no job an agent takes twice).
-    taker = get_agent(agent)
-    taker.normalize_job(dict(job), config.agent(agent))
-    # A file archive's path is fixed here, where the job is given, not in each worker's
-    # folder.
-    job = archives_fixed(taker.spec.options, job)
+    job, _ = job_as_given(get_agent(agent), job, config.agent(agent))
     carried = sent_with(load_catalog(config), config.agent(agent))
     with broker(config) as sender:
         with StateStore(config.state_url) as store:

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from aishell.agents.archive import archives_fixed, refuse_relative_archives
+from aishell.agents.archive import refuse_relative_archives
 from aishell.agents.available import agent_names, get_agent
-from aishell.agents.base import Agent
+from aishell.agents.base import Agent, job_as_given
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
 from aishell.commands.tools import load_catalog
@@ -56,10 +56,7 @@ def add_schedule(
     first = scheduling.first_fire(cron, timezone)
     target_name, target_config = config.target(target)
     agent = get_agent(agent_name)
-    # Stored as the run will read it: a file archive fixed where the schedule is added,
-    # not where the scheduler (another folder, another user) later runs it.
-    job = archives_fixed(agent.spec.options, job)
-    normalized = agent.normalize_job(dict(job), config.agent(agent_name))
+    job, normalized = job_as_given(agent, job, config.agent(agent_name))
     _check_names(config, agent, normalized, make_url(target_config.url).get_backend_name())
     with StateStore(config.state_url) as store:
         store.add_schedule(
