@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 from typing_extensions import Unpack
@@ -23,9 +23,6 @@ from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
 from aishell.plan.model import Plan, Step, validate_plan
-from aishell.planners.drafting import draft_job, draft_words
-from aishell.planners.llm import Notice
-from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.registry import Registry
 from aishell.state.store import StateStore
 from aishell.targets.catalog import urgency
@@ -33,6 +30,11 @@ from aishell.targets.engines import Target
 from aishell.targets.partitions import partition_trees
 from aishell.targets.tables import TableCatalog
 from aishell.units import plain_zeros
+
+# The model planner is imported where it is used: a plan by the rules needs none of it
+# (its prompt, its validator: about 16 ms of every job's start).
+if TYPE_CHECKING:
+    from aishell.planners.llm import Notice
 
 
 def build_plan(
@@ -65,6 +67,8 @@ def build_plan(
         under = [t for p in context.partitions.values() for t in p.members if t not in tables]
         assumptions = plan_assumptions(catalog, job, (*tables, *dict.fromkeys(under)))
         if planner == "llm":
+            from aishell.planners.drafting import draft_job
+
             found = catalog.snapshot()
             steps, drafted_by = draft_job(
                 config, registry, handle, conn, found, agent_name, job, context, notice
@@ -240,6 +244,8 @@ def _request_plan(
     config: Config, registry: Registry, handle: Target, request: str, notice: Notice | None
 ) -> Plan:
     """The model's plan for a request in words, as a validated Plan."""
+    from aishell.planners.drafting import draft_words
+
     conn = handle.connect()
     try:
         catalog = TableCatalog.read(conn)
@@ -258,6 +264,8 @@ def _request_plan(
 
 def check_planner(config: Config) -> dict[str, Any]:
     """Whether the model planner can work: the server answers and has the model."""
+    from aishell.planners.ollama import OllamaChat, shown_host
+
     chat = OllamaChat(config.main.planner.llm)
     try:
         models = chat.check_model()

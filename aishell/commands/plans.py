@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
@@ -22,7 +22,6 @@ from aishell.executor.resume import estimate_shown, statements_shown
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import Plan, SavedPlan, tables_with_columns
 from aishell.plan.references import find_references
-from aishell.planners.llm import Notice
 from aishell.registry import Registry
 from aishell.state import signing
 from aishell.state.store import StateStore
@@ -31,6 +30,9 @@ from aishell.targets.fingerprints import table_identities
 from aishell.targets.identity import plan_identity
 from aishell.targets.tables import TableCatalog
 from aishell.tool.params import identifier_params
+
+if TYPE_CHECKING:
+    from aishell.planners.llm import Notice
 
 
 def plan_job(
