@@ -168,6 +168,23 @@ def test_a_table_that_grew_past_what_was_approved_is_asked_about_again(dialect, 
         _resumed_waits(config, run_id, "table events: rows ")
 
 
+def test_a_table_grown_only_past_its_heap_is_asked_about_again(home):
+    """The same rows, each given 20 kB more out of line (TOAST) after the approval: the
+    heap, which bounds the rows, barely grew; the table's whole size, which the approval
+    keeps, did."""
+    with _database("postgresql", home) as url:
+        fill(url, rows=ROWS)
+        run_sql(url, "ALTER TABLE events ADD COLUMN body text")
+        run_id, config = _waiting_purge(home, url)
+        run_sql(
+            url,
+            "UPDATE events SET body = (SELECT string_agg(md5(random()::text || events.id "
+            "|| g), '') FROM generate_series(1, 640) g)",
+        )
+        _resumed_waits(config, run_id, "table events: bytes ")
+        assert len(rows_of(url)) == ROWS
+
+
 CODE_CHANGES = {
     "postgresql": (
         [
