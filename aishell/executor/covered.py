@@ -84,7 +84,7 @@ def measure_subject(
         # since it was approved is not the table approved.
         sizes = {}
         if catalog is not None:
-            sizes = read_sizes(ctx.connection, tables, catalog, whole=True)
+            sizes = read_sizes(ctx.connection, tables, catalog)
     measured: dict[str, Any] = {}
     read = step_reads(run, ctx, result.index, guard.label)
     for name in tables:

@@ -54,10 +54,11 @@ _PG_LEAST_PER_ROW = 28
 # transaction id and the 7-byte roll pointer of its file's bytes.
 _INNODB_LEAST_PER_ROW = 18
 
-# The heap's size alone bounds a table's rows, and reads only the table: its indexes
-# and TOAST relations are opened only where the whole size is kept (an approval's
-# subject: executor/covered.py). On a new session the server builds a cache entry for
-# each relation it opens: 0.12 s for 10,000 heaps, 0.77 s with their indexes and TOAST.
+# The heap's size alone bounds a table's rows, and reads only the table: the row
+# limits' reads take it; its indexes and TOAST relations are opened only where the whole
+# size is kept (an approval's subject: executor/covered.py). On a new session the server
+# builds a cache entry for each relation it opens: 0.12 s for 10,000 heaps, 0.77 s with
+# their indexes and TOAST.
 _PG_SIZES = """
 /* aishell measure */ SELECT c.relname AS name, c.relkind AS kind,
        pg_catalog.pg_relation_size(c.oid) AS heap,{total}
@@ -276,11 +277,11 @@ def bounded_count(conn: Connection, table: str, most: int) -> int:
 
 
 def read_sizes(
-    conn: Connection, tables: Sequence[str], catalog: CatalogSizes, whole: bool = False
+    conn: Connection, tables: Sequence[str], catalog: CatalogSizes, whole: bool = True
 ) -> dict[str, TableSize]:
     """The tables' sizes as they are now, in one query (SQLite: the catalog's dbstat).
-    `whole`: on PostgreSQL each table's size with its indexes and TOAST, not its heap's
-    alone (which is all that bounds its rows)."""
+    `whole`: on PostgreSQL each table's size with its indexes and TOAST; False: its
+    heap's alone, which is all that bounds its rows (the row limits' reads)."""
     if not tables:
         return {}
     dialect = conn.dialect.name
@@ -354,7 +355,7 @@ def _sizes(
     if dialect == "sqlite":
         return _sqlite_sizes(tables, catalog)
     if readings is None:
-        return read(lambda conn: read_sizes(conn, tables, catalog))
+        return read(lambda conn: read_sizes(conn, tables, catalog, whole=False))
 
     def together(names: Sequence[str]) -> dict[str, TableSize]:
         return read(lambda conn: _sizes_or_none(conn, names, catalog))
@@ -375,7 +376,7 @@ def _sizes_or_none(
     held by another session past the lock wait): each is then read alone, and is held
     alone. A lost server is raised: the step's failure, never an empty answer."""
     try:
-        return read_sizes(conn, names, catalog)
+        return read_sizes(conn, names, catalog, whole=False)
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise
@@ -393,7 +394,7 @@ def _one_size(
     if isinstance(known, DBAPIError):
         return _Held(None, error=known)
     try:
-        return read(lambda conn: read_sizes(conn, [table], catalog)).get(table)
+        return read(lambda conn: read_sizes(conn, [table], catalog, whole=False)).get(table)
     except DBAPIError as exc:
         if exc.connection_invalidated or not is_lock_timeout(exc):
             raise
@@ -422,7 +423,7 @@ def grown_past(
     if not tables:
         return []
     read = connection_reads(conn, "checking the plan's tables", GuardMemory(trusted=trusted))
-    sizes = read(lambda c: read_sizes(c, tables, catalog))
+    sizes = read(lambda c: read_sizes(c, tables, catalog, whole=False))
     found = []
     for table in tables:
         then = int(assumed[table])

@@ -7,7 +7,8 @@ approved is still not the table approved (test_approval_outlives.py).
 
 What a read opens waits for a lock another session holds on it: an index rebuilt in
 another session's open transaction (REINDEX holds it exclusively) stops the whole read
-at the lock wait, and not the heap's."""
+at the lock wait, and not the row limit's where the heap settles it (a count, where it
+does not, is planned with the table's indexes opened)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from aishell.policy.measured import TableSize, read_sizes
+from aishell.guard.connection import GuardMemory
+from aishell.policy.measured import TableMeasure, TableSize, connection_reads, measurer, read_sizes
 from aishell.targets.tables import TableCatalog
 from tests.helpers import run_sql
 
@@ -33,15 +35,29 @@ SETUP = (
 SIZES = f"SELECT pg_relation_size('{TABLE}'), pg_total_relation_size('{TABLE}')"
 
 
-def _read(url: str, whole: bool | None) -> TableSize:
-    """The table's size as read_sizes reads it on a new session with a short lock wait
-    (whole None: as the policy calls it)."""
+def _limit_read(url: str, limit: int) -> tuple[TableMeasure, dict[str, DBAPIError | None]]:
+    """The table measured against `limit` as max_table_size measures it (the policy's
+    measurer: its size read and, where the size does not settle it, a count), on a new
+    session with a short lock wait; and the tables it found held."""
     engine = create_engine(url, connect_args={"options": "-c lock_timeout=300"})
     try:
         with engine.connect() as conn:
             catalog = TableCatalog.read(conn)
-            how = {} if whole is None else {"whole": whole}
-            return read_sizes(conn, [TABLE], catalog, **how)[TABLE]
+            held: dict[str, DBAPIError | None] = {}
+            read = connection_reads(conn, "a test's measure", GuardMemory())
+            measure = measurer("postgresql", read, catalog, held=held)
+            return measure([TABLE], limit)[TABLE], held
+    finally:
+        engine.dispose()
+
+
+def _whole_read(url: str) -> TableSize:
+    """The table's size as an approval's subject reads it (read_sizes as it is called
+    by default), on a new session with a short lock wait."""
+    engine = create_engine(url, connect_args={"options": "-c lock_timeout=300"})
+    try:
+        with engine.connect() as conn:
+            return read_sizes(conn, [TABLE], TableCatalog.read(conn))[TABLE]
     finally:
         engine.dispose()
 
@@ -76,17 +92,21 @@ def index_rebuilt(sized: str) -> Iterator[str]:
         engine.dispose()
 
 
-def test_the_row_bound_reads_the_heap_alone(sized: str) -> None:
+def test_the_row_limit_reads_the_heap_alone(sized: str) -> None:
     heap, total = _truth(sized)
     assert total > 2 * heap  # its TOAST and indexes hold most of it
-    size = _read(sized, whole=None)
-    assert size.bytes == heap and size.most_rows is not None and size.most_rows >= 300
-    whole = _read(sized, whole=True)
-    assert whole.bytes == total and whole.most_rows == size.most_rows
+    measured, held = _limit_read(sized, 1_000_000)
+    assert not held and measured.bytes == heap and measured.rows is None  # not counted
+    assert measured.most_rows is not None and 300 <= measured.most_rows <= 1_000_000
+    counted, _ = _limit_read(sized, 10)
+    assert counted.rows == 11 and counted.at_least  # one past the limit of 10
+    whole = _whole_read(sized)
+    assert whole.bytes == total and whole.most_rows is not None and whole.most_rows >= 300
 
 
 def test_an_index_held_elsewhere_stops_only_the_whole_read(index_rebuilt: str) -> None:
-    size = _read(index_rebuilt, whole=None)
-    assert size.most_rows is not None and size.most_rows >= 300
+    # A limit its heap settles: no count, whose planning would open the index too.
+    measured, held = _limit_read(index_rebuilt, 1_000_000)
+    assert not held and measured.most_rows is not None, (measured, held)
     with pytest.raises(OperationalError, match="lock timeout"):
-        _read(index_rebuilt, whole=True)
+        _whole_read(index_rebuilt)
