@@ -9,6 +9,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -283,3 +284,18 @@ def state_store_busy(config: Config) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+def fresh_interpreter(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by a new Python with this checkout on its path, given `args`: what
+    a command imports is seen there, not in this process, which has imported it all."""
+    repo = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

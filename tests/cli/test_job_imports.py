@@ -5,14 +5,11 @@ validator, the Ollama client): each costs every job's start, and only `--planner
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import fresh_interpreter
 
 MODEL_PLANNER = ("aishell.planners", "ollama")
 
@@ -31,15 +28,7 @@ print(json.dumps([code, sorted(m for m in sys.modules if m.startswith(wanted))])
 
 
 def _imported(home: Path, *args: str) -> tuple[int, list[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(MODEL_PLANNER), "--home", str(home), *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fresh_interpreter(PROBE, json.dumps(MODEL_PLANNER), "--home", str(home), *args)
     assert done.returncode == 0, done.stderr
     code, found = json.loads(done.stdout.strip().splitlines()[-1])
     return code, found

@@ -7,9 +7,6 @@ driver is imported when a target of its engine is opened, never to list one."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ import yaml
 from aishell import commands
 from aishell.config.models import load_config
 from aishell.policy.approvers import PreApproved
-from tests.conftest import REPO
+from tests.helpers import fresh_interpreter
 
 DRIVERS = ("sqlite3", "_sqlite3", "psycopg", "psycopg2", "pymysql", "MySQLdb", "mariadb")
 
@@ -51,15 +48,7 @@ def mixed_home(home: Path, demo_db: Path) -> Path:
 
 
 def _drivers(home: Path, *args: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(DRIVERS), "--home", str(home), *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fresh_interpreter(PROBE, json.dumps(DRIVERS), "--home", str(home), *args)
     assert done.returncode == 0, done.stderr
     found: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
