@@ -292,17 +292,9 @@ def _not_fed(step: Step, steps: list[Step], limits: DraftLimits, where: str) -> 
     if step.tool not in limits.fed:
         return []
     param, tools, key, why = limits.fed[step.tool]
-    given = step.params.get(param)
-    found = find_references(given) if isinstance(given, str) else []
-    earlier = {s.id: s.tool for s in steps[: steps.index(step)]}
-    if (
-        len(found) == 1
-        and found[0].text == given
-        and found[0].path == (key,)
-        and earlier.get(found[0].step_id) in tools
-    ):
-        return []
-    return [f"{where}: {why}"]
+    if _source(step, steps, param, (key,), tools) is None:
+        return [f"{where}: {why}"]
+    return []
 
 
 def _not_together(step: Step, steps: list[Step], limits: DraftLimits, where: str) -> list[str]:
@@ -313,20 +305,25 @@ def _not_together(step: Step, steps: list[Step], limits: DraftLimits, where: str
     keys, tools, why = limits.together[step.tool]
     if not any(param in step.params for param in keys):
         return []
+    sources = {
+        _source(step, steps, param, (key,) if key else (), tools) for param, key in keys.items()
+    }
+    if None in sources or len(sources) != 1:
+        return [f"{where}: {why}"]
+    return []
+
+
+def _source(
+    step: Step, steps: list[Step], param: str, path: tuple[str, ...], tools: frozenset[str]
+) -> str | None:
+    """The earlier step, of one of `tools`, whose output at `path` (() the whole output)
+    the param is given as one whole ${...} reference to; None: it is not so given."""
+    given = step.params.get(param)
+    found = find_references(given) if isinstance(given, str) else []
+    if len(found) != 1 or found[0].text != given or found[0].path != path:
+        return None
     earlier = {s.id: s.tool for s in steps[: steps.index(step)]}
-    sources = set()
-    for param, key in keys.items():
-        given = step.params.get(param)
-        found = find_references(given) if isinstance(given, str) else []
-        if not (
-            len(found) == 1
-            and found[0].text == given
-            and found[0].path == ((key,) if key else ())
-            and earlier.get(found[0].step_id) in tools
-        ):
-            return [f"{where}: {why}"]
-        sources.add(found[0].step_id)
-    return [] if len(sources) == 1 else [f"{where}: {why}"]
+    return found[0].step_id if earlier.get(found[0].step_id) in tools else None
 
 
 def _missing_from_job(steps: list[Step], limits: DraftLimits) -> list[str]:
