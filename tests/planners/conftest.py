@@ -24,10 +24,14 @@ def ollama_host(script: Script) -> Iterator[str]:
         yield host
 
 
-def one_try(host: str) -> dict[str, Any]:
-    """The model planner's settings for the server at `host`, asked once a run."""
-    llm = {"host": host, "model": "planner-test", "tries": 1, "retry_backoff_seconds": 0.01}
+def planner_settings(host: str, tries: int) -> dict[str, Any]:
+    """The model planner's settings for the server at `host`, asked `tries` times a run."""
+    llm = {"host": host, "model": "planner-test", "tries": tries, "retry_backoff_seconds": 0.01}
     return {"planner": {"llm": llm}}
+
+
+def one_try(host: str) -> dict[str, Any]:
+    return planner_settings(host, 1)
 
 
 @pytest.fixture

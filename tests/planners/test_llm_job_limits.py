@@ -22,13 +22,13 @@ from aishell.state.store import StateStore
 from tests.agents.test_update_stats_honoured import _pg_counts
 from tests.fake_ollama import Script
 from tests.helpers import query, run_sql, use_target
+from tests.planners.conftest import planner_settings
 
 TRIES = 2
 
 
 def _settings(host: str) -> dict[str, Any]:
-    llm = {"host": host, "model": "planner-test", "tries": TRIES, "retry_backoff_seconds": 0.01}
-    return {"planner": {"llm": llm}}
+    return planner_settings(host, TRIES)
 
 
 def _step(tool: str, params: dict[str, Any]) -> dict[str, Any]:
