@@ -22,6 +22,7 @@ import sqlglot
 from sqlglot import TokenType
 
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
+from aishell.guard.statements import plain_maintenance
 
 # Volatile functions that only read: sizes, statistics and checks the tools use. They
 # count as reads only where PostgreSQL itself or the extension that ships them defines
@@ -144,6 +145,10 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
     Unquoted PostgreSQL names fold to lower case; MariaDB's function names ignore case.
     A tool sends the same text for every table (the values are bound): each text is
     read once."""
+    if plain_maintenance(sql, dialect):
+        # `ANALYZE "s"."t"`: a command and names of tables or indexes, no expression;
+        # a dotted name there is never a call in attribute notation.
+        return ()
     try:
         tokens = sqlglot.Dialect.get_or_raise(SQLGLOT_DIALECT[dialect]).tokenize(sql)
     except sqlglot.errors.TokenError:

@@ -67,7 +67,7 @@ READS = Classification(False, RiskLevel.SAFE, "only reads")
 # The maintenance statements steps send most, read without the parser (which takes
 # milliseconds for an ANALYZE of a hundred tables): a command and quoted names, nothing
 # else, so nothing can hide in them. What each means is what the parser finds in it
-# (tests/test_statements.py holds them to that).
+# (tests/guard/test_plain_maintenance.py holds them to that).
 _QUOTED = {
     "postgresql": r'"(?:[^"]|"")+"',
     "sqlite": r'"(?:[^"]|"")+"',
@@ -107,7 +107,10 @@ _PLAIN_COMMANDS: dict[str, tuple[tuple[str, bool, str], ...]] = {
 
 
 def _maintenance_pattern(dialect: str) -> re.Pattern[str]:
-    name = rf"{_QUOTED[dialect]}(?:\.{_QUOTED[dialect]})?"
+    # A schema's name before the table's, except on SQLite, whose tools send none (and
+    # whose `REINDEX "main"."i"` the parser cannot read: the fast reading must be its).
+    schema = "" if dialect == "sqlite" else rf"(?:{_QUOTED[dialect]}\.)?"
+    name = rf"{schema}{_QUOTED[dialect]}"
     forms = [
         rf"{command}\s+{name}" + (rf"(?:\s*,\s*{name})*" if many else "") + after
         for command, many, after in _PLAIN_COMMANDS[dialect]
@@ -125,6 +128,13 @@ _PLAIN_COUNTS = {
     ),
     "sqlite": re.compile(rf"(?i)SELECT\s+count\(\*\)\s+FROM\s+{_QUOTED['sqlite']}"),
 }
+
+
+def plain_maintenance(sql: str, dialect: str) -> bool:
+    """Whether `sql` is one of the maintenance commands read without the parser: a
+    command and quoted names, in which nothing is an expression the server evaluates."""
+    pattern = _MAINTENANCE.get(dialect)
+    return pattern is not None and pattern.fullmatch(sql.strip()) is not None
 
 
 def _plain_maintenance(sql: str, dialect: str) -> Classification | None:

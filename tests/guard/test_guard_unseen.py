@@ -498,3 +498,38 @@ def test_a_sqlite_pragma_hiding_its_value_behind_a_comment_changes_nothing(
                 assert run.steps[0].status == "failed"
                 assert "statement refused" in (run.steps[0].error or "")
                 assert scalar(url, "PRAGMA journal_mode") == "delete"
+
+
+def _qualified_analyze(params: dict[str, Any], ctx: Any) -> list[str]:
+    return [f"ANALYZE {ctx.quote('public')}.{ctx.quote(params['table'])}"]
+
+
+def _analyze_qualified(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    ctx.connection.execute(text(_qualified_analyze(params, ctx)[0]))
+    return {}
+
+
+def test_a_maintenance_commands_qualified_name_is_a_name_not_a_call(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    """`ANALYZE "public"."t"` names a table: a user's function t(int) that may write is
+    not what it runs, though `SELECT "x"."t"` calls it in attribute notation. The step
+    is neither refused at its plan nor as it is sent."""
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(url, "CREATE FUNCTION t(int) RETURNS int VOLATILE LANGUAGE sql AS 'SELECT 1'")
+        handler = Handler(
+            sql_templates=("ANALYZE {table}",),
+            run_fn=_analyze_qualified,
+            render_fn=_qualified_analyze,
+        )
+        config = handler_tool(home, url, handlers, "analyzer", handler, "low")
+        run = run_one(config, url, "analyzer", {"table": "t"})
+        assert run.steps[0].status == "succeeded", run.steps[0].error
+        # The same dotted name where it is an expression is still a call that may write.
+        config = _tool(home, url, handlers, True)
+        run = run_one(config, url, "caller", _params('SELECT "x"."t" FROM (SELECT 1) x'))
+        assert run.steps[0].status == "failed"
+        assert "t (called as x.t)" in (run.steps[0].error or ""), run.steps[0].error

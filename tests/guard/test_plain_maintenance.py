@@ -8,6 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aishell.guard.calls import called_functions
 from aishell.guard.statements import (
     _PLAIN_COUNTS,
     READS,
@@ -51,11 +52,18 @@ def test_a_plain_maintenance_statement_means_what_the_parser_finds(
     command = data.draw(st.sampled_from(COMMANDS[dialect] + SINGLE[dialect]))
     if command in SINGLE[dialect]:
         names = names[:1]
-    sql = f"{command} " + comma.join(quoted(n, dialect) for n in names)
+    # Each name alone or in a schema (a database on MySQL): `"s"."t"`; SQLite's alone.
+    schemas = [None if dialect == "sqlite" else data.draw(st.none() | NAMES) for _ in names]
+    sql = f"{command} " + comma.join(
+        quoted(n, dialect) if s is None else f"{quoted(s, dialect)}.{quoted(n, dialect)}"
+        for n, s in zip(names, schemas, strict=True)
+    )
     fast = _plain_maintenance(sql, dialect)
     assert fast is not None, sql
     assert fast == parsed(sql, dialect), sql
     assert classify(sql, dialect) == fast
+    # Names only: not even a qualified one is a call in attribute notation.
+    assert called_functions(sql, dialect) == (), sql
 
 
 @settings(max_examples=200, deadline=None)
@@ -78,6 +86,7 @@ def test_a_rebuild_by_alter_table_force_means_what_the_parser_finds(
     fast = _plain_maintenance(sql, "mysql")
     assert fast is not None, sql
     assert fast == parsed(sql, "mysql"), sql
+    assert called_functions(sql, "mysql") == (), sql
     # A rebuild changes no row and no definition: sending it again is its recovery.
     assert fast.repeatable
 
@@ -115,6 +124,8 @@ def test_anything_more_than_names_goes_to_the_parser() -> None:
         ("postgresql", 'REINDEX INDEX "a", "b"'),
         ("postgresql", 'REINDEX TABLE "a"'),
         ("postgresql", 'REINDEX DATABASE "a"'),
+        ("sqlite", 'REINDEX "main"."a"'),
+        ("sqlite", 'ANALYZE "main"."a"'),
     ]:
         assert _plain_maintenance(sql, dialect) is None, sql
     # Which the parser then classifies as before: two statements are a high-risk write.
