@@ -3,7 +3,8 @@ memory of `aishell plan maintenance --type TYPE` (and of a dry run), against the
 smallest database and against one bare catalog query, measured in the same run.
 
 For each size (default 200, 2,000 and 10,000 tables of 100 rows, each with a primary
-key, analyzed as a database in service is) and each maintenance type (default full,
+key, analyzed as a database in service is; `--keyless`: without one, so that each table
+is one relation) and each maintenance type (default full,
 standard, emergency, quick), `aishell plan maintenance --type TYPE` runs in a child
 process (planning, every step's preview and estimate, the table drawn 200 columns
 wide): its round trips to the target (statements counted in psycopg's cursors, the
@@ -23,7 +24,7 @@ then pgstattuple_approx's, the check amcheck's). Needs the local PostgreSQL
 (127.0.0.1:5432, trust auth). Creates aishell_fullplan_<pid> and drops it at the end.
 
     python bench/full_plan.py [--sizes 200,2000,10000] [--types full,standard,emergency,quick]
-        [--dry-run-sizes 200,1000] [--repeat 2] [--extensions]
+        [--dry-run-sizes 200,1000] [--repeat 2] [--extensions] [--keyless]
 """
 
 from __future__ import annotations
@@ -140,12 +141,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--rows", type=int, default=100)
     parser.add_argument("--extensions", action="store_true")
+    parser.add_argument("--keyless", action="store_true")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",") if n]
     dry_sizes = [int(n) for n in args.dry_run_sizes.split(",") if n]
     kinds = [k for k in args.types.split(",") if k]
     print(
-        f"PostgreSQL on 127.0.0.1, tables of {args.rows} rows with a primary key, analyzed"
+        f"PostgreSQL on 127.0.0.1, tables of {args.rows} rows "
+        f"{'without' if args.keyless else 'with'} a primary key, analyzed"
         f"{', pgstattuple and amcheck installed' if args.extensions else ''}; "
         f"Python {sys.version.split()[0]}"
     )
@@ -167,7 +170,7 @@ def main() -> None:
         made = 0
         for size in sorted(set(sizes + dry_sizes)):
             started = time.perf_counter()
-            add_tables(name, made, size, args.rows)
+            add_tables(name, made, size, args.rows, key=not args.keyless)
             with psycopg.connect(dsn(name), autocommit=True) as conn:
                 conn.execute("ANALYZE")
             made = size

@@ -79,14 +79,16 @@ def database(name: str, template: str | None = None) -> Iterator[str]:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def add_tables(name: str, first: int, stop: int, rows: int) -> None:
-    """Tables t00000... with a primary key and `rows` rows each, BATCH to a DO block."""
+def add_tables(name: str, first: int, stop: int, rows: int, key: bool = True) -> None:
+    """Tables t00000... with `rows` rows each (and a primary key, unless not `key`),
+    BATCH to a DO block."""
+    primary = " PRIMARY KEY" if key else ""
     with psycopg.connect(dsn(name), autocommit=True) as conn:
         for start in range(first, stop, BATCH):
             end = min(start + BATCH, stop) - 1
             conn.execute(
                 f"""DO $$ BEGIN FOR i IN {start}..{end} LOOP
-                EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, k int NOT NULL,
+                EXECUTE format('CREATE TABLE t%s (id int{primary}, k int NOT NULL,
                                                   pad text NOT NULL)', lpad(i::text, 5, '0'));
                 EXECUTE format('INSERT INTO t%s SELECT g, g %% 97, repeat(''x'', 60)
                                 FROM generate_series(1, {rows}) g', lpad(i::text, 5, '0'));
