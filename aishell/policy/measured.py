@@ -74,23 +74,19 @@ _PG_WHOLE_SIZES = _PG_SIZES.replace(
 )
 # A table of its own tablespace (file-per-table) is named schema/table there; one whose
 # name InnoDB encodes (@0024 ...), or in the system tablespace, has only the estimate.
-_MYSQL_SIZES = """
-/* aishell measure */ SELECT t.TABLE_NAME AS name, t.ENGINE AS engine,
-       coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated,
-       s.FILE_SIZE AS file_size, s.ALLOCATED_SIZE AS allocated
+# The tables and the tablespaces are read apart and matched here: joined in one query,
+# the server read the tablespaces again for each table (8 s for 10,000 tables, 2 s apart).
+_MYSQL_CATALOG_SIZES = """
+/* aishell measure */ SELECT t.TABLE_SCHEMA AS db, t.TABLE_NAME AS name, t.ENGINE AS engine,
+       coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated
 FROM information_schema.TABLES t
-LEFT JOIN information_schema.{tablespaces} s
-       ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME)
 WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
   AND t.TABLE_NAME IN :names
 """
-_MYSQL_CATALOG_SIZES = """
-/* aishell measure */ SELECT t.TABLE_NAME AS name, t.ENGINE AS engine,
-       coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated,
-       NULL AS file_size, NULL AS allocated
-FROM information_schema.TABLES t
-WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
-  AND t.TABLE_NAME IN :names
+_MYSQL_FILES = """
+/* aishell measure */ SELECT s.NAME AS name, s.FILE_SIZE AS file_size,
+       s.ALLOCATED_SIZE AS allocated
+FROM information_schema.{tablespaces} s WHERE s.NAME LIKE CONCAT(DATABASE(), '/%')
 """
 _COUNT = "/* aishell measure */ SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :n) s"
 
@@ -303,19 +299,39 @@ def read_sizes(
 _NO_PROCESS = 1227
 
 
-def _mysql_rows(conn: Connection, space: str, tables: Sequence[str]) -> Any:
+def _mysql_rows(conn: Connection, space: str, tables: Sequence[str]) -> list[_MysqlRow]:
     """The tables' catalog sizes and, where the account may read them, their files'."""
-    names = {"names": list(tables)}
-    joined = text(_MYSQL_SIZES.replace("{tablespaces}", space))
+    listed = text(_MYSQL_CATALOG_SIZES).bindparams(bindparam("names", expanding=True))
+    rows = conn.execute(listed, {"names": list(tables)}).all()
+    files: dict[str, tuple[Any, Any]] = {}
     try:
-        return conn.execute(joined.bindparams(bindparam("names", expanding=True)), names).all()
+        for f in conn.execute(text(_MYSQL_FILES.replace("{tablespaces}", space))):
+            files[str(f.name)] = (f.file_size, f.allocated)
     except DBAPIError as exc:
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
         if exc.connection_invalidated or code != _NO_PROCESS:
             raise
-    # Without PROCESS: DATA_LENGTH + INDEX_LENGTH alone, an estimate (its rows counted).
-    alone = text(_MYSQL_CATALOG_SIZES).bindparams(bindparam("names", expanding=True))
-    return conn.execute(alone, names).all()
+        # Without PROCESS: DATA_LENGTH + INDEX_LENGTH alone, an estimate (its rows counted).
+    # As the server compares names here (without case), the exact name first.
+    folded = {name.lower(): found for name, found in files.items()}
+    return [
+        _MysqlRow(
+            r.name,
+            r.engine,
+            r.estimated,
+            *files.get(f"{r.db}/{r.name}", folded.get(f"{r.db}/{r.name}".lower(), (None, None))),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class _MysqlRow:
+    name: str
+    engine: Any
+    estimated: Any
+    file_size: Any
+    allocated: Any
 
 
 def _pg_size(r: Any, whole: bool) -> TableSize:
@@ -326,7 +342,7 @@ def _pg_size(r: Any, whole: bool) -> TableSize:
     return TableSize(size, most_rows=int(r.heap) // int(r.block) * per_page)
 
 
-def _mysql_size(r: Any) -> TableSize:
+def _mysql_size(r: _MysqlRow) -> TableSize:
     if r.file_size is None or str(r.engine).lower() != "innodb":
         return TableSize(int(r.estimated), estimated=True)
     file_bytes = max(int(r.file_size), int(r.allocated or 0))
