@@ -18,6 +18,7 @@ from aishell.errors import StepFailed
 from aishell.handlers import read_once_in_dry_run
 from aishell.sqltext import text
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
+from aishell.targets.tables import sqlite_reads_whole_file
 from aishell.tool.context import ToolContext
 
 
@@ -141,15 +142,10 @@ BTREES_EACH = (
     "SELECT name, pageno, pagetype, unused, pgsize, ncell FROM dbstat WHERE name IN "
     "(SELECT name FROM sqlite_schema WHERE tbl_name IN :names) ORDER BY name, path"
 )
-# dbstat finds each b-tree it is asked for by name by reading sqlite_schema through: for
-# many tables of a large schema, the whole file's pages are read once instead (10,000
-# tables of one index each: 0.1 s against 5.3 s), kept for the b-trees of the tables
-# named. The turn is where the lookups' cost (names times schema rows, a few ns each)
-# passes the whole read's (a few us a page).
+# For many tables of a large schema the whole file's b-trees are read once, and those of
+# the tables named kept (targets/tables.py: sqlite_reads_whole_file).
 BTREES_ALL = "SELECT name, pageno, pagetype, unused, pgsize, ncell FROM dbstat ORDER BY name, path"
 OWNERS_EACH = "SELECT name, tbl_name FROM sqlite_schema WHERE tbl_name IN :names"
-SCHEMA_ROWS = "SELECT count(*) FROM sqlite_schema"
-_LOOKUPS_PER_PAGE = 500
 # Bound values per query, well under SQLite's limit on them.
 _CHUNK = 5000
 
@@ -199,7 +195,7 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
     pages: dict[str, list[Page]] = {}
     dbstat = has_dbstat(ctx)
     with sqlite_text_as_bytes(conn):
-        whole = dbstat and _reads_whole_file(ctx, len(names))
+        whole = dbstat and sqlite_reads_whole_file(conn, len(names))
         for start in range(0, len(names), _CHUNK):
             chunk = {"names": list(names[start : start + _CHUNK])}
             for r in conn.execute(_expanding(INDEXES_EACH), chunk):
@@ -219,13 +215,6 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
         stats = {n: _stats(pages.get(n, [])) for n in trees} if dbstat else {}
         found[table] = Btrees(sorted(of_table), stats)
     return found
-
-
-def _reads_whole_file(ctx: ToolContext, tables: int) -> bool:
-    """Whether reading every page of the file costs less than finding these tables'
-    b-trees one by one."""
-    schema_rows = int(ctx.connection.execute(text(SCHEMA_ROWS)).scalar_one())
-    return tables * schema_rows > _LOOKUPS_PER_PAGE * pages_of(ctx)["page_count"]
 
 
 def _owned(conn: Connection, names: Sequence[str]) -> set[str]:

@@ -1,27 +1,42 @@
-"""A SQLite plan of many tables reads the whole file's pages once instead of finding each
-b-tree by name (each lookup reads sqlite_schema through); either way of reading gives
-the same preview, down to the scattered index it rebuilds."""
+"""For many tables of a SQLite file, the plan and the catalog read the whole file's
+pages once instead of finding each b-tree by name (each lookup reads sqlite_schema
+through); either way of reading gives the same preview, down to the scattered index it
+rebuilds, and the same catalog of the tables named."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from aishell import commands
 from aishell.handlers.sqlite import catalog
+from aishell.targets import tables
+from aishell.targets.tables import TableCatalog
+
+WHOLE, BY_NAME = 0, 10**12
+
+
+def _watched(monkeypatch: pytest.MonkeyPatch, lookups_per_page: int) -> list[bool]:
+    """The choices made meanwhile, with the turn set to `lookups_per_page`."""
+    monkeypatch.setattr(tables, "_LOOKUPS_PER_PAGE", lookups_per_page)
+    monkeypatch.setattr(tables, "_FEW_TABLES", 0)  # the demo's four tables decide too
+    found: list[bool] = []
+    chose = tables.sqlite_reads_whole_file
+
+    def watched(conn: Any, count: int) -> bool:
+        found.append(chose(conn, count))
+        return found[-1]
+
+    monkeypatch.setattr(catalog, "sqlite_reads_whole_file", watched)
+    monkeypatch.setattr(tables, "sqlite_reads_whole_file", watched)
+    return found
 
 
 def _preview(config: Any, monkeypatch: pytest.MonkeyPatch, lookups_per_page: int) -> Any:
-    monkeypatch.setattr(catalog, "_LOOKUPS_PER_PAGE", lookups_per_page)
-    found: list[bool] = []
-    chose = catalog._reads_whole_file
-
-    def watched(ctx: Any, tables: int) -> bool:
-        found.append(chose(ctx, tables))
-        return found[-1]
-
-    monkeypatch.setattr(catalog, "_reads_whole_file", watched)
+    found = _watched(monkeypatch, lookups_per_page)
     preview = commands.plan_job(config, "maintenance", {"type": "full"}).to_dict()
     preview.pop("plan_hash")
     return preview, found
@@ -30,9 +45,32 @@ def _preview(config: Any, monkeypatch: pytest.MonkeyPatch, lookups_per_page: int
 def test_the_whole_file_read_and_the_lookups_by_name_preview_alike(
     config: Any, demo_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    whole, chosen_whole = _preview(config, monkeypatch, 0)
-    by_name, chosen_by_name = _preview(config, monkeypatch, 10**12)
+    whole, chosen_whole = _preview(config, monkeypatch, WHOLE)
+    by_name, chosen_by_name = _preview(config, monkeypatch, BY_NAME)
     assert True in chosen_whole and True not in chosen_by_name
     assert whole == by_name
     rebuild = next(s for s in whole["steps"] if s["tool"] == "rebuild_fragmented_indexes")
     assert 'REINDEX "idx_app_logs_level"' in rebuild["sql"]
+
+
+def test_the_catalog_of_tables_named_is_the_same_either_way(
+    demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = ["app_logs", "orders"]
+    engine = create_engine(f"sqlite:///{demo_db}")
+    try:
+        read: dict[int, Any] = {}
+        for turn in (WHOLE, BY_NAME):
+            chosen = _watched(monkeypatch, turn)
+            with engine.connect() as conn:
+                # As after a step on these tables: they are read again, by name.
+                read_again = TableCatalog.read(conn)
+                read_again.changed(named)
+                read_again.current(conn, named)
+                whole = read_again.snapshot()
+            assert chosen == [turn == WHOLE]
+            read[turn] = {t: whole[t] for t in named}
+    finally:
+        engine.dispose()
+    assert read[WHOLE] == read[BY_NAME]
+    assert all(t["bytes"] and t["rows"] for t in read[WHOLE].values()), read
