@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.sqltext import quote_plain_identifier, text
+from aishell.targets.appgroups import groups
 from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
 
 # The schema, in the order it was made (an index after its table). No app code runs.
@@ -203,10 +204,18 @@ def _decoded(rows: Sequence[Any]) -> list[tuple[str, str, str, str]]:
 
 def find_app_code(objects: Sequence[tuple[str, str, str, str]]) -> AppCode:
     """The uses of application code among these (type, name, tbl_name, sql) objects."""
-    made = sqlite3.connect(":memory:")
+    made: list[sqlite3.Connection] = []  # the groups whose index keys are read below
+    located: Located = []
     try:
-        located = _make_again(made, objects)
-        modules = _app_modules(made, objects)
+        for group in groups(objects):
+            made.append(sqlite3.connect(":memory:"))
+            found_here = _make_again(made[-1], group)
+            if not found_here:
+                # Made fresh, a group lacking nothing names none of the code in its keys.
+                made.pop().close()
+            located += found_here
+        made.append(sqlite3.connect(":memory:"))
+        modules = _app_modules(made[-1], objects)
         names = {(code.lower(), collation) for _, code, collation in located}
         if not names:
             return AppCode(tuple(modules))
@@ -217,14 +226,15 @@ def find_app_code(objects: Sequence[tuple[str, str, str, str]]) -> AppCode:
                 # Named in a way our reading of its text missed: SQLite's word stands.
                 found = [_located(obj, code, coll) for o, code, coll in located if o == obj]
             uses += found
-        keys = _key_collations(made, names)
+        keys = [use for db in made for use in _key_collations(db, names)]
         # An index's own COLLATE is said with the column it sorts, once.
         sorted_by = {(u.table, u.name, u.code) for u in keys}
         uses = [u for u in uses if not (u.collation and (u.table, u.name, u.code) in sorted_by)]
         uses += keys + modules
         return AppCode(tuple(dict.fromkeys(uses)))
     finally:
-        made.close()
+        for db in made:
+            db.close()
 
 
 Located = list[tuple[tuple[str, str, str, str], str, bool]]

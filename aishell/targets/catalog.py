@@ -267,3 +267,25 @@ def urgency(conn: Connection) -> dict[str, float]:
         except DBAPIError:
             scores = {}
     return scores
+
+
+# dbstat finds each b-tree it is asked for by name by reading sqlite_schema through: for
+# many tables of a large schema the whole file's pages are read once instead, and the
+# named tables' kept (10,000 tables of one index each: 0.1 s against 5.3 s). The turn is
+# where the lookups' cost (tables times schema rows, a few ns each) passes the whole
+# read's (a few us a page).
+# A few tables are found by name whatever the schema, without a query to decide.
+_LOOKUPS_PER_PAGE = 500
+_FEW_TABLES = 100
+_SCHEMA_AND_PAGES = (
+    "SELECT (SELECT count(*) FROM sqlite_schema), (SELECT page_count FROM pragma_page_count())"
+)
+
+
+def sqlite_reads_whole_file(conn: Connection, tables: int) -> bool:
+    """Whether reading every page of the file (dbstat) costs less than finding these
+    tables' b-trees one by one."""
+    if tables <= _FEW_TABLES:
+        return False
+    schema_rows, pages = conn.execute(text(_SCHEMA_AND_PAGES)).one()
+    return tables * int(schema_rows) > _LOOKUPS_PER_PAGE * int(pages)

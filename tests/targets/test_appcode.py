@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from aishell.targets import appgroups
 from aishell.targets.appcode import file_app_code
 from tests.handlers.maintenance.test_sqlite_app_code import application
 
@@ -48,3 +51,44 @@ def test_a_schema_without_the_applications_code_has_none(tmp_path: Path) -> None
         )
         == []
     )
+
+
+# Application code in tables spread over several groups, with a key collation, a
+# CHECK, a generated column, an index expression, and tables that need none.
+_SPREAD = [
+    "CREATE TABLE a (id INTEGER PRIMARY KEY, k TEXT COLLATE nocase2)",
+    "CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)",
+    "CREATE INDEX b_norm ON b (norm(v))",
+    "CREATE TABLE c (k TEXT PRIMARY KEY COLLATE nocase2, v TEXT) WITHOUT ROWID",
+    "CREATE TABLE d (id INTEGER PRIMARY KEY, v TEXT CHECK (norm(v) <> 'x'))",
+    "CREATE TABLE e (id INTEGER PRIMARY KEY, v TEXT, n TEXT AS (norm(v)))",
+    "CREATE TABLE f (id INTEGER PRIMARY KEY, v TEXT)",
+    "CREATE INDEX f_v ON f (v COLLATE nocase2)",
+    "CREATE TABLE g (id INTEGER PRIMARY KEY)",
+]
+
+
+def test_tables_made_again_in_groups_find_what_one_database_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups of two tables (each with its indexes) in databases of their own; a schema
+    with a view is made in one database whatever the groups."""
+    monkeypatch.setattr(appgroups, "GROUP_TABLES", 10**6)
+    whole = _uses(tmp_path / "whole.db", *_SPREAD)
+    monkeypatch.setattr(appgroups, "GROUP_TABLES", 2)
+    grouped = _uses(tmp_path / "grouped.db", *_SPREAD)
+    assert grouped == whole
+    assert {(t, kind) for t, kind, *_ in whole} == {
+        ("a", "column"),
+        ("b", "index"),
+        ("c", "column"),
+        ("c", "primary key"),
+        ("d", "CHECK constraint"),
+        ("e", "generated column"),
+        ("f", "index"),
+    }
+    view = "CREATE VIEW v AS SELECT norm(v) AS n FROM b"
+    objects = [("table", "b", "b", _SPREAD[1]), ("view", "v", "v", view)]
+    assert appgroups.groups(objects) == [objects]
+    with_view = _uses(tmp_path / "view.db", *_SPREAD, view)
+    assert with_view == sorted([*whole, ("v", "view", "v", "norm")])

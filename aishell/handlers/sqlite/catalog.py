@@ -17,8 +17,7 @@ from sqlalchemy.sql.elements import TextClause
 from aishell.errors import StepFailed
 from aishell.handlers import read_once_in_dry_run
 from aishell.sqltext import text
-from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
-from aishell.targets.tables import sqlite_reads_whole_file
+from aishell.targets.catalog import sqlite_name, sqlite_reads_whole_file, sqlite_text_as_bytes
 from aishell.tool.context import ToolContext
 
 
@@ -143,7 +142,7 @@ BTREES_EACH = (
     "(SELECT name FROM sqlite_schema WHERE tbl_name IN :names) ORDER BY name, path"
 )
 # For many tables of a large schema the whole file's b-trees are read once, and those of
-# the tables named kept (targets/tables.py: sqlite_reads_whole_file).
+# the tables named kept (targets/catalog.py: sqlite_reads_whole_file).
 BTREES_ALL = "SELECT name, pageno, pagetype, unused, pgsize, ncell FROM dbstat ORDER BY name, path"
 OWNERS_EACH = "SELECT name, tbl_name FROM sqlite_schema WHERE tbl_name IN :names"
 # Bound values per query, well under SQLite's limit on them.

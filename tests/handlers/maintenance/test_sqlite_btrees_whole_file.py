@@ -13,6 +13,7 @@ from sqlalchemy import create_engine
 
 from aishell import commands
 from aishell.handlers.sqlite import catalog
+from aishell.targets import catalog as target_catalog
 from aishell.targets import tables
 from aishell.targets.tables import TableCatalog
 
@@ -21,10 +22,10 @@ WHOLE, BY_NAME = 0, 10**12
 
 def _watched(monkeypatch: pytest.MonkeyPatch, lookups_per_page: int) -> list[bool]:
     """The choices made meanwhile, with the turn set to `lookups_per_page`."""
-    monkeypatch.setattr(tables, "_LOOKUPS_PER_PAGE", lookups_per_page)
-    monkeypatch.setattr(tables, "_FEW_TABLES", 0)  # the demo's four tables decide too
+    monkeypatch.setattr(target_catalog, "_LOOKUPS_PER_PAGE", lookups_per_page)
+    monkeypatch.setattr(target_catalog, "_FEW_TABLES", 0)  # the demo's four tables decide too
     found: list[bool] = []
-    chose = tables.sqlite_reads_whole_file
+    chose = target_catalog.sqlite_reads_whole_file
 
     def watched(conn: Any, count: int) -> bool:
         found.append(chose(conn, count))
