@@ -1,0 +1,234 @@
+"""Planning maintenance of SQLite and MariaDB databases of many tables: round trips, time
+and memory of `aishell plan maintenance --type TYPE`, against the smallest database's
+plan and one bare read of the catalog, measured in the same run (bench/full_plan.py
+does the same on PostgreSQL).
+
+For each engine (default both), each size (default 200 and 10,000 tables of 100 rows,
+each with a primary key) and each maintenance type (default full, standard, emergency,
+quick), `aishell plan maintenance --type TYPE` runs in a child process through the
+command's entry point: its statements (SQLite: each one the library runs, traced, its
+own nested ones included; MariaDB: each one PyMySQL sends, the guard's lookups
+included), its time after start-up and the CPU it used meanwhile, and its peak RSS.
+A MariaDB server keeps a few hundred tables' definitions open (table_definition_cache,
+400 by default): each read of information_schema.TABLES reopens the others, as on a
+server of 10,000 tables left at its defaults. Needs MariaDB on 127.0.0.1:3306 (root, no
+password) for `mariadb`; databases are named aishell_planeng_<pid> and dropped at the end.
+
+    python bench/full_plan_engines.py [--engines sqlite,mariadb] [--sizes 200,10000]
+        [--types full,standard,emergency,quick] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.scale import peak_rss_kib  # noqa: E402
+
+MARIADB = "mysql+pymysql://root@127.0.0.1:3306/{name}"
+PAD = "x" * 60
+
+
+def plan_child(home: str, kind: str) -> None:
+    """In the child: `aishell plan maintenance --type KIND`, its statements counted."""
+    sent = _counting()
+    from aishell.cli import main
+
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    sys.argv = ["aishell", "--home", home, "plan", "maintenance", "--type", kind]
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        main()
+    except SystemExit as done:
+        if done.code:
+            raise
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    sys.stdout = sys.__stdout__
+    print(json.dumps({"seconds": took, "cpu": cpu, "rss_kib": peak_rss_kib(), "sent": sent[0]}))
+
+
+def _counting() -> list[int]:
+    """A counter of the statements sent: PyMySQL's cursors, and each SQLite connection's
+    trace (every statement the library runs for it)."""
+    import pymysql.cursors
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    sent = [0]
+    execute = pymysql.cursors.Cursor.execute
+
+    def counted(self: Any, query: Any, args: Any = None) -> Any:
+        sent[0] += 1
+        return execute(self, query, args)
+
+    def traced(_statement: str) -> None:
+        sent[0] += 1
+
+    def connected(dbapi: Any, _record: Any) -> None:
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.set_trace_callback(traced)
+
+    pymysql.cursors.Cursor.execute = counted
+    event.listen(Pool, "connect", connected)
+    return sent
+
+
+def child(home: str, kind: str) -> dict[str, Any]:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    env.pop("AISHELL_HOME", None)
+    done = subprocess.run(
+        [sys.executable, __file__, "--plan-child", home, kind],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"plan {kind} failed:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def configure(home: Path, url: str) -> str:
+    """A home whose default target is `url`."""
+    (home / "config" / "agents").mkdir(parents=True, exist_ok=True)
+    data = yaml.safe_load((REPO / "config" / "aishell.yaml").read_text())
+    data["targets"]["db"] = {"url": url}
+    data["default_target"] = "db"
+    (home / "config" / "aishell.yaml").write_text(yaml.safe_dump(data))
+    for agent in (REPO / "config" / "agents").iterdir():
+        (home / "config" / "agents" / agent.name).write_text(agent.read_text())
+    return str(home)
+
+
+def sqlite_tables(path: Path, first: int, stop: int) -> float:
+    """Tables t00000... of 100 rows, analyzed; one bare catalog read's time."""
+    conn = sqlite3.connect(path)
+    rows = [(g, g % 97, PAD) for g in range(1, 101)]
+    for i in range(first, stop):
+        conn.execute(f"CREATE TABLE t{i:05d} (id INTEGER PRIMARY KEY, k INT NOT NULL, pad TEXT)")
+        conn.executemany(f"INSERT INTO t{i:05d} VALUES (?, ?, ?)", rows)
+    conn.commit()
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(path)  # a new connection reads the schema, as a command's does
+    started = time.perf_counter()
+    conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchall()
+    took = time.perf_counter() - started
+    conn.close()
+    return took
+
+
+def mariadb_tables(name: str, first: int, stop: int) -> float:
+    """The same on MariaDB (InnoDB, a file per table), its statistics as the server keeps
+    them; one bare read of the tables' catalog rows (information_schema.TABLES)."""
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=name, autocommit=True)
+    rows = ",".join(f"({g},{g % 97},'{PAD}')" for g in range(1, 101))
+    with conn.cursor() as cur:
+        for i in range(first, stop):
+            cur.execute(
+                f"CREATE TABLE t{i:05d} (id INT PRIMARY KEY, k INT NOT NULL, pad VARCHAR(100))"
+            )
+            cur.execute(f"INSERT INTO t{i:05d} VALUES {rows}")
+        started = time.perf_counter()
+        cur.execute(
+            "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE()"
+        )
+        cur.fetchall()
+        took = time.perf_counter() - started
+    conn.close()
+    return took
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} s ({', '.join(f'{v:.2f}' for v in values)})"
+
+
+def measure(engine: str, sizes: list[int], kinds: list[str], repeat: int) -> None:
+    import pymysql
+
+    name = f"aishell_planeng_{os.getpid()}"
+    admin = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine == "mariadb":
+            admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+            admin.cursor().execute(f"CREATE DATABASE {name}")
+            url = MARIADB.format(name=name)
+        else:
+            url = f"sqlite:///{Path(tmp) / 'db.sqlite'}"
+        try:
+            home = configure(Path(tmp) / "home", url)
+            plans: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            bare: dict[int, float] = {}
+            made = 0
+            for size in sorted(sizes):
+                if engine == "mariadb":
+                    bare[size] = mariadb_tables(name, made, size)
+                else:
+                    bare[size] = sqlite_tables(Path(tmp) / "db.sqlite", made, size)
+                made = size
+                for kind in kinds:
+                    plans[kind, size] = [child(home, kind) for _ in range(repeat)]
+            first = min(sizes)
+            # SQLite's statements are the library's own too (dbstat's lookup of a b-tree
+            # by name, a trigger's): in this process, not sent anywhere.
+            said = "round trips" if engine == "mariadb" else "statements run"
+            for kind in kinds:
+                base = plans[kind, first]
+                base_time = statistics.median(r["seconds"] for r in base)
+                for size in sizes:
+                    runs = plans[kind, size]
+                    times = [r["seconds"] for r in runs]
+                    sent = sorted({r["sent"] for r in runs})
+                    print(
+                        f"{engine}: plan maintenance --type {kind}, {size:,} tables: {said} "
+                        f"{'/'.join(map(str, sent))} (against {base[0]['sent']} for "
+                        f"{first:,}: {sent[-1] - base[0]['sent']:+d}); {spread(times)} after "
+                        f"start-up (CPU {spread([r['cpu'] for r in runs])}) "
+                        f"({statistics.median(times) / base_time:.1f}x the {first:,}-table "
+                        f"plan, {statistics.median(times) / bare[size]:.0f}x one bare catalog "
+                        f"read of {bare[size] * 1000:.1f} ms); peak RSS "
+                        f"{max(r['rss_kib'] for r in runs) / 1024:.0f} MiB"
+                    )
+        finally:
+            if admin is not None:
+                admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+                admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", default="sqlite,mariadb")
+    parser.add_argument("--sizes", default="200,10000")
+    parser.add_argument("--types", default="full,standard,emergency,quick")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.sizes.split(",") if n]
+    kinds = [k for k in args.types.split(",") if k]
+    print(f"SQLite {sqlite3.sqlite_version}, MariaDB on 127.0.0.1; Python {sys.version.split()[0]}")
+    for engine in [e for e in args.engines.split(",") if e]:
+        measure(engine, sizes, kinds, args.repeat)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--plan-child":
+        plan_child(sys.argv[2], sys.argv[3])
+    else:
+        main()
