@@ -128,6 +128,28 @@ def relations(name: str) -> int:
     return int(row[0]) if row else 0
 
 
+def compared(
+    runs: list[dict[str, Any]],
+    base: list[dict[str, Any]],
+    first: int,
+    bare: float,
+    said: str = "round trips",
+) -> str:
+    """A size's plans against the smallest size's and one bare read of the catalog: their
+    statements, time after start-up, CPU and peak memory."""
+    times = [r["seconds"] for r in runs]
+    sent = sorted({r["sent"] for r in runs})
+    base_time = statistics.median(r["seconds"] for r in base)
+    return (
+        f"{said} {'/'.join(map(str, sent))} (against {base[0]['sent']} for {first:,} tables: "
+        f"{sent[-1] - base[0]['sent']:+d}); {spread(times)} after start-up "
+        f"(CPU {spread([r['cpu'] for r in runs])}) "
+        f"({statistics.median(times) / base_time:.1f}x the {first:,}-table plan, "
+        f"{statistics.median(times) / bare:.0f}x one bare catalog query of "
+        f"{bare * 1000:.1f} ms); peak RSS {max(r['rss_kib'] for r in runs) / 1024:.0f} MiB"
+    )
+
+
 def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
     shown = [f"{v * scale:.2f}" for v in values]
     return f"{statistics.median(values) * scale:.2f} {unit} ({', '.join(shown)})"
@@ -196,21 +218,10 @@ def main() -> None:
                 dries[size] = child("--dry-run-child", home, name, "full")
     first = min(sizes)
     for kind in kinds:
-        base = plans[kind, first]
-        base_time = statistics.median(r["seconds"] for r in base)
         for size in sizes:
-            runs = plans[kind, size]
-            times = [r["seconds"] for r in runs]
-            sent = sorted({r["sent"] for r in runs})
             print(
                 f"plan maintenance --type {kind}, {size:,} tables ({rels[size]:,} relations): "
-                f"round trips {'/'.join(map(str, sent))} (against {base[0]['sent']} for "
-                f"{first:,} tables: {sent[-1] - base[0]['sent']:+d}); "
-                f"{spread(times)} after start-up (CPU {spread([r['cpu'] for r in runs])}) "
-                f"({statistics.median(times) / base_time:.1f}x the {first:,}-table plan, "
-                f"{statistics.median(times) / bare[size]:.0f}x one bare catalog query of "
-                f"{bare[size] * 1000:.1f} ms); peak RSS "
-                f"{max(r['rss_kib'] for r in runs) / 1024:.0f} MiB"
+                + compared(plans[kind, size], plans[kind, first], first, bare[size])
             )
     for size, d in dries.items():
         others = d["sent"] - d["own"]

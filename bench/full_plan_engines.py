@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.scale import peak_rss_kib  # noqa: E402
+from bench.full_plan import compared  # noqa: E402
+from bench.scale import configure, peak_rss_kib  # noqa: E402
 
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/{name}"
 PAD = "x" * 60
@@ -105,18 +103,6 @@ def child(home: str, kind: str) -> dict[str, Any]:
     return figures
 
 
-def configure(home: Path, url: str) -> str:
-    """A home whose default target is `url`."""
-    (home / "config" / "agents").mkdir(parents=True, exist_ok=True)
-    data = yaml.safe_load((REPO / "config" / "aishell.yaml").read_text())
-    data["targets"]["db"] = {"url": url}
-    data["default_target"] = "db"
-    (home / "config" / "aishell.yaml").write_text(yaml.safe_dump(data))
-    for agent in (REPO / "config" / "agents").iterdir():
-        (home / "config" / "agents" / agent.name).write_text(agent.read_text())
-    return str(home)
-
-
 def sqlite_tables(path: Path, first: int, stop: int) -> float:
     """Tables t00000... of 100 rows, analyzed; one bare catalog read's time."""
     conn = sqlite3.connect(path)
@@ -160,10 +146,6 @@ def mariadb_tables(name: str, first: int, stop: int) -> float:
     return took
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} s ({', '.join(f'{v:.2f}' for v in values)})"
-
-
 def measure(engine: str, sizes: list[int], kinds: list[str], repeat: int) -> None:
     import pymysql
 
@@ -177,7 +159,7 @@ def measure(engine: str, sizes: list[int], kinds: list[str], repeat: int) -> Non
         else:
             url = f"sqlite:///{Path(tmp) / 'db.sqlite'}"
         try:
-            home = configure(Path(tmp) / "home", url)
+            home = str(configure(Path(tmp) / "home", name, url))
             plans: dict[tuple[str, int], list[dict[str, Any]]] = {}
             bare: dict[int, float] = {}
             made = 0
@@ -193,21 +175,11 @@ def measure(engine: str, sizes: list[int], kinds: list[str], repeat: int) -> Non
             # SQLite's statements run in this process, not sent anywhere.
             said = "round trips" if engine == "mariadb" else "statements"
             for kind in kinds:
-                base = plans[kind, first]
-                base_time = statistics.median(r["seconds"] for r in base)
                 for size in sizes:
-                    runs = plans[kind, size]
-                    times = [r["seconds"] for r in runs]
-                    sent = sorted({r["sent"] for r in runs})
+                    runs, base = plans[kind, size], plans[kind, first]
                     print(
-                        f"{engine}: plan maintenance --type {kind}, {size:,} tables: {said} "
-                        f"{'/'.join(map(str, sent))} (against {base[0]['sent']} for "
-                        f"{first:,}: {sent[-1] - base[0]['sent']:+d}); {spread(times)} after "
-                        f"start-up (CPU {spread([r['cpu'] for r in runs])}) "
-                        f"({statistics.median(times) / base_time:.1f}x the {first:,}-table "
-                        f"plan, {statistics.median(times) / bare[size]:.0f}x one bare catalog "
-                        f"read of {bare[size] * 1000:.1f} ms); peak RSS "
-                        f"{max(r['rss_kib'] for r in runs) / 1024:.0f} MiB"
+                        f"{engine}: plan maintenance --type {kind}, {size:,} tables: "
+                        + compared(runs, base, first, bare[size], said)
                     )
         finally:
             if admin is not None:

@@ -97,11 +97,11 @@ def add_tables(name: str, first: int, stop: int, rows: int, key: bool = True) ->
         conn.execute("CHECKPOINT")
 
 
-def configure(home: Path, name: str) -> Path:
-    """A home whose default target is the database `name`."""
+def configure(home: Path, name: str, url: str | None = None) -> Path:
+    """A home whose default target is the local PostgreSQL's database `name` (or `url`)."""
     (home / "config" / "agents").mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((REPO / "config" / "aishell.yaml").read_text())
-    data["targets"]["db"] = {"url": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"}
+    data["targets"]["db"] = {"url": url or f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"}
     data["default_target"] = "db"
     (home / "config" / "aishell.yaml").write_text(yaml.safe_dump(data))
     for agent in (REPO / "config" / "agents").iterdir():
