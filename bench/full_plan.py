@@ -58,21 +58,28 @@ from bench.scale import (  # noqa: E402
 
 def plan_child(home: str, name: str, kind: str) -> None:
     """In the child: `aishell plan maintenance --type KIND`, its statements counted."""
+    with counted(name) as sent:
+        took, cpu = timed_plan(home, kind)
+    print(json.dumps({"seconds": took, "cpu": cpu, "rss_kib": peak_rss_kib(), "sent": len(sent)}))
+
+
+def timed_plan(home: str, kind: str) -> tuple[float, float]:
+    """`aishell plan maintenance --type KIND` through the entry point the `aishell`
+    command calls, with its process-wide settings, its output dropped: its time after
+    start-up and the CPU it used meanwhile."""
     from aishell.cli import main
 
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    # The entry point the `aishell` command calls, with its process-wide settings.
     sys.argv = ["aishell", "--home", home, "plan", "maintenance", "--type", kind]
-    with counted(name) as sent:
-        started, cpu = time.perf_counter(), time.process_time()
-        try:
-            main()
-        except SystemExit as done:
-            if done.code:
-                raise
-        took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        main()
+    except SystemExit as done:
+        if done.code:
+            raise
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
     sys.stdout = sys.__stdout__
-    print(json.dumps({"seconds": took, "cpu": cpu, "rss_kib": peak_rss_kib(), "sent": len(sent)}))
+    return took, cpu
 
 
 def dry_run_child(home: str, name: str, kind: str) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.full_plan import compared  # noqa: E402
+from bench.full_plan import compared, timed_plan  # noqa: E402
 from bench.scale import configure, peak_rss_kib  # noqa: E402
 
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/{name}"
@@ -44,18 +44,7 @@ PAD = "x" * 60
 def plan_child(home: str, kind: str) -> None:
     """In the child: `aishell plan maintenance --type KIND`, its statements counted."""
     sent = _counting()
-    from aishell.cli import main
-
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    sys.argv = ["aishell", "--home", home, "plan", "maintenance", "--type", kind]
-    started, cpu = time.perf_counter(), time.process_time()
-    try:
-        main()
-    except SystemExit as done:
-        if done.code:
-            raise
-    took, cpu = time.perf_counter() - started, time.process_time() - cpu
-    sys.stdout = sys.__stdout__
+    took, cpu = timed_plan(home, kind)
     print(json.dumps({"seconds": took, "cpu": cpu, "rss_kib": peak_rss_kib(), "sent": sent[0]}))
 
 
