@@ -29,6 +29,7 @@ from aishell.targets.catalog import urgency
 from aishell.targets.engines import Target
 from aishell.targets.partitions import partition_trees
 from aishell.targets.tables import TableCatalog
+from aishell.tool.readings import MAX_AGE_SECONDS
 from aishell.units import plain_zeros
 
 # The model planner is imported where it is used: a plan by the rules needs none of it
@@ -109,13 +110,20 @@ def _planning_context(
         dialect=handle.dialect,
         tables=tables,
         defaults=agent_config.defaults,
-        urgency=urgency(conn) if "urgency" in needs else {},
+        urgency=urgency(conn, _every_figure(catalog)) if "urgency" in needs else {},
         sizes={t: catalog.tables[t].bytes for t in sized if t in catalog.tables},
         purge=agent_config.purge,
         first=last_skipped(config, handle.name, agent.name) if "skipped" in needs else (),
         planned=planned_tools(registry, agent.name, handle.dialect),
         partitions=partitions,
     )
+
+
+def _every_figure(catalog: TableCatalog) -> dict[str, dict[str, Any]] | None:
+    """Every table's figures as the catalog read them just now, where it read them all
+    (MySQL and MariaDB: its row of TABLES, which the server opens each table to give)."""
+    _, figures = catalog.fresh_figures(MAX_AGE_SECONDS)
+    return figures if figures and len(figures) == len(catalog.tables) else None
 
 
 def planned_tools(registry: Registry, agent: str, dialect: str) -> tuple[PlannedTool, ...]:

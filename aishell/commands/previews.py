@@ -20,7 +20,7 @@ from aishell.executor.results import judged, named
 from aishell.guard.connection import Guard, GuardMemory, guarded
 from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import has_references
-from aishell.policy.measured import connection_measure
+from aishell.policy.measured import Measure, connection_measure
 from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
 from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
@@ -122,6 +122,7 @@ def preview_plan(
         readings.look_for_held(conn)
         if catalog is None:
             catalog = TableCatalog.read(conn)
+        readings.keep_catalog(catalog)
         for i, step in enumerate(plan.steps):
             tool = registry.get(step.tool)
             facts = _Facts(
@@ -154,6 +155,13 @@ class _Facts:
     table_readings: TableReadings
     # What the guard learned of the target's functions, shared by the steps' previews.
     guard_memory: GuardMemory
+
+    def measure(self, conn: Connection, trusted: tuple[str, ...]) -> Measure:
+        """What the policy measures a step's tables with, as a run's steps do: its
+        guards' memory shared with the steps' own."""
+        return connection_measure(
+            conn, self.catalog, self.table_readings, self.run_cache, trusted, self.guard_memory
+        )
 
 
 @dataclass(frozen=True)
@@ -199,11 +207,7 @@ def _preview_step(
         backup_in_run=known.backup_before,
         dialect=ctx.dialect,
         writes=writes,
-        measure=connection_measure(
-            conn, known.catalog, known.table_readings, known.run_cache, ctx.trusted_functions
-        )
-        if live
-        else None,
+        measure=known.measure(conn, ctx.trusted_functions) if live else None,
     )
     verdict = known.policy.check(facts)
     return StepPreview(

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import StatementRefused
 from aishell.guard.connection import Guard, GuardMemory, guarded
+from aishell.policy.mysqlsizes import mysql_sizes
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.lockholders import is_lock_timeout
 
@@ -72,22 +72,6 @@ _PG_HEAP_SIZES = _PG_SIZES.replace("{total}", "")
 _PG_WHOLE_SIZES = _PG_SIZES.replace(
     "{total}", "\n       pg_catalog.pg_total_relation_size(c.oid) AS total,"
 )
-# A table of its own tablespace (file-per-table) is named schema/table there; one whose
-# name InnoDB encodes (@0024 ...), or in the system tablespace, has only the estimate.
-# The tables and the tablespaces are read apart and matched here: joined in one query,
-# the server read the tablespaces again for each table (8 s for 10,000 tables, 2 s apart).
-_MYSQL_CATALOG_SIZES = """
-/* aishell measure */ SELECT t.TABLE_SCHEMA AS db, t.TABLE_NAME AS name, t.ENGINE AS engine,
-       coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0) AS estimated
-FROM information_schema.TABLES t
-WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
-  AND t.TABLE_NAME IN :names
-"""
-_MYSQL_FILES = """
-/* aishell measure */ SELECT s.NAME AS name, s.FILE_SIZE AS file_size,
-       s.ALLOCATED_SIZE AS allocated
-FROM information_schema.{tablespaces} s WHERE s.NAME LIKE CONCAT(DATABASE(), '/%')
-"""
 _COUNT = "/* aishell measure */ SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :n) s"
 
 
@@ -286,52 +270,11 @@ def read_sizes(
         rows = conn.execute(text(sql), {"names": list(tables)})
         return {r.name: _pg_size(r, whole) for r in rows}
     if family(dialect) == "mysql":
-        space = (
-            "INNODB_SYS_TABLESPACES"
-            if getattr(conn.dialect, "is_mariadb", False)
-            else "INNODB_TABLESPACES"
-        )
-        return {r.name: _mysql_size(r) for r in _mysql_rows(conn, space, tables)}
+        return {
+            name: TableSize(size, estimated=estimated, most_rows=most)
+            for name, (size, estimated, most) in mysql_sizes(conn, tables).items()
+        }
     return _sqlite_sizes(tables, catalog)
-
-
-# The tablespaces' view needs the PROCESS privilege (MariaDB: error 1227).
-_NO_PROCESS = 1227
-
-
-def _mysql_rows(conn: Connection, space: str, tables: Sequence[str]) -> list[_MysqlRow]:
-    """The tables' catalog sizes and, where the account may read them, their files'."""
-    listed = text(_MYSQL_CATALOG_SIZES).bindparams(bindparam("names", expanding=True))
-    rows = conn.execute(listed, {"names": list(tables)}).all()
-    files: dict[str, tuple[Any, Any]] = {}
-    try:
-        for f in conn.execute(text(_MYSQL_FILES.replace("{tablespaces}", space))):
-            files[str(f.name)] = (f.file_size, f.allocated)
-    except DBAPIError as exc:
-        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-        if exc.connection_invalidated or code != _NO_PROCESS:
-            raise
-        # Without PROCESS: DATA_LENGTH + INDEX_LENGTH alone, an estimate (its rows counted).
-    # As the server compares names here (without case), the exact name first.
-    folded = {name.lower(): found for name, found in files.items()}
-    return [
-        _MysqlRow(
-            r.name,
-            r.engine,
-            r.estimated,
-            *files.get(f"{r.db}/{r.name}", folded.get(f"{r.db}/{r.name}".lower(), (None, None))),
-        )
-        for r in rows
-    ]
-
-
-@dataclass(frozen=True)
-class _MysqlRow:
-    name: str
-    engine: Any
-    estimated: Any
-    file_size: Any
-    allocated: Any
 
 
 def _pg_size(r: Any, whole: bool) -> TableSize:
@@ -340,13 +283,6 @@ def _pg_size(r: Any, whole: bool) -> TableSize:
         return TableSize(size)
     per_page = (int(r.block) - _PG_PAGE_HEADER) // _PG_LEAST_PER_ROW
     return TableSize(size, most_rows=int(r.heap) // int(r.block) * per_page)
-
-
-def _mysql_size(r: _MysqlRow) -> TableSize:
-    if r.file_size is None or str(r.engine).lower() != "innodb":
-        return TableSize(int(r.estimated), estimated=True)
-    file_bytes = max(int(r.file_size), int(r.allocated or 0))
-    return TableSize(file_bytes, most_rows=file_bytes // _INNODB_LEAST_PER_ROW)
 
 
 def _sqlite_sizes(tables: Sequence[str], catalog: CatalogSizes) -> dict[str, TableSize]:
@@ -469,11 +405,14 @@ def connection_measure(
     readings: TableReadings | None,
     shared: dict[str, Any],
     trusted: tuple[str, ...] = (),
+    memory: GuardMemory | None = None,
 ) -> Measure:
     """A measure on a connection outside any run (a plan's preview): `shared` is the
     cache the preview's steps share; `trusted`, the target's trusted_functions, which
-    the guard takes here as in a run."""
-    memory = shared.setdefault(_GUARD_MEMORY, GuardMemory(trusted=trusted))
+    the guard takes here as in a run; `memory`, what the preview's own guards learned,
+    shared as a run's guards share theirs."""
+    if memory is None:
+        memory = shared.setdefault(_GUARD_MEMORY, GuardMemory(trusted=trusted))
     read = connection_reads(conn, "measuring a table for its row limit", memory)
     return measurer(conn.dialect.name, read, catalog, readings)
 

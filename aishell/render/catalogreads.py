@@ -43,6 +43,11 @@ _CATALOG_PRAGMAS = re.compile(
     re.IGNORECASE,
 )
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+# Commands no catalog read begins with (only a query, SHOW and a PRAGMA may be one): a
+# plan of 10,000 tables renders 10,000 of each, known without finding their shape.
+_MAINTENANCE = re.compile(
+    r"\s*(VACUUM|ANALYZE|ANALYSE|REINDEX|CLUSTER|OPTIMIZE|ALTER|CHECK|REPAIR)\b", re.IGNORECASE
+)
 
 
 # A string literal (kept) or a quoted identifier (", `): what _shape reads.
@@ -54,6 +59,8 @@ def is_catalog_read(sql: str, dialect: str) -> bool:
     and every comment a tool renders (what it decided), counts as worth showing. A plan
     of 10,000 tables shows 10,000 statements alike but for the table they name: each
     shape is parsed once."""
+    if _MAINTENANCE.match(sql):
+        return False  # a maintenance command touches its tables, whatever it names
     if all(line.lstrip().startswith("--") for line in sql.strip().splitlines()):
         return False  # a comment, or nothing: no shape to find
     return _shape_is_catalog_read(_shape(sql), dialect)

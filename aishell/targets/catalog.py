@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import text
+from aishell.targets.mysqltables import read_mysql
 
 
 @contextmanager
@@ -167,25 +168,18 @@ def _declared_bytes() -> str:
     return f"CASE DATA_TYPE {fixed} ELSE least({length}, {_IN_PAGE_AT_MOST}) END"
 
 
-# Every table's sizes and row count, with its record's bytes as its columns declare them
-# (one query for all tables: no row is read). The fragmentation step samples the rows
-# instead (handlers/mysql/fragmentation.py), which planning cannot do in one query.
-_MYSQL_URGENCY = f"""
-SELECT t.TABLE_NAME AS name, t.ENGINE AS engine, coalesce(t.TABLE_ROWS, 0) AS row_count,
-       coalesce(t.DATA_LENGTH, 0) AS data_bytes, coalesce(t.INDEX_LENGTH, 0) AS index_bytes,
-       coalesce(t.DATA_FREE, 0) AS free_bytes, r.declared AS declared_bytes
-FROM information_schema.TABLES t
-LEFT JOIN (
-  SELECT TABLE_NAME,
-         least(sum({_declared_bytes()}), {_IN_PAGE_AT_MOST}) + {RECORD_HEADER}
-         + sum(DATA_TYPE IN ({", ".join(f"'{t}'" for t in sorted(VARIABLE_TYPES))}))
-         + (sum(IS_NULLABLE = 'YES') + 7) DIV 8
-         + CASE WHEN max(COLUMN_KEY = 'PRI') THEN 0 ELSE {ROW_ID_BYTES} END AS declared
-  FROM information_schema.COLUMNS
-  WHERE TABLE_SCHEMA = DATABASE() AND upper(EXTRA) NOT LIKE '%VIRTUAL%'
-  GROUP BY TABLE_NAME
-) r ON r.TABLE_NAME = t.TABLE_NAME
-WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
+# Each table's record's bytes as its columns declare them (one query for all tables: no
+# row is read). The fragmentation step samples the rows instead
+# (handlers/mysql/fragmentation.py), which planning cannot do in one query.
+_MYSQL_DECLARED = f"""
+SELECT TABLE_NAME AS name,
+       least(sum({_declared_bytes()}), {_IN_PAGE_AT_MOST}) + {RECORD_HEADER}
+       + sum(DATA_TYPE IN ({", ".join(f"'{t}'" for t in sorted(VARIABLE_TYPES))}))
+       + (sum(IS_NULLABLE = 'YES') + 7) DIV 8
+       + CASE WHEN max(COLUMN_KEY = 'PRI') THEN 0 ELSE {ROW_ID_BYTES} END AS declared
+FROM information_schema.COLUMNS
+WHERE TABLE_SCHEMA = DATABASE() AND upper(EXTRA) NOT LIKE '%VIRTUAL%'
+GROUP BY TABLE_NAME
 """
 # Autovacuum forces a freeze at 200 million transactions.
 FREEZE_MAX_AGE = 200_000_000
@@ -218,16 +212,22 @@ def mysql_reclaimable(row: Mapping[str, Any], record: float | None) -> int:
     return int(row["free_bytes"] + round(pages * (1 - fill)))
 
 
-def mysql_estimates(conn: Connection) -> dict[str, dict[str, int]]:
-    """Every table's {size_bytes, free_bytes}, in one query: mysql_reclaimable with each
-    InnoDB table's record as its columns declare it (a value shorter than its declared
-    length makes the figure lower than the fragmentation step's, never higher)."""
+def mysql_estimates(
+    conn: Connection, figures: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, int]]:
+    """Every table's {size_bytes, free_bytes}: mysql_reclaimable with each InnoDB table's
+    record as its columns declare it (a value shorter than its declared length makes the
+    figure lower than the fragmentation step's, never higher). `figures`: every table's
+    row of TABLES as the catalog read it just now (else read here, as it reads them)."""
+    if figures is None:
+        figures = {name: table.figures for name, table in read_mysql(conn, None).items()}
+    declared = {str(r.name): r.declared for r in conn.execute(text(_MYSQL_DECLARED))}
     found = {}
-    for r in conn.execute(text(_MYSQL_URGENCY)).mappings():
+    for name, r in figures.items():
         row = {k: int(v) if isinstance(v, Decimal) else v for k, v in r.items()}
         innodb = str(row["engine"] or "").lower() == "innodb" and row["row_count"]
-        record = row["declared_bytes"] if innodb else None
-        found[str(row["name"])] = {
+        record = declared.get(name) if innodb else None
+        found[name] = {
             "size_bytes": row["data_bytes"] + row["index_bytes"] + row["free_bytes"],
             "free_bytes": mysql_reclaimable(row, None if record is None else float(record)),
         }
@@ -245,8 +245,11 @@ _SQLITE_SIZES = (
 )
 
 
-def urgency(conn: Connection) -> dict[str, float]:
-    """How soon each table needs maintenance, higher first, in one query.
+def urgency(
+    conn: Connection, figures: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, float]:
+    """How soon each table needs maintenance, higher first, in one query (MySQL: two,
+    or one with `figures`, every table's row of TABLES as the catalog just read it).
 
     PostgreSQL: transaction-ID age toward a forced freeze, then the share of dead
     rows, then size; MySQL/MariaDB: the share a rebuild would give back (mysql_estimates),
@@ -258,7 +261,7 @@ def urgency(conn: Connection) -> dict[str, float]:
         for r in conn.execute(text(_PG_URGENCY)).mappings():
             scores[r["name"]] = pg_urgency(r["xid_age"], r["live"], r["dead"], r["total_bytes"])
     elif family(dialect) == "mysql":
-        for name, found in mysql_estimates(conn).items():
+        for name, found in mysql_estimates(conn, figures).items():
             scores[name] = mysql_urgency(found["size_bytes"], found["free_bytes"])
     else:
         try:

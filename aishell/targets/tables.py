@@ -5,6 +5,7 @@ only those are read again, in one query, when they are next needed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from aishell.targets.catalog import (
     sqlite_reads_whole_file,
     sqlite_text_as_bytes,
 )
-from aishell.targets.identity import _innodb_file_name
+from aishell.targets.mysqltables import read_mysql
 
 # Each query says what it is (/* aishell catalog */), for a DBA reading the server's
 # log or pg_stat_statements, and for the tests that count them.
@@ -77,28 +78,6 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname = pg_catalog.current_schema()
 ORDER BY c.relname, a.attnum
 """
 
-# Tables and their indexes as one result: a row per table, then a row per index.
-_MYSQL_TABLES = """
-/* aishell catalog */
-SELECT 'table' AS kind, TABLE_NAME AS tbl, NULL AS idx, coalesce(TABLE_ROWS, 0) AS row_count,
-       coalesce(DATA_LENGTH, 0) + coalesce(INDEX_LENGTH, 0) AS bytes
-FROM information_schema.TABLES
-WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') {only}
-UNION ALL
-SELECT DISTINCT 'index', TABLE_NAME, INDEX_NAME, NULL, NULL
-FROM information_schema.STATISTICS
-WHERE TABLE_SCHEMA = DATABASE() {only}
-"""
-_MYSQL_ONLY = "AND TABLE_NAME IN :names"
-# Each file-per-table tablespace's size, by InnoDB's name for it (database/table), where
-# the login may read them (PROCESS). DATA_LENGTH and INDEX_LENGTH are the persistent
-# statistics' as of their last recalculation: a table filled a thousandfold since still
-# shows its old size there, its file does not.
-_MYSQL_FILES = (
-    "SELECT NAME AS name, FILE_SIZE AS bytes FROM information_schema."
-    "{table} WHERE NAME LIKE CONCAT(DATABASE(), '/%')"
-)
-_NOT_ALLOWED = (1044, 1142, 1227)
 _MYSQL_COLUMNS = """
 /* aishell catalog */ SELECT TABLE_NAME AS tbl, COLUMN_NAME AS name FROM information_schema.COLUMNS
 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names
@@ -142,11 +121,13 @@ _SQLITE_COMPOUND = 500
 
 @dataclass
 class TableFacts:
-    """One table: the catalog's row estimate, bytes with its indexes, its indexes."""
+    """One table: the catalog's row estimate, bytes with its indexes, its indexes; on
+    MySQL and MariaDB its row of TABLES as read (mysqltables.py)."""
 
     rows: int | None
     bytes: int | None
     indexes: list[str] = field(default_factory=list)
+    figures: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "bytes": self.bytes, "indexes": list(self.indexes)}
@@ -171,13 +152,17 @@ class TableCatalog:
         self.unreadable: list[str] = []
         # Tables it held that a later read found gone: dropped since the run read them.
         self.dropped: set[str] = set()
+        # When every table was last read (time.monotonic()).
+        self.read_at = time.monotonic()
 
     @classmethod
     def read(cls, conn: Connection) -> TableCatalog:
         """Every user table of the target, in a constant number of queries."""
         unreadable: list[str] = []
+        started = time.monotonic()
         catalog = cls(conn.dialect.name, _read(conn, None, unreadable))
         catalog.unreadable = unreadable
+        catalog.read_at = started
         return catalog
 
     @property
@@ -199,6 +184,18 @@ class TableCatalog:
         """Bytes the table and its indexes occupy; None where the database cannot say."""
         facts = self.tables.get(table)
         return None if facts is None else facts.bytes
+
+    def fresh_figures(self, max_age: float) -> tuple[float, dict[str, dict[str, Any]]]:
+        """When every table was read, and the server's figures (TableFacts.figures) of
+        those no step changed since, where that read is at most `max_age` seconds old
+        (else none): what another read of the same figures would find, without it."""
+        if not self._current or time.monotonic() - self.read_at > max_age:
+            return self.read_at, {}
+        return self.read_at, {
+            name: facts.figures
+            for name, facts in self.tables.items()
+            if facts.figures is not None and name not in self._stale
+        }
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every table as {name: {rows, bytes, indexes}}, sorted by name."""
@@ -226,7 +223,9 @@ class TableCatalog:
             return
         if not self._current:
             self.unreadable = []
+            started = time.monotonic()
             self._replace(_read(conn, None, self.unreadable))
+            self.read_at = started
             return
         stale = sorted(self._stale.intersection(tables))
         if stale:
@@ -327,7 +326,10 @@ def _read(
     if dialect == "postgresql":
         return _read_postgresql(conn, names)
     if family(dialect) == "mysql":
-        return _read_mysql(conn, names)
+        return {
+            name: TableFacts(int(t.figures["row_count"]), t.bytes, t.indexes, t.figures)
+            for name, t in read_mysql(conn, names).items()
+        }
     with sqlite_text_as_bytes(conn):
         return _read_sqlite(conn, names, [] if unreadable is None else unreadable)
 
@@ -343,47 +345,6 @@ def _read_postgresql(conn: Connection, names: Sequence[str] | None) -> dict[str,
     params = {} if names is None else {"names": list(names)}
     rows = conn.execute(_query(_PG_TABLES, _PG_ONLY, names, False), params)
     return {name: TableFacts(int(n), int(size), indexes) for name, n, size, indexes in rows}
-
-
-def _read_mysql(conn: Connection, names: Sequence[str] | None) -> dict[str, TableFacts]:
-    if names is not None and not names:
-        return {}
-    params = {} if names is None else {"names": list(names)}
-    tables: dict[str, TableFacts] = {}
-    indexes: list[tuple[str, str]] = []
-    for r in conn.execute(_query(_MYSQL_TABLES, _MYSQL_ONLY, names, True), params):
-        if r.kind == "table":
-            tables[r.tbl] = TableFacts(int(r.row_count), int(r.bytes))
-        else:
-            indexes.append((r.tbl, r.idx))
-    for table, index in sorted(indexes):
-        if table in tables:
-            tables[table].indexes.append(index)
-    # With every table (planning's read); one looked up again after a step of aishell's
-    # own, which leaves its statistics fresh, costs one query, not two.
-    files = _mysql_files(conn) if tables and names is None else {}
-    for name, facts in tables.items():
-        found = files.get(_innodb_file_name(name))
-        if found is not None and facts.bytes is not None and found > facts.bytes:
-            facts.bytes = found
-    return tables
-
-
-def _mysql_files(conn: Connection) -> dict[str, int]:
-    """The database's tablespace files' sizes by InnoDB's table name; {} where the login
-    may not read them."""
-    table = (
-        "INNODB_SYS_TABLESPACES"
-        if getattr(conn.dialect, "is_mariadb", False)
-        else ("INNODB_TABLESPACES")
-    )
-    try:
-        rows = conn.execute(text(_MYSQL_FILES.replace("{table}", table))).all()
-    except DBAPIError as exc:
-        if getattr(exc.orig, "args", (None,))[0] in _NOT_ALLOWED:
-            return {}
-        raise
-    return {str(name).split("/", 1)[1]: int(size) for name, size in rows if "/" in str(name)}
 
 
 def _read_sqlite(

@@ -25,16 +25,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from aishell.targets.lockholders import held_exclusive
 
+if TYPE_CHECKING:
+    from aishell.targets.tables import TableCatalog
+
 T = TypeVar("T")
 
 MAX_AGE_SECONDS = 60.0
+# The key of a table's readings that are its row of the catalog's figures (keep_catalog).
+CATALOG_FIGURES = "table_row"
 
 
 class TableReadings:
@@ -133,16 +138,31 @@ class TableReadings:
         the next step to ask reads it again."""
         self._by_table.get(table, {}).pop(key, None)
 
-    def keep_each(self, key: Hashable, readings: Mapping[str, object]) -> None:
+    def keep_each(
+        self, key: Hashable, readings: Mapping[str, object], when: float | None = None
+    ) -> None:
         """Readings of another aspect that one query of the plan's tables gave with the
         aspect asked for (a table's statistics estimate, with its indexes): kept as if
-        `get_each` had read them together just now."""
-        now = self._clock()
+        `get_each` had read them together just now (or at `when`, by the clock)."""
+        now = self._clock() if when is None else when
         taken = self._taken.get(key, set())
         fresh = {t: v for t, v in readings.items() if t not in taken and t not in self._written}
         for name, value in fresh.items():
             self._by_table.setdefault(name, {})[key] = (now, value)
         self._batched[key] = (now, set(fresh))
+
+    def keep_catalog(self, catalog: TableCatalog) -> None:
+        """The server's own figures of each table as the catalog read them, where it did
+        (TableFacts.figures: MySQL's row of TABLES), kept as CATALOG_FIGURES readings made
+        when it read them: the steps' first look at them costs no read of their own. For
+        a plan's preview, made with the catalog it read just before: a run's (and a dry
+        run's) steps read them together when the first of them asks, so that a table
+        dropped since the run began is found gone."""
+        if self._clock is not time.monotonic:  # the catalog's times are time.monotonic()'s
+            return
+        read_at, figures = catalog.fresh_figures(MAX_AGE_SECONDS)
+        if figures:
+            self.keep_each(CATALOG_FIGURES, figures, when=read_at)
 
     def _together(self, table: str, key: Hashable, now: float) -> bool:
         """Whether the table is read with the others: planned, not asked for nor written

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from aishell.policy.measured import TableSize, read_sizes
@@ -88,3 +89,44 @@ def test_without_process_each_size_is_the_catalogs_estimate(
     sizes = _sizes(without_process)
     assert set(sizes) == set(TABLES)
     assert all(s.estimated and s.most_rows is None for s in sizes.values()), sizes
+
+
+def _sizes_sent(url: str, names: list[str]) -> tuple[dict[str, TableSize], list[tuple[str, Any]]]:
+    """read_sizes of `names`, and the statements it sent with their parameters."""
+    engine = create_engine(url)
+    sent: list[tuple[str, Any]] = []
+    try:
+        with engine.connect() as conn:
+            catalog = TableCatalog.read(conn)
+
+            def before(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+                sent.append((statement, parameters))
+
+            event.listen(engine, "before_cursor_execute", before)
+            return read_sizes(conn, names, catalog), sent
+    finally:
+        engine.dispose()
+
+
+def test_only_a_table_without_a_file_of_its_own_is_opened_for_its_estimate(filled: str) -> None:
+    engine = create_engine(filled, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE aria_kept (id int PRIMARY KEY, pad char(200)) ENGINE=Aria"))
+        conn.execute(text("INSERT INTO aria_kept SELECT seq, 'x' FROM seq_1_to_500"))
+    engine.dispose()
+    sizes, sent = _sizes_sent(filled, [*TABLES, "aria_kept"])
+    assert sizes["aria_kept"].estimated and sizes["aria_kept"].bytes
+    assert all(not sizes[t].estimated for t in TABLES), sizes
+    # The server opens a table to give its DATA_LENGTH: only the Aria table's is asked.
+    opened = [params for sql, params in sent if "DATA_LENGTH" in sql]
+    assert len(opened) == 1
+    assert set(opened[0].values() if isinstance(opened[0], dict) else opened[0]) == {"aria_kept"}
+
+
+def test_many_tables_are_read_with_every_table_not_named_one_by_one(filled: str) -> None:
+    absent = [f"absent_{i:04d}" for i in range(600)]
+    few, _ = _sizes_sent(filled, list(TABLES))
+    many, sent = _sizes_sent(filled, [*TABLES, *absent])
+    assert many == few and set(many) == set(TABLES)
+    # No statement lists the 603 names, which the guard would parse one by one.
+    assert all(len(params or ()) <= 500 for _sql, params in sent), [len(p or ()) for _, p in sent]

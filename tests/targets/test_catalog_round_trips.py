@@ -202,8 +202,10 @@ def test_only_full_maintenance_pays_for_the_urgency_of_the_tables(target, agent,
     engine = create_engine(url)
     try:
         with sent_to(url) as sent, engine.connect() as conn:
+            # Planning reads urgency after the catalog, from its figures where it has them.
+            _, figures = TableCatalog.read(conn).fresh_figures(60)
             connecting = len(sent)  # what opening the session sent, before urgency's own
-            urgency(conn)
+            urgency(conn, figures or None)
     finally:
         engine.dispose()
     asked = {sql for sql, _ in sent[connecting:]}

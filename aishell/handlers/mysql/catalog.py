@@ -20,6 +20,7 @@ from aishell.handlers import read_together
 from aishell.handlers.mysql.privileges import current_database, denied
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+from aishell.tool.readings import CATALOG_FIGURES
 
 TABLES = """
 SELECT TABLE_NAME AS name, ENGINE AS engine, coalesce(TABLE_ROWS, 0) AS row_count,
@@ -79,7 +80,7 @@ def table_row(conn: Connection, table: str) -> dict[str, Any]:
 
 
 # The keys of a table's readings (aishell/tool/readings.py) that steps hand on to the next.
-ROW_READING = "table_row"
+ROW_READING = CATALOG_FIGURES
 SIZE_READING = "table_size"
 
 

@@ -132,10 +132,11 @@ def table_indexes(conn: Connection, table: str) -> list[str]:
 # steps change the file, measures each step afresh.
 
 # Each table the plan names with its indexes (a row without one for a table with none).
-INDEXES_EACH = (
+INDEXES_ALL = (
     "SELECT m.name AS tbl, p.name AS idx FROM sqlite_schema m "
-    "LEFT JOIN pragma_index_list(m.name) p WHERE m.type = 'table' AND m.name IN :names"
+    "LEFT JOIN pragma_index_list(m.name) p WHERE m.type = 'table'"
 )
+INDEXES_EACH = INDEXES_ALL + " AND m.name IN :names"
 # The pages of those tables' b-trees and their indexes'.
 BTREES_EACH = (
     "SELECT name, pageno, pagetype, unused, pgsize, ncell FROM dbstat WHERE name IN "
@@ -144,9 +145,15 @@ BTREES_EACH = (
 # For many tables of a large schema the whole file's b-trees are read once, and those of
 # the tables named kept (targets/catalog.py: sqlite_reads_whole_file).
 BTREES_ALL = "SELECT name, pageno, pagetype, unused, pgsize, ncell FROM dbstat ORDER BY name, path"
-OWNERS_EACH = "SELECT name, tbl_name FROM sqlite_schema WHERE tbl_name IN :names"
+OWNERS_ALL = "SELECT name, tbl_name FROM sqlite_schema"
+OWNERS_EACH = OWNERS_ALL + " WHERE tbl_name IN :names"
 # Bound values per query, well under SQLite's limit on them.
 _CHUNK = 5000
+# Tables named in a query of the schema table at most: for more, every table's rows are
+# read and those named kept here. The guard parses each statement it lets through, and a
+# list of 5,000 names costs it a third of a second; SQLite reads the whole schema table
+# for either query.
+_NAMED_AT_MOST = 500
 
 
 @dataclass(frozen=True)
@@ -195,15 +202,15 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
     dbstat = has_dbstat(ctx)
     with sqlite_text_as_bytes(conn):
         whole = dbstat and sqlite_reads_whole_file(conn, len(names))
-        for start in range(0, len(names), _CHUNK):
-            chunk = {"names": list(names[start : start + _CHUNK])}
-            for r in conn.execute(_expanding(INDEXES_EACH), chunk):
-                table, index = sqlite_name(r.tbl), sqlite_name(r.idx)
-                if table is not None:
-                    indexes.setdefault(table, [])
-                    if index is not None:
-                        indexes[table].append(index)
-            if dbstat and not whole:
+        for r in _schema_rows(conn, (INDEXES_EACH, INDEXES_ALL, 0), names):
+            table, index = sqlite_name(r.tbl), sqlite_name(r.idx)
+            if table is not None:
+                indexes.setdefault(table, [])
+                if index is not None:
+                    indexes[table].append(index)
+        if dbstat and not whole:
+            for start in range(0, len(names), _CHUNK):
+                chunk = {"names": list(names[start : start + _CHUNK])}
                 _keep_pages(conn.execute(_expanding(BTREES_EACH), chunk), pages, None)
         if dbstat and whole:
             owned = _owned(conn, names)
@@ -219,13 +226,25 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
 def _owned(conn: Connection, names: Sequence[str]) -> set[str]:
     """The b-trees (and triggers) of these tables, by name."""
     owned: set[str] = set()
-    for start in range(0, len(names), _CHUNK):
-        chunk = {"names": list(names[start : start + _CHUNK])}
-        for r in conn.execute(_expanding(OWNERS_EACH), chunk):
-            name = sqlite_name(r.name)
-            if name is not None:
-                owned.add(name)
+    for r in _schema_rows(conn, (OWNERS_EACH, OWNERS_ALL, 1), names):
+        name = sqlite_name(r.name)
+        if name is not None:
+            owned.add(name)
     return owned
+
+
+def _schema_rows(
+    conn: Connection, queries: tuple[str, str, int], names: Sequence[str]
+) -> list[Any]:
+    """The rows of these tables, of a query of the schema table (`queries`: it for the
+    tables named, it for every table, and the column of the table's name): the tables
+    named in the query where they are few, else every table's rows read and these kept.
+    Under sqlite_text_as_bytes."""
+    each, every, column = queries
+    if len(names) <= _NAMED_AT_MOST:
+        return list(conn.execute(_expanding(each), {"names": list(names)}))
+    wanted = set(names)
+    return [r for r in conn.execute(text(every)) if sqlite_name(r[column]) in wanted]
 
 
 def _keep_pages(rows: Any, pages: dict[str, list[Page]], owned: set[str] | None) -> None:

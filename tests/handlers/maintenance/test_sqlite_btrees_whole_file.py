@@ -5,17 +5,20 @@ rebuilds, and the same catalog of the tables named."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
 
 from aishell import commands
 from aishell.handlers.sqlite import catalog
 from aishell.targets import catalog as target_catalog
 from aishell.targets import tables
 from aishell.targets.tables import TableCatalog
+from tests.helpers import use_target
 
 WHOLE, BY_NAME = 0, 10**12
 
@@ -75,3 +78,41 @@ def test_the_catalog_of_tables_named_is_the_same_either_way(
         engine.dispose()
     assert read[WHOLE] == read[BY_NAME]
     assert all(t["bytes"] and t["rows"] for t in read[WHOLE].values()), read
+
+
+@pytest.mark.parametrize("lookups_per_page", [WHOLE, BY_NAME])
+def test_the_tables_read_by_name_and_with_every_table_preview_alike(
+    config: Any, demo_db: Any, monkeypatch: pytest.MonkeyPatch, lookups_per_page: int
+) -> None:
+    monkeypatch.setattr(catalog, "_NAMED_AT_MOST", 10**6)
+    named, _ = _preview(config, monkeypatch, lookups_per_page)
+    monkeypatch.setattr(catalog, "_NAMED_AT_MOST", 0)
+    every, _ = _preview(config, monkeypatch, lookups_per_page)
+    assert named == every
+
+
+def test_a_plan_of_many_tables_sends_no_list_of_them_all(home: Path) -> None:
+    """The guard parses each statement it lets through: 600 tables are not 600 names of
+    one statement (the schema table is read for every table, and theirs kept)."""
+    path = home / "many.db"
+    made = sqlite3.connect(path)
+    for i in range(600):
+        made.execute(f"CREATE TABLE t{i:03d} (id INTEGER PRIMARY KEY, v TEXT)")
+        made.execute(f"CREATE INDEX t{i:03d}_v ON t{i:03d} (v)")
+        made.execute(f"INSERT INTO t{i:03d} VALUES (1, 'a'), (2, 'b')")
+    made.commit()
+    made.close()
+    config = use_target(home, f"sqlite:///{path}")
+    sent: list[Any] = []
+
+    def before(_c: Any, _cur: Any, _statement: str, parameters: Any, *_: Any) -> None:
+        sent.append(parameters)
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        preview = commands.plan_job(config, "maintenance", {"type": "full"})
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+    rebuild = next(s for s in preview.steps if s.tool == "rebuild_fragmented_indexes")
+    assert rebuild.sql
+    assert max(len(p or ()) for p in sent) <= catalog._NAMED_AT_MOST
