@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,30 +85,51 @@ def timed_plan(home: str, kind: str) -> tuple[float, float]:
 
 def dry_run_child(home: str, name: str, kind: str) -> None:
     """In the child: a dry run of KIND maintenance as `run --dry-run` makes it."""
+    with counted(name) as sent:
+        figures = dry_run(home, kind, lambda: len(sent))
+    print(json.dumps(figures))
+
+
+def dry_run(home: str, kind: str, sent: Callable[[], int]) -> dict[str, Any]:
+    """A dry run of KIND maintenance as `run --dry-run` makes it: its time, peak RSS, the
+    statements `sent()` counts, the steps' own (its statement audit), steps, status."""
     from aishell import commands
     from aishell.config.models import load_config
     from aishell.policy.approvers import PreApproved
 
     config = load_config(home=Path(home))
-    with counted(name) as sent:
-        started = time.perf_counter()
-        result = commands.run_job(
-            config, "maintenance", {"type": kind}, approver=PreApproved(), dry_run=True
-        )
-        took = time.perf_counter() - started
-    own = len(commands.run_statements(config, result.run_id))
-    print(
-        json.dumps(
-            {
-                "seconds": took,
-                "rss_kib": peak_rss_kib(),
-                "sent": len(sent),
-                "own": own,
-                "steps": len(result.steps),
-                "status": result.status,
-            }
-        )
+    started = time.perf_counter()
+    result = commands.run_job(
+        config, "maintenance", {"type": kind}, approver=PreApproved(), dry_run=True
     )
+    took = time.perf_counter() - started
+    count = sent()
+    own = len(commands.run_statements(config, result.run_id))
+    return {
+        "seconds": took,
+        "rss_kib": peak_rss_kib(),
+        "sent": count,
+        "own": own,
+        "steps": len(result.steps),
+        "status": result.status,
+    }
+
+
+def dry_runs_shown(dries: dict[int, dict[str, Any]], said: str = "round trips") -> None:
+    """Each dry run's statements besides the steps' own, and whether they are the same
+    at every size."""
+    for size, d in dries.items():
+        others = d["sent"] - d["own"]
+        print(
+            f"run maintenance --type full --dry-run, {size:,} tables ({d['steps']:,} steps, "
+            f"{d['status']}): {d['sent']:,} {said} = {d['own']:,} the steps' own "
+            f"({d['own'] / size:.2f} per table) + {others} others; {d['seconds']:.2f} s, "
+            f"{d['rss_kib'] / 1024:.0f} MiB"
+        )
+    if len(dries) > 1:
+        others = {s: d["sent"] - d["own"] for s, d in dries.items()}
+        same = "the same" if len(set(others.values())) == 1 else "NOT the same"
+        print(f"    dry run {said} besides the steps' own: {others}: {same}")
 
 
 def child(mode: str, home: str, name: str, kind: str) -> dict[str, Any]:
@@ -230,18 +252,7 @@ def main() -> None:
                 f"plan maintenance --type {kind}, {size:,} tables ({rels[size]:,} relations): "
                 + compared(plans[kind, size], plans[kind, first], first, bare[size])
             )
-    for size, d in dries.items():
-        others = d["sent"] - d["own"]
-        print(
-            f"run maintenance --type full --dry-run, {size:,} tables ({d['steps']:,} steps, "
-            f"{d['status']}): {d['sent']:,} round trips = {d['own']:,} the steps' own "
-            f"({d['own'] / size:.2f} per table) + {others} others; {d['seconds']:.2f} s, "
-            f"{d['rss_kib'] / 1024:.0f} MiB"
-        )
-    if len(dries) > 1:
-        others = {s: d["sent"] - d["own"] for s, d in dries.items()}
-        same = "the same" if len(set(others.values())) == 1 else "NOT the same"
-        print(f"    dry run round trips besides the steps' own: {others}: {same}")
+    dry_runs_shown(dries)
 
 
 if __name__ == "__main__":
