@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.sqltext import text
+from aishell.targets.catalog import named_rows
+from aishell.targets.mysqltables import innodb_tablespaces
 
 # An InnoDB clustered index record takes at least its 5-byte header, the 6-byte
 # transaction id and the 7-byte roll pointer of its file's bytes.
@@ -31,8 +32,8 @@ _TABLES = """
        {estimated} AS estimated
 FROM information_schema.TABLES t
 WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')
-  AND t.TABLE_NAME IN :names
 """
+_NAMED = "  AND t.TABLE_NAME IN :names\n"
 _ESTIMATES = _TABLES.replace(
     "{estimated}", "coalesce(t.DATA_LENGTH, 0) + coalesce(t.INDEX_LENGTH, 0)"
 )
@@ -42,8 +43,6 @@ _FILES = """
        s.ALLOCATED_SIZE AS allocated
 FROM information_schema.{tablespaces} s WHERE s.NAME LIKE CONCAT(DATABASE(), '/%')
 """
-# Tables named in one query at most; more are read with every table.
-_NAMED_AT_MOST = 500
 # The tablespaces' view needs the PROCESS privilege (MariaDB: error 1227).
 _NO_PROCESS = 1227
 
@@ -73,14 +72,9 @@ def mysql_sizes(conn: Connection, tables: Sequence[str]) -> dict[str, tuple[int,
 def _rows(conn: Connection, tables: Sequence[str]) -> list[_Row]:
     """The tables' files' sizes where the account may read them, and their catalog
     sizes where no file gives theirs."""
-    space = (
-        "INNODB_SYS_TABLESPACES"
-        if getattr(conn.dialect, "is_mariadb", False)
-        else "INNODB_TABLESPACES"
-    )
     files: dict[str, tuple[Any, Any]] = {}
     try:
-        for f in conn.execute(text(_FILES.replace("{tablespaces}", space))):
+        for f in conn.execute(text(_FILES.replace("{tablespaces}", innodb_tablespaces(conn)))):
             files[str(f.name)] = (f.file_size, f.allocated)
     except DBAPIError as exc:
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
@@ -105,15 +99,8 @@ def _rows(conn: Connection, tables: Sequence[str]) -> list[_Row]:
 
 
 def _listed(conn: Connection, sql: str, tables: Sequence[str]) -> list[Any]:
-    """The rows of these tables: named in the query where they are few, else those of
-    every table, kept here (the guard parses each statement sent, and a list of 10,000
-    names costs it half a second; reading the others' engines costs the server less)."""
-    if len(tables) > _NAMED_AT_MOST:
-        wanted = set(tables)
-        every = conn.execute(text(sql.replace("AND t.TABLE_NAME IN :names", ""))).all()
-        return [r for r in every if r.name in wanted]
-    listed = text(sql).bindparams(bindparam("names", expanding=True))
-    return list(conn.execute(listed, {"names": list(tables)}).all())
+    """The rows of these tables (targets/catalog.py: named_rows)."""
+    return named_rows(conn, sql + _NAMED, sql, tables, lambda row: str(row.name))
 
 
 def _by_estimate(r: _Row) -> bool:

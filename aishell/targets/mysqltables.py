@@ -93,16 +93,17 @@ def read_mysql(conn: Connection, names: Sequence[str] | None) -> dict[str, Mysql
     return tables
 
 
+def innodb_tablespaces(conn: Connection) -> str:
+    """information_schema's view of InnoDB's tablespaces, as this server names it."""
+    mariadb = getattr(conn.dialect, "is_mariadb", False)
+    return "INNODB_SYS_TABLESPACES" if mariadb else "INNODB_TABLESPACES"
+
+
 def _files(conn: Connection) -> dict[str, int]:
     """The database's tablespace files' sizes by InnoDB's table name; {} where the login
     may not read them."""
-    table = (
-        "INNODB_SYS_TABLESPACES"
-        if getattr(conn.dialect, "is_mariadb", False)
-        else "INNODB_TABLESPACES"
-    )
     try:
-        rows = conn.execute(text(_FILES.replace("{table}", table))).all()
+        rows = conn.execute(text(_FILES.replace("{table}", innodb_tablespaces(conn)))).all()
     except DBAPIError as exc:
         if getattr(exc.orig, "args", (None,))[0] in _NOT_ALLOWED:
             return {}

@@ -4,7 +4,7 @@ and unused leaf space."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -17,7 +17,12 @@ from sqlalchemy.sql.elements import TextClause
 from aishell.errors import StepFailed
 from aishell.handlers import read_once_in_dry_run
 from aishell.sqltext import text
-from aishell.targets.catalog import sqlite_name, sqlite_reads_whole_file, sqlite_text_as_bytes
+from aishell.targets.catalog import (
+    named_rows,
+    sqlite_name,
+    sqlite_reads_whole_file,
+    sqlite_text_as_bytes,
+)
 from aishell.tool.context import ToolContext
 
 
@@ -149,11 +154,6 @@ OWNERS_ALL = "SELECT name, tbl_name FROM sqlite_schema"
 OWNERS_EACH = OWNERS_ALL + " WHERE tbl_name IN :names"
 # Bound values per query, well under SQLite's limit on them.
 _CHUNK = 5000
-# Tables named in a query of the schema table at most: for more, every table's rows are
-# read and those named kept here. The guard parses each statement it lets through, and a
-# list of 5,000 names costs it a third of a second; SQLite reads the whole schema table
-# for either query.
-_NAMED_AT_MOST = 500
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
     dbstat = has_dbstat(ctx)
     with sqlite_text_as_bytes(conn):
         whole = dbstat and sqlite_reads_whole_file(conn, len(names))
-        for r in _schema_rows(conn, (INDEXES_EACH, INDEXES_ALL, 0), names):
+        for r in named_rows(conn, INDEXES_EACH, INDEXES_ALL, names, _name_in(0)):
             table, index = sqlite_name(r.tbl), sqlite_name(r.idx)
             if table is not None:
                 indexes.setdefault(table, [])
@@ -226,25 +226,16 @@ def _btrees(ctx: ToolContext, names: Sequence[str]) -> dict[str, Btrees]:
 def _owned(conn: Connection, names: Sequence[str]) -> set[str]:
     """The b-trees (and triggers) of these tables, by name."""
     owned: set[str] = set()
-    for r in _schema_rows(conn, (OWNERS_EACH, OWNERS_ALL, 1), names):
+    for r in named_rows(conn, OWNERS_EACH, OWNERS_ALL, names, _name_in(1)):
         name = sqlite_name(r.name)
         if name is not None:
             owned.add(name)
     return owned
 
 
-def _schema_rows(
-    conn: Connection, queries: tuple[str, str, int], names: Sequence[str]
-) -> list[Any]:
-    """The rows of these tables, of a query of the schema table (`queries`: it for the
-    tables named, it for every table, and the column of the table's name): the tables
-    named in the query where they are few, else every table's rows read and these kept.
-    Under sqlite_text_as_bytes."""
-    each, every, column = queries
-    if len(names) <= _NAMED_AT_MOST:
-        return list(conn.execute(_expanding(each), {"names": list(names)}))
-    wanted = set(names)
-    return [r for r in conn.execute(text(every)) if sqlite_name(r[column]) in wanted]
+def _name_in(column: int) -> Callable[[Any], str | None]:
+    """A schema row's table name, read under sqlite_text_as_bytes, from this column."""
+    return lambda row: sqlite_name(row[column])
 
 
 def _keep_pages(rows: Any, pages: dict[str, list[Page]], owned: set[str] | None) -> None:

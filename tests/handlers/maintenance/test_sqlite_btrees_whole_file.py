@@ -84,9 +84,9 @@ def test_the_catalog_of_tables_named_is_the_same_either_way(
 def test_the_tables_read_by_name_and_with_every_table_preview_alike(
     config: Any, demo_db: Any, monkeypatch: pytest.MonkeyPatch, lookups_per_page: int
 ) -> None:
-    monkeypatch.setattr(catalog, "_NAMED_AT_MOST", 10**6)
+    monkeypatch.setattr(target_catalog, "NAMED_AT_MOST", 10**6)
     named, _ = _preview(config, monkeypatch, lookups_per_page)
-    monkeypatch.setattr(catalog, "_NAMED_AT_MOST", 0)
+    monkeypatch.setattr(target_catalog, "NAMED_AT_MOST", 0)
     every, _ = _preview(config, monkeypatch, lookups_per_page)
     assert named == every
 
@@ -115,4 +115,4 @@ def test_a_plan_of_many_tables_sends_no_list_of_them_all(home: Path) -> None:
         event.remove(Engine, "before_cursor_execute", before)
     rebuild = next(s for s in preview.steps if s.tool == "rebuild_fragmented_indexes")
     assert rebuild.sql
-    assert max(len(p or ()) for p in sent) <= catalog._NAMED_AT_MOST
+    assert max(len(p or ()) for p in sent) <= target_catalog.NAMED_AT_MOST
