@@ -26,6 +26,12 @@ from aishell.tool.context import ToolContext
 from aishell.tool.report import ReportRule
 from aishell.units import binary_size
 
+# The counters of tables: a table two steps did the same kind of work on (on MySQL the
+# rebuild step's ALTER ... FORCE and the optimize step's OPTIMIZE TABLE) is one table
+# optimized, not two. A step that names no table adds its number as it is. (Statistics
+# are counted by update: two ANALYZEs of a table are two updates.)
+TABLE_COUNTERS = ("tables_optimized",)
+
 
 def summarize(
     maintenance_type: str,
@@ -58,6 +64,8 @@ def summarize(
         "steps_not_run": 0,
     }
     checks: list[Mapping[str, Any]] = []
+    # Per table counter, the tables counted in it so far.
+    counted: dict[str, set[str]] = {section: set() for section in TABLE_COUNTERS}
     # The tables in the order first named; a dict, so that thousands stay linear.
     processed: dict[str, None] = {}
     if baseline and isinstance(baseline.get("corruption_check"), Mapping):
@@ -77,7 +85,7 @@ def summarize(
         # A step over many tables (handlers/shared.py) counts as a step per table done.
         for each, said in _per_table(table, output):
             for rule in adds:
-                _add(rule, report, checks, each, said)
+                _add(rule, report, checks, each, said, counted)
     processed.update(dict.fromkeys(t for t in tables if t not in processed))
     report["tables_processed"] = list(processed)
     if checks:
@@ -117,12 +125,19 @@ def _add(
     checks: list[Mapping[str, Any]],
     table: str | None,
     output: Mapping[str, Any],
+    counted: dict[str, set[str]],
 ) -> None:
-    """What one step's output adds to its section of the report, by its tool's rule."""
+    """What one step's output adds to its section of the report, by its tool's rule;
+    `counted`: the tables each table counter has counted."""
     if rule.when is not None and not output.get(rule.when):
         return
     if rule.action == "add":
-        report[rule.section] += int(output.get(rule.source, 0)) if rule.source else 1
+        number = int(output.get(rule.source, 0)) if rule.source else 1
+        tables = counted.get(rule.section)
+        if tables is not None and table and number > 0:
+            number = 0 if table in tables else 1
+            tables.add(table)
+        report[rule.section] += number
     elif rule.action == "set":
         report[rule.section] = list(output.get(rule.source or "") or [])
     elif rule.action == "per_table":

@@ -254,3 +254,37 @@ def test_a_site_tools_output_is_the_runs_report_and_its_deletions_are_counted(ho
 def _count(path: Path, query: str) -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute(query).fetchone()[0])
+
+
+def test_a_table_two_steps_optimized_counts_once():
+    # MySQL: the rebuild step rebuilt a whole (ALTER ... FORCE), the optimize step
+    # OPTIMIZEd it again; b was only rebuilt, c only optimized. Statistics are counted
+    # by update: a's two are two.
+    actions: list[dict[str, Any]] = [
+        {
+            "tool": "rebuild_fragmented_indexes",
+            "table": None,
+            "output": {
+                "by_table": [
+                    {"table": "a", "tables_rebuilt": 1, "indexes_rebuilt": 2},
+                    {"table": "b", "tables_rebuilt": 1, "indexes_rebuilt": 1},
+                ]
+            },
+        },
+        {"tool": "optimize_table", "table": "a", "output": {"vacuumed": True}},
+        {"tool": "optimize_table", "table": "c", "output": {"vacuumed": True}},
+        {
+            "tool": "update_table_statistics",
+            "table": "a",
+            "output": {"statistics_updated": True, "tables_analyzed": 1},
+        },
+        {
+            "tool": "optimize_table",
+            "table": "a",
+            "output": {"vacuumed": True, "statistics_updated": True},
+        },
+    ]
+    report = summarize("full", ["a", "b", "c"], actions, None, bundled_rules())
+    assert report["tables_optimized"] == 3
+    assert report["statistics_updated"] == 2
+    assert report["indexes_rebuilt"] == 3  # indexes are counted, not tables
