@@ -17,7 +17,9 @@ catalog records what a body writes, so it is read from the body's text:
 - a string literal of the body is read as a body too (dynamic SQL: EXECUTE 'DELETE
   FROM audit ...'), but for a message the body raises (PostgreSQL's RAISE format and
   USING MESSAGE, DETAIL, HINT; MySQL's SIGNAL ... SET MESSAGE_TEXT; SQLite's RAISE(ABORT,
-  '...')), which no server runs; a name a body builds at run time is not seen;
+  '...')), and for a value of an INSERT's VALUES list (`VALUES (1, 'DELETE FROM
+  audit')`, stored as data), which that statement does not run; a name a body builds at
+  run time is not seen;
 - comments are not read (MySQL's `#` ones too), but MySQL's executable comments
   (/*! ... */, /*M! ... */) are code;
 - the routines a body runs are those whose names are a word of it (PostgreSQL) or
@@ -42,6 +44,7 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
+from aishell.guard.rowvalues import a_row_value
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write
 from aishell.sqltext import text
@@ -195,7 +198,7 @@ def written_by_body(body: str, dialect: str) -> Iterator[Write]:
     literals read as bodies too, but for a message a body only raises)."""
     tokens = _code_tokens(body, dialect)
     for n, token in enumerate(tokens):
-        if token.startswith("'") and len(token) > 2 and not _a_message(tokens, n):
+        if token.startswith("'") and len(token) > 2 and not _not_run(tokens, n):
             yield from written_by_body(token[1:-1].replace("''", "'"), dialect)
     words = [t.upper() if _plain(t) else t for t in tokens]
     for i, word in enumerate(words):
@@ -221,6 +224,11 @@ def _code_tokens(body: str, dialect: str) -> list[str]:
         elif not token.startswith(("--", "/*", "#")):
             tokens.append(token)
     return tokens
+
+
+def _not_run(tokens: list[str], n: int) -> bool:
+    """Whether the literal tokens[n] is text no server runs as SQL where it stands."""
+    return _a_message(tokens, n) or a_row_value(tokens, n)
 
 
 def _a_message(tokens: list[str], n: int) -> bool:

@@ -1,6 +1,7 @@
 """Words of a trigger's body that write nothing are no written table: a table joined in
 a multi-table UPDATE whose SET assigns none of its columns, SELECT ... FOR UPDATE (INTO,
-OF), a message the body raises, a comment (MariaDB's `#` too). A false written table
+OF), a message the body raises, a comment (MariaDB's `#` too), text a plain INSERT
+stores (a value of its VALUES list). A false written table
 blocks a legitimate purge (its triggers and code are asked for); the real writes beside
 them are still found: UPDATE ... FROM, MariaDB's multi-table UPDATE and DELETE, INSERT
 ... SELECT, MERGE, a writable CTE, dynamic SQL, MariaDB's executable comments."""
@@ -38,6 +39,7 @@ BODIES = {
         "MERGE INTO merged m USING ledger l ON m.id = l.id "
         "WHEN MATCHED THEN UPDATE SET id = l.id; "
         "EXECUTE 'DELETE FROM dyn WHERE id = $1' USING OLD.id; "
+        "INSERT INTO journal VALUES (OLD.id, 'DELETE FROM audit done'); "
         "RETURN OLD; END"
     ),
     "mysql": (
@@ -50,6 +52,7 @@ BODIES = {
         "UPDATE ledger l JOIN other o ON o.id = l.id SET o.id = l.id; "
         "DELETE gone, dyn FROM gone JOIN dyn ON gone.id = dyn.id WHERE gone.id = OLD.id; "
         "INSERT INTO copied SELECT id FROM ledger WHERE id = OLD.id; "
+        "INSERT INTO journal VALUES (OLD.id, 'DELETE FROM audit'), (OLD.id, 'TRUNCATE audit'); "
         "END"
     ),
     "sqlite": (
@@ -59,6 +62,7 @@ BODIES = {
         "INSERT INTO copied SELECT id FROM ledger WHERE id = OLD.id; "
         "UPDATE kept SET id = OLD.id WHERE id = OLD.id; "
         "DELETE FROM gone WHERE id = OLD.id; "
+        "INSERT INTO journal (id, note) VALUES (OLD.id, 'UPDATE audit SET id = 0'); "
         "END"
     ),
 }
@@ -71,6 +75,7 @@ WRITTEN = {
         ("UPDATE", "merged"),
         ("DELETE", "merged"),
         ("DELETE", "dyn"),
+        ("INSERT", "journal"),
     },
     "mysql": {
         ("UPDATE", "kept"),
@@ -78,8 +83,14 @@ WRITTEN = {
         ("DELETE", "gone"),
         ("DELETE", "dyn"),
         ("INSERT", "copied"),
+        ("INSERT", "journal"),
     },
-    "sqlite": {("INSERT", "copied"), ("UPDATE", "kept"), ("DELETE", "gone")},
+    "sqlite": {
+        ("INSERT", "copied"),
+        ("UPDATE", "kept"),
+        ("DELETE", "gone"),
+        ("INSERT", "journal"),
+    },
 }
 
 
@@ -101,6 +112,7 @@ def test_what_a_trigger_reads_is_not_written(tmp_path: Path, dialect: str) -> No
             url,
             "CREATE TABLE logs (id integer PRIMARY KEY)",
             *(f"CREATE TABLE {t} (id integer)" for t in TABLES),
+            "CREATE TABLE journal (id integer, note varchar(100))",
             *_trigger(dialect),
         )
         engine = create_engine(url)
@@ -147,6 +159,48 @@ READ_ONLY = [
     ("/*M! UPDATE audit SET x = 1 */ SELECT 1", "mysql", [W("UPDATE", None, "audit")]),
     ("SELECT RAISE(FAIL, 'DELETE FROM audit')", "sqlite", []),
     ("ALTER TABLE c ADD FOREIGN KEY (p) REFERENCES p ON UPDATE CASCADE", "postgresql", []),
+    # Text a plain INSERT stores is data; anything that may run it is read.
+    (
+        "INSERT INTO j (a, b) VALUES (1, f('x', (2))), ((3), 'DELETE FROM audit'), (4, 'y')",
+        "postgresql",
+        [W("INSERT", None, "j")],
+    ),
+    (
+        'INSERT INTO "s"."j" AS l (a) VALUES (\'TRUNCATE audit\')',
+        "postgresql",
+        [W("INSERT", "s", "j")],
+    ),
+    (
+        "REPLACE LOW_PRIORITY INTO `j` VALUE ('DELETE FROM audit')",
+        "mysql",
+        [W("INSERT", None, "j"), W("DELETE", None, "j")],
+    ),
+    (
+        "INSERT INTO j VALUES (run_it('DELETE FROM audit'))",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    (
+        "SELECT run_it(x) FROM (VALUES ('DELETE FROM audit')) v(x)",
+        "postgresql",
+        [W("DELETE", None, "audit")],
+    ),
+    (
+        "INSERT INTO j VALUES ('DELETE FROM audit') RETURNING run_it(c)",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    (
+        "INSERT INTO j VALUES ('DELETE FROM audit') ON DUPLICATE KEY UPDATE c = run_it(VALUES(c))",
+        "mysql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j"), W("UPDATE", None, "j")],
+    ),
+    (
+        "WITH a AS (INSERT INTO j VALUES ('DELETE FROM audit') RETURNING c) "
+        "SELECT run_it(c) FROM a",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
 ]
 
 
