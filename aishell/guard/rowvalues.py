@@ -4,7 +4,9 @@ A body's string literals are read as bodies too (bodywrites.py: dynamic SQL), bu
 literal that a plain INSERT or REPLACE stores (`INSERT INTO log VALUES (1, 'DELETE FROM
 audit')`) is not run by that statement: reading it as SQL made the table it names look
 written, and blocked a purge for that table's code. Only a whole value of a row of such
-a list counts; everything else a body holds stays read.
+a list counts; everything else a body holds stays read. What the statement sets off on
+the table it stores into (a trigger there that could run the text) is followed as any
+write's is: such a trigger is named among the step's reasons, and waits for a yes.
 """
 
 from __future__ import annotations
