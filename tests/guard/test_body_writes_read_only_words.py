@@ -228,3 +228,52 @@ def test_a_message_naming_a_table_does_not_block_a_purge(home: Path) -> None:
     )
     assert result.status == "completed", result.error
     assert query(db, "SELECT count(*) FROM people") == [(200,)]
+
+
+QUEUE = {
+    "postgresql": (
+        "CREATE FUNCTION run_queued() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN EXECUTE NEW.cmd; RETURN NEW; END$$",
+        "CREATE TRIGGER run_queued AFTER INSERT ON queue FOR EACH ROW "
+        "EXECUTE FUNCTION run_queued()",
+        "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO queue VALUES ('DELETE FROM audit'); RETURN OLD; END$$",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW EXECUTE FUNCTION logs_gone()",
+    ),
+    "mysql": (
+        "CREATE TRIGGER run_queued AFTER INSERT ON queue FOR EACH ROW SET @last = NEW.cmd",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+        "INSERT INTO queue VALUES ('DELETE FROM audit')",
+    ),
+    "sqlite": (
+        "CREATE TRIGGER run_queued AFTER INSERT ON queue BEGIN SELECT NEW.cmd; END",
+        "CREATE TRIGGER logs_gone AFTER DELETE ON logs "
+        "BEGIN INSERT INTO queue VALUES ('DELETE FROM audit'); END",
+    ),
+}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite"])
+def test_text_a_body_stores_is_no_write_but_what_its_table_runs_is_named(
+    tmp_path: Path, dialect: str
+) -> None:
+    """A trigger that stores a statement's text in a queue writes the queue, not the
+    table the text names; the queue's own trigger, which could run the text, is named
+    among what the write sets off (and so asks for a person's yes)."""
+    with scratch_database(dialect, tmp_path) as url:
+        execute(
+            url,
+            "CREATE TABLE logs (id integer PRIMARY KEY)",
+            "CREATE TABLE audit (id integer)",
+            "CREATE TABLE queue (cmd varchar(200))",
+            *QUEUE[dialect],
+        )
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                reach = write_reach(conn, ["DELETE FROM logs WHERE id = 1"])
+        finally:
+            engine.dispose()
+    assert reach is not None
+    assert {(w.event, w.table) for w in reach.by_bodies} == {("INSERT", "queue")}
+    assert any("inserting into queue" in f and "run_queued" in f for f in reach.fires), reach.fires
