@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 
 from aishell import commands
 from aishell.guard.bodywrites import written_by_body
-from aishell.guard.writereach import write_reach
+from aishell.guard.writereach import Reach, write_reach
 from aishell.guard.writtentables import Write
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
@@ -105,16 +105,11 @@ def _trigger(dialect: str) -> tuple[str, ...]:
     return (f"CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW {body}",)
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite"])
-def test_what_a_trigger_reads_is_not_written(tmp_path: Path, dialect: str) -> None:
+def _reach_of_a_delete(tmp_path: Path, dialect: str, *made: str) -> Reach:
+    """What a DELETE of a row of `logs` reaches, in a scratch database holding `logs`
+    and what `made` makes."""
     with scratch_database(dialect, tmp_path) as url:
-        execute(
-            url,
-            "CREATE TABLE logs (id integer PRIMARY KEY)",
-            *(f"CREATE TABLE {t} (id integer)" for t in TABLES),
-            "CREATE TABLE journal (id integer, note varchar(100))",
-            *_trigger(dialect),
-        )
+        execute(url, "CREATE TABLE logs (id integer PRIMARY KEY)", *made)
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
@@ -122,6 +117,18 @@ def test_what_a_trigger_reads_is_not_written(tmp_path: Path, dialect: str) -> No
         finally:
             engine.dispose()
     assert reach is not None
+    return reach
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql", "sqlite"])
+def test_what_a_trigger_reads_is_not_written(tmp_path: Path, dialect: str) -> None:
+    reach = _reach_of_a_delete(
+        tmp_path,
+        dialect,
+        *(f"CREATE TABLE {t} (id integer)" for t in TABLES),
+        "CREATE TABLE journal (id integer, note varchar(100))",
+        *_trigger(dialect),
+    )
     found = {(w.event, w.table) for w in reach.by_bodies}
     assert found == WRITTEN[dialect]
 
@@ -260,20 +267,12 @@ def test_text_a_body_stores_is_no_write_but_what_its_table_runs_is_named(
     """A trigger that stores a statement's text in a queue writes the queue, not the
     table the text names; the queue's own trigger, which could run the text, is named
     among what the write sets off (and so asks for a person's yes)."""
-    with scratch_database(dialect, tmp_path) as url:
-        execute(
-            url,
-            "CREATE TABLE logs (id integer PRIMARY KEY)",
-            "CREATE TABLE audit (id integer)",
-            "CREATE TABLE queue (cmd varchar(200))",
-            *QUEUE[dialect],
-        )
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                reach = write_reach(conn, ["DELETE FROM logs WHERE id = 1"])
-        finally:
-            engine.dispose()
-    assert reach is not None
+    reach = _reach_of_a_delete(
+        tmp_path,
+        dialect,
+        "CREATE TABLE audit (id integer)",
+        "CREATE TABLE queue (cmd varchar(200))",
+        *QUEUE[dialect],
+    )
     assert {(w.event, w.table) for w in reach.by_bodies} == {("INSERT", "queue")}
     assert any("inserting into queue" in f and "run_queued" in f for f in reach.fires), reach.fires
