@@ -32,26 +32,33 @@ def a_row_value(tokens: list[str], n: int) -> bool:
     return _inserted_into(tokens, before) and _rows_end_statement(tokens, row)
 
 
-# Words between an INSERT (or REPLACE) and its VALUES besides the table's name.
+# Words between an INSERT (or REPLACE) and its VALUES besides the table's name and its
+# alias: MySQL's modifiers and PARTITION, SQLite's OR conflict clause, PostgreSQL's
+# OVERRIDING ... VALUE.
 _INSERT_WORDS = frozenset(
-    {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "AS", "OVERRIDING"}
-    | {"SYSTEM", "USER", "VALUE", "."}
+    {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "PARTITION", "AS"}
+    | {"OR", "ROLLBACK", "ABORT", "FAIL", "OVERRIDING", "SYSTEM", "USER", "VALUE", "."}
 )
+# The names that may stand there: a schema, the table, an alias.
+_MOST_NAMES = 3
 
 
 def _inserted_into(tokens: list[str], values: int) -> bool:
     """Whether the VALUES at tokens[values] is a plain INSERT's or REPLACE's own (its
-    table, a column list, INTO and such between them, nothing else)."""
-    k = values - 1
+    table, a column list, INTO and such between them, nothing else: a query before it,
+    `INSERT ... SELECT ... UNION VALUES`, is not)."""
+    k, names = values - 1, 0
     while k >= 0:
         word = tokens[k].upper()
         if word in ("INSERT", "REPLACE"):
             return True
         if word == ")":
-            k = _opening(tokens, k) - 1  # the column list
+            k = _opening(tokens, k) - 1  # the column list (MySQL: the partitions)
             continue
-        if word not in _INSERT_WORDS and not _a_name(tokens[k]):
-            return False
+        if word not in _INSERT_WORDS:
+            names += 1
+            if names > _MOST_NAMES or not _a_name(tokens[k]):
+                return False
         k -= 1
     return False
 

@@ -203,6 +203,17 @@ READ_ONLY = [
         [W("DELETE", None, "audit"), W("INSERT", None, "j"), W("UPDATE", None, "j")],
     ),
     (
+        "INSERT OR IGNORE INTO main.j AS x (a) VALUES ('DELETE FROM audit')",
+        "sqlite",
+        [W("INSERT", "main", "j")],
+    ),
+    # A query before the VALUES: read, whatever its rows are.
+    (
+        "INSERT INTO j SELECT run_it(x) FROM y UNION VALUES ('DELETE FROM audit')",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    (
         "WITH a AS (INSERT INTO j VALUES ('DELETE FROM audit') RETURNING c) "
         "SELECT run_it(c) FROM a",
         "postgresql",
