@@ -169,8 +169,10 @@ def test_mariadb_sampled_statistics_under_the_rows_need_approval(home: Path, my_
     # One sampled page may say more rows as well as fewer: the persistent statistics are
     # set to say fewer, as a stale sample would, and read again when the table is next
     # opened after a flush. A flush while another session has the table open (the other
-    # tests' reads of every table's catalog row) leaves the old figure: tried again.
-    for _ in range(40):
+    # tests' reads of every table's catalog row) leaves the old figure: tried again, for
+    # up to a minute (ten seconds were not enough on a busy machine).
+    deadline = time.monotonic() + 60
+    while True:
         estimate = _sql(
             my_url,
             "UPDATE mysql.innodb_table_stats SET n_rows = 4000 "
@@ -179,7 +181,7 @@ def test_mariadb_sampled_statistics_under_the_rows_need_approval(home: Path, my_
             "SELECT TABLE_ROWS FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fixlim_sampled'",
         )[0]
-        if estimate < limit:
+        if estimate < limit or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     assert estimate < limit, estimate  # the statistics say under; 16,000 rows are there
