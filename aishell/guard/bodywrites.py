@@ -44,7 +44,6 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
-from aishell.guard.rowvalues import a_row_value
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write
 from aishell.sqltext import text
@@ -183,6 +182,8 @@ _LATER_NOT_NAMES = frozenset(
     {"SELECT", "VALUES", "DEFAULT", "SET", "LATERAL", "AS", "ON", "WHERE", "USING", "FROM"}
     | {"JOIN", "INNER", "LEFT", "RIGHT", "OUTER", "CROSS", "NATURAL", "STRAIGHT_JOIN"}
 )
+# Words after an INSERT's table that are no alias of it.
+_INSERT_CLAUSES = frozenset({"VALUES", "VALUE", "OVERRIDING", "SELECT", "DEFAULT", "SET"})
 # Where a DELETE's or UPDATE's list of tables ends.
 _DELETE_ENDS = frozenset({"WHERE", "RETURNING", "ORDER", "LIMIT", ";"})
 _UPDATE_ENDS = frozenset({"SET", ";"})
@@ -197,15 +198,15 @@ def written_by_body(body: str, dialect: str) -> Iterator[Write]:
     """Each table the body writes, by the rule of the module's docstring (its string
     literals read as bodies too, but for a message a body only raises)."""
     tokens = _code_tokens(body, dialect)
-    for n, token in enumerate(tokens):
-        if token.startswith("'") and len(token) > 2 and not _not_run(tokens, n):
-            yield from written_by_body(token[1:-1].replace("''", "'"), dialect)
     words = [t.upper() if _plain(t) else t for t in tokens]
-    for i, word in enumerate(words):
-        if word not in ("INSERT", "REPLACE", "MERGE", "TRUNCATE", "UPDATE", "DELETE"):
-            continue
-        if i and words[i - 1] in _NOT_A_STATEMENT:
-            continue
+    verbs = [i for i, word in enumerate(words) if _a_verb(words, i)]
+    stored = {n for i in verbs for n in _stored_values(words, i)}
+    for n, token in enumerate(tokens):
+        literal = token.startswith("'") and len(token) > 2
+        if literal and n not in stored and not _a_message(tokens, n):
+            yield from written_by_body(token[1:-1].replace("''", "'"), dialect)
+    for i in verbs:
+        word = words[i]
         cascade = word == "TRUNCATE" and "CASCADE" in words[i : _end(words, i, {";"})]
         for event, at in _targets(words, i):
             named = _name(tokens, at, dialect)
@@ -226,9 +227,73 @@ def _code_tokens(body: str, dialect: str) -> list[str]:
     return tokens
 
 
-def _not_run(tokens: list[str], n: int) -> bool:
-    """Whether the literal tokens[n] is text no server runs as SQL where it stands."""
-    return _a_message(tokens, n) or a_row_value(tokens, n)
+def _a_verb(words: list[str], i: int) -> bool:
+    """Whether words[i] is the verb of a statement that writes (not `ON DELETE`)."""
+    if words[i] not in ("INSERT", "REPLACE", "MERGE", "TRUNCATE", "UPDATE", "DELETE"):
+        return False
+    return not i or words[i - 1] not in _NOT_A_STATEMENT
+
+
+def _stored_values(words: list[str], i: int) -> Iterator[int]:
+    """The literals that the statement whose verb is words[i] stores as data: each whole
+    value of a row of a plain INSERT's or REPLACE's VALUES list (`INSERT INTO log VALUES
+    (1, 'DELETE FROM audit')`), which the statement does not run. None for any other
+    statement, nor where something may run a value: a call around it (`VALUES
+    (run_it('...'))`), RETURNING, ON CONFLICT or ON DUPLICATE KEY after the rows, or
+    anything but the table (a schema, an alias, its partitions), a column list, INTO and
+    such between the verb and VALUES (`INSERT ... SELECT ... UNION VALUES`). What the
+    statement sets off on the table it stores into is followed as any write's is."""
+    if words[i] not in ("INSERT", "REPLACE"):
+        return
+    k = _past_table(words, _past_modifiers(words, i + 1))
+    if k is None or k >= len(words) or words[k] not in ("VALUES", "VALUE"):
+        return
+    values: list[int] = []
+    k += 1
+    while True:  # rows, `( ... )` each, a comma between two
+        closing = _end(words, k, set()) if words[k : k + 1] == ["("] else len(words)
+        if closing >= len(words) or ";" in words[k:closing]:  # no row of a plain INSERT
+            return
+        values.extend(_whole_values(words, k, closing))
+        k = closing + 1
+        if words[k : k + 1] != [","]:
+            break
+        k += 1
+    if k >= len(words) or words[k] == ";":  # nothing but rows up to the statement's end
+        yield from values
+
+
+def _past_table(words: list[str], j: int) -> int | None:
+    """The index after an INSERT's table (a name, maybe qualified), its PARTITION list,
+    its alias, its column list and OVERRIDING ... VALUE; None where words[j] names no
+    table."""
+    if j >= len(words) or not _named_word(words[j]) or words[j] in _LATER_NOT_NAMES:
+        return None
+    while j + 2 < len(words) and words[j + 1] == "." and _named_word(words[j + 2]):
+        j += 2
+    j += 1
+    if j < len(words) and words[j] == "PARTITION" and words[j + 1 : j + 2] == ["("]:
+        j = _end(words, j + 1, set()) + 1
+    if j < len(words) and words[j] == "AS":
+        j += 1
+    if j < len(words) and _named_word(words[j]) and words[j] not in _INSERT_CLAUSES:
+        j += 1  # the alias
+    if j < len(words) and words[j] == "(":
+        j = _end(words, j, set()) + 1
+    if words[j : j + 1] == ["OVERRIDING"] and words[j + 2 : j + 3] == ["VALUE"]:
+        j += 3
+    return j
+
+
+def _whole_values(words: list[str], opened: int, closing: int) -> Iterator[int]:
+    """The literals that are a whole value of the row between words[opened] ("(") and
+    words[closing] (")"): `'x'` in `(1, 'x')`, not in `(f('x'))` or `('x' || y)`."""
+    depth = 0
+    for n in range(opened + 1, closing):
+        depth += {"(": 1, ")": -1}.get(words[n], 0)
+        whole = words[n - 1] in ("(", ",") and words[n + 1] in (",", ")")
+        if depth == 0 and whole and words[n].startswith("'"):
+            yield n
 
 
 def _a_message(tokens: list[str], n: int) -> bool:

@@ -219,6 +219,43 @@ READ_ONLY = [
         "postgresql",
         [W("DELETE", None, "audit"), W("INSERT", None, "j")],
     ),
+    (
+        "INSERT INTO j WITH c AS (SELECT 1) VALUES ('DELETE FROM audit')",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    # Rows that are no rows of a plain INSERT: read.
+    (
+        "INSERT INTO j VALUES ('a') ('DELETE FROM audit')",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    (
+        "INSERT INTO j VALUES ('DELETE FROM audit'), (1; SELECT 2)",
+        "postgresql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    (
+        "INSERT INTO j VALUES ('DELETE FROM audit'), ('x'",
+        "mysql",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    (
+        "INSERT INTO j VALUES ('DELETE FROM audit' || x)",
+        "sqlite",
+        [W("DELETE", None, "audit"), W("INSERT", None, "j")],
+    ),
+    # A table with its partitions, and OVERRIDING ... VALUE: still a plain INSERT.
+    (
+        "INSERT IGNORE INTO d.j PARTITION (p0, p1) (a) VALUES ('DELETE FROM audit'), ('x');",
+        "mysql",
+        [W("INSERT", "d", "j")],
+    ),
+    (
+        "INSERT INTO j (a) OVERRIDING SYSTEM VALUE VALUES ('TRUNCATE audit')",
+        "postgresql",
+        [W("INSERT", None, "j")],
+    ),
 ]
 
 
