@@ -14,8 +14,10 @@ reads (count_table_rows on a small table) and for one that writes
 and prints the per-step overhead in milliseconds and the ratio, and the store's
 commits per step (counted); the runs alternate. It also times a run of one step (what
 a run costs whatever its length) and the store's commits alone, so the fsync cost of
-this disk is visible. The process's cyclic collector is set as the `aishell` command
-sets it (aishell.cli.collect_less).
+this disk is visible, and a checkpoint of a step's progress durable (a purge's) against
+one that may be redone (a shared step's table done: synchronous=NORMAL for it alone).
+The process's cyclic collector is set as the `aishell` command sets it
+(aishell.cli.collect_less).
 
     python bench/checkpoint.py [--steps N] [--repeat N]
 """
@@ -128,6 +130,17 @@ def commits_alone(url: str, count: int) -> float:
         return (time.perf_counter() - started) / count
 
 
+def progress_saves(url: str, count: int, durable: bool) -> float:
+    """Seconds per checkpoint of a step's progress (a shared step's table done): durable,
+    as a purge's batch needs it, or redoable, as a step of VACUUMs saves it."""
+    with StateStore(url) as store:
+        run_id = new_run_id()
+        started = time.perf_counter()
+        for i in range(count):
+            store.save_progress(run_id, 0, {"done": list(range(i))[-50:]}, durable=durable)
+        return (time.perf_counter() - started) / count
+
+
 def measure(config, steps: int, repeat: int, tool: str) -> dict[str, float]:
     plan = make_plan(steps, tool)
     base: list[float] = []
@@ -174,6 +187,12 @@ def main() -> None:
                 state_steps.RIDE_SECONDS = ride
                 found[kind, ends] = measure(config, args.steps, args.repeat, tool)
         commit = commits_alone(config.state_url, 500)
+        saves = {
+            durable: statistics.median(
+                progress_saves(config.state_url, 200, durable) for _ in range(args.repeat)
+            )
+            for durable in (True, False)
+        }
     print(
         f"{args.steps} steps, median of {args.repeat}; state store: SQLite "
         f"{sqlite3.sqlite_version}, {durable}; Python {sys.version.split()[0]}"
@@ -193,6 +212,11 @@ def main() -> None:
         own = f["per_step"] - f["commits"] * commit * 1000
         print(f"  aishell's own work per step, net of its commits: {own:.3f} ms (aim 0.5 ms)")
     print(f"one durable commit:  {commit * 1000:8.3f} ms")
+    durable, redoable = saves[True] * 1000, saves[False] * 1000
+    print(
+        f"a shared step's checkpoint of a table done: durable {durable:.3f} ms, "
+        f"redoable {redoable:.3f} ms ({redoable / durable:.3f}x)"
+    )
 
 
 if __name__ == "__main__":

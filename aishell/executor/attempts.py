@@ -346,6 +346,9 @@ def _long_step_hooks(
     # Read only by the tools that checkpoint: one query less for every other step.
     ctx.load_progress = lambda: store.get_progress(run_id, index)
     ctx.save_progress = lambda progress: store.save_progress(run_id, index, progress)
+    ctx.save_redoable_progress = lambda progress: store.save_progress(
+        run_id, index, progress, durable=False
+    )
     ctx.record_event = lambda kind, data: store.record_event(run_id, index, kind, data)
     ctx.queue_event = lambda kind, data: store.queue_event(run_id, index, kind, data)
     ctx.step_events = lambda kind: store.step_events(run_id, index, kind)

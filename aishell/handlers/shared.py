@@ -8,9 +8,13 @@ approval covers exactly the tables it names; its SQL is each table's, in that or
 
 Each table's outcome is in the step's output (`by_table`, `tables_done`,
 `skipped_tables`, `tables_gone`). A handler that may change its tables checkpoints
-each table's output as it ends (the step's progress in state.db, durable when the
-next table starts) if the table wrote, so that a step cut short, by a crash or a failed
-attempt, goes on at the first table not written and reports the ones done before it.
+each table's output as it ends (the step's progress in state.db, committed before the
+next table starts) if the table wrote, so that a step cut short, by a crash of aishell
+or a failed attempt, goes on at the first table not written and reports the ones done
+before it. That commit does not wait on the disk: the store's next durable commit (the
+audit row before a REINDEX CONCURRENTLY, the step's end) makes it durable, and a crash
+of the machine before then has the step do those tables again, as harmless as a
+VACUUM, ANALYZE, OPTIMIZE or REINDEX run twice.
 A table that only read this time (its rebuild found nothing over the threshold) is
 read again after a crash, as is every table of a step that only reads: reading again
 is harmless.
@@ -213,8 +217,11 @@ def _run_each(
     settled = {*done, *gone, *(s["table"] for s in skipped)}
 
     def checkpoint() -> None:
+        # Doing a table again costs only time (the tools shared are idempotent): the
+        # progress need not wait on the disk of the store (see the module's docstring).
         if keeps:
-            ctx.save_progress({"done": list(done), "skipped_tables": skipped, "tables_gone": gone})
+            progress = {"done": list(done), "skipped_tables": skipped, "tables_gone": gone}
+            ctx.save_redoable_progress(progress)
 
     def work(table: str) -> None:
         wrote = ctx.writes_sent

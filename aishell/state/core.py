@@ -118,14 +118,23 @@ class StoreCore:
         return self._silenced.error
 
     @contextmanager
-    def _hot_tx(self) -> Iterator[None]:
+    def _hot_tx(self, durable: bool = True) -> Iterator[None]:
         """A transaction of hot statements only (_send). On SQLite, the driver's own:
-        begun by its first write and committed here, without SQLAlchemy's bookkeeping."""
+        begun by its first write and committed here, without SQLAlchemy's bookkeeping.
+
+        Not `durable`: on SQLite the commit does not wait for the disk (synchronous=NORMAL
+        for it alone). It is in the WAL once it returns, so a crash of this process keeps
+        it; the store's next durable commit syncs it with its own, and a crash of the
+        machine before that loses it. Only for what losing repeats harmless work."""
         driver = self._sqlite()
         if driver is None or self._conn.in_transaction():
             with self._tx():
                 yield
             return
+        # SQLite changes its safety level only outside a transaction.
+        unsynced = not durable and not driver.in_transaction
+        if unsynced:
+            driver.execute("PRAGMA synchronous = NORMAL")
         try:
             for statement, params in self._queued:
                 self._send(statement, params)
@@ -139,7 +148,17 @@ class StoreCore:
             with suppress(sqlite3.Error):
                 driver.rollback()
             raise
+        finally:
+            if unsynced:
+                self._synced_again(driver)
         self._committed()
+
+    def _synced_again(self, driver: sqlite3.Connection) -> None:
+        """Every later commit durable again (store.py opens the store at FULL)."""
+        try:
+            driver.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise self._failed("PRAGMA synchronous = FULL", exc) from exc
 
     def _same_file(self) -> None:
         """Before a commit: the store's file is still the one opened (identity.py), or

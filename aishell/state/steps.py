@@ -315,10 +315,15 @@ class StepRepository(StoreCore):
 
     # Where a long step has got to (a purge's last key and rows deleted).
 
-    def save_progress(self, run_id: str, index: int, progress: dict[str, Any]) -> None:
-        """Durable when it returns: a purge writes it before its batch commits."""
+    def save_progress(
+        self, run_id: str, index: int, progress: dict[str, Any], *, durable: bool = True
+    ) -> None:
+        """Durable when it returns: a purge writes it before its batch commits. Not
+        `durable` (core._hot_tx): kept across a crash of this process, durable with the
+        store's next durable commit; for progress whose loss only repeats idempotent
+        work (the tables a step of VACUUMs did)."""
         values = {"progress": dumps(progress), "updated_at": now()}
-        with self._hot_tx():
+        with self._hot_tx(durable):
             if self._send(_PROGRESS_SAVED, {"b_run": run_id, "b_idx": index, **values}).rowcount:
                 return
             self._send(_PROGRESS_FIRST, {"run_id": run_id, "step_idx": index, **values})

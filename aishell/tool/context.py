@@ -62,6 +62,10 @@ class ToolContext:
     # where this one is, figures for the progress display, and an event for the log.
     load_progress: Callable[[], Mapping[str, Any] | None] = field(default=lambda: None)
     save_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
+    # A checkpoint whose loss only repeats idempotent work (the tables a step of VACUUMs
+    # did): kept across a crash of the process, durable with the store's next durable
+    # commit rather than a wait on the disk of its own (StateStore.save_progress).
+    save_redoable_progress: Callable[[dict[str, Any]], None] = field(default=lambda _p: None)
     report: Callable[[dict[str, Any]], None] = field(default=lambda _f: None)
     record_event: Callable[[str, dict[str, Any]], None] = field(default=lambda _k, _d: None)
     # An event that commits with the step's next durable write (its progress), and the
