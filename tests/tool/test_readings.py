@@ -1,5 +1,7 @@
 """A run's readings of its tables: kept for the next steps, until a write or an age."""
 
+import pytest
+
 from aishell.tool.readings import MAX_AGE_SECONDS, TableReadings
 
 
@@ -90,8 +92,11 @@ def test_the_plans_tables_are_read_together_once_and_a_written_one_alone():
     # Not in the plan, or not found by the query of them all: read alone.
     assert read("x") == "x alone" and read("gone") == "gone alone"
     readings.step_starts(["c"])
+    assert read("c") == "c alone"  # while the step that writes it runs
     readings.step_ended(["c"], True)
-    assert read("c") == "c alone"
+    reads.clear()
+    assert read("c") == "c together"  # its writes over: with the others due a read
+    assert reads == [("all", ("c",))]
     # Too old: those no step has asked for yet are read together again (none here but b,
     # asked for already, is read alone).
     readings.plan(["a", "b", "c", "d", "e"])
@@ -100,6 +105,27 @@ def test_the_plans_tables_are_read_together_once_and_a_written_one_alone():
     assert read("d") == "d together" and read("e") == "e together"
     assert reads == [("all", ("d", "e"))]
     assert read("b") == "b alone"
+
+
+@pytest.mark.parametrize("succeeded", [True, False])
+def test_the_tables_a_step_wrote_are_read_again_together_once_it_ended(succeeded: bool):
+    readings = TableReadings(Clock())
+    readings.plan(["a", "b", "c", "d"])
+    read, reads = together(readings)
+    assert [read(t) for t in "abcd"] == [f"{t} together" for t in "abcd"]
+    readings.step_starts(["a", "b", "c"])
+    reads.clear()
+    assert [read("a"), read("d")] == ["a alone", "d together"]
+    assert reads == [("one", "a")]
+    readings.step_ended(["a", "b", "c"], succeeded)
+    reads.clear()
+    assert [read("b"), read("c"), read("a"), read("d")] == [
+        "b together",
+        "c together",
+        "a together",
+        "d together",  # read since no step wrote it: kept
+    ]
+    assert reads == [("all", ("a", "b", "c"))]
 
 
 def test_a_query_of_them_all_that_failed_is_not_sent_again_for_each_table():
