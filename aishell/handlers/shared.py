@@ -217,11 +217,9 @@ def _run_each(
     settled = {*done, *gone, *(s["table"] for s in skipped)}
 
     def checkpoint() -> None:
-        # Doing a table again costs only time (the tools shared are idempotent): the
-        # progress need not wait on the disk of the store (see the module's docstring).
-        if keeps:
-            progress = {"done": list(done), "skipped_tables": skipped, "tables_gone": gone}
-            ctx.save_redoable_progress(progress)
+        if keeps:  # redoable: the tools shared are idempotent (the module's docstring)
+            kept = {"done": list(done), "skipped_tables": skipped, "tables_gone": gone}
+            ctx.save_redoable_progress(kept)
 
     def work(table: str) -> None:
         wrote = ctx.writes_sent

@@ -738,9 +738,11 @@ def busy_server(admin_url: str, dialect: str, sessions: int) -> Iterator[Callabl
 def _busy_then_resume(purge: Purge, sessions: int) -> None:
     with busy_server(purge.url, purge.dialect, sessions) as begin:
         fault = _after_batches(purge, 10, begin)
-        # 50 ms between batches: the purge is still going at the throttle's next check.
-        # The key walk's 28 batches (PostgreSQL's page walk has a few on 600 rows).
-        job = purge.job(sleep_ms=50, walk="keys")
+        # 150 ms between batches: the 18 batches after the 10th take at least 2.7 s,
+        # time for the busy sessions to connect and for two of the throttle's checks (one
+        # a second): at 50 ms, a quick server finished first, now and then. The key
+        # walk's 28 batches (PostgreSQL's page walk has a few on 600 rows).
+        job = purge.job(sleep_ms=150, walk="keys")
         result = commands.run_job(purge.config, "log_cleanup", job)
         fault.join(5)
         assert result.status == "failed"
