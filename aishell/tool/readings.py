@@ -75,8 +75,8 @@ class TableReadings:
     def get(self, table: str, key: Hashable, compute: Callable[[], T]) -> T:
         """The reading of `key` on `table` a recent earlier step made, else compute()'s."""
         now = self._clock()
-        kept = self._by_table.get(table, {}).get(key)
-        if kept is not None and now - kept[0] <= MAX_AGE_SECONDS:
+        kept = self._fresh(table, key, now)
+        if kept is not None:
             return cast(T, kept[1])
         value = compute()
         self._by_table.setdefault(table, {})[key] = (now, value)
@@ -93,31 +93,33 @@ class TableReadings:
         every other such table, in one go (compute_all: {table: reading}; one it leaves
         out, or all when it could not read them, compute() reads alone)."""
         now = self._clock()
-        kept = self._by_table.get(table, {}).get(key)
+        kept = self._fresh(table, key, now)
         taken = self._taken.setdefault(key, set())
-        if (kept is None or now - kept[0] > MAX_AGE_SECONDS) and self._together(table, key, now):
+        if kept is None and self._together(table, key, now):
             wanted = [
                 t
                 for t in self._planned or ()
                 if t not in taken
                 and t not in self._written
                 and t not in self._held
-                and not self._fresh(t, key, now)
+                and self._fresh(t, key, now) is None
             ]
             self._batched[key] = (now, set(wanted))
             for name, value in compute_all(wanted).items():
                 self._by_table.setdefault(name, {})[key] = (now, value)
-            kept = self._by_table.get(table, {}).get(key)
+            kept = self._fresh(table, key, now)
         taken.add(table)
-        if kept is not None and now - kept[0] <= MAX_AGE_SECONDS:
+        if kept is not None:
             return cast(T, kept[1])
         value = compute()
         self._by_table.setdefault(table, {})[key] = (now, value)
         return value
 
-    def _fresh(self, table: str, key: Hashable, now: float) -> bool:
+    def _fresh(self, table: str, key: Hashable, now: float) -> tuple[float, object] | None:
+        """The reading of `key` on `table` (when, value) if it is at most MAX_AGE_SECONDS
+        old, else None."""
         kept = self._by_table.get(table, {}).get(key)
-        return kept is not None and now - kept[0] <= MAX_AGE_SECONDS
+        return kept if kept is not None and now - kept[0] <= MAX_AGE_SECONDS else None
 
     def held(self, table: str) -> BaseException | None:
         """The lock's error of a table a preview found held, else None."""
