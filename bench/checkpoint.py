@@ -15,11 +15,13 @@ and prints the per-step overhead in milliseconds and the ratio, and the store's
 commits per step (counted); the runs alternate. It also times a run of one step (what
 a run costs whatever its length) and the store's commits alone, so the fsync cost of
 this disk is visible, and a checkpoint of a step's progress durable (a purge's) against
-one that may be redone (a shared step's table done: synchronous=NORMAL for it alone).
+one that may be redone (a shared step's table done: synchronous=NORMAL for it alone),
+and, with --pg-store URL (an empty PostgreSQL database), the same two on a state store
+there (synchronous_commit off for the redoable one's transaction alone).
 The process's cyclic collector is set as the `aishell` command sets it
 (aishell.cli.collect_less).
 
-    python bench/checkpoint.py [--steps N] [--repeat N]
+    python bench/checkpoint.py [--steps N] [--repeat N] [--pg-store URL]
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--pg-store", help="an empty PostgreSQL database for a state store")
     args = parser.parse_args()
     # The collector as the `aishell` command sets it, for the runs made in this process.
     collect_less()
@@ -193,6 +196,13 @@ def main() -> None:
             )
             for durable in (True, False)
         }
+        on_server = {
+            durable: statistics.median(
+                progress_saves(args.pg_store, 200, durable) for _ in range(args.repeat)
+            )
+            for durable in (True, False)
+            if args.pg_store
+        }
     print(
         f"{args.steps} steps, median of {args.repeat}; state store: SQLite "
         f"{sqlite3.sqlite_version}, {durable}; Python {sys.version.split()[0]}"
@@ -217,6 +227,12 @@ def main() -> None:
         f"a shared step's checkpoint of a table done: durable {durable:.3f} ms, "
         f"redoable {redoable:.3f} ms ({redoable / durable:.3f}x)"
     )
+    if on_server:
+        durable, redoable = on_server[True] * 1000, on_server[False] * 1000
+        print(
+            f"the same on a PostgreSQL state store: durable {durable:.3f} ms, "
+            f"redoable {redoable:.3f} ms ({redoable / durable:.3f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -122,13 +122,18 @@ class StoreCore:
         """A transaction of hot statements only (_send). On SQLite, the driver's own:
         begun by its first write and committed here, without SQLAlchemy's bookkeeping.
 
-        Not `durable`: on SQLite the commit does not wait for the disk (synchronous=NORMAL
-        for it alone). It is in the WAL once it returns, so a crash of this process keeps
-        it; the store's next durable commit syncs it with its own, and a crash of the
-        machine before that loses it. Only for what losing repeats harmless work."""
+        Not `durable`: the commit does not wait for the disk: on SQLite synchronous=NORMAL
+        for it alone, on PostgreSQL synchronous_commit off for its transaction alone. It
+        is in the WAL once it returns, so a crash of this process keeps it; the store's
+        next durable commit syncs it with its own, and a crash of the machine before
+        that loses it. Only for what losing repeats harmless work. (MySQL's equivalent,
+        innodb_flush_log_at_trx_commit, is the server's alone: its commits stay durable.)"""
         driver = self._sqlite()
         if driver is None or self._conn.in_transaction():
-            with self._tx():
+            unsynced = not durable and not self._conn.in_transaction()
+            with self._tx() as conn:
+                if unsynced and conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield
             return
         # SQLite changes its safety level only outside a transaction.
