@@ -7,7 +7,7 @@ An entry is used only when everything it was made from is as it was:
   tool file), with whatever else the caller counts (installed plugins);
 - the code that checked them: aishell's own folder and Python, and the file of
   every module (outside the standard library) that the checking process had loaded, by
-  its inode, size and modification time;
+  its inode, size and modification time as that process first saw them;
 - the file itself: a regular file of this user's, readable by no one else.
 Anything else is a miss, and a miss loads in full, as if there were no cache: a file that
 the full load refuses is refused with its own error, and nothing is written then. A
@@ -58,6 +58,29 @@ def _in_stdlib(path: str, stdlib: str) -> bool:
     return path.startswith(stdlib) and site not in path
 
 
+# Each module file as this process first saw it: the code it runs is what was there then.
+# A process that lives on (`serve`, a fleet worker) while aishell is upgraded under it
+# keeps its old code, so it neither stamps its entries with the new files nor takes an
+# entry the new code made; and a process with many modules loaded (a plugin host) looks
+# at each file once, not at every entry.
+_first_seen: dict[str, tuple[int, int, int] | None] = {}
+
+
+def _file_as_first_seen(path: str) -> tuple[int, int, int] | None:
+    """The file's inode, size and modification time when this process first looked."""
+    try:
+        return _first_seen[path]
+    except KeyError:
+        pass
+    try:
+        found = os.stat(path)
+        seen: tuple[int, int, int] | None = (found.st_ino, found.st_size, found.st_mtime_ns)
+    except OSError:
+        seen = None
+    _first_seen[path] = seen
+    return seen
+
+
 def code_stamp() -> list[list[Any]]:
     """Every loaded module's source file outside the standard library, with its inode,
     size and modification time: the code that just checked what an entry holds."""
@@ -69,9 +92,9 @@ def code_stamp() -> list[list[Any]]:
             files.add(path)
     stamp = []
     for path in sorted(files):
-        with suppress(OSError):
-            found = os.stat(path)
-            stamp.append([path, found.st_ino, found.st_size, found.st_mtime_ns])
+        seen = _file_as_first_seen(path)
+        if seen is not None:
+            stamp.append([path, *seen])
     return stamp
 
 
@@ -80,10 +103,9 @@ def _code_unchanged(stamp: Any) -> bool:
         return False
     try:
         for path, ino, size, mtime in stamp:
-            found = os.stat(path)
-            if (found.st_ino, found.st_size, found.st_mtime_ns) != (ino, size, mtime):
+            if _file_as_first_seen(path) != (ino, size, mtime):
                 return False
-    except (OSError, TypeError, ValueError):
+    except (TypeError, ValueError):
         return False
     return True
 
