@@ -15,7 +15,7 @@ import yaml
 from aishell.config.models import Config, load_config
 from aishell.targets.demo import create_demo
 from tests.helpers import use_target
-from tests.services import start_servers
+from tests.services import share_preferred_tls, start_servers
 
 REPO = Path(__file__).resolve().parent.parent
 # The test modules as pytest rewrites them (for its asserts) are kept in __pycache__
@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 # again, about 8 s of CPU each. The processes the tests start keep the variable.
 sys.dont_write_bytecode = False
 SMALL_LOG_ROWS = 6_000
+share_preferred_tls()
 
 
 @pytest.fixture(scope="session")

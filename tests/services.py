@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import psycopg
+import pymysql
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -49,6 +50,29 @@ _UNREACHABLE_WORDS = (
     "no such file or directory",  # a Unix socket that is not there
 )
 _UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+# PyMySQL's own TLS context for a connection in the preferred mode (no TLS option): a new
+# one each time, the system's certificates loaded (about 20 ms of CPU). aishell's sessions
+# share one (aishell/targets/mysqltls.py); the sessions the tests open themselves, as the
+# application or an admin, share one too (share_preferred_tls), else they cost the suite
+# about 5% of its CPU. A test of aishell's own sharing puts this back first.
+LIBRARY_TLS_CONTEXT = pymysql.connections.Connection._create_ssl_ctx
+_preferred_tls: list[object] = []
+_preferred_tls_made = threading.Lock()
+
+
+def _shared_preferred_tls(connection: pymysql.connections.Connection, sslp: object) -> object:
+    if sslp != {}:
+        return LIBRARY_TLS_CONTEXT(connection, sslp)
+    with _preferred_tls_made:
+        if not _preferred_tls:
+            _preferred_tls.append(LIBRARY_TLS_CONTEXT(connection, {}))
+        return _preferred_tls[0]
+
+
+def share_preferred_tls() -> None:
+    """Every PyMySQL session of this process in the preferred mode shares one context."""
+    pymysql.connections.Connection._create_ssl_ctx = _shared_preferred_tls
 
 
 def unreachable(exc: BaseException) -> bool:

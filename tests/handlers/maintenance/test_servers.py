@@ -627,13 +627,20 @@ def test_the_state_store_can_live_on_postgresql(edit_config, demo_db, pg_url):
         assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 1
 
 
-def test_mysql_connections_share_one_tls_context_in_the_preferred_mode(home, mysql_url):
+def test_mysql_connections_share_one_tls_context_in_the_preferred_mode(
+    home, mysql_url, monkeypatch
+):
     """PyMySQL's preferred TLS mode builds a context per connection (the system's
-    certificates loaded each time); a target's connections share one, and still work."""
+    certificates loaded each time); a target's connections share one, and still work.
+    PyMySQL as it comes: not the context the suite's own sessions share."""
+    import pymysql
+
     from aishell.config.models import load_config
     from aishell.targets.engines import open_target
     from tests.helpers import use_target
+    from tests.services import LIBRARY_TLS_CONTEXT
 
+    monkeypatch.setattr(pymysql.connections.Connection, "_create_ssl_ctx", LIBRARY_TLS_CONTEXT)
     use_target(home, mysql_url)
     target = open_target(load_config(home=home), "db")
     try:
