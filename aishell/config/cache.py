@@ -152,11 +152,14 @@ def keep(path: Path, key: str, data: Any) -> None:
     Data that JSON would not give back as it is (a date in a tool's example) is not kept;
     nor is anything when the folder cannot be written."""
     try:
-        text = json.dumps({"key": key, "code": code_stamp(), "data": data}, sort_keys=True)
-        if json.loads(text)["data"] != data:
+        kept = json.dumps(data, sort_keys=True)
+        if json.loads(kept) != data:
             return
     except (TypeError, ValueError):
         return
+    # The data checked alone: the code's stamp (a file per module) is not read back.
+    stamped = json.dumps({"code": code_stamp(), "key": key}, sort_keys=True)
+    text = f'{stamped[:-1]}, "data": {kept}}}'
     # Here, not at the top: only a miss writes.
     from aishell.files import write_beside
 
