@@ -57,11 +57,13 @@ def _rows_locked(url: str) -> Iterator[None]:
 
 
 def _quick_to_fail(home: Path, url: str) -> Config:
-    """The target's lock waits short, and a purge not tried again: a held lock fails it."""
+    """The target's lock waits short (a server's lock timeout, a SQLite file's busy
+    timeout), and a purge not tried again: a held lock fails it."""
     config = use_target(home, url)
     main = home / "config" / "aishell.yaml"
     data = yaml.safe_load(main.read_text())
-    data["targets"]["db"]["lock_timeout_ms"] = 1000
+    wait = "busy_timeout_ms" if url.startswith("sqlite") else "lock_timeout_ms"
+    data["targets"]["db"][wait] = 1000
     main.write_text(yaml.safe_dump(data))
     agent = home / "config" / "agents" / "log_cleanup.yaml"
     data = yaml.safe_load(agent.read_text())
