@@ -49,13 +49,14 @@ runs = Table(
     Column("error", Text),
     Column("pid", Integer),
     Column("hostname", String(255)),
-    # When that process started (processes.process_started): a pid reused by a later
-    # process is not the run's; NULL before 0003_scheduler_owner.
-    Column("pid_started", String(32)),
     Column("started_by", String(128)),
     # The home key's signature of what resume trusts (seals.py); NULL: stored before
     # signing and not signed at the upgrade (no key at hand then), which is refused.
     Column("seal", Text),
+    # When that process started (processes.process_started): a pid reused by a later
+    # process is not the run's; NULL before 0003_scheduler_owner. Last, where that
+    # revision added it: a new store has the columns in the order the revisions give.
+    Column("pid_started", String(32)),
 )
 
 steps = Table(

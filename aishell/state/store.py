@@ -242,14 +242,20 @@ class StateStore(
         history.refuse_unknown(found, self.location)
         if found.current:
             return
-        history.prepare()
+        at_once = history.made_at_once(self._conn, found)
+        if not at_once:
+            history.prepare()
         with self._tx() as conn:
             history.lock_schema(conn)
             # Another opener may have upgraded it while this one waited for the lock.
             found = history.read_schema(conn)
             if found.current:
                 return
-            history.upgrade(conn, found, self.location, sqlite_path(self.url), self._key)
+            if at_once and history.made_at_once(conn, found):
+                history.create_current(conn)
+            else:
+                history.prepare()
+                history.upgrade(conn, found, self.location, sqlite_path(self.url), self._key)
             self._event(
                 conn,
                 "-",

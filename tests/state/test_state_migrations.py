@@ -64,12 +64,17 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def sqlite_schema(path: Path) -> list[tuple[object, ...]]:
-    """Every table and index of a SQLite file as SQLite keeps it, but Alembic's own."""
-    return query(
-        path,
-        "SELECT type, name, tbl_name, sql FROM sqlite_master "
-        "WHERE tbl_name != 'alembic_version' ORDER BY name",
-    )
+    """Every table and index of a SQLite file as SQLite keeps it, but Alembic's own; the
+    text's spacing aside (a column a revision added is in it as ADD COLUMN put it, where
+    a new store has it on a line of its own)."""
+    return [
+        (kind, name, table, " ".join(str(sql or "").split()))
+        for kind, name, table, sql in query(
+            path,
+            "SELECT type, name, tbl_name, sql FROM sqlite_master "
+            "WHERE tbl_name != 'alembic_version' ORDER BY name",
+        )
+    ]
 
 
 def dump(path: Path) -> list[str]:
