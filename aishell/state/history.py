@@ -179,9 +179,9 @@ def made_at_once(conn: Connection, found: FoundSchema) -> bool:
 
 def create_current(conn: Connection) -> None:
     """A new store (no table in its database) made at HEAD_REVISION inside the caller's
-    transaction (lock_schema taken), as `upgrade head` would make it, in a tenth of the
-    time and without Alembic's import: schema.py's tables, the baseline's schema_version
-    row, and alembic_version as Alembic keeps it."""
+    transaction (lock_schema taken), as `upgrade head` would make it, without Alembic's
+    import and in about half the time on SQLite (bench/new_store.py): schema.py's
+    tables, the baseline's schema_version row, and alembic_version as Alembic keeps it."""
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, insert
 
     from aishell.state.schema import meta, metadata
