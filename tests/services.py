@@ -34,6 +34,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
+from aishell.targets.mysqltls import preferred_context
+
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -55,19 +57,15 @@ _UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, 
 # one each time, the system's certificates loaded (about 20 ms of CPU). aishell's sessions
 # share one (aishell/targets/mysqltls.py); the sessions the tests open themselves, as the
 # application or an admin, share one too (share_preferred_tls), else they cost the suite
-# about 5% of its CPU. A test of aishell's own sharing puts this back first.
+# about 5% of its CPU: the same one (preferred_context). A test of aishell's own sharing
+# puts PyMySQL's back first.
 LIBRARY_TLS_CONTEXT = pymysql.connections.Connection._create_ssl_ctx
-_preferred_tls: list[object] = []
-_preferred_tls_made = threading.Lock()
 
 
 def _shared_preferred_tls(connection: pymysql.connections.Connection, sslp: object) -> object:
     if sslp != {}:
         return LIBRARY_TLS_CONTEXT(connection, sslp)
-    with _preferred_tls_made:
-        if not _preferred_tls:
-            _preferred_tls.append(LIBRARY_TLS_CONTEXT(connection, {}))
-        return _preferred_tls[0]
+    return preferred_context(lambda: LIBRARY_TLS_CONTEXT(connection, {}))
 
 
 def share_preferred_tls() -> None:

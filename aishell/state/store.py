@@ -254,6 +254,7 @@ class StateStore(
             if at_once and history.made_at_once(conn, found):
                 history.create_current(conn)
             else:
+                # Already imported unless the store looked new before the lock (rare).
                 history.prepare()
                 history.upgrade(conn, found, self.location, sqlite_path(self.url), self._key)
             self._event(

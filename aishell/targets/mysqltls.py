@@ -21,7 +21,7 @@ import inspect
 import os
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +31,22 @@ _lock = threading.Lock()
 _preferred: list[ssl.SSLContext] = []
 
 
+def preferred_context(make: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """The one TLS context of the preferred mode in this process, made by `make` at the
+    first connection that asks."""
+    with _lock:
+        if not _preferred:
+            _preferred.append(make())
+        return _preferred[0]
+
+
 class SharedTlsConnection(pymysql.connections.Connection):  # type: ignore[misc]
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        own = super()._create_ssl_ctx
         if sslp != {}:
-            made: ssl.SSLContext = super()._create_ssl_ctx(sslp)
+            made: ssl.SSLContext = own(sslp)
             return made
-        with _lock:
-            if not _preferred:
-                _preferred.append(super()._create_ssl_ctx({}))
-            return _preferred[0]
+        return preferred_context(lambda: own({}))
 
 
 def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> SharedTlsConnection:
