@@ -173,7 +173,8 @@ def made_at_once(conn: Connection, found: FoundSchema) -> bool:
     """Is this a new store that create_current makes? One with no table at all, on an
     engine whose DDL is transactional and whose openers wait for each other's (SQLite,
     PostgreSQL: lock_schema); MySQL commits each CREATE, so a store cut short there is
-    left to the revisions, which read what is there."""
+    left to the revisions, each of whose operations does only what is not there yet
+    (revision_ops.py)."""
     return not found.has_tables and conn.dialect.name in ("sqlite", "postgresql")
 
 

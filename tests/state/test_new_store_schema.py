@@ -10,13 +10,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine
 
 from aishell.state import history
 from aishell.state.store import StateStore
+from tests.state.store_shape import store_shape
 
 
 @contextmanager
@@ -41,58 +41,6 @@ def _by_revisions(url: str) -> None:
         engine.dispose()
 
 
-def _shape(url: str) -> dict[str, Any]:
-    """Every table as the database describes it, and the rows that say the schema."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            found = inspect(conn)
-            shape: dict[str, Any] = {}
-            for table in sorted(found.get_table_names()):
-                shape[table] = {
-                    "columns": [
-                        (c["name"], str(c["type"]), c["nullable"], c["default"])
-                        for c in found.get_columns(table)
-                    ],
-                    "key": found.get_pk_constraint(table),
-                    "indexes": sorted(found.get_indexes(table), key=lambda i: str(i["name"])),
-                    "unique": sorted(
-                        found.get_unique_constraints(table), key=lambda u: str(u["name"])
-                    ),
-                    "foreign": found.get_foreign_keys(table),
-                    "checks": found.get_check_constraints(table),
-                }
-            if conn.dialect.name == "sqlite":
-                # A column a revision added is in the table's text as ADD COLUMN put it:
-                # on the line before the key's, not on one of its own.
-                shape["ddl"] = [
-                    (kind, name, " ".join((sql or "").split()))
-                    for kind, name, sql in conn.execute(
-                        text("SELECT type, name, sql FROM sqlite_master ORDER BY name")
-                    )
-                ]
-            else:
-                shape["ddl"] = conn.execute(
-                    text(
-                        "SELECT c.relname, c.relkind, pg_catalog.pg_get_indexdef(c.oid) "
-                        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1"
-                    )
-                ).all()
-                shape["constraints"] = conn.execute(
-                    text(
-                        "SELECT conrelid::regclass::text, conname, "
-                        "pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
-                        "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
-                    )
-                ).all()
-            shape["meta"] = conn.execute(text("SELECT key, value FROM meta")).all()
-            shape["version"] = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-            return shape
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_new_store_is_what_the_revisions_make(dialect: str, tmp_path: Path) -> None:
     with (
@@ -103,7 +51,7 @@ def test_a_new_store_is_what_the_revisions_make(dialect: str, tmp_path: Path) ->
             assert store.schema_revision == history.HEAD_REVISION
             assert store.schema_version == history.LEGACY_SCHEMA_VERSION
         _by_revisions(revisions)
-        made, migrated = _shape(at_once), _shape(revisions)
+        made, migrated = store_shape(at_once), store_shape(revisions)
         assert made["version"] == [(history.HEAD_REVISION,)]
         assert set(made) - {"ddl", "constraints", "meta", "version"}  # tables were compared
         assert made == migrated
@@ -112,6 +60,7 @@ def test_a_new_store_is_what_the_revisions_make(dialect: str, tmp_path: Path) ->
 MAKE_ONE = """
 import sys
 from aishell.state.store import StateStore
+from tests.state.store_shape import store_shape
 with StateStore(sys.argv[1]) as store:
     store.record_event("r1", 0, "made", {})
 print(sorted(m for m in sys.modules if m == "alembic" or m.startswith("alembic.")))

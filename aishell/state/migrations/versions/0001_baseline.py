@@ -17,6 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from aishell.state import revision_ops
+
 revision = "0001_baseline"
 down_revision = None
 branch_labels = None
@@ -227,7 +229,7 @@ scratch = sa.Table(
 
 def upgrade() -> None:
     bind = op.get_bind()
-    schema.create_all(bind, checkfirst=True)
+    revision_ops.ensure_tables(*schema.sorted_tables)
     version = meta.c.key == "schema_version"
     if bind.execute(sa.update(meta).where(version).values(value=LEGACY_SCHEMA_VERSION)).rowcount:
         return

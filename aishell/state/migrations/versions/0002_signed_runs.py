@@ -22,6 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
+from aishell.state import revision_ops
 from aishell.state.seals import seal, step_seal
 from aishell.state.signing import SigningKey
 
@@ -32,13 +33,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("runs", sa.Column("seal", sa.Text))
-    op.add_column("steps", sa.Column("status_seal", sa.Text))
-    op.add_column("steps", sa.Column("output_seal", sa.Text))
-    op.add_column("approvals", sa.Column("named", sa.Boolean))
-    op.add_column("approvals", sa.Column("given_for", sa.Text))
-    op.add_column("approvals", sa.Column("seal", sa.Text))
-    op.create_table(
+    revision_ops.add_column("runs", sa.Column("seal", sa.Text))
+    revision_ops.add_column("steps", sa.Column("status_seal", sa.Text))
+    revision_ops.add_column("steps", sa.Column("output_seal", sa.Text))
+    revision_ops.add_column("approvals", sa.Column("named", sa.Boolean))
+    revision_ops.add_column("approvals", sa.Column("given_for", sa.Text))
+    revision_ops.add_column("approvals", sa.Column("seal", sa.Text))
+    revision_ops.create_table(
         "approval_requests",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.String(32), nullable=False, index=True),

@@ -11,7 +11,8 @@ Revises: 0002_signed_runs
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from aishell.state import revision_ops
 
 revision = "0003_scheduler_owner"
 down_revision = "0002_signed_runs"
@@ -20,7 +21,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("runs", sa.Column("pid_started", sa.String(32)))
+    revision_ops.add_column("runs", sa.Column("pid_started", sa.String(32)))
 
 
 def downgrade() -> None:

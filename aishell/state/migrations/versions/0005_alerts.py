@@ -9,7 +9,8 @@ Revises: 0004_scheduler_job_home
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from aishell.state import revision_ops
 
 revision = "0005_alerts"
 down_revision = "0004_scheduler_job_home"
@@ -18,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    revision_ops.create_table(
         "alerts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("rule", sa.String(32), nullable=False),

@@ -9,7 +9,8 @@ Revises: 0005_alerts
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from aishell.state import revision_ops
 
 revision = "0006_fleet"
 down_revision = "0005_alerts"
@@ -18,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    revision_ops.create_table(
         "fleet_jobs",
         sa.Column("fleet_id", sa.String(32), primary_key=True),
         sa.Column("agent", sa.String(64), nullable=False),
@@ -29,7 +30,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("created_by", sa.String(128), nullable=False),
     )
-    op.create_table(
+    revision_ops.create_table(
         "fleet_runs",
         sa.Column("fleet_id", sa.String(32), nullable=False),
         sa.Column("target", sa.String(128), nullable=False),

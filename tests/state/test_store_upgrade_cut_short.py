@@ -1,0 +1,135 @@
+"""A MySQL state store whose making or upgrade was cut short opens, and is then what an
+uncut upgrade makes. MySQL commits each DDL statement by itself and alembic_version
+moves only after a revision's last one, so a revision cut short runs again from its
+start: every operation of the revisions does only what is not there yet
+(state/revision_ops.py). Cut after each DDL statement in turn, from an empty database;
+and a process killed (SIGKILL) while its upgrade waits on a lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
+
+from aishell.state import history
+from aishell.state.store import StateStore
+from tests.services import scratch_mysql
+from tests.state.store_shape import store_shape
+
+DDL = ("ALTER", "CREATE", "DROP")
+
+
+class Cut(Exception):
+    """Where the upgrade stopped, as a kill there would have stopped it."""
+
+
+def _upgrade_cut_after_one_statement(engine: Engine) -> str | None:
+    """One opening's upgrade, stopped before its second DDL statement: the statement it
+    was stopped at, or None when it came to the end."""
+    sent: list[str] = []
+
+    def count(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().split()[0].upper() in DDL:
+            sent.append(statement)
+            if len(sent) == 2:
+                raise Cut(" ".join(statement.split())[:80])
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with engine.begin() as conn:
+            history.upgrade(conn, history.read_schema(conn), "the cut store", None)
+        return None
+    except Cut as cut:
+        return str(cut)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_mysql_store_cut_after_any_ddl_statement_opens_as_an_uncut_one() -> None:
+    with scratch_mysql() as cut_url, scratch_mysql() as whole_url:
+        engine = create_engine(cut_url)
+        cuts: list[str] = []
+        try:
+            while (cut := _upgrade_cut_after_one_statement(engine)) is not None:
+                cuts.append(cut)
+                assert len(cuts) < 200, "the upgrade never ends"
+        finally:
+            engine.dispose()
+        # Each table, index and column the revisions add was a place it was cut.
+        assert any(c.startswith("CREATE INDEX") for c in cuts), cuts
+        assert any(c.startswith("ALTER TABLE runs ADD COLUMN pid_started") for c in cuts)
+        assert any(c.startswith("CREATE TABLE fleet_runs") for c in cuts), cuts
+        with StateStore(cut_url) as store:
+            assert store.schema_revision == history.HEAD_REVISION
+        with StateStore(whole_url) as store:
+            assert store.schema_revision == history.HEAD_REVISION
+        cut_shape, whole_shape = store_shape(cut_url), store_shape(whole_url)
+        assert "fleet_runs" in cut_shape
+        assert cut_shape == whole_shape
+
+
+OPEN_STORE = """
+import sys
+from aishell.state.store import StateStore
+with StateStore(sys.argv[1]):
+    pass
+"""
+
+
+def _waits_on_the_lock(admin: Engine, database: str) -> bool:
+    with admin.connect() as conn:
+        return bool(
+            conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE db = :db "
+                    "AND state LIKE 'Waiting for table metadata lock%' "
+                    "AND info LIKE 'ALTER TABLE steps%'"
+                ),
+                {"db": database},
+            ).scalar()
+        )
+
+
+def test_a_mysql_store_whose_upgrade_was_killed_midway_opens() -> None:
+    """At revision 0001, with `steps` held by another session's transaction: the opener
+    adds runs.seal, waits to alter steps, and is killed there."""
+    from alembic import command
+
+    with scratch_mysql() as url:
+        engine = create_engine(url)
+        holder = engine.connect()
+        try:
+            with engine.begin() as conn:
+                command.upgrade(history.alembic_config(conn), "0001_baseline")
+            holder.execute(text("SELECT COUNT(*) FROM steps"))  # its transaction holds steps
+            opener = subprocess.Popen(
+                [sys.executable, "-c", OPEN_STORE, url],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            database = str(engine.url.database)
+            deadline = time.monotonic() + 60
+            while not _waits_on_the_lock(engine, database):
+                assert opener.poll() is None, opener.stderr.read() if opener.stderr else ""
+                assert time.monotonic() < deadline, "the upgrade never reached steps"
+                time.sleep(0.05)
+            os.kill(opener.pid, signal.SIGKILL)
+            opener.wait(timeout=30)
+            holder.rollback()
+            columns = {c["name"] for c in inspect(engine).get_columns("runs")}
+            assert "seal" in columns  # the cut left part of 0002 done
+            with engine.connect() as conn:
+                assert history.read_schema(conn).revision == "0001_baseline"
+            with StateStore(url) as store:
+                assert store.schema_revision == history.HEAD_REVISION
+            steps = {c["name"] for c in inspect(engine).get_columns("steps")}
+            assert {"status_seal", "output_seal"} <= steps
+        finally:
+            holder.close()
+            engine.dispose()
