@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from aishell.agents.available import agent_names, agent_package, get_agent
 from aishell.config.kinds import Capability
 from aishell.config.plugins import OWN_PACKAGE, tool_folders
+from aishell.inspection import inspected
 from aishell.plan.shapes import draft_schema
 from aishell.registry import Registry, ToolDefinition
 
@@ -94,24 +94,24 @@ def summarize_catalog(
         key=lambda t: (-(found[t]["bytes"] or 0), -(found[t]["rows"] or 0), t),
     )
     listed = sorted(listed[: max(LISTED_AT_MOST, len(concerned))])
-    inspector = inspect(conn)
     tables: dict[str, dict[str, Any]] = {}
-    for name in listed:
-        info = found[name]
-        entry: dict[str, Any] = {"rows": info["rows"]}
-        if info["bytes"] is not None:
-            entry["bytes"] = info["bytes"]
-        if name in concerned:
-            entry["columns"] = [
-                {"name": c["name"], "type": _type_name(c["type"])}
-                for c in inspector.get_columns(name)
-            ]
-        if info["indexes"]:
-            entry["indexes"] = list(info["indexes"])
-        if urgency and name in urgency:
-            # How soon the table needs work, higher first; not part of the fingerprint.
-            entry["urgency"] = round(urgency[name], 3)
-        tables[name] = entry
+    with inspected(conn) as inspector:
+        for name in listed:
+            info = found[name]
+            entry: dict[str, Any] = {"rows": info["rows"]}
+            if info["bytes"] is not None:
+                entry["bytes"] = info["bytes"]
+            if name in concerned:
+                entry["columns"] = [
+                    {"name": c["name"], "type": _type_name(c["type"])}
+                    for c in inspector.get_columns(name)
+                ]
+            if info["indexes"]:
+                entry["indexes"] = list(info["indexes"])
+            if urgency and name in urgency:
+                # How soon the table needs work, higher first; not part of the fingerprint.
+                entry["urgency"] = round(urgency[name], 3)
+            tables[name] = entry
     structure = {
         "dialect": conn.dialect.name,
         "tables": {n: {"indexes": sorted(found[n]["indexes"])} for n in found},

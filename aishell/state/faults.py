@@ -36,8 +36,11 @@ def busy_timeout_of(url: str) -> float:
 
 def is_fault(exc: DBAPIError) -> bool:
     """A failure of the store rather than of a statement: the file or server cannot be
-    used (SQLite reports a damaged file as a bare DatabaseError)."""
-    return isinstance(exc, OperationalError) or type(exc) is DatabaseError
+    used (SQLite reports a damaged file as a bare DatabaseError), or the server refused
+    its login a right the store needs (PostgreSQL's refusal is a ProgrammingError)."""
+    if isinstance(exc, OperationalError) or type(exc) is DatabaseError:
+        return True
+    return _refused_a_right(str(exc.orig or exc).lower())
 
 
 def raced(exc: DBAPIError) -> bool:
@@ -79,6 +82,13 @@ def _nearly_full(path: Path) -> bool:
         return False
 
 
+def _refused_a_right(lower: str) -> bool:
+    """A server's refusal of a privilege the login lacks (MySQL's "ALTER command denied",
+    PostgreSQL's "permission denied for schema public"), not of the login itself
+    ("Access denied for user", a password that failed: state.url's to fix)."""
+    return "permission denied" in lower or "command denied" in lower
+
+
 def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -> StateError:
     """One line: where the state store is, what is wrong with it, and what to do."""
     message = _first_line(exc.orig or exc)
@@ -92,6 +102,12 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
             )
         if "disk full" in lower or "no space" in lower:
             return StateError(f"{where} has no space left ({message}); free space on its server")
+        if _refused_a_right(lower):
+            return StateError(
+                f"{where} refused what aishell asked of it ({message}); grant the login of "
+                "state.url the rights to create, alter, read and write the tables of its "
+                "database (or schema), or point state.url at a login that has them"
+            )
         return StateError(
             f"Cannot use the state store {location}: {message}; check that its server is up, "
             "and state.url and state.password_env in the config"

@@ -17,11 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from aishell.inspection import inspected
+
 
 def add_column(table: str, column: sa.Column[Any]) -> None:
     """ALTER TABLE ... ADD COLUMN, unless the table has a column of that name already."""
-    found = sa.inspect(op.get_bind()).get_columns(table)
-    if column.name not in {c["name"] for c in found}:
+    with inspected(op.get_bind()) as found:
+        names = {c["name"] for c in found.get_columns(table)}
+    if column.name not in names:
         op.add_column(table, column)
 
 
@@ -36,13 +39,14 @@ def ensure_tables(*tables: sa.Table) -> None:
     missing from it. In the order given (a key's table before the tables that refer to
     it)."""
     bind = op.get_bind()
-    found = sa.inspect(bind)
-    there = set(found.get_table_names())
+    with inspected(bind) as found:
+        there = set(found.get_table_names())
     for table in tables:
         if table.name not in there:
             table.create(bind)
             continue
-        indexes = {i["name"] for i in found.get_indexes(table.name)}
+        with inspected(bind) as found:
+            indexes = {i["name"] for i in found.get_indexes(table.name)}
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             if index.name not in indexes:
                 index.create(bind)

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "risk",
         "sqltext",
         "dialects",
+        "inspection",
         "terminal",
         "units",
         "lazy",

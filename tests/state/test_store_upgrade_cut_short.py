@@ -14,9 +14,11 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 
+from aishell.errors import StateError
 from aishell.state import history
 from aishell.state.store import StateStore
 from tests.services import scratch_mysql
@@ -132,4 +134,36 @@ def test_a_mysql_store_whose_upgrade_was_killed_midway_opens() -> None:
             assert {"status_seal", "output_seal"} <= steps
         finally:
             holder.close()
+            engine.dispose()
+
+
+@pytest.mark.parametrize("made_at", [None, "0001_baseline"], ids=["new", "upgraded"])
+def test_a_mysql_store_tells_a_fault_in_one_line_after_its_upgrade(made_at: str | None) -> None:
+    """The upgrade reads the tables through SQLAlchemy's inspector, which on MySQL would
+    leave the store's session deaf to the engine's error hook (inspection.py): its
+    session killed afterwards is still a StateError naming the store."""
+    from alembic import command
+
+    with scratch_mysql() as url:
+        engine = create_engine(url)
+        try:
+            if made_at is not None:
+                with engine.begin() as conn:
+                    command.upgrade(history.alembic_config(conn), made_at)
+            with StateStore(url) as store:
+                store.list_runs()
+                database = str(engine.url.database)
+                with engine.connect() as admin:
+                    sessions = admin.execute(
+                        text(
+                            "SELECT id FROM information_schema.PROCESSLIST "
+                            "WHERE db = :db AND id <> CONNECTION_ID()"
+                        ),
+                        {"db": database},
+                    ).scalars()
+                    for session in list(sessions):
+                        admin.execute(text(f"KILL CONNECTION {int(session)}"))
+                with pytest.raises(StateError, match="Cannot use the state store"):
+                    store.list_runs()
+        finally:
             engine.dispose()
