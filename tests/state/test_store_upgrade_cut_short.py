@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from aishell.errors import StateError
 from aishell.state import history
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.services import scratch_mysql
 from tests.state.store_shape import store_shape
@@ -78,6 +80,7 @@ def test_a_mysql_store_cut_after_any_ddl_statement_opens_as_an_uncut_one() -> No
 
 OPEN_STORE = """
 import sys
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 with StateStore(sys.argv[1]):
     pass
@@ -137,11 +140,18 @@ def test_a_mysql_store_whose_upgrade_was_killed_midway_opens() -> None:
             engine.dispose()
 
 
-@pytest.mark.parametrize("made_at", [None, "0001_baseline"], ids=["new", "upgraded"])
-def test_a_mysql_store_tells_a_fault_in_one_line_after_its_upgrade(made_at: str | None) -> None:
+@pytest.mark.parametrize(
+    ("made_at", "signed"),
+    [(None, False), ("0001_baseline", False), ("0001_baseline", True)],
+    ids=["new", "upgraded", "upgraded-and-signed"],
+)
+def test_a_mysql_store_tells_a_fault_in_one_line_after_its_upgrade(
+    made_at: str | None, signed: bool, tmp_path: Path
+) -> None:
     """The upgrade reads the tables through SQLAlchemy's inspector, which on MySQL would
     leave the store's session deaf to the engine's error hook (inspection.py): its
-    session killed afterwards is still a StateError naming the store."""
+    session killed afterwards is still a StateError naming the store. `signed`: opened
+    with the home's key, with which revision 0002 signs what it finds."""
     from alembic import command
 
     with scratch_mysql() as url:
@@ -150,7 +160,8 @@ def test_a_mysql_store_tells_a_fault_in_one_line_after_its_upgrade(made_at: str 
             if made_at is not None:
                 with engine.begin() as conn:
                     command.upgrade(history.alembic_config(conn), made_at)
-            with StateStore(url) as store:
+            key = load_key(tmp_path) if signed else None
+            with StateStore(url, key) as store:
                 store.list_runs()
                 database = str(engine.url.database)
                 with engine.connect() as admin:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
+from aishell.inspection import inspected
 from aishell.state import revision_ops
 from aishell.state.seals import seal, step_seal
 from aishell.state.signing import SigningKey
@@ -56,9 +57,10 @@ def upgrade() -> None:
 
 def _sign_existing(bind: sa.Connection, key: SigningKey) -> None:
     tables = sa.MetaData()
-    runs = sa.Table("runs", tables, autoload_with=bind)
-    approvals = sa.Table("approvals", tables, autoload_with=bind)
-    steps = sa.Table("steps", tables, autoload_with=bind)
+    with inspected(bind):
+        runs = sa.Table("runs", tables, autoload_with=bind)
+        approvals = sa.Table("approvals", tables, autoload_with=bind)
+        steps = sa.Table("steps", tables, autoload_with=bind)
     for row in bind.execute(sa.select(runs)).mappings().all():
         value = seal(key, "run", row["run_id"], row)
         bind.execute(sa.update(runs).where(runs.c.run_id == row["run_id"]).values(seal=value))
