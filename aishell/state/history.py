@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import io
 import logging
+import math
 import os
 import sqlite3
 from contextlib import closing
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aishell.dialects import family
 from aishell.errors import StateError
 
 if TYPE_CHECKING:
@@ -60,6 +62,9 @@ MIGRATIONS_FOLDER = Path(__file__).with_name("migrations")
 # The key of the PostgreSQL advisory lock that openers of one store take while they
 # upgrade it: the others wait, then find it upgraded.
 _POSTGRESQL_LOCK = 0x61697368656C6C  # "aishell"
+# MySQL's named locks are the server's: one per database, so that the openers of one
+# store take turns and those of others do not wait.
+_MYSQL_LOCK = "CONCAT('aishell-state-', MD5(DATABASE()))"
 
 
 @dataclass(frozen=True)
@@ -130,20 +135,38 @@ def prepare() -> None:
     importlib.import_module("alembic.command")
 
 
-def lock_schema(conn: Connection) -> None:
+def lock_schema(conn: Connection, wait_seconds: float) -> None:
     """Begin the upgrade's transaction holding the lock that other openers of the store
-    wait for. A database without such a lock (MySQL) relies on StateStore._open's
-    second look: the slower opener's CREATE fails, it looks again, finds it done."""
-    dialect = conn.dialect.name
+    wait for: SQLite's write lock, PostgreSQL's advisory lock of the transaction, and
+    on MySQL a named lock of the session (each DDL statement there commits by itself),
+    which unlock_schema lets go; one not had within `wait_seconds` is a StateError."""
+    from sqlalchemy import text
+
+    dialect = family(conn.dialect.name)
     if dialect == "sqlite":
         # The write lock up front: the busy timeout then covers the wait.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif dialect == "postgresql":
-        from sqlalchemy import text
-
         conn.execute(
             text("SELECT pg_catalog.pg_advisory_xact_lock(:key)"), {"key": _POSTGRESQL_LOCK}
         )
+    elif dialect == "mysql":
+        wait = max(1, math.ceil(wait_seconds))
+        got = conn.execute(text(f"SELECT GET_LOCK({_MYSQL_LOCK}, :wait)"), {"wait": wait})
+        if got.scalar() != 1:
+            raise StateError(
+                "The state store's schema is being made or upgraded by another process "
+                f"(waited {wait} s for it); try again once it is done"
+            )
+
+
+def unlock_schema(conn: Connection) -> None:
+    """Let go of MySQL's named lock (lock_schema); the others' end with their
+    transaction."""
+    if family(conn.dialect.name) == "mysql":
+        from sqlalchemy import text
+
+        conn.execute(text(f"SELECT RELEASE_LOCK({_MYSQL_LOCK})"))
 
 
 def upgrade(
@@ -171,10 +194,9 @@ def upgrade(
 
 def made_at_once(conn: Connection, found: FoundSchema) -> bool:
     """Is this a new store that create_current makes? One with no table at all, on an
-    engine whose DDL is transactional and whose openers wait for each other's (SQLite,
-    PostgreSQL: lock_schema); MySQL commits each CREATE, so a store cut short there is
-    left to the revisions, each of whose operations does only what is not there yet
-    (revision_ops.py)."""
+    engine whose DDL is transactional (SQLite, PostgreSQL); MySQL commits each CREATE,
+    so a store cut short there is left to the revisions, each of whose operations does
+    only what is not there yet (revision_ops.py)."""
     return not found.has_tables and conn.dialect.name in ("sqlite", "postgresql")
 
 

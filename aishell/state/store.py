@@ -159,11 +159,11 @@ class StateStore(
         self.close()
 
     def _open(self) -> Connection:
-        # Processes opening a new store at once all find tables missing. On SQLite and
-        # PostgreSQL they take turns upgrading it (history.lock_schema); elsewhere the
-        # slower ones' CREATEs fail. SQLite may also answer "locked" at once (switching
-        # to WAL). A second look finds what the first one created. A lock held past the
-        # busy timeout is no race: _fault reports it.
+        # Processes opening a new store at once all find tables missing; they take turns
+        # making it (history.lock_schema), and each after the first finds it made.
+        # SQLite may also answer "locked" at once (switching to WAL): a second look finds
+        # what the first one created. A lock held past the busy timeout is no race:
+        # _fault reports it.
         self._opening_until = time.monotonic() + self._busy_timeout
         try:
             return retrying(_OPEN_BACKOFF, on_error=_raced)(self._open_once)
@@ -245,25 +245,33 @@ class StateStore(
         at_once = history.made_at_once(self._conn, found)
         if not at_once:
             history.prepare()
-        with self._tx() as conn:
-            history.lock_schema(conn)
-            # Another opener may have upgraded it while this one waited for the lock.
-            found = history.read_schema(conn)
-            if found.current:
-                return
-            if at_once and history.made_at_once(conn, found):
-                history.create_current(conn)
-            else:
-                # Already imported unless the store looked new before the lock (rare).
-                history.prepare()
-                history.upgrade(conn, found, self.location, sqlite_path(self.url), self._key)
-            self._event(
-                conn,
-                "-",
-                None,
-                "schema_upgraded",
-                {"from": found.described(), "to": history.HEAD_REVISION},
-            )
+        try:
+            with self._tx() as conn:
+                history.lock_schema(conn, self._busy_timeout)
+                # Another opener may have upgraded it while this one waited for the lock.
+                found = history.read_schema(conn)
+                if not found.current:
+                    self._upgrade(conn, found, at_once)
+        finally:
+            # A failed upgrade's error is the one to tell; the lock ends with the session.
+            with suppress(SQLAlchemyError, StateError):
+                history.unlock_schema(self._conn)
+                self._conn.rollback()
+
+    def _upgrade(self, conn: Connection, found: history.FoundSchema, at_once: bool) -> None:
+        if at_once and history.made_at_once(conn, found):
+            history.create_current(conn)
+        else:
+            # Already imported unless the store looked new before the lock (rare).
+            history.prepare()
+            history.upgrade(conn, found, self.location, sqlite_path(self.url), self._key)
+        self._event(
+            conn,
+            "-",
+            None,
+            "schema_upgraded",
+            {"from": found.described(), "to": history.HEAD_REVISION},
+        )
 
     @property
     def schema_version(self) -> int:

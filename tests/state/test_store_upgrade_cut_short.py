@@ -21,8 +21,10 @@ from sqlalchemy.engine import Engine
 
 from aishell.errors import StateError
 from aishell.state import history
+from aishell.state.faults import DEFAULT_BUSY_TIMEOUT
 from aishell.state.signing import load_key
 from aishell.state.store import StateStore
+from tests.helpers import at_once
 from tests.services import scratch_mysql
 from tests.state.store_shape import store_shape
 
@@ -177,4 +179,51 @@ def test_a_mysql_store_tells_a_fault_in_one_line_after_its_upgrade(
                 with pytest.raises(StateError, match="Cannot use the state store"):
                     store.list_runs()
         finally:
+            engine.dispose()
+
+
+def _opened(url: str) -> str:
+    """The revision a store opened at, or the error that kept it from opening."""
+    try:
+        with StateStore(url) as store:
+            return str(store.schema_revision)
+    except StateError as exc:
+        return str(exc)
+
+
+def test_processes_opening_one_mysql_store_at_once_all_open_it() -> None:
+    """A new store, then one an older aishell made (revision 0001): each CREATE and
+    ALTER commits alone, so the openers take turns under a named lock of the database
+    (history.lock_schema), and each after the first finds the store done."""
+    from alembic import command
+
+    with scratch_mysql() as new, scratch_mysql() as old:
+        engine = create_engine(old)
+        try:
+            with engine.begin() as conn:
+                command.upgrade(history.alembic_config(conn), "0001_baseline")
+        finally:
+            engine.dispose()
+        opened = at_once(3, _opened, [(new,), (old,)])
+        assert opened == [[history.HEAD_REVISION] * 3] * 2
+
+
+def test_a_mysql_store_another_session_holds_the_schema_lock_of_is_one_line() -> None:
+    """An opener waits for the lock its store's openers take turns under, for the
+    store's busy timeout; then says so, and opens the store once the lock is free."""
+    with scratch_mysql() as url:
+        engine = create_engine(url)
+        holder = engine.connect()
+        try:
+            name = "CONCAT('aishell-state-', MD5(DATABASE()))"
+            assert holder.execute(text(f"SELECT GET_LOCK({name}, 0)")).scalar() == 1
+            started = time.monotonic()
+            with pytest.raises(StateError, match="being made or upgraded by another process"):
+                StateStore(url)
+            assert time.monotonic() - started >= DEFAULT_BUSY_TIMEOUT - 1
+            holder.execute(text(f"SELECT RELEASE_LOCK({name})"))
+            with StateStore(url) as store:
+                assert store.schema_revision == history.HEAD_REVISION
+        finally:
+            holder.close()
             engine.dispose()
