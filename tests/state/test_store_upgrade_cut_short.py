@@ -3,7 +3,12 @@ uncut upgrade makes. MySQL commits each DDL statement by itself and alembic_vers
 moves only after a revision's last one, so a revision cut short runs again from its
 start: every operation of the revisions does only what is not there yet
 (state/revision_ops.py). Cut after each DDL statement in turn, from an empty database;
-and a process killed (SIGKILL) while its upgrade waits on a lock."""
+and a process killed (SIGKILL) while its upgrade waits on a lock.
+
+Also: the store's session still tells a fault in one line after an upgrade read its
+tables (inspection.py); openers of one store at once take turns under a named lock of
+its database (history.lock_schema); a lock another session holds is waited for, then
+said."""
 
 from __future__ import annotations
 
