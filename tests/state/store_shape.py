@@ -1,12 +1,15 @@
 """A state store's schema as its database describes it, to compare two stores made two
 ways: every table (columns in order, keys, indexes, constraints, defaults), the DDL as
-the engine keeps it, and the rows that say the schema (meta, alembic_version)."""
+the engine keeps it, and the rows that say the schema (meta, alembic_version); and a
+store as an older aishell left it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import create_engine, inspect, text
+
+from aishell.state import history
 
 
 def store_shape(url: str) -> dict[str, Any]:
@@ -65,5 +68,18 @@ def store_shape(url: str) -> dict[str, Any]:
             shape["meta"] = conn.execute(text(f"SELECT {key}, value FROM meta")).all()
             shape["version"] = conn.execute(text("SELECT version_num FROM alembic_version")).all()
             return shape
+    finally:
+        engine.dispose()
+
+
+def made_at(url: str, revision: str) -> None:
+    """The store at url brought to `revision` by the revisions, as an aishell of that
+    revision left it."""
+    from alembic import command
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(history.alembic_config(conn), revision)
     finally:
         engine.dispose()

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from aishell.state import history
 from tests.services import MYSQL_ADMIN, PG_ADMIN, admin_engine
+from tests.state.store_shape import made_at
 from tests.state.test_state_faults import edit_main, invoke, one_error_line
 
 REFUSED = "refused what aishell asked of it"
@@ -63,14 +63,7 @@ def mysql_login(grants: str, at_revision: str | None = None, password: str = "")
             conn.execute(text(f"CREATE USER {user} IDENTIFIED BY :pw"), {"pw": password})
             conn.execute(text(f"GRANT {grants} ON `{name}`.* TO {user}"))
         if at_revision is not None:
-            from alembic import command
-
-            store = create_engine(admin_url)
-            try:
-                with store.begin() as conn:
-                    command.upgrade(history.alembic_config(conn), at_revision)
-            finally:
-                store.dispose()
+            made_at(admin_url, at_revision)
         yield make_url(MYSQL_ADMIN).set(username=name, database=name).render_as_string(False)
     finally:
         with admin.connect() as conn:

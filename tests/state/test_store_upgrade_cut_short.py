@@ -31,7 +31,7 @@ from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.helpers import at_once
 from tests.services import scratch_mysql
-from tests.state.store_shape import store_shape
+from tests.state.store_shape import made_at, store_shape
 
 DDL = ("ALTER", "CREATE", "DROP")
 
@@ -111,14 +111,11 @@ def _waits_on_the_lock(admin: Engine, database: str) -> bool:
 def test_a_mysql_store_whose_upgrade_was_killed_midway_opens() -> None:
     """At revision 0001, with `steps` held by another session's transaction: the opener
     adds runs.seal, waits to alter steps, and is killed there."""
-    from alembic import command
-
     with scratch_mysql() as url:
+        made_at(url, "0001_baseline")
         engine = create_engine(url)
         holder = engine.connect()
         try:
-            with engine.begin() as conn:
-                command.upgrade(history.alembic_config(conn), "0001_baseline")
             holder.execute(text("SELECT COUNT(*) FROM steps"))  # its transaction holds steps
             opener = subprocess.Popen(
                 [sys.executable, "-c", OPEN_STORE, url],
@@ -148,25 +145,22 @@ def test_a_mysql_store_whose_upgrade_was_killed_midway_opens() -> None:
 
 
 @pytest.mark.parametrize(
-    ("made_at", "signed"),
+    ("revision", "signed"),
     [(None, False), ("0001_baseline", False), ("0001_baseline", True)],
     ids=["new", "upgraded", "upgraded-and-signed"],
 )
 def test_a_mysql_store_tells_a_fault_in_one_line_after_its_upgrade(
-    made_at: str | None, signed: bool, tmp_path: Path
+    revision: str | None, signed: bool, tmp_path: Path
 ) -> None:
     """The upgrade reads the tables through SQLAlchemy's inspector, which on MySQL would
     leave the store's session deaf to the engine's error hook (inspection.py): its
     session killed afterwards is still a StateError naming the store. `signed`: opened
     with the home's key, with which revision 0002 signs what it finds."""
-    from alembic import command
-
     with scratch_mysql() as url:
+        if revision is not None:
+            made_at(url, revision)
         engine = create_engine(url)
         try:
-            if made_at is not None:
-                with engine.begin() as conn:
-                    command.upgrade(history.alembic_config(conn), made_at)
             key = load_key(tmp_path) if signed else None
             with StateStore(url, key) as store:
                 store.list_runs()
@@ -200,15 +194,8 @@ def test_processes_opening_one_mysql_store_at_once_all_open_it() -> None:
     """A new store, then one an older aishell made (revision 0001): each CREATE and
     ALTER commits alone, so the openers take turns under a named lock of the database
     (history.lock_schema), and each after the first finds the store done."""
-    from alembic import command
-
     with scratch_mysql() as new, scratch_mysql() as old:
-        engine = create_engine(old)
-        try:
-            with engine.begin() as conn:
-                command.upgrade(history.alembic_config(conn), "0001_baseline")
-        finally:
-            engine.dispose()
+        made_at(old, "0001_baseline")
         opened = at_once(3, _opened, [(new,), (old,)])
         assert opened == [[history.HEAD_REVISION] * 3] * 2
 
