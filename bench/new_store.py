@@ -38,7 +38,7 @@ def by_revisions(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            history.lock_schema(conn, 10)
+            history.lock_schema(conn, 10, "bench")
             history.upgrade(conn, history.read_schema(conn), "bench", None)
     finally:
         engine.dispose()

@@ -135,7 +135,7 @@ def prepare() -> None:
     importlib.import_module("alembic.command")
 
 
-def lock_schema(conn: Connection, wait_seconds: float) -> None:
+def lock_schema(conn: Connection, wait_seconds: float, location: str) -> None:
     """Begin the upgrade's transaction holding the lock that other openers of the store
     wait for: SQLite's write lock, PostgreSQL's advisory lock of the transaction, and
     on MySQL a named lock of the session (each DDL statement there commits by itself),
@@ -155,7 +155,7 @@ def lock_schema(conn: Connection, wait_seconds: float) -> None:
         got = conn.execute(text(f"SELECT GET_LOCK({_MYSQL_LOCK}, :wait)"), {"wait": wait})
         if got.scalar() != 1:
             raise StateError(
-                "The state store's schema is being made or upgraded by another process "
+                f"The state store {location} is being made or upgraded by another process "
                 f"(waited {wait} s for it); try again once it is done"
             )
 

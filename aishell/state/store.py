@@ -247,7 +247,7 @@ class StateStore(
             history.prepare()
         try:
             with self._tx() as conn:
-                history.lock_schema(conn, self._busy_timeout)
+                history.lock_schema(conn, self._busy_timeout, self.location)
                 # Another opener may have upgraded it while this one waited for the lock.
                 found = history.read_schema(conn)
                 if not found.current:

@@ -35,7 +35,7 @@ def _by_revisions(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            history.lock_schema(conn, 10)
+            history.lock_schema(conn, 10, "the revisions' store")
             history.upgrade(conn, history.read_schema(conn), "the revisions' store", None)
     finally:
         engine.dispose()

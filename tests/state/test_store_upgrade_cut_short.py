@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 
+from aishell.config.stateurl import display_url
 from aishell.errors import StateError
 from aishell.state import history
 from aishell.state.faults import DEFAULT_BUSY_TIMEOUT
@@ -210,8 +211,9 @@ def test_a_mysql_store_another_session_holds_the_schema_lock_of_is_one_line() ->
             name = "CONCAT('aishell-state-', MD5(DATABASE()))"
             assert holder.execute(text(f"SELECT GET_LOCK({name}, 0)")).scalar() == 1
             started = time.monotonic()
-            with pytest.raises(StateError, match="being made or upgraded by another process"):
+            with pytest.raises(StateError, match="being made or upgraded by another process") as e:
                 StateStore(url)
+            assert str(e.value).startswith(f"The state store {display_url(url)} ")
             assert time.monotonic() - started >= DEFAULT_BUSY_TIMEOUT - 1
             holder.execute(text(f"SELECT RELEASE_LOCK({name})"))
             with StateStore(url) as store:
