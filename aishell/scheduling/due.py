@@ -54,6 +54,13 @@ def _past_grace(job: Any, due: datetime) -> bool:
     return grace is not None and datetime.now(UTC) - due > timedelta(seconds=grace)
 
 
+def _instant(when: datetime) -> datetime:
+    """A fire time in UTC, to compare: two times of the schedule's zone compare as wall
+    clocks, fold ignored, and in the hour the clocks go back a later trigger's 02:30
+    would come before an earlier one's 02:45."""
+    return when.astimezone(UTC)
+
+
 def _unmarked(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key != "due"}
 
@@ -63,7 +70,7 @@ def settle(scheduler: Any, name: str, due: datetime) -> None:
     goes (a later trigger's mark stays)."""
     job = scheduler.get_job(name, SCHEDULES)  # None: removed since, or the scheduler shut
     marked = None if job is None else job.kwargs.get("due")
-    if marked is not None and marked <= due:
+    if marked is not None and _instant(marked) <= _instant(due):
         # Its schedule removed meanwhile: nothing is left to mark.
         with suppress(JobLookupError):
             scheduler.modify_job(name, SCHEDULES, kwargs=_unmarked(job.kwargs))
@@ -81,7 +88,7 @@ def take_up(scheduler: Any, store: StateStore) -> None:
         if job.next_run_time is None or _began_since(store, job.id, due):
             scheduler.modify_job(job.id, SCHEDULES, kwargs=rest)
             continue
-        again = min(due, job.next_run_time)
+        again = min(due, job.next_run_time, key=_instant)
         scheduler.modify_job(job.id, SCHEDULES, kwargs=rest, next_run_time=again)
         logger.info(
             "schedule %s: its trigger due %s had not begun its run when serve ended; due again",
