@@ -31,10 +31,16 @@ def answer(as_json: bool, data: Any, show: Callable[[Any], object]) -> None:
         show(render.console(False))
 
 
-def make_approver(
-    console: Any, yes: bool, approve_up_to: str | None, non_interactive: bool
-) -> Approver:
-    """The approver for these flags, prompting on `console` when it may prompt."""
+def can_ask() -> bool:
+    """A person can be asked: answers come from a terminal and the question, shown on
+    stderr, reaches one. With stderr sent to a file a prompt would wait unseen, so the
+    run goes on as with nobody to ask."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def make_approver(yes: bool, approve_up_to: str | None, non_interactive: bool) -> Approver:
+    """The approver for these flags, prompting on stderr (render.prompt_console) when it
+    may prompt."""
     # Here, not at the top: the approval rules import the policy and SQLAlchemy.
     from aishell.policy.approvers import choose_approver
 
@@ -42,18 +48,18 @@ def make_approver(
         yes,
         approve_up_to,
         non_interactive,
-        at_terminal=not non_interactive and sys.stdin.isatty(),
-        ask=lambda request: render.approval_prompt(console, request),
+        at_terminal=not non_interactive and can_ask(),
+        ask=lambda request: render.approval_prompt(render.prompt_console(), request),
     )
 
 
 class PlanReviewer:
     """Shows a drafted plan before it runs; at a terminal, unless approval flags were
-    given, asks whether to run it at all."""
+    given, asks whether to run it at all, the plan shown beside the question (stderr)."""
 
-    def __init__(self, console: Any, as_json: bool, approval: dict[str, Any]) -> None:
-        self.console, self.as_json = console, as_json
-        self.confirm = sys.stdin.isatty() and not any(approval.values())
+    def __init__(self, console: Any, approval: dict[str, Any]) -> None:
+        self.confirm = can_ask() and not any(approval.values())
+        self.console = render.prompt_console() if self.confirm else console
         self.preview: commands.PlanPreview | None = None
 
     def __call__(self, preview: commands.PlanPreview) -> bool:
@@ -63,7 +69,7 @@ class PlanReviewer:
         if not self.confirm:
             return True
         try:
-            return click.confirm("Run this plan?", default=False, err=self.as_json)
+            return click.confirm("Run this plan?", default=False, err=True)
         except click.Abort as exc:
             # Ctrl-D is an answer, and it is no (PlanDeclined); Ctrl-C stays an interruption.
             if isinstance(exc.__context__, EOFError):
@@ -88,8 +94,8 @@ def run_and_render(
     reviewer that shows a plan a model drafted before it runs.
     """
     console = render.console(as_json)
-    approver = make_approver(console, **approval)
-    reviewer = PlanReviewer(console, as_json, approval)
+    approver = make_approver(**approval)
+    reviewer = PlanReviewer(console, approval)
     reviewing = {"review": reviewer} if review else {}
     quiet = bool(ctx.meta.get("aishell.quiet"))  # options.quiet_option
     with render.StepProgress(console, quiet=quiet) as observer:

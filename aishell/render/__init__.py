@@ -26,6 +26,7 @@ __all__ = [
     "log_line",
     "plan_preview",
     "plan_warnings",
+    "prompt_console",
     "run_detail",
     "run_summary",
     "runs_table",
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from aishell.render.base import RISK_STYLE, STATUS_STYLE, console
+    from aishell.render.base import RISK_STYLE, STATUS_STYLE, console, prompt_console
     from aishell.render.fleet import fleet_table
     from aishell.render.home import doctor_report, init_result, scheduler_units
     from aishell.render.listings import (
@@ -77,6 +78,7 @@ else:
                 "RISK_STYLE",
                 "STATUS_STYLE",
                 "console",
+                "prompt_console",
             ),
             "aishell.render.fleet": ("fleet_table",),
             "aishell.render.home": (

@@ -54,6 +54,13 @@ def console(as_json: bool) -> Console:
     return Console(stderr=as_json, highlight=False, width=UNWRAPPED_WIDTH)
 
 
+def prompt_console() -> Console:
+    """Where a person is asked, and shown what they are asked about: stderr, where the
+    question itself goes. With stdout sent to a file or a pipe (`| tee run.log`) the
+    facts of a step stay beside its question on the terminal, and out of the file."""
+    return Console(stderr=True, highlight=False)
+
+
 def styled(value: str, styles: dict[str, str]) -> Text:
     """A status or risk word in its colour."""
     return Text(printable(value), style=styles.get(value, ""))

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -323,20 +325,26 @@ def read_until(fd, needle, timeout=30.0):
 
 
 @contextmanager
-def in_terminal(*args: str, env: dict[str, str | None] | None = None):
+def in_terminal(
+    *args: str, env: dict[str, str | None] | None = None, to_file: tuple[str, Path] | None = None
+):
     """`aishell ARGS` in a pseudo-terminal: (the process, the terminal's fd). `env`
-    changes the environment (None removes a variable)."""
+    changes the environment (None removes a variable); `to_file` (stdout or stderr, and
+    a path) sends that stream to a file instead."""
     leader, follower = pty.openpty()
     changed = {"COLUMNS": "200", "TERM": "dumb", **(env or {})}
     env = {k: v for k, v in {**os.environ, **changed}.items() if v is not None}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aishell", *args],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-        close_fds=True,
-    )
+    streams: dict[str, Any] = {"stdout": follower, "stderr": follower}
+    with ExitStack() as files:
+        if to_file is not None:
+            streams[to_file[0]] = files.enter_context(to_file[1].open("wb"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aishell", *args],
+            stdin=follower,
+            **streams,
+            env=env,
+            close_fds=True,
+        )
     os.close(follower)
     try:
         yield proc, leader
