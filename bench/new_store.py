@@ -35,13 +35,7 @@ def at_once(url: str) -> None:
 
 
 def by_revisions(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            history.lock_schema(conn, 10, "bench")
-            history.upgrade(conn, history.read_schema(conn), "bench", None)
-    finally:
-        engine.dispose()
+    history.upgraded_by_revisions(url, "bench")
 
 
 def timed(make: Callable[[str], None], url: str) -> float:

@@ -192,6 +192,21 @@ def upgrade(
     command.upgrade(config, "head")
 
 
+def upgraded_by_revisions(url: str, location: str) -> None:
+    """The store at `url` brought to head by the revisions alone, as an opener did before
+    create_current: from an empty database, every revision in turn. What a store made
+    at once is held against (its test, bench/new_store.py)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            lock_schema(conn, 10, location)
+            upgrade(conn, read_schema(conn), location, None)
+    finally:
+        engine.dispose()  # its session's end lets MySQL's schema lock go
+
+
 def made_at_once(conn: Connection, found: FoundSchema) -> bool:
     """Is this a new store that create_current makes? One with no table at all, on an
     engine whose DDL is transactional (SQLite, PostgreSQL); MySQL commits each CREATE,

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 
 from aishell.state import history
 from aishell.state.store import StateStore
@@ -30,17 +29,6 @@ def _empty_database(dialect: str, folder: Path, name: str) -> Iterator[str]:
         yield url
 
 
-def _by_revisions(url: str) -> None:
-    """What `upgrade head` makes of an empty database, as an opener did before."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            history.lock_schema(conn, 10, "the revisions' store")
-            history.upgrade(conn, history.read_schema(conn), "the revisions' store", None)
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_new_store_is_what_the_revisions_make(dialect: str, tmp_path: Path) -> None:
     with (
@@ -50,7 +38,7 @@ def test_a_new_store_is_what_the_revisions_make(dialect: str, tmp_path: Path) ->
         with StateStore(at_once) as store:
             assert store.schema_revision == history.HEAD_REVISION
             assert store.schema_version == history.LEGACY_SCHEMA_VERSION
-        _by_revisions(revisions)
+        history.upgraded_by_revisions(revisions, "the revisions' store")
         made, migrated = store_shape(at_once), store_shape(revisions)
         assert made["version"] == [(history.HEAD_REVISION,)]
         assert set(made) - {"ddl", "constraints", "meta", "version"}  # tables were compared
