@@ -29,7 +29,7 @@ from aishell.config.resources import bundled_catalog_dir
 from aishell.policy.approvers import PreApproved
 from aishell.registry import load_registry
 from aishell.render.prompt import approval_prompt
-from tests.handlers.backup.test_restore_prechecks import Recorder
+from tests.handlers.backup.test_restore_prechecks import Recorder, as_verified
 from tests.helpers import one_step_plan
 from tests.private_servers import private_mariadb
 from tests.services import MYSQL_ADMIN, changes_counted, engine, scratch_mysql
@@ -251,11 +251,12 @@ PG_MODES = {pg_lock_name(mode): mode for mode in PG_WEAKEST_CONFLICT}
 def pg_observe(conn: Connection, others: list[int]) -> set[tuple[str, bool]]:
     rows = conn.execute(
         text(
+            # Table locks; a relation's extension lock (locktype extend) is no mode.
             "SELECT l.mode, l.granted FROM pg_catalog.pg_locks l "
             "JOIN pg_catalog.pg_class c ON c.oid = l.relation "
             "JOIN pg_catalog.pg_database d ON d.oid = l.database "
             "WHERE d.datname = pg_catalog.current_database() AND c.relname = :t "
-            "AND l.pid <> ALL(:others)"
+            "AND l.locktype = 'relation' AND l.pid <> ALL(:others)"
         ),
         {"t": TABLE, "others": others},
     ).all()
@@ -510,6 +511,55 @@ def test_mariadb_steps_take_the_locks_their_tools_declare(home, lock_view_url, c
             config, mysql_url, case, my_hold(held), my_observer(view, "?"), "CONNECTION_ID()"
         )
         assert not any(waiting for _, waiting in through.seen), (case.tool, held, through.seen)
+
+
+# --- restores -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_restore_takes_only_the_locks_restore_backup_declares(home, request, dialect):
+    """A restore with replace of a backup of the table, watched as often as the lock view
+    can be read: it drops, makes, loads, indexes and then counts the table again, and
+    each lock of those is one restore_backup declares."""
+    url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "lock_view_url")
+    make_table(url)
+    config = configure(home, url)
+    done = commands.run_job(config, "backup", {"type": "full", "verify": False})
+    assert done.status == "completed", done.error
+    [taken] = commands.list_backups(config, "db")
+    as_verified(config, taken["path"])
+    watcher_engine = engine(url)
+    outcome: dict[str, Any] = {}
+
+    def restore() -> None:
+        outcome["result"] = commands.restore(
+            config, taken["id"], "db", replace=True, approver=Recorder().approver
+        )
+
+    seen: set[tuple[str, bool]] = set()
+    try:
+        with watcher_engine.connect() as watcher:
+            if dialect == "postgresql":
+                observe, session_id = pg_observe, "pg_backend_pid()"
+            else:
+                observe, session_id = my_observer(lock_view(watcher), "?"), "CONNECTION_ID()"
+            # The observers leave out two sessions (a blocker's and the watcher's): here
+            # the watcher's alone, named twice.
+            me = [int(watcher.execute(text(f"SELECT {session_id}")).scalar_one())] * 2
+            watcher.rollback()
+            worker = threading.Thread(target=restore, daemon=True)
+            worker.start()
+            deadline = time.monotonic() + HANG
+            while worker.is_alive() and time.monotonic() < deadline:
+                seen |= observe(watcher, me)
+            worker.join(5)
+    finally:
+        watcher_engine.dispose()
+    assert outcome["result"].status == "completed", outcome["result"].error
+    taken_modes = {mode for mode, _ in seen}
+    strongest = "ACCESS EXCLUSIVE" if dialect == "postgresql" else "EXCLUSIVE"
+    assert strongest in taken_modes, seen
+    assert taken_modes <= declared("restore_backup", dialect), seen
 
 
 # --- previews -----------------------------------------------------------------------------
