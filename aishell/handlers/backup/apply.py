@@ -199,8 +199,10 @@ def server_apply(
                 with stdin.open("rb") as dump:
                     run_tool(argv, env, ctx, stdin=dump, watch=watch)
         except ToolFailed as exc:
-            if lock_wait is None or not _MY_LOCK_WAIT.search(exc.stderr):
+            if lock_wait is None:  # a scratch copy of aishell's own, dropped after
                 raise
+            if not _MY_LOCK_WAIT.search(exc.stderr):
+                raise StepFailed(f"{exc}. {PARTLY_RESTORED}") from None
             holders = lock_holders(ctx.connection, [])
             raise StepFailed(
                 f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
@@ -254,6 +256,13 @@ def _inert_load(
     inert.events(feeder.filter.events)
     inert.naming(feeder.filter.naming, database)
 
+
+# What a restore that stopped part way leaves: pg_restore and the mariadb client commit
+# object by object, so what was dropped, made or loaded before the failure stays.
+PARTLY_RESTORED = (
+    "The target may be partly restored (the client commits each object as it goes): "
+    "fix the cause, then restore again with --replace"
+)
 
 # The session setting a validation's pg_restore runs with (see _inert_load).
 SCRATCH_COMMITS = "-c synchronous_commit=off"

@@ -1,0 +1,79 @@
+"""A restore whose client program stops part way (its session ended while it loads a
+table) says that the target may be partly restored and how to finish: pg_restore and
+the mariadb client commit object by object, so what they did before stays."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from aishell import commands
+from tests.handlers.backup.test_restore_prechecks import Recorder, as_verified
+from tests.helpers import use_target
+from tests.services import engine
+
+ROWS = 300_000
+# The loading session of this test's restore, and how to end it.
+LOADING = {
+    "postgresql": (
+        "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datname = current_database() "
+        "AND query LIKE 'COPY public.z_big %'",
+        "SELECT pg_catalog.pg_terminate_backend(:id)",
+    ),
+    "mysql": (
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+        "AND INFO LIKE 'INSERT INTO `z_big` %'",
+        "KILL CONNECTION :id",
+    ),
+}
+NUMBERS = {
+    "postgresql": f"generate_series(1, {ROWS}) AS s(i)",
+    "mysql": f"(SELECT seq AS i FROM seq_1_to_{ROWS}) AS s",
+}
+
+
+def _end_the_load(url: str, dialect: str, ended: list[int]) -> None:
+    """Ends the restore's session once it is seen loading z_big (60 s at most)."""
+    find, end = LOADING[dialect]
+    deadline = time.monotonic() + 60
+    with engine(url).connect() as conn:
+        while time.monotonic() < deadline:
+            found = conn.execute(text(find)).scalar()
+            conn.rollback()
+            if found is not None:
+                conn.execute(text(end), {"id": int(found)})
+                ended.append(int(found))
+                return
+            time.sleep(0.005)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_restore_cut_short_says_the_target_may_be_partly_restored(dialect, home, request):
+    url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "mysql_url")
+    config = use_target(home, url)
+    with engine(url).begin() as conn:
+        conn.execute(text("CREATE TABLE a_small (id INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO a_small VALUES (1)"))
+        conn.execute(text("CREATE TABLE z_big (id INTEGER PRIMARY KEY, v VARCHAR(100))"))
+        numbers = NUMBERS[dialect]
+        conn.execute(text(f"INSERT INTO z_big SELECT i, REPEAT('x', 100) FROM {numbers}"))
+    done = commands.run_job(config, "backup", {"type": "full", "verify": False})
+    assert done.status == "completed", done.error
+    [taken] = commands.list_backups(config, "db")
+    as_verified(config, taken["path"])
+    ended: list[int] = []
+    killer = threading.Thread(target=_end_the_load, args=(url, dialect, ended), daemon=True)
+    killer.start()
+    result = commands.restore(config, taken["id"], "db", replace=True, approver=Recorder().approver)
+    killer.join(60)
+    assert ended, "the restore was never seen loading z_big"
+    assert result.status == "failed"
+    error = result.steps[0].error or ""
+    assert "may be partly restored" in error and "restore again with --replace" in error, error
+    # What it says is so: z_big is not whole.
+    with engine(url).connect() as conn:
+        left = conn.execute(text("SELECT count(*) FROM z_big")).scalar()
+    assert left < ROWS
