@@ -196,14 +196,21 @@ def _locks(by_dialect: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _described_grid(data: dict[str, Any]) -> Table:
+    """A tool's or an agent's facts, its description first: a row wraps to the width
+    it is shown in, where a panel's title is cut off at it."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("description", safe_text(data["description"], newlines=True))
+    return grid
+
+
 def _named_panel(grid: Table, data: dict[str, Any]) -> Panel:
-    """A tool's or an agent's facts, titled with its name and description."""
-    title = safe_text(f"{data['name']}: {data['description']}")
-    return Panel(grid, title=title, title_align="left", expand=False)
+    """A tool's or an agent's facts, titled with its name."""
+    return Panel(grid, title=safe_text(data["name"]), title_align="left", expand=False)
 
 
 def tool_detail(out: Console, data: dict[str, Any]) -> None:
-    grid = Table.grid(padding=(0, 2))
+    grid = _described_grid(data)
     grid.add_row("category", safe_text(data["category"]))
     grid.add_row("risk", styled(data["risk_level"], RISK_STYLE))
     grid.add_row("capabilities", safe_text(", ".join(data["required_capabilities"])))
@@ -246,7 +253,7 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
 def agent_detail(out: Console, data: dict[str, Any]) -> None:
     """An agent whole (commands.show_agent): a plugin's words are anyone's, printed as
     text, never as terminal controls."""
-    grid = Table.grid(padding=(0, 2))
+    grid = _described_grid(data)
     grid.add_row("package", safe_text(data["package"]))
     for key in data["job_keys"]:
         grid.add_row(safe_text(f"job {key['flag'] or key['key']}"), safe_text(_job_key(key)))
