@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import URL, Connection, Dialect
 
 from aishell.dialects import family
-from aishell.errors import StepFailed
+from aishell.errors import StepFailed, StepInterrupted, StepTimeout
 from aishell.handlers.backup.dumpevents import Feeder
 from aishell.handlers.backup.inert import LeftOut
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
@@ -208,6 +208,10 @@ def server_apply(
                 f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
                 f"({exc.cause}); the lock is held by " + held_by(holders, RESTORE_AGAIN, lock_wait)
             ) from None
+        except (StepInterrupted, StepTimeout) as exc:  # stopped, or at the step's limit
+            if lock_wait is None:
+                raise
+            raise type(exc)(f"{exc}. {PARTLY_RESTORED}", exc.details) from None
     if progress is not None:
         progress.reached(before + path.stat().st_size)
     if dropped_statements(ctx.connection.dialect, manifest):

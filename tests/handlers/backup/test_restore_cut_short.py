@@ -1,16 +1,20 @@
 """A restore whose client program stops part way (its session ended while it loads a
-table) says that the target may be partly restored and how to finish: pg_restore and
-the mariadb client commit object by object, so what they did before stays."""
+table, or the run asked to stop) says that the target may be partly restored and how
+to finish: pg_restore and the mariadb client commit object by object, so what they did
+before stays."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from aishell import commands
+from aishell.config.models import Config
 from tests.handlers.backup.test_restore_prechecks import Recorder, as_verified
 from tests.helpers import use_target
 from tests.services import engine
@@ -35,23 +39,41 @@ NUMBERS = {
 }
 
 
-def _end_the_load(url: str, dialect: str, ended: list[int]) -> None:
-    """Ends the restore's session once it is seen loading z_big (60 s at most)."""
-    find, end = LOADING[dialect]
+def _once_loading(url: str, dialect: str, act: Callable[[Any, int], None], ended: list) -> None:
+    """`act(conn, session)` once the restore's session is seen loading z_big (60 s at
+    most)."""
+    find, _end = LOADING[dialect]
     deadline = time.monotonic() + 60
     with engine(url).connect() as conn:
         while time.monotonic() < deadline:
             found = conn.execute(text(find)).scalar()
             conn.rollback()
             if found is not None:
-                conn.execute(text(end), {"id": int(found)})
+                act(conn, int(found))
                 ended.append(int(found))
                 return
             time.sleep(0.005)
 
 
+def _ending_its_session(dialect: str, config: Config) -> Callable[[Any, int], None]:
+    return lambda conn, session: conn.execute(text(LOADING[dialect][1]), {"id": session})
+
+
+def _asking_the_run_to_stop(dialect: str, config: Config) -> Callable[[Any, int], None]:
+    def stop(_conn: Any, _session: int) -> None:
+        [running] = [run for run in commands.list_runs(config) if run["status"] == "running"]
+        commands.stop_run(config, running["run_id"])
+
+    return stop
+
+
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-def test_a_restore_cut_short_says_the_target_may_be_partly_restored(dialect, home, request):
+@pytest.mark.parametrize(
+    ("cut", "status"), [(_ending_its_session, "failed"), (_asking_the_run_to_stop, "interrupted")]
+)
+def test_a_restore_cut_short_says_the_target_may_be_partly_restored(
+    dialect, cut, status, home, request
+):
     url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "mysql_url")
     config = use_target(home, url)
     with engine(url).begin() as conn:
@@ -65,12 +87,13 @@ def test_a_restore_cut_short_says_the_target_may_be_partly_restored(dialect, hom
     [taken] = commands.list_backups(config, "db")
     as_verified(config, taken["path"])
     ended: list[int] = []
-    killer = threading.Thread(target=_end_the_load, args=(url, dialect, ended), daemon=True)
+    act = cut(dialect, config)
+    killer = threading.Thread(target=_once_loading, args=(url, dialect, act, ended), daemon=True)
     killer.start()
     result = commands.restore(config, taken["id"], "db", replace=True, approver=Recorder().approver)
     killer.join(60)
     assert ended, "the restore was never seen loading z_big"
-    assert result.status == "failed"
+    assert result.status == status, result.error
     error = result.steps[0].error or ""
     assert "may be partly restored" in error and "restore again with --replace" in error, error
     # What it says is so: z_big is not whole.
