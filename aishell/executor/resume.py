@@ -28,6 +28,8 @@ from aishell.units import percent_up
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
 # Step states whose effect on the database is unknown after the run stopped.
 IN_DOUBT_STATES = ("running", "interrupted", "failed")
+# How a step in doubt ended, as the line that asks a person to decide says it.
+_HOW_IT_ENDED = {"failed": "failed", "interrupted": "was interrupted"}
 # Step states in which a yes on record still stands (see approved_before). Not
 # waiting_approval: a step there waits for a person's new answer (a purge at its share
 # limit, a step whose effect is unknown, a question left unanswered).
@@ -206,7 +208,7 @@ def may_run_again(
         result,
         "waiting_approval",
         error=(
-            f"it {'was running when its process stopped' if was != 'failed' else 'failed'}, "
+            f"it {_HOW_IT_ENDED.get(was, 'was running when its process stopped')}, "
             f"its effect is unknown and {tool.name} is not idempotent; check the database, "
             f"then `aishell approve {run.run_id} --step {result.index}` to run it again, "
             "or --mark-done / --skip"

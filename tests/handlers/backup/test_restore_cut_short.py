@@ -100,3 +100,9 @@ def test_a_restore_cut_short_says_the_target_may_be_partly_restored(
     with engine(url).connect() as conn:
         left = conn.execute(text("SELECT count(*) FROM z_big")).scalar()
     assert left < ROWS
+    if status == "interrupted":
+        # A restore is not idempotent: resumed, it waits for a person to decide.
+        asked = Recorder(answer="no")
+        resumed = commands.resume_run(config, result.run_id, approver=asked.approver)
+        assert resumed.status == "waiting_approval" and not asked.asked
+        assert (resumed.steps[0].error or "").startswith("it was interrupted, its effect is")
