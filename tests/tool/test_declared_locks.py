@@ -29,7 +29,8 @@ from aishell.config.resources import bundled_catalog_dir
 from aishell.policy.approvers import PreApproved
 from aishell.registry import load_registry
 from aishell.render.prompt import approval_prompt
-from tests.handlers.backup.test_restore_prechecks import Recorder, as_verified
+from tests.handlers.backup.test_backup_lock_wait import verified_full_backup
+from tests.handlers.backup.test_restore_prechecks import Recorder
 from tests.helpers import one_step_plan
 from tests.private_servers import private_mariadb
 from tests.services import MYSQL_ADMIN, changes_counted, engine, scratch_mysql
@@ -524,10 +525,7 @@ def test_a_restore_takes_only_the_locks_restore_backup_declares(home, request, d
     url = request.getfixturevalue("pg_url" if dialect == "postgresql" else "lock_view_url")
     make_table(url)
     config = configure(home, url)
-    done = commands.run_job(config, "backup", {"type": "full", "verify": False})
-    assert done.status == "completed", done.error
-    [taken] = commands.list_backups(config, "db")
-    as_verified(config, taken["path"])
+    taken = verified_full_backup(config)
     watcher_engine = engine(url)
     outcome: dict[str, Any] = {}
 

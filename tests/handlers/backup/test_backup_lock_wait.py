@@ -333,6 +333,16 @@ def backed_up(home: Path, url: str, *, validated: bool = True) -> tuple[Config, 
     return config, int(backup["id"])
 
 
+def verified_full_backup(config: Config) -> dict[str, Any]:
+    """A full backup of target `db` taken without its validation and recorded as
+    verified (as_verified says why): the catalog's entry, newest first."""
+    done = commands.run_job(config, "backup", {"type": "full", "verify": False})
+    assert done.status == "completed", done.error
+    taken = max(commands.list_backups(config, "db"), key=lambda b: int(b["id"]))
+    as_verified(config, taken["path"])
+    return taken
+
+
 def as_verified(config: Config, path: str) -> None:
     """Record the backup at path as a passing validation records it (executor/effects.py).
     For tests to which a backup is only what a restore or an increment starts from: its

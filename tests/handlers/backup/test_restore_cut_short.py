@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from aishell import commands
 from aishell.config.models import Config
-from tests.handlers.backup.test_restore_prechecks import Recorder, as_verified
+from tests.handlers.backup.test_backup_lock_wait import verified_full_backup
+from tests.handlers.backup.test_restore_prechecks import Recorder
 from tests.helpers import use_target
 from tests.services import engine
 
@@ -97,10 +98,7 @@ def test_a_restore_cut_short_says_the_target_may_be_partly_restored(
         conn.execute(text("CREATE TABLE zz_after (id INTEGER PRIMARY KEY)"))
         numbers = NUMBERS[dialect]
         conn.execute(text(f"INSERT INTO z_big SELECT i, REPEAT('x', 100) FROM {numbers}"))
-    backup = commands.run_job(config, "backup", {"type": "full", "verify": False})
-    assert backup.status == "completed", backup.error
-    [taken] = commands.list_backups(config, "db")
-    as_verified(config, taken["path"])
+    taken = verified_full_backup(config)
     ended: list[int] = []
     act = cut(dialect, config)
     restored = threading.Event()

@@ -24,7 +24,7 @@ from aishell.config.models import Config, load_config
 from aishell.handlers.backup.manifest import read_manifest, sha256_of
 from aishell.handlers.backup.restore import RESTORE_MARGIN
 from aishell.policy.approvers import ApprovalRequest, Prompting
-from tests.handlers.backup.test_backup_lock_wait import as_verified
+from tests.handlers.backup.test_backup_lock_wait import verified_full_backup
 from tests.helpers import digest, one_step_plan, tmpfs
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
@@ -61,10 +61,7 @@ def server_backup(config: Config, url: str) -> dict[str, Any]:
         rows = [{"i": i, "v": f"value {i}"} for i in range(50)]
         conn.execute(text("INSERT INTO a VALUES (:i, :v)"), rows)
         conn.execute(text("INSERT INTO b VALUES (1)"))
-    done = commands.run_job(config, "backup", {"type": "full", "verify": False})
-    assert done.status == "completed", done.error
-    [taken] = commands.list_backups(config, "db")
-    as_verified(config, taken["path"])
+    verified_full_backup(config)
     [listed] = commands.list_backups(config, "db")
     assert listed["verified_at"]
     return listed

@@ -19,7 +19,7 @@ from aishell.executor import RunResult
 from aishell.handlers.backup.qualified import naming_database
 from aishell.policy.approvers import Prompting
 from tests.handlers.backup.conftest import Source
-from tests.handlers.backup.test_backup_lock_wait import as_verified
+from tests.handlers.backup.test_backup_lock_wait import verified_full_backup
 from tests.helpers import run_sql, use_target
 from tests.services import engine, scratch_mysql
 
@@ -30,10 +30,7 @@ def _backup(home: Path, source: Source, *statements: str, **others: str) -> tupl
     url = source.url
     run_sql(url, "CREATE TABLE t (id INT PRIMARY KEY, note VARCHAR(200))", *statements)
     config = use_target(home, url, **others)
-    done = commands.run_job(config, "backup", {"type": "full", "verify": False})
-    assert done.status == "completed", done.error
-    taken = max(commands.list_backups(config, "db"), key=lambda b: int(b["id"]))
-    as_verified(config, taken["path"])
+    taken = verified_full_backup(config)
     return config, int(taken["id"])
 
 
