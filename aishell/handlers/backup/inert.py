@@ -42,6 +42,9 @@ from aishell.handlers.backup.processes import ToolFailed
 
 # --- PostgreSQL: a TOC list without what would run code ------------------------------
 
+# A name (ident) starts with a letter, _ or a character past ASCII, and goes on with
+# those, digits and $: its classes are written as the ASCII they leave out, which the
+# regex compiler takes in a tenth of a millisecond instead of some 5 ms per class.
 _TOKEN = re.compile(
     r"""(?P<space>\s+|--[^\n]*)
     |(?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
@@ -49,7 +52,7 @@ _TOKEN = re.compile(
     |(?P<dollar>\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
     |(?P<qident>"(?:[^"]|"")*")
     |(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-    |(?P<ident>[A-Za-z_\x80-\U0010ffff][\w$\x80-\U0010ffff]*)
+    |(?P<ident>[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*)
     |(?P<cast>::)
     |(?P<op>[-+*/<>=~!@#%^&|`?]+)
     |(?P<punct>.)""",
