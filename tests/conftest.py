@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import compileall
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from aishell.config.cache import CACHE_FOLDER
 from aishell.config.models import Config, load_config
 from aishell.targets.demo import create_demo
+from aishell.tool.verdicts import VERDICTS_ENTRY
 from tests.helpers import use_target
 from tests.services import share_preferred_tls, start_servers
 
@@ -68,10 +72,36 @@ def user_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     return path
 
 
+@pytest.fixture(scope="session")
+def catalog_verdicts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parser's verdicts on the catalog's SQL that a home keeps from its first command
+    on (tool/verdicts.py), made once per worker by an `aishell` process. Each test's home
+    starts with a copy, as a DBA's does after that first command: without it, the first
+    command of every test judged the whole catalog again (about 0.1 s of CPU a process).
+    A copy is used only while the code and tool files that made it are unchanged; the
+    load without it is tested where a home is made otherwise (tests/tool/
+    test_catalog_verdicts.py, the home a test makes itself)."""
+    made = tmp_path_factory.mktemp("judged-home")
+    shutil.copytree(REPO / "config", made / "config")
+    env = {**os.environ, "AISHELL_HOME": str(made), "AISHELL_SYSTEM_DIR": str(made / "none")}
+    env.pop("AISHELL_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "aishell", "tools", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return made / CACHE_FOLDER / f"{VERDICTS_ENTRY}.json"
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An aishell home with the shipped config copied in; no system-wide config under it."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog_verdicts: Path) -> Path:
+    """An aishell home with the shipped config copied in and the catalog's verdicts kept
+    (catalog_verdicts); no system-wide config under it."""
     shutil.copytree(REPO / "config", tmp_path / "config")
+    (tmp_path / CACHE_FOLDER).mkdir(mode=0o700)
+    shutil.copy2(catalog_verdicts, tmp_path / CACHE_FOLDER / catalog_verdicts.name)
     monkeypatch.delenv("AISHELL_CONFIG", raising=False)
     monkeypatch.setenv("AISHELL_HOME", str(tmp_path))
     monkeypatch.setenv("AISHELL_SYSTEM_DIR", str(tmp_path / "no-system-config"))

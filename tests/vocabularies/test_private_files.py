@@ -6,6 +6,7 @@ and `doctor` names a backup file left more open, with the chmod that closes it."
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def test_group_readable_opens_backups_plans_and_archives_to_the_group_only(
     demo_db: Path, home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     set_files(home, group_readable=True)
+    shutil.rmtree(home / "cache")  # the cache as a home's first command makes it
     out = tmp_path_factory.mktemp("out")
     before = everything(home, out)
     aishell("run", "backup", "--type", "full", "--yes")
