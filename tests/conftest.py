@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from aishell.config.cache import CACHE_FOLDER
 from aishell.config.models import Config, load_config
 from aishell.targets.demo import create_demo
 from aishell.tool.verdicts import VERDICTS_ENTRY
-from tests.helpers import use_target
+from tests.helpers import read_yaml, use_target, write_yaml
 from tests.services import share_preferred_tls, start_servers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,14 +129,14 @@ def edit_config(home: Path) -> EditConfig:
     def edit(main: dict[str, Any] | None = None, **agents: dict[str, Any]) -> Config:
         if main:
             path = home / "config" / "aishell.yaml"
-            data = yaml.safe_load(path.read_text())
+            data = read_yaml(path)
             _merge(data, main)
-            path.write_text(yaml.safe_dump(data))
+            write_yaml(path, data)
         for agent, changes in agents.items():
             path = home / "config" / "agents" / f"{agent}.yaml"
-            data = yaml.safe_load(path.read_text())
+            data = read_yaml(path)
             _merge(data[f"{agent}_agent"], changes)
-            path.write_text(yaml.safe_dump(data))
+            write_yaml(path, data)
         return load_config(home=home)
 
     return edit
