@@ -45,13 +45,15 @@ def age_words(seconds: float | None) -> str:
 
 def took(seconds: float, places: int = 2) -> str:
     """How long a step or run took: 0.12s with `places` decimals, 12.5m from two
-    minutes; a time those decimals would round to nothing in milliseconds (3.2ms), so a
-    step that took any time never reads as 0.00s."""
+    minutes, 3.5h from two hours; a time those decimals would round to nothing in
+    milliseconds (3.2ms), so a step that took any time never reads as 0.00s."""
     if 0 < seconds < 0.5 * 10**-places:
         return f"{seconds * 1000:.1f}ms" if seconds >= 0.00005 else "<0.1ms"
     if seconds < 120:
         return f"{seconds:.{places}f}s"
-    return f"{seconds / 60:.1f}m"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def percent(share: float) -> str:

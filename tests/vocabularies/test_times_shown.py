@@ -1,5 +1,6 @@
 """How long a step or run took, as the progress lines and the runs list show it: a time
-the shown decimals would round to nothing is shown in milliseconds, never as 0.00s."""
+the shown decimals would round to nothing is shown in milliseconds, never as 0.00s, and
+a long one in minutes, then hours, never as a count of minutes in the hundreds."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from aishell import units
         (1.234, 2, "1.23s"),
         (119.99, 1, "120.0s"),
         (150.0, 2, "2.5m"),
+        (7199.0, 2, "120.0m"),
+        (12600.0, 2, "3.5h"),
+        (36000.0, 1, "10.0h"),
     ],
 )
 def test_a_time_is_shown_so_that_any_time_taken_reads_as_some(
