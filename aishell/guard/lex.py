@@ -19,6 +19,8 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import TokenType
 
+from aishell.dialects import NAME_CHAR, NAME_START, NAME_TAG_CHAR
+
 # The token types the parser gives a literal (a string or a quoted identifier).
 _LITERAL_TOKENS = frozenset(
     {
@@ -34,17 +36,10 @@ _LITERAL_TOKENS = frozenset(
     }
 )
 _PARSER_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
-# A name's characters: ASCII letters, digits, _ and $, and every character past ASCII.
-# Each class is written as the ASCII it leaves out: the same set spelt as a range up to
-# U+10FFFF costs the regex compiler some 5 ms per class, in every process that imports
-# the guard.
-_IDENTIFIER_CHAR = re.compile(r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]")
+_IDENTIFIER_CHAR = re.compile(NAME_CHAR)
 # Where a literal the parser reads may begin: a quote, or a prefix and then one.
 _QUOTED_START = re.compile(r"[A-Za-z0-9_&]*['\"`$\[]")
-# $tag$: a letter, _ or a character past ASCII, then those or digits.
-_DOLLAR_TAG = re.compile(
-    r"\$(?:[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f][^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]*)?\$"
-)
+_DOLLAR_TAG = re.compile(rf"\$(?:{NAME_START}{NAME_TAG_CHAR}*)?\$")
 
 
 @dataclass(frozen=True)
