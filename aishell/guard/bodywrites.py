@@ -18,8 +18,10 @@ catalog records what a body writes, so it is read from the body's text:
   FROM audit ...'), but for a message the body raises (PostgreSQL's RAISE format and
   USING MESSAGE, DETAIL, HINT; MySQL's SIGNAL ... SET MESSAGE_TEXT; SQLite's RAISE(ABORT,
   '...')), and for a value of an INSERT's VALUES list (`VALUES (1, 'DELETE FROM
-  audit')`, stored as data), which that statement does not run; a name a body builds at
-  run time is not seen;
+  audit')`, stored as data), which that statement does not run; PostgreSQL's
+  dollar-quoted literals ($$...$$) are literals too (bodytokens.py). A statement a body
+  makes at run time (EXECUTE format(...)), and a body in a language other than SQL and
+  PL/pgSQL, are not read: bodyunknowns.py says what it writes is not known;
 - comments are not read (MySQL's `#` ones too), but MySQL's executable comments
   (/*! ... */, /*M! ... */) are code;
 - the routines a body runs are those whose names are a word of it (PostgreSQL) or
@@ -44,6 +46,8 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
+from aishell.guard.bodytokens import code_tokens, literal_text
+from aishell.guard.bodyunknowns import unseen_code
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write
 from aishell.sqltext import text
@@ -67,25 +71,32 @@ IN_FAMILY = "IN (SELECT oid FROM aishell_family)"
 
 # A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
 PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
-# Each body the write runs, with what runs it: its triggers' functions and its rules'
-# actions, then every function of the database's whose name is a word of a body.
+# Each body the write runs, with what runs it, its function and language: its triggers'
+# functions and its rules' actions, then every function of the database's whose name is a
+# word of a body.
+_PG_CODE = (
+    "CAST(CAST(p.oid AS pg_catalog.regproc) AS pg_catalog.text), "
+    "(SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang)"
+)
 _PG_BODIES = (
-    f"{PG_FAMILY}, aishell_body(who, src) AS ("
+    f"{PG_FAMILY}, aishell_body(who, src, fn, lang) AS ("
     "SELECT 'trigger ' || CAST(t.tgname AS pg_catalog.text) || ' on ' || "
-    "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), p.prosrc "
+    "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), p.prosrc, "
+    f"{_PG_CODE} "
     "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
     f"WHERE t.tgrelid {IN_FAMILY} AND NOT t.tgisinternal AND t.tgenabled <> 'D' "
     "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(:bit AS pg_catalog.int4) <> 0 "
     "UNION SELECT 'rule ' || CAST(r.rulename AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
-    "pg_catalog.pg_get_ruledef(r.oid) FROM pg_catalog.pg_rewrite r "
+    "pg_catalog.pg_get_ruledef(r.oid), NULL, 'sql' FROM pg_catalog.pg_rewrite r "
     f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
-    "UNION SELECT b.who, p.prosrc FROM aishell_body b JOIN pg_catalog.pg_proc p "
+    f"UNION SELECT b.who, p.prosrc, {_PG_CODE} "
+    "FROM aishell_body b JOIN pg_catalog.pg_proc p "
     "ON p.proname = ANY (CAST(pg_catalog.regexp_split_to_array(b.src || ' ' || "
     "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
-    "SELECT who, src FROM aishell_body ORDER BY 1, 2"
+    "SELECT who, src, fn, lang FROM aishell_body ORDER BY 1, 2, 3"
 )
 # The triggers of the table's event, and the routines they run (the recursion holds the
 # routines' keys only), each with its body (NULL: one the role may not read).
@@ -119,10 +130,21 @@ _SQLITE_BODIES = (
 
 class BodyWrites(NamedTuple):
     """What the code a write sets off writes: (what writes it, the write), and a
-    sentence for each body that could not be read."""
+    sentence for each body that could not be read, or whose text does not show what it
+    runs (bodyunknowns.py)."""
 
     writes: list[tuple[str, Write]]
     unread: list[str]
+
+
+class _Body(NamedTuple):
+    """A body the write runs: what runs it, its text (None: not readable), and on
+    PostgreSQL its function (None for a rule's) and language."""
+
+    who: str
+    text: str | None
+    function: str | None = None
+    language: str | None = None
 
 
 def body_writes(conn: Connection, write: Write) -> BodyWrites:
@@ -132,42 +154,42 @@ def body_writes(conn: Connection, write: Write) -> BodyWrites:
     dialect = family(conn.dialect.name)
     found: list[tuple[str, Write]] = []
     unread: list[str] = []
-    for who, body in _bodies(conn, write, dialect):
-        if body is None:
-            unread.append(f"{who} has a body aishell may not read: what it writes is not known")
+    for body in _bodies(conn, write, dialect):
+        if body.text is None:
+            unread.append(
+                f"{body.who} has a body aishell may not read: what it writes is not known"
+            )
             continue
-        found.extend((who, then) for then in dict.fromkeys(written_by_body(body, dialect)))
-    return BodyWrites(list(dict.fromkeys(found)), unread)
+        unseen = unseen_code(body.text, body.language, dialect)
+        if unseen is not None:
+            code = f"{body.who}: its function {body.function}" if body.function else body.who
+            unread.append(f"{code} {unseen}: what it writes is not known")
+        found.extend(
+            (body.who, then) for then in dict.fromkeys(written_by_body(body.text, dialect))
+        )
+    return BodyWrites(list(dict.fromkeys(found)), list(dict.fromkeys(unread)))
 
 
-def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[tuple[str, str | None]]:
+def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[_Body]:
     names = {"s": write.schema, "t": write.table}
     if dialect == "postgresql":
         bit, ev = PG_EVENTS[write.event]
         values = {**names, "bit": bit, "ev": ev, "inherited": write.event != "INSERT"}
-        for who, src in conn.execute(text(_PG_BODIES), values):
-            yield str(who), None if src is None else str(src)
+        for who, src, function, language in conn.execute(text(_PG_BODIES), values):
+            yield _Body(str(who), None if src is None else str(src), function, language)
         return
     if write.event not in EVENTS:  # MySQL runs no trigger on TRUNCATE; SQLite has none
         return
     if dialect == "mysql":
         for who, src in conn.execute(text(_MYSQL_BODIES), {**names, "event": write.event}):
-            yield str(who), None if src is None else str(src)
+            yield _Body(str(who), None if src is None else str(src))
         return
     for name, table, sql in conn.execute(text(_SQLITE_BODIES), {"t": write.table}):
         if write.event in trigger_events(sql):
-            yield f"trigger {name} on {table}", _BEGIN.split(str(sql), maxsplit=1)[-1]
+            yield _Body(f"trigger {name} on {table}", _BEGIN.split(str(sql), maxsplit=1)[-1])
 
 
 _BEGIN = re.compile(r"\bBEGIN\b", re.IGNORECASE)
-_TOKEN = re.compile(
-    r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|`(?:[^`]|``)*`?|--[^\n]*|/\*.*?(?:\*/|$)"
-    r"|[^\W\d][\w$]*|\d\w*|\S",
-    re.DOTALL,
-)
-# MySQL also ends a line with a `#` comment, and runs the code of /*! ... */.
-_MYSQL_TOKEN = re.compile(r"#[^\n]*|" + _TOKEN.pattern, re.DOTALL)
-_EXECUTABLE = re.compile(r"/\*M?!(?:\d{5,6})?(.*?)(?:\*/)?$", re.DOTALL)
 # A message's place in PostgreSQL's RAISE (its level, its USING items) and MySQL's
 # SIGNAL ... SET items.
 _LEVELS = frozenset({"DEBUG", "LOG", "INFO", "NOTICE", "WARNING", "EXCEPTION"})
@@ -197,14 +219,14 @@ _TABLE_FOLLOWS = frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", ",", "USING", "UPDA
 def written_by_body(body: str, dialect: str) -> Iterator[Write]:
     """Each table the body writes, by the rule of the module's docstring (its string
     literals read as bodies too, but for a message a body only raises)."""
-    tokens = _code_tokens(body, dialect)
+    tokens = code_tokens(body, dialect)
     words = [t.upper() if _plain(t) else t for t in tokens]
     verbs = [i for i, word in enumerate(words) if _a_verb(words, i)]
     stored = {n for i in verbs for n in _stored_values(words, i)}
     for n, token in enumerate(tokens):
-        literal = token.startswith("'") and len(token) > 2
+        literal = literal_text(token)
         if literal and n not in stored and not _a_message(tokens, n):
-            yield from written_by_body(token[1:-1].replace("''", "'"), dialect)
+            yield from written_by_body(literal, dialect)
     for i in verbs:
         word = words[i]
         cascade = word == "TRUNCATE" and "CASCADE" in words[i : _end(words, i, {";"})]
@@ -212,19 +234,6 @@ def written_by_body(body: str, dialect: str) -> Iterator[Write]:
             named = _name(tokens, at, dialect)
             if named is not None:
                 yield Write(event, *named, cascade=cascade)
-
-
-def _code_tokens(body: str, dialect: str) -> list[str]:
-    """The body's tokens but its comments; MySQL's `#` comments too, and the code of
-    its executable comments (/*! ... */, /*M! ... */), which the server runs."""
-    tokens: list[str] = []
-    for token in (_MYSQL_TOKEN if family(dialect) == "mysql" else _TOKEN).findall(body):
-        executable = _EXECUTABLE.match(token) if family(dialect) == "mysql" else None
-        if executable is not None:
-            tokens.extend(_code_tokens(executable.group(1), dialect))
-        elif not token.startswith(("--", "/*", "#")):
-            tokens.append(token)
-    return tokens
 
 
 def _a_verb(words: list[str], i: int) -> bool:
@@ -292,7 +301,7 @@ def _whole_values(words: list[str], opened: int, closing: int) -> Iterator[int]:
     for n in range(opened + 1, closing):
         depth += {"(": 1, ")": -1}.get(words[n], 0)
         whole = words[n - 1] in ("(", ",") and words[n + 1] in (",", ")")
-        if depth == 0 and whole and words[n].startswith("'"):
+        if depth == 0 and whole and literal_text(words[n]) is not None:
             yield n
 
 

@@ -1,0 +1,108 @@
+"""What in a PostgreSQL trigger's or routine's body runs SQL its text does not show.
+
+bodywrites.py reads the tables a body writes from its text, the SQL its string literals
+hold included. Two kinds of code run SQL that no reading of the text finds, and for
+either, what the body writes is not known. That is said as it is for a body aishell may
+not read, so the step's estimate, its preview and the question put to a person name it:
+
+- EXECUTE of anything but one string literal (plpgsql's EXECUTE, FOR ... IN EXECUTE,
+  RETURN QUERY EXECUTE, OPEN ... FOR EXECUTE; a SQL function's EXECUTE of a prepared
+  statement): the statement is text made at run time, by format('DELETE FROM %I', ...),
+  from a column's value (EXECUTE NEW.cmd) or by concatenation;
+- a body in a language aishell does not read: PL/Python, PL/Perl, PL/Tcl and the like,
+  whose SQL another language's code builds, and C, which is compiled (contrib's refint
+  deletes the rows that reference a deleted one). The server's own functions (LANGUAGE
+  internal: full-text and redundant-update triggers) write no table of the database's.
+
+MySQL and MariaDB refuse dynamic SQL (PREPARE, EXECUTE IMMEDIATE) in a trigger, a stored
+function and a procedure a trigger calls; SQLite has none.
+"""
+
+from __future__ import annotations
+
+from aishell.dialects import family
+from aishell.guard.bodytokens import code_tokens, literal_text
+
+# Languages whose bodies are SQL and plpgsql that bodywrites.py reads.
+_READ = frozenset({"sql", "plpgsql"})
+# The server's built-in functions (LANGUAGE internal), none of which writes a table.
+_WRITES_NOTHING = frozenset({"internal"})
+# Where an EXECUTE's statement ends: plpgsql's INTO and USING, a FOR loop's LOOP.
+_STATEMENT_ENDS = frozenset({";", "INTO", "USING", "LOOP"})
+# Words after EXECUTE that make it no statement's: CREATE TRIGGER ... EXECUTE FUNCTION,
+# GRANT EXECUTE ON FUNCTION.
+_NOT_RUN = frozenset({"FUNCTION", "PROCEDURE", "ON"})
+SHOWN = 60
+
+
+def unseen_code(body: str, language: str | None, dialect: str) -> str | None:
+    """Why the text of the body does not show what it writes (the module's docstring),
+    as a phrase after the body's name; None where it does."""
+    if family(dialect) != "postgresql":
+        return None
+    if language is not None and language not in _READ:
+        if language in _WRITES_NOTHING:
+            return None
+        return f"is written in LANGUAGE {language}, whose code aishell does not read"
+    built = built_statement(body, dialect)
+    if built is None:
+        return None
+    return f"runs SQL it makes at run time (EXECUTE {built})"
+
+
+def built_statement(body: str, dialect: str) -> str | None:
+    """The first statement the body EXECUTEs that is not one string literal (shortened
+    to SHOWN characters), in its code or in the code of a literal it runs (EXECUTEd, or
+    a DO block's); None if none."""
+    tokens = code_tokens(body, dialect)
+    for i, token in enumerate(tokens):
+        word = token.upper()
+        if word == "DO":  # DO [LANGUAGE name] 'code' [LANGUAGE name]
+            literal = next(filter(None, map(literal_text, tokens[i + 1 : i + 4])), None)
+        elif word == "EXECUTE" and tokens[i + 1 : i + 2] and tokens[i + 1].upper() not in _NOT_RUN:
+            statement = tokens[i + 1 : _statement_end(tokens, i + 1)]
+            literal = _one_literal(statement)
+            if literal is None:
+                return _shown(statement)
+        else:
+            continue
+        found = built_statement(literal, dialect) if literal else None
+        if found is not None:
+            return found
+    return None
+
+
+def _shown(tokens: list[str]) -> str:
+    """The tokens as one line of at most SHOWN characters, spaced as code is written:
+    none around `.`, inside brackets, before a comma, within an operator."""
+    shown = ""
+    for token in tokens:
+        operator = shown[-1:] in _OPERATOR and token in _OPERATOR
+        tight = not shown or shown[-1] in "([." or token in ")].," or operator
+        if token in ("(", "[") and shown[-1:].isalnum():
+            tight = True
+        shown += ("" if tight else " ") + token
+    return shown if len(shown) <= SHOWN else shown[: SHOWN - 3] + "..."
+
+
+_OPERATOR = frozenset("|&<>=!~+-*/%^")
+
+
+def _statement_end(tokens: list[str], start: int) -> int:
+    """The index of the token that ends the EXECUTEd expression starting at `start`."""
+    depth = 0
+    for end in range(start, len(tokens)):
+        depth += {"(": 1, ")": -1}.get(tokens[end], 0)
+        if depth < 0 or (depth == 0 and tokens[end].upper() in _STATEMENT_ENDS):
+            return end
+    return len(tokens)
+
+
+def _one_literal(statement: list[str]) -> str | None:
+    """The text of the tokens where they are one string literal ('text', E'text',
+    $$text$$, maybe within parentheses); None where they are anything else."""
+    while len(statement) > 2 and statement[0] == "(" and statement[-1] == ")":
+        statement = statement[1:-1]
+    if len(statement) == 2 and statement[0].upper() == "E":
+        statement = statement[1:]
+    return literal_text(statement[0]) if len(statement) == 1 else None

@@ -1,0 +1,182 @@
+"""A PostgreSQL body whose text does not show the SQL it runs writes tables not known,
+and the step that sets it off says so where it is judged: a trigger's function that
+EXECUTEs a statement it makes at run time (from format(), a column, a concatenation;
+in a function it calls; in a DO block it runs), and one written in a language aishell
+does not read (C: contrib's refint deletes referencing rows). A statement EXECUTEd as
+one literal is read as SQL, dollar-quoted ones too, and is no unknown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aishell import commands
+from aishell.guard.bodyunknowns import SHOWN, built_statement, unseen_code
+from aishell.guard.bodywrites import written_by_body
+from aishell.guard.writtentables import Write
+from tests.guard.test_body_writes import LOGS, _purge_preview
+from tests.guard.test_guard import execute, scalar, scratch_database
+from tests.guard.test_user_code import PURGE
+
+BUILT = [
+    ("BEGIN EXECUTE NEW.cmd; RETURN NEW; END", "NEW.cmd"),
+    (
+        "BEGIN EXECUTE format('DELETE FROM %I', TG_ARGV[0]) USING OLD.id; RETURN OLD; END",
+        "format('DELETE FROM %I', TG_ARGV[0])",
+    ),
+    ("BEGIN EXECUTE 'DELETE FROM ' || quote_ident(t); END", "'DELETE FROM ' || quote_ident(t)"),
+    ("BEGIN FOR r IN EXECUTE q LOOP NULL; END LOOP; END", "q"),
+    ("DECLARE c refcursor; BEGIN OPEN c FOR EXECUTE v_sql; END", "v_sql"),
+    ("BEGIN RETURN QUERY execute 'SELECT ' || n; END", "'SELECT ' || n"),
+    # The literal a body EXECUTEs, and a DO block's, are code in their turn.
+    ("BEGIN EXECUTE 'DO $x$BEGIN EXECUTE q; END$x$'; END", "q"),
+    ("BEGIN EXECUTE $a$DO LANGUAGE plpgsql $b$BEGIN EXECUTE v; END$b$$a$; END", "v"),
+    # A SQL function's EXECUTE of a prepared statement: its text is the session's.
+    ("EXECUTE purge_plan(1)", "purge_plan(1)"),
+    # Shown up to SHOWN characters.
+    ("BEGIN EXECUTE " + "x || " * 30 + "y; END", ("x || " * 30)[: SHOWN - 3] + "..."),
+]
+READ = [
+    "BEGIN EXECUTE 'DELETE FROM audit WHERE id = $1' USING OLD.id; RETURN OLD; END",
+    "BEGIN EXECUTE $q$DELETE FROM audit$q$; RETURN OLD; END",
+    "BEGIN EXECUTE E'DELETE FROM audit'; END",
+    "BEGIN EXECUTE ('DELETE FROM audit') INTO n; END",
+    "BEGIN RETURN QUERY EXECUTE 'SELECT 1'; END",
+    "BEGIN RAISE NOTICE 'cannot EXECUTE %', x; END",
+    "BEGIN -- EXECUTE q\n RETURN NEW; END",
+    "BEGIN EXECUTE 'GRANT EXECUTE ON FUNCTION f() TO r'; END",
+    "BEGIN EXECUTE 'CREATE TRIGGER t AFTER INSERT ON a EXECUTE FUNCTION f()'; END",
+    "BEGIN PERFORM $$ EXECUTE q $$; END",
+]
+
+
+@pytest.mark.parametrize(("body", "shown"), BUILT)
+def test_a_statement_made_at_run_time_is_found(body: str, shown: str) -> None:
+    assert built_statement(body, "postgresql") == shown
+    said = unseen_code(body, "plpgsql", "postgresql")
+    assert said == f"runs SQL it makes at run time (EXECUTE {shown})"
+
+
+@pytest.mark.parametrize("body", READ)
+def test_a_statement_executed_as_one_literal_is_read_not_unknown(body: str) -> None:
+    assert unseen_code(body, "plpgsql", "postgresql") is None
+
+
+@pytest.mark.parametrize(
+    ("language", "unknown"),
+    [("plpgsql", False), ("sql", False), ("internal", False), ("c", True), ("plpython3u", True)],
+)
+def test_code_in_a_language_not_read_is_unknown(language: str, unknown: bool) -> None:
+    said = unseen_code("BEGIN RETURN NEW; END", language, "postgresql")
+    assert (said is not None) == unknown
+    assert said is None or language in said
+
+
+def test_other_engines_run_no_statement_made_at_run_time_from_a_trigger() -> None:
+    """MariaDB refuses PREPARE and EXECUTE IMMEDIATE in a trigger's code (error 1336)."""
+    assert unseen_code("EXECUTE IMMEDIATE @s", None, "mysql") is None
+    assert unseen_code("EXECUTE IMMEDIATE @s", None, "sqlite") is None
+
+
+W = Write
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("BEGIN EXECUTE $q$DELETE FROM audit$q$; END", [W("DELETE", None, "audit")]),
+        ("BEGIN EXECUTE $$UPDATE ledger SET id = 1$$; END", [W("UPDATE", None, "ledger")]),
+        # A quote inside a dollar-quoted literal opens nothing.
+        (
+            "BEGIN PERFORM $x$it's$x$; INSERT INTO kept VALUES (1); x := 'DELETE FROM gone'; END",
+            [W("DELETE", None, "gone"), W("INSERT", None, "kept")],
+        ),
+        # $1 is a parameter, not a dollar quote.
+        (
+            "BEGIN DELETE FROM audit WHERE id = $1; UPDATE ledger SET a = $2; END",
+            [W("DELETE", None, "audit"), W("UPDATE", None, "ledger")],
+        ),
+    ],
+)
+def test_dollar_quoted_sql_is_read(body: str, expected: list[Write]) -> None:
+    assert list(dict.fromkeys(written_by_body(body, "postgresql"))) == expected
+
+
+TRIGGERS = {
+    "format": (
+        (
+            "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN EXECUTE format('INSERT INTO %I VALUES ($1)', TG_ARGV[0]) USING OLD.id; "
+            "RETURN OLD; END$$",
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION logs_gone('ledger')",
+        ),
+        "trigger logs_gone on logs: its function logs_gone runs SQL it makes at run time "
+        "(EXECUTE format('INSERT INTO %I VALUES ($1)', TG_ARGV[0]))",
+    ),
+    "called": (
+        (
+            "CREATE FUNCTION run_sql(q text) RETURNS void LANGUAGE plpgsql AS "
+            "$$BEGIN EXECUTE q; END$$",
+            "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM run_sql('DELETE FROM ledger'); RETURN OLD; END$$",
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION logs_gone()",
+        ),
+        "trigger logs_gone on logs: its function run_sql runs SQL it makes at run time (EXECUTE q)",
+    ),
+    "c": (
+        (
+            "CREATE EXTENSION refint",
+            "CREATE TRIGGER logs_refs BEFORE DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION check_foreign_key(1, 'cascade', 'id', 'ledger', 'id')",
+        ),
+        "trigger logs_refs on logs: its function check_foreign_key is written in LANGUAGE c, "
+        "whose code aishell does not read",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRIGGERS))
+def test_a_purge_whose_trigger_runs_unseen_sql_says_so_and_waits(
+    home: Path, tmp_path: Path, case: str
+) -> None:
+    statements, said = TRIGGERS[case]
+    with scratch_database("postgresql", tmp_path) as url:
+        execute(url, *LOGS["postgresql"][:4], *statements)
+
+        purge, config = _purge_preview(home, url)
+        run = commands.run_job(config, "log_cleanup", PURGE)
+
+        line = f"deleting from logs: {said}: what it writes is not known"
+        cascades = (purge.estimate or {}).get("cascades") or []
+        assert line in cascades, cascades
+        assert purge.requires_approval and any(r.startswith(line) for r in purge.reasons)
+        step = next(s for s in run.steps if s.tool == "delete_old_records")
+        assert step.status == "waiting_approval" and any(r.startswith(line) for r in step.reasons)
+        assert scalar(url, "SELECT count(*) FROM logs") == 60
+
+
+def test_a_literal_the_trigger_executes_is_read_and_no_unknown(home: Path, tmp_path: Path) -> None:
+    with scratch_database("postgresql", tmp_path) as url:
+        execute(
+            url,
+            *LOGS["postgresql"][:4],
+            "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+            "$f$BEGIN EXECUTE $q$INSERT INTO ledger VALUES ($1)$q$ USING OLD.id; "
+            "RETURN OLD; END$f$",
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION logs_gone()",
+            "CREATE FUNCTION ledger_in() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RETURN NEW; END$$",
+            "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW "
+            "EXECUTE FUNCTION ledger_in()",
+        )
+
+        purge, _config = _purge_preview(home, url)
+
+        estimate = purge.estimate or {}
+        assert not [c for c in estimate.get("cascades") or [] if "not known" in c], estimate
+        fires = estimate.get("fires") or []
+        assert any("inserting into ledger" in f and "ledger_in" in f for f in fires), fires
