@@ -16,18 +16,22 @@ def stamp(moment: datetime | None = None) -> str:
 
 
 def binary_size(n: Any, unknown: str = "-") -> str:
-    """Bytes in B, KiB, MiB, GiB or TiB; `unknown` when n is not a number."""
+    """Bytes in B, KiB, MiB, GiB, TiB, PiB, EiB, ZiB or YiB; `unknown` when n is not a
+    number."""
     if not isinstance(n, int | float) or isinstance(n, bool):
         return unknown
     value = float(n)
     if not math.isfinite(value):
         return unknown
-    for unit in ("B", "KiB", "MiB", "GiB"):
+    for unit in _BINARY_UNITS[:-1]:
         # Judged as shown: 1,048,575 bytes is 1.0 MiB, never "1024.0 KiB".
         if abs(round(value, 0 if unit == "B" else 1)) < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} TiB"
+    return f"{value:.1f} {_BINARY_UNITS[-1]}"
+
+
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
 def age_words(seconds: float | None) -> str:
@@ -59,7 +63,9 @@ def took(seconds: float, places: int = 2) -> str:
 def percent(share: float) -> str:
     """A share (0.5) as a percent as exact as it was given: 50%, 0.5%, 12.25%. Two
     decimals, or as many more as keep a share that is not none or all from reading as
-    0% or 100% (0.001%, 99.999%)."""
+    0% or 100% (0.001%, 99.999%); "-" for no number (NaN, infinity)."""
+    if not math.isfinite(share):
+        return "-"
     value = share * 100
     places = 2
     while places < 12 and float(f"{value:.{places}f}") in (0, 100) and value not in (0, 100):

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from aishell.render.base import RISK_STYLE, human_size, plain, safe_text, styled
+from aishell.render.base import RISK_STYLE, UNWRAPPED_WIDTH, human_size, plain, safe_text, styled
 
 
 def demo_result(out: Console, result: dict[str, Any]) -> None:
@@ -204,9 +204,18 @@ def _described_grid(data: dict[str, Any]) -> Table:
     return grid
 
 
-def _named_panel(grid: Table, data: dict[str, Any]) -> Panel:
-    """A tool's or an agent's facts, titled with its name."""
-    return Panel(grid, title=safe_text(data["name"]), title_align="left", expand=False)
+def _print_named(out: Console, grid: Table, data: dict[str, Any]) -> None:
+    """A tool's or an agent's facts, titled with its name: in a panel on a terminal; in
+    a pipe or a file, whose lines are never broken, the name and then the rows, each no
+    longer than its text (a panel would pad every row to the longest, a description of a
+    thousand characters and more)."""
+    if out.width < UNWRAPPED_WIDTH:
+        out.print(Panel(grid, title=safe_text(data["name"]), title_align="left", expand=False))
+        return
+    with out.capture() as captured:
+        out.print(grid)
+    out.print(safe_text(data["name"]))
+    out.file.write("".join(f"{line.rstrip()}\n" for line in captured.get().splitlines()))
 
 
 def tool_detail(out: Console, data: dict[str, Any]) -> None:
@@ -235,7 +244,7 @@ def tool_detail(out: Console, data: dict[str, Any]) -> None:
     grid.add_row("locks", safe_text("\n".join(_locks(data["locks"])), newlines=True))
     if data["notes"]:
         grid.add_row("notes", safe_text(data["notes"], newlines=True))
-    out.print(_named_panel(grid, data))
+    _print_named(out, grid, data)
     out.print(safe_text(f"SQL for example params {json.dumps(data['example_params'])}:"))
     for dialect, statements in data["sql"].items():
         out.print(safe_text(f"-- {dialect}", "bold"))
@@ -266,7 +275,7 @@ def agent_detail(out: Console, data: dict[str, Any]) -> None:
         grid.add_row("constraint", safe_text(json.dumps(constraint, sort_keys=True)))
     for engine, privileges in sorted(data["privileges"].items()):
         grid.add_row(safe_text(f"needs on {engine}"), safe_text("; ".join(privileges)))
-    out.print(_named_panel(grid, data))
+    _print_named(out, grid, data)
     tools = Table("tool", "risk", "category", "description", title="Tools it may plan")
     for tool in [*data["tools"], *data["joining_tools"]]:
         if tool.get("missing"):

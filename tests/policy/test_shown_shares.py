@@ -42,3 +42,7 @@ def test_the_prompt_shows_a_share_rounded_up_and_a_small_limit_exactly():
     )
     [reason] = _purge_limits(PurgeLimits(type="purge_limits", max_share=0.005), facts)
     assert "(82%), over max_share (0.5%)" in reason, reason
+
+
+def test_a_share_that_is_no_number_is_shown_unknown() -> None:
+    assert [percent(v) for v in (float("nan"), float("inf"), -float("inf"))] == ["-", "-", "-"]

@@ -27,3 +27,12 @@ def test_each_size_is_shown_in_the_unit_its_rounding_reaches() -> None:
     }
     assert binary_size(-1_048_575) == "-1.0 MiB"
     assert [binary_size(v) for v in (float("nan"), float("inf"))] == ["-", "-"]
+
+
+def test_sizes_past_a_thousand_tebibytes_take_their_own_units() -> None:
+    """A storage array's or a data lake's total: 1 PiB is never "1024.0 TiB"."""
+    assert binary_size(2**50 - 1) == "1.0 PiB"
+    assert binary_size(2**50 * 5) == "5.0 PiB"
+    assert binary_size(2**60 * 2) == "2.0 EiB"
+    assert binary_size(2**80) == "1.0 YiB"
+    assert binary_size(2**90) == "1024.0 YiB"
