@@ -71,17 +71,21 @@ IN_FAMILY = "IN (SELECT oid FROM aishell_family)"
 
 # A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
 PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
+# What a function runs: its source; for a SQL function written BEGIN ATOMIC ... END, whose
+# body the server keeps parsed (its prosrc empty), its definition.
+PG_FUNCTION_TEXT = "coalesce(NULLIF({f}.prosrc, ''), pg_catalog.pg_get_functiondef({f}.oid))"
 # Each body the write runs, with what runs it, its function and language: its triggers'
 # functions and its rules' actions, then every function of the database's whose name is a
 # word of a body.
 _PG_CODE = (
+    f"{PG_FUNCTION_TEXT.format(f='p')}, "
     "CAST(CAST(p.oid AS pg_catalog.regproc) AS pg_catalog.text), "
     "(SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang)"
 )
 _PG_BODIES = (
     f"{PG_FAMILY}, aishell_body(who, src, fn, lang) AS ("
     "SELECT 'trigger ' || CAST(t.tgname AS pg_catalog.text) || ' on ' || "
-    "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), p.prosrc, "
+    "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     f"{_PG_CODE} "
     "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
     f"WHERE t.tgrelid {IN_FAMILY} AND NOT t.tgisinternal AND t.tgenabled <> 'D' "
@@ -90,7 +94,7 @@ _PG_BODIES = (
     "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
     "pg_catalog.pg_get_ruledef(r.oid), NULL, 'sql' FROM pg_catalog.pg_rewrite r "
     f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
-    f"UNION SELECT b.who, p.prosrc, {_PG_CODE} "
+    f"UNION SELECT b.who, {_PG_CODE} "
     "FROM aishell_body b JOIN pg_catalog.pg_proc p "
     "ON p.proname = ANY (CAST(pg_catalog.regexp_split_to_array(b.src || ' ' || "
     "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "

@@ -3,7 +3,8 @@ and the step that sets it off says so where it is judged: a trigger's function t
 EXECUTEs a statement it makes at run time (from format(), a column, a concatenation;
 in a function it calls; in a DO block it runs), and one written in a language aishell
 does not read (C: contrib's refint deletes referencing rows). A statement EXECUTEd as
-one literal is read as SQL, dollar-quoted ones too, and is no unknown."""
+one literal is read as SQL, dollar-quoted ones too, and is no unknown; a SQL function
+written BEGIN ATOMIC, which keeps no source text, is read by its definition."""
 
 from __future__ import annotations
 
@@ -179,4 +180,31 @@ def test_a_literal_the_trigger_executes_is_read_and_no_unknown(home: Path, tmp_p
         estimate = purge.estimate or {}
         assert not [c for c in estimate.get("cascades") or [] if "not known" in c], estimate
         fires = estimate.get("fires") or []
+        assert any("inserting into ledger" in f and "ledger_in" in f for f in fires), fires
+
+
+def test_a_sql_function_of_begin_atomic_is_read_by_its_definition(
+    home: Path, tmp_path: Path
+) -> None:
+    """Its source text is empty (the server keeps the body parsed): what it writes is
+    read from its definition, and the triggers there are followed."""
+    with scratch_database("postgresql", tmp_path) as url:
+        execute(
+            url,
+            *LOGS["postgresql"][:4],
+            "CREATE FUNCTION note(i integer) RETURNS void LANGUAGE sql "
+            "BEGIN ATOMIC INSERT INTO ledger VALUES (i); END",
+            "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM note(OLD.id); RETURN OLD; END$$",
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION logs_gone()",
+            "CREATE FUNCTION ledger_in() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RETURN NEW; END$$",
+            "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW "
+            "EXECUTE FUNCTION ledger_in()",
+        )
+
+        purge, _config = _purge_preview(home, url)
+
+        fires = (purge.estimate or {}).get("fires") or []
         assert any("inserting into ledger" in f and "ledger_in" in f for f in fires), fires

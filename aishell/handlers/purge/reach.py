@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
-from aishell.guard.bodywrites import PG_EVENTS
+from aishell.guard.bodywrites import PG_EVENTS, PG_FUNCTION_TEXT
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writereach import Reach, follow_writes
 from aishell.guard.writtentables import Write, written
@@ -54,7 +54,7 @@ from aishell.targets.identity import mysql_instant
 _BY_KEY = "OFFSET 0"
 # What a function does: its body and the settings it runs with.
 _PG_BODY = (
-    "pg_catalog.md5(coalesce({f}.prosrc, '') || coalesce(CAST({f}.proconfig AS "
+    f"pg_catalog.md5(coalesce({PG_FUNCTION_TEXT}, '') || coalesce(CAST({{f}}.proconfig AS "
     "pg_catalog.text), '') || CAST({f}.prosecdef AS pg_catalog.text))"
 )
 # The tables a batch writes, each with the event it sets off there (the tgtype bit: 8
@@ -89,11 +89,12 @@ _PG_WRITTEN = (
     # theirs, in turn) holds as a word; pg_depend records no call a body makes. Each
     # with its body, read on the way: CREATE OR REPLACE keeps a function's oid and
     # changes what it does.
-    "aishell_runs(trigger, fn, src, state) AS (SELECT t.oid, t.tgfoid, f.prosrc, f.state "
-    "FROM aishell_trigger t CROSS JOIN LATERAL (SELECT f.prosrc, "
+    "aishell_runs(trigger, fn, src, state) AS (SELECT t.oid, t.tgfoid, f.src, f.state "
+    f"FROM aishell_trigger t CROSS JOIN LATERAL (SELECT {PG_FUNCTION_TEXT.format(f='f')}, "
     f"{_PG_BODY.format(f='f')} FROM pg_catalog.pg_proc f WHERE f.oid = t.tgfoid "
-    f"{_BY_KEY}) f(prosrc, state) "
-    f"UNION SELECT r.trigger, p.oid, p.prosrc, {_PG_BODY.format(f='p')} "
+    f"{_BY_KEY}) f(src, state) "
+    f"UNION SELECT r.trigger, p.oid, {PG_FUNCTION_TEXT.format(f='p')}, "
+    f"{_PG_BODY.format(f='p')} "
     "FROM aishell_runs r JOIN pg_catalog.pg_proc p ON p.proname = ANY (CAST("
     "pg_catalog.regexp_split_to_array(r.src || ' ' || pg_catalog.lower(r.src), '\\W+') "
     "AS pg_catalog.name[])) JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "

@@ -275,6 +275,32 @@ def test_a_trigger_function_replaced_while_the_purge_runs_stops_it(pg_logs, home
     assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
 
 
+def test_a_sql_function_of_begin_atomic_replaced_while_the_purge_runs_stops_it(pg_logs, home):
+    """A SQL function written BEGIN ATOMIC ... END keeps no source text (the server
+    keeps its body parsed); one the trigger's function calls is replaced by one that
+    writes: the change is seen all the same, by its definition."""
+    _config, url = pg_logs
+    _execute(
+        url,
+        "CREATE TABLE audit (id integer)",
+        "CREATE FUNCTION note(i integer) RETURNS void LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+        "CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN PERFORM note(OLD.id); RETURN OLD; END$$",
+        "CREATE TRIGGER events_audit BEFORE DELETE ON events FOR EACH ROW "
+        "EXECUTE FUNCTION audit_delete()",
+    )
+    result = _meanwhile(
+        home,
+        _approved(home, job(**SLOW)),
+        url,
+        "CREATE OR REPLACE FUNCTION note(i integer) RETURNS void LANGUAGE sql "
+        "BEGIN ATOMIC INSERT INTO audit VALUES (i); END",
+    )
+
+    _assert_stopped(result, "note")
+    assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
+
+
 _ARCHIVE_AUDIT = {
     "postgresql": (
         "CREATE TABLE audit (id integer)",
