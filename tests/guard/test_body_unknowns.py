@@ -159,6 +159,13 @@ def test_a_purge_whose_trigger_runs_unseen_sql_says_so_and_waits(
         assert scalar(url, "SELECT count(*) FROM logs") == 60
 
 
+# A trigger on ledger: where the preview names it, the write to ledger was found.
+LEDGER_IN = (
+    "CREATE FUNCTION ledger_in() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$",
+    "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION ledger_in()",
+)
+
+
 def test_a_literal_the_trigger_executes_is_read_and_no_unknown(home: Path, tmp_path: Path) -> None:
     with scratch_database("postgresql", tmp_path) as url:
         execute(
@@ -169,10 +176,7 @@ def test_a_literal_the_trigger_executes_is_read_and_no_unknown(home: Path, tmp_p
             "RETURN OLD; END$f$",
             "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
             "EXECUTE FUNCTION logs_gone()",
-            "CREATE FUNCTION ledger_in() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$BEGIN RETURN NEW; END$$",
-            "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW "
-            "EXECUTE FUNCTION ledger_in()",
+            *LEDGER_IN,
         )
 
         purge, _config = _purge_preview(home, url)
@@ -198,10 +202,7 @@ def test_a_sql_function_of_begin_atomic_is_read_by_its_definition(
             "$$BEGIN PERFORM note(OLD.id); RETURN OLD; END$$",
             "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
             "EXECUTE FUNCTION logs_gone()",
-            "CREATE FUNCTION ledger_in() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$BEGIN RETURN NEW; END$$",
-            "CREATE TRIGGER ledger_in AFTER INSERT ON ledger FOR EACH ROW "
-            "EXECUTE FUNCTION ledger_in()",
+            *LEDGER_IN,
         )
 
         purge, _config = _purge_preview(home, url)

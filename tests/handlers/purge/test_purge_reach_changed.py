@@ -250,54 +250,50 @@ def test_a_table_that_comes_to_inherit_the_purged_one_stops_it(pg_logs, home, wa
     assert _count(url, "events_more") == 0
 
 
-def test_a_trigger_function_replaced_while_the_purge_runs_stops_it(pg_logs, home):
-    """A trigger approved as it was (its function writing nothing) whose function is
-    replaced by one that writes, with CREATE OR REPLACE (the same trigger, the same
-    function's oid): the batch that would run the new body is rolled back."""
-    _config, url = pg_logs
-    _execute(
-        url,
-        "CREATE TABLE audit (id integer)",
-        "CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$BEGIN RETURN OLD; END$$",
-        "CREATE TRIGGER events_audit BEFORE DELETE ON events FOR EACH ROW "
-        "EXECUTE FUNCTION audit_delete()",
-    )
-    result = _meanwhile(
-        home,
-        _approved(home, job(**SLOW)),
-        url,
+_TRIGGER = (
+    "CREATE TRIGGER events_audit BEFORE DELETE ON events FOR EACH ROW "
+    "EXECUTE FUNCTION audit_delete()"
+)
+# What the trigger runs as approved, what replaces it, and the name the stop gives.
+_REPLACED = {
+    # The trigger's own function.
+    "trigger_function": (
+        (
+            "CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RETURN OLD; END$$",
+        ),
         "CREATE OR REPLACE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
         "$$BEGIN INSERT INTO audit VALUES (OLD.id); RETURN OLD; END$$",
-    )
-
-    _assert_stopped(result, "events_audit")
-    assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
-
-
-def test_a_sql_function_of_begin_atomic_replaced_while_the_purge_runs_stops_it(pg_logs, home):
-    """A SQL function written BEGIN ATOMIC ... END keeps no source text (the server
-    keeps its body parsed); one the trigger's function calls is replaced by one that
-    writes: the change is seen all the same, by its definition."""
-    _config, url = pg_logs
-    _execute(
-        url,
-        "CREATE TABLE audit (id integer)",
-        "CREATE FUNCTION note(i integer) RETURNS void LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
-        "CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$BEGIN PERFORM note(OLD.id); RETURN OLD; END$$",
-        "CREATE TRIGGER events_audit BEFORE DELETE ON events FOR EACH ROW "
-        "EXECUTE FUNCTION audit_delete()",
-    )
-    result = _meanwhile(
-        home,
-        _approved(home, job(**SLOW)),
-        url,
+        "events_audit",
+    ),
+    # A SQL function written BEGIN ATOMIC ... END, which keeps no source text (the
+    # server keeps its body parsed), that the trigger's function calls: seen by its
+    # definition.
+    "begin_atomic": (
+        (
+            "CREATE FUNCTION note(i integer) RETURNS void LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+            "CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM note(OLD.id); RETURN OLD; END$$",
+        ),
         "CREATE OR REPLACE FUNCTION note(i integer) RETURNS void LANGUAGE sql "
         "BEGIN ATOMIC INSERT INTO audit VALUES (i); END",
-    )
+        "note",
+    ),
+}
 
-    _assert_stopped(result, "note")
+
+@pytest.mark.parametrize("case", sorted(_REPLACED))
+def test_a_trigger_function_replaced_while_the_purge_runs_stops_it(pg_logs, home, case):
+    """A trigger approved as it was (its code writing nothing) whose function, or a
+    function it calls, is replaced by one that writes, with CREATE OR REPLACE (the same
+    trigger, the same function's oid): the batch that would run the new body is rolled
+    back."""
+    _config, url = pg_logs
+    made, replaced, named = _REPLACED[case]
+    _execute(url, "CREATE TABLE audit (id integer)", *made, _TRIGGER)
+    result = _meanwhile(home, _approved(home, job(**SLOW)), url, replaced)
+
+    _assert_stopped(result, named)
     assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
 
 
