@@ -421,8 +421,12 @@ def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
     of what is approved)."""
     effect = facts.effect or {}
     goes = ": those rows go or change with it, though no statement of the step names them"
-    # A key SQLite leaves unenforced says itself that its rows stay.
-    cascades = [c if "is not acted on" in c else c + goes for c in effect.get("cascades") or []]
+    # A key SQLite leaves unenforced says itself that its rows stay, and code whose
+    # writes are not known that they are not.
+    cascades = [
+        c if "is not acted on" in c or c.endswith(" not known") else c + goes
+        for c in effect.get("cascades") or []
+    ]
     return cascades, list(effect.get("fires") or [])
 
 
