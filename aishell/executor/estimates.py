@@ -46,7 +46,8 @@ def estimate_effect(
             estimate.update(extra(params, ctx))
         reach = write_reach(ctx.connection, rendered)
         if reach is not None:
-            estimate["cascades"], estimate["fires"] = reach.cascades, reach.fires
+            estimate["cascades"] = reach.cascades_said(ctx.trusted_functions)
+            estimate["fires"] = reach.fires
         code = _user_code(ctx, rendered, reach) + _functions_called(tool, ctx, rendered)
         if code:
             estimate["user_code"] = code

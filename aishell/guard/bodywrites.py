@@ -80,10 +80,11 @@ PG_FUNCTION_TEXT = "coalesce(NULLIF({f}.prosrc, ''), pg_catalog.pg_get_functiond
 _PG_CODE = (
     f"{PG_FUNCTION_TEXT.format(f='p')}, "
     "CAST(CAST(p.oid AS pg_catalog.regproc) AS pg_catalog.text), "
-    "(SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang)"
+    "(SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = p.pronamespace), "
+    "p.proname, (SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang)"
 )
 _PG_BODIES = (
-    f"{PG_FAMILY}, aishell_body(who, src, fn, lang) AS ("
+    f"{PG_FAMILY}, aishell_body(who, src, fn, fn_schema, fn_name, lang) AS ("
     "SELECT 'trigger ' || CAST(t.tgname AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     f"{_PG_CODE} "
@@ -92,7 +93,7 @@ _PG_BODIES = (
     "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(:bit AS pg_catalog.int4) <> 0 "
     "UNION SELECT 'rule ' || CAST(r.rulename AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
-    "pg_catalog.pg_get_ruledef(r.oid), NULL, 'sql' FROM pg_catalog.pg_rewrite r "
+    "pg_catalog.pg_get_ruledef(r.oid), NULL, NULL, NULL, 'sql' FROM pg_catalog.pg_rewrite r "
     f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
     f"UNION SELECT b.who, {_PG_CODE} "
     "FROM aishell_body b JOIN pg_catalog.pg_proc p "
@@ -100,7 +101,7 @@ _PG_BODIES = (
     "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
-    "SELECT who, src, fn, lang FROM aishell_body ORDER BY 1, 2, 3"
+    "SELECT who, src, fn, fn_schema, fn_name, lang FROM aishell_body ORDER BY 1, 2, 3"
 )
 # The triggers of the table's event, and the routines they run (the recursion holds the
 # routines' keys only), each with its body (NULL: one the role may not read).
@@ -133,21 +134,25 @@ _SQLITE_BODIES = (
 
 
 class BodyWrites(NamedTuple):
-    """What the code a write sets off writes: (what writes it, the write), and a
-    sentence for each body that could not be read, or whose text does not show what it
-    runs (bodyunknowns.py)."""
+    """What the code a write sets off writes: (what writes it, the write); a sentence
+    for each body that could not be read; and one for each whose text does not show
+    what it runs (bodyunknowns.py), with its function's (schema, name), which a
+    target's trusted_functions may vouch for."""
 
     writes: list[tuple[str, Write]]
     unread: list[str]
+    unseen: list[tuple[str, tuple[str, str] | None]]
 
 
 class _Body(NamedTuple):
     """A body the write runs: what runs it, its text (None: not readable), and on
-    PostgreSQL its function (None for a rule's) and language."""
+    PostgreSQL its function (as shown, and its schema and name; None for a rule's) and
+    language."""
 
     who: str
     text: str | None
     function: str | None = None
+    schema_and_name: tuple[str, str] | None = None
     language: str | None = None
 
 
@@ -158,20 +163,21 @@ def body_writes(conn: Connection, write: Write) -> BodyWrites:
     dialect = family(conn.dialect.name)
     found: list[tuple[str, Write]] = []
     unread: list[str] = []
+    unseen: list[tuple[str, tuple[str, str] | None]] = []
     for body in _bodies(conn, write, dialect):
         if body.text is None:
             unread.append(
                 f"{body.who} has a body aishell may not read: what it writes is not known"
             )
             continue
-        unseen = unseen_code(body.text, body.language, dialect)
-        if unseen is not None:
+        said = unseen_code(body.text, body.language, dialect)
+        if said is not None:
             code = f"{body.who}: its function {body.function}" if body.function else body.who
-            unread.append(f"{code} {unseen}: what it writes is not known")
+            unseen.append((f"{code} {said}: what it writes is not known", body.schema_and_name))
         found.extend(
             (body.who, then) for then in dict.fromkeys(written_by_body(body.text, dialect))
         )
-    return BodyWrites(list(dict.fromkeys(found)), list(dict.fromkeys(unread)))
+    return BodyWrites(list(dict.fromkeys(found)), unread, list(dict.fromkeys(unseen)))
 
 
 def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[_Body]:
@@ -179,8 +185,9 @@ def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[_Body]:
     if dialect == "postgresql":
         bit, ev = PG_EVENTS[write.event]
         values = {**names, "bit": bit, "ev": ev, "inherited": write.event != "INSERT"}
-        for who, src, function, language in conn.execute(text(_PG_BODIES), values):
-            yield _Body(str(who), None if src is None else str(src), function, language)
+        for who, src, function, schema, name, language in conn.execute(text(_PG_BODIES), values):
+            named = None if function is None else (str(schema), str(name))
+            yield _Body(str(who), None if src is None else str(src), function, named, language)
         return
     if write.event not in EVENTS:  # MySQL runs no trigger on TRUNCATE; SQLite has none
         return

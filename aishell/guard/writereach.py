@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.guard.bodywrites import IN_FAMILY, PG_EVENTS, PG_FAMILY, PG_TABLE, body_writes
+from aishell.guard.calls import vouched_for
 from aishell.guard.eventtriggers import Fired, fired_event_triggers
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write, view_bases, written
@@ -55,6 +56,20 @@ class Reach:
     # routines the writes set off make (bodywrites.py).
     by_keys: list[Write] = field(default_factory=list)
     by_bodies: list[Write] = field(default_factory=list)
+    # Code whose text does not show what it writes (bodyunknowns.py), each with its
+    # function's (schema, name): said with the cascades unless the target's
+    # trusted_functions vouches for the function (cascades_said).
+    unseen: list[tuple[str, tuple[str, str] | None]] = field(default_factory=list)
+
+    def cascades_said(self, trusted: Iterable[str]) -> list[str]:
+        """The cascades, and the code whose writes are not known but for the functions
+        `trusted` (a target's trusted_functions) vouches for as only reading."""
+        trusted = list(trusted)
+        return self.cascades + [
+            said
+            for said, function in self.unseen
+            if function is None or not vouched_for(*function, trusted, fold=False)
+        ]
 
 
 _DOING = {
@@ -130,6 +145,7 @@ def follow_writes(conn: Connection, writes: Iterable[Write], reach: Reach) -> Re
             reach.fires.extend(f"{doing} fires {f}" for f in _fires(conn, write))
             bodies = body_writes(conn, write)
             reach.cascades.extend(f"{doing}: {said}" for said in bodies.unread)
+            reach.unseen.extend((f"{doing}: {said}", function) for said, function in bodies.unseen)
             queue.extend((then, f"by {who}", "body") for who, then in bodies.writes)
     return reach
 

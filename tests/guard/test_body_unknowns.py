@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from aishell import commands
+from aishell.config.models import load_config
 from aishell.guard.bodyunknowns import SHOWN, built_statement, unseen_code
 from aishell.guard.bodywrites import written_by_body
 from aishell.guard.writtentables import Write
 from tests.guard.test_body_writes import LOGS, _purge_preview
 from tests.guard.test_guard import execute, scalar, scratch_database
 from tests.guard.test_user_code import PURGE
+from tests.helpers import read_yaml, use_target, write_yaml
 
 BUILT = [
     ("BEGIN EXECUTE NEW.cmd; RETURN NEW; END", "NEW.cmd"),
@@ -209,3 +211,22 @@ def test_a_sql_function_of_begin_atomic_is_read_by_its_definition(
 
         fires = (purge.estimate or {}).get("fires") or []
         assert any("inserting into ledger" in f and "ledger_in" in f for f in fires), fires
+
+
+def test_a_function_the_target_vouches_for_is_not_said_unknown(home: Path, tmp_path: Path) -> None:
+    """trusted_functions lists the functions a site says only read: one whose SQL is
+    made at run time is then not said to write tables not known."""
+    with scratch_database("postgresql", tmp_path) as url:
+        execute(url, *LOGS["postgresql"][:4], *TRIGGERS["format"][0])
+        use_target(home, url)
+        path = home / "config" / "aishell.yaml"
+        data = read_yaml(path)
+        data["targets"]["db"]["trusted_functions"] = ["public.logs_gone"]
+        write_yaml(path, data)
+
+        preview = commands.plan_job(load_config(home=home), "log_cleanup", PURGE)
+
+        purge = next(s for s in preview.steps if s.tool == "delete_old_records")
+        cascades = (purge.estimate or {}).get("cascades") or []
+        assert not [c for c in cascades if "not known" in c], cascades
+        assert any("fires trigger logs_gone" in f for f in purge.estimate["fires"])
