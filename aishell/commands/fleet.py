@@ -275,16 +275,17 @@ def _unreached(
     breaker is closed, and once more when it closes again after it opened; the error to
     keep once the breaker has counted more failed connections in a row than its
     `failures`, the run left interrupted for `fleet resend`."""
-    opened = store.breaker_open_until(breaker_key(config, target))
+    # By the count, not by whether the breaker is still open: a slow connection attempt
+    # can outlast a short cool-down.
+    until, failures, _ = store.failed_in_a_row(breaker_key(config, target))
+    if failures > config.main.circuit_breaker.failures:
+        return TargetUnreachable(
+            f"{exc}; run {run_id} stays interrupted: `aishell fleet resend {fleet_id}` "
+            "once the server answers"
+        )
     wait = config.main.fleet.slot_wait_seconds
-    if opened is not None:
-        until, failures, _ = opened
-        if failures > config.main.circuit_breaker.failures:
-            return TargetUnreachable(
-                f"{exc}; run {run_id} stays interrupted: `aishell fleet resend {fleet_id}` "
-                "once the server answers"
-            )
-        wait = max((until - datetime.now(UTC)).total_seconds(), 0.0) + wait
+    if until is not None:
+        wait += max((until - datetime.now(UTC)).total_seconds(), 0.0)
     raise TryLater(wait, f"run {run_id} waits for its server: {exc}") from None
 
 

@@ -421,12 +421,10 @@ def _reaches_beyond(facts: StepFacts) -> tuple[list[str], list[str]]:
     of what is approved)."""
     effect = facts.effect or {}
     goes = ": those rows go or change with it, though no statement of the step names them"
-    # A key SQLite leaves unenforced says itself that its rows stay, and code whose
-    # writes are not known that they are not.
-    cascades = [
-        c if "is not acted on" in c or c.endswith(" not known") else c + goes
-        for c in effect.get("cascades") or []
-    ]
+    # A key SQLite leaves unenforced says itself that its rows stay; code whose writes
+    # are not known, that they are not.
+    said = effect.get("cascades") or []
+    cascades = [c if "is not acted on" in c or c.endswith(" not known") else c + goes for c in said]
     return cascades, list(effect.get("fires") or [])
 
 

@@ -32,10 +32,16 @@ from tests.fleet.test_refused_before_resume import carried, interrupted_fleet_ru
 
 
 def _pg_fleet(
-    edit_config: EditConfig, home: Path, demo_db: Path, pg_url: str, failures: int
+    edit_config: EditConfig,
+    home: Path,
+    demo_db: Path,
+    pg_url: str,
+    failures: int,
+    cool_down: float = 1,
 ) -> tuple[Config, Proxy]:
     """The fleet's home with target `pg`, the scratch PostgreSQL database reached through
-    a proxy the test can silence; its breaker opens after `failures`, for a second."""
+    a proxy the test can silence; its breaker opens after `failures`, for `cool_down`
+    seconds."""
     engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("CREATE TABLE orders (id int PRIMARY KEY, note text)"))
@@ -47,7 +53,7 @@ def _pg_fleet(
     config = edit_config(
         {
             "targets": {"pg": target},
-            "circuit_breaker": {"failures": failures, "cool_down_seconds": 1},
+            "circuit_breaker": {"failures": failures, "cool_down_seconds": cool_down},
         }
     )
     return config, proxy
@@ -61,6 +67,26 @@ def test_a_resume_that_cannot_reach_its_server_comes_back_until_the_breaker_says
         fleet_id, run_id = interrupted_fleet_run(config, "pg")
         proxy.freeze()  # the server accepts connections and answers none
         _refused_past_the_breaker(config, fleet_id, run_id)
+    finally:
+        proxy.close()
+
+
+def test_past_the_breakers_count_a_resume_is_refused_though_its_cool_down_is_over(
+    edit_config: EditConfig, home: Path, demo_db: Path, pg_url: str
+) -> None:
+    """A connection attempt that outlasts the cool-down (a timeout of a second against
+    a cool-down of a hundredth): the failures in a row decide, not whether the breaker
+    is still open when the resume's error is judged."""
+    config, proxy = _pg_fleet(edit_config, home, demo_db, pg_url, failures=1, cool_down=0.01)
+    try:
+        fleet_id, run_id = interrupted_fleet_run(config, "pg")
+        proxy.freeze()
+        sent = carried(config)
+        with pytest.raises(TryLater):
+            run_fleet_target(config, fleet_id, "pg", sent)
+        with pytest.raises(TargetUnreachable) as refused:
+            run_fleet_target(config, fleet_id, "pg", sent)
+        assert f"run {run_id} stays interrupted" in str(refused.value), refused.value
     finally:
         proxy.close()
 
