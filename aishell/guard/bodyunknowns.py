@@ -13,6 +13,9 @@ not read, so the step's estimate, its preview and the question put to a person n
   whose SQL another language's code builds, and C, which is compiled (contrib's refint
   deletes the rows that reference a deleted one). The server's own functions (LANGUAGE
   internal: full-text and redundant-update triggers) write no table of the database's.
+  An installed extension's function declared IMMUTABLE or STABLE (PostGIS's, pgcrypto's
+  digest) is taken at its maker's word, as code the server's administrator installed;
+  one declared VOLATILE (dblink_exec, refint's check_foreign_key) is said.
 
 MySQL and MariaDB refuse dynamic SQL (PREPARE, EXECUTE IMMEDIATE) in a trigger, a stored
 function and a procedure a trigger calls; SQLite has none.
@@ -35,13 +38,16 @@ _NOT_RUN = frozenset({"FUNCTION", "PROCEDURE", "ON"})
 SHOWN = 60
 
 
-def unseen_code(body: str, language: str | None, dialect: str) -> str | None:
+def unseen_code(
+    body: str, language: str | None, dialect: str, extension_reads: bool = False
+) -> str | None:
     """Why the text of the body does not show what it writes (the module's docstring),
-    as a phrase after the body's name; None where it does."""
+    as a phrase after the body's name; None where it does. `extension_reads`: the
+    function is an installed extension's, declared IMMUTABLE or STABLE."""
     if family(dialect) != "postgresql":
         return None
     if language is not None and language not in _READ:
-        if language in _WRITES_NOTHING:
+        if language in _WRITES_NOTHING or extension_reads:
             return None
         return f"is written in LANGUAGE {language}, whose code aishell does not read"
     built = built_statement(body, dialect)

@@ -74,17 +74,20 @@ PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNC
 # What a function runs: its source; for a SQL function written BEGIN ATOMIC ... END, whose
 # body the server keeps parsed (its prosrc empty), its definition.
 PG_FUNCTION_TEXT = "coalesce(NULLIF({f}.prosrc, ''), pg_catalog.pg_get_functiondef({f}.oid))"
-# Each body the write runs, with what runs it, its function and language: its triggers'
-# functions and its rules' actions, then every function of the database's whose name is a
-# word of a body.
+# Each body the write runs, with what runs it, its function, its language, and whether it
+# is an installed extension's declared IMMUTABLE or STABLE: its triggers' functions and its
+# rules' actions, then every function of the database's whose name is a word of a body.
 _PG_CODE = (
     f"{PG_FUNCTION_TEXT.format(f='p')}, "
     "CAST(CAST(p.oid AS pg_catalog.regproc) AS pg_catalog.text), "
     "(SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = p.pronamespace), "
-    "p.proname, (SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang)"
+    "p.proname, (SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang), "
+    "p.provolatile <> 'v' AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
+    "WHERE d.classid = CAST('pg_catalog.pg_proc' AS pg_catalog.regclass) "
+    "AND d.objid = p.oid AND d.deptype = 'e')"
 )
 _PG_BODIES = (
-    f"{PG_FAMILY}, aishell_body(who, src, fn, fn_schema, fn_name, lang) AS ("
+    f"{PG_FAMILY}, aishell_body(who, src, fn, fn_schema, fn_name, lang, extension_reads) AS ("
     "SELECT 'trigger ' || CAST(t.tgname AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), "
     f"{_PG_CODE} "
@@ -93,7 +96,7 @@ _PG_BODIES = (
     "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(:bit AS pg_catalog.int4) <> 0 "
     "UNION SELECT 'rule ' || CAST(r.rulename AS pg_catalog.text) || ' on ' || "
     "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
-    "pg_catalog.pg_get_ruledef(r.oid), NULL, NULL, NULL, 'sql' FROM pg_catalog.pg_rewrite r "
+    "pg_catalog.pg_get_ruledef(r.oid), NULL, NULL, NULL, 'sql', false FROM pg_catalog.pg_rewrite r "
     f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
     f"UNION SELECT b.who, {_PG_CODE} "
     "FROM aishell_body b JOIN pg_catalog.pg_proc p "
@@ -101,7 +104,8 @@ _PG_BODIES = (
     "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
-    "SELECT who, src, fn, fn_schema, fn_name, lang FROM aishell_body ORDER BY 1, 2, 3"
+    "SELECT who, src, fn, fn_schema, fn_name, lang, extension_reads FROM aishell_body "
+    "ORDER BY 1, 2, 3"
 )
 # The triggers of the table's event, and the routines they run (the recursion holds the
 # routines' keys only), each with its body (NULL: one the role may not read).
@@ -154,6 +158,7 @@ class _Body(NamedTuple):
     function: str | None = None
     schema_and_name: tuple[str, str] | None = None
     language: str | None = None
+    extension_reads: bool = False
 
 
 def body_writes(conn: Connection, write: Write) -> BodyWrites:
@@ -170,7 +175,7 @@ def body_writes(conn: Connection, write: Write) -> BodyWrites:
                 f"{body.who} has a body aishell may not read: what it writes is not known"
             )
             continue
-        said = unseen_code(body.text, body.language, dialect)
+        said = unseen_code(body.text, body.language, dialect, body.extension_reads)
         if said is not None:
             code = f"{body.who}: its function {body.function}" if body.function else body.who
             unseen.append((f"{code} {said}: what it writes is not known", body.schema_and_name))
@@ -185,9 +190,11 @@ def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[_Body]:
     if dialect == "postgresql":
         bit, ev = PG_EVENTS[write.event]
         values = {**names, "bit": bit, "ev": ev, "inherited": write.event != "INSERT"}
-        for who, src, function, schema, name, language in conn.execute(text(_PG_BODIES), values):
+        for row in conn.execute(text(_PG_BODIES), values):
+            who, src, function, schema, name, language, extension_reads = row
             named = None if function is None else (str(schema), str(name))
-            yield _Body(str(who), None if src is None else str(src), function, named, language)
+            code = None if src is None else str(src)
+            yield _Body(str(who), code, function, named, language, bool(extension_reads))
         return
     if write.event not in EVENTS:  # MySQL runs no trigger on TRUNCATE; SQLite has none
         return

@@ -74,6 +74,8 @@ def test_code_in_a_language_not_read_is_unknown(language: str, unknown: bool) ->
     said = unseen_code("BEGIN RETURN NEW; END", language, "postgresql")
     assert (said is not None) == unknown
     assert said is None or language in said
+    # An installed extension's, declared IMMUTABLE or STABLE: taken at its word.
+    assert unseen_code("BEGIN RETURN NEW; END", language, "postgresql", True) is None
 
 
 def test_other_engines_run_no_statement_made_at_run_time_from_a_trigger() -> None:
@@ -168,14 +170,34 @@ LEDGER_IN = (
 )
 
 
-def test_a_literal_the_trigger_executes_is_read_and_no_unknown(home: Path, tmp_path: Path) -> None:
+# Trigger functions whose writes are known: to ledger, whose trigger the preview names.
+KNOWN = {
+    # A statement EXECUTEd as one literal (dollar-quoted) is read as SQL.
+    "literal": (
+        "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        "$f$BEGIN EXECUTE $q$INSERT INTO ledger VALUES ($1)$q$ USING OLD.id; "
+        "RETURN OLD; END$f$",
+    ),
+    # pgcrypto's digest (C, IMMUTABLE, an installed extension's) is taken at its word;
+    # refint's check_foreign_key (C, VOLATILE) is said (above).
+    "extension": (
+        "CREATE EXTENSION pgcrypto",
+        "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO ledger VALUES (length(digest('x', 'sha256'))); "
+        "RETURN OLD; END$$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KNOWN))
+def test_code_whose_writes_are_known_is_followed_and_not_said_unknown(
+    home: Path, tmp_path: Path, case: str
+) -> None:
     with scratch_database("postgresql", tmp_path) as url:
         execute(
             url,
             *LOGS["postgresql"][:4],
-            "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
-            "$f$BEGIN EXECUTE $q$INSERT INTO ledger VALUES ($1)$q$ USING OLD.id; "
-            "RETURN OLD; END$f$",
+            *KNOWN[case],
             "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
             "EXECUTE FUNCTION logs_gone()",
             *LEDGER_IN,
