@@ -221,7 +221,9 @@ def populate(url: str) -> None:
 
 def slow_pg_restore(url: str) -> None:
     """A check that sleeps, only in aishell's scratch databases: restoring its rows for
-    validation takes seconds, while the dump does not evaluate it."""
+    validation takes 100 s, while the dump does not evaluate it. Far longer than the
+    test takes to see pg_restore and kill aishell, on however busy a machine: a restore
+    that ended first would leave its scratch database dropped by the validation itself."""
     with engine(url).connect() as conn:
         conn.execute(
             text(
@@ -233,7 +235,7 @@ def slow_pg_restore(url: str) -> None:
         conn.execute(
             text("CREATE TABLE slow (id integer PRIMARY KEY CHECK (public.slow_in_scratch(id)))")
         )
-        conn.execute(text("INSERT INTO slow SELECT generate_series(1, 200)"))
+        conn.execute(text("INSERT INTO slow SELECT generate_series(1, 2000)"))
 
 
 @contextlib.contextmanager
