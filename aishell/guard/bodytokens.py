@@ -54,3 +54,14 @@ def literal_text(token: str) -> str | None:
         return quoted.group(1).replace("''", "'")
     dollar = _DOLLAR_QUOTED.match(token) if token.startswith("$") else None
     return None if dollar is None else dollar.group(2)
+
+
+def clause_end(words: list[str], i: int, ends: set[str] | frozenset[str]) -> int:
+    """Where the clause after words[i] ends: at one of `ends` outside parentheses, or at
+    a closing parenthesis that opened before it."""
+    depth = 0
+    for k in range(i + 1, len(words)):
+        depth += {"(": 1, ")": -1}.get(words[k], 0)
+        if depth < 0 or (depth == 0 and words[k] in ends):
+            return k
+    return len(words)

@@ -24,7 +24,7 @@ function and a procedure a trigger calls; SQLite has none.
 from __future__ import annotations
 
 from aishell.dialects import family
-from aishell.guard.bodytokens import code_tokens, literal_text
+from aishell.guard.bodytokens import clause_end, code_tokens, literal_text
 
 # Languages whose bodies are SQL and plpgsql that bodywrites.py reads.
 _READ = frozenset({"sql", "plpgsql"})
@@ -61,12 +61,12 @@ def built_statement(body: str, dialect: str) -> str | None:
     to SHOWN characters), in its code or in the code of a literal it runs (EXECUTEd, or
     a DO block's); None if none."""
     tokens = code_tokens(body, dialect)
-    for i, token in enumerate(tokens):
-        word = token.upper()
+    words = [token.upper() for token in tokens]
+    for i, word in enumerate(words):
         if word == "DO":  # DO [LANGUAGE name] 'code' [LANGUAGE name]
             literal = next(filter(None, map(literal_text, tokens[i + 1 : i + 4])), None)
-        elif word == "EXECUTE" and tokens[i + 1 : i + 2] and tokens[i + 1].upper() not in _NOT_RUN:
-            statement = tokens[i + 1 : _statement_end(tokens, i + 1)]
+        elif word == "EXECUTE" and words[i + 1 : i + 2] and words[i + 1] not in _NOT_RUN:
+            statement = tokens[i + 1 : clause_end(words, i, _STATEMENT_ENDS)]
             literal = _one_literal(statement)
             if literal is None:
                 return _shown(statement)
@@ -92,16 +92,6 @@ def _shown(tokens: list[str]) -> str:
 
 
 _OPERATOR = frozenset("|&<>=!~+-*/%^")
-
-
-def _statement_end(tokens: list[str], start: int) -> int:
-    """The index of the token that ends the EXECUTEd expression starting at `start`."""
-    depth = 0
-    for end in range(start, len(tokens)):
-        depth += {"(": 1, ")": -1}.get(tokens[end], 0)
-        if depth < 0 or (depth == 0 and tokens[end].upper() in _STATEMENT_ENDS):
-            return end
-    return len(tokens)
 
 
 def _one_literal(statement: list[str]) -> str | None:

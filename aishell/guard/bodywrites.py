@@ -46,7 +46,7 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
-from aishell.guard.bodytokens import code_tokens, literal_text
+from aishell.guard.bodytokens import clause_end, code_tokens, literal_text
 from aishell.guard.bodyunknowns import unseen_code
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write
@@ -247,7 +247,7 @@ def written_by_body(body: str, dialect: str) -> Iterator[Write]:
             yield from written_by_body(literal, dialect)
     for i in verbs:
         word = words[i]
-        cascade = word == "TRUNCATE" and "CASCADE" in words[i : _end(words, i, {";"})]
+        cascade = word == "TRUNCATE" and "CASCADE" in words[i : clause_end(words, i, {";"})]
         for event, at in _targets(words, i):
             named = _name(tokens, at, dialect)
             if named is not None:
@@ -278,7 +278,7 @@ def _stored_values(words: list[str], i: int) -> Iterator[int]:
     values: list[int] = []
     k += 1
     while True:  # rows, `( ... )` each, a comma between two
-        closing = _end(words, k, set()) if words[k : k + 1] == ["("] else len(words)
+        closing = clause_end(words, k, set()) if words[k : k + 1] == ["("] else len(words)
         if closing >= len(words) or ";" in words[k:closing]:  # no row of a plain INSERT
             return
         values.extend(_whole_values(words, k, closing))
@@ -300,13 +300,13 @@ def _past_table(words: list[str], j: int) -> int | None:
         j += 2
     j += 1
     if j < len(words) and words[j] == "PARTITION" and words[j + 1 : j + 2] == ["("]:
-        j = _end(words, j + 1, set()) + 1
+        j = clause_end(words, j + 1, set()) + 1
     if j < len(words) and words[j] == "AS":
         j += 1
     if j < len(words) and _named_word(words[j]) and words[j] not in _INSERT_CLAUSES:
         j += 1  # the alias
     if j < len(words) and words[j] == "(":
-        j = _end(words, j, set()) + 1
+        j = clause_end(words, j, set()) + 1
     if words[j : j + 1] == ["OVERRIDING"] and words[j + 2 : j + 3] == ["VALUE"]:
         j += 3
     return j
@@ -349,7 +349,7 @@ def _a_message(tokens: list[str], n: int) -> bool:
 def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
     """(event, index of a table's name) of the statement whose verb is words[i]."""
     verb, j = words[i], _past_modifiers(words, i + 1)
-    statement = words[i : _end(words, i, {";"})]
+    statement = words[i : clause_end(words, i, {";"})]
     if verb in ("INSERT", "REPLACE"):
         replaces = verb == "REPLACE" or "REPLACE" in words[i + 1 : j]
         upserts = "DUPLICATE" in statement or any(
@@ -366,7 +366,7 @@ def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
     elif verb == "TRUNCATE":
         yield from (("TRUNCATE", k) for k in _listed(words, j, {";"}))
     elif verb == "UPDATE":
-        end = _end(words, i, _UPDATE_ENDS)
+        end = clause_end(words, i, _UPDATE_ENDS)
         joined = list(_following(words, j + 1, end, {"JOIN", "STRAIGHT_JOIN", ","}))
         if not joined:
             yield "UPDATE", j
@@ -381,7 +381,7 @@ def _targets(words: list[str], i: int) -> Iterator[tuple[str, int]]:
         ends = _DELETE_ENDS | {"USING", "JOIN"}
         yield from (("DELETE", k) for k in _listed(words, first, ends))
     else:  # MySQL's DELETE t1, t2 FROM t1 JOIN t2 ...: each table it names
-        end = _end(words, i, _DELETE_ENDS)
+        end = clause_end(words, i, _DELETE_ENDS)
         yield from (("DELETE", k) for k in _following(words, i, end, _TABLE_FOLLOWS))
 
 
@@ -392,7 +392,7 @@ def _assigned_tables(words: list[str], at: int) -> set[str] | None:
     if at >= len(words) or words[at] != "SET":
         return None
     tables: set[str] = set()
-    starts = [at + 1, *_following(words, at + 1, _end(words, at, _SET_ENDS), {","})]
+    starts = [at + 1, *_following(words, at + 1, clause_end(words, at, _SET_ENDS), {","})]
     for k in starts:
         # table.column = or schema.table.column =
         target = next((words[k:e] for e in (k + 3, k + 5) if words[e : e + 1] == ["="]), [])
@@ -433,20 +433,10 @@ def _past_modifiers(words: list[str], j: int) -> int:
     return j
 
 
-def _end(words: list[str], i: int, ends: set[str] | frozenset[str]) -> int:
-    """Where the statement's clause ends: at one of `ends` or a closing parenthesis."""
-    depth = 0
-    for k in range(i + 1, len(words)):
-        depth += {"(": 1, ")": -1}.get(words[k], 0)
-        if depth < 0 or (depth == 0 and words[k] in ends):
-            return k
-    return len(words)
-
-
 def _listed(words: list[str], j: int, ends: set[str] | frozenset[str]) -> Iterator[int]:
     """The names of a comma list that starts at j (each maybe aliased)."""
     yield j
-    yield from _following(words, j + 1, _end(words, j - 1, ends), {","})
+    yield from _following(words, j + 1, clause_end(words, j - 1, ends), {","})
 
 
 def _following(
