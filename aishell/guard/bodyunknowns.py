@@ -8,7 +8,9 @@ not read, so the step's estimate, its preview and the question put to a person n
 - EXECUTE of anything but one string literal (plpgsql's EXECUTE, FOR ... IN EXECUTE,
   RETURN QUERY EXECUTE, OPEN ... FOR EXECUTE; a SQL function's EXECUTE of a prepared
   statement): the statement is text made at run time, by format('DELETE FROM %I', ...),
-  from a column's value (EXECUTE NEW.cmd) or by concatenation;
+  from a column's value (EXECUTE NEW.cmd) or by concatenation. So is the query text
+  given to a server function that runs it (query_to_xml(q, ...), ts_stat(q),
+  ts_rewrite(query, q)): only a SELECT, but one that may call a function that writes;
 - a body in a language aishell does not read: PL/Python, PL/Perl, PL/Tcl and the like,
   whose SQL another language's code builds, and C, which is compiled (contrib's refint
   deletes the rows that reference a deleted one). The server's own functions (LANGUAGE
@@ -36,6 +38,16 @@ _STATEMENT_ENDS = frozenset({";", "INTO", "USING", "LOOP"})
 # GRANT EXECUTE ON FUNCTION.
 _NOT_RUN = frozenset({"FUNCTION", "PROCEDURE", "ON"})
 SHOWN = 60
+# The server's functions that run the query text they are given: {name: (the text's
+# place among the arguments, how many arguments the form that takes text has)}.
+# ts_rewrite(tsquery, tsquery, tsquery) takes none.
+_RUNS_ITS_TEXT = {
+    "query_to_xml": (0, 4),
+    "query_to_xmlschema": (0, 4),
+    "query_to_xml_and_xmlschema": (0, 4),
+    "ts_stat": (0, None),
+    "ts_rewrite": (1, 2),
+}
 
 
 def unseen_code(
@@ -53,13 +65,13 @@ def unseen_code(
     built = built_statement(body, dialect)
     if built is None:
         return None
-    return f"runs SQL it makes at run time (EXECUTE {built})"
+    return f"runs SQL it makes at run time ({built})"
 
 
 def built_statement(body: str, dialect: str) -> str | None:
-    """The first statement the body EXECUTEs that is not one string literal (shortened
-    to SHOWN characters), in its code or in the code of a literal it runs (EXECUTEd, or
-    a DO block's); None if none."""
+    """The first statement the body runs that is not one string literal, as written
+    (EXECUTE q, query_to_xml(q, ...), shortened to SHOWN characters), in its code or in
+    the code of a literal it runs (EXECUTEd, or a DO block's); None if none."""
     tokens = code_tokens(body, dialect)
     words = [token.upper() for token in tokens]
     for i, word in enumerate(words):
@@ -69,7 +81,11 @@ def built_statement(body: str, dialect: str) -> str | None:
             statement = tokens[i + 1 : clause_end(words, i, _STATEMENT_ENDS)]
             literal = _one_literal(statement)
             if literal is None:
-                return _shown(statement)
+                return _shown(tokens[i : i + 1 + len(statement)])
+        elif (text := _query_text(tokens, i)) is not None:
+            literal = _one_literal(text[0])
+            if literal is None:
+                return _shown(tokens[i : text[1]])
         else:
             continue
         found = built_statement(literal, dialect) if literal else None
@@ -78,14 +94,38 @@ def built_statement(body: str, dialect: str) -> str | None:
     return None
 
 
+def _query_text(tokens: list[str], i: int) -> tuple[list[str], int] | None:
+    """Where tokens[i] calls a function of _RUNS_ITS_TEXT: the tokens of its query-text
+    argument, and where the call ends; None where it calls none."""
+    name = tokens[i][1:-1] if tokens[i].startswith('"') else tokens[i].lower()
+    if name not in _RUNS_ITS_TEXT or tokens[i + 1 : i + 2] != ["("]:
+        return None
+    place, count = _RUNS_ITS_TEXT[name]
+    arguments: list[list[str]] = [[]]
+    depth = 0
+    for k in range(i + 2, len(tokens)):
+        depth += {"(": 1, ")": -1}.get(tokens[k], 0)
+        if depth < 0:
+            break
+        if depth == 0 and tokens[k] == ",":
+            arguments.append([])
+        else:
+            arguments[-1].append(tokens[k])
+    else:
+        k = len(tokens)
+    if place >= len(arguments) or count not in (None, len(arguments)):
+        return None
+    return arguments[place], k + 1
+
+
 def _shown(tokens: list[str]) -> str:
     """The tokens as one line of at most SHOWN characters, spaced as code is written:
-    none around `.`, inside brackets, before a comma, within an operator."""
+    none around `.` and `::`, inside brackets, before a comma, within an operator."""
     shown = ""
     for token in tokens:
         operator = shown[-1:] in _OPERATOR and token in _OPERATOR
-        tight = not shown or shown[-1] in "([." or token in ")].," or operator
-        if token in ("(", "[") and shown[-1:].isalnum():
+        tight = not shown or shown[-1] in "([.:" or token in ")].,:" or operator
+        if token in ("(", "[") and (shown[-1:].isalnum() or shown[-1:] == '"'):
             tight = True
         shown += ("" if tight else " ") + token
     return shown if len(shown) <= SHOWN else shown[: SHOWN - 3] + "..."
