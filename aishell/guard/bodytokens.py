@@ -1,10 +1,15 @@
 """A trigger's or routine's body as the tokens bodywrites.py and bodyunknowns.py read.
 
-Each string literal is one token, PostgreSQL's dollar-quoted ones ($$...$$, $tag$...$tag$)
-too, so that the SQL a body holds in a literal is read as SQL (literal_text) and the
-quotes inside it end nothing; a quoted name is one token; comments are dropped (MySQL's
-`#` ones too), but for the code of MySQL's executable comments (/*! ... */, /*M! ...
-*/), which the server runs.
+The body is split where its engine's server splits it (lex.py's rules): each string
+literal is one token, PostgreSQL's dollar-quoted ones ($$...$$, $tag$...$tag$) and
+escaped ones (E'...', whose backslash escapes a quote) too, so that the SQL a body holds
+in a literal is read as SQL (literal_text) and the quotes inside it end nothing; a
+quoted name is one token (SQLite's [name] too); comments are dropped, but for the code
+of MySQL's executable comments (/*! ... */, /*M! ... */), which the server runs. MySQL's
+strings take backslash escapes unless the body's sql_mode has NO_BACKSLASH_ESCAPES, its
+`"..."` is a name under ANSI_QUOTES, and its `--` opens a comment only before white
+space (`1--1` is code). Where a reader ended a comment or a string elsewhere than the
+server does, code the server runs would be read as a comment, and what it writes lost.
 """
 
 from __future__ import annotations
@@ -12,46 +17,63 @@ from __future__ import annotations
 import re
 
 from aishell.dialects import NAME_START, NAME_TAG_CHAR, family
+from aishell.guard.lex import opened_at
 
-_COMMON = (
-    r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|`(?:[^`]|``)*`?|--[^\n]*|/\*.*?(?:\*/|$)"
-    r"|[^\W\d][\w$]*|\d\w*|\S"
-)
+# The code between comments and literals: words, numbers, single characters.
+_CODE = re.compile(r"[^\W\d][\w$]*|\d\w*|\S")
 # A dollar quote's tag, as PostgreSQL's lexer takes it: $$ or $name$ (no digit first,
 # so $1 is a parameter).
 _TAG = rf"\$(?:{NAME_START}{NAME_TAG_CHAR}*)?\$"
-_TOKEN = {
-    "postgresql": re.compile(rf"(?P<tag>{_TAG}).*?(?:(?P=tag)|\Z)|{_COMMON}", re.DOTALL),
-    # MySQL also ends a line with a `#` comment.
-    "mysql": re.compile(rf"#[^\n]*|{_COMMON}", re.DOTALL),
-    "sqlite": re.compile(_COMMON, re.DOTALL),
-}
-_EXECUTABLE = re.compile(r"/\*M?!(?:\d{5,6})?(.*?)(?:\*/)?$", re.DOTALL)
+_EXECUTABLE = re.compile(r"/\*M?!(?:\d{5,6})?(.*?)(?:\*/)?$", re.DOTALL | re.IGNORECASE)
 _QUOTED = re.compile(r"'((?:[^']|'')*)'?\Z", re.DOTALL)
+_ESCAPED = re.compile(r"[Ee]'((?:[^'\\]|''|\\.)*)'?\Z", re.DOTALL)
+_BACKSLASHED = re.compile(r"\\(.)", re.DOTALL)
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _DOLLAR_QUOTED = re.compile(rf"({_TAG})(.*?)(?:\1)?\Z", re.DOTALL)
 
 
-def code_tokens(body: str, dialect: str) -> list[str]:
-    """The body's tokens but its comments; MySQL's `#` comments too, and the code of
-    its executable comments (/*! ... */, /*M! ... */), which the server runs."""
+def code_tokens(body: str, dialect: str, sql_mode: str = "") -> list[str]:
+    """The body's tokens but its comments, and the code of MySQL's executable comments,
+    as the server splits them; `sql_mode`: a MySQL body's, as the catalog keeps it."""
     engine = family(dialect)
+    modes = sql_mode.upper().split(",")
+    backslash, ansi_quotes = "NO_BACKSLASH_ESCAPES" not in modes, "ANSI_QUOTES" in modes
     tokens: list[str] = []
-    for found in _TOKEN.get(engine, _TOKEN["sqlite"]).finditer(body):
-        token = found.group()
-        executable = _EXECUTABLE.match(token) if engine == "mysql" else None
-        if executable is not None:
-            tokens.extend(code_tokens(executable.group(1), dialect))
-        elif not token.startswith(("--", "/*", "#")):
-            tokens.append(token)
+    i = last = 0
+    while i < len(body):
+        found = opened_at(body, i, engine, backslash, ansi_quotes)
+        if found is None:
+            i += 1
+            continue
+        kind, end = found
+        tokens.extend(_CODE.findall(body, last, i))
+        if kind == "executable":
+            close = body.find("*/", i + 2)
+            end = len(body) if close < 0 else close + 2
+            inner = _EXECUTABLE.match(body[i:end])
+            tokens.extend(code_tokens(inner.group(1) if inner else "", dialect, sql_mode))
+        elif kind != "comment":
+            end = len(body) if end is None else end
+            if engine == "postgresql" and tokens[-1:] in (["E"], ["e"]) and body[i - 1] in "Ee":
+                i -= 1  # E'...': the prefix is the literal's
+                tokens.pop()
+            tokens.append(body[i:end])
+        i = last = len(body) if end is None else end
+    tokens.extend(_CODE.findall(body, last))
     return tokens
 
 
 def literal_text(token: str) -> str | None:
-    """The text of a string literal token ('...' with its doubled quotes undone, or a
-    dollar-quoted one's between its tags); None for any other token."""
+    """The text of a string literal token ('...' with its doubled quotes undone, E'...'
+    with its backslash escapes too, or a dollar-quoted one's between its tags); None for
+    any other token."""
     quoted = _QUOTED.match(token)
     if quoted is not None:
         return quoted.group(1).replace("''", "'")
+    escaped = _ESCAPED.match(token)
+    if escaped is not None:
+        text = escaped.group(1).replace("''", "'")
+        return _BACKSLASHED.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), text)
     dollar = _DOLLAR_QUOTED.match(token) if token.startswith("$") else None
     return None if dollar is None else dollar.group(2)
 

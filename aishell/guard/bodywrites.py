@@ -23,11 +23,12 @@ catalog records what a body writes, so it is read from the body's text:
   makes at run time (EXECUTE format(...)), and a body in a language other than SQL and
   PL/pgSQL, are not read: bodyunknowns.py says what it writes is not known;
 - comments are not read (MySQL's `#` ones too), but MySQL's executable comments
-  (/*! ... */, /*M! ... */) are code;
+  (/*! ... */, /*M! ... */) are code; where a comment or string ends is the server's
+  rule (bodytokens.py);
 - the routines a body runs are those whose names are a word of it (PostgreSQL) or
   appear in it (MariaDB: a routine of the body's own database, or of one whose name
-  the body holds too, as a call names it), as handlers/purge/reach.py reads them,
-  followed in turn;
+  the body holds too, as a call names it), as bodysources.py and handlers/purge/
+  reach.py read them, followed in turn;
 - a verb after FOR, ON, OF, OR, BEFORE, AFTER, DO or KEY is not a statement's
   (SELECT ... FOR UPDATE, ON DELETE CASCADE, a trigger's own header).
 
@@ -38,7 +39,6 @@ whose definition the role cannot see) is said to write tables not known.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from itertools import pairwise
 from typing import NamedTuple
@@ -46,95 +46,10 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
+from aishell.guard.bodysources import bodies
 from aishell.guard.bodytokens import clause_end, code_tokens, literal_text
 from aishell.guard.bodyunknowns import unseen_code
-from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write
-from aishell.sqltext import text
-
-# The relation a statement names, found as the statement finds it: an unqualified name
-# through the whole search_path, not only its first schema.
-PG_TABLE = (
-    "(SELECT pg_catalog.to_regclass(coalesce(pg_catalog.quote_ident(:s) || '.', '') "
-    "|| pg_catalog.quote_ident(:t))::pg_catalog.oid)"
-)
-# The table and the tables whose rows a write of it writes too: its partitions (an
-# INSERT routes rows to them), and for the other events its inheritance children (a
-# write without ONLY; with ONLY they are counted all the same).
-PG_FAMILY = (
-    "WITH RECURSIVE aishell_family(oid) AS ("
-    f"SELECT {PG_TABLE} UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
-    "JOIN aishell_family f ON i.inhparent = f.oid "
-    "JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid WHERE k.relispartition OR :inherited) "
-)
-IN_FAMILY = "IN (SELECT oid FROM aishell_family)"
-
-# A trigger's tgtype bit and a rule's ev_type, per event (no rule runs on TRUNCATE).
-PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNCATE": (32, None)}
-# What a function runs: its source; for a SQL function written BEGIN ATOMIC ... END, whose
-# body the server keeps parsed (its prosrc empty), its definition.
-PG_FUNCTION_TEXT = "coalesce(NULLIF({f}.prosrc, ''), pg_catalog.pg_get_functiondef({f}.oid))"
-# Each body the write runs, with what runs it, its function, its language, and whether it
-# is an installed extension's declared IMMUTABLE or STABLE: its triggers' functions and its
-# rules' actions, then every function of the database's whose name is a word of a body.
-_PG_CODE = (
-    f"{PG_FUNCTION_TEXT.format(f='p')}, "
-    "CAST(CAST(p.oid AS pg_catalog.regproc) AS pg_catalog.text), "
-    "(SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = p.pronamespace), "
-    "p.proname, (SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang), "
-    "p.provolatile <> 'v' AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
-    "WHERE d.classid = CAST('pg_catalog.pg_proc' AS pg_catalog.regclass) "
-    "AND d.objid = p.oid AND d.deptype = 'e')"
-)
-_PG_BODIES = (
-    f"{PG_FAMILY}, aishell_body(who, src, fn, fn_schema, fn_name, lang, extension_reads) AS ("
-    "SELECT 'trigger ' || CAST(t.tgname AS pg_catalog.text) || ' on ' || "
-    "CAST(CAST(t.tgrelid AS pg_catalog.regclass) AS pg_catalog.text), "
-    f"{_PG_CODE} "
-    "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
-    f"WHERE t.tgrelid {IN_FAMILY} AND NOT t.tgisinternal AND t.tgenabled <> 'D' "
-    "AND CAST(t.tgtype AS pg_catalog.int4) & CAST(:bit AS pg_catalog.int4) <> 0 "
-    "UNION SELECT 'rule ' || CAST(r.rulename AS pg_catalog.text) || ' on ' || "
-    "CAST(CAST(r.ev_class AS pg_catalog.regclass) AS pg_catalog.text), "
-    "pg_catalog.pg_get_ruledef(r.oid), NULL, NULL, NULL, 'sql', false FROM pg_catalog.pg_rewrite r "
-    f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
-    f"UNION SELECT b.who, {_PG_CODE} "
-    "FROM aishell_body b JOIN pg_catalog.pg_proc p "
-    "ON p.proname = ANY (CAST(pg_catalog.regexp_split_to_array(b.src || ' ' || "
-    "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "
-    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-    "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
-    "SELECT who, src, fn, fn_schema, fn_name, lang, extension_reads FROM aishell_body "
-    "ORDER BY 1, 2, 3"
-)
-# The triggers of the table's event, and the routines they run (the recursion holds the
-# routines' keys only), each with its body (NULL: one the role may not read).
-_MYSQL_BODIES = (
-    "WITH RECURSIVE aishell_trigger AS (SELECT TRIGGER_NAME, EVENT_OBJECT_SCHEMA, "
-    "EVENT_OBJECT_TABLE, ACTION_STATEMENT FROM information_schema.TRIGGERS "
-    "WHERE EVENT_OBJECT_SCHEMA = coalesce(:s, DATABASE()) AND EVENT_OBJECT_TABLE = :t "
-    "AND EVENT_MANIPULATION = :event), "
-    "aishell_runs(trig, tab, s, n, k) AS (SELECT t.TRIGGER_NAME, t.EVENT_OBJECT_TABLE, "
-    "r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE FROM aishell_trigger t "
-    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, t.ACTION_STATEMENT) > 0 "
-    "AND (r.ROUTINE_SCHEMA = t.EVENT_OBJECT_SCHEMA "
-    "OR LOCATE(r.ROUTINE_SCHEMA, t.ACTION_STATEMENT) > 0) "
-    "UNION SELECT a.trig, a.tab, r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE "
-    "FROM aishell_runs a JOIN information_schema.ROUTINES c ON c.ROUTINE_SCHEMA = a.s "
-    "AND c.ROUTINE_NAME = a.n AND c.ROUTINE_TYPE = a.k "
-    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, c.ROUTINE_DEFINITION) > 0 "
-    "AND (r.ROUTINE_SCHEMA = c.ROUTINE_SCHEMA "
-    "OR LOCATE(r.ROUTINE_SCHEMA, c.ROUTINE_DEFINITION) > 0)) "
-    "SELECT CONCAT('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE), ACTION_STATEMENT "
-    "FROM aishell_trigger UNION ALL SELECT CONCAT(LOWER(a.k), ' ', a.s, '.', a.n, "
-    "' run by trigger ', a.trig, ' on ', a.tab), r.ROUTINE_DEFINITION FROM aishell_runs a "
-    "JOIN information_schema.ROUTINES r ON r.ROUTINE_SCHEMA = a.s AND r.ROUTINE_NAME = a.n "
-    "AND r.ROUTINE_TYPE = a.k ORDER BY 1"
-)
-_SQLITE_BODIES = (
-    "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
-    "COLLATE NOCASE ORDER BY 1"
-)
 
 
 class BodyWrites(NamedTuple):
@@ -148,19 +63,6 @@ class BodyWrites(NamedTuple):
     unseen: list[tuple[str, tuple[str, str] | None]]
 
 
-class _Body(NamedTuple):
-    """A body the write runs: what runs it, its text (None: not readable), and on
-    PostgreSQL its function (as shown, and its schema and name; None for a rule's) and
-    language."""
-
-    who: str
-    text: str | None
-    function: str | None = None
-    schema_and_name: tuple[str, str] | None = None
-    language: str | None = None
-    extension_reads: bool = False
-
-
 def body_writes(conn: Connection, write: Write) -> BodyWrites:
     """The tables the triggers (and PostgreSQL rules) of the write's event on its table
     write, and those the routines they call write, as their bodies say (the module's
@@ -169,7 +71,7 @@ def body_writes(conn: Connection, write: Write) -> BodyWrites:
     found: list[tuple[str, Write]] = []
     unread: list[str] = []
     unseen: list[tuple[str, tuple[str, str] | None]] = []
-    for body in _bodies(conn, write, dialect):
+    for body in bodies(conn, write, dialect):
         if body.text is None:
             unread.append(
                 f"{body.who} has a body aishell may not read: what it writes is not known"
@@ -180,34 +82,12 @@ def body_writes(conn: Connection, write: Write) -> BodyWrites:
             code = f"{body.who}: its function {body.function}" if body.function else body.who
             unseen.append((f"{code} {said}: what it writes is not known", body.schema_and_name))
         found.extend(
-            (body.who, then) for then in dict.fromkeys(written_by_body(body.text, dialect))
+            (body.who, then)
+            for then in dict.fromkeys(written_by_body(body.text, dialect, body.sql_mode))
         )
     return BodyWrites(list(dict.fromkeys(found)), unread, list(dict.fromkeys(unseen)))
 
 
-def _bodies(conn: Connection, write: Write, dialect: str) -> Iterator[_Body]:
-    names = {"s": write.schema, "t": write.table}
-    if dialect == "postgresql":
-        bit, ev = PG_EVENTS[write.event]
-        values = {**names, "bit": bit, "ev": ev, "inherited": write.event != "INSERT"}
-        for row in conn.execute(text(_PG_BODIES), values):
-            who, src, function, schema, name, language, extension_reads = row
-            named = None if function is None else (str(schema), str(name))
-            code = None if src is None else str(src)
-            yield _Body(str(who), code, function, named, language, bool(extension_reads))
-        return
-    if write.event not in EVENTS:  # MySQL runs no trigger on TRUNCATE; SQLite has none
-        return
-    if dialect == "mysql":
-        for who, src in conn.execute(text(_MYSQL_BODIES), {**names, "event": write.event}):
-            yield _Body(str(who), None if src is None else str(src))
-        return
-    for name, table, sql in conn.execute(text(_SQLITE_BODIES), {"t": write.table}):
-        if write.event in trigger_events(sql):
-            yield _Body(f"trigger {name} on {table}", _BEGIN.split(str(sql), maxsplit=1)[-1])
-
-
-_BEGIN = re.compile(r"\bBEGIN\b", re.IGNORECASE)
 # A message's place in PostgreSQL's RAISE (its level, its USING items) and MySQL's
 # SIGNAL ... SET items.
 _LEVELS = frozenset({"DEBUG", "LOG", "INFO", "NOTICE", "WARNING", "EXCEPTION"})
@@ -234,17 +114,29 @@ _NOT_ALIASES = _LATER_NOT_NAMES | {"SET", "ON", "USING", "PARTITION", "FORCE", "
 _TABLE_FOLLOWS = frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", ",", "USING", "UPDATE", "DELETE"})
 
 
-def written_by_body(body: str, dialect: str) -> Iterator[Write]:
+def written_by_body(body: str, dialect: str, sql_mode: str = "") -> Iterator[Write]:
     """Each table the body writes, by the rule of the module's docstring (its string
-    literals read as bodies too, but for a message a body only raises)."""
-    tokens = code_tokens(body, dialect)
+    literals read as bodies too, but for a message a body only raises); `sql_mode`: a
+    MySQL body's. A MySQL body is read with its strings' backslash escapes and without:
+    the catalog shows it as the server rewrote it (MariaDB's information_schema shows
+    the string 'a\\\\' as 'a\\'), so its sql_mode does not tell which reading is the
+    server's, and a table either reading finds written counts."""
+    readings = [sql_mode]
+    if family(dialect) == "mysql":
+        readings.append(f"{sql_mode},NO_BACKSLASH_ESCAPES")
+    for reading in readings:
+        yield from _written(code_tokens(body, dialect, reading), dialect, sql_mode)
+
+
+def _written(tokens: list[str], dialect: str, sql_mode: str) -> Iterator[Write]:
+    """The writes of one reading of a body's tokens."""
     words = [t.upper() if _plain(t) else t for t in tokens]
     verbs = [i for i, word in enumerate(words) if _a_verb(words, i)]
     stored = {n for i in verbs for n in _stored_values(words, i)}
     for n, token in enumerate(tokens):
         literal = literal_text(token)
         if literal and n not in stored and not _a_message(tokens, n):
-            yield from written_by_body(literal, dialect)
+            yield from written_by_body(literal, dialect, sql_mode)
     for i in verbs:
         word = words[i]
         cascade = word == "TRUNCATE" and "CASCADE" in words[i : clause_end(words, i, {";"})]
@@ -417,13 +309,15 @@ def _called(words: list[str], k: int) -> set[str]:
 
 
 def _named_word(word: str) -> bool:
-    return _plain(word) or word[:1] in ('"', "`")
+    return _plain(word) or word[:1] in ('"', "`", "[")
 
 
 def _unquoted(word: str) -> str:
     quote = word[:1]
     if quote in ('"', "`") and len(word) > 1:
         word = word[1:-1].replace(quote * 2, quote)
+    elif quote == "[" and len(word) > 1:  # SQLite's [name]
+        word = word[1:-1]
     return word.upper()
 
 
@@ -476,6 +370,8 @@ def _part(token: str, dialect: str) -> str | None:
     quote = token[:1]
     if quote in ('"', "`") and len(token) > 2 and token.endswith(quote):
         return token[1:-1].replace(quote * 2, quote)
+    if quote == "[" and len(token) > 2 and token.endswith("]") and dialect == "sqlite":
+        return token[1:-1]
     if not _plain(token):
         return None
     if dialect == "postgresql":

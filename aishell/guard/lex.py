@@ -108,7 +108,7 @@ def _postgresql(sql: str, i: int) -> tuple[str, int | None] | None:
     if ch == '"':
         if i >= 2 and sql[i - 2 : i] in ("U&", "u&") and not _starts_within_a_name(sql, i - 2):
             # U&"\0077" is the name w: the parser reads the escapes as the name itself.
-            return "unicode name", None
+            return "unicode name", _quoted_end(sql, i, '"', False)
         return "literal", _quoted_end(sql, i, '"', False)
     if ch == "$" and (i == 0 or not _IDENTIFIER_CHAR.match(sql[i - 1])):
         tag = _DOLLAR_TAG.match(sql, i)
@@ -122,7 +122,9 @@ def _starts_within_a_name(sql: str, i: int) -> bool:
     return i >= 1 and _IDENTIFIER_CHAR.match(sql[i - 1]) is not None
 
 
-def _mysql(sql: str, i: int, backslash: bool) -> tuple[str, int | None] | None:
+def _mysql(
+    sql: str, i: int, backslash: bool, ansi_quotes: bool = False
+) -> tuple[str, int | None] | None:
     ch, pair = sql[i], sql[i : i + 2]
     if ch == "#":
         return "comment", _line_end(sql, i)
@@ -135,6 +137,8 @@ def _mysql(sql: str, i: int, backslash: bool) -> tuple[str, int | None] | None:
             return "executable", None
         end = sql.find("*/", i + 2)
         return "comment", None if end < 0 else end + 2
+    if ch == '"' and ansi_quotes:  # a name, which takes no backslash escape
+        return "literal", _quoted_end(sql, i, ch, False)
     if ch in "'\"":
         return "literal", _quoted_end(sql, i, ch, backslash)
     if ch == "`":
@@ -160,6 +164,22 @@ def _sqlite(sql: str, i: int) -> tuple[str, int | None] | None:
 _OPENERS = {"postgresql": "-/'\"$", "mysql": "#-/'\"`", "sqlite": "-/'\"`["}
 
 
+def opened_at(
+    sql: str, i: int, dialect: str, backslash: bool = True, ansi_quotes: bool = False
+) -> tuple[str, int | None] | None:
+    """(kind, end) of what sql[i] opens as `dialect`'s server reads it: a comment, a
+    literal (a string or a quoted name), MySQL's executable comment, PostgreSQL's
+    Unicode-escaped name; end None where it is not closed. None where it opens none.
+    MySQL's sql_mode: NO_BACKSLASH_ESCAPES (`backslash` false), ANSI_QUOTES."""
+    if sql[i] not in _OPENERS[dialect]:
+        return None
+    if dialect == "postgresql":
+        return _postgresql(sql, i)
+    if dialect == "mysql":
+        return _mysql(sql, i, backslash, ansi_quotes)
+    return _sqlite(sql, i)
+
+
 @lru_cache(maxsize=8192)
 def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
     """How `dialect`'s server splits `sql` into comments, literals and code. MySQL's
@@ -174,12 +194,7 @@ def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
         if sql[i] not in openers:
             i += 1
             continue
-        if dialect == "postgresql":
-            found = _postgresql(sql, i)
-        elif dialect == "mysql":
-            found = _mysql(sql, i, backslash)
-        else:
-            found = _sqlite(sql, i)
+        found = opened_at(sql, i, dialect, backslash)
         if found is None:
             i += 1
             continue

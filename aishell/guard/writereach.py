@@ -31,7 +31,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
-from aishell.guard.bodywrites import IN_FAMILY, PG_EVENTS, PG_FAMILY, PG_TABLE, body_writes
+from aishell.guard.bodysources import IN_FAMILY, PG_EVENTS, PG_FAMILY, PG_TABLE
+from aishell.guard.bodywrites import body_writes
 from aishell.guard.calls import vouched_for
 from aishell.guard.eventtriggers import Fired, fired_event_triggers
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
-from aishell.guard.bodywrites import PG_EVENTS, PG_FUNCTION_TEXT
+from aishell.guard.bodysources import PG_EVENTS, PG_FUNCTION_TEXT
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writereach import Reach, follow_writes
 from aishell.guard.writtentables import Write, written
