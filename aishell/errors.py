@@ -119,6 +119,10 @@ class TargetLocked(AishellError):
     exit_code = EXIT_LOCKED
 
 
+class TableHeld(AishellError):
+    """A table planning had to read was held by another session past the lock wait."""
+
+
 class PlanningStopped(AishellError):
     """The run's time limit came while it was planned (planning waited on the server, or
     an agent's own code was still planning): no run began."""

@@ -4,10 +4,12 @@ that the model turns into a plan; with the model planner's own checks."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from typing_extensions import Unpack
 
 from aishell.agents.available import get_agent
@@ -19,7 +21,7 @@ from aishell.commands.starting import RunHow, plan_and_start
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.config.options import JOB_OPTIONS, PLANNERS
-from aishell.errors import PlanError, UsageError
+from aishell.errors import PlanError, TableHeld, UsageError
 from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
 from aishell.plan.model import Plan, Step, validate_plan
@@ -27,7 +29,9 @@ from aishell.registry import Registry
 from aishell.state.store import StateStore
 from aishell.targets.catalog import urgency
 from aishell.targets.engines import Target
+from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.targets.partitions import partition_trees
+from aishell.targets.servermessage import server_message
 from aishell.targets.tables import TableCatalog
 from aishell.tool.readings import MAX_AGE_SECONDS
 from aishell.units import plain_zeros
@@ -170,7 +174,18 @@ def _checked_tables(
         tables = tuple(job["tables"])
     else:
         tables = tuple(catalog.names)
-    agent.check_job(job, conn)
+    try:
+        agent.check_job(job, conn)
+    except DBAPIError as exc:
+        if exc.connection_invalidated or not is_lock_timeout(exc):
+            raise
+        with suppress(DBAPIError):
+            conn.rollback()  # PostgreSQL answers nothing else in the failed transaction
+        raise TableHeld(
+            f"{', '.join(tables) or 'a table'} could not be read to check the "
+            f"{agent.name} job: held ({server_message(exc)}), by "
+            f"{lock_holders(conn, list(tables))}; plan again once it is released"
+        ) from exc
     return tables
 
 

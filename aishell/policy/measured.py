@@ -60,7 +60,7 @@ _INNODB_LEAST_PER_ROW = 18
 # builds a cache entry for each relation it opens: 0.12 s for 10,000 heaps, 0.77 s with
 # their indexes and TOAST.
 _PG_SIZES = """
-/* aishell measure */ SELECT c.relname AS name, c.relkind AS kind,
+/* aishell measure */ SELECT c.relname AS name, c.relkind AS kind, c.relhassubclass AS parent,
        pg_catalog.pg_relation_size(c.oid) AS heap,{total}
        pg_catalog.current_setting('block_size')::bigint AS block
 FROM pg_catalog.pg_class c
@@ -279,7 +279,9 @@ def read_sizes(
 
 def _pg_size(r: Any, whole: bool) -> TableSize:
     size = int((r.total if whole else r.heap) or 0)
-    if r.kind != "r":  # a partitioned table's rows are in its partitions: no bound
+    if r.kind != "r" or r.parent:
+        # A partitioned table's rows are in its partitions, and an inheritance parent's
+        # reads (count(*), ANALYZE) take its children's: its heap bounds none of them.
         return TableSize(size)
     per_page = (int(r.block) - _PG_PAGE_HEADER) // _PG_LEAST_PER_ROW
     return TableSize(size, most_rows=int(r.heap) // int(r.block) * per_page)

@@ -161,11 +161,23 @@ def named_holders(holders: Sequence[str]) -> str:
     return "; ".join(holders) if holders else "a session that has since gone"
 
 
+# What pg_stat_activity shows of another role's session to a login without
+# pg_read_all_stats, for its statement; its state and times are NULL.
+_PG_HIDDEN = "<insufficient privilege>"
+
+
 def _pg_session(r: RowMapping) -> str:
-    doing = f"{r['state'] or 'no state'} for {r['seconds']}s"
+    program = r["application_name"] or "no application_name"
+    if r["query"] == _PG_HIDDEN:
+        return (
+            f"pid {r['pid']} ({r['usename']}, {program}; its state and statement are "
+            "hidden from this login: grant it pg_read_all_stats to see them)"
+        )
+    doing = r["state"] or "no state"
+    if r["seconds"] is not None:
+        doing += f" for {r['seconds']}s"
     if r["in_transaction"] is not None:
         doing += f", in a transaction for {r['in_transaction']}s"
-    program = r["application_name"] or "no application_name"
     return f"pid {r['pid']} ({r['usename']}, {program}, {doing}: {r['query']!r})"
 
 

@@ -8,6 +8,8 @@ and its rows counted up to one past the limit where the size does not bound them
   (10,000 rows) holds its write steps for a person's yes ("has at least 10,001 rows").
 - PostgreSQL, a table never analyzed whose statistics were reset (no estimate at all):
   likewise.
+- PostgreSQL, an inheritance parent with an empty heap whose child holds 20,000 rows:
+  likewise (its heap bounds none of the rows its reads take).
 - MariaDB, InnoDB statistics sampled from one page (TABLE_ROWS a quarter of the rows):
   likewise.
 - SQLite (dbstat's rows are a count): the reason says "has N rows", not "about".
@@ -154,6 +156,30 @@ def test_postgresql_never_analyzed_and_statistics_reset_need_approval(
     config = _limited(home, pg_url)
     result = _run(config, "fixlim_blind")
     _over_the_limit(result, "fixlim_blind", "at least 10,001 rows")
+
+
+@pytest.mark.parametrize("children", ["inherited", "attached later"])
+def test_postgresql_an_inheritance_parent_is_counted_with_its_children(
+    home: Path, pg_url: str, children: str
+) -> None:
+    """Its own heap is empty, so it bounds no row, yet ANALYZE and count(*) of it read
+    the children's rows: they are counted against the limit, as a partitioned table's
+    are."""
+    child = (
+        "CREATE TABLE fixlim_child () INHERITS (fixlim_parent)"
+        if children == "inherited"
+        else "CREATE TABLE fixlim_child (id bigint, v text)"
+    )
+    _sql(
+        pg_url,
+        "CREATE TABLE fixlim_parent (id bigint, v text) WITH (autovacuum_enabled = false)",
+        child,
+        "INSERT INTO fixlim_child SELECT g, 'row' FROM generate_series(1, 20000) g",
+        *(["ALTER TABLE fixlim_child INHERIT fixlim_parent"] if children != "inherited" else []),
+    )
+    config = _limited(home, pg_url)
+    result = _run(config, "fixlim_parent")
+    _over_the_limit(result, "fixlim_parent", "at least 10,001 rows")
 
 
 def test_mariadb_sampled_statistics_under_the_rows_need_approval(home: Path, my_url: str) -> None:

@@ -164,13 +164,13 @@ def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 def _start_reads(ctx: ToolContext, batch: BatchSql) -> list[str]:
     """The reads of the table itself a purge sends before its batches: the key's ends
-    (where the walk ends; sent while the step is prepared), and, held to max_share with
-    no count in its checkpoint yet, the count of the rows the share is of (a full read
-    of the table, which a DBA weighs as any other)."""
+    (where the walk ends; sent while the step is prepared), and, held to max_share (and
+    not let past it by a person), the count of the rows the share is of (a full read of
+    the table, which a DBA weighs as any other), at its first start and on a resume."""
     reads = [batch.bounds()]
     progress = ctx.load_progress() or {}
     limited = ctx.max_share is not None and ctx.max_share < 1
-    if limited and not isinstance(progress.get("rows_at_start"), int):
+    if limited and not progress.get("share_passed"):
         reads.append(COUNT_AT_START.format(table=batch.table))
     return reads
 

@@ -226,8 +226,9 @@ def _purge_from_checkpoint(
     session = session_of(conn)
     _walk_of(ctx, batch, ctx.load_progress() or {})
     point = _last_checkpoint(params, ctx, column, batch, session)
-    # Counted once, at the step's first start, before its first batch's checkpoint.
-    limit = share_limit(params, ctx, batch.table, point.progress)
+    # Counted at the step's first start, before its first batch's checkpoint, and again
+    # on a resume still held to the limit.
+    limit = share_limit(params, ctx, batch.table, point.progress, point.deleted)
     archive = None
     if params.get("archive_file"):
         archive, ctx = open_archive(params, ctx, point.archive_bytes, point.progress, point.doubt)

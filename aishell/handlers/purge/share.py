@@ -9,7 +9,12 @@ missed ANALYZE, or keys clustered where the samples do not fall make an estimate
 where the purge deletes 90%. A count(*) reads the table once (PostgreSQL: a sequential
 or index-only scan; InnoDB: its smallest index), and nothing the data holds can make it
 larger than the rows there are. It is kept in the checkpoint, so a resume measures the
-share against the same figure.
+share against the same figure, unless the table has shrunk since: another session may
+delete rows while the purge waits, and then the same figure would let the purge take
+nearly all of what is left. So a resume (or a retry) still held to the limit counts the
+table again, and the share is of the smaller of the two: the count at the start, or the
+rows now with those the purge has deleted added back. A table that grew keeps the first
+figure.
 
 The batch that would pass the limit is never sent: an integer key's range is never
 wider than the rows still allowed (the key is unique, so the range holds no more rows
@@ -58,6 +63,9 @@ class ShareLimit:
     approved_percent: int = 0
     # The step's approvals already taken into account.
     approvals_seen: int = 0
+    # The rows the table held when the purge first started, where a later count (with
+    # the rows the purge had deleted) found fewer and rows_at_start is that count.
+    rows_first_counted: int | None = None
 
     @property
     def share(self) -> Fraction:
@@ -82,6 +90,7 @@ class ShareLimit:
             "share_passed": self.passed,
             "share_approved_percent": self.approved_percent,
             "share_approvals_seen": self.approvals_seen,
+            "rows_first_counted": self.rows_first_counted,
         }
 
     def reason(self, deleted: int) -> str:
@@ -89,34 +98,53 @@ class ShareLimit:
         if self.approved_percent > self.max_share * 100:
             ceiling = percent(self.max_share)
             limit = f"the {self.approved_percent}% a person approved (max_share {ceiling})"
+        held = f"{self.rows_at_start:,} rows {self.table} held when it started"
+        if self.rows_first_counted is not None:
+            held = (
+                f"{self.rows_at_start:,} rows {self.table} held when the purge resumed, its "
+                f"own deleted rows added back ({self.rows_first_counted:,} when it started)"
+            )
         return (
-            f"the purge stopped at {limit}: it deleted {deleted:,} of the "
-            f"{self.rows_at_start:,} rows {self.table} held when it started, and its next "
-            "batch would delete more"
+            f"the purge stopped at {limit}: it deleted {deleted:,} of the {held}, and its "
+            "next batch would delete more"
         )
 
 
 def share_limit(
-    params: Mapping[str, Any], ctx: ToolContext, table_sql: str, progress: Mapping[str, Any]
+    params: Mapping[str, Any],
+    ctx: ToolContext,
+    table_sql: str,
+    progress: Mapping[str, Any],
+    deleted: int,
 ) -> ShareLimit | None:
-    """The step's limit, from its checkpoint, or with the table's rows counted now (the
-    step's first start); None when the policy sets none (or allows every row)."""
+    """The step's limit, with the table's rows counted now: at the step's first start,
+    and on a resume still held to it, where fewer rows than its checkpoint's with the
+    `deleted` rows added back lower it (the module's docstring); None when the policy
+    sets none (or allows every row)."""
     max_share = ctx.max_share
     if max_share is None or max_share >= 1:
         return None
     rows = progress.get("rows_at_start")
-    if not isinstance(rows, int):
+    first = progress.get("rows_first_counted")
+    passed = bool(progress.get("share_passed"))
+    if not isinstance(rows, int) or not passed:
         conn = ctx.connection
-        rows = int(conn.execute(text(COUNT_AT_START.format(table=table_sql))).scalar_one())
+        now = int(conn.execute(text(COUNT_AT_START.format(table=table_sql))).scalar_one())
         conn.commit()
+        if not isinstance(rows, int):
+            rows = now
+        elif now + deleted < rows:
+            first = first if isinstance(first, int) else rows
+            rows = now + deleted
     limit = ShareLimit(
         max_share,
         rows,
         str(params["table"]),
-        passed=bool(progress.get("share_passed")),
+        passed=passed,
         stop=progress.get("share_stop"),
         approved_percent=int(progress.get("share_approved_percent") or 0),
         approvals_seen=int(progress.get("share_approvals_seen") or 0),
+        rows_first_counted=first if isinstance(first, int) else None,
     )
     approvals = ctx.step_approvals()
 
