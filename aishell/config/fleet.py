@@ -60,7 +60,7 @@ class FleetConfig(BaseModel):
     # a broker that stopped answering ends `fleet run` (and a schedule's send) in this
     # long, with nothing sent or the tasks not sent named, instead of holding it for good.
     connect_timeout_seconds: Integer = Field(10, ge=1, le=MAX_TIMEOUT_SECONDS)
-    read_timeout_seconds: Number = Field(30, gt=0, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: Number = Field(30, ge=1, le=MAX_TIMEOUT_SECONDS)
 
     _broker = field_validator("broker_url")(check_broker_url)
     _password_env = field_validator("password_env")(check_secret_env_name)

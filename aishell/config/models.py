@@ -86,10 +86,12 @@ class TargetConfig(_Strict):
     # reads, checks, locks); inside a step, the time after the step's own limit
     # (max_execution_time) for the server to answer the cancel. Then the connection is
     # closed: a hung server or a lost network ends a run instead of holding it forever.
-    read_timeout_seconds: Number = Field(600, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # At least a second, as for the others: libpq takes whole milliseconds, and its 0
+    # is no bound at all.
+    read_timeout_seconds: Number = Field(600, ge=1, le=MAX_TIMEOUT_SECONDS)
     # How long sent data may go unacknowledged (PyMySQL write_timeout, libpq
     # tcp_user_timeout): a dead network shows up in this long.
-    write_timeout_seconds: Number = Field(60, gt=0, le=MAX_TIMEOUT_SECONDS)
+    write_timeout_seconds: Number = Field(60, ge=1, le=MAX_TIMEOUT_SECONDS)
     # SQLite: how long a statement waits for another process's lock on the file.
     busy_timeout_ms: Integer = Field(5000, ge=1, le=MAX_TIMEOUT_SECONDS * 1000)
     # Functions defined in this database (`schema.name`, or `name` on MySQL/MariaDB and

@@ -33,7 +33,7 @@ class StateConfig(BaseModel):
     # (see state/serverstore.py); null: the URL's own `connect_timeout` and
     # `read_timeout` query parameters, or 10 and 600 seconds.
     connect_timeout_seconds: Integer | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
-    read_timeout_seconds: Number | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
+    read_timeout_seconds: Number | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
     _url = field_validator("url")(check_url)
     _password_env = field_validator("password_env")(check_secret_env_name)

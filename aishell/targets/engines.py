@@ -338,11 +338,20 @@ def _as_dbapi_error(engine: Engine, raised: BaseException) -> DBAPIError | None:
     return None
 
 
+# A login the server refused: PostgreSQL's invalid_password and invalid_authorization_
+# specification, MySQL's ER_ACCESS_DENIED_ERROR.
+_LOGIN_REFUSED = frozenset({"28P01", "28000", 1045})
+
+
 def _connect_failure(target: Target, exc: DBAPIError) -> str:
-    """Why a connection failed, in one line; a timeout names the setting that holds it."""
+    """Why a connection failed, in one line; a timeout names the setting that holds it,
+    a refused login where its password came from (a file ignored for its mode too)."""
     orig = exc.orig
     timed_out = (orig is not None and pymysql_timed_out(orig)) or "timeout expired" in str(orig)
     if not timed_out:
+        code = getattr(orig, "sqlstate", None) or next(iter(getattr(orig, "args", ())), None)
+        if code in _LOGIN_REFUSED and target.login is not None:
+            return f"{server_message(exc)}; password from {target.login.password_from}"
         return server_message(exc)
     url = target.engine.url
     return (

@@ -395,8 +395,8 @@ def test_a_schedule_keeps_its_own_run_time_limit_and_its_next_run_resumes(home, 
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("read_timeout_seconds", 0, "input should be greater than 0 (got 0)"),
-        ("write_timeout_seconds", -5, "input should be greater than 0 (got -5)"),
+        ("read_timeout_seconds", 0, "input should be greater than or equal to 1 (got 0)"),
+        ("write_timeout_seconds", -5, "input should be greater than or equal to 1 (got -5)"),
         ("read_timeout_seconds", float("nan"), "input should be a finite number (got nan)"),
         ("connect_timeout_seconds", 0, "input should be greater than or equal to 1 (got 0)"),
         ("busy_timeout_ms", -1, "input should be greater than or equal to 1 (got -1)"),

@@ -191,3 +191,21 @@ def test_doctor_logs_in_past_a_planted_my_cnf_and_says_it_was_ignored(
     assert all(c["logged_in"] for c in found["client_logins"]), found["client_logins"]
     shown = CliRunner().invoke(cli, ["doctor", "--target", "db"]).stdout
     assert f"password from {said}" in shown
+
+
+def test_a_login_refused_after_an_ignored_my_cnf_says_so(mysql_user, home, user_home, monkeypatch):
+    """The password is in a world-writable ~/.my.cnf, which the clients and aishell
+    ignore: the server refuses a login without one, and the line that says so tells
+    where the password came from (none) and why the file was not read."""
+    _user, password, url = mysql_user
+    option_file(user_home, f"[client]\npassword={password}\n", 0o666)
+    monkeypatch.delenv("MYSQL_PWD", raising=False)
+    use_target(home, url)
+    done = CliRunner().invoke(cli, ["targets", "check", "db"])
+    assert done.exit_code == 1, done.output
+    assert "Access denied" in done.output
+    assert (
+        "; password from none (~/.my.cnf is mode 0666, world-writable: ignored, as the "
+        "clients ignore it; chmod o-w ~/.my.cnf)" in done.output
+    ), done.output
+    assert password not in done.output

@@ -401,7 +401,8 @@ def _run_with_store_frozen_mid_step(
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("read_timeout_seconds", 0, "input should be greater than 0 (got 0)"),
+        ("read_timeout_seconds", 0, "input should be greater than or equal to 1 (got 0)"),
+        ("read_timeout_seconds", 0.5, "input should be greater than or equal to 1 (got 0.5)"),
         ("connect_timeout_seconds", 0, "input should be greater than or equal to 1 (got 0)"),
         ("read_timeout_seconds", float("nan"), "input should be a finite number (got nan)"),
     ],
@@ -414,6 +415,28 @@ def test_a_bad_state_store_timeout_is_one_line_naming_the_key(home, key, value, 
     with pytest.raises(ConfigError) as err:
         load_config(home=home)
     assert str(err.value) == f"{path}: state.{key}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("write_timeout_seconds", 0.0009),
+        ("read_timeout_seconds", 1e-7),
+        ("write_timeout_seconds", 0),
+    ],
+)
+def test_a_target_timeout_under_a_second_is_refused_naming_the_key(home, key, value):
+    """libpq takes tcp_user_timeout in whole milliseconds, and 0 there is no bound: a
+    value that would round to it is refused, not turned into none."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    name = next(iter(data["targets"]))
+    data["targets"][name][key] = value
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(home=home)
+    expected = f"input should be greater than or equal to 1 (got {value})"
+    assert str(err.value) == f"{path}: targets.{name}.{key}: {expected}"
 
 
 def test_the_state_store_timeouts_reach_a_server_url_only(home):
