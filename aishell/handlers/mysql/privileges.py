@@ -243,6 +243,15 @@ _NEEDS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
     ("log_cleanup", ("SELECT", "DELETE"), "delete_old_records", False),
 )
 _GLOBAL_ONLY = {"PROCESS"}
+# validate_backup restores into a scratch database named aishell_verify_<10 hex digits>
+# and dumps it again to compare (validate.py): what that restore and dump take there,
+# as a grant on the pattern gives it (seen on MariaDB 10.11, one privilege at a time).
+_SCRATCH_PATTERN = "aishell\\_verify\\_%"
+_SCRATCH_SAMPLE = "aishell_verify_0123456789"
+_SCRATCH_NEEDS = (
+    "SELECT", "INSERT", "CREATE", "DROP", "ALTER", "LOCK TABLES", "CREATE VIEW", "SHOW VIEW",
+    "TRIGGER", "EVENT", "CREATE ROUTINE", "ALTER ROUTINE",
+)  # fmt: skip
 
 
 def agent_needs(conn: Connection) -> list[dict[str, Any]]:
@@ -288,7 +297,28 @@ def agent_needs(conn: Connection) -> list[dict[str, Any]]:
                 "fix": _grant(conn, privileges, database, account) if missing else None,
             }
         )
-    return needs
+    return [*needs, _scratch_need(granted, account)]
+
+
+def _scratch_need(granted: list[tuple[str, str, set[str]]] | None, account: str) -> dict[str, Any]:
+    """What validate_backup needs on its scratch databases (_SCRATCH_NEEDS)."""
+    missing: str | None = "unknown: SHOW GRANTS could not be read"
+    if granted is not None:
+        have = privileges_on(granted, _SCRATCH_SAMPLE, None)
+        lacking = [p for p in _SCRATCH_NEEDS if p not in have and "ALL" not in have]
+        missing = f"it has no {', '.join(lacking)} there" if lacking else None
+    user, _, host = account.rpartition("@")
+    fix = f"GRANT {', '.join(_SCRATCH_NEEDS)} ON `{_SCRATCH_PATTERN}`.* TO '{user}'@'{host}'"
+    return {
+        "agent": "backup",
+        "privilege": f"{', '.join(_SCRATCH_NEEDS)} on the scratch databases {_SCRATCH_PATTERN}",
+        "needed_for": "validate_backup, which restores a backup into one and dumps it "
+        "again; without them a backup fails validation",
+        "missing": missing,
+        "optional": False,
+        "role": account,
+        "fix": fix if missing else None,
+    }
 
 
 def _grant(conn: Connection, privileges: tuple[str, ...], database: str, account: str) -> str:
