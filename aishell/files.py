@@ -243,6 +243,8 @@ class TooOpen:
     path: Path
     mode: int
     fix: str
+    # Where path is a symbolic link: the file or folder it leads to, whose mode this is.
+    through: Path | None = None
 
 
 def own_mode(path: Path) -> int | None:
@@ -257,23 +259,33 @@ def own_mode(path: Path) -> int | None:
 
 def too_open(tree: Path, limit: int = 10_000) -> Iterator[TooOpen]:
     """What under `tree` (not itself: it may be a mount point or a folder the user
-    chose; symbolic links not followed; at most `limit` entries looked at) has group or
-    other bits beyond dir_mode() / file_mode()."""
+    chose; at most `limit` entries looked at) has group or other bits beyond dir_mode()
+    / file_mode(). A symbolic link is judged by what it leads to, which is where
+    aishell writes and others could replace what it wrote; the walk does not follow it."""
     seen = 0
     for folder, dirs, files in os.walk(tree):
         below = () if Path(folder) == tree else (Path(folder),)
-        for path in (*below, *(Path(folder) / name for name in files)):
+        links = (Path(folder) / name for name in dirs if (Path(folder) / name).is_symlink())
+        for path in (*below, *links, *(Path(folder) / name for name in files)):
             seen += 1
             if seen > limit:
                 return
-            mode = own_mode(path)
-            if mode is None:
-                continue
-            wanted = dir_mode() if path.is_dir() else file_mode()
-            if mode & 0o077 & ~wanted:
-                closed = mode & ~(0o077 & ~wanted)
-                yield TooOpen(path, mode, f"chmod {closed:o} {path}")
+            found = _mode_too_open(path)
+            if found is not None:
+                yield found
         dirs.sort()
+
+
+def _mode_too_open(path: Path) -> TooOpen | None:
+    through = Path(os.path.realpath(path)) if path.is_symlink() else None
+    mode = own_mode(through or path)
+    if mode is None:
+        return None
+    wanted = dir_mode() if path.is_dir() else file_mode()
+    if not mode & 0o077 & ~wanted:
+        return None
+    closed = mode & ~(0o077 & ~wanted)
+    return TooOpen(path, mode, f"chmod {closed:o} {through or path}", through)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,8 @@ def open_backups(config: Config) -> list[dict[str, Any]]:
     allowed = "its owner's, its group may read" if group else "its owner's alone"
     problems = [
         _home_problem(
-            f"{each.path} is mode {each.mode:04o}: more open than backups may be "
+            f"{each.path}{f' (a link to {each.through})' if each.through else ''} is mode "
+            f"{each.mode:04o}: more open than backups may be "
             f"({allowed}, files.group_readable in {config.path})",
             each.fix,
         )

@@ -244,3 +244,22 @@ def test_group_readable_must_be_true_or_false(home: Path) -> None:
     assert done.returncode != 0
     assert "files.group_readable" in done.stderr or "group_readable" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_doctor_judges_a_linked_backup_folder_by_the_folder_it_leads_to(
+    demo_db: Path, home: Path, tmp_path: Path
+) -> None:
+    """Backups written through a link to a folder others may write to can be replaced
+    or renamed by them: the folder the link leads to is judged, and its chmod given."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (home / "backups").mkdir(exist_ok=True)
+    (home / "backups" / "demo").symlink_to(shared, target_is_directory=True)
+    done = in_process("doctor")
+    report = done.stdout + done.stderr
+    assert f"{home / 'backups' / 'demo'} (a link to {shared}) is mode 0777" in report, report
+    assert f"fix: chmod 700 {shared}" in report, report
+    shared.chmod(0o700)
+    again = in_process("doctor")
+    assert str(shared) not in again.stdout + again.stderr
