@@ -220,7 +220,8 @@ class _TimeZoned(_Strict):
 
 
 class MaxTableSize(_Strict):
-    """Steps on a table with more rows than this (the catalog's estimate) need approval."""
+    """Steps on a table with more rows than this (measured, not the catalog's estimate:
+    policy/measured.py) need approval."""
 
     type: Literal["max_table_size"]
     max_rows: Integer = Field(gt=0, le=MAX_COUNT)

@@ -297,10 +297,12 @@ def agent_needs(conn: Connection) -> list[dict[str, Any]]:
                 "fix": _grant(conn, privileges, database, account) if missing else None,
             }
         )
-    return [*needs, _scratch_need(granted, account)]
+    return [*needs, _scratch_need(conn, granted, account)]
 
 
-def _scratch_need(granted: list[tuple[str, str, set[str]]] | None, account: str) -> dict[str, Any]:
+def _scratch_need(
+    conn: Connection, granted: list[tuple[str, str, set[str]]] | None, account: str
+) -> dict[str, Any]:
     """What validate_backup needs on its scratch databases (_SCRATCH_NEEDS)."""
     missing: str | None = "unknown: SHOW GRANTS could not be read"
     if granted is not None:
@@ -308,7 +310,8 @@ def _scratch_need(granted: list[tuple[str, str, set[str]]] | None, account: str)
         lacking = [p for p in _SCRATCH_NEEDS if p not in have and "ALL" not in have]
         missing = f"it has no {', '.join(lacking)} there" if lacking else None
     user, _, host = account.rpartition("@")
-    fix = f"GRANT {', '.join(_SCRATCH_NEEDS)} ON `{_SCRATCH_PATTERN}`.* TO '{user}'@'{host}'"
+    scope = display(quote_identifier(conn.dialect, _SCRATCH_PATTERN))
+    fix = f"GRANT {', '.join(_SCRATCH_NEEDS)} ON {scope}.* TO {mysql_account(user, host)}"
     return {
         "agent": "backup",
         "privilege": f"{', '.join(_SCRATCH_NEEDS)} on the scratch databases {_SCRATCH_PATTERN}",
