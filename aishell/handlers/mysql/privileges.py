@@ -327,12 +327,10 @@ def _scratch_need(
 def _grant(conn: Connection, privileges: tuple[str, ...], database: str, account: str) -> str:
     """The GRANT that gives the account what it lacks, as one line to run."""
     user, _, host = account.rpartition("@")
-    scope = "*.*" if set(privileges) <= _GLOBAL_ONLY else f"{_quote(conn, database)}.*"
-    return f"GRANT {', '.join(privileges)} ON {scope} TO '{user}'@'{host}'"
-
-
-def _quote(conn: Connection, name: str) -> str:
-    return str(conn.dialect.identifier_preparer.quote_identifier(name))
+    scope = "*.*"
+    if not set(privileges) <= _GLOBAL_ONLY:  # as typed: no driver's %% for a % in it
+        scope = f"{display(quote_identifier(conn.dialect, database))}.*"
+    return f"GRANT {', '.join(privileges)} ON {scope} TO {mysql_account(user, host)}"
 
 
 def _on(lacking: list[str], tables: list[str]) -> str:
