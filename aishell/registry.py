@@ -434,6 +434,14 @@ def _sql_implementation(
             # Each statement is one call: the executor owns transactions and the guard
             # sees every statement on its own.
             raise fail(f"{where}.sql: {reason} is not allowed: {statement.strip()}")
+        for sql in (statement, check_sql or ""):
+            placed = verdicts.placed_bind(PLACEHOLDER.sub('"x"', sql), dialect)
+            if placed is not None:
+                raise fail(
+                    f"{where}: {placed} stands inside a string or a comment, where the "
+                    "driver would write its value as SQL text; bind it where a value "
+                    f"goes (CONCAT('text ', {placed}), 'text ' || {placed}): {sql.strip()}"
+                )
         glued = GLUED_PLACEHOLDER.search(statement + " " + (check_sql or ""))
         if glued is not None:
             raise fail(

@@ -23,6 +23,7 @@ from aishell.dialects import family
 from aishell.errors import SessionTampered, StatementRefused
 from aishell.guard.calls import Call, called_functions, shown, user_written_calls, writing_calls
 from aishell.guard.hidden import HiddenWriters, hidden_writers
+from aishell.guard.lex import bind_outside_code
 from aishell.guard.statements import (
     READS,
     Classification,
@@ -109,6 +110,14 @@ class Guard:
             self._read_write_again(cursor, dialect)
         if statement in self.memory.reads:
             return self._read(statement, cursor, dialect, paramstyle)
+        placed = _placed_bind(statement, dialect, paramstyle)
+        if placed is not None:
+            # Whatever the step may do: the server would run the value as SQL.
+            reason = (
+                f"its parameter {placed} stands inside a string or a comment, where the "
+                "driver writes the value as SQL text instead of binding it"
+            )
+            return reason, Classification(True, RiskLevel.CRITICAL, reason)
         sql = driver_to_text(statement, paramstyle)
         found = classify(sql, dialect)
         if not found.writes and dialect in ("postgresql", "mysql"):
@@ -445,3 +454,11 @@ def guarded(conn: Connection, guard: Guard) -> Iterator[None]:
         event.remove(conn, "before_cursor_execute", before)
         event.remove(conn, "after_cursor_execute", after)
     guard.raise_if_refused()
+
+
+def _placed_bind(statement: str, dialect: str, paramstyle: str) -> str | None:
+    """A parameter the driver writes into a literal or comment (lex.bind_outside_code):
+    pyformat and format drivers put values into the text; SQLite's binds its own."""
+    if paramstyle not in ("pyformat", "format"):
+        return None
+    return bind_outside_code(statement, family(dialect), driver=True)

@@ -213,6 +213,39 @@ def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
     return Reading(tuple(comments), tuple(literals))
 
 
+# A bound parameter as text() reads one (SQLAlchemy's own pattern), and as a pyformat
+# or format driver receives it (%% is a percent sign).
+_TEXT_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+_DRIVER_BIND = re.compile(r"%%|%\(\w+\)s|%s")
+
+
+def bind_outside_code(sql: str, dialect: str, driver: bool = False) -> str | None:
+    """The first bound parameter of `sql` that stands inside a string literal or a
+    comment as the server reads the text (MySQL's both ways a backslash is read), or in
+    text it does not read to its end; None if none. Such a parameter is no value: the
+    driver writes it into the text (PyMySQL as a quoted literal of its own, which ends
+    the string around it), and the server reads it as SQL. `driver`: `sql` as a
+    pyformat or format driver receives it, else as text() takes it."""
+    marks = [
+        (found.start(), found.group())
+        for found in (_DRIVER_BIND if driver else _TEXT_BIND).finditer(sql)
+        if found.group() != "%%"
+    ]
+    if not marks:
+        return None
+    readings = [read(sql, dialect)]
+    if dialect == "mysql":
+        readings.append(read(sql, dialect, backslash=False))
+    for reading in readings:
+        if reading.problem is not None:
+            return marks[0][1]
+        spans = reading.comments + reading.literals
+        for at, mark in marks:
+            if any(start <= at < end for start, end in spans):
+                return mark
+    return None
+
+
 def code_only(sql: str, dialect: str) -> str | None:
     """`sql` with each comment and each literal (a string, a quoted name) as one space:
     the words the server reads as code. None when it would not read the text to its end

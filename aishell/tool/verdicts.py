@@ -63,6 +63,20 @@ class CatalogVerdicts:
         self._used[key] = [reason]
         return reason
 
+    def placed_bind(self, sql: str, dialect: str) -> str | None:
+        """A parameter of `sql` that stands inside a string or a comment, where the
+        driver would write its value as SQL text (guard.lex.bind_outside_code)."""
+        key = _key("placed", sql, dialect)
+        kept = self._kept(key)
+        if isinstance(kept, list) and len(kept) == 1 and isinstance(kept[0], str | None):
+            placed: str | None = kept[0]
+        else:
+            from aishell.guard.lex import bind_outside_code
+
+            placed = bind_outside_code(sql, dialect)
+        self._used[key] = [placed]
+        return placed
+
     def _kept(self, key: str) -> Any:
         """The verdict this load already made, else the one found kept."""
         return self._used[key] if key in self._used else self._found.get(key)
