@@ -14,6 +14,7 @@ as it is sent, never from here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,30 +53,38 @@ class CatalogVerdicts:
 
     def write_reason(self, sql: str, dialect: str) -> str | None:
         """Why `sql` may write, or None when it only reads (guard.sqlcheck.write_reason)."""
-        key = _key("write", sql, dialect)
-        kept = self._kept(key)
-        if isinstance(kept, list) and len(kept) == 1 and isinstance(kept[0], str | None):
-            reason: str | None = kept[0]
-        else:
+
+        def judge() -> str | None:
             from aishell.guard.sqlcheck import write_reason
 
-            reason = write_reason(sql, dialect)
-        self._used[key] = [reason]
-        return reason
+            return write_reason(sql, dialect)
+
+        return self._text_or_none("write", sql, dialect, judge)
 
     def placed_bind(self, sql: str, dialect: str) -> str | None:
         """A parameter of `sql` that stands inside a string or a comment, where the
         driver would write its value as SQL text (guard.lex.bind_outside_code)."""
-        key = _key("placed", sql, dialect)
-        kept = self._kept(key)
-        if isinstance(kept, list) and len(kept) == 1 and isinstance(kept[0], str | None):
-            placed: str | None = kept[0]
-        else:
+
+        def judge() -> str | None:
             from aishell.guard.lex import bind_outside_code
 
-            placed = bind_outside_code(sql, dialect)
-        self._used[key] = [placed]
-        return placed
+            return bind_outside_code(sql, dialect)
+
+        return self._text_or_none("placed", sql, dialect, judge)
+
+    def _text_or_none(
+        self, kind: str, sql: str, dialect: str, judge: Callable[[], str | None]
+    ) -> str | None:
+        """A verdict that is a sentence or None: kept, else judged now (the judge's
+        module imported only then)."""
+        key = _key(kind, sql, dialect)
+        kept = self._kept(key)
+        if isinstance(kept, list) and len(kept) == 1 and isinstance(kept[0], str | None):
+            found: str | None = kept[0]
+        else:
+            found = judge()
+        self._used[key] = [found]
+        return found
 
     def _kept(self, key: str) -> Any:
         """The verdict this load already made, else the one found kept."""
