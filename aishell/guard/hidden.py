@@ -38,6 +38,7 @@ from aishell.guard.calls import (
     vouched_for,
 )
 from aishell.guard.lex import without_comments
+from aishell.guard.operators import exact_operators, implied_operators
 from aishell.guard.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
 
 
@@ -75,11 +76,16 @@ class HiddenWriters:
         return next((name for name in names_in(sql, dialect) if name in self.types), None)
 
     def operator_in(self, sql: str, dialect: str) -> str | None:
-        """The first of these operators whose symbol the statement's code holds."""
+        """The first of these operators whose symbol the statement's code holds, or that
+        a word of it stands for (LIKE is ~~: operators.implied_operators)."""
         if not self.operators:
             return None
         code = without_comments(sql, dialect)
-        return next((symbol for symbol in sorted(self.operators) if symbol in code), None)
+        implied = implied_operators(code)
+        return next(
+            (symbol for symbol in sorted(self.operators) if symbol in code or symbol in implied),
+            None,
+        )
 
     def named_in(
         self, sql: str, dialect: str, home: Callable[[], str | None] = lambda: None
@@ -136,18 +142,6 @@ def hidden_writers(dialect: str, cursor: Any, trusted: Sequence[str] = ()) -> Hi
         return HiddenWriters()
     finally:
         lookup.close()
-
-
-# The operators the catalog queries write, each as pg_catalog's own with its exact
-# name: OPERATOR(pg_catalog.=) is looked up among pg_catalog's operators alone.
-_OPERATORS = ("=", "<>", ">=", ">", "<=", "<", "+", "||", "&&", "~")
-
-
-def exact_operators(sql: str) -> str:
-    """The query with each operator written ` op ` (spaces around) as pg_catalog's."""
-    for operator in _OPERATORS:
-        sql = sql.replace(f" {operator} ", f" OPERATOR(pg_catalog.{operator}) ")
-    return sql
 
 
 # Objects a user made (an oid from 16384 on, FirstNormalObjectId: what initdb made is

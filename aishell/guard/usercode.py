@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
-from aishell.guard.hidden import exact_operators
+from aishell.guard.operators import exact_operators
 from aishell.guard.sqlitetriggers import trigger_events
 from aishell.guard.usercodeactions import RUNS, VERBS, Action
 from aishell.sqltext import text
@@ -206,7 +206,7 @@ def _rel(name: str) -> str:
 # hash operator classes' functions (to sort and count distinct values), of the type and
 # of every type it is made of (a domain's base, an array's element, a range's subtype, a
 # composite's attributes). Every operator is written exactly as pg_catalog's
-# (hidden.exact_operators).
+# (operators.exact_operators).
 _PG_CODE = f"""
 WITH RECURSIVE aishell_fn AS (
   SELECT p.oid, n.nspname, p.proname

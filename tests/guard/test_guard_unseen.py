@@ -186,6 +186,46 @@ def test_each_way_postgresql_calls_a_users_function_is_refused(
                 _refused_leaving_other_whole(config, url, sql)
 
 
+# Operators of the database's own for (int, text), which pg_catalog has none of, so a
+# statement comparing an int with a text resolves to them: each deletes every row of
+# `other`. No statement below writes their symbols; its words stand for them.
+PG_WORD_OPERATORS = [
+    "CREATE TABLE victim (id int)",
+    "INSERT INTO victim VALUES (1)",
+    "CREATE FUNCTION zap_it(int, text) RETURNS boolean VOLATILE LANGUAGE plpgsql AS "
+    "$$ BEGIN DELETE FROM other; RETURN true; END $$",
+    *(
+        f"CREATE OPERATOR {symbol} (LEFTARG = int, RIGHTARG = text, FUNCTION = zap_it)"
+        for symbol in ("~~", "!~~", "~~*", "~", "=", ">=", "<=")
+    ),
+]
+PG_WORDS = {
+    "like": "SELECT count(*) FROM victim WHERE id LIKE '1%'",
+    "not-like": "SELECT count(*) FROM victim WHERE id NOT LIKE 'x'",
+    "ilike": "SELECT count(*) FROM victim WHERE id ILIKE '1'",
+    "similar-to": "SELECT count(*) FROM victim WHERE id SIMILAR TO '1'",
+    "in": "SELECT count(*) FROM victim WHERE id IN ('1'::text)",
+    "case-when": "SELECT CASE id WHEN '1'::text THEN 1 END FROM victim",
+    "nullif": "SELECT NULLIF(id, '1'::text) FROM victim",
+    "between": "SELECT count(*) FROM victim WHERE id BETWEEN '1'::text AND '2'::text",
+}
+
+
+@pytest.mark.parametrize("read_only_step", [True, False], ids=["read-step", "write-step"])
+def test_an_operator_a_word_stands_for_is_refused_as_a_written_one_is(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
+) -> None:
+    """x LIKE y is x ~~ y, looked up on the search_path: the database's own ~~ runs."""
+    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
+        make_tables(url)
+        execute(url, *PG_WORD_OPERATORS)
+        config = _tool(home, url, handlers, read_only_step)
+        for name, sql in PG_WORDS.items():
+            with case(name):
+                run = _refused_leaving_other_whole(config, url, sql)
+                assert "it uses the operator" in (run.steps[0].error or ""), run.steps[0].error
+
+
 def _refused_leaving_other_whole(config: Config, url: str, sql: str) -> Any:
     """The caller step running sql, on `other` filled anew: refused, `other` untouched."""
     refill(url)
