@@ -7,6 +7,7 @@ and each must leave the test's tables as they were."""
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +178,7 @@ def test_each_way_postgresql_calls_a_users_function_is_refused(
     """A user's function may write whatever volatility it declares: refused in a step
     that only reads and in one that writes (whose session is read-write). Every way, on
     one database, its rows made anew for each."""
-    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
-        make_tables(url)
-        execute(url, *PG_ZAP)
-        config = _tool(home, url, handlers, read_only_step)
-        for name, sql in PG_CALLS.items():
-            with case(name):
-                _refused_leaving_other_whole(config, url, sql)
+    _each_refused(home, tmp_path, handlers, read_only_step, "postgresql", PG_ZAP, PG_CALLS)
 
 
 # Operators of the database's own for (int, text), which pg_catalog has none of, so a
@@ -216,14 +211,35 @@ def test_an_operator_a_word_stands_for_is_refused_as_a_written_one_is(
     home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
 ) -> None:
     """x LIKE y is x ~~ y, looked up on the search_path: the database's own ~~ runs."""
-    with scratch_database("postgresql", tmp_path) as url, Cases() as case:
+
+    def by_the_operator(_config: Config, _url: str, run: Any) -> None:
+        assert "it uses the operator" in (run.steps[0].error or ""), run.steps[0].error
+
+    _each_refused(
+        home, tmp_path, handlers, read_only_step, "postgresql", PG_WORD_OPERATORS, PG_WORDS,
+        by_the_operator,
+    )  # fmt: skip
+
+
+def _each_refused(
+    home: Path,
+    tmp_path: Path,
+    handlers: types.ModuleType,
+    read_only_step: bool,
+    dialect: str,
+    objects: list[str],
+    calls: dict[str, str],
+    then: Callable[[Config, str, Any], None] = lambda _config, _url, _run: None,
+) -> None:
+    """Each of `calls` run by the caller step on one database holding `objects`:
+    refused, `other` untouched (then `then`'s checks of the run)."""
+    with scratch_database(dialect, tmp_path) as url, Cases() as case:
         make_tables(url)
-        execute(url, *PG_WORD_OPERATORS)
+        execute(url, *objects)
         config = _tool(home, url, handlers, read_only_step)
-        for name, sql in PG_WORDS.items():
+        for name, sql in calls.items():
             with case(name):
-                run = _refused_leaving_other_whole(config, url, sql)
-                assert "it uses the operator" in (run.steps[0].error or ""), run.steps[0].error
+                then(config, url, _refused_leaving_other_whole(config, url, sql))
 
 
 def _refused_leaving_other_whole(config: Config, url: str, sql: str) -> Any:
@@ -277,15 +293,14 @@ MYSQL_CALLS = {
 def test_each_way_mariadb_runs_hidden_code_is_refused(
     home: Path, tmp_path: Path, handlers: types.ModuleType, read_only_step: bool
 ) -> None:
-    with scratch_database("mysql", tmp_path) as url, Cases() as case:
-        make_tables(url)
-        execute(url, *MYSQL_EVIL)
-        config = _tool(home, url, handlers, read_only_step)
-        for name, sql in MYSQL_CALLS.items():
-            with case(name):
-                run = _refused_leaving_other_whole(config, url, sql)
-                assert refusals(config, run.run_id)
-                assert scalar(url, "SELECT IS_USED_LOCK('aishell-test-view-lock')") is None
+
+    def nothing_held(config: Config, url: str, run: Any) -> None:
+        assert refusals(config, run.run_id)
+        assert scalar(url, "SELECT IS_USED_LOCK('aishell-test-view-lock')") is None
+
+    _each_refused(
+        home, tmp_path, handlers, read_only_step, "mysql", MYSQL_EVIL, MYSQL_CALLS, nothing_held
+    )
 
 
 def test_an_executable_comment_writes_no_server_file(
