@@ -15,7 +15,7 @@ from aishell.targets.limits import (
     set_statement_limit,
     statement_limit,
 )
-from aishell.targets.searchpath import SEARCH_PATH_KEY
+from aishell.targets.searchpath import SEARCH_PATH_KEY, SESSION_START_KEY
 
 SESSION_ACCESS = {
     "postgresql": (
@@ -104,16 +104,7 @@ def session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None
     asked of the server on a second cursor."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        info = cursor.connection.info
-        for name in ("default_transaction_read_only", "standard_conforming_strings"):
-            value = info.parameter_status(name)  # None from a server before 14
-            if value is not None and value != "on":
-                return f"{name} is now {value}"
-        if not thorough:
-            return None
-        pinned = conn.info.get(SEARCH_PATH_KEY)
-        path = _second_cursor(cursor, "SELECT pg_catalog.current_setting('search_path')")
-        return None if pinned is None or path == pinned else f"search_path is now {path}"
+        return _pg_session_changed(conn, cursor, thorough)
     if family(dialect) == "mysql":
         if not thorough:
             return None
@@ -123,13 +114,58 @@ def session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None
     return None if str(value) == "1" else "query_only is now off"
 
 
-def _second_cursor(cursor: Any, sql: str) -> Any:
-    """One value, read on the statement's connection beside its cursor (whose rows the
-    tool may not have read yet)."""
+def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None:
+    """PostgreSQL's part of session_changed: what the server reports with every answer
+    (the read-only default, string escapes, the session's time zone, date style and
+    superuser status, as it began); with `thorough`, its search_path, its role (a
+    function's set_config('role', ...) makes every name after it resolve in that role's
+    schema, and the steps after it run as that role) and the statement limit aishell
+    set."""
+    info = cursor.connection.info
+    for name in ("default_transaction_read_only", "standard_conforming_strings"):
+        value = info.parameter_status(name)  # None from a server before 14
+        if value is not None and value != "on":
+            return f"{name} is now {value}"
+    start = conn.info.get(SESSION_START_KEY) or {}
+    for name, was in (start.get("reported") or {}).items():
+        value = info.parameter_status(name)
+        if value is not None and value != was:
+            return f"{name} is now {value}"
+    if not thorough:
+        return None
+    row = _second_cursor_row(cursor, _PG_SESSION_NOW)
+    path, user, limit = row if row is not None else (None, None, None)
+    pinned = conn.info.get(SEARCH_PATH_KEY)
+    if pinned is not None and path != pinned:
+        return f"search_path is now {path}"
+    if start.get("user") is not None and user != start["user"]:
+        return f"the session's role is now {user}"
+    kept = str(conn.info.get(STATEMENT_LIMIT_KEY) or "")
+    if kept.startswith("SET statement_timeout = ") and kept.rsplit(" ", 1)[1] != str(limit):
+        return f"statement_timeout is now {limit} ms"
+    return None
+
+
+# The statement limit in milliseconds, as aishell sets it (pg_settings' unit).
+_PG_SESSION_NOW = (
+    "SELECT pg_catalog.current_setting('search_path'), CURRENT_USER, setting "
+    "FROM pg_catalog.pg_settings WHERE name OPERATOR(pg_catalog.=) 'statement_timeout'"
+)
+
+
+def _second_cursor_row(cursor: Any, sql: str) -> tuple[Any, ...] | None:
+    """One row, read on the statement's connection beside its cursor."""
     second = cursor.connection.cursor()
     try:
         second.execute(sql)
         row = second.fetchone()
     finally:
         second.close()
+    return tuple(row) if row else None
+
+
+def _second_cursor(cursor: Any, sql: str) -> Any:
+    """One value, read on the statement's connection beside its cursor (whose rows the
+    tool may not have read yet)."""
+    row = _second_cursor_row(cursor, sql)
     return row[0] if row else None

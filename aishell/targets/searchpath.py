@@ -21,6 +21,11 @@ from typing import Any
 NATIVE_HSTORE = False
 # The pinned path, in the pool record's info (the Connection's info).
 SEARCH_PATH_KEY = "aishell_search_path"
+# The session's role and the settings the server reports with every answer, as the
+# session began: a function a read runs may change them for the steps after it
+# (access.session_changed compares).
+SESSION_START_KEY = "aishell_session_start"
+REPORTED = ("TimeZone", "DateStyle", "IntervalStyle", "is_superuser", "session_authorization")
 _SYSTEM = {"pg_catalog", "pg_temp"}
 
 
@@ -56,8 +61,9 @@ def pin_search_path(dbapi_conn: Any, record: Any) -> None:
     """Pin a new connection's search_path (see the module's docstring)."""
     cursor = dbapi_conn.cursor()
     try:
-        # SHOW runs no function a database could define; set_config is named by schema.
-        cursor.execute("SHOW search_path")
+        # Functions named by schema, and CURRENT_USER, which is a keyword: nothing a
+        # database could define runs.
+        cursor.execute("SELECT pg_catalog.current_setting('search_path'), CURRENT_USER")
         row = cursor.fetchone()
         path = pinned(str(row[0]) if row else "")
         cursor.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (path,))
@@ -65,6 +71,9 @@ def pin_search_path(dbapi_conn: Any, record: Any) -> None:
         cursor.close()
     dbapi_conn.commit()  # a setting made in a transaction rolled back would be undone
     record.info[SEARCH_PATH_KEY] = path
+    status = getattr(getattr(dbapi_conn, "info", None), "parameter_status", None)
+    reported = {name: status(name) for name in REPORTED} if callable(status) else {}
+    record.info[SESSION_START_KEY] = {"user": row[1] if row else None, "reported": reported}
 
 
 def url_dialect(url: Any) -> str:

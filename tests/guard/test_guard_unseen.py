@@ -323,6 +323,14 @@ PG_TAMPER = [
     "PERFORM set_config('default_transaction_read_only', 'off', false); RETURN 1; END $$",
     "CREATE FUNCTION repath() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
     "PERFORM set_config('search_path', 'public, pg_catalog', false); RETURN 1; END $$",
+    # Or it changes what the steps after it run as and under: the role (whose schema
+    # "$user" then names first), the time zone dates are read in, the statement limit.
+    "CREATE FUNCTION rerole() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM set_config('role', 'pg_read_all_stats', false); RETURN 1; END $$",
+    "CREATE FUNCTION retime() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM set_config('TimeZone', 'Pacific/Apia', false); RETURN 1; END $$",
+    "CREATE FUNCTION unlimit() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM set_config('statement_timeout', '0', false); RETURN 1; END $$",
 ]
 MYSQL_TAMPER = [
     "CREATE FUNCTION flip() RETURNS INT NO SQL BEGIN SET @@session.tx_read_only = 0; RETURN 1; END",
@@ -348,7 +356,7 @@ def _flip_then_delete(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("dialect", "fns"),
-    [("postgresql", ("flip", "repath")), ("mysql", ("flip",))],
+    [("postgresql", ("flip", "repath", "rerole", "retime", "unlimit")), ("mysql", ("flip",))],
     ids=["postgresql", "mysql"],
 )
 def test_a_step_that_switches_its_read_only_session_fails_as_tampering(
