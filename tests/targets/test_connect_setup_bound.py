@@ -24,7 +24,12 @@ from tests.targets.test_silent_limits import SLACK, _aishell, _store_through
 # The search path's pin (a listener's own cursor), and SQLAlchemy's first statements (on
 # a Connection of its own, through the cursor events).
 @pytest.mark.parametrize(
-    "kept", [b"SHOW search_path", b"set_config('search_path'", b"current_schema()"]
+    "kept",
+    [
+        b"current_setting('search_path'), CURRENT_USER",
+        b"set_config('search_path'",
+        b"current_schema()",
+    ],
 )
 def test_a_server_silent_after_the_login_ends_the_connect_at_its_timeout(
     home: Path, pg_url: str, kept: bytes
