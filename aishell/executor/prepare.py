@@ -129,7 +129,7 @@ def prepare(
     lost: DBAPIError | None = None  # the error that lost the last try's connection
     attempt = 1
     try:
-        for trying in step_retrying(run, result, tries, is_lock_timeout):
+        for trying in step_retrying(run, result, tries, _worth_again):
             attempt = trying.attempt
             if lost is not None and not reconnect(run, ctx, result):
                 break
@@ -156,6 +156,12 @@ def prepare(
     # that lost it, as on any other (loop.py).
     assert lost is not None
     raise lost
+
+
+def _worth_again(exc: DBAPIError) -> bool:
+    """A held table may be released, and a lost connection made again (a dropped link,
+    a failover): preparing the step is tried again on either, as its run is."""
+    return is_lock_timeout(exc) or exc.connection_invalidated
 
 
 def _unmet_condition(step: Step, outputs: Mapping[str, Any], absent: frozenset[str]) -> str | None:
