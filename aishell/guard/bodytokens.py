@@ -32,16 +32,36 @@ _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _DOLLAR_QUOTED = re.compile(rf"({_TAG})(.*?)(?:\1)?\Z", re.DOTALL)
 
 
+# A PostgreSQL body read as under standard_conforming_strings = off (which a function's
+# own SET clause may give it), where every '...' takes backslash escapes: in `sql_mode`.
+ESCAPED_STRINGS = "STANDARD_CONFORMING_STRINGS_OFF"
+
+
+def readings(dialect: str, sql_mode: str = "") -> list[str]:
+    """The ways a body may be split, each as code_tokens' `sql_mode`: a MySQL body's
+    strings with backslash escapes and without (the catalog shows a body as the server
+    rewrote it), a PostgreSQL body's plain strings without and with them (a function's
+    SET standard_conforming_strings = off). What either finds counts."""
+    engine = family(dialect)
+    if engine == "mysql":
+        return [sql_mode, f"{sql_mode},NO_BACKSLASH_ESCAPES"]
+    if engine == "postgresql":
+        return [sql_mode, f"{sql_mode},{ESCAPED_STRINGS}"]
+    return [sql_mode]
+
+
 def code_tokens(body: str, dialect: str, sql_mode: str = "") -> list[str]:
     """The body's tokens but its comments, and the code of MySQL's executable comments,
-    as the server splits them; `sql_mode`: a MySQL body's, as the catalog keeps it."""
+    as the server splits them; `sql_mode`: a MySQL body's, as the catalog keeps it (or a
+    reading of readings())."""
     engine = family(dialect)
     modes = sql_mode.upper().split(",")
     backslash, ansi_quotes = "NO_BACKSLASH_ESCAPES" not in modes, "ANSI_QUOTES" in modes
+    escape_all = ESCAPED_STRINGS in modes
     tokens: list[str] = []
     i = last = 0
     while i < len(body):
-        found = opened_at(body, i, engine, backslash, ansi_quotes)
+        found = opened_at(body, i, engine, backslash, ansi_quotes, escape_all)
         if found is None:
             i += 1
             continue

@@ -26,7 +26,7 @@ function and a procedure a trigger calls; SQLite has none.
 from __future__ import annotations
 
 from aishell.dialects import family
-from aishell.guard.bodytokens import clause_end, code_tokens, literal_text
+from aishell.guard.bodytokens import clause_end, code_tokens, literal_text, readings
 
 # Languages whose bodies are SQL and plpgsql that bodywrites.py reads.
 _READ = frozenset({"sql", "plpgsql"})
@@ -71,8 +71,17 @@ def unseen_code(
 def built_statement(body: str, dialect: str) -> str | None:
     """The first statement the body runs that is not one string literal, as written
     (EXECUTE q, query_to_xml(q, ...), shortened to SHOWN characters), in its code or in
-    the code of a literal it runs (EXECUTEd, or a DO block's); None if none."""
-    tokens = code_tokens(body, dialect)
+    the code of a literal it runs (EXECUTEd, or a DO block's), in any way its strings
+    may end (bodytokens.readings); None if none."""
+    for reading in readings(dialect):
+        found = _built_in(code_tokens(body, dialect, reading), dialect)
+        if found is not None:
+            return found
+    return None
+
+
+def _built_in(tokens: list[str], dialect: str) -> str | None:
+    """built_statement of one reading of a body's tokens."""
     words = [token.upper() for token in tokens]
     for i, word in enumerate(words):
         if word == "DO":  # DO [LANGUAGE name] 'code' [LANGUAGE name]
@@ -96,7 +105,8 @@ def built_statement(body: str, dialect: str) -> str | None:
 
 def _query_text(tokens: list[str], i: int) -> tuple[list[str], int] | None:
     """Where tokens[i] calls a function of _RUNS_ITS_TEXT: the tokens of its query-text
-    argument, and where the call ends; None where it calls none."""
+    argument (all its arguments where they are not the form known: fail closed), and
+    where the call ends; None where it calls none, or the form that runs no text."""
     name = tokens[i][1:-1] if tokens[i].startswith('"') else tokens[i].lower()
     if name not in _RUNS_ITS_TEXT or tokens[i + 1 : i + 2] != ["("]:
         return None
@@ -104,7 +114,7 @@ def _query_text(tokens: list[str], i: int) -> tuple[list[str], int] | None:
     arguments: list[list[str]] = [[]]
     depth = 0
     for k in range(i + 2, len(tokens)):
-        depth += {"(": 1, ")": -1}.get(tokens[k], 0)
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(tokens[k], 0)
         if depth < 0:
             break
         if depth == 0 and tokens[k] == ",":
@@ -113,8 +123,10 @@ def _query_text(tokens: list[str], i: int) -> tuple[list[str], int] | None:
             arguments[-1].append(tokens[k])
     else:
         k = len(tokens)
+    if name == "ts_rewrite" and len(arguments) == 3:
+        return None  # ts_rewrite(tsquery, tsquery, tsquery): no query text
     if place >= len(arguments) or count not in (None, len(arguments)):
-        return None
+        return tokens[i + 2 : k], k + 1
     return arguments[place], k + 1
 
 
@@ -125,7 +137,7 @@ def _shown(tokens: list[str]) -> str:
     for token in tokens:
         operator = shown[-1:] in _OPERATOR and token in _OPERATOR
         tight = not shown or shown[-1] in "([.:" or token in ")].,:" or operator
-        if token in ("(", "[") and (shown[-1:].isalnum() or shown[-1:] == '"'):
+        if token in ("(", "[") and (shown[-1:].isalnum() or shown[-1:] in '"])'):
             tight = True
         shown += ("" if tight else " ") + token
     return shown if len(shown) <= SHOWN else shown[: SHOWN - 3] + "..."

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
 from aishell.guard.bodysources import bodies
-from aishell.guard.bodytokens import clause_end, code_tokens, literal_text
+from aishell.guard.bodytokens import clause_end, code_tokens, literal_text, readings
 from aishell.guard.bodyunknowns import unseen_code
 from aishell.guard.writtentables import Write
 
@@ -117,14 +117,11 @@ _TABLE_FOLLOWS = frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", ",", "USING", "UPDA
 def written_by_body(body: str, dialect: str, sql_mode: str = "") -> Iterator[Write]:
     """Each table the body writes, by the rule of the module's docstring (its string
     literals read as bodies too, but for a message a body only raises); `sql_mode`: a
-    MySQL body's. A MySQL body is read with its strings' backslash escapes and without:
-    the catalog shows it as the server rewrote it (MariaDB's information_schema shows
-    the string 'a\\\\' as 'a\\'), so its sql_mode does not tell which reading is the
-    server's, and a table either reading finds written counts."""
-    readings = [sql_mode]
-    if family(dialect) == "mysql":
-        readings.append(f"{sql_mode},NO_BACKSLASH_ESCAPES")
-    for reading in readings:
+    MySQL body's. A body is read each way its strings may end (bodytokens.readings):
+    MariaDB's information_schema shows a MySQL body as the server rewrote it (the string
+    'a\\\\' as 'a\\'), and a PostgreSQL function's own SET may turn
+    standard_conforming_strings off; a table either reading finds written counts."""
+    for reading in readings(dialect, sql_mode):
         yield from _written(code_tokens(body, dialect, reading), dialect, sql_mode)
 
 

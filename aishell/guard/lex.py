@@ -91,7 +91,7 @@ def _nested_comment_end(sql: str, i: int) -> int | None:
     return None
 
 
-def _postgresql(sql: str, i: int) -> tuple[str, int | None] | None:
+def _postgresql(sql: str, i: int, escape_all: bool = False) -> tuple[str, int | None] | None:
     """(kind, end) of the comment or literal that starts at sql[i], if one does."""
     ch, pair = sql[i], sql[i : i + 2]
     if pair == "--":
@@ -100,8 +100,9 @@ def _postgresql(sql: str, i: int) -> tuple[str, int | None] | None:
         return "comment", _nested_comment_end(sql, i)
     if ch == "'":
         # E'...' takes backslash escapes; every other string only doubles its quote
-        # (standard_conforming_strings, which every aishell session pins on).
-        escaped = (
+        # (standard_conforming_strings, which every aishell session pins on), but where
+        # the setting is off (`escape_all`: a function's own SET may turn it off).
+        escaped = escape_all or (
             i >= 1 and sql[i - 1] in "Ee" and (i < 2 or not _IDENTIFIER_CHAR.match(sql[i - 2]))
         )
         return "literal", _quoted_end(sql, i, "'", escaped)
@@ -165,16 +166,22 @@ _OPENERS = {"postgresql": "-/'\"$", "mysql": "#-/'\"`", "sqlite": "-/'\"`["}
 
 
 def opened_at(
-    sql: str, i: int, dialect: str, backslash: bool = True, ansi_quotes: bool = False
+    sql: str,
+    i: int,
+    dialect: str,
+    backslash: bool = True,
+    ansi_quotes: bool = False,
+    escape_all: bool = False,
 ) -> tuple[str, int | None] | None:
     """(kind, end) of what sql[i] opens as `dialect`'s server reads it: a comment, a
     literal (a string or a quoted name), MySQL's executable comment, PostgreSQL's
     Unicode-escaped name; end None where it is not closed. None where it opens none.
-    MySQL's sql_mode: NO_BACKSLASH_ESCAPES (`backslash` false), ANSI_QUOTES."""
+    MySQL's sql_mode: NO_BACKSLASH_ESCAPES (`backslash` false), ANSI_QUOTES; PostgreSQL's
+    standard_conforming_strings off (`escape_all`)."""
     if sql[i] not in _OPENERS[dialect]:
         return None
     if dialect == "postgresql":
-        return _postgresql(sql, i)
+        return _postgresql(sql, i, escape_all)
     if dialect == "mysql":
         return _mysql(sql, i, backslash, ansi_quotes)
     return _sqlite(sql, i)

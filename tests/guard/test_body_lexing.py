@@ -56,6 +56,13 @@ HIDING = {
         "",
         "BEGIN SET @a = 1--1; INSERT INTO audit VALUES (OLD.id); END",
     ),
+    # A function's own SET standard_conforming_strings = off: '...' takes escapes.
+    "conforming strings off": (
+        "postgresql",
+        "standard_conforming_strings = off",
+        "DECLARE x text; BEGIN x := 'a\\' -- '; INSERT INTO audit VALUES (OLD.id);\n"
+        "RETURN OLD; END",
+    ),
     "bracketed name": (
         "sqlite",
         "",
@@ -95,12 +102,17 @@ def test_a_name_ending_in_e_is_no_escape_prefix() -> None:
 
 
 def _trigger(dialect: str, sql_mode: str, body: str) -> tuple[str, ...]:
-    """logs_gone after a DELETE on logs, running `body`, made under `sql_mode`."""
+    """logs_gone after a DELETE on logs, running `body`, made under `sql_mode` (MySQL)
+    or with that setting of its own (PostgreSQL)."""
     if dialect == "postgresql":
+        # A setting of the function's own: its body is read under it when it runs (and
+        # not checked when it is made, where the session's would read it otherwise).
+        setting = f"SET {sql_mode} " if sql_mode else ""
         return (
             "DROP TRIGGER logs_gone ON logs",
+            "SET check_function_bodies = off",
             "CREATE OR REPLACE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql "
-            f"AS $${body}$$",
+            f"{setting}AS $${body}$$",
             "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
             "EXECUTE FUNCTION logs_gone()",
         )

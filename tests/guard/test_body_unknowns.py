@@ -51,6 +51,17 @@ BUILT = [
         "SELECT ts_rewrite(a::tsquery, 'SELECT t, s FROM ' || x)",
         "ts_rewrite(a::tsquery, 'SELECT t, s FROM ' || x)",
     ),
+    # Brackets are a call's own (their comma splits no argument); a listed function
+    # with more or fewer arguments than its form that runs text is said all the same.
+    (
+        "BEGIN PERFORM query_to_xml(ARRAY[q, 'x'][1], true, false, ''); END",
+        "query_to_xml(ARRAY[q, 'x'][1], true, false, '')",
+    ),
+    ("SELECT ts_rewrite(ARRAY[a, b][1]::tsquery, q)", "ts_rewrite(ARRAY[a, b][1]::tsquery, q)"),
+    ("SELECT query_to_xml(q)", "query_to_xml(q)"),
+    # A function's own SET standard_conforming_strings = off makes '...' take
+    # backslash escapes: what a reading by the pinned setting takes for a comment runs.
+    ("BEGIN x := 'a\\' -- '; EXECUTE q;\n RETURN NEW; END", "EXECUTE q"),
     # Shown up to SHOWN characters.
     ("BEGIN EXECUTE " + "x || " * 30 + "y; END", ("EXECUTE " + "x || " * 30)[: SHOWN - 3] + "..."),
 ]
