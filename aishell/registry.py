@@ -428,20 +428,20 @@ def _sql_implementation(
     check_sql = form.check_sql
     if check_sql is not None and verdicts.write_reason(PLACEHOLDER.sub('"x"', check_sql), dialect):
         raise fail(f"{where}.check_sql {CHECK_SQL_MUST}")
+    for sql in (*form.statements, *([check_sql] if check_sql else [])):
+        placed = verdicts.placed_bind(PLACEHOLDER.sub('"x"', sql), dialect)
+        if placed is not None:
+            joined = f"CONCAT('text ', {placed})" if dialect == "mysql" else f"'text ' || {placed}"
+            raise fail(
+                f"{where}: {placed} stands inside a string or a comment, where no value is "
+                f"bound; bind it where a value goes ({joined}): {sql.strip()}"
+            )
     for statement in form.statements:
         _, reason = verdicts.classify(PLACEHOLDER.sub('"x"', statement), dialect)
         if reason in ("transaction control inside a step", "more than one statement"):
             # Each statement is one call: the executor owns transactions and the guard
             # sees every statement on its own.
             raise fail(f"{where}.sql: {reason} is not allowed: {statement.strip()}")
-        for sql in (statement, check_sql or ""):
-            placed = verdicts.placed_bind(PLACEHOLDER.sub('"x"', sql), dialect)
-            if placed is not None:
-                raise fail(
-                    f"{where}: {placed} stands inside a string or a comment, where the "
-                    "driver would write its value as SQL text; bind it where a value "
-                    f"goes (CONCAT('text ', {placed}), 'text ' || {placed}): {sql.strip()}"
-                )
         glued = GLUED_PLACEHOLDER.search(statement + " " + (check_sql or ""))
         if glued is not None:
             raise fail(

@@ -114,8 +114,8 @@ class Guard:
         if placed is not None:
             # Whatever the step may do: the server would run the value as SQL.
             reason = (
-                f"its parameter {placed} stands inside a string or a comment, where the "
-                "driver writes the value as SQL text instead of binding it"
+                f"its parameter {placed} stands inside a string or a comment, where no value "
+                "is bound (PyMySQL would write the value there as SQL text)"
             )
             return reason, Classification(True, RiskLevel.CRITICAL, reason)
         sql = driver_to_text(statement, paramstyle)
@@ -457,8 +457,9 @@ def guarded(conn: Connection, guard: Guard) -> Iterator[None]:
 
 
 def _placed_bind(statement: str, dialect: str, paramstyle: str) -> str | None:
-    """A parameter the driver writes into a literal or comment (lex.bind_outside_code):
-    pyformat and format drivers put values into the text; SQLite's binds its own."""
+    """A parameter inside a literal or comment (lex.bind_outside_code) of a statement a
+    pyformat or format driver takes: PyMySQL writes the value into the text there, and
+    psycopg sends a $n the server reads as text; SQLite's driver binds its own."""
     if paramstyle not in ("pyformat", "format"):
         return None
     return bind_outside_code(statement, family(dialect), driver=True)

@@ -338,9 +338,11 @@ def _as_dbapi_error(engine: Engine, raised: BaseException) -> DBAPIError | None:
     return None
 
 
-# A login the server refused: PostgreSQL's invalid_password and invalid_authorization_
-# specification, MySQL's ER_ACCESS_DENIED_ERROR.
-_LOGIN_REFUSED = frozenset({"28P01", "28000", 1045})
+# A password the server refused: MySQL's ER_ACCESS_DENIED_ERROR; PostgreSQL's words, as
+# psycopg gives a failed connection no SQLSTATE (a missing role or pg_hba.conf entry is
+# no password's fault, and not said so).
+_LOGIN_REFUSED = 1045
+_PG_PASSWORD_REFUSED = ("password authentication failed", "no password supplied")
 
 
 def _connect_failure(target: Target, exc: DBAPIError) -> str:
@@ -349,10 +351,14 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
     orig = exc.orig
     timed_out = (orig is not None and pymysql_timed_out(orig)) or "timeout expired" in str(orig)
     if not timed_out:
-        code = getattr(orig, "sqlstate", None) or next(iter(getattr(orig, "args", ())), None)
-        if code in _LOGIN_REFUSED and target.login is not None:
-            return f"{server_message(exc)}; password from {target.login.password_from}"
-        return server_message(exc)
+        said = server_message(exc)
+        code = next(iter(getattr(orig, "args", ())), None)
+        refused = code == _LOGIN_REFUSED or any(
+            words in str(orig) for words in _PG_PASSWORD_REFUSED
+        )
+        if refused and target.login is not None:
+            return f"{said}; password from {target.login.password_from}"
+        return said
     url = target.engine.url
     return (
         f"{url.host}:{url.port or ''} did not answer within "
