@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from aishell.agents.archive import absolute_archive, archive_problem, archives_fixed
 from aishell.agents.bounded import within_deadline
@@ -24,6 +25,7 @@ from aishell.errors import AishellError, PlanError, UsageError
 from aishell.guard.connection import Guard, guarded
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_from_dict
+from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.partitions import PartitionTree
 from aishell.tool.params import IDENTIFIER_KINDS
 
@@ -165,6 +167,11 @@ class PluginAgent:
             return within_deadline(partial(getattr(self.agent, method), *args), self._who)
         except AishellError:
             raise
+        except DBAPIError as exc:
+            if is_lock_timeout(exc) and not exc.connection_invalidated:
+                raise  # a table another session holds: said as any held table is
+            said = failure("", self.name, self.package, exc).error
+            raise PlanError(f"{self._who} failed to {doing}: {said}") from exc
         except PLUGIN_FAILURES as exc:  # the plugin's code: its failure, named as its own
             said = failure("", self.name, self.package, exc).error
             raise PlanError(f"{self._who} failed to {doing}: {said}") from exc

@@ -181,10 +181,13 @@ def _checked_tables(
             raise
         with suppress(DBAPIError):
             conn.rollback()  # PostgreSQL answers nothing else in the failed transaction
+        # The tables the job names, and a purge's archive table: one of them is held.
+        named = [*(job.get("tables") or [job.get("table")]), job.get("archive_table")]
+        held = [str(each) for each in dict.fromkeys(named) if each]
         raise TableHeld(
-            f"{', '.join(tables) or 'a table'} could not be read to check the "
+            f"{', '.join(held) or 'a table'} could not be read to check the "
             f"{agent.name} job: held ({server_message(exc)}), by "
-            f"{lock_holders(conn, list(tables))}; plan again once it is released"
+            f"{lock_holders(conn, held)}; plan again once it is released"
         ) from exc
     return tables
 

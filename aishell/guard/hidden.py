@@ -37,7 +37,7 @@ from aishell.guard.calls import (
     trust_parameters,
     vouched_for,
 )
-from aishell.guard.lex import without_comments
+from aishell.guard.lex import code_only, without_comments
 from aishell.guard.operators import exact_operators, implied_operators
 from aishell.guard.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
 
@@ -81,7 +81,8 @@ class HiddenWriters:
         if not self.operators:
             return None
         code = without_comments(sql, dialect)
-        implied = implied_operators(code)
+        # Words in code alone: a string's or a quoted name's (NOT LIKE 'pg\_%') are none.
+        implied = implied_operators(code_only(sql, dialect) or code)
         return next(
             (symbol for symbol in sorted(self.operators) if symbol in code or symbol in implied),
             None,
