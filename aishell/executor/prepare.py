@@ -110,7 +110,8 @@ def prepare(
     """Resolve, check, render and measure the step, then ask the policy; None when its
     condition does not hold (it is skipped). Anything wrong fails the step and stops the run.
     Preparing only reads, so a lock timeout on the way (a table another session holds)
-    is tried again as the step's own would be (the agent's max_retries, with backoff);
+    and a lost connection (made again first) are tried again as the step's own would
+    be (the agent's max_retries, with backoff);
     the lock still held after that fails the step naming who holds it, but a tool that
     skips held tables (heldtables.py) ends skipped, as it does for a table dropped since
     the run read it."""

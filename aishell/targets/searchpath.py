@@ -58,7 +58,8 @@ def pinned(path: str) -> str:
 
 
 def pin_search_path(dbapi_conn: Any, record: Any) -> None:
-    """Pin a new connection's search_path (see the module's docstring)."""
+    """Pin a new connection's search_path (see the module's docstring), and keep its
+    role and reported settings as it began (SESSION_START_KEY)."""
     cursor = dbapi_conn.cursor()
     try:
         # Functions named by schema, and CURRENT_USER, which is a keyword: nothing a

@@ -29,7 +29,7 @@ def _key(kind: str, sql: str, dialect: str) -> str:
 
 
 class CatalogVerdicts:
-    """classify() and write_reason() of the catalog's SQL, from the cache where it holds
+    """classify(), write_reason() and placed_bind() of the catalog's SQL, from the cache where it holds
     them; keep() writes back what this load used, if that is not what it found."""
 
     def __init__(self, state_home: Path | None = None) -> None:
