@@ -117,10 +117,10 @@ def session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None
 def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | None:
     """PostgreSQL's part of session_changed: what the server reports with every answer
     (the read-only default, string escapes; the time zone, date and interval styles,
-    superuser status and session authorization as the session began); with `thorough`, its search_path, its role (a
-    function's set_config('role', ...) makes every name after it resolve in that role's
-    schema, and the steps after it run as that role) and the statement limit aishell
-    set."""
+    superuser status and session authorization as the session began); with `thorough`,
+    its search_path, its role (a function's set_config('role', ...) makes every name
+    after it resolve in that role's schema, and the steps after it run as that role)
+    and the statement limit aishell set."""
     info = cursor.connection.info
     for name in ("default_transaction_read_only", "standard_conforming_strings"):
         value = info.parameter_status(name)  # None from a server before 14

@@ -29,8 +29,9 @@ def _key(kind: str, sql: str, dialect: str) -> str:
 
 
 class CatalogVerdicts:
-    """classify(), write_reason() and placed_bind() of the catalog's SQL, from the cache where it holds
-    them; keep() writes back what this load used, if that is not what it found."""
+    """classify(), write_reason() and placed_bind() of the catalog's SQL, from the cache
+    where it holds them; keep() writes back what this load used, if that is not what it
+    found."""
 
     def __init__(self, state_home: Path | None = None) -> None:
         self._path = cache_file(state_home, VERDICTS_ENTRY) if state_home is not None else None
