@@ -44,13 +44,19 @@ def _tool(sql: str, engine: str) -> dict[str, object]:
     )
 
 
-@pytest.mark.parametrize("engine", ["mysql", "postgresql", "sqlite"])
-@pytest.mark.parametrize("sql", PLACED)
+# "..." is a string on MySQL alone (a name elsewhere, where no parameter is read).
+@pytest.mark.parametrize(
+    ("sql", "engine"),
+    [
+        (sql, engine)
+        for sql in PLACED
+        for engine in ("mysql", "postgresql", "sqlite")
+        if '"' not in sql or engine == "mysql"
+    ],
+)
 def test_a_tool_with_a_parameter_in_a_string_or_comment_is_refused_at_load(
     tmp_path: Path, sql: str, engine: str
 ) -> None:
-    if '"' in sql and engine != "mysql":
-        pytest.skip('"..." is a name on this engine, where a parameter is not read at all')
     with pytest.raises(CatalogError) as refused:
         load_registry([catalog(tmp_path, _tool(sql, engine))])
     assert "stands inside a string or a comment" in str(refused.value), refused.value
