@@ -46,6 +46,7 @@ from aishell.tool.definition import (
 from aishell.tool.fixedsql import SqlImplementation
 from aishell.tool.report import ReportRule, check_against_result, parse_report_rules
 from aishell.tool.risks import PerDialect
+from aishell.tool.sqltextrules import sql_text_problem
 from aishell.tool.verdicts import CatalogVerdicts
 
 # Re-exported: the rest of aishell imports the catalog's vocabulary from here.
@@ -429,13 +430,9 @@ def _sql_implementation(
     if check_sql is not None and verdicts.write_reason(PLACEHOLDER.sub('"x"', check_sql), dialect):
         raise fail(f"{where}.check_sql {CHECK_SQL_MUST}")
     for sql in (*form.statements, *([check_sql] if check_sql else [])):
-        placed = verdicts.placed_bind(PLACEHOLDER.sub('"x"', sql), dialect)
-        if placed is not None:
-            joined = f"CONCAT('text ', {placed})" if dialect == "mysql" else f"'text ' || {placed}"
-            raise fail(
-                f"{where}: {placed} stands inside a string or a comment, where no value is "
-                f"bound; bind it where a value goes ({joined}): {sql.strip()}"
-            )
+        problem = sql_text_problem(PLACEHOLDER.sub('"x"', sql), dialect, verdicts)
+        if problem is not None:
+            raise fail(f"{where}: {problem}: {sql.strip()}")
     for statement in form.statements:
         _, reason = verdicts.classify(PLACEHOLDER.sub('"x"', statement), dialect)
         if reason in ("transaction control inside a step", "more than one statement"):

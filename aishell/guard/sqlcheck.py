@@ -219,6 +219,9 @@ def write_reason(sql: str, dialect: str) -> str | None:
     sql = without_comments(sql, dialect)
     pragma = _PRAGMA.match(sql)
     if pragma:
+        code = code_only(sql, dialect)
+        if code is None or ";" in code.strip().rstrip(";"):
+            return "more than one statement"  # PRAGMA journal_mode; DELETE FROM t
         name = pragma.group(1).lower()
         if name not in _READ_PRAGMAS:
             return f"PRAGMA {name} is not a known read-only pragma"

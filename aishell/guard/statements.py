@@ -242,14 +242,29 @@ def without_leading_comments(sql: str) -> str:
     return rest
 
 
+# A pragma's name as SQLite reads it: after its schema (`main.`, spaced or quoted), up to
+# its `=` or `(`.
+_PRAGMA_NAME = re.compile(r"PRAGMA\s+(?:[\"`\[]?\w+[\"`\]]?\s*\.\s*)?[\"`\[]?(\w+)", re.IGNORECASE)
+
+
+def _pragma_risk(sql: str) -> RiskLevel:
+    """A pragma that sets: writable_schema makes sqlite_master a table that DELETE and
+    UPDATE change (dropping a table, rewriting a view) past the risk their DDL would
+    carry, so it is as critical as DROP TABLE; optimize and analysis_limit gather
+    statistics; the rest change the file's or session's settings."""
+    found = _PRAGMA_NAME.search(sql)
+    name = found.group(1).lower() if found else ""
+    if name == "writable_schema":
+        return RiskLevel.CRITICAL
+    return RiskLevel.LOW if name in ("optimize", "analysis_limit") else RiskLevel.MEDIUM
+
+
 def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:
     """The least risk a writing statement implies."""
     if isinstance(node, _TRANSACTION_CONTROL):
         return RiskLevel.HIGH
     if isinstance(node, exp.Pragma):
-        words = sql.split()
-        name = words[1].split("(")[0].lower() if len(words) > 1 else ""
-        return RiskLevel.LOW if name in ("optimize", "analysis_limit") else RiskLevel.MEDIUM
+        return _pragma_risk(sql)
     if isinstance(node, exp.Command):
         word = str(node.this).upper()
         rest = node.text("expression").upper()

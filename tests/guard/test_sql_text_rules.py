@@ -98,3 +98,22 @@ def test_the_guard_refuses_the_statement_and_the_server_runs_none_of_the_value(
             assert found.scalar() == value + "a"
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["VACUUM INTO :path", "VACUUM main INTO '/tmp/copy.db'", "/* copy */ vacuum INTO :path"],
+)
+def test_a_sql_tool_that_copies_the_database_to_a_file_is_refused_at_load(
+    tmp_path: Path, sql: str
+) -> None:
+    """VACUUM INTO writes the whole database where the SQL says: no SQL tool may, at any
+    risk it declares (the backup tools' handlers write theirs)."""
+    low = tool(
+        risk_level="low",
+        required_capabilities=["database_read", "index_manage"],
+        implementations={"sqlite": {"sql": sql}},
+    )
+    with pytest.raises(CatalogError) as refused:
+        load_registry([catalog(tmp_path, low)])
+    assert "VACUUM INTO writes a file" in str(refused.value), refused.value
