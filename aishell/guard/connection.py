@@ -33,7 +33,7 @@ from aishell.guard.statements import (
     driver_to_text,
 )
 from aishell.risk import RiskLevel
-from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS, session_changed
+from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS, reported_change, session_changed
 
 
 @dataclass
@@ -260,8 +260,14 @@ class Guard:
         known without a round trip; MariaDB (@@session.tx_read_only) and SQLite (PRAGMA
         query_only) are asked, with `ask`: one round trip at the end of a step that only
         reads (a step that writes costs none: its session is read-write anyway; what a
-        step's preparation switched is found at the end of its run)."""
+        step's preparation switched is found at the end of its run). A PostgreSQL step
+        that writes finds its session's reported settings as they began (a trigger's
+        set_config('TimeZone', ...)), so that the step that changed them is the one
+        failed, not the next that reads."""
         conn = self.connection
+        if self.writes and conn is not None and conn.dialect.name == "postgresql":
+            self._reported_kept(conn)
+            return
         if self.writes or conn is None or not (ask or conn.dialect.name == "postgresql"):
             return
         if conn.closed or conn.invalidated or not conn.info.get(ACCESS_KEY):
@@ -284,6 +290,19 @@ class Guard:
                 f"{self.label}: the step's read-only session was switched under the guard "
                 f"({changed}); what it sent that way was neither checked nor recorded, and "
                 "the step is failed"
+            )
+
+    def _reported_kept(self, conn: Connection) -> None:
+        """A step that writes: its session's reported settings as the session began."""
+        if conn.closed or conn.invalidated:
+            return
+        dbapi = conn.connection.dbapi_connection
+        changed = reported_change(conn, dbapi.info) if dbapi is not None else None
+        if changed is not None:
+            self.refused.append(changed)
+            raise SessionTampered(
+                f"{self.label}: the step changed its session ({changed}), which the steps "
+                "after it would run in; the step is failed"
             )
 
     def _begin_read_only_savepoint(self, cursor: Any) -> None:

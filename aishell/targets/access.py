@@ -126,13 +126,10 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
         value = info.parameter_status(name)  # None from a server before 14
         if value is not None and value != "on":
             return f"{name} is now {value}"
+    reported = reported_change(conn, info)
+    if reported is not None or not thorough:
+        return reported
     start = conn.info.get(SESSION_START_KEY) or {}
-    for name, was in (start.get("reported") or {}).items():
-        value = info.parameter_status(name)
-        if value is not None and value != was:
-            return f"{name} is now {value}"
-    if not thorough:
-        return None
     row = _second_cursor_row(cursor, _PG_SESSION_NOW)
     path, user, limit = row if row is not None else (None, None, None)
     pinned = conn.info.get(SEARCH_PATH_KEY)
@@ -143,6 +140,17 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
     kept = str(conn.info.get(STATEMENT_LIMIT_KEY) or "")
     if kept.startswith("SET statement_timeout = ") and kept.rsplit(" ", 1)[1] != str(limit):
         return f"statement_timeout is now {limit} ms"
+    return None
+
+
+def reported_change(conn: Connection, info: Any) -> str | None:
+    """Which of the settings PostgreSQL reports with every answer (searchpath.REPORTED)
+    differs from the session's start, said; None if none. `info`: psycopg's."""
+    start = conn.info.get(SESSION_START_KEY) or {}
+    for name, was in (start.get("reported") or {}).items():
+        value = info.parameter_status(name)
+        if value is not None and value != was:
+            return f"{name} is now {value}"
     return None
 
 

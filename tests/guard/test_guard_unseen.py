@@ -596,3 +596,28 @@ def test_a_maintenance_commands_qualified_name_is_a_name_not_a_call(
         run = run_one(config, url, "caller", _params('SELECT "x"."t" FROM (SELECT 1) x'))
         assert run.steps[0].status == "failed"
         assert "t (called as x.t)" in (run.steps[0].error or ""), run.steps[0].error
+
+
+def _run_it(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    ctx.connection.execute(text(params["statement"])).all()
+    return {}
+
+
+def test_a_step_that_writes_and_changes_its_session_is_the_one_failed(
+    home: Path, tmp_path: Path, handlers: types.ModuleType
+) -> None:
+    """A trusted function run by a step that may write sets the session's time zone:
+    that step fails, rather than the next read-only step, which did not do it."""
+    with scratch_database("postgresql", tmp_path) as url:
+        make_tables(url)
+        execute(url, *PG_TAMPER)
+        handler = Handler(sql_templates=("DELETE FROM {table} WHERE 1 = 0",), run_fn=_run_it)
+        config = handler_tool(home, url, handlers, "zoner", handler, "medium", ("retime",))
+
+        run = run_one(config, url, "zoner", _params("SELECT retime()"))
+
+        assert run.steps[0].status == "failed"
+        error = run.steps[0].error or ""
+        assert "changed its session (TimeZone is now Pacific/Apia)" in error, error
