@@ -29,13 +29,6 @@ def archive_problem(value: object) -> str:
     # As typed, before pathlib drops a trailing "/" or ".": `old/` and `.` are folders.
     if kind == "file" and os.path.basename(os.path.expanduser(where)) in ("", ".", ".."):
         return "names a folder, not a file"
-    if kind == "table" and "." in where:
-        # A table of another schema or database would be another session's business
-        # (its own locks, rights and transaction): the archive is kept beside the table.
-        return (
-            "names a schema or database: an archive table is named alone, and is the "
-            "table of that name in the purged table's own schema"
-        )
     return ""
 
 

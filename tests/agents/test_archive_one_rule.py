@@ -47,18 +47,6 @@ REFUSED = [
     ("file:old/..", "names a folder, not a file"),
     ("file:.", "names a folder, not a file"),
     ("file:old/", "names a folder, not a file"),
-    # Kept beside the purged table: another schema's or database's table is refused in
-    # words that say so, not as a table that does not exist.
-    (
-        "table:arch.app_logs_old",
-        "names a schema or database: an archive table is named alone, and is the table of "
-        "that name in the purged table's own schema",
-    ),
-    (
-        "table:otherdb.app_logs_old",
-        "names a schema or database: an archive table is named alone, and is the table of "
-        "that name in the purged table's own schema",
-    ),
 ]
 
 

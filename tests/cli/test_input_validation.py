@@ -517,12 +517,15 @@ def test_sqlite_refuses_the_purged_table_under_another_spelling(runner, demo_db,
 def test_sqlite_takes_a_dotted_or_quoted_name_as_a_name_not_a_path_to_the_table(
     demo_db, config, archive
 ):
-    # The name is quoted whole, so it can only reach a table of exactly that name.
+    # The name is quoted whole, so it can only reach a table of exactly that name; a
+    # dotted one is said so, not taken for a schema and a table of it.
     before = digest(demo_db)
-    with pytest.raises(TargetError, match="does not exist"):
+    with pytest.raises(TargetError, match="does not exist") as missing:
         commands.run_job(
             config, "log_cleanup", {"table": "app_logs", "archive_to": f"table:{archive}"}
         )
+    whole = "the name is taken whole, as one table's in the purged table's schema"
+    assert (whole in str(missing.value)) == ("." in archive), missing.value
     assert digest(demo_db) == before
 
 

@@ -46,10 +46,18 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
     wanted = _columns(conn, table)
     found = _columns(conn, archive)
     if not found:
+        # A dotted name is one table's whole name, never a schema or database and a
+        # table in it: the archive is kept beside the purged table.
+        whole = (
+            " (the name is taken whole, as one table's in the purged table's schema: an "
+            "archive in another schema or database cannot be given)"
+            if "." in archive
+            else ""
+        )
         raise TargetError(
-            f"archive table {archive} does not exist; create it with the columns of {table} "
-            f"in the same order (e.g. CREATE TABLE {archive} (LIKE {table}) on PostgreSQL, "
-            f"CREATE TABLE {archive} LIKE {table} on MySQL)"
+            f"archive table {archive} does not exist{whole}; create it with the columns of "
+            f"{table} in the same order (e.g. CREATE TABLE {archive} (LIKE {table}) on "
+            f"PostgreSQL, CREATE TABLE {archive} LIKE {table} on MySQL)"
         )
     if found != wanted:
         raise TargetError(
