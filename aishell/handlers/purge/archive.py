@@ -27,7 +27,7 @@ from aishell.handlers.purge.ownership import (
     cut_back,
     refuse_if_claimed,
 )
-from aishell.sqltext import text
+from aishell.sqltext import display, quote_identifier, text
 from aishell.targets.catalog import table_columns
 from aishell.tool.context import ToolContext
 
@@ -54,10 +54,12 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             if "." in archive
             else ""
         )
+        # In the example, quoted as the server needs it to be that one name.
+        made = display(quote_identifier(conn.dialect, archive)) if whole else archive
         raise TargetError(
             f"archive table {archive} does not exist{whole}; create it with the columns of "
-            f"{table} in the same order (e.g. CREATE TABLE {archive} (LIKE {table}) on "
-            f"PostgreSQL, CREATE TABLE {archive} LIKE {table} on MySQL)"
+            f"{table} in the same order (e.g. CREATE TABLE {made} (LIKE {table}) on "
+            f"PostgreSQL, CREATE TABLE {made} LIKE {table} on MySQL)"
         )
     if found != wanted:
         raise TargetError(
