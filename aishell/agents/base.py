@@ -167,12 +167,13 @@ class PluginAgent:
             return within_deadline(partial(getattr(self.agent, method), *args), self._who)
         except AishellError:
             raise
-        except DBAPIError as exc:
-            if is_lock_timeout(exc) and not exc.connection_invalidated:
-                raise  # a table another session holds: said as any held table is
-            said = failure("", self.name, self.package, exc).error
-            raise PlanError(f"{self._who} failed to {doing}: {said}") from exc
         except PLUGIN_FAILURES as exc:  # the plugin's code: its failure, named as its own
+            if (
+                isinstance(exc, DBAPIError)
+                and is_lock_timeout(exc)
+                and not exc.connection_invalidated
+            ):
+                raise  # a table another session holds: said as any held table is
             said = failure("", self.name, self.package, exc).error
             raise PlanError(f"{self._who} failed to {doing}: {said}") from exc
 

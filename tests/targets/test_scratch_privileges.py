@@ -7,38 +7,17 @@ backup failed validation with error 1044."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from aishell.cli import cli
 from tests.helpers import run_sql, use_target
-from tests.services import MYSQL_ADMIN, engine
-
-
-@pytest.fixture
-def own_login(mysql_url: str) -> Iterator[tuple[str, str]]:
-    """A user with every right on the scratch database and none elsewhere; (its URL
-    without the password, the environment variable that holds it)."""
-    user = f"aishell_s{uuid.uuid4().hex[:8]}"
-    database = make_url(mysql_url).database
-    admin = engine(MYSQL_ADMIN)
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'scratch-pw'"))
-        conn.execute(text(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'"))
-    try:
-        yield make_url(mysql_url).set(username=user, password=None).render_as_string(False), user
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
-        admin.dispose()
+from tests.services import MYSQL_ADMIN
 
 
 def _scratch_need(home: Path) -> dict[str, Any]:
@@ -49,16 +28,18 @@ def _scratch_need(home: Path) -> dict[str, Any]:
 
 
 def test_the_scratch_databases_grant_is_asked_for_and_is_enough(
-    home: Path, own_login: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    home: Path, mysql_user: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, user = own_login
-    monkeypatch.setenv("AISHELL_SCRATCH_PW", "scratch-pw")
+    user, password, url = mysql_user
+    # Every right on its own database, none on the scratch ones.
+    run_sql(MYSQL_ADMIN, f"REVOKE ALL ON `aishell\\_verify\\_%`.* FROM '{user}'@'%'")
+    monkeypatch.setenv("AISHELL_SCRATCH_PW", password)
     use_target(home, url)
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
     data["targets"]["db"]["password_env"] = "AISHELL_SCRATCH_PW"
     path.write_text(yaml.safe_dump(data))
-    owned = make_url(url).set(password="scratch-pw").render_as_string(False)
+    owned = make_url(url).set(password=password).render_as_string(False)
     run_sql(
         owned,
         "CREATE TABLE t (id int PRIMARY KEY, v text)",
