@@ -68,8 +68,7 @@ def code_tokens(body: str, dialect: str, sql_mode: str = "") -> list[str]:
         kind, end = found
         tokens.extend(_CODE.findall(body, last, i))
         if kind == "executable":
-            close = body.find("*/", i + 2)
-            end = len(body) if close < 0 else close + 2
+            end = _executable_end(body, i, backslash, ansi_quotes)
             inner = _EXECUTABLE.match(body[i:end])
             tokens.extend(code_tokens(inner.group(1) if inner else "", dialect, sql_mode))
         elif kind != "comment":
@@ -81,6 +80,22 @@ def code_tokens(body: str, dialect: str, sql_mode: str = "") -> list[str]:
         i = last = len(body) if end is None else end
     tokens.extend(_CODE.findall(body, last))
     return tokens
+
+
+def _executable_end(body: str, i: int, backslash: bool, ansi_quotes: bool) -> int:
+    """Where MySQL's executable comment opened at body[i] ends: at the first `*/` in its
+    code. The server reads the code inside as code, so a `*/` in a string, a quoted name
+    or a line comment there ends nothing (`/*! , '*/', 2 */` is one comment)."""
+    j = body.index("!", i) + 1
+    while j < len(body):
+        if body.startswith("*/", j):
+            return j + 2
+        found = opened_at(body, j, "mysql", backslash, ansi_quotes)
+        if found is None or found[0] == "executable":
+            j += 1
+        else:
+            j = len(body) if found[1] is None else found[1]
+    return len(body)
 
 
 def literal_text(token: str) -> str | None:

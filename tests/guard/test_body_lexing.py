@@ -56,6 +56,13 @@ HIDING = {
         "",
         "BEGIN SET @a = 1--1; INSERT INTO audit VALUES (OLD.id); END",
     ),
+    # The code inside MySQL's executable comment is read as code: a `*/` in its string
+    # ends nothing.
+    "executable comment's string": (
+        "mysql",
+        "",
+        "BEGIN SET @x = 1 /*!, @y = '*/ -- ' */; INSERT INTO audit VALUES (OLD.id); END",
+    ),
     # A function's own SET standard_conforming_strings = off: '...' takes escapes.
     "conforming strings off": (
         "postgresql",
