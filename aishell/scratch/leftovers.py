@@ -31,9 +31,11 @@ BACKUP = "backup"  # a finished file that is a backup only once its manifest exi
 DATABASE = "database"  # a scratch database on a target's server
 PROCESS = "process"  # a child process and its process group
 
-# The only database names a scratch entry may drop: a damaged or edited state store
-# must never be able to name a real database.
-SCRATCH_DATABASE = re.compile(r"aishell_verify_[0-9a-f]{10}")
+# A scratch database's name: this prefix and 10 hex digits. The only database names a
+# scratch entry may drop: a damaged or edited state store must never be able to name a
+# real database.
+SCRATCH_DATABASE_PREFIX = "aishell_verify_"
+SCRATCH_DATABASE = re.compile(rf"{SCRATCH_DATABASE_PREFIX}[0-9a-f]{{10}}")
 SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
 
 

@@ -43,7 +43,7 @@ from aishell.handlers.backup.measure import (
 from aishell.handlers.backup.pgincrement import SCHEMA_SHA256, schema_lines
 from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, server_env
 from aishell.handlers.backup.sqliteincrement import schema_problems
-from aishell.scratch.leftovers import DATABASE
+from aishell.scratch.leftovers import DATABASE, SCRATCH_DATABASE_PREFIX
 from aishell.sqltext import quote_identifier, text
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
@@ -128,7 +128,7 @@ def scratch_server_database(
     session of the step's, which may send nothing else. Its name, and what gives it the
     source's settings once restored into (a restore must not run under them: a
     database's default_transaction_read_only would refuse it)."""
-    name = f"aishell_verify_{uuid.uuid4().hex[:10]}"
+    name = f"{SCRATCH_DATABASE_PREFIX}{uuid.uuid4().hex[:10]}"
     dialect = conn.dialect.name
     create, drop = SCRATCH_DATABASE_SQL[family(dialect)][:2]
     like = _made_like(conn)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepFailed
 from aishell.handlers import skip_table
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
+from aishell.scratch.leftovers import SCRATCH_DATABASE_PREFIX
 from aishell.sqltext import display, mysql_account, quote_identifier, text
 from aishell.targets.catalog import user_tables
 
@@ -246,8 +247,8 @@ _GLOBAL_ONLY = {"PROCESS"}
 # validate_backup restores into a scratch database named aishell_verify_<10 hex digits>
 # and dumps it again to compare (validate.py): what that restore and dump take there,
 # as a grant on the pattern gives it (seen on MariaDB 10.11, one privilege at a time).
-_SCRATCH_PATTERN = "aishell\\_verify\\_%"
-_SCRATCH_SAMPLE = "aishell_verify_0123456789"
+_SCRATCH_PATTERN = SCRATCH_DATABASE_PREFIX.replace("_", "\\_") + "%"
+_SCRATCH_SAMPLE = f"{SCRATCH_DATABASE_PREFIX}0123456789"
 _SCRATCH_NEEDS = (
     "SELECT", "INSERT", "CREATE", "DROP", "ALTER", "LOCK TABLES", "CREATE VIEW", "SHOW VIEW",
     "TRIGGER", "EVENT", "CREATE ROUTINE", "ALTER ROUTINE",
