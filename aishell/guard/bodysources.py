@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from sqlalchemy.engine import Connection
 
+from aishell.guard.pgcode import pg_extension_code
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writtentables import Write
 from aishell.sqltext import text
@@ -49,9 +50,7 @@ _PG_CODE = (
     "CAST(CAST(p.oid AS pg_catalog.regproc) AS pg_catalog.text), "
     "(SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = p.pronamespace), "
     "p.proname, (SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid = p.prolang), "
-    "p.provolatile <> 'v' AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
-    "WHERE d.classid = CAST('pg_catalog.pg_proc' AS pg_catalog.regclass) "
-    "AND d.objid = p.oid AND d.deptype = 'e')"
+    f"p.provolatile <> 'v' AND {pg_extension_code()}"
 )
 _PG_BODIES = (
     f"{PG_FAMILY}, aishell_body(who, src, fn, fn_schema, fn_name, lang, extension_reads) AS ("

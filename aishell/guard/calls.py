@@ -21,6 +21,8 @@ from typing import Any
 import sqlglot
 from sqlglot import TokenType
 
+from aishell.guard.pgcode import pg_catalog_function, pg_extension_code
+from aishell.guard.sidefunctions import RUNS_WHAT_IT_IS_GIVEN
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
 from aishell.guard.statements import plain_maintenance
 
@@ -291,9 +293,10 @@ def vouched_for(schema: str | None, name: str, trusted: Iterable[str], fold: boo
 
 def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
     """PG_MAY_WRITE's parameters for a target's trusted_functions (`schema.name` or
-    `name`)."""
+    `name`), and the catalog's functions it counts that run what they are given."""
     qualified = [name.split(".", 1) for name in trusted if "." in name]
     return {
+        "runs_given": sorted(RUNS_WHAT_IT_IS_GIVEN),
         "trusted_any": [name for name in trusted if "." not in name],
         "trusted_schemas": [schema for schema, _ in qualified],
         "trusted_names": [name for _, name in qualified],
@@ -307,11 +310,7 @@ def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
 # unless trusted (trust_parameters: bound as name arrays, compared name to name, so no
 # operator a database defines is chosen over the catalog's).
 PG_USER_DEFINED = (
-    "(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
-    " SELECT 1 FROM pg_catalog.pg_depend x"
-    " WHERE x.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass"
-    " AND x.objid = p.oid"
-    " AND x.deptype = 'e'))"
+    f"(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT {pg_extension_code()})"
 )
 PG_TRUSTED_BY_SITE = (
     "(p.proname = ANY(%(trusted_any)s::pg_catalog.name[]) OR EXISTS ("
@@ -325,16 +324,17 @@ PG_MAY_WRITE = (
     " ON s.oid OPERATOR(pg_catalog.=) ANY(ARRAY["
     " a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,"
     " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn]::pg_catalog.oid[])"
-    f" WHERE a.aggfnoid::pg_catalog.oid = p.oid AND s.provolatile = 'v') OR {PG_USER_DEFINED})"
+    f" WHERE a.aggfnoid::pg_catalog.oid = p.oid AND s.provolatile = 'v') OR {PG_USER_DEFINED}"
+    f" OR {pg_catalog_function('%(runs_given)s::pg_catalog.name[]')})"
     f" AND NOT ({PG_USER_DEFINED} AND {PG_TRUSTED_BY_SITE}))"
 )
 PG_TRUSTED = (
-    "(n.nspname = 'pg_catalog' OR EXISTS ("
+    "(n.nspname = 'pg_catalog' OR (EXISTS ("
     " SELECT 1 FROM pg_catalog.pg_depend d"
     " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
     " WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass"
     " AND d.objid = p.oid"
-    " AND d.deptype = 'e' AND e.extname = ANY(%(extensions)s)))"
+    f" AND d.deptype = 'e' AND e.extname = ANY(%(extensions)s)) AND {pg_extension_code()}))"
 )
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from sqlalchemy.engine import Connection
 
+from aishell.guard.pgcode import pg_extension_code
 from aishell.guard.statements import without_leading_comments
 from aishell.sqltext import text
 
@@ -54,10 +55,8 @@ _ONLY_ON = {"sql_drop": ("DROP", "ALTER"), "table_rewrite": ("ALTER",)}
 # catalog's, not an installed extension's).
 _ENABLED = (
     "SELECT e.evtname, e.evtevent, e.evtfoid::pg_catalog.regproc::text, e.evttags, n.nspname, "
-    "p.proname, n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
-    "SELECT 1 FROM pg_catalog.pg_depend d "
-    "WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass "
-    "AND d.objid = p.oid AND d.deptype = 'e') "
+    "p.proname, n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    f"AND NOT {pg_extension_code()} "
     "FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE e.evtenabled IN ('O', 'A') ORDER BY 1"

@@ -39,7 +39,9 @@ from aishell.guard.calls import (
 )
 from aishell.guard.lex import code_only, without_comments
 from aishell.guard.operators import exact_operators, implied_operators
-from aishell.guard.sqlcheck import REACHING_FUNCTIONS, SQLGLOT_DIALECT
+from aishell.guard.pgcode import TREE_CALLS, pg_stored_calls
+from aishell.guard.sidefunctions import REACHING_FUNCTIONS
+from aishell.guard.sqlcheck import SQLGLOT_DIALECT
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ _TREE_PATTERNS = {
 _CALL_OF_FN = "(%(call_head)s || x.fn::pg_catalog.text || %(call_tail)s)"
 
 _PG_HIDDEN = f"""
-WITH RECURSIVE run AS (
+WITH RECURSIVE {pg_stored_calls(_USER)}, run AS (
   SELECT pg_catalog.unnest(ARRAY[o.oprcode, o.oprrest, o.oprjoin]::pg_catalog.oid[]) AS fn
   FROM pg_catalog.pg_operator o WHERE o.oid >= {_USER}
   UNION SELECT c.castfunc FROM pg_catalog.pg_cast c WHERE c.oid >= {_USER}
@@ -197,6 +199,7 @@ WITH RECURSIVE run AS (
   UNION SELECT pg_catalog.unnest(ARRAY[r.rngcanonical, r.rngsubdiff]::pg_catalog.oid[])
   FROM pg_catalog.pg_range r WHERE r.rngtypid >= {_USER}
   UNION SELECT a.amproc FROM pg_catalog.pg_amproc a WHERE a.oid >= {_USER}
+  UNION SELECT t.fn FROM tree_calls t
   UNION SELECT d.refobjid FROM pg_catalog.pg_depend d
   WHERE d.classid = ANY (ARRAY[{_rel("pg_rewrite")}, {_rel("pg_policy")},
                               {_rel("pg_constraint")}, {_rel("pg_class")},
@@ -278,10 +281,10 @@ WITH RECURSIVE run AS (
   UNION ALL SELECT {_rel("pg_class")}, oid, false FROM ancestors
   UNION ALL SELECT {_rel("pg_class")}, oid, true FROM remote
 ), views(oid, away) AS (
-  SELECT r.ev_class, x.away FROM pg_catalog.pg_depend d
+  SELECT r.ev_class, x.away FROM deps d
   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
   JOIN reached x ON x.classid = d.refclassid AND x.objid = d.refobjid
-  WHERE d.classid = {_rel("pg_rewrite")} AND d.objid >= {_USER}
+  WHERE d.classid = {_rel("pg_rewrite")}
   UNION
   SELECT r.ev_class, v.away FROM views v
   JOIN pg_catalog.pg_depend d ON d.refclassid = {_rel("pg_class")}
@@ -295,7 +298,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 UNION ALL
 SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (policy ' || pol.polname || ')'
 FROM pg_catalog.pg_policy pol
-JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_policy")} AND d.objid = pol.oid
+JOIN deps d ON d.classid = {_rel("pg_policy")} AND d.objid = pol.oid
 JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relrowsecurity AND EXISTS (
@@ -338,7 +341,7 @@ UNION ALL
 SELECT 'domain', t.typname, t.oid::pg_catalog.regtype::pg_catalog.text
   || ' (check ' || con.conname || ')'
 FROM pg_catalog.pg_constraint con
-JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_constraint")} AND d.objid = con.oid
+JOIN deps d ON d.classid = {_rel("pg_constraint")} AND d.objid = con.oid
 JOIN pg_catalog.pg_type t ON t.oid = con.contypid
 WHERE con.oid >= {_USER} AND EXISTS (
     SELECT 1 FROM reached x WHERE x.classid = d.refclassid AND x.objid = d.refobjid)
@@ -359,6 +362,7 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             "extensions": list(READ_ONLY_EXTENSIONS),
             **trust_parameters(trusted),
             **_TREE_PATTERNS,
+            "calls": TREE_CALLS,
         },
     )
     relations: dict[str, str] = {}

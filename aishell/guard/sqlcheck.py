@@ -13,6 +13,7 @@ import sqlglot
 from sqlglot import exp
 
 from aishell.guard.lex import code_only, disagreement, without_comments
+from aishell.guard.sidefunctions import REACHING_FUNCTIONS, READING_BY_NAME, WRITING_FUNCTIONS
 
 # The parser reads statements it has no grammar for as commands, which this module
 # classifies itself; its warning about that is not for the person running aishell.
@@ -69,132 +70,12 @@ _READ_COMMANDS = {
     ),
     "postgresql": re.compile(r"^\s*SHOW\s+\w+\s*;?\s*$", re.IGNORECASE),
 }
-# Functions a SELECT can call that change something: a query that calls one writes.
-_WRITING_FUNCTIONS = frozenset(
-    {
-        "pg_reload_conf",
-        "pg_rotate_logfile",
-        "pg_switch_wal",
-        "pg_create_restore_point",
-        "set_config",
-        "nextval",
-        "setval",
-        "pg_stat_reset",
-        "pg_stat_reset_shared",
-        "pg_stat_reset_single_table_counters",
-        "pg_stat_reset_single_function_counters",
-        "pg_stat_reset_slru",
-        "pg_stat_reset_replication_slot",
-        "pg_stat_statements_reset",
-        "txid_current",
-        "pg_current_xact_id",
-        "pg_import_system_collations",
-        "pg_logical_emit_message",
-    }
-)
-# Functions that reach beyond the statement's own session: another session (ending it,
-# signalling it, taking a lock it waits on, opening one elsewhere), the server's files,
-# or state every session shares. They never run in a read, and their risk is critical.
-REACHING_FUNCTIONS = frozenset(
-    {
-        "pg_terminate_backend",
-        "pg_cancel_backend",
-        "pg_signal_backend",
-        "pg_promote",
-        "pg_wal_replay_pause",
-        "pg_wal_replay_resume",
-        "pg_log_backend_memory_contexts",
-        "pg_notify",
-        "pg_advisory_lock",
-        "pg_advisory_lock_shared",
-        "pg_advisory_xact_lock",
-        "pg_advisory_xact_lock_shared",
-        "pg_try_advisory_lock",
-        "pg_try_advisory_lock_shared",
-        "pg_try_advisory_xact_lock",
-        "pg_try_advisory_xact_lock_shared",
-        "pg_advisory_unlock",
-        "pg_advisory_unlock_shared",
-        "pg_advisory_unlock_all",
-        "pg_read_file",
-        "pg_read_binary_file",
-        "pg_stat_file",
-        "pg_ls_dir",
-        "pg_ls_logdir",
-        "pg_ls_waldir",
-        "pg_ls_tmpdir",
-        "pg_ls_archive_statusdir",
-        "pg_file_write",
-        "pg_file_rename",
-        "pg_file_unlink",
-        "pg_file_sync",
-        "pg_backup_start",
-        "pg_backup_stop",
-        "pg_start_backup",
-        "pg_stop_backup",
-        "pg_create_physical_replication_slot",
-        "pg_create_logical_replication_slot",
-        "pg_drop_replication_slot",
-        "pg_replication_slot_advance",
-        "pg_logical_slot_get_changes",
-        "pg_logical_slot_get_binary_changes",
-        "lo_import",
-        "lo_export",
-        "lo_unlink",
-        "lo_create",
-        "lo_creat",
-        "lo_open",
-        "lo_close",
-        "lo_get",
-        "lo_put",
-        "lo_from_bytea",
-        "lo_truncate",
-        "lo_truncate64",
-        "loread",
-        "lowrite",
-        "dblink",
-        "dblink_exec",
-        "dblink_connect",
-        "dblink_connect_u",
-        "dblink_disconnect",
-        "dblink_send_query",
-        "dblink_get_result",
-        "dblink_open",
-        "dblink_fetch",
-        "dblink_close",
-        "get_lock",
-        "release_lock",
-        "release_all_locks",
-        "load_file",
-        "master_pos_wait",
-        "master_gtid_wait",
-        "source_pos_wait",
-        "sys_exec",
-        "sys_eval",
-        # SQLite: loads a library's code; reads or sets the address of a tokenizer's C
-        # code, which a later query of an FTS table then calls (allowed in query_only).
-        "load_extension",
-        "fts3_tokenizer",
-    }
-)
-# Functions that read the relations (views too) a text argument names: what those run is
-# out of the statement's sight. query_to_xml() and the cursor ones are VOLATILE, which the
-# catalog's check counts; these are STABLE.
-_READING_BY_NAME = frozenset(
-    {
-        "table_to_xml",
-        "table_to_xmlschema",
-        "table_to_xml_and_xmlschema",
-        "schema_to_xml",
-        "schema_to_xmlschema",
-        "schema_to_xml_and_xmlschema",
-        "database_to_xml",
-        "database_to_xmlschema",
-        "database_to_xml_and_xmlschema",
-    }
-)
 # A MySQL/MariaDB SELECT that writes a file on the server.
 _MYSQL_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
+# MariaDB's sequence words that write, read as a column of the sequence: under sql_mode
+# ORACLE (a server's global setting too) `s.nextval` is NEXT VALUE FOR s. The parser takes
+# it for a column; `s.currval` (and `s.lastval`) only read the value last handed out.
+_MYSQL_SEQUENCE_STEPS = {"nextval": "advances", "setval": "sets"}
 
 
 def _a_read_command(sql: str, dialect: str) -> bool:
@@ -256,18 +137,36 @@ def write_reason(sql: str, dialect: str) -> str | None:
                     "it takes shared row locks (LOCK IN SHARE MODE), which hold off writers "
                     "and which a read-only transaction does not stop"
                 )
+            if dialect == "mysql" and (stepped := _sequence_step(node)) is not None:
+                return stepped
             if isinstance(node, exp.Func):
                 name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
                 if name in REACHING_FUNCTIONS:
                     return f"it calls {name}(), {REACHES}"
-                if name in _WRITING_FUNCTIONS:
+                if name in WRITING_FUNCTIONS:
                     return f"it calls {name}(), which changes server state"
-                if name in _READING_BY_NAME:
+                if name in READING_BY_NAME:
                     return (
                         f"it calls {name}(), which reads tables and views it names only as "
                         "text, running what they run"
                     )
     return None
+
+
+def _sequence_step(node: exp.Expr) -> str | None:
+    """Why a MySQL column reference (`s.nextval`, `db.s.nextval`, quoted or not) may
+    advance or set a sequence, if it may."""
+    if not isinstance(node, exp.Column) or not node.table:
+        return None
+    word = node.name.lower()
+    if word not in _MYSQL_SEQUENCE_STEPS:
+        return None
+    named = ".".join(part.name for part in node.parts)
+    return (
+        f"it reads {named}, which under sql_mode ORACLE {_MYSQL_SEQUENCE_STEPS[word]} "
+        f"sequence {node.table} (a table's column named {word} is taken for one too: "
+        "select it without the table's name)"
+    )
 
 
 # The words of a reason that make a statement's risk critical (statements._risk_of).

@@ -44,6 +44,8 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.operators import exact_operators
+from aishell.guard.pgcode import TREE_CALLS, pg_catalog_function, pg_extension_code, pg_tree_calls
+from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.guard.sqlitetriggers import trigger_events
 from aishell.guard.usercodeactions import RUNS, VERBS, Action
 from aishell.sqltext import text
@@ -207,19 +209,42 @@ def _rel(name: str) -> str:
 # of every type it is made of (a domain's base, an array's element, a range's subtype, a
 # composite's attributes). Every operator is written exactly as pg_catalog's
 # (operators.exact_operators).
+# The catalog's own functions counted as code of their own (bound: as words of this query
+# the names would read as calls).
+_OWN_CODE = "CAST(:own AS pg_catalog.name[])"
 _PG_CODE = f"""
 WITH RECURSIVE aishell_fn AS (
   SELECT p.oid, n.nspname, p.proname
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-  WHERE n.nspname <> ALL ('{{pg_catalog,information_schema}}')
-    AND NOT EXISTS (
-      SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = {_rel("pg_proc")}
-      AND e.objid = p.oid AND e.refclassid = {_rel("pg_extension")}
-      AND e.deptype = 'e')
+  WHERE (n.nspname <> ALL ('{{pg_catalog,information_schema}}')
+    AND NOT {pg_extension_code()}) OR {pg_catalog_function(_OWN_CODE)}
 ), aishell_calls AS (
   SELECT d.classid, d.objid, f.nspname, f.proname
   FROM pg_catalog.pg_depend d JOIN aishell_fn f
     ON d.refclassid = {_rel("pg_proc")} AND d.refobjid = f.oid
+  -- The catalog's own functions they call, which pg_depend does not record.
+  UNION SELECT x.classid, x.objid, f.nspname, f.proname FROM (
+    SELECT {_rel("pg_constraint")} AS classid, k.oid AS objid,
+      k.conbin::pg_catalog.text AS tree
+    FROM pg_catalog.pg_constraint k WHERE k.oid >= {_USER} AND k.conbin IS NOT NULL
+    UNION ALL SELECT {_rel("pg_attrdef")}, ad.oid, ad.adbin::pg_catalog.text
+    FROM pg_catalog.pg_attrdef ad WHERE ad.oid >= {_USER}
+    UNION ALL SELECT {_rel("pg_policy")}, p.oid, COALESCE(p.polqual::pg_catalog.text, '')
+      || COALESCE(p.polwithcheck::pg_catalog.text, '')
+    FROM pg_catalog.pg_policy p WHERE p.oid >= {_USER}
+    UNION ALL SELECT {_rel("pg_class")}, i.indexrelid,
+      COALESCE(i.indexprs::pg_catalog.text, '') || COALESCE(i.indpred::pg_catalog.text, '')
+    FROM pg_catalog.pg_index i
+    WHERE i.indexrelid >= {_USER} AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+    UNION ALL SELECT {_rel("pg_statistic_ext")}, s.oid, s.stxexprs::pg_catalog.text
+    FROM pg_catalog.pg_statistic_ext s WHERE s.oid >= {_USER} AND s.stxexprs IS NOT NULL
+    UNION ALL SELECT {_rel("pg_trigger")}, t.oid, t.tgqual::pg_catalog.text
+    FROM pg_catalog.pg_trigger t WHERE t.oid >= {_USER} AND t.tgqual IS NOT NULL
+    UNION ALL SELECT {_rel("pg_rewrite")}, r.oid, r.ev_action::pg_catalog.text
+      || COALESCE(r.ev_qual::pg_catalog.text, '')
+    FROM pg_catalog.pg_rewrite r WHERE r.oid >= {_USER} AND r.rulename <> '_RETURN'
+  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree", "CAST(:calls AS pg_catalog.text)")} c
+  JOIN aishell_fn f ON f.oid = c.fn AND c.fn < {_USER}
   UNION SELECT d.classid, d.objid, f.nspname, f.proname
   FROM pg_catalog.pg_operator o JOIN aishell_fn f ON f.oid = o.oprcode
   JOIN pg_catalog.pg_depend d ON d.refclassid = {_rel("pg_operator")} AND d.refobjid = o.oid
@@ -367,7 +392,9 @@ def _pg_events(kind: str, events: str | None) -> frozenset[str]:
 def _postgresql(conn: Connection) -> list[Code]:
     grouped: dict[tuple[Any, ...], list[tuple[str | None, str]]] = {}
     reached: dict[tuple[Any, ...], tuple[tuple[str | None, str, bool], ...]] = {}
-    for row in conn.execute(text(_PG_CODE)):
+    for row in conn.execute(
+        text(_PG_CODE), {"own": sorted(PG_CODE_OF_ITS_OWN), "calls": TREE_CALLS}
+    ):
         kind, schema, table, name, events, detail, fn_schema, fn_name, visible = row[:9]
         up_schemas, up_names, up_visible = row[9:]
         key = (kind, schema, table, name, events, detail or "")

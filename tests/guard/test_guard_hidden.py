@@ -57,6 +57,13 @@ PG_HIDDEN = {
         "CREATE VIEW hv_over AS SELECT * FROM hv",
     ],
     "quoted-view": ['CREATE VIEW "Hv" AS SELECT id FROM t WHERE w(id)'],
+    # The catalog's table_to_xml reads a relation whose name it is given at run time:
+    # no dependency of hv's names the view it reads.
+    "view-named-at-run-time": [
+        "CREATE VIEW ev AS SELECT id FROM t WHERE w(id)",
+        "CREATE VIEW hv AS SELECT "
+        "pg_catalog.table_to_xml(('e' || 'v')::text::regclass, true, false, '') AS doc",
+    ],
     # The aggregate itself is marked IMMUTABLE; its transition function writes.
     "aggregate": ["CREATE AGGREGATE h_agg(int) (sfunc = w_sum, stype = int)"],
     "operator": ["CREATE OPERATOR @> (LEFTARG = int, RIGHTARG = int, FUNCTION = w_eq)"],
@@ -80,6 +87,7 @@ PG_READS = {
     "view": "SELECT * FROM hv",
     "view-over-view": "SELECT count(*) FROM public.hv_over",
     "quoted-view": 'SELECT * FROM "Hv"',
+    "view-named-at-run-time": "SELECT doc::text FROM hv",
     "aggregate": "SELECT h_agg(id) FROM t",
     "operator": "SELECT count(*) FROM t WHERE id @> 3",
     "unreadable-operator": "SELECT count(*) FROM t WHERE id === 3",
@@ -92,6 +100,7 @@ PG_NAMED = {
     "view",
     "view-over-view",
     "quoted-view",
+    "view-named-at-run-time",
     "aggregate",
     "policy",
     "operator",

@@ -1,0 +1,90 @@
+"""Which PostgreSQL functions are code the catalog cannot vouch for, as SQL conditions.
+
+The guard asks the server's catalog what a statement, a view, an index or a trigger runs.
+Two kinds of function there are not what they seem: an extension's member that its
+owner added to it (membership proves nothing of its code), and the catalog's own
+functions that run what they are given at run time, which no dependency records.
+"""
+
+from __future__ import annotations
+
+
+def pg_extension_code(fn: str = "p", owner: str = "proowner", catalog: str = "pg_proc") -> str:
+    """SQL: whether the object `fn` (a function, or with `owner` and `catalog` another
+    object of an extension: an operator class) belongs to an installed extension as its
+    script made it: a member owned by a superuser. An extension's owner may add an
+    object of their own to it (ALTER EXTENSION ... ADD FUNCTION), and a trusted
+    extension is owned by whoever created it, so membership alone is no proof; its
+    script's objects are owned by the superuser that ran it."""
+    return (
+        "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend x"
+        f" WHERE x.classid OPERATOR(pg_catalog.=) 'pg_catalog.{catalog}'::pg_catalog.regclass"
+        f" AND x.objid OPERATOR(pg_catalog.=) {fn}.oid AND x.deptype = 'e')"
+        " AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r"
+        f" WHERE r.oid OPERATOR(pg_catalog.=) {fn}.{owner} AND r.rolsuper))"
+    )
+
+
+def pg_catalog_function(listed: str, fn: str = "p", namespace: str = "n") -> str:
+    """SQL: whether the function `fn` (its schema `namespace`) is the catalog's own of the
+    names `listed` (SQL of a bound name[]: the names as words of aishell's own query would
+    read as calls of them), ts_rewrite only of two arguments (its other form runs
+    nothing given)."""
+    return (
+        f"({namespace}.nspname = 'pg_catalog' AND {fn}.proname = ANY ({listed}) "
+        f"AND ({fn}.proname <> 'ts_rewrite' OR {fn}.pronargs = 2))"
+    )
+
+
+# A call in a stored expression's node tree (a view's rule, a policy, a check, a default,
+# an index expression), as its text shows it: a function's, an operator's, an
+# aggregate's, a window function's. The server records no dependency on its catalog's own
+# functions, so only the tree tells that a view calls pg_terminate_backend(). A name in
+# the tree has its white space escaped, so no name reads as a call.
+TREE_CALLS = r":(funcid|opfuncid|aggfnoid|winfnoid|opno) ([0-9]+)"
+
+
+def pg_tree_calls(tree: str, pattern: str) -> str:
+    """SQL: the functions (column fn) the node tree text `tree` calls, an operator as its
+    function; `pattern`: TREE_CALLS, bound as a parameter."""
+    return (
+        "(SELECT CASE WHEN m[1] = 'opno' THEN (SELECT o.oprcode::pg_catalog.oid "
+        "FROM pg_catalog.pg_operator o WHERE o.oid = m[2]::pg_catalog.oid) "
+        f"ELSE m[2]::pg_catalog.oid END AS fn FROM pg_catalog.regexp_matches({tree}, "
+        f"{pattern}, 'g') AS m)"
+    )
+
+
+def pg_stored_calls(user: str) -> str:
+    """SQL: two CTEs for a query run with psycopg's parameters, `calls` bound to
+    TREE_CALLS. tree_calls(classid, objid, fn): what the views, policies and domain
+    checks of objects from oid `user` on call of the catalog's own functions, read from
+    their node trees; deps(classid, objid, refclassid, refobjid): every call of theirs,
+    pg_depend's (of functions a user made) and those."""
+
+    def rel(name: str) -> str:
+        return f"'pg_catalog.{name}'::pg_catalog.regclass::pg_catalog.oid"
+
+    return f"""tree_calls(classid, objid, fn) AS (
+  -- What user views, policies and domain checks call of the catalog's own functions,
+  -- which pg_depend does not record: read from their node trees.
+  SELECT x.classid, x.objid, c.fn FROM (
+    SELECT {rel("pg_rewrite")} AS classid, r.oid AS objid,
+      r.ev_action::pg_catalog.text || COALESCE(r.ev_qual::pg_catalog.text, '') AS tree
+    FROM pg_catalog.pg_rewrite r WHERE r.oid >= {user}
+    UNION ALL SELECT {rel("pg_policy")}, p.oid, COALESCE(p.polqual::pg_catalog.text, '')
+      || COALESCE(p.polwithcheck::pg_catalog.text, '')
+    FROM pg_catalog.pg_policy p WHERE p.oid >= {user}
+    UNION ALL SELECT {rel("pg_constraint")}, k.oid, k.conbin::pg_catalog.text
+    FROM pg_catalog.pg_constraint k
+    WHERE k.oid >= {user} AND k.contypid <> '0'::pg_catalog.oid AND k.conbin IS NOT NULL
+  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree", "%(calls)s")} c
+  WHERE c.fn < {user}
+), deps(classid, objid, refclassid, refobjid) AS (
+  -- Their calls as pg_depend shows them (of functions a user made), and those.
+  SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+  WHERE d.classid = ANY (ARRAY[{rel("pg_rewrite")}, {rel("pg_policy")},
+                              {rel("pg_constraint")}])
+    AND d.objid >= {user}
+  UNION ALL SELECT t.classid, t.objid, {rel("pg_proc")}, t.fn FROM tree_calls t
+)"""
