@@ -527,7 +527,8 @@ def test_sqlite_takes_a_dotted_or_quoted_name_as_a_name_not_a_path_to_the_table(
     whole = "the name is taken whole, as one table's in the purged table's schema"
     assert (whole in str(missing.value)) == ("." in archive), missing.value
     if "." in archive:  # the example makes that one table, quoted whole
-        assert f'CREATE TABLE "{archive}" (LIKE app_logs)' in str(missing.value)
+        made = f'CREATE TABLE "{archive}" AS SELECT * FROM "app_logs" WHERE 0'
+        assert f"(e.g. {made})" in str(missing.value)
     assert digest(demo_db) == before
 
 

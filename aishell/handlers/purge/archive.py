@@ -1,13 +1,16 @@
 """Where a purge keeps the rows it deletes: an archive table, checked to be another table
-shaped like the purged one, or an archive file, cut back on every start to the length
-checkpointed with the last committed batch, so each row is archived exactly once. The
-file is new, outside the folders aishell keeps for itself, and only the run that made it
-(known by device and inode in its checkpoint) writes to it again; what it may cut off,
-and which other run it refuses, is ownership.py's."""
+shaped like the purged one that the purge's own DELETE does not write (a foreign key's
+action, a trigger's code: each batch holds to it too, archivekept.py), or an archive
+file, cut back on every start to the length checkpointed with the last committed batch,
+so each row is archived exactly once. The file is new, outside the folders aishell keeps
+for itself, and only the run that made it (known by device and inode in its checkpoint)
+writes to it again; what it may cut off, and which other run it refuses, is
+ownership.py's."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -19,6 +22,7 @@ from sqlalchemy.engine import Connection
 from aishell.dialects import family
 from aishell.errors import StepFailed, TargetError, UsageError
 from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
+from aishell.guard.writereach import write_reach
 from aishell.handlers.purge.archivefile import ArchiveFile
 from aishell.handlers.purge.archiveshape import check_durable, check_plain_archive
 from aishell.handlers.purge.ownership import (
@@ -54,12 +58,9 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             if "." in archive
             else ""
         )
-        # In the example, quoted as the server needs it to be that one name.
-        made = display(quote_identifier(conn.dialect, archive)) if whole else archive
         raise TargetError(
             f"archive table {archive} does not exist{whole}; create it with the columns of "
-            f"{table} in the same order (e.g. CREATE TABLE {made} (LIKE {table}) on "
-            f"PostgreSQL, CREATE TABLE {made} LIKE {table} on MySQL)"
+            f"{table} in the same order (e.g. {_made_like(conn, table, archive)})"
         )
     if found != wanted:
         raise TargetError(
@@ -67,9 +68,138 @@ def check_archive_table(conn: Connection, table: str, archive: str) -> list[str]
             f"not those of {table} ({', '.join(wanted)}) in the same order"
         )
     check_plain_archive(conn, table, archive)
+    if conn.dialect.name == "postgresql":
+        _check_pg_nulls(conn, table, archive)
     # The purged table's engine too, in the same query (prepare.py checks it alone).
     check_durable(conn, table, archive)
+    _refuse_reached_archive(conn, table, archive)
     return table_columns(conn, archive, stored_only=True)
+
+
+# The statement that makes an archive table of the purged table's columns, in the
+# target's own SQL, both names quoted as it needs them: {a} the archive, {t} the table.
+# SQLite has no LIKE: a query of no row gives the columns in order, each of its
+# column's type affinity (the archive's shape check compares those).
+_MADE_LIKE = {
+    "postgresql": "CREATE TABLE {a} (LIKE {t})",
+    "mysql": "CREATE TABLE {a} LIKE {t}",
+    "sqlite": "CREATE TABLE {a} AS SELECT * FROM {t} WHERE 0",
+}
+
+
+def _made_like(conn: Connection, table: str, archive: str) -> str:
+    """The target's statement that makes the archive table, as a person copies it."""
+    quoted = {
+        name: display(quote_identifier(conn.dialect, v))
+        for name, v in (("a", archive), ("t", table))
+    }
+    return _MADE_LIKE[family(conn.dialect.name)].format(**quoted)
+
+
+# Each column of the purged table and of the archive table, in order, and whether it
+# refuses NULL. PostgreSQL converts no value on a copy: of a column's definition, only
+# its type (_PG_PROBLEMS compares it) could change what is copied, and a NOT NULL the
+# purged column lacks fails the batch that copies a NULL (a collation orders values and
+# changes none).
+_PG_NOT_NULL = (
+    "SELECT c.relname = :a, a.attname::pg_catalog.text, a.attnotnull "
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname IN (:t, :a) AND n.nspname = pg_catalog.current_schema() "
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+
+def _check_pg_nulls(conn: Connection, table: str, archive: str) -> None:
+    """Refuse, in one line, an archive table whose column refuses the NULLs the purged
+    table's column (by position) holds: the batch that copies one would fail midway."""
+    found: dict[bool, list[tuple[str, bool]]] = {True: [], False: []}
+    for is_archive, name, not_null in conn.execute(text(_PG_NOT_NULL), {"t": table, "a": archive}):
+        found[bool(is_archive)].append((str(name), bool(not_null)))
+    refused = [
+        name
+        for (name, not_null), (_, source_not_null) in zip(found[True], found[False], strict=False)
+        if not_null and not source_not_null
+    ]
+    if refused:
+        raise TargetError(
+            f"archive table {archive} refuses NULL in column {', '.join(refused)}, where "
+            f"{table} takes it: a batch that copies a NULL there would fail; let it take "
+            f"NULL (ALTER TABLE {archive} ALTER COLUMN {refused[0]} DROP NOT NULL), or "
+            "archive to a file"
+        )
+
+
+# What a write does to the archive table, as said.
+_DOES = {
+    "DELETE": "deletes rows of",
+    "UPDATE": "updates rows of",
+    "INSERT": "inserts rows into",
+    "TRUNCATE": "empties",
+}
+
+
+def _refuse_reached_archive(conn: Connection, table: str, archive: str) -> None:
+    """Refuse, in one line, an archive table that the purge's own DELETE writes, as its
+    write reach finds it (guard/writereach.py): a foreign key of the archive table's that
+    references the purged table (ON DELETE CASCADE deletes each copy as its row goes, SET
+    NULL changes it), or a trigger or rule whose code writes it, in each batch's own
+    transaction, after the copy. The copies would be gone or changed while the purge
+    said every row archived. (What no body's text shows, each batch looks for itself:
+    archivekept.py.)"""
+    reach = write_reach(conn, [f"DELETE FROM {quote_identifier(conn.dialect, table)}"])
+    # Beyond the DELETE's own: what foreign keys' actions and code's bodies write.
+    beyond = (reach.by_keys + reach.by_bodies) if reach is not None else []
+    if reach is None or not beyond:
+        return
+    here = _current_schema(conn)
+    write = next(
+        (
+            w
+            for w in beyond
+            if (w.schema is None or _folded(conn, w.schema) == here)
+            and _same_table(conn, archive, w.table)
+        ),
+        None,
+    )
+    if write is None:
+        return
+    if write in reach.by_keys:
+        how = "a foreign key's action"
+        named = re.compile(rf"(?:^|[\s.]){re.escape(archive)}\.", re.IGNORECASE)
+        shown = [c for c in reach.cascades if named.search(c)]
+    else:
+        how = "the code of a trigger or rule it fires"
+        shown = list(reach.fires)
+    raise TargetError(
+        f"archive table {archive} cannot keep a purge's copies: the DELETE from {table} "
+        f"{_DOES.get(write.event, 'writes')} it through {how}"
+        + (f" ({'; '.join(shown)})" if shown else "")
+        + ", in each batch's transaction after its copy, so the copies would be gone or "
+        "changed while the purge said every row archived; drop that foreign key or "
+        "trigger, or archive into another table or to a file"
+    )
+
+
+def _current_schema(conn: Connection) -> str:
+    """The schema (MySQL: database) the archive table is in, as _folded compares it."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return str(conn.execute(text("SELECT pg_catalog.current_schema()")).scalar())
+    if family(dialect) == "mysql":
+        return _folded(conn, str(conn.execute(text("SELECT DATABASE()")).scalar()))
+    return "main"
+
+
+def _folded(conn: Connection, schema: str) -> str:
+    """A schema's name as the server compares it: SQLite folds ASCII case, MySQL
+    databases' names fold where lower_case_table_names is 1 or 2."""
+    if conn.dialect.name == "sqlite":
+        return schema.lower()
+    if family(conn.dialect.name) == "mysql":
+        folding = int(conn.execute(text("SELECT @@lower_case_table_names")).scalar() or 0)
+        return schema.lower() if folding else schema
+    return schema
 
 
 def _columns(conn: Connection, table: str) -> list[str]:

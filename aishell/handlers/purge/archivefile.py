@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy.engine import Connection
+
 from aishell.errors import StepFailed
 from aishell.files import file_mode, fsync_dir, kind_of, make_private_dirs
+from aishell.sqltext import text
 
 # Appending (and reading back a batch in doubt), never following a symbolic link at
 # the file's own name.
@@ -150,8 +153,37 @@ class ArchiveFile:
             self._fd = -1
 
 
+# MySQL's TIMESTAMP columns, which the server hands in the session's time_zone: there the
+# two instants of a daylight-saving fold read alike, and the file is the rows' only copy.
+_ZONED_SQL = (
+    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+    "AND TABLE_NAME = :t AND DATA_TYPE = 'timestamp'"
+)
+# Such a column as the instant it holds, as UTC text with its offset. UNIX_TIMESTAMP of a
+# TIMESTAMP column is its stored value, read in no zone, and added to the epoch as a
+# DATETIME no zone reads it either (nor does the session's time_zone change, which the
+# purge's cutoff is compared in). Written as Python writes a time (a fraction only where
+# there is one); 0 is the zero date and NULL is NULL, both kept as the server hands them.
+_INSTANT = (
+    "IF(UNIX_TIMESTAMP({c}), DATE_FORMAT(TIMESTAMP'1970-01-01 00:00:00' + INTERVAL "
+    "UNIX_TIMESTAMP({c}) SECOND, IF(UNIX_TIMESTAMP({c}) = FLOOR(UNIX_TIMESTAMP({c})), "
+    "'%Y-%m-%dT%H:%i:%s+00:00', '%Y-%m-%dT%H:%i:%s.%f+00:00')), {c})"
+)
+
+
+def zoned_columns(conn: Connection, table: str) -> set[str]:
+    """The columns of a MySQL table whose values the session's time_zone reads."""
+    return {str(r[0]) for r in conn.execute(text(_ZONED_SQL), {"t": table})}
+
+
+def instant_of(column: str) -> str:
+    """A quoted TIMESTAMP column as the file holds it: the exact instant, in UTC."""
+    return _INSTANT.format(c=column)
+
+
 def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
-    """The rows as the file holds them: one JSON object a line."""
+    """The rows as the file holds them: one JSON object a line. An aware time keeps its
+    offset (psycopg's timestamptz; MySQL's TIMESTAMP arrives as UTC text, instant_of)."""
     lines = [
         json.dumps(dict(zip(columns, row, strict=True)), default=_jsonable, sort_keys=False)
         for row in rows

@@ -9,8 +9,11 @@ another table went during a purge). So the archive table is refused, with one li
 naming each thing that would run, unless it has none: no generated column, no default
 but a plain constant, no trigger or rule, no check or domain constraint, nor index (its
 expressions, predicate or operator class: an INSERT evaluates them), that calls a
-user-defined function, no row security, and each column of the purged table's type
-(SQLite: of its type affinity).
+user-defined function (or one of the catalog's that runs SQL it is given, reaches beyond
+its session or changes server state: pg_depend records none of those), no row security,
+and each column of the purged table's type (SQLite: of its type affinity; MariaDB: of
+its character set and collation too, taking NULL where it does, since a server whose
+sql_mode is not strict stores what a column cannot hold as something else).
 
 And each table a batch writes keeps what it wrote only when the batch commits
 (check_durable): on MariaDB a purged or archive table whose engine keeps no
@@ -24,6 +27,7 @@ purged: the rows a crash empties it of were not the purge's to keep.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -31,6 +35,13 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.guard.lex import code_only
+from aishell.guard.pgcode import (
+    TREE_CALLS,
+    pg_catalog_function,
+    pg_extension_code,
+    pg_tree_calls,
+)
+from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.sqltext import text
 
 _PG_REL = (
@@ -38,22 +49,35 @@ _PG_REL = (
     "ON n.oid = c.relnamespace WHERE c.relname = :{name} "
     "AND n.nspname = pg_catalog.current_schema())"
 )
-# Whether the object (classid, objid) calls a function of the database's own, by name
-# or through an operator.
-_PG_CALLS_USER_CODE = (
-    "EXISTS (SELECT 1 FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
-    "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid "
-    "AND o.oid = d.refobjid "
-    "JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN d.refclassid = "
-    "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid THEN d.refobjid "
-    "ELSE o.oprcode::pg_catalog.oid END "
-    "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
-    "WHERE d.classid = '{classid}'::pg_catalog.regclass::pg_catalog.oid AND d.objid = {objid} "
-    "AND pn.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
-    "SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
-    "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid AND e.objid = p.oid "
-    "AND e.deptype = 'e'))"
-)
+
+
+# What such a check, domain or index calls, as said.
+_CODE = "a user-defined function or server code of its own"
+
+
+def _pg_calls_user_code(classid: str, objid: str, tree: str) -> str:
+    """SQL: whether the object (classid, objid) calls a function of the database's own,
+    by name or through an operator (as pg_depend records it), or one of the catalog's
+    that is code of its own (PG_CODE_OF_ITS_OWN, bound as :own), which only its node
+    tree `tree` shows (:calls, TREE_CALLS)."""
+    return (
+        "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
+        "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid "
+        "AND o.oid = d.refobjid "
+        "JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN d.refclassid = "
+        "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid THEN d.refobjid "
+        "ELSE o.oprcode::pg_catalog.oid END "
+        "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
+        f"WHERE d.classid = '{classid}'::pg_catalog.regclass::pg_catalog.oid "
+        f"AND d.objid = {objid} AND pn.nspname NOT IN ('pg_catalog', 'information_schema') "
+        f"AND NOT {pg_extension_code()}) OR EXISTS (SELECT 1 FROM "
+        f"{pg_tree_calls(tree, 'CAST(:calls AS pg_catalog.text)')} c "
+        "JOIN pg_catalog.pg_proc p ON p.oid = c.fn "
+        "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
+        f"WHERE {pg_catalog_function('CAST(:own AS pg_catalog.name[])', 'p', 'pn')}))"
+    )
+
+
 _PG_PROBLEMS = (
     f"WITH RECURSIVE arc AS (SELECT {_PG_REL.format(name='a')} AS oid), "
     f"src AS (SELECT {_PG_REL.format(name='t')} AS oid), "
@@ -78,20 +102,23 @@ _PG_PROBLEMS = (
     "JOIN arc ON r.ev_class = arc.oid WHERE r.rulename <> '_RETURN' "
     "UNION ALL SELECT 'check', k.conname::text, pg_catalog.pg_get_constraintdef(k.oid) "
     "FROM pg_catalog.pg_constraint k JOIN arc ON k.conrelid = arc.oid WHERE k.contype = 'c' "
-    "AND " + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_constraint", objid="k.oid") + " "
+    "AND " + _pg_calls_user_code("pg_catalog.pg_constraint", "k.oid", "k.conbin::text") + " "
     "UNION ALL SELECT DISTINCT 'domain', d.col::text, d.typ::pg_catalog.regtype::text "
     "FROM domains d JOIN pg_catalog.pg_constraint k ON k.contypid = d.typ WHERE "
-    + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_constraint", objid="k.oid")
+    + _pg_calls_user_code("pg_catalog.pg_constraint", "k.oid", "k.conbin::text")
     + " UNION ALL SELECT 'index', i.indexrelid::pg_catalog.regclass::text, "
     "pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i JOIN arc "
     "ON i.indrelid = arc.oid WHERE "
-    + _PG_CALLS_USER_CODE.format(classid="pg_catalog.pg_class", objid="i.indexrelid")
+    + _pg_calls_user_code(
+        "pg_catalog.pg_class",
+        "i.indexrelid",
+        "COALESCE(i.indexprs::text, '') || COALESCE(i.indpred::text, '')",
+    )
     + " OR EXISTS (SELECT 1 FROM pg_catalog.pg_opclass oc JOIN pg_catalog.pg_namespace "
     "ocn ON ocn.oid = oc.opcnamespace WHERE oc.oid = ANY (i.indclass::pg_catalog.oid[]) "
-    "AND ocn.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
-    "SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = "
-    "'pg_catalog.pg_opclass'::pg_catalog.regclass::pg_catalog.oid AND e.objid = oc.oid "
-    "AND e.deptype = 'e'))"
+    "AND ocn.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT "
+    + pg_extension_code("oc", "opcowner", "pg_opclass")
+    + ")"
     " UNION ALL SELECT 'type', c.attname::text, pg_catalog.format_type(c.atttypid, "
     "c.atttypmod) || ', not ' || pg_catalog.format_type(s.atttypid, s.atttypmod) FROM ("
     "SELECT c.*, pg_catalog.row_number() OVER (ORDER BY c.attnum) AS i FROM cols c) c JOIN ("
@@ -106,9 +133,13 @@ _MYSQL_KIND = (
     "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
     "AND TABLE_NAME = :a"
 )
+# With each column's character set, collation and nullability: a server whose sql_mode
+# is not strict stores what an archive column cannot hold as something else ('漢字' into
+# latin1 as '??', NULL into NOT NULL as ''), where COLUMN_TYPE is the same.
 _MYSQL_COLUMNS = (
     "SELECT TABLE_NAME = :a, COLUMN_NAME, IS_GENERATED, GENERATION_EXPRESSION, "
-    "COLUMN_DEFAULT, COLUMN_TYPE FROM information_schema.COLUMNS "
+    "COLUMN_DEFAULT, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, IS_NULLABLE "
+    "FROM information_schema.COLUMNS "
     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (:a, :t) ORDER BY ORDINAL_POSITION"
 )
 _MYSQL_TRIGGERS = (
@@ -173,7 +204,8 @@ def check_plain_archive(conn: Connection, table: str, archive: str) -> None:
     dialect = conn.dialect.name
     names = {"t": table, "a": archive}
     if dialect == "postgresql":
-        problems = [_said(*row) for row in conn.execute(text(_PG_PROBLEMS), names)]
+        bound = {**names, "own": sorted(PG_CODE_OF_ITS_OWN), "calls": TREE_CALLS}
+        problems = [_said(*row) for row in conn.execute(text(_PG_PROBLEMS), bound)]
     elif family(dialect) == "mysql":
         problems = _mysql(conn, names)
     else:
@@ -243,9 +275,12 @@ def _said(kind: str, name: str | None, what: str | None) -> str:
         "default": f"column {name} defaults to {what}, not a plain constant",
         "trigger": f"trigger {name}" + (f" ({what})" if what else ""),
         "rule": f"rule {name}",
-        "check": f"check constraint {name} calls a user-defined function ({what})",
-        "domain": f"column {name} is of domain {what}, whose check calls a user-defined function",
-        "index": f"index {name} calls a user-defined function or operator class ({what})",
+        "check": f"check constraint {name} calls {_CODE} ({what})",
+        "domain": f"column {name} is of domain {what}, whose check calls {_CODE}",
+        "index": (
+            f"index {name} calls a user-defined function or operator class, or server code "
+            f"of its own ({what})"
+        ),
         "type": f"column {name} is {what} as in the purged table",
     }[kind]
 
@@ -255,22 +290,22 @@ def _mysql(conn: Connection, names: dict[str, str]) -> list[str]:
     kind = conn.execute(text(_MYSQL_KIND), names).scalar()
     if kind not in (None, "BASE TABLE"):
         problems.append(_said("kind", None, str(kind).lower()))
-    archive: list[tuple[str, str]] = []
-    source: list[str] = []
-    for is_archive, name, generated, expression, default, typ in conn.execute(
+    archive: list[tuple[str, _MySqlColumn]] = []
+    source: list[_MySqlColumn] = []
+    for is_archive, name, generated, expression, default, *column in conn.execute(
         text(_MYSQL_COLUMNS), names
     ):
         if not is_archive:
-            source.append(typ)
+            source.append(_MySqlColumn(*column))
             continue
-        archive.append((name, typ))
+        archive.append((name, _MySqlColumn(*column)))
         if generated == "ALWAYS":
             problems.append(_said("generated", name, expression))
         elif default is not None and not _plain_default(str(default)):
             problems.append(_said("default", name, default))
-    for (name, typ), wanted in zip(archive, source, strict=False):
-        if typ != wanted:
-            problems.append(_said("type", name, f"{typ}, not {wanted}"))
+    for (name, found), wanted in zip(archive, source, strict=False):
+        if not found.holds(wanted):
+            problems.append(_said("type", name, found.against(wanted)))
     for name, event in conn.execute(text(_MYSQL_TRIGGERS), names):
         problems.append(_said("trigger", name, event))
     checks = list(conn.execute(text(_MYSQL_CHECKS), names))
@@ -281,6 +316,40 @@ def _mysql(conn: Connection, names: dict[str, str]) -> list[str]:
         if called & udfs or (called and "*" in udfs):
             problems.append(_said("check", name, clause))
     return problems
+
+
+class _MySqlColumn(NamedTuple):
+    """A column as the archive's copy depends on it: its type, character set and
+    collation, and whether it takes NULL (information_schema.COLUMNS)."""
+
+    type: str
+    charset: str | None
+    collation: str | None
+    nullable: str
+
+    def holds(self, source: _MySqlColumn) -> bool:
+        """Whether every value of the purged table's column is copied here unchanged: the
+        same type, character set and collation, and NULL taken where the source takes it
+        (a column that takes NULL where the source does not changes nothing)."""
+        same = self[:3] == source[:3]
+        return same and (self.nullable == "YES" or source.nullable != "YES")
+
+    def against(self, source: _MySqlColumn) -> str:
+        """This definition and the source's, as said: each with its type, and its
+        character set and collation where those differ, and NULL where it refuses the
+        source's."""
+        encoding = self[1:3] != source[1:3]
+        null = self.nullable != "YES" and source.nullable == "YES"
+        return f"{self._shown(encoding, null)}, not {source._shown(encoding, null)}"
+
+    def _shown(self, encoding: bool, null: bool) -> str:
+        said = self.type
+        if encoding:
+            said += f" CHARACTER SET {self.charset}" if self.charset else ""
+            said += f" COLLATE {self.collation}" if self.collation else ""
+        if null:
+            said += " NULL" if self.nullable == "YES" else " NOT NULL"
+        return said
 
 
 def _udfs(conn: Connection) -> set[str]:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed, StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
+from aishell.handlers.purge.archivekept import copy_and_delete
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
 from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, plain_key
 from aishell.handlers.purge.cutoff import zone_moved
@@ -477,13 +478,9 @@ def delete_batch(
         return _at_most(conn.execute(text(statements[0]), values).rowcount, most), None
     if batch.archive_table:
         # One transaction holds the copy and the delete (on PostgreSQL one statement):
-        # both commit, or neither, so a batch done again never copies a row twice.
-        counts = [conn.execute(text(sql), values).rowcount for sql in statements]
-        if len(set(counts)) != 1:
-            raise TargetError(
-                f"archived {counts[0]} rows but deleted {counts[-1]}; the batch was rolled back"
-            )
-        return _at_most(counts[0], most), None
+        # both commit, or neither, so a batch done again never copies a row twice. What
+        # the delete sets off must leave the copies as they were (archivekept.py).
+        return _at_most(copy_and_delete(conn, batch, statements, values, first), most), None
     assert archive is not None
     read_infinite_dates(conn)  # a row dated -infinity is archived as such
     result = conn.execute(text(statements[0]), values)
