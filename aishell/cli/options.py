@@ -302,7 +302,8 @@ force_option = click.option(
 plan_out_option = click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Save the plan, signed with this home's key, for `aishell apply`.",
+    help="Save the plan, signed with this home's key, to FILE for `aishell apply` (a file "
+    "only: - is refused).",
 )
 
 every_step_option = click.option(

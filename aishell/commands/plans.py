@@ -52,6 +52,8 @@ def plan_job(
     `out`, the plan is saved signed with the home's key, for `apply_plan`. `planner`
     is rules or llm (default: the config's planner.default).
     """
+    if out is not None:
+        _check_out(out)  # before planning, which may take a model minutes
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
@@ -106,6 +108,7 @@ def make_plan(
 def save_plan(config: Config, plan: Plan, out: Path) -> Path:
     """Write a plan file for `apply_plan`: the plan, its hash, the database it was made
     on, and a signature with this home's key (made on first use)."""
+    _check_out(out)
     if plan.target_identity is None:
         handle = open_target(config, plan.target, read_only=True)
         try:
@@ -121,6 +124,16 @@ def save_plan(config: Config, plan: Plan, out: Path) -> Path:
     # Written beside its target and renamed only over a regular file: `--out /dev/null`
     # as root must not replace the device.
     return write_beside(out, text.encode(), "Plan file", UsageError)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse `-`: whoever types it means standard output, but a plan goes to a file, as
+    every path option of aishell takes files only (`apply` reads a regular file)."""
+    if str(out) == "-":
+        raise UsageError(
+            "--out -: a plan is saved to a file for `aishell apply FILE`, not to standard "
+            "output; give a file's name (--out plan.json)"
+        )
 
 
 def load_plan_file(path: Path) -> SavedPlan:

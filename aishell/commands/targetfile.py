@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aishell.config.checks import TAG, check_target_name
+from aishell.config.checks import TAG, check_env_name, check_target_name, check_target_url
 from aishell.config.dburl import resolve_url
 from aishell.config.edit import with_target
 from aishell.config.files import validate
@@ -50,9 +50,10 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
     if new.name in config.main.targets:
         raise UsageError(f"Target '{new.name}' exists in {config.path}; pick another name")
     fields: dict[str, str | list[str]] = {
-        "url": target_url(new.location, new.service),
+        "url": _checked_url(new),
         "environment": new.environment,
     }
+    _check_password_env(new.password_env)
     path = config.path
     if path.resolve().is_relative_to(bundled_config_dir().resolve()):
         raise ConfigError(
@@ -88,6 +89,30 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
         "tags": list(dict.fromkeys(new.tags)),
         "checked": server or None,
     }
+
+
+def _checked_url(new: NewTarget) -> str:
+    """The target's URL, refused as what was typed (LOCATION or --service) when a config
+    would refuse it: the file is not yet touched, so its key is not to blame."""
+    url = target_url(new.location, new.service)
+    try:
+        check_target_url(url)
+    except ValueError as exc:
+        # Not repeated: the location may hold what a person took for a password.
+        given = "--service" if new.service is not None else "The location"
+        raise UsageError(f"{given} is not one aishell can use: {exc}") from None
+    return url
+
+
+def _check_password_env(variable: str | None) -> None:
+    """--password-env refused as the option, before the file is read."""
+    try:
+        check_env_name(variable)
+    except ValueError as exc:
+        # Not repeated: a password typed where its variable's name goes is still secret.
+        raise UsageError(
+            f"--password-env: {exc}; give the name of the variable that holds the password"
+        ) from None
 
 
 def _named_as(

@@ -170,8 +170,7 @@ def outcome(results: list[StepResult]) -> tuple[str, str | None]:
     if failed is not None:
         return FAILED, f"{failed.step_id} ({failed.tool}) failed: {failed.error}"
     if "waiting_approval" in statuses:
-        left = [r.step_id for r in results if r.status in ("waiting_approval", "pending")]
-        return WAITING_APPROVAL, f"waiting for approval: {', '.join(left)}"
+        return WAITING_APPROVAL, _waiting(results)
     if "deferred" in statuses:
         later = [r for r in results if r.status in ("deferred", "pending")]
         why = next(r.error for r in later if r.status == "deferred")
@@ -180,3 +179,15 @@ def outcome(results: list[StepResult]) -> tuple[str, str | None]:
         changed = any(r.status == "succeeded" and r.risk_level != "safe" for r in results)
         return (COMPLETED_WITH_DENIALS if changed else DENIED), None
     return COMPLETED, None
+
+
+def _waiting(results: list[StepResult]) -> str:
+    """The steps a person may approve now, and apart from them those left pending: `aishell
+    approve --step N` takes only the first kind."""
+    waiting = [r.step_id for r in results if r.status == "waiting_approval"]
+    said = f"waiting for approval: {', '.join(waiting)}"
+    pending = [r.step_id for r in results if r.status == "pending"]
+    if pending:
+        after = "it" if len(waiting) == 1 else "them"
+        said += f" ({', '.join(pending)} pending after {after})"
+    return said

@@ -48,7 +48,7 @@ def test_postgresql_targets_add_refuses_options(home: Path, pg_url: str, form: s
     done = CliRunner().invoke(cli, ["targets", "add", "shop", where])
     assert done.exit_code == 2, done.output
     [line] = done.output.strip().splitlines()
-    assert line.startswith(f"Error: {home / CONFIG}: targets.shop.url: {REFUSED}"), line
+    assert line.startswith(f"Error: The location is not one aishell can use: {REFUSED}"), line
     assert (home / CONFIG).read_bytes() == before
 
 

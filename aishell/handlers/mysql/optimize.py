@@ -184,10 +184,12 @@ def _named(reported: str, tables: list[str]) -> list[str]:
     return [max(found, key=len)] if found else tables
 
 
-_ROW_ESTIMATES = """
-SELECT TABLE_NAME AS name, coalesce(TABLE_ROWS, 0) AS row_estimate FROM information_schema.TABLES
-WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :tables
-"""
+# One line: a dry run shows each step on one line, this read among its statements where
+# the step's inputs are only previewed.
+_ROW_ESTIMATES = (
+    "SELECT TABLE_NAME AS name, coalesce(TABLE_ROWS, 0) AS row_estimate FROM "
+    "information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :tables"
+)
 
 
 def _estimates(conn: Connection, tables: list[str]) -> dict[str, int]:
