@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from aishell import commands
 from aishell.errors import TargetError
+from aishell.executor.results import StepResult
 from aishell.handlers import Handler
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
@@ -151,6 +152,14 @@ def extension_owner(url: str) -> Iterator[str]:
         execute(url, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
 
 
+def _quick_analyze(home: Path, url: str) -> StepResult:
+    """The ANALYZE of app_logs in a quick maintenance run approved up to low risk."""
+    config = use_target(home, url)
+    plan = commands.make_plan(config, "maintenance", {"type": "quick", "tables": ["app_logs"]})
+    result = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.LOW))
+    return next(s for s in result.steps if s.tool == "update_table_statistics")
+
+
 def test_a_function_added_to_an_extension_by_its_owner_is_user_code(
     home: Path, tmp_path: Path
 ) -> None:
@@ -169,12 +178,8 @@ def test_a_function_added_to_an_extension_by_its_owner_is_user_code(
             "CREATE INDEX app_logs_zap ON app_logs ((zap(id)))",
             "SELECT setval('ran', 1, false)",
         )
-        config = use_target(home, url)
+        analyze = _quick_analyze(home, url)
 
-        plan = commands.make_plan(config, "maintenance", {"type": "quick", "tables": ["app_logs"]})
-        result = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.LOW))
-
-        analyze = next(s for s in result.steps if s.tool == "update_table_statistics")
         assert analyze.status == "waiting_approval", (analyze.status, analyze.error)
         assert "index app_logs_zap on public.app_logs evaluates public.zap()" in (
             analyze.error or ""
@@ -195,10 +200,6 @@ def test_a_trusted_extension_a_login_creates_is_still_the_extensions_code(
             *LOGS,
             "CREATE INDEX app_logs_trgm ON app_logs USING gin (msg gin_trgm_ops)",
         )
-        config = use_target(home, url)
+        analyze = _quick_analyze(home, url)
 
-        plan = commands.make_plan(config, "maintenance", {"type": "quick", "tables": ["app_logs"]})
-        result = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.LOW))
-
-        analyze = next(s for s in result.steps if s.tool == "update_table_statistics")
         assert analyze.status == "succeeded", (analyze.status, analyze.error)

@@ -104,17 +104,23 @@ REACHED = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("target", "how", "said"), REACHED, indirect=["target"], ids=[f"{d}-{h}" for d, h, _ in REACHED]
-)
-def test_an_archive_table_the_delete_writes_is_refused_when_planned(target, how, said):
-    config, url = target
+def _reaching_archive(url: str, how: str) -> None:
+    """The archive table, and what makes the purge's DELETE write it: its foreign key's
+    action (CASCADE, SET NULL) or a trigger of the purged table's (delete, update)."""
     dialect = make_url(url).get_backend_name()
     if how in ("CASCADE", "SET NULL"):
         _execute(url, _keyed_archive(dialect, how))
     else:
         _plain_archive(url)
         _execute(url, *_archive_trigger(dialect, how))
+
+
+@pytest.mark.parametrize(
+    ("target", "how", "said"), REACHED, indirect=["target"], ids=[f"{d}-{h}" for d, h, _ in REACHED]
+)
+def test_an_archive_table_the_delete_writes_is_refused_when_planned(target, how, said):
+    config, url = target
+    _reaching_archive(url, how)
     before = rows_of(url)
 
     with pytest.raises(TargetError) as refused:
@@ -200,12 +206,7 @@ SECOND_LINE = [
 )
 def test_a_batch_whose_copies_its_delete_removed_or_changed_is_rolled_back(target, how):
     _config, url = target
-    dialect = make_url(url).get_backend_name()
-    if how in ("CASCADE", "SET NULL"):
-        _execute(url, _keyed_archive(dialect, how))
-    else:
-        _plain_archive(url)
-        _execute(url, *_archive_trigger(dialect, how))
+    _reaching_archive(url, how)
     before = rows_of(url)
 
     with pytest.raises(StepFailed) as failed:
