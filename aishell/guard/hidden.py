@@ -39,7 +39,7 @@ from aishell.guard.calls import (
 )
 from aishell.guard.lex import code_only, without_comments
 from aishell.guard.operators import exact_operators, implied_operators
-from aishell.guard.pgcode import TREE_CALLS, pg_stored_calls
+from aishell.guard.pgcode import pg_stored_calls
 from aishell.guard.sidefunctions import REACHING_FUNCTIONS
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
 
@@ -362,7 +362,6 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             "extensions": list(READ_ONLY_EXTENSIONS),
             **trust_parameters(trusted),
             **_TREE_PATTERNS,
-            "calls": TREE_CALLS,
         },
     )
     relations: dict[str, str] = {}

@@ -37,27 +37,24 @@ def pg_catalog_function(listed: str, fn: str = "p", namespace: str = "n") -> str
 
 
 # A call in a stored expression's node tree (a view's rule, a policy, a check, a default,
-# an index expression), as its text shows it: a function's, an operator's, an
-# aggregate's, a window function's. The server records no dependency on its catalog's own
-# functions, so only the tree tells that a view calls pg_terminate_backend(). A name in
-# the tree has its white space escaped, so no name reads as a call.
-TREE_CALLS = r":(funcid|opfuncid|aggfnoid|winfnoid|opno) ([0-9]+)"
-
-
-def pg_tree_calls(tree: str, pattern: str) -> str:
-    """SQL: the functions (column fn) the node tree text `tree` calls, an operator as its
-    function; `pattern`: TREE_CALLS, bound as a parameter."""
+# an index expression), as its text shows it: `:funcid N`. The server records no
+# dependency on its catalog's own functions, so only the tree tells that a view calls
+# pg_terminate_backend(). An operator, aggregate or window function the catalog defines
+# calls none of PG_CODE_OF_ITS_OWN, and one a user defines is recorded. A name in the
+# tree has its white space escaped, so no name reads as a call. Split as text, not
+# matched by a regular expression: a tenth of the time over a catalog of 10,000 tables.
+def pg_tree_calls(tree: str) -> str:
+    """SQL: the functions (column fn) the node tree text `tree` calls by :funcid."""
     return (
-        "(SELECT CASE WHEN m[1] = 'opno' THEN (SELECT o.oprcode::pg_catalog.oid "
-        "FROM pg_catalog.pg_operator o WHERE o.oid = m[2]::pg_catalog.oid) "
-        f"ELSE m[2]::pg_catalog.oid END AS fn FROM pg_catalog.regexp_matches({tree}, "
-        f"{pattern}, 'g') AS m)"
+        "(SELECT pg_catalog.substring(p, '^[0-9]+')::pg_catalog.oid AS fn "
+        # The mark spelled in two, so that no driver's text takes :funcid for a parameter.
+        f"FROM pg_catalog.unnest((pg_catalog.string_to_array({tree}, "
+        "':' OPERATOR(pg_catalog.||) 'funcid '))[2:]) AS p)"
     )
 
 
 def pg_stored_calls(user: str) -> str:
-    """SQL: two CTEs for a query run with psycopg's parameters, `calls` bound to
-    TREE_CALLS. tree_calls(classid, objid, fn): what the views, policies and domain
+    """SQL: two CTEs. tree_calls(classid, objid, fn): what the views, policies and domain
     checks of objects from oid `user` on call of the catalog's own functions, read from
     their node trees; deps(classid, objid, refclassid, refobjid): every call of theirs,
     pg_depend's (of functions a user made) and those."""
@@ -78,7 +75,7 @@ def pg_stored_calls(user: str) -> str:
     UNION ALL SELECT {rel("pg_constraint")}, k.oid, k.conbin::pg_catalog.text
     FROM pg_catalog.pg_constraint k
     WHERE k.oid >= {user} AND k.contypid <> '0'::pg_catalog.oid AND k.conbin IS NOT NULL
-  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree", "%(calls)s")} c
+  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree")} c
   WHERE c.fn < {user}
 ), deps(classid, objid, refclassid, refobjid) AS (
   -- Their calls as pg_depend shows them (of functions a user made), and those.

@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.operators import exact_operators
-from aishell.guard.pgcode import TREE_CALLS, pg_catalog_function, pg_extension_code, pg_tree_calls
+from aishell.guard.pgcode import pg_catalog_function, pg_extension_code, pg_tree_calls
 from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.guard.sqlitetriggers import trigger_events
 from aishell.guard.usercodeactions import RUNS, VERBS, Action
@@ -243,7 +243,7 @@ WITH RECURSIVE aishell_fn AS (
     UNION ALL SELECT {_rel("pg_rewrite")}, r.oid, r.ev_action::pg_catalog.text
       || COALESCE(r.ev_qual::pg_catalog.text, '')
     FROM pg_catalog.pg_rewrite r WHERE r.oid >= {_USER} AND r.rulename <> '_RETURN'
-  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree", "CAST(:calls AS pg_catalog.text)")} c
+  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree")} c
   JOIN aishell_fn f ON f.oid = c.fn AND c.fn < {_USER}
   UNION SELECT d.classid, d.objid, f.nspname, f.proname
   FROM pg_catalog.pg_operator o JOIN aishell_fn f ON f.oid = o.oprcode
@@ -392,9 +392,7 @@ def _pg_events(kind: str, events: str | None) -> frozenset[str]:
 def _postgresql(conn: Connection) -> list[Code]:
     grouped: dict[tuple[Any, ...], list[tuple[str | None, str]]] = {}
     reached: dict[tuple[Any, ...], tuple[tuple[str | None, str, bool], ...]] = {}
-    for row in conn.execute(
-        text(_PG_CODE), {"own": sorted(PG_CODE_OF_ITS_OWN), "calls": TREE_CALLS}
-    ):
+    for row in conn.execute(text(_PG_CODE), {"own": sorted(PG_CODE_OF_ITS_OWN)}):
         kind, schema, table, name, events, detail, fn_schema, fn_name, visible = row[:9]
         up_schemas, up_names, up_visible = row[9:]
         key = (kind, schema, table, name, events, detail or "")

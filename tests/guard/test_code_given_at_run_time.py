@@ -71,22 +71,32 @@ def _alive(url: str, name: str) -> bool:
     )
 
 
-def test_a_view_reading_a_relation_named_at_run_time_is_no_plain_read(
-    home: Path, tmp_path: Path, handlers: types.ModuleType
+# Views that end the bystander's session when read: one through a view whose name it
+# makes at run time, one by calling the catalog's function itself. Neither call is in
+# pg_depend: it records no dependency on the catalog's own functions.
+KILLER = (
+    "pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+    "WHERE application_name = '{name}'"
+)
+VIEWS = {
+    "named-at-run-time": [
+        "CREATE FUNCTION w() RETURNS int VOLATILE LANGUAGE plpgsql AS $$ BEGIN "
+        f"PERFORM {KILLER}; RETURN 1; END $$",
+        "CREATE VIEW ev AS SELECT w() AS x",
+        "CREATE VIEW hv AS SELECT "
+        "pg_catalog.table_to_xml(('e' || 'v')::text::regclass, true, false, '') AS doc",
+    ],
+    "catalog-call": [f"CREATE VIEW hv AS SELECT {KILLER}"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VIEWS))
+def test_a_view_that_runs_what_its_dependencies_do_not_show_is_no_plain_read(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, kind: str
 ) -> None:
-    """hv calls only the catalog's table_to_xml, STABLE; the view it reads is named by
-    text made when it runs, and that view calls w()."""
     with scratch_database("postgresql", tmp_path) as url, bystander(url) as name:
         make_tables(url)
-        execute(
-            url,
-            "CREATE FUNCTION w() RETURNS int VOLATILE LANGUAGE plpgsql AS $$ BEGIN "
-            "PERFORM pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE application_name = '{name}'; RETURN 1; END $$",
-            "CREATE VIEW ev AS SELECT w() AS x",
-            "CREATE VIEW hv AS SELECT "
-            "pg_catalog.table_to_xml(('e' || 'v')::text::regclass, true, false, '') AS doc",
-        )
+        execute(url, *(sql.replace("{name}", name) for sql in VIEWS[kind]))
         handler = Handler(sql_templates=("SELECT * FROM {table}",), run_fn=_read)
         config = handler_tool(home, url, handlers, "status_reader", handler, "safe")
 

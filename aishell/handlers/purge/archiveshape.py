@@ -36,7 +36,6 @@ from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.guard.lex import code_only
 from aishell.guard.pgcode import (
-    TREE_CALLS,
     pg_catalog_function,
     pg_extension_code,
     pg_tree_calls,
@@ -59,7 +58,7 @@ def _pg_calls_user_code(classid: str, objid: str, tree: str) -> str:
     """SQL: whether the object (classid, objid) calls a function of the database's own,
     by name or through an operator (as pg_depend records it), or one of the catalog's
     that is code of its own (PG_CODE_OF_ITS_OWN, bound as :own), which only its node
-    tree `tree` shows (:calls, TREE_CALLS)."""
+    tree `tree` shows."""
     return (
         "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
         "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid "
@@ -71,7 +70,7 @@ def _pg_calls_user_code(classid: str, objid: str, tree: str) -> str:
         f"WHERE d.classid = '{classid}'::pg_catalog.regclass::pg_catalog.oid "
         f"AND d.objid = {objid} AND pn.nspname NOT IN ('pg_catalog', 'information_schema') "
         f"AND NOT {pg_extension_code()}) OR EXISTS (SELECT 1 FROM "
-        f"{pg_tree_calls(tree, 'CAST(:calls AS pg_catalog.text)')} c "
+        f"{pg_tree_calls(tree)} c "
         "JOIN pg_catalog.pg_proc p ON p.oid = c.fn "
         "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
         f"WHERE {pg_catalog_function('CAST(:own AS pg_catalog.name[])', 'p', 'pn')}))"
@@ -204,7 +203,7 @@ def check_plain_archive(conn: Connection, table: str, archive: str) -> None:
     dialect = conn.dialect.name
     names = {"t": table, "a": archive}
     if dialect == "postgresql":
-        bound = {**names, "own": sorted(PG_CODE_OF_ITS_OWN), "calls": TREE_CALLS}
+        bound = {**names, "own": sorted(PG_CODE_OF_ITS_OWN)}
         problems = [_said(*row) for row in conn.execute(text(_PG_PROBLEMS), bound)]
     elif family(dialect) == "mysql":
         problems = _mysql(conn, names)
