@@ -8,7 +8,10 @@ at its `fleet.per_server_limit`, a database in use by another run, a run interru
 a worker's shutdown and a resume whose server does not answer (while the target's
 circuit breaker lets it try) all send the task back to the queue for later.
 Approvals: nobody is asked on a worker; a step that needs a person leaves its run
-waiting_approval, named in `fleet status` and `aishell approvals`.
+waiting_approval, named in `fleet status` and `aishell approvals`. What becomes of a
+delivery that cannot go on as sent is fleetdelivery.py's. A schedule's trigger under
+`schedule serve --fleet` sends one fleet job, by the rules of a trigger that runs its
+job itself (queue_schedule).
 """
 
 from __future__ import annotations
@@ -17,35 +20,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from aishell.agents.archive import refuse_relative_archives
 from aishell.agents.available import get_agent
 from aishell.agents.base import job_as_given
-from aishell.commands.breaker import breaker_key
-from aishell.commands.runs import resume_run, run_job
+from aishell.commands.fleetdelivery import check_sent_with, keep_refusal, slot_lost
+from aishell.commands.runs import resume_run, run_job, show_run
+from aishell.commands.takeback import notify_run
 from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
-from aishell.errors import (
-    AishellError,
-    BrokerUnreachable,
-    ConfigError,
-    StateError,
-    TargetLocked,
-    TargetUnreachable,
-    UsageError,
-)
-from aishell.executor import INTERRUPTED
-from aishell.fleet.sending import broker, sent_with, unlike
+from aishell.errors import AishellError, BrokerUnreachable, StateError, TargetLocked, UsageError
+from aishell.executor import INTERRUPTED, OUT_OF_WINDOW, WAITING_APPROVAL
+from aishell.fleet.sending import broker, sent_with
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
 from aishell.registry import Registry
-from aishell.state.fleet import standing_refusal
+from aishell.scheduling.due import firing_due, trigger_key
+from aishell.state.fleet import TriggerTaken, standing_refusal
 from aishell.state.store import StateStore
 from aishell.state.values import now
 
@@ -53,10 +49,27 @@ logger = logging.getLogger(__name__)
 
 # A target's task is over once its run is in none of these.
 GOING_ON = ("running", INTERRUPTED)
+# A run a delivery of its task (a resend) resumes: one going on, and one stopped outside
+# its maintenance window, as a schedule's next trigger resumes it.
+RESUMED = (*GOING_ON, OUT_OF_WINDOW)
 # A target whose task ended before its run began: its error says why.
 NOT_STARTED = "not_started"
-# What a fleet run passes on to each target's run.
-FLEET_OPTIONS = ("dry_run", "max_run_seconds", "safety_level")
+# What a fleet job passes on to each target's new run, as run_job takes it: every option
+# a schedule stores (agents/jobs.scheduled_job), as run_schedule passes them.
+FLEET_OPTIONS = (
+    "dry_run",
+    "max_run_seconds",
+    "safety_level",
+    "force",
+    "ignore_window",
+    "reason",
+    "planner",
+)
+# What a resume of a target's run is given of them, as run_schedule resumes a schedule's
+# unfinished run: its time limit anew.
+RESUME_OPTIONS = ("max_run_seconds",)
+# A schedule's runs that its next trigger takes up before anything new (run_schedule's).
+UNFINISHED = (INTERRUPTED, OUT_OF_WINDOW)
 
 
 def fleet_run(
@@ -68,10 +81,14 @@ def fleet_run(
     options: dict[str, Any] | None = None,
     wait_seconds: float | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    trigger: tuple[str, str | None] | None = None,
+    adopted: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send the job to every selected target as one task each; with wait_seconds, watch
     the store until every target's run is over (or the wait ends) and return where each
-    stands. The job is checked before anything is sent."""
+    stands. The job is checked before anything is sent. `trigger`, `adopted`: a
+    schedule's trigger sends it (StateStore.create_fleet_job; TriggerTaken when that
+    trigger has its fleet job already)."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(options) - set(FLEET_OPTIONS))
     if unknown:
@@ -83,8 +100,12 @@ def fleet_run(
     carried = sent_with(load_catalog(config), config.agent(agent))
     with broker(config) as sender:
         with StateStore(config.state_url) as store:
-            fleet_id = store.create_fleet_job(agent, dict(job), options, selector, targets)
+            fleet_id = store.create_fleet_job(
+                agent, dict(job), options, selector, targets, trigger=trigger, adopted=adopted
+            )
         sender.send(fleet_id, targets, carried)
+        with StateStore(config.state_url) as store:
+            store.mark_fleet_sent(fleet_id)
     return watch_fleet(config, fleet_id, wait_seconds, progress)
 
 
@@ -96,15 +117,15 @@ def fleet_resend(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Send again the task of each target of a fleet job whose run is not over (queued,
-    running, interrupted) or never began (not_started, once what stopped it is mended):
-    after a send failed midway, or a broker lost its queue. A target's run starts once
-    whatever is delivered, so a task still queued is harmless. With wait_seconds, watch
-    as fleet_run does."""
+    running, interrupted, out_of_window: its delivery resumes it) or never began
+    (not_started, once what stopped it is mended): after a send failed midway, or a
+    broker lost its queue. A target's run starts once whatever is delivered, so a task
+    still queued is harmless. With wait_seconds, watch as fleet_run does."""
     summary = fleet_summary(config, fleet_id)
     pending = [
         row["target"]
         for row in summary["runs"]
-        if row["status"] in (*GOING_ON, "queued", NOT_STARTED)
+        if row["status"] in (*RESUMED, "queued", NOT_STARTED)
     ]
     if pending:
         carried = sent_with(load_catalog(config), config.agent(summary["agent"]))
@@ -114,6 +135,8 @@ def fleet_resend(
             with StateStore(config.state_url) as store:
                 store.record_resent(fleet_id, pending)
             sender.send(fleet_id, pending, carried)
+            with StateStore(config.state_url) as store:
+                store.mark_fleet_sent(fleet_id)
     return {**watch_fleet(config, fleet_id, wait_seconds, progress), "resent": pending}
 
 
@@ -221,89 +244,16 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
         earlier = store.fleet_runs(fleet_id).get(target)
     if fleet is None or target not in fleet["targets"]:
         raise UsageError(f"Fleet job {fleet_id} has no target '{target}'")
-    if earlier is not None and earlier["status"] not in GOING_ON:
+    if earlier is not None and earlier["status"] not in RESUMED:
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
-        catalog = _check_sent_with(config, fleet, carried)
+        catalog = check_sent_with(config, fleet, carried)
         return _take_turn(config, fleet, target, earlier, catalog)
     except StateError:
         raise
     except AishellError as exc:
-        return _refused(config, fleet_id, target, earlier, exc)
-
-
-def _refused(
-    config: Config,
-    fleet_id: str,
-    target: str,
-    earlier: dict[str, Any] | None,
-    exc: AishellError,
-) -> str:
-    """A delivery that failed before the target's run began, or before its run went on
-    (resumed, or a dry run started anew): the refusal is kept for `fleet show` and
-    `fleet status`, not left in a worker's log alone (the target unknown or its SQLite
-    file gone on this worker, the job refused there, a resume refused before it reopens
-    the run). Past that, the run's own row says what became of it: raised, not doubled.
-    NOT_STARTED for a target with no run; a refused resume is raised, after it is kept."""
-    with StateStore(config.state_url) as store:
-        if earlier is None:
-            went_on = store.fleet_run_id(fleet_id, target) is not None
-        else:
-            went_on = store.fleet_run_went_on(
-                fleet_id, target, earlier["run_id"], earlier["changed"]
-            )
-        if went_on:
-            raise exc
-        if earlier is not None and isinstance(exc, TargetUnreachable):
-            exc = _unreached(store, config, fleet_id, target, earlier["run_id"], exc)
-        store.record_not_started(fleet_id, target, str(exc))
-    if earlier is not None:
-        raise exc
-    return NOT_STARTED
-
-
-def _unreached(
-    store: StateStore,
-    config: Config,
-    fleet_id: str,
-    target: str,
-    run_id: str,
-    exc: TargetUnreachable,
-) -> TargetUnreachable:
-    """A resume that could not reach its target's server (restarting, failing over,
-    gone): it comes back (TryLater) every `slot_wait_seconds` while the target's circuit
-    breaker is closed, and once more when it closes again after it opened; the error to
-    keep once the breaker has counted more failed connections in a row than its
-    `failures`, the run left interrupted for `fleet resend`."""
-    # By the count, not by whether the breaker is still open: a slow connection attempt
-    # can outlast a short cool-down.
-    until, failures, _ = store.failed_in_a_row(breaker_key(config, target))
-    if failures > config.main.circuit_breaker.failures:
-        return TargetUnreachable(
-            f"{exc}; run {run_id} stays interrupted: `aishell fleet resend {fleet_id}` "
-            "once the server answers"
-        )
-    wait = config.main.fleet.slot_wait_seconds
-    if until is not None:
-        wait += max((until - datetime.now(UTC)).total_seconds(), 0.0)
-    raise TryLater(wait, f"run {run_id} waits for its server: {exc}") from None
-
-
-def _check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Registry:
-    """This worker's tool catalog, which the task's run is given; ConfigError when its
-    tools or agent config are not those the task was sent with: a job is run with what
-    it was checked and sent with, or not at all."""
-    agent = fleet["agent"]
-    catalog = load_catalog(config)
-    found = unlike(carried, sent_with(catalog, config.agent(agent)), agent)
-    if found:
-        shown = "; ".join(found[:4]) + (f"; {len(found) - 4} more" if len(found) > 4 else "")
-        raise ConfigError(
-            f"Not run: this worker's tools or agent config differ from those fleet job "
-            f"{fleet['fleet_id']} was sent with ({shown}); give this worker the sender's "
-            f"tools and config, then `aishell fleet resend {fleet['fleet_id']}`"
-        )
-    return catalog
+        keep_refusal(config, fleet_id, target, earlier, exc)
+        return NOT_STARTED
 
 
 def _take_turn(
@@ -319,12 +269,12 @@ def _take_turn(
     _, target_config = config.target(target)
     server = server_of(resolve_url(target_config.url, config.home))
     later = partial(TryLater, settings.slot_wait_seconds)
+    options, schedule = fleet["options"], fleet.get("schedule")
     how: dict[str, Any] = {
-        **fleet["options"],
         "approver": NonInteractive(why=f"fleet job {fleet_id} on a worker"),
         "catalog": catalog,
     }
-    lost = partial(_slot_lost, config, fleet_id, target, server)
+    lost = partial(slot_lost, config, fleet_id, target, server)
     with server_slot(config.state_url, server, settings.per_server_limit, lost) as held:
         if not held:
             raise later(f"{server} runs {settings.per_server_limit} already")
@@ -332,48 +282,58 @@ def _take_turn(
             # A dry run changes nothing and is not resumed: one whose worker stopped (or
             # that a delivery again finds going) is run anew, and the fleet job keeps
             # the new one.
-            if earlier is not None and not fleet["options"].get("dry_run"):
-                how.pop("dry_run", None)
-                how.pop("safety_level", None)
-                result = resume_run(config, earlier["run_id"], **how)
+            if earlier is not None and not options.get("dry_run"):
+                resumed = {k: options[k] for k in RESUME_OPTIONS if k in options}
+                result = resume_run(config, earlier["run_id"], **how, **resumed)
             else:
                 result = run_job(
-                    config, fleet["agent"], fleet["job"], target, fleet=(fleet_id, target), **how
+                    config,
+                    fleet["agent"],
+                    fleet["job"],
+                    target,
+                    fleet=(fleet_id, target),
+                    # A schedule's trigger sent it: the run is the schedule's, as run_schedule's.
+                    schedule=None if schedule is None else (schedule, "cron"),
+                    **how,
+                    **options,
                 )
         except TargetLocked as exc:
             raise later(str(exc)) from None
     if result.status == INTERRUPTED:
         raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
+    if schedule is not None:  # its outcome to the notifiers, as run_schedule sends it
+        notify_run(config, result.to_dict(), schedule, "cron")
     return result.status
-
-
-def _slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
-    """The run's slot on its server was let go under it (its session to the state store
-    cut): another worker may take it, so the run stops as `aishell stop` stops it, and
-    its task comes back once a slot is free."""
-    logger.warning("fleet %s: %s: its slot on %s was lost; its run stops", fleet_id, target, server)
-    try:
-        with StateStore(config.state_url) as store:
-            run_id = store.fleet_run_id(fleet_id, target)
-            if run_id is not None:
-                store.request_stop(run_id, f"fleet: its slot on {server} was lost")
-    except StateError as exc:  # the store is gone too: the run meets that itself
-        logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)
 
 
 def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -> None:
     """A schedule's trigger under `schedule serve --fleet`: its job sent to the queue as
     a fleet job over the schedule's target, for the workers to run; nothing runs here.
-    Runs a worker left behind are its queue's to deliver again, not the scheduler's."""
+    Runs a worker left behind are its queue's to deliver again, not the scheduler's.
+
+    The rules of run_schedule's trigger hold. The run is the schedule's: its fleet job
+    names the schedule, the worker's run is linked to it and its outcome notified, and
+    every option the schedule stores reaches the run as run_schedule passes it (one a
+    fleet job does not carry refuses the send). While the schedule's last run waits for
+    approval nothing is sent: the waiting run is notified again. A run of it left
+    unfinished (interrupted, out of its window) is resumed before anything new: its
+    fleet job's task is sent again (a run a scheduler ran itself is taken by this
+    trigger's fleet job). While its last fleet job is queued or running, nothing is
+    sent: one instance at a time. And one fleet job per trigger: the schedule and the
+    trigger's due time (due.firing_due) are kept with it in one transaction, under a
+    unique index; a trigger fired again (serve stopped or killed before it knew its send
+    had ended: scheduling/due.py) finds its job and sends what of it has not begun.
+    A failure before anything was sent is kept, logged and notified as a missed
+    trigger, then raised."""
     if how == "recover":
         return
     with StateStore(config.state_url) as store:
         schedule = store.get_schedule(name)
-    target = schedule["target"] or config.main.default_target
-    options = {"max_run_seconds": schedule["options"].get("max_run_seconds")}
+    due = firing_due()
     try:
         refuse_relative_archives(schedule, get_agent(schedule["agent"]).spec.options)
-        sent = fleet_run(config, schedule["agent"], schedule["job"], target, options=options)
+        options = _carried_options(schedule)
+        _queue_trigger(config, schedule, options, None if due is None else trigger_key(due))
     except (BrokerUnreachable, UsageError) as exc:
         # No run holds this failure: kept, logged and notified as a missed trigger.
         from aishell.scheduling.stuck import alert
@@ -381,7 +341,129 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
         with StateStore(config.state_url) as store:
             alert(config, store, name, "missed", {"due": now(), "error": str(exc)})
         raise
-    logger.info("schedule %s: sent to the queue as fleet job %s", name, sent["fleet_id"])
+
+
+def _carried_options(schedule: dict[str, Any]) -> dict[str, Any]:
+    """The schedule's stored options, which its fleet job carries to the run; refused
+    when one is none a fleet job carries: dropped, the run would not be what the
+    schedule says (a dry run that deletes, a strict one that asks nobody)."""
+    options = dict(schedule["options"])
+    unknown = sorted(set(options) - set(FLEET_OPTIONS))
+    if unknown:
+        raise UsageError(
+            f"Schedule {schedule['name']} stores {', '.join(unknown)}, which a fleet job "
+            "does not carry: nothing was sent; serve it without --fleet, or remove it and "
+            "add it again without them"
+        )
+    return options
+
+
+def _queue_trigger(
+    config: Config, schedule: dict[str, Any], options: dict[str, Any], due: str | None
+) -> None:
+    """queue_schedule's work once the schedule is read and its options checked."""
+    name = schedule["name"]
+    with StateStore(config.state_url) as store:
+        taken = None if due is None else store.trigger_fleet_job(name, due)
+        newest = store.newest_schedule_fleet_job(name)
+        recent = store.schedule_runs(name, limit=5)
+    if taken is not None:
+        _send_again(config, name, taken["fleet_id"], f"its trigger due {due} has it already")
+        return
+    if newest is not None and _still_going(config, name, newest):
+        return
+    if recent and recent[0]["status"] == WAITING_APPROVAL:
+        waiting = show_run(config, recent[0]["run_id"])
+        still = "schedule %s: run %s still waits for approval; not started again"
+        logger.info(still, name, waiting["run_id"], extra={"run_id": waiting["run_id"]})
+        notify_run(config, waiting, name, "cron")
+        return
+    unfinished = [r for r in recent if r["status"] in UNFINISHED]
+    if unfinished:  # resumed first; new work now would meet the same wall
+        _take_up(config, schedule, options, due, unfinished)
+        return
+    _send_new(config, schedule, options, due, schedule["target"], None)
+
+
+def _take_up(
+    config: Config,
+    schedule: dict[str, Any],
+    options: dict[str, Any],
+    due: str | None,
+    unfinished: list[dict[str, Any]],
+) -> None:
+    """The schedule's unfinished runs (newest first), each resumed by its fleet job's task
+    sent again, oldest first, as run_schedule resumes them."""
+    for earlier in reversed(unfinished):
+        with StateStore(config.state_url) as store:
+            fleet_id = store.fleet_job_of_run(earlier["run_id"])
+            target = store.get_run(earlier["run_id"])["target"]
+        if fleet_id is not None:
+            why = f"its run {earlier['run_id']} is unfinished"
+            _send_again(config, schedule["name"], fleet_id, why)
+            continue
+        # Left by a scheduler that ran the schedule itself: a fleet job of this trigger
+        # takes it, and its task resumes it. One such run per trigger (its key).
+        _send_new(config, schedule, options, due, target, {target: earlier["run_id"]})
+        return
+
+
+def _still_going(config: Config, name: str, newest: dict[str, Any]) -> bool:
+    """Whether the schedule's newest fleet job has a target still queued or running: its
+    trigger is not sent again, as a schedule runs one instance at a time. One never sent
+    whole (its scheduler stopped before it, and its trigger was past its grace) is not."""
+    summary = fleet_summary(config, newest["fleet_id"])
+    going = [
+        f"{row['target']} {row['status']}"
+        for row in summary["runs"]
+        if row["status"] in ("queued", "running") and not row["delivery_refused"]
+    ]
+    if not going or (newest["sent_at"] is None and "running" not in summary["counts"]):
+        return False
+    logger.info(
+        "schedule %s: its fleet job %s is still going (%s); not sent again "
+        "(`aishell fleet resend %s` if the broker lost its task)",
+        name,
+        newest["fleet_id"],
+        ", ".join(going),
+        newest["fleet_id"],
+    )
+    return True
+
+
+def _send_again(config: Config, name: str, fleet_id: str, why: str) -> None:
+    """The tasks of the schedule's fleet job whose runs are not over, sent again."""
+    resent = fleet_resend(config, fleet_id)["resent"]
+    said = ", ".join(resent) if resent else "nothing: every target's run is over"
+    logger.info("schedule %s: %s: fleet job %s sent again to %s", name, why, fleet_id, said)
+
+
+def _send_new(
+    config: Config,
+    schedule: dict[str, Any],
+    options: dict[str, Any],
+    due: str | None,
+    target: str | None,
+    adopted: dict[str, str] | None,
+) -> None:
+    """The trigger's own fleet job, sent; one the trigger has already is sent again."""
+    name = schedule["name"]
+    selector = target or config.main.default_target
+    try:
+        sent = fleet_run(
+            config,
+            schedule["agent"],
+            schedule["job"],
+            selector,
+            options=options,
+            trigger=(name, due),
+            adopted=adopted,
+        )
+    except TriggerTaken as taken:  # another scheduler's, an instant before
+        _send_again(config, name, taken.fleet_id, f"its trigger due {due} has it already")
+        return
+    took = f" to resume run {next(iter(adopted.values()))}" if adopted else ""
+    logger.info("schedule %s: sent to the queue as fleet job %s%s", name, sent["fleet_id"], took)
 
 
 def start_worker(config: Config, concurrency: int = 1, name: str | None = None) -> None:

@@ -10,7 +10,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from aishell import signalrelay
@@ -18,6 +18,8 @@ from aishell.config.models import Config
 from aishell.executor.stopping import stop_all, stops_with
 from aishell.fleet.app import RUN_TARGET, make_app
 from aishell.fleet.sending import broker
+from aishell.state.processes import BEAT_SECONDS, process_started, this_host
+from aishell.state.store import StateStore
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -74,21 +76,25 @@ def serve_worker(
         return status
 
     pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
-    return _celery_main(
-        app,
-        [
-            "worker",
-            *pool,
-            "--queues",
-            config.main.fleet.queue,
-            "--hostname",
-            name or f"aishell@{socket.gethostname()}",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-    )
+    # The processes that run the tasks beat: this one (solo), or each of the pool's
+    # children, never a parent that forks with the beat's thread in it.
+    beating = _beating(config) if concurrency == 1 else _beating_in_children(config)
+    with beating:
+        return _celery_main(
+            app,
+            [
+                "worker",
+                *pool,
+                "--queues",
+                config.main.fleet.queue,
+                "--hostname",
+                name or f"aishell@{socket.gethostname()}",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
 
 
 def _stopped_by_shutdown() -> tuple[threading.Event, Any]:
@@ -147,6 +153,71 @@ def _told(told: Any, shutdown: threading.Event) -> Iterator[None]:
     finally:
         done.set()
         watcher.join(TOLD_POLL_SECONDS * 2)
+
+
+@contextmanager
+def _beating(config: Config) -> Iterator[None]:
+    """This process says it is alive in the state store every BEAT_SECONDS while the
+    block runs (state/beats.py): on every other host the runs it runs show running while
+    it beats, and interrupted once its beat has lapsed (the worker killed, its machine
+    gone). From its start, not each task's: a task's start meets no write of it."""
+    done = _beat(config)
+    try:
+        yield
+    finally:
+        done.set()
+
+
+@contextmanager
+def _beating_in_children(config: Config) -> Iterator[None]:
+    """Each child of the worker's pool beats (_beat) from its start to its end."""
+    from celery.signals import worker_process_init
+
+    def beat_here(**_: object) -> None:
+        _beat(config)
+
+    worker_process_init.connect(beat_here, weak=False)
+    try:
+        yield
+    finally:
+        worker_process_init.disconnect(beat_here)
+
+
+def _beat(config: Config) -> threading.Event:
+    """A thread of this process that stamps its beat now and every BEAT_SECONDS until
+    the event returned is set. A beat the store fails is said (once until one is
+    stored again) and tried again at the next; it never touches a task."""
+    done = threading.Event()
+    started = process_started(os.getpid())
+    if started is None:  # no /proc: a run records no start time for a beat to match
+        return done
+
+    def beat() -> None:
+        store: StateStore | None = None
+        said = False
+        while True:
+            try:
+                if store is None:
+                    store = StateStore(config.state_url)
+                    store.forget_old_beats()
+                store.beat(this_host(), os.getpid(), started)
+                said = False
+            except Exception as exc:  # the store's failure, or anything: said, not raised
+                if not said:
+                    logger.warning("this worker's beat was not stored (tried again): %s", exc)
+                said = True
+                if store is not None:
+                    with suppress(Exception):
+                        store.close()
+                store = None
+            if done.wait(BEAT_SECONDS):
+                break
+        if store is not None:
+            with suppress(Exception):
+                store.close()
+
+    threading.Thread(target=beat, name="aishell-beat", daemon=True).start()
+    return done
 
 
 def _pass_on(taken: list[int]) -> None:

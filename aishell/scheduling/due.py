@@ -16,7 +16,9 @@ Its lines are serve's (the `aishell.scheduling.serve` logger).
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +30,10 @@ from aishell.state.store import StateStore
 
 # The job store of the schedules' jobs; serve's own jobs are in memory.
 SCHEDULES = "default"
+
+# By thread: when the trigger the thread fires was due (firing), for a run function that
+# keys its work by the trigger (under --fleet, one fleet job per trigger).
+_FIRING = threading.local()
 
 logger = logging.getLogger("aishell.scheduling.serve")
 
@@ -98,10 +104,38 @@ def take_up(scheduler: Any, store: StateStore) -> None:
 
 
 def _began_since(store: StateStore, name: str, due: datetime) -> bool:
-    return any(
+    """Whether the trigger due at `due` began its run: a run of the schedule started
+    since, or (served with --fleet) the trigger's fleet job, once its tasks all reached
+    the queue. One whose send was cut short is due again: its fire finds the fleet job
+    and sends what of it has not begun, never a second job (commands/fleet.py)."""
+    if any(
         datetime.fromisoformat(run["started_at"]) >= due
         for run in store.schedule_runs(name, limit=5)
-    )
+    ):
+        return True
+    sent = store.trigger_fleet_job(name, trigger_key(due))
+    return sent is not None and sent["sent_at"] is not None
+
+
+def trigger_key(due: datetime) -> str:
+    """A trigger's due time as its fleet job keeps it: the instant, in UTC."""
+    return due.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def firing(due: datetime | None) -> Iterator[None]:
+    """While the thread fires the trigger due at `due` (None: not known): firing_due()."""
+    _FIRING.due = due
+    try:
+        yield
+    finally:
+        _FIRING.due = None
+
+
+def firing_due() -> datetime | None:
+    """When the trigger this thread fires was due; None outside a trigger, or unknown."""
+    due: datetime | None = getattr(_FIRING, "due", None)
+    return due
 
 
 def stopped_before_start(name: str, how: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.processes import recorder_alive
 from aishell.state.schema import approval_requests, approvals, runs, steps
@@ -131,7 +132,7 @@ class ApprovalRepository(StoreCore):
         )
         if targets is not None:
             query = query.where(runs.c.target.in_(list(targets)))
-        rows = self._conn.execute(query).all()
+        rows = self._conn.execute(with_beats(query)).all()
         asked = self._latest_requests([row.run_id for row in rows])
         self._conn.rollback()
         found = []
@@ -139,7 +140,7 @@ class ApprovalRepository(StoreCore):
             request = asked.get((row.run_id, row.idx), {})
             # A run whose process is gone is not running, as list_runs shows it too.
             gone = row.run_status == "running" and not recorder_alive(
-                row.pid, row.hostname, row.pid_started
+                row.pid, row.hostname, row.pid_started, row.beat_age
             )
             found.append(
                 {

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
+from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, this_host
 from aishell.state.runlist import shown_status
@@ -22,6 +24,14 @@ RESENT = "fleet_targets_resent"
 RESUMED = "run_resumed"
 
 
+class TriggerTaken(Exception):
+    """A schedule's trigger has its fleet job already (`fleet_id`): no second is made."""
+
+    def __init__(self, fleet_id: str) -> None:
+        super().__init__(fleet_id)
+        self.fleet_id = fleet_id
+
+
 class FleetRepository(StoreCore):
     """Rows of fleet_jobs and fleet_runs."""
 
@@ -32,22 +42,84 @@ class FleetRepository(StoreCore):
         options: dict[str, Any],
         selector: str,
         targets: list[str],
+        *,
+        trigger: tuple[str, str | None] | None = None,
+        adopted: dict[str, str] | None = None,
     ) -> str:
+        """A new fleet job. `trigger`: the schedule whose trigger sends it and when that
+        was due (UTC), kept with it in the same transaction: a second job for the same
+        trigger is refused by the store's unique index (TriggerTaken, naming the first).
+        `adopted`: by target, a run the job takes as its own (a schedule's unfinished
+        run, which the target's task then resumes)."""
         fleet_id = new_run_id()
+        schedule, due = trigger if trigger is not None else (None, None)
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(fleet_jobs).values(
+                        fleet_id=fleet_id,
+                        agent=agent,
+                        job=dumps(job),
+                        options=dumps(options),
+                        selector=selector,
+                        targets=dumps(targets),
+                        created_at=now(),
+                        created_by=current_user(),
+                        schedule=schedule,
+                        due=due,
+                    )
+                )
+                for target, run_id in (adopted or {}).items():
+                    conn.execute(
+                        insert(fleet_runs).values(
+                            fleet_id=fleet_id, target=target, run_id=run_id, at=now()
+                        )
+                    )
+        except IntegrityError:
+            taken = None if due is None else self.trigger_fleet_job(str(schedule), due)
+            if taken is None:
+                raise
+            raise TriggerTaken(taken["fleet_id"]) from None
+        return fleet_id
+
+    def mark_fleet_sent(self, fleet_id: str) -> None:
+        """Every task of the fleet job reached the broker (its first send, or a resend)."""
         with self._tx() as conn:
             conn.execute(
-                insert(fleet_jobs).values(
-                    fleet_id=fleet_id,
-                    agent=agent,
-                    job=dumps(job),
-                    options=dumps(options),
-                    selector=selector,
-                    targets=dumps(targets),
-                    created_at=now(),
-                    created_by=current_user(),
-                )
+                update(fleet_jobs).where(fleet_jobs.c.fleet_id == fleet_id).values(sent_at=now())
             )
-        return fleet_id
+
+    def trigger_fleet_job(self, schedule: str, due: str) -> dict[str, Any] | None:
+        """The fleet job a schedule's trigger due at `due` made, if any."""
+        self.flush()
+        row = self._conn.execute(
+            select(fleet_jobs).where(
+                (fleet_jobs.c.schedule == schedule) & (fleet_jobs.c.due == due)
+            )
+        ).first()
+        self._conn.rollback()
+        return None if row is None else _decoded(dict(row._mapping))
+
+    def newest_schedule_fleet_job(self, schedule: str) -> dict[str, Any] | None:
+        """The newest fleet job a trigger of the schedule made, if any."""
+        self.flush()
+        row = self._conn.execute(
+            select(fleet_jobs)
+            .where(fleet_jobs.c.schedule == schedule)
+            .order_by(fleet_jobs.c.created_at.desc(), fleet_jobs.c.fleet_id.desc())
+            .limit(1)
+        ).first()
+        self._conn.rollback()
+        return None if row is None else _decoded(dict(row._mapping))
+
+    def fleet_job_of_run(self, run_id: str) -> str | None:
+        """The fleet job whose target's run `run_id` is, if any."""
+        self.flush()
+        found = self._conn.execute(
+            select(fleet_runs.c.fleet_id).where(fleet_runs.c.run_id == run_id)
+        ).scalar()
+        self._conn.rollback()
+        return None if found is None else str(found)
 
     def list_fleet_jobs(self, limit: int) -> list[dict[str, Any]]:
         """The newest fleet jobs first, at most `limit`, each as get_fleet_job gives it."""
@@ -93,7 +165,7 @@ class FleetRepository(StoreCore):
         `changed`: the id of the run's last event (its last change, as an event id, the
         order fleet_not_started's reasons are kept in)."""
         self.flush()
-        rows = self._conn.execute(
+        rows_read = (
             select(
                 fleet_runs.c.target,
                 fleet_runs.c.run_id,
@@ -108,7 +180,8 @@ class FleetRepository(StoreCore):
             )
             .join(runs, runs.c.run_id == fleet_runs.c.run_id)
             .where(fleet_runs.c.fleet_id == fleet_id)
-        ).all()
+        )
+        rows = self._conn.execute(with_beats(rows_read)).all()
         self._conn.rollback()
         return {r.target: _as_shown(r._mapping) for r in rows}
 
@@ -200,9 +273,12 @@ def reasons_kept(
 
 def _as_shown(row: Mapping[Any, Any]) -> dict[str, Any]:
     """A fleet run as every list shows it: one stored running whose process is gone (its
-    worker killed) is interrupted, as `fleet status` and `runs list` read it."""
-    found = {k: v for k, v in row.items() if k not in ("pid", "pid_started")}
-    found["status"] = shown_status(row["status"], row["pid"], row["hostname"], row["pid_started"])
+    worker killed; on another host, its beat lapsed) is interrupted, as `fleet status`
+    and `runs list` read it."""
+    found = {k: v for k, v in row.items() if k not in ("pid", "pid_started", "beat_age")}
+    found["status"] = shown_status(
+        row["status"], row["pid"], row["hostname"], row["pid_started"], row["beat_age"]
+    )
     return found
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from aishell.state.backups import PROVEN
+from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.fleet import last_change, reasons_kept, standing_refusal
 from aishell.state.runs import RunRepository
@@ -53,7 +54,8 @@ class FleetReadings(StoreCore):
 
     def last_runs(self, targets: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """The newest run of each target (of `targets`, or every one), as list_runs shows
-        a run: a run stored running whose process is gone reads interrupted."""
+        a run: a run stored running whose process is gone (or, on another host, whose
+        beat has lapsed) reads interrupted."""
         self.flush()
         newest = func.row_number().over(
             partition_by=runs.c.target, order_by=(runs.c.created_at.desc(), runs.c.run_id.desc())
@@ -62,7 +64,8 @@ class FleetReadings(StoreCore):
         if targets is not None:
             ranked = ranked.where(runs.c.target.in_(list(targets)))
         ranked_rows = ranked.subquery()
-        rows = self._conn.execute(select(ranked_rows).where(ranked_rows.c.newest == 1)).all()
+        newest_rows = with_beats(select(ranked_rows), ranked_rows)
+        rows = self._conn.execute(newest_rows.where(ranked_rows.c.newest == 1)).all()
         self._conn.rollback()
         return {row.target: RunRepository._run_dict(row._mapping) for row in rows}
 

@@ -47,11 +47,23 @@ def process_started(pid: int) -> str | None:
     return fields[19].decode()
 
 
-def recorder_alive(pid: int, hostname: str, started: str | None) -> bool:
-    """Is the process that recorded a scratch entry still running? Another host's
-    processes count as alive: they cannot be seen from here."""
+# How often a beating process (one of a fleet worker that runs its tasks) says it is alive, in
+# state/beats.py's table, and how long after its last beat, by the state store server's
+# clock, a process of another host is taken for gone: a few beats missed, not one slow
+# write of a busy store.
+BEAT_SECONDS = 5.0
+BEAT_LAPSE_SECONDS = 20
+
+
+def recorder_alive(
+    pid: int, hostname: str, started: str | None, beat_age: float | None = None
+) -> bool:
+    """Is the process that recorded a run or a scratch entry still running? Another
+    host's processes cannot be seen from here: one counts as alive unless it beats and
+    its last beat is older than BEAT_LAPSE_SECONDS (`beat_age`, seconds by the state
+    store server's clock; None: it never beat, or the caller did not read it)."""
     if hostname != this_host():
-        return True
+        return beat_age is None or beat_age <= BEAT_LAPSE_SECONDS
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except FileNotFoundError:

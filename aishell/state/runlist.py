@@ -24,11 +24,20 @@ from aishell.state.identity import marker_of
 from aishell.state.processes import recorder_alive
 from aishell.state.values import loads
 
-# What the list shows of a run: the columns run_row reads.
+# The state store server's clock as whole Unix seconds, on SQLite (beats.server_epoch):
+# there the machine's own, since a SQLite store is on the machine of all who write it.
+SQLITE_EPOCH = "CAST(strftime('%s', 'now') AS INTEGER)"
+# What the list shows of a run: the columns run_row reads, and the age of the beat of a
+# running run's process (beats.with_beats, as SQLite says it).
 _COLUMNS = (
-    "run_id, agent, target, dialect, job, plan_hash, tool_fingerprints, dry_run, "
-    "safety_level, status, created_at, finished_at, error, started_by, pid, hostname, "
-    "pid_started"
+    "runs.run_id, runs.agent, runs.target, runs.dialect, runs.job, runs.plan_hash, "
+    "runs.tool_fingerprints, runs.dry_run, runs.safety_level, runs.status, runs.created_at, "
+    "runs.finished_at, runs.error, runs.started_by, runs.pid, runs.hostname, runs.pid_started"
+)
+_BEATS = (
+    f"{SQLITE_EPOCH} - b.beat_at AS beat_age FROM runs LEFT JOIN process_beats AS b "
+    "ON b.hostname = runs.hostname AND b.pid = runs.pid AND b.pid_started = runs.pid_started "
+    "AND runs.status = 'running'"
 )
 # A reader waits this long for a writer's lock; past it, the full open waits and
 # reports as it does for every command.
@@ -37,18 +46,31 @@ _READ_WAIT_SECONDS = 1.0
 LIVE = ("running", "interrupted")
 
 
-def shown_status(status: str, pid: Any, hostname: Any, pid_started: Any) -> str:
+def shown_status(
+    status: str, pid: Any, hostname: Any, pid_started: Any, beat_age: Any = None
+) -> str:
     """A stored status as the lists show it: "running" whose process is gone is
-    "interrupted"."""
-    if status == "running" and not recorder_alive(pid, hostname, pid_started):
+    "interrupted" (on another host: whose beat has lapsed, `beat_age` as with_beats
+    reads it)."""
+    if status == "running" and not recorder_alive(pid, hostname, pid_started, beat_age):
         return "interrupted"
     return status
+
+
+def beat_age(row: Any) -> Any:
+    """A row's `beat_age` (beats.with_beats), None when its query did not read it."""
+    try:
+        return row["beat_age"]
+    except (KeyError, IndexError):
+        return None
 
 
 def run_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     """A stored run as the lists show it: a run whose process is gone is not running,
     whatever its row says."""
-    status = shown_status(row["status"], row["pid"], row["hostname"], row["pid_started"])
+    status = shown_status(
+        row["status"], row["pid"], row["hostname"], row["pid_started"], beat_age(row)
+    )
     return {
         "run_id": row["run_id"],
         "agent": row["agent"],
@@ -98,7 +120,7 @@ def read_runs(
         if side.exists() and not os.access(side, os.W_OK):
             return None
     where, values = _filters(status, targets)
-    query = f"SELECT {_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id"
+    query = f"SELECT {_COLUMNS}, {_BEATS}{where} ORDER BY runs.created_at DESC, runs.run_id"
     try:
         opened = sqlite3.connect(
             f"file:{quote(str(path))}?mode=ro", uri=True, timeout=_READ_WAIT_SECONDS
@@ -119,12 +141,12 @@ def _filters(status: str | None, targets: Sequence[str] | None) -> tuple[str, li
     """The WHERE clause (with its bound values) of list_runs's filters."""
     clauses, values = [], []
     if targets is not None:
-        clauses.append(f"target IN ({', '.join('?' * len(targets))})")
+        clauses.append(f"runs.target IN ({', '.join('?' * len(targets))})")
         values += list(targets)
     if status in LIVE:
-        clauses.append("status IN (?, ?)")
+        clauses.append("runs.status IN (?, ?)")
         values += list(LIVE)
     elif status:
-        clauses.append("status = ?")
+        clauses.append("runs.status = ?")
         values.append(status)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), values

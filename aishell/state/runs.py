@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import RunNotFound
 from aishell.state.approvals import ApprovalRepository
+from aishell.state.beats import with_beats
 from aishell.state.core import Hot
 from aishell.state.processes import current_user, process_started
 from aishell.state.runlist import LIVE, newest_runs, run_row
@@ -94,7 +95,7 @@ class RunRepository(ApprovalRepository):
             raise RunNotFound(f"No run with id '{run_id[:LONGEST_RUN_ID]}…' in {self.location}")
         self.flush()
         rows = self._conn.execute(
-            select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))
+            with_beats(select(runs)).where(runs.c.run_id.startswith(run_id, autoescape=True))
         ).all()
         self._conn.rollback()
         if not rows:
@@ -198,7 +199,7 @@ class RunRepository(ApprovalRepository):
     ) -> list[dict[str, Any]]:
         """The newest runs first; only those of `targets` when given (None: every run).
         runlist.read_runs reads the same of a SQLite store without SQLAlchemy."""
-        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id)
+        query = with_beats(select(runs)).order_by(runs.c.created_at.desc(), runs.c.run_id)
         if targets is not None:
             query = query.where(runs.c.target.in_(list(targets)))
         if status in LIVE:

@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from aishell.errors import UsageError
+from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, recorder_alive
 from aishell.state.runlist import shown_status
@@ -77,7 +78,7 @@ class ScheduleRepository(StoreCore):
     def schedule_runs(self, schedule: str, limit: int = 20) -> list[dict[str, Any]]:
         """The schedule's runs, newest first, each with its current status."""
         self.flush()
-        rows = self._conn.execute(
+        found = (
             select(
                 schedule_runs.c.run_id,
                 schedule_runs.c.how,
@@ -92,14 +93,15 @@ class ScheduleRepository(StoreCore):
             .where(schedule_runs.c.schedule == schedule)
             .order_by(schedule_runs.c.at.desc())
             .limit(limit)
-        ).all()
+        )
+        rows = self._conn.execute(with_beats(found)).all()
         self._conn.rollback()
         # As every list shows a run: one whose process is gone is not running.
         return [
             {
                 "run_id": r.run_id,
                 "how": r.how,
-                "status": shown_status(r.status, r.pid, r.hostname, r.pid_started),
+                "status": shown_status(r.status, r.pid, r.hostname, r.pid_started, r.beat_age),
                 "started_at": r.started_at,
                 "finished_at": r.finished_at,
             }

@@ -7,8 +7,10 @@ goes with a new revision there, which a test compares against these definitions.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -287,7 +289,10 @@ alerts = Table(
 )
 
 # A job sent to many targets through the queue (aishell/fleet/): what it runs, how, and
-# on which targets, as `aishell fleet run` chose them.
+# on which targets, as `aishell fleet run` chose them. One a schedule's trigger sent
+# (`schedule serve --fleet`) names the schedule and when the trigger was due (UTC): one
+# fleet job per trigger, however often a restarted scheduler fires it again; `sent_at`:
+# when its tasks had all reached the broker. Last, where 0007_fleet_triggers added them.
 fleet_jobs = Table(
     "fleet_jobs",
     metadata,
@@ -299,6 +304,10 @@ fleet_jobs = Table(
     Column("targets", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("created_by", String(128), nullable=False),
+    Column("schedule", String(128)),
+    Column("due", String(32)),
+    Column("sent_at", String(32)),
+    Index("uq_fleet_jobs_trigger", "schedule", "due", unique=True),
 )
 
 # The one run each target of a fleet job has: recorded with the run, before its first
@@ -311,4 +320,19 @@ fleet_runs = Table(
     Column("run_id", String(32), nullable=False, unique=True),
     Column("at", String(32), nullable=False),
     PrimaryKeyConstraint("fleet_id", "target", name="pk_fleet_runs"),
+)
+
+# A process that says it is alive (each process of a fleet worker that runs its tasks),
+# every few seconds, by the state store server's clock (`beat_at`: its Unix time then, so one
+# clock stamps and reads it): a run stored running by a process of another host, which
+# cannot be looked at from here, is shown interrupted once its beat has lapsed
+# (processes.BEAT_LAPSE_SECONDS). Keyed as a run records its process.
+process_beats = Table(
+    "process_beats",
+    metadata,
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_started", String(32), nullable=False),
+    Column("beat_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("hostname", "pid", "pid_started", name="pk_process_beats"),
 )

@@ -31,6 +31,7 @@ from aishell.state import history
 from aishell.state.alerts import AlertRepository
 from aishell.state.approvals import ApprovalRepository
 from aishell.state.backups import BackupCatalog
+from aishell.state.beats import BeatRepository
 from aishell.state.breaker import BreakerRepository
 from aishell.state.core import Hot
 from aishell.state.faults import busy_timeout_of, is_fault, raced, sqlite_path
@@ -82,6 +83,7 @@ class StateStore(
     AlertRepository,
     FleetRepository,
     FleetReadings,
+    BeatRepository,
 ):
     """All reads and writes of run state; every write is one committed transaction."""
 

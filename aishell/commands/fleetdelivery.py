@@ -1,0 +1,111 @@
+"""What becomes of a fleet task's delivery that cannot go on as sent (commands/fleet.py's
+run_fleet_target): one refused before its target's run began or went on is kept for
+`fleet show` and `fleet status`; a resume whose server does not answer comes back while
+the target's circuit breaker lets it try; a worker whose tools or agent config are not
+those the task was sent with runs nothing of it; a run whose server slot was let go
+under it stops."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aishell.commands.breaker import breaker_key
+from aishell.commands.tools import load_catalog
+from aishell.config.models import Config
+from aishell.errors import AishellError, ConfigError, StateError, TargetUnreachable
+from aishell.fleet.sending import sent_with, unlike
+from aishell.fleet.worker import TryLater
+from aishell.registry import Registry
+from aishell.state.store import StateStore
+
+logger = logging.getLogger(__name__)
+
+
+def keep_refusal(
+    config: Config,
+    fleet_id: str,
+    target: str,
+    earlier: dict[str, Any] | None,
+    exc: AishellError,
+) -> None:
+    """A delivery that failed before the target's run began, or before its run went on
+    (resumed, or a dry run started anew): the refusal is kept for `fleet show` and
+    `fleet status`, not left in a worker's log alone (the target unknown or its SQLite
+    file gone on this worker, the job refused there, a resume refused before it reopens
+    the run). Past that, the run's own row says what became of it: raised, not doubled.
+    Returns for a target with no run (its task ends not started); a refused resume is
+    raised, after it is kept."""
+    with StateStore(config.state_url) as store:
+        if earlier is None:
+            went_on = store.fleet_run_id(fleet_id, target) is not None
+        else:
+            went_on = store.fleet_run_went_on(
+                fleet_id, target, earlier["run_id"], earlier["changed"]
+            )
+        if went_on:
+            raise exc
+        if earlier is not None and isinstance(exc, TargetUnreachable):
+            exc = _unreached(store, config, fleet_id, target, earlier["run_id"], exc)
+        store.record_not_started(fleet_id, target, str(exc))
+    if earlier is not None:
+        raise exc
+
+
+def _unreached(
+    store: StateStore,
+    config: Config,
+    fleet_id: str,
+    target: str,
+    run_id: str,
+    exc: TargetUnreachable,
+) -> TargetUnreachable:
+    """A resume that could not reach its target's server (restarting, failing over,
+    gone): it comes back (TryLater) every `slot_wait_seconds` while the target's circuit
+    breaker is closed, and once more when it closes again after it opened; the error to
+    keep once the breaker has counted more failed connections in a row than its
+    `failures`, the run left interrupted for `fleet resend`."""
+    # By the count, not by whether the breaker is still open: a slow connection attempt
+    # can outlast a short cool-down.
+    until, failures, _ = store.failed_in_a_row(breaker_key(config, target))
+    if failures > config.main.circuit_breaker.failures:
+        return TargetUnreachable(
+            f"{exc}; run {run_id} stays interrupted: `aishell fleet resend {fleet_id}` "
+            "once the server answers"
+        )
+    wait = config.main.fleet.slot_wait_seconds
+    if until is not None:
+        wait += max((until - datetime.now(UTC)).total_seconds(), 0.0)
+    raise TryLater(wait, f"run {run_id} waits for its server: {exc}") from None
+
+
+def check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Registry:
+    """This worker's tool catalog, which the task's run is given; ConfigError when its
+    tools or agent config are not those the task was sent with: a job is run with what
+    it was checked and sent with, or not at all."""
+    agent = fleet["agent"]
+    catalog = load_catalog(config)
+    found = unlike(carried, sent_with(catalog, config.agent(agent)), agent)
+    if found:
+        shown = "; ".join(found[:4]) + (f"; {len(found) - 4} more" if len(found) > 4 else "")
+        raise ConfigError(
+            f"Not run: this worker's tools or agent config differ from those fleet job "
+            f"{fleet['fleet_id']} was sent with ({shown}); give this worker the sender's "
+            f"tools and config, then `aishell fleet resend {fleet['fleet_id']}`"
+        )
+    return catalog
+
+
+def slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
+    """The run's slot on its server was let go under it (its session to the state store
+    cut): another worker may take it, so the run stops as `aishell stop` stops it, and
+    its task comes back once a slot is free."""
+    logger.warning("fleet %s: %s: its slot on %s was lost; its run stops", fleet_id, target, server)
+    try:
+        with StateStore(config.state_url) as store:
+            run_id = store.fleet_run_id(fleet_id, target)
+            if run_id is not None:
+                store.request_stop(run_id, f"fleet: its slot on {server} was lost")
+    except StateError as exc:  # the store is gone too: the run meets that itself
+        logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)
