@@ -24,17 +24,9 @@ from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import StepFailed, TargetError
 from tests.handlers.purge.test_archive_kept import ARCHIVE, _one_batch
-from tests.handlers.purge.test_log_cleanup import _database, fill, rows_of
+from tests.handlers.purge.test_log_cleanup import _database, _execute, fill, rows_of
 from tests.helpers import use_target
 from tests.private_servers import private_mariadb
-
-
-def _execute(url: str, *statements: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for sql in statements:
-            conn.execute(text(sql))
-    engine.dispose()
 
 
 def _all(url: str, table: str) -> list[tuple[object, ...]]:

@@ -28,7 +28,15 @@ from aishell.handlers.purge.batches import delete_batch
 from aishell.handlers.purge.batchsql import BatchSql
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
-from tests.handlers.purge.test_log_cleanup import SMALL, _database, _events, fill, job, rows_of
+from tests.handlers.purge.test_log_cleanup import (
+    SMALL,
+    _database,
+    _events,
+    _execute,
+    fill,
+    job,
+    rows_of,
+)
 from tests.helpers import use_target
 
 ARCHIVE = "events_archive"
@@ -37,14 +45,6 @@ _TYPES = {
     "mysql": ("integer", "datetime"),
     "sqlite": ("INTEGER", "DATETIME"),
 }
-
-
-def _execute(url: str, *statements: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for sql in statements:
-            conn.execute(text(sql))
-    engine.dispose()
 
 
 def _keyed_archive(dialect: str, action: str) -> str:
