@@ -32,6 +32,12 @@ from aishell.view.status import fleet_targets
 def metrics(config: Config, textfile: Path | None = None) -> str:
     """Prometheus text of the last run per target and agent, and per target its waiting
     approvals, newest restore-proven backup and schedules."""
+    if textfile is not None and str(textfile) == "-":
+        # Whoever types `-` means standard output, which the metrics go to without it.
+        raise UsageError(
+            "--textfile -: the metrics go to standard output without --textfile; give "
+            "node_exporter's textfile a file's name (--textfile aishell.prom)"
+        )
     upcoming = list_schedules(config)
     purging = {
         tool.name: tool.rows_purged

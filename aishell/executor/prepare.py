@@ -19,6 +19,7 @@ from aishell.executor.context import RunContext
 from aishell.executor.covered import step_measure
 from aishell.executor.estimates import estimate_effect
 from aishell.executor.failures import rollback
+from aishell.executor.foresee import as_shown, foreseen, known_so_far
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
 from aishell.executor.resume import reason_kind, statements_shown
@@ -28,7 +29,7 @@ from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
 from aishell.plan.conditions import parse_condition
 from aishell.plan.model import Plan, Step, plan_tables, tables_with_columns
-from aishell.plan.references import substitute, unmet
+from aishell.plan.references import find_references, substitute, unmet
 from aishell.policy.measured import MEASURED_SIZE
 from aishell.policy.rules import Confirmation, StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import ToolDefinition
@@ -37,7 +38,7 @@ from aishell.sqltext import display
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
-from aishell.tool.context import Implementation, ToolContext
+from aishell.tool.context import Implementation, ToolContext, pending_params
 from aishell.tool.unmeasured import held_when_measured, unmeasured_tables
 
 
@@ -85,16 +86,56 @@ def settle_dependencies(
 def preview_offline(
     run: RunContext, result: StepResult, step: Step, impl: Implementation, ctx: ToolContext
 ) -> None:
-    """A dry run's step whose inputs earlier steps only previewed: its SQL, as it can
-    be rendered without them."""
-    offline = ToolContext(
-        None, ctx.dialect, ctx.target, True, quote_identifier=ctx.quote_identifier
-    )
-    result.sql = impl.render_sql(step.params, offline)
+    """A dry run's step after one it needs that was only previewed: what it would send,
+    given what is known by now (the outputs of the steps that ran, what the run read).
+    Its params known, it is prepared as any step is, its condition left to its run; its
+    params waiting for the previewed step, those values are Pending, which its tool
+    renders as far as it can tell (Handler.foresee_fn) and otherwise names."""
     tool = run.registry.get(step.tool)
-    known = schema.with_defaults(step.params, tool.params)
-    result.locks = tool.step_locks(known, run.target.name, run.target.config, ctx.dialect)
-    run.finish(result, "previewed")
+    outputs, absent, pending = known_so_far(run, result.index, step)
+    if not any(ref.step_id in pending for ref in find_references(step.params)):
+        prepared = prepare(run, step, result, tool, impl, outputs, absent, ctx, pending)
+        if prepared is not None:
+            apply_verdict(result, prepared.verdict)
+            run.finish(result, "previewed")
+        return
+    foreseen_params = foreseen(step.params, outputs, pending, step.id, absent)
+    params = schema.with_defaults(foreseen_params, tool.params)
+    result.params = as_shown(params)
+    result.locks = tool.step_locks(params, run.target.name, run.target.config, ctx.dialect)
+    dropped_ok = tool.skips_held_tables or step.always_run  # as _prepare says why
+    _prepare_once(
+        run,
+        result,
+        tool,
+        ctx,
+        1,
+        lambda: _foresee(run, result, tool, impl, ctx, params, dropped_ok),
+    )
+    if result.status != "skipped":
+        run.finish(result, "previewed")
+
+
+def _foresee(
+    run: RunContext,
+    result: StepResult,
+    tool: ToolDefinition,
+    impl: Implementation,
+    ctx: ToolContext,
+    params: dict[str, Any],
+    dropped_ok: bool,
+) -> None:
+    """The step's SQL, its tool told which params are Pending: its names checked as far as
+    they are known, and what its tool reads to render it audited, as a step's are."""
+    waiting = pending_params(params)
+    known = {k: v for k, v in params.items() if k not in waiting}
+    if "table" in waiting:  # its columns are checked against it: not yet
+        known = {k: v for k, v in known.items() if tool.identifiers.get(k, ("",))[0] != "column"}
+    catalog = run_catalog(run, ctx.connection)
+    _check_identifiers(ctx.connection, tool, known, run.target.name, catalog, dropped_ok)
+    guard = Guard(label=f"{result.step_id} ({tool.name})", memory=run.guard_memory)
+    with audited(run, ctx, result.index, 0, guard):
+        result.sql = [display(sql) for sql in impl.render_sql(params, ctx)]
 
 
 def prepare(
@@ -106,18 +147,18 @@ def prepare(
     outputs: Mapping[str, Any],
     absent: frozenset[str],
     ctx: ToolContext,
+    pending: frozenset[str] = frozenset(),
 ) -> PreparedStep | None:
     """Resolve, check, render and measure the step, then ask the policy; None when its
-    condition does not hold (it is skipped). Anything wrong fails the step and stops the run.
-    Preparing only reads, so a lock timeout on the way (a table another session holds)
-    and a lost connection (made again first) are tried again as the step's own would
-    be (the agent's max_retries, with backoff);
-    the lock still held after that fails the step naming who holds it, but a tool that
-    skips held tables (heldtables.py) ends skipped, as it does for a table dropped since
-    the run read it."""
+    condition does not hold (skipped; one naming `pending` steps, which a dry run only
+    previewed, is left to its run). Anything wrong fails the step and stops the run. It
+    only reads: a lock timeout on the way (a held table) and a lost connection (made again
+    first) are tried again as the step's own would be (max_retries, with backoff); a lock
+    still held then fails the step naming its holders, but a tool that skips held tables
+    (heldtables.py) ends skipped, as it does for a table dropped since the run read it."""
 
     def once() -> PreparedStep | None:
-        why = _unmet_condition(step, outputs, absent)
+        why = _unmet_condition(step, outputs, absent, pending)
         if why is not None:
             run.finish(result, "skipped", error=why)
             return None
@@ -165,14 +206,19 @@ def _worth_again(exc: DBAPIError) -> bool:
     return is_lock_timeout(exc) or exc.connection_invalidated
 
 
-def _unmet_condition(step: Step, outputs: Mapping[str, Any], absent: frozenset[str]) -> str | None:
-    """Why the step's condition keeps it from running, in words; None when it runs.
+def _unmet_condition(
+    step: Step, outputs: Mapping[str, Any], absent: frozenset[str], pending: frozenset[str]
+) -> str | None:
+    """Why the step's condition keeps it from running, in words; None when it runs, or
+    when it names a step only previewed (`pending`), whose output decides it at run time.
 
     Evaluated over the earlier outputs it names (conditions.py), never as Python; a
     value of a type the condition cannot compare fails the step, naming the condition."""
     if step.condition is None:
         return None
     condition = parse_condition(step.condition)
+    if any(ref.step_id in pending for ref in condition.references):
+        return None
     values = {
         ref.text: substitute(ref.text, outputs, step.id, absent) for ref in condition.references
     }

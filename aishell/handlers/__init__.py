@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import StepSkipped
 from aishell.risk import RiskLevel
 from aishell.targets.catalog import user_tables
-from aishell.tool.context import ToolContext, fill_template
+from aishell.tool.context import Pending, ToolContext, fill_template, pending_params
 from aishell.tool.report import ReportRule
 
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
@@ -66,10 +66,22 @@ class Handler:
     # backup decides), measured with them for its approval.
     subject_fn: Callable[[Mapping[str, Any], ToolContext], tuple[str, ...]] | None = None
 
+    # Its render of a dry run's step whose params wait for an earlier step that was only
+    # previewed (Pending values): what it would send, given what is known by then.
+    # Without one such a step shows a placeholder naming what it waits for.
+    foresee_fn: RenderFn | None = None
+
     def render_sql(self, params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-        if self.render_fn is not None and ctx.conn is not None:
+        if self.render_fn is None or ctx.conn is None:
+            # Fixed statements; or, with no session to render them by (`aishell tools
+            # show`), every shape it may send.
+            return [fill_template(sql, params, ctx) for sql in self.sql_templates]
+        waiting = pending_params(params)
+        if not waiting:
             return self.render_fn(params, ctx)
-        return [fill_template(sql, params, ctx) for sql in self.sql_templates]
+        if self.foresee_fn is not None:
+            return self.foresee_fn(params, ctx)
+        return [decided_when_run(waiting)]
 
     def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         return self.run_fn(params, ctx)
@@ -91,6 +103,16 @@ class Handler:
         if self.summarize is None:
             return self
         return replace(self, run_fn=self.summarize(rules))
+
+
+def decided_when_run(waiting: Mapping[str, list[Pending]]) -> str:
+    """A step's statements where they depend on values an earlier step gives only when it
+    runs: a marked placeholder naming them, never statements it may not send."""
+    named = ", ".join(
+        f"{name} ({', '.join(p.reference[2:-1] for p in held)})" for name, held in waiting.items()
+    )
+    steps = sorted({p.step_id for held in waiting.values() for p in held})
+    return f"-- <statements chosen when it runs, from {named}: {', '.join(steps)} only previewed>"
 
 
 def rebuilding(

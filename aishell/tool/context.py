@@ -157,11 +157,46 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 GLUED_PLACEHOLDER = re.compile(r"[\w\"`$}]\{\w+\}|\{\w+\}[\w\"`${]")
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A param's value that an earlier step gives only when it runs, where a dry run only
+    previewed that step: what a preview shows of it is this marked placeholder."""
+
+    # As the plan writes it: ${step_1.output.rows_deleted}
+    reference: str
+    step_id: str
+
+    def __str__(self) -> str:
+        return f"<{self.reference[2:-1]}: known once {self.step_id} runs>"
+
+
+def pending_params(params: Mapping[str, Any]) -> dict[str, list[Pending]]:
+    """The params whose value is, or holds, a Pending one, with those it holds."""
+    found: dict[str, list[Pending]] = {}
+    for name, value in params.items():
+        held = _pending_in(value)
+        if held:
+            found[name] = held
+    return found
+
+
+def _pending_in(value: Any) -> list[Pending]:
+    if isinstance(value, Pending):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [p for item in value for p in _pending_in(item)]
+    return []
+
+
 def fill_template(sql: str, params: Mapping[str, Any], ctx: ToolContext) -> str:
     """Fill {name} with the quoted identifier from params, or <name> when it is not known yet."""
 
     def quoted(match: re.Match[str]) -> str:
         value = params.get(match.group(1))
+        if isinstance(value, Pending):
+            return str(value)
         return ctx.quote(value) if isinstance(value, str) else f"<{match.group(1)}>"
 
     return PLACEHOLDER.sub(quoted, sql)

@@ -122,6 +122,8 @@ backup_database_full = Handler(
     sql_templates=("VACUUM INTO :path",),
     run_fn=backup_full,
     render_fn=render_backup,
+    # What it starts is known without an earlier step's output (an increment's parent).
+    foresee_fn=render_backup,
     risk=RiskLevel.LOW,
     effect="writes a backup file",
     second_session=_DUMPING_SQL,
@@ -131,6 +133,8 @@ backup_database_incremental = Handler(
     sql_templates=("VACUUM INTO :path",),
     run_fn=backup_incremental,
     render_fn=render_backup,
+    # What it starts is known without an earlier step's output (an increment's parent).
+    foresee_fn=render_backup,
     risk=RiskLevel.LOW,
     effect="writes a backup file",
     second_session=_DUMPING_SQL,

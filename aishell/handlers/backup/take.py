@@ -9,6 +9,7 @@ given, MySQL/MariaDB's from the dump itself as it streams (dumps.py).
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sqlite3
 import time
@@ -42,6 +43,7 @@ from aishell.handlers.backup.measure import (
     sqlite_unread,
 )
 from aishell.handlers.backup.pgincrement import TAKEN_WHOLE
+from aishell.handlers.backup.processes import mysql_dump_argv, pg_args
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
@@ -124,21 +126,48 @@ def backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
     return _take(params, ctx, parent=read_manifest(parent_path) | {"path": str(parent_path)})
 
 
-# What a server's backup shows for its SQL: the dump program it starts, as run.
+# What a server's backup shows for its SQL where no session renders it (`aishell tools
+# show`): the dump program it starts.
 DUMP_LINES = {
     "postgresql": "-- pg_dump -Fc --snapshot <exported snapshot> <database>",
     "mysql": "-- mariadb-dump --single-transaction --routines --triggers --events <database>",
 }
+# What only the run knows of a backup: when it is taken (and a name's random part), the
+# snapshot pg_dump dumps, the tables an increment takes.
+_WHEN = "<time>-<random>"
+_SNAPSHOT = "<exported snapshot>"
+_CHANGED = "<--table= each table changed since the parent>"
 
 
 def render_backup(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    dialect = ctx.dialect
-    if dialect == "sqlite":
+    """What the step sends: SQLite's VACUUM INTO (or its page copy) into the file it
+    writes; on a server, the dump program as it starts it (the database, the login
+    without its password), writing into that file. What only its run knows stays a
+    marked placeholder (_WHEN, _SNAPSHOT, _CHANGED)."""
+    kind = "incremental" if "parent" in params else "full"
+    if ctx.dialect == "sqlite":
+        into = "'" + _written(ctx, kind, ".sqlite").replace("'", "''") + "'"
         by_pages = page_copy_reason(ctx)
         if by_pages is not None:
-            return [f"-- {PAGE_COPY} {SQLITE_PARTIAL}: {by_pages}"]
-        return [f"VACUUM INTO {SQLITE_PARTIAL}"]
-    return [DUMP_LINES["postgresql" if dialect == "postgresql" else "mysql"]]
+            return [f"-- {PAGE_COPY} {into}: {by_pages}"]
+        return [f"VACUUM INTO {into}"]
+    url = ctx.connection.engine.url
+    if ctx.dialect == "postgresql":
+        only = [_CHANGED] if kind == "incremental" else []
+        argv = ["pg_dump", "-Fc", "--snapshot", _SNAPSHOT, *only, *pg_args(url), str(url.database)]
+        into = _written(ctx, kind, ".dump")
+    else:
+        argv = mysql_dump_argv(url, str(url.database))
+        # An increment is cut from a whole dump written beside it (dumps.take_mysql).
+        into = _written(ctx, kind, ".sql", ".whole" if kind == "incremental" else "")
+    shown = [a if a in (_SNAPSHOT, _CHANGED) else shlex.quote(a) for a in argv]
+    return [f"-- {' '.join(shown)} > {shlex.quote(into)}"]
+
+
+def _written(ctx: ToolContext, kind: str, suffix: str, whole: str = "") -> str:
+    """The file the step writes before it renames it (disk.destination, partial_file)."""
+    folder = str(ctx.backup_dir / ctx.target) if ctx.backup_dir else "<backup folder>"
+    return f"{folder}/{ctx.target}-{kind}-{_WHEN}{suffix}{whole}.partial"
 
 
 def _take(
@@ -273,7 +302,6 @@ def _copy_watched(ctx: ToolContext, partial: Path, expected: int) -> Iterator[No
     progress.finish()
 
 
-SQLITE_PARTIAL = "'<backup folder>/<target>-full-<time>.sqlite.partial'"
 PAGE_COPY = "SQLite online backup API (sqlite3_backup_step of every page at once) into"
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from aishell.handlers import Handler
 from aishell.handlers.purge.archive import full_disk_named
 from aishell.handlers.purge.batchsql import PAGE_RANGE, PAGES_SQL, XACT_SQL, XACT_STATUS_SQL
-from aishell.handlers.purge.count import count_rows, render_count
+from aishell.handlers.purge.count import count_rows, foresee_count, render_count
 from aishell.handlers.purge.estimate import COUNT, PG_STATISTICS_SQL, SAMPLE_SQL
 from aishell.handlers.purge.indoubt import SETTLING_SQL
 from aishell.handlers.purge.prepare import estimate_purge, render_purge
@@ -47,13 +47,17 @@ __all__ = [
 ]
 
 count_table_rows = Handler(
-    sql_templates=(COUNT, SAMPLE_SQL), run_fn=count_rows, render_fn=render_count
+    sql_templates=(COUNT, SAMPLE_SQL),
+    run_fn=count_rows,
+    render_fn=render_count,
+    foresee_fn=foresee_count,
 )
 # PostgreSQL's estimate reads its statistics first (pg_class, pg_stats).
 count_table_rows_postgresql = Handler(
     sql_templates=(COUNT, *PG_STATISTICS_SQL, SAMPLE_SQL),
     run_fn=count_rows,
     render_fn=render_count,
+    foresee_fn=foresee_count,
 )
 
 # Every shape a batch may send, {key} being the key the purge walks; what a step

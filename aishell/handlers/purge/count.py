@@ -22,11 +22,15 @@ from aishell.handlers.purge.prepare import date_column_of, key_span, remembered,
 from aishell.sqltext import text
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.targets.servermessage import server_message
-from aishell.tool.context import ToolContext, fill_template
+from aishell.tool.context import ToolContext, fill_template, pending_params
 
 
 def count_rows(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return _counted(params, ctx)[0]
+
+
+# What a count after a purge shows where it derives its figures: it sends nothing.
+DERIVED = "-- no statement: the estimate before the purge less the rows the purge deleted"
 
 
 def render_count(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
@@ -34,13 +38,47 @@ def render_count(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     and a sample) and shows exactly the statements it sent; a figure derived after a
     purge sends none."""
     if not _estimates(params, ctx):
-        sql = COUNT if params.get("date_column") else "SELECT count(*) FROM {table}"
-        return [fill_template(sql, params, ctx)]
+        return [_scan(params, ctx)]
+    if _derives(params, ctx):
+        return [DERIVED]
     if params.get("cutoff") is None and params.get("retention_days") is None:
         # Before the run the cutoff is an earlier step's output: nothing to estimate yet.
         return ["-- estimated once the cutoff is known, from an earlier step"]
     with holders_named(ctx, "count_table_rows", params["table"]):
         return _counted(params, ctx)[1]
+
+
+def foresee_count(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
+    """A dry run's count whose params wait for a step it only previewed (the purge
+    before it): its scan, or no statement where it derives its figures from the estimate
+    before; an estimate of the table as that step leaves it is named, not made now."""
+    if not _estimates(params, ctx):
+        return [_scan(params, ctx)]
+    if _derives(params, ctx):
+        return [DERIVED]
+    waits = sorted({str(p) for held in pending_params(params).values() for p in held})
+    return [
+        f"-- <estimated when it runs, from {fill_template('{table}', params, ctx)} as it is "
+        f"then (statistics, a sample, or a count): {', '.join(waits)}>"
+    ]
+
+
+def _scan(params: Mapping[str, Any], ctx: ToolContext) -> str:
+    """The one statement of an exact count (with a date column, of the old rows too)."""
+    sql = COUNT if params.get("date_column") else "SELECT count(*) FROM {table}"
+    return fill_template(sql, params, ctx)
+
+
+def _derives(params: Mapping[str, Any], ctx: ToolContext) -> bool:
+    """Whether its figures are derived, with no statement: after a purge (its output
+    given, or Pending in a dry run), from the estimate before it."""
+    before = params.get("before")
+    return (
+        _estimates(params, ctx)
+        and isinstance(before, Mapping)
+        and bool(before.get("estimated"))
+        and bool(params.get("after_purge"))
+    )
 
 
 @contextmanager
@@ -83,8 +121,7 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any],
         table = ctx.quote(params["table"])
         return {"row_count": conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()}, []
     # Derived only from an estimate: what was counted before is counted again.
-    before = params.get("before") or {}
-    if _estimates(params, ctx) and before.get("estimated") and params.get("after_purge"):
+    if _derives(params, ctx):
         return _after_purge(params), []
     with _recorded(conn) as sent:
         indexes, column = date_column_of(ctx, params["table"], params["date_column"])

@@ -123,7 +123,8 @@ def test_a_database_without_the_applications_code_is_still_vacuumed_into(home: P
     config = use_target(home, f"sqlite:///{db}")
     preview = commands.plan_job(config, "backup", {"type": "full"})
     [shown] = [s.sql for s in preview.steps if s.tool == "backup_database_full"]
-    assert shown == ["VACUUM INTO '<backup folder>/<target>-full-<time>.sqlite.partial'"]
+    folder = config.backup_dir / "db"
+    assert shown == [f"VACUUM INTO '{folder}/db-full-<time>-<random>.sqlite.partial'"]
     result = _backup(config)
     [taken] = [s for s in result.steps if s.tool == "backup_database_full"]
     assert taken.output["backup_record"]["manifest"]["tool"].endswith("VACUUM INTO")
