@@ -37,7 +37,7 @@ def _all(url: str, table: str) -> list[tuple[object, ...]]:
     return found
 
 
-# The probe's tables: messages of two scripts, every third one NULL.
+# The tables: messages of two scripts, every third one NULL.
 _LOGS = (
     "CREATE TABLE logs (id int PRIMARY KEY, created_at datetime NOT NULL, "
     "msg varchar(50) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NULL, KEY (created_at))"
@@ -128,9 +128,10 @@ def test_mariadb_an_archive_column_that_takes_null_where_the_source_does_not_is_
     assert archived and all(before[row[0]] == row for row in archived)
 
 
-def test_mariadb_not_strict_the_probes_archive_is_refused_and_nothing_changes(home):
-    """The probe's case, on a server whose global sql_mode is '' (the legacy default):
-    before, its purge said 21 rows archived, of which '漢字' came back '??' and NULL ''."""
+def test_mariadb_not_strict_a_latin1_not_null_archive_is_refused_and_nothing_changes(home):
+    """On a server whose global sql_mode is '' (the legacy default), a purge into a latin1
+    NOT NULL archive column said 21 rows archived, of which '漢字' came back '??' and
+    NULL ''."""
     with private_mariadb("--sql-mode=") as (url, _stop, _start):
         config = use_target(home, url)
         _logs_and_archive(url, "varchar(50) CHARACTER SET latin1 NOT NULL")
