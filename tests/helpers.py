@@ -22,7 +22,7 @@ from aishell.cli.logs import ROOT, attached
 from aishell.config.models import Config, load_config
 from aishell.plan.model import Plan, Step
 from aishell.terminal import printable
-from tests.services import unavailable
+from tests.services import scratch_server, unavailable
 
 
 def digest(path: Path) -> str:
@@ -81,6 +81,20 @@ def use_target(home: Path, url: str, **others: str) -> Config:
     data["default_target"] = "db"
     write_yaml(path, data)
     return load_config(home=home)
+
+
+@contextmanager
+def scratch_target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
+    """A target of the dialect configured under home, made for the test: a new SQLite
+    file there, or a new database on the local server, dropped afterwards; yields the
+    config and the target's URL."""
+    if dialect == "sqlite":
+        sqlite3.connect(home / "target.db").close()
+        url = f"sqlite:///{home / 'target.db'}"
+        yield use_target(home, url), url
+        return
+    with scratch_server(dialect) as url:
+        yield use_target(home, url), url
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
@@ -318,6 +318,12 @@ def scratch_mysql(admin_url: str = MYSQL_ADMIN, name: str | None = None) -> Iter
             _drop_mysql(admin, name)
     finally:
         admin.dispose()
+
+
+def scratch_server(dialect: str) -> AbstractContextManager[str]:
+    """A new database on the dialect's local server ("postgresql" or "mysql"), dropped
+    afterwards; yields its URL."""
+    return scratch_postgresql() if dialect == "postgresql" else scratch_mysql()
 
 
 def _drop_mysql(admin: Engine, name: str) -> None:

@@ -6,8 +6,6 @@ naming what only the run knows; never every statement shape its tool declares.""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,8 @@ from aishell.plan.model import Plan, Step
 from aishell.state.store import StateStore
 from tests.handlers.purge.test_log_cleanup import fill, job
 from tests.handlers.purge.test_purge_estimates import _analyze
-from tests.helpers import use_target
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.helpers import scratch_target, use_target
+from tests.services import scratch_postgresql
 
 # Step 2 counts after the purge (step 1); step 3 refreshes the statistics after it.
 RECOUNT, STATISTICS = 2, 3
@@ -28,17 +26,6 @@ RECOUNT, STATISTICS = 2, 3
 DERIVED = "-- no statement: the estimate before the purge less the rows the purge deleted"
 # Every purge is large enough for step 3 to run.
 EXTRA = {"statistics_after_rows": 1, "batch_size": 500}
-
-
-@contextmanager
-def _target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
-    if dialect == "sqlite":
-        url = f"sqlite:///{home / 'foreseen.db'}"
-        yield use_target(home, url), url
-        return
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
-        yield use_target(home, url), url
 
 
 def _same(sql: str) -> str:
@@ -59,7 +46,7 @@ def _statements(sql: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
 def test_a_step_after_a_previewed_purge_shows_what_its_run_sends(dialect: str, home: Path) -> None:
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         fill(url)
         if dialect != "sqlite":
             _analyze(url, "events")

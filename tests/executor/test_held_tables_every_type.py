@@ -208,10 +208,9 @@ def _corruption(step: Any) -> dict[str, Any]:
 def _three_tables(dialect: str) -> Iterator[str]:
     """A scratch database of three tables (amcheck installed on PostgreSQL, so that
     the corruption check checks); its URL."""
-    from tests.services import scratch_mysql, scratch_postgresql
+    from tests.services import scratch_server
 
-    make = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with make() as url:
+    with scratch_server(dialect) as url:
         _make_tables(url, dialect)
         if dialect == "postgresql":
             with _pg(url) as conn:

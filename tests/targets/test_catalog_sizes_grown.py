@@ -14,7 +14,12 @@ from aishell import commands
 from aishell.targets.engines import open_target
 from aishell.targets.tables import TableCatalog
 from tests.helpers import use_target
-from tests.services import changes_counted, engine, scratch_mysql, scratch_postgresql
+from tests.services import (
+    changes_counted,
+    engine,
+    scratch_mysql,
+    scratch_server,
+)
 
 MIB = 2**20
 
@@ -46,8 +51,7 @@ FILLED = {
 @pytest.mark.parametrize("dialect", sorted(FILLED))
 def test_a_table_filled_since_its_statistics_is_sized_as_it_is(home: Path, dialect: str) -> None:
     made, fill, measure = FILLED[dialect]
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
+    with scratch_server(dialect) as url:
         with engine(url).connect() as conn:
             for table in ("big", "small1", "small2"):
                 for sql in made:

@@ -6,8 +6,6 @@ placeholder. The file the run writes is the one its preview named."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -15,31 +13,18 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from aishell import commands
-from aishell.config.models import Config
 from aishell.handlers.backup.processes import mysql_dump_program
 from aishell.policy.approvers import PreApproved
-from tests.helpers import run_sql, use_target
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.helpers import run_sql, scratch_target
 
 SUFFIX = {"sqlite": ".sqlite", "postgresql": ".dump", "mysql": ".sql"}
-
-
-@contextmanager
-def _target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
-    if dialect == "sqlite":
-        url = f"sqlite:///{home / 'named.db'}"
-        yield use_target(home, url), url
-        return
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
-        yield use_target(home, url), url
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
 def test_a_backup_preview_names_the_database_and_the_file_it_writes(
     dialect: str, home: Path
 ) -> None:
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         run_sql(url, "CREATE TABLE named (id integer PRIMARY KEY)", "INSERT INTO named VALUES (1)")
         dry = commands.run_job(config, "backup", {"type": "full"}, dry_run=True)
         assert dry.status == "completed", dry.error

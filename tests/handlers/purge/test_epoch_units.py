@@ -5,11 +5,7 @@ refused before anything is deleted."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -17,23 +13,10 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import TargetError
-from tests.helpers import run_sql, use_target
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.helpers import run_sql, scratch_target
 
 RETENTION = 30
 ROWS = 400
-
-
-@contextmanager
-def _target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
-    if dialect == "sqlite":
-        url = f"sqlite:///{home / 'stamps.db'}"
-        sqlite3.connect(home / "stamps.db").close()
-        yield use_target(home, url), url
-        return
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
-        yield use_target(home, url), url
 
 
 def _kept(url: str) -> set[int]:
@@ -77,7 +60,7 @@ DIALECTS = ["postgresql", "mysql", "sqlite"]
 def test_one_value_in_milliseconds_among_seconds_deletes_nothing(dialect, indexed, outlier, home):
     """The outlier is the newest value (an index's max): the column is refused, naming a
     value of each unit, and every row stays."""
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         _stamps(url, 1, "bigint", indexed)
         run_sql(url, f"INSERT INTO stamps VALUES (0, {outlier})")
         before = _kept(url)
@@ -105,7 +88,7 @@ def test_one_value_in_milliseconds_among_seconds_deletes_nothing(dialect, indexe
 def test_seconds_beyond_the_sample_of_a_milliseconds_column_are_not_deleted(dialect, indexed, home):
     """A column in milliseconds whose later rows (beyond any sample) are in seconds: the
     seconds' rows would all be older than a cutoff in milliseconds. Refused."""
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         _stamps(url, 1000, "bigint", indexed)
         recent = int(time.time() - 3600)
         run_sql(url, f"INSERT INTO stamps VALUES (100000, {recent})")
@@ -120,7 +103,7 @@ def test_special_and_placeholder_values_do_not_decide_the_unit(dialect, home):
     """Seconds in a numeric column with an 'Infinity' (PostgreSQL) or a far-future
     placeholder (MariaDB's DECIMAL has no infinity), and a 0: purged in seconds, each
     row by its age; the special rows stay (never older than the cutoff), the 0 goes."""
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         ages = _stamps(url, 1, "numeric" if dialect == "postgresql" else "decimal(30,3)", True)
         special = "'Infinity'" if dialect == "postgresql" else "99999999999999999999"
         run_sql(url, f"INSERT INTO stamps VALUES (0, 0), (-1, {special})")
@@ -132,7 +115,7 @@ def test_special_and_placeholder_values_do_not_decide_the_unit(dialect, home):
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_milliseconds_with_a_zero_placeholder_are_milliseconds(dialect, home):
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         ages = _stamps(url, 1000, "bigint", True)
         run_sql(url, "INSERT INTO stamps VALUES (0, 0)")
         result = _purge(config)

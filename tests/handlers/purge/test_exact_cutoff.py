@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.config.models import Config
 from tests.helpers import run_sql, use_target
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.services import scratch_server
 
 # The column's type on each engine; every row is far older than the retention.
 COLUMN = {
@@ -44,8 +44,7 @@ def _stamped(dialect: str, kind: str, home: Path) -> Iterator[tuple[Config, str]
         url = f"sqlite:///{path}"
         yield _filled(home, url, kind, dialect)
         return
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
+    with scratch_server(dialect) as url:
         yield _filled(home, url, kind, dialect)
 
 

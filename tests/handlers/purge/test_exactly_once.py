@@ -45,7 +45,7 @@ from tests.handlers.purge.test_purge_faults import (
     fill,
     rows_of,
 )
-from tests.services import engine
+from tests.services import engine, scratch_server
 
 # Seconds any one wait of these tests may take before it counts as a hang.
 HANG = 90
@@ -112,9 +112,8 @@ def point_at(home: Path, url: str) -> None:
 def site(home: Path, dialect: str, archive: str) -> Iterator[Site]:
     """A scratch database with fill()'s events (and an events_archive without a key, so
     a row archived twice shows twice), the target pointed at it through a proxy."""
-    from tests.services import scratch_mysql, scratch_postgresql
 
-    with (scratch_postgresql if dialect == "postgresql" else scratch_mysql)() as url:
+    with scratch_server(dialect) as url:
         before = fill(url)
         proxy = Proxy(server_port(url))
         db = engine(url)

@@ -5,9 +5,6 @@ the estimate less the purge's own exact count. They say so, and come close."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,18 +13,10 @@ from sqlalchemy import create_engine, text
 from aishell import commands
 from aishell.config.models import Config
 from tests.handlers.purge.test_log_cleanup import fill, job, rows_of
-from tests.helpers import run_sql, use_target
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.helpers import run_sql, scratch_target
 
 ROWS = 20_000
 RETENTION = 30
-
-
-@contextmanager
-def _target(dialect: str, home: Path) -> Iterator[tuple[Config, str]]:
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
-        yield use_target(home, url), url
 
 
 def _analyze(url: str, table: str) -> None:
@@ -56,7 +45,7 @@ def _analyze(url: str, table: str) -> None:
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 def test_the_counts_around_a_purge_read_no_range_of_the_table(dialect, home):
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         fill(url)
         _analyze(url, "events")
         before = set(rows_of(url))
@@ -102,7 +91,7 @@ def test_the_counts_around_a_purge_read_no_range_of_the_table(dialect, home):
 def test_the_purge_reads_again_nothing_the_count_before_it_read(dialect, home):
     # The table's indexes and date column (and PostgreSQL's statistics) are read once
     # for both steps: no step between them writes to the table.
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         fill(url)
         _analyze(url, "events")
         result = commands.run_job(config, "log_cleanup", job(batch_size=50))
@@ -155,7 +144,7 @@ def _estimate(config: Config) -> dict[str, Any]:
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 def test_estimates_come_close_with_statistics_and_without(dialect, home):
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         _time_ordered(url, ROWS)
         ways = []
         for analyzed in (False, True):
@@ -178,7 +167,7 @@ def test_estimates_come_close_with_statistics_and_without(dialect, home):
 def test_a_key_with_gaps_is_not_mistaken_for_a_dense_one(dialect, home):
     """Old rows packed at ids 1..n, new rows far above: a block sample weighs the table
     by its pages; key ranges of equal width cannot, and MySQL counts instead."""
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         _time_ordered(url, ROWS)
         # Move the newer half far up the key: ids n/2+1.. become 10^9+...
         run_sql(url, f"UPDATE logs SET id = id + 1000000000 WHERE id > {ROWS // 2}")
@@ -197,7 +186,7 @@ def test_a_key_with_gaps_is_not_mistaken_for_a_dense_one(dialect, home):
 @pytest.mark.parametrize(("unit", "kind"), [(1, "epoch"), (1000, "epoch_ms")])
 def test_unix_time_in_seconds_or_milliseconds_is_told_apart(dialect, unit, kind, home):
     """Told from a sample of the column's values, not a scan of it."""
-    with _target(dialect, home) as (config, url):
+    with scratch_target(dialect, home) as (config, url):
         now = time.time()
         ages = {i: (i % 60) + 0.5 for i in range(1, 2001)}  # days, never on the cutoff
         run_sql(url, "CREATE TABLE stamps (id bigint PRIMARY KEY, at bigint NOT NULL)")

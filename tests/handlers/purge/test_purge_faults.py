@@ -185,9 +185,9 @@ def _scratch(dialect: str, home: Path) -> Iterator[str]:
     if dialect == "sqlite":
         yield f"sqlite:///{home / f'logs-{uuid.uuid4().hex[:8]}.db'}"
         return
-    from tests.services import scratch_mysql, scratch_postgresql
+    from tests.services import scratch_server
 
-    with (scratch_postgresql if dialect == "postgresql" else scratch_mysql)() as url:
+    with scratch_server(dialect) as url:
         yield url
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -38,7 +36,7 @@ from aishell.tool import params as schema
 from aishell.tool.context import ToolContext
 from tests.handlers.purge.test_log_cleanup import SERVER_NOW
 from tests.helpers import run_sql, use_target
-from tests.services import scratch_mysql, scratch_postgresql
+from tests.services import scratch_server
 
 RETENTION = 30
 PURGE = 1  # the purge is the second step of a log cleanup plan
@@ -282,16 +280,9 @@ def _run_with_yes(home: Path, url: str, name: str, data: dict[str, Any], **extra
     return commands.run_job(config, "log_cleanup", _job(name, **extra), approver=PreApproved())
 
 
-@contextmanager
-def _server(dialect: str) -> Iterator[str]:
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
-        yield url
-
-
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 def test_servers_no_distribution_passes_max_share_with_yes(dialect, home):
-    with _server(dialect) as url:
+    with scratch_server(dialect) as url:
 
         @settings(
             max_examples=8,

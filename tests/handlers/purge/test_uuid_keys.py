@@ -19,7 +19,7 @@ from aishell.config.models import load_config
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
 from tests.helpers import use_target
-from tests.services import engine, scratch_mysql, scratch_postgresql
+from tests.services import engine, scratch_server
 
 ROWS = 300
 
@@ -52,8 +52,7 @@ def _with_walk(home: Path, url: str, walk: str):
     ("dialect", "walk"), [("postgresql", "keys"), ("postgresql", "auto"), ("mysql", "auto")]
 )
 def test_a_table_keyed_by_a_uuid_is_purged(home: Path, dialect: str, walk: str) -> None:
-    scratch = scratch_postgresql if dialect == "postgresql" else scratch_mysql
-    with scratch() as url:
+    with scratch_server(dialect) as url:
         with engine(url).begin() as conn:
             for sql in TABLES[dialect]:
                 conn.execute(text(sql))
