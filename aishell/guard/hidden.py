@@ -39,9 +39,12 @@ from aishell.guard.calls import (
 )
 from aishell.guard.lex import code_only, without_comments
 from aishell.guard.operators import exact_operators, implied_operators
-from aishell.guard.pgcode import pg_stored_calls
+from aishell.guard.pgcode import pg_catalog_relation, pg_stored_calls
 from aishell.guard.sidefunctions import REACHING_FUNCTIONS
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
+
+# pg_catalog's relation, as pg_depend's classid holds it: short, for the queries below.
+_rel = pg_catalog_relation
 
 
 @dataclass(frozen=True)
@@ -157,10 +160,6 @@ def hidden_writers(dialect: str, cursor: Any, trusted: Sequence[str] = ()) -> Hi
 # the database defines with an exact signature would otherwise beat pg_catalog's where
 # that one needs an implicit cast (CVE-2018-1058), pg_catalog first on the path or not.
 _USER = "'16384'::pg_catalog.oid"
-
-
-def _rel(name: str) -> str:
-    return f"'pg_catalog.{name}'::pg_catalog.regclass::pg_catalog.oid"
 
 
 # What the planner may evaluate of a table's definition (an index's expressions and

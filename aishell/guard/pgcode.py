@@ -9,6 +9,12 @@ functions that run what they are given at run time, which no dependency records.
 from __future__ import annotations
 
 
+def pg_catalog_relation(name: str) -> str:
+    """SQL: the oid of pg_catalog's relation `name` (a constant of aishell's own), as
+    pg_depend's classid and refclassid hold it."""
+    return f"'pg_catalog.{name}'::pg_catalog.regclass::pg_catalog.oid"
+
+
 def pg_extension_code(fn: str = "p", owner: str = "proowner", catalog: str = "pg_proc") -> str:
     """SQL: whether the object `fn` (a function, or with `owner` and `catalog` another
     object of an extension: an operator class) belongs to an installed extension as its
@@ -18,7 +24,7 @@ def pg_extension_code(fn: str = "p", owner: str = "proowner", catalog: str = "pg
     script's objects are owned by the superuser that ran it."""
     return (
         "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend x"
-        f" WHERE x.classid OPERATOR(pg_catalog.=) 'pg_catalog.{catalog}'::pg_catalog.regclass"
+        f" WHERE x.classid OPERATOR(pg_catalog.=) {pg_catalog_relation(catalog)}"
         f" AND x.objid OPERATOR(pg_catalog.=) {fn}.oid AND x.deptype = 'e')"
         " AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r"
         f" WHERE r.oid OPERATOR(pg_catalog.=) {fn}.{owner} AND r.rolsuper))"
@@ -58,10 +64,7 @@ def pg_stored_calls(user: str) -> str:
     checks of objects from oid `user` on call of the catalog's own functions, read from
     their node trees; deps(classid, objid, refclassid, refobjid): every call of theirs,
     pg_depend's (of functions a user made) and those."""
-
-    def rel(name: str) -> str:
-        return f"'pg_catalog.{name}'::pg_catalog.regclass::pg_catalog.oid"
-
+    rel = pg_catalog_relation
     return f"""tree_calls(classid, objid, fn) AS (
   -- What user views, policies and domain checks call of the catalog's own functions,
   -- which pg_depend does not record: read from their node trees.

@@ -44,11 +44,19 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.operators import exact_operators
-from aishell.guard.pgcode import pg_catalog_function, pg_extension_code, pg_tree_calls
+from aishell.guard.pgcode import (
+    pg_catalog_function,
+    pg_catalog_relation,
+    pg_extension_code,
+    pg_tree_calls,
+)
 from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.guard.sqlitetriggers import trigger_events
 from aishell.guard.usercodeactions import RUNS, VERBS, Action
 from aishell.sqltext import text
+
+# pg_catalog's relation, as pg_depend's classid holds it: short, for the queries below.
+_rel = pg_catalog_relation
 
 
 @dataclass(frozen=True)
@@ -192,10 +200,6 @@ def _read(conn: Connection, dialect: str) -> list[Code]:
 # FirstNormalObjectId: what initdb made is below. Constants are left for the exact
 # operator to type: a type the query named would be one the guard looks for in it.
 _USER = "'16384'"
-
-
-def _rel(name: str) -> str:
-    return f"'pg_catalog.{name}'::pg_catalog.regclass"
 
 
 # Functions of the database's own: not the catalog's, not an installed extension's.
