@@ -8,6 +8,12 @@ functions that run what they are given at run time, which no dependency records.
 
 from __future__ import annotations
 
+from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
+
+# The catalog's functions that are code of their own, as the parameter `own` binds them
+# (as words of aishell's own query the names would read as calls of them).
+PG_OWN_CODE_PARAMETER = {"own": sorted(PG_CODE_OF_ITS_OWN)}
+
 
 def pg_catalog_relation(name: str) -> str:
     """SQL: the oid of pg_catalog's relation `name` (a constant of aishell's own), as
@@ -39,6 +45,18 @@ def pg_catalog_function(listed: str, fn: str = "p", namespace: str = "n") -> str
     return (
         f"({namespace}.nspname = 'pg_catalog' AND {fn}.proname = ANY ({listed}) "
         f"AND ({fn}.proname <> 'ts_rewrite' OR {fn}.pronargs = 2))"
+    )
+
+
+def pg_user_code(fn: str = "p", namespace: str = "n") -> str:
+    """SQL: whether the function `fn` (its schema `namespace`) is code the catalog cannot
+    vouch for: the database's own (not the catalog's, not information_schema's, not an
+    installed extension's as its script made it), or one of the catalog's that is code
+    of its own (PG_CODE_OF_ITS_OWN; the query binds PG_OWN_CODE_PARAMETER)."""
+    return (
+        f"(({namespace}.nspname <> ALL ('{{pg_catalog,information_schema}}') "
+        f"AND NOT {pg_extension_code(fn)}) "
+        f"OR {pg_catalog_function('CAST(:own AS pg_catalog.name[])', fn, namespace)})"
     )
 
 

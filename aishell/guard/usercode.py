@@ -45,12 +45,11 @@ from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.operators import exact_operators
 from aishell.guard.pgcode import (
-    pg_catalog_function,
+    PG_OWN_CODE_PARAMETER,
     pg_catalog_relation,
-    pg_extension_code,
     pg_tree_calls,
+    pg_user_code,
 )
-from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.guard.sqlitetriggers import trigger_events
 from aishell.guard.usercodeactions import RUNS, VERBS, Action
 from aishell.sqltext import text
@@ -213,15 +212,11 @@ _USER = "'16384'"
 # of every type it is made of (a domain's base, an array's element, a range's subtype, a
 # composite's attributes). Every operator is written exactly as pg_catalog's
 # (operators.exact_operators).
-# The catalog's own functions counted as code of their own (bound: as words of this query
-# the names would read as calls).
-_OWN_CODE = "CAST(:own AS pg_catalog.name[])"
 _PG_CODE = f"""
 WITH RECURSIVE aishell_fn AS (
   SELECT p.oid, n.nspname, p.proname
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-  WHERE (n.nspname <> ALL ('{{pg_catalog,information_schema}}')
-    AND NOT {pg_extension_code()}) OR {pg_catalog_function(_OWN_CODE)}
+  WHERE {pg_user_code()}
 ), aishell_calls AS (
   SELECT d.classid, d.objid, f.nspname, f.proname
   FROM pg_catalog.pg_depend d JOIN aishell_fn f
@@ -396,7 +391,7 @@ def _pg_events(kind: str, events: str | None) -> frozenset[str]:
 def _postgresql(conn: Connection) -> list[Code]:
     grouped: dict[tuple[Any, ...], list[tuple[str | None, str]]] = {}
     reached: dict[tuple[Any, ...], tuple[tuple[str | None, str, bool], ...]] = {}
-    for row in conn.execute(text(_PG_CODE), {"own": sorted(PG_CODE_OF_ITS_OWN)}):
+    for row in conn.execute(text(_PG_CODE), PG_OWN_CODE_PARAMETER):
         kind, schema, table, name, events, detail, fn_schema, fn_name, visible = row[:9]
         up_schemas, up_names, up_visible = row[9:]
         key = (kind, schema, table, name, events, detail or "")

@@ -36,11 +36,12 @@ from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.guard.lex import code_only
 from aishell.guard.pgcode import (
-    pg_catalog_function,
+    PG_OWN_CODE_PARAMETER,
+    pg_catalog_relation,
     pg_extension_code,
     pg_tree_calls,
+    pg_user_code,
 )
-from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.sqltext import text
 
 _PG_REL = (
@@ -55,25 +56,19 @@ _CODE = "a user-defined function or server code of its own"
 
 
 def _pg_calls_user_code(classid: str, objid: str, tree: str) -> str:
-    """SQL: whether the object (classid, objid) calls a function of the database's own,
-    by name or through an operator (as pg_depend records it), or one of the catalog's
-    that is code of its own (PG_CODE_OF_ITS_OWN, bound as :own), which only its node
-    tree `tree` shows."""
+    """SQL: whether the object (classid, objid) calls code the catalog cannot vouch for
+    (pgcode.pg_user_code): by name or through an operator, as pg_depend records it, or
+    one of the catalog's own, which only its node tree `tree` shows."""
     return (
-        "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
-        "ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid "
-        "AND o.oid = d.refobjid "
-        "JOIN pg_catalog.pg_proc p ON p.oid = CASE WHEN d.refclassid = "
-        "'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid THEN d.refobjid "
-        "ELSE o.oprcode::pg_catalog.oid END "
+        "EXISTS (SELECT 1 FROM (SELECT CASE WHEN d.refclassid = "
+        f"{pg_catalog_relation('pg_proc')} THEN d.refobjid ELSE o.oprcode::pg_catalog.oid "
+        "END AS fn FROM pg_catalog.pg_depend d LEFT JOIN pg_catalog.pg_operator o "
+        f"ON d.refclassid = {pg_catalog_relation('pg_operator')} AND o.oid = d.refobjid "
+        f"WHERE d.classid = {pg_catalog_relation(classid)} AND d.objid = {objid} "
+        f"UNION ALL SELECT c.fn FROM {pg_tree_calls(tree)} c) x "
+        "JOIN pg_catalog.pg_proc p ON p.oid = x.fn "
         "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
-        f"WHERE d.classid = '{classid}'::pg_catalog.regclass::pg_catalog.oid "
-        f"AND d.objid = {objid} AND pn.nspname NOT IN ('pg_catalog', 'information_schema') "
-        f"AND NOT {pg_extension_code()}) OR EXISTS (SELECT 1 FROM "
-        f"{pg_tree_calls(tree)} c "
-        "JOIN pg_catalog.pg_proc p ON p.oid = c.fn "
-        "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
-        f"WHERE {pg_catalog_function('CAST(:own AS pg_catalog.name[])', 'p', 'pn')}))"
+        f"WHERE {pg_user_code('p', 'pn')})"
     )
 
 
@@ -101,15 +96,15 @@ _PG_PROBLEMS = (
     "JOIN arc ON r.ev_class = arc.oid WHERE r.rulename <> '_RETURN' "
     "UNION ALL SELECT 'check', k.conname::text, pg_catalog.pg_get_constraintdef(k.oid) "
     "FROM pg_catalog.pg_constraint k JOIN arc ON k.conrelid = arc.oid WHERE k.contype = 'c' "
-    "AND " + _pg_calls_user_code("pg_catalog.pg_constraint", "k.oid", "k.conbin::text") + " "
+    "AND " + _pg_calls_user_code("pg_constraint", "k.oid", "k.conbin::text") + " "
     "UNION ALL SELECT DISTINCT 'domain', d.col::text, d.typ::pg_catalog.regtype::text "
     "FROM domains d JOIN pg_catalog.pg_constraint k ON k.contypid = d.typ WHERE "
-    + _pg_calls_user_code("pg_catalog.pg_constraint", "k.oid", "k.conbin::text")
+    + _pg_calls_user_code("pg_constraint", "k.oid", "k.conbin::text")
     + " UNION ALL SELECT 'index', i.indexrelid::pg_catalog.regclass::text, "
     "pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i JOIN arc "
     "ON i.indrelid = arc.oid WHERE "
     + _pg_calls_user_code(
-        "pg_catalog.pg_class",
+        "pg_class",
         "i.indexrelid",
         "COALESCE(i.indexprs::text, '') || COALESCE(i.indpred::text, '')",
     )
@@ -203,7 +198,7 @@ def check_plain_archive(conn: Connection, table: str, archive: str) -> None:
     dialect = conn.dialect.name
     names = {"t": table, "a": archive}
     if dialect == "postgresql":
-        bound = {**names, "own": sorted(PG_CODE_OF_ITS_OWN)}
+        bound = {**names, **PG_OWN_CODE_PARAMETER}
         problems = [_said(*row) for row in conn.execute(text(_PG_PROBLEMS), bound)]
     elif family(dialect) == "mysql":
         problems = _mysql(conn, names)
