@@ -22,9 +22,9 @@ from aishell.executor.prepare import PreparedStep
 from aishell.executor.results import StepResult
 from aishell.executor.resume import facts
 from aishell.executor.retry import (
+    LostConnection,
     allowed_retries,
     final_error,
-    reconnect,
     step_retrying,
     unreachable,
 )
@@ -86,20 +86,15 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
 
 def _attempts(each: _Attempts, retries: int) -> None:
     run, result, step, ctx, started = each.run, each.result, each.step, each.ctx, each.started
-    lost: DBAPIError | None = None  # the error that lost the last attempt's connection
+    lost = LostConnection()
     try:
         for trying in step_retrying(run, result, retries + 1, is_transient):
-            if lost is not None and not reconnect(run, ctx, result):
-                run.finish(result, "failed", error=unreachable(run, lost), started=started)
+            if not lost.made_again(run, ctx, result):
+                assert lost.error is not None
+                run.finish(result, "failed", error=unreachable(run, lost.error), started=started)
                 return
-            with trying:
-                attempt = trying.attempt
-                try:
-                    _one_attempt(each, attempt)
-                except DBAPIError as exc:
-                    rollback(ctx.connection)
-                    lost = exc if exc.connection_invalidated else None
-                    raise
+            with trying, lost.watch(ctx):
+                _one_attempt(each, trying.attempt)
     except DBAPIError as exc:
         # Not worth another try (or its last): the step ends skipped or failed.
         if not _skipped(run, result, step, ctx, exc, result.attempts, started):

@@ -18,12 +18,11 @@ from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.covered import step_measure
 from aishell.executor.estimates import estimate_effect
-from aishell.executor.failures import rollback
 from aishell.executor.foresee import as_shown, foreseen, known_so_far
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
 from aishell.executor.resume import reason_kind, statements_shown
-from aishell.executor.retry import final_error, reconnect, step_retrying
+from aishell.executor.retry import LostConnection, final_error, step_retrying
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
@@ -168,22 +167,17 @@ def prepare(
     # A dry run is a preview: it looks once, as `plan` does, and waits on a held table
     # no more than that (a run tries again with backoff: the table may be released).
     tries = 1 if run.dry_run else run.agent.defaults.max_retries + 1
-    lost: DBAPIError | None = None  # the error that lost the last try's connection
+    lost = LostConnection()
     attempt = 1
     try:
         for trying in step_retrying(run, result, tries, _worth_again):
             attempt = trying.attempt
-            if lost is not None and not reconnect(run, ctx, result):
+            if not lost.made_again(run, ctx, result):
                 break
             if attempt > 1:
                 ctx.step_cache = {}  # measured afresh
-            with trying:
-                try:
-                    return _prepare_once(run, result, tool, ctx, attempt, once)
-                except DBAPIError as exc:
-                    rollback(ctx.connection)
-                    lost = exc if exc.connection_invalidated else None
-                    raise
+            with trying, lost.watch(ctx):
+                return _prepare_once(run, result, tool, ctx, attempt, once)
     except DBAPIError as exc:
         _stopped_meanwhile(run, result, ctx, exc)
         if tool.skips_held_tables and _skipped(run, result, tool, ctx, exc, attempt):
@@ -196,8 +190,8 @@ def prepare(
         raise Stop(FAILED, f"{step.id} ({tool.name}) {error}") from None
     # The connection was lost and could not be made again: the run fails on the error
     # that lost it, as on any other (loop.py).
-    assert lost is not None
-    raise lost
+    assert lost.error is not None
+    raise lost.error
 
 
 def _worth_again(exc: DBAPIError) -> bool:

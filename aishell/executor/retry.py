@@ -5,7 +5,7 @@ the waits are the shared retry policy's (aishell.retry)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -127,3 +127,26 @@ def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
     except (TargetUnreachable, TargetLocked):
         return False
     return True
+
+
+class LostConnection:
+    """The server error that lost a try's connection (a restart, a failover, a dropped
+    link), for the next try to make it again first."""
+
+    def __init__(self) -> None:
+        self.error: DBAPIError | None = None
+
+    def made_again(self, run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
+        """True when the last try kept its connection or a new one could be made."""
+        return self.error is None or reconnect(run, ctx, result)
+
+    @contextmanager
+    def watch(self, ctx: ToolContext) -> Iterator[None]:
+        """One try: a server error it raises rolls its session back, is kept when it lost
+        the connection, and goes on to the retry rule."""
+        try:
+            yield
+        except DBAPIError as exc:
+            rollback(ctx.connection)
+            self.error = exc if exc.connection_invalidated else None
+            raise
