@@ -11,34 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.executor.context import RunContext
-from aishell.plan.model import Step
 from aishell.plan.references import find_references, substitute
 from aishell.tool.context import Pending
-
-
-def known_so_far(
-    run: RunContext, index: int, step: Step
-) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
-    """Of the earlier steps this one needs: their outputs where they have one (as the
-    loop keeps them), those that did not run (for a step that runs regardless), and
-    those only previewed (or failed in this dry run), whose outputs are not known."""
-    earlier = run.earlier(index)
-    needed = {r.step_id for r in find_references([step.params, step.condition])}
-    outputs: dict[str, Any] = {}
-    absent: set[str] = set()
-    pending: set[str] = set()
-    for dep in needed | set(step.depends_on):
-        found = earlier.get(dep)
-        if found is None:
-            continue
-        if found.status == "succeeded" or (found.status == "skipped" and found.output is not None):
-            outputs[dep] = found.output
-        elif step.always_run and found.status in ("denied", "skipped"):
-            absent.add(dep)
-        else:
-            pending.add(dep)
-    return outputs, frozenset(absent), frozenset(pending)
 
 
 def foreseen(

@@ -18,7 +18,7 @@ from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.covered import step_measure
 from aishell.executor.estimates import estimate_effect
-from aishell.executor.foresee import as_shown, foreseen, known_so_far
+from aishell.executor.foresee import as_shown, foreseen
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
 from aishell.executor.resume import reason_kind, statements_shown
@@ -83,15 +83,22 @@ def settle_dependencies(
 
 
 def preview_offline(
-    run: RunContext, result: StepResult, step: Step, impl: Implementation, ctx: ToolContext
+    run: RunContext,
+    result: StepResult,
+    step: Step,
+    impl: Implementation,
+    ctx: ToolContext,
+    known: tuple[Mapping[str, Any], frozenset[str]],
+    pending: frozenset[str],
 ) -> None:
-    """A dry run's step after one it needs that was only previewed: what it would send,
-    given what is known by now (the outputs of the steps that ran, what the run read).
-    Its params known, it is prepared as any step is, its condition left to its run; its
-    params waiting for the previewed step, those values are Pending, which its tool
-    renders as far as it can tell (Handler.foresee_fn) and otherwise names."""
+    """A dry run's step after one it needs that was only previewed (`pending`): what it
+    would send, given what is `known` by now (the outputs of the steps that ran, those
+    that did not run for a step that runs regardless). Its params known, it is prepared
+    as any step is, its condition left to its run; its params waiting for a previewed
+    step, those values are Pending, which its tool renders as far as it can tell
+    (Handler.foresee_fn) and otherwise names."""
     tool = run.registry.get(step.tool)
-    outputs, absent, pending = known_so_far(run, result.index, step)
+    outputs, absent = known
     if not any(ref.step_id in pending for ref in find_references(step.params)):
         prepared = prepare(run, step, result, tool, impl, outputs, absent, ctx, pending)
         if prepared is not None:

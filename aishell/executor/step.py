@@ -77,7 +77,7 @@ def ready_step(
     unresolved = [d for d in needed if d not in outputs and d not in absent and d in earlier]
     if run.dry_run and unresolved:
         # Earlier steps were only previewed, so their outputs do not exist yet.
-        preview_offline(run, result, step, impl, ctx)
+        preview_offline(run, result, step, impl, ctx, (outputs, absent), frozenset(unresolved))
         return None
     prepared = prepare(run, step, result, tool, impl, outputs, absent, ctx)
     if prepared is None:
