@@ -14,6 +14,7 @@ from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
 from aishell.commands.schedules import agent_missing, list_schedules, target_missing
 from aishell.commands.tools import load_catalog
+from aishell.config.agentfiles import MisnamedAgentFile
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
 from aishell.config.resources import bundled_catalog_dir
@@ -74,12 +75,7 @@ def doctor(
     )
     for name in names:
         config.target(name)  # an unknown name is an error, before anything is checked
-    problems: list[dict[str, Any]] = []
-    for agent in AGENTS:
-        try:
-            config.agent(agent)
-        except ConfigError as exc:
-            problems.append(_home_problem(str(exc), "correct the key it names in that file"))
+    problems = _agent_file_problems(config)
     try:
         with StateStore(config.state_url) as store:
             leftovers = scratch.leftovers(store)
@@ -113,6 +109,22 @@ def doctor(
         "leftovers": leftovers,
         "problems": problems,
     }
+
+
+def _agent_file_problems(config: Config) -> list[dict[str, Any]]:
+    """Each agent's file that does not load, each problem once: a file of the agents'
+    folders that no agent could read is refused to every agent that loads."""
+    problems: list[dict[str, Any]] = []
+    for agent in AGENTS:
+        try:
+            config.agent(agent)
+        except ConfigError as exc:
+            fix = "correct the key it names in that file"
+            if isinstance(exc, MisnamedAgentFile):
+                fix = "rename the file as it says"
+            problem = _home_problem(str(exc), fix)
+            problems += [problem] if problem not in problems else []
+    return problems
 
 
 def _joining_plans(config: Config) -> list[str]:

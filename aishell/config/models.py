@@ -6,11 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from aishell.config.agentfiles import check_agent_files, check_constraint_tools
 from aishell.config.bounds import MAX_COUNT, MAX_RUN_TIME_SECONDS, MAX_TIMEOUT_SECONDS
 from aishell.config.checks import (
     MAX_HOURS,
@@ -223,6 +224,8 @@ class MaxTableSize(_Strict):
     """Steps on a table with more rows than this (measured, not the catalog's estimate:
     policy/measured.py) need approval."""
 
+    # The keys that name tools of the catalog (config/agentfiles.py checks them).
+    tool_keys: ClassVar[tuple[str, ...]] = ("tools",)
     type: Literal["max_table_size"]
     max_rows: Integer = Field(gt=0, le=MAX_COUNT)
     tools: list[Text] | None = None
@@ -239,6 +242,7 @@ class MaintenanceWindow(_TimeZoned):
 class BackupRequired(_Strict):
     """Listed tools need a verified backup of the target newer than max_age_hours."""
 
+    tool_keys: ClassVar[tuple[str, ...]] = ("before_operations",)
     type: Literal["backup_required"]
     before_operations: list[Text] = Field(min_length=1)
     max_age_hours: Number = Field(24, gt=0, le=MAX_HOURS)
@@ -256,6 +260,7 @@ class PurgeLimits(_Strict):
     """A purge needs approval when it keeps less than min_retention_days of rows, or
     would delete more than max_share of the table."""
 
+    tool_keys: ClassVar[tuple[str, ...]] = ("tools",)
     type: Literal["purge_limits"]
     min_retention_days: Number = setting(RETENTION_DAYS, default=7)
     max_share: Number = Field(0.5, gt=0, le=1)
@@ -402,6 +407,10 @@ class Config:
             replicas = enumerate(loaded.purge.replicas)
             key = f"{name}_agent.purge.replicas"
             check_named(self.main.targets, ((loaded.path, f"{key}.{i}", r) for i, r in replicas))
+            # Here, not at load: the catalog has the site's folders (catalog_paths) too.
+            check_constraint_tools(
+                loaded.path, f"{name}_agent", loaded.constraints, self.catalog_paths
+            )
             self._agents[name] = loaded
         return self._agents[name]
 
@@ -454,6 +463,7 @@ def load_agent_config(agent_dirs: Path | tuple[Path, ...], agent: str) -> AgentC
     with none runs on the defaults and every capability: its plans keep to the tools it
     declares (a file of its own narrows them); aishell's own must have theirs."""
     dirs = (agent_dirs,) if isinstance(agent_dirs, Path) else agent_dirs
+    check_agent_files(dirs, agent)
     if agent not in JOB_OPTIONS and find_agent_file(dirs, agent) is None:
         return AgentConfig(agent, AgentDefaults(), frozenset(Capability), (), Path(agent))
     path = agent_file(dirs, agent)

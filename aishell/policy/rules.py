@@ -137,16 +137,16 @@ class SafetyPolicy:
 
     @property
     def all_constraints(self) -> tuple[Any, ...]:
-        """The configured constraints; purge limits apply with their defaults unless set."""
-        if any(isinstance(c, PurgeLimits) for c in self.constraints):
-            return tuple(self.constraints)
-        return (*self.constraints, DEFAULT_PURGE_LIMITS)
+        """The configured constraints, and the default purge limits on each of the defaults'
+        tools that no configured purge_limits lists: one replaces them for its tools only."""
+        listed = {t for c in self.constraints if isinstance(c, PurgeLimits) for t in c.tools}
+        left = [t for t in DEFAULT_PURGE_LIMITS.tools if t not in listed]
+        default = DEFAULT_PURGE_LIMITS.model_copy(update={"tools": left})
+        return (*self.constraints, default) if left else tuple(self.constraints)
 
     def purge_limits(self, tool: str) -> PurgeLimits | None:
-        for constraint in self.all_constraints:
-            if isinstance(constraint, PurgeLimits) and tool in constraint.tools:
-                return constraint
-        return None
+        found = (c for c in self.all_constraints if isinstance(c, PurgeLimits) and tool in c.tools)
+        return next(found, None)
 
     def check(self, facts: StepFacts) -> Verdict:
         if not facts.writes and facts.tool.risk_level is not RiskLevel.SAFE:
