@@ -12,14 +12,17 @@ from typing import Any, cast
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.config.kinds import Category
+from aishell.agents.available import agent_names, get_agent
 from aishell.config.models import Config
 from aishell.errors import AishellError, StepFailed, TargetUnreachable
 from aishell.executor import estimate_effect
+from aishell.executor.context import takes_backup
+from aishell.executor.foresee import foreseen
 from aishell.executor.results import judged, named
 from aishell.guard.connection import Guard, GuardMemory, guarded
 from aishell.plan.model import Plan, Step, plan_tables
-from aishell.plan.references import has_references
+from aishell.plan.references import find_references, has_references
+from aishell.policy.drafted import AgentRules, drafted_by_model, drafted_policy
 from aishell.policy.measured import Measure, connection_measure
 from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, may_write
 from aishell.registry import Registry, ToolDefinition
@@ -31,7 +34,7 @@ from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.targets.servermessage import server_message
 from aishell.targets.tables import TableCatalog
 from aishell.tool import params as schema
-from aishell.tool.context import Implementation, ToolContext
+from aishell.tool.context import Implementation, ToolContext, pending_params
 from aishell.tool.locks import StepLocks
 from aishell.tool.readings import TableReadings
 
@@ -93,6 +96,24 @@ class PlanPreview:
 Review = Callable[[PlanPreview], bool]
 
 
+def agent_rules(config: Config, registry: Registry) -> tuple[AgentRules, ...]:
+    """Every configured agent's tools (its AgentSpec.tools, and the catalog's tools that
+    ask it to plan them) and constraints: what a model's draft is judged by besides the
+    agent it names (policy/drafted.py)."""
+    planned: dict[str, set[str]] = {}
+    for tool in registry.find():
+        for agent in tool.planned:
+            planned.setdefault(agent, set()).add(tool.name)
+    return tuple(
+        AgentRules(
+            name,
+            frozenset(get_agent(name).spec.tools) | planned.get(name, set()),
+            tuple(config.agent(name).constraints),
+        )
+        for name in agent_names()
+    )
+
+
 def preview_plan(
     config: Config,
     registry: Registry,
@@ -107,6 +128,8 @@ def preview_plan(
     agent_config = config.agent(plan.agent)
     environment = handle.config.environment
     policy = SafetyPolicy(level, environment, handle.name, agent_config.constraints)
+    if drafted_by_model(plan):
+        policy = drafted_policy(policy, plan, agent_rules(config, registry))
     previews = []
     backup_before = False
     now = datetime.now(UTC)
@@ -131,7 +154,7 @@ def preview_plan(
             # The backups a backup step chooses among, as a run's steps see them.
             backups = _Backups(config.backup_dir, history, tuple(s.tool for s in plan.steps[:i]))
             previews.append(_preview_step(i, step, tool, handle, conn, facts, backups))
-            backup_before = backup_before or tool.category is Category.BACKUP
+            backup_before = backup_before or takes_backup(tool)
     finally:
         conn.close()
         history.close()
@@ -190,6 +213,8 @@ def _preview_step(
     ctx.max_share = limits.max_share if limits is not None else None
     with _tool_code(f"{step.id} ({tool.name})", conn if live else None, known.guard_memory):
         rendered, effect, measured = _measured(tool, impl, params, ctx, known.catalog, live)
+    if not live:
+        rendered = _waiting_named(params, rendered)
     # Offline (or held), what it would render is not known: it is judged by its tool's risk.
     writes = (
         may_write(tool, impl, rendered, handle.dialect)
@@ -227,6 +252,18 @@ def _preview_step(
         estimate=effect,
         locks=tool.step_locks(params, handle.name, handle.config, handle.dialect),
     )
+
+
+def _waiting_named(params: dict[str, Any], rendered: list[str]) -> list[str]:
+    """An offline step's statements, each value they wait for and do not show named
+    first (`tables` of update_table_statistics: its statement names a `table`)."""
+    shown = "\n".join(rendered)
+    named = [
+        f"-- {name}: {', '.join(map(str, held))}"
+        for name, held in pending_params(params).items()
+        if not all(str(p) in shown for p in held)
+    ]
+    return [*named, *rendered]
 
 
 def _preview_context(
@@ -347,13 +384,17 @@ class _History:
 def _previewable(step: Step, tool: ToolDefinition) -> tuple[dict[str, Any], bool]:
     """A step's params as far as they are known before it runs, and whether that is
     enough to measure it: optional params that wait for an earlier step's output are
-    left to their defaults (a purge's cutoff is then the one its count step finds)."""
-    required = set(tool.params.get("required") or ())
+    left to their defaults (a purge's cutoff is then the one its count step finds).
+    One that a step needs (required, or one of an x-one-of group: left out, the step
+    would have none of the group) is not known: the step is previewed offline, each
+    value that waits for a step a Pending placeholder (`<...: known once step_0 runs>`)."""
+    needed = {*(tool.params.get("required") or ()), *(tool.params.get("x-one-of") or ())}
     known: dict[str, Any] = {}
     for name, value in step.params.items():
         if has_references(value):
-            if name in required:
-                return dict(step.params), False
+            if name in needed:
+                waits_for = frozenset(r.step_id for r in find_references(step.params))
+                return foreseen(step.params, {}, waits_for, step.id, frozenset()), False
             continue
         known[name] = value
     return schema.with_defaults(known, tool.params), True

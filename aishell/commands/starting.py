@@ -13,7 +13,7 @@ from typing_extensions import Unpack
 
 from aishell.commands.breaker import circuit_breaker
 from aishell.commands.locks import release_run_lock, take_run_lock
-from aishell.commands.previews import Review, preview_plan
+from aishell.commands.previews import Review, agent_rules, preview_plan
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
@@ -299,6 +299,9 @@ def make_executor(
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
         run_limit=config.run_limit(agent_name, how.get("max_run_seconds"), limit_source),
         ignore_window=how.get("ignore_window", False),
+        # A model's draft (ask, --planner llm, a saved draft applied or resumed) is
+        # judged by every agent that plans its steps' tools, as its preview was.
+        agent_rules=lambda: agent_rules(config, registry),
         run_started=started,
         run_lock=lock,
         **extra,

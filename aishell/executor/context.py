@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.config.kinds import Category
+from aishell.config.kinds import Capability, Category
 from aishell.config.models import AgentConfig
 from aishell.executor.failures import rollback
 from aishell.executor.results import Observer, StepResult
@@ -20,11 +20,18 @@ from aishell.guard.connection import GuardMemory
 from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
 from aishell.policy.rules import SafetyPolicy
-from aishell.registry import Registry
+from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
 from aishell.targets.tables import TableCatalog
+
+
+def takes_backup(tool: ToolDefinition) -> bool:
+    """Whether a step of the tool takes a backup (what a preview counts as a backup
+    earlier in the run): it declares backup_create. Validating or restoring a backup
+    (backup_restore) takes none."""
+    return Capability.BACKUP_CREATE in tool.required_capabilities
 
 
 @dataclass
@@ -69,19 +76,30 @@ class RunContext:
         return Earlier(self.results, index, self.positions)
 
     def backup_before(self, index: int) -> bool:
-        """Whether a backup step before the step at index succeeded in this run.
+        """Whether a step before the step at index took a backup of the target in this
+        run: its output recorded one (what effects.py puts in the backup catalog). A
+        step that only read backups (a validation of an old one, a restore) took none.
+        In a dry run, nothing is taken: a step that would take one counts, as in a
+        plan's preview.
 
         Steps are prepared in order and an earlier step's status is final by then (one
         left waiting does not run again in this go), so each result is looked at once
         per run, not once per later step."""
         seen, found = self._backups_seen if self._backups_seen[0] <= index else (0, False)
         for result in self.results[seen:index]:
-            found = found or (
-                result.status == "succeeded"
-                and self.registry.get(result.tool).category is Category.BACKUP
-            )
+            found = found or self._took_backup(result)
         self._backups_seen = (index, found)
         return found
+
+    def _took_backup(self, result: StepResult) -> bool:
+        if self.dry_run and result.status == "previewed":
+            return takes_backup(self.registry.get(result.tool))
+        output = result.output
+        return (
+            result.status == "succeeded"
+            and isinstance(output, Mapping)
+            and bool(output.get("backup_record"))
+        )
 
     def max_share(self, tool: str) -> float | None:
         """The share of its table a purge by `tool` may take; None when not held to one."""

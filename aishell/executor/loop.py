@@ -7,9 +7,9 @@ and their outputs feed later steps as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from aishell.executor.stopping import Interrupted, Stop, Stopping
 from aishell.files import PrivatePlaces
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import Approver
+from aishell.policy.drafted import AgentRules, drafted_by_model, drafted_policy
 from aishell.policy.rules import SafetyPolicy
 from aishell.registry import Registry
 from aishell.scratch.ledger import Ledger
@@ -82,6 +83,9 @@ class Executor:
     run_lock: RunLock | None = None
     # --ignore-window: a person lifted the maintenance window for this run (and only it).
     ignore_window: bool = False
+    # Every configured agent's tools and constraints, read when a model drafted the
+    # plan: its steps are judged by those of every agent that plans their tools too.
+    agent_rules: Callable[[], Sequence[AgentRules]] | None = None
     # Signals, the time limit, `aishell stop` and the run lock: what may stop the run.
     _stopping: Stopping = field(init=False)
 
@@ -94,12 +98,24 @@ class Executor:
             safety_level=self.safety_level or self.agent.defaults.safety_level,
             environment=self.target.config.environment,
             target=self.target.name,
-            constraints=[
-                c
-                for c in self.agent.constraints
-                if not (self.ignore_window and isinstance(c, MaintenanceWindow))
-            ],
+            constraints=self._kept(self.agent.constraints),
         )
+
+    def _kept(self, constraints: Sequence[Any]) -> list[Any]:
+        """The constraints this run is held to: a window lifted, without it."""
+        return [
+            c for c in constraints if not (self.ignore_window and isinstance(c, MaintenanceWindow))
+        ]
+
+    def policy_of(self, plan: Plan) -> SafetyPolicy:
+        """The policy the plan's steps are judged by: the agent's, and for a model's
+        draft, each step's also by every agent that plans its tool (policy/drafted.py)."""
+        if self.agent_rules is None or not drafted_by_model(plan):
+            return self.policy
+        agents = [
+            replace(a, constraints=tuple(self._kept(a.constraints))) for a in self.agent_rules()
+        ]
+        return drafted_policy(self.policy, plan, agents)
 
     def execute(
         self,
@@ -258,7 +274,7 @@ class Executor:
             store=self.store,
             target=self.target,
             agent=self.agent,
-            policy=self.policy,
+            policy=self.policy_of(plan),
             approver=self.approver,
             observer=self.observer,
             clock=self.clock,
