@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import re
 
-from aishell.dialects import NAME_START, NAME_TAG_CHAR, family
+from aishell.dialects import NAME_CHAR, NAME_START, NAME_TAG_CHAR, family
 from aishell.guard.lex import opened_at
 
-# The code between comments and literals: words, numbers, single characters.
-_CODE = re.compile(r"[^\W\d][\w$]*|\d\w*|\S")
+# The code between comments and literals: words, numbers, single characters. A word is
+# a name as the servers' lexers read one, every character past ASCII in it: U+00A0 and
+# U+2028, white space to Python, are part of a name to them (`audit` and U+00A0 then
+# `log` is one table's name).
+_CODE = re.compile(rf"{NAME_START}{NAME_CHAR}*|\d\w*|\S")
 # A dollar quote's tag, as PostgreSQL's lexer takes it: $$ or $name$ (no digit first,
 # so $1 is a parameter).
 _TAG = rf"\$(?:{NAME_START}{NAME_TAG_CHAR}*)?\$"

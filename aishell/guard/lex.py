@@ -4,10 +4,13 @@ The guard judges a statement by what a SQL parser (sqlglot) makes of it; the ser
 what its own lexer makes of it. Where the two read the text apart, a call can hide from
 the parser: MariaDB runs the code in `/*! ... */` and `/*M! ... */`, which the parser
 drops as a comment; MySQL's `--x` is two minus signs, not a comment; a backslash ends a
-MySQL string or does not, by the session's sql_mode. So each engine's lexical rules are
-kept here, and a statement whose comments and literals the parser places differently
-from them (or that holds code the server runs from a comment) is not judged by the
-parser at all: it counts as a write (sqlcheck.py).
+MySQL string or does not, by the session's sql_mode; PostgreSQL ends a `--` comment at a
+carriage return too, MariaDB and SQLite at a line feed alone. The parser takes whatever
+Python calls white space for white space; the servers read U+00A0 or U+2028 as part of a
+name, so `zap` and U+00A0 before `(1)` call a function of that name, not zap. So each
+engine's lexical rules are kept here, and a statement whose comments, literals or white
+space the parser places differently from them (or that holds code the server runs from a
+comment) is not judged by the parser at all: it counts as a write (sqlcheck.py).
 """
 
 from __future__ import annotations
@@ -53,9 +56,31 @@ class Reading:
     problem: str | None = None
 
 
-def _line_end(sql: str, i: int) -> int:
-    end = sql.find("\n", i)
-    return len(sql) if end < 0 else end
+# Where a `--` comment (MySQL's `#` too) ends, as each server's lexer ends it: PostgreSQL's
+# at a carriage return as at a line feed (scan.l: non_newline is [^\n\r]); MariaDB's at a
+# line feed, or at a NUL, which it then refuses; SQLite's at a line feed. No engine ends
+# one at \f, \v, U+0085 or U+2028 (each tried on the servers).
+_LINE_ENDS = {
+    "postgresql": re.compile(r"[\n\r]"),
+    "mysql": re.compile(r"[\n\x00]"),
+    "sqlite": re.compile(r"\n"),
+}
+# White space to each server's lexer: any other character Python calls white space the
+# servers read as a name's (past ASCII) or refuse. PostgreSQL reads \v as white space
+# from version 16 only (15 refuses it), so it counts as none.
+_NOT_SERVER_SPACE = {
+    "postgresql": re.compile(r"[^\S \t\n\r\f]"),
+    "mysql": re.compile(r"[^\S \t\n\r\f\v]"),
+    "sqlite": re.compile(r"[^\S \t\n\r\f]"),
+}
+# The text ends at a NUL: libpq sends PostgreSQL a C string (what follows never runs), and
+# SQLite's lexer stops there.
+_ENDS_AT_NUL = frozenset({"postgresql", "sqlite"})
+
+
+def _line_end(sql: str, i: int, dialect: str) -> int:
+    end = _LINE_ENDS[dialect].search(sql, i)
+    return len(sql) if end is None else end.start()
 
 
 def _quoted_end(sql: str, i: int, quote: str, backslash: bool) -> int | None:
@@ -95,7 +120,7 @@ def _postgresql(sql: str, i: int, escape_all: bool = False) -> tuple[str, int | 
     """(kind, end) of the comment or literal that starts at sql[i], if one does."""
     ch, pair = sql[i], sql[i : i + 2]
     if pair == "--":
-        return "comment", _line_end(sql, i)
+        return "comment", _line_end(sql, i, "postgresql")
     if pair == "/*":
         return "comment", _nested_comment_end(sql, i)
     if ch == "'":
@@ -128,11 +153,11 @@ def _mysql(
 ) -> tuple[str, int | None] | None:
     ch, pair = sql[i], sql[i : i + 2]
     if ch == "#":
-        return "comment", _line_end(sql, i)
-    # `--` starts a comment only before white space or a control character: `--x` is
-    # two minus signs.
-    if pair == "--" and (i + 2 >= len(sql) or sql[i + 2] <= " "):
-        return "comment", _line_end(sql, i)
+        return "comment", _line_end(sql, i, "mysql")
+    # `--` starts a comment only before white space or a control character (DEL too):
+    # `--x` is two minus signs.
+    if pair == "--" and (i + 2 >= len(sql) or sql[i + 2] <= " " or sql[i + 2] == "\x7f"):
+        return "comment", _line_end(sql, i, "mysql")
     if pair == "/*":
         if sql.startswith(("/*!", "/*M!", "/*m!"), i):
             return "executable", None
@@ -150,7 +175,7 @@ def _mysql(
 def _sqlite(sql: str, i: int) -> tuple[str, int | None] | None:
     ch, pair = sql[i], sql[i : i + 2]
     if pair == "--":
-        return "comment", _line_end(sql, i)
+        return "comment", _line_end(sql, i, "sqlite")
     if pair == "/*":
         end = sql.find("*/", i + 2)
         return "comment", len(sql) if end < 0 else end + 2  # SQLite ends it at the end
@@ -193,6 +218,8 @@ def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
     strings take backslash escapes unless `backslash` is false (NO_BACKSLASH_ESCAPES).
     Kept per text: the disagreement check, the classification and the pragma check
     each read the same statement."""
+    if dialect in _ENDS_AT_NUL and "\x00" in sql:
+        return Reading(problem="a NUL character, where the server's text ends")
     openers = _OPENERS[dialect]
     comments: list[tuple[int, int]] = []
     literals: list[tuple[int, int]] = []
@@ -283,8 +310,9 @@ def without_comments(sql: str, dialect: str) -> str:
 
 @lru_cache(maxsize=8192)
 def disagreement(sql: str, dialect: str) -> str | None:
-    """None when the parser reads `sql`'s comments and literals where the server does;
-    otherwise how the server would run it differently from what the parser saw."""
+    """None when the parser reads `sql`'s comments, literals and white space where the
+    server does; otherwise how the server would run it differently from what the parser
+    saw."""
     if dialect not in _OPENERS:
         return None
     readings = [read(sql, dialect)]
@@ -296,6 +324,9 @@ def disagreement(sql: str, dialect: str) -> str | None:
     server = readings[0]
     if server.problem is not None:
         return server.problem
+    foreign = _foreign_space(sql, dialect, server)
+    if foreign is not None:
+        return foreign
     try:
         tokens = sqlglot.Dialect.get_or_raise(_PARSER_DIALECT[dialect]).tokenize(sql)
     except sqlglot.errors.SqlglotError:
@@ -316,6 +347,20 @@ def disagreement(sql: str, dialect: str) -> str | None:
             break
         spans.append((token.start, token.end + 1, literal))
     return _compare(sql[:opaque], server, spans)
+
+
+def _foreign_space(sql: str, dialect: str, server: Reading) -> str | None:
+    """Where the parser reads white space in the code that the server does not (a
+    name's character to it, or one it refuses), if anywhere."""
+    text = server.comments + server.literals
+    for found in _NOT_SERVER_SPACE[dialect].finditer(sql):
+        at = found.start()
+        if not any(start <= at < end for start, end in text):
+            return (
+                f"the parser reads {found.group()!r} at {at + 1} as white space, which the "
+                "server reads as part of a name or refuses"
+            )
+    return None
 
 
 def _compare(sql: str, server: Reading, tokens: list[tuple[int, int, bool]]) -> str | None:

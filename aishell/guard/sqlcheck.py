@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
+from typing import Literal
 
 import sqlglot
 from sqlglot import exp
@@ -70,6 +71,10 @@ _READ_COMMANDS = {
     ),
     "postgresql": re.compile(r"^\s*SHOW\s+\w+\s*;?\s*$", re.IGNORECASE),
 }
+# The clause by which a read command runs an expression: MariaDB's SHOW ... WHERE evaluates
+# it for each row it shows (NEXTVAL(s) there advances s), as a SELECT's WHERE does. Its
+# other clauses take a string (LIKE), a number (LIMIT) or a constant (SHOW EXPLAIN FOR).
+_EXPRESSION_CLAUSE = re.compile(r"\bWHERE\b", re.IGNORECASE)
 # A MySQL/MariaDB SELECT that writes a file on the server.
 _MYSQL_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
 # MariaDB's sequence words that write, read as a column of the sequence: under sql_mode
@@ -78,16 +83,20 @@ _MYSQL_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
 _MYSQL_SEQUENCE_STEPS = {"nextval": "advances", "setval": "sets"}
 
 
-def _a_read_command(sql: str, dialect: str) -> bool:
-    """Whether `sql` is one statement of _READ_COMMANDS, judged on its code alone, as the
-    server reads it: a quoted name or a string holding `;` or FOR UPGRADE (`x FOR
-    UPGRADE`) is a name, not a second statement or an upgrade. Text the server would not
-    read to its end is not one (the parser judges it)."""
+def _a_read_command(sql: str, dialect: str) -> Literal["reads", "evaluates"] | None:
+    """Whether `sql` is one statement of _READ_COMMANDS ("reads"), judged on its code
+    alone, as the server reads it: a quoted name or a string holding `;`, WHERE or FOR
+    UPGRADE (`x FOR UPGRADE`) is a name, not a second statement, an expression or an
+    upgrade. "evaluates": one with an expression the server runs (SHOW ... WHERE), which
+    the parser judges as a query's. None when it is none (text the server would not read
+    to its end is none: the parser judges it)."""
     command = _READ_COMMANDS.get(dialect)
     if command is None:
-        return False
+        return None
     code = code_only(sql, dialect)
-    return code is not None and bool(command.match(code)) and ";" not in code.strip().rstrip(";")
+    if code is None or not command.match(code) or ";" in code.strip().rstrip(";"):
+        return None
+    return "evaluates" if _EXPRESSION_CLAUSE.search(code) else "reads"
 
 
 @lru_cache(maxsize=4096)
@@ -110,7 +119,8 @@ def write_reason(sql: str, dialect: str) -> str | None:
         if arg == "=" or (arg == "(" and name not in _ARGUMENT_PRAGMAS):
             return f"PRAGMA {name} with a value changes a setting"
         return None
-    if _a_read_command(sql, dialect):
+    command = _a_read_command(sql, dialect)
+    if command == "reads":
         return None
     # Placeholders for quoted identifiers are rendered before parsing by the caller.
     try:
@@ -120,7 +130,9 @@ def write_reason(sql: str, dialect: str) -> str | None:
     for statement in statements:
         if statement is None:
             continue
-        if not isinstance(statement, exp.Query):
+        # A read command's expression is judged as a query's (the parser's Show).
+        shown = command == "evaluates" and isinstance(statement, exp.Show)
+        if not isinstance(statement, exp.Query) and not shown:
             if isinstance(statement, exp.Command):
                 what = str(statement.this).upper()
             elif isinstance(statement, exp.Alias | exp.Column):
@@ -129,44 +141,66 @@ def write_reason(sql: str, dialect: str) -> str | None:
                 what = type(statement).__name__.upper()
             return f"{what} is not a query"
         for node in statement.walk():
-            if isinstance(node, _WRITE_NODES):
-                return f"it contains a {type(node).__name__.upper()}"
-            if dialect == "mysql" and isinstance(node, exp.Lock) and not node.args.get("update"):
-                # MariaDB refuses FOR UPDATE in a read-only transaction, not this.
-                return (
-                    "it takes shared row locks (LOCK IN SHARE MODE), which hold off writers "
-                    "and which a read-only transaction does not stop"
-                )
-            if dialect == "mysql" and (stepped := _sequence_step(node)) is not None:
-                return stepped
-            if isinstance(node, exp.Func):
-                name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-                if name in REACHING_FUNCTIONS:
-                    return f"it calls {name}(), {REACHES}"
-                if name in WRITING_FUNCTIONS:
-                    return f"it calls {name}(), which changes server state"
-                if name in READING_BY_NAME:
-                    return (
-                        f"it calls {name}(), which reads tables and views it names only as "
-                        "text, running what they run"
-                    )
+            reason = _node_reason(node, dialect)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _node_reason(node: exp.Expr, dialect: str) -> str | None:
+    """Why one node of a query may write, if it may."""
+    if isinstance(node, _WRITE_NODES):
+        return f"it contains a {type(node).__name__.upper()}"
+    if dialect == "mysql" and isinstance(node, exp.Lock) and not node.args.get("update"):
+        # MariaDB refuses FOR UPDATE in a read-only transaction, not this.
+        return (
+            "it takes shared row locks (LOCK IN SHARE MODE), which hold off writers "
+            "and which a read-only transaction does not stop"
+        )
+    if dialect == "mysql" and (stepped := _sequence_step(node)) is not None:
+        return stepped
+    if isinstance(node, exp.Func):
+        name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+        if name in REACHING_FUNCTIONS:
+            return f"it calls {name}(), {REACHES}"
+        if name in WRITING_FUNCTIONS:
+            return f"it calls {name}(), which changes server state"
+        if name in READING_BY_NAME:
+            return (
+                f"it calls {name}(), which reads tables and views it names only as "
+                "text, running what they run"
+            )
     return None
 
 
 def _sequence_step(node: exp.Expr) -> str | None:
-    """Why a MySQL column reference (`s.nextval`, `db.s.nextval`, quoted or not) may
-    advance or set a sequence, if it may."""
-    if not isinstance(node, exp.Column) or not node.table:
+    """Why a MySQL column reference (`s.nextval`, `db.s.nextval`, quoted any way or not)
+    may advance or set a sequence, if it may. Under ANSI_QUOTES (which ORACLE sets) a
+    `"s"` is a name, which the parser reads as a string: `"s".nextval` is one of its
+    dots, not a column."""
+    if isinstance(node, exp.Column) and node.table:
+        parts = [part.name for part in node.parts]
+    elif isinstance(node, exp.Dot) and not isinstance(node.parent, exp.Dot):
+        parts = _dotted(node)
+    else:
         return None
-    word = node.name.lower()
+    word = parts[-1].lower()
     if word not in _MYSQL_SEQUENCE_STEPS:
         return None
-    named = ".".join(part.name for part in node.parts)
     return (
-        f"it reads {named}, which under sql_mode ORACLE {_MYSQL_SEQUENCE_STEPS[word]} "
-        f"sequence {node.table} (a table's column named {word} is taken for one too: "
-        "select it without the table's name)"
+        f"it reads {'.'.join(parts)}, which under sql_mode ORACLE "
+        f"{_MYSQL_SEQUENCE_STEPS[word]} sequence {parts[-2]} (a table's column named {word} "
+        "is taken for one too: select it without the table's name)"
     )
+
+
+def _dotted(node: exp.Expr) -> list[str]:
+    """The parts of `a.b.c` as the parser nests its dots, whatever each part is."""
+    if isinstance(node, exp.Dot):
+        return [*_dotted(node.this), *_dotted(node.expression)]
+    if isinstance(node, exp.Column):
+        return [part.name for part in node.parts]
+    return [node.name]
 
 
 # The words of a reason that make a statement's risk critical (statements._risk_of).

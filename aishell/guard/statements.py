@@ -40,6 +40,8 @@ _COMMAND_RISK: dict[str, RiskLevel] = {
     "LOAD": RiskLevel.HIGH,
 }
 _TRANSACTION_CONTROL = (exp.Commit, exp.Rollback, exp.Transaction)
+# A line comment's end on any engine: PostgreSQL's at either, the others' at a line feed.
+_LINE_END = re.compile(r"[\n\r]")
 _TRANSACTION_WORDS = re.compile(
     r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK|END|SAVEPOINT|RELEASE|ABORT)\b",
     re.IGNORECASE,
@@ -107,9 +109,10 @@ _PLAIN_COMMANDS: dict[str, tuple[tuple[str, bool, str], ...]] = {
 
 
 def _maintenance_pattern(dialect: str) -> re.Pattern[str]:
-    # A schema's name before the table's, except on SQLite, whose tools send none (and
-    # whose `REINDEX "main"."i"` the parser cannot read: the fast reading must be its).
-    schema = "" if dialect == "sqlite" else rf"(?:{_QUOTED[dialect]}\.)?"
+    # A schema's name before the table's; on SQLite only `main.`, which its tools send so
+    # that a name is read as a table or index, not a schema or collation (the parser
+    # cannot read `REINDEX main."i"`: the fast reading must be its).
+    schema = r"(?:main\.)?" if dialect == "sqlite" else rf"(?:{_QUOTED[dialect]}\.)?"
     name = rf"{schema}{_QUOTED[dialect]}"
     forms = [
         rf"{command}\s+{name}" + (rf"(?:\s*,\s*{name})*" if many else "") + after
@@ -168,15 +171,19 @@ def classify(sql: str, dialect: str) -> Classification:
     reaching = reaching_call(code, dialect)
     if reaching is not None:
         return Classification(True, RiskLevel.CRITICAL, reaching)
-    if _TRANSACTION_WORDS.match(without_leading_comments(sql)):
+    if _TRANSACTION_WORDS.match(without_leading_comments(sql, dialect)):
         return Classification(True, RiskLevel.HIGH, "transaction control inside a step")
     return parsed(sql, dialect)
 
 
 def _only_a_line_comment(sql: str, dialect: str) -> bool:
-    """Whether the server reads the whole statement as one `--` comment."""
+    """Whether the server reads the whole statement as one `--` comment. It skips the
+    parser's agreement, so only a comment every engine's server (and the parser) reads
+    as one line is one: nothing in it that Python splits lines at (a carriage return,
+    a form feed, U+2028 and the like) and no NUL, where one server or another ends a
+    comment (PostgreSQL at a carriage return, MariaDB at a NUL)."""
     text_ = sql.rstrip()
-    if not text_.startswith("--"):
+    if not text_.startswith("--") or len(text_.splitlines()) != 1 or "\x00" in text_:
         return False
     whole = ((0, len(text_)),)
     readings = [read(text_, dialect)]
@@ -229,13 +236,24 @@ def _repeatable(node: exp.Expression, sql: str) -> bool:
     return False
 
 
-def without_leading_comments(sql: str) -> str:
-    """The statement from its first word: comments before it hide nothing."""
+def without_leading_comments(sql: str, dialect: str | None = None) -> str:
+    """The statement from its first word: comments before it hide nothing. Where each
+    ends is `dialect`'s server's rule (lex.py); without one, a `--` comment ends at the
+    first line feed or carriage return, as early as any server ends it, so that what a
+    server runs is never taken for a comment."""
+    if dialect is not None:
+        reading = read(sql, dialect)
+        start = 0
+        for begin, end in reading.comments:
+            if sql[start:begin].strip():
+                break
+            start = end
+        return sql[start:].lstrip()
     rest = sql.lstrip()
     while rest.startswith(("--", "/*")):
         if rest.startswith("--"):
-            end = rest.find("\n")
-            rest = "" if end < 0 else rest[end + 1 :].lstrip()
+            found = _LINE_END.search(rest)
+            rest = "" if found is None else rest[found.end() :].lstrip()
         else:
             end = rest.find("*/")
             rest = "" if end < 0 else rest[end + 2 :].lstrip()
