@@ -18,7 +18,7 @@ def test_quick_plan_updates_statistics_of_every_table(config, demo_db):
         ["analyze_database_health", "update_table_statistics", "generate_maintenance_report"]
     )
     assert preview.steps[1].params == {"tables": TABLES}
-    assert preview.steps[1].sql == [f'ANALYZE "{t}"' for t in TABLES]
+    assert preview.steps[1].sql == [f'ANALYZE main."{t}"' for t in TABLES]
     assert preview.steps[0].params == {"tables": TABLES, "check_corruption": False}
 
 
@@ -58,7 +58,7 @@ def test_full_plan_does_small_tables_in_shared_steps_in_order(config, demo_db):
     rebuild = preview.steps[2]
     assert rebuild.params == {"tables": order, "fragmentation_threshold": 30, "min_pages": 8}
     # The preview reads the real catalog: the demo's scattered index is named, once.
-    assert rebuild.sql.count('REINDEX "idx_app_logs_level"') == 1
+    assert rebuild.sql.count('REINDEX main."idx_app_logs_level"') == 1
     # SQLite's VACUUM is of the file: the step sends it once at most.
     assert sum(sql == "VACUUM" for sql in preview.steps[3].sql) <= 1
     report = preview.steps[-1]

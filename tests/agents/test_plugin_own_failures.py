@@ -106,7 +106,7 @@ def test_a_plan_s_steps_are_what_runs_whatever_the_plugin_does_to_them_after(
     assert module.HELD and module.HELD[-1][1].params["table"] == "users"  # it did change
     statistics = found["steps"][1]
     assert statistics["params"] == {"table": "app_logs"}, statistics
-    assert statistics["sql"] == ['ANALYZE "app_logs"'], statistics
+    assert statistics["sql"] == ['ANALYZE main."app_logs"'], statistics
 
 
 def _keeps_its_steps(agent: str) -> Any:

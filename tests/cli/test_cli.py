@@ -67,7 +67,7 @@ def test_tools_list(runner, home):
 def test_tools_show_prints_metadata_and_sql(runner, home):
     result = invoke(runner, "tools", "show", "update_table_statistics", "--dialect", "sqlite")
     assert result.exit_code == 0
-    assert 'ANALYZE "orders"' in result.output and "low" in result.output
+    assert 'ANALYZE main."orders"' in result.output and "low" in result.output
     data = json.loads(invoke(runner, "tools", "show", "optimize_table", "--json").stdout)
     assert data["risk_level"] == "medium"
     assert data["sql"]["sqlite"] == ["VACUUM"]
@@ -104,7 +104,7 @@ def test_plan_json(runner, demo_db):
     data = json.loads(result.stdout)
     assert len(data["plan_hash"]) == 64
     assert [s["tool"] for s in data["steps"]][1] == "update_table_statistics"
-    assert data["steps"][1]["sql"][0] == 'ANALYZE "app_logs"'
+    assert data["steps"][1]["sql"][0] == 'ANALYZE main."app_logs"'
 
 
 def test_plan_table(runner, demo_db):
@@ -361,7 +361,7 @@ def test_interactive_prompt_in_a_terminal(demo_db, home):
         leader,
     ):
         shown = read_until(leader, "Run this step?")
-        assert "rebuild_fragmented_indexes" in shown and 'REINDEX "idx_app_logs_level"' in shown
+        assert "rebuild_fragmented_indexes" in shown and 'REINDEX main."idx_app_logs_level"' in shown
         assert "medium risk needs approval at the strict safety level" in shown
         os.write(leader, b"no\n")
         shown = read_until(leader, "Run this step?")

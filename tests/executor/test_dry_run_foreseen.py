@@ -72,7 +72,7 @@ def test_a_step_after_a_previewed_purge_shows_what_its_run_sends(dialect: str, h
         assert recount == [
             'SELECT count(*), sum(CASE WHEN "created_at" < :cutoff THEN 1 ELSE 0 END) FROM "events"'
         ]
-        assert statistics == ['ANALYZE "events"']
+        assert statistics == ['ANALYZE main."events"']
     elif dialect == "postgresql":
         # Derived from the estimate before the purge: no statement, and no cast of a
         # histogram's type still to fill in.

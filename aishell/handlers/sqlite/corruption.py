@@ -4,6 +4,7 @@ copy of the whole file through SQLite's backup API."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -34,6 +35,20 @@ from aishell.tool.context import ToolContext
 NOT_CHECKED = "not checked"
 
 
+def read_as_a_limit(table: str) -> str | None:
+    """Why PRAGMA integrity_check(table) cannot check this table alone, or None: SQLite
+    reads an argument that begins as a number (10, 1st, -1z, 0x1a) as the most problems
+    to report, and checks the whole database instead, whose other tables' damage would
+    then be this table's."""
+    if re.match(r"[+-]?[0-9]", table) is None:
+        return None
+    return (
+        f"{NOT_CHECKED}: SQLite reads the name {table} as a number in PRAGMA "
+        "integrity_check, so it cannot check this table alone (PRAGMA integrity_check "
+        "of the whole database does)"
+    )
+
+
 def integrity_messages(conn: Connection, table: str) -> list[str]:
     """Problems PRAGMA integrity_check finds in one table and its indexes ([] when ok)."""
     quoted = quote_identifier(conn.dialect, table)
@@ -43,9 +58,10 @@ def integrity_messages(conn: Connection, table: str) -> list[str]:
 
 
 def _check_table(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any]:
-    unchecked = app_code(ctx).reason(table, NOT_CHECKED, stops_check)
+    unchecked = read_as_a_limit(table) or app_code(ctx).reason(table, NOT_CHECKED, stops_check)
     if unchecked is not None:
-        # integrity_check would evaluate the application's code: only the foreign keys.
+        # integrity_check would evaluate the application's code, or check another table:
+        # only the foreign keys.
         found = _foreign_key_issues(conn, ctx, table)
         if found:
             return {"table": table, "status": "corrupted", "issues": found}
@@ -85,7 +101,7 @@ def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     shown = []
     for table in step_tables(params, ctx):
         quoted = ctx.quote(table)
-        unchecked = app_code(ctx).reason(table, NOT_CHECKED, stops_check)
+        unchecked = read_as_a_limit(table) or app_code(ctx).reason(table, NOT_CHECKED, stops_check)
         if unchecked is None:
             shown.append(f"PRAGMA integrity_check({quoted})")
         else:
@@ -144,7 +160,10 @@ def _repair(tables: list[str], params: Mapping[str, Any], ctx: ToolContext) -> d
     def repair(table: str) -> Mapping[str, Any]:
         # REINDEX rebuilds every index of the table from the table's rows, which
         # fixes index entries that disagree with the table.
-        write(conn, f"REINDEX {ctx.quote(table)}", table, "REINDEX")
+        write(conn, f"REINDEX main.{ctx.quote(table)}", table, "REINDEX")
+        unchecked = read_as_a_limit(table)
+        if unchecked is not None:
+            return {"table": table, "status": NOT_CHECKED, "reason": unchecked}
         issues = integrity_messages(conn, table)[:5]
         return {"table": table, "status": "corrupted" if issues else "ok", "issues": issues}
 
@@ -159,11 +178,11 @@ def _repair_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     if not isinstance(tables, list) or not tables:
         return ["-- nothing to repair"]
     refused = _not_rebuilt(tables, ctx)
-    return [f"-- {refused[t]}" if t in refused else f"REINDEX {ctx.quote(t)}" for t in tables]
+    return [f"-- {refused[t]}" if t in refused else f"REINDEX main.{ctx.quote(t)}" for t in tables]
 
 
 repair_corrupted_tables = Handler(
-    sql_templates=("REINDEX {table}", "PRAGMA integrity_check({table})"),
+    sql_templates=("REINDEX main.{table}", "PRAGMA integrity_check({table})"),
     run_fn=repairing(_repair),
     render_fn=_repair_sql,
     risk=RiskLevel.HIGH,

@@ -14,7 +14,7 @@ from aishell.handlers.held import is_gone
 from aishell.handlers.integrity import health_integrity
 from aishell.handlers.sqlite.appcode import app_code, count_statement, needs_app_code
 from aishell.handlers.sqlite.catalog import database_pages, dbstat_available, percent
-from aishell.handlers.sqlite.corruption import NOT_CHECKED, corruption_check
+from aishell.handlers.sqlite.corruption import NOT_CHECKED, corruption_check, read_as_a_limit
 from aishell.sqltext import text
 from aishell.targets.appcode import SCHEMA as APP_SCHEMA
 from aishell.targets.appcode import stops_check
@@ -171,7 +171,9 @@ def _health_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         count, not_counted = count_statement(ctx, table)
         shown.append(count or f"-- {not_counted}")
         if params.get("check_corruption"):
-            unchecked = app_code(ctx).reason(table, NOT_CHECKED, stops_check)
+            unchecked = read_as_a_limit(table) or app_code(ctx).reason(
+                table, NOT_CHECKED, stops_check
+            )
             shown.append(
                 f"-- {unchecked}"
                 if unchecked

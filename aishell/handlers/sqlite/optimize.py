@@ -229,7 +229,9 @@ def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
-    return [f"ANALYZE {ctx.quote(t)}" for t in tables]  # SQLite's ANALYZE takes one
+    # One table each (SQLite's ANALYZE takes one), named in its schema: a bare name is
+    # read as a schema first ("temp", "main": the whole schema) and only then a table.
+    return [f"ANALYZE main.{ctx.quote(t)}" for t in tables]
 
 
 def _send(conn: Connection, statements: list[str], tables: list[str]) -> Refusals:
@@ -254,5 +256,5 @@ def _estimates(conn: Connection, tables: list[str]) -> dict[str, int]:
 
 # What it declares it may send: its statement for one table, and its read.
 update_table_statistics = statistics_handler(
-    Engine(_refused, _statements, _send, _estimates, ("ANALYZE {table}", _ROW_ESTIMATES))
+    Engine(_refused, _statements, _send, _estimates, ("ANALYZE main.{table}", _ROW_ESTIMATES))
 )

@@ -117,7 +117,9 @@ def _rebuild(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     rebuilt = []
     for index, before, reason in chosen:
         started = time.monotonic()
-        write(conn, f"REINDEX {ctx.quote(index)}", params["table"], "REINDEX")
+        # Named in its schema: a bare name is read as a collation first (an index
+        # named "nocase" would rebuild every index that uses NOCASE instead).
+        write(conn, f"REINDEX main.{ctx.quote(index)}", params["table"], "REINDEX")
         after = btree_stats(conn, index)
         rebuilt.append(
             {
@@ -147,7 +149,7 @@ def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
             *left_out,
             f"-- no{other} index of {ctx.quote(params['table'])} is over the threshold",
         ]
-    return [*left_out, *(f"REINDEX {ctx.quote(index)}" for index, _, _ in chosen)]
+    return [*left_out, *(f"REINDEX main.{ctx.quote(index)}" for index, _, _ in chosen)]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -165,7 +167,7 @@ rebuild_fragmented_indexes = shared_step(
         (
             TABLE_EXISTS,
             BTREE,
-            "REINDEX {index}",
+            "REINDEX main.{index}",
         ),
         _rebuild,
         _rebuild_sql,

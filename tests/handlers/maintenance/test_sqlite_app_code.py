@@ -263,7 +263,7 @@ def test_a_fragmented_index_that_needs_the_applications_code_is_not_rebuilt(
     shown = _step(preview, "rebuild_fragmented_indexes").sql
     index = "people_norm" if code == "function" else "people_name"
     assert shown[0].startswith(f"-- people: index {index} not rebuilt: its index {index} ")
-    assert 'REINDEX "people_created"' in shown
+    assert 'REINDEX main."people_created"' in shown
     result = _run(home, db, "full")
     rebuilt = _step(result, "rebuild_fragmented_indexes")
     assert [r["index"] for r in rebuilt.output["rebuilt"]] == ["people_created"]

@@ -54,7 +54,7 @@ def test_the_whole_file_read_and_the_lookups_by_name_preview_alike(
     assert True in chosen_whole and True not in chosen_by_name
     assert whole == by_name
     rebuild = next(s for s in whole["steps"] if s["tool"] == "rebuild_fragmented_indexes")
-    assert 'REINDEX "idx_app_logs_level"' in rebuild["sql"]
+    assert 'REINDEX main."idx_app_logs_level"' in rebuild["sql"]
 
 
 def test_the_catalog_of_tables_named_is_the_same_either_way(

@@ -110,8 +110,8 @@ def test_maintenance_runs_on_the_others_and_never_names_the_unreadable_table(odd
     statements = commands.run_statements(load_config(home=home), run["run_id"])
     texts = [s["sql"] for s in statements]
     # The look-alike is a real table: analyzed once under its own name, as `logs` is.
-    assert sum(f'ANALYZE "{LOOKALIKE}"' == t for t in texts) == 1
-    assert 'ANALYZE "logs"' in texts
+    assert sum(f'ANALYZE main."{LOOKALIKE}"' == t for t in texts) == 1
+    assert 'ANALYZE main."logs"' in texts
     health = run["steps"][0]["output"]
     assert {t["table"] for t in health["tables"]} == {LOOKALIKE, "logs"}
     assert any(SHOWN in r for r in health["recommendations"])
