@@ -7,7 +7,9 @@ from typing import Any
 
 from aishell.dialects import family
 from aishell.errors import StepFailed
-from aishell.guard.calls import shown, user_written_calls, vouched_for
+from aishell.guard.calls import called_said, user_written_calls, vouched_for
+from aishell.guard.connection import session_database
+from aishell.guard.hidden import HiddenWriters, hidden_writers
 from aishell.guard.statements import classify
 from aishell.guard.usercode import user_code
 from aishell.guard.usercodeactions import maintenance_actions, write_actions
@@ -75,30 +77,57 @@ def _user_code(ctx: ToolContext, rendered: Sequence[str], reach: Reach | None) -
 
 def _functions_called(tool: ToolDefinition, ctx: ToolContext, rendered: Sequence[str]) -> list[str]:
     """The user-defined functions (not trusted) the statements themselves call, which
-    may write whatever they do (`DELETE ... WHERE id = f()`): each names what the step
-    runs unseen, as a trigger does. The guard passes such a call only in a step of a
-    tool tagged high or critical, so a lower one is refused here, before any yes."""
+    may write whatever they do (`DELETE ... WHERE id = f()`), and the views they name
+    that run such code (the view a write goes through, one its subquery reads, and the
+    views under those): each names what the step runs unseen, as a trigger does. The
+    guard passes such a write only in a step of a tool tagged high or critical, so a
+    lower one is refused here, before any yes."""
     dialect = family(ctx.dialect)
     if dialect not in ("postgresql", "mysql"):
         return []
     # Writes only: a read that calls one is refused by the guard as it is sent, and
     # recorded so (its own call's lookup is the guard's).
     writes = [sql for sql in rendered if classify(sql, dialect).writes]
+    if not writes:
+        return []
     # Asked of the catalog on a cursor of its own, as the guard asks it.
     cursor = ctx.connection.connection.cursor()
     try:
-        found = user_written_calls(writes, dialect, cursor, ctx.trusted_functions)
+        called = user_written_calls(writes, dialect, cursor, ctx.trusted_functions)
+        views = _views_named(ctx, writes, dialect, cursor)
     finally:
         cursor.close()
+    found = [f"call {called_said({c: note})}" for c, note in called.items()]
+    found += [f"read {name} ({why})" for name, why in views.items()]
     if not found:
         return []
-    names = ", ".join(f"{shown(call)}()" for call in found)
     if tool.risk_level.rank < RiskLevel.HIGH.rank:
         raise StepFailed(
-            f"its statements call {names}, user-defined and not known to only read: a high "
-            f"risk, above the {tool.risk_level} of its tool (tag the tool high to approve it, "
-            "or list the function in the target's trusted_functions if it only reads)"
+            f"its statements {'; '.join(found)}: user-defined code not known to only read, "
+            f"a high risk, above the {tool.risk_level} of its tool (tag the tool high to "
+            "approve it, or list the function in the target's trusted_functions if it "
+            "only reads)"
         )
     return [
-        f"its statements call {shown(c)}(), a user-defined function that may write" for c in found
-    ]
+        f"its statements call {called_said({c: note})}, a user-defined function that may write"
+        for c, note in called.items()
+    ] + [f"its statements read {name}: {why}" for name, why in views.items()]
+
+
+def _views_named(
+    ctx: ToolContext, writes: Sequence[str], dialect: str, cursor: Any
+) -> dict[str, str]:
+    """{name: why} of the views (and tables) the writes name whose reading runs code that
+    may write (guard/hidden.py, looked up once per run, as the guard looks it up)."""
+    hidden = ctx.run_cache.get("hidden writers")
+    if not isinstance(hidden, HiddenWriters):
+        hidden = ctx.run_cache["hidden writers"] = hidden_writers(
+            dialect, cursor, ctx.trusted_functions
+        )
+    code = hidden.running_code
+    found: dict[str, str] = {}
+    for sql in writes:
+        named = code.named_in(sql, dialect, lambda: session_database(cursor))
+        if named is not None:
+            found[named] = code.relations[named]
+    return found

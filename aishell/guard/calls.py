@@ -3,7 +3,8 @@
 A SELECT can write through a function it calls: a PostgreSQL function that is VOLATILE
 (or an aggregate whose transition or final function is: the aggregate itself is marked
 IMMUTABLE), a MariaDB stored function (whose SQL DATA characteristic the server does not
-enforce) or loadable function (UDF). A declared volatility is a promise, not a proof: a
+enforce), a package's function or a loadable function (UDF), or on MariaDB a name the
+login cannot tell from one (mysqlcalls.py). A declared volatility is a promise, not a proof: a
 function a user defined (in no system schema, part of no installed extension) may write
 whatever it declares, unless the site trusts it by name (a target's trusted_functions).
 The parser cannot tell, so the guard asks the server's catalog about every name the
@@ -14,6 +15,7 @@ it (an operator's function, a view's) is guardhidden.py's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import sqlglot
 from sqlglot import TokenType
 
+from aishell.guard.mysqlcalls import mysql_routines
 from aishell.guard.pgcode import pg_catalog_function, pg_extension_code
 from aishell.guard.sidefunctions import RUNS_WHAT_IT_IS_GIVEN
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
@@ -136,8 +139,17 @@ PG_GRAMMAR = frozenset(
 # (schema or None, name) of one call, as the server resolves names.
 Call = tuple[str | None, str]
 NOT_NAMES = frozenset({TokenType.STRING, TokenType.NUMBER, TokenType.PARAMETER})
-# The server's "access denied" errors (to a table, a database) and "no such table".
-_NO_ACCESS = (1142, 1044, 1146)
+# Words after which a MariaDB name before "(" is a table or index and its columns
+# (`INSERT INTO t (a, b)`, `INSERT IGNORE t (a)`, `CREATE TABLE t (...)`), never a call.
+_MYSQL_TABLE_WORDS = frozenset(
+    {"into", "table", "insert", "replace", "ignore", "low_priority", "delayed"}
+    | {"high_priority", "index", "key", "references", "view", "as"}
+)
+# Said of a call whose name the login cannot tell from code (mysqlcalls.py).
+UNSEEN = (
+    " (this login cannot see its definition: it is none of the server's own functions, "
+    "nor a routine or loadable function the login can see)"
+)
 
 
 @lru_cache(maxsize=8192)
@@ -162,13 +174,18 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
         if token.token_type is not TokenType.L_PAREN or i == 0:
             continue
         name = tokens[i - 1]
-        if not may_name(name, sql, dialect) or not _is_word(name.text):
+        if not may_name(name, sql, dialect) or not _is_word(name.text) or _punctuation(name):
             continue
         if i >= 2 and tokens[i - 2].text.upper() == "TABLESAMPLE":
             continue  # a sampling method (SYSTEM, BERNOULLI), not a call
         schema = None
         if i >= 3 and tokens[i - 2].token_type is TokenType.DOT:
             schema = folded(tokens[i - 3], dialect)
+        before = i - 2 if schema is None else i - 4
+        if dialect == "mysql" and (
+            (before >= 0 and _table_word(tokens[before])) or _columns_of_a_cte(tokens, i)
+        ):
+            continue
         called = folded(name, dialect)
         if (
             dialect == "postgresql"
@@ -179,6 +196,30 @@ def called_functions(sql: str, dialect: str) -> tuple[Call, ...]:
             continue  # the grammar's own construct, or a call it names in pg_catalog
         calls.append((schema, called))
     return tuple(sorted(set(calls), key=lambda c: (c[0] or "", c[1])))
+
+
+def _columns_of_a_cte(tokens: Sequence[Any], opening: int) -> bool:
+    """Whether the "(" at `opening` lists a common table expression's columns:
+    `WITH RECURSIVE r(a, b) AS (...)`, `..., s(c) AS (...)`. No call is followed by
+    AS and "("."""
+    depth = 0
+    for j in range(opening, len(tokens)):
+        kind = tokens[j].token_type
+        depth += (kind is TokenType.L_PAREN) - (kind is TokenType.R_PAREN)
+        if depth == 0:
+            after = tokens[j + 1 : j + 3]
+            return (
+                len(after) == 2
+                and after[0].token_type is TokenType.ALIAS
+                and after[1].token_type is TokenType.L_PAREN
+            )
+    return False
+
+
+def _table_word(token: Any) -> bool:
+    return token.token_type not in (TokenType.IDENTIFIER, TokenType.STRING) and (
+        token.text.lower() in _MYSQL_TABLE_WORDS
+    )
 
 
 # The schema of a call written in attribute notation: `x.name` calls name(x) when x has
@@ -203,6 +244,17 @@ def _attributes(tokens: Sequence[Any]) -> list[Call]:
 
 def _is_word(text: str) -> bool:
     return bool(text) and not any(ch in text for ch in "()")
+
+
+_UNQUOTED_NAME = re.compile(r"[\w$]+")
+
+
+def _punctuation(token: Any) -> bool:
+    """A comma or an operator before "(" (`x, (SELECT ...)`, `= (1)`): no name. A quoted
+    name may hold any character."""
+    return token.token_type not in (TokenType.IDENTIFIER, TokenType.STRING) and not (
+        _UNQUOTED_NAME.fullmatch(token.text)
+    )
 
 
 def may_name(token: Any, sql: str, dialect: str) -> bool:
@@ -237,21 +289,22 @@ def writing_calls(
     cursor: Any,
     trusted: Sequence[str] = (),
     users_only: bool = False,
-) -> list[Call]:
-    """The calls that may write, named as in the statement; asked of the server's
-    catalog on a second cursor of the same connection (so not through the guard).
-    `trusted`: the user-defined functions the site vouches only read; `users_only`: of
-    those, only the ones a user defined (PostgreSQL's own volatile functions left out;
-    MySQL's that may write are all a user's)."""
+) -> dict[Call, str]:
+    """The calls that may write, named as in the statement, each with what is said of
+    it beyond its name ("", or UNSEEN); asked of the server's catalog on a second cursor
+    of the same connection (so not through the guard). `trusted`: the user-defined
+    functions the site vouches only read; `users_only`: of those, only the ones a user
+    defined (PostgreSQL's own volatile functions left out; MySQL's that may write are
+    all a user's)."""
     if not calls:
-        return []
+        return {}
     lookup = cursor.connection.cursor()
     try:
         if dialect == "postgresql":
-            return _postgresql(calls, lookup, trusted, users_only)
+            return dict.fromkeys(_postgresql(calls, lookup, trusted, users_only), "")
         if dialect == "mysql":
             return _mysql(calls, lookup, trusted)
-        return []
+        return {}
     finally:
         lookup.close()
 
@@ -261,24 +314,30 @@ def user_written_calls(
     dialect: str,
     cursor: Any,
     trusted: Sequence[str],
-    known: dict[Call, bool] | None = None,
-) -> list[Call]:
+    known: dict[Call, str | None] | None = None,
+) -> dict[Call, str]:
     """The user-defined functions, not trusted, the statements call (each once, in the
-    order first called): code the server runs that no parser sees. `known` keeps each
-    answer, so a run looks a function up once."""
+    order first called), as writing_calls says them: code the server runs that no
+    parser sees. `known` keeps each answer (None: it only reads), so a run looks a
+    function up once."""
     calls = list(dict.fromkeys(c for sql in statements for c in called_functions(sql, dialect)))
     known = {} if known is None else known
     unknown = [c for c in calls if c not in known]
     if unknown:
         found = writing_calls(unknown, dialect, cursor, trusted, users_only=True)
-        known.update({c: c in found for c in unknown})
-    return [c for c in calls if known[c]]
+        known.update({c: found.get(c) for c in unknown})
+    return {c: said for c in calls if (said := known[c]) is not None}
 
 
 def shown(call: Call) -> str:
     if call[0] == ATTRIBUTE:
         return f"{call[1]} (called as x.{call[1]})"
     return f"{call[0]}.{call[1]}" if call[0] else call[1]
+
+
+def called_said(calls: dict[Call, str]) -> str:
+    """The calls as a sentence names them: `fw(), db.pk.pf()`."""
+    return ", ".join(f"{shown(call)}(){note}" for call, note in calls.items())
 
 
 def vouched_for(schema: str | None, name: str, trusted: Iterable[str], fold: bool) -> bool:
@@ -376,57 +435,18 @@ def _postgresql(
     return writing
 
 
-def _mysql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> list[Call]:
-    # MariaDB does not hold a stored function to its READS SQL DATA: any may write.
-    stored, current = mysql_stored(lookup, {name for _, name in calls})
-    # A loadable function belongs to no database: its name alone calls it.
-    udfs = mysql_udfs(lookup) & {name for _, name in calls}
-    return [
-        (schema, name)
-        for schema, name in calls
-        if any(
-            home == (schema or current) and not vouched_for(home, real, trusted, fold=True)
-            for home, real in stored.get(name, ())
-        )
-        or (schema is None and name in udfs and not vouched_for(current, name, trusted, fold=True))
-    ]
-
-
-def mysql_stored(
-    lookup: Any, names: Iterable[str]
-) -> tuple[dict[str, list[tuple[str, str]]], str | None]:
-    """({called name: [(schema, routine name), ...]}, the current database), lower case:
-    the stored functions each name calls, matched as the server matches them. It looks a
-    routine up by a name compared without case or accents (utf8mb3_general_ci: `evíl()`
-    calls evil()), which Python's comparison of names would not match."""
-    wanted = sorted(set(names))
-    if not wanted:
-        return {}, None
-    called = " UNION ALL ".join(["SELECT %s AS n"] * len(wanted))
-    lookup.execute(
-        "SELECT c.n, LOWER(r.ROUTINE_SCHEMA), LOWER(r.ROUTINE_NAME), LOWER(DATABASE()) "
-        f"FROM ({called}) c JOIN information_schema.ROUTINES r "
-        "ON r.ROUTINE_TYPE = 'FUNCTION' "
-        "AND r.ROUTINE_NAME = CONVERT(c.n USING utf8mb3) COLLATE utf8mb3_general_ci",
-        tuple(wanted),
-    )
-    found: dict[str, list[tuple[str, str]]] = {}
-    current = None
-    for name, schema, routine, database in lookup.fetchall():
-        found.setdefault(str(name), []).append((str(schema), str(routine)))
-        current = database
-    return found, current  # no current database needed where no name matched
-
-
-def mysql_udfs(lookup: Any) -> set[str]:
-    """The loadable functions (CREATE FUNCTION ... SONAME), lower case: C code that may do
-    anything. Only mysql.func lists them; an account that cannot read it learns of none."""
-    import pymysql  # only a MySQL/MariaDB target has this lookup
-
-    try:
-        lookup.execute("SELECT LOWER(name) FROM mysql.func")
-    except pymysql.MySQLError as exc:
-        if exc.args and exc.args[0] in _NO_ACCESS:
-            return set()
-        raise
-    return {str(row[0]) for row in lookup.fetchall()}
+def _mysql(calls: Sequence[Call], lookup: Any, trusted: Sequence[str]) -> dict[Call, str]:
+    # MariaDB does not hold a stored function to its READS SQL DATA: any may write, and
+    # so may what the login cannot see (mysqlcalls.py). A name alone calls a function of
+    # the session's database, or a loadable function, which belongs to none.
+    routines = mysql_routines(lookup, calls)
+    found: dict[Call, str] = {}
+    for call in calls:
+        runs = [
+            run
+            for run in routines.runs(call, routines.current)
+            if not vouched_for(run.schema, run.name, trusted, fold=True)
+        ]
+        if runs:
+            found[call] = UNSEEN if all(run.unseen for run in runs) else ""
+    return found

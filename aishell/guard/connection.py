@@ -21,7 +21,14 @@ from sqlalchemy.engine import Connection, Dialect
 
 from aishell.dialects import family
 from aishell.errors import SessionTampered, StatementRefused
-from aishell.guard.calls import Call, called_functions, shown, user_written_calls, writing_calls
+from aishell.guard.calls import (
+    Call,
+    called_functions,
+    called_said,
+    shown,
+    user_written_calls,
+    writing_calls,
+)
 from aishell.guard.hidden import HiddenWriters, hidden_writers
 from aishell.guard.lex import bind_outside_code
 from aishell.guard.statements import (
@@ -44,9 +51,10 @@ class GuardMemory:
     verdict as a read depends on its text and those calls alone, so it stands for the
     run: a step per table sends the same reads with other values."""
 
-    volatile: dict[Call, bool] = field(default_factory=dict)
+    # (What is said of one that may write, calls.writing_calls; None for one that reads.)
+    volatile: dict[Call, str | None] = field(default_factory=dict)
     # Per function a write calls: whether it is a user's (not trusted), which may write.
-    user_written: dict[Call, bool] = field(default_factory=dict)
+    user_written: dict[Call, str | None] = field(default_factory=dict)
     reads: set[str] = field(default_factory=set)
     # What may make a read write without naming a function, looked up once per run.
     hidden: HiddenWriters | None = None
@@ -124,10 +132,12 @@ class Guard:
             writing = self._writing_calls(sql, dialect, cursor)
             if writing:
                 kind = (
-                    "volatile or user-defined" if dialect == "postgresql" else "a stored function"
+                    "volatile or user-defined"
+                    if dialect == "postgresql"
+                    else "a stored or loadable function"
                 )
                 reason = (
-                    f"it calls {', '.join(writing)}(), {kind} and not known to only read "
+                    f"it calls {', '.join(writing)}, {kind} and not known to only read "
                     "(one the site knows only reads can be listed in the target's "
                     "trusted_functions)"
                 )
@@ -137,17 +147,10 @@ class Guard:
             self.memory.reads.add(statement)
             return self._read(statement, cursor, dialect, paramstyle)
         if self.writes and dialect in ("postgresql", "mysql") and cursor is not None:
-            # A write may call a user's function too (`DELETE ... WHERE id = f()`): its
-            # own writes are what no statement shows, so the step must be high risk.
-            called = self._user_calls(sql, dialect, cursor)
-            if called:
-                reason = (
-                    f"{found.reason}; it calls {', '.join(called)}(), a user-defined "
-                    "function that may write (one the site knows only reads can be listed "
-                    "in the target's trusted_functions)"
-                )
-                found = Classification(True, RiskLevel.HIGH, reason)
-                why = self._refuse_write(statement, reason, found.risk)
+            runs = self._code_a_write_runs(sql, dialect, cursor)
+            if runs is not None:
+                found = Classification(True, RiskLevel.HIGH, f"{found.reason}; {runs}")
+                why = self._refuse_write(statement, found.reason, found.risk)
                 if why is None:
                     self._read_write_again(cursor, dialect)
                 return why, found
@@ -186,9 +189,7 @@ class Guard:
         conn = self.connection
         if conn is None or dialect not in ("postgresql", "mysql"):
             return None, READS
-        hidden = self.memory.hidden
-        if hidden is None:
-            hidden = self.memory.hidden = hidden_writers(dialect, cursor, self.memory.trusted)
+        hidden = self._hidden(cursor, dialect)
         if not hidden:
             return None, READS
         sql = driver_to_text(statement, paramstyle)
@@ -330,21 +331,35 @@ class Guard:
         self.connection.info[ACCESS_KEY] = read_only
         self._made_read_only = read_only
 
-    def _user_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
-        """The user-defined functions, not trusted, a statement calls (each looked up
-        once per run)."""
+    def _hidden(self, cursor: Any, dialect: str) -> HiddenWriters:
+        """What runs code a statement does not name (guardhidden.py), once per run."""
+        if self.memory.hidden is None:
+            self.memory.hidden = hidden_writers(dialect, cursor, self.memory.trusted)
+        return self.memory.hidden
+
+    def _code_a_write_runs(self, sql: str, dialect: str, cursor: Any) -> str | None:
+        """What a write runs that no statement shows (so the step must be high risk),
+        said; None when nothing: a user's function it calls (`... WHERE id = f()`), or
+        one a view it names runs (the view it writes through, one a subquery reads)."""
         memory = self.memory
         called = user_written_calls([sql], dialect, cursor, memory.trusted, memory.user_written)
-        return [shown(c) for c in called]
+        if called:
+            return (
+                f"it calls {called_said(called)}, a user-defined function that may write (one "
+                "the site knows only reads can be listed in the target's trusted_functions)"
+            )
+        code = self._hidden(cursor, dialect).running_code
+        named = code.named_in(sql, dialect, lambda: session_database(cursor))
+        return None if named is None else f"it reads {named}: {code.relations[named]}"
 
     def _writing_calls(self, sql: str, dialect: str, cursor: Any) -> list[str]:
         calls = called_functions(sql, dialect)
         volatile = self.memory.volatile
         unknown = [c for c in calls if c not in volatile]
         if unknown:
-            writing = set(writing_calls(unknown, dialect, cursor, self.memory.trusted))
-            volatile.update({c: c in writing for c in unknown})
-        return [shown(c) for c in calls if volatile[c]]
+            writing = writing_calls(unknown, dialect, cursor, self.memory.trusted)
+            volatile.update({c: writing.get(c) for c in unknown})
+        return [f"{shown(c)}(){note}" for c in calls if (note := volatile[c]) is not None]
 
 
 _SAVEPOINT = "aishell_read_only"

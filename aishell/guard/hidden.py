@@ -3,12 +3,14 @@
 PostgreSQL runs functions a statement does not name: a view's (and a view's over it),
 a row-security policy's when the table is read, an operator's (and its selectivity
 estimators, while planning), a cast's, a type's input and output, a domain's check.
-MariaDB runs a view's stored functions and loadable functions. A read through any of
+MariaDB runs a view's stored, package and loadable functions, and a view of SQL
+SECURITY DEFINER its definer's, which the login may not see. A read through any of
 them may write, and in a read-write session nothing but the guard stands in the way.
 
 So once per run, the first time a read is sent on a read-write session, the guard asks
 the server's catalog what could: views and tables whose reading may write are found by
-their names in a statement (and the statement counts as a write); operators, casts,
+their names in a statement (and the statement counts as a write; a write that names
+one runs its code too, and is high risk: Guard.verdict); operators, casts,
 types and domains may act in any statement (a column of that type, a literal compared
 with it), so while the database has any, such reads are sent read-only: in a read-only
 session, or inside a transaction in a savepoint made read-only (guard.py). A database
@@ -18,33 +20,29 @@ with none of them (the usual case) costs that one lookup.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from typing import Any
 
 import sqlglot
+from sqlglot import TokenType, exp
 
 from aishell.guard.calls import (
-    PG_MAY_WRITE,
-    PG_TRUSTED,
-    READ_ONLY_EXTENSIONS,
-    READ_ONLY_VOLATILE,
+    UNSEEN,
+    Call,
     called_functions,
+    called_said,
     folded,
     may_name,
-    mysql_stored,
-    mysql_udfs,
-    trust_parameters,
     vouched_for,
 )
 from aishell.guard.lex import code_only, without_comments
-from aishell.guard.operators import exact_operators, implied_operators
-from aishell.guard.pgcode import pg_catalog_relation, pg_stored_calls
+from aishell.guard.mysqlcalls import MysqlRoutines, mysql_routines
+from aishell.guard.operators import implied_operators
+from aishell.guard.pghidden import PG_HIDDEN, pg_hidden_parameters
 from aishell.guard.sidefunctions import REACHING_FUNCTIONS
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
-
-# pg_catalog's relation, as pg_depend's classid holds it: short, for the queries below.
-_rel = pg_catalog_relation
+from aishell.guard.writtentables import table_name
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,19 @@ class HiddenWriters:
     # one where it names the schema too, or names it alone in the session's database:
     # a view of the same name in another database of the server is not read.
     schemas: dict[str, frozenset[str]] = field(default_factory=dict)
+    # The keys of `relations` that are there only as read from another server (a foreign
+    # table, a view over one): no code of the database's runs as they are read.
+    remote: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.anywhere)
+
+    @cached_property
+    def running_code(self) -> HiddenWriters:
+        """These relations less the remote ones: those whose reading runs code that may
+        write, which a write naming one runs too (Guard.verdict)."""
+        relations = {k: why for k, why in self.relations.items() if k not in self.remote}
+        return HiddenWriters(relations, schemas=_schemas_of(relations) if self.schemas else {})
 
     def type_in(self, sql: str, dialect: str) -> str | None:
         """The first of these types the statement names, if any."""
@@ -150,224 +158,14 @@ def hidden_writers(dialect: str, cursor: Any, trusted: Sequence[str] = ()) -> Hi
         lookup.close()
 
 
-# Objects a user made (an oid from 16384 on, FirstNormalObjectId: what initdb made is
-# below) run these functions; those that may write (guardcalls.PG_MAY_WRITE), the
-# operators that run one, and the views that run either, directly or through another
-# view. Only user objects are read, so the lookup stays small whatever the catalog holds.
-# A table's policies count only where they apply to the session's role: not to a
-# superuser or a BYPASSRLS role, nor to the owner unless the table forces them.
-# Every operator is the catalog's own, written exactly (exact_operators): an operator
-# the database defines with an exact signature would otherwise beat pg_catalog's where
-# that one needs an implicit cast (CVE-2018-1058), pg_catalog first on the path or not.
-_USER = "'16384'::pg_catalog.oid"
-
-
-# What the planner may evaluate of a table's definition (an index's expressions and
-# predicate, a partition key, a statistics object's expressions, a check constraint for
-# constraint exclusion) as it reads it for any statement naming the table: a call whose
-# arguments hold no column, which it folds to a constant however they are wrapped
-# (arrays, rows, CASE, named arguments, casts, other calls), and a SQL-language function
-# wherever it is called, which it may inline and then fold what its body calls. The node
-# tree is reduced from its innermost nodes out: a column (VAR) and every node holding
-# one become a tab (which no node's text holds: outfuncs escapes whitespace in names),
-# a node without one is dropped once looked at; a call of the function looked at, met
-# while no tab is inside it, counts. A call that takes columns only, of a function in
-# another language (lower_unaccent(name)), runs only as rows are written (usercode.py).
-_TREE_PATTERNS = {
-    "escaped": r"\\.",
-    "var": r"[{]VAR [^{}]*[}]",
-    "tab": "\t",
-    "with_var": "[{][^{}]*\t[^{}]*[}]",
-    "without_var": "[{][^{}\t]*[}]",
-    "call_head": "[{][A-Z]+ [^{}\t]*:(op)?funcid ",
-    "call_tail": " [^{}\t]*[}]",
-    "node": "[{]",
-}
-_CALL_OF_FN = "(%(call_head)s || x.fn::pg_catalog.text || %(call_tail)s)"
-
-_PG_HIDDEN = f"""
-WITH RECURSIVE {pg_stored_calls(_USER)}, run AS (
-  SELECT pg_catalog.unnest(ARRAY[o.oprcode, o.oprrest, o.oprjoin]::pg_catalog.oid[]) AS fn
-  FROM pg_catalog.pg_operator o WHERE o.oid >= {_USER}
-  UNION SELECT c.castfunc FROM pg_catalog.pg_cast c WHERE c.oid >= {_USER}
-  UNION SELECT pg_catalog.unnest(
-    ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::pg_catalog.oid[])
-  FROM pg_catalog.pg_type t
-  WHERE t.oid >= {_USER} AND t.typtype = 'b'::pg_catalog.char
-    AND t.typcategory <> 'A'::pg_catalog.char
-  UNION SELECT pg_catalog.unnest(ARRAY[r.rngcanonical, r.rngsubdiff]::pg_catalog.oid[])
-  FROM pg_catalog.pg_range r WHERE r.rngtypid >= {_USER}
-  UNION SELECT a.amproc FROM pg_catalog.pg_amproc a WHERE a.oid >= {_USER}
-  UNION SELECT t.fn FROM tree_calls t
-  UNION SELECT d.refobjid FROM pg_catalog.pg_depend d
-  WHERE d.classid = ANY (ARRAY[{_rel("pg_rewrite")}, {_rel("pg_policy")},
-                              {_rel("pg_constraint")}, {_rel("pg_class")},
-                              {_rel("pg_statistic_ext")}])
-    AND d.objid >= {_USER} AND d.refclassid = {_rel("pg_proc")}
-), writing AS (
-  SELECT p.oid FROM pg_catalog.pg_proc p
-  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-  WHERE p.oid = ANY (SELECT fn FROM run)
-    AND {PG_MAY_WRITE}
-    AND NOT (p.proname = ANY(%(read_only)s::pg_catalog.name[]) AND {PG_TRUSTED})
-    -- A range type's constructors, which CREATE TYPE makes of the server's own code.
-    AND NOT EXISTS (
-      SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = {_rel("pg_proc")}
-        AND e.objid = p.oid AND e.refclassid = {_rel("pg_type")}
-        AND e.deptype = 'i'::pg_catalog.char)
-), operators AS (
-  SELECT o.oid, o.oprnamespace, o.oprname, p.proname FROM pg_catalog.pg_operator o
-  JOIN pg_catalog.pg_proc p
-    ON p.oid = ANY (ARRAY[o.oprcode, o.oprrest, o.oprjoin]::pg_catalog.oid[])
-  WHERE o.oid >= {_USER} AND p.oid = ANY (SELECT oid FROM writing)
-), candidate(oid, what, fn, tree) AS (
-  SELECT x.oid, x.what, x.fn, x.tree FROM (
-    SELECT COALESCE(i.indrelid, d.objid) AS oid, d.refobjid AS fn,
-      CASE WHEN i.indrelid IS NULL THEN 'its partition key' ELSE 'its index ' || k.relname END
-      AS what,
-      COALESCE(i.indexprs::pg_catalog.text, '')
-      || COALESCE(i.indpred::pg_catalog.text, '')
-      || COALESCE(pt.partexprs::pg_catalog.text, '') AS tree
-    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class k ON k.oid = d.objid
-    LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = d.objid
-    LEFT JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = d.objid
-    WHERE d.classid = {_rel("pg_class")} AND d.objid >= {_USER}
-      AND d.refclassid = {_rel("pg_proc")}
-    UNION ALL SELECT s.stxrelid, d.refobjid, 'its statistics ' || s.stxname,
-      s.stxexprs::pg_catalog.text
-    FROM pg_catalog.pg_statistic_ext s
-    JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_statistic_ext")}
-      AND d.objid = s.oid AND d.refclassid = {_rel("pg_proc")}
-    UNION ALL SELECT con.conrelid, d.refobjid, 'its check ' || con.conname,
-      con.conbin::pg_catalog.text
-    FROM pg_catalog.pg_constraint con
-    JOIN pg_catalog.pg_depend d ON d.classid = {_rel("pg_constraint")}
-      AND d.objid = con.oid AND d.refclassid = {_rel("pg_proc")}
-    WHERE con.conrelid <> '0'::pg_catalog.oid
-  ) x
-  WHERE x.fn = ANY (SELECT oid FROM writing)
-), fold(oid, what, fn, t, hit, depth) AS (
-  SELECT x.oid, x.what, x.fn, s.t, EXISTS (
-      SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-      WHERE p.oid = x.fn AND l.lanname = 'sql'::pg_catalog.name)
-    OR s.t ~ {_CALL_OF_FN}, 0
-  FROM candidate x, LATERAL (SELECT pg_catalog.regexp_replace(pg_catalog.regexp_replace(
-    x.tree, %(escaped)s, '_', 'g'), %(var)s, %(tab)s, 'g') AS t) s
-  UNION ALL
-  SELECT x.oid, x.what, x.fn, s.t, s.t ~ {_CALL_OF_FN}, x.depth + 1
-  FROM fold x, LATERAL (SELECT pg_catalog.regexp_replace(pg_catalog.regexp_replace(
-    x.t, %(with_var)s, %(tab)s, 'g'), %(without_var)s, '', 'g') AS t) s
-  WHERE NOT x.hit AND x.t ~ %(node)s AND x.depth < 10000
-), planned(oid, what) AS (
-  SELECT DISTINCT oid, what FROM fold WHERE hit
-), ancestors(oid, what) AS (
-  SELECT oid, what FROM planned
-  UNION SELECT i.inhparent,
-    'its partition or child ' || i.inhrelid::pg_catalog.regclass::pg_catalog.text
-  FROM ancestors a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.oid
-), remote(oid, what) AS (
-  -- A foreign table, and every table a read of which reads it: its partitioned and
-  -- inherited parents.
-  SELECT c.oid, ''::pg_catalog.text FROM pg_catalog.pg_class c
-  WHERE c.relkind = 'f'::pg_catalog.char
-  UNION SELECT i.inhparent,
-    ' (its partition or child ' || i.inhrelid::pg_catalog.regclass::pg_catalog.text
-    || ' is a foreign table)'
-  FROM remote r JOIN pg_catalog.pg_inherits i ON i.inhrelid = r.oid
-), reached AS (
-  SELECT {_rel("pg_proc")} AS classid, oid AS objid, false AS away FROM writing
-  UNION ALL SELECT {_rel("pg_operator")}, oid, false FROM operators
-  UNION ALL SELECT {_rel("pg_class")}, oid, false FROM ancestors
-  UNION ALL SELECT {_rel("pg_class")}, oid, true FROM remote
-), views(oid, away) AS (
-  SELECT r.ev_class, x.away FROM deps d
-  JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-  JOIN reached x ON x.classid = d.refclassid AND x.objid = d.refobjid
-  WHERE d.classid = {_rel("pg_rewrite")}
-  UNION
-  SELECT r.ev_class, v.away FROM views v
-  JOIN pg_catalog.pg_depend d ON d.refclassid = {_rel("pg_class")}
-    AND d.refobjid = v.oid AND d.classid = {_rel("pg_rewrite")}
-  JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-)
-SELECT DISTINCT CASE WHEN v.away THEN 'remote view' ELSE 'view' END, c.relname,
-  n.nspname || '.' || c.relname FROM views v
-JOIN pg_catalog.pg_class c ON c.oid = v.oid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-UNION ALL
-SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (policy ' || pol.polname || ')'
-FROM pg_catalog.pg_policy pol
-JOIN deps d ON d.classid = {_rel("pg_policy")} AND d.objid = pol.oid
-JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relrowsecurity AND EXISTS (
-    SELECT 1 FROM reached x WHERE x.classid = d.refclassid AND x.objid = d.refobjid)
-  AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
-           WHERE r.rolname = CURRENT_USER)
-  AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
-UNION ALL
-SELECT 'table', c.relname, n.nspname || '.' || c.relname || ' (' || a.what
-  || ', which the planner may evaluate in any read of it)'
-FROM ancestors a JOIN pg_catalog.pg_class c ON c.oid = a.oid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-UNION ALL
-SELECT 'operator class', t.typname, f.opfname || ' for '
-  || t.oid::pg_catalog.regtype::pg_catalog.text
-  || ' (support function ' || a.amproc::pg_catalog.regproc::pg_catalog.text || ')'
-FROM pg_catalog.pg_amproc a JOIN pg_catalog.pg_opfamily f ON f.oid = a.amprocfamily
-JOIN pg_catalog.pg_type t ON t.oid = a.amproclefttype
-WHERE a.oid >= {_USER} AND a.amproc = ANY (SELECT oid FROM writing)
-UNION ALL
-SELECT 'range type', t.typname, t.oid::pg_catalog.regtype::pg_catalog.text
-FROM pg_catalog.pg_range r
-JOIN pg_catalog.pg_type t ON t.oid = r.rngtypid
-WHERE r.rngtypid >= {_USER}
-  AND ARRAY[r.rngcanonical, r.rngsubdiff]::pg_catalog.oid[] && ARRAY(SELECT oid FROM writing)
-UNION ALL
-SELECT 'operator', o.oprname, n.nspname || '.' || o.oprname || ' (' || o.proname || ')'
-FROM operators o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-UNION ALL
-SELECT 'cast', (SELECT ct.typname FROM pg_catalog.pg_type ct WHERE ct.oid = c.casttarget),
-  c.castsource::pg_catalog.regtype::pg_catalog.text || ' to '
-  || c.casttarget::pg_catalog.regtype::pg_catalog.text
-FROM pg_catalog.pg_cast c WHERE c.oid >= {_USER} AND c.castfunc = ANY (SELECT oid FROM writing)
-UNION ALL
-SELECT 'type', NULL, t.oid::pg_catalog.regtype::pg_catalog.text FROM pg_catalog.pg_type t
-WHERE t.oid >= {_USER} AND t.typtype = 'b'::pg_catalog.char
-  AND ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::pg_catalog.oid[]
-      && ARRAY(SELECT oid FROM writing)
-UNION ALL
-SELECT 'domain', t.typname, t.oid::pg_catalog.regtype::pg_catalog.text
-  || ' (check ' || con.conname || ')'
-FROM pg_catalog.pg_constraint con
-JOIN deps d ON d.classid = {_rel("pg_constraint")} AND d.objid = con.oid
-JOIN pg_catalog.pg_type t ON t.oid = con.contypid
-WHERE con.oid >= {_USER} AND EXISTS (
-    SELECT 1 FROM reached x WHERE x.classid = d.refclassid AND x.objid = d.refobjid)
-UNION ALL
-SELECT CASE WHEN r.what = '' THEN 'foreign table' ELSE 'foreign partition' END, c.relname,
-  n.nspname || '.' || c.relname || r.what FROM remote r
-JOIN pg_catalog.pg_class c ON c.oid = r.oid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-"""
-_PG_HIDDEN = exact_operators(_PG_HIDDEN)
-
-
 def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
-    lookup.execute(
-        _PG_HIDDEN,
-        {
-            "read_only": sorted(READ_ONLY_VOLATILE),
-            "extensions": list(READ_ONLY_EXTENSIONS),
-            **trust_parameters(trusted),
-            **_TREE_PATTERNS,
-        },
-    )
+    lookup.execute(PG_HIDDEN, pg_hidden_parameters(trusted))
     relations: dict[str, str] = {}
     operators: dict[str, str] = {}
     types: dict[str, str] = {}
     anywhere: list[str] = []
-    for kind, name, shown in lookup.fetchall():
+    running: set[str] = set()
+    for kind, name, shown, via in lookup.fetchall():
         if kind == "operator":
             operators[name] = f"operator {shown} runs a function that may write"
             anywhere.append(f"{kind} {shown}")
@@ -379,16 +177,20 @@ def _postgresql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
             word = {"foreign partition": "table", "remote view": "view"}.get(kind, kind)
             relations.setdefault(name, f"{word} {shown} is read from another server")
         elif name is not None:
-            relations.setdefault(
-                name,
-                f"{kind} {shown} runs a function that may write (volatile or user-defined; "
-                "one the site knows only reads can be listed in the target's "
-                "trusted_functions)",
-            )
+            # Code, said before being read from another server where a view is both.
+            if name not in running:
+                relations[name] = (
+                    f"{kind} {shown} runs a function that may write{f', {via}' if via else ''} "
+                    "(volatile or user-defined; one the site knows only reads can be listed "
+                    "in the target's trusted_functions)"
+                )
+            running.add(name)
         else:
             anywhere.append(f"{kind} {shown}")
     elsewhere = _session_opener(lookup) if anywhere else ""
-    return HiddenWriters(relations, tuple(sorted(set(anywhere))), operators, types, elsewhere)
+    remote = frozenset(relations) - running
+    found = HiddenWriters(relations, tuple(sorted(set(anywhere))), operators, types, elsewhere)
+    return replace(found, remote=remote)
 
 
 # The extensions whose functions open a session of their own, on this server or another.
@@ -414,20 +216,20 @@ _MYSQL_REMOTE_ENGINES = ("FEDERATED", "CONNECT", "SPIDER")
 
 
 def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
-    """Views that call a stored or loadable function, or a built-in one that reaches
-    outside the session (LOAD_FILE, GET_LOCK) or advances a sequence, or read such a
-    view; a view whose definition the account cannot read counts as one; tables another
-    server holds."""
-    relations: dict[str, str] = {}
+    """Views that call a stored, package or loadable function, or a built-in one that
+    reaches outside the session (LOAD_FILE, GET_LOCK) or advances a sequence, or a name
+    the login cannot tell from such code (mysqlcalls.py); views that read a relation the
+    login cannot see, or such a view; a view whose definition the account cannot read
+    counts as one. And tables another server holds, and views over them (`remote`)."""
     lookup.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
         f"WHERE ENGINE IN ({', '.join(['%s'] * len(_MYSQL_REMOTE_ENGINES))})",
         _MYSQL_REMOTE_ENGINES,
     )
-    for schema, name, engine in lookup.fetchall():
-        relations[f"{schema}.{name}".lower()] = (
-            f"{engine} table {schema}.{name} is read from another server"
-        )
+    remote = {
+        f"{schema}.{name}".lower(): f"{engine} table {schema}.{name} is read from another server"
+        for schema, name, engine in lookup.fetchall()
+    }
     lookup.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
         f"WHERE TABLE_SCHEMA NOT IN ({', '.join(['%s'] * len(_SYSTEM_SCHEMAS))})",
@@ -435,34 +237,136 @@ def _mysql(lookup: Any, trusted: Sequence[str]) -> HiddenWriters:
     )
     # {schema.name: (as shown, its definition, its schema)}
     views = {
-        f"{schema}.{name}".lower(): (f"{schema}.{name}", str(body or ""), str(schema).lower())
+        f"{schema}.{name}".lower(): (f"{schema}.{name}", str(body or ""), str(schema))
         for schema, name, body in lookup.fetchall()
     }
-    called = {
-        key: [c for _, c in called_functions(body, "mysql")] for key, (_, body, _) in views.items()
-    }
-    functions = _mysql_writers(lookup, {c for calls in called.values() for c in calls}, trusted)
+    called = {key: _view_calls(body, schema) for key, (_, body, schema) in views.items()}
+    routines = mysql_routines(lookup, {c for calls in called.values() for c in calls})
+    unseen = _unseen_relations(lookup, views, routines.every_routine)
+    code: dict[str, str] = {}
     for key, (shown, body, _) in views.items():
+        writer = _first_writer(called[key], routines, trusted)
         if not body:
-            relations[key] = f"view {shown}, whose definition this account cannot read"
-            continue
-        calls = sorted(c for c in called[key] if c in functions)
-        if calls:
-            relations[key] = f"view {shown} calls {calls[0]}(), which may write"
-    # Views over those, until no more are found. A name alone in a view's definition
-    # is of the view's own database (the server writes them qualified).
+            code[key] = f"view {shown}, whose definition this account cannot read"
+        elif writer is not None:
+            code[key] = f"view {shown} calls {writer}, which may write"
+        elif key in unseen:
+            code[key] = f"view {shown} reads {unseen[key]}"
+    code = _views_over(views, code)
+    relations = _views_over(views, {**remote, **code})
+    return HiddenWriters(
+        relations, schemas=_schemas_of(relations), remote=frozenset(relations) - set(code)
+    )
+
+
+def _views_over(views: dict[str, tuple[str, str, str]], found: dict[str, str]) -> dict[str, str]:
+    """`found` and the views over them, until no more are found. A name alone in a
+    view's definition is of the view's own database (the server writes them qualified)."""
+    found = dict(found)
     while True:
-        schemas = _schemas_of(relations)
-        found = {}
+        schemas = _schemas_of(found)
+        more = {}
         for key, (shown, body, schema) in views.items():
-            if key in relations:
+            if key in found:
                 continue
-            over = _in_schemas(schemas, names_in(body, "mysql"), _always(schema))
+            over = _in_schemas(schemas, names_in(body, "mysql"), _always(schema.lower()))
             if over is not None:
-                found[key] = f"view {shown} reads {over}, which may write"
-        if not found:
-            return HiddenWriters(relations, schemas=schemas)
-        relations.update(found)
+                more[key] = f"view {shown} reads {over}: {found[over]}"
+        if not more:
+            return found
+        found.update(more)
+
+
+def _view_calls(body: str, schema: str) -> list[Call]:
+    """The calls of a view's definition as the server wrote it: a stored function's
+    name quoted (`fw`()), of the view's database where it stands alone; the server's
+    own functions and loadable ones bare (concat(), sphinx_snippets())."""
+    calls = list(called_functions(body, "mysql"))
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("mysql").tokenize(body)
+    except sqlglot.errors.TokenError:
+        return calls
+    for i in range(1, len(tokens)):
+        name, before = tokens[i - 1], tokens[i - 2] if i >= 2 else None
+        if tokens[i].token_type is not TokenType.L_PAREN:
+            continue
+        if name.token_type is TokenType.IDENTIFIER and (
+            before is None or before.token_type is not TokenType.DOT
+        ):
+            calls.append((schema.lower(), folded(name, "mysql")))
+    return list(dict.fromkeys(calls))
+
+
+# What a view may call that writes without being a stored or loadable function: a
+# sequence's next value (NEXT VALUE FOR s is stored as nextval(s)), or a value set.
+_MYSQL_SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
+
+
+def _first_writer(calls: list[Call], routines: MysqlRoutines, trusted: Sequence[str]) -> str | None:
+    """The first call that may write, as a sentence names it: a stored, package or
+    loadable function the site does not trust (a name alone matched in any database),
+    a name the login cannot tell, or a built-in function that reaches beyond the
+    session or writes."""
+    for call in sorted(calls, key=lambda c: (c[1], c[0] or "")):
+        schema, name = call
+        if schema is None and name in REACHING_FUNCTIONS | _MYSQL_SEQUENCE_WRITERS:
+            return f"{name}()"
+        runs = [
+            run
+            for run in routines.runs(call, None)
+            if not vouched_for(run.schema, run.name, trusted, fold=True)
+        ]
+        if runs:
+            return called_said({call: UNSEEN if all(r.unseen for r in runs) else ""})
+    return None
+
+
+# The server's own schemas: no relation there runs code of a user's.
+_SERVER_SCHEMAS = ("mysql", "information_schema", "performance_schema")
+
+
+def _unseen_relations(
+    lookup: Any, views: dict[str, tuple[str, str, str]], every_routine: bool
+) -> dict[str, str]:
+    """{view: what it reads that the login cannot see}: a relation of its definition
+    not among those information_schema shows the login (it may be a view of any code),
+    or, where the login does not see every routine, a definition the parser cannot
+    read."""
+    bases: dict[str, list[tuple[str, str]]] = {}
+    found: dict[str, str] = {}
+    for key, (_, body, schema) in views.items():
+        read = _bases(body, schema) if body else []
+        if read is None and not every_routine:
+            found[key] = "what the parser cannot tell from its definition, which may write"
+        bases[key] = [b for b in read or [] if b[0].lower() not in _SERVER_SCHEMAS]
+    schemas = sorted({s for read in bases.values() for s, _ in read})
+    if not schemas:
+        return found
+    lookup.execute(
+        "SELECT LOWER(TABLE_SCHEMA), LOWER(TABLE_NAME) FROM information_schema.TABLES "
+        f"WHERE TABLE_SCHEMA IN ({', '.join(['%s'] * len(schemas))})",
+        schemas,
+    )
+    seen = {(str(s), str(n)) for s, n in lookup.fetchall()}
+    for key, read in bases.items():
+        hidden = [f"{s}.{n}" for s, n in read if (s.lower(), n.lower()) not in seen]
+        if hidden and key not in found:
+            found[key] = f"{hidden[0]}, which this login cannot see (it may run any code)"
+    return found
+
+
+def _bases(body: str, schema: str) -> list[tuple[str, str]] | None:
+    """The relations a view's definition reads (its common table expressions left
+    out), each (schema, name); None where the parser cannot read it."""
+    try:
+        tree = sqlglot.parse_one(body, read="mysql")
+    except sqlglot.errors.SqlglotError:
+        return None
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    named = (table_name(t, "mysql") for t in tree.find_all(exp.Table))
+    return list(
+        dict.fromkeys((s or schema, n) for s, n in filter(None, named) if s or n not in ctes)
+    )
 
 
 def _always(schema: str) -> Callable[[], str | None]:
@@ -476,21 +380,3 @@ def _schemas_of(relations: dict[str, str]) -> dict[str, frozenset[str]]:
         schema, _, name = key.partition(".")
         schemas.setdefault(name, set()).add(schema)
     return {name: frozenset(found) for name, found in schemas.items()}
-
-
-# What a view may call that writes without being a stored or loadable function: a
-# sequence's next value (NEXT VALUE FOR s is stored as nextval(s)), or a value set.
-_MYSQL_SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
-
-
-def _mysql_writers(lookup: Any, names: set[str], trusted: Sequence[str]) -> set[str]:
-    """Which of the names views call may write: a stored function the name calls as the
-    server matches names (calls.mysql_stored), unless the site trusts it; a loadable
-    function; a built-in function that reaches beyond the session or writes."""
-    stored, _ = mysql_stored(lookup, names)
-    writers = {
-        name
-        for name, routines in stored.items()
-        if any(not vouched_for(schema, real, trusted, fold=True) for schema, real in routines)
-    }
-    return writers | mysql_udfs(lookup) | REACHING_FUNCTIONS | _MYSQL_SEQUENCE_WRITERS

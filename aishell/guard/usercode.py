@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
+from aishell.guard.mysqlcalls import mysql_builtins
 from aishell.guard.operators import exact_operators
 from aishell.guard.pgcode import (
     PG_OWN_CODE_PARAMETER,
@@ -438,10 +439,16 @@ _CALLED = re.compile(r"`?(\w+)`?\s*\(")
 
 
 def _mysql(conn: Connection) -> list[Code]:
+    is_udf: Callable[[str], bool]
     try:
         triggers, udfs = conn.execute(text(_MYSQL_TRIGGERS + _MYSQL_UDFS)).one()
-    except DBAPIError:  # mysql.func unreadable: the triggers alone
-        triggers, udfs = conn.execute(text(_MYSQL_TRIGGERS)).scalar(), None
+        listed = {str(n).lower() for n in json.loads(udfs or "[]")}
+        is_udf, any_udf = listed.__contains__, bool(listed)
+    except DBAPIError:
+        # mysql.func unreadable: any function none of the server's own may be a UDF
+        # (guard/mysqlcalls.py).
+        triggers = conn.execute(text(_MYSQL_TRIGGERS)).scalar()
+        is_udf, any_udf = _not_built_in(conn), True
     found = [
         Code(
             "trigger",
@@ -454,16 +461,25 @@ def _mysql(conn: Connection) -> list[Code]:
         )
         for schema, table, name, event, timing in json.loads(triggers or "[]")
     ]
-    names = {str(n).lower() for n in json.loads(udfs or "[]")}
-    if names:
+    if any_udf:
         for sql in (_MYSQL_COLUMNS, _MYSQL_CHECKS):
             for kind, schema, table, name, expression in conn.execute(text(sql)):
-                called = [c for c in _CALLED.findall(expression or "") if c.lower() in names]
+                called = [c for c in _CALLED.findall(expression or "") if is_udf(c.lower())]
                 if called:
                     functions = tuple((None, c) for c in dict.fromkeys(called))
                     reached = ((schema, table, True),)
                     found.append(Code(kind, (schema, table), name, frozenset(), functions, reached))
     return found
+
+
+def _not_built_in(conn: Connection) -> Callable[[str], bool]:
+    """Whether a name (lower case) is none of the server's own functions or words."""
+    lookup = conn.connection.cursor()
+    try:
+        builtins = mysql_builtins(lookup)
+    finally:
+        lookup.close()
+    return lambda name: name not in builtins
 
 
 # --- SQLite --------------------------------------------------------------------------
