@@ -1,10 +1,12 @@
-"""What the handlers and commands read of a target's catalog: its tables, one table's
-columns, how soon each table needs maintenance. The partitions of its partitioned
+"""What the handlers and commands read of a target's catalog: its tables (and SQLite's
+shadow tables, which are none), one table's columns, the kinds of a SQLite column's
+values, how soon each table needs maintenance. The partitions of its partitioned
 tables are in partitions.py; the tables with their figures, as planning and a run keep
 them, in tablecatalog.py; who holds a lock, in lockholders.py."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import TargetError
-from aishell.sqltext import text
+from aishell.sqltext import quote_identifier, text
 from aishell.targets.mysqltables import read_mysql
 
 
@@ -47,6 +49,87 @@ def sqlite_name(raw: object, unreadable: list[str] | None = None) -> str | None:
         return None
 
 
+# Values from this on in a Unix-time column are milliseconds since 1970, not seconds
+# (10^11 seconds is the year 5138; 10^11 milliseconds is 1973); nonzero values nearer 0
+# are seconds. Values from NOT_A_TIME on (the year 318,857 in milliseconds) are neither,
+# nor are 0 and special values (NaN, infinity): no cutoff in either unit reaches them.
+MILLISECONDS_FROM = 10**11
+NOT_A_TIME = 10**16
+# A SQLite column's values by kind, in one CASE that stops at the first test a value
+# passes (tests in a value's sum() are all run: ten times the time). Text in one of
+# three ISO-8601 shapes compares as text with a cutoff of its shape (after a time, a
+# fraction of a second and a Z sort as the moment they are; an offset would not).
+# Numbers as SQLite's 'auto' modifier reads them: Julian days below 5373484.5 (the end
+# of 9999), else Unix seconds, milliseconds from MILLISECONDS_FROM; 0 and numbers from
+# NOT_A_TIME are no date's ("number"). Anything else is "other".
+# Digits are where SQLite's date parser finds them: a GLOB of [0-9]s takes thrice as long.
+_REST = "rtrim(substr({c}, 20), 'Z')"
+_TIME = (
+    "{c} GLOB '????-??-??{sep}??:??:??*' AND julianday({c}) IS NOT NULL "
+    f"AND (length({{c}}) = 19 OR {_REST} = '' OR {_REST} GLOB '.[0-9]*' "
+    f"AND substr({_REST}, 2) NOT GLOB '*[^0-9]*')"
+)
+_NUMBER = (
+    "CASE WHEN {c} < 0 THEN 'epoch' WHEN {c} = 0 THEN 'number' "
+    "WHEN {c} < 5373484.5 THEN 'julian' "
+    f"WHEN {{c}} < {MILLISECONDS_FROM} THEN 'epoch' "
+    f"WHEN {{c}} < {NOT_A_TIME} THEN 'epoch_ms' ELSE 'number' END"
+)
+_VALUE_KIND = (
+    "CASE typeof({c}) WHEN 'text' THEN CASE "
+    f"WHEN {_TIME.replace('{sep}', ' ')} THEN 'text' "
+    f"WHEN {_TIME.replace('{sep}', 'T')} THEN 'text_t' "
+    "WHEN {c} GLOB '????-??-??' AND julianday({c}) IS NOT NULL THEN 'text_date' "
+    "ELSE 'other' END "
+    f"WHEN 'integer' THEN {_NUMBER} WHEN 'real' THEN {_NUMBER} ELSE 'other' END"
+)
+# Each kind as a person reads it.
+SQLITE_VALUE_KINDS = {
+    "text": "text YYYY-MM-DD HH:MM:SS",
+    "text_t": "text YYYY-MM-DDTHH:MM:SS",
+    "text_date": "text YYYY-MM-DD",
+    "julian": "Julian days",
+    "epoch": "Unix seconds",
+    "epoch_ms": "Unix milliseconds",
+    "number": "numbers of no date (0, 10^16 or more)",
+    "other": "other values",
+}
+
+
+def sqlite_value_kinds(conn: Connection, table: str, column: str) -> set[str]:
+    """The kinds (SQLITE_VALUE_KINDS) of the column's values, NULL aside: one pass over
+    the column (its index, where it has one), the kinds found kept in a set of a few."""
+    quoted = quote_identifier(conn.dialect, column)
+    found = conn.execute(
+        text(
+            f"SELECT group_concat(DISTINCT {_VALUE_KIND.replace('{c}', quoted)}) "
+            f"FROM {quote_identifier(conn.dialect, table)} WHERE {quoted} IS NOT NULL"
+        )
+    ).scalar()
+    return set(str(found).split(",")) if found else set()
+
+
+def sqlite_value_counts(conn: Connection, table: str, column: str) -> dict[str, tuple[int, str]]:
+    """Each kind of the column's values (SQLITE_VALUE_KINDS) with how many there are and
+    the least as shown (text quoted, cut at 30 characters; a blob as "a blob"): rows
+    sorted by kind, for a refusal to name."""
+    quoted = quote_identifier(conn.dialect, column)
+    rows = conn.execute(
+        text(
+            f"SELECT {_VALUE_KIND.replace('{c}', quoted)} AS kind, count(*), min({quoted}) "
+            f"FROM {quote_identifier(conn.dialect, table)} WHERE {quoted} IS NOT NULL "
+            "GROUP BY kind"
+        )
+    )
+    return {str(kind): (int(n), _shown(least)) for kind, n, least in rows}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "a blob"
+    return repr(value[:30]) if isinstance(value, str) else str(value)
+
+
 # Tables named in one query at most (named_rows).
 NAMED_AT_MOST = 500
 
@@ -70,9 +153,65 @@ def named_rows(
     return [r for r in conn.execute(text(every)) if name_of(r) in wanted]
 
 
-def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[str]:
+# SQLite's shadow tables: where a virtual table's module (FTS3/4/5, R-Tree) keeps the
+# virtual table's data, each with that virtual table. Only the module may change them: a
+# row deleted from one corrupts the virtual table (its full-text index), so they are no
+# user table. SQLite takes a table named V_SUFFIX (the last underscore) for a shadow of
+# virtual table V (rootpage 0) where V's module says SUFFIX is one of its own: PRAGMA
+# table_list marks them from SQLite 3.37; before, those of SQLite's own modules are
+# known by their suffixes (any module's, for every virtual table: fails closed).
+_SHADOW_OWNER = (
+    "lower(substr(s.name, 1, length(v.name) + 1)) = lower(v.name) || '_' "
+    "AND instr(substr(s.name, length(v.name) + 2), '_') = 0"
+)
+_SQLITE_SHADOWS = {
+    True: "SELECT s.name AS name, v.name AS owner FROM pragma_table_list s "
+    "CROSS JOIN sqlite_schema v WHERE s.schema = 'main' AND s.type = 'shadow' "
+    f"AND v.type = 'table' AND v.rootpage = 0 AND {_SHADOW_OWNER}",
+    False: "SELECT s.name AS name, v.name AS owner FROM sqlite_schema v CROSS JOIN "
+    "sqlite_schema s WHERE v.type = 'table' AND v.rootpage = 0 AND s.type = 'table' "
+    f"AND {_SHADOW_OWNER} AND lower(substr(s.name, length(v.name) + 2)) IN ('config', "
+    "'content', 'data', 'docsize', 'idx', 'segdir', 'segments', 'stat', 'node', 'parent', "
+    "'rowid')",
+}
+_TABLE_LIST_FROM = (3, 37)
+
+
+def sqlite_shadows_sql(table_list: bool | None = None) -> str:
+    """A query of each shadow table (name) with its virtual table (owner); `table_list`:
+    read them from PRAGMA table_list (default: where this SQLite has it)."""
+    if table_list is None:
+        table_list = sqlite3.sqlite_version_info >= _TABLE_LIST_FROM
+    return _SQLITE_SHADOWS[table_list]
+
+
+def shadow_owner(conn: Connection, table: str) -> str | None:
+    """The virtual table whose shadow table `table` is, on SQLite; else None."""
+    if conn.dialect.name != "sqlite":
+        return None
+    sql = f"SELECT owner FROM ({sqlite_shadows_sql()}) WHERE name = :t COLLATE NOCASE"
+    owner = conn.execute(text(sql), {"t": table}).scalar()
+    return None if owner is None else str(owner)
+
+
+def refuse_shadow(conn: Connection, table: str) -> None:
+    """Refuse, in one line, a shadow table named as a table to work on."""
+    owner = shadow_owner(conn, table)
+    if owner is not None:
+        raise TargetError(
+            f"Table {table!r} belongs to virtual table {owner!r}: SQLite keeps {owner}'s "
+            "data there and only its module may change it (a row deleted there corrupts "
+            f"{owner}); name {owner!r} instead"
+        )
+
+
+def user_tables(
+    conn: Connection, unreadable: list[str] | None = None, *, shadows: bool = True
+) -> list[str]:
     """User tables of the target, by name; on SQLite those whose names are not UTF-8
-    are left out (and listed in `unreadable`)."""
+    are left out (and listed in `unreadable`), and shadow tables unless `shadows`: a
+    backup holds and counts them (as measure.sqlite_tables lists a copy's), but no step
+    may work on one."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         sql = (
@@ -87,7 +226,9 @@ def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[s
     else:
         sql = (
             "SELECT name FROM sqlite_schema WHERE type = 'table' "
-            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY 1"
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            + ("" if shadows else f"AND name NOT IN (SELECT name FROM ({sqlite_shadows_sql()})) ")
+            + "ORDER BY 1"
         )
         with sqlite_text_as_bytes(conn):
             rows = conn.execute(text(sql)).all()
@@ -99,7 +240,8 @@ def user_tables(conn: Connection, unreadable: list[str] | None = None) -> list[s
 # generated ones (which the table computes itself: a copy names the others). PostgreSQL
 # from pg_attribute: information_schema.columns shows only the columns the role has a
 # privilege on. MySQL's list has MariaDB's invisible columns, which SELECT * leaves
-# out. SQLite's table_info shows no generated column.
+# out. SQLite's table_xinfo marks generated columns hidden 2 or 3 (table_info leaves
+# them out) and a virtual table's hidden columns 1 (FTS5's rank: no row holds them).
 _COLUMNS = {
     "postgresql": (
         "SELECT attname FROM pg_attribute WHERE attrelid = "
@@ -113,7 +255,10 @@ _COLUMNS = {
         "AND TABLE_NAME = :t{stored} ORDER BY ORDINAL_POSITION",
         " AND coalesce(GENERATION_EXPRESSION, '') = ''",
     ),
-    "sqlite": ("SELECT name FROM pragma_table_info(:t){stored} ORDER BY cid", ""),
+    "sqlite": (
+        "SELECT name FROM pragma_table_xinfo(:t) WHERE hidden <> 1{stored} ORDER BY cid",
+        " AND hidden = 0",
+    ),
 }
 
 

@@ -19,9 +19,11 @@ from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import (
+    refuse_shadow,
     require_column,
     sqlite_name,
     sqlite_reads_whole_file,
+    sqlite_shadows_sql,
     sqlite_text_as_bytes,
 )
 from aishell.targets.mysqltables import read_mysql
@@ -95,6 +97,8 @@ UNION ALL
 SELECT 'index', name, tbl_name, NULL, NULL FROM sqlite_schema
 WHERE type = 'index' AND (name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
                           OR name LIKE 'sqlite\\_autoindex%' ESCAPE '\\') {only}
+UNION ALL
+SELECT 'shadow', name, owner, NULL, NULL FROM ({shadows})
 {sizes}
 """
 _SQLITE_ONLY = "AND tbl_name IN :names"
@@ -109,10 +113,12 @@ _SQLITE_SIZES_ONLY = "WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_na
 
 # Without dbstat (an SQLite built without it): sqlite_stat1's estimates, else count(*).
 _SQLITE_STAT1 = "SELECT tbl, stat FROM sqlite_stat1"
+# Generated columns too (table_info leaves them out); hidden 1 is a virtual table's
+# hidden column (FTS5's rank), which no step names.
 _SQLITE_COLUMNS = """
 /* aishell catalog */
-SELECT m.name AS tbl, p.name AS name FROM sqlite_schema m JOIN pragma_table_info(m.name) p
-WHERE m.type = 'table' AND m.name IN :names
+SELECT m.name AS tbl, p.name AS name FROM sqlite_schema m JOIN pragma_table_xinfo(m.name) p
+WHERE m.type = 'table' AND m.name IN :names AND p.hidden <> 1
 ORDER BY m.name, p.cid
 """
 # SQLite's limit on the terms of one compound SELECT, for counts without dbstat.
@@ -250,6 +256,7 @@ class TableCatalog:
             self._merge(missing, _read(conn, missing))
         for table in tables:
             if table not in self.tables and not (dropped_ok and table in self.dropped):
+                refuse_shadow(conn, table)
                 known = self.names
                 listing = ", ".join(known[:50]) + (" ..." if len(known) > 50 else "")
                 raise TargetError(
@@ -365,7 +372,13 @@ def _read_sqlite(
         raw = conn.execute(_sqlite_query("", names), params).all()
         sized = False
     rows = _decoded(raw, unreadable)
-    tables = {n: TableFacts(None, 0 if sized else None) for k, n, *_ in rows if k == "table"}
+    # A virtual table's shadow tables are its module's, no user table (catalog.py).
+    shadows = {n for k, n, *_ in rows if k == "shadow"}
+    tables = {
+        n: TableFacts(None, 0 if sized else None)
+        for k, n, *_ in rows
+        if k == "table" and n not in shadows
+    }
     owner = {n: t for k, n, t, *_ in rows if k == "index" and t is not None}
     for index, table in sorted(owner.items()):
         if table in tables:
@@ -400,7 +413,7 @@ def _decoded(raw: Sequence[Any], unreadable: list[str]) -> list[_Row]:
 
 
 def _sqlite_query(sizes: str, names: Sequence[str] | None) -> TextClause:
-    sql = _SQLITE_TABLES.replace("{sizes}", sizes)
+    sql = _SQLITE_TABLES.replace("{sizes}", sizes).replace("{shadows}", sqlite_shadows_sql())
     return _query(sql, _SQLITE_ONLY, names, True)
 
 

@@ -2,7 +2,8 @@
 
 The cutoff is taken from the database server's clock, in the column's own terms
 (a timestamp with or without time zone, a date, Unix seconds or milliseconds, or on
-SQLite the text format the column is written in), so that "older than 30 days"
+SQLite the one kind the column's values all are: a text format, Julian days or Unix
+time; a column of more than one is refused), so that "older than 30 days"
 means what the application that wrote the rows meant by it. It is kept as a JSON
 value and bound as a parameter, never formatted into SQL.
 
@@ -39,15 +40,18 @@ from aishell.config.options import RETENTION_DAYS
 from aishell.dialects import family
 from aishell.errors import TargetError, UsageError
 from aishell.sqltext import quote_identifier, text
-from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
+from aishell.targets.catalog import (
+    MILLISECONDS_FROM,
+    NOT_A_TIME,
+    SQLITE_VALUE_KINDS,
+    refuse_shadow,
+    sqlite_name,
+    sqlite_text_as_bytes,
+    sqlite_value_counts,
+    sqlite_value_kinds,
+)
 
-# Values from this on in a Unix-time column are milliseconds since 1970, not seconds
-# (10^11 seconds is the year 5138; 10^11 milliseconds is 1973); nonzero values nearer 0
-# are seconds. Values from _NOT_A_TIME on (the year 318,857 in milliseconds) are neither,
-# nor are 0 and special values (NaN, infinity): no cutoff in either unit reaches them.
-_MILLISECONDS_FROM = 10**11
-_NOT_A_TIME = 10**16
-# Rows an unindexed Unix-time column is sampled in for milliseconds.
+# Rows an unindexed Unix-time column is sampled in for milliseconds (SQLite's: all read).
 _SAMPLE_ROWS = 1000
 
 _PG_KINDS = {
@@ -68,18 +72,19 @@ _MYSQL_KINDS = {
     "decimal": "epoch",
     "double": "epoch",
 }
-_SQLITE_TEXT = {
-    "text_t": (re.compile(r"^\d{4}-\d{2}-\d{2}T"), "%Y-%m-%dT%H:%M:%S"),
-    "text": (re.compile(r"^\d{4}-\d{2}-\d{2} "), "%Y-%m-%d %H:%M:%S"),
-    "text_date": (re.compile(r"^\d{4}-\d{2}-\d{2}$"), "%Y-%m-%d"),
-}
+_SQLITE_TEXT = {"text_t": "%Y-%m-%dT%H:%M:%S", "text": "%Y-%m-%d %H:%M:%S", "text_date": "%Y-%m-%d"}
+# Kinds whose cutoff is a number: Unix seconds, milliseconds, SQLite's Julian days, whose
+# day 2440587.5 is 1970-01-01 00:00 UTC (a Julian cutoff is kept to 10^-8 days, ~1 ms).
+_NUMERIC = ("epoch", "epoch_ms", "julian")
+_UNIX_EPOCH_JULIAN = 2_440_587.5
+_JULIAN_DIGITS = 10**8
 
 
 @dataclass(frozen=True)
 class DateColumn:
     table: str
     column: str
-    # timestamptz, timestamp, date, epoch, epoch_ms, text, text_t or text_date
+    # timestamptz, timestamp, date, epoch, epoch_ms, julian, text, text_t or text_date
     kind: str
     indexed: bool
     # SQLite: no row holds a date, so none is compared and no format is the column's.
@@ -98,7 +103,7 @@ class DateColumn:
                 if not isinstance(cutoff, str) or not _DATE.match(cutoff):
                     raise _Inexact("a date column is compared with a date, as 2026-01-31")
                 return date.fromisoformat(cutoff)
-            if self.kind in ("epoch", "epoch_ms"):
+            if self.kind in _NUMERIC:
                 if isinstance(cutoff, bool) or not isinstance(cutoff, int | float):
                     raise ValueError(cutoff)
                 if not math.isfinite(cutoff):
@@ -205,6 +210,7 @@ def describe(
         kind = _MYSQL_KINDS.get(str(data_type).lower())
         zoned = str(data_type).lower() == "timestamp"
     else:
+        refuse_shadow(conn, table)
         data_type, kind = _sqlite_kind(conn, table, column)
     if kind is None:
         raise TargetError(
@@ -214,7 +220,7 @@ def describe(
     if indexes is None:
         indexes = indexes_of(conn, table)
     indexed = any(i.columns[0] == column for i in indexes)
-    if kind == "epoch":
+    if kind == "epoch" and dialect != "sqlite":  # SQLite's unit: every value read
         kind = _epoch_unit(conn, table, column, indexed)
     return DateColumn(table, column, kind, indexed, empty=data_type == "empty", zoned=zoned)
 
@@ -270,7 +276,10 @@ def cutoff_for(conn: Connection, column: DateColumn, retention_days: float) -> A
         return int(moment.timestamp())
     if column.kind == "epoch_ms":
         return int(moment.timestamp() * 1000)
-    return moment.strftime(_SQLITE_TEXT[column.kind][1])
+    if column.kind == "julian":  # as julianday() gives it, rounded down
+        days = moment.timestamp() / 86_400 + _UNIX_EPOCH_JULIAN
+        return math.floor(days * _JULIAN_DIGITS) / _JULIAN_DIGITS
+    return moment.strftime(_SQLITE_TEXT[column.kind])
 
 
 def check_retention(retention_days: Any) -> None:
@@ -304,7 +313,7 @@ def server_now(conn: Connection, column: DateColumn) -> datetime:
     # SQLite writes CURRENT_TIMESTAMP and datetime('now') in UTC.
     stamp = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
     moment = datetime.fromisoformat(stamp)
-    return moment.replace(tzinfo=UTC) if column.kind.startswith("epoch") else moment
+    return moment.replace(tzinfo=UTC) if column.kind in _NUMERIC else moment
 
 
 def no_newer_than(conn: Connection, column: DateColumn, cutoff: Any, retention_days: float) -> None:
@@ -318,24 +327,41 @@ def no_newer_than(conn: Connection, column: DateColumn, cutoff: Any, retention_d
 
 
 def _sqlite_kind(conn: Connection, table: str, column: str) -> tuple[str, str | None]:
-    quoted = _quoter(conn)
-    row = conn.execute(
-        text(
-            f"SELECT typeof({quoted(column)}), {quoted(column)} FROM {quoted(table)} "
-            f"WHERE {quoted(column)} IS NOT NULL LIMIT 1"
-        )
-    ).first()
-    if row is None:
+    """What a SQLite column holds, every value read (sqlite_value_kinds): its one kind, or
+    "empty". Each kind reads a value as another moment, and SQLite sorts numbers before
+    text: more than one is refused, naming each; but a date alone sorts as its midnight
+    beside times of one form (a prefix sorts first)."""
+    found = sqlite_value_kinds(conn, table, column)
+    if len(found) > 1 and "number" in found and not {"text", "text_t", "text_date"} & found:
+        found.discard("number")  # 0 is older than any cutoff, 10^16 never: in every unit
+    if len(found) == 2 and "text_date" in found and found & {"text", "text_t"}:
+        found.discard("text_date")
+    if not found:
         return "empty", "text"  # nothing to delete either way
-    kind, value = row
-    if kind in ("integer", "real"):
-        return kind, "epoch"
-    if kind == "text":
-        for name, (pattern, _format) in _SQLITE_TEXT.items():
-            if pattern.match(value):
-                return "text", name
-        return f"text such as {value[:30]!r}", None
-    return kind, None
+    if found == {"other"}:
+        return f"values such as {sqlite_value_counts(conn, table, column)['other'][1]}", None
+    if len(found) == 1:
+        return "one kind", "epoch" if "number" in found else found.pop()
+    counted = {k: v for k, v in sqlite_value_counts(conn, table, column).items() if k in found}
+    if found == {"epoch", "epoch_ms"}:
+        raise _both_units(table, column, counted["epoch"][1], counted["epoch_ms"][1])
+    kinds = ", ".join(
+        f"{SQLITE_VALUE_KINDS[k]} ({n:,} row{'s' if n > 1 else ''}, such as {v})"
+        for k, (n, v) in counted.items()
+    )
+    raise TargetError(
+        f"column {table}.{column} holds values of more than one kind: {kinds}; no one cutoff "
+        "finds the old rows of each (SQLite compares text as text and sorts every number "
+        "before any text), so nothing is deleted; make the column one format"
+    )
+
+
+def _both_units(table: str, column: str, seconds: Any, millis: Any) -> TargetError:
+    return TargetError(
+        f"column {table}.{column} holds Unix times in seconds and in milliseconds "
+        f"(for example {seconds} and {millis}): no one cutoff is older than the "
+        "retention in both, so nothing is deleted; make the column one unit"
+    )
 
 
 def _epoch_unit(conn: Connection, table: str, column: str, indexed: bool) -> str:
@@ -353,14 +379,10 @@ def _epoch_unit(conn: Connection, table: str, column: str, indexed: bool) -> str
             f"SELECT {quoted(column)} FROM {quoted(table)} WHERE {quoted(column)} <> 0 AND "
             f"{quoted(column)} > :low AND {quoted(column)} < :high LIMIT 1"
         ),
-        {"low": -_MILLISECONDS_FROM, "high": _MILLISECONDS_FROM},
+        {"low": -MILLISECONDS_FROM, "high": MILLISECONDS_FROM},
     ).scalar()
     if seconds is not None:
-        raise TargetError(
-            f"column {table}.{column} holds Unix times in seconds and in milliseconds "
-            f"(for example {seconds} and {millis}): no one cutoff is older than the "
-            "retention in both, so nothing is deleted; make the column one unit"
-        )
+        raise _both_units(table, column, seconds, millis)
     return "epoch_ms"
 
 
@@ -378,7 +400,7 @@ def _a_millisecond_value(conn: Connection, table: str, column: str, indexed: boo
     )
     return conn.execute(
         text(f"SELECT max({quoted(column)}) FROM {values}"),
-        {"low": _MILLISECONDS_FROM, "high": _NOT_A_TIME},
+        {"low": MILLISECONDS_FROM, "high": NOT_A_TIME},
     ).scalar()
 
 
