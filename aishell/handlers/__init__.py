@@ -179,10 +179,13 @@ def read_once_in_dry_run(ctx: ToolContext, key: str, compute: Callable[[], T]) -
 
 
 def step_tables(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
-    """The tables a step names, else every user table: read once per step, so its render
-    (what a preview shows) and its run share one read."""
+    """The tables a step names, else every user table but a virtual table's shadow tables
+    (its module's own storage): read once per step, so its render (what a preview shows)
+    and its run share one read."""
     named = list(params.get("tables") or [])
-    return named or cached(ctx, "user_tables", lambda: user_tables(ctx.connection))
+    if named:
+        return named
+    return cached(ctx, "step_tables", lambda: user_tables(ctx.connection, shadows=False))
 
 
 def measured(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:

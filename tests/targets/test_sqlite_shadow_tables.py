@@ -130,3 +130,22 @@ def test_generated_columns_are_columns_and_hidden_ones_are_not(tmp_path):
         assert catalog.columns(conn, "ft") == ["body", "created_at"]
         catalog.check_column(conn, "g", "day")
     engine.dispose()
+
+
+def test_a_step_naming_no_tables_works_on_no_shadow_table(tmp_path: Path) -> None:
+
+    from aishell.handlers import step_tables
+    from aishell.tool.context import ToolContext
+
+    path = tmp_path / "steps.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE VIRTUAL TABLE notes USING fts5(body)")
+    raw.execute("CREATE TABLE plain (id INTEGER PRIMARY KEY)")
+    raw.commit()
+    raw.close()
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        ctx = ToolContext(conn, "sqlite", "steps")
+        # The virtual table is the user's; its shadow tables (notes_data, ...) are fts5's.
+        assert sorted(step_tables({}, ctx)) == ["notes", "plain"]
+    engine.dispose()
