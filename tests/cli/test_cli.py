@@ -361,7 +361,9 @@ def test_interactive_prompt_in_a_terminal(demo_db, home):
         leader,
     ):
         shown = read_until(leader, "Run this step?")
-        assert "rebuild_fragmented_indexes" in shown and 'REINDEX main."idx_app_logs_level"' in shown
+        assert (
+            "rebuild_fragmented_indexes" in shown and 'REINDEX main."idx_app_logs_level"' in shown
+        )
         assert "medium risk needs approval at the strict safety level" in shown
         os.write(leader, b"no\n")
         shown = read_until(leader, "Run this step?")

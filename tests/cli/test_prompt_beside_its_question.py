@@ -25,10 +25,10 @@ def test_a_step_s_facts_are_shown_where_its_approval_is_asked(
         os.write(leader, b"q\n")
         read_until(leader, "aborted")
         assert proc.wait(timeout=60) == EXIT_DENIED
-    for fact in ("rebuild_fragmented_indexes", 'REINDEX "idx_app_logs_level"', "why asked"):
+    for fact in ("rebuild_fragmented_indexes", 'REINDEX main."idx_app_logs_level"', "why asked"):
         assert fact in shown, shown
     written = log.read_text()
-    for prompt_only in ("Approval needed", 'REINDEX "idx_app_logs_level"', "why asked"):
+    for prompt_only in ("Approval needed", 'REINDEX main."idx_app_logs_level"', "why asked"):
         assert prompt_only not in written, written
     assert "step_1 analyze_table_fragmentation" in written and "aborted" in written, written
     # Nothing drawn to a pipe's width: each line is a run's line.

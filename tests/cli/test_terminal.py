@@ -178,7 +178,9 @@ def test_piped_output_is_never_wrapped(home: Path, demo_db: Path) -> None:
         assert any(" ".join(text.split()) in line for line in shown.stdout.splitlines())
     planned = _aishell(home, "plan", "maintenance", "--type", "full", "--tables", "app_logs")
     assert planned.returncode == 0, planned.stderr
-    assert any('REINDEX "idx_app_logs_created"' in line for line in planned.stdout.splitlines())
+    assert any(
+        'REINDEX main."idx_app_logs_created"' in line for line in planned.stdout.splitlines()
+    )
     assert "\x1b[" not in shown.stdout + planned.stdout  # no colour on a pipe
 
 

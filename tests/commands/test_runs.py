@@ -135,7 +135,7 @@ def test_a_denied_step_is_not_run_and_the_rest_continue(edit_config, demo_db):
         "succeeded",
         "succeeded",
     ]
-    assert asked[0].sql == ['REINDEX "idx_app_logs_created"', f'REINDEX "{LEVEL_INDEX}"']
+    assert asked[0].sql == ['REINDEX main."idx_app_logs_created"', f'REINDEX main."{LEVEL_INDEX}"']
     assert asked[0].target == "demo" and asked[0].risk == "medium" and asked[0].reasons
     # VACUUM (approved) rebuilt the file, so compare against a fresh measurement.
     assert index_fragmentation(demo_db, LEVEL_INDEX) <= before
