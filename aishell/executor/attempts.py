@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +17,13 @@ from sqlalchemy.exc import DBAPIError
 from aishell.errors import AishellError, NamedApprovalNeeded, StepInterrupted, StepSkipped
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
+from aishell.executor.covered import step_measure
 from aishell.executor.effects import record_effects
 from aishell.executor.failures import rollback
 from aishell.executor.heldtables import held_or_gone
-from aishell.executor.prepare import PreparedStep
+from aishell.executor.prepare import PreparedStep, apply_verdict, run_catalog
 from aishell.executor.results import StepResult
-from aishell.executor.resume import facts
+from aishell.executor.resume import waiting_facts
 from aishell.executor.retry import (
     LostConnection,
     allowed_retries,
@@ -32,6 +35,7 @@ from aishell.executor.statuses import FINISHED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard, shapes_for
 from aishell.policy.hours import seconds_between
+from aishell.policy.rules import gather_facts
 from aishell.registry import ToolDefinition
 from aishell.state.values import dumps
 from aishell.targets.access import session_access
@@ -218,22 +222,59 @@ def _waits_for_a_person(
     what is left, measured now: resume judges the step again against it."""
     record_effects(run, exc.details)
     text = _kept_output(result, exc.details or None)
-    result.personal = list(exc.reasons)
-    result.reasons = [*result.reasons, *(r for r in exc.reasons if r not in result.reasons)]
     run.record_event(result.index, "named_approval_needed", {"reasons": exc.reasons})
-    run.store.record_request(run.run_id, result.index, True, _facts_left(result, step, ctx))
+    left = _left_when_stopped(exc.details)
+    _judge_at_the_stop(run, result, step, ctx, {**left, "share_stop": exc.reasons[0]})
+    run.store.record_request(run.run_id, result.index, True, waiting_facts(run, result, ctx, left))
     run.finish(result, "waiting_approval", error=str(exc), started=started, output_text=text)
 
 
-def _facts_left(result: StepResult, step: PreparedStep, ctx: ToolContext) -> dict[str, Any]:
-    """The facts a yes after a limit's stop covers: the step's risk and reasons, and the
-    rows and share its estimate finds left to delete now."""
-    estimate = getattr(step.impl, "estimate", None)
-    effect = None
-    if callable(estimate):
-        ctx.step_cache.pop("estimate", None)
-        effect = estimate(step.params, ctx)
-    return facts(result.risk_level, result.reasons, result.personal, effect)
+def _left_when_stopped(details: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stop at a limit counted left (handlers/purge/share.py), as the figures an
+    approval's rows and share are made of: the rows older than the cutoff, of the
+    table's rows now; none (None: judged unmeasured, so asked about again) where the
+    count was refused."""
+    rows, total = details.get("old_rows_left"), details.get("table_rows_now")
+    return {"rows_this_run": rows, "table_rows": total}
+
+
+def _judge_at_the_stop(
+    run: RunContext,
+    result: StepResult,
+    step: PreparedStep,
+    ctx: ToolContext,
+    stopped: Mapping[str, Any],
+) -> None:
+    """The step judged again as a resume will judge it: its estimate's rows and share
+    those the stop counted left, its stop (`share_stop`) among its reasons, so that the
+    yes after the stop is given for the verdict a resume finds where nothing changed
+    (over max_share now, most likely, as what is left is most of what is kept). Where
+    the server fails the reads, the verdict stays as it was (a resume then asks again
+    where it differs); the stop's reason is the step's own either way."""
+    effect = {**(result.estimate or {}), **stopped}
+    try:
+        catalog = run_catalog(run, ctx.connection)
+        facts = gather_facts(
+            run.policy,
+            step.tool,
+            step.params,
+            catalog,
+            effect=effect,
+            now=run.clock(),
+            store=run.store,
+            backup_in_run=run.backup_before(result.index),
+            dialect=run.target.dialect,
+            writes=step.writes,
+            measure=step_measure(run, ctx, result.index, step.tool, catalog),
+        )
+        apply_verdict(result, run.policy.check(facts))
+    except (DBAPIError, AishellError):
+        with suppress(DBAPIError):
+            ctx.connection.rollback()
+    # Only a person passes the stop, whatever the policy made of the figures.
+    why = str(stopped["share_stop"])
+    result.personal = [*result.personal, *([why] if why not in result.personal else [])]
+    result.reasons = [*result.reasons, *([why] if why not in result.reasons else [])]
 
 
 def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:

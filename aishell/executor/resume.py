@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import AishellError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
-from aishell.executor.covered import subject_changes
+from aishell.executor.covered import measure_subject, subject_changes
 from aishell.executor.results import StepResult
 from aishell.guard.connection import Guard
 from aishell.plan.model import Plan, Step
@@ -90,6 +94,34 @@ def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
     return found
 
 
+def waiting_facts(
+    run: RunContext,
+    result: StepResult,
+    ctx: ToolContext,
+    figures: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a step that waits for a person without being asked by approve() is waiting
+    with (a purge stopped at its limit, a step in doubt), as verdict_facts keeps it: its
+    verdict as applied, the rows and share of its estimate (or `figures`, measured
+    instead: what a stopped purge counted left), its statements, and what it acts on,
+    measured now. A yes by number is given for these; where the measure fails the
+    facts have no subject, and a resume asks again (outgrown)."""
+    effect = {**(result.estimate or {}), **(figures or {})}
+    found = facts(result.risk_level, result.reasons, result.personal, effect)
+    found["sql"] = statements_shown(result.sql)
+    found["effect"] = estimate_shown(result.estimate)
+    try:
+        result.subject = measure_subject(run, result, run.registry.get(result.tool), ctx)
+    except (DBAPIError, AishellError):
+        # A lost server, a table held past the lock wait, a read the guard refused:
+        # unmeasured, so asked again.
+        with suppress(DBAPIError):
+            ctx.connection.rollback()
+        return found
+    found["subject"] = result.subject
+    return found
+
+
 def statements_shown(sql: Sequence[str]) -> list[str]:
     """The statements a step shows, each with its whitespace made single spaces; its
     comments (`-- a table left out`) say what it does not send, and are left out."""
@@ -145,8 +177,15 @@ def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list
     if now["personal"] and not approval["named"]:
         grew.append(f"it needs its own approval ({now['personal'][0]})")
     then = approval.get("given_for")
+    if isinstance(now.get("subject"), Mapping) and not isinstance(
+        (then or {}).get("subject"), Mapping
+    ):
+        # Given for a step whose tables were never measured for it (the yes of a run
+        # stored before every request kept them, or a measure that failed): it may be
+        # any table now under those names, so it covers nothing.
+        grew.append("what it acts on was not measured when it was approved")
     if not isinstance(then, Mapping):
-        return grew  # approved before verdicts were kept (or in doubt): by name or not
+        return grew
     if RiskLevel(now["risk"]).rank > RiskLevel(then.get("risk") or "safe").rank:
         grew.append(f"risk {then.get('risk')} -> {now['risk']}")
     for key, shown in (("rows", "{:,}".format), ("share", percent_up)):
@@ -204,6 +243,10 @@ def may_run_again(
         return True
     if done is False or tool.idempotent:
         return True
+    # What a yes to run it again is given for, as every question's is (outgrown).
+    run.store.record_request(
+        run.run_id, result.index, bool(result.personal), waiting_facts(run, result, ctx)
+    )
     run.finish(
         result,
         "waiting_approval",

@@ -17,6 +17,12 @@ the catalog does not show. So:
   `SELECT count(*) FROM (SELECT 1 FROM t LIMIT :n) s` reads at most n rows, so it
   says "exactly N" under the figure and "at least N" past it, at a cost the figure
   bounds. SQLite's dbstat rows are counted already.
+- a count takes every row a step reads or rewrites, not only those the login sees: a
+  MariaDB system-versioned table's history (FOR SYSTEM_TIME ALL); on PostgreSQL, a
+  table whose row-level security is in force for the login cannot be counted so
+  (VACUUM and ANALYZE read every row; the count, the policies' rows), and its rows are
+  unknown (RowsHidden) where its heap does not bound them. A partitioned table or an
+  inheritance parent is counted with its partitions or children, as its reads are.
 
 Every statement is a read sent through the guard (the caller's `GuardedRead`): a read
 the guard refuses (the table's row policy may run code that writes) leaves the rows
@@ -72,7 +78,26 @@ _PG_HEAP_SIZES = _PG_SIZES.replace("{total}", "")
 _PG_WHOLE_SIZES = _PG_SIZES.replace(
     "{total}", "\n       pg_catalog.pg_total_relation_size(c.oid) AS total,"
 )
-_COUNT = "/* aishell measure */ SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :n) s"
+_COUNT = "/* aishell measure */ SELECT count(*) FROM (SELECT 1 FROM {table}{every} LIMIT :n) s"
+# A count sees the rows the login may read; a step's work reads or rewrites them all.
+# PostgreSQL: row-level security in force for the login hides rows from the count (not
+# from VACUUM, ANALYZE or a rebuild), asked in the count's own statement.
+_PG_COUNT = (
+    "/* aishell measure */ SELECT pg_catalog.row_security_active(CAST(:t AS "
+    "pg_catalog.regclass)), (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :n) s)"
+)
+# MariaDB keeps a system-versioned table's history in the table itself: a rebuild
+# (ALTER TABLE ... FORCE, OPTIMIZE) rewrites those rows too, which only FOR SYSTEM_TIME
+# ALL counts (an error on any other table, hence the look first).
+_MARIADB_VERSIONED = (
+    "/* aishell measure */ SELECT TABLE_TYPE = 'SYSTEM VERSIONED' FROM information_schema.TABLES "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"
+)
+
+
+class RowsHidden(StatementRefused):
+    """A count of a table's rows would not see them all (row-level security hides some
+    from the login): the rows are unknown, judged as over a limit."""
 
 
 @dataclass(frozen=True)
@@ -250,10 +275,28 @@ def measure_rows(
 
 
 def bounded_count(conn: Connection, table: str, most: int) -> int:
-    """The table's rows, reading at most `most` of them (the name is one the caller
-    checked against the catalog, quoted by the dialect; the bound is a bound value)."""
-    sql = _COUNT.replace("{table}", quote_identifier(conn.dialect, table))
-    return int(conn.execute(text(sql), {"n": max(most, 0)}).scalar_one())
+    """The table's rows, every one a step on it reads or rewrites (a system-versioned
+    table's history too), reading at most `most` of them (the name is one the caller
+    checked against the catalog, quoted by the dialect; the bound is a bound value).
+    RowsHidden where the login cannot see them all (row-level security)."""
+    quoted, bound = quote_identifier(conn.dialect, table), {"n": max(most, 0)}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        hidden, counted = conn.execute(
+            text(_PG_COUNT.replace("{table}", quoted)), {**bound, "t": quoted}
+        ).one()
+        if hidden:
+            raise RowsHidden(
+                f"row-level security hides rows of {table!r} from this login (not the "
+                "table's owner, or the table forces it, and no BYPASSRLS), and its size "
+                "does not bound them"
+            )
+        return int(counted)
+    every = ""
+    if family(dialect) == "mysql" and conn.execute(text(_MARIADB_VERSIONED), {"t": table}).scalar():
+        every = " FOR SYSTEM_TIME ALL"
+    sql = _COUNT.replace("{table}", quoted).replace("{every}", every)
+    return int(conn.execute(text(sql), bound).scalar_one())
 
 
 def read_sizes(

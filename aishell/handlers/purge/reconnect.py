@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -59,6 +60,20 @@ def _session_back(conn: Connection) -> str | None:
     return None
 
 
+# How often a wait between tries looks whether the step was asked to stop.
+_STOP_LOOK_SECONDS = 0.1
+
+
+def _wait_unless_stopped(ctx: ToolContext, seconds: float) -> None:
+    """Wait between tries, cut short by a stop (the next try then ends the step)."""
+    ends = time.monotonic() + seconds
+    while not ctx.should_stop():
+        left = ends - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, _STOP_LOOK_SECONDS))
+
+
 def reconnect(
     params: Mapping[str, Any], ctx: ToolContext, lost: DBAPIError, attempt: Attempt
 ) -> None:
@@ -75,15 +90,23 @@ def reconnect(
     ctx.record_event("connection_lost", {"error": cause})
     tries = 0
 
-    def try_session() -> str | None:
-        nonlocal tries
-        tries += 1
-        failed = _session_back(conn)
-        if failed is not None and ctx.should_stop():
+    def stopped() -> None:
+        if ctx.should_stop():
             raise StepInterrupted(
                 f"stopped while reconnecting after {cause}; `aishell resume` goes on from "
                 "the last checkpoint"
             )
+
+    def try_session() -> str | None:
+        nonlocal tries
+        # Before each try, the first too: a stop that came while the lost statement was
+        # cut (a signal on a silent server) ends the step now, not after a connect that
+        # may wait its whole connect_timeout on the same silent server.
+        stopped()
+        tries += 1
+        failed = _session_back(conn)
+        if failed is not None:
+            stopped()
         return failed
 
     backoff = Backoff(
@@ -91,7 +114,8 @@ def reconnect(
         max_wait=RECONNECT_MAX_DELAY,
         seconds=until - time.monotonic(),
     )
-    failed = retrying(backoff, on_result=lambda f: f is not None)(try_session)
+    wait = partial(_wait_unless_stopped, ctx)
+    failed = retrying(backoff, on_result=lambda f: f is not None, sleep=wait)(try_session)
     if failed is not None:
         raise stopped_resumably(
             ctx,

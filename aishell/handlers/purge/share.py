@@ -21,19 +21,26 @@ wider than the rows still allowed (the key is unique, so the range holds no more
 than keys), any other key's batch asks for no more old rows than are allowed, and a
 batch whose DELETE still reports more (rows written into its range meanwhile) is rolled
 back before it commits. When no row is allowed and an old row is left, the step stops,
-checkpointed, waiting for `aishell approve RUN --step N`; after that approval the purge
-goes on from its checkpoint and does not stop for the same limit again.
+checkpointed, waiting for `aishell approve RUN --step N`, and counts the rows older than
+the cutoff that are left (up to the rows the table held: COUNT_LEFT), which its reason
+says: that is what a yes after the stop is given for. After that yes the purge goes on
+from its checkpoint for those rows (with the slack any approval has: rows that came in
+meanwhile are a new fact) and stops again, asking, where more old rows are left: rows
+grown old while the run waited, or a count the server refused.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from aishell.errors import NamedApprovalNeeded
+from sqlalchemy.exc import DBAPIError
+
+from aishell.errors import NamedApprovalNeeded, StatementRefused
+from aishell.handlers.purge import cutoff as cutoffs
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 from aishell.units import percent
@@ -43,6 +50,47 @@ from aishell.units import percent
 # whose reasons only a person may waive).
 NAMED = ("aishell approve", "prompt")
 COUNT_AT_START = "SELECT count(*) FROM {table}"
+# The rows older than the cutoff left at a stop, reading at most :n of them.
+COUNT_LEFT = (
+    "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {date_column} < :cutoff LIMIT :n) "
+    "aishell_left"
+)
+# How many more rows than a yes after a stop was given for the purge may delete before
+# it stops again: the slack any approval has (executor/resume.py), for rows written
+# with old dates while it runs; more is a new fact a person has to see.
+_LEFT_SLACK = (1.05, 10)
+
+
+@dataclass(frozen=True)
+class RowsLeft:
+    """The rows older than the cutoff counted left at a stop: exactly `rows`, at least
+    `rows` where the count stopped at its bound, or not counted (`unknown` says why)."""
+
+    rows: int | None
+    at_least: bool = False
+    unknown: str = ""
+
+    @property
+    def shown(self) -> str:
+        if self.rows is None:
+            return f"the rows older than the cutoff left could not be counted ({self.unknown})"
+        are = "row older than the cutoff is" if self.rows == 1 else "rows older than the cutoff are"
+        return f"{'at least ' if self.at_least else ''}{self.rows:,} {are} left"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "at_least": self.at_least, "unknown": self.unknown}
+
+    @classmethod
+    def kept(cls, found: Any) -> RowsLeft | None:
+        """As a checkpoint keeps it (to_dict); None for none."""
+        if not isinstance(found, Mapping):
+            return None
+        rows = found.get("rows")
+        return cls(
+            rows if isinstance(rows, int) else None,
+            bool(found.get("at_least")),
+            str(found.get("unknown") or ""),
+        )
 
 
 @dataclass
@@ -66,6 +114,15 @@ class ShareLimit:
     # The rows the table held when the purge first started, where a later count (with
     # the rows the purge had deleted) found fewer and rows_at_start is that count.
     rows_first_counted: int | None = None
+    # The rows older than the cutoff counted left at the last stop.
+    left: RowsLeft | None = None
+    # Past a stop, a person's yes by name: the rows left it was given for (the count at
+    # the stop), which the purge may delete past the stop's rows and no more. None with
+    # `passed`: no such hold (a checkpoint written before yeses were held to what was
+    # left).
+    approved_left: int | None = None
+    # Counts the rows older than the cutoff left now (share_limit makes it); not kept.
+    count_left: Callable[[], RowsLeft] | None = field(default=None, repr=False, compare=False)
 
     @property
     def share(self) -> Fraction:
@@ -79,7 +136,12 @@ class ShareLimit:
     def room(self, deleted: int) -> int | None:
         """The rows the purge may still delete; None when it is not limited."""
         if self.passed:
-            return None
+            if self.approved_left is None:
+                return None
+            factor, plus = _LEFT_SLACK
+            stopped_at = int((self.stop or {}).get("rows_deleted") or 0)
+            covered = stopped_at + math.floor(self.approved_left * factor) + plus
+            return max(0, covered - deleted)
         return max(0, self.allowance - deleted)
 
     def progress(self) -> dict[str, Any]:
@@ -91,9 +153,45 @@ class ShareLimit:
             "share_approved_percent": self.approved_percent,
             "share_approvals_seen": self.approvals_seen,
             "rows_first_counted": self.rows_first_counted,
+            "share_left": self.left.to_dict() if self.left is not None else None,
+            "share_approved_left": self.approved_left,
         }
 
     def reason(self, deleted: int) -> str:
+        """Why the purge stops at `deleted` rows, with the rows older than the cutoff it
+        counts left now; from here the limit holds again, and only a new yes by name to
+        the step lets the purge go on (for what is left: share_limit)."""
+        if self.passed and self.approved_left is not None:
+            head = (
+                f"the purge stopped after the {self.approved_left:,} rows older than the "
+                "cutoff a person approved when it stopped at max_share "
+                f"({percent(self.max_share)}): it deleted {deleted:,} rows in all, and its "
+                "next batch would delete more"
+            )
+        else:
+            head = self._share_reason(deleted)
+        self.left = self.count_left() if self.count_left is not None else None
+        self.passed, self.approved_left = False, None
+        return head if self.left is None else f"{head}; {self.left.shown}"
+
+    def left_figures(self, deleted: int) -> dict[str, Any]:
+        """What a stop's output says of what is left: the rows older than the cutoff,
+        and the table's rows by the purge's own count (those it held, less those it
+        deleted), which the yes after the stop is judged against (executor/attempts.py)."""
+        if self.left is None:
+            return {}
+        rows = self.left.rows
+        figures: dict[str, Any] = {
+            "old_rows_left": rows,
+            "table_rows_now": max(self.rows_at_start - deleted, rows or 0),
+        }
+        if self.left.at_least:
+            figures["old_rows_left_at_least"] = True
+        if rows is None:
+            figures["old_rows_left_unknown"] = self.left.unknown
+        return figures
+
+    def _share_reason(self, deleted: int) -> str:
         limit = f"max_share ({percent(self.max_share)})"
         if self.approved_percent > self.max_share * 100:
             ceiling = percent(self.max_share)
@@ -145,22 +243,74 @@ def share_limit(
         approved_percent=int(progress.get("share_approved_percent") or 0),
         approvals_seen=int(progress.get("share_approvals_seen") or 0),
         rows_first_counted=first if isinstance(first, int) else None,
+        left=RowsLeft.kept(progress.get("share_left")),
+        approved_left=_whole(progress.get("share_approved_left")),
     )
+    # Up to one row past the rows the table held: a bounded read, and past it a table
+    # grown by rows with old dates says so ("at least").
+    limit.count_left = lambda: _rows_left(params, ctx, table_sql, limit.rows_at_start + 1)
     approvals = ctx.step_approvals()
 
-    def named_since(seen: int) -> bool:
+    def named_since(seen: int) -> Mapping[str, Any] | None:
         later = approvals[seen:]
-        return any(a.get("decision") == "approved" and a.get("how") in NAMED for a in later)
+        named = [a for a in later if a.get("decision") == "approved" and a.get("how") in NAMED]
+        return named[-1] if named else None
 
     if limit.stop is not None and not limit.passed:
-        # A yes by name after it stopped at the limit: it goes on, and stops no more.
-        limit.passed = named_since(int(limit.stop.get("approvals", 0)))
-    elif named_since(limit.approvals_seen):
+        # A yes by name after it stopped at the limit: it goes on for what was left,
+        # as the yes was given for it, and stops again where more is left.
+        yes = named_since(int(limit.stop.get("approvals", 0)))
+        if yes is not None:
+            limit.passed, limit.approved_left = True, _approved_left(limit.left, yes)
+    elif named_since(limit.approvals_seen) is not None:
         limit.approved_percent = max(
             limit.approved_percent, _shown_percent(ctx.step_cache.get("estimate"))
         )
     limit.approvals_seen = len(approvals)
     return limit
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _approved_left(left: RowsLeft | None, yes: Mapping[str, Any]) -> int:
+    """The rows left a yes after a stop covers: those counted at the stop, which its
+    reason showed (an estimate the question showed beside them is no count, and may be
+    off either way); where the stop could not count them, the rows the yes was given for
+    (`given_for`), else none."""
+    if left is not None and left.rows is not None:
+        return left.rows
+    given = yes.get("given_for")
+    rows = _whole(given.get("rows")) if isinstance(given, Mapping) else None
+    return rows if rows is not None else 0
+
+
+def _rows_left(params: Mapping[str, Any], ctx: ToolContext, table_sql: str, most: int) -> RowsLeft:
+    """The rows older than the checkpoint's cutoff left in the table, reading at most
+    `most` of them, on the purge's own session (its time zone compares the cutoff as
+    its batches did). A read the guard or the server refuses leaves them unknown: the
+    yes after the stop then covers no more than its question showed."""
+    conn = ctx.connection
+    cut = (ctx.load_progress() or {}).get("cutoff")
+    if cut is None:
+        return RowsLeft(None, unknown="its checkpoint holds no cutoff")
+    table, date = str(params["table"]), str(params["date_column"])
+    sql = COUNT_LEFT.format(table=table_sql, date_column=ctx.quote(date))
+    try:
+        bound = cutoffs.describe(conn, table, date).bind(cut)
+        counted = int(conn.execute(text(sql), {"cutoff": bound, "n": most}).scalar_one())
+    except StatementRefused as exc:
+        return RowsLeft(None, unknown=str(exc).strip().splitlines()[0])
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the purge's own loss: it reconnects and stops here again
+        said = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        return RowsLeft(None, unknown=said[0] if said else "the server refused the count")
+    finally:
+        if not conn.invalidated:
+            conn.rollback()
+    return RowsLeft(counted, at_least=counted >= most)
 
 
 def _shown_percent(estimate: Mapping[str, Any] | None) -> int:
@@ -175,14 +325,15 @@ def _shown_percent(estimate: Mapping[str, Any] | None) -> int:
 def stop_at_limit(
     ctx: ToolContext, limit: ShareLimit, deleted: int, output: dict[str, Any]
 ) -> NamedApprovalNeeded:
-    """The step's stop at the limit (the caller checkpoints `limit.stop` first)."""
-    why = limit.reason(deleted)
+    """The step's stop at the limit (the caller checkpoints `limit.stop`, with its
+    reason, first), its output saying what is left."""
+    why = str((limit.stop or {}).get("reason") or limit.reason(deleted))
     run = ctx.run_id or "RUN"
     return NamedApprovalNeeded(
         f"{why}; checkpointed: `aishell approve {run} --step N` (this step's number), then "
         f"`aishell resume {run}` goes on from there",
         [why],
-        output,
+        {**output, **limit.left_figures(deleted)},
     )
 
 
