@@ -16,16 +16,32 @@ from aishell.executor import Observer, RunResult
 from aishell.handlers.backup.elsewhere import not_here
 from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
+from aishell.state.backups import DECODED, in_place, on_disk, proof_of
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
 
 
 def list_backups(config: Config, target: str | None = None) -> list[dict[str, Any]]:
-    """The backup catalog, newest first; each with whether it was proven restorable."""
+    """The backup catalog, newest first; each with whether it was proven restorable, how
+    (`proof`: restored, or only decoded by a quick validation), and whether its file is
+    still there (`file`: on disk, missing, or elsewhere: on the host that took it)."""
     if target is not None:
         config.target(target)
     with StateStore(config.state_url) as store:
-        return store.list_backups(target)
+        rows = store.list_backups(target)
+    for row in rows:
+        row["proof"] = proof_of(row["verification"])
+        row["file"] = _file_state(row)
+    return rows
+
+
+def _file_state(row: dict[str, Any]) -> str:
+    """Where a catalogued backup's file is: "on disk" here whole, "elsewhere" (on the
+    host that took it, out of this machine's sight), or "missing" (gone, moved, or not
+    the size the catalog recorded)."""
+    if on_disk(row["path"], row["size_bytes"]):
+        return "on disk"
+    return "elsewhere" if in_place(row["path"], row["size_bytes"], row.get("host")) else "missing"
 
 
 def backup_catalog(config: Config, target: str | None = None) -> dict[str, Any]:
@@ -35,12 +51,15 @@ def backup_catalog(config: Config, target: str | None = None) -> dict[str, Any]:
 
 
 def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per target: the newest backup proven restorable, and how old it is."""
+    """Per target: the newest backup proven restorable whose file is still in place (a
+    verified backup deleted or moved by hand proves nothing), and how old it is."""
     now = datetime.now(UTC)
     summary: dict[str, dict[str, Any]] = {}
     for row in rows:
         if not row["verified_at"] or row["target"] in summary:
             continue  # rows come newest first
+        if not in_place(row["path"], row["size_bytes"], row.get("host")):
+            continue
         taken = datetime.fromisoformat(row["created_at"])
         summary[row["target"]] = {
             "backup_id": row["id"],
@@ -77,9 +96,14 @@ def restore(
     if away is not None:
         raise UsageError(away)
     if not backup["verified_at"]:
+        how = (
+            "was only decoded by a quick validation (--quick), never restored"
+            if proof_of(backup["verification"]) == DECODED
+            else "was never proven restorable"
+        )
         raise UsageError(
-            f"Backup {backup_id} was never proven restorable; validate it first "
-            "(aishell run backup validates what it takes)"
+            f"Backup {backup_id} {how}; validate it first (aishell run backup validates "
+            "what it takes; `aishell run backup --type drill` restores the newest)"
         )
     name, _ = config.target(to)
     _database_for(config, name, backup_id, create)

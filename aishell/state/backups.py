@@ -3,18 +3,56 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, insert, select, update
 
 from aishell.state.core import StoreCore
+from aishell.state.processes import this_host
 from aishell.state.schema import backups, runs
 from aishell.state.values import dumps, loads, new_id, now
 
 # A backup that a restore has proven (a passing validate_backup): what `backup_required`,
 # the backup_stale alert and the backup age metric count.
 PROVEN = backups.c.verified_at.is_not(None)
+
+# How far a passing validation proved a backup (its verification's `proof`): restored
+# into a scratch copy and compared with its manifest; or, a quick validation, decoded
+# whole and compared with its manifest, which proves the file is the whole dump its
+# manifest describes but not that it restores. Only a restore marks a backup verified.
+RESTORED = "restored"
+DECODED = "decoded"
+
+
+def on_disk(path: str, size_bytes: int | None) -> bool:
+    """Whether a catalogued backup's file is here, a regular file of the size the
+    catalog recorded (a file cut short or replaced by another is not the backup)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(info.st_mode) and (size_bytes is None or info.st_size == size_bytes)
+
+
+def in_place(path: str, size_bytes: int | None, host: str | None) -> bool:
+    """Whether a catalogued backup is still there to restore: on disk here; or taken on
+    another host into a folder this machine does not see, where it is read and checked.
+    A file deleted or moved by hand proves nothing, however it was verified."""
+    if on_disk(path, size_bytes):
+        return True
+    return bool(host) and host != this_host() and not os.path.lexists(path)
+
+
+def proof_of(verification: Any) -> str | None:
+    """How far a catalog row's last passing validation proved it (RESTORED, DECODED),
+    None when it has none; a passing one from before proofs were named was a restore."""
+    if not isinstance(verification, Mapping) or not verification.get("ok"):
+        return None
+    return str(verification.get("proof") or RESTORED)
 
 
 class BackupCatalog(StoreCore):
@@ -52,16 +90,17 @@ class BackupCatalog(StoreCore):
             return new_id(result)
 
     def backup_verified(self, path: str, verification: Any, ok: bool) -> None:
-        """Store a validation's result with the backup; only a passing one marks it verified."""
+        """Store a validation's result with the backup; only a passing restore marks it
+        verified. A passing quick validation (DECODED) neither marks it verified nor
+        replaces the proof of a restore it had; a failing one of either kind unmarks it."""
+        where: ColumnElement[bool] = backups.c.path == path
+        values: dict[str, Any] = {"verification": dumps(verification)}
+        if ok and proof_of(verification) == DECODED:
+            where = where & backups.c.verified_at.is_(None)
+        else:
+            values["verified_at"] = now() if ok else None
         with self._tx() as conn:
-            conn.execute(
-                update(backups)
-                .where(backups.c.path == path)
-                .values(
-                    verification=dumps(verification),
-                    verified_at=now() if ok else None,
-                )
-            )
+            conn.execute(update(backups).where(where).values(**values))
 
     def backup_deleted(self, path: str) -> None:
         with self._tx() as conn:
@@ -83,15 +122,30 @@ class BackupCatalog(StoreCore):
         return rows
 
     def last_verified_backup(self, target: str) -> datetime | None:
-        """When the newest verified backup of a target was taken."""
-        row = self._conn.execute(
-            select(backups.c.created_at)
-            .where((backups.c.target == target) & PROVEN)
+        """When the newest verified backup of a target was taken, of those still in
+        place (in_place): one deleted, or whose file is gone or cut short, counts not."""
+        query = (
+            select(
+                backups.c.created_at,
+                backups.c.path,
+                backups.c.size_bytes,
+                backups.c.manifest,
+                runs.c.hostname,
+            )
+            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
+            .where((backups.c.target == target) & PROVEN & backups.c.deleted_at.is_(None))
             .order_by(backups.c.created_at.desc())
-            .limit(1)
-        ).first()
+        )
+        found = None
+        with self._conn.execute(query) as rows:
+            for row in rows:
+                manifest = loads(row.manifest)
+                said = manifest.get("hostname") if isinstance(manifest, dict) else None
+                if in_place(row.path, row.size_bytes, said or row.hostname):
+                    found = row.created_at
+                    break
         self._conn.rollback()
-        return datetime.fromisoformat(row[0]) if row else None
+        return datetime.fromisoformat(found) if found else None
 
 
 def _backup_row(row: Any) -> dict[str, Any]:

@@ -137,10 +137,13 @@ def test_backup_required_asks_unless_a_verified_backup_is_fresh(edit_config, dem
         "optimize_table needs a verified backup of 'demo' from the last 24 h and none was found; "
         "take a backup first or approve without one"
     ]
+    # A backup whose file is there: one whose file is gone proves nothing.
+    taken = demo_db.with_name("taken.sqlite")
+    taken.write_bytes(b"a backup")
     with StateStore(config.state_url) as store:
         now = datetime.now(UTC).isoformat()
         store.record_backup(
-            target="demo", kind="full", path="/b/1", created_at=now, verified_at=now
+            target="demo", kind="full", path=str(taken), created_at=now, verified_at=now
         )
     again = commands.run_job(config, "maintenance", {"type": "full", "tables": ["orders"]})
     assert again.status == "completed"

@@ -163,15 +163,21 @@ def _waiting_ends(store: StateStore) -> None:
     store.finish_run("runwaiting1", "denied")
 
 
+# Files that are there: a verified backup whose file is gone proves nothing.
+_OLD_BACKUP, _UNPROVEN_BACKUP = str(Path(__file__)), str(Path(__file__).with_name("__init__.py"))
+
+
 def _stale(store: StateStore, now: datetime) -> None:
     old = stamp(now - timedelta(hours=48))
-    store.record_backup(target="demo", kind="full", path="/b/old", created_at=old, verified_at=old)
+    store.record_backup(
+        target="demo", kind="full", path=_OLD_BACKUP, created_at=old, verified_at=old
+    )
     # A newer backup that no restore has proven does not count.
-    store.record_backup(target="demo", kind="full", path="/b/unproven")
+    store.record_backup(target="demo", kind="full", path=_UNPROVEN_BACKUP)
 
 
 def _stale_ends(store: StateStore) -> None:
-    store.backup_verified("/b/unproven", {"ok": True, "problems": []}, True)
+    store.backup_verified(_UNPROVEN_BACKUP, {"ok": True, "problems": []}, True)
 
 
 def _missed(store: StateStore, now: datetime) -> None:

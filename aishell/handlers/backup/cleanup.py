@@ -1,7 +1,8 @@
 """The backup catalog: the newest backup on disk, and the retention that deletes old
-backups while keeping the newest, the newest verified one, the young ones, and every
-backup a kept incremental builds on. It deletes only what it proves a backup aishell
-made under backup_dir (see `unproven`), never whatever path a catalog row holds.
+backups while keeping the newest, the newest verified one whose file is there whole
+(and a newer one a quick validation decoded), the young ones, and every backup a kept
+incremental builds on. It deletes only what it proves a backup aishell made under
+backup_dir (see `unproven`), never whatever path a catalog row holds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aishell.errors import StepFailed
 from aishell.files import kind_of
 from aishell.handlers.backup.elsewhere import not_here, taken_on, this_host
 from aishell.handlers.backup.manifest import manifest_of, remove_backup
+from aishell.state.backups import DECODED, on_disk, proof_of
 from aishell.tool.context import ToolContext
 
 
@@ -26,7 +28,11 @@ def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     every = ctx.backup_catalog()
     if params.get("verified_only", True):
         every = [b for b in every if b["verified_at"]]
-    catalog = [b for b in every if Path(b["path"]).is_file()]
+        # What was verified is the file of the size recorded: one cut short is not it.
+        catalog = [b for b in every if on_disk(b["path"], b.get("size_bytes"))]
+    else:
+        # The newest file there, whole or not: a drill of a damaged one says so.
+        catalog = [b for b in every if Path(b["path"]).is_file()]
     if not catalog:
         which = "verified backup" if params.get("verified_only", True) else "backup"
         away = not_here(max(every, key=lambda b: b["created_at"])) if every else None
@@ -63,9 +69,7 @@ def choose_deletions(
     keep: dict[Any, str] = {}
     for b in newest_first[:keep_last]:
         keep[b["id"]] = f"one of the newest {keep_last}"
-    verified = [b for b in newest_first if b["verified_at"]]
-    if verified:
-        keep.setdefault(verified[0]["id"], "the newest verified backup")
+    _keep_the_best(newest_first, keep)
     for b in newest_first:
         taken = _taken_at(b["created_at"])
         if now - taken < retention_days * 86400:
@@ -79,6 +83,28 @@ def choose_deletions(
                 keep.setdefault(by_path[parent]["id"], f"a kept backup depends on it ({b['id']})")
                 parent = (by_path[parent].get("manifest") or {}).get("parent")
     return [b for b in newest_first if b["id"] not in keep], keep
+
+
+def _there(backup: dict[str, Any]) -> bool:
+    """Whether a backup can be kept for what it proves: its file here whole, or it is the
+    one this run takes (previewed: it has no file yet)."""
+    return backup["id"] == THIS_RUNS_BACKUP or on_disk(backup["path"], backup.get("size_bytes"))
+
+
+def _keep_the_best(newest_first: list[dict[str, Any]], keep: dict[Any, str]) -> None:
+    """Keep the newest verified backup whose file is there whole (a verified row whose
+    file was moved, deleted or cut short keeps nothing safe), and a newer one that a
+    quick validation decoded, if any: retention never keeps only backups proven less
+    than those it deletes."""
+    there = [b for b in newest_first if _there(b)]
+    verified = next((b for b in there if b["verified_at"]), None)
+    if verified is not None:
+        keep.setdefault(verified["id"], "the newest verified backup")
+    decoded = next((b for b in there if proof_of(b.get("verification")) == DECODED), None)
+    if decoded is not None and (
+        verified is None or _taken_at(decoded["created_at"]) > _taken_at(verified["created_at"])
+    ):
+        keep.setdefault(decoded["id"], "the newest backup a quick validation decoded")
 
 
 # The tools whose step takes a backup of the target, by the kind it takes, and the tool

@@ -65,6 +65,7 @@ from aishell.handlers.backup.snapshot import (
 )
 from aishell.handlers.backup.stream import stream_into
 from aishell.sqltext import text
+from aishell.targets.catalog import user_tables
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.tool.context import ToolContext
 
@@ -144,15 +145,29 @@ def take_postgresql(
             small = {t: n for t, n in counts.items() if n <= CHECKSUM_ROWS and t not in checksums}
             checksums.update(table_checksums(snap, small))
             held.notes = held.notes or pgincrement.recorded(snap, snapshot, ctx, lock_wait)
+            held.notes[TREE_MEMBERS] = tree_members(trees)
         finally:
             snap.rollback()
 
-    # The archive names the pg_dump that wrote it (`pg_dump --version` is a Perl wrapper
-    # on Debian: a tenth of a second).
+    # The archive names its pg_dump (`pg_dump --version`, Debian's Perl wrapper, takes 0.1 s).
     tool = archive.pg_dump if archive and archive.pg_dump else tool_version("pg_dump")
     how = {"counted": COUNTED_IN_SNAPSHOT, "schema": schema, **names, **held.notes}
     checksums = dict(sorted(checksums.items()))
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_SNAPSHOT, sha, how)
+
+
+# The relations each table's count covers besides its own (those inheriting from it, a
+# partitioned table's partitions), as [schema, name]: a quick validation sums their
+# rows in the archive as the count did (decode.py).
+TREE_MEMBERS = "tree_members"
+
+
+def tree_members(trees: dict[str, list[Relation]]) -> dict[str, list[list[str]]]:
+    return {
+        table: [[rel.schema, rel.name] for rel in tree]
+        for table, tree in trees.items()
+        if len(tree) > 1
+    }
 
 
 def _pg_dump(
@@ -307,10 +322,14 @@ def take_mysql(
     # The dump's text comes close to the tables' data (without their indexes).
     progress = ByteProgress(ctx.report, _my_data_size(conn))
     quiet = (SILENCE_SECONDS, LockWatch.for_mysql(conn, argv[0], lock_wait))
+    # The database's tables as its catalog has them when the dump starts: the dump must
+    # hold each (one left out by an option or a wrapper is no backup of it).
+    listed = user_tables(conn)
     if parent is None:
         with partial_file(final, ctx) as partial:
             dump, sha = stream_into(partial, argv, env, ctx, read_chunks, progress, quiet)
-        progress.finish()
+            progress.finish()
+            whole_dump(dump, listed, conn, argv[0])
         counts, checksums = dump.counts(), dump.checksums()
         return Taken(counts, checksums, list(counts), [], tool, server, FROM_DUMP, sha, notes)
     # An increment is cut from a whole dump: which tables changed is known only from
@@ -320,6 +339,7 @@ def take_mysql(
     with ctx.scratch.file(whole), writing(whole, "writing"):
         dump, _sha = stream_into(whole, argv, env, ctx, read_chunks, progress, quiet)
         progress.finish()
+        whole_dump(dump, listed, conn, argv[0])
         counts, checksums = dump.counts(), dump.checksums()
         changed, dropped = changed_tables(parent, counts, checksums)
         with partial_file(final, ctx) as partial:
@@ -331,6 +351,29 @@ def take_mysql(
                 _check_increment(partial, written, dump, argv[0])
                 changed = sorted(written)
     return Taken(counts, checksums, changed, dropped, tool, server, FROM_DUMP, None, notes)
+
+
+def whole_dump(dump: DumpFile, listed: list[str], conn: Connection, tool: str) -> None:
+    """Refuse a dump that is not whole: one that does not end as the dump tool ends one
+    (its "-- Dump completed" line, nothing after it), or that lacks a table the
+    database's catalog listed as it started and still lists (a table dropped meanwhile
+    is simply not in the backup)."""
+    if not dump.complete or dump.past_end:
+        how = "goes on past its last line" if dump.complete else "has no last line"
+        raise StepFailed(
+            f'{tool}\'s dump {how} ("-- Dump completed"): it is not one whole dump, '
+            f"and was not kept; check what runs as {tool} on PATH, and retry"
+        )
+    missing = [t for t in listed if t not in dump.tables]
+    if missing:
+        still = set(user_tables(conn))
+        lost = [t for t in missing if t in still]
+        if lost:
+            shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            raise StepFailed(
+                f"{tool}'s dump lacks tables the database holds: {shown}; it was not "
+                f"kept: check the options of {tool} on PATH (an --ignore-table?), and retry"
+            )
 
 
 def _my_data_size(conn: Connection) -> int:

@@ -105,9 +105,11 @@ def changed_tables(
     return sorted(changed), dropped
 
 
-def chain_of(path: Path) -> Chain:
+def chain_of(path: Path, recorded: Mapping[str, str | None] | None = None) -> Chain:
     """A backup and the backups it builds on, oldest (the full one) first; each file must
-    still match its manifest."""
+    still match its manifest, and, given `recorded` (the backup catalog's sha256 of each
+    backup by its real path), the sha256 the catalog recorded when it was taken: a file
+    and a manifest both replaced are not the backup the catalog holds."""
     chain: Chain = []
     current: Path | None = path
     while current is not None:
@@ -120,6 +122,30 @@ def chain_of(path: Path) -> Chain:
                 f"sha256 of {current.name} ({sha}) does not match the manifest's "
                 f"{manifest['sha256']}"
             )
+        if recorded is not None:
+            _as_recorded(current, sha, recorded)
         chain.append((current, manifest))
         current = Path(manifest["parent"]) if manifest.get("parent") else None
     return list(reversed(chain))
+
+
+def _as_recorded(path: Path, sha: str, recorded: Mapping[str, str | None]) -> None:
+    """The file is the backup the catalog recorded at its path (a row from before the
+    catalog kept a sha256 is taken at its manifest's word)."""
+    real = os.path.realpath(path)
+    if real not in recorded:
+        raise StepFailed(
+            f"Backup {path.name} is not in the backup catalog; aishell validates only the "
+            "backups it recorded (`aishell backups list`)"
+        )
+    catalogued = recorded[real]
+    if catalogued is not None and catalogued != sha:
+        raise StepFailed(
+            f"sha256 of {path.name} ({sha}) differs from the catalog's {catalogued}: it is "
+            "not the backup the catalog recorded (file and manifest replaced since)"
+        )
+
+
+def recorded_sha256(catalog: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The catalog's sha256 of each backup, by the real path of its file."""
+    return {os.path.realpath(str(b["path"])): b.get("sha256") for b in catalog}

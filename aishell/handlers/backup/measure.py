@@ -202,25 +202,44 @@ class Measured:
     checksums: dict[str, str]
 
 
-def compare(manifest: Mapping[str, Any], measured: Measured) -> list[str]:
-    """What a restored copy gets wrong against the manifest, one clear reason each."""
+# How compare() names what it found: in a restored copy, or in a file decoded whole (a
+# quick validation, which restores nothing).
+RESTORED_COPY = {
+    "missing": "tables the manifest lists did not come back",
+    "rows": "rows restored",
+    "contents": "restored contents differ from the backup's checksum",
+    "extra": "tables the backup does not hold came back",
+}
+DECODED_FILE = {
+    "missing": "tables the manifest lists are not in the backup's file",
+    "rows": "rows in the backup's file",
+    "contents": "the rows in the backup's file differ from the manifest's checksum",
+    "extra": "tables the manifest does not list are in the backup's file",
+}
+
+
+def compare(
+    manifest: Mapping[str, Any], measured: Measured, said: Mapping[str, str] = RESTORED_COPY
+) -> list[str]:
+    """What a restored copy (or a file decoded whole: said=DECODED_FILE) gets wrong
+    against the manifest, one clear reason each."""
     expected: dict[str, int] = manifest["tables"]
     # Neither counted nor checksummed, but the copy must hold them all the same.
     unread = list(manifest.get(NOT_COUNTED) or {})
     problems: list[str] = []
     missing = [t for t in [*expected, *unread] if t not in measured.tables]
     if missing:
-        problems.append(f"tables the manifest lists did not come back: {', '.join(missing)}")
+        problems.append(f"{said['missing']}: {', '.join(missing)}")
     for table, rows in expected.items():
         if table in measured.counts and measured.counts[table] != rows:
-            problems.append(f"{table}: {measured.counts[table]} rows restored, {rows} expected")
+            problems.append(f"{table}: {measured.counts[table]} {said['rows']}, {rows} expected")
     for table, checksum in (manifest.get("checksums") or {}).items():
         got = measured.checksums.get(table)
         if table in measured.tables and got is not None and got != checksum:
-            problems.append(f"{table}: restored contents differ from the backup's checksum")
+            problems.append(f"{table}: {said['contents']}")
     extra = sorted(measured.tables - set(expected) - set(unread))
     if extra:
-        problems.append(f"tables the backup does not hold came back: {', '.join(extra)}")
+        problems.append(f"{said['extra']}: {', '.join(extra)}")
     return problems
 
 

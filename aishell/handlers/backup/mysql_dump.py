@@ -72,7 +72,7 @@ class TableRows:
                     self.digest + int.from_bytes(hashlib.sha256(row.group()).digest(), "big")
                 ) % _MODULUS
 
-    def add_lines(self, stream: _Stream) -> None:
+    def add_lines(self, stream: LineStream) -> None:
         """A statement whose rows stand one on each line, read to its end a block at a
         time: each line ends in ",\n", the last in ";\n" (a string cannot hold a line
         break, so neither can occur inside one)."""
@@ -102,7 +102,10 @@ class DumpFile:
     tables: dict[str, TableRows] = field(default_factory=dict)
     sections: list[Section] = field(default_factory=list)
     size: int = 0
+    # The dump tool's last line ("-- Dump completed") was read; and anything but blank
+    # lines after it (what no whole dump holds: a wrapper's output, another file's).
     complete: bool = False
+    past_end: bool = False
 
     def table(self, name: bytes) -> TableRows:
         return self.tables.setdefault(_unquote(name), TableRows(self.method))
@@ -118,7 +121,7 @@ def _unquote(name: bytes) -> str:
     return name.replace(b"``", b"`").decode("utf-8", errors="surrogateescape")
 
 
-class _Stream:
+class LineStream:
     """Lines, and runs of bytes up to a marker, over a stream of chunks; with the offset
     in the stream of what is read next."""
 
@@ -142,6 +145,12 @@ class _Stream:
         self._buffer = left + chunk if left else chunk
         self._at = 0
         return True
+
+    def peek(self, count: int) -> bytes:
+        """The next `count` bytes (fewer at the end), left to be read."""
+        while len(self._buffer) - self._at < count and self._more():
+            pass
+        return self._buffer[self._at : self._at + count]
 
     def _take(self, end: int) -> bytes:
         piece = self._buffer[self._at : end]
@@ -211,7 +220,7 @@ def _name_runs_on(body: bytes, start: int) -> bool:
         at = end + 2
 
 
-def _line(stream: _Stream) -> tuple[bytes, int] | None:
+def _line(stream: LineStream) -> tuple[bytes, int] | None:
     """The next line without its line break, and its offset; a line whose table name
     breaks is joined with the lines that finish the name."""
     start = stream.offset
@@ -232,12 +241,15 @@ def _line(stream: _Stream) -> tuple[bytes, int] | None:
 def read_chunks(chunks: Iterable[bytes], method: str = IN_ORDER) -> DumpFile:
     """read_dump over the dump's bytes as they come, in chunks of any size."""
     dump = DumpFile(method)
-    stream = _Stream(chunks)
+    stream = LineStream(chunks)
     previous, previous_offset = b"", 0
     in_program = False
     inserting: TableRows | None = None
     while (item := _line(stream)) is not None:
         body, start = item
+        if dump.complete:
+            dump.past_end = dump.past_end or bool(body.strip())
+            continue
         if inserting is not None:
             inserting.add(body)
             if body.endswith(b";"):

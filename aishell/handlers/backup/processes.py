@@ -74,10 +74,11 @@ def tool_output(
     env: dict[str, str],
     ctx: ToolContext,
     quiet: tuple[float, Callable[[], None]] | None = None,
+    watch: Callable[[int], None] | None = None,
 ) -> Generator[bytes, None, None]:
     """A client program's stdout, chunk by chunk as it writes it; run as run_tool runs
-    one (scratch.stream_child, with its `quiet` call). Close it to stop the program
-    early (its server session is ended too)."""
+    one (scratch.stream_child, with its `quiet` call; `watch` as run_tool's). Close it
+    to stop the program early (its server session is ended too)."""
     with _login(argv, env, ctx) as (argv, env):
         session, env = ClientSession.begin(ctx, argv[0], env)
         try:
@@ -88,7 +89,7 @@ def tool_output(
                 should_stop=ctx.should_stop,
                 deadline=ctx.deadline,
                 quiet=quiet,
-                watch=session.watching(None),
+                watch=session.watching(watch),
             )
         except BaseException:
             session.end()
@@ -123,14 +124,22 @@ def _succeeded(
     return done
 
 
+# The programs aishell takes one of, whichever is on PATH: a missing one names both.
+_EITHER = {
+    name: pair for pair in (("mariadb-dump", "mysqldump"), ("mariadb", "mysql")) for name in pair
+}
+
+
 def tool_version(command: str) -> str:
     try:
         out = subprocess.run(
             [command, "--version"], env=client_env(), capture_output=True, text=True, timeout=30
         )
     except FileNotFoundError:
+        pair = _EITHER.get(command)
+        missing = f"Neither {pair[0]} nor {pair[1]} is" if pair else f"{command} is"
         raise StepFailed(
-            f"{command} is not installed; install the database's client tools"
+            f"{missing} installed (on PATH); install the database's client tools"
         ) from None
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else command
 

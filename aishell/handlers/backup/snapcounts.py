@@ -30,6 +30,8 @@ class Relation:
     oid: int
     kind: str
     quoted: str  # schema-qualified, quoted
+    schema: str = ""
+    name: str = ""
 
 
 # Each user table (as aishell.targets.catalog.user_tables lists them), with itself and every
@@ -79,7 +81,8 @@ def table_trees(conn: Connection) -> dict[str, list[Relation]]:
     trees: dict[str, list[Relation]] = {}
     for table, oid, kind, schema, name in conn.execute(text(_TABLE_TREES)):
         quoted = f"{quote_identifier(conn.dialect, schema)}.{quote_identifier(conn.dialect, name)}"
-        trees.setdefault(table, []).append(Relation(int(oid), str(kind), quoted))
+        relation = Relation(int(oid), str(kind), quoted, str(schema), str(name))
+        trees.setdefault(table, []).append(relation)
     return trees
 
 

@@ -43,9 +43,11 @@ def space_reserve(total: int) -> int:
 
 
 class _LowSpace(Exception):
-    def __init__(self, free: int, total: int) -> None:
-        super().__init__(free, total)
-        self.free, self.total = free, total
+    """The next `coming` bytes would leave less than the reserve free of `free`."""
+
+    def __init__(self, free: int, total: int, coming: int = 0) -> None:
+        super().__init__(free, total, coming)
+        self.free, self.total, self.coming = free, total, coming
 
 
 _SYNC_FILE_RANGE_WRITE = 2
@@ -122,7 +124,7 @@ class Tee:
         # One block more: the file system allocates whole blocks.
         headroom = free - space_reserve(total) - found.f_frsize
         if headroom < coming:
-            raise _LowSpace(free, total)
+            raise _LowSpace(free, total, coming)
         self._looked = self.size
         self._budget = min(SPACE_CHECK_BYTES, headroom)
 
@@ -158,7 +160,8 @@ def stream_into(
     except _LowSpace as low:
         raise StepFailed(
             f"Stopped writing {path}: the file system at {mount_point(path)} had "
-            f"{low.free:,} of {low.total:,} bytes left, under the "
+            f"{low.free:,} of {low.total:,} bytes free, and the dump's next "
+            f"{low.coming:,} bytes would have left less than the "
             f"{space_reserve(low.total):,} a backup leaves free for other writers; free "
             "space there, or set backup_dir to a larger disk, and retry"
         ) from None
@@ -166,10 +169,15 @@ def stream_into(
 
 
 def stream_read(
-    argv: list[str], env: dict[str, str], ctx: ToolContext, read: Callable[[Iterator[bytes]], T]
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ToolContext,
+    read: Callable[[Iterator[bytes]], T],
+    watch: Callable[[int], None] | None = None,
 ) -> T:
-    """Run a dump tool and read its output as it streams, writing it nowhere."""
-    source = tool_output(argv, env, ctx)
+    """Run a dump tool and read its output as it streams, writing it nowhere; `watch`
+    as processes.run_tool's."""
+    source = tool_output(argv, env, ctx, watch=watch)
     with closing(source):
         found = read(source)
         for _chunk in source:  # what `read` left, so that the tool ends as it should

@@ -18,6 +18,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.handlers.backup import sqliteincrement
@@ -86,24 +88,73 @@ def render_size(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 
 def backup_size(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    return {**_space(ctx), "tables": len(user_tables(ctx.connection))}
+    return {**_space(ctx, "full"), "tables": len(user_tables(ctx.connection))}
 
 
-def _space(ctx: ToolContext) -> dict[str, Any]:
-    """The database's size, the backup folder's free space, and whether it has room
-    for about 1.2 times the size."""
-    conn = ctx.connection
+# What the free space must hold beyond the estimate of a backup's size.
+SPACE_MARGIN = 1.2
+
+
+def _database_bytes(conn: Connection) -> int:
     if family(conn.dialect.name) == "mysql":
-        size = used_bytes(conn)
-    else:
-        size = int(conn.execute(text(SIZE_SQL[family(conn.dialect.name)])).scalar() or 0)
-    free = (
-        shutil.disk_usage(ctx.backup_dir).free
-        if ctx.backup_dir and ctx.backup_dir.exists()
-        else None
-    )
-    enough = free is None or free > size * 1.2
-    return {"estimated_bytes": size, "free_bytes": free, "enough_space": enough}
+        return used_bytes(conn)
+    return int(conn.execute(text(SIZE_SQL[family(conn.dialect.name)])).scalar() or 0)
+
+
+def _free_for(folder: Path | None) -> tuple[int | None, Path | None]:
+    """The free space where the backup folder is or will be made: the folder's own file
+    system, or that of its nearest folder that exists yet (None: no folder configured,
+    or none found)."""
+    if folder is None:
+        return None, None
+    for place in (folder.absolute(), *folder.absolute().parents):
+        if place.is_dir():
+            try:
+                return shutil.disk_usage(place).free, place
+            except OSError:
+                return None, None
+    return None, None
+
+
+def _space(ctx: ToolContext, kind: str) -> dict[str, Any]:
+    """The database's size, an estimate of the backup's (size_estimate), the backup
+    folder's free space (where it will be made, if it is not yet), and whether that
+    holds SPACE_MARGIN times the estimate."""
+    size = _database_bytes(ctx.connection)
+    estimate, how = size_estimate(size, kind, ctx.connection.dialect.name, ctx.backup_catalog())
+    free, where = _free_for(ctx.backup_dir)
+    needed = round(estimate * SPACE_MARGIN)
+    return {
+        "database_bytes": size,
+        "estimated_bytes": estimate,
+        "estimate": how,
+        "needed_bytes": needed,
+        "free_bytes": free,
+        **({"free_in": str(where)} if where is not None and where != ctx.backup_dir else {}),
+        "enough_space": free is None or free > needed,
+    }
+
+
+def size_estimate(
+    database: int, kind: str, dialect: str, catalog: list[dict[str, Any]]
+) -> tuple[int, str]:
+    """The bytes a backup of `kind` is expected to take, and how that was estimated:
+    the newest earlier backup of that kind of this target (of the same engine, its
+    manifest recording the database's size then) scaled by the database's growth since
+    (a pg_dump archive is compressed, a dump's text is not the tables' pages); without
+    one, the database's size."""
+    for row in catalog:  # newest first
+        manifest = row.get("manifest") or {}
+        then, size = manifest.get("database_bytes"), row.get("size_bytes")
+        if row.get("kind") != kind or manifest.get("dialect") != dialect:
+            continue
+        if isinstance(then, int) and then > 0 and isinstance(size, int) and size > 0:
+            scaled = round(size * database / then)
+            return scaled, (
+                f"backup {row['id']}'s {size:,} bytes, scaled by the database's size since "
+                f"({then:,} bytes then, {database:,} now)"
+            )
+    return database, f"the database's size, {database:,} bytes (no earlier {kind} backup to go by)"
 
 
 # --- backup_database_full / backup_database_incremental -------------------------------------
@@ -174,16 +225,17 @@ def _take(
     params: Mapping[str, Any], ctx: ToolContext, parent: dict[str, Any] | None
 ) -> dict[str, Any]:
     dialect = ctx.connection.dialect.name
+    kind = "incremental" if parent else "full"
     # Checked again as the dump starts (an increment has no step before to check it),
     # without the count of tables the step before reports.
-    size = _space(ctx)
+    size = _space(ctx, kind)
     if not size["enough_space"]:
         raise StepFailed(
-            f"Not enough free space in {ctx.backup_dir}: about {size['estimated_bytes']:,} bytes "
-            f"needed, {size['free_bytes']:,} free"
+            f"Not enough free space in {size.get('free_in', ctx.backup_dir)}: about "
+            f"{size['needed_bytes']:,} bytes needed ({SPACE_MARGIN:g} times the estimate, "
+            f"{size['estimate']}), {size['free_bytes']:,} free"
         )
     started = time.monotonic()
-    kind = "incremental" if parent else "full"
     suffix = {"sqlite": ".sqlite", "postgresql": ".dump"}.get(dialect, ".sql")
     final = destination(ctx, suffix, kind)
     # Renamed into place, the file is still no backup until its manifest is beside it:
@@ -191,12 +243,15 @@ def _take(
     entry = ctx.scratch.record(BACKUP, str(final))
     try:
         if dialect == "sqlite":
-            taken = _take_sqlite(final, ctx, parent, size["estimated_bytes"])
+            taken = _take_sqlite(final, ctx, parent, size["database_bytes"])
         elif dialect == "postgresql":
             taken = take_postgresql(final, ctx, parent, params["lock_wait_seconds"])
         else:
             taken = take_mysql(final, ctx, parent, params["lock_wait_seconds"])
-        manifest = _manifest(final, ctx, kind, taken, parent)
+        # The database's size then: a later backup's space check scales from this one.
+        manifest = _manifest(final, ctx, kind, taken, parent) | {
+            "database_bytes": size["database_bytes"]
+        }
         write_manifest(final, manifest, ctx)
     except BaseException:
         # Without its manifest a backup is not one: nothing half-made is left behind.

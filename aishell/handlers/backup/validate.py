@@ -10,6 +10,7 @@ the step fails without judging it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -24,12 +25,15 @@ from aishell.dialects import family
 from aishell.errors import StepFailed
 from aishell.files import make_private_file
 from aishell.handlers.backup.apply import each_file, server_apply, sqlite_apply
+from aishell.handlers.backup.decode import decode_chain, decodes
 from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
 from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.inert import LeftOut
-from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest
+from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest, recorded_sha256
 from aishell.handlers.backup.measure import (
+    DECODED_FILE,
     NOT_COUNTED,
+    RESTORED_COPY,
     Measured,
     checksummed,
     compare,
@@ -45,6 +49,7 @@ from aishell.handlers.backup.processes import ToolFailed, pg_args, run_tool, ser
 from aishell.handlers.backup.sqliteincrement import schema_problems
 from aishell.scratch.leftovers import DATABASE, SCRATCH_DATABASE_PREFIX
 from aishell.sqltext import quote_identifier, text
+from aishell.state.backups import DECODED, RESTORED
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
 
@@ -344,49 +349,56 @@ def comparable(manifest: Mapping[str, Any], left: LeftOut) -> dict[str, Any]:
     return trimmed
 
 
-def _decode_pg_archives(chain: Chain, problems: list[str], ctx: ToolContext) -> None:
-    """A quick validation of PostgreSQL archives: each must decode."""
-    # Decodes every block of each archive; --list would read only its index.
-    for link, _, progress, before in each_file(chain, ctx):
-        if link.stat().st_size:
-            try:
-                run_tool(
-                    ["pg_restore", "-f", "/dev/null", str(link)],
-                    server_env(ctx.connection.engine.url),
-                    ctx,
-                    watch=progress.reading(link, before),
-                )
-            except ToolFailed as exc:
-                problems.append(f"{link.name} does not decode: {exc}")
+def _recorded(path: Path, catalog: list[dict[str, Any]], ctx: ToolContext) -> dict[str, Any]:
+    """The catalog's sha256 of each backup by its real path; refuses a file the catalog
+    did not record (nothing about it could be kept), or one another host took that this
+    machine cannot read."""
+    if not path.is_file():
+        raise StepFailed(elsewhere(str(path), catalog) or f"Backup file {path} does not exist")
+    recorded = recorded_sha256(catalog)
+    if os.path.realpath(path) not in recorded:
+        raise StepFailed(
+            f"Backup file {path} is not in the backup catalog of target '{ctx.target}': "
+            "aishell validates only the backups it recorded (`aishell backups list`)"
+        )
+    return recorded
+
+
+def _measure(
+    path: Path, chain: Chain, quick: bool, problems: list[str], ctx: ToolContext, left: LeftOut
+) -> Measured | None:
+    """The chain measured: restored into a scratch copy (a scratch file, or a scratch
+    database on the server), or with `quick` decoded whole without a restore."""
+    if not chain:
+        return None
+    if chain[-1][1]["dialect"] == "sqlite":
+        return _validate_sqlite(path, chain, problems, ctx)
+    if quick:
+        return decode_chain(chain, problems, ctx)
+    with ctx.scratch.file(left.list_file):
+        return _validate_server(path, chain, problems, ctx, left)
 
 
 def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     path = Path(params["backup_path"])
-    if not path.is_file():
-        raise StepFailed(
-            elsewhere(str(path), ctx.backup_catalog()) or f"Backup file {path} does not exist"
-        )
+    recorded = _recorded(path, ctx.backup_catalog(), ctx)
     manifest = read_manifest(path)
-    result: dict[str, Any] = {"backup_path": str(path), "quick": bool(params.get("quick"))}
+    # What a quick validation can do without a restore: decode a server's dump. SQLite's
+    # copy is the database itself, restored and measured quick or not.
+    quick = bool(params.get("quick")) and decodes(manifest["dialect"])
+    proof = DECODED if quick else RESTORED
+    result: dict[str, Any] = {"backup_path": str(path), "quick": quick, "proof": proof}
     problems: list[str] = []
     try:
-        chain = chain_of(path)
+        chain = chain_of(path, recorded)
     except StepFailed as exc:
         chain = []
         problems.append(str(exc))
-    dialect = manifest["dialect"]
-    measured: Measured | None = None
     left = LeftOut(path.with_name(path.name + f".verify-{uuid.uuid4().hex[:6]}.list"))
-    if chain and dialect == "sqlite":
-        measured = _validate_sqlite(path, chain, problems, ctx)
-    elif chain and params.get("quick"):
-        if dialect == "postgresql":
-            _decode_pg_archives(chain, problems, ctx)
-    elif chain:
-        with ctx.scratch.file(left.list_file):
-            measured = _validate_server(path, chain, problems, ctx, left)
+    measured = _measure(path, chain, quick, problems, ctx, left)
     if measured is not None:
-        problems += compare(comparable(manifest, left), measured)
+        said = DECODED_FILE if quick else RESTORED_COPY
+        problems += compare(comparable(manifest, left), measured, said)
     ok = not problems
     result.update(
         {
@@ -402,7 +414,8 @@ def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             **({NOT_COUNTED: manifest[NOT_COUNTED]} if manifest.get(NOT_COUNTED) else {}),
         }
     )
-    result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems}
+    # Only a restore marks the backup verified; a quick one's proof says what it checked.
+    result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems, "proof": proof}
     if not ok:
         raise StepFailed(
             f"Backup {path.name} failed validation: {'; '.join(problems[:3])}", details=result

@@ -138,6 +138,14 @@ def test_a_copy_without_it_fails_validation(home: Path) -> None:
     copy.close()
     manifest["sha256"], manifest["size_bytes"] = sha256_of(path), path.stat().st_size
     manifest_file.write_text(json.dumps(manifest))
+    # And the catalog's record, which validation holds the file to as well.
+    state = sqlite3.connect(home / "state.db")
+    state.execute(
+        "UPDATE backups SET sha256 = ?, size_bytes = ? WHERE path = ?",
+        (manifest["sha256"], manifest["size_bytes"], str(path)),
+    )
+    state.commit()
+    state.close()
     drill = commands.run_job(config, "backup", {"type": "drill"})
     assert drill.status == "failed"
     [validated] = [s for s in drill.steps if s.tool == "validate_backup"]
