@@ -593,7 +593,7 @@ def five_tables(url: str | None, path: Path) -> str:
 TOUCHES = {
     "postgresql": ['VACUUM (ANALYZE) "{t}"', 'SELECT pg_catalog.count(*) FROM "{t}"'],
     "mysql": ["CHECK TABLE `{t}`"],
-    "sqlite": ['PRAGMA integrity_check("{t}")', 'ANALYZE "{t}"', 'SELECT count(*) FROM "{t}"'],
+    "sqlite": ['PRAGMA integrity_check("{t}")', 'ANALYZE main."{t}"', 'SELECT count(*) FROM "{t}"'],
 }
 
 
