@@ -290,42 +290,90 @@ def _mode_too_open(path: Path) -> TooOpen | None:
 
 @dataclass(frozen=True)
 class PrivatePlaces:
-    """The folders aishell keeps for itself, where no archive may be written: anywhere
-    under `trees` (backups, config), or directly in `folders` (the state store's folder,
-    the signing key's folder), compared by real path and by device and inode."""
+    """The folders aishell keeps for itself, where no file a step or a plan writes may
+    go: anywhere under `trees` (backups, config), directly in `folders` (the state
+    store's folder, the signing key's folder); and the folders aishell reads tools and
+    config from, where a new .yaml is read as one and a bad one stops every command:
+    anywhere under `sources`, directly in `source_folders` (those that hold the home).
+    Compared by real path and by device and inode."""
 
     trees: tuple[Path, ...] = ()
     folders: tuple[Path, ...] = ()
+    sources: tuple[Path, ...] = ()
+    source_folders: tuple[Path, ...] = ()
 
     def refusal(self, path: Path) -> str | None:
         """Why a new file at `path` (its folder resolved) would be in one of them."""
-        parent = Path(os.path.realpath(path.parent))
-        lineage = [parent, *parent.parents]
-        ids = {ident for ident in map(_dir_id, lineage) if ident is not None}
+        parent, ids = _lineage(path)
         for tree in self.trees:
-            real = Path(os.path.realpath(tree))
-            if parent.is_relative_to(real) or _dir_id(real) in ids:
+            if _under(parent, ids, tree):
                 return f"it is inside {tree}, which aishell keeps for itself"
         for folder in self.folders:
-            real = Path(os.path.realpath(folder))
-            same = _dir_id(real)
-            if parent == real or (same is not None and same == _dir_id(parent)):
+            if _same_dir(parent, folder):
                 return f"it is directly in {folder}, which holds aishell's state and key"
+        return self.source_refusal(path)
+
+    def source_refusal(self, path: Path) -> str | None:
+        """Why a file at `path` would be in a folder aishell reads tools or config from."""
+        parent, ids = _lineage(path)
+        for source in self.sources:
+            if _under(parent, ids, source):
+                return f"it is inside {source}, which aishell reads tools and config from"
+        for folder in self.source_folders:
+            if _same_dir(parent, folder):
+                return f"it is directly in {folder}, which aishell reads tools and config from"
         return None
 
 
+def _lineage(path: Path) -> tuple[Path, set[tuple[int, int]]]:
+    """The real folder of `path`, and the device and inode of it and every folder above."""
+    parent = Path(os.path.realpath(path.parent))
+    return parent, {i for i in map(_dir_id, [parent, *parent.parents]) if i is not None}
+
+
+def _under(parent: Path, ids: set[tuple[int, int]], tree: Path) -> bool:
+    real = Path(os.path.realpath(tree))
+    return parent.is_relative_to(real) or _dir_id(real) in ids
+
+
+def _same_dir(one: Path, other: Path) -> bool:
+    real = Path(os.path.realpath(other))
+    same = _dir_id(real)
+    return Path(os.path.realpath(one)) == real or (same is not None and same == _dir_id(one))
+
+
 def private_places(
-    home: Path, state_home: Path, backup_dir: Path, config_dirs: Iterable[Path]
+    home: Path,
+    state_home: Path,
+    backup_dir: Path,
+    config_dirs: Iterable[Path],
+    sources: Iterable[Path] = (),
 ) -> PrivatePlaces:
-    """A home's private places: its backups and config anywhere below, and no file of its
-    own directly in the home or the state folder (state.db, its journal, the key)."""
+    """A home's private places: its backups and config anywhere below, no file of its
+    own directly in the home or the state folder (state.db, its journal, the key), and
+    `sources`, the folders it reads tools and config from (the agents' folders, the
+    site's catalog_paths, the plugins' tool folders, the state folder's cache)."""
     real_home = Path(os.path.realpath(home))
+    config_dirs = list(config_dirs)
     # A config folder that holds the home (a named --config in /tmp) is the user's, not ours.
     own = [d for d in config_dirs if not real_home.is_relative_to(os.path.realpath(d))]
     trees = [backup_dir, *own]
     if not real_home.is_relative_to(os.path.realpath(state_home)):
         trees.append(state_home)  # a state folder of its own (the user's platform folders)
-    return PrivatePlaces(tuple(trees), (home, state_home))
+    # Agents' files are read from a config folder's agents/, even one that holds the home;
+    # a folder read from that holds the home (catalog_paths: ["."]) has only its own files
+    # read, and the home's folders stay the archives' to use.
+    read = dict.fromkeys([*own, *(d / "agents" for d in config_dirs), *sources])
+    holds_home = [d for d in read if real_home.is_relative_to(os.path.realpath(d))]
+    # One inside a tree is kept already, and said so as aishell always has.
+    real_trees = [os.path.realpath(t) for t in trees]
+    below = [d for d in read if d not in holds_home]
+    below = [d for d in below if not any(_within(d, tree) for tree in real_trees)]
+    return PrivatePlaces(tuple(trees), (home, state_home), tuple(below), tuple(holds_home))
+
+
+def _within(path: Path, real_tree: str) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(real_tree)
 
 
 def _dir_id(path: Path) -> tuple[int, int] | None:

@@ -20,7 +20,15 @@ from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED
 from aishell.executor.resume import estimate_shown, statements_shown
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
-from aishell.plan.model import Plan, SavedPlan, tables_with_columns
+from aishell.plan.model import (
+    Plan,
+    SavedPlan,
+    clip,
+    home_private_places,
+    listed,
+    private_path_problems,
+    tables_with_columns,
+)
 from aishell.plan.references import find_references
 from aishell.registry import Registry
 from aishell.state import signing
@@ -53,7 +61,7 @@ def plan_job(
     is rules or llm (default: the config's planner.default).
     """
     if out is not None:
-        _check_out(out)  # before planning, which may take a model minutes
+        _check_out(config, out)  # before planning, which may take a model minutes
     registry = load_catalog(config)
     handle = open_target(config, target, read_only=True)
     try:
@@ -64,6 +72,7 @@ def plan_job(
         finally:
             conn.close()
         plan = build_plan(config, registry, handle, agent_name, job, planner, notice, catalog)
+        writing_nothing_private(config, registry, plan)
         if out is not None:
             plan = _pinned(handle, plan)
         level = safety_level or config.agent(agent_name).defaults.safety_level
@@ -108,7 +117,7 @@ def make_plan(
 def save_plan(config: Config, plan: Plan, out: Path) -> Path:
     """Write a plan file for `apply_plan`: the plan, its hash, the database it was made
     on, and a signature with this home's key (made on first use)."""
-    _check_out(out)
+    _check_out(config, out)
     if plan.target_identity is None:
         handle = open_target(config, plan.target, read_only=True)
         try:
@@ -126,14 +135,48 @@ def save_plan(config: Config, plan: Plan, out: Path) -> Path:
     return write_beside(out, text.encode(), "Plan file", UsageError)
 
 
-def _check_out(out: Path) -> None:
+def writing_nothing_private(config: Config, registry: Registry, plan: Plan) -> Plan:
+    """The plan, when no step writes a file (at a path it gives as it is) into a folder
+    aishell reads tools and config from: an archive there, read as a tool, stops every
+    command. Else one line. Its state, key and backups each step refuses itself, before
+    its first write, as it always has."""
+    private = replace(home_private_places(config), trees=(), folders=())
+    problems = [
+        problem
+        for step in plan.steps
+        for problem in private_path_problems(step, registry.get(step.tool), private)
+    ]
+    if problems:
+        raise UsageError(f"The plan writes into aishell's own folders: {listed(problems)}")
+    return plan
+
+
+def _check_out(config: Config, out: Path) -> None:
     """Refuse `-`: whoever types it means standard output, but a plan goes to a file, as
-    every path option of aishell takes files only (`apply` reads a regular file)."""
+    every path option of aishell takes files only (`apply` reads a regular file). And a
+    folder aishell keeps or reads tools and config from: a plan there is read as one."""
     if str(out) == "-":
         raise UsageError(
             "--out -: a plan is saved to a file for `aishell apply FILE`, not to standard "
             "output; give a file's name (--out plan.json)"
         )
+    # Beside the state (the home itself) a plan may go; not into a folder aishell keeps.
+    why = replace(home_private_places(config), folders=()).refusal(out)
+    if why is not None:
+        raise UsageError(f"--out {out}: {why}; save the plan in a folder of its own")
+
+
+class _KeyTwice(Exception):
+    """An object of a plan file that holds a key twice (json.loads would keep the last)."""
+
+
+def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _KeyTwice(key)
+        found[key] = value
+    return found
 
 
 def load_plan_file(path: Path) -> SavedPlan:
@@ -142,9 +185,15 @@ def load_plan_file(path: Path) -> SavedPlan:
     try:
         # Only a regular file, read with a bound: a FIFO or /dev/zero must not hang apply.
         text = read_regular(path, PLAN_LIMIT, "Plan file", PlanError)
-        data = json.loads(text, parse_float=json_float)
+        data = json.loads(text, parse_float=json_float, object_pairs_hook=_keys_once)
     except FileNotFoundError:
         raise UsageError(f"Plan file {path} does not exist") from None
+    except _KeyTwice as exc:
+        # Its signature covers the plan as read, whichever value was kept: refused whole.
+        raise PlanError(
+            f"Plan file {path} holds the key {clip(str(exc.args[0]))!r} twice in one "
+            "object; aishell writes each key once: save the plan again (aishell plan ... --out)"
+        ) from None
     except FloatRangeLost as exc:
         raise PlanError(f"Plan file {path} holds a number no float holds: {exc}") from None
     except json.JSONDecodeError as exc:
@@ -224,11 +273,18 @@ def missing_names(
                 if not isinstance(value, str) or find_references(value):
                     continue
                 if kind == "table" and value not in tables:
-                    missing.setdefault(f"table {value!r}", []).append(step.id)
+                    missing.setdefault(f"table {clip(value)!r}", []).append(step.id)
                 elif kind == "column":
                     table = params.get("table")
                     if not isinstance(table, str) or table not in tables:
                         continue  # the table itself is reported, or is a reference
                     if value not in catalog.columns(conn, table):
-                        missing.setdefault(f"column {table}.{value}", []).append(step.id)
-    return [f"{what} ({', '.join(steps)})" for what, steps in missing.items()]
+                        missing.setdefault(f"column {table}.{clip(value)}", []).append(step.id)
+    return [f"{what} ({_steps_named(steps)})" for what, steps in missing.items()]
+
+
+def _steps_named(steps: list[str], most: int = 5) -> str:
+    """The steps that name something, the first few of many, and how many in all."""
+    if len(steps) <= most:
+        return ", ".join(steps)
+    return f"{', '.join(steps[:most])}, ... {len(steps)} steps in all"

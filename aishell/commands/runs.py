@@ -4,12 +4,14 @@ what the state store keeps of runs."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from typing_extensions import Unpack
 
+from aishell.agents.available import agent_names
 from aishell.commands.assumptions import (
     ROW_DRIFT_TOLERANCE,
     drift_since_plan,
@@ -19,7 +21,12 @@ from aishell.commands.assumptions import (
 from aishell.commands.breaker import circuit_breaker
 from aishell.commands.locks import release_run_lock, take_run_lock
 from aishell.commands.planner import build_plan, planning_notice
-from aishell.commands.plans import load_plan_file, missing_names, verified_plan
+from aishell.commands.plans import (
+    load_plan_file,
+    missing_names,
+    verified_plan,
+    writing_nothing_private,
+)
 from aishell.commands.previews import Review
 from aishell.commands.starting import (
     ResumeHow,
@@ -36,7 +43,13 @@ from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
 from aishell.executor import RunResult
-from aishell.plan.model import Plan, SavedPlan, validate_plan
+from aishell.plan.model import (
+    Plan,
+    SavedPlan,
+    clip,
+    listed,
+    validate_plan,
+)
 from aishell.policy.measured import grown_past
 from aishell.policy.rules import tighter_or_equal
 from aishell.policy.window import WINDOW_IGNORED
@@ -73,8 +86,10 @@ def run_job(
     return plan_and_start(
         config,
         target,
-        lambda registry, handle: build_plan(
-            config, registry, handle, agent_name, job, planner, notice
+        lambda registry, handle: writing_nothing_private(
+            config,
+            registry,
+            build_plan(config, registry, handle, agent_name, job, planner, notice),
         ),
         review,
         schedule=schedule,
@@ -108,16 +123,39 @@ def apply_plan(
             f"(targets: {known})"
         )
     registry = given_catalog(config, how)
+    _check_tools_there(registry, plan)
     problems = validate_plan(plan, registry, config.agent(plan.agent).capabilities)
     if problems:
-        raise PlanError("The plan is no longer valid: " + "; ".join(problems))
+        raise PlanError(f"The plan is no longer valid: {listed(problems)}")
     _check_tools_unchanged(registry, plan.tool_fingerprints, "the plan was made")
+    writing_nothing_private(config, registry, plan)
     level = _reviewed_level(config, plan, how.get("safety_level"))
     if level is not None:
         how["safety_level"] = level
     with signed_store(config) as store, circuit_breaker(config, store, plan.target):
         _check_against_target(config, registry, plan)
         return start_run(config, store, registry, plan, started=started, **how)
+
+
+def _check_tools_there(registry: Registry, plan: Plan) -> None:
+    """Refuse, in one line, a plan whose tools the catalog lacks: each named once, with
+    how many steps use it, and why when it is known (the plan's agent is not installed:
+    its package, which brought the tools, is gone)."""
+    missing = Counter(step.tool for step in plan.steps if step.tool not in registry.tools)
+    if not missing:
+        return
+    named = [
+        f"'{clip(tool)}' ({count} step{'' if count == 1 else 's'})"
+        for tool, count in missing.most_common()
+    ]
+    if plan.agent not in agent_names():
+        why = (
+            f"the plan's agent '{clip(plan.agent)}' is not installed either: install the "
+            "package that provides it, or make a new plan"
+        )
+    else:
+        why = "the package or catalog folder that provided them is gone: make a new plan"
+    raise PlanError(f"The plan uses tools the catalog lacks: {listed(named)}; {why}")
 
 
 def _reviewed_level(config: Config, plan: Plan, given: str | None) -> str | None:

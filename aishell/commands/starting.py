@@ -21,8 +21,7 @@ from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanDeclined, TargetLocked, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.executor.stopping import planning_limit
-from aishell.files import private_places
-from aishell.plan.model import Plan
+from aishell.plan.model import Plan, home_private_places
 from aishell.plan.references import find_references
 from aishell.policy.approvers import Approver, NonInteractive, current_user
 from aishell.policy.rules import tighter_or_equal
@@ -292,9 +291,7 @@ def make_executor(
         agent=config.agent(agent_name),
         approver=how.get("approver") or NonInteractive(),
         backup_dir=config.backup_dir,
-        private=private_places(
-            config.home, config.state_home, config.backup_dir, [config.agent_dirs[0].parent]
-        ),
+        private=home_private_places(config),
         safety_level=safety_level,
         open_target=lambda name: open_target(config, name, read_only=True).connect(),
         run_limit=config.run_limit(agent_name, how.get("max_run_seconds"), limit_source),

@@ -6,19 +6,32 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from aishell.config.cache import CACHE_FOLDER
 from aishell.config.kinds import Capability
+from aishell.config.plugins import tool_folders
+from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import PlanError, ToolNotFound
+from aishell.files import PrivatePlaces, private_places
 from aishell.plan.conditions import ConditionError, parse_condition
 from aishell.plan.groups import group_problems
 from aishell.plan.references import Reference, find_references
 from aishell.plan.shapes import plan_file_problems
 from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
+from aishell.terminal import printable
 from aishell.tool import params as schema
 
+if TYPE_CHECKING:
+    from aishell.config.models import Config
+
 PLAN_FORMAT = 1
+# A name from a plan is shown whole up to this many characters, a path up to PATH_SHOWN:
+# most are, and none hides a line.
+CLIP_WIDTH = 60
+PATH_SHOWN = 240
 
 
 @dataclass(frozen=True)
@@ -142,10 +155,11 @@ class Plan:
         return json.dumps({**self.to_dict(), "plan_hash": self.hash}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+    def from_dict(cls, data: Mapping[str, Any], where: str = "The plan") -> Plan:
+        """The plan as to_dict() wrote it; `where` leads every error (a file's name)."""
         try:
             if data.get("format") != PLAN_FORMAT:
-                raise PlanError(f"Unsupported plan format {data.get('format')!r}")
+                raise PlanError(f"{where}: unsupported format {clip(str(data.get('format')))}")
             steps = tuple(step_from_dict(s) for s in data["steps"])
             plan = cls(
                 agent=data["agent"],
@@ -160,12 +174,12 @@ class Plan:
                 reviewed=dict(data.get("reviewed") or {}),
             )
         except (KeyError, TypeError) as exc:
-            raise PlanError(f"Malformed plan: missing or wrong field {exc}") from None
+            raise PlanError(f"{where}: missing or wrong field {clip(str(exc))}") from None
         expected = data.get("plan_hash")
         if "plan_hash" in data and expected is None:
-            raise PlanError("The plan's plan_hash is null; the plan was edited")
+            raise PlanError(f"{where}: its plan_hash is null; the plan was edited")
         if expected is not None and expected != plan.hash:
-            raise PlanError("Plan hash does not match its contents; the plan was edited")
+            raise PlanError(f"{where}: plan hash does not match its contents; the plan was edited")
         return plan
 
 
@@ -192,8 +206,8 @@ class SavedPlan:
             )
         problems = plan_file_problems(data)
         if problems:
-            raise PlanError(f"{where}: " + "; ".join(problems))
-        plan = Plan.from_dict(data)
+            raise PlanError(f"{where}: {listed(problems)}")
+        plan = Plan.from_dict(data, where)
         body = {k: v for k, v in data.items() if k != "signature"}
         return cls(source=source, plan=plan, body=body, signature=dict(data["signature"]))
 
@@ -207,6 +221,55 @@ def _name_or_none(value: Any) -> str | None:
 
 def step_id(index: int) -> str:
     return f"step_{index}"
+
+
+def clip(text: str, width: int = CLIP_WIDTH) -> str:
+    """Text from a plan fit for one line of a message, however long or strange: control
+    characters shown as escapes, spaces run together, at most `width` characters."""
+    flat = printable(" ".join(text.split()))
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def listed(problems: list[str], most: int = 5) -> str:
+    """The first few problems, and how many more there are: one line of a bounded length
+    for a plan of any size."""
+    shown = "; ".join(problems[:most])
+    more = len(problems) - most
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def home_private_places(config: Config) -> PrivatePlaces:
+    """Where no file a step or a plan writes may go in this config's home: its state,
+    key, backups and config (files.private_places), and every folder it reads tools and
+    config from: the agents' folders, the built-in catalog, the site's catalog_paths,
+    the plugins' tool folders, the state folder's cache."""
+    plugins = [folder for _, _, folder in tool_folders()[0]]
+    read = [*config.agent_dirs, bundled_catalog_dir(), *config.catalog_paths, *plugins]
+    return private_places(
+        config.home,
+        config.state_home,
+        config.backup_dir,
+        [config.agent_dirs[0].parent],
+        [*read, config.state_home / CACHE_FOLDER],
+    )
+
+
+def private_path_problems(step: Step, tool: ToolDefinition, private: PrivatePlaces) -> list[str]:
+    """The files the step writes, where its params name them as they are (a reference
+    is checked when it runs), that would lie in a folder aishell keeps for itself or
+    reads tools and config from."""
+    problems = []
+    for name, mode in schema.path_params(tool.params).items():
+        value = step.params.get(name)
+        if mode != "write" or not isinstance(value, str) or find_references(value):
+            continue
+        why = private.refusal(Path(value))
+        if why is not None:
+            problems.append(
+                f"{clip(step.id)} ({tool.name}): parameter '{name}' writes "
+                f"{clip(value, PATH_SHOWN)!r}, but {why}; give a path in a folder of its own"
+            )
+    return problems
 
 
 def tables_with_columns(plan: Plan, registry: Registry) -> set[str]:
@@ -247,18 +310,21 @@ def validate_plan(plan: Plan, registry: Registry, capabilities: Iterable[str]) -
     # The tools of the steps so far, for what their outputs hold (conditions' types).
     earlier: dict[str, ToolDefinition] = {}
     for step in plan.steps:
-        where = f"{step.id} ({step.tool})"
+        where = f"{clip(step.id)} ({clip(step.tool)})"
         if step.id in seen:
             problems.append(f"{where}: duplicate step id")
         try:
             tool = registry.get(step.tool)
         except ToolNotFound as exc:
-            problems.append(f"{where}: {exc}")
+            # The catalog's message names the tool whole: a name of any length.
+            too_long = len(step.tool) > CLIP_WIDTH
+            named = f"No tool named '{clip(step.tool)}' in the catalog" if too_long else str(exc)
+            problems.append(f"{where}: {named}")
             seen.add(step.id)
             continue
         if step.parallel_group and tool.risk_level is not RiskLevel.SAFE:
             problems.append(
-                f"{where}: in parallel group {step.parallel_group!r}, but its tool's risk is "
+                f"{where}: in parallel group {clip(step.parallel_group)!r}, but its tool's risk is "
                 f"{tool.risk_level.value}: only tools that read (risk safe) run in a group"
             )
         if plan.dialect not in tool.implementations:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aishell.agents.limits import DraftLimits
+from aishell.files import PrivatePlaces
 from aishell.plan.model import Step
 from aishell.planners.prompt import CatalogSummary
 
@@ -31,8 +32,9 @@ class DraftRequest:
     columns_of: Callable[[str], list[str]]
     # The tables the job names; a drafted plan may touch no other. None: any table.
     scope: frozenset[str] | None = None
-    # Folders the plan's files must lie in.
+    # Folders the plan's files must lie in, and the places in them it may not write.
     folders: tuple[Path, ...] = ()
+    private: PrivatePlaces = field(default_factory=PrivatePlaces)
     # What the job holds the plan to (its agent's rules for it).
     limits: DraftLimits = field(default_factory=DraftLimits)
 

@@ -14,7 +14,7 @@ from aishell.agents.base import Agent, PlanningContext
 from aishell.agents.limits import DraftLimits
 from aishell.config.models import Config
 from aishell.errors import DraftRejected, UsageError
-from aishell.plan.model import Step
+from aishell.plan.model import Step, home_private_places
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.llm import LlmPlanner, Notice
 from aishell.planners.prompt import CatalogSummary, summarize_catalog
@@ -56,6 +56,7 @@ def draft_job(
         columns_of=_columns_reader(conn, catalog),
         scope=scope,
         folders=_folders(config),
+        private=home_private_places(config),
         limits=limits,
     )
     settings = config.main.planner.llm
@@ -103,6 +104,7 @@ def draft_words(
         catalog=catalog,
         columns_of=_columns_reader(conn, catalog),
         folders=_folders(config),
+        private=home_private_places(config),
     )
     with StateStore(config.state_url) as store:
         return LlmPlanner(config.main.planner.llm, registry, store, notice=notice).draft(request)

@@ -195,6 +195,7 @@ class LlmPlanner:
                 columns_of=request.columns_of,
                 scope=request.scope,
                 folders=request.folders,
+                private=request.private,
                 limits=request.limits,
             ),
             max_steps=self.settings.max_steps,

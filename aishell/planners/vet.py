@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from aishell.agents.limits import DraftLimits
 from aishell.errors import ToolNotFound
-from aishell.plan.model import Plan, Step, step_id, validate_plan
+from aishell.files import PrivatePlaces
+from aishell.plan.model import Plan, Step, private_path_problems, step_id, validate_plan
 from aishell.plan.references import find_references
 from aishell.plan.shapes import Draft, DraftStep
 from aishell.registry import Registry, ToolDefinition
@@ -93,8 +94,10 @@ class CatalogView:
     columns_of: Callable[[str], list[str]]
     # The tables a job named: a plan for it touches no other.
     scope: frozenset[str] | None = None
-    # Folders a drafted plan's files must lie in (the aishell home, the backup folder).
+    # Folders a drafted plan's files must lie in (the aishell home, the backup folder),
+    # and the places in them it may not write (home_private_places).
     folders: tuple[Path, ...] = ()
+    private: PrivatePlaces = field(default_factory=PrivatePlaces)
     # What the job holds the plan to: --no-update-stats, --no-rebuild-indexes, its type.
     limits: DraftLimits = field(default_factory=DraftLimits)
 
@@ -136,7 +139,8 @@ def vet_answer(
     for key in answer:
         if key not in PLAN_KEYS:
             problems.append(
-                f"unknown field '{key}' in the plan; a plan holds only: {', '.join(PLAN_KEYS)}"
+                f"unknown field {_clip(str(key))} in the plan; a plan holds only: "
+                f"{', '.join(PLAN_KEYS)}"
             )
     summary = answer.get("summary")
     summary = printable(summary) if isinstance(summary, str) else ""
@@ -148,7 +152,7 @@ def vet_answer(
         capabilities = agents[agent]
     else:
         problems.append(
-            f"agent {agent!r} is not one of: {', '.join(sorted(agents))}"
+            f"agent {_clip(str(agent))} is not one of: {', '.join(sorted(agents))}"
             if agent is not None
             else f"the plan names no agent; choose one of: {', '.join(sorted(agents))}"
         )
@@ -197,10 +201,12 @@ def _step(index: int, raw: Any) -> tuple[Step | None, list[str]]:
             )
         elif key not in STEP_KEYS:
             problems.append(
-                f"{where}: unknown field '{key}'; a step holds only: {', '.join(STEP_KEYS)}"
+                f"{where}: unknown field {_clip(str(key))}; a step holds only: "
+                f"{', '.join(STEP_KEYS)}"
             )
     if "id" in raw and raw["id"] != where:
-        problems.append(f"{where}: id {raw['id']!r} must be {where!r} (steps count from 0)")
+        given_id = _clip(str(raw["id"]))
+        problems.append(f"{where}: id {given_id} must be {where!r} (steps count from 0)")
     # A draft may leave params, rationale and depends_on out (or depends_on empty).
     given = {k: v for k, v in raw.items() if k in STEP_KEYS}
     given.update(params=raw.get("params", {}), rationale=raw.get("rationale", ""))
@@ -246,6 +252,7 @@ def _step_content(
         *_not_together(step, steps, catalog.limits, where),
         *_names_not_in_catalog(step, tool, catalog, where),
         *_paths_outside(step, tool, catalog, where),
+        *private_path_problems(step, tool, catalog.private),
         *_unknown_outputs(step, steps, registry, where),
     ]
 
@@ -372,12 +379,12 @@ def _names_not_in_catalog(
                 continue
             if kind == "table" and value not in catalog.tables:
                 problems.append(
-                    f"{where}: table {value!r} does not exist in the target "
+                    f"{where}: table {_clip(value)} does not exist in the target "
                     f"(tables: {_listing(sorted(catalog.tables))})"
                 )
             elif kind == "table" and catalog.scope is not None and value not in catalog.scope:
                 problems.append(
-                    f"{where}: table {value!r} is not one the job names "
+                    f"{where}: table {_clip(value)} is not one the job names "
                     f"({_listing(sorted(catalog.scope))})"
                 )
             elif (
@@ -387,7 +394,7 @@ def _names_not_in_catalog(
                 and value not in catalog.columns_of(table_param)
             ):
                 problems.append(
-                    f"{where}: table {table_param!r} has no column {value!r} "
+                    f"{where}: table {_clip(table_param)} has no column {_clip(value)} "
                     f"(columns: {_listing(catalog.columns_of(table_param))})"
                 )
     return problems

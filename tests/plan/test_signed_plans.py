@@ -270,7 +270,10 @@ def test_a_tool_the_catalog_lacks_is_refused(config: Config, demo_db: Path) -> N
     write(out, data)
     before = digest(demo_db)
     line = refused_line(apply_cli(out))
-    assert "The plan is no longer valid: step_1 (drop_everything)" in line
+    assert line == (
+        "Error: The plan uses tools the catalog lacks: 'drop_everything' (1 step); the "
+        "package or catalog folder that provided them is gone: make a new plan"
+    )
     assert digest(demo_db) == before
     assert commands.list_runs(config) == []
 

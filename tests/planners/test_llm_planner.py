@@ -1116,7 +1116,8 @@ def test_a_drafted_archive_into_the_verified_backup_is_refused(
     llm_config: Config, demo_db: Path, script: Script, home: Path
 ) -> None:
     """A drafted purge archived into the only verified backup: under the backup folder,
-    the path is refused before a row goes, and the backup stays as it was."""
+    the path is refused before the draft is shown (the model told why), and the backup
+    stays as it was."""
     assert commands.run_job(llm_config, "backup", {"type": "full"}).status == "completed"
     backup = Path(commands.list_backups(llm_config)[0]["path"])
     before = digest(backup), query(demo_db, "SELECT count(*) FROM app_logs")
@@ -1126,16 +1127,15 @@ def test_a_drafted_archive_into_the_verified_backup_is_refused(
             _answer(
                 "log_cleanup", _step("delete_old_records", {**purge, "archive_file": str(path)})
             )
-        ]
-        result = _ask(
-            llm_config,
-            "purge app_logs rows older than 90 days, keep them in a file",
-            approver=PreApproved(up_to=RiskLevel.MEDIUM, how="test", then=NonInteractive()),
-        )
-        assert result.status == "failed"
-        assert "already exists" in (result.error or "") or "keeps for itself" in (
-            result.error or ""
-        )
+        ] * TRIES
+        with pytest.raises(DraftRejected) as refused:
+            _ask(
+                llm_config,
+                "purge app_logs rows older than 90 days, keep them in a file",
+                approver=PreApproved(up_to=RiskLevel.MEDIUM, how="test", then=NonInteractive()),
+            )
+        reasons = [reason for draft in refused.value.rejected for reason in draft]
+        assert any(f"inside {llm_config.backup_dir}, which aishell keeps" in r for r in reasons)
         assert (digest(backup), query(demo_db, "SELECT count(*) FROM app_logs")) == before
     assert not backup.with_name("rows.jsonl").exists()
 

@@ -261,7 +261,9 @@ def test_an_edited_plan_file_is_refused(demo_db, home):
     out.write_text(json.dumps(data))
     result = CliRunner().invoke(cli, ["apply", str(out)])
     assert result.exit_code == 2
-    assert result.output == "Error: Plan hash does not match its contents; the plan was edited\n"
+    assert result.output == (
+        f"Error: Plan file {out}: plan hash does not match its contents; the plan was edited\n"
+    )
 
 
 @pytest.mark.parametrize(
