@@ -56,12 +56,7 @@ class DraftedPolicy(SafetyPolicy):
 
     def purge_limits(self, tool: str) -> PurgeLimits | None:
         """The tightest share limit among the agents that judge the tool."""
-        limits = [
-            c
-            for c in self.of_tool(tool).all_constraints
-            if isinstance(c, PurgeLimits) and tool in c.tools
-        ]
-        return min(limits, key=lambda c: c.max_share) if limits else None
+        return self.of_tool(tool).purge_limits(tool)
 
     def window_closes(self, tool: ToolDefinition, now: datetime) -> datetime | None:
         return self.of_tool(tool.name).window_closes(tool, now)

@@ -145,8 +145,9 @@ class SafetyPolicy:
         return (*self.constraints, default) if left else tuple(self.constraints)
 
     def purge_limits(self, tool: str) -> PurgeLimits | None:
-        found = (c for c in self.all_constraints if isinstance(c, PurgeLimits) and tool in c.tools)
-        return next(found, None)
+        """The tightest share limit that names the tool: where several do, each holds."""
+        found = [c for c in self.all_constraints if isinstance(c, PurgeLimits) and tool in c.tools]
+        return min(found, key=lambda c: c.max_share) if found else None
 
     def check(self, facts: StepFacts) -> Verdict:
         if not facts.writes and facts.tool.risk_level is not RiskLevel.SAFE:

@@ -112,19 +112,25 @@ def _run_and_die(home, plan, where, index):
     os._exit(0)  # not killed: the kill point was never reached
 
 
+def killed_at(home, plan, where, index):
+    """Run the plan in a forked child that SIGKILLs itself at one checkpoint; wait for it."""
+    child = multiprocessing.get_context("fork").Process(
+        target=_run_and_die, args=(home, plan, where, index)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL, (where, index, child.exitcode)
+
+
 KILL_POINTS = [(w, i) for i in range(LEDGER_STEPS + 1) for w in ("before", "during", "after")]
 
 
 def test_every_kill_point_resumes_with_each_effect_exactly_once(ledger_config, home):
     assert len(KILL_POINTS) >= 50
-    fork = multiprocessing.get_context("fork")
     for where, index in KILL_POINTS:
         tag = f"{where}{index}-{uuid.uuid4().hex[:6]}"
         plan = ledger_plan(tag)
-        child = fork.Process(target=_run_and_die, args=(home, plan, where, index))
-        child.start()
-        child.join(60)
-        assert child.exitcode == -signal.SIGKILL, (where, index, child.exitcode)
+        killed_at(home, plan, where, index)
 
         killed = commands.list_runs(ledger_config, limit=1)[0]
         assert killed["status"] == "interrupted", (where, index)  # its process is gone
@@ -149,12 +155,7 @@ def test_a_step_in_doubt_that_cannot_be_checked_waits_for_a_person(ledger_config
         Step("step_1", "append_ledger_unchecked", {"token": "blind-1"}),
     ]
     plan = Plan("maintenance", "ledger", "sqlite", {"type": "ledger"}, tuple(steps))
-    child = multiprocessing.get_context("fork").Process(
-        target=_run_and_die, args=(home, plan, "during", 0)
-    )
-    child.start()
-    child.join(60)
-    assert child.exitcode == -signal.SIGKILL
+    killed_at(home, plan, "during", 0)
     run_id = commands.list_runs(ledger_config, limit=1)[0]["run_id"]
     waiting = commands.resume_run(ledger_config, run_id)
     assert waiting.status == "waiting_approval"

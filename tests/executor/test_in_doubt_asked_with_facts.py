@@ -6,8 +6,6 @@ measure of what it acts on covers nothing)."""
 
 from __future__ import annotations
 
-import multiprocessing
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from aishell.executor.resume import outgrown
 from aishell.plan.model import Plan, Step
 from aishell.state.store import StateStore
 from tests.executor.test_crash_safety import (  # noqa: F401  (fixtures)
-    _run_and_die,
+    killed_at,
     ledger_config,
     ledger_tokens,
     tmp_path,
@@ -31,12 +29,7 @@ def test_a_step_in_doubt_waits_with_its_facts_recorded(ledger_config: Any, home:
         {"type": "ledger"},
         (Step("step_0", "append_ledger_unchecked", {"token": "doubt-0"}),),
     )
-    child = multiprocessing.get_context("fork").Process(
-        target=_run_and_die, args=(home, plan, "during", 0)
-    )
-    child.start()
-    child.join(60)
-    assert child.exitcode == -signal.SIGKILL
+    killed_at(home, plan, "during", 0)
     run_id = commands.list_runs(ledger_config, limit=1)[0]["run_id"]
     waiting = commands.resume_run(ledger_config, run_id)
     assert waiting.steps[0].status == "waiting_approval", waiting.steps[0].error

@@ -75,6 +75,12 @@ HIDING = {
         "",
         "SELECT 1 AS [a -- ]; INSERT INTO audit VALUES (OLD.id);",
     ),
+    # PL/pgSQL's `--` comment ends at a carriage return, as a statement's does.
+    "carriage return": (
+        "postgresql",
+        "",
+        "BEGIN -- a note\rINSERT INTO audit VALUES (OLD.id); RETURN OLD; END",
+    ),
 }
 
 

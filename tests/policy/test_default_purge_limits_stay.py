@@ -53,6 +53,23 @@ def test_a_purge_limit_on_the_purge_replaces_the_defaults_for_it() -> None:
     assert policy.check(facts).personal == ()
 
 
+def test_two_purge_limits_on_the_purge_stop_it_at_the_lesser_share() -> None:
+    """Each limit holds: the purge's stop (max_share, watched batch by batch) is the
+    tightest, whichever is listed first, as a drafted plan's agents' limits are joined."""
+    loose = PurgeLimits(type="purge_limits", min_retention_days=1, max_share=0.9)
+    tight = PurgeLimits(type="purge_limits", min_retention_days=1, max_share=0.2)
+    for order in ((loose, tight), (tight, loose)):
+        assert _policy(*order).purge_limits("delete_old_records") == tight, order
+        facts = StepFacts(
+            tool=PURGE,
+            params={"retention_days": 1},
+            effect={"rows_this_run": 50, "table_rows": 100},
+        )
+        assert _policy(*order).check(facts).personal == (
+            "would delete 50 of 100 rows (50%), over max_share (20%)",
+        )
+
+
 def _rows(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT count(*) FROM app_logs").fetchone()[0])

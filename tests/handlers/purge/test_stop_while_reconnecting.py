@@ -13,14 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from aishell import commands
 from aishell.config.models import load_config
 from aishell.errors import EXIT_DENIED
 from tests.faultproxy import Proxy, server_port, through
 from tests.handlers.purge.test_log_cleanup import fill
 from tests.services import scratch_postgresql
+from tests.targets.test_limits import configure
 
 READ_TIMEOUT = 1
 # Far longer than the bound below: a reconnect that tried the silent server first would
@@ -33,19 +32,6 @@ SLACK = 15
 HANG = 60
 
 
-def _through_proxy(home: Path, url: str, proxy: Proxy) -> None:
-    path = home / "config" / "aishell.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["targets"]["db"] = {
-        "url": through(proxy.port, url),
-        "environment": "test",
-        "read_timeout_seconds": READ_TIMEOUT,
-        "connect_timeout_seconds": CONNECT_TIMEOUT,
-    }
-    data["default_target"] = "db"
-    path.write_text(yaml.safe_dump(data))
-
-
 def test_a_signal_ends_a_purge_on_a_silent_server_without_waiting_to_reconnect(
     home: Path,
 ) -> None:
@@ -53,7 +39,13 @@ def test_a_signal_ends_a_purge_on_a_silent_server_without_waiting_to_reconnect(
         fill(url)
         proxy = Proxy(server_port(url))
         try:
-            _through_proxy(home, url, proxy)
+            configure(
+                home,
+                through(proxy.port, url),
+                load=False,
+                read_timeout_seconds=READ_TIMEOUT,
+                connect_timeout_seconds=CONNECT_TIMEOUT,
+            )
             # The first batch's DELETE never reaches the server; nothing more passes.
             freezer = proxy.freeze_once_held(b"DELETE", wait=HANG)
             child = subprocess.Popen(
