@@ -152,9 +152,15 @@ def report_decision(result: dict[str, Any], as_json: bool) -> None:
         if result["run_status"] in ("denied", "completed_with_denials")
         else f"continue with `aishell resume {result['run_id']}`"
     )
+    # A step only its own approval passes still waits, and `resume` would stop at it.
+    held = [
+        f"step {s['index']} {s['tool']} still waits for its own approval: "
+        f"`aishell approve {result['run_id']} --step {s['index']}`"
+        for s in result.get("still_waiting") or []
+    ]
     click.echo(
         f"{result['decision'].capitalize()}: step(s) {steps} of run {result['run_id']}, "
-        f"by {result['decided_by']}; {then}."
+        f"by {result['decided_by']}; {'; '.join([*held, then])}."
     )
 
 

@@ -82,7 +82,7 @@ def _measured_now(
     found: dict[str, Any] = {"as_of": "now"}
     if subject.get("bytes") is not None:
         found["bytes"] = subject["bytes"]
-    if subject.get("rows") is not None and not subject.get("at_least"):
+    if subject.get("rows") is not None and not subject.get("rows_at_least"):
         found["rows"], found["counted"] = subject["rows"], True
         return found
     if run.catalog is None or table not in run.catalog:  # only a name it holds is quoted

@@ -87,12 +87,30 @@ def run_summary(out: Console, result: RunResult) -> None:
     if result.error:
         out.print(safe_text(result.error, "red"))
     if result.status == "waiting_approval":
-        out.print(
-            f"Approve with `aishell approve {result.run_id}`, then `aishell resume "
-            f"{result.run_id}`; or end the run with `aishell deny {result.run_id}`."
-        )
+        out.print(safe_text(_approve_hint(result)))
     elif result.status == "out_of_window":
         out.print(f"Continue inside the window with `aishell resume {result.run_id}`.")
+
+
+def _approve_hint(result: RunResult) -> str:
+    """The commands that take the run on: a step only a person may pass (a purge over
+    its limits) is approved by its number, which `aishell approve RUN` alone refuses."""
+    run = result.run_id
+    waiting = [s for s in result.steps if s.status == "waiting_approval"]
+    named = [s.index for s in waiting if s.personal]
+    others = len(waiting) > len(named)
+    if not named:
+        approve = f"`aishell approve {run}`"
+    else:
+        each = ", ".join(f"`aishell approve {run} --step {n}`" for n in named)
+        whose = "its" if len(named) == 1 else "each its"
+        approve = f"{each} ({whose} own approval: no flag covers it)"
+        if others:
+            approve += f" and `aishell approve {run}` for the other waiting steps"
+    return (
+        f"Approve with {approve}, then `aishell resume {run}`; or end the run with "
+        f"`aishell deny {run}`."
+    )
 
 
 def _dry_run_steps(out: Console, previewed: list[StepResult]) -> None:
@@ -171,7 +189,10 @@ def approvals_table(out: Console, rows: list[dict[str, Any]]) -> None:
             (row["asked_at"] or "")[:16].replace("T", " "),
         )
     out.print(table)
-    out.print("Decide with `aishell approve RUN_ID` or `aishell deny RUN_ID`.")
+    out.print(
+        "Decide with `aishell approve RUN_ID` (a step only a person may pass, such as a "
+        "purge over its limits: `aishell approve RUN_ID --step STEP`) or `aishell deny RUN_ID`."
+    )
 
 
 def _took(started: str, finished: str | None) -> str:

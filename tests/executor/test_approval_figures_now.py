@@ -21,7 +21,7 @@ from aishell.policy.approvers import ApprovalRequest, Prompting
 from aishell.render.prompt import approval_prompt
 from tests.cli.test_cli import read_until
 from tests.handlers.purge.test_log_cleanup import _database, fill, rows_of
-from tests.helpers import use_target
+from tests.helpers import run_sql, use_target
 from tests.policy.test_approval_facts import at_terminal
 
 ROWS = 3_000
@@ -149,3 +149,42 @@ def _rendered(request: ApprovalRequest) -> str:
     with CliRunner().isolation(input="\n"):
         approval_prompt(Console(file=out, width=300, highlight=False), request)
     return out.getvalue()
+
+
+_MANY = 120_000
+# The rows of a table past the count an approval keeps (executor/covered.py: 100,000).
+_FILL_MANY = {
+    "postgresql": f"INSERT INTO many SELECT g, 'row' FROM generate_series(1, {_MANY}) g",
+    "mysql": f"INSERT INTO many SELECT seq, 'row' FROM seq_1_to_{_MANY}",
+}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_table_past_the_approvals_count_is_shown_with_its_rows_counted_now(
+    home: Path, dialect: str
+) -> None:
+    """The approval's own measure of a large table stops at 100,001 rows ("at least"):
+    the question counts it then, and shows its rows, never that bound as a count."""
+    with _database(dialect, home) as url:
+        run_sql(
+            url, "CREATE TABLE many (id INTEGER PRIMARY KEY, v VARCHAR(8))", _FILL_MANY[dialect]
+        )
+        config = use_target(home, url)
+        asked: list[tuple[ApprovalRequest, str]] = []
+
+        def ask(request: ApprovalRequest) -> str:
+            asked.append((request, _rendered(request)))
+            return "no"
+
+        steps = (
+            Step("step_0", "update_table_statistics", {"table": "many"}),
+            Step("step_1", "optimize_table", {"table": "many", "fragmentation_threshold": 0}),
+        )
+        plan = Plan("maintenance", "db", dialect, {}, steps)
+        commands.apply_plan(config, plan, approver=Prompting(ask), safety_level="strict")
+    by_step = {request.step_id: (request, shown) for request, shown in asked}
+    request, shown = by_step["step_1"]
+    figures = request.estimate["tables"]["many"]
+    assert figures["rows"] == _MANY and figures["counted"] is True, figures
+    assert f"many: {_MANY:,} rows counted now" in shown, shown
+    assert "100,001" not in shown, shown

@@ -20,7 +20,7 @@ from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, pla
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
 from aishell.handlers.purge.reach import read_reach
-from aishell.handlers.purge.share import COUNT_AT_START, pending_stop
+from aishell.handlers.purge.share import COUNT_AT_START, COUNT_LEFT, stop_figures
 from aishell.handlers.sqlite.appcode import refuse_purge_app_code
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
@@ -157,9 +157,10 @@ def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     batch: BatchSql = prepare(params, ctx)["batch"]
     start = _start_reads(ctx, batch)
     if batch.by_range or batch.by_pages:
-        return start + batch.statements(first=False)
+        return start + batch.statements(first=False) + _stop_reads(ctx, batch, params)
     shown = batch.statements(first=True)
-    return start + shown + [sql for sql in batch.statements(first=False) if sql not in shown]
+    rest = [sql for sql in batch.statements(first=False) if sql not in shown]
+    return start + shown + rest + _stop_reads(ctx, batch, params)
 
 
 def _start_reads(ctx: ToolContext, batch: BatchSql) -> list[str]:
@@ -173,6 +174,15 @@ def _start_reads(ctx: ToolContext, batch: BatchSql) -> list[str]:
     if limited and not progress.get("share_passed"):
         reads.append(COUNT_AT_START.format(table=batch.table))
     return reads
+
+
+def _stop_reads(ctx: ToolContext, batch: BatchSql, params: Mapping[str, Any]) -> list[str]:
+    """The read a purge held to max_share sends where it stops at a limit (and, asked
+    again after such a stop, before the question): the rows older than the cutoff left,
+    which the stop's reason, the question and the yes after it are about."""
+    if ctx.max_share is None or ctx.max_share >= 1:
+        return []
+    return [COUNT_LEFT.format(table=batch.table, date_column=ctx.quote(params["date_column"]))]
 
 
 def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -221,10 +231,9 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     if zone is not None:
         estimate["cutoff_zone"] = zone
         ctx.step_cache[cutoffs.ZONE_SHOWN] = zone
-    stopped = pending_stop(ctx.load_progress())
-    if stopped is not None:
-        # It stopped at max_share in an earlier go: going on needs a person's yes.
-        estimate["share_stop"] = stopped
+    # It stopped at max_share in an earlier go: going on needs a person's yes, to the
+    # rows left now.
+    estimate.update(stop_figures(params, ctx, prepared["batch"].table))
     about = "about " if estimated else ""
     if max_rows and older > max_rows:
         estimate["warnings"].append(

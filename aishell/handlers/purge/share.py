@@ -23,10 +23,11 @@ batch whose DELETE still reports more (rows written into its range meanwhile) is
 back before it commits. When no row is allowed and an old row is left, the step stops,
 checkpointed, waiting for `aishell approve RUN --step N`, and counts the rows older than
 the cutoff that are left (up to the rows the table held: COUNT_LEFT), which its reason
-says: that is what a yes after the stop is given for. After that yes the purge goes on
-from its checkpoint for those rows (with the slack any approval has: rows that came in
-meanwhile are a new fact) and stops again, asking, where more old rows are left: rows
-grown old while the run waited, or a count the server refused.
+says: that is what a yes after the stop is given for, unless it is asked about again
+(a resume: fresh_stop counts them again, and the question says those). After that yes
+the purge goes on from its checkpoint for those rows (with the slack any approval has:
+rows that came in meanwhile are a new fact) and stops again, asking, where more old
+rows are left: rows grown old while the run waited, or a count the server refused.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ COUNT_LEFT = (
     "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {date_column} < :cutoff LIMIT :n) "
     "aishell_left"
 )
+# Where a stopped purge's estimate keeps the rows left counted as it is asked about
+# again (fresh_stop): what a yes to that question is given for.
+LEFT_ASKED = "share_left_now"
 # How many more rows than a yes after a stop was given for the purge may delete before
 # it stops again: the slack any approval has (executor/resume.py), for rows written
 # with old dates while it runs; more is a new fact a person has to see.
@@ -275,13 +279,18 @@ def _whole(value: Any) -> int | None:
 
 
 def _approved_left(left: RowsLeft | None, yes: Mapping[str, Any]) -> int:
-    """The rows left a yes after a stop covers: those counted at the stop, which its
-    reason showed (an estimate the question showed beside them is no count, and may be
-    off either way); where the stop could not count them, the rows the yes was given for
-    (`given_for`), else none."""
+    """The rows left a yes after a stop covers: those its question counted, asked again
+    after the stop (fresh_stop, in the estimate it was given for), else those counted at
+    the stop, which its reason showed (an estimate the question showed beside them is no
+    count, and may be off either way); where neither was counted, the rows the yes was
+    given for (`given_for`), else none."""
+    given = yes.get("given_for")
+    effect = given.get("effect") if isinstance(given, Mapping) else None
+    asked = RowsLeft.kept(effect.get(LEFT_ASKED) if isinstance(effect, Mapping) else None)
+    if asked is not None and asked.rows is not None:
+        return asked.rows
     if left is not None and left.rows is not None:
         return left.rows
-    given = yes.get("given_for")
     rows = _whole(given.get("rows")) if isinstance(given, Mapping) else None
     return rows if rows is not None else 0
 
@@ -335,6 +344,52 @@ def stop_at_limit(
         [why],
         {**output, **limit.left_figures(deleted)},
     )
+
+
+def stop_figures(params: Mapping[str, Any], ctx: ToolContext, table_sql: str) -> dict[str, Any]:
+    """What a purge's estimate carries of a stop waiting for a person (none: {}): its
+    reason (`share_stop`), which the policy makes a reason only a person may pass, and
+    the rows left counted as it is asked about again (LEFT_ASKED), which a yes to that
+    question covers."""
+    stopped = fresh_stop(params, ctx, table_sql)
+    if stopped is None:
+        return {}
+    figures: dict[str, Any] = {"share_stop": stopped.reason}
+    if stopped.left is not None:
+        figures[LEFT_ASKED] = stopped.left.to_dict()
+    return figures
+
+
+def fresh_stop(params: Mapping[str, Any], ctx: ToolContext, table_sql: str) -> FreshStop | None:
+    """A stop waiting for a person's yes as it is asked about again (a resume, a preview):
+    its reason with the rows older than the cutoff left counted now, not those counted
+    when it stopped (rows grow old while a run waits, other sessions delete some), read
+    as the stop read them (at most one row past the rows the table held at the start).
+    Where they cannot be counted now, the stop's own figure stays, and says so."""
+    progress = ctx.load_progress() or {}
+    stopped = pending_stop(progress)
+    if stopped is None:
+        return None
+    kept = RowsLeft.kept(progress.get("share_left"))
+    said = f"; {kept.shown}" if kept is not None else ""
+    if not said or not stopped.endswith(said):
+        return FreshStop(stopped, None)  # a stop whose reason names no count of its own
+    start = progress.get("rows_at_start")
+    most = (start if isinstance(start, int) else 0) + 1
+    now = _rows_left(params, ctx, table_sql, most)
+    head = stopped[: -len(said)]
+    if now.rows is None:
+        return FreshStop(f"{head}{said} when it stopped (not counted again: {now.unknown})", None)
+    return FreshStop(f"{head}; {now.shown}", now)
+
+
+@dataclass(frozen=True)
+class FreshStop:
+    """A pending stop's reason as asked about again, and the rows left counted for it
+    (None: not counted again)."""
+
+    reason: str
+    left: RowsLeft | None
 
 
 def pending_stop(progress: Mapping[str, Any] | None) -> str | None:

@@ -332,8 +332,10 @@ def test_a_dry_run_estimates_and_shows_each_batch_statement(logs):
     # At its start it reads the key's ends and counts the rows max_share is of. An
     # integer key is walked in plain key ranges: a batch reads where its first old row
     # is, then deletes from there (and on PostgreSQL reads its transaction's id); all
-    # are shown, and nothing else may write.
-    ends, count_all, look, delete, *own_id = purge.sql
+    # are shown, and nothing else may write. Last, the count of the old rows left that
+    # a stop at max_share sends.
+    ends, count_all, look, delete, *own_id, left = purge.sql
+    assert left.startswith("SELECT count(*) FROM (SELECT 1 FROM ") and ":cutoff" in left, left
     assert ends.startswith("SELECT (SELECT ") and ends.endswith(" DESC LIMIT 1)"), ends
     assert count_all.startswith("SELECT count(*) FROM "), count_all
     assert look.startswith("SELECT ") and look.endswith(" LIMIT 1")

@@ -404,7 +404,12 @@ def test_the_preview_shows_the_statements_the_page_walk_sends(home):
         assert any("pg_current_xact_id" in sql for sql in shown)
         assert 'SELECT "id" FROM "events" WHERE "created_at" < :cutoff LIMIT :n' in shown
         assert (
-            shown[-1] == 'DELETE FROM "events" WHERE "id" = ANY (:keys) AND "created_at" < :cutoff'
+            shown[-2] == 'DELETE FROM "events" WHERE "id" = ANY (:keys) AND "created_at" < :cutoff'
+        )
+        # The count of the old rows left that a stop at max_share sends.
+        assert shown[-1] == (
+            'SELECT count(*) FROM (SELECT 1 FROM "events" WHERE "created_at" < :cutoff '
+            "LIMIT :n) aishell_left"
         )
         result = commands.run_job(config, "log_cleanup", {**job, **SMALL})
         assert result.status == "completed", result.error
