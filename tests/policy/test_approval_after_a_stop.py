@@ -166,10 +166,9 @@ def test_the_purge_itself_holds_to_the_rows_left_a_yes_was_given_for(
     assert _old_rows(pg_url, "held") == 0
 
 
-def test_the_prompt_after_a_stop_shows_what_is_left_and_a_yes_there_finishes(
-    home: Path, pg_url: str
-) -> None:
-    config, run = _stopped_at_the_limit(home, pg_url, "prompted")
+def resumed_with_yes(config: Any, run_id: str) -> tuple[Any, list[tuple[str, ...]]]:
+    """The run resumed with a person saying yes to every question, and the reasons only
+    a person may pass of each question about the purge."""
     asked: list[tuple[str, ...]] = []
 
     def answer(request: Any) -> str:
@@ -177,7 +176,14 @@ def test_the_prompt_after_a_stop_shows_what_is_left_and_a_yes_there_finishes(
             asked.append(request.personal)
         return "yes"
 
-    done = commands.resume_run(config, run.run_id, approver=Prompting(ask=answer))
+    return commands.resume_run(config, run_id, approver=Prompting(ask=answer)), asked
+
+
+def test_the_prompt_after_a_stop_shows_what_is_left_and_a_yes_there_finishes(
+    home: Path, pg_url: str
+) -> None:
+    config, run = _stopped_at_the_limit(home, pg_url, "prompted")
+    done, asked = resumed_with_yes(config, run.run_id)
     assert done.status == "completed", done.error
     assert len(asked) == 1, asked
     assert any("400 rows older than the cutoff are left" in r for r in asked[0]), asked

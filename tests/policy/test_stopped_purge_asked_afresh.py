@@ -16,7 +16,7 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import load_config
 from aishell.plan.model import Plan, Step
-from aishell.policy.approvers import NonInteractive, PreApproved, Prompting
+from aishell.policy.approvers import NonInteractive, PreApproved
 from tests.handlers.purge.test_purge_share_property import (
     PURGE,
     _job,
@@ -27,7 +27,11 @@ from tests.handlers.purge.test_purge_share_property import (
 )
 from tests.handlers.purge.test_purge_shows_what_it_reads import _shape
 from tests.helpers import run_sql
-from tests.policy.test_approval_after_a_stop import _old_rows, _stopped_at_the_limit
+from tests.policy.test_approval_after_a_stop import (
+    _old_rows,
+    _stopped_at_the_limit,
+    resumed_with_yes,
+)
 
 
 def test_the_count_of_what_is_left_at_a_stop_was_shown(home: Path, pg_url: str) -> None:
@@ -50,14 +54,7 @@ def test_a_stopped_purge_asked_again_says_the_old_rows_left_now(home: Path, pg_u
         pg_url,
         "UPDATE left_now SET created_at = localtimestamp - interval '60 days' WHERE id <= 990",
     )
-    asked: list[tuple[str, ...]] = []
-
-    def answer(request: Any) -> str:
-        if request.tool == "delete_old_records":
-            asked.append(request.personal)
-        return "yes"
-
-    done = commands.resume_run(config, run.run_id, approver=Prompting(ask=answer))
+    done, asked = resumed_with_yes(config, run.run_id)
     assert len(asked) == 1, asked  # one question, whose yes covers what it said
     assert any("490 rows older than the cutoff are left" in r for r in asked[0]), asked
     assert not any("400 rows older" in r for r in asked[0]), asked
@@ -96,14 +93,7 @@ def test_mariadb_a_stopped_purge_asked_again_says_the_old_rows_left_now(
         mysql_url,
         "UPDATE skewed SET created_at = NOW() - INTERVAL 60 DAY WHERE MOD(id - 1, 10000) < 5",
     )
-    asked: list[tuple[str, ...]] = []
-
-    def answer(request: Any) -> str:
-        if request.tool == "delete_old_records":
-            asked.append(request.personal)
-        return "yes"
-
-    done = commands.resume_run(config, run.run_id, approver=Prompting(ask=answer))
+    done, asked = resumed_with_yes(config, run.run_id)
     assert len(asked) == 1, asked
     assert any("528 rows older than the cutoff are left" in r for r in asked[0]), asked
     assert done.status == "completed", done.error
