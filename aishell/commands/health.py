@@ -4,6 +4,7 @@ doctor: the files, versions and targets of the home, and what killed runs left b
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ from aishell.commands.readiness import target_readiness
 from aishell.commands.schedules import agent_missing, list_schedules, target_missing
 from aishell.commands.tools import load_catalog
 from aishell.config.agentfiles import MisnamedAgentFile
+from aishell.config.dburl import url_secrets
 from aishell.config.home import config_files, find_home
 from aishell.config.models import Config
 from aishell.config.resources import bundled_catalog_dir
@@ -160,7 +162,12 @@ OPEN_NAMED = 20
 
 def _files_and_plugins(config: Config) -> list[dict[str, Any]]:
     """The home's files and backups more open than they may be; plugins that failed."""
-    return [*open_backups(config), *open_home_files(config), *plugin_problems(config)]
+    return [
+        *open_backups(config),
+        *open_home_files(config),
+        *open_passwords(config),
+        *plugin_problems(config),
+    ]
 
 
 def open_home_files(config: Config) -> list[dict[str, Any]]:
@@ -186,6 +193,36 @@ def open_home_files(config: Config) -> list[dict[str, Any]]:
         if mode is not None and mode & 0o077:
             said = f"{path} is mode {mode:04o}: another user may {harm}"
             problems.append(_home_problem(said, f"chmod 600 {path}"))
+    return problems
+
+
+def open_passwords(config: Config) -> list[dict[str, Any]]:
+    """A config file others may read that holds a password in a database URL (a target's
+    or the state store's, written by hand: `targets add` never writes one): whoever may
+    read the file has the login. The file that holds it is the one its text is in."""
+    secrets: dict[str, list[str]] = {}
+    for key, url in [
+        *((f"targets.{n}.url", t.url) for n, t in config.main.targets.items()),
+        ("state.url", config.main.state.url),
+    ]:
+        found = url_secrets(url)
+        if found:
+            secrets[key] = found
+    problems = []
+    for path in dict.fromkeys(config.files) if secrets else ():
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        keys = [k for k, values in secrets.items() if any(v in text for v in values)]
+        if mode & 0o044 and keys:
+            said = f"{path} is mode {mode:04o} and holds the password of {', '.join(keys)}"
+            fix = (
+                f"chmod 600 {path}, and move the password to password_env, ~/.pgpass, the "
+                "service file or ~/.my.cnf"
+            )
+            problems.append(_home_problem(f"{said}: another user may read it", fix))
     return problems
 
 

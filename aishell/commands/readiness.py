@@ -68,6 +68,13 @@ def target_readiness(config: Config, name: str) -> dict[str, Any]:
             f"start the server, or correct targets.{name}.url in {config.path} (host, port, "
             "user, database) and the password (password_env, ~/.pgpass or an option file)"
         )
+        if handle.sqlite_path is not None:
+            # No server and no password: the file, its folder or its journal, as said.
+            fix = (
+                "do what the problem says of the file, its folder or its journal, or "
+                f"correct targets.{name}.url in {config.path} if {handle.sqlite_path} is "
+                "not the database"
+            )
         problems.append(_problem(name, str(exc), fix))
         return found
     try:

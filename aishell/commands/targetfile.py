@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aishell.config.checks import TAG, check_env_name, check_target_name, check_target_url
+from aishell.config.checks import (
+    TAG,
+    check_env_name,
+    check_one_line,
+    check_target_name,
+    check_target_url,
+)
 from aishell.config.dburl import resolve_url
 from aishell.config.edit import with_target
 from aishell.config.files import validate
@@ -54,6 +60,7 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
         "environment": new.environment,
     }
     _check_password_env(new.password_env)
+    _check_description(new.description)
     path = config.path
     if path.resolve().is_relative_to(bundled_config_dir().resolve()):
         raise ConfigError(
@@ -113,6 +120,14 @@ def _check_password_env(variable: str | None) -> None:
         raise UsageError(
             f"--password-env: {exc}; give the name of the variable that holds the password"
         ) from None
+
+
+def _check_description(description: str) -> None:
+    """--description refused as the option, before the file is read."""
+    try:
+        check_one_line(description)
+    except ValueError as exc:
+        raise UsageError(f"--description: {exc}") from None
 
 
 def _named_as(

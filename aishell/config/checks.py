@@ -95,6 +95,19 @@ def check_target_name(value: str) -> str:
     return value
 
 
+def check_one_line(value: str) -> str:
+    """Text a person reads in a listing, a table or a shell's completion: one line, with
+    no control character (an escape sequence, a bidi override) that would redraw or
+    reorder what is shown around it."""
+    if printable(value) != value:
+        shown = printable(value if len(value) <= 60 else value[:60] + "...")
+        raise ValueError(
+            f"one line of text without control characters (got '{shown}'); write it on "
+            "one line of plain characters"
+        )
+    return value
+
+
 def env_password(variable: str, whose: str, setting: str) -> str:
     """The password a `password_env` names, read when it is used (never at load: the
     variable may be set only for the command that needs it); unset, a ConfigError that
@@ -156,9 +169,34 @@ PG_OPTIONS_REFUSED = (
 
 
 def check_target_url(value: str) -> str:
-    """check_url, and no session settings in a PostgreSQL target's URL."""
+    """check_url, no session settings in a PostgreSQL target's URL, and nothing but a
+    path in a SQLite target's."""
     value = check_url(value)
     parsed = parse_url(value)
     if parsed is not None and parsed.backend == "postgresql" and "options" in parsed.query:
         raise ValueError(PG_OPTIONS_REFUSED)
+    if parsed is not None and parsed.backend == "sqlite":
+        _check_sqlite_url(value, parsed.query, parsed.database or "")
     return value
+
+
+def _check_sqlite_url(value: str, query: dict[str, list[str]], database: str) -> None:
+    """aishell opens a SQLite file itself, by its path: read-write for a run, `mode=ro`
+    for a dry run, with its own busy timeout. So a parameter in the URL (`?mode=ro`,
+    `?immutable=1`, `?cache=shared`, a driver's `?timeout=`) would be ignored, and a
+    person who wrote `mode=ro` would have a target written to; refused, naming it. A
+    SQLite URI filename (`file:...`) is refused too: its path is not the home's."""
+    if "?" in value:  # a '?' in the file's name is written %3F
+        key = next(iter(query), "")
+        shown = printable(repr(key if len(key) <= 40 else key[:40] + "..."))
+        got = f" (got {shown})" if key else ""
+        raise ValueError(
+            f"a SQLite target's URL takes no parameters{got}: aishell opens "
+            "the file itself, read-write for a run and read-only for --dry-run; remove "
+            "everything from the '?' on"
+        )
+    if database.startswith("file:"):
+        raise ValueError(
+            "a SQLite target's URL names its file by path (sqlite:///path.db), not as a "
+            "SQLite URI (file:...)"
+        )

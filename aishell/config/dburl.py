@@ -112,6 +112,21 @@ def parse_url(url: str) -> DatabaseUrl | None:
     )
 
 
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL holds (its password, a secret key's value in its query), each as
+    typed and as unquoted, to find where it is written; [] for none."""
+    found = _URL.match(url)
+    if found is None:
+        return []
+    typed = [found.group("password")] if found.group("password") else []
+    for pair in (found.group("query") or "").split("&"):
+        key, equals, value = pair.partition("=")
+        if equals and value and is_secret_key(unquote_plus(key)):
+            typed.append(value)
+    unquoted = [unquote(v) for v in typed] + [unquote_plus(v) for v in typed]
+    return list(dict.fromkeys(v for v in typed + unquoted if v))
+
+
 def without_password(url: str) -> str:
     """The URL's text with its password's characters replaced by ***: what is kept where
     a password must not be (the listings' cache); every other character as it was, so it

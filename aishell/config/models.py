@@ -17,6 +17,7 @@ from aishell.config.checks import (
     MAX_HOURS,
     check_command,
     check_http_url,
+    check_one_line,
     check_secret_env_name,
     check_tag,
     check_target_name,
@@ -103,6 +104,7 @@ class TargetConfig(_Strict):
 
     _url = field_validator("url")(check_target_url)
     _password_env = field_validator("password_env")(check_secret_env_name)
+    _description = field_validator("description")(check_one_line)
 
 
 class RunDefaults(_Strict):

@@ -36,6 +36,7 @@ from aishell.targets.logins import Login, resolve_login
 from aishell.targets.ownsessions import keep_track
 from aishell.targets.searchpath import NATIVE_HSTORE, pin_search_path
 from aishell.targets.servermessage import server_message
+from aishell.targets.sqlitefiles import SQLITE_HELD, WalFiles, held_by, name_holders, open_problem
 from aishell.terminal import printable
 
 if TYPE_CHECKING:
@@ -134,13 +135,19 @@ class Target:
                 # would keep every run, a scheduled one too, away for minutes).
                 raise TargetLocked(
                     f"Target '{self.name}' is locked: another connection held its database "
-                    f"file past busy_timeout_ms ({self.config.busy_timeout_ms} ms); try "
-                    "again once it is released"
+                    f"file {self._held()}; try again once it is released"
                 ) from None
             raise TargetUnreachable(
                 f"Cannot connect to target '{self.name}': {_connect_failure(self, exc)}"
             ) from None
         return conn
+
+    def _held(self) -> str:
+        """The held SQLite file, the setting that bounded the wait, and its holders."""
+        path = self.sqlite_path
+        assert path is not None
+        setting = f"targets.{self.name}.busy_timeout_ms"
+        return f"{path} past {setting} ({self.config.busy_timeout_ms} ms): {held_by(path)}"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -349,6 +356,9 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
     """Why a connection failed, in one line; a timeout names the setting that holds it,
     a refused login where its password came from (a file ignored for its mode too)."""
     orig = exc.orig
+    if target.sqlite_path is not None:
+        why = open_problem(target.sqlite_path, exc)
+        return server_message(exc) + (f": {why}" if why else "")
     timed_out = (orig is not None and pymysql_timed_out(orig)) or "timeout expired" in str(orig)
     if not timed_out:
         said = server_message(exc)
@@ -368,24 +378,7 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
 
 
 def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_only: bool) -> Target:
-    if not database or database == ":memory:":
-        raise ConfigError(f"Target '{name}': a SQLite target needs a file path")
-    if "\x00" in database:
-        raise ConfigError(f"Target '{name}': its SQLite path holds a NUL character")
-    path = Path(database)
-    try:
-        os.fsencode(path.resolve()).decode("utf-8")
-    except UnicodeDecodeError:
-        # SQLite reports a file's path as UTF-8 text (the database's identity, attached
-        # files); a path of other bytes cannot be read back.
-        shown = os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
-        raise ConfigError(
-            f"Target '{name}': the path {printable(shown)} is not valid UTF-8; "
-            "SQLite names files in UTF-8, so rename the file or its folder"
-        ) from None
-    if not path.is_file():
-        hint = "; create it with `aishell demo`" if name == "demo" else ""
-        raise TargetError(f"Target '{name}': database file {path} does not exist{hint}")
+    path = _sqlite_file(name, database)
     # mode=ro makes a dry run read-only in the SQLite library itself; mode=rw refuses
     # to create a new, empty database where a file was expected.
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
@@ -412,6 +405,8 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
                 cursor.execute("PRAGMA query_only = ON")
                 cursor.close()
 
+        setting = f"targets.{name}.busy_timeout_ms"
+        name_holders(engine, path.resolve(), setting, target.busy_timeout_ms)
         return engine
 
     engine = sqlite_engine()
@@ -429,68 +424,30 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
     )
 
 
-@dataclass
-class WalFiles:
-    """The -wal and -shm files beside a SQLite database in WAL mode, which a read-only
-    connection makes when they are missing: SQLite cannot read a WAL database without
-    them (short of immutable=1, which reads wrong pages while another process writes,
-    or a folder it cannot write to), and, read-only, cannot remove them when it closes
-    as a last connection otherwise does. Files made by aishell's user beside another
-    user's database can keep that user's application from opening it.
-
-    So the files missing when a read-only target opens are removed when it closes, by
-    SQLite itself: a connection that may write (and sends nothing but a read) is opened
-    and closed, and SQLite's close of a last connection removes them, only when it gets
-    the database's exclusive lock, that is when no other connection in any process has
-    the database open (nor one of this process). A WAL that holds anything was written
-    by another connection since: then the files are that connection's, and stay."""
-
-    path: Path
-    busy_seconds: float
-    missing_at_open: bool
-
-    @classmethod
-    def noted(cls, path: Path, busy_seconds: float) -> WalFiles:
-        return cls(path, busy_seconds, not any(f.exists() for f in cls._files(path)))
-
-    @staticmethod
-    def _files(path: Path) -> tuple[Path, Path]:
-        return Path(f"{path}-wal"), Path(f"{path}-shm")
-
-    def remove_made(self) -> None:
-        """Remove the files if this target's reads made them and nobody uses them."""
-        if not self.missing_at_open:
-            return
-        wal, _shm = self._files(self.path)
-        try:
-            if wal.stat().st_size != 0:
-                return
-        except OSError:  # none made (not a WAL database), or already removed
-            return
-        import sqlite3
-
-        try:
-            last = sqlite3.connect(
-                f"{self.path.as_uri()}?mode=rw", uri=True, timeout=self.busy_seconds
-            )
-        except sqlite3.Error:
-            return
-        try:
-            last.execute("PRAGMA query_only = ON")
-            # A read opens the WAL, so that the close ends it; an empty WAL copies
-            # nothing into the database.
-            last.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-        except sqlite3.Error:
-            pass
-        finally:
-            last.close()
-
-
-# SQLite's result codes for a file another connection holds: SQLITE_BUSY, SQLITE_LOCKED.
-_SQLITE_HELD = (5, 6)
+def _sqlite_file(name: str, database: str | None) -> Path:
+    """A SQLite target's file as its URL names it: a path SQLite can name, and there."""
+    if not database or database == ":memory:":
+        raise ConfigError(f"Target '{name}': a SQLite target needs a file path")
+    if "\x00" in database:
+        raise ConfigError(f"Target '{name}': its SQLite path holds a NUL character")
+    path = Path(database)
+    try:
+        os.fsencode(path.resolve()).decode("utf-8")
+    except UnicodeDecodeError:
+        # SQLite reports a file's path as UTF-8 text (the database's identity, attached
+        # files); a path of other bytes cannot be read back.
+        shown = os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
+        raise ConfigError(
+            f"Target '{name}': the path {printable(shown)} is not valid UTF-8; "
+            "SQLite names files in UTF-8, so rename the file or its folder"
+        ) from None
+    if not path.is_file():
+        hint = "; create it with `aishell demo`" if name == "demo" else ""
+        raise TargetError(f"Target '{name}': database file {path} does not exist{hint}")
+    return path
 
 
 def _file_held(target: Target, exc: DBAPIError) -> bool:
     return target.dialect == "sqlite" and getattr(exc.orig, "sqlite_errorcode", None) in (
-        _SQLITE_HELD
+        SQLITE_HELD
     )

@@ -67,8 +67,9 @@ class Login:
     database: str | None
     password: str | None = field(repr=False)
     # Where the password came from: "URL", "password_env NAME", "~/.my.cnf [client]",
-    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass", or "none"; for MySQL, the
-    # mode of an ignored ~/.my.cnf follows in brackets ("none (~/.my.cnf is mode ...)").
+    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass", or "none"; the mode of an
+    # ignored ~/.my.cnf or password file follows in brackets ("none (~/.my.cnf is mode
+    # ...)").
     password_from: str = "none"
     # A PostgreSQL service's name and its other keywords (sslmode, ...), or {}.
     service: str | None = None
@@ -312,8 +313,11 @@ def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
         )
         passfile = Path(service.get("passfile") or env.get("PGPASSFILE") or PGPASS).expanduser()
         found = pgpass_lookup(passfile, host, port, database or user, user)
+        named = shown if shown == PGPASS else f"{shown} {passfile}"
         if found is not None:
-            password, source = found, shown if shown == PGPASS else f"{shown} {passfile}"
+            password, source = found, named
+        else:
+            source += _pgpass_ignored(passfile, named)
     settings = {k: v for k, v in service.items() if k not in _PG_LOGIN_KEYS}
     return Login("postgresql", user, host, port, database, password, source, service_name, settings)
 
@@ -350,6 +354,21 @@ def _service_in(path: Path, service: str) -> dict[str, str] | None:
             key, _, value = line.partition("=")
             found[key.strip()] = value
     return found
+
+
+def _pgpass_ignored(path: Path, named: str) -> str:
+    """The note that follows "none" where the password file is there but libpq ignores it
+    for its mode (else ""): without it, a login with no password would not say why."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return ""
+    if not stat.S_ISREG(mode) or not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return ""
+    return (
+        f" ({named} is mode {stat.S_IMODE(mode):04o}, which others may use: ignored, as "
+        f"libpq ignores it; chmod 600 {path})"
+    )
 
 
 def pgpass_lookup(

@@ -70,7 +70,7 @@ def test_postgresql_options_elsewhere_in_the_url_are_not_taken_for_options(
     path = home / CONFIG
     data = yaml.safe_load(path.read_text())
     data["targets"]["shop"] = {"url": f"{pg_url}?application_name=options"}
-    data["targets"]["file"] = {"url": "sqlite:///x.db?options=whatever"}
+    data["targets"]["file"] = {"url": "mysql://app@db2/orders?options=whatever"}
     path.write_text(yaml.safe_dump(data))
     assert set(load_config(home=home).main.targets) >= {"shop", "file"}
 

@@ -234,7 +234,8 @@ def test_a_world_readable_pgpass_is_ignored_as_libpq_ignores_it(pg_url, home, us
     pgpass.chmod(0o644)
     handle = open_target(use_target(home, pg_url), "db")
     try:
-        assert handle.login is not None and handle.login.password_from == "none"
+        assert handle.login is not None and handle.login.password is None
+        assert handle.login.password_from.startswith("none (~/.pgpass is mode 0644, ")
     finally:
         handle.close()
 
