@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from aishell.cli.repeats import refuse_repeats
 from aishell.errors import EXIT_DENIED, EXIT_FAILED, AishellError
 from aishell.terminal import printable
 
@@ -63,11 +64,11 @@ class AishellGroup(click.Group):
     "message", "exit_code"}}, the code a stable name of the kind of error."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        super().add_command(refuse_empty(cmd), name)
+        super().add_command(refuse_repeats(refuse_empty(cmd)), name)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         found = super().get_command(ctx, cmd_name)
-        return None if found is None else refuse_empty(found)
+        return None if found is None else refuse_repeats(refuse_empty(found))
 
     def make_context(
         self,
