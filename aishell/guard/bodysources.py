@@ -42,6 +42,17 @@ PG_EVENTS = {"INSERT": (4, "3"), "DELETE": (8, "4"), "UPDATE": (16, "2"), "TRUNC
 # What a function runs: its source; for a SQL function written BEGIN ATOMIC ... END, whose
 # body the server keeps parsed (its prosrc empty), its definition.
 PG_FUNCTION_TEXT = "coalesce(NULLIF({f}.prosrc, ''), pg_catalog.pg_get_functiondef({f}.oid))"
+# Whether function {p}'s name stands in the text {src}: as one of its words, written or
+# folded to lower case as an unquoted name is; or, a name the split into words would
+# break (a quoted one may hold any character, an unquoted one U+00A0 or $, each of which
+# the split's \W takes for a gap), anywhere in it.
+PG_NAMED_IN = (
+    "({p}.proname = ANY (CAST(pg_catalog.regexp_split_to_array({src} || ' ' || "
+    "pg_catalog.lower({src}), '\\W+') AS pg_catalog.name[])) "
+    "OR ({p}.proname OPERATOR(pg_catalog.~) '\\W' "
+    "AND (pg_catalog.strpos({src}, {p}.proname) OPERATOR(pg_catalog.>) 0 "
+    "OR pg_catalog.strpos(pg_catalog.lower({src}), {p}.proname) OPERATOR(pg_catalog.>) 0)))"
+)
 # Each body the write runs, with what runs it, its function, its language, and whether it
 # is an installed extension's declared IMMUTABLE or STABLE: its triggers' functions and its
 # rules' actions, then every function of the database's whose name is a word of a body.
@@ -65,14 +76,20 @@ _PG_BODIES = (
     "pg_catalog.pg_get_ruledef(r.oid), NULL, NULL, NULL, 'sql', false FROM pg_catalog.pg_rewrite r "
     f"WHERE r.ev_class = {PG_TABLE} AND r.ev_type = :ev AND r.ev_enabled <> 'D' "
     f"UNION SELECT b.who, {_PG_CODE} "
-    "FROM aishell_body b JOIN pg_catalog.pg_proc p "
-    "ON p.proname = ANY (CAST(pg_catalog.regexp_split_to_array(b.src || ' ' || "
-    "pg_catalog.lower(b.src), '\\W+') AS pg_catalog.name[])) "
+    f"FROM aishell_body b JOIN pg_catalog.pg_proc p ON {PG_NAMED_IN.format(src='b.src', p='p')} "
     "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
     "SELECT who, src, fn, fn_schema, fn_name, lang, extension_reads FROM aishell_body "
     "ORDER BY 1, 2, 3"
 )
+
+
+def _in_body(name: str, body: str) -> str:
+    """Whether the name stands in the body: anywhere in it, as the body writes it (a
+    backtick in a name is doubled there, the only way to write one)."""
+    return f"LOCATE(REPLACE({name}, '`', '``'), {body}) > 0"
+
+
 # The triggers of the table's event, and the routines they run (the recursion holds the
 # routines' keys only), each with its body (NULL: one the role may not read) and the
 # sql_mode it was made under, which decides where its strings end.
@@ -83,15 +100,17 @@ _MYSQL_BODIES = (
     "AND EVENT_MANIPULATION = :event), "
     "aishell_runs(trig, tab, s, n, k) AS (SELECT t.TRIGGER_NAME, t.EVENT_OBJECT_TABLE, "
     "r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE FROM aishell_trigger t "
-    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, t.ACTION_STATEMENT) > 0 "
+    "JOIN information_schema.ROUTINES r "
+    f"ON {_in_body('r.ROUTINE_NAME', 't.ACTION_STATEMENT')} "
     "AND (r.ROUTINE_SCHEMA = t.EVENT_OBJECT_SCHEMA "
-    "OR LOCATE(r.ROUTINE_SCHEMA, t.ACTION_STATEMENT) > 0) "
+    f"OR {_in_body('r.ROUTINE_SCHEMA', 't.ACTION_STATEMENT')}) "
     "UNION SELECT a.trig, a.tab, r.ROUTINE_SCHEMA, r.ROUTINE_NAME, r.ROUTINE_TYPE "
     "FROM aishell_runs a JOIN information_schema.ROUTINES c ON c.ROUTINE_SCHEMA = a.s "
     "AND c.ROUTINE_NAME = a.n AND c.ROUTINE_TYPE = a.k "
-    "JOIN information_schema.ROUTINES r ON LOCATE(r.ROUTINE_NAME, c.ROUTINE_DEFINITION) > 0 "
+    "JOIN information_schema.ROUTINES r "
+    f"ON {_in_body('r.ROUTINE_NAME', 'c.ROUTINE_DEFINITION')} "
     "AND (r.ROUTINE_SCHEMA = c.ROUTINE_SCHEMA "
-    "OR LOCATE(r.ROUTINE_SCHEMA, c.ROUTINE_DEFINITION) > 0)) "
+    f"OR {_in_body('r.ROUTINE_SCHEMA', 'c.ROUTINE_DEFINITION')})) "
     "SELECT CONCAT('trigger ', TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE), ACTION_STATEMENT, "
     "SQL_MODE "
     "FROM aishell_trigger UNION ALL SELECT CONCAT(LOWER(a.k), ' ', a.s, '.', a.n, "

@@ -30,7 +30,7 @@ from aishell.guard.calls import (
     writing_calls,
 )
 from aishell.guard.hidden import HiddenWriters, hidden_writers
-from aishell.guard.lex import bind_outside_code
+from aishell.guard.lex import placed_bind
 from aishell.guard.statements import (
     READS,
     Classification,
@@ -118,7 +118,7 @@ class Guard:
             self._read_write_again(cursor, dialect)
         if statement in self.memory.reads:
             return self._read(statement, cursor, dialect, paramstyle)
-        placed = _placed_bind(statement, dialect, paramstyle)
+        placed = placed_bind(statement, dialect, paramstyle)
         if placed is not None:
             # Whatever the step may do: the server would run the value as SQL.
             reason = (
@@ -128,6 +128,11 @@ class Guard:
             return reason, Classification(True, RiskLevel.CRITICAL, reason)
         sql = driver_to_text(statement, paramstyle)
         found = classify(sql, dialect)
+        if found.misread and self.writes:
+            # Its shape and approval were the parser's reading, not what the server runs.
+            unread = f"the server would not run it as the parser read it ({found.reason})"
+            found = Classification(True, RiskLevel.CRITICAL, unread, misread=True)
+            return f"{self.label} may not send it: {unread}", found
         if not found.writes and dialect in ("postgresql", "mysql"):
             writing = self._writing_calls(sql, dialect, cursor)
             if writing:
@@ -488,12 +493,3 @@ def guarded(conn: Connection, guard: Guard) -> Iterator[None]:
         event.remove(conn, "before_cursor_execute", before)
         event.remove(conn, "after_cursor_execute", after)
     guard.raise_if_refused()
-
-
-def _placed_bind(statement: str, dialect: str, paramstyle: str) -> str | None:
-    """A parameter inside a literal or comment (lex.bind_outside_code) of a statement a
-    pyformat or format driver takes: PyMySQL writes the value into the text there, and
-    psycopg sends a $n the server reads as text; SQLite's driver binds its own."""
-    if paramstyle not in ("pyformat", "format"):
-        return None
-    return bind_outside_code(statement, family(dialect), driver=True)

@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 from sqlalchemy.engine import Connection
 
+from aishell.guard.lex import without_comments
 from aishell.guard.pgcode import pg_extension_code
-from aishell.guard.statements import without_leading_comments
 from aishell.sqltext import text
 
 _DDL = re.compile(
@@ -80,7 +80,8 @@ def fired_event_triggers(conn: Connection, statements: Iterable[str]) -> list[Fi
     reindex_fires = (getattr(conn.dialect, "server_version_info", None) or (0,)) >= (17,)
     commands = []
     for sql in statements:
-        sql = without_leading_comments(sql)
+        # Comments as PostgreSQL ends them (nested ones whole), wherever they stand.
+        sql = without_comments(sql, "postgresql")
         match = _DDL.match(sql)
         if match and (reindex_fires or not match["reindex"]):
             commands.append(_header(sql))

@@ -22,7 +22,7 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import TokenType
 
-from aishell.dialects import NAME_CHAR, NAME_START, NAME_TAG_CHAR
+from aishell.dialects import NAME_CHAR, NAME_START, NAME_TAG_CHAR, family
 
 # The token types the parser gives a literal (a string or a quoted identifier).
 _LITERAL_TOKENS = frozenset(
@@ -278,6 +278,15 @@ def bind_outside_code(sql: str, dialect: str, driver: bool = False) -> str | Non
             if any(start <= at < end for start, end in spans):
                 return mark
     return None
+
+
+def placed_bind(statement: str, dialect: str, paramstyle: str) -> str | None:
+    """A parameter inside a literal or comment (bind_outside_code) of a statement a
+    pyformat or format driver takes: PyMySQL writes the value into the text there, and
+    psycopg sends a $n the server reads as text; SQLite's driver binds its own."""
+    if paramstyle not in ("pyformat", "format"):
+        return None
+    return bind_outside_code(statement, family(dialect), driver=True)
 
 
 def code_only(sql: str, dialect: str) -> str | None:

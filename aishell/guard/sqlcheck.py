@@ -77,6 +77,9 @@ _READ_COMMANDS = {
 _EXPRESSION_CLAUSE = re.compile(r"\bWHERE\b", re.IGNORECASE)
 # A MySQL/MariaDB SELECT that writes a file on the server.
 _MYSQL_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
+# A LOAD that reads a file (MySQL's LOAD DATA and LOAD XML INFILE, the server's or the
+# client's) or loads a library (PostgreSQL's LOAD); MySQL's LOAD INDEX INTO CACHE does not.
+_LOADS = re.compile(r"\s*LOAD\b(?!\s+INDEX\b)", re.IGNORECASE)
 # MariaDB's sequence words that write, read as a column of the sequence: under sql_mode
 # ORACLE (a server's global setting too) `s.nextval` is NEXT VALUE FOR s. The parser takes
 # it for a column; `s.currval` (and `s.lastval`) only read the value last handed out.
@@ -212,6 +215,8 @@ def reaching_call(sql: str, dialect: str) -> str | None:
     server writes), by its words alone; None when it does not seem to."""
     if dialect == "mysql" and _MYSQL_INTO_FILE.search(sql):
         return "it writes a file on the server (INTO OUTFILE or DUMPFILE)"
+    if _LOADS.match(sql):
+        return "it loads a file or a library (LOAD), which reaches beyond its own session"
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", sql)}
     reaching = sorted(words & REACHING_FUNCTIONS)
     return f"it calls {reaching[0]}(), {REACHES}" if reaching else None

@@ -40,8 +40,6 @@ _COMMAND_RISK: dict[str, RiskLevel] = {
     "LOAD": RiskLevel.HIGH,
 }
 _TRANSACTION_CONTROL = (exp.Commit, exp.Rollback, exp.Transaction)
-# A line comment's end on any engine: PostgreSQL's at either, the others' at a line feed.
-_LINE_END = re.compile(r"[\n\r]")
 _TRANSACTION_WORDS = re.compile(
     r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK|END|SAVEPOINT|RELEASE|ABORT)\b",
     re.IGNORECASE,
@@ -59,6 +57,9 @@ class Classification:
     # plain VACUUM, OPTIMIZE TABLE): a crash while it runs needs no record that it was
     # sent, since running it again is the whole recovery.
     repeatable: bool = False
+    # The server would read the text otherwise than the parser did (lex.disagreement):
+    # what it runs is not what was judged, so no approval or shape lets it through.
+    misread: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"writes": self.writes, "risk": self.risk.value, "reason": self.reason}
@@ -164,7 +165,7 @@ def classify(sql: str, dialect: str) -> Classification:
     unseen = disagreement(sql, dialect)
     if unseen is not None:
         # What the server would run is not what the parser read: judge none of it.
-        return Classification(True, RiskLevel.HIGH, unseen)
+        return Classification(True, RiskLevel.HIGH, unseen, misread=True)
     code = without_comments(sql, dialect)
     if not code.strip():
         return READS
@@ -236,28 +237,17 @@ def _repeatable(node: exp.Expression, sql: str) -> bool:
     return False
 
 
-def without_leading_comments(sql: str, dialect: str | None = None) -> str:
+def without_leading_comments(sql: str, dialect: str) -> str:
     """The statement from its first word: comments before it hide nothing. Where each
-    ends is `dialect`'s server's rule (lex.py); without one, a `--` comment ends at the
-    first line feed or carriage return, as early as any server ends it, so that what a
-    server runs is never taken for a comment."""
-    if dialect is not None:
-        reading = read(sql, dialect)
-        start = 0
-        for begin, end in reading.comments:
-            if sql[start:begin].strip():
-                break
-            start = end
-        return sql[start:].lstrip()
-    rest = sql.lstrip()
-    while rest.startswith(("--", "/*")):
-        if rest.startswith("--"):
-            found = _LINE_END.search(rest)
-            rest = "" if found is None else rest[found.end() :].lstrip()
-        else:
-            end = rest.find("*/")
-            rest = "" if end < 0 else rest[end + 2 :].lstrip()
-    return rest
+    ends is `dialect`'s server's rule (lex.py: MariaDB's `#`, PostgreSQL's nested
+    `/* */` and its `--` ended at a carriage return), never a guess that fits none."""
+    reading = read(sql, dialect)
+    start = 0
+    for begin, end in reading.comments:
+        if sql[start:begin].strip():
+            break
+        start = end
+    return sql[start:].lstrip()
 
 
 # A pragma's name as SQLite reads it: after its schema (`main.`, spaced or quoted), up to
@@ -268,11 +258,15 @@ _PRAGMA_NAME = re.compile(r"PRAGMA\s+(?:[\"`\[]?\w+[\"`\]]?\s*\.\s*)?[\"`\[]?(\w
 def _pragma_risk(sql: str) -> RiskLevel:
     """A pragma that sets: writable_schema makes sqlite_master a table that DELETE and
     UPDATE change (dropping a table, rewriting a view) past the risk their DDL would
-    carry, so it is as critical as DROP TABLE; optimize and analysis_limit gather
-    statistics; the rest change the file's or session's settings."""
-    found = _PRAGMA_NAME.search(sql)
+    carry, and schema_version set back leaves other connections on a stale schema that
+    corrupts the file, so each is as critical as DROP TABLE; optimize and
+    analysis_limit gather statistics; the rest change the file's or session's settings.
+    Its name is read past any comment, as SQLite reads it (PRAGMA/**/writable_schema)."""
+    code = without_comments(sql, "sqlite")
+    found = _PRAGMA_NAME.search(code)
     name = found.group(1).lower() if found else ""
-    if name == "writable_schema":
+    sets = found is not None and code[found.end() :].lstrip()[:1] in ("=", "(")
+    if name == "writable_schema" or (name == "schema_version" and sets):
         return RiskLevel.CRITICAL
     return RiskLevel.LOW if name in ("optimize", "analysis_limit") else RiskLevel.MEDIUM
 
@@ -294,13 +288,15 @@ def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:
             # EXPLAIN ANALYZE runs the statement it explains.
             return RiskLevel.HIGH
         if word == "COPY":
-            return RiskLevel.CRITICAL if "PROGRAM" in rest else RiskLevel.HIGH
+            return RiskLevel.CRITICAL  # one the parser cannot read may name a file
         return _COMMAND_RISK.get(word, RiskLevel.HIGH)
     if isinstance(node, exp.Copy):
-        return RiskLevel.CRITICAL if "PROGRAM" in sql.upper() else RiskLevel.HIGH
+        return _copy_risk(node)
     if isinstance(node, exp.Analyze):
         return RiskLevel.LOW
-    if isinstance(node, exp.TruncateTable):
+    if isinstance(node, exp.TruncateTable | exp.Attach) or _schema_table(node):
+        # ATTACH opens (or makes) any file the process may at a path the SQL names: another
+        # database of the machine, aishell's own store, as the server's files are reached.
         return RiskLevel.CRITICAL
     if isinstance(node, exp.Drop):
         kind = str(node.args.get("kind") or "").upper()
@@ -308,11 +304,10 @@ def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:
     if isinstance(node, exp.Grant | exp.Revoke) or type(node).__name__ in ("Grant", "Revoke"):
         return RiskLevel.CRITICAL
     if isinstance(node, exp.Alter):
-        # ALTER TABLE t FORCE rebuilds the table as it is; anything else changes it.
-        rebuild = re.search(r"\bFORCE\b", sql, re.IGNORECASE) and not re.search(
-            r"\b(DROP|ADD|MODIFY|CHANGE|RENAME|ALTER\s+COLUMN)\b", sql, re.IGNORECASE
-        )
-        return RiskLevel.MEDIUM if rebuild else RiskLevel.HIGH
+        # ALTER TABLE t FORCE (its algorithm and lock at most) rebuilds the table as it
+        # is; anything beside FORCE changes it (ENGINE=MRG_MyISAM empties it), whatever
+        # words a comment holds.
+        return RiskLevel.MEDIUM if _repeatable(node, sql) else RiskLevel.HIGH
     if isinstance(node, exp.Create):
         kind = str(node.args.get("kind") or "").upper()
         return RiskLevel.MEDIUM if kind in ("INDEX", "TABLE") else RiskLevel.HIGH
@@ -335,6 +330,37 @@ def _risk_of(node: exp.Expression, sql: str) -> RiskLevel:
         ]
         return max(inner, key=lambda r: r.rank) if inner else RiskLevel.MEDIUM
     return RiskLevel.HIGH
+
+
+def _copy_risk(node: exp.Copy) -> RiskLevel:
+    """COPY to or from the client (STDIN, STDOUT, unquoted: quoted, each is a file of that
+    name) is high; to or from a server file, or a PROGRAM, it reaches the server's files
+    (its own configuration among them) or commands: critical."""
+    files = node.args.get("files") or []
+    streams = [
+        f
+        for f in files
+        if isinstance(f, exp.Identifier) and not f.quoted and f.name.upper() in ("STDIN", "STDOUT")
+    ]
+    return RiskLevel.HIGH if files and len(streams) == len(files) else RiskLevel.CRITICAL
+
+
+# SQLite's table of the schema, by each of its names: a write of it (with writable_schema
+# on, which may have been set by an earlier statement of the session) drops or rewrites
+# tables past what DROP TABLE's own risk would say.
+_SCHEMA_TABLES = frozenset(
+    {"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"}
+)
+
+
+def _schema_table(node: exp.Expression) -> bool:
+    """Whether `node` is a row write of SQLite's schema table."""
+    if not isinstance(node, exp.Delete | exp.Update | exp.Insert):
+        return False
+    target = node.this
+    if isinstance(target, exp.Schema):  # INSERT INTO t (columns)
+        target = target.this
+    return isinstance(target, exp.Table) and target.name.lower() in _SCHEMA_TABLES
 
 
 def highest(risks: list[RiskLevel]) -> RiskLevel:

@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from aishell.guard.statements import without_leading_comments
+from aishell.dialects import family
+from aishell.guard.lex import without_comments
 
 
 class Action(NamedTuple):
@@ -99,8 +100,11 @@ def maintenance_actions(statements: Iterable[str], dialect: str) -> Iterator[Act
     """What each maintenance statement does to its tables: ANALYZE (ANALYZE, VACUUM's
     ANALYZE option, MySQL's OPTIMIZE), REBUILD (REINDEX, VACUUM FULL, CLUSTER,
     OPTIMIZE, REPAIR), ALTER (ALTER TABLE); table None for every table."""
+    engine = family(dialect)
     for sql in statements:
-        sql = without_leading_comments(sql)
+        # Its comments where the server ends them (MariaDB's `#` too), wherever they
+        # stand: none hides a verb or a name from the words read below.
+        sql = without_comments(sql, engine)
         match = _VERB.match(sql)
         if match is None:
             continue

@@ -127,9 +127,6 @@ def test_postgresql_runs_what_follows_a_carriage_return_in_a_comment(
 
 def test_transaction_control_after_a_comment_is_found_by_the_servers_rule() -> None:
     assert classify("-- c\rCOMMIT", "postgresql").reason == "transaction control inside a step"
-    # Without an engine named, a comment ends at the first end of a line any server ends
-    # it at: what a server may run is read as the statement, never lost in a comment.
-    assert without_leading_comments("-- c\rDROP TABLE t") == "DROP TABLE t"
     assert without_leading_comments("-- c\rDROP TABLE t", "postgresql") == "DROP TABLE t"
     assert without_leading_comments("-- c\rDROP TABLE t\nSELECT 1", "mysql") == "SELECT 1"
 
