@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
 from aishell.agents.backup import BackupAgent
 from aishell.commands.breaker import circuit_breaker
 from aishell.commands.starting import start_run
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
+from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.errors import PlanError, UsageError
 from aishell.executor import Observer, RunResult
@@ -134,6 +138,7 @@ def _database_for(config: Config, name: str, backup_id: int, create: bool) -> No
     how to make it."""
     from aishell.targets.creation import create_database, missing_database
 
+    _names_a_database(config, name)
     missing = missing_database(config, name)
     if missing is None:
         return
@@ -142,4 +147,44 @@ def _database_for(config: Config, name: str, backup_id: int, create: bool) -> No
             f"Target '{name}': its database {missing} does not exist; "
             f"`aishell restore {backup_id} --to {name} --create` makes it, empty, first"
         )
-    create_database(config, name)
+    try:
+        create_database(config, name)
+    except DBAPIError as exc:
+        said = str(exc.orig or exc).strip().splitlines()
+        denied = _denied(exc)
+        how = f"; {denied}, or make it empty yourself and restore without --create"
+        raise UsageError(
+            f"Target '{name}': its database {missing} cannot be made"
+            + (f" ({said[0]})" if said else "")
+            + (how if denied else "")
+        ) from None
+
+
+def _names_a_database(config: Config, name: str) -> None:
+    """A server target restored into must name its database (its URL, or the service
+    file it reads): one that names none would log in to the server's default one, not
+    a database anyone chose to overwrite."""
+    from aishell.targets.engines import open_server
+
+    url = make_url(resolve_url(config.target(name)[1].url, config.home))
+    if url.get_backend_name() == "sqlite":
+        return
+    server, database = open_server(config, name)
+    server.close()
+    if not database:
+        raise UsageError(
+            f"Target '{name}' names no database, and a restore writes into the one it "
+            "names; give its URL a database (.../NAME) or its service a dbname"
+        )
+
+
+def _denied(exc: DBAPIError) -> str | None:
+    """The privilege a refused CREATE DATABASE lacks, and what grants it; None when the
+    server refused it for another reason."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "42501":
+        return "the target's role needs CREATEDB (ALTER ROLE ... CREATEDB)"
+    code = orig.args[0] if orig is not None and orig.args else None
+    if code in (1044, 1227):
+        return "the target's login needs CREATE on that database (GRANT CREATE ON `db`.* TO ...)"
+    return None

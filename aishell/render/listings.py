@@ -47,12 +47,10 @@ def backups_table(
         else:
             out.print(safe_text(f"{target}: no backup proven restorable", "red"))
     table = Table()
-    for column in ("id", "target", "kind", "taken (UTC)", "host", "size", "verified", "file"):
+    columns = ("id", "target", "kind", "taken (UTC)", "host", "size", "verified", "file", "path")
+    for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))
     for row in rows:
-        verified = safe_text((row["verified_at"] or "")[:16].replace("T", " ")) or Text(
-            "no", style="red"
-        )
         table.add_row(
             str(row["id"]),
             safe_text(row["target"]),
@@ -60,10 +58,27 @@ def backups_table(
             row["created_at"][:16].replace("T", " "),
             safe_text(row.get("host") or "?"),
             human_size(row["size_bytes"]),
-            verified,
+            _verified_cell(row),
+            _file_cell(row.get("file")),
             safe_text(row["path"]),
         )
     out.print(table)
+
+
+def _verified_cell(row: dict[str, Any]) -> Text:
+    """When a restore proved the backup; else whether a quick validation decoded it (no
+    proof it restores) or nothing proved it at all (`proof`: commands.list_backups)."""
+    if row["verified_at"]:
+        return safe_text(row["verified_at"][:16].replace("T", " "))
+    if row.get("proof") == "decoded":
+        return Text("decoded only", style="yellow")
+    return Text("no", style="red")
+
+
+def _file_cell(state: str | None) -> Text:
+    """Whether the backup's file is here to restore (commands.list_backups says)."""
+    style = {"on disk": "green", "elsewhere": "yellow", "missing": "red"}.get(state or "", "")
+    return Text(state or "?", style=style)
 
 
 def backup_detail(out: Console, row: dict[str, Any]) -> None:
@@ -83,15 +98,44 @@ def backup_detail(out: Console, row: dict[str, Any]) -> None:
     out.print(safe_text(f"server {manifest.get('server_version')}; tool {manifest.get('tool')}"))
     for table, count in (manifest.get("tables") or {}).items():
         out.print(safe_text(f"  {table}: {count:,} rows"))
+    out.print(_validation_line(row))
+    left = (row["verification"] or {}).get("not_restored") if row["verified_at"] else None
+    if isinstance(left, list) and left:
+        # Left out of the proof so as to run none of the database's code: a restore into
+        # a target makes them, and may fail there.
+        out.print(
+            safe_text(
+                "not covered by the proof (left out of the scratch restore, as they run the "
+                f"database's code): {', '.join(map(str, left))}",
+                "yellow",
+            )
+        )
+    if row.get("file") and row["file"] != "on disk":
+        out.print(_file_line(row["file"]))
+
+
+def _validation_line(row: dict[str, Any]) -> Text:
+    """What the backup's last validation proved: restored (verified), only decoded by a
+    quick one (never restored, so not restorable by `aishell restore`), or failed."""
     verification = row["verification"] or {}
     if row["verified_at"]:
-        out.print(Text(f"verified {row['verified_at']}", style="green"))
-    elif verification:
-        out.print(
-            safe_text(f"failed validation: {'; '.join(verification.get('problems', []))}", "red")
+        return Text(f"verified {row['verified_at']} (restored)", style="green")
+    if row.get("proof") == "decoded":
+        return Text(
+            "decoded whole by a quick validation, never restored: not proven restorable",
+            style="yellow",
         )
-    else:
-        out.print(Text("never validated", style="yellow"))
+    if verification:
+        problems = verification.get("problems") if isinstance(verification, dict) else None
+        said = "; ".join(map(str, problems)) if isinstance(problems, list) and problems else None
+        return safe_text(f"failed validation: {said or 'no reason recorded'}", "red")
+    return Text("never validated", style="yellow")
+
+
+def _file_line(state: str) -> Text:
+    if state == "elsewhere":
+        return Text("file: on the host that took it, not on this one", style="yellow")
+    return Text("file: missing (deleted, moved or not the size recorded)", style="red")
 
 
 # --- targets ------------------------------------------------------------------------------

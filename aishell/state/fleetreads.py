@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
-from aishell.state.backups import PROVEN
+from aishell.state.backups import PROVEN, in_place
 from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.fleet import last_change, reasons_kept, standing_refusal
 from aishell.state.runs import RunRepository
 from aishell.state.schema import backups, fleet_runs, runs, steps
+from aishell.state.values import loads
 
 WAITING = "waiting_approval"
 
@@ -100,23 +101,36 @@ class FleetReadings(StoreCore):
 
     def backup_summary(self) -> dict[str, dict[str, Any]]:
         """Per target: when its newest restore-proven backup was taken (None: it has
-        none), when its newest backup of any kind still kept was, and how many are kept."""
+        none), when its newest backup of any kind still kept was, and how many are kept.
+        Only backups still in place count (in_place, as retention and the backup_stale
+        alert judge them): one deleted, or whose file is gone, moved or cut short, keeps
+        no target safe and is counted nowhere. One statement for every target."""
         self.flush()
-        kept = backups.c.deleted_at.is_(None)
         rows = self._conn.execute(
             select(
                 backups.c.target,
-                func.max(case((PROVEN, backups.c.created_at))).label("proven_at"),
-                func.max(case((kept, backups.c.created_at))).label("newest_at"),
-                func.sum(case((kept, 1), else_=0)).label("kept"),
-            ).group_by(backups.c.target)
+                backups.c.created_at,
+                backups.c.path,
+                backups.c.size_bytes,
+                backups.c.manifest,
+                PROVEN.label("proven"),
+                runs.c.hostname,
+            )
+            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
+            .where(backups.c.deleted_at.is_(None))
         ).all()
         self._conn.rollback()
-        return {
-            row.target: {
-                "proven_at": row.proven_at,
-                "newest_at": row.newest_at,
-                "kept": int(row.kept or 0),
-            }
-            for row in rows
-        }
+        summary: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            manifest = loads(row.manifest)
+            said = manifest.get("hostname") if isinstance(manifest, dict) else None
+            if not in_place(row.path, row.size_bytes, said or row.hostname):
+                continue
+            found = summary.setdefault(
+                row.target, {"proven_at": None, "newest_at": None, "kept": 0}
+            )
+            found["kept"] += 1
+            found["newest_at"] = max(found["newest_at"] or "", row.created_at)
+            if row.proven:
+                found["proven_at"] = max(found["proven_at"] or "", row.created_at)
+        return summary

@@ -95,10 +95,12 @@ def build_fleet(config: Config) -> None:
         store.finish_run(gamma, "waiting_approval", WAITING_REASON)
 
         proven = stamp(now - timedelta(hours=26))
+        # Files on disk: a backup whose file is gone counts nowhere.
+        alpha_file, beta_file = _backup_file(config, "alpha"), _backup_file(config, "beta")
         store.record_backup(
-            target="alpha", kind="full", path="/b/alpha-1", created_at=proven, verified_at=proven
+            target="alpha", kind="full", path=alpha_file, created_at=proven, verified_at=proven
         )
-        store.record_backup(target="beta", kind="full", path="/b/beta-1")  # never proven
+        store.record_backup(target="beta", kind="full", path=beta_file)  # never proven
         store.add_schedule(
             name="nightly-alpha",
             cron="0 2 * * *",
@@ -133,3 +135,11 @@ def add_nightly_quick(config: Config, target: str) -> None:
         target,
         {},
     )
+
+
+def _backup_file(config: Config, target: str) -> str:
+    folder = config.home / "backups" / target
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{target}-1"
+    path.write_bytes(b"backup")
+    return str(path)

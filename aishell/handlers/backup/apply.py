@@ -126,6 +126,10 @@ def restore_argv(
         return None
     if dialect == "postgresql":
         argv = ["pg_restore", "--no-owner", "--exit-on-error"]
+        if lock_wait is not None:
+            # Into a target (a scratch copy has no lock wait): one transaction, so a
+            # restore that fails part way leaves the target as it was, never half made.
+            argv.append("--single-transaction")
         if replace or manifest["kind"] == "incremental":
             argv += ["--clean", "--if-exists"]
         return [*argv, "-d", database, *pg_args(url), str(path)], None
@@ -202,7 +206,7 @@ def server_apply(
             if lock_wait is None:  # a scratch copy of aishell's own, dropped after
                 raise
             if not _MY_LOCK_WAIT.search(exc.stderr):
-                raise StepFailed(f"{exc}. {PARTLY_RESTORED}") from None
+                raise StepFailed(f"{exc}. {_left_by(dialect, before)}") from None
             holders = lock_holders(ctx.connection, [])
             raise StepFailed(
                 f"{argv[0]} waited {lock_wait:g}s for a table lock and stopped "
@@ -211,7 +215,7 @@ def server_apply(
         except (StepInterrupted, StepTimeout) as exc:  # stopped, or at the step's limit
             if lock_wait is None:
                 raise
-            raise type(exc)(f"{exc}. {PARTLY_RESTORED}", exc.details) from None
+            raise type(exc)(f"{exc}. {_left_by(dialect, before)}", exc.details) from None
     if progress is not None:
         progress.reached(before + path.stat().st_size)
     if dropped_statements(ctx.connection.dialect, manifest):
@@ -261,12 +265,28 @@ def _inert_load(
     inert.naming(feeder.filter.naming, database)
 
 
-# What a restore that stopped part way leaves: pg_restore and the mariadb client commit
-# object by object, so what was dropped, made or loaded before the failure stays.
+# What a restore that stopped part way leaves: the mariadb client commits object by
+# object, so what was dropped, made or loaded before the failure stays.
 PARTLY_RESTORED = (
     "The target may be partly restored (the client commits each object as it goes): "
     "fix the cause, then restore again with --replace"
 )
+# pg_restore loads a file in one transaction: its failure leaves the target as it was
+# before that file (an increment's earlier files of the chain stay).
+NOTHING_RESTORED = "Nothing of it was restored (one transaction, rolled back)"
+CHAIN_PARTLY_RESTORED = (
+    "Nothing of that file was restored (one transaction, rolled back), but the chain's "
+    "files before it were: fix the cause, then restore again with --replace"
+)
+
+
+def _left_by(dialect: str, before: int) -> str:
+    """What a restore that stopped while loading a file leaves in the target; `before`:
+    the bytes of the chain's files loaded before that one."""
+    if dialect != "postgresql":
+        return PARTLY_RESTORED
+    return CHAIN_PARTLY_RESTORED if before else NOTHING_RESTORED
+
 
 # The session setting a validation's pg_restore runs with (see _inert_load).
 SCRATCH_COMMITS = "-c synchronous_commit=off"

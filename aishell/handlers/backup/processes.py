@@ -155,6 +155,17 @@ def server_env(url: URL) -> dict[str, str]:
     return client_env()
 
 
+def refuse_no_database(url: URL, target: str, what: str) -> None:
+    """A server target's URL must name its database: a dump or restore of one that
+    names none would reach a database nobody named (libpq's default, or one called
+    "None"), not the one aishell's connection reads. `what`: the step, as said."""
+    if url.get_backend_name() != "sqlite" and not url.database:
+        raise StepFailed(
+            f"Target '{target}' names no database, and {what} must name the one it works "
+            "on; give its URL a database (.../NAME) or its service a dbname"
+        )
+
+
 def pg_args(url: URL) -> list[str]:
     # No host: libpq's default (its Unix socket), as for aishell's own connection.
     args = ["-h", url.host] if url.host else []

@@ -18,6 +18,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from aishell.dialects import family
+from aishell.errors import StepFailed
+from aishell.handlers.backup.manifest import Chain
+from aishell.tool.context import ToolContext
+
 _GZIP = b"\x1f\x8b"
 _NAME = rb"(?:`(?:[^`]|``)+`|[0-9A-Za-z_$\x80-\xff]+)"
 # The object a CREATE makes: its kind, and its name (perhaps qualified).
@@ -103,3 +108,27 @@ def naming_database(path: Path, database: str) -> list[str]:
         if shown is not None and shown not in found:
             found.append(shown)
     return found
+
+
+def refuse_named_database(links: Chain, ctx: ToolContext) -> None:
+    """A MariaDB dump keeps a trigger's, routine's, event's or view's SQL as it was
+    written: where that names the dumped database, a restore into a database of another
+    name would make or read those objects there, or stop part way. The manifest names
+    the dumped database; one taken before it did is not checked."""
+    source = links[-1][1].get("database")
+    url = ctx.connection.engine.url
+    if family(ctx.connection.dialect.name) != "mysql" or not isinstance(source, str):
+        return
+    if source == url.database:
+        return
+    named = [each for link, _ in links for each in naming_database(link, source)]
+    if not named:
+        return
+    shown = ", ".join(dict.fromkeys(named))
+    raise StepFailed(
+        f"Backup {links[-1][0].name} was taken of database '{source}' and its SQL for "
+        f"{shown} names '{source}', so a restore into '{url.database}' would make or read "
+        f"them in '{source}'; recreate them in '{source}' without the database name "
+        f"before their own or their tables' names and take a new backup, or restore into "
+        f"a database named '{source}'"
+    )

@@ -39,7 +39,8 @@ from aishell.handlers.backup.measure import (
     measure_server,
     measure_sqlite_file,
 )
-from aishell.handlers.backup.qualified import naming_database
+from aishell.handlers.backup.processes import refuse_no_database
+from aishell.handlers.backup.qualified import refuse_named_database
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
 from aishell.handlers.backup.searched import order_of, searched_schemas, shown_path
 from aishell.sqltext import text
@@ -223,20 +224,17 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     manifest = links[-1][1]
     conn = ctx.connection
     dialect = conn.dialect.name
+    refuse_no_database(conn.engine.url, ctx.target, "a restore into it")
     if family(manifest["dialect"]) != family(dialect):
         raise StepFailed(
             f"Backup {path.name} is a {manifest['dialect']} backup and target '{ctx.target}' "
             f"is {dialect}; restore it into a {manifest['dialect']} target"
         )
     _refuse_other_schema(links, ctx)
-    _refuse_named_database(links, ctx)
+    refuse_named_database(links, ctx)
     existing = user_tables(conn)
     if existing and not replace:
-        names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
-        raise StepFailed(
-            f"Target '{ctx.target}' is not empty ({len(existing)} tables: {names}); restore "
-            "into an empty database, or pass --replace to overwrite it"
-        )
+        raise StepFailed(_not_empty(existing, links, ctx))
     commands = _commands(links, conn, replace, params["lock_wait_seconds"])
     disk = _disk(links, conn)
     sha = _verify(links, params, ctx)
@@ -259,6 +257,27 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     else:
         lines.append(f"-- replaces nothing in '{ctx.target}'")
     return _Prechecked(chain=links, lines=lines, estimate=estimate, tables=tuple(replaced.tables))
+
+
+def _not_empty(existing: list[str], links: Chain, ctx: ToolContext) -> str:
+    """Why a restore without --replace refuses a target that holds tables; when an
+    earlier attempt of this step began restoring this backup (STARTED), what it left,
+    and the command that restores it again over them."""
+    names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+    said = f"Target '{ctx.target}' is not empty ({len(existing)} tables: {names})"
+    earlier = ctx.load_progress() or {}
+    if earlier.get(STARTED) == str(links[-1][0]):
+        return (
+            f"{said}: what an earlier attempt of this restore left when it stopped part "
+            f"way; restore it again with --replace (`aishell restore BACKUP_ID --to "
+            f"{ctx.target} --replace`) to restore over them"
+        )
+    return f"{said}; restore into an empty database, or pass --replace to overwrite it"
+
+
+# The step's checkpoint, kept before the first file is loaded: the backup it began to
+# restore, so that a resumed step knows the tables it finds may be its own.
+STARTED = "restoring"
 
 
 def _refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
@@ -329,30 +348,6 @@ def _refuse_searched_between(
         f"backup's names could resolve to its objects; set the target database's or "
         f"role's search_path to {wanted} (ALTER DATABASE ... SET search_path = ..., see "
         "docs/targets.md) and retry"
-    )
-
-
-def _refuse_named_database(links: Chain, ctx: ToolContext) -> None:
-    """A MariaDB dump keeps a trigger's, routine's, event's or view's SQL as it was
-    written: where that names the dumped database, a restore into a database of another
-    name would make or read those objects there, or stop part way. The manifest names
-    the dumped database; one taken before it did is not checked."""
-    source = links[-1][1].get("database")
-    url = ctx.connection.engine.url
-    if family(ctx.connection.dialect.name) != "mysql" or not isinstance(source, str):
-        return
-    if source == url.database:
-        return
-    named = [each for link, _ in links for each in naming_database(link, source)]
-    if not named:
-        return
-    shown = ", ".join(dict.fromkeys(named))
-    raise StepFailed(
-        f"Backup {links[-1][0].name} was taken of database '{source}' and its SQL for "
-        f"{shown} names '{source}', so a restore into '{url.database}' would make or read "
-        f"them in '{source}'; recreate them in '{source}' without the database name "
-        f"before their own or their tables' names and take a new backup, or restore into "
-        f"a database named '{source}'"
     )
 
 
@@ -448,6 +443,7 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     if dialect == "sqlite" and not isinstance(raw, sqlite3.Connection):
         raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
     version = data_version(raw) if isinstance(raw, sqlite3.Connection) else None
+    ctx.save_progress({STARTED: str(path)})
     for link, link_manifest, progress, before in each_file(chain, ctx):
         if isinstance(raw, sqlite3.Connection):
             sqlite_apply(raw, link, link_manifest, progress, before)

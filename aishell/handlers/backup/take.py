@@ -45,7 +45,7 @@ from aishell.handlers.backup.measure import (
     sqlite_unread,
 )
 from aishell.handlers.backup.pgincrement import TAKEN_WHOLE
-from aishell.handlers.backup.processes import mysql_dump_argv, pg_args
+from aishell.handlers.backup.processes import mysql_dump_argv, pg_args, refuse_no_database
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.handlers.mysql.catalog import (
     FILES_MARIADB,
@@ -225,6 +225,7 @@ def _take(
     params: Mapping[str, Any], ctx: ToolContext, parent: dict[str, Any] | None
 ) -> dict[str, Any]:
     dialect = ctx.connection.dialect.name
+    refuse_no_database(ctx.connection.engine.url, ctx.target, "its backup")
     kind = "incremental" if parent else "full"
     # Checked again as the dump starts (an increment has no step before to check it),
     # without the count of tables the step before reports.

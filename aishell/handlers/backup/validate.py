@@ -157,7 +157,13 @@ def scratch_server_database(
 
         failed = False
         try:
-            admin.execute(text(create.format(database=quoted, **settings)))
+            try:
+                admin.execute(text(create.format(database=quoted, **settings)))
+            except DBAPIError as exc:
+                refused = _may_not_create(exc, conn, ctx)
+                if refused is None:
+                    raise
+                raise refused from None
             yield name, carry_settings
         except BaseException:
             failed = True
@@ -175,6 +181,40 @@ def scratch_server_database(
                     raise
             else:
                 ctx.scratch.forget(entry)
+
+
+def _may_not_create(exc: DBAPIError, conn: Connection, ctx: ToolContext) -> StepFailed | None:
+    """The step's failure when aishell's login may not make the scratch database: the
+    privilege it lacks and the statement that grants it, in one line; None for any
+    other error. It says nothing about the backup."""
+    orig = exc.orig
+    if conn.dialect.name == "postgresql":
+        if getattr(orig, "sqlstate", None) != "42501":
+            return None
+        role = str(conn.execute(text("SELECT current_user")).scalar())
+        lacks = f"role {role} lacks CREATEDB"
+        grant = f"ALTER ROLE {quote_identifier(conn.dialect, role)} CREATEDB"
+    else:
+        code = orig.args[0] if orig is not None and orig.args else None
+        if code not in _MY_DENIED:
+            return None
+        lacks = f"the login of target '{ctx.target}' may not create databases {_MY_SCRATCH_PATTERN}"
+        grant = (
+            f"GRANT CREATE, DROP ON {quote_identifier(conn.dialect, _MY_SCRATCH_PATTERN)}.* TO it"
+        )
+    return StepFailed(
+        f"Cannot validate by restoring: {lacks}, which a validation needs to restore the "
+        f"backup into a scratch database on the server of target '{ctx.target}'; {grant}, or "
+        f"validate with --quick (decoded, not restored); {NOT_JUDGED}"
+    )
+
+
+# MySQL's refusals of a CREATE DATABASE to a login without the right: access denied to
+# the database, a privilege the operation needs.
+_MY_DENIED = (1044, 1227)
+# The scratch databases' names as a GRANT's pattern (an underscore matches any one
+# character unless escaped).
+_MY_SCRATCH_PATTERN = SCRATCH_DATABASE_PREFIX.replace("_", "\\_") + "%"
 
 
 def _pg_schema_problems(
@@ -415,7 +455,15 @@ def validate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         }
     )
     # Only a restore marks the backup verified; a quick one's proof says what it checked.
-    result["verified_backup"] = {"path": str(path), "ok": ok, "problems": problems, "proof": proof}
+    # What the scratch copy left out goes with it: a restore into a target runs it, and
+    # the proof does not cover it (`aishell backups show` says so).
+    result["verified_backup"] = {
+        "path": str(path),
+        "ok": ok,
+        "problems": problems,
+        "proof": proof,
+        "not_restored": left.not_restored,
+    }
     if not ok:
         raise StepFailed(
             f"Backup {path.name} failed validation: {'; '.join(problems[:3])}", details=result

@@ -372,8 +372,8 @@ def test_the_prompt_and_preview_show_the_exact_command_without_the_password(
         # Trust authentication lets this password through; only the display is checked.
         target_url = other_server.replace("postgres@", "postgres:secret@")
         command = (
-            f"pg_restore --no-owner --exit-on-error -d {database} -h 127.0.0.1 -p 5432 "
-            f"-U postgres {shlex.quote(archive)}"
+            "pg_restore --no-owner --exit-on-error --single-transaction "
+            f"-d {database} -h 127.0.0.1 -p 5432 -U postgres {shlex.quote(archive)}"
         )
     else:
         target_url = other_server
