@@ -9,6 +9,7 @@ ownership.py's."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -250,6 +251,8 @@ ARCHIVE_ID = "archive_file_id"
 # And of the last bytes it wrote for its committed batches (ArchiveFile.tail_of): a
 # file put in its place may have the same inode number and length.
 ARCHIVE_TAIL = "archive_tail"
+# What a checkpoint knows of the file itself, dropped when the file is made again.
+_FILE_KEYS = (ARCHIVE_ID, ARCHIVE_TAIL)
 
 
 def check_archive_path(path: Path, private: PrivatePlaces, error: ErrorKind = UsageError) -> None:
@@ -283,14 +286,11 @@ def open_archive(
     path = Path(params["archive_file"])
     key = archive_key(path)
     made = progress.get(ARCHIVE_ID)
-    fix = f"put back the file this purge made, then `aishell resume {ctx.run_id}`"
+    if isinstance(made, Mapping) and _holds_none(keep, progress) and not os.path.lexists(path):
+        # Its own file, gone while it held no row: made again, as on a first start.
+        made, progress = None, {k: v for k, v in progress.items() if k not in _FILE_KEYS}
     if isinstance(made, Mapping):
-        archive = ArchiveFile.reopen(path, made, keep or 0, fix, _known_bytes(progress, keep))
-        try:
-            cut_back(archive, keep or 0, doubt, ctx.run_id)
-        except BaseException:
-            archive.close()
-            raise
+        archive = _reopened(path, made, keep or 0, progress, doubt, ctx.run_id)
     elif keep:
         # A checkpoint with archived bytes but no record of the file: it cannot be told
         # from a file put there since.
@@ -328,6 +328,37 @@ def open_archive(
     return archive, replace(ctx, save_progress=save_progress)
 
 
+def _reopened(
+    path: Path,
+    made: Mapping[str, Any],
+    keep: int,
+    progress: Mapping[str, Any],
+    doubt: Mapping[str, Any] | None,
+    run_id: str | None,
+) -> ArchiveFile:
+    """The file this run made, cut back to the `keep` bytes of its committed batches."""
+    fix = f"put back the file this purge made, then `aishell resume {run_id}`"
+    if _holds_none(keep, progress):
+        fix = f"remove it (no row of this purge's is in it yet) or {fix}"
+    archive = ArchiveFile.reopen(path, made, keep, fix, _known_bytes(progress, keep))
+    try:
+        cut_back(archive, keep, doubt, run_id)
+    except BaseException:
+        archive.close()
+        raise
+    return archive
+
+
+def _holds_none(keep: int | None, progress: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint says no batch has archived a byte into the run's file, and
+    none was about to (a pending batch's bytes may be its committed rows' only copy): its
+    rows are all still in the table, and the file, gone, is made again. Otherwise a file
+    removed as an empty leftover would stop the run for good, its path still claimed."""
+    pending = progress.get("pending")
+    end = pending.get("archive_offset") if isinstance(pending, Mapping) else None
+    return not keep and not end
+
+
 def _drop_own_empty(path: Path) -> None:
     """A run stopped after it named the file as its own and made it, before it could
     checkpoint the file's identity, left it empty: nothing was archived (no batch commits
@@ -361,18 +392,38 @@ def full_disk_named(
     run: Callable[[Mapping[str, Any], ToolContext], dict[str, Any]],
 ) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:
     """The purge, whose archive file's full disk ends the step with the one line every
-    full disk gets (files.no_space_line), not as an internal error. The batch being
-    written had not committed: its rows are still in the table, and resume cuts the
-    file back to its last checkpoint."""
+    full disk gets (files.no_space_line), and any other error writing it (a file size
+    limit, an I/O error) with one line naming the file, not as an internal error. The
+    batch being written had not committed: its rows are still in the table, and resume
+    cuts the file back to its last checkpoint."""
 
     def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         try:
             return run(params, ctx)
         except OSError as exc:
-            if not (params.get("archive_file") and is_no_space(exc)):
+            if not params.get("archive_file"):
                 raise
-            fix = f"free space there, then `aishell resume {ctx.run_id}`"
             path = Path(params["archive_file"])
-            raise StepFailed(no_space_line(path, "archiving purged rows to", fix)) from None
+            if is_no_space(exc):
+                fix = f"free space there, then `aishell resume {ctx.run_id}`"
+                raise StepFailed(no_space_line(path, "archiving purged rows to", fix)) from None
+            if exc.filename != str(path):
+                raise
+            raise StepFailed(_not_written(path, exc, ctx.run_id)) from None
 
     return purge
+
+
+def _not_written(path: Path, exc: OSError, run_id: str | None) -> str:
+    """The one line for an archive file the purge could not write, and the way on."""
+    why, fix = exc.strerror or type(exc).__name__, "fix that"
+    if exc.errno == errno.EFBIG:
+        why += (
+            ", past the largest file this process may write: its file size limit "
+            "(`ulimit -f`) or the file system's"
+        )
+        fix = "raise that limit"
+    return (
+        f"archive file {path} could not be written: {why}; the batch being written had "
+        f"not committed, its rows are still in the table: {fix}, then `aishell resume {run_id}`"
+    )

@@ -123,14 +123,17 @@ class ArchiveFile:
         """Append bytes (encode_rows') and make them durable; returns the new length. A
         write the disk took only part of raises, its part left for the caller to cut."""
         view = memoryview(data)
-        while view:
-            # A short write (the disk filled up) goes on: the next write says why not.
-            done = os.write(self._fd, view)
-            if done == 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            view = view[done:]
-        if data:
-            os.fsync(self._fd)
+        try:
+            while view:
+                # A short write (the disk filled up) goes on: the next write says why not.
+                done = os.write(self._fd, view)
+                if done == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[done:]
+            if data:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise self._named(exc) from None
         return self.offset
 
     def read(self, offset: int, length: int) -> bytes:
@@ -144,8 +147,17 @@ class ArchiveFile:
 
     def cut_to(self, length: int) -> None:
         """Cut the file back to `length` bytes, durably."""
-        os.ftruncate(self._fd, length)
-        os.fsync(self._fd)
+        try:
+            os.ftruncate(self._fd, length)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def _named(self, exc: OSError) -> OSError:
+        """The error with the file's path: the step's one line says which file failed
+        (full_disk_named), whatever the error (a file size limit, an I/O error)."""
+        exc.filename = exc.filename or str(self.path)
+        return exc
 
     def close(self) -> None:
         if self._fd >= 0:

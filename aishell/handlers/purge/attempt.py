@@ -32,11 +32,26 @@ class Attempt:
     lost_in_a_row: int = 0
 
 
+# A walk ends this long before the step's time limit (the agent's max_execution_time):
+# room for its last checkpoint and output, so that the step ends by itself, succeeded,
+# rather than being cut there and failed, its batches done all the same.
+STEP_LIMIT_ROOM_SECONDS = 1.0
+
+
 def deadline_of(
     params: Mapping[str, Any], ctx: ToolContext, started: float
 ) -> tuple[float | None, str | None]:
-    """The earlier of the step's run time and the maintenance window's end, and why."""
+    """The earliest of the step's run time, the maintenance window's end and the step's
+    time limit, and why. The time limit cancels only a statement in flight: a walk that
+    did not hold to it went on through its pauses and throttle waits, unbounded."""
     deadlines: list[tuple[float, str]] = []
+    if ctx.deadline is not None:
+        deadlines.append(
+            (
+                ctx.deadline - STEP_LIMIT_ROOM_SECONDS,
+                "close to the step's time limit (max_execution_time)",
+            )
+        )
     if params.get("run_time_seconds"):
         seconds = float(params["run_time_seconds"])
         deadlines.append((started + seconds, f"run time ({seconds:g}s) used up"))

@@ -33,6 +33,14 @@ def make_throttle(params: Mapping[str, Any], ctx: ToolContext) -> Throttle:
     )
 
 
+def until_deadline(seconds: float, deadline: float | None) -> float:
+    """A pause of `seconds`, cut at the deadline (time.monotonic()): a pause that went
+    past it would pass the step's time limit too (attempt.deadline_of)."""
+    if deadline is None:
+        return seconds
+    return max(0.0, min(seconds, deadline - time.monotonic()))
+
+
 def wait_while_busy(
     ctx: ToolContext, throttle: Throttle, deadline: float | None
 ) -> tuple[float, bool, str | None]:
@@ -55,7 +63,8 @@ def wait_while_busy(
                 "throttle_gave_up", {"reason": reason, "waited_seconds": round(waited, 1)}
             )
             return waited, False, reason
-        time.sleep(min(THROTTLE_WAIT_SECONDS, throttle.max_wait_seconds - waited))
+        pause = min(THROTTLE_WAIT_SECONDS, throttle.max_wait_seconds - waited)
+        time.sleep(until_deadline(pause, deadline))
         reason = throttle.busy()
         ctx.connection.commit()
     waited = time.monotonic() - began

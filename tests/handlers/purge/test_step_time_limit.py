@@ -1,0 +1,36 @@
+"""A purge held to its step's time limit (the agent's max_execution_time), which the
+executor enforces only by cancelling a statement in flight: the walk ends before it, as
+at its run time, the step succeeded with `complete: false`, each row it deleted archived
+once. A purge that paused between batches when the limit came went on to its end, and
+its step was then failed for the time limit, its rows deleted all the same.
+
+Time bound: a 3 s limit on a purge that would take over 11 s; a few seconds."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from aishell import commands
+from tests.handlers.purge.test_purge_faults import purge_on, rows_of
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "mysql"])
+def test_a_purge_ends_cleanly_before_its_step_time_limit(home, edit_config, dialect):
+    with purge_on(dialect, "file", home, walk="keys") as purge:
+        config = edit_config(log_cleanup={"default_config": {"max_execution_time": 3}})
+        # Ten keys a batch and 400 ms between batches: about 28 batches, over 11 s.
+        result = commands.run_job(config, "log_cleanup", purge.job(sleep_ms=400))
+        step = result.steps[1]
+        assert step.status == "succeeded", step.error
+        output = step.output
+        assert not output["complete"]
+        assert output["stopped_by"] == "close to the step's time limit (max_execution_time)"
+        cutoff = datetime.fromisoformat(result.steps[0].output["cutoff"])
+        gone = set(purge.before) - set(rows_of(purge.url))
+        assert gone and gone < {i for i, at in purge.before.items() if at < cutoff}
+        archived = [json.loads(line)["id"] for line in purge.archive_file.read_text().splitlines()]
+        assert sorted(archived) == sorted(gone)
+        assert output["rows_deleted"] == len(gone)
