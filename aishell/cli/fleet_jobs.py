@@ -22,7 +22,7 @@ from aishell.cli.options import (
 )
 from aishell.cli.output import emit_json
 from aishell.config.bounds import MAX_RUN_TIME_SECONDS
-from aishell.errors import EXIT_FAILED, UsageError
+from aishell.errors import EXIT_FAILED, EXIT_WAITING_APPROVAL, UsageError
 from aishell.terminal import printable
 
 # Statuses of a target's run that make `fleet run --wait` exit 1.
@@ -104,8 +104,15 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _exit_if_bad(summary: dict[str, Any], waited: bool) -> None:
-    if waited and any(r["status"] in _BAD for r in summary["runs"]):
+    """Exit 1 when a run did not complete; else 3 when one waits for a person, as `aishell
+    run` exits: a script that runs the fleet never takes a run left waiting for done."""
+    if not waited:
+        return
+    statuses = {r["status"] for r in summary["runs"]}
+    if statuses & set(_BAD):
         raise SystemExit(EXIT_FAILED)
+    if "waiting_approval" in statuses:
+        raise SystemExit(EXIT_WAITING_APPROVAL)
 
 
 fleet_run.declared = declared_fleet_run
@@ -203,7 +210,7 @@ def fleet_resend(
     type=WholeNumber(min=1, max=256),
     default=1,
     show_default=True,
-    help="Tasks at once (processes); 1 runs them in this process.",
+    help="Tasks at once, each in a child process of the worker.",
 )
 @click.option("--name", help="The worker's name on the broker (default aishell@HOST).")
 @pass_state

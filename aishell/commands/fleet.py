@@ -26,7 +26,14 @@ from typing import Any
 from aishell.agents.archive import refuse_relative_archives
 from aishell.agents.available import get_agent
 from aishell.agents.base import job_as_given
-from aishell.commands.fleetdelivery import check_sent_with, keep_refusal, slot_lost
+from aishell.commands.fleetdelivery import (
+    NOT_RESUMED,
+    check_sent_with,
+    keep_refusal,
+    slot_lost,
+    still_stopped,
+    stopped_for_good,
+)
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.takeback import notify_run
 from aishell.commands.tools import load_catalog
@@ -212,8 +219,9 @@ def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None
     error = run["error"]
     shown = standing_refusal(run, refused)
     if shown is not None:
-        error = f"its last delivery was refused on {shown['hostname']} at {shown['at']}: "
-        error += shown["error"]
+        ended = "its task ended" if shown["error"].startswith(NOT_RESUMED) else None
+        error = f"{ended or 'its last delivery was refused'} on {shown['hostname']} at "
+        error += f"{shown['at']}: {shown['error']}"
     return {
         "target": target,
         "run_id": run["run_id"],
@@ -242,9 +250,10 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
     with StateStore(config.state_url) as store:
         fleet = store.get_fleet_job(fleet_id)
         earlier = store.fleet_runs(fleet_id).get(target)
+        stopped = earlier is not None and still_stopped(store, fleet_id, target, earlier)
     if fleet is None or target not in fleet["targets"]:
         raise UsageError(f"Fleet job {fleet_id} has no target '{target}'")
-    if earlier is not None and earlier["status"] not in RESUMED:
+    if earlier is not None and (stopped or earlier["status"] not in RESUMED):
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
         catalog = check_sent_with(config, fleet, carried)
@@ -299,7 +308,9 @@ def _take_turn(
                 )
         except TargetLocked as exc:
             raise later(str(exc)) from None
-    if result.status == INTERRUPTED:
+    if result.status == INTERRUPTED and not stopped_for_good(
+        config, fleet_id, target, result.run_id, result.error
+    ):
         raise later(f"run {result.run_id} was interrupted ({result.error}); resumed next")
     if schedule is not None:  # its outcome to the notifiers, as run_schedule sends it
         notify_run(config, result.to_dict(), schedule, "cron")

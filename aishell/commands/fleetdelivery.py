@@ -3,7 +3,7 @@ run_fleet_target): one refused before its target's run began or went on is kept 
 `fleet show` and `fleet status`; a resume whose server does not answer comes back while
 the target's circuit breaker lets it try; a worker whose tools or agent config are not
 those the task was sent with runs nothing of it; a run whose server slot was let go
-under it stops."""
+under it stops; a run a person stopped, or its run-time limit, ends its task."""
 
 from __future__ import annotations
 
@@ -18,9 +18,17 @@ from aishell.errors import AishellError, ConfigError, StateError, TargetUnreacha
 from aishell.fleet.sending import sent_with, unlike
 from aishell.fleet.worker import TryLater
 from aishell.registry import Registry
+from aishell.state.fleet import standing_refusal
 from aishell.state.store import StateStore
 
 logger = logging.getLogger(__name__)
+
+# Who asks a run to stop when its slot was let go (slot_lost): its task comes back.
+SLOT_LOST_BY = "fleet: its slot on "
+# How a run stopped at its run-time limit says so (executor/stopping.py's reason).
+TIME_LIMIT = "interrupted by the run-time limit of "
+# How the end of such a task begins, as `fleet show` gives it.
+NOT_RESUMED = "not resumed by the queue: "
 
 
 def keep_refusal(
@@ -97,6 +105,38 @@ def check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Regi
     return catalog
 
 
+def stopped_for_good(
+    config: Config, fleet_id: str, target: str, run_id: str, error: str | None
+) -> bool:
+    """Whether an interrupted run's task ends here instead of coming back to resume it:
+    a person's `aishell stop`, or the run's time limit (`--max-run-time`), which the
+    queue resuming it at once, its time limit anew, would undo. The end is kept, as a
+    refused delivery is, for `fleet show` (and `fleet run --wait` waits no more);
+    `aishell fleet resend`, or its schedule's next trigger, resumes the run. Any other
+    stop (the worker's shutdown, its slot lost, its server silent) comes back."""
+    with StateStore(config.state_url) as store:
+        who = store.stop_requested(run_id)
+        if who is not None and not who.startswith(SLOT_LOST_BY):
+            why = f"stopped by {who} with `aishell stop`"
+        elif error is not None and error.startswith(TIME_LIMIT):
+            why = "stopped by " + error.removeprefix("interrupted by ").split(";")[0]
+        else:
+            return False
+        ended = f"{NOT_RESUMED}run {run_id} was {why}; `aishell fleet resend {fleet_id}` resumes it"
+        store.record_not_started(fleet_id, target, ended)
+    logger.info("fleet %s: %s: %s", fleet_id, target, ended)
+    return True
+
+
+def still_stopped(store: StateStore, fleet_id: str, target: str, earlier: dict[str, Any]) -> bool:
+    """Whether the target's run ended its task stopped on purpose (stopped_for_good) and
+    nothing sent its task again since: a delivery again (its worker lost before it was
+    acknowledged) leaves it stopped; `fleet resend` clears the end, and resumes it."""
+    ended = store.fleet_not_started(fleet_id).get(target)
+    shown = standing_refusal(earlier, ended)
+    return shown is not None and str(shown["error"]).startswith(NOT_RESUMED)
+
+
 def slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
     """The run's slot on its server was let go under it (its session to the state store
     cut): another worker may take it, so the run stops as `aishell stop` stops it, and
@@ -106,6 +146,6 @@ def slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
         with StateStore(config.state_url) as store:
             run_id = store.fleet_run_id(fleet_id, target)
             if run_id is not None:
-                store.request_stop(run_id, f"fleet: its slot on {server} was lost")
+                store.request_stop(run_id, f"{SLOT_LOST_BY}{server} was lost")
     except StateError as exc:  # the store is gone too: the run meets that itself
         logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)

@@ -75,11 +75,15 @@ def serve_worker(
         _pass_on(signalrelay.TAKEN[taken:])
         return status
 
-    pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
-    # The processes that run the tasks beat: this one (solo), or each of the pool's
-    # children, never a parent that forks with the beat's thread in it.
-    beating = _beating(config) if concurrency == 1 else _beating_in_children(config)
-    with beating:
+    # A pool of children even for one task at a time: the worker's own process keeps
+    # its broker connection alive (RabbitMQ's heartbeats) while a child runs the task.
+    # Run in this process instead (Celery's solo pool), a task of more than a minute or
+    # two misses them: RabbitMQ closes the connection and delivers the task again while
+    # its run goes on, or resumes a run a person stopped meanwhile.
+    pool = ["--concurrency", str(concurrency)]
+    # The processes that run the tasks beat: each of the pool's children, never a
+    # parent that forks with the beat's thread in it.
+    with _beating_in_children(config):
         return _celery_main(
             app,
             [
@@ -153,19 +157,6 @@ def _told(told: Any, shutdown: threading.Event) -> Iterator[None]:
     finally:
         done.set()
         watcher.join(TOLD_POLL_SECONDS * 2)
-
-
-@contextmanager
-def _beating(config: Config) -> Iterator[None]:
-    """This process says it is alive in the state store every BEAT_SECONDS while the
-    block runs (state/beats.py): on every other host the runs it runs show running while
-    it beats, and interrupted once its beat has lapsed (the worker killed, its machine
-    gone). From its start, not each task's: a task's start meets no write of it."""
-    done = _beat(config)
-    try:
-        yield
-    finally:
-        done.set()
 
 
 @contextmanager

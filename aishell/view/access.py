@@ -1,13 +1,15 @@
-"""Who the web view serves: a request from this host (loopback) always; a request from
-another host only with the configured token, as `Authorization: Bearer TOKEN` or
-`?token=TOKEN`, compared in constant time. The token comes from `web.token_env` or
-`web.token_file`, never from a value of the config, and is never logged or stored."""
+"""Who the web view serves: a request from this host (loopback) that names this host
+(its Host header) always; any other only with the configured token, as
+`Authorization: Bearer TOKEN` or `?token=TOKEN`, compared in constant time. The token
+comes from `web.token_env` or `web.token_file`, never from a value of the config, and
+is never logged or stored."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import os
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,26 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
+def names_this_host(host_header: bytes | None) -> bool:
+    """Whether a request's Host header names this host: a loopback address, localhost or
+    this machine's own name; no header at all (HTTP/1.0) too, which no browser sends.
+    A web page the person opens can point a name of its own at 127.0.0.1 (DNS
+    rebinding), and its script then reads the view as this host: its Host gives it away."""
+    if host_header is None:
+        return True
+    text = host_header.decode("latin-1").strip().lower()
+    if text.startswith("["):  # [::1]:8765
+        name = text[1 : text.find("]")] if "]" in text else text
+    else:
+        name = text.rpartition(":")[0] if ":" in text else text
+    name = name.rstrip(".")
+    if is_loopback(name):
+        return True
+    # Its name as the system has it, never asked of DNS: a request waits on no resolver.
+    own = socket.gethostname().lower().rstrip(".")
+    return bool(name) and name in (own, own.partition(".")[0])
+
+
 def check_binding(host: str, token: bytes | None) -> None:
     """Listening beyond loopback needs a token: without one, every remote request would
     be refused, or worse, a mistake would serve the fleet to the network."""
@@ -93,10 +115,20 @@ def judge(
     query_token: str | None,
     token: bytes | None,
 ) -> Verdict:
-    """Serve a loopback client that no proxy relayed; anyone else needs the token."""
+    """Serve a loopback client that no proxy relayed and that names this host; anyone
+    else needs the token."""
     names = {name.lower() for name, _ in headers}
     if client is not None and is_loopback(client) and not names & set(FORWARDED):
-        return Verdict(True)
+        host = _host(headers)
+        if names_this_host(host):
+            return Verdict(True)
+        if token is None:
+            return Verdict(
+                False,
+                403,
+                "Only requests naming this host are served (localhost, 127.0.0.1 or its "
+                "own name); this one named another in its Host header",
+            )
     if token is None:
         return Verdict(False, 403, "Only requests from this host are served")
     given, by_query = _bearer(headers), False
@@ -107,6 +139,13 @@ def judge(
     if not hmac.compare_digest(given, token):
         return Verdict(False, 403, "The token is not the configured one")
     return Verdict(True, by_query=by_query)
+
+
+def _host(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == b"host":
+            return value
+    return None
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -165,6 +165,30 @@ def test_a_fleet_log_cleanup_runs_its_job_as_given(one_worker: dict[str, Any]) -
     assert (target, status) in (("demo", "completed"), ("demo", "waiting_approval")), summary
 
 
+def test_a_fleet_run_left_waiting_for_approval_exits_3(home: Path, demo_db: Path) -> None:
+    """A worker asks nobody: a production target's purge waits for a person, and `fleet
+    run` says so as `aishell run` does (exit 3), never exit 0 as if it were done."""
+    path = home / "config" / "aishell.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["targets"]["demo"]["environment"] = "production"
+    data["fleet"] = {
+        "broker_url": "redis://127.0.0.1:6379/0",
+        "queue": f"aishell-test-{uuid.uuid4().hex[:8]}",
+    }
+    path.write_text(yaml.safe_dump(data))
+    args = ["log_cleanup", "--table", "app_logs", "--retention-days", "80", "--targets", "demo"]
+    try:
+        with running_worker(home):
+            out = CliRunner().invoke(
+                cli, ["--home", str(home), "fleet", "run", *args, "--wait-seconds", "90", "--json"]
+            )
+    finally:
+        delete_queue(load_config(home=home))
+    summary = json.loads(out.stdout)
+    assert [(r["target"], r["status"]) for r in summary["runs"]] == [("demo", "waiting_approval")]
+    assert out.exit_code == 3, out.output
+
+
 def test_a_dry_run_whose_worker_stopped_is_run_anew(home: Path, demo_db: Path) -> None:
     """A dry run is not resumed: delivered again while its run shows going (its worker
     killed), the target's dry run starts anew, and the fleet job keeps the new one."""

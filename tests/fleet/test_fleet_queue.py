@@ -261,6 +261,15 @@ def test_a_fleet_job_ends_with_every_target_run_once_though_a_worker_was_killed(
     del resumed
 
 
+def _parent(pid: int) -> int | None:
+    """The process that started `pid`; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def _kill_one_mid_run(config: Any, fleet_id: str, workers: list[subprocess.Popen[bytes]]) -> str:
     """SIGKILL the worker of a run in progress, once some runs are done: the run's id."""
     pids = {w.pid for w in workers}
@@ -280,8 +289,11 @@ def _kill_one_mid_run(config: Any, fleet_id: str, workers: list[subprocess.Popen
                 ).one()
                 conn.rollback()
                 for run_id, pid in (item.split(":") for item in running or []):
-                    if done >= 6 and int(pid) in pids:
-                        os.kill(int(pid), signal.SIGKILL)
+                    # The run is in a child of the worker's pool; the worker killed
+                    # takes its children with it.
+                    worker = _parent(int(pid))
+                    if done >= 6 and worker in pids:
+                        os.kill(worker, signal.SIGKILL)
                         return run_id
                 time.sleep(0.05)  # a run lasts far longer: it is seen in progress
     finally:

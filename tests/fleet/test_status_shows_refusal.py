@@ -50,7 +50,8 @@ def test_fleet_status_shows_the_standing_refusal_of_a_target_s_last_run(
     assert "its last delivery was refused on" in flat, table.output
     assert "Unknown target" in flat and flat.count("its last delivery was refused") == 1
     # The web view's fleet page says it under the run's status too.
-    page = TestClient(make_app(config, None), client=("127.0.0.1", 50000)).get("/").text
+    view = TestClient(make_app(config, None), "http://127.0.0.1:8765", client=("127.0.0.1", 50000))
+    page = view.get("/").text
     assert page.count("its last delivery was refused on") == 1, page
     assert str(escape(shown["delivery_refused"]["error"])) in page
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def fleet(edit_config: EditConfig, home: Path, demo_template: Path) -> Config:
 
 
 def client(config: Config, where: tuple[str, int] = LOCAL, token: str | None = None) -> TestClient:
-    return TestClient(make_app(config, None if token is None else token.encode()), client=where)
+    """A client at `where` that names this host, as a browser given 127.0.0.1 does."""
+    app = make_app(config, None if token is None else token.encode())
+    return TestClient(app, base_url="http://127.0.0.1:8765", client=where)
 
 
 def test_every_page_shows_the_fleet(fleet: Config) -> None:
@@ -115,6 +118,29 @@ def test_a_request_a_local_proxy_relayed_is_not_local(fleet: Config) -> None:
     assert view.get("/", headers={**relayed, "Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert client(fleet, ("::1", 50000)).get("/").status_code == 200
     assert client(fleet, ("testclient", 50000)).get("/").status_code == 403  # not an address
+
+
+def test_a_page_naming_another_host_is_no_local_request(fleet: Config) -> None:
+    """DNS rebinding: a web page the person opens points a name of its own at 127.0.0.1,
+    and its script reads the view from this host. Only its Host header tells it apart."""
+    with serving(fleet.home) as (_, url):
+        port = url.rsplit(":", 1)[1].rstrip("/")
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            opened = urllib.request.Request(url + "runs", headers={"Host": host})
+            with urllib.request.urlopen(opened, timeout=30) as answer:
+                assert answer.status == 200, host
+                assert RUN_IDS["beta"] in answer.read().decode()
+        rebound = urllib.request.Request(url + "runs", headers={"Host": f"evil.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=30)
+        assert refused.value.code == 403
+        shown = refused.value.read().decode()
+        assert RUN_IDS["beta"] not in shown and "Host header" in shown
+    # With a token configured, such a request is served with it alone.
+    view = client(fleet, token=TOKEN)
+    assert view.get("/", headers={"Host": "evil.example"}).status_code == 401
+    bearer = {"Host": "evil.example", "Authorization": f"Bearer {TOKEN}"}
+    assert view.get("/", headers=bearer).status_code == 200
 
 
 def test_the_token_comes_from_the_environment_or_a_private_file(
