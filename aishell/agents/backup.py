@@ -25,6 +25,7 @@ from aishell.config.options import (
     QUICK,
     VERIFY,
 )
+from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
 
 # The steps that run a dump, which may wait for table locks.
@@ -65,6 +66,8 @@ class BackupAgent:
             "verify": given.get("verify", VERIFY.default),
             "quick": given.get("quick", QUICK.default),
         }
+        if normalized["type"] == "drill":
+            _refuse_ignored_by_drill(given)
         if "lock_wait_seconds" in given:
             normalized["lock_wait_seconds"] = given["lock_wait_seconds"]
         if given.get("cleanup", CLEANUP.default):
@@ -164,6 +167,27 @@ class BackupAgent:
 
 _Work = tuple[str, dict[str, Any], str]
 _NEWEST = "${step_0.output.backup_path}"
+
+
+def _refuse_ignored_by_drill(given: Mapping[str, Any]) -> None:
+    """A drill restores the newest backup and takes none: an option about the backup it
+    would take, its validation or its cleanup would be dropped unsaid, and the person
+    who typed `--cleanup` would believe old backups were deleted."""
+    ignored = [
+        *([QUICK.cli_flag] if given.get("quick") else []),
+        *(["--no-verify"] if given.get("verify") is False else []),
+        *([CLEANUP.cli_flag] if given.get("cleanup") else []),
+        *(["--lock-wait"] if given.get("lock_wait_seconds") is not None else []),
+    ]
+    if ignored:
+        one = "it" if len(ignored) == 1 else "them"
+        raise UsageError(
+            f"--type drill proves the newest backup by restoring it whole and takes no "
+            f"{', '.join(ignored)}: run the drill without {one}, or give {one} to a full "
+            "or incremental backup"
+        )
+
+
 # A restore drill: the newest backup, restored into a scratch database.
 _DRILL: tuple[_Work, ...] = (
     ("find_last_backup", {"verified_only": False}, "Find the newest backup of the target"),
