@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
-from aishell.guard.bodysources import PG_EVENTS, PG_FUNCTION_TEXT
+from aishell.guard.bodysources import PG_EVENTS, PG_FUNCTION_TEXT, PG_NAMED_IN
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
 from aishell.guard.writereach import Reach, follow_writes
 from aishell.guard.writtentables import Write, written
@@ -95,9 +95,8 @@ _PG_WRITTEN = (
     f"{_BY_KEY}) f(src, state) "
     f"UNION SELECT r.trigger, p.oid, {PG_FUNCTION_TEXT.format(f='p')}, "
     f"{_PG_BODY.format(f='p')} "
-    "FROM aishell_runs r JOIN pg_catalog.pg_proc p ON p.proname = ANY (CAST("
-    "pg_catalog.regexp_split_to_array(r.src || ' ' || pg_catalog.lower(r.src), '\\W+') "
-    "AS pg_catalog.name[])) JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    f"FROM aishell_runs r JOIN pg_catalog.pg_proc p ON {PG_NAMED_IN.format(src='r.src', p='p')} "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE n.nspname <> ALL ('{pg_catalog,information_schema}')) "
 )
 # What each of them sets off. Each row: what it is, its name, and its state (compared,

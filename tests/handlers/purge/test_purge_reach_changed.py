@@ -411,6 +411,27 @@ def test_a_routine_a_trigger_calls_replaced_while_the_purge_runs_stops_it(logs, 
     assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
 
 
+@pytest.mark.parametrize(
+    "name", ["note$x", '"note x"', "note\u00a0x"], ids=["dollar", "space", "nbsp"]
+)
+@pytest.mark.parametrize("logs", ["postgresql"], indirect=True)
+def test_a_function_named_past_a_word_split_replaced_while_the_purge_runs_stops_it(
+    logs, home, name
+):
+    """The called function's name holds a character a split into words breaks it at
+    ($, a space in a quoted name, U+00A0): it is followed all the same."""
+    _config, url = logs
+    made, replaced = _CALLED["postgresql"]
+    _execute(url, *(sql.replace("note(", f"{name}(").replace("{called}", name) for sql in made))
+
+    result = _meanwhile(
+        home, _approved(home, job(**SLOW)), url, replaced.replace("note(", f"{name}(")
+    )
+
+    _assert_stopped(result, "note")
+    assert _count(url, "audit") == 0, "the batch that ran the new body was rolled back"
+
+
 @pytest.mark.parametrize("logs", ["postgresql", "mysql"], indirect=True)
 def test_a_cascade_from_a_table_a_cascade_deletes_from_stops_the_purge(logs, home):
     """A key added on a grandchild, cascading from the child the step's approved key
