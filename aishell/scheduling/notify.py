@@ -38,8 +38,21 @@ def summary(run: dict[str, Any], schedule: str | None, how: str) -> dict[str, An
         "error": run.get("error"),
         "steps": counts,
         "waiting_for_approval": waiting,
-        "approve_with": f"aishell approve {run['run_id']}" if waiting else None,
+        "approve_with": approve_with(
+            run["run_id"], [s["index"] for s in steps if s["status"] == "waiting_approval"]
+        ),
     }
+
+
+def approve_with(run_id: str, waiting: list[int]) -> str | None:
+    """The command that approves a run's waiting steps: one step by its number, which
+    every step takes (a purge over its limits no other); several by the run, whose
+    answer names each step only its own approval passes."""
+    if not waiting:
+        return None
+    if len(waiting) == 1:
+        return f"aishell approve {run_id} --step {waiting[0]}"
+    return f"aishell approve {run_id}"
 
 
 def send(config: NotificationsConfig, message: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from aishell.config.models import Config
 from aishell.config.monitoring import AlertRule
 from aishell.errors import UsageError
 from aishell.scheduling.crontab import CrontabTrigger
+from aishell.scheduling.notify import approve_with
 from aishell.state.store import StateStore
 from aishell.units import stamp
 
@@ -121,7 +122,7 @@ def approval_waiting(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
             run["run_id"],
             since,
             f"run {run['run_id']} ({run['agent']} on {run['target']}) has waited "
-            f"{waited:.0f}s for approval: aishell approve {run['run_id']}",
+            f"{waited:.0f}s for approval: {approve_with(run['run_id'], steps)}",
             {
                 "run_id": run["run_id"],
                 "agent": run["agent"],
