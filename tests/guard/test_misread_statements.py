@@ -21,7 +21,7 @@ from aishell.errors import CatalogError
 from aishell.guard.usercodeactions import maintenance_actions
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
-from tests.guard.test_body_writes import LOGS, _purge_preview
+from tests.guard.test_body_writes import LOGS, _purge_preview, assert_fires_ledger
 from tests.guard.test_guard import (
     Cases,
     dialect_of,
@@ -218,10 +218,4 @@ def test_a_routine_named_with_a_character_no_word_holds_is_followed(
 
         purge, _config = _purge_preview(home, url)
 
-        fires = (purge.estimate or {}).get("fires") or []
-        assert any(
-            f.startswith("inserting into ledger (by ")
-            and "logs_gone on logs" in f
-            and "fires trigger ledger_in" in f
-            for f in fires
-        ), fires
+        assert_fires_ledger(purge)
