@@ -16,6 +16,7 @@ from aishell.commands.previews import PlanPreview, preview_plan
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.numbers import FloatRangeLost, json_float
+from aishell.config.places import home_private_places
 from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED
 from aishell.executor.resume import estimate_shown, statements_shown
@@ -24,7 +25,6 @@ from aishell.plan.model import (
     Plan,
     SavedPlan,
     clip,
-    home_private_places,
     listed,
     private_path_problems,
     tables_with_columns,

@@ -18,10 +18,11 @@ from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
+from aishell.config.places import home_private_places
 from aishell.errors import PlanDeclined, TargetLocked, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
 from aishell.executor.stopping import planning_limit
-from aishell.plan.model import Plan, home_private_places
+from aishell.plan.model import Plan
 from aishell.plan.references import find_references
 from aishell.policy.approvers import Approver, NonInteractive, current_user
 from aishell.policy.rules import tighter_or_equal

@@ -7,14 +7,11 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aishell.config.cache import CACHE_FOLDER
 from aishell.config.kinds import Capability
-from aishell.config.plugins import tool_folders
-from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import PlanError, ToolNotFound
-from aishell.files import PrivatePlaces, private_places
+from aishell.files import PrivatePlaces
 from aishell.plan.conditions import ConditionError, parse_condition
 from aishell.plan.groups import group_problems
 from aishell.plan.references import Reference, find_references
@@ -23,9 +20,6 @@ from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.terminal import printable
 from aishell.tool import params as schema
-
-if TYPE_CHECKING:
-    from aishell.config.models import Config
 
 PLAN_FORMAT = 1
 # A name from a plan is shown whole up to this many characters, a path up to PATH_SHOWN:
@@ -236,22 +230,6 @@ def listed(problems: list[str], most: int = 5) -> str:
     shown = "; ".join(problems[:most])
     more = len(problems) - most
     return f"{shown}; and {more} more" if more > 0 else shown
-
-
-def home_private_places(config: Config) -> PrivatePlaces:
-    """Where no file a step or a plan writes may go in this config's home: its state,
-    key, backups and config (files.private_places), and every folder it reads tools and
-    config from: the agents' folders, the built-in catalog, the site's catalog_paths,
-    the plugins' tool folders, the state folder's cache."""
-    plugins = [folder for _, _, folder in tool_folders()[0]]
-    read = [*config.agent_dirs, bundled_catalog_dir(), *config.catalog_paths, *plugins]
-    return private_places(
-        config.home,
-        config.state_home,
-        config.backup_dir,
-        [config.agent_dirs[0].parent],
-        [*read, config.state_home / CACHE_FOLDER],
-    )
 
 
 def private_path_problems(step: Step, tool: ToolDefinition, private: PrivatePlaces) -> list[str]:

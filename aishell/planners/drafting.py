@@ -13,8 +13,9 @@ from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import Agent, PlanningContext
 from aishell.agents.limits import DraftLimits
 from aishell.config.models import Config
+from aishell.config.places import home_private_places
 from aishell.errors import DraftRejected, UsageError
-from aishell.plan.model import Step, home_private_places
+from aishell.plan.model import Step
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.llm import LlmPlanner, Notice
 from aishell.planners.prompt import CatalogSummary, summarize_catalog
