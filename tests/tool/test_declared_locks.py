@@ -195,7 +195,8 @@ def run_watched(
     session_id: str,
 ) -> Watched:
     """Run the step while a blocker session holds its lock (until the step is seen
-    waiting, or 20 s at most) and a watcher session reads the lock views."""
+    waiting for the lock its tool declares, or 20 s at most) and a watcher session reads
+    the lock views."""
     blocker_engine, watcher_engine = engine(url), engine(url)
     blocker, watcher = blocker_engine.connect(), watcher_engine.connect()
     outcome: dict[str, Any] = {}
@@ -221,7 +222,10 @@ def run_watched(
         released = False
         while worker.is_alive() and time.monotonic() < held_until + HANG:
             seen |= observe(watcher, others)
-            waited = any(waiting for _, waiting in seen)
+            # Held until the step waits for the lock its tool declares: another wait (a
+            # catalog read's brief SHARED_HIGH_PRIO on MariaDB) seen first would let the
+            # step's own lock through unseen.
+            waited = (case.waits_for, True) in seen
             if not released and (waited or time.monotonic() > held_until):
                 release(blocker)
                 released = True
