@@ -19,7 +19,8 @@ from aishell.executor import estimate_effect
 from aishell.executor.context import takes_backup
 from aishell.executor.foresee import foreseen
 from aishell.executor.results import judged, named
-from aishell.guard.connection import Guard, GuardMemory, guarded
+from aishell.guard.connection import Guard, guarded
+from aishell.guard.memory import GuardMemory
 from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import find_references, has_references
 from aishell.policy.drafted import AgentRules, drafted_by_model, drafted_policy

@@ -14,8 +14,9 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepInterrupted
 from aishell.executor.context import RunContext
-from aishell.guard.connection import Guard, GuardMemory, shapes_for
+from aishell.guard.connection import Guard, shapes_for
 from aishell.guard.hidden import HiddenWriters
+from aishell.guard.memory import GuardMemory
 from aishell.sqltext import quote_identifier
 from aishell.state.steps import Read
 from aishell.state.store import StateStore

@@ -16,7 +16,7 @@ from aishell.executor.failures import rollback
 from aishell.executor.results import Observer, StepResult
 from aishell.executor.statuses import INTERRUPTED
 from aishell.executor.stopping import Stop, Stopping
-from aishell.guard.connection import GuardMemory
+from aishell.guard.memory import GuardMemory
 from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
 from aishell.policy.rules import SafetyPolicy

@@ -10,6 +10,7 @@ from aishell.errors import StepFailed
 from aishell.guard.calls import called_said, user_written_calls, vouched_for
 from aishell.guard.connection import session_database
 from aishell.guard.hidden import HiddenWriters, hidden_writers
+from aishell.guard.memory import HIDDEN_WRITERS_KEY
 from aishell.guard.statements import classify
 from aishell.guard.usercode import user_code
 from aishell.guard.usercodeactions import maintenance_actions, write_actions
@@ -119,9 +120,9 @@ def _views_named(
 ) -> dict[str, str]:
     """{name: why} of the views (and tables) the writes name whose reading runs code that
     may write (guard/hidden.py, looked up once per run, as the guard looks it up)."""
-    hidden = ctx.run_cache.get("hidden writers")
+    hidden = ctx.run_cache.get(HIDDEN_WRITERS_KEY)
     if not isinstance(hidden, HiddenWriters):
-        hidden = ctx.run_cache["hidden writers"] = hidden_writers(
+        hidden = ctx.run_cache[HIDDEN_WRITERS_KEY] = hidden_writers(
             dialect, cursor, ctx.trusted_functions
         )
     code = hidden.running_code

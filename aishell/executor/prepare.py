@@ -26,6 +26,7 @@ from aishell.executor.retry import LostConnection, final_error, step_retrying
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
+from aishell.guard.memory import ask_again_if_due
 from aishell.plan.conditions import parse_condition
 from aishell.plan.model import Plan, Step, plan_tables, tables_with_columns
 from aishell.plan.references import find_references, substitute, unmet
@@ -162,6 +163,8 @@ def prepare(
     first) are tried again as the step's own would be (max_retries, with backoff); a lock
     still held then fails the step naming its holders, but a tool that skips held tables
     (heldtables.py) ends skipped, as it does for a table dropped since the run read it."""
+
+    ask_again_if_due(run.guard_memory, ctx.run_cache)
 
     def once() -> PreparedStep | None:
         why = _unmet_condition(step, outputs, absent, pending)

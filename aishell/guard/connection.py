@@ -22,7 +22,6 @@ from sqlalchemy.engine import Connection, Dialect
 from aishell.dialects import family
 from aishell.errors import SessionTampered, StatementRefused
 from aishell.guard.calls import (
-    Call,
     called_functions,
     called_said,
     shown,
@@ -31,6 +30,7 @@ from aishell.guard.calls import (
 )
 from aishell.guard.hidden import HiddenWriters, hidden_writers
 from aishell.guard.lex import placed_bind
+from aishell.guard.memory import GuardMemory
 from aishell.guard.statements import (
     READS,
     Classification,
@@ -41,26 +41,6 @@ from aishell.guard.statements import (
 )
 from aishell.risk import RiskLevel
 from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS, reported_change, session_changed
-
-
-@dataclass
-class GuardMemory:
-    """What a run's guards have learned, shared by its steps: per function call whether
-    it may write, as the server's catalog said (a function is looked up once per run),
-    and the statements, as the driver got them, found to only read. A statement's
-    verdict as a read depends on its text and those calls alone, so it stands for the
-    run: a step per table sends the same reads with other values."""
-
-    # (What is said of one that may write, calls.writing_calls; None for one that reads.)
-    volatile: dict[Call, str | None] = field(default_factory=dict)
-    # Per function a write calls: whether it is a user's (not trusted), which may write.
-    user_written: dict[Call, str | None] = field(default_factory=dict)
-    reads: set[str] = field(default_factory=set)
-    # What may make a read write without naming a function, looked up once per run.
-    hidden: HiddenWriters | None = None
-    # The user-defined functions the site vouches only read (the target's
-    # trusted_functions): the site's word, which the guard takes.
-    trusted: tuple[str, ...] = ()
 
 
 def _read_write_again(dialect: Dialect, cursor: Any) -> str | None:
@@ -147,7 +127,7 @@ class Guard:
                     "trusted_functions)"
                 )
                 found = Classification(True, RiskLevel.HIGH, reason)
-                return self._refuse_write(statement, reason, found.risk), found
+                return self._let_through(self._refuse_write(statement, reason, found.risk)), found
         if not found.writes:
             self.memory.reads.add(statement)
             return self._read(statement, cursor, dialect, paramstyle)
@@ -155,14 +135,22 @@ class Guard:
             runs = self._code_a_write_runs(sql, dialect, cursor)
             if runs is not None:
                 found = Classification(True, RiskLevel.HIGH, f"{found.reason}; {runs}")
-                why = self._refuse_write(statement, found.reason, found.risk)
+                why = self._let_through(self._refuse_write(statement, found.reason, found.risk))
                 if why is None:
                     self._read_write_again(cursor, dialect)
                 return why, found
         why = self._refuse_write(statement, found.reason)
         if why is None:
+            self.memory.wrote(sql, dialect)
             self._read_write_again(cursor, dialect)
         return why, found
+
+    def _let_through(self, why: str | None) -> str | None:
+        """A write that runs a user's code, let through: that code may change any
+        definition, so what the catalog said is asked again."""
+        if why is None:
+            self.memory.forget()
+        return why
 
     def raise_if_refused(self) -> None:
         """Even when the tool caught a refusal, the step does not pass."""

@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.guard.calls import vouched_for
+from aishell.guard.memory import USER_CODE_KEY
 from aishell.guard.mysqlcalls import mysql_builtins
 from aishell.guard.operators import exact_operators
 from aishell.guard.pgcode import (
@@ -92,10 +93,10 @@ def user_code(
         return []
     dialect = family(conn.dialect.name)
     runs = RUNS.get(dialect, {})
-    if "user code" not in run_cache:
-        run_cache["user code"] = _read(conn, dialect)
+    if USER_CODE_KEY not in run_cache:
+        run_cache[USER_CODE_KEY] = _read(conn, dialect)
     found: dict[str, list[str]] = {}
-    for piece in run_cache["user code"]:
+    for piece in run_cache[USER_CODE_KEY]:
         if not _untrusted(piece, trusted, dialect):
             continue
         for action, schema, table, index in actions:

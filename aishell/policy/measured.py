@@ -42,7 +42,8 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import StatementRefused
-from aishell.guard.connection import Guard, GuardMemory, guarded
+from aishell.guard.connection import Guard, guarded
+from aishell.guard.memory import GuardMemory
 from aishell.policy.mysqlsizes import mysql_sizes
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.lockholders import is_lock_timeout

@@ -932,7 +932,8 @@ def test_a_runs_guards_judge_a_read_once_and_a_write_every_time(tmp_path: Path) 
     """Steps share what their guards learned: a statement found to only read passes the
     next step's guard without being read again (the catalog is not asked, the parser
     not run); a write, or a read that calls a function that writes, is judged anew."""
-    from aishell.guard.connection import Guard, GuardMemory
+    from aishell.guard.connection import Guard
+    from aishell.guard.memory import GuardMemory
 
     read = "SELECT pg_relation_size('t'), count(*) FROM t WHERE id > %(id)s"
     calls_a_writer = "SELECT nextval('s')"

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from aishell.guard.connection import GuardMemory
+from aishell.guard.memory import GuardMemory
 from aishell.policy.measured import TableMeasure, TableSize, connection_reads, measurer, read_sizes
 from aishell.targets.tables import TableCatalog
 from tests.helpers import run_sql
