@@ -4,6 +4,11 @@
   bound there. SQLAlchemy's text() makes it the driver's placeholder all the same, and
   PyMySQL writes the value into the text as a quoted literal of its own, which ends the
   string around it, so the value runs as SQL (the guard refuses it when sent, too).
+- Text the server reads otherwise than the parser (a MySQL executable comment
+  `/*! ... */`, a no-break space where the parser sees a word's end, a backslash whose
+  meaning depends on sql_mode): its risk and shape would be the parser's reading, not
+  what runs, so the guard refuses it in any step that writes; it is refused here,
+  before any plan names it.
 - SQLite's VACUUM INTO: a copy of the whole database at a path the SQL or a param
   names, a file written outside aishell's places. Only the backup tools' handlers,
   which declare backup_create and choose their own paths, write one.
@@ -27,6 +32,9 @@ def sql_text_problem(sql: str, dialect: str, verdicts: CatalogVerdicts) -> str |
             f"{placed} stands inside a string or a comment, where no value is bound; bind "
             f"it where a value goes ({joined})"
         )
+    unread = verdicts.misread(sql, dialect)
+    if unread is not None:
+        return f"the server would not run it as it reads ({unread})"
     if _VACUUM_INTO.search(sql):
         return "VACUUM INTO writes a file at a path the SQL names, which no SQL tool may"
     return None

@@ -73,6 +73,17 @@ class CatalogVerdicts:
 
         return self._text_or_none("placed", sql, dialect, judge)
 
+    def misread(self, sql: str, dialect: str) -> str | None:
+        """How the server would run `sql` otherwise than the parser reads it (its
+        comments, strings, white space), or None (guard.lex.disagreement)."""
+
+        def judge() -> str | None:
+            from aishell.guard.lex import disagreement
+
+            return disagreement(sql, dialect)
+
+        return self._text_or_none("misread", sql, dialect, judge)
+
     def _text_or_none(
         self, kind: str, sql: str, dialect: str, judge: Callable[[], str | None]
     ) -> str | None:

@@ -1,32 +1,41 @@
 """What a step's own statements hide from the reading that judged them.
 
 A statement the server reads otherwise than the parser (MariaDB's executable comments,
-a name holding U+00A0) never runs, even as the tool's own statement of a step approved
-at its risk: its estimate, its shape and its approval were the parser's reading. A
-comment anywhere in a maintenance statement hides neither its verb nor its names from
-the estimate of the code it runs (MariaDB's `#`, PostgreSQL's nested comments). ALTER
+a name holding U+00A0) is no SQL tool's (the tool does not load), and never runs, even as
+a handler's own declared statement of a step approved at its risk: its estimate, its
+shape and its approval were the parser's reading. A comment anywhere in a maintenance
+statement hides neither its verb nor its names from the estimate of the code it runs
+(MariaDB's `#`, PostgreSQL's nested comments). ALTER
 TABLE is a rebuild of medium risk only when FORCE is all it does. A body's call of a
 routine whose name holds U+00A0, a space, $ or (on MariaDB) a backtick is followed as
 any other."""
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import CatalogError
 from aishell.guard.usercodeactions import maintenance_actions
+from aishell.handlers import Handler
 from aishell.policy.approvers import PreApproved
 from aishell.risk import RiskLevel
+from aishell.tool.context import ToolContext
 from tests.guard.test_body_writes import LOGS, _purge_preview, assert_fires_ledger
 from tests.guard.test_guard import (
     Cases,
     dialect_of,
     execute,
     fingerprint,
+    handler_tool,
+    handlers,
     make_tables,
     refusals,
     run_one,
@@ -39,6 +48,8 @@ from tests.guard.test_guard import (
 from tests.guard.test_user_code import PG_VICTIM, PG_ZAP
 from tests.guard.test_where_comments_end import ZAP
 from tests.helpers import one_step_plan
+
+__all__ = ["handlers"]  # the fixture, found by pytest in this module
 
 
 def _sql_tool(home: Path, url: str, name: str, sql: str | list[str], risk: str) -> Config:
@@ -57,16 +68,42 @@ MISREAD = [
 ]
 
 
+# Read otherwise in a step that only reads: still no tool of the site's may hold it.
+MISREAD_READS = [
+    ("mysql", "SELECT count(*) FROM {table} /*!, (SELECT 1) AS x */"),
+    ("postgresql", "SELECT count(*) FROM {table} WHERE zap\u00a0(1) = 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql", "risk"),
+    [(d, s, "high") for d, s in MISREAD] + [(d, s, "safe") for d, s in MISREAD_READS],
+)
+def test_a_sql_tool_whose_statement_the_server_reads_otherwise_does_not_load(
+    home: Path, tmp_path: Path, dialect: str, sql: str, risk: str
+) -> None:
+    """Whatever its risk: its shape and risk would be the parser's reading."""
+    with scratch_database(dialect, tmp_path) as url:
+        config = _sql_tool(home, url, "hidden_delete", sql, risk)
+        with pytest.raises(CatalogError, match="would not run it as it reads"):
+            run_one(config, url, "hidden_delete", {"table": "t"})
+
+
 @pytest.mark.parametrize(("dialect", "sql"), MISREAD)
-def test_a_misread_statement_never_runs_even_as_the_approved_tools_own(
-    home: Path, tmp_path: Path, dialect: str, sql: str
+def test_a_misread_statement_never_runs_even_as_the_approved_handlers_own(
+    home: Path, tmp_path: Path, handlers: types.ModuleType, dialect: str, sql: str
 ) -> None:
     """Tagged high and approved: the parser's DELETE of no row is what was approved; the
     server's deletes every row."""
     with scratch_database(dialect, tmp_path) as url:
         make_tables(url)
         execute(url, *ZAP[dialect])
-        config = _sql_tool(home, url, "hidden_delete", sql, "high")
+        handler = Handler(
+            sql_templates=(sql,),
+            run_fn=lambda params, ctx: _send(sql, params, ctx),
+            risk=RiskLevel.HIGH,
+        )
+        config = handler_tool(home, url, handlers, "hidden_delete", handler, "high")
 
         run = run_one(config, url, "hidden_delete", {"table": "t"})
 
@@ -75,6 +112,11 @@ def test_a_misread_statement_never_runs_even_as_the_approved_tools_own(
         assert "would not run it as the parser read it" in (step.error or ""), step.error
         assert len(refusals(config, run.run_id)) == 1
         assert fingerprint(url) == (10, 55) and fingerprint(url, "other") == (5, 15)
+
+
+def _send(sql: str, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    ctx.connection.execute(text(sql.format(table=ctx.quote(params["table"]))))
+    return {}
 
 
 # --- comments in maintenance statements ----------------------------------------------
