@@ -168,9 +168,31 @@ def warn(failures: list[PluginFailure]) -> None:
             print(f"aishell: warning: {each.line()}", file=sys.stderr)
 
 
+# What tool_folders found, by entry_point_stamp: a run asks for the folders several
+# times (the catalog, where its files may not go, the model's prompt), and the
+# entry points' listing costs tens of milliseconds each time; the stamp, one.
+_FOLDERS_FOUND: dict[str, list[tuple[str, str, Path]]] = {}
+
+
 def tool_folders() -> tuple[list[tuple[str, str, Path]], list[PluginFailure]]:
     """The tool folders of every installed package's `aishell.tools` entry points, as
-    (name, package, folder), and the entry points that gave none."""
+    (name, package, folder), and the entry points that gave none. Found again whenever
+    what packages declare for the group changed; a failure is never kept (the package
+    it depends on may be installed meanwhile)."""
+    if not discovering():
+        return _tool_folders()
+    stamp = entry_point_stamp(TOOLS_GROUP)
+    known = _FOLDERS_FOUND.get(stamp)
+    if known is not None:
+        return list(known), []
+    folders, failures = _tool_folders()
+    if not failures:
+        _FOLDERS_FOUND.clear()
+        _FOLDERS_FOUND[stamp] = list(folders)
+    return folders, failures
+
+
+def _tool_folders() -> tuple[list[tuple[str, str, Path]], list[PluginFailure]]:
     folders: list[tuple[str, str, Path]] = []
     failures: list[PluginFailure] = []
     for ep, package in offered(TOOLS_GROUP):
