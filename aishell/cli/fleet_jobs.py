@@ -30,7 +30,6 @@ _BAD = (
     "failed",
     "aborted",
     "denied",
-    "out_of_window",
     "interrupted",
     "queued",
     "running",
@@ -104,14 +103,15 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _exit_if_bad(summary: dict[str, Any], waited: bool) -> None:
-    """Exit 1 when a run did not complete; else 3 when one waits for a person, as `aishell
-    run` exits: a script that runs the fleet never takes a run left waiting for done."""
+    """Exit 1 when a run did not complete; else 3 when one waits for a person or for its
+    maintenance window, as `aishell run` exits: a script that runs the fleet never takes
+    a run left waiting for done."""
     if not waited:
         return
     statuses = {r["status"] for r in summary["runs"]}
     if statuses & set(_BAD):
         raise SystemExit(EXIT_FAILED)
-    if "waiting_approval" in statuses:
+    if statuses & {"waiting_approval", "out_of_window"}:
         raise SystemExit(EXIT_WAITING_APPROVAL)
 
 

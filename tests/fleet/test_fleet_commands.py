@@ -10,7 +10,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,27 +166,56 @@ def test_a_fleet_log_cleanup_runs_its_job_as_given(one_worker: dict[str, Any]) -
     assert (target, status) in (("demo", "completed"), ("demo", "waiting_approval")), summary
 
 
-def test_a_fleet_run_left_waiting_for_approval_exits_3(home: Path, demo_db: Path) -> None:
-    """A worker asks nobody: a production target's purge waits for a person, and `fleet
-    run` says so as `aishell run` does (exit 3), never exit 0 as if it were done."""
+def _held_for_a_person(home: Path, data: dict[str, Any]) -> list[str]:
+    data["targets"]["demo"]["environment"] = "production"
+    return ["log_cleanup", "--table", "app_logs", "--retention-days", "80"]
+
+
+def _held_for_its_window(home: Path, data: dict[str, Any]) -> list[str]:
+    # An hour half a day away: the window is shut while the test runs.
+    hour = (datetime.now(UTC).hour + 12) % 24
+    window = {"type": "maintenance_window", "allowed_hours": [hour], "timezone": "UTC"}
+    agent = home / "config" / "agents" / "maintenance.yaml"
+    agent_data = yaml.safe_load(agent.read_text())
+    agent_data["maintenance_agent"]["safety_constraints"] = [window]
+    agent.write_text(yaml.safe_dump(agent_data))
+    return ["maintenance", "--type", "full"]
+
+
+@pytest.mark.parametrize(
+    ("held", "status"),
+    [(_held_for_a_person, "waiting_approval"), (_held_for_its_window, "out_of_window")],
+    ids=["approval", "window"],
+)
+def test_a_fleet_run_left_waiting_exits_3(
+    home: Path, demo_db: Path, held: Callable[[Path, dict[str, Any]], list[str]], status: str
+) -> None:
+    """A worker asks nobody: a production target's purge waits for a person, a run
+    outside its maintenance window for the window, and `fleet run` says so as `aishell
+    run` does (exit 3), never exit 0 as if it were done, nor 1 as if it had failed."""
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
-    data["targets"]["demo"]["environment"] = "production"
+    args = held(home, data)
     data["fleet"] = {
         "broker_url": "redis://127.0.0.1:6379/0",
         "queue": f"aishell-test-{uuid.uuid4().hex[:8]}",
     }
     path.write_text(yaml.safe_dump(data))
-    args = ["log_cleanup", "--table", "app_logs", "--retention-days", "80", "--targets", "demo"]
     try:
         with running_worker(home):
             out = CliRunner().invoke(
-                cli, ["--home", str(home), "fleet", "run", *args, "--wait-seconds", "90", "--json"]
-            )
+                cli,
+                [
+                    "--home", str(home), "fleet", "run", *args, "--targets", "demo",
+                    "--wait-seconds", "90", "--json",
+                ],
+            )  # fmt: skip
     finally:
         delete_queue(load_config(home=home))
     summary = json.loads(out.stdout)
-    assert [(r["target"], r["status"]) for r in summary["runs"]] == [("demo", "waiting_approval")]
+    assert [(r["target"], r["status"]) for r in summary.get("runs", [])] == [("demo", status)], (
+        out.output
+    )
     assert out.exit_code == 3, out.output
 
 
