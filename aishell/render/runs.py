@@ -45,6 +45,13 @@ def _purge_preview(step: StepResult) -> list[str]:
     ]
     if estimate.get("how"):
         lines.append(f"    estimated from {estimate['how']}")
+    params = step.params or {}
+    if params.get("archive_file"):
+        lines.append(f"    each row archived first to the file {params['archive_file']}")
+    elif params.get("archive_table"):
+        lines.append(f"    each row archived first to the table {params['archive_table']}")
+    else:
+        lines.append("    not archived: deleted rows cannot be brought back")
     lines += [f"    warning: {w}" for w in estimate.get("warnings", [])]
     return [printable(line) for line in lines]
 
