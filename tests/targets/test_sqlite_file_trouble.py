@@ -163,3 +163,20 @@ def test_a_wal_database_in_a_read_only_folder(
         f"the database is in WAL mode, and SQLite makes {path}-shm and {path}-wal beside it "
         f"to read it, but the folder {folder} is on a read-only file system"
     ) in line, line
+
+
+def test_a_database_on_a_read_only_mount_is_named_with_a_fix_no_mode_gives(
+    home: Path, demo_template: Path, tmp_path: Path, edit_config
+) -> None:
+    """No chmod makes a file on a read-only mount writable: the check names the mount,
+    and the fix is a remount or a copy."""
+    with tmpfs(tmp_path / "ro", "64m") as folder:
+        path = folder / "db.sqlite"
+        path.write_bytes(demo_template.read_bytes())
+        _quick_target(home, path, edit_config)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        done = CliRunner().invoke(cli, ["targets", "check", "db", "--json"])
+    said = done.stdout
+    assert f"the file system holding {path} is mounted read-only" in said, said
+    assert f"remount the file system holding {path} read-write" in said, said
+    assert "chmod" not in said, said

@@ -39,10 +39,23 @@ def read_only_reason(conn: Connection, run_cache: dict[str, Any] | None = None) 
     if path is None:
         return None
     if not os.access(path, os.W_OK):
+        if mounted_read_only(path):
+            return f"the file system holding {path} is mounted read-only"
         return f"the database file {path} is read-only for this process"
     if not os.access(path.parent, os.W_OK | os.X_OK):
+        if mounted_read_only(path.parent):
+            return f"the file system holding {path} is mounted read-only"
         return f"the folder {path.parent} is read-only, and SQLite writes its journal there"
     return None
+
+
+def mounted_read_only(path: Path) -> bool:
+    """Whether the file system holding `path` is mounted read-only: no mode of the file
+    makes it writable then, so the fix is another (a remount, a copy)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def require_writable(conn: Connection, table: str, action: str) -> None:
@@ -76,12 +89,15 @@ def agent_needs(conn: Connection) -> list[dict[str, Any]]:
     read_only = read_only_reason(conn)
     writes = "write access to the database file and its folder"
     path = database_file(conn)
-    fix = (
-        f"give user {getpass.getuser()} write access to {path} and {path.parent} "
-        "(chmod u+w), or run aishell as their owner"
-        if read_only and path is not None
-        else None
-    )
+    fix = None
+    if read_only and path is not None:
+        fix = (
+            f"remount the file system holding {path} read-write, or copy the database to "
+            "a writable place and point the target at the copy"
+            if mounted_read_only(path)
+            else f"give user {getpass.getuser()} write access to {path} and {path.parent} "
+            "(chmod u+w), or run aishell as their owner"
+        )
     return [
         {
             "agent": "maintenance",
