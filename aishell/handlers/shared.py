@@ -38,6 +38,7 @@ from aishell.handlers import Handler, cached
 from aishell.handlers.held import Tablewise, one_at_a_time, unless_none_done
 from aishell.state.schema import TABLE_DONE
 from aishell.targets.catalog import user_tables
+from aishell.terminal import printable
 from aishell.tool.context import ToolContext
 from aishell.tool.unmeasured import held_when_measured, unmeasured_tables
 
@@ -56,7 +57,7 @@ def shared_step(handler: Handler, what: str) -> Handler:
             if table in measured.sql:
                 sql += measured.sql[table]
             else:
-                sql.append(f"-- {ctx.quote(table)}: not measured, so left out (see the output)")
+                sql.append(_left_out_line(ctx, table, measured))
         # A read of many tables at once (the catalog's estimates) each table's render
         # gives alike is shown once; every statement naming a table stays.
         return list(dict.fromkeys(sql))
@@ -195,6 +196,15 @@ def _measured(
 
     found: _Measured = cached(ctx, "shared:measured", measure)
     return found
+
+
+def _left_out_line(ctx: ToolContext, table: str, measured: _Measured) -> str:
+    """The comment a preview shows for a table the step leaves out, saying why as the run
+    will (a plan has no output to look in), on one line: the holder's statement, or a
+    name, may hold a line break."""
+    held = measured.held.get(table)
+    why = f"not measured, so left out: {held}" if held is not None else "dropped since the plan"
+    return printable(f"-- {ctx.quote(table)}: {why}")
 
 
 def _run_each(

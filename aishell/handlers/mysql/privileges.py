@@ -183,9 +183,12 @@ def denied(exc: DBAPIError) -> str | None:
     return None
 
 
-def run_checked(conn: Connection, sql: str, table: str, action: str) -> list[str]:
+def run_checked(
+    conn: Connection, sql: str, table: str, action: str, *, must_be_done: bool = True
+) -> list[str]:
     """Run a maintenance statement; its result rows (Table, Op, Msg_type, Msg_text) as
-    'type: text'. A refusal is a skip; any other error row fails the step."""
+    'type: text'. A refusal is a skip; any other error row fails the step; a statement
+    the server did not do (not_done) a skip too, unless not `must_be_done`."""
     try:
         result = conn.execute(text(sql))
     except DBAPIError as exc:
@@ -196,15 +199,28 @@ def run_checked(conn: Connection, sql: str, table: str, action: str) -> list[str
     messages: list[str] = []
     if not result.returns_rows:  # ALTER TABLE reports by raising, not in rows
         return messages
-    for row in result.mappings():
-        kind, message = str(row["Msg_type"]).lower(), str(row["Msg_text"])
+    rows = [(str(r["Msg_type"]).lower(), str(r["Msg_text"])) for r in result.mappings()]
+    for kind, message in rows:
         messages.append(f"{kind}: {message}")
         if kind == "error":
             if DENIED_TEXT.search(message):
                 skip_table(table, f"{action} of {table} refused by the server: {message}")
             raise_if_retryable(sql, message)
             raise StepFailed(f"{table}: {message}")
+    said = not_done(rows)
+    if said is not None and must_be_done:
+        skip_table(table, f"{action} of {table} not done: {said}")
     return messages
+
+
+def not_done(rows: list[tuple[str, str]]) -> str | None:
+    """What the server said of a table whose maintenance statement it did not do, or
+    None. It answers a table it did with a status row ("OK", "Table is already up to
+    date"); one whose engine has no such operation (MEMORY, CSV) with a note alone ("The
+    storage engine for the table doesn't support optimize"), in the server's language."""
+    if not rows or any(kind == "status" for kind, _ in rows):
+        return None
+    return "the server said: " + "; ".join(f"{kind}: {said}" for kind, said in rows)
 
 
 # ALTER TABLE needs ALTER, CREATE and INSERT on the table; OPTIMIZE and ANALYZE need

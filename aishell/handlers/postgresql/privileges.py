@@ -58,11 +58,14 @@ def table_privileges(conn: Connection, tables: list[str]) -> list[dict[str, Any]
     return rows
 
 
-def _refusal(row: Mapping[str, Any], action: str, reindex: bool) -> str:
+def _refusal(conn: Connection, row: Mapping[str, Any], action: str, reindex: bool) -> str:
     whom = "does not own it" if reindex else "owns neither it nor the database"
-    fix = f"ALTER TABLE {row['name']} OWNER TO {row['role']}"
+    # The fix is SQL to paste: its names quoted where they need it ("Upper Case").
+    quote = conn.dialect.identifier_preparer.quote
+    table, role = quote(row["name"]), quote(row["role"])
+    fix = f"ALTER TABLE {table} OWNER TO {role}"
     if row["maintain_known"]:
-        fix = f"GRANT MAINTAIN ON {row['name']} TO {row['role']}, or {fix}"
+        fix = f"GRANT MAINTAIN ON {table} TO {role}, or {fix}"
     return (
         f"{action} of {row['name']} skipped: role {row['role']} {whom} (owner: {row['owner']}); "
         f"run it as {row['owner']}, or {fix}"
@@ -95,7 +98,8 @@ def require_maintain(
         row = rows[0]
     if row["may_reindex" if reindex else "may_vacuum"]:
         return row
-    skip_table(table, _refusal(row, action, reindex), {"owner": row["owner"], "role": row["role"]})
+    why = _refusal(conn, row, action, reindex)
+    skip_table(table, why, {"owner": row["owner"], "role": row["role"]})
 
 
 # VACUUM and ANALYZE report a table they skip as a WARNING, and succeed: 'skipping "t"

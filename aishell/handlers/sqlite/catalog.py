@@ -124,6 +124,16 @@ def require_table(conn: Connection, table: str) -> None:
         raise StepFailed(f"no such table: {table} (dropped since the plan)")
 
 
+# A virtual table (FTS5, R-Tree) has no b-tree of its own (rootpage 0): its module keeps
+# its data, and SQLite's ANALYZE gathers no statistics for it.
+_VIRTUAL = "SELECT name FROM sqlite_schema WHERE type = 'table' AND rootpage = 0"
+
+
+def virtual_tables(conn: Connection) -> set[str]:
+    """The database's virtual tables, by name."""
+    return {str(r[0]) for r in conn.execute(text(_VIRTUAL))}
+
+
 def table_indexes(conn: Connection, table: str) -> list[str]:
     """A table's indexes; one whose name is not UTF-8 is left out (no statement names it)."""
     with sqlite_text_as_bytes(conn):

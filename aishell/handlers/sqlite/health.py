@@ -22,7 +22,11 @@ from aishell.targets.catalog import sqlite_name, sqlite_text_as_bytes
 from aishell.tool.context import ToolContext
 
 # Indexes with their tables, and the tables (to name those whose names are not UTF-8).
-_SCHEMA = "SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('index', 'table')"
+_SCHEMA = (
+    "SELECT type, name, tbl_name, rootpage FROM sqlite_schema WHERE type IN ('index', 'table')"
+)
+# What a virtual table's statistics are: SQLite's ANALYZE gathers none for it.
+NO_STATISTICS = "none kept (virtual table)"
 
 
 # A table dropped since the plan, as _rows says.
@@ -79,9 +83,12 @@ def _table_health(
                 for r in conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1"))
             }
     indexes_of: dict[str, list[str]] = {}
+    virtual: set[str | None] = set()
     for row in schema_rows:
         if row.type == b"table":
-            sqlite_name(row.name, unreadable)
+            name = sqlite_name(row.name, unreadable)
+            if row.rootpage == 0:
+                virtual.add(name)
             continue
         index, table = sqlite_name(row.name), sqlite_name(row.tbl_name)
         if index is not None and table is not None:
@@ -100,11 +107,18 @@ def _table_health(
                 "indexes": len(indexes_of.get(table, [])),
                 "table_bytes": sizes.get(table),
                 "index_bytes": index_bytes if has_dbstat else None,
-                "statistics": "present" if table in analyzed else "missing",
+                "statistics": _statistics(table, virtual, analyzed),
             }
         )
     report.sort(key=lambda t: (-(t["table_bytes"] or 0) - (t["index_bytes"] or 0), t["table"]))
     return report
+
+
+def _statistics(table: str, virtual: set[str | None], analyzed: set[str | None]) -> str:
+    """Whether the table has planner statistics (sqlite_stat1's rows for it)."""
+    if table in virtual:
+        return NO_STATISTICS
+    return "present" if table in analyzed else "missing"
 
 
 def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:

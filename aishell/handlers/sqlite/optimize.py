@@ -22,6 +22,7 @@ from aishell.handlers.sqlite.catalog import (
     has_dbstat,
     pages_of,
     require_table,
+    virtual_tables,
 )
 from aishell.handlers.sqlite.fragmentation import needs_rebuild
 from aishell.handlers.sqlite.privileges import (
@@ -225,6 +226,13 @@ def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
     # cannot be read by any other connection.
     code = app_code(ctx)
     found = {t: code.reason(t, "not analyzed", stops_analyze) for t in tables}
+    virtual = virtual_tables(conn)
+    for t in tables:
+        if t in virtual and found[t] is None:
+            found[t] = (
+                f"ANALYZE of {t} skipped: it is a virtual table, whose module keeps its "
+                "data; SQLite's ANALYZE gathers no statistics for it"
+            )
     return {t: why for t, why in found.items() if why is not None}
 
 
