@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from sqlalchemy import text
 
@@ -32,10 +33,19 @@ FUNCTION = {
 }
 
 
-def _tool(risk: str) -> dict[str, Any]:
-    sql = "DELETE FROM {table} WHERE id = fnote(0)"
+# A read that calls it, sent by a tool that also writes: its step, approved high, sends it.
+READ_CALLING = [
+    "DELETE FROM {table} WHERE id < 0",
+    "SELECT count(*) FROM {table} WHERE fnote(id) = 1",
+]
+
+
+def _tool(
+    risk: str, sql: str | list[str] = "DELETE FROM {table} WHERE id = fnote(0)"
+) -> dict[str, Any]:
+    verb = "prune" if isinstance(sql, str) else "count"
     return {
-        "name": f"prune_noted_{risk}",
+        "name": f"{verb}_noted_{risk}",
         "description": "Delete the row a function picks; a test tool for the guard.",
         "category": "maintenance",
         "risk_level": risk,
@@ -68,6 +78,9 @@ def _set_up(home: Path, url: str) -> tuple[Any, str]:
     (home / "site_tools").mkdir()
     for risk in ("medium", "high"):
         (home / "site_tools" / f"prune_{risk}.yaml").write_text(yaml.safe_dump(_tool(risk)))
+    (home / "site_tools" / "count_high.yaml").write_text(
+        yaml.safe_dump(_tool("high", READ_CALLING))
+    )
     path = home / "config" / "aishell.yaml"
     data = yaml.safe_load(path.read_text())
     data["catalog_paths"] = ["site_tools"]
@@ -89,9 +102,14 @@ def test_a_write_calling_a_user_function_is_refused_below_high(home: Path, serve
     assert _noted(server_url) == 0
 
 
-def test_a_write_calling_a_user_function_is_shown_at_high_risk(home: Path, server_url: str) -> None:
+@pytest.mark.parametrize("tool", ["prune_noted_high", "count_noted_high"])
+def test_a_statement_calling_a_user_function_is_shown_at_high_risk(
+    home: Path, server_url: str, tool: str
+) -> None:
+    """A write's call, and a read's in a step of a tool tagged high (which the guard
+    passes there as a write the step was approved with): named before the yes."""
     config, dialect = _set_up(home, server_url)
-    plan = one_step_plan("maintenance", "db", dialect, "prune_noted_high", {"table": "items"})
+    plan = one_step_plan("maintenance", "db", dialect, tool, {"table": "items"})
     asked = commands.apply_plan(config, plan, approver=PreApproved(up_to=RiskLevel.MEDIUM))
     assert asked.status == "waiting_approval", asked.error
     (step,) = asked.steps
