@@ -200,7 +200,10 @@ def resume_until_done(site: Site, run_id: str, why: str) -> dict[str, Any]:
 def assert_nothing_recorded_left(site: Site, killed: Killed) -> None:
     """The run's scratch ledger is empty, and `aishell doctor` (where this aishell has
     it) finds nothing of the run: its resume removed what the killed attempt left."""
-    assert recorded_scratch(site, killed.run_id) == [], killed.why
+    cleaned = _state(
+        site, "SELECT data FROM events WHERE run_id = ? AND kind = 'scratch_cleaned'", killed.run_id
+    )
+    assert recorded_scratch(site, killed.run_id) == [], f"{killed.why}; cleaned: {cleaned}"
     if "doctor" in _commands():
         code, out, err = aishell(site.home, "doctor", "--target", site.target, "--json")
         report = json.loads(out)
