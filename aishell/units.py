@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 
@@ -58,6 +59,22 @@ def took(seconds: float, places: int = 2) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def exact(value: object) -> str:
+    """A number a person or a config gave, echoed as they wrote it: every digit kept,
+    no ".0" on a whole one, no exponent from a millionth up (30, 6.9999999, 0.00001,
+    2592000). Not `:g`, which keeps six digits: a retention of 6.9999999 days read "7
+    days is under 7", and a run time of 1000001 s "1e+06s"."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if not math.isfinite(value) or 0 < abs(value) < 1e-6:
+        return repr(value)  # hundreds of zeros would hide the digits that count
+    # repr is the shortest text that reads back as the same float; Decimal spells it out.
+    shown = f"{Decimal(repr(value)):f}"
+    if "." in shown:
+        shown = shown.rstrip("0").rstrip(".")
+    return "0" if shown == "-0" else shown
 
 
 def percent(share: float) -> str:

@@ -27,6 +27,7 @@ from aishell.config.options import (
 )
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
+from aishell.units import exact
 
 # The steps that run a dump, which may wait for table locks.
 _DUMPS = ("backup_database_full", "backup_database_incremental")
@@ -283,7 +284,7 @@ def _held_params(
     if taken:
         wait = job.get("lock_wait_seconds")
         why = (
-            f"the job says --lock-wait {wait:g}: give {taken} lock_wait_seconds {wait:g}"
+            f"the job says --lock-wait {exact(wait)}: give {taken} lock_wait_seconds {exact(wait)}"
             if wait is not None
             else "the job gives no --lock-wait: a drafted backup may not give lock_wait_seconds"
         )
@@ -299,7 +300,8 @@ def _cleanup_limits(job: dict[str, Any]) -> _Held | None:
         (
             key,
             job[key],
-            f"the job says {flag} {job[key]:g}: give cleanup_old_backups {key} {job[key]:g}",
+            f"the job says {flag} {exact(job[key])}: give cleanup_old_backups {key} "
+            f"{exact(job[key])}",
         )
         for key, flag in (("retention_days", "--retention-days"), ("keep_last", "--keep-last"))
     )

@@ -28,6 +28,7 @@ from aishell.plan.model import Step, step_from_dict
 from aishell.targets.lockholders import is_lock_timeout
 from aishell.targets.partitions import PartitionTree
 from aishell.tool.params import IDENTIFIER_KINDS
+from aishell.units import exact
 
 # What planning may read for a job beyond the target's tables, each at a cost:
 # "urgency", how soon each table needs work (a query of the server's catalog);
@@ -333,7 +334,7 @@ def _wrong_value(option: Option, value: object) -> str:
 
 def _bound(limit: float) -> str:
     """A bound as a person reads it: 1,000,000, not 1e+06."""
-    return f"{int(limit):,}" if float(limit).is_integer() else f"{limit:g}"
+    return f"{int(limit):,}" if float(limit).is_integer() else exact(limit)
 
 
 # A job key, an option's `dest`: what a job and click name it by.

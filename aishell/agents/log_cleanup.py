@@ -19,6 +19,7 @@ from aishell.config.options import LOG_CLEANUP_OPTIONS, by_key
 from aishell.errors import UsageError
 from aishell.handlers.purge.precheck import check_purge
 from aishell.plan.model import Step, step_id
+from aishell.units import exact
 
 # Job keys copied to delete_old_records' params as they are.
 _PURGE_PARAMS = (
@@ -120,7 +121,7 @@ class LogCleanupAgent:
         limit = f", at most {job['max_rows']} rows this run" if job.get("max_rows") else ""
         return (
             f"Purge rows of table {job['table']} whose {job['date_column']} is older than "
-            f"{job['retention_days']:g} days, in batches starting at {job['batch_size']} rows"
+            f"{exact(job['retention_days'])} days, in batches starting at {job['batch_size']} rows"
             f"{keep}{limit}; estimate the rows before (from statistics or a sample, not a "
             "count) and derive those after from the rows deleted, and refresh statistics "
             "after a large purge."
@@ -162,7 +163,7 @@ class LogCleanupAgent:
                     "estimate": True,
                 },
                 f"Estimate the rows of {table}, and those older than "
-                f"{job['retention_days']:g} days, without reading the table",
+                f"{exact(job['retention_days'])} days, without reading the table",
             ),
             Step(
                 step_id(1),
@@ -195,8 +196,7 @@ _COUNTED_WHY = (
 def _held_why(key: str, value: object) -> str:
     if value is None:
         return f"the job gives no {key}: a drafted purge may not give one"
-    shown = f"{value:g}" if isinstance(value, float) else str(value)
-    return f"the job says {key} {shown}: a drafted purge must give the same"
+    return f"the job says {key} {exact(value)}: a drafted purge must give the same"
 
 
 def _purge_params(job: dict[str, Any]) -> dict[str, Any]:

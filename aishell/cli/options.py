@@ -39,6 +39,7 @@ from aishell.config.options import (
     Option,
 )
 from aishell.errors import UsageError
+from aishell.units import exact
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # The most rows a listing's --limit asks for: more than a store holds in practice, few
@@ -139,7 +140,8 @@ class WholeNumber(click.IntRange):
 
 class FiniteFloat(click.FloatRange):
     """A float range, in the digits 0-9, that refuses NaN and infinity (NaN compares
-    false with every limit, so a range alone lets it through)."""
+    false with every limit, so a range alone lets it through). A value refused is named
+    as it was written: click's own message said 0.0000001 was "1e-07" and -1 was "-1.0"."""
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if isinstance(value, str):
@@ -153,8 +155,12 @@ class FiniteFloat(click.FloatRange):
         lost = float_range_lost(str(value), number)
         if lost:
             self.fail(lost, param, ctx)
-        # -0 is 0: a job, a plan and its JSON say 0 (adding 0.0 makes -0.0 plain 0.0).
-        return super().convert(number + 0.0, param, ctx)
+        try:
+            # -0 is 0: a job, a plan and its JSON say 0 (adding 0.0 makes -0.0 plain 0.0).
+            return super().convert(number + 0.0, param, ctx)
+        except click.BadParameter:  # out of the range: the only failure left
+            written = value if isinstance(value, str) else exact(number)
+            self.fail(f"{written} is not in the range {self._describe_range()}.", param, ctx)
 
 
 class Duration(click.ParamType[float]):
@@ -178,7 +184,9 @@ class Duration(click.ParamType[float]):
         if seconds < 1:
             self.fail(f"{value!r} is under a second", param, ctx)
         if seconds > self.most:
-            self.fail(f"{value!r} is over the limit of {self.most / 86400:g} days", param, ctx)
+            days = exact(self.most / 86400)
+            limit = f"{days} day{'' if days == '1' else 's'}"
+            self.fail(f"{value!r} is over the limit of {limit}", param, ctx)
         return seconds
 
     def _seconds(self, text: str, param: Any, ctx: Any) -> float:

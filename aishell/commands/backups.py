@@ -64,11 +64,14 @@ def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             continue  # rows come newest first
         if not in_place(row["path"], row["size_bytes"], row.get("host")):
             continue
-        taken = datetime.fromisoformat(row["created_at"])
+        age = (now - datetime.fromisoformat(row["created_at"])).total_seconds()
         summary[row["target"]] = {
             "backup_id": row["id"],
             "created_at": row["created_at"],
-            "age_hours": round((now - taken).total_seconds() / 3600, 1),
+            "age_hours": round(age / 3600, 1),
+            # Whole seconds, as `fleet status` gives a proven backup's age: what the
+            # human line reads in words (12 min, 5.2 h, 3.1 d).
+            "age_seconds": round(age),
         }
     return summary
 

@@ -18,6 +18,7 @@ from aishell.config.models import Config
 from aishell.config.stateurl import display_url
 from aishell.errors import TargetUnreachable
 from aishell.state.store import StateStore
+from aishell.units import exact
 
 
 def breaker_key(config: Config, target: str) -> str:
@@ -50,7 +51,7 @@ def circuit_breaker(config: Config, store: StateStore, target: str) -> Iterator[
         if count >= settings.failures:
             raise TargetUnreachable(
                 f"{exc}; {count} failures in a row, so aishell leaves '{target}' alone for "
-                f"{cool_down:g}s (`aishell targets check {target}` ends that "
+                f"{exact(cool_down)}s (`aishell targets check {target}` ends that "
                 "once it connects)"
             ) from None
         raise

@@ -23,6 +23,7 @@ from aishell.config.stateurl import display_url
 from aishell.errors import BrokerUnreachable
 from aishell.fleet.app import RUN_TARGET, make_app
 from aishell.registry import Registry
+from aishell.units import exact
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -87,7 +88,7 @@ def said(config: Config, exc: BaseException, doing: str) -> str:
     if "connecting" in lowered or (doing == "connecting" and "reading" not in lowered):
         waited = f"{fleet.connect_timeout_seconds}s (fleet.connect_timeout_seconds)"
     else:
-        waited = f"{fleet.read_timeout_seconds:g}s (fleet.read_timeout_seconds)"
+        waited = f"{exact(fleet.read_timeout_seconds)}s (fleet.read_timeout_seconds)"
     return f"{broker_at} did not answer within {waited} while {doing}"
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aishell.config.checks import check_http_url
 from aishell.config.llm import LlmPlannerConfig
 from aishell.errors import ConfigError, PlannerUnavailable
+from aishell.units import exact
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 # Answers a server gives while it loads a model or is overloaded: worth another try.
@@ -125,7 +126,7 @@ class OllamaChat:
                 # The server is there but the model is slow: asking again would not help.
                 raise PlannerUnavailable(
                     f"The model {self.model} at {shown_host(self.host)} gave no answer within "
-                    f"{self.settings.timeout_seconds:g} s; raise planner.llm.timeout_seconds "
+                    f"{exact(self.settings.timeout_seconds)} s; raise planner.llm.timeout_seconds "
                     "or choose a smaller model"
                 ) from None
             except ollama.ResponseError as exc:

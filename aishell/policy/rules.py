@@ -40,7 +40,7 @@ from aishell.policy.measured import Measure, TableMeasure
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation
-from aishell.units import percent, percent_up
+from aishell.units import exact, percent, percent_up
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {
@@ -380,8 +380,8 @@ def _purge_limits(constraint: PurgeLimits, facts: StepFacts) -> list[str]:
     retention = (facts.params or {}).get("retention_days")
     if isinstance(retention, int | float) and retention < constraint.min_retention_days:
         reasons.append(
-            f"retention of {retention:g} days is under {constraint.min_retention_days:g}: "
-            "recent rows would be deleted"
+            f"retention of {exact(retention)} days is under "
+            f"{exact(constraint.min_retention_days)}: recent rows would be deleted"
         )
     effect = facts.effect or {}
     going, total = effect.get("rows_this_run"), effect.get("table_rows")

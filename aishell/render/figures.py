@@ -11,6 +11,7 @@ from typing import Any
 
 from aishell.render.base import human_size
 from aishell.terminal import printable
+from aishell.units import exact
 
 
 def step_figures(output: Any, with_summary: bool = True) -> str:
@@ -40,7 +41,7 @@ def _purge(out: Mapping[str, Any]) -> str:
         line += f", each archived to {where}"
     line += (
         f", {out.get('rows_per_second') or 0:,} rows/s, longest batch "
-        f"{out.get('longest_batch_ms') or 0:g} ms"
+        f"{exact(out.get('longest_batch_ms') or 0)} ms"
     )
     if out.get("stopped_by"):
         line += f"; stopped early: {out['stopped_by']}"

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aishell.render.base import RISK_STYLE, UNWRAPPED_WIDTH, human_size, plain, safe_text, styled
+from aishell.units import age_words
 
 
 def demo_result(out: Console, result: dict[str, Any]) -> None:
@@ -41,7 +42,7 @@ def backups_table(
             out.print(
                 safe_text(
                     f"{target}: newest backup proven restorable is id {newest['backup_id']}, "
-                    f"{newest['age_hours']} h old"
+                    f"{age_words(newest['age_seconds'])} old"
                 )
             )
         else:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TypeVar
 
+from aishell.units import exact
+
 T = TypeVar("T")
 
 
@@ -21,7 +23,7 @@ class Late(Exception):
     """The call had not returned by its deadline."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"no whole answer within {seconds:g}s")
+        super().__init__(f"no whole answer within {exact(seconds)}s")
         self.seconds = seconds
 
 

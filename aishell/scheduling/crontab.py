@@ -287,7 +287,7 @@ def _item(text: str, field: _Field, item: str) -> set[int]:
             raise _refuse(text, f"{field.name} {item!r}: a step is a whole number from 1")
         step = int(found["step"])
     if found["star"]:
-        return set(range(field.low, field.high + 1, step))
+        return _stepped(text, field, item, field.low, field.high, step)
     first = _number(text, field, found["first"])
     if found["last"] is None:
         if found["step"] is not None:
@@ -300,6 +300,20 @@ def _item(text: str, field: _Field, item: str) -> set[int]:
             text,
             f"{field.name} {item!r} runs backwards and matches nothing; "
             f"write the smaller end first{hint}",
+        )
+    return _stepped(text, field, item, first, last, step)
+
+
+def _stepped(text: str, field: _Field, item: str, first: int, last: int, step: int) -> set[int]:
+    """first..last every `step`. A step past the range's width leaves its first value
+    alone: cron takes `*/90` in the minute field as minute 0 (hourly), which is not
+    every 90 minutes, so it is refused."""
+    if step > 1 and step > last - first:
+        raise _refuse(
+            text,
+            f"{field.name} {item!r}: a step of {step} is past the width of {first}-{last}, "
+            f"so it would match {first} alone; give a step up to {max(last - first, 1)}, or "
+            f"write {first}",
         )
     return set(range(first, last + 1, step))
 

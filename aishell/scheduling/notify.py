@@ -17,6 +17,7 @@ from typing import Any
 
 from aishell.config.models import NotificationsConfig
 from aishell.targets.clientlogin import client_env
+from aishell.units import exact
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ def _post(url: str, body: bytes, timeout: float) -> str | None:
     from aishell.retry.deadline import Late, within
 
     headers = {"Content-Type": "application/json", "User-Agent": "aishell"}
-    late = f"notify webhook failed: no answer within {timeout:g}s (notifications.timeout_seconds)"
+    late = (
+        f"notify webhook failed: no answer within {exact(timeout)}s (notifications.timeout_seconds)"
+    )
     # A redirect is followed, as browsers do: a 303 (or 301, 302) as a GET.
     client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
     try:
@@ -141,7 +144,7 @@ def _run_command(command: str, body: bytes, timeout: float) -> str | None:
     except subprocess.TimeoutExpired:
         _kill_group(child.pid)
         child.communicate()
-        return f"notify command failed: it ran longer than {timeout:g}s and was ended"
+        return f"notify command failed: it ran longer than {exact(timeout)}s and was ended"
     if child.returncode != 0:
         err = stderr.decode(errors="replace").strip().splitlines()
         return f"notify command exited {child.returncode}: {err[-1] if err else ''}".strip()

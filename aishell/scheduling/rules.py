@@ -20,7 +20,7 @@ from aishell.errors import UsageError
 from aishell.scheduling.crontab import CrontabTrigger
 from aishell.scheduling.notify import approve_with
 from aishell.state.store import StateStore
-from aishell.units import stamp
+from aishell.units import exact, stamp
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def step_slow(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
                 f"{run['run_id']}/{step['idx']}",
                 step["started_at"],
                 f"run {run['run_id']} step {step['idx']} ({step['tool']}) has run "
-                f"{running:.0f}s, over {rule.limit:g}s",
+                f"{running:.0f}s, over {exact(rule.limit)}s",
                 {
                     "run_id": run["run_id"],
                     "step": step["idx"],
@@ -147,7 +147,7 @@ def backup_stale(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
             f"target {target} has no restore-proven backup"
             if hours is None
             else f"target {target}: the newest restore-proven backup is {hours:.1f} h old, "
-            f"over {rule.limit:g} h"
+            f"over {exact(rule.limit)} h"
         )
         yield Finding(
             target,

@@ -95,7 +95,8 @@ def check_timezone(timezone: str) -> None:
     """An IANA time zone name; anything else (an empty name too) is refused."""
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    # OSError: a folder of the zone database (America), a name too long for a file.
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         raise UsageError(
             f"--timezone {timezone!r}: unknown time zone (use an IANA name such as "
             "Europe/Berlin or UTC)"

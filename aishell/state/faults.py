@@ -18,6 +18,7 @@ from sqlalchemy.exc import (
 
 from aishell.errors import StateError
 from aishell.files import disk_space, file_in_the_way
+from aishell.units import exact
 
 # Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
 # (state.busy_timeout_ms) says otherwise.
@@ -114,7 +115,7 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
         )
     if "locked" in lower or "busy" in lower:
         return StateError(
-            f"{where} is locked by another process (still locked after {busy_timeout:g}s); "
+            f"{where} is locked by another process (still locked after {exact(busy_timeout)}s); "
             "let that process finish and try again, or raise state.busy_timeout_ms"
         )
     if "not a database" in lower or "malformed" in lower or "encrypted" in lower:

@@ -25,6 +25,7 @@ from aishell.targets.limits import (
     statement_limit,
 )
 from aishell.targets.watchdog import Watchdog
+from aishell.units import exact
 
 # How often a stop sends its cancel again while the statement it cancels still runs.
 RECANCEL_SECONDS = 1.0
@@ -78,9 +79,7 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
     except Exception as exc:
         if timed_out.is_set() or _is_server_timeout(exc):
             why = f"; {exc}" if isinstance(exc, TargetSilent) else " and was interrupted"
-            raise StepTimeout(
-                f"{label} exceeded its time limit of {seconds:g}s (max_execution_time){why}"
-            ) from exc
+            raise StepTimeout(f"{_over_limit(label, seconds)}{why}") from exc
         raise
     finally:
         if limits is not None:
@@ -92,7 +91,12 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
         for thread in expiring:
             thread.join()
     if timed_out.is_set():
-        raise StepTimeout(f"{label} exceeded its time limit of {seconds:g}s (max_execution_time)")
+        raise StepTimeout(_over_limit(label, seconds))
+
+
+def _over_limit(label: str, seconds: float) -> str:
+    """What a step past its max_execution_time is stopped with."""
+    return f"{label} exceeded its time limit of {exact(seconds)}s (max_execution_time)"
 
 
 def _server_timeout(conn: Connection, seconds: float) -> None:

@@ -27,6 +27,7 @@ from aishell.dialects import family
 from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.watchdog import STATEMENTS, Watchdog
+from aishell.units import exact
 
 # Where a connection's Limits are kept (the pool record's info, seen as Connection.info).
 LIMITS_KEY = "aishell_limits"
@@ -125,16 +126,16 @@ class Limits:
     def silence(self, waited: float) -> str:
         if waited > self.read_timeout:  # a step's statement, past the step's limit
             return (
-                f"target '{self.target}' did not answer for {self.read_timeout:g}s more "
+                f"target '{self.target}' did not answer for {exact(self.read_timeout)}s more "
                 f"({self.key}), so its connection was closed"
             )
         who = self.who or f"Target '{self.target}'"
-        return f"{who} did not answer within {waited:g}s ({self.key})"
+        return f"{who} did not answer within {exact(waited)}s ({self.key})"
 
     def unanswered_cancel(self) -> str:
         """Why a stopped run's statement ended: the cancel went unanswered."""
         return (
-            f"target '{self.target}' did not answer the cancel within {self.read_timeout:g}s "
+            f"target '{self.target}' did not answer the cancel within {exact(self.read_timeout)}s "
             f"({self.key}), so its connection was closed"
         )
 
@@ -240,7 +241,7 @@ def bound_setup(engine: Engine, limits: Limits, seconds: float, setting: str) ->
     after the engine's other `connect` listeners: the last one ends the watch. `setting`:
     what the message names."""
     who = limits.who or f"Target '{limits.target}'"
-    said = f"{who} did not answer within {seconds:g}s of connecting ({setting})"
+    said = f"{who} did not answer within {exact(seconds)}s of connecting ({setting})"
 
     @event.listens_for(engine, "do_connect")
     def _watched(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:

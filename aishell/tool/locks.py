@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aishell.dialects import mysql_lock_wait_seconds
+from aishell.units import exact
 
 if TYPE_CHECKING:
     from aishell.config.models import TargetConfig
@@ -238,4 +239,4 @@ def _wait(
 
 def _seconds(value: Any) -> str:
     number = float(value)
-    return f"{number:g} s" if number >= 1 else f"{round(number * 1000)} ms"
+    return f"{exact(number)} s" if number >= 1 else f"{round(number * 1000)} ms"

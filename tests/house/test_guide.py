@@ -72,7 +72,7 @@ RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(\w*_bytes=)\d+"), r"\1<n>"),
     (re.compile(r"\bin \d+ batch(?:es)?\b"), "in <n> batches"),
     (re.compile(r"\b\d[\d,]*(?:\.\d+)? rows/s\b"), "<n> rows/s"),
-    (re.compile(r"\b\d+(?:\.\d+)? h old\b"), "<n> h old"),
+    (re.compile(r"\b\d+(?:\.\d+)? (?:s|min|h|d) old\b"), "<age> old"),
     (re.compile(r"\b\d+(?:\.\d+)? ?(?:ms|s)\b"), "<duration>"),
 ]
 RUN_ID = re.compile(r"\b[Rr]un ([0-9a-f]{12})\b")

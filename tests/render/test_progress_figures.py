@@ -175,6 +175,9 @@ def test_the_bar_shows_bytes_with_their_rate_and_rows_as_before() -> None:
     assert "5.0 MiB 1.0 MiB/s" in over and "/4.0 MiB" not in over
     rows = _shown({"rows_deleted": 500, "expected_rows": 2_000, "rows_per_second": 2_500})
     assert "500/2,000 rows" in rows and "2,500 rows/s" in rows
+    # Past the estimate of the rows to delete, a purge too says how many it did.
+    past = _shown({"rows_deleted": 2_500, "expected_rows": 2_000, "rows_per_second": 2_500})
+    assert "2,500 rows 2,500 rows/s" in past and "/2,000" not in past
     assert "✓ step_1 some_tool" in shown
 
 

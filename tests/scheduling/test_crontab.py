@@ -139,6 +139,14 @@ REFUSED = [
     ("0 0 * * 1#2", "day of week: '1#2' is not crontab syntax"),
     ("? * * * *", "minute: '?' is not crontab syntax"),
     ("1.5 * * * *", "minute: '1.5' is not crontab syntax"),
+    # A step past its range's width: cron would match the range's first value alone.
+    ("*/90 * * * *", "minute '*/90': a step of 90 is past the width of 0-59, so it would match 0"),
+    ("0 */24 * * *", "hour '*/24': a step of 24 is past the width of 0-23"),
+    ("0 0 */31 * *", "day of month '*/31': a step of 31 is past the width of 1-31"),
+    ("0 0 1 */12 *", "give a step up to 11, or write 1"),
+    ("10-20/15 * * * *", "minute '10-20/15': a step of 15 is past the width of 10-20"),
+    ("0 0 * * mon-fri/9", "day of week 'mon-fri/9': a step of 9 is past the width of 1-5"),
+    ("*/" + "9" * 25 + " * * * *", "a step of " + "9" * 25 + " is past the width of 0-59"),
     ("@Daily", "unknown macro '@Daily'; the macros are @yearly, @annually, @monthly"),
     ("@daily 5", "@daily stands alone"),
     ("0 " * 80, "at most 128 characters"),
@@ -153,7 +161,9 @@ def test_what_crontab_refuses_is_refused_naming_the_field(cron, message):
     assert text.startswith(f"--cron {cron!r}: ") and message in text and "\n" not in text
 
 
-@pytest.mark.parametrize("cron", ["60 * * * *", "0 0 2 * * *", "@reboot", "* * * * 8"])
+@pytest.mark.parametrize(
+    "cron", ["60 * * * *", "0 0 2 * * *", "@reboot", "* * * * 8", "*/90 * * * *"]
+)
 def test_the_command_line_refuses_with_exit_code_2(home, cron):
     result = CliRunner().invoke(cli, ["schedule", "add", "x", "--cron", cron, "--", "maintenance"])
     assert result.exit_code == 2, result.output
@@ -266,7 +276,9 @@ def _field(draw: st.DrawFn, kind: str) -> str:
     for _ in range(draw(st.integers(1, 3))):
         first = draw(st.integers(low, high))
         last = draw(st.integers(first, high))
-        step = draw(st.integers(1, high - low + 1))
+        # A step past the width of its range is refused (it would match the first alone).
+        step = draw(st.integers(1, high - low))
+        range_step = draw(st.integers(1, max(last - first, 1)))
         shown = [str(first), str(last)]
         # Names where a number could be (not Sunday as 7: `sun` is 0, and `fri-sun` runs
         # backwards), in any case.
@@ -282,7 +294,7 @@ def _field(draw: st.DrawFn, kind: str) -> str:
                         f"*/{step}",
                         shown[0],
                         f"{shown[0]}-{shown[1]}",
-                        f"{shown[0]}-{shown[1]}/{step}",
+                        f"{shown[0]}-{shown[1]}/{range_step}",
                     ]
                 )
             )

@@ -385,6 +385,11 @@ def test_schedule_words_are_checked_when_added(demo_db, config):
         ("--cron", "0 2 * * *", "--", "maintenance", "--type", "huge"): "Invalid value",
         ("--cron", "0 2 * * *", "--", "maintenance", "--target", "nope"): "Unknown target 'nope'",
         ("--cron", "0 2 * * *", "--timezone", "Mars/Base", "--", "maintenance"): "time zone",
+        # A folder of the zone database, and a name too long for a file: not zones either.
+        ("--cron", "0 2 * * *", "--timezone", "America", "--", "maintenance"): "time zone",
+        ("--cron", "0 2 * * *", "--timezone", "Etc", "--", "maintenance"): "time zone",
+        ("--cron", "0 2 * * *", "--timezone", "x" * 300, "--", "maintenance"): "time zone",
+        ("--cron", "*/90 * * * *", "--", "maintenance"): "past the width of 0-59",
         ("--cron", "0 2 * * *"): "Give the job after --",
     }
     for args, message in cases.items():

@@ -22,6 +22,7 @@ from aishell.handlers.backup.elsewhere import not_here, taken_on, this_host
 from aishell.handlers.backup.manifest import manifest_of, remove_backup
 from aishell.state.backups import DECODED, on_disk, proof_of
 from aishell.tool.context import ToolContext
+from aishell.units import exact
 
 
 def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def choose_deletions(
     for b in newest_first:
         taken = _taken_at(b["created_at"])
         if now - taken < retention_days * 86400:
-            keep.setdefault(b["id"], f"younger than {retention_days:g} days")
+            keep.setdefault(b["id"], f"younger than {exact(retention_days)} days")
     # A kept incremental needs its whole chain.
     by_path = {b["path"]: b for b in catalog}
     for b in list(newest_first):

@@ -25,6 +25,7 @@ from aishell.errors import StepFailed
 from aishell.sqltext import text
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.targets.lockholders import blockers_of, lock_holders, named_holders
+from aishell.units import exact
 
 # A dump silent this long has its session looked at (then at most this often).
 SILENCE_SECONDS = 1.0
@@ -111,7 +112,7 @@ class LockWatch:
 def held_by(holders: str, then: str, limit: float) -> str:
     """The end of a lock wait's message: who holds the lock (lockholders.py), and what
     to do."""
-    hint = f"{then}, or allow a longer wait (--lock-wait; it was {limit:g}s)"
+    hint = f"{then}, or allow a longer wait (--lock-wait; it was {exact(limit)}s)"
     return f"{holders}. {hint}"
 
 

@@ -60,7 +60,7 @@ from aishell.sqltext import text
 from aishell.targets.appcode import stops_rewrite
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import ToolContext
-from aishell.units import stamp
+from aishell.units import exact, stamp
 
 # --- calculate_backup_size ---------------------------------------------------------------
 
@@ -233,7 +233,7 @@ def _take(
     if not size["enough_space"]:
         raise StepFailed(
             f"Not enough free space in {size.get('free_in', ctx.backup_dir)}: about "
-            f"{size['needed_bytes']:,} bytes needed ({SPACE_MARGIN:g} times the estimate, "
+            f"{size['needed_bytes']:,} bytes needed ({exact(SPACE_MARGIN)} times the estimate, "
             f"{size['estimate']}), {size['free_bytes']:,} free"
         )
     started = time.monotonic()

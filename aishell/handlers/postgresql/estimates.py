@@ -24,6 +24,7 @@ from aishell.handlers import read_together
 from aishell.handlers.postgresql import btree
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+from aishell.units import exact
 
 PGSTATTUPLE_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'pgstattuple'"
 APPROX = (
@@ -424,7 +425,7 @@ def table_scan_reason(estimate: Mapping[str, Any], threshold: float, scans: Scan
         return None  # the estimate read every page (none all-visible): it measured them
     return (
         f"estimated {estimate['fragmentation_percent']}% dead or free "
-        f"({estimate['method']}), at or above the {threshold:g}% threshold"
+        f"({estimate['method']}), at or above the {exact(threshold)}% threshold"
     )
 
 
@@ -440,7 +441,7 @@ def index_scan_reason(index: Mapping[str, Any], threshold: float, scans: Scanner
     if estimate is None:
         return "no statistics to estimate it from"
     if estimate >= threshold / 2:
-        return f"estimated {estimate}% free, at least half the {threshold:g}% threshold"
+        return f"estimated {estimate}% free, at least half the {exact(threshold)}% threshold"
     return None
 
 
@@ -448,7 +449,7 @@ def not_scanned(index: Mapping[str, Any], threshold: float) -> str:
     """Why an index was left unmeasured, for a step's output."""
     return (
         f"estimated {index['estimated_free_percent']}% free from catalog statistics: "
-        f"under half the {threshold:g}% threshold, not read"
+        f"under half the {exact(threshold)}% threshold, not read"
     )
 
 

@@ -38,7 +38,7 @@ from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, until_deadline, wait_while_busy
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
-from aishell.units import percent
+from aishell.units import exact, percent
 
 MAX_BATCH = 1_000_000
 
@@ -218,7 +218,7 @@ class Walk:
             raise stopped_resumably(
                 self.ctx,
                 f"the server stayed busy for {waited:.0f}s ({still_busy}), the longest a "
-                f"purge waits (max_throttle_wait_seconds: {throttle.max_wait_seconds:g})",
+                f"purge waits (max_throttle_wait_seconds: {exact(throttle.max_wait_seconds)})",
                 "raise purge.max_throttle_wait_seconds in the log_cleanup agent's config "
                 "to wait longer",
             )

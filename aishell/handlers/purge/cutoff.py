@@ -50,6 +50,7 @@ from aishell.targets.catalog import (
     sqlite_value_counts,
     sqlite_value_kinds,
 )
+from aishell.units import exact
 
 # Rows an unindexed Unix-time column is sampled in for milliseconds (SQLite's: all read).
 _SAMPLE_ROWS = 1000
@@ -321,7 +322,7 @@ def no_newer_than(conn: Connection, column: DateColumn, cutoff: Any, retention_d
     limit = cutoff_for(conn, column, retention_days)
     if column.bind(cutoff) > column.bind(limit):
         raise TargetError(
-            f"cutoff {cutoff} is newer than retention_days={retention_days:g} allows "
+            f"cutoff {cutoff} is newer than retention_days={exact(retention_days)} allows "
             f"(at most {limit} on the server's clock); refusing to delete younger rows"
         )
 

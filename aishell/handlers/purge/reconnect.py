@@ -18,6 +18,7 @@ from aishell.handlers.purge.attempt import Attempt, first_line, stopped_resumabl
 from aishell.retry.policy import Backoff, retrying
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
+from aishell.units import exact
 
 # Default of reconnect_seconds (the tool's schema and the agent's config say the same).
 RECONNECT_SECONDS = 120.0
@@ -83,7 +84,7 @@ def reconnect(
     ours = conn.invalidated
     budget = float(params.get("reconnect_seconds", RECONNECT_SECONDS))
     began = time.monotonic()
-    until, limit = began + budget, f"reconnect_seconds: {budget:g}"
+    until, limit = began + budget, f"reconnect_seconds: {exact(budget)}"
     if attempt.deadline is not None and attempt.deadline < until:
         until, limit = attempt.deadline, attempt.deadline_reason or "the step's deadline"
     cause = first_line(lost)

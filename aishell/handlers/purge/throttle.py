@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import TargetError
 from aishell.sqltext import text
+from aishell.units import exact
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Throttle:
                 if lag > self.max_replica_lag_seconds:
                     return (
                         f"replica {name} is {lag:.1f}s behind "
-                        f"(limit {self.max_replica_lag_seconds:g}s)"
+                        f"(limit {exact(self.max_replica_lag_seconds)}s)"
                     )
         return None
 

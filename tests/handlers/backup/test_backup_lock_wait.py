@@ -241,7 +241,7 @@ def test_the_command_line_and_a_schedule_take_the_wait(demo_db, home):
 
 @pytest.mark.parametrize(
     ("value", "why"),
-    [("0", "under a second"), ("2d", "over the limit of 1 days"), ("x", "not a duration")],
+    [("0", "under a second"), ("2d", "over the limit of 1 day"), ("x", "not a duration")],
 )
 def test_a_bad_wait_is_refused_by_the_command_line(demo_db, value, why):
     out = CliRunner().invoke(cli, ["run", "backup", "--lock-wait", value])
