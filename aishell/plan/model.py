@@ -108,7 +108,7 @@ class Plan:
             )
         if self.drafted_by.get("fallback_from") == "llm":
             reasons = self.drafted_by.get("rejected") or [[]]
-            last = "; ".join(reasons[-1]) or "no reason given"
+            last = listed(list(reasons[-1])) or "no reason given"
             found.append(
                 f"The model {self.drafted_by.get('model')!r} drafted {len(reasons)} plan(s) "
                 f"that failed validation (last: {last}); this is the {self.agent} agent's "

@@ -14,6 +14,7 @@ from typing import Any
 from aishell.config.llm import LlmPlannerConfig
 from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.errors import DraftRejected, PlannerUnavailable
+from aishell.plan.model import listed
 from aishell.planners import Draft, DraftRequest
 from aishell.planners.ollama import OllamaChat, shown_host
 from aishell.planners.prompt import (
@@ -30,6 +31,10 @@ from aishell.state.store import StateStore
 
 # Told what the planner is waiting for (None: nothing any more), for a spinner.
 Notice = Callable[[str | None], None]
+# Levels an answer may nest (a plan's params, its steps, the answer): a plan's params
+# are names, numbers and short lists, and the code that checks, shows, hashes and runs
+# a plan walks them by recursion, which a few hundred levels would exhaust.
+MAX_NESTING = 32
 
 
 class LlmPlanner:
@@ -110,7 +115,7 @@ class LlmPlanner:
             conversation += [{"role": "assistant", "content": content}, rejection(problems)]
         raise DraftRejected(
             f"The model {self.settings.model!r} drafted {len(rejected)} plan(s) and each "
-            f"failed validation; the last because: {'; '.join(rejected[-1])}",
+            f"failed validation; the last because: {listed(rejected[-1])}",
             rejected,
         )
 
@@ -184,6 +189,8 @@ class LlmPlanner:
     def _vet(
         self, answer: Any, request: DraftRequest, tools_by_agent: dict[str, list[str]]
     ) -> Vetted:
+        if _deeper_than(answer, MAX_NESTING):
+            return Vetted(None, problems=[f"the answer nests deeper than {MAX_NESTING} levels"])
         vetted = vet_answer(
             answer,
             agents=request.agents,
@@ -210,3 +217,20 @@ class LlmPlanner:
                 f"not {', '.join(beyond)}"
             )
         return vetted
+
+
+def _deeper_than(value: Any, most: int) -> bool:
+    """Whether JSON data nests more than `most` levels (a scalar is one), level by level
+    rather than by recursion."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > most:
+            return True
+        level = [
+            item
+            for each in level
+            if isinstance(each, dict | list)
+            for item in (each.values() if isinstance(each, dict) else each)
+        ]
+    return False

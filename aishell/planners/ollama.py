@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import ssl
 import time
@@ -101,11 +102,33 @@ class OllamaChat:
                     "seed": 0,
                     "num_ctx": self.settings.context_tokens,
                 },
-            )
+            ),
+            drafting=True,
         )
         return response.message.content or ""
 
-    def _call(self, request: Callable[[], Any]) -> Any:
+    def _not_ollama(self, exc: Exception) -> str:
+        why = _clipped(_first_line(str(exc))) or type(exc).__name__
+        return (
+            f"The server at {shown_host(self.host)} ({self.host_from}) answered what is not "
+            f"the Ollama API ({why}); point OLLAMA_HOST (or planner.llm.host) at an Ollama "
+            "server"
+        )
+
+    def _no_answer(self, drafting: bool) -> str:
+        waited = f"{exact(self.settings.timeout_seconds)} s"
+        if drafting:
+            return (
+                f"The model {self.model} at {shown_host(self.host)} gave no answer within "
+                f"{waited}; raise planner.llm.timeout_seconds or choose a smaller model"
+            )
+        return (
+            f"The server at {shown_host(self.host)} ({self.host_from}) did not list its models "
+            f"within {waited}; check that Ollama runs there and is reachable from here, or "
+            "point OLLAMA_HOST (or planner.llm.host) at one"
+        )
+
+    def _call(self, request: Callable[[], Any], drafting: bool = False) -> Any:
         import httpx
         import ollama
 
@@ -123,19 +146,21 @@ class OllamaChat:
                 # server (or a proxy) that drips it would hold the command for good.
                 return within(self.settings.timeout_seconds, request, self.close)
             except (httpx.ReadTimeout, Late):
-                # The server is there but the model is slow: asking again would not help.
-                raise PlannerUnavailable(
-                    f"The model {self.model} at {shown_host(self.host)} gave no answer within "
-                    f"{exact(self.settings.timeout_seconds)} s; raise planner.llm.timeout_seconds "
-                    "or choose a smaller model"
-                ) from None
+                # Asking again would not help: the model is slow, or nothing at the
+                # address answers (one that drops every connection is waited for whole).
+                raise PlannerUnavailable(self._no_answer(drafting)) from None
             except ollama.ResponseError as exc:
                 if exc.status_code not in _RETRY_STATUS:
                     raise PlannerUnavailable(
                         f"The Ollama server at {shown_host(self.host)} refused the request "
-                        f"(HTTP {exc.status_code}): {_first_line(exc.error)}"
+                        f"(HTTP {exc.status_code}): {_said(exc.error)}"
                     ) from None
                 raise
+            except (ValueError, TypeError, AttributeError) as exc:
+                # The client could not read the answer as Ollama's (JSON of its shape):
+                # another service at the address, or a proxy's page. Asking again would
+                # not help.
+                raise PlannerUnavailable(self._not_ollama(exc)) from None
 
         backoff = Backoff(
             first_wait=self.settings.retry_backoff_seconds,
@@ -158,7 +183,6 @@ class OllamaChat:
 
 
 @functools.cache
-@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """httpx's default TLS context, built once per process: loading the CA bundle takes
     about 25 ms, which every client would otherwise pay (a scheduler drafts every run)."""
@@ -172,7 +196,7 @@ def _reason(exc: BaseException) -> str:
     import ollama
 
     if isinstance(exc, ollama.ResponseError):
-        return f"HTTP {exc.status_code}: {_first_line(exc.error)}"
+        return f"HTTP {exc.status_code}: {_said(exc.error)}"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, ConnectionError):
@@ -183,3 +207,14 @@ def _reason(exc: BaseException) -> str:
 def _first_line(text: str) -> str:
     text = (text or "").strip()
     return text.splitlines()[0] if text else ""
+
+
+def _said(error: object) -> str:
+    """What a server's error said (text, or whatever JSON it gave), or that it said
+    nothing (a proxy's bare 404)."""
+    said = _first_line(error if isinstance(error, str) else json.dumps(error, default=str))
+    return _clipped(said) or "the server gave no reason"
+
+
+def _clipped(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

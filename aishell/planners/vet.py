@@ -24,6 +24,7 @@ from aishell.files import PrivatePlaces
 from aishell.plan.model import Plan, Step, private_path_problems, step_id, validate_plan
 from aishell.plan.references import find_references
 from aishell.plan.shapes import Draft, DraftStep
+from aishell.planners.scope import scope_problems
 from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool import params as schema
@@ -251,6 +252,7 @@ def _step_content(
         *_not_fed(step, steps, catalog.limits, where),
         *_not_together(step, steps, catalog.limits, where),
         *_names_not_in_catalog(step, tool, catalog, where),
+        *scope_problems(step, steps, tool, registry, catalog.scope, where),
         *_paths_outside(step, tool, catalog, where),
         *private_path_problems(step, tool, catalog.private),
         *_unknown_outputs(step, steps, registry, where),
@@ -335,8 +337,14 @@ def _source(
 
 def _missing_from_job(steps: list[Step], limits: DraftLimits) -> list[str]:
     """The steps the job needs that the plan leaves out (--verify with no validation);
-    a step under a condition may never run, so it is not what the job needs."""
-    planned = {step.tool for step in steps if not step.condition}
+    a step under a condition may never run, nor one that needs such a step (by a
+    reference or depends_on: it is skipped with it), so neither is what the job needs."""
+    sure: set[str] = set()
+    for step in steps:
+        needs = {r.step_id for r in find_references([step.params, step.condition])}
+        if not step.condition and needs.union(step.depends_on) <= sure:
+            sure.add(step.id)
+    planned = {step.tool for step in steps if step.id in sure}
     return [
         f"the plan leaves out {tool}: {why}"
         for tool, why in limits.needed.items()
@@ -404,9 +412,19 @@ def _paths_outside(step: Step, tool: ToolDefinition, catalog: CatalogView, where
     problems = []
     for name, mode in schema.path_params(tool.params).items():
         value = step.params.get(name)
-        if not isinstance(value, str) or find_references(value) or not catalog.folders:
+        if not isinstance(value, str) or not catalog.folders:
             continue
-        if not _inside(value, catalog.folders):
+        refs = find_references(value)
+        if refs and (mode == "write" or [r.text for r in refs] != [value]):
+            # Its place would be known only as it runs, past the check of its folder: a
+            # file read may come whole from an earlier step (the backup it took).
+            problems.append(
+                f"{where}: parameter '{name}' ({mode}s a file) is given by a reference, "
+                f"{_clip(value)}; give an absolute path under "
+                f"{' or '.join(str(f) for f in catalog.folders)}"
+                + ("" if mode == "write" else ", or one whole ${...} reference")
+            )
+        elif not refs and not _inside(value, catalog.folders):
             problems.append(
                 f"{where}: parameter '{name}' ({mode}s a file) must be an absolute path "
                 f"under {' or '.join(str(f) for f in catalog.folders)}, not {_clip(value)}"

@@ -134,6 +134,24 @@ def test_a_cleanup_drafted_for_a_job_without_cleanup_deletes_no_backup(
             [FULL, {**VALIDATE, "condition": "${step_0.output.size_bytes} < 0"}],
             "the plan leaves out validate_backup: the full backup job proves its backup",
         ),
+        (
+            {"type": "full"},
+            [
+                FULL,
+                {**NEWEST, "condition": "${step_0.output.size_bytes} < 0"},
+                {**VALIDATE, "depends_on": ["step_1"]},
+            ],
+            "the plan leaves out validate_backup: the full backup job proves its backup",
+        ),
+        (
+            {"type": "full"},
+            [
+                _step("calculate_backup_size", {}),
+                {**FULL, "condition": "${step_0.output.estimated_bytes} < 0"},
+                _step("validate_backup", {"backup_path": "${step_1.output.backup_path}"}),
+            ],
+            "the plan leaves out validate_backup: the full backup job proves its backup",
+        ),
     ],
     ids=[
         "no validation",
@@ -145,6 +163,8 @@ def test_a_cleanup_drafted_for_a_job_without_cleanup_deletes_no_backup(
         "chained from an unverified backup",
         "a lock wait raised",
         "a validation that never runs",
+        "a validation that needs a step that never runs",
+        "a validation of a backup that never runs",
     ],
 )
 def test_a_draft_outside_the_backup_job_is_rejected(
