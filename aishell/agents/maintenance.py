@@ -8,13 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.agents.base import (
-    AgentSpec,
-    CatalogFact,
-    PlannedTool,
-    PlanningContext,
-    given_options,
-)
+from aishell.agents.base import AgentSpec, CatalogFact, PlannedTool, PlanningContext, given_options
 from aishell.agents.jobs import named_tables
 from aishell.agents.limits import DraftLimits
 from aishell.config.models import AgentConfig
@@ -115,11 +109,14 @@ class MaintenanceAgent:
     def draft_limits(self, job: dict[str, Any], ctx: PlanningContext) -> DraftLimits:
         """What a model's draft of the job must keep to, as plan_steps does: its tables
         (a partitioned one with its partitions), its type's changes, no statistics
-        refreshed with --no-update-stats, no index rebuilt with --no-rebuild-indexes."""
+        refreshed with --no-update-stats, no index rebuilt with --no-rebuild-indexes, the
+        copy before a repair."""
         kind = job["type"]
         changes = {*_CHANGES[kind], *(p.tool for p in ctx.planned if kind in p.types)}
         refused: dict[str, str] = {}
-        required: dict[str, tuple[tuple[str, object, str], ...]] = {}
+        # The copy the plan makes before each repair: no draft may drop it.
+        keep_copy = "a repair copies the database aside first: give create_backup true"
+        required = {"repair_corrupted_tables": (("create_backup", True, keep_copy),)}
         if not job.get("rebuild_indexes", True):
             refused[_REBUILD] = "the job says --no-rebuild-indexes: no step may rebuild indexes"
         if not job.get("update_stats", True):

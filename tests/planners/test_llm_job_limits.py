@@ -193,3 +193,22 @@ def test_on_sqlite_a_statistics_step_against_no_update_stats_is_rejected(
     result = _run(config, {"type": "standard", "tables": ["users"], "update_stats": False})
     assert _drafted(config, result)["fallback_from"] == "llm"
     assert _stat1(demo_db) == before
+
+
+def test_an_emergency_draft_that_repairs_without_its_copy_is_rejected(
+    edit_config: Any, demo_db: Path, ollama_host: str, script: Script
+) -> None:
+    """The rules copy the database aside before any repair: a draft may not drop it."""
+    config = edit_config(_settings(ollama_host))
+    check = _step("check_table_corruption", {"tables": ["users"]})
+    repair = _step(
+        "repair_corrupted_tables",
+        {"tables": "${step_0.output.corrupted_tables}", "create_backup": False},
+    )
+    script.answers = [_answer(check, repair)] * TRIES
+    result = _run(config, {"type": "emergency", "tables": ["users"]})
+    drafted = _drafted(config, result)
+    assert drafted["fallback_from"] == "llm", drafted
+    assert any("create_backup" in r for r in drafted["rejected"][0]), drafted
+    repairs = [s.params for s in result.steps if s.tool == "repair_corrupted_tables"]
+    assert all(p.get("create_backup", True) is True for p in repairs), repairs
