@@ -210,7 +210,7 @@ def _side_session(
         names = {k: quote_identifier(conn.dialect, v) for k, v in side.names.items()}
         memory = run.guard_memory
         if not side.reads_checked:
-            memory = GuardMemory(hidden=HiddenWriters(), trusted=memory.trusted)
+            memory = GuardMemory(hidden=HiddenWriters(), trusted=memory.trusted, hidden_given=True)
         guard = Guard(
             shapes=shapes_for(side.writes, side.exact, conn, names) if writes else None,
             writes=writes,

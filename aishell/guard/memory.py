@@ -83,6 +83,9 @@ class GuardMemory:
     # The user-defined functions the site vouches only read (the target's
     # trusted_functions): the site's word, which the guard takes.
     trusted: tuple[str, ...] = ()
+    # `hidden` as its maker gave it, never looked up: a side session whose reads its
+    # tool checked itself (a dump's snapshot) is given none to look for.
+    hidden_given: bool = False
     # Counts each forgetting: what a run keeps beside this (the user code the estimates
     # read) is read again when the count it was read at has passed.
     generation: int = 0
@@ -93,7 +96,8 @@ class GuardMemory:
         self.volatile.clear()
         self.user_written.clear()
         self.reads.clear()
-        self.hidden = None
+        if not self.hidden_given:
+            self.hidden = None
         self.generation += 1
         self.learned_at = time.monotonic()
 
