@@ -20,7 +20,7 @@ from aishell.executor import Observer, RunResult
 from aishell.handlers.backup.elsewhere import not_here
 from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
-from aishell.state.backups import DECODED, in_place, on_disk, proof_of
+from aishell.state.backups import DECODED, database_of, in_place, on_disk, proof_of
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
 
@@ -56,7 +56,9 @@ def backup_catalog(config: Config, target: str | None = None) -> dict[str, Any]:
 
 def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per target: the newest backup proven restorable whose file is still in place (a
-    verified backup deleted or moved by hand proves nothing), and how old it is."""
+    verified backup deleted or moved by hand proves nothing), how old it is, and which
+    database it is of (`database`: None for a backup from before manifests said), which
+    need not be the one the target's name reaches now."""
     now = datetime.now(UTC)
     summary: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -72,6 +74,7 @@ def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             # Whole seconds, as `fleet status` gives a proven backup's age: what the
             # human line reads in words (12 min, 5.2 h, 3.1 d).
             "age_seconds": round(age),
+            "database": database_of(row["manifest"]),
         }
     return summary
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ from aishell.risk import RiskLevel
 from aishell.sqltext import display
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
+from aishell.targets.identity import backup_identity
 from aishell.targets.lockholders import is_lock_timeout, lock_holders
 from aishell.targets.servermessage import server_message
 from aishell.targets.tables import TableCatalog
@@ -147,13 +149,16 @@ def preview_plan(
         if catalog is None:
             catalog = TableCatalog.read(conn)
         readings.keep_catalog(catalog)
+        # Which database the target reaches, read when a backup_required first asks.
+        database = cache(partial(backup_identity, conn))
         for i, step in enumerate(plan.steps):
             tool = registry.get(step.tool)
             facts = _Facts(
-                policy, catalog, now, history, backup_before, run_cache, readings, memory
+                policy, catalog, now, history, backup_before, run_cache, readings, memory, database
             )
             # The backups a backup step chooses among, as a run's steps see them.
-            backups = _Backups(config.backup_dir, history, tuple(s.tool for s in plan.steps[:i]))
+            before = tuple((s.tool, s.params) for s in plan.steps[:i])
+            backups = _Backups(config.backup_dir, history, before)
             previews.append(_preview_step(i, step, tool, handle, conn, facts, backups))
             backup_before = backup_before or takes_backup(tool)
     finally:
@@ -179,6 +184,8 @@ class _Facts:
     table_readings: TableReadings
     # What the guard learned of the target's functions, shared by the steps' previews.
     guard_memory: GuardMemory
+    # Which database the target reaches: the one whose backups a backup_required counts.
+    database: Callable[[], str]
 
     def measure(self, conn: Connection, trusted: tuple[str, ...]) -> Measure:
         """What the policy measures a step's tables with, as a run's steps do: its
@@ -190,12 +197,12 @@ class _Facts:
 
 @dataclass(frozen=True)
 class _Backups:
-    """The backup folder and catalog a step's preview reads, and the tools of the steps
-    before it, whose backups are not in the catalog yet."""
+    """The backup folder and catalog a step's preview reads, and the steps before it (tool
+    and params), whose backups are not in the catalog yet."""
 
     folder: Path
     history: _History
-    tools_before: tuple[str, ...]
+    steps_before: tuple[tuple[str, Mapping[str, Any]], ...]
 
 
 def _preview_step(
@@ -231,6 +238,7 @@ def _preview_step(
         now=known.now,
         store=known.history,
         backup_in_run=known.backup_before,
+        database=known.database,
         dialect=ctx.dialect,
         writes=writes,
         measure=known.measure(conn, ctx.trusted_functions) if live else None,
@@ -282,7 +290,7 @@ def _preview_context(
         run_cache=known.run_cache,
         table_readings=known.table_readings,
         backup_catalog=lambda: backups.history.list_backups(handle.name),
-        tools_previewed_before=backups.tools_before,
+        previewed_before=backups.steps_before,
         trusted_functions=tuple(handle.config.trusted_functions),
     )
 
@@ -371,8 +379,8 @@ class _History:
     def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]:
         return self._open().step_durations(tool, subject, limit)
 
-    def last_verified_backup(self, target: str) -> datetime | None:
-        return self._open().last_verified_backup(target)
+    def backup_for(self, database: str, run_id: str | None = None) -> datetime | None:
+        return self._open().backup_for(database, run_id)
 
     def list_backups(self, target: str) -> list[dict[str, Any]]:
         return self._open().list_backups(target)

@@ -266,6 +266,8 @@ def _judge_at_the_stop(
             dialect=run.target.dialect,
             writes=step.writes,
             measure=step_measure(run, ctx, result.index, step.tool, catalog),
+            database=run.database,
+            run_id=run.run_id,
         )
         apply_verdict(result, run.policy.check(facts))
     except (DBAPIError, AishellError):

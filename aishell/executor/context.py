@@ -24,6 +24,7 @@ from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
+from aishell.targets.identity import backup_identity
 from aishell.targets.tables import TableCatalog
 
 
@@ -66,6 +67,8 @@ class RunContext:
     positions: dict[str, int] = field(init=False)
     # How far backup_before has looked, and whether a backup had succeeded by there.
     _backups_seen: tuple[int, bool] = field(default=(0, False), init=False)
+    # Which database the target reaches (backup_identity), read once when first asked.
+    _database: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.positions = {r.step_id: r.index for r in self.results}
@@ -75,16 +78,29 @@ class RunContext:
         """The steps before the step at index, by id."""
         return Earlier(self.results, index, self.positions)
 
+    def database(self) -> str:
+        """Which database the run's target reaches (targets.identity.backup_identity),
+        read on a connection of its own the first time a step asks: the one whose
+        backups a backup_required counts. The run lock and a resume's check of the
+        plan's database hold it to the same database for the rest of the run."""
+        if self._database is None:
+            with self.target.connect_apart() as conn:
+                self._database = backup_identity(conn)
+        return self._database
+
     def backup_before(self, index: int) -> bool:
-        """Whether a step before the step at index took a backup of the target in this
-        run: its output recorded one (what effects.py puts in the backup catalog). A
-        step that only read backups (a validation of an old one, a restore) took none.
-        In a dry run, nothing is taken: a step that would take one counts, as in a
-        plan's preview.
+        """Whether a dry run's step before the step at index would take a backup of the
+        target: nothing is taken, and a step that would take one counts, as in a plan's
+        preview. A run's own backups are in the backup catalog (effects.py), where the
+        policy finds them with their database and their age (a run resumed days later
+        has a backup days old), and where a cleanup or a failed validation since is
+        seen; so in a run this is always False.
 
         Steps are prepared in order and an earlier step's status is final by then (one
         left waiting does not run again in this go), so each result is looked at once
         per run, not once per later step."""
+        if not self.dry_run:
+            return False
         seen, found = self._backups_seen if self._backups_seen[0] <= index else (0, False)
         for result in self.results[seen:index]:
             found = found or self._took_backup(result)
@@ -92,14 +108,7 @@ class RunContext:
         return found
 
     def _took_backup(self, result: StepResult) -> bool:
-        if self.dry_run and result.status == "previewed":
-            return takes_backup(self.registry.get(result.tool))
-        output = result.output
-        return (
-            result.status == "succeeded"
-            and isinstance(output, Mapping)
-            and bool(output.get("backup_record"))
-        )
+        return result.status == "previewed" and takes_backup(self.registry.get(result.tool))
 
     def max_share(self, tool: str) -> float | None:
         """The share of its table a purge by `tool` may take; None when not held to one."""

@@ -450,6 +450,8 @@ def _facts(
         dialect=run.target.dialect,
         writes=writes,
         measure=step_measure(run, ctx, index, tool, catalog),
+        database=run.database,
+        run_id=run.run_id,
     )
 
 

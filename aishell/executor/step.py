@@ -193,7 +193,7 @@ def _fresh_context(run: RunContext, result: StepResult, ctx: ToolContext) -> Non
     ctx.reviewed_estimate = reviewed_estimate(run.plan, result.step_id)
     # A dry run only previews what its earlier steps make (a backup a cleanup counts).
     before = run.plan.steps[: result.index] if run.dry_run else ()
-    ctx.tools_previewed_before = tuple(s.tool for s in before)
+    ctx.previewed_before = tuple((s.tool, s.params) for s in before)
     # Before the step is rendered: a purge held to it shows the count it reads for it.
     ctx.max_share = run.max_share(result.tool)
 

@@ -12,7 +12,7 @@ approvers all ask this module; none decides on its own.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -229,7 +229,7 @@ class SafetyPolicy:
 class DurationHistory(Protocol):
     def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]: ...
 
-    def last_verified_backup(self, target: str) -> datetime | None: ...
+    def backup_for(self, database: str, run_id: str | None = None) -> datetime | None: ...
 
 
 # Without history, a step is assumed to rewrite its table at this rate; the median of
@@ -259,11 +259,14 @@ def gather_facts(
     dialect: str | None = None,
     writes: bool = True,
     measure: Measure | None = None,
+    database: Callable[[], str | None] | None = None,
+    run_id: str | None = None,
 ) -> StepFacts:
     """What the policy needs to know of one step, read the same way for a run, a dry
     run and a plan's preview, so that all three give the same verdict. `measure`: the
     tables' rows and bytes as they are (measured.py), for a step that a row limit
-    judges; without it (offline), the catalog's estimates."""
+    judges; without it (offline), the catalog's estimates. `database` (backup_identity)
+    and `run_id`: whose backups count, the run's own unverified."""
     tables = tool.tables_in(params)
     rows: dict[str, int] = {}
     measures = None
@@ -278,8 +281,8 @@ def gather_facts(
         expected, basis = _expected_seconds(store, tool, tables, catalog)
     needs_backup = any(isinstance(c, BackupRequired) for c in policy.constraints)
     last_backup = None
-    if needs_backup and store is not None:
-        last_backup = store.last_verified_backup(policy.target)
+    if needs_backup and database is not None and store is not None and (found := database()):
+        last_backup = store.backup_for(found, run_id)
     return StepFacts(
         tool=tool,
         tables=tables,
@@ -447,18 +450,14 @@ def _user_code(facts: StepFacts) -> tuple[RiskLevel, list[str]]:
 def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) -> list[str]:
     if facts.tool.name not in constraint.before_operations or facts.backup_in_run:
         return []
-    limit = timedelta(hours=constraint.max_age_hours)
-    now = facts.now or datetime.now().astimezone()
-    if facts.last_backup is not None and now - facts.last_backup <= limit:
+    now, newest = facts.now or datetime.now().astimezone(), facts.last_backup
+    if newest is not None and now - newest <= timedelta(hours=constraint.max_age_hours):
         return []
-    found = (
-        f"the newest is from {facts.last_backup:%Y-%m-%d %H:%M %Z}"
-        if facts.last_backup
-        else "none was found"
-    )
+    found = f"the newest is from {newest:%Y-%m-%d %H:%M %Z}" if newest else "none was found"
     return [
-        f"{facts.tool.name} needs a verified backup of '{target}' from the last "
-        f"{constraint.max_age_hours:g} h and {found}; take a backup first or approve without one"
+        f"{facts.tool.name} needs a verified backup of '{target}' (of the database it reaches "
+        f"now) from the last {constraint.max_age_hours:g} h and {found}; take a backup first "
+        "or approve without one"
     ]
 
 

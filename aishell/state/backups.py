@@ -47,6 +47,19 @@ def in_place(path: str, size_bytes: int | None, host: str | None) -> bool:
     return bool(host) and host != this_host() and not os.path.lexists(path)
 
 
+# The manifest's key naming the database a backup is of (targets.identity's
+# backup_identity): a target's name may be pointed at another database, or its SQLite
+# file replaced, and a backup of that other database vouches for nothing here.
+DATABASE_KEY = "database_identity"
+
+
+def database_of(manifest: Any) -> str | None:
+    """The database a backup's manifest says it is of; None for a backup recorded
+    before manifests said so (of no database aishell can vouch for)."""
+    said = manifest.get(DATABASE_KEY) if isinstance(manifest, Mapping) else None
+    return said if isinstance(said, str) and said else None
+
+
 def proof_of(verification: Any) -> str | None:
     """How far a catalog row's last passing validation proved it (RESTORED, DECODED),
     None when it has none; a passing one from before proofs were named was a restore."""
@@ -120,6 +133,49 @@ class BackupCatalog(StoreCore):
         rows = [_backup_row(r._mapping) for r in self._conn.execute(query)]
         self._conn.rollback()
         return rows
+
+    def backup_for(self, database: str, run_id: str | None = None) -> datetime | None:
+        """When the newest backup that vouches for `database` (backup_identity) was
+        taken, under whatever target name: one verified, or one run `run_id` took that
+        no validation has failed since; of that database (its manifest names it) and
+        still in place (in_place). Its age is the caller's to judge: a backup taken
+        earlier in a run is as old as it is when the run resumes."""
+        vouches: ColumnElement[bool] = PROVEN
+        if run_id is not None:
+            vouches = vouches | (backups.c.run_id == run_id)
+        query = (
+            select(
+                backups.c.created_at,
+                backups.c.path,
+                backups.c.size_bytes,
+                backups.c.manifest,
+                backups.c.verification,
+                runs.c.hostname,
+            )
+            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
+            # Only rows whose manifest names the database are read whole.
+            .where(
+                vouches
+                & backups.c.deleted_at.is_(None)
+                & backups.c.manifest.contains(dumps(database), autoescape=True)
+            )
+            .order_by(backups.c.created_at.desc())
+        )
+        found = None
+        with self._conn.execute(query) as rows:
+            for row in rows:
+                manifest = loads(row.manifest)
+                verification = loads(row.verification)
+                if database_of(manifest) != database or (
+                    isinstance(verification, Mapping) and not verification.get("ok")
+                ):
+                    continue
+                said = manifest.get("hostname") if isinstance(manifest, dict) else None
+                if in_place(row.path, row.size_bytes, said or row.hostname):
+                    found = row.created_at
+                    break
+        self._conn.rollback()
+        return datetime.fromisoformat(found) if found else None
 
     def last_verified_backup(self, target: str) -> datetime | None:
         """When the newest verified backup of a target was taken, of those still in

@@ -86,6 +86,18 @@ def plan_identity(conn: Connection) -> str:
     return f"{database_identity(conn)}{INSTANCE_MARK}{database_instance(conn)}"
 
 
+def backup_identity(conn: Connection) -> str:
+    """Which database a backup is of, read-only: its database_identity, and a SQLite
+    file's instance (a file made again at its path may reuse the inode of the one a
+    backup was taken of). A server database's instance is left out: it changes when a
+    table is rebuilt, which leaves the database, and what its backup restores, the same.
+    """
+    identity = database_identity(conn)
+    if conn.dialect.name != "sqlite":
+        return identity
+    return f"{identity}{INSTANCE_MARK}{database_instance(conn)}"
+
+
 def database_instance(conn: Connection) -> str:
     """A fact about this instance of the database that dropping and creating it again
     under the same name changes, read-only.

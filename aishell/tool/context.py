@@ -52,9 +52,10 @@ class ToolContext:
     table_readings: TableReadings = field(default_factory=TableReadings)
     # The backup catalog of this target (read-only), for the tools that choose backups.
     backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
-    # The tools of the steps before this one that a preview or a dry run only previewed:
-    # what they would make (the backup a retention step counts) is in no catalog yet.
-    tools_previewed_before: tuple[str, ...] = ()
+    # The steps before this one that a preview or a dry run only previewed, each as its
+    # tool and its params as planned: what they would make (the backup a retention step
+    # counts, proven or only decoded by its validation) is in no catalog yet.
+    previewed_before: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     # What a saved plan's preview showed of this step's effect, which `apply` runs it
     # under (empty where it showed none); None for a plan saved without a preview.
     reviewed_estimate: Mapping[str, Any] | None = None

@@ -16,8 +16,10 @@ from aishell.errors import ConfigError, PlanError, UsageError
 from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import NonInteractive, PreApproved
 from aishell.risk import RiskLevel
+from aishell.state.backups import DATABASE_KEY
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
+from aishell.targets.identity import backup_identity
 from tests.helpers import corrupt_index, digest
 
 
@@ -134,16 +136,25 @@ def test_backup_required_asks_unless_a_verified_backup_is_fresh(edit_config, dem
     optimize = result.steps[3]
     assert optimize.status == "waiting_approval"
     assert optimize.reasons == [
-        "optimize_table needs a verified backup of 'demo' from the last 24 h and none was found; "
-        "take a backup first or approve without one"
+        "optimize_table needs a verified backup of 'demo' (of the database it reaches now) "
+        "from the last 24 h and none was found; take a backup first or approve without one"
     ]
     # A backup whose file is there: one whose file is gone proves nothing.
     taken = demo_db.with_name("taken.sqlite")
     taken.write_bytes(b"a backup")
+    handle = open_target(config, "demo", read_only=True)
+    with handle.connect() as conn:
+        database = backup_identity(conn)
+    handle.close()
     with StateStore(config.state_url) as store:
         now = datetime.now(UTC).isoformat()
         store.record_backup(
-            target="demo", kind="full", path=str(taken), created_at=now, verified_at=now
+            target="demo",
+            kind="full",
+            path=str(taken),
+            created_at=now,
+            verified_at=now,
+            manifest={DATABASE_KEY: database},
         )
     again = commands.run_job(config, "maintenance", {"type": "full", "tables": ["orders"]})
     assert again.status == "completed"

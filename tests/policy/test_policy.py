@@ -182,8 +182,8 @@ def test_backup_required(tools):
     none = policy.check(facts(tools["plain_medium"], now=at(12)))
     assert none.requires_approval
     assert none.reasons == (
-        "plain_medium needs a verified backup of 'db1' from the last 24 h and none was found; "
-        "take a backup first or approve without one",
+        "plain_medium needs a verified backup of 'db1' (of the database it reaches now) from "
+        "the last 24 h and none was found; take a backup first or approve without one",
     )
     old = policy.check(facts(tools["plain_medium"], now=at(12), last_backup=at(10, day=15)))
     assert "the newest is from 2026-11-15 10:00 UTC" in old.reasons[0]

@@ -18,19 +18,23 @@ from typing import Any
 
 from aishell.errors import StepFailed
 from aishell.files import kind_of
+from aishell.handlers.backup.decode import decodes
 from aishell.handlers.backup.elsewhere import not_here, taken_on, this_host
 from aishell.handlers.backup.manifest import manifest_of, remove_backup
-from aishell.state.backups import DECODED, on_disk, proof_of
+from aishell.state.backups import DECODED, RESTORED, database_of, on_disk, proof_of
+from aishell.targets.identity import backup_identity
 from aishell.tool.context import ToolContext
 from aishell.units import exact
 
 
 def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    every = ctx.backup_catalog()
+    every, others = of_this_database(ctx.backup_catalog(), ctx, legacy=False)
     if params.get("verified_only", True):
+        by_path = {b["path"]: b for b in every}
         every = [b for b in every if b["verified_at"]]
-        # What was verified is the file of the size recorded: one cut short is not it.
-        catalog = [b for b in every if on_disk(b["path"], b.get("size_bytes"))]
+        # What was verified is the file of the size recorded, with the backups it builds
+        # on: one cut short, or an increment whose parent is gone, is not it.
+        catalog = [b for b in every if _there(b, by_path)]
     else:
         # The newest file there, whole or not: a drill of a damaged one says so.
         catalog = [b for b in every if Path(b["path"]).is_file()]
@@ -40,8 +44,8 @@ def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         raise StepFailed(
             f"Target '{ctx.target}' has no {which} on disk here; the newest: {away}"
             if away
-            else f"Target '{ctx.target}' has no {which} on disk; "
-            "take one with `aishell run backup --type full`"
+            else f"Target '{ctx.target}' has no {which} on disk of the database it reaches "
+            f"now{_others_said(others)}; take one with `aishell run backup --type full`"
         )
     newest = max(catalog, key=lambda b: b["created_at"])
     return {
@@ -51,6 +55,32 @@ def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         "created_at": newest["created_at"],
         "verified_at": newest["verified_at"],
     }
+
+
+def of_this_database(
+    catalog: list[dict[str, Any]], ctx: ToolContext, *, legacy: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The catalog rows of the database the target reaches now (its backup_identity,
+    as each backup's manifest names its own), and the others: backups of another
+    database the target's name reached before, or of its SQLite file before it was
+    replaced. A row recorded before manifests named the database goes with this
+    database's when `legacy` (retention ages it out as before), else with the others."""
+    here = backup_identity(ctx.connection)
+    mine: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    for b in catalog:
+        said = database_of(b.get("manifest"))
+        (mine if said == here or (said is None and legacy) else others).append(b)
+    return mine, others
+
+
+def _others_said(others: list[dict[str, Any]]) -> str:
+    if not others:
+        return ""
+    return (
+        f" ({len(others)} of its backups are of another database it reached before, or "
+        "were recorded before aishell noted which database a backup is of)"
+    )
 
 
 def _taken_at(created_at: str) -> float:
@@ -86,18 +116,34 @@ def choose_deletions(
     return [b for b in newest_first if b["id"] not in keep], keep
 
 
-def _there(backup: dict[str, Any]) -> bool:
+def _there(backup: dict[str, Any], by_path: Mapping[str, dict[str, Any]]) -> bool:
     """Whether a backup can be kept for what it proves: its file here whole, or it is the
-    one this run takes (previewed: it has no file yet)."""
-    return backup["id"] == THIS_RUNS_BACKUP or on_disk(backup["path"], backup.get("size_bytes"))
+    one this run takes (previewed: it has no file yet), and so is every backup it builds
+    on (an incremental whose parent is gone restores nothing)."""
+    seen: set[str] = set()
+    current: dict[str, Any] | None = backup
+    while current is not None:
+        if current["id"] != THIS_RUNS_BACKUP and not on_disk(
+            current["path"], current.get("size_bytes")
+        ):
+            return False
+        parent = (current.get("manifest") or {}).get("parent")
+        if not parent:
+            return True
+        if parent in seen:
+            return False
+        seen.add(parent)
+        current = by_path.get(parent)
+    return False
 
 
 def _keep_the_best(newest_first: list[dict[str, Any]], keep: dict[Any, str]) -> None:
-    """Keep the newest verified backup whose file is there whole (a verified row whose
-    file was moved, deleted or cut short keeps nothing safe), and a newer one that a
-    quick validation decoded, if any: retention never keeps only backups proven less
-    than those it deletes."""
-    there = [b for b in newest_first if _there(b)]
+    """Keep the newest verified backup whose file is there whole with every backup it
+    builds on (a verified row whose file, or whose parent's, was moved, deleted or cut
+    short keeps nothing safe), and a newer one that a quick validation decoded, if any:
+    retention never keeps only backups proven less than those it deletes."""
+    by_path = {b["path"]: b for b in newest_first}
+    there = [b for b in newest_first if _there(b, by_path)]
     verified = next((b for b in there if b["verified_at"]), None)
     if verified is not None:
         keep.setdefault(verified["id"], "the newest verified backup")
@@ -120,19 +166,40 @@ _CHOSEN = "cleanup_choice"
 
 
 def planned_backup(
-    catalog: list[dict[str, Any]], previewed_before: tuple[str, ...], now: float
+    catalog: list[dict[str, Any]],
+    previewed_before: tuple[tuple[str, Mapping[str, Any]], ...],
+    now: float,
+    dialect: str,
 ) -> dict[str, Any] | None:
     """The catalog row of the backup that steps previewed before a cleanup would add: the
-    newest of all, verified when a validation follows it, and an incremental chained
-    to the newest verified backup on disk (the one find_last_backup gives it)."""
-    taken = [i for i, tool in enumerate(previewed_before) if tool in _TAKES]
+    newest of all; verified when a validation of it follows that restores it, decoded
+    (not verified) when it is a quick one that decodes this engine's backups; an
+    incremental chained to the newest verified backup on disk (the one find_last_backup
+    gives it)."""
+    tools = [tool for tool, _ in previewed_before]
+    taken = [i for i, tool in enumerate(tools) if tool in _TAKES]
     if not taken:
         return None
-    kind = _TAKES[previewed_before[taken[-1]]]
-    proven = _PROVES in previewed_before[taken[-1] + 1 :]
+    kind = _TAKES[tools[taken[-1]]]
+    proofs = [
+        DECODED if params.get("quick") and decodes(dialect) else RESTORED
+        for tool, params in previewed_before[taken[-1] + 1 :]
+        # A validation of the backup just taken names it by the step's output; a path
+        # written out is a backup the catalog has already.
+        if tool == _PROVES and "${" in str(params.get("backup_path", ""))
+    ]
+    proof = RESTORED if RESTORED in proofs else (DECODED if proofs else None)
     parent = None
     if kind == "incremental":
-        chained = [b for b in catalog if b["verified_at"] and Path(b["path"]).is_file()]
+        # As find_last_backup chooses: a backup recorded before manifests named their
+        # database is none to chain from.
+        chained = [
+            b
+            for b in catalog
+            if b["verified_at"]
+            and database_of(b.get("manifest"))
+            and on_disk(b["path"], b.get("size_bytes"))
+        ]
         parent = max(chained, key=lambda b: b["created_at"])["path"] if chained else None
     # Later than every row: it is taken after the preview.
     latest = max((_taken_at(b["created_at"]) for b in catalog), default=now)
@@ -144,7 +211,8 @@ def planned_backup(
         "path": THIS_RUNS_BACKUP,
         "kind": kind,
         "created_at": moment,
-        "verified_at": moment if proven else None,
+        "verified_at": moment if proof == RESTORED else None,
+        "verification": {"ok": True, "proof": proof} if proof else None,
         "manifest": {"parent": parent},
     }
 
@@ -161,15 +229,18 @@ class _Choice:
 
 def _choose(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
     now = time.time()
-    catalog = ctx.backup_catalog()
-    planned = planned_backup(catalog, ctx.tools_previewed_before, now)
+    # Retention keeps and deletes among the backups of the database the target reaches
+    # now; another database's are not this cleanup's to retire, nor to be kept for it.
+    catalog, others = of_this_database(ctx.backup_catalog(), ctx, legacy=True)
+    planned = planned_backup(catalog, ctx.previewed_before, now, ctx.dialect)
     delete, keep = choose_deletions(
         catalog + ([planned] if planned else []),
         params.get("retention_days", 30),
         params.get("keep_last", 3),
         now,
     )
-    proven, skipped = [], []
+    proven: list[dict[str, Any]] = []
+    skipped = [(b, _another_database(b, ctx)) for b in others]
     for b in delete:
         why = unproven(b, ctx)
         if why is None:
@@ -177,6 +248,15 @@ def _choose(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
         else:
             skipped.append((b, why))
     return _Choice(proven, skipped, keep)
+
+
+def _another_database(backup: Mapping[str, Any], ctx: ToolContext) -> str:
+    said = database_of(backup.get("manifest"))
+    return (
+        f"it is a backup of another database ({said}) than target '{ctx.target}' reaches "
+        "now; a target's cleanup deletes only its own database's backups (delete it by hand "
+        "once it is not needed)"
+    )
 
 
 def _chosen(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:

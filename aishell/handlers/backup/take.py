@@ -57,8 +57,10 @@ from aishell.handlers.mysql.catalog import (
 from aishell.handlers.sqlite.appcode import app_code
 from aishell.scratch.leftovers import BACKUP
 from aishell.sqltext import text
+from aishell.state.backups import DATABASE_KEY, database_of
 from aishell.targets.appcode import stops_rewrite
 from aishell.targets.catalog import user_tables
+from aishell.targets.identity import backup_identity
 from aishell.tool.context import ToolContext
 from aishell.units import exact, stamp
 
@@ -168,11 +170,19 @@ def backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
     parent_path = Path(params["parent"])
     if not parent_path.is_file():
         raise StepFailed(f"The parent backup {parent_path} is not on disk")
-    verified = {b["path"] for b in ctx.backup_catalog() if b["verified_at"]}
+    verified = {b["path"]: b for b in ctx.backup_catalog() if b["verified_at"]}
     if str(parent_path) not in verified:
         raise StepFailed(
             f"The parent backup {parent_path.name} was never proven restorable; an incremental "
             "chains only from a verified backup"
+        )
+    said = database_of(verified[str(parent_path)].get("manifest"))
+    here = backup_identity(ctx.connection)
+    if said != here:
+        raise StepFailed(
+            f"The parent backup {parent_path.name} is not of the database target "
+            f"'{ctx.target}' reaches now ({here}) but of {said or 'a database it does not name'}; "
+            "an incremental chains only from a backup of its own database: take a full one"
         )
     return _take(params, ctx, parent=read_manifest(parent_path) | {"path": str(parent_path)})
 
@@ -227,6 +237,9 @@ def _take(
     dialect = ctx.connection.dialect.name
     refuse_no_database(ctx.connection.engine.url, ctx.target, "its backup")
     kind = "incremental" if parent else "full"
+    # Which database the backup is of, read before the dump: what backup_required, the
+    # choice of a parent and retention hold it to, whatever the target's name reaches later.
+    database = backup_identity(ctx.connection)
     # Checked again as the dump starts (an increment has no step before to check it),
     # without the count of tables the step before reports.
     size = _space(ctx, kind)
@@ -251,7 +264,8 @@ def _take(
             taken = take_mysql(final, ctx, parent, params["lock_wait_seconds"])
         # The database's size then: a later backup's space check scales from this one.
         manifest = _manifest(final, ctx, kind, taken, parent) | {
-            "database_bytes": size["database_bytes"]
+            "database_bytes": size["database_bytes"],
+            DATABASE_KEY: database,
         }
         write_manifest(final, manifest, ctx)
     except BaseException:
