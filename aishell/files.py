@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -143,9 +145,11 @@ def write_beside(
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError as exc:
+            doing = f"writing {what[:1].lower()}{what[1:]}"
+            if exc.errno == errno.EFBIG:
+                raise error(size_limit_line(path, doing)) from None
             if not is_no_space(exc):
                 raise
-            doing = f"writing {what[:1].lower()}{what[1:]}"
             fix = "free space there, or write it elsewhere"
             raise error(no_space_line(path, doing, fix)) from None
         finally:
@@ -389,10 +393,12 @@ __all__ = [
     "PLAN_LIMIT",
     "PrivatePlaces",
     "TooOpen",
+    "at_size_limit",
     "check_replaceable",
     "dir_mode",
     "file_in_the_way",
     "file_mode",
+    "file_size_limit",
     "fsync_dir",
     "kind_of",
     "make_private_dirs",
@@ -401,6 +407,7 @@ __all__ = [
     "private_places",
     "read_regular",
     "set_group_readable",
+    "size_limit_line",
     "too_open",
     "write_beside",
 ]
@@ -419,6 +426,42 @@ def no_space_line(path: Path, doing: str, fix: str) -> str:
     return (
         f"No space left on device: the file system at {mount_point(folder)} is full "
         f"({usage.free:,} of {usage.total:,} bytes free) while {doing} {path}; {fix}"
+    )
+
+
+def file_size_limit() -> int | None:
+    """The most bytes this process may write into one file (`ulimit -f`, a service's
+    LimitFSIZE); None where there is no limit."""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+# The largest single write SQLite makes (its largest page): a write that failed within
+# this much of the file size limit failed at the limit.
+LARGEST_WRITE = 65536
+
+
+def at_size_limit(*paths: Path) -> bool:
+    """Whether one of `paths` stands within LARGEST_WRITE of this process's file size
+    limit: where SQLite, which says only "disk I/O error", met the limit (EFBIG)."""
+    limit = file_size_limit()
+    if limit is None:
+        return False
+    for path in paths:
+        with suppress(OSError):
+            if path.stat().st_size + LARGEST_WRITE > limit:
+                return True
+    return False
+
+
+def size_limit_line(path: Path, doing: str) -> str:
+    """The one line for a write past this process's file size limit (EFBIG, or SQLite's
+    "disk I/O error" at the limit): the disk has room, the process may not use it."""
+    limit = file_size_limit()
+    most = f"at most {limit:,} bytes" if limit is not None else "no larger file"
+    return (
+        f"File size limit reached while {doing} {path}: this process may write files of "
+        f"{most} (`ulimit -f`, a service's LimitFSIZE); raise the limit and try again"
     )
 
 

@@ -3,10 +3,12 @@ doctor: the files, versions and targets of the home, and what killed runs left b
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from aishell.errors import AishellError, BrokerUnreachable, ConfigError, UsageEr
 from aishell.files import own_mode, too_open
 from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
+from aishell.state.identity import STORE_COPIES
 from aishell.state.signing import key_path
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target, open_target
@@ -175,18 +178,15 @@ def open_home_files(config: Config) -> list[dict[str, Any]]:
     writable by others (who could put a config or a plan-signing key of their own in
     place), the state store's file or the plan-signing key readable by them (the runs'
     records; a key that signs plans `apply` takes)."""
-    problems = []
-    for folder in (config.home, config.home / "config"):
-        mode = own_mode(folder)
-        if mode is not None and mode & 0o022:
-            said = "others may replace what it holds (the config, the plan-signing key)"
-            problems.append(
-                _home_problem(f"{folder} is mode {mode:04o}: {said}", f"chmod go-w {folder}")
-            )
     state = view_of(config).state_file()
+    problems = [*_open_folders(config, state)]
     files = [(key_path(config.home), "sign a plan `aishell apply` takes")]
     if state is not None:
-        for each in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
+        # Its journals, and its copies (`doctor --backup-state`, an upgrade's), hold what
+        # it holds.
+        side = [state.with_name(state.name + s) for s in ("-wal", "-shm", "-journal")]
+        copies = [state.parent.glob(f"{glob.escape(state.name)}{s}*") for s in STORE_COPIES]
+        for each in (state, *side, *sorted(chain.from_iterable(copies))):
             files.append((each, "read the runs' records"))
     for path, harm in files:
         mode = own_mode(path)
@@ -194,6 +194,29 @@ def open_home_files(config: Config) -> list[dict[str, Any]]:
             said = f"{path} is mode {mode:04o}: another user may {harm}"
             problems.append(_home_problem(said, f"chmod 600 {path}"))
     return problems
+
+
+def _open_folders(config: Config, state: Path | None) -> list[dict[str, Any]]:
+    """The home and its config folder writable by its group or others; and, where they
+    are folders of their own (the user's folders, a --config file's), the config's, the
+    agents' and the state store's writable by others, unless sticky (/tmp), where no one
+    may replace a file of another's."""
+    found = []
+    home_holds = "the config, the plan-signing key"
+    folders = {config.home: (home_holds, 0o022), config.home / "config": (home_holds, 0o022)}
+    own_agents = config.agent_dirs[0]
+    apart = [(own_agents.parent, "the config"), (own_agents, "the agents' files")]
+    if state is not None:
+        apart.append((state.parent, "the state store"))
+    for folder, holds in apart:
+        folders.setdefault(folder, (holds, 0o002))
+    for folder, (holds, bits) in folders.items():
+        mode = own_mode(folder)
+        if mode is None or not mode & bits or (bits == 0o002 and mode & stat.S_ISVTX):
+            continue
+        said = f"{folder} is mode {mode:04o}: others may replace what it holds ({holds})"
+        found.append(_home_problem(said, f"chmod go-w {folder}"))
+    return found
 
 
 def open_passwords(config: Config) -> list[dict[str, Any]]:

@@ -234,17 +234,8 @@ def resume_run(
     ignored_window(how)  # a missing --reason is refused before anything is read
     registry = given_catalog(config, how)
     with signed_store(config) as store:
-        run = store.get_run(run_id)
+        run = _resumable(store, run_id)
         run_id = run["run_id"]
-        if run["dry_run"]:
-            raise UsageError(f"Run {run_id} was a dry run; there is nothing to resume")
-        if run["status"] not in RESUMABLE:
-            raise UsageError(f"Run {run_id} is {run['status']}; there is nothing to resume")
-        if not run["steps"]:
-            raise UsageError(
-                f"Run {run_id} failed before its first step ({run['error']}); there is "
-                "nothing to resume: run its job again"
-            )
         plan = Plan.from_dict(store.get_plan(run_id))
         if plan.hash != run["plan_hash"]:
             raise PlanError(f"Run {run_id}: its stored plan no longer matches its hash")
@@ -258,6 +249,10 @@ def resume_run(
             handle.close()
             raise
         try:
+            # Read again under the lock: another resume that read the run as this one did
+            # may have run it to its end and let the lock go since; what was read before
+            # would run its finished steps again.
+            run = _resumable(store, run_id)
             _check_same_database(plan, lock.lease, run_id)
             _check_same_sqlite_file(plan, handle, run_id)
             level = _resumed_level(config, store, run)
@@ -276,6 +271,22 @@ def resume_run(
         finally:
             release_run_lock(store, lock, run_id)
             handle.close()
+
+
+def _resumable(store: StateStore, run_id: str) -> dict[str, Any]:
+    """The run as the store has it now, refused where there is nothing to resume."""
+    run = store.get_run(run_id)
+    run_id = run["run_id"]
+    if run["dry_run"]:
+        raise UsageError(f"Run {run_id} was a dry run; there is nothing to resume")
+    if run["status"] not in RESUMABLE:
+        raise UsageError(f"Run {run_id} is {run['status']}; there is nothing to resume")
+    if not run["steps"]:
+        raise UsageError(
+            f"Run {run_id} failed before its first step ({run['error']}); there is "
+            "nothing to resume: run its job again"
+        )
+    return run
 
 
 def _check_same_database(plan: Plan, reached: str, run_id: str) -> None:

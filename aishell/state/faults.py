@@ -17,7 +17,7 @@ from sqlalchemy.exc import (
 )
 
 from aishell.errors import StateError
-from aishell.files import disk_space, file_in_the_way
+from aishell.files import at_size_limit, disk_space, file_in_the_way, size_limit_line
 from aishell.units import exact
 
 # Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
@@ -90,6 +90,27 @@ def _refused_a_right(lower: str) -> bool:
     return "permission denied" in lower or "command denied" in lower
 
 
+def _server_error(location: str, message: str) -> StateError:
+    """state_error's line for a store on a server."""
+    lower, where = message.lower(), f"The state store {location}"
+    if "read-only" in lower or "read only" in lower:
+        return StateError(
+            f"{where} is read-only ({message}); point state.url at a writable primary"
+        )
+    if "disk full" in lower or "no space" in lower:
+        return StateError(f"{where} has no space left ({message}); free space on its server")
+    if _refused_a_right(lower):
+        return StateError(
+            f"{where} refused what aishell asked of it ({message}); grant the login of "
+            "state.url the rights to create, alter, read and write the tables of its "
+            "database (or schema), or point state.url at a login that has them"
+        )
+    return StateError(
+        f"Cannot use the state store {location}: {message}; check that its server is up, "
+        "and state.url and state.password_env in the config"
+    )
+
+
 def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -> StateError:
     """One line: where the state store is, what is wrong with it, and what to do."""
     message = _first_line(exc.orig or exc)
@@ -97,22 +118,7 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
     where = f"The state store {location}"
     path = sqlite_path(url)
     if path is None:
-        if "read-only" in lower or "read only" in lower:
-            return StateError(
-                f"{where} is read-only ({message}); point state.url at a writable primary"
-            )
-        if "disk full" in lower or "no space" in lower:
-            return StateError(f"{where} has no space left ({message}); free space on its server")
-        if _refused_a_right(lower):
-            return StateError(
-                f"{where} refused what aishell asked of it ({message}); grant the login of "
-                "state.url the rights to create, alter, read and write the tables of its "
-                "database (or schema), or point state.url at a login that has them"
-            )
-        return StateError(
-            f"Cannot use the state store {location}: {message}; check that its server is up, "
-            "and state.url and state.password_env in the config"
-        )
+        return _server_error(location, message)
     if "locked" in lower or "busy" in lower:
         return StateError(
             f"{where} is locked by another process (still locked after {exact(busy_timeout)}s); "
@@ -124,6 +130,9 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
             "put back a copy, or delete its .has-history file beside it too to let aishell "
             "start a new, empty one there"
         )
+    journals = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
+    if ("i/o" in lower or "full" in lower) and at_size_limit(path, *journals):
+        return StateError(size_limit_line(path, "writing the state store"))
     if "full" in lower or (("i/o" in lower or "unable to open" in lower) and _nearly_full(path)):
         return StateError(
             f"The disk holding the state store {location} is full: {disk_space(path)} "

@@ -31,6 +31,7 @@ alembic import command) and written by hand; HEAD_REVISION then names it.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import io
 import logging
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from aishell.dialects import family
 from aishell.errors import StateError
+from aishell.files import at_size_limit, size_limit_line
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -249,7 +251,12 @@ def copy_aside(path: Path, location: str) -> Path:
             source.backup(target)
         os.replace(partial, copy)
     except (OSError, sqlite3.Error) as exc:
+        # The copy is as large as the store: a store past the limit is a copy past it.
+        limited = at_size_limit(partial, path) or getattr(exc, "errno", None) == errno.EFBIG
         partial.unlink(missing_ok=True)
+        if limited:
+            doing = "copying the state store aside before upgrading its schema, to"
+            raise StateError(size_limit_line(copy, doing)) from None
         raise StateError(
             f"Cannot copy the state store {location} aside to {copy} before upgrading its "
             f"schema ({exc}); make room or make its folder writable, and try again"

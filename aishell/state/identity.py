@@ -18,6 +18,8 @@ store with history is not silently replaced by an empty one, and consistent copi
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import sqlite3
@@ -26,9 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aishell.errors import EXIT_FAILED, StateError
+from aishell.files import at_size_limit, size_limit_line
 
 MARKER_SUFFIX = ".has-history"
 BACKUP_INFIX = ".backup-"
+# What the names of a store's copies add to its own: `doctor --backup-state`'s, and the
+# one made before an upgrade (history.copy_aside).
+STORE_COPIES = (BACKUP_INFIX, ".before-")
 
 
 class StateVanished(StateError):
@@ -122,6 +128,64 @@ def refuse_lost_history(path: Path, schema: tuple[bool, bool] | None = None) -> 
     )
 
 
+def refuse_foreign(path: Path) -> None:
+    """Before SQLite is let at it (which would switch it to WAL): a file without the
+    marker whose tables none of aishell's made (no revision, no version of before) is
+    another application's database, a target's perhaps, and is left as it is. A store
+    aishell makes gets its version in the transaction that makes its tables, so no
+    store of its own is ever found so. A file that cannot be read here (a journal to
+    roll back first) is looked at again once open (StateStore._migrate)."""
+    if marker_of(path).exists() or not _size(path):
+        return
+    try:
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            names = [n for (n,) in conn.execute(_TABLES)]
+            if not names or _versioned(conn, names):
+                return
+    except sqlite3.Error:
+        return
+    raise foreign_store(path, names)
+
+
+def foreign_store(path: Path, names: list[str]) -> StateError:
+    """The one line for a SQLite file that holds another application's tables."""
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    shown = f" ({', '.join(names[:5])}{more})" if names else ""
+    return StateError(
+        f"The state store {path} holds another database's tables{shown}, none of "
+        "aishell's: it is not a state store, and aishell leaves it as it is; point "
+        "state.url at a file of aishell's own (a new path becomes a new store)"
+    )
+
+
+_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' "
+    "AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY name"
+)
+_VERSIONS = {
+    "alembic_version": "SELECT 1 FROM alembic_version",
+    "meta": "SELECT 1 FROM meta WHERE key = 'schema_version'",
+}
+
+
+def _versioned(conn: sqlite3.Connection, names: list[str]) -> bool:
+    """Whether a table names the schema's version as aishell keeps it."""
+    for table, sql in _VERSIONS.items():
+        if table in names:
+            with suppress(sqlite3.Error):
+                if conn.execute(sql).fetchone():
+                    return True
+    return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _marker_date(marker: Path) -> str:
     try:
         return f" (since {json.loads(marker.read_text())['created']})"
@@ -130,10 +194,8 @@ def _marker_date(marker: Path) -> str:
 
 
 def _copies(path: Path) -> list[Path]:
-    return [
-        *path.parent.glob(f"{path.name}{BACKUP_INFIX}*"),
-        *path.parent.glob(f"{path.name}.before-*"),
-    ]
+    # Escaped: a store named with [ or * would otherwise match other files, or miss its own.
+    return [c for s in STORE_COPIES for c in path.parent.glob(f"{glob.escape(path.name)}{s}*")]
 
 
 def check_side_files(path: Path) -> None:
@@ -167,9 +229,20 @@ def backup_copy(driver: sqlite3.Connection, path: Path) -> Path:
         os.chmod(partial, 0o600)
         os.replace(partial, copy)
     except (OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
-        raise StateError(
-            f"Cannot write a copy of the state store {path} to {copy} ({exc}); make room or "
-            "make its folder writable, and try again"
-        ) from None
+        raise copy_failed(exc, path, partial, copy) from None
     return copy
+
+
+def copy_failed(exc: OSError | sqlite3.Error, path: Path, partial: Path, copy: Path) -> StateError:
+    """The one line for a copy of the store not written (its partial file removed): the
+    file size limit it met, or what the system or SQLite said."""
+    # The copy is as large as the store: a store past the limit is a copy past it (and
+    # SQLite may have emptied the partial file as it gave up).
+    limited = at_size_limit(partial, path) or getattr(exc, "errno", None) == errno.EFBIG
+    partial.unlink(missing_ok=True)
+    if limited:
+        return StateError(size_limit_line(copy, "writing a copy of the state store to"))
+    return StateError(
+        f"Cannot write a copy of the state store {path} to {copy} ({exc}); make room or "
+        "make its folder writable, and try again"
+    )

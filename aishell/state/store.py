@@ -41,9 +41,11 @@ from aishell.state.identity import (
     FileIdentity,
     backup_copy,
     check_side_files,
+    foreign_store,
     keep_marker,
     marker_of,
     new_private_file,
+    refuse_foreign,
     refuse_lost_history,
 )
 from aishell.state.locks import LockRepository
@@ -125,6 +127,7 @@ class StateStore(
                 # die of SIGBUS, and write a header into an emptied file.
                 check_side_files(self._path)
                 refuse_lost_history(self._path)
+                refuse_foreign(self._path)
                 new_private_file(self._path)
             self._conn: Connection = self._open()
             if self._path is not None:
@@ -237,9 +240,12 @@ class StateStore(
         marked = self._path is not None and marker_of(self._path).exists()
         found = history.read_schema(self._conn)
         self._conn.rollback()
+        ours = found.revision is not None or found.legacy_version > 0
         if marked and self._path is not None:
-            ours = found.revision is not None or found.legacy_version > 0
             refuse_lost_history(self._path, (found.has_tables, ours))
+        elif self._path is not None and found.has_tables and not ours:
+            # What refuse_foreign could not read before (a journal to roll back first).
+            raise foreign_store(self._path, [])
         history.refuse_newer(found, self.location)
         history.refuse_unknown(found, self.location)
         if found.current:
