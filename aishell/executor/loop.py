@@ -90,7 +90,9 @@ class Executor:
     _stopping: Stopping = field(init=False)
 
     def __post_init__(self) -> None:
-        self._stopping = Stopping(self.store, self.target.name, self.run_lock)
+        self._stopping = Stopping(
+            self.store, self.target.name, self.run_lock, engine=self.target.engine
+        )
 
     @property
     def policy(self) -> SafetyPolicy:
@@ -183,8 +185,10 @@ class Executor:
         saying how to go on, rather than left `running` for good."""
         ctx: ToolContext | None = None
         try:
-            ctx = self._tool_context(run_id, dry_run)
-            return ctx, self._liveness()
+            # The run's time limit holds its first connects too, to a silent server's.
+            with self._stopping.time_limit(self.run_limit, self.run_started):
+                ctx = self._tool_context(run_id, dry_run)
+                return ctx, self._liveness()
         except BaseException as exc:
             if ctx is not None and ctx.conn is not None:
                 with suppress(SQLAlchemyError):
@@ -192,6 +196,8 @@ class Executor:
             status = INTERRUPTED if isinstance(exc, KeyboardInterrupt | Interrupted) else FAILED
             said = str(exc) or type(exc).__name__
             error = f"{said}; no step ran: `aishell resume {run_id}` once the target answers"
+            if (stopped := self._stopping.reason()) is not None:
+                status, error = INTERRUPTED, f"{stopped}; no step ran ({said})"
             self.store.finish_run(run_id, status, error)
             if isinstance(exc, TargetSilent):
                 exc.message = error

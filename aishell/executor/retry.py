@@ -15,6 +15,8 @@ from aishell.errors import TargetLocked, TargetUnreachable
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error, rollback
 from aishell.executor.results import StepResult
+from aishell.executor.statuses import INTERRUPTED
+from aishell.executor.stopping import Stop
 from aishell.guard.writtentables import tables_named
 from aishell.registry import ToolDefinition
 from aishell.retry.policy import Backoff, Retry, Try, retrying, tries
@@ -55,7 +57,10 @@ def step_retrying(
 
     backoff = Backoff(first_wait=run.agent.defaults.retry_backoff_seconds, attempts=count)
     return tries(
-        backoff, on_error=lambda e: isinstance(e, DBAPIError) and worth(e), on_retry=record
+        backoff,
+        on_error=lambda e: isinstance(e, DBAPIError) and worth(e),
+        on_retry=record,
+        sleep=run.stopping.wait,
     )
 
 
@@ -104,7 +109,8 @@ def lock_held_by(ctx: ToolContext, exc: DBAPIError, tables: Sequence[str] = ()) 
 def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
     """A new connection after the server dropped ours (a restart, a failover): tried a
     few times with backoff, since a restarting server refuses connections a while; each
-    refusal recorded. False when none could be made."""
+    refusal recorded. False when none could be made; a stop that came meanwhile (the
+    run's time limit, a signal) ends the tries and the run, the step interrupted."""
     if ctx.conn is not None:
         with suppress(SQLAlchemyError):
             ctx.conn.close()
@@ -117,15 +123,21 @@ def reconnect(run: RunContext, ctx: ToolContext, result: StepResult) -> bool:
             run.record_event(result.index, "reconnect_failed", {"error": str(exc)})
             raise
 
+    def worth(exc: BaseException) -> bool:
+        return isinstance(exc, TargetUnreachable | TargetLocked) and run.stopping.reason() is None
+
     backoff = Backoff(
         first_wait=run.agent.defaults.retry_backoff_seconds, attempts=RECONNECT_ATTEMPTS
     )
     try:
-        retrying(backoff, on_error=lambda e: isinstance(e, TargetUnreachable | TargetLocked))(
-            connect
-        )
+        retrying(backoff, on_error=worth, sleep=run.stopping.wait)(connect)
     except (TargetUnreachable, TargetLocked):
-        return False
+        why = run.stopping.reason()
+        if why is None:
+            return False
+        if result.status == "running":  # begun: resume takes it again
+            run.finish(result, INTERRUPTED, error=why)
+        raise Stop(INTERRUPTED, why) from None
     return True
 
 

@@ -21,10 +21,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from aishell.agents.bounded import planning_deadline
-from aishell.errors import AishellError, PlanningStopped
+from aishell.errors import AishellError, PlanningStopped, TargetUnreachable
 from aishell.signalrelay import relayed
 from aishell.state.store import StateStore
 from aishell.targets.deadlines import cut_if_unanswered, in_flight, stop_statement
+from aishell.targets.limits import Limits, limits_of
 from aishell.targets.locks import RunLock
 from aishell.units import exact
 
@@ -113,9 +114,19 @@ class Stopping:
     _running: list[Connection] = field(default_factory=list)
     # Those a stop is cancelling now (cancel_running), each once.
     _cancelling: list[Connection] = field(default_factory=list)
+    # The limits of every target a step ran on: a stop that finds no step on a
+    # connection (a step connecting again, between steps) still gives up their connects.
+    _targets: list[Limits] = field(default_factory=list)
     # Reentrant: the signal handler reads `running` on the main thread, which may hold
     # it at that moment (a step entering or leaving its connection).
     _guard: threading.RLock = field(default_factory=threading.RLock)
+    # The target's engine: a stop gives up its connects, also before the first step.
+    engine: Engine | None = None
+
+    def __post_init__(self) -> None:
+        limits = limits_of(self.engine) if self.engine is not None else None
+        if limits is not None:
+            self._targets.append(limits)
 
     @property
     def running(self) -> Connection | None:
@@ -125,8 +136,11 @@ class Stopping:
 
     def enter(self, conn: Connection) -> None:
         """A step's statements run on conn from now on (audit.audited)."""
+        limits = limits_of(conn.engine)
         with self._guard:
             self._running.append(conn)
+            if limits is not None and not any(t is limits for t in self._targets):
+                self._targets.append(limits)
 
     def leave(self, conn: Connection) -> None:
         """The step left conn: nothing of it runs there any more."""
@@ -182,6 +196,16 @@ class Stopping:
             "run could share the database; "
             f"continue with `aishell resume {self.run_id}`"
         )
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds` (a retry's backoff), or less once a stop came (a signal, the
+        time limit, the run lock lost): the retry then sees the stop, not the wait's end."""
+        ends = time.monotonic() + seconds
+        while self.signal is None and not self.lock_lost:
+            left = ends - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, STOP_POLL_SECONDS))
 
     def lose_lock(self) -> None:
         """The run lock is gone: no new statement is sent, the running one is cancelled."""
@@ -268,6 +292,9 @@ class Stopping:
         with self._guard:
             fresh = [c for c in self._running if not any(c is d for d in self._cancelling)]
             self._cancelling.extend(fresh)
+            targets = list(self._targets)
+        for limits in targets:
+            limits.stop()
         for running in fresh:
             self._cancel(running)
 
@@ -361,9 +388,9 @@ def planning_limit(
 ) -> Iterator[None]:
     """The run's time limit over its planning, which counts towards it: a catalog read
     still waiting on the server at the limit is given read_timeout_seconds more, then
-    cut off (cut_if_unanswered); planning then ends with PlanningStopped. A read the
-    server answers, or none waiting, and planning goes on: the run it starts stops
-    before its first step, resumably.
+    cut off (cut_if_unanswered), and a connect is given up (Limits.stop); planning then
+    ends with PlanningStopped. A read the server answers, or none waiting, and planning
+    goes on: the run it starts stops before its first step, resumably.
 
     run_limit: the limit in seconds and the setting it comes from; run_started: when
     the run began (time.monotonic())."""
@@ -374,22 +401,20 @@ def planning_limit(
     opened: list[Connection] = []
     # What waited on the server at the limit: an error planning ends with is its.
     waited: list[Connection] = []
+    # The target's limits, which the limit stopped: a connect they gave up is why too.
+    stopped_limits: list[Limits] = []
 
     def track(conn: Connection) -> None:
         opened.append(conn)
 
     def reached() -> None:
-        for conn in list(opened):
-            mark = in_flight(conn)
-            if mark is None:
-                continue
-            waited.append(conn)
-            threading.Thread(
-                target=cut_if_unanswered,
-                args=(conn, partial(_answered, conn, mark)),
-                name="aishell-stop",
-                daemon=True,
-            ).start()
+        # A connect under way (a silent server's) is given up, as a run's stop gives it
+        # up: it has no statement to cut.
+        limits = limits_of(engine)
+        if limits is not None:
+            limits.stop()
+            stopped_limits.append(limits)
+        waited.extend(_cut_waiting(opened))
 
     event.listen(engine, "engine_connect", track)
     timer = threading.Timer(max(seconds - (time.monotonic() - run_started), 0.0), reached)
@@ -400,7 +425,10 @@ def planning_limit(
         with planning_deadline(run_started + seconds, stopped):
             yield
     except Exception as exc:
-        if not waited or not isinstance(exc, DBAPIError):
+        gave_up = any(limits.connects_given_up for limits in stopped_limits)
+        if not (waited and isinstance(exc, DBAPIError)) and not (
+            gave_up and isinstance(exc, DBAPIError | TargetUnreachable)
+        ):
             raise
         # The server's error for what waited at the limit (its socket closed): this is why.
         why = f"; {exc}" if isinstance(exc, AishellError) else ""
@@ -410,6 +438,24 @@ def planning_limit(
     finally:
         timer.cancel()
         event.remove(engine, "engine_connect", track)
+
+
+def _cut_waiting(opened: list[Connection]) -> list[Connection]:
+    """Those of `opened` whose statement waits on the server, each cut off if it still
+    waits read_timeout_seconds from now (cut_if_unanswered, on a thread of its own)."""
+    waiting = []
+    for conn in list(opened):
+        mark = in_flight(conn)
+        if mark is None:
+            continue
+        waiting.append(conn)
+        threading.Thread(
+            target=cut_if_unanswered,
+            args=(conn, partial(_answered, conn, mark)),
+            name="aishell-stop",
+            daemon=True,
+        ).start()
+    return waiting
 
 
 def _answered(conn: Connection, mark: object, seconds: float) -> bool:

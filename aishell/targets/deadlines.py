@@ -20,6 +20,7 @@ from aishell.targets.limits import (
     STATEMENT_LIMIT_KEY,
     Limits,
     TargetSilent,
+    limits_of,
     set_statement_limit,
     sever,
     statement_limit,
@@ -180,11 +181,15 @@ def stop_statement(conn: Connection, ended: Callable[[float], bool]) -> None:
     """A run stops (a signal, its time limit, the run lock lost): cancel what runs on
     conn, and close its socket if that is not over within read_timeout_seconds. No
     statement of the target then waits longer than read_timeout_seconds for its answer,
-    whatever is left of the step's limit (a purge's is a day)."""
+    whatever is left of the step's limit (a purge's is a day), nor a connect longer
+    than connecting.STOPPED_CONNECT_SECONDS."""
     found = _driver(conn)
-    if found is not None and found[1] is not None:
-        found[1].stopping = True
-        hold_to_read_timeout(found[1], besides=found[0])
+    # Found by the engine too: a connection lost meanwhile (a purge reconnecting) has no
+    # pool entry, and its connect, not a statement, is what waits on the server.
+    limits = limits_of(conn.engine) or (found[1] if found is not None else None)
+    if limits is not None:
+        limits.stop()
+        hold_to_read_timeout(limits, besides=found[0] if found is not None else None)
     cancel_then_sever(conn, ended, time.monotonic(), Limits.unanswered_cancel)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from aishell.targets.limits import (
     inherit_step_limit,
     mysql_read_timeout,
     pymysql_timed_out,
+    stoppable_connect,
     watch_statements,
 )
 from aishell.targets.locks import RunLock, try_lock
@@ -310,7 +312,13 @@ def _mysql_engine(url: URL, target: TargetConfig, read_only: bool, limits: Limit
         pool_pre_ping=True,
         max_overflow=POOL_OVERFLOW,
     )
-    event.listen(engine, "do_connect", mysqltls.connect)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        return stoppable_connect(
+            limits, dialect, partial(mysqltls.connect, dialect, record, cargs, cparams)
+        )
+
     keep_track(engine)
 
     @event.listens_for(engine, "connect")

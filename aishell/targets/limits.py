@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
+from aishell.targets.connecting import STOPPED_CONNECT_SECONDS, unless_stopped
 from aishell.targets.watchdog import STATEMENTS, Watchdog
 from aishell.units import exact
 
@@ -103,8 +104,11 @@ class Limits:
     on_silence: Callable[[str], Exception] | None = None
     # Set once the run using the target stops (a signal, its time limit, the run lock
     # lost): from then on no statement waits past read_timeout_seconds, whatever is
-    # left of the step's limit.
+    # left of the step's limit, and no connect is waited for (see stop()).
     stopping: bool = False
+    stopped: threading.Event = field(default_factory=threading.Event)
+    # How many connects the stop gave up: what a planning stop tells its cause by.
+    connects_given_up: int = 0
     # Per thread whose new connection's set-up was cut off (bound_setup): what its
     # connect's error says, and that DBAPI connection's id (its key in `fired`).
     setup_cut: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -132,12 +136,49 @@ class Limits:
         who = self.who or f"Target '{self.target}'"
         return f"{who} did not answer within {exact(waited)}s ({self.key})"
 
+    def stop(self) -> None:
+        """The run using the target stops: statements are held to read_timeout_seconds,
+        and a connect is waited for only briefly (connecting.py: a silent server's would
+        wait its whole connect timeout, past the run's limit)."""
+        self.stopping = True
+        self.stopped.set()
+
+    def stopped_connecting(self) -> str:
+        who = self.who or f"Target '{self.target}'"
+        return (
+            f"{who} did not answer a connect within {STOPPED_CONNECT_SECONDS:g}s, and the "
+            "run had stopped, so the connect was given up"
+        )
+
     def unanswered_cancel(self) -> str:
         """Why a stopped run's statement ended: the cancel went unanswered."""
         return (
             f"target '{self.target}' did not answer the cancel within {exact(self.read_timeout)}s "
             f"({self.key}), so its connection was closed"
         )
+
+
+# Each engine's Limits, by its dialect (an engine's own, shared by the views its
+# execution_options() makes, kept across dispose()): what a stop finds also for a
+# connection lost meanwhile, whose pool entry and its Limits are gone.
+_BY_DIALECT: weakref.WeakKeyDictionary[Any, Limits] = weakref.WeakKeyDictionary()
+
+
+def limits_of(engine: Engine) -> Limits | None:
+    """The Limits watch_statements holds engine's connections to; None for none."""
+    return _BY_DIALECT.get(engine.dialect)
+
+
+def stoppable_connect(limits: Limits, dialect: Any, connect: Callable[[], Any]) -> Any:
+    """connect()'s connection, given up once the run using the target stops (see
+    connecting.py); the driver's OperationalError then says so."""
+    error: type[BaseException] = dialect.loaded_dbapi.OperationalError
+
+    def given_up() -> BaseException:
+        limits.connects_given_up += 1
+        return error(limits.stopped_connecting())
+
+    return unless_stopped(limits.stopped, connect, given_up)
 
 
 def mysql_read_timeout(dbapi_conn: Any, seconds: float) -> None:
@@ -153,6 +194,7 @@ def watch_statements(engine: Engine, limits: Limits) -> None:
     timeout, so the watchdog closes the socket of a statement still waiting at its bound.
     """
     is_pg = engine.dialect.name == "postgresql"
+    _BY_DIALECT[engine.dialect] = limits
 
     # Armed first on each connection: a connection's own listeners run before the
     # engine's, and the guard's among them sends its catalog lookups (the functions a
@@ -245,7 +287,7 @@ def bound_setup(engine: Engine, limits: Limits, seconds: float, setting: str) ->
 
     @event.listens_for(engine, "do_connect")
     def _watched(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-        dbapi = dialect.connect(*cargs, **cparams)
+        dbapi = stoppable_connect(limits, dialect, partial(dialect.connect, *cargs, **cparams))
         connecting = threading.get_ident()
 
         def expire() -> None:
@@ -304,7 +346,11 @@ def _bound_pings(engine: Engine, limits: Limits) -> None:
 
 def _info_of(conn: Connection) -> dict[str, Any]:
     """The connection's info; none for the one SQLAlchemy's first statements on a new
-    connection are sent on (no pool entry behind it yet)."""
+    connection are sent on (no pool entry behind it yet), nor for one lost before (a
+    reconnect's failure): its info would connect again, to the server that just failed
+    to answer, and wait its whole connect timeout."""
+    if conn.invalidated:
+        return {}
     try:
         return conn.info
     except NotImplementedError:
