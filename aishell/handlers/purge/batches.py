@@ -35,7 +35,7 @@ from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.reach import TableReach, changed_since
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
 from aishell.handlers.purge.throttle import Throttle
-from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, until_deadline, wait_while_busy
+from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, rest, wait_while_busy
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 from aishell.units import exact, percent
@@ -116,7 +116,7 @@ def run_batches(
         if not walk.next_batch():
             break
         if walk.sleep and not walk.passed:
-            time.sleep(until_deadline(walk.sleep, walk.attempt.deadline))
+            rest(ctx, walk.sleep, walk.attempt.deadline)
     walk.checkpoint()
     return walk.output()
 

@@ -13,6 +13,8 @@ from aishell.tool.context import ToolContext
 
 THROTTLE_CHECK_SECONDS = 1.0
 THROTTLE_WAIT_SECONDS = 1.0
+# How often a pause looks whether the run was asked to stop.
+STOP_LOOK_SECONDS = 0.25
 # Default of max_throttle_wait_seconds (the tool's schema and the agent's config say the
 # same).
 MAX_THROTTLE_WAIT = 1800.0
@@ -41,6 +43,18 @@ def until_deadline(seconds: float, deadline: float | None) -> float:
     return max(0.0, min(seconds, deadline - time.monotonic()))
 
 
+def rest(ctx: ToolContext, seconds: float, deadline: float | None) -> None:
+    """Pause `seconds` (cut at the deadline), ended early by a stop: a pause between
+    batches may be an hour (sleep_ms), and `aishell stop` or the run's time limit must
+    not wait it out."""
+    ends = time.monotonic() + until_deadline(seconds, deadline)
+    while not ctx.should_stop():
+        left = ends - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, STOP_LOOK_SECONDS))
+
+
 def wait_while_busy(
     ctx: ToolContext, throttle: Throttle, deadline: float | None
 ) -> tuple[float, bool, str | None]:
@@ -64,7 +78,7 @@ def wait_while_busy(
             )
             return waited, False, reason
         pause = min(THROTTLE_WAIT_SECONDS, throttle.max_wait_seconds - waited)
-        time.sleep(until_deadline(pause, deadline))
+        rest(ctx, pause, deadline)
         reason = throttle.busy()
         ctx.connection.commit()
     waited = time.monotonic() - began

@@ -9,6 +9,7 @@ Time bound: a 3 s limit on a purge that would take over 11 s; a few seconds."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 
 import pytest
@@ -34,3 +35,26 @@ def test_a_purge_ends_cleanly_before_its_step_time_limit(home, edit_config, dial
         archived = [json.loads(line)["id"] for line in purge.archive_file.read_text().splitlines()]
         assert sorted(archived) == sorted(gone)
         assert output["rows_deleted"] == len(gone)
+
+
+# A pause between batches far longer than the run may take.
+LONG_PAUSE_MS = 60_000
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_run_s_time_limit_ends_a_purge_pausing_between_batches(home, edit_config, dialect):
+    """The run's limit came during an hour-long sleep_ms: the purge waited the pause out
+    before it looked. It now stops within its look at the stop, checkpointed."""
+    with purge_on(dialect, "file", home, walk="keys") as purge:
+        config = edit_config()
+        began = time.monotonic()
+        result = commands.run_job(
+            config, "log_cleanup", purge.job(sleep_ms=LONG_PAUSE_MS), max_run_seconds=3
+        )
+        took = time.monotonic() - began
+        assert result.status == "interrupted", result.error
+        assert "run-time limit of 3s" in (result.error or ""), result.error
+        assert took < LONG_PAUSE_MS / 1000, took
+        gone = set(purge.before) - set(rows_of(purge.url))
+        archived = [json.loads(line)["id"] for line in purge.archive_file.read_text().splitlines()]
+        assert gone and sorted(archived) == sorted(gone)
