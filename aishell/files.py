@@ -476,6 +476,14 @@ def mount_point(path: Path) -> Path:
     return path
 
 
+def size_or_zero(path: Path) -> int:
+    """The file's size; 0 for one that is not there or cannot be looked at."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def disk_space(path: Path) -> str:
     """Which file system holds path and how much of it is free, as a full disk's
     message says it: "the file system at /var (12,288 of 8,388,608 bytes free)"."""

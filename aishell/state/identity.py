@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aishell.errors import EXIT_FAILED, StateError
-from aishell.files import at_size_limit, size_limit_line
+from aishell.files import at_size_limit, size_limit_line, size_or_zero
 
 MARKER_SUFFIX = ".has-history"
 BACKUP_INFIX = ".backup-"
@@ -135,7 +135,7 @@ def refuse_foreign(path: Path) -> None:
     aishell makes gets its version in the transaction that makes its tables, so no
     store of its own is ever found so. A file that cannot be read here (a journal to
     roll back first) is looked at again once open (StateStore._migrate)."""
-    if marker_of(path).exists() or not _size(path):
+    if marker_of(path).exists() or not size_or_zero(path):
         return
     try:
         uri = f"{path.absolute().as_uri()}?mode=ro"
@@ -177,13 +177,6 @@ def _versioned(conn: sqlite3.Connection, names: list[str]) -> bool:
                 if conn.execute(sql).fetchone():
                     return True
     return False
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _marker_date(marker: Path) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from aishell.files import size_or_zero
 from aishell.terminal import printable
 
 # SQLite's lock bytes in the database file (its os_unix.c): the pending byte, the
@@ -91,7 +92,7 @@ def open_problem(path: Path, exc: DBAPIError) -> str | None:
     readonly database", "unable to open database file") do not say: None otherwise."""
     name = str(getattr(exc.orig, "sqlite_errorname", ""))
     journal = Path(f"{path}-journal")
-    if name.startswith("SQLITE_READONLY") and _size(journal) > 0:
+    if name.startswith("SQLITE_READONLY") and size_or_zero(journal) > 0:
         return _hot_journal(path, journal)
     if name == "SQLITE_CANTOPEN" and _in_wal_mode(path):
         why = _read_only(path.parent)
@@ -140,13 +141,6 @@ def _in_wal_mode(path: Path) -> bool:
             return handle.read(2) == _WAL_VERSION
     except OSError:
         return False
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _file_id(path: Path) -> tuple[int, int, int] | None:
