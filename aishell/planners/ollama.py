@@ -62,8 +62,13 @@ class OllamaChat:
         # Imported here: a plan by the rules never needs them (0.15 s of start).
         import ollama
 
+        # No redirect is followed: each request carries the catalog's tables and the
+        # job, which go to the server configured, never to one it names.
         self._client = ollama.Client(
-            host=self.host, timeout=settings.timeout_seconds, verify=_tls_context()
+            host=self.host,
+            timeout=settings.timeout_seconds,
+            verify=_tls_context(),
+            follow_redirects=False,
         )
         self._sleep = sleep
 
@@ -150,6 +155,12 @@ class OllamaChat:
                 # address answers (one that drops every connection is waited for whole).
                 raise PlannerUnavailable(self._no_answer(drafting)) from None
             except ollama.ResponseError as exc:
+                if 300 <= exc.status_code < 400:
+                    raise PlannerUnavailable(
+                        f"The server at {shown_host(self.host)} sent the request on elsewhere "
+                        f"(HTTP {exc.status_code}), which is not followed: point OLLAMA_HOST "
+                        "(or planner.llm.host) at the Ollama server itself"
+                    ) from None
                 if exc.status_code not in _RETRY_STATUS:
                     raise PlannerUnavailable(
                         f"The Ollama server at {shown_host(self.host)} refused the request "

@@ -46,6 +46,8 @@ class Bodies:
     def __init__(self) -> None:
         self.tags: tuple[int, bytes] = (200, json.dumps(MODELS).encode())
         self.chat: tuple[int, bytes] = (500, b"")
+        # Where every answer sends the client on (a redirect's Location), if anywhere.
+        self.location: str | None = None
 
 
 @pytest.fixture
@@ -65,6 +67,8 @@ def raw_host(bodies: Bodies) -> Iterator[str]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if bodies.location is not None:
+                self.send_header("Location", bodies.location)
             self.end_headers()
             self.wfile.write(body)
 
@@ -248,3 +252,34 @@ def test_a_server_that_never_answers_is_one_line_at_the_timeout(
     assert f"The server at {silent_host} (planner.llm.host) did not list its models within 1 s" in (
         line
     ), line
+
+
+def test_a_redirect_is_not_followed_with_the_prompt(
+    edit_config: Any, demo_db: Path, raw_host: str, bodies: Bodies
+) -> None:
+    """The prompt holds the catalog's tables and the job: it goes to the server
+    configured, never on to one that server names."""
+    sent: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            sent.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            self.send_response(500)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        config = edit_config(one_try(raw_host))
+        bodies.chat = (307, b"")
+        bodies.location = f"http://127.0.0.1:{server.server_address[1]}/api/chat"
+        line = _one_line(["ask", "refresh statistics of users"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent == [], "the prompt went where the redirect pointed"
+    assert f"The server at {raw_host} sent the request on elsewhere (HTTP 307)" in line, line
+    assert commands.list_runs(config) == []
