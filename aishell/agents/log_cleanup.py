@@ -132,7 +132,8 @@ class LogCleanupAgent:
         table (and archive table), and its purge given exactly the job's word on which
         rows go, where they are kept, and how many at most (each left out where the job
         gives none: no limit raised, no archive dropped or added), its cutoff, if it
-        gives one, an earlier count's given with that count's output (`counted`)."""
+        gives one, an earlier count's given with that count's output (`counted`); and a
+        purge it has at all."""
         table = job["table"]
         held = tuple(
             (key, job.get(key) or None, _held_why(key, job.get(key) or None)) for key in _HELD
@@ -142,6 +143,8 @@ class LogCleanupAgent:
             changes=frozenset(SPEC.tools) - {"count_table_rows"},
             changes_why=f"a log cleanup of {table} changes it only by its purge and statistics",
             required={"delete_old_records": held},
+            # A plan of counts alone would complete, and read as a purge done.
+            needed={"delete_old_records": f"a log cleanup deletes the old rows of {table}"},
             together={
                 "delete_old_records": (_COUNTED, frozenset({"count_table_rows"}), _COUNTED_WHY)
             },

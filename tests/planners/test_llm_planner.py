@@ -758,7 +758,8 @@ def test_the_request_holds_schema_tools_and_catalog_but_no_row_data(
     llm_config: Config, demo_db: Path, script: Script
 ) -> None:
     email = query(demo_db, "SELECT email FROM users LIMIT 1")[0][0]
-    script.answers = [_answer(None, _step("count_table_rows", {"table": "app_logs"}))]
+    purge = {"table": "app_logs", "date_column": "created_at", "retention_days": 30}
+    script.answers = [_answer(None, _step("delete_old_records", purge))]
     commands.plan_job(llm_config, "log_cleanup", {"table": "app_logs"}, planner="llm")
     chat = script.chats[0]
     assert chat["options"]["temperature"] == 0

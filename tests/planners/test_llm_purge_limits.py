@@ -77,3 +77,18 @@ def test_a_drafted_purge_as_the_job_says_runs(
     assert _drafted(llm_config, result)["planner"] == "llm"
     assert [s.tool for s in result.steps] == ["delete_old_records"]
     assert _rows(demo_db, 90) == 0 and _rows(demo_db, 0) == kept
+
+
+def test_a_drafted_log_cleanup_without_a_purge_is_rejected(
+    llm_config: Config, demo_db: Path, script: Script
+) -> None:
+    """Counts alone would complete, and read as the purge done: the rules plan runs."""
+    count = {"table": "app_logs", "date_column": "created_at", "retention_days": 90}
+    script.answers = [_answer(_step("count_table_rows", count))]
+    result = commands.run_job(llm_config, "log_cleanup", JOB, planner="llm", approver=PreApproved())
+    assert result.status == "completed", result.error
+    drafted = _drafted(llm_config, result)
+    assert drafted["planner"] == "rules" and drafted["fallback_from"] == "llm", drafted
+    said = " ".join(map(str, drafted["rejected"]))
+    assert "the plan leaves out delete_old_records" in said, said
+    assert _rows(demo_db, 90) == 0
