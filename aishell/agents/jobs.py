@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aishell.config.options import LOG_CLEANUP_OPTIONS, TABLES
+from aishell.config.options import LOG_CLEANUP_OPTIONS, SAFETY_LEVELS, TABLES
 from aishell.errors import UsageError
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ RUN_OPTIONS = frozenset(
 
 # Run options a schedule keeps for each of its runs, when they were given.
 _SCHEDULED_OPTIONS = ("dry_run", "safety_level", "force", "planner")
+# Stored with a schedule given its own --safety-level: the agent's configured level it was
+# given against (scheduled_level).
+LEVEL_ADDED_UNDER = "safety_level_added_under"
 
 
 def maintenance_job(
@@ -179,3 +182,37 @@ def declared_job(spec: AgentSpec, params: dict[str, Any]) -> dict[str, Any]:
             value = not option.cli_flag.startswith("--no-")
         job[option.key] = value
     return job
+
+
+def scheduled_options(
+    options: dict[str, Any], configured: str
+) -> tuple[dict[str, Any], str | None]:
+    """A schedule's stored options as its trigger runs with them, under the agent's
+    `configured` safety level now; and why its safety level is not its own, if it is not
+    (scheduled_level)."""
+    level, held = scheduled_level(options, configured)
+    run = {key: value for key, value in options.items() if key != LEVEL_ADDED_UNDER}
+    if held is not None:
+        run["safety_level"] = level
+    return run, held
+
+
+def scheduled_level(options: dict[str, Any], configured: str) -> tuple[str | None, str | None]:
+    """The safety level a schedule's trigger runs at (None: the agent's), and why it is
+    not the schedule's own, if it is not. A --safety-level looser than the agent's level
+    was decided against the level the agent had when the schedule was added: where the
+    agent's level is stricter now (or that level is not known), no one decided to loosen
+    this one, and the agent's level holds, as it does for a resumed run."""
+    given = options.get("safety_level")
+    if given not in SAFETY_LEVELS or configured not in SAFETY_LEVELS:
+        return given, None  # none, or one the run refuses by name
+    if SAFETY_LEVELS.index(given) <= SAFETY_LEVELS.index(configured):
+        return given, None
+    then = options.get(LEVEL_ADDED_UNDER)
+    if then in SAFETY_LEVELS and SAFETY_LEVELS.index(then) <= SAFETY_LEVELS.index(configured):
+        return given, None
+    return configured, (
+        f"its --safety-level {given} was given against the agent's "
+        f"{then or 'unrecorded'} safety level, and the agent's level is {configured} now, "
+        f"which holds: add the schedule again to run it at {given}"
+    )

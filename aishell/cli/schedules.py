@@ -169,11 +169,11 @@ def schedule_serve(state: State, standby: bool, fleet: bool, log_format: str | N
     then it exits, within 20 s whatever the steps do (a run still going then is
     resumed when serve starts again, as is one left by a serve that was killed).
     Each trigger runs on the config as its files hold it then (a target or window
-    added meanwhile needs no restart). A second serve on the same state store refuses
-    to start (exit 5), or with
-    --standby waits to serve. On a state store on PostgreSQL the scheduler's lock is
-    the server's, freed when the serving process or its machine dies; a serve that
-    loses it stops (exit 2).
+    added meanwhile needs no restart); while the files do not load, each trigger fails,
+    notified, and none runs on the config read before. A second serve on the same state
+    store refuses to start (exit 5), or with --standby waits to serve. On a state store
+    on PostgreSQL the scheduler's lock is the server's, freed when the serving process
+    or its machine dies; a serve that loses it stops (exit 2).
     """
     from aishell.cli.logs import serve_log  # late: logging is for this command alone
 

@@ -26,6 +26,7 @@ from typing import Any
 from aishell.agents.archive import refuse_relative_archives
 from aishell.agents.available import get_agent
 from aishell.agents.base import job_as_given
+from aishell.agents.jobs import scheduled_options
 from aishell.commands.fleetdelivery import (
     NOT_RESUMED,
     check_sent_with,
@@ -343,7 +344,7 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
     due = firing_due()
     try:
         refuse_relative_archives(schedule, get_agent(schedule["agent"]).spec.options)
-        options = _carried_options(schedule)
+        options = _carried_options(config, schedule)
         _queue_trigger(config, schedule, options, None if due is None else trigger_key(due))
     except (BrokerUnreachable, UsageError) as exc:
         # No run holds this failure: kept, logged and notified as a missed trigger.
@@ -354,11 +355,15 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
         raise
 
 
-def _carried_options(schedule: dict[str, Any]) -> dict[str, Any]:
-    """The schedule's stored options, which its fleet job carries to the run; refused
+def _carried_options(config: Config, schedule: dict[str, Any]) -> dict[str, Any]:
+    """The schedule's stored options, which its fleet job carries to the run (with its
+    safety level as its trigger holds it: scheduled_options); refused
     when one is none a fleet job carries: dropped, the run would not be what the
     schedule says (a dry run that deletes, a strict one that asks nobody)."""
-    options = dict(schedule["options"])
+    configured = config.agent(schedule["agent"]).defaults.safety_level
+    options, held = scheduled_options(schedule["options"], configured)
+    if held is not None:
+        logger.warning("schedule %s: %s", schedule["name"], held)
     unknown = sorted(set(options) - set(FLEET_OPTIONS))
     if unknown:
         raise UsageError(

@@ -16,10 +16,12 @@ from sqlalchemy.engine import make_url
 from aishell.agents.archive import refuse_relative_archives
 from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import Agent, job_as_given
+from aishell.agents.jobs import LEVEL_ADDED_UNDER, scheduled_options
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
+from aishell.config.options import SAFETY_LEVELS
 from aishell.dialects import family
 from aishell.errors import AishellError, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
@@ -58,6 +60,7 @@ def add_schedule(
     agent = get_agent(agent_name)
     job, normalized = job_as_given(agent, job, config.agent(agent_name))
     _check_names(config, agent, normalized, make_url(target_config.url).get_backend_name())
+    options = _level_as_added(config, agent_name, target_name, options)
     with StateStore(config.state_url) as store:
         store.add_schedule(
             name=name,
@@ -70,6 +73,28 @@ def add_schedule(
             options=options,
         )
     return {"name": name, "cron": cron, "timezone": timezone, "next_run": first}
+
+
+def _level_as_added(
+    config: Config, agent_name: str, target: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The options with the agent's safety level the schedule's own is given against
+    (each trigger holds a level the agent tightened since: scheduled_level); a loosening
+    a production target refuses without --force is refused now, not every night."""
+    given = options.get("safety_level")
+    if given is None:
+        return options
+    if given not in SAFETY_LEVELS:
+        raise UsageError(f"--safety-level {given!r}: expected one of {', '.join(SAFETY_LEVELS)}")
+    configured = config.agent(agent_name).defaults.safety_level
+    loosens = SAFETY_LEVELS.index(given) > SAFETY_LEVELS.index(configured)
+    production = config.main.targets[target].environment == "production"
+    if loosens and production and not options.get("force"):
+        raise UsageError(
+            f"Target '{target}' is production: loosening the safety level from "
+            f"{configured} to {given} needs --force"
+        )
+    return {**options, LEVEL_ADDED_UNDER: configured}
 
 
 def _check_names(config: Config, agent: Agent, job: dict[str, Any], dialect: str) -> None:
@@ -261,6 +286,22 @@ def _trigger(
         notify_run(config, resumed.to_dict(), name, how)
         if resumed.status in UNFINISHED:
             return resumed  # still not done: the new run would meet the same wall
+    return _new_run(config, schedule, how, approver, stop)
+
+
+def _new_run(
+    config: Config,
+    schedule: dict[str, Any],
+    how: str,
+    approver: NonInteractive,
+    stop: threading.Event,
+) -> RunResult:
+    """The trigger's new run, with the schedule's options as they hold now."""
+    name = schedule["name"]
+    configured = config.agent(schedule["agent"]).defaults.safety_level
+    options, held = scheduled_options(schedule["options"], configured)
+    if held is not None:
+        logger.warning("schedule %s: %s", name, held)
     result = waiting_for_lock(
         config,
         lambda: run_job(
@@ -304,8 +345,19 @@ def serve_schedules(
     when it gave up waiting for them (scheduling.STOP_SECONDS), to be left behind. With
     `standby`, it first waits for the scheduler serving the store to end; with `fleet`,
     each due job goes to the queue as a fleet job instead of running here. `reload`
-    reads the config again: each trigger runs on what its files hold then."""
+    reads the config again: each trigger runs on what its files hold then, and none runs
+    while they do not load (refuse_trigger)."""
     from aishell.commands.fleet import queue_schedule  # the queue only for --fleet
 
     run = queue_schedule if fleet else run_schedule
-    return scheduling.serve(config, run, stop, standby=standby, reload=reload)
+    return scheduling.serve(
+        config, run, stop, standby=standby, reload=reload, refuse=refuse_trigger
+    )
+
+
+def refuse_trigger(config: Config, name: str, how: str, reason: str) -> None:
+    """A trigger serve does not run (its config's files no longer load): stored as a
+    failed run and notified, as a trigger that cannot start is."""
+    with StateStore(config.state_url) as store:
+        schedule = store.get_schedule(name)
+    failed_trigger(config, schedule, how, reason)

@@ -30,6 +30,8 @@ from aishell.state.store import StateStore
 
 # The job store of the schedules' jobs; serve's own jobs are in memory.
 SCHEDULES = "default"
+# Among a schedule job's keyword arguments: when its schedule was added (job_of).
+ADDED = "added"
 
 # By thread: when the trigger the thread fires was due (firing), for a run function that
 # keys its work by the trigger (under --fleet, one fleet job per trigger).
@@ -153,6 +155,21 @@ def stopped_before_start(name: str, how: str) -> None:
         "reported missed after that",
         name,
     )
+
+
+def job_of(scheduler: Any, job: Any, schedule: dict[str, Any]) -> Any:
+    """The schedule's job; None when the job was that of a schedule of its name removed
+    since (added again while nothing served: its pending trigger, missed or marked due,
+    was never the new schedule's), which is removed. A job that does not say which
+    schedule it is of (stored before jobs said so) is taken as this one's."""
+    recorded = job.kwargs.get(ADDED)
+    if recorded == str(schedule["created_at"]):
+        return job
+    if recorded is None:
+        kwargs = {**job.kwargs, ADDED: str(schedule["created_at"])}
+        return scheduler.modify_job(job.id, SCHEDULES, kwargs=kwargs)
+    scheduler.remove_job(job.id, SCHEDULES)
+    return None
 
 
 def first_run(schedule: dict[str, Any], wanted: Any, grace_seconds: int) -> dict[str, Any]:

@@ -35,13 +35,15 @@ from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts
-from aishell.scheduling.configwatch import ConfigWatch
+from aishell.scheduling.configwatch import ConfigUnreadable, ConfigWatch, Refuse, refused
 from aishell.scheduling.crontab import CrontabError, CrontabTrigger
 from aishell.scheduling.due import (
+    ADDED,
     MarkingExecutor,
     StoppedBeforeStart,
     firing,
     first_run,
+    job_of,
     settle,
     stopped_before_start,
     take_up,
@@ -124,17 +126,21 @@ class _Serving:
     idle: threading.Condition = field(default_factory=threading.Condition)
     # Reads the config again when its files change (configwatch.py).
     watch: ConfigWatch | None = None
+    refuse: Refuse | None = None
 
 
 _serving: _Serving | None = None
 
 
-def fire(name: str, how: str = "cron", due: datetime | None = None) -> bool:
+def fire(
+    name: str, how: str = "cron", due: datetime | None = None, added: str | None = None
+) -> bool:
     """The job APScheduler runs for a schedule (referenced as aishell.scheduling.serve:fire);
     `recover`: take back the runs a scheduler that ended left on its target; `due`: when
-    the trigger was due (due.py). Whatever goes wrong is one line of the log: run_schedule
-    has stored and notified it. False when the trigger did not begin its run (serve
-    stopped first, or lost its lock): it stays marked due, for serve's next start."""
+    the trigger was due; `added`: when its schedule was added (due.py). Whatever goes
+    wrong is one line of the log: run_schedule has stored and notified it. False when
+    the trigger did not begin its run (serve stopped first, or lost its lock): it stays
+    marked due, for serve's next start."""
     serving = _serving
     if serving is None:
         raise RuntimeError("no scheduler is serving in this process")
@@ -165,7 +171,11 @@ def _fire(serving: _Serving, name: str, how: str) -> bool:
             else:
                 logger.info("schedule %s: taking back runs left behind", name)
             if serving.watch is not None:
-                serving.config = serving.watch.current()
+                try:
+                    serving.config = serving.watch.current()
+                except ConfigUnreadable as exc:
+                    refused(serving.refuse, serving.config, (name, how), str(exc))
+                    return True
             with stops_with(serving.stop, SCHEDULER_STOP):
                 serving.run(serving.config, name, how, serving.stop)
     except StoppedBeforeStart:
@@ -227,20 +237,22 @@ def serve(
     stop: threading.Event | None = None,
     standby: bool = False,
     reload: Callable[[], Config] | None = None,
+    refuse: Refuse | None = None,
 ) -> list[str]:
     """Serve until SIGTERM or SIGINT (or `stop` is set), then ask running runs to end
     resumably, wait for them at most STOP_SECONDS and return the triggers still going
     (their runs are taken back when serve starts again). Runs a scheduler left
     running when it ended are taken back first. With `standby`, wait for the scheduler
     that serves the store to end instead of refusing to start. `reload` reads the
-    config again: each trigger runs on what its files hold then."""
+    config again: each trigger runs on what its files hold then, and files that no
+    longer load run none: `refuse` stores and notifies each such trigger."""
     stop = stop or threading.Event()
     with stopped_by_signals(stop), StateStore(config.state_url) as store:
         leadership = Leadership(store)
         try:
             if not leadership.take(store, standby, stop):
                 return []
-            left = _serve(config, run, stop, store, leadership, reload)
+            left = _serve(config, run, stop, store, leadership, (reload, refuse))
         finally:
             leadership.release(store)
     leadership.check_kept()
@@ -253,13 +265,14 @@ def _serve(
     stop: threading.Event,
     store: StateStore,
     leadership: Leadership,
-    reload: Callable[[], Config] | None = None,
+    reading: tuple[Callable[[], Config] | None, Refuse | None] = (None, None),
 ) -> list[str]:
     global _serving
     try:
+        reload, refuse = reading
         watch = ConfigWatch(config, reload) if reload is not None else None
         scheduler = _scheduler(config)
-        _serving = _Serving(config, run, stop, leadership, scheduler, watch=watch)
+        _serving = _Serving(config, run, stop, leadership, scheduler, watch=watch, refuse=refuse)
         scheduler.start(paused=True)
         reconcile(scheduler, config, store)
         take_up(scheduler, store)
@@ -361,11 +374,14 @@ def reconcile(
             _not_served(scheduler, name, name in jobs, str(exc))
             continue
         job = jobs.get(name)
+        if job is not None:
+            job = job_of(scheduler, job, schedule)
         if job is None:
             job = scheduler.add_job(
                 "aishell.scheduling.serve:fire",
                 wanted_trigger,
                 args=[name],
+                kwargs={ADDED: str(schedule["created_at"])},  # which schedule: job_of
                 id=name,
                 name=name,
                 jobstore="default",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from aishell import commands
+from aishell.agents.jobs import LEVEL_ADDED_UNDER
 from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.state.store import StateStore
@@ -67,6 +68,24 @@ def test_a_strict_schedule_waits_for_a_person_on_a_worker(
     assert rows(demo_db) == before
 
 
+def test_a_level_the_agent_tightened_since_holds_on_a_worker(
+    fleet: Config, home: Path, demo_db: Path, edit_config: EditConfig
+) -> None:
+    """A --safety-level permissive given against the agent's moderate level: once the
+    agent's level is strict, the trigger's fleet run is strict, as run_schedule's is."""
+    before = rows(demo_db)
+    add_schedule(home, "loose-purge", *PURGE, "--safety-level", "permissive")
+    tightened = edit_config(log_cleanup={"default_config": {"safety_level": "strict"}})
+    trigger(tightened, "loose-purge")
+    summary = only_fleet_job(tightened)
+    assert summary["options"]["safety_level"] == "strict"
+    (row,) = summary["runs"]
+    run = commands.show_run(tightened, row["run_id"])
+    assert run["safety_level"] == "strict", (row, (home / "worker.log").read_text())
+    assert row["status"] == "waiting_approval", row
+    assert rows(demo_db) == before
+
+
 def test_every_option_a_schedule_stores_reaches_its_fleet_run(
     fleet: Config, home: Path, demo_db: Path
 ) -> None:
@@ -82,10 +101,12 @@ def test_every_option_a_schedule_stores_reaches_its_fleet_run(
         "ignore_window",
         "reason",
         "max_run_seconds",
+        LEVEL_ADDED_UNDER,  # what the level was given against: kept, not carried
     }
     trigger(fleet, "every-option")
     summary = only_fleet_job(fleet)
-    assert summary["options"] == stored["options"]
+    carried = {k: v for k, v in stored["options"].items() if k != LEVEL_ADDED_UNDER}
+    assert summary["options"] == carried
     (row,) = summary["runs"]
     run = commands.show_run(fleet, row["run_id"])
     assert run["dry_run"] is True and run["safety_level"] == "strict", run
