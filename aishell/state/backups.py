@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, Select, insert, select, update
 
 from aishell.state.core import StoreCore
 from aishell.state.processes import this_host
@@ -161,21 +161,13 @@ class BackupCatalog(StoreCore):
             )
             .order_by(backups.c.created_at.desc())
         )
-        found = None
-        with self._conn.execute(query) as rows:
-            for row in rows:
-                manifest = loads(row.manifest)
-                verification = loads(row.verification)
-                if database_of(manifest) != database or (
-                    isinstance(verification, Mapping) and not verification.get("ok")
-                ):
-                    continue
-                said = manifest.get("hostname") if isinstance(manifest, dict) else None
-                if in_place(row.path, row.size_bytes, said or row.hostname):
-                    found = row.created_at
-                    break
-        self._conn.rollback()
-        return datetime.fromisoformat(found) if found else None
+
+        def vouches_for(manifest: Any, row: Any) -> bool:
+            verification = loads(row.verification)
+            failed = isinstance(verification, Mapping) and not verification.get("ok")
+            return database_of(manifest) == database and not failed
+
+        return self._newest_in_place(query, vouches_for)
 
     def last_verified_backup(self, target: str) -> datetime | None:
         """When the newest verified backup of a target was taken, of those still in
@@ -192,10 +184,19 @@ class BackupCatalog(StoreCore):
             .where((backups.c.target == target) & PROVEN & backups.c.deleted_at.is_(None))
             .order_by(backups.c.created_at.desc())
         )
+        return self._newest_in_place(query, lambda manifest, row: True)
+
+    def _newest_in_place(
+        self, query: Select[Any], wanted: Callable[[Any, Any], bool]
+    ) -> datetime | None:
+        """When the newest of the query's backups (newest first) that `wanted` takes,
+        given its manifest and row, and still in place (in_place) was taken."""
         found = None
         with self._conn.execute(query) as rows:
             for row in rows:
                 manifest = loads(row.manifest)
+                if not wanted(manifest, row):
+                    continue
                 said = manifest.get("hostname") if isinstance(manifest, dict) else None
                 if in_place(row.path, row.size_bytes, said or row.hostname):
                     found = row.created_at
