@@ -22,6 +22,7 @@ from aishell.dialects import family
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
 from aishell.targets.partitions import PartitionTree
+from aishell.units import exact
 
 SPEC = AgentSpec(
     name="maintenance",
@@ -83,7 +84,7 @@ class MaintenanceAgent:
     def describe_job(self, job: dict[str, Any], ctx: PlanningContext) -> str:
         named = _scope(job, ctx).tables
         scope = f"tables {', '.join(named)}" if job.get("tables") else "every table"
-        threshold = f"{ctx.defaults.fragmentation_threshold:g}%"
+        threshold = f"{exact(ctx.defaults.fragmentation_threshold)}%"
         rebuild = (
             f"rebuild indexes fragmented past {threshold}, "
             if job.get("rebuild_indexes", True)
@@ -400,7 +401,7 @@ def _full(job: dict[str, Any], ctx: PlanningContext, scope: _Scope) -> Iterator[
                 "rebuild_fragmented_indexes",
                 group,
                 {"fragmentation_threshold": threshold, "min_pages": ctx.defaults.min_index_pages},
-                f"Rebuild indexes of {{}} fragmented past {threshold:g}%",
+                f"Rebuild indexes of {{}} fragmented past {exact(threshold)}%",
             )
         yield from _compaction(group, ctx, scope, update_stats)
         if ctx.dialect != "postgresql" and update_stats:

@@ -456,7 +456,7 @@ def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) 
     found = f"the newest is from {newest:%Y-%m-%d %H:%M %Z}" if newest else "none was found"
     return [
         f"{facts.tool.name} needs a verified backup of '{target}' (of the database it reaches "
-        f"now) from the last {constraint.max_age_hours:g} h and {found}; take a backup first "
+        f"now) from the last {exact(constraint.max_age_hours)} h and {found}; take a backup first "
         "or approve without one"
     ]
 

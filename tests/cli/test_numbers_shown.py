@@ -81,3 +81,35 @@ def test_the_backup_list_says_how_old_a_backup_is_in_the_words_fleet_status_uses
     assert " h old" not in listed.output
     newest = json.loads(invoke("backups", "list", "--json").stdout)["newest_restorable"]["demo"]
     assert type(newest["age_seconds"]) is int and newest["age_seconds"] >= 0
+
+
+def test_a_maintenance_plan_names_the_fragmentation_threshold_as_configured(
+    demo_db: Path, edit_config: Any
+) -> None:
+    """12.3456789 read "12.3457%" in every rebuild step's rationale."""
+    edit_config(maintenance={"default_config": {"fragmentation_threshold": 12.3456789}})
+    result = invoke("plan", "maintenance", "--type", "full", "--json")
+    assert result.exit_code == 0, result.output
+    steps = json.loads(result.stdout)["steps"]
+    rebuilds = [s for s in steps if s["tool"] == "rebuild_fragmented_indexes"]
+    assert rebuilds
+    for step in rebuilds:
+        assert "fragmented past 12.3456789%" in step["rationale"], step["rationale"]
+
+
+def test_a_backup_requirement_names_its_age_limit_as_configured(
+    demo_db: Path, edit_config: Any
+) -> None:
+    """A limit of 0.0000012 h read "from the last 1.2e-06 h"."""
+    required = {
+        "type": "backup_required",
+        "before_operations": ["optimize_table"],
+        "max_age_hours": 0.0000012,
+    }
+    config = edit_config(maintenance={"safety_constraints": [required]})
+    result = commands.run_job(config, "maintenance", {"type": "full", "tables": ["orders"]})
+    (optimize,) = [s for s in result.steps if s.tool == "optimize_table"]
+    assert optimize.status == "waiting_approval"
+    assert any("from the last 0.0000012 h and none was found" in r for r in optimize.reasons), (
+        optimize.reasons
+    )
