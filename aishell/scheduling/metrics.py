@@ -77,10 +77,9 @@ def collect(
         key: Gauge(name, about, list(labels), registry=registry)
         for key, (name, about, labels) in _GAUGES.items()
     }
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in store.list_runs(limit=1000):  # newest first
-        if not run["dry_run"]:  # a preview changed nothing: not the agent's last run
-            latest.setdefault((run["target"], run["agent"]), run)
+    # A preview changed nothing: not the agent's last run. Read whatever the number of
+    # newer runs: a weekly job's failure must not drop out of sight under nightly runs.
+    latest = store.last_real_runs()
     now = datetime.now(UTC)
     for (target, agent), run in sorted(latest.items()):
         full = store.get_run(run["run_id"])

@@ -103,8 +103,10 @@ def _post(url: str, body: bytes, timeout: float) -> str | None:
     late = (
         f"notify webhook failed: no answer within {exact(timeout)}s (notifications.timeout_seconds)"
     )
-    # A redirect is followed, as browsers do: a 303 (or 301, 302) as a GET.
-    client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True)
+    # No redirect is followed: a 307 or 308 would carry the run's summary to a server
+    # the hook names, and a 301, 302 or 303 would go on as a GET without it, answered
+    # 200 as if delivered.
+    client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
     try:
         # The timeout bounds the whole POST: a hook that drips its answer a byte at a
         # time would hold the scheduler's trigger past every wait for a byte.
@@ -117,6 +119,11 @@ def _post(url: str, body: bytes, timeout: float) -> str | None:
         return f"notify webhook failed: {exc}"
     finally:
         client.close()
+    if response.is_redirect:  # where it points is not said: it may carry a token
+        return (
+            f"notify webhook failed: HTTP {response.status_code} sends the notification on "
+            "elsewhere, which is not followed; set notifications.webhook to the URL that takes it"
+        )
     if not response.is_success:
         return f"notify webhook failed: HTTP Error {response.status_code}: {response.reason_phrase}"
     return None
@@ -143,12 +150,24 @@ def _run_command(command: str, body: bytes, timeout: float) -> str | None:
         _, stderr = child.communicate(body, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(child.pid)
-        child.communicate()
+        _reap(child)
         return f"notify command failed: it ran longer than {exact(timeout)}s and was ended"
     if child.returncode != 0:
         err = stderr.decode(errors="replace").strip().splitlines()
         return f"notify command exited {child.returncode}: {err[-1] if err else ''}".strip()
     return None
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    """The ended command waited for and its pipes closed, never read to their end: a
+    process it started in a session of its own outlives the group and may hold them
+    open for as long as it runs, and the trigger with them."""
+    child.kill()  # the command itself, should it have left its group
+    child.wait()
+    for pipe in (child.stdin, child.stdout, child.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 def _kill_group(pgid: int) -> None:

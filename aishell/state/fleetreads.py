@@ -57,18 +57,29 @@ class FleetReadings(StoreCore):
         """The newest run of each target (of `targets`, or every one), as list_runs shows
         a run: a run stored running whose process is gone (or, on another host, whose
         beat has lapsed) reads interrupted."""
+        where = None if targets is None else runs.c.target.in_(list(targets))
+        return {run["target"]: run for run in self._newest((runs.c.target,), where)}
+
+    def last_real_runs(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """By (target, agent): the newest run that was no dry run (a preview changed
+        nothing), as last_runs shows it, however many runs are newer."""
+        found = self._newest((runs.c.target, runs.c.agent), runs.c.dry_run.is_(False))
+        return {(run["target"], run["agent"]): run for run in found}
+
+    def _newest(self, each: tuple[Any, ...], where: Any) -> list[dict[str, Any]]:
+        """The newest run of each group of runs alike in `each`, of those `where` takes."""
         self.flush()
         newest = func.row_number().over(
-            partition_by=runs.c.target, order_by=(runs.c.created_at.desc(), runs.c.run_id.desc())
+            partition_by=each, order_by=(runs.c.created_at.desc(), runs.c.run_id.desc())
         )
         ranked = select(runs, newest.label("newest"))
-        if targets is not None:
-            ranked = ranked.where(runs.c.target.in_(list(targets)))
+        if where is not None:
+            ranked = ranked.where(where)
         ranked_rows = ranked.subquery()
         newest_rows = with_beats(select(ranked_rows), ranked_rows)
         rows = self._conn.execute(newest_rows.where(ranked_rows.c.newest == 1)).all()
         self._conn.rollback()
-        return {row.target: RunRepository._run_dict(row._mapping) for row in rows}
+        return [RunRepository._run_dict(row._mapping) for row in rows]
 
     def steps_waiting(self, targets: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every step waiting for a person's approval in a run that waits for it, oldest

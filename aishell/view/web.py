@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aishell.config.models import Config
 from aishell.errors import AishellError, RunNotFound
+from aishell.terminal import printable
 from aishell.units import age_words
 from aishell.view import pages
 from aishell.view.access import judge
@@ -97,6 +99,9 @@ def templates() -> Jinja2Templates:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
+        # Escaping keeps markup out; a bidi override or an escape sequence in a name or
+        # a server's message would still reorder or hide what the page shows around it.
+        finalize=shown_text,
     )
     env.filters["age"] = age_words
     env.filters["at"] = moment
@@ -114,6 +119,15 @@ def _links(request: Request) -> dict[str, Any]:
         return f"{path}?{urlencode(given)}" if given else path
 
     return {"link": link}
+
+
+def shown_text(value: Any) -> Any:
+    """Every value a page shows, its control characters as visible escapes (line breaks
+    kept: a multi-line error stays one)."""
+    if not isinstance(value, str):
+        return value
+    shown = printable(value, newlines=True)  # its escapes are plain letters: markup stays
+    return Markup(shown) if isinstance(value, Markup) else shown
 
 
 def moment(value: str | None) -> str:

@@ -5,6 +5,7 @@ command ends with its children; and serve stops within its bound on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -310,3 +311,28 @@ def test_schedule_list_shows_a_run_whose_process_is_gone_as_interrupted(demo_db,
         [listed] = commands.list_schedules(config)
         assert listed["last_run"]["run_id"] == result.run_id
         assert listed["last_run"]["status"] == shown
+
+
+def test_a_notify_command_whose_child_left_its_session_ends_at_the_timeout(home, config):
+    """A child in a session of its own outlives the command's group and holds its
+    output open: send ends at the timeout (1 s) while that child still sleeps, not
+    when it ends."""
+    pid_file = home / "child.pid"
+    script = home / "leaves.py"
+    script.write_text(
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(1000)\n"
+    )
+    settings = config.main.notifications.model_copy(
+        update={"command": f"{sys.executable} {script}", "timeout_seconds": 1.0}
+    )
+    try:
+        failures = notify.send(settings, {"status": "failed", "run_id": "r1"})
+        assert failures and "ran longer than 1s" in failures[0]
+        assert _alive(int(pid_file.read_text())), "send waited for the child to end"
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

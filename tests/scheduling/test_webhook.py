@@ -1,7 +1,8 @@
 """The webhook notifier, against a real HTTP server on 127.0.0.1: what it is sent (the
 JSON body and its headers), and how each way of failing (an error status, a refused
 connection, no answer within the timeout, an answer dripped past it) becomes one line,
-logged and returned, that never holds the webhook's URL."""
+logged and returned, that never holds the webhook's URL; a redirect is one of them, never
+followed."""
 
 from __future__ import annotations
 
@@ -35,14 +36,26 @@ class Received:
 class _Hook(BaseHTTPRequestHandler):
     received: Received
     STATUS = {"/ok": 200, "/accepted": 204, "/broken": 500, "/gone": 404}
+    REDIRECTS = (301, 302, 303, 307, 308)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer("POST", body)
+
+    def do_GET(self) -> None:
+        self._answer("GET", b"")
+
+    def _answer(self, method: str, body: bytes) -> None:
         path = self.path.split("?")[0].removesuffix(f"/{TOKEN}")
-        self.received.requests.append(("POST", path, dict(self.headers), body))
+        self.received.requests.append((method, path, dict(self.headers), body))
         if path == "/slow":
             time.sleep(3)
-        self.send_response(self.STATUS.get(path, 200))
+        moved = path.removeprefix("/moved/")
+        if moved.isdigit():  # sent on: to /ok, which answers anything 200
+            self.send_response(int(moved))
+            self.send_header("Location", f"/ok/{TOKEN}")
+        else:
+            self.send_response(self.STATUS.get(path, 200))
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -104,6 +117,20 @@ def test_an_error_status_is_one_line_logged_and_returned(
     assert lines == [f"r1: notify webhook failed: {said}"]
     assert len(received.requests) == 1  # said once, not retried
     assert TOKEN not in lines[0]
+
+
+@pytest.mark.parametrize("status", _Hook.REDIRECTS)
+def test_a_redirect_is_not_followed(hook: tuple[str, Received], status: int) -> None:
+    """A 307 or 308 would carry the summary to wherever the hook points; a 301, 302 or
+    303 would go on as a GET without it and, answered 200, pass for delivered."""
+    base, received = hook
+    failures, lines = send(f"{base}/moved/{status}/{TOKEN}")
+    said = (
+        f"notify webhook failed: HTTP {status} sends the notification on elsewhere, which "
+        "is not followed; set notifications.webhook to the URL that takes it"
+    )
+    assert (failures, lines) == ([said], [f"r1: {said}"])
+    assert [(m, p) for m, p, _, _ in received.requests] == [("POST", f"/moved/{status}")]
 
 
 def test_a_refused_connection_is_one_line_without_the_url() -> None:
