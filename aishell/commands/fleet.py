@@ -105,7 +105,8 @@ def fleet_run(
     # Checked here, kept as given: each worker's run checks it again, as `aishell run`
     # does (a job's checked form is no job an agent takes twice).
     job, _ = job_as_given(get_agent(agent), job, config.agent(agent))
-    carried = sent_with(load_catalog(config), config.agent(agent))
+    chosen = {t: config.main.targets[t] for t in targets}
+    carried = sent_with(load_catalog(config), config.agent(agent), chosen)
     with broker(config) as sender:
         with StateStore(config.state_url) as store:
             fleet_id = store.create_fleet_job(
@@ -136,7 +137,10 @@ def fleet_resend(
         if row["status"] in (*RESUMED, "queued", NOT_STARTED)
     ]
     if pending:
-        carried = sent_with(load_catalog(config), config.agent(summary["agent"]))
+        # A target this config does not know is vouched for by none: its task carries no
+        # fingerprint of it, and a worker runs nothing of it.
+        known = {t: config.main.targets[t] for t in pending if t in config.main.targets}
+        carried = sent_with(load_catalog(config), config.agent(summary["agent"]), known)
         with broker(config) as sender:
             # Recorded first: a task that ends before its run begins, even at once,
             # says so after it.
@@ -257,7 +261,7 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
     if earlier is not None and (stopped or earlier["status"] not in RESUMED):
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
-        catalog = check_sent_with(config, fleet, carried)
+        catalog = check_sent_with(config, fleet, target, carried)
         return _take_turn(config, fleet, target, earlier, catalog)
     except StateError:
         raise

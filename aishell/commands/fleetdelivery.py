@@ -8,7 +8,6 @@ under it stops; a run a person stopped, or its run-time limit, ends its task."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from aishell.commands.breaker import breaker_key
@@ -83,22 +82,24 @@ def _unreached(
             "once the server answers"
         )
     wait = config.main.fleet.slot_wait_seconds
-    if until is not None:
-        wait += max((until - datetime.now(UTC)).total_seconds(), 0.0)
+    if until is not None:  # timed by the store's clock, which opened it
+        wait += max((until - store.store_clock()).total_seconds(), 0.0)
     raise TryLater(wait, f"run {run_id} waits for its server: {exc}") from None
 
 
-def check_sent_with(config: Config, fleet: dict[str, Any], carried: Any) -> Registry:
+def check_sent_with(config: Config, fleet: dict[str, Any], target: str, carried: Any) -> Registry:
     """This worker's tool catalog, which the task's run is given; ConfigError when its
-    tools or agent config are not those the task was sent with: a job is run with what
-    it was checked and sent with, or not at all."""
+    tools, agent config or config of the target are not those the task was sent with: a
+    job is run with what it was checked and sent with, on the database the sender named,
+    or not at all."""
     agent = fleet["agent"]
     catalog = load_catalog(config)
-    found = unlike(carried, sent_with(catalog, config.agent(agent)), agent)
+    _, here = config.target(target)
+    found = unlike(carried, sent_with(catalog, config.agent(agent), {target: here}), agent)
     if found:
         shown = "; ".join(found[:4]) + (f"; {len(found) - 4} more" if len(found) > 4 else "")
         raise ConfigError(
-            f"Not run: this worker's tools or agent config differ from those fleet job "
+            f"Not run: this worker's tools, agent config or target differ from those fleet job "
             f"{fleet['fleet_id']} was sent with ({shown}); give this worker the sender's "
             f"tools and config, then `aishell fleet resend {fleet['fleet_id']}`"
         )

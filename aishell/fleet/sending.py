@@ -6,19 +6,20 @@ and nothing recorded. A failure midway names the fleet job and how many of its t
 went; `aishell fleet resend` sends them again, which is safe because a target's run of
 a fleet job starts once however often its task is delivered.
 
-Each task carries what it was sent with (`sent_with`): every tool's fingerprint and a
-digest of the agent's config. A worker whose own differ runs none of it (`unlike`).
+Each task carries what it was sent with (`sent_with`): every tool's fingerprint, a
+digest of the agent's config and of each target's. A worker whose own differ runs none
+of it (`unlike`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from aishell.config.models import AgentConfig, Config
+from aishell.config.models import AgentConfig, Config, TargetConfig
 from aishell.config.stateurl import display_url
 from aishell.errors import BrokerUnreachable
 from aishell.fleet.app import RUN_TARGET, make_app
@@ -92,11 +93,14 @@ def said(config: Config, exc: BaseException, doing: str) -> str:
     return f"{broker_at} did not answer within {waited} while {doing}"
 
 
-def sent_with(registry: Registry, agent: AgentConfig) -> dict[str, Any]:
+def sent_with(
+    registry: Registry, agent: AgentConfig, targets: Mapping[str, TargetConfig]
+) -> dict[str, Any]:
     """What a fleet task carries of the tools and config it was sent with, for the worker
-    to hold its own against: each tool's fingerprint (its definition file's digest) and
-    a digest of the agent's config as loaded (defaults, capabilities, constraints, purge
-    settings; not its comments nor where its file is)."""
+    to hold its own against: each tool's fingerprint (its definition file's digest), a
+    digest of the agent's config as loaded (defaults, capabilities, constraints, purge
+    settings; not its comments nor where its file is) and, per target, a digest of each
+    setting of its config (_target_prints)."""
     config = {
         "defaults": agent.defaults.model_dump(mode="json"),
         "capabilities": sorted(agent.capabilities),
@@ -104,13 +108,35 @@ def sent_with(registry: Registry, agent: AgentConfig) -> dict[str, Any]:
         "purge": agent.purge.model_dump(mode="json"),
     }
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return {"tools": {n: t.fingerprint for n, t in sorted(registry.tools.items())}, "agent": digest}
+    return {
+        "tools": {n: t.fingerprint for n, t in sorted(registry.tools.items())},
+        "agent": digest,
+        "targets": {name: _target_prints(t) for name, t in sorted(targets.items())},
+    }
+
+
+# What of a target's config selects it, or describes it, and changes nothing of a run.
+_NOT_RUN = ("description", "tags")
+
+
+def _target_prints(target: TargetConfig) -> dict[str, str]:
+    """A digest of each setting of a target's config that its run depends on (where its
+    URL leads, its environment, trusted functions, timeouts), so that a worker can name
+    which differs. The URL's password, if it holds one, is left out (display_url): a
+    broker's queue keeps no secret, not even hashed."""
+    settings = target.model_dump(mode="json", exclude=set(_NOT_RUN))
+    settings["url"] = display_url(target.url)
+    return {
+        key: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+        for key, value in sorted(settings.items())
+    }
 
 
 def unlike(carried: Any, own: dict[str, Any], agent: str) -> list[str]:
-    """How a worker's own tools and agent config (sent_with) differ from what its task
-    carried, each a phrase; [] when they are the same. A task that carries none (sent
-    by an aishell before it did) is unlike any: nothing says what it was sent with."""
+    """How a worker's own tools, agent config and target's config (sent_with, over the
+    task's one target) differ from what its task carried, each a phrase; [] when they
+    are the same. A task that carries none (sent by an aishell before it did) is unlike
+    any: nothing says what it was sent with."""
     if not isinstance(carried, dict) or not isinstance(carried.get("tools"), dict):
         return ["the task carries no fingerprint of them (an older aishell sent it)"]
     theirs, mine = carried["tools"], own["tools"]
@@ -123,4 +149,13 @@ def unlike(carried: Any, own: dict[str, Any], agent: str) -> list[str]:
     found += [f"tool '{name}' is only here" for name in sorted(set(mine) - set(theirs))]
     if carried.get("agent") != own["agent"]:
         found.append(f"the {agent} agent's config differs")
+    sent = carried.get("targets")
+    for name, prints in own["targets"].items():
+        held = sent.get(name) if isinstance(sent, dict) else None
+        if not isinstance(held, dict):
+            found.append(f"the task carries no fingerprint of target '{name}'")
+            continue
+        differs = sorted(k for k in set(prints) | set(held) if prints.get(k) != held.get(k))
+        if differs:
+            found.append(f"target '{name}' differs here ({', '.join(differs)})")
     return found

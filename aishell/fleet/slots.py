@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import ipaddress
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -21,6 +23,7 @@ from pathlib import Path
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.state.faults import sqlite_path
 
@@ -29,14 +32,38 @@ _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 def server_of(url: str) -> str:
     """The database server a target's URL reaches (dialect, host, port), or for SQLite
-    the file itself: what the per-server limit counts runs of."""
+    the file itself: what the per-server limit counts runs of. Two names of one server
+    (localhost and 127.0.0.1, a name and its address) count as one (_host_address)."""
     parsed = make_url(url)
-    dialect = parsed.get_backend_name()
+    dialect = family(parsed.get_backend_name())  # mariadb:// and mysql:// alike
     if dialect == "sqlite":
         return f"sqlite:{Path(parsed.database or '').resolve()}"
-    host = parsed.host or parsed.query.get("host") or "localhost"
+    host = parsed.host or parsed.query.get("host")
     port = parsed.port or _DEFAULT_PORTS.get(dialect, 0)
-    return f"{dialect}:{host}:{port}"
+    return f"{dialect}:{_host_address(host if isinstance(host, str) else None)}:{port}"
+
+
+def _host_address(host: str | None) -> str:
+    """The address a host name reaches (the lowest, when it has several), as the slot's
+    key. This machine's own server (a loopback address, a Unix socket's folder, no host)
+    is named by this machine: localhost on another worker's machine is another server. A
+    name that does not resolve is kept as written (lower case): its runs fail to connect
+    anyway."""
+    if host is None or host.startswith("/"):
+        return f"loopback@{socket.gethostname()}"
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        addresses = sorted(
+            {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found},
+            key=lambda a: (a.version, int(a)),
+        )
+    except (OSError, UnicodeError, ValueError):
+        return host.lower()
+    if not addresses:
+        return host.lower()
+    if any(a.is_loopback for a in addresses):
+        return f"loopback@{socket.gethostname()}"
+    return str(addresses[0])
 
 
 # How often a slot held on a server is looked at: its session may be cut (a terminated

@@ -1,14 +1,28 @@
 """Target health: consecutive failed connections per target, and the circuit
-breaker they open."""
+breaker they open.
+
+A breaker one machine opens is read by every other sharing the store (a fleet's workers),
+so its cool-down is timed by the state store server's clock (store_clock), never by
+the machines' own: a worker whose clock runs an hour ahead would otherwise keep every
+other from the target for an hour, and one an hour behind would open none."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
 
+from aishell.dialects import family
+from aishell.sqltext import text
 from aishell.state.core import StoreCore
 from aishell.state.schema import target_health
+
+# Now by the server's clock, in UTC, to the microsecond.
+_SERVER_NOW = {
+    "postgresql": "SELECT pg_catalog.statement_timestamp()",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+}
 
 
 class BreakerRepository(StoreCore):
@@ -27,7 +41,7 @@ class BreakerRepository(StoreCore):
             if count >= threshold:
                 # To the millisecond: whole seconds would cut a cool-down of one second
                 # to as little as none.
-                until = datetime.now(UTC) + timedelta(seconds=cool_down_seconds)
+                until = _server_now(conn) + timedelta(seconds=cool_down_seconds)
                 open_until = until.isoformat(timespec="milliseconds")
             values = {"consecutive_failures": count, "last_error": error, "open_until": open_until}
             if row:
@@ -45,9 +59,15 @@ class BreakerRepository(StoreCore):
     def breaker_open_until(self, target: str) -> tuple[datetime, int, str] | None:
         """(until, failures, last error) while the target's breaker is open."""
         until, failures, error = self.failed_in_a_row(target)
-        if until is None or until <= datetime.now(UTC):
+        if until is None or until <= self.store_clock():
             return None
         return until, failures, error
+
+    def store_clock(self) -> datetime:
+        """Now by the state store server's clock (UTC), which a breaker's end is timed by."""
+        clock = _server_now(self._conn)
+        self._conn.rollback()
+        return clock
 
     def failed_in_a_row(self, target: str) -> tuple[datetime | None, int, str]:
         """(when the breaker closes, None if it never opened; the failed connections in a
@@ -61,3 +81,13 @@ class BreakerRepository(StoreCore):
             return None, 0, ""
         until = None if row.open_until is None else datetime.fromisoformat(row.open_until)
         return until, row.consecutive_failures, row.last_error or ""
+
+
+def _server_now(conn: Connection) -> datetime:
+    """Now by the clock of the server conn reaches; a SQLite store's is this machine's,
+    the only one that opens its file."""
+    sql = _SERVER_NOW.get(family(conn.dialect.name))
+    if sql is None:
+        return datetime.now(UTC)
+    found: datetime = conn.execute(text(sql)).scalar_one()
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)

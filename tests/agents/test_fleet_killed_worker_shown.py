@@ -51,7 +51,7 @@ def test_a_killed_workers_run_is_shown_interrupted_with_the_refusal_after_it(
 ) -> None:
     agent, _ = _with_handler(site, HANDLER)
     config = load_config(home=home)
-    carried = sent_with(load_catalog(config), config.agent(agent))
+    carried = sent_with(load_catalog(config), config.agent(agent), config.main.targets)
     with StateStore(config.state_url) as store:
         fleet_id = store.create_fleet_job(agent, {"table": "app_logs"}, {}, "demo", ["demo"])
     path = os.pathsep.join([str(tmp_path / "site"), *sys.path])
@@ -79,4 +79,4 @@ def test_a_killed_workers_run_is_shown_interrupted_with_the_refusal_after_it(
     assert row["status"] == "interrupted", row
     assert row["delivery_refused"] is not None, row
     assert row["error"].startswith("its last delivery was refused on "), row
-    assert "this worker's tools or agent config differ" in row["error"]
+    assert "this worker's tools, agent config or target differ" in row["error"]

@@ -29,7 +29,9 @@ def _fleet_job(config: Config) -> tuple[str, dict[str, Any]]:
     and what its task carries."""
     with StateStore(config.state_url) as store:
         fleet_id = store.create_fleet_job("maintenance", {"type": "quick"}, {}, "demo", ["demo"])
-    return fleet_id, sent_with(load_catalog(config), config.agent("maintenance"))
+    return fleet_id, sent_with(
+        load_catalog(config), config.agent("maintenance"), config.main.targets
+    )
 
 
 def _no_second_load(monkeypatch: pytest.MonkeyPatch) -> list[Config]:

@@ -235,7 +235,7 @@ def test_a_dry_run_whose_worker_stopped_is_run_anew(home: Path, demo_db: Path) -
     with sqlite3.connect(home / "state.db") as db:  # as its killed worker left it
         db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (first.run_id,))
 
-    carried = sent_with(load_catalog(config), config.agent("maintenance"))
+    carried = sent_with(load_catalog(config), config.agent("maintenance"), config.main.targets)
     assert commands.run_fleet_target(config, fleet_id, "demo", carried) == "completed"
     with StateStore(config.state_url) as store:
         kept = store.fleet_run_id(fleet_id, "demo")

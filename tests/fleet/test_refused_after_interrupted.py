@@ -27,7 +27,7 @@ from tests.fleet.test_sent_with import _edit_yaml, _with_site_tool
 from tests.fleet.test_worker_shutdown import _received
 from tests.helpers import state_store_busy
 
-REFUSED = "this worker's tools or agent config differ from those"
+REFUSED = "this worker's tools, agent config or target differ from those"
 
 
 def test_a_refused_delivery_of_an_interrupted_run_is_said_until_its_task_is_sent_again(

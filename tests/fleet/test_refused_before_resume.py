@@ -39,7 +39,7 @@ JOB = {"type": "quick"}
 
 def carried(config: Config) -> dict[str, Any]:
     """What a task sent from this config carries."""
-    return sent_with(load_catalog(config), config.agent("maintenance"))
+    return sent_with(load_catalog(config), config.agent("maintenance"), config.main.targets)
 
 
 def interrupted_fleet_run(config: Config, target: str) -> tuple[str, str]:
@@ -86,8 +86,10 @@ def test_a_delivery_refused_before_it_resumed_the_run_is_said_in_fleet_show(
     fleet_id, run_id = interrupted_fleet_run(config, "second")
     change, said = REFUSALS[kind]
     worker = worker_config(home, change)
+    # Sent again from a machine whose config is the worker's: its target's fingerprint is
+    # the worker's own, and the resume itself is what refuses.
     with pytest.raises(AishellError) as refused:
-        run_fleet_target(worker, fleet_id, "second", carried(config))
+        run_fleet_target(worker, fleet_id, "second", carried(worker))
     assert said in str(refused.value), refused.value
 
     (row,) = commands.fleet_summary(config, fleet_id)["runs"]

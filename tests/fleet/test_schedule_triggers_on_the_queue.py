@@ -145,7 +145,7 @@ def test_the_next_trigger_resumes_an_interrupted_run_instead_of_starting_another
         trigger(config, "slow-purge")
         (fleet_id,) = fleet_ids(config)
         # Its task run by a worker killed in the middle of the purge.
-        carried = sent_with(load_catalog(config), config.agent("log_cleanup"))
+        carried = sent_with(load_catalog(config), config.agent("log_cleanup"), config.main.targets)
         _killed_mid_purge([TASK, fleet_id, json.dumps(carried)], home, demo_db)
         (row,) = commands.fleet_summary(config, fleet_id)["runs"]
         assert row["status"] == "interrupted", row

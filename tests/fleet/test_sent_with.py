@@ -87,7 +87,7 @@ def test_a_worker_with_other_tools_or_agent_config_refuses_the_task_in_one_line(
     assert row["status"] == "not_started" and row["run_id"] is None, row
     error = row["error"]
     assert len(error.splitlines()) == 1
-    assert "this worker's tools or agent config differ from those" in error
+    assert "this worker's tools, agent config or target differ from those" in error
     assert expected in error
     assert f"aishell fleet resend {fleet_id}" in error
     assert demo_db.stat().st_mtime_ns == before  # nothing ran on the target

@@ -62,7 +62,7 @@ def test_a_fleet_run_a_person_stopped_is_not_resumed_by_the_queue(
         commands.stop_run(config, row["run_id"])
         _stays_interrupted(config, sent["fleet_id"], demo_db, "stopped by ")
         # Its task delivered again, as after a worker lost before it acknowledged it.
-        carried = sent_with(load_catalog(config), config.agent("log_cleanup"))
+        carried = sent_with(load_catalog(config), config.agent("log_cleanup"), config.main.targets)
         again = commands.run_fleet_target(config, sent["fleet_id"], "demo", carried)
         assert again == "interrupted"
         (row,) = commands.fleet_summary(config, sent["fleet_id"])["runs"]
