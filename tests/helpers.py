@@ -323,3 +323,19 @@ def fresh_interpreter(script: str, *args: str) -> subprocess.CompletedProcess[st
         timeout=120,
         check=False,
     )
+
+
+def reached(config: Config, store: Any, target: str, run_id: str = "reachedby01") -> str:
+    """Record, as a run does (commands.locks.note_reached), which database `target`
+    reaches now; returns it (its backup_identity), for a catalogued backup's manifest."""
+    from aishell.commands.locks import note_reached
+    from aishell.targets.engines import open_target
+    from aishell.targets.identity import backup_identity
+
+    handle = open_target(config, target, read_only=True)
+    try:
+        note_reached(store, handle, run_id)
+        with handle.connect() as conn:
+            return backup_identity(conn)
+    finally:
+        handle.close()

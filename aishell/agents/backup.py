@@ -27,6 +27,7 @@ from aishell.config.options import (
 )
 from aishell.errors import UsageError
 from aishell.plan.model import Step, step_id
+from aishell.state.backups import database_of
 from aishell.units import exact
 
 # The steps that run a dump, which may wait for table locks.
@@ -161,7 +162,12 @@ class BackupAgent:
         if backup.get("sha256"):
             # The step refuses a file that is not the one the catalog recorded.
             params["sha256"] = backup["sha256"]
-        why = f"Restore backup {backup['id']} of '{backup['target']}' into '{into}'"
+        # Named by the database it is of: the target it was taken through may reach
+        # another database now.
+        of = database_of(backup.get("manifest")) or "a database its manifest does not name"
+        why = (
+            f"Restore backup {backup['id']} (of {of}, taken as '{backup['target']}') into '{into}'"
+        )
         job = {"type": "restore", "backup_id": backup["id"]}
         return job, [Step(step_id(0), "restore_backup", params, why)]
 

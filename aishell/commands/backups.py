@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,8 @@ from aishell.executor import Observer, RunResult
 from aishell.handlers.backup.elsewhere import not_here
 from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
-from aishell.state.backups import DECODED, database_of, in_place, on_disk, proof_of
+from aishell.state.backups import DECODED, in_place, on_disk, proof_of
+from aishell.state.reached import Restorable
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
 
@@ -49,32 +51,36 @@ def _file_state(row: dict[str, Any]) -> str:
 
 
 def backup_catalog(config: Config, target: str | None = None) -> dict[str, Any]:
-    """The backups (newest first) and, per target, the newest proven restorable."""
+    """The backups (newest first) and, per target (the one asked for, else every one
+    configured or catalogued), the newest proven restorable of the database it reaches
+    now (backup_freshness)."""
     rows = list_backups(config, target)
-    return {"backups": rows, "newest_restorable": backup_freshness(rows)}
+    names = [target] if target else sorted({*config.main.targets, *(r["target"] for r in rows)})
+    with StateStore(config.state_url) as store:
+        found = store.newest_restorable(config, names)
+    return {"backups": rows, "newest_restorable": backup_freshness(found)}
 
 
-def backup_freshness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per target: the newest backup proven restorable whose file is still in place (a
-    verified backup deleted or moved by hand proves nothing), how old it is, and which
-    database it is of (`database`: None for a backup from before manifests said), which
-    need not be the one the target's name reaches now."""
+def backup_freshness(found: Mapping[str, Restorable]) -> dict[str, dict[str, Any]]:
+    """Per target, as newest_restorable judged it: the newest backup proven restorable,
+    still in place, of the database the target reaches now (`database`; None: unknown),
+    under whichever target name it was taken (`taken_as`), and how old it is; without
+    one, null figures and `reason`, one phrase saying why no age is vouched."""
     now = datetime.now(UTC)
     summary: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if not row["verified_at"] or row["target"] in summary:
-            continue  # rows come newest first
-        if not in_place(row["path"], row["size_bytes"], row.get("host")):
-            continue
-        age = (now - datetime.fromisoformat(row["created_at"])).total_seconds()
-        summary[row["target"]] = {
-            "backup_id": row["id"],
-            "created_at": row["created_at"],
-            "age_hours": round(age / 3600, 1),
+    for name, newest in found.items():
+        age = newest.age_seconds(now)
+        backup = newest.backup or {}
+        summary[name] = {
+            "backup_id": backup.get("id"),
+            "taken_as": backup.get("target"),
+            "created_at": newest.created_at,
+            "age_hours": None if age is None else round(age / 3600, 1),
             # Whole seconds, as `fleet status` gives a proven backup's age: what the
             # human line reads in words (12 min, 5.2 h, 3.1 d).
-            "age_seconds": round(age),
-            "database": database_of(row["manifest"]),
+            "age_seconds": None if age is None else round(age),
+            "database": newest.database,
+            "reason": newest.reason,
         }
     return summary
 

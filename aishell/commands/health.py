@@ -53,7 +53,7 @@ def metrics(config: Config, textfile: Path | None = None) -> str:
     for schedule in upcoming:  # the target a schedule that names none runs on
         schedule["target"] = schedule["target"] or config.main.default_target
     with StateStore(config.state_url) as store:
-        gauges = prometheus.collect(store, upcoming, purging, fleet_targets(config))
+        gauges = prometheus.collect(config, store, upcoming, purging, fleet_targets(config))
     if textfile is not None:
         prometheus.write_textfile(gauges, textfile)
     return prometheus.exposition(gauges)

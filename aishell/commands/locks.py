@@ -5,7 +5,7 @@ from __future__ import annotations
 from aishell.errors import TargetLocked
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
-from aishell.targets.identity import database_identity
+from aishell.targets.identity import backup_identity, database_identity
 from aishell.targets.locks import RunLock, run_lock_key
 
 
@@ -17,9 +17,11 @@ def take_run_lock(
 
     The server lock is the authority (the server frees it when a process dies);
     the lease says who holds it, since a lost network shows only after keepalives.
+    Held, the database reached (its backup_identity) is recorded with the target.
     """
     with handle.connect() as conn:
         identity = database_identity(conn)
+        reached = backup_identity(conn)
     lock = handle.try_lock(run_lock_key(identity))
     if lock is None:
         holder = store.lock_holder(identity)
@@ -42,7 +44,16 @@ def take_run_lock(
             f"{holder.get('run_id')} (pid {holder.get('pid')} on {holder.get('hostname')})"
         ) from None
     lock.lease = identity
+    store.record_reached(handle.name, reached, handle.fingerprint, run_id)
     return lock
+
+
+def note_reached(store: StateStore, handle: Target, run_id: str) -> None:
+    """Record which database the target reaches now, for a run that takes no run lock (a
+    dry run): what the listings judge its backups by (state/reached.py)."""
+    with handle.connect() as conn:
+        reached = backup_identity(conn)
+    store.record_reached(handle.name, reached, handle.fingerprint, run_id)
 
 
 def release_run_lock(store: StateStore, lock: RunLock, run_id: str) -> None:

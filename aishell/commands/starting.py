@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, TypedDict
 from typing_extensions import Unpack
 
 from aishell.commands.breaker import circuit_breaker
-from aishell.commands.locks import release_run_lock, take_run_lock
+from aishell.commands.locks import note_reached, release_run_lock, take_run_lock
 from aishell.commands.previews import Review, agent_rules, preview_plan
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
@@ -152,14 +152,12 @@ def start_run(
     run_id = new_run_id()
     lock = None
     try:
-        configured = config.agent(plan.agent).defaults.safety_level
-        level = how.get("safety_level") or configured
-        if level not in SAFETY_LEVELS:
-            raise UsageError(
-                f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
-            )
+        configured, level = _safety_level(config, plan.agent, how)
         _check_loosening(handle, configured, level, force)
-        if not dry_run:
+        if dry_run:
+            # Takes no lock, but reaches the database: recorded as a run's is.
+            note_reached(store, handle, run_id)
+        else:
             lock = take_run_lock(store, handle, plan.target, plan.agent, run_id)
             plan = _on_database(plan, lock, handle)
         if not dry_run and fleet is not None and (earlier := store.fleet_run_id(*fleet)):
@@ -195,6 +193,18 @@ def ignored_window(how: ResumeHow) -> WindowOverride | None:
     """The decision --ignore-window makes for this run, by the user running aishell;
     refused without a reason (policy/window.py)."""
     return window_override(how.get("ignore_window", False), how.get("reason"), current_user())
+
+
+def _safety_level(config: Config, agent: str, how: RunHow) -> tuple[str, str]:
+    """The agent's configured safety level and the run's (the one given, else that one);
+    an unknown level refused."""
+    configured = config.agent(agent).defaults.safety_level
+    level = how.get("safety_level") or configured
+    if level not in SAFETY_LEVELS:
+        raise UsageError(
+            f"Unknown safety level '{level}'; expected one of: {', '.join(SAFETY_LEVELS)}"
+        )
+    return configured, level
 
 
 def _check_loosening(handle: Target, configured: str, level: str, force: bool) -> None:

@@ -6,6 +6,7 @@ a URL (`targets list`) or find a SQLite file in it (`runs list`). Shown, a passw
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,14 @@ def without_password(url: str) -> str:
         return url
     start, end = found.span("password")
     return url[:start] + HIDDEN + url[end:]
+
+
+def url_fingerprint(url: str) -> str:
+    """What picks a target's database in its URL (resolved: resolve_url), as a digest
+    that holds no secret: sha256 of the URL without its password or secret query values.
+    A URL edited to name another host, port, database or file has another; a password
+    changed keeps it."""
+    return hashlib.sha256(without_password(url).encode()).hexdigest()
 
 
 def _query_without_secrets(query: str) -> str:

@@ -31,7 +31,7 @@ def fleet_table(out: Console, status: dict[str, Any]) -> None:
             _run(run),
             "-" if run is None else run["created_at"][:16].replace("T", " "),
             _waiting(waiting),
-            Text("none", style="red")
+            safe_text(backup["reason"] or "none", "red")
             if backup["proven_at"] is None
             else Text(f"{age_words(backup['age_seconds'])} old"),
             "-"

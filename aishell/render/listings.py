@@ -36,17 +36,10 @@ def backups_table(
     if not rows:
         out.print("No backups yet.")
         return
-    for target in sorted({r["target"] for r in rows}):
-        newest = freshness.get(target)
-        if newest:
-            out.print(
-                safe_text(
-                    f"{target}: newest backup proven restorable is id {newest['backup_id']}, "
-                    f"{age_words(newest['age_seconds'])} old"
-                )
-            )
-        else:
-            out.print(safe_text(f"{target}: no backup proven restorable", "red"))
+    # The targets listed, and any whose newest restorable backup was taken as another.
+    shown = {r["target"] for r in rows} | {t for t, f in freshness.items() if f["backup_id"]}
+    for target in sorted(shown):
+        out.print(_freshness_line(target, freshness.get(target)))
     table = Table()
     columns = ("id", "target", "kind", "taken (UTC)", "host", "size", "verified", "file", "path")
     for column in columns:
@@ -64,6 +57,19 @@ def backups_table(
             safe_text(row["path"]),
         )
     out.print(table)
+
+
+def _freshness_line(target: str, newest: dict[str, Any] | None) -> Text:
+    """A target's newest backup proven restorable, of the database it reaches now
+    (commands.backup_freshness), or why none is vouched."""
+    if newest is None or newest["backup_id"] is None:
+        why = "no backup proven restorable" if newest is None else newest["reason"]
+        return safe_text(f"{target}: {why}", "red")
+    taken = "" if newest["taken_as"] == target else f" (taken as {newest['taken_as']})"
+    return safe_text(
+        f"{target}: newest backup proven restorable is id {newest['backup_id']}{taken}, "
+        f"{age_words(newest['age_seconds'])} old"
+    )
 
 
 def _verified_cell(row: dict[str, Any]) -> Text:

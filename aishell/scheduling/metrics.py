@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.executor import RUN_STATUSES
 from aishell.files import write_beside
@@ -52,7 +53,8 @@ _GAUGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "backup_age": (
         "aishell_backup_age_seconds",
-        "Age of the newest restore-proven backup per target (absent: it has none)",
+        "Age of the newest restore-proven backup of the database each target reaches now "
+        "(absent: it has none, or that database is unknown)",
         ("target",),
     ),
     "next_run": (
@@ -64,6 +66,7 @@ _GAUGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 def collect(
+    config: Config,
     store: StateStore,
     schedules: list[dict[str, Any]],
     rows_purged: Mapping[str, str],
@@ -96,7 +99,7 @@ def collect(
             gauge["steps"].labels(target, agent, value).set(count)
         if rows is not None:
             gauge["purged"].labels(target, agent).set(rows)
-    _per_target(store, gauge, sorted({*targets, *(t for t, _ in latest)}), now)
+    _per_target(config, store, gauge, sorted({*targets, *(t for t, _ in latest)}), now)
     for schedule in schedules:
         if schedule.get("next_run") is not None:
             gauge["next_run"].labels(schedule["name"], schedule["target"] or "").set(
@@ -106,21 +109,22 @@ def collect(
 
 
 def _per_target(
-    store: StateStore, gauge: dict[str, Gauge], targets: list[str], now: datetime
+    config: Config, store: StateStore, gauge: dict[str, Gauge], targets: list[str], now: datetime
 ) -> None:
-    """Waiting approvals and backup ages of every target, one query each."""
+    """Waiting approvals and backup ages of every target, one query each. A backup's age
+    is that of the database the target reaches now (newest_restorable): a target whose
+    database is unknown has none, as one without a proven backup."""
     waiting = store.steps_waiting()
-    backups = store.backup_summary()
+    newest = store.newest_restorable(config, targets)
     for target in targets:
         theirs = [w for w in waiting if w["target"] == target]
         gauge["waiting"].labels(target).set(len(theirs))
         if theirs:  # oldest first
             since = datetime.fromisoformat(theirs[0]["since"])
             gauge["waited"].labels(target).set((now - since).total_seconds())
-        proven = backups.get(target, {}).get("proven_at")
-        if proven is not None:
-            age = now - datetime.fromisoformat(proven)
-            gauge["backup_age"].labels(target).set(age.total_seconds())
+        age = newest[target].age_seconds(now)
+        if age is not None:
+            gauge["backup_age"].labels(target).set(age)
 
 
 def _step_figures(

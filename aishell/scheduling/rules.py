@@ -134,29 +134,37 @@ def approval_waiting(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
 
 
 def backup_stale(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
-    """A target whose newest backup proven by a restore (a passing validate_backup) is
-    older than the limit, or that has none; it resolves with a newer proven backup."""
-    for target in sorted(facts.config.main.targets):
-        if not _wanted(rule, target):
-            continue
-        newest = facts.store.last_verified_backup(target)
-        hours = None if newest is None else (facts.now - newest).total_seconds() / 3600
+    """A target whose newest backup proven by a restore (a passing validate_backup), of
+    the database it reaches now (newest_restorable), is older than the limit, or that
+    has none, or whose database is unknown (its config or SQLite file changed since a run
+    reached it, or none has): no age is vouched, and `reason` says why. It resolves with
+    a newer proven backup of that database."""
+    names = [t for t in sorted(facts.config.main.targets) if _wanted(rule, t)]
+    found = facts.store.newest_restorable(facts.config, names)
+    for target in names:
+        newest = found[target]
+        age = newest.age_seconds(facts.now)
+        hours = None if age is None else age / 3600
         if hours is not None and hours <= rule.limit:
             continue
+        taken = (
+            None if newest.created_at is None else stamp(datetime.fromisoformat(newest.created_at))
+        )
         summary = (
-            f"target {target} has no restore-proven backup"
+            f"target {target}: no backup age is vouched ({newest.reason})"
             if hours is None
             else f"target {target}: the newest restore-proven backup is {hours:.1f} h old, "
             f"over {exact(rule.limit)} h"
         )
         yield Finding(
             target,
-            "never" if newest is None else stamp(newest),
+            taken or newest.unknown_key or "never",
             summary,
             {
                 "target": target,
-                "backup_created_at": None if newest is None else stamp(newest),
+                "backup_created_at": taken,
                 "backup_age_hours": None if hours is None else round(hours, 2),
+                "reason": newest.reason,
             },
         )
 

@@ -17,7 +17,8 @@ from aishell.state.schema import backups, runs
 from aishell.state.values import dumps, loads, new_id, now
 
 # A backup that a restore has proven (a passing validate_backup): what `backup_required`,
-# the backup_stale alert and the backup age metric count.
+# the backup_stale alert and the backup age metric count (reached.py: of the database the
+# target reaches now).
 PROVEN = backups.c.verified_at.is_not(None)
 
 # How far a passing validation proved a backup (its verification's `proof`): restored
@@ -168,23 +169,6 @@ class BackupCatalog(StoreCore):
             return database_of(manifest) == database and not failed
 
         return self._newest_in_place(query, vouches_for)
-
-    def last_verified_backup(self, target: str) -> datetime | None:
-        """When the newest verified backup of a target was taken, of those still in
-        place (in_place): one deleted, or whose file is gone or cut short, counts not."""
-        query = (
-            select(
-                backups.c.created_at,
-                backups.c.path,
-                backups.c.size_bytes,
-                backups.c.manifest,
-                runs.c.hostname,
-            )
-            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
-            .where((backups.c.target == target) & PROVEN & backups.c.deleted_at.is_(None))
-            .order_by(backups.c.created_at.desc())
-        )
-        return self._newest_in_place(query, lambda manifest, row: True)
 
     def _newest_in_place(
         self, query: Select[Any], wanted: Callable[[Any, Any], bool]

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from aishell.state.backups import PROVEN, in_place
+from aishell.state.backups import in_place
 from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.fleet import last_change, reasons_kept, standing_refusal
@@ -111,11 +111,12 @@ class FleetReadings(StoreCore):
         return [dict(row._mapping) for row in rows]
 
     def backup_summary(self) -> dict[str, dict[str, Any]]:
-        """Per target: when its newest restore-proven backup was taken (None: it has
-        none), when its newest backup of any kind still kept was, and how many are kept.
-        Only backups still in place count (in_place, as retention and the backup_stale
-        alert judge them): one deleted, or whose file is gone, moved or cut short, keeps
-        no target safe and is counted nowhere. One statement for every target."""
+        """Per target name the catalog files backups under: when its newest backup of any
+        kind still kept was taken, and how many are kept, of whatever database. Only
+        backups still in place count (in_place, as retention judges them): one deleted,
+        or whose file is gone, moved or cut short, is counted nowhere. How old the newest
+        restorable backup of the database a target reaches now is, is newest_restorable's
+        (reached.py). One statement for every target."""
         self.flush()
         rows = self._conn.execute(
             select(
@@ -124,7 +125,6 @@ class FleetReadings(StoreCore):
                 backups.c.path,
                 backups.c.size_bytes,
                 backups.c.manifest,
-                PROVEN.label("proven"),
                 runs.c.hostname,
             )
             .outerjoin(runs, runs.c.run_id == backups.c.run_id)
@@ -137,11 +137,7 @@ class FleetReadings(StoreCore):
             said = manifest.get("hostname") if isinstance(manifest, dict) else None
             if not in_place(row.path, row.size_bytes, said or row.hostname):
                 continue
-            found = summary.setdefault(
-                row.target, {"proven_at": None, "newest_at": None, "kept": 0}
-            )
+            found = summary.setdefault(row.target, {"newest_at": None, "kept": 0})
             found["kept"] += 1
             found["newest_at"] = max(found["newest_at"] or "", row.created_at)
-            if row.proven:
-                found["proven_at"] = max(found["proven_at"] or "", row.created_at)
         return summary

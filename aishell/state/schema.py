@@ -150,6 +150,20 @@ backups = Table(
     Column("deleted_at", String(32)),
 )
 
+# Per target name, the database a run last reached through it (its backup_identity),
+# when, by which run, and the fingerprint of the config that reached it (its URL without
+# secrets, hashed: config.dburl.url_fingerprint): what the listings, the alerts and the
+# metrics judge a target's backups by without connecting to it (reached.py).
+reached_databases = Table(
+    "reached_databases",
+    metadata,
+    Column("target", String(128), primary_key=True),
+    Column("database_identity", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("run_id", String(32)),
+    Column("reached_at", String(32), nullable=False),
+)
+
 target_locks = Table(
     "target_locks",
     metadata,

@@ -9,7 +9,7 @@ StateStore is what every caller uses: it opens the connection, brings the schema
 the newest revision (history.py), and turns failures of the store into StateError;
 what it stores is read and written by the repositories it is made of (runs.py,
 steps.py, approvals.py, backups.py, schedules.py, locks.py, scratch_ledger.py,
-breaker.py, plan_cache.py, alerts.py, fleet.py, fleetreads.py).
+breaker.py, plan_cache.py, alerts.py, fleet.py, fleetreads.py, reached.py).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from aishell.state.identity import (
 )
 from aishell.state.locks import LockRepository
 from aishell.state.plan_cache import PlanCache
+from aishell.state.reached import ReachedDatabases
 from aishell.state.runs import RunRepository
 from aishell.state.schedules import ScheduleRepository
 from aishell.state.schema import meta
@@ -86,6 +87,7 @@ class StateStore(
     FleetRepository,
     FleetReadings,
     BeatRepository,
+    ReachedDatabases,
 ):
     """All reads and writes of run state; every write is one committed transaction."""
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
-from aishell.config.dburl import resolve_url
+from aishell.config.dburl import resolve_url, url_fingerprint
 from aishell.config.models import Config, TargetConfig
 from aishell.config.options import MAX_PARALLEL_STEPS
 from aishell.dialects import FAMILIES, mysql_lock_wait_seconds
@@ -70,6 +70,10 @@ class Target:
     apart_engine: Engine | None = None
     # SQLite opened read-only: the WAL files its reads may make, removed at close().
     wal_files: WalFiles | None = None
+    # Its URL as open_target resolved it, without secrets, hashed (url_fingerprint):
+    # recorded with the database a run reaches, so that a listing can tell, without
+    # connecting, whether the config still points where it did.
+    fingerprint: str = ""
 
     def reading(self) -> Target:
         """This target for reading only, sharing its engine: planning and then running
@@ -188,7 +192,9 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
             f"'{url.get_backend_name()}'; use sqlite, postgresql or mysql"
         )
     if dialect == "sqlite":
-        return _open_sqlite(target_name, target_config, url.database, read_only)
+        target = _open_sqlite(target_name, target_config, url.database, read_only)
+        target.fingerprint = url_fingerprint(url_text)
+        return target
     # One login for the driver and the client programs, found as the clients find it.
     login = resolve_login(url, target_config, target_name)
     url = login.applied(url)
@@ -198,7 +204,15 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
         raise ConfigError(
             f"Target '{target_name}': database driver not installed ({exc})"
         ) from None
-    return Target(target_name, target_config, engine, dialect, read_only, login=login)
+    return Target(
+        target_name,
+        target_config,
+        engine,
+        dialect,
+        read_only,
+        login=login,
+        fingerprint=url_fingerprint(url_text),
+    )
 
 
 def open_server(config: Config, name: str) -> tuple[Target, str | None]:

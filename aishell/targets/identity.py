@@ -92,10 +92,23 @@ def backup_identity(conn: Connection) -> str:
     backup was taken of). A server database's instance is left out: it changes when a
     table is rebuilt, which leaves the database, and what its backup restores, the same.
     """
-    identity = database_identity(conn)
     if conn.dialect.name != "sqlite":
-        return identity
-    return f"{identity}{INSTANCE_MARK}{database_instance(conn)}"
+        return database_identity(conn)
+    for _seq, schema_name, file in conn.execute(text("PRAGMA database_list")):
+        if schema_name == "main" and file:
+            return sqlite_file_identity(file)
+    return f"sqlite::memory:{INSTANCE_MARK}memory"
+
+
+def sqlite_file_identity(file: str) -> str:
+    """A SQLite file's backup_identity, read from the file system alone (stat and its
+    birth time), without opening it: what a listing compares with the database a run
+    reached, so that a file replaced at its path is seen at once. Raises OSError when
+    the file is not there."""
+    status = os.stat(file)
+    born = birth_time_ns(file)
+    instance = NO_BIRTH_TIME if born is None else f"born:{born}"
+    return f"sqlite:{status.st_dev}:{status.st_ino}{INSTANCE_MARK}{instance}"
 
 
 def database_instance(conn: Connection) -> str:

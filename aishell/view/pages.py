@@ -10,7 +10,7 @@ from typing import Any
 from aishell.config.models import Config
 from aishell.state.signing import load_key
 from aishell.state.store import StateStore
-from aishell.view.status import age_seconds, fleet_status, fleet_targets
+from aishell.view.status import age_seconds, backup_age, fleet_status, fleet_targets
 
 RUNS_SHOWN = 200
 
@@ -41,19 +41,25 @@ def approvals_page(config: Config) -> dict[str, Any]:
 
 
 def backups_page(config: Config) -> dict[str, Any]:
-    """Every configured target, and any other the catalog holds backups of."""
+    """Every configured target, and any other the catalog holds backups of: the newest
+    restore-proven backup of the database it reaches now (or why none is vouched), and
+    the backups kept under its name."""
     now = datetime.now(UTC)
     with StateStore(config.state_url) as store:
         summary = store.backup_summary()
-    names = sorted({*fleet_targets(config), *summary})
+        names = sorted({*fleet_targets(config), *summary})
+        newest = store.newest_restorable(config, names)
     rows = []
     for name in names:
-        found = summary.get(name, {"proven_at": None, "newest_at": None, "kept": 0})
+        found = summary.get(name, {"newest_at": None, "kept": 0})
+        proven = backup_age(newest[name], now)
         rows.append(
             {
                 "target": name,
                 **found,
-                "proven_age_seconds": age_seconds(now, found["proven_at"]),
+                "proven_at": proven["proven_at"],
+                "reason": proven["reason"],
+                "proven_age_seconds": proven["age_seconds"],
                 "newest_age_seconds": age_seconds(now, found["newest_at"]),
             }
         )

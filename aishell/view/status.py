@@ -10,6 +10,7 @@ from typing import Any
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.scheduling import serve as scheduling
+from aishell.state.reached import Restorable
 from aishell.state.store import StateStore
 from aishell.units import stamp
 
@@ -49,12 +50,13 @@ def fleet_status(
 ) -> list[dict[str, Any]]:
     """One row per target (of the selector's, else all): `last_run` is None for a target
     that never ran; its `delivery_refused`, the refusal of its fleet task's last
-    delivery that still stands, as `fleet show` gives it (None: none)."""
+    delivery that still stands, as `fleet show` gives it (None: none); `backup`, as
+    backup_age gives it."""
     names = fleet_targets(config, selector)
     last = store.last_runs(names)
     refused = store.delivery_refusals(last.values())
     waiting = store.steps_waiting(names)
-    backups = store.backup_summary()
+    newest = store.newest_restorable(config, names)
     upcoming = next_jobs(config, store)
     by_target: dict[str, list[dict[str, Any]]] = {}
     for each in waiting:  # oldest first, and so in each target's list
@@ -63,7 +65,6 @@ def fleet_status(
     for name in names:
         run = last.get(name)
         theirs = by_target.get(name, [])
-        proven = backups.get(name, {}).get("proven_at")
         oldest = theirs[0]["since"] if theirs else None
         rows.append(
             {
@@ -75,11 +76,19 @@ def fleet_status(
                     "oldest_since": oldest,
                     "oldest_age_seconds": age_seconds(now, oldest),
                 },
-                "backup": {"proven_at": proven, "age_seconds": age_seconds(now, proven)},
+                "backup": backup_age(newest[name], now),
                 "next_job": upcoming.get(name),
             }
         )
     return rows
+
+
+def backup_age(newest: Restorable, now: datetime) -> dict[str, Any]:
+    """A target's newest restore-proven backup of the database it reaches now: when it
+    was taken and its age in whole seconds; both None with `reason` when none is
+    vouched (its database unknown, or no such backup)."""
+    proven = newest.created_at
+    return {"proven_at": proven, "age_seconds": age_seconds(now, proven), "reason": newest.reason}
 
 
 def _run_row(run: dict[str, Any], refused: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from aishell.units import stamp
 from tests.conftest import EditConfig
+from tests.helpers import reached
 
 TARGETS = ("alpha", "beta", "gamma", "idle")
 FAILED_ERROR = "database disk image is malformed <b>not markup</b>"
@@ -97,8 +98,15 @@ def build_fleet(config: Config) -> None:
         proven = stamp(now - timedelta(hours=26))
         # Files on disk: a backup whose file is gone counts nowhere.
         alpha_file, beta_file = _backup_file(config, "alpha"), _backup_file(config, "beta")
+        # Of the database a run reached through alpha: what its age is judged by.
+        database = reached(config, store, "alpha", alpha)
         store.record_backup(
-            target="alpha", kind="full", path=alpha_file, created_at=proven, verified_at=proven
+            target="alpha",
+            kind="full",
+            path=alpha_file,
+            created_at=proven,
+            verified_at=proven,
+            manifest={"database_identity": database},
         )
         store.record_backup(target="beta", kind="full", path=beta_file)  # never proven
         store.add_schedule(

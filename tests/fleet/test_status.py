@@ -17,6 +17,7 @@ from sqlalchemy import event
 from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
+from aishell.state.reached import NEVER_REACHED
 from aishell.state.store import StateStore
 from aishell.view.status import fleet_status
 from tests.conftest import EditConfig
@@ -42,7 +43,8 @@ def test_each_target_shows_its_last_run_approvals_backup_and_next_job(fleet: Con
     assert datetime.fromisoformat(alpha["next_job"]["at"]) > datetime.now(UTC)
     assert beta["last_run"]["status"] == "failed"
     assert FAILED_ERROR in beta["last_run"]["error"]
-    assert beta["backup"] == {"proven_at": None, "age_seconds": None}  # taken, never proven
+    # Taken, never proven; and no run reached its database.
+    assert beta["backup"] == {"proven_at": None, "age_seconds": None, "reason": NEVER_REACHED}
     assert gamma["last_run"]["status"] == "waiting_approval"
     assert gamma["approvals"]["waiting"] == 1
     assert gamma["approvals"]["oldest_age_seconds"] >= 0

@@ -30,11 +30,12 @@ from click.testing import CliRunner
 from aishell import commands
 from aishell.cli import cli
 from aishell.cli.logs import ROOT, attached, line_formatter, serve_log
-from aishell.config.models import Config
+from aishell.config.models import Config, load_config
 from aishell.errors import ConfigError
 from aishell.state.store import StateStore
 from aishell.units import stamp
 from tests.conftest import EditConfig
+from tests.helpers import reached
 
 TOKEN = "hook-s3cret-token"
 NOTIFY_SCRIPT = """
@@ -168,12 +169,21 @@ _OLD_BACKUP, _UNPROVEN_BACKUP = str(Path(__file__)), str(Path(__file__).with_nam
 
 
 def _stale(store: StateStore, now: datetime) -> None:
+    # The demo target's file, reached by a run: its backups' age is that database's.
+    home = Path(store.location).parent
+    sqlite3.connect(home / "demo.db").close()
+    of = {"database_identity": reached(load_config(home=home), store, "demo")}
     old = stamp(now - timedelta(hours=48))
     store.record_backup(
-        target="demo", kind="full", path=_OLD_BACKUP, created_at=old, verified_at=old
+        target="demo",
+        kind="full",
+        path=_OLD_BACKUP,
+        created_at=old,
+        verified_at=old,
+        manifest=of,
     )
     # A newer backup that no restore has proven does not count.
-    store.record_backup(target="demo", kind="full", path=_UNPROVEN_BACKUP)
+    store.record_backup(target="demo", kind="full", path=_UNPROVEN_BACKUP, manifest=of)
 
 
 def _stale_ends(store: StateStore) -> None:

@@ -51,19 +51,13 @@ def test_the_fleet_summary_counts_only_backups_still_in_place(home: Path, demo_d
     older = _backup(config)
     newer = _backup(config)
     with StateStore(config.state_url) as store:
-        assert store.backup_summary()["db"] == {
-            "proven_at": newer["created_at"],
-            "newest_at": newer["created_at"],
-            "kept": 2,
-        }
+        assert store.backup_summary()["db"] == {"newest_at": newer["created_at"], "kept": 2}
+        assert store.newest_restorable(config, ["db"])["db"].created_at == newer["created_at"]
     # Deleted by hand: it keeps nothing safe, and the figures say so.
     Path(newer["path"]).unlink()
     with StateStore(config.state_url) as store:
-        assert store.backup_summary()["db"] == {
-            "proven_at": older["created_at"],
-            "newest_at": older["created_at"],
-            "kept": 1,
-        }
+        assert store.backup_summary()["db"] == {"newest_at": older["created_at"], "kept": 1}
+        assert store.newest_restorable(config, ["db"])["db"].created_at == older["created_at"]
     # A row deleted by retention proves nothing either, its file gone or not.
     conn = sqlite3.connect(home / "state.db")
     conn.execute("UPDATE backups SET deleted_at = created_at WHERE id = ?", (older["id"],))
@@ -71,3 +65,4 @@ def test_the_fleet_summary_counts_only_backups_still_in_place(home: Path, demo_d
     conn.close()
     with StateStore(config.state_url) as store:
         assert "db" not in store.backup_summary()
+        assert store.newest_restorable(config, ["db"])["db"].backup is None

@@ -7,7 +7,6 @@ the backup_stale alert read) nor the freshness count it."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
 from pathlib import Path
 
 from aishell import commands
@@ -66,13 +65,13 @@ def test_a_verified_backup_whose_file_is_gone_or_cut_short_is_not_fresh(
     newest = commands.backup_catalog(config)["newest_restorable"]["demo"]
     assert newest["backup_id"] == listed[first]["id"]
     with StateStore(config.state_url) as store:
-        found = store.last_verified_backup("demo")
-    assert found == datetime.fromisoformat(listed[first]["created_at"])
+        found = store.newest_restorable(config, ["demo"])["demo"].created_at
+    assert found == listed[first]["created_at"]
     assert listed[second]["file"] == "missing" and listed[first]["file"] == "on disk"
     # Cut short: not the backup the catalog recorded either.
     with open(first, "r+b") as handle:
         handle.truncate(100)
     assert _by_path(config)[first]["file"] == "missing"
-    assert "demo" not in commands.backup_catalog(config)["newest_restorable"]
+    assert commands.backup_catalog(config)["newest_restorable"]["demo"]["backup_id"] is None
     with StateStore(config.state_url) as store:
-        assert store.last_verified_backup("demo") is None
+        assert store.newest_restorable(config, ["demo"])["demo"].backup is None

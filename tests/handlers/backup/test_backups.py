@@ -287,7 +287,7 @@ def test_restore_drill_checks_the_newest_backup(config, demo_db):
     drill = commands.run_job(config, "backup", {"type": "drill"})
     assert drill.status == "completed", drill.error
     assert drill.steps[1].output["tables_compared"] == 4
-    freshness = commands.backup_freshness(commands.list_backups(config))
+    freshness = commands.backup_catalog(config)["newest_restorable"]
     assert freshness["demo"]["age_hours"] < 1
 
 

@@ -85,7 +85,7 @@ def test_a_quick_mariadb_validation_compares_every_table_and_proves_no_restore(
     # Decoded, not restored: never verified, nor the newest proven restorable.
     assert row["verified_at"] is None and row["proof"] == "decoded"
     assert row["verification"]["ok"] is True
-    assert "db" not in commands.backup_catalog(config)["newest_restorable"]
+    assert commands.backup_catalog(config)["newest_restorable"]["db"]["backup_id"] is None
     with pytest.raises(UsageError, match="only decoded by a quick validation"):
         commands.restore(config, row["id"], "db")
 

@@ -54,7 +54,7 @@ def test_a_file_and_manifest_both_replaced_fail_the_drill(config: Config, home: 
     assert "differs from the catalog's" in drill.steps[1].error, drill.steps[1].error
     [row] = [b for b in commands.list_backups(config) if b["path"] == str(good)]
     assert row["verified_at"] is None
-    assert "demo" not in commands.backup_catalog(config)["newest_restorable"]
+    assert commands.backup_catalog(config)["newest_restorable"]["demo"]["backup_id"] is None
 
 
 @pytest.mark.parametrize("quick", [False, True])
