@@ -40,6 +40,8 @@ _LITERAL_TOKENS = frozenset(
 )
 _PARSER_DIALECT = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
 _IDENTIFIER_CHAR = re.compile(NAME_CHAR)
+# The tokens after which the parser reads the rest of a statement as one string.
+_OPAQUE_COMMANDS = frozenset({TokenType.COMMAND, TokenType.RENAME})
 # Where a literal the parser reads may begin: a quote, or a prefix and then one.
 _QUOTED_START = re.compile(r"[A-Za-z0-9_&]*['\"`$\[]")
 _DOLLAR_TAG = re.compile(rf"\$(?:{NAME_START}{NAME_TAG_CHAR}*)?\$")
@@ -343,10 +345,11 @@ def disagreement(sql: str, dialect: str) -> str | None:
     spans = []
     opaque = len(sql)
     for i, token in enumerate(tokens):
-        if token.token_type is TokenType.COMMAND:
-            # A command the parser does not read (VACUUM, OPTIMIZE): the rest of the
-            # text is one opaque string to it, and the statement a write by its first
-            # word. Only the server's reading of that rest counts (checked above).
+        if token.token_type in _OPAQUE_COMMANDS:
+            # A command the parser does not read (VACUUM, OPTIMIZE, RENAME TABLE): the
+            # rest of the text is one opaque string to it, and the statement a write by
+            # its first word. Only the server's reading of that rest counts (checked
+            # above).
             opaque = token.start
             break
         literal = token.token_type in _LITERAL_TOKENS

@@ -53,6 +53,7 @@ from aishell.handlers.backup.restore import (
 )
 from aishell.handlers.backup.sessions import ENDING_SQL
 from aishell.handlers.backup.snapshot import SNAPSHOT
+from aishell.handlers.backup.swap import SWAPPING_SQL, swap_done
 from aishell.handlers.backup.take import (
     DUMP_LINES,
     MYSQL_SIZE_READS,
@@ -173,8 +174,15 @@ restore_backup = Handler(
     estimate_fn=restore_estimate,
     risk=RiskLevel.CRITICAL,
     effect="replaces the target's tables with a backup's",
-    second_session={family: DROPPING_SQL[family] + ENDING_SQL[family] for family in ENDING_SQL},
+    second_session={
+        "postgresql": DROPPING_SQL["postgresql"] + ENDING_SQL["postgresql"],
+        "mysql": DROPPING_SQL["mysql"]
+        + ENDING_SQL["mysql"]
+        + SCRATCH_DATABASE_SQL["mysql"]
+        + SWAPPING_SQL,
+    },
     subject_fn=restore_subject,
+    check_fn=swap_done,
 )
 
 find_last_backup = Handler(sql_templates=("SELECT 1",), run_fn=last_backup)

@@ -1,6 +1,8 @@
 """Loading one backup file of a chain into a database: a SQLite file through its backup
 API (an increment table by table), a server's through pg_restore or the mariadb client.
-Validation loads into a scratch copy, a restore into the target itself.
+Validation loads into a scratch copy; a restore into the target itself, but a SQLite
+chain (built in a scratch file, then copied over the target whole) and a MariaDB restore
+that can be swapped in (swap.py).
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from sqlalchemy.engine import URL, Connection, Dialect
 
 from aishell.dialects import family
 from aishell.errors import StepFailed, StepInterrupted, StepTimeout
+from aishell.files import make_private_file
 from aishell.handlers.backup.dumpevents import Feeder
 from aishell.handlers.backup.inert import LeftOut
 from aishell.handlers.backup.lockwait import RESTORE_AGAIN, LockWatch, Throttled, held_by
@@ -87,6 +91,30 @@ def sqlite_apply(
         _sqlite_increment(conn, path, manifest)
     if progress is not None:
         progress.reached(before + size)
+
+
+def sqlite_chain_apply(
+    conn: sqlite3.Connection,
+    chain: Chain,
+    ctx: ToolContext,
+    target: Path,
+    copying: Callable[[], None],
+) -> None:
+    """Load a chain of SQLite backups into conn, whole or not at all. An increment's
+    drops would commit one by one (DDL outside a transaction commits at once), and each
+    file of the chain on its own: so the chain is built in a scratch file beside the
+    target (recorded first, removed after), then copied over the target by the backup
+    API in one transaction (`copying` is called just before)."""
+    scratch = target.with_name(f"{target.name}.restore-{uuid.uuid4().hex[:6]}")
+    with ctx.scratch.file(scratch):
+        copy = sqlite3.connect(make_private_file(scratch))
+        try:
+            for link, manifest, progress, before in each_file(chain, ctx):
+                sqlite_apply(copy, link, manifest, progress, before)
+            copying()
+            copy.backup(conn, pages=BACKUP_PAGES)
+        finally:
+            copy.close()
 
 
 def _sqlite_increment(conn: sqlite3.Connection, path: Path, manifest: dict[str, Any]) -> None:

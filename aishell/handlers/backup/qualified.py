@@ -99,6 +99,19 @@ def made_naming(statement: bytes, database: str) -> str | None:
     return f"{made.group(1).decode().lower()} {_shown(made.group(2))}"
 
 
+def code_objects(path: Path) -> list[str]:
+    """The triggers, events, routines and views the dump makes ("view v"), in its order,
+    each once: what a restore cannot move between databases with RENAME TABLE."""
+    found: list[str] = []
+    for statement in _statements(path):
+        made = _MADE.search(statement)
+        if made is not None:
+            shown = f"{made.group(1).decode().lower()} {_shown(made.group(2))}"
+            if shown not in found:
+                found.append(shown)
+    return found
+
+
 def naming_database(path: Path, database: str) -> list[str]:
     """The objects of the dump whose SQL names `database` ("trigger tr"), in the dump's
     order, each once."""

@@ -3,7 +3,9 @@
 Every precheck runs before anyone is asked to approve the restore: the chain's
 manifests, the dialect, an empty target (or --replace), the client programs on PATH,
 free disk, and each file's sha256 against its manifest and the backup catalog. After the
-restore, the target's tables, rows and contents are compared with the manifest.
+restore, the target's tables, rows and contents are compared with the manifest (on
+MariaDB, the scratch copy's, before it is swapped in). Every preview says how the
+restore happens on its engine and what a failure leaves.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aishell.handlers.backup.apply import (
     restore_argv,
     server_apply,
     sqlite_apply,
+    sqlite_chain_apply,
 )
 from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
@@ -42,7 +45,18 @@ from aishell.handlers.backup.measure import (
 from aishell.handlers.backup.processes import refuse_no_database
 from aishell.handlers.backup.qualified import refuse_named_database
 from aishell.handlers.backup.replaces import Replaced, restore_replaces
-from aishell.handlers.backup.searched import order_of, searched_schemas, shown_path
+from aishell.handlers.backup.searched import refuse_other_schema
+from aishell.handlers.backup.swap import (
+    NOT_SWAPPED,
+    SCRATCH_SHOWN,
+    STARTED,
+    SWAP,
+    SWAPPING,
+    how,
+    not_swappable,
+    swap_commands,
+    swap_restore,
+)
 from aishell.sqltext import text
 from aishell.targets.appcode import read_app_code
 from aishell.targets.catalog import user_tables
@@ -50,6 +64,12 @@ from aishell.tool.context import ToolContext
 
 # Free space a SQLite restore wants beyond the backup's size: its journal, and slack.
 RESTORE_MARGIN = 1.2
+
+SQLITE_HOW = (
+    "how: atomic. The SQLite backup API copies the backup over the file in one "
+    "transaction (a chain is first built in a scratch file beside it): a restore that "
+    "fails or is stopped leaves the file as it was"
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,8 @@ class _Prechecked:
     lines: list[str]
     estimate: dict[str, Any]
     tables: tuple[str, ...] = ()
+    # MariaDB: loaded into a scratch database and swapped in whole (swap.py).
+    swap: bool = False
 
 
 def _links(path: Path, catalog: list[dict[str, Any]]) -> Chain:
@@ -156,13 +178,16 @@ def _disk(chain: Chain, conn: Connection) -> dict[str, Any] | str:
     if target is None:
         return "not checked: the target is not a file"
     size = sum(link.stat().st_size for link, _ in chain)
-    needed = int(size * RESTORE_MARGIN)
+    # A chain is built in a scratch file beside the target first (apply.py).
+    copies = 2 if len(chain) > 1 else 1
+    needed = int(size * RESTORE_MARGIN) * copies
     free = shutil.disk_usage(target.parent).free
     if free < needed:
+        twice = ", twice: the chain is built in a scratch file first" if copies > 1 else ""
         raise StepFailed(
             f"Not enough free space in {target.parent} for the restore: {needed:,} bytes "
-            f"needed (the backup's {size:,} and a {RESTORE_MARGIN - 1:.0%} margin), {free:,} "
-            "free; free space there and retry"
+            f"needed (the backup's {size:,} and a {RESTORE_MARGIN - 1:.0%} margin{twice}), "
+            f"{free:,} free; free space there and retry"
         )
     return {"folder": str(target.parent), "free_bytes": free, "needed_bytes": needed}
 
@@ -187,17 +212,19 @@ def _sqlite_commands(chain: Chain, conn: Connection) -> list[tuple[str, bool]]:
 
 
 def _commands(
-    chain: Chain, conn: Connection, replace: bool, lock_wait: float
+    chain: Chain, conn: Connection, replace: bool, lock_wait: float | None, into: str = ""
 ) -> list[tuple[str, bool]]:
     """Every command the restore runs, as shown, and whether it is SQL; refuses when a
-    client program it needs is not on PATH."""
+    client program it needs is not on PATH. `into`: the database it loads, where it is
+    not the target's (a swapped restore's scratch database)."""
     dialect = conn.dialect.name
     url = conn.engine.url
     if dialect == "sqlite":
         return _sqlite_commands(chain, conn)
     shown: list[tuple[str, bool]] = []
+    database = into or str(url.database)
     for link, manifest in chain:
-        command = restore_argv(dialect, url, str(url.database), link, manifest, replace, lock_wait)
+        command = restore_argv(dialect, url, database, link, manifest, replace, lock_wait)
         if command is not None:
             argv, stdin = command
             if shutil.which(argv[0]) is None:
@@ -230,7 +257,7 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
             f"Backup {path.name} is a {manifest['dialect']} backup and target '{ctx.target}' "
             f"is {dialect}; restore it into a {manifest['dialect']} target"
         )
-    _refuse_other_schema(links, ctx)
+    refuse_other_schema(links, ctx)
     refuse_named_database(links, ctx)
     existing = user_tables(conn)
     if existing and not replace:
@@ -239,8 +266,14 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
     disk = _disk(links, conn)
     sha = _verify(links, params, ctx)
     replaced = _replaced(links, ctx, replace)
+    why = not_swappable(links, conn, replaced.tables) if family(dialect) == "mysql" else ""
+    if why is None:
+        commands = _commands(links, conn, False, None, SCRATCH_SHOWN)
+        commands += swap_commands(conn, params["lock_wait_seconds"])
+    said = _how(dialect, links, why)
     estimate = {
         "commands": [line for line, _ in commands],
+        "how": said,
         # Every object of the target the restore drops or overwrites, and those of them
         # that hold data (which a person names the approval of: policy._replaces_data).
         "replaces_tables": replaced.objects,
@@ -256,7 +289,29 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
         )
     else:
         lines.append(f"-- replaces nothing in '{ctx.target}'")
-    return _Prechecked(chain=links, lines=lines, estimate=estimate, tables=tuple(replaced.tables))
+    lines.insert(0, f"-- {said}")
+    tables = tuple(replaced.tables)
+    return _Prechecked(links, lines, estimate, tables, swap=why is None)
+
+
+def _how(dialect: str, links: Chain, why: str | None) -> str:
+    """How the restore happens on the target's engine, and what a failure leaves: every
+    preview and prompt says it. `why`: on MariaDB, why it cannot be swapped in whole."""
+    if family(dialect) == "mysql":
+        return how(why)
+    if dialect == "postgresql":
+        if len(links) == 1:
+            return (
+                "how: atomic. pg_restore loads the backup into the target in one "
+                "transaction (--single-transaction): a restore that fails or is stopped "
+                "leaves the target as it was"
+            )
+        return (
+            "how: NOT atomic as a whole: pg_restore loads each file of the chain in one "
+            "transaction of its own, so a restore that fails or is stopped after the "
+            "first file leaves the files before it restored"
+        )
+    return SQLITE_HOW
 
 
 def _not_empty(existing: list[str], links: Chain, ctx: ToolContext) -> str:
@@ -266,89 +321,14 @@ def _not_empty(existing: list[str], links: Chain, ctx: ToolContext) -> str:
     names = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
     said = f"Target '{ctx.target}' is not empty ({len(existing)} tables: {names})"
     earlier = ctx.load_progress() or {}
-    if earlier.get(STARTED) == str(links[-1][0]):
+    # A swapped restore leaves nothing of its own in the target.
+    if earlier.get(STARTED) == str(links[-1][0]) and SWAP not in earlier:
         return (
             f"{said}: what an earlier attempt of this restore left when it stopped part "
             f"way; restore it again with --replace (`aishell restore BACKUP_ID --to "
             f"{ctx.target} --replace`) to restore over them"
         )
     return f"{said}; restore into an empty database, or pass --replace to overwrite it"
-
-
-# The step's checkpoint, kept before the first file is loaded: the backup it began to
-# restore, so that a resumed step knows the tables it finds may be its own.
-STARTED = "restoring"
-
-
-def _refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
-    """A PostgreSQL backup's tables come back in the schema they were read from
-    (pg_restore makes each in its own), and the restore, its measure and every later
-    step see those of the schema the target's sessions search first: the two must be
-    one. A manifest that names no schema (taken before they did) is not checked; one
-    that names no other schemas (taken before it did) only so."""
-    schema = links[-1][1].get("schema")
-    conn = ctx.connection
-    if conn.dialect.name != "postgresql" or not isinstance(schema, str):
-        return
-    held = {s for _, m in links for s in m.get("schemas") or () if isinstance(s, str)}
-    path = searched_schemas(conn, held | {schema})
-    source = links[-1][1].get("search_path")
-    order = order_of(source, held) if isinstance(source, list) and held else None
-    first = path[0] if path else None
-    if first != schema:
-        shown = f"'{first}'" if first is not None else "no schema"
-        wanted = shown_path(conn.dialect, order or [schema])
-        raise StepFailed(
-            f"Backup {links[-1][0].name} holds tables of schema '{schema}' and the sessions "
-            f"of target '{ctx.target}' search {shown} first; set the target database's or "
-            f"role's search_path to start with {wanted} (ALTER DATABASE ... SET "
-            "search_path = ..., see docs/targets.md) and retry"
-        )
-    if order is not None and isinstance(source, list):
-        _refuse_other_order(links, order, order_of(path, held), ctx)
-        _refuse_searched_between(links, order, [*source, *held], path, ctx)
-
-
-def _refuse_other_order(
-    links: Chain, source: list[str], target: list[str], ctx: ToolContext
-) -> None:
-    """The schemas the dump holds must be searched by the target's sessions in the order
-    its source searched them (others the source did not search may follow): else a name
-    the source found in one schema would be found in another."""
-    if target[: len(source)] == source:
-        return
-    dialect = ctx.connection.dialect
-    wanted, found = shown_path(dialect, source), shown_path(dialect, target) or "(none)"
-    raise StepFailed(
-        f"Backup {links[-1][0].name} holds schemas its source searched in the order "
-        f"{wanted} and the sessions of target '{ctx.target}' would search them in the "
-        f"order {found}, so the backup's names would resolve to other objects; set the "
-        f"target database's or role's search_path to {wanted} (ALTER DATABASE ... SET "
-        "search_path = ..., see docs/targets.md) and retry"
-    )
-
-
-def _refuse_searched_between(
-    links: Chain, order: list[str], known: list[str], path: list[str], ctx: ToolContext
-) -> None:
-    """A schema the dump does not hold and its source did not search, searched by the
-    target's sessions before the last of the dump's schemas: a name the source found in
-    a later one of those would be found among that schema's objects, the target's own."""
-    if not order or order[-1] not in path:
-        return
-    between = [s for s in path[: path.index(order[-1])] if s not in known]
-    if not between:
-        return
-    dialect = ctx.connection.dialect
-    wanted, found = shown_path(dialect, order), shown_path(dialect, path)
-    raise StepFailed(
-        f"Backup {links[-1][0].name} holds schemas its source searched in the order "
-        f"{wanted} and the sessions of target '{ctx.target}' would search schema "
-        f"'{between[0]}', which the backup does not hold, between them ({found}), so the "
-        f"backup's names could resolve to its objects; set the target database's or "
-        f"role's search_path to {wanted} (ALTER DATABASE ... SET search_path = ..., see "
-        "docs/targets.md) and retry"
-    )
 
 
 def _replaced(links: Chain, ctx: ToolContext, replace: bool) -> Replaced:
@@ -434,8 +414,11 @@ def render_restore(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
 
 def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     path = Path(params["backup_path"])
-    chain = _prechecked(params, ctx).chain
+    prechecked = _prechecked(params, ctx)
+    chain = prechecked.chain
     manifest = chain[-1][1]
+    if prechecked.swap:
+        return _restored(path, chain, swap_restore(chain, params, ctx))
     conn = ctx.connection
     dialect = conn.dialect.name
     url = conn.engine.url
@@ -444,22 +427,7 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         raise StepFailed(f"Target '{ctx.target}' is not a SQLite file")
     version = data_version(raw) if isinstance(raw, sqlite3.Connection) else None
     ctx.save_progress({STARTED: str(path)})
-    for link, link_manifest, progress, before in each_file(chain, ctx):
-        if isinstance(raw, sqlite3.Connection):
-            sqlite_apply(raw, link, link_manifest, progress, before)
-        else:
-            server_apply(
-                dialect,
-                url,
-                str(url.database),
-                link,
-                link_manifest,
-                bool(params.get("replace")),
-                ctx,
-                progress,
-                before,
-                params["lock_wait_seconds"],
-            )
+    _load(chain, params, ctx, raw)
     # The sha256 only says the file is the one the manifest describes; the restored
     # rows and contents must be the ones it describes too.
     if dialect == "sqlite":
@@ -482,6 +450,46 @@ def restore(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             f"The restore of {path.name} does not match its manifest: {'; '.join(problems[:3])}; "
             "the target now holds what the file held: restore another backup"
         )
+    return _restored(path, chain, measured)
+
+
+def _load(chain: Chain, params: Mapping[str, Any], ctx: ToolContext, raw: Any) -> None:
+    """Load the chain into the target itself (every restore but a swapped one)."""
+    conn = ctx.connection
+    url = conn.engine.url
+    file = _sqlite_file(conn) if isinstance(raw, sqlite3.Connection) else None
+    if isinstance(raw, sqlite3.Connection) and file is not None and len(chain) > 1:
+        # Built in a scratch file first: stopped before the copy, the file is as it was
+        # and the step may run again.
+        backup = str(chain[-1][0])
+        ctx.save_progress({STARTED: backup, SWAP: NOT_SWAPPED})
+
+        def copying() -> None:
+            ctx.save_progress({STARTED: backup, SWAP: SWAPPING})
+
+        sqlite_chain_apply(raw, chain, ctx, file, copying)
+        return
+    for link, link_manifest, progress, before in each_file(chain, ctx):
+        if isinstance(raw, sqlite3.Connection):
+            sqlite_apply(raw, link, link_manifest, progress, before)
+        else:
+            server_apply(
+                conn.dialect.name,
+                url,
+                str(url.database),
+                link,
+                link_manifest,
+                bool(params.get("replace")),
+                ctx,
+                progress,
+                before,
+                params["lock_wait_seconds"],
+            )
+
+
+def _restored(path: Path, chain: Chain, measured: Measured) -> dict[str, Any]:
+    """The step's output: what was restored, as measured against the manifest."""
+    unread = chain[-1][1].get(NOT_COUNTED) or {}
     return {
         "restored_tables": len(measured.counts),
         "rows": sum(measured.counts.values()),

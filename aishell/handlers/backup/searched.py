@@ -11,7 +11,10 @@ from collections.abc import Collection
 
 from sqlalchemy.engine import Connection, Dialect
 
+from aishell.errors import StepFailed
+from aishell.handlers.backup.manifest import Chain
 from aishell.sqltext import quote_identifier, text
+from aishell.tool.context import ToolContext
 
 # The path, and the role its "$user" entry stands for.
 _PATH = "SELECT pg_catalog.current_setting('search_path'), current_user"
@@ -79,3 +82,74 @@ def dumped_schemas(conn: Connection) -> dict[str, list[str]]:
 def order_of(path: list[str], schemas: Collection[str]) -> list[str]:
     """The schemas of `schemas` in the order `path` searches them."""
     return [name for name in path if name in schemas]
+
+
+def refuse_other_schema(links: Chain, ctx: ToolContext) -> None:
+    """A PostgreSQL backup's tables come back in the schema they were read from
+    (pg_restore makes each in its own), and the restore, its measure and every later
+    step see those of the schema the target's sessions search first: the two must be
+    one. A manifest that names no schema (taken before they did) is not checked; one
+    that names no other schemas (taken before it did) only so."""
+    schema = links[-1][1].get("schema")
+    conn = ctx.connection
+    if conn.dialect.name != "postgresql" or not isinstance(schema, str):
+        return
+    held = {s for _, m in links for s in m.get("schemas") or () if isinstance(s, str)}
+    path = searched_schemas(conn, held | {schema})
+    source = links[-1][1].get("search_path")
+    order = order_of(source, held) if isinstance(source, list) and held else None
+    first = path[0] if path else None
+    if first != schema:
+        shown = f"'{first}'" if first is not None else "no schema"
+        wanted = shown_path(conn.dialect, order or [schema])
+        raise StepFailed(
+            f"Backup {links[-1][0].name} holds tables of schema '{schema}' and the sessions "
+            f"of target '{ctx.target}' search {shown} first; set the target database's or "
+            f"role's search_path to start with {wanted} (ALTER DATABASE ... SET "
+            "search_path = ..., see docs/targets.md) and retry"
+        )
+    if order is not None and isinstance(source, list):
+        _refuse_other_order(links, order, order_of(path, held), ctx)
+        _refuse_searched_between(links, order, [*source, *held], path, ctx)
+
+
+def _refuse_other_order(
+    links: Chain, source: list[str], target: list[str], ctx: ToolContext
+) -> None:
+    """The schemas the dump holds must be searched by the target's sessions in the order
+    its source searched them (others the source did not search may follow): else a name
+    the source found in one schema would be found in another."""
+    if target[: len(source)] == source:
+        return
+    dialect = ctx.connection.dialect
+    wanted, found = shown_path(dialect, source), shown_path(dialect, target) or "(none)"
+    raise StepFailed(
+        f"Backup {links[-1][0].name} holds schemas its source searched in the order "
+        f"{wanted} and the sessions of target '{ctx.target}' would search them in the "
+        f"order {found}, so the backup's names would resolve to other objects; set the "
+        f"target database's or role's search_path to {wanted} (ALTER DATABASE ... SET "
+        "search_path = ..., see docs/targets.md) and retry"
+    )
+
+
+def _refuse_searched_between(
+    links: Chain, order: list[str], known: list[str], path: list[str], ctx: ToolContext
+) -> None:
+    """A schema the dump does not hold and its source did not search, searched by the
+    target's sessions before the last of the dump's schemas: a name the source found in
+    a later one of those would be found among that schema's objects, the target's own."""
+    if not order or order[-1] not in path:
+        return
+    between = [s for s in path[: path.index(order[-1])] if s not in known]
+    if not between:
+        return
+    dialect = ctx.connection.dialect
+    wanted, found = shown_path(dialect, order), shown_path(dialect, path)
+    raise StepFailed(
+        f"Backup {links[-1][0].name} holds schemas its source searched in the order "
+        f"{wanted} and the sessions of target '{ctx.target}' would search schema "
+        f"'{between[0]}', which the backup does not hold, between them ({found}), so the "
+        f"backup's names could resolve to its objects; set the target database's or "
+        f"role's search_path to {wanted} (ALTER DATABASE ... SET search_path = ..., see "
+        "docs/targets.md) and retry"
+    )

@@ -126,13 +126,14 @@ def _made_like(conn: Connection) -> dict[str, str]:
 
 @contextmanager
 def scratch_server_database(
-    conn: Connection, ctx: ToolContext
+    conn: Connection, ctx: ToolContext, restoring: bool = False
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """A scratch database on the same server, made like the source (its encoding and
     locale), recorded before it is created, dropped afterwards; both by a second
     session of the step's, which may send nothing else. Its name, and what gives it the
     source's settings once restored into (a restore must not run under them: a
-    database's default_transaction_read_only would refuse it)."""
+    database's default_transaction_read_only would refuse it). `restoring`: for a
+    restore into the target (swap.py), not a validation."""
     name = f"{SCRATCH_DATABASE_PREFIX}{uuid.uuid4().hex[:10]}"
     dialect = conn.dialect.name
     create, drop = SCRATCH_DATABASE_SQL[family(dialect)][:2]
@@ -160,7 +161,7 @@ def scratch_server_database(
             try:
                 admin.execute(text(create.format(database=quoted, **settings)))
             except DBAPIError as exc:
-                refused = _may_not_create(exc, conn, ctx)
+                refused = _may_not_create(exc, conn, ctx, restoring)
                 if refused is None:
                     raise
                 raise refused from None
@@ -183,7 +184,9 @@ def scratch_server_database(
                 ctx.scratch.forget(entry)
 
 
-def _may_not_create(exc: DBAPIError, conn: Connection, ctx: ToolContext) -> StepFailed | None:
+def _may_not_create(
+    exc: DBAPIError, conn: Connection, ctx: ToolContext, restoring: bool = False
+) -> StepFailed | None:
     """The step's failure when aishell's login may not make the scratch database: the
     privilege it lacks and the statement that grants it, in one line; None for any
     other error. It says nothing about the backup."""
@@ -201,6 +204,12 @@ def _may_not_create(exc: DBAPIError, conn: Connection, ctx: ToolContext) -> Step
         lacks = f"the login of target '{ctx.target}' may not create databases {_MY_SCRATCH_PATTERN}"
         grant = (
             f"GRANT CREATE, DROP ON {quote_identifier(conn.dialect, _MY_SCRATCH_PATTERN)}.* TO it"
+        )
+    if restoring:
+        return StepFailed(
+            f"Cannot restore: {lacks}, which a restore needs to load the backup into a "
+            f"scratch database on the server of target '{ctx.target}' before it swaps it "
+            f"in; {grant}"
         )
     return StepFailed(
         f"Cannot validate by restoring: {lacks}, which a validation needs to restore the "

@@ -1,7 +1,8 @@
-"""A restore whose client program stops part way (its session ended while it loads a
-table, or the run asked to stop) says what it left: the mariadb client commits object by
-object, so what it did before stays, and it says how to finish; pg_restore restores in
-one transaction, so the target is left as it was, and it says so."""
+"""A PostgreSQL restore whose client program stops part way (its session ended while it
+loads a table, or the run asked to stop) says what it left: pg_restore restores in one
+transaction, so the target is left as it was, and it says so. (A MariaDB restore loads
+into a scratch database and swaps it in: test_restore_swapped.py; one that cannot be
+swapped, test_restore_whole_or_nothing.py.)"""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def _asking_the_run_to_stop(dialect: str, config: Config) -> Callable[[Any, int]
     return stop
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+@pytest.mark.parametrize("dialect", ["postgresql"])
 @pytest.mark.parametrize(
     ("cut", "status"), [(_ending_its_session, "failed"), (_asking_the_run_to_stop, "interrupted")]
 )

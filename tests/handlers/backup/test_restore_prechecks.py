@@ -22,7 +22,8 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config, load_config
 from aishell.handlers.backup.manifest import read_manifest, sha256_of
-from aishell.handlers.backup.restore import RESTORE_MARGIN
+from aishell.handlers.backup.restore import RESTORE_MARGIN, SQLITE_HOW
+from aishell.handlers.backup.swap import SCRATCH_SHOWN, how
 from aishell.policy.approvers import ApprovalRequest, Prompting
 from tests.handlers.backup.test_backup_lock_wait import verified_full_backup
 from tests.helpers import digest, one_step_plan, tmpfs
@@ -342,6 +343,7 @@ def test_the_sqlite_prompt_names_the_copy_and_the_tables_it_replaces(config, dem
     assert done.status != "completed"
     [request] = recorder.asked
     assert request.sql == [
+        f"-- {SQLITE_HOW}",
         f"-- SQLite backup API: copy {backup['path']} into {demo_db.resolve()}",
         "-- replaces 4 objects of 'demo': table app_logs, table orders, table products, "
         "table users",
@@ -376,20 +378,27 @@ def test_the_prompt_and_preview_show_the_exact_command_without_the_password(
             f"-d {database} -h 127.0.0.1 -p 5432 -U postgres {shlex.quote(archive)}"
         )
     else:
+        # Loaded into a scratch database, then swapped in (swap.py).
         target_url = other_server
         command = (
-            "mariadb -h 127.0.0.1 -P 3306 --protocol=TCP -u root '--init-command=SET "
-            "SESSION lock_wait_timeout = 60, SESSION innodb_lock_wait_timeout = 60' "
-            f"{database} < {shlex.quote(archive)}"
+            f"mariadb -h 127.0.0.1 -P 3306 --protocol=TCP -u root {SCRATCH_SHOWN} "
+            f"< {shlex.quote(archive)}"
         )
     config = add_target(home, "copy", target_url)
     recorder = Recorder(answer="no")
     done = commands.restore(config, backup["id"], "copy", approver=recorder.approver)
     assert done.status != "completed"
     [request] = recorder.asked
-    expected = [f"-- {command}", "-- replaces nothing in 'copy'"]
+    if dialect == "postgresql":
+        expected = [f"-- {request.estimate['how']}", f"-- {command}"]
+    else:
+        swapped = [line for line in request.sql if line.startswith("-- RENAME TABLE ")]
+        assert swapped and swapped[0].startswith(f"-- RENAME TABLE `{database}`.`t` TO ")
+        expected = [f"-- {how(None)}", f"-- {command}", "SET SESSION lock_wait_timeout = 60"]
+        expected += swapped
+    expected.append("-- replaces nothing in 'copy'")
     assert request.sql == expected
-    assert request.estimate["commands"] == [command]
+    assert request.estimate["commands"][0] == command
     assert request.estimate["replaces_tables"] == []
     assert request.estimate["disk"].startswith("not checked: ")
     preview = commands.apply_plan(

@@ -79,8 +79,10 @@ def test_a_postgresql_restore_that_fails_part_way_leaves_the_target_as_it_was(
 
 
 def test_a_resumed_restore_names_what_its_earlier_attempt_left(home: Path, mysql_url: str) -> None:
-    # The mariadb client commits table by table: its session ended while it loads
-    # z_big leaves a_small restored. The resumed step finds it, and says whose it is.
+    # A backup holding a view cannot be swapped in (RENAME TABLE moves no view between
+    # databases): the mariadb client loads the target itself, committing table by
+    # table, so its session ended while it loads z_big leaves a_small restored. The
+    # resumed step finds it, and says whose it is.
     config = use_target(home, mysql_url)
     run_sql(
         mysql_url,
@@ -88,6 +90,7 @@ def test_a_resumed_restore_names_what_its_earlier_attempt_left(home: Path, mysql
         "INSERT INTO a_small VALUES (1)",
         "CREATE TABLE z_big (id INTEGER PRIMARY KEY, v VARCHAR(100))",
         "CREATE TABLE zz_after (id INTEGER PRIMARY KEY)",
+        "CREATE VIEW zz_view AS SELECT id FROM zz_after",
         f"INSERT INTO z_big SELECT i, REPEAT('x', 100) FROM {NUMBERS['mysql']}",
     )
     taken = verified_full_backup(config)
