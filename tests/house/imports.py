@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "aishell"
@@ -75,5 +76,13 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> list[Import]:
 
 
 def every_import() -> list[Import]:
+    """Every import of one aishell module by another (a new list each call)."""
+    return list(_every_import())
+
+
+# Parsed once per process: several house tests ask, and the source does not change while
+# they run.
+@cache
+def _every_import() -> tuple[Import, ...]:
     known = modules()
-    return [i for name, path in known.items() for i in imports_of(name, path, known)]
+    return tuple(i for name, path in known.items() for i in imports_of(name, path, known))

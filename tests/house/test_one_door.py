@@ -4,13 +4,27 @@ face and only from it. No module re-exports another's names for convenience."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from tests.conftest import REPO
 from tests.house.imports import Import, every_import, modules
 from tests.house.names import defined_in, lazy_names
 
-MODULES = modules()
-DEFINED = {name: defined_in(path) for name, path in MODULES.items()}
-FACES = {name: lazy_names(path) for name, path in MODULES.items() if lazy_names(path)}
+
+# Read when a test first asks, not at the module's import: every xdist worker imports
+# this module to collect it, and parsing every aishell module there cost each about 4 s
+# of CPU, for tests that run in one of them.
+@cache
+def defined() -> dict[str, set[str]]:
+    """The names each aishell module defines itself."""
+    return {name: defined_in(path) for name, path in modules().items()}
+
+
+@cache
+def faces() -> dict[str, set[str]]:
+    """The lazy faces, each with the names it hands out."""
+    found = {name: lazy_names(path) for name, path in modules().items()}
+    return {name: names for name, names in found.items() if names}
 
 
 def _where(i: Import) -> str:
@@ -22,7 +36,7 @@ def reexported(imports: list[Import]) -> list[str]:
         f"{_where(i)}: {name} is not defined in {i.imported}"
         for i in imports
         for name in i.names
-        if name not in DEFINED[i.imported] and name not in FACES.get(i.imported, ())
+        if name not in defined()[i.imported] and name not in faces().get(i.imported, ())
     ]
 
 
@@ -30,7 +44,7 @@ def behind_the_face(imports: list[Import]) -> list[str]:
     """A face's name imported from its own module by a module outside the face."""
     found = []
     for i in imports:
-        for face, names in FACES.items():
+        for face, names in faces().items():
             inside = i.importer == face or i.importer.startswith(face + ".")
             if i.imported.startswith(face + ".") and not inside:
                 found += [f"{_where(i)}: {n} comes through {face}" for n in i.names if n in names]
@@ -38,7 +52,7 @@ def behind_the_face(imports: list[Import]) -> list[str]:
 
 
 def test_the_faces_were_found() -> None:
-    assert {"aishell.commands", "aishell.render", "aishell.executor"} <= FACES.keys()
+    assert {"aishell.commands", "aishell.render", "aishell.executor"} <= faces().keys()
 
 
 def test_no_name_is_imported_from_a_module_that_only_passes_it_on() -> None:

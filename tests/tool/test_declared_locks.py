@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from aishell.cli import cli
 from aishell.config.models import Config, load_config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.policy.approvers import PreApproved
-from aishell.registry import load_registry
+from aishell.registry import Registry, load_registry
 from aishell.render.prompt import approval_prompt
 from tests.handlers.backup.test_backup_lock_wait import verified_full_backup
 from tests.handlers.backup.test_restore_prechecks import Recorder
@@ -37,7 +38,13 @@ from tests.services import MYSQL_ADMIN, changes_counted, engine, scratch_mysql
 
 HANG = 120  # seconds: a hang detector, never a timing assertion
 TABLE = "locks_probe"
-REGISTRY = load_registry([bundled_catalog_dir()])
+
+
+# Loaded when a test first asks, not when xdist's workers import the module to collect it.
+@cache
+def registry() -> Registry:
+    return load_registry([bundled_catalog_dir()])
+
 
 # --- PostgreSQL -------------------------------------------------------------------------
 
@@ -130,7 +137,7 @@ def declared(tool: str, dialect: str) -> set[str]:
     """The modes the tool declares on a table of the step (its own or every one)."""
     return {
         lock.mode
-        for lock in REGISTRY.get(tool).locks_on(dialect)
+        for lock in registry().get(tool).locks_on(dialect)
         if lock.object in ("table", "every table")
     }
 
@@ -640,7 +647,7 @@ def test_a_full_plan_shows_each_table_statement_each_catalog_read_once_and_each_
     locking = [s for s in plan["steps"] if s["locks"]["wait"]]
     assert shown.count(wait) == len(locking) > 0
     for step in plan["steps"]:
-        tool = REGISTRY.get(step["tool"])
+        tool = registry().get(step["tool"])
         modes = [lock.mode for lock in tool.locks_on(dialect)]
         taken = step["locks"]["taken"]
         assert [t.split(" on ")[0] for t in taken] == (modes or ["no lock"]), taken

@@ -16,6 +16,7 @@ import json
 import math
 from datetime import datetime, timedelta
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from aishell.config.models import Config, load_config
 from aishell.config.resources import bundled_catalog_dir
 from aishell.errors import NamedApprovalNeeded
 from aishell.policy.approvers import PreApproved, Prompting
-from aishell.registry import load_registry
+from aishell.registry import Registry, load_registry
 from aishell.targets.engines import open_target
 from aishell.tool import params as schema
 from aishell.tool.context import ToolContext
@@ -151,11 +152,14 @@ class _Step:
         self.progress = json.loads(json.dumps(progress, default=str))
 
 
-_REGISTRY = load_registry([bundled_catalog_dir()])
+# Loaded when a test first asks, not when xdist's workers import the module to collect it.
+@cache
+def _registry() -> Registry:
+    return load_registry([bundled_catalog_dir()])
 
 
 def _purge(target: Any, step: _Step, params: dict[str, Any]) -> dict[str, Any]:
-    tool = _REGISTRY.get("delete_old_records")
+    tool = _registry().get("delete_old_records")
     full = schema.with_defaults(params, tool.params)
     with target.connect() as conn:
         return tool.implementation("sqlite").run(full, step.context(target, conn))  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ import pytest
 from aishell.errors import NamedApprovalNeeded, StepInterrupted
 from aishell.targets.engines import open_target
 from aishell.tool import params as schema
-from tests.handlers.purge.test_purge_share_property import _REGISTRY, RETENTION, _Step, build
+from tests.handlers.purge.test_purge_share_property import RETENTION, _registry, _Step, build
 from tests.helpers import run_sql, use_target
 
 # 100 rows: keys 1-40 old, 41-100 young; half of the table may go.
@@ -37,7 +37,7 @@ PARAMS = {
 def _purge(target: Any, step: _Step, stop_after: int | None = None) -> dict[str, Any]:
     """The purge handler on the step's checkpoint; asked to stop (as a signal asks) once
     it has looked `stop_after` times whether to."""
-    tool = _REGISTRY.get("delete_old_records")
+    tool = _registry().get("delete_old_records")
     looked = itertools.count(1)
     with target.connect() as conn:
         ctx = step.context(target, conn)
