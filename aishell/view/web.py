@@ -55,7 +55,13 @@ class Guard:
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":
+            # No page speaks it, and the access rules below judge HTTP requests only: a
+            # websocket is closed before any route sees it, as policy refuses it (1008).
+            await receive()  # its websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # the server's lifespan messages
             await self.app(scope, receive, send)
             return
         status: list[int] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from aishell.cli import cli
 from aishell.config.models import Config
@@ -89,6 +90,16 @@ def test_no_method_but_get_changes_or_reaches_anything(fleet: Config) -> None:
             assert answer.headers["x-frame-options"] == "DENY"
     assert row_counts(fleet) == before
     assert before["runs"] == 3
+
+
+def test_a_websocket_is_closed_before_any_route(fleet: Config) -> None:
+    """The access rules judge HTTP requests: a websocket, from anywhere, is refused by
+    policy (1008) before a route could take it, whatever routes come later."""
+    for where in (LOCAL, REMOTE):
+        view = client(fleet, where)
+        with pytest.raises(WebSocketDisconnect) as refused, view.websocket_connect("/"):
+            pass
+        assert refused.value.code == 1008, where
 
 
 def test_another_host_needs_the_token(fleet: Config) -> None:
