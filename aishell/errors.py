@@ -140,6 +140,11 @@ class StateError(AishellError):
     exit_code = EXIT_USAGE
 
 
+class StateTampered(StateError):
+    """A row of the state store is not what this home's key signed (state/seals.py):
+    changed outside aishell, or stored without a signature. Not a fault to wait out."""
+
+
 class PlannerUnavailable(AishellError):
     """The model server cannot be reached or cannot answer (no server, no such model)."""
 

@@ -29,6 +29,8 @@ from aishell.agents.base import job_as_given
 from aishell.agents.jobs import scheduled_options
 from aishell.commands.fleetdelivery import (
     NOT_RESUMED,
+    NOT_STARTED,
+    after_store_error,
     check_sent_with,
     keep_refusal,
     slot_lost,
@@ -36,6 +38,7 @@ from aishell.commands.fleetdelivery import (
     stopped_for_good,
 )
 from aishell.commands.runs import resume_run, run_job, show_run
+from aishell.commands.stores import signed_store
 from aishell.commands.takeback import notify_run
 from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
@@ -60,8 +63,6 @@ GOING_ON = ("running", INTERRUPTED)
 # A run a delivery of its task (a resend) resumes: one going on, and one stopped outside
 # its maintenance window, as a schedule's next trigger resumes it.
 RESUMED = (*GOING_ON, OUT_OF_WINDOW)
-# A target whose task ended before its run began: its error says why.
-NOT_STARTED = "not_started"
 # What a fleet job passes on to each target's new run, as run_job takes it: every option
 # a schedule stores (agents/jobs.scheduled_job), as run_schedule passes them.
 FLEET_OPTIONS = (
@@ -108,7 +109,7 @@ def fleet_run(
     chosen = {t: config.main.targets[t] for t in targets}
     carried = sent_with(load_catalog(config), config.agent(agent), chosen)
     with broker(config) as sender:
-        with StateStore(config.state_url) as store:
+        with signed_store(config) as store:
             fleet_id = store.create_fleet_job(
                 agent, dict(job), options, selector, targets, trigger=trigger, adopted=adopted
             )
@@ -247,12 +248,12 @@ def run_fleet_target(config: Config, fleet_id: str, target: str, carried: Any = 
     try:
         return _target_task(config, fleet_id, target, carried)
     except StateError as exc:
-        raise TryLater(config.main.fleet.slot_wait_seconds, f"the state store: {exc}") from None
+        return after_store_error(config, fleet_id, target, exc)
 
 
 def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> str:
     """run_fleet_target's work, the state store's failures left to it."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet = store.get_fleet_job(fleet_id)
         earlier = store.fleet_runs(fleet_id).get(target)
         stopped = earlier is not None and still_stopped(store, fleet_id, target, earlier)

@@ -13,7 +13,7 @@ from typing import Any
 from aishell.commands.breaker import breaker_key
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
-from aishell.errors import AishellError, ConfigError, StateError, TargetUnreachable
+from aishell.errors import AishellError, ConfigError, StateError, StateTampered, TargetUnreachable
 from aishell.fleet.sending import sent_with, unlike
 from aishell.fleet.worker import TryLater
 from aishell.registry import Registry
@@ -28,6 +28,8 @@ SLOT_LOST_BY = "fleet: its slot on "
 TIME_LIMIT = "interrupted by the run-time limit of "
 # How the end of such a task begins, as `fleet show` gives it.
 NOT_RESUMED = "not resumed by the queue: "
+# A target whose task ended before its run began: its error says why.
+NOT_STARTED = "not_started"
 
 
 def keep_refusal(
@@ -150,3 +152,15 @@ def slot_lost(config: Config, fleet_id: str, target: str, server: str) -> None:
                 store.request_stop(run_id, f"{SLOT_LOST_BY}{server} was lost")
     except StateError as exc:  # the store is gone too: the run meets that itself
         logger.warning("fleet %s: %s: its run could not be told to stop: %s", fleet_id, target, exc)
+
+
+def after_store_error(config: Config, fleet_id: str, target: str, exc: StateError) -> str:
+    """A fleet task the state store failed: TryLater (nothing of the task can be kept
+    without it). But a fleet job whose fields are not what the home's key signed (changed
+    in the store since it was sent: a safety level, --force or --ignore-window written in;
+    or stored without a signature) runs on no target: kept as its refusal, not retried."""
+    if not isinstance(exc, StateTampered):
+        raise TryLater(config.main.fleet.slot_wait_seconds, f"the state store: {exc}") from None
+    with StateStore(config.state_url) as store:
+        store.record_not_started(fleet_id, target, str(exc))
+    return NOT_STARTED

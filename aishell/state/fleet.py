@@ -53,20 +53,22 @@ class FleetRepository(StoreCore):
         run, which the target's task then resumes)."""
         fleet_id = new_run_id()
         schedule, due = trigger if trigger is not None else (None, None)
+        row = {
+            "agent": agent,
+            "job": dumps(job),
+            "options": dumps(options),
+            "selector": selector,
+            "targets": dumps(targets),
+            "created_by": current_user(),
+            "schedule": schedule,
+            "due": due,
+        }
+        sealed = self._sealed("fleet", fleet_id, row)
         try:
             with self._tx() as conn:
                 conn.execute(
                     insert(fleet_jobs).values(
-                        fleet_id=fleet_id,
-                        agent=agent,
-                        job=dumps(job),
-                        options=dumps(options),
-                        selector=selector,
-                        targets=dumps(targets),
-                        created_at=now(),
-                        created_by=current_user(),
-                        schedule=schedule,
-                        due=due,
+                        fleet_id=fleet_id, created_at=now(), seal=sealed, **row
                     )
                 )
                 for target, run_id in (adopted or {}).items():
@@ -131,12 +133,18 @@ class FleetRepository(StoreCore):
         return [_decoded(dict(row._mapping)) for row in rows]
 
     def get_fleet_job(self, fleet_id: str) -> dict[str, Any] | None:
+        """The fleet job; in a store opened with the home's key, refused (StateError)
+        unless its fields are what that key signed."""
         self.flush()
         row = self._conn.execute(
             select(fleet_jobs).where(fleet_jobs.c.fleet_id == fleet_id)
         ).first()
         self._conn.rollback()
-        return None if row is None else _decoded(dict(row._mapping))
+        if row is None:
+            return None
+        found = dict(row._mapping)
+        self._verify("fleet", fleet_id, found, f"fleet job {fleet_id}")
+        return _decoded(found)
 
     def record_fleet_run(self, fleet_id: str, target: str, run_id: str) -> None:
         """The target's run of the fleet job; one that replaces an earlier (a dry run

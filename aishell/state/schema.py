@@ -321,6 +321,8 @@ fleet_jobs = Table(
     Column("schedule", String(128)),
     Column("due", String(32)),
     Column("sent_at", String(32)),
+    # Its fields signed with the home's key (state/seals.py), as a run's are.
+    Column("seal", Text),
     Index("uq_fleet_jobs_trigger", "schedule", "due", unique=True),
 )
 

@@ -1,5 +1,6 @@
 """Signatures over what the state store says about a run: the run's plan, its hash, its
-tool fingerprints and what else resume trusts, every approval and every request for one.
+tool fingerprints and what else resume trusts, every approval and every request for one;
+and over a fleet job, whose job and options every worker runs its targets' runs with.
 
 Each field of a row gets its own HMAC (the home's plan-signing key, aishell/state/signing.py)
 over the run, the row's kind, the field's name and its stored text, so an edit is named
@@ -16,7 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from aishell.errors import StateError
+from aishell.errors import StateTampered
 from aishell.state.signing import SigningKey, canonical
 
 # What resume, approve and show trust of a run row, and of the approval rows.
@@ -42,6 +43,9 @@ APPROVAL_FIELDS = (
     "given_for",
 )
 REQUEST_FIELDS = ("step_idx", "named", "given_for", "at")
+# What a worker trusts of a fleet job: a safety level, --force or --ignore-window written
+# into the store would otherwise loosen every target's run.
+FLEET_FIELDS = ("agent", "job", "options", "selector", "targets", "created_by", "schedule", "due")
 
 # How the one line names a field that changed.
 _FIELD_NAMES = {
@@ -68,7 +72,7 @@ def check(
 
     `what` names the row ("run 12", "run 12's approval of step 1")."""
     if not stored:
-        raise StateError(
+        raise StateTampered(
             f"state.db: {what} carries no signature: it was stored before signing and could "
             "not be signed then, or it was written outside aishell; start the job again"
         )
@@ -76,11 +80,11 @@ def check(
         parsed = json.loads(stored)
         signed_by, fields = parsed["key_id"], parsed["fields"]
     except (ValueError, TypeError, KeyError):
-        raise StateError(
+        raise StateTampered(
             f"state.db: {what}'s signature is damaged; it was changed outside aishell"
         ) from None
     if signed_by != key.key_id:
-        raise StateError(
+        raise StateTampered(
             f"state.db: {what} is signed by another key ({signed_by}), not this home's "
             f"({key.key_id}): it was stored in another aishell home or before "
             "`aishell plan rotate-key`; start the job again"
@@ -89,8 +93,8 @@ def check(
         expected = _mac(key, kind, run_id, name, row.get(name))
         if not hmac.compare_digest(expected, str(fields.get(name))):
             field = _FIELD_NAMES.get(name, name)
-            changed = f"{what}'s {field}" if kind == "run" else f"{what} ({field})"
-            raise StateError(
+            changed = f"{what}'s {field}" if kind in ("run", "fleet") else f"{what} ({field})"
+            raise StateTampered(
                 f"state.db: {changed} does not match its signature; it was changed outside aishell"
             )
 
@@ -110,14 +114,19 @@ def check_step(key: SigningKey, run_id: str, index: int, row: Mapping[Any, Any],
         if not stored or not hmac.compare_digest(
             step_seal(key, run_id, index, field, value), str(stored)
         ):
-            raise StateError(
+            raise StateTampered(
                 f"state.db: {what} ({field}) does not match its signature; "
                 "it was changed outside aishell"
             )
 
 
 def _fields(kind: str) -> tuple[str, ...]:
-    return {"run": RUN_FIELDS, "approval": APPROVAL_FIELDS, "request": REQUEST_FIELDS}[kind]
+    return {
+        "run": RUN_FIELDS,
+        "approval": APPROVAL_FIELDS,
+        "request": REQUEST_FIELDS,
+        "fleet": FLEET_FIELDS,
+    }[kind]
 
 
 def _mac(key: SigningKey, kind: str, run_id: str, name: str, value: Any) -> str:

@@ -20,11 +20,11 @@ import pytest
 
 from aishell import commands
 from aishell.commands.fleet import run_fleet_target
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.fleet.sending import sent_with
-from aishell.state.store import StateStore
 from tests.agents.test_plugin_own_failures import Install, _with_handler
 
 SLOW = "AISHELL_TEST_SLOW_STEP"
@@ -52,7 +52,7 @@ def test_a_killed_workers_run_is_shown_interrupted_with_the_refusal_after_it(
     agent, _ = _with_handler(site, HANDLER)
     config = load_config(home=home)
     carried = sent_with(load_catalog(config), config.agent(agent), config.main.targets)
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet_id = store.create_fleet_job(agent, {"table": "app_logs"}, {}, "demo", ["demo"])
     path = os.pathsep.join([str(tmp_path / "site"), *sys.path])
     env = {**os.environ, SLOW: "1", "PYTHONPATH": path}

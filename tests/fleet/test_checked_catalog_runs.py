@@ -16,6 +16,7 @@ import pytest
 
 from aishell.commands import starting
 from aishell.commands.fleet import run_fleet_target
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.executor.stopping import stops_with
@@ -27,7 +28,7 @@ from aishell.state.store import StateStore
 def _fleet_job(config: Config) -> tuple[str, dict[str, Any]]:
     """A quick-maintenance fleet job on the demo target, as a sender would record it,
     and what its task carries."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet_id = store.create_fleet_job("maintenance", {"type": "quick"}, {}, "demo", ["demo"])
     return fleet_id, sent_with(
         load_catalog(config), config.agent("maintenance"), config.main.targets

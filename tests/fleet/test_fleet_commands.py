@@ -23,6 +23,7 @@ from sqlalchemy import text
 from aishell import commands
 from aishell.cli import cli
 from aishell.commands.fleet import queue_schedule
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
@@ -225,7 +226,7 @@ def test_a_dry_run_whose_worker_stopped_is_run_anew(home: Path, demo_db: Path) -
     import sqlite3
 
     config = load_config(home=home)
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet_id = store.create_fleet_job(
             "maintenance", {"type": "quick"}, {"dry_run": True}, "demo", ["demo"]
         )

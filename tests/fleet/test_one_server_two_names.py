@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from aishell.commands.fleet import run_fleet_target
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.fleet.sending import sent_with
 from aishell.fleet.slots import server_of, server_slot
@@ -45,7 +46,7 @@ def test_a_server_named_two_ways_counts_its_runs_once(
             "fleet": {"per_server_limit": 1, "slot_wait_seconds": 1},
         }
     )
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet_id = store.create_fleet_job(
             "maintenance", {"type": "quick"}, {}, "by_name", ["by_name"]
         )

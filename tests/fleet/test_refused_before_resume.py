@@ -24,6 +24,7 @@ import yaml
 
 from aishell import commands
 from aishell.commands.fleet import run_fleet_target
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config, load_config
 from aishell.errors import AishellError
@@ -45,7 +46,7 @@ def carried(config: Config) -> dict[str, Any]:
 def interrupted_fleet_run(config: Config, target: str) -> tuple[str, str]:
     """A fleet job on `target` whose first delivery's run a worker's shutdown stopped as
     it began: (fleet id, run id), the run interrupted and resumable."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet_id = store.create_fleet_job("maintenance", JOB, {}, target, [target])
     stop = threading.Event()
     stop.set()

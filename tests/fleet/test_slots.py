@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from aishell import commands
+from aishell.commands.stores import signed_store
 from aishell.errors import StateError
 from aishell.fleet.slots import server_slot
 from aishell.fleet.worker import TryLater
-from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 from tests.faultproxy import Proxy, server_port, through
 from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_postgresql
@@ -71,7 +71,7 @@ def test_a_task_whose_state_server_stops_answering_is_tried_again_later(
         proxy = Proxy(server_port(store_url))
         try:
             config = edit_config({"state": {"url": f"{through(proxy.port, store_url)}?{TIMEOUTS}"}})
-            with StateStore(config.state_url) as store:
+            with signed_store(config) as store:
                 fleet_id = store.create_fleet_job(
                     "maintenance", {"type": "quick"}, {}, "demo", ["demo"]
                 )

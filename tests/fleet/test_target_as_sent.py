@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from aishell.commands.fleet import fleet_summary, run_fleet_target
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.fleet.sending import sent_with
-from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 
 
 def _sent(config: Config) -> tuple[str, dict[str, Any]]:
     """A quick maintenance fleet job on the demo target, as the sender records and sends it."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         fleet_id = store.create_fleet_job("maintenance", {"type": "quick"}, {}, "demo", ["demo"])
     carried = sent_with(load_catalog(config), config.agent("maintenance"), config.main.targets)
     return fleet_id, carried
