@@ -21,7 +21,7 @@ def take_run_lock(
     """
     with handle.connect() as conn:
         identity = database_identity(conn)
-        reached = backup_identity(conn)
+        reached = backup_identity(conn, identity)
     lock = handle.try_lock(run_lock_key(identity))
     if lock is None:
         holder = store.lock_holder(identity)

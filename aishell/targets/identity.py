@@ -86,14 +86,15 @@ def plan_identity(conn: Connection) -> str:
     return f"{database_identity(conn)}{INSTANCE_MARK}{database_instance(conn)}"
 
 
-def backup_identity(conn: Connection) -> str:
+def backup_identity(conn: Connection, identity: str | None = None) -> str:
     """Which database a backup is of, read-only: its database_identity, and a SQLite
     file's instance (a file made again at its path may reuse the inode of the one a
     backup was taken of). A server database's instance is left out: it changes when a
     table is rebuilt, which leaves the database, and what its backup restores, the same.
+    `identity` is the database_identity already read on this connection, if any.
     """
     if conn.dialect.name != "sqlite":
-        return database_identity(conn)
+        return identity if identity is not None else database_identity(conn)
     for _seq, schema_name, file in conn.execute(text("PRAGMA database_list")):
         if schema_name == "main" and file:
             return sqlite_file_identity(file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,3 +25,14 @@ class Source:
 def mariadb_source() -> Iterator[Source]:
     with scratch_mysql() as url:
         yield Source(url, str(make_url(url).database))
+
+
+@pytest.fixture
+def child() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The child processes a test starts: any still running when it ends is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,16 +192,6 @@ done = commands.restore(
 )
 print(json.dumps({"status": done.status}))
 """
-
-
-@pytest.fixture
-def child() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
 
 
 def test_a_mariadb_restore_whose_aishell_is_killed_while_it_loads_resumes_whole(

@@ -12,10 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from aishell import commands
 from tests.handlers.backup.test_restore_prechecks import Recorder
@@ -58,16 +55,6 @@ def _building(target: Path) -> bool:
             if scratch.stat().st_size > 1 << 20:
                 return True
     return False
-
-
-@pytest.fixture
-def child() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
 
 
 def test_a_sqlite_chain_killed_while_it_restores_leaves_the_file_whole(
