@@ -1,8 +1,9 @@
 """What makes a read write without the statement naming a function that writes.
 
 PostgreSQL runs functions a statement does not name: a view's (and a view's over it),
-a row-security policy's when the table is read, an operator's (and its selectivity
-estimators, while planning), a cast's, a type's input and output, a domain's check.
+a row-security policy's when the table is read (through a view too, as the view's owner
+or its reader), an operator's (and its selectivity estimators, while planning), a
+cast's, a type's input and output, a domain's check.
 MariaDB runs a view's stored, package and loadable functions, and a view of SQL
 SECURITY DEFINER its definer's, which the login may not see. A read through any of
 them may write, and in a read-write session nothing but the guard stands in the way.

@@ -1,6 +1,7 @@
 """The PostgreSQL catalog query of what makes a read write without naming a function
 (hidden.py): the views, tables, operators, casts, types and domains that run a function
-that may write, each with what it runs.
+that may write, each with what it runs (a view, what it calls or reads: another such
+view, a table whose policy runs one for a role the view may read it as).
 """
 
 from __future__ import annotations
@@ -153,10 +154,36 @@ WITH RECURSIVE {pg_stored_calls(_USER)}, run AS (
   UNION ALL SELECT {_rel("pg_class")}, oid, false, 'the table '
     || oid::pg_catalog.regclass::pg_catalog.text || ' (' || what || ')' FROM ancestors
   UNION ALL SELECT {_rel("pg_class")}, oid, true, '' FROM remote
+), policed(oid, via) AS (
+  -- Tables with row security on whose policy runs what may write, each once, where the
+  -- policy applies to a role a view may read them as: a view reads its tables as its
+  -- owner, a security_invoker one as the session's role. Not to a superuser or a
+  -- BYPASSRLS role, nor to the table's owner unless the table forces them.
+  SELECT DISTINCT ON (c.oid) c.oid, 'the table '
+    || c.oid::pg_catalog.regclass::pg_catalog.text || ' (policy ' || pol.polname || ')'
+  FROM pg_catalog.pg_policy pol
+  JOIN deps d ON d.classid = {_rel("pg_policy")} AND d.objid = pol.oid
+  JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
+  WHERE c.relrowsecurity AND EXISTS (
+    SELECT 1 FROM reached x WHERE x.classid = d.refclassid AND x.objid = d.refobjid)
+  AND EXISTS (
+    SELECT 1 FROM pg_catalog.pg_roles o
+    WHERE (o.rolname = CURRENT_USER OR o.oid = ANY (
+        SELECT v.relowner FROM pg_catalog.pg_class v
+        WHERE v.relkind = 'v'::pg_catalog.char AND v.oid >= {_USER}))
+      AND NOT (o.rolsuper OR o.rolbypassrls)
+      AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(o.oid, c.relowner, 'USAGE')))
+  ORDER BY c.oid, pol.polname
 ), views(oid, away, via) AS (
   SELECT r.ev_class, x.away, x.via FROM deps d
   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
   JOIN reached x ON x.classid = d.refclassid AND x.objid = d.refobjid
+  WHERE d.classid = {_rel("pg_rewrite")}
+  UNION
+  -- A view reading such a table runs its policy.
+  SELECT r.ev_class, false, p.via FROM deps d
+  JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+  JOIN policed p ON d.refclassid = {_rel("pg_class")} AND d.refobjid = p.oid
   WHERE d.classid = {_rel("pg_rewrite")}
   UNION
   SELECT r.ev_class, v.away, v.via FROM views v

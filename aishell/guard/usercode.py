@@ -14,8 +14,12 @@ User-defined: on PostgreSQL a function outside pg_catalog and information_schema
 no installed extension owns (an operator counts by the function behind it); on MariaDB
 a trigger's body (it may write itself) and a UDF of mysql.func (MariaDB refuses stored
 functions in generated columns, defaults and checks); SQLite keeps no function in the
-file, so only its triggers. Plain VACUUM evaluates no expression, and PostgreSQL's
-DELETE maintains no index: neither counts an index's code.
+file, so only its triggers. A plain VACUUM evaluates a BRIN index's expressions and
+predicate, as it summarizes the page ranges rows filled since the last summary, and
+compares a GIN index's pending entries with its operator class, and runs no other
+index's code; PostgreSQL's DELETE maintains no index, so counts none. A column with no
+default of its own takes its domain's: an INSERT, or a foreign key's SET DEFAULT,
+evaluates that.
 
 A corruption check is a read, yet on PostgreSQL it runs an index's code too: amcheck's
 bt_index_check and bt_index_parent_check with heapallindexed build each of the table's
@@ -45,19 +49,11 @@ from aishell.dialects import family
 from aishell.guard.calls import vouched_for
 from aishell.guard.memory import USER_CODE_KEY
 from aishell.guard.mysqlcalls import mysql_builtins
-from aishell.guard.operators import exact_operators
-from aishell.guard.pgcode import (
-    PG_OWN_CODE_PARAMETER,
-    pg_catalog_relation,
-    pg_tree_calls,
-    pg_user_code,
-)
+from aishell.guard.pgcode import PG_OWN_CODE_PARAMETER
+from aishell.guard.pgtablecode import PG_TABLE_CODE
 from aishell.guard.sqlitetriggers import trigger_events
-from aishell.guard.usercodeactions import RUNS, VERBS, Action
+from aishell.guard.usercodeactions import METHODS, RUNS, VERBS, Action
 from aishell.sqltext import text
-
-# pg_catalog's relation, as pg_depend's classid holds it: short, for the queries below.
-_rel = pg_catalog_relation
 
 
 @dataclass(frozen=True)
@@ -76,6 +72,9 @@ class Code:
     functions: tuple[tuple[str | None, str], ...]
     reached_by: tuple[tuple[str | None, str, bool], ...]
     detail: str = ""
+    # An index's access method (PostgreSQL's brin, btree ...), "gin operator class" for
+    # the code of its operator class: which runs depends on the action (METHODS).
+    method: str = ""
 
 
 def user_code(
@@ -103,6 +102,8 @@ def user_code(
             if piece.kind not in runs.get(action, ()):
                 continue
             if index is not None and not (piece.kind == "index" and piece.name == index):
+                continue
+            if piece.kind == "index" and piece.method not in METHODS.get(action, (piece.method,)):
                 continue
             if piece.events and action not in piece.events:
                 continue
@@ -178,7 +179,7 @@ def _said(piece: Code, dialect: str) -> str:
         "column type": f"column {table}.{piece.name}{piece.detail} is analyzed with",
         "statistics": f"statistics object {piece.name} on {table} evaluates",
         "generated": f"generated column {table}.{piece.name} calls",
-        "default": f"the default of {table}.{piece.name} calls",
+        "default": f"the default of {table}.{piece.name}{piece.detail} calls",
         "check": f"check constraint {piece.name} on {table} calls",
         "domain": f"column {table}.{piece.name}{piece.detail} checks with",
         "policy": f"row-security policy {piece.name} on {table} calls",
@@ -198,174 +199,6 @@ def _read(conn: Connection, dialect: str) -> list[Code]:
 
 # --- PostgreSQL ----------------------------------------------------------------------
 
-# FirstNormalObjectId: what initdb made is below. Constants are left for the exact
-# operator to type: a type the query named would be one the guard looks for in it.
-_USER = "'16384'"
-
-
-# Functions of the database's own: not the catalog's, not an installed extension's.
-# Each object's calls: the functions its expressions name (pg_depend records each one an
-# index, default, constraint, policy, trigger, rule or statistics object uses) and those
-# behind the operators they name. An index also calls its operator classes' support
-# functions and operators' functions (REINDEX and every write order its entries with
-# them); ANALYZE calls, for each column, its type's typanalyze, a range's canonical and
-# subtype_diff functions and its subtype's operator class, and the default btree and
-# hash operator classes' functions (to sort and count distinct values), of the type and
-# of every type it is made of (a domain's base, an array's element, a range's subtype, a
-# composite's attributes). Every operator is written exactly as pg_catalog's
-# (operators.exact_operators).
-_PG_CODE = f"""
-WITH RECURSIVE aishell_fn AS (
-  SELECT p.oid, n.nspname, p.proname
-  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-  WHERE {pg_user_code()}
-), aishell_calls AS (
-  SELECT d.classid, d.objid, f.nspname, f.proname
-  FROM pg_catalog.pg_depend d JOIN aishell_fn f
-    ON d.refclassid = {_rel("pg_proc")} AND d.refobjid = f.oid
-  -- The catalog's own functions they call, which pg_depend does not record.
-  UNION SELECT x.classid, x.objid, f.nspname, f.proname FROM (
-    SELECT {_rel("pg_constraint")} AS classid, k.oid AS objid,
-      k.conbin::pg_catalog.text AS tree
-    FROM pg_catalog.pg_constraint k WHERE k.oid >= {_USER} AND k.conbin IS NOT NULL
-    UNION ALL SELECT {_rel("pg_attrdef")}, ad.oid, ad.adbin::pg_catalog.text
-    FROM pg_catalog.pg_attrdef ad WHERE ad.oid >= {_USER}
-    UNION ALL SELECT {_rel("pg_policy")}, p.oid, COALESCE(p.polqual::pg_catalog.text, '')
-      || COALESCE(p.polwithcheck::pg_catalog.text, '')
-    FROM pg_catalog.pg_policy p WHERE p.oid >= {_USER}
-    UNION ALL SELECT {_rel("pg_class")}, i.indexrelid,
-      COALESCE(i.indexprs::pg_catalog.text, '') || COALESCE(i.indpred::pg_catalog.text, '')
-    FROM pg_catalog.pg_index i
-    WHERE i.indexrelid >= {_USER} AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
-    UNION ALL SELECT {_rel("pg_statistic_ext")}, s.oid, s.stxexprs::pg_catalog.text
-    FROM pg_catalog.pg_statistic_ext s WHERE s.oid >= {_USER} AND s.stxexprs IS NOT NULL
-    UNION ALL SELECT {_rel("pg_trigger")}, t.oid, t.tgqual::pg_catalog.text
-    FROM pg_catalog.pg_trigger t WHERE t.oid >= {_USER} AND t.tgqual IS NOT NULL
-    UNION ALL SELECT {_rel("pg_rewrite")}, r.oid, r.ev_action::pg_catalog.text
-      || COALESCE(r.ev_qual::pg_catalog.text, '')
-    FROM pg_catalog.pg_rewrite r WHERE r.oid >= {_USER} AND r.rulename <> '_RETURN'
-  ) x CROSS JOIN LATERAL {pg_tree_calls("x.tree")} c
-  JOIN aishell_fn f ON f.oid = c.fn AND c.fn < {_USER}
-  UNION SELECT d.classid, d.objid, f.nspname, f.proname
-  FROM pg_catalog.pg_operator o JOIN aishell_fn f ON f.oid = o.oprcode
-  JOIN pg_catalog.pg_depend d ON d.refclassid = {_rel("pg_operator")} AND d.refobjid = o.oid
-), aishell_family_fn(family, fn) AS (
-  -- Entries a user added (to an operator family of their own, or to the catalog's).
-  SELECT a.amprocfamily, f.oid FROM pg_catalog.pg_amproc a
-  JOIN aishell_fn f ON f.oid = a.amproc
-  WHERE a.oid >= {_USER}
-  UNION SELECT a.amopfamily, f.oid FROM pg_catalog.pg_amop a
-  JOIN pg_catalog.pg_operator o ON o.oid = a.amopopr
-  JOIN aishell_fn f ON f.oid = o.oprcode
-  WHERE a.oid >= {_USER}
-), aishell_type_fn(typ, fn) AS (
-  SELECT t.oid, f.oid FROM pg_catalog.pg_type t
-  JOIN aishell_fn f ON f.oid = t.typanalyze
-  WHERE t.oid >= {_USER}
-  UNION SELECT r.rngtypid, f.oid FROM pg_catalog.pg_range r JOIN aishell_fn f
-    ON f.oid = ANY (ARRAY[r.rngcanonical, r.rngsubdiff])
-  UNION SELECT r.rngtypid, ff.fn FROM pg_catalog.pg_range r
-  JOIN pg_catalog.pg_opclass oc ON oc.oid = r.rngsubopc
-  JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
-  UNION SELECT oc.opcintype, ff.fn FROM pg_catalog.pg_opclass oc
-  JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod
-  JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
-  WHERE oc.opcdefault AND am.amname = ANY ('{{btree,hash}}')
-), aishell_made_of(relid, attname, typ) AS (
-  -- Each column's type and the types it is made of. Only a type a user made holds one
-  -- (or is one) with such a function: the catalog's types are made of the catalog's.
-  SELECT a.attrelid, a.attname, a.atttypid FROM pg_catalog.pg_attribute a
-  JOIN pg_catalog.pg_class ac ON ac.oid = a.attrelid
-    AND ac.relkind = ANY ('{{r,p,m,f}}')
-  WHERE a.atttypid >= {_USER} AND a.attnum > '0' AND NOT a.attisdropped
-  UNION SELECT m.relid, m.attname, x.typ FROM aishell_made_of m
-  JOIN pg_catalog.pg_type t ON t.oid = m.typ CROSS JOIN LATERAL (
-    SELECT t.typbasetype UNION ALL SELECT t.typelem
-    UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
-    UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid
-    UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = t.typrelid AND a.attnum > '0' AND NOT a.attisdropped
-  ) x(typ)
-  WHERE x.typ >= {_USER}
-), aishell_domains(typ, top) AS (
-  SELECT t.oid, t.oid FROM pg_catalog.pg_type t WHERE t.typtype = 'd'
-  UNION SELECT b.oid, d.top FROM aishell_domains d
-  JOIN pg_catalog.pg_type t ON t.oid = d.typ
-  JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
-  WHERE b.typtype = 'd'
-), aishell_code(kind, relid, object, events, detail, nspname, proname) AS (
-  SELECT 'index', i.indrelid, ic.relname, NULL, NULL, c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_index i
-    ON c.classid = {_rel("pg_class")} AND c.objid = i.indexrelid
-  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-  UNION ALL SELECT 'index', i.indrelid, ic.relname, NULL,
-    ' (operator class ' || oc.opcname::pg_catalog.text || ')', f.nspname, f.proname
-  FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-  JOIN pg_catalog.pg_opclass oc ON oc.oid = ANY (i.indclass)
-  JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
-  JOIN aishell_fn f ON f.oid = ff.fn
-  UNION ALL SELECT 'statistics', s.stxrelid, s.stxname, NULL, NULL, c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_statistic_ext s
-    ON c.classid = {_rel("pg_statistic_ext")} AND c.objid = s.oid
-  UNION ALL SELECT 'column type', m.relid, m.attname, NULL,
-    ' (of type ' || a.atttypid::pg_catalog.regtype::pg_catalog.text || ')', f.nspname, f.proname
-  FROM aishell_made_of m JOIN aishell_type_fn u ON u.typ = m.typ
-  JOIN aishell_fn f ON f.oid = u.fn
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = m.relid AND a.attname = m.attname
-  UNION ALL SELECT CASE WHEN a.attgenerated = '' THEN 'default'
-    ELSE 'generated' END,
-    ad.adrelid, a.attname, NULL, NULL, c.nspname, c.proname FROM aishell_calls c
-  JOIN pg_catalog.pg_attrdef ad ON c.classid = {_rel("pg_attrdef")} AND c.objid = ad.oid
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-  UNION ALL SELECT 'check', k.conrelid, k.conname, NULL, NULL, c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_constraint k
-    ON c.classid = {_rel("pg_constraint")} AND c.objid = k.oid
-  WHERE k.conrelid <> '0'
-  UNION ALL SELECT 'domain', a.attrelid, a.attname, NULL,
-    ' (of domain ' || dt.oid::pg_catalog.regtype::pg_catalog.text || ')', c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_constraint k
-    ON c.classid = {_rel("pg_constraint")} AND c.objid = k.oid
-  JOIN aishell_domains dm ON dm.typ = k.contypid
-  JOIN pg_catalog.pg_type dt ON dt.oid = dm.top
-  JOIN pg_catalog.pg_attribute a ON a.atttypid = dm.top
-    AND a.attnum > '0' AND NOT a.attisdropped
-  JOIN pg_catalog.pg_class ac ON ac.oid = a.attrelid
-    AND ac.relkind = ANY ('{{r,p,f}}')
-  UNION ALL SELECT 'policy', p.polrelid, p.polname, p.polcmd::pg_catalog.text, NULL,
-    c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_policy p
-    ON c.classid = {_rel("pg_policy")} AND c.objid = p.oid
-  WHERE pg_catalog.row_security_active(p.polrelid)
-  UNION ALL SELECT 'trigger', t.tgrelid, t.tgname, t.tgtype::pg_catalog.text,
-    NULL, c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_trigger t
-    ON c.classid = {_rel("pg_trigger")} AND c.objid = t.oid
-  WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
-  UNION ALL SELECT 'rule', r.ev_class, r.rulename, r.ev_type::pg_catalog.text, NULL,
-    c.nspname, c.proname
-  FROM aishell_calls c JOIN pg_catalog.pg_rewrite r
-    ON c.classid = {_rel("pg_rewrite")} AND c.objid = r.oid
-  WHERE r.rulename <> '_RETURN' AND r.ev_enabled <> 'D'
-), aishell_up(relid, o) AS (
-  -- Each table's partitioned and inherited ancestors.
-  SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits i
-  WHERE i.inhrelid = ANY (SELECT relid FROM aishell_code)
-  UNION SELECT u.relid, i.inhparent FROM aishell_up u
-  JOIN pg_catalog.pg_inherits i ON i.inhrelid = u.o
-)
-SELECT code.kind, n.nspname, k.relname, code.object, code.events, code.detail,
-  code.nspname, code.proname, pg_catalog.pg_table_is_visible(k.oid),
-  ARRAY(SELECT an.nspname FROM aishell_up u JOIN pg_catalog.pg_class ac ON ac.oid = u.o
-        JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace
-        WHERE u.relid = k.oid ORDER BY u.o),
-  ARRAY(SELECT ac.relname::pg_catalog.text FROM aishell_up u
-        JOIN pg_catalog.pg_class ac ON ac.oid = u.o WHERE u.relid = k.oid ORDER BY u.o),
-  ARRAY(SELECT pg_catalog.pg_table_is_visible(u.o) FROM aishell_up u
-        WHERE u.relid = k.oid ORDER BY u.o)
-FROM aishell_code code JOIN pg_catalog.pg_class k ON k.oid = code.relid
-JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace ORDER BY 2, 3, 1, 4, 7, 8
-"""
-_PG_CODE = exact_operators(_PG_CODE)
 # A trigger's tgtype bits, a rule's ev_type and a policy's command, as the events they
 # run on (a policy FOR SELECT filters the rows an UPDATE or DELETE finds).
 _PG_TRIGGER_BITS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
@@ -393,13 +226,15 @@ def _pg_events(kind: str, events: str | None) -> frozenset[str]:
 def _postgresql(conn: Connection) -> list[Code]:
     grouped: dict[tuple[Any, ...], list[tuple[str | None, str]]] = {}
     reached: dict[tuple[Any, ...], tuple[tuple[str | None, str, bool], ...]] = {}
-    for row in conn.execute(text(_PG_CODE), PG_OWN_CODE_PARAMETER):
+    methods: dict[tuple[Any, ...], str] = {}
+    for row in conn.execute(text(PG_TABLE_CODE), PG_OWN_CODE_PARAMETER):
         kind, schema, table, name, events, detail, fn_schema, fn_name, visible = row[:9]
-        up_schemas, up_names, up_visible = row[9:]
+        up_schemas, up_names, up_visible, method = row[9:]
         key = (kind, schema, table, name, events, detail or "")
         grouped.setdefault(key, []).append((fn_schema, fn_name))
         ancestors = zip(up_schemas or [], up_names or [], up_visible or [], strict=True)
         reached[key] = ((schema, table, bool(visible)), *ancestors)
+        methods[key] = method or ""
     return [
         Code(
             kind,
@@ -409,6 +244,7 @@ def _postgresql(conn: Connection) -> list[Code]:
             tuple(dict.fromkeys(functions)),
             reached[(kind, schema, table, name, events, detail)],
             detail,
+            methods[(kind, schema, table, name, events, detail)],
         )
         for (kind, schema, table, name, events, detail), functions in grouped.items()
     ]

@@ -1,9 +1,9 @@
 """What a step's statements do to their tables, as the code of a table they run
 (usercode.py) is keyed: ANALYZE, a rebuild (REINDEX, VACUUM FULL, CLUSTER, OPTIMIZE,
-REPAIR), ALTER TABLE, and the row writes' events (writtentables.py), with which kinds
-of a table's code each action runs on each engine. Read from the statement's words:
-maintenance statements are not parsed by sqlglot, as a step per table sends thousands
-of them.
+REPAIR), a VACUUM's cleanup of the indexes, ALTER TABLE, and the row writes' events
+(writtentables.py), with which kinds of a table's code each action runs on each engine.
+Read from the statement's words: maintenance statements are not parsed by sqlglot, as a
+step per table sends thousands of them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ RUNS: dict[str, dict[str, frozenset[str]]] = {
     "postgresql": {
         "ANALYZE": frozenset({"index", "statistics", "column type"}),
         "REBUILD": frozenset({"index"}),
+        # VACUUM without FULL: its cleanup of each index (METHODS says which run code).
+        "VACUUM": frozenset({"index"}),
         # amcheck's heapallindexed: every row's index entry, expressions and predicate.
         "CHECK": frozenset({"index"}),
         "ALTER": frozenset({"index", "check", "default", "generated", "domain"}),
@@ -59,6 +61,17 @@ RUNS: dict[str, dict[str, frozenset[str]]] = {
         "UPDATE": frozenset({"trigger"}),
         "DELETE": frozenset({"trigger"}),
     },
+}
+
+
+# The index access methods whose code an action runs, where it is not every method's
+# (usercode.Code.method): a VACUUM's cleanup summarizes each BRIN index's page ranges
+# that rows filled since, evaluating its expressions and predicate and its operator
+# class's functions for every row there, and merges a GIN index's pending entries
+# into it, comparing them with its operator class's functions (extracted as the rows
+# were written: its expressions are not evaluated again); the others' cleanup runs none.
+METHODS: dict[str, frozenset[str]] = {
+    "VACUUM": frozenset({"brin", "brin operator class", "gin operator class"})
 }
 
 
@@ -99,7 +112,8 @@ _OPTIONS = frozenset(
 def maintenance_actions(statements: Iterable[str], dialect: str) -> Iterator[Action]:
     """What each maintenance statement does to its tables: ANALYZE (ANALYZE, VACUUM's
     ANALYZE option, MySQL's OPTIMIZE), REBUILD (REINDEX, VACUUM FULL, CLUSTER,
-    OPTIMIZE, REPAIR), ALTER (ALTER TABLE); table None for every table."""
+    OPTIMIZE, REPAIR), VACUUM (PostgreSQL's without FULL), ALTER (ALTER TABLE); table
+    None for every table."""
     engine = family(dialect)
     for sql in statements:
         # Its comments where the server ends them (MariaDB's `#` too), wherever they
@@ -135,9 +149,9 @@ def _does(verb: str, options: set[str], dialect: str) -> tuple[str, ...]:
     if verb == "VACUUM":
         if dialect == "sqlite":
             return ("REBUILD",)
-        return tuple(
-            a for a, on in (("REBUILD", "FULL"), ("ANALYZE", "ANALYZE")) if on in options
-        ) + (("ANALYZE",) if "ANALYSE" in options else ())
+        # FULL rebuilds the table and its indexes; without it, VACUUM cleans them up.
+        vacuums = "REBUILD" if "FULL" in options else "VACUUM"
+        return (vacuums,) + (("ANALYZE",) if options & {"ANALYZE", "ANALYSE"} else ())
     if verb == "OPTIMIZE":
         return ("REBUILD", "ANALYZE")
     if verb == "ALTER TABLE":
