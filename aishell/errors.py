@@ -145,6 +145,11 @@ class StateTampered(StateError):
     changed outside aishell, or stored without a signature. Not a fault to wait out."""
 
 
+class DeliveryRefused(AishellError):
+    """A fleet task's delivery that begins no run: it came past its trigger's grace, or
+    its target's task ended not started and was not sent again since."""
+
+
 class PlannerUnavailable(AishellError):
     """The model server cannot be reached or cannot answer (no server, no such model)."""
 

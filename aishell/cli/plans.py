@@ -136,8 +136,8 @@ plan.declared = declared_plan
 @pass_state
 def plan_rotate_key(state: State, force: bool, as_json: bool) -> None:
     """Replace this home's plan-signing key; plans signed with the old one are refused,
-    and so are the runs stored before (their history is no longer shown). Refused while
-    a run is not over, unless --force."""
+    and so are the runs stored before (their history is no longer shown) and the
+    schedules (added again, they run). Refused while a run is not over, unless --force."""
     rotated = commands.rotate_plan_key(state.config, force)
     if as_json:
         emit_json(rotated)
@@ -153,6 +153,12 @@ def plan_rotate_key(state: State, force: bool, as_json: bool) -> None:
             else "."
         )
     )
+    if rotated["schedules_to_add_again"]:
+        click.echo(
+            "Schedules signed with the old key run no trigger until added again "
+            f"(`aishell schedule remove NAME`, then `schedule add`): "
+            f"{', '.join(rotated['schedules_to_add_again'])}"
+        )
 
 
 @click.command()

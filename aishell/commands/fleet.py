@@ -31,7 +31,7 @@ from aishell.commands.fleetdelivery import (
     NOT_RESUMED,
     NOT_STARTED,
     after_store_error,
-    check_sent_with,
+    checked_delivery,
     keep_refusal,
     slot_lost,
     still_stopped,
@@ -262,7 +262,7 @@ def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> st
     if earlier is not None and (stopped or earlier["status"] not in RESUMED):
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
-        catalog = check_sent_with(config, fleet, target, carried)
+        catalog = checked_delivery(config, fleet, target, carried, earlier is None)
         return _take_turn(config, fleet, target, earlier, catalog)
     except StateError:
         raise
@@ -344,7 +344,7 @@ def queue_schedule(config: Config, name: str, how: str, stop: threading.Event) -
     trigger, then raised."""
     if how == "recover":
         return
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:  # serve checked it; changed since, it raises
         schedule = store.get_schedule(name)
     due = firing_due()
     try:

@@ -8,12 +8,20 @@ under it stops; a run a person stopped, or its run-time limit, ends its task."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from aishell.commands.breaker import breaker_key
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
-from aishell.errors import AishellError, ConfigError, StateError, StateTampered, TargetUnreachable
+from aishell.errors import (
+    AishellError,
+    ConfigError,
+    DeliveryRefused,
+    StateError,
+    StateTampered,
+    TargetUnreachable,
+)
 from aishell.fleet.sending import sent_with, unlike
 from aishell.fleet.worker import TryLater
 from aishell.registry import Registry
@@ -30,6 +38,8 @@ TIME_LIMIT = "interrupted by the run-time limit of "
 NOT_RESUMED = "not resumed by the queue: "
 # A target whose task ended before its run began: its error says why.
 NOT_STARTED = "not_started"
+# How the refusal of a delivery again of such a task begins.
+AGAIN = "Not run: its task was delivered again, not sent again: "
 
 
 def keep_refusal(
@@ -87,6 +97,46 @@ def _unreached(
     if until is not None:  # timed by the store's clock, which opened it
         wait += max((until - store.store_clock()).total_seconds(), 0.0)
     raise TryLater(wait, f"run {run_id} waits for its server: {exc}") from None
+
+
+def checked_delivery(
+    config: Config, fleet: dict[str, Any], target: str, carried: Any, begins: bool
+) -> Registry:
+    """check_sent_with's catalog; for a delivery that `begins` the target's run (it has
+    none yet), first may_begin: DeliveryRefused when it may not."""
+    if begins:
+        may_begin(config, fleet, target)
+    return check_sent_with(config, fleet, target, carried)
+
+
+def may_begin(config: Config, fleet: dict[str, Any], target: str) -> None:
+    """DeliveryRefused for a delivery that may not begin the target's run. One whose
+    target's task ended not started (its last delivery refused) and was not sent again
+    since: only `fleet resend` begins it. And one of a schedule's trigger that comes more
+    than scheduler.misfire_grace_seconds after the trigger was due (or after its task
+    was last sent again): the schedule's options (--force, --ignore-window) were given
+    for that trigger, and serve reports a trigger so late missed, not run."""
+    fleet_id, due = fleet["fleet_id"], fleet.get("due")
+    resend = f"`aishell fleet resend {fleet_id}` begins it"
+    with StateStore(config.state_url) as store:
+        standing = store.fleet_not_started(fleet_id).get(target)
+        resent = store.fleet_resent_at(fleet_id, target)
+    if standing is not None:
+        error = str(standing["error"])
+        if not error.startswith(AGAIN):
+            error = f"{AGAIN}it ended not started at {standing['at']} ({error}); {resend}"
+        raise DeliveryRefused(error)
+    if fleet.get("schedule") is None or due is None:
+        return
+    since = max(datetime.fromisoformat(t) for t in (due, resent or due))
+    late = (datetime.now(UTC) - since).total_seconds()
+    grace = config.main.scheduler.misfire_grace_seconds
+    if late > grace:
+        raise DeliveryRefused(
+            f"Not run: fleet job {fleet_id} of schedule {fleet['schedule']}'s trigger due "
+            f"{due} came {late:.0f} s after it{' was sent again' if resent else ''}, past "
+            f"scheduler.misfire_grace_seconds ({grace} s); {resend} now"
+        )
 
 
 def check_sent_with(config: Config, fleet: dict[str, Any], target: str, carried: Any) -> Registry:

@@ -209,10 +209,12 @@ def load_plan_file(path: Path) -> SavedPlan:
 
 def rotate_plan_key(config: Config, force: bool = False) -> dict[str, Any]:
     """A new signing key for this home; plans signed with the old one are refused, and
-    so are the runs the state store holds (signed with it too). Refused while a run is
-    not over (without `force`): it could no longer be approved or resumed."""
+    so are the runs and schedules the state store holds (signed with it too). Refused
+    while a run is not over (without `force`): it could no longer be approved or
+    resumed."""
     with StateStore(config.state_url) as store:
         runs = store.list_runs(limit=100_000)
+        schedules = [s["name"] for s in store.list_schedules()]
     open_runs = [r["run_id"] for r in runs if r["status"] not in FINISHED]
     if open_runs and not force:
         shown = ", ".join(open_runs[:5]) + (", ..." if len(open_runs) > 5 else "")
@@ -227,6 +229,8 @@ def rotate_plan_key(config: Config, force: bool = False) -> dict[str, Any]:
         "previous_key_id": previous,
         "path": str(key.path),
         "runs_no_longer_readable": len(runs),
+        # Signed with the old key, a schedule runs no trigger until it is added again.
+        "schedules_to_add_again": schedules,
     }
 
 

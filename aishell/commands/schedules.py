@@ -18,16 +18,19 @@ from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import Agent, job_as_given
 from aishell.agents.jobs import LEVEL_ADDED_UNDER, scheduled_options
 from aishell.commands.runs import resume_run, run_job, show_run
+from aishell.commands.stores import checking_store, signed_store
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
 from aishell.dialects import family
-from aishell.errors import AishellError, UsageError
+from aishell.errors import AishellError, StateTampered, UsageError
 from aishell.executor import WAITING_APPROVAL, RunResult
 from aishell.policy.approvers import NonInteractive
+from aishell.scheduling import nextruns
 from aishell.scheduling import serve as scheduling
 from aishell.scheduling.due import StoppedBeforeStart
+from aishell.scheduling.stuck import refuse_tampered
 from aishell.state.store import StateStore
 
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -61,7 +64,7 @@ def add_schedule(
     job, normalized = job_as_given(agent, job, config.agent(agent_name))
     _check_names(config, agent, normalized, make_url(target_config.url).get_backend_name())
     options = _level_as_added(config, agent_name, target_name, options)
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:  # signed: serve runs only what was added here
         store.add_schedule(
             name=name,
             cron=cron,
@@ -145,20 +148,21 @@ def name_problem(name: str, dialect: str) -> str:
 
 
 def list_schedules(config: Config) -> list[dict[str, Any]]:
-    """Every schedule with its next run and its last run's status."""
+    """Every schedule with its next run and its last run's status, and `seal_error`: why
+    serve runs none of its triggers, its row not being what the home's key signed."""
     found = []
-    with StateStore(config.state_url) as store:
+    with checking_store(config) as store:
         alerts = store.schedule_alerts()
         schedules = store.list_schedules()
-        held = scheduling.next_runs(config, schedules)
+        held = nextruns.next_runs(config, schedules)
         for schedule in schedules:
             name = schedule["name"]
-            upcoming, cron_error = scheduling.upcoming(schedule, held)
+            upcoming, cron_error = nextruns.upcoming(schedule, held)
             recent = store.schedule_runs(name, limit=1)
             found.append(
                 {
                     **schedule,
-                    "next_run": upcoming,
+                    "next_run": None if schedule["seal_error"] else upcoming,
                     "cron_error": cron_error,
                     "agent_error": agent_missing(schedule),
                     "target_error": target_missing(schedule, config),
@@ -197,11 +201,13 @@ def target_missing(schedule: dict[str, Any], config: Config) -> str | None:
 def _current_alert(
     alerts: list[dict[str, Any]], recent: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
-    """The newest missed trigger or stuck run, unless a run has started since."""
+    """The newest missed trigger, stuck run or refused trigger, unless a run has started
+    since."""
     if not alerts:
         return None
     newest = alerts[0]
-    if newest["kind"] == "missed" and recent and recent[0]["started_at"] > newest["at"]:
+    ran_since = bool(recent) and recent[0]["started_at"] > newest["at"]
+    if newest["kind"] in ("missed", "refused") and ran_since:
         return None
     if newest["kind"] == "stuck" and recent and recent[0]["status"] != "running":
         return None
@@ -214,7 +220,7 @@ def remove_schedule(config: Config, name: str) -> None:
 
 
 def pause_schedule(config: Config, name: str, paused: bool) -> None:
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         store.set_schedule_paused(name, paused)
 
 
@@ -231,9 +237,17 @@ def run_schedule(
     `run-now` always runs. A run-now that cannot start raises; a trigger that cannot is
     stored as a failed run and notified, as any failure is, unless `stop` (the scheduler's
     own) ended its wait first: that raises StoppedBeforeStart, no failure of the run. How
-    `recover` only takes back what was left; it starts nothing new."""
-    with StateStore(config.state_url) as store:
-        schedule = store.get_schedule(name)
+    `recover` only takes back what was left; it starts nothing new. A schedule whose row
+    is not what the home's key signed runs nothing: a trigger says so (refuse_tampered),
+    a run-now raises."""
+    try:
+        with signed_store(config) as store:
+            schedule = store.get_schedule(name)
+    except StateTampered as exc:
+        if how == "run-now":
+            raise
+        refuse_tampered(config, name, str(exc))
+        return None
     try:
         return _trigger(config, schedule, how, stop or threading.Event())
     except StoppedBeforeStart:
@@ -358,6 +372,6 @@ def serve_schedules(
 def refuse_trigger(config: Config, name: str, how: str, reason: str) -> None:
     """A trigger serve does not run (its config's files no longer load): stored as a
     failed run and notified, as a trigger that cannot start is."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         schedule = store.get_schedule(name)
     failed_trigger(config, schedule, how, reason)

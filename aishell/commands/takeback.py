@@ -90,11 +90,12 @@ def take_back(
 
 
 def _run_limit(config: Config, name: str) -> float | None:
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         try:
             limit = store.get_schedule(name)["options"].get("max_run_seconds")
         except AishellError:
-            return None  # the schedule was removed since: the config's limit
+            # Removed since, or changed in the store since it was added: the config's limit.
+            return None
     return None if limit is None else float(limit)
 
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -124,7 +124,14 @@ class CircuitBreakerConfig(_Strict):
 
 
 NotifyOn = Literal[
-    "completed", "failed", "waiting_approval", "interrupted", "out_of_window", "missed", "stuck"
+    "completed",
+    "failed",
+    "waiting_approval",
+    "interrupted",
+    "out_of_window",
+    "missed",
+    "stuck",
+    "refused",
 ]
 
 
@@ -135,14 +142,8 @@ class NotificationsConfig(_Strict):
     command: str | None = None
     # POSTed the same JSON.
     webhook: str | None = None
-    on: list[NotifyOn] = [
-        "failed",
-        "waiting_approval",
-        "interrupted",
-        "out_of_window",
-        "missed",
-        "stuck",
-    ]
+    # Every outcome but a run that completed.
+    on: list[NotifyOn] = [o for o in get_args(NotifyOn) if o != "completed"]
     timeout_seconds: Number = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     _command = field_validator("command")(check_command)

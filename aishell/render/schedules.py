@@ -49,6 +49,8 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             upcoming = Text("fails: its target is not configured", style="red")
         if schedule.get("agent_error"):
             upcoming = Text("fails: its agent is not installed", style="red")
+        if schedule.get("seal_error"):
+            upcoming = Text("never: changed outside aishell", style="red")
         alert = schedule.get("alert")
         if alert:
             last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({alert['at'][:16]})", "red"))
@@ -60,3 +62,7 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             last_text,
         )
     out.print(table)
+    # Which field changed, and the fix: a line each, as serve's log says it.
+    for schedule in schedules:
+        if schedule.get("seal_error"):
+            out.print(safe_text(schedule["seal_error"]), style="red")

@@ -27,12 +27,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine
 
 from aishell.config.models import Config
-from aishell.errors import UsageError
+from aishell.errors import StateTampered, UsageError
 from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts
 from aishell.scheduling.configwatch import ConfigUnreadable, ConfigWatch, Refuse, refused
@@ -49,9 +48,11 @@ from aishell.scheduling.due import (
     take_up,
 )
 from aishell.scheduling.events import HEARD, RECONCILE, RECOVER_PREFIX, listener
+from aishell.scheduling.jobstore import SignedJobStore
 from aishell.scheduling.leadership import Leadership
 from aishell.scheduling.stopsignals import stopped_by_signals
-from aishell.scheduling.stuck import report_stuck
+from aishell.scheduling.stuck import alert, refuse_tampered, report_stuck
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 
 JOB_TABLE = "apscheduler_jobs"
@@ -181,6 +182,8 @@ def _fire(serving: _Serving, name: str, how: str) -> bool:
     except StoppedBeforeStart:
         stopped_before_start(name, how)
         return False
+    except StateTampered as exc:  # its schedule changed in the store since it was added
+        refuse_tampered(serving.config, name, str(exc))
     except Exception as exc:  # an unattended trigger never ends unheard
         logger.error("schedule %s: failed: %s", name, " ".join(str(exc).split()))
     return True
@@ -190,8 +193,9 @@ def _fire(serving: _Serving, name: str, how: str) -> bool:
 def _turn(serving: _Serving, name: str) -> Iterator[bool]:
     """Wait for the other triggers on the schedule's target to end (at most the
     scheduler's stuck_after_seconds; past it the run lock says who holds the database);
-    False when serve stops meanwhile."""
-    with StateStore(serving.config.state_url) as store:
+    False when serve stops meanwhile. StateTampered when the schedule's row is not what
+    the home's key signed: no trigger of it runs."""
+    with _store(serving.config) as store:
         target = store.get_schedule(name)["target"]
     with serving.guard:
         turn = serving.turns.setdefault(target, threading.Lock())
@@ -212,11 +216,18 @@ def _turn(serving: _Serving, name: str) -> Iterator[bool]:
 
 
 def _scheduler(config: Config) -> BackgroundScheduler:
-    """Schedules in the state store's job table; one run per schedule at a time, and a
-    trigger missed by more than the grace time reported instead of run late."""
+    """Schedules in the state store's job table, signed with the home's key (jobstore.py);
+    one run per schedule at a time, and a trigger missed by more than the grace time
+    reported instead of run late."""
+    jobs = SignedJobStore(
+        load_key(config.home),
+        engine=create_engine(config.state_url),
+        tablename=JOB_TABLE,
+        removes=True,
+    )
     scheduler = BackgroundScheduler(
         jobstores={
-            "default": SQLAlchemyJobStore(url=config.state_url, tablename=JOB_TABLE),
+            "default": jobs,
             "internal": MemoryJobStore(),
         },
         executors={"default": MarkingExecutor()},
@@ -247,7 +258,7 @@ def serve(
     config again: each trigger runs on what its files hold then, and files that no
     longer load run none: `refuse` stores and notifies each such trigger."""
     stop = stop or threading.Event()
-    with stopped_by_signals(stop), StateStore(config.state_url) as store:
+    with stopped_by_signals(stop), _store(config) as store:
         leadership = Leadership(store)
         try:
             if not leadership.take(store, standby, stop):
@@ -357,7 +368,7 @@ def reconcile(
     """Make APScheduler's jobs match the schedules table, keeping each job's next fire
     time (a missed trigger must survive a restart); report runs that are stuck."""
     if store is None:
-        with StateStore(config.state_url) as own:
+        with _store(config) as own:
             reconcile(scheduler, config, own)
         return
     report_stuck(config, store)
@@ -368,6 +379,9 @@ def reconcile(
             scheduler.remove_job(name, jobstore="default")
             logger.info("schedule %s: removed", name)
     for name, schedule in wanted.items():
+        if schedule["seal_error"]:  # changed in the store since it was added: runs nothing
+            _refused(scheduler, (config, store), name, name in jobs, schedule["seal_error"])
+            continue
         try:
             wanted_trigger = trigger(schedule["cron"], schedule["timezone"])
         except UsageError as exc:
@@ -399,6 +413,11 @@ def reconcile(
             logger.info("schedule %s: resumed", name)
 
 
+def _store(config: Config) -> StateStore:
+    """The state store with the home's key: each schedule is checked against its seal."""
+    return StateStore(config.state_url, key=load_key(config.home))
+
+
 def _first_said(first: datetime | None) -> str:
     """A new job's first fire as its line says it: one in the past is due now."""
     if first is not None and first <= datetime.now(UTC):
@@ -423,63 +442,26 @@ def _not_served(scheduler: BackgroundScheduler, name: str, has_job: bool, why: s
         logger.warning("schedule %s: not served: %s; remove it and add it again", name, why)
 
 
+def _refused(
+    scheduler: BackgroundScheduler,
+    where: tuple[Config, StateStore],
+    name: str,
+    has_job: bool,
+    why: str,
+) -> None:
+    """A schedule whose row is not what the home's key signed (changed in the store since
+    it was added, or stored by an older aishell) never fires; reported once per serve:
+    kept for `schedule list`, logged and notified."""
+    if has_job:
+        scheduler.remove_job(name, jobstore="default")
+    refused = _serving.refused if _serving is not None else set()
+    if name not in refused:
+        refused.add(name)
+        alert(*where, name, "refused", {"error": why})
+
+
 def _when(moment: datetime | None) -> str:
     return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M %Z}"
-
-
-def next_runs(
-    config: Config, schedules: list[dict[str, Any]] | None = None
-) -> dict[str, datetime | None]:
-    """Each job's next fire time as the scheduler holds it (None: paused or never).
-    Only jobs whose trigger reads the cron as crontab does count (one stored before is
-    replaced when `serve` next starts), and with `schedules`, only those whose trigger
-    is still the schedule's cron and time zone."""
-    engine = create_engine(config.state_url)
-    try:
-        # A store nothing has served has no job table, and the job store's start would
-        # make it: a write, which waits out another process's write transaction.
-        served = inspect(engine).has_table(JOB_TABLE)
-    except Exception:  # an unreadable store: the schedules' own triggers say when
-        served = False
-    if not served:
-        engine.dispose()
-        return {}
-    store = SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)
-    try:
-        store.start(None, "default")
-        jobs = [job for job in store.get_all_jobs() if isinstance(job.trigger, CrontabTrigger)]
-    except Exception:  # no table yet: nothing has served this store
-        return {}
-    finally:
-        store.shutdown()
-    held = {job.id: job for job in jobs}
-    if schedules is not None:
-        current = {s["name"]: _trigger_text(s["cron"], s["timezone"]) for s in schedules}
-        held = {name: job for name, job in held.items() if str(job.trigger) == current.get(name)}
-    return {name: job.next_run_time for name, job in held.items()}
-
-
-def upcoming(
-    schedule: dict[str, Any], held: dict[str, datetime | None]
-) -> tuple[datetime | None, str | None]:
-    """When a schedule runs next (None: paused or never), from `held` (next_runs) when
-    the scheduler holds it, else as its trigger says; and why it never runs, if so."""
-    at, cron_error = None, None
-    if schedule["name"] in held:
-        at = held[schedule["name"]]
-    else:  # not served yet
-        try:
-            at = next_fire(schedule["cron"], schedule["timezone"])
-        except UsageError as exc:  # stored before --cron meant crontab
-            cron_error = str(exc)
-    return (None if schedule["paused"] else at), cron_error
-
-
-def _trigger_text(cron: str, timezone: str) -> str | None:
-    try:
-        return str(trigger(cron, timezone))
-    except UsageError:
-        return None
 
 
 def _stop_running(store: StateStore) -> None:

@@ -1,6 +1,7 @@
 """What a serving scheduler reports of its schedules besides their runs: a run going
-on past the scheduler's stuck_after_seconds, a missed trigger; kept for `schedule list`,
-logged in the serve log and notified."""
+on past the scheduler's stuck_after_seconds, a missed trigger, a trigger refused because
+its schedule's row is not what the home's key signed; kept for `schedule list`, logged in
+the serve log and notified."""
 
 from __future__ import annotations
 
@@ -50,8 +51,16 @@ def report_stuck(config: Config, store: StateStore) -> None:
             )
 
 
+def refuse_tampered(config: Config, name: str, error: str) -> None:
+    """A trigger whose schedule's row is not what the home's key signed (changed in the
+    store since it was added, or stored unsigned): it runs nothing, and says so."""
+    with StateStore(config.state_url) as store:
+        alert(config, store, name, "refused", {"error": error})
+
+
 def alert(config: Config, store: StateStore, name: str, kind: str, data: dict[str, Any]) -> None:
-    """A missed trigger or a stuck run: kept for `schedule list`, logged, notified."""
+    """A missed trigger, a stuck run or a refused trigger: kept for `schedule list`,
+    logged, notified."""
     store.schedule_alert(name, kind, data)
     logger.warning("schedule %s: %s %s", name, kind, json.dumps(data, default=str))
     notify.send(config.main.notifications, {"schedule": name, "status": kind, **data})

@@ -205,10 +205,12 @@ class StoreCore:
         """The row's signature with the home's key; None for a store opened without it."""
         return None if self._key is None else seal(self._key, kind, run_id, row)
 
-    def _verify(self, kind: str, run_id: str, row: Mapping[Any, Any], what: str) -> None:
+    def _verify(
+        self, kind: str, run_id: str, row: Mapping[Any, Any], what: str, **again: str
+    ) -> None:
         """Refuse a row the home's key did not sign as it is (a store with the key)."""
         if self._key is not None:
-            check(self._key, kind, run_id, row, row.get("seal"), what)
+            check(self._key, kind, run_id, row, row.get("seal"), what, **again)
 
     def _step_seal(self, run_id: str, index: int, field: str, value: str | None) -> str | None:
         """A step's status or output signed with the home's key; None without it."""

@@ -209,6 +209,25 @@ class FleetRepository(StoreCore):
         queued, whatever an earlier delivery said."""
         self.record_event("-", None, RESENT, {"fleet_id": fleet_id, "targets": targets})
 
+    def fleet_resent_at(self, fleet_id: str, target: str) -> str | None:
+        """When the target's task was last sent again (`fleet resend`), if ever."""
+        self.flush()
+        rows = self._conn.execute(
+            select(events.c.at, events.c.data)
+            .where(
+                (events.c.run_id == "-")
+                & (events.c.kind == RESENT)
+                & events.c.data.contains(fleet_id, autoescape=True)
+            )
+            .order_by(events.c.id.desc())
+        ).all()
+        self._conn.rollback()
+        for at, data in rows:
+            details = loads(data)
+            if details.get("fleet_id") == fleet_id and target in details.get("targets", ()):
+                return str(at)
+        return None
+
     def fleet_not_started(self, fleet_id: str) -> dict[str, dict[str, Any]]:
         """By target: the last reason its task ended before a run began or went on
         (with `at`, and `event`: its event's id), unless its task was sent again since."""

@@ -1,5 +1,6 @@
 """Schedules (`aishell schedule add`), the runs their triggers started, and their
-alerts (missed triggers, stuck runs)."""
+alerts (missed triggers, stuck runs, triggers refused: their schedule changed in the
+store since it was added)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from aishell.errors import UsageError
+from aishell.errors import StateTampered, UsageError
 from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.processes import current_user, recorder_alive
@@ -21,6 +22,8 @@ class ScheduleRepository(StoreCore):
     """Schedules and what they started."""
 
     def add_schedule(self, **values: Any) -> None:
+        """A new schedule, signed with the home's key in a store opened with it (a row
+        stored without a signature is one serve runs none of)."""
         row = {
             **values,
             "words": dumps(values["words"]),
@@ -30,44 +33,69 @@ class ScheduleRepository(StoreCore):
             "created_at": now(),
             "created_by": current_user(),
         }
+        sealed = self._sealed("schedule", values["name"], row)
         try:
             with self._tx() as conn:
-                conn.execute(insert(schedules).values(**row))
+                conn.execute(insert(schedules).values(seal=sealed, **row))
         except IntegrityError:
             raise UsageError(
                 f"A schedule named '{values['name']}' exists; remove it first"
             ) from None
 
     def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, each with `seal_error`: in a store opened with the home's key,
+        why its row is not what that key signed (None: it is, or there is no key)."""
         self.flush()
         rows = self._conn.execute(select(schedules).order_by(schedules.c.name)).all()
         self._conn.rollback()
-        return [self._schedule_dict(r) for r in rows]
+        found = []
+        for row in rows:
+            try:
+                self._checked(dict(row._mapping))
+                error = None
+            except StateTampered as exc:
+                error = str(exc)
+            found.append({**_schedule_dict(row), "seal_error": error})
+        return found
 
     def get_schedule(self, name: str) -> dict[str, Any]:
+        """The schedule; in a store opened with the home's key, refused (StateTampered)
+        unless its row is what that key signed."""
         row = self._conn.execute(select(schedules).where(schedules.c.name == name)).first()
         self._conn.rollback()
         if row is None:
             raise UsageError(f"No schedule named '{name}'; see `aishell schedule list`")
-        return self._schedule_dict(row)
+        self._checked(dict(row._mapping))
+        return _schedule_dict(row)
 
-    @staticmethod
-    def _schedule_dict(row: Any) -> dict[str, Any]:
-        found = dict(row._mapping)
-        for key in ("words", "job", "options"):
-            found[key] = loads(found[key])
-        found["paused"] = bool(found["paused"])
-        return found
+    def _checked(self, stored: dict[str, Any]) -> None:
+        name = stored["name"]
+        again = f"remove it and add it again (`aishell schedule remove {name}`)"
+        self._verify("schedule", name, stored, f"schedule {name}", again=again)
 
     def remove_schedule(self, name: str) -> None:
-        self.get_schedule(name)
+        """Remove the schedule, whatever its row holds (how one changed outside aishell
+        is done with)."""
         with self._tx() as conn:
-            conn.execute(delete(schedules).where(schedules.c.name == name))
+            gone = conn.execute(delete(schedules).where(schedules.c.name == name)).rowcount
+        if not gone:
+            raise UsageError(f"No schedule named '{name}'; see `aishell schedule list`")
 
     def set_schedule_paused(self, name: str, paused: bool) -> None:
-        self.get_schedule(name)
+        """Pause or resume a schedule: its row checked first, and signed anew with the
+        fields checked (a field changed meanwhile stays refused)."""
+        row = self._conn.execute(select(schedules).where(schedules.c.name == name)).first()
+        self._conn.rollback()
+        if row is None:
+            raise UsageError(f"No schedule named '{name}'; see `aishell schedule list`")
+        stored = dict(row._mapping)
+        self._checked(stored)
+        stored["paused"] = paused
+        sealed = self._sealed("schedule", name, stored)
         with self._tx() as conn:
-            conn.execute(update(schedules).where(schedules.c.name == name).values(paused=paused))
+            conn.execute(
+                update(schedules).where(schedules.c.name == name).values(paused=paused, seal=sealed)
+            )
 
     def record_schedule_run(self, run_id: str, schedule: str, how: str) -> None:
         with self._tx() as conn:
@@ -155,7 +183,8 @@ class ScheduleRepository(StoreCore):
         return bool(changed)
 
     def schedule_alert(self, schedule: str, kind: str, data: dict[str, Any]) -> None:
-        """A schedule's missed trigger or stuck run, kept for `aishell schedule list`."""
+        """A schedule's missed trigger, stuck run or refused trigger, kept for `aishell
+        schedule list`."""
         self.record_event("-", None, f"schedule_{kind}", {"schedule": schedule, **data})
 
     def schedule_alerts(self) -> dict[str, list[dict[str, Any]]]:
@@ -164,7 +193,8 @@ class ScheduleRepository(StoreCore):
         rows = self._conn.execute(
             select(events.c.at, events.c.kind, events.c.data)
             .where(
-                (events.c.run_id == "-") & events.c.kind.in_(["schedule_missed", "schedule_stuck"])
+                (events.c.run_id == "-")
+                & events.c.kind.in_(["schedule_missed", "schedule_stuck", "schedule_refused"])
             )
             .order_by(events.c.id.desc())
             .limit(1000)
@@ -177,3 +207,19 @@ class ScheduleRepository(StoreCore):
                 {"at": at, "kind": kind.removeprefix("schedule_"), **details}
             )
         return found
+
+
+def _schedule_dict(row: Any) -> dict[str, Any]:
+    """A schedule as its callers take it: its JSON fields read, no seal. A field changed
+    outside aishell into what is not of its kind (listed, never run: its seal says so)
+    is shown empty, its words as stored."""
+    found = {k: v for k, v in row._mapping.items() if k != "seal"}
+    for key, kind in (("words", list), ("job", dict), ("options", dict)):
+        try:
+            found[key] = loads(found[key])
+        except ValueError:
+            found[key] = None
+        if not isinstance(found[key], kind):
+            found[key] = [str(row._mapping[key])] if key == "words" else {}
+    found["paused"] = bool(found["paused"])
+    return found

@@ -234,6 +234,8 @@ schedules = Table(
     Column("paused", Boolean, nullable=False, default=False),
     Column("created_at", String(32), nullable=False),
     Column("created_by", String(128), nullable=False),
+    # Its fields signed with the home's key (state/seals.py): serve runs what was added.
+    Column("seal", Text),
 )
 
 # Which run each scheduled trigger started.

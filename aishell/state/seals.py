@@ -1,6 +1,7 @@
 """Signatures over what the state store says about a run: the run's plan, its hash, its
 tool fingerprints and what else resume trusts, every approval and every request for one;
-and over a fleet job, whose job and options every worker runs its targets' runs with.
+over a fleet job, whose job and options every worker runs its targets' runs with; and over
+a schedule, whose job and options every trigger runs with.
 
 Each field of a row gets its own HMAC (the home's plan-signing key, aishell/state/signing.py)
 over the run, the row's kind, the field's name and its stored text, so an edit is named
@@ -46,6 +47,20 @@ REQUEST_FIELDS = ("step_idx", "named", "given_for", "at")
 # What a worker trusts of a fleet job: a safety level, --force or --ignore-window written
 # into the store would otherwise loosen every target's run.
 FLEET_FIELDS = ("agent", "job", "options", "selector", "targets", "created_by", "schedule", "due")
+# What `schedule serve` trusts of a schedule: its job, options, target, agent and cron
+# (and whether it is paused) are what each trigger runs, unattended.
+SCHEDULE_FIELDS = (
+    "cron",
+    "timezone",
+    "words",
+    "agent",
+    "job",
+    "target",
+    "options",
+    "paused",
+    "created_at",
+    "created_by",
+)
 
 # How the one line names a field that changed.
 _FIELD_NAMES = {
@@ -66,15 +81,22 @@ def seal(key: SigningKey, kind: str, run_id: str, row: Mapping[Any, Any]) -> str
 
 
 def check(
-    key: SigningKey, kind: str, run_id: str, row: Mapping[Any, Any], stored: str | None, what: str
+    key: SigningKey,
+    kind: str,
+    run_id: str,
+    row: Mapping[Any, Any],
+    stored: str | None,
+    what: str,
+    again: str = "start the job again",
 ) -> None:
     """Refuse, in one line, a row whose fields are not what this home's key signed.
 
-    `what` names the row ("run 12", "run 12's approval of step 1")."""
+    `what` names the row ("run 12", "run 12's approval of step 1"); `again`, how a person
+    makes it anew (said of a row stored unsigned or with another key)."""
     if not stored:
         raise StateTampered(
             f"state.db: {what} carries no signature: it was stored before signing and could "
-            "not be signed then, or it was written outside aishell; start the job again"
+            f"not be signed then, or it was written outside aishell; {again}"
         )
     try:
         parsed = json.loads(stored)
@@ -87,15 +109,19 @@ def check(
         raise StateTampered(
             f"state.db: {what} is signed by another key ({signed_by}), not this home's "
             f"({key.key_id}): it was stored in another aishell home or before "
-            "`aishell plan rotate-key`; start the job again"
+            f"`aishell plan rotate-key`; {again}"
         )
     for name in _fields(kind):
         expected = _mac(key, kind, run_id, name, row.get(name))
         if not hmac.compare_digest(expected, str(fields.get(name))):
             field = _FIELD_NAMES.get(name, name)
-            changed = f"{what}'s {field}" if kind in ("run", "fleet") else f"{what} ({field})"
+            row_of = kind in ("approval", "request")
+            changed = f"{what} ({field})" if row_of else f"{what}'s {field}"
+            # A schedule says how to make it anew; a run's row, only that it changed.
+            tail = f"; {again}" if kind == "schedule" else ""
             raise StateTampered(
-                f"state.db: {changed} does not match its signature; it was changed outside aishell"
+                f"state.db: {changed} does not match its signature; it was changed outside "
+                f"aishell{tail}"
             )
 
 
@@ -126,12 +152,13 @@ def _fields(kind: str) -> tuple[str, ...]:
         "approval": APPROVAL_FIELDS,
         "request": REQUEST_FIELDS,
         "fleet": FLEET_FIELDS,
+        "schedule": SCHEDULE_FIELDS,
     }[kind]
 
 
 def _mac(key: SigningKey, kind: str, run_id: str, name: str, value: Any) -> str:
     # Booleans come back from some engines as 0/1: signed as what they mean.
-    if isinstance(value, bool) or name in ("dry_run", "named"):
+    if isinstance(value, bool) or name in ("dry_run", "named", "paused"):
         value = None if value is None else bool(value)
     body = {"kind": kind, "run": run_id, "field": name, "value": value}
     return hmac.new(key.secret, canonical(body), hashlib.sha256).hexdigest()

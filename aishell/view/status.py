@@ -9,7 +9,7 @@ from typing import Any
 
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
-from aishell.scheduling import serve as scheduling
+from aishell.scheduling import nextruns
 from aishell.state.reached import Restorable
 from aishell.state.store import StateStore
 from aishell.units import stamp
@@ -31,10 +31,10 @@ def next_jobs(config: Config, store: StateStore) -> dict[str, dict[str, Any]]:
     """Per target, the schedule that runs on it next, and when (a schedule that names no
     target runs on the default one)."""
     schedules = store.list_schedules()
-    held = scheduling.next_runs(config, schedules)
+    held = nextruns.next_runs(config, schedules)
     found: dict[str, dict[str, Any]] = {}
     for schedule in schedules:
-        at, _ = scheduling.upcoming(schedule, held)
+        at, _ = nextruns.upcoming(schedule, held)
         if at is None:
             continue
         target = schedule["target"] or config.main.default_target

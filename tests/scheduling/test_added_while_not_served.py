@@ -11,16 +11,25 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from aishell.config.models import Config
+from aishell.state.seals import seal
+from aishell.state.signing import load_key
 from tests.scheduling.test_schedules import add, scheduled_runs, serving, wait_for
 
 
 def _added_ago(config: Config, name: str, minutes: int) -> None:
-    """As if `schedule add` had run minutes ago, with nothing serving since."""
+    """As if `schedule add` had run minutes ago, with nothing serving since: the row
+    signed again with the home's key, as `schedule add` would have signed it then."""
     path = make_url(config.state_url).database
     assert path is not None
     when = (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat(timespec="milliseconds")
     with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE schedules SET created_at = ? WHERE name = ?", (when, name))
+        raw.row_factory = sqlite3.Row
+        row = dict(raw.execute("SELECT * FROM schedules WHERE name = ?", (name,)).fetchone())
+        row["created_at"] = when
+        sealed = seal(load_key(config.home), "schedule", name, row)
+        raw.execute(
+            "UPDATE schedules SET created_at = ?, seal = ? WHERE name = ?", (when, sealed, name)
+        )
     raw.close()
 
 

@@ -9,7 +9,8 @@ import threading
 from contextlib import closing
 from datetime import datetime
 
-from aishell.scheduling.serve import JOB_TABLE, next_runs
+from aishell.scheduling.nextruns import next_runs
+from aishell.scheduling.serve import JOB_TABLE
 from aishell.state.faults import sqlite_path
 from tests.conftest import EditConfig
 from tests.helpers import state_store_busy

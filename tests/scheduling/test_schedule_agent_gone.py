@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from aishell.cli import cli
 from aishell.config.models import Config
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.scheduling.test_schedules import add
 
@@ -20,7 +21,7 @@ GONE = "tidy_uninstalled"
 def _left_by_a_removed_package(config: Config) -> None:
     """The row a package's schedule leaves once the package is gone: as `schedule add`
     stored it, its agent now unknown."""
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         store.add_schedule(
             name="tidy_nightly",
             cron="0 3 * * *",

@@ -14,6 +14,7 @@ import pytest
 from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import UsageError
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.helpers import digest, query
 
@@ -24,7 +25,7 @@ JOB = {"table": "app_logs", "retention_days": 100, "archive_to": "file:old/app_l
 def stored_with_relative_archive(config: Config, target: str | None) -> None:
     """The schedule `purge` of JOB, its archive's path relative, as `schedule add`
     stored it before it made paths absolute."""
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         store.add_schedule(
             name="purge",
             cron="@daily",

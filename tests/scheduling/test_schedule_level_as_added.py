@@ -13,6 +13,7 @@ import pytest
 from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import UsageError
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 from tests.helpers import logged
@@ -60,7 +61,7 @@ def test_a_stored_level_with_no_recorded_agent_level_is_no_loosening_of_a_tighte
     """A schedule stored without the agent's level it was given against (added before it
     was recorded): where the agent's level is stricter, that one holds."""
     config = edit_config(maintenance={"default_config": {"safety_level": "strict"}})
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         store.add_schedule(
             name="old",
             cron="0 3 * * *",

@@ -17,11 +17,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from click.testing import CliRunner
+from sqlalchemy import create_engine
 
 from aishell import commands
 from aishell.cli import cli
@@ -29,6 +29,9 @@ from aishell.cli.schedules import job_from_words
 from aishell.config.models import Config
 from aishell.errors import TargetLocked, UsageError
 from aishell.scheduling import serve as scheduling
+from aishell.scheduling.jobstore import SignedJobStore
+from aishell.scheduling.nextruns import next_runs
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.helpers import logged
 
@@ -79,10 +82,21 @@ def scheduled_runs(config: Config, name: str) -> list[dict[str, Any]]:
         return store.schedule_runs(name, limit=100)
 
 
+def signed_jobs(config: Config) -> SignedJobStore:
+    """The schedules' job table as serve reads and writes it: signed with the home's key
+    (made on first use, as `schedule add` makes it)."""
+    return SignedJobStore(
+        load_key(config.home),
+        engine=create_engine(config.state_url),
+        tablename=scheduling.JOB_TABLE,
+        removes=False,
+    )
+
+
 def job_store_next_run(config: Config, name: str, when: datetime) -> None:
     """As if the scheduler had been down since `when`: set the job's next fire time in
     its table, without starting a scheduler (which would process the job itself)."""
-    store = SQLAlchemyJobStore(url=config.state_url, tablename=scheduling.JOB_TABLE)
+    store = signed_jobs(config)
     store.start(BackgroundScheduler(timezone=UTC), "default")
     job = store.lookup_job(name)
     assert job is not None
@@ -97,7 +111,7 @@ def test_a_schedule_survives_a_restart_with_its_next_run(demo_db, config):
     assert expected is not None and expected.hour == 2
     with serving(config) as lines:
         assert any("schedule nightly: added" in line for line in lines)
-    held = scheduling.next_runs(config)["nightly"]
+    held = next_runs(config)["nightly"]
     assert held == expected
     with serving(config) as lines:
         assert not any("nightly: added" in line for line in lines)  # kept, not re-added
@@ -107,9 +121,10 @@ def test_a_schedule_survives_a_restart_with_its_next_run(demo_db, config):
 
 def stored_before(config: Config, name: str, cron: str, tz: str = "UTC") -> None:
     """A schedule as an aishell from before --cron meant crontab stored it: the row as
-    written then (no check), and its job with APScheduler's own cron trigger."""
+    written then (no check), and its job with APScheduler's own cron trigger; both signed
+    with the home's key (a row unsigned is refused before its cron is read)."""
     agent, job, target, options = job_from_words(("maintenance", "--type", "quick"))
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         store.add_schedule(
             name=name,
             cron=cron,
@@ -135,7 +150,7 @@ def stored_before(config: Config, name: str, cron: str, tz: str = "UTC") -> None
             timezone=tz,
         )
     scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(config.state_url, tablename=scheduling.JOB_TABLE)},
+        jobstores={"default": signed_jobs(config)},
         timezone=UTC,
     )
     scheduler.start(paused=True)
@@ -150,17 +165,17 @@ def test_a_schedule_stored_with_apschedulers_weekdays_runs_on_crontabs(demo_db, 
     sunday = scheduling.next_fire("0 3 * * 0", "Europe/Berlin")
     assert sunday is not None and sunday.isoweekday() == 7 and sunday.hour == 3
     # What the old job holds is a Monday, and is not what the list shows.
-    store = SQLAlchemyJobStore(url=config.state_url, tablename=scheduling.JOB_TABLE)
+    store = signed_jobs(config)
     store.start(BackgroundScheduler(timezone=UTC), "default")
     (old,) = store.get_all_jobs()
     store.shutdown()
     assert old.next_run_time.isoweekday() == 1
-    assert scheduling.next_runs(config) == {}
+    assert next_runs(config) == {}
     (listed,) = commands.list_schedules(config)
     assert listed["next_run"] == sunday and listed["cron_error"] is None
     with serving(config) as lines:
         assert any("schedule weekly: changed, next run" in line for line in lines), lines
-    assert scheduling.next_runs(config)["weekly"] == sunday
+    assert next_runs(config)["weekly"] == sunday
     (listed,) = commands.list_schedules(config)
     assert listed["next_run"] == sunday
 
@@ -180,7 +195,7 @@ def test_a_stored_six_field_schedule_is_not_served_and_says_why(demo_db, config)
         time.sleep(2.5 * scheduling.RECONCILE_SECONDS)  # reconciled again: said once
     said = [line for line in lines if line.startswith("schedule old:")]
     assert len(said) == 1 and "not served" in said[0] and "no seconds" in said[0], lines
-    assert set(scheduling.next_runs(config)) == {"nightly"}
+    assert set(next_runs(config)) == {"nightly"}
     assert scheduled_runs(config, "old") == []
 
 
@@ -199,7 +214,7 @@ def test_a_trigger_missed_while_down_runs_once_on_start(demo_db, config):
         wait_for(lambda: any("minutely: finished" in line for line in lines), "the run")
     runs = scheduled_runs(config, "minutely")
     assert len(runs) == 1 and runs[0]["how"] == "cron" and runs[0]["status"] == "completed"
-    assert scheduling.next_runs(config)["minutely"] > datetime.now(UTC)
+    assert next_runs(config)["minutely"] > datetime.now(UTC)
 
 
 def test_a_trigger_missed_beyond_the_grace_time_is_reported_not_run(demo_db, edit_config, webhook):
@@ -438,10 +453,10 @@ def test_pause_resume_and_remove_reach_a_serving_scheduler(demo_db, config):
         assert commands.list_schedules(config)[0]["next_run"] is None
         commands.pause_schedule(config, "nightly", False)
         wait_for(lambda: "schedule nightly: resumed" in lines, "the resume")
-        assert scheduling.next_runs(config)["nightly"] == scheduling.next_fire("0 2 * * *", "UTC")
+        assert next_runs(config)["nightly"] == scheduling.next_fire("0 2 * * *", "UTC")
         commands.remove_schedule(config, "nightly")
         wait_for(lambda: "schedule nightly: removed" in lines, "the removal")
-    assert scheduling.next_runs(config) == {}
+    assert next_runs(config) == {}
     assert commands.list_schedules(config) == []
 
 

@@ -11,11 +11,11 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aishell.config.models import Config
 from aishell.scheduling import serve as scheduling
+from aishell.scheduling.nextruns import next_runs
 from tests.scheduling.test_scheduler_owns import SLOWER_PURGE, notify_script, start_serve
 from tests.scheduling.test_schedules import (
     SLOW_PURGE,
@@ -24,6 +24,7 @@ from tests.scheduling.test_schedules import (
     job_store_next_run,
     scheduled_runs,
     serving,
+    signed_jobs,
     wait_for,
 )
 
@@ -49,9 +50,7 @@ def _waiting_its_turn(config: Config) -> None:
     (its trigger taken: the scheduler moved its next fire time on)."""
     wait_for(lambda: scheduled_runs(config, "slow"), "the slow run to start", 60)
     job_store_next_run(config, "quick", datetime.now(UTC) - timedelta(seconds=1))
-    wait_for(
-        lambda: scheduling.next_runs(config)["quick"] > datetime.now(UTC), "quick's trigger", 30
-    )
+    wait_for(lambda: next_runs(config)["quick"] > datetime.now(UTC), "quick's trigger", 30)
 
 
 def test_a_trigger_waiting_its_turn_when_serve_stops_runs_when_it_starts_again(
@@ -103,7 +102,7 @@ def test_a_trigger_waiting_its_turn_when_serve_is_killed_runs_when_it_starts_aga
 
 def _due_long_ago(config: Config, name: str, hours: int) -> None:
     """The job's row as a serve that ended hours ago left it: the trigger due then, not run."""
-    store = SQLAlchemyJobStore(url=config.state_url, tablename=scheduling.JOB_TABLE)
+    store = signed_jobs(config)
     store.start(BackgroundScheduler(timezone=UTC), "default")
     job = store.lookup_job(name)
     assert job is not None
