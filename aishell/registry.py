@@ -20,6 +20,7 @@ from typing import Any
 
 from aishell.config.files import parse_yaml
 from aishell.config.kinds import Capability, Category
+from aishell.config.plugins import PLUGIN_FAILURES, TOOLS_GROUP, failure
 from aishell.config.sources import read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.handlers import Handler
@@ -475,8 +476,10 @@ def _resolve_handler(name: str, where: str, fail: Callable[[str], Exception]) ->
             raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
         hint = "" if ":" in name else f"; a package's own handler is named {_COLON_FORM}"
         raise fail(f"{where}: handler module {module_name} not found{hint}") from None
-    except Exception as exc:  # a plugin's module is anyone's code: its failure, named
-        raise fail(f"{where}: handler module {module_name} failed to import: {exc}") from None
+    # A plugin's module is anyone's code: what it raises, a sys.exit() too, is its failure.
+    except PLUGIN_FAILURES as exc:
+        said = failure(TOOLS_GROUP, module_name, "", exc).error
+        raise fail(f"{where}: handler module {module_name} failed to import: {said}") from None
     handler = getattr(module, attr, None)
     if callable(handler) and not isinstance(handler, Handler):
         raise fail(

@@ -19,7 +19,7 @@ from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.covered import step_measure
 from aishell.executor.effects import record_effects
-from aishell.executor.failures import rollback
+from aishell.executor.failures import rollback, whose_failure
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.prepare import PreparedStep, apply_verdict, run_catalog
 from aishell.executor.results import StepResult
@@ -155,23 +155,13 @@ def _one_attempt(each: _Attempts, attempt: int) -> None:
         if lost is not None:
             raise lost from exc  # the retry rule's, as the loss is: reconnect, or resume
         rollback(ctx.connection)
-        error = f"{_whose_failure(step.tool, run.target.dialect)}: {type(exc).__name__}: {exc}"
+        error = f"{whose_failure(step.tool, run.target.dialect)}: {type(exc).__name__}: {exc}"
         run.record_event(result.index, "internal_error", {"traceback": traceback.format_exc()})
         run.finish(result, "failed", error=error, started=started)
         return
     record_effects(run, output)
     text = _kept_output(result, output)
     run.finish(result, "succeeded", started=started, output_text=text)
-
-
-def _whose_failure(tool: ToolDefinition, dialect: str) -> str:
-    """Who failed: an installed package's handler is its own code, named by its module,
-    not an internal error of aishell."""
-    run_fn = getattr(tool.implementations.get(dialect), "run_fn", None)
-    module = getattr(run_fn, "__module__", None) or "aishell"
-    if module.split(".")[0] == "aishell":
-        return f"internal error in {tool.name}"
-    return f"the handler of {tool.name} ({module}, a package's own code) failed"
 
 
 def _lost_under(exc: BaseException, conn: Connection) -> DBAPIError | None:

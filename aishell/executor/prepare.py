@@ -11,13 +11,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aishell.errors import AishellError, TargetError
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.covered import step_measure
 from aishell.executor.estimates import estimate_effect
+from aishell.executor.failures import whose_failure
 from aishell.executor.foresee import as_shown, foreseen
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
@@ -239,7 +240,9 @@ def _prepare_once(
     attempt: int,
     once: Callable[[], PreparedStep | None],
 ) -> PreparedStep | None:
-    """One try; an error of aishell's skips or fails the step there."""
+    """One try; an error of aishell's skips or fails the step there, and so does what a
+    package's handler raises while the step is rendered or measured (its failure, named
+    as its run's is, not an internal error of aishell)."""
     try:
         return once()
     except AishellError as exc:
@@ -248,6 +251,14 @@ def _prepare_once(
             return None
         run.finish(result, "failed", error=str(exc))
         raise Stop(FAILED, str(exc)) from None
+    except Exception as exc:
+        whose = whose_failure(tool, run.target.dialect)
+        if isinstance(exc, SQLAlchemyError) or whose.startswith("internal error"):
+            raise  # the server's (tried again, or the run's failure), or aishell's defect
+        _stopped_meanwhile(run, result, ctx, exc)
+        error = f"{whose}: {type(exc).__name__}: {exc}"
+        run.finish(result, "failed", error=error)
+        raise Stop(FAILED, error) from None
 
 
 def _stopped_meanwhile(

@@ -12,12 +12,13 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import StepSkipped
+from aishell.errors import AishellError, StepSkipped
 from aishell.risk import RiskLevel
 from aishell.targets.catalog import user_tables
 from aishell.tool.context import Pending, ToolContext, fill_template, pending_params
 from aishell.tool.report import ReportRule
 
+T = TypeVar("T")
 RunFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
 RenderFn = Callable[[Mapping[str, Any], ToolContext], list[str]]
 EstimateFn = Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]
@@ -78,9 +79,9 @@ class Handler:
             return [fill_template(sql, params, ctx) for sql in self.sql_templates]
         waiting = pending_params(params)
         if not waiting:
-            return self.render_fn(params, ctx)
+            return _called(self.render_fn, params, ctx)
         if self.foresee_fn is not None:
-            return self.foresee_fn(params, ctx)
+            return _called(self.foresee_fn, params, ctx)
         return [decided_when_run(waiting)]
 
     def run(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -88,21 +89,39 @@ class Handler:
 
     def estimate(self, params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         """The tool's own figures for what it would do (read-only)."""
-        return self.estimate_fn(params, ctx) if self.estimate_fn is not None else {}
+        return _called(self.estimate_fn, params, ctx) if self.estimate_fn is not None else {}
 
     def subject_tables(self, params: Mapping[str, Any], ctx: ToolContext) -> tuple[str, ...]:
         """The tables the step acts on besides those its params name."""
-        return self.subject_fn(params, ctx) if self.subject_fn is not None else ()
+        return _called(self.subject_fn, params, ctx) if self.subject_fn is not None else ()
 
     def check_done(self, params: Mapping[str, Any], ctx: ToolContext) -> bool | None:
         """After a crash: is the step's effect in the database? None when it cannot tell."""
-        return self.check_fn(params, ctx) if self.check_fn is not None else None
+        return _called(self.check_fn, params, ctx) if self.check_fn is not None else None
 
     def in_catalog(self, rules: Mapping[str, tuple[ReportRule, ...]]) -> Handler:
         """This handler as a catalog with these report rules (by tool name) runs it."""
         if self.summarize is None:
             return self
         return replace(self, run_fn=self.summarize(rules))
+
+
+class HandlerExited(AishellError):
+    """A handler's function called sys.exit() while its step was measured or checked."""
+
+
+def _called(fn: Callable[[Mapping[str, Any], ToolContext], T], params: Any, ctx: ToolContext) -> T:
+    """fn(params, ctx). A sys.exit() in it (a package's handler is anyone's code) would
+    end the command with the handler's status and nothing said, a scheduled run with
+    exit 0: it fails the command instead, naming the function."""
+    try:
+        return fn(params, ctx)
+    except SystemExit as exc:
+        where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+        raise HandlerExited(
+            f"the handler function {where} called sys.exit({exc.code!r}); correct or "
+            "uninstall the package it comes from"
+        ) from None
 
 
 def decided_when_run(waiting: Mapping[str, list[Pending]]) -> str:
@@ -133,9 +152,6 @@ def rebuilding(
         effect=effect,
         reads_when_it_renders_reads=True,
     )
-
-
-T = TypeVar("T")
 
 
 def cached(ctx: ToolContext, key: str, compute: Callable[[], T]) -> T:

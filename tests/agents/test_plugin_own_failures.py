@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from aishell.cli import cli
@@ -84,6 +85,62 @@ def test_a_handler_that_exits_fails_its_step_and_the_run_says_so(
     assert found["steps"][0]["status"] == "failed"
     message = found["steps"][0]["error"]["message"]
     assert message.startswith(f"the handler of {tool} (") and message.endswith(": SystemExit: 0")
+
+
+def test_a_handler_module_that_exits_at_import_is_refused_and_breaks_nothing_else(
+    demo_db: Path, site: Install
+) -> None:
+    _with_handler(site, "sys.exit(0)\n")
+    listed = _invoke(["tools", "list"])
+    assert listed.exit_code == 0 and "update_table_statistics" in listed.stdout
+    assert "handlers failed to import: SystemExit: 0" in listed.stderr, listed.stderr
+    ran = _invoke(["run", "maintenance", "--type", "quick", "--yes", "--json"])
+    assert ran.exit_code == 0 and json.loads(ran.stdout)["status"] == "completed"
+
+
+EXITS_WHILE_MEASURED = (
+    "def _run(params, ctx):\n    return {'row_count': 0}\n\n"
+    "def _render(params, ctx):\n    sys.exit(0)\n\n"
+    "counts = Handler(sql_templates=('SELECT 1',), run_fn=_run, render_fn=_render)\n"
+)
+
+
+def test_a_handler_s_render_that_exits_fails_the_command_naming_it(
+    demo_db: Path, site: Install
+) -> None:
+    """Not the end of the command with the handler's status (0) and nothing said."""
+    agent, _ = _with_handler(site, EXITS_WHILE_MEASURED)
+    planned = _invoke(["plan", agent, "--table", "app_logs"])
+    assert planned.exit_code == 1, planned.output
+    assert planned.stderr.startswith("Error: the handler function ")
+    assert "handlers._render called sys.exit(0)" in planned.stderr
+    ran = _invoke(["run", agent, "--table", "app_logs", "--yes", "--json"])
+    assert ran.exit_code == 1, ran.output
+    found = json.loads(ran.stdout)
+    assert found["status"] == "failed" and found["steps"][0]["status"] == "failed"
+    assert "called sys.exit(0)" in found["steps"][0]["error"]["message"]
+
+
+@pytest.mark.parametrize("measure", ["render_fn", "estimate_fn"])
+def test_what_a_handler_raises_while_its_step_is_measured_fails_the_step_naming_it(
+    demo_db: Path, site: Install, measure: str
+) -> None:
+    """The package's failure, named as its run's is; not an internal error of aishell."""
+    agent, tool = _with_handler(
+        site,
+        "def _run(params, ctx):\n    return {'row_count': 0}\n\n"
+        "def _measure(params, ctx):\n    raise RuntimeError('boom')\n\n"
+        f"counts = Handler(sql_templates=('SELECT 1',), run_fn=_run, {measure}=_measure)\n",
+    )
+    ran = _invoke(["run", agent, "--table", "app_logs", "--dry-run", "--json"])
+    assert ran.exit_code == 1, ran.output
+    assert "internal error" not in ran.output
+    found = json.loads(ran.stdout)
+    assert found["status"] == "failed" and found["steps"][0]["status"] == "failed"
+    message = found["steps"][0]["error"]["message"]
+    assert message.startswith(f"the handler of {tool} (") and message.endswith(
+        "a package's own code) failed: RuntimeError: boom"
+    ), message
 
 
 def test_a_plan_s_steps_are_what_runs_whatever_the_plugin_does_to_them_after(
