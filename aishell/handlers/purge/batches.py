@@ -334,10 +334,10 @@ class Walk:
             # After a crash the server says whether this transaction committed
             # (pg_xact_status), whatever its key range holds by then.
             where.update(transaction_of(conn))
-        elif count and self.state.get("archive_overlaps") and values is not None:
-            # Earlier purges' rows share the batch's key range in the archive table: the
-            # rows there with its copy (seen inside its transaction) are what a resume
-            # finds if, and only if, it committed (indoubt.KeyBatch).
+        elif count and values is not None and self.batch.shares_archive_range(first, self.state):
+            # The rows in the batch's key range of the archive table with its copy, seen
+            # inside its transaction: what a resume finds if, and only if, it committed
+            # (indoubt.KeyBatch).
             sql = text(self.batch.archived_in_range(first))
             where["archived"] = int(conn.execute(sql, values).scalar() or 0)
         return self._commit_pending(where, archived)

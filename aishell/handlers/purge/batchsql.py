@@ -131,6 +131,16 @@ class BatchSql:
         lower = "" if first else f"{self.key} > :after AND "
         return f"SELECT count(*) FROM {self.archive_table} WHERE {lower}{self.key} <= :upper"
 
+    def shares_archive_range(self, first: bool, state: Mapping[str, Any]) -> bool:
+        """Whether earlier purges' rows may share a batch's key range in the archive
+        table: they lie at or past the walk's first key (the walk's `archive_overlaps`),
+        or it is a first batch (a key not an integer), whose range has no lower end and
+        so takes in every row archived below the table's least key, those of each
+        earlier purge of the table."""
+        if not self.archive_table or self.key == "rowid":
+            return False
+        return first or bool(state.get("archive_overlaps"))
+
     def archived_from(self) -> str:
         """Whether the archive table holds a row at or past the walk's first key (:low):
         rows an earlier purge archived where this one's batches will archive theirs."""
