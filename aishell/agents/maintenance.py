@@ -234,7 +234,9 @@ def _scope(job: dict[str, Any], ctx: PlanningContext) -> _Scope:
             order.update(dict.fromkeys(trees[t].leaves))
         order.setdefault(t)
     stats = job.get("update_stats", True)
-    covered = {leaf: p for p in parents for leaf in trees[p].leaves} if stats else {}
+    # Not the partitions of one with a foreign partition, which is sent no ANALYZE.
+    covered = {lf: p for p in parents if not trees[p].foreign for lf in trees[p].leaves}
+    covered = covered if stats else {}
     sizes = {t: ctx.sizes.get(t) or 0 for t in order}
     for p in parents:
         sizes[p] += sum(sizes.get(leaf, 0) for leaf in trees[p].leaves)

@@ -80,6 +80,12 @@ class PartitionTree:
         return (*self.partitioned, *self.leaves)
 
     @property
+    def foreign(self) -> tuple[str, ...]:
+        """The foreign tables under it, at any depth: its ANALYZE reads them through their
+        foreign servers."""
+        return tuple(m.name for m in self.under if m.kind == "f")
+
+    @property
     def elsewhere(self) -> int:
         """How many leaves are not among `leaves`: foreign, or of another schema."""
         return sum(1 for m in self.under if m.kind != "p" and not (m.kind == "r" and m.here))

@@ -12,10 +12,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.handlers import Handler, measured
+from aishell.handlers import Handler, measured, skip_table
 from aishell.handlers.held import GONE
 from aishell.handlers.mysql.catalog import FILE_SIZE, TABLE, recent_table_size, table_size
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
+from aishell.handlers.mysql.engines import (
+    ENGINES,
+    OFFLINE_INDEXES,
+    analyze_refusal,
+    engines_of,
+    offline_indexes,
+    optimize_refusal,
+    whole_table_lock,
+)
 from aishell.handlers.mysql.fragmentation import (
     COLUMNS,
     SAMPLE,
@@ -74,7 +83,7 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "reason": _KEEPS_STATISTICS,
             "reclaimed_bytes": 0,
         }
-    _, size, reason, why_not = _measured(params, ctx)
+    row, size, reason, why_not = _measured(params, ctx)
     if reason is None:
         return {
             "table": table,
@@ -85,12 +94,14 @@ def _optimize(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "size_method": size["method"],
             "reclaimed_bytes": 0,
         }
+    refusal = optimize_refusal(table, row["engine"])
+    if refusal is not None:
+        skip_table(table, refusal, {"vacuumed": False, "reclaimed_bytes": 0})
     require_privileges(conn, table, OPTIMIZE_NEEDS, "OPTIMIZE TABLE", ctx.run_cache)
     before = size
     if before["method"] != FILE_SIZE:
         # The statistics lag behind the table; OPTIMIZE refreshes them, so refresh them
-        # first too, or the difference is the statistics catching up. An engine without
-        # ANALYZE (MEMORY) has none to refresh: its OPTIMIZE says what it does.
+        # first too, or the difference is the statistics catching up.
         analyze = f"ANALYZE TABLE {ctx.quote(table)}"
         run_checked(conn, analyze, table, "ANALYZE TABLE", must_be_done=False)
         before = table_size(conn, table)
@@ -117,20 +128,38 @@ def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     table = params["table"]
     if not params.get("update_stats", True):
         return [f"-- {ctx.quote(table)} {_KEEPS_STATISTICS}"]
-    _, size, reason, why_not = _measured(params, ctx)
+    row, size, reason, why_not = _measured(params, ctx)
     if reason is None:
         return [f"-- {ctx.quote(table)} is under the threshold: {why_not}"]
+    refusal = optimize_refusal(table, row["engine"])
+    if refusal is not None:
+        return [f"-- {refusal}"]
     sql = [f"OPTIMIZE TABLE {ctx.quote(table)}"]
     if size["method"] != FILE_SIZE:
         sql.insert(0, f"ANALYZE TABLE {ctx.quote(table)}")
-    return sql
+    held = whole_table_lock(table, row["engine"], _offline(ctx, table, row["engine"]))
+    return [f"-- {held}", *sql] if held else sql
+
+
+def _offline(ctx: ToolContext, table: str, engine: str | None) -> list[str]:
+    """An InnoDB table's FULLTEXT and SPATIAL indexes, for what its OPTIMIZE TABLE holds."""
+    if (engine or "").lower() != "innodb":
+        return []
+    return measured(ctx, f"offline:{table}", lambda: offline_indexes(ctx.connection, table))
 
 
 optimize_table = shared_step(
     Handler(
         # ANALYZE TABLE first only where the file's size cannot be read: it brings the
         # statistics the size is then measured from up to date.
-        sql_templates=("ANALYZE TABLE {table}", "OPTIMIZE TABLE {table}", TABLE, COLUMNS, SAMPLE),
+        sql_templates=(
+            "ANALYZE TABLE {table}",
+            "OPTIMIZE TABLE {table}",
+            TABLE,
+            COLUMNS,
+            SAMPLE,
+            OFFLINE_INDEXES,
+        ),
         run_fn=_optimize,
         render_fn=_optimize_sql,
         risk=RiskLevel.MEDIUM,
@@ -142,7 +171,14 @@ optimize_table = shared_step(
 
 
 def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
-    return refusals(conn, tables, OPTIMIZE_NEEDS, "ANALYZE TABLE", ctx.run_cache)
+    """The tables the role may not analyze, and those whose engine keeps no statistics
+    ANALYZE TABLE refreshes (or that aishell does not know): none of them is sent."""
+    found = refusals(conn, tables, OPTIMIZE_NEEDS, "ANALYZE TABLE", ctx.run_cache)
+    for table, engine in engines_of(conn, tables).items():
+        why = analyze_refusal(table, engine)
+        if why is not None and table not in found:
+            found[table] = why
+    return found
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
@@ -211,5 +247,11 @@ def _estimates(conn: Connection, tables: list[str]) -> dict[str, int]:
 
 # What it declares it may send: its statement for one table, and its read.
 update_table_statistics = statistics_handler(
-    Engine(_refused, _statements, _send, _estimates, ("ANALYZE TABLE {table}", _ROW_ESTIMATES))
+    Engine(
+        _refused,
+        _statements,
+        _send,
+        _estimates,
+        ("ANALYZE TABLE {table}", _ROW_ESTIMATES, ENGINES),
+    )
 )

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from aishell.handlers import measured, read_once_in_dry_run, rebuilding, rows_or_none
+from aishell.handlers import measured, read_once_in_dry_run, rebuilding, rows_or_none, skip_table
 from aishell.handlers.mysql.catalog import (
     ROW_READING,
     SIZE_READING,
@@ -19,6 +19,7 @@ from aishell.handlers.mysql.catalog import (
     table_row,
     table_size,
 )
+from aishell.handlers.mysql.engines import OFFLINE_INDEXES, offline_indexes, optimize_refusal
 from aishell.handlers.mysql.fragmentation import measure, not_rebuilt_because, rebuild_reason
 from aishell.handlers.mysql.privileges import REBUILD_NEEDS, require_privileges, run_checked
 from aishell.handlers.shared import STEP_KEY, shared_step
@@ -40,6 +41,23 @@ def orphans(conn: Connection) -> list[str]:
     sql = text(_ORPHANS_MARIADB if is_mariadb(conn) else _ORPHANS_MYSQL)
     rows = rows_or_none(conn, lambda: list(conn.execute(sql)))
     return [str(r[0]).split("/", 1)[1] for r in rows]
+
+
+def _refusal(ctx: ToolContext, table: str, engine: str | None) -> str | None:
+    """Why the table is not rebuilt, though over the threshold: its engine has no
+    OPTIMIZE TABLE, or it is InnoDB with a FULLTEXT or SPATIAL index, which InnoDB does
+    not rebuild online (ALTER TABLE ... LOCK=NONE is refused): only holding off every
+    write, a lock this step does not take. As the step's render found it."""
+    refusal = optimize_refusal(table, engine)
+    if refusal is not None or (engine or "").lower() != "innodb":
+        return refusal
+    found = measured(ctx, f"offline:{table}", lambda: offline_indexes(ctx.connection, table))
+    if not found:
+        return None
+    return (
+        f"{table} not rebuilt online: it has {', '.join(found)}, and InnoDB rebuilds such "
+        "a table only holding off its writes until the rebuild ends"
+    )
 
 
 def _rebuild_statement(ctx: ToolContext, table: str, engine: str | None) -> str:
@@ -65,6 +83,9 @@ def _rebuild_table(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
         dropped.append(orphan)
     if reason is None:
         return _not_rebuilt(table, not_rebuilt_because(params, before, total, space), dropped)
+    refusal = _refusal(ctx, table, before["engine"])
+    if refusal is not None:
+        skip_table(table, refusal, {"leftovers_dropped": dropped})
     size_before = table_size(conn, table, before)
     indexes = _index_count(conn, table)
     started = time.monotonic()
@@ -146,13 +167,19 @@ def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         f"DROP TABLE IF EXISTS {ctx.quote('#mysql50#' + o)}" for o in _orphans(ctx, params["table"])
     ]
     if rebuild_reason(params, row, total, space):
-        sql.append(_rebuild_statement(ctx, params["table"], row["engine"]))
+        refusal = _refusal(ctx, params["table"], row["engine"])
+        sql.append(
+            _rebuild_statement(ctx, params["table"], row["engine"])
+            if refusal is None
+            else f"-- {refusal}"
+        )
     return sql or [f"-- {ctx.quote(params['table'])} is under the threshold"]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     row, total, space = _measured_row(params, ctx)
     will = rebuild_reason(params, row, total, space) is not None
+    will = will and _refusal(ctx, params["table"], row["engine"]) is None
     return {
         "tables_to_rebuild": [params["table"]] if will else [],
         "bytes_to_rewrite": row["data_bytes"] + row["index_bytes"] if will else 0,
@@ -162,7 +189,7 @@ def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, 
 
 rebuild_fragmented_indexes = shared_step(
     rebuilding(
-        ("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE",),
+        ("ALTER TABLE {table} FORCE, ALGORITHM=INPLACE, LOCK=NONE", OFFLINE_INDEXES),
         _rebuild_table,
         _rebuild_sql,
         _rebuild_estimate,

@@ -143,6 +143,21 @@ def run_partitioned(ctx: ToolContext, tables: list[str]) -> dict[str, Partitione
     return {t: Partitioned.of(trees[t]) for t in tables if t in trees}
 
 
+def foreign_partitions_refusal(ctx: ToolContext, table: str) -> str | None:
+    """Why no ANALYZE is sent to this partitioned table (None: it may be): a partition of
+    it, at any depth, is a foreign table, which its ANALYZE samples through the foreign
+    data wrapper, on another server the plan does not name, failing the step when that
+    server fails. Its local partitions keep their own steps."""
+    tree = schema_partitions(ctx).get(table)
+    foreign = () if tree is None else tree.foreign
+    if not foreign:
+        return None
+    return (
+        f"ANALYZE of {table} not sent: its partition(s) {', '.join(foreign)} are foreign "
+        "tables, which its ANALYZE would read through their foreign servers"
+    )
+
+
 # The invalid copy an interrupted REINDEX CONCURRENTLY leaves (rebuild drops them).
 REINDEX_LEFTOVER = re.compile(r"_cc(new|old)[0-9]*$")
 

@@ -69,7 +69,7 @@ WHERE c.oid = CAST(:oid AS pg_catalog.oid)
 INDEXES = f"""
 SELECT t.oid AS table_oid, t.relkind = 'p' AS partitioned,
        i.relname AS name, i.oid AS oid, x.indisvalid AS valid,
-       i.relkind = 'I' AS index_partitioned,
+       x.indisexclusion AS exclusion, i.relkind = 'I' AS index_partitioned,
        am.amname AS method, i.reltuples AS entries,
        {_size("t", "i")} AS bytes,
        {_size("t", "t")} AS table_bytes, t.relpages AS table_pages,
@@ -149,7 +149,7 @@ SELECT t.relname AS tbl, t.oid AS table_oid, t.relkind = 'p' AS partitioned,
        coalesce(rw.row_width, 0)::bigint AS row_width,
        pg_catalog.pg_stat_get_dead_tuples(t.oid) AS dead,
        pg_catalog.pg_stat_get_live_tuples(t.oid) AS live,
-       x.indisvalid AS valid, am.amname AS method,
+       x.indisvalid AS valid, x.indisexclusion AS exclusion, am.amname AS method,
        i.reltuples AS entries,
        {_size("t", "i")} AS bytes,
        pg_catalog.current_setting('block_size')::int AS block_size,
@@ -348,6 +348,8 @@ def _indexes_of(rows: Sequence[Mapping[Any, Any]]) -> TableIndexes:
             "name": r["name"],
             "oid": r["oid"],
             "valid": r["valid"],
+            # An exclusion constraint's index, which no REINDEX CONCURRENTLY rebuilds.
+            "exclusion": bool(r["exclusion"]),
             "method": r["method"],
             # A partitioned index (of a partitioned table) has no storage of its own.
             "partitioned": bool(r["index_partitioned"]),

@@ -53,6 +53,8 @@ def _index(
         "valid": index["valid"],
         "estimated_free_percent": index["estimated_free_percent"],
     }
+    if index.get("exclusion"):
+        stats["exclusion"] = True
     if why is not None:
         return {**stats, "method": "pgstatindex", **estimates.recent_index_scan(ctx, table, index)}
     if not pgstattuple or index["method"] != "btree" or not index["valid"]:
@@ -84,16 +86,23 @@ def _fragmentation(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     indexes = [
         _index(ctx, table, i, why, threshold, plan["pgstattuple"]) for i, why in plan["indexes"]
     ]
-    to_rebuild = [
-        i["index"]
+    wanted = [
+        i
         for i in indexes
         if not i["valid"]
         or (i["fragmentation_percent"] or 0) >= threshold
         or (i["free_space_percent"] or 0) >= threshold
     ]
+    to_rebuild = [i["index"] for i in wanted if not i.get("exclusion")]
+    blocking = [i["index"] for i in wanted if i.get("exclusion")]
     advice = []
     if to_rebuild:
         advice.append(f"REINDEX CONCURRENTLY {', '.join(to_rebuild)}")
+    if blocking:
+        advice.append(
+            f"REINDEX INDEX {', '.join(blocking)} in a quiet hour: an exclusion constraint's "
+            "index, which no REINDEX CONCURRENTLY rebuilds (a plain REINDEX blocks writes)"
+        )
     if result["fragmentation_percent"] is None:
         advice.append("not measured: ANALYZE the table (or install pgstattuple) to measure it")
     elif result["fragmentation_percent"] >= threshold:

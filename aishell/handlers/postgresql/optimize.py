@@ -10,9 +10,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed, StepSkipped
-from aishell.handlers import Handler
+from aishell.handlers import Handler, skip_table
 from aishell.handlers.held import GONE
-from aishell.handlers.postgresql.catalog import Partitioned, schema_partitions
+from aishell.handlers.postgresql.catalog import (
+    Partitioned,
+    foreign_partitions_refusal,
+    schema_partitions,
+)
 from aishell.handlers.postgresql.privileges import (
     raise_if_skipped,
     require_maintain,
@@ -149,6 +153,9 @@ def _of_partitioned(
     }
     if not _analyzes(params):
         return result
+    refusal = foreign_partitions_refusal(ctx, table)
+    if refusal is not None:
+        skip_table(table, refusal, {**result, "statistics_updated": False})
     require_maintain(conn, table, "ANALYZE", run_cache=ctx.run_cache)
     with server_warnings(conn) as warnings:
         conn.execute(text(f"ANALYZE {ctx.quote(table)}"))
@@ -174,7 +181,8 @@ def _optimize_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     if parent is None:
         return [_vacuum_statement(params, ctx, False)]
     if _analyzes(params):
-        return [f"ANALYZE {ctx.quote(params['table'])}"]
+        refusal = foreign_partitions_refusal(ctx, params["table"])
+        return [f"ANALYZE {ctx.quote(params['table'])}" if refusal is None else f"-- {refusal}"]
     return [f"-- {ctx.quote(params['table'])} is partitioned: no VACUUM of it, no ANALYZE"]
 
 
@@ -215,6 +223,10 @@ def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
         except StepFailed:
             # Not in the catalog: dropped since the plan (require_maintain's only failure).
             refused[table] = GONE
+            continue
+        foreign = foreign_partitions_refusal(ctx, table)
+        if foreign is not None:
+            refused[table] = foreign
     return refused
 
 

@@ -62,6 +62,8 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             continue
         if index["partitioned"]:
             skipped.append({"index": name, "reason": _partitioned_index(index)})
+        elif index.get("exclusion"):
+            skipped.append({"index": name, "reason": EXCLUSION_NOT_REBUILT})
         elif not index["valid"]:
             chosen.append(
                 (name, {"bytes": index["bytes"], "fragmentation_percent": None}, "invalid index")
@@ -81,6 +83,16 @@ def _measure(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             else:
                 skipped.append({"index": name, "reason": f"{frag}% fragmented: under {threshold}%"})
     return {"oid": oid, "leftovers": left, "chosen": chosen, "skipped": skipped}
+
+
+# PostgreSQL refuses REINDEX CONCURRENTLY of an exclusion constraint's index (0A000),
+# and a plain REINDEX blocks the table's writes until it ends: the step takes no lock
+# its preview did not promise.
+EXCLUSION_NOT_REBUILT = (
+    "the index of an exclusion constraint, which REINDEX CONCURRENTLY cannot rebuild; "
+    "REINDEX INDEX (without CONCURRENTLY) would block writes to the table until it ends: "
+    "not rebuilt"
+)
 
 
 def _partitioned_index(index: Mapping[str, Any]) -> str:
@@ -302,7 +314,15 @@ def _rebuild_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     plan = _choose(params, ctx)
     sql = [_DROP_LEFTOVER.replace("{index}", ctx.quote(i)) for i in plan["leftovers"]]
     sql += [f"REINDEX INDEX CONCURRENTLY {ctx.quote(i)}" for i, _, _ in plan["chosen"]]
-    return sql or [f"-- no index of {ctx.quote(params['table'])} is over the threshold"]
+    left = [
+        f"-- {ctx.quote(s['index'])}: {s['reason']}"
+        for s in plan["skipped"]
+        if s["reason"] == EXCLUSION_NOT_REBUILT
+    ]
+    if not sql:
+        other = " other" if left else ""
+        sql = [f"-- no{other} index of {ctx.quote(params['table'])} is over the threshold"]
+    return [*left, *sql]
 
 
 def _rebuild_estimate(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
