@@ -1,4 +1,4 @@
-"""Files by what they are, not by their path.
+"""Files by what they are, not by their path (and why a write of one failed: diskfaults).
 
 A path names whatever is there when it is opened: a FIFO that never ends, /dev/zero that
 never stops, a directory, a symbolic link to any of them, or another home's file. So a
@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import secrets
-import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from aishell.diskfaults import is_no_space, no_space_line, size_limit_line
 from aishell.errors import AishellError, UsageError
 
 PLAN_LIMIT = 16 << 20  # a plan file: far above any plan, far below a memory problem
@@ -151,7 +149,7 @@ def write_beside(
             if not is_no_space(exc):
                 raise
             fix = "free space there, or write it elsewhere"
-            raise error(no_space_line(path, doing, fix)) from None
+            raise error(no_space_line(path, doing, fix, exc)) from None
         finally:
             os.close(fd)
         if check is not None:
@@ -393,12 +391,10 @@ __all__ = [
     "PLAN_LIMIT",
     "PrivatePlaces",
     "TooOpen",
-    "at_size_limit",
     "check_replaceable",
     "dir_mode",
     "file_in_the_way",
     "file_mode",
-    "file_size_limit",
     "fsync_dir",
     "kind_of",
     "make_private_dirs",
@@ -407,89 +403,6 @@ __all__ = [
     "private_places",
     "read_regular",
     "set_group_readable",
-    "size_limit_line",
     "too_open",
     "write_beside",
 ]
-
-
-def is_no_space(exc: BaseException) -> bool:
-    """The file system (or the user's quota on it) is full."""
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def no_space_line(path: Path, doing: str, fix: str) -> str:
-    """The one line for a full disk, wherever aishell writes: which file, which file
-    system, how much is free, and what to do (`fix`)."""
-    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
-    usage = shutil.disk_usage(folder)
-    return (
-        f"No space left on device: the file system at {mount_point(folder)} is full "
-        f"({usage.free:,} of {usage.total:,} bytes free) while {doing} {path}; {fix}"
-    )
-
-
-def file_size_limit() -> int | None:
-    """The most bytes this process may write into one file (`ulimit -f`, a service's
-    LimitFSIZE); None where there is no limit."""
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return None if soft == resource.RLIM_INFINITY else int(soft)
-
-
-# The largest single write SQLite makes (its largest page): a write that failed within
-# this much of the file size limit failed at the limit.
-LARGEST_WRITE = 65536
-
-
-def at_size_limit(*paths: Path) -> bool:
-    """Whether one of `paths` stands within LARGEST_WRITE of this process's file size
-    limit: where SQLite, which says only "disk I/O error", met the limit (EFBIG)."""
-    limit = file_size_limit()
-    if limit is None:
-        return False
-    for path in paths:
-        with suppress(OSError):
-            if path.stat().st_size + LARGEST_WRITE > limit:
-                return True
-    return False
-
-
-def size_limit_line(path: Path, doing: str) -> str:
-    """The one line for a write past this process's file size limit (EFBIG, or SQLite's
-    "disk I/O error" at the limit): the disk has room, the process may not use it."""
-    limit = file_size_limit()
-    most = f"at most {limit:,} bytes" if limit is not None else "no larger file"
-    return (
-        f"File size limit reached while {doing} {path}: this process may write files of "
-        f"{most} (`ulimit -f`, a service's LimitFSIZE); raise the limit and try again"
-    )
-
-
-def mount_point(path: Path) -> Path:
-    """The mount point of the file system that holds path (or would hold it)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    path = path.resolve()
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
-def size_or_zero(path: Path) -> int:
-    """The file's size; 0 for one that is not there or cannot be looked at."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def disk_space(path: Path) -> str:
-    """Which file system holds path and how much of it is free, as a full disk's
-    message says it: "the file system at /var (12,288 of 8,388,608 bytes free)"."""
-    mount = mount_point(path)
-    try:
-        usage = shutil.disk_usage(mount)
-    except OSError:
-        return f"the file system at {mount}"
-    return f"the file system at {mount} ({usage.free:,} of {usage.total:,} bytes free)"

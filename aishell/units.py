@@ -36,29 +36,36 @@ _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
 def age_words(seconds: float | None) -> str:
-    """An age as a person reads it: 45 s, 12 min, 5.2 h, 3.1 d; "-" for none."""
+    """An age or a span of time as a person reads it: 45 s, 12 min, 5.2 h, 3.1 d; "-" for
+    none. The units of took, whole seconds and minutes."""
     if seconds is None:
         return "-"
     if abs(seconds) < 120:
         return f"{seconds:.0f} s"
     if abs(seconds) < 7200:
         return f"{seconds / 60:.0f} min"
+    return _long(seconds)
+
+
+def _long(seconds: float) -> str:
+    """Two hours and more: in hours, from two days in days."""
     if abs(seconds) < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
 
 
 def took(seconds: float, places: int = 2) -> str:
-    """How long a step or run took: 0.12s with `places` decimals, 12.5m from two
-    minutes, 3.5h from two hours; a time those decimals would round to nothing in
-    milliseconds (3.2ms), so a step that took any time never reads as 0.00s."""
+    """How long a step or run took: 0.12 s with `places` decimals, 12.5 min from two
+    minutes, 3.5 h from two hours, 3.1 d from two days (age_words' units); a time those
+    decimals would round to nothing in milliseconds (3.2 ms), so a step that took any
+    time never reads as 0.00 s."""
     if 0 < seconds < 0.5 * 10**-places:
-        return f"{seconds * 1000:.1f}ms" if seconds >= 0.00005 else "<0.1ms"
+        return f"{seconds * 1000:.1f} ms" if seconds >= 0.00005 else "<0.1 ms"
     if seconds < 120:
-        return f"{seconds:.{places}f}s"
+        return f"{seconds:.{places}f} s"
     if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+        return f"{seconds / 60:.1f} min"
+    return _long(seconds)
 
 
 def exact(value: object) -> str:

@@ -91,7 +91,7 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--wait-seconds",
         type=FiniteFloat(min=1, max=MAX_RUN_TIME_SECONDS),
-        default=6 * 3600.0,
+        default=6 * 3600,  # whole seconds: --help shows the default as written
         show_default=True,
         help="How long --wait watches.",
     )(command)

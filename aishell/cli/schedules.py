@@ -61,7 +61,12 @@ def schedule() -> None:
     help="When, as in crontab(5): five fields, minute hour day month weekday (0 and 7 are "
     "Sunday; names jan..dec and sun..sat), or a macro such as @daily or @weekly.",
 )
-@click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="The cron's time zone, by its IANA name (Europe/Berlin; not localtime).",
+)
 @table_option(SCHEDULE_MAX_RUN_TIME)
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 @json_option

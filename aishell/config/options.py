@@ -95,9 +95,14 @@ class Option:
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
-        """The least and greatest value it takes (None: no bound). A duration's are the
-        command line's wherever it is given: at least a second, and at most its maximum
-        or, without one, MAX_RUN_TIME_SECONDS."""
+        """The least and greatest value it takes (None: no bound), the command line's
+        wherever it is given (a job through the Python API, a schedule, a fleet job): an
+        integer's within 64 bits whatever its own bounds, as every integer ends in SQLite
+        or a server, which hold no more; a duration's at least a second, and at most its
+        maximum or, without one, MAX_RUN_TIME_SECONDS."""
+        if self.kind == "integer":
+            least = -MAX_COUNT if self.minimum is None else max(-MAX_COUNT, self.minimum)
+            return least, MAX_COUNT if self.maximum is None else min(MAX_COUNT, self.maximum)
         if self.kind != "duration":
             return self.minimum, self.maximum
         least = 1.0 if self.minimum is None else max(1.0, self.minimum)

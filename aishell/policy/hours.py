@@ -1,5 +1,6 @@
 """Times of day a policy speaks of: whether a moment is in allowed hours, when the
-allowed period around it ends, and hours and durations as a reason says them."""
+allowed period around it ends, and hours as a reason says them (a span of time in
+units.age_words)."""
 
 from __future__ import annotations
 
@@ -43,12 +44,3 @@ def hours_text(hours: Sequence[int]) -> str:
         else:
             spans.append([hour, hour + 1])
     return ",".join(f"{a:02d}-{b:02d}" for a, b in spans)
-
-
-def duration_text(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes = seconds / 60
-    if minutes < 120:
-        return f"{minutes:.0f} min"
-    return f"{minutes / 60:.1f} h"

@@ -31,7 +31,6 @@ from aishell.config.options import SAFETY_LEVELS
 from aishell.guard.statements import classify
 from aishell.policy.hours import (
     allowed_at,
-    duration_text,
     hours_text,
     seconds_between,
     window_end,
@@ -40,7 +39,7 @@ from aishell.policy.measured import Measure, TableMeasure
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation
-from aishell.units import exact, percent, percent_up
+from aishell.units import age_words, exact, percent, percent_up
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {
@@ -479,9 +478,9 @@ def _window(constraint: MaintenanceWindow, facts: StepFacts) -> str | None:
     left = seconds_between(local, closes)
     if facts.expected_seconds > left:
         return (
-            f"expected to take {duration_text(facts.expected_seconds)} ({facts.expected_basis}), "
+            f"expected to take {age_words(facts.expected_seconds)} ({facts.expected_basis}), "
             f"but the maintenance window closes at {closes:%H:%M} {constraint.timezone} "
-            f"(in {duration_text(left)})"
+            f"(in {age_words(left)})"
         )
     return None
 

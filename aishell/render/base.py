@@ -3,7 +3,7 @@ and risks, and how untrusted text is made safe to print."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -146,3 +146,11 @@ def steps_label(ids: list[str]) -> str:
 def human_size(n: Any) -> str:
     """Bytes in B, KiB, MiB, GiB or TiB; "-" when the size is not known."""
     return binary_size(n)
+
+
+def cutoff_text(figures: Mapping[str, Any]) -> str:
+    """A purge's cutoff as stored, never reformatted (a timestamp keeps its microseconds,
+    a Unix time its digits), with the time zone it is read in or whose clock it reads
+    on, where its value has no offset: "2026-10-31 02:00:00 in time zone UTC"."""
+    zone = figures.get("cutoff_zone") or figures.get("cutoff_clock")
+    return f"{figures['cutoff']} in time zone {zone}" if zone else str(figures["cutoff"])

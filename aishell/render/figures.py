@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
-from aishell.render.base import human_size
+from aishell.render.base import cutoff_text, human_size
 from aishell.terminal import printable
 from aishell.units import exact
 
@@ -29,9 +29,8 @@ def step_figures(output: Any, with_summary: bool = True) -> str:
 
 def _purge(out: Mapping[str, Any]) -> str:
     rows, batches = out["rows_deleted"], out["batches"]
-    # The cutoff as the purge compared its rows with it, as stored: never reformatted
-    # (a timestamp keeps its microseconds, a Unix time its digits).
-    older = f" (older than {out['cutoff']}{_zone(out)})" if out.get("cutoff") is not None else ""
+    # The cutoff as the purge compared its rows with it.
+    older = f" (older than {cutoff_text(out)})" if out.get("cutoff") is not None else ""
     line = (
         f"{rows:,} row{'' if rows == 1 else 's'} deleted in "
         f"{batches:,} batch{'' if batches == 1 else 'es'}{older}"
@@ -53,14 +52,8 @@ def _estimate(out: Mapping[str, Any]) -> str:
     how = f" (estimated from {out['how']})" if out.get("how") else ""
     return (
         f"{about}{out['row_count']:,} rows, {about}{out['older_rows']:,} older than "
-        f"{out['cutoff']}{_zone(out)}{how}"
+        f"{cutoff_text(out)}{how}"
     )
-
-
-def _zone(out: Mapping[str, Any]) -> str:
-    """The time zone the server read the cutoff in, where it read it in one (MySQL's
-    TIMESTAMP: the session's)."""
-    return f" in time zone {out['cutoff_zone']}" if out.get("cutoff_zone") else ""
 
 
 def _backup(out: Mapping[str, Any]) -> str:

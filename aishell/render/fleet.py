@@ -17,7 +17,14 @@ def fleet_table(out: Console, status: dict[str, Any]) -> None:
         out.print("No targets are configured; add one with `aishell targets add`.")
         return
     table = Table()
-    for column in ("target", "last run", "when", "approvals", "proven backup", "next job"):
+    for column in (
+        "target",
+        "last run",
+        "when (UTC)",
+        "approvals",
+        "proven backup",
+        "next job (UTC)",
+    ):
         table.add_column(column, overflow="fold")
     for row in status["targets"]:
         run, waiting, backup, job = (

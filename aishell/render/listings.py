@@ -41,7 +41,17 @@ def backups_table(
     for target in sorted(shown):
         out.print(_freshness_line(target, freshness.get(target)))
     table = Table()
-    columns = ("id", "target", "kind", "taken (UTC)", "host", "size", "verified", "file", "path")
+    columns = (
+        "id",
+        "target",
+        "kind",
+        "taken (UTC)",
+        "host",
+        "size",
+        "verified (UTC)",
+        "file",
+        "path",
+    )
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in ("id", "taken (UTC)"))
     for row in rows:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aishell.policy.approvers import PROMPT_ANSWERS, ApprovalRequest
-from aishell.render.base import RISK_STYLE, human_size, safe_text, styled
+from aishell.render.base import RISK_STYLE, cutoff_text, human_size, safe_text, styled
 from aishell.terminal import printable
 
 
@@ -96,6 +96,12 @@ def _lines(items: Any) -> Text:
 
 def _effect_text(estimate: dict[str, Any]) -> str:
     lines = []
+    if "rows_to_delete" in estimate and "cutoff" in estimate:
+        about = "about " if estimate.get("estimated") else ""
+        lines.append(
+            f"rows to delete: {about}{estimate.get('rows_this_run', 0):,} of {about}"
+            f"{estimate.get('table_rows', 0):,}, older than {cutoff_text(estimate)}"
+        )
     for table, figures in (estimate.get("tables") or {}).items():
         lines += _table_figures(table, figures)
     labels = {

@@ -17,6 +17,7 @@ from aishell.render.base import (
     STATUS_STYLE,
     SUMMARY_FROM,
     alike,
+    cutoff_text,
     human_size,
     names_summary,
     plain,
@@ -36,11 +37,9 @@ def _purge_preview(step: StepResult) -> list[str]:
     if "rows_to_delete" not in estimate:
         return []
     about = "about " if estimate.get("estimated") else ""
-    zone = estimate.get("cutoff_zone")
-    zoned = f" in time zone {zone}" if zone else ""
     lines = [
         f"    would delete {about}{estimate['rows_this_run']:,} of {about}"
-        f"{estimate['table_rows']:,} rows (older than {estimate['cutoff']}{zoned}), walking "
+        f"{estimate['table_rows']:,} rows (older than {cutoff_text(estimate)}), walking "
         f"{estimate['key']}"
     ]
     if estimate.get("how"):
@@ -274,7 +273,7 @@ def statements(out: Console, rows: list[dict[str, Any]]) -> None:
         out.print(
             Text.assemble(
                 (f"step {row['step_index']} try {row['attempt']} ", "bold"),
-                plain(f"{row['started_at'][11:23]} {took}{rows_text}{error}  "),
+                plain(f"{row['started_at'][11:23]} UTC {took}{rows_text}{error}  "),
                 (sql, "dim"),
                 plain(_values_apart(row)),
             )

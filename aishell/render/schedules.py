@@ -53,7 +53,8 @@ def schedules_table(out: Console, schedules: list[dict[str, Any]]) -> None:
             upcoming = Text("never: changed outside aishell", style="red")
         alert = schedule.get("alert")
         if alert:
-            last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({alert['at'][:16]})", "red"))
+            at = f"{alert['at'][:16].replace('T', ' ')} UTC"
+            last_text = Text.assemble(last_text, (f"\n{alert['kind']} ({at})", "red"))
         table.add_row(
             safe_text(schedule["name"]),
             safe_text(f"{schedule['cron']} {schedule['timezone']}"),

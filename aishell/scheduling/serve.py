@@ -24,13 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import create_engine
 
 from aishell.config.models import Config
+from aishell.config.zones import zone_problem
 from aishell.errors import StateTampered, UsageError
 from aishell.executor.stopping import stop_all, stops_with
 from aishell.scheduling import alerts
@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 def trigger(cron: str, timezone: str) -> CrontabTrigger:
     """A --cron as crontab(5) reads it (see aishell.scheduling.crontab), in a time zone."""
-    check_timezone(timezone)
+    check_timezone(timezone, new=False)
     return CrontabTrigger(cron, timezone)
 
 
@@ -94,16 +94,12 @@ def first_fire(cron: str, timezone: str, after: datetime | None = None) -> datet
     return first
 
 
-def check_timezone(timezone: str) -> None:
-    """An IANA time zone name; anything else (an empty name too) is refused."""
-    try:
-        ZoneInfo(timezone)
-    # OSError: a folder of the zone database (America), a name too long for a file.
-    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
-        raise UsageError(
-            f"--timezone {timezone!r}: unknown time zone (use an IANA name such as "
-            "Europe/Berlin or UTC)"
-        ) from None
+def check_timezone(timezone: str, new: bool = True) -> None:
+    """An IANA time zone name of a place; anything else (an empty name too) is refused,
+    and the machine's `localtime` in a `new` schedule (one stored before is served)."""
+    problem = zone_problem(timezone, machine_ok=not new)
+    if problem:
+        raise UsageError(f"--timezone {timezone!r}: {problem}")
 
 
 Run = Callable[[Config, str, str, threading.Event], Any]

@@ -3,6 +3,7 @@ each told as one StateError line: where the store is, what is wrong, what to do.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -16,8 +17,16 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
+from aishell.diskfaults import (
+    REFUSALS,
+    at_size_limit,
+    disk_space,
+    probe_write,
+    quota_line,
+    size_limit_line,
+)
 from aishell.errors import StateError
-from aishell.files import at_size_limit, disk_space, file_in_the_way, size_limit_line
+from aishell.files import file_in_the_way
 from aishell.units import exact
 
 # Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
@@ -83,6 +92,16 @@ def _nearly_full(path: Path) -> bool:
         return False
 
 
+def _hidden_cause(path: Path, lower: str) -> int | None:
+    """The errno behind SQLite's "disk I/O error" or "disk is full" (a used-up quota, a
+    read-only file system, a full disk), as a write in the store's folder meets it now;
+    None: none."""
+    if ("i/o" not in lower and "full" not in lower) or not path.parent.is_dir():
+        return None
+    probed = probe_write(path.parent)
+    return None if probed is None else probed.errno
+
+
 def _refused_a_right(lower: str) -> bool:
     """A server's refusal of a privilege the login lacks (MySQL's "ALTER command denied",
     PostgreSQL's "permission denied for schema public"), not of the login itself
@@ -133,7 +152,15 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
     journals = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
     if ("i/o" in lower or "full" in lower) and at_size_limit(path, *journals):
         return StateError(size_limit_line(path, "writing the state store"))
-    if "full" in lower or (("i/o" in lower or "unable to open" in lower) and _nearly_full(path)):
+    hidden = _hidden_cause(path, lower)
+    if hidden == errno.EDQUOT:
+        fix = "free space within it, or point state.url at another disk"
+        return StateError(quota_line(path, "writing the state store", fix))
+    if (
+        hidden == errno.ENOSPC
+        or "full" in lower
+        or (("i/o" in lower or "unable to open" in lower) and _nearly_full(path))
+    ):
         return StateError(
             f"The disk holding the state store {location} is full: {disk_space(path)} "
             f"({message}); free space there, or point state.url at another disk"
@@ -149,7 +176,7 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
             f"{where} cannot be opened: its folder {path.parent} does not exist; create it, "
             "or point state.url elsewhere"
         )
-    if "readonly" in lower or "read-only" in lower or not _writable(path):
+    if "readonly" in lower or "read-only" in lower or hidden in REFUSALS or not _writable(path):
         return StateError(
             f"{where} is read-only ({message}); make the file and its folder writable for "
             "this user, or point state.url at a writable place"

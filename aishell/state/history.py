@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aishell.dialects import family
+from aishell.diskfaults import at_size_limit, size_limit_line
 from aishell.errors import StateError
-from aishell.files import at_size_limit, size_limit_line
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -27,8 +27,8 @@ from contextlib import closing, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aishell.diskfaults import at_size_limit, size_limit_line, size_or_zero
 from aishell.errors import EXIT_FAILED, StateError
-from aishell.files import at_size_limit, size_limit_line, size_or_zero
 
 MARKER_SUFFIX = ".has-history"
 BACKUP_INFIX = ".backup-"

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from aishell.files import size_or_zero
+from aishell.diskfaults import size_or_zero
 from aishell.terminal import printable
 
 # SQLite's lock bytes in the database file (its os_unix.c): the pending byte, the

@@ -9,7 +9,8 @@ required, additionalProperties: false, items, enum, minimum, maximum, minLength,
 default, description, `x-one-of` (a list of property names, exactly one of which an
 object must have), `x-identifier` (table | column | index) marking a string
 that names a database object and must be checked against the catalog, and `x-path`
-(read | write) marking a string that names a file.
+(read | write) marking a string that names a file. An integer is held to 64 bits where
+its schema gives no bounds of its own: it is bound to SQLite or a server.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from aishell.config.bounds import MAX_COUNT
 from aishell.config.files import key_name
 
 IDENTIFIER_KINDS = ("table", "column", "index")
@@ -241,10 +243,11 @@ def _problem(
         known = ", ".join(sorted((_node(schema, loc[:-1]) or {}).get("properties") or {}))
         parent = key_name(loc[:-1], where, True)
         return f"{parent}: unknown parameter '{loc[-1]}'; expected one of: {known or '(none)'}"
+    # The bound as checked: the schema's, or the 64 bits an integer without one holds.
     if kind == "greater_than_equal":
-        return f"{key}: {value} is below the minimum {node['minimum']}"
+        return f"{key}: {value} is below the minimum {node.get('minimum', err['ctx']['ge'])}"
     if kind == "less_than_equal":
-        return f"{key}: {value} is above the maximum {node['maximum']}"
+        return f"{key}: {value} is above the maximum {node.get('maximum', err['ctx']['le'])}"
     if kind == "string_too_short":
         return f"{key}: must be at least {node['minLength']} characters"
     if kind in ("not_in_enum", "one_of"):
@@ -290,9 +293,14 @@ def _annotation(schema: dict[str, Any], name: str) -> Any:
 
 
 def _one_kind(kind: str, schema: dict[str, Any], name: str) -> Any:
-    if kind in ("integer", "number"):
+    if kind == "integer":
+        # Every integer param is bound to SQLite or a server, which hold 64 bits: past
+        # them the driver fails, so a schema without bounds of its own takes those.
+        least, most = schema.get("minimum", -MAX_COUNT), schema.get("maximum", MAX_COUNT)
+        return Annotated[StrictInt, Field(ge=least, le=most)]
+    if kind == "number":
         limits = Field(ge=schema.get("minimum"), le=schema.get("maximum"))
-        return Annotated[_STRICT[kind], limits]
+        return Annotated[StrictFloat, limits]
     if kind == "string":
         return Annotated[StrictStr, Field(min_length=schema.get("minLength"))]
     if kind in _STRICT:

@@ -787,3 +787,17 @@ def test_a_run_id_longer_than_any_is_not_found_in_one_short_line(runner, demo_db
     assert result.exit_code == 2, result.output
     assert "No run with id" in result.output, result.output
     assert len(result.output) < 300, len(result.output)
+
+
+def test_the_machine_s_own_zone_is_refused_naming_the_zone_it_is(runner, demo_db, config):
+    """`--timezone localtime` was taken: the schedule fired on whichever zone the machine
+    serving it was set to, and `schedule list` said "localtime"."""
+    from aishell.config.zones import machine_zone
+
+    words = ["schedule", "add", "z", "--cron", "0 2 * * *", "--timezone", "localtime"]
+    result = invoke(runner, *words, "--", "maintenance")
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert line.startswith("Error: --timezone 'localtime': 'localtime' is whichever zone"), line
+    assert f"give the zone's own IANA name (this machine's is {machine_zone()})" in line, line
+    assert machine_zone() is not None and commands.list_schedules(config) == []

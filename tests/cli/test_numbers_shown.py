@@ -113,3 +113,30 @@ def test_a_backup_requirement_names_its_age_limit_as_configured(
     assert any("from the last 0.0000012 h and none was found" in r for r in optimize.reasons), (
         optimize.reasons
     )
+
+
+def test_no_default_or_range_any_help_shows_is_a_whole_number_as_a_float() -> None:
+    """`fleet resend --help` showed `[default: 21600.0; 1<=x<=2592000]`: the float click
+    made of a number given as one, where a person reads seconds and wrote 21600."""
+    from aishell.cli.doc import render
+
+    text = " ".join(render().split())  # a bracket wraps across lines
+    shown = [b for b in re.findall(r"\[[^\[\]]*\]", text) if "default:" in b or "x" in b]
+    assert any("default: 20" in b for b in shown), shown  # defaults and ranges are read
+    # A number, not an address (127.0.0.1), that ends in ".0", or has an exponent.
+    floats = re.compile(r"(?<![\d.])\d+\.0(?![\d.])|\d[eE][-+]?\d")
+    assert [b for b in shown if floats.search(b)] == []
+
+
+def test_a_step_s_time_and_a_backup_s_age_read_in_the_same_units(
+    demo_db: Path, config: Config
+) -> None:
+    """`runs list` said a run took "0.1s" where `backups list` said its backup was
+    "5 s old": one span of time, one way of writing it."""
+    taken = commands.run_job(config, "backup", {"type": "full"})
+    assert taken.status == "completed", taken.error
+    listed = invoke("runs", "list")
+    assert listed.exit_code == 0, listed.output
+    assert re.search(r"│ \d+\.\d (ms|s|min) +│", listed.output), listed.output
+    aged = invoke("backups", "list")
+    assert re.search(r", \d+ s old$", aged.output, re.M), aged.output

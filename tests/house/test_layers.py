@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "units",
         "lazy",
         "files",
+        "diskfaults",
         "retry",
         "signalrelay",
     ),

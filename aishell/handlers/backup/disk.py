@@ -19,19 +19,16 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
+from aishell.diskfaults import REFUSALS, is_no_space, no_space_line, probe_write, quota_line
 from aishell.errors import StepFailed
-from aishell.files import (
-    check_replaceable,
-    is_no_space,
-    make_private_dirs,
-    make_private_file,
-    no_space_line,
-)
+from aishell.files import check_replaceable, make_private_dirs, make_private_file
 from aishell.handlers.backup.processes import ToolFailed
 from aishell.tool.context import ToolContext
 
-# How tools and SQLite say that the disk they write to is full.
-LOCAL_NO_SPACE = ("no space left on device", "disk is full", "errno 28", "errcode: 28")
+# How tools say that the user's quota on the disk they write to is used up (EDQUOT, 122
+# on Linux), and that it, or the disk, is full (SQLite: "database or disk is full").
+QUOTA = ("disk quota exceeded", "errno 122", "errcode: 122")
+LOCAL_NO_SPACE = ("no space left on device", "disk is full", "errno 28", "errcode: 28", *QUOTA)
 # And how servers say it of their own disk.
 SERVER_NO_SPACE = (*LOCAL_NO_SPACE, "could not extend file", "could not write to file", "is full")
 
@@ -39,27 +36,49 @@ SERVER_NO_SPACE = (*LOCAL_NO_SPACE, "could not extend file", "could not write to
 def says_no_space(exc: BaseException, phrases: tuple[str, ...] = LOCAL_NO_SPACE) -> bool:
     if is_no_space(exc):
         return True
-    said = exc.stderr if isinstance(exc, ToolFailed) else str(getattr(exc, "orig", None) or exc)
-    return any(phrase in said.lower() for phrase in phrases)
+    return any(phrase in _said(exc) for phrase in phrases)
 
 
-def disk_full(path: Path, doing: str, after: str = "") -> StepFailed:
-    """The one line for a full disk (files.no_space_line), with what a backup can do."""
+def _said(exc: BaseException) -> str:
+    return (
+        exc.stderr if isinstance(exc, ToolFailed) else str(getattr(exc, "orig", None) or exc)
+    ).lower()
+
+
+def disk_full(
+    path: Path, doing: str, after: str = "", exc: BaseException | None = None
+) -> StepFailed:
+    """The one line for no room left (diskfaults.no_space_line), with what a backup can
+    do: a used-up quota (`exc` EDQUOT, or a program that says so) named as that."""
     tail = f"; {after}" if after else ""
     fix = f"free space there, or set backup_dir to a larger disk, and retry{tail}"
-    return StepFailed(no_space_line(path, doing, fix))
+    if exc is not None and not is_no_space(exc) and any(q in _said(exc) for q in QUOTA):
+        return StepFailed(quota_line(path, doing, fix))
+    return StepFailed(no_space_line(path, doing, fix, exc))
+
+
+def _hidden(path: Path, exc: BaseException) -> BaseException:
+    """SQLite's "disk I/O error" or "disk is full" as the OSError a write in path's
+    folder meets now (a used-up quota, a read-only file system, a full disk), naming
+    path; other errors as they are."""
+    said = _said(exc)
+    if ("disk i/o error" not in said and "disk is full" not in said) or not path.parent.is_dir():
+        return exc
+    probed = probe_write(path.parent)
+    return exc if probed is None else OSError(probed.errno, probed.strerror, str(path))
 
 
 @contextmanager
 def writing(path: Path, doing: str, after: str = "") -> Iterator[None]:
-    """A full disk while path is written ends the step with disk_full's line; a file
-    size limit reached, or a folder that refuses the file, with cannot_write's."""
+    """A full disk or quota while path is written ends the step with disk_full's line;
+    a file size limit reached, or a folder that refuses the file, with cannot_write's."""
     try:
         yield
     except (OSError, sqlite3.Error, DBAPIError, ToolFailed) as exc:
-        if says_no_space(exc):
-            raise disk_full(path, doing, after) from None
-        refused = cannot_write(path, exc, doing)
+        cause = _hidden(path, exc)
+        if says_no_space(cause):
+            raise disk_full(path, doing, after, cause) from None
+        refused = cannot_write(path, cause, doing)
         if refused is not None:
             raise refused from None
         raise
@@ -68,12 +87,6 @@ def writing(path: Path, doing: str, after: str = "") -> Iterator[None]:
 # The largest single write SQLite makes (its largest page): a write that failed within
 # this much of the process's file size limit failed at the limit.
 _LARGEST_WRITE = 65536
-# What stops aishell writing a file or making a folder, and what the person can do.
-_REFUSALS = {
-    errno.EACCES: "permission denied",
-    errno.EPERM: "not permitted (its mode, owner or an immutable flag)",
-    errno.EROFS: "the file system is read-only",
-}
 
 
 def cannot_write(path: Path, exc: BaseException, doing: str) -> StepFailed | None:
@@ -100,7 +113,7 @@ def cannot_write(path: Path, exc: BaseException, doing: str) -> StepFailed | Non
                 f"{blocking} is not a folder, so {doing} {path} failed; move it away, "
                 f"{elsewhere}, and retry"
             )
-    cause = _REFUSALS.get(exc.errno or 0)
+    cause = REFUSALS.get(exc.errno or 0)
     if cause is None:
         return None
     return StepFailed(

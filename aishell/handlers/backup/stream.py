@@ -20,8 +20,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from aishell.diskfaults import mount_point
 from aishell.errors import StepFailed
-from aishell.files import mount_point, open_private
+from aishell.files import open_private
 from aishell.handlers.backup.processes import tool_output
 from aishell.handlers.backup.reporting import ByteProgress
 from aishell.tool.context import ToolContext

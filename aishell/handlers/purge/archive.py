@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.dialects import family
+from aishell.diskfaults import is_no_space, no_space_line
 from aishell.errors import StepFailed, TargetError, UsageError
-from aishell.files import ErrorKind, PrivatePlaces, is_no_space, kind_of, no_space_line
+from aishell.files import ErrorKind, PrivatePlaces, kind_of
 from aishell.guard.writereach import write_reach
 from aishell.handlers.purge.archivefile import ArchiveFile
 from aishell.handlers.purge.archiveshape import check_durable, check_plain_archive
@@ -392,7 +393,7 @@ def full_disk_named(
     run: Callable[[Mapping[str, Any], ToolContext], dict[str, Any]],
 ) -> Callable[[Mapping[str, Any], ToolContext], dict[str, Any]]:
     """The purge, whose archive file's full disk ends the step with the one line every
-    full disk gets (files.no_space_line), and any other error writing it (a file size
+    full disk gets (diskfaults.no_space_line), and any other error writing it (a file size
     limit, an I/O error) with one line naming the file, not as an internal error. The
     batch being written had not committed: its rows are still in the table, and resume
     cuts the file back to its last checkpoint."""
@@ -406,7 +407,8 @@ def full_disk_named(
             path = Path(params["archive_file"])
             if is_no_space(exc):
                 fix = f"free space there, then `aishell resume {ctx.run_id}`"
-                raise StepFailed(no_space_line(path, "archiving purged rows to", fix)) from None
+                line = no_space_line(path, "archiving purged rows to", fix, exc)
+                raise StepFailed(line) from None
             if exc.filename != str(path):
                 raise
             raise StepFailed(_not_written(path, exc, ctx.run_id)) from None

@@ -429,7 +429,7 @@ class Walk:
             "rows_deleted_this_attempt": attempt.deleted_here,
             "batches": state["batches"],
             "cutoff": self.cut,
-            **({"cutoff_zone": state["cutoff_zone"]} if state.get("cutoff_zone") else {}),
+            **{k: state[k] for k in ("cutoff_zone", "cutoff_clock") if state.get(k)},
             "key": self.key,
             "last_key": state["after"],
             "complete": self.complete,

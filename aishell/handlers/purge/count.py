@@ -133,6 +133,7 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any],
                 )
             cut = cutoffs.cutoff_for(conn, column, params["retention_days"])
         zone = cutoffs.compared_in(conn, column)
+        clock = cutoffs.clock_of(conn, column, zone)
         figures: dict[str, Any] | None = None
         if _estimates(params, ctx):
             key = walk_key(conn, params["table"], indexes)
@@ -148,6 +149,8 @@ def _count(params: Mapping[str, Any], ctx: ToolContext) -> tuple[dict[str, Any],
     }
     if zone is not None:
         output["cutoff_zone"] = zone  # the zone the server read the cutoff in
+    if clock is not None:
+        output["cutoff_clock"] = clock  # the clock its value reads on, to show beside it
     return output, sent
 
 
@@ -205,7 +208,7 @@ def _after_purge(params: Mapping[str, Any]) -> dict[str, Any]:
         "how": f"the estimate before the purge less the {deleted:,} rows it deleted; {left}",
         "cutoff": params["cutoff"],
         "date_column": params["date_column"],
-        **({"cutoff_zone": before["cutoff_zone"]} if before.get("cutoff_zone") else {}),
+        **{k: before[k] for k in ("cutoff_zone", "cutoff_clock") if before.get(k)},
     }
 
 

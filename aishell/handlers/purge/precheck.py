@@ -11,8 +11,9 @@ from aishell.files import PrivatePlaces
 from aishell.handlers.purge.appreach import refuse_reached_app_code
 from aishell.handlers.purge.archive import check_archive_path, check_archive_table
 from aishell.handlers.purge.archiveshape import check_durable
-from aishell.handlers.purge.cutoff import describe, indexes_of
+from aishell.handlers.purge.cutoff import describe
 from aishell.handlers.purge.prepare import walk_key
+from aishell.handlers.purge.tableindexes import indexes_of
 from aishell.handlers.sqlite.appcode import refuse_purge_app_code
 from aishell.targets.catalog import check_column
 

@@ -21,18 +21,19 @@ from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
 from aishell.handlers.purge.reach import read_reach
 from aishell.handlers.purge.share import COUNT_AT_START, COUNT_LEFT, stop_figures
+from aishell.handlers.purge.tableindexes import TableIndex, indexes_of
 from aishell.handlers.sqlite.appcode import refuse_purge_app_code
 from aishell.sqltext import text
 from aishell.targets.catalog import table_columns
 from aishell.tool.context import ToolContext
 
 
-def walk_key(conn: Connection, table: str, indexes: list[cutoffs.TableIndex] | None = None) -> str:
+def walk_key(conn: Connection, table: str, indexes: list[TableIndex] | None = None) -> str:
     """A single-column key that orders the table: its primary key, a unique NOT NULL
     column, or SQLite's rowid. Anything else is refused with the reason. `indexes`: the
     table's (indexes_of), when the caller has them already."""
     if indexes is None:
-        indexes = cutoffs.indexes_of(conn, table)
+        indexes = indexes_of(conn, table)
     primary = next((list(i.columns) for i in indexes if i.primary), [])
     if len(primary) == 1:
         return primary[0]
@@ -54,16 +55,16 @@ def walk_key(conn: Connection, table: str, indexes: list[cutoffs.TableIndex] | N
 
 def date_column_of(
     ctx: ToolContext, table: str, column: str
-) -> tuple[list[cutoffs.TableIndex], cutoffs.DateColumn]:
+) -> tuple[list[TableIndex], cutoffs.DateColumn]:
     """The table's indexes and what its date column holds: read once for a run's steps
     on the table (the count before a purge, the purge), until a step writes to it."""
 
-    def read() -> tuple[list[cutoffs.TableIndex], cutoffs.DateColumn]:
-        indexes = cutoffs.indexes_of(ctx.connection, table)
+    def read() -> tuple[list[TableIndex], cutoffs.DateColumn]:
+        indexes = indexes_of(ctx.connection, table)
         return indexes, cutoffs.describe(ctx.connection, table, column, indexes)
 
     return cast(
-        tuple[list[cutoffs.TableIndex], cutoffs.DateColumn],
+        tuple[list[TableIndex], cutoffs.DateColumn],
         remembered(ctx, table)(("date column", column), read),
     )
 
@@ -231,6 +232,9 @@ def estimate_purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any
     if zone is not None:
         estimate["cutoff_zone"] = zone
         ctx.step_cache[cutoffs.ZONE_SHOWN] = zone
+    clock = shown_clock(conn, column, zone, params)
+    if clock is not None:
+        estimate["cutoff_clock"] = clock
     # It stopped at max_share in an earlier go: going on needs a person's yes, to the
     # rows left now.
     estimate.update(stop_figures(params, ctx, prepared["batch"].table))
@@ -295,6 +299,18 @@ def require_counted(column: cutoffs.DateColumn, cut: Any, params: Mapping[str, A
 
 # Who showed the zone a count step's output (`counted`, a purge's param) names.
 COUNTED = "the count that made it"
+
+
+def shown_clock(
+    conn: Connection, column: cutoffs.DateColumn, zone: str | None, params: Mapping[str, Any]
+) -> str | None:
+    """The clock the purge's cutoff reads on (cutoffs.clock_of): that of the count that
+    made it, where it was given one, at no statement more; else the session's now."""
+    counted = params.get("counted")
+    made = counted.get("cutoff_clock") if isinstance(counted, Mapping) else None
+    if params.get("cutoff") is not None and isinstance(made, str):
+        return made
+    return cutoffs.clock_of(conn, column, zone)
 
 
 def counted_zone(params: Mapping[str, Any]) -> Any:

@@ -30,6 +30,7 @@ from aishell.handlers.purge.prepare import (
     hold_to_zone,
     prepare,
     require_counted,
+    shown_clock,
 )
 from aishell.handlers.purge.reconnect import MAX_LOST_IN_A_ROW, connection_lost, reconnect
 from aishell.handlers.purge.share import share_limit
@@ -90,6 +91,8 @@ class _Checkpoint:
     doubt: dict[str, Any] | None = None
     # The time zone the session reads the cutoff in, where it reads it in one.
     zone: str | None = None
+    # The clock the cutoff's value reads on, where it has no offset (cutoffs.clock_of).
+    clock: str | None = None
 
 
 def _last_checkpoint(
@@ -144,8 +147,11 @@ def _last_checkpoint(
             archive_bytes = pending.get("archive_offset", archive_bytes)
         else:
             doubt = pending
+    clock = shown_clock(conn, column, zone, params)
     conn.commit()
-    return _Checkpoint(cut, bound, after, deleted, batches, archive_bytes, progress, doubt, zone)
+    return _Checkpoint(
+        cut, bound, after, deleted, batches, archive_bytes, progress, doubt, zone, clock
+    )
 
 
 def _hold_to_shown_zone(
@@ -255,6 +261,7 @@ def _purge_from_checkpoint(
                 "archive_offset": archive.offset if archive else None,
                 "session": session,
                 "cutoff_zone": point.zone,
+                "cutoff_clock": point.clock,
                 "archive_overlaps": _archive_overlaps(ctx, batch, prepared["bounds"], point),
                 **{k: point.progress[k] for k in ("end", *_PAGE_STATE) if k in point.progress},
             },
