@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from aishell import commands
+from aishell.config.bounds import MAX_COUNT
 from aishell.config.models import Config, load_config
 from aishell.errors import CatalogError
 from aishell.executor import RunResult
@@ -822,7 +823,8 @@ def property_home() -> Iterator[tuple[Path, Config]]:
 @given(
     statements=st.lists(st.sampled_from(POOL), min_size=1, max_size=3),
     declared=st.sampled_from(RISKS),
-    v=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    # Every integer a param may hold (config.bounds: what is stored, either sign).
+    v=st.integers(min_value=-MAX_COUNT, max_value=MAX_COUNT),
     s=ODD_TEXT,
 )
 def test_what_a_step_sends_is_never_riskier_than_the_policy_saw(

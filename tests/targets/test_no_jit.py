@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from aishell.guard import usercode
+from aishell.guard.pgtablecode import PG_TABLE_CODE
 from aishell.guard.sidefunctions import PG_CODE_OF_ITS_OWN
 from aishell.targets.engines import open_target
 from tests.helpers import use_target
@@ -29,14 +29,14 @@ def _tables_that_cost_a_compile(url: str) -> None:
             conn.execute(text("CREATE TABLE parent (id int)"))
             conn.execute(text("CREATE TABLE child () INHERITS (parent)"))
             # The server would compile the catalog read in the test's own session.
-            plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + usercode._PG_CODE), _OWN).scalar()
+            plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + PG_TABLE_CODE), _OWN).scalar()
             assert "JIT" in plan[0], "the server compiles nothing: the test would prove nothing"
     finally:
         own.dispose()
 
 
 def _compiled(conn: Any) -> bool:
-    plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + usercode._PG_CODE), _OWN).scalar()
+    plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + PG_TABLE_CODE), _OWN).scalar()
     return "JIT" in plan[0]
 
 
