@@ -5,8 +5,9 @@ A quick maintenance of thousands of small tables would otherwise pay a step (its
 checks, its checkpoint in state.db) for each statement that costs the server about a
 millisecond. Each engine says which tables the role may not analyze (found before
 anything is sent), the statements for the rest, how to send them (hearing which tables
-the server skipped) and the row estimates afterwards; the step's tables, its preview
-and its output (the same keys on every engine) are made here.
+the server skipped), the row estimates afterwards and what the preview says beside the
+statements (the MyISAM and Aria tables whose ANALYZE TABLE holds off writes); the
+step's tables, its preview and its output (the same keys on every engine) are made here.
 
 One table's trouble does not stop the others: when the grouped statements fail on a
 lock the server could not get within the target's lock wait (an anti-wraparound
@@ -58,6 +59,9 @@ class Engine:
     estimates: Callable[[Connection, list[str]], dict[str, int]]
     # What the tool declares it may send (its statements for one table, its reads).
     templates: tuple[str, ...]
+    # What the preview says beside the statements of these tables (comment lines): where
+    # the engine holds a table more than the tool's usual lock (MyISAM's ANALYZE TABLE).
+    notes: Callable[[list[str], ToolContext], list[str]] | None = None
 
 
 def tables_of(params: Mapping[str, Any]) -> list[str]:
@@ -82,8 +86,7 @@ def statistics_handler(engine: Engine) -> Handler:
 
     def render(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
         todo, refused = split(params, ctx)
-        skipped = [f"-- {reason}" for reason in refused.values()]
-        return [*skipped, *engine.statements(todo, ctx)] if todo else skipped
+        return [f"-- {reason}" for reason in refused.values()] + _shown(engine, todo, ctx)
 
     def run(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
         conn = ctx.connection
@@ -127,6 +130,14 @@ def statistics_handler(engine: Engine) -> Handler:
         changes_tables=False,
         shares_tables=True,
     )
+
+
+def _shown(engine: Engine, todo: list[str], ctx: ToolContext) -> list[str]:
+    """The statements of the tables to analyze, after what the engine says beside them."""
+    if not todo:
+        return []
+    notes = engine.notes(todo, ctx) if engine.notes is not None else []
+    return [*notes, *engine.statements(todo, ctx)]
 
 
 def _send_each(

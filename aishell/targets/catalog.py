@@ -205,6 +205,28 @@ def refuse_shadow(conn: Connection, table: str) -> None:
         )
 
 
+# A materialized view of the current schema by that name (PostgreSQL).
+_MATVIEW = (
+    "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE c.relkind = 'm' AND c.relname = :t "
+    "AND n.nspname = pg_catalog.current_schema()"
+)
+
+
+def refuse_matview(conn: Connection, table: str) -> None:
+    """Refuse, in one line, a PostgreSQL materialized view named as a table to work on:
+    no maintenance type plans one (README: materialized views), so it is not one of the
+    target's tables, and a DBA told only "not found" would look for a typo."""
+    if conn.dialect.name != "postgresql":
+        return
+    if conn.execute(text(_MATVIEW), {"t": table}).scalar() is not None:
+        raise TargetError(
+            f"{table!r} is a materialized view, not a table: aishell plans no step on it "
+            "(autovacuum vacuums and analyzes it as a table; ANALYZE it after its REFRESH "
+            "where its statistics cannot wait)"
+        )
+
+
 def user_tables(
     conn: Connection, unreadable: list[str] | None = None, *, shadows: bool = True
 ) -> list[str]:

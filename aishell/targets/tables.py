@@ -19,6 +19,7 @@ from aishell.dialects import family
 from aishell.errors import TargetError
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.catalog import (
+    refuse_matview,
     refuse_shadow,
     require_column,
     sqlite_name,
@@ -257,6 +258,7 @@ class TableCatalog:
         for table in tables:
             if table not in self.tables and not (dropped_ok and table in self.dropped):
                 refuse_shadow(conn, table)
+                refuse_matview(conn, table)
                 known = self.names
                 listing = ", ".join(known[:50]) + (" ..." if len(known) > 50 else "")
                 raise TargetError(

@@ -388,6 +388,20 @@ for _engine in ("Aria", "MyISAM"):
     ]
 
 
+# REPAIR TABLE, the repair of a MyISAM or Aria table, holds it whole.
+for _engine in ("Aria", "MyISAM"):
+    MY_CASES.append(
+        Case(
+            "repair_corrupted_tables",
+            "maintenance",
+            {"tables": [TABLE], "create_backup": False},
+            "SHARED_NO_READ_WRITE",
+            setup=(f"ALTER TABLE {TABLE} ENGINE={_engine}",),
+            variant=_engine.lower(),
+        )
+    )
+
+
 def release(conn: Connection) -> None:
     """End what the blocker holds: its transaction, and on MariaDB its LOCK TABLES."""
     if conn.dialect.name != "postgresql":
@@ -523,6 +537,82 @@ def test_mariadb_steps_take_the_locks_their_tools_declare(home, lock_view_url, c
             config, mysql_url, case, my_hold(held), my_observer(view, "?"), "CONNECTION_ID()"
         )
         assert not any(waiting for _, waiting in through.seen), (case.tool, held, through.seen)
+
+
+# --- the engine's own table read lock (MariaDB) ------------------------------------------
+
+
+@pytest.mark.parametrize("table_engine", ["MyISAM", "Aria", "InnoDB"])
+def test_analyze_table_holds_off_writes_where_its_tool_says(home, mysql_url, table_engine):
+    """MyISAM and Aria take their own table read lock for ANALYZE TABLE (no metadata
+    lock shows it): the step waits behind a write in flight, as writes wait behind it, and
+    update_table_statistics declares that lock. InnoDB's ANALYZE TABLE goes past the
+    write. The writer, an INSERT sleeping in its SELECT, is stopped once the step is seen
+    waiting (InnoDB: once the step ended)."""
+    make_table(mysql_url, setup=(f"ALTER TABLE {TABLE} ENGINE={table_engine}",))
+    config = configure(home, mysql_url)
+    engine_lock = [
+        lock
+        for lock in registry().get("update_table_statistics").locks_on("mysql")
+        if lock.mode == "SHARED_READ_ONLY"
+    ]
+    assert len(engine_lock) == 1 and "writers wait" in engine_lock[0].held, engine_lock
+    assert "MyISAM" in engine_lock[0].held and "Aria" in engine_lock[0].held
+    plan = one_step_plan("maintenance", "db", "mysql", "update_table_statistics", {"table": TABLE})
+    outcome: dict[str, Any] = {}
+    waits = table_engine != "InnoDB"
+    db = engine(mysql_url)
+    try:
+        with db.connect() as writer, db.connect() as watcher:
+            writer_id = writer.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+            writer.commit()
+
+            def write() -> None:
+                try:
+                    writer.execute(
+                        text(f"INSERT INTO {TABLE} SELECT 99999 + SLEEP(:s), NOW(), 'w'"),
+                        {"s": HANG},
+                    )
+                except Exception as exc:  # stopped by the test's KILL QUERY
+                    outcome["writer"] = exc
+
+            def step() -> None:
+                outcome["result"] = commands.apply_plan(config, plan, approver=PreApproved())
+
+            writing = threading.Thread(target=write, daemon=True)
+            writing.start()
+            _seen_state(watcher, writer_id, "User sleep")
+            stepping = threading.Thread(target=step, daemon=True)
+            stepping.start()
+            if waits:
+                _seen_state(watcher, None, "Waiting for table level lock")
+                assert stepping.is_alive()
+            else:
+                stepping.join(HANG)
+                assert writing.is_alive(), "the writer ended before the step"
+            watcher.execute(text(f"KILL QUERY {int(writer_id)}"))
+            writing.join(HANG)
+            stepping.join(HANG)
+    finally:
+        db.dispose()
+    assert outcome["result"].steps[0].status == "succeeded", outcome["result"].steps[0].error
+
+
+def _seen_state(conn: Connection, session: int | None, state: str) -> None:
+    """Wait (a hang detector, no timing asserted) until a session of the database other
+    than `conn`'s is in this state (`session`: that one)."""
+    deadline = time.monotonic() + HANG
+    query = (
+        "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+        "AND STATE = :state AND ID <> CONNECTION_ID() AND (:id IS NULL OR ID = :id)"
+    )
+    while time.monotonic() < deadline:
+        found = conn.execute(text(query), {"state": state, "id": session}).scalar_one()
+        conn.rollback()
+        if found:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no session seen in state {state!r} within {HANG} s")
 
 
 # --- restores -----------------------------------------------------------------------------

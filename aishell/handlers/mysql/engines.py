@@ -8,12 +8,14 @@ statement that would do nothing. An engine aishell does not know (MRG_MyISAM, AR
 CONNECT, SPIDER, S3, a plugin's) may do anything with them, a remote server's work
 included: nothing is sent to it either. Where the statement holds the whole table
 (OPTIMIZE TABLE of MyISAM and Aria; InnoDB's rebuild of a table with a FULLTEXT or
-SPATIAL index, which it does not do online), the preview says so beside it.
+SPATIAL index, which it does not do online), the preview says so beside it, as it says
+where ANALYZE TABLE holds off the table's writers (MyISAM and Aria, whose engine takes its
+own table read lock for it; InnoDB samples under its row versions, writes going on).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam
@@ -26,19 +28,20 @@ from aishell.sqltext import text
 class Ways:
     """What one engine does: ANALYZE TABLE refreshes its statistics; OPTIMIZE TABLE
     rebuilds it; `held`: how OPTIMIZE TABLE holds the table ("" where reads and writes
-    go on)."""
+    go on); `analyze_blocks_writes`: ANALYZE TABLE holds off the table's writes."""
 
     analyze: bool
     optimize: bool
     held: str = ""
+    analyze_blocks_writes: bool = False
 
 
 _WHOLE = "no read or write of it until OPTIMIZE TABLE ends"
 # By the engine's name as information_schema.TABLES gives it, in lower case.
 _ENGINES = {
     "innodb": Ways(analyze=True, optimize=True),
-    "myisam": Ways(analyze=True, optimize=True, held=_WHOLE),
-    "aria": Ways(analyze=True, optimize=True, held=_WHOLE),
+    "myisam": Ways(analyze=True, optimize=True, held=_WHOLE, analyze_blocks_writes=True),
+    "aria": Ways(analyze=True, optimize=True, held=_WHOLE, analyze_blocks_writes=True),
     "memory": Ways(analyze=False, optimize=False),
     "csv": Ways(analyze=False, optimize=False),
     "blackhole": Ways(analyze=False, optimize=False),
@@ -67,6 +70,22 @@ def analyze_refusal(table: str, engine: str | None) -> str | None:
             "ANALYZE TABLE refreshes"
         )
     return None
+
+
+def analyze_lock(tables: Sequence[str], engines: Mapping[str, str | None]) -> str | None:
+    """The line a preview shows beside ANALYZE TABLE of these tables where it holds off
+    writes to some of them (None: reads and writes of every one go on)."""
+    held = [
+        t for t in tables if (w := _ways(engines.get(t))) is not None and w.analyze_blocks_writes
+    ]
+    if not held:
+        return None
+    # The engine's own table read lock, as LOCK TABLES ... READ takes it.
+    named = ", ".join(f"{t} ({engines[t]})" for t in held)
+    return (
+        f"{named}: writes to {'it' if len(held) == 1 else 'each'} wait until ANALYZE TABLE "
+        "ends (the engine's table read lock); reads go on"
+    )
 
 
 def optimize_refusal(table: str, engine: str | None) -> str | None:

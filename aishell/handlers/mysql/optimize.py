@@ -12,13 +12,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aishell.errors import StepFailed
-from aishell.handlers import Handler, measured, skip_table
+from aishell.handlers import Handler, cached, measured, skip_table
 from aishell.handlers.held import GONE
 from aishell.handlers.mysql.catalog import FILE_SIZE, TABLE, recent_table_size, table_size
 from aishell.handlers.mysql.checkrows import DENIED_TEXT, raise_if_retryable
 from aishell.handlers.mysql.engines import (
     ENGINES,
     OFFLINE_INDEXES,
+    analyze_lock,
     analyze_refusal,
     engines_of,
     offline_indexes,
@@ -174,11 +175,23 @@ def _refused(conn: Connection, tables: list[str], ctx: ToolContext) -> Refusals:
     """The tables the role may not analyze, and those whose engine keeps no statistics
     ANALYZE TABLE refreshes (or that aishell does not know): none of them is sent."""
     found = refusals(conn, tables, OPTIMIZE_NEEDS, "ANALYZE TABLE", ctx.run_cache)
-    for table, engine in engines_of(conn, tables).items():
+    for table, engine in _engines(conn, tables, ctx).items():
         why = analyze_refusal(table, engine)
         if why is not None and table not in found:
             found[table] = why
     return found
+
+
+def _engines(conn: Connection, tables: list[str], ctx: ToolContext) -> dict[str, str | None]:
+    """The step's tables' engines, read once for its refusals and its preview's note."""
+    found: dict[str, str | None] = cached(ctx, "analyze_engines", lambda: engines_of(conn, tables))
+    return found
+
+
+def _notes(tables: list[str], ctx: ToolContext) -> list[str]:
+    """Beside the ANALYZE TABLE: the tables whose engine holds off writes meanwhile."""
+    held = analyze_lock(tables, _engines(ctx.connection, tables, ctx))
+    return [f"-- {held}"] if held else []
 
 
 def _statements(tables: list[str], ctx: ToolContext) -> list[str]:
@@ -253,5 +266,6 @@ update_table_statistics = statistics_handler(
         _send,
         _estimates,
         ("ANALYZE TABLE {table}", _ROW_ESTIMATES, ENGINES),
+        _notes,
     )
 )

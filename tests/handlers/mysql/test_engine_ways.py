@@ -4,7 +4,8 @@ TABLE refreshes; of an engine aishell does not know, neither is sent) is not sen
 the preview says so instead of showing it; an InnoDB table with a FULLTEXT index, which
 InnoDB rebuilds only by a copy that holds off its writes (the online ALTER TABLE ...
 LOCK=NONE is refused), is not rebuilt by the online rebuild step; where OPTIMIZE TABLE
-holds a table whole, the preview says so beside it."""
+holds a table whole, or ANALYZE TABLE holds off its writes, the preview says so beside
+it."""
 
 from __future__ import annotations
 
@@ -83,6 +84,31 @@ def test_the_preview_names_the_whole_table_lock_beside_optimize(
         f"{table} ({engine}): no read or write of it until OPTIMIZE TABLE ends" in s
         for s in lines[:at]
     ), lines
+
+
+def test_the_preview_names_the_tables_whose_analyze_holds_off_writes(
+    home: Path, mysql_url: str
+) -> None:
+    """MyISAM and Aria take their table read lock for ANALYZE TABLE (writers wait);
+    InnoDB samples under its row versions and lets writes go on."""
+    run_sql(
+        mysql_url,
+        *_filled("w_isam", "MyISAM", delete=False),
+        *_filled("w_aria", "Aria", delete=False),
+        *_filled("w_inno", "InnoDB", ", PRIMARY KEY (id)", delete=False),
+    )
+    config = use_target(home, mysql_url)
+    tables = ["w_isam", "w_inno", "w_aria"]
+    lines = _preview_one(config, "update_table_statistics", {"tables": tables}).steps[0].sql
+    at = next(i for i, s in enumerate(lines) if s.startswith("ANALYZE TABLE"))
+    notes = [s for s in lines[:at] if "ANALYZE TABLE ends" in s]
+    assert notes == [
+        "-- w_isam (MyISAM), w_aria (Aria): writes to each wait until ANALYZE TABLE ends "
+        "(the engine's table read lock); reads go on"
+    ], lines
+    # An InnoDB table alone: no such line.
+    alone = _preview_one(config, "update_table_statistics", {"table": "w_inno"}).steps[0].sql
+    assert not any("ANALYZE TABLE ends" in s for s in alone), alone
 
 
 def _preview_one(config: Any, tool: str, params: dict[str, Any]) -> Any:
