@@ -4,7 +4,7 @@ A table of ROWS rows (default 5,000,000; ids in time order, as a log table fills
 half of them older than the retention. Each trial starts from an identical fresh
 copy of the table and purges the same rows:
 
-- aishell: `run log-cleanup`, timed whole (from the call: start-up, planning, the
+- aishell: `run log_cleanup`, timed whole (from the call: start-up, planning, the
   estimates before and after, the purge and the report) and its delete_old_records
   step alone;
 - a single `DELETE FROM logs WHERE created_at < cutoff`;

@@ -4,7 +4,7 @@ A file of ROWS rows (default 3,000,000; ids in time order, created_at ISO text a
 SQLite's datetime() writes it, no index on it), half older than the retention. Each
 trial starts from an identical copy of the file and purges the same rows:
 
-- aishell: `run log-cleanup` in this process, timed whole (planning, the count, the
+- aishell: `run log_cleanup` in this process, timed whole (planning, the count, the
   purge, the report) and its delete_old_records step alone;
 - one `DELETE FROM logs WHERE created_at < cutoff` in one transaction;
 - the reads a purge makes before it deletes, each alone on the file: `count(*)` of the

@@ -135,11 +135,11 @@ def job_from_options(
     spec of an agent with no command of its own, whose options were made from it."""
     if declared is not None:
         return declared.name, declared_job(declared, params)
-    agent = name.replace("-", "_")  # the command `log-cleanup` runs the agent log_cleanup
+    agent = name.replace("-", "_")  # `log-cleanup` names the agent log_cleanup
     try:
         job_of = _FROM_OPTIONS[agent]
     except KeyError:
-        known = sorted(a.replace("_", "-") for a in _FROM_OPTIONS)
+        known = sorted(_FROM_OPTIONS)
         raise UsageError(f"Unknown job {name!r}; jobs are: {', '.join(known)}") from None
     return agent, job_of(params)
 

@@ -144,7 +144,9 @@ class AishellGroup(click.Group):
 class JobGroup(AishellGroup):
     """A group of job commands (`run`, `plan`) that also takes an agent with no command
     of its own, as the command `declared` makes from the agent's declaration; its help
-    and the shell's completion list every agent by name, loading none."""
+    and the shell's completion list every agent by name, loading none. A command is
+    named as its agent is (`log_cleanup`, as `aishell agents list` shows it); `-` for
+    `_` names the same command (`log-cleanup`), and the name shown is the command's own."""
 
     declared: Callable[[str], click.Command] | None = None
 
@@ -183,12 +185,22 @@ class JobGroup(AishellGroup):
         return sorted(names - spelled)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        found = super().get_command(ctx, cmd_name)
-        if found is not None or self.declared is None or cmd_name.startswith("-"):
-            return found
-        if cmd_name.replace("_", "-") in self.commands:
-            return None  # `log_cleanup` for `log-cleanup`: click names the command it has
-        return refuse_empty(self.declared(cmd_name))
+        if cmd_name.startswith("-"):
+            return None
+        for spelled in (cmd_name, cmd_name.replace("-", "_"), cmd_name.replace("_", "-")):
+            found = super().get_command(ctx, spelled)
+            if found is not None:
+                return found
+        if self.declared is None:
+            return None
+        return refuse_empty(self.declared(cmd_name.replace("-", "_")))
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # Usage lines and errors name the command as its help does, however it was typed.
+        name, command, rest = super().resolve_command(ctx, args)
+        return (command.name if command is not None else name), command, rest
 
 
 class Subcommands(MutableMapping[str, click.Command]):

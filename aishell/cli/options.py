@@ -383,12 +383,12 @@ def start_options(dry_run_help: str = "Read-only: run analysis, preview the rest
 
 
 def job_run_options(dry_run_help: str) -> Decorator:
-    """How a job runs, after what it is: as `aishell run maintenance` and `log-cleanup`
+    """How a job runs, after what it is: as `aishell run maintenance` and `log_cleanup`
     take it."""
     return stacked([planner_option, start_options(dry_run_help)])
 
 
-# What `aishell plan maintenance` and `log-cleanup` take after the job itself; the
+# What `aishell plan maintenance` and `log_cleanup` take after the job itself; the
 # command takes them as one dict, `plan_options`.
 plan_job_options = stacked(
     [

@@ -21,6 +21,8 @@ def plan() -> None:
 
     A plan saved with --out is signed with this home's key, kept in
     plan-signing.key in the home (mode 0600); `aishell plan rotate-key` replaces it.
+    Each other command is an agent, named as `aishell agents list` names it; `-` for `_`
+    names the same one (`log-cleanup`).
     """
 
 
@@ -67,7 +69,7 @@ def plan_maintenance(
     plan_and_show(state, as_json, "maintenance", job, target, plan_options)
 
 
-@plan.command("log-cleanup")
+@plan.command("log_cleanup")
 @options.log_cleanup_options
 @options.plan_job_options
 @pass_state
@@ -102,7 +104,7 @@ def plan_backup(
 
 def declared_plan(name: str) -> click.Command:
     """`aishell plan NAME` for an agent with no command of its own: its declared job
-    options, then what `aishell plan log-cleanup` takes after the job."""
+    options, then what `aishell plan log_cleanup` takes after the job."""
     spec = commands.agent_spec(name)
 
     @click.command(name, help=f"{spec.description}\n\nPlan the {spec.name} agent's job.")

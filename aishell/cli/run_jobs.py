@@ -1,4 +1,4 @@
-"""`aishell run`: run a maintenance, log-cleanup or backup job now, or the job of any
+"""`aishell run`: run a maintenance, log_cleanup or backup job now, or the job of any
 other agent (`aishell run NAME`, its options made from its declaration)."""
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from aishell.cli.output import run_and_render
 
 @click.group(cls=JobGroup)
 def run() -> None:
-    """Run a job: plan, check each step against the policy, execute, checkpoint."""
+    """Run a job: plan, check each step against the policy, execute, checkpoint.
+
+    Each command is an agent, named as `aishell agents list` names it; `-` for `_`
+    names the same one (`log-cleanup`)."""
 
 
 def start_job(
@@ -86,7 +89,7 @@ def run_maintenance(ctx: click.Context, state: State, /, **given: Any) -> None:
     )
 
 
-@run.command("log-cleanup")
+@run.command("log_cleanup")
 @log_cleanup_options
 @job_run_options("Read-only: count what would go, show one batch.")
 @pass_state
@@ -126,7 +129,7 @@ def run_backup(ctx: click.Context, state: State, /, **given: Any) -> None:
 
 def declared_run(name: str) -> click.Command:
     """`aishell run NAME` for an agent with no command of its own: its declared job
-    options, then how the run goes, as `aishell run log-cleanup` takes them."""
+    options, then how the run goes, as `aishell run log_cleanup` takes them."""
     spec = commands.agent_spec(name)
 
     @click.command(name, help=f"{spec.description}\n\nThe {spec.name} agent's job, run now.")

@@ -26,14 +26,15 @@ def job_from_words(
     (agent, job, target, options)."""
     if not words:
         raise UsageError("Give the job after --, as `aishell run` takes it: -- maintenance ...")
-    name, rest = words[0], list(words[1:])
+    # `-` for `_` names the same job, as `aishell run` reads it (`log-cleanup`).
+    name, rest = words[0].replace("-", "_"), list(words[1:])
     command, spec = run.commands.get(name), None
     if command is None:
         try:  # an agent with no command of its own
             spec = commands.agent_spec(name)
         except UsageError:
             known = ", ".join(sorted(run.commands))
-            raise UsageError(f"Unknown job {name!r}; jobs are: {known}") from None
+            raise UsageError(f"Unknown job {words[0]!r}; jobs are: {known}") from None
         command = declared_run(name)
     try:
         # The help options `aishell` gives its commands: click keeps the first a
@@ -88,8 +89,9 @@ def schedule_add(
     agent, job, target, options = job_from_words(words)
     if max_run_time is not None:
         options["max_run_seconds"] = max_run_time
+    shown = [agent, *words[1:]]  # the job named as `aishell agents list` names it
     added = commands.add_schedule(
-        state.config, name, cron, timezone, list(words), agent, job, target, options
+        state.config, name, cron, timezone, shown, agent, job, target, options
     )
     if as_json:
         emit_json(added)

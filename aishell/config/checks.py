@@ -108,13 +108,19 @@ def check_one_line(value: str) -> str:
     return value
 
 
-def env_password(variable: str, whose: str, setting: str) -> str:
+def env_password(
+    variable: str, whose: str, setting: str, file: os.PathLike[str] | str | None = None
+) -> str:
     """The password a `password_env` names, read when it is used (never at load: the
     variable may be set only for the command that needs it); unset, a ConfigError that
-    begins with `whose` and names the setting."""
+    begins with `whose`, names the setting and the file it is in, and says what to do."""
     value = os.environ.get(variable)
     if value is None:
-        raise ConfigError(f"{whose}: the environment variable {variable} ({setting}) is not set")
+        where = setting if file is None else f"{setting} in {file}"
+        raise ConfigError(
+            f"{whose}: the environment variable {variable} ({where}) is not set; export "
+            f"{variable} where aishell runs (the scheduler's service too), or change {setting}"
+        )
     return value
 
 

@@ -50,7 +50,7 @@ from aishell.config.options import (
     SAFETY_LEVEL,
 )
 from aishell.config.stateurl import StateConfig, display_url, state_url
-from aishell.config.targetnames import check_named
+from aishell.config.targetnames import check_named, unknown_target
 from aishell.config.web import WebConfig
 from aishell.errors import ConfigError
 from aishell.files import set_group_readable
@@ -385,10 +385,8 @@ class Config:
         try:
             return name, self.main.targets[name]
         except KeyError:
-            known = ", ".join(sorted(self.main.targets)) or "(none)"
-            raise ConfigError(
-                f"Unknown target '{name}'; targets in {self.path} are: {known}"
-            ) from None
+            known = sorted(self.main.targets)
+            raise ConfigError(unknown_target(name, known, self.path)) from None
 
     def run_limit(
         self, agent: str, override: float | None = None, where: str = ""

@@ -148,7 +148,7 @@ UPDATE_STATS = Option(
 )
 MAINTENANCE_OPTIONS = (MAINTENANCE_TYPE, TABLES, REBUILD_INDEXES, UPDATE_STATS)
 
-# What `aishell run log-cleanup` purges and how; the defaults are the agent's config's
+# What `aishell run log_cleanup` purges and how; the defaults are the agent's config's
 # (its purge section), which the command line leaves to it.
 RETENTION_DAYS = Option(
     "retention_days",

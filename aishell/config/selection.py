@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Protocol
 
 from aishell.config.checks import TAG
+from aishell.config.targetnames import unknown_target
 from aishell.errors import UsageError
 
 if TYPE_CHECKING:  # a listing selects from the config's view, without the models
@@ -90,7 +91,7 @@ def _atom(targets: Mapping[str, Tagged], atom: str, where: str) -> set[str]:
     if _GLOB_CHARACTERS & set(atom):
         return {name for name in targets if fnmatchcase(name, atom)}
     if atom not in targets:
-        raise UsageError(f"Unknown target '{atom}'; targets in {where} are: {_listed(targets)}")
+        raise UsageError(unknown_target(atom, targets, where))
     return {atom}
 
 

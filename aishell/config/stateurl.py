@@ -95,8 +95,8 @@ def with_settings(
         # Read back, and taken out, by the store (state/serverstore.py).
         parsed = parsed.update_query_dict(timeouts)
     if password_env:
-        where = f"state.password_env in {config_path}"
-        password = env_password(password_env, "The state store's password", where)
+        whose = "The state store's password"
+        password = env_password(password_env, whose, "state.password_env", config_path)
         parsed = parsed.set(password=password)
     return parsed.render_as_string(hide_password=False)
 

@@ -10,9 +10,9 @@ others queued behind it on a busy worker.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
+from aishell.config.checks import env_password
 from aishell.config.fleet import FleetConfig
 from aishell.config.models import Config
 from aishell.errors import ConfigError
@@ -37,9 +37,8 @@ def broker_url(config: Config) -> str:
         )
     password = None
     if fleet.password_env:
-        password = os.environ.get(fleet.password_env)
-        if password is None:
-            raise ConfigError(f"fleet.password_env names {fleet.password_env}, which is not set")
+        whose = "The fleet broker's password"
+        password = env_password(fleet.password_env, whose, "fleet.password_env", config.path)
     return fleet.broker(password)
 
 

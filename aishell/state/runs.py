@@ -92,14 +92,19 @@ class RunRepository(ApprovalRepository):
         if not run_id.strip():
             raise RunNotFound("The run id is empty; give a run's id (`aishell runs list`)")
         if len(run_id) > LONGEST_RUN_ID:  # no run has one (and SQLite's LIKE refuses it)
-            raise RunNotFound(f"No run with id '{run_id[:LONGEST_RUN_ID]}…' in {self.location}")
+            raise RunNotFound(
+                f"No run with id '{run_id[:LONGEST_RUN_ID]}…' in {self.location}; "
+                "`aishell runs list` shows them"
+            )
         self.flush()
         rows = self._conn.execute(
             with_beats(select(runs)).where(runs.c.run_id.startswith(run_id, autoescape=True))
         ).all()
         self._conn.rollback()
         if not rows:
-            raise RunNotFound(f"No run with id '{run_id}' in {self.location}")
+            raise RunNotFound(
+                f"No run with id '{run_id}' in {self.location}; `aishell runs list` shows them"
+            )
         if len(rows) > 1:
             raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
         self._verify("run", rows[0].run_id, rows[0]._mapping, f"run {rows[0].run_id}")

@@ -192,11 +192,11 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
             f"'{url.get_backend_name()}'; use sqlite, postgresql or mysql"
         )
     if dialect == "sqlite":
-        target = _open_sqlite(target_name, target_config, url.database, read_only)
+        target = _open_sqlite(target_name, target_config, url.database, read_only, config.path)
         target.fingerprint = url_fingerprint(url_text)
         return target
     # One login for the driver and the client programs, found as the clients find it.
-    login = resolve_login(url, target_config, target_name)
+    login = resolve_login(url, target_config, target_name, config.path)
     url = login.applied(url)
     try:
         engine = _server_engine(url, dialect, target_config, read_only, target_name)
@@ -224,7 +224,7 @@ def open_server(config: Config, name: str) -> tuple[Target, str | None]:
     dialect = FAMILIES.get(url.get_backend_name())
     if dialect not in ("postgresql", "mysql"):
         raise ConfigError(f"Target '{target_name}' is not on a database server")
-    login = resolve_login(url, target_config, target_name)
+    login = resolve_login(url, target_config, target_name, config.path)
     url = login.applied(url)
     # set() leaves a key it is given None unchanged: MySQL's "no database" is a _replace.
     outside = url._replace(database="postgres" if dialect == "postgresql" else None)
@@ -399,8 +399,10 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
     )
 
 
-def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_only: bool) -> Target:
-    path = _sqlite_file(name, database)
+def _open_sqlite(
+    name: str, target: TargetConfig, database: str | None, read_only: bool, where: Path
+) -> Target:
+    path = _sqlite_file(name, database, where)
     # mode=ro makes a dry run read-only in the SQLite library itself; mode=rw refuses
     # to create a new, empty database where a file was expected.
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rw'}"
@@ -446,8 +448,9 @@ def _open_sqlite(name: str, target: TargetConfig, database: str | None, read_onl
     )
 
 
-def _sqlite_file(name: str, database: str | None) -> Path:
-    """A SQLite target's file as its URL names it: a path SQLite can name, and there."""
+def _sqlite_file(name: str, database: str | None, where: Path) -> Path:
+    """A SQLite target's file as its URL names it: a path SQLite can name, and there;
+    `where`: the config file the target is in, named when the file is not there."""
     if not database or database == ":memory:":
         raise ConfigError(f"Target '{name}': a SQLite target needs a file path")
     if "\x00" in database:
@@ -464,7 +467,12 @@ def _sqlite_file(name: str, database: str | None) -> Path:
             "SQLite names files in UTF-8, so rename the file or its folder"
         ) from None
     if not path.is_file():
-        hint = "; create it with `aishell demo`" if name == "demo" else ""
+        hint = (
+            "; create it with `aishell demo`"
+            if name == "demo"
+            else f"; correct targets.{name}.url in {where}, or `aishell demo --target {name}` "
+            "makes a demo database there"
+        )
         raise TargetError(f"Target '{name}': database file {path} does not exist{hint}")
     return path
 

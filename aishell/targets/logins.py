@@ -104,8 +104,11 @@ class Login:
         }
 
 
-def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
-    """The login of a PostgreSQL or MySQL/MariaDB target, as its clients would find it."""
+def resolve_login(
+    url: URL, target: TargetConfig, name: str, config_file: Path | None = None
+) -> Login:
+    """The login of a PostgreSQL or MySQL/MariaDB target, as its clients would find it;
+    `config_file`: the file the target is in, named when its password_env is unset."""
     postgresql = url.get_backend_name() == "postgresql"
     if not postgresql:
         from aishell.targets.mysqltls import query_problem  # PyMySQL: MySQL targets only
@@ -118,7 +121,8 @@ def resolve_login(url: URL, target: TargetConfig, name: str) -> Login:
     if password is not None:
         given = (str(password), "URL")
     elif target.password_env:
-        value = env_password(target.password_env, f"Target '{name}'", "password_env")
+        setting = f"targets.{name}.password_env"
+        value = env_password(target.password_env, f"Target '{name}'", setting, config_file)
         given = (value, f"password_env {target.password_env}")
     if postgresql:
         return _postgresql(url, given, name)

@@ -28,9 +28,7 @@ def configured_token(config: Config) -> bytes | None:
     """The token remote requests must present; None when the config names none."""
     web = config.main.web
     if web.token_env:
-        token = env_password(
-            web.token_env, "The web view's token", f"web.token_env in {config.path}"
-        )
+        token = env_password(web.token_env, "The web view's token", "web.token_env", config.path)
         return _checked(token.strip(), f"the variable {web.token_env} (web.token_env)")
     if web.token_file:
         return _checked(_read_token_file(config.home / web.token_file), "web.token_file")

@@ -54,7 +54,7 @@ def test_each_run_command_makes_its_agents_job(command, params, agent, job) -> N
 
 
 def test_a_job_of_no_agent_is_refused_not_taken_for_a_purge() -> None:
-    with pytest.raises(UsageError, match="Unknown job 'vacuum'; jobs are: backup, log-cleanup, "):
+    with pytest.raises(UsageError, match="Unknown job 'vacuum'; jobs are: backup, log_cleanup, "):
         job_from_options("vacuum", {"table": "logs"})
 
 

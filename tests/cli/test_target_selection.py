@@ -127,7 +127,9 @@ def test_targets_check_and_doctor_check_each_selected_target(fleet: Config, home
     assert checked[0]["target"] == "eu-1" and checked[0]["tables"] == 4
     assert checked[1] == {
         "target": "us-1",
-        "error": f"Target 'us-1': database file {home / 'us1.db'} does not exist",
+        "error": f"Target 'us-1': database file {home / 'us1.db'} does not exist; correct "
+        f"targets.us-1.url in {fleet.path}, or `aishell demo --target us-1` makes a demo "
+        "database there",
     }
     assert as_json("targets", "check", "--targets", "tag:eu")["targets"][0]["target"] == "eu-1"
     out = aishell("targets", "check", "eu-1", "--targets", "eu-1", code=2)

@@ -104,5 +104,6 @@ def test_a_state_store_password_env_that_is_not_set_is_one_line(home: Path, monk
         config.state_url()
     assert str(err.value) == (
         "The state store's password: the environment variable AISHELL_NO_SUCH_STATE_PW "
-        f"(state.password_env in {path}) is not set"
+        f"(state.password_env in {path}) is not set; export AISHELL_NO_SUCH_STATE_PW where "
+        "aishell runs (the scheduler's service too), or change state.password_env"
     )

@@ -318,7 +318,9 @@ def test_doctor_names_each_problem_with_its_fix(user, tmp_path):
     assert out.endswith(
         "1 problem:\n"
         "  secret: Target 'secret': the environment variable AISHELL_TEST_UNSET_PW "
-        "(password_env) is not set\n"
+        f"(targets.secret.password_env in {path}) is not set; export AISHELL_TEST_UNSET_PW "
+        "where aishell runs (the scheduler's service too), or change "
+        "targets.secret.password_env\n"
         "    fix: export AISHELL_TEST_UNSET_PW with the password of targets.secret\n"
     )
     code, out, err = aishell("doctor", "--target", "nope")

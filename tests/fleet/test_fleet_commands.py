@@ -140,7 +140,9 @@ def test_the_broker_s_password_comes_from_its_variable_never_the_file(
     path.write_text(yaml.safe_dump(data))
     config = load_config(home=home)
     monkeypatch.delenv("BROKER_PW", raising=False)
-    with pytest.raises(ConfigError, match="BROKER_PW, which is not set"):
+    with pytest.raises(
+        ConfigError, match=r"BROKER_PW \(fleet.password_env in .*\) is not set; export BROKER_PW "
+    ):
         broker_url(config)
     monkeypatch.setenv("BROKER_PW", "p@ss/word")
     assert broker_url(config) == "amqp://guest:p%40ss%2Fword@127.0.0.1:5672//"

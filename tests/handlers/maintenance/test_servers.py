@@ -329,7 +329,9 @@ def test_password_comes_from_the_environment_and_is_never_stored(
     monkeypatch.delenv("AISHELL_TEST_PW", raising=False)
     from aishell.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="AISHELL_TEST_PW \\(password_env\\) is not set"):
+    with pytest.raises(
+        ConfigError, match="AISHELL_TEST_PW \\(targets.db.password_env in .*\\) is not set; export "
+    ):
         commands.run_job(config, "maintenance", {"type": "quick"})
     # Trust auth ignores the password, so any value connects; it must never be written down.
     monkeypatch.setenv("AISHELL_TEST_PW", secret)
