@@ -145,7 +145,7 @@ def fleet_resend(
         with broker(config) as sender:
             # Recorded first: a task that ends before its run begins, even at once,
             # says so after it.
-            with StateStore(config.state_url) as store:
+            with signed_store(config) as store:  # signed: it lets a target's run begin
                 store.record_resent(fleet_id, pending)
             sender.send(fleet_id, pending, carried)
             with StateStore(config.state_url) as store:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aishell.commands.breaker import breaker_key
+from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.errors import (
@@ -118,7 +119,9 @@ def may_begin(config: Config, fleet: dict[str, Any], target: str) -> None:
     for that trigger, and serve reports a trigger so late missed, not run."""
     fleet_id, due = fleet["fleet_id"], fleet.get("due")
     resend = f"`aishell fleet resend {fleet_id}` begins it"
-    with StateStore(config.state_url) as store:
+    # With the home's key: a resend not signed as it is (written into the store) lets
+    # nothing begin, and one the key did not sign is refused in one line.
+    with signed_store(config) as store:
         standing = store.fleet_not_started(fleet_id).get(target)
         resent = store.fleet_resent_at(fleet_id, target)
     if standing is not None:

@@ -10,16 +10,19 @@ estimate names each piece of user-defined code its statements run (executor/
 estimates.py) and the policy counts it: at least high risk, unless every function it
 calls is one the target's config vouches for (`trusted_functions`).
 
-User-defined: on PostgreSQL a function outside pg_catalog and information_schema that
-no installed extension owns (an operator counts by the function behind it); on MariaDB
-a trigger's body (it may write itself) and a UDF of mysql.func (MariaDB refuses stored
-functions in generated columns, defaults and checks); SQLite keeps no function in the
-file, so only its triggers. A plain VACUUM evaluates a BRIN index's expressions and
-predicate, as it summarizes the page ranges rows filled since the last summary, and
-compares a GIN index's pending entries with its operator class, and runs no other
-index's code; PostgreSQL's DELETE maintains no index, so counts none. A column with no
-default of its own takes its domain's: an INSERT, or a foreign key's SET DEFAULT,
-evaluates that.
+User-defined: on PostgreSQL a function outside pg_catalog and information_schema that no
+installed extension owns (an operator counts by the function behind it); on MariaDB a
+trigger's body (it may write itself) and a UDF of mysql.func (MariaDB refuses stored
+functions in generated columns, defaults and checks), and a default that advances or
+sets a sequence (DEFAULT (NEXTVAL(s)), DEFAULT (SETVAL(s, 100))): a write of the
+sequence, which no rollback undoes, by every INSERT that leaves the column out, as
+PostgreSQL's defaults calling the catalog's writing functions count; SQLite keeps no
+function in the file, so only its triggers. A plain VACUUM evaluates a BRIN index's
+expressions and predicate, as it summarizes the page ranges rows filled since the last
+summary, and compares a GIN index's pending entries with its operator class, and runs no
+other index's code; PostgreSQL's DELETE maintains no index, so counts none. A column
+with no default of its own takes its domain's: an INSERT, or a foreign key's SET
+DEFAULT, evaluates that.
 
 A corruption check is a read, yet on PostgreSQL it runs an index's code too: amcheck's
 bt_index_check and bt_index_parent_check with heapallindexed build each of the table's
@@ -75,6 +78,8 @@ class Code:
     # An index's access method (PostgreSQL's brin, btree ...), "gin operator class" for
     # the code of its operator class: which runs depends on the action (METHODS).
     method: str = ""
+    # A MariaDB default's write of a sequence, as said: "advances sequence `db`.`s`".
+    writes: str = ""
 
 
 def user_code(
@@ -162,6 +167,10 @@ def _reaches(piece: Code, schema: str | None, table: str, dialect: str) -> bool:
 def _said(piece: Code, dialect: str) -> str:
     schema, name = piece.table
     table = f"{schema}.{name}" if schema else name
+    if piece.writes:
+        return (
+            f"the {piece.kind} of {table}.{piece.name} {piece.writes}, a write no rollback undoes"
+        )
     if not piece.functions:
         return (
             f"trigger {piece.name} on {table}{piece.detail} runs its own statements, "
@@ -273,6 +282,13 @@ _MYSQL_CHECKS = (
     "FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
 )
 _CALLED = re.compile(r"`?(\w+)`?\s*\(")
+# The server's own functions a column's expression may call that write a sequence, as
+# the server stores them (NEXT VALUE FOR s as nextval(`db`.`s`)), with the sequence.
+_SEQUENCE_STEPS = {"nextval": "advances", "setval": "sets"}
+_SEQUENCE_CALL = re.compile(
+    r"\b(nextval|setval)\s*\(\s*((?:`(?:[^`]|``)*`|\w+)(?:\s*\.\s*(?:`(?:[^`]|``)*`|\w+))?)",
+    re.IGNORECASE,
+)
 
 
 def _mysql(conn: Connection) -> list[Code]:
@@ -298,14 +314,20 @@ def _mysql(conn: Connection) -> list[Code]:
         )
         for schema, table, name, event, timing in json.loads(triggers or "[]")
     ]
-    if any_udf:
-        for sql in (_MYSQL_COLUMNS, _MYSQL_CHECKS):
-            for kind, schema, table, name, expression in conn.execute(text(sql)):
-                called = [c for c in _CALLED.findall(expression or "") if is_udf(c.lower())]
-                if called:
-                    functions = tuple((None, c) for c in dict.fromkeys(called))
-                    reached = ((schema, table, True),)
-                    found.append(Code(kind, (schema, table), name, frozenset(), functions, reached))
+    # A default may write a sequence with the server's own functions, UDFs or not.
+    for sql in (_MYSQL_COLUMNS, _MYSQL_CHECKS) if any_udf else (_MYSQL_COLUMNS,):
+        for kind, schema, table, name, expression in conn.execute(text(sql)):
+            reached = ((schema, table, True),)
+            called = [c for c in _CALLED.findall(expression or "") if is_udf(c.lower())]
+            if called:
+                functions = tuple((None, c) for c in dict.fromkeys(called))
+                found.append(Code(kind, (schema, table), name, frozenset(), functions, reached))
+            for word, sequence in dict.fromkeys(_SEQUENCE_CALL.findall(expression or "")):
+                said = f"{_SEQUENCE_STEPS[word.lower()]} sequence {sequence} ({word.upper()})"
+                calls = ((None, word.lower()),)
+                found.append(
+                    Code(kind, (schema, table), name, frozenset(), calls, reached, writes=said)
+                )
     return found
 
 

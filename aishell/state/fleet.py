@@ -8,11 +8,14 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from aishell.errors import StateTampered
 from aishell.state.beats import with_beats
-from aishell.state.core import StoreCore
+from aishell.state.core import EVENT, StoreCore
 from aishell.state.processes import current_user, this_host
 from aishell.state.runlist import shown_status
 from aishell.state.schema import events, fleet_jobs, fleet_runs, runs
+from aishell.state.seals import check
+from aishell.state.signing import SigningKey
 from aishell.state.values import dumps, loads, new_run_id, now
 
 # The event a target's task leaves when it ended before its run began; and the event
@@ -206,14 +209,28 @@ class FleetRepository(StoreCore):
 
     def record_resent(self, fleet_id: str, targets: list[str]) -> None:
         """The targets whose tasks are sent again: until their tasks end anew, they are
-        queued, whatever an earlier delivery said."""
-        self.record_event("-", None, RESENT, {"fleet_id": fleet_id, "targets": targets})
+        queued, whatever an earlier delivery said. Signed with the home's key (a store
+        opened with it): which targets, when, and the last event before it, so that
+        one written into the store lets no target begin, nor one copied clear a reason
+        kept since."""
+        with self._tx() as conn:
+            after = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
+            signed = {"targets": targets, "at": now(), "after": after}
+            data = {
+                **signed,
+                "fleet_id": fleet_id,
+                "seal": self._sealed("resend", fleet_id, signed),
+            }
+            row = {"run_id": "-", "step_idx": None, "kind": RESENT, "data": dumps(data)}
+            self._send(EVENT, {**row, "at": signed["at"]})
 
     def fleet_resent_at(self, fleet_id: str, target: str) -> str | None:
-        """When the target's task was last sent again (`fleet resend`), if ever."""
+        """When the target's task was last sent again (`fleet resend`), if ever; in a
+        store opened with the home's key, refused (StateTampered) unless that resend is
+        what the key signed."""
         self.flush()
         rows = self._conn.execute(
-            select(events.c.at, events.c.data)
+            select(events.c.id, events.c.at, events.c.data)
             .where(
                 (events.c.run_id == "-")
                 & (events.c.kind == RESENT)
@@ -222,9 +239,21 @@ class FleetRepository(StoreCore):
             .order_by(events.c.id.desc())
         ).all()
         self._conn.rollback()
-        for at, data in rows:
+        for event, at, data in rows:
             details = loads(data)
             if details.get("fleet_id") == fleet_id and target in details.get("targets", ()):
+                if self._key is not None:
+                    what = f"fleet job {fleet_id}'s resend event {event}"
+                    again = f"`aishell fleet resend {fleet_id}` sends it again"
+                    check(
+                        self._key,
+                        "resend",
+                        fleet_id,
+                        {**details, "at": at},
+                        details.get("seal"),
+                        what,
+                        again,
+                    )
                 return str(at)
         return None
 
@@ -232,7 +261,7 @@ class FleetRepository(StoreCore):
         """By target: the last reason its task ended before a run began or went on
         (with `at`, and `event`: its event's id), unless its task was sent again since."""
         self.flush()
-        found = reasons_kept(self._conn, [fleet_id]).get(fleet_id, {})
+        found = reasons_kept(self._conn, [fleet_id], key=self._key).get(fleet_id, {})
         self._conn.rollback()
         return found
 
@@ -266,11 +295,12 @@ def last_change() -> Any:
 
 
 def reasons_kept(
-    conn: Connection, fleet_ids: Iterable[str], after: int = 0
+    conn: Connection, fleet_ids: Iterable[str], after: int = 0, key: SigningKey | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """fleet_not_started of each fleet job given, by fleet id, in one statement; only
     what was kept after event `after` (a reason older than a run's last change is no
-    longer where that run stands, nor a task sent again before it)."""
+    longer where that run stands, nor a task sent again before it). With the home's
+    `key`, a resend clears only what it was signed to (sent_again)."""
     wanted = sorted(set(fleet_ids))
     if not wanted:
         return {}
@@ -291,11 +321,33 @@ def reasons_kept(
             continue
         theirs = found.setdefault(details["fleet_id"], {})
         if kind == RESENT:
-            for target in details["targets"]:
-                theirs.pop(target, None)
+            for target in sent_again(key, at, details):
+                if theirs.get(target, {}).get("event", 0) <= details.get("after", event):
+                    theirs.pop(target, None)
         else:
             theirs[details["target"]] = {"at": at, "event": event, **details}
     return found
+
+
+def sent_again(key: SigningKey | None, at: str, details: Mapping[str, Any]) -> list[str]:
+    """The targets a resend event sent again, as far as it is trusted: with the home's
+    key, none of one it did not sign as it is (written into the store, or changed), so
+    the reason it would clear stands; without it (a listing), every one it names."""
+    targets = list(details.get("targets") or ())
+    if key is None:
+        return targets
+    try:
+        check(
+            key,
+            "resend",
+            str(details.get("fleet_id")),
+            {**details, "at": at},
+            details.get("seal"),
+            "a resend",
+        )
+    except StateTampered:
+        return []
+    return targets
 
 
 def _as_shown(row: Mapping[Any, Any]) -> dict[str, Any]:

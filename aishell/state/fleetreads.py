@@ -43,7 +43,7 @@ class FleetReadings(StoreCore):
             return {}
         oldest = min(row[3] or 0 for row in linked)
         # A reason kept before every run's last change stands for none of them.
-        reasons = reasons_kept(self._conn, (row[0] for row in linked), oldest)
+        reasons = reasons_kept(self._conn, (row[0] for row in linked), oldest, self._key)
         self._conn.rollback()
         shown: dict[str, dict[str, Any]] = {}
         for fleet_id, target, run_id, last in linked:

@@ -1,7 +1,8 @@
 """Signatures over what the state store says about a run: the run's plan, its hash, its
 tool fingerprints and what else resume trusts, every approval and every request for one;
-over a fleet job, whose job and options every worker runs its targets' runs with; and over
-a schedule, whose job and options every trigger runs with.
+over a fleet job, whose job and options every worker runs its targets' runs with, and
+over each resend of it, which lets a target's run begin; and over a schedule, whose job
+and options every trigger runs with.
 
 Each field of a row gets its own HMAC (the home's plan-signing key, aishell/state/signing.py)
 over the run, the row's kind, the field's name and its stored text, so an edit is named
@@ -47,6 +48,10 @@ REQUEST_FIELDS = ("step_idx", "named", "given_for", "at")
 # What a worker trusts of a fleet job: a safety level, --force or --ignore-window written
 # into the store would otherwise loosen every target's run.
 FLEET_FIELDS = ("agent", "job", "options", "selector", "targets", "created_by", "schedule", "due")
+# What a worker trusts of a fleet job's resend (an event): which targets, when (a late
+# trigger's age is counted from it), and the last event before it, past which the
+# reasons it clears were kept (a copy of it stored later clears none kept since).
+RESEND_FIELDS = ("targets", "at", "after")
 # What `schedule serve` trusts of a schedule: its job, options, target, agent and cron
 # (and whether it is paused) are what each trigger runs, unattended.
 SCHEDULE_FIELDS = (
@@ -115,10 +120,11 @@ def check(
         expected = _mac(key, kind, run_id, name, row.get(name))
         if not hmac.compare_digest(expected, str(fields.get(name))):
             field = _FIELD_NAMES.get(name, name)
-            row_of = kind in ("approval", "request")
+            row_of = kind in ("approval", "request", "resend")
             changed = f"{what} ({field})" if row_of else f"{what}'s {field}"
-            # A schedule says how to make it anew; a run's row, only that it changed.
-            tail = f"; {again}" if kind == "schedule" else ""
+            # A schedule and a resend say how to make them anew; a run's row, only that
+            # it changed.
+            tail = f"; {again}" if kind in ("schedule", "resend") else ""
             raise StateTampered(
                 f"state.db: {changed} does not match its signature; it was changed outside "
                 f"aishell{tail}"
@@ -153,6 +159,7 @@ def _fields(kind: str) -> tuple[str, ...]:
         "request": REQUEST_FIELDS,
         "fleet": FLEET_FIELDS,
         "schedule": SCHEDULE_FIELDS,
+        "resend": RESEND_FIELDS,
     }[kind]
 
 

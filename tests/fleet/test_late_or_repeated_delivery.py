@@ -21,7 +21,6 @@ from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.fleet.sending import sent_with
 from aishell.scheduling.due import trigger_key
-from aishell.state.store import StateStore
 from tests.conftest import EditConfig
 
 JOB = {"type": "quick"}
@@ -44,7 +43,7 @@ def _not_started(config: Config, fleet_id: str, demo_db: Path, carried: Any) -> 
 
 def _resent(config: Config, fleet_id: str) -> None:
     """What `fleet resend` records before it sends the task again."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         store.record_resent(fleet_id, ["demo"])
 
 

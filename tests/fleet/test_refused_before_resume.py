@@ -103,7 +103,7 @@ def test_a_delivery_refused_before_it_resumed_the_run_is_said_in_fleet_show(
 
     # Sent again and resumed where it answers: the refusal no longer stands.
     # (as `fleet resend` records it: no broker here)
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         store.record_resent(fleet_id, ["second"])
     assert commands.fleet_summary(config, fleet_id)["runs"][0]["delivery_refused"] is None
     assert run_fleet_target(config, fleet_id, "second", carried(config)) == "completed"

@@ -2,21 +2,24 @@
 
 The copy and the DELETE run in one transaction (on PostgreSQL in one statement), and
 what the DELETE sets off runs there too, after the copy: a foreign key of the archive
-table's that references the purged table (ON DELETE CASCADE deletes each copy as its
-row goes, SET NULL changes it), a trigger whose code deletes from or updates the archive
+table's that references the purged table (ON DELETE CASCADE deletes each copy as its row
+goes, SET NULL changes it), a trigger whose code deletes from or updates the archive
 table. archive.py refuses an archive table the DELETE's write reach includes when the
 job is planned and at every start of the step; what no body's text shows (a statement a
-function builds as it runs, code in C) each batch looks for in the archive table
-itself, after its DELETE and before its COMMIT. On PostgreSQL the server counts the
-archive table's rows the batch's transaction deleted or updated (its counters, read
-before and after the batch: they hold earlier transactions' counts until they are
-sent on; a server that counts nothing, track_counts off, cannot tell, and the batch
-fails closed); elsewhere the archive's rows in the batch's key range are counted, at
-least the rows it copied (on SQLite's rowid no key range holds a copy, and there
-nothing but a trigger, whose body the reach reads, can write the archive: aishell's
-sessions act on no foreign key). Found short, the batch is rolled back, none of its
-rows deleted, and the step fails. What the copy's INSERT itself runs on the archive
-table is the shape check's (archiveshape.py) and the reach's (reach.py) to hold.
+function builds as it runs, code in C, a trigger or routine the login cannot see) each
+batch looks for in the archive table itself, after its DELETE and before its COMMIT. On
+PostgreSQL the server counts the archive table's rows the batch's transaction deleted or
+updated (its counters, read before and after the batch: they hold earlier transactions'
+counts until they are sent on; a server that counts nothing, track_counts off, cannot
+tell, and the batch fails closed); elsewhere the archive's rows in the batch's key range
+are counted before the copy and after the DELETE, in the batch's transaction, and must
+have grown by at least the rows it copied (a first batch's range has no lower end, and a
+walk may overlap the archive's rows: earlier purges' rows there count in both, so they
+hide no copy gone; on SQLite's rowid no key range holds a copy, and there nothing but a
+trigger, whose body the reach reads, can write the archive: aishell's sessions act on no
+foreign key). Found short, the batch is rolled back, none of its rows deleted, and the
+step fails. What the copy's INSERT itself runs on the archive table is the shape check's
+(archiveshape.py) and the reach's (reach.py) to hold.
 
 And on MariaDB a server whose sql_mode is not strict stores a value the archive column
 cannot hold as another one ('漢字' into latin1 as '??', an invalid date as a zero one),
@@ -54,7 +57,12 @@ def copy_and_delete(
     """Copy one batch's rows into the archive table and delete them (`statements`, in
     one transaction, uncommitted), held to what it copied; the rows."""
     pg = batch.dialect == "postgresql"
+    by_range = not pg and batch.key != "rowid"
     before = _pg_counts(conn, batch) if pg else None
+    if by_range:
+        # What the archive held in the range before the copy: earlier purges' rows (a
+        # first batch's range has no lower end; a walk may overlap the archive's rows).
+        before = _in_range(conn, batch, values, first)
     counts = []
     for sql in statements:
         result = conn.execute(text(sql), values)
@@ -69,8 +77,8 @@ def copy_and_delete(
         )
     if counts[0] and pg:
         _pg_copies_kept(conn, batch, before)
-    elif counts[0] and batch.key != "rowid":
-        _copies_in_range(conn, batch, values, first, counts[0])
+    elif counts[0] and by_range:
+        _copies_in_range(conn, batch, values, first, counts[0], before or 0)
     return counts[0]
 
 
@@ -98,14 +106,27 @@ def _pg_copies_kept(conn: Connection, batch: BatchSql, before: int | None) -> No
         _lost(conn, _said(batch, f"deleted or updated {after - before:,} rows of"))
 
 
+def _in_range(conn: Connection, batch: BatchSql, values: dict[str, Any], first: bool) -> int:
+    """The archive table's rows in the batch's key range, as the batch's transaction
+    sees them."""
+    return int(conn.execute(text(batch.archived_in_range(first)), values).scalar() or 0)
+
+
 def _copies_in_range(
-    conn: Connection, batch: BatchSql, values: dict[str, Any], first: bool, copied: int
+    conn: Connection,
+    batch: BatchSql,
+    values: dict[str, Any],
+    first: bool,
+    copied: int,
+    before: int,
 ) -> None:
-    """Roll the batch back and fail where the archive table holds fewer rows in the
-    batch's key range than the batch copied there."""
-    kept = int(conn.execute(text(batch.archived_in_range(first)), values).scalar() or 0)
+    """Roll the batch back and fail where the archive table's rows in the batch's key
+    range grew by fewer than the batch copied there: counted against what the range
+    held before the copy, in the same transaction, so that earlier purges' rows there
+    hide no copy deleted since."""
+    kept = _in_range(conn, batch, values, first) - before
     if kept < copied:
-        did = f"left {kept:,} rows, of the {copied:,} it copied, in the key range of"
+        did = f"left {max(kept, 0):,} rows, of the {copied:,} it copied, in the key range of"
         _lost(conn, _said(batch, did))
 
 

@@ -245,3 +245,48 @@ def test_a_server_that_counts_no_row_changes_fails_the_batch_closed(target):
 
     assert str(failed.value).startswith("the server counts no row changes (track_counts is off)")
     assert rows_of(url) == before and rows_of(url, ARCHIVE) == {}
+
+
+def _earlier_purge(url: str) -> dict[int, Any]:
+    """The archive table holding an earlier purge's 40 rows, below every key the table
+    holds now: in a first batch's key range, which has no lower end."""
+    _plain_archive(url)
+    _execute(
+        url,
+        f"INSERT INTO {ARCHIVE} (id, created_at, payload) "
+        "SELECT id - 1000, created_at, payload FROM events WHERE id <= 40",
+    )
+    return rows_of(url, ARCHIVE)
+
+
+@pytest.mark.parametrize("target", ["mysql", "sqlite"], indirect=True)
+def test_copies_removed_are_seen_past_an_earlier_purges_rows_in_the_range(target):
+    """The batch counts what the range held before its copy: an earlier purge's rows
+    there stand in for no copy its DELETE removed. Before, the range held 40 rows after
+    the batch (the earlier purge's), as many as it copied, and the batch committed with
+    none of its own copies kept."""
+    _config, url = target
+    earlier = _earlier_purge(url)
+    _execute(url, *_archive_trigger(make_url(url).get_backend_name(), "delete"))
+    before = rows_of(url)
+
+    with pytest.raises(StepFailed) as failed:
+        _one_batch(url)
+
+    line = str(failed.value)
+    assert "left 0 rows, of the 40 it copied, in the key range of" in line, line
+    assert "the batch was rolled back" in line and "\n" not in line
+    assert rows_of(url) == before and rows_of(url, ARCHIVE) == earlier
+
+
+@pytest.mark.parametrize("target", ["mysql", "sqlite"], indirect=True)
+def test_a_batch_into_an_archive_with_an_earlier_purges_rows_commits(target):
+    _config, url = target
+    earlier = _earlier_purge(url)
+    before = rows_of(url)
+
+    _one_batch(url)
+
+    kept = {i: at for i, at in before.items() if i <= 40}
+    assert rows_of(url, ARCHIVE) == {**earlier, **kept}
+    assert set(rows_of(url)) == {i for i in before if i > 40}
