@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -26,6 +25,7 @@ from aishell.handlers.integrity import (
     corruption_summary,
 )
 from aishell.handlers.mysql.checkrows import check_verdict, lock_waited
+from aishell.handlers.mysql.engines import ENGINES, engines_of
 from aishell.handlers.mysql.privileges import (
     current_account,
     denied,
@@ -135,19 +135,6 @@ def check_one(conn: Connection, ctx: ToolContext, table: str) -> dict[str, Any]:
 # The engines whose CHECK TABLE only reads and lets writers on (InnoDB checks under its
 # own row versions, and takes the server's table lock only as a plain read).
 _READ_ONLY_CHECK_ENGINES = frozenset({"innodb"})
-# The engine of each of the step's tables (a dry run's, in one query).
-ENGINES = (
-    "SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES "
-    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :names"
-)
-
-
-def _engines(conn: Connection, tables: list[str]) -> dict[str, str | None]:
-    """Each table's engine (None: the server does not say); a table not there is left out."""
-    if not tables:
-        return {}
-    statement = text(ENGINES).bindparams(bindparam("names", expanding=True))
-    return {str(r.name): r.engine for r in conn.execute(statement, {"names": tables})}
 
 
 def _not_checked_in_dry_run(table: str, engine: str | None) -> dict[str, Any]:
@@ -173,7 +160,7 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     def have(table: str) -> set[str] | None:
         return None if granted is None else privileges_on(granted, database, table)
 
-    engines = _engines(conn, tables) if ctx.dry_run else {}
+    engines = engines_of(conn, tables) if ctx.dry_run else {}
     results = [
         _not_checked_in_dry_run(t, engines[t])
         if t in engines and (engines[t] or "").lower() not in _READ_ONLY_CHECK_ENGINES

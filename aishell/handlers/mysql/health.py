@@ -23,7 +23,8 @@ from aishell.handlers.mysql.catalog import (
     plain,
     table_size,
 )
-from aishell.handlers.mysql.corruption import ENGINES, check_statements, corruption_check
+from aishell.handlers.mysql.corruption import check_statements, corruption_check
+from aishell.handlers.mysql.engines import ENGINES
 from aishell.handlers.mysql.fragmentation import COLUMNS, SAMPLE, space_of
 from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text

@@ -51,7 +51,8 @@ def _refusal(ctx: ToolContext, table: str, engine: str | None) -> str | None:
     refusal = optimize_refusal(table, engine)
     if refusal is not None or (engine or "").lower() != "innodb":
         return refusal
-    found = measured(ctx, f"offline:{table}", lambda: offline_indexes(ctx.connection, table))
+    # The step's key: one read for all its tables (shared.STEP_KEY).
+    found = measured(ctx, f"{STEP_KEY}offline", lambda: offline_indexes(ctx.connection)).get(table)
     if not found:
         return None
     return (

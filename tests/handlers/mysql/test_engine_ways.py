@@ -163,3 +163,28 @@ def test_an_innodb_table_with_an_index_it_cannot_rebuild_online_is_not_rebuilt(
     assert any(
         index in s and "writes to it wait until OPTIMIZE TABLE ends" in s for s in lines[:at]
     ), lines
+
+
+@pytest.mark.parametrize("tool", ["optimize_table", "rebuild_fragmented_indexes"])
+def test_a_steps_innodb_tables_indexes_it_cannot_rebuild_online_are_read_once(
+    home: Path, mysql_url: str, tool: str
+) -> None:
+    from tests.targets.test_catalog_round_trips import sent_to
+
+    tables = ["w_one", "w_two", "w_three", "w_four"]
+    run_sql(
+        mysql_url,
+        *_filled("w_one", "InnoDB", ", PRIMARY KEY (id), FULLTEXT KEY w_one_v (v)"),
+        *[s for t in tables[1:] for s in _filled(t, "InnoDB", ", PRIMARY KEY (id)")],
+    )
+    config = use_target(home, mysql_url)
+    params: dict[str, Any] = {"tables": tables, "fragmentation_threshold": 0}
+    if tool == "rebuild_fragmented_indexes":
+        params["min_pages"] = 1
+    with sent_to(mysql_url) as sent:
+        preview = _preview_one(config, tool, params)
+    asked = [sql for sql, _ in sent if "INDEX_TYPE IN ('FULLTEXT'" in sql]
+    # One read for the step, whatever the number of its tables.
+    assert len(asked) == 1, asked
+    shown = "\n".join(_statements(preview))
+    assert "FULLTEXT index w_one_v" in shown, shown
