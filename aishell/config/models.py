@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -52,6 +51,7 @@ from aishell.config.options import (
 from aishell.config.stateurl import StateConfig, display_url, state_url
 from aishell.config.targetnames import check_named, unknown_target
 from aishell.config.web import WebConfig
+from aishell.config.zones import zone_problem
 from aishell.errors import ConfigError
 from aishell.files import set_group_readable
 
@@ -214,12 +214,10 @@ class _TimeZoned(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder, a long name
-            raise ValueError(
-                f"unknown time zone '{value}' (use an IANA name such as Europe/Berlin)"
-            ) from None
+        # A window's zone may be the machine's own (`localtime`), as configs have it.
+        problem = zone_problem(value, machine_ok=True)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
