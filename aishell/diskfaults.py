@@ -84,6 +84,16 @@ def probe_write(folder: Path) -> OSError | None:
     return None
 
 
+def sqlite_hides(path: Path, message: str) -> OSError | None:
+    """The OSError behind SQLite's "disk I/O error" or "disk is full" about `path` (a
+    used-up quota, a read-only file system, a full disk), as a write in its folder meets
+    it now; None for any other message, or where the folder takes the write."""
+    said = message.lower()
+    if ("disk i/o error" not in said and "disk is full" not in said) or not path.parent.is_dir():
+        return None
+    return probe_write(path.parent)
+
+
 def file_size_limit() -> int | None:
     """The most bytes this process may write into one file (`ulimit -f`, a service's
     LimitFSIZE); None where there is no limit."""

@@ -21,9 +21,9 @@ from aishell.diskfaults import (
     REFUSALS,
     at_size_limit,
     disk_space,
-    probe_write,
     quota_line,
     size_limit_line,
+    sqlite_hides,
 )
 from aishell.errors import StateError
 from aishell.files import file_in_the_way
@@ -92,16 +92,6 @@ def _nearly_full(path: Path) -> bool:
         return False
 
 
-def _hidden_cause(path: Path, lower: str) -> int | None:
-    """The errno behind SQLite's "disk I/O error" or "disk is full" (a used-up quota, a
-    read-only file system, a full disk), as a write in the store's folder meets it now;
-    None: none."""
-    if ("i/o" not in lower and "full" not in lower) or not path.parent.is_dir():
-        return None
-    probed = probe_write(path.parent)
-    return None if probed is None else probed.errno
-
-
 def _refused_a_right(lower: str) -> bool:
     """A server's refusal of a privilege the login lacks (MySQL's "ALTER command denied",
     PostgreSQL's "permission denied for schema public"), not of the login itself
@@ -152,7 +142,8 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
     journals = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
     if ("i/o" in lower or "full" in lower) and at_size_limit(path, *journals):
         return StateError(size_limit_line(path, "writing the state store"))
-    hidden = _hidden_cause(path, lower)
+    probed = sqlite_hides(path, lower)
+    hidden = None if probed is None else probed.errno
     if hidden == errno.EDQUOT:
         fix = "free space within it, or point state.url at another disk"
         return StateError(quota_line(path, "writing the state store", fix))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from aishell.diskfaults import REFUSALS, is_no_space, no_space_line, probe_write, quota_line
+from aishell.diskfaults import REFUSALS, is_no_space, no_space_line, quota_line, sqlite_hides
 from aishell.errors import StepFailed
 from aishell.files import check_replaceable, make_private_dirs, make_private_file
 from aishell.handlers.backup.processes import ToolFailed
@@ -61,10 +61,7 @@ def _hidden(path: Path, exc: BaseException) -> BaseException:
     """SQLite's "disk I/O error" or "disk is full" as the OSError a write in path's
     folder meets now (a used-up quota, a read-only file system, a full disk), naming
     path; other errors as they are."""
-    said = _said(exc)
-    if ("disk i/o error" not in said and "disk is full" not in said) or not path.parent.is_dir():
-        return exc
-    probed = probe_write(path.parent)
+    probed = sqlite_hides(path, _said(exc))
     return exc if probed is None else OSError(probed.errno, probed.strerror, str(path))
 
 
