@@ -33,7 +33,10 @@ def job_from_words(
         try:  # an agent with no command of its own
             spec = commands.agent_spec(name)
         except UsageError:
-            known = ", ".join(sorted(run.commands))
+            from aishell.agents.available import agent_names
+
+            # A package's agents too: each is a job `aishell run` takes.
+            known = ", ".join(sorted({*run.commands, *agent_names()}))
             raise UsageError(f"Unknown job {words[0]!r}; jobs are: {known}") from None
         command = declared_run(name)
     try:

@@ -76,7 +76,16 @@ def show_agent(config: Config, name: str) -> dict[str, Any]:
     schedules = [
         {
             key: each[key]
-            for key in ("name", "cron", "timezone", "target", "job", "paused", "next_run")
+            for key in (
+                "name",
+                "cron",
+                "timezone",
+                "target",
+                "job",
+                "paused",
+                "next_run",
+                "seal_error",
+            )
         }
         for each in list_schedules(config)
         if each["agent"] == spec.name

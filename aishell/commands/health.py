@@ -15,7 +15,8 @@ from typing import Any
 from aishell.commands.agents import list_agents, plugin_problems
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
-from aishell.commands.schedules import agent_missing, list_schedules, target_missing
+from aishell.commands.schedules import added_again, agent_missing, list_schedules, target_missing
+from aishell.commands.stores import checking_store
 from aishell.commands.tools import load_catalog
 from aishell.config.agentfiles import MisnamedAgentFile
 from aishell.config.dburl import url_secrets
@@ -82,7 +83,8 @@ def doctor(
         config.target(name)  # an unknown name is an error, before anything is checked
     problems = _agent_file_problems(config)
     try:
-        with StateStore(config.state_url) as store:
+        # With the home's key: a schedule serve refuses is one of the home's problems.
+        with checking_store(config) as store:
             leftovers = scratch.leftovers(store)
             problems += _schedule_problems(store, config)
     except AishellError as exc:
@@ -311,10 +313,23 @@ def doctor_without_config(
 
 def _schedule_problems(store: StateStore, config: Config) -> list[dict[str, Any]]:
     """Each schedule whose agent is not installed, or whose target is not configured,
+    or whose row is not what the home's key signed (serve runs none of its triggers),
     as a problem of the home."""
     problems = []
+    keyless = not os.path.lexists(key_path(config.home))
     for schedule in store.list_schedules():
         remove = f"remove the schedule (aishell schedule remove {schedule['name']})"
+        refused = schedule["seal_error"]
+        if refused is None and keyless:
+            # serve makes a new key, which signed none of them.
+            refused = (
+                f"state.db: schedule {schedule['name']} was signed by a key this home no "
+                f"longer has ({key_path(config.home)} is missing)"
+            )
+        if refused is not None:
+            problems.append(
+                _home_problem(f"{refused}: serve runs none of its triggers", added_again(schedule))
+            )
         missing = agent_missing(schedule)
         if missing is not None:
             fix = f"install the package that provides '{schedule['agent']}' again, or {remove}"

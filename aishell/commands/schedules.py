@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -214,6 +215,23 @@ def _current_alert(
     return newest
 
 
+def added_again(schedule: dict[str, Any]) -> str:
+    """How a schedule whose row its key did not sign is made anew: removed, and added
+    again by the command that adds what it holds, to be checked first (a field written
+    into the store since is in it)."""
+    name = schedule["name"]
+    add = ["aishell", "schedule", "add", name, "--cron", schedule["cron"]]
+    add += ["--timezone", schedule["timezone"]]
+    limit = schedule["options"].get("max_run_seconds")
+    if isinstance(limit, int | float) and not isinstance(limit, bool):
+        add += ["--max-run-time", f"{limit:g}s"]
+    add += ["--", *schedule["words"]]
+    return (
+        f"aishell schedule remove {shlex.quote(name)}, then, if it is what you meant, "
+        f"{shlex.join(add)}"
+    )
+
+
 def remove_schedule(config: Config, name: str) -> None:
     with StateStore(config.state_url) as store:
         store.remove_schedule(name)
@@ -269,7 +287,9 @@ def _trigger(
 ) -> RunResult | None:
     name, options = schedule["name"], schedule["options"]
     approver = NonInteractive(why=f"scheduled run of {name}")
-    left = take_back(config, schedule["target"], approver, stop)
+    # Serve's take-back as it starts comes at no time of the schedule's: held to the
+    # grace a trigger is; a trigger, in time itself, resumes what it finds.
+    left = take_back(config, schedule["target"], approver, stop, graced=how == "recover")
     if how == "recover" or (left is not None and left.status in UNFINISHED):
         return left  # still not done: new work would meet the same wall
     with StateStore(config.state_url) as store:

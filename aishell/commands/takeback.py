@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -41,11 +42,14 @@ def take_back(
     target: str | None,
     approver: Approver,
     stop: threading.Event,
+    graced: bool = False,
 ) -> RunResult | None:
     """Runs a schedule started (on `target`, or any) still stored running while their
     process is gone: each marked interrupted, then resumed, oldest first. The last
     resumed run's result; one that cannot be resumed raises, naming the run, so that no
-    new work starts on its database."""
+    new work starts on its database. `graced` (serve's take-back as it starts, at no
+    time of the schedule's): a run that began more than scheduler.misfire_grace_seconds
+    ago is only marked, as a trigger that late would not start (late_resume)."""
     with StateStore(config.state_url) as store:
         left = [
             run
@@ -68,6 +72,8 @@ def take_back(
         )
         if run["dry_run"]:
             continue  # a preview has nothing to finish
+        if graced and late_resume(config, run):
+            continue
         logger.info("schedule %s: resuming run %s", name, run_id, extra={"run_id": run_id})
         limit = _run_limit(config, name)
         try:
@@ -87,6 +93,30 @@ def take_back(
         if last.status in STILL_UNFINISHED:
             return last
     return last
+
+
+def late_resume(config: Config, run: dict[str, Any]) -> bool:
+    """Whether a run left behind began longer than scheduler.misfire_grace_seconds ago:
+    unattended, it is not resumed then, as its trigger would not have started that late
+    (said in the log); a person's `aishell resume`, or the schedule's next trigger, goes
+    on with it."""
+    grace = config.main.scheduler.misfire_grace_seconds
+    began = datetime.fromisoformat(run["created_at"])
+    if datetime.now(UTC) - began <= timedelta(seconds=grace):
+        return False
+    name, run_id = run["schedule"], run["run_id"]
+    logger.warning(
+        "schedule %s: run %s began at %s, more than scheduler.misfire_grace_seconds (%s s) "
+        "ago: not resumed unattended; `aishell resume %s` goes on with it, or the "
+        "schedule's next trigger does",
+        name,
+        run_id,
+        run["created_at"],
+        grace,
+        run_id,
+        extra={"run_id": run_id},
+    )
+    return True
 
 
 def _run_limit(config: Config, name: str) -> float | None:

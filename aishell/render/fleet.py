@@ -41,11 +41,18 @@ def fleet_table(out: Console, status: dict[str, Any]) -> None:
             safe_text(backup["reason"] or "none", "red")
             if backup["proven_at"] is None
             else Text(f"{age_words(backup['age_seconds'])} old"),
-            "-"
-            if job is None
-            else safe_text(f"{job['schedule']} {job['at'][:16].replace('T', ' ')}"),
+            _next(job),
         )
     out.print(table)
+
+
+def _next(job: dict[str, Any] | None) -> Text:
+    if job is None:
+        return Text("-")
+    if job.get("refused"):
+        # Serve runs none of its triggers: as `schedule list` shows it.
+        return safe_text(f"{job['schedule']} never: changed outside aishell", "red")
+    return safe_text(f"{job['schedule']} {job['at'][:16].replace('T', ' ')}")
 
 
 def _run(run: dict[str, Any] | None) -> Text:

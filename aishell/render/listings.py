@@ -354,6 +354,8 @@ def agent_detail(out: Console, data: dict[str, Any]) -> None:
         out.print(safe_text(f"No schedule runs {data['name']}."))
     for each in data["schedules"]:
         state = "paused" if each["paused"] else f"next {each['next_run'] or '-'}"
+        if each.get("seal_error"):  # serve runs none of its triggers
+            state = "never: changed outside aishell"
         line = f"schedule {each['name']}: {each['cron']} ({each['timezone']}), {state}"
         out.print(safe_text(line))
 

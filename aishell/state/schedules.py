@@ -139,7 +139,7 @@ class ScheduleRepository(StoreCore):
     def orphaned_runs(self, target: str | None = None) -> list[dict[str, Any]]:
         """Runs a schedule started (on `target`, or any) that are stored running while
         the process that ran them is gone (its pid dead, or reused by a later process),
-        oldest first, each with its schedule."""
+        oldest first, each with its schedule and when it began."""
         self.flush()
         query = (
             select(
@@ -149,6 +149,7 @@ class ScheduleRepository(StoreCore):
                 runs.c.hostname,
                 runs.c.pid_started,
                 runs.c.dry_run,
+                runs.c.created_at,
                 schedule_runs.c.schedule,
             )
             .join(schedule_runs, runs.c.run_id == schedule_runs.c.run_id)

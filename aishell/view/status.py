@@ -11,6 +11,7 @@ from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.scheduling import nextruns
 from aishell.state.reached import Restorable
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from aishell.units import stamp
 
@@ -27,21 +28,32 @@ def age_seconds(now: datetime, when: str | None) -> float | None:
     return None if when is None else round((now - datetime.fromisoformat(when)).total_seconds())
 
 
-def next_jobs(config: Config, store: StateStore) -> dict[str, dict[str, Any]]:
+def next_jobs(config: Config) -> dict[str, dict[str, Any]]:
     """Per target, the schedule that runs on it next, and when (a schedule that names no
-    target runs on the default one)."""
-    schedules = store.list_schedules()
+    target runs on the default one); `refused` is None, or, for a schedule whose row the
+    home's key did not sign (serve runs none of its triggers), why: shown before any
+    other of the target's, with no time, as `schedule list` shows it."""
+    # Read with the home's key whatever store the page opened: a row written into the
+    # store since it was added is never shown as a run to come.
+    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
+        schedules = store.list_schedules()
     held = nextruns.next_runs(config, schedules)
     found: dict[str, dict[str, Any]] = {}
     for schedule in schedules:
-        at, _ = nextruns.upcoming(schedule, held)
-        if at is None:
-            continue
         target = schedule["target"] or config.main.default_target
+        job = {"schedule": schedule["name"], "agent": schedule["agent"]}
+        if schedule["seal_error"] is not None:
+            if found.get(target, {}).get("refused") is None:
+                found[target] = {**job, "at": None, "refused": schedule["seal_error"]}
+            continue
+        at, _ = nextruns.upcoming(schedule, held)
+        if at is None or found.get(target, {}).get("refused"):
+            continue
         if target not in found or at < found[target]["at"]:
-            found[target] = {"schedule": schedule["name"], "agent": schedule["agent"], "at": at}
+            found[target] = {**job, "at": at, "refused": None}
     return {
-        target: {**job, "at": stamp(job["at"].astimezone(UTC))} for target, job in found.items()
+        target: {**job, "at": None if job["at"] is None else stamp(job["at"].astimezone(UTC))}
+        for target, job in found.items()
     }
 
 
@@ -57,7 +69,7 @@ def fleet_status(
     refused = store.delivery_refusals(last.values())
     waiting = store.steps_waiting(names)
     newest = store.newest_restorable(config, names)
-    upcoming = next_jobs(config, store)
+    upcoming = next_jobs(config)
     by_target: dict[str, list[dict[str, Any]]] = {}
     for each in waiting:  # oldest first, and so in each target's list
         by_target.setdefault(each["target"], []).append(each)

@@ -90,3 +90,18 @@ def test_an_agent_is_named_as_runs_name_it_and_an_unknown_one_is_one_line(home: 
     assert unknown.output == (
         "Error: Unknown agent 'nightly'; agents are: backup, log_cleanup, maintenance\n"
     )
+
+
+def test_a_schedule_changed_in_the_store_is_shown_refused(home: Path) -> None:
+    """As `schedule list` shows it: serve runs none of its triggers, so it has no next
+    run; its JSON names the field."""
+    from tests.scheduling.test_schedule_sealed import written
+
+    _site(home)
+    written(load_config(home=home), "nightly", "cron", "* * * * *")
+    result = CliRunner().invoke(cli, ["agents", "show", "maintenance", "--json"])
+    (schedule,) = json.loads(result.stdout)["schedules"]
+    assert schedule["next_run"] is None
+    assert "nightly's cron does not match its signature" in (schedule.get("seal_error") or "")
+    human = CliRunner().invoke(cli, ["agents", "show", "maintenance"])
+    assert "schedule nightly: * * * * * (UTC), never: changed outside aishell" in human.output
