@@ -196,6 +196,41 @@ def pytest_configure(config: pytest.Config) -> None:
         print(f"aishell tests: {problem}")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each worker's share starts with its part of the modules marked slow.
+
+    xdist's worksteal hands each of the n workers a run of about len(items)/n tests, in
+    collection order, and a worker out of tests takes the back half of the longest queue
+    left. A slow module met last leaves one worker running it while the others wait; dealt
+    to the heads of the shares, the slow modules start at once, side by side, and the
+    short tests fill the end. A module stays whole (its module fixtures are made once)
+    and the order is the same in every worker, as xdist requires."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers < 2:
+        return
+    slow: dict[Path, list[pytest.Item]] = {}
+    rest: list[pytest.Item] = []
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            slow.setdefault(item.path, []).append(item)
+        else:
+            rest.append(item)
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for number, module in enumerate(slow.values()):
+        heads[number % workers].extend(module)
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    taken = 0
+    for share, head in enumerate(heads):
+        # The size of this share as xdist cuts it: what is left over the workers left.
+        size = left // (workers - share)
+        left -= size
+        fill = max(0, size - len(head))
+        ordered += head + rest[taken : taken + fill]
+        taken += fill
+    items[:] = ordered + rest[taken:]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The scratch databases made ahead or whose drops were left to a thread are gone
     before the process ends (tests.services.ReadyDatabases, LaterDrops)."""

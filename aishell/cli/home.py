@@ -17,6 +17,9 @@ from aishell.terminal import printable
 
 # A demo's log table is for trying a purge: ten million rows is some gigabytes already.
 MOST_DEMO_ROWS = 10_000_000
+# Users and orders are there for maintenance to find fragmented indexes: a million of
+# each is already a large shop.
+MOST_DEMO_SHOP_ROWS = 1_000_000
 
 
 @click.command()
@@ -32,15 +35,33 @@ MOST_DEMO_ROWS = 10_000_000
     show_default=True,
     help="Rows of app_logs to generate.",
 )
+@click.option(
+    "--users",
+    type=WholeNumber(min=1, max=MOST_DEMO_SHOP_ROWS),
+    default=5_000,
+    show_default=True,
+    help="Rows of users to generate.",
+)
+@click.option(
+    "--orders",
+    type=WholeNumber(min=1, max=MOST_DEMO_SHOP_ROWS),
+    default=60_000,
+    show_default=True,
+    help="Rows of orders to generate (the cancelled ones are then purged).",
+)
 @json_option
 @quiet_option
 @pass_state
-def demo(state: State, target: str | None, log_rows: int, as_json: bool) -> None:
+def demo(
+    state: State, target: str | None, log_rows: int, users: int, orders: int, as_json: bool
+) -> None:
     """Create or refresh the demo SQLite database with realistic, fragmented data."""
     console = render.console(as_json)
     quiet = bool(click.get_current_context().meta.get("aishell.quiet"))
     with render.demo_progress(console, log_rows, quiet) as tell:
-        result = commands.create_demo_database(state.config, target, log_rows, progress=tell)
+        result = commands.create_demo_database(
+            state.config, target, log_rows, progress=tell, users=users, orders=orders
+        )
     if as_json:
         emit_json(result)
     else:

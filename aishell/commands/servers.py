@@ -56,10 +56,13 @@ def create_demo_database(
     target: str | None = None,
     log_rows: int = 200_000,
     progress: Callable[[str, int], None] | None = None,
+    users: int = 5_000,
+    orders: int = 60_000,
 ) -> dict[str, Any]:
     """Create or refresh the demo SQLite database of a target (the default one: demo)."""
-    if log_rows < 1:
-        raise UsageError("--log-rows must be at least 1")
+    for option, rows in (("--log-rows", log_rows), ("--users", users), ("--orders", orders)):
+        if rows < 1:
+            raise UsageError(f"{option} must be at least 1")
     name, target_config = config.target(target)
     url = resolve_url(target_config.url, config.home)
     if not url.startswith("sqlite:///"):
@@ -68,5 +71,5 @@ def create_demo_database(
     # Here, not at the top: it imports sqlite3, which listing targets does not need.
     from aishell.targets.demo import create_demo
 
-    counts = create_demo(path, log_rows=log_rows, progress=progress)
+    counts = create_demo(path, log_rows=log_rows, users=users, orders=orders, progress=progress)
     return {"target": name, "path": str(path), "tables": counts, "size_bytes": path.stat().st_size}

@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from aishell.cli import cli
-from tests.helpers import digest
+from tests.helpers import digest, query
 
 
 @pytest.fixture
@@ -91,11 +91,25 @@ def test_tools_show_unknown_tool_is_one_line(runner, home):
 
 
 def test_demo_creates_the_database(runner, home):
-    result = invoke(runner, "demo", "--log-rows", "500", "--json")
-    assert result.exit_code == 0
+    result = invoke(
+        runner, "demo", "--log-rows", "500", "--users", "70", "--orders", "300", "--json"
+    )
+    assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["tables"]["app_logs"] == 450  # the oldest tenth is purged
+    assert data["tables"]["users"] == 70 and data["tables"]["products"] == 1_000
+    # The cancelled orders (about a sixth) are purged.
+    assert 200 <= data["tables"]["orders"] < 300, data["tables"]
+    assert query(home / "demo.db", "SELECT count(*) FROM users") == [(70,)]
     assert (home / "demo.db").is_file()
+
+
+@pytest.mark.parametrize("option", ["--log-rows", "--users", "--orders"])
+def test_demo_sizes_are_whole_numbers_of_at_least_one(runner, home, option):
+    result = invoke(runner, "demo", option, "0")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and "1<=x<=" in result.output
+    assert not (home / "demo.db").exists()
 
 
 def test_plan_json(runner, demo_db):
@@ -472,7 +486,9 @@ def test_demo_json_writes_nothing_but_its_json(home):
 
     from aishell.cli import cli as aishell_cli
 
-    done = CliRunner().invoke(aishell_cli, ["demo", "--log-rows", "1000", "--json"])
+    done = CliRunner().invoke(
+        aishell_cli, ["demo", "--log-rows", "1000", "--users", "50", "--orders", "200", "--json"]
+    )
     assert done.exit_code == 0, done.output
     assert json_module.loads(done.stdout)
     assert done.stderr == ""

@@ -34,6 +34,8 @@ from aishell.terminal import printable
 from aishell.tool.params import validate
 from tests.helpers import config_written, digest, one_step_plan, query, use_target
 
+# What is judged is which file the demo writes over, not its rows.
+SMALL_SHOP = ("--users", "50", "--orders", "100")
 NOT_FINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"]
 
 
@@ -368,7 +370,7 @@ def test_the_demo_refuses_to_overwrite_a_database_it_did_not_make(runner, mine):
     conn.commit()
     conn.close()
     before = digest(path)
-    result = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000")
+    result = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000", *SMALL_SHOP)
     assert result.exit_code == 2
     assert one_error_line(result) == (
         f"Error: {path} is not an aishell demo database; choose another --target or remove "
@@ -384,7 +386,7 @@ def test_the_demo_refuses_to_overwrite_a_database_it_did_not_make(runner, mine):
 def test_the_demo_refuses_any_other_file(runner, mine, content):
     _, path = mine
     path.write_bytes(content)
-    result = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000")
+    result = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000", *SMALL_SHOP)
     assert result.exit_code == 2 and "is not an aishell demo database" in one_error_line(result)
     assert path.read_bytes() == content
 
@@ -392,7 +394,7 @@ def test_the_demo_refuses_any_other_file(runner, mine, content):
 def test_the_demo_refuses_a_folder(runner, mine):
     _, path = mine
     path.mkdir()
-    result = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000")
+    result = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000", *SMALL_SHOP)
     assert result.exit_code == 2 and "is not an aishell demo database" in one_error_line(result)
     assert path.is_dir()
 
@@ -413,11 +415,11 @@ def test_a_demo_made_before_the_marker_is_refused(mine):
 def test_the_demo_writes_a_new_file_an_empty_one_or_its_own(runner, mine):
     _, path = mine
     path.touch()
-    first = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000")
+    first = invoke(runner, "demo", "--target", "mine", "--log-rows", "1000", *SMALL_SHOP)
     assert first.exit_code == 0, first.output
     assert is_demo_database(path)
     assert query(path, "PRAGMA application_id") == [(DEMO_APPLICATION_ID,)]
-    again = invoke(runner, "demo", "--target", "mine", "--log-rows", "2000", "--json")
+    again = invoke(runner, "demo", "--target", "mine", "--log-rows", "2000", *SMALL_SHOP, "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["tables"]["app_logs"] == 1800
 

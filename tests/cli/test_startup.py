@@ -134,7 +134,7 @@ def test_a_plan_by_the_rules_imports_no_model_client(tmp_path: Path) -> None:
         'print(json.dumps({"heavy": sorted({m.split(".")[0] for m in sys.modules '
         'if m.split(".")[0] in json.loads(sys.argv[1])})}))\n'
     )
-    for setup in (["init"], ["demo", "--log-rows", "100"]):
+    for setup in (["init"], ["demo", "--log-rows", "100", "--users", "50", "--orders", "100"]):
         subprocess.run(
             [sys.executable, "-m", "aishell", "--home", str(tmp_path), *setup],
             env={**os.environ, "PYTHONPATH": str(REPO)},

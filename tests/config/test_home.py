@@ -63,7 +63,7 @@ def test_the_users_folders_hold_everything_whatever_the_current_folder(user, tmp
     # A config in the current folder is a project's: never used unless named.
     (Path.cwd() / "config").mkdir()
     (Path.cwd() / "config" / "aishell.yaml").write_text("targets: {}\n")
-    code, out, err = aishell("demo", "--log-rows", "500")
+    code, out, err = aishell("demo", "--log-rows", "500", "--users", "100", "--orders", "500")
     assert code == 0, err
     config = load_config()
     assert config.chosen_by == "user folders"
@@ -263,7 +263,7 @@ def test_doctor_says_which_files_and_store_are_in_use(user):
     code, _, err = aishell("init")
     assert code == 0, err
     config_dir, data_dir, state_dir = user_dirs(user)
-    code, out, err = aishell("demo", "--log-rows", "500")
+    code, out, err = aishell("demo", "--log-rows", "500", "--users", "100", "--orders", "500")
     assert code == 0, err
     code, out, err = aishell("doctor", "--json")
     assert code == 0, out

@@ -414,7 +414,10 @@ def test_a_sqlite_target_under_a_path_that_is_not_utf8_is_one_line(tmp_path, mon
     monkeypatch.setenv("AISHELL_SYSTEM_DIR", str(tmp_path / "no-system"))
     monkeypatch.delenv("AISHELL_CONFIG", raising=False)
     assert run_cli(home, "init").returncode == 0
-    assert run_cli(home, "demo", "--log-rows", "100").returncode == 0
+    assert (
+        run_cli(home, "demo", "--log-rows", "100", "--users", "50", "--orders", "100").returncode
+        == 0
+    )
     done = run_cli(home, "run", "maintenance", "--type", "quick", "--yes")
     err = done.stderr.decode()
     assert done.returncode == 2, err

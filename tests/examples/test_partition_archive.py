@@ -26,6 +26,9 @@ from tests.conftest import REPO
 from tests.fake_ollama import Script, fake_ollama
 from tests.helpers import use_target
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = REPO / "examples" / "partition_archive"
 AGENT = "partition_archive"
 PIP = [sys.executable, "-m", "pip"]

@@ -46,6 +46,9 @@ from tests.executor.test_one_table_at_a_time import (
     _pg,
 )
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 BOUND_SECONDS = 60
 KINDS = ("quick", "standard", "full", "emergency")
 OTHERS = ("alpha", "omega")

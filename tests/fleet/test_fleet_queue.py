@@ -30,6 +30,9 @@ from aishell.config.models import load_config
 from tests.fleet.queues import delete_queue
 from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_mysql, scratch_postgresql
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 # Per engine: five times a server's limit, so that every server's runs queue for it.
 EACH = 10
 LIMIT = 2

@@ -22,6 +22,9 @@ from sqlalchemy.engine import make_url
 
 from tests.services import PG_ADMIN, engine, scratch_postgresql
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Every dependency the installed wheel declares is importable at a version it accepts.
@@ -205,7 +208,7 @@ def test_the_quick_start_runs_anywhere_and_keeps_its_files_in_the_users_folders(
     tools = json.loads(user.run(elsewhere, "tools", "list", "--json").stdout)["tools"]
     assert {t["name"] for t in tools} >= {"optimize_table", "generate_maintenance_report"}
     # No config yet: the bundled defaults, and the demo database made in the home.
-    user.run(elsewhere, "demo", "--log-rows", "3000")
+    user.run(elsewhere, "demo", "--log-rows", "3000", "--users", "300", "--orders", "2000")
     result = json.loads(
         user.run(elsewhere, "run", "maintenance", "--type", "full", "--json").stdout
     )
@@ -276,7 +279,18 @@ def test_an_installed_home_from_init_to_doctor(installed, tmp_path, pg_low_role)
     )
     assert added != text_before
     config.write_text(added)
-    user.run(setting_up, "demo", "--target", "lite", "--log-rows", "3000")
+    user.run(
+        setting_up,
+        "demo",
+        "--target",
+        "lite",
+        "--log-rows",
+        "3000",
+        "--users",
+        "300",
+        "--orders",
+        "2000",
+    )
     assert (user.data_dir / "lite.db").is_file()
 
     # Maintenance from a folder unrelated to the home; the runs found from yet another.

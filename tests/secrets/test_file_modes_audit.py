@@ -25,9 +25,13 @@ from tests.secrets.test_password_audit import (
     set_targets,
 )
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 300
-# The demo's app_logs: its files are what is judged, not its size (200,000 by default).
-DEMO = ("demo", "--log-rows", "1000")
+# The demo's files are what is judged, not its size (200,000 logs, 5,000 users and 60,000
+# orders by default).
+DEMO = ("demo", "--log-rows", "1000", "--users", "100", "--orders", "500")
 
 
 def aishell(env: dict[str, str], umask: int, *argv: str) -> str:

@@ -36,6 +36,9 @@ from aishell.cli import cli
 from tests.helpers import closed_port
 from tests.services import MYSQL_ADMIN, PG_ADMIN, admin_engine
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 300  # a hang detector for one command, far above its few seconds
 ENV_NAME = "AISHELL_AUDIT_PW"
 CLIENT_PROGRAMS = {"pg_dump", "pg_restore", "psql", "mariadb", "mariadb-dump", "mysql", "mysqldump"}

@@ -41,6 +41,9 @@ from tests.services import engine, scratch_mysql, scratch_postgresql
 from tests.targets.test_lease import _kill, _lock_key, _lock_session
 from tests.targets.test_limits import HANG, configure, dialect_of, in_thread, silence_when
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 # The step's sleep (seconds): behind the frozen proxy it never reaches the server
 # (freeze_at_the_sleep); resume then sleeps it whole.
 SLEEP = 0.5

@@ -28,6 +28,9 @@ from aishell.policy.approvers import Prompting
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
+# Started first in a worker's share (tests/conftest.py): it runs for a long while.
+pytestmark = pytest.mark.slow
+
 PGBENCH = Path("/usr/lib/postgresql/15/bin/pgbench")
 RUNS = 10
 
