@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from aishell.handlers import Handler, step_tables
+from aishell.handlers import Handler, cached, step_tables
 from aishell.handlers.integrity import (
     checking,
     corruption_summary,
@@ -160,7 +160,7 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     def have(table: str) -> set[str] | None:
         return None if granted is None else privileges_on(granted, database, table)
 
-    engines = engines_of(conn, tables) if ctx.dry_run else {}
+    engines = _engines(conn, ctx, tables) if ctx.dry_run else {}
     results = [
         _not_checked_in_dry_run(t, engines[t])
         if t in engines and (engines[t] or "").lower() not in _READ_ONLY_CHECK_ENGINES
@@ -170,11 +170,40 @@ def corruption_check(conn: Connection, ctx: ToolContext, tables: list[str]) -> d
     return corruption_summary("CHECK TABLE", results)
 
 
+def _engines(conn: Connection, ctx: ToolContext, tables: list[str]) -> dict[str, str | None]:
+    """The tables' engines, read once per step for its preview and its run."""
+    key = "check_engines:" + "\0".join(sorted(tables))
+    found: dict[str, str | None] = cached(ctx, key, lambda: engines_of(conn, tables))
+    return found
+
+
+def check_lock(tables: list[str], engines: Mapping[str, str | None]) -> str | None:
+    """The line a preview shows beside CHECK TABLE where it holds off the writers of
+    some of these tables in a real run (None: writes to every one go on)."""
+    held = [
+        t
+        for t in tables
+        if t in engines and (engines[t] or "").lower() not in _READ_ONLY_CHECK_ENGINES
+    ]
+    if not held:
+        return None
+    named = ", ".join(f"{t} ({engines[t] or 'unknown engine'})" for t in held)
+    return (
+        f"{named}: writes to {'it' if len(held) == 1 else 'each'} wait until its CHECK TABLE "
+        "ends (the engine's table read lock); reads go on (a dry run leaves "
+        f"{'it' if len(held) == 1 else 'them'} unchecked)"
+    )
+
+
 def check_statements(ctx: ToolContext, tables: list[str]) -> list[str]:
-    """What the check sends: the session's grants, in a dry run the tables' engines, and
-    a CHECK TABLE per table, each named (a dry run's only of InnoDB tables)."""
-    engines = [ENGINES] if ctx.dry_run else []
-    return ["SHOW GRANTS", *engines, *(f"CHECK TABLE {ctx.quote(t)}" for t in tables)]
+    """What the check sends: the session's grants, the tables' engines (read once per
+    step), the tables whose writers wait meanwhile, and a CHECK TABLE per table, each
+    named (a dry run sends only InnoDB tables')."""
+    if not tables:
+        return ["SHOW GRANTS", *([ENGINES] if ctx.dry_run else [])]
+    held = check_lock(tables, _engines(ctx.connection, ctx, tables))
+    checks = [f"CHECK TABLE {ctx.quote(t)}" for t in tables]
+    return ["SHOW GRANTS", ENGINES, *([f"-- {held}"] if held else []), *checks]
 
 
 def _check_sql(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:

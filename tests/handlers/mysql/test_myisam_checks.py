@@ -20,6 +20,7 @@ from aishell.policy.approvers import PreApproved
 from aishell.registry import load_registry
 from tests.guard.test_checks_run_no_user_code import check_output
 from tests.guard.test_guard import execute
+from tests.handlers.mysql.test_engine_ways import _preview_one
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine, scratch_mysql
 
@@ -96,3 +97,23 @@ def test_the_tools_declare_the_table_lock_writers_wait_behind(tool: str) -> None
     engine_lock = [lock for lock in locks if lock.mode == "SHARED_READ_ONLY"]
     assert len(engine_lock) == 1, locks
     assert "MyISAM" in engine_lock[0].held and "writers wait" in engine_lock[0].held
+
+
+def test_a_real_runs_preview_names_the_tables_whose_writers_wait(
+    database: tuple[Config, str],
+) -> None:
+    """The preview says beside its CHECK TABLEs which tables' writers a real run holds
+    off meanwhile (each but InnoDB's), the engines read once for the step."""
+    config, _url = database
+    step = _preview_one(config, "check_table_corruption", {"tables": list(ENGINES)}).steps[0]
+    notes = [sql for sql in step.sql if sql.startswith("--")]
+    assert sum("information_schema.TABLES" in sql for sql in step.sql) == 1, step.sql
+    assert notes == [
+        "-- t_myisam (MyISAM), t_aria (Aria), t_csv (CSV): writes to each wait until its "
+        "CHECK TABLE ends (the engine's table read lock); reads go on (a dry run leaves "
+        "them unchecked)"
+    ], step.sql
+    assert step.sql.index(notes[0]) < step.sql.index("CHECK TABLE `t_myisam`")
+    # An InnoDB table alone: no such line.
+    alone = _preview_one(config, "check_table_corruption", {"tables": ["t_innodb"]}).steps[0]
+    assert not any(sql.startswith("--") for sql in alone.sql), alone.sql
