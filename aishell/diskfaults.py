@@ -38,6 +38,13 @@ def no_space_line(path: Path, doing: str, fix: str, exc: BaseException | None = 
         return quota_line(path, doing, fix)
     folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("/"))
     usage = shutil.disk_usage(folder)
+    files = os.statvfs(folder)
+    if files.f_files and not files.f_favail:  # its bytes free, and no file may be made
+        return (
+            f"No space left on device: the file system at {mount_point(folder)} has no "
+            f"free inodes (all {files.f_files:,} files it may hold are made) while {doing} "
+            f"{path}; {fix}"
+        )
     return (
         f"No space left on device: the file system at {mount_point(folder)} is full "
         f"({usage.free:,} of {usage.total:,} bytes free) while {doing} {path}; {fix}"
@@ -50,6 +57,20 @@ def quota_line(path: Path, doing: str, fix: str) -> str:
         f"Disk quota exceeded: the quota of user {_user()} on {disk_space(path)} is used up "
         f"while {doing} {path}; have the quota raised, or {fix}"
     )
+
+
+def refused_line(path: Path, doing: str, fix: str, exc: BaseException) -> str | None:
+    """The one line for a write the file system refuses, not for room (EROFS, EACCES,
+    EPERM): which file, why and what to do (`fix`, else); None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in REFUSALS:
+        return None
+    if exc.errno == errno.EROFS:
+        why = f"the file system at {mount_point(path)} is read-only"
+        remedy = "remount it read-write"
+    else:
+        why = f"{REFUSALS[exc.errno]} for user {_user()}"
+        remedy = f"let {_user()} write in {path.parent}"
+    return f"{exc.strerror}: {why} while {doing} {path}; {remedy}, or {fix}"
 
 
 def _user() -> str:

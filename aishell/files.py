@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from aishell.diskfaults import is_no_space, no_space_line, size_limit_line
+from aishell.diskfaults import is_no_space, no_space_line, refused_line, size_limit_line
 from aishell.errors import AishellError, UsageError
 
 PLAN_LIMIT = 16 << 20  # a plan file: far above any plan, far below a memory problem
@@ -134,7 +134,8 @@ def write_beside(
     try:
         fd = os.open(temporary, flags, wanted)
     except OSError as exc:
-        raise error(f"{what} {path} cannot be written: {exc.strerror}") from None
+        said = _write_failed(path, what, exc)
+        raise error(said or f"{what} {path} cannot be written: {exc.strerror}") from None
     try:
         try:
             os.fchmod(fd, wanted)  # the umask narrows a new file's mode, or widens none
@@ -143,13 +144,10 @@ def write_beside(
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError as exc:
-            doing = f"writing {what[:1].lower()}{what[1:]}"
-            if exc.errno == errno.EFBIG:
-                raise error(size_limit_line(path, doing)) from None
-            if not is_no_space(exc):
+            said = _write_failed(path, what, exc)
+            if said is None:
                 raise
-            fix = "free space there, or write it elsewhere"
-            raise error(no_space_line(path, doing, fix, exc)) from None
+            raise error(said) from None
         finally:
             os.close(fd)
         if check is not None:
@@ -162,6 +160,22 @@ def write_beside(
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _write_failed(path: Path, what: str, exc: OSError) -> str | None:
+    """diskfaults' one line for a write of `path` that failed: no room, a quota, the file
+    size limit, a read-only file system, a permission; None for any other error."""
+    doing = f"writing {what[:1].lower()}{what[1:]}"
+    if exc.errno == errno.ENOENT and not path.parent.is_dir():
+        return (
+            f"{what} {path} cannot be written: its folder {path.parent} does not exist; "
+            "create it, or give a path in a folder that does"
+        )
+    if exc.errno == errno.EFBIG:
+        return size_limit_line(path, doing)
+    if is_no_space(exc):
+        return no_space_line(path, doing, "free space there, or write it elsewhere", exc)
+    return refused_line(path, doing, "write it elsewhere", exc)
 
 
 def fsync_dir(path: Path) -> None:

@@ -54,11 +54,15 @@ def _long(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def took(seconds: float, places: int = 2) -> str:
+def took(seconds: float, places: int | None = 2) -> str:
     """How long a step or run took: 0.12 s with `places` decimals, 12.5 min from two
     minutes, 3.5 h from two hours, 3.1 d from two days (age_words' units); a time those
     decimals would round to nothing in milliseconds (3.2 ms), so a step that took any
-    time never reads as 0.00 s."""
+    time never reads as 0.00 s. `places` None: a time a setting or a person gave, as
+    every message says one: exactly, in the largest unit it is a whole number of from
+    two of them (10 s, 0.25 s, 125 s, 5 min, 6 h, 7 d)."""
+    if places is None:
+        return _given(seconds)
     if 0 < seconds < 0.5 * 10**-places:
         return f"{seconds * 1000:.1f} ms" if seconds >= 0.00005 else "<0.1 ms"
     if seconds < 120:
@@ -66,6 +70,14 @@ def took(seconds: float, places: int = 2) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return _long(seconds)
+
+
+def _given(seconds: float) -> str:
+    """A setting's time, every digit kept: a retention of 125 s never reads 2.1 min."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= 2 * size and seconds % size == 0:
+            return f"{exact(seconds // size)} {unit}"
+    return f"{exact(seconds)} s"
 
 
 def exact(value: object) -> str:

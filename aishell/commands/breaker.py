@@ -18,7 +18,7 @@ from aishell.config.models import Config
 from aishell.config.stateurl import display_url
 from aishell.errors import TargetUnreachable
 from aishell.state.store import StateStore
-from aishell.units import exact
+from aishell.units import took
 
 
 def breaker_key(config: Config, target: str) -> str:
@@ -51,7 +51,7 @@ def circuit_breaker(config: Config, store: StateStore, target: str) -> Iterator[
         if count >= settings.failures:
             raise TargetUnreachable(
                 f"{exc}; {count} failures in a row, so aishell leaves '{target}' alone for "
-                f"{exact(cool_down)}s (`aishell targets check {target}` ends that "
+                f"{took(cool_down, None)} (`aishell targets check {target}` ends that "
                 "once it connects)"
             ) from None
         raise

@@ -25,7 +25,7 @@ from aishell.scratch.children import run_child
 from aishell.scratch.ledger import Ledger
 from aishell.targets.clientlogin import client_env, client_login
 from aishell.targets.engines import Target
-from aishell.units import exact
+from aishell.units import took
 
 # What each program is asked: the least that makes it connect and read nothing of note.
 # pg_dump writes an archive of no table (it still lists the database's extensions), in
@@ -104,7 +104,7 @@ def _run(argv: list[str], stdin: bytes | None, handle: Target) -> tuple[str | No
             done = _started(started, env, stdin, limit, session)
         except StepTimeout:
             return (
-                f"the server stopped answering: {argv[0]} did not end within {exact(limit)}s "
+                f"the server stopped answering: {argv[0]} did not end within {took(limit, None)} "
                 f"(targets.{handle.name}.connect_timeout_seconds + read_timeout_seconds)"
             ), b""
     said = done.stderr.decode(errors="replace").strip().splitlines()

@@ -13,6 +13,7 @@ from aishell.executor import COMPLETED_WITH_DENIALS, DENIED
 from aishell.policy.approvers import current_user
 from aishell.policy.rules import named_approval_needed
 from aishell.state.store import StateStore
+from aishell.terminal import printable
 
 DECISIONS = {
     "approved": "aishell approve",
@@ -36,7 +37,10 @@ def decide_steps(
     step and a reason.
     """
     if decision not in DECISIONS:
-        raise UsageError(f"Unknown decision '{decision}'")
+        raise UsageError(
+            f"Unknown decision {printable(repr(decision[:80]))}; decisions are: "
+            f"{', '.join(DECISIONS)}"
+        )
     how = DECISIONS[decision]
     if decision in ("succeeded", "skipped") and (step is None or not reason):
         raise UsageError(f"`{how}` needs --step N and --reason")

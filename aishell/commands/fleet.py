@@ -181,7 +181,7 @@ def fleet_summary(config: Config, fleet_id: str) -> dict[str, Any]:
     with StateStore(config.state_url) as store:
         fleet = store.get_fleet_job(fleet_id)
         if fleet is None:
-            raise UsageError(f"No fleet job {fleet_id}")
+            raise UsageError(f"No fleet job {fleet_id[:80]!r}; `aishell fleet jobs` lists them")
         return _summary(store, fleet)
 
 

@@ -187,7 +187,9 @@ def load_plan_file(path: Path) -> SavedPlan:
         text = read_regular(path, PLAN_LIMIT, "Plan file", PlanError)
         data = json.loads(text, parse_float=json_float, object_pairs_hook=_keys_once)
     except FileNotFoundError:
-        raise UsageError(f"Plan file {path} does not exist") from None
+        raise UsageError(
+            f"Plan file {path} does not exist; `aishell plan AGENT ... --out FILE` saves one"
+        ) from None
     except _KeyTwice as exc:
         # Its signature covers the plan as read, whichever value was kept: refused whole.
         raise PlanError(

@@ -22,6 +22,7 @@ from aishell.executor.foresee import foreseen
 from aishell.executor.results import judged, named
 from aishell.guard.connection import Guard, guarded
 from aishell.guard.memory import GuardMemory
+from aishell.handlers import HandlerExited
 from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import find_references, has_references
 from aishell.policy.drafted import AgentRules, drafted_by_model, drafted_policy
@@ -307,6 +308,9 @@ def _tool_code(label: str, conn: Connection | None, memory: GuardMemory) -> Iter
         else:
             with guarded(conn, Guard(label=f"{label}'s preview", memory=memory)):
                 yield
+    except HandlerExited as exc:
+        # Its message names the function; a plan of several steps names the one too.
+        raise HandlerExited(f"{label} could not be previewed: {exc}") from None
     except (AishellError, DBAPIError):
         raise
     except Exception as exc:

@@ -33,6 +33,7 @@ from aishell.scheduling import serve as scheduling
 from aishell.scheduling.due import StoppedBeforeStart
 from aishell.scheduling.stuck import refuse_tampered
 from aishell.state.store import StateStore
+from aishell.units import exact
 
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Runs a schedule left unfinished (out of the window, or stopped) are resumed first.
@@ -224,7 +225,7 @@ def added_again(schedule: dict[str, Any]) -> str:
     add += ["--timezone", schedule["timezone"]]
     limit = schedule["options"].get("max_run_seconds")
     if isinstance(limit, int | float) and not isinstance(limit, bool):
-        add += ["--max-run-time", f"{limit:g}s"]
+        add += ["--max-run-time", exact(limit) + "s"]  # the command line's own form
     add += ["--", *schedule["words"]]
     return (
         f"aishell schedule remove {shlex.quote(name)}, then, if it is what you meant, "

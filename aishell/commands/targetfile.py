@@ -22,7 +22,7 @@ from aishell.config.models import CONSTRAINT_TYPES, Config, MainConfig
 from aishell.config.resources import bundled_config_dir
 from aishell.errors import ConfigError, UsageError
 from aishell.files import write_beside
-from aishell.targets.locations import target_url
+from aishell.targets.locations import driver_replaced, target_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +95,7 @@ def add_target(config: Config, new: NewTarget, check: bool = True) -> dict[str, 
         "environment": new.environment,
         "tags": list(dict.fromkeys(new.tags)),
         "checked": server or None,
+        "warnings": [said for said in [driver_replaced(new.location)] if said],
     }
 
 

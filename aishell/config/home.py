@@ -125,7 +125,11 @@ def config_files(home: Home, named: str | os.PathLike[str] | None = None) -> Con
     if named:
         given = Path(named).expanduser()
         if not given.is_file():
-            raise ConfigError(f"Config file {given} does not exist")
+            what = "is not a file" if given.exists() else "does not exist"
+            raise ConfigError(
+                f"Config file {given} {what}; give the path of one (--config or "
+                "AISHELL_CONFIG), or leave it out to use the home's own"
+            )
         own, own_agents = given, given.parent / "agents"
     else:
         own = home.config_file if home.config_file.is_file() else None
@@ -197,4 +201,10 @@ def agent_file(agent_dirs: Sequence[Path], agent: str) -> Path:
     if path is not None:
         return path
     looked = ", ".join(str(folder / f"{agent}.yaml") for folder in agent_dirs)
-    raise ConfigError(f"No agent config for '{agent}' (looked for {looked})")
+    found = sorted({p.stem for folder in agent_dirs for p in folder.glob("*.yaml")})
+    have = f"agents with a config file are: {', '.join(found)}" if found else "none has one"
+    raise ConfigError(
+        f"No agent config for '{agent}' (looked for {looked}); {have}: give one of those, "
+        f"or write {agent_dirs[0] / f'{agent}.yaml'} (`aishell agents show AGENT` shows an "
+        "agent's keys)"
+    )

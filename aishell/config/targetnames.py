@@ -33,6 +33,12 @@ def unknown_target(name: str, known: Iterable[str], where: str | Path) -> str:
     listed = ", ".join(known) or "(none)"
     named = name if TARGET_NAME.fullmatch(name) else "NAME"
     add = f"`aishell targets add {named} LOCATION`"
+    if "://" in name:  # not repeated: a URL given for a name may hold its password
+        return (
+            "Unknown target: a URL was given, not a target's name (not repeated: it may "
+            f"hold a password); targets in {where} are: {listed}; "
+            "`aishell targets add NAME URL` adds it as NAME"
+        )
     if Path(where).resolve().is_relative_to(bundled_config_dir().resolve()):
         return (
             f"Unknown target '{name}': this home has no config file yet, only the bundled "

@@ -27,7 +27,7 @@ from aishell.state.store import StateStore
 from aishell.targets.deadlines import cut_if_unanswered, in_flight, stop_statement
 from aishell.targets.limits import Limits, limits_of
 from aishell.targets.locks import RunLock
-from aishell.units import exact
+from aishell.units import took
 
 # How often a run asks the server whether its lock's session lives, by a round trip:
 # a session the server ended shows at once on its socket, this catches a lost network.
@@ -370,7 +370,7 @@ class Stopping:
         spent = 0.0 if run_started is None else time.monotonic() - run_started
 
         def reached() -> None:
-            self.signal = self.signal or f"the run-time limit of {exact(seconds)}s ({setting})"
+            self.signal = self.signal or f"the run-time limit of {took(seconds, None)} ({setting})"
             self.cancel_running()
 
         timer = threading.Timer(max(seconds - spent, 0.0), reached)
@@ -420,7 +420,9 @@ def planning_limit(
     timer = threading.Timer(max(seconds - (time.monotonic() - run_started), 0.0), reached)
     timer.daemon = True
     timer.start()
-    stopped = f"interrupted by the run-time limit of {exact(seconds)}s ({setting}) while planning"
+    stopped = (
+        f"interrupted by the run-time limit of {took(seconds, None)} ({setting}) while planning"
+    )
     try:
         with planning_deadline(run_started + seconds, stopped):
             yield

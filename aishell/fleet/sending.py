@@ -24,7 +24,7 @@ from aishell.config.stateurl import display_url
 from aishell.errors import BrokerUnreachable
 from aishell.fleet.app import RUN_TARGET, make_app
 from aishell.registry import Registry
-from aishell.units import exact
+from aishell.units import took
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -87,9 +87,9 @@ def said(config: Config, exc: BaseException, doing: str) -> str:
     # A connection's handshake is bounded by the connect timeout (RabbitMQ's; Redis
     # says "connecting"); a read once connected by the read timeout.
     if "connecting" in lowered or (doing == "connecting" and "reading" not in lowered):
-        waited = f"{fleet.connect_timeout_seconds}s (fleet.connect_timeout_seconds)"
+        waited = f"{took(fleet.connect_timeout_seconds, None)} (fleet.connect_timeout_seconds)"
     else:
-        waited = f"{exact(fleet.read_timeout_seconds)}s (fleet.read_timeout_seconds)"
+        waited = f"{took(fleet.read_timeout_seconds, None)} (fleet.read_timeout_seconds)"
     return f"{broker_at} did not answer within {waited} while {doing}"
 
 

@@ -182,6 +182,8 @@ def targets_table(out: Console, rows: list[dict[str, Any]]) -> None:
 
 def target_added(out: Console, added: dict[str, Any]) -> None:
     out.print(safe_text(f"Added target {added['name']} ({added['url']}) to {added['file']}"))
+    for warning in added["warnings"]:
+        out.print(safe_text(f"warning: {warning}", "yellow"))
     if added["checked"]:
         target_check(out, added["checked"])
     else:

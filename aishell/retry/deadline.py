@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TypeVar
 
-from aishell.units import exact
+from aishell.units import took
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ class Late(Exception):
     """The call had not returned by its deadline."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"no whole answer within {exact(seconds)}s")
+        super().__init__(f"no whole answer within {took(seconds, None)}")
         self.seconds = seconds
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aishell.config.models import NotificationsConfig
 from aishell.targets.clientlogin import client_env
-from aishell.units import exact
+from aishell.units import took
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def _post(url: str, body: bytes, timeout: float) -> str | None:
 
     headers = {"Content-Type": "application/json", "User-Agent": "aishell"}
     late = (
-        f"notify webhook failed: no answer within {exact(timeout)}s (notifications.timeout_seconds)"
+        f"notify webhook failed: no answer within {took(timeout, None)} "
+        "(notifications.timeout_seconds)"
     )
     # No redirect is followed: a 307 or 308 would carry the run's summary to a server
     # the hook names, and a 301, 302 or 303 would go on as a GET without it, answered
@@ -151,7 +152,7 @@ def _run_command(command: str, body: bytes, timeout: float) -> str | None:
     except subprocess.TimeoutExpired:
         _kill_group(child.pid)
         _reap(child)
-        return f"notify command failed: it ran longer than {exact(timeout)}s and was ended"
+        return f"notify command failed: it ran longer than {took(timeout, None)} and was ended"
     if child.returncode != 0:
         err = stderr.decode(errors="replace").strip().splitlines()
         return f"notify command exited {child.returncode}: {err[-1] if err else ''}".strip()

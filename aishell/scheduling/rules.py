@@ -20,7 +20,7 @@ from aishell.errors import UsageError
 from aishell.scheduling.crontab import CrontabTrigger
 from aishell.scheduling.notify import approve_with
 from aishell.state.store import StateStore
-from aishell.units import exact, stamp
+from aishell.units import exact, stamp, took
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def step_slow(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
                 f"{run['run_id']}/{step['idx']}",
                 step["started_at"],
                 f"run {run['run_id']} step {step['idx']} ({step['tool']}) has run "
-                f"{running:.0f}s, over {exact(rule.limit)}s",
+                f"{took(running, 0)}, over {took(rule.limit, None)}",
                 {
                     "run_id": run["run_id"],
                     "step": step["idx"],
@@ -122,7 +122,7 @@ def approval_waiting(rule: AlertRule, facts: Facts) -> Iterator[Finding]:
             run["run_id"],
             since,
             f"run {run['run_id']} ({run['agent']} on {run['target']}) has waited "
-            f"{waited:.0f}s for approval: {approve_with(run['run_id'], steps)}",
+            f"{took(waited, 0)} for approval: {approve_with(run['run_id'], steps)}",
             {
                 "run_id": run["run_id"],
                 "agent": run["agent"],

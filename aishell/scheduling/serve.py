@@ -54,6 +54,7 @@ from aishell.scheduling.stopsignals import stopped_by_signals
 from aishell.scheduling.stuck import alert, refuse_tampered, report_stuck
 from aishell.state.signing import load_key
 from aishell.state.store import StateStore
+from aishell.units import took
 
 JOB_TABLE = "apscheduler_jobs"
 # How often the serving process reads the schedules table for changes.
@@ -349,11 +350,11 @@ def _wait_for_triggers(serving: _Serving) -> list[str]:
         # Under --fleet a trigger runs nothing here: what is left is a send to the queue
         # (a broker that took the tasks and did not answer), due again (due.py).
         logger.warning(
-            "stopping: %s still running after %gs; when serve starts again, a run it left "
+            "stopping: %s still running after %s; when serve starts again, a run it left "
             "interrupted is resumed, and a trigger whose send to the fleet's queue had not "
             "ended sends again what of its fleet job has not begun (never a second job)",
             ", ".join(left),
-            STOP_SECONDS,
+            took(STOP_SECONDS, None),
         )
     return left
 

@@ -27,7 +27,7 @@ from aishell.diskfaults import (
 )
 from aishell.errors import StateError
 from aishell.files import file_in_the_way
-from aishell.units import exact
+from aishell.units import took
 
 # Seconds a SQLite store waits for another process's lock, unless the URL's `timeout`
 # (state.busy_timeout_ms) says otherwise.
@@ -130,7 +130,8 @@ def state_error(location: str, url: str, exc: DBAPIError, busy_timeout: float) -
         return _server_error(location, message)
     if "locked" in lower or "busy" in lower:
         return StateError(
-            f"{where} is locked by another process (still locked after {exact(busy_timeout)}s); "
+            f"{where} is locked by another process (still locked after "
+            f"{took(busy_timeout, None)}); "
             "let that process finish and try again, or raise state.busy_timeout_ms"
         )
     if "not a database" in lower or "malformed" in lower or "encrypted" in lower:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from aishell.errors import StateError
-from aishell.units import exact
+from aishell.units import took
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
@@ -143,6 +143,6 @@ def connect_timed_out(url: str, location: str, exc: DBAPIError) -> StateError | 
         return None
     seconds = timeouts_of(url)[0]
     return StateError(
-        f"The state store {location} did not answer within {exact(seconds)}s "
+        f"The state store {location} did not answer within {took(seconds, None)} "
         "(state.connect_timeout_seconds); check that its server is up and reachable"
     )

@@ -26,7 +26,7 @@ from aishell.targets.limits import (
     statement_limit,
 )
 from aishell.targets.watchdog import Watchdog
-from aishell.units import exact
+from aishell.units import took
 
 # How often a stop sends its cancel again while the statement it cancels still runs.
 RECANCEL_SECONDS = 1.0
@@ -97,7 +97,7 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
 
 def _over_limit(label: str, seconds: float) -> str:
     """What a step past its max_execution_time is stopped with."""
-    return f"{label} exceeded its time limit of {exact(seconds)}s (max_execution_time)"
+    return f"{label} exceeded its time limit of {took(seconds, None)} (max_execution_time)"
 
 
 def _server_timeout(conn: Connection, seconds: float) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
-from aishell.config.dburl import resolve_url, url_fingerprint
+from aishell.config.dburl import DRIVERS, resolve_url, url_fingerprint
 from aishell.config.models import Config, TargetConfig
 from aishell.config.options import MAX_PARALLEL_STEPS
 from aishell.dialects import FAMILIES, mysql_lock_wait_seconds
@@ -40,6 +40,7 @@ from aishell.targets.searchpath import NATIVE_HSTORE, pin_search_path
 from aishell.targets.servermessage import server_message
 from aishell.targets.sqlitefiles import SQLITE_HELD, WalFiles, held_by, name_holders, open_problem
 from aishell.terminal import printable
+from aishell.units import took
 
 if TYPE_CHECKING:
     import sqlite3
@@ -201,8 +202,11 @@ def open_target(config: Config, name: str | None, *, read_only: bool = False) ->
     try:
         engine = _server_engine(url, dialect, target_config, read_only, target_name)
     except (NoSuchModuleError, ImportError) as exc:
+        ours = DRIVERS.get(url.get_backend_name(), dialect)
         raise ConfigError(
-            f"Target '{target_name}': database driver not installed ({exc})"
+            f"Target '{target_name}': database driver not installed ({exc}); aishell "
+            f"connects with {ours}: write {ours}:// in targets.{target_name}.url in "
+            f"{config.path}"
         ) from None
     return Target(
         target_name,
@@ -394,7 +398,7 @@ def _connect_failure(target: Target, exc: DBAPIError) -> str:
     url = target.engine.url
     return (
         f"{url.host}:{url.port or ''} did not answer within "
-        f"{target.config.connect_timeout_seconds}s "
+        f"{took(target.config.connect_timeout_seconds, None)} "
         f"(targets.{target.name}.connect_timeout_seconds)"
     )
 

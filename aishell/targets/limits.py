@@ -28,7 +28,7 @@ from aishell.errors import TargetUnreachable
 from aishell.sqltext import text
 from aishell.targets.connecting import STOPPED_CONNECT_SECONDS, unless_stopped
 from aishell.targets.watchdog import STATEMENTS, Watchdog
-from aishell.units import exact
+from aishell.units import took
 
 # Where a connection's Limits are kept (the pool record's info, seen as Connection.info).
 LIMITS_KEY = "aishell_limits"
@@ -130,11 +130,11 @@ class Limits:
     def silence(self, waited: float) -> str:
         if waited > self.read_timeout:  # a step's statement, past the step's limit
             return (
-                f"target '{self.target}' did not answer for {exact(self.read_timeout)}s more "
+                f"target '{self.target}' did not answer for {took(self.read_timeout, None)} more "
                 f"({self.key}), so its connection was closed"
             )
         who = self.who or f"Target '{self.target}'"
-        return f"{who} did not answer within {exact(waited)}s ({self.key})"
+        return f"{who} did not answer within {took(waited, None)} ({self.key})"
 
     def stop(self) -> None:
         """The run using the target stops: statements are held to read_timeout_seconds,
@@ -146,14 +146,15 @@ class Limits:
     def stopped_connecting(self) -> str:
         who = self.who or f"Target '{self.target}'"
         return (
-            f"{who} did not answer a connect within {STOPPED_CONNECT_SECONDS:g}s, and the "
+            f"{who} did not answer a connect within {took(STOPPED_CONNECT_SECONDS, None)}, and the "
             "run had stopped, so the connect was given up"
         )
 
     def unanswered_cancel(self) -> str:
         """Why a stopped run's statement ended: the cancel went unanswered."""
         return (
-            f"target '{self.target}' did not answer the cancel within {exact(self.read_timeout)}s "
+            f"target '{self.target}' did not answer the cancel within "
+            f"{took(self.read_timeout, None)} "
             f"({self.key}), so its connection was closed"
         )
 
@@ -283,7 +284,7 @@ def bound_setup(engine: Engine, limits: Limits, seconds: float, setting: str) ->
     after the engine's other `connect` listeners: the last one ends the watch. `setting`:
     what the message names."""
     who = limits.who or f"Target '{limits.target}'"
-    said = f"{who} did not answer within {exact(seconds)}s of connecting ({setting})"
+    said = f"{who} did not answer within {took(seconds, None)} of connecting ({setting})"
 
     @event.listens_for(engine, "do_connect")
     def _watched(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from aishell.config.dburl import DRIVERS, is_secret_key, parse_url
 from aishell.errors import UsageError
+from aishell.terminal import printable
 
 # libpq's keywords for the login; the others (sslmode, ...) ride in the URL's query.
 _LOGIN = {"host", "port", "dbname", "user"}
@@ -44,6 +45,22 @@ def target_url(location: str | None, service: str | None) -> str:
     raise UsageError(
         "The location is neither a URL (postgresql://user@host/db, mysql://user@host/db, "
         "sqlite:///path.db) nor a libpq DSN (host=... dbname=... user=...)"
+    )
+
+
+def driver_replaced(location: str | None) -> str | None:
+    """What a URL that names another driver for its engine (`postgresql+psycopg2://`,
+    `mysql+mysqldb://`) is written with instead, in words; None for any other location.
+    aishell's drivers take the same URLs, so it is said, not refused."""
+    scheme, found, _ = (location or "").partition("://")
+    engine, plus, driver = scheme.partition("+")
+    if not found or not plus or engine not in DRIVERS or DRIVERS[engine] == scheme:
+        return None
+    ours = DRIVERS[engine]
+    return (
+        f"the URL names the driver {printable(repr(driver[:40]))}; aishell connects with "
+        f"its own, {ours.partition('+')[2] or ours}, which takes the same URL: written as "
+        f"{ours}://"
     )
 
 

@@ -18,6 +18,7 @@ from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.locks import run_lock_name
 from aishell.targets.ownsessions import own_sessions
+from aishell.units import took
 
 # What each holder's description shows of its statement.
 QUERY_CHARS = 80
@@ -175,17 +176,18 @@ def _pg_session(r: RowMapping) -> str:
         )
     doing = r["state"] or "no state"
     if r["seconds"] is not None:
-        doing += f" for {r['seconds']}s"
+        doing += f" for {took(float(r['seconds']), 0)}"
     if r["in_transaction"] is not None:
-        doing += f", in a transaction for {r['in_transaction']}s"
+        doing += f", in a transaction for {took(float(r['in_transaction']), 0)}"
     return f"pid {r['pid']} ({r['usename']}, {program}, {doing}: {r['query']!r})"
 
 
 def _mysql_session(r: RowMapping) -> str:
     held = r["in_transaction"]
-    doing = f"{r['command']}{', ' + r['state'] if r['state'] else ''} for {r['seconds']}s"
+    state = f", {r['state']}" if r["state"] else ""
+    doing = f"{r['command']}{state} for {took(float(r['seconds']), 0)}"
     if held is not None:
-        doing += f", in a transaction for {held}s"
+        doing += f", in a transaction for {took(float(held), 0)}"
     return f"connection {r['id']} ({r['user']}@{r['host']}, {doing}: {r['query']!r})"
 
 

@@ -24,6 +24,7 @@ from aishell.files import kind_of
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
+from aishell.units import took
 
 
 @dataclass
@@ -344,7 +345,7 @@ def _silent_for(seconds: float, last: BaseException) -> str:
     """The server's silence as a loss says it: for how long, and what the last wait
     said (which names its setting)."""
     said = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
-    return f"the server stopped answering for {seconds:.0f}s (last: {said})"
+    return f"the server stopped answering for {took(seconds, 0)} (last: {said})"
 
 
 def heartbeat(connect: Callable[[], Connection], patience: float) -> RunLock:

@@ -67,5 +67,5 @@ def test_a_signal_after_the_time_limit_leaves_the_limit_as_the_cause(
     assert proc.returncode == 4, (proc.returncode, out, err)
     found = json.loads(out)
     said = json.dumps(found["error"]) + json.dumps([s["error"] for s in found["steps"]])
-    assert "the run-time limit of 3s" in said, said
+    assert "the run-time limit of 3 s" in said, said
     assert "SIGTERM" not in said, said

@@ -173,5 +173,5 @@ def test_a_plugin_agent_s_limits_that_never_come_stop_at_the_run_s_limit(
         importlib.import_module(f"{package}.agent").HELD.set()
     assert ran.exit_code == 4, ran.output
     error = json.loads(ran.stdout)["error"]["message"]
-    assert error.startswith("interrupted by the run-time limit of 2s (--max-run-time)"), error
+    assert error.startswith("interrupted by the run-time limit of 2 s (--max-run-time)"), error
     assert f"agent {agent} (package {package}) was still planning" in error, error

@@ -109,10 +109,12 @@ def test_a_handler_s_render_that_exits_fails_the_command_naming_it(
     demo_db: Path, site: Install
 ) -> None:
     """Not the end of the command with the handler's status (0) and nothing said."""
-    agent, _ = _with_handler(site, EXITS_WHILE_MEASURED)
+    agent, tool = _with_handler(site, EXITS_WHILE_MEASURED)
     planned = _invoke(["plan", agent, "--table", "app_logs"])
     assert planned.exit_code == 1, planned.output
-    assert planned.stderr.startswith("Error: the handler function ")
+    # The step and its tool named, then the function: a plan of many steps says which.
+    said = f"Error: step_0 ({tool}) could not be previewed: the handler function "
+    assert planned.stderr.startswith(said), planned.stderr
     assert "handlers._render called sys.exit(0)" in planned.stderr
     ran = _invoke(["run", agent, "--table", "app_logs", "--yes", "--json"])
     assert ran.exit_code == 1, ran.output

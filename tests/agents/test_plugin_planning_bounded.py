@@ -80,7 +80,7 @@ def test_an_agent_that_never_ends_planning_is_stopped_at_the_run_s_limit(
     ran = CliRunner().invoke(cli, args)
     assert ran.exit_code == 4, ran.output
     error = json.loads(ran.stdout)["error"]["message"]
-    assert error.startswith("interrupted by the run-time limit of 2s (--max-run-time)"), error
+    assert error.startswith("interrupted by the run-time limit of 2 s (--max-run-time)"), error
     assert f"agent {agent} (package {package}) was still planning" in error, error
     assert "nothing was changed" in error
     assert _runs() == before

@@ -45,7 +45,7 @@ def test_a_time_limit_while_a_step_is_prepared_interrupts_it_resumably(
     assert found["status"] == "interrupted", found
     first = found["steps"][0]
     assert first["status"] == "interrupted", first
-    assert "the run-time limit of 2s" in json.dumps(first["error"]), first
+    assert "the run-time limit of 2 s" in json.dumps(first["error"]), first
     assert ran.exit_code == 4, ran.output
     monkeypatch.delenv(SLOW)
     resumed = CliRunner().invoke(cli, ["resume", found["run_id"], "--yes", "--json"])

@@ -803,3 +803,26 @@ def test_the_machine_s_own_zone_is_refused_naming_the_zone_it_is(runner, demo_db
     assert line.startswith("Error: --timezone 'localtime': 'localtime' is whichever zone"), line
     assert f"give the zone's own IANA name (this machine's is {machine_zone()})" in line, line
     assert machine_zone() is not None and commands.list_schedules(config) == []
+
+
+# --- a file to write in a folder that is not there -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "what"),
+    [
+        (["plan", "maintenance", "--out"], "Plan file"),
+        (["metrics", "--textfile"], "Metrics file"),
+    ],
+)
+def test_a_file_to_write_in_a_missing_folder_says_to_create_it(
+    runner: CliRunner, demo_db: Path, tmp_path: Path, words: list[str], what: str
+) -> None:
+    path = tmp_path / "no-such-folder" / "out"
+    done = invoke(runner, *words, str(path))
+    assert done.exit_code == 2, done.output
+    assert one_error_line(done) == (
+        f"Error: {what} {path} cannot be written: its folder {path.parent} does not exist; "
+        "create it, or give a path in a folder that does"
+    )
+    assert not path.parent.exists()

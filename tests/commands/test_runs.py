@@ -239,7 +239,7 @@ def test_a_step_past_its_time_limit_is_interrupted(home, demo_db):
     )
     assert result.status == "failed"
     assert result.steps[0].status == "failed"
-    assert "exceeded its time limit of 1s" in result.steps[0].error
+    assert "exceeded its time limit of 1 s" in result.steps[0].error
     assert result.steps[0].seconds < 10
     assert result.steps[1].status == "pending"
 

@@ -124,7 +124,7 @@ def test_a_broker_that_refuses_or_never_answers_ends_the_send_with_nothing_sent(
         # RabbitMQ's handshake is bounded by the connect timeout, Redis's first command
         # by the read timeout.
         setting = "connect" if kind == "rabbitmq" else "read"
-        assert f"did not answer within 1s (fleet.{setting}_timeout_seconds)" in lines[0]
+        assert f"did not answer within 1 s (fleet.{setting}_timeout_seconds)" in lines[0]
     else:
         assert "refused" in lines[0].lower()
     assert took < TIMEOUT + SLACK
@@ -139,14 +139,14 @@ def test_a_schedule_sent_to_a_silent_broker_ends_within_the_timeouts(
     config = fleet_home(edit_config, home, demo_db, broker_at("redis", silent.port))
     add_nightly_quick(config, "second")
     started = time.monotonic()
-    with pytest.raises(BrokerUnreachable, match="did not answer within 1s"):
+    with pytest.raises(BrokerUnreachable, match="did not answer within 1 s"):
         queue_schedule(config, "nightly", "cron", threading.Event())
     assert time.monotonic() - started < TIMEOUT + SLACK
     assert fleet_jobs_in(config) == 0
     # Kept as a missed trigger, with why: `schedule list` shows it, notifiers hear it.
     with StateStore(config.state_url) as store:
         (missed,) = store.schedule_alerts()["nightly"]
-    assert missed["kind"] == "missed" and "did not answer within 1s" in missed["error"]
+    assert missed["kind"] == "missed" and "did not answer within 1 s" in missed["error"]
 
 
 def test_doctor_names_a_broker_that_does_not_answer_and_passes_one_that_does(
@@ -156,7 +156,7 @@ def test_doctor_names_a_broker_that_does_not_answer_and_passes_one_that_does(
     report = commands.doctor(config, targets=["demo"])
     said = [p for p in report["problems"] if "broker" in p["problem"]]
     assert len(said) == 1, report["problems"]
-    assert "did not answer within 1s (fleet.read_timeout_seconds)" in said[0]["problem"]
+    assert "did not answer within 1 s (fleet.read_timeout_seconds)" in said[0]["problem"]
     assert said[0]["problem"].endswith("fleet jobs cannot be sent or run")
     assert "fleet.broker_url" in said[0]["fix"]
     config = edit_config({"fleet": {"broker_url": broker_at("redis", BROKERS["redis"][1])}})
@@ -196,7 +196,7 @@ def test_a_send_failed_midway_names_what_went_and_resend_sends_the_rest(
         commands.fleet_run(config, "maintenance", {"type": "quick"}, "tag:trio")
     monkeypatch.setattr(Producer, "publish", publish)
     line = str(failed.value)
-    assert "did not answer within 1s (fleet.read_timeout_seconds) while sending" in line
+    assert "did not answer within 1 s (fleet.read_timeout_seconds) while sending" in line
     fleet_id = line.split("tasks of fleet job ")[1].split(" ")[0]
     assert f"1 of the 3 tasks of fleet job {fleet_id} were sent" in line
     assert f"`aishell fleet resend {fleet_id}` sends the rest" in line
@@ -304,7 +304,7 @@ def test_a_worker_whose_broker_never_answers_is_one_line_and_exit_1(
     worker, took = _worker_once(home)
     assert worker.returncode == EXIT_FAILED, worker.stderr
     lines = worker.stderr.strip().splitlines()
-    assert len(lines) == 1 and "did not answer within 1s" in lines[0], worker.stderr
+    assert len(lines) == 1 and "did not answer within 1 s" in lines[0], worker.stderr
     assert lines[0].endswith("the worker did not start")
     # Bounded by the timeouts, not by Celery's retries (which wait for good).
     assert took < took_refused + TIMEOUT + SLACK

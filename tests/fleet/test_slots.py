@@ -56,7 +56,7 @@ def test_a_state_server_that_stops_answering_ends_the_take_at_the_read_timeout(
         marker = b"pg_try_advisory_lock" if url.startswith("postgresql") else b"GET_LOCK"
         proxy.hold(marker)
         started = time.monotonic()
-        said = r"did not answer within 2s \(state.read_timeout_seconds\)"
+        said = r"did not answer within 2 s \(state.read_timeout_seconds\)"
         with pytest.raises(StateError, match=said), server_slot(state_url, "x", 1):
             pass
         assert time.monotonic() - started < 2 + 6  # the read timeout, and a busy machine's
@@ -77,7 +77,7 @@ def test_a_task_whose_state_server_stops_answering_is_tried_again_later(
                 )
             proxy.freeze()
             started = time.monotonic()
-            said = r"^the state store: .* did not answer within 5s \(state.connect_timeout"
+            said = r"^the state store: .* did not answer within 5 s \(state.connect_timeout"
             with pytest.raises(TryLater, match=said):
                 commands.run_fleet_target(config, fleet_id, "demo")
             assert time.monotonic() - started < 5 + 6  # the connect timeout, a busy machine

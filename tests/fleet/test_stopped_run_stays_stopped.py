@@ -82,4 +82,4 @@ def test_a_fleet_run_at_its_time_limit_is_not_resumed_by_the_queue(
         options = {"max_run_seconds": 4}
         sent = commands.fleet_run(config, "log_cleanup", SLOW_PURGE, "demo", options=options)
         _run_of(config, sent["fleet_id"], "running")
-        _stays_interrupted(config, sent["fleet_id"], demo_db, "the run-time limit of 4s")
+        _stays_interrupted(config, sent["fleet_id"], demo_db, "the run-time limit of 4 s")

@@ -185,7 +185,7 @@ def test_a_notify_command_is_ended_with_its_children_at_the_timeout(home, config
     started = time.monotonic()
     failures = notify.send(settings, {"status": "failed", "run_id": "r1"})
     assert time.monotonic() - started < 5
-    assert failures and "ran longer than 1s" in failures[0]
+    assert failures and "ran longer than 1 s" in failures[0]
     child = int(pid_file.read_text())
     wait_for(lambda: not _alive(child), "the child to end", 5)
 
@@ -237,7 +237,7 @@ def test_serve_does_not_wait_past_its_bound_for_a_trigger_that_ignores_stop(
             thread.join(10)
             assert not thread.is_alive() and time.monotonic() - stopped < 5
             assert left == [["quick (cron)"]], lines
-            assert any("still running after 2s" in line for line in lines), lines
+            assert any("still running after 2 s" in line for line in lines), lines
         finally:
             release.set()
             thread.join(10)
@@ -330,7 +330,7 @@ def test_a_notify_command_whose_child_left_its_session_ends_at_the_timeout(home,
     )
     try:
         failures = notify.send(settings, {"status": "failed", "run_id": "r1"})
-        assert failures and "ran longer than 1s" in failures[0]
+        assert failures and "ran longer than 1 s" in failures[0]
         assert _alive(int(pid_file.read_text())), "send waited for the child to end"
     finally:
         if pid_file.exists():

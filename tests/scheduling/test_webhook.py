@@ -145,7 +145,7 @@ def test_no_answer_within_the_timeout_fails_at_the_timeout(hook: tuple[str, Rece
     started = time.monotonic()
     failures, lines = send(f"{base}/slow/{TOKEN}", timeout=1.0)
     assert time.monotonic() - started < 2.5
-    said = "notify webhook failed: no answer within 1s (notifications.timeout_seconds)"
+    said = "notify webhook failed: no answer within 1 s (notifications.timeout_seconds)"
     assert failures == [said]
     assert lines == [f"r1: {said}"]
     assert len(received.requests) == 1
@@ -177,7 +177,7 @@ def test_an_answer_dripped_past_the_timeout_fails_at_the_timeout() -> None:
     finally:
         stop.set()
         server.close()
-    said = "notify webhook failed: no answer within 1s (notifications.timeout_seconds)"
+    said = "notify webhook failed: no answer within 1 s (notifications.timeout_seconds)"
     assert (failures, lines) == ([said], [f"r1: {said}"])
 
 

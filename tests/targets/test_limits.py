@@ -223,7 +223,7 @@ def test_a_silent_server_ends_the_run_with_one_line_naming_the_setting(home, sil
     assert len(lines) == 1, done.stderr
     assert lines[0] == (
         f"Error: Cannot connect to target 'db': 127.0.0.1:{silent.port} did not answer "
-        "within 2s (targets.db.connect_timeout_seconds)"
+        "within 2 s (targets.db.connect_timeout_seconds)"
     )
 
 
@@ -240,7 +240,7 @@ def test_a_server_silent_between_steps_is_cut_off_after_the_read_timeout(home, s
         with pytest.raises(TargetSilent) as err:
             in_thread(lambda: user_tables(conn))
         assert str(err.value) == (
-            "Target 'db' did not answer within 1s (targets.db.read_timeout_seconds)"
+            "Target 'db' did not answer within 1 s (targets.db.read_timeout_seconds)"
         )
         assert err.value.exit_code == 1
         conn.close()
@@ -274,8 +274,8 @@ def test_a_server_silent_in_the_middle_of_a_step_fails_the_step(home, server_url
     assert result.status == "failed"
     assert result.steps[0].status == "failed"
     assert result.steps[0].error == (
-        "step_0 (sleep_read) exceeded its time limit of 1s (max_execution_time); target "
-        "'db' did not answer for 1s more (targets.db.read_timeout_seconds), so its "
+        "step_0 (sleep_read) exceeded its time limit of 1 s (max_execution_time); target "
+        "'db' did not answer for 1 s more (targets.db.read_timeout_seconds), so its "
         "connection was closed"
     )
 
@@ -288,7 +288,8 @@ def test_a_statement_past_the_step_limit_is_cancelled(home, server_url):
     result = in_thread(lambda: one_step(config, server_url, "sleep_read", {"seconds": 30}))
     assert result.status == "failed"
     assert result.steps[0].error == (
-        "step_0 (sleep_read) exceeded its time limit of 1s (max_execution_time) and was interrupted"
+        "step_0 (sleep_read) exceeded its time limit of 1 s (max_execution_time) and was "
+        "interrupted"
     )
 
 
@@ -334,7 +335,7 @@ def test_a_run_past_its_time_limit_stops_resumably_and_resume_completes_it(home,
         held.release()
     assert result.status == "interrupted"
     assert result.error == (
-        f"interrupted by the run-time limit of 5s (defaults.max_run_seconds in {path}); "
+        f"interrupted by the run-time limit of 5 s (defaults.max_run_seconds in {path}); "
         f"continue with `aishell resume {result.run_id}`"
     )
     assert result.steps[0].status == "interrupted"
@@ -383,7 +384,7 @@ def test_a_schedule_keeps_its_own_run_time_limit_and_its_next_run_resumes(home, 
         blocker.close()
     assert stopped.status == "interrupted", stopped.error
     assert stopped.error.startswith(
-        "interrupted by the run-time limit of 3s (the schedule's --max-run-time); "
+        "interrupted by the run-time limit of 3 s (the schedule's --max-run-time); "
     )
     again = in_thread(lambda: commands.run_schedule(config, "nightly"))
     first = commands.show_run(config, stopped.run_id)
@@ -460,7 +461,7 @@ def test_the_run_time_limit_counts_planning_too(edit_config, demo_db):
         )
     assert result.status == "interrupted"
     assert result.error == (
-        "interrupted by the run-time limit of 1s (--max-run-time); "
+        "interrupted by the run-time limit of 1 s (--max-run-time); "
         f"continue with `aishell resume {result.run_id}`"
     )
     assert [s.status for s in result.steps] == ["pending"]
@@ -488,7 +489,7 @@ def test_the_run_time_limit_cancels_the_running_statement_on_the_server(home, se
         lambda: commands.apply_plan(config, plan, approver=PreApproved(), max_run_seconds=5)
     )
     assert result.status == "interrupted"
-    assert result.error.startswith("interrupted by the run-time limit of 5s (--max-run-time)")
+    assert result.error.startswith("interrupted by the run-time limit of 5 s (--max-run-time)")
     assert result.steps[0].status == "interrupted"
     database = server_url.rsplit("/", 1)[1]
     busy = (

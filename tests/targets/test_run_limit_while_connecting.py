@@ -82,7 +82,7 @@ def test_the_run_limit_ends_a_purge_reconnecting_to_a_silent_server(
         assert proxy.held_once.is_set(), result.error
         assert took < CONNECT_TIMEOUT, (took, result.error)
         assert result.status == "interrupted", result.error
-        assert result.error.startswith(f"interrupted by the run-time limit of {LIMIT}s"), (
+        assert result.error.startswith(f"interrupted by the run-time limit of {LIMIT} s"), (
             result.error
         )
         assert not any(step.status == "running" for step in result.steps), result.steps
@@ -120,7 +120,7 @@ def test_the_run_limit_ends_planning_that_waits_to_connect(home: Path, dialect: 
             proxy.close()
     assert took < CONNECT_TIMEOUT, (took, str(stopped.value))
     message = str(stopped.value)
-    assert message.startswith(f"interrupted by the run-time limit of {LIMIT}s"), message
+    assert message.startswith(f"interrupted by the run-time limit of {LIMIT} s"), message
     assert "nothing was changed" in message and "connect" in message, message
 
 
@@ -160,7 +160,7 @@ def test_the_run_limit_ends_a_run_whose_first_connect_waits(
             proxy.close()
     message = str(stopped.value)
     assert took < CONNECT_TIMEOUT, (took, message)
-    assert message.startswith(f"interrupted by the run-time limit of {LIMIT}s"), message
+    assert message.startswith(f"interrupted by the run-time limit of {LIMIT} s"), message
     found = re.search(r"`aishell resume ([0-9a-f]+)`", message)
     assert found, message
     with StateStore(config.state_url) as store:

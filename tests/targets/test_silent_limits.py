@@ -131,7 +131,7 @@ def assert_stopped(config: Config, run_id: str, why: str, run_why: str | None = 
     (step,) = run["steps"]
     assert step["status"] == "interrupted", step
     assert step["error"] == (
-        f"{why}; target 'db' did not answer the cancel within {READ_TIMEOUT}s "
+        f"{why}; target 'db' did not answer the cancel within {READ_TIMEOUT} s "
         "(targets.db.read_timeout_seconds), so its connection was closed"
     ), step["error"]
 
@@ -179,7 +179,7 @@ def test_the_run_time_limit_ends_a_run_on_a_frozen_server(home, server_url, monk
     assert_stopped(
         config,
         result.run_id,
-        f"interrupted by the run-time limit of {IN_PROCESS_RUN_LIMIT}s (--max-run-time)",
+        f"interrupted by the run-time limit of {IN_PROCESS_RUN_LIMIT} s (--max-run-time)",
     )
     resume_on_the_real_server(home, server_url, result.run_id)
 
@@ -227,7 +227,7 @@ def test_a_child_run_on_a_frozen_server_ends_at_a_signal_or_its_time_limit(home,
     # a run stopped as a lost lock here is a limit that did not stop it.
     assert RUN_LIMIT <= stopping.LOCK_CHECK_SECONDS
     why = (
-        f"interrupted by the run-time limit of {RUN_LIMIT}s (--max-run-time)"
+        f"interrupted by the run-time limit of {RUN_LIMIT} s (--max-run-time)"
         if stop == "--max-run-time"
         else f"interrupted by {stop}"
     )
@@ -350,7 +350,7 @@ def test_a_state_store_server_that_never_answers_is_one_line_naming_the_setting(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("Error: The state store "), lines[0]
     assert lines[0].endswith(
-        "did not answer within 2s (state.connect_timeout_seconds); check that its server "
+        "did not answer within 2 s (state.connect_timeout_seconds); check that its server "
         "is up and reachable"
     ), lines[0]
     assert done.returncode != 0
@@ -368,10 +368,10 @@ def test_a_state_store_server_silent_mid_run_ends_the_run_with_one_line(home, se
     assert lines[0].startswith("Error: The state store "), lines[0]
     # Which wait ran out first depends on where the run was: a statement's answer, or
     # the reconnect after it (PyMySQL's greeting is a read).
-    assert lines[0].endswith("did not answer within 2s (state.read_timeout_seconds)") or lines[
+    assert lines[0].endswith("did not answer within 2 s (state.read_timeout_seconds)") or lines[
         0
     ].endswith(
-        "did not answer within 2s (state.connect_timeout_seconds); check that its server "
+        "did not answer within 2 s (state.connect_timeout_seconds); check that its server "
         "is up and reachable"
     ), lines[0]
 

@@ -79,7 +79,7 @@ def test_the_run_time_limit_ends_planning_on_a_frozen_server(home, fixsil_pg):
         proxy.close()
     message = str(err.value)
     assert message.startswith(
-        f"interrupted by the run-time limit of {RUN_LIMIT}s (--max-run-time) while planning, "
+        f"interrupted by the run-time limit of {RUN_LIMIT} s (--max-run-time) while planning, "
         "before any run was recorded: nothing was changed"
     ), message
     assert err.value.exit_code == EXIT_DENIED

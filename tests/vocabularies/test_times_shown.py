@@ -5,9 +5,14 @@ in the units an age is shown in, whichever a person reads."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from aishell import units
+
+PACKAGE = Path(units.__file__).parent
 
 
 @pytest.mark.parametrize(
@@ -42,3 +47,44 @@ def test_a_time_taken_and_an_age_read_in_the_same_units(seconds: float) -> None:
     shown = {units.took(seconds, 1).split(" ")[1], units.age_words(seconds).split(" ")[1]}
     assert len(shown) == 1, shown
     assert shown <= {"s", "min", "h", "d"}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (10, "10 s"),
+        (0.25, "0.25 s"),
+        (1.5, "1.5 s"),
+        (90.0, "90 s"),
+        (150, "150 s"),
+        (300, "5 min"),
+        (7260.0, "121 min"),
+        (21600, "6 h"),
+        (172800, "2 d"),
+    ],
+)
+def test_a_time_a_setting_gave_keeps_its_digits_in_the_same_units(
+    seconds: float, shown: str
+) -> None:
+    """A timeout of 0.25 s reads so, not "0.25s" beside a run that "took 12.5 min"; a
+    retention of 150 s never "2.5 min", which reads back as another figure."""
+    assert units.took(seconds, None) == shown
+
+
+# An f-string placeholder followed by a bare "s": "within 10s", "waited {wait}s".
+SECONDS_GLUED = re.compile(r"\{[^{}\n]*\}s\b")
+# Words that end in "s" after a placeholder and are no time: "({mode}s a file)".
+NOT_A_TIME = ("{mode}s", '"{table}s"')
+
+
+def test_no_message_glues_a_time_to_its_unit() -> None:
+    """Every message shows a time with units.took, as the progress lines and lists do;
+    none echoes a setting as the command line's "10s"."""
+    glued = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(m.group() not in NOT_A_TIME for m in SECONDS_GLUED.finditer(line))
+        and not any(word in line for word in NOT_A_TIME)
+    ]
+    assert not glued, "\n".join(glued)

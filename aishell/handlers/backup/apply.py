@@ -40,7 +40,7 @@ from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.lockholders import lock_holders
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
-from aishell.units import exact
+from aishell.units import took
 
 
 def each_file(
@@ -238,7 +238,7 @@ def server_apply(
                 raise StepFailed(f"{exc}. {_left_by(dialect, before)}") from None
             holders = lock_holders(ctx.connection, [])
             raise StepFailed(
-                f"{argv[0]} waited {exact(lock_wait)}s for a table lock and stopped "
+                f"{argv[0]} waited {took(lock_wait, None)} for a table lock and stopped "
                 f"({exc.cause}); the lock is held by " + held_by(holders, RESTORE_AGAIN, lock_wait)
             ) from None
         except (StepInterrupted, StepTimeout) as exc:  # stopped, or at the step's limit

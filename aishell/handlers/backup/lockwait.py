@@ -25,7 +25,7 @@ from aishell.errors import StepFailed
 from aishell.sqltext import text
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 from aishell.targets.lockholders import blockers_of, lock_holders, named_holders
-from aishell.units import exact
+from aishell.units import took
 
 # A dump silent this long has its session looked at (then at most this often).
 SILENCE_SECONDS = 1.0
@@ -103,7 +103,7 @@ class LockWatch:
         else:
             holders = lock_holders(self.conn, [], besides=int(session))
         raise StepFailed(
-            f"{self.program} waited {float(waiting['waited']):.0f}s for a table lock "
+            f"{self.program} waited {took(float(waiting['waited']), 0)} for a table lock "
             f"({str(waiting['query']).strip()!r}) and was stopped; the lock is held by "
             + held_by(holders, self.then, self.limit)
         )
@@ -112,7 +112,7 @@ class LockWatch:
 def held_by(holders: str, then: str, limit: float) -> str:
     """The end of a lock wait's message: who holds the lock (lockholders.py), and what
     to do."""
-    hint = f"{then}, or allow a longer wait (--lock-wait; it was {exact(limit)}s)"
+    hint = f"{then}, or allow a longer wait (--lock-wait; it was {took(limit, None)})"
     return f"{holders}. {hint}"
 
 

@@ -44,7 +44,7 @@ from aishell.sqltext import quote_identifier, text
 from aishell.targets.lockholders import lock_holders
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
-from aishell.units import exact
+from aishell.units import took
 
 # The step's checkpoint, kept before the first file is loaded: the backup it began to
 # restore, so that a resumed step knows the tables it finds may be its own; and for a
@@ -272,7 +272,7 @@ def _not_swapped(
     if code == _LOCK_WAIT_TIMEOUT:
         holders = lock_holders(ctx.connection, old)
         return StepFailed(
-            f"RENAME TABLE waited {exact(lock_wait)}s for a table lock and stopped; the "
+            f"RENAME TABLE waited {took(lock_wait, None)} for a table lock and stopped; the "
             "lock is held by " + held_by(holders, SWAP_AGAIN, lock_wait)
         )
     said = str(exc.orig).strip().splitlines()

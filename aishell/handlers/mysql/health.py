@@ -30,6 +30,7 @@ from aishell.handlers.mysql.privileges import denied
 from aishell.sqltext import text
 from aishell.targets.catalog import mysql_urgency
 from aishell.tool.context import ToolContext
+from aishell.units import took
 
 _STATUS_MARIADB = """
 SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value FROM information_schema.GLOBAL_STATUS
@@ -134,7 +135,7 @@ def _health(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
             "Long transactions were not looked at: INNODB_TRX needs the PROCESS privilege"
         )
     recommendations += [
-        f"connection {tx['id']} has held a transaction open for {tx['seconds']}s; "
+        f"connection {tx['id']} has held a transaction open for {took(float(tx['seconds']), 0)}; "
         "it holds back purge and may block a rebuild"
         for tx in long_running or []
     ]

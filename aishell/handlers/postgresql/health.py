@@ -25,6 +25,7 @@ from aishell.targets.catalog import FREEZE_MAX_AGE, pg_urgency, user_tables
 from aishell.targets.partitions import PARTITION_TREE, PartitionTree
 from aishell.tool.context import ToolContext
 from aishell.tool.readings import TableReadings
+from aishell.units import took
 
 # Transaction-ID wraparound is at 2^31. A relation without a relfrozenxid of its own (a
 # partitioned table: 0, whose age() is 2^31 - 1) has no age: its partitions have theirs.
@@ -176,7 +177,8 @@ def _recommendations(report: list[dict[str, Any]], long_running: list[dict[str, 
     for tx in long_running:
         recommendations.append(
             f"pid {tx['pid']} ({tx['usename']}, {tx['application_name'] or 'no name'}) has held "
-            f"a transaction open for {tx['seconds']}s; it keeps VACUUM from removing dead rows"
+            f"a transaction open for {took(float(tx['seconds']), 0)}; it keeps VACUUM from "
+            "removing dead rows"
         )
     return recommendations
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aishell.errors import StepFailed
 from aishell.tool.context import ToolContext
-from aishell.units import exact
+from aishell.units import took
 
 
 @dataclass
@@ -55,7 +55,7 @@ def deadline_of(
         )
     if params.get("run_time_seconds"):
         seconds = float(params["run_time_seconds"])
-        deadlines.append((started + seconds, f"run time ({exact(seconds)}s) used up"))
+        deadlines.append((started + seconds, f"run time ({took(seconds, None)}) used up"))
     if ctx.ends_at is not None and ctx.seconds_left is not None:
         deadlines.append(
             (started + ctx.seconds_left, f"maintenance window closes at {ctx.ends_at:%H:%M %Z}")

@@ -38,7 +38,7 @@ from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import THROTTLE_CHECK_SECONDS, rest, wait_while_busy
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
-from aishell.units import exact, percent
+from aishell.units import exact, percent, took
 
 MAX_BATCH = 1_000_000
 
@@ -217,7 +217,7 @@ class Walk:
             self.checkpoint()
             raise stopped_resumably(
                 self.ctx,
-                f"the server stayed busy for {waited:.0f}s ({still_busy}), the longest a "
+                f"the server stayed busy for {took(waited, 0)} ({still_busy}), the longest a "
                 f"purge waits (max_throttle_wait_seconds: {exact(throttle.max_wait_seconds)})",
                 "raise purge.max_throttle_wait_seconds in the log_cleanup agent's config "
                 "to wait longer",

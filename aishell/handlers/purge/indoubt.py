@@ -40,7 +40,7 @@ from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
-from aishell.units import exact
+from aishell.units import took
 
 POLL_SECONDS = 0.1
 # Without a lock wait set (0: none), a resume waits this long for the old session.
@@ -219,7 +219,7 @@ class _Settle:
         raise stopped_resumably(
             self.ctx,
             f"the session that sent this purge's last batch ({self.name}) is still in its "
-            f"transaction after {exact(wait)}s, so whether that batch committed is not known "
+            f"transaction after {took(wait, None)}, so whether that batch committed is not known "
             f"yet{why}",
             f"end that session first ({how}, as a user that may), or let its transaction end",
         )

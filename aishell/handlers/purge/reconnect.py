@@ -18,7 +18,7 @@ from aishell.handlers.purge.attempt import Attempt, first_line, stopped_resumabl
 from aishell.retry.policy import Backoff, retrying
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
-from aishell.units import exact
+from aishell.units import exact, took
 
 # Default of reconnect_seconds (the tool's schema and the agent's config say the same).
 RECONNECT_SECONDS = 120.0
@@ -121,7 +121,7 @@ def reconnect(
         raise stopped_resumably(
             ctx,
             f"lost the connection to the server ({cause}) and could not reconnect "
-            f"within {time.monotonic() - began:.0f}s ({limit}; {tries} tries, last: {failed})",
+            f"within {took(time.monotonic() - began, 0)} ({limit}; {tries} tries, last: {failed})",
             "purge.reconnect_seconds in the log_cleanup agent's config sets how long "
             "to keep trying",
         )

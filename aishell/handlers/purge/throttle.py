@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import TargetError
 from aishell.sqltext import text
-from aishell.units import exact
+from aishell.units import took
 
 
 @dataclass
@@ -52,8 +52,8 @@ class Throttle:
                     return f"replica {name} does not report its lag (replication stopped?)"
                 if lag > self.max_replica_lag_seconds:
                     return (
-                        f"replica {name} is {lag:.1f}s behind "
-                        f"(limit {exact(self.max_replica_lag_seconds)}s)"
+                        f"replica {name} is {took(lag, 1)} behind "
+                        f"(limit {took(self.max_replica_lag_seconds, None)})"
                     )
         return None
 

@@ -157,7 +157,7 @@ def test_a_dump_behind_a_held_lock_stops_at_its_limit_naming_the_holder(home, se
     # The holder, and only the holder: not aishell's own sessions, nor the dump's.
     assert f"the lock is held by {session} {holder} (" in step.error
     assert step.error.count(f"{session} ") == 1, step.error
-    assert "allow a longer wait (--lock-wait; it was 2s)" in step.error
+    assert "allow a longer wait (--lock-wait; it was 2 s)" in step.error
     assert 2 <= step.seconds < 2 + 10, step.seconds
     assert took < 30
     assert _gone(server_url)

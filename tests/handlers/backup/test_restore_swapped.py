@@ -236,7 +236,7 @@ def test_a_mariadb_swap_held_off_by_a_lock_leaves_the_target_as_it_was(
         holder.close()
     error = result.steps[0].error or ""
     assert result.status == "failed", error
-    assert "RENAME TABLE waited 1s for a table lock" in error, error
+    assert "RENAME TABLE waited 1 s for a table lock" in error, error
     assert "The target is as it was" in error, error
     assert _held(mysql_url) == _whole("target")
     assert _scratch_databases(home) == []

@@ -492,7 +492,7 @@ def test_a_step_timeout_is_enforced_by_the_server(pg_config, pg_url, edit_config
         blocker.execute(text("ROLLBACK"))
         blocker.close()
     assert result.status == "failed"
-    assert "exceeded its time limit of 1s" in result.steps[0].error
+    assert "exceeded its time limit of 1 s" in result.steps[0].error
 
 
 def test_a_terminated_backend_is_reconnected_and_the_step_retried(pg_config, pg_url):

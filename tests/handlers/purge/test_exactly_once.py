@@ -532,7 +532,7 @@ def test_a_session_the_resume_may_not_end_is_waited_for_then_named(home):
         assert code == 1, out
         assert (
             f"the session that sent this purge's last batch (PostgreSQL backend {old}) is "
-            "still in its transaction after 2s" in said
+            "still in its transaction after 2 s" in said
         ), out
         assert (
             f"end that session first (SELECT pg_catalog.pg_terminate_backend({old}), as a user"

@@ -67,7 +67,7 @@ def test_the_run_time_limit_ends_a_purge_whose_commit_a_frozen_server_never_answ
         (run,) = commands.list_runs(load_config(home=home), limit=1)
         run = commands.show_run(load_config(home=home), run["run_id"])
         assert run["status"] == "interrupted", run["error"]
-        limit = f"interrupted by the run-time limit of {RUN_LIMIT}s (--max-run-time)"
+        limit = f"interrupted by the run-time limit of {RUN_LIMIT} s (--max-run-time)"
         assert run["error"].startswith(limit), run["error"]
         resumed_in_full(s, run["run_id"])
         assert_exactly_once(s, run["run_id"])

@@ -269,7 +269,7 @@ class StateLook:
                     return False
                 pytest.fail(f"the run ended ({proc.returncode}) before {what}: {_log(self)}")
             if time.monotonic() > deadline:
-                pytest.fail(f"no {what} after 90s: {_log(self)}")
+                pytest.fail(f"no {what} after 90 s: {_log(self)}")
             time.sleep(0.02)
         return True
 

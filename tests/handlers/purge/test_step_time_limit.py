@@ -53,7 +53,7 @@ def test_the_run_s_time_limit_ends_a_purge_pausing_between_batches(home, edit_co
         )
         took = time.monotonic() - began
         assert result.status == "interrupted", result.error
-        assert "run-time limit of 3s" in (result.error or ""), result.error
+        assert "run-time limit of 3 s" in (result.error or ""), result.error
         assert took < LONG_PAUSE_MS / 1000, took
         gone = set(purge.before) - set(rows_of(purge.url))
         archived = [json.loads(line)["id"] for line in purge.archive_file.read_text().splitlines()]
