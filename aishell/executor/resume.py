@@ -152,7 +152,8 @@ def facts(
     estimate: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The facts an approval covers (see outgrown): a risk, reasons, and the rows and
-    share of its table the estimate finds the step would delete."""
+    share of its table the estimate finds the step would delete, and whether those rows
+    were counted."""
     effect = estimate or {}
     going, total = effect.get("rows_this_run"), effect.get("table_rows")
     rows = share = None
@@ -164,6 +165,8 @@ def facts(
         "personal": list(personal),
         "rows": rows,
         "share": share,
+        # Rows counted, not estimated: a purge holds to them as it deletes (purge/share.py).
+        "counted": rows is not None and effect.get("estimated") is False,
     }
 
 

@@ -28,6 +28,13 @@ says: that is what a yes after the stop is given for, unless it is asked about a
 the purge goes on from its checkpoint for those rows (with the slack any approval has:
 rows that came in meanwhile are a new fact) and stops again, asking, where more old
 rows are left: rows grown old while the run waited, or a count the server refused.
+
+Any yes the step runs on (a flag, the prompt, `aishell approve`) was given for the rows
+older than the cutoff its question showed, and where those were counted (SQLite, a key
+that is not an integer, the rows left at a stop) the purge holds to them too, by the
+rows it deletes: past them, with the same slack, it stops as it stops at max_share. A
+yes kept across a resume holds as it was. Rows the statistics estimated are an "about"
+whose error is no row grown old: there max_share holds alone.
 """
 
 from __future__ import annotations
@@ -125,6 +132,12 @@ class ShareLimit:
     # `passed`: no such hold (a checkpoint written before yeses were held to what was
     # left).
     approved_left: int | None = None
+    # The step's latest yes (by flag, prompt or `aishell approve`): the rows older than
+    # the cutoff it was given for, the most rows the purge may have deleted in all under
+    # it (those deleted before it, and those rows with the approvals' slack), and how
+    # many approvals the step had with it. Rows that grow old or are written with old
+    # dates while the purge runs are no rows a person approved.
+    approved: dict[str, int] | None = None
     # Counts the rows older than the cutoff left now (share_limit makes it); not kept.
     count_left: Callable[[], RowsLeft] | None = field(default=None, repr=False, compare=False)
 
@@ -146,7 +159,28 @@ class ShareLimit:
             stopped_at = int((self.stop or {}).get("rows_deleted") or 0)
             covered = stopped_at + math.floor(self.approved_left * factor) + plus
             return max(0, covered - deleted)
-        return max(0, self.allowance - deleted)
+        return max(0, min(self.allowance, self._approved_most()) - deleted)
+
+    def _approved_most(self) -> int:
+        most = (self.approved or {}).get("most")
+        return most if isinstance(most, int) else self.allowance
+
+    def hold_to_approval(self, approvals: list[dict[str, Any]], deleted: int) -> None:
+        """Held to the rows its latest yes was given for, from the rows deleted when the
+        purge first ran under it: a yes kept across a resume holds as it was."""
+        yeses = [i for i, a in enumerate(approvals) if a.get("decision") == "approved"]
+        if not yeses or (self.approved or {}).get("from", 0) > yeses[-1]:
+            return
+        given = approvals[yeses[-1]].get("given_for")
+        counted = isinstance(given, Mapping) and given.get("counted") is True
+        rows = _whole(given.get("rows")) if isinstance(given, Mapping) else None
+        if rows is None or not counted:
+            # Given for no count, or for the statistics' "about": an estimate's error is
+            # no row grown old, and a nightly yes would stop at it; the share limit holds.
+            return
+        factor, plus = _LEFT_SLACK
+        most = deleted + math.floor(rows * factor) + plus
+        self.approved = {"rows": rows, "most": most, "from": yeses[-1] + 1}
 
     def progress(self) -> dict[str, Any]:
         """What the checkpoint keeps of the limit."""
@@ -159,6 +193,7 @@ class ShareLimit:
             "rows_first_counted": self.rows_first_counted,
             "share_left": self.left.to_dict() if self.left is not None else None,
             "share_approved_left": self.approved_left,
+            "share_approved_rows": self.approved,
         }
 
     def reason(self, deleted: int) -> str:
@@ -196,6 +231,14 @@ class ShareLimit:
         return figures
 
     def _share_reason(self, deleted: int) -> str:
+        if self._approved_most() < self.allowance:
+            shown = (self.approved or {}).get("rows", 0)
+            return (
+                f"the purge stopped at the rows its approval covers: it was approved for "
+                f"{shown:,} rows older than the cutoff and deleted {deleted:,} in all; more "
+                "rows are older than the cutoff than were approved (written or grown old "
+                "since), and its next batch would delete more"
+            )
         limit = f"max_share ({percent(self.max_share)})"
         if self.approved_percent > self.max_share * 100:
             ceiling = percent(self.max_share)
@@ -249,10 +292,18 @@ def share_limit(
         rows_first_counted=first if isinstance(first, int) else None,
         left=RowsLeft.kept(progress.get("share_left")),
         approved_left=_whole(progress.get("share_approved_left")),
+        approved=_kept_approval(progress.get("share_approved_rows")),
     )
     # Up to one row past the rows the table held: a bounded read, and past it a table
     # grown by rows with old dates says so ("at least").
     limit.count_left = lambda: _rows_left(params, ctx, table_sql, limit.rows_at_start + 1)
+    _with_approvals(limit, ctx, deleted)
+    return limit
+
+
+def _with_approvals(limit: ShareLimit, ctx: ToolContext, deleted: int) -> None:
+    """The limit as the step's approvals since its checkpoint move it: a yes by name
+    past a stop or over max_share, and the rows its latest yes was given for."""
     approvals = ctx.step_approvals()
 
     def named_since(seen: int) -> Mapping[str, Any] | None:
@@ -271,7 +322,15 @@ def share_limit(
             limit.approved_percent, _shown_percent(ctx.step_cache.get("estimate"))
         )
     limit.approvals_seen = len(approvals)
-    return limit
+    limit.hold_to_approval(approvals, deleted)
+
+
+def _kept_approval(found: Any) -> dict[str, int] | None:
+    """ShareLimit.approved as a checkpoint keeps it."""
+    if not isinstance(found, Mapping):
+        return None
+    kept = {k: _whole(found.get(k)) for k in ("rows", "most", "from")}
+    return {k: v for k, v in kept.items() if v is not None} if kept["most"] is not None else None
 
 
 def _whole(value: Any) -> int | None:

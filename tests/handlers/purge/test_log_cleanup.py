@@ -426,7 +426,7 @@ def test_run_time_and_the_window_end_the_purge_cleanly(logs, edit_config):
     slow = {**SMALL, "sleep_ms": 300}
     timed = commands.run_job(config, "log_cleanup", job(run_time_seconds=1, **slow))
     purge = timed.steps[1].output
-    assert purge["stopped_by"] == "run time (1s) used up" and not purge["complete"]
+    assert purge["stopped_by"] == "run time (1 s) used up" and not purge["complete"]
     assert 0 < purge["rows_deleted"] < len(before) - len(expected_after(before, purge["cutoff"]))
 
     # The window closes 3 seconds after the run's first step starts (on the policy's
