@@ -29,8 +29,12 @@ catalog records what a body writes, so it is read from the body's text:
   appear in it (MariaDB: a routine of the body's own database, or of one whose name
   the body holds too, as a call names it), as bodysources.py and handlers/purge/
   reach.py read them, followed in turn;
-- a verb after FOR, ON, OF, OR, BEFORE, AFTER, DO or KEY is not a statement's
-  (SELECT ... FOR UPDATE, ON DELETE CASCADE, a trigger's own header).
+- a verb after ON, OF, OR, BEFORE, AFTER or KEY is not a statement's (ON DELETE
+  CASCADE, a trigger's own header); after DO it is (a PostgreSQL rule's action, the
+  first statement of a MariaDB loop) but for ON CONFLICT's DO UPDATE SET; after FOR it
+  is (a PL/pgSQL cursor's INSERT, UPDATE or DELETE ... RETURNING, which opening the
+  cursor runs) but for SELECT ... FOR UPDATE and a policy's FOR DELETE USING;
+- PostgreSQL's `ONLY (t)` names t as `ONLY t` does.
 
 A name is taken as the body writes it (unquoted PostgreSQL names folded), and where it
 names no table nothing follows from it. A body aishell may not read (a MariaDB routine
@@ -92,8 +96,19 @@ def body_writes(conn: Connection, write: Write) -> BodyWrites:
 # SIGNAL ... SET items.
 _LEVELS = frozenset({"DEBUG", "LOG", "INFO", "NOTICE", "WARNING", "EXCEPTION"})
 _MESSAGE_ITEMS = frozenset({"MESSAGE", "DETAIL", "HINT", "MESSAGE_TEXT"})
-# Words before a verb that make it no statement's.
-_NOT_A_STATEMENT = frozenset({"FOR", "ON", "OF", "OR", "BEFORE", "AFTER", "DO", "KEY"})
+# Words before a verb that make it no statement's. DO and FOR are read apart: a
+# PostgreSQL rule's action follows DO (`ON DELETE TO t DO INSERT INTO log ...`, as
+# pg_get_ruledef writes every DO ALSO rule), as MariaDB's loops' first statements do,
+# and so does ON CONFLICT's UPDATE (_on_conflict); a PL/pgSQL cursor's query follows
+# FOR (`OPEN c FOR DELETE FROM t RETURNING *`), and so do a row lock and a policy's
+# command (_for_clause).
+_NOT_A_STATEMENT = frozenset({"ON", "OF", "OR", "BEFORE", "AFTER", "KEY"})
+# What may follow a SELECT's FOR UPDATE: its options, the end of the query, and what
+# follows a query in a PL/pgSQL or MariaDB body.
+_AFTER_ROW_LOCK = frozenset(
+    {"OF", "NOWAIT", "SKIP", "WAIT", "FOR", "LIMIT", "OFFSET", "FETCH", "INTO", "LOCK"}
+    | {"UNION", "EXCEPT", "INTERSECT", "LOOP", "THEN", "ELSE", "END", ";", ")", ","}
+)
 # Words between a verb and its table that say how, not what.
 _MODIFIERS = frozenset(
     {"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "QUICK", "ONLY", "INTO", "TABLE"}
@@ -127,6 +142,7 @@ def written_by_body(body: str, dialect: str, sql_mode: str = "") -> Iterator[Wri
 
 def _written(tokens: list[str], dialect: str, sql_mode: str) -> Iterator[Write]:
     """The writes of one reading of a body's tokens."""
+    tokens = _only_unwrapped(tokens)
     words = [t.upper() if _plain(t) else t for t in tokens]
     verbs = [i for i, word in enumerate(words) if _a_verb(words, i)]
     stored = {n for i in verbs for n in _stored_values(words, i)}
@@ -143,11 +159,54 @@ def _written(tokens: list[str], dialect: str, sql_mode: str) -> Iterator[Write]:
                 yield Write(event, *named, cascade=cascade)
 
 
+def _only_unwrapped(tokens: list[str]) -> list[str]:
+    """The tokens with PostgreSQL's `ONLY (t)` (or `ONLY (s.t)`) written `ONLY t`, as
+    every other statement names its table."""
+    out: list[str] = []
+    k = 0
+    while k < len(tokens):
+        if out and out[-1].upper() == "ONLY" and tokens[k] == "(":
+            end = next((n for n in range(k + 1, len(tokens)) if tokens[n] in ("(", ")")), None)
+            if end is not None and tokens[end] == ")":
+                out.extend(tokens[k + 1 : end])
+                k = end + 1
+                continue
+        out.append(tokens[k])
+        k += 1
+    return out
+
+
 def _a_verb(words: list[str], i: int) -> bool:
     """Whether words[i] is the verb of a statement that writes (not `ON DELETE`)."""
     if words[i] not in ("INSERT", "REPLACE", "MERGE", "TRUNCATE", "UPDATE", "DELETE"):
         return False
+    if i and words[i - 1] == "DO":
+        return not _on_conflict(words, i)
+    if i and words[i - 1] == "FOR":
+        return not _for_clause(words, i)
     return not i or words[i - 1] not in _NOT_A_STATEMENT
+
+
+def _on_conflict(words: list[str], i: int) -> bool:
+    """Whether words[i], after DO, is an INSERT's ON CONFLICT DO UPDATE SET, which
+    updates the rows of the INSERT's own table (_targets): CONFLICT said since the last
+    statement's end, and SET next. Anything else after DO (a rule's action) is a
+    statement of its own."""
+    if words[i] != "UPDATE" or words[i + 1 : i + 2] != ["SET"]:
+        return False
+    start = next((k for k in range(i - 1, -1, -1) if words[k] == ";"), -1)
+    return "CONFLICT" in words[start + 1 : i]
+
+
+def _for_clause(words: list[str], i: int) -> bool:
+    """Whether words[i], after FOR, is a clause's and no statement: a SELECT's FOR UPDATE
+    (followed by what may follow a row lock, or nothing), a policy's FOR INSERT (or
+    UPDATE, DELETE) followed by USING, WITH CHECK or TO. Anything else after FOR is a
+    cursor's query (`OPEN c FOR UPDATE t SET ... RETURNING *`), a write."""
+    after = words[i + 1] if i + 1 < len(words) else None
+    if after in ("USING", "WITH", "TO"):
+        return True
+    return words[i] == "UPDATE" and (after is None or after in _AFTER_ROW_LOCK)
 
 
 def _stored_values(words: list[str], i: int) -> Iterator[int]:

@@ -1,7 +1,9 @@
 """What a trigger's body writes sets off in its turn, named where the step is judged: a
 purge of `logs` whose trigger inserts into `audit` runs audit's triggers too, so the
 preview names them and the policy asks for them; a routine the trigger calls that writes
-a third table is followed as well; a cycle (audit's trigger writes logs) ends."""
+a third table is followed as well; a cycle (audit's trigger writes logs) ends. What
+follows DO is a statement too: a PostgreSQL rule's action, a MariaDB loop's first one;
+and so is a PL/pgSQL cursor's write that follows FOR."""
 
 from __future__ import annotations
 
@@ -115,6 +117,103 @@ def test_a_cycle_of_triggers_ends_and_names_each_once(
         assert triggers == ["audit_in on audit", "logs_gone on logs"], found
 
 
+# A rule's action as pg_get_ruledef writes it: DO ALSO (the default) as a bare DO.
+RULE_ACTIONS = {
+    "insert": "INSERT INTO audit VALUES (OLD.id)",
+    "update": "UPDATE audit SET id = OLD.id WHERE id < 0",
+}
+
+
+@pytest.mark.parametrize("action", sorted(RULE_ACTIONS))
+def test_a_trigger_on_a_table_a_rule_writes_is_named_and_asked_for(
+    home: Path, tmp_path: Path, action: str
+) -> None:
+    event = action.upper()
+    with scratch_database("postgresql", tmp_path) as url:
+        execute(
+            url,
+            *LOGS["postgresql"][:4],
+            f"CREATE RULE logs_noted AS ON DELETE TO logs DO ALSO {RULE_ACTIONS[action]}",
+            "CREATE FUNCTION audit_in() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN INSERT INTO ledger VALUES (NEW.id); RETURN NEW; END$$",
+            f"CREATE TRIGGER audit_in AFTER {event} ON audit FOR EACH ROW "
+            "EXECUTE FUNCTION audit_in()",
+        )
+
+        purge, config = _purge_preview(home, url)
+        run = commands.run_job(config, "log_cleanup", PURGE)
+
+        doing = {"insert": "inserting into", "update": "updating"}[action]
+        said = f"{doing} audit (by rule logs_noted on logs) fires trigger audit_in"
+        fires = (purge.estimate or {}).get("fires") or []
+        assert any(f.startswith(said) for f in fires), fires
+        assert purge.requires_approval and any(r.startswith(said) for r in purge.reasons)
+        assert any("audit_in" in line for line in purge.estimate.get("user_code", []))
+        step = next(s for s in run.steps if s.tool == "delete_old_records")
+        assert step.status == "waiting_approval" and any(r.startswith(said) for r in step.reasons)
+        assert scalar(url, "SELECT count(*) FROM logs") == 60
+
+
+# MariaDB's loops: the first statement of each follows DO.
+LOOPS = {
+    "while": "WHILE n > 0 DO INSERT INTO audit VALUES (OLD.id); SET n = n - 1; END WHILE",
+    "for": "FOR i IN 1..1 DO INSERT INTO audit VALUES (OLD.id); END FOR",
+}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_trigger_on_a_table_a_mariadb_loop_writes_is_named_and_asked_for(
+    home: Path, tmp_path: Path, loop: str
+) -> None:
+    with scratch_database("mysql", tmp_path) as url:
+        execute(
+            url,
+            *LOGS["mysql"][:4],
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW BEGIN "
+            f"DECLARE n INT DEFAULT 1; {LOOPS[loop]}; END",
+            *audit_trigger("mysql", "INSERT INTO ledger VALUES (NEW.id)"),
+        )
+
+        purge, _config = _purge_preview(home, url)
+
+        said = "inserting into audit (by trigger logs_gone on logs) fires trigger audit_in"
+        fires = (purge.estimate or {}).get("fires") or []
+        assert any(f.startswith(said) for f in fires), fires
+        assert purge.requires_approval and any(r.startswith(said) for r in purge.reasons)
+
+
+# A PL/pgSQL cursor over a write that returns rows runs the write as it is opened.
+CURSORS = {
+    "open": "DECLARE c refcursor; BEGIN OPEN c FOR INSERT INTO audit VALUES (OLD.id) "
+    "RETURNING id; CLOSE c; RETURN OLD; END",
+    "bound": "DECLARE c CURSOR FOR INSERT INTO audit VALUES (OLD.id) RETURNING id; "
+    "BEGIN OPEN c; CLOSE c; RETURN OLD; END",
+}
+
+
+@pytest.mark.parametrize("cursor", sorted(CURSORS))
+def test_a_trigger_on_a_table_a_cursors_write_writes_is_named_and_asked_for(
+    home: Path, tmp_path: Path, cursor: str
+) -> None:
+    with scratch_database("postgresql", tmp_path) as url:
+        execute(
+            url,
+            *LOGS["postgresql"][:4],
+            "CREATE FUNCTION logs_gone() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$${CURSORS[cursor]}$$",
+            "CREATE TRIGGER logs_gone AFTER DELETE ON logs FOR EACH ROW "
+            "EXECUTE FUNCTION logs_gone()",
+            *audit_trigger("postgresql", "INSERT INTO ledger VALUES (NEW.id)"),
+        )
+
+        purge, _config = _purge_preview(home, url)
+
+        said = "inserting into audit (by trigger logs_gone on logs) fires trigger audit_in"
+        fires = (purge.estimate or {}).get("fires") or []
+        assert any(f.startswith(said) for f in fires), fires
+        assert purge.requires_approval and any(r.startswith(said) for r in purge.reasons)
+
+
 CALLED = {
     # A function the trigger's function calls (its name a word of the body) writes ledger.
     "postgresql": (
@@ -184,6 +283,46 @@ BODIES = [
     ),
     ("DELETE FROM ONLY t1 USING t3 WHERE t1.id = t3.id", "postgresql", [W("DELETE", None, "t1")]),
     ("TRUNCATE TABLE a CASCADE", "postgresql", [W("TRUNCATE", None, "a", cascade=True)]),
+    # A cursor's write after FOR is a statement; a row lock's FOR UPDATE, a policy's
+    # FOR DELETE are none.
+    (
+        "OPEN c FOR UPDATE public.t AS x SET a = 1 RETURNING a; OPEN c FOR UPDATE p * SET a = 1; "
+        "FOR r IN SELECT * FROM u FOR UPDATE OF u SKIP LOCKED LOOP NULL; END LOOP; "
+        "PERFORM 1 FROM v FOR UPDATE; PERFORM 1 FROM w FOR NO KEY UPDATE NOWAIT; "
+        "EXECUTE 'CREATE POLICY q ON x FOR DELETE TO r USING (true)'",
+        "postgresql",
+        [W("UPDATE", "public", "t"), W("UPDATE", None, "p")],
+    ),
+    # ONLY (t) names t as ONLY t does.
+    (
+        "UPDATE ONLY (s.t) SET a = 1; DELETE FROM ONLY (u) WHERE true; TRUNCATE ONLY (v), w",
+        "postgresql",
+        [
+            W("UPDATE", "s", "t"),
+            W("DELETE", None, "u"),
+            W("TRUNCATE", None, "v"),
+            W("TRUNCATE", None, "w"),
+        ],
+    ),
+    # A rule's action after a bare DO is a statement; ON CONFLICT's DO UPDATE SET updates
+    # the INSERT's own table, named once.
+    (
+        "CREATE RULE r AS ON DELETE TO public.t WHERE (old.id > 1) DO  DELETE FROM other "
+        "WHERE other.id = old.id;",
+        "postgresql",
+        [W("DELETE", None, "other")],
+    ),
+    (
+        "INSERT INTO x VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 2; "
+        "INSERT INTO y VALUES (1) ON CONFLICT ON CONSTRAINT y_pkey DO UPDATE SET a = 2",
+        "postgresql",
+        [
+            W("INSERT", None, "x"),
+            W("UPDATE", None, "x"),
+            W("INSERT", None, "y"),
+            W("UPDATE", None, "y"),
+        ],
+    ),
 ]
 
 

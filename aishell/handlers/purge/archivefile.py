@@ -167,12 +167,13 @@ class ArchiveFile:
 
 # MySQL's TIMESTAMP columns, which the server hands in the session's time_zone: there the
 # two instants of a daylight-saving fold read alike, and the file is the rows' only copy.
-_ZONED_SQL = (
-    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-    "AND TABLE_NAME = :t AND DATA_TYPE = 'timestamp'"
+# The columns of a MySQL table an archive file reads through an expression.
+_READ_AS_SQL = (
+    "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t AND DATA_TYPE IN ('timestamp', 'float')"
 )
-# Such a column as the instant it holds, as UTC text with its offset. UNIX_TIMESTAMP of a
-# TIMESTAMP column is its stored value, read in no zone, and added to the epoch as a
+# A TIMESTAMP column as the instant it holds, as UTC text with its offset. UNIX_TIMESTAMP
+# of a TIMESTAMP column is its stored value, read in no zone, and added to the epoch as a
 # DATETIME no zone reads it either (nor does the session's time_zone change, which the
 # purge's cutoff is compared in). Written as Python writes a time (a fraction only where
 # there is one); 0 is the zero date and NULL is NULL, both kept as the server hands them.
@@ -181,21 +182,25 @@ _INSTANT = (
     "UNIX_TIMESTAMP({c}) SECOND, IF(UNIX_TIMESTAMP({c}) = FLOOR(UNIX_TIMESTAMP({c})), "
     "'%Y-%m-%dT%H:%i:%s+00:00', '%Y-%m-%dT%H:%i:%s.%f+00:00')), {c})"
 )
+# A FLOAT column as the value it holds: the server writes a FLOAT in 6 digits
+# (1234567.875 as 1234570), a DOUBLE in every digit it needs.
+_WHOLE_FLOAT = "CAST({c} AS DOUBLE)"
+_READ_AS = {"timestamp": _INSTANT, "float": _WHOLE_FLOAT}
 
 
-def zoned_columns(conn: Connection, table: str) -> set[str]:
-    """The columns of a MySQL table whose values the session's time_zone reads."""
-    return {str(r[0]) for r in conn.execute(text(_ZONED_SQL), {"t": table})}
-
-
-def instant_of(column: str) -> str:
-    """A quoted TIMESTAMP column as the file holds it: the exact instant, in UTC."""
-    return _INSTANT.format(c=column)
+def read_as(conn: Connection, table: str) -> dict[str, str]:
+    """The columns of a MySQL table an archive file reads through an expression, each
+    with it ({c} the quoted column): a TIMESTAMP as the exact instant in UTC, whatever
+    the session's time_zone; a FLOAT as all of its value."""
+    return {
+        str(name): _READ_AS[str(kind).lower()]
+        for name, kind in conn.execute(text(_READ_AS_SQL), {"t": table})
+    }
 
 
 def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     """The rows as the file holds them: one JSON object a line. An aware time keeps its
-    offset (psycopg's timestamptz; MySQL's TIMESTAMP arrives as UTC text, instant_of)."""
+    offset (psycopg's timestamptz; MySQL's TIMESTAMP arrives as UTC text, read_as)."""
     lines = [
         json.dumps(dict(zip(columns, row, strict=True)), default=_jsonable, sort_keys=False)
         for row in rows

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aishell.handlers.purge.archivefile import instant_of, zoned_columns
+from aishell.handlers.purge.archivefile import read_as
 from aishell.tool.context import ToolContext
 
 # The dialects whose DELETE ... RETURNING * hands a batch's deleted rows (every column)
@@ -82,11 +82,14 @@ class BatchSql:
         self.archive_table = q(params["archive_table"]) if params.get("archive_table") else None
         self.archive_file = bool(params.get("archive_file"))
         self.copied = ", ".join(q(c) for c in copied)
-        # An archive file's MySQL TIMESTAMP columns are read as the instants they hold (a
-        # key is never one: the walk takes integer or text keys, so a resume finds a
-        # batch's keys in the table as its file holds them).
-        zoned = zoned_columns(ctx.connection, params["table"]) if read else set()
-        self.read = ", ".join(f"{instant_of(q(c))} AS {q(c)}" if c in zoned else q(c) for c in read)
+        # An archive file's MySQL TIMESTAMP columns are read as the instants they hold,
+        # its FLOAT ones as all of their value (a key is never one: the walk takes
+        # integer or text keys, so a resume finds a batch's keys in the table as its
+        # file holds them).
+        forms = read_as(ctx.connection, params["table"]) if read else {}
+        self.read = ", ".join(
+            f"{forms[c].format(c=q(c))} AS {q(c)}" if c in forms else q(c) for c in read
+        )
         self.read = self.read or "*"
         # Integer keys are walked in plain key ranges (unless a cap on rows needs each
         # batch's old rows counted first); see batches.py.

@@ -107,6 +107,31 @@ def test_mariadb_an_archive_file_keeps_invisible_columns(home, mysql_url):
     assert [sql for sql in step.sql if sql.startswith(named)], step.sql
 
 
+def test_mariadb_an_archive_file_keeps_all_of_a_floats_value(home, mysql_url):
+    """MariaDB writes a FLOAT in 6 digits (1234567.875 as 1234570): the file reads it as
+    a DOUBLE, the value the server holds, before the row is deleted."""
+    with _mysql(mysql_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE logs (id int PRIMARY KEY, created_at datetime NOT NULL, "
+            "f float, u float unsigned NOT NULL) ENGINE=InnoDB"
+        )
+        cur.execute(
+            "INSERT INTO logs SELECT seq, NOW() - INTERVAL (seq % 60) DAY - INTERVAL 1 HOUR, "
+            f"IF(seq % 7 = 0, NULL, 1234567.9), 0.12345678 FROM seq_1_to_{ROWS}"
+        )
+        cur.execute("SELECT id FROM logs WHERE created_at < NOW() - INTERVAL 30 DAY")
+        old = [int(i) for (i,) in cur.fetchall()]
+    path = home / "archive" / "logs.jsonl"
+
+    _purge(use_target(home, mysql_url), f"file:{path}")
+
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(old)
+    # The nearest single-precision values: what the server stored.
+    assert {r["f"] for r in lines} == {1234567.875, None}
+    assert {r["u"] for r in lines} == {0.12345678359270096}
+
+
 def test_postgresql_a_generated_column_is_archived_as_a_value(home, pg_url):
     """The archive table holds the generated column as a plain one (LIKE without
     INCLUDING GENERATED), and the copy gives it the purged row's value."""
