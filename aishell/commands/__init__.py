@@ -91,14 +91,8 @@ if TYPE_CHECKING:
         show_backup,
     )
     from aishell.commands.decisions import DECISIONS, decide_steps, list_approvals, stop_run
-    from aishell.commands.fleet import (
-        fleet_resend,
-        fleet_run,
-        fleet_summary,
-        list_fleet_jobs,
-        run_fleet_target,
-        start_worker,
-    )
+    from aishell.commands.fleet import fleet_resend, fleet_run, run_fleet_target, start_worker
+    from aishell.commands.fleetlist import fleet_summary, list_fleet_jobs
     from aishell.commands.fleetview import fleet_status, serve_web
     from aishell.commands.health import (
         backup_state,
@@ -173,11 +167,10 @@ else:
             "aishell.commands.fleet": (
                 "fleet_resend",
                 "fleet_run",
-                "fleet_summary",
-                "list_fleet_jobs",
                 "run_fleet_target",
                 "start_worker",
             ),
+            "aishell.commands.fleetlist": ("fleet_summary", "list_fleet_jobs"),
             "aishell.commands.fleetview": ("fleet_status", "serve_web"),
             "aishell.commands.health": (
                 "backup_state",

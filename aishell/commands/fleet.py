@@ -28,15 +28,16 @@ from aishell.agents.available import get_agent
 from aishell.agents.base import job_as_given
 from aishell.agents.jobs import scheduled_options
 from aishell.commands.fleetdelivery import (
-    NOT_RESUMED,
     NOT_STARTED,
     after_store_error,
     checked_delivery,
+    delivery_facts,
     keep_refusal,
     slot_lost,
     still_stopped,
     stopped_for_good,
 )
+from aishell.commands.fleetlist import GOING_ON, fleet_summary
 from aishell.commands.runs import resume_run, run_job, show_run
 from aishell.commands.stores import signed_store
 from aishell.commands.takeback import notify_run
@@ -52,14 +53,12 @@ from aishell.fleet.worker import TryLater, serve_worker
 from aishell.policy.approvers import NonInteractive
 from aishell.registry import Registry
 from aishell.scheduling.due import firing_due, trigger_key
-from aishell.state.fleet import TriggerTaken, standing_refusal
+from aishell.state.fleet import TriggerTaken
 from aishell.state.store import StateStore
 from aishell.state.values import now
 
 logger = logging.getLogger(__name__)
 
-# A target's task is over once its run is in none of these.
-GOING_ON = ("running", INTERRUPTED)
 # A run a delivery of its task (a resend) resumes: one going on, and one stopped outside
 # its maintenance window, as a schedule's next trigger resumes it.
 RESUMED = (*GOING_ON, OUT_OF_WINDOW)
@@ -175,69 +174,6 @@ def watch_fleet(
     return summary
 
 
-def fleet_summary(config: Config, fleet_id: str) -> dict[str, Any]:
-    """A fleet job and, per target, its run and status: "queued" before it has one,
-    "not_started" when its task ended before a run began (its error says why)."""
-    with StateStore(config.state_url) as store:
-        fleet = store.get_fleet_job(fleet_id)
-        if fleet is None:
-            raise UsageError(f"No fleet job {fleet_id[:80]!r}; `aishell fleet jobs` lists them")
-        return _summary(store, fleet)
-
-
-def list_fleet_jobs(config: Config, limit: int = 20) -> dict[str, Any]:
-    """The newest fleet jobs, each with how many of its targets stand where."""
-    with StateStore(config.state_url) as store:
-        found = [_summary(store, fleet) for fleet in store.list_fleet_jobs(limit)]
-    return {"fleet_jobs": [{k: v for k, v in job.items() if k != "runs"} for job in found]}
-
-
-def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
-    started = store.fleet_runs(fleet["fleet_id"])
-    not_started = store.fleet_not_started(fleet["fleet_id"])
-    rows = [_row(t, started.get(t), not_started.get(t)) for t in fleet["targets"]]
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    # A run whose last delivery was refused waits for nothing the queue holds: its
-    # task is over until it is sent again.
-    going_on = sum(
-        1 for r in rows if r["status"] in (*GOING_ON, "queued") and not r["delivery_refused"]
-    )
-    return {**fleet, "runs": rows, "counts": counts, "going_on": going_on}
-
-
-def _row(target: str, run: dict[str, Any] | None, refused: dict[str, Any] | None) -> dict[str, Any]:
-    """Where a target stands. A run, once begun, says so; before, the last reason its
-    task ended without one (not_started). An interrupted run whose last delivery was
-    refused since its last change keeps its status, the refusal in place of its error."""
-    if run is None:
-        status = NOT_STARTED if refused else "queued"
-        found = refused or {}
-        return {
-            "target": target,
-            "run_id": None,
-            "status": status,
-            "error": found.get("error"),
-            "host": found.get("hostname"),
-            "delivery_refused": None,
-        }
-    error = run["error"]
-    shown = standing_refusal(run, refused)
-    if shown is not None:
-        ended = "its task ended" if shown["error"].startswith(NOT_RESUMED) else None
-        error = f"{ended or 'its last delivery was refused'} on {shown['hostname']} at "
-        error += f"{shown['at']}: {shown['error']}"
-    return {
-        "target": target,
-        "run_id": run["run_id"],
-        "status": run["status"],
-        "error": error,
-        "host": run["hostname"],
-        "delivery_refused": shown,
-    }
-
-
 def run_fleet_target(config: Config, fleet_id: str, target: str, carried: Any = None) -> str:
     """A fleet task's work: the target's run of the job, started once, resumed when a
     delivery before this one left it unfinished; its status. TryLater when the task
@@ -253,16 +189,18 @@ def run_fleet_target(config: Config, fleet_id: str, target: str, carried: Any = 
 
 def _target_task(config: Config, fleet_id: str, target: str, carried: Any) -> str:
     """run_fleet_target's work, the state store's failures left to it."""
+    # Opened once, with the home's key: all a delivery decides by is read here.
     with signed_store(config) as store:
         fleet = store.get_fleet_job(fleet_id)
+        if fleet is None or target not in fleet["targets"]:
+            raise UsageError(f"Fleet job {fleet_id} has no target '{target}'")
         earlier = store.fleet_runs(fleet_id).get(target)
         stopped = earlier is not None and still_stopped(store, fleet_id, target, earlier)
-    if fleet is None or target not in fleet["targets"]:
-        raise UsageError(f"Fleet job {fleet_id} has no target '{target}'")
+        facts = delivery_facts(store, fleet, target, earlier)
     if earlier is not None and (stopped or earlier["status"] not in RESUMED):
         return str(earlier["status"])  # done before: a delivery again changes nothing
     try:
-        catalog = checked_delivery(config, fleet, target, carried, earlier is None)
+        catalog = checked_delivery(config, fleet, target, carried, facts)
         return _take_turn(config, fleet, target, earlier, catalog)
     except StateError:
         raise

@@ -57,7 +57,7 @@ def keep_refusal(
     the run). Past that, the run's own row says what became of it: raised, not doubled.
     Returns for a target with no run (its task ends not started); a refused resume is
     raised, after it is kept."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:  # signed: the refusal is linked into its chain
         if earlier is None:
             went_on = store.fleet_run_id(fleet_id, target) is not None
         else:
@@ -101,29 +101,53 @@ def _unreached(
 
 
 def checked_delivery(
-    config: Config, fleet: dict[str, Any], target: str, carried: Any, begins: bool
+    config: Config, fleet: dict[str, Any], target: str, carried: Any, facts: dict[str, Any]
 ) -> Registry:
-    """check_sent_with's catalog; for a delivery that `begins` the target's run (it has
-    none yet), first may_begin: DeliveryRefused when it may not."""
-    if begins:
-        may_begin(config, fleet, target)
+    """check_sent_with's catalog, after what the task read (delivery_facts): refused
+    (DeliveryRefused) when the target's event chain is broken, a stop or a refusal
+    deleted from it would otherwise let its run begin or resume; and, for a delivery that
+    begins the target's run (it has none yet), when may_begin says it may not."""
+    if facts["broken"] is not None:
+        raise DeliveryRefused(
+            f"Not run: {facts['broken']}; find who changed the state store, then "
+            f"`aishell fleet resend {fleet['fleet_id']}`"
+        )
+    if facts["begins"]:
+        may_begin(config, fleet, target, facts)
     return check_sent_with(config, fleet, target, carried)
 
 
-def may_begin(config: Config, fleet: dict[str, Any], target: str) -> None:
+def delivery_facts(
+    store: StateStore, fleet: dict[str, Any], target: str, earlier: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What checked_delivery decides by, read in the store the task opened with the home's
+    key: the target's event chain, broken when one of its events was deleted, copied or
+    moved, or naming another run than the `earlier` one linked; for a delivery that
+    begins its run (none earlier), its standing refusal and its last resend (one not
+    signed as it is lets nothing begin: StateTampered, in one line)."""
+    fleet_id, begins = fleet["fleet_id"], earlier is None
+    linked = {target: None if earlier is None else earlier["run_id"]}
+    facts: dict[str, Any] = {
+        "begins": begins,
+        "broken": store.fleet_chain_breaks(fleet, linked).get(target),
+    }
+    if begins:
+        facts["standing"] = store.fleet_not_started(fleet_id).get(target)
+        facts["resent"] = store.fleet_resent_at(fleet_id, target)
+    return facts
+
+
+def may_begin(config: Config, fleet: dict[str, Any], target: str, facts: dict[str, Any]) -> None:
     """DeliveryRefused for a delivery that may not begin the target's run. One whose
     target's task ended not started (its last delivery refused) and was not sent again
     since: only `fleet resend` begins it. And one of a schedule's trigger that comes more
     than scheduler.misfire_grace_seconds after the trigger was due (or after its task
     was last sent again): the schedule's options (--force, --ignore-window) were given
-    for that trigger, and serve reports a trigger so late missed, not run."""
+    for that trigger, and serve reports a trigger so late missed, not run. `facts`: what
+    delivery_facts read."""
     fleet_id, due = fleet["fleet_id"], fleet.get("due")
     resend = f"`aishell fleet resend {fleet_id}` begins it"
-    # With the home's key: a resend not signed as it is (written into the store) lets
-    # nothing begin, and one the key did not sign is refused in one line.
-    with signed_store(config) as store:
-        standing = store.fleet_not_started(fleet_id).get(target)
-        resent = store.fleet_resent_at(fleet_id, target)
+    standing, resent = facts["standing"], facts["resent"]
     if standing is not None:
         error = str(standing["error"])
         if not error.startswith(AGAIN):
@@ -170,7 +194,7 @@ def stopped_for_good(
     refused delivery is, for `fleet show` (and `fleet run --wait` waits no more);
     `aishell fleet resend`, or its schedule's next trigger, resumes the run. Any other
     stop (the worker's shutdown, its slot lost, its server silent) comes back."""
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:  # signed: the end is linked into its chain
         who = store.stop_requested(run_id)
         if who is not None and not who.startswith(SLOT_LOST_BY):
             why = f"stopped by {who} with `aishell stop`"
@@ -214,6 +238,6 @@ def after_store_error(config: Config, fleet_id: str, target: str, exc: StateErro
     or stored without a signature) runs on no target: kept as its refusal, not retried."""
     if not isinstance(exc, StateTampered):
         raise TryLater(config.main.fleet.slot_wait_seconds, f"the state store: {exc}") from None
-    with StateStore(config.state_url) as store:
+    with signed_store(config) as store:
         store.record_not_started(fleet_id, target, str(exc))
     return NOT_STARTED

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from aishell.errors import StateTampered
 from aishell.state.beats import with_beats
 from aishell.state.core import EVENT, StoreCore
+from aishell.state.fleetchain import CHAINED, append, broken_chains, is_chained, start_chains
 from aishell.state.processes import current_user, this_host
 from aishell.state.runlist import shown_status
 from aishell.state.schema import events, fleet_jobs, fleet_runs, runs
@@ -22,6 +23,8 @@ from aishell.state.values import dumps, loads, new_run_id, now
 # of its task sent again, after which that reason is no longer where it stands.
 NOT_STARTED = "fleet_target_not_started"
 RESENT = "fleet_targets_resent"
+# The event of a target's run begun (or taken as its own), which its chain names.
+BEGAN = "fleet_target_began"
 # The event a run's resume leaves as it reopens the run (StateStore.reopen_run): past it,
 # what becomes of a delivery is the run's to record.
 RESUMED = "run_resumed"
@@ -66,7 +69,11 @@ class FleetRepository(StoreCore):
             "schedule": schedule,
             "due": due,
         }
-        sealed = self._sealed("fleet", fleet_id, row)
+        # Signed as a job whose targets' events are chained (fleetchain.py): the mark
+        # only says which signature to check, so one taken off matches none.
+        sealed = self._sealed("fleet_chained", fleet_id, row)
+        if sealed is not None:
+            sealed = dumps({**loads(sealed), CHAINED: True})
         try:
             with self._tx() as conn:
                 conn.execute(
@@ -74,12 +81,15 @@ class FleetRepository(StoreCore):
                         fleet_id=fleet_id, created_at=now(), seal=sealed, **row
                     )
                 )
+                if self._key is not None:
+                    start_chains(conn, self._key, fleet_id, targets)
                 for target, run_id in (adopted or {}).items():
                     conn.execute(
                         insert(fleet_runs).values(
                             fleet_id=fleet_id, target=target, run_id=run_id, at=now()
                         )
                     )
+                    self._began(conn, fleet_id, target, run_id)
         except IntegrityError:
             taken = None if due is None else self.trigger_fleet_job(str(schedule), due)
             if taken is None:
@@ -133,11 +143,12 @@ class FleetRepository(StoreCore):
             select(fleet_jobs).order_by(fleet_jobs.c.created_at.desc()).limit(limit)
         ).all()
         self._conn.rollback()
-        return [_decoded(dict(row._mapping)) for row in rows]
+        return [self._fleet_checked(dict(row._mapping), strict=False) for row in rows]
 
-    def get_fleet_job(self, fleet_id: str) -> dict[str, Any] | None:
-        """The fleet job; in a store opened with the home's key, refused (StateError)
-        unless its fields are what that key signed."""
+    def get_fleet_job(self, fleet_id: str, strict: bool = True) -> dict[str, Any] | None:
+        """The fleet job, with `chained` (its targets' events are: fleetchain.py); in a
+        store opened with the home's key, refused (StateError) unless its fields are what
+        that key signed; not `strict` (a listing), with `seal_error` saying why instead."""
         self.flush()
         row = self._conn.execute(
             select(fleet_jobs).where(fleet_jobs.c.fleet_id == fleet_id)
@@ -145,9 +156,20 @@ class FleetRepository(StoreCore):
         self._conn.rollback()
         if row is None:
             return None
-        found = dict(row._mapping)
-        self._verify("fleet", fleet_id, found, f"fleet job {fleet_id}")
-        return _decoded(found)
+        return self._fleet_checked(dict(row._mapping), strict)
+
+    def _fleet_checked(self, found: dict[str, Any], strict: bool) -> dict[str, Any]:
+        """get_fleet_job's row, checked as it says."""
+        fleet_id, chained = found["fleet_id"], is_chained(found["seal"])
+        error = None
+        try:
+            kind = "fleet_chained" if chained else "fleet"
+            self._verify(kind, fleet_id, found, f"fleet job {fleet_id}")
+        except StateTampered as exc:
+            if strict:
+                raise
+            error = str(exc)
+        return {**_decoded(found), "chained": chained, "seal_error": error}
 
     def record_fleet_run(self, fleet_id: str, target: str, run_id: str) -> None:
         """The target's run of the fleet job; one that replaces an earlier (a dry run
@@ -158,6 +180,17 @@ class FleetRepository(StoreCore):
             conn.execute(
                 insert(fleet_runs).values(fleet_id=fleet_id, target=target, run_id=run_id, at=now())
             )
+            self._began(conn, fleet_id, target, run_id)
+
+    def _began(self, conn: Connection, fleet_id: str, target: str, run_id: str) -> None:
+        """The run a chained job's target has, named in its chain (inside the transaction
+        that links it): a link changed or deleted in the store is seen."""
+        at = now()
+        data: dict[str, Any] = {"fleet_id": fleet_id, "target": target, "run_id": run_id}
+        self._link(conn, fleet_id, [target], "began", at, data)
+        if data.get("links"):
+            row = {"run_id": "-", "step_idx": None, "kind": BEGAN, "data": dumps(data)}
+            self._send(EVENT, {**row, "at": at})
 
     def fleet_run_id(self, fleet_id: str, target: str) -> str | None:
         """The run the target's task recorded, if any (whatever became of it)."""
@@ -199,13 +232,36 @@ class FleetRepository(StoreCore):
     def record_not_started(self, fleet_id: str, target: str, error: str) -> None:
         """A target's task that ended before its run began or went on (the target
         unreachable, the job refused there): kept, with why and when, for `fleet show`
-        until a later delivery starts or resumes its run, or its task is sent again."""
-        self.record_event(
-            "-",
-            None,
-            NOT_STARTED,
-            {"fleet_id": fleet_id, "target": target, "error": error, "hostname": this_host()},
-        )
+        until a later delivery starts or resumes its run, or its task is sent again.
+        Linked into the target's chain (fleetchain.py) with the home's key."""
+        data = {"fleet_id": fleet_id, "target": target, "error": error, "hostname": this_host()}
+        with self._tx() as conn:
+            at = now()
+            self._link(conn, fleet_id, [target], "not_started", at, data)
+            row = {"run_id": "-", "step_idx": None, "kind": NOT_STARTED, "data": dumps(data)}
+            self._send(EVENT, {**row, "at": at})
+
+    def _link(
+        self,
+        conn: Connection,
+        fleet_id: str,
+        targets: list[str],
+        kind: str,
+        at: str,
+        data: dict[str, Any],
+    ) -> None:
+        """The event's place in each target's chain, put in `data` (a chained job's, in
+        a store with the home's key)."""
+        if self._key is None:
+            return
+        sealed = conn.execute(
+            select(fleet_jobs.c.seal).where(fleet_jobs.c.fleet_id == fleet_id)
+        ).scalar()
+        if not is_chained(sealed):
+            return
+        body = dict(data)
+        links = {t: append(conn, self._key, fleet_id, t, kind, at, body) for t in targets}
+        data["links"] = {t: link for t, link in links.items() if link is not None}
 
     def record_resent(self, fleet_id: str, targets: list[str]) -> None:
         """The targets whose tasks are sent again: until their tasks end anew, they are
@@ -215,14 +271,24 @@ class FleetRepository(StoreCore):
         kept since."""
         with self._tx() as conn:
             after = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
-            signed = {"targets": targets, "at": now(), "after": after}
+            at = now()
+            signed = {"targets": targets, "at": at, "after": after}
+            # The runs its targets have now, vouched for by the person who sends them
+            # again: their chains start anew from here (fleetchain.py).
+            linked = conn.execute(
+                select(fleet_runs.c.target, fleet_runs.c.run_id).where(
+                    fleet_runs.c.fleet_id == fleet_id
+                )
+            ).all()
             data = {
                 **signed,
                 "fleet_id": fleet_id,
                 "seal": self._sealed("resend", fleet_id, signed),
+                "linked": {t: r for t, r in linked if t in targets},
             }
+            self._link(conn, fleet_id, targets, "resend", at, data)
             row = {"run_id": "-", "step_idx": None, "kind": RESENT, "data": dumps(data)}
-            self._send(EVENT, {**row, "at": signed["at"]})
+            self._send(EVENT, {**row, "at": at})
 
     def fleet_resent_at(self, fleet_id: str, target: str) -> str | None:
         """When the target's task was last sent again (`fleet resend`), if ever; in a
@@ -264,6 +330,32 @@ class FleetRepository(StoreCore):
         found = reasons_kept(self._conn, [fleet_id], key=self._key).get(fleet_id, {})
         self._conn.rollback()
         return found
+
+    def fleet_chain_breaks(
+        self, fleet: Mapping[str, Any], linked: Mapping[str, str | None]
+    ) -> dict[str, str]:
+        """By target of a chained fleet job, how its event chain is broken (fleetchain.py;
+        none: whole), or names another run than the one `linked` to it (by target, as
+        fleet_runs holds it). Nothing without the home's key, nor for a job made before
+        chains."""
+        if self._key is None or not fleet.get("chained"):
+            return {}
+        fleet_id = fleet["fleet_id"]
+        self.flush()
+        rows = self._conn.execute(
+            select(events.c.id, events.c.at, events.c.kind, events.c.data)
+            .where(
+                (events.c.run_id == "-")
+                & events.c.kind.in_([NOT_STARTED, RESENT, BEGAN])
+                & events.c.data.contains(fleet_id, autoescape=True)
+            )
+            .order_by(events.c.id)
+        ).all()
+        found = [(r.id, r.at, r.kind, loads(r.data)) for r in rows]
+        mine = [e for e in found if e[3].get("fleet_id") == fleet_id]
+        broken = broken_chains(self._conn, self._key, fleet_id, mine, linked)
+        self._conn.rollback()
+        return broken
 
     def fleet_run_went_on(self, fleet_id: str, target: str, run_id: str, since: int | None) -> bool:
         """Whether the target's run of the fleet job went on after event `since`: another

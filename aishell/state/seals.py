@@ -52,6 +52,9 @@ FLEET_FIELDS = ("agent", "job", "options", "selector", "targets", "created_by", 
 # trigger's age is counted from it), and the last event before it, past which the
 # reasons it clears were kept (a copy of it stored later clears none kept since).
 RESEND_FIELDS = ("targets", "at", "after")
+# A fleet job's event's place in its target's chain, and the chain's head (fleetchain.py).
+LINK_FIELDS = ("target", "kind", "seq", "prev", "at", "body")
+HEAD_FIELDS = ("target", "seq", "hash")
 # What `schedule serve` trusts of a schedule: its job, options, target, agent and cron
 # (and whether it is paused) are what each trigger runs, unattended.
 SCHEDULE_FIELDS = (
@@ -120,11 +123,13 @@ def check(
         expected = _mac(key, kind, run_id, name, row.get(name))
         if not hmac.compare_digest(expected, str(fields.get(name))):
             field = _FIELD_NAMES.get(name, name)
-            row_of = kind in ("approval", "request", "resend")
+            row_of = kind in ("approval", "request", "resend", "fleet_link", "fleet_head")
             changed = f"{what} ({field})" if row_of else f"{what}'s {field}"
             # A schedule and a resend say how to make them anew; a run's row, only that
             # it changed.
-            tail = f"; {again}" if kind in ("schedule", "resend") else ""
+            tail = (
+                f"; {again}" if kind in ("schedule", "resend", "fleet_link", "fleet_head") else ""
+            )
             raise StateTampered(
                 f"state.db: {changed} does not match its signature; it was changed outside "
                 f"aishell{tail}"
@@ -158,6 +163,9 @@ def _fields(kind: str) -> tuple[str, ...]:
         "approval": APPROVAL_FIELDS,
         "request": REQUEST_FIELDS,
         "fleet": FLEET_FIELDS,
+        "fleet_chained": FLEET_FIELDS,
+        "fleet_link": LINK_FIELDS,
+        "fleet_head": HEAD_FIELDS,
         "schedule": SCHEDULE_FIELDS,
         "resend": RESEND_FIELDS,
     }[kind]

@@ -17,7 +17,7 @@ RUNS_SHOWN = 200
 
 def fleet_page(config: Config) -> dict[str, Any]:
     now = datetime.now(UTC)
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
         return {"targets": fleet_status(config, store, now)}
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from aishell.commands.fleet import fleet_summary, run_fleet_target
+from aishell.commands.fleet import run_fleet_target
+from aishell.commands.fleetlist import fleet_summary
 from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from aishell import commands
 from aishell.cli import cli
-from aishell.commands.fleet import _row, watch_fleet
+from aishell.commands.fleet import watch_fleet
+from aishell.commands.fleetlist import _row
 from tests.conftest import EditConfig
 from tests.fleet.queues import delete_queue, running_worker
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
