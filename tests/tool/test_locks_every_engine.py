@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
+from aishell.tool.locks import MODES
 from tests.helpers import one_step_plan
 from tests.services import engine, scratch_mysql, scratch_postgresql
 from tests.tool.test_declared_locks import configure, registry
@@ -297,17 +298,8 @@ def test_postgresql_steps_take_no_lock_stronger_than_declared(home, pg_database,
 
 # --- MariaDB ------------------------------------------------------------------------------
 
-_MDL = (
-    "SHARED",
-    "SHARED_HIGH_PRIO",
-    "SHARED_READ",
-    "SHARED_WRITE",
-    "SHARED_UPGRADABLE",
-    "SHARED_READ_ONLY",
-    "SHARED_NO_WRITE",
-    "SHARED_NO_READ_WRITE",
-    "EXCLUSIVE",
-)
+# MariaDB's metadata lock modes, strongest last, as tool definitions name them.
+_MDL = MODES["mysql"]
 # Which metadata locks each conflicts with (MariaDB's mdl.cc compatibility matrix).
 MY_CONFLICTS: dict[str, set[str]] = {
     "SHARED": {"EXCLUSIVE"},

@@ -25,7 +25,7 @@ from aishell.handlers.integrity import (
     corruption_summary,
 )
 from aishell.handlers.mysql.checkrows import check_verdict, lock_waited
-from aishell.handlers.mysql.engines import ENGINES, engines_of
+from aishell.handlers.mysql.engines import ENGINES, engines_of, writes_wait
 from aishell.handlers.mysql.privileges import (
     current_account,
     denied,
@@ -185,14 +185,8 @@ def check_lock(tables: list[str], engines: Mapping[str, str | None]) -> str | No
         for t in tables
         if t in engines and (engines[t] or "").lower() not in _READ_ONLY_CHECK_ENGINES
     ]
-    if not held:
-        return None
-    named = ", ".join(f"{t} ({engines[t] or 'unknown engine'})" for t in held)
-    return (
-        f"{named}: writes to {'it' if len(held) == 1 else 'each'} wait until its CHECK TABLE "
-        "ends (the engine's table read lock); reads go on (a dry run leaves "
-        f"{'it' if len(held) == 1 else 'them'} unchecked)"
-    )
+    unchecked = f" (a dry run leaves {'it' if len(held) == 1 else 'them'} unchecked)"
+    return writes_wait(held, engines, "its CHECK TABLE", unchecked)
 
 
 def check_statements(ctx: ToolContext, tables: list[str]) -> list[str]:

@@ -78,13 +78,20 @@ def analyze_lock(tables: Sequence[str], engines: Mapping[str, str | None]) -> st
     held = [
         t for t in tables if (w := _ways(engines.get(t))) is not None and w.analyze_blocks_writes
     ]
+    return writes_wait(held, engines, "ANALYZE TABLE")
+
+
+def writes_wait(
+    held: Sequence[str], engines: Mapping[str, str | None], statement: str, after: str = ""
+) -> str | None:
+    """The line a preview shows where `statement` holds off writes to the tables `held`
+    (the engine's own table read lock, as LOCK TABLES ... READ takes it); None: none."""
     if not held:
         return None
-    # The engine's own table read lock, as LOCK TABLES ... READ takes it.
-    named = ", ".join(f"{t} ({engines[t]})" for t in held)
+    named = ", ".join(f"{t} ({engines[t] or 'unknown engine'})" for t in held)
     return (
-        f"{named}: writes to {'it' if len(held) == 1 else 'each'} wait until ANALYZE TABLE "
-        "ends (the engine's table read lock); reads go on"
+        f"{named}: writes to {'it' if len(held) == 1 else 'each'} wait until {statement} "
+        f"ends (the engine's table read lock); reads go on{after}"
     )
 
 
