@@ -122,14 +122,13 @@ def delivery_facts(
 ) -> dict[str, Any]:
     """What checked_delivery decides by, read in the store the task opened with the home's
     key: the target's event chain, broken when one of its events was deleted, copied or
-    moved, or naming another run than the `earlier` one linked; for a delivery that
+    moved, or naming another run than fleet_runs links to it; for a delivery that
     begins its run (none earlier), its standing refusal and its last resend (one not
     signed as it is lets nothing begin: StateTampered, in one line)."""
     fleet_id, begins = fleet["fleet_id"], earlier is None
-    linked = {target: None if earlier is None else earlier["run_id"]}
     facts: dict[str, Any] = {
         "begins": begins,
-        "broken": store.fleet_chain_breaks(fleet, linked).get(target),
+        "broken": store.fleet_chain_breaks(fleet, [target]).get(target),
     }
     if begins:
         facts["standing"] = store.fleet_not_started(fleet_id).get(target)

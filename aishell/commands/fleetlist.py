@@ -43,8 +43,7 @@ def _summary(store: StateStore, fleet: dict[str, Any]) -> dict[str, Any]:
     not_started = store.fleet_not_started(fleet["fleet_id"])
     # With the home's key (a home that has one), as a delivery reads them: a target whose
     # job, or event chain, is not what the key signed begins nothing.
-    linked = {t: started[t]["run_id"] if t in started else None for t in fleet["targets"]}
-    broken = store.fleet_chain_breaks(fleet, linked)
+    broken = store.fleet_chain_breaks(fleet, list(fleet["targets"]))
     rows = [
         _row(t, started.get(t), not_started.get(t), fleet["seal_error"] or broken.get(t))
         for t in fleet["targets"]

@@ -301,7 +301,10 @@ def _serve(
         try:
             stop.wait()
         finally:
-            logger.info("stopping: running steps end resumably (waiting at most %gs)", STOP_SECONDS)
+            logger.info(
+                "stopping: running steps end resumably (waiting at most %s)",
+                took(STOP_SECONDS, None),
+            )
             scheduler.pause()  # no new run from here on
             _stop_running(store)
             left = _wait_for_triggers(_serving)  # a trigger ending settles its job's mark

@@ -331,16 +331,25 @@ class FleetRepository(StoreCore):
         self._conn.rollback()
         return found
 
-    def fleet_chain_breaks(
-        self, fleet: Mapping[str, Any], linked: Mapping[str, str | None]
-    ) -> dict[str, str]:
+    def fleet_chain_breaks(self, fleet: Mapping[str, Any], targets: list[str]) -> dict[str, str]:
         """By target of a chained fleet job, how its event chain is broken (fleetchain.py;
-        none: whole), or names another run than the one `linked` to it (by target, as
-        fleet_runs holds it). Nothing without the home's key, nor for a job made before
-        chains."""
+        none: whole), or names another run than fleet_runs links to it. Nothing without
+        the home's key, nor for a job made before chains. A break is one seen twice in a
+        row: a run begun between the reads of the events, the heads and fleet_runs (each
+        a statement of its own) is no break, and the next read sees it whole."""
         if self._key is None or not fleet.get("chained"):
             return {}
-        fleet_id = fleet["fleet_id"]
+        seen: dict[str, str] | None = None
+        for _ in range(3):
+            broken = self._chain_breaks_read(self._key, fleet["fleet_id"], targets)
+            if not broken or broken == seen:
+                return broken
+            seen = broken
+        return broken
+
+    def _chain_breaks_read(
+        self, key: SigningKey, fleet_id: str, targets: list[str]
+    ) -> dict[str, str]:
         self.flush()
         rows = self._conn.execute(
             select(events.c.id, events.c.at, events.c.kind, events.c.data)
@@ -353,7 +362,15 @@ class FleetRepository(StoreCore):
         ).all()
         found = [(r.id, r.at, r.kind, loads(r.data)) for r in rows]
         mine = [e for e in found if e[3].get("fleet_id") == fleet_id]
-        broken = broken_chains(self._conn, self._key, fleet_id, mine, linked)
+        runs_linked = dict(
+            self._conn.execute(
+                select(fleet_runs.c.target, fleet_runs.c.run_id).where(
+                    fleet_runs.c.fleet_id == fleet_id
+                )
+            ).all()
+        )
+        linked = {t: runs_linked.get(t) for t in targets}
+        broken = broken_chains(self._conn, key, fleet_id, mine, linked)
         self._conn.rollback()
         return broken
 

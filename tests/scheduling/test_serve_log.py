@@ -122,7 +122,7 @@ def test_serve_writes_its_words_stamped_on_stdout_and_nothing_on_stderr(
     assert words[1] == f"serving 1 schedule(s) from {config.state_location}"
     assert words[2:] == [
         "SIGTERM received",
-        "stopping: running steps end resumably (waiting at most 20s)",
+        "stopping: running steps end resumably (waiting at most 20 s)",
         "stopped",
     ]
 

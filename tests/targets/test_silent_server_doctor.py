@@ -52,7 +52,7 @@ def test_pg_dump_on_a_server_silent_after_login_is_bounded_by_the_target(home, f
     assert first["program"] == "pg_dump" and not first["logged_in"], checks
     assert first["error"] == (
         f"the server stopped answering: pg_dump did not end within "
-        f"{CONNECT_TIMEOUT + READ_TIMEOUT}s (targets.db.connect_timeout_seconds + "
+        f"{CONNECT_TIMEOUT + READ_TIMEOUT} s (targets.db.connect_timeout_seconds + "
         "read_timeout_seconds)"
     ), first["error"]
     assert took < CONNECT_TIMEOUT + READ_TIMEOUT + SLACK, took

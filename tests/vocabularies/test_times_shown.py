@@ -71,8 +71,9 @@ def test_a_time_a_setting_gave_keeps_its_digits_in_the_same_units(
     assert units.took(seconds, None) == shown
 
 
-# An f-string placeholder followed by a bare "s": "within 10s", "waited {wait}s".
-SECONDS_GLUED = re.compile(r"\{[^{}\n]*\}s\b")
+# An f-string or %-placeholder followed by a bare "s": "within 10s", "waited {wait}s",
+# a log's "at most %gs".
+SECONDS_GLUED = re.compile(r"\{[^{}\n]*\}s\b|%[\d.]*[gdf]s\b")
 # Words that end in "s" after a placeholder and are no time: "({mode}s a file)".
 NOT_A_TIME = ("{mode}s", '"{table}s"')
 
