@@ -261,6 +261,10 @@ def _report(ctx: click.Context, code: str, message: str, exit_code: int, hint: s
 
 
 def _say(as_json: bool, code: str, message: str, exit_code: int, hint: str = "") -> None:
+    # Here, not at the top: errors are rare, and the module is light (no SQLAlchemy).
+    from aishell.config.dburl import passwords_hidden
+
+    message = passwords_hidden(message)
     if as_json:
         # Here, not at the top: the module is for errors, which most commands never have.
         from aishell.render.machine import dumps, error_object

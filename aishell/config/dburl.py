@@ -144,6 +144,17 @@ def without_password(url: str) -> str:
     return url[:start] + HIDDEN + url[end:]
 
 
+# A URL written inside a line of text: its scheme, and everything up to a space or quote.
+_URL_IN_TEXT = re.compile(r"[\w+]+://[^\s'\"]+")
+
+
+def passwords_hidden(text: str) -> str:
+    """A line with each URL in it shown without its password or secret query values (as
+    without_password shows one): an error may echo what a person typed, and a URL
+    pasted where a name belongs holds a password."""
+    return _URL_IN_TEXT.sub(lambda m: without_password(m.group()), text)
+
+
 def url_fingerprint(url: str) -> str:
     """What picks a target's database in its URL (resolved: resolve_url), as a digest
     that holds no secret: sha256 of the URL without its password or secret query values.
