@@ -11,7 +11,6 @@ from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.scheduling import nextruns
 from aishell.state.reached import Restorable
-from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from aishell.units import stamp
 
@@ -28,15 +27,14 @@ def age_seconds(now: datetime, when: str | None) -> float | None:
     return None if when is None else round((now - datetime.fromisoformat(when)).total_seconds())
 
 
-def next_jobs(config: Config) -> dict[str, dict[str, Any]]:
+def next_jobs(config: Config, store: StateStore) -> dict[str, dict[str, Any]]:
     """Per target, the schedule that runs on it next, and when (a schedule that names no
     target runs on the default one); `refused` is None, or, for a schedule whose row the
     home's key did not sign (serve runs none of its triggers), why: shown before any
-    other of the target's, with no time, as `schedule list` shows it."""
-    # Read with the home's key whatever store the page opened: a row written into the
-    # store since it was added is never shown as a run to come.
-    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
-        schedules = store.list_schedules()
+    other of the target's, with no time, as `schedule list` shows it. `store` is opened
+    with the home's key (the fleet page, `fleet status`): a row written into the store
+    since it was added is never shown as a run to come."""
+    schedules = store.list_schedules()
     held = nextruns.next_runs(config, schedules)
     found: dict[str, dict[str, Any]] = {}
     for schedule in schedules:
@@ -69,7 +67,7 @@ def fleet_status(
     refused = store.delivery_refusals(last.values())
     waiting = store.steps_waiting(names)
     newest = store.newest_restorable(config, names)
-    upcoming = next_jobs(config)
+    upcoming = next_jobs(config, store)
     by_target: dict[str, list[dict[str, Any]]] = {}
     for each in waiting:  # oldest first, and so in each target's list
         by_target.setdefault(each["target"], []).append(each)
