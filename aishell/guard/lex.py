@@ -88,6 +88,13 @@ def _line_end(sql: str, i: int, dialect: str) -> int:
 def _quoted_end(sql: str, i: int, quote: str, backslash: bool) -> int | None:
     """The index after the literal opened by sql[i]; None when it is not closed. The
     quote doubled is one quote; with `backslash`, a backslash escapes the next char."""
+    if not backslash:
+        # Only the quote matters: found by str.find rather than a step per character
+        # (a plan of 10,000 tables reads as many quoted names).
+        j = sql.find(quote, i + 1)
+        while j >= 0 and sql.startswith(quote, j + 1):
+            j = sql.find(quote, j + 2)
+        return None if j < 0 else j + 1
     j = i + 1
     while j < len(sql):
         ch = sql[j]
@@ -190,6 +197,9 @@ def _sqlite(sql: str, i: int) -> tuple[str, int | None] | None:
 
 
 _OPENERS = {"postgresql": "-/'\"$", "mysql": "#-/'\"`", "sqlite": "-/'\"`["}
+# Each dialect's openers as one character class: read() goes to the next one at once,
+# not a character at a time.
+_NEXT_OPENER = {d: re.compile(f"[{re.escape(chars)}]") for d, chars in _OPENERS.items()}
 
 
 def opened_at(
@@ -222,14 +232,12 @@ def read(sql: str, dialect: str, backslash: bool = True) -> Reading:
     each read the same statement."""
     if dialect in _ENDS_AT_NUL and "\x00" in sql:
         return Reading(problem="a NUL character, where the server's text ends")
-    openers = _OPENERS[dialect]
+    next_opener = _NEXT_OPENER[dialect].search
     comments: list[tuple[int, int]] = []
     literals: list[tuple[int, int]] = []
     i = 0
-    while i < len(sql):
-        if sql[i] not in openers:
-            i += 1
-            continue
+    while (opener := next_opener(sql, i)) is not None:
+        i = opener.start()
         found = opened_at(sql, i, dialect, backslash)
         if found is None:
             i += 1
@@ -310,6 +318,8 @@ def code_only(sql: str, dialect: str) -> str | None:
 def without_comments(sql: str, dialect: str) -> str:
     """`sql` with each comment (as the server reads them) replaced by one space."""
     reading = read(sql, dialect)
+    if not reading.comments:
+        return sql
     out, last = [], 0
     for start, end in reading.comments:
         out.append(sql[last:start])

@@ -159,6 +159,10 @@ def _does(verb: str, options: set[str], dialect: str) -> tuple[str, ...]:
     return ("REBUILD",)
 
 
+# The words _options takes: _OPTIONS and REINDEX's kinds (made once, not per token).
+_LEADING_WORDS = _OPTIONS | {"INDEX", "SCHEMA", "DATABASE", "SYSTEM"}
+
+
 def _options(tokens: list[str]) -> list[str]:
     """The leading tokens that are options: a parenthesised list, and the words of
     _OPTIONS (and REINDEX's INDEX/TABLE/SCHEMA/DATABASE/SYSTEM)."""
@@ -169,7 +173,7 @@ def _options(tokens: list[str]) -> list[str]:
             depth += {"(": 1, ")": -1}.get(token, 0)
             taken.append(token)
             continue
-        if token.upper() in _OPTIONS | {"INDEX", "SCHEMA", "DATABASE", "SYSTEM"}:
+        if token.upper() in _LEADING_WORDS:
             taken.append(token)
             continue
         break

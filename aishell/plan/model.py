@@ -269,7 +269,8 @@ def plan_tables(plan: Plan, registry: Registry) -> list[str]:
     tables: dict[str, None] = {}
     for step in plan.steps:
         for table in registry.get(step.tool).tables_in(step.params):
-            if not find_references(table):
+            # A name holds no reference but where "${" begins one: most are plain names.
+            if "${" not in table or not find_references(table):
                 tables[table] = None
     return list(tables)
 

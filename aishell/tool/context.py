@@ -181,7 +181,14 @@ def pending_params(params: Mapping[str, Any]) -> dict[str, list[Pending]]:
     return found
 
 
+# Values that hold no other: a step's params are mostly these, asked of every table of
+# a step over many (the ABC check of Mapping below costs more than the answer).
+_PLAIN = (str, int, float, type(None))
+
+
 def _pending_in(value: Any) -> list[Pending]:
+    if isinstance(value, _PLAIN):
+        return []
     if isinstance(value, Pending):
         return [value]
     if isinstance(value, Mapping):

@@ -94,7 +94,9 @@ class TableReadings:
         out, or all when it could not read them, compute() reads alone)."""
         now = self._clock()
         kept = self._fresh(table, key, now)
-        taken = self._taken.setdefault(key, set())
+        taken = self._taken.get(key)
+        if taken is None:
+            taken = self._taken[key] = set()
         if kept is None and self._together(table, key, now):
             wanted = [
                 t
@@ -118,7 +120,8 @@ class TableReadings:
     def _fresh(self, table: str, key: Hashable, now: float) -> tuple[float, object] | None:
         """The reading of `key` on `table` (when, value) if it is at most MAX_AGE_SECONDS
         old, else None."""
-        kept = self._by_table.get(table, {}).get(key)
+        readings = self._by_table.get(table)
+        kept = readings.get(key) if readings is not None else None
         return kept if kept is not None and now - kept[0] <= MAX_AGE_SECONDS else None
 
     def held(self, table: str) -> BaseException | None:

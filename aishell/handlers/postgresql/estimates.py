@@ -379,14 +379,7 @@ def recent_indexes(ctx: ToolContext, table: str) -> TableIndexes:
             ctx.table_readings.keep_each(
                 ("estimate", False),
                 {
-                    name: _from_statistics(
-                        {
-                            **rows[0],
-                            "bytes": rows[0]["table_bytes"],
-                            "relpages": rows[0]["table_pages"],
-                        },
-                        scans,
-                    )
+                    name: _from_statistics(_table_figures(rows[0]), scans)
                     for name, rows in by_table.items()
                 },
             )
@@ -395,6 +388,20 @@ def recent_indexes(ctx: ToolContext, table: str) -> TableIndexes:
     return ctx.table_readings.get_each(
         table, "indexes", lambda: table_indexes(ctx.connection, table), each
     )
+
+
+def _table_figures(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The figures of the table _from_statistics reads, from a row of INDEXES_EACH (which
+    names them for the table): only those, not a copy of the whole row for each table."""
+    return {
+        "live": row["live"],
+        "dead": row["dead"],
+        "reltuples": row["reltuples"],
+        "row_width": row["row_width"],
+        "block_size": row["block_size"],
+        "bytes": row["table_bytes"],
+        "relpages": row["table_pages"],
+    }
 
 
 def grown(pages: Any, now_bytes: Any, block: Any) -> float:
