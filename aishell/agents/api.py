@@ -57,9 +57,12 @@ A plugin is Python code you install and trust as you would any package: aishell 
 what it declares, not what its code does. The guard and the statement audit cover the
 statements a handler sends through `ctx.connection`'s SQLAlchemy API, and through a
 second session it opens with `ctx.side_session(Side(purpose, writes=...))` (reads,
-and only the writes it declares there); code that reaches under them (the DBAPI
-connection, `driver_connection`) or opens an engine of its own bypasses both, with the
-target's privileges.
+and only the writes it declares there). A connection it opens itself from the step's
+engine (or `check_job` from its connection's) is refused its statements, as is a thread
+of its code that it leaves running after it returned, and the step or the plan fails
+naming its module; a plan of more than 10,000 steps is its failure too. Code that
+reaches under the guard (the DBAPI connection, `driver_connection`) or makes an engine
+of its own bypasses both, with the target's privileges.
 
 Names from the reference tutorial: `AgentConfig` (the agent's config: defaults,
 capabilities, constraints), `TaskContext` (what planning may know: target, dialect,

@@ -23,6 +23,7 @@ from aishell.config.options import KINDS, NUMERIC_KINDS, Option
 from aishell.config.plugins import PLUGIN_FAILURES, failure
 from aishell.errors import AishellError, PlanError, UsageError
 from aishell.guard.connection import Guard, guarded
+from aishell.guard.strays import left_running, watching
 from aishell.handlers.needs import Privilege
 from aishell.plan.model import Step, step_from_dict
 from aishell.targets.lockholders import is_lock_timeout
@@ -36,6 +37,10 @@ from aishell.units import exact
 # "partitions", the partitions of its partitioned tables (one query, PostgreSQL only).
 CatalogFact = Literal["urgency", "skipped", "partitions"]
 _FACTS = {"urgency", "skipped", "partitions"}
+# The most steps an agent of a package may plan: each is validated, previewed, stored
+# and judged on its own, so a plan of millions would hold planning for hours; aishell's
+# own plan 20,000 tables' maintenance in about a hundred.
+MAX_PLAN_STEPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -215,8 +220,14 @@ class PluginAgent:
         # Planning only reads: what its check sends through the connection is guarded as
         # a read-only step's statements are (a SET that turns the session read-write, a
         # DELETE, is refused before the server sees it).
-        with guarded(conn, Guard(label=f"{self._who}'s check of its job")):
+        # Nor may it open a session of its own, or leave a thread behind (strays.py).
+        with (
+            guarded(conn, Guard(label=f"{self._who}'s check of its job")),
+            watching(conn, self._who) as left,
+        ):
             self._call("check its job on the target", "check_job", job, conn)
+        if left:
+            raise PlanError(left_running(self._who, left))
 
     def catalog_needs(self, job: dict[str, Any]) -> frozenset[CatalogFact]:
         found = self._call("say what planning reads", "catalog_needs", job)
@@ -229,6 +240,11 @@ class PluginAgent:
 
     def plan_steps(self, job: dict[str, Any], ctx: PlanningContext) -> list[Step]:
         found = self._call("plan", "plan_steps", job, ctx)
+        if isinstance(found, list | tuple) and len(found) > MAX_PLAN_STEPS:
+            raise PlanError(
+                f"{self._who} planned {len(found):,} steps; a plan holds at most "
+                f"{MAX_PLAN_STEPS:,} (fewer steps, each on many tables, do as much)"
+            )
         if not isinstance(found, list | tuple) or not all(isinstance(s, Step) for s in found):
             raise self._wrong("plan_steps", found, "a list of Step")
         return [step_from_dict(self._detached("plan_steps", s.to_dict())) for s in found]

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from typing_extensions import Unpack
 
-from aishell.agents.available import get_agent
+from aishell.agents.available import agent_package, get_agent
 from aishell.agents.base import Agent, PlannedTool, PlanningContext
 from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
@@ -21,6 +21,7 @@ from aishell.commands.starting import RunHow, plan_and_start
 from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.config.options import JOB_OPTIONS, PLANNERS
+from aishell.config.plugins import OWN_PACKAGE
 from aishell.errors import PlanError, TableHeld, UsageError
 from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
@@ -86,7 +87,16 @@ def build_plan(
     if planner != "llm" or agent_name not in JOB_OPTIONS:  # a model drafts from any tool
         _refuse_undeclared(agent, steps, context.planned)
     plan = _plan(registry, handle, agent_name, job, steps, assumptions, drafted_by)
-    return _validated(plan, registry, agent_config.capabilities, f"The {agent_name} plan")
+    return _validated(plan, registry, agent_config.capabilities, _the_plan_of(agent_name))
+
+
+def _the_plan_of(agent_name: str) -> str:
+    """An agent's plan as its problems name it: with the agent's package, where it is
+    not aishell's own (the package's author is who can mend it)."""
+    package = agent_package(agent_name)
+    if package == OWN_PACKAGE:
+        return f"The {agent_name} plan"
+    return f"The plan of agent {agent_name} (package {package})"
 
 
 def _planning_context(
@@ -159,8 +169,8 @@ def _refuse_undeclared(agent: Agent, steps: Sequence[Step], planned: Sequence[Pl
     if extra:
         declared = ", ".join(agent.spec.tools) or "none"
         raise PlanError(
-            f"The {agent.name} agent planned {', '.join(extra)}, which it does not declare "
-            f"(its AgentSpec.tools: {declared})"
+            f"{_the_plan_of(agent.name)} has {', '.join(extra)}, which the agent does not "
+            f"declare (its AgentSpec.tools: {declared})"
         )
 
 
@@ -230,7 +240,10 @@ def _plan(
         dialect=handle.dialect,
         job=job,
         steps=tuple(steps),
-        tool_fingerprints={s.tool: registry.get(s.tool).fingerprint for s in steps},
+        # A tool the catalog lacks is the plan's validation's to name, with its step.
+        tool_fingerprints={
+            s.tool: registry.tools[s.tool].fingerprint for s in steps if s.tool in registry.tools
+        },
         assumptions=assumptions,
         drafted_by=drafted_by,
     )

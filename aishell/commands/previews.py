@@ -22,6 +22,7 @@ from aishell.executor.foresee import foreseen
 from aishell.executor.results import judged, named
 from aishell.guard.connection import Guard, guarded
 from aishell.guard.memory import GuardMemory
+from aishell.guard.strays import left_running, watching
 from aishell.handlers import HandlerExited
 from aishell.plan.model import Plan, Step, plan_tables
 from aishell.plan.references import find_references, has_references
@@ -306,8 +307,13 @@ def _tool_code(label: str, conn: Connection | None, memory: GuardMemory) -> Iter
         if conn is None:
             yield
         else:
-            with guarded(conn, Guard(label=f"{label}'s preview", memory=memory)):
+            with (
+                guarded(conn, Guard(label=f"{label}'s preview", memory=memory)),
+                watching(conn, label) as left,
+            ):
                 yield
+            if left:
+                raise StepFailed(left_running(f"{label}: its tool's code", left))
     except HandlerExited as exc:
         # Its message names the function; a plan of several steps names the one too.
         raise HandlerExited(f"{label} could not be previewed: {exc}") from None

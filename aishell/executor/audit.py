@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepInterrupted
+from aishell.errors import REFUSED_BY_GUARD, StatementRefused, StepFailed, StepInterrupted
 from aishell.executor.context import RunContext
 from aishell.guard.connection import Guard, shapes_for
 from aishell.guard.hidden import HiddenWriters
 from aishell.guard.memory import GuardMemory
+from aishell.guard.strays import left_running, watched, watching
 from aishell.sqltext import quote_identifier
 from aishell.state.steps import Read
 from aishell.state.store import StateStore
@@ -110,7 +111,8 @@ def audited(
         records.write(partial(_finished, store, open_ids.pop(), rows, None))
 
     opens = None if side else partial(_side_session, run, ctx, index, attempt, guard)
-    with _listening(conn, (before, after), run, not after_stop), _offering(ctx, opens):
+    listening = _listening(conn, (before, after), run, not after_stop)
+    with listening, _offering(ctx, opens, guard.label) as left:
         try:
             yield
         except BaseException as exc:
@@ -118,8 +120,7 @@ def audited(
             raise
         finally:
             records.flush()
-    guard.raise_if_refused()
-    guard.ended(ask=attempt > 0)  # a preparation (attempt 0) is asked at its run's end
+    _ended(guard, attempt, left)
 
 
 class _Records:
@@ -174,18 +175,32 @@ def _listening(
 
 
 @contextmanager
-def _offering(ctx: ToolContext, opens: Callable[[Side], Any] | None) -> Iterator[None]:
+def _offering(
+    ctx: ToolContext, opens: Callable[[Side], Any] | None, label: str
+) -> Iterator[list[str]]:
     """ctx.side_session opens a second session audited by this block meanwhile (none
-    for a block that audits a second session: it does not open another)."""
+    for a block that audits a second session: it does not open another, and is watched
+    from its connect on, by _side_session). The tool's code reaches the target through
+    these alone (guard/strays.py); yields the threads of its code it left running."""
     if opens is None:
-        yield
+        yield []
         return
     before = ctx.open_side
     ctx.open_side = opens
     try:
-        yield
+        with watching(ctx.connection, label) as left:
+            yield left
     finally:
         ctx.open_side = before
+
+
+def _ended(guard: Guard, attempt: int, left: list[str]) -> None:
+    """The block's end: a refusal the code swallowed raised again, the session checked,
+    and a tool whose code left a thread running failed, naming the code."""
+    guard.raise_if_refused()
+    guard.ended(ask=attempt > 0)  # a preparation (attempt 0) is asked at its run's end
+    if left:
+        raise StepFailed(left_running(f"{guard.label}: its tool's code", left))
 
 
 @contextmanager
@@ -199,27 +214,31 @@ def _side_session(
         engine = own = run.target.engine_on(side.database)
     conn = (engine or ctx.connection.engine).connect()
     try:
-        if side.isolation_level is not None:
-            conn = conn.execution_options(isolation_level=side.isolation_level)
-        writes = bool(side.writes or side.exact)
-        # A pooled session planning left read-only writes again, or the reverse.
-        read_only = side.read_only or not writes
-        session_access(conn, read_only, run.target.read_only, side.limit_seconds)
-        if conn.in_transaction():  # the tool begins its own (a snapshot's)
-            conn.commit()
-        names = {k: quote_identifier(conn.dialect, v) for k, v in side.names.items()}
-        memory = run.guard_memory
-        if not side.reads_checked:
-            memory = GuardMemory(hidden=HiddenWriters(), trusted=memory.trusted, hidden_given=True)
-        guard = Guard(
-            shapes=shapes_for(side.writes, side.exact, conn, names) if writes else None,
-            writes=writes,
-            risk=max(step_guard.risk, side.risk, key=lambda r: r.rank),
-            label=f"{step_guard.label}, its session for {side.purpose}",
-            memory=memory,
-        )
-        with audited(run, ctx, index, attempt, guard, side=(conn, side)):
-            yield conn
+        # Watched from here: its set-up is aishell's, not a tool's own connection.
+        with watched(conn):
+            if side.isolation_level is not None:
+                conn = conn.execution_options(isolation_level=side.isolation_level)
+            writes = bool(side.writes or side.exact)
+            # A pooled session planning left read-only writes again, or the reverse.
+            read_only = side.read_only or not writes
+            session_access(conn, read_only, run.target.read_only, side.limit_seconds)
+            if conn.in_transaction():  # the tool begins its own (a snapshot's)
+                conn.commit()
+            names = {k: quote_identifier(conn.dialect, v) for k, v in side.names.items()}
+            memory = run.guard_memory
+            if not side.reads_checked:
+                memory = GuardMemory(
+                    hidden=HiddenWriters(), trusted=memory.trusted, hidden_given=True
+                )
+            guard = Guard(
+                shapes=shapes_for(side.writes, side.exact, conn, names) if writes else None,
+                writes=writes,
+                risk=max(step_guard.risk, side.risk, key=lambda r: r.rank),
+                label=f"{step_guard.label}, its session for {side.purpose}",
+                memory=memory,
+            )
+            with audited(run, ctx, index, attempt, guard, side=(conn, side)):
+                yield conn
     finally:
         conn.close()
         if own is not None:
