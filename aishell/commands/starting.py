@@ -21,7 +21,7 @@ from aishell.config.options import SAFETY_LEVELS
 from aishell.config.places import home_private_places
 from aishell.errors import PlanDeclined, TargetLocked, UsageError
 from aishell.executor import Executor, Observer, RunResult, subject
-from aishell.executor.stopping import planning_limit
+from aishell.executor.planninglimit import planning_limit
 from aishell.plan.model import Plan
 from aishell.plan.references import find_references
 from aishell.policy.approvers import Approver, NonInteractive, current_user

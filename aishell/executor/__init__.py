@@ -4,9 +4,11 @@ By subject: loop (Executor: the step loop), step (one step's rules in order), pa
 (a parallel group's read-only steps at once, each on its own connection), prepare
 (what a step waits for, its parameters, SQL and verdict), attempts (running the tool),
 retry (retries and reconnecting), resume (what a stored step state means on resume),
-stopping (signals, the run's time limit, `aishell stop`, a lost run lock), approvals,
-audit (the guard and the statement log), effects (the backup catalog), estimates,
-statuses (how a run ends), results (StepResult, RunResult, the run's outcome).
+stopping (signals, the run's time limit, `aishell stop`, a lost run lock), requested
+(`aishell stop` reaching a statement gone silent), planninglimit (the time limit over
+planning), approvals, audit (the guard and the statement log), effects (the backup
+catalog), estimates, statuses (how a run ends), results (StepResult, RunResult, the
+run's outcome).
 
 Each name's module is imported when the name is first used (aishell.lazy): the run
 statuses a command line lists cost no import of the step loop.

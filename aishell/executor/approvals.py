@@ -45,7 +45,8 @@ def approve(
         run.record_event(result.index, "approval_outgrown", {"grew": grew})
     run.store.record_request(run.run_id, result.index, bool(result.personal), facts)
     estimate = figures_when_asked(run, result, ctx) if ctx is not None else result.estimate
-    answer = run.approver.decide(_request(run, step, result, tool, estimate or {}))
+    with run.stopping.asking():
+        answer = run.approver.decide(_request(run, step, result, tool, estimate or {}))
     decided = {"decided_by": answer.decided_by, "how": answer.how, "reason": answer.reason}
     run.store.record_approval(
         run.run_id,

@@ -306,11 +306,12 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
     except Exception as exc:
         stopping = run.stopping
         stopped = isinstance(exc, StepInterrupted) and stopping.reason()
-        if stopping.signal or stopped:  # whatever the tool raised, this is why
-            error = str(exc) if stopped else f"interrupted by {stopping.signal}"
+        cause = stopping.cause()
+        if cause or stopped:  # whatever the tool raised, this is why
+            error = str(exc) if stopped else str(cause)
             silent = _silence_in(exc)
-            if silent is not None:  # the server answered neither the statement nor the cancel
-                error = f"interrupted by {stopping.signal}; {silent}"
+            if silent is not None and cause:  # the server answered neither it nor the cancel
+                error = f"{cause}; {silent}"
             raise run.interrupted(result, ctx.connection, error, each.started) from exc
         raise
 

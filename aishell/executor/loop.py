@@ -22,6 +22,7 @@ from aishell.errors import AishellError
 from aishell.executor.context import RunContext
 from aishell.executor.failures import db_error
 from aishell.executor.parallel import Member, run_group
+from aishell.executor.requested import watch_requests
 from aishell.executor.results import Observer, RunResult, SilentObserver, StepResult, outcome
 from aishell.executor.resume import is_final, restore
 from aishell.executor.retry import lock_held_by
@@ -146,6 +147,7 @@ class Executor:
                 self._stopping.signals(),
                 self._stopping.time_limit(self.run_limit, self.run_started),
                 self._stopping.lease(),
+                watch_requests(self._stopping, self.store.url),
             ):
                 self._steps(run, ctx, prior or {})
         except Stop as stop:

@@ -13,18 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
-from aishell.agents.bounded import planning_deadline
-from aishell.errors import AishellError, PlanningStopped, TargetUnreachable
 from aishell.signalrelay import relayed
 from aishell.state.store import StateStore
-from aishell.targets.deadlines import cut_if_unanswered, in_flight, stop_statement
+from aishell.targets.deadlines import stop_statement
 from aishell.targets.limits import Limits, limits_of
 from aishell.targets.locks import RunLock
 from aishell.units import took
@@ -106,6 +101,9 @@ class Stopping:
     signal: str | None = None
     # Set by the lease watcher once the lock's session is gone: the run stops.
     lock_lost: bool = False
+    # Who asked with `aishell stop`, once a watch of the store saw it while a statement
+    # waited (executor/requested.py); None until then.
+    requested: str | None = None
     # What ended the lease watcher when it failed in a way it does not expect: the run
     # stops then too, as no one is left to watch its lock.
     watch_failed: str | None = None
@@ -122,6 +120,10 @@ class Stopping:
     _guard: threading.RLock = field(default_factory=threading.RLock)
     # The target's engine: a stop gives up its connects, also before the first step.
     engine: Engine | None = None
+    # Whether a person is asked now on the main thread (asking()), and whether the
+    # signal handlers that end that wait are installed (signals()).
+    _asking: bool = False
+    _prompt_wakes: bool = False
 
     def __post_init__(self) -> None:
         limits = limits_of(self.engine) if self.engine is not None else None
@@ -160,7 +162,7 @@ class Stopping:
             return self._lost()
         if self.signal:
             return f"interrupted by {self.signal}; continue with `aishell resume {self.run_id}`"
-        who = self.store.stop_requested(self.run_id)
+        who = self.requested or self.store.stop_requested(self.run_id)
         if who:
             return (
                 f"stopped by {who} with `aishell stop`; "
@@ -196,6 +198,20 @@ class Stopping:
             "run could share the database; "
             f"continue with `aishell resume {self.run_id}`"
         )
+
+    def cause(self) -> str | None:
+        """What stopped the run while a step ran, as the step's error begins; None: no
+        signal, time limit, lost lock or seen `aishell stop`."""
+        if self.signal:
+            return f"interrupted by {self.signal}"
+        if self.requested:
+            return f"stopped by {self.requested} with `aishell stop`"
+        return None
+
+    def connections(self) -> list[Connection]:
+        """The connections steps' statements run on now."""
+        with self._guard:
+            return list(self._running)
 
     def wait(self, seconds: float) -> None:
         """Sleep `seconds` (a retry's backoff), or less once a stop came (a signal, the
@@ -283,6 +299,17 @@ class Stopping:
             wake.close()
             woken.close()
 
+    @contextmanager
+    def asking(self) -> Iterator[None]:
+        """While a person is asked: a stop (the time limit, a lost run lock) ends the
+        wait at once, as Ctrl-C does, leaving the step waiting, rather than whenever the
+        person answers (a run left at a prompt held its lock past every limit)."""
+        self._asking = True
+        try:
+            yield
+        finally:
+            self._asking = False
+
     def cancel_running(self) -> None:
         """Cancel what runs on each step's connection and, if the server answers neither
         it nor the cancel within the target's read_timeout_seconds, close its socket: the
@@ -297,6 +324,10 @@ class Stopping:
             limits.stop()
         for running in fresh:
             self._cancel(running)
+        main = threading.main_thread().ident
+        if self._asking and self._prompt_wakes and main is not None:
+            # The main thread waits in a read of the terminal: the handler ends it.
+            signal.pthread_kill(main, signal.SIGINT)
 
     def _cancel(self, running: Connection) -> None:
         def ended(seconds: float) -> bool:
@@ -351,7 +382,11 @@ class Stopping:
                 signal.pthread_kill(main, signum)
 
         with relayed((signal.SIGINT, signal.SIGTERM), handler, cancel, "aishell-signals"):
-            yield
+            self._prompt_wakes = True
+            try:
+                yield
+            finally:
+                self._prompt_wakes = False
 
     @contextmanager
     def time_limit(
@@ -380,91 +415,3 @@ class Stopping:
             yield
         finally:
             timer.cancel()
-
-
-@contextmanager
-def planning_limit(
-    engine: Engine, run_limit: tuple[float, str] | None, run_started: float
-) -> Iterator[None]:
-    """The run's time limit over its planning, which counts towards it: a catalog read
-    still waiting on the server at the limit is given read_timeout_seconds more, then
-    cut off (cut_if_unanswered), and a connect is given up (Limits.stop); planning then
-    ends with PlanningStopped. A read the server answers, or none waiting, and planning
-    goes on: the run it starts stops before its first step, resumably.
-
-    run_limit: the limit in seconds and the setting it comes from; run_started: when
-    the run began (time.monotonic())."""
-    if run_limit is None:
-        yield
-        return
-    seconds, setting = run_limit
-    opened: list[Connection] = []
-    # What waited on the server at the limit: an error planning ends with is its.
-    waited: list[Connection] = []
-    # The target's limits, which the limit stopped: a connect they gave up is why too.
-    stopped_limits: list[Limits] = []
-
-    def track(conn: Connection) -> None:
-        opened.append(conn)
-
-    def reached() -> None:
-        # A connect under way (a silent server's) is given up, as a run's stop gives it
-        # up: it has no statement to cut.
-        limits = limits_of(engine)
-        if limits is not None:
-            limits.stop()
-            stopped_limits.append(limits)
-        waited.extend(_cut_waiting(opened))
-
-    event.listen(engine, "engine_connect", track)
-    timer = threading.Timer(max(seconds - (time.monotonic() - run_started), 0.0), reached)
-    timer.daemon = True
-    timer.start()
-    stopped = (
-        f"interrupted by the run-time limit of {took(seconds, None)} ({setting}) while planning"
-    )
-    try:
-        with planning_deadline(run_started + seconds, stopped):
-            yield
-    except Exception as exc:
-        gave_up = any(limits.connects_given_up for limits in stopped_limits)
-        if not (waited and isinstance(exc, DBAPIError)) and not (
-            gave_up and isinstance(exc, DBAPIError | TargetUnreachable)
-        ):
-            raise
-        # The server's error for what waited at the limit (its socket closed): this is why.
-        why = f"; {exc}" if isinstance(exc, AishellError) else ""
-        raise PlanningStopped(
-            f"{stopped}, before any run was recorded: nothing was changed{why}"
-        ) from None
-    finally:
-        timer.cancel()
-        event.remove(engine, "engine_connect", track)
-
-
-def _cut_waiting(opened: list[Connection]) -> list[Connection]:
-    """Those of `opened` whose statement waits on the server, each cut off if it still
-    waits read_timeout_seconds from now (cut_if_unanswered, on a thread of its own)."""
-    waiting = []
-    for conn in list(opened):
-        mark = in_flight(conn)
-        if mark is None:
-            continue
-        waiting.append(conn)
-        threading.Thread(
-            target=cut_if_unanswered,
-            args=(conn, partial(_answered, conn, mark)),
-            name="aishell-stop",
-            daemon=True,
-        ).start()
-    return waiting
-
-
-def _answered(conn: Connection, mark: object, seconds: float) -> bool:
-    """Waits up to seconds for the statement marked `mark` on conn to end; whether it did."""
-    until = time.monotonic() + seconds
-    while in_flight(conn) is mark:
-        if time.monotonic() >= until:
-            return False
-        time.sleep(STOP_POLL_SECONDS)
-    return True

@@ -196,7 +196,7 @@ def stop_statement(conn: Connection, ended: Callable[[float], bool]) -> None:
 def cut_if_unanswered(conn: Connection, ended: Callable[[float], bool]) -> None:
     """What runs on conn is given the target's read_timeout_seconds more to end, then its
     connection's socket is closed under it: a wait that a limit reached (planning's,
-    see stopping.planning_limit) ends within that bound, also on a server that stopped
+    see planninglimit.planning_limit) ends within that bound, also on a server that stopped
     answering, and an answering server's statement is left to end (no cancel)."""
     found = _driver(conn)
     if found is None:

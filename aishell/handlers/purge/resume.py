@@ -37,6 +37,7 @@ from aishell.handlers.purge.share import share_limit
 from aishell.handlers.purge.throttle import Throttle
 from aishell.handlers.purge.waits import make_throttle
 from aishell.sqltext import text
+from aishell.targets.sessionbusy import cut_if_abandoned_past
 from aishell.tool.context import ToolContext
 
 # What a page walk's checkpoint holds of where it is (pages.py).
@@ -59,7 +60,10 @@ def purge(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     )
     while True:
         try:
-            return _purge_from_checkpoint(params, ctx, prepared, attempt)
+            # Past its deadline (the window's end, its run time) a batch whose
+            # connection went silent would wait out the step's limit (a day).
+            with cut_if_abandoned_past(conn, attempt.deadline):
+                return _purge_from_checkpoint(params, ctx, prepared, attempt)
         except DBAPIError as exc:
             if not connection_lost(exc, conn):
                 raise
