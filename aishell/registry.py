@@ -20,7 +20,7 @@ from typing import Any
 
 from aishell.config.files import parse_yaml
 from aishell.config.kinds import Capability, Category
-from aishell.config.plugins import PLUGIN_FAILURES, TOOLS_GROUP, failure
+from aishell.config.plugins import PLUGIN_FAILURES, TOOLS_GROUP, failure, note_package_code
 from aishell.config.sources import read_source
 from aishell.errors import CatalogError, ConfigError, ToolNotFound
 from aishell.handlers import Handler
@@ -466,6 +466,7 @@ def _resolve_handler(name: str, where: str, fail: Callable[[str], Exception]) ->
     aishell Handler either way, its statements declared and checked as any."""
     if ":" in name:
         module_name, _, attr = name.partition(":")
+        note_package_code(module_name)
     else:
         module_name, _, attr = name.rpartition(".")
         module_name = f"aishell.handlers.{module_name}"

@@ -138,8 +138,22 @@ def _identity(path: str) -> str:
 PLUGIN_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
 
 
+# The top-level modules of the code packages bring (their entry points, the handlers
+# their tool files name): the code guard/strays.py holds to the sessions the guard
+# watches and forbids to leave a thread running.
+PACKAGE_CODE: set[str] = set()
+
+
+def note_package_code(module: str) -> None:
+    """`module` (dotted) is a package's code, not aishell's."""
+    top = module.split(".")[0]
+    if top and top != OWN_PACKAGE:
+        PACKAGE_CODE.add(top)
+
+
 def load_entry(ep: EntryPoint, package: str) -> object | PluginFailure:
     """What the entry point names, or the failure that importing it raised."""
+    note_package_code(ep.module)
     try:
         loaded: object = ep.load()
         return loaded

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from aishell.config.plugins import PACKAGE_CODE
 from aishell.errors import StatementRefused
 from aishell.targets.limits import OUTSIDE_STEPS_OPTION
 
@@ -32,8 +33,6 @@ _INSIDE: ContextVar[str] = ContextVar("aishell_guarded_code", default="")
 _WATCHED: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
 # Threads of a package's code left running after the code that started them returned.
 _LEFT: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
-# Code that is not a package's: aishell's, and the libraries it sends statements through.
-_OURS = frozenset({"aishell", "sqlalchemy", "psycopg", "pymysql", "sqlite3"})
 
 
 @contextmanager
@@ -114,9 +113,8 @@ def _before(
 
 
 def _caller() -> str | None:
-    """The package's module whose code sent the statement: the nearest caller on the
-    stack that is not SQLAlchemy, a driver or the standard library; None when that
-    caller is aishell's own code."""
+    """The package's module whose code sent the statement: the nearest on the stack that
+    is a package's or aishell's; None when that is aishell's, or there is none."""
     frame = sys._getframe(2)
     while frame is not None:
         module = str(frame.f_globals.get("__name__", ""))
@@ -125,7 +123,7 @@ def _caller() -> str | None:
         if module.split(".")[0] == "aishell":
             return None
         frame = frame.f_back  # type: ignore[assignment]
-    return "its code"
+    return None
 
 
 def _package_code(thread: threading.Thread) -> str | None:
@@ -145,7 +143,7 @@ def _package_code(thread: threading.Thread) -> str | None:
 
 
 def _foreign(module: str) -> bool:
-    """Whether a module is a package's own: neither aishell's, nor its libraries'
-    (SQLAlchemy, the drivers), nor the standard library's."""
-    top = module.split(".")[0]
-    return bool(module) and top not in _OURS and top not in sys.stdlib_module_names
+    """Whether a module is a package's own code: under a top-level module an entry point
+    or a tool file's handler named (config/plugins.py's PACKAGE_CODE). Threads of
+    aishell's, of its libraries' and of the process's other code are not a step's."""
+    return bool(module) and module.split(".")[0] in PACKAGE_CODE
