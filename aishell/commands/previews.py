@@ -292,6 +292,7 @@ def _preview_context(
         run_cache=known.run_cache,
         table_readings=known.table_readings,
         backup_catalog=lambda: backups.history.list_backups(handle.name),
+        every_backup=backups.history.list_backups,
         previewed_before=backups.steps_before,
         trusted_functions=tuple(handle.config.trusted_functions),
     )
@@ -392,7 +393,7 @@ class _History:
     def backup_for(self, database: str, run_id: str | None = None) -> datetime | None:
         return self._open().backup_for(database, run_id)
 
-    def list_backups(self, target: str) -> list[dict[str, Any]]:
+    def list_backups(self, target: str | None = None) -> list[dict[str, Any]]:
         return self._open().list_backups(target)
 
     def close(self) -> None:

@@ -310,6 +310,7 @@ class Executor:
         )
         ctx.should_stop = lambda: self._stopping.reason() is not None
         ctx.backup_catalog = lambda: self.store.list_backups(self.target.name)
+        ctx.every_backup = self.store.list_backups
         ctx.scratch = Ledger(self.store, run_id, self.target.name)
         if not dry_run:
             # What runs killed before they could clean up left behind goes first.

@@ -193,6 +193,7 @@ def _one(
         table_readings=TableReadings(keeps_held=ctx.dry_run),
         scratch=Ledger(run.store, run.run_id, run.target.name),
         backup_catalog=lambda: run.store.list_backups(run.target.name),
+        every_backup=run.store.list_backups,
     )
     try:
         tool_step(run, member.step, member.result, item.prepared, own, waiting)

@@ -309,6 +309,8 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         record.info[LIMITS_KEY] = limits
         inherit_step_limit(dbapi_conn, record, limits, "postgresql")
 
+    # A restore's list of the sessions on its database leaves this process's out.
+    keep_track(engine)
     # Last: the set-up above is held to the connect's own bound.
     seconds = float(target.connect_timeout_seconds)
     bound_setup(engine, limits, seconds, f"targets.{limits.target}.connect_timeout_seconds")

@@ -118,13 +118,13 @@ def blocking_sessions(
     try:
         if dialect == "postgresql":
             rows = conn.execute(text(_PG_HOLDING), {"t": list(tables)}).mappings()
-            return [_pg_session(r) for r in rows]
+            return [describe_pg(r) for r in rows]
         if family(dialect) == "mysql":
             candidates = text(_MY_CANDIDATES).bindparams(bindparam("own", expanding=True))
             values = {"besides": besides, "run_lock": run_lock, "own": own_sessions(conn)}
             try:
                 rows = conn.execute(candidates, values).mappings()
-                found = [_mysql_session(r) for r in rows]
+                found = [describe_mysql(r) for r in rows]
             except DBAPIError:  # INNODB_TRX, like other sessions, needs PROCESS
                 found = []
             return found or _unseen(conn)
@@ -153,7 +153,7 @@ def lock_holders(conn: Connection, tables: Sequence[str], *, besides: int = 0) -
 def blockers_of(conn: Connection, pid: int) -> list[str]:
     """PostgreSQL: the sessions that keep backend `pid` waiting for its lock, described."""
     rows = conn.execute(text(_PG_BLOCKING), {"pid": pid}).mappings()
-    return [_pg_session(r) for r in rows]
+    return [describe_pg(r) for r in rows]
 
 
 def named_holders(holders: Sequence[str]) -> str:
@@ -167,7 +167,8 @@ def named_holders(holders: Sequence[str]) -> str:
 _PG_HIDDEN = "<insufficient privilege>"
 
 
-def _pg_session(r: RowMapping) -> str:
+def describe_pg(r: RowMapping) -> str:
+    """A PostgreSQL session as every message names it, from _PG_SESSION's columns."""
     program = r["application_name"] or "no application_name"
     if r["query"] == _PG_HIDDEN:
         return (
@@ -182,7 +183,8 @@ def _pg_session(r: RowMapping) -> str:
     return f"pid {r['pid']} ({r['usename']}, {program}, {doing}: {r['query']!r})"
 
 
-def _mysql_session(r: RowMapping) -> str:
+def describe_mysql(r: RowMapping) -> str:
+    """A MySQL/MariaDB session as every message names it, from _MY_CANDIDATES' columns."""
     held = r["in_transaction"]
     state = f", {r['state']}" if r["state"] else ""
     doing = f"{r['command']}{state} for {took(float(r['seconds']), 0)}"

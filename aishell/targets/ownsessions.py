@@ -3,8 +3,9 @@ naming who holds a lock never names aishell's own: MariaDB cannot say who holds 
 metadata lock, so every other session on the database is a candidate (lockholders.py),
 and a run has several of its own (a side session, the catalog's reads, a parallel
 step's). Its connection ids only grow, so an id kept a moment past its close names no
-other session. (PostgreSQL says who holds each lock; its pids are reused, so none is
-left out there.)"""
+other session. PostgreSQL says who holds each lock, so no lock holder is left out
+there; a restore's list of the other sessions on its database leaves out this process's
+backends (their pids are this process's while it holds them open)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def keep_track(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _opened(dbapi_conn: Any, record: Any) -> None:
-        session = int(dbapi_conn.thread_id())  # from the handshake: no round trip
+        # From the handshake (MySQL's thread id, PostgreSQL's backend pid): no round trip.
+        info = getattr(dbapi_conn, "info", None)
+        pid = getattr(info, "backend_pid", None)
+        session = int(pid if pid is not None else dbapi_conn.thread_id())
         record.info[_KEY] = session
         with _LOCK:
             _OPEN.setdefault(server, set()).add(session)

@@ -52,6 +52,9 @@ class ToolContext:
     table_readings: TableReadings = field(default_factory=TableReadings)
     # The backup catalog of this target (read-only), for the tools that choose backups.
     backup_catalog: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
+    # The backup catalog of every target (read-only): a restore's backup and the chain
+    # it builds on may be another target's.
+    every_backup: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     # The steps before this one that a preview or a dry run only previewed, each as its
     # tool and its params as planned: what they would make (the backup a retention step
     # counts, proven or only decoded by its validation) is in no catalog yet.

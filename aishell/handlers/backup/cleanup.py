@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from aishell.errors import StepFailed
 from aishell.files import kind_of
 from aishell.handlers.backup.decode import decodes
 from aishell.handlers.backup.elsewhere import not_here, taken_on, this_host
-from aishell.handlers.backup.manifest import manifest_of, remove_backup
+from aishell.handlers.backup.manifest import manifest_of, remove_backup, sha256_of
 from aishell.state.backups import DECODED, RESTORED, database_of, on_disk, proof_of
 from aishell.targets.identity import backup_identity
 from aishell.tool.context import ToolContext
@@ -93,14 +93,20 @@ def _taken_at(created_at: str) -> float:
 
 
 def choose_deletions(
-    catalog: list[dict[str, Any]], retention_days: float, keep_last: int, now: float
+    catalog: list[dict[str, Any]],
+    retention_days: float,
+    keep_last: int,
+    now: float,
+    sound: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[Any, str]]:
-    """What retention deletes, and why each other backup stays."""
+    """What retention deletes, and why each other backup stays. `sound`: whether a
+    backup kept for what it proves still holds the bytes it was proven with (unchecked
+    when None)."""
     newest_first = sorted(catalog, key=lambda b: b["created_at"], reverse=True)
     keep: dict[Any, str] = {}
     for b in newest_first[:keep_last]:
         keep[b["id"]] = f"one of the newest {keep_last}"
-    _keep_the_best(newest_first, keep)
+    _keep_the_best(newest_first, keep, sound)
     for b in newest_first:
         taken = _taken_at(b["created_at"])
         if now - taken < retention_days * 86400:
@@ -137,21 +143,70 @@ def _there(backup: dict[str, Any], by_path: Mapping[str, dict[str, Any]]) -> boo
     return False
 
 
-def _keep_the_best(newest_first: list[dict[str, Any]], keep: dict[Any, str]) -> None:
+def _keep_the_best(
+    newest_first: list[dict[str, Any]],
+    keep: dict[Any, str],
+    sound: Callable[[dict[str, Any]], bool] | None,
+) -> None:
     """Keep the newest verified backup whose file is there whole with every backup it
-    builds on (a verified row whose file, or whose parent's, was moved, deleted or cut
-    short keeps nothing safe), and a newer one that a quick validation decoded, if any:
-    retention never keeps only backups proven less than those it deletes."""
+    builds on (a verified row whose file, or whose parent's, was moved, deleted, cut
+    short or changed keeps nothing safe), and a newer one that a quick validation
+    decoded, if any: retention never keeps only backups proven less than those it
+    deletes. One found changed is kept too, for a person to look at."""
     by_path = {b["path"]: b for b in newest_first}
-    there = [b for b in newest_first if _there(b, by_path)]
-    verified = next((b for b in there if b["verified_at"]), None)
+
+    def best(proven: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        for b in newest_first:
+            if not proven(b) or not _there(b, by_path):
+                continue
+            if sound is None or sound(b):
+                return b
+            keep.setdefault(b["id"], CHANGED)
+        return None
+
+    verified = best(lambda b: bool(b["verified_at"]))
     if verified is not None:
         keep.setdefault(verified["id"], "the newest verified backup")
-    decoded = next((b for b in there if proof_of(b.get("verification")) == DECODED), None)
+    decoded = best(lambda b: proof_of(b.get("verification")) == DECODED)
     if decoded is not None and (
         verified is None or _taken_at(decoded["created_at"]) > _taken_at(verified["created_at"])
     ):
         keep.setdefault(decoded["id"], "the newest backup a quick validation decoded")
+
+
+# Why a proven backup whose bytes changed since is neither counted as proven nor deleted.
+CHANGED = (
+    "its file, or one it builds on, no longer has the sha256 the catalog recorded: it "
+    "changed since it was proven, so it counts as no good backup and is left for a "
+    "person to look at"
+)
+
+
+def unchanged(catalog: list[dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
+    """Whether a backup's file and those it builds on still have the sha256 the catalog
+    recorded (a size kept is no proof: bytes may be changed in place); each file read
+    at most once."""
+    by_path = {b["path"]: b for b in catalog}
+    hashed: dict[str, str | None] = {}
+
+    def sound(backup: dict[str, Any]) -> bool:
+        current: dict[str, Any] | None = backup
+        seen: set[str] = set()
+        while current is not None and current["path"] not in seen:
+            path, recorded = current["path"], current.get("sha256")
+            seen.add(path)
+            if current["id"] != THIS_RUNS_BACKUP and recorded:
+                if path not in hashed:
+                    try:
+                        hashed[path] = sha256_of(Path(path))
+                    except OSError:
+                        hashed[path] = None
+                if hashed[path] != recorded:
+                    return False
+            current = by_path.get((current.get("manifest") or {}).get("parent") or "")
+        return True
+
+    return sound
 
 
 # The tools whose step takes a backup of the target, by the kind it takes, and the tool
@@ -233,12 +288,13 @@ def _choose(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
     # now; another database's are not this cleanup's to retire, nor to be kept for it.
     catalog, others = of_this_database(ctx.backup_catalog(), ctx, legacy=True)
     planned = planned_backup(catalog, ctx.previewed_before, now, ctx.dialect)
-    delete, keep = choose_deletions(
-        catalog + ([planned] if planned else []),
-        params.get("retention_days", 30),
-        params.get("keep_last", 3),
-        now,
-    )
+    rows = catalog + ([planned] if planned else [])
+    days, last = params.get("retention_days", 30), params.get("keep_last", 3)
+    delete, keep = choose_deletions(rows, days, last, now)
+    if delete:
+        # Before anything goes, the backup kept for what it proves is read whole: one
+        # changed in place since it was proven, at the size recorded, is none.
+        delete, keep = choose_deletions(rows, days, last, now, unchanged(rows))
     proven: list[dict[str, Any]] = []
     skipped = [(b, _another_database(b, ctx)) for b in others]
     for b in delete:

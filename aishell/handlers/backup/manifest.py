@@ -105,11 +105,12 @@ def changed_tables(
     return sorted(changed), dropped
 
 
-def chain_of(path: Path, recorded: Mapping[str, str | None] | None = None) -> Chain:
+def chain_of(path: Path, recorded: Mapping[str, Mapping[str, Any]] | None = None) -> Chain:
     """A backup and the backups it builds on, oldest (the full one) first; each file must
-    still match its manifest, and, given `recorded` (the backup catalog's sha256 of each
-    backup by its real path), the sha256 the catalog recorded when it was taken: a file
-    and a manifest both replaced are not the backup the catalog holds."""
+    still match its manifest, and, given `recorded` (the backup catalog's row of each
+    backup by the real path of its file: recorded_backups), the sha256 and the manifest
+    the catalog recorded when it was taken: a file and a manifest both replaced, or a
+    manifest edited, are not the backup the catalog holds."""
     chain: Chain = []
     current: Path | None = path
     while current is not None:
@@ -123,29 +124,73 @@ def chain_of(path: Path, recorded: Mapping[str, str | None] | None = None) -> Ch
                 f"{manifest['sha256']}"
             )
         if recorded is not None:
-            _as_recorded(current, sha, recorded)
+            as_recorded(current, sha, manifest, recorded, "validates")
         chain.append((current, manifest))
         current = Path(manifest["parent"]) if manifest.get("parent") else None
     return list(reversed(chain))
 
 
-def _as_recorded(path: Path, sha: str, recorded: Mapping[str, str | None]) -> None:
-    """The file is the backup the catalog recorded at its path (a row from before the
-    catalog kept a sha256 is taken at its manifest's word)."""
-    real = os.path.realpath(path)
-    if real not in recorded:
+def as_recorded(
+    path: Path,
+    sha: str,
+    manifest: Mapping[str, Any],
+    recorded: Mapping[str, Mapping[str, Any]],
+    doing: str,
+) -> None:
+    """The file is the backup the catalog recorded at its path, and the manifest beside
+    it the one recorded with it: only the file's bytes are hashed, so a manifest edited
+    since (another parent, tables it says were dropped, fewer tables to compare) would
+    steer a restore or a validation unseen. A row from before the catalog kept a sha256
+    or a manifest is taken at the manifest's word for what it lacks. `doing`: what
+    aishell does only with recorded backups ("validates", "restores")."""
+    row = recorded.get(os.path.realpath(path))
+    if row is None:
         raise StepFailed(
-            f"Backup {path.name} is not in the backup catalog; aishell validates only the "
+            f"Backup {path.name} is not in the backup catalog; aishell {doing} only the "
             "backups it recorded (`aishell backups list`)"
         )
-    catalogued = recorded[real]
+    catalogued = row.get("sha256")
     if catalogued is not None and catalogued != sha:
         raise StepFailed(
             f"sha256 of {path.name} ({sha}) differs from the catalog's {catalogued}: it is "
             "not the backup the catalog recorded (file and manifest replaced since)"
         )
+    kept = row.get("manifest")
+    if isinstance(kept, Mapping) and dict(kept) != dict(manifest):
+        edited = sorted(k for k in {*kept, *manifest} if kept.get(k) != manifest.get(k))
+        raise StepFailed(
+            f"The manifest beside {path.name} is not the one the backup catalog recorded "
+            f"when it was taken (it differs in {', '.join(edited[:5])}): it was edited "
+            "since, and is not trusted; use another backup"
+        )
 
 
-def recorded_sha256(catalog: list[dict[str, Any]]) -> dict[str, str | None]:
-    """The catalog's sha256 of each backup, by the real path of its file."""
-    return {os.path.realpath(str(b["path"])): b.get("sha256") for b in catalog}
+def recorded_backups(catalog: list[dict[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The catalog's row of each backup, by the real path of its file."""
+    return {os.path.realpath(str(b["path"])): b for b in catalog}
+
+
+def as_catalogued(chain: Chain, catalog: list[dict[str, Any]], expected: str | None) -> str:
+    """A restore's chain checked file by file: its sha256 against its manifest, the file
+    and its manifest against the catalog's record of them (as_recorded), and the newest
+    against `expected`, the sha256 its restore was planned with. The newest's sha256."""
+    recorded = recorded_backups(catalog)
+    sha = ""
+    for link, manifest in chain:
+        sha = sha256_of(link)
+        if sha != manifest["sha256"]:
+            raise StepFailed(
+                f"Backup file {link.name} changed after it was taken: its sha256 {sha[:16]}... "
+                f"differs from the manifest's {str(manifest['sha256'])[:16]}...; restore "
+                "another backup"
+            )
+        catalogued = (recorded.get(os.path.realpath(link)) or {}).get("sha256")
+        for against in (catalogued, expected if link == chain[-1][0] else None):
+            if against and against != sha:
+                raise StepFailed(
+                    f"Backup file {link.name} is not the one the catalog recorded: its "
+                    f"sha256 {sha[:16]}... differs from the catalog's {against[:16]}...; "
+                    "restore another backup"
+                )
+        as_recorded(link, sha, manifest, recorded, "restores")
+    return sha

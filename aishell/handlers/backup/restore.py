@@ -2,7 +2,9 @@
 
 Every precheck runs before anyone is asked to approve the restore: the chain's
 manifests, the dialect, an empty target (or --replace), the client programs on PATH,
-free disk, and each file's sha256 against its manifest and the backup catalog. After the
+free disk, each file's sha256 against its manifest and the backup catalog, and each
+manifest against the one the catalog recorded; the other sessions on the target's
+database are named (connected.py). After the
 restore, the target's tables, rows and contents are compared with the manifest (on
 MariaDB, the scratch copy's, before it is swapped in). Every preview says how the
 restore happens on its engine and what a failure leaves.
@@ -32,8 +34,9 @@ from aishell.handlers.backup.apply import (
     sqlite_apply,
     sqlite_chain_apply,
 )
+from aishell.handlers.backup.connected import other_sessions, sessions_line
 from aishell.handlers.backup.elsewhere import elsewhere
-from aishell.handlers.backup.manifest import Chain, read_manifest, sha256_of
+from aishell.handlers.backup.manifest import Chain, as_catalogued, read_manifest
 from aishell.handlers.backup.measure import (
     NOT_COUNTED,
     Measured,
@@ -119,35 +122,6 @@ def _links(path: Path, catalog: list[dict[str, Any]]) -> Chain:
         if current is not None and any(current == p for p, _ in links):
             raise StepFailed(f"The manifests of {path.name} form a loop; the chain is damaged")
     return list(reversed(links))
-
-
-def _verify(chain: Chain, params: Mapping[str, Any], ctx: ToolContext) -> str:
-    """Each file's sha256 against its manifest and the backup catalog; the newest's sha256."""
-    recorded = {b["path"]: b["sha256"] for b in ctx.backup_catalog() if b.get("sha256")}
-    sha = ""
-    for link, manifest in chain:
-        sha = sha256_of(link)
-        if sha != manifest["sha256"]:
-            raise StepFailed(
-                f"Backup file {link.name} changed after it was taken: its sha256 {sha[:16]}... "
-                f"differs from the manifest's {str(manifest['sha256'])[:16]}...; restore "
-                "another backup"
-            )
-        catalogued = recorded.get(str(link))
-        if catalogued and catalogued != sha:
-            raise StepFailed(
-                f"Backup file {link.name} is not the one the catalog recorded: its sha256 "
-                f"{sha[:16]}... differs from the catalog's {catalogued[:16]}...; restore "
-                "another backup"
-            )
-    expected = params.get("sha256")
-    if expected and expected != sha:
-        raise StepFailed(
-            f"Backup file {chain[-1][0].name} is not the one the catalog recorded: its sha256 "
-            f"{sha[:16]}... differs from the catalog's {str(expected)[:16]}...; restore "
-            "another backup"
-        )
-    return sha
 
 
 def _sqlite_file(conn: Connection) -> Path | None:
@@ -264,13 +238,14 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
         raise StepFailed(_not_empty(existing, links, ctx))
     commands = _commands(links, conn, replace, params["lock_wait_seconds"])
     disk = _disk(links, conn)
-    sha = _verify(links, params, ctx)
+    sha = as_catalogued(links, ctx.every_backup(), params.get("sha256"))
     replaced = _replaced(links, ctx, replace)
     why = not_swappable(links, conn, replaced.tables) if family(dialect) == "mysql" else ""
     if why is None:
         commands = _commands(links, conn, False, None, SCRATCH_SHOWN)
         commands += swap_commands(conn, params["lock_wait_seconds"])
     said = _how(dialect, links, why)
+    sessions = other_sessions(conn)
     estimate = {
         "commands": [line for line, _ in commands],
         "how": said,
@@ -279,6 +254,8 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
         "replaces_tables": replaced.objects,
         "replaces_data": replaced.data,
         "backup": _described(path, links, sha),
+        # Who else is on the database now: the restore neither waits for them nor ends them.
+        "other_sessions": sessions,
         "disk": disk,
     }
     lines = [line if is_sql else f"-- {line}" for line, is_sql in commands]
@@ -289,7 +266,8 @@ def _precheck(params: Mapping[str, Any], ctx: ToolContext) -> _Prechecked:
         )
     else:
         lines.append(f"-- replaces nothing in '{ctx.target}'")
-    lines.insert(0, f"-- {said}")
+    connected = sessions_line(sessions, ctx.target)
+    lines[:0] = [f"-- {said}", *([f"-- {connected}"] if connected else [])]
     tables = tuple(replaced.tables)
     return _Prechecked(links, lines, estimate, tables, swap=why is None)
 

@@ -29,7 +29,7 @@ from aishell.handlers.backup.decode import decode_chain, decodes
 from aishell.handlers.backup.disk import SERVER_NO_SPACE, disk_full, says_no_space
 from aishell.handlers.backup.elsewhere import elsewhere
 from aishell.handlers.backup.inert import LeftOut
-from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest, recorded_sha256
+from aishell.handlers.backup.manifest import Chain, chain_of, read_manifest, recorded_backups
 from aishell.handlers.backup.measure import (
     DECODED_FILE,
     NOT_COUNTED,
@@ -399,12 +399,12 @@ def comparable(manifest: Mapping[str, Any], left: LeftOut) -> dict[str, Any]:
 
 
 def _recorded(path: Path, catalog: list[dict[str, Any]], ctx: ToolContext) -> dict[str, Any]:
-    """The catalog's sha256 of each backup by its real path; refuses a file the catalog
+    """The catalog's row of each backup by its real path; refuses a file the catalog
     did not record (nothing about it could be kept), or one another host took that this
     machine cannot read."""
     if not path.is_file():
         raise StepFailed(elsewhere(str(path), catalog) or f"Backup file {path} does not exist")
-    recorded = recorded_sha256(catalog)
+    recorded = recorded_backups(catalog)
     if os.path.realpath(path) not in recorded:
         raise StepFailed(
             f"Backup file {path} is not in the backup catalog of target '{ctx.target}': "

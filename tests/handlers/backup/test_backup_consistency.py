@@ -25,6 +25,7 @@ from aishell import commands
 from aishell.config.models import Config, load_config
 from aishell.handlers.backup.manifest import sha256_of
 from aishell.policy.approvers import Prompting
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine, scratch_mysql, scratch_postgresql
 
@@ -262,13 +263,7 @@ def swap(home: Path, good: Path, other: Path) -> None:
     manifest = json.loads(manifest_path.read_text())
     manifest.update(sha256=sha, size_bytes=good.stat().st_size)
     manifest_path.write_text(json.dumps(manifest))
-    conn = sqlite3.connect(home / "state.db")
-    conn.execute(
-        "UPDATE backups SET sha256 = ?, size_bytes = ? WHERE path = ?",
-        (sha, good.stat().st_size, str(good)),
-    )
-    conn.commit()
-    conn.close()
+    record_as_on_disk(home, good)
 
 
 def backup(config: Config, verify: bool = False) -> Path:
@@ -317,6 +312,7 @@ def test_a_valid_dump_of_other_content_fails_validation_by_its_rows(target, home
         # Back to the pristine backup and the pristine data for the next swap.
         good.write_bytes(pristine[0])
         Path(str(good) + ".manifest.json").write_text(pristine[1])
+        record_as_on_disk(home, good)
         undo(url, sql)
 
 

@@ -27,6 +27,7 @@ from aishell.handlers.backup.mysql_dump import (
     read_dump,
 )
 from aishell.handlers.backup.pgarchive import ArchiveUnreadable, read_archive, read_header
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.helpers import one_step_plan, use_target
 from tests.services import engine
 
@@ -216,6 +217,7 @@ def test_a_mysql_backup_with_the_earlier_checksums_still_validates(home, mysql_u
     del manifest["checksum_method"]
     manifest["checksums"] = read_dump(path, ROW_SUM).checksums()
     manifest_path.write_text(json.dumps(manifest))
+    record_as_on_disk(home, path)
     plan = one_step_plan("backup", "db", "mysql", "validate_backup", {"backup_path": str(path)})
     checked = commands.apply_plan(config, plan)
     assert checked.status == "completed", checked.steps[0].error
@@ -223,6 +225,7 @@ def test_a_mysql_backup_with_the_earlier_checksums_still_validates(home, mysql_u
     # And such a checksum still catches other contents.
     manifest["checksums"]["a"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))
+    record_as_on_disk(home, path)
     checked = commands.apply_plan(config, plan)
     assert checked.status == "failed"
     assert "a: restored contents differ from the backup's checksum" in checked.steps[0].error

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.handlers.backup.manifest import sha256_of
 from aishell.policy.approvers import PreApproved
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.helpers import one_step_plan, run_sql, use_target
 
 
@@ -53,12 +53,7 @@ def _rewrite(home: Path, path: Path, data: bytes, **manifest: Any) -> None:
     said = json.loads(beside.read_text())
     said.update(sha256=sha, size_bytes=size, **manifest)
     beside.write_text(json.dumps(said))
-    conn = sqlite3.connect(home / "state.db")
-    conn.execute(
-        "UPDATE backups SET sha256 = ?, size_bytes = ? WHERE path = ?", (sha, size, str(path))
-    )
-    conn.commit()
-    conn.close()
+    record_as_on_disk(home, path)
 
 
 def _fill(url: str) -> None:

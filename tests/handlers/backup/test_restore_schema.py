@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.handlers.backup.searched import path_entries
 from aishell.policy.approvers import Prompting
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.handlers.backup.test_validate_database_settings import (
     _OTHER_SCHEMA,
     database_of_role,
@@ -121,6 +122,7 @@ def test_a_manifest_without_a_schema_restores_as_before(home):
         manifest.pop("schema")
         path = Path(commands.list_backups(config, "db")[0]["path"])
         path.with_name(path.name + ".manifest.json").write_text(json.dumps(manifest))
+        record_as_on_disk(home, path)
         done = _restore(config, backup_id, [], create=True)
         # No schema to check against: the restore runs, and its measure finds the gap.
         assert done.status == "failed"

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from aishell import commands
 from aishell.policy.approvers import Prompting
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.handlers.backup.test_restore_schema import another_database
 from tests.handlers.backup.test_validate_database_settings import database_of_role
 from tests.helpers import run_sql, use_target
@@ -106,6 +107,7 @@ def test_a_manifest_without_the_schemas_is_checked_for_its_own_schema_only(home)
         manifest = json.loads(_manifest_file(path).read_text())
         del manifest["schemas"], manifest["search_path"]
         _manifest_file(path).write_text(json.dumps(manifest))
+        record_as_on_disk(home, path)
         run_sql(PG_ADMIN, f'ALTER DATABASE "{new}" SET search_path = public, a')
         refused = _restore(config, backup_id, [])
         assert refused.status == "failed" and "'public'" in str(refused.error)

@@ -15,6 +15,7 @@ from aishell import commands
 from aishell.handlers.backup.manifest import sha256_of
 from aishell.handlers.backup.sqliteincrement import recorded
 from aishell.policy.approvers import PreApproved
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.handlers.backup.test_restore_prechecks import Recorder
 from tests.handlers.purge.test_purge_app_code_later import with_app_module
 from tests.helpers import query, use_target
@@ -138,14 +139,8 @@ def test_a_copy_without_it_fails_validation(home: Path) -> None:
     copy.close()
     manifest["sha256"], manifest["size_bytes"] = sha256_of(path), path.stat().st_size
     manifest_file.write_text(json.dumps(manifest))
-    # And the catalog's record, which validation holds the file to as well.
-    state = sqlite3.connect(home / "state.db")
-    state.execute(
-        "UPDATE backups SET sha256 = ?, size_bytes = ? WHERE path = ?",
-        (manifest["sha256"], manifest["size_bytes"], str(path)),
-    )
-    state.commit()
-    state.close()
+    # And the catalog's record, which validation holds the file and manifest to as well.
+    record_as_on_disk(home, path)
     drill = commands.run_job(config, "backup", {"type": "drill"})
     assert drill.status == "failed"
     [validated] = [s for s in drill.steps if s.tool == "validate_backup"]

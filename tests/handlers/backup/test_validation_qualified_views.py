@@ -18,6 +18,7 @@ from sqlalchemy import text
 from aishell import commands
 from aishell.handlers.backup.qualified import naming_database
 from tests.handlers.backup.conftest import Source
+from tests.handlers.backup.recorded import record_as_on_disk
 from tests.helpers import run_sql, use_target
 from tests.services import engine
 
@@ -96,6 +97,7 @@ def test_a_manifest_without_its_database_leaves_out_only_events(
     manifest = json.loads(manifest_file.read_text())
     del manifest["database"]
     manifest_file.write_text(json.dumps(manifest))
+    record_as_on_disk(home, dump)
     config = use_target(home, mariadb_source.url)
     done = commands.run_job(config, "backup", {"type": "drill"})
     assert done.status == "completed", done.error
