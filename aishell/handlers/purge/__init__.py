@@ -73,7 +73,8 @@ _KEY_SHAPES = (
     "SELECT aishell_k FROM (SELECT {key} AS aishell_k FROM {table} WHERE {key} > :after "
     "AND {date_column} < :cutoff ORDER BY {key} LIMIT :n) aishell_batch "
     "ORDER BY aishell_k DESC LIMIT 1",
-    f"SELECT {{key}} FROM {{table}} WHERE {_RANGE} ORDER BY {{key}} LIMIT 1",
+    f"SELECT (SELECT {{key}} FROM {{table}} WHERE {_RANGE} ORDER BY {{key}} LIMIT 1), "
+    "(SELECT {key} FROM {table} WHERE {key} > :upper ORDER BY {key} LIMIT 1)",
     f"DELETE FROM {{table}} WHERE {_RANGE}",
     f"DELETE FROM {{table}} WHERE {_RANGE} RETURNING *",
     # {columns}: the archive table's stored columns (for a file, on MySQL, every

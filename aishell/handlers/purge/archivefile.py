@@ -17,7 +17,6 @@ import base64
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from aishell.errors import StepFailed
 from aishell.files import file_mode, fsync_dir, kind_of, make_private_dirs
+from aishell.handlers.purge.exactread import encoded_row
 from aishell.sqltext import text
 
 # Appending (and reading back a batch in doubt), never following a symbolic link at
@@ -200,11 +200,10 @@ def read_as(conn: Connection, table: str) -> dict[str, str]:
 
 def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     """The rows as the file holds them: one JSON object a line. An aware time keeps its
-    offset (psycopg's timestamptz; MySQL's TIMESTAMP arrives as UTC text, read_as)."""
-    lines = [
-        json.dumps(dict(zip(columns, row, strict=True)), default=_jsonable, sort_keys=False)
-        for row in rows
-    ]
+    offset (psycopg's timestamptz; MySQL's TIMESTAMP arrives as UTC text, read_as); JSON
+    and intervals read as the server's text, and floats that are not finite, are written
+    as exactread.py says."""
+    lines = [encoded_row(dict(zip(columns, row, strict=True)), _jsonable) for row in rows]
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 

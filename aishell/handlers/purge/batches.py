@@ -4,7 +4,8 @@ following the time batches take so that each holds its locks for about max_batch
 
 An integer key is walked in plain key ranges. Before each batch a read finds the first
 old row of the stretch ahead; the batch's range starts there, and a stretch without
-old rows is passed with that read alone. A read locks nothing: on MySQL a DELETE locks
+old rows is passed with that read alone, the walk going on at the next key past it
+(which the same read finds). A read locks nothing: on MySQL a DELETE locks
 every row it reads, old or not, and its range scan of kept rows cost 1.5 times the read.
 
 Before a batch commits, a durable checkpoint records where it ends, how many rows it
@@ -27,8 +28,9 @@ from aishell.errors import StepFailed, StepInterrupted, TargetError
 from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
 from aishell.handlers.purge.archivekept import copy_and_delete
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, plain_key
+from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, past_gap, plain_key
 from aishell.handlers.purge.cutoff import zone_moved
+from aishell.handlers.purge.exactread import exact_reads
 from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
@@ -232,10 +234,10 @@ class Walk:
         after = state["after"]
         upper = min(after + attempt.stretch, self.end)
         t0 = time.perf_counter()
-        found = conn.execute(
+        found, beyond = conn.execute(
             text(self.batch.first_old(False)),
             {"after": after, "upper": upper, "cutoff": self.bound},
-        ).scalar()
+        ).one()
         if found is not None:
             state["after"] = found - 1  # keys between had no old row
             # The batch's write follows in the same transaction (one round trip less);
@@ -245,7 +247,7 @@ class Walk:
                 conn.commit()
             return True
         conn.commit()
-        state["after"] = upper
+        state["after"] = past_gap(upper, beyond, self.end)
         elapsed = time.perf_counter() - t0
         ideal = (upper - after) * self.target / elapsed if elapsed > 0 else self.largest
         grown = min(ideal, attempt.stretch * MAX_GROWTH, self.largest)
@@ -483,8 +485,9 @@ def delete_batch(
         return _at_most(copy_and_delete(conn, batch, statements, values, first), most), None
     assert archive is not None
     read_infinite_dates(conn)  # a row dated -infinity is archived as such
-    result = conn.execute(text(statements[0]), values)
-    columns, rows = list(result.keys()), result.fetchall()
+    with exact_reads(conn):  # JSON and intervals as the server's text
+        result = conn.execute(text(statements[0]), values)
+        columns, rows = list(result.keys()), result.fetchall()
     if len(statements) == 2:  # MySQL: the rows were selected FOR UPDATE; now delete them
         count = conn.execute(text(statements[1]), values).rowcount
         if count != len(rows):

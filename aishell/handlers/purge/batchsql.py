@@ -59,6 +59,16 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def past_gap(upper: Any, beyond: Any, end: Any) -> Any:
+    """Where an integer key's walk goes on after a stretch without old rows that ends at
+    `upper`: just below `beyond`, the next key there was (none: the walk's `end`). No key
+    lay between; a row written into that gap since waits for the next run, as one written
+    behind the walk does."""
+    if beyond is None:
+        return end
+    return max(upper, min(beyond - 1, end)) if is_integer(beyond) else upper
+
+
 class BatchSql:
     """The SQL of one batch for a table, key, date column and archive."""
 
@@ -114,18 +124,21 @@ class BatchSql:
         )
 
     def first_old(self, first: bool) -> str:
-        """The key of the first old row in a stretch of the key: a read, which locks
-        nothing, so that a batch's delete starts there and a stretch without old rows
-        is passed without one."""
+        """The key of the first old row in a stretch of the key, and the least key past
+        the stretch: a read, which locks nothing, so that a batch's delete starts there,
+        and a stretch without old rows is passed without one, the walk going on at the
+        next key there is (a sparse key's gaps, 10^15 wide, are not walked through)."""
         return (
-            f"SELECT {self.key} FROM {self.table} WHERE {self.range(first)} "
-            f"ORDER BY {self.key} LIMIT 1"
+            f"SELECT (SELECT {self.key} FROM {self.table} WHERE {self.range(first)} "
+            f"ORDER BY {self.key} LIMIT 1), (SELECT {self.key} FROM {self.table} "
+            f"WHERE {self.key} > :upper ORDER BY {self.key} LIMIT 1)"
         )
 
-    def keys_present(self) -> str:
-        """How many of the given keys (:keys, expanding) the table holds, whatever their
-        dates: a batch in doubt's own rows looked for after a crash."""
-        return f"SELECT count(*) FROM {self.table} WHERE {self.key} IN :keys"
+    def rows_present(self) -> str:
+        """The table's rows of the given keys (:keys, expanding), whatever their dates,
+        read as an archive file reads them: a batch in doubt's own rows looked for after
+        a crash, and compared with their archived copies."""
+        return f"SELECT {self.read} FROM {self.table} WHERE {self.key} IN :keys"
 
     def archived_in_range(self, first: bool) -> str:
         """The archive table's rows in a batch's key range: its copy commits with its

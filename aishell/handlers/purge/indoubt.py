@@ -34,8 +34,11 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.errors import StepInterrupted
+from aishell.handlers.purge.archivefile import encode_rows
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
 from aishell.handlers.purge.batchsql import XACT_FUTURE, XACT_SQL, XACT_STATUS_SQL, BatchSql
+from aishell.handlers.purge.exactread import exact_reads
+from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
 from aishell.tool.context import ToolContext
@@ -270,7 +273,9 @@ class KeyBatch:
     """A key walk's batch checkpointed as pending, judged once its session is over by a
     witness of its own transaction, never by whether old rows are in its key range now:
     another session may write an old row there after it committed, or make its rows
-    young after its COMMIT was lost."""
+    young after its COMMIT was lost. An archive file's rows are that witness only as
+    they were archived: a key written again after the COMMIT looks like a row changed
+    after a lost one, and neither is judged without a person."""
 
     ctx: ToolContext
     batch: BatchSql
@@ -288,11 +293,11 @@ class KeyBatch:
         if word is not None:
             return word
         if self.archive_file:
-            keys = archived_keys(Path(self.archive_file), pending, self.batch.key_name)
-            if keys is not None:
+            rows = archived_rows(Path(self.archive_file), pending, self.batch.key_name)
+            if rows is not None:
                 # No bytes of its own in the file: written before its COMMIT was sent,
                 # so it never was.
-                return bool(keys) and self._keys_gone(keys)
+                return bool(rows) and self._rows_gone(rows)
         if self.batch.archive_table and self.batch.key != "rowid":
             # Copied in the same transaction as the delete: in the archive table if,
             # and only if, it committed.
@@ -316,17 +321,31 @@ class KeyBatch:
     def _range(self) -> dict[str, Any]:
         return {"after": self.after, "upper": self.pending["upper"], "cutoff": self.bound}
 
-    def _keys_gone(self, keys: list[Any]) -> bool:
-        """The batch's own keys, read from its archived bytes, looked for in the table
-        whatever their dates: none left, it committed; all left, it did not."""
-        keys = list(dict.fromkeys(keys))
-        sql = text(self.batch.keys_present()).bindparams(bindparam("keys", expanding=True))
-        left = sum(
-            int(self._conn.execute(sql, {"keys": keys[i : i + KEYS_A_LOOK]}).scalar() or 0)
-            for i in range(0, len(keys), KEYS_A_LOOK)
-        )
-        if left in (0, len(keys)):
+    def _rows_gone(self, archived: Mapping[Any, bytes]) -> bool:
+        """The batch's own rows, read from its archived bytes, looked for in the table by
+        their keys, whatever their dates: none left, it committed; all left as archived,
+        it did not. A key the table holds with another row (written again after the
+        COMMIT, or the row changed after the COMMIT was lost) leaves it unknown."""
+        keys = list(archived)
+        sql = text(self.batch.rows_present()).bindparams(bindparam("keys", expanding=True))
+        left = changed = 0
+        with exact_reads(self._conn):
+            read_infinite_dates(self._conn)
+            for i in range(0, len(keys), KEYS_A_LOOK):
+                found = self._conn.execute(sql, {"keys": keys[i : i + KEYS_A_LOOK]})
+                columns = list(found.keys())
+                for row in found.fetchall():
+                    line = encode_rows(columns, [row]).rstrip(b"\n")
+                    left += 1
+                    changed += archived.get(json.loads(line).get(self.batch.key_name)) != line
+        if left == 0 or (left == len(keys) and not changed):
             return left == 0
+        if changed:
+            self._undecided(
+                f"{changed:,} of the {len(keys):,} rows it archived are in the table with "
+                "other values than archived (written again after its COMMIT, or changed "
+                "after it was lost)"
+            )
         self._undecided(f"{left:,} of the {len(keys):,} rows it archived are still in the table")
 
     def _by_old_rows(self) -> bool:
@@ -347,22 +366,32 @@ class KeyBatch:
         return False  # done again: it deletes what is old in its range now
 
     def _undecided(self, seen: str) -> NoReturn:
+        fix = (
+            "compare its rows in the archive with the table, delete from the table those "
+            "of its rows still there if it is to count as done"
+        )
+        start = self.pending.get("archive_from")
+        if self.archive_file and isinstance(start, int):
+            # Its bytes cut by hand: the resume finds none of its own, so it never was.
+            fix += (
+                f", or cut the archive file back to its first {start:,} bytes (truncate "
+                f"-s {start} {self.archive_file}) if it is not"
+            )
         raise stopped_resumably(
             self.ctx,
             f"whether the purge's last batch (keys after {self.after!r} up to "
             f"{self.pending['upper']!r}, {int(self.pending['rows']):,} rows) committed is not "
             f"known: {seen}, so another session changed them since",
-            "compare its rows in the archive with the table, delete from the table those "
-            "of its rows still there if it is to count as done, then resume",
+            f"{fix}, then resume",
         )
 
 
-def archived_keys(path: Path, pending: Mapping[str, Any], key: str) -> list[Any] | None:
-    """The keys of the rows a batch in doubt archived, read from its bytes in the archive
-    file (known by the length and digest checkpointed before they were written); [] when
-    its bytes are not there (they are written before the COMMIT is sent, so it did not
-    commit); None when its rows do not hold the key (SQLite's rowid) or the checkpoint
-    does not say what its bytes are."""
+def archived_rows(path: Path, pending: Mapping[str, Any], key: str) -> dict[Any, bytes] | None:
+    """The rows a batch in doubt archived, each line by its key, read from its bytes in
+    the archive file (known by the length and digest checkpointed before they were
+    written); {} when its bytes are not there (they are written before the COMMIT is
+    sent, so it did not commit); None when its rows do not hold the key (SQLite's rowid)
+    or the checkpoint does not say what its bytes are."""
     start, end = pending.get("archive_from"), pending.get("archive_offset")
     digest = pending.get("archive_digest")
     if start is None or end is None or digest is None:
@@ -370,19 +399,19 @@ def archived_keys(path: Path, pending: Mapping[str, Any], key: str) -> list[Any]
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return []  # the archive file's own checks say what is wrong with it
+        return {}  # the archive file's own checks say what is wrong with it
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return []
+            return {}
         data = os.pread(fd, int(end) - int(start), int(start))
     finally:
         os.close(fd)
     if hashlib.sha256(data).hexdigest() != str(digest) or len(data) != int(end) - int(start):
-        return []
-    keys = []
+        return {}
+    rows = {}
     for line in data.splitlines():
         row = json.loads(line)
         if key not in row:
             return None
-        keys.append(row[key])
-    return keys
+        rows[row[key]] = line
+    return rows

@@ -338,7 +338,7 @@ def test_a_dry_run_estimates_and_shows_each_batch_statement(logs):
     assert left.startswith("SELECT count(*) FROM (SELECT 1 FROM ") and ":cutoff" in left, left
     assert ends.startswith("SELECT (SELECT ") and ends.endswith(" DESC LIMIT 1)"), ends
     assert count_all.startswith("SELECT count(*) FROM "), count_all
-    assert look.startswith("SELECT ") and look.endswith(" LIMIT 1")
+    assert look.startswith("SELECT (SELECT ") and look.endswith(" LIMIT 1)")
     assert delete.startswith("DELETE FROM ")
     assert all(":after" in sql and ":upper" in sql and ":cutoff" in sql for sql in (look, delete))
     on_postgresql = url.startswith("postgresql")
