@@ -45,6 +45,14 @@ def database_url_problem(url: str) -> str | None:
         return "the URL's port is not a number"
     if parsed.port is not None and parse_url(url) is None:
         return "the URL's port is not a number in the digits 0-9"
+    if "@" in (parsed.host or ""):
+        # A password's own "@" written as it is: the URL's parser ends the password at the
+        # first "@" and takes the rest of it for the host, which every error and listing
+        # would show. No host holds one.
+        return (
+            "the URL's host holds '@': write an '@' of the user or password as %40 "
+            "(user:pa%40ss@host)"
+        )
     backend = parsed.get_backend_name()
     if backend not in DATABASE_BACKENDS:
         return f"unsupported database '{backend[:40]}'; use sqlite, postgresql or mysql"
@@ -108,13 +116,22 @@ def check_one_line(value: str) -> str:
     return value
 
 
+def environment_text(variable: str) -> str | None:
+    """A variable's value as UTF-8 text whatever the locale (None: unset). A password is
+    sent as UTF-8, and under an ASCII locale os.environ holds each byte beyond ASCII as a
+    surrogate, which no driver can send; bytes that are no UTF-8 stay surrogates, for
+    the login to refuse in one line."""
+    raw = os.environb.get(os.fsencode(variable))
+    return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
 def env_password(
     variable: str, whose: str, setting: str, file: os.PathLike[str] | str | None = None
 ) -> str:
     """The password a `password_env` names, read when it is used (never at load: the
     variable may be set only for the command that needs it); unset, a ConfigError that
     begins with `whose`, names the setting and the file it is in, and says what to do."""
-    value = os.environ.get(variable)
+    value = environment_text(variable)
     if value is None:
         where = setting if file is None else f"{setting} in {file}"
         raise ConfigError(

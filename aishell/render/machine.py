@@ -11,6 +11,7 @@ state store keeps them.
 from __future__ import annotations
 
 import json
+import math
 from datetime import date, datetime
 from typing import Any
 
@@ -44,8 +45,20 @@ def error_object(code: str, message: str, exit_code: int) -> dict[str, Any]:
 
 
 def dumps(data: Any) -> str:
-    """`data` as the JSON of a command's answer: times stamped, anything else as text."""
-    return json.dumps(data, indent=2, sort_keys=True, default=_plain)
+    """`data` as the JSON of a command's answer: times stamped, anything else as text; a
+    float that is no number (a server's statistics may say NaN) as null, since `NaN` and
+    `Infinity` are not JSON and a script's reader would refuse the whole answer."""
+    return json.dumps(_finite(data), indent=2, sort_keys=True, default=_plain)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def run_json(run: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,10 @@ command line. The program reads no login of its own on top:
 - MariaDB/MySQL programs get `--defaults-file=FILE` as their first option, so they read
   that file alone (not ~/.my.cnf, not /etc/mysql); MYSQL_PWD and friends are removed
   from their environment, and MySQL's login-path file pointed at nothing. The file
-  holds the URL's TLS as aishell's session reads it (mysqltls.tls_of): `skip-ssl` when
-  it is off; when it is required, its files and `ssl-verify-server-cert`, the one way
+  connects as PyMySQL does: through the URL's unix_socket, else by TCP (to the server,
+  'app'@'localhost' and 'app'@'127.0.0.1' are two accounts). It holds the URL's TLS
+  as aishell's session reads it (mysqltls.tls_of): `skip-ssl` when it is off; when it
+  is required, its files and `ssl-verify-server-cert`, the one way
   these programs refuse a server without TLS (it checks the server's certificate and
   name too); a key's passphrase, which no program takes, is refused. The mariadb
   client also gets the target's connect timeout (mariadb-dump has no such option, and
@@ -140,7 +142,9 @@ def _handed(
 
 def _write(path: Path, lines: list[str]) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
+    # UTF-8 whatever the locale, as aishell's own sessions send the login: under an
+    # ASCII locale a password beyond it could not be written at all.
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write("\n".join(lines) + "\n")
     return path
 
@@ -157,6 +161,10 @@ def _my_cnf(url: URL, program: str, connect_timeout: float) -> list[str]:
         # PyMySQL connects through the socket whatever the host says; the clients do
         # so only when told.
         lines += [f"socket={_my_quoted(socket)}", "protocol=socket"]
+    else:
+        # And by TCP without one, where the clients take "localhost" for their socket:
+        # another account to the server ('app'@'localhost', not 'app'@'127.0.0.1').
+        lines.append("protocol=tcp")
     lines += _my_tls(url)
     if program in _MYSQL_CONNECTING:
         # [mysql]: the group both the mariadb and the mysql client read.

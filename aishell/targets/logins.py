@@ -8,8 +8,8 @@ The order is the clients' own, as their manuals give it:
 - PostgreSQL (libpq): the URL; the target's password_env; the service (the URL's
   `?service=NAME`, else PGSERVICE) in PGSERVICEFILE or ~/.pg_service.conf, then
   PGSYSCONFDIR/pg_service.conf; the PGHOST, PGPORT, PGUSER, PGDATABASE and PGPASSWORD
-  variables; then the password file (the service's passfile, PGPASSFILE, or ~/.pgpass,
-  read only when no other group or other user may read it, as libpq does).
+  variables; then the password file (the URL's passfile, the service's, PGPASSFILE, or
+  ~/.pgpass, read only when no other group or other user may read it, as libpq does).
 - MySQL/MariaDB: the URL (its user part, else its query's `password`, else `passwd`,
   as PyMySQL takes them); password_env; ~/.my.cnf, its [client], [client-server] and
   [client-mariadb] groups (the groups every client reads; a program's own group such
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from aishell.config.checks import env_password
+from aishell.config.checks import env_password, environment_text
 from aishell.config.models import TargetConfig
 from aishell.errors import ConfigError
 
@@ -67,7 +67,8 @@ class Login:
     database: str | None
     password: str | None = field(repr=False)
     # Where the password came from: "URL", "password_env NAME", "~/.my.cnf [client]",
-    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass", or "none"; the mode of an
+    # "MYSQL_PWD", "PGPASSWORD", "service NAME", "~/.pgpass" (or the password file named:
+    # "PGPASSFILE PATH", "passfile PATH", "URL passfile PATH"), or "none"; the mode of an
     # ignored ~/.my.cnf or password file follows in brackets ("none (~/.my.cnf is mode
     # ...)").
     password_from: str = "none"
@@ -79,7 +80,7 @@ class Login:
         """url with this login in it: what the driver connects with. A query's password
         is this login's, so the query holds it no more."""
         dropped = (
-            {"service", "password", *_PG_QUERY_LOGIN}
+            {"service", "password", "passfile", *_PG_QUERY_LOGIN}
             if self.dialect == "postgresql"
             else set(PASSWORD_KEYS)
         )
@@ -124,9 +125,8 @@ def resolve_login(
         setting = f"targets.{name}.password_env"
         value = env_password(target.password_env, f"Target '{name}'", setting, config_file)
         given = (value, f"password_env {target.password_env}")
-    if postgresql:
-        return _postgresql(url, given, name)
-    return _mysql(url, given)
+    login = _postgresql(url, given, name) if postgresql else _mysql(url, given)
+    return _utf8(login, name)
 
 
 def _last(value: object) -> str | None:
@@ -167,8 +167,8 @@ def _mysql(url: URL, given: tuple[str, str] | None) -> Login:
     password, source = given or (None, "none")
     if password is None and "password" in options:
         password, source = options["password"], f"{MY_CNF} [{options['password@']}]"
-    if password is None and os.environ.get("MYSQL_PWD") is not None:
-        password, source = os.environ["MYSQL_PWD"], "MYSQL_PWD"
+    if password is None:
+        password, source = _from_environment("MYSQL_PWD", source)
     return Login(
         "mysql",
         url.username or options.get("user"),
@@ -201,8 +201,38 @@ def _my_cnf() -> tuple[dict[str, str], str]:
     return read_option_groups(path, MY_CNF_GROUPS), ""
 
 
-# What the clients take for white space around names and values (my_isspace, latin1).
+# What the clients take for white space around names and values (my_isspace, latin1;
+# libpq's isspace() in the C locale): never a non-ASCII space a password may end with.
 _SPACE = " \t\n\v\f\r"
+
+
+def _text_lines(path: Path) -> list[str]:
+    """A login file's lines as the clients read them: its bytes, lines ended by "\n"
+    alone, as fgets() ends them (splitlines() also breaks at \v, \f, U+0085, U+2028
+    and others a password may hold). UTF-8, as the drivers send a password; bytes that
+    are not stay apart (surrogates), so that _utf8 refuses a password holding them
+    rather than another password being sent in its place."""
+    return path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
+
+
+def _from_environment(variable: str, source: str) -> tuple[str | None, str]:
+    """The password a client's own variable holds, and where it came from; else None
+    and `source` as it was."""
+    value = environment_text(variable)
+    return (None, source) if value is None else (value, variable)
+
+
+def _utf8(login: Login, name: str) -> Login:
+    """The login, unless its password is no UTF-8 text (a file's bytes, an environment
+    variable's), which no driver could send as the clients send it: one line naming
+    where it came from, never the password."""
+    password = login.password
+    if password is None or not any("\udc80" <= char <= "\udcff" for char in password):
+        return login
+    raise ConfigError(
+        f"Target '{name}': the password from {login.password_from} is not UTF-8 text, "
+        "which aishell sends a password as; write it in UTF-8"
+    )
 
 
 def read_option_groups(path: Path, groups: tuple[str, ...]) -> dict[str, str]:
@@ -211,9 +241,7 @@ def read_option_groups(path: Path, groups: tuple[str, ...]) -> dict[str, str]:
     came from. !include lines are not followed."""
     found: dict[str, str] = {}
     group = None
-    # Lines end at "\n" alone, as fgets() ends them (splitlines() would also break at
-    # \v, \f and others that a quoted password may hold).
-    for raw in path.read_text(errors="replace").split("\n"):
+    for raw in _text_lines(path):
         line = raw.lstrip(_SPACE)
         if not line or line[0] in "#;!":
             continue
@@ -309,21 +337,32 @@ def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
     password, source = given or (None, "none")
     if password is None and "password" in service:
         password, source = service["password"], f"service {service_name}"
-    if password is None and env.get("PGPASSWORD") is not None:
-        password, source = env["PGPASSWORD"], "PGPASSWORD"
     if password is None:
-        shown = (
-            "passfile" if "passfile" in service else "PGPASSFILE" if "PGPASSFILE" in env else PGPASS
-        )
-        passfile = Path(service.get("passfile") or env.get("PGPASSFILE") or PGPASS).expanduser()
+        password, source = _from_environment("PGPASSWORD", source)
+    if password is None:
+        passfile, named = _password_file(url, service)
         found = pgpass_lookup(passfile, host, port, database or user, user)
-        named = shown if shown == PGPASS else f"{shown} {passfile}"
         if found is not None:
             password, source = found, named
         else:
             source += _pgpass_ignored(passfile, named)
     settings = {k: v for k, v in service.items() if k not in _PG_LOGIN_KEYS}
     return Login("postgresql", user, host, port, database, password, source, service_name, settings)
+
+
+def _password_file(url: URL, service: dict[str, str]) -> tuple[Path, str]:
+    """The password file libpq reads, first given first: the URL's `?passfile=`, the
+    service's passfile, PGPASSFILE, else ~/.pgpass; and how the login names it."""
+    given = (
+        (_last(url.query.get("passfile")), "URL passfile"),
+        (service.get("passfile"), "passfile"),
+        (os.environ.get("PGPASSFILE"), "PGPASSFILE"),
+    )
+    for value, shown in given:
+        if value:
+            path = Path(value).expanduser()
+            return path, f"{shown} {path}"
+    return Path(PGPASS).expanduser(), PGPASS
 
 
 def _service(service: str, target: str) -> dict[str, str]:
@@ -344,8 +383,8 @@ def _service(service: str, target: str) -> dict[str, str]:
 
 def _service_in(path: Path, service: str) -> dict[str, str] | None:
     found: dict[str, str] | None = None
-    for raw in path.read_text(errors="replace").splitlines():
-        line = raw.strip()
+    for raw in _text_lines(path):
+        line = raw.strip(_SPACE)
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
@@ -354,9 +393,9 @@ def _service_in(path: Path, service: str) -> dict[str, str] | None:
             found = {} if line[1 : line.find("]")] == service else None
         elif found is not None and "=" in line:
             # As libpq: the line's own ends are trimmed, not the value's (a password may
-            # begin with a space).
+            # begin with a space); a keyword given twice keeps its first value.
             key, _, value = line.partition("=")
-            found[key.strip()] = value
+            found.setdefault(key.strip(_SPACE), value)
     return found
 
 
@@ -384,19 +423,41 @@ def pgpass_lookup(
         mode = path.stat().st_mode
         if not stat.S_ISREG(mode) or mode & (stat.S_IRWXG | stat.S_IRWXO):
             return None
-        lines = path.read_text(errors="replace").splitlines()
+        lines = [line.rstrip("\r") for line in _text_lines(path)]
     except OSError:
         return None
-    # A Unix socket matches "localhost", as in libpq.
-    wanted = [host if host and not host.startswith("/") else "localhost", str(port or 5432)]
-    wanted += [database, user]
+    wanted = [_pgpass_host(host), str(port or 5432), database, user]
     for line in lines:
-        if not line.strip() or line.startswith("#"):
+        if not line or line.startswith("#"):
             continue
         fields = _pgpass_fields(line)
         if len(fields) == 5 and all(f in ("*", w) for f, w in zip(fields, wanted, strict=False)):
             return fields[4]
     return None
+
+
+def _pgpass_host(host: str | None) -> str:
+    """The host a password file's line must name, as libpq matches it: "localhost" for
+    none and for a Unix socket in libpq's own socket folder; any other folder as it is
+    written (`/tmp:*:*:*:pw` is the password of sockets in /tmp alone)."""
+    if not host:
+        return "localhost"
+    if host.startswith("/") and host == _default_socket_folder():
+        return "localhost"
+    return host
+
+
+def _default_socket_folder() -> str:
+    """The folder libpq looks for a server's socket in when given no host (built into
+    it: /var/run/postgresql on Debian, /tmp upstream), as libpq itself names it; the
+    attempt is to a port no server has, never a connection."""
+    import psycopg  # PostgreSQL targets alone load the driver
+
+    attempt = psycopg.pq.PGconn.connect_start(b"host='' hostaddr='' port=1 connect_timeout=1")
+    try:
+        return (attempt.host or b"").decode(errors="replace")
+    finally:
+        attempt.finish()
 
 
 def _pgpass_fields(line: str) -> list[str]:

@@ -111,3 +111,25 @@ def test_a_run_step_and_statement_error_have_the_commands_error_shape(
     # A command's own error too.
     missing = _json("runs", "show", "nosuchrun", code=2)
     assert set(missing["error"]) == ERROR_KEYS and missing["error"]["exit_code"] == 2
+
+
+def test_a_figure_that_is_no_number_is_null_in_json(home: Path, demo_db: Path, tmp_path: Path):
+    # SQLite reads 9e999 as infinity, as a server's statistics may say NaN or infinity.
+    site_tool(home, "one", "SELECT 9e999 AS ratio, -9e999 AS low, count(*) AS n FROM {table}")
+    config = use_target(home, f"sqlite:///{demo_db}")
+    plan = one_step_plan("maintenance", "db", "sqlite", "site_refresh", {"table": "app_logs"})
+    saved = commands.save_plan(config, plan, tmp_path / "plan.json")
+    for argv in (["apply", str(saved), "--yes"], ["runs", "list"]):
+        done = CliRunner().invoke(cli, [*argv, "--json"])
+        assert done.exit_code == 0, done.output
+        json.loads(done.stdout, parse_constant=_refused)  # no NaN or Infinity in it
+    ran = json.loads(CliRunner().invoke(cli, ["apply", str(saved), "--yes", "--json"]).stdout)
+    [step] = ran["steps"]
+    assert step["output"]["ratio"] is None and step["output"]["low"] is None
+    assert step["output"]["n"] > 0
+    shown = _json("runs", "show", ran["run_id"])
+    assert shown["steps"][0]["output"] == step["output"]
+
+
+def _refused(constant: str) -> Any:
+    raise AssertionError(f"not JSON: {constant}")

@@ -176,7 +176,14 @@ def pg_args(url: URL) -> list[str]:
 
 
 def my_args(url: URL) -> list[str]:
-    args = ["-h", url.host or "127.0.0.1", "-P", str(url.port or 3306), "--protocol=TCP"]
+    # Where aishell's session connects: PyMySQL goes through the URL's unix_socket when
+    # it gives one (the login file names it), else by TCP even to "localhost", which the
+    # programs would take for their socket. The server tells the two apart as accounts
+    # ('app'@'localhost' and 'app'@'127.0.0.1'), so a program must not take the other.
+    if isinstance(url.query.get("unix_socket"), str):
+        args = ["--protocol=SOCKET"]
+    else:
+        args = ["-h", url.host or "127.0.0.1", "-P", str(url.port or 3306), "--protocol=TCP"]
     if url.username:
         args += ["-u", url.username]
     return args

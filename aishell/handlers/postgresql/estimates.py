@@ -13,6 +13,7 @@ only be measured, so its bar is lower) or cannot be made (no statistics yet).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -467,10 +468,18 @@ def full_index_scan(conn: Connection, index: Mapping[str, Any]) -> dict[str, Any
     row = conn.execute(text(PGSTATINDEX), {"oid": index["oid"]}).mappings().one()
     return {
         "leaf_pages": row["leaf_pages"],
-        "fragmentation_percent": float(row["leaf_fragmentation"] or 0),
+        "fragmentation_percent": _leaf_fragmentation(row["leaf_fragmentation"]),
         # What a rebuild at the index's fill factor gives back, as its estimate says it.
         "free_space_percent": btree.measured_free(row, index["block_size"], index["fillfactor"]),
     }
+
+
+def _leaf_fragmentation(value: Any) -> float:
+    """pgstatindex's share of leaf pages out of order; an index without leaf pages (an
+    empty table's) has none, where pgstatindex divides by no pages and says NaN, which
+    no step's output, report or JSON could carry."""
+    share = float(value or 0)
+    return 0.0 if math.isnan(share) else share
 
 
 def recent_index_scan(ctx: ToolContext, table: str, index: Mapping[str, Any]) -> dict[str, Any]:
