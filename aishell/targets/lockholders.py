@@ -25,7 +25,8 @@ QUERY_CHARS = 80
 # MySQL/MariaDB, which cannot say who holds a metadata lock: this many candidates.
 MYSQL_CANDIDATES = 5
 
-_PG_SESSION = f"""
+# The columns every description of a PostgreSQL session reads (describe_pg).
+PG_SESSION = f"""
 SELECT a.pid, a.usename, a.application_name, a.state,
        pg_catalog.left(a.query, {QUERY_CHARS}) AS query,
        extract(epoch FROM pg_catalog.clock_timestamp()
@@ -45,7 +46,7 @@ WITH RECURSIVE named(oid) AS (
   UNION
     SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN named ON i.inhparent = named.oid
 )"""
-    + _PG_SESSION
+    + PG_SESSION
     + """
 WHERE a.pid IN (
     SELECT l.pid FROM pg_catalog.pg_locks l
@@ -70,7 +71,7 @@ SELECT DISTINCT named.name FROM pg_catalog.pg_locks l JOIN named ON l.relation =
 WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
   AND l.pid <> pg_catalog.pg_backend_pid()
 """
-_PG_BLOCKING = _PG_SESSION + "WHERE a.pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY a.pid"
+_PG_BLOCKING = PG_SESSION + "WHERE a.pid = ANY(pg_catalog.pg_blocking_pids(:pid)) ORDER BY a.pid"
 # Table locks (LOCK TABLES) and metadata locks are held by sessions that may look idle:
 # every other session on this database is a candidate, those in a transaction first.
 _MY_CANDIDATES = f"""
@@ -168,7 +169,7 @@ _PG_HIDDEN = "<insufficient privilege>"
 
 
 def describe_pg(r: RowMapping) -> str:
-    """A PostgreSQL session as every message names it, from _PG_SESSION's columns."""
+    """A PostgreSQL session as every message names it, from PG_SESSION's columns."""
     program = r["application_name"] or "no application_name"
     if r["query"] == _PG_HIDDEN:
         return (

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from aishell.dialects import family
 from aishell.sqltext import text
 from aishell.targets.identity import database_identity
-from aishell.targets.lockholders import QUERY_CHARS, describe_mysql, describe_pg
+from aishell.targets.lockholders import PG_SESSION, QUERY_CHARS, describe_mysql, describe_pg
 from aishell.targets.locks import run_lock_key, run_lock_name
 from aishell.targets.ownsessions import own_sessions
 
@@ -27,15 +27,9 @@ SHOWN = 3
 
 # Client backends on the database but this one and the one holding the run lock (a
 # session advisory lock on the key's 64-bit hash: pg_locks splits it in classid, objid).
-_PG_CONNECTED = f"""
-SELECT a.pid, a.usename, a.application_name, a.state,
-       pg_catalog.left(a.query, {QUERY_CHARS}) AS query,
-       extract(epoch FROM pg_catalog.clock_timestamp()
-               - coalesce(a.state_change, a.backend_start))::bigint AS seconds,
-       extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::bigint
-           AS in_transaction
-FROM pg_catalog.pg_stat_activity a
-WHERE a.datname = pg_catalog.current_database() AND a.backend_type = 'client backend'
+_PG_CONNECTED = (
+    PG_SESSION
+    + """WHERE a.datname = pg_catalog.current_database() AND a.backend_type = 'client backend'
   AND a.pid <> pg_catalog.pg_backend_pid() AND a.pid <> ALL(CAST(:own AS integer[]))
   AND NOT EXISTS (
     SELECT 1 FROM pg_catalog.pg_locks l
@@ -44,6 +38,7 @@ WHERE a.datname = pg_catalog.current_database() AND a.backend_type = 'client bac
           = pg_catalog.hashtextextended(:k, 0))
 ORDER BY a.backend_start
 """
+)
 _MY_CONNECTED = f"""
 SELECT p.ID AS id, p.USER AS user, p.HOST AS host, p.COMMAND AS command,
        COALESCE(p.STATE, '') AS state, p.TIME AS seconds,
