@@ -76,9 +76,14 @@ def names_this_host(host_header: bytes | None) -> bool:
         return True
     text = host_header.decode("latin-1").strip().lower()
     if text.startswith("["):  # [::1]:8765
-        name = text[1 : text.find("]")] if "]" in text else text
+        name, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") if rest else None
     else:
-        name = text.rpartition(":")[0] if ":" in text else text
+        head, colon, tail = text.rpartition(":")
+        name, port = (head, tail) if colon else (text, None)
+    # A host and a port alone, as a browser sends it: `127.0.0.1:1@evil.com` names no host.
+    if port and not (port.isascii() and port.isdigit()):
+        return False
     name = name.rstrip(".")
     if is_loopback(name):
         return True

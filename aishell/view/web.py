@@ -1,7 +1,8 @@
 """The web view's application: Starlette routes for GET (and HEAD) alone, so that any
 other method is answered 405 and reaches no page; every response carries headers that
 keep it out of caches and frames; every page is a Jinja2 template with autoescaping, so
-whatever a database, a config or a person wrote shows as text, never as markup."""
+whatever a database, a config or a person wrote shows as text, never as markup, and
+at most TEXT_SHOWN characters of it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -31,10 +32,15 @@ from aishell.view import pages
 from aishell.view.access import judge
 
 HERE = Path(__file__).parent
+# The most characters of one value a page shows: an error of 10 MB stored in a run
+# would otherwise be sent whole, on every page that lists it.
+TEXT_SHOWN = 2000
 SECURITY_HEADERS = {
     "cache-control": "no-store",
+    # Its stylesheet alone is loaded: no script, image or frame, even from the view.
     "content-security-policy": (
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
@@ -85,20 +91,22 @@ class Guard:
         scope.setdefault("state", {})["token_in_query"] = (
             request.query_params.get("token") if verdict.by_query else None
         )
-        if verdict.served:
-            await self.app(scope, receive, send_secured)
-        else:
-            refusal = PlainTextResponse(
-                verdict.reason, verdict.status, headers={"www-authenticate": "Bearer"}
+        try:
+            if verdict.served:
+                await self.app(scope, receive, send_secured)
+            else:
+                refusal = PlainTextResponse(
+                    verdict.reason, verdict.status, headers={"www-authenticate": "Bearer"}
+                )
+                await refusal(scope, receive, send_secured)
+        finally:  # a page that failed (500, its traceback in the log alone) is a line too
+            logger.info(
+                "%s %s %s from %s",
+                scope["method"],
+                scope["path"],
+                status[0] if status else "-",
+                client[0] if client else "?",
             )
-            await refusal(scope, receive, send_secured)
-        logger.info(
-            "%s %s %s from %s",
-            scope["method"],
-            scope["path"],
-            status[0] if status else "-",
-            client[0] if client else "?",
-        )
 
 
 def templates() -> Jinja2Templates:
@@ -118,20 +126,26 @@ def _links(request: Request) -> dict[str, Any]:
     """`link(path, **query)`: a link within the view, carrying a ?token= it came with."""
     token = request.scope.get("state", {}).get("token_in_query")
 
-    def link(path: str, **query: Any) -> str:
+    def link(path: str, **query: Any) -> Markup:
         given = {k: v for k, v in query.items() if v is not None}
         if token:
             given["token"] = token
-        return f"{path}?{urlencode(given)}" if given else path
+        # A run id is stored text: quoted, a `?`, `#` or `%` in it stays part of the path.
+        where = quote(path, safe="/")
+        return escape(f"{where}?{urlencode(given)}" if given else where)
 
     return {"link": link}
 
 
 def shown_text(value: Any) -> Any:
     """Every value a page shows, its control characters as visible escapes (line breaks
-    kept: a multi-line error stays one)."""
+    kept: a multi-line error stays one), and at most TEXT_SHOWN characters of it (what
+    the view made itself, Markup, is whole)."""
     if not isinstance(value, str):
         return value
+    if not isinstance(value, Markup) and len(value) > TEXT_SHOWN:
+        more = len(value) - TEXT_SHOWN
+        value = f"{value[:TEXT_SHOWN]}… ({more} more characters: `aishell runs show --json`)"
     shown = printable(value, newlines=True)  # its escapes are plain letters: markup stays
     return Markup(shown) if isinstance(value, Markup) else shown
 
