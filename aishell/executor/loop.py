@@ -147,7 +147,7 @@ class Executor:
                 self._stopping.signals(),
                 self._stopping.time_limit(self.run_limit, self.run_started),
                 self._stopping.lease(),
-                watch_requests(self._stopping, self.store.url),
+                watch_requests(self._stopping, self.store),
             ):
                 self._steps(run, ctx, prior or {})
         except Stop as stop:

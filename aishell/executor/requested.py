@@ -34,11 +34,13 @@ REQUEST_POLL_SECONDS = 1.0
 
 
 @contextmanager
-def watch_requests(stopping: Stopping, store_url: str) -> Iterator[None]:
-    """While the run lasts, a stop asked while a statement waits reaches it (above)."""
+def watch_requests(stopping: Stopping, store: StateStore) -> Iterator[None]:
+    """While the run lasts, a stop asked while a statement waits reaches it (above).
+    `store`: the run's, whose URL the watcher opens on a connection of its own, and
+    only while its file is still the one the run opened."""
     done = threading.Event()
     watcher = threading.Thread(
-        target=_watch, args=(stopping, store_url, done), name="aishell-stop-requests", daemon=True
+        target=_watch, args=(stopping, store, done), name="aishell-stop-requests", daemon=True
     )
     watcher.start()
     try:
@@ -48,7 +50,7 @@ def watch_requests(stopping: Stopping, store_url: str) -> Iterator[None]:
         watcher.join(REQUEST_POLL_SECONDS * 2)
 
 
-def _watch(stopping: Stopping, store_url: str, done: threading.Event) -> None:
+def _watch(stopping: Stopping, store: StateStore, done: threading.Event) -> None:
     reader: StateStore | None = None
     # The statements seen waiting at the last look: only one still waiting a poll
     # later costs a read of the store.
@@ -61,7 +63,9 @@ def _watch(stopping: Stopping, store_url: str, done: threading.Event) -> None:
             if not old or stopping.signal is not None:
                 continue  # nothing waits long, or a signal's stop already cancels it
             if stopping.requested is None:
-                reader = reader or StateStore(store_url)
+                if not store.still_its_file():
+                    return  # replaced or gone: the run's own next commit says so
+                reader = reader or StateStore(store.url)
                 stopping.requested = reader.stop_requested(stopping.run_id)
                 if stopping.requested is None:
                     continue

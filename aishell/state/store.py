@@ -14,6 +14,7 @@ breaker.py, plan_cache.py, alerts.py, fleet.py, fleetreads.py, reached.py).
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -145,6 +146,18 @@ class StateStore(
         finally:
             self._conn.close()
             self.engine.dispose()
+
+    def still_its_file(self) -> bool:
+        """Whether a SQLite store's path is still the file this store opened (a store on
+        a server: always), asked without raising: another reader must not open what
+        replaced it (SQLite would join the file to the -wal the old one left)."""
+        if self._identity is None:
+            return True
+        try:
+            found = os.stat(self._identity.path)
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == (self._identity.dev, self._identity.ino)
 
     def backup(self) -> Path:
         """A consistent copy of this SQLite store beside it, mode 0600; its path."""
