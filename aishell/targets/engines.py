@@ -273,6 +273,10 @@ def _postgresql_engine(url: URL, target: TargetConfig, read_only: bool, limits: 
         # every session (ALTER DATABASE ... SET extra_float_digits = -15 sends 3 for
         # 3.14159), and a purge archiving to a file keeps what it was sent.
         "-c extra_float_digits=3",
+        # Dates and intervals as psycopg reads them and an archive file keeps them,
+        # whatever a database or role set (purge/exactread.py).
+        "-c DateStyle=ISO",
+        "-c IntervalStyle=postgres",
     ]
     if read_only:
         options.append("-c default_transaction_read_only=on")

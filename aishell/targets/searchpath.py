@@ -59,12 +59,15 @@ def pinned(path: str) -> str:
 
 def pin_search_path(dbapi_conn: Any, record: Any) -> None:
     """Pin a new connection's search_path (see the module's docstring), and keep its
-    role and reported settings as it began (SESSION_START_KEY)."""
+    role, reported settings and lc_monetary as it began (SESSION_START_KEY)."""
     cursor = dbapi_conn.cursor()
     try:
         # Functions named by schema, and CURRENT_USER, which is a keyword: nothing a
         # database could define runs.
-        cursor.execute("SELECT pg_catalog.current_setting('search_path'), CURRENT_USER")
+        cursor.execute(
+            "SELECT pg_catalog.current_setting('search_path'), CURRENT_USER, "
+            "pg_catalog.current_setting('lc_monetary')"
+        )
         row = cursor.fetchone()
         path = pinned(str(row[0]) if row else "")
         cursor.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (path,))
@@ -74,7 +77,12 @@ def pin_search_path(dbapi_conn: Any, record: Any) -> None:
     record.info[SEARCH_PATH_KEY] = path
     status = getattr(getattr(dbapi_conn, "info", None), "parameter_status", None)
     reported = {name: status(name) for name in REPORTED} if callable(status) else {}
-    record.info[SESSION_START_KEY] = {"user": row[1] if row else None, "reported": reported}
+    # lc_monetary: what money's text in an archive file is read back in (exactread.py).
+    record.info[SESSION_START_KEY] = {
+        "user": row[1] if row else None,
+        "reported": reported,
+        "lc_monetary": row[2] if row else None,
+    }
 
 
 def url_dialect(url: Any) -> str:

@@ -30,7 +30,7 @@ from aishell.handlers.purge.archivekept import copy_and_delete
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
 from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, past_gap, plain_key
 from aishell.handlers.purge.cutoff import zone_moved
-from aishell.handlers.purge.exactread import exact_reads
+from aishell.handlers.purge.exactread import exact_reads, sent_exactly
 from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
@@ -487,7 +487,7 @@ def delete_batch(
     read_infinite_dates(conn)  # a row dated -infinity is archived as such
     with exact_reads(conn):  # JSON and intervals as the server's text
         result = conn.execute(text(statements[0]), values)
-        columns, rows = list(result.keys()), result.fetchall()
+        columns, rows = sent_exactly(conn, batch.table, list(result.keys()), result.fetchall())
     if len(statements) == 2:  # MySQL: the rows were selected FOR UPDATE; now delete them
         count = conn.execute(text(statements[1]), values).rowcount
         if count != len(rows):

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aishell.handlers.purge.archivefile import read_as
+from aishell.handlers.purge.exactread import SETTINGS, SETTINGS_COLUMN
 from aishell.tool.context import ToolContext
 
 # The dialects whose DELETE ... RETURNING * hands a batch's deleted rows (every column)
@@ -214,6 +215,14 @@ class BatchSql:
         own_id = [XACT_SQL] if self.dialect == "postgresql" else []
         return [looks, *self.work(first), *own_id]
 
+    def reads_settings(self) -> bool:
+        """Whether a batch's archive rows come with the settings each was sent under."""
+        return self.archive_file and self.dialect == "postgresql" and not self.archive_table
+
+    def _settings(self) -> str:
+        # Last, after every column of the table's (exactread.SETTINGS).
+        return f", {SETTINGS} AS {SETTINGS_COLUMN}" if self.reads_settings() else ""
+
     def work(self, first: bool, form: str = RANGE) -> list[str]:
         """The statements that delete (and archive) one batch's rows."""
         delete = self.delete(first, form)
@@ -232,7 +241,7 @@ class BatchSql:
                 delete,
             ]
         if self.archive_file and self.returning():
-            return [f"{delete} RETURNING *"]
+            return [f"{delete} RETURNING *{self._settings()}"]
         if self.archive_file:
             return [
                 f"SELECT {self.read} FROM {self.table} WHERE {self.range(first)} FOR UPDATE",

@@ -114,3 +114,141 @@ def test_sqlite_infinite_floats_are_archived_as_text(home: Path) -> None:
 
     rows = [_strict(line) for line in archive.read_text().splitlines()]
     assert [(r["id"], r["r"]) for r in rows] == [("1", "Infinity"), ("2", "-Infinity")]
+
+
+# Each column's value, and how the archive file holds it: the server's text where the
+# driver's Python value is not the value (an array's bounds, a range, a date past year
+# 9999); every text one the server reads back as the same value.
+VALUES = {
+    "lb": ("int[]", "'[2:3]={7,8}'"),
+    "md": ("int[]", "'[0:1][1:2]={{1,2},{3,4}}'"),
+    "ja": ("json[]", '\'[0:0]={"{\\"a\\": 1.0000000000000000001}"}\''),
+    "ia": ("interval[]", "'[5:5]={\"1 year\"}'"),
+    "ta": ("timestamptz[]", "'[2:2]={\"2000-01-01 00:00+02\"}'"),
+    "r": ("int4range", "'[1,5)'"),
+    "mr": ("int4multirange", "'{[1,3),[5,7)}'"),
+    "tr": ("tstzrange", "'[2000-01-01 00:00+02,)'"),
+    "dom": ("bounded", "'[3:3]={1}'"),
+    "c": ("pair", "ROW('[1:1]={2}', 'a \"b\"')"),
+    "e": ("mood", "'happy'"),
+    "mo": ("money", "'12.34'"),
+    "vb": ("varbit", "B'0101'"),
+    "tv": ("tsvector", "'a:1 b:2'"),
+    "x": ("xml", "'<a>1</a>'"),
+    "ip": ("inet", "'10.0.0.1/8'"),
+    "ci": ("cidr", "'10.0.0.0/8'"),
+    "nn": ("numeric", "'NaN'"),
+    "ni": ("numeric", "'-Infinity'"),
+    "bc": ("date", "'4713-01-01 BC'"),
+    "far": ("timestamptz", "'294276-12-31 23:59:59+00'"),
+    "t24": ("time", "'24:00:00'"),
+}
+PLAIN = {
+    "m": ("int[]", "'{{1,2},{3,4}}'", [["1", "2"], ["3", "4"]]),
+    "na": ("numeric[]", "'{NaN,Infinity,1.50}'", ["NaN", "Infinity", "1.50"]),
+    "b": ("bytea", "'\\x00ff'", {"base64": "AP8="}),
+    "u": ("uuid", "'00000000-0000-0000-0000-00000000000a'", "00000000-0000-0000-0000-00000000000a"),
+}
+
+
+@pytest.mark.parametrize("walk", ["keys", "pages"])
+def test_postgresql_values_the_driver_changes_are_archived_as_server_text(
+    home: Path, walk: str
+) -> None:
+    columns = {**{c: v[:2] for c, v in PLAIN.items()}, **VALUES}
+    with scratch_postgresql() as url:
+        with engine(url).begin() as conn:
+            for ddl in (
+                "CREATE DOMAIN bounded AS int[]",
+                "CREATE TYPE pair AS (a int[], b text)",
+                "CREATE TYPE mood AS ENUM ('sad', 'happy')",
+            ):
+                conn.execute(text(ddl))
+            kinds = ", ".join(f"{c} {kind}" for c, (kind, _) in columns.items())
+            conn.execute(text(f"CREATE TABLE logs (id int PRIMARY KEY, at date NOT NULL, {kinds})"))
+            values = ", ".join(value for _, value in columns.values())
+            conn.execute(text(f"INSERT INTO logs VALUES (1, '2000-01-01', {values})"))
+            conn.execute(
+                text("INSERT INTO logs (id, at) SELECT g, now() FROM generate_series(2, 9) g")
+            )
+            conn.execute(text("CREATE TABLE kept AS SELECT * FROM logs WHERE id = 1"))
+        archive = home / "archive" / "logs.jsonl"
+
+        _purge(home, url, archive, walk=walk)
+
+        (line,) = archive.read_text().splitlines()
+        row = _strict(line)
+        for column, (_, _, archived) in PLAIN.items():
+            assert row[column] == archived, column
+        with engine(url).connect() as conn:
+            for column, (kind, _) in VALUES.items():
+                assert isinstance(row[column], str), (column, row[column])
+                same = conn.execute(
+                    text(f"SELECT CAST(CAST(:v AS {kind}) AS text) = {column}::text FROM kept"),
+                    {"v": row[column]},
+                ).scalar()
+                assert same, (column, row[column])
+        assert row["lb"] == "[2:3]={7,8}" and row["r"] == "[1,5)"
+
+
+def _set_by_trigger(url: str, name: str, value: str, when: str) -> None:
+    with engine(url).begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE logs (id int PRIMARY KEY, at timestamp NOT NULL, f float8, "
+                "iv interval)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO logs SELECT g, '2000-01-01', 0.1 + g, '-1 year +2 days' "
+                "FROM generate_series(1, 4) g"
+            )
+        )
+        conn.execute(text("INSERT INTO logs (id, at) SELECT g, now() FROM generate_series(5, 9) g"))
+        conn.execute(
+            text(
+                "CREATE FUNCTION set_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "PERFORM pg_catalog.set_config(TG_ARGV[0], TG_ARGV[1], false); "
+                "RETURN OLD; END $$"
+            )
+        )
+        conn.execute(
+            text(f"CREATE TRIGGER logs_set {when} EXECUTE FUNCTION set_it('{name}', '{value}')")
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("extra_float_digits", "-15"), ("DateStyle", "SQL, DMY"), ("IntervalStyle", "sql_standard")],
+)
+@pytest.mark.parametrize(
+    ("when", "batches"),
+    [("BEFORE DELETE ON logs FOR EACH ROW", 0), ("AFTER DELETE ON logs FOR EACH STATEMENT", 1)],
+    ids=["rows", "later"],
+)
+def test_a_setting_code_changes_mid_purge_rolls_its_batch_back(
+    home: Path, name: str, value: str, when: str, batches: int
+) -> None:
+    """A trigger that changes how the server writes values: set before each row is
+    deleted, the first batch's rows are sent under it; set after them, its batch's rows
+    are exact, and the rows of the session's next batch would be sent under it. No row is
+    archived inexactly: the batch that would be is rolled back, and the step fails."""
+    with scratch_postgresql() as url:
+        _set_by_trigger(url, name, value, when)
+        archive = home / "archive" / "logs.jsonl"
+        config = use_target(home, url)
+        # Walking keys, two rows a batch: the page walk's one batch would hold them all.
+        job = {"table": "logs", "date_column": "at", "retention_days": 30, "batch_size": 2}
+        job["walk"] = "keys"
+        job["archive_to"] = f"file:{archive}"
+        result = commands.run_job(
+            config, "log_cleanup", job, approver=PreApproved(up_to=RiskLevel.HIGH)
+        )
+        assert result.status != "completed"
+        error = next(s.error for s in result.steps if s.error)
+        assert f"{name} was {value}" in (error or ""), error
+        with engine(url).connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM logs")).scalar() == 9 - 2 * batches
+        lines = archive.read_text().splitlines() if archive.exists() else []
+        assert len(lines) == 2 * batches
