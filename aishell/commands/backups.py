@@ -12,16 +12,16 @@ from sqlalchemy.exc import DBAPIError
 from aishell.agents.backup import BackupAgent
 from aishell.commands.breaker import circuit_breaker
 from aishell.commands.starting import start_run
-from aishell.commands.stores import signed_store
+from aishell.commands.stores import checking_store, signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
-from aishell.errors import PlanError, UsageError
+from aishell.errors import PlanError, StateTampered, UsageError
 from aishell.executor import Observer, RunResult
 from aishell.handlers.backup.elsewhere import not_here
 from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
-from aishell.state.backups import DECODED, in_place, on_disk, proof_of
+from aishell.state.backups import DECODED, in_place, on_disk, proof_of, refused
 from aishell.state.reached import Restorable
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
@@ -30,10 +30,12 @@ from aishell.targets.engines import open_target
 def list_backups(config: Config, target: str | None = None) -> list[dict[str, Any]]:
     """The backup catalog, newest first; each with whether it was proven restorable, how
     (`proof`: restored, or only decoded by a quick validation), and whether its file is
-    still there (`file`: on disk, missing, or elsewhere: on the host that took it)."""
+    still there (`file`: on disk, missing, or elsewhere: on the host that took it), and
+    `seal_error`: why restore, validation and retention refuse it, its row not being what
+    the home's key signed."""
     if target is not None:
         config.target(target)
-    with StateStore(config.state_url) as store:
+    with checking_store(config) as store:
         rows = store.list_backups(target)
     for row in rows:
         row["proof"] = proof_of(row["verification"])
@@ -108,6 +110,8 @@ def restore(
     `create`: make the target's database first if it does not exist (empty; it stays
     if the restore is then declined)."""
     backup = show_backup(config, backup_id)
+    if refused(backup) is not None:
+        raise StateTampered(str(refused(backup)))
     away = not_here(backup)
     if away is not None:
         raise UsageError(away)

@@ -83,10 +83,12 @@ def doctor(
         config.target(name)  # an unknown name is an error, before anything is checked
     problems = _agent_file_problems(config)
     try:
-        # With the home's key: a schedule serve refuses is one of the home's problems.
+        # With the home's key: a schedule serve refuses, or a backup restore, validation
+        # and retention refuse, is one of the home's problems.
         with checking_store(config) as store:
             leftovers = scratch.leftovers(store)
             problems += _schedule_problems(store, config)
+            problems += _backup_problems(store)
     except AishellError as exc:
         leftovers = []
         problems.append(
@@ -339,6 +341,20 @@ def _schedule_problems(store: StateStore, config: Config) -> list[dict[str, Any]
             fix = f"add target '{schedule['target']}' to the config again, or {remove}"
             problems.append(_home_problem(gone, fix))
     return problems
+
+
+def _backup_problems(store: StateStore) -> list[dict[str, Any]]:
+    """Each catalogued backup whose row is not what the home's key signed, as a problem
+    of the home: restore, validation and retention refuse it."""
+    return [
+        _home_problem(
+            f"{backup['seal_error']}: restore, validation and retention refuse it",
+            f"take a new backup of {backup['target']} (`aishell run backup --type full`); "
+            f"backup {backup['id']}'s file is left alone: delete it by hand once no one needs it",
+        )
+        for backup in store.list_backups()
+        if backup["seal_error"]
+    ]
 
 
 def _home_problem(problem: str, fix: str) -> dict[str, Any]:

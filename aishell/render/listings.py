@@ -67,6 +67,9 @@ def backups_table(
             safe_text(row["path"]),
         )
     out.print(table)
+    for row in rows:  # restore, validation and retention refuse it: the line says why
+        if row.get("seal_error"):
+            out.print(safe_text(row["seal_error"], "red"))
 
 
 def _freshness_line(target: str, newest: dict[str, Any] | None) -> Text:
@@ -84,7 +87,10 @@ def _freshness_line(target: str, newest: dict[str, Any] | None) -> Text:
 
 def _verified_cell(row: dict[str, Any]) -> Text:
     """When a restore proved the backup; else whether a quick validation decoded it (no
-    proof it restores) or nothing proved it at all (`proof`: commands.list_backups)."""
+    proof it restores) or nothing proved it at all (`proof`: commands.list_backups); a
+    row not what the home's key signed, refused, whatever it says."""
+    if row.get("seal_error"):
+        return Text("refused", style="red")
     if row["verified_at"]:
         return safe_text(row["verified_at"][:16].replace("T", " "))
     if row.get("proof") == "decoded":
@@ -116,6 +122,8 @@ def backup_detail(out: Console, row: dict[str, Any]) -> None:
     for table, count in (manifest.get("tables") or {}).items():
         out.print(safe_text(f"  {table}: {count:,} rows"))
     out.print(_validation_line(row))
+    if row.get("seal_error"):
+        out.print(safe_text(row["seal_error"], "red"))
     left = (row["verification"] or {}).get("not_restored") if row["verified_at"] else None
     if isinstance(left, list) and left:
         # Left out of the proof so as to run none of the database's code: a restore into

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, insert, select, update
 
+from aishell.errors import StateTampered
 from aishell.state.core import StoreCore
 from aishell.state.processes import this_host
 from aishell.state.schema import backups, runs
@@ -61,6 +62,13 @@ def database_of(manifest: Any) -> str | None:
     return said if isinstance(said, str) and said else None
 
 
+def refused(row: Mapping[str, Any]) -> str | None:
+    """Why restore, validation, retention and an incremental refuse a catalog row (its
+    `seal_error`: not what the home's key signed); None when they may trust it."""
+    said = row.get("seal_error")
+    return str(said) if said else None
+
+
 def proof_of(verification: Any) -> str | None:
     """How far a catalog row's last passing validation proved it (RESTORED, DECODED),
     None when it has none; a passing one from before proofs were named was a restore."""
@@ -86,22 +94,26 @@ class BackupCatalog(StoreCore):
         size_bytes: int | None = None,
         manifest: Any = None,
     ) -> int:
+        """A backup taken, signed with the home's key in a store opened with it (over its
+        id, known once it is written, in the same transaction)."""
+        row = {
+            "target": target,
+            "run_id": run_id,
+            "kind": kind,
+            "path": path,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "manifest": None if manifest is None else dumps(manifest),
+            "created_at": created_at or now(),
+            "verified_at": verified_at,
+            "verification": None if verification is None else dumps(verification),
+        }
         with self._tx() as conn:
-            result = conn.execute(
-                insert(backups).values(
-                    target=target,
-                    run_id=run_id,
-                    kind=kind,
-                    path=path,
-                    sha256=sha256,
-                    size_bytes=size_bytes,
-                    manifest=None if manifest is None else dumps(manifest),
-                    created_at=created_at or now(),
-                    verified_at=verified_at,
-                    verification=None if verification is None else dumps(verification),
-                )
-            )
-            return new_id(result)
+            backup_id = new_id(conn.execute(insert(backups).values(**row)))
+            sealed = self._sealed("backup", str(backup_id), row)
+            if sealed is not None:
+                conn.execute(update(backups).where(backups.c.id == backup_id).values(seal=sealed))
+        return backup_id
 
     def backup_verified(self, path: str, verification: Any, ok: bool) -> None:
         """Store a validation's result with the backup; only a passing restore marks it
@@ -113,16 +125,39 @@ class BackupCatalog(StoreCore):
             where = where & backups.c.verified_at.is_(None)
         else:
             values["verified_at"] = now() if ok else None
-        with self._tx() as conn:
-            conn.execute(update(backups).where(where).values(**values))
+        self._rewrite(where, values)
 
     def backup_deleted(self, path: str) -> None:
+        self._rewrite(backups.c.path == path, {"deleted_at": now()})
+
+    def _rewrite(self, where: ColumnElement[bool], values: dict[str, Any]) -> None:
+        """Change the rows `where` picks, each signed anew when it was what the home's key
+        signed: a row changed outside aishell stays refused, not signed as it is now."""
         with self._tx() as conn:
-            conn.execute(update(backups).where(backups.c.path == path).values(deleted_at=now()))
+            found = [dict(r._mapping) for r in conn.execute(select(backups).where(where))]
+            for stored in found:
+                changed = dict(values)
+                if self._key is not None and self._seal_error(stored) is None:
+                    changed["seal"] = self._sealed("backup", str(stored["id"]), stored | values)
+                conn.execute(update(backups).where(backups.c.id == stored["id"]).values(changed))
+
+    def _seal_error(self, stored: Mapping[str, Any]) -> str | None:
+        """Why a backup's row is not what the home's key signed; None when it is, or the
+        store was opened without the key."""
+        backup_id = stored["id"]
+        again = "take a new backup (`aishell run backup --type full`)"
+        try:
+            self._verify("backup", str(backup_id), stored, f"backup {backup_id}", again=again)
+        except StateTampered as exc:
+            return str(exc)
+        return None
 
     def list_backups(self, target: str | None = None) -> list[dict[str, Any]]:
         """Backups not deleted, newest first; each with `host`, the machine that took it
-        (its manifest says; a backup from before manifests did, its run's host)."""
+        (its manifest says; a backup from before manifests did, its run's host), and
+        `seal_error`: in a store opened with the home's key, why its row is not what that
+        key signed (None: it is, or there is no key), which restore, validation and
+        retention refuse (refused)."""
         query = (
             select(backups, runs.c.hostname.label("run_host"))
             .outerjoin(runs, runs.c.run_id == backups.c.run_id)
@@ -131,28 +166,22 @@ class BackupCatalog(StoreCore):
         )
         if target:
             query = query.where(backups.c.target == target)
-        rows = [_backup_row(r._mapping) for r in self._conn.execute(query)]
+        found = [dict(r._mapping) for r in self._conn.execute(query)]
         self._conn.rollback()
-        return rows
+        return [_backup_row(row) | {"seal_error": self._seal_error(row)} for row in found]
 
     def backup_for(self, database: str, run_id: str | None = None) -> datetime | None:
         """When the newest backup that vouches for `database` (backup_identity) was
         taken, under whatever target name: one verified, or one run `run_id` took that
-        no validation has failed since; of that database (its manifest names it) and
-        still in place (in_place). Its age is the caller's to judge: a backup taken
-        earlier in a run is as old as it is when the run resumes."""
+        no validation has failed since; of that database (its manifest names it), still
+        in place (in_place), and in a store opened with the home's key, signed with it.
+        Its age is the caller's to judge: a backup taken earlier in a run is as old as it
+        is when the run resumes."""
         vouches: ColumnElement[bool] = PROVEN
         if run_id is not None:
             vouches = vouches | (backups.c.run_id == run_id)
         query = (
-            select(
-                backups.c.created_at,
-                backups.c.path,
-                backups.c.size_bytes,
-                backups.c.manifest,
-                backups.c.verification,
-                runs.c.hostname,
-            )
+            select(backups, runs.c.hostname)
             .outerjoin(runs, runs.c.run_id == backups.c.run_id)
             # Only rows whose manifest names the database are read whole.
             .where(
@@ -166,7 +195,10 @@ class BackupCatalog(StoreCore):
         def vouches_for(manifest: Any, row: Any) -> bool:
             verification = loads(row.verification)
             failed = isinstance(verification, Mapping) and not verification.get("ok")
-            return database_of(manifest) == database and not failed
+            # A row the home's key did not sign as it is (verified_at written in) vouches
+            # for nothing.
+            sound = self._seal_error(dict(row._mapping)) is None
+            return database_of(manifest) == database and not failed and sound
 
         return self._newest_in_place(query, vouches_for)
 
@@ -190,7 +222,8 @@ class BackupCatalog(StoreCore):
 
 
 def _backup_row(row: Any) -> dict[str, Any]:
-    found = {k: v for k, v in row.items() if k not in ("manifest", "verification", "run_host")}
+    left = ("manifest", "verification", "run_host", "seal")
+    found = {k: v for k, v in row.items() if k not in left}
     manifest = loads(row["manifest"])
     said = manifest.get("hostname") if isinstance(manifest, dict) else None
     return {

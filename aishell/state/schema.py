@@ -148,6 +148,9 @@ backups = Table(
     Column("verified_at", String(32)),
     Column("verification", Text),
     Column("deleted_at", String(32)),
+    # Its fields signed with the home's key (state/seals.py): restore, validation and
+    # retention act on what aishell recorded. NULL: recorded before, refused by them.
+    Column("seal", Text),
 )
 
 # Per target name, the database a run last reached through it (its backup_identity),

@@ -1,8 +1,9 @@
 """Signatures over what the state store says about a run: the run's plan, its hash, its
 tool fingerprints and what else resume trusts, every approval and every request for one;
 over a fleet job, whose job and options every worker runs its targets' runs with, and
-over each resend of it, which lets a target's run begin; and over a schedule, whose job
-and options every trigger runs with.
+over each resend of it, which lets a target's run begin; over a schedule, whose job
+and options every trigger runs with; and over a backup catalog row, whose path, checksum
+and manifest restore, validation and retention trust.
 
 Each field of a row gets its own HMAC (the home's plan-signing key, aishell/state/signing.py)
 over the run, the row's kind, the field's name and its stored text, so an edit is named
@@ -69,6 +70,22 @@ SCHEDULE_FIELDS = (
     "created_at",
     "created_by",
 )
+# What restore, validation, retention and an incremental's choice of parent trust of a
+# backup's catalog row (keyed by its id): which file it is, of which database, what it
+# holds, when it was taken, how far it was proven, and whether it was deleted.
+BACKUP_FIELDS = (
+    "target",
+    "run_id",
+    "kind",
+    "path",
+    "sha256",
+    "size_bytes",
+    "manifest",
+    "created_at",
+    "verified_at",
+    "verification",
+    "deleted_at",
+)
 
 # How the one line names a field that changed.
 _FIELD_NAMES = {
@@ -79,6 +96,9 @@ _FIELD_NAMES = {
     "step_idx": "step",
     "decided_by": "decider",
     "given_for": "verdict",
+    "size_bytes": "size",
+    "verified_at": "verification time",
+    "deleted_at": "deletion",
 }
 
 
@@ -125,11 +145,10 @@ def check(
             field = _FIELD_NAMES.get(name, name)
             row_of = kind in ("approval", "request", "resend", "fleet_link", "fleet_head")
             changed = f"{what} ({field})" if row_of else f"{what}'s {field}"
-            # A schedule and a resend say how to make them anew; a run's row, only that
-            # it changed.
-            tail = (
-                f"; {again}" if kind in ("schedule", "resend", "fleet_link", "fleet_head") else ""
-            )
+            # A schedule, a backup and a resend say how to make them anew; a run's row,
+            # only that it changed.
+            anew = ("schedule", "backup", "resend", "fleet_link", "fleet_head")
+            tail = f"; {again}" if kind in anew else ""
             raise StateTampered(
                 f"state.db: {changed} does not match its signature; it was changed outside "
                 f"aishell{tail}"
@@ -167,6 +186,7 @@ def _fields(kind: str) -> tuple[str, ...]:
         "fleet_link": LINK_FIELDS,
         "fleet_head": HEAD_FIELDS,
         "schedule": SCHEDULE_FIELDS,
+        "backup": BACKUP_FIELDS,
         "resend": RESEND_FIELDS,
     }[kind]
 

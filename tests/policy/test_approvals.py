@@ -17,6 +17,7 @@ from aishell.plan.model import Plan, Step
 from aishell.policy.approvers import NonInteractive, PreApproved
 from aishell.risk import RiskLevel
 from aishell.state.backups import DATABASE_KEY
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
 from aishell.targets.identity import backup_identity
@@ -146,7 +147,8 @@ def test_backup_required_asks_unless_a_verified_backup_is_fresh(edit_config, dem
     with handle.connect() as conn:
         database = backup_identity(conn)
     handle.close()
-    with StateStore(config.state_url) as store:
+    # Recorded as a run records one: signed with the home's key.
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         now = datetime.now(UTC).isoformat()
         store.record_backup(
             target="demo",

@@ -26,7 +26,9 @@ from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.files import KEY_LIMIT, PLAN_LIMIT
 from aishell.policy.approvers import PreApproved
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
+from tests.handlers.backup.recorded import resealed
 from tests.handlers.purge.test_log_cleanup import _purge_and_die, fill, rows_of
 from tests.helpers import digest, one_step_plan, use_target
 
@@ -280,6 +282,7 @@ def _age(home: Path, backup_id: int, created_at: str) -> None:
     conn.execute("UPDATE backups SET created_at = ? WHERE id = ?", (created_at, backup_id))
     conn.commit()
     conn.close()
+    resealed(home)  # as if it had been taken then
 
 
 def test_retention_deletes_only_backups_proven_by_their_manifest(logs, home, tmp_path_factory):
@@ -319,7 +322,8 @@ def test_retention_deletes_only_backups_proven_by_their_manifest(logs, home, tmp
         link: "it is a symbolic link, not a backup file",
         moved_in: "no readable manifest beside it",
     }
-    with StateStore(config.state_url) as store:
+    # Recorded as a run records one: signed with the home's key.
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         for path in rows:
             store.record_backup(
                 target="db",

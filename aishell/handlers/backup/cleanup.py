@@ -2,7 +2,8 @@
 backups while keeping the newest, the newest verified one whose file is there whole
 (and a newer one a quick validation decoded), the young ones, and every backup a kept
 incremental builds on. It deletes only what it proves a backup aishell made under
-backup_dir (see `unproven`), never whatever path a catalog row holds.
+backup_dir (see `unproven`), never whatever path a catalog row holds; a row the home's
+key did not sign as it is (its `seal_error`) it neither keeps nor deletes.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from aishell.files import kind_of
 from aishell.handlers.backup.decode import decodes
 from aishell.handlers.backup.elsewhere import not_here, taken_on, this_host
 from aishell.handlers.backup.manifest import manifest_of, remove_backup, sha256_of
-from aishell.state.backups import DECODED, RESTORED, database_of, on_disk, proof_of
+from aishell.state.backups import DECODED, RESTORED, database_of, on_disk, proof_of, refused
 from aishell.targets.identity import backup_identity
 from aishell.tool.context import ToolContext
 from aishell.units import exact
 
 
 def last_backup(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
-    every, others = of_this_database(ctx.backup_catalog(), ctx, legacy=False)
+    # A row the home's key did not sign as it is is no backup to restore or build on.
+    sound = [b for b in ctx.backup_catalog() if refused(b) is None]
+    every, others = of_this_database(sound, ctx, legacy=False)
     if params.get("verified_only", True):
         by_path = {b["path"]: b for b in every}
         every = [b for b in every if b["verified_at"]]
@@ -286,7 +289,12 @@ def _choose(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
     now = time.time()
     # Retention keeps and deletes among the backups of the database the target reaches
     # now; another database's are not this cleanup's to retire, nor to be kept for it.
-    catalog, others = of_this_database(ctx.backup_catalog(), ctx, legacy=True)
+    # A row the home's key did not sign as it is is neither kept (it would stand in for a
+    # real backup retention then deletes) nor deleted (its path may be any file): skipped,
+    # and said on every run.
+    listed = ctx.backup_catalog()
+    sound = [b for b in listed if refused(b) is None]
+    catalog, others = of_this_database(sound, ctx, legacy=True)
     planned = planned_backup(catalog, ctx.previewed_before, now, ctx.dialect)
     rows = catalog + ([planned] if planned else [])
     days, last = params.get("retention_days", 30), params.get("keep_last", 3)
@@ -297,6 +305,7 @@ def _choose(params: Mapping[str, Any], ctx: ToolContext) -> _Choice:
         delete, keep = choose_deletions(rows, days, last, now, unchanged(rows))
     proven: list[dict[str, Any]] = []
     skipped = [(b, _another_database(b, ctx)) for b in others]
+    skipped += [(b, str(refused(b))) for b in listed if refused(b) is not None]
     for b in delete:
         why = unproven(b, ctx)
         if why is None:

@@ -17,6 +17,7 @@ from typing import Any
 from aishell.errors import StepFailed
 from aishell.files import read_regular
 from aishell.handlers.backup.disk import partial_file
+from aishell.state.backups import refused
 from aishell.tool.context import ToolContext
 
 CHUNK = 1 << 20
@@ -149,6 +150,11 @@ def as_recorded(
             f"Backup {path.name} is not in the backup catalog; aishell {doing} only the "
             "backups it recorded (`aishell backups list`)"
         )
+    # Its row's path, checksum and manifest are what the rest is checked against: a row
+    # the home's key did not sign as it is vouches for nothing.
+    why = refused(row)
+    if why is not None:
+        raise StepFailed(why)
     catalogued = row.get("sha256")
     if catalogued is not None and catalogued != sha:
         raise StepFailed(

@@ -57,7 +57,7 @@ from aishell.handlers.mysql.catalog import (
 from aishell.handlers.sqlite.appcode import app_code
 from aishell.scratch.leftovers import BACKUP
 from aishell.sqltext import text
-from aishell.state.backups import DATABASE_KEY, database_of
+from aishell.state.backups import DATABASE_KEY, database_of, refused
 from aishell.targets.appcode import stops_rewrite
 from aishell.targets.catalog import user_tables
 from aishell.targets.identity import backup_identity
@@ -176,6 +176,9 @@ def backup_incremental(params: Mapping[str, Any], ctx: ToolContext) -> dict[str,
             f"The parent backup {parent_path.name} was never proven restorable; an incremental "
             "chains only from a verified backup"
         )
+    why = refused(verified[str(parent_path)])
+    if why is not None:  # an increment of a file the catalog was pointed at since
+        raise StepFailed(why)
     said = database_of(verified[str(parent_path)].get("manifest"))
     here = backup_identity(ctx.connection)
     if said != here:

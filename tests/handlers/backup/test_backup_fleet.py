@@ -25,6 +25,7 @@ from aishell.errors import UsageError
 from aishell.policy.approvers import Prompting
 from aishell.state.signing import KEY_FILE
 from tests.conftest import REPO
+from tests.handlers.backup.recorded import resealed
 from tests.helpers import one_step_plan
 
 ANOTHER_HOST = "another-host.invalid"
@@ -100,6 +101,7 @@ def taken_elsewhere(config: Config, backup: dict[str, Any]) -> None:
             )
     finally:
         engine.dispose()
+    resealed(config.home, config.state_url)  # as that machine would have recorded it
     folder = Path(backup["path"]).parent
     folder.rename(folder.with_name(folder.name + "-unmounted"))
 

@@ -25,6 +25,7 @@ from aishell.cli import cli
 from aishell.config.models import AgentDefaults, Config, load_config
 from aishell.executor import RunResult
 from aishell.policy.approvers import Prompting
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.helpers import use_target
 
@@ -349,7 +350,7 @@ def as_verified(config: Config, path: str) -> None:
     validation would restore it into a scratch database they never look at (on
     PostgreSQL a CREATE and a DROP DATABASE, and a DROP forces a checkpoint). Validation
     is tested where it is the subject (test_backups.py, test_backup_consistency.py)."""
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         store.backup_verified(path, {"path": path, "ok": True, "problems": []}, True)
     [listed] = [b for b in commands.list_backups(config) if b["path"] == path]
     assert listed["verified_at"]

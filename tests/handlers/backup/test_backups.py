@@ -22,6 +22,7 @@ from aishell.cli import cli
 from aishell.config.models import load_config
 from aishell.errors import UsageError
 from aishell.policy.approvers import PreApproved
+from tests.handlers.backup.recorded import resealed
 from tests.helpers import one_step_plan, tmpfs
 from tests.services import engine
 
@@ -261,6 +262,7 @@ def test_retention_keeps_what_it_must(config, home):
     conn.execute("UPDATE backups SET verified_at = created_at WHERE id = ?", (rows[1][0],))
     conn.commit()
     conn.close()
+    resealed(home)  # as if the run had recorded them so
     plan = one_step_plan(
         "backup", "demo", "sqlite", "cleanup_old_backups", {"retention_days": 7, "keep_last": 2}
     )
@@ -492,6 +494,7 @@ def test_retention_keeps_the_parents_of_a_kept_incremental(config, demo_db, home
     )
     conn.commit()
     conn.close()
+    resealed(home)  # as if the full one had been taken then
     plan = one_step_plan(
         "backup", "demo", "sqlite", "cleanup_old_backups", {"retention_days": 0, "keep_last": 1}
     )

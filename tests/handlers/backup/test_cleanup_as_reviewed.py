@@ -13,6 +13,7 @@ from sqlalchemy import text
 from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
+from tests.handlers.backup.recorded import resealed
 from tests.helpers import use_target
 from tests.services import engine
 
@@ -101,6 +102,7 @@ def test_a_resumed_cleanup_refuses_a_backup_its_approval_did_not_name(config, ho
     )
     state.commit()
     state.close()
+    resealed(home)  # as if it had been taken then
     resumed = commands.resume_run(config, waiting.run_id)
     assert resumed.status == "failed"
     assert f"would delete {meanwhile[0]}, which its approval did not name" in (

@@ -12,6 +12,7 @@ from pathlib import Path
 from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import Prompting
+from tests.handlers.backup.recorded import resealed
 from tests.helpers import one_step_plan
 
 
@@ -45,6 +46,7 @@ def test_a_verified_backup_changed_in_place_keeps_the_older_good_one(
         conn.execute("UPDATE backups SET created_at = ? WHERE id = ?", (at, backup["id"]))
     conn.commit()
     conn.close()
+    resealed(home)  # as if they had been taken then
     _flip_a_byte(Path(changed["path"]))
     plan = one_step_plan(
         "backup", "demo", "sqlite", "cleanup_old_backups", {"retention_days": 7, "keep_last": 1}
